@@ -1,0 +1,1 @@
+"""sims: scenarios, the deterministic scheduler, analyses, reports and the relaysim CLI."""
