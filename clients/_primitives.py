@@ -1,0 +1,190 @@
+"""The only module in ``clients`` that touches ``cryptography``'s hazmat layer.
+
+Everything here is a thin, fast wrapper around one primitive. Nothing here picks a protocol
+constant or a key: callers above (``clients.spec``, the ratchet, X3DH) do, and callers above
+*them* never see a nonce, an IV or a raw key at all.
+
+HMAC and HKDF use the standard library's ``hmac.digest`` (OpenSSL underneath, the same
+SHA-256); it is several times cheaper per call than building a ``cryptography`` HMAC object,
+and the ratchet calls it on every message.
+"""
+
+from __future__ import annotations
+
+import hmac as _hmac
+from collections.abc import Callable
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM1024PrivateKey, MLKEM1024PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+__all__ = [
+    "AuthenticationFailed",
+    "X25519Pair",
+    "aes_cbc_decrypt",
+    "aes_cbc_encrypt",
+    "constant_time_equal",
+    "ed25519_verify",
+    "hkdf_sha256",
+    "hmac_sha256",
+    "mlkem_decapsulate",
+    "mlkem_encapsulate",
+    "mlkem_keypair_from_seed",
+    "siv_decrypt",
+    "siv_encrypt",
+    "x25519_pair_from_private",
+]
+
+# An RNG is any callable that returns n bytes. Production code passes ``os.urandom``;
+# the simulator passes a seeded generator so that runs are reproducible.
+RNG = Callable[[int], bytes]
+
+_ZERO32 = bytes(32)
+_SHA256 = "sha256"
+
+
+class AuthenticationFailed(Exception):
+    """A MAC, a padding, a tag or a signature did not check. Says nothing more, on purpose."""
+
+
+# --- hashes and KDFs -----------------------------------------------------------------------
+
+
+def hmac_sha256(key: bytes, data: bytes) -> bytes:
+    return _hmac.digest(key, data, _SHA256)
+
+
+def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
+    """RFC 5869 HKDF with SHA-256. An empty salt means HashLen zero bytes (RFC 5869 §2.2)."""
+    if length > 255 * 32:
+        raise ValueError("HKDF-SHA256 output is limited to 8160 bytes")
+    prk = _hmac.digest(salt or _ZERO32, ikm, _SHA256)
+    out = b""
+    block = b""
+    counter = 1
+    while len(out) < length:
+        block = _hmac.digest(prk, block + info + bytes((counter,)), _SHA256)
+        out += block
+        counter += 1
+    return out[:length]
+
+
+def constant_time_equal(a: bytes, b: bytes) -> bool:
+    return _hmac.compare_digest(a, b)
+
+
+# --- X25519 ---------------------------------------------------------------------------------
+
+
+class X25519Pair:
+    """An X25519 key pair that keeps the ``cryptography`` object alive between uses.
+
+    Rebuilding the private-key object from raw bytes on every DH costs as much as a
+    third of the DH itself, so the ratchet holds on to one of these.
+    """
+
+    __slots__ = ("_key", "private", "public")
+
+    def __init__(self, key: X25519PrivateKey, private: bytes, public: bytes) -> None:
+        self._key = key
+        self.private = private
+        self.public = public
+
+    def dh(self, their_public: bytes) -> bytes:
+        try:
+            return self._key.exchange(X25519PublicKey.from_public_bytes(their_public))
+        except ValueError as exc:  # wrong length, or an all-zero shared secret
+            raise AuthenticationFailed() from exc
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, X25519Pair) and other.private == self.private
+
+    def __hash__(self) -> int:
+        return hash(self.public)
+
+    def __repr__(self) -> str:
+        return f"X25519Pair(public={self.public.hex()[:16]}…)"
+
+
+def x25519_pair_from_private(private: bytes) -> X25519Pair:
+    key = X25519PrivateKey.from_private_bytes(private)
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return X25519Pair(key, private, public)
+
+
+# --- Ed25519 (verification only; XEdDSA signing lives in _xeddsa on top of this) ------------
+
+
+def ed25519_verify(public: bytes, message: bytes, signature: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+# --- ML-KEM-1024 (FIPS 203) -----------------------------------------------------------------
+
+MLKEM1024_PUBLIC_KEY_SIZE = 1568
+MLKEM1024_CIPHERTEXT_SIZE = 1568
+MLKEM1024_SEED_SIZE = 64
+
+
+def mlkem_keypair_from_seed(seed: bytes) -> tuple[MLKEM1024PrivateKey, bytes]:
+    """The 64-byte (d ‖ z) seed form of FIPS 203 key generation."""
+    key = MLKEM1024PrivateKey.from_seed_bytes(seed)
+    return key, key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def mlkem_encapsulate(public: bytes) -> tuple[bytes, bytes]:
+    """Returns (shared_secret, ciphertext). The encapsulation randomness comes from OpenSSL."""
+    try:
+        pk = MLKEM1024PublicKey.from_public_bytes(public)
+    except ValueError as exc:
+        raise AuthenticationFailed() from exc
+    return pk.encapsulate()
+
+
+def mlkem_decapsulate(seed: bytes, ciphertext: bytes) -> bytes:
+    try:
+        return MLKEM1024PrivateKey.from_seed_bytes(seed).decapsulate(ciphertext)
+    except ValueError as exc:
+        raise AuthenticationFailed() from exc
+
+
+# --- AES-256-CBC with PKCS#7, as Double Ratchet §5.2 recommends ----------------------------
+
+
+def aes_cbc_encrypt(key: bytes, iv: bytes, plaintext: bytes) -> bytes:
+    pad = 16 - (len(plaintext) & 15)
+    enc = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    return enc.update(plaintext + bytes((pad,)) * pad) + enc.finalize()
+
+
+def aes_cbc_decrypt(key: bytes, iv: bytes, ciphertext: bytes) -> bytes:
+    if not ciphertext or len(ciphertext) & 15:
+        raise AuthenticationFailed()
+    dec = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+    padded = dec.update(ciphertext) + dec.finalize()
+    pad = padded[-1]
+    if not 1 <= pad <= 16 or padded[-pad:] != bytes((pad,)) * pad:
+        raise AuthenticationFailed()
+    return padded[:-pad]
+
+
+# --- AES-SIV (RFC 5297), for header encryption --------------------------------------------------
+
+
+def siv_encrypt(key: bytes, plaintext: bytes, associated_data: bytes) -> bytes:
+    return AESSIV(key).encrypt(plaintext, [associated_data])
+
+
+def siv_decrypt(key: bytes, ciphertext: bytes, associated_data: bytes) -> bytes:
+    try:
+        return AESSIV(key).decrypt(ciphertext, [associated_data])
+    except (InvalidTag, ValueError) as exc:
+        raise AuthenticationFailed() from exc
