@@ -1,0 +1,24 @@
+"""The device's two kinds of failure.
+
+``DecryptionError`` is the only thing a peer's bad input can make the device raise while it
+decrypts or opens an envelope. Its message is always the same: whether a tag, a padding, a
+header key, a skipped-key limit or a certificate failed stays private, so an attacker who
+sends forged messages learns nothing from the error (compare ``cryptography``'s Fernet,
+which turns every failure into one ``InvalidToken``).
+
+``UsageError`` is the local side doing something that cannot work (sending on a session that
+has no sending chain yet, a key of the wrong length). It is a bug in the caller, not an attack.
+"""
+
+from __future__ import annotations
+
+
+class DecryptionError(Exception):
+    """The message could not be decrypted. On purpose, nothing more is said."""
+
+    def __init__(self) -> None:
+        super().__init__("message could not be decrypted")
+
+
+class UsageError(Exception):
+    """The caller asked for something this session or key cannot do."""

@@ -1,0 +1,247 @@
+"""Identity keys, prekeys and the prekey bundle a device publishes (X3DH §3.2, PQXDH §3.2).
+
+Private halves stay in ``PreKeySecrets`` on the device. What leaves the device is a
+``PreKeyBundle``: a plain frozen value with a stable msgpack encoding (a fixed-order array, so
+the same bundle always encodes to the same bytes).
+
+Signatures are XEdDSA signatures by the identity key over Encode(PK): for X25519 keys the
+0x05-prefixed encoding of X3DH §2.5; for ML-KEM-1024 keys a one-byte tag, 0x0A (ours: PQXDH
+§2.5 leaves EncodeKEM to the application and only asks that it name the KEM), then the 1568
+key bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from clients import _primitives as _p
+from clients import spec
+from clients.errors import UsageError
+
+__all__ = [
+    "BundleError",
+    "IdentityKeyPair",
+    "KemPreKey",
+    "OneTimePreKey",
+    "PreKeyBundle",
+    "PreKeySecrets",
+    "SignedPreKey",
+    "encode_kem_public_key",
+]
+
+RNG = Callable[[int], bytes]
+KEM_TYPE_MLKEM1024 = b"\x0a"
+
+
+class BundleError(Exception):
+    """A prekey bundle is malformed or one of its signatures does not verify."""
+
+
+def encode_kem_public_key(public: bytes) -> bytes:
+    if len(public) != _p.MLKEM1024_PUBLIC_KEY_SIZE:
+        raise BundleError(f"an ML-KEM-1024 public key is {_p.MLKEM1024_PUBLIC_KEY_SIZE} bytes, got {len(public)}")
+    return KEM_TYPE_MLKEM1024 + public
+
+
+class IdentityKeyPair:
+    """A long-term X25519 identity key that also signs, with XEdDSA."""
+
+    __slots__ = ("pair",)
+
+    def __init__(self, private: bytes) -> None:
+        if len(private) != 32:
+            raise UsageError("an identity private key is 32 bytes")
+        self.pair = _p.x25519_pair_from_private(private)
+
+    @classmethod
+    def generate(cls, rng: RNG = os.urandom) -> IdentityKeyPair:
+        return cls(rng(32))
+
+    @property
+    def public(self) -> bytes:
+        return self.pair.public
+
+    @property
+    def private(self) -> bytes:
+        return self.pair.private
+
+    def sign(self, message: bytes, rng: RNG = os.urandom) -> bytes:
+        return spec.xeddsa_sign(self.pair.private, message, rng=rng)
+
+
+def _check_len(name: str, value: object, n: int) -> bytes:
+    if not isinstance(value, bytes) or len(value) != n:
+        got = f"{len(value)} bytes" if isinstance(value, bytes) else type(value).__name__
+        raise BundleError(f"{name} must be {n} bytes, got {got}")
+    return value
+
+
+def _check_id(name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**32:
+        raise BundleError(f"{name} must be an integer from 0 to 2**32-1, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class SignedPreKey:
+    id: int
+    public: bytes
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        _check_id("signed_prekey.id", self.id)
+        _check_len("signed_prekey.public", self.public, 32)
+        _check_len("signed_prekey.signature", self.signature, 64)
+
+
+@dataclass(frozen=True, slots=True)
+class OneTimePreKey:
+    id: int
+    public: bytes
+
+    def __post_init__(self) -> None:
+        _check_id("one_time_prekey.id", self.id)
+        _check_len("one_time_prekey.public", self.public, 32)
+
+
+@dataclass(frozen=True, slots=True)
+class KemPreKey:
+    """A signed ML-KEM-1024 prekey: one-time (PQOPK) or last-resort (PQSPK), PQXDH §3.2."""
+
+    id: int
+    public: bytes
+    signature: bytes
+    last_resort: bool = False
+
+    def __post_init__(self) -> None:
+        _check_id("kem_prekey.id", self.id)
+        _check_len("kem_prekey.public", self.public, _p.MLKEM1024_PUBLIC_KEY_SIZE)
+        _check_len("kem_prekey.signature", self.signature, 64)
+        if not isinstance(self.last_resort, bool):
+            raise BundleError("kem_prekey.last_resort must be a boolean")
+
+
+@dataclass(frozen=True, slots=True)
+class PreKeyBundle:
+    """What a device publishes and the relay hands to whoever wants to start a session."""
+
+    identity_key: bytes
+    signed_prekey: SignedPreKey
+    one_time_prekey: OneTimePreKey | None = None
+    kem_prekey: KemPreKey | None = None
+
+    def __post_init__(self) -> None:
+        _check_len("identity_key", self.identity_key, 32)
+
+    def verify(self) -> None:
+        """Check every signature in the bundle against its identity key (X3DH §3.3, PQXDH §3.3)."""
+        spk = self.signed_prekey
+        if not spec.xeddsa_verify(self.identity_key, spec.encode_public_key(spk.public), spk.signature):
+            raise BundleError("signed_prekey.signature does not verify with identity_key")
+        kem = self.kem_prekey
+        if kem is not None and not spec.xeddsa_verify(
+            self.identity_key, encode_kem_public_key(kem.public), kem.signature
+        ):
+            raise BundleError("kem_prekey.signature does not verify with identity_key")
+
+    def to_wire(self) -> list[Any]:
+        spk, opk, kem = self.signed_prekey, self.one_time_prekey, self.kem_prekey
+        return [
+            self.identity_key,
+            [spk.id, spk.public, spk.signature],
+            None if opk is None else [opk.id, opk.public],
+            None if kem is None else [kem.id, kem.public, kem.signature, kem.last_resort],
+        ]
+
+    @classmethod
+    def from_wire(cls, data: object) -> PreKeyBundle:
+        try:
+            ik, spk, opk, kem = data  # type: ignore[misc]
+            return cls(
+                identity_key=ik,
+                signed_prekey=SignedPreKey(*spk),
+                one_time_prekey=None if opk is None else OneTimePreKey(*opk),
+                kem_prekey=None if kem is None else KemPreKey(*kem),
+            )
+        except (TypeError, ValueError) as exc:
+            raise BundleError(f"malformed prekey bundle: {exc}") from None
+
+    def encode(self) -> bytes:
+        return msgpack.packb(self.to_wire(), use_bin_type=True)
+
+    @classmethod
+    def decode(cls, data: bytes) -> PreKeyBundle:
+        try:
+            obj = msgpack.unpackb(data, raw=False)
+        except Exception as exc:  # msgpack raises several unrelated types
+            raise BundleError(f"prekey bundle is not valid msgpack: {exc}") from None
+        return cls.from_wire(obj)
+
+
+@dataclass
+class PreKeySecrets:
+    """The private halves of a device's prekeys, and the counters that name new ones."""
+
+    identity: IdentityKeyPair
+    signed: dict[int, tuple[_p.X25519Pair, SignedPreKey]] = field(default_factory=dict)
+    one_time: dict[int, _p.X25519Pair] = field(default_factory=dict)
+    kem: dict[int, tuple[bytes, KemPreKey]] = field(default_factory=dict)  # seed, public part
+    current_signed_id: int = -1
+    next_id: int = 1
+
+    def _take_id(self) -> int:
+        i = self.next_id
+        self.next_id += 1
+        return i
+
+    def new_signed_prekey(self, rng: RNG = os.urandom) -> SignedPreKey:
+        pair = spec.generate_dh(rng)
+        spk = SignedPreKey(self._take_id(), pair.public, self.identity.sign(spec.encode_public_key(pair.public), rng))
+        self.signed[spk.id] = (pair, spk)
+        self.current_signed_id = spk.id
+        return spk
+
+    def new_one_time_prekeys(self, count: int, rng: RNG = os.urandom) -> list[OneTimePreKey]:
+        out = []
+        for _ in range(count):
+            pair = spec.generate_dh(rng)
+            opk = OneTimePreKey(self._take_id(), pair.public)
+            self.one_time[opk.id] = pair
+            out.append(opk)
+        return out
+
+    def new_kem_prekeys(self, count: int, *, last_resort: bool = False, rng: RNG = os.urandom) -> list[KemPreKey]:
+        out = []
+        for _ in range(count):
+            seed = rng(_p.MLKEM1024_SEED_SIZE)
+            _key, public = _p.mlkem_keypair_from_seed(seed)
+            sig = self.identity.sign(encode_kem_public_key(public), rng)
+            kpk = KemPreKey(self._take_id(), public, sig, last_resort)
+            self.kem[kpk.id] = (seed, kpk)
+            out.append(kpk)
+        return out
+
+    @property
+    def current_signed(self) -> SignedPreKey:
+        if self.current_signed_id < 0:
+            raise UsageError("no signed prekey yet: call new_signed_prekey() first")
+        return self.signed[self.current_signed_id][1]
+
+    def bundle(self, *, one_time: bool = True, kem: bool = True) -> PreKeyBundle:
+        """A bundle as the relay would hand it out: the newest signed prekey, and the lowest-numbered
+        one-time and one-time KEM prekeys still unused (else the last-resort KEM prekey)."""
+        opk = None
+        if one_time and self.one_time:
+            i = min(self.one_time)
+            opk = OneTimePreKey(i, self.one_time[i].public)
+        kpk = None
+        if kem and self.kem:
+            one_time_kem = [k for s, k in self.kem.values() if not k.last_resort]
+            pool = one_time_kem or [k for s, k in self.kem.values()]
+            kpk = min(pool, key=lambda k: k.id)
+        return PreKeyBundle(self.identity.public, self.current_signed, opk, kpk)

@@ -1,0 +1,415 @@
+"""The Double Ratchet (Signal, revision 1, §3; header encryption §4), as a pure state machine.
+
+``DoubleRatchet`` holds the state variables of §3.2 under their spec names (``dhs``, ``dhr``,
+``rk``, ``cks``, ``ckr``, ``ns``, ``nr``, ``pn``, ``mkskipped``; with header encryption also
+``hks``, ``hkr``, ``nhks``, ``nhkr``). It reads no clock and opens no socket; new ratchet key
+pairs come from the RNG it is given.
+
+Failure leaves the state untouched *by construction*: ``decrypt`` computes every new value
+into locals (new chain keys, the skipped keys it would store, a DH ratchet step) and assigns
+them to the state only after the message has authenticated. Nothing is copied up front.
+
+Wire form of a message (the spec fixes no layout; ours is fixed-width so CONCAT is parseable):
+
+    header     = DHs public (32) ‖ PN (uint32, big-endian) ‖ N (uint32, big-endian)   — 40 bytes
+    message    = header ‖ ENCRYPT(mk, plaintext, AD ‖ header)
+    message_he = HENCRYPT(HKs, header) (56 bytes) ‖ ENCRYPT(mk, plaintext, AD ‖ enc_header)
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from clients import _primitives as _p
+from clients import spec
+from clients.errors import DecryptionError, UsageError
+
+__all__ = ["DEFAULT_MAX_SKIP", "DEFAULT_MAX_STORED_SKIPPED", "DoubleRatchet", "RatchetConfig"]
+
+# libsignal's limits (rust/protocol/src/consts.rs): MAX_FORWARD_JUMPS = 25_000 and
+# MAX_MESSAGE_KEYS = 2_000 stored skipped keys per session.
+DEFAULT_MAX_SKIP = 25_000
+DEFAULT_MAX_STORED_SKIPPED = 2_000
+
+HEADER_LEN = 40
+ENC_HEADER_LEN = HEADER_LEN + 16  # AES-SIV adds a 16-byte synthetic IV
+_MIN_BODY = 16 + 32  # one AES block and the full HMAC-SHA256 tag
+_HEADER = struct.Struct(">32sII")
+_pack_header = _HEADER.pack
+_unpack_header = _HEADER.unpack
+_STATE_VERSION = 1
+
+RNG = Callable[[int], bytes]
+
+
+class RatchetConfig:
+    """The application constants of §5.2 and the limits the spec leaves to the application."""
+
+    __slots__ = ("aead_info", "header_encryption", "max_skip", "max_stored_skipped", "root_info")
+
+    def __init__(
+        self,
+        *,
+        root_info: bytes = b"WhisperRatchet",  # libsignal's KDF_RK info (protocols.md)
+        aead_info: bytes = b"WhisperMessageKeys",  # libsignal's ENCRYPT info
+        max_skip: int = DEFAULT_MAX_SKIP,
+        max_stored_skipped: int = DEFAULT_MAX_STORED_SKIPPED,
+        header_encryption: bool = False,
+    ) -> None:
+        if max_skip < 0 or max_stored_skipped < 0:
+            raise UsageError("max_skip and max_stored_skipped must not be negative")
+        self.root_info = root_info
+        self.aead_info = aead_info
+        self.max_skip = max_skip
+        self.max_stored_skipped = max_stored_skipped
+        self.header_encryption = header_encryption
+
+    def as_tuple(self) -> tuple[bytes, bytes, int, int, bool]:
+        return (self.root_info, self.aead_info, self.max_skip, self.max_stored_skipped, self.header_encryption)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RatchetConfig) and other.as_tuple() == self.as_tuple()
+
+    def __hash__(self) -> int:
+        return hash(self.as_tuple())
+
+
+DEFAULT_CONFIG = RatchetConfig()
+
+
+class DoubleRatchet:
+    """One side of a Double Ratchet session. Build it with ``init_alice`` or ``init_bob``."""
+
+    __slots__ = (
+        "ad",
+        "ckr",
+        "cks",
+        "config",
+        "dhr",
+        "dhs",
+        "hkr",
+        "hks",
+        "mkskipped",
+        "nhkr",
+        "nhks",
+        "nr",
+        "ns",
+        "pn",
+        "rk",
+        "rng",
+    )
+
+    def __init__(self, config: RatchetConfig, ad: bytes, rng: RNG) -> None:
+        self.config = config
+        self.ad = ad  # X3DH §3.3 AD = Encode(IK_A) ‖ Encode(IK_B), bound into every message
+        self.rng = rng
+        self.dhs: _p.X25519Pair | None = None
+        self.dhr: bytes | None = None
+        self.rk = b""
+        self.cks: bytes | None = None
+        self.ckr: bytes | None = None
+        self.ns = 0
+        self.nr = 0
+        self.pn = 0
+        # (chain id, N) → message key. The chain id is the ratchet public key, or with header
+        # encryption the header key (§4.3). Insertion order is age order: the oldest go first.
+        self.mkskipped: dict[tuple[bytes, int], bytes] = {}
+        self.hks: bytes | None = None
+        self.hkr: bytes | None = None
+        self.nhks: bytes | None = None
+        self.nhkr: bytes | None = None
+
+    # --- initialisation (§3.3, §4.3) ------------------------------------------------------
+
+    @classmethod
+    def init_alice(
+        cls,
+        sk: bytes,
+        bob_dh_public: bytes,
+        ad: bytes,
+        *,
+        config: RatchetConfig = DEFAULT_CONFIG,
+        rng: RNG = os.urandom,
+        shared_hka: bytes | None = None,
+        shared_nhkb: bytes | None = None,
+    ) -> DoubleRatchet:
+        """RatchetInitAlice (§3.3) / RatchetInitAliceHE (§4.3)."""
+        s = cls(config, ad, rng)
+        s.dhs = spec.generate_dh(rng)
+        s.dhr = bob_dh_public
+        dh_out = s.dhs.dh(bob_dh_public)
+        if config.header_encryption:
+            if shared_hka is None or shared_nhkb is None:
+                raise UsageError("header encryption needs shared_hka and shared_nhkb")
+            s.rk, s.cks, s.nhks = spec.kdf_rk_he(sk, dh_out, config.root_info)
+            s.hks = shared_hka
+            s.nhkr = shared_nhkb
+        else:
+            s.rk, s.cks = spec.kdf_rk(sk, dh_out, config.root_info)
+        return s
+
+    @classmethod
+    def init_bob(
+        cls,
+        sk: bytes,
+        bob_dh_pair: _p.X25519Pair,
+        ad: bytes,
+        *,
+        config: RatchetConfig = DEFAULT_CONFIG,
+        rng: RNG = os.urandom,
+        shared_hka: bytes | None = None,
+        shared_nhkb: bytes | None = None,
+    ) -> DoubleRatchet:
+        """RatchetInitBob (§3.3) / RatchetInitBobHE (§4.3). Bob's first ratchet key is his SPK."""
+        s = cls(config, ad, rng)
+        s.dhs = bob_dh_pair
+        s.rk = sk
+        if config.header_encryption:
+            if shared_hka is None or shared_nhkb is None:
+                raise UsageError("header encryption needs shared_hka and shared_nhkb")
+            s.nhks = shared_nhkb
+            s.nhkr = shared_hka
+        return s
+
+    # --- RatchetEncrypt -------------------------------------------------------------------
+
+    def encrypt(self, plaintext: bytes) -> bytes:
+        """RatchetEncrypt (§3.4) / RatchetEncryptHE (§4.4)."""
+        cks = self.cks
+        if cks is None or self.dhs is None:
+            raise UsageError("this side has no sending chain yet: it must receive a message first")
+        self.cks, mk = spec.kdf_ck(cks)
+        header = _pack_header(self.dhs.public, self.pn, self.ns)
+        self.ns += 1
+        if self.config.header_encryption:
+            assert self.hks is not None
+            header = spec.hencrypt(self.hks, header)
+        return header + spec.encrypt(mk, plaintext, self.ad + header, self.config.aead_info)
+
+    # --- RatchetDecrypt -------------------------------------------------------------------
+
+    def decrypt(self, message: bytes) -> bytes:
+        """RatchetDecrypt (§3.5) / RatchetDecryptHE (§4.5). Raises only ``DecryptionError``."""
+        if self.config.header_encryption:
+            return self._decrypt_he(message)
+        if len(message) < HEADER_LEN + _MIN_BODY:
+            raise DecryptionError()
+        header = message[:HEADER_LEN]
+        body = message[HEADER_LEN:]
+        dh_pub, pn, n = _unpack_header(header)
+        aead_ad = self.ad + header
+        info = self.config.aead_info
+
+        # TrySkippedMessageKeys
+        mk = self.mkskipped.get((dh_pub, n))
+        if mk is not None:
+            plaintext = spec.decrypt(mk, body, aead_ad, info)
+            del self.mkskipped[(dh_pub, n)]
+            return plaintext
+
+        if dh_pub == self.dhr and self.ckr is not None:
+            # Same receiving chain: skip ahead in it, then decrypt.
+            skipped: list[tuple[tuple[bytes, int], bytes]] = []
+            ckr = self._skip(self.ckr, self.nr, n, dh_pub, skipped)
+            ckr, mk = spec.kdf_ck(ckr)
+            plaintext = spec.decrypt(mk, body, aead_ad, info)
+            self.ckr = ckr
+            self.nr = n + 1
+            self._store_skipped(skipped)
+            return plaintext
+
+        # A new ratchet public key: SkipMessageKeys(PN) on the old chain, then DHRatchet.
+        if self.dhs is None:
+            raise DecryptionError()
+        skipped = []
+        if self.ckr is not None:
+            assert self.dhr is not None
+            self._skip(self.ckr, self.nr, pn, self.dhr, skipped)
+        try:
+            rk, ckr = spec.kdf_rk(self.rk, self.dhs.dh(dh_pub), self.config.root_info)
+        except _p.AuthenticationFailed:
+            raise DecryptionError() from None
+        ckr = self._skip(ckr, 0, n, dh_pub, skipped)
+        ckr, mk = spec.kdf_ck(ckr)
+        plaintext = spec.decrypt(mk, body, aead_ad, info)
+        # Authenticated: commit the DH ratchet step (§3.5 DHRatchet).
+        new_dhs = spec.generate_dh(self.rng)
+        rk, cks = spec.kdf_rk(rk, new_dhs.dh(dh_pub), self.config.root_info)
+        self.pn = self.ns
+        self.ns = 0
+        self.nr = n + 1
+        self.dhr = dh_pub
+        self.dhs = new_dhs
+        self.rk = rk
+        self.ckr = ckr
+        self.cks = cks
+        self._store_skipped(skipped)
+        return plaintext
+
+    def _decrypt_he(self, message: bytes) -> bytes:
+        if len(message) < ENC_HEADER_LEN + _MIN_BODY:
+            raise DecryptionError()
+        enc_header = message[:ENC_HEADER_LEN]
+        body = message[ENC_HEADER_LEN:]
+        aead_ad = self.ad + enc_header
+        info = self.config.aead_info
+
+        # TrySkippedMessageKeysHE: try each distinct header key once.
+        tried: set[bytes] = set()
+        for hk, _n in self.mkskipped:
+            if hk in tried:
+                continue
+            tried.add(hk)
+            header = spec.hdecrypt(hk, enc_header)
+            if header is not None:
+                _dh, _pn, n = _unpack_header(header)
+                mk = self.mkskipped.get((hk, n))
+                if mk is None:  # this header key's chain, but not a skipped message: go on
+                    break
+                plaintext = spec.decrypt(mk, body, aead_ad, info)
+                del self.mkskipped[(hk, n)]
+                return plaintext
+
+        header = spec.hdecrypt(self.hkr, enc_header)
+        if header is not None:
+            assert self.ckr is not None and self.hkr is not None
+            _dh, _pn, n = _unpack_header(header)
+            skipped: list[tuple[tuple[bytes, int], bytes]] = []
+            ckr = self._skip(self.ckr, self.nr, n, self.hkr, skipped)
+            ckr, mk = spec.kdf_ck(ckr)
+            plaintext = spec.decrypt(mk, body, aead_ad, info)
+            self.ckr = ckr
+            self.nr = n + 1
+            self._store_skipped(skipped)
+            return plaintext
+
+        header = spec.hdecrypt(self.nhkr, enc_header)
+        if header is None or self.dhs is None:
+            raise DecryptionError()
+        dh_pub, pn, n = _unpack_header(header)
+        skipped = []
+        if self.ckr is not None:
+            assert self.hkr is not None
+            self._skip(self.ckr, self.nr, pn, self.hkr, skipped)
+        root_info = self.config.root_info
+        try:
+            rk, ckr, nhkr = spec.kdf_rk_he(self.rk, self.dhs.dh(dh_pub), root_info)
+        except _p.AuthenticationFailed:
+            raise DecryptionError() from None
+        hkr = self.nhkr
+        assert hkr is not None
+        ckr = self._skip(ckr, 0, n, hkr, skipped)
+        ckr, mk = spec.kdf_ck(ckr)
+        plaintext = spec.decrypt(mk, body, aead_ad, info)
+        # Authenticated: commit DHRatchetHE (§4.5).
+        new_dhs = spec.generate_dh(self.rng)
+        rk, cks, nhks = spec.kdf_rk_he(rk, new_dhs.dh(dh_pub), root_info)
+        self.pn = self.ns
+        self.ns = 0
+        self.nr = n + 1
+        self.hks = self.nhks
+        self.hkr = hkr
+        self.nhkr = nhkr
+        self.nhks = nhks
+        self.dhr = dh_pub
+        self.dhs = new_dhs
+        self.rk = rk
+        self.ckr = ckr
+        self.cks = cks
+        self._store_skipped(skipped)
+        return plaintext
+
+    # --- skipped message keys -------------------------------------------------------------
+
+    def _skip(
+        self,
+        ck: bytes,
+        nr: int,
+        until: int,
+        chain_id: bytes,
+        out: list[tuple[tuple[bytes, int], bytes]],
+    ) -> bytes:
+        """SkipMessageKeys (§3.5) into ``out`` without touching the state; returns the chain key.
+
+        A message number below ``nr`` on the current chain, not found among the skipped keys, is
+        a duplicate or a replay: it is rejected here.
+        """
+        if until < nr or until - nr > self.config.max_skip:
+            raise DecryptionError()
+        kdf_ck = spec.kdf_ck
+        while nr < until:
+            ck, mk = kdf_ck(ck)
+            out.append(((chain_id, nr), mk))
+            nr += 1
+        return ck
+
+    def _store_skipped(self, skipped: list[tuple[tuple[bytes, int], bytes]]) -> None:
+        if not skipped:
+            return
+        store = self.mkskipped
+        store.update(skipped)
+        excess = len(store) - self.config.max_stored_skipped
+        if excess > 0:  # drop the oldest; they can no longer be decrypted
+            for key in list(store)[:excess]:
+                del store[key]
+
+    # --- state as data --------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "v": _STATE_VERSION,
+            "config": [c.root_info, c.aead_info, c.max_skip, c.max_stored_skipped, c.header_encryption],
+            "ad": self.ad,
+            "dhs": None if self.dhs is None else self.dhs.private,
+            "dhr": self.dhr,
+            "rk": self.rk,
+            "cks": self.cks,
+            "ckr": self.ckr,
+            "ns": self.ns,
+            "nr": self.nr,
+            "pn": self.pn,
+            "mkskipped": [[cid, n, mk] for (cid, n), mk in self.mkskipped.items()],
+            "hks": self.hks,
+            "hkr": self.hkr,
+            "nhks": self.nhks,
+            "nhkr": self.nhkr,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, rng: RNG = os.urandom) -> DoubleRatchet:
+        if d.get("v") != _STATE_VERSION:
+            raise UsageError(f"unknown ratchet state version {d.get('v')!r}")
+        root_info, aead_info, max_skip, max_stored, he = d["config"]
+        config = RatchetConfig(
+            root_info=root_info,
+            aead_info=aead_info,
+            max_skip=max_skip,
+            max_stored_skipped=max_stored,
+            header_encryption=he,
+        )
+        s = cls(config, d["ad"], rng)
+        s.dhs = None if d["dhs"] is None else _p.x25519_pair_from_private(d["dhs"])
+        s.dhr = d["dhr"]
+        s.rk = d["rk"]
+        s.cks = d["cks"]
+        s.ckr = d["ckr"]
+        s.ns = d["ns"]
+        s.nr = d["nr"]
+        s.pn = d["pn"]
+        s.mkskipped = {(cid, n): mk for cid, n, mk in d["mkskipped"]}
+        s.hks = d["hks"]
+        s.hkr = d["hkr"]
+        s.nhks = d["nhks"]
+        s.nhkr = d["nhkr"]
+        return s
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DoubleRatchet):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]

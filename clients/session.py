@@ -1,0 +1,202 @@
+"""Sessions between devices: X3DH/PQXDH to start, the Double Ratchet after, one per peer device.
+
+A ``Device`` is the phone's protocol state, sans-IO: it makes bundles to publish, starts
+sessions from fetched bundles, and turns plaintexts into ciphertexts and back. It never sends
+anything itself; the simulator or a trio connection carries the bytes.
+
+Ciphertext framing (ours; Signal's libsignal uses protobufs with a version nibble instead):
+
+    0x01 ‖ ratchet message                                    — a normal message
+    0x02 ‖ msgpack([InitialMessage, ratchet message])         — a prekey message
+
+Alice sends prekey messages until she has decrypted Bob's first reply (X3DH §3.3: "Alice may
+continue using that initial ciphertext… until receiving a response"), as libsignal does.
+
+Like Sesame (rev 2), a device keeps one session per peer device. A prekey message for a session
+it already holds (same ephemeral key) goes to that session; a new one replaces it once it
+decrypts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from clients.errors import DecryptionError, UsageError
+from clients.keys import IdentityKeyPair, PreKeyBundle, PreKeySecrets
+from clients.ratchet import DEFAULT_CONFIG, DoubleRatchet, RatchetConfig
+from clients.x3dh import InitialMessage, initiate, respond
+
+__all__ = ["Device", "PeerAddress", "Session"]
+
+RNG = Callable[[int], bytes]
+TYPE_MESSAGE = 1
+TYPE_PREKEY = 2
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class PeerAddress:
+    account: str
+    device: int
+
+
+class Session:
+    """One Double Ratchet session with one peer device, and the X3DH header still to attach."""
+
+    __slots__ = ("initial", "peer_identity", "ratchet")
+
+    def __init__(self, ratchet: DoubleRatchet, peer_identity: bytes, initial: InitialMessage | None) -> None:
+        self.ratchet = ratchet
+        self.peer_identity = peer_identity
+        # Alice: the InitialMessage to attach until Bob answers. Bob: the one that made this session,
+        # so a repeat of it finds the session instead of running X3DH again.
+        self.initial = initial
+
+    @property
+    def awaiting_reply(self) -> bool:
+        return self.initial is not None and self.ratchet.cks is not None and self.ratchet.ckr is None
+
+    def encrypt(self, plaintext: bytes) -> bytes:
+        body = self.ratchet.encrypt(plaintext)
+        if self.awaiting_reply:
+            assert self.initial is not None
+            return bytes((TYPE_PREKEY,)) + msgpack.packb([self.initial.to_wire(), body], use_bin_type=True)
+        return bytes((TYPE_MESSAGE,)) + body
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ratchet": self.ratchet.to_dict(),
+            "peer_identity": self.peer_identity,
+            "initial": None if self.initial is None else self.initial.to_wire(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, rng: RNG = os.urandom) -> Session:
+        initial = None if d["initial"] is None else InitialMessage.from_wire(d["initial"])
+        return cls(DoubleRatchet.from_dict(d["ratchet"], rng=rng), d["peer_identity"], initial)
+
+
+def parse_ciphertext(data: bytes) -> tuple[InitialMessage | None, bytes]:
+    """Split a device ciphertext into (X3DH header or None, ratchet message). Bad input → DecryptionError."""
+    if not data:
+        raise DecryptionError()
+    kind = data[0]
+    if kind == TYPE_MESSAGE:
+        return None, data[1:]
+    if kind != TYPE_PREKEY:
+        raise DecryptionError()
+    try:
+        initial, body = msgpack.unpackb(data[1:], raw=False, max_bin_len=1 << 20)
+    except Exception:  # msgpack raises several unrelated types on garbage
+        raise DecryptionError() from None
+    if not isinstance(body, bytes):
+        raise DecryptionError()
+    return InitialMessage.from_wire(initial), body
+
+
+class Device:
+    """A phone's protocol state: identity, prekeys, and one session per peer device."""
+
+    def __init__(
+        self,
+        account: str,
+        device_id: int = 1,
+        *,
+        rng: RNG = os.urandom,
+        pq: bool = True,
+        config: RatchetConfig = DEFAULT_CONFIG,
+        identity: IdentityKeyPair | None = None,
+    ) -> None:
+        self.address = PeerAddress(account, device_id)
+        self.rng = rng
+        self.pq = pq
+        self.config = config
+        self.secrets = PreKeySecrets(identity or IdentityKeyPair.generate(rng))
+        self.sessions: dict[PeerAddress, Session] = {}
+
+    @property
+    def identity_key(self) -> bytes:
+        return self.secrets.identity.public
+
+    # --- prekeys ------------------------------------------------------------------------
+
+    def generate_prekeys(self, one_time: int = 10, kem_one_time: int = 10) -> PreKeyBundle:
+        """Make a signed prekey, one-time prekeys, one-time KEM prekeys and a last-resort KEM prekey."""
+        s = self.secrets
+        if s.current_signed_id < 0:
+            s.new_signed_prekey(self.rng)
+        s.new_one_time_prekeys(one_time, self.rng)
+        if self.pq:
+            s.new_kem_prekeys(kem_one_time, rng=self.rng)
+            if not any(k.last_resort for _seed, k in s.kem.values()):
+                s.new_kem_prekeys(1, last_resort=True, rng=self.rng)
+        return s.bundle(kem=self.pq)
+
+    # --- sessions -----------------------------------------------------------------------
+
+    def start_session(self, peer: PeerAddress, bundle: PreKeyBundle) -> None:
+        """X3DH/PQXDH as Alice, from a bundle the relay handed out. Raises BundleError if it is forged."""
+        agreement, initial = initiate(self.secrets.identity.pair, bundle, pq=self.pq, rng=self.rng)
+        ratchet = DoubleRatchet.init_alice(
+            agreement.sk,
+            bundle.signed_prekey.public,
+            agreement.ad,
+            config=self.config,
+            rng=self.rng,
+            shared_hka=agreement.shared_hka,
+            shared_nhkb=agreement.shared_nhkb,
+        )
+        self.sessions[peer] = Session(ratchet, bundle.identity_key, initial)
+
+    def has_session(self, peer: PeerAddress) -> bool:
+        return peer in self.sessions
+
+    def encrypt(self, peer: PeerAddress, plaintext: bytes) -> bytes:
+        session = self.sessions.get(peer)
+        if session is None:
+            raise UsageError(f"no session with {peer.account}.{peer.device}: fetch a bundle and start_session()")
+        return session.encrypt(plaintext)
+
+    def decrypt(self, peer: PeerAddress, ciphertext: bytes) -> bytes:
+        """Decrypt a message from ``peer``. Every failure is ``DecryptionError``; state is unchanged then."""
+        initial, body = parse_ciphertext(ciphertext)
+        session = self.sessions.get(peer)
+        if initial is None:
+            if session is None:
+                raise DecryptionError()
+            waiting = session.awaiting_reply
+            plaintext = session.ratchet.decrypt(body)
+            if waiting:
+                session.initial = None  # Alice: Bob has answered; stop attaching the X3DH header
+            return plaintext
+        if session is not None and session.initial == initial:
+            return session.ratchet.decrypt(body)
+        # A new session from a prekey message (X3DH §3.4, Bob's side).
+        agreement, spk_pair = respond(self.secrets, initial)
+        ratchet = DoubleRatchet.init_bob(
+            agreement.sk,
+            spk_pair,
+            agreement.ad,
+            config=self.config,
+            rng=self.rng,
+            shared_hka=agreement.shared_hka,
+            shared_nhkb=agreement.shared_nhkb,
+        )
+        plaintext = ratchet.decrypt(body)
+        # Only now that it authenticated: burn the one-time prekeys it used (X3DH §3.4).
+        if initial.one_time_prekey_id is not None:
+            self.secrets.one_time.pop(initial.one_time_prekey_id, None)
+        if initial.kem_prekey_id is not None:
+            kem = self.secrets.kem.get(initial.kem_prekey_id)
+            if kem is not None and not kem[1].last_resort:
+                del self.secrets.kem[initial.kem_prekey_id]
+        self.sessions[peer] = Session(ratchet, initial.identity_key, initial)
+        return plaintext
+
+    def peer_identity(self, peer: PeerAddress) -> bytes | None:
+        session = self.sessions.get(peer)
+        return None if session is None else session.peer_identity

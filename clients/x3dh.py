@@ -1,0 +1,161 @@
+"""X3DH (rev 1) and PQXDH (rev 3) key agreement, sans-IO.
+
+Alice (the initiator) calls ``initiate`` with Bob's prekey bundle; it verifies every signature in
+the bundle, computes
+
+    DH1 = DH(IK_A, SPK_B)   DH2 = DH(EK_A, IK_B)   DH3 = DH(EK_A, SPK_B)   [DH4 = DH(EK_A, OPK_B)]
+    SK  = KDF(DH1 ‖ DH2 ‖ DH3 [‖ DH4] [‖ SS])            (X3DH §3.3, PQXDH §3.3)
+
+where SS is the ML-KEM-1024 shared secret encapsulated to Bob's KEM prekey (PQXDH only), and
+returns SK, AD = Encode(IK_A) ‖ Encode(IK_B), and the ``InitialMessage`` Bob needs. Bob calls
+``respond`` with his secrets; a bad message raises ``DecryptionError``, the same error as any
+failed decryption, and consumes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from clients import _primitives as _p
+from clients import spec
+from clients.errors import DecryptionError
+from clients.keys import BundleError, PreKeyBundle, PreKeySecrets
+
+__all__ = ["PQXDH_INFO", "X3DH_INFO", "InitialMessage", "KeyAgreement", "initiate", "respond"]
+
+RNG = Callable[[int], bytes]
+
+# X3DH §2.1 "info": an ASCII string identifying the application.
+X3DH_INFO = b"relaysim_X3DH_CURVE25519_SHA-256"
+# PQXDH §2.1 asks the info string to name the curve, the hash and the KEM. We name FIPS 203
+# ML-KEM-1024 honestly, not CRYSTALS-Kyber-1024 (they are not wire-compatible).
+PQXDH_INFO = b"relaysim_CURVE25519_SHA-256_ML-KEM-1024"
+# Header-encryption keys (Double Ratchet §4.3 shared_hka, shared_nhkb) derived from SK; our choice.
+_HEADER_KEYS_INFO = b"relaysim_DoubleRatchet_HeaderKeys"
+
+
+@dataclass(frozen=True, slots=True)
+class InitialMessage:
+    """What Alice sends with her first messages so that Bob can compute SK (X3DH §3.3)."""
+
+    identity_key: bytes  # IK_A
+    ephemeral_key: bytes  # EK_A
+    signed_prekey_id: int
+    one_time_prekey_id: int | None
+    kem_prekey_id: int | None = None
+    kem_ciphertext: bytes | None = None  # PQXDH CT
+
+    def to_wire(self) -> list[Any]:
+        return [
+            self.identity_key,
+            self.ephemeral_key,
+            self.signed_prekey_id,
+            self.one_time_prekey_id,
+            self.kem_prekey_id,
+            self.kem_ciphertext,
+        ]
+
+    @classmethod
+    def from_wire(cls, data: object) -> InitialMessage:
+        try:
+            ik, ek, spk_id, opk_id, kem_id, kem_ct = data  # type: ignore[misc]
+        except (TypeError, ValueError):
+            raise DecryptionError() from None
+        ok = (
+            isinstance(ik, bytes)
+            and len(ik) == 32
+            and isinstance(ek, bytes)
+            and len(ek) == 32
+            and isinstance(spk_id, int)
+            and (opk_id is None or isinstance(opk_id, int))
+            and (kem_id is None) == (kem_ct is None)
+            and (kem_ct is None or (isinstance(kem_ct, bytes) and isinstance(kem_id, int)))
+        )
+        if not ok:
+            raise DecryptionError()
+        return cls(ik, ek, spk_id, opk_id, kem_id, kem_ct)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAgreement:
+    sk: bytes
+    ad: bytes
+    shared_hka: bytes
+    shared_nhkb: bytes
+
+
+def _agreement(sk: bytes, ik_a: bytes, ik_b: bytes) -> KeyAgreement:
+    ad = spec.encode_public_key(ik_a) + spec.encode_public_key(ik_b)
+    hk = _p.hkdf_sha256(sk, b"", _HEADER_KEYS_INFO, 128)
+    return KeyAgreement(sk, ad, hk[:64], hk[64:])
+
+
+def initiate(
+    identity: _p.X25519Pair,
+    bundle: PreKeyBundle,
+    *,
+    pq: bool = True,
+    rng: RNG = os.urandom,
+) -> tuple[KeyAgreement, InitialMessage]:
+    """Alice's side. ``pq=True`` runs PQXDH and requires a KEM prekey in the bundle."""
+    bundle.verify()
+    if pq and bundle.kem_prekey is None:
+        raise BundleError("PQXDH needs a kem_prekey in the bundle; it has none")
+    spk = bundle.signed_prekey.public
+    ek = spec.generate_dh(rng)
+    km = identity.dh(spk) + ek.dh(bundle.identity_key) + ek.dh(spk)
+    opk = bundle.one_time_prekey
+    if opk is not None:
+        km += ek.dh(opk.public)
+    kem_id = kem_ct = None
+    info = X3DH_INFO
+    if pq:
+        assert bundle.kem_prekey is not None
+        ss, kem_ct = _p.mlkem_encapsulate(bundle.kem_prekey.public)
+        kem_id = bundle.kem_prekey.id
+        km += ss
+        info = PQXDH_INFO
+    sk = spec.x3dh_kdf(km, info)
+    message = InitialMessage(
+        identity.public,
+        ek.public,
+        bundle.signed_prekey.id,
+        None if opk is None else opk.id,
+        kem_id,
+        kem_ct,
+    )
+    return _agreement(sk, identity.public, bundle.identity_key), message
+
+
+def respond(secrets: PreKeySecrets, message: InitialMessage) -> tuple[KeyAgreement, _p.X25519Pair]:
+    """Bob's side: SK and AD from his secrets, plus the signed prekey pair that seeds his ratchet.
+
+    Consumes nothing: the caller deletes the one-time prekeys only after the first message
+    decrypts, so a forged initial message cannot burn them.
+    """
+    signed = secrets.signed.get(message.signed_prekey_id)
+    if signed is None:
+        raise DecryptionError()
+    spk_pair = signed[0]
+    ik = secrets.identity.pair
+    try:
+        km = spk_pair.dh(message.identity_key) + ik.dh(message.ephemeral_key) + spk_pair.dh(message.ephemeral_key)
+        if message.one_time_prekey_id is not None:
+            opk = secrets.one_time.get(message.one_time_prekey_id)
+            if opk is None:
+                raise DecryptionError()
+            km += opk.dh(message.ephemeral_key)
+        info = X3DH_INFO
+        if message.kem_prekey_id is not None:
+            kem = secrets.kem.get(message.kem_prekey_id)
+            if kem is None or message.kem_ciphertext is None:
+                raise DecryptionError()
+            km += _p.mlkem_decapsulate(kem[0], message.kem_ciphertext)
+            info = PQXDH_INFO
+    except _p.AuthenticationFailed:
+        raise DecryptionError() from None
+    sk = spec.x3dh_kdf(km, info)
+    return _agreement(sk, message.identity_key, ik.public), spk_pair
