@@ -1,0 +1,33 @@
+"""Shared test set-up: hypothesis profiles and a seeded RNG factory.
+
+Profiles: ``dev`` (the default, quick), ``ci`` (what .ci/run uses: more examples, no
+deadline, sized so the whole suite stays well under 15 minutes on 2 cores), ``thorough``
+(for a long run by hand). Pick one with HYPOTHESIS_PROFILE=name.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("dev", max_examples=30, deadline=None)
+settings.register_profile(
+    "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.register_profile("thorough", max_examples=1000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def seeded_rng(seed: int) -> Callable[[int], bytes]:
+    """A deterministic byte source, for reproducible keys in tests (never for real use)."""
+    r = random.Random(seed)
+    return r.randbytes
+
+
+@pytest.fixture
+def rng() -> Callable[[int], bytes]:
+    return seeded_rng(1234)
