@@ -26,6 +26,7 @@ from typing import Any
 
 import msgpack
 
+from clients import sealed
 from clients.errors import DecryptionError, UsageError
 from clients.keys import IdentityKeyPair, PreKeyBundle, PreKeySecrets
 from clients.ratchet import DEFAULT_CONFIG, DoubleRatchet, RatchetConfig
@@ -200,3 +201,25 @@ class Device:
     def peer_identity(self, peer: PeerAddress) -> bytes | None:
         session = self.sessions.get(peer)
         return None if session is None else session.peer_identity
+
+    # --- sealed sender ------------------------------------------------------------------
+
+    def seal(self, peer: PeerAddress, plaintext: bytes, certificate: bytes) -> bytes:
+        """Encrypt on the session with ``peer``, then seal it with our sender certificate."""
+        inner = self.encrypt(peer, plaintext)
+        return sealed.seal(self.secrets.identity, self.sessions[peer].peer_identity, certificate, inner, rng=self.rng)
+
+    def open_sealed(self, envelope: bytes, trust_root: bytes, now: int) -> tuple[PeerAddress, bytes]:
+        """Open a sealed envelope: (who sent it, per their verified certificate; the plaintext).
+
+        The certificate's identity key must be the identity key of the session the inner message
+        belongs to, so a sender cannot borrow someone else's certificate. Any failure is
+        ``DecryptionError``, with the state unchanged.
+        """
+        certificate, inner = sealed.open_envelope(self.secrets.identity, envelope, trust_root, now)
+        peer = PeerAddress(certificate.sender, certificate.device)
+        initial, _body = parse_ciphertext(inner)
+        claimed = initial.identity_key if initial is not None else self.peer_identity(peer)
+        if claimed is None or claimed != certificate.identity_key:
+            raise DecryptionError()
+        return peer, self.decrypt(peer, inner)

@@ -1,0 +1,104 @@
+"""Sealed sender: an envelope that hides who sent it from the relay that carries it.
+
+Modelled on Signal's sealed sender (blog post 2018-10-29; libsignal ``sealed_sender.rs``, v1):
+the sender first encrypts the message on its ordinary session, then wraps {sender certificate,
+that ciphertext} in two layers of encryption to the recipient's identity key:
+
+1. an **ephemeral** layer: a fresh key pair ``e``; from DH(e, IK_B), salted with the recipient's
+   identity key and ``e``'s public key, come a chain key and a key that encrypts the sender's
+   identity key;
+2. a **static** layer: from DH(IK_A, IK_B), salted with that chain key and the first ciphertext,
+   comes the key that encrypts the certificate and the message.
+
+Only the recipient can open either layer; the static layer also proves that whoever sealed it
+holds the identity key it claims. The relay sees the recipient (it must route) and the time, and
+the network address the envelope came from — not the sender.
+
+Both layers use the Double Ratchet's ENCRYPT (§5.2: AES-256-CBC + HMAC-SHA256, IV from HKDF),
+under keys that are each used once, so nothing here chooses a nonce.
+
+    envelope = 0x01 ‖ e.public (32) ‖ c1 (80) ‖ c2
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import msgpack
+
+from clients import _primitives as _p
+from clients import spec
+from clients.errors import DecryptionError
+from clients.keys import IdentityKeyPair
+from relay.certificates import CertificateError, SenderCertificate
+
+__all__ = ["open_envelope", "seal"]
+
+RNG = Callable[[int], bytes]
+VERSION = 1
+_SALT_PREFIX = b"UnidentifiedDelivery"  # libsignal's sealed-sender salt prefix
+_EPHEMERAL_INFO = b"relaysim_SealedSender_Ephemeral"
+_STATIC_INFO = b"relaysim_SealedSender_Static"
+_AEAD_INFO = b"relaysim_SealedSender_Message"
+_C1_LEN = 48 + 32  # a 32-byte key pads to 48 bytes of CBC, plus the full tag
+_HEAD = 1 + 32 + _C1_LEN
+
+
+def _ephemeral_keys(dh_out: bytes, recipient_ik: bytes, e_public: bytes) -> tuple[bytes, bytes]:
+    okm = _p.hkdf_sha256(dh_out, _SALT_PREFIX + recipient_ik + e_public, _EPHEMERAL_INFO, 64)
+    return okm[:32], okm[32:]
+
+
+def _static_key(dh_out: bytes, chain_key: bytes, c1: bytes) -> bytes:
+    return _p.hkdf_sha256(dh_out, chain_key + c1, _STATIC_INFO, 32)
+
+
+def seal(
+    sender: IdentityKeyPair,
+    recipient_identity_key: bytes,
+    certificate: bytes,
+    inner: bytes,
+    *,
+    rng: RNG = os.urandom,
+) -> bytes:
+    """Wrap ``inner`` (a session ciphertext) and the encoded sender certificate for the recipient."""
+    e = spec.generate_dh(rng)
+    chain_key, k1 = _ephemeral_keys(e.dh(recipient_identity_key), recipient_identity_key, e.public)
+    c1 = spec.encrypt(k1, sender.public, e.public + recipient_identity_key, _AEAD_INFO)
+    k2 = _static_key(sender.pair.dh(recipient_identity_key), chain_key, c1)
+    content = msgpack.packb([certificate, inner], use_bin_type=True)
+    c2 = spec.encrypt(k2, content, e.public + c1, _AEAD_INFO)
+    return bytes((VERSION,)) + e.public + c1 + c2
+
+
+def open_envelope(
+    recipient: IdentityKeyPair, envelope: bytes, trust_root: bytes, now: int
+) -> tuple[SenderCertificate, bytes]:
+    """Open both layers and check the certificate chain, its expiry and that it names the key
+    that sealed the envelope. Returns (certificate, inner ciphertext). Any failure: DecryptionError.
+    """
+    if len(envelope) < _HEAD + 48 or envelope[0] != VERSION:
+        raise DecryptionError()
+    e_public = envelope[1:33]
+    c1 = envelope[33:_HEAD]
+    c2 = envelope[_HEAD:]
+    ik_b = recipient.public
+    try:
+        chain_key, k1 = _ephemeral_keys(recipient.pair.dh(e_public), ik_b, e_public)
+        sender_ik = spec.decrypt(k1, c1, e_public + ik_b, _AEAD_INFO)
+        if len(sender_ik) != 32:
+            raise DecryptionError()
+        k2 = _static_key(recipient.pair.dh(sender_ik), chain_key, c1)
+        content = spec.decrypt(k2, c2, e_public + c1, _AEAD_INFO)
+    except _p.AuthenticationFailed:
+        raise DecryptionError() from None
+    try:
+        cert_bytes, inner = msgpack.unpackb(content, raw=False)
+        certificate = SenderCertificate.decode(cert_bytes)
+        certificate.verify(trust_root, now)
+    except (CertificateError, ValueError, TypeError):
+        raise DecryptionError() from None
+    if not isinstance(inner, bytes) or not _p.constant_time_equal(certificate.identity_key, sender_ik):
+        raise DecryptionError()
+    return certificate, inner

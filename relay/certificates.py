@@ -1,0 +1,159 @@
+"""Sender certificates for sealed sender: what the service signs, and how anyone checks it.
+
+The chain follows Signal's design (Signal blog, "Technology preview: Sealed sender for Signal",
+2018-10-29; libsignal ``sealed_sender.rs``): a **trust root** key, known to every device, signs a
+**server certificate** naming a server key; the server key signs short-lived **sender
+certificates** (sender account, device, identity key, expiry). Devices put their sender
+certificate *inside* the encrypted envelope, so the relay that carries a sealed envelope never
+sees whose certificate it is.
+
+Keys here are Ed25519 (the service's own keys; devices' identity keys are X25519 with XEdDSA).
+Encodings are msgpack arrays in a fixed order; a signature covers the exact encoded bytes.
+Times are integer seconds of whatever clock the relay was given (simulated or real).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+__all__ = [
+    "CertificateError",
+    "SenderCertificate",
+    "ServerCertificate",
+    "ServerSigningKey",
+    "TrustRoot",
+]
+
+
+class CertificateError(Exception):
+    """A certificate is malformed, wrongly signed, or expired. The message says which."""
+
+
+def _public_raw(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def _verify(public: bytes, signature: bytes, data: bytes, what: str) -> None:
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, data)
+    except (InvalidSignature, ValueError):
+        raise CertificateError(f"{what}: signature does not verify") from None
+
+
+def _unpack(data: bytes, n: int, what: str) -> list[Any]:
+    try:
+        obj = msgpack.unpackb(data, raw=False)
+    except Exception:  # msgpack raises several unrelated types on garbage
+        raise CertificateError(f"{what}: not valid msgpack") from None
+    if not isinstance(obj, list) or len(obj) != n:
+        raise CertificateError(f"{what}: expected an array of {n} items")
+    return obj
+
+
+def _pack(obj: list[Any]) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerCertificate:
+    key_id: int
+    public_key: bytes  # the server's Ed25519 key
+    signature: bytes  # by the trust root over body()
+
+    def body(self) -> bytes:
+        return _pack([self.key_id, self.public_key])
+
+    def encode(self) -> bytes:
+        return _pack([self.key_id, self.public_key, self.signature])
+
+    @classmethod
+    def decode(cls, data: bytes) -> ServerCertificate:
+        key_id, public, sig = _unpack(data, 3, "server certificate")
+        if not isinstance(key_id, int) or not isinstance(public, bytes) or not isinstance(sig, bytes):
+            raise CertificateError("server certificate: fields have the wrong types")
+        return cls(key_id, public, sig)
+
+    def verify(self, trust_root_public: bytes) -> None:
+        _verify(trust_root_public, self.signature, self.body(), "server certificate")
+
+
+@dataclass(frozen=True, slots=True)
+class SenderCertificate:
+    sender: str
+    device: int
+    identity_key: bytes  # the sender device's X25519 identity key
+    expires: int
+    server_certificate: ServerCertificate
+    signature: bytes  # by the server key over body()
+
+    def body(self) -> bytes:
+        return _pack(
+            [self.sender, self.device, self.identity_key, self.expires, self.server_certificate.encode()]
+        )
+
+    def encode(self) -> bytes:
+        return _pack([self.body(), self.signature])
+
+    @classmethod
+    def decode(cls, data: bytes) -> SenderCertificate:
+        body, sig = _unpack(data, 2, "sender certificate")
+        if not isinstance(body, bytes) or not isinstance(sig, bytes):
+            raise CertificateError("sender certificate: fields have the wrong types")
+        sender, device, ik, expires, server = _unpack(body, 5, "sender certificate body")
+        ok = (
+            isinstance(sender, str)
+            and isinstance(device, int)
+            and isinstance(ik, bytes)
+            and len(ik) == 32
+            and isinstance(expires, int)
+            and isinstance(server, bytes)
+        )
+        if not ok:
+            raise CertificateError("sender certificate: fields have the wrong types")
+        return cls(sender, device, ik, expires, ServerCertificate.decode(server), sig)
+
+    def verify(self, trust_root_public: bytes, now: int) -> None:
+        """Check the whole chain and the expiry. Raises CertificateError naming what failed."""
+        self.server_certificate.verify(trust_root_public)
+        _verify(self.server_certificate.public_key, self.signature, self.body(), "sender certificate")
+        if now >= self.expires:
+            raise CertificateError(f"sender certificate expired at {self.expires} (now {now})")
+
+
+class TrustRoot:
+    """The service's offline root key. Devices ship with ``public``."""
+
+    def __init__(self, private: bytes) -> None:
+        self._key = Ed25519PrivateKey.from_private_bytes(private)
+        self.public = _public_raw(self._key)
+
+    def certify(self, key_id: int, server_public: bytes) -> ServerCertificate:
+        body = _pack([key_id, server_public])
+        return ServerCertificate(key_id, server_public, self._key.sign(body))
+
+
+class ServerSigningKey:
+    """The online key the relay signs sender certificates with, and its certificate."""
+
+    def __init__(self, private: bytes, certificate: ServerCertificate) -> None:
+        self._key = Ed25519PrivateKey.from_private_bytes(private)
+        if _public_raw(self._key) != certificate.public_key:
+            raise CertificateError("server certificate does not name this server key")
+        self.certificate = certificate
+
+    @classmethod
+    def create(cls, root: TrustRoot, key_id: int, private: bytes) -> ServerSigningKey:
+        public = _public_raw(Ed25519PrivateKey.from_private_bytes(private))
+        return cls(private, root.certify(key_id, public))
+
+    def issue(self, sender: str, device: int, identity_key: bytes, expires: int) -> SenderCertificate:
+        unsigned = SenderCertificate(sender, device, identity_key, expires, self.certificate, b"")
+        return SenderCertificate(
+            sender, device, identity_key, expires, self.certificate, self._key.sign(unsigned.body())
+        )
