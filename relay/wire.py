@@ -1,0 +1,1006 @@
+"""The relay's wire protocol: length-prefixed msgpack frames, sans-IO.
+
+A frame on the wire is a 4-byte big-endian length ``n`` followed by ``n`` bytes holding one
+msgpack map. Every map carries ``v`` (the protocol version, :data:`PROTOCOL_VERSION`), ``id``
+(an unsigned request id that the response echoes; the relay's own pushes use 0) and ``kind``.
+The other keys depend on the kind; each kind is a frozen dataclass below that checks itself
+when it is built, whether by a caller or by :class:`FrameDecoder` (h11's ``_events.py`` is the
+model). The full description for client writers is ``docs/protocol.md``.
+
+This module is pure: no sockets, no clock, no randomness. :func:`encode` turns a frame into
+bytes; :class:`FrameDecoder` turns bytes into frames, returning :data:`NEED_DATA` until a whole
+frame has arrived and raising :class:`RemoteProtocolError` (with a stable ``code`` and the
+offending ``field``) when the peer sent something it should not have. A decoder that has raised
+stays failed, as an h11 connection does: after a framing error there is no safe place to resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import struct
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar
+
+import msgpack
+
+__all__ = [
+    "CLOSED",
+    "DEFAULT_MAX_FRAME_SIZE",
+    "EC_KEY_TYPE",
+    "ENVELOPE_ID_SIZE",
+    "KEM_KEY_TYPE",
+    "KEM_PUBLIC_KEY_SIZE",
+    "NEED_DATA",
+    "PROTOCOL_VERSION",
+    "REQUEST_KINDS",
+    "RESPONSE_KINDS",
+    "Ack",
+    "Acked",
+    "AuthChallenge",
+    "Authenticate",
+    "Authenticated",
+    "Bundle",
+    "Challenge",
+    "Deliver",
+    "DeviceBundle",
+    "Envelope",
+    "Envelopes",
+    "ErrorCode",
+    "ErrorFrame",
+    "FetchBundle",
+    "Frame",
+    "FrameDecoder",
+    "GetSenderCertificate",
+    "KemPrekey",
+    "LocalProtocolError",
+    "OutgoingEnvelope",
+    "Ping",
+    "Pong",
+    "Prekey",
+    "PrekeysUploaded",
+    "ProtocolError",
+    "Receive",
+    "Register",
+    "Registered",
+    "RemoteProtocolError",
+    "Request",
+    "Response",
+    "SealedSend",
+    "Send",
+    "SenderCertificateResponse",
+    "Sent",
+    "SignedPrekey",
+    "UploadPrekeys",
+    "auth_message",
+    "encode",
+    "kem_prekey_message",
+    "signed_prekey_message",
+]
+
+PROTOCOL_VERSION: Final = 1
+
+# The largest frame body (the msgpack map, not counting the 4-byte prefix) a decoder accepts.
+# Precedent: Signal-Server refuses message bodies above 256 KiB
+# (MessageController.MAX_MESSAGE_SIZE = DataSize.kibibytes(256), signalapp/Signal-Server,
+# service/src/main/java/org/whispersystems/textsecuregcm/controllers/MessageController.java).
+# For comparison, gRPC's default maximum receive size is 4 MiB and h11 allows 16 KiB of
+# headers (DEFAULT_MAX_INCOMPLETE_EVENT_SIZE). 256 KiB also holds a registration with 100
+# signed ML-KEM-1024 prekeys (about 165 KB). Configurable per decoder and per relay.
+DEFAULT_MAX_FRAME_SIZE: Final = 256 * 1024
+
+_PREFIX = struct.Struct(">I")
+PREFIX_SIZE: Final = _PREFIX.size
+
+# Sizes of the things the relay checks but never interprets.
+KEY_SIZE: Final = 32  # X25519 public key (u-coordinate)
+SIGNATURE_SIZE: Final = 64  # XEdDSA / Ed25519 signature
+KEM_PUBLIC_KEY_SIZE: Final = 1568  # ML-KEM-1024 encapsulation key, FIPS 203 table 3
+ENVELOPE_ID_SIZE: Final = 16
+NONCE_SIZE: Final = 32
+TOKEN_SIZE: Final = 32
+
+# Upper bounds on lists. Signal-Server replaces a device's prekeys with each upload and its
+# clients upload 100 at a time (libsignal-service PREKEY_BATCH_SIZE = 100); we allow that many.
+MAX_PREKEYS_PER_UPLOAD: Final = 100
+MAX_DEVICES_PER_SEND: Final = 64
+MAX_ACK_IDS: Final = 1000
+MAX_ACCOUNT_LEN: Final = 128  # characters; Signal's account ids are 36-character UUIDs
+
+# What a prekey signature covers: the identity key's XEdDSA signature over Encode(PK).
+# X25519: 0x05 ‖ u (X3DH §2.5, libsignal's DJB key type). ML-KEM-1024: 0x0A ‖ key, the tag this
+# project's clients use (clients/keys.py, KEM_TYPE_MLKEM1024; PQXDH §2.5 leaves EncodeKEM to
+# the application). The relay checks both signatures on upload, as Signal-Server does
+# (PreKeyState.isSignatureValidOnEachSignedKey).
+EC_KEY_TYPE: Final = b"\x05"
+KEM_KEY_TYPE: Final = b"\x0a"
+
+# Context for the authentication signature, so that it can never be mistaken for a prekey
+# signature or anything else the identity key signs.
+AUTH_CONTEXT: Final = b"relaysim-auth-v1\x00"
+
+_UINT32_MAX: Final = 2**32 - 1
+_UINT64_MAX: Final = 2**64 - 1
+
+
+def signed_prekey_message(public: bytes) -> bytes:
+    """The bytes a signed (X25519) prekey's signature covers."""
+    return EC_KEY_TYPE + public
+
+
+def kem_prekey_message(public: bytes) -> bytes:
+    """The bytes a signed ML-KEM-1024 prekey's signature covers."""
+    return KEM_KEY_TYPE + public
+
+
+def auth_message(nonce: bytes, account: str, device: int) -> bytes:
+    """What a device signs to answer a challenge: context ‖ nonce ‖ device (u32 BE) ‖ account (UTF-8).
+
+    The nonce and device are fixed-width, so the encoding is unambiguous.
+    """
+    return AUTH_CONTEXT + nonce + device.to_bytes(4, "big") + account.encode("utf-8")
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+class ErrorCode(enum.StrEnum):
+    """Stable error codes. Clients may branch on these; the human ``message`` may change."""
+
+    # The frame itself (raised by FrameDecoder / frame constructors).
+    FRAME_TOO_LARGE = "frame_too_large"
+    TRUNCATED_FRAME = "truncated_frame"
+    MALFORMED_MSGPACK = "malformed_msgpack"
+    NOT_A_MAP = "not_a_map"
+    MISSING_FIELD = "missing_field"
+    UNKNOWN_FIELD = "unknown_field"
+    WRONG_TYPE = "wrong_type"
+    INVALID_VALUE = "invalid_value"
+    UNKNOWN_KIND = "unknown_kind"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    # What the request asked for (raised by the relay core; the connection stays open).
+    NOT_AUTHENTICATED = "not_authenticated"
+    ALREADY_AUTHENTICATED = "already_authenticated"
+    FORBIDDEN = "forbidden"
+    NO_CHALLENGE = "no_challenge"
+    CHALLENGE_EXPIRED = "challenge_expired"
+    AUTHENTICATION_FAILED = "authentication_failed"
+    BAD_SIGNATURE = "bad_signature"
+    UNKNOWN_ACCOUNT = "unknown_account"
+    STALE_DEVICES = "stale_devices"
+    INVALID_DELIVERY_TOKEN = "invalid_delivery_token"
+    ENVELOPE_TOO_LARGE = "envelope_too_large"
+    DUPLICATE_DEVICE = "duplicate_device"
+    # The connection (raised by the server).
+    TIMEOUT = "timeout"
+    SERVER_BUSY = "server_busy"
+    INTERNAL_ERROR = "internal_error"
+
+
+class ProtocolError(Exception):
+    """Something broke the protocol. ``code`` is stable, ``field`` names the offending field.
+
+    ``request_id`` is the ``id`` of the frame at fault when it could be read, else 0.
+    """
+
+    def __init__(self, code: ErrorCode, message: str, *, field: str | None = None, request_id: int = 0):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+        self.request_id = request_id
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code.value!r}, {self.message!r}, field={self.field!r})"
+
+
+class LocalProtocolError(ProtocolError):
+    """This side tried to build or send something the protocol does not allow."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something the protocol does not allow."""
+
+
+def _prefixed(path: str, name: str | None) -> str:
+    if not name:
+        return path
+    return f"{path}{name}" if name.startswith("[") else f"{path}.{name}"
+
+
+# --- field specifications --------------------------------------------------------------------
+# A spec checks one field of a frame. ``check`` validates an in-memory value (and may normalise
+# a list into a tuple); ``from_wire`` turns a decoded msgpack value into that in-memory value
+# (only structs and lists need converting; everything else is checked by ``check`` when the
+# dataclass is built); ``to_wire`` goes the other way.
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "nil"
+    return {
+        bool: "bool",
+        int: "int",
+        str: "str",
+        bytes: "bin",
+        list: "array",
+        tuple: "array",
+        dict: "map",
+    }.get(type(value), type(value).__name__)
+
+
+class _Spec:
+    describe: str = "a value"
+
+    def check(self, value: Any, name: str) -> Any:
+        raise NotImplementedError
+
+    def from_wire(self, raw: Any, name: str) -> Any:
+        return raw
+
+    def to_wire(self, value: Any) -> Any:
+        return value
+
+    def _wrong_type(self, value: object, name: str) -> LocalProtocolError:
+        return LocalProtocolError(
+            ErrorCode.WRONG_TYPE, f"{name} must be {self.describe}, got {_type_name(value)}", field=name
+        )
+
+
+class _UInt(_Spec):
+    def __init__(self, low: int = 0, high: int = _UINT32_MAX) -> None:
+        self.low, self.high = low, high
+        self.describe = "an unsigned integer"
+
+    def check(self, value: Any, name: str) -> Any:
+        if type(value) is not int:  # bool is an int subclass; it is not an int on the wire
+            raise self._wrong_type(value, name)
+        if not self.low <= value <= self.high:
+            raise LocalProtocolError(
+                ErrorCode.INVALID_VALUE,
+                f"{name} must be from {self.low} to {self.high}, got {value}",
+                field=name,
+            )
+        return value
+
+
+class _Bool(_Spec):
+    describe = "a boolean"
+
+    def check(self, value: Any, name: str) -> Any:
+        if type(value) is not bool:
+            raise self._wrong_type(value, name)
+        return value
+
+
+class _Str(_Spec):
+    def __init__(self, min_len: int, max_len: int) -> None:
+        self.min_len, self.max_len = min_len, max_len
+        self.describe = "a string"
+
+    def check(self, value: Any, name: str) -> Any:
+        if type(value) is not str:
+            raise self._wrong_type(value, name)
+        if not self.min_len <= len(value) <= self.max_len:
+            raise LocalProtocolError(
+                ErrorCode.INVALID_VALUE,
+                f"{name} must be {self.min_len} to {self.max_len} characters, got {len(value)}",
+                field=name,
+            )
+        if not value.isprintable():
+            raise LocalProtocolError(
+                ErrorCode.INVALID_VALUE, f"{name} must not contain control characters", field=name
+            )
+        return value
+
+
+class _Bytes(_Spec):
+    def __init__(self, size: int | None = None, max_size: int | None = None) -> None:
+        self.size, self.max_size = size, max_size
+        self.describe = "binary data (msgpack bin)"
+
+    def check(self, value: Any, name: str) -> Any:
+        if type(value) is not bytes:
+            raise self._wrong_type(value, name)
+        if self.size is not None and len(value) != self.size:
+            raise LocalProtocolError(
+                ErrorCode.INVALID_VALUE, f"{name} must be {self.size} bytes, got {len(value)}", field=name
+            )
+        if self.max_size is not None and len(value) > self.max_size:
+            raise LocalProtocolError(
+                ErrorCode.INVALID_VALUE,
+                f"{name} must be at most {self.max_size} bytes, got {len(value)}",
+                field=name,
+            )
+        return value
+
+
+class _Text(_Spec):
+    """Free human text (error messages): any string up to a length."""
+
+    describe = "a string"
+
+    def check(self, value: Any, name: str) -> Any:
+        if type(value) is not str:
+            raise self._wrong_type(value, name)
+        if len(value) > 4096:
+            raise LocalProtocolError(
+                ErrorCode.INVALID_VALUE, f"{name} must be at most 4096 characters", field=name
+            )
+        return value
+
+
+class _Struct(_Spec):
+    def __init__(self, cls: type[Message]) -> None:
+        self.cls = cls
+        self.describe = "a map"
+
+    def check(self, value: Any, name: str) -> Any:
+        if not isinstance(value, self.cls):
+            raise LocalProtocolError(
+                ErrorCode.WRONG_TYPE,
+                f"{name} must be a {self.cls.__name__}, got {type(value).__name__}",
+                field=name,
+            )
+        return value
+
+    def from_wire(self, raw: Any, name: str) -> Any:
+        if type(raw) is not dict:
+            raise self._wrong_type(raw, name)
+        try:
+            return self.cls.from_wire(raw)
+        except ProtocolError as e:
+            raise LocalProtocolError(e.code, e.message, field=_prefixed(name, e.field)) from None
+
+    def to_wire(self, value: Any) -> Any:
+        return value.to_wire()
+
+
+class _List(_Spec):
+    def __init__(self, item: _Spec | type[Message], max_items: int, min_items: int = 0) -> None:
+        self._item = item
+        self.min_items, self.max_items = min_items, max_items
+        self.describe = "an array"
+
+    @property
+    def item(self) -> _Spec:
+        if not isinstance(self._item, _Spec):
+            self._item = _Struct(self._item)
+        return self._item
+
+    def check(self, value: Any, name: str) -> Any:
+        if type(value) not in (tuple, list):
+            raise self._wrong_type(value, name)
+        if not self.min_items <= len(value) <= self.max_items:
+            raise LocalProtocolError(
+                ErrorCode.INVALID_VALUE,
+                f"{name} must hold {self.min_items} to {self.max_items} items, got {len(value)}",
+                field=name,
+            )
+        item = self.item
+        for i, v in enumerate(value):
+            item.check(v, f"{name}[{i}]")
+        return value if type(value) is tuple else tuple(value)
+
+    def from_wire(self, raw: Any, name: str) -> Any:
+        if type(raw) is not list:
+            raise self._wrong_type(raw, name)
+        item = self.item
+        return tuple(item.from_wire(v, f"{name}[{i}]") for i, v in enumerate(raw))
+
+    def to_wire(self, value: Any) -> Any:
+        item = self.item
+        return [item.to_wire(v) for v in value]
+
+
+class _Optional(_Spec):
+    def __init__(self, inner: _Spec) -> None:
+        self.inner = inner
+        self.describe = f"nil or {inner.describe}"
+
+    def check(self, value: Any, name: str) -> Any:
+        return None if value is None else self.inner.check(value, name)
+
+    def from_wire(self, raw: Any, name: str) -> Any:
+        return None if raw is None else self.inner.from_wire(raw, name)
+
+    def to_wire(self, value: Any) -> Any:
+        return None if value is None else self.inner.to_wire(value)
+
+
+# Field types: the annotation says what Python holds, the spec what the wire allows.
+RequestId = Annotated[int, _UInt(0, _UINT64_MAX)]
+AccountId = Annotated[str, _Str(1, MAX_ACCOUNT_LEN)]
+DeviceId = Annotated[int, _UInt(1, _UINT32_MAX)]
+KeyId = Annotated[int, _UInt(0, _UINT32_MAX)]
+RegistrationId = Annotated[int, _UInt(0, _UINT32_MAX)]
+Count = Annotated[int, _UInt(0, _UINT32_MAX)]
+Millis = Annotated[int, _UInt(0, _UINT64_MAX)]
+PublicKey = Annotated[bytes, _Bytes(KEY_SIZE)]
+Signature = Annotated[bytes, _Bytes(SIGNATURE_SIZE)]
+KemPublicKey = Annotated[bytes, _Bytes(KEM_PUBLIC_KEY_SIZE)]
+EnvelopeId = Annotated[bytes, _Bytes(ENVELOPE_ID_SIZE)]
+Nonce = Annotated[bytes, _Bytes(NONCE_SIZE)]
+Token = Annotated[bytes, _Bytes(TOKEN_SIZE)]
+Body = Annotated[bytes, _Bytes()]
+Flag = Annotated[bool, _Bool()]
+
+
+def _spec_for(hint: Any, owner: type) -> _Spec:
+    if typing.get_origin(hint) is Annotated:
+        for extra in hint.__metadata__:
+            if isinstance(extra, _Spec):
+                return extra
+    if isinstance(hint, type) and issubclass(hint, Message):
+        return _Struct(hint)
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 2 and type(None) in args:
+        (inner,) = [a for a in args if a is not type(None)]
+        return _Optional(_spec_for(inner, owner))
+    raise TypeError(f"{owner.__name__}: no wire spec for annotation {hint!r}")
+
+
+_M = TypeVar("_M", bound="Message")
+
+
+@typing.dataclass_transform(frozen_default=True)
+def message(cls: type[_M]) -> type[_M]:
+    """Make ``cls`` a frozen, slotted dataclass whose fields check themselves against their specs."""
+    return dataclass(frozen=True, slots=True)(cls)
+
+
+class Message:
+    """A msgpack map with a fixed set of checked fields. Subclasses are built with @message."""
+
+    __slots__ = ()
+    # (name, spec, has_default) per field, in order; computed once per class on first use.
+    _specs_cache: ClassVar[dict[type, tuple[tuple[str, _Spec, bool], ...]]] = {}
+
+    @classmethod
+    def _specs(cls) -> tuple[tuple[str, _Spec, bool], ...]:
+        specs = Message._specs_cache.get(cls)
+        if specs is None:
+            hints = typing.get_type_hints(cls, include_extras=True)
+            specs = tuple(
+                (
+                    f.name,
+                    _spec_for(hints[f.name], cls),
+                    f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING,
+                )
+                for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+            )
+            Message._specs_cache[cls] = specs
+        return specs
+
+    def __post_init__(self) -> None:
+        for name, spec, _ in self._specs():
+            value = getattr(self, name)
+            checked = spec.check(value, name)
+            if checked is not value:
+                object.__setattr__(self, name, checked)
+
+    @classmethod
+    def from_wire(cls: type[_M], raw: Mapping[Any, Any]) -> _M:
+        """Build from a decoded msgpack map (checked, so it raises LocalProtocolError)."""
+        specs = cls._specs()
+        for key in raw:
+            if not any(key == name for name, _, _ in specs):
+                shown = key if isinstance(key, str) else repr(key)
+                raise LocalProtocolError(
+                    ErrorCode.UNKNOWN_FIELD, f"unknown field {shown!r} in {cls.__name__}", field=str(shown)
+                )
+        kwargs: dict[str, Any] = {}
+        for name, spec, has_default in specs:
+            if name in raw:
+                kwargs[name] = spec.from_wire(raw[name], name)
+            elif not has_default:
+                raise LocalProtocolError(
+                    ErrorCode.MISSING_FIELD, f"{cls.__name__} is missing required field {name!r}", field=name
+                )
+        return cls(**kwargs)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The msgpack-ready map. Optional fields that are None are left out."""
+        out: dict[str, Any] = {}
+        for name, spec, _ in self._specs():
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = spec.to_wire(value)
+        return out
+
+
+# --- structures inside frames ----------------------------------------------------------------
+
+
+@message
+class Prekey(Message):
+    """A one-time X25519 prekey."""
+
+    id: KeyId
+    public: PublicKey
+
+
+@message
+class SignedPrekey(Message):
+    """The signed X25519 prekey; ``signature`` is XEdDSA over :func:`signed_prekey_message`."""
+
+    id: KeyId
+    public: PublicKey
+    signature: Signature
+
+
+@message
+class KemPrekey(Message):
+    """A signed ML-KEM-1024 prekey; ``signature`` is XEdDSA over :func:`kem_prekey_message`."""
+
+    id: KeyId
+    public: KemPublicKey
+    signature: Signature
+
+
+@message
+class DeviceBundle(Message):
+    """One device's keys as handed to someone starting a session with it."""
+
+    device: DeviceId
+    registration_id: RegistrationId
+    identity_key: PublicKey
+    signed_prekey: SignedPrekey
+    kem_prekey: KemPrekey
+    kem_prekey_last_resort: Flag  # True when the one-time KEM prekeys ran out
+    one_time_prekey: Prekey | None = None  # None when the one-time prekeys ran out
+
+
+@message
+class OutgoingEnvelope(Message):
+    """One ciphertext for one device of the recipient; ``body`` is opaque to the relay."""
+
+    device: DeviceId
+    body: Body
+    # If given, the relay checks it against the device's registration id (a reinstalled device
+    # gets a new one) and answers stale_devices on mismatch, as Signal's 410 does.
+    registration_id: RegistrationId | None = None
+
+
+@message
+class Envelope(Message):
+    """A queued envelope as delivered. ``timestamp`` is when the relay accepted it (ms since epoch)."""
+
+    id: EnvelopeId
+    body: Body
+    timestamp: Millis
+    sealed: Flag
+    source_account: AccountId | None = None  # None for sealed sends: the relay does not know
+    source_device: DeviceId | None = None
+
+
+# --- frames ----------------------------------------------------------------------------------
+
+
+@message
+class Frame(Message):
+    """A top-level frame. ``id`` pairs a response with its request; pushes use 0."""
+
+    kind: ClassVar[str]
+    id: RequestId
+
+
+class Request(Frame):
+    """A frame a device sends to the relay."""
+
+    __slots__ = ()
+
+
+class Response(Frame):
+    """A frame the relay sends to a device (a response, an error, or a push)."""
+
+    __slots__ = ()
+
+
+# Requests.
+
+
+@message
+class Register(Request):
+    """Create or replace a device. New account: anyone. Existing account: authenticate first
+    as the same device (to re-register) or as another device of the account (to add one)."""
+
+    kind: ClassVar[str] = "register"
+    account: AccountId
+    device: DeviceId
+    registration_id: RegistrationId
+    identity_key: PublicKey
+    signed_prekey: SignedPrekey
+    one_time_prekeys: Annotated[tuple[Prekey, ...], _List(Prekey, MAX_PREKEYS_PER_UPLOAD)]
+    kem_prekeys: Annotated[tuple[KemPrekey, ...], _List(KemPrekey, MAX_PREKEYS_PER_UPLOAD)]
+    last_resort_kem_prekey: KemPrekey
+    delivery_token: Token | None = None  # gates sealed sends to this account
+
+
+@message
+class UploadPrekeys(Request):
+    """Replace this device's prekeys (authenticated). An empty list leaves that kind alone,
+    as Signal-Server's PreKeyState does; with nothing at all it just reports the counts."""
+
+    kind: ClassVar[str] = "upload_prekeys"
+    one_time_prekeys: Annotated[tuple[Prekey, ...], _List(Prekey, MAX_PREKEYS_PER_UPLOAD)] = ()
+    kem_prekeys: Annotated[tuple[KemPrekey, ...], _List(KemPrekey, MAX_PREKEYS_PER_UPLOAD)] = ()
+    signed_prekey: SignedPrekey | None = None
+    last_resort_kem_prekey: KemPrekey | None = None
+
+
+@message
+class FetchBundle(Request):
+    """Get one bundle per device of ``account``; needs authentication or the account's token."""
+
+    kind: ClassVar[str] = "fetch_bundle"
+    account: AccountId
+    delivery_token: Token | None = None
+
+
+@message
+class AuthChallenge(Request):
+    kind: ClassVar[str] = "auth_challenge"
+    account: AccountId
+    device: DeviceId
+
+
+@message
+class Authenticate(Request):
+    """Answer the challenge: XEdDSA signature by the identity key over :func:`auth_message`."""
+
+    kind: ClassVar[str] = "authenticate"
+    nonce: Nonce
+    signature: Signature
+
+
+@message
+class Send(Request):
+    """Authenticated send: one envelope per current device of ``to``."""
+
+    kind: ClassVar[str] = "send"
+    to: AccountId
+    envelopes: Annotated[tuple[OutgoingEnvelope, ...], _List(OutgoingEnvelope, MAX_DEVICES_PER_SEND, 1)]
+
+
+@message
+class SealedSend(Request):
+    """Unauthenticated send, allowed by the recipient's delivery token."""
+
+    kind: ClassVar[str] = "sealed_send"
+    to: AccountId
+    delivery_token: Token
+    envelopes: Annotated[tuple[OutgoingEnvelope, ...], _List(OutgoingEnvelope, MAX_DEVICES_PER_SEND, 1)]
+
+
+@message
+class GetSenderCertificate(Request):
+    kind: ClassVar[str] = "get_sender_certificate"
+
+
+@message
+class Receive(Request):
+    """Fetch queued envelopes, oldest first, up to ``limit`` and the frame size."""
+
+    kind: ClassVar[str] = "receive"
+    limit: Annotated[int | None, _Optional(_UInt(1, 10_000))] = None
+
+
+@message
+class Ack(Request):
+    """Delete envelopes from this device's own queue."""
+
+    kind: ClassVar[str] = "ack"
+    envelope_ids: Annotated[tuple[bytes, ...], _List(_Bytes(ENVELOPE_ID_SIZE), MAX_ACK_IDS, 1)]
+
+
+@message
+class Ping(Request):
+    kind: ClassVar[str] = "ping"
+
+
+# Responses.
+
+
+@message
+class Registered(Response):
+    kind: ClassVar[str] = "registered"
+    account: AccountId
+    device: DeviceId
+
+
+@message
+class PrekeysUploaded(Response):
+    """How many one-time prekeys of each kind the relay now holds for the device."""
+
+    kind: ClassVar[str] = "prekeys_uploaded"
+    one_time_prekeys: Count
+    kem_prekeys: Count
+
+
+@message
+class Bundle(Response):
+    kind: ClassVar[str] = "bundle"
+    account: AccountId
+    devices: Annotated[tuple[DeviceBundle, ...], _List(DeviceBundle, MAX_DEVICES_PER_SEND)]
+
+
+@message
+class Challenge(Response):
+    kind: ClassVar[str] = "challenge"
+    nonce: Nonce
+    expires_in_ms: Millis
+
+
+@message
+class Authenticated(Response):
+    kind: ClassVar[str] = "authenticated"
+    account: AccountId
+    device: DeviceId
+
+
+@message
+class Sent(Response):
+    """The envelopes are committed; ids in the order of the request's envelopes."""
+
+    kind: ClassVar[str] = "sent"
+    envelope_ids: Annotated[tuple[bytes, ...], _List(_Bytes(ENVELOPE_ID_SIZE), MAX_DEVICES_PER_SEND, 1)]
+
+
+@message
+class SenderCertificateResponse(Response):
+    """``certificate`` is a ``relay.certificates.SenderCertificate`` in its encoded form: the
+    device's account, device id, identity key and expiry, signed by the server key, with the
+    server key's certificate from the trust root inside."""
+
+    kind: ClassVar[str] = "sender_certificate"
+    certificate: Body
+
+
+@message
+class Envelopes(Response):
+    kind: ClassVar[str] = "envelopes"
+    envelopes: Annotated[tuple[Envelope, ...], _List(Envelope, 10_000)]
+    more: Flag  # True if more are queued than fitted
+
+
+@message
+class Acked(Response):
+    kind: ClassVar[str] = "acked"
+    count: Count  # how many of the ids were in this device's queue and are now deleted
+
+
+@message
+class Pong(Response):
+    kind: ClassVar[str] = "pong"
+
+
+@message
+class Deliver(Response):
+    """Pushed by the relay (id 0) when an envelope arrives for a connected device."""
+
+    kind: ClassVar[str] = "deliver"
+    envelope: Envelope
+
+
+@message
+class ErrorFrame(Response):
+    """An error. ``field`` names the offending field; stale_devices also fills the lists."""
+
+    kind: ClassVar[str] = "error"
+    code: Annotated[str, _Str(1, 64)]
+    message: Annotated[str, _Text()]
+    field: Annotated[str | None, _Optional(_Text())] = None
+    missing: Annotated[tuple[int, ...] | None, _Optional(_List(_UInt(1), MAX_DEVICES_PER_SEND))] = None
+    extra: Annotated[tuple[int, ...] | None, _Optional(_List(_UInt(1), MAX_DEVICES_PER_SEND))] = None
+    stale: Annotated[tuple[int, ...] | None, _Optional(_List(_UInt(1), MAX_DEVICES_PER_SEND))] = None
+
+    @classmethod
+    def from_exception(cls, e: ProtocolError) -> ErrorFrame:
+        return cls(id=e.request_id, code=e.code.value, message=e.message, field=e.field)
+
+
+def _kinds(*classes: type[Frame]) -> dict[str, type[Frame]]:
+    return {c.kind: c for c in classes}
+
+
+REQUEST_KINDS: Final[Mapping[str, type[Frame]]] = types.MappingProxyType(
+    _kinds(
+        Register,
+        UploadPrekeys,
+        FetchBundle,
+        AuthChallenge,
+        Authenticate,
+        Send,
+        SealedSend,
+        GetSenderCertificate,
+        Receive,
+        Ack,
+        Ping,
+    )
+)
+RESPONSE_KINDS: Final[Mapping[str, type[Frame]]] = types.MappingProxyType(
+    _kinds(
+        Registered,
+        PrekeysUploaded,
+        Bundle,
+        Challenge,
+        Authenticated,
+        Sent,
+        SenderCertificateResponse,
+        Envelopes,
+        Acked,
+        Pong,
+        Deliver,
+        ErrorFrame,
+    )
+)
+_ENVELOPE_KEYS: Final = frozenset({"v", "id", "kind"})
+
+
+# --- encoding --------------------------------------------------------------------------------
+
+
+def encode_body(frame: Frame) -> bytes:
+    """The msgpack map of a frame, without the length prefix."""
+    body: dict[str, Any] = {"v": PROTOCOL_VERSION, "id": frame.id, "kind": frame.kind}
+    body.update(frame.to_wire())
+    return msgpack.packb(body, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def encode(frame: Frame) -> bytes:
+    """A whole frame: 4-byte big-endian length, then the msgpack map."""
+    body = encode_body(frame)
+    return _PREFIX.pack(len(body)) + body
+
+
+# --- decoding --------------------------------------------------------------------------------
+
+
+class _Event(enum.Enum):
+    NEED_DATA = "NEED_DATA"
+    CLOSED = "CLOSED"
+
+    def __repr__(self) -> str:
+        return self.value
+
+
+NEED_DATA: Final = _Event.NEED_DATA
+"""next_frame() has nothing complete yet; feed more bytes."""
+CLOSED: Final = _Event.CLOSED
+"""The peer closed the connection cleanly, between frames."""
+
+
+def _decode_error(e: ProtocolError, request_id: int) -> RemoteProtocolError:
+    return RemoteProtocolError(e.code, e.message, field=e.field, request_id=request_id)
+
+
+def decode_body(body: bytes, kinds: Mapping[str, type[Frame]]) -> Frame:
+    """Parse one frame body (the msgpack map). Raises RemoteProtocolError."""
+    try:
+        raw = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except (
+        Exception
+    ) as e:  # msgpack raises ValueError, FormatError, StackError, ExtraData, UnicodeDecodeError…
+        raise RemoteProtocolError(
+            ErrorCode.MALFORMED_MSGPACK, f"frame body is not one msgpack value: {e}"
+        ) from None
+    if type(raw) is not dict:
+        raise RemoteProtocolError(
+            ErrorCode.NOT_A_MAP, f"frame body must be a msgpack map, got {_type_name(raw)}"
+        )
+    request_id = 0
+    try:
+        if "id" in raw:
+            request_id = _UInt(0, _UINT64_MAX).check(raw["id"], "id")
+        for key in ("v", "id", "kind"):
+            if key not in raw:
+                raise LocalProtocolError(
+                    ErrorCode.MISSING_FIELD, f"frame is missing required field {key!r}", field=key
+                )
+        version = _UInt(0, _UINT64_MAX).check(raw["v"], "v")
+        if version != PROTOCOL_VERSION:
+            raise LocalProtocolError(
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"v must be {PROTOCOL_VERSION}, the only protocol version this side speaks; got {version}",
+                field="v",
+            )
+        kind = raw["kind"]
+        if type(kind) is not str:
+            raise LocalProtocolError(
+                ErrorCode.WRONG_TYPE, f"kind must be a string, got {_type_name(kind)}", field="kind"
+            )
+        cls = kinds.get(kind)
+        if cls is None:
+            shown = kind if len(kind) <= 40 else kind[:40] + "…"
+            raise LocalProtocolError(
+                ErrorCode.UNKNOWN_KIND,
+                f"unknown kind {shown!r}; expected one of {', '.join(kinds)}",
+                field="kind",
+            )
+        fields = {k: v for k, v in raw.items() if k not in _ENVELOPE_KEYS}
+        fields["id"] = request_id
+        return cls.from_wire(fields)
+    except ProtocolError as e:
+        raise _decode_error(e, request_id) from None
+
+
+class FrameDecoder:
+    """Sans-IO frame reader, in the manner of h11's connection: feed bytes, pull frames.
+
+    ``role="relay"`` reads requests (what the relay receives); ``role="device"`` reads responses
+    and pushes. The length limit is enforced from the 4-byte prefix alone, before any of the
+    body is buffered.
+    """
+
+    def __init__(
+        self, role: Literal["relay", "device"] = "relay", *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    ):
+        if role not in ("relay", "device"):
+            raise ValueError(f"role must be 'relay' or 'device', got {role!r}")
+        self.kinds = REQUEST_KINDS if role == "relay" else RESPONSE_KINDS
+        self.max_frame_size = max_frame_size
+        self._buf = bytearray()
+        self._pos = 0
+        self._eof = False
+        self._error: RemoteProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as frames."""
+        return len(self._buf) - self._pos
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes from the peer. ``b""`` means the peer closed its side."""
+        if self._eof and data:
+            raise RuntimeError("received data after end of stream")
+        if data:
+            self._buf += data
+        else:
+            self._eof = True
+
+    def next_frame(self) -> Frame | Literal[_Event.NEED_DATA, _Event.CLOSED]:
+        """The next complete frame, NEED_DATA, or CLOSED; raises RemoteProtocolError."""
+        if self._error is not None:
+            raise self._error
+        try:
+            return self._next_frame()
+        except RemoteProtocolError as e:
+            self._error = e
+            raise
+
+    def _next_frame(self) -> Frame | Literal[_Event.NEED_DATA, _Event.CLOSED]:
+        available = len(self._buf) - self._pos
+        if available < PREFIX_SIZE:
+            return self._at_end(available)
+        (length,) = _PREFIX.unpack_from(self._buf, self._pos)
+        if length > self.max_frame_size:
+            raise RemoteProtocolError(
+                ErrorCode.FRAME_TOO_LARGE,
+                f"frame length {length} exceeds the maximum of {self.max_frame_size} bytes",
+                field="length",
+            )
+        if available < PREFIX_SIZE + length:
+            return self._at_end(available)
+        start = self._pos + PREFIX_SIZE
+        body = bytes(self._buf[start : start + length])
+        self._pos = start + length
+        if self._pos == len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+        elif self._pos > 65536 and self._pos * 2 > len(self._buf):
+            del self._buf[: self._pos]  # compact now and then, not on every frame
+            self._pos = 0
+        return decode_body(body, self.kinds)
+
+    def _at_end(self, available: int) -> Literal[_Event.NEED_DATA, _Event.CLOSED]:
+        if not self._eof:
+            return NEED_DATA
+        if available:
+            raise RemoteProtocolError(
+                ErrorCode.TRUNCATED_FRAME, f"connection closed with {available} bytes of an incomplete frame"
+            )
+        return CLOSED
