@@ -848,7 +848,7 @@ def encode_body(frame: Frame) -> bytes:
     """The msgpack map of a frame, without the length prefix."""
     body: dict[str, Any] = {"v": PROTOCOL_VERSION, "id": frame.id, "kind": frame.kind}
     body.update(frame.to_wire())
-    return msgpack.packb(body, use_bin_type=True)  # type: ignore[no-any-return]
+    return msgpack.packb(body, use_bin_type=True)
 
 
 def encode(frame: Frame) -> bytes:
