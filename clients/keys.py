@@ -44,7 +44,9 @@ class BundleError(Exception):
 
 def encode_kem_public_key(public: bytes) -> bytes:
     if len(public) != _p.MLKEM1024_PUBLIC_KEY_SIZE:
-        raise BundleError(f"an ML-KEM-1024 public key is {_p.MLKEM1024_PUBLIC_KEY_SIZE} bytes, got {len(public)}")
+        raise BundleError(
+            f"an ML-KEM-1024 public key is {_p.MLKEM1024_PUBLIC_KEY_SIZE} bytes, got {len(public)}"
+        )
     return KEM_TYPE_MLKEM1024 + public
 
 
@@ -160,8 +162,10 @@ class PreKeyBundle:
 
     @classmethod
     def from_wire(cls, data: object) -> PreKeyBundle:
+        if not isinstance(data, list | tuple) or len(data) != 4:
+            raise BundleError("malformed prekey bundle: expected an array of 4 items")
+        ik, spk, opk, kem = data
         try:
-            ik, spk, opk, kem = data  # type: ignore[misc]
             return cls(
                 identity_key=ik,
                 signed_prekey=SignedPreKey(*spk),
@@ -201,7 +205,9 @@ class PreKeySecrets:
 
     def new_signed_prekey(self, rng: RNG = os.urandom) -> SignedPreKey:
         pair = spec.generate_dh(rng)
-        spk = SignedPreKey(self._take_id(), pair.public, self.identity.sign(spec.encode_public_key(pair.public), rng))
+        spk = SignedPreKey(
+            self._take_id(), pair.public, self.identity.sign(spec.encode_public_key(pair.public), rng)
+        )
         self.signed[spk.id] = (pair, spk)
         self.current_signed_id = spk.id
         return spk
@@ -215,7 +221,9 @@ class PreKeySecrets:
             out.append(opk)
         return out
 
-    def new_kem_prekeys(self, count: int, *, last_resort: bool = False, rng: RNG = os.urandom) -> list[KemPreKey]:
+    def new_kem_prekeys(
+        self, count: int, *, last_resort: bool = False, rng: RNG = os.urandom
+    ) -> list[KemPreKey]:
         out = []
         for _ in range(count):
             seed = rng(_p.MLKEM1024_SEED_SIZE)

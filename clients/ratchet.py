@@ -68,7 +68,13 @@ class RatchetConfig:
         self.header_encryption = header_encryption
 
     def as_tuple(self) -> tuple[bytes, bytes, int, int, bool]:
-        return (self.root_info, self.aead_info, self.max_skip, self.max_stored_skipped, self.header_encryption)
+        return (
+            self.root_info,
+            self.aead_info,
+            self.max_skip,
+            self.max_stored_skipped,
+            self.header_encryption,
+        )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, RatchetConfig) and other.as_tuple() == self.as_tuple()

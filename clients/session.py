@@ -159,7 +159,9 @@ class Device:
     def encrypt(self, peer: PeerAddress, plaintext: bytes) -> bytes:
         session = self.sessions.get(peer)
         if session is None:
-            raise UsageError(f"no session with {peer.account}.{peer.device}: fetch a bundle and start_session()")
+            raise UsageError(
+                f"no session with {peer.account}.{peer.device}: fetch a bundle and start_session()"
+            )
         return session.encrypt(plaintext)
 
     def decrypt(self, peer: PeerAddress, ciphertext: bytes) -> bytes:
@@ -207,7 +209,9 @@ class Device:
     def seal(self, peer: PeerAddress, plaintext: bytes, certificate: bytes) -> bytes:
         """Encrypt on the session with ``peer``, then seal it with our sender certificate."""
         inner = self.encrypt(peer, plaintext)
-        return sealed.seal(self.secrets.identity, self.sessions[peer].peer_identity, certificate, inner, rng=self.rng)
+        return sealed.seal(
+            self.secrets.identity, self.sessions[peer].peer_identity, certificate, inner, rng=self.rng
+        )
 
     def open_sealed(self, envelope: bytes, trust_root: bytes, now: int) -> tuple[PeerAddress, bytes]:
         """Open a sealed envelope: (who sent it, per their verified certificate; the plaintext).

@@ -27,8 +27,8 @@ from clients.errors import DecryptionError
 
 __all__ = [
     "HASH_LEN",
-    "dh",
     "decrypt",
+    "dh",
     "encode_public_key",
     "encrypt",
     "generate_dh",

@@ -60,10 +60,9 @@ class InitialMessage:
 
     @classmethod
     def from_wire(cls, data: object) -> InitialMessage:
-        try:
-            ik, ek, spk_id, opk_id, kem_id, kem_ct = data  # type: ignore[misc]
-        except (TypeError, ValueError):
-            raise DecryptionError() from None
+        if not isinstance(data, list | tuple) or len(data) != 6:
+            raise DecryptionError()
+        ik, ek, spk_id, opk_id, kem_id, kem_ct = data
         ok = (
             isinstance(ik, bytes)
             and len(ik) == 32
@@ -142,7 +141,11 @@ def respond(secrets: PreKeySecrets, message: InitialMessage) -> tuple[KeyAgreeme
     spk_pair = signed[0]
     ik = secrets.identity.pair
     try:
-        km = spk_pair.dh(message.identity_key) + ik.dh(message.ephemeral_key) + spk_pair.dh(message.ephemeral_key)
+        km = (
+            spk_pair.dh(message.identity_key)
+            + ik.dh(message.ephemeral_key)
+            + spk_pair.dh(message.ephemeral_key)
+        )
         if message.one_time_prekey_id is not None:
             opk = secrets.one_time.get(message.one_time_prekey_id)
             if opk is None:

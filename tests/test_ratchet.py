@@ -13,7 +13,15 @@ from __future__ import annotations
 import msgpack
 import pytest
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from clients.errors import DecryptionError, UsageError
 from clients.ratchet import DoubleRatchet, RatchetConfig
@@ -55,7 +63,9 @@ class RatchetOverAdversarialLink(RuleBasedStateMachine):
 
     @initialize(seed=st.integers(0, 2**32))
     def setup(self, seed: int) -> None:
-        config = RatchetConfig(max_skip=MAX_SKIP, max_stored_skipped=1000, header_encryption=self.header_encryption)
+        config = RatchetConfig(
+            max_skip=MAX_SKIP, max_stored_skipped=1000, header_encryption=self.header_encryption
+        )
         alice, bob = make_pair(config, seed)
         self.sides = {"alice": alice, "bob": bob}
         self.next_id = 0

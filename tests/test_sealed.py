@@ -27,7 +27,9 @@ def cert_for(server: ServerSigningKey, device: Device, expires: int = NOW + 3600
     return server.issue(device.address.account, device.address.device, device.identity_key, expires).encode()
 
 
-def test_sealed_round_trip_hides_the_sender(world: tuple[Device, Device, TrustRoot, ServerSigningKey]) -> None:
+def test_sealed_round_trip_hides_the_sender(
+    world: tuple[Device, Device, TrustRoot, ServerSigningKey],
+) -> None:
     alice, bob, root, server = world
     envelope = alice.seal(bob.address, b"meet at noon", cert_for(server, alice))
     assert b"alice" not in envelope
@@ -56,17 +58,23 @@ def test_certificate_from_an_untrusted_root_is_refused(
         bob.open_sealed(alice.seal(bob.address, b"x", cert_for(rogue, alice)), root.public, NOW)
 
 
-def test_forged_certificate_signature_is_refused(world: tuple[Device, Device, TrustRoot, ServerSigningKey]) -> None:
+def test_forged_certificate_signature_is_refused(
+    world: tuple[Device, Device, TrustRoot, ServerSigningKey],
+) -> None:
     alice, bob, root, server = world
     cert = server.issue("alice", 1, alice.identity_key, NOW + 10)
     from relay.certificates import SenderCertificate
 
-    forged = SenderCertificate("carol", 1, cert.identity_key, cert.expires, cert.server_certificate, cert.signature)
+    forged = SenderCertificate(
+        "carol", 1, cert.identity_key, cert.expires, cert.server_certificate, cert.signature
+    )
     with pytest.raises(DecryptionError):
         bob.open_sealed(alice.seal(bob.address, b"x", forged.encode()), root.public, NOW)
 
 
-def test_identity_swapped_certificate_is_refused(world: tuple[Device, Device, TrustRoot, ServerSigningKey]) -> None:
+def test_identity_swapped_certificate_is_refused(
+    world: tuple[Device, Device, TrustRoot, ServerSigningKey],
+) -> None:
     """Mallory seals with her own key but Alice's certificate: the certificate's key is not the sealer's."""
     alice, bob, root, server = world
     mallory = Device("mallory", 1, rng=seeded_rng(3))
@@ -76,7 +84,9 @@ def test_identity_swapped_certificate_is_refused(world: tuple[Device, Device, Tr
         bob.open_sealed(envelope, root.public, NOW)
 
 
-def test_certificate_must_match_the_inner_session(world: tuple[Device, Device, TrustRoot, ServerSigningKey]) -> None:
+def test_certificate_must_match_the_inner_session(
+    world: tuple[Device, Device, TrustRoot, ServerSigningKey],
+) -> None:
     """A valid certificate of Mallory's own wrapping a message on a session Alice started is refused."""
     alice, bob, root, server = world
     mallory = Device("mallory", 1, rng=seeded_rng(3))
@@ -89,7 +99,9 @@ def test_certificate_must_match_the_inner_session(world: tuple[Device, Device, T
         bob.open_sealed(envelope, root.public, NOW)
 
 
-def test_tampered_envelope_is_refused_everywhere(world: tuple[Device, Device, TrustRoot, ServerSigningKey]) -> None:
+def test_tampered_envelope_is_refused_everywhere(
+    world: tuple[Device, Device, TrustRoot, ServerSigningKey],
+) -> None:
     alice, bob, root, server = world
     envelope = alice.seal(bob.address, b"x", cert_for(server, alice))
     for pos in range(0, len(envelope), 7):

@@ -1,0 +1,42 @@
+"""The demo and the CLI, as a user meets them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from sims.cli import main
+from sims.demo import SCRIPT, render, run_demo
+
+
+def test_demo_delivers_every_message_and_no_plaintext_travels() -> None:
+    steps = run_demo(seed=1)
+    assert sorted(s.sent for s in steps) == sorted(text for _who, text in SCRIPT)
+    for s in steps:
+        assert s.received == s.sent
+        for i in range(len(s.sent) - 7):  # no run of 8 plaintext bytes on the wire
+            assert s.sent.encode()[i : i + 8] not in s.wire
+    assert steps[-1].late and steps[-1].prekey_message
+    assert steps[0].prekey_message and not steps[2].prekey_message
+
+
+def test_demo_renders_both_views(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "on the wire" in out and "arrived late" in out
+    assert render(run_demo(3)).count("prekey msg") == 2
+
+
+def test_help_teaches_with_examples() -> None:
+    for argv in (["--help"], ["demo", "--help"], ["bench", "--help"], ["relay", "--help"]):
+        res = subprocess.run([sys.executable, "-m", "sims.cli", *argv], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        assert "example" in res.stdout, argv
+
+
+def test_unknown_command_is_a_clear_error() -> None:
+    res = subprocess.run([sys.executable, "-m", "sims.cli", "frobnicate"], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "invalid choice: 'frobnicate'" in res.stderr

@@ -1,0 +1,33 @@
+"""Lint, format and type checks are part of the suite, so the README's one test command runs them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+
+
+@pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is in the test extra")
+def test_ruff_lint() -> None:
+    res = _run("ruff", "check", ".")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is in the test extra")
+def test_ruff_format() -> None:
+    res = _run("ruff", "format", "--check", ".")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_mypy() -> None:
+    res = _run(sys.executable, "-m", "mypy")
+    assert res.returncode == 0, res.stdout + res.stderr
