@@ -1,0 +1,585 @@
+"""Scenario files: TOML in, validated frozen values out, and errors that say exactly what is wrong.
+
+A scenario names people and their devices, conversations (given message by message, or
+generated from a social-graph model), the network, relay settings, a duration, a seed and a
+timeline of events. Every problem in a file is reported as
+
+    two-friends.toml: people[1].devices[0].region: expected one of 'pk', 'us', got 'mars'
+
+naming the file, the key path, the bad value and what was expected.
+
+Times are seconds of simulated time, written as a number or as a string with a unit:
+``"90s"``, ``"15m"``, ``"2h"``, ``"1d"``, or combined, ``"1h30m"``.
+
+The file format, by example (every table but ``[scenario]`` and ``[[people]]`` is optional)::
+
+    [scenario]
+    name = "two-friends"
+    description = "Two people, a dozen messages, Bob's phone offline for an hour."
+    duration = "4h"
+    seed = 7
+
+    [network]
+    latency_ms = 60          # between any two regions not listed below
+    jitter_ms = 10
+    loss = 0.0               # probability a packet is lost
+    duplication = 0.0        # probability a packet arrives twice
+    latency = [{ between = ["pk", "us"], ms = 180 }]
+    partitions = [{ regions = ["pk"], from = "2h", to = "2h10m" }]
+
+    [relay]
+    region = "us"
+    profile = "signal"       # what the relay records (see the lawful-access profiles)
+    sealed_sender = true
+
+    [[people]]
+    name = "alice"
+    devices = [{ region = "pk", address = "203.0.113.7", offline = [["1h", "2h"]] }]
+
+    [[conversations]]
+    between = ["alice", "bob"]
+    messages = [{ at = "10m", from = "alice", text = "hi" }]
+
+    [generate]               # instead of, or beside, explicit people and conversations
+    people = 1000
+    devices_per_person = { one = 0.8, two = 0.2 }
+    graph = { model = "barabasi-albert", m = 3 }
+    messages_per_day = { mean = 20, sigma = 1.0 }   # log-normal per person
+    regions = { pk = 0.5, us = 0.5 }
+
+    [[events]]
+    at = "3h"
+    kind = "device_offline"
+    device = "bob/1"
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Conversation",
+    "DeviceSpec",
+    "Event",
+    "GenerateSpec",
+    "LatencyRule",
+    "NetworkSpec",
+    "Partition",
+    "PersonSpec",
+    "RelaySpec",
+    "Scenario",
+    "ScenarioError",
+    "ScriptedMessage",
+    "load_scenario",
+    "parse_duration",
+    "parse_scenario",
+]
+
+EVENT_KINDS = {
+    "device_offline": "a device loses its connection until a matching device_online",
+    "device_online": "a device reconnects and drains its queue",
+    "seize_phone": "a device is seized: its stored keys and history are copied at that moment",
+    "legal_process": "legal process is served on the relay's operator",
+}
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+
+
+class ScenarioError(ValueError):
+    """A scenario file is broken. The message names the file, the key path, the value and what was expected."""
+
+    def __init__(self, source: str, path: str, message: str) -> None:
+        self.source = source
+        self.path = path
+        super().__init__(f"{source}: {path}: {message}" if path else f"{source}: {message}")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string like ``"1h30m"``. Raises ValueError saying what it wanted."""
+    if isinstance(value, bool):
+        raise ValueError(f'expected a duration like 90, "15m" or "1h30m", got {value!r}')
+    if isinstance(value, int | float):
+        if value < 0 or not math.isfinite(value):
+            raise ValueError(f"expected a non-negative duration, got {value!r}")
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        parts = _DURATION.findall(text)
+        if parts and "".join(n + u for n, u in parts) == text:
+            return float(sum(float(n) * _UNITS[u] for n, u in parts))
+    raise ValueError(f'expected a duration like 90, "15m" or "1h30m", got {value!r}')
+
+
+# --- the validated model ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    person: str
+    index: int  # device id, 1-based
+    region: str
+    address: str
+    offline: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.person}/{self.index}"
+
+
+@dataclass(frozen=True)
+class PersonSpec:
+    name: str
+    devices: tuple[DeviceSpec, ...]
+
+
+@dataclass(frozen=True)
+class ScriptedMessage:
+    at: float
+    sender: str
+    recipient: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Conversation:
+    between: tuple[str, str]
+    messages: tuple[ScriptedMessage, ...]
+
+
+@dataclass(frozen=True)
+class LatencyRule:
+    between: tuple[str, str]
+    ms: float
+
+
+@dataclass(frozen=True)
+class Partition:
+    regions: tuple[str, ...]
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    latency_ms: float = 50.0
+    jitter_ms: float = 5.0
+    loss: float = 0.0
+    duplication: float = 0.0
+    latency: tuple[LatencyRule, ...] = ()
+    partitions: tuple[Partition, ...] = ()
+
+
+@dataclass(frozen=True)
+class RelaySpec:
+    region: str = "us"
+    address: str = "198.51.100.1"
+    profile: str = "keep-everything"
+    sealed_sender: bool = False
+    max_frame_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class GenerateSpec:
+    people: int
+    devices_per_person: tuple[tuple[int, float], ...] = ((1, 1.0),)
+    graph_model: str = "barabasi-albert"
+    graph_m: int = 3
+    messages_per_day_mean: float = 20.0
+    messages_per_day_sigma: float = 1.0
+    regions: tuple[tuple[str, float], ...] = (("us", 1.0),)
+    daily_rhythm: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Event:
+    at: float
+    kind: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    duration: float
+    seed: int
+    people: tuple[PersonSpec, ...]
+    conversations: tuple[Conversation, ...]
+    network: NetworkSpec
+    relay: RelaySpec
+    generate: GenerateSpec | None
+    events: tuple[Event, ...]
+    source: str = "<scenario>"
+
+    def devices(self) -> list[DeviceSpec]:
+        return [d for p in self.people for d in p.devices]
+
+    def person(self, name: str) -> PersonSpec:
+        for p in self.people:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def with_seed(self, seed: int) -> Scenario:
+        from dataclasses import replace
+
+        return replace(self, seed=seed)
+
+
+# --- the validator ----------------------------------------------------------------------------
+
+
+class _Reader:
+    """Walks the parsed TOML, remembering the key path, so every error can say where it is."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, path: str, message: str) -> ScenarioError:
+        return ScenarioError(self.source, path, message)
+
+    def table(self, data: object, path: str) -> Mapping[str, Any]:
+        if not isinstance(data, dict):
+            raise self.fail(path, f"expected a table, got {_show(data)}")
+        return data
+
+    def known(self, data: Mapping[str, Any], path: str, allowed: Sequence[str]) -> None:
+        for key in data:
+            if key not in allowed:
+                where = f"{path}.{key}" if path else key
+                raise self.fail(where, f"unknown key; expected one of {', '.join(map(repr, allowed))}")
+
+    def get(
+        self, data: Mapping[str, Any], key: str, path: str, kind: type | tuple[type, ...], default: Any = ...
+    ) -> Any:
+        where = f"{path}.{key}" if path else key
+        if key not in data:
+            if default is ...:
+                raise self.fail(where, f"missing; expected {_kind_name(kind)}")
+            return default
+        value = data[key]
+        if isinstance(value, bool) and kind in (int, float, (int, float)):
+            raise self.fail(where, f"expected {_kind_name(kind)}, got {_show(value)}")
+        if not isinstance(value, kind):
+            raise self.fail(where, f"expected {_kind_name(kind)}, got {_show(value)}")
+        return value
+
+    def duration(self, data: Mapping[str, Any], key: str, path: str, default: Any = ...) -> float:
+        where = f"{path}.{key}" if path else key
+        if key not in data:
+            if default is ...:
+                raise self.fail(where, 'missing; expected a duration like 90, "15m" or "1h30m"')
+            return float(default)
+        try:
+            return parse_duration(data[key])
+        except ValueError as exc:
+            raise self.fail(where, str(exc)) from None
+
+    def probability(self, data: Mapping[str, Any], key: str, path: str, default: float) -> float:
+        value = float(self.get(data, key, path, (int, float), default))
+        if not 0.0 <= value <= 1.0:
+            raise self.fail(f"{path}.{key}", f"expected a probability from 0 to 1, got {value!r}")
+        return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "true or false",
+        list: "an array",
+        dict: "a table",
+    }
+    if isinstance(kind, tuple):
+        if set(kind) == {int, float}:
+            return "a number"
+        return " or ".join(names.get(k, k.__name__) for k in kind)
+    return names.get(kind, kind.__name__)
+
+
+def _show(value: object) -> str:
+    kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "table"}
+    return f"{kind.get(type(value), type(value).__name__)} {value!r}"
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError(str(p), "", f"cannot read the file: {exc.strerror}") from None
+    return parse_scenario(text, source=p.name)
+
+
+def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(source, "", f"not valid TOML: {exc}") from None
+    r = _Reader(source)
+    r.known(data, "", ["scenario", "network", "relay", "people", "conversations", "generate", "events"])
+
+    head = r.table(data.get("scenario"), "scenario") if "scenario" in data else r.table(None, "scenario")
+    r.known(head, "scenario", ["name", "description", "duration", "seed"])
+    name = r.get(head, "name", "scenario", str)
+    description = r.get(head, "description", "scenario", str, "")
+    duration = r.duration(head, "duration", "scenario")
+    seed = r.get(head, "seed", "scenario", int, 0)
+
+    network = _network(r, data.get("network", {}))
+    relay = _relay(r, data.get("relay", {}))
+    people = _people(r, data.get("people", []))
+    generate = _generate(r, data["generate"]) if "generate" in data else None
+    if not people and generate is None:
+        raise r.fail("people", "no people: give [[people]] or a [generate] table")
+    names = {p.name for p in people}
+    conversations = _conversations(r, data.get("conversations", []), names, duration)
+    events = _events(r, data.get("events", []), {d.name for p in people for d in p.devices}, names, duration)
+    return Scenario(
+        name, description, duration, seed, people, conversations, network, relay, generate, events, source
+    )
+
+
+def _network(r: _Reader, raw: object) -> NetworkSpec:
+    t = r.table(raw, "network")
+    r.known(t, "network", ["latency_ms", "jitter_ms", "loss", "duplication", "latency", "partitions"])
+    rules = []
+    for i, item in enumerate(r.get(t, "latency", "network", list, [])):
+        path = f"network.latency[{i}]"
+        it = r.table(item, path)
+        r.known(it, path, ["between", "ms"])
+        between = r.get(it, "between", path, list)
+        if len(between) != 2 or not all(isinstance(x, str) for x in between):
+            raise r.fail(f"{path}.between", f"expected two region names, got {_show(between)}")
+        rules.append(LatencyRule((between[0], between[1]), float(r.get(it, "ms", path, (int, float)))))
+    partitions = []
+    for i, item in enumerate(r.get(t, "partitions", "network", list, [])):
+        path = f"network.partitions[{i}]"
+        it = r.table(item, path)
+        r.known(it, path, ["regions", "from", "to"])
+        regions = r.get(it, "regions", path, list)
+        if not regions or not all(isinstance(x, str) for x in regions):
+            raise r.fail(
+                f"{path}.regions", f"expected a non-empty array of region names, got {_show(regions)}"
+            )
+        start, end = r.duration(it, "from", path), r.duration(it, "to", path)
+        if end <= start:
+            raise r.fail(f"{path}.to", f"expected a time after 'from' ({start:g} s), got {end:g} s")
+        partitions.append(Partition(tuple(regions), start, end))
+    latency_ms = float(r.get(t, "latency_ms", "network", (int, float), 50.0))
+    jitter_ms = float(r.get(t, "jitter_ms", "network", (int, float), 5.0))
+    for key, value in (("latency_ms", latency_ms), ("jitter_ms", jitter_ms)):
+        if value < 0:
+            raise r.fail(f"network.{key}", f"expected a non-negative number of milliseconds, got {value!r}")
+    return NetworkSpec(
+        latency_ms,
+        jitter_ms,
+        r.probability(t, "loss", "network", 0.0),
+        r.probability(t, "duplication", "network", 0.0),
+        tuple(rules),
+        tuple(partitions),
+    )
+
+
+def _relay(r: _Reader, raw: object) -> RelaySpec:
+    t = r.table(raw, "relay")
+    r.known(t, "relay", ["region", "address", "profile", "sealed_sender", "max_frame_bytes"])
+    max_frame = r.get(t, "max_frame_bytes", "relay", int, None)
+    if max_frame is not None and max_frame < 1024:
+        raise r.fail("relay.max_frame_bytes", f"expected at least 1024, got {max_frame}")
+    return RelaySpec(
+        r.get(t, "region", "relay", str, "us"),
+        r.get(t, "address", "relay", str, "198.51.100.1"),
+        r.get(t, "profile", "relay", str, "keep-everything"),
+        r.get(t, "sealed_sender", "relay", bool, False),
+        max_frame,
+    )
+
+
+def _windows(r: _Reader, raw: object, path: str) -> tuple[tuple[float, float], ...]:
+    if not isinstance(raw, list):
+        raise r.fail(path, f"expected an array of [from, to] pairs, got {_show(raw)}")
+    out = []
+    for i, pair in enumerate(raw):
+        where = f"{path}[{i}]"
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise r.fail(where, f"expected a [from, to] pair, got {_show(pair)}")
+        try:
+            start, end = parse_duration(pair[0]), parse_duration(pair[1])
+        except ValueError as exc:
+            raise r.fail(where, str(exc)) from None
+        if end <= start:
+            raise r.fail(where, f"expected 'to' after 'from', got {pair!r}")
+        out.append((start, end))
+    return tuple(sorted(out))
+
+
+def _people(r: _Reader, raw: object) -> tuple[PersonSpec, ...]:
+    if not isinstance(raw, list):
+        raise r.fail("people", f"expected an array of tables ([[people]]), got {_show(raw)}")
+    people: list[PersonSpec] = []
+    seen: set[str] = set()
+    for i, item in enumerate(raw):
+        path = f"people[{i}]"
+        t = r.table(item, path)
+        r.known(t, path, ["name", "devices", "region", "address"])
+        name = r.get(t, "name", path, str)
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+            raise r.fail(f"{path}.name", f"expected 1-64 letters, digits, '_', '.' or '-', got {name!r}")
+        if name in seen:
+            raise r.fail(f"{path}.name", f"{name!r} is already the name of another person")
+        seen.add(name)
+        default_region = r.get(t, "region", path, str, "us")
+        raw_devices = r.get(t, "devices", path, list, [{}])
+        if not raw_devices:
+            raise r.fail(f"{path}.devices", "expected at least one device")
+        devices = []
+        for j, dev in enumerate(raw_devices):
+            dpath = f"{path}.devices[{j}]"
+            d = r.table(dev, dpath)
+            r.known(d, dpath, ["region", "address", "offline"])
+            address = r.get(d, "address", dpath, str, f"192.0.2.{(len(people) * 4 + j) % 250 + 1}")
+            devices.append(
+                DeviceSpec(
+                    name,
+                    j + 1,
+                    r.get(d, "region", dpath, str, default_region),
+                    address,
+                    _windows(r, d.get("offline", []), f"{dpath}.offline"),
+                )
+            )
+        people.append(PersonSpec(name, tuple(devices)))
+    return tuple(people)
+
+
+def _conversations(r: _Reader, raw: object, names: set[str], duration: float) -> tuple[Conversation, ...]:
+    if not isinstance(raw, list):
+        raise r.fail("conversations", f"expected an array of tables ([[conversations]]), got {_show(raw)}")
+    out = []
+    for i, item in enumerate(raw):
+        path = f"conversations[{i}]"
+        t = r.table(item, path)
+        r.known(t, path, ["between", "messages"])
+        between = r.get(t, "between", path, list)
+        if len(between) != 2 or not all(isinstance(x, str) for x in between) or between[0] == between[1]:
+            raise r.fail(f"{path}.between", f"expected two different people, got {_show(between)}")
+        for who in between:
+            if who not in names:
+                raise r.fail(
+                    f"{path}.between", f"{who!r} is not one of the people ({', '.join(sorted(names))})"
+                )
+        messages = []
+        for j, m in enumerate(r.get(t, "messages", path, list)):
+            mpath = f"{path}.messages[{j}]"
+            mt = r.table(m, mpath)
+            r.known(mt, mpath, ["at", "from", "text"])
+            at = r.duration(mt, "at", mpath)
+            if at >= duration:
+                raise r.fail(
+                    f"{mpath}.at",
+                    f"expected a time before the end of the scenario ({duration:g} s), got {at:g} s",
+                )
+            sender = r.get(mt, "from", mpath, str)
+            if sender not in between:
+                raise r.fail(
+                    f"{mpath}.from", f"expected one of {between[0]!r} or {between[1]!r}, got {sender!r}"
+                )
+            recipient = between[1] if sender == between[0] else between[0]
+            messages.append(ScriptedMessage(at, sender, recipient, r.get(mt, "text", mpath, str)))
+        out.append(Conversation((between[0], between[1]), tuple(messages)))
+    return tuple(out)
+
+
+def _weights(r: _Reader, raw: object, path: str) -> dict[str, float]:
+    t = r.table(raw, path)
+    out = {}
+    for key, value in t.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise r.fail(f"{path}.{key}", f"expected a non-negative weight, got {_show(value)}")
+        out[key] = float(value)
+    if not out or sum(out.values()) <= 0:
+        raise r.fail(path, "expected at least one positive weight")
+    return out
+
+
+def _generate(r: _Reader, raw: object) -> GenerateSpec:
+    t = r.table(raw, "generate")
+    r.known(
+        t,
+        "generate",
+        ["people", "devices_per_person", "graph", "messages_per_day", "regions", "daily_rhythm"],
+    )
+    n = r.get(t, "people", "generate", int)
+    if not 2 <= n <= 1_000_000:
+        raise r.fail("generate.people", f"expected from 2 to 1,000,000 people, got {n}")
+    counts = {"one": 1, "two": 2, "three": 3, "four": 4}
+    dpp = _weights(r, t.get("devices_per_person", {"one": 1.0}), "generate.devices_per_person")
+    for key in dpp:
+        if key not in counts:
+            raise r.fail(f"generate.devices_per_person.{key}", f"expected one of {', '.join(counts)}")
+    graph = r.table(t.get("graph", {}), "generate.graph")
+    r.known(graph, "generate.graph", ["model", "m"])
+    model = r.get(graph, "model", "generate.graph", str, "barabasi-albert")
+    if model not in ("barabasi-albert", "erdos-renyi"):
+        raise r.fail("generate.graph.model", f"expected 'barabasi-albert' or 'erdos-renyi', got {model!r}")
+    m = r.get(graph, "m", "generate.graph", int, 3)
+    if not 1 <= m < n:
+        raise r.fail("generate.graph.m", f"expected from 1 to people-1 ({n - 1}), got {m}")
+    rate = r.table(t.get("messages_per_day", {}), "generate.messages_per_day")
+    r.known(rate, "generate.messages_per_day", ["mean", "sigma"])
+    mean = float(r.get(rate, "mean", "generate.messages_per_day", (int, float), 20.0))
+    sigma = float(r.get(rate, "sigma", "generate.messages_per_day", (int, float), 1.0))
+    if mean <= 0 or sigma < 0:
+        raise r.fail(
+            "generate.messages_per_day", f"expected mean > 0 and sigma >= 0, got mean={mean}, sigma={sigma}"
+        )
+    regions = _weights(r, t.get("regions", {"us": 1.0}), "generate.regions")
+    rhythm = r.get(t, "daily_rhythm", "generate", list, [])
+    if rhythm and (len(rhythm) != 24 or not all(isinstance(x, int | float) and x >= 0 for x in rhythm)):
+        raise r.fail("generate.daily_rhythm", "expected 24 non-negative weights, one per hour of the day")
+    return GenerateSpec(
+        n,
+        tuple((counts[k], w) for k, w in dpp.items()),
+        model,
+        m,
+        mean,
+        sigma,
+        tuple(regions.items()),
+        tuple(float(x) for x in rhythm),
+    )
+
+
+def _events(
+    r: _Reader, raw: object, devices: set[str], people: set[str], duration: float
+) -> tuple[Event, ...]:
+    if not isinstance(raw, list):
+        raise r.fail("events", f"expected an array of tables ([[events]]), got {_show(raw)}")
+    out = []
+    for i, item in enumerate(raw):
+        path = f"events[{i}]"
+        t = r.table(item, path)
+        at = r.duration(t, "at", path)
+        if at > duration:
+            raise r.fail(f"{path}.at", f"expected a time within the scenario ({duration:g} s), got {at:g} s")
+        kind = r.get(t, "kind", path, str)
+        if kind not in EVENT_KINDS:
+            raise r.fail(f"{path}.kind", f"expected one of {', '.join(map(repr, EVENT_KINDS))}, got {kind!r}")
+        params = {k: v for k, v in t.items() if k not in ("at", "kind")}
+        if kind in ("device_offline", "device_online", "seize_phone"):
+            r.known(params, path, ["device"])
+            device = r.get(params, "device", path, str)
+            if devices and device not in devices:
+                raise r.fail(
+                    f"{path}.device",
+                    f"expected a device like 'alice/1' ({', '.join(sorted(devices))}), got {device!r}",
+                )
+        out.append(Event(at, kind, params))
+    return tuple(sorted(out, key=lambda e: e.at))
