@@ -1,0 +1,713 @@
+"""The relay, without I/O: requests in, responses, pushes and metadata records out.
+
+``RelayCore.handle(conn, request)`` runs one request for one connection and returns a list of
+outputs:
+
+- :class:`Reply` — the response (or error) for the connection that asked;
+- :class:`Push` — a :class:`~relay.wire.Deliver` frame for another connected device;
+- :class:`~relay.metadata.MetadataRecord` — what the relay observed while doing it. The same
+  observations, reduced by the :class:`~relay.metadata.RetentionPolicy`, are written to the
+  store in the same transaction as the state change they describe.
+
+The core never opens a socket, never reads the wall clock and never draws randomness on its
+own: ``clock`` and ``rng`` are injected, so the simulator can drive it with a virtual clock
+and a seeded generator, and the trio server (``relay.server``) is a thin loop around it.
+Envelope bodies are opaque bytes; nothing here parses them.
+
+Authorization rules, all here:
+
+- a device reads and acknowledges only its own queue;
+- an authentication challenge is bound to its connection, used once (even when the answer is
+  wrong) and expires after ``challenge_ttl`` seconds;
+- a new account can be registered by anyone; a device of an existing account only by a
+  connection already authenticated as that same device (re-registration) or, for a new device
+  id, as another device of the account (linking);
+- a sealed send needs the recipient's delivery token, compared in constant time, and an
+  unknown account looks exactly like a wrong token;
+- an authenticated send must name exactly the recipient's current devices (Signal-Server's
+  409 "mismatched devices" and 410 "stale devices", here one ``stale_devices`` error).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, TypeAlias
+
+from relay.certificates import ServerCertificate
+from relay.identity import ServerIdentity, XEdDSAPublicKey
+from relay.metadata import KEEP_EVERYTHING, METADATA_SCHEMA, MetadataRecord, RecordKind, RetentionPolicy
+from relay.store import DeviceRecord, Store, StoredEnvelope
+from relay.wire import (
+    DEFAULT_MAX_FRAME_SIZE,
+    ENVELOPE_ID_SIZE,
+    MAX_ACCOUNT_LEN,
+    NONCE_SIZE,
+    TOKEN_SIZE,
+    Ack,
+    Acked,
+    AuthChallenge,
+    Authenticate,
+    Authenticated,
+    Bundle,
+    Challenge,
+    Deliver,
+    DeviceBundle,
+    Envelopes,
+    ErrorCode,
+    ErrorFrame,
+    FetchBundle,
+    GetSenderCertificate,
+    KemPrekey,
+    OutgoingEnvelope,
+    Ping,
+    Pong,
+    PrekeysUploaded,
+    Receive,
+    Register,
+    Registered,
+    Request,
+    Response,
+    SealedSend,
+    Send,
+    SenderCertificateResponse,
+    Sent,
+    SignedPrekey,
+    UploadPrekeys,
+    auth_message,
+    kem_prekey_message,
+    signed_prekey_message,
+)
+
+__all__ = [
+    "METADATA_SCHEMA",
+    "ConnectionContext",
+    "DeviceAddress",
+    "MetadataRecord",
+    "Output",
+    "Push",
+    "RelayCore",
+    "Reply",
+    "RetentionPolicy",
+]
+
+DEFAULT_CHALLENGE_TTL: Final = 30.0  # seconds a challenge stays valid
+DEFAULT_CERTIFICATE_TTL: Final = 24 * 3600  # seconds; Signal's sender certificates last about a day
+DEFAULT_RECEIVE_LIMIT: Final = 100  # envelopes per receive when the device names no limit
+
+# Room left in a frame around envelope bodies: an Envelope map costs at most ~100 bytes plus
+# its source account (see wire.Envelope), a Deliver or Envelopes frame ~64 more. A body may be
+# at most max_frame_size - _FRAME_HEADROOM so that it always fits in one Deliver frame.
+_ENVELOPE_OVERHEAD: Final = 128
+_FRAME_HEADROOM: Final = 256 + 4 * MAX_ACCOUNT_LEN
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAddress:
+    account: str
+    device: int
+
+    def __str__(self) -> str:
+        return f"{self.account}.{self.device}"
+
+
+@dataclass(eq=False, slots=True)
+class ConnectionContext:
+    """One network connection as the core sees it. The core sets ``authenticated``."""
+
+    id: int
+    address: tuple[str, int] | None = None  # (host, port) the connection came from
+    authenticated: DeviceAddress | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A frame for the connection that made the request."""
+
+    connection: int
+    frame: Response
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    """A frame for a connected device (``connection`` is one of its live connections)."""
+
+    device: DeviceAddress
+    connection: int
+    frame: Deliver
+
+
+Output: TypeAlias = Reply | Push | MetadataRecord
+
+
+class _Refused(Exception):
+    """A request the relay will not carry out; becomes an error reply, the connection stays."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        field: str | None = None,
+        *,
+        missing: tuple[int, ...] | None = None,
+        extra: tuple[int, ...] | None = None,
+        stale: tuple[int, ...] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code, self.message, self.field = code, message, field
+        self.missing, self.extra, self.stale = missing, extra, stale
+
+    def frame(self, request_id: int) -> ErrorFrame:
+        return ErrorFrame(
+            id=request_id,
+            code=self.code.value,
+            message=self.message,
+            field=self.field,
+            missing=self.missing,
+            extra=self.extra,
+            stale=self.stale,
+        )
+
+
+@dataclass(slots=True)
+class _Pending:
+    nonce: bytes
+    device: DeviceAddress
+    expires: float
+
+
+@dataclass(slots=True)
+class _Out:
+    """Outputs of one request, in the order they happened."""
+
+    items: list[Output] = field(default_factory=list)
+    records: list[MetadataRecord] = field(default_factory=list)
+
+    def record(self, record: MetadataRecord) -> None:
+        self.items.append(record)
+        self.records.append(record)
+
+
+class RelayCore:
+    """The relay's logic. One instance per relay; not thread-safe (one caller at a time)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: Callable[[int], bytes] = os.urandom,
+        policy: RetentionPolicy = KEEP_EVERYTHING,
+        identity: ServerIdentity | None = None,
+        challenge_ttl: float = DEFAULT_CHALLENGE_TTL,
+        certificate_ttl: int = DEFAULT_CERTIFICATE_TTL,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        verify_prekey_signatures: bool = True,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.rng = rng
+        self.policy = policy
+        self.challenge_ttl = challenge_ttl
+        self.certificate_ttl = certificate_ttl
+        self.max_frame_size = max_frame_size
+        self.max_body_size = max_frame_size - _FRAME_HEADROOM
+        if self.max_body_size <= 0:
+            raise ValueError(f"max_frame_size {max_frame_size} leaves no room for an envelope body")
+        # Checking prekey signatures is what Signal-Server does; a large simulation that trusts its
+        # own devices may turn it off (it is most of the cost of a registration).
+        self.verify_prekey_signatures = verify_prekey_signatures
+        self.identity = identity if identity is not None else self._load_identity()
+        self._challenges: dict[int, _Pending] = {}  # by connection id: one outstanding each
+        self._online: dict[DeviceAddress, dict[int, ConnectionContext]] = {}
+        self._handlers: dict[type[Request], Callable[[ConnectionContext, Request, _Out], None]] = {
+            Register: self._register,  # type: ignore[dict-item]
+            UploadPrekeys: self._upload_prekeys,  # type: ignore[dict-item]
+            FetchBundle: self._fetch_bundle,  # type: ignore[dict-item]
+            AuthChallenge: self._auth_challenge,  # type: ignore[dict-item]
+            Authenticate: self._authenticate,  # type: ignore[dict-item]
+            Send: self._send,  # type: ignore[dict-item]
+            SealedSend: self._sealed_send,  # type: ignore[dict-item]
+            GetSenderCertificate: self._sender_certificate,  # type: ignore[dict-item]
+            Receive: self._receive,  # type: ignore[dict-item]
+            Ack: self._ack,  # type: ignore[dict-item]
+            Ping: self._ping,  # type: ignore[dict-item]
+        }
+
+    def _load_identity(self) -> ServerIdentity:
+        saved = self.store.server_identity()
+        if saved is not None:
+            private, certificate, root = saved
+            return ServerIdentity(private, ServerCertificate.decode(certificate), root)
+        identity = ServerIdentity.generate(self.rng)
+        with self.store.transaction():
+            self.store.save_server_identity(
+                identity.server_certificate.key_id,
+                identity.server_private,
+                identity.server_certificate.encode(),
+                identity.trust_root_public,
+            )
+        return identity
+
+    @property
+    def trust_root_public(self) -> bytes:
+        """What devices must be given out of band to check sender certificates."""
+        return self.identity.trust_root_public
+
+    def online(self, device: DeviceAddress) -> list[int]:
+        """Ids of the connections authenticated as ``device``."""
+        return list(self._online.get(device, ()))
+
+    # -- connection lifecycle ----------------------------------------------------------------
+
+    def connect(self, conn: ConnectionContext) -> list[Output]:
+        out = _Out()
+        out.record(self._observe(RecordKind.CONNECTION, conn, None))
+        self._commit(out)
+        return out.items
+
+    def disconnect(self, conn: ConnectionContext) -> list[Output]:
+        self._challenges.pop(conn.id, None)
+        if conn.authenticated is not None:
+            live = self._online.get(conn.authenticated)
+            if live is not None:
+                live.pop(conn.id, None)
+                if not live:
+                    del self._online[conn.authenticated]
+        out = _Out()
+        out.record(self._observe(RecordKind.DISCONNECT, conn, conn.authenticated))
+        self._commit(out)
+        conn.authenticated = None
+        return out.items
+
+    def handle(self, conn: ConnectionContext, request: Request) -> list[Output]:
+        """Carry out one request. Refusals become an error Reply; state is left unchanged."""
+        handler = self._handlers.get(type(request))
+        if handler is None:
+            raise TypeError(f"not a request the relay handles: {type(request).__name__}")
+        out = _Out()
+        try:
+            with self.store.transaction():
+                handler(conn, request, out)
+                self._write_records(out.records)
+        except _Refused as refused:
+            return [Reply(conn.id, refused.frame(request.id))]
+        return out.items
+
+    def expire(self) -> int:
+        """Apply the policy's retention periods now; returns how many records were deleted."""
+        with self.store.transaction():
+            return self.store.expire_metadata(self.clock(), self.policy)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _commit(self, out: _Out) -> None:
+        if out.records:
+            with self.store.transaction():
+                self._write_records(out.records)
+
+    def _write_records(self, records: list[MetadataRecord]) -> None:
+        kept = []
+        for record in records:
+            reduced = self.policy.apply(record)
+            if reduced is not None:
+                rule = self.policy.rules[record.kind]
+                kept.append((reduced, rule))
+        if kept:
+            self.store.append_metadata(kept)
+
+    def _observe(
+        self,
+        kind: RecordKind,
+        conn: ConnectionContext,
+        who: DeviceAddress | None,
+        *,
+        now: float | None = None,
+        **fields: object,
+    ) -> MetadataRecord:
+        """A record of what ``conn`` did, ``who`` being the device the relay knows it as."""
+        host, port = conn.address if conn.address is not None else (None, None)
+        return MetadataRecord(
+            kind=kind,
+            time=self.clock() if now is None else now,
+            connection=conn.id,
+            host=host,
+            port=port,
+            account=who.account if who else None,
+            device=who.device if who else None,
+            **fields,  # type: ignore[arg-type]
+        )
+
+    @staticmethod
+    def _require_auth(conn: ConnectionContext, what: str) -> DeviceAddress:
+        if conn.authenticated is None:
+            raise _Refused(
+                ErrorCode.NOT_AUTHENTICATED,
+                f"{what} needs an authenticated connection: send auth_challenge, then authenticate",
+            )
+        return conn.authenticated
+
+    def _token_matches(self, account: str, token: bytes) -> bool:
+        stored = self.store.delivery_token(account)
+        # Compare against a dummy when there is no token, so that an unknown account costs the
+        # same as a wrong token.
+        expected = stored if stored is not None else bytes(TOKEN_SIZE)
+        return hmac.compare_digest(expected, token) and stored is not None
+
+    def _check_signed_prekeys(
+        self,
+        identity_key: bytes,
+        signed: SignedPrekey | None,
+        kem: tuple[KemPrekey, ...],
+        last_resort: KemPrekey | None,
+    ) -> None:
+        if not self.verify_prekey_signatures:
+            return
+        key = XEdDSAPublicKey.from_x25519(identity_key)
+        if key is None:
+            raise _Refused(
+                ErrorCode.BAD_SIGNATURE,
+                "identity_key is not a usable X25519 public key (no Edwards form), so nothing it signs can verify",
+                "identity_key",
+            )
+        checks: list[tuple[str, bytes, bytes]] = []
+        if signed is not None:
+            checks.append(("signed_prekey.signature", signed_prekey_message(signed.public), signed.signature))
+        if last_resort is not None:
+            checks.append(
+                (
+                    "last_resort_kem_prekey.signature",
+                    kem_prekey_message(last_resort.public),
+                    last_resort.signature,
+                )
+            )
+        for i, k in enumerate(kem):
+            checks.append((f"kem_prekeys[{i}].signature", kem_prekey_message(k.public), k.signature))
+        for name, message, signature in checks:
+            if not key.verify(message, signature):
+                raise _Refused(
+                    ErrorCode.BAD_SIGNATURE,
+                    f"{name} is not the identity key's XEdDSA signature over the key",
+                    name,
+                )
+
+    # -- handlers ----------------------------------------------------------------------------
+
+    def _register(self, conn: ConnectionContext, req: Register, out: _Out) -> None:
+        target = DeviceAddress(req.account, req.device)
+        existing = self.store.device_ids(req.account)
+        if existing:
+            me = conn.authenticated
+            if me is None:
+                raise _Refused(
+                    ErrorCode.NOT_AUTHENTICATED,
+                    f"account {req.account!r} exists; authenticate as one of its devices before registering "
+                    f"device {req.device}",
+                    "account",
+                )
+            if me.account != req.account:
+                raise _Refused(
+                    ErrorCode.FORBIDDEN,
+                    f"this connection is authenticated as {me}, not as a device of account {req.account!r}",
+                    "account",
+                )
+            if req.device in existing and me.device != req.device:
+                raise _Refused(
+                    ErrorCode.FORBIDDEN,
+                    f"device {target} exists; only that device may re-register it (this connection is {me})",
+                    "device",
+                )
+        self._check_signed_prekeys(
+            req.identity_key, req.signed_prekey, req.kem_prekeys, req.last_resort_kem_prekey
+        )
+        now = self.clock()
+        if not existing and not self.store.account_exists(req.account):
+            self.store.create_account(req.account, now)
+        self.store.put_device(
+            DeviceRecord(
+                account=req.account,
+                device=req.device,
+                registration_id=req.registration_id,
+                identity_key=req.identity_key,
+                signed_prekey=req.signed_prekey,
+                last_resort_kem_prekey=req.last_resort_kem_prekey,
+                registered_at=now,
+            )
+        )
+        self.store.replace_prekeys(req.account, req.device, req.one_time_prekeys)
+        self.store.replace_kem_prekeys(req.account, req.device, req.kem_prekeys)
+        if req.delivery_token is not None:
+            self.store.set_delivery_token(req.account, req.delivery_token)
+        out.items.append(Reply(conn.id, Registered(id=req.id, account=req.account, device=req.device)))
+        out.record(self._observe(RecordKind.REGISTRATION, conn, target, now=now))
+
+    def _upload_prekeys(self, conn: ConnectionContext, req: UploadPrekeys, out: _Out) -> None:
+        me = self._require_auth(conn, "upload_prekeys")
+        device = self.store.device(me.account, me.device)
+        if device is None:  # re-registered away underneath us; should not happen
+            raise _Refused(ErrorCode.NOT_AUTHENTICATED, f"device {me} is no longer registered")
+        self._check_signed_prekeys(
+            device.identity_key, req.signed_prekey, req.kem_prekeys, req.last_resort_kem_prekey
+        )
+        # As Signal-Server's PreKeyState: a non-empty list replaces that kind; empty keeps it.
+        if req.one_time_prekeys:
+            self.store.replace_prekeys(me.account, me.device, req.one_time_prekeys)
+        if req.kem_prekeys:
+            self.store.replace_kem_prekeys(me.account, me.device, req.kem_prekeys)
+        if req.signed_prekey is not None or req.last_resort_kem_prekey is not None:
+            self.store.put_device(
+                DeviceRecord(
+                    account=device.account,
+                    device=device.device,
+                    registration_id=device.registration_id,
+                    identity_key=device.identity_key,
+                    signed_prekey=req.signed_prekey or device.signed_prekey,
+                    last_resort_kem_prekey=req.last_resort_kem_prekey or device.last_resort_kem_prekey,
+                    registered_at=device.registered_at,
+                )
+            )
+        ec, kem = self.store.prekey_counts(me.account, me.device)
+        out.items.append(Reply(conn.id, PrekeysUploaded(id=req.id, one_time_prekeys=ec, kem_prekeys=kem)))
+        uploaded = len(req.one_time_prekeys) + len(req.kem_prekeys)
+        uploaded += (req.signed_prekey is not None) + (req.last_resort_kem_prekey is not None)
+        out.record(self._observe(RecordKind.PREKEY_UPLOAD, conn, me, count=uploaded))
+
+    def _fetch_bundle(self, conn: ConnectionContext, req: FetchBundle, out: _Out) -> None:
+        if conn.authenticated is None:
+            if req.delivery_token is None:
+                raise _Refused(
+                    ErrorCode.NOT_AUTHENTICATED,
+                    "fetch_bundle needs an authenticated connection or the account's delivery_token",
+                    "delivery_token",
+                )
+            if not self._token_matches(req.account, req.delivery_token):
+                raise _Refused(
+                    ErrorCode.INVALID_DELIVERY_TOKEN,
+                    f"delivery_token does not open account {req.account!r}",
+                    "delivery_token",
+                )
+        devices = self.store.devices(req.account)
+        if not devices:
+            raise _Refused(ErrorCode.UNKNOWN_ACCOUNT, f"no account {req.account!r}", "account")
+        bundles = []
+        for d in devices:
+            kem = self.store.take_kem_prekey(d.account, d.device)
+            bundles.append(
+                DeviceBundle(
+                    device=d.device,
+                    registration_id=d.registration_id,
+                    identity_key=d.identity_key,
+                    signed_prekey=d.signed_prekey,
+                    kem_prekey=kem if kem is not None else d.last_resort_kem_prekey,
+                    kem_prekey_last_resort=kem is None,
+                    one_time_prekey=self.store.take_prekey(d.account, d.device),
+                )
+            )
+        out.items.append(Reply(conn.id, Bundle(id=req.id, account=req.account, devices=tuple(bundles))))
+        out.record(
+            self._observe(
+                RecordKind.BUNDLE_FETCH,
+                conn,
+                conn.authenticated,
+                recipient_account=req.account,
+                count=len(bundles),
+            )
+        )
+
+    def _auth_challenge(self, conn: ConnectionContext, req: AuthChallenge, out: _Out) -> None:
+        if conn.authenticated is not None:
+            raise _Refused(
+                ErrorCode.ALREADY_AUTHENTICATED,
+                f"this connection is already authenticated as {conn.authenticated}; open another to change",
+            )
+        nonce = self.rng(NONCE_SIZE)
+        # A new challenge replaces any earlier one on this connection: at most one each.
+        self._challenges[conn.id] = _Pending(
+            nonce, DeviceAddress(req.account, req.device), self.clock() + self.challenge_ttl
+        )
+        expires_in_ms = int(self.challenge_ttl * 1000)
+        out.items.append(Reply(conn.id, Challenge(id=req.id, nonce=nonce, expires_in_ms=expires_in_ms)))
+
+    def _authenticate(self, conn: ConnectionContext, req: Authenticate, out: _Out) -> None:
+        pending = self._challenges.pop(conn.id, None)  # single use, whatever the outcome
+        if pending is None or not hmac.compare_digest(pending.nonce, req.nonce):
+            raise _Refused(
+                ErrorCode.NO_CHALLENGE,
+                "nonce is not the outstanding challenge of this connection (each is used once); "
+                "send auth_challenge first",
+                "nonce",
+            )
+        now = self.clock()
+        if now > pending.expires:
+            raise _Refused(
+                ErrorCode.CHALLENGE_EXPIRED,
+                f"the challenge expired {now - pending.expires:.3f} s ago; ask for a new one",
+                "nonce",
+            )
+        who = pending.device
+        device = self.store.device(who.account, who.device)
+        key = XEdDSAPublicKey.from_x25519(device.identity_key) if device is not None else None
+        message = auth_message(pending.nonce, who.account, who.device)
+        if key is None or not key.verify(message, req.signature):
+            # One answer for "no such device" and "wrong signature", as Fernet's InvalidToken.
+            raise _Refused(
+                ErrorCode.AUTHENTICATION_FAILED,
+                f"signature is not a valid XEdDSA signature of the challenge by the identity key of {who}",
+                "signature",
+            )
+        conn.authenticated = who
+        self._online.setdefault(who, {})[conn.id] = conn
+        out.items.append(Reply(conn.id, Authenticated(id=req.id, account=who.account, device=who.device)))
+        out.record(self._observe(RecordKind.AUTHENTICATION, conn, who, now=now))
+
+    def _sender_certificate(self, conn: ConnectionContext, req: GetSenderCertificate, out: _Out) -> None:
+        me = self._require_auth(conn, "get_sender_certificate")
+        device = self.store.device(me.account, me.device)
+        if device is None:
+            raise _Refused(ErrorCode.NOT_AUTHENTICATED, f"device {me} is no longer registered")
+        now = self.clock()
+        # relay.certificates counts expiry in whole seconds of the relay's clock.
+        certificate = self.identity.issue(
+            me.account, me.device, device.identity_key, int(now) + self.certificate_ttl
+        )
+        out.items.append(
+            Reply(conn.id, SenderCertificateResponse(id=req.id, certificate=certificate.encode()))
+        )
+        out.record(self._observe(RecordKind.SENDER_CERTIFICATE, conn, me, now=now))
+
+    def _send(self, conn: ConnectionContext, req: Send, out: _Out) -> None:
+        me = self._require_auth(conn, "send")
+        self._route(conn, req.id, req.to, req.envelopes, out, source=me)
+
+    def _sealed_send(self, conn: ConnectionContext, req: SealedSend, out: _Out) -> None:
+        if not self._token_matches(req.to, req.delivery_token):
+            raise _Refused(
+                ErrorCode.INVALID_DELIVERY_TOKEN,
+                f"delivery_token is not the one account {req.to!r} registered (or there is no such account)",
+                "delivery_token",
+            )
+        self._route(conn, req.id, req.to, req.envelopes, out, source=None)
+
+    def _route(
+        self,
+        conn: ConnectionContext,
+        request_id: int,
+        to: str,
+        envelopes: tuple[OutgoingEnvelope, ...],
+        out: _Out,
+        *,
+        source: DeviceAddress | None,
+    ) -> None:
+        current = {d.device: d for d in self.store.devices(to)}
+        if not current:
+            raise _Refused(ErrorCode.UNKNOWN_ACCOUNT, f"no account {to!r}", "to")
+        if source is not None and source.account == to:
+            current.pop(source.device, None)  # to one's own other devices: not back to oneself
+        named: set[int] = set()
+        for i, e in enumerate(envelopes):
+            if e.device in named:
+                raise _Refused(
+                    ErrorCode.DUPLICATE_DEVICE,
+                    f"device {e.device} has two envelopes",
+                    f"envelopes[{i}].device",
+                )
+            named.add(e.device)
+            if len(e.body) > self.max_body_size:
+                raise _Refused(
+                    ErrorCode.ENVELOPE_TOO_LARGE,
+                    f"envelopes[{i}].body is {len(e.body)} bytes; the most this relay carries is {self.max_body_size}",
+                    f"envelopes[{i}].body",
+                )
+        missing = tuple(sorted(set(current) - named))
+        extra = tuple(sorted(named - set(current)))
+        stale = tuple(
+            sorted(
+                e.device
+                for e in envelopes
+                if e.registration_id is not None
+                and e.device in current
+                and current[e.device].registration_id != e.registration_id
+            )
+        )
+        if missing or extra or stale:
+            raise _Refused(
+                ErrorCode.STALE_DEVICES,
+                f"envelopes do not match the current devices of {to!r}: missing {list(missing)}, "
+                f"extra {list(extra)}, stale registration ids {list(stale)}; fetch_bundle and retry",
+                "envelopes",
+                missing=missing or None,
+                extra=extra or None,
+                stale=stale or None,
+            )
+        now = self.clock()
+        timestamp = int(now * 1000)
+        stored = [
+            StoredEnvelope(
+                id=self.rng(ENVELOPE_ID_SIZE),
+                account=to,
+                device=e.device,
+                body=e.body,
+                timestamp=timestamp,
+                sealed=source is None,
+                source_account=source.account if source else None,
+                source_device=source.device if source else None,
+            )
+            for e in envelopes
+        ]
+        self.store.enqueue(stored)
+        out.items.append(Reply(conn.id, Sent(id=request_id, envelope_ids=tuple(s.id for s in stored))))
+        kind = RecordKind.SEND if source is not None else RecordKind.SEALED_SEND
+        for s in stored:
+            out.record(
+                self._observe(
+                    kind,
+                    conn,
+                    conn.authenticated,  # for a sealed send too: if it is known, it is seen
+                    now=now,
+                    recipient_account=to,
+                    recipient_device=s.device,
+                    envelope_id=s.id,
+                    size=len(s.body),
+                )
+            )
+        for s in stored:
+            address = DeviceAddress(to, s.device)
+            for target in self._online.get(address, {}).values():
+                out.items.append(Push(address, target.id, Deliver(id=0, envelope=s.to_wire())))
+                out.record(
+                    self._observe(
+                        RecordKind.DELIVERY, target, address, now=now, envelope_id=s.id, size=len(s.body)
+                    )
+                )
+
+    def _receive(self, conn: ConnectionContext, req: Receive, out: _Out) -> None:
+        me = self._require_auth(conn, "receive")
+        envelopes, more = self.store.queued(
+            me.account,
+            me.device,
+            limit=req.limit or DEFAULT_RECEIVE_LIMIT,
+            max_bytes=self.max_frame_size - _FRAME_HEADROOM,
+            overhead=_ENVELOPE_OVERHEAD,
+        )
+        out.items.append(
+            Reply(conn.id, Envelopes(id=req.id, envelopes=tuple(e.to_wire() for e in envelopes), more=more))
+        )
+        now = self.clock()
+        for e in envelopes:
+            out.record(
+                self._observe(RecordKind.DELIVERY, conn, me, now=now, envelope_id=e.id, size=len(e.body))
+            )
+
+    def _ack(self, conn: ConnectionContext, req: Ack, out: _Out) -> None:
+        me = self._require_auth(conn, "ack")
+        count = self.store.delete_envelopes(me.account, me.device, req.envelope_ids)
+        out.items.append(Reply(conn.id, Acked(id=req.id, count=count)))
+        now = self.clock()
+        for envelope_id in req.envelope_ids:
+            out.record(self._observe(RecordKind.ACKNOWLEDGEMENT, conn, me, now=now, envelope_id=envelope_id))
+
+    def _ping(self, conn: ConnectionContext, req: Ping, out: _Out) -> None:
+        out.items.append(Reply(conn.id, Pong(id=req.id)))

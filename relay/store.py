@@ -1,0 +1,491 @@
+"""The relay's durable state in SQLite: accounts, devices, prekeys, queued envelopes, metadata.
+
+One file (or ``":memory:"``), stdlib ``sqlite3``, WAL journal, ``synchronous=FULL``: a commit
+is on disk before ``transaction()`` returns, so the core can tell a sender its envelope is
+accepted only after the envelope is durable (SQLite docs, "PRAGMA synchronous": with WAL,
+FULL syncs the WAL on every commit; NORMAL may lose the last commits on power failure).
+
+The schema is versioned with ``PRAGMA user_version``; :data:`MIGRATIONS` lists the steps, each
+run in its own transaction together with the version bump. A database newer than this code
+is refused rather than guessed at.
+
+Metadata records get one column per :class:`~relay.metadata.MetadataRecord` field. A field a
+retention policy does not keep is never written: its column is NULL in that row, and nothing
+else in the file holds it (tests read the ``.db`` file directly to check).
+
+Envelopes are queued per recipient device and deleted when that device acknowledges them.
+Until then they are delivered again on every ``receive``: at-least-once, and devices drop
+duplicates by envelope id.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from relay.metadata import METADATA_FIELDS, KindRule, MetadataRecord, RecordKind, RetentionPolicy
+from relay.wire import Envelope, KemPrekey, Prekey, SignedPrekey
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "DeviceRecord",
+    "Store",
+    "StoreError",
+    "StoredEnvelope",
+]
+
+
+class StoreError(Exception):
+    """The database cannot be used by this relay (e.g. its schema is newer)."""
+
+
+# --- schema ----------------------------------------------------------------------------------
+# Each migration takes the database from version i to i + 1. Never edit a released one: add.
+
+_V1 = """
+CREATE TABLE accounts (
+    account     TEXT PRIMARY KEY,
+    created_at  REAL NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE delivery_tokens (
+    account     TEXT PRIMARY KEY REFERENCES accounts(account),
+    token       BLOB NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE devices (
+    account             TEXT NOT NULL REFERENCES accounts(account),
+    device              INTEGER NOT NULL,
+    registration_id     INTEGER NOT NULL,
+    identity_key        BLOB NOT NULL,
+    spk_id              INTEGER NOT NULL,
+    spk_public          BLOB NOT NULL,
+    spk_signature       BLOB NOT NULL,
+    last_resort_id      INTEGER NOT NULL,
+    last_resort_public  BLOB NOT NULL,
+    last_resort_signature BLOB NOT NULL,
+    registered_at       REAL NOT NULL,
+    PRIMARY KEY (account, device)
+) WITHOUT ROWID;
+
+CREATE TABLE prekeys (
+    account     TEXT NOT NULL,
+    device      INTEGER NOT NULL,
+    id          INTEGER NOT NULL,
+    public      BLOB NOT NULL,
+    PRIMARY KEY (account, device, id)
+) WITHOUT ROWID;
+
+CREATE TABLE kem_prekeys (
+    account     TEXT NOT NULL,
+    device      INTEGER NOT NULL,
+    id          INTEGER NOT NULL,
+    public      BLOB NOT NULL,
+    signature   BLOB NOT NULL,
+    PRIMARY KEY (account, device, id)
+) WITHOUT ROWID;
+
+CREATE TABLE envelopes (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              BLOB NOT NULL UNIQUE,
+    account         TEXT NOT NULL,
+    device          INTEGER NOT NULL,
+    body            BLOB NOT NULL,
+    timestamp       INTEGER NOT NULL,
+    sealed          INTEGER NOT NULL,
+    source_account  TEXT,
+    source_device   INTEGER
+);
+CREATE INDEX envelopes_by_device ON envelopes (account, device, seq);
+
+CREATE TABLE metadata (
+    seq                 INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind                TEXT NOT NULL,
+    time                REAL,
+    connection          INTEGER,
+    host                TEXT,
+    port                INTEGER,
+    account             TEXT,
+    device              INTEGER,
+    recipient_account   TEXT,
+    recipient_device    INTEGER,
+    envelope_id         BLOB,
+    size                INTEGER,
+    count               INTEGER
+);
+CREATE INDEX metadata_by_kind_time ON metadata (kind, time);
+
+CREATE TABLE server_identity (
+    key_id              INTEGER PRIMARY KEY,
+    server_private      BLOB NOT NULL,
+    server_certificate  BLOB NOT NULL,
+    trust_root_public   BLOB NOT NULL
+);
+"""
+
+
+def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
+    def run(db: sqlite3.Connection) -> None:
+        for statement in sql.split(";"):
+            if statement.strip():
+                db.execute(statement)
+
+    return run
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_script(_V1)]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# --- rows ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    account: str
+    device: int
+    registration_id: int
+    identity_key: bytes
+    signed_prekey: SignedPrekey
+    last_resort_kem_prekey: KemPrekey
+    registered_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEnvelope:
+    """A queued envelope: recipient (account, device), opaque body, and what the relay knew."""
+
+    id: bytes
+    account: str
+    device: int
+    body: bytes
+    timestamp: int  # ms since epoch, when the relay accepted it
+    sealed: bool
+    source_account: str | None = None
+    source_device: int | None = None
+
+    def to_wire(self) -> Envelope:
+        return Envelope(
+            id=self.id,
+            body=self.body,
+            timestamp=self.timestamp,
+            sealed=self.sealed,
+            source_account=self.source_account,
+            source_device=self.source_device,
+        )
+
+
+_DEVICE_COLUMNS = (
+    "account, device, registration_id, identity_key, spk_id, spk_public, spk_signature, "
+    "last_resort_id, last_resort_public, last_resort_signature, registered_at"
+)
+_ENVELOPE_COLUMNS = "id, account, device, body, timestamp, sealed, source_account, source_device"
+_METADATA_COLUMNS = ", ".join(("kind", *METADATA_FIELDS))
+_METADATA_INSERT = (
+    f"INSERT INTO metadata ({_METADATA_COLUMNS}) VALUES ({', '.join('?' * (len(METADATA_FIELDS) + 1))})"
+)
+
+
+def _device(row: sqlite3.Row | tuple[object, ...]) -> DeviceRecord:
+    a, d, reg, ik, spk_id, spk_pub, spk_sig, lr_id, lr_pub, lr_sig, at = row
+    return DeviceRecord(
+        account=a,  # type: ignore[arg-type]
+        device=d,  # type: ignore[arg-type]
+        registration_id=reg,  # type: ignore[arg-type]
+        identity_key=ik,  # type: ignore[arg-type]
+        signed_prekey=SignedPrekey(spk_id, spk_pub, spk_sig),  # type: ignore[arg-type]
+        last_resort_kem_prekey=KemPrekey(lr_id, lr_pub, lr_sig),  # type: ignore[arg-type]
+        registered_at=at,  # type: ignore[arg-type]
+    )
+
+
+def _envelope(row: tuple[object, ...]) -> StoredEnvelope:
+    eid, a, d, body, ts, sealed, sa, sd = row
+    return StoredEnvelope(eid, a, d, body, ts, bool(sealed), sa, sd)  # type: ignore[arg-type]
+
+
+class Store:
+    """All of the relay's state. Not thread-safe; one owner (the core) calls it."""
+
+    def __init__(self, path: str | os.PathLike[str] = ":memory:") -> None:
+        self.path = os.fspath(path)
+        # isolation_level=None: no implicit transactions; transaction() says BEGIN/COMMIT itself.
+        self._db = sqlite3.connect(self.path, isolation_level=None)
+        self._depth = 0
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        version = self.schema_version
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"{self.path}: schema version {version} is newer than this relay understands "
+                f"({len(MIGRATIONS)}); upgrade the relay"
+            )
+        for target in range(version + 1, len(MIGRATIONS) + 1):
+            with self.transaction():
+                MIGRATIONS[target - 1](self._db)
+                self._db.execute(f"PRAGMA user_version = {target}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic, durable unit of work. Nested uses join the outer transaction."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._db.execute("BEGIN")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            self._db.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        self._db.execute("COMMIT")
+
+    # -- accounts ----------------------------------------------------------------------------
+
+    def account_exists(self, account: str) -> bool:
+        return self._db.execute("SELECT 1 FROM accounts WHERE account = ?", (account,)).fetchone() is not None
+
+    def create_account(self, account: str, created_at: float) -> None:
+        self._db.execute("INSERT INTO accounts (account, created_at) VALUES (?, ?)", (account, created_at))
+
+    def set_delivery_token(self, account: str, token: bytes) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO delivery_tokens (account, token) VALUES (?, ?)", (account, token)
+        )
+
+    def delivery_token(self, account: str) -> bytes | None:
+        row = self._db.execute("SELECT token FROM delivery_tokens WHERE account = ?", (account,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    # -- devices -----------------------------------------------------------------------------
+
+    def device(self, account: str, device: int) -> DeviceRecord | None:
+        row = self._db.execute(
+            f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE account = ? AND device = ?", (account, device)
+        ).fetchone()
+        return None if row is None else _device(row)
+
+    def devices(self, account: str) -> list[DeviceRecord]:
+        rows = self._db.execute(
+            f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE account = ? ORDER BY device", (account,)
+        ).fetchall()
+        return [_device(r) for r in rows]
+
+    def device_ids(self, account: str) -> list[int]:
+        rows = self._db.execute("SELECT device FROM devices WHERE account = ? ORDER BY device", (account,))
+        return [r[0] for r in rows]
+
+    def put_device(self, d: DeviceRecord) -> None:
+        spk, lr = d.signed_prekey, d.last_resort_kem_prekey
+        self._db.execute(
+            f"INSERT OR REPLACE INTO devices ({_DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                d.account,
+                d.device,
+                d.registration_id,
+                d.identity_key,
+                spk.id,
+                spk.public,
+                spk.signature,
+                lr.id,
+                lr.public,
+                lr.signature,
+                d.registered_at,
+            ),
+        )
+
+    # -- prekeys -----------------------------------------------------------------------------
+
+    def replace_prekeys(self, account: str, device: int, prekeys: Sequence[Prekey]) -> None:
+        self._db.execute("DELETE FROM prekeys WHERE account = ? AND device = ?", (account, device))
+        self._db.executemany(
+            "INSERT OR REPLACE INTO prekeys (account, device, id, public) VALUES (?, ?, ?, ?)",
+            [(account, device, k.id, k.public) for k in prekeys],
+        )
+
+    def replace_kem_prekeys(self, account: str, device: int, prekeys: Sequence[KemPrekey]) -> None:
+        self._db.execute("DELETE FROM kem_prekeys WHERE account = ? AND device = ?", (account, device))
+        self._db.executemany(
+            "INSERT OR REPLACE INTO kem_prekeys (account, device, id, public, signature) VALUES (?, ?, ?, ?, ?)",
+            [(account, device, k.id, k.public, k.signature) for k in prekeys],
+        )
+
+    def take_prekey(self, account: str, device: int) -> Prekey | None:
+        """Remove and return the device's lowest-numbered one-time prekey (each is handed out once)."""
+        row = self._db.execute(
+            "DELETE FROM prekeys WHERE account = ?1 AND device = ?2 AND id = "
+            "(SELECT min(id) FROM prekeys WHERE account = ?1 AND device = ?2) RETURNING id, public",
+            (account, device),
+        ).fetchone()
+        return None if row is None else Prekey(row[0], row[1])
+
+    def take_kem_prekey(self, account: str, device: int) -> KemPrekey | None:
+        row = self._db.execute(
+            "DELETE FROM kem_prekeys WHERE account = ?1 AND device = ?2 AND id = "
+            "(SELECT min(id) FROM kem_prekeys WHERE account = ?1 AND device = ?2) RETURNING id, public, signature",
+            (account, device),
+        ).fetchone()
+        return None if row is None else KemPrekey(row[0], row[1], row[2])
+
+    def prekey_counts(self, account: str, device: int) -> tuple[int, int]:
+        (ec,) = self._db.execute(
+            "SELECT count(*) FROM prekeys WHERE account = ? AND device = ?", (account, device)
+        ).fetchone()
+        (kem,) = self._db.execute(
+            "SELECT count(*) FROM kem_prekeys WHERE account = ? AND device = ?", (account, device)
+        ).fetchone()
+        return int(ec), int(kem)
+
+    # -- envelopes ---------------------------------------------------------------------------
+
+    def enqueue(self, envelopes: Iterable[StoredEnvelope]) -> None:
+        self._db.executemany(
+            f"INSERT INTO envelopes ({_ENVELOPE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    e.id,
+                    e.account,
+                    e.device,
+                    e.body,
+                    e.timestamp,
+                    int(e.sealed),
+                    e.source_account,
+                    e.source_device,
+                )
+                for e in envelopes
+            ],
+        )
+
+    def queued(
+        self, account: str, device: int, *, limit: int, max_bytes: int, overhead: int = 0
+    ) -> tuple[list[StoredEnvelope], bool]:
+        """Oldest first: at most ``limit`` envelopes whose sizes (body + source account +
+        ``overhead`` each) add up to at most ``max_bytes`` — but always at least one if any is
+        queued. Returns (envelopes, whether more are queued)."""
+        cursor = self._db.execute(
+            f"SELECT {_ENVELOPE_COLUMNS} FROM envelopes WHERE account = ? AND device = ? ORDER BY seq",
+            (account, device),
+        )
+        out: list[StoredEnvelope] = []
+        used = 0
+        try:
+            for row in cursor:
+                e = _envelope(row)
+                cost = len(e.body) + len((e.source_account or "").encode()) + overhead
+                if len(out) >= limit or (out and used + cost > max_bytes):
+                    return out, True
+                out.append(e)
+                used += cost
+        finally:
+            cursor.close()
+        return out, False
+
+    def delete_envelopes(self, account: str, device: int, ids: Iterable[bytes]) -> int:
+        """Delete the given ids from this device's queue only; returns how many were there."""
+        cursor = self._db.executemany(
+            "DELETE FROM envelopes WHERE account = ? AND device = ? AND id = ?",
+            [(account, device, i) for i in ids],
+        )
+        return cursor.rowcount
+
+    def queue_length(self, account: str, device: int) -> int:
+        (n,) = self._db.execute(
+            "SELECT count(*) FROM envelopes WHERE account = ? AND device = ?", (account, device)
+        ).fetchone()
+        return int(n)
+
+    def all_envelopes(self) -> list[StoredEnvelope]:
+        """Every queued envelope, in acceptance order (for inspection and tests)."""
+        return [
+            _envelope(r) for r in self._db.execute(f"SELECT {_ENVELOPE_COLUMNS} FROM envelopes ORDER BY seq")
+        ]
+
+    # -- metadata ----------------------------------------------------------------------------
+
+    def append_metadata(self, records: Iterable[tuple[MetadataRecord, KindRule]]) -> None:
+        """Write records that a policy has already reduced; ``rule`` says append/first/latest."""
+        for record, rule in records:
+            values = (record.kind.value, *(getattr(record, f) for f in METADATA_FIELDS))
+            if rule.keep != "all":
+                where = " AND ".join(f"{k} IS ?" for k in rule.key)
+                params = (record.kind.value, *(getattr(record, k) for k in rule.key))
+                if rule.keep == "first":
+                    found = self._db.execute(
+                        f"SELECT 1 FROM metadata WHERE kind = ? AND {where}", params
+                    ).fetchone()
+                    if found is not None:
+                        continue
+                else:
+                    self._db.execute(f"DELETE FROM metadata WHERE kind = ? AND {where}", params)
+            self._db.execute(_METADATA_INSERT, values)
+
+    def metadata(self, kind: RecordKind | None = None) -> list[MetadataRecord]:
+        """The records kept, oldest first (what a compelled provider could hand over)."""
+        sql = f"SELECT {_METADATA_COLUMNS} FROM metadata"
+        rows = (
+            self._db.execute(sql + " ORDER BY seq")
+            if kind is None
+            else self._db.execute(sql + " WHERE kind = ? ORDER BY seq", (kind.value,))
+        )
+        return [MetadataRecord(RecordKind(r[0]), *r[1:]) for r in rows]
+
+    def expire_metadata(self, now: float, policy: RetentionPolicy) -> int:
+        """Delete records older than their kind's ``keep_for``; returns how many."""
+        deleted = 0
+        for kind, rule in policy.rules.items():
+            if rule.keep_for is not None:
+                cursor = self._db.execute(
+                    "DELETE FROM metadata WHERE kind = ? AND time < ?", (kind.value, now - rule.keep_for)
+                )
+                deleted += cursor.rowcount
+        return deleted
+
+    # -- the relay's own keys ----------------------------------------------------------------
+
+    def server_identity(self) -> tuple[bytes, bytes, bytes] | None:
+        """(server private key, encoded server certificate, trust root public key), if saved."""
+        row = self._db.execute(
+            "SELECT server_private, server_certificate, trust_root_public FROM server_identity "
+            "ORDER BY key_id DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else (bytes(row[0]), bytes(row[1]), bytes(row[2]))
+
+    def save_server_identity(
+        self, key_id: int, server_private: bytes, server_certificate: bytes, trust_root_public: bytes
+    ) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO server_identity VALUES (?, ?, ?, ?)",
+            (key_id, server_private, server_certificate, trust_root_public),
+        )
