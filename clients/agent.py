@@ -1,0 +1,351 @@
+"""The phone's side of the relay protocol, sans-IO (in the style of h11's ``Connection``).
+
+``DeviceAgent`` wraps a ``clients.session.Device`` and speaks ``relay.wire`` frames. Calls such
+as ``register()``, ``login()`` or ``send_text()`` queue request frames; ``handle(frame)`` takes a
+frame from the relay and returns what happened, as small event values (``Received``,
+``Accepted``, ``Failed``, …), queueing any follow-up requests (an ``Ack`` for a delivered
+envelope, a ``Send`` once a fetched bundle has made the sessions). The driver — the simulator's
+event heap or a trio connection — drains ``take_outbox()`` and carries the frames; the agent
+never touches a socket, a clock or global randomness.
+
+What the agent does on its own, as Signal's clients do:
+- fetches a recipient's bundles and runs PQXDH for each of their devices it has no session with;
+- answers a stale-devices error by fetching the bundles again and re-sending;
+- drops an envelope it has already processed (delivery is at-least-once), and acknowledges it;
+- acknowledges an envelope it cannot decrypt (a replay or a forgery) and reports it;
+- tops up its one-time prekeys on the relay when they run low.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from clients.errors import DecryptionError
+from clients.keys import BundleError, KemPreKey, OneTimePreKey, PreKeyBundle, SignedPreKey
+from clients.session import Device, PeerAddress
+from relay import wire
+
+__all__ = [
+    "Accepted",
+    "AgentEvent",
+    "DeviceAgent",
+    "Failed",
+    "LoggedIn",
+    "Received",
+    "Registered",
+    "Undecryptable",
+]
+
+RNG = Callable[[int], bytes]
+PREKEY_BATCH = 20
+PREKEY_LOW_WATER = 5
+
+
+@dataclass(frozen=True)
+class Registered:
+    pass
+
+
+@dataclass(frozen=True)
+class LoggedIn:
+    pass
+
+
+@dataclass(frozen=True)
+class Received:
+    sender: PeerAddress  # from the relay's envelope, or from the sealed sender certificate
+    plaintext: bytes
+    envelope_id: bytes
+    relay_timestamp_ms: int
+    sealed: bool
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The relay has durably accepted a message's envelopes (one per recipient device)."""
+
+    ref: object
+    to: str
+    envelope_ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class Undecryptable:
+    envelope_id: bytes
+    sealed: bool
+
+
+@dataclass(frozen=True)
+class Failed:
+    ref: object
+    code: str
+    message: str
+
+
+AgentEvent = Registered | LoggedIn | Received | Accepted | Undecryptable | Failed
+
+
+@dataclass
+class _Outgoing:
+    ref: object
+    to: str
+    plaintext: bytes
+    sealed: bool
+    attempts: int = 0
+
+
+@dataclass
+class DeviceAgent:
+    device: Device
+    registration_id: int
+    delivery_token: bytes
+    rng: RNG = os.urandom
+    trust_root: bytes | None = None  # needed to open sealed envelopes
+    clock: Callable[[], float] = field(default=lambda: 0.0)  # seconds, for certificate expiry
+    tokens: dict[str, bytes] = field(default_factory=dict)  # contacts' delivery tokens (sealed sender)
+
+    def __post_init__(self) -> None:
+        self._next_id = 1
+        self._outbox: list[wire.Request] = []
+        self._pending: dict[int, tuple[str, object]] = {}
+        self._waiting_bundle: dict[str, list[_Outgoing]] = {}
+        self._devices: dict[str, tuple[int, ...]] = {}  # the recipient devices we last learnt of
+        self._seen: set[bytes] = set()
+        self._events: list[AgentEvent] = []
+        self.certificate: bytes | None = None
+        self.authenticated = False
+        self._uploaded_one_time: set[int] = set()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    @property
+    def account(self) -> str:
+        return self.device.address.account
+
+    @property
+    def device_id(self) -> int:
+        return self.device.address.device
+
+    def _request(self, frame_type: type[wire.Request], context: object = None, **fields: object) -> None:
+        rid = self._next_id
+        self._next_id += 1
+        frame = frame_type(id=rid, **fields)
+        self._pending[rid] = (frame_type.kind, context)
+        self._outbox.append(frame)
+
+    def take_outbox(self) -> list[wire.Request]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    # --- requests -------------------------------------------------------------------------
+
+    def register(self, one_time: int = PREKEY_BATCH, kem_one_time: int = PREKEY_BATCH) -> None:
+        bundle = self.device.generate_prekeys(one_time, kem_one_time)
+        s = self.device.secrets
+        last_resort = next(k for _seed, k in s.kem.values() if k.last_resort)
+        self._uploaded_one_time = set(s.one_time)
+        self._request(
+            wire.Register,
+            account=self.account,
+            device=self.device_id,
+            registration_id=self.registration_id,
+            identity_key=self.device.identity_key,
+            signed_prekey=_signed(bundle.signed_prekey),
+            one_time_prekeys=tuple(wire.Prekey(id=i, public=p.public) for i, p in sorted(s.one_time.items())),
+            kem_prekeys=tuple(_kem(k) for _i, (_seed, k) in sorted(s.kem.items()) if not k.last_resort),
+            last_resort_kem_prekey=_kem(last_resort),
+            delivery_token=self.delivery_token,
+        )
+
+    def login(self) -> None:
+        """Start authentication: the relay answers with a challenge the identity key signs."""
+        self.authenticated = False
+        self._request(wire.AuthChallenge, account=self.account, device=self.device_id)
+
+    def receive(self, limit: int = 100) -> None:
+        self._request(wire.Receive, limit=limit)
+
+    def ping(self) -> None:
+        self._request(wire.Ping)
+
+    def send_text(self, to: str, plaintext: bytes, ref: object = None, *, sealed: bool = False) -> None:
+        """Send ``plaintext`` to every device of account ``to`` (fetching bundles first if needed)."""
+        out = _Outgoing(ref, to, plaintext, sealed)
+        devices = self._devices.get(to)
+        if devices is None or not all(self.device.has_session(PeerAddress(to, d)) for d in devices):
+            self._fetch(to, out)
+            return
+        self._send(out)
+
+    def _fetch(self, to: str, out: _Outgoing) -> None:
+        waiting = self._waiting_bundle.setdefault(to, [])
+        waiting.append(out)
+        if len(waiting) == 1:
+            token = self.tokens.get(to) if not self.authenticated else None
+            self._request(wire.FetchBundle, context=to, account=to, delivery_token=token)
+
+    def _send(self, out: _Outgoing) -> None:
+        out.attempts += 1
+        devices = self._devices[out.to]
+        if out.sealed:
+            if self.certificate is None or out.to not in self.tokens:
+                self._fail(
+                    out, "not_ready", "sealed sender needs a sender certificate and the recipient's token"
+                )
+                return
+            envelopes = tuple(
+                wire.OutgoingEnvelope(
+                    device=d, body=self.device.seal(PeerAddress(out.to, d), out.plaintext, self.certificate)
+                )
+                for d in devices
+            )
+            self._request(
+                wire.SealedSend,
+                context=out,
+                to=out.to,
+                delivery_token=self.tokens[out.to],
+                envelopes=envelopes,
+            )
+        else:
+            envelopes = tuple(
+                wire.OutgoingEnvelope(
+                    device=d, body=self.device.encrypt(PeerAddress(out.to, d), out.plaintext)
+                )
+                for d in devices
+            )
+            self._request(wire.Send, context=out, to=out.to, envelopes=envelopes)
+
+    def _fail(self, out: _Outgoing, code: str, message: str) -> None:
+        self._events.append(Failed(out.ref, code, message))
+
+    # --- frames from the relay ------------------------------------------------------------
+
+    def handle(self, frame: wire.Response) -> list[AgentEvent]:
+        """Process one frame from the relay. Returns events (with any from earlier calls that failed);
+        follow-up requests go to the outbox."""
+        self._handle(frame)
+        events, self._events = self._events, []
+        return events
+
+    def _handle(self, frame: wire.Response) -> None:
+        if isinstance(frame, wire.Deliver):
+            self._envelopes((frame.envelope,))
+            return
+        pending = self._pending.pop(frame.id, None)
+        if pending is None:
+            return  # a late answer to a request we no longer track
+        kind, context = pending
+        if isinstance(frame, wire.ErrorFrame):
+            self._error(kind, context, frame)
+        elif isinstance(frame, wire.Registered):
+            self._events.append(Registered())
+        elif isinstance(frame, wire.Challenge):
+            signature = self.device.secrets.identity.sign(
+                wire.auth_message(frame.nonce, self.account, self.device_id), self.rng
+            )
+            self._request(wire.Authenticate, nonce=frame.nonce, signature=signature)
+        elif isinstance(frame, wire.Authenticated):
+            self.authenticated = True
+            self._events.append(LoggedIn())
+        elif isinstance(frame, wire.SenderCertificateResponse):
+            self.certificate = frame.certificate
+        elif isinstance(frame, wire.Bundle):
+            self._bundles(str(context), frame)
+        elif isinstance(frame, wire.Sent):
+            assert isinstance(context, _Outgoing)
+            self._events.append(Accepted(context.ref, context.to, tuple(frame.envelope_ids)))
+        elif isinstance(frame, wire.Envelopes):
+            self._envelopes(frame.envelopes)
+            if frame.more:
+                self.receive()
+
+    def request_certificate(self) -> None:
+        self._request(wire.GetSenderCertificate)
+
+    def _error(self, kind: str, context: object, frame: wire.ErrorFrame) -> None:
+        if isinstance(context, _Outgoing):
+            if frame.code == wire.ErrorCode.STALE_DEVICES and context.attempts < 3:
+                self._devices.pop(context.to, None)
+                self._fetch(context.to, context)
+                return
+            self._fail(context, frame.code, frame.message)
+        elif kind == "fetch_bundle":
+            for out in self._waiting_bundle.pop(str(context), []):
+                self._fail(out, frame.code, frame.message)
+        else:
+            self._events.append(Failed(kind, frame.code, frame.message))
+
+    def _bundles(self, account: str, frame: wire.Bundle) -> None:
+        waiting = self._waiting_bundle.pop(account, [])
+        try:
+            for b in frame.devices:
+                peer = PeerAddress(account, b.device)
+                known = self.device.peer_identity(peer)
+                if known is None or known != b.identity_key or not self.device.has_session(peer):
+                    self.device.start_session(peer, _bundle(b))
+        except BundleError as exc:  # a forged bundle: send nothing
+            for out in waiting:
+                self._fail(out, "bad_bundle", str(exc))
+            return
+        self._devices[account] = tuple(sorted(b.device for b in frame.devices))
+        for out in waiting:
+            self._send(out)
+
+    def _envelopes(self, envelopes: tuple[wire.Envelope, ...]) -> None:
+        acks = []
+        for env in envelopes:
+            acks.append(env.id)
+            if env.id in self._seen:
+                continue  # at-least-once delivery: already processed
+            self._seen.add(env.id)
+            try:
+                if env.sealed:
+                    if self.trust_root is None:
+                        raise DecryptionError()
+                    sender, plaintext = self.device.open_sealed(env.body, self.trust_root, int(self.clock()))
+                else:
+                    assert env.source_account is not None and env.source_device is not None
+                    sender = PeerAddress(env.source_account, env.source_device)
+                    plaintext = self.device.decrypt(sender, env.body)
+            except DecryptionError:
+                self._events.append(Undecryptable(env.id, env.sealed))
+                continue
+            self._events.append(Received(sender, plaintext, env.id, env.timestamp, env.sealed))
+        if acks:
+            self._request(wire.Ack, envelope_ids=tuple(acks))
+        self._top_up()
+
+    def _top_up(self) -> None:
+        s = self.device.secrets
+        if len(s.one_time) >= PREKEY_LOW_WATER or not self.authenticated:
+            return
+        fresh = s.new_one_time_prekeys(PREKEY_BATCH, self.rng)
+        kem = s.new_kem_prekeys(PREKEY_BATCH, rng=self.rng) if self.device.pq else []
+        self._request(
+            wire.UploadPrekeys,
+            one_time_prekeys=tuple(wire.Prekey(id=p.id, public=p.public) for p in fresh),
+            kem_prekeys=tuple(_kem(k) for k in kem),
+        )
+
+
+def _signed(spk: SignedPreKey) -> wire.SignedPrekey:
+    return wire.SignedPrekey(id=spk.id, public=spk.public, signature=spk.signature)
+
+
+def _kem(k: KemPreKey) -> wire.KemPrekey:
+    return wire.KemPrekey(id=k.id, public=k.public, signature=k.signature)
+
+
+def _bundle(b: wire.DeviceBundle) -> PreKeyBundle:
+    """The relay's per-device bundle as the device's own PreKeyBundle (checked again there)."""
+    opk = b.one_time_prekey
+    return PreKeyBundle(
+        identity_key=b.identity_key,
+        signed_prekey=SignedPreKey(b.signed_prekey.id, b.signed_prekey.public, b.signed_prekey.signature),
+        one_time_prekey=None if opk is None else OneTimePreKey(opk.id, opk.public),
+        kem_prekey=KemPreKey(
+            b.kem_prekey.id, b.kem_prekey.public, b.kem_prekey.signature, b.kem_prekey_last_resort
+        ),
+    )
