@@ -1,0 +1,432 @@
+"""The relay over TCP (optionally TLS), with trio: a thin loop around ``RelayCore``.
+
+Per connection there are two tasks in one nursery: a reader that feeds a
+:class:`~relay.wire.FrameDecoder` and hands each request to the core, and a writer that
+sends everything queued for the connection in one ``send_all`` (responses to pipelined
+requests and pushes coalesce into a single write). The core runs synchronously between
+awaits, so requests are handled one at a time across all connections.
+
+- A connection that sends nothing complete for ``read_timeout`` seconds gets a ``timeout``
+  error and is closed.
+- Bad input gets the most specific error frame the decoder can give, then the connection is
+  closed (after a framing error there is no safe place to resume); the server keeps serving
+  everyone else. An unexpected exception in the core gets ``internal_error`` and is logged.
+- At most ``max_connections`` at once; the next one gets ``server_busy`` and is closed.
+- Pushes to a device whose connection already has ``max_queued_bytes_per_device`` unsent
+  are dropped: the envelope is still queued in the store and the device gets it on
+  ``receive``. Responses are never dropped; instead the reader waits for the writer.
+
+``main(args)`` is the command line, ``relaysim relay serve ...``, and shuts down cleanly on
+SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import logging
+import signal
+import ssl
+import sys
+from collections.abc import Sequence
+from functools import partial
+from typing import Final
+
+import trio  # type: ignore[import-untyped,unused-ignore]  # trio 0.22 ships no type information
+
+from relay.core import ConnectionContext, Output, Push, RelayCore, Reply
+from relay.metadata import KEEP_EVERYTHING, KEEP_NOTHING, RetentionPolicy
+from relay.store import Store
+from relay.wire import (
+    CLOSED,
+    DEFAULT_MAX_FRAME_SIZE,
+    NEED_DATA,
+    ErrorCode,
+    ErrorFrame,
+    FrameDecoder,
+    RemoteProtocolError,
+    Request,
+    encode,
+)
+
+__all__ = ["RelayServer", "build_parser", "main", "serve"]
+
+log = logging.getLogger("relay.server")
+
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 7465
+# Idle time allowed between complete frames; clients send ping to stay connected. (Signal's
+# clients keep their websocket alive with a request every 30 s; 60 s gives them room.)
+DEFAULT_READ_TIMEOUT: Final = 60.0
+DEFAULT_WRITE_TIMEOUT: Final = 30.0  # a peer that reads nothing for this long is dropped
+# One file descriptor each; the performance target is 1,000 concurrent connections.
+DEFAULT_MAX_CONNECTIONS: Final = 4096
+DEFAULT_MAX_QUEUED_BYTES: Final = 4 * 1024 * 1024  # 16 maximum-size frames
+DEFAULT_RETENTION_INTERVAL: Final = 60.0  # seconds between retention sweeps
+_RECEIVE_SIZE: Final = 65536
+_FRAMES_BETWEEN_YIELDS: Final = 64
+
+POLICIES: Final[dict[str, RetentionPolicy]] = {p.name: p for p in (KEEP_EVERYTHING, KEEP_NOTHING)}
+
+
+def _peer_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
+    inner = stream
+    while isinstance(inner, trio.SSLStream):
+        inner = inner.transport_stream
+    if isinstance(inner, trio.SocketStream):
+        try:
+            host, port = inner.socket.getpeername()[:2]
+        except OSError:
+            return None
+        return str(host), int(port)
+    return None
+
+
+class _Connection:
+    """One live connection: its context for the core, and what is waiting to be written."""
+
+    __slots__ = ("ctx", "in_flight", "outbox", "outbox_bytes", "progress", "stream", "wakeup")
+
+    def __init__(self, ctx: ConnectionContext, stream: trio.abc.Stream) -> None:
+        self.ctx = ctx
+        self.stream = stream
+        self.outbox: list[bytes] = []
+        self.outbox_bytes = 0
+        self.in_flight = 0
+        self.wakeup = trio.Event()  # set when something is queued
+        self.progress = trio.Event()  # set when a write finished
+
+    @property
+    def unsent(self) -> int:
+        return self.outbox_bytes + self.in_flight
+
+    def queue(self, data: bytes) -> None:
+        self.outbox.append(data)
+        self.outbox_bytes += len(data)
+        self.wakeup.set()
+
+
+class RelayServer:
+    """Connection handling for one RelayCore. Use :func:`serve` to run it on TCP listeners."""
+
+    def __init__(
+        self,
+        core: RelayCore,
+        *,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_queued_bytes_per_device: int = DEFAULT_MAX_QUEUED_BYTES,
+    ) -> None:
+        self.core = core
+        self.read_timeout = read_timeout
+        self.write_timeout = write_timeout
+        self.max_connections = max_connections
+        self.max_queued_bytes_per_device = max_queued_bytes_per_device
+        self.addresses: list[tuple[str, int]] = []  # filled in by serve()
+        self.dropped_pushes = 0
+        self._connections: dict[int, _Connection] = {}
+        self._ids = itertools.count(1)
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    @property
+    def port(self) -> int:
+        return self.addresses[0][1]
+
+    async def handle_stream(self, stream: trio.abc.Stream) -> None:
+        """Serve one connection until it closes. Never raises (serve_listeners would stop)."""
+        try:
+            if len(self._connections) >= self.max_connections:
+                await self._refuse(stream)
+                return
+            ctx = ConnectionContext(next(self._ids), _peer_address(stream))
+            conn = _Connection(ctx, stream)
+            self._connections[ctx.id] = conn
+            try:
+                self._dispatch(self.core.connect(ctx))
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._write_loop, conn, nursery.cancel_scope)
+                    await self._read_loop(conn)
+                    # Let the writer flush what is queued (an error frame, say), then stop it.
+                    with trio.move_on_after(self.write_timeout):
+                        while conn.unsent:
+                            conn.progress = trio.Event()
+                            await conn.progress.wait()
+                    nursery.cancel_scope.cancel()
+            finally:
+                del self._connections[ctx.id]
+                self._dispatch(self.core.disconnect(ctx))
+        except Exception:
+            log.exception("connection handler failed")
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _refuse(self, stream: trio.abc.Stream) -> None:
+        log.warning("refusing a connection: %d connections already open", len(self._connections))
+        frame = ErrorFrame(
+            id=0,
+            code=ErrorCode.SERVER_BUSY.value,
+            message=f"the relay is serving its maximum of {self.max_connections} connections; retry later",
+        )
+        with trio.move_on_after(1.0), contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await stream.send_all(encode(frame))
+
+    async def _read_loop(self, conn: _Connection) -> None:
+        decoder = FrameDecoder("relay", max_frame_size=self.core.max_frame_size)
+        deadline = trio.current_time() + self.read_timeout
+        handled = 0
+        while True:
+            while True:
+                try:
+                    frame = decoder.next_frame()
+                except RemoteProtocolError as e:
+                    log.info("connection %d: %s (%s); closing", conn.ctx.id, e.message, e.code.value)
+                    conn.queue(encode(ErrorFrame.from_exception(e)))
+                    return
+                if frame is NEED_DATA:
+                    break
+                if frame is CLOSED:
+                    return
+                assert isinstance(frame, Request)  # a "relay" decoder only yields requests
+                deadline = trio.current_time() + self.read_timeout
+                try:
+                    outputs = self.core.handle(conn.ctx, frame)
+                except Exception:
+                    log.exception("connection %d: the core failed on a %s request", conn.ctx.id, frame.kind)
+                    error = ErrorFrame(
+                        id=frame.id, code=ErrorCode.INTERNAL_ERROR.value, message="internal error; closing"
+                    )
+                    conn.queue(encode(error))
+                    return
+                self._dispatch(outputs)
+                handled += 1
+                if conn.unsent > self.max_queued_bytes_per_device:
+                    await self._wait_for_writer(conn)
+                elif handled % _FRAMES_BETWEEN_YIELDS == 0:
+                    await trio.sleep(0)  # let other connections in during a long pipeline
+            with trio.move_on_at(deadline) as scope:
+                try:
+                    data = await conn.stream.receive_some(_RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+            if scope.cancelled_caught:
+                log.info(
+                    "connection %d: no complete frame for %.1f s; closing", conn.ctx.id, self.read_timeout
+                )
+                error = ErrorFrame(
+                    id=0,
+                    code=ErrorCode.TIMEOUT.value,
+                    message=f"no complete frame for {self.read_timeout} s; send ping to stay connected",
+                )
+                conn.queue(encode(error))
+                return
+            decoder.receive_data(data)
+
+    async def _wait_for_writer(self, conn: _Connection) -> None:
+        while conn.unsent > self.max_queued_bytes_per_device:
+            conn.progress = trio.Event()
+            await conn.progress.wait()
+
+    async def _write_loop(self, conn: _Connection, cancel_scope: trio.CancelScope) -> None:
+        while True:
+            if not conn.outbox:
+                conn.wakeup = trio.Event()
+                await conn.wakeup.wait()
+                continue
+            data = b"".join(conn.outbox)  # everything pending, one write
+            conn.outbox.clear()
+            conn.in_flight, conn.outbox_bytes = len(data), 0
+            try:
+                with trio.fail_after(self.write_timeout):
+                    await conn.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as e:
+                log.info("connection %d: write failed (%s); closing", conn.ctx.id, type(e).__name__)
+                conn.in_flight = 0
+                conn.progress.set()
+                cancel_scope.cancel()
+                return
+            conn.in_flight = 0
+            conn.progress.set()
+
+    def _dispatch(self, outputs: Sequence[Output]) -> None:
+        for output in outputs:
+            if isinstance(output, Reply):
+                conn = self._connections.get(output.connection)
+                if conn is not None:
+                    conn.queue(encode(output.frame))
+            elif isinstance(output, Push):
+                target = self._connections.get(output.connection)
+                if target is None:
+                    continue
+                data = encode(output.frame)
+                if target.unsent + len(data) > self.max_queued_bytes_per_device:
+                    # Still queued in the store; the device gets it with its next receive.
+                    self.dropped_pushes += 1
+                    continue
+                target.queue(data)
+            # MetadataRecords are already in the store, as the policy allowed.
+
+    async def retention_loop(self, interval: float) -> None:
+        while True:
+            await trio.sleep(interval)
+            deleted = self.core.expire()
+            if deleted:
+                log.info("retention: deleted %d metadata records", deleted)
+
+
+async def serve(
+    core: RelayCore,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    read_timeout: float = DEFAULT_READ_TIMEOUT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    max_queued_bytes_per_device: int = DEFAULT_MAX_QUEUED_BYTES,
+    retention_interval: float = DEFAULT_RETENTION_INTERVAL,
+    task_status: trio.TaskStatus[RelayServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on (host, port) and serve until cancelled. Port 0 picks a free port.
+
+    Use ``server = await nursery.start(serve, core, host, 0)``: it reports the
+    :class:`RelayServer` (with ``.addresses``) only once it is listening.
+    """
+    server = RelayServer(
+        core,
+        read_timeout=read_timeout,
+        max_connections=max_connections,
+        max_queued_bytes_per_device=max_queued_bytes_per_device,
+    )
+    tcp = await trio.open_tcp_listeners(port, host=host)
+    server.addresses = [(str(a[0]), int(a[1])) for a in (lst.socket.getsockname() for lst in tcp)]
+    listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(tcp)
+    if ssl_context is not None:
+        listeners = [trio.SSLListener(lst, ssl_context, https_compatible=False) for lst in tcp]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, server.handle_stream, listeners)
+        nursery.start_soon(server.retention_loop, retention_interval)
+        for h, p in server.addresses:
+            log.info("relay listening on %s:%d%s", h, p, " (TLS)" if ssl_context else "")
+        task_status.started(server)
+
+
+# --- command line ----------------------------------------------------------------------------
+
+
+def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=(
+            "Run the relay: it stores and forwards opaque end-to-end encrypted envelopes between "
+            "registered devices and records the metadata it can see, as the retention policy allows."
+        ),
+        epilog=(
+            "examples:\n"
+            f"  {prog} --host 127.0.0.1 --port 7465 --db relay.db\n"
+            f"  {prog} --db relay.db --tls-cert cert.pem --tls-key key.pem\n\n"
+            "The server's trust-root public key (what devices need to check sender certificates) is\n"
+            "logged at start-up. SIGINT or SIGTERM stop it cleanly."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default: %(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="TCP port; 0 picks one (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--db", default="relay.db", help="SQLite database file, created if absent (default: %(default)s)"
+    )
+    parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain; with --tls-key, serve TLS")
+    parser.add_argument("--tls-key", metavar="FILE", help="PEM private key for --tls-cert")
+    parser.add_argument(
+        "--retention",
+        choices=sorted(POLICIES),
+        default=KEEP_EVERYTHING.name,
+        help="metadata retention policy (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--read-timeout",
+        type=float,
+        default=DEFAULT_READ_TIMEOUT,
+        help="seconds a connection may go without a complete frame (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="concurrent connections (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-queued-bytes",
+        type=int,
+        default=DEFAULT_MAX_QUEUED_BYTES,
+        help="unsent bytes per connection before pushes are dropped (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-frame-size",
+        type=int,
+        default=DEFAULT_MAX_FRAME_SIZE,
+        help="largest frame accepted, in bytes (default: %(default)s)",
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+async def _run(opts: argparse.Namespace) -> None:
+    ssl_context = None
+    if opts.tls_cert:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(opts.tls_cert, opts.tls_key)
+    with Store(opts.db) as store:
+        core = RelayCore(store, policy=POLICIES[opts.retention], max_frame_size=opts.max_frame_size)
+        log.info("database %s, retention policy %s", opts.db, opts.retention)
+        log.info("trust root public key: %s", core.trust_root_public.hex())
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(
+                    partial(
+                        serve,
+                        core,
+                        opts.host,
+                        opts.port,
+                        ssl_context=ssl_context,
+                        read_timeout=opts.read_timeout,
+                        max_connections=opts.max_connections,
+                        max_queued_bytes_per_device=opts.max_queued_bytes,
+                    )
+                )
+                async for signum in signals:
+                    log.info("%s received; shutting down", signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    break
+    log.info("stopped")
+
+
+def main(args: list[str]) -> int:
+    """``relaysim relay serve [options]``: run the relay until SIGINT/SIGTERM. Returns an exit code."""
+    parser = build_parser()
+    try:
+        opts = parser.parse_args(args)
+    except SystemExit as e:  # --help, or a usage error already printed
+        return e.code if isinstance(e.code, int) else 2
+    if bool(opts.tls_cert) != bool(opts.tls_key):
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: error: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=opts.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        trio.run(_run, opts)
+    except OSError as e:
+        log.error("cannot serve: %s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
