@@ -1,0 +1,219 @@
+"""Helpers for the relay tests: device keys, requests built from them, and a trio wire client.
+
+Signatures are real XEdDSA signatures made by ``clients._xeddsa.xeddsa_sign`` (tests may import
+``clients``; the relay may not). ML-KEM-1024 public keys are real ones, generated once and
+reused: the relay never looks inside them, it only checks the signatures over them.
+
+This module holds no tests of its own; its name only puts it beside the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import random
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+from cryptography.hazmat.primitives.asymmetric import mlkem
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from clients._xeddsa import xeddsa_sign
+from relay import wire
+from relay.core import ConnectionContext, RelayCore, Reply
+from relay.store import Store
+
+RNG = Callable[[int], bytes]
+
+
+@functools.cache
+def kem_public_keys(n: int = 4) -> tuple[bytes, ...]:
+    return tuple(mlkem.MLKEM1024PrivateKey.generate().public_key().public_bytes_raw() for _ in range(n))
+
+
+@dataclass
+class DeviceKeys:
+    """One device's long-term keys and the ids it registers under."""
+
+    account: str
+    device: int
+    rng: RNG
+    identity_private: bytes = b""
+    identity_key: bytes = b""
+    registration_id: int = 0
+    delivery_token: bytes = b""
+    _next_prekey_id: int = field(default=1, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.identity_private:
+            private = X25519PrivateKey.from_private_bytes(self.rng(32))
+            self.identity_private = private.private_bytes_raw()
+            self.identity_key = private.public_key().public_bytes_raw()
+        if not self.registration_id:
+            self.registration_id = 1 + int.from_bytes(self.rng(2), "big") % 16380
+        if not self.delivery_token:
+            self.delivery_token = self.rng(32)
+
+    @classmethod
+    def make(cls, account: str, device: int = 1, seed: int = 0) -> DeviceKeys:
+        return cls(account, device, random.Random(f"{account}.{device}.{seed}").randbytes)
+
+    def sign(self, message: bytes) -> bytes:
+        return xeddsa_sign(self.identity_private, message, self.rng(64))
+
+    def _ids(self, n: int) -> range:
+        first = self._next_prekey_id
+        self._next_prekey_id += n
+        return range(first, first + n)
+
+    def signed_prekey(self) -> wire.SignedPrekey:
+        (i,) = self._ids(1)
+        public = X25519PrivateKey.from_private_bytes(self.rng(32)).public_key().public_bytes_raw()
+        return wire.SignedPrekey(i, public, self.sign(wire.signed_prekey_message(public)))
+
+    def prekeys(self, n: int) -> tuple[wire.Prekey, ...]:
+        return tuple(wire.Prekey(i, self.rng(32)) for i in self._ids(n))
+
+    def kem_prekeys(self, n: int) -> tuple[wire.KemPrekey, ...]:
+        pool = kem_public_keys()
+        return tuple(
+            wire.KemPrekey(i, pool[i % len(pool)], self.sign(wire.kem_prekey_message(pool[i % len(pool)])))
+            for i in self._ids(n)
+        )
+
+    def register(self, request_id: int = 1, *, one_time: int = 2, kem: int = 2) -> wire.Register:
+        return wire.Register(
+            id=request_id,
+            account=self.account,
+            device=self.device,
+            registration_id=self.registration_id,
+            identity_key=self.identity_key,
+            signed_prekey=self.signed_prekey(),
+            one_time_prekeys=self.prekeys(one_time),
+            kem_prekeys=self.kem_prekeys(kem),
+            last_resort_kem_prekey=self.kem_prekeys(1)[0],
+            delivery_token=self.delivery_token,
+        )
+
+    def answer(self, nonce: bytes, request_id: int = 3) -> wire.Authenticate:
+        return wire.Authenticate(
+            id=request_id,
+            nonce=nonce,
+            signature=self.sign(wire.auth_message(nonce, self.account, self.device)),
+        )
+
+
+# --- driving a RelayCore directly --------------------------------------------------------------
+
+
+def new_core(clock: Callable[[], float] | None = None, seed: int = 7, **kwargs: object) -> RelayCore:
+    return RelayCore(
+        Store(":memory:"),
+        clock=clock or (lambda: 1_700_000_000.0),
+        rng=random.Random(seed).randbytes,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def reply(outputs: list[object]) -> wire.Response:
+    """The one Reply among the outputs."""
+    replies = [o for o in outputs if isinstance(o, Reply)]
+    assert len(replies) == 1, outputs
+    return replies[0].frame
+
+
+def core_authenticate(core: RelayCore, conn: ConnectionContext, keys: DeviceKeys) -> wire.Response:
+    challenge = reply(core.handle(conn, wire.AuthChallenge(id=2, account=keys.account, device=keys.device)))
+    assert isinstance(challenge, wire.Challenge), challenge
+    return reply(core.handle(conn, keys.answer(challenge.nonce)))
+
+
+def core_device(core: RelayCore, keys: DeviceKeys, conn_id: int, register: bool = True) -> ConnectionContext:
+    """A connection for ``keys`` on ``core``: registered (if asked) and authenticated."""
+    conn = ConnectionContext(conn_id, ("192.0.2.1", 40000 + conn_id))
+    core.connect(conn)
+    if register:
+        assert isinstance(reply(core.handle(conn, keys.register())), wire.Registered)
+    assert isinstance(core_authenticate(core, conn, keys), wire.Authenticated)
+    return conn
+
+
+# --- a device over the network -----------------------------------------------------------------
+
+
+class WireClient:
+    """A well-behaved device connection: request/response by id, pushes collected aside."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.decoder = wire.FrameDecoder("device")
+        self.pushes: list[wire.Deliver] = []
+        self._ids = iter(range(1, 2**32))
+
+    @classmethod
+    async def connect(
+        cls, port: int, host: str = "127.0.0.1", ssl_context: ssl.SSLContext | None = None
+    ) -> WireClient:
+        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+        if ssl_context is not None:
+            stream = trio.SSLStream(stream, ssl_context, server_hostname=host)
+        return cls(stream)
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+    async def next_frame(self) -> wire.Frame:
+        while True:
+            frame = self.decoder.next_frame()
+            if frame is wire.CLOSED:
+                raise EOFError("relay closed the connection")
+            if frame is not wire.NEED_DATA:
+                return frame
+            self.decoder.receive_data(await self.stream.receive_some(65536))
+
+    async def request(self, make: Callable[[int], wire.Request]) -> wire.Response:
+        """Send ``make(id)`` and return the frame answering that id (pushes are set aside)."""
+        request_id = next(self._ids)
+        await self.stream.send_all(wire.encode(make(request_id)))
+        while True:
+            frame = await self.next_frame()
+            if isinstance(frame, wire.Deliver):
+                self.pushes.append(frame)
+            elif frame.id == request_id:
+                assert isinstance(frame, wire.Response)
+                return frame
+
+    async def register(self, keys: DeviceKeys) -> None:
+        register = keys.register()
+        answer = await self.request(lambda i: dataclasses.replace(register, id=i))
+        assert isinstance(answer, wire.Registered), answer
+
+    async def authenticate(self, keys: DeviceKeys) -> None:
+        challenge = await self.request(
+            lambda i: wire.AuthChallenge(id=i, account=keys.account, device=keys.device)
+        )
+        assert isinstance(challenge, wire.Challenge), challenge
+        answer = await self.request(lambda i: keys.answer(challenge.nonce, i))
+        assert isinstance(answer, wire.Authenticated), answer
+
+    async def send(self, to: str, devices: list[int], body: bytes) -> tuple[bytes, ...]:
+        envelopes = tuple(wire.OutgoingEnvelope(d, body) for d in devices)
+        answer = await self.request(lambda i: wire.Send(id=i, to=to, envelopes=envelopes))
+        assert isinstance(answer, wire.Sent), answer
+        return answer.envelope_ids
+
+    async def drain(self) -> list[wire.Envelope]:
+        """Receive and acknowledge everything queued; returns what came (duplicates included)."""
+        got: list[wire.Envelope] = []
+        while True:
+            answer = await self.request(lambda i: wire.Receive(id=i))
+            assert isinstance(answer, wire.Envelopes), answer
+            got.extend(answer.envelopes)
+            if answer.envelopes:
+                ids = tuple(e.id for e in answer.envelopes)
+                acked = await self.request(lambda i, ids=ids: wire.Ack(id=i, envelope_ids=ids))  # type: ignore[misc]
+                assert isinstance(acked, wire.Acked), acked
+            if not answer.more:
+                return got
