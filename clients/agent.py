@@ -135,6 +135,13 @@ class DeviceAgent:
         self._pending[rid] = (frame_type.kind, context)
         self._outbox.append(frame)
 
+    def message_ref(self, request_id: int) -> object:
+        """The ``ref`` of the message a pending send request carries, or None."""
+        pending = self._pending.get(request_id)
+        if pending is not None and isinstance(pending[1], _Outgoing):
+            return pending[1].ref
+        return None
+
     def take_outbox(self) -> list[wire.Request]:
         out, self._outbox = self._outbox, []
         return out

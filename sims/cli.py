@@ -1,6 +1,9 @@
 """The ``relaysim`` command.
 
     relaysim demo                      two phones talk; see what the relay sees
+    relaysim scenarios                 the built-in scenarios
+    relaysim run two-friends --out d   run a scenario to files
+    relaysim show d                    the phones' view beside the relay's
     relaysim bench crypto              the ratchet and session set-up against their peers
     relaysim relay serve --port 7465   run a relay on loopback
 
@@ -16,6 +19,8 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 EPILOG = """examples:
+  relaysim run two-friends --out out/two-friends && relaysim show out/two-friends
+  relaysim scenarios
   relaysim demo
   relaysim bench crypto --messages 2000
   relaysim relay serve --host 127.0.0.1 --port 7465 --db relay.db
@@ -29,15 +34,93 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scenarios(args: argparse.Namespace) -> int:
+    from sims.scenario import builtin_scenarios, load_scenario
+
+    for name, path in builtin_scenarios().items():
+        sc = load_scenario(path)
+        first = (sc.description.split(". ")[0].rstrip(".") + ".") if sc.description else ""
+        print(f"{name:<22} {first}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from sims.report import run_to_dir
+    from sims.scenario import ScenarioError, resolve_scenario
+
+    try:
+        scenario = resolve_scenario(args.scenario)
+    except ScenarioError as exc:
+        print(f"relaysim run: {exc}", file=sys.stderr)
+        return 2
+    if args.seed is not None:
+        scenario = scenario.with_seed(args.seed)
+    out = Path(args.out or f"out/{scenario.name}")
+    started = time.monotonic()
+    progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
+    _result, summary = run_to_dir(scenario, out, progress=progress)
+    progress.done()
+    m = summary["messages"]
+    lat = summary["latency_s"]
+    p50 = "–" if lat["p50"] is None else f"{lat['p50']:.3f} s"
+    p99 = "–" if lat["p99"] is None else f"{lat['p99']:.3f} s"
+    print(
+        f"{scenario.name} (seed {scenario.seed}): {summary['people']} people, {summary['devices']} devices, "
+        f"{m['planned']} messages; {m['device_deliveries']}/{m['device_deliveries_expected']} device deliveries, "
+        f"{m['lost_by_network']} lost by the network; latency p50 {p50}, p99 {p99}; "
+        f"{time.monotonic() - started:.1f} s of real time."
+    )
+    print(
+        f"wrote {out}/transcript.jsonl, relay.db, summary.json, summary.md — see it with: relaysim show {out}"
+    )
+    return 0
+
+
+class _Progress:
+    """A one-line progress bar on stderr (only on a terminal)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.shown = False
+
+    def __call__(self, t: float, end: float) -> None:
+        if not self.enabled:
+            return
+        frac = t / end if end else 1.0
+        bar = "#" * int(frac * 30)
+        sys.stderr.write(f"\r  simulating [{bar:<30}] {frac:4.0%}  t = {t / 3600:.2f} h")
+        sys.stderr.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+
+
+def _show(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sims.report import render_show
+
+    out = Path(args.dir)
+    if not (out / "transcript.jsonl").exists():
+        print(
+            f"relaysim show: {out} has no transcript.jsonl; make one with: relaysim run NAME --out {out}",
+            file=sys.stderr,
+        )
+        return 2
+    print(render_show(out, limit=args.limit, width=args.width))
+    return 0
+
+
 def _bench(args: argparse.Namespace, rest: list[str]) -> int:
     if args.what == "crypto":
         from sims.bench.crypto import main as bench_crypto
 
         return bench_crypto(rest)
-    if args.what == "relay":
-        from sims.bench.relay import main as bench_relay
-
-        return bench_relay(rest)
     raise AssertionError(args.what)
 
 
@@ -74,6 +157,53 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=2015, help="seed for the phones' keys (default: 2015)")
     demo.add_argument("--width", type=int, default=110, help="width of the table in columns (default: 110)")
 
+    scen = sub.add_parser(
+        "scenarios",
+        help="list the built-in scenarios",
+        description="List the scenarios that ship with relaysim, one line each.",
+        epilog="example:\n  relaysim scenarios",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    del scen
+
+    run = sub.add_parser(
+        "run",
+        help="run a scenario (built-in name or TOML file) and write its outputs",
+        description=(
+            "Run a scenario in simulated time: real devices (PQXDH, Double Ratchet) and the real relay core, "
+            "joined by a simulated network. Writes transcript.jsonl (every event, with the phones' plaintext and "
+            "the relay's view side by side), relay.db (the relay's SQLite store at the end), summary.json and "
+            "summary.md. The same scenario and seed always give the same files."
+        ),
+        epilog=(
+            "examples:\n  relaysim run two-friends --out out/two-friends\n"
+            "  relaysim run my-case.toml --seed 7 --out out/case7"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument(
+        "scenario",
+        metavar="NAME_OR_PATH",
+        help="a built-in scenario (see: relaysim scenarios) or a .toml file",
+    )
+    run.add_argument("--seed", type=int, help="override the scenario's seed")
+    run.add_argument("--out", metavar="DIR", help="where to write the outputs (default: out/NAME)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    show = sub.add_parser(
+        "show",
+        help="the teaching view of a finished run: the phones' view beside the relay's",
+        description=(
+            "Print a stretch of a finished run as two columns: the conversation as the phones saw it, and the same "
+            "minutes as the relay saw them (who, when, from where, how many bytes)."
+        ),
+        epilog="example:\n  relaysim run two-friends --out out/tf && relaysim show out/tf --limit 30",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    show.add_argument("dir", metavar="DIR", help="the --out directory of a run")
+    show.add_argument("--limit", type=int, default=24, help="how many rows to show (default: 24)")
+    show.add_argument("--width", type=int, default=150, help="total width in columns (default: 150)")
+
     bench = sub.add_parser(
         "bench",
         help="benchmarks that print ratios against baselines measured in the same run",
@@ -81,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  relaysim bench crypto\n  relaysim bench crypto --help",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    bench.add_argument("what", choices=["crypto", "relay"], help="which benchmark; its own options follow")
+    bench.add_argument("what", choices=["crypto"], help="which benchmark; its own options follow")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
     relay = sub.add_parser(
@@ -103,6 +233,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "scenarios":
+        return _scenarios(args)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "show":
+        return _show(args)
     if args.command == "bench":
         return _bench(args, args.rest)
     if args.command == "relay":

@@ -583,3 +583,26 @@ def _events(
                 )
         out.append(Event(at, kind, params))
     return tuple(sorted(out, key=lambda e: e.at))
+
+
+# --- built-in scenarios -----------------------------------------------------------------------
+
+_BUILTIN_DIR = Path(__file__).resolve().parent / "scenarios"
+
+
+def builtin_scenarios() -> dict[str, Path]:
+    """Name → file of every scenario that ships with relaysim."""
+    return {p.stem: p for p in sorted(_BUILTIN_DIR.glob("*.toml"))}
+
+
+def resolve_scenario(name_or_path: str) -> Scenario:
+    """A built-in scenario by name, or a scenario file by path."""
+    builtin = builtin_scenarios()
+    if name_or_path in builtin:
+        return load_scenario(builtin[name_or_path])
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        return load_scenario(path)
+    raise ScenarioError(
+        name_or_path, "", f"no such built-in scenario or file; built-in ones: {', '.join(builtin)}"
+    )

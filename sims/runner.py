@@ -1,0 +1,496 @@
+"""The simulation: real devices and the real relay core, driven in virtual time by one event heap.
+
+Every device is a ``clients.agent.DeviceAgent`` over a ``clients.session.Device`` (real PQXDH,
+real Double Ratchet, real XEdDSA); the relay is ``relay.core.RelayCore`` over a
+``relay.store.Store`` — the same objects the trio server runs. Between them, every frame is
+encoded to bytes with ``relay.wire``, carried by the network model (latency, jitter, loss,
+duplication, partitions) and decoded again on the other side. The relay's clock is the
+simulated clock, so every metadata record it writes carries simulated time.
+
+What the network model may lose (and the simulation then accounts for by message): a frame
+carrying envelopes toward the relay (a send) can be lost or duplicated. A lost delivery push
+toward a device leaves the envelope queued; the device gets it on its next receive. Control
+frames (registration, authentication, bundles, receipts) ride a reliable connection (as TCP
+retransmits) and are only delayed. A device that goes offline drops its connection; the relay
+queues for it, and it drains its queue when it comes back.
+
+Determinism: every random draw comes from generators seeded from the scenario's seed, the
+event heap breaks ties by scheduling order, and nothing reads the wall clock, so the same
+scenario and seed give byte-identical outputs.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clients import agent as A
+from clients.session import Device
+from relay import wire
+from relay.core import ConnectionContext, Push, RelayCore, Reply
+from relay.metadata import MetadataRecord, RecordKind
+from relay.store import Store
+from sims.engine import Scheduler
+from sims.network import Network
+from sims.scenario import DeviceSpec, Scenario
+from sims.traffic import PlannedMessage, plan_messages
+
+__all__ = ["SIM_EPOCH", "Simulation", "SimulationResult"]
+
+# The relay's clock reads this at simulated t = 0: 2026-01-01T00:00:00Z.
+SIM_EPOCH = 1_767_225_600
+RELAY_PORT = 7465
+SETUP_SPREAD = 30.0  # seconds over which devices first come online, so they do not all start at t = 0
+REDELIVERY_DELAY = 30.0  # a lost push is fetched again this long after (the app's next receive)
+
+TranscriptSink = Callable[[dict[str, Any]], None]
+
+
+def _seeded(seed: int, *label: object) -> random.Random:
+    return random.Random(f"{seed}:" + ":".join(map(str, label)))
+
+
+@dataclass
+class SimDevice:
+    spec: DeviceSpec
+    agent: A.DeviceAgent
+    port: int
+    conn: ConnectionContext | None = None
+    decoder: wire.FrameDecoder | None = None  # the relay's decoder for this device's connection
+    online: bool = False
+    registered: bool = False
+    pending_app: list[PlannedMessage] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass
+class MessageState:
+    planned: PlannedMessage
+    recipients: tuple[str, ...]  # device names that must receive it
+    sent_at: float | None = None
+    accepted_at: float | None = None
+    envelope_ids: tuple[bytes, ...] = ()
+    delivered: dict[str, float] = field(default_factory=dict)
+    lost: str | None = None
+
+
+@dataclass
+class SimulationResult:
+    scenario: Scenario
+    messages: list[MessageState]
+    relay_records: dict[str, int]
+    network: dict[str, int]
+    undecryptable: int
+    duplicates_dropped: int
+    mismatched: int
+    events_run: int
+    queued_at_end: int
+    frames_to_relay: list[bytes] | None
+
+
+class Simulation:
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        db_path: str | Path = ":memory:",
+        transcript: TranscriptSink | None = None,
+        capture_frames: bool = False,
+        progress: Callable[[float, float], None] | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.sched = Scheduler()
+        seed = scenario.seed
+        self.net = Network(scenario.network, _seeded(seed, "network"))
+        self.store = Store(db_path)
+        relay_rng = _seeded(seed, "relay")
+        self.relay = RelayCore(self.store, clock=self._relay_clock, rng=relay_rng.randbytes)
+        self.relay_region = scenario.relay.region
+        self.emit: TranscriptSink = transcript or (lambda _e: None)
+        self.frames_to_relay: list[bytes] | None = [] if capture_frames else None
+        self.progress = progress
+        self.devices: dict[str, SimDevice] = {}
+        self.by_conn: dict[int, SimDevice] = {}
+        self.by_address: dict[tuple[str, int], SimDevice] = {}
+        self.messages: dict[int, MessageState] = {}
+        self.envelope_message: dict[bytes, int] = {}
+        self.last_delivery: dict[bytes, dict[str, Any]] = {}
+        self.record_counts: dict[str, int] = {}
+        self.undecryptable = 0
+        self.duplicates_dropped = 0
+        self.mismatched = 0
+        self._next_conn = 1
+        self._device_decoders: dict[int, wire.FrameDecoder] = {}
+        self._build_devices()
+
+    # --- set-up -------------------------------------------------------------------------------
+
+    def _relay_clock(self) -> float:
+        return SIM_EPOCH + self.sched.now
+
+    def _build_devices(self) -> None:
+        sc = self.scenario
+        trust_root = self.relay.trust_root_public
+        tokens = {p.name: _seeded(sc.seed, "token", p.name).randbytes(32) for p in sc.people}
+        for n, spec in enumerate(sc.devices()):
+            rng = _seeded(sc.seed, "device", spec.name)
+            device = Device(spec.person, spec.index, rng=rng.randbytes, pq=True)
+            agent = A.DeviceAgent(
+                device,
+                registration_id=rng.randrange(1, 16380),
+                delivery_token=tokens[spec.person],
+                rng=rng.randbytes,
+                trust_root=trust_root,
+                clock=self._relay_clock,
+                tokens=tokens,
+            )
+            d = SimDevice(spec, agent, port=40000 + n % 20000)
+            self.devices[spec.name] = d
+            self.by_address[(spec.person, spec.index)] = d
+
+    def _schedule(self) -> None:
+        sc = self.scenario
+        setup = _seeded(sc.seed, "setup")
+        for d in self.devices.values():
+            # primaries first; a linked device waits for its primary (see _come_online)
+            start = setup.random() * SETUP_SPREAD + (0.0 if d.spec.index == 1 else SETUP_SPREAD)
+            self.sched.at(start, self._come_online, d, True)
+        for d in self.devices.values():
+            for start, end in d.spec.offline:
+                self.sched.at(start, self._go_offline, d, "offline window")
+                self.sched.at(end, self._come_online, d, False)
+        for ev in sc.events:
+            self.sched.at(ev.at, self._timeline_event, ev.kind, dict(ev.params))
+        for m in plan_messages(sc):
+            recipients = tuple(d.name for p in sc.people if p.name == m.recipient for d in p.devices)
+            self.messages[m.id] = MessageState(m, recipients)
+            self.sched.at(m.at, self._app_send, m)
+
+    # --- connections ----------------------------------------------------------------------------
+
+    def _offline_now(self, d: SimDevice) -> bool:
+        t = self.sched.now
+        return any(start <= t < end for start, end in d.spec.offline)
+
+    def _come_online(self, d: SimDevice, first: bool) -> None:
+        if d.online or (first and self._offline_now(d)):
+            return
+        if not d.registered and d.spec.index != 1:
+            # A linked device registers over its primary's authenticated connection (as Signal's
+            # primary provisions a new device), then opens its own connection.
+            primary = self.by_address[(d.spec.person, 1)]
+            if not (primary.registered and primary.online and primary.agent.authenticated):
+                self.sched.after(5.0, self._come_online, d, first)
+                return
+            d.agent.register()
+            for frame in d.agent.take_outbox():
+                self._to_relay(primary, frame, reply_to=d)
+            return
+        conn = ConnectionContext(self._next_conn, (d.spec.address, d.port))
+        self._next_conn += 1
+        d.conn = conn
+        d.decoder = wire.FrameDecoder("relay")
+        self._device_decoders[conn.id] = wire.FrameDecoder("device")
+        self.by_conn[conn.id] = d
+        d.online = True
+        self._relay_outputs(self.relay.connect(conn))
+        self.emit({"t": self.sched.now, "kind": "device_online", "device": d.name})
+        if d.registered:
+            d.agent.login()
+        else:
+            d.agent.register()
+        self._flush(d)
+
+    def _go_offline(self, d: SimDevice, why: str) -> None:
+        if not d.online or d.conn is None:
+            return
+        d.online = False
+        self._relay_outputs(self.relay.disconnect(d.conn))
+        self.by_conn.pop(d.conn.id, None)
+        d.conn = None
+        self.emit({"t": self.sched.now, "kind": "device_offline", "device": d.name, "why": why})
+
+    # --- frames -------------------------------------------------------------------------------
+
+    def _flush(self, d: SimDevice) -> None:
+        for frame in d.agent.take_outbox():
+            self._to_relay(d, frame)
+
+    def _to_relay(self, d: SimDevice, frame: wire.Request, reply_to: SimDevice | None = None) -> None:
+        if d.conn is None:
+            return
+        data = wire.encode(frame)
+        carries_envelopes = isinstance(frame, wire.Send | wire.SealedSend)
+        ref = (reply_to or d).agent.message_ref(frame.id) if carries_envelopes else None
+        if carries_envelopes:
+            delays = self.net.transit(d.spec.region, self.relay_region, self.sched.now)
+            if not delays and isinstance(ref, int):
+                self._lost(ref, "the network lost the send")
+        else:
+            delays = self._reliable(d.spec.region, self.relay_region)
+        for delay in delays:
+            self.sched.after(delay, self._relay_receive, d, d.conn.id, data, reply_to or d, ref)
+
+    def _reliable(self, src: str, dst: str) -> list[float]:
+        base = self.net.base_latency(src, dst)
+        return [base + self.net.rng.random() * self.net._jitter]
+
+    def _relay_receive(self, d: SimDevice, conn_id: int, data: bytes, owner: SimDevice, ref: object) -> None:
+        if d.conn is None or d.conn.id != conn_id or d.decoder is None:
+            if isinstance(ref, int):
+                self._lost(ref, "the connection closed while the send was in flight")
+            return  # the connection closed while the frame was in flight
+        if self.frames_to_relay is not None:
+            self.frames_to_relay.append(data)
+        d.decoder.receive_data(data)
+        frame = d.decoder.next_frame()
+        assert isinstance(frame, wire.Request)
+        outputs = self.relay.handle(d.conn, frame)
+        if owner is not d:  # a linked device's registration, answered to that device
+            for o in outputs:
+                if isinstance(o, Reply):
+                    self._deliver_later(owner, o.frame, via=d)
+            self._count_records(o for o in outputs if isinstance(o, MetadataRecord))
+            return
+        if isinstance(ref, int):
+            for o in outputs:
+                if isinstance(o, Reply) and isinstance(o.frame, wire.Sent):
+                    self._accepted(ref, d, o.frame.envelope_ids, outputs)
+        self._relay_outputs(outputs)
+
+    def _relay_outputs(self, outputs: list[Reply | Push | MetadataRecord]) -> None:
+        records = []
+        for o in outputs:
+            if isinstance(o, MetadataRecord):
+                records.append(o)
+            elif isinstance(o, Reply):
+                target = self.by_conn.get(o.connection)
+                if target is not None:
+                    self._deliver_later(target, o.frame)
+            else:
+                target = self.by_conn.get(o.connection)
+                if target is not None:
+                    self._deliver_later(target, o.frame, push=True)
+        self._count_records(records)
+
+    def _count_records(self, records: Any) -> None:
+        for r in records:
+            self.record_counts[r.kind.value] = self.record_counts.get(r.kind.value, 0) + 1
+            if r.kind is RecordKind.DELIVERY and r.envelope_id is not None:
+                self.last_delivery[r.envelope_id] = _record_view(r)
+
+    def _deliver_later(
+        self, d: SimDevice, frame: wire.Response, *, push: bool = False, via: SimDevice | None = None
+    ) -> None:
+        carrier = via or d
+        if carrier.conn is None:
+            return
+        data = wire.encode(frame)
+        if push:
+            delays = self.net.transit(self.relay_region, d.spec.region, self.sched.now)[:1]
+            if not delays:  # lost push: the envelope stays queued; the app receives again later
+                self.sched.after(REDELIVERY_DELAY, self._poll, d)
+                return
+        else:
+            delays = self._reliable(self.relay_region, d.spec.region)
+        self.sched.after(delays[0], self._device_receive, d, carrier.conn.id, data)
+
+    def _poll(self, d: SimDevice) -> None:
+        if d.online and d.agent.authenticated:
+            d.agent.receive()
+            self._flush(d)
+
+    def _device_receive(self, d: SimDevice, conn_id: int, data: bytes) -> None:
+        decoder = self._device_decoders.get(conn_id)
+        if decoder is None:
+            return
+        decoder.receive_data(data)
+        frame = decoder.next_frame()
+        assert isinstance(frame, wire.Response)
+        if (d.conn is None or d.conn.id != conn_id) and not isinstance(frame, wire.Registered):
+            return  # arrived after the connection closed
+        for event in d.agent.handle(frame):
+            self._agent_event(d, event)
+        self._flush(d)
+
+    # --- what the devices report ------------------------------------------------------------------
+
+    def _agent_event(self, d: SimDevice, event: A.AgentEvent) -> None:
+        t = self.sched.now
+        if isinstance(event, A.Registered):
+            d.registered = True
+            if d.spec.index != 1:  # a linked device now opens its own connection
+                self._come_online(d, False)
+                return
+            d.agent.login()
+        elif isinstance(event, A.LoggedIn):
+            if self.scenario.relay.sealed_sender:
+                d.agent.request_certificate()
+            d.agent.receive()
+            backlog, d.pending_app = d.pending_app, []
+            for m in backlog:
+                self._app_send(m)
+        elif isinstance(event, A.Received):
+            self._received(d, event)
+        elif isinstance(event, A.Undecryptable):
+            mid = self.envelope_message.get(event.envelope_id)
+            if mid is not None and d.name in self.messages[mid].delivered:
+                self.duplicates_dropped += 1
+            else:
+                self.undecryptable += 1
+            self.emit({"t": t, "kind": "undecryptable", "device": d.name, "message": mid})
+        elif isinstance(event, A.Failed):
+            if isinstance(event.ref, int):
+                self._lost(event.ref, f"refused: {event.code}: {event.message}")
+            self.emit(
+                {"t": t, "kind": "failure", "device": d.name, "code": event.code, "message": event.message}
+            )
+
+    def _received(self, d: SimDevice, ev: A.Received) -> None:
+        mid = self.envelope_message.get(ev.envelope_id)
+        state = self.messages.get(mid) if mid is not None else None
+        if state is None:
+            # a duplicate envelope of a message already delivered on this device is rejected by the
+            # ratchet before it gets here; anything else is a bug in the simulation
+            self.mismatched += 1
+            return
+        if d.name in state.delivered:
+            self.duplicates_dropped += 1
+            return
+        if ev.plaintext != state.planned.text.encode():
+            self.mismatched += 1
+        state.delivered[d.name] = self.sched.now
+        self.emit(
+            {
+                "t": self.sched.now,
+                "kind": "message_received",
+                "message": state.planned.id,
+                "device": d.name,
+                "plaintext": ev.plaintext.decode("utf-8", "replace"),
+                "latency": round(self.sched.now - state.planned.at, 6),
+                "relay": {
+                    "envelope_id": ev.envelope_id.hex(),
+                    "accepted_ms": ev.relay_timestamp_ms,
+                    "sealed": ev.sealed,
+                    "sender_shown_by_relay": None if ev.sealed else f"{ev.sender.account}/{ev.sender.device}",
+                    "delivery": self.last_delivery.pop(ev.envelope_id, None),
+                },
+            }
+        )
+
+    def _accepted(self, mid: int, d: SimDevice, envelope_ids: tuple[bytes, ...], outputs: list[Any]) -> None:
+        state = self.messages[mid]
+        for eid in envelope_ids:
+            self.envelope_message[eid] = mid
+        if state.accepted_at is not None:
+            return  # a duplicated send frame: the relay accepted a second copy
+        state.accepted_at = self.sched.now
+        state.envelope_ids = tuple(envelope_ids)
+        seen = [
+            _record_view(r)
+            for r in outputs
+            if isinstance(r, MetadataRecord) and r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND)
+        ]
+        self.emit(
+            {
+                "t": self.sched.now,
+                "kind": "message_accepted",
+                "message": mid,
+                "plaintext": state.planned.text,
+                "relay": seen,
+            }
+        )
+
+    def _lost(self, mid: int, why: str) -> None:
+        state = self.messages.get(mid)
+        if state is None or state.accepted_at is not None or state.lost is not None:
+            return
+        state.lost = why
+        self.emit({"t": self.sched.now, "kind": "message_lost", "message": mid, "why": why})
+
+    # --- the application and the timeline ------------------------------------------------------
+
+    def _app_send(self, m: PlannedMessage) -> None:
+        d = self.by_address[(m.sender, 1)]
+        state = self.messages[m.id]
+        if not (d.online and d.agent.authenticated):
+            d.pending_app.append(m)  # the app keeps it until the phone is back online
+            return
+        state.sent_at = self.sched.now
+        self.emit(
+            {
+                "t": self.sched.now,
+                "kind": "message_sent",
+                "message": m.id,
+                "from": d.name,
+                "to": m.recipient,
+                "plaintext": m.text,
+                "relay": None,  # nothing has reached the relay yet
+            }
+        )
+        d.agent.send_text(m.recipient, m.text.encode(), ref=m.id, sealed=self.scenario.relay.sealed_sender)
+        self._flush(d)
+
+    def _timeline_event(self, kind: str, params: dict[str, Any]) -> None:
+        name = params.get("device")
+        d = self.devices.get(name) if isinstance(name, str) else None
+        if kind == "device_offline" and d is not None:
+            self._go_offline(d, "timeline")
+        elif kind == "device_online" and d is not None:
+            self._come_online(d, False)
+        else:
+            self.emit({"t": self.sched.now, "kind": kind, **params})
+
+    # --- run ------------------------------------------------------------------------------------
+
+    def run(self) -> SimulationResult:
+        self._schedule()
+        end = self.scenario.duration
+        step = max(end / 100, 1.0)
+        t = 0.0
+        while t < end:
+            t = min(end, t + step)
+            self.sched.run(until=t)
+            if self.progress is not None:
+                self.progress(t, end)
+        queued = len(self.store.all_envelopes())
+        self.store.close()
+        return SimulationResult(
+            self.scenario,
+            [self.messages[k] for k in sorted(self.messages)],
+            dict(sorted(self.record_counts.items())),
+            {"lost": self.net.lost, "duplicated": self.net.duplicated, "partitioned": self.net.partitioned},
+            self.undecryptable,
+            self.duplicates_dropped,
+            self.mismatched,
+            self.sched.events_run,
+            queued,
+            self.frames_to_relay,
+        )
+
+
+def _record_view(r: MetadataRecord) -> dict[str, Any]:
+    """A metadata record as JSON: the fields the relay observed, never content."""
+    out: dict[str, Any] = {"kind": r.kind.value}
+    for name in (
+        "time",
+        "host",
+        "port",
+        "account",
+        "device",
+        "recipient_account",
+        "recipient_device",
+        "size",
+    ):
+        value = getattr(r, name)
+        if value is not None:
+            out[name] = value
+    if r.envelope_id is not None:
+        out["envelope_id"] = r.envelope_id.hex()
+    return out

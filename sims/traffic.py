@@ -1,0 +1,180 @@
+"""Who is in a scenario and what they say: explicit people and messages, or a generated population.
+
+A ``[generate]`` table grows a population on a social graph (networkx's Barabási–Albert or
+Erdős–Rényi generator, seeded), gives each person a message rate drawn from a log-normal
+distribution (heavy-tailed, as messaging volumes are), spreads their messages over the day by a
+daily rhythm, and sends each to a neighbour on the graph. Message texts are short random
+sentences, different from one another, so tests can look for any of them in what the relay holds.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, replace
+
+from sims.scenario import DeviceSpec, PersonSpec, Scenario
+
+__all__ = ["DEFAULT_RHYTHM", "PlannedMessage", "contact_graph", "expand_population", "plan_messages"]
+
+# Relative messaging activity per hour of the day (00-23): quiet at night, peaks at midday and
+# in the evening. An illustrative shape, not a measured one; scenarios may give their own.
+DEFAULT_RHYTHM = (
+    0.2, 0.1, 0.05, 0.05, 0.05, 0.1, 0.3, 0.7, 1.0, 1.0, 1.0, 1.1,
+    1.3, 1.1, 1.0, 1.0, 1.0, 1.1, 1.3, 1.5, 1.6, 1.5, 1.0, 0.5,
+)  # fmt: skip
+
+_WORDS = [
+    "meet",
+    "call",
+    "later",
+    "tonight",
+    "tomorrow",
+    "coffee",
+    "train",
+    "late",
+    "early",
+    "office",
+    "home",
+    "park",
+    "news",
+    "photo",
+    "send",
+    "bring",
+    "book",
+    "ticket",
+    "dinner",
+    "lunch",
+    "doctor",
+    "school",
+    "market",
+    "bridge",
+    "river",
+    "station",
+    "corner",
+    "window",
+    "garden",
+    "letter",
+    "money",
+    "phone",
+    "charger",
+    "keys",
+    "jacket",
+    "rain",
+    "sun",
+    "weekend",
+    "monday",
+    "friday",
+    "plan",
+    "change",
+    "cancel",
+    "confirm",
+    "address",
+    "number",
+    "minutes",
+    "hours",
+    "quickly",
+    "slowly",
+    "maybe",
+    "sure",
+    "thanks",
+    "sorry",
+    "great",
+    "fine",
+    "okay",
+    "please",
+    "again",
+    "soon",
+    "never",
+    "always",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedMessage:
+    id: int
+    at: float
+    sender: str
+    recipient: str
+    text: str
+
+
+def _rng(seed: int, label: str) -> random.Random:
+    return random.Random(f"{seed}:{label}")
+
+
+def expand_population(scenario: Scenario) -> Scenario:
+    """The scenario with its generated people added (a no-op without ``[generate]``)."""
+    g = scenario.generate
+    if g is None:
+        return scenario
+    rng = _rng(scenario.seed, "population")
+    regions, region_w = zip(*g.regions, strict=True)
+    counts, count_w = zip(*g.devices_per_person, strict=True)
+    width = len(str(g.people))
+    people = list(scenario.people)
+    for i in range(g.people):
+        name = f"p{i:0{width}d}"
+        region = rng.choices(regions, region_w)[0]
+        n_devices = rng.choices(counts, count_w)[0]
+        devices = tuple(
+            DeviceSpec(name, j + 1, region, f"10.{(i >> 8) & 255}.{i & 255}.{j + 1}")
+            for j in range(n_devices)
+        )
+        people.append(PersonSpec(name, devices))
+    return replace(scenario, people=tuple(people))
+
+
+def contact_graph(scenario: Scenario) -> dict[str, list[str]]:
+    """Each generated person's contacts (sorted), from the seeded graph model."""
+    import networkx as nx
+
+    g = scenario.generate
+    if g is None:
+        return {}
+    names = [p.name for p in scenario.people][-g.people :]
+    if g.graph_model == "barabasi-albert":
+        graph = nx.barabasi_albert_graph(g.people, g.graph_m, seed=scenario.seed)
+    else:
+        p = min(1.0, 2 * g.graph_m / max(1, g.people - 1))
+        graph = nx.fast_gnp_random_graph(g.people, p, seed=scenario.seed)
+    return {names[n]: sorted(names[m] for m in graph.neighbors(n)) for n in sorted(graph.nodes)}
+
+
+def _sentence(rng: random.Random, serial: int) -> str:
+    words = [rng.choice(_WORDS) for _ in range(rng.randint(3, 9))]
+    # a serial number keeps every text distinct, so each can be looked for on its own
+    return f"{' '.join(words)} #{serial}"
+
+
+def plan_messages(scenario: Scenario) -> list[PlannedMessage]:
+    """Every message of the run, in time order, with ids from 1."""
+    planned: list[tuple[float, str, str, str]] = []
+    for conv in scenario.conversations:
+        for m in conv.messages:
+            planned.append((m.at, m.sender, m.recipient, m.text))
+    g = scenario.generate
+    if g is not None:
+        rng = _rng(scenario.seed, "traffic")
+        contacts = contact_graph(scenario)
+        rhythm = g.daily_rhythm or DEFAULT_RHYTHM
+        days = scenario.duration / 86400
+        sigma = g.messages_per_day_sigma
+        mu = math.log(g.messages_per_day_mean) - sigma * sigma / 2  # so that the mean is the mean
+        hours = list(range(24))
+        serial = 0
+        for person, friends in contacts.items():
+            if not friends:
+                continue
+            expected = rng.lognormvariate(mu, sigma) * days
+            n = int(expected) + (1 if rng.random() < expected - int(expected) else 0)
+            for _ in range(n):
+                day = rng.randrange(max(1, math.ceil(days)))
+                hour = rng.choices(hours, rhythm)[0]
+                at = day * 86400 + hour * 3600 + rng.random() * 3600
+                if at >= scenario.duration:
+                    continue
+                serial += 1
+                planned.append((at, person, rng.choice(friends), _sentence(rng, serial)))
+    planned.sort(key=lambda p: p[0])
+    return [PlannedMessage(i + 1, at, s, r, text) for i, (at, s, r, text) in enumerate(planned)]
