@@ -274,6 +274,7 @@ class RelayServer:
         while True:
             await trio.sleep(interval)
             deleted = self.core.expire()
+            self.core.store.checkpoint()
             if deleted:
                 log.info("retention: deleted %d metadata records", deleted)
 

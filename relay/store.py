@@ -219,6 +219,9 @@ class Store:
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            # Overwrite deleted rows (acknowledged envelopes, expired metadata) with zeros instead
+            # of leaving them in free pages, where a copy of the file would still show them.
+            self._db.execute("PRAGMA secure_delete=ON")
             self._migrate()
         except BaseException:
             self._db.close()
@@ -234,6 +237,10 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the main file and truncate it (old page images in the WAL go too)."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     @property
     def schema_version(self) -> int:
