@@ -24,7 +24,7 @@ class Network:
             a, b = rule.between
             self._latency[(a, b)] = self._latency[(b, a)] = rule.ms / 1000.0
         self._default = spec.latency_ms / 1000.0
-        self._jitter = spec.jitter_ms / 1000.0
+        self.jitter = spec.jitter_ms / 1000.0
         self.lost = 0
         self.duplicated = 0
         self.partitioned = 0
@@ -52,8 +52,8 @@ class Network:
             self.lost += 1
             return []
         base = self.base_latency(src, dst)
-        delay = base + (rng.random() * self._jitter if self._jitter else 0.0)
+        delay = base + (rng.random() * self.jitter if self.jitter else 0.0)
         if spec.duplication and rng.random() < spec.duplication:
             self.duplicated += 1
-            return [delay, delay + base + rng.random() * max(self._jitter, 0.001)]
+            return [delay, delay + base + rng.random() * max(self.jitter, 0.001)]
         return [delay]

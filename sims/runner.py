@@ -58,8 +58,8 @@ class SimDevice:
     spec: DeviceSpec
     agent: A.DeviceAgent
     port: int
-    conn: ConnectionContext | None = None
-    decoder: wire.FrameDecoder | None = None  # the relay's decoder for this device's connection
+    conn: Link | None = None  # the connection the device authenticates on
+    anon: Link | None = None  # an unauthenticated one, for sealed sends
     online: bool = False
     registered: bool = False
     pending_app: list[PlannedMessage] = field(default_factory=list)
@@ -67,6 +67,19 @@ class SimDevice:
     @property
     def name(self) -> str:
         return self.spec.name
+
+
+class Link:
+    """One simulated connection: the relay's context for it and a frame decoder at each end."""
+
+    __slots__ = ("ctx", "device", "device_decoder", "open", "relay_decoder")
+
+    def __init__(self, ctx: ConnectionContext, device: SimDevice) -> None:
+        self.ctx = ctx
+        self.device = device
+        self.relay_decoder = wire.FrameDecoder("relay")
+        self.device_decoder = wire.FrameDecoder("device")
+        self.open = True
 
 
 @dataclass
@@ -116,7 +129,7 @@ class Simulation:
         self.frames_to_relay: list[bytes] | None = [] if capture_frames else None
         self.progress = progress
         self.devices: dict[str, SimDevice] = {}
-        self.by_conn: dict[int, SimDevice] = {}
+        self.links: dict[int, Link] = {}
         self.by_address: dict[tuple[str, int], SimDevice] = {}
         self.messages: dict[int, MessageState] = {}
         self.envelope_message: dict[bytes, int] = {}
@@ -126,7 +139,6 @@ class Simulation:
         self.duplicates_dropped = 0
         self.mismatched = 0
         self._next_conn = 1
-        self._device_decoders: dict[int, wire.FrameDecoder] = {}
         self._build_devices()
 
     # --- set-up -------------------------------------------------------------------------------
@@ -178,6 +190,18 @@ class Simulation:
         t = self.sched.now
         return any(start <= t < end for start, end in d.spec.offline)
 
+    def _open(self, d: SimDevice) -> Link:
+        link = Link(ConnectionContext(self._next_conn, (d.spec.address, d.port)), d)
+        self._next_conn += 1
+        self.links[link.ctx.id] = link
+        self._relay_outputs(self.relay.connect(link.ctx))
+        return link
+
+    def _close(self, link: Link) -> None:
+        link.open = False
+        self._relay_outputs(self.relay.disconnect(link.ctx))
+        self.links.pop(link.ctx.id, None)
+
     def _come_online(self, d: SimDevice, first: bool) -> None:
         if d.online or (first and self._offline_now(d)):
             return
@@ -190,16 +214,10 @@ class Simulation:
                 return
             d.agent.register()
             for frame in d.agent.take_outbox():
-                self._to_relay(primary, frame, reply_to=d)
+                self._to_relay(primary, frame, owner=d)
             return
-        conn = ConnectionContext(self._next_conn, (d.spec.address, d.port))
-        self._next_conn += 1
-        d.conn = conn
-        d.decoder = wire.FrameDecoder("relay")
-        self._device_decoders[conn.id] = wire.FrameDecoder("device")
-        self.by_conn[conn.id] = d
+        d.conn = self._open(d)
         d.online = True
-        self._relay_outputs(self.relay.connect(conn))
         self.emit({"t": self.sched.now, "kind": "device_online", "device": d.name})
         if d.registered:
             d.agent.login()
@@ -211,9 +229,10 @@ class Simulation:
         if not d.online or d.conn is None:
             return
         d.online = False
-        self._relay_outputs(self.relay.disconnect(d.conn))
-        self.by_conn.pop(d.conn.id, None)
-        d.conn = None
+        for link in (d.conn, d.anon):
+            if link is not None:
+                self._close(link)
+        d.conn = d.anon = None
         self.emit({"t": self.sched.now, "kind": "device_offline", "device": d.name, "why": why})
 
     # --- frames -------------------------------------------------------------------------------
@@ -222,12 +241,22 @@ class Simulation:
         for frame in d.agent.take_outbox():
             self._to_relay(d, frame)
 
-    def _to_relay(self, d: SimDevice, frame: wire.Request, reply_to: SimDevice | None = None) -> None:
-        if d.conn is None:
+    def _to_relay(self, d: SimDevice, frame: wire.Request, owner: SimDevice | None = None) -> None:
+        """Carry a frame from device ``d`` to the relay; ``owner`` gets the answer (default ``d``)."""
+        owner = owner or d
+        if isinstance(frame, wire.SealedSend):
+            # Sealed sends go over a connection that never authenticates, as Signal's do: the relay
+            # sees the network address but not the account.
+            if d.anon is None and d.online:
+                d.anon = self._open(d)
+            link = d.anon
+        else:
+            link = d.conn
+        if link is None:
             return
         data = wire.encode(frame)
         carries_envelopes = isinstance(frame, wire.Send | wire.SealedSend)
-        ref = (reply_to or d).agent.message_ref(frame.id) if carries_envelopes else None
+        ref = owner.agent.message_ref(frame.id) if carries_envelopes else None
         if carries_envelopes:
             delays = self.net.transit(d.spec.region, self.relay_region, self.sched.now)
             if not delays and isinstance(ref, int):
@@ -235,62 +264,49 @@ class Simulation:
         else:
             delays = self._reliable(d.spec.region, self.relay_region)
         for delay in delays:
-            self.sched.after(delay, self._relay_receive, d, d.conn.id, data, reply_to or d, ref)
+            self.sched.after(delay, self._relay_receive, link, data, owner, ref)
 
     def _reliable(self, src: str, dst: str) -> list[float]:
-        base = self.net.base_latency(src, dst)
-        return [base + self.net.rng.random() * self.net._jitter]
+        return [self.net.base_latency(src, dst) + self.net.rng.random() * self.net.jitter]
 
-    def _relay_receive(self, d: SimDevice, conn_id: int, data: bytes, owner: SimDevice, ref: object) -> None:
-        if d.conn is None or d.conn.id != conn_id or d.decoder is None:
+    def _relay_receive(self, link: Link, data: bytes, owner: SimDevice, ref: object) -> None:
+        if not link.open:
             if isinstance(ref, int):
                 self._lost(ref, "the connection closed while the send was in flight")
-            return  # the connection closed while the frame was in flight
+            return
         if self.frames_to_relay is not None:
             self.frames_to_relay.append(data)
-        d.decoder.receive_data(data)
-        frame = d.decoder.next_frame()
+        link.relay_decoder.receive_data(data)
+        frame = link.relay_decoder.next_frame()
         assert isinstance(frame, wire.Request)
-        outputs = self.relay.handle(d.conn, frame)
-        if owner is not d:  # a linked device's registration, answered to that device
-            for o in outputs:
-                if isinstance(o, Reply):
-                    self._deliver_later(owner, o.frame, via=d)
-            self._count_records(o for o in outputs if isinstance(o, MetadataRecord))
-            return
+        outputs = self.relay.handle(link.ctx, frame)
         if isinstance(ref, int):
             for o in outputs:
                 if isinstance(o, Reply) and isinstance(o.frame, wire.Sent):
-                    self._accepted(ref, d, o.frame.envelope_ids, outputs)
-        self._relay_outputs(outputs)
+                    self._accepted(ref, o.frame.envelope_ids, outputs)
+        self._relay_outputs(outputs, owner)
 
-    def _relay_outputs(self, outputs: list[Reply | Push | MetadataRecord]) -> None:
-        records = []
+    def _relay_outputs(
+        self, outputs: list[Reply | Push | MetadataRecord], owner: SimDevice | None = None
+    ) -> None:
         for o in outputs:
             if isinstance(o, MetadataRecord):
-                records.append(o)
-            elif isinstance(o, Reply):
-                target = self.by_conn.get(o.connection)
-                if target is not None:
-                    self._deliver_later(target, o.frame)
+                self._count_record(o)
+                continue
+            link = self.links.get(o.connection)
+            if link is None:
+                continue
+            if isinstance(o, Reply):
+                self._to_device(owner or link.device, link, o.frame, push=False)
             else:
-                target = self.by_conn.get(o.connection)
-                if target is not None:
-                    self._deliver_later(target, o.frame, push=True)
-        self._count_records(records)
+                self._to_device(link.device, link, o.frame, push=True)
 
-    def _count_records(self, records: Any) -> None:
-        for r in records:
-            self.record_counts[r.kind.value] = self.record_counts.get(r.kind.value, 0) + 1
-            if r.kind is RecordKind.DELIVERY and r.envelope_id is not None:
-                self.last_delivery[r.envelope_id] = _record_view(r)
+    def _count_record(self, r: MetadataRecord) -> None:
+        self.record_counts[r.kind.value] = self.record_counts.get(r.kind.value, 0) + 1
+        if r.kind is RecordKind.DELIVERY and r.envelope_id is not None:
+            self.last_delivery[r.envelope_id] = _record_view(r)
 
-    def _deliver_later(
-        self, d: SimDevice, frame: wire.Response, *, push: bool = False, via: SimDevice | None = None
-    ) -> None:
-        carrier = via or d
-        if carrier.conn is None:
-            return
+    def _to_device(self, d: SimDevice, link: Link, frame: wire.Response, *, push: bool) -> None:
         data = wire.encode(frame)
         if push:
             delays = self.net.transit(self.relay_region, d.spec.region, self.sched.now)[:1]
@@ -299,21 +315,18 @@ class Simulation:
                 return
         else:
             delays = self._reliable(self.relay_region, d.spec.region)
-        self.sched.after(delays[0], self._device_receive, d, carrier.conn.id, data)
+        self.sched.after(delays[0], self._device_receive, d, link, data)
 
     def _poll(self, d: SimDevice) -> None:
         if d.online and d.agent.authenticated:
             d.agent.receive()
             self._flush(d)
 
-    def _device_receive(self, d: SimDevice, conn_id: int, data: bytes) -> None:
-        decoder = self._device_decoders.get(conn_id)
-        if decoder is None:
-            return
-        decoder.receive_data(data)
-        frame = decoder.next_frame()
+    def _device_receive(self, d: SimDevice, link: Link, data: bytes) -> None:
+        link.device_decoder.receive_data(data)
+        frame = link.device_decoder.next_frame()
         assert isinstance(frame, wire.Response)
-        if (d.conn is None or d.conn.id != conn_id) and not isinstance(frame, wire.Registered):
+        if not link.open and not isinstance(frame, wire.Registered):
             return  # arrived after the connection closed
         for event in d.agent.handle(frame):
             self._agent_event(d, event)
@@ -384,7 +397,7 @@ class Simulation:
             }
         )
 
-    def _accepted(self, mid: int, d: SimDevice, envelope_ids: tuple[bytes, ...], outputs: list[Any]) -> None:
+    def _accepted(self, mid: int, envelope_ids: tuple[bytes, ...], outputs: list[Any]) -> None:
         state = self.messages[mid]
         for eid in envelope_ids:
             self.envelope_message[eid] = mid

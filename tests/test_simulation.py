@@ -1,0 +1,262 @@
+"""The simulator's headline claims, as properties over generated scenarios.
+
+- Every message is delivered exactly once to every device of its recipient, with identical
+  plaintext, or is accounted as lost by the network model.
+- The relay never sees plaintext: no run of 8 or more bytes of any plaintext occurs in any frame
+  the relay received, any row of its store, the bytes of its SQLite files (the WAL included), or
+  any metadata record; no message, chain or root key occurs there either.
+- The relay's records carry only the fields its metadata schema declares.
+- The same scenario and seed give byte-identical output files.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clients import spec
+from relay.metadata import METADATA_FIELDS, METADATA_SCHEMA
+from sims.runner import Simulation
+from sims.scenario import (
+    Conversation,
+    DeviceSpec,
+    NetworkSpec,
+    PersonSpec,
+    RelaySpec,
+    Scenario,
+    ScriptedMessage,
+)
+
+# Plaintexts from an alphabet that cannot spell the protocol's own field names or addresses
+# (lower-case ASCII, dots), so that a match in the relay's bytes can only mean a leak.
+PLAIN = st.text(
+    alphabet=st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 !?ÄÖÜßéあいうえお漢字😀"),
+    min_size=8,
+    max_size=60,
+)
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> Scenario:
+    n_people = draw(st.integers(2, 4))
+    people = []
+    for i in range(n_people):
+        n_dev = draw(st.integers(1, 2))
+        devices = []
+        for j in range(n_dev):
+            offline: tuple[tuple[float, float], ...] = ()
+            if draw(st.booleans()):
+                start = draw(st.floats(100, 1500))
+                offline = ((start, start + draw(st.floats(10, 900))),)
+            devices.append(
+                DeviceSpec(
+                    f"u{i}", j + 1, draw(st.sampled_from(["a", "b"])), f"192.0.2.{i * 4 + j + 1}", offline
+                )
+            )
+        people.append(PersonSpec(f"u{i}", tuple(devices)))
+    messages = []
+    for _ in range(draw(st.integers(1, 12))):
+        s, r = draw(st.permutations(range(n_people)))[:2]
+        messages.append(ScriptedMessage(draw(st.floats(60, 2400)), f"u{s}", f"u{r}", draw(PLAIN)))
+    network = NetworkSpec(
+        latency_ms=draw(st.floats(1, 300)),
+        jitter_ms=draw(st.floats(0, 200)),
+        loss=draw(st.sampled_from([0.0, 0.0, 0.1, 0.3])),
+        duplication=draw(st.sampled_from([0.0, 0.0, 0.1, 0.3])),
+    )
+    return Scenario(
+        name="generated",
+        description="",
+        duration=4000.0,  # every offline window and message ends well before this
+        seed=draw(st.integers(0, 2**31)),
+        people=tuple(people),
+        conversations=(Conversation(("u0", "u1"), tuple(messages)),),
+        network=network,
+        relay=RelaySpec(sealed_sender=draw(st.booleans())),
+        generate=None,
+        events=(),
+    )
+
+
+def _runs(text: str) -> Iterator[bytes]:
+    data = text.encode()
+    for i in range(len(data) - 7):
+        yield data[i : i + 8]
+
+
+class KeyRecorder:
+    """Records every root, chain and message key the devices derive, by wrapping the spec's KDFs."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.keys: list[bytes] = []
+        real_rk, real_ck = spec.kdf_rk, spec.kdf_ck
+
+        def kdf_rk(rk: bytes, dh_out: bytes, info: bytes) -> tuple[bytes, bytes]:
+            out = real_rk(rk, dh_out, info)
+            self.keys.extend(out)
+            return out
+
+        def kdf_ck(ck: bytes) -> tuple[bytes, bytes]:
+            out = real_ck(ck)
+            self.keys.extend(out)
+            return out
+
+        monkeypatch.setattr(spec, "kdf_rk", kdf_rk)
+        monkeypatch.setattr(spec, "kdf_ck", kdf_ck)
+
+
+def run_and_capture(scenario: Scenario, db: Path) -> tuple[Any, list[bytes], list[tuple[Any, ...]]]:
+    """Run; before the store closes, read its files (db and WAL) and every row of every table."""
+    sim = Simulation(scenario, db_path=db, capture_frames=True)
+    files: list[bytes] = []
+    rows: list[tuple[Any, ...]] = []
+    real_close = sim.store.close
+
+    def close() -> None:
+        for suffix in ("", "-wal"):
+            p = Path(str(db) + suffix)
+            if p.exists():
+                files.append(p.read_bytes())
+        peek = sqlite3.connect(db)
+        for (table,) in peek.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+            rows.extend(peek.execute(f'SELECT * FROM "{table}"'))
+        peek.close()
+        real_close()
+
+    sim.store.close = close  # type: ignore[method-assign]
+    return sim.run(), files, rows
+
+
+@settings(max_examples=25)
+@given(scenario=scenarios())
+def test_exactly_once_or_lost_and_the_relay_never_sees_plaintext(
+    scenario: Scenario, tmp_path_factory: pytest.TempPathFactory, monkeypatch_module: pytest.MonkeyPatch
+) -> None:
+    recorder = KeyRecorder(monkeypatch_module)
+    recorder.keys.clear()
+    db = tmp_path_factory.mktemp("sim") / "relay.db"
+    result, files, rows = run_and_capture(scenario, db)
+
+    # exactly once, identical plaintext, or accounted as lost
+    assert result.mismatched == 0
+    assert result.undecryptable == 0
+    for m in result.messages:
+        if m.lost is None:
+            assert sorted(m.delivered) == sorted(m.recipients), (m.planned, m.delivered)
+        else:
+            assert m.delivered == {}, m
+    assert result.queued_at_end == 0
+
+    # nothing the relay holds contains plaintext or keys
+    haystacks = [*result.frames_to_relay, *files]
+    for row in rows:
+        haystacks.extend(v if isinstance(v, bytes) else str(v).encode() for v in row)
+    blob = b"\x00".join(haystacks)
+    for m in result.messages:
+        for run in _runs(m.planned.text):
+            assert run not in blob, (m.planned.text, run)
+    assert recorder.keys, "the key recorder saw no keys: the check below would be empty"
+    for key in recorder.keys:
+        assert key not in blob
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def test_relay_records_only_schema_fields_and_sealed_sends_hide_the_sender(tmp_path: Path) -> None:
+    base = _two_people(sealed=True)
+    db = tmp_path / "relay.db"
+    result, _files, _rows = run_and_capture(base, db)
+    assert sum(len(m.delivered) for m in result.messages) == 3
+    con = sqlite3.connect(db)
+    columns = [c[1] for c in con.execute("PRAGMA table_info(metadata)")]
+    assert set(columns) - {"seq", "kind"} <= set(METADATA_FIELDS), columns
+    kinds_seen = set()
+    for row in con.execute("SELECT * FROM metadata"):
+        record = dict(zip(columns, row, strict=True))
+        kind = record["kind"]
+        kinds_seen.add(kind)
+        present = {k for k, v in record.items() if v is not None and k not in ("seq", "kind")}
+        allowed = {f for k, fields in METADATA_SCHEMA.items() if k.value == kind for f in fields}
+        assert present <= allowed, (kind, present - allowed)
+        if kind == "sealed_send":
+            # the sender's connection is unauthenticated: the relay does not know who sent it
+            assert record["account"] is None and record["device"] is None
+    assert "sealed_send" in kinds_seen and "send" not in kinds_seen
+
+
+def _two_people(sealed: bool = False, offline_until: float | None = None) -> Scenario:
+    off = ((500.0, offline_until),) if offline_until else ()
+    people = (
+        PersonSpec("ana", (DeviceSpec("ana", 1, "a", "192.0.2.1"),)),
+        PersonSpec("bo", (DeviceSpec("bo", 1, "b", "192.0.2.2", off),)),
+    )
+    msgs = (
+        ScriptedMessage(100, "ana", "bo", "FIRST MESSAGE 123"),
+        ScriptedMessage(200, "bo", "ana", "SECOND MESSAGE 456"),
+        ScriptedMessage(600, "ana", "bo", "THIRD MESSAGE 789"),
+    )
+    return Scenario(
+        "two",
+        "",
+        1000.0,
+        5,
+        people,
+        (Conversation(("ana", "bo"), msgs),),
+        NetworkSpec(),
+        RelaySpec(sealed_sender=sealed),
+        None,
+        (),
+    )
+
+
+def _run_cli(out: Path, scenario: str, hash_seed: str) -> None:
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    subprocess.run(
+        [sys.executable, "-m", "sims.cli", "run", scenario, "--out", str(out), "--quiet"],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+
+
+def test_same_scenario_and_seed_give_byte_identical_outputs(tmp_path: Path) -> None:
+    # Two separate processes with different hash seeds, so set and dict orderings differ too.
+    _run_cli(tmp_path / "a", "two-friends", "1")
+    _run_cli(tmp_path / "b", "two-friends", "2")
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == ["relay.db", "summary.json", "summary.md", "transcript.jsonl"]
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_a_different_seed_gives_a_different_run(tmp_path: Path) -> None:
+    from sims.report import run_to_dir
+    from sims.scenario import resolve_scenario
+
+    sc = resolve_scenario("two-friends")
+    run_to_dir(sc, tmp_path / "a")
+    run_to_dir(sc.with_seed(sc.seed + 1), tmp_path / "b")
+    assert (tmp_path / "a" / "transcript.jsonl").read_bytes() != (
+        tmp_path / "b" / "transcript.jsonl"
+    ).read_bytes()
+
+
+def test_messages_for_an_offline_phone_wait_at_the_relay(tmp_path: Path) -> None:
+    result, _f, _r = run_and_capture(_two_people(offline_until=900.0), tmp_path / "relay.db")
+    third = result.messages[2]
+    assert third.planned.text == "THIRD MESSAGE 789"
+    assert third.delivered["bo/1"] >= 900.0  # held until the phone came back
