@@ -66,6 +66,7 @@ DEFAULT_MAX_QUEUED_BYTES: Final = 4 * 1024 * 1024  # 16 maximum-size frames
 DEFAULT_RETENTION_INTERVAL: Final = 60.0  # seconds between retention sweeps
 _RECEIVE_SIZE: Final = 65536
 _FRAMES_BETWEEN_YIELDS: Final = 64
+_LINGER: Final = 1.0  # seconds to drain a peer we are cutting off
 
 POLICIES: Final[dict[str, RetentionPolicy]] = {p.name: p for p in (KEEP_EVERYTHING, KEEP_NOTHING)}
 
@@ -81,6 +82,21 @@ def _peer_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
             return None
         return str(host), int(port)
     return None
+
+
+async def _linger(stream: trio.abc.Stream) -> None:
+    """Close our side, then read and discard for a moment before closing.
+
+    Closing a TCP socket with unread input makes the kernel send a reset, which can destroy
+    the error frame we just sent before the peer reads it (the "lingering close" of HTTP
+    servers, RFC 9112 §9.6).
+    """
+    if not isinstance(stream, trio.abc.HalfCloseableStream):
+        return
+    with trio.move_on_after(_LINGER), contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await stream.send_eof()
+        while await stream.receive_some(_RECEIVE_SIZE):
+            pass
 
 
 class _Connection:
@@ -150,13 +166,15 @@ class RelayServer:
                 self._dispatch(self.core.connect(ctx))
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._write_loop, conn, nursery.cancel_scope)
-                    await self._read_loop(conn)
+                    failed = await self._read_loop(conn)
                     # Let the writer flush what is queued (an error frame, say), then stop it.
                     with trio.move_on_after(self.write_timeout):
                         while conn.unsent:
                             conn.progress = trio.Event()
                             await conn.progress.wait()
                     nursery.cancel_scope.cancel()
+                if failed:
+                    await _linger(stream)
             finally:
                 del self._connections[ctx.id]
                 self._dispatch(self.core.disconnect(ctx))
@@ -175,7 +193,8 @@ class RelayServer:
         with trio.move_on_after(1.0), contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await stream.send_all(encode(frame))
 
-    async def _read_loop(self, conn: _Connection) -> None:
+    async def _read_loop(self, conn: _Connection) -> bool:
+        """Feed requests to the core until the peer closes (False) or must be cut off (True)."""
         decoder = FrameDecoder("relay", max_frame_size=self.core.max_frame_size)
         deadline = trio.current_time() + self.read_timeout
         handled = 0
@@ -186,11 +205,11 @@ class RelayServer:
                 except RemoteProtocolError as e:
                     log.info("connection %d: %s (%s); closing", conn.ctx.id, e.message, e.code.value)
                     conn.queue(encode(ErrorFrame.from_exception(e)))
-                    return
+                    return True
                 if frame is NEED_DATA:
                     break
                 if frame is CLOSED:
-                    return
+                    return False
                 assert isinstance(frame, Request)  # a "relay" decoder only yields requests
                 deadline = trio.current_time() + self.read_timeout
                 try:
@@ -201,7 +220,7 @@ class RelayServer:
                         id=frame.id, code=ErrorCode.INTERNAL_ERROR.value, message="internal error; closing"
                     )
                     conn.queue(encode(error))
-                    return
+                    return True
                 self._dispatch(outputs)
                 handled += 1
                 if conn.unsent > self.max_queued_bytes_per_device:
@@ -212,7 +231,7 @@ class RelayServer:
                 try:
                     data = await conn.stream.receive_some(_RECEIVE_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return
+                    return False
             if scope.cancelled_caught:
                 log.info(
                     "connection %d: no complete frame for %.1f s; closing", conn.ctx.id, self.read_timeout
@@ -223,7 +242,7 @@ class RelayServer:
                     message=f"no complete frame for {self.read_timeout} s; send ping to stay connected",
                 )
                 conn.queue(encode(error))
-                return
+                return True
             decoder.receive_data(data)
 
     async def _wait_for_writer(self, conn: _Connection) -> None:

@@ -1,0 +1,468 @@
+"""relay.server: the trio loop around RelayCore, over memory streams and real loopback sockets.
+
+Everything listens on 127.0.0.1 with port 0 (a free port) and is bounded in time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import re
+import signal
+import ssl
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+
+import msgpack
+import pytest
+import trio
+import trio.testing
+import trustme
+
+from relay import wire
+from relay.core import RelayCore
+from relay.server import RelayServer, main, serve
+from relay.store import Store
+from tests.test_relay_support import DeviceKeys, WireClient, new_core
+
+ROOT = Path(__file__).resolve().parent.parent
+ALICE, BOB = DeviceKeys.make("alice"), DeviceKeys.make("bob")
+
+
+@asynccontextmanager
+async def running(core: RelayCore, **kwargs: object) -> AsyncIterator[RelayServer]:
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(serve, core, "127.0.0.1", 0, **kwargs))
+        yield server
+        nursery.cancel_scope.cancel()
+
+
+async def _pair(port: int, ssl_context: ssl.SSLContext | None = None) -> tuple[WireClient, WireClient]:
+    alice = await WireClient.connect(port, ssl_context=ssl_context)
+    bob = await WireClient.connect(port, ssl_context=ssl_context)
+    for client, keys in [(alice, ALICE), (bob, BOB)]:
+        await client.register(keys)
+        await client.authenticate(keys)
+    return alice, bob
+
+
+async def _exchange(alice: WireClient, bob: WireClient) -> None:
+    """Both directions, live pushes and queued receipt, with acknowledgement."""
+    sent = await alice.send("bob", [1], b"to bob")
+    back = await bob.send("alice", [1], b"to alice")
+    got_bob = await bob.drain()
+    got_alice = await alice.drain()
+    assert [(e.id, e.body, e.source_account) for e in got_bob] == [(sent[0], b"to bob", "alice")]
+    assert [(e.id, e.body, e.source_account) for e in got_alice] == [(back[0], b"to alice", "bob")]
+    with trio.fail_after(5):  # the live push arrives too (it may trail the receive)
+        while not bob.pushes:
+            await bob.request(lambda i: wire.Ping(id=i))
+    assert bob.pushes[0].envelope.id == sent[0]
+    assert await bob.drain() == []  # acknowledged means gone
+
+
+async def _read_until_closed(stream: trio.abc.Stream, timeout: float = 5.0) -> bytes:
+    chunks = []
+    with trio.fail_after(timeout):
+        try:
+            while data := await stream.receive_some(65536):
+                chunks.append(data)
+        except trio.BrokenResourceError:  # a reset is a close too
+            pass
+    return b"".join(chunks)
+
+
+def _frames(data: bytes) -> list[wire.Frame]:
+    decoder = wire.FrameDecoder("device")
+    decoder.receive_data(data)
+    decoder.receive_data(b"")
+    frames = []
+    while (frame := decoder.next_frame()) is not wire.CLOSED:
+        assert frame is not wire.NEED_DATA
+        frames.append(frame)
+    return frames
+
+
+# --- over memory streams --------------------------------------------------------------------
+
+
+class CountingStream(trio.abc.Stream):  # type: ignore[misc]
+    """Wraps a stream and counts send_all calls."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.writes = 0
+
+    async def send_all(self, data: bytes) -> None:
+        self.writes += 1
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_pipelined_requests_get_their_responses_in_one_write() -> None:
+    server = RelayServer(new_core())
+    server_end, client_end = trio.testing.memory_stream_pair()
+    counted = CountingStream(server_end)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.handle_stream, counted)
+        await client_end.send_all(b"".join(wire.encode(wire.Ping(id=i)) for i in range(1, 51)))
+        decoder = wire.FrameDecoder("device")
+        pongs: list[wire.Frame] = []
+        with trio.fail_after(5):
+            while len(pongs) < 50:
+                decoder.receive_data(await client_end.receive_some())
+                while (frame := decoder.next_frame()) is not wire.NEED_DATA:
+                    assert frame is not wire.CLOSED
+                    pongs.append(frame)
+        assert pongs == [wire.Pong(id=i) for i in range(1, 51)]
+        assert counted.writes == 1
+        await client_end.send_eof()
+    assert server.connection_count == 0
+
+
+async def test_a_device_that_does_not_read_loses_pushes_not_envelopes() -> None:
+    core = new_core(clock=time.time)
+    server = RelayServer(core, max_queued_bytes_per_device=2000)
+    async with trio.open_nursery() as nursery:
+        # Bob's connection is lockstep: the relay's writes to it block until he reads.
+        bob_server_end, bob_end = trio.testing.lockstep_stream_pair()
+        alice_server_end, alice_end = trio.testing.memory_stream_pair()
+        nursery.start_soon(server.handle_stream, bob_server_end)
+        nursery.start_soon(server.handle_stream, alice_server_end)
+        bob, alice = WireClient(bob_end), WireClient(alice_end)
+        await bob.register(BOB)
+        await bob.authenticate(BOB)
+        await alice.register(ALICE)
+        await alice.authenticate(ALICE)
+        ids = [(await alice.send("bob", [1], b"%03d" % i + bytes(500)))[0] for i in range(30)]
+        assert server.dropped_pushes > 0  # Alice was never held up by Bob
+        got = await bob.drain()
+        assert {e.id for e in got} >= set(ids)
+        assert {p.envelope.id for p in bob.pushes} < set(ids)
+        await bob_end.aclose()
+        await alice_end.aclose()
+
+
+# --- over real loopback sockets -----------------------------------------------------------------
+
+
+async def test_two_devices_exchange_envelopes_over_loopback() -> None:
+    async with running(new_core(clock=time.time)) as server:
+        assert server.addresses[0][0] == "127.0.0.1" and server.port > 0
+        alice, bob = await _pair(server.port)
+        await _exchange(alice, bob)
+        await alice.aclose()
+        await bob.aclose()
+        with trio.fail_after(5):
+            while server.connection_count:
+                await trio.sleep(0.01)
+
+
+async def test_tls_with_a_private_ca() -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    async with running(new_core(clock=time.time), ssl_context=server_context) as server:
+        alice, bob = await _pair(server.port, client_context)
+        await _exchange(alice, bob)
+        # A client that does not speak TLS is dropped, and the relay carries on.
+        plain = await trio.open_tcp_stream("127.0.0.1", server.port)
+        await plain.send_all(wire.encode(wire.Ping(id=1)))
+        assert b"pong" not in await _read_until_closed(plain)
+        # A client that does not trust the certificate refuses the relay.
+        stranger = WireClient(trio.SSLStream(await trio.open_tcp_stream("127.0.0.1", server.port),
+                                             ssl.create_default_context(), server_hostname="127.0.0.1"))  # fmt: skip
+        with pytest.raises(trio.BrokenResourceError):
+            await stranger.request(lambda i: wire.Ping(id=i))
+        assert isinstance(await alice.request(lambda i: wire.Ping(id=i)), wire.Pong)
+        for c in (alice, bob):
+            await c.aclose()
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (struct.pack(">I", 2**31), "frame_too_large"),
+        (struct.pack(">I", 3) + b"\xc1\xc1\xc1", "malformed_msgpack"),
+        (wire.encode(wire.Ping(id=1))[:4] + msgpack.packb({"v": 1, "id": 5, "kind": "pong"}), "unknown_kind"),
+    ],
+)
+async def test_bad_input_gets_a_specific_error_then_the_connection_closes(data: bytes, code: str) -> None:
+    data = data if not data.startswith(b"\x00\x00\x00\x01") else struct.pack(">I", len(data) - 4) + data[4:]
+    async with running(new_core(clock=time.time)) as server:
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        await stream.send_all(data)
+        frames = _frames(await _read_until_closed(stream))
+        assert len(frames) == 1 and isinstance(frames[0], wire.ErrorFrame)
+        assert frames[0].code == code and frames[0].message
+
+
+async def test_an_idle_connection_times_out() -> None:
+    async with running(new_core(clock=time.time), read_timeout=0.2) as server:
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        await stream.send_all(wire.encode(wire.Ping(id=1))[:3])  # part of a frame does not count
+        start = trio.current_time()
+        frames = _frames(await _read_until_closed(stream))
+        assert 0.15 <= trio.current_time() - start < 3
+        assert isinstance(frames[-1], wire.ErrorFrame) and frames[-1].code == "timeout"
+
+
+async def test_connections_beyond_the_limit_are_refused_politely() -> None:
+    async with running(new_core(clock=time.time), max_connections=2) as server:
+        first = await WireClient.connect(server.port)
+        second = await WireClient.connect(server.port)
+        for c in (first, second):
+            assert isinstance(await c.request(lambda i: wire.Ping(id=i)), wire.Pong)
+        third = await trio.open_tcp_stream("127.0.0.1", server.port)
+        frames = _frames(await _read_until_closed(third))
+        assert [(f.code, f.id) for f in frames if isinstance(f, wire.ErrorFrame)] == [("server_busy", 0)]
+        await first.aclose()
+        with trio.fail_after(5):
+            while server.connection_count > 1:
+                await trio.sleep(0.01)
+        fourth = await WireClient.connect(server.port)
+        assert isinstance(await fourth.request(lambda i: wire.Ping(id=i)), wire.Pong)
+        await second.aclose()
+        await fourth.aclose()
+
+
+# --- hostile traffic ------------------------------------------------------------------------------
+
+FUZZ_FRAMES = 10_000
+_REQUEST_KINDS = sorted(wire.REQUEST_KINDS)
+
+
+def _random_value(r: random.Random, depth: int = 0) -> object:
+    makers = [
+        lambda: None,
+        lambda: r.random() < 0.5,
+        lambda: r.randint(-(2**40), 2**40),
+        lambda: r.random(),
+        lambda: r.randbytes(r.choice([0, 16, 32, 64, r.randrange(100)])),
+        lambda: "".join(r.choice("ab\x00é1") for _ in range(r.randrange(6))),
+        lambda: r.choice(_REQUEST_KINDS),
+        lambda: [_random_value(r, depth + 1) for _ in range(r.randrange(4))],
+        lambda: {
+            r.choice(["id", "v", "kind", "to", "x"]): _random_value(r, depth + 1)
+            for _ in range(r.randrange(4))
+        },
+    ]
+    return makers[r.randrange(len(makers) if depth < 2 else len(makers) - 2)]()
+
+
+def _prefixed(body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + body
+
+
+def _fuzz_frame(r: random.Random) -> tuple[bytes, bool]:
+    """(frame bytes, whether the relay will keep the connection open after it)."""
+    roll = r.random()
+    if roll < 0.1:
+        return r.randbytes(r.randrange(1, 40)), False  # garbage (may even be a whole odd frame)
+    if roll < 0.2:
+        return struct.pack(">I", r.randint(wire.DEFAULT_MAX_FRAME_SIZE + 1, 2**32 - 1)) + r.randbytes(
+            8
+        ), False
+    if roll < 0.35:
+        return _prefixed(r.randbytes(r.randrange(0, 60))), False
+    if roll < 0.6:
+        body = {"v": r.choice([1, 1, 1, 2, "1"]), "id": r.choice([r.randrange(2**32), -1, "x"])}
+        body |= {"kind": r.choice([*_REQUEST_KINDS, "pong", "nope"])}
+        body |= {
+            r.choice(["to", "account", "device", "nonce", "envelopes", "limit", "junk"]): _random_value(r)
+        }
+        return _prefixed(msgpack.packb(body, use_bin_type=True)), False
+    # Well-formed requests that the core must refuse or carry out without closing.
+    token, account = r.randbytes(32), r.choice(["alice", "bob", "nobody"])
+    envelopes = tuple(wire.OutgoingEnvelope(r.randint(1, 3), r.randbytes(r.randrange(20))) for _ in range(2))
+    frame = r.choice(
+        [
+            wire.Ping(id=r.randrange(2**32)),
+            wire.Receive(id=1, limit=r.randint(1, 5)),
+            wire.Ack(id=2, envelope_ids=(r.randbytes(16),)),
+            wire.AuthChallenge(id=3, account=account, device=r.randint(1, 3)),
+            wire.Authenticate(id=4, nonce=r.randbytes(32), signature=r.randbytes(64)),
+            wire.Send(id=5, to=account, envelopes=envelopes[:1]),
+            wire.SealedSend(id=6, to=account, delivery_token=token, envelopes=envelopes),
+            wire.FetchBundle(id=7, account=account, delivery_token=token),
+            wire.GetSenderCertificate(id=8),
+            wire.UploadPrekeys(id=9),
+        ]
+    )
+    return wire.encode(frame), True
+
+
+async def test_ten_thousand_hostile_frames_then_good_devices_still_talk(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="relay.server")
+    r = random.Random(20240229)
+    # Each burst: well-formed requests (served, refused or not), then usually one hostile frame
+    # that ends the connection; anything after it would never be read.
+    bursts: list[list[tuple[bytes, bool]]] = []
+    total = answerable = hostile = 0
+    while total < FUZZ_FRAMES:
+        burst = [frame for frame in (_fuzz_frame(r) for _ in range(r.randint(0, 40))) if frame[1]]
+        answerable += len(burst)
+        if r.random() < 0.9:
+            while (frame := _fuzz_frame(r))[1]:
+                pass
+            burst.append(frame)
+            hostile += 1
+        if burst:
+            bursts.append(burst)
+            total += len(burst)
+    responses: list[wire.Frame] = []
+
+    async def attack(port: int, queue: list[list[tuple[bytes, bool]]]) -> None:
+        while queue:
+            burst = queue.pop()
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            try:
+                await stream.send_all(b"".join(data for data, _ in burst))
+                await stream.send_eof()
+            except trio.BrokenResourceError:
+                pass  # the relay already cut us off
+            data = await _read_until_closed(stream, timeout=10)
+            await stream.aclose()
+            # A reset can cut the last response short; what did arrive must parse.
+            with contextlib.suppress(wire.RemoteProtocolError):
+                responses.extend(_frames(data))
+
+    core = new_core(clock=time.time)
+    start = time.perf_counter()
+    async with running(core, read_timeout=5) as server:
+        async with trio.open_nursery() as nursery:
+            for _ in range(8):
+                nursery.start_soon(attack, server.port, bursts)
+        alice, bob = await _pair(server.port)
+        await _exchange(alice, bob)
+        await alice.aclose()
+        await bob.aclose()
+    assert total >= FUZZ_FRAMES
+    assert time.perf_counter() - start < 40
+    # Every well-formed request got its answer; each hostile frame at most one error.
+    assert answerable <= len(responses) <= answerable + hostile
+    codes = {f.code for f in responses if isinstance(f, wire.ErrorFrame)}
+    assert {
+        "frame_too_large",
+        "malformed_msgpack",
+        "unknown_kind",
+        "not_authenticated",
+        "invalid_delivery_token",
+    } <= codes
+    assert codes <= {c.value for c in wire.ErrorCode}
+    assert any(isinstance(f, wire.Pong) for f in responses)  # good frames in between were served
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR], caplog.text
+
+
+# --- the command line, and crashes ---------------------------------------------------------------
+
+
+def test_main_help_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "relaysim relay serve" in out and "--tls-cert" in out and "--db relay.db" in out
+    assert main(["--port", "not-a-number"]) == 2
+    assert main(["--tls-cert", "cert.pem"]) == 2
+    assert "go together" in capsys.readouterr().err
+
+
+class RelayProcess:
+    """``python -m relay.server`` on a database; stderr goes to a file we read the port from."""
+
+    def __init__(self, db: Path, log: Path) -> None:
+        self.log = log
+        self.offset = log.stat().st_size if log.exists() else 0
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        args = [sys.executable, "-m", "relay.server", "--port", "0", "--db", str(db), "--log-level", "INFO"]
+        with log.open("ab") as f:
+            self.proc = subprocess.Popen(args, stderr=f, stdout=subprocess.DEVNULL, env=env, cwd=ROOT)
+        self.port = self._wait_for_port()
+
+    def _wait_for_port(self) -> int:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            text = self.log.read_bytes()[self.offset :].decode(errors="replace")
+            if m := re.search(r"relay listening on 127\.0\.0\.1:(\d+)", text):
+                return int(m.group(1))
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"relay exited with {self.proc.returncode}:\n{text}")
+            time.sleep(0.02)
+        self.proc.kill()
+        raise RuntimeError("relay did not start listening")
+
+
+async def test_killed_relay_loses_no_acknowledged_envelope(tmp_path: Path) -> None:
+    db, log = tmp_path / "relay.db", tmp_path / "relay.log"
+    r = random.Random(7)
+    acknowledged: dict[bytes, bytes] = {}  # envelope id -> body, as confirmed to the sender
+    counter = 0
+    for round_ in range(6):
+        relay = await trio.to_thread.run_sync(RelayProcess, db, log)
+        try:
+            alice = await WireClient.connect(relay.port)
+            if round_ == 0:
+                bob = await WireClient.connect(relay.port)
+                await bob.register(BOB)
+                await alice.register(ALICE)
+                await bob.aclose()
+            await alice.authenticate(ALICE)
+
+            async def sender(alice: WireClient = alice) -> None:
+                nonlocal counter
+                while True:
+                    body = b"message %d" % counter
+                    counter += 1
+                    (envelope_id,) = await alice.send("bob", [1], body)
+                    acknowledged[envelope_id] = body
+
+            with trio.move_on_after(r.uniform(0.05, 0.4)):
+                await sender()
+            relay.proc.send_signal(signal.SIGKILL)  # mid-send, most likely
+            with pytest.raises((trio.BrokenResourceError, EOFError, trio.ClosedResourceError)):
+                with trio.fail_after(5):
+                    await sender()
+        finally:
+            relay.proc.kill()
+            await trio.to_thread.run_sync(relay.proc.wait)
+    assert len(acknowledged) > 20
+
+    relay = await trio.to_thread.run_sync(RelayProcess, db, log)
+    try:
+        bob = await WireClient.connect(relay.port)
+        await bob.authenticate(BOB)
+        received = await bob.drain()
+        await bob.aclose()
+        by_id = {e.id: e.body for e in received}  # the device's dedupe by envelope id
+        for envelope_id, body in acknowledged.items():
+            assert by_id.get(envelope_id) == body
+        # Nothing arrives that no one sent; bodies are unique, so dedupe by id leaves each once.
+        assert len(set(by_id.values())) == len(by_id)
+        assert all(b.startswith(b"message ") for b in by_id.values())
+        relay.proc.send_signal(signal.SIGTERM)
+        assert await trio.to_thread.run_sync(partial(relay.proc.wait, timeout=10)) == 0
+        assert "SIGTERM received; shutting down" in log.read_text()
+    finally:
+        relay.proc.kill()
+        relay.proc.wait()
+    with Store(db) as store:
+        assert store.all_envelopes() == []  # acknowledged means deleted
