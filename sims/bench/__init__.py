@@ -1,0 +1,1 @@
+"""Benchmarks behind ``relaysim bench ...``: each reports ratios to peers measured in the same run."""
