@@ -111,10 +111,13 @@ class Device:
         pq: bool = True,
         config: RatchetConfig = DEFAULT_CONFIG,
         identity: IdentityKeyPair | None = None,
+        deterministic: bool = False,
     ) -> None:
         self.address = PeerAddress(account, device_id)
         self.rng = rng
         self.pq = pq
+        # Draw every random value from ``rng``, the ML-KEM encapsulation's too (see x3dh.initiate).
+        self.deterministic = deterministic
         self.config = config
         self.secrets = PreKeySecrets(identity or IdentityKeyPair.generate(rng))
         self.sessions: dict[PeerAddress, Session] = {}
@@ -141,7 +144,9 @@ class Device:
 
     def start_session(self, peer: PeerAddress, bundle: PreKeyBundle) -> None:
         """X3DH/PQXDH as Alice, from a bundle the relay handed out. Raises BundleError if it is forged."""
-        agreement, initial = initiate(self.secrets.identity.pair, bundle, pq=self.pq, rng=self.rng)
+        agreement, initial = initiate(
+            self.secrets.identity.pair, bundle, pq=self.pq, rng=self.rng, deterministic_kem=self.deterministic
+        )
         ratchet = DoubleRatchet.init_alice(
             agreement.sk,
             bundle.signed_prekey.public,

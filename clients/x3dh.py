@@ -98,8 +98,13 @@ def initiate(
     *,
     pq: bool = True,
     rng: RNG = os.urandom,
+    deterministic_kem: bool = False,
 ) -> tuple[KeyAgreement, InitialMessage]:
-    """Alice's side. ``pq=True`` runs PQXDH and requires a KEM prekey in the bundle."""
+    """Alice's side. ``pq=True`` runs PQXDH and requires a KEM prekey in the bundle.
+
+    ``deterministic_kem`` draws the ML-KEM encapsulation's randomness from ``rng`` too (FIPS 203
+    Encaps_internal, slower), for simulations that must repeat byte for byte.
+    """
     bundle.verify()
     if pq and bundle.kem_prekey is None:
         raise BundleError("PQXDH needs a kem_prekey in the bundle; it has none")
@@ -113,7 +118,12 @@ def initiate(
     info = X3DH_INFO
     if pq:
         assert bundle.kem_prekey is not None
-        ss, kem_ct = _p.mlkem_encapsulate(bundle.kem_prekey.public)
+        try:
+            ss, kem_ct = _p.mlkem_encapsulate(
+                bundle.kem_prekey.public, rng(32) if deterministic_kem else None
+            )
+        except _p.AuthenticationFailed:
+            raise BundleError("kem_prekey.public is not a valid ML-KEM-1024 encapsulation key") from None
         kem_id = bundle.kem_prekey.id
         km += ss
         info = PQXDH_INFO

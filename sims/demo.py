@@ -43,8 +43,8 @@ class DemoStep:
 
 def _conversation(seed: int) -> Iterator[DemoStep]:
     r = random.Random(seed)
-    alice = Device("alice", 1, rng=r.randbytes, pq=True)
-    bob = Device("bob", 1, rng=r.randbytes, pq=True)
+    alice = Device("alice", 1, rng=r.randbytes, pq=True, deterministic=True)
+    bob = Device("bob", 1, rng=r.randbytes, pq=True, deterministic=True)
     bob_bundle = bob.generate_prekeys(one_time=5, kem_one_time=5)
     alice.generate_prekeys(one_time=5, kem_one_time=5)
     alice.start_session(bob.address, bob_bundle)  # PQXDH: the bundle's signatures are checked here

@@ -152,7 +152,7 @@ class Simulation:
         tokens = {p.name: _seeded(sc.seed, "token", p.name).randbytes(32) for p in sc.people}
         for n, spec in enumerate(sc.devices()):
             rng = _seeded(sc.seed, "device", spec.name)
-            device = Device(spec.person, spec.index, rng=rng.randbytes, pq=True)
+            device = Device(spec.person, spec.index, rng=rng.randbytes, pq=True, deterministic=True)
             agent = A.DeviceAgent(
                 device,
                 registration_id=rng.randrange(1, 16380),

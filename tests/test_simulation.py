@@ -260,3 +260,15 @@ def test_messages_for_an_offline_phone_wait_at_the_relay(tmp_path: Path) -> None
     third = result.messages[2]
     assert third.planned.text == "THIRD MESSAGE 789"
     assert third.delivered["bo/1"] >= 900.0  # held until the phone came back
+
+
+def test_relay_db_is_byte_identical_even_with_queued_pqxdh_envelopes(tmp_path: Path) -> None:
+    """Bob is offline at the end, so the relay still holds PQXDH prekey messages for him: their
+    ML-KEM ciphertexts must come from the seeded RNG for the database to repeat."""
+    from sims.report import run_to_dir
+
+    sc = _two_people(offline_until=999_999.0)
+    _r1, s1 = run_to_dir(sc, tmp_path / "a")
+    _r2, _s2 = run_to_dir(sc, tmp_path / "b")
+    assert s1["relay_queued_at_end"] >= 1
+    assert (tmp_path / "a" / "relay.db").read_bytes() == (tmp_path / "b" / "relay.db").read_bytes()
