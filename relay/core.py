@@ -35,7 +35,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 from relay.certificates import ServerCertificate
 from relay.identity import ServerIdentity, XEdDSAPublicKey
@@ -46,6 +46,7 @@ from relay.wire import (
     ENVELOPE_ID_SIZE,
     MAX_ACCOUNT_LEN,
     NONCE_SIZE,
+    REQUEST_KINDS,
     TOKEN_SIZE,
     Ack,
     Acked,
@@ -223,18 +224,9 @@ class RelayCore:
         self.identity = identity if identity is not None else self._load_identity()
         self._challenges: dict[int, _Pending] = {}  # by connection id: one outstanding each
         self._online: dict[DeviceAddress, dict[int, ConnectionContext]] = {}
-        self._handlers: dict[type[Request], Callable[[ConnectionContext, Request, _Out], None]] = {
-            Register: self._register,  # type: ignore[dict-item]
-            UploadPrekeys: self._upload_prekeys,  # type: ignore[dict-item]
-            FetchBundle: self._fetch_bundle,  # type: ignore[dict-item]
-            AuthChallenge: self._auth_challenge,  # type: ignore[dict-item]
-            Authenticate: self._authenticate,  # type: ignore[dict-item]
-            Send: self._send,  # type: ignore[dict-item]
-            SealedSend: self._sealed_send,  # type: ignore[dict-item]
-            GetSenderCertificate: self._sender_certificate,  # type: ignore[dict-item]
-            Receive: self._receive,  # type: ignore[dict-item]
-            Ack: self._ack,  # type: ignore[dict-item]
-            Ping: self._ping,  # type: ignore[dict-item]
+        # One handler per request kind, named after it: _register, _send, ... (checked here).
+        self._handlers: dict[type[Request], Callable[[ConnectionContext, Any, _Out], None]] = {
+            cls: getattr(self, f"_{kind}") for kind, cls in REQUEST_KINDS.items()
         }
 
     def _load_identity(self) -> ServerIdentity:
@@ -563,7 +555,7 @@ class RelayCore:
         out.items.append(Reply(conn.id, Authenticated(id=req.id, account=who.account, device=who.device)))
         out.record(self._observe(RecordKind.AUTHENTICATION, conn, who, now=now))
 
-    def _sender_certificate(self, conn: ConnectionContext, req: GetSenderCertificate, out: _Out) -> None:
+    def _get_sender_certificate(self, conn: ConnectionContext, req: GetSenderCertificate, out: _Out) -> None:
         me = self._require_auth(conn, "get_sender_certificate")
         device = self.store.device(me.account, me.device)
         if device is None:
@@ -601,7 +593,7 @@ class RelayCore:
         *,
         source: DeviceAddress | None,
     ) -> None:
-        current = {d.device: d for d in self.store.devices(to)}
+        current = self.store.registration_ids(to)
         if not current:
             raise _Refused(ErrorCode.UNKNOWN_ACCOUNT, f"no account {to!r}", "to")
         if source is not None and source.account == to:
@@ -629,7 +621,7 @@ class RelayCore:
                 for e in envelopes
                 if e.registration_id is not None
                 and e.device in current
-                and current[e.device].registration_id != e.registration_id
+                and current[e.device] != e.registration_id
             )
         )
         if missing or extra or stale:

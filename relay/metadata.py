@@ -164,6 +164,7 @@ class RetentionPolicy:
     name: str
     rules: Mapping[RecordKind, KindRule]
     _dropped: dict[RecordKind, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+    _whole: frozenset[RecordKind] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for kind, rule in self.rules.items():
@@ -175,12 +176,17 @@ class RetentionPolicy:
             for kind, rule in self.rules.items()
         }
         object.__setattr__(self, "_dropped", dropped)
+        # Kinds kept whole: apply() hands those records through untouched (the common case).
+        whole = frozenset(k for k, r in self.rules.items() if not dropped[k] and not r.granularity)
+        object.__setattr__(self, "_whole", whole)
 
     def rule(self, kind: RecordKind) -> KindRule | None:
         return self.rules.get(kind)
 
     def apply(self, record: MetadataRecord) -> MetadataRecord | None:
         """What of ``record`` may be written: None, or the record with fields dropped and rounded."""
+        if record.kind in self._whole:
+            return record
         rule = self.rules.get(record.kind)
         if rule is None:
             return None

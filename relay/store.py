@@ -25,6 +25,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from relay.metadata import METADATA_FIELDS, KindRule, MetadataRecord, RecordKind, RetentionPolicy
 from relay.wire import Envelope, KemPrekey, Prekey, SignedPrekey
@@ -190,22 +191,16 @@ _METADATA_INSERT = (
 )
 
 
-def _device(row: sqlite3.Row | tuple[object, ...]) -> DeviceRecord:
+def _device(row: Any) -> DeviceRecord:
     a, d, reg, ik, spk_id, spk_pub, spk_sig, lr_id, lr_pub, lr_sig, at = row
     return DeviceRecord(
-        account=a,  # type: ignore[arg-type]
-        device=d,  # type: ignore[arg-type]
-        registration_id=reg,  # type: ignore[arg-type]
-        identity_key=ik,  # type: ignore[arg-type]
-        signed_prekey=SignedPrekey(spk_id, spk_pub, spk_sig),  # type: ignore[arg-type]
-        last_resort_kem_prekey=KemPrekey(lr_id, lr_pub, lr_sig),  # type: ignore[arg-type]
-        registered_at=at,  # type: ignore[arg-type]
+        a, d, reg, ik, SignedPrekey(spk_id, spk_pub, spk_sig), KemPrekey(lr_id, lr_pub, lr_sig), at
     )
 
 
-def _envelope(row: tuple[object, ...]) -> StoredEnvelope:
+def _envelope(row: Any) -> StoredEnvelope:
     eid, a, d, body, ts, sealed, sa, sd = row
-    return StoredEnvelope(eid, a, d, body, ts, bool(sealed), sa, sd)  # type: ignore[arg-type]
+    return StoredEnvelope(eid, a, d, body, ts, bool(sealed), sa, sd)
 
 
 class Store:
@@ -309,6 +304,11 @@ class Store:
             f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE account = ? ORDER BY device", (account,)
         ).fetchall()
         return [_device(r) for r in rows]
+
+    def registration_ids(self, account: str) -> dict[int, int]:
+        """Device id → registration id for every device of the account (what routing needs)."""
+        rows = self._db.execute("SELECT device, registration_id FROM devices WHERE account = ?", (account,))
+        return dict(rows.fetchall())
 
     def device_ids(self, account: str) -> list[int]:
         rows = self._db.execute("SELECT device FROM devices WHERE account = ? ORDER BY device", (account,))
@@ -443,20 +443,25 @@ class Store:
 
     def append_metadata(self, records: Iterable[tuple[MetadataRecord, KindRule]]) -> None:
         """Write records that a policy has already reduced; ``rule`` says append/first/latest."""
+        appended: list[tuple[object, ...]] = []
         for record, rule in records:
             values = (record.kind.value, *(getattr(record, f) for f in METADATA_FIELDS))
-            if rule.keep != "all":
-                where = " AND ".join(f"{k} IS ?" for k in rule.key)
-                params = (record.kind.value, *(getattr(record, k) for k in rule.key))
-                if rule.keep == "first":
-                    found = self._db.execute(
-                        f"SELECT 1 FROM metadata WHERE kind = ? AND {where}", params
-                    ).fetchone()
-                    if found is not None:
-                        continue
-                else:
-                    self._db.execute(f"DELETE FROM metadata WHERE kind = ? AND {where}", params)
+            if rule.keep == "all":
+                appended.append(values)
+                continue
+            if appended:  # keep the order of records
+                self._db.executemany(_METADATA_INSERT, appended)
+                appended = []
+            where = " AND ".join(f"{k} IS ?" for k in rule.key)
+            params = (record.kind.value, *(getattr(record, k) for k in rule.key))
+            if rule.keep == "first":
+                if self._db.execute(f"SELECT 1 FROM metadata WHERE kind = ? AND {where}", params).fetchone():
+                    continue
+            else:
+                self._db.execute(f"DELETE FROM metadata WHERE kind = ? AND {where}", params)
             self._db.execute(_METADATA_INSERT, values)
+        if appended:
+            self._db.executemany(_METADATA_INSERT, appended)
 
     def metadata(self, kind: RecordKind | None = None) -> list[MetadataRecord]:
         """The records kept, oldest first (what a compelled provider could hand over)."""

@@ -412,13 +412,14 @@ class _Optional(_Spec):
 
 
 # Field types: the annotation says what Python holds, the spec what the wire allows.
-RequestId = Annotated[int, _UInt(0, _UINT64_MAX)]
+_UINT64 = _UInt(0, _UINT64_MAX)
+RequestId = Annotated[int, _UINT64]
 AccountId = Annotated[str, _Str(1, MAX_ACCOUNT_LEN)]
 DeviceId = Annotated[int, _UInt(1, _UINT32_MAX)]
 KeyId = Annotated[int, _UInt(0, _UINT32_MAX)]
 RegistrationId = Annotated[int, _UInt(0, _UINT32_MAX)]
 Count = Annotated[int, _UInt(0, _UINT32_MAX)]
-Millis = Annotated[int, _UInt(0, _UINT64_MAX)]
+Millis = Annotated[int, _UINT64]
 PublicKey = Annotated[bytes, _Bytes(KEY_SIZE)]
 Signature = Annotated[bytes, _Bytes(SIGNATURE_SIZE)]
 KemPublicKey = Annotated[bytes, _Bytes(KEM_PUBLIC_KEY_SIZE)]
@@ -803,11 +804,14 @@ class ErrorFrame(Response):
         return cls(id=e.request_id, code=e.code.value, message=e.message, field=e.field)
 
 
-def _kinds(*classes: type[Frame]) -> dict[str, type[Frame]]:
+_F = TypeVar("_F", bound=Frame)
+
+
+def _kinds(*classes: type[_F]) -> dict[str, type[_F]]:
     return {c.kind: c for c in classes}
 
 
-REQUEST_KINDS: Final[Mapping[str, type[Frame]]] = types.MappingProxyType(
+REQUEST_KINDS: Final[Mapping[str, type[Request]]] = types.MappingProxyType(
     _kinds(
         Register,
         UploadPrekeys,
@@ -822,7 +826,7 @@ REQUEST_KINDS: Final[Mapping[str, type[Frame]]] = types.MappingProxyType(
         Ping,
     )
 )
-RESPONSE_KINDS: Final[Mapping[str, type[Frame]]] = types.MappingProxyType(
+RESPONSE_KINDS: Final[Mapping[str, type[Response]]] = types.MappingProxyType(
     _kinds(
         Registered,
         PrekeysUploaded,
@@ -895,13 +899,13 @@ def decode_body(body: bytes, kinds: Mapping[str, type[Frame]]) -> Frame:
     request_id = 0
     try:
         if "id" in raw:
-            request_id = _UInt(0, _UINT64_MAX).check(raw["id"], "id")
+            request_id = _UINT64.check(raw["id"], "id")
         for key in ("v", "id", "kind"):
             if key not in raw:
                 raise LocalProtocolError(
                     ErrorCode.MISSING_FIELD, f"frame is missing required field {key!r}", field=key
                 )
-        version = _UInt(0, _UINT64_MAX).check(raw["v"], "v")
+        version = _UINT64.check(raw["v"], "v")
         if version != PROTOCOL_VERSION:
             raise LocalProtocolError(
                 ErrorCode.UNSUPPORTED_VERSION,
