@@ -185,11 +185,9 @@ class _Out:
     """Outputs of one request, in the order they happened."""
 
     items: list[Output] = field(default_factory=list)
-    records: list[MetadataRecord] = field(default_factory=list)
 
     def record(self, record: MetadataRecord) -> None:
         self.items.append(record)
-        self.records.append(record)
 
 
 class RelayCore:
@@ -256,10 +254,7 @@ class RelayCore:
     # -- connection lifecycle ----------------------------------------------------------------
 
     def connect(self, conn: ConnectionContext) -> list[Output]:
-        out = _Out()
-        out.record(self._observe(RecordKind.CONNECTION, conn, None))
-        self._commit(out)
-        return out.items
+        return self._note(self._observe(RecordKind.CONNECTION, conn, None))
 
     def disconnect(self, conn: ConnectionContext) -> list[Output]:
         self._challenges.pop(conn.id, None)
@@ -269,11 +264,9 @@ class RelayCore:
                 live.pop(conn.id, None)
                 if not live:
                     del self._online[conn.authenticated]
-        out = _Out()
-        out.record(self._observe(RecordKind.DISCONNECT, conn, conn.authenticated))
-        self._commit(out)
+        outputs = self._note(self._observe(RecordKind.DISCONNECT, conn, conn.authenticated))
         conn.authenticated = None
-        return out.items
+        return outputs
 
     def handle(self, conn: ConnectionContext, request: Request) -> list[Output]:
         """Carry out one request. Refusals become an error Reply; state is left unchanged."""
@@ -284,7 +277,7 @@ class RelayCore:
         try:
             with self.store.transaction():
                 handler(conn, request, out)
-                self._write_records(out.records)
+                self._write_records(out.items)
         except _Refused as refused:
             return [Reply(conn.id, refused.frame(request.id))]
         return out.items
@@ -296,18 +289,20 @@ class RelayCore:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _commit(self, out: _Out) -> None:
-        if out.records:
-            with self.store.transaction():
-                self._write_records(out.records)
+    def _note(self, record: MetadataRecord) -> list[Output]:
+        """Store one observation made outside a request (connection opened or closed)."""
+        with self.store.transaction():
+            self._write_records([record])
+        return [record]
 
-    def _write_records(self, records: list[MetadataRecord]) -> None:
+    def _write_records(self, outputs: list[Output]) -> None:
+        """The observations among ``outputs``, as the policy reduces them, into the store."""
         kept = []
-        for record in records:
-            reduced = self.policy.apply(record)
-            if reduced is not None:
-                rule = self.policy.rules[record.kind]
-                kept.append((reduced, rule))
+        for record in outputs:
+            if isinstance(record, MetadataRecord):
+                reduced = self.policy.apply(record)
+                if reduced is not None:
+                    kept.append((reduced, self.policy.rules[record.kind]))
         if kept:
             self.store.append_metadata(kept)
 
