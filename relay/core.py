@@ -30,6 +30,7 @@ Authorization rules, all here:
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import os
 import time
@@ -337,6 +338,12 @@ class RelayCore:
             )
         return conn.authenticated
 
+    def _my_device(self, conn: ConnectionContext, what: str) -> DeviceRecord:
+        me = self._require_auth(conn, what)
+        device = self.store.device(me.account, me.device)
+        assert device is not None, "devices are replaced, never deleted, so an authenticated one exists"
+        return device
+
     def _token_matches(self, account: str, token: bytes) -> bool:
         stored = self.store.delivery_token(account)
         # Compare against a dummy when there is no token, so that an unknown account costs the
@@ -432,10 +439,8 @@ class RelayCore:
         out.record(self._observe(RecordKind.REGISTRATION, conn, target, now=now))
 
     def _upload_prekeys(self, conn: ConnectionContext, req: UploadPrekeys, out: _Out) -> None:
-        me = self._require_auth(conn, "upload_prekeys")
-        device = self.store.device(me.account, me.device)
-        if device is None:  # re-registered away underneath us; should not happen
-            raise _Refused(ErrorCode.NOT_AUTHENTICATED, f"device {me} is no longer registered")
+        device = self._my_device(conn, "upload_prekeys")
+        me = DeviceAddress(device.account, device.device)
         self._check_signed_prekeys(
             device.identity_key, req.signed_prekey, req.kem_prekeys, req.last_resort_kem_prekey
         )
@@ -446,14 +451,10 @@ class RelayCore:
             self.store.replace_kem_prekeys(me.account, me.device, req.kem_prekeys)
         if req.signed_prekey is not None or req.last_resort_kem_prekey is not None:
             self.store.put_device(
-                DeviceRecord(
-                    account=device.account,
-                    device=device.device,
-                    registration_id=device.registration_id,
-                    identity_key=device.identity_key,
+                dataclasses.replace(
+                    device,
                     signed_prekey=req.signed_prekey or device.signed_prekey,
                     last_resort_kem_prekey=req.last_resort_kem_prekey or device.last_resort_kem_prekey,
-                    registered_at=device.registered_at,
                 )
             )
         ec, kem = self.store.prekey_counts(me.account, me.device)
@@ -551,10 +552,8 @@ class RelayCore:
         out.record(self._observe(RecordKind.AUTHENTICATION, conn, who, now=now))
 
     def _get_sender_certificate(self, conn: ConnectionContext, req: GetSenderCertificate, out: _Out) -> None:
-        me = self._require_auth(conn, "get_sender_certificate")
-        device = self.store.device(me.account, me.device)
-        if device is None:
-            raise _Refused(ErrorCode.NOT_AUTHENTICATED, f"device {me} is no longer registered")
+        device = self._my_device(conn, "get_sender_certificate")
+        me = DeviceAddress(device.account, device.device)
         now = self.clock()
         # relay.certificates counts expiry in whole seconds of the relay's clock.
         certificate = self.identity.issue(
