@@ -162,6 +162,7 @@ class RelayServer:
             ctx = ConnectionContext(next(self._ids), _peer_address(stream))
             conn = _Connection(ctx, stream)
             self._connections[ctx.id] = conn
+            failed = False  # stays False if the writer gives up and cancels the reader
             try:
                 self._dispatch(self.core.connect(ctx))
                 async with trio.open_nursery() as nursery:

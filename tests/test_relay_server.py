@@ -136,6 +136,27 @@ async def test_pipelined_requests_get_their_responses_in_one_write() -> None:
     assert server.connection_count == 0
 
 
+class WriteBreaksStream(CountingStream):
+    """Reads normally; every write fails, as to a peer that has gone away."""
+
+    async def send_all(self, data: bytes) -> None:
+        self.writes += 1
+        raise trio.BrokenResourceError("peer went away")
+
+
+async def test_a_failed_write_closes_only_that_connection(caplog: pytest.LogCaptureFixture) -> None:
+    server = RelayServer(new_core())
+    server_end, client_end = trio.testing.memory_stream_pair()
+    broken = WriteBreaksStream(server_end)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.handle_stream, broken)
+            await client_end.send_all(wire.encode(wire.Ping(id=1)))
+            # The handler returns on its own: the failed write ended the connection.
+    assert broken.writes == 1 and server.connection_count == 0
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR], caplog.text
+
+
 async def test_a_device_that_does_not_read_loses_pushes_not_envelopes() -> None:
     core = new_core(clock=time.time)
     server = RelayServer(core, max_queued_bytes_per_device=2000)
