@@ -235,7 +235,8 @@ class DoubleRatchet:
             assert self.dhr is not None
             self._skip(self.ckr, self.nr, pn, self.dhr, skipped)
         try:
-            rk, ckr = spec.kdf_rk(self.rk, self.dhs.dh(dh_pub), self.config.root_info)
+            their = _p.x25519_public(dh_pub)  # parsed once for both DHs of the step
+            rk, ckr = spec.kdf_rk(self.rk, self.dhs.dh(their), self.config.root_info)
         except _p.AuthenticationFailed:
             raise DecryptionError() from None
         ckr = self._skip(ckr, 0, n, dh_pub, skipped)
@@ -243,7 +244,7 @@ class DoubleRatchet:
         plaintext = spec.decrypt(mk, body, aead_ad, info)
         # Authenticated: commit the DH ratchet step (§3.5 DHRatchet).
         new_dhs = spec.generate_dh(self.rng)
-        rk, cks = spec.kdf_rk(rk, new_dhs.dh(dh_pub), self.config.root_info)
+        rk, cks = spec.kdf_rk(rk, new_dhs.dh(their), self.config.root_info)
         self.pn = self.ns
         self.ns = 0
         self.nr = n + 1
@@ -302,7 +303,8 @@ class DoubleRatchet:
             self._skip(self.ckr, self.nr, pn, self.hkr, skipped)
         root_info = self.config.root_info
         try:
-            rk, ckr, nhkr = spec.kdf_rk_he(self.rk, self.dhs.dh(dh_pub), root_info)
+            their = _p.x25519_public(dh_pub)
+            rk, ckr, nhkr = spec.kdf_rk_he(self.rk, self.dhs.dh(their), root_info)
         except _p.AuthenticationFailed:
             raise DecryptionError() from None
         hkr = self.nhkr
@@ -312,7 +314,7 @@ class DoubleRatchet:
         plaintext = spec.decrypt(mk, body, aead_ad, info)
         # Authenticated: commit DHRatchetHE (§4.5).
         new_dhs = spec.generate_dh(self.rng)
-        rk, cks, nhks = spec.kdf_rk_he(rk, new_dhs.dh(dh_pub), root_info)
+        rk, cks, nhks = spec.kdf_rk_he(rk, new_dhs.dh(their), root_info)
         self.pn = self.ns
         self.ns = 0
         self.nr = n + 1

@@ -30,13 +30,16 @@ from clients import sealed
 from clients.errors import DecryptionError, UsageError
 from clients.keys import IdentityKeyPair, PreKeyBundle, PreKeySecrets
 from clients.ratchet import DEFAULT_CONFIG, DoubleRatchet, RatchetConfig
-from clients.x3dh import InitialMessage, initiate, respond
+from clients.x3dh import InitialMessage, KeyAgreement, initiate, respond
 
 __all__ = ["Device", "PeerAddress", "Session"]
 
 RNG = Callable[[int], bytes]
 TYPE_MESSAGE = 1
 TYPE_PREKEY = 2
+# Inactive sessions kept per peer device (Sesame §3.1 keeps "zero or more inactive sessions";
+# the bound is ours, so a peer cannot make a device keep an unbounded number).
+MAX_INACTIVE_SESSIONS = 8
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -99,6 +102,13 @@ def parse_ciphertext(data: bytes) -> tuple[InitialMessage | None, bytes]:
     return InitialMessage.from_wire(initial), body
 
 
+def _header_keys(config: RatchetConfig, agreement: KeyAgreement) -> dict[str, bytes]:
+    if not config.header_encryption:
+        return {}
+    hka, nhkb = agreement.header_keys()
+    return {"shared_hka": hka, "shared_nhkb": nhkb}
+
+
 class Device:
     """A phone's protocol state: identity, prekeys, and one session per peer device."""
 
@@ -120,7 +130,8 @@ class Device:
         self.deterministic = deterministic
         self.config = config
         self.secrets = PreKeySecrets(identity or IdentityKeyPair.generate(rng))
-        self.sessions: dict[PeerAddress, Session] = {}
+        self.sessions: dict[PeerAddress, Session] = {}  # the active session per peer device
+        self.inactive: dict[PeerAddress, list[Session]] = {}  # newest first
 
     @property
     def identity_key(self) -> bytes:
@@ -153,10 +164,9 @@ class Device:
             agreement.ad,
             config=self.config,
             rng=self.rng,
-            shared_hka=agreement.shared_hka,
-            shared_nhkb=agreement.shared_nhkb,
+            **_header_keys(self.config, agreement),
         )
-        self.sessions[peer] = Session(ratchet, bundle.identity_key, initial)
+        self._activate(peer, Session(ratchet, bundle.identity_key, initial))
 
     def has_session(self, peer: PeerAddress) -> bool:
         return peer in self.sessions
@@ -170,19 +180,30 @@ class Device:
         return session.encrypt(plaintext)
 
     def decrypt(self, peer: PeerAddress, ciphertext: bytes) -> bytes:
-        """Decrypt a message from ``peer``. Every failure is ``DecryptionError``; state is unchanged then."""
+        """Decrypt a message from ``peer``. Every failure is ``DecryptionError``; state is unchanged then.
+
+        As in Sesame (§3), a message may belong to the active session or to an inactive one (both
+        phones started a session at once, each answering the other's); the session that decrypts
+        it becomes the active one.
+        """
         initial, body = parse_ciphertext(ciphertext)
-        session = self.sessions.get(peer)
         if initial is None:
-            if session is None:
-                raise DecryptionError()
-            waiting = session.awaiting_reply
-            plaintext = session.ratchet.decrypt(body)
-            if waiting:
-                session.initial = None  # Alice: Bob has answered; stop attaching the X3DH header
-            return plaintext
-        if session is not None and session.initial == initial:
-            return session.ratchet.decrypt(body)
+            for session in self._candidates(peer):
+                waiting = session.awaiting_reply
+                try:
+                    plaintext = session.ratchet.decrypt(body)
+                except DecryptionError:
+                    continue
+                if waiting:
+                    session.initial = None  # Alice: Bob has answered; stop attaching the X3DH header
+                self._activate(peer, session)
+                return plaintext
+            raise DecryptionError()
+        for session in self._candidates(peer):
+            if session.initial == initial:
+                plaintext = session.ratchet.decrypt(body)
+                self._activate(peer, session)
+                return plaintext
         # A new session from a prekey message (X3DH §3.4, Bob's side).
         agreement, spk_pair = respond(self.secrets, initial)
         ratchet = DoubleRatchet.init_bob(
@@ -191,8 +212,7 @@ class Device:
             agreement.ad,
             config=self.config,
             rng=self.rng,
-            shared_hka=agreement.shared_hka,
-            shared_nhkb=agreement.shared_nhkb,
+            **_header_keys(self.config, agreement),
         )
         plaintext = ratchet.decrypt(body)
         # Only now that it authenticated: burn the one-time prekeys it used (X3DH §3.4).
@@ -202,8 +222,24 @@ class Device:
             kem = self.secrets.kem.get(initial.kem_prekey_id)
             if kem is not None and not kem[1].last_resort:
                 del self.secrets.kem[initial.kem_prekey_id]
-        self.sessions[peer] = Session(ratchet, initial.identity_key, initial)
+        self._activate(peer, Session(ratchet, initial.identity_key, initial))
         return plaintext
+
+    def _candidates(self, peer: PeerAddress) -> list[Session]:
+        active = self.sessions.get(peer)
+        inactive = self.inactive.get(peer, [])
+        return inactive if active is None else [active, *inactive]
+
+    def _activate(self, peer: PeerAddress, session: Session) -> None:
+        """Make ``session`` the active one for ``peer``; the previous active one becomes inactive."""
+        previous = self.sessions.get(peer)
+        if previous is session:
+            return
+        inactive = [s for s in self.inactive.get(peer, []) if s is not session]
+        if previous is not None:
+            inactive.insert(0, previous)
+        self.inactive[peer] = inactive[:MAX_INACTIVE_SESSIONS]
+        self.sessions[peer] = session
 
     def peer_identity(self, peer: PeerAddress) -> bytes | None:
         session = self.sessions.get(peer)

@@ -103,7 +103,7 @@ def kdf_rk_he(rk: bytes, dh_out: bytes, info: bytes) -> tuple[bytes, bytes, byte
 
 def kdf_ck(ck: bytes) -> tuple[bytes, bytes]:
     """§5.2 KDF_CK(ck) → (next chain key, message key), HMAC-SHA256 with constants 0x02 / 0x01."""
-    return _hmac(ck, _CK_CONSTANT), _hmac(ck, _MK_CONSTANT)
+    return _p.hmac_sha256_pair(ck, _CK_CONSTANT, _MK_CONSTANT)
 
 
 def _message_keys(mk: bytes, info: bytes) -> tuple[bytes, bytes, bytes]:

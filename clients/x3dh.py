@@ -82,14 +82,15 @@ class InitialMessage:
 class KeyAgreement:
     sk: bytes
     ad: bytes
-    shared_hka: bytes
-    shared_nhkb: bytes
+
+    def header_keys(self) -> tuple[bytes, bytes]:
+        """(shared_hka, shared_nhkb) for the header-encryption variant (Double Ratchet §4.3)."""
+        hk = _p.hkdf_sha256(self.sk, b"", _HEADER_KEYS_INFO, 128)
+        return hk[:64], hk[64:]
 
 
 def _agreement(sk: bytes, ik_a: bytes, ik_b: bytes) -> KeyAgreement:
-    ad = spec.encode_public_key(ik_a) + spec.encode_public_key(ik_b)
-    hk = _p.hkdf_sha256(sk, b"", _HEADER_KEYS_INFO, 128)
-    return KeyAgreement(sk, ad, hk[:64], hk[64:])
+    return KeyAgreement(sk, spec.encode_public_key(ik_a) + spec.encode_public_key(ik_b))
 
 
 def initiate(

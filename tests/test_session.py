@@ -140,3 +140,25 @@ def test_session_state_restores_to_an_identical_session(he: bool) -> None:
     assert restored.ratchet.decrypt(parse_ciphertext(m)[1]) == b"2"
     assert bob.decrypt(alice.address, m) == b"2"
     assert restored.to_dict()["ratchet"]["ckr"] == bob.sessions[alice.address].to_dict()["ratchet"]["ckr"]
+
+
+def test_simultaneous_initiation_both_sessions_keep_working() -> None:
+    """Regression (found by the simulation property test): both phones start a session at once.
+
+    Each answers the other's prekey message with a new session, so each side's active session is
+    the one the *other* started. Messages on either must still open (Sesame's inactive sessions).
+    """
+    u0 = Device("u0", 1, rng=seeded_rng(20))
+    u1 = Device("u1", 1, rng=seeded_rng(21))
+    b0, b1 = u0.generate_prekeys(2, 2), u1.generate_prekeys(2, 2)
+    u0.start_session(u1.address, b1)
+    u1.start_session(u0.address, b0)
+    m1 = u0.encrypt(u1.address, b"from u0")
+    m2 = u1.encrypt(u0.address, b"from u1")
+    assert u1.decrypt(u0.address, m1) == b"from u0"
+    assert u0.decrypt(u1.address, m2) == b"from u1"
+    m3 = u0.encrypt(u1.address, b"u0 again")
+    assert u1.decrypt(u0.address, m3) == b"u0 again"
+    m4 = u1.encrypt(u0.address, b"u1 again")
+    assert u0.decrypt(u1.address, m4) == b"u1 again"
+    assert len(u0.inactive[u1.address]) == 1
