@@ -117,3 +117,23 @@ def test_x3dh_kdf_prefixes_f_and_uses_zero_salt(km: bytes, info: bytes) -> None:
 
 def test_encode_public_key_is_0x05_prefixed() -> None:
     assert spec.encode_public_key(bytes(range(32))) == b"\x05" + bytes(range(32))
+
+
+@given(key=st.binary(max_size=100), data=st.binary(max_size=200))
+def test_hmac_over_hashlib_pads_is_hmac(key: bytes, data: bytes) -> None:
+    assert p.hmac_sha256(key, data) == hmac.new(key, data, hashlib.sha256).digest()
+    assert p.hmac_sha256_pair(key, data, data + b"x") == (
+        hmac.new(key, data, hashlib.sha256).digest(),
+        hmac.new(key, data + b"x", hashlib.sha256).digest(),
+    )
+
+
+@given(
+    ikm=st.binary(max_size=80),
+    salt=st.one_of(st.just(b""), st.just(bytes(32)), st.binary(max_size=100)),
+    info=st.binary(max_size=40),
+    length=st.integers(1, 300),
+)
+def test_hkdf_is_rfc5869(ikm: bytes, salt: bytes, info: bytes, length: int) -> None:
+    expected = HKDF(hashes.SHA256(), length, salt=salt or None, info=info).derive(ikm)
+    assert p.hkdf_sha256(ikm, salt, info, length) == expected
