@@ -206,14 +206,18 @@ def _envelope(row: Any) -> StoredEnvelope:
 class Store:
     """All of the relay's state. Not thread-safe; one owner (the core) calls it."""
 
-    def __init__(self, path: str | os.PathLike[str] = ":memory:") -> None:
+    def __init__(self, path: str | os.PathLike[str] = ":memory:", *, durable: bool = True) -> None:
+        """``durable=False`` (synchronous=OFF) is for simulations, whose "crash" is the end of the
+        process: every commit still happens in order, but SQLite does not wait for the disk. A
+        relay that acknowledges envelopes to real senders keeps the default."""
         self.path = os.fspath(path)
+        self.durable = durable
         # isolation_level=None: no implicit transactions; transaction() says BEGIN/COMMIT itself.
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._depth = 0
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
             # Overwrite deleted rows (acknowledged envelopes, expired metadata) with zeros instead
             # of leaving them in free pages, where a copy of the file would still show them.
             self._db.execute("PRAGMA secure_delete=ON")

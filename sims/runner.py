@@ -121,7 +121,7 @@ class Simulation:
         self.sched = Scheduler()
         seed = scenario.seed
         self.net = Network(scenario.network, _seeded(seed, "network"))
-        self.store = Store(db_path)
+        self.store = Store(db_path, durable=False)
         relay_rng = _seeded(seed, "relay")
         self.relay = RelayCore(self.store, clock=self._relay_clock, rng=relay_rng.randbytes)
         self.relay_region = scenario.relay.region

@@ -160,3 +160,14 @@ def test_metadata_keep_modes() -> None:
         (RecordKind.AUTHENTICATION, "b", 3.0),
     ]
     assert [r.account for r in store.metadata(RecordKind.AUTHENTICATION)] == ["a", "b"]
+
+
+def test_a_simulation_store_does_not_wait_for_the_disk(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from relay.store import Store
+
+    durable = Store(tmp_path / "a.db")
+    fast = Store(tmp_path / "b.db", durable=False)
+    assert durable._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert fast._db.execute("PRAGMA synchronous").fetchone()[0] == 0  # OFF
+    durable.close()
+    fast.close()
