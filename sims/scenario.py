@@ -85,8 +85,11 @@ EVENT_KINDS = {
     "device_offline": "a device loses its connection until a matching device_online",
     "device_online": "a device reconnects and drains its queue",
     "seize_phone": "a device is seized: its stored keys and history are copied at that moment",
-    "legal_process": "legal process is served on the relay's operator",
+    "legal_process": "legal process is served on the relay's operator (process, target, from, to, name)",
+    "exceptional_access": "the provider is made to change its design: key_escrow, global_key or ghost_device",
+    "escrow_key_stolen": "the escrow agent's private key leaks: whoever has it opens every escrowed message",
 }
+EXCEPTIONAL_DEMANDS = ("key_escrow", "global_key", "ghost_device")
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
@@ -181,7 +184,7 @@ class RelaySpec:
     region: str = "us"
     address: str = "198.51.100.1"
     profile: str = "keep-everything"
-    sealed_sender: bool = False
+    sealed_sender: bool | None = None  # None: the profile's default
     max_frame_bytes: int | None = None
 
 
@@ -395,11 +398,17 @@ def _relay(r: _Reader, raw: object) -> RelaySpec:
     max_frame = r.get(t, "max_frame_bytes", "relay", int, None)
     if max_frame is not None and max_frame < 1024:
         raise r.fail("relay.max_frame_bytes", f"expected at least 1024, got {max_frame}")
+    from relay.profiles import PROFILES
+
+    profile = r.get(t, "profile", "relay", str, "keep-everything")
+    if profile != "keep-everything" and profile not in PROFILES:
+        known = ", ".join(map(repr, ["keep-everything", *PROFILES]))
+        raise r.fail("relay.profile", f"expected one of {known}, got {profile!r}")
     return RelaySpec(
         r.get(t, "region", "relay", str, "us"),
         r.get(t, "address", "relay", str, "198.51.100.1"),
-        r.get(t, "profile", "relay", str, "keep-everything"),
-        r.get(t, "sealed_sender", "relay", bool, False),
+        profile,
+        r.get(t, "sealed_sender", "relay", bool, None),
         max_frame,
     )
 
@@ -573,6 +582,25 @@ def _events(
         if kind not in EVENT_KINDS:
             raise r.fail(f"{path}.kind", f"expected one of {', '.join(map(repr, EVENT_KINDS))}, got {kind!r}")
         params = {k: v for k, v in t.items() if k not in ("at", "kind")}
+        if kind == "legal_process":
+            params = _legal_process(r, params, path, people, i)
+        elif kind == "exceptional_access":
+            r.known(params, path, ["demand", "target"])
+            demand = r.get(params, "demand", path, str)
+            if demand not in EXCEPTIONAL_DEMANDS:
+                raise r.fail(
+                    f"{path}.demand",
+                    f"expected one of {', '.join(map(repr, EXCEPTIONAL_DEMANDS))}, got {demand!r}",
+                )
+            if demand == "ghost_device":
+                target = r.get(params, "target", path, str)
+                if people and target not in people:
+                    raise r.fail(
+                        f"{path}.target",
+                        f"expected one of the people ({', '.join(sorted(people))}), got {target!r}",
+                    )
+        elif kind == "escrow_key_stolen":
+            r.known(params, path, [])
         if kind in ("device_offline", "device_online", "seize_phone"):
             r.known(params, path, ["device"])
             device = r.get(params, "device", path, str)
@@ -583,6 +611,34 @@ def _events(
                 )
         out.append(Event(at, kind, params))
     return tuple(sorted(out, key=lambda e: e.at))
+
+
+def _legal_process(
+    r: _Reader, params: dict[str, Any], path: str, people: set[str], index: int
+) -> dict[str, Any]:
+    from relay.profiles import PROCESSES
+
+    r.known(params, path, ["process", "target", "from", "to", "name"])
+    process = r.get(params, "process", path, str)
+    if process not in PROCESSES:
+        raise r.fail(f"{path}.process", f"expected one of {', '.join(map(repr, PROCESSES))}, got {process!r}")
+    target = r.get(params, "target", path, str, None)
+    if target is None and process != "blanket_demand":
+        raise r.fail(f"{path}.target", f"missing; a {process} names the account it is served on")
+    if target is not None and people and target not in people:
+        raise r.fail(
+            f"{path}.target", f"expected one of the people ({', '.join(sorted(people))}), got {target!r}"
+        )
+    start = r.duration(params, "from", path) if "from" in params else None
+    end = r.duration(params, "to", path) if "to" in params else None
+    if start is not None and end is not None and end <= start:
+        raise r.fail(f"{path}.to", f"expected a time after 'from' ({start:g} s), got {end:g} s")
+    name = r.get(params, "name", path, str, f"{process}-{target or 'everyone'}-{index}")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,80}", name):
+        raise r.fail(
+            f"{path}.name", f"expected letters, digits, '_', '.' or '-' (it names output files), got {name!r}"
+        )
+    return {"process": process, "target": target, "from": start, "to": end, "name": name}
 
 
 # --- built-in scenarios -----------------------------------------------------------------------

@@ -1,0 +1,415 @@
+"""Relay profiles: how real providers' relays behave, as data that drives the relay core itself.
+
+A profile decides what the relay *records* (a ``RetentionPolicy``: which observations, which
+fields, at what granularity, for how long), what survives delivery (message bodies deleted on
+acknowledgement, or kept server-side), whether address books and block lists are kept, what it
+can collect only once an order is served (a pen register, a wiretap), who holds the keys to
+message content, and what the provider's published policy hands over under each kind of legal
+process. A run under ``signal`` never writes a who-messaged-whom row: the policy drops those
+observations before the store sees them; nothing is hidden at disclosure time.
+
+Every profile cites its sources; the facts are those gathered in ../shared/reference/
+lawful-access.md (the FBI "Lawful Access" chart of 2021-01-07, providers' published law
+enforcement guidelines, Signal's published subpoena responses, court records, reporting on
+BlackBerry). Where a source says nothing, the profile says what we assumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from relay.metadata import KEEP_EVERYTHING, KindRule, RecordKind, RetentionPolicy
+
+__all__ = [
+    "CATEGORIES",
+    "PROCESSES",
+    "PROFILES",
+    "REAL_PROFILES",
+    "Profile",
+    "get_profile",
+]
+
+# The vocabulary of what legal process asks for and what a disclosure contains.
+CATEGORIES: Final[Mapping[str, str]] = {
+    "subscriber_info": "who holds the account: its identifier (here, the phone number) and what was given at sign-up",
+    "account_created": "when the account was registered",
+    "last_seen": "when the account last connected",
+    "ip_addresses": "network addresses the account connected from",
+    "device_info": "the account's devices: how many, when each registered",
+    "contacts": "the account's uploaded address book",
+    "reverse_contacts": "accounts whose uploaded address books contain this account",
+    "blocked_users": "accounts this account blocked",
+    "message_log": "who messaged whom and when (no content)",
+    "message_counts": "how many messages the account sent",
+    "lookup_log": "who looked up whose keys in the directory, and when",
+    "realtime_routing": "source, destination and time of each message, collected as it happens",
+    "location": "where the account's devices were, as far as their network addresses tell",
+    "ciphertext": "the encrypted message bodies the relay holds or intercepts",
+    "content": "what the messages said",
+}
+
+# US legal process (18 U.S.C. 2703, 3121-3127, 2518) and the other demands a relay may face.
+PROCESSES: Final[Mapping[str, str]] = {
+    "subpoena": "grand-jury or administrative subpoena, 18 U.S.C. 2703(c)(2): basic subscriber information",
+    "court_order_2703d": "court order under 18 U.S.C. 2703(d), on specific and articulable facts: non-content records",
+    "search_warrant": "search warrant, 18 U.S.C. 2703(a)/(b), on probable cause: stored content and records",
+    "pen_register": "pen register / trap-and-trace order, 18 U.S.C. 3121-3127: routing information from service on",
+    "wiretap": "wiretap order, Title III (18 U.S.C. 2518): content in real time from service on",
+    "preservation": "preservation request, 18 U.S.C. 2703(f): keep what exists; discloses nothing by itself",
+    "blanket_demand": "a foreign regulator's demand to monitor all traffic (e.g. Pakistan's PTA, 2015)",
+}
+
+Process = Literal[
+    "subpoena",
+    "court_order_2703d",
+    "search_warrant",
+    "pen_register",
+    "wiretap",
+    "preservation",
+    "blanket_demand",
+]
+Custody = Literal["devices", "provider", "enterprise"]
+
+_DAY = 86400.0
+_WHERE = frozenset({"time", "host"})
+
+_BASIC = frozenset({"subscriber_info", "account_created", "last_seen", "ip_addresses", "device_info"})
+_RECORDS = _BASIC | {
+    "message_log",
+    "message_counts",
+    "lookup_log",
+    "contacts",
+    "reverse_contacts",
+    "blocked_users",
+    "location",
+}
+_STORED = _RECORDS | {"ciphertext", "content"}
+
+# What each process may compel (asks for), by law.
+ASKS: Final[Mapping[str, frozenset[str]]] = {
+    "subpoena": _BASIC | {"message_counts"},
+    "court_order_2703d": _RECORDS,
+    "search_warrant": _STORED,
+    "pen_register": frozenset({"realtime_routing", "ip_addresses"}),
+    "wiretap": frozenset({"realtime_routing", "ip_addresses", "ciphertext", "content"}),
+    "preservation": frozenset(),
+    "blanket_demand": frozenset({"realtime_routing", "ip_addresses", "location", "ciphertext", "content"}),
+}
+
+
+def _policy(name: str, rules: Mapping[RecordKind, KindRule]) -> RetentionPolicy:
+    return RetentionPolicy(name, dict(rules))
+
+
+def _first(fields: set[str], **kw: object) -> KindRule:
+    return KindRule(frozenset(fields | {"account"}), keep="first", key=("account",), **kw)  # type: ignore[arg-type]
+
+
+def _latest(fields: set[str], **kw: object) -> KindRule:
+    return KindRule(frozenset(fields | {"account"}), keep="latest", key=("account",), **kw)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    title: str
+    policy: RetentionPolicy
+    custody: Custody  # who holds the keys to message content
+    sources: tuple[str, ...]
+    discloses: Mapping[str, frozenset[str]]  # per process, what the provider's policy hands over when held
+    end_to_end: bool = True
+    sealed_sender: bool = False
+    keep_delivered: bool = False  # message bodies survive delivery (server-side storage)
+    keep_contacts: bool = False
+    keep_blocks: bool = False
+    pen_register: bool = False  # can collect routing information in real time once ordered
+    pen_register_batch: float | None = None  # delivered in batches of this many seconds
+    wiretap: bool = True  # can copy envelopes in real time once ordered (ciphertext, for E2E)
+    subscriber_hashed: bool = False  # keeps only a hash of the phone number / e-mail
+    notes: Mapping[str, str] = field(default_factory=dict)  # per category, why it is as it is
+
+    def holds_records(self, kind: RecordKind, *fields: str) -> bool:
+        rule = self.policy.rules.get(kind)
+        return rule is not None and all(f in rule.fields for f in fields)
+
+
+_FBI_CHART = "FBI, 'Lawful Access' chart, 2021-01-07 (FOIA release 2021-11-19; justsecurity.org/79549)"
+
+SIGNAL = Profile(
+    name="signal",
+    title="Signal",
+    policy=_policy(
+        "signal",
+        {
+            # "the date and time a user registered with Signal and the last date of a user's
+            # connectivity to the Signal service" — nothing else (signal.org/bigbrother).
+            RecordKind.REGISTRATION: _first({"time"}),
+            RecordKind.AUTHENTICATION: _latest({"time"}, granularity={"time": _DAY}),
+        },
+    ),
+    custody="devices",
+    sealed_sender=True,
+    sources=(
+        "signal.org/bigbrother: E.D. Va. grand-jury subpoena, 2016 (ACLU, 2016-10-04)",
+        "signal.org/bigbrother: C.D. Cal. subpoena and Santa Clara County warrant, 2021",
+        _FBI_CHART,
+    ),
+    discloses={p: frozenset({"account_created", "last_seen"}) for p in ASKS},
+    notes={
+        "last_seen": "Signal keeps only the day of the last connection",
+        "device_info": "the server routes to each device but Signal's responses name only two timestamps",
+    },
+)
+
+WHATSAPP = Profile(
+    name="whatsapp",
+    title="WhatsApp",
+    policy=_policy(
+        "whatsapp",
+        {
+            RecordKind.REGISTRATION: _first({"time", "host", "device"}),
+            RecordKind.AUTHENTICATION: _latest({"time", "host", "device"}),
+            RecordKind.CONNECTION: KindRule(frozenset({"time", "host"}), keep_for=90 * _DAY),
+        },
+    ),
+    custody="devices",
+    keep_contacts=True,
+    keep_blocks=True,
+    pen_register=True,
+    pen_register_batch=15 * 60.0,
+    sources=(
+        "faq.whatsapp.com, 'Information for law enforcement authorities'",
+        "In re WhatsApp pen register orders, E.D. Cal. 2022 (15-minute batches, up to 60 days)",
+        _FBI_CHART,
+    ),
+    discloses={
+        "subpoena": frozenset({"subscriber_info", "account_created", "last_seen", "ip_addresses"}),
+        "court_order_2703d": frozenset(
+            {"subscriber_info", "account_created", "last_seen", "ip_addresses", "blocked_users"}
+        ),
+        "search_warrant": frozenset(
+            {
+                "subscriber_info",
+                "account_created",
+                "last_seen",
+                "ip_addresses",
+                "blocked_users",
+                "contacts",
+                "reverse_contacts",
+            }
+        ),
+        "pen_register": frozenset({"realtime_routing", "ip_addresses"}),
+        "wiretap": frozenset({"realtime_routing", "ip_addresses", "ciphertext"}),
+        "blanket_demand": frozenset(),
+    },
+    notes={"content": "content lives only on the phones and in their backups"},
+)
+
+IMESSAGE = Profile(
+    name="imessage",
+    title="Apple iMessage",
+    policy=_policy(
+        "imessage",
+        {
+            RecordKind.REGISTRATION: _first({"time", "host"}),
+            RecordKind.AUTHENTICATION: _latest({"time"}),
+            # "capability look-ups" (source, target, time, IP) kept about 30 days; 25 days are
+            # handed over under a 2703(d) order (FBI chart).
+            RecordKind.BUNDLE_FETCH: KindRule(
+                frozenset({"time", "host", "account", "recipient_account"}), keep_for=30 * _DAY
+            ),
+        },
+    ),
+    custody="devices",
+    sources=(
+        "Apple, 'Legal Process Guidelines' (iMessage capability query logs, 30 days)",
+        _FBI_CHART,
+    ),
+    discloses={
+        "subpoena": frozenset({"subscriber_info", "account_created", "last_seen"}),
+        "court_order_2703d": frozenset({"subscriber_info", "account_created", "last_seen", "lookup_log"}),
+        "search_warrant": frozenset(
+            {"subscriber_info", "account_created", "last_seen", "lookup_log", "content"}
+        ),
+        "pen_register": frozenset(),
+        "wiretap": frozenset(),
+        "blanket_demand": frozenset(),
+    },
+    notes={
+        "content": "with iCloud Backup on (and Advanced Data Protection off) Apple holds the backup's keys; "
+        "device backups are not simulated here",
+        "realtime_routing": "the FBI chart lists no pen-register capability for iMessage",
+    },
+)
+
+THREEMA = Profile(
+    name="threema",
+    title="Threema",
+    policy=_policy(
+        "threema",
+        {
+            RecordKind.REGISTRATION: _first({"time"}),
+            RecordKind.AUTHENTICATION: _latest({"time"}, granularity={"time": _DAY}),
+        },
+    ),
+    custody="devices",
+    subscriber_hashed=True,
+    sources=("Threema, 'Transparency report' and law-enforcement guidelines", _FBI_CHART),
+    discloses={
+        p: frozenset({"subscriber_info", "account_created", "last_seen", "device_info"}) for p in ASKS
+    },
+    notes={
+        "ip_addresses": "Threema keeps no IP logs",
+        "subscriber_info": "only a hash of the phone number or e-mail (and a push token)",
+    },
+)
+
+WICKR = Profile(
+    name="wickr",
+    title="Wickr",
+    policy=_policy(
+        "wickr",
+        {
+            RecordKind.REGISTRATION: _first({"time", "device"}),
+            RecordKind.AUTHENTICATION: _latest({"time"}),
+            RecordKind.SEND: KindRule(frozenset({"account"})),  # counted, not logged
+        },
+    ),
+    custody="devices",
+    sources=(_FBI_CHART,),
+    discloses={p: frozenset({"account_created", "device_info", "last_seen", "message_counts"}) for p in ASKS},
+    notes={"message_counts": "the number of messages, with no sender-recipient pairs or times"},
+)
+
+VIBER = Profile(
+    name="viber",
+    title="Viber",
+    policy=_policy(
+        "viber",
+        {
+            RecordKind.REGISTRATION: _first({"time", "host"}),
+            RecordKind.SEND: KindRule(frozenset({"time", "account", "recipient_account"})),
+        },
+    ),
+    custody="devices",
+    sources=(_FBI_CHART,),
+    discloses={
+        p: frozenset({"subscriber_info", "account_created", "ip_addresses", "message_log"}) for p in ASKS
+    },
+    notes={"ip_addresses": "the IP address at registration only"},
+)
+
+TELEGRAM_CLOUD = Profile(
+    name="telegram-cloud",
+    title="Telegram (cloud chats)",
+    end_to_end=False,
+    policy=_policy(
+        "telegram-cloud",
+        {
+            RecordKind.REGISTRATION: _first({"time", "host"}),
+            RecordKind.AUTHENTICATION: _latest({"time", "host"}),
+            RecordKind.SEND: KindRule(frozenset({"time", "account", "recipient_account", "size"})),
+        },
+    ),
+    custody="provider",
+    keep_delivered=True,
+    keep_contacts=True,
+    sources=(
+        "telegram.org/privacy §8.3 (IP address and phone number, on a court order; from 2024-09 for any "
+        "criminal suspect)",
+        "telegram.org/faq: cloud chats are encrypted client-server and stored on Telegram's servers",
+        _FBI_CHART,
+    ),
+    discloses={p: frozenset({"subscriber_info", "ip_addresses"}) for p in ASKS},
+    notes={
+        "content": "the keys are on Telegram's servers: content is withheld by policy, not by mathematics"
+    },
+)
+
+BBM_CONSUMER = Profile(
+    name="bbm-consumer",
+    title="BlackBerry Messenger / PIN (consumer)",
+    end_to_end=False,
+    policy=_policy(
+        "bbm-consumer",
+        {
+            RecordKind.REGISTRATION: _first({"time", "host"}),
+            RecordKind.AUTHENTICATION: _latest({"time", "host"}),
+            RecordKind.SEND: KindRule(frozenset({"time", "host", "account", "recipient_account", "size"})),
+        },
+    ),
+    custody="provider",
+    pen_register=True,
+    sources=(
+        "consumer PIN and BBM messages used one global key held by the provider; the RCMP held it from 2010 "
+        "and decrypted about a million PIN messages (Project Clemenza, reported 2016-04)",
+        "India 2012: an interception facility in Mumbai covers BBM and BIS e-mail, not BES",
+    ),
+    discloses={p: ASKS[p] for p in ASKS},
+    notes={"content": "one global key, held by the provider, opens every consumer message"},
+)
+
+BES = Profile(
+    name="bes",
+    title="BlackBerry Enterprise Server (carrier relay)",
+    end_to_end=True,
+    policy=_policy(
+        "bes",
+        {
+            RecordKind.REGISTRATION: _first({"time", "host"}),
+            RecordKind.AUTHENTICATION: _latest({"time", "host"}),
+            RecordKind.SEND: KindRule(frozenset({"time", "host", "account", "recipient_account", "size"})),
+        },
+    ),
+    custody="enterprise",
+    pen_register=True,
+    sources=(
+        "RIM, August 2010: BES keys are generated and held by the customer's server; 'no master key or back door'",
+        "Pakistan 2015: the PTA withdrew its demand on 2015-12-31, 'accepting BlackBerry's position that we "
+        "cannot provide the content of our customers' BES traffic'",
+        "BlackBerry's lawful-access policy as reported (Dec 2015): location, who contacted whom and certain "
+        "metadata under a court order, not the correspondence",
+    ),
+    discloses={p: ASKS[p] - {"content"} for p in ASKS},
+    notes={
+        "content": "the keys are generated and held by the enterprise's own BES server: serve the enterprise"
+    },
+)
+
+KEEP_EVERYTHING_PROFILE = Profile(
+    name="keep-everything",
+    title="a relay that records everything it can",
+    policy=KEEP_EVERYTHING,
+    custody="devices",
+    keep_contacts=True,
+    keep_blocks=True,
+    pen_register=True,
+    sources=("not a real provider: the upper bound of what an end-to-end relay could hand over",),
+    discloses=dict(ASKS),
+)
+
+PROFILES: Final[Mapping[str, Profile]] = {
+    p.name: p
+    for p in (
+        SIGNAL,
+        WHATSAPP,
+        IMESSAGE,
+        THREEMA,
+        WICKR,
+        VIBER,
+        TELEGRAM_CLOUD,
+        BBM_CONSUMER,
+        BES,
+        KEEP_EVERYTHING_PROFILE,
+    )
+}
+REAL_PROFILES: Final = tuple(name for name in PROFILES if name != "keep-everything")
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown relay profile {name!r}; known: {', '.join(PROFILES)}") from None

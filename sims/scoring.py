@@ -1,0 +1,120 @@
+"""Scoring a disclosure against ground truth: the simulator knows everything the provider does not.
+
+For the target of an order, over the order's window, the truth is: whom they exchanged messages
+with, when each message went, where their devices were (the region of each device's network
+address), and what the messages said. A disclosure is scored by the share of each it reveals:
+
+- ``contacts``: counterparts named anywhere in the disclosure (message logs, real-time routing,
+  directory look-ups, address books), out of the people the target actually messaged;
+- ``message_times``: true message times matched by a disclosed record within a second;
+- ``locations``: true device regions that the disclosed addresses place the target in;
+- ``plaintext``: how many of the target's messages appear, word for word, in the disclosure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["GroundTruth", "score"]
+
+_ROUTING_CATEGORIES = ("message_log", "realtime_routing", "lookup_log")
+
+
+@dataclass(frozen=True)
+class TrueMessage:
+    time: float  # relay clock seconds
+    sender: str
+    recipient: str
+    text: str
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    messages: tuple[TrueMessage, ...]
+    regions: Mapping[str, frozenset[str]]  # person → regions of their devices
+    people: frozenset[str]
+
+
+def _share(found: int, total: int) -> float | None:
+    return None if total == 0 else round(found / total, 4)
+
+
+def score(disclosure: Mapping[str, Any], truth: GroundTruth) -> dict[str, Any]:
+    """Score one disclosure (the JSON form of ``relay.compliance.Disclosure``)."""
+    target = disclosure.get("target")
+    start, end = disclosure["window"]
+    lo = float("-inf") if start is None else start
+    hi = float("inf") if end is None else end
+    mine = [
+        m
+        for m in truth.messages
+        if lo <= m.time <= hi and (target is None or target in (m.sender, m.recipient))
+    ]
+    provided: Mapping[str, list[dict[str, Any]]] = disclosure["provided"]
+
+    # contacts
+    true_contacts = {m.recipient if m.sender == target else m.sender for m in mine} if target else set()
+    named: set[str] = set()
+    for cat in _ROUTING_CATEGORIES:
+        for row in provided.get(cat, []):
+            named.update(
+                v for k, v in row.items() if k in ("account", "recipient_account") and isinstance(v, str)
+            )
+    for row in provided.get("contacts", []):
+        named.add(row.get("contact", ""))
+    for row in provided.get("reverse_contacts", []):
+        named.add(row.get("account", ""))
+    named.discard(target or "")
+    revealed_contacts = true_contacts & named
+
+    # message times
+    times = sorted(
+        row["time"]
+        for cat in ("message_log", "realtime_routing")
+        for row in provided.get(cat, [])
+        if isinstance(row.get("time"), int | float)
+    )
+    matched = sum(1 for m in mine if _near(times, m.time))
+
+    # locations
+    true_regions = set(truth.regions.get(target, frozenset())) if target else set()
+    shown_regions = {row.get("region") for row in provided.get("location", [])}
+    revealed_regions = true_regions & {r for r in shown_regions if isinstance(r, str)}
+
+    # plaintext
+    blob = json.dumps(provided, ensure_ascii=False)
+    opened = [m for m in mine if m.text and m.text in blob]
+
+    return {
+        "target": target,
+        "messages_in_window": len(mine),
+        "contacts": {
+            "true": len(true_contacts),
+            "revealed": len(revealed_contacts),
+            "share": _share(len(revealed_contacts), len(true_contacts)),
+        },
+        "message_times": {"true": len(mine), "revealed": matched, "share": _share(matched, len(mine))},
+        "locations": {
+            "true": sorted(true_regions),
+            "revealed": sorted(revealed_regions),
+            "share": _share(len(revealed_regions), len(true_regions)),
+        },
+        "plaintext": {"revealed": len(opened), "any": bool(opened)},
+    }
+
+
+def _near(sorted_times: list[float], t: float, tolerance: float = 1.0) -> bool:
+    import bisect
+
+    i = bisect.bisect_left(sorted_times, t - tolerance)
+    return i < len(sorted_times) and sorted_times[i] <= t + tolerance
+
+
+def truth_from(
+    messages: Iterable[tuple[float, str, str, str]], regions: Mapping[str, Iterable[str]]
+) -> GroundTruth:
+    msgs = tuple(TrueMessage(*m) for m in messages)
+    return GroundTruth(msgs, {k: frozenset(v) for k, v in regions.items()}, frozenset(regions))
