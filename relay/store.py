@@ -1,4 +1,5 @@
-"""The relay's durable state in SQLite: accounts, devices, prekeys, queued envelopes, metadata.
+"""The relay's durable state in SQLite: accounts, devices, prekeys, queued envelopes, metadata,
+and what lawful access adds: intercepts, archived envelopes, address books and blocks.
 
 One file (or ``":memory:"``), stdlib ``sqlite3``, WAL journal, ``synchronous=FULL``: a commit
 is on disk before ``transaction()`` returns, so the core can tell a sender its envelope is
@@ -15,7 +16,12 @@ else in the file holds it (tests read the ``.db`` file directly to check).
 
 Envelopes are queued per recipient device and deleted when that device acknowledges them.
 Until then they are delivered again on every ``receive``: at-least-once, and devices drop
-duplicates by envelope id.
+duplicates by envelope id. A relay that keeps delivered messages (a cloud-chat service), or one
+under a preservation request, moves them to ``archive`` instead.
+
+``intercepts`` holds what taps (pen registers, wiretaps) collected: whole observation records,
+whatever the retention policy, and for content taps the envelope bodies. ``contacts`` and
+``blocks`` hold uploaded address books and blocks, for relays configured to keep them.
 """
 
 from __future__ import annotations
@@ -24,8 +30,8 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 from relay.metadata import METADATA_FIELDS, KindRule, MetadataRecord, RecordKind, RetentionPolicy
 from relay.wire import Envelope, KemPrekey, Prekey, SignedPrekey
@@ -33,6 +39,7 @@ from relay.wire import Envelope, KemPrekey, Prekey, SignedPrekey
 __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "ArchivedEnvelope",
     "DeviceRecord",
     "Store",
     "StoreError",
@@ -129,6 +136,60 @@ CREATE TABLE server_identity (
 """
 
 
+# v2: lawful access. Taps' intercepts (every MetadataRecord column, plus the body for content
+# taps), delivered envelopes kept server-side, address books and blocks.
+_V2 = """
+CREATE TABLE intercepts (
+    seq                 INTEGER PRIMARY KEY AUTOINCREMENT,
+    tap_id              TEXT NOT NULL,
+    kind                TEXT NOT NULL,
+    time                REAL,
+    connection          INTEGER,
+    host                TEXT,
+    port                INTEGER,
+    account             TEXT,
+    device              INTEGER,
+    recipient_account   TEXT,
+    recipient_device    INTEGER,
+    envelope_id         BLOB,
+    size                INTEGER,
+    count               INTEGER,
+    body                BLOB
+);
+CREATE INDEX intercepts_by_tap ON intercepts (tap_id, seq);
+
+CREATE TABLE archive (
+    seq             INTEGER PRIMARY KEY,
+    id              BLOB NOT NULL UNIQUE,
+    account         TEXT NOT NULL,
+    device          INTEGER NOT NULL,
+    body            BLOB NOT NULL,
+    timestamp       INTEGER NOT NULL,
+    sealed          INTEGER NOT NULL,
+    source_account  TEXT,
+    source_device   INTEGER,
+    archived_at     REAL NOT NULL,
+    reason          TEXT NOT NULL CHECK (reason IN ('kept', 'preserved'))
+);
+CREATE INDEX archive_by_account ON archive (account, seq);
+CREATE INDEX archive_by_source ON archive (source_account, seq);
+
+CREATE TABLE contacts (
+    account     TEXT NOT NULL,
+    contact     TEXT NOT NULL,
+    PRIMARY KEY (account, contact)
+) WITHOUT ROWID;
+CREATE INDEX contacts_by_contact ON contacts (contact, account);
+
+CREATE TABLE blocks (
+    account     TEXT NOT NULL,
+    blocked     TEXT NOT NULL,
+    time        REAL NOT NULL,
+    PRIMARY KEY (account, blocked)
+) WITHOUT ROWID;
+"""
+
+
 def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
     def run(db: sqlite3.Connection) -> None:
         for statement in sql.split(";"):
@@ -138,7 +199,7 @@ def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
     return run
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_script(_V1)]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_script(_V1), _script(_V2)]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -189,6 +250,21 @@ _METADATA_COLUMNS = ", ".join(("kind", *METADATA_FIELDS))
 _METADATA_INSERT = (
     f"INSERT INTO metadata ({_METADATA_COLUMNS}) VALUES ({', '.join('?' * (len(METADATA_FIELDS) + 1))})"
 )
+_INTERCEPT_INSERT = (
+    f"INSERT INTO intercepts (tap_id, {_METADATA_COLUMNS}, body) "
+    f"VALUES ({', '.join('?' * (len(METADATA_FIELDS) + 3))})"
+)
+ARCHIVE_REASONS: Final = ("kept", "preserved")
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedEnvelope(StoredEnvelope):
+    """An acknowledged envelope the relay kept, with when (relay clock, seconds) and why:
+    ``reason`` is ``"kept"`` (the relay keeps delivered messages) or ``"preserved"`` (a
+    preservation request covered it)."""
+
+    archived_at: float = field(kw_only=True)
+    reason: str = field(kw_only=True)
 
 
 def _device(row: Any) -> DeviceRecord:
@@ -443,6 +519,55 @@ class Store:
             _envelope(r) for r in self._db.execute(f"SELECT {_ENVELOPE_COLUMNS} FROM envelopes ORDER BY seq")
         ]
 
+    def envelope_sources(self, account: str, device: int, ids: Iterable[bytes]) -> dict[bytes, str | None]:
+        """Envelope id → source account (None if sealed) for the given ids in this device's queue."""
+        sources: dict[bytes, str | None] = {}
+        for i in ids:
+            row = self._db.execute(
+                "SELECT source_account FROM envelopes WHERE account = ? AND device = ? AND id = ?",
+                (account, device, i),
+            ).fetchone()
+            if row is not None:
+                sources[i] = row[0]
+        return sources
+
+    # -- archive: envelopes kept after acknowledgement ---------------------------------------
+
+    def archive_envelopes(
+        self, account: str, device: int, ids: Iterable[bytes], *, archived_at: float, reason: str
+    ) -> int:
+        """Move the given ids from this device's queue to the archive; returns how many were queued.
+
+        The queue rows are deleted as :meth:`delete_envelopes` deletes (overwritten on disk); the
+        body lives on in ``archive``."""
+        if reason not in ARCHIVE_REASONS:
+            raise ValueError(f"reason must be one of {ARCHIVE_REASONS}, got {reason!r}")
+        moved = 0
+        for i in ids:
+            key = (account, device, i)
+            cursor = self._db.execute(
+                f"INSERT INTO archive (seq, {_ENVELOPE_COLUMNS}, archived_at, reason) "
+                f"SELECT seq, {_ENVELOPE_COLUMNS}, ?, ? FROM envelopes WHERE account = ? AND device = ? AND id = ?",
+                (archived_at, reason, *key),
+            )
+            if cursor.rowcount:
+                self._db.execute("DELETE FROM envelopes WHERE account = ? AND device = ? AND id = ?", key)
+                moved += 1
+        return moved
+
+    def archived(self, account: str | None = None) -> list[ArchivedEnvelope]:
+        """Archived envelopes in acceptance order; with ``account``, those to or from it."""
+        sql = f"SELECT {_ENVELOPE_COLUMNS}, archived_at, reason FROM archive"
+        rows = (
+            self._db.execute(sql + " ORDER BY seq")
+            if account is None
+            else self._db.execute(sql + " WHERE account = ?1 OR source_account = ?1 ORDER BY seq", (account,))
+        )
+        return [
+            ArchivedEnvelope(eid, a, d, body, ts, bool(sealed), sa, sd, archived_at=at, reason=why)
+            for eid, a, d, body, ts, sealed, sa, sd, at, why in rows
+        ]
+
     # -- metadata ----------------------------------------------------------------------------
 
     def append_metadata(self, records: Iterable[tuple[MetadataRecord, KindRule]]) -> None:
@@ -477,16 +602,91 @@ class Store:
         )
         return [MetadataRecord(RecordKind(r[0]), *r[1:]) for r in rows]
 
-    def expire_metadata(self, now: float, policy: RetentionPolicy) -> int:
-        """Delete records older than their kind's ``keep_for``; returns how many."""
+    def expire_metadata(self, now: float, policy: RetentionPolicy, exempt: Iterable[str] = ()) -> int:
+        """Delete records older than their kind's ``keep_for``; returns how many. Records whose
+        ``account`` or ``recipient_account`` is in ``exempt`` (preserved accounts) stay."""
+        spared = sorted(set(exempt))
+        spare = ""
+        if spared:
+            marks = ", ".join("?" * len(spared))
+            spare = (
+                f" AND (account IS NULL OR account NOT IN ({marks}))"
+                f" AND (recipient_account IS NULL OR recipient_account NOT IN ({marks}))"
+            )
         deleted = 0
         for kind, rule in policy.rules.items():
             if rule.keep_for is not None:
                 cursor = self._db.execute(
-                    "DELETE FROM metadata WHERE kind = ? AND time < ?", (kind.value, now - rule.keep_for)
+                    "DELETE FROM metadata WHERE kind = ? AND time < ?" + spare,
+                    (kind.value, now - rule.keep_for, *spared, *spared),
                 )
                 deleted += cursor.rowcount
         return deleted
+
+    # -- intercepts: what taps collected -----------------------------------------------------
+
+    def append_intercepts(self, rows: Iterable[tuple[str, MetadataRecord, bytes | None]]) -> None:
+        """Write (tap id, whole record, body or None) rows, in order."""
+        self._db.executemany(
+            _INTERCEPT_INSERT,
+            [
+                (tap_id, record.kind.value, *(getattr(record, f) for f in METADATA_FIELDS), body)
+                for tap_id, record, body in rows
+            ],
+        )
+
+    def intercepts(self, tap_id: str) -> list[tuple[MetadataRecord, bytes | None]]:
+        """What the tap collected, in order: each record with its envelope body (content taps)."""
+        rows = self._db.execute(
+            f"SELECT {_METADATA_COLUMNS}, body FROM intercepts WHERE tap_id = ? ORDER BY seq", (tap_id,)
+        )
+        return [
+            (MetadataRecord(RecordKind(r[0]), *r[1:-1]), None if r[-1] is None else bytes(r[-1]))
+            for r in rows
+        ]
+
+    # -- address books -----------------------------------------------------------------------
+
+    def set_contacts(self, account: str, contacts: Iterable[str]) -> None:
+        """Replace ``account``'s uploaded address book."""
+        self._db.execute("DELETE FROM contacts WHERE account = ?", (account,))
+        self._db.executemany(
+            "INSERT OR IGNORE INTO contacts (account, contact) VALUES (?, ?)",
+            [(account, c) for c in contacts],
+        )
+
+    def contacts_of(self, account: str) -> list[str]:
+        rows = self._db.execute("SELECT contact FROM contacts WHERE account = ? ORDER BY contact", (account,))
+        return [r[0] for r in rows]
+
+    def reverse_contacts(self, account: str) -> list[str]:
+        """The accounts whose uploaded address book contains ``account``."""
+        rows = self._db.execute("SELECT account FROM contacts WHERE contact = ? ORDER BY account", (account,))
+        return [r[0] for r in rows]
+
+    # -- blocks ------------------------------------------------------------------------------
+
+    def add_block(self, account: str, blocked: str, time: float) -> None:
+        """``account`` blocks ``blocked``; blocking again keeps the time of the first block."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO blocks (account, blocked, time) VALUES (?, ?, ?)", (account, blocked, time)
+        )
+
+    def remove_block(self, account: str, blocked: str) -> bool:
+        """Returns whether there was such a block."""
+        cursor = self._db.execute("DELETE FROM blocks WHERE account = ? AND blocked = ?", (account, blocked))
+        return cursor.rowcount > 0
+
+    def blocks_of(self, account: str) -> list[tuple[str, float]]:
+        """(blocked account, since when) for every account ``account`` blocks, oldest first."""
+        rows = self._db.execute(
+            "SELECT blocked, time FROM blocks WHERE account = ? ORDER BY time, blocked", (account,)
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    def all_blocks(self) -> list[tuple[str, str, float]]:
+        """(account, blocked, time) for every block kept (what a relay loads when it starts)."""
+        return [(r[0], r[1], r[2]) for r in self._db.execute("SELECT account, blocked, time FROM blocks")]
 
     # -- the relay's own keys ----------------------------------------------------------------
 

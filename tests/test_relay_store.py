@@ -54,19 +54,20 @@ def test_migrations_run_in_order_once_and_a_newer_schema_is_refused(
     path = tmp_path / "relay.db"
     Store(path).close()
     ran: list[int] = []
+    latest = len(store_module.MIGRATIONS)
 
-    def v2(db: sqlite3.Connection) -> None:
-        ran.append(2)
+    def next_step(db: sqlite3.Connection) -> None:
+        ran.append(latest + 1)
         db.execute("ALTER TABLE accounts ADD COLUMN note TEXT")
 
-    monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, v2])
+    monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, next_step])
     with Store(path) as store:
-        assert store.schema_version == 2
+        assert store.schema_version == latest + 1
         assert "note" in [r[1] for r in store._db.execute("PRAGMA table_info(accounts)")]
     Store(path).close()
-    assert ran == [2]  # not again
-    monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1])
-    with pytest.raises(StoreError, match="schema version 2 is newer"):
+    assert ran == [latest + 1]  # not again
+    monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:latest])
+    with pytest.raises(StoreError, match=f"schema version {latest + 1} is newer"):
         Store(path)
 
 
@@ -84,7 +85,7 @@ def test_a_failing_migration_leaves_the_database_as_it_was(
     with pytest.raises(RuntimeError, match="migration bug"):
         Store(path)
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert "half" not in [r[1] for r in db.execute("PRAGMA table_info(accounts)")]
 
 
