@@ -26,15 +26,29 @@ Authorization rules, all here:
   unknown account looks exactly like a wrong token;
 - an authenticated send must name exactly the recipient's current devices (Signal-Server's
   409 "mismatched devices" and 410 "stale devices", here one ``stale_devices`` error).
+
+What legal process served on the provider can make the relay do, beyond what its retention
+policy keeps (all off by default):
+
+- :class:`Tap` (``add_tap``): forward-looking collection. A pen register (``content=False``)
+  copies the target's observation records, whole, into ``intercepts`` as they happen; a wiretap
+  (``content=True``) also copies the bodies of the envelopes sent — ciphertext, for end-to-end
+  traffic. A record the relay made without knowing the target (a sealed send over an
+  unauthenticated connection) cannot be tapped by the target's name.
+- ``keep_delivered``: acknowledged envelopes move to ``archive`` instead of being deleted, as a
+  cloud-chat service keeps messages; ``preserve(account, since)``: the same for one account's
+  envelopes from ``since`` on (a 2703(f) request), and its metadata stops expiring.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hmac
+import math
 import os
 import time
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
@@ -86,6 +100,7 @@ from relay.wire import (
 
 __all__ = [
     "METADATA_SCHEMA",
+    "TAPPED_KINDS",
     "ConnectionContext",
     "DeviceAddress",
     "MetadataRecord",
@@ -94,6 +109,7 @@ __all__ = [
     "RelayCore",
     "Reply",
     "RetentionPolicy",
+    "Tap",
 ]
 
 DEFAULT_CHALLENGE_TTL: Final = 30.0  # seconds a challenge stays valid
@@ -144,6 +160,62 @@ class Push:
 
 Output: TypeAlias = Reply | Push | MetadataRecord
 
+TAPPED_KINDS: Final = frozenset(
+    {
+        RecordKind.SEND,
+        RecordKind.SEALED_SEND,
+        RecordKind.DELIVERY,
+        RecordKind.CONNECTION,
+        RecordKind.AUTHENTICATION,
+        RecordKind.DISCONNECT,
+        RecordKind.BUNDLE_FETCH,
+    }
+)
+"""The kinds of observation a tap collects (who talked to whom, when, from where)."""
+_CONTENT_KINDS: Final = frozenset({RecordKind.SEND, RecordKind.SEALED_SEND})
+
+
+def _is_time(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Tap:
+    """Collection an order compels: from ``start`` (inclusive) to ``end`` (exclusive), relay
+    clock seconds, every record of :data:`TAPPED_KINDS` whose ``account`` or
+    ``recipient_account`` is ``target`` (None: everyone's) goes to the store's intercepts,
+    whatever the retention policy. ``content=True`` (a wiretap rather than a pen register) also
+    keeps the body of each envelope sent. Only records made while the tap is in place are
+    collected: a tap looks forward, never back."""
+
+    id: str
+    target: str | None
+    start: float
+    end: float
+    content: bool
+
+    def __post_init__(self) -> None:
+        if type(self.id) is not str or not self.id:
+            raise ValueError(f"Tap.id must be a non-empty string, got {self.id!r}")
+        if self.target is not None and (type(self.target) is not str or not self.target):
+            raise ValueError(f"Tap.target must be an account id or None, got {self.target!r}")
+        for name in ("start", "end"):
+            if not _is_time(getattr(self, name)):
+                raise ValueError(f"Tap.{name} must be a time in seconds, got {getattr(self, name)!r}")
+        if not self.start < self.end:
+            raise ValueError(f"Tap.end must be after Tap.start, got start={self.start} end={self.end}")
+        if type(self.content) is not bool:
+            raise ValueError(f"Tap.content must be a bool, got {self.content!r}")
+
+    def covers(self, record: MetadataRecord) -> bool:
+        """Whether this tap collects ``record``."""
+        return (
+            record.kind in TAPPED_KINDS
+            and record.time is not None
+            and self.start <= record.time < self.end
+            and (self.target is None or self.target in (record.account, record.recipient_account))
+        )
+
 
 class _Refused(Exception):
     """A request the relay will not carry out; becomes an error reply, the connection stays."""
@@ -186,6 +258,8 @@ class _Out:
     """Outputs of one request, in the order they happened."""
 
     items: list[Output] = field(default_factory=list)
+    bodies: dict[bytes, bytes] = field(default_factory=dict)  # envelope id → body, for wiretaps
+    after: list[Callable[[], None]] = field(default_factory=list)  # in-memory changes, on commit
 
     def record(self, record: MetadataRecord) -> None:
         self.items.append(record)
@@ -206,6 +280,7 @@ class RelayCore:
         certificate_ttl: int = DEFAULT_CERTIFICATE_TTL,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         verify_prekey_signatures: bool = True,
+        keep_delivered: bool = False,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -220,6 +295,9 @@ class RelayCore:
         # Checking prekey signatures is what Signal-Server does; a large simulation that trusts its
         # own devices may turn it off (it is most of the cost of a registration).
         self.verify_prekey_signatures = verify_prekey_signatures
+        self.keep_delivered = keep_delivered
+        self._taps: dict[str, Tap] = {}
+        self._preserved: dict[str, float] = {}  # account → from when
         self.identity = identity if identity is not None else self._load_identity()
         self._challenges: dict[int, _Pending] = {}  # by connection id: one outstanding each
         self._online: dict[DeviceAddress, dict[int, ConnectionContext]] = {}
@@ -278,15 +356,60 @@ class RelayCore:
         try:
             with self.store.transaction():
                 handler(conn, request, out)
-                self._write_records(out.items)
+                self._write_records(out.items, out.bodies)
         except _Refused as refused:
             return [Reply(conn.id, refused.frame(request.id))]
+        for apply in out.after:
+            apply()
         return out.items
 
     def expire(self) -> int:
-        """Apply the policy's retention periods now; returns how many records were deleted."""
+        """Apply the policy's retention periods now; returns how many records were deleted.
+        Records of accounts under a preservation request in effect are kept."""
+        now = self.clock()
         with self.store.transaction():
-            return self.store.expire_metadata(self.clock(), self.policy)
+            return self.store.expire_metadata(now, self.policy, exempt=self._preserved_at(now))
+
+    # -- lawful access -----------------------------------------------------------------------
+
+    @property
+    def taps(self) -> Mapping[str, Tap]:
+        """The taps in place, by id (a read-only view)."""
+        return types.MappingProxyType(self._taps)
+
+    def add_tap(self, tap: Tap) -> None:
+        """Start collecting for ``tap`` (from the next observation on; nothing earlier)."""
+        if not isinstance(tap, Tap):
+            raise TypeError(f"tap must be a Tap, got {type(tap).__name__}")
+        if tap.id in self._taps:
+            raise ValueError(f"Tap.id {tap.id!r} is already in place; remove it first")
+        self._taps[tap.id] = tap
+
+    def remove_tap(self, tap_id: str) -> Tap:
+        """Stop the tap; what it collected stays in the store's intercepts."""
+        try:
+            return self._taps.pop(tap_id)
+        except KeyError:
+            raise KeyError(f"no tap with id {tap_id!r}") from None
+
+    @property
+    def preservations(self) -> Mapping[str, float]:
+        """Accounts under a preservation request, and from when (a read-only view)."""
+        return types.MappingProxyType(self._preserved)
+
+    def preserve(self, account: str, since: float) -> None:
+        """A preservation request (18 U.S.C. 2703(f)): from ``since`` on, envelopes to or from
+        ``account`` are archived when acknowledged instead of deleted, and metadata records
+        naming it (as ``account`` or ``recipient_account``) are exempt from :meth:`expire`.
+        Sealed envelopes from the account are covered only when the relay knew the sender."""
+        if type(account) is not str or not account:
+            raise ValueError(f"account must be a non-empty string, got {account!r}")
+        if not _is_time(since):
+            raise ValueError(f"since must be a time in seconds, got {since!r}")
+        self._preserved[account] = min(since, self._preserved.get(account, since))
+
+    def _preserved_at(self, now: float) -> set[str]:
+        return {account for account, since in self._preserved.items() if since <= now}
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -296,16 +419,32 @@ class RelayCore:
             self._write_records([record])
         return [record]
 
-    def _write_records(self, outputs: list[Output]) -> None:
-        """The observations among ``outputs``, as the policy reduces them, into the store."""
+    def _write_records(self, outputs: list[Output], bodies: Mapping[bytes, bytes] | None = None) -> None:
+        """The observations among ``outputs``, as the policy reduces them, into the store; and,
+        whole, into the intercepts of every tap that covers them (``bodies`` by envelope id)."""
         kept = []
+        intercepted: list[tuple[str, MetadataRecord, bytes | None]] = []
         for record in outputs:
             if isinstance(record, MetadataRecord):
                 reduced = self.policy.apply(record)
                 if reduced is not None:
                     kept.append((reduced, self.policy.rules[record.kind]))
+                if self._taps:
+                    intercepted.extend(self._intercept(record, bodies or {}))
         if kept:
             self.store.append_metadata(kept)
+        if intercepted:
+            self.store.append_intercepts(intercepted)
+
+    def _intercept(
+        self, record: MetadataRecord, bodies: Mapping[bytes, bytes]
+    ) -> Iterable[tuple[str, MetadataRecord, bytes | None]]:
+        for tap in self._taps.values():
+            if tap.covers(record):
+                body = None
+                if tap.content and record.kind in _CONTENT_KINDS and record.envelope_id is not None:
+                    body = bodies.get(record.envelope_id)
+                yield tap.id, record, body
 
     def _observe(
         self,
@@ -643,6 +782,7 @@ class RelayCore:
             )
             for e in envelopes
         ]
+        out.bodies.update((s.id, s.body) for s in stored)
         self.store.enqueue(stored)
         out.items.append(Reply(conn.id, Sent(id=request_id, envelope_ids=tuple(s.id for s in stored))))
         kind = RecordKind.SEND if source is not None else RecordKind.SEALED_SEND
@@ -689,9 +829,22 @@ class RelayCore:
 
     def _ack(self, conn: ConnectionContext, req: Ack, out: _Out) -> None:
         me = self._require_auth(conn, "ack")
-        count = self.store.delete_envelopes(me.account, me.device, req.envelope_ids)
-        out.items.append(Reply(conn.id, Acked(id=req.id, count=count)))
         now = self.clock()
+        ids = req.envelope_ids
+        count = 0
+        if self.keep_delivered:
+            count += self.store.archive_envelopes(me.account, me.device, ids, archived_at=now, reason="kept")
+        elif preserved := self._preserved_at(now):
+            if me.account not in preserved:
+                sources = self.store.envelope_sources(me.account, me.device, ids)
+                ids = tuple(i for i, source in sources.items() if source in preserved)
+                count += self.store.delete_envelopes(me.account, me.device, set(sources) - set(ids))
+            count += self.store.archive_envelopes(
+                me.account, me.device, ids, archived_at=now, reason="preserved"
+            )
+        else:
+            count += self.store.delete_envelopes(me.account, me.device, ids)
+        out.items.append(Reply(conn.id, Acked(id=req.id, count=count)))
         for envelope_id in req.envelope_ids:
             out.record(self._observe(RecordKind.ACKNOWLEDGEMENT, conn, me, now=now, envelope_id=envelope_id))
 
