@@ -25,7 +25,9 @@ Authorization rules, all here:
 - a sealed send needs the recipient's delivery token, compared in constant time, and an
   unknown account looks exactly like a wrong token;
 - an authenticated send must name exactly the recipient's current devices (Signal-Server's
-  409 "mismatched devices" and 410 "stale devices", here one ``stale_devices`` error).
+  409 "mismatched devices" and 410 "stale devices", here one ``stale_devices`` error);
+- contact discovery, block and unblock need an authenticated connection; an account cannot
+  block itself.
 
 What legal process served on the provider can make the relay do, beyond what its retention
 policy keeps (all off by default):
@@ -38,6 +40,9 @@ policy keeps (all off by default):
 - ``keep_delivered``: acknowledged envelopes move to ``archive`` instead of being deleted, as a
   cloud-chat service keeps messages; ``preserve(account, since)``: the same for one account's
   envelopes from ``since`` on (a 2703(f) request), and its metadata stops expiring.
+- ``keep_contacts`` / ``keep_blocks``: uploaded address books and blocks are written to the
+  store (WhatsApp keeps both); without, discovery answers and forgets and blocks live in memory
+  only (Signal keeps neither).
 """
 
 from __future__ import annotations
@@ -68,10 +73,14 @@ from relay.wire import (
     AuthChallenge,
     Authenticate,
     Authenticated,
+    Block,
+    Blocked,
     Bundle,
     Challenge,
+    ContactsFound,
     Deliver,
     DeviceBundle,
+    DiscoverContacts,
     Envelopes,
     ErrorCode,
     ErrorFrame,
@@ -92,6 +101,8 @@ from relay.wire import (
     SenderCertificateResponse,
     Sent,
     SignedPrekey,
+    Unblock,
+    Unblocked,
     UploadPrekeys,
     auth_message,
     kem_prekey_message,
@@ -281,6 +292,8 @@ class RelayCore:
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         verify_prekey_signatures: bool = True,
         keep_delivered: bool = False,
+        keep_contacts: bool = False,
+        keep_blocks: bool = False,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -296,8 +309,16 @@ class RelayCore:
         # own devices may turn it off (it is most of the cost of a registration).
         self.verify_prekey_signatures = verify_prekey_signatures
         self.keep_delivered = keep_delivered
+        self.keep_contacts = keep_contacts
+        self.keep_blocks = keep_blocks
         self._taps: dict[str, Tap] = {}
         self._preserved: dict[str, float] = {}  # account → from when
+        # Blocks are enforced from memory; with keep_blocks they are also in the store (and
+        # come back from it when the relay restarts).
+        self._blocks: dict[str, dict[str, float]] = {}  # blocker → {blocked: since}
+        if keep_blocks:
+            for account, blocked, since in store.all_blocks():
+                self._blocks.setdefault(account, {})[blocked] = since
         self.identity = identity if identity is not None else self._load_identity()
         self._challenges: dict[int, _Pending] = {}  # by connection id: one outstanding each
         self._online: dict[DeviceAddress, dict[int, ConnectionContext]] = {}
@@ -410,6 +431,10 @@ class RelayCore:
 
     def _preserved_at(self, now: float) -> set[str]:
         return {account for account, since in self._preserved.items() if since <= now}
+
+    def blocked_by(self, account: str) -> Mapping[str, float]:
+        """Whom ``account`` blocks, and since when, as the relay enforces it (kept or not)."""
+        return types.MappingProxyType(self._blocks.get(account, {}))
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -767,6 +792,9 @@ class RelayCore:
                 extra=extra or None,
                 stale=stale or None,
             )
+        # A send from an account the recipient has blocked is accepted and then dropped: the
+        # sender is not told (as messaging services do). Sealed sends name no sender to check.
+        dropped = source is not None and source.account in self._blocks.get(to, {})
         now = self.clock()
         timestamp = int(now * 1000)
         stored = [
@@ -783,7 +811,8 @@ class RelayCore:
             for e in envelopes
         ]
         out.bodies.update((s.id, s.body) for s in stored)
-        self.store.enqueue(stored)
+        if not dropped:
+            self.store.enqueue(stored)
         out.items.append(Reply(conn.id, Sent(id=request_id, envelope_ids=tuple(s.id for s in stored))))
         kind = RecordKind.SEND if source is not None else RecordKind.SEALED_SEND
         for s in stored:
@@ -799,7 +828,7 @@ class RelayCore:
                     size=len(s.body),
                 )
             )
-        for s in stored:
+        for s in () if dropped else stored:
             address = DeviceAddress(to, s.device)
             for target in self._online.get(address, {}).values():
                 out.items.append(Push(address, target.id, Deliver(id=0, envelope=s.to_wire())))
@@ -850,3 +879,42 @@ class RelayCore:
 
     def _ping(self, conn: ConnectionContext, req: Ping, out: _Out) -> None:
         out.items.append(Reply(conn.id, Pong(id=req.id)))
+
+    def _discover_contacts(self, conn: ConnectionContext, req: DiscoverContacts, out: _Out) -> None:
+        me = self._require_auth(conn, "discover_contacts")
+        asked = tuple(dict.fromkeys(req.contacts))  # each once, in the order given
+        registered = tuple(c for c in asked if self.store.account_exists(c))
+        if self.keep_contacts:
+            self.store.set_contacts(me.account, asked)
+        out.items.append(Reply(conn.id, ContactsFound(id=req.id, registered=registered)))
+        out.record(self._observe(RecordKind.CONTACT_DISCOVERY, conn, me, count=len(req.contacts)))
+
+    def _block(self, conn: ConnectionContext, req: Block, out: _Out) -> None:
+        me = self._require_auth(conn, "block")
+        if req.account == me.account:
+            raise _Refused(ErrorCode.FORBIDDEN, "an account cannot block itself", "account")
+        if not self.store.account_exists(req.account):
+            raise _Refused(ErrorCode.UNKNOWN_ACCOUNT, f"no account {req.account!r}", "account")
+        now = self.clock()
+        if self.keep_blocks:
+            self.store.add_block(me.account, req.account, now)
+        out.after.append(lambda: self._remember_block(me.account, req.account, now))
+        out.items.append(Reply(conn.id, Blocked(id=req.id)))
+        out.record(self._observe(RecordKind.BLOCK, conn, me, now=now, recipient_account=req.account))
+
+    def _unblock(self, conn: ConnectionContext, req: Unblock, out: _Out) -> None:
+        me = self._require_auth(conn, "unblock")
+        if self.keep_blocks:
+            self.store.remove_block(me.account, req.account)
+        out.after.append(lambda: self._forget_block(me.account, req.account))
+        out.items.append(Reply(conn.id, Unblocked(id=req.id)))
+
+    def _remember_block(self, account: str, blocked: str, since: float) -> None:
+        self._blocks.setdefault(account, {}).setdefault(blocked, since)
+
+    def _forget_block(self, account: str, blocked: str) -> None:
+        mine = self._blocks.get(account)
+        if mine is not None:
+            mine.pop(blocked, None)
+            if not mine:
+                del self._blocks[account]

@@ -47,6 +47,8 @@ class RecordKind(enum.StrEnum):
     DELIVERY = "delivery"  # an envelope was handed to a recipient device's connection
     ACKNOWLEDGEMENT = "acknowledgement"  # a device acknowledged an envelope id
     DISCONNECT = "disconnect"  # a connection closed
+    CONTACT_DISCOVERY = "contact_discovery"  # a device asked which of its contacts are registered
+    BLOCK = "block"  # an account blocked another
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +63,11 @@ class MetadataRecord:
       the ids named in a registration. For a sealed send, set only if the envelope came over an
       authenticated connection — the relay then knows the sender after all.
     - ``recipient_account``, ``recipient_device``: where a send goes; for bundle_fetch, the
-      account whose bundle was fetched.
+      account whose bundle was fetched; for block, the account blocked.
     - ``envelope_id``: the relay-assigned id of the envelope concerned.
     - ``size``: the envelope body's length in bytes.
-    - ``count``: for prekey_upload the keys uploaded, for bundle_fetch the bundles returned.
+    - ``count``: for prekey_upload the keys uploaded, for bundle_fetch the bundles returned, for
+      contact_discovery the contacts asked about (never which: those are not metadata here).
     """
 
     kind: RecordKind
@@ -101,6 +104,8 @@ METADATA_SCHEMA: Final[Mapping[RecordKind, frozenset[str]]] = types.MappingProxy
         RecordKind.DELIVERY: _WHERE | _WHO | {"envelope_id", "size"},
         RecordKind.ACKNOWLEDGEMENT: _WHERE | _WHO | {"envelope_id"},
         RecordKind.DISCONNECT: _WHERE | _WHO,
+        RecordKind.CONTACT_DISCOVERY: _WHERE | _WHO | {"count"},
+        RecordKind.BLOCK: _WHERE | _WHO | {"recipient_account"},
     }
 )
 """Per kind, the fields a record of that kind may carry (``kind`` itself always)."""

@@ -43,10 +43,14 @@ __all__ = [
     "AuthChallenge",
     "Authenticate",
     "Authenticated",
+    "Block",
+    "Blocked",
     "Bundle",
     "Challenge",
+    "ContactsFound",
     "Deliver",
     "DeviceBundle",
+    "DiscoverContacts",
     "Envelope",
     "Envelopes",
     "ErrorCode",
@@ -74,6 +78,8 @@ __all__ = [
     "SenderCertificateResponse",
     "Sent",
     "SignedPrekey",
+    "Unblock",
+    "Unblocked",
     "UploadPrekeys",
     "auth_message",
     "encode",
@@ -109,6 +115,10 @@ MAX_PREKEYS_PER_UPLOAD: Final = 100
 MAX_DEVICES_PER_SEND: Final = 64
 MAX_ACK_IDS: Final = 1000
 MAX_ACCOUNT_LEN: Final = 128  # characters; Signal's account ids are 36-character UUIDs
+# Contact discovery answers at most this many accounts per request. Signal's CDSI takes a client's
+# whole address book in one session, rate-limited by a token bucket rather than a fixed cap; a
+# bound per frame keeps the largest request (about 130 KB of account ids) inside one frame.
+MAX_CONTACTS: Final = 1000
 
 # What a prekey signature covers: the identity key's XEdDSA signature over Encode(PK).
 # X25519: 0x05 ‖ u (X3DH §2.5, libsignal's DJB key type). ML-KEM-1024: 0x0A ‖ key, the tag this
@@ -703,6 +713,32 @@ class Ping(Request):
     kind: ClassVar[str] = "ping"
 
 
+@message
+class DiscoverContacts(Request):
+    """Which of ``contacts`` have accounts (authenticated). Whether the relay keeps the list
+    (WhatsApp keeps the address book) or answers and forgets (Signal) is its configuration."""
+
+    kind: ClassVar[str] = "discover_contacts"
+    contacts: Annotated[tuple[str, ...], _List(_Str(1, MAX_ACCOUNT_LEN), MAX_CONTACTS)]
+
+
+@message
+class Block(Request):
+    """Stop envelopes from ``account`` (authenticated): its sends to the caller's account are
+    accepted and then dropped. Sealed sends cannot be attributed, so they still arrive."""
+
+    kind: ClassVar[str] = "block"
+    account: AccountId
+
+
+@message
+class Unblock(Request):
+    """Undo a block (authenticated); unblocking an account that is not blocked is not an error."""
+
+    kind: ClassVar[str] = "unblock"
+    account: AccountId
+
+
 # Responses.
 
 
@@ -780,6 +816,24 @@ class Pong(Response):
 
 
 @message
+class ContactsFound(Response):
+    """The contacts that have accounts, in the order asked, each once."""
+
+    kind: ClassVar[str] = "contacts_found"
+    registered: Annotated[tuple[str, ...], _List(_Str(1, MAX_ACCOUNT_LEN), MAX_CONTACTS)]
+
+
+@message
+class Blocked(Response):
+    kind: ClassVar[str] = "blocked"
+
+
+@message
+class Unblocked(Response):
+    kind: ClassVar[str] = "unblocked"
+
+
+@message
 class Deliver(Response):
     """Pushed by the relay (id 0) when an envelope arrives for a connected device."""
 
@@ -824,6 +878,9 @@ REQUEST_KINDS: Final[Mapping[str, type[Request]]] = types.MappingProxyType(
         Receive,
         Ack,
         Ping,
+        DiscoverContacts,
+        Block,
+        Unblock,
     )
 )
 RESPONSE_KINDS: Final[Mapping[str, type[Response]]] = types.MappingProxyType(
@@ -838,6 +895,9 @@ RESPONSE_KINDS: Final[Mapping[str, type[Response]]] = types.MappingProxyType(
         Envelopes,
         Acked,
         Pong,
+        ContactsFound,
+        Blocked,
+        Unblocked,
         Deliver,
         ErrorFrame,
     )

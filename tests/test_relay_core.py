@@ -371,7 +371,8 @@ def test_the_server_identity_survives_a_restart(tmp_path: Path) -> None:
 
 
 def _scenario(core: RelayCore, clock: Clock) -> list[object]:
-    """Registration, authentication, bundle fetch, sends both ways, sealed send, receipt, ack."""
+    """Registration, authentication, bundle fetch, sends both ways, sealed send, receipt, ack,
+    contact discovery, a block."""
     outputs: list[object] = []
     alice = ConnectionContext(1, ("198.51.100.7", 50001))
     bob = ConnectionContext(2, ("203.0.113.9", 50002))
@@ -402,6 +403,8 @@ def _scenario(core: RelayCore, clock: Clock) -> list[object]:
     outputs += core.handle(bob, wire.Ack(id=7, envelope_ids=tuple(e.id for e in got.envelopes)))
     outputs += core.handle(alice, wire.GetSenderCertificate(id=8))
     outputs += core.handle(alice, wire.UploadPrekeys(id=9, one_time_prekeys=ALICE.prekeys(1)))
+    outputs += core.handle(alice, wire.DiscoverContacts(id=10, contacts=("bob", "dave")))
+    outputs += core.handle(bob, wire.Block(id=11, account="alice"))
     outputs += core.disconnect(alice)
     outputs += core.disconnect(bob)
     return outputs
