@@ -19,7 +19,7 @@ What the agent does on its own, as Signal's clients do:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from clients.errors import DecryptionError
@@ -30,6 +30,7 @@ from relay import wire
 __all__ = [
     "Accepted",
     "AgentEvent",
+    "ContactsFound",
     "DeviceAgent",
     "Failed",
     "LoggedIn",
@@ -84,7 +85,14 @@ class Failed:
     message: str
 
 
-AgentEvent = Registered | LoggedIn | Received | Accepted | Undecryptable | Failed
+@dataclass(frozen=True)
+class ContactsFound:
+    """The relay's answer to ``discover_contacts``: which of the accounts asked about exist."""
+
+    registered: tuple[str, ...]
+
+
+AgentEvent = Registered | LoggedIn | Received | Accepted | Undecryptable | Failed | ContactsFound
 
 
 @dataclass
@@ -177,6 +185,18 @@ class DeviceAgent:
     def ping(self) -> None:
         self._request(wire.Ping)
 
+    def discover_contacts(self, accounts: Iterable[str]) -> None:
+        """Ask which of ``accounts`` (at most ``wire.MAX_CONTACTS``) are registered; the answer
+        is a ``ContactsFound`` event. Whether the relay keeps the list is up to the relay."""
+        self._request(wire.DiscoverContacts, contacts=tuple(accounts))
+
+    def block(self, account: str) -> None:
+        """Ask the relay to drop ``account``'s (non-sealed) sends to this account."""
+        self._request(wire.Block, account=account)
+
+    def unblock(self, account: str) -> None:
+        self._request(wire.Unblock, account=account)
+
     def send_text(self, to: str, plaintext: bytes, ref: object = None, *, sealed: bool = False) -> None:
         """Send ``plaintext`` to every device of account ``to`` (fetching bundles first if needed)."""
         out = _Outgoing(ref, to, plaintext, sealed)
@@ -267,6 +287,8 @@ class DeviceAgent:
             self._envelopes(frame.envelopes)
             if frame.more:
                 self.receive()
+        elif isinstance(frame, wire.ContactsFound):
+            self._events.append(ContactsFound(tuple(frame.registered)))
 
     def request_certificate(self) -> None:
         self._request(wire.GetSenderCertificate)
