@@ -26,6 +26,7 @@ from clients.errors import DecryptionError
 from clients.keys import BundleError, KemPreKey, OneTimePreKey, PreKeyBundle, SignedPreKey
 from clients.session import Device, PeerAddress
 from relay import wire
+from relay.custody import ContentKey, route_ad
 
 __all__ = [
     "Accepted",
@@ -113,6 +114,9 @@ class DeviceAgent:
     trust_root: bytes | None = None  # needed to open sealed envelopes
     clock: Callable[[], float] = field(default=lambda: 0.0)  # seconds, for certificate expiry
     tokens: dict[str, bytes] = field(default_factory=dict)  # contacts' delivery tokens (sealed sender)
+    # Not end-to-end: bodies sealed under a key a provider or an enterprise also holds (consumer
+    # BBM's global key, Telegram's cloud chats, a BES server's key) instead of the Double Ratchet.
+    content_key: ContentKey | None = None
 
     def __post_init__(self) -> None:
         self._next_id = 1
@@ -201,7 +205,9 @@ class DeviceAgent:
         """Send ``plaintext`` to every device of account ``to`` (fetching bundles first if needed)."""
         out = _Outgoing(ref, to, plaintext, sealed)
         devices = self._devices.get(to)
-        if devices is None or not all(self.device.has_session(PeerAddress(to, d)) for d in devices):
+        if devices is None or (
+            self.content_key is None and not all(self.device.has_session(PeerAddress(to, d)) for d in devices)
+        ):
             self._fetch(to, out)
             return
         self._send(out)
@@ -216,6 +222,13 @@ class DeviceAgent:
     def _send(self, out: _Outgoing) -> None:
         out.attempts += 1
         devices = self._devices[out.to]
+        if self.content_key is not None:
+            key, ad = self.content_key, route_ad(out.to)
+            envelopes = tuple(
+                wire.OutgoingEnvelope(device=d, body=key.seal(out.plaintext, ad, self.rng)) for d in devices
+            )
+            self._request(wire.Send, context=out, to=out.to, envelopes=envelopes)
+            return
         if out.sealed:
             if self.certificate is None or out.to not in self.tokens:
                 self._fail(
@@ -309,7 +322,7 @@ class DeviceAgent:
     def _bundles(self, account: str, frame: wire.Bundle) -> None:
         waiting = self._waiting_bundle.pop(account, [])
         try:
-            for b in frame.devices:
+            for b in frame.devices if self.content_key is None else ():
                 peer = PeerAddress(account, b.device)
                 known = self.device.peer_identity(peer)
                 if known is None or known != b.identity_key or not self.device.has_session(peer):
@@ -330,7 +343,12 @@ class DeviceAgent:
                 continue  # at-least-once delivery: already processed
             self._seen.add(env.id)
             try:
-                if env.sealed:
+                if self.content_key is not None:
+                    opened = self.content_key.open(env.body, route_ad(self.account))
+                    if opened is None or env.source_account is None or env.source_device is None:
+                        raise DecryptionError()
+                    sender, plaintext = PeerAddress(env.source_account, env.source_device), opened
+                elif env.sealed:
                     if self.trust_root is None:
                         raise DecryptionError()
                     sender, plaintext = self.device.open_sealed(env.body, self.trust_root, int(self.clock()))

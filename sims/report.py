@@ -147,9 +147,63 @@ def run_to_dir(
         )
         result = sim.run()
     summary = summarise(result)
+    if result.disclosures:
+        summary["disclosures"] = write_disclosures(result, out / "disclosures")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     (out / "summary.md").write_text(_markdown(summary, scenario), encoding="utf-8")
     return result, summary
+
+
+def _sim_clock(t: float) -> str:
+    """A relay-clock time as simulated time of day, for people."""
+    from sims.runner import SIM_EPOCH
+
+    rel = t - SIM_EPOCH
+    day = int(rel // 86400)
+    return (f"day {day + 1} " if day else "") + _clock(rel % 86400)
+
+
+def write_disclosures(result: SimulationResult, folder: Path) -> list[dict[str, Any]]:
+    """``NAME.json`` and ``NAME.md`` per disclosure, each scored against ground truth."""
+    from sims.scoring import score
+
+    folder.mkdir(parents=True, exist_ok=True)
+    index = []
+    for d in result.disclosures:
+        data = _round(d.to_json())
+        if result.truth is not None:
+            data["score"] = score(data, result.truth)
+        (folder / f"{d.process.name}.json").write_text(
+            json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        md = d.to_markdown(_sim_clock)
+        if "score" in data:
+            md += _score_markdown(data["score"])
+        (folder / f"{d.process.name}.md").write_text(md, encoding="utf-8")
+        index.append(
+            {"name": d.process.name, "process": d.process.process, **d.summary(), "score": data.get("score")}
+        )
+    return index
+
+
+def _score_markdown(sc: dict[str, Any]) -> str:
+    def pct(x: float | None) -> str:
+        return "–" if x is None else f"{x:.0%}"
+
+    return "\n".join(
+        [
+            "",
+            "## Against ground truth (what the simulator knows and the provider does not)",
+            "",
+            f"- Contacts revealed: {sc['contacts']['revealed']} of {sc['contacts']['true']} ({pct(sc['contacts']['share'])})",
+            f"- Message times revealed: {sc['message_times']['revealed']} of {sc['message_times']['true']} "
+            f"({pct(sc['message_times']['share'])})",
+            f"- Locations revealed: {', '.join(sc['locations']['revealed']) or 'none'} of "
+            f"{', '.join(sc['locations']['true']) or 'none'}",
+            f"- Messages whose words were revealed: {sc['plaintext']['revealed']}",
+            "",
+        ]
+    )
 
 
 def _writer(f: TextIO) -> Callable[[dict[str, Any]], None]:

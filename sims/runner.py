@@ -30,13 +30,17 @@ from typing import Any
 from clients import agent as A
 from clients.session import Device
 from relay import wire
+from relay.compliance import ComplianceDesk, Disclosure, LegalProcess
 from relay.core import ConnectionContext, Push, RelayCore, Reply
+from relay.custody import ContentKey
 from relay.metadata import MetadataRecord, RecordKind
+from relay.profiles import get_profile
 from relay.store import Store
 from sims.engine import Scheduler
 from sims.network import Network
 from sims.scenario import DeviceSpec, Scenario
-from sims.traffic import PlannedMessage, plan_messages
+from sims.scoring import GroundTruth, TrueMessage
+from sims.traffic import PlannedMessage, contact_graph, plan_messages
 
 __all__ = ["SIM_EPOCH", "Simulation", "SimulationResult"]
 
@@ -62,6 +66,7 @@ class SimDevice:
     anon: Link | None = None  # an unauthenticated one, for sealed sends
     online: bool = False
     registered: bool = False
+    contacts_uploaded: bool = False
     pending_app: list[PlannedMessage] = field(default_factory=list)
 
     @property
@@ -105,6 +110,8 @@ class SimulationResult:
     events_run: int
     queued_at_end: int
     frames_to_relay: list[bytes] | None
+    disclosures: list[Disclosure] = field(default_factory=list)
+    truth: GroundTruth | None = None
 
 
 class Simulation:
@@ -123,7 +130,38 @@ class Simulation:
         self.net = Network(scenario.network, _seeded(seed, "network"))
         self.store = Store(db_path, durable=False)
         relay_rng = _seeded(seed, "relay")
-        self.relay = RelayCore(self.store, clock=self._relay_clock, rng=relay_rng.randbytes)
+        self.profile = get_profile(scenario.relay.profile)
+        self.relay = RelayCore(
+            self.store,
+            clock=self._relay_clock,
+            rng=relay_rng.randbytes,
+            policy=self.profile.policy,
+            keep_delivered=self.profile.keep_delivered,
+            keep_contacts=self.profile.keep_contacts,
+            keep_blocks=self.profile.keep_blocks,
+        )
+        self.sealed = (
+            scenario.relay.sealed_sender
+            if scenario.relay.sealed_sender is not None
+            else self.profile.sealed_sender
+        )
+        # Who holds the content keys when the profile is not end-to-end (relay.custody).
+        self.content_key: ContentKey | None = None
+        if self.profile.custody != "devices":
+            self.content_key = ContentKey(
+                f"{self.profile.name}-content",
+                _seeded(seed, "content-key").randbytes(32),
+                self.profile.custody,
+            )
+        self.desk = ComplianceDesk(
+            self.store,
+            self.profile,
+            content_keys=[self.content_key] if self.content_key else [],
+            geoip={d.address: d.region for d in scenario.devices()},
+        )
+        self.disclosures: list[Disclosure] = []
+        self._open_orders: dict[str, LegalProcess] = {}
+        self.contacts = _contacts(scenario)
         self.relay_region = scenario.relay.region
         self.emit: TranscriptSink = transcript or (lambda _e: None)
         self.frames_to_relay: list[bytes] | None = [] if capture_frames else None
@@ -161,6 +199,7 @@ class Simulation:
                 trust_root=trust_root,
                 clock=self._relay_clock,
                 tokens=tokens,
+                content_key=self.content_key,
             )
             d = SimDevice(spec, agent, port=40000 + n % 20000)
             self.devices[spec.name] = d
@@ -343,8 +382,12 @@ class Simulation:
                 return
             d.agent.login()
         elif isinstance(event, A.LoggedIn):
-            if self.scenario.relay.sealed_sender:
+            if self.sealed:
                 d.agent.request_certificate()
+            if not d.contacts_uploaded and d.spec.index == 1 and self.contacts.get(d.spec.person):
+                # the app looks up the address book once, as messengers do at install time
+                d.agent.discover_contacts(self.contacts[d.spec.person])
+                d.contacts_uploaded = True
             d.agent.receive()
             backlog, d.pending_app = d.pending_app, []
             for m in backlog:
@@ -447,7 +490,7 @@ class Simulation:
                 "relay": None,  # nothing has reached the relay yet
             }
         )
-        d.agent.send_text(m.recipient, m.text.encode(), ref=m.id, sealed=self.scenario.relay.sealed_sender)
+        d.agent.send_text(m.recipient, m.text.encode(), ref=m.id, sealed=self.sealed)
         self._flush(d)
 
     def _timeline_event(self, kind: str, params: dict[str, Any]) -> None:
@@ -457,8 +500,86 @@ class Simulation:
             self._go_offline(d, "timeline")
         elif kind == "device_online" and d is not None:
             self._come_online(d, False)
+        elif kind == "legal_process":
+            self._serve(params)
         else:
             self.emit({"t": self.sched.now, "kind": kind, **params})
+
+    # --- legal process ----------------------------------------------------------------------------
+
+    def _serve(self, params: dict[str, Any]) -> None:
+        now = self.sched.now
+        rel = self._relay_clock
+        order = LegalProcess(
+            name=params["name"],
+            process=params["process"],
+            target=params["target"],
+            served=rel(),
+            start=None if params["from"] is None else SIM_EPOCH + params["from"],
+            end=None if params["to"] is None else SIM_EPOCH + params["to"],
+        )
+        self.emit(
+            {
+                "t": now,
+                "kind": "legal_process_served",
+                "name": order.name,
+                "process": order.process,
+                "target": order.target,
+                "profile": self.profile.name,
+            }
+        )
+        if order.process == "preservation":
+            assert order.target is not None
+            self.relay.preserve(order.target, rel())
+            self._disclose(order)
+        elif order.forward:
+            tap = self.desk.begin(order)
+            if tap is not None:
+                self.relay.add_tap(tap)
+            self._open_orders[order.name] = order
+            expiry = params["to"]
+            if expiry is not None and expiry < self.scenario.duration:
+                self.sched.at(expiry, self._expire, order.name)
+        else:
+            self._disclose(order)
+
+    def _expire(self, name: str) -> None:
+        order = self._open_orders.pop(name, None)
+        if order is None:
+            return
+        if name in self.relay.taps:
+            self.relay.remove_tap(name)
+        self._disclose(order)
+
+    def _disclose(self, order: LegalProcess) -> None:
+        disclosure = self.desk.serve(order)
+        self.disclosures.append(disclosure)
+        self.emit(
+            {
+                "t": self.sched.now,
+                "kind": "disclosure",
+                "name": order.name,
+                "process": order.process,
+                "target": order.target,
+                **disclosure.summary(),
+            }
+        )
+
+    def _truth(self) -> GroundTruth:
+        msgs = tuple(
+            TrueMessage(
+                SIM_EPOCH + (m.accepted_at if m.accepted_at is not None else m.planned.at),
+                m.planned.sender,
+                m.planned.recipient,
+                m.planned.text,
+            )
+            for m in (self.messages[k] for k in sorted(self.messages))
+            if m.accepted_at is not None
+        )
+        regions: dict[str, set[str]] = {}
+        for d in self.scenario.devices():
+            regions.setdefault(d.person, set()).add(d.region)
+        return GroundTruth(msgs, {k: frozenset(v) for k, v in regions.items()}, frozenset(regions))
 
     # --- run ------------------------------------------------------------------------------------
 
@@ -472,6 +593,8 @@ class Simulation:
             self.sched.run(until=t)
             if self.progress is not None:
                 self.progress(t, end)
+        for name in list(self._open_orders):  # orders still running at the end are answered now
+            self._expire(name)
         queued = len(self.store.all_envelopes())
         self.store.close()
         return SimulationResult(
@@ -485,7 +608,21 @@ class Simulation:
             self.sched.events_run,
             queued,
             self.frames_to_relay,
+            self.disclosures,
+            self._truth(),
         )
+
+
+def _contacts(scenario: Scenario) -> dict[str, list[str]]:
+    """Each person's address book: the people they converse with, and their social-graph neighbours."""
+    book: dict[str, set[str]] = {p.name: set() for p in scenario.people}
+    for conv in scenario.conversations:
+        a, b = conv.between
+        book[a].add(b)
+        book[b].add(a)
+    for person, friends in contact_graph(scenario).items():
+        book[person].update(friends)
+    return {k: sorted(v) for k, v in book.items()}
 
 
 def _record_view(r: MetadataRecord) -> dict[str, Any]:
