@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 __all__ = ["main"]
 
+DEMO_SCENARIO = "two-friends"
+
 EPILOG = """examples:
   relaysim run two-friends --out out/two-friends && relaysim show out/two-friends
   relaysim scenarios
@@ -28,9 +30,20 @@ EPILOG = """examples:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from sims.demo import render, run_demo
+    if args.wire:
+        from sims.demo import render, run_demo
 
-    print(render(run_demo(args.seed), width=args.width))
+        print(render(run_demo(args.seed), width=args.width))
+        return 0
+    from pathlib import Path
+
+    from sims.report import render_demo, run_to_dir
+    from sims.scenario import resolve_scenario
+
+    scenario = resolve_scenario(args.scenario)
+    out = Path(args.out or f"out/{scenario.name}")
+    run_to_dir(scenario, out)
+    print(render_demo(out, width=args.width))
     return 0
 
 
@@ -58,6 +71,10 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     if args.seed is not None:
         scenario = scenario.with_seed(args.seed)
+    if args.live:
+        from sims.live import run_live
+
+        return run_live(scenario, Path(args.out or f"out/{scenario.name}"), time_scale=args.time_scale)
     out = Path(args.out or f"out/{scenario.name}")
     started = time.monotonic()
     progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
@@ -145,17 +162,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="two phones run PQXDH and talk; see each message beside the bytes that travel",
+        help="the main demo: a conversation as the phones saw it, beside what the relay saw and could disclose",
         description=(
-            "Two simulated phones publish prekey bundles, run PQXDH, and exchange a short conversation "
-            "with replies and one late message. Each line shows the message as the phones see it beside "
-            "the bytes the relay would carry."
+            "Run a built-in scenario, then show a stretch of the conversation as the phones saw it beside the same "
+            "minutes as the relay saw them, and what each legal process served in the scenario obtained. With --wire, "
+            "instead show two phones running PQXDH and the Double Ratchet, each message beside its bytes."
         ),
-        epilog="example:\n  relaysim demo --seed 7",
+        epilog="examples:\n  relaysim demo\n  relaysim demo --scenario two-friends --out out/tf\n  relaysim demo --wire",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    demo.add_argument("--seed", type=int, default=2015, help="seed for the phones' keys (default: 2015)")
-    demo.add_argument("--width", type=int, default=110, help="width of the table in columns (default: 110)")
+    demo.add_argument("--scenario", default=DEMO_SCENARIO, help=f"which scenario (default: {DEMO_SCENARIO})")
+    demo.add_argument("--out", metavar="DIR", help="where to write its outputs (default: out/NAME)")
+    demo.add_argument("--wire", action="store_true", help="show the packet-level demo of two phones instead")
+    demo.add_argument(
+        "--seed", type=int, default=2015, help="with --wire: seed for the phones' keys (default: 2015)"
+    )
+    demo.add_argument("--width", type=int, default=160, help="width in columns (default: 160)")
 
     scen = sub.add_parser(
         "scenarios",
@@ -189,6 +211,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="override the scenario's seed")
     run.add_argument("--out", metavar="DIR", help="where to write the outputs (default: out/NAME)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--live",
+        action="store_true",
+        help="run it live instead: a real relay process on 127.0.0.1 and a real trio client per device, "
+        "the timeline replayed in scaled real time (not deterministic; for small scenarios)",
+    )
+    run.add_argument(
+        "--time-scale",
+        type=float,
+        default=0.001,
+        metavar="SECONDS",
+        help="with --live, real seconds per simulated second (default: 0.001, so 5 simulated hours take 18 s)",
+    )
 
     show = sub.add_parser(
         "show",

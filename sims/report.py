@@ -262,6 +262,10 @@ def render_show(out: Path, *, limit: int = 20, width: int = 120) -> str:
             left = right = (
                 f"{_clock(e['t'])} {e['device']} {'comes online' if kind == 'device_online' else 'goes offline'}"
             )
+        elif kind == "legal_process_served":
+            right = f"{_clock(e['t'])} SERVED: {e['process']} on {e['target'] or 'everyone'} ({e['name']})"
+        elif kind == "disclosure":
+            right = f"{_clock(e['t'])} DISCLOSED for {e['name']}: {', '.join(e['provided']) or 'nothing'}"
         elif kind == "message_lost":
             left = f"{_clock(e['t'])} message {e['message']} lost: {e['why']}"
         else:
@@ -276,3 +280,30 @@ def render_show(out: Path, *, limit: int = 20, width: int = 120) -> str:
         "hand over: who, when, from which address, how many bytes — and no words.",
     ]
     return "\n".join(rows)
+
+
+def render_demo(out: Path, *, width: int = 140) -> str:
+    """The teaching view, then what each legal process served in the run obtained."""
+    parts = [render_show(out, limit=40, width=width)]
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    orders = summary.get("disclosures") or []
+    if orders:
+        parts += ["", "LEGAL PROCESS SERVED ON THE RELAY'S OPERATOR", ""]
+        for o in orders:
+            parts.append(f"- {o['name']} ({o['process']})")
+            parts.append(f"    handed over:            {', '.join(o['provided']) or 'nothing'}")
+            parts.append(f"    withheld by policy:     {', '.join(o['withheld']) or 'nothing'}")
+            parts.append(f"    technically impossible: {', '.join(o['impossible']) or 'nothing'}")
+            sc = o.get("score") or {}
+            if sc:
+                parts.append(
+                    f"    against the truth: {sc['contacts']['revealed']}/{sc['contacts']['true']} contacts, "
+                    f"{sc['message_times']['revealed']}/{sc['message_times']['true']} message times, "
+                    f"{sc['plaintext']['revealed']} message texts revealed"
+                )
+        parts += ["", f"Full disclosures: {out}/disclosures/*.md"]
+    parts += [
+        "",
+        f"Everything is in {out}/ (transcript.jsonl, relay.db, summary.md). Run it again: relaysim show {out}",
+    ]
+    return "\n".join(parts)

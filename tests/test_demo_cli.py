@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,11 +23,28 @@ def test_demo_delivers_every_message_and_no_plaintext_travels() -> None:
     assert steps[0].prekey_message and not steps[2].prekey_message
 
 
-def test_demo_renders_both_views(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--seed", "3"]) == 0
+def test_wire_demo_renders_both_views(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--wire", "--seed", "3"]) == 0
     out = capsys.readouterr().out
     assert "on the wire" in out and "arrived late" in out
     assert render(run_demo(3)).count("prekey msg") == 2
+
+
+def test_main_demo_shows_the_phones_the_relay_and_the_disclosures(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "WHAT THE PHONES SAW" in out and "WHAT THE RELAY SAW" in out
+    assert "technically impossible: content" in out
+    # the phones' column has the words; the relay's column never does
+    from sims.scenario import resolve_scenario
+
+    texts = [m.text for c in resolve_scenario("two-friends").conversations for m in c.messages]
+    columns = [line.split(" | ", 1) for line in out.splitlines() if " | " in line]
+    assert any(t[:20] in phones for t in texts for phones, _relay in columns)
+    assert not any(t[:12] in relay for t in texts for _phones, relay in columns)
+    assert (tmp_path / "demo" / "disclosures" / "search-warrant-amira.md").exists()
 
 
 def test_help_teaches_with_examples() -> None:

@@ -237,8 +237,9 @@ def test_same_scenario_and_seed_give_byte_identical_outputs(tmp_path: Path) -> N
     # Two separate processes with different hash seeds, so set and dict orderings differ too.
     _run_cli(tmp_path / "a", "two-friends", "1")
     _run_cli(tmp_path / "b", "two-friends", "2")
-    names = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert names == ["relay.db", "summary.json", "summary.md", "transcript.jsonl"]
+    names = sorted(str(p.relative_to(tmp_path / "a")) for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert {"relay.db", "summary.json", "summary.md", "transcript.jsonl"} <= set(names)
+    assert any(n.startswith("disclosures/") for n in names)
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
