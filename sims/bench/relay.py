@@ -1,0 +1,1035 @@
+"""``relaysim bench relay``: the live relay over loopback TCP against a bare trio echo server, in one run.
+
+What runs where. The machine has two cores, so each server runs in its own child process (its
+own core) and one load generator in this process drives them all (the other core). The load
+generator is a plain ``selectors`` (epoll) loop over non-blocking sockets, not trio: per frame
+it does a ``send``/``recv`` system call and a msgpack pack/unpack, several times less work than
+a trio server does per frame, so the servers are the bottleneck, not the clients (the CPU use of
+both sides is measured and printed to show it).
+
+Contenders, each with --connections device connections (default 1,000) held open throughout:
+
+* relay, durable — ``relay.server.serve`` over ``RelayCore`` over a temporary SQLite file (in the
+  system's temporary directory) with
+  ``Store(durable=True)`` (synchronous=FULL: every request's commit is on disk before its
+  answer leaves), the real relay's setting. This is the contender the target judges.
+* relay, not durable — the same with ``Store(durable=False)``, for information (what the
+  fsyncs cost).
+* echo — a bare trio echo server with the same framing: it reads 4-byte-length-prefixed
+  msgpack frames, unpacks each frame's map, and writes the frames back in one ``send_all``.
+
+Set-up (not timed). The devices are registered before the servers listen, through the real
+``RelayCore.handle(Register)`` path in the server process (real XEdDSA signatures, verified
+by the relay; no sockets), to save a round of connections; each connection then
+authenticates over TCP (auth_challenge → XEdDSA-signed authenticate), as a phone does.
+
+The load, the same for every contender. Device i sends to device i + N/2 (mod N); each keeps
+--window envelopes of --body-size bytes in flight. Relay: ``send`` → ``sent`` to the sender,
+``deliver`` pushed to the recipient, which answers ``ack`` → ``acked``; the envelope counts
+when ``acked`` arrives (sent, pushed and acknowledged: 2 frames in, 3 out at the server).
+Echo: the same ``send`` frame comes back (standing for both ``sent`` and ``deliver``), the
+client answers with the same ``ack`` frame, and the envelope counts when that comes back
+(2 in, 2 out). Latency: from writing ``send`` to reading the ``deliver`` (echo: the echoed
+``send``). The target, ≥ 50 % of the echo server's frames/s at 1,000 connections
+(/work/shared/reference/performance.md), is judged on frames/s at the server (in + out);
+the envelope ratio, stricter, is shown for information.
+
+Timing. Each repeat gives every contender one slice (--warmup s, then --duration s timed,
+then a drain until nothing is in flight), in an order rotated from repeat to repeat; a
+contender's figure is the median over its slices. Memory per idle connection: the server
+process's RSS after all connections are open, authenticated and idle, minus its RSS before
+the first one, over the number of connections (Linux /proc).
+
+Where the time goes: the server-side work of one envelope (decode, ``RelayCore.handle``,
+encode, for ``send`` and ``ack``), timed in this process without sockets on a core of each
+kind, against the server's wall time per envelope in the TCP run; the difference is trio's
+socket I/O and task switching, which the echo server shows on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import gc
+import hashlib
+import json
+import os
+import platform
+import selectors
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import msgpack
+import trio  # type: ignore[import-untyped,unused-ignore]  # trio 0.22 ships no type information
+
+from clients import _primitives
+from clients.keys import IdentityKeyPair
+from relay import wire
+from relay.core import ConnectionContext, Push, RelayCore, Reply
+from relay.server import serve
+from relay.store import Store
+
+__all__ = ["CONTENDERS", "RATIOS", "main"]
+
+ECHO: Final = "echo"
+RELAY_DURABLE: Final = "relay_durable"
+RELAY_VOLATILE: Final = "relay_not_durable"
+CONTENDERS: Final = (RELAY_DURABLE, RELAY_VOLATILE, ECHO)
+LABELS: Final = {
+    RELAY_DURABLE: "relay, SQLite durable=True (the relay's setting)",
+    RELAY_VOLATILE: "relay, SQLite durable=False (information)",
+    ECHO: "bare trio echo server, same framing",
+}
+# Frames through the server per envelope: relay send+ack in, sent+deliver+acked out; echo 2 + 2.
+FRAMES_PER_ENVELOPE: Final = {RELAY_DURABLE: 5, RELAY_VOLATILE: 5, ECHO: 4}
+
+_PREFIX = struct.Struct(">I")
+_SEQ = struct.Struct(">Q")
+_HOST = "127.0.0.1"
+_RECV = 1 << 18
+_READY_TIMEOUT = 120.0  # seconds a server process may take to pre-register its devices
+_DRAIN_TIMEOUT = 30.0
+
+
+class BenchError(Exception):
+    """A contender misbehaved (an error frame, a lost envelope, a server that died)."""
+
+
+# --- devices ----------------------------------------------------------------------------------
+
+
+def account_name(i: int) -> str:
+    return f"bench{i:06d}"
+
+
+def identity_private(seed: int, i: int) -> bytes:
+    """Device ``i``'s X25519 identity private key, the same in the server and the load generator."""
+    return hashlib.sha256(f"relaysim bench relay {seed} {i}".encode()).digest()
+
+
+def preregister(core: RelayCore, n: int, seed: int) -> None:
+    """Register ``n`` devices through ``core.handle(Register)``: the relay's own checks, no sockets.
+
+    Each device has a signed prekey and a last-resort ML-KEM prekey, both with real XEdDSA
+    signatures by its identity key (the relay verifies them); one real ML-KEM-1024 public key
+    serves for all (the relay never looks inside it). No one-time prekeys: no bundle is fetched.
+    """
+    _key, kem_public = _primitives.mlkem_keypair_from_seed(hashlib.sha512(b"bench kem").digest())
+    for i in range(n):
+        identity = IdentityKeyPair(identity_private(seed, i))
+        spk = hashlib.sha256(b"spk" + identity.private).digest()
+        request = wire.Register(
+            id=1,
+            account=account_name(i),
+            device=1,
+            registration_id=1 + i % 16380,
+            identity_key=identity.public,
+            signed_prekey=wire.SignedPrekey(1, spk, identity.sign(wire.signed_prekey_message(spk))),
+            one_time_prekeys=(),
+            kem_prekeys=(),
+            last_resort_kem_prekey=wire.KemPrekey(
+                2, kem_public, identity.sign(wire.kem_prekey_message(kem_public))
+            ),
+        )
+        reply = core.handle(ConnectionContext(1_000_000_000 + i), request)[0]
+        if not (isinstance(reply, Reply) and isinstance(reply.frame, wire.Registered)):
+            raise BenchError(f"pre-registration of {account_name(i)} failed: {reply}")
+
+
+# --- the server processes -----------------------------------------------------------------------
+
+
+def _child_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sims.bench.relay --child")
+    p.add_argument("--child", choices=CONTENDERS, required=True)
+    p.add_argument("--connections", type=int, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--db", default="")
+    return p
+
+
+def child_main(argv: list[str]) -> int:
+    """A server process: set up, print ``READY <port>``, serve until stdin closes."""
+    args = _child_parser().parse_args(argv)
+
+    if args.child == ECHO:
+
+        async def run_echo() -> None:
+            async with trio.open_nursery() as nursery:
+                listeners = await nursery.start(
+                    functools.partial(trio.serve_tcp, _echo_handler, 0, host=_HOST)
+                )
+                await _announce_and_wait(listeners[0].socket.getsockname()[1])
+                nursery.cancel_scope.cancel()
+
+        trio.run(run_echo)
+        return 0
+
+    with Store(args.db, durable=args.child == RELAY_DURABLE) as store:
+        core = RelayCore(store)
+        preregister(core, args.connections, args.seed)
+
+        async def run_relay() -> None:
+            async with trio.open_nursery() as nursery:
+                server = await nursery.start(
+                    lambda task_status: serve(
+                        core,
+                        _HOST,
+                        0,
+                        read_timeout=3600.0,  # idle connections wait through the other contenders' slices
+                        max_connections=args.connections + 64,
+                        retention_interval=3600.0,  # no retention sweep inside a timed slice
+                        task_status=task_status,
+                    )
+                )
+                await _announce_and_wait(server.port)
+                nursery.cancel_scope.cancel()
+
+        trio.run(run_relay)
+    return 0
+
+
+async def _announce_and_wait(port: int) -> None:
+    gc.collect()
+    print(f"READY {port}", flush=True)
+    # Serve until the parent closes our stdin (or dies).
+    await trio.to_thread.run_sync(sys.stdin.buffer.read, cancellable=True)
+
+
+async def _echo_handler(stream: Any) -> None:
+    """Echo whole frames: read, split on the length prefixes, unpack each map, write them back."""
+    unpackb, unpack_from, prefix = msgpack.unpackb, _PREFIX.unpack_from, _PREFIX.size
+    buf = bytearray()
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        while True:
+            data = await stream.receive_some(_RECV)
+            if not data:
+                return
+            buf += data
+            pos, end = 0, len(buf)
+            while end - pos >= prefix:
+                (length,) = unpack_from(buf, pos)
+                stop = pos + prefix + length
+                if stop > end:
+                    break
+                unpackb(buf[pos + prefix : stop])  # the same framing work as the relay's decoder
+                pos = stop
+            if pos:
+                out = bytes(buf[:pos])
+                del buf[:pos]
+                await stream.send_all(out)
+
+
+class ServerProcess:
+    """One contender's server in a child process (on the other core), and its /proc figures."""
+
+    def __init__(self, kind: str, connections: int, seed: int, db: str) -> None:
+        self.kind = kind
+        root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        cmd = [sys.executable, "-m", "sims.bench.relay", "--child", kind]
+        cmd += ["--connections", str(connections), "--seed", str(seed), "--db", db]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self.port = 0
+
+    def wait_ready(self) -> int:
+        assert self.proc.stdout is not None
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        if not sel.select(_READY_TIMEOUT):
+            raise BenchError(f"{self.kind} server did not start within {_READY_TIMEOUT:.0f} s")
+        sel.close()
+        line = self.proc.stdout.readline().decode().split()
+        if len(line) != 2 or line[0] != "READY":
+            raise BenchError(f"{self.kind} server failed to start (exit status {self.proc.wait()})")
+        self.port = int(line[1])
+        return self.port
+
+    def rss_kb(self) -> int | None:
+        """Resident set size in KiB (Linux), or None."""
+        try:
+            with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1])
+        except OSError:
+            return None
+        return None
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time so far (Linux), or None."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+# --- the load generator ----------------------------------------------------------------------
+
+
+def _frame(body: dict[str, Any]) -> bytes:
+    data = msgpack.packb(body, use_bin_type=True)
+    return _PREFIX.pack(len(data)) + data
+
+
+@dataclass(eq=False)
+class _Conn:
+    index: int
+    sock: socket.socket
+    account: str
+    peer: str
+    private: bytes
+    rbuf: bytearray = field(default_factory=bytearray)
+    out: list[bytes] = field(default_factory=list)
+    wbuf: bytes = b""
+    next_id: int = 1
+    ready: bool = False
+
+    def request_id(self) -> int:
+        rid = self.next_id
+        self.next_id += 1
+        return rid
+
+
+@dataclass
+class SliceResult:
+    """One timed slice of one contender."""
+
+    envelopes: int
+    seconds: float
+    latencies_ms: list[float]
+    server_cpu: float | None
+    client_cpu: float
+
+    @property
+    def envelopes_per_s(self) -> float:
+        return self.envelopes / self.seconds
+
+
+class LoadGenerator:
+    """``n`` device connections to one server, driven by one epoll loop in this process."""
+
+    def __init__(self, kind: str, port: int, n: int, seed: int, body_size: int, window: int) -> None:
+        self.kind = kind
+        self.relay = kind != ECHO
+        self.window = window
+        self.padding = bytes(max(0, body_size - _SEQ.size))
+        self.sel = selectors.DefaultSelector()
+        self.conns: list[_Conn] = []
+        self.dirty: list[_Conn] = []
+        self.sending = False
+        self.outstanding = 0  # envelopes sent and not yet complete
+        self.completed = 0
+        self.frames_in = 0
+        self.errors: list[str] = []
+        self.seq = 0
+        self.send_times: dict[int, float] = {}
+        self.window_start = self.window_end = 0.0
+        self.latencies: list[float] = []
+        for i in range(n):
+            sock = socket.create_connection((_HOST, port))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setblocking(False)
+            c = _Conn(i, sock, account_name(i), account_name((i + n // 2) % n), identity_private(seed, i))
+            self.conns.append(c)
+            self.sel.register(sock, selectors.EVENT_READ, c)
+
+    # -- frames out --
+
+    def _write(self, c: _Conn, data: bytes) -> None:
+        if not c.out:
+            self.dirty.append(c)
+        c.out.append(data)
+
+    def _flush(self) -> None:
+        for c in self.dirty:
+            data = b"".join(c.out)
+            c.out.clear()
+            if c.wbuf:
+                c.wbuf += data
+                continue
+            try:
+                sent = c.sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(data):
+                c.wbuf = data[sent:]
+                self.sel.modify(c.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, c)
+        self.dirty.clear()
+
+    def _send_envelope(self, c: _Conn) -> None:
+        self.seq += 1
+        self.outstanding += 1
+        self.send_times[self.seq] = time.perf_counter()
+        body = _SEQ.pack(self.seq) + self.padding
+        envelope = {"device": 1, "body": body}
+        self._write(
+            c,
+            _frame({"v": 1, "id": c.request_id(), "kind": "send", "to": c.peer, "envelopes": [envelope]}),
+        )
+
+    def _ack(self, c: _Conn, envelope_id: bytes) -> None:
+        self._write(c, _frame({"v": 1, "id": c.request_id(), "kind": "ack", "envelope_ids": [envelope_id]}))
+
+    def _delivered(self, body: bytes) -> None:
+        now = time.perf_counter()
+        sent = self.send_times.pop(_SEQ.unpack_from(body)[0], None)
+        if sent is not None and self.window_start <= sent and now <= self.window_end:
+            self.latencies.append((now - sent) * 1000.0)
+
+    # -- frames in --
+
+    def _on_frame(self, c: _Conn, f: dict[str, Any]) -> None:
+        kind = f.get("kind")
+        if kind == "deliver":  # relay: pushed to the recipient; ack it
+            envelope = f["envelope"]
+            self._delivered(envelope["body"])
+            self._ack(c, envelope["id"])
+        elif kind == "sent":
+            if self.sending:
+                self._send_envelope(c)
+        elif kind == "acked":
+            self.completed += f["count"]
+            self.outstanding -= f["count"]
+        elif kind == "send":  # echo: our send came back; it stands for sent and deliver
+            self._delivered(f["envelopes"][0]["body"])
+            self._ack(c, f["envelopes"][0]["body"][:8] * 2)
+            if self.sending:
+                self._send_envelope(c)
+        elif kind == "ack":  # echo: our ack came back
+            self.completed += 1
+            self.outstanding -= 1
+        elif kind == "challenge":
+            signature = IdentityKeyPair(c.private).sign(wire.auth_message(f["nonce"], c.account, 1))
+            self._write(
+                c,
+                _frame(
+                    {
+                        "v": 1,
+                        "id": c.request_id(),
+                        "kind": "authenticate",
+                        "nonce": f["nonce"],
+                        "signature": signature,
+                    }
+                ),
+            )
+        elif kind in ("authenticated", "ping"):  # "ping": the echo of our hello
+            c.ready = True
+        else:
+            self.errors.append(f"{c.account}: {f}")
+
+    def _read(self, c: _Conn) -> None:
+        try:
+            data = c.sock.recv(_RECV)
+        except BlockingIOError:
+            return
+        if not data:
+            raise BenchError(f"{self.kind}: the server closed {c.account}'s connection")
+        buf = c.rbuf
+        buf += data
+        pos, end, unpackb = 0, len(buf), msgpack.unpackb
+        while end - pos >= 4:
+            (length,) = _PREFIX.unpack_from(buf, pos)
+            stop = pos + 4 + length
+            if stop > end:
+                break
+            self.frames_in += 1
+            self._on_frame(c, unpackb(buf[pos + 4 : stop], raw=False))
+            pos = stop
+        if pos:
+            del buf[:pos]
+
+    def _turn(self, timeout: float) -> None:
+        for key, mask in self.sel.select(timeout):
+            c: _Conn = key.data
+            if mask & selectors.EVENT_READ:
+                self._read(c)
+            if mask & selectors.EVENT_WRITE and c.wbuf:
+                try:
+                    sent = c.sock.send(c.wbuf)
+                except BlockingIOError:
+                    sent = 0
+                c.wbuf = c.wbuf[sent:]
+                if not c.wbuf:
+                    self.sel.modify(c.sock, selectors.EVENT_READ, c)
+        self._flush()
+        if self.errors:
+            raise BenchError(f"{self.kind}: {len(self.errors)} unexpected frames; first: {self.errors[0]}")
+
+    def _until(self, done: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.perf_counter() + timeout
+        while not done():
+            if time.perf_counter() > deadline:
+                raise BenchError(f"{self.kind}: {what} did not finish within {timeout:.0f} s")
+            self._turn(0.05)
+
+    # -- phases --
+
+    def log_in(self) -> None:
+        """Relay: authenticate every connection. Echo: one hello round trip each."""
+        for c in self.conns:
+            if self.relay:
+                frame = {"v": 1, "id": c.request_id(), "kind": "auth_challenge", "account": c.account}
+                frame["device"] = 1
+            else:
+                frame = {"v": 1, "id": c.request_id(), "kind": "ping"}
+            self._write(c, _frame(frame))
+        self._flush()
+        self._until(lambda: all(c.ready for c in self.conns), 120.0, "logging in")
+
+    def run_slice(self, warmup: float, duration: float, server: ServerProcess | None) -> SliceResult:
+        """Keep ``window`` envelopes in flight per connection; time ``duration`` s after ``warmup``."""
+        self.sending = True
+        self.latencies = []
+        start = time.perf_counter()
+        self.window_start, self.window_end = start + warmup, start + warmup + duration
+        for c in self.conns:
+            for _ in range(self.window):
+                self._send_envelope(c)
+        self._flush()
+        while time.perf_counter() < self.window_start:
+            self._turn(0.01)
+        t0, done0, cpu0 = time.perf_counter(), self.completed, time.process_time()
+        server_cpu0 = server.cpu_seconds() if server else None
+        while time.perf_counter() < self.window_end:
+            self._turn(0.01)
+        t1, done1, cpu1 = time.perf_counter(), self.completed, time.process_time()
+        server_cpu1 = server.cpu_seconds() if server else None
+        self.sending = False
+        self._until(lambda: self.outstanding == 0, _DRAIN_TIMEOUT, "draining the envelopes in flight")
+        self.send_times.clear()
+        wall = t1 - t0
+        server_cpu = (
+            None if server_cpu0 is None or server_cpu1 is None else (server_cpu1 - server_cpu0) / wall
+        )
+        return SliceResult(done1 - done0, wall, self.latencies, server_cpu, (cpu1 - cpu0) / wall)
+
+    def close(self) -> None:
+        for c in self.conns:
+            self.sel.unregister(c.sock)
+            c.sock.close()
+        self.sel.close()
+
+
+# --- where the time goes: one envelope's server-side work, without sockets -----------------------
+
+
+STEP_LABELS: Final = {
+    "decode_send": "decode send (FrameDecoder: msgpack + field checks)",
+    "core_send": "RelayCore.handle(send): route, enqueue, 2 metadata records, commit",
+    "encode_sent_deliver": "encode sent + deliver",
+    "decode_ack": "decode ack",
+    "core_ack": "RelayCore.handle(ack): delete, metadata record, commit",
+    "encode_acked": "encode acked",
+}
+GROUP: Final = 100  # envelopes per transaction in the group-commit what-if
+
+
+class StepRig:
+    """A relay core with two authenticated devices, in this process: one envelope's server work, step by step."""
+
+    def __init__(self, durable: bool, body_size: int, directory: str) -> None:
+        path = os.path.join(directory, f"steps-{'durable' if durable else 'volatile'}.db")
+        self.store = Store(path, durable=durable)
+        self.core = RelayCore(self.store)
+        preregister(self.core, 2, seed=0)
+        self.ctxs = [ConnectionContext(i + 1, (_HOST, 50000 + i)) for i in range(2)]
+        for i, ctx in enumerate(self.ctxs):
+            self.core.connect(ctx)
+            challenge = self.core.handle(ctx, wire.AuthChallenge(id=1, account=account_name(i), device=1))[0]
+            assert isinstance(challenge, Reply) and isinstance(challenge.frame, wire.Challenge)
+            nonce = challenge.frame.nonce
+            signature = IdentityKeyPair(identity_private(0, i)).sign(
+                wire.auth_message(nonce, account_name(i), 1)
+            )
+            self.core.handle(ctx, wire.Authenticate(id=2, nonce=nonce, signature=signature))
+        self.decoder = wire.FrameDecoder("relay")
+        self.padding = bytes(max(0, body_size - _SEQ.size))
+        self.seq = 0
+
+    def _send_bytes(self) -> bytes:
+        self.seq += 1
+        envelope = {"device": 1, "body": _SEQ.pack(self.seq) + self.padding}
+        return _frame(
+            {"v": 1, "id": self.seq, "kind": "send", "to": account_name(1), "envelopes": [envelope]}
+        )
+
+    def steps(self, n: int) -> dict[str, float]:
+        """Run ``n`` envelopes, one request per transaction as the server does; µs per envelope per step."""
+        core, decoder, clock = self.core, self.decoder, time.perf_counter
+        sender, recipient = self.ctxs
+        acc = dict.fromkeys(STEP_LABELS, 0.0)
+        for _ in range(n):
+            data = self._send_bytes()
+            t0 = clock()
+            decoder.receive_data(data)
+            frame = decoder.next_frame()
+            t1 = clock()
+            assert isinstance(frame, wire.Send)
+            outputs = core.handle(sender, frame)
+            t2 = clock()
+            pushed = b""
+            for o in outputs:
+                if isinstance(o, Reply | Push):
+                    pushed = wire.encode(o.frame)
+            t3 = clock()
+            deliver = wire.decode_body(pushed[4:], wire.RESPONSE_KINDS)
+            assert isinstance(deliver, wire.Deliver)
+            ack = _frame({"v": 1, "id": self.seq, "kind": "ack", "envelope_ids": [deliver.envelope.id]})
+            t4 = clock()
+            decoder.receive_data(ack)
+            frame = decoder.next_frame()
+            t5 = clock()
+            assert isinstance(frame, wire.Ack)
+            outputs = core.handle(recipient, frame)
+            t6 = clock()
+            for o in outputs:
+                if isinstance(o, Reply):
+                    wire.encode(o.frame)
+            t7 = clock()
+            acc["decode_send"] += t1 - t0
+            acc["core_send"] += t2 - t1
+            acc["encode_sent_deliver"] += t3 - t2
+            acc["decode_ack"] += t5 - t4
+            acc["core_ack"] += t6 - t5
+            acc["encode_acked"] += t7 - t6
+        return {k: v / n * 1e6 for k, v in acc.items()}
+
+    def grouped(self, n: int) -> float:
+        """µs per envelope of ``core.handle(send)`` + ``core.handle(ack)`` with GROUP envelopes per
+        transaction (``Store.transaction`` nests: each request joins the outer one): a group commit."""
+        core, decoder = self.core, self.decoder
+        sender, recipient = self.ctxs
+        sends = []
+        for _ in range(n):
+            decoder.receive_data(self._send_bytes())
+            frame = decoder.next_frame()
+            assert isinstance(frame, wire.Send)
+            sends.append(frame)
+        start = time.perf_counter()
+        for i in range(0, n, GROUP):
+            with self.store.transaction():
+                ids = []
+                for frame in sends[i : i + GROUP]:
+                    reply = core.handle(sender, frame)[0]
+                    assert isinstance(reply, Reply) and isinstance(reply.frame, wire.Sent)
+                    ids.append(reply.frame.envelope_ids[0])
+                for envelope_id in ids:
+                    core.handle(recipient, wire.Ack(id=1, envelope_ids=(envelope_id,)))
+        return (time.perf_counter() - start) / n * 1e6
+
+    def close(self) -> None:
+        assert self.store.queue_length(account_name(1), 1) == 0, "every envelope was acknowledged"
+        self.store.close()
+
+
+def measure_server_steps(envelopes: int, body_size: int, directory: str, chunks: int = 10) -> dict[str, Any]:
+    """Medians over ``chunks`` interleaved slices of both kinds of store: µs per envelope per step."""
+    rigs = {
+        kind: StepRig(kind == RELAY_DURABLE, body_size, directory) for kind in (RELAY_DURABLE, RELAY_VOLATILE)
+    }
+    try:
+        for rig in rigs.values():  # warm caches and code paths
+            rig.steps(20)
+            rig.grouped(GROUP)
+        per_chunk = max(1, envelopes // chunks)
+        group_chunk = max(GROUP, per_chunk // GROUP * GROUP)
+        samples: dict[str, dict[str, list[float]]] = {k: {} for k in rigs}
+        for _ in range(chunks):
+            for kind, rig in rigs.items():
+                for key, us in rig.steps(per_chunk).items():
+                    samples[kind].setdefault(key, []).append(us)
+                samples[kind].setdefault("group_commit", []).append(rig.grouped(group_chunk))
+    finally:
+        for rig in rigs.values():
+            rig.close()
+    return {kind: {key: statistics.median(v) for key, v in s.items()} for kind, s in samples.items()}
+
+
+def measure_echo_step(envelopes: int, body_size: int) -> float:
+    """µs per envelope of the echo server's framing work: split and unpack its 2 frames in, copy them out."""
+    send = _frame(
+        {
+            "v": 1,
+            "id": 7,
+            "kind": "send",
+            "to": account_name(1),
+            "envelopes": [{"device": 1, "body": bytes(body_size)}],
+        }
+    )
+    ack = _frame({"v": 1, "id": 8, "kind": "ack", "envelope_ids": [bytes(16)]})
+    unpackb, unpack_from = msgpack.unpackb, _PREFIX.unpack_from
+    start = time.perf_counter()
+    for _ in range(envelopes):
+        for data in (send, ack):
+            buf = bytearray(data)
+            (length,) = unpack_from(buf, 0)
+            unpackb(buf[4 : 4 + length])
+            bytes(buf[: 4 + length])
+            del buf[: 4 + length]
+    return (time.perf_counter() - start) / envelopes * 1e6
+
+
+# --- ratios, report, command line ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ratio:
+    key: str
+    label: str
+    numerator: str
+    denominator: str
+    metric: str  # "frames_per_s" or "envelopes_per_s"
+    target: float | None  # ≥ target; None: information
+
+
+RATIOS: Final = [
+    Ratio(
+        "relay_vs_echo_frames",
+        "relay (durable) / echo, frames per second",
+        RELAY_DURABLE,
+        ECHO,
+        "frames_per_s",
+        0.5,
+    ),
+    Ratio(
+        "relay_vs_echo_envelopes",
+        "relay (durable) / echo, envelopes per second",
+        RELAY_DURABLE,
+        ECHO,
+        "envelopes_per_s",
+        None,
+    ),
+    Ratio(
+        "relay_not_durable_vs_echo_frames",
+        "relay (durable=False) / echo, frames per second",
+        RELAY_VOLATILE,
+        ECHO,
+        "frames_per_s",
+        None,
+    ),
+    Ratio(
+        "durable_vs_not_durable",
+        "relay durable / durable=False, envelopes per second",
+        RELAY_DURABLE,
+        RELAY_VOLATILE,
+        "envelopes_per_s",
+        None,
+    ),
+]
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered)) - 1))]
+
+
+def summarise(kind: str, slices: list[SliceResult]) -> dict[str, Any]:
+    per_s = [s.envelopes_per_s for s in slices]
+    latencies = [x for s in slices for x in s.latencies_ms]
+    server_cpu = [s.server_cpu for s in slices if s.server_cpu is not None]
+    median = statistics.median(per_s)
+    return {
+        "label": LABELS[kind],
+        "frames_per_envelope": FRAMES_PER_ENVELOPE[kind],
+        "envelopes_per_s": median,
+        "frames_per_s": median * FRAMES_PER_ENVELOPE[kind],
+        "envelopes_per_s_samples": per_s,
+        "envelopes_timed": sum(s.envelopes for s in slices),
+        "latency_ms": {
+            "p50": _percentile(latencies, 50),
+            "p99": _percentile(latencies, 99),
+            "samples": len(latencies),
+        },
+        "server_cpu_share": statistics.median(server_cpu) if server_cpu else None,
+        "client_cpu_share": statistics.median(s.client_cpu for s in slices),
+    }
+
+
+def compute_ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for r in RATIOS:
+        num, den = results[r.numerator], results[r.denominator]
+        value = num[r.metric] / den[r.metric]
+        pairs = zip(num["envelopes_per_s_samples"], den["envelopes_per_s_samples"], strict=True)
+        scale = num["frames_per_envelope"] / den["frames_per_envelope"] if r.metric == "frames_per_s" else 1.0
+        out[r.key] = {
+            "label": r.label,
+            "numerator": r.numerator,
+            "denominator": r.denominator,
+            "metric": r.metric,
+            "value": value,
+            "paired_median": statistics.median(n / d * scale for n, d in pairs),
+            "comparison": ">=",
+            "target": r.target,
+            "met": None if r.target is None else value >= r.target,
+        }
+    return out
+
+
+def compute_breakdown(
+    results: dict[str, dict[str, Any]], steps: dict[str, dict[str, float]], echo_framing_us: float
+) -> dict[str, Any]:
+    """The server's wall time per envelope, split into request handling (timed without sockets) and the rest."""
+    out: dict[str, Any] = {}
+    for kind in (RELAY_DURABLE, RELAY_VOLATILE):
+        parts = {key: steps[kind][key] for key in STEP_LABELS}
+        handled = sum(parts.values())
+        wall = 1e6 / results[kind]["envelopes_per_s"]
+        out[kind] = {
+            "steps_us": parts,
+            "request_handling_us": handled,
+            "server_wall_us_per_envelope": wall,
+            "sockets_and_trio_us": wall - handled,
+            "core_one_per_transaction_us": parts["core_send"] + parts["core_ack"],
+            "core_group_commit_us": steps[kind]["group_commit"],
+        }
+    wall = 1e6 / results[ECHO]["envelopes_per_s"]
+    out[ECHO] = {
+        "framing_us": echo_framing_us,
+        "server_wall_us_per_envelope": wall,
+        "sockets_and_trio_us": wall - echo_framing_us,
+    }
+    return out
+
+
+def _fmt(v: float | None, digits: int = 1) -> str:
+    return "—" if v is None else f"{v:,.{digits}f}"
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{v:.0%}"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    cfg, res = report["config"], report["results"]
+    lines = [
+        f"relaysim bench relay — {cfg['connections']:,} connections over loopback TCP, {cfg['body_size']}-byte "
+        f"envelopes, {cfg['window']} in flight per device; {cfg['repeat']} × {cfg['duration']:g} s "
+        "timed per contender, interleaved; medians",
+        f"Python {cfg['python']}, {cfg['machine']}; servers in child processes, load from one epoll "
+        "loop in this one",
+        "",
+        f"  {'contender':50s} {'env/s':>8s} {'frames/s':>9s} {'p50 ms':>7s} {'p99 ms':>7s} "
+        f"{'server':>6s} {'client':>6s}",
+    ]
+    for kind in CONTENDERS:
+        r = res[kind]
+        lat = r["latency_ms"]
+        lines.append(
+            f"  {r['label']:50s} {_fmt(r['envelopes_per_s'], 0):>8s} {_fmt(r['frames_per_s'], 0):>9s} "
+            f"{_fmt(lat['p50'], 2):>7s} {_fmt(lat['p99'], 2):>7s} {_pct(r['server_cpu_share']):>6s} "
+            f"{_pct(r['client_cpu_share']):>6s}"
+        )
+    lines += [
+        "  (env/s: sent, pushed and acknowledged; frames/s at the server, in + out; latency: send → "
+        "deliver; server, client: CPU share of one core)",
+        "",
+        "memory per idle connection (server RSS after all connections are open and authenticated, "
+        "minus before, / connections)",
+    ]
+    for kind in CONTENDERS:
+        m = report["memory"][kind]
+        per = m["bytes_per_connection"]
+        lines.append(
+            f"  {LABELS[kind]:50s} {'—' if per is None else f'{per / 1024:,.1f} KiB':>10s}  "
+            f"(RSS {_fmt(m['rss_before_kb'] and m['rss_before_kb'] / 1024)} → "
+            f"{_fmt(m['rss_after_kb'] and m['rss_after_kb'] / 1024)} MiB)"
+        )
+    lines += [
+        "",
+        "targets (performance.md): ratio of the medians above (judged), and the median of per-repeat ratios",
+        f"  {'ratio':52s} {'value':>6s} {'paired':>6s}  {'target':8s} verdict",
+    ]
+    for r in report["ratios"].values():
+        target = "" if r["target"] is None else f">= {r['target']:.2f}"
+        verdict = "(information)" if r["met"] is None else "met" if r["met"] else "MISSED"
+        lines.append(f"  {r['label']:52s} {r['value']:6.2f} {r['paired_median']:6.2f}  {target:8s} {verdict}")
+    b = report["breakdown"]
+    durable, volatile, echo = b[RELAY_DURABLE], b[RELAY_VOLATILE], b[ECHO]
+    lines += [
+        "",
+        "where the time goes — the server's work per envelope, each step timed in this process without "
+        "sockets (µs), against its wall time per envelope in the run above",
+        f"  {'step':70s} {'durable':>8s} {'not dur.':>8s}",
+    ]
+    for key, label in STEP_LABELS.items():
+        lines.append(f"  {label:70s} {durable['steps_us'][key]:8.1f} {volatile['steps_us'][key]:8.1f}")
+    rows = [
+        ("request handling, sum", "request_handling_us"),
+        ("server wall time per envelope in the TCP run (1 / env/s)", "server_wall_us_per_envelope"),
+        ("the rest: trio sockets, tasks, events (2 reads, 3 writes, 2 tasks/conn)", "sockets_and_trio_us"),
+    ]
+    for label, key in rows:
+        lines.append(f"  {label:70s} {durable[key]:8.1f} {volatile[key]:8.1f}")
+    lines += [
+        f"  echo server, per envelope: framing (split + unpack 2 frames) {echo['framing_us']:.1f}, "
+        f"trio sockets {echo['sockets_and_trio_us']:.1f}, wall {echo['server_wall_us_per_envelope']:.1f}",
+        f"  what-if: RelayCore.handle(send) + handle(ack), one transaction per request "
+        f"{durable['core_one_per_transaction_us']:.1f} / {volatile['core_one_per_transaction_us']:.1f}; "
+        f"{GROUP} envelopes per transaction (group commit) {durable['core_group_commit_us']:.1f} / "
+        f"{volatile['core_group_commit_us']:.1f}",
+    ]
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="relaysim bench relay",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        epilog=(
+            "examples:\n  relaysim bench relay\n"
+            "  relaysim bench relay --connections 200 --duration 1 --repeat 1 --json relay.json"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--connections", type=int, default=1000, metavar="N", help="device connections (1000)")
+    p.add_argument("--duration", type=float, default=3.0, metavar="S", help="timed seconds per slice (3)")
+    p.add_argument("--warmup", type=float, default=0.5, metavar="S", help="untimed seconds before each (0.5)")
+    p.add_argument("--repeat", type=int, default=3, metavar="R", help="slices per contender (3)")
+    p.add_argument("--window", type=int, default=1, metavar="W", help="envelopes in flight per device (1)")
+    p.add_argument("--body-size", type=int, default=160, metavar="B", help="envelope body bytes (160)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=2000,
+        metavar="E",
+        help="envelopes for the where-the-time-goes steps (2000)",
+    )
+    p.add_argument("--seed", type=int, default=1, help="seed for the devices' keys (1)")
+    p.add_argument("--json", metavar="FILE", help="also write every number to FILE")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    return p
+
+
+@contextlib.contextmanager
+def _servers(kinds: tuple[str, ...], n: int, seed: int, directory: str) -> Iterator[dict[str, ServerProcess]]:
+    servers: dict[str, ServerProcess] = {}
+    try:
+        for kind in kinds:
+            servers[kind] = ServerProcess(kind, n, seed, os.path.join(directory, f"{kind}.db"))
+        yield servers
+    finally:
+        for s in servers.values():
+            s.stop()
+
+
+def run(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, Any]:
+    results: dict[str, dict[str, Any]] = {}
+    memory: dict[str, dict[str, Any]] = {}
+    slices: dict[str, list[SliceResult]] = {k: [] for k in CONTENDERS}
+    with tempfile.TemporaryDirectory(prefix="relaysim-bench-") as directory:
+        with _servers(CONTENDERS, args.connections, args.seed, directory) as servers:
+            loads: dict[str, LoadGenerator] = {}
+            try:
+                for kind in CONTENDERS:
+                    port = servers[kind].wait_ready()
+                    before = servers[kind].rss_kb()
+                    load = LoadGenerator(kind, port, args.connections, args.seed, args.body_size, args.window)
+                    loads[kind] = load
+                    load.log_in()
+                    time.sleep(0.3)  # let the server settle: every connection idle
+                    after = servers[kind].rss_kb()
+                    memory[kind] = {
+                        "rss_before_kb": before,
+                        "rss_after_kb": after,
+                        "bytes_per_connection": None
+                        if before is None or after is None
+                        else (after - before) * 1024 / args.connections,
+                    }
+                    progress(f"{kind}: {args.connections} connections open and logged in")
+                for kind in CONTENDERS:  # one untimed slice each: code paths, caches, SQLite pages
+                    loads[kind].run_slice(0.0, min(0.5, args.duration), None)
+                for r in range(args.repeat):
+                    order = CONTENDERS[r % 3 :] + CONTENDERS[: r % 3]
+                    for kind in order:
+                        slices[kind].append(loads[kind].run_slice(args.warmup, args.duration, servers[kind]))
+                    progress(f"repeat {r + 1}/{args.repeat} done")
+            finally:
+                for load in loads.values():
+                    load.close()
+        progress("timing the server's steps without sockets")
+        steps = measure_server_steps(args.steps, args.body_size, directory)
+    echo_framing = measure_echo_step(args.steps, args.body_size)
+    for kind in CONTENDERS:
+        results[kind] = summarise(kind, slices[kind])
+    return {
+        "config": {
+            "connections": args.connections,
+            "duration": args.duration,
+            "warmup": args.warmup,
+            "repeat": args.repeat,
+            "window": args.window,
+            "body_size": args.body_size,
+            "steps": args.steps,
+            "python": platform.python_version(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
+        },
+        "results": results,
+        "memory": memory,
+        "ratios": compute_ratios(results),
+        "breakdown": compute_breakdown(results, steps, echo_framing),
+    }
+
+
+def main(argv: list[str]) -> int:
+    """``relaysim bench relay [options]``; returns the exit status (0, 1 if a contender failed)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if min(args.connections, args.repeat, args.window, args.steps) < 1 or args.connections < 2:
+        parser.error("--connections must be at least 2; --repeat, --window and --steps at least 1")
+    if args.duration <= 0 or args.warmup < 0 or args.body_size < _SEQ.size:
+        parser.error(f"--duration must be positive, --warmup not negative, --body-size at least {_SEQ.size}")
+
+    def progress(text: str) -> None:
+        if not args.quiet:
+            print(f"bench relay: {text}", file=sys.stderr, flush=True)
+
+    try:
+        report = run(args, progress)
+    except BenchError as e:
+        print(f"relaysim bench relay: {e}", file=sys.stderr)
+        return 1
+    print(format_report(report))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
+    return 0
+
+
+def _entry(argv: list[str]) -> int:
+    if argv and argv[0] == "--child":
+        return child_main(argv)
+    return main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(_entry(sys.argv[1:]))
