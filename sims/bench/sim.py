@@ -1,0 +1,1074 @@
+"""``relaysim bench sim``: what one simulated message costs beside the ratchet alone, and how the simulation scales.
+
+(a) A simulated message end to end, on warm sessions. A fixed scenario, built in code: --pairs
+people a_k and b_k, one phone each, in one region (50 ms ± 10 ms to the relay, no loss). The
+phones register and log in during the first 40 simulated seconds; each pair then exchanges three
+warm-up messages (a → b, b → a, a → b: after that a has seen b's reply, so it no longer attaches
+the PQXDH header, and both sides hold the session). From t = 200 s, --messages messages go a → b
+only, round robin over the pairs, evenly spaced: every one is a symmetric-ratchet message, the
+same work as the baseline. Only this phase is timed, so registration and session set-up are set
+aside (their cost is reported separately). Each timed message is the whole path: the app's send,
+encrypt, ``relay.wire`` encode, the network model, decode, ``RelayCore.handle`` (routing,
+envelope id, metadata records, SQLite ``Store(durable=False)`` in a temporary file, as ``relaysim
+run`` uses), the ``sent`` reply, the ``deliver`` push, decrypt, the ``ack`` and its ``acked`` —
+every one through the event heap. The simulation's own progress steps (1 % of simulated time)
+are the samples: µs per message in each step of the timed phase.
+
+The baseline, measured in the same run: ``clients.ratchet.DoubleRatchet``, one direction
+(Alice encrypts, Bob decrypts) on a 100-byte plaintext, the length of the simulated texts. After
+each timed step of the simulation, a slice of as many ratchet messages runs, timed on its own, so
+both share the machine's noise; medians over the steps. Target (performance.md): simulated
+message ≤ 2 × the ratchet-only encrypt + decrypt. The garbage collector stays on, as in a real run.
+
+Where the time goes: the same scenario again under cProfile, the profiler on for the timed phase
+only; every function's own time is charged to a component by its module (crypto, device agent,
+wire, relay core, store/SQLite, scheduler, simulation glue), and time in the standard library or
+in C (sqlite3, msgpack, OpenSSL, hashlib, dataclass-made __init__) to the component that called
+it. cProfile inflates many small Python calls more than a few C calls, so read the shares as
+indicative; µs per message are the shares times the unprofiled median.
+
+(b) Scale: a generated population (Barabási–Albert graph, m = 3, one phone each, log-normal
+messages per person over one simulated day, ``sims.scenario.GenerateSpec``) of --devices phones
+and about --messages messages, then the same population with twice the messages, each in a fresh
+process: wall time (building, registering, running) and peak RSS (``resource.getrusage``; on Linux
+the process's own VmHWM, because ru_maxrss keeps the parent's size across fork and exec). Target:
+2× the messages ≤ 2.2× the time — the messages are drawn at random, so the 2× run has about twice
+as many, and the ratio is interpolated linearly between the two runs to exactly twice (the raw
+ratio is printed too) — and, at 100,000 devices and 1,000,000 messages, ≤ 10 minutes and ≤ 4 GB.
+Without --scale a small pair (100 phones; 1,000 and 2,000 messages) takes a few seconds; --scale
+makes the target's size the default, and every run is stopped after --budget seconds. A tiny run
+(10 phones) gives the intercepts of time = T0 + α·devices + β·messages (and the same for peak
+RSS); β comes from the 2× run, α from the 1×, and the fit is extrapolated to the target's size (if
+the requested size does not finish within the budget, the fit is made on 2,000 phones and said
+so). The per-device cost is broken down by counting the expensive operations of one registration
+and timing each alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import json
+import os
+import platform
+import pstats
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from clients import _primitives as _p
+from clients import agent as A
+from clients import spec
+from clients.session import Device
+from relay import wire
+from relay.core import ConnectionContext, RelayCore, Reply
+from relay.identity import XEdDSAPublicKey
+from relay.store import Store
+from sims.bench.crypto import MESSAGE, OneDirection, our_pair
+from sims.runner import Simulation
+from sims.scenario import (
+    Conversation,
+    DeviceSpec,
+    GenerateSpec,
+    NetworkSpec,
+    PersonSpec,
+    RelaySpec,
+    Scenario,
+    ScriptedMessage,
+)
+from sims.traffic import expand_population
+
+__all__ = ["COMPONENTS", "RATIOS", "attribute_profile", "main", "steady_scenario"]
+
+ROOT: Final = Path(__file__).resolve().parents[2]
+DURATION: Final = 1000.0  # simulated seconds of the steady scenario: progress steps of 10 s
+WARM_START: Final = 40.0  # every phone has registered and logged in by then (they start within 30 s)
+TIMED_START: Final = 200.0  # the warm-up messages are long delivered by then
+TIMED_END: Final = 990.0
+TEXT_LEN: Final = len(MESSAGE)  # 100 bytes, the baseline's plaintext
+
+SIM: Final = "sim_message"
+RATCHET: Final = "ratchet_one_direction"
+TARGET_SECONDS: Final = 600.0
+TARGET_RSS_BYTES: Final = 4 * 10**9
+TARGET_DEVICES: Final = 100_000
+TARGET_MESSAGES: Final = 1_000_000
+
+
+class BenchError(Exception):
+    """The simulation did not deliver what it should have: its timing would mean nothing."""
+
+
+# --- (a) the steady scenario ------------------------------------------------------------------
+
+
+def _text(serial: int) -> str:
+    head = f"message {serial:08d} "
+    return head + "x" * (TEXT_LEN - len(head))
+
+
+def steady_scenario(pairs: int, messages: int, seed: int = 1) -> Scenario:
+    """``pairs`` pairs of phones; three warm-up messages each, then ``messages`` a → b from TIMED_START."""
+    people: list[PersonSpec] = []
+    conversations: list[Conversation] = []
+    timed_gap = (TIMED_END - TIMED_START) / messages
+    timed: dict[int, list[ScriptedMessage]] = {k: [] for k in range(pairs)}
+    for j in range(messages):
+        k = j % pairs
+        at = TIMED_START + (j + 0.5) * timed_gap
+        timed[k].append(ScriptedMessage(at, f"a{k:05d}", f"b{k:05d}", _text(j + 1)))
+    for k in range(pairs):
+        a, b = f"a{k:05d}", f"b{k:05d}"
+        for name, host in ((a, 1), (b, 2)):
+            address = f"10.{host}.{k >> 8 & 255}.{k & 255}"
+            people.append(PersonSpec(name, (DeviceSpec(name, 1, "us", address),)))
+        offset = 20.0 * k / pairs  # the pairs' warm-ups spread over 20 s
+        warm = [
+            ScriptedMessage(WARM_START + offset, a, b, _text(10**7 + 3 * k)),
+            ScriptedMessage(WARM_START + 30 + offset, b, a, _text(10**7 + 3 * k + 1)),
+            ScriptedMessage(WARM_START + 60 + offset, a, b, _text(10**7 + 3 * k + 2)),
+        ]
+        conversations.append(Conversation((a, b), tuple(warm + timed[k])))
+    return Scenario(
+        name="bench-steady",
+        description="pairs of phones on warm sessions, one direction (relaysim bench sim)",
+        duration=DURATION,
+        seed=seed,
+        people=tuple(people),
+        conversations=tuple(conversations),
+        network=NetworkSpec(latency_ms=50.0, jitter_ms=10.0),
+        relay=RelaySpec(region="us"),
+        generate=None,
+        events=(),
+    )
+
+
+@dataclass
+class Step:
+    start: float  # simulated seconds
+    end: float
+    seconds: float  # wall
+    messages: int  # timed messages planned in (start, end]
+
+
+class Stepper:
+    """The Simulation's progress callback: wall time per step; in the timed phase, a ratchet slice
+    after each step (timed apart), or the profiler on from TIMED_START to the end."""
+
+    def __init__(
+        self,
+        timed_at: list[float],
+        ratchet: OneDirection | None = None,
+        profiler: cProfile.Profile | None = None,
+    ) -> None:
+        self.timed_at = timed_at
+        self.ratchet = ratchet
+        self.profiler = profiler
+        self.steps: list[Step] = []
+        self.ratchet_samples: list[float] = []
+        self.prev = 0.0
+        self.resumed = 0.0
+        self.started = False
+
+    def start(self) -> None:
+        self.resumed = time.perf_counter()
+
+    def __call__(self, t: float, end: float) -> None:
+        now = time.perf_counter()
+        start, self.prev = self.prev, t
+        n = sum(1 for at in self.timed_at if start < at <= t)
+        self.steps.append(Step(start, t, now - self.resumed, n))
+        if self.profiler is not None:
+            if t >= TIMED_START and not self.started:
+                self.started = True
+                self.profiler.enable()
+            elif t >= end:
+                self.profiler.disable()
+        if self.ratchet is not None and start >= TIMED_START and n:
+            clock = time.perf_counter
+            t0 = clock()
+            self.ratchet.run(n)
+            self.ratchet_samples.append((clock() - t0) / n * 1e6)
+        self.resumed = time.perf_counter()
+
+    def timed_samples(self) -> list[float]:
+        return [s.seconds / s.messages * 1e6 for s in self.steps if s.start >= TIMED_START and s.messages]
+
+    def wall_between(self, start: float, end: float) -> float:
+        return sum(s.seconds for s in self.steps if s.start >= start and s.end <= end)
+
+
+def _check_result(sim_result: Any, planned: int) -> None:
+    delivered = sum(len(m.delivered) for m in sim_result.messages)
+    if delivered != planned or sim_result.mismatched or sim_result.undecryptable:
+        raise BenchError(
+            f"the simulation delivered {delivered} of {planned} messages "
+            f"({sim_result.mismatched} mismatched, {sim_result.undecryptable} undecryptable)"
+        )
+
+
+def run_steady(scenario: Scenario, stepper: Stepper, directory: str) -> None:
+    """Run the steady scenario with ``stepper`` as its progress callback; check every message arrived."""
+    db = os.path.join(directory, f"steady-{time.monotonic_ns()}.db")
+    sim = Simulation(scenario, db_path=db, progress=stepper)
+    planned = sum(len(c.messages) for c in scenario.conversations)
+    gc.collect()
+    stepper.start()
+    result = sim.run()
+    _check_result(result, planned)
+
+
+# --- where the time goes: cProfile by component ---------------------------------------------
+
+COMPONENTS: Final = {
+    "crypto": "crypto: ratchet, X3DH/PQXDH, XEdDSA, ML-KEM, HMAC/HKDF/AES (OpenSSL, hashlib)",
+    "agent": "device side: clients.agent.DeviceAgent, clients.session.Device",
+    "wire": "wire encode/decode: relay.wire (frame checks), msgpack",
+    "relay_core": "relay core: routing, ids, metadata records (relay.core, relay.metadata)",
+    "store": "store: relay.store and SQLite",
+    "scheduler": "scheduler: sims.engine event heap (heapq)",
+    "simulation": "simulation glue: sims.runner, sims.network, random",
+    "other": "other (unattributed)",
+}
+_FILES: Final = {
+    "clients/agent.py": "agent",
+    "clients/session.py": "agent",
+    "relay/wire.py": "wire",
+    "relay/store.py": "store",
+    "sims/engine.py": "scheduler",
+}
+_PACKAGES: Final = {"clients/": "crypto", "relay/": "relay_core", "sims/": "simulation"}
+_HARNESS: Final = "harness"
+
+
+def _component_of_file(filename: str) -> str | None:
+    """The component a source file belongs to, or None (stdlib, C, generated: charged to callers)."""
+    if filename == "~" or filename.startswith("<"):
+        return None  # a C function, or code generated by dataclasses/attrs
+    path = Path(filename)
+    try:
+        rel = path.resolve().relative_to(ROOT).as_posix()
+    except (ValueError, OSError):
+        parts = path.parts
+        if "cryptography" in parts:
+            return "crypto"
+        if "msgpack" in parts:
+            return "wire"
+        return None
+    if rel.startswith("sims/bench/"):
+        return _HARNESS
+    if rel in _FILES:
+        return _FILES[rel]
+    for prefix, component in _PACKAGES.items():
+        if rel.startswith(prefix):
+            return component
+    return "other"
+
+
+def attribute_profile(stats: pstats.Stats) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Seconds of own time per component, and the functions with the most own time.
+
+    A function in one of the project's modules (or in ``cryptography``/``msgpack``) is charged to
+    its component; any other (the standard library, C functions, dataclass-generated methods) to
+    the components of its callers, in proportion to the time it spent for each.
+    """
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]  # pstats keeps it undocumented
+    memo: dict[Any, dict[str, float]] = {}
+    visiting: set[Any] = set()
+
+    def shares(func: Any) -> dict[str, float]:
+        if func in memo:
+            return memo[func]
+        own = _component_of_file(func[0])
+        if own is not None:
+            memo[func] = {own: 1.0}
+            return memo[func]
+        if func in visiting or func not in raw:
+            return {"other": 1.0}
+        visiting.add(func)
+        callers = raw[func][4]
+        weights = {c: v[2] for c, v in callers.items()}
+        total = sum(weights.values())
+        if total <= 0:
+            weights = {c: v[1] for c, v in callers.items()}
+            total = sum(weights.values())
+        out: dict[str, float] = {}
+        if total <= 0:
+            out = {"other": 1.0}
+        else:
+            for caller, w in weights.items():
+                for comp, frac in shares(caller).items():
+                    out[comp] = out.get(comp, 0.0) + frac * w / total
+        visiting.discard(func)
+        memo[func] = out
+        return out
+
+    totals: dict[str, float] = {}
+    top: list[dict[str, Any]] = []
+    for func, (_cc, nc, tt, _ct, _callers) in raw.items():
+        split = shares(func)
+        for comp, frac in split.items():
+            totals[comp] = totals.get(comp, 0.0) + tt * frac
+        main_component = max(split, key=lambda c: split[c])
+        filename, line, name = func
+        where = name if filename == "~" else f"{_short(filename)}:{line}({name})"
+        top.append({"function": where, "component": main_component, "calls": nc, "seconds": tt})
+    top.sort(key=lambda r: -r["seconds"])
+    totals.pop(_HARNESS, None)
+    return totals, [r for r in top if r["component"] != _HARNESS][:15]
+
+
+def _short(filename: str) -> str:
+    path = Path(filename)
+    try:
+        return path.resolve().relative_to(ROOT).as_posix()
+    except (ValueError, OSError):
+        return "/".join(path.parts[-2:])
+
+
+def profile_steady(scenario: Scenario, timed_at: list[float], directory: str) -> dict[str, Any]:
+    profiler = cProfile.Profile()
+    stepper = Stepper(timed_at, profiler=profiler)
+    run_steady(scenario, stepper, directory)
+    totals, top = attribute_profile(pstats.Stats(profiler))
+    return {"seconds": totals, "top_functions": top, "messages": len(timed_at)}
+
+
+# --- set-up costs, piece by piece ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Op:
+    key: str
+    label: str
+    owner: Any
+    attribute: str
+
+
+# The expensive operations of a registration and a login; counted while one runs, each timed alone.
+OPS: Final = [
+    Op("xeddsa_sign", "XEdDSA sign (pure Python, clients._xeddsa)", spec, "xeddsa_sign"),
+    Op("mlkem_keygen", "ML-KEM-1024 key generation from a seed (OpenSSL)", _p, "mlkem_keypair_from_seed"),
+    Op("x25519_keygen", "X25519 key generation (GENERATE_DH)", spec, "generate_dh"),
+    Op(
+        "relay_identity_key",
+        "relay: identity key → Edwards form (XEdDSAPublicKey)",
+        XEdDSAPublicKey,
+        "from_x25519",
+    ),
+    Op("relay_verify", "relay: XEdDSA verify (Ed25519, OpenSSL)", XEdDSAPublicKey, "verify"),
+]
+
+
+@contextmanager
+def _counting() -> Iterator[dict[str, int]]:
+    counts = dict.fromkeys((op.key for op in OPS), 0)
+    saved: list[tuple[Any, str, Any]] = []
+
+    def wrap(op: Op) -> None:
+        original = op.owner.__dict__[op.attribute]
+        function = original.__func__ if isinstance(original, classmethod | staticmethod) else original
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            counts[op.key] += 1
+            return function(*args, **kwargs)
+
+        replacement: Any = counted
+        if isinstance(original, classmethod):
+            replacement = classmethod(counted)
+        saved.append((op.owner, op.attribute, original))
+        setattr(op.owner, op.attribute, replacement)
+
+    for op in OPS:
+        wrap(op)
+    try:
+        yield counts
+    finally:
+        for owner, attribute, original in reversed(saved):
+            setattr(owner, attribute, original)
+
+
+class RegistrationRig:
+    """Phones registering and logging in with a relay core, in this process, as the simulation does
+    it (``DeviceAgent`` with deterministic keys, frames encoded and decoded, ``Store(durable=False)``)."""
+
+    def __init__(self, directory: str) -> None:
+        import random
+
+        self.store = Store(os.path.join(directory, "registration.db"), durable=False)
+        self.rng = random.Random("bench registration")
+        self.core = RelayCore(self.store, rng=self.rng.randbytes)
+        self.serial = 0
+
+    def close(self) -> None:
+        self.store.close()
+
+    def _pump(self, agent: A.DeviceAgent, ctx: ConnectionContext) -> None:
+        relay_decoder, device_decoder = wire.FrameDecoder("relay"), wire.FrameDecoder("device")
+        while outbox := agent.take_outbox():
+            for request in outbox:
+                relay_decoder.receive_data(wire.encode(request))
+                frame = relay_decoder.next_frame()
+                assert isinstance(frame, wire.Request)
+                for out in self.core.handle(ctx, frame):
+                    if isinstance(out, Reply):
+                        device_decoder.receive_data(wire.encode(out.frame))
+                        response = device_decoder.next_frame()
+                        assert isinstance(response, wire.Response)
+                        for event in agent.handle(response):
+                            if isinstance(event, A.Failed):
+                                raise BenchError(f"registration failed: {event.code}: {event.message}")
+
+    def register(self, n: int) -> float:
+        """µs per phone: build the phone, register (prekeys made, signed, uploaded, checked), log in."""
+        import random
+
+        start = time.perf_counter()
+        for _ in range(n):
+            self.serial += 1
+            name = f"r{self.serial:06d}"
+            rng = random.Random(f"bench registration {name}")
+            device = Device(name, 1, rng=rng.randbytes, pq=True, deterministic=True)
+            agent = A.DeviceAgent(
+                device,
+                registration_id=rng.randrange(1, 16380),
+                delivery_token=rng.randbytes(32),
+                rng=rng.randbytes,
+            )
+            ctx = ConnectionContext(self.serial, ("10.0.0.1", 40000))
+            self.core.connect(ctx)
+            agent.register()
+            self._pump(agent, ctx)
+            agent.login()
+            self._pump(agent, ctx)
+            if not agent.authenticated:
+                raise BenchError("a phone did not log in")
+        return (time.perf_counter() - start) / n * 1e6
+
+
+def _time_op(key: str, n: int) -> float:
+    """µs per call of one of OPS, alone."""
+    import random
+
+    rng = random.Random(key).randbytes
+    pair = spec.generate_dh(rng)
+    message = bytes(1569)
+    if key == "xeddsa_sign":
+        f: Callable[[], object] = lambda: spec.xeddsa_sign(pair.private, message, rng=rng)  # noqa: E731
+    elif key == "mlkem_keygen":
+        seed = rng(64)
+        f = lambda: _p.mlkem_keypair_from_seed(seed)  # noqa: E731
+    elif key == "x25519_keygen":
+        f = lambda: spec.generate_dh(rng)  # noqa: E731
+    elif key == "relay_identity_key":
+        f = lambda: XEdDSAPublicKey.from_x25519(pair.public)  # noqa: E731
+    else:
+        signature = spec.xeddsa_sign(pair.private, message, rng=rng)
+        public = XEdDSAPublicKey.from_x25519(pair.public)
+        assert public is not None
+        f = lambda: public.verify(message, signature)  # noqa: E731
+    f()
+    samples = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            f()
+        samples.append((time.perf_counter() - t0) / n * 1e6)
+    return statistics.median(samples)
+
+
+def registration_breakdown(phones: int, directory: str) -> dict[str, Any]:
+    """One phone's registration + login: total µs, and the expensive operations it performs."""
+    rig = RegistrationRig(directory)
+    try:
+        rig.register(2)  # warm
+        with _counting() as counts:
+            rig.register(1)
+        counted = dict(counts)
+        total = statistics.median(rig.register(1) for _ in range(phones))
+    finally:
+        rig.close()
+    parts: list[dict[str, Any]] = []
+    for op in OPS:
+        if counted[op.key]:
+            us = _time_op(op.key, 20)
+            parts.append(
+                {
+                    "op": op.key,
+                    "label": op.label,
+                    "calls": counted[op.key],
+                    "us_per_call": us,
+                    "us": us * counted[op.key],
+                }
+            )
+    return {"us_per_phone": total, "parts": parts, "everything_else_us": total - sum(p["us"] for p in parts)}
+
+
+def mlkem_encapsulation_us() -> dict[str, float]:
+    """The simulation's deterministic ML-KEM encapsulation (pure Python) beside OpenSSL's, µs per call."""
+    _key, public = _p.mlkem_keypair_from_seed(bytes(64))
+    out = {}
+    for label, m in (("deterministic_pure_python", bytes(32)), ("openssl_random", None)):
+        _p.mlkem_encapsulate(public, m)
+        n = 10 if m is not None else 200
+        t0 = time.perf_counter()
+        for _ in range(n):
+            _p.mlkem_encapsulate(public, m)
+        out[label] = (time.perf_counter() - t0) / n * 1e6
+    return out
+
+
+# --- (b) scale ------------------------------------------------------------------------------------
+
+
+def scale_scenario(devices: int, messages: int, seed: int) -> Scenario:
+    """A generated population of ``devices`` people with one phone each, ~``messages`` over one day."""
+    generate = GenerateSpec(
+        people=devices,
+        devices_per_person=((1, 1.0),),
+        graph_model="barabasi-albert",
+        graph_m=min(3, devices - 1),
+        messages_per_day_mean=messages / devices,
+        messages_per_day_sigma=1.0,
+        regions=(("us", 0.7), ("ca", 0.2), ("pk", 0.1)),
+    )
+    base = Scenario(
+        name=f"bench-scale-{devices}-{messages}",
+        description="a generated population (relaysim bench sim --scale)",
+        duration=86400.0,
+        seed=seed,
+        people=(),
+        conversations=(),
+        network=NetworkSpec(latency_ms=60.0, jitter_ms=20.0),
+        relay=RelaySpec(region="us"),
+        generate=generate,
+        events=(),
+    )
+    return expand_population(base)
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+def _proc_status_bytes(field: str) -> int | None:
+    """A size from /proc/self/status (Linux), in bytes, or None."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _ru_maxrss_bytes() -> int:
+    """resource.getrusage's peak RSS (KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _peak_rss_bytes() -> int:
+    """Peak RSS of this process. On Linux ru_maxrss keeps the parent's RSS at fork across exec, so a
+    child started by a large parent would report the parent's size: VmHWM (this image's own
+    high-water mark) is used there, getrusage elsewhere."""
+    hwm = _proc_status_bytes("VmHWM")
+    return _ru_maxrss_bytes() if hwm is None else hwm
+
+
+def _current_rss_bytes() -> int:
+    rss = _proc_status_bytes("VmRSS")
+    return _peak_rss_bytes() if rss is None else rss
+
+
+def scale_child(devices: int, messages: int, seed: int, budget: float) -> dict[str, Any]:
+    """One scale run in this (fresh) process; stopped by SIGALRM after ``budget`` seconds."""
+    import networkx  # the population's graph generator; importing it is not the simulation's work
+
+    del networkx
+    gc.collect()
+    rss_start = _current_rss_bytes()
+    started = time.perf_counter()
+
+    def out_of_time(_signum: int, _frame: object) -> None:
+        raise _OutOfTime()
+
+    signal.signal(signal.SIGALRM, out_of_time)
+    signal.setitimer(signal.ITIMER_REAL, budget)
+    sim: Simulation | None = None
+    finished = False
+    phases: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="relaysim-bench-scale-") as directory:
+        try:
+            scenario = scale_scenario(devices, messages, seed)
+            phases["population"] = time.perf_counter() - started
+            t = time.perf_counter()
+            sim = Simulation(scenario, db_path=os.path.join(directory, "relay.db"))
+            phases["build_devices"] = time.perf_counter() - t
+            t = time.perf_counter()
+            sim.run()
+            phases["run"] = time.perf_counter() - t
+            finished = True
+        except _OutOfTime:
+            pass
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    wall = time.perf_counter() - started
+    states = list(sim.messages.values()) if sim is not None else []
+    pairs = {frozenset((m.planned.sender, m.planned.recipient)) for m in states}
+    return {
+        "devices": devices,
+        "messages_requested": messages,
+        "messages": len(states),
+        "sessions": len(pairs),
+        "finished": finished,
+        "seconds": wall,
+        "phases": phases,
+        "simulated_seconds_reached": sim.sched.now if sim is not None else 0.0,
+        "devices_registered": sum(1 for d in sim.devices.values() if d.registered) if sim is not None else 0,
+        "deliveries": sum(len(m.delivered) for m in states),
+        "peak_rss_bytes": _peak_rss_bytes(),
+        "ru_maxrss_bytes": _ru_maxrss_bytes(),
+        "rss_at_start_bytes": rss_start,
+    }
+
+
+def run_scale_child(devices: int, messages: int, seed: int, budget: float) -> dict[str, Any]:
+    """``scale_child`` in a fresh interpreter, so that its peak RSS is its own."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    cmd = [sys.executable, "-m", "sims.bench.sim", "--scale-child", str(devices), str(messages), str(seed)]
+    cmd.append(str(budget))
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=budget + 300)
+    if done.returncode != 0:
+        raise BenchError(f"the scale run ({devices} devices) failed:\n{done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def fit_scale(base: dict[str, Any], one: dict[str, Any], two: dict[str, Any]) -> dict[str, float] | None:
+    """time = T0 + α·(devices − d0) + β·(messages − m0), and the same shape for peak RSS: ``base`` is a
+    tiny run (the intercepts: interpreter, imports, SQLite), ``one`` and ``two`` have the same devices
+    and different messages (β from their difference, then α)."""
+    dm = two["messages"] - one["messages"]
+    dd = one["devices"] - base["devices"]
+    if not (base["finished"] and one["finished"] and two["finished"]) or dm <= 0 or dd <= 0:
+        return None
+    beta = (two["seconds"] - one["seconds"]) / dm
+    alpha = (one["seconds"] - base["seconds"] - beta * (one["messages"] - base["messages"])) / dd
+    rho_m = (two["peak_rss_bytes"] - one["peak_rss_bytes"]) / dm
+    rho_d = (
+        one["peak_rss_bytes"] - base["peak_rss_bytes"] - rho_m * (one["messages"] - base["messages"])
+    ) / dd
+    return {
+        "base_devices": base["devices"],
+        "base_messages": base["messages"],
+        "base_seconds": base["seconds"],
+        "base_rss_bytes": base["peak_rss_bytes"],
+        "seconds_per_device": alpha,
+        "seconds_per_message": beta,
+        "rss_bytes_per_device": rho_d,
+        "rss_bytes_per_message": rho_m,
+    }
+
+
+def extrapolate(model: dict[str, float], devices: int, messages: int) -> dict[str, float]:
+    dd, dm = devices - model["base_devices"], messages - model["base_messages"]
+    seconds = model["base_seconds"] + model["seconds_per_device"] * dd + model["seconds_per_message"] * dm
+    rss = model["base_rss_bytes"] + model["rss_bytes_per_device"] * dd + model["rss_bytes_per_message"] * dm
+    return {"devices": devices, "messages": messages, "seconds": seconds, "peak_rss_bytes": rss}
+
+
+# --- the run, ratios, report ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ratio:
+    key: str
+    label: str
+    target: float | None  # ≤ target
+
+
+RATIOS: Final = [
+    Ratio("sim_vs_ratchet", "simulated message / ratchet-only encrypt + decrypt", 2.0),
+    Ratio("scale_2x_vs_1x", "scale: time for 2× the messages / 1×", 2.2),
+]
+
+
+@dataclass
+class Report:
+    config: dict[str, Any]
+    results: dict[str, Any] = field(default_factory=dict)
+    ratios: dict[str, Any] = field(default_factory=dict)
+    setup: dict[str, Any] = field(default_factory=dict)
+    breakdown: dict[str, Any] = field(default_factory=dict)
+    scale: dict[str, Any] = field(default_factory=dict)
+
+
+def _ratio(key: str, value: float | None, paired: float | None = None) -> dict[str, Any]:
+    spec_ratio = next(r for r in RATIOS if r.key == key)
+    return {
+        "label": spec_ratio.label,
+        "value": value,
+        "paired_median": paired,
+        "comparison": "<=",
+        "target": spec_ratio.target,
+        "met": None if value is None or spec_ratio.target is None else value <= spec_ratio.target,
+    }
+
+
+def run_message_cost(args: argparse.Namespace, report: Report, progress: Callable[[str], None]) -> None:
+    scenario = steady_scenario(args.pairs, args.timed_messages, args.seed)
+    timed_at = sorted(m.at for c in scenario.conversations for m in c.messages if m.at >= TIMED_START)
+    sim_samples: list[float] = []
+    ratchet_samples: list[float] = []
+    warm: dict[str, list[float]] = {"registration_us_per_phone": [], "warmup_us_per_pair": []}
+    with tempfile.TemporaryDirectory(prefix="relaysim-bench-sim-") as directory:
+        for r in range(args.repeat):
+            stepper = Stepper(timed_at, ratchet=OneDirection(*our_pair()))
+            run_steady(scenario, stepper, directory)
+            sim_samples += stepper.timed_samples()
+            ratchet_samples += stepper.ratchet_samples
+            warm["registration_us_per_phone"].append(
+                stepper.wall_between(0.0, WARM_START) / (2 * args.pairs) * 1e6
+            )
+            warm["warmup_us_per_pair"].append(
+                stepper.wall_between(WARM_START, TIMED_START) / args.pairs * 1e6
+            )
+            progress(f"steady run {r + 1}/{args.repeat} done")
+        if not args.no_profile:
+            report.breakdown = profile_steady(scenario, timed_at, directory)
+            progress("profiled run done")
+        report.setup = {
+            "registration_us_per_phone_in_sim": statistics.median(warm["registration_us_per_phone"]),
+            "warmup_us_per_pair_in_sim": statistics.median(warm["warmup_us_per_pair"]),
+            "registration": registration_breakdown(args.registration_phones, directory),
+            "mlkem_encapsulation_us": mlkem_encapsulation_us(),
+        }
+    for key, label, samples in (
+        (SIM, "simulated message, end to end (Simulation, timed phase)", sim_samples),
+        (RATCHET, "ratchet only: DoubleRatchet one direction, encrypt + decrypt", ratchet_samples),
+    ):
+        report.results[key] = {
+            "label": label,
+            "us_per_message": statistics.median(samples),
+            "min": min(samples),
+            "max": max(samples),
+            "samples": samples,
+        }
+    sim_us, ratchet_us = report.results[SIM]["us_per_message"], report.results[RATCHET]["us_per_message"]
+    paired = statistics.median(s / r for s, r in zip(sim_samples, ratchet_samples, strict=True))
+    report.ratios["sim_vs_ratchet"] = _ratio("sim_vs_ratchet", sim_us / ratchet_us, paired)
+    if report.breakdown:
+        seconds = report.breakdown["seconds"]
+        total = sum(seconds.values())
+        report.breakdown["components"] = [
+            {
+                "component": key,
+                "label": COMPONENTS.get(key, key),
+                "profiled_seconds": seconds.get(key, 0.0),
+                "share": seconds.get(key, 0.0) / total,
+                "us_per_message": seconds.get(key, 0.0) / total * sim_us,
+            }
+            for key in COMPONENTS
+            if key in seconds
+        ]
+
+
+def scale_ratio(one: dict[str, Any], two: dict[str, Any]) -> dict[str, float] | None:
+    """2×/1× time. The generated populations draw their messages at random, so the 2× run has about,
+    not exactly, twice the messages: ``at_2x`` interpolates linearly between the two measured runs to
+    exactly twice the 1× run's messages (it equals ``raw`` when the counts are exactly 1:2)."""
+    if not (one["finished"] and two["finished"]) or two["messages"] <= one["messages"]:
+        return None
+    t1, t2, m1, m2 = one["seconds"], two["seconds"], one["messages"], two["messages"]
+    return {"raw": t2 / t1, "message_ratio": m2 / m1, "at_2x": (t1 + (t2 - t1) * m1 / (m2 - m1)) / t1}
+
+
+def run_scale(args: argparse.Namespace, report: Report, progress: Callable[[str], None]) -> None:
+    devices, messages = args.devices, args.messages_at_scale
+    base = run_scale_child(BASE_DEVICES, BASE_MESSAGES, args.seed, args.budget)
+    runs = {"1x": run_scale_child(devices, messages, args.seed, args.budget)}
+    progress(f"scale run 1×: {runs['1x']['seconds']:.1f} s")
+    if runs["1x"]["finished"]:
+        runs["2x"] = run_scale_child(devices, 2 * messages, args.seed, args.budget)
+        progress(f"scale run 2×: {runs['2x']['seconds']:.1f} s")
+    ratio = scale_ratio(runs["1x"], runs["2x"]) if "2x" in runs else None
+    calibration = None
+    if ratio is None:
+        # The requested size did not finish in the budget: fit on a size that does, and say so.
+        small_devices = min(CALIBRATION_DEVICES, devices)
+        small_messages = small_devices * max(1, messages // devices)
+        calibration = {
+            "1x": run_scale_child(small_devices, small_messages, args.seed, args.budget),
+            "2x": run_scale_child(small_devices, 2 * small_messages, args.seed, args.budget),
+        }
+        progress("calibration runs done")
+        ratio = scale_ratio(calibration["1x"], calibration["2x"])
+    fitted = calibration or runs
+    report.ratios["scale_2x_vs_1x"] = _ratio("scale_2x_vs_1x", None if ratio is None else ratio["at_2x"])
+    report.ratios["scale_2x_vs_1x"]["detail"] = ratio
+    model = fit_scale(base, fitted["1x"], fitted["2x"]) if "2x" in fitted else None
+    target = None if model is None else extrapolate(model, TARGET_DEVICES, TARGET_MESSAGES)
+    report.scale = {
+        "base_run": base,
+        "runs": runs,
+        "calibration_runs": calibration,
+        "model": model,
+        "extrapolated_to_target": target,
+        "target": {
+            "seconds": TARGET_SECONDS,
+            "peak_rss_bytes": TARGET_RSS_BYTES,
+            "met": None
+            if target is None
+            else target["seconds"] <= TARGET_SECONDS and target["peak_rss_bytes"] <= TARGET_RSS_BYTES,
+        },
+    }
+
+
+CALIBRATION_DEVICES: Final = 2000
+BASE_DEVICES: Final = 10  # the tiny run that gives the fit its intercepts
+BASE_MESSAGES: Final = 100
+SMALL_DEVICES: Final = 100
+SMALL_MESSAGES: Final = 1000
+
+
+def _fmt_us(v: float) -> str:
+    return f"{v:9.1f}"
+
+
+def format_report(report: Report) -> str:
+    cfg = report.config
+    lines = [
+        f"relaysim bench sim — Python {cfg['python']}, {cfg['machine']}",
+        "",
+        f"(a) a simulated message end to end — {cfg['pairs']} pairs of phones on warm sessions, "
+        f"{cfg['timed_messages']:,} messages a → b per run × {cfg['repeat']}; µs per message, median over the "
+        "simulation's progress steps (a ratchet slice after each)",
+        f"  {'contender':62s} {'median':>9s} {'min':>9s} {'max':>9s}",
+    ]
+    for r in report.results.values():
+        lines.append(
+            f"  {r['label']:62s} {_fmt_us(r['us_per_message'])} {_fmt_us(r['min'])} {_fmt_us(r['max'])}"
+        )
+    s = report.setup
+    lines += [
+        f"  set aside, not in the figure above: registration + login {s['registration_us_per_phone_in_sim'] / 1000:.1f} ms "
+        f"per phone; session set-up + 3 warm-up messages {s['warmup_us_per_pair_in_sim'] / 1000:.1f} ms per pair",
+        "",
+        "targets (performance.md): ratio of the medians (judged), and the median of the per-step ratios",
+        f"  {'ratio':56s} {'value':>6s} {'paired':>6s}  {'target':8s} verdict",
+    ]
+    for r in report.ratios.values():
+        value = "   n/a" if r["value"] is None else f"{r['value']:6.2f}"
+        paired = "      " if r["paired_median"] is None else f"{r['paired_median']:6.2f}"
+        verdict = "n/a" if r["met"] is None else "met" if r["met"] else "MISSED"
+        lines.append(f"  {r['label']:56s} {value} {paired}  <= {r['target']:.2f}  {verdict}")
+        detail = r.get("detail")
+        if detail:
+            lines.append(
+                f"    (measured {detail['raw']:.2f}× the time for {detail['message_ratio']:.2f}× the messages; "
+                "the value is interpolated to exactly 2×)"
+            )
+    b = report.breakdown
+    if b:
+        sim_us = report.results[SIM]["us_per_message"]
+        ratchet_us = report.results[RATCHET]["us_per_message"]
+        lines += [
+            "",
+            f"where the time goes — one simulated message, {sim_us:.0f} µs (cProfile of the timed phase, own time "
+            "by component; µs = share × the unprofiled median)",
+            f"  {'component':80s} {'share':>6s} {'µs/msg':>8s}",
+        ]
+        for c in b["components"]:
+            lines.append(f"  {c['label']:80s} {c['share']:6.0%} {c['us_per_message']:8.1f}")
+        lines += [
+            f"  (the ratchet alone measured {ratchet_us:.1f} µs; everything but crypto is the simulation's overhead)",
+            "  the functions with the most own time (profiled seconds, calls):",
+        ]
+        for f in b["top_functions"][:12]:
+            lines.append(
+                f"    {f['seconds']:7.3f} s {f['calls']:>8,}  {f['function'][:80]:80s} [{f['component']}]"
+            )
+    reg = s["registration"]
+    lines += [
+        "",
+        f"where the time goes — one phone's registration + login, {reg['us_per_phone'] / 1000:.1f} ms "
+        "(operations counted in one run, each timed alone)",
+        f"  {'operation':62s} {'calls':>5s} {'µs/call':>8s} {'ms':>7s}",
+    ]
+    for p in reg["parts"]:
+        lines.append(f"  {p['label']:62s} {p['calls']:5d} {p['us_per_call']:8.1f} {p['us'] / 1000:7.2f}")
+    lines.append(
+        f"  {'everything else (SQLite, wire, agent, msgpack, …)':62s} {'':5s} {'':8s} "
+        f"{reg['everything_else_us'] / 1000:7.2f}"
+    )
+    enc = s["mlkem_encapsulation_us"]
+    lines.append(
+        f"  per session: the simulation's deterministic ML-KEM encapsulation (pure Python) "
+        f"{enc['deterministic_pure_python']:.0f} µs vs OpenSSL's {enc['openssl_random']:.0f} µs"
+    )
+    sc = report.scale
+    if sc:
+        lines += [
+            "",
+            "(b) scale — generated population (Barabási–Albert m = 3, one phone each), one simulated day, "
+            "real crypto; each run in a fresh process",
+            f"  {'run':26s} {'devices':>8s} {'messages':>9s} {'sessions':>9s} {'wall s':>8s} {'peak RSS':>9s}  finished",
+        ]
+        rows = [("base (intercepts)", sc["base_run"]), *sc["runs"].items()]
+        if sc["calibration_runs"]:
+            rows += [(f"calibration {k}", v) for k, v in sc["calibration_runs"].items()]
+        for name, r in rows:
+            done = (
+                "yes"
+                if r["finished"]
+                else (
+                    f"no: stopped at {r['simulated_seconds_reached']:.0f} s simulated, "
+                    f"{r['devices_registered']:,} registered, {r['deliveries']:,} delivered"
+                )
+            )
+            lines.append(
+                f"  {name:26s} {r['devices']:8,} {r['messages']:9,} {r['sessions']:9,} {r['seconds']:8.1f} "
+                f"{r['peak_rss_bytes'] / 2**20:7.0f} Mi  {done}"
+            )
+        m = sc["model"]
+        if m is not None:
+            t = sc["extrapolated_to_target"]
+            verdict = "met" if sc["target"]["met"] else "MISSED"
+            lines += [
+                f"  fit ({'the calibration runs' if sc['calibration_runs'] else 'the two runs'}): {m['seconds_per_device'] * 1000:.2f} ms per device + "
+                f"{m['seconds_per_message'] * 1000:.3f} ms per message; RSS {m['rss_bytes_per_device'] / 1024:.1f} KiB "
+                f"per device + {m['rss_bytes_per_message'] / 1024:.2f} KiB per message",
+                f"  extrapolated to {t['devices']:,} devices, {t['messages']:,} messages: {t['seconds'] / 60:.1f} min "
+                f"(target ≤ {TARGET_SECONDS / 60:.0f}), peak RSS {t['peak_rss_bytes'] / 1e9:.2f} GB (target ≤ "
+                f"{TARGET_RSS_BYTES / 1e9:.0f}) — {verdict}",
+                f"    of which α·devices {m['seconds_per_device'] * t['devices'] / 60:.1f} min (registration + "
+                f"login alone: {report.setup['registration_us_per_phone_in_sim'] * t['devices'] / 6e7:.1f} min; the "
+                "rest of α is the sessions, whose number grows with the population) and β·messages "
+                f"{m['seconds_per_message'] * t['messages'] / 60:.1f} min",
+            ]
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="relaysim bench sim",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        epilog=(
+            "examples:\n  relaysim bench sim\n"
+            "  relaysim bench sim --scale --devices 5000 --messages 50000 --json sim.json\n"
+            "  relaysim bench sim --scale            # the target's size, each run stopped after --budget s"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--pairs", type=int, default=50, metavar="P", help="(a) pairs of phones (50)")
+    p.add_argument(
+        "--timed-messages", type=int, default=4000, metavar="T", help="(a) timed messages per run (4000)"
+    )
+    p.add_argument("--repeat", type=int, default=1, metavar="R", help="(a) timed runs (1)")
+    p.add_argument("--no-profile", action="store_true", help="(a) skip the cProfile run (no breakdown)")
+    p.add_argument(
+        "--registration-phones",
+        type=int,
+        default=5,
+        metavar="K",
+        help="phones timed for the registration breakdown (5)",
+    )
+    p.add_argument(
+        "--scale",
+        action="store_true",
+        help=f"(b) at the target's size: --devices {TARGET_DEVICES:,}, --messages {TARGET_MESSAGES:,}",
+    )
+    p.add_argument(
+        "--devices",
+        type=int,
+        metavar="N",
+        help=f"(b) phones ({SMALL_DEVICES}; {TARGET_DEVICES:,} with --scale)",
+    )
+    p.add_argument(
+        "--messages",
+        type=int,
+        metavar="M",
+        help=f"(b) messages in the 1× run ({SMALL_MESSAGES}; {TARGET_MESSAGES:,} with --scale)",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=TARGET_SECONDS,
+        metavar="S",
+        help="(b) seconds before a run is stopped (600)",
+    )
+    p.add_argument("--no-scale", action="store_true", help="skip (b)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the scenarios (1)")
+    p.add_argument("--json", metavar="FILE", help="also write every number to FILE")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """``relaysim bench sim [options]``; returns the exit status (0; 1 if a run went wrong)."""
+    if argv[:1] == ["--scale-child"]:
+        devices, messages, seed, budget = argv[1:5]
+        print(json.dumps(scale_child(int(devices), int(messages), int(seed), float(budget))))
+        return 0
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.devices is None:
+        args.devices = TARGET_DEVICES if args.scale else SMALL_DEVICES
+    args.messages_at_scale = args.messages
+    if args.messages_at_scale is None:
+        args.messages_at_scale = TARGET_MESSAGES if args.scale else SMALL_MESSAGES
+    if (
+        min(args.pairs, args.timed_messages, args.repeat, args.registration_phones, args.messages_at_scale)
+        < 1
+    ):
+        parser.error("--pairs, --timed-messages, --repeat, --registration-phones and --messages must be ≥ 1")
+    if args.devices < 4 or args.budget <= 0:
+        parser.error("--devices must be at least 4 and --budget positive")
+
+    def progress(text: str) -> None:
+        if not args.quiet:
+            print(f"bench sim: {text}", file=sys.stderr, flush=True)
+
+    report = Report(
+        {
+            "pairs": args.pairs,
+            "timed_messages": args.timed_messages,
+            "repeat": args.repeat,
+            "devices": args.devices,
+            "messages": args.messages_at_scale,
+            "budget": args.budget,
+            "seed": args.seed,
+            "python": platform.python_version(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
+        }
+    )
+    try:
+        run_message_cost(args, report, progress)
+        if not args.no_scale:
+            run_scale(args, report, progress)
+    except BenchError as e:
+        print(f"relaysim bench sim: {e}", file=sys.stderr)
+        return 1
+    print(format_report(report))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(report.__dict__, f, indent=2)
+            f.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
