@@ -5,6 +5,8 @@
     relaysim run two-friends --out d   run a scenario to files
     relaysim show d                    the phones' view beside the relay's
     relaysim bench crypto              the ratchet and session set-up against their peers
+    relaysim bench relay               the relay over loopback TCP against a bare trio echo server
+    relaysim bench sim                 a simulated message against the ratchet alone; simulation scale
     relaysim relay serve --port 7465   run a relay on loopback
 
 Each subcommand has its own ``--help`` with an example.
@@ -138,6 +140,14 @@ def _bench(args: argparse.Namespace, rest: list[str]) -> int:
         from sims.bench.crypto import main as bench_crypto
 
         return bench_crypto(rest)
+    if args.what == "relay":
+        from sims.bench.relay import main as bench_relay
+
+        return bench_relay(rest)
+    if args.what == "sim":
+        from sims.bench.sim import main as bench_sim
+
+        return bench_sim(rest)
     raise AssertionError(args.what)
 
 
@@ -243,10 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="benchmarks that print ratios against baselines measured in the same run",
         description="Benchmarks. Each prints absolute times and, more usefully, ratios to baselines run alongside.",
-        epilog="examples:\n  relaysim bench crypto\n  relaysim bench crypto --help",
+        epilog=(
+            "examples:\n  relaysim bench crypto\n  relaysim bench crypto --help\n  relaysim bench relay\n"
+            "  relaysim bench sim --scale --devices 5000 --messages 50000"
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    bench.add_argument("what", choices=["crypto"], help="which benchmark; its own options follow")
+    bench.add_argument(
+        "what", choices=["crypto", "relay", "sim"], help="which benchmark; its own options follow"
+    )
     bench.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
     relay = sub.add_parser(
