@@ -29,8 +29,8 @@ What the connection does, and what it leaves to the agent:
 
 The ``async with`` owns a nursery with one supervisor task; each connection to the relay runs
 its reader, writer and keepalive in a nursery of the supervisor's. Entering connects once and
-raises ``OSError`` (or ``trio.TooSlowError``) if that fails; retries are for connections that
-drop later. ``disconnect()`` and ``connect()`` take the device offline and back, as a phone
+raises if that fails (``OSError``, ``trio.TooSlowError``, or ``trio.BrokenResourceError`` for a
+failed TLS handshake); retries are for connections that drop later. ``disconnect()`` and ``connect()`` take the device offline and back, as a phone
 losing and regaining its network does.
 """
 
@@ -710,7 +710,8 @@ async def open_device_connection(
 
     Options are DeviceConnection's: ``ssl_context`` and ``server_hostname`` (TLS), ``rng`` (the
     back-off jitter), ``backoff``, ``keepalive`` (None for none), ``connect_timeout``,
-    ``write_timeout``, ``wire_tap``. Raises OSError if the first connection cannot be made."""
+    ``write_timeout``, ``wire_tap``. Raises if the first connection cannot be made (see the module
+    docstring)."""
     conn = DeviceConnection(agent, host, port, **options)
     async with trio.open_nursery() as nursery:
         await nursery.start(conn._supervise)
