@@ -21,13 +21,14 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from clients import _primitives as _p
 from clients import spec
 from clients.errors import DecryptionError, UsageError
 
-__all__ = ["DEFAULT_MAX_SKIP", "DEFAULT_MAX_STORED_SKIPPED", "DoubleRatchet", "RatchetConfig"]
+__all__ = ["DEFAULT_MAX_SKIP", "DEFAULT_MAX_STORED_SKIPPED", "DoubleRatchet", "RatchetConfig", "UsedKey"]
 
 # libsignal's limits (rust/protocol/src/consts.rs): MAX_FORWARD_JUMPS = 25_000 and
 # MAX_MESSAGE_KEYS = 2_000 stored skipped keys per session.
@@ -84,6 +85,23 @@ class RatchetConfig:
 
 
 DEFAULT_CONFIG = RatchetConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class UsedKey:
+    """A copy of the message key one message was just encrypted under, and what using it takes.
+
+    Only ``DoubleRatchet.encrypt_keeping_key`` makes one, for key escrow (``clients.escrow``):
+    the ratchet still derives every key and the IV itself; the caller is handed a copy of the
+    key it used, never a say in it. ``ad ‖ header`` is the associated data ENCRYPT bound in;
+    ``message`` is the whole ratchet message (``header ‖ ciphertext``).
+    """
+
+    message_key: bytes
+    ad: bytes
+    header: bytes
+    info: bytes
+    message: bytes
 
 
 class DoubleRatchet:
@@ -194,6 +212,24 @@ class DoubleRatchet:
             assert self.hks is not None
             header = spec.hencrypt(self.hks, header)
         return header + spec.encrypt(mk, plaintext, self.ad + header, self.config.aead_info)
+
+    def encrypt_keeping_key(self, plaintext: bytes) -> tuple[bytes, UsedKey]:
+        """``encrypt``, also returning a copy of the message key it used (for key escrow).
+
+        The same steps as ``encrypt``, written out again so that the ordinary path pays nothing.
+        """
+        cks = self.cks
+        if cks is None or self.dhs is None:
+            raise UsageError("this side has no sending chain yet: it must receive a message first")
+        self.cks, mk = spec.kdf_ck(cks)
+        header = _pack_header(self.dhs.public, self.pn, self.ns)
+        self.ns += 1
+        if self.config.header_encryption:
+            assert self.hks is not None
+            header = spec.hencrypt(self.hks, header)
+        info = self.config.aead_info
+        message = header + spec.encrypt(mk, plaintext, self.ad + header, info)
+        return message, UsedKey(mk, self.ad, header, info, message)
 
     # --- RatchetDecrypt -------------------------------------------------------------------
 
