@@ -15,6 +15,13 @@ continue using that initial ciphertext… until receiving a response"), as libsi
 Like Sesame (rev 2), a device keeps one session per peer device. A prekey message for a session
 it already holds (same ephemeral key) goes to that session; a new one replaces it once it
 decrypts.
+
+Under a key-escrow mandate (``Device.escrow``, see ``clients.escrow``) every ciphertext the
+device sends is wrapped in an escrow frame carrying a copy of its message key sealed to the
+escrow agent; every device strips that frame before decrypting, whoever sent it.
+
+``Device.to_dict`` is the device's whole protocol state as plain data (identity, prekey
+secrets, every session): what a forensic copy of the phone takes.
 """
 
 from __future__ import annotations
@@ -26,10 +33,12 @@ from typing import Any
 
 import msgpack
 
+from clients import _primitives as _p
+from clients import escrow as _escrow
 from clients import sealed
 from clients.errors import DecryptionError, UsageError
-from clients.keys import IdentityKeyPair, PreKeyBundle, PreKeySecrets
-from clients.ratchet import DEFAULT_CONFIG, DoubleRatchet, RatchetConfig
+from clients.keys import IdentityKeyPair, KemPreKey, PreKeyBundle, PreKeySecrets, SignedPreKey
+from clients.ratchet import DEFAULT_CONFIG, DoubleRatchet, RatchetConfig, UsedKey
 from clients.x3dh import InitialMessage, KeyAgreement, initiate, respond
 
 __all__ = ["Device", "PeerAddress", "Session"]
@@ -40,6 +49,7 @@ TYPE_PREKEY = 2
 # Inactive sessions kept per peer device (Sesame §3.1 keeps "zero or more inactive sessions";
 # the bound is ours, so a peer cannot make a device keep an unbounded number).
 MAX_INACTIVE_SESSIONS = 8
+_DEVICE_STATE_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -65,7 +75,14 @@ class Session:
         return self.initial is not None and self.ratchet.cks is not None and self.ratchet.ckr is None
 
     def encrypt(self, plaintext: bytes) -> bytes:
-        body = self.ratchet.encrypt(plaintext)
+        return self._frame(self.ratchet.encrypt(plaintext))
+
+    def encrypt_keeping_key(self, plaintext: bytes) -> tuple[bytes, UsedKey]:
+        """``encrypt``, and a copy of the message key it used (for ``clients.escrow``)."""
+        body, used = self.ratchet.encrypt_keeping_key(plaintext)
+        return self._frame(body), used
+
+    def _frame(self, body: bytes) -> bytes:
         if self.awaiting_reply:
             assert self.initial is not None
             return bytes((TYPE_PREKEY,)) + msgpack.packb([self.initial.to_wire(), body], use_bin_type=True)
@@ -132,6 +149,8 @@ class Device:
         self.secrets = PreKeySecrets(identity or IdentityKeyPair.generate(rng))
         self.sessions: dict[PeerAddress, Session] = {}  # the active session per peer device
         self.inactive: dict[PeerAddress, list[Session]] = {}  # newest first
+        # Set when a key-escrow mandate is in force: every message key is also sealed to it.
+        self.escrow: _escrow.EscrowPublicKey | None = None
 
     @property
     def identity_key(self) -> bytes:
@@ -172,21 +191,28 @@ class Device:
         return peer in self.sessions
 
     def encrypt(self, peer: PeerAddress, plaintext: bytes) -> bytes:
+        session = self._session(peer)
+        if self.escrow is None:
+            return session.encrypt(plaintext)
+        ciphertext, used = session.encrypt_keeping_key(plaintext)
+        return self.escrow.wrap(ciphertext, used, rng=self.rng)
+
+    def _session(self, peer: PeerAddress) -> Session:
         session = self.sessions.get(peer)
         if session is None:
             raise UsageError(
                 f"no session with {peer.account}.{peer.device}: fetch a bundle and start_session()"
             )
-        return session.encrypt(plaintext)
+        return session
 
     def decrypt(self, peer: PeerAddress, ciphertext: bytes) -> bytes:
         """Decrypt a message from ``peer``. Every failure is ``DecryptionError``; state is unchanged then.
 
         As in Sesame (§3), a message may belong to the active session or to an inactive one (both
         phones started a session at once, each answering the other's); the session that decrypts
-        it becomes the active one.
+        it becomes the active one. An escrow frame around the ciphertext is stripped first.
         """
-        initial, body = parse_ciphertext(ciphertext)
+        initial, body = parse_ciphertext(_escrow.strip(ciphertext))
         if initial is None:
             for session in self._candidates(peer):
                 waiting = session.awaiting_reply
@@ -248,11 +274,18 @@ class Device:
     # --- sealed sender ------------------------------------------------------------------
 
     def seal(self, peer: PeerAddress, plaintext: bytes, certificate: bytes) -> bytes:
-        """Encrypt on the session with ``peer``, then seal it with our sender certificate."""
-        inner = self.encrypt(peer, plaintext)
-        return sealed.seal(
-            self.secrets.identity, self.sessions[peer].peer_identity, certificate, inner, rng=self.rng
-        )
+        """Encrypt on the session with ``peer``, then seal it with our sender certificate.
+
+        Under escrow the frame goes around the sealed envelope, and the escrow record carries the
+        ratchet message too: sealing hides it from everyone but the recipient, escrow agent included.
+        """
+        session = self._session(peer)
+        if self.escrow is None:
+            inner = session.encrypt(plaintext)
+            return sealed.seal(self.secrets.identity, session.peer_identity, certificate, inner, rng=self.rng)
+        inner, used = session.encrypt_keeping_key(plaintext)
+        envelope = sealed.seal(self.secrets.identity, session.peer_identity, certificate, inner, rng=self.rng)
+        return self.escrow.wrap(envelope, used, rng=self.rng, include_message=True)
 
     def open_sealed(self, envelope: bytes, trust_root: bytes, now: int) -> tuple[PeerAddress, bytes]:
         """Open a sealed envelope: (who sent it, per their verified certificate; the plaintext).
@@ -261,6 +294,7 @@ class Device:
         belongs to, so a sender cannot borrow someone else's certificate. Any failure is
         ``DecryptionError``, with the state unchanged.
         """
+        envelope = _escrow.strip(envelope)
         certificate, inner = sealed.open_envelope(self.secrets.identity, envelope, trust_root, now)
         peer = PeerAddress(certificate.sender, certificate.device)
         initial, _body = parse_ciphertext(inner)
@@ -268,3 +302,66 @@ class Device:
         if claimed is None or claimed != certificate.identity_key:
             raise DecryptionError()
         return peer, self.decrypt(peer, inner)
+
+    # --- state as data --------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole protocol state as plain data (a copy: nothing in it is shared with the device)."""
+        s = self.secrets
+        c = self.config
+        return {
+            "v": _DEVICE_STATE_VERSION,
+            "account": self.address.account,
+            "device": self.address.device,
+            "pq": self.pq,
+            "deterministic": self.deterministic,
+            "config": [c.root_info, c.aead_info, c.max_skip, c.max_stored_skipped, c.header_encryption],
+            "identity": s.identity.private,
+            "signed": [
+                [i, pair.private, spk.public, spk.signature] for i, (pair, spk) in sorted(s.signed.items())
+            ],
+            "current_signed_id": s.current_signed_id,
+            "one_time": [[i, pair.private] for i, pair in sorted(s.one_time.items())],
+            "kem": [
+                [i, seed, k.public, k.signature, k.last_resort] for i, (seed, k) in sorted(s.kem.items())
+            ],
+            "next_id": s.next_id,
+            "sessions": [[p.account, p.device, x.to_dict()] for p, x in sorted(self.sessions.items())],
+            "inactive": [
+                [p.account, p.device, [x.to_dict() for x in xs]] for p, xs in sorted(self.inactive.items())
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, rng: RNG = os.urandom) -> Device:
+        if d.get("v") != _DEVICE_STATE_VERSION:
+            raise UsageError(f"unknown device state version {d.get('v')!r}")
+        root_info, aead_info, max_skip, max_stored, he = d["config"]
+        config = RatchetConfig(
+            root_info=root_info,
+            aead_info=aead_info,
+            max_skip=max_skip,
+            max_stored_skipped=max_stored,
+            header_encryption=he,
+        )
+        device = cls(
+            d["account"],
+            d["device"],
+            rng=rng,
+            pq=d["pq"],
+            config=config,
+            identity=IdentityKeyPair(d["identity"]),
+            deterministic=d["deterministic"],
+        )
+        s = device.secrets
+        for i, private, public, signature in d["signed"]:
+            s.signed[i] = (_p.x25519_pair_from_private(private), SignedPreKey(i, public, signature))
+        s.current_signed_id = d["current_signed_id"]
+        s.one_time = {i: _p.x25519_pair_from_private(private) for i, private in d["one_time"]}
+        s.kem = {i: (seed, KemPreKey(i, public, sig, last)) for i, seed, public, sig, last in d["kem"]}
+        s.next_id = d["next_id"]
+        device.sessions = {PeerAddress(a, n): Session.from_dict(x, rng=rng) for a, n, x in d["sessions"]}
+        device.inactive = {
+            PeerAddress(a, n): [Session.from_dict(x, rng=rng) for x in xs] for a, n, xs in d["inactive"]
+        }
+        return device
