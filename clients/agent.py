@@ -13,7 +13,9 @@ What the agent does on its own, as Signal's clients do:
 - answers a stale-devices error by fetching the bundles again and re-sending;
 - drops an envelope it has already processed (delivery is at-least-once), and acknowledges it;
 - acknowledges an envelope it cannot decrypt (a replay or a forgery) and reports it;
-- tops up its one-time prekeys on the relay when they run low.
+- tops up its one-time prekeys on the relay when they run low;
+- reports when a peer's device list changes between two fetches (``DeviceListChanged``): a new
+  device on a contact's account is what a silently added "ghost" device looks like from outside.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ from clients.errors import DecryptionError
 from clients.keys import BundleError, KemPreKey, OneTimePreKey, PreKeyBundle, SignedPreKey
 from clients.session import Device, PeerAddress
 from relay import wire
-from relay.custody import ContentKey, route_ad
+from relay.custody import CUSTODY_TAG, ContentKey, route_ad
 
 __all__ = [
     "Accepted",
     "AgentEvent",
     "ContactsFound",
     "DeviceAgent",
+    "DeviceListChanged",
     "Failed",
     "LoggedIn",
     "Received",
@@ -93,7 +96,25 @@ class ContactsFound:
     registered: tuple[str, ...]
 
 
-AgentEvent = Registered | LoggedIn | Received | Accepted | Undecryptable | Failed | ContactsFound
+@dataclass(frozen=True)
+class DeviceListChanged:
+    """A fetch of ``account``'s bundles showed other devices than the previous fetch did.
+
+    ``added`` / ``removed`` are device ids; ``identity_changed`` are devices still listed whose
+    identity key is not the one this device had a session with (a reinstall, or an impostor).
+    Signal shows these as "safety number changed" and new-device notices; the agent only
+    reports them (it still sends to every device the relay lists, as Signal's clients do).
+    """
+
+    account: str
+    added: tuple[int, ...] = ()
+    removed: tuple[int, ...] = ()
+    identity_changed: tuple[int, ...] = ()
+
+
+AgentEvent = (
+    Registered | LoggedIn | Received | Accepted | Undecryptable | Failed | ContactsFound | DeviceListChanged
+)
 
 
 @dataclass
@@ -124,6 +145,7 @@ class DeviceAgent:
         self._pending: dict[int, tuple[str, object]] = {}
         self._waiting_bundle: dict[str, list[_Outgoing]] = {}
         self._devices: dict[str, tuple[int, ...]] = {}  # the recipient devices we last learnt of
+        self._listed: dict[str, tuple[int, ...]] = {}  # ... kept across stale-device refetches
         self._seen: set[bytes] = set()
         self._events: list[AgentEvent] = []
         self.certificate: bytes | None = None
@@ -321,17 +343,32 @@ class DeviceAgent:
 
     def _bundles(self, account: str, frame: wire.Bundle) -> None:
         waiting = self._waiting_bundle.pop(account, [])
+        changed: list[int] = []
         try:
             for b in frame.devices if self.content_key is None else ():
                 peer = PeerAddress(account, b.device)
                 known = self.device.peer_identity(peer)
+                if known is not None and known != b.identity_key:
+                    changed.append(b.device)
                 if known is None or known != b.identity_key or not self.device.has_session(peer):
                     self.device.start_session(peer, _bundle(b))
         except BundleError as exc:  # a forged bundle: send nothing
             for out in waiting:
                 self._fail(out, "bad_bundle", str(exc))
             return
-        self._devices[account] = tuple(sorted(b.device for b in frame.devices))
+        devices = tuple(sorted(b.device for b in frame.devices))
+        before = self._listed.get(account)
+        if before is not None and (devices != before or changed):
+            self._events.append(
+                DeviceListChanged(
+                    account,
+                    added=tuple(d for d in devices if d not in before),
+                    removed=tuple(d for d in before if d not in devices),
+                    identity_changed=tuple(changed),
+                )
+            )
+        self._listed[account] = devices
+        self._devices[account] = devices
         for out in waiting:
             self._send(out)
 
@@ -343,7 +380,8 @@ class DeviceAgent:
                 continue  # at-least-once delivery: already processed
             self._seen.add(env.id)
             try:
-                if self.content_key is not None:
+                if self.content_key is not None and env.body[:1] == CUSTODY_TAG:
+                    # (bodies sent before a switch to a content key still go to the ratchet below)
                     opened = self.content_key.open(env.body, route_ad(self.account))
                     if opened is None or env.source_account is None or env.source_device is None:
                         raise DecryptionError()
