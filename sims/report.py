@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from sims.exceptional import write_exceptional
 from sims.runner import Simulation, SimulationResult
 from sims.scenario import Scenario
 from sims.traffic import expand_population
@@ -149,6 +150,8 @@ def run_to_dir(
     summary = summarise(result)
     if result.disclosures:
         summary["disclosures"] = write_disclosures(result, out / "disclosures")
+    if result.exceptional:  # key escrow, global key, ghost devices, seized phones (sims.exceptional)
+        summary["exceptional"] = write_exceptional(result.exceptional, out / "exceptional")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     (out / "summary.md").write_text(_markdown(summary, scenario), encoding="utf-8")
     return result, summary

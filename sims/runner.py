@@ -14,6 +14,10 @@ frames (registration, authentication, bundles, receipts) ride a reliable connect
 retransmits) and are only delayed. A device that goes offline drops its connection; the relay
 queues for it, and it drains its queue when it comes back.
 
+Exceptional access (``sims.exceptional``): the timeline's ``exceptional_access`` (key escrow, a
+global key, a ghost device), ``escrow_key_stolen`` and ``seize_phone`` events change what the
+devices and the relay do from then on; the results are in ``SimulationResult.exceptional``.
+
 Determinism: every random draw comes from generators seeded from the scenario's seed, the
 event heap breaks ties by scheduling order, and nothing reads the wall clock, so the same
 scenario and seed give byte-identical outputs.
@@ -37,6 +41,7 @@ from relay.metadata import MetadataRecord, RecordKind
 from relay.profiles import get_profile
 from relay.store import Store
 from sims.engine import Scheduler
+from sims.exceptional import ExceptionalAccess, ExceptionalReport
 from sims.network import Network
 from sims.scenario import DeviceSpec, Scenario
 from sims.scoring import GroundTruth, TrueMessage
@@ -112,6 +117,7 @@ class SimulationResult:
     frames_to_relay: list[bytes] | None
     disclosures: list[Disclosure] = field(default_factory=list)
     truth: GroundTruth | None = None
+    exceptional: list[ExceptionalReport] = field(default_factory=list)
 
 
 class Simulation:
@@ -178,6 +184,8 @@ class Simulation:
         self.mismatched = 0
         self._next_conn = 1
         self._build_devices()
+        # Key escrow, a global key, ghost devices and seized phones (sims.exceptional).
+        self.exceptional = ExceptionalAccess(self)
 
     # --- set-up -------------------------------------------------------------------------------
 
@@ -222,6 +230,10 @@ class Simulation:
             recipients = tuple(d.name for p in sc.people if p.name == m.recipient for d in p.devices)
             self.messages[m.id] = MessageState(m, recipients)
             self.sched.at(m.at, self._app_send, m)
+
+    def start_device(self, d: SimDevice) -> None:
+        """Bring a device added during the run (a ghost) online; it must already be registered."""
+        self._come_online(d, False)
 
     # --- connections ----------------------------------------------------------------------------
 
@@ -319,10 +331,12 @@ class Simulation:
         frame = link.relay_decoder.next_frame()
         assert isinstance(frame, wire.Request)
         outputs = self.relay.handle(link.ctx, frame)
-        if isinstance(ref, int):
+        if isinstance(frame, wire.Send | wire.SealedSend):
             for o in outputs:
                 if isinstance(o, Reply) and isinstance(o.frame, wire.Sent):
-                    self._accepted(ref, o.frame.envelope_ids, outputs)
+                    if isinstance(ref, int):
+                        self._accepted(ref, o.frame.envelope_ids, outputs)
+                    self.exceptional.on_accepted(owner, frame, tuple(o.frame.envelope_ids))
         self._relay_outputs(outputs, owner)
 
     def _relay_outputs(
@@ -375,6 +389,8 @@ class Simulation:
 
     def _agent_event(self, d: SimDevice, event: A.AgentEvent) -> None:
         t = self.sched.now
+        if self.exceptional.on_agent_event(d, event):
+            return  # a ghost device's reads, or a device list that changed
         if isinstance(event, A.Registered):
             d.registered = True
             if d.spec.index != 1:  # a linked device now opens its own connection
@@ -502,6 +518,8 @@ class Simulation:
             self._come_online(d, False)
         elif kind == "legal_process":
             self._serve(params)
+        elif kind in ("exceptional_access", "escrow_key_stolen", "seize_phone"):
+            self.exceptional.handle(kind, params)
         else:
             self.emit({"t": self.sched.now, "kind": kind, **params})
 
@@ -595,6 +613,7 @@ class Simulation:
                 self.progress(t, end)
         for name in list(self._open_orders):  # orders still running at the end are answered now
             self._expire(name)
+        exceptional = self.exceptional.finish()
         queued = len(self.store.all_envelopes())
         self.store.close()
         return SimulationResult(
@@ -610,6 +629,7 @@ class Simulation:
             self.frames_to_relay,
             self.disclosures,
             self._truth(),
+            exceptional,
         )
 
 
