@@ -22,19 +22,29 @@ reads what the tap collected. A profile without the capability gets no tap, and 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from relay.core import Tap
 from relay.custody import ContentKey, route_ad
 from relay.metadata import MetadataRecord, RecordKind
-from relay.profiles import ASKS, CATEGORIES, PROCESSES, Profile
+from relay.profiles import ASKS, CATEGORIES, PROCESSES, PROFILES, Profile
 from relay.store import Store
 
-__all__ = ["ComplianceDesk", "Disclosure", "LegalProcess"]
+__all__ = ["FORWARD", "PROCESS_NAMES", "ComplianceDesk", "Disclosure", "LegalProcess", "in_order"]
 
 FORWARD = frozenset({"pen_register", "wiretap", "blanket_demand"})
+# Short names for prose ("hands it over only under a 2703(d) court order").
+PROCESS_NAMES: Mapping[str, str] = {
+    "subpoena": "subpoena",
+    "court_order_2703d": "2703(d) court order",
+    "search_warrant": "search warrant",
+    "pen_register": "pen register",
+    "wiretap": "wiretap order",
+    "preservation": "preservation request",
+    "blanket_demand": "blanket demand",
+}
 _LEAST_PROCESS = ("subpoena", "court_order_2703d", "search_warrant")
 _MESSAGE_KINDS = (RecordKind.SEND, RecordKind.SEALED_SEND)
 
@@ -111,39 +121,52 @@ class Disclosure:
         }
 
     def to_markdown(self, clock: Any = None) -> str:
+        """The disclosure for people: what was served, what came back, and why the rest did not."""
         p = self.process
         fmt = clock or (lambda t: f"{t:.0f}")
+        title = PROFILES[self.profile].title if self.profile in PROFILES else self.profile
+        start, end = p.window()
+        if p.forward:
+            until = "the end of the run" if end == float("inf") else fmt(end)
+            covers = f"collection from {fmt(start)} until {until} (it looks forward, never back)"
+        elif start == float("-inf"):
+            covers = f"everything held at service ({fmt(end)})"
+        else:
+            covers = f"records from {fmt(start)} to {fmt(end)}"
         lines = [
             f"# Disclosure: {p.name}",
             "",
-            f"**{p.process}** served on the operator of a **{self.profile}**-profile relay "
-            f"at {fmt(p.served)}, target **{p.target or 'everyone'}**.",
-            "",
-            f"_{PROCESSES[p.process]}._",
+            f"- **Order:** {PROCESSES[p.process]} (`{p.process}`)",
+            f"- **Served on:** the relay's operator — {title} (profile `{self.profile}`)",
+            f"- **Target:** {f'account `{p.target}`' if p.target else 'everyone who uses the relay'}",
+            f"- **Served at:** {fmt(p.served)}; it covers {covers}",
             "",
             "## Handed over",
             "",
         ]
         if not self.provided:
             lines.append("Nothing.")
-        for cat in sorted(self.provided):
+        for cat in in_order(self.provided):
             rows = self.provided[cat]
-            lines.append(f"- **{cat}** ({CATEGORIES[cat]}): {len(rows)} record(s)")
-            for r in rows[:8]:
-                lines.append(f"  - {_row_text(r, fmt)}")
-            if len(rows) > 8:
-                lines.append(f"  - … and {len(rows) - 8} more (all in the JSON file)")
-        lines += ["", "## Asked for, but withheld by policy", ""]
-        lines += [f"- **{k}**: {v}" for k, v in sorted(self.withheld.items())] or ["Nothing."]
-        lines += ["", "## Asked for, but technically impossible", ""]
-        lines += [f"- **{k}**: {v}" for k, v in sorted(self.impossible.items())] or ["Nothing."]
+            count = "none found" if not rows else "1 record" if len(rows) == 1 else f"{len(rows)} records"
+            lines.append(f"- **{_label(cat)}** — {CATEGORIES[cat]}: {count}")
+            for r in rows[:_SHOWN]:
+                lines.append(f"  - {_row_text(cat, r, fmt)}")
+            if len(rows) > _SHOWN:
+                lines.append(f"  - … and {len(rows) - _SHOWN} more (all of them are in the JSON file)")
+        lines += ["", "## Asked for, but withheld by policy (the provider has it)", ""]
+        lines += [f"- **{_label(k)}**: {self.withheld[k]}" for k in in_order(self.withheld)] or ["Nothing."]
+        lines += ["", "## Asked for, but technically impossible (the provider does not have it)", ""]
+        lines += [f"- **{_label(k)}**: {self.impossible[k]}" for k in in_order(self.impossible)] or [
+            "Nothing."
+        ]
         if self.decryption:
             opened = sum(1 for d in self.decryption if d["opened"])
             lines += [
                 "",
                 "## Trying to read the ciphertext",
                 "",
-                f"The desk tried every content key this provider holds on {len(self.decryption)} "
+                f"The desk tried every content key the provider holds on {len(self.decryption)} "
                 f"ciphertext(s): {opened} opened.",
             ]
         if self.notes:
@@ -151,21 +174,53 @@ class Disclosure:
         return "\n".join(lines) + "\n"
 
 
-def _row_text(row: Mapping[str, Any], fmt: Any) -> str:
+_SHOWN = 8
+_TIMES = ("time", "created", "registered", "last_seen", "first_seen", "delivered_to_agency")
+
+
+def in_order(categories: Iterable[str]) -> list[str]:
+    """Categories in the vocabulary's order (who, when, where, with whom, what)."""
+    order = list(CATEGORIES)
+    return sorted(categories, key=order.index)
+
+
+def _label(category: str) -> str:
+    return category.replace("_", " ").replace("ip addresses", "IP addresses")
+
+
+def _row_text(category: str, row: Mapping[str, Any], fmt: Any) -> str:
+    def t(key: str) -> str:
+        v = row.get(key)
+        return fmt(v) if isinstance(v, int | float) else "?"
+
+    if category == "content":
+        return f"{row.get('from') or '(sender unknown)'} → {row['to']}, {t('time')}: “{row['text']}”"
+    if category == "ciphertext":
+        return (
+            f"{row.get('from') or '(sender unknown)'} → {row['to']}, {t('time')}: {row['bytes']} bytes, "
+            f"beginning {row['ciphertext_head'][:16]}… (unreadable)"
+        )
+    if category == "realtime_routing":
+        sender = f"{row['account']}/{row.get('device', '?')}" if "account" in row else "(sealed sender)"
+        text = (
+            f"{t('time')} {sender} → {row.get('recipient_account', '?')}/{row.get('recipient_device', '?')}"
+        )
+        if "host" in row:
+            text += f" from {row['host']}"
+        if "size" in row:
+            text += f", {row['size']} bytes"
+        if "delivered_to_agency" in row:
+            text += f" (delivered to the agency at {t('delivered_to_agency')})"
+        return text
+    if category == "message_log":
+        return f"{t('time')} {row.get('account') or '(sender unknown)'} → {row.get('recipient_account', '?')}"
     parts = []
     for k, v in row.items():
         if v is None:
             continue
-        if isinstance(v, float) and k in (
-            "time",
-            "created",
-            "registered",
-            "last_seen",
-            "first_seen",
-            "delivered_to_agency",
-        ):
+        if isinstance(v, float) and k in _TIMES:
             v = fmt(v)
-        parts.append(f"{k}={v}")
+        parts.append(f"{k.replace('_', ' ')} {v}")
     return ", ".join(parts)
 
 
@@ -192,12 +247,17 @@ class ComplianceDesk:
         # only keys the provider itself holds can be used at its desk
         self.keys = [k for k in content_keys if k.holder == "provider"]
         self.geoip = dict(geoip or {})
+        # forward-looking orders this desk saw served while traffic still passed (``begin``)
+        self._begun: set[str] = set()
 
     # --- forward-looking orders -----------------------------------------------------------------
 
     def begin(self, process: LegalProcess) -> Tap | None:
         """At service of a forward-looking order: the tap to install, or None if it cannot collect."""
-        if not process.forward or not self._can_collect(process.process):
+        if not process.forward:
+            return None
+        self._begun.add(process.name)
+        if not self._can_collect(process.process):
             return None
         start, end = process.window()
         content = process.process in ("wiretap", "blanket_demand")
@@ -218,7 +278,21 @@ class ComplianceDesk:
                 "and messages until further process arrives."
             )
             return d
-        for category in sorted(ASKS[process.process]):
+        if process.forward and process.name not in self._begun:
+            # Served after the fact (e.g. on a finished run's store): a forward-looking order
+            # collects from its service on, and nothing passed through the relay since.
+            why = (
+                f"a {PROCESS_NAMES[process.process]} collects only from its service on, and it was not "
+                "in effect while traffic passed: served on records after the fact, it collects nothing"
+            )
+            for category in in_order(ASKS[process.process]):
+                d.impossible[category] = why
+            d.notes.append(
+                "Nothing was collected: a forward-looking order has to be in place before the traffic it "
+                "covers passes (in a scenario, a legal_process event in the timeline)."
+            )
+            return d
+        for category in in_order(ASKS[process.process]):
             held, why = self._held(category, process)
             if not held:
                 d.impossible[category] = why
@@ -230,22 +304,30 @@ class ComplianceDesk:
             if rows is None:
                 continue  # _fetch recorded why
             d.provided[category] = rows
+            note = self.profile.notes.get(category)
+            if note and category not in ("content", "ciphertext"):
+                d.notes.append(f"{_label(category).capitalize()}: {note}.")
         if "content" in ASKS[process.process] and "content" not in d.provided and "content" not in d.withheld:
             # Show it, rather than assert it: try every content key this provider holds on the
             # ciphertext it has (for end-to-end traffic it holds none, and nothing opens).
             self._bodies("content", process, d)
-        if process.forward and self.begin(process) is None:
+        if process.forward and not self._can_collect(process.process):
             d.notes.append(
-                f"This {self.profile.title} relay cannot collect under a {process.process}: nothing was tapped."
+                f"A {self.profile.title} relay cannot collect under a {PROCESS_NAMES[process.process]}: "
+                "nothing was tapped."
             )
         return d
 
     def _withheld_reason(self, category: str, process: LegalProcess) -> str:
+        pr = self.profile
+        has = "collected it under this order" if process.forward else "holds it"
         for p in _LEAST_PROCESS:
-            if category in self.profile.discloses.get(p, frozenset()) and category in ASKS[p]:
-                return f"{self.profile.title} holds it but hands it over only under a {p.replace('_', ' ')}"
-        note = self.profile.notes.get(category)
-        return note or f"{self.profile.title} holds it but its published policy does not hand it over"
+            if category in pr.discloses.get(p, frozenset()) and category in ASKS[p]:
+                if process.process == "blanket_demand":
+                    return f"{pr.title} {has}, but hands it over only to US legal process naming an account"
+                return f"{pr.title} {has}, but hands it over only under a {PROCESS_NAMES[p]}"
+        note = pr.notes.get(category)
+        return note or f"{pr.title} {has}, but its published policy does not hand it over"
 
     # --- what is held ------------------------------------------------------------------------
 
@@ -253,16 +335,21 @@ class ComplianceDesk:
         pr = self.profile
         never = f"never recorded under the {pr.name} profile"
         note = pr.notes.get(category)
-        if category in ("subscriber_info", "account_created", "device_info"):
-            return True, ""
+        if category == "subscriber_info":
+            return pr.subscriber_record, note or "nothing is kept about the subscriber beyond the account id"
+        if category in ("account_created", "device_info"):
+            return True, ""  # the relay must know an account's devices to deliver to them
+        if process.forward and category in ("ip_addresses", "location", "realtime_routing", "ciphertext"):
+            # from service on, only what a tap collects
+            if self._tap_possible(process):
+                return True, ""
+            return False, self._no_tap_reason(process)
         if category == "last_seen":
             ok = pr.holds_records(RecordKind.AUTHENTICATION, "time") or pr.holds_records(
                 RecordKind.CONNECTION, "time"
             )
             return ok, note or never
         if category in ("ip_addresses", "location"):
-            if process.forward and self._tap_possible(process):
-                return True, ""
             ok = any("host" in rule.fields for rule in pr.policy.rules.values())
             return ok, note or f"{never}: the relay keeps no network addresses"
         if category == "contacts" or category == "reverse_contacts":
@@ -278,13 +365,8 @@ class ComplianceDesk:
         if category == "lookup_log":
             ok = pr.holds_records(RecordKind.BUNDLE_FETCH, "account", "recipient_account")
             return ok, note or f"{never}: directory look-ups are not logged"
-        if category == "realtime_routing":
-            ok = self._tap_possible(process)
-            return ok, note or f"the {pr.name} relay cannot collect routing information in real time"
         if category == "ciphertext":
-            if process.forward:
-                return self._tap_possible(process), note or "the relay cannot copy traffic in real time"
-            return True, ""  # whatever is still queued or archived; may be none
+            return self._bodies_held(process)
         if category == "content":
             if pr.custody == "devices":
                 return False, (
@@ -293,8 +375,31 @@ class ComplianceDesk:
                 )
             if pr.custody == "enterprise":
                 return False, note or "the keys are held by the enterprise's own server, not by this provider"
-            return True, ""
+            if process.forward and not self._tap_possible(process):
+                return False, self._no_tap_reason(process)
+            return self._bodies_held(process)
         raise AssertionError(category)
+
+    def _no_tap_reason(self, process: LegalProcess) -> str:
+        pr = self.profile
+        why = pr.notes.get("realtime_routing")
+        return f"a {pr.title} relay cannot collect in real time under a {PROCESS_NAMES[process.process]}" + (
+            f" ({why})" if why else ""
+        )
+
+    def _bodies_held(self, process: LegalProcess) -> tuple[bool, str]:
+        """Whether any message body (ciphertext) concerning the order is in the store."""
+        if process.forward:
+            return True, ""  # the tap is in place; what it collected may be nothing
+        if self._stored_bodies(process):
+            return True, ""
+        who = f"to or from {process.target}" if process.target else "at all"
+        if self.profile.keep_delivered:
+            return False, f"no message {who} was on the relay at service"
+        return False, (
+            f"no message {who} was waiting on the relay at service: each one is deleted as soon as "
+            "the recipient's device acknowledges it"
+        )
 
     def _tap_possible(self, process: LegalProcess) -> bool:
         return process.forward and self._can_collect(process.process)
@@ -400,17 +505,24 @@ class ComplianceDesk:
     def _tapped(self, process: LegalProcess) -> list[MetadataRecord]:
         return [r for r, _body in self.store.intercepts(process.name)]
 
-    def _bodies(self, category: str, process: LegalProcess, d: Disclosure) -> list[dict[str, Any]]:
+    def _stored_bodies(self, process: LegalProcess) -> list[tuple[str | None, str, float, bytes]]:
+        """Queued and archived envelopes to or from the target, accepted inside the window."""
         target = process.target
+        return [
+            (e.source_account, e.account, e.timestamp / 1000, e.body)
+            for e in [*self.store.all_envelopes(), *self.store.archived()]
+            if (target is None or target in (e.account, e.source_account))
+            and self._in_window(e.timestamp / 1000, process)
+        ]
+
+    def _bodies(self, category: str, process: LegalProcess, d: Disclosure) -> list[dict[str, Any]]:
         found: list[tuple[str | None, str, float, bytes]] = []  # sender, recipient, time, body
         if process.forward:
             for r, body in self.store.intercepts(process.name):
                 if body is not None and r.recipient_account is not None:
                     found.append((r.account, r.recipient_account, r.time or 0.0, body))
         else:
-            for e in [*self.store.all_envelopes(), *self.store.archived()]:
-                if target is None or target in (e.account, e.source_account):
-                    found.append((e.source_account, e.account, e.timestamp / 1000, e.body))
+            found = self._stored_bodies(process)
         if category == "ciphertext":
             return [
                 {"from": s, "to": r, "time": t, "bytes": len(b), "ciphertext_head": b[:24].hex()}

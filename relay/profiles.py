@@ -87,9 +87,14 @@ _RECORDS = _BASIC | {
 }
 _STORED = _RECORDS | {"ciphertext", "content"}
 
-# What each process may compel (asks for), by law.
+# What each process may compel (asks for), by law. A subpoena reaches "name; address; local and
+# long distance telephone connection records, or records of session times and durations; length
+# of service (including start date) ...; telephone or instrument number or other subscriber number
+# or identity, including any temporarily assigned network address" (18 U.S.C. 2703(c)(2)(A)-(E)):
+# so a log of who messaged whom, where one exists, is asked for too (the FBI chart's Viber row:
+# "message history: time, date, source, destination", under a subpoena).
 ASKS: Final[Mapping[str, frozenset[str]]] = {
-    "subpoena": _BASIC | {"message_counts"},
+    "subpoena": _BASIC | {"message_counts", "message_log"},
     "court_order_2703d": _RECORDS,
     "search_warrant": _STORED,
     "pen_register": frozenset({"realtime_routing", "ip_addresses"}),
@@ -128,6 +133,7 @@ class Profile:
     pen_register_batch: float | None = None  # delivered in batches of this many seconds
     wiretap: bool = True  # can copy envelopes in real time once ordered (ciphertext, for E2E)
     subscriber_hashed: bool = False  # keeps only a hash of the phone number / e-mail
+    subscriber_record: bool = True  # keeps anything about the subscriber beyond the account id itself
     notes: Mapping[str, str] = field(default_factory=dict)  # per category, why it is as it is
 
     def holds_records(self, kind: RecordKind, *fields: str) -> bool:
@@ -136,6 +142,10 @@ class Profile:
 
 
 _FBI_CHART = "FBI, 'Lawful Access' chart, 2021-01-07 (FOIA release 2021-11-19; justsecurity.org/79549)"
+# The chart's header: "every return except WhatsApp's is a log of stored data, delivered after the
+# fact". So no provider on it but WhatsApp collects anything in real time: no pen register, and no
+# wiretap either (a wiretap collects everything a pen register does, and the bodies besides).
+_NOT_REALTIME = "the FBI chart (2021) shows real-time returns only for WhatsApp"
 
 SIGNAL = Profile(
     name="signal",
@@ -151,6 +161,8 @@ SIGNAL = Profile(
     ),
     custody="devices",
     sealed_sender=True,
+    wiretap=False,
+    subscriber_record=False,
     sources=(
         "signal.org/bigbrother: E.D. Va. grand-jury subpoena, 2016 (ACLU, 2016-10-04)",
         "signal.org/bigbrother: C.D. Cal. subpoena and Santa Clara County warrant, 2021",
@@ -159,7 +171,11 @@ SIGNAL = Profile(
     discloses={p: frozenset({"account_created", "last_seen"}) for p in ASKS},
     notes={
         "last_seen": "Signal keeps only the day of the last connection",
-        "device_info": "the server routes to each device but Signal's responses name only two timestamps",
+        "device_info": "the server must know the account's devices to deliver to each of them, but Signal's "
+        "responses name only the two timestamps",
+        "subscriber_info": "Signal asks for nothing at sign-up but the phone number, which the order already "
+        "names: no name, address, e-mail or payment details exist (2016 response, signal.org/bigbrother)",
+        "realtime_routing": _NOT_REALTIME,
     },
 )
 
@@ -223,6 +239,7 @@ IMESSAGE = Profile(
         },
     ),
     custody="devices",
+    wiretap=False,
     sources=(
         "Apple, 'Legal Process Guidelines' (iMessage capability query logs, 30 days)",
         _FBI_CHART,
@@ -256,6 +273,7 @@ THREEMA = Profile(
     ),
     custody="devices",
     subscriber_hashed=True,
+    wiretap=False,
     sources=("Threema, 'Transparency report' and law-enforcement guidelines", _FBI_CHART),
     discloses={
         p: frozenset({"subscriber_info", "account_created", "last_seen", "device_info"}) for p in ASKS
@@ -263,6 +281,7 @@ THREEMA = Profile(
     notes={
         "ip_addresses": "Threema keeps no IP logs",
         "subscriber_info": "only a hash of the phone number or e-mail (and a push token)",
+        "realtime_routing": _NOT_REALTIME,
     },
 )
 
@@ -278,9 +297,13 @@ WICKR = Profile(
         },
     ),
     custody="devices",
+    wiretap=False,
     sources=(_FBI_CHART,),
     discloses={p: frozenset({"account_created", "device_info", "last_seen", "message_counts"}) for p in ASKS},
-    notes={"message_counts": "the number of messages, with no sender-recipient pairs or times"},
+    notes={
+        "message_counts": "the number of messages, with no sender-recipient pairs or times",
+        "realtime_routing": _NOT_REALTIME,
+    },
 )
 
 VIBER = Profile(
@@ -294,11 +317,12 @@ VIBER = Profile(
         },
     ),
     custody="devices",
+    wiretap=False,
     sources=(_FBI_CHART,),
     discloses={
         p: frozenset({"subscriber_info", "account_created", "ip_addresses", "message_log"}) for p in ASKS
     },
-    notes={"ip_addresses": "the IP address at registration only"},
+    notes={"ip_addresses": "the IP address at registration only", "realtime_routing": _NOT_REALTIME},
 )
 
 TELEGRAM_CLOUD = Profile(
@@ -316,6 +340,7 @@ TELEGRAM_CLOUD = Profile(
     custody="provider",
     keep_delivered=True,
     keep_contacts=True,
+    wiretap=False,
     sources=(
         "telegram.org/privacy §8.3 (IP address and phone number, on a court order; from 2024-09 for any "
         "criminal suspect)",
@@ -324,9 +349,14 @@ TELEGRAM_CLOUD = Profile(
     ),
     discloses={p: frozenset({"subscriber_info", "ip_addresses"}) for p in ASKS},
     notes={
-        "content": "the keys are on Telegram's servers: content is withheld by policy, not by mathematics"
+        "content": "the keys are on Telegram's servers: content is withheld by policy, not by mathematics",
+        "realtime_routing": _NOT_REALTIME,
     },
 )
+
+# BlackBerry's policy as reported (Dec 2015): who contacted whom "under a court order"; a subpoena
+# gets the subscriber records.
+_BB_SUBPOENA = ASKS["subpoena"] - {"message_log"}
 
 BBM_CONSUMER = Profile(
     name="bbm-consumer",
@@ -347,7 +377,7 @@ BBM_CONSUMER = Profile(
         "and decrypted about a million PIN messages (Project Clemenza, reported 2016-04)",
         "India 2012: an interception facility in Mumbai covers BBM and BIS e-mail, not BES",
     ),
-    discloses={p: ASKS[p] for p in ASKS},
+    discloses={**{p: ASKS[p] for p in ASKS}, "subpoena": _BB_SUBPOENA},
     notes={"content": "one global key, held by the provider, opens every consumer message"},
 )
 
@@ -372,9 +402,10 @@ BES = Profile(
         "BlackBerry's lawful-access policy as reported (Dec 2015): location, who contacted whom and certain "
         "metadata under a court order, not the correspondence",
     ),
-    discloses={p: ASKS[p] - {"content"} for p in ASKS},
+    discloses={**{p: ASKS[p] - {"content"} for p in ASKS}, "subpoena": _BB_SUBPOENA},
     notes={
-        "content": "the keys are generated and held by the enterprise's own BES server: serve the enterprise"
+        "content": "the keys are generated and held by the enterprise's own BES server, not by BlackBerry: "
+        "the order has to be served on the enterprise"
     },
 )
 
