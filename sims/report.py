@@ -7,7 +7,17 @@
   saw (ids, addresses, sizes, times — never content) under ``relay``;
 - ``relay.db`` — the relay's own SQLite store as it stands at the end of the run;
 - ``summary.json`` — counts, delivery-latency percentiles, losses;
-- ``summary.md`` — the same, for people.
+- ``summary.md`` — the same, for people;
+- ``disclosures/NAME.json`` and ``NAME.md`` — per legal process served in the timeline, what the
+  relay's compliance desk handed over, withheld or could not produce, scored against ground truth;
+- ``provider.json`` — what the provider holds beside its database: the relay profile, the content
+  keys the provider itself holds (only for provider-key profiles such as consumer BBM), and the
+  address-to-region table it would use as GeoIP. ``relaysim disclose`` reads it.
+
+A scenario with ``compare_profiles = ["bes", "bbm-consumer"]`` runs once per profile into
+``DIR/<profile>/`` (each as above) and writes ``DIR/comparison.md`` and ``comparison.json``: per
+order, what each profile's operator could produce, side by side. A scenario with ``matrix = true``
+runs under every real profile and writes the process matrix (see ``sims.matrix``).
 
 Nothing written depends on the wall clock, so the same scenario and seed give the same bytes.
 """
@@ -20,12 +30,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from relay.compliance import Disclosure
 from sims.exceptional import write_exceptional
 from sims.runner import Simulation, SimulationResult
 from sims.scenario import Scenario
 from sims.traffic import expand_population
 
-__all__ = ["percentile", "render_show", "run_to_dir", "summarise"]
+__all__ = [
+    "disclosure_json",
+    "percentile",
+    "render_comparison",
+    "render_comparison_terminal",
+    "render_show",
+    "run_comparison_to_dir",
+    "run_to_dir",
+    "sim_clock",
+    "summarise",
+]
 
 
 def _round(obj: Any) -> Any:
@@ -136,6 +157,12 @@ def run_to_dir(
     progress: Callable[[float, float], None] | None = None,
     capture_frames: bool = False,
 ) -> tuple[SimulationResult, dict[str, Any]]:
+    if scenario.matrix:
+        from sims.matrix import run_matrix_to_dir
+
+        return run_matrix_to_dir(scenario, out, progress=progress)
+    if scenario.compare_profiles:
+        return run_comparison_to_dir(scenario, out, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     db = out / "relay.db"
     for stale in (db, out / "relay.db-wal", out / "relay.db-shm"):
@@ -147,6 +174,9 @@ def run_to_dir(
             scenario, db_path=db, transcript=write, progress=progress, capture_frames=capture_frames
         )
         result = sim.run()
+    (out / "provider.json").write_text(
+        json.dumps(_provider_file(sim, scenario), indent=2) + "\n", encoding="utf-8"
+    )
     summary = summarise(result)
     if result.disclosures:
         summary["disclosures"] = write_disclosures(result, out / "disclosures")
@@ -164,6 +194,16 @@ def _sim_clock(t: float) -> str:
     rel = t - SIM_EPOCH
     day = int(rel // 86400)
     return (f"day {day + 1} " if day else "") + _clock(rel % 86400)
+
+
+def sim_clock(t: float) -> str:
+    """A relay-clock time as simulated time of day ("day 2 14:05:00"), for people."""
+    return _sim_clock(t)
+
+
+def disclosure_json(d: Disclosure) -> dict[str, Any]:
+    """A disclosure as written to ``disclosures/NAME.json`` (before scoring)."""
+    return dict(_round(d.to_json()))
 
 
 def write_disclosures(result: SimulationResult, folder: Path) -> list[dict[str, Any]]:
@@ -310,3 +350,205 @@ def render_demo(out: Path, *, width: int = 140) -> str:
         f"Everything is in {out}/ (transcript.jsonl, relay.db, summary.md). Run it again: relaysim show {out}",
     ]
     return "\n".join(parts)
+
+
+# --- what the provider holds beside its database ---------------------------------------------
+
+
+def _provider_file(sim: Simulation, scenario: Scenario) -> dict[str, Any]:
+    from sims.runner import SIM_EPOCH
+
+    keys = [k for k in ([sim.content_key] if sim.content_key is not None else []) if k.holder == "provider"]
+    return {
+        "profile": sim.profile.name,
+        "clock_epoch": SIM_EPOCH,
+        "run_ended": SIM_EPOCH + scenario.duration,
+        "content_keys": [{"key_id": k.key_id, "holder": k.holder, "key": k.key.hex()} for k in keys],
+        "geoip": {d.address: d.region for d in scenario.devices()},
+    }
+
+
+# --- the same people under several profiles ---------------------------------------------------
+
+
+def run_comparison_to_dir(
+    scenario: Scenario, out: Path, *, progress: Callable[[float, float], None] | None = None
+) -> tuple[SimulationResult, dict[str, Any]]:
+    """Run ``scenario`` once per profile in ``compare_profiles`` into ``out/<profile>/``, then
+    write ``out/comparison.md`` and ``comparison.json``. Returns the first profile's result and
+    a summary whose ``profiles`` holds each run's summary."""
+    from dataclasses import replace
+
+    out.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, tuple[SimulationResult, dict[str, Any]]] = {}
+    for name in scenario.compare_profiles:
+        single = replace(scenario, relay=replace(scenario.relay, profile=name), compare_profiles=())
+        runs[name] = run_to_dir(single, out / name, progress=progress)
+    comparison = _comparison(runs)
+    summary: dict[str, Any] = {
+        "scenario": scenario.name,
+        "seed": scenario.seed,
+        "compare_profiles": list(scenario.compare_profiles),
+        "profiles": {name: s for name, (_r, s) in runs.items()},
+        "comparison": comparison,
+    }
+    (out / "comparison.json").write_text(
+        json.dumps(_round(comparison), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    (out / "comparison.md").write_text(render_comparison(scenario, runs), encoding="utf-8")
+    (out / "summary.json").write_text(json.dumps(_round(summary), indent=2) + "\n", encoding="utf-8")
+    first = next(iter(runs.values()))[0]
+    return first, summary
+
+
+def _disclosures_by_order(
+    runs: dict[str, tuple[SimulationResult, dict[str, Any]]],
+) -> dict[str, dict[str, Any]]:
+    """Order name → profile → that profile's Disclosure, in the order the orders were answered."""
+    orders: dict[str, dict[str, Any]] = {}
+    answered = [d for result, _s in runs.values() for d in result.disclosures]
+    for d in sorted(answered, key=lambda d: (d.process.served, d.process.name)):
+        orders.setdefault(d.process.name, {})
+    for name, (result, _s) in runs.items():
+        for d in result.disclosures:
+            orders[d.process.name][name] = d
+    return orders
+
+
+def _comparison(runs: dict[str, tuple[SimulationResult, dict[str, Any]]]) -> list[dict[str, Any]]:
+    rows = []
+    for order, by_profile in _disclosures_by_order(runs).items():
+        first = next(iter(by_profile.values()))
+        rows.append(
+            {
+                "name": order,
+                "process": first.process.process,
+                "target": first.process.target,
+                "profiles": {p: d.summary() for p, d in by_profile.items()},
+            }
+        )
+    return rows
+
+
+def _cell(d: Any, category: str) -> str:
+    """One profile's answer on one category, for the comparison table."""
+    if category in d.provided:
+        rows = d.provided[category]
+        if category == "content":
+            return f"**handed over, decrypted**: {len(rows)} message(s) in the clear"
+        return (
+            f"handed over ({len(rows)} record{'s' if len(rows) != 1 else ''})"
+            if rows
+            else "handed over (none)"
+        )
+    if category in d.withheld:
+        return f"withheld by policy: {d.withheld[category]}"
+    if category in d.impossible:
+        return f"**technically impossible**: {d.impossible[category]}"
+    return "–"
+
+
+def _glance(d: Any) -> str:
+    """What one operator could do with the message bodies under one order."""
+    cipher = len(d.provided.get("ciphertext") or [])
+    if d.provided.get("content"):
+        return f"**{len(d.provided['content'])} message(s) read**, decrypted with the provider's own key"
+    if "content" in d.withheld:
+        return f"held but withheld by policy ({cipher} ciphertext(s) handed over)"
+    why = d.impossible.get("content", "not handed over")
+    return f"**technically impossible**: {why} ({cipher} ciphertext(s) handed over, unreadable)"
+
+
+def render_comparison(scenario: Scenario, runs: dict[str, tuple[SimulationResult, dict[str, Any]]]) -> str:
+    """``comparison.md``: per order, what each profile's operator could produce, side by side."""
+    from relay.compliance import PROCESS_NAMES, in_order
+    from relay.profiles import ASKS, PROCESSES, get_profile
+
+    names = list(runs)
+    titles = [get_profile(n).title for n in names]
+    lines = [
+        f"# {scenario.name}: the same people, {len(names)} ways of running the relay",
+        "",
+        scenario.description,
+        "",
+        "The same people send the same messages at the same times in each run; only the relay's profile "
+        f"changes ({', '.join(f'`{n}`' for n in names)}). Each order below was served on each operator, "
+        "and each column is what that operator's compliance desk produced from its own store. "
+        "**Withheld by policy** means the operator has it and chose (or was allowed) not to hand it over; "
+        "**technically impossible** means it does not have it at all.",
+        "",
+        "Each run's full output is in its own folder: "
+        + ", ".join(f"[`{n}/`]({n}/summary.md) (disclosures in `{n}/disclosures/`)" for n in names)
+        + ".",
+        "",
+        "## At a glance: the words of the messages",
+        "",
+        "| order | " + " | ".join(titles) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for order, by_profile in _disclosures_by_order(runs).items():
+        first = next(iter(by_profile.values()))
+        if "content" not in ASKS[first.process.process]:
+            continue
+        cells = [_glance(by_profile[n]) if n in by_profile else "–" for n in names]
+        lines.append(f"| {order} ({PROCESS_NAMES[first.process.process]}) | " + " | ".join(cells) + " |")
+    lines.append("")
+    for order, by_profile in _disclosures_by_order(runs).items():
+        first = next(iter(by_profile.values()))
+        p = first.process
+        lines += [
+            f"## {order}: {PROCESS_NAMES[p.process]} on {f'`{p.target}`' if p.target else 'everyone'}",
+            "",
+            f"_{PROCESSES[p.process]}._ Served at {_sim_clock(p.served)}.",
+            "",
+            "| asked for | " + " | ".join(titles) + " |",
+            "|---|" + "---|" * len(names),
+        ]
+        asked = set()
+        for d in by_profile.values():
+            asked |= set(d.provided) | set(d.withheld) | set(d.impossible)
+        for cat in in_order(asked):
+            cells = [_cell(by_profile[n], cat) if n in by_profile else "–" for n in names]
+            label = cat.replace("_", " ").replace("ip addresses", "IP addresses")
+            lines.append(f"| {label} | " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+        lines.append("")
+        shown = [
+            (n, by_profile[n]) for n in names if n in by_profile and by_profile[n].provided.get("content")
+        ]
+        if shown:
+            lines += ["What the operators that could read the messages handed over:", ""]
+            for n, d in shown:
+                lines.append(f"- **{get_profile(n).title}**:")
+                for row in d.provided["content"][:5]:
+                    lines.append(
+                        f"  - {_sim_clock(row['time'])} {row.get('from') or '?'} → {row['to']}: “{row['text']}”"
+                    )
+                more = len(d.provided["content"]) - 5
+                if more > 0:
+                    lines.append(f"  - … and {more} more (in `{n}/disclosures/{order}.json`)")
+            for n in names:
+                d = by_profile.get(n)
+                if d is None or d.provided.get("content"):
+                    continue
+                cipher = d.provided.get("ciphertext") or []
+                why = d.impossible.get("content") or d.withheld.get("content") or "not handed over"
+                lines.append(
+                    f"- **{get_profile(n).title}**: "
+                    + (f"{len(cipher)} ciphertext(s), none readable — " if cipher else "")
+                    + why
+                )
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def render_comparison_terminal(summary: dict[str, Any]) -> str:
+    """A few lines per order for the terminal: what each profile handed over, and what it could not."""
+    lines = []
+    for row in summary["comparison"]:
+        who = row["target"] or "everyone"
+        lines.append(f"{row['name']} ({row['process']} on {who}):")
+        for profile, s in row["profiles"].items():
+            lines.append(f"  {profile:<14} handed over: {', '.join(s['provided']) or 'nothing'}")
+            if s["impossible"]:
+                lines.append(f"  {'':<14} impossible:  {', '.join(s['impossible'])}")
+    return "\n".join(lines)

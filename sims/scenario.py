@@ -18,6 +18,9 @@ The file format, by example (every table but ``[scenario]`` and ``[[people]]`` i
     description = "Two people, a dozen messages, Bob's phone offline for an hour."
     duration = "4h"
     seed = 7
+    # Either of these instead of [relay] profile (see sims.report and sims.matrix):
+    # compare_profiles = ["bes", "bbm-consumer"]  # run once per profile; DIR/<profile>/, DIR/comparison.md
+    # matrix = true         # run under every real profile; DIR/matrix.json and DIR/matrix.md
 
     [network]
     latency_ms = 60          # between any two regions not listed below
@@ -220,6 +223,8 @@ class Scenario:
     generate: GenerateSpec | None
     events: tuple[Event, ...]
     source: str = "<scenario>"
+    compare_profiles: tuple[str, ...] = ()  # run once per profile and compare (sims.report)
+    matrix: bool = False  # run under every real profile and build the process matrix (sims.matrix)
 
     def devices(self) -> list[DeviceSpec]:
         return [d for p in self.people for d in p.devices]
@@ -331,11 +336,12 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     r.known(data, "", ["scenario", "network", "relay", "people", "conversations", "generate", "events"])
 
     head = r.table(data.get("scenario"), "scenario") if "scenario" in data else r.table(None, "scenario")
-    r.known(head, "scenario", ["name", "description", "duration", "seed"])
+    r.known(head, "scenario", ["name", "description", "duration", "seed", "compare_profiles", "matrix"])
     name = r.get(head, "name", "scenario", str)
     description = r.get(head, "description", "scenario", str, "")
     duration = r.duration(head, "duration", "scenario")
     seed = r.get(head, "seed", "scenario", int, 0)
+    compare, matrix = _comparison(r, head, data)
 
     network = _network(r, data.get("network", {}))
     relay = _relay(r, data.get("relay", {}))
@@ -347,8 +353,47 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     conversations = _conversations(r, data.get("conversations", []), names, duration)
     events = _events(r, data.get("events", []), {d.name for p in people for d in p.devices}, names, duration)
     return Scenario(
-        name, description, duration, seed, people, conversations, network, relay, generate, events, source
+        name,
+        description,
+        duration,
+        seed,
+        people,
+        conversations,
+        network,
+        relay,
+        generate,
+        events,
+        source,
+        compare,
+        matrix,
     )
+
+
+def _comparison(r: _Reader, head: Mapping[str, Any], data: Mapping[str, Any]) -> tuple[tuple[str, ...], bool]:
+    """``compare_profiles`` and ``matrix``: a scenario run under several relay profiles."""
+    from relay.profiles import PROFILES
+
+    raw = r.get(head, "compare_profiles", "scenario", list, [])
+    matrix = r.get(head, "matrix", "scenario", bool, False)
+    for i, name in enumerate(raw):
+        if name not in PROFILES:
+            raise r.fail(
+                f"scenario.compare_profiles[{i}]",
+                f"expected one of {', '.join(map(repr, PROFILES))}, got {_show(name)}",
+            )
+    if raw and len(set(raw)) != len(raw):
+        raise r.fail("scenario.compare_profiles", f"expected different profiles, got {raw!r}")
+    if len(raw) == 1:
+        raise r.fail("scenario.compare_profiles", f"expected at least two profiles to compare, got {raw!r}")
+    if raw and matrix:
+        raise r.fail("scenario.matrix", "give compare_profiles or matrix = true, not both")
+    relay = data.get("relay")
+    if (raw or matrix) and isinstance(relay, dict) and "profile" in relay:
+        which = "compare_profiles" if raw else "matrix"
+        raise r.fail(
+            "relay.profile", f"the scenario sets {which}, which chooses the profiles; remove relay.profile"
+        )
+    return tuple(raw), matrix
 
 
 def _network(r: _Reader, raw: object) -> NetworkSpec:

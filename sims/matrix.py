@@ -1,0 +1,247 @@
+"""The legal-process matrix: every real provider profile under every kind of US legal process.
+
+A scenario with ``matrix = true`` in its ``[scenario]`` table (the built-in ``fbi-chart`` is one)
+is run once per profile in :data:`relay.profiles.REAL_PROFILES`, each run into ``DIR/<profile>/``
+with its own ``relay.db`` and ``disclosures/``. The scenario's timeline must serve exactly one
+order of each kind in :data:`MATRIX_PROCESSES`, all on the same account; each is answered by that
+profile's compliance desk from what that run's relay actually stored or collected. The matrix is
+then read off the disclosures, never written by hand:
+
+    {profile: {process: {"provided": [...], "withheld": [...], "impossible": [...]}}}
+
+``DIR/matrix.json`` holds exactly that; ``DIR/matrix.md`` renders it for people (rows profiles,
+columns processes); ``render_terminal`` prints a "can reveal / cannot reveal" table per profile.
+``relaysim run fbi-chart --out DIR`` does all of it; ``tests/test_fbi_chart.py`` holds the result
+against the FBI's chart.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from relay.compliance import PROCESS_NAMES, Disclosure, in_order
+from relay.profiles import CATEGORIES, REAL_PROFILES, get_profile
+from sims.runner import SimulationResult
+from sims.scenario import Scenario
+
+__all__ = [
+    "MATRIX_PROCESSES",
+    "Matrix",
+    "build_matrix",
+    "check_matrix_scenario",
+    "render_markdown",
+    "render_terminal",
+    "run_matrix_to_dir",
+]
+
+MATRIX_PROCESSES = ("subpoena", "court_order_2703d", "search_warrant", "pen_register", "wiretap")
+
+Cell = dict[str, list[str]]
+Matrix = dict[str, dict[str, Cell]]
+
+
+def check_matrix_scenario(scenario: Scenario) -> str:
+    """The account every order is served on; ValueError naming the problem if the timeline does not
+    serve exactly one order of each kind in :data:`MATRIX_PROCESSES` on one account."""
+    orders = [e.params for e in scenario.events if e.kind == "legal_process"]
+    where = f"{scenario.source}: a matrix scenario"
+    counts = {p: sum(1 for o in orders if o["process"] == p) for p in MATRIX_PROCESSES}
+    missing = [p for p, n in counts.items() if n != 1]
+    if missing:
+        raise ValueError(
+            f"{where} serves exactly one order of each of {', '.join(MATRIX_PROCESSES)}; "
+            + ", ".join(f"{p} is served {counts[p]} time(s)" for p in missing)
+        )
+    others = sorted({o["process"] for o in orders} - set(MATRIX_PROCESSES))
+    if others:
+        raise ValueError(
+            f"{where} serves only {', '.join(MATRIX_PROCESSES)}; it also serves {', '.join(others)}"
+        )
+    targets = {o["target"] for o in orders}
+    if len(targets) != 1:
+        raise ValueError(f"{where} serves every order on one account; got {sorted(map(str, targets))}")
+    (target,) = targets
+    return str(target)
+
+
+def build_matrix(disclosures: Mapping[str, Sequence[Disclosure]]) -> Matrix:
+    """Profile → process → the categories provided, withheld and impossible, from the disclosures
+    each profile's desk made (one per process in :data:`MATRIX_PROCESSES`)."""
+    matrix: Matrix = {}
+    for profile, ds in disclosures.items():
+        by_process = {d.process.process: d for d in ds}
+        matrix[profile] = {}
+        for process in MATRIX_PROCESSES:
+            d = by_process[process]
+            matrix[profile][process] = {
+                "provided": in_order(d.provided),
+                "withheld": in_order(d.withheld),
+                "impossible": in_order(d.impossible),
+            }
+    return matrix
+
+
+def run_matrix_to_dir(
+    scenario: Scenario,
+    out: Path,
+    *,
+    profiles: Sequence[str] = REAL_PROFILES,
+    progress: Callable[[float, float], None] | None = None,
+) -> tuple[SimulationResult, dict[str, Any]]:
+    """Run ``scenario`` under each profile into ``out/<profile>/``; write ``out/matrix.json``,
+    ``out/matrix.md`` and ``out/summary.json``. Returns the first profile's result and a summary
+    whose ``matrix`` is the matrix."""
+    from sims.report import run_to_dir
+
+    target = check_matrix_scenario(scenario)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, SimulationResult] = {}
+    empty: dict[str, dict[str, list[str]]] = {}  # provided, but nothing of it in this run
+    for name in profiles:
+        single = replace(scenario, relay=replace(scenario.relay, profile=name), matrix=False)
+        results[name], _summary = run_to_dir(single, out / name, progress=progress)
+        empty[name] = {
+            d.process.process: in_order(c for c, rows in d.provided.items() if not rows)
+            for d in results[name].disclosures
+        }
+    matrix = build_matrix({name: r.disclosures for name, r in results.items()})
+    (out / "matrix.json").write_text(json.dumps(matrix, indent=2) + "\n", encoding="utf-8")
+    (out / "matrix.md").write_text(render_markdown(matrix, scenario, target, empty), encoding="utf-8")
+    summary: dict[str, Any] = {
+        "scenario": scenario.name,
+        "seed": scenario.seed,
+        "target": target,
+        "profiles": list(profiles),
+        "processes": list(MATRIX_PROCESSES),
+        "matrix": matrix,
+        "empty": empty,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return results[profiles[0]], summary
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+_SHORT = {
+    "subscriber_info": "subscriber",
+    "account_created": "created",
+    "last_seen": "last seen",
+    "ip_addresses": "IPs",
+    "device_info": "devices",
+    "contacts": "contacts",
+    "reverse_contacts": "reverse contacts",
+    "blocked_users": "blocked users",
+    "message_log": "message log",
+    "message_counts": "message counts",
+    "lookup_log": "look-up log",
+    "realtime_routing": "real-time routing",
+    "location": "location",
+    "ciphertext": "ciphertext",
+    "content": "CONTENT",
+}
+
+
+def _cell(categories: Sequence[str], empty: Sequence[str] = ()) -> str:
+    if not categories:
+        return "—"
+    return ", ".join(_SHORT[c] + ("°" if c in empty else "") for c in categories)
+
+
+def render_markdown(
+    matrix: Matrix,
+    scenario: Scenario,
+    target: str,
+    empty: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+) -> str:
+    """``matrix.md``: three tables (handed over, withheld by policy, technically impossible), rows
+    profiles and columns processes, and a legend."""
+    empty = empty or {}
+    head = "| provider (profile) | " + " | ".join(PROCESS_NAMES[p] for p in MATRIX_PROCESSES) + " |"
+    rule = "|---|" + "---|" * len(MATRIX_PROCESSES)
+
+    def table(kind: str) -> list[str]:
+        rows = [head, rule]
+        for profile, cells in matrix.items():
+            marks = empty.get(profile, {})
+            row = [
+                _cell(cells[p][kind], marks.get(p, ()) if kind == "provided" else ())
+                for p in MATRIX_PROCESSES
+            ]
+            rows.append(f"| {get_profile(profile).title} (`{profile}`) | " + " | ".join(row) + " |")
+        return rows
+
+    lines = [
+        f"# What each provider can be made to hand over — `{scenario.name}`",
+        "",
+        scenario.description,
+        "",
+        f"Every order was served on `{target}`. Each cell is read off the disclosure that profile's compliance "
+        f"desk produced from its own relay's store (`<profile>/disclosures/<process>.md` has the records and "
+        "the reasons). A subpoena, 2703(d) order and search warrant look back at what is held at service; a pen "
+        "register and a wiretap order collect from service until they expire.",
+        "",
+        "## Handed over",
+        "",
+        *table("provided"),
+        "",
+        "° the provider hands this over, but this run produced none of it (e.g. nobody blocked anyone).",
+        "",
+        "## Held, but withheld by policy",
+        "",
+        *table("withheld"),
+        "",
+        "## Technically impossible: never recorded, already deleted, no capability, or no key",
+        "",
+        *table("impossible"),
+        "",
+        "## Legend",
+        "",
+        "| in the cells | category | meaning |",
+        "|---|---|---|",
+        *[f"| {_SHORT[c]} | `{c}` | {desc} |" for c, desc in CATEGORIES.items()],
+        "",
+        "Processes: "
+        + "; ".join(f"**{PROCESS_NAMES[p]}** (`{p}`)" for p in MATRIX_PROCESSES)
+        + ". CONTENT means the words of the messages, in the clear.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _wrap_table(rows: Sequence[Sequence[str]], widths: Sequence[int]) -> list[str]:
+    out = []
+    for row in rows:
+        cols = [textwrap.wrap(text, width) or [""] for text, width in zip(row, widths, strict=True)]
+        for i in range(max(len(c) for c in cols)):
+            out.append(
+                "  "
+                + "  ".join(f"{(c[i] if i < len(c) else ''):<{w}}" for c, w in zip(cols, widths, strict=True))
+            )
+    return out
+
+
+def render_terminal(matrix: Matrix, width: int = 120) -> str:
+    """Per profile, a table: each process, what it can reveal, and what it cannot (and why not)."""
+    first = 19
+    rest = max(30, (width - first - 8) // 2)
+    lines = []
+    for profile, cells in matrix.items():
+        lines += ["", f"{get_profile(profile).title} (profile {profile})"]
+        rows = [("process", "can reveal", "cannot reveal")]
+        for p in MATRIX_PROCESSES:
+            c = cells[p]
+            cannot = [_SHORT[x] for x in c["impossible"]] + [f"{_SHORT[x]} (withheld)" for x in c["withheld"]]
+            rows.append(
+                (
+                    PROCESS_NAMES[p],
+                    ", ".join(_SHORT[x] for x in c["provided"]) or "nothing",
+                    ", ".join(cannot) or "—",
+                )
+            )
+        lines += _wrap_table(rows, (first, rest, rest))
+    return "\n".join(lines[1:])
