@@ -4,6 +4,9 @@
     relaysim scenarios                 the built-in scenarios
     relaysim run two-friends --out d   run a scenario to files
     relaysim show d                    the phones' view beside the relay's
+    relaysim disclose --db d/relay.db --process subpoena --target amira
+                                       serve legal process on a finished run's relay
+    relaysim chart                     every provider under every kind of process (the FBI chart)
     relaysim bench crypto              the ratchet and session set-up against their peers
     relaysim bench relay               the relay over loopback TCP against a bare trio echo server
     relaysim bench sim                 a simulated message against the ratchet alone; simulation scale
@@ -15,8 +18,11 @@ Each subcommand has its own ``--help`` with an example.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
@@ -24,6 +30,9 @@ DEMO_SCENARIO = "two-friends"
 
 EPILOG = """examples:
   relaysim run two-friends --out out/two-friends && relaysim show out/two-friends
+  relaysim run pakistan-2015 --out out/pk && less out/pk/comparison.md
+  relaysim disclose --db out/two-friends/relay.db --process court_order_2703d --target amira
+  relaysim chart
   relaysim scenarios
   relaysim demo
   relaysim bench crypto --messages 2000
@@ -82,6 +91,8 @@ def _run(args: argparse.Namespace) -> int:
     progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
     _result, summary = run_to_dir(scenario, out, progress=progress)
     progress.done()
+    if scenario.matrix or scenario.compare_profiles:
+        return _report_multi(scenario.name, summary, out, time.monotonic() - started)
     m = summary["messages"]
     lat = summary["latency_s"]
     p50 = "–" if lat["p50"] is None else f"{lat['p50']:.3f} s"
@@ -94,6 +105,29 @@ def _run(args: argparse.Namespace) -> int:
     )
     print(
         f"wrote {out}/transcript.jsonl, relay.db, summary.json, summary.md — see it with: relaysim show {out}"
+    )
+    return 0
+
+
+def _report_multi(name: str, summary: dict[str, Any], out: Path, seconds: float) -> int:
+    """What ``run`` prints for a scenario run under several profiles (a comparison or the matrix)."""
+    if "matrix" in summary:
+        from sims.matrix import render_terminal
+
+        print(render_terminal(summary["matrix"], width=shutil.get_terminal_size((120, 24)).columns))
+        print()
+        print(
+            f"{name}: {len(summary['profiles'])} profiles × {len(summary['processes'])} kinds of process in "
+            f"{seconds:.1f} s. Wrote {out}/matrix.json and {out}/matrix.md, and each run in {out}/<profile>/."
+        )
+        return 0
+    from sims.report import render_comparison_terminal
+
+    print(render_comparison_terminal(summary))
+    print()
+    print(
+        f"{name}: the same people under {', '.join(summary['compare_profiles'])} in {seconds:.1f} s. "
+        f"Wrote {out}/comparison.md (side by side) and each run in {out}/<profile>/."
     )
     return 0
 
@@ -132,6 +166,129 @@ def _show(args: argparse.Namespace) -> int:
         )
         return 2
     print(render_show(out, limit=args.limit, width=args.width))
+    return 0
+
+
+def _disclose(args: argparse.Namespace) -> int:
+    import json
+    import sqlite3
+    import tempfile
+
+    from relay.compliance import ComplianceDesk, LegalProcess
+    from relay.custody import ContentKey
+    from relay.profiles import get_profile
+    from relay.store import Store, StoreError
+    from sims.report import disclosure_json, sim_clock
+    from sims.runner import SIM_EPOCH
+    from sims.scenario import parse_duration
+
+    def fail(message: str) -> int:
+        print(f"relaysim disclose: {message}", file=sys.stderr)
+        return 2
+
+    db = Path(args.db)
+    if not db.is_file():
+        return fail(f"{db}: no such file; it is the relay.db in a run's --out directory")
+    provider_file = db.parent / "provider.json"
+    provider: dict[str, Any] = (
+        json.loads(provider_file.read_text(encoding="utf-8")) if provider_file.exists() else {}
+    )
+    recorded = provider.get("profile")
+    profile_name = args.profile or recorded
+    if profile_name is None:
+        return fail(f"no --profile, and no {provider_file} to say which profile the run used")
+    try:
+        profile = get_profile(profile_name)
+    except ValueError as exc:
+        return fail(str(exc))
+    if recorded is not None and recorded != profile.name:
+        print(
+            f"relaysim disclose: warning: {db} was recorded under the {recorded!r} profile; answering as "
+            f"{profile.name!r} describes records that {profile.name!r}'s policy did not write",
+            file=sys.stderr,
+        )
+    if args.process != "blanket_demand" and not args.target:
+        return fail(f"a {args.process} names the account it is served on: give --target ACCOUNT")
+    epoch = float(provider.get("clock_epoch", SIM_EPOCH))
+    try:
+        start = epoch + parse_duration(args.start) if args.start is not None else None
+        end = epoch + parse_duration(args.end) if args.end is not None else None
+        at = epoch + parse_duration(args.at) if args.at is not None else None
+    except ValueError as exc:
+        return fail(str(exc))
+    keys = [
+        ContentKey(k["key_id"], bytes.fromhex(k["key"]), k["holder"])
+        for k in provider.get("content_keys", [])
+        if recorded == profile.name
+    ]
+    with tempfile.TemporaryDirectory(prefix="relaysim-disclose-") as tmp:
+        # Serve on a copy: opening a Store may migrate or checkpoint, and the run's file stays as it was.
+        copy = Path(tmp) / "relay.db"
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(db) + suffix)
+            if src.exists():
+                Path(str(copy) + suffix).write_bytes(src.read_bytes())
+        try:
+            store = Store(copy, durable=False)
+        except (StoreError, sqlite3.DatabaseError) as exc:
+            return fail(f"{db}: cannot open it as a relay store: {exc}")
+        try:
+            served = at if at is not None else float(provider.get("run_ended", _latest_time(store, epoch)))
+            order = LegalProcess(
+                name=args.name or f"{args.process}-{args.target or 'everyone'}",
+                process=args.process,
+                target=args.target,
+                served=served,
+                start=start,
+                end=end,
+            )
+            desk = ComplianceDesk(store, profile, content_keys=keys, geoip=provider.get("geoip", {}))
+            disclosure = desk.serve(order)
+        finally:
+            store.close()
+    print(disclosure.to_markdown(sim_clock), end="")
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(disclosure_json(disclosure), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+    if order.forward:
+        print(
+            f"\nrelaysim disclose: a {args.process} looks forward from its service: served on a finished run it "
+            "collects nothing. To see what it would collect, put it in the scenario's timeline, e.g.\n\n"
+            f'  [[events]]\n  at = "1h"\n  kind = "legal_process"\n  process = "{args.process}"\n'
+            + (f'  target = "{args.target}"\n' if args.target else "")
+            + '  to = "3h"\n\nand run it again with relaysim run.',
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _latest_time(store: Any, default: float) -> float:
+    """The last moment the store knows of, for serving an order on a run with no provider.json."""
+    times = [r.time for r in store.metadata() if r.time is not None]
+    times += [e.timestamp / 1000 for e in store.all_envelopes()]
+    return max(times, default=default)
+
+
+def _chart(args: argparse.Namespace) -> int:
+    import json
+
+    from sims.matrix import render_terminal
+
+    out = Path(args.dir or "out/fbi-chart")
+    if args.dir is None or not (out / "matrix.json").exists() or args.rerun:
+        from sims.report import run_to_dir
+        from sims.scenario import resolve_scenario
+
+        run_to_dir(resolve_scenario("fbi-chart"), out)
+    if args.markdown:
+        print((out / "matrix.md").read_text(encoding="utf-8"), end="")
+        return 0
+    matrix = json.loads((out / "matrix.json").read_text(encoding="utf-8"))
+    print(render_terminal(matrix, width=args.width or shutil.get_terminal_size((120, 24)).columns))
+    print(
+        f"\nThe matrix is in {out}/matrix.json and {out}/matrix.md; each provider's disclosures in {out}/<profile>/."
+    )
     return 0
 
 
@@ -264,6 +421,77 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
+    from relay.profiles import PROCESSES, PROFILES
+
+    disclose = sub.add_parser(
+        "disclose",
+        help="serve legal process on a finished run's relay and print the disclosure",
+        description=(
+            "Serve legal process on the relay of a finished run, as its operator's compliance desk would "
+            "answer it: what it hands over, what it withholds by policy, and what is technically impossible, "
+            "all read from the relay's own store. The run's relay.db is not modified (the desk works on a "
+            "copy). The profile, the provider's content keys and its GeoIP table come from provider.json "
+            "beside relay.db. Times are simulated time since the start of the run, like the scenario's. "
+            "Forward-looking orders (pen_register, wiretap, blanket_demand) collect only from service on: "
+            "served on a finished run they collect nothing, so put them in the scenario's timeline instead.\n\n"
+            "processes:\n" + "\n".join(f"  {k:<18} {v}" for k, v in PROCESSES.items())
+        ),
+        epilog=(
+            "examples:\n"
+            "  relaysim run two-friends --out out/tf\n"
+            "  relaysim disclose --db out/tf/relay.db --process subpoena --target amira\n"
+            "  relaysim disclose --db out/tf/relay.db --process court_order_2703d --target ben --from 1h --to 3h\n"
+            "  relaysim disclose --db out/tf/relay.db --process search_warrant --target amira --at 1h30m "
+            "--json warrant.json\n"
+            "  relaysim disclose --db out/tf/relay.db --profile signal --process subpoena --target amira"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    disclose.add_argument("--db", required=True, metavar="FILE", help="a finished run's relay.db")
+    disclose.add_argument(
+        "--profile",
+        choices=list(PROFILES),
+        metavar="PROFILE",
+        help="the provider profile answering (default: the one the run used, from provider.json): "
+        + ", ".join(PROFILES),
+    )
+    disclose.add_argument(
+        "--process", required=True, choices=list(PROCESSES), help="the kind of legal process"
+    )
+    disclose.add_argument("--target", metavar="ACCOUNT", help="the account it names (not for blanket_demand)")
+    disclose.add_argument(
+        "--from", dest="start", metavar="T", help='start of the period it covers, e.g. "1h"'
+    )
+    disclose.add_argument("--to", dest="end", metavar="T", help='end of the period it covers, e.g. "3h30m"')
+    disclose.add_argument(
+        "--at",
+        metavar="T",
+        help="when it is taken to be served (default: the end of the run); records made after it are left "
+        "out, but the store is the one at the end of the run: what was deleted by then is gone",
+    )
+    disclose.add_argument("--name", help="the order's name (default: PROCESS-TARGET)")
+    disclose.add_argument("--json", metavar="FILE", help="also write the disclosure as JSON to FILE")
+
+    chart = sub.add_parser(
+        "chart",
+        help="every provider profile under every kind of US legal process, as the FBI's chart has it",
+        description=(
+            "Run the built-in fbi-chart scenario under every real provider profile, serve a subpoena, a 2703(d) "
+            "order, a search warrant, a pen register and a wiretap order in each, and print what each provider "
+            "can and cannot reveal. Given the directory of an earlier run, print it again without running."
+        ),
+        epilog="examples:\n  relaysim chart\n  relaysim chart out/fbi-chart --markdown",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    chart.add_argument(
+        "dir", nargs="?", metavar="DIR", help="where the run is (or goes; default: out/fbi-chart)"
+    )
+    chart.add_argument("--rerun", action="store_true", help="run it again even if DIR already holds one")
+    chart.add_argument(
+        "--markdown", action="store_true", help="print matrix.md instead of the terminal tables"
+    )
+    chart.add_argument("--width", type=int, help="width in columns (default: the terminal's)")
+
     relay = sub.add_parser(
         "relay",
         help="run the relay server (relaysim relay serve --help)",
@@ -289,6 +517,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     if args.command == "show":
         return _show(args)
+    if args.command == "disclose":
+        return _disclose(args)
+    if args.command == "chart":
+        return _chart(args)
     if args.command == "bench":
         return _bench(args, args.rest)
     if args.command == "relay":
