@@ -1,0 +1,207 @@
+"""The fbi-chart scenario's matrix, held against the FBI's "Lawful Access" chart (2021-01-07).
+
+The chart (rebuilt from press copies of the FOIA release, 2021-11-19; see docs and
+../shared/reference/lawful-access.md) says, per app, what a subpoena, a 2703(d) order, a search
+warrant and a pen register return. For every cell that states something, the matrix read off the
+simulated disclosures must agree; for every "—" cell, nothing beyond what that app's subpoena returns
+may be handed over. Two rows of the chart, LINE and WeChat, have no profile here and are not checked.
+
+One known disagreement, asserted as such: the chart's iMessage search warrant returns "device backups;
+with iCloud Backup the keys come too, so content". The relay never holds backups, so in the matrix the
+content is technically impossible, and the reason names iCloud Backup.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.profiles import ASKS, REAL_PROFILES
+from sims.cli import main
+from sims.matrix import MATRIX_PROCESSES, check_matrix_scenario
+from sims.report import run_to_dir
+from sims.scenario import resolve_scenario
+
+# The chart's rows that have a profile here, and the subpoena column in our categories.
+CHART_SUBPOENA = {
+    "signal": {"account_created", "last_seen"},  # "account creation date/time; last connection date"
+    "whatsapp": {
+        "subscriber_info",
+        "account_created",
+        "last_seen",
+        "ip_addresses",
+    },  # "basic subscriber records"
+    "telegram-cloud": {"subscriber_info", "ip_addresses"},  # "IP address and phone number"
+    # "hash of phone/email, push token, ID creation date, last login date"
+    "threema": {"subscriber_info", "account_created", "last_seen", "device_info"},
+    # "registration data, IP at creation; message history: time, date, source, destination"
+    "viber": {"subscriber_info", "account_created", "ip_addresses", "message_log"},
+    # "creation date, device types, last use, number of messages, ..."
+    "wickr": {"account_created", "device_info", "last_seen", "message_counts"},
+}
+CHART_ROWS = ("imessage", "whatsapp", *sorted(set(CHART_SUBPOENA) - {"whatsapp"}))
+DASHES = ("signal", "telegram-cloud", "threema", "viber", "wickr")  # "—" in every column after the subpoena
+BASIC = ASKS["subpoena"] - {"message_log", "message_counts"}
+
+
+@pytest.fixture(scope="module")
+def chart(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("fbi-chart")
+    _result, summary = run_to_dir(resolve_scenario("fbi-chart"), out)
+    return out, summary["matrix"]
+
+
+def provided(matrix: dict[str, Any], profile: str, process: str) -> set[str]:
+    return set(matrix[profile][process]["provided"])
+
+
+def disclosure(out: Path, profile: str, process: str) -> dict[str, Any]:
+    return dict(json.loads((out / profile / "disclosures" / f"{process}.json").read_text(encoding="utf-8")))
+
+
+def test_matrix_json_has_exactly_the_promised_shape_and_comes_from_the_disclosures(
+    chart: tuple[Path, dict[str, Any]],
+) -> None:
+    out, matrix = chart
+    assert json.loads((out / "matrix.json").read_text(encoding="utf-8")) == matrix
+    assert list(matrix) == list(REAL_PROFILES)
+    for profile, row in matrix.items():
+        assert list(row) == list(MATRIX_PROCESSES)
+        for process, cell in row.items():
+            assert set(cell) == {"provided", "withheld", "impossible"}
+            p, w, i = (set(cell[k]) for k in ("provided", "withheld", "impossible"))
+            assert not (p & w or p & i or w & i)
+            assert p | w | i == ASKS[process], (profile, process)  # every category asked is answered
+            d = disclosure(out, profile, process)
+            assert (set(d["provided"]), set(d["withheld"]), set(d["impossible"])) == (p, w, i)
+
+
+@pytest.mark.parametrize("profile", sorted(CHART_SUBPOENA))
+def test_the_subpoena_column(chart: tuple[Path, dict[str, Any]], profile: str) -> None:
+    _out, matrix = chart
+    assert provided(matrix, profile, "subpoena") == CHART_SUBPOENA[profile]
+
+
+def test_imessage_row(chart: tuple[Path, dict[str, Any]]) -> None:
+    out, matrix = chart
+    # subpoena: "basic subscriber info"
+    assert "subscriber_info" in provided(matrix, "imessage", "subpoena") <= BASIC
+    # 2703(d): "25 days of iMessage look-ups to/from the target number"
+    assert "lookup_log" in provided(matrix, "imessage", "court_order_2703d")
+    lookups = disclosure(out, "imessage", "court_order_2703d")["provided"]["lookup_log"]
+    assert lookups and all("tariq" in (r["account"], r["recipient_account"]) for r in lookups)
+    assert "message_log" not in provided(matrix, "imessage", "court_order_2703d")
+    # search warrant: the chart's content comes from iCloud backups, which a relay never holds
+    warrant = disclosure(out, "imessage", "search_warrant")
+    assert "content" not in warrant["provided"] and "iCloud Backup" in warrant["impossible"]["content"]
+    # pen register: "no capability"
+    assert provided(matrix, "imessage", "pen_register") == set()
+    assert "realtime_routing" in matrix["imessage"]["pen_register"]["impossible"]
+
+
+def test_whatsapp_row(chart: tuple[Path, dict[str, Any]]) -> None:
+    out, matrix = chart
+    sub = provided(matrix, "whatsapp", "subpoena")
+    # 2703(d): "subpoena return + blocked users"
+    assert provided(matrix, "whatsapp", "court_order_2703d") == sub | {"blocked_users"}
+    # search warrant: "address-book contacts + users who have the target in theirs"
+    warrant = provided(matrix, "whatsapp", "search_warrant")
+    assert warrant - provided(matrix, "whatsapp", "court_order_2703d") == {"contacts", "reverse_contacts"}
+    # pen register: "every 15 minutes: source and destination of each message"
+    assert "realtime_routing" in provided(matrix, "whatsapp", "pen_register")
+    rows = disclosure(out, "whatsapp", "pen_register")["provided"]["realtime_routing"]
+    assert rows and all({"account", "recipient_account", "time"} <= set(r) for r in rows)
+    assert all(r["delivered_to_agency"] % 900 == 0 and r["delivered_to_agency"] > r["time"] for r in rows)
+
+
+def test_threema_keeps_a_hash_and_viber_the_ip_at_creation(chart: tuple[Path, dict[str, Any]]) -> None:
+    out, _matrix = chart
+    (sub,) = disclosure(out, "threema", "subpoena")["provided"]["subscriber_info"]
+    assert "account_hash" in sub and "account" not in sub and "tariq" not in json.dumps(sub)
+    viber = disclosure(out, "viber", "subpoena")["provided"]
+    (created,) = viber["account_created"]
+    assert viber["ip_addresses"] and all(r["first_seen"] == created["created"] for r in viber["ip_addresses"])
+    assert viber["message_log"] and all(
+        set(r) == {"time", "account", "recipient_account"} for r in viber["message_log"]
+    )
+
+
+@pytest.mark.parametrize("profile", DASHES)
+def test_dash_cells_hand_over_nothing_beyond_the_subpoena(
+    chart: tuple[Path, dict[str, Any]], profile: str
+) -> None:
+    _out, matrix = chart
+    for process in ("court_order_2703d", "search_warrant", "pen_register"):
+        assert provided(matrix, profile, process) <= CHART_SUBPOENA[profile], process
+
+
+def test_no_message_content_from_any_app_on_the_chart(chart: tuple[Path, dict[str, Any]]) -> None:
+    _out, matrix = chart
+    for profile in CHART_ROWS:
+        for process in MATRIX_PROCESSES:
+            assert "content" not in provided(matrix, profile, process), (profile, process)
+
+
+def test_only_whatsapp_returns_anything_in_real_time(chart: tuple[Path, dict[str, Any]]) -> None:
+    """The chart's header: every return except WhatsApp's is a log of stored data, after the fact."""
+    _out, matrix = chart
+    for profile in CHART_ROWS:
+        live = provided(matrix, profile, "pen_register") | provided(matrix, profile, "wiretap")
+        assert bool(live) == (profile == "whatsapp"), profile
+
+
+def test_blackberry_rows_the_chart_does_not_have(chart: tuple[Path, dict[str, Any]]) -> None:
+    """Not on the chart; from the reporting on BlackBerry (relay/profiles.py): consumer messages are
+    readable by the provider, BES messages are not, and who-contacted-whom comes with a court order."""
+    _out, matrix = chart
+    assert "content" in provided(matrix, "bbm-consumer", "wiretap")
+    assert "content" in provided(matrix, "bbm-consumer", "search_warrant")
+    assert "content" in matrix["bes"]["wiretap"]["impossible"]
+    assert "message_log" in provided(matrix, "bes", "court_order_2703d")
+    assert "message_log" in matrix["bes"]["subpoena"]["withheld"]
+
+
+def test_matrix_md_and_the_terminal_tables(
+    chart: tuple[Path, dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, _matrix = chart
+    md = (out / "matrix.md").read_text(encoding="utf-8")
+    for title in ("Signal (`signal`)", "WhatsApp (`whatsapp`)", "(`bes`)", "## Legend"):
+        assert title in md
+    assert (
+        "| Signal (`signal`) | created, last seen | created, last seen | created, last seen | — | — |" in md
+    )
+    assert main(["chart", str(out), "--width", "120"]) == 0
+    text = capsys.readouterr().out
+    assert "can reveal" in text and "cannot reveal" in text and "Signal (profile signal)" in text
+
+
+def test_run_fbi_chart_prints_the_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "fbi-chart", "--out", str(tmp_path), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("can reveal") == len(REAL_PROFILES)
+    assert (tmp_path / "matrix.json").exists() and (tmp_path / "matrix.md").exists()
+
+
+@pytest.mark.parametrize(
+    ("drop", "expected"),
+    [("wiretap", "wiretap is served 0 time"), (None, "on one account")],
+)
+def test_a_matrix_scenario_must_serve_each_process_once_on_one_account(
+    drop: str | None, expected: str
+) -> None:
+    from dataclasses import replace
+
+    sc = resolve_scenario("fbi-chart")
+    if drop:
+        events = tuple(e for e in sc.events if e.params.get("process") != drop)
+    else:
+        events = tuple(
+            replace(e, params={**e.params, "target": "omar"}) if e.params.get("process") == "wiretap" else e
+            for e in sc.events
+        )
+    with pytest.raises(ValueError, match=expected):
+        check_matrix_scenario(replace(sc, events=events))
