@@ -35,7 +35,7 @@ from relay.store import Store
 __all__ = ["FORWARD", "PROCESS_NAMES", "ComplianceDesk", "Disclosure", "LegalProcess", "in_order"]
 
 FORWARD = frozenset({"pen_register", "wiretap", "blanket_demand"})
-# Short names for prose ("hands it over only under a 2703(d) court order").
+# Short names for prose ("handed over only under a 2703(d) court order").
 PROCESS_NAMES: Mapping[str, str] = {
     "subpoena": "subpoena",
     "court_order_2703d": "2703(d) court order",
@@ -94,6 +94,7 @@ class Disclosure:
     withheld: dict[str, str] = field(default_factory=dict)
     impossible: dict[str, str] = field(default_factory=dict)
     decryption: list[dict[str, Any]] = field(default_factory=list)
+    content_keys: int = 0  # how many content keys the desk held when it tried to decrypt
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -110,6 +111,7 @@ class Disclosure:
             "withheld": {k: self.withheld[k] for k in sorted(self.withheld)},
             "impossible": {k: self.impossible[k] for k in sorted(self.impossible)},
             "decryption_attempts": self.decryption,
+            "content_keys_held": self.content_keys,
             "notes": self.notes,
         }
 
@@ -130,7 +132,7 @@ class Disclosure:
             until = "the end of the run" if end == float("inf") else fmt(end)
             covers = f"collection from {fmt(start)} until {until} (it looks forward, never back)"
         elif start == float("-inf"):
-            covers = f"everything held at service ({fmt(end)})"
+            covers = "everything held at that moment"
         else:
             covers = f"records from {fmt(start)} to {fmt(end)}"
         lines = [
@@ -155,20 +157,24 @@ class Disclosure:
             if len(rows) > _SHOWN:
                 lines.append(f"  - … and {len(rows) - _SHOWN} more (all of them are in the JSON file)")
         lines += ["", "## Asked for, but withheld by policy (the provider has it)", ""]
-        lines += [f"- **{_label(k)}**: {self.withheld[k]}" for k in in_order(self.withheld)] or ["Nothing."]
+        lines += _grouped(self.withheld) or ["Nothing."]
         lines += ["", "## Asked for, but technically impossible (the provider does not have it)", ""]
-        lines += [f"- **{_label(k)}**: {self.impossible[k]}" for k in in_order(self.impossible)] or [
-            "Nothing."
-        ]
+        lines += _grouped(self.impossible) or ["Nothing."]
         if self.decryption:
             opened = sum(1 for d in self.decryption if d["opened"])
-            lines += [
-                "",
-                "## Trying to read the ciphertext",
-                "",
-                f"The desk tried every content key the provider holds on {len(self.decryption)} "
-                f"ciphertext(s): {opened} opened.",
-            ]
+            n, k = len(self.decryption), self.content_keys
+            held = f"The provider holds {n} ciphertext{'s' if n > 1 else ''} covered by this order"
+            if k:
+                keys = f"{k} content key{'s' if k > 1 else ''}"
+                text = f"{held} and {keys} of its own; the desk tried each key on every one: {opened} opened."
+            else:
+                text = f"{held}, and no key to any of them: none can be opened."
+            custody = PROFILES[self.profile].custody if self.profile in PROFILES else None
+            if not opened and custody == "devices":
+                text += " The keys that would open them exist only on the phones."
+            elif not opened and custody == "enterprise":
+                text += " The keys that would open them are on the enterprise's own server."
+            lines += ["", "## Trying to read the ciphertext", "", text]
         if self.notes:
             lines += ["", "## Notes", "", *[f"- {n}" for n in self.notes]]
         return "\n".join(lines) + "\n"
@@ -184,6 +190,14 @@ def in_order(categories: Iterable[str]) -> list[str]:
     return sorted(categories, key=order.index)
 
 
+def _grouped(reasons: Mapping[str, str]) -> list[str]:
+    """One line per reason, naming every category it applies to."""
+    by_reason: dict[str, list[str]] = {}
+    for category in in_order(reasons):
+        by_reason.setdefault(reasons[category], []).append(f"**{_label(category)}**")
+    return [f"- {', '.join(cats)}: {reason}" for reason, cats in by_reason.items()]
+
+
 def _label(category: str) -> str:
     return category.replace("_", " ").replace("ip addresses", "IP addresses")
 
@@ -193,13 +207,12 @@ def _row_text(category: str, row: Mapping[str, Any], fmt: Any) -> str:
         v = row.get(key)
         return fmt(v) if isinstance(v, int | float) else "?"
 
-    if category == "content":
-        return f"{row.get('from') or '(sender unknown)'} → {row['to']}, {t('time')}: “{row['text']}”"
-    if category == "ciphertext":
-        return (
-            f"{row.get('from') or '(sender unknown)'} → {row['to']}, {t('time')}: {row['bytes']} bytes, "
-            f"beginning {row['ciphertext_head'][:16]}… (unreadable)"
-        )
+    if category in ("content", "ciphertext"):
+        to = row["to"] + (f"/{row['to_device']}" if row.get("to_device") is not None else "")
+        route = f"{row.get('from') or '(sealed sender)'} → {to}, {t('time')}"
+        if category == "content":
+            return f"{route}: “{row['text']}”"
+        return f"{route}: {row['bytes']} bytes, beginning {row['ciphertext_head'][:16]}…"
     if category == "realtime_routing":
         sender = f"{row['account']}/{row.get('device', '?')}" if "account" in row else "(sealed sender)"
         text = (
@@ -214,6 +227,9 @@ def _row_text(category: str, row: Mapping[str, Any], fmt: Any) -> str:
         return text
     if category == "message_log":
         return f"{t('time')} {row.get('account') or '(sender unknown)'} → {row.get('recipient_account', '?')}"
+    if category == "lookup_log":
+        where = f", from {row['host']}" if "host" in row else ""
+        return f"{t('time')} {row.get('account', '?')} looked up {row.get('recipient_account', '?')}'s keys{where}"
     parts = []
     for k, v in row.items():
         if v is None:
@@ -231,6 +247,17 @@ def _record(r: MetadataRecord, *names: str) -> dict[str, Any]:
         if v is not None:
             out[n] = v.hex() if isinstance(v, bytes) else v
     return out
+
+
+@dataclass(frozen=True)
+class _Body:
+    """A message body the relay holds or intercepted, and what it knows of its route."""
+
+    sender: str | None  # None: a sealed sender
+    recipient: str
+    device: int | None
+    time: float
+    body: bytes
 
 
 class ComplianceDesk:
@@ -320,14 +347,14 @@ class ComplianceDesk:
 
     def _withheld_reason(self, category: str, process: LegalProcess) -> str:
         pr = self.profile
-        has = "collected it under this order" if process.forward else "holds it"
+        has = f"collected under this order by {pr.title}" if process.forward else f"held by {pr.title}"
         for p in _LEAST_PROCESS:
             if category in pr.discloses.get(p, frozenset()) and category in ASKS[p]:
                 if process.process == "blanket_demand":
-                    return f"{pr.title} {has}, but hands it over only to US legal process naming an account"
-                return f"{pr.title} {has}, but hands it over only under a {PROCESS_NAMES[p]}"
+                    return f"{has}, but handed over only to US legal process that names an account"
+                return f"{has}, but handed over only under a {PROCESS_NAMES[p]}"
         note = pr.notes.get(category)
-        return note or f"{pr.title} {has}, but its published policy does not hand it over"
+        return note or f"{has}, but not handed over under its published policy"
 
     # --- what is held ------------------------------------------------------------------------
 
@@ -505,47 +532,55 @@ class ComplianceDesk:
     def _tapped(self, process: LegalProcess) -> list[MetadataRecord]:
         return [r for r, _body in self.store.intercepts(process.name)]
 
-    def _stored_bodies(self, process: LegalProcess) -> list[tuple[str | None, str, float, bytes]]:
+    def _stored_bodies(self, process: LegalProcess) -> list[_Body]:
         """Queued and archived envelopes to or from the target, accepted inside the window."""
         target = process.target
         return [
-            (e.source_account, e.account, e.timestamp / 1000, e.body)
+            _Body(e.source_account, e.account, e.device, e.timestamp / 1000, e.body)
             for e in [*self.store.all_envelopes(), *self.store.archived()]
             if (target is None or target in (e.account, e.source_account))
             and self._in_window(e.timestamp / 1000, process)
         ]
 
     def _bodies(self, category: str, process: LegalProcess, d: Disclosure) -> list[dict[str, Any]]:
-        found: list[tuple[str | None, str, float, bytes]] = []  # sender, recipient, time, body
+        found: list[_Body] = []
         if process.forward:
             for r, body in self.store.intercepts(process.name):
                 if body is not None and r.recipient_account is not None:
-                    found.append((r.account, r.recipient_account, r.time or 0.0, body))
+                    found.append(
+                        _Body(r.account, r.recipient_account, r.recipient_device, r.time or 0.0, body)
+                    )
         else:
             found = self._stored_bodies(process)
         if category == "ciphertext":
             return [
-                {"from": s, "to": r, "time": t, "bytes": len(b), "ciphertext_head": b[:24].hex()}
-                for s, r, t, b in found
+                {
+                    "from": f.sender,
+                    "to": f.recipient,
+                    "to_device": f.device,
+                    "time": f.time,
+                    "bytes": len(f.body),
+                    "ciphertext_head": f.body[:24].hex(),
+                }
+                for f in found
             ]
         rows = []
-        for sender, recipient, t, body in found:
+        for f in found:
             opened = None
             for key in self.keys:
-                opened = key.open(body, route_ad(recipient))
+                opened = key.open(f.body, route_ad(f.recipient))
                 if opened is not None:
                     break
-            d.decryption.append({"to": recipient, "time": t, "opened": opened is not None})
+            d.decryption.append({"to": f.recipient, "time": f.time, "opened": opened is not None})
             if opened is not None:
                 rows.append(
-                    {"from": sender, "to": recipient, "time": t, "text": opened.decode("utf-8", "replace")}
+                    {
+                        "from": f.sender,
+                        "to": f.recipient,
+                        "to_device": f.device,
+                        "time": f.time,
+                        "text": opened.decode("utf-8", "replace"),
+                    }
                 )
-        if found and not rows:
-            held = f"{len(self.keys)} content key(s)" if self.keys else "no content key at all"
-            d.notes.append(
-                f"The desk holds {len(found)} ciphertext(s) and {held}: decryption fails for every one. "
-                "The keys that would open them exist only on the devices."
-                if self.profile.custody == "devices"
-                else f"The desk holds {len(found)} ciphertext(s) and {held}: decryption fails for every one."
-            )
+        d.content_keys = len(self.keys)
         return rows
