@@ -53,7 +53,9 @@ def _demo(args: argparse.Namespace) -> int:
 
     scenario = resolve_scenario(args.scenario)
     out = Path(args.out or f"out/{scenario.name}")
-    run_to_dir(scenario, out)
+    _result, summary = run_to_dir(scenario, out)
+    if scenario.matrix or scenario.compare_profiles:  # one run per profile: show them side by side
+        return _report_multi(scenario.name, summary, out)
     print(render_demo(out, width=args.width))
     return 0
 
@@ -109,16 +111,17 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report_multi(name: str, summary: dict[str, Any], out: Path, seconds: float) -> int:
+def _report_multi(name: str, summary: dict[str, Any], out: Path, seconds: float | None = None) -> int:
     """What ``run`` prints for a scenario run under several profiles (a comparison or the matrix)."""
+    took = "" if seconds is None else f" in {seconds:.1f} s"
     if "matrix" in summary:
         from sims.matrix import render_terminal
 
         print(render_terminal(summary["matrix"], width=shutil.get_terminal_size((120, 24)).columns))
         print()
         print(
-            f"{name}: {len(summary['profiles'])} profiles × {len(summary['processes'])} kinds of process in "
-            f"{seconds:.1f} s. Wrote {out}/matrix.json and {out}/matrix.md, and each run in {out}/<profile>/."
+            f"{name}: {len(summary['profiles'])} profiles × {len(summary['processes'])} kinds of process"
+            f"{took}. Wrote {out}/matrix.json and {out}/matrix.md, and each run in {out}/<profile>/."
         )
         return 0
     from sims.report import render_comparison_terminal
@@ -126,7 +129,7 @@ def _report_multi(name: str, summary: dict[str, Any], out: Path, seconds: float)
     print(render_comparison_terminal(summary))
     print()
     print(
-        f"{name}: the same people under {', '.join(summary['compare_profiles'])} in {seconds:.1f} s. "
+        f"{name}: the same people under {', '.join(summary['compare_profiles'])}{took}. "
         f"Wrote {out}/comparison.md (side by side) and each run in {out}/<profile>/."
     )
     return 0
