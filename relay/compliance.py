@@ -16,7 +16,11 @@ key it has: under end-to-end profiles, nothing opens; under provider-held keys, 
 Looking back (subpoena, 2703(d) order, search warrant) the desk reads what exists at service.
 Looking forward (pen register, wiretap, blanket demand) it collects from service to expiry:
 ``begin`` returns the ``Tap`` to install on the relay core at service, and ``serve`` at expiry
-reads what the tap collected. A profile without the capability gets no tap, and says so.
+reads what the tap collected. A profile without the capability gets no tap, and says so. A
+forward-looking order the desk never saw begin (one served on a finished run's store, as
+``relaysim disclose`` does) collected nothing, and every category it asks for is impossible.
+Message bodies looked back on are the ones still waiting (or archived) at service: a relay that
+deletes each envelope when its recipient acknowledges it may hold none, and then says that.
 """
 
 from __future__ import annotations
@@ -156,9 +160,9 @@ class Disclosure:
                 lines.append(f"  - {_row_text(cat, r, fmt)}")
             if len(rows) > _SHOWN:
                 lines.append(f"  - … and {len(rows) - _SHOWN} more (all of them are in the JSON file)")
-        lines += ["", "## Asked for, but withheld by policy (the provider has it)", ""]
+        lines += ["", "## Asked for, but withheld by policy (the provider could hand it over)", ""]
         lines += _grouped(self.withheld) or ["Nothing."]
-        lines += ["", "## Asked for, but technically impossible (the provider does not have it)", ""]
+        lines += ["", "## Asked for, but technically impossible (the provider cannot)", ""]
         lines += _grouped(self.impossible) or ["Nothing."]
         if self.decryption:
             opened = sum(1 for d in self.decryption if d["opened"])
@@ -284,7 +288,7 @@ class ComplianceDesk:
         if not process.forward:
             return None
         self._begun.add(process.name)
-        if not self._can_collect(process.process):
+        if not self._collects(process.process):
             return None
         start, end = process.window()
         content = process.process in ("wiretap", "blanket_demand")
@@ -294,6 +298,13 @@ class ComplianceDesk:
         if process == "pen_register":
             return self.profile.pen_register
         return self.profile.wiretap
+
+    def _collects(self, process: str) -> bool:
+        """Whether the provider collects under such an order: it can, and its policy hands over
+        something of what the order asks (a provider that would hand over nothing collects nothing)."""
+        return self._can_collect(process) and bool(
+            self.profile.discloses.get(process, frozenset()) & ASKS[process]
+        )
 
     # --- serving ---------------------------------------------------------------------------
 
@@ -338,15 +349,23 @@ class ComplianceDesk:
             # Show it, rather than assert it: try every content key this provider holds on the
             # ciphertext it has (for end-to-end traffic it holds none, and nothing opens).
             self._bodies("content", process, d)
+        name = PROCESS_NAMES[process.process]
         if process.forward and not self._can_collect(process.process):
+            d.notes.append(f"A {self.profile.title} relay cannot collect under a {name}: nothing was tapped.")
+        elif process.forward and not self._collects(process.process):
             d.notes.append(
-                f"A {self.profile.title} relay cannot collect under a {PROCESS_NAMES[process.process]}: "
-                "nothing was tapped."
+                f"{self.profile.title} could collect under a {name}, but its published policy hands nothing "
+                "over under one, so it collects nothing: nothing was tapped."
             )
         return d
 
     def _withheld_reason(self, category: str, process: LegalProcess) -> str:
         pr = self.profile
+        if process.forward and not self._collects(process.process):
+            return (
+                f"{pr.title} could collect it in real time, but its published policy hands nothing over under "
+                f"a {PROCESS_NAMES[process.process]}, so it collects nothing"
+            )
         has = f"collected under this order by {pr.title}" if process.forward else f"held by {pr.title}"
         for p in _LEAST_PROCESS:
             if category in pr.discloses.get(p, frozenset()) and category in ASKS[p]:

@@ -474,8 +474,9 @@ def render_comparison(scenario: Scenario, runs: dict[str, tuple[SimulationResult
         "The same people send the same messages at the same times in each run; only the relay's profile "
         f"changes ({', '.join(f'`{n}`' for n in names)}). Each order below was served on each operator, "
         "and each column is what that operator's compliance desk produced from its own store. "
-        "**Withheld by policy** means the operator has it and chose (or was allowed) not to hand it over; "
-        "**technically impossible** means it does not have it at all.",
+        "**Withheld by policy** means the operator has it, or could collect it, and does not hand it over; "
+        "**technically impossible** means it does not have it and cannot get it: never recorded, already "
+        "deleted, no way to collect it, or no key.",
         "",
         "Each run's full output is in its own folder: "
         + ", ".join(f"[`{n}/`]({n}/summary.md) (disclosures in `{n}/disclosures/`)" for n in names)

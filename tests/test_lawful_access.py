@@ -222,6 +222,22 @@ def test_a_search_warrant_on_a_relay_with_nothing_waiting_says_so() -> None:
     assert "deleted" in d.impossible["content"] and "acknowledges" in d.impossible["content"]
 
 
+def test_a_provider_that_would_hand_nothing_over_collects_nothing(tmp_path: Path) -> None:
+    """WhatsApp can run a pen register, but its policy answers no foreign blanket demand: no tap."""
+    pk = under("whatsapp", resolve_scenario("pakistan-2015"))
+    run = Run(pk, tmp_path / "relay.db")
+    d = run.disclosure("pta-blanket-demand")
+    assert not d.provided and "content" in d.impossible
+    assert set(d.withheld) == ASKS["blanket_demand"] - {"content"}
+    assert all("could collect it" in why for why in d.withheld.values())
+    con = sqlite3.connect(f"file:{tmp_path / 'relay.db'}?mode=ro", uri=True)
+    assert con.execute("SELECT COUNT(*) FROM intercepts").fetchone()[0] == 0
+    con.close()
+    # while BES, which hands routing over under such a demand, collects it
+    bes = Run(under("bes", resolve_scenario("pakistan-2015"))).disclosure("pta-blanket-demand")
+    assert bes.provided["realtime_routing"]
+
+
 def test_a_bbm_wiretap_reads_every_message_in_its_window(runs: dict[str, Run]) -> None:
     run = runs["bbm-consumer"]
     d = run.disclosure("wiretap")
