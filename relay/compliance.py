@@ -441,11 +441,23 @@ class ComplianceDesk:
             return True, ""
         who = f"to or from {process.target}" if process.target else "at all"
         if self.profile.keep_delivered:
-            return False, f"no message {who} was on the relay at service"
-        return False, (
-            f"no message {who} was waiting on the relay at service: each one is deleted as soon as "
-            "the recipient's device acknowledges it"
+            why = f"no message {who} was on the relay at service"
+        else:
+            why = (
+                f"no message {who} was waiting on the relay at service: each one is deleted as soon as "
+                "the recipient's device acknowledges it"
+            )
+        sealed = sum(
+            1
+            for e in [*self.store.all_envelopes(), *self.store.archived()]
+            if e.sealed and e.source_account is None and self._in_window(e.timestamp / 1000, process)
         )
+        if sealed and process.target is not None:
+            why += (
+                f"; {sealed} sealed-sender message(s) for others were waiting, and the relay cannot tell "
+                "who sent them"
+            )
+        return False, why
 
     def _tap_possible(self, process: LegalProcess) -> bool:
         return process.forward and self._can_collect(process.process)

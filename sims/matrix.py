@@ -218,10 +218,10 @@ def _wrap_table(rows: Sequence[Sequence[str]], widths: Sequence[int]) -> list[st
     for row in rows:
         cols = [textwrap.wrap(text, width) or [""] for text, width in zip(row, widths, strict=True)]
         for i in range(max(len(c) for c in cols)):
-            out.append(
-                "  "
-                + "  ".join(f"{(c[i] if i < len(c) else ''):<{w}}" for c, w in zip(cols, widths, strict=True))
+            line = "  ".join(
+                f"{(c[i] if i < len(c) else ''):<{w}}" for c, w in zip(cols, widths, strict=True)
             )
+            out.append(("  " + line).rstrip())
     return out
 
 

@@ -211,6 +211,15 @@ def test_a_search_warrant_gets_the_bodies_still_waiting_at_service(
         assert "content" in d.impossible and "content" not in d.provided
 
 
+def test_sealed_sender_hides_whose_waiting_messages_they_are(runs: dict[str, Run]) -> None:
+    """Tariq's messages to Omar wait on every relay; Signal's cannot tell they are his."""
+    waiting = _waiting_at(runs["signal"], runs["signal"].disclosure("search_warrant").process.served)
+    assert {m.planned.sender for m in waiting} == {TARGET}
+    d = runs["signal"].disclosure("search_warrant")
+    assert "cannot tell who sent them" in d.impossible["ciphertext"]
+    assert "ciphertext" in runs["whatsapp"].disclosure("search_warrant").withheld  # not sealed: held
+
+
 def test_a_search_warrant_on_a_relay_with_nothing_waiting_says_so() -> None:
     quiet = under("bbm-consumer", replace(FBI, people=tuple(p for p in FBI.people if p.name != "omar")))
     quiet = replace(
