@@ -28,6 +28,7 @@ from clients.errors import DecryptionError
 from clients.keys import BundleError, KemPreKey, OneTimePreKey, PreKeyBundle, SignedPreKey
 from clients.session import Device, PeerAddress
 from relay import wire
+from relay.certificates import CertificateError, SenderCertificate
 from relay.custody import CUSTODY_TAG, ContentKey, route_ad
 
 __all__ = [
@@ -46,6 +47,8 @@ __all__ = [
 RNG = Callable[[int], bytes]
 PREKEY_BATCH = 20
 PREKEY_LOW_WATER = 5
+# Renew the sender certificate when less than this many seconds of it are left (ours: an hour).
+CERTIFICATE_RENEWAL = 3600.0
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,8 @@ class DeviceAgent:
         self._seen: set[bytes] = set()
         self._events: list[AgentEvent] = []
         self.certificate: bytes | None = None
+        self._certificate_expires = 0.0
+        self._waiting_certificate: list[_Outgoing] = []
         self.authenticated = False
         self._uploaded_one_time: set[int] = set()
 
@@ -252,10 +257,17 @@ class DeviceAgent:
             self._request(wire.Send, context=out, to=out.to, envelopes=envelopes)
             return
         if out.sealed:
-            if self.certificate is None or out.to not in self.tokens:
-                self._fail(
-                    out, "not_ready", "sealed sender needs a sender certificate and the recipient's token"
-                )
+            if out.to not in self.tokens:
+                self._fail(out, "not_ready", f"sealed sender needs {out.to!r}'s delivery token")
+                return
+            if self.certificate is None or self._certificate_expires - self.clock() < CERTIFICATE_RENEWAL:
+                # Certificates are short-lived (about a day): get a fresh one first, then send.
+                if not self.authenticated:
+                    self._fail(out, "not_ready", "sealed sender needs a sender certificate: log in first")
+                    return
+                self._waiting_certificate.append(out)
+                if len(self._waiting_certificate) == 1:
+                    self.request_certificate()
                 return
             envelopes = tuple(
                 wire.OutgoingEnvelope(
@@ -313,6 +325,19 @@ class DeviceAgent:
             self._events.append(LoggedIn())
         elif isinstance(frame, wire.SenderCertificateResponse):
             self.certificate = frame.certificate
+            try:
+                self._certificate_expires = SenderCertificate.decode(frame.certificate).expires
+            except CertificateError:
+                self._certificate_expires = 0
+            waiting, self._waiting_certificate = self._waiting_certificate, []
+            if self._certificate_expires - self.clock() < CERTIFICATE_RENEWAL:
+                for out in waiting:
+                    self._fail(
+                        out, "bad_certificate", "the relay issued an unusable or expired sender certificate"
+                    )
+            else:
+                for out in waiting:
+                    self._send(out)
         elif isinstance(frame, wire.Bundle):
             self._bundles(str(context), frame)
         elif isinstance(frame, wire.Sent):

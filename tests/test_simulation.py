@@ -273,3 +273,32 @@ def test_relay_db_is_byte_identical_even_with_queued_pqxdh_envelopes(tmp_path: P
     _r2, _s2 = run_to_dir(sc, tmp_path / "b")
     assert s1["relay_queued_at_end"] >= 1
     assert (tmp_path / "a" / "relay.db").read_bytes() == (tmp_path / "b" / "relay.db").read_bytes()
+
+
+def test_sealed_sender_certificates_are_renewed_on_long_runs(tmp_path: Path) -> None:
+    """Regression: sender certificates last a day; a phone online for longer must renew its own."""
+    people = (
+        PersonSpec("ana", (DeviceSpec("ana", 1, "a", "192.0.2.1"),)),
+        PersonSpec("bo", (DeviceSpec("bo", 1, "b", "192.0.2.2"),)),
+    )
+    msgs = (
+        ScriptedMessage(3600, "ana", "bo", "FIRST DAY"),
+        ScriptedMessage(30 * 3600, "ana", "bo", "SECOND DAY"),
+        ScriptedMessage(30 * 3600 + 60, "bo", "ana", "SECOND DAY REPLY"),
+    )
+    sc = Scenario(
+        "days",
+        "",
+        2 * 86400.0,
+        1,
+        people,
+        (Conversation(("ana", "bo"), msgs),),
+        NetworkSpec(),
+        RelaySpec(sealed_sender=True),
+        None,
+        (),
+    )
+    result, _f, _r = run_and_capture(sc, tmp_path / "relay.db")
+    assert result.undecryptable == 0
+    assert [len(m.delivered) for m in result.messages] == [1, 1, 1]
+    assert result.relay_records["sender_certificate"] >= 3  # two at login, then at least one renewal
