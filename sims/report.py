@@ -187,13 +187,13 @@ def run_to_dir(
     return result, summary
 
 
-def _sim_clock(t: float) -> str:
-    """A relay-clock time as simulated time of day, for people."""
+def _sim_clock(t: float, days: bool = False) -> str:
+    """A relay-clock time as simulated time of day, for people (``days``: always name the day)."""
     from sims.runner import SIM_EPOCH
 
     rel = t - SIM_EPOCH
     day = int(rel // 86400)
-    return (f"day {day + 1} " if day else "") + _clock(rel % 86400)
+    return (f"day {day + 1} " if day or days else "") + _clock(rel % 86400)
 
 
 def sim_clock(t: float) -> str:
@@ -219,7 +219,8 @@ def write_disclosures(result: SimulationResult, folder: Path) -> list[dict[str, 
         (folder / f"{d.process.name}.json").write_text(
             json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
-        md = d.to_markdown(_sim_clock)
+        multi_day = result.scenario.duration > 86400
+        md = d.to_markdown(lambda t, _m=multi_day: _sim_clock(t, _m))
         if "score" in data:
             md += _score_markdown(data["score"])
         (folder / f"{d.process.name}.md").write_text(md, encoding="utf-8")
@@ -241,8 +242,8 @@ def _score_markdown(sc: dict[str, Any]) -> str:
             f"- Contacts revealed: {sc['contacts']['revealed']} of {sc['contacts']['true']} ({pct(sc['contacts']['share'])})",
             f"- Message times revealed: {sc['message_times']['revealed']} of {sc['message_times']['true']} "
             f"({pct(sc['message_times']['share'])})",
-            f"- Locations revealed: {', '.join(sc['locations']['revealed']) or 'none'} of "
-            f"{', '.join(sc['locations']['true']) or 'none'}",
+            f"- Regions revealed: {', '.join(sc['locations']['revealed']) or 'none'} "
+            f"(the target's devices were in: {', '.join(sc['locations']['true']) or 'unknown'})",
             f"- Messages whose words were revealed: {sc['plaintext']['revealed']}",
             "",
         ]
