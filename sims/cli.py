@@ -26,7 +26,7 @@ from typing import Any
 
 __all__ = ["main"]
 
-DEMO_SCENARIO = "two-friends"
+DEMO_SCENARIO = "pakistan-2015"
 
 EPILOG = """examples:
   relaysim run two-friends --out out/two-friends && relaysim show out/two-friends
@@ -54,7 +54,12 @@ def _demo(args: argparse.Namespace) -> int:
     scenario = resolve_scenario(args.scenario)
     out = Path(args.out or f"out/{scenario.name}")
     _result, summary = run_to_dir(scenario, out)
-    if scenario.matrix or scenario.compare_profiles:  # one run per profile: show them side by side
+    if scenario.compare_profiles:  # one run per profile: the phones, then each operator's answer
+        from sims.report import render_demo_comparison
+
+        print(render_demo_comparison(out, list(scenario.compare_profiles), width=args.width))
+        return 0
+    if scenario.matrix:
         return _report_multi(scenario.name, summary, out)
     print(render_demo(out, width=args.width))
     return 0

@@ -554,3 +554,46 @@ def render_comparison_terminal(summary: dict[str, Any]) -> str:
             if s["impossible"]:
                 lines.append(f"  {'':<14} impossible:  {', '.join(s['impossible'])}")
     return "\n".join(lines)
+
+
+def render_demo_comparison(out: Path, profiles: list[str], *, width: int = 140, quotes: int = 3) -> str:
+    """The demo for a scenario run under several profiles: the phones beside the relay for the
+    first profile, then, order by order, whether each operator could produce the words."""
+    first = out / profiles[0]
+    parts = [render_show(first, limit=18, width=width), "", "WHAT EACH OPERATOR COULD PRODUCE", ""]
+    summary = json.loads((first / "summary.json").read_text(encoding="utf-8"))
+    names = [o["name"] for o in summary.get("disclosures", [])]
+
+    def load(profile: str, name: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(
+            (out / profile / "disclosures" / f"{name}.json").read_text(encoding="utf-8")
+        )
+        return data
+
+    for name in sorted(names, key=lambda n: load(profiles[0], n)["served"]):
+        head = load(profiles[0], name)
+        parts.append(f"{name} — {head['process'].replace('_', ' ')} on {head['target'] or 'everyone'}:")
+        for profile in profiles:
+            data = load(profile, name)
+            content = data["provided"].get("content")
+            if not any("content" in data[k] for k in ("provided", "withheld", "impossible")):
+                parts.append(f"  {profile:<14} (this order does not ask for content)")
+            elif content:
+                parts.append(f"  {profile:<14} the words, {len(content)} message(s), e.g.:")
+                for row in content[:quotes]:
+                    parts.append(
+                        f"  {'':<14}   {row.get('from') or '?'} → {row.get('to')}: \u201c{row.get('text')}\u201d"
+                    )
+            elif "content" in data["impossible"]:
+                parts.append(
+                    f"  {profile:<14} no words — technically impossible: {data['impossible']['content']}"
+                )
+            elif "content" in data["withheld"]:
+                parts.append(f"  {profile:<14} no words — withheld by policy: {data['withheld']['content']}")
+            routing = [c for c in ("realtime_routing", "message_log") if data["provided"].get(c)]
+            if routing:
+                n = sum(len(data["provided"][c]) for c in routing)
+                parts.append(f"  {'':<14} and {n} routing record(s): who, to whom, when, from which address")
+        parts.append("")
+    parts.append(f"Side by side, in full: {out}/comparison.md")
+    return "\n".join(parts)

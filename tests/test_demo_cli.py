@@ -33,7 +33,7 @@ def test_wire_demo_renders_both_views(capsys: pytest.CaptureFixture[str]) -> Non
 def test_main_demo_shows_the_phones_the_relay_and_the_disclosures(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    assert main(["demo", "--scenario", "two-friends", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
     assert "WHAT THE PHONES SAW" in out and "WHAT THE RELAY SAW" in out
     impossible = [line for line in out.splitlines() if line.strip().startswith("technically impossible:")]
@@ -59,3 +59,22 @@ def test_unknown_command_is_a_clear_error() -> None:
     res = subprocess.run([sys.executable, "-m", "sims.cli", "frobnicate"], capture_output=True, text=True)
     assert res.returncode == 2
     assert "invalid choice: 'frobnicate'" in res.stderr
+
+
+def test_default_demo_contrasts_enterprise_and_provider_held_keys(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The README's demo: the same people on BES and on consumer BBM, the same orders served."""
+    from sims.scenario import resolve_scenario
+
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    section = out.split("WHAT EACH OPERATOR COULD PRODUCE", 1)[1]
+    bes = [line for line in section.splitlines() if line.strip().startswith("bes ")]
+    bbm = [line for line in section.splitlines() if line.strip().startswith("bbm-consumer ")]
+    assert any("technically impossible" in line for line in bes)
+    assert any("the words" in line for line in bbm)
+    texts = [m.text for c in resolve_scenario("pakistan-2015").conversations for m in c.messages]
+    columns = [line.split(" | ", 1) for line in out.split("WHAT EACH")[0].splitlines() if " | " in line]
+    assert not any(t[:12] in relay for t in texts for _phones, relay in columns)
+    assert any(t[:20] in section for t in texts)  # the BBM operator could quote the words
