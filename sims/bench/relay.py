@@ -146,6 +146,17 @@ def preregister(core: RelayCore, n: int, seed: int) -> None:
             raise BenchError(f"pre-registration of {account_name(i)} failed: {reply}")
 
 
+def raise_fd_limit(needed: int) -> None:
+    """Lift the soft limit on open files towards the hard one: N connections need N descriptors."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 # --- the server processes -----------------------------------------------------------------------
 
 
@@ -161,6 +172,7 @@ def _child_parser() -> argparse.ArgumentParser:
 def child_main(argv: list[str]) -> int:
     """A server process: set up, print ``READY <port>``, serve until stdin closes."""
     args = _child_parser().parse_args(argv)
+    raise_fd_limit(args.connections + 256)
 
     if args.child == ECHO:
 
@@ -1026,6 +1038,7 @@ def main(argv: list[str]) -> int:
         if not args.quiet:
             print(f"bench relay: {text}", file=sys.stderr, flush=True)
 
+    raise_fd_limit(len(CONTENDERS) * args.connections + 256)
     load_before = _load_average()
     try:
         report = run(args, progress)
