@@ -136,7 +136,7 @@ def run_and_capture(scenario: Scenario, db: Path) -> tuple[Any, list[bytes], lis
     return sim.run(), files, rows
 
 
-@settings(max_examples=25)
+@settings(deadline=None)  # examples per profile: dev 30, ci 60
 @given(scenario=scenarios())
 def test_exactly_once_or_lost_and_the_relay_never_sees_plaintext(
     scenario: Scenario, tmp_path_factory: pytest.TempPathFactory, monkeypatch_module: pytest.MonkeyPatch
