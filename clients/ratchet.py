@@ -202,22 +202,14 @@ class DoubleRatchet:
 
     def encrypt(self, plaintext: bytes) -> bytes:
         """RatchetEncrypt (§3.4) / RatchetEncryptHE (§4.4)."""
-        cks = self.cks
-        if cks is None or self.dhs is None:
-            raise UsageError("this side has no sending chain yet: it must receive a message first")
-        self.cks, mk = spec.kdf_ck(cks)
-        header = _pack_header(self.dhs.public, self.pn, self.ns)
-        self.ns += 1
-        if self.config.header_encryption:
-            assert self.hks is not None
-            header = spec.hencrypt(self.hks, header)
-        return header + spec.encrypt(mk, plaintext, self.ad + header, self.config.aead_info)
+        return self._encrypt(plaintext)[0]
 
     def encrypt_keeping_key(self, plaintext: bytes) -> tuple[bytes, UsedKey]:
-        """``encrypt``, also returning a copy of the message key it used (for key escrow).
+        """``encrypt``, also returning a copy of the message key it used (for key escrow)."""
+        message, mk, header = self._encrypt(plaintext)
+        return message, UsedKey(mk, self.ad, header, self.config.aead_info, message)
 
-        The same steps as ``encrypt``, written out again so that the ordinary path pays nothing.
-        """
+    def _encrypt(self, plaintext: bytes) -> tuple[bytes, bytes, bytes]:
         cks = self.cks
         if cks is None or self.dhs is None:
             raise UsageError("this side has no sending chain yet: it must receive a message first")
@@ -227,9 +219,7 @@ class DoubleRatchet:
         if self.config.header_encryption:
             assert self.hks is not None
             header = spec.hencrypt(self.hks, header)
-        info = self.config.aead_info
-        message = header + spec.encrypt(mk, plaintext, self.ad + header, info)
-        return message, UsedKey(mk, self.ad, header, info, message)
+        return header + spec.encrypt(mk, plaintext, self.ad + header, self.config.aead_info), mk, header
 
     # --- RatchetDecrypt -------------------------------------------------------------------
 
