@@ -213,14 +213,20 @@ def calculate_key_pair(k: bytes) -> tuple[bytes, int]:
     return encoded, scalar
 
 
-def xeddsa_sign(x25519_private: bytes, message: bytes, random64: bytes) -> bytes:
-    """xeddsa_sign(k, M, Z): a 64-byte signature R ‖ s that Ed25519-verifies under convert_mont(u)."""
+def xeddsa_sign(
+    x25519_private: bytes, message: bytes, random64: bytes, *, key_pair: tuple[bytes, int] | None = None
+) -> bytes:
+    """xeddsa_sign(k, M, Z): a 64-byte signature R ‖ s that Ed25519-verifies under convert_mont(u).
+
+    ``key_pair`` is ``calculate_key_pair(k)`` when the caller already has it (an identity key that
+    signs many prekeys keeps it: it is half the cost of a signature).
+    """
     if len(x25519_private) != 32:
         raise ValueError("x25519_private must be 32 bytes")
     if len(random64) != 64:
         raise ValueError("random64 must be 64 bytes")
     message = bytes(message)
-    public, a = calculate_key_pair(x25519_private)
+    public, a = key_pair if key_pair is not None else calculate_key_pair(x25519_private)
     a_bytes = a.to_bytes(32, "little")
     r = int.from_bytes(hashlib.sha512(_HASH1_PREFIX + a_bytes + message + bytes(random64)).digest(), "little")
     r %= Q

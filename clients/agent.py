@@ -141,6 +141,9 @@ class DeviceAgent:
     # Not end-to-end: bodies sealed under a key a provider or an enterprise also holds (consumer
     # BBM's global key, Telegram's cloud chats, a BES server's key) instead of the Double Ratchet.
     content_key: ContentKey | None = None
+    # How many one-time prekeys (X25519 and ML-KEM) to publish at a time.
+    prekey_batch: int = PREKEY_BATCH
+    kem_prekey_batch: int = PREKEY_BATCH
 
     def __post_init__(self) -> None:
         self._next_id = 1
@@ -187,8 +190,11 @@ class DeviceAgent:
 
     # --- requests -------------------------------------------------------------------------
 
-    def register(self, one_time: int = PREKEY_BATCH, kem_one_time: int = PREKEY_BATCH) -> None:
-        bundle = self.device.generate_prekeys(one_time, kem_one_time)
+    def register(self, one_time: int | None = None, kem_one_time: int | None = None) -> None:
+        bundle = self.device.generate_prekeys(
+            self.prekey_batch if one_time is None else one_time,
+            self.kem_prekey_batch if kem_one_time is None else kem_one_time,
+        )
         s = self.device.secrets
         last_resort = next(k for _seed, k in s.kem.values() if k.last_resort)
         self._uploaded_one_time = set(s.one_time)
@@ -429,10 +435,10 @@ class DeviceAgent:
 
     def _top_up(self) -> None:
         s = self.device.secrets
-        if len(s.one_time) >= PREKEY_LOW_WATER or not self.authenticated:
+        if len(s.one_time) >= min(PREKEY_LOW_WATER, self.prekey_batch) or not self.authenticated:
             return
-        fresh = s.new_one_time_prekeys(PREKEY_BATCH, self.rng)
-        kem = s.new_kem_prekeys(PREKEY_BATCH, rng=self.rng) if self.device.pq else []
+        fresh = s.new_one_time_prekeys(self.prekey_batch, self.rng)
+        kem = s.new_kem_prekeys(self.kem_prekey_batch, rng=self.rng) if self.device.pq else []
         self._request(
             wire.UploadPrekeys,
             one_time_prekeys=tuple(wire.Prekey(id=p.id, public=p.public) for p in fresh),

@@ -20,7 +20,7 @@ from typing import Any
 import msgpack
 
 from clients import _primitives as _p
-from clients import spec
+from clients import _xeddsa, spec
 from clients.errors import UsageError
 
 __all__ = [
@@ -53,12 +53,13 @@ def encode_kem_public_key(public: bytes) -> bytes:
 class IdentityKeyPair:
     """A long-term X25519 identity key that also signs, with XEdDSA."""
 
-    __slots__ = ("pair",)
+    __slots__ = ("_edwards", "pair")
 
     def __init__(self, private: bytes) -> None:
         if len(private) != 32:
             raise UsageError("an identity private key is 32 bytes")
         self.pair = _p.x25519_pair_from_private(private)
+        self._edwards: tuple[bytes, int] | None = None  # XEdDSA calculate_key_pair(k), computed once
 
     @classmethod
     def generate(cls, rng: RNG = os.urandom) -> IdentityKeyPair:
@@ -73,7 +74,10 @@ class IdentityKeyPair:
         return self.pair.private
 
     def sign(self, message: bytes, rng: RNG = os.urandom) -> bytes:
-        return spec.xeddsa_sign(self.pair.private, message, rng=rng)
+        """XEdDSA (spec.xeddsa_sign), keeping the Edwards key pair between signatures."""
+        if self._edwards is None:
+            self._edwards = _xeddsa.calculate_key_pair(self.pair.private)
+        return _xeddsa.xeddsa_sign(self.pair.private, message, rng(64), key_pair=self._edwards)
 
 
 def _check_len(name: str, value: object, n: int) -> bytes:

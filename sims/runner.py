@@ -53,6 +53,8 @@ __all__ = ["SIM_EPOCH", "Simulation", "SimulationResult"]
 SIM_EPOCH = 1_767_225_600
 RELAY_PORT = 7465
 SETUP_SPREAD = 30.0  # seconds over which devices first come online, so they do not all start at t = 0
+SIM_PREKEY_BATCH = 8
+SIM_KEM_PREKEY_BATCH = 2
 REDELIVERY_DELAY = 30.0  # a lost push is fetched again this long after (the app's next receive)
 
 TranscriptSink = Callable[[dict[str, Any]], None]
@@ -207,6 +209,11 @@ class Simulation:
                 clock=self._relay_clock,
                 tokens=tokens,
                 content_key=self.content_key,
+                # Simulated phones publish fewer one-time prekeys than real ones (Signal's
+                # clients upload 100) and top up as real ones do: registration is most of a
+                # phone's set-up cost here (XEdDSA signatures, ML-KEM key generation).
+                prekey_batch=SIM_PREKEY_BATCH,
+                kem_prekey_batch=SIM_KEM_PREKEY_BATCH,
             )
             d = SimDevice(spec, agent, port=40000 + n % 20000)
             self.devices[spec.name] = d
@@ -225,8 +232,9 @@ class Simulation:
                 self.sched.at(end, self._come_online, d, False)
         for ev in sc.events:
             self.sched.at(ev.at, self._timeline_event, ev.kind, dict(ev.params))
+        device_names = {p.name: tuple(d.name for d in p.devices) for p in sc.people}
         for m in plan_messages(sc):
-            recipients = tuple(d.name for p in sc.people if p.name == m.recipient for d in p.devices)
+            recipients = device_names[m.recipient]
             self.messages[m.id] = MessageState(m, recipients)
             self.sched.at(m.at, self._app_send, m)
 
