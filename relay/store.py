@@ -335,13 +335,25 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """One atomic, durable unit of work. Nested uses join the outer transaction."""
+        """One atomic, durable unit of work.
+
+        A nested use is a savepoint inside the outer transaction: if it fails, its own writes are
+        undone and the outer transaction goes on (a simulation commits many requests at once,
+        and one refused request must not leave half its writes behind).
+        """
         if self._depth:
+            name = f"sp{self._depth}"
+            self._db.execute(f"SAVEPOINT {name}")
             self._depth += 1
             try:
                 yield
-            finally:
+            except BaseException:
                 self._depth -= 1
+                self._db.execute(f"ROLLBACK TO {name}")
+                self._db.execute(f"RELEASE {name}")
+                raise
+            self._depth -= 1
+            self._db.execute(f"RELEASE {name}")
             return
         self._db.execute("BEGIN")
         self._depth = 1

@@ -615,7 +615,10 @@ class Simulation:
         t = 0.0
         while t < end:
             t = min(end, t + step)
-            self.sched.run(until=t)
+            # One commit per step of simulated time, each request inside it a savepoint of its own
+            # (relay.store.Store.transaction): the same writes, without a commit per request.
+            with self.store.transaction():
+                self.sched.run(until=t)
             if self.progress is not None:
                 self.progress(t, end)
         for name in list(self._open_orders):  # orders still running at the end are answered now

@@ -172,3 +172,20 @@ def test_a_simulation_store_does_not_wait_for_the_disk(tmp_path) -> None:  # typ
     assert fast._db.execute("PRAGMA synchronous").fetchone()[0] == 0  # OFF
     durable.close()
     fast.close()
+
+
+def test_a_failed_nested_transaction_undoes_only_its_own_writes() -> None:
+    from relay.store import Store
+
+    store = Store()
+    with store.transaction():
+        store.create_account("kept", 1.0)
+        try:
+            with store.transaction():
+                store.create_account("undone", 2.0)
+                raise RuntimeError("refused")
+        except RuntimeError:
+            pass
+        store.create_account("also-kept", 3.0)
+    assert store.account_exists("kept") and store.account_exists("also-kept")
+    assert not store.account_exists("undone")
