@@ -176,8 +176,10 @@ class RetentionPolicy:
             if kind not in METADATA_SCHEMA:
                 raise ValueError(f"retention policy {self.name!r}: unknown record kind {kind!r}")
             rule.check(RecordKind(kind))
+        # Fields a record of the kind may carry (its schema) that the rule does not keep. Fields
+        # outside the schema are never set by the core (tests hold every record to the schema).
         dropped = {
-            kind: tuple(f for f in METADATA_FIELDS if f not in rule.fields)
+            kind: tuple(f for f in METADATA_FIELDS if f in METADATA_SCHEMA[kind] and f not in rule.fields)
             for kind, rule in self.rules.items()
         }
         object.__setattr__(self, "_dropped", dropped)
