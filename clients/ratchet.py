@@ -77,6 +77,18 @@ class RatchetConfig:
             self.header_encryption,
         )
 
+    @classmethod
+    def from_list(cls, values: list[Any] | tuple[Any, ...]) -> RatchetConfig:
+        """The inverse of ``list(as_tuple())``, the form saved state uses."""
+        root_info, aead_info, max_skip, max_stored, he = values
+        return cls(
+            root_info=root_info,
+            aead_info=aead_info,
+            max_skip=max_skip,
+            max_stored_skipped=max_stored,
+            header_encryption=he,
+        )
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, RatchetConfig) and other.as_tuple() == self.as_tuple()
 
@@ -396,7 +408,7 @@ class DoubleRatchet:
         c = self.config
         return {
             "v": _STATE_VERSION,
-            "config": [c.root_info, c.aead_info, c.max_skip, c.max_stored_skipped, c.header_encryption],
+            "config": list(c.as_tuple()),
             "ad": self.ad,
             "dhs": None if self.dhs is None else self.dhs.private,
             "dhr": self.dhr,
@@ -417,15 +429,7 @@ class DoubleRatchet:
     def from_dict(cls, d: dict[str, Any], *, rng: RNG = os.urandom) -> DoubleRatchet:
         if d.get("v") != _STATE_VERSION:
             raise UsageError(f"unknown ratchet state version {d.get('v')!r}")
-        root_info, aead_info, max_skip, max_stored, he = d["config"]
-        config = RatchetConfig(
-            root_info=root_info,
-            aead_info=aead_info,
-            max_skip=max_skip,
-            max_stored_skipped=max_stored,
-            header_encryption=he,
-        )
-        s = cls(config, d["ad"], rng)
+        s = cls(RatchetConfig.from_list(d["config"]), d["ad"], rng)
         s.dhs = None if d["dhs"] is None else _p.x25519_pair_from_private(d["dhs"])
         s.dhr = d["dhr"]
         s.rk = d["rk"]

@@ -315,7 +315,7 @@ class Device:
             "device": self.address.device,
             "pq": self.pq,
             "deterministic": self.deterministic,
-            "config": [c.root_info, c.aead_info, c.max_skip, c.max_stored_skipped, c.header_encryption],
+            "config": list(c.as_tuple()),
             "identity": s.identity.private,
             "signed": [
                 [i, pair.private, spk.public, spk.signature] for i, (pair, spk) in sorted(s.signed.items())
@@ -336,14 +336,7 @@ class Device:
     def from_dict(cls, d: dict[str, Any], *, rng: RNG = os.urandom) -> Device:
         if d.get("v") != _DEVICE_STATE_VERSION:
             raise UsageError(f"unknown device state version {d.get('v')!r}")
-        root_info, aead_info, max_skip, max_stored, he = d["config"]
-        config = RatchetConfig(
-            root_info=root_info,
-            aead_info=aead_info,
-            max_skip=max_skip,
-            max_stored_skipped=max_stored,
-            header_encryption=he,
-        )
+        config = RatchetConfig.from_list(d["config"])
         device = cls(
             d["account"],
             d["device"],

@@ -54,6 +54,7 @@ from clients import spec
 from clients.keys import OneTimePreKey, PreKeyBundle
 from clients.ratchet import DEFAULT_CONFIG, HEADER_LEN, DoubleRatchet
 from clients.session import Device
+from sims.bench import load_average, load_text
 
 __all__ = ["RATIOS", "main", "run_benchmarks"]
 
@@ -966,12 +967,6 @@ def _fmt_us(v: float | None) -> str:
     return "—" if v is None else f"{v:8.1f}" if v >= 10 else f"{v:8.2f}"
 
 
-def _load_text(load: dict[str, float | None] | None) -> str:
-    if not load or load.get("before") is None or load.get("after") is None:
-        return ""
-    return f"; 1-min load average {load['before']:.2f} before, {load['after']:.2f} after"
-
-
 def format_report(report: dict[str, Any]) -> str:
     cfg = report["config"]
     res = report["results"]
@@ -980,7 +975,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"{cfg['setups']} setups per repeat × {cfg['repeat']} repeats, each in {cfg['chunks']} interleaved "
         "slices; median over the slices, µs per operation",
         f"Python {cfg['python']}, cryptography {cfg['versions']['cryptography']}, {cfg['machine']}"
-        + _load_text(cfg.get("load_average")),
+        + load_text(cfg.get("load_average")),
     ]
     titles = {
         ONE_DIRECTION: "ratchet, one direction — Alice sends, Bob decrypts (µs per message, encrypt + decrypt)",
@@ -1091,14 +1086,6 @@ def build_report(
     }
 
 
-def _load_average() -> float | None:
-    """The 1-minute load average: other processes on the machine show up in every timing."""
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="relaysim bench crypto",
@@ -1140,7 +1127,7 @@ def main(argv: list[str]) -> int:
         if not args.quiet:
             print(f"bench crypto: {text}", file=sys.stderr, flush=True)
 
-    load_before = _load_average()
+    load_before = load_average()
     samples = run_benchmarks(
         cs,
         messages=args.messages,
@@ -1150,7 +1137,7 @@ def main(argv: list[str]) -> int:
         progress=progress,
     )
     report = build_report(cs, samples, args)
-    report["config"]["load_average"] = {"before": load_before, "after": _load_average()}
+    report["config"]["load_average"] = {"before": load_before, "after": load_average()}
     print(format_report(report))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

@@ -78,6 +78,7 @@ from relay import wire
 from relay.core import ConnectionContext, Push, RelayCore, Reply
 from relay.server import serve
 from relay.store import Store
+from sims.bench import load_average, load_text
 
 __all__ = ["CONTENDERS", "RATIOS", "main"]
 
@@ -832,20 +833,6 @@ def compute_breakdown(
     return out
 
 
-def _load_average() -> float | None:
-    """The 1-minute load average: other processes on the machine show up in every timing."""
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
-
-
-def _load_text(load: dict[str, float | None] | None) -> str:
-    if not load or load.get("before") is None or load.get("after") is None:
-        return ""
-    return f"; 1-min load average {load['before']:.2f} before, {load['after']:.2f} after"
-
-
 def _fmt(v: float | None, digits: int = 1) -> str:
     return "—" if v is None else f"{v:,.{digits}f}"
 
@@ -861,7 +848,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"envelopes, {cfg['window']} in flight per device; {cfg['repeat']} × {cfg['duration']:g} s "
         "timed per contender, interleaved; medians",
         f"Python {cfg['python']}, {cfg['machine']}; servers in child processes, load from one epoll "
-        f"loop in this one{_load_text(cfg.get('load_average'))}",
+        f"loop in this one{load_text(cfg.get('load_average'))}",
         "",
         f"  {'contender':50s} {'env/s':>8s} {'frames/s':>9s} {'p50 ms':>7s} {'p99 ms':>7s} "
         f"{'server':>6s} {'client':>6s}",
@@ -1039,13 +1026,13 @@ def main(argv: list[str]) -> int:
             print(f"bench relay: {text}", file=sys.stderr, flush=True)
 
     raise_fd_limit(len(CONTENDERS) * args.connections + 256)
-    load_before = _load_average()
+    load_before = load_average()
     try:
         report = run(args, progress)
     except BenchError as e:
         print(f"relaysim bench relay: {e}", file=sys.stderr)
         return 1
-    report["config"]["load_average"] = {"before": load_before, "after": _load_average()}
+    report["config"]["load_average"] = {"before": load_before, "after": load_average()}
     print(format_report(report))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

@@ -76,6 +76,7 @@ from relay import wire
 from relay.core import ConnectionContext, RelayCore, Reply
 from relay.identity import XEdDSAPublicKey
 from relay.store import Store
+from sims.bench import load_average, load_text
 from sims.bench.crypto import MESSAGE, OneDirection, our_pair
 from sims.runner import Simulation
 from sims.scenario import (
@@ -868,20 +869,6 @@ SMALL_DEVICES: Final = 100
 SMALL_MESSAGES: Final = 1000
 
 
-def _load_average() -> float | None:
-    """The 1-minute load average: other processes on the machine show up in every timing."""
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
-
-
-def _load_text(load: dict[str, float | None] | None) -> str:
-    if not load or load.get("before") is None or load.get("after") is None:
-        return ""
-    return f"; 1-min load average {load['before']:.2f} before, {load['after']:.2f} after"
-
-
 def _fmt_us(v: float) -> str:
     return f"{v:9.1f}"
 
@@ -889,7 +876,7 @@ def _fmt_us(v: float) -> str:
 def format_report(report: Report) -> str:
     cfg = report.config
     lines = [
-        f"relaysim bench sim — Python {cfg['python']}, {cfg['machine']}{_load_text(cfg.get('load_average'))}",
+        f"relaysim bench sim — Python {cfg['python']}, {cfg['machine']}{load_text(cfg.get('load_average'))}",
         "",
         f"(a) a simulated message end to end — {cfg['pairs']} pairs of phones on warm sessions, "
         f"{cfg['timed_messages']:,} messages a → b per run × {cfg['repeat']}; µs per message, median over the "
@@ -1103,7 +1090,7 @@ def main(argv: list[str]) -> int:
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
         }
     )
-    load_before = _load_average()
+    load_before = load_average()
     try:
         run_message_cost(args, report, progress)
         if not args.no_scale:
@@ -1111,7 +1098,7 @@ def main(argv: list[str]) -> int:
     except BenchError as e:
         print(f"relaysim bench sim: {e}", file=sys.stderr)
         return 1
-    report.config["load_average"] = {"before": load_before, "after": _load_average()}
+    report.config["load_average"] = {"before": load_before, "after": load_average()}
     print(format_report(report))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
