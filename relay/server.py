@@ -1,10 +1,18 @@
 """The relay over TCP (optionally TLS), with trio: a thin loop around ``RelayCore``.
 
 Per connection there are two tasks in one nursery: a reader that feeds a
-:class:`~relay.wire.FrameDecoder` and hands each request to the core, and a writer that
+:class:`~relay.wire.FrameDecoder` and queues each request for the core, and a writer that
 sends everything queued for the connection in one ``send_all`` (responses to pipelined
-requests and pushes coalesce into a single write). The core runs synchronously between
-awaits, so requests are handled one at a time across all connections.
+requests and pushes coalesce into a single write).
+
+Group commit: the requests queued by all connections are handled together, in batches of at
+most ``MAX_BATCH``, each batch in ONE store transaction (one fsync) with every request in its
+own savepoint, so a refused request undoes only its own writes. Whichever reader finds no
+batch under way leads the next one: it yields once, so that every other connection with a
+request ready can queue it too, then handles the whole queue synchronously. The responses and
+pushes of a batch are released only after its commit: nothing is acknowledged before it is
+durable. A reader waits for its requests' batch before it reads more, so the responses of one
+connection keep the order of its requests.
 
 - A connection that sends nothing complete for ``read_timeout`` seconds gets a ``timeout``
   error and is closed.
@@ -26,6 +34,7 @@ import argparse
 import contextlib
 import itertools
 import logging
+import math
 import signal
 import ssl
 import sys
@@ -65,7 +74,8 @@ DEFAULT_MAX_CONNECTIONS: Final = 4096
 DEFAULT_MAX_QUEUED_BYTES: Final = 4 * 1024 * 1024  # 16 maximum-size frames
 DEFAULT_RETENTION_INTERVAL: Final = 60.0  # seconds between retention sweeps
 _RECEIVE_SIZE: Final = 65536
-_FRAMES_BETWEEN_YIELDS: Final = 64
+MAX_BATCH: Final = 256  # requests in one transaction (one commit)
+_FRAMES_PER_TURN: Final = 64  # requests a connection queues before it waits for their batch
 _LINGER: Final = 1.0  # seconds to drain a peer we are cutting off
 
 POLICIES: Final[dict[str, RetentionPolicy]] = {p.name: p for p in (KEEP_EVERYTHING, KEEP_NOTHING)}
@@ -102,7 +112,18 @@ async def _linger(stream: trio.abc.Stream) -> None:
 class _Connection:
     """One live connection: its context for the core, and what is waiting to be written."""
 
-    __slots__ = ("ctx", "in_flight", "outbox", "outbox_bytes", "progress", "stream", "wakeup")
+    __slots__ = (
+        "closed",
+        "ctx",
+        "failed",
+        "in_flight",
+        "outbox",
+        "outbox_bytes",
+        "pending",
+        "progress",
+        "stream",
+        "wakeup",
+    )
 
     def __init__(self, ctx: ConnectionContext, stream: trio.abc.Stream) -> None:
         self.ctx = ctx
@@ -110,6 +131,9 @@ class _Connection:
         self.outbox: list[bytes] = []
         self.outbox_bytes = 0
         self.in_flight = 0
+        self.pending = 0  # requests queued for a batch, not yet handled
+        self.failed = False  # the core failed on one of its requests: answer no more
+        self.closed = False  # gone: its queued requests are not handled
         self.wakeup = trio.Event()  # set when something is queued
         self.progress = trio.Event()  # set when a write finished
 
@@ -121,6 +145,10 @@ class _Connection:
         self.outbox.append(data)
         self.outbox_bytes += len(data)
         self.wakeup.set()
+
+
+def _internal_error(request_id: int) -> ErrorFrame:
+    return ErrorFrame(id=request_id, code=ErrorCode.INTERNAL_ERROR.value, message="internal error; closing")
 
 
 class RelayServer:
@@ -142,8 +170,13 @@ class RelayServer:
         self.max_queued_bytes_per_device = max_queued_bytes_per_device
         self.addresses: list[tuple[str, int]] = []  # filled in by serve()
         self.dropped_pushes = 0
+        self.batches = 0  # transactions committed for requests
+        self.requests = 0  # requests handled in them
         self._connections: dict[int, _Connection] = {}
         self._ids = itertools.count(1)
+        self._queue: list[tuple[_Connection, Request]] = []  # for the next batch
+        self._leading = False  # a reader has taken the lead of the next batch
+        self._batch_done = trio.Event()  # set when the batch being led is committed
 
     @property
     def connection_count(self) -> int:
@@ -177,6 +210,7 @@ class RelayServer:
                 if failed:
                     await _linger(stream)
             finally:
+                conn.closed = True
                 del self._connections[ctx.id]
                 self._dispatch(self.core.disconnect(ctx))
         except Exception:
@@ -195,82 +229,146 @@ class RelayServer:
             await stream.send_all(encode(frame))
 
     async def _read_loop(self, conn: _Connection) -> bool:
-        """Feed requests to the core until the peer closes (False) or must be cut off (True)."""
+        """Queue requests for the core until the peer closes (False) or must be cut off (True)."""
         decoder = FrameDecoder("relay", max_frame_size=self.core.max_frame_size)
-        deadline = trio.current_time() + self.read_timeout
-        handled = 0
+        # One cancel scope for the connection's life; each complete frame moves its deadline on.
+        with trio.CancelScope(deadline=trio.current_time() + self.read_timeout) as timer:
+            error = await self._read_requests(conn, decoder, timer)
+        if timer.cancelled_caught:
+            log.info("connection %d: no complete frame for %.1f s; closing", conn.ctx.id, self.read_timeout)
+            error = ErrorFrame(
+                id=0,
+                code=ErrorCode.TIMEOUT.value,
+                message=f"no complete frame for {self.read_timeout} s; send ping to stay connected",
+            )
+        if conn.pending:  # the answers to what was read come before any error frame
+            await self._turn()
+        if conn.failed:  # internal_error is queued already
+            return True
+        if error is not None:
+            conn.queue(encode(error))
+            return True
+        return False
+
+    async def _read_requests(
+        self, conn: _Connection, decoder: FrameDecoder, timer: trio.CancelScope
+    ) -> ErrorFrame | None:
+        """Read and queue requests; returns at the peer's end (None) or with a framing error."""
+        queue = self._queue
         while True:
+            queued = 0
             while True:
                 try:
                     frame = decoder.next_frame()
                 except RemoteProtocolError as e:
                     log.info("connection %d: %s (%s); closing", conn.ctx.id, e.message, e.code.value)
-                    conn.queue(encode(ErrorFrame.from_exception(e)))
-                    return True
+                    return ErrorFrame.from_exception(e)
                 if frame is NEED_DATA:
                     break
                 if frame is CLOSED:
-                    return False
+                    return None
                 assert isinstance(frame, Request)  # a "relay" decoder only yields requests
-                deadline = trio.current_time() + self.read_timeout
-                try:
-                    outputs = self.core.handle(conn.ctx, frame)
-                except Exception:
-                    log.exception("connection %d: the core failed on a %s request", conn.ctx.id, frame.kind)
-                    error = ErrorFrame(
-                        id=frame.id, code=ErrorCode.INTERNAL_ERROR.value, message="internal error; closing"
-                    )
-                    conn.queue(encode(error))
-                    return True
-                self._dispatch(outputs)
-                handled += 1
-                if conn.unsent > self.max_queued_bytes_per_device:
-                    await self._wait_for_writer(conn)
-                elif handled % _FRAMES_BETWEEN_YIELDS == 0:
-                    await trio.sleep(0)  # let other connections in during a long pipeline
-            with trio.move_on_at(deadline) as scope:
-                try:
-                    data = await conn.stream.receive_some(_RECEIVE_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return False
-            if scope.cancelled_caught:
-                log.info(
-                    "connection %d: no complete frame for %.1f s; closing", conn.ctx.id, self.read_timeout
-                )
-                error = ErrorFrame(
-                    id=0,
-                    code=ErrorCode.TIMEOUT.value,
-                    message=f"no complete frame for {self.read_timeout} s; send ping to stay connected",
-                )
-                conn.queue(encode(error))
-                return True
+                queue.append((conn, frame))
+                conn.pending += 1
+                queued += 1
+                if queued == _FRAMES_PER_TURN:  # a long pipeline: let others in between
+                    if await self._wait_for_answers(conn):
+                        return None
+                    queued = 0
+            if queued:
+                timer.deadline = trio.current_time() + self.read_timeout
+                if await self._wait_for_answers(conn):
+                    return None
+            try:
+                data = await conn.stream.receive_some(_RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None
             decoder.receive_data(data)
 
-    async def _wait_for_writer(self, conn: _Connection) -> None:
+    async def _wait_for_answers(self, conn: _Connection) -> bool:
+        """Until this connection's queued requests are handled and committed, and its unsent
+        bytes are within bounds. True if the core failed on one of them (stop reading)."""
+        await self._turn()
         while conn.unsent > self.max_queued_bytes_per_device:
             conn.progress = trio.Event()
             await conn.progress.wait()
+        return conn.failed
+
+    async def _turn(self) -> None:
+        """Return once every request queued so far is handled and committed."""
+        if self._leading:
+            await self._batch_done.wait()  # the leader handles the whole queue
+            return
+        self._leading = True
+        done = self._batch_done
+        try:
+            await trio.sleep(0)  # everyone else with a request ready queues it now
+        finally:
+            # Even when cancelled: others wait on this batch. Nothing here awaits.
+            self._leading = False
+            self._batch_done = trio.Event()
+            while self._queue:
+                batch = self._queue[:MAX_BATCH]
+                del self._queue[:MAX_BATCH]
+                self._run_batch(batch)
+            done.set()
+
+    def _run_batch(self, batch: list[tuple[_Connection, Request]]) -> None:
+        """Handle ``batch`` in one transaction, then release its responses and pushes."""
+        results: list[Sequence[Output]] = []
+        try:
+            with self.core.store.transaction():  # the core's own transactions nest as savepoints
+                for conn, request in batch:
+                    if conn.closed or conn.failed:
+                        continue
+                    try:
+                        results.append(self.core.handle(conn.ctx, request))
+                    except Exception:
+                        log.exception(
+                            "connection %d: the core failed on a %s request", conn.ctx.id, request.kind
+                        )
+                        conn.failed = True
+                        results.append([Reply(conn.ctx.id, _internal_error(request.id))])
+        except Exception:
+            # Nothing of the batch is durable, so nothing of it may be acknowledged.
+            log.exception("committing a batch of %d requests failed", len(batch))
+            results = []
+            for conn, request in batch:
+                if not conn.closed and not conn.failed:
+                    conn.failed = True
+                    results.append([Reply(conn.ctx.id, _internal_error(request.id))])
+        self.batches += 1
+        self.requests += len(batch)
+        for conn, _ in batch:
+            conn.pending -= 1
+        for outputs in results:
+            self._dispatch(outputs)
 
     async def _write_loop(self, conn: _Connection, cancel_scope: trio.CancelScope) -> None:
-        while True:
-            if not conn.outbox:
-                conn.wakeup = trio.Event()
-                await conn.wakeup.wait()
-                continue
-            data = b"".join(conn.outbox)  # everything pending, one write
-            conn.outbox.clear()
-            conn.in_flight, conn.outbox_bytes = len(data), 0
-            try:
-                with trio.fail_after(self.write_timeout):
+        # One cancel scope for the connection's life; its deadline is set only while writing.
+        with trio.CancelScope() as timer:
+            while True:
+                if not conn.outbox:
+                    conn.wakeup = trio.Event()
+                    await conn.wakeup.wait()
+                    continue
+                data = b"".join(conn.outbox)  # everything pending, one write
+                conn.outbox.clear()
+                conn.in_flight, conn.outbox_bytes = len(data), 0
+                timer.deadline = trio.current_time() + self.write_timeout
+                try:
                     await conn.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as e:
-                log.info("connection %d: write failed (%s); closing", conn.ctx.id, type(e).__name__)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+                    log.info("connection %d: write failed (%s); closing", conn.ctx.id, type(e).__name__)
+                    break
+                timer.deadline = math.inf
                 conn.in_flight = 0
                 conn.progress.set()
-                cancel_scope.cancel()
-                return
-            conn.in_flight = 0
-            conn.progress.set()
+        if timer.cancelled_caught:
+            log.info("connection %d: write failed (TooSlowError); closing", conn.ctx.id)
+        conn.in_flight = 0
+        conn.progress.set()
+        cancel_scope.cancel()
 
     def _dispatch(self, outputs: Sequence[Output]) -> None:
         for output in outputs:

@@ -16,7 +16,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -30,7 +30,7 @@ import trustme
 from relay import wire
 from relay.core import RelayCore
 from relay.server import RelayServer, main, serve
-from relay.store import Store
+from relay.store import Store, StoredEnvelope
 from tests.test_relay_support import DeviceKeys, WireClient, new_core
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -487,3 +487,126 @@ async def test_killed_relay_loses_no_acknowledged_envelope(tmp_path: Path) -> No
         relay.proc.wait()
     with Store(db) as store:
         assert store.all_envelopes() == []  # acknowledged means deleted
+
+
+# --- group commit -----------------------------------------------------------------------------
+
+
+class CountingStore(Store):
+    """A Store that counts its outermost transactions (one commit each)."""
+
+    def __init__(self) -> None:
+        self.commits = 0
+        self._nesting = 0
+        super().__init__(":memory:")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        self._nesting += 1
+        try:
+            with super().transaction():
+                yield
+        finally:
+            self._nesting -= 1
+        if not self._nesting:
+            self.commits += 1
+
+
+def _counting_core() -> tuple[RelayCore, CountingStore]:
+    store = CountingStore()
+    return RelayCore(store, clock=time.time, rng=random.Random(7).randbytes), store
+
+
+async def _memory_client(server: RelayServer, nursery: trio.Nursery) -> WireClient:
+    server_end, client_end = trio.testing.memory_stream_pair()
+    nursery.start_soon(server.handle_stream, server_end)
+    return WireClient(client_end)
+
+
+async def test_a_pipelined_burst_is_one_commit_and_refused_requests_undo_only_themselves() -> None:
+    core, store = _counting_core()
+    server = RelayServer(core)
+    async with trio.open_nursery() as nursery:
+        alice, bob = await _memory_client(server, nursery), await _memory_client(server, nursery)
+        for client, keys in [(alice, ALICE), (bob, BOB)]:
+            await client.register(keys)
+            await client.authenticate(keys)
+        one = (wire.OutgoingEnvelope(1, b"first"),)
+        burst = [
+            wire.Send(id=101, to="bob", envelopes=one),
+            wire.Send(id=102, to="nobody", envelopes=one),  # unknown_account
+            wire.Send(id=103, to="bob", envelopes=(*one, wire.OutgoingEnvelope(2, b"x"))),  # stale_devices
+            wire.Send(id=104, to="bob", envelopes=(wire.OutgoingEnvelope(1, b"second"),)),
+        ]
+        before = store.commits
+        await alice.stream.send_all(b"".join(wire.encode(r) for r in burst))
+        with trio.fail_after(5):
+            answers = [await alice.next_frame() for _ in burst]
+        assert [a.id for a in answers] == [101, 102, 103, 104]  # in the order asked
+        assert [type(a) for a in answers] == [wire.Sent, wire.ErrorFrame, wire.ErrorFrame, wire.Sent]
+        assert [a.code for a in answers if isinstance(a, wire.ErrorFrame)] == [
+            "unknown_account",
+            "stale_devices",
+        ]
+        assert store.commits == before + 1  # four requests, one transaction
+        sent = [a.envelope_ids[0] for a in answers if isinstance(a, wire.Sent)]
+        assert [(e.id, e.body) for e in store.all_envelopes()] == list(
+            zip(sent, [b"first", b"second"], strict=True)
+        )
+        got = await bob.drain()
+        assert [e.body for e in got] == [b"first", b"second"]
+        await alice.aclose()
+        await bob.aclose()
+
+
+async def test_devices_sending_at_once_share_commits_and_one_failure_disturbs_no_one(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    core, store = _counting_core()
+    server = RelayServer(core)
+    enqueue = store.enqueue
+
+    def failing_enqueue(envelopes: Sequence[StoredEnvelope]) -> None:
+        enqueue(envelopes)  # written, then the core fails: the savepoint must undo it
+        if any(e.body == b"boom" for e in envelopes):
+            raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(store, "enqueue", failing_enqueue)
+    senders = [DeviceKeys.make(f"dev{i}") for i in range(24)]
+    async with trio.open_nursery() as nursery:
+        bob = await _memory_client(server, nursery)
+        await bob.register(BOB)
+        await bob.authenticate(BOB)
+        clients = []
+        for keys in senders:
+            client = await _memory_client(server, nursery)
+            await client.register(keys)
+            await client.authenticate(keys)
+            clients.append(client)
+        answers: dict[int, wire.Frame] = {}
+
+        async def send(i: int, client: WireClient) -> None:
+            to, body = ("nobody", b"refused") if i == 1 else ("bob", b"boom" if i == 2 else b"%d" % i)
+            request = wire.Send(id=7, to=to, envelopes=(wire.OutgoingEnvelope(1, body),))
+            await client.stream.send_all(wire.encode(request))
+            answers[i] = await client.next_frame()
+
+        before, batches_before = store.commits, server.batches
+        with trio.fail_after(5):
+            async with trio.open_nursery() as burst:
+                for i, client in enumerate(clients):
+                    burst.start_soon(send, i, client)
+        # 24 requests from 24 connections in a handful of transactions, not 24.
+        assert server.batches - batches_before == store.commits - before <= len(clients) // 4
+        assert isinstance(answers[1], wire.ErrorFrame) and answers[1].code == "unknown_account"
+        assert isinstance(answers[2], wire.ErrorFrame) and answers[2].code == "internal_error"
+        assert all(isinstance(answers[i], wire.Sent) for i in answers if i not in (1, 2))
+        got = await bob.drain()
+        expected = {b"%d" % i for i in range(len(clients)) if i not in (1, 2)}
+        assert sorted(e.body for e in got) == sorted(expected)
+        assert isinstance(await clients[1].request(lambda i: wire.Ping(id=i)), wire.Pong)  # still open
+        with pytest.raises(EOFError):  # the core failed on its request: closed
+            await clients[2].next_frame()
+        for client in [bob, *clients]:
+            await client.aclose()
+    assert "the core failed on a send request" in caplog.text
