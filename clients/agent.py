@@ -210,6 +210,7 @@ class DeviceAgent:
             last_resort_kem_prekey=_kem(last_resort),
             delivery_token=self.delivery_token,
         )
+        s.kem.forget_publics()  # uploaded: the relay has them; the seeds re-derive them if need be
 
     def login(self) -> None:
         """Start authentication: the relay answers with a challenge the identity key signs."""
@@ -444,6 +445,7 @@ class DeviceAgent:
             one_time_prekeys=tuple(wire.Prekey(id=p.id, public=p.public) for p in fresh),
             kem_prekeys=tuple(_kem(k) for k in kem),
         )
+        s.kem.forget_publics()
 
 
 def _signed(spk: SignedPreKey) -> wire.SignedPrekey:

@@ -13,7 +13,7 @@ key bytes.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ __all__ = [
     "BundleError",
     "IdentityKeyPair",
     "KemPreKey",
+    "KemPreKeys",
     "OneTimePreKey",
     "PreKeyBundle",
     "PreKeySecrets",
@@ -191,6 +192,72 @@ class PreKeyBundle:
         return cls.from_wire(obj)
 
 
+class KemPreKeys(MutableMapping[int, tuple[bytes, KemPreKey]]):
+    """A device's ML-KEM prekeys by id: ``(seed, KemPreKey)``, as a dict of them would hold.
+
+    The 1568-byte public key is kept only until ``forget_publics`` (the device calls it once the
+    keys are uploaded: the relay has its own copy); after that an entry keeps the 64-byte seed, the
+    signature and the last-resort flag, and the public key is re-derived from the seed (FIPS 203
+    key generation, ~0.1 ms) if the entry is read whole again. ``seed`` and ``last_resort`` never
+    re-derive anything.
+    """
+
+    __slots__ = ("_entries",)
+
+    def __init__(self, entries: dict[int, tuple[bytes, KemPreKey]] | None = None) -> None:
+        # (seed, KemPreKey) while the public key is kept, else (seed, signature, last_resort)
+        self._entries: dict[int, tuple[bytes, KemPreKey] | tuple[bytes, bytes, bool]] = dict(entries or {})
+
+    def __getitem__(self, key: int) -> tuple[bytes, KemPreKey]:
+        entry = self._entries[key]
+        if len(entry) == 2:
+            return entry
+        seed, signature, last_resort = entry
+        _key, public = _p.mlkem_keypair_from_seed(seed)
+        return seed, KemPreKey(key, public, signature, last_resort)
+
+    def __setitem__(self, key: int, value: tuple[bytes, KemPreKey]) -> None:
+        self._entries[key] = value
+
+    def __delitem__(self, key: int) -> None:
+        del self._entries[key]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __repr__(self) -> str:
+        return f"KemPreKeys({sorted(self._entries)})"
+
+    def seed(self, key: int) -> bytes | None:
+        """The private seed of prekey ``key``, or None."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry[0]
+
+    def last_resort(self, key: int) -> bool | None:
+        """Whether prekey ``key`` is the last-resort one, or None if there is no such prekey."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        return entry[1].last_resort if len(entry) == 2 else entry[2]
+
+    def any_last_resort(self) -> bool:
+        return any(self.last_resort(k) for k in self._entries)
+
+    def forget_publics(self) -> None:
+        """Keep only seeds, signatures and flags (the public keys have been uploaded)."""
+        entries = self._entries
+        for key, entry in entries.items():
+            if len(entry) == 2:
+                seed, k = entry
+                entries[key] = (seed, k.signature, k.last_resort)
+
+
 @dataclass
 class PreKeySecrets:
     """The private halves of a device's prekeys, and the counters that name new ones."""
@@ -198,7 +265,7 @@ class PreKeySecrets:
     identity: IdentityKeyPair
     signed: dict[int, tuple[_p.X25519Pair, SignedPreKey]] = field(default_factory=dict)
     one_time: dict[int, _p.X25519Pair] = field(default_factory=dict)
-    kem: dict[int, tuple[bytes, KemPreKey]] = field(default_factory=dict)  # seed, public part
+    kem: KemPreKeys = field(default_factory=KemPreKeys)  # seed, public part
     current_signed_id: int = -1
     next_id: int = 1
 

@@ -37,7 +37,7 @@ from clients import _primitives as _p
 from clients import escrow as _escrow
 from clients import sealed
 from clients.errors import DecryptionError, UsageError
-from clients.keys import IdentityKeyPair, KemPreKey, PreKeyBundle, PreKeySecrets, SignedPreKey
+from clients.keys import IdentityKeyPair, KemPreKey, KemPreKeys, PreKeyBundle, PreKeySecrets, SignedPreKey
 from clients.ratchet import DEFAULT_CONFIG, DoubleRatchet, RatchetConfig, UsedKey
 from clients.x3dh import InitialMessage, KeyAgreement, initiate, respond
 
@@ -166,7 +166,7 @@ class Device:
         s.new_one_time_prekeys(one_time, self.rng)
         if self.pq:
             s.new_kem_prekeys(kem_one_time, rng=self.rng)
-            if not any(k.last_resort for _seed, k in s.kem.values()):
+            if not s.kem.any_last_resort():
                 s.new_kem_prekeys(1, last_resort=True, rng=self.rng)
         return s.bundle(kem=self.pq)
 
@@ -244,10 +244,8 @@ class Device:
         # Only now that it authenticated: burn the one-time prekeys it used (X3DH §3.4).
         if initial.one_time_prekey_id is not None:
             self.secrets.one_time.pop(initial.one_time_prekey_id, None)
-        if initial.kem_prekey_id is not None:
-            kem = self.secrets.kem.get(initial.kem_prekey_id)
-            if kem is not None and not kem[1].last_resort:
-                del self.secrets.kem[initial.kem_prekey_id]
+        if initial.kem_prekey_id is not None and self.secrets.kem.last_resort(initial.kem_prekey_id) is False:
+            del self.secrets.kem[initial.kem_prekey_id]
         self._activate(peer, Session(ratchet, initial.identity_key, initial))
         return plaintext
 
@@ -351,7 +349,9 @@ class Device:
             s.signed[i] = (_p.x25519_pair_from_private(private), SignedPreKey(i, public, signature))
         s.current_signed_id = d["current_signed_id"]
         s.one_time = {i: _p.x25519_pair_from_private(private) for i, private in d["one_time"]}
-        s.kem = {i: (seed, KemPreKey(i, public, sig, last)) for i, seed, public, sig, last in d["kem"]}
+        s.kem = KemPreKeys(
+            {i: (seed, KemPreKey(i, public, sig, last)) for i, seed, public, sig, last in d["kem"]}
+        )
         s.next_id = d["next_id"]
         device.sessions = {PeerAddress(a, n): Session.from_dict(x, rng=rng) for a, n, x in d["sessions"]}
         device.inactive = {
