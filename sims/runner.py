@@ -93,7 +93,7 @@ class Link:
         self.open = True
 
 
-@dataclass
+@dataclass(slots=True)
 class MessageState:
     planned: PlannedMessage
     recipients: tuple[str, ...]  # device names that must receive it
@@ -130,8 +130,13 @@ class Simulation:
         transcript: TranscriptSink | None = None,
         capture_frames: bool = False,
         progress: Callable[[float, float], None] | None = None,
+        deterministic_kem: bool = True,
     ) -> None:
+        """``deterministic_kem=False`` lets OpenSSL draw the ML-KEM encapsulation's randomness (~40 µs
+        instead of ~1.6 ms in pure Python per new session): faster, but the run is then no longer
+        byte-identical across runs of the same scenario and seed (``relaysim bench sim --scale``)."""
         self.scenario = scenario
+        self.deterministic_kem = deterministic_kem
         self.sched = Scheduler()
         seed = scenario.seed
         self.net = Network(scenario.network, _seeded(seed, "network"))
@@ -171,6 +176,9 @@ class Simulation:
         self.contacts = _contacts(scenario)
         self.relay_region = scenario.relay.region
         self.emit: TranscriptSink = transcript or (lambda _e: None)
+        # Without a transcript, the per-message event dicts are not built at all (at scale they
+        # are most of the simulation glue's time and allocations).
+        self.transcribing = transcript is not None
         self.frames_to_relay: list[bytes] | None = [] if capture_frames else None
         self.progress = progress
         self.devices: dict[str, SimDevice] = {}
@@ -199,7 +207,9 @@ class Simulation:
         tokens = {p.name: _seeded(sc.seed, "token", p.name).randbytes(32) for p in sc.people}
         for n, spec in enumerate(sc.devices()):
             rng = _seeded(sc.seed, "device", spec.name)
-            device = Device(spec.person, spec.index, rng=rng.randbytes, pq=True, deterministic=True)
+            device = Device(
+                spec.person, spec.index, rng=rng.randbytes, pq=True, deterministic=self.deterministic_kem
+            )
             agent = A.DeviceAgent(
                 device,
                 registration_id=rng.randrange(1, 16380),
@@ -363,7 +373,7 @@ class Simulation:
 
     def _count_record(self, r: MetadataRecord) -> None:
         self.record_counts[r.kind.value] = self.record_counts.get(r.kind.value, 0) + 1
-        if r.kind is RecordKind.DELIVERY and r.envelope_id is not None:
+        if self.transcribing and r.kind is RecordKind.DELIVERY and r.envelope_id is not None:
             self.last_delivery[r.envelope_id] = _record_view(r)
 
     def _to_device(self, d: SimDevice, link: Link, frame: wire.Response, *, push: bool) -> None:
@@ -445,6 +455,8 @@ class Simulation:
         if ev.plaintext != state.planned.text.encode():
             self.mismatched += 1
         state.delivered[d.name] = self.sched.now
+        if not self.transcribing:
+            return
         self.emit(
             {
                 "t": self.sched.now,
@@ -471,6 +483,8 @@ class Simulation:
             return  # a duplicated send frame: the relay accepted a second copy
         state.accepted_at = self.sched.now
         state.envelope_ids = tuple(envelope_ids)
+        if not self.transcribing:
+            return
         seen = [
             _record_view(r)
             for r in outputs
@@ -502,17 +516,18 @@ class Simulation:
             d.pending_app.append(m)  # the app keeps it until the phone is back online
             return
         state.sent_at = self.sched.now
-        self.emit(
-            {
-                "t": self.sched.now,
-                "kind": "message_sent",
-                "message": m.id,
-                "from": d.name,
-                "to": m.recipient,
-                "plaintext": m.text,
-                "relay": None,  # nothing has reached the relay yet
-            }
-        )
+        if self.transcribing:
+            self.emit(
+                {
+                    "t": self.sched.now,
+                    "kind": "message_sent",
+                    "message": m.id,
+                    "from": d.name,
+                    "to": m.recipient,
+                    "plaintext": m.text,
+                    "relay": None,  # nothing has reached the relay yet
+                }
+            )
         d.agent.send_text(m.recipient, m.text.encode(), ref=m.id, sealed=self.sealed)
         self._flush(d)
 
