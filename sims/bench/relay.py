@@ -815,7 +815,8 @@ def compute_breakdown(
     for kind in (RELAY_DURABLE, RELAY_VOLATILE):
         parts = {key: steps[kind][key] for key in STEP_LABELS}
         handled = sum(parts.values())
-        wall = 1e6 / results[kind]["envelopes_per_s"]
+        rate = results[kind]["envelopes_per_s"]
+        wall = 1e6 / rate if rate > 0 else float("inf")  # nothing completed in the timed slices
         out[kind] = {
             "steps_us": parts,
             "request_handling_us": handled,
@@ -824,7 +825,8 @@ def compute_breakdown(
             "core_one_per_transaction_us": parts["core_send"] + parts["core_ack"],
             "core_group_commit_us": steps[kind]["group_commit"],
         }
-    wall = 1e6 / results[ECHO]["envelopes_per_s"]
+    rate = results[ECHO]["envelopes_per_s"]
+    wall = 1e6 / rate if rate > 0 else float("inf")
     out[ECHO] = {
         "framing_us": echo_framing_us,
         "server_wall_us_per_envelope": wall,
