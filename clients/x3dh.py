@@ -164,10 +164,10 @@ def respond(secrets: PreKeySecrets, message: InitialMessage) -> tuple[KeyAgreeme
             km += opk.dh(message.ephemeral_key)
         info = X3DH_INFO
         if message.kem_prekey_id is not None:
-            kem = secrets.kem.get(message.kem_prekey_id)
-            if kem is None or message.kem_ciphertext is None:
+            seed = secrets.kem.seed(message.kem_prekey_id)  # the seed alone: no public key re-derived
+            if seed is None or message.kem_ciphertext is None:
                 raise DecryptionError()
-            km += _p.mlkem_decapsulate(kem[0], message.kem_ciphertext)
+            km += _p.mlkem_decapsulate(seed, message.kem_ciphertext)
             info = PQXDH_INFO
     except _p.AuthenticationFailed:
         raise DecryptionError() from None
