@@ -173,7 +173,8 @@ class Simulation:
         )
         self.disclosures: list[Disclosure] = []
         self._open_orders: dict[str, LegalProcess] = {}
-        self.contacts = _contacts(scenario)
+        self.graph = contact_graph(scenario)  # built once: networkx on 100k people takes seconds
+        self.contacts = _contacts(scenario, self.graph)
         self.relay_region = scenario.relay.region
         self.emit: TranscriptSink = transcript or (lambda _e: None)
         # Without a transcript, the per-message event dicts are not built at all (at scale they
@@ -243,7 +244,7 @@ class Simulation:
         for ev in sc.events:
             self.sched.at(ev.at, self._timeline_event, ev.kind, dict(ev.params))
         device_names = {p.name: tuple(d.name for d in p.devices) for p in sc.people}
-        for m in plan_messages(sc):
+        for m in plan_messages(sc, self.graph):
             recipients = device_names[m.recipient]
             self.messages[m.id] = MessageState(m, recipients)
             self.sched.at(m.at, self._app_send, m)
@@ -658,14 +659,14 @@ class Simulation:
         )
 
 
-def _contacts(scenario: Scenario) -> dict[str, list[str]]:
+def _contacts(scenario: Scenario, graph: dict[str, list[str]]) -> dict[str, list[str]]:
     """Each person's address book: the people they converse with, and their social-graph neighbours."""
     book: dict[str, set[str]] = {p.name: set() for p in scenario.people}
     for conv in scenario.conversations:
         a, b = conv.between
         book[a].add(b)
         book[b].add(a)
-    for person, friends in contact_graph(scenario).items():
+    for person, friends in graph.items():
         book[person].update(friends)
     return {k: sorted(v) for k, v in book.items()}
 

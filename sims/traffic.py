@@ -147,8 +147,9 @@ def _sentence(rng: random.Random, serial: int) -> str:
     return f"{' '.join(words)} #{serial}"
 
 
-def plan_messages(scenario: Scenario) -> list[PlannedMessage]:
-    """Every message of the run, in time order, with ids from 1."""
+def plan_messages(scenario: Scenario, graph: dict[str, list[str]] | None = None) -> list[PlannedMessage]:
+    """Every message of the run, in time order, with ids from 1. ``graph``: ``contact_graph(scenario)``
+    when the caller has already built it."""
     planned: list[tuple[float, str, str, str]] = []
     for conv in scenario.conversations:
         for m in conv.messages:
@@ -156,7 +157,7 @@ def plan_messages(scenario: Scenario) -> list[PlannedMessage]:
     g = scenario.generate
     if g is not None:
         rng = _rng(scenario.seed, "traffic")
-        contacts = contact_graph(scenario)
+        contacts = contact_graph(scenario) if graph is None else graph
         rhythm = g.daily_rhythm or DEFAULT_RHYTHM
         days = scenario.duration / 86400
         sigma = g.messages_per_day_sigma
