@@ -2,16 +2,20 @@
 
 Per connection there are two tasks in one nursery: a reader that feeds a
 :class:`~relay.wire.FrameDecoder` and queues each request for the core, and a writer that
-sends everything queued for the connection in one ``send_all`` (responses to pipelined
-requests and pushes coalesce into a single write).
+sends, in one ``send_all``, whatever could not be written at once. After each batch commits,
+everything it queued for a connection (responses to pipelined requests and pushes coalesce)
+goes out in one write: on a plain TCP socket whose writer is idle, a non-blocking write on the
+spot, which the kernel's send buffer nearly always takes whole, with no task switch; the rest,
+and everything on TLS or other streams, goes through the writer (see ``_Connection.flush``).
 
 Group commit: the requests queued by all connections are handled together, in batches of at
 most ``MAX_BATCH``, each batch in ONE store transaction (one fsync) with every request in its
 own savepoint, so a refused request undoes only its own writes. Whichever reader finds no
-batch under way leads the next one: it yields once, so that every other connection with a
-request ready can queue it too, then handles the whole queue synchronously. The responses and
-pushes of a batch are released only after its commit: nothing is acknowledged before it is
-durable. A reader waits for its requests' batch before it reads more, so the responses of one
+batch under way leads the next one: it yields, so that every other connection with a request
+ready can queue it too (for as long as the queue still grows, a few scheduling rounds at most),
+then handles the whole queue synchronously, in as few batches of even size as ``MAX_BATCH``
+allows. The responses and pushes of the batches are released only after their commits:
+nothing is acknowledged before it is durable. A reader waits for its requests' batch before it reads more, so the responses of one
 connection keep the order of its requests.
 
 - A connection that sends nothing complete for ``read_timeout`` seconds gets a ``timeout``
@@ -35,6 +39,7 @@ import contextlib
 import itertools
 import logging
 import math
+import os
 import signal
 import ssl
 import sys
@@ -76,6 +81,7 @@ DEFAULT_RETENTION_INTERVAL: Final = 60.0  # seconds between retention sweeps
 _RECEIVE_SIZE: Final = 65536
 MAX_BATCH: Final = 256  # requests in one transaction (one commit)
 _FRAMES_PER_TURN: Final = 64  # requests a connection queues before it waits for their batch
+_GATHER_ROUNDS: Final = 4  # scheduling rounds a batch's leader waits for more requests
 _LINGER: Final = 1.0  # seconds to drain a peer we are cutting off
 
 POLICIES: Final[dict[str, RetentionPolicy]] = {p.name: p for p in (KEEP_EVERYTHING, KEEP_NOTHING)}
@@ -116,6 +122,7 @@ class _Connection:
         "closed",
         "ctx",
         "failed",
+        "fd",
         "in_flight",
         "outbox",
         "outbox_bytes",
@@ -134,16 +141,49 @@ class _Connection:
         self.pending = 0  # requests queued for a batch, not yet handled
         self.failed = False  # the core failed on one of its requests: answer no more
         self.closed = False  # gone: its queued requests are not handled
-        self.wakeup = trio.Event()  # set when something is queued
+        self.wakeup = trio.Event()  # set when the writer has something to send
         self.progress = trio.Event()  # set when a write finished
+        # A plain TCP socket can be written without the writer task (see flush); TLS and
+        # other streams always go through the writer.
+        self.fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
 
     @property
     def unsent(self) -> int:
         return self.outbox_bytes + self.in_flight
 
     def queue(self, data: bytes) -> None:
+        """Add ``data`` to the outbox; nothing is sent until :meth:`flush`."""
         self.outbox.append(data)
         self.outbox_bytes += len(data)
+
+    def flush(self) -> None:
+        """Send the outbox now, in one write, if that can be done without waiting; whatever
+        cannot is left to the writer task.
+
+        The fast path: when the writer is idle and the stream is a plain TCP socket, one
+        non-blocking ``write`` on its descriptor usually takes everything (the kernel's send
+        buffer is far larger than a batch's frames), and costs no task switch. If the writer is
+        mid-``send_all``, the data waits behind it (the order of a connection's frames is the
+        order they were queued); a partial write leaves the rest first in the outbox; an error
+        is left for the writer's ``send_all`` to meet, which closes the connection.
+        """
+        if not self.outbox or self.closed:
+            return
+        if self.in_flight or self.fd < 0:
+            self.wakeup.set()
+            return
+        data = self.outbox[0] if len(self.outbox) == 1 else b"".join(self.outbox)
+        try:
+            sent = os.write(self.fd, data)
+        except OSError:  # EAGAIN, or a broken connection: the writer's send_all deals with it
+            sent = 0
+        if sent == len(data):
+            self.outbox.clear()
+            self.outbox_bytes = 0
+            self.progress.set()
+            return
+        self.outbox[:] = [data[sent:]]
+        self.outbox_bytes = len(data) - sent
         self.wakeup.set()
 
 
@@ -177,6 +217,7 @@ class RelayServer:
         self._queue: list[tuple[_Connection, Request]] = []  # for the next batch
         self._leading = False  # a reader has taken the lead of the next batch
         self._batch_done = trio.Event()  # set when the batch being led is committed
+        self._unflushed: dict[int, _Connection] = {}  # connections with output queued since the last flush
 
     @property
     def connection_count(self) -> int:
@@ -198,6 +239,7 @@ class RelayServer:
             failed = False  # stays False if the writer gives up and cancels the reader
             try:
                 self._dispatch(self.core.connect(ctx))
+                self._flush()
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._write_loop, conn, nursery.cancel_scope)
                     failed = await self._read_loop(conn)
@@ -213,6 +255,7 @@ class RelayServer:
                 conn.closed = True
                 del self._connections[ctx.id]
                 self._dispatch(self.core.disconnect(ctx))
+                self._flush()
         except Exception:
             log.exception("connection handler failed")
         finally:
@@ -247,6 +290,7 @@ class RelayServer:
             return True
         if error is not None:
             conn.queue(encode(error))
+            conn.flush()
             return True
         return False
 
@@ -301,16 +345,27 @@ class RelayServer:
             return
         self._leading = True
         done = self._batch_done
+        queue = self._queue
         try:
-            await trio.sleep(0)  # everyone else with a request ready queues it now
+            # Everyone else with a request ready queues it now. A reader whose data had
+            # already arrived queues its request a scheduling round after it was woken, so
+            # wait while the queue still grows (a few rounds at most).
+            for _ in range(_GATHER_ROUNDS):
+                before = len(queue)
+                await trio.sleep(0)
+                if len(queue) == before or len(queue) >= MAX_BATCH:
+                    break
         finally:
             # Even when cancelled: others wait on this batch. Nothing here awaits.
             self._leading = False
             self._batch_done = trio.Event()
-            while self._queue:
-                batch = self._queue[:MAX_BATCH]
-                del self._queue[:MAX_BATCH]
+            # As few commits as MAX_BATCH allows, of even sizes (not 256 + 2).
+            size = -(-len(queue) // -(-len(queue) // MAX_BATCH)) if queue else 0
+            while queue:
+                batch = queue[:size]
+                del queue[:size]
                 self._run_batch(batch)
+            self._flush()  # after every batch is committed: one write per connection
             done.set()
 
     def _run_batch(self, batch: list[tuple[_Connection, Request]]) -> None:
@@ -376,6 +431,7 @@ class RelayServer:
                 conn = self._connections.get(output.connection)
                 if conn is not None:
                     conn.queue(encode(output.frame))
+                    self._unflushed[conn.ctx.id] = conn
             elif isinstance(output, Push):
                 target = self._connections.get(output.connection)
                 if target is None:
@@ -386,7 +442,14 @@ class RelayServer:
                     self.dropped_pushes += 1
                     continue
                 target.queue(data)
+                self._unflushed[target.ctx.id] = target
             # MetadataRecords are already in the store, as the policy allowed.
+
+    def _flush(self) -> None:
+        """Send what :meth:`_dispatch` queued (see :meth:`_Connection.flush`)."""
+        for conn in self._unflushed.values():
+            conn.flush()
+        self._unflushed.clear()
 
     async def retention_loop(self, interval: float) -> None:
         while True:

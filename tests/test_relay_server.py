@@ -610,3 +610,69 @@ async def test_devices_sending_at_once_share_commits_and_one_failure_disturbs_no
         for client in [bob, *clients]:
             await client.aclose()
     assert "the core failed on a send request" in caplog.text
+
+
+# --- the direct write after a batch (plain TCP) ---------------------------------------------
+
+
+async def test_replies_over_tcp_are_written_after_the_commit_without_the_writer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    writer_sends = 0
+    send_all = trio.SocketStream.send_all
+    clients: list[trio.SocketStream] = []
+
+    async def counting_send_all(self: trio.SocketStream, data: bytes) -> None:
+        nonlocal writer_sends
+        writer_sends += self not in clients
+        await send_all(self, data)
+
+    monkeypatch.setattr(trio.SocketStream, "send_all", counting_send_all)
+    async with running(new_core(clock=time.time)) as server:
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        clients.append(stream)
+        await stream.send_all(b"".join(wire.encode(wire.Ping(id=i)) for i in range(1, 201)))
+        decoder = wire.FrameDecoder("device")
+        pongs: list[wire.Frame] = []
+        with trio.fail_after(5):
+            while len(pongs) < 200:
+                decoder.receive_data(await stream.receive_some())
+                while (frame := decoder.next_frame()) is not wire.NEED_DATA:
+                    pongs.append(frame)
+        assert pongs == [wire.Pong(id=i) for i in range(1, 201)]  # in order, across several batches
+        assert writer_sends == 0  # the kernel took every batch's write at once: no writer task
+        await stream.aclose()
+
+
+async def test_what_the_kernel_does_not_take_at_once_the_writer_sends_in_order() -> None:
+    from relay.core import ConnectionContext
+    from relay.server import _Connection
+
+    server = RelayServer(new_core())
+    left, right = trio.socket.socketpair()
+    ours, theirs = trio.SocketStream(left), trio.SocketStream(right)
+    conn = _Connection(ConnectionContext(1, None), ours)
+    assert conn.fd >= 0
+    chunks = [bytes([i]) * 65536 for i in range(64)]  # 4 MiB: far more than a socket buffer
+    received = bytearray()
+
+    async def read_slowly() -> None:
+        while len(received) < 64 * 65536:
+            await trio.sleep(0.001)
+            received.extend(await theirs.receive_some(65536))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server._write_loop, conn, nursery.cancel_scope)
+            for i, chunk in enumerate(chunks):
+                conn.queue(chunk)
+                conn.flush()
+                if i == 7:
+                    assert conn.unsent > 0  # the buffer is full: the rest waits for the writer
+                await trio.sleep(0)
+            await read_slowly()
+            assert conn.unsent == 0
+            nursery.cancel_scope.cancel()
+    assert bytes(received) == b"".join(chunks)
+    await ours.aclose()
+    await theirs.aclose()
