@@ -167,6 +167,15 @@ def _show(args: argparse.Namespace) -> int:
     from sims.report import render_show
 
     out = Path(args.dir)
+    runs = sorted(p.parent.name for p in out.glob("*/transcript.jsonl"))
+    if not (out / "transcript.jsonl").exists() and runs:
+        # a scenario run under several profiles keeps one run per profile in a folder of its own
+        print(
+            f"relaysim show: {out} holds one run per relay profile; show one of them, e.g.: "
+            f"relaysim show {out / runs[0]}   (runs: {', '.join(runs)})",
+            file=sys.stderr,
+        )
+        return 2
     if not (out / "transcript.jsonl").exists():
         print(
             f"relaysim show: {out} has no transcript.jsonl; make one with: relaysim run NAME --out {out}",

@@ -78,3 +78,11 @@ def test_default_demo_contrasts_enterprise_and_provider_held_keys(
     columns = [line.split(" | ", 1) for line in out.split("WHAT EACH")[0].splitlines() if " | " in line]
     assert not any(t[:12] in relay for t in texts for _phones, relay in columns)
     assert any(t[:20] in section for t in texts)  # the BBM operator could quote the words
+
+
+def test_show_on_a_multi_profile_run_names_its_runs(tmp_path: Path) -> None:
+    out = tmp_path / "pk"
+    assert main(["run", "pakistan-2015", "--out", str(out), "--quiet"]) == 0
+    res = subprocess.run([sys.executable, "-m", "sims.cli", "show", str(out)], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert f"relaysim show {out / 'bbm-consumer'}" in res.stderr and "bes" in res.stderr
