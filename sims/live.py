@@ -53,8 +53,8 @@ from clients.net import DeviceConnection, SendFailed, open_device_connection
 from clients.session import Device
 from relay.metadata import MetadataRecord, RecordKind
 from relay.store import Store
-from sims.report import _markdown, _writer, summarise
-from sims.runner import MessageState, SimulationResult, _record_view
+from sims.report import summarise, summary_markdown, transcript_writer
+from sims.runner import MessageState, SimulationResult, record_view
 from sims.scenario import DeviceSpec, Scenario
 from sims.traffic import PlannedMessage, expand_population, plan_messages
 
@@ -469,7 +469,7 @@ class _LiveRun:
             if e["kind"] == "message_accepted":
                 ids = self.messages[e["message"]].envelope_ids
                 e["relay"] = [
-                    _record_view(r)
+                    record_view(r)
                     for eid in ids
                     for r in by_envelope.get(eid, [])
                     if r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND)
@@ -481,7 +481,7 @@ class _LiveRun:
                     for r in by_envelope.get(bytes.fromhex(e["relay"]["envelope_id"]), [])
                     if r.kind is RecordKind.DELIVERY and (r.account, r.device) == (person, int(index))
                 ]
-                e["relay"]["delivery"] = _record_view(deliveries[-1]) if deliveries else None
+                e["relay"]["delivery"] = record_view(deliveries[-1]) if deliveries else None
         undecryptable = sum(len(p.conn.undecryptable) for p in self.phones.values() if p.conn is not None)
         return SimulationResult(
             self.scenario,
@@ -557,7 +557,7 @@ def run_live(
         print(f"relaysim run --live: {e}", file=sys.stderr)
         return 1
     with open(out / "transcript.jsonl", "w", encoding="utf-8") as f:
-        write = _writer(f)
+        write = transcript_writer(f)
         for event in outcome.events:
             write(event)
     summary = summarise(outcome.result)
@@ -569,7 +569,7 @@ def run_live(
         "note": "real relay process and trio clients on loopback; not deterministic",
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    markdown = _markdown(summary, scenario) + (
+    markdown = summary_markdown(summary, scenario) + (
         "\n## Live run\n\n"
         f"A real relay process on {HOST} and a trio client per device, the timeline played at "
         f"{time_scale:g} real seconds per simulated second ({outcome.real_seconds:.1f} s in all). "

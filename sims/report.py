@@ -106,7 +106,7 @@ def summarise(result: SimulationResult) -> dict[str, Any]:
     )
 
 
-def _markdown(summary: dict[str, Any], scenario: Scenario) -> str:
+def summary_markdown(summary: dict[str, Any], scenario: Scenario) -> str:
     m = summary["messages"]
     lat = summary["latency_s"]
 
@@ -169,7 +169,7 @@ def run_to_dir(
         stale.unlink(missing_ok=True)
     scenario = expand_population(scenario)
     with open(out / "transcript.jsonl", "w", encoding="utf-8") as f:
-        write = _writer(f)
+        write = transcript_writer(f)
         sim = Simulation(
             scenario, db_path=db, transcript=write, progress=progress, capture_frames=capture_frames
         )
@@ -183,7 +183,7 @@ def run_to_dir(
     if result.exceptional:  # key escrow, global key, ghost devices, seized phones (sims.exceptional)
         summary["exceptional"] = write_exceptional(result.exceptional, out / "exceptional")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    (out / "summary.md").write_text(_markdown(summary, scenario), encoding="utf-8")
+    (out / "summary.md").write_text(summary_markdown(summary, scenario), encoding="utf-8")
     return result, summary
 
 
@@ -250,7 +250,7 @@ def _score_markdown(sc: dict[str, Any]) -> str:
     )
 
 
-def _writer(f: TextIO) -> Callable[[dict[str, Any]], None]:
+def transcript_writer(f: TextIO) -> Callable[[dict[str, Any]], None]:
     dumps = json.dumps
 
     def write(event: dict[str, Any]) -> None:

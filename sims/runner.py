@@ -375,7 +375,7 @@ class Simulation:
     def _count_record(self, r: MetadataRecord) -> None:
         self.record_counts[r.kind.value] = self.record_counts.get(r.kind.value, 0) + 1
         if self.transcribing and r.kind is RecordKind.DELIVERY and r.envelope_id is not None:
-            self.last_delivery[r.envelope_id] = _record_view(r)
+            self.last_delivery[r.envelope_id] = record_view(r)
 
     def _to_device(self, d: SimDevice, link: Link, frame: wire.Response, *, push: bool) -> None:
         # Frames toward devices travel as the objects the relay core built: they are valid by
@@ -487,7 +487,7 @@ class Simulation:
         if not self.transcribing:
             return
         seen = [
-            _record_view(r)
+            record_view(r)
             for r in outputs
             if isinstance(r, MetadataRecord) and r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND)
         ]
@@ -671,7 +671,7 @@ def _contacts(scenario: Scenario, graph: dict[str, list[str]]) -> dict[str, list
     return {k: sorted(v) for k, v in book.items()}
 
 
-def _record_view(r: MetadataRecord) -> dict[str, Any]:
+def record_view(r: MetadataRecord) -> dict[str, Any]:
     """A metadata record as JSON: the fields the relay observed, never content."""
     out: dict[str, Any] = {"kind": r.kind.value}
     for name in (
