@@ -2,25 +2,32 @@
 
 ``ComplianceDesk(store, profile)`` serves a ``LegalProcess`` and returns a ``Disclosure``: the
 records handed over, by category, and for every category the process asked for but did not get,
-whether it was **withheld by policy** (the provider holds it but its published policy, or the
-law for this kind of process, keeps it back) or is **technically impossible** (never recorded
-under this profile, deleted after delivery, or end-to-end encrypted with the keys only on the
-devices), with the reason.
+one of four reasons (``relay.legal.REASONS``), which differ in kind:
+
+- **withheld by policy**: the provider holds it (or could collect it) and its published policy
+  for this instrument does not hand it over;
+- **not retained**: it could have been kept and was not, so nothing exists for the past (never
+  recorded under this profile, or deleted on delivery);
+- **no capability**: the relay has no way to collect it (no real-time tap was built); the reason
+  names the instrument of the order's jurisdiction that could compel one, where there is one;
+- **cryptographically impossible**: no key the provider holds opens it (end-to-end content).
+
+A disclosure also carries the provider's **response** to the demand as a whole
+(``relay.legal.RESPONSES``): "complied" unless the profile's policy for that instrument says
+otherwise (``Profile.responses``).
 
 Nothing here is a lookup table of answers: every provided category is read from the store (the
 metadata the profile's retention policy let through, the devices, the queued or archived
-envelopes, the intercepts a tap collected), and every "impossible" is true of that store. For
-content, the desk hands over the ciphertext it holds and shows what happens when it tries every
-key it has: under end-to-end profiles, nothing opens; under provider-held keys, everything does.
+envelopes, the intercepts a tap collected), and every reason is true of that store. For content,
+the desk hands over the ciphertext it holds and shows what happens when it tries every key it
+has: under end-to-end profiles, nothing opens; under provider-held keys, everything does.
 
-Looking back (subpoena, 2703(d) order, search warrant) the desk reads what exists at service.
-Looking forward (pen register, wiretap, blanket demand) it collects from service to expiry:
-``begin`` returns the ``Tap`` to install on the relay core at service, and ``serve`` at expiry
-reads what the tap collected. A profile without the capability gets no tap, and says so. A
-forward-looking order the desk never saw begin (one served on a finished run's store, as
-``relaysim disclose`` does) collected nothing, and every category it asks for is impossible.
-Message bodies looked back on are the ones still waiting (or archived) at service: a relay that
-deletes each envelope when its recipient acknowledges it may hold none, and then says that.
+Looking back (``Instrument.looks == "back"``) the desk reads what exists at service. Looking
+forward it collects from service to expiry: ``begin`` returns the ``Tap`` to install on the relay
+core at service, and ``serve`` at expiry reads what the tap collected. A profile without the
+capability gets no tap, and says so. A forward-looking order the desk never saw begin (one served
+on a finished run's store, as ``relaysim disclose`` does) collected nothing. A preservation
+request freezes what is held and discloses nothing by itself.
 """
 
 from __future__ import annotations
@@ -32,33 +39,36 @@ from typing import Any
 
 from relay.core import Tap
 from relay.custody import ContentKey, route_ad
+from relay.legal import (
+    CATEGORIES,
+    INSTRUMENTS,
+    JURISDICTIONS,
+    REASON_LABELS,
+    REASONS,
+    Instrument,
+    Reason,
+    Response,
+    get_instrument,
+)
+from relay.legal import in_order as _in_order
 from relay.metadata import MetadataRecord, RecordKind
-from relay.profiles import ASKS, CATEGORIES, PROCESSES, PROFILES, Profile
+from relay.profiles import PROFILES, Profile
 from relay.store import Store
 
-__all__ = ["FORWARD", "PROCESS_NAMES", "ComplianceDesk", "Disclosure", "LegalProcess", "in_order"]
+__all__ = ["ComplianceDesk", "Disclosure", "LegalProcess", "in_order"]
 
-FORWARD = frozenset({"pen_register", "wiretap", "blanket_demand"})
-# Short names for prose ("handed over only under a 2703(d) court order").
-PROCESS_NAMES: Mapping[str, str] = {
-    "subpoena": "subpoena",
-    "court_order_2703d": "2703(d) court order",
-    "search_warrant": "search warrant",
-    "pen_register": "pen register",
-    "wiretap": "wiretap order",
-    "preservation": "preservation request",
-    "blanket_demand": "blanket demand",
-}
-_LEAST_PROCESS = ("subpoena", "court_order_2703d", "search_warrant")
 _MESSAGE_KINDS = (RecordKind.SEND, RecordKind.SEALED_SEND)
+# Look-back instruments of the US, least first: "handed over only under a 2703(d) court order".
+_LEAST_PROCESS = ("subpoena", "court_order_2703d", "search_warrant")
 
 
 @dataclass(frozen=True)
 class LegalProcess:
-    """One order, as served: what kind, on whom, when, and the period it covers.
+    """One order, as served: which instrument, on whom, when, and the period it covers.
 
-    ``start``/``end`` bound the records asked for (look-back) or the collection (forward-looking,
-    which never starts before ``served``). ``target`` None means everyone (a blanket demand).
+    ``process`` is the key of an instrument in ``relay.legal.INSTRUMENTS``. ``start``/``end``
+    bound the records asked for (look-back) or the collection (forward-looking, which never
+    starts before ``served``). ``target`` None means everyone (an instrument that needs no target).
     """
 
     name: str
@@ -69,16 +79,20 @@ class LegalProcess:
     end: float | None = None
 
     def __post_init__(self) -> None:
-        if self.process not in PROCESSES:
+        if self.process not in INSTRUMENTS:
             raise ValueError(
-                f"legal process {self.name!r}: unknown process {self.process!r}; known: {', '.join(PROCESSES)}"
+                f"legal process {self.name!r}: unknown process {self.process!r}; known: {', '.join(INSTRUMENTS)}"
             )
-        if self.target is None and self.process != "blanket_demand":
-            raise ValueError(f"legal process {self.name!r}: a {self.process} names a target account")
+        if self.target is None and self.instrument.needs_target:
+            raise ValueError(f"legal process {self.name!r}: a {self.instrument.name} names a target account")
+
+    @property
+    def instrument(self) -> Instrument:
+        return get_instrument(self.process)
 
     @property
     def forward(self) -> bool:
-        return self.process in FORWARD
+        return self.instrument.forward
 
     def window(self) -> tuple[float, float]:
         if self.forward:
@@ -95,46 +109,65 @@ class Disclosure:
     process: LegalProcess
     profile: str
     provided: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    withheld: dict[str, str] = field(default_factory=dict)
-    impossible: dict[str, str] = field(default_factory=dict)
+    # every category asked for and not provided: why, as (reason class, the explanation)
+    reasons: dict[str, tuple[Reason, str]] = field(default_factory=dict)
+    response: Response = "complied"
     decryption: list[dict[str, Any]] = field(default_factory=list)
     content_keys: int = 0  # how many content keys the desk held when it tried to decrypt
     notes: list[str] = field(default_factory=list)
 
+    def refuse(self, category: str, reason: Reason, why: str) -> None:
+        self.reasons[category] = (reason, why)
+
+    def by_reason(self, reason: Reason) -> dict[str, str]:
+        """Category → explanation, for the categories not provided for ``reason``."""
+        return {c: why for c, (r, why) in self.reasons.items() if r == reason}
+
+    @property
+    def withheld(self) -> dict[str, str]:
+        return self.by_reason("withheld_by_policy")
+
     def to_json(self) -> dict[str, Any]:
         p = self.process
+        instrument = p.instrument
         return {
             "name": p.name,
             "process": p.process,
-            "process_description": PROCESSES[p.process],
+            "process_description": instrument.description,
+            "jurisdiction": instrument.jurisdiction,
+            "statute": instrument.statute,
             "profile": self.profile,
             "target": p.target,
             "served": p.served,
             "window": [None if abs(x) == float("inf") else x for x in p.window()],
+            "response": self.response,
             "provided": {k: self.provided[k] for k in sorted(self.provided)},
-            "withheld": {k: self.withheld[k] for k in sorted(self.withheld)},
-            "impossible": {k: self.impossible[k] for k in sorted(self.impossible)},
+            "not_provided": {r: dict(sorted(self.by_reason(r).items())) for r in REASONS},
             "decryption_attempts": self.decryption,
             "content_keys_held": self.content_keys,
             "notes": self.notes,
         }
 
-    def summary(self) -> dict[str, list[str]]:
+    def summary(self) -> dict[str, Any]:
+        """Per reason, the categories; and the response. The matrix cell and the transcript's record."""
         return {
-            "provided": sorted(self.provided),
-            "withheld": sorted(self.withheld),
-            "impossible": sorted(self.impossible),
+            "response": self.response,
+            "provided": in_order(self.provided),
+            **{r: in_order(self.by_reason(r)) for r in REASONS},
         }
 
     def to_markdown(self, clock: Any = None) -> str:
         """The disclosure for people: what was served, what came back, and why the rest did not."""
         p = self.process
+        instrument = p.instrument
         fmt = clock or (lambda t: f"{t:.0f}")
         title = PROFILES[self.profile].title if self.profile in PROFILES else self.profile
         start, end = p.window()
         if p.forward:
             until = "the end of the run" if end == float("inf") else fmt(end)
             covers = f"collection from {fmt(start)} until {until} (it looks forward, never back)"
+        elif instrument.looks == "freeze":
+            covers = "what is held at that moment, frozen; nothing after it"
         elif start == float("-inf"):
             covers = "everything held at that moment"
         else:
@@ -142,10 +175,12 @@ class Disclosure:
         lines = [
             f"# Disclosure: {p.name}",
             "",
-            f"- **Order:** {PROCESSES[p.process]} (`{p.process}`)",
+            f"- **Order:** {instrument.name}: {instrument.title} (`{p.process}`)",
+            f"- **Under:** {instrument.statute} ({JURISDICTIONS[instrument.jurisdiction].name})",
             f"- **Served on:** the relay's operator — {title} (profile `{self.profile}`)",
             f"- **Target:** {f'account `{p.target}`' if p.target else 'everyone who uses the relay'}",
             f"- **Served at:** {fmt(p.served)}; it covers {covers}",
+            f"- **Response:** {self.response}",
             "",
             "## Handed over",
             "",
@@ -155,15 +190,14 @@ class Disclosure:
         for cat in in_order(self.provided):
             rows = self.provided[cat]
             count = "none found" if not rows else "1 record" if len(rows) == 1 else f"{len(rows)} records"
-            lines.append(f"- **{_label(cat)}** — {CATEGORIES[cat]}: {count}")
+            lines.append(f"- **{_label(cat)}** — {CATEGORIES[cat].description}: {count}")
             for r in rows[:_SHOWN]:
                 lines.append(f"  - {_row_text(cat, r, fmt)}")
             if len(rows) > _SHOWN:
                 lines.append(f"  - … and {len(rows) - _SHOWN} more (all of them are in the JSON file)")
-        lines += ["", "## Asked for, but withheld by policy (the provider could hand it over)", ""]
-        lines += _grouped(self.withheld) or ["Nothing."]
-        lines += ["", "## Asked for, but technically impossible (the provider cannot)", ""]
-        lines += _grouped(self.impossible) or ["Nothing."]
+        for reason, meaning in REASONS.items():
+            lines += ["", f"## Asked for, but {REASON_LABELS[reason]} ({meaning})", ""]
+            lines += _grouped(self.by_reason(reason)) or ["Nothing."]
         if self.decryption:
             opened = sum(1 for d in self.decryption if d["opened"])
             n, k = len(self.decryption), self.content_keys
@@ -190,8 +224,7 @@ _TIMES = ("time", "created", "registered", "last_seen", "first_seen", "delivered
 
 def in_order(categories: Iterable[str]) -> list[str]:
     """Categories in the vocabulary's order (who, when, where, with whom, what)."""
-    order = list(CATEGORIES)
-    return sorted(categories, key=order.index)
+    return _in_order(categories)
 
 
 def _grouped(reasons: Mapping[str, str]) -> list[str]:
@@ -203,7 +236,7 @@ def _grouped(reasons: Mapping[str, str]) -> list[str]:
 
 
 def _label(category: str) -> str:
-    return category.replace("_", " ").replace("ip addresses", "IP addresses")
+    return CATEGORIES[category].label
 
 
 def _row_text(category: str, row: Mapping[str, Any], fmt: Any) -> str:
@@ -288,157 +321,189 @@ class ComplianceDesk:
         if not process.forward:
             return None
         self._begun.add(process.name)
-        if not self._collects(process.process):
+        if not self._collects(process.instrument):
             return None
         start, end = process.window()
-        content = process.process in ("wiretap", "blanket_demand")
-        return Tap(process.name, process.target, start, end, content)
+        return Tap(process.name, process.target, start, end, process.instrument.copies_bodies)
 
-    def _can_collect(self, process: str) -> bool:
-        if process == "pen_register":
-            return self.profile.pen_register
-        return self.profile.wiretap
+    def _can_collect(self, instrument: Instrument) -> bool:
+        """Whether the relay has a real-time tap for such an order at all (its design, not its policy)."""
+        if instrument.copies_bodies:
+            return self.profile.wiretap
+        return self.profile.pen_register
 
-    def _collects(self, process: str) -> bool:
-        """Whether the provider collects under such an order: it can, and its policy hands over
-        something of what the order asks (a provider that would hand over nothing collects nothing)."""
-        return self._can_collect(process) and bool(
-            self.profile.discloses.get(process, frozenset()) & ASKS[process]
+    def _collects(self, instrument: Instrument) -> bool:
+        """Whether the provider collects under such an order: it can, it answers the demand, and its
+        policy hands over something of what the order asks (else it collects nothing)."""
+        return (
+            self._can_collect(instrument)
+            and self.profile.response_to(instrument) == "complied"
+            and bool(self._discloses(instrument) & instrument.asks)
         )
+
+    def _discloses(self, instrument: Instrument) -> frozenset[str]:
+        return self.profile.discloses.get(instrument.key, frozenset())
 
     # --- serving ---------------------------------------------------------------------------
 
     def serve(self, process: LegalProcess) -> Disclosure:
-        d = Disclosure(process, self.profile.name)
-        if process.process == "preservation":
+        instrument = process.instrument
+        d = Disclosure(process, self.profile.name, response=self.profile.response_to(instrument))
+        if instrument.looks == "freeze":
             d.notes.append(
-                "A preservation request discloses nothing now; it stops the deletion of the target's records "
-                "and messages until further process arrives."
+                f"A {instrument.name} discloses nothing now; it freezes what the provider holds about the "
+                "target at service, so that further process can reach it, and captures nothing after it."
             )
+            return d
+        if d.response != "complied":
+            for category in in_order(instrument.asks):
+                d.refuse(category, "withheld_by_policy", f"{self.profile.title}'s response: {d.response}")
             return d
         if process.forward and process.name not in self._begun:
             # Served after the fact (e.g. on a finished run's store): a forward-looking order
             # collects from its service on, and nothing passed through the relay since.
             why = (
-                f"a {PROCESS_NAMES[process.process]} collects only from its service on, and it was not "
-                "in effect while traffic passed: served on records after the fact, it collects nothing"
+                f"a {instrument.name} collects only from its service on, and it was not in effect while "
+                "traffic passed: nothing of that traffic was kept for it"
             )
-            for category in in_order(ASKS[process.process]):
-                d.impossible[category] = why
+            for category in in_order(instrument.asks):
+                d.refuse(category, "not_retained", why)
             d.notes.append(
                 "Nothing was collected: a forward-looking order has to be in place before the traffic it "
                 "covers passes (in a scenario, a legal_process event in the timeline)."
             )
             return d
-        for category in in_order(ASKS[process.process]):
-            held, why = self._held(category, process)
-            if not held:
-                d.impossible[category] = why
+        discloses = self._discloses(instrument)
+        for category in in_order(instrument.asks):
+            missing = self._missing(category, process)
+            if missing is not None:
+                d.refuse(category, *missing)
                 continue
-            if category not in self.profile.discloses.get(process.process, frozenset()):
-                d.withheld[category] = self._withheld_reason(category, process)
+            if category not in discloses or (process.forward and not self._collects(instrument)):
+                d.refuse(category, "withheld_by_policy", self._withheld_reason(category, process))
                 continue
             rows = self._fetch(category, process, d)
-            if rows is None:
-                continue  # _fetch recorded why
+            if "ip_addresses" not in discloses and category not in ("ip_addresses", "location"):
+                # IP addresses are not withheld in one category and printed in another
+                rows = [{k: v for k, v in r.items() if k != "host"} for r in rows]
             d.provided[category] = rows
             note = self.profile.notes.get(category)
             if note and category not in ("content", "ciphertext"):
                 d.notes.append(f"{_label(category).capitalize()}: {note}.")
-        if "content" in ASKS[process.process] and "content" not in d.provided and "content" not in d.withheld:
-            # Show it, rather than assert it: try every content key this provider holds on the
-            # ciphertext it has (for end-to-end traffic it holds none, and nothing opens).
+        if "content" in instrument.asks and "content" not in d.provided and "content" not in d.reasons:
             self._bodies("content", process, d)
-        name = PROCESS_NAMES[process.process]
-        if process.forward and not self._can_collect(process.process):
-            d.notes.append(f"A {self.profile.title} relay cannot collect under a {name}: nothing was tapped.")
-        elif process.forward and not self._collects(process.process):
+        if process.forward and not self._can_collect(instrument):
             d.notes.append(
-                f"{self.profile.title} could collect under a {name}, but its published policy hands nothing "
-                "over under one, so it collects nothing: nothing was tapped."
+                f"A {self.profile.title} relay cannot collect under a {instrument.name}: nothing was tapped."
+            )
+        elif process.forward and not self._collects(instrument):
+            d.notes.append(
+                f"{self.profile.title} could collect under a {instrument.name}, but its published policy hands "
+                "nothing over under one, so it collects nothing: nothing was tapped."
             )
         return d
 
     def _withheld_reason(self, category: str, process: LegalProcess) -> str:
         pr = self.profile
-        if process.forward and not self._collects(process.process):
+        instrument = process.instrument
+        if process.forward and not self._collects(instrument):
+            note = pr.notes.get("realtime_routing")
             return (
                 f"{pr.title} could collect it in real time, but its published policy hands nothing over under "
-                f"a {PROCESS_NAMES[process.process]}, so it collects nothing"
+                f"a {instrument.name}, so it collects nothing" + (f" ({note})" if note else "")
             )
         has = f"collected under this order by {pr.title}" if process.forward else f"held by {pr.title}"
         for p in _LEAST_PROCESS:
-            if category in pr.discloses.get(p, frozenset()) and category in ASKS[p]:
-                if process.process == "blanket_demand":
+            least = INSTRUMENTS[p]
+            if category in pr.discloses.get(p, frozenset()) and category in least.asks:
+                if instrument.jurisdiction != least.jurisdiction:
                     return f"{has}, but handed over only to US legal process that names an account"
-                return f"{has}, but handed over only under a {PROCESS_NAMES[p]}"
+                return f"{has}, but handed over only under a {least.name}"
         note = pr.notes.get(category)
         return note or f"{has}, but not handed over under its published policy"
 
     # --- what is held ------------------------------------------------------------------------
 
-    def _held(self, category: str, process: LegalProcess) -> tuple[bool, str]:
+    def _missing(self, category: str, process: LegalProcess) -> tuple[Reason, str] | None:
+        """None if the category is held (or collected); else the reason class and why."""
         pr = self.profile
         never = f"never recorded under the {pr.name} profile"
         note = pr.notes.get(category)
+
+        def kept(ok: bool, why: str) -> tuple[Reason, str] | None:
+            return None if ok else ("not_retained", why)
+
         if category == "subscriber_info":
-            return pr.subscriber_record, note or "nothing is kept about the subscriber beyond the account id"
+            return kept(
+                pr.subscriber_record, note or "nothing is kept about the subscriber beyond the account id"
+            )
         if category in ("account_created", "device_info"):
-            return True, ""  # the relay must know an account's devices to deliver to them
+            return None  # the relay must know an account's devices to deliver to them
         if process.forward and category in ("ip_addresses", "location", "realtime_routing", "ciphertext"):
             # from service on, only what a tap collects
-            if self._tap_possible(process):
-                return True, ""
-            return False, self._no_tap_reason(process)
+            return (
+                None
+                if self._can_collect(process.instrument)
+                else ("no_capability", self._no_tap_reason(process))
+            )
         if category == "last_seen":
             ok = pr.holds_records(RecordKind.AUTHENTICATION, "time") or pr.holds_records(
                 RecordKind.CONNECTION, "time"
             )
-            return ok, note or never
+            return kept(ok, note or never)
         if category in ("ip_addresses", "location"):
             ok = any("host" in rule.fields for rule in pr.policy.rules.values())
-            return ok, note or f"{never}: the relay keeps no network addresses"
+            return kept(ok, note or f"{never}: the relay keeps no network addresses")
         if category == "contacts" or category == "reverse_contacts":
-            return pr.keep_contacts, note or "contact discovery answers and forgets: no address book is kept"
+            return kept(
+                pr.keep_contacts, note or "contact discovery answers and forgets: no address book is kept"
+            )
         if category == "blocked_users":
-            return pr.keep_blocks, note or "blocks are enforced but never written down"
+            return kept(pr.keep_blocks, note or "blocks are enforced but never written down")
         if category == "message_log":
             ok = pr.holds_records(RecordKind.SEND, "account", "recipient_account", "time")
-            return ok, note or f"{never}: the relay keeps no record of who messaged whom"
+            return kept(ok, note or f"{never}: the relay keeps no record of who messaged whom")
         if category == "message_counts":
             ok = pr.holds_records(RecordKind.SEND, "account")
-            return ok, note or f"{never}: sends are not counted"
+            return kept(ok, note or f"{never}: sends are not counted")
         if category == "lookup_log":
             ok = pr.holds_records(RecordKind.BUNDLE_FETCH, "account", "recipient_account")
-            return ok, note or f"{never}: directory look-ups are not logged"
+            return kept(ok, note or f"{never}: directory look-ups are not logged")
         if category == "ciphertext":
-            return self._bodies_held(process)
+            return self._bodies_missing(process)
         if category == "content":
             if pr.custody == "devices":
-                return False, (
+                return (
+                    "cryptographically_impossible",
                     "the content is end-to-end encrypted and the keys exist only on the devices"
-                    + (f" ({note})" if note else "")
+                    + (f" ({note})" if note else ""),
                 )
             if pr.custody == "enterprise":
-                return False, note or "the keys are held by the enterprise's own server, not by this provider"
-            if process.forward and not self._tap_possible(process):
-                return False, self._no_tap_reason(process)
-            return self._bodies_held(process)
+                return (
+                    "cryptographically_impossible",
+                    note or "the keys are held by the enterprise's own server, not by this provider",
+                )
+            if process.forward and not self._can_collect(process.instrument):
+                return ("no_capability", self._no_tap_reason(process))
+            return self._bodies_missing(process)
         raise AssertionError(category)
 
     def _no_tap_reason(self, process: LegalProcess) -> str:
         pr = self.profile
+        instrument = process.instrument
         why = pr.notes.get("realtime_routing")
-        return f"a {pr.title} relay cannot collect in real time under a {PROCESS_NAMES[process.process]}" + (
-            f" ({why})" if why else ""
+        compel = JURISDICTIONS[instrument.jurisdiction].compels_capability
+        return (
+            f"a {pr.title} relay has no way to collect in real time under a {instrument.name}"
+            + (f" ({why})" if why else "")
+            + f"; to compel one: {compel}"
         )
 
-    def _bodies_held(self, process: LegalProcess) -> tuple[bool, str]:
-        """Whether any message body (ciphertext) concerning the order is in the store."""
-        if process.forward:
-            return True, ""  # the tap is in place; what it collected may be nothing
-        if self._stored_bodies(process):
-            return True, ""
+    def _bodies_missing(self, process: LegalProcess) -> tuple[Reason, str] | None:
+        """None if any message body (ciphertext) concerning the order is in the store (or a tap is in
+        place); else why not."""
+        if process.forward or self._stored_bodies(process):
+            return None  # the tap is in place; what it collected may be nothing
         who = f"to or from {process.target}" if process.target else "at all"
         if self.profile.keep_delivered:
             why = f"no message {who} was on the relay at service"
@@ -457,10 +522,7 @@ class ComplianceDesk:
                 f"; {sealed} sealed-sender message(s) for others were waiting, and the relay cannot tell "
                 "who sent them"
             )
-        return False, why
-
-    def _tap_possible(self, process: LegalProcess) -> bool:
-        return process.forward and self._can_collect(process.process)
+        return ("not_retained", why)
 
     # --- reading the store ------------------------------------------------------------------------
 
@@ -473,7 +535,7 @@ class ComplianceDesk:
     def _concerns(self, r: MetadataRecord, target: str | None) -> bool:
         return target is None or r.account == target or r.recipient_account == target
 
-    def _fetch(self, category: str, process: LegalProcess, d: Disclosure) -> list[dict[str, Any]] | None:
+    def _fetch(self, category: str, process: LegalProcess, d: Disclosure) -> list[dict[str, Any]]:
         target = process.target
         pr = self.profile
         s = self.store
@@ -485,10 +547,14 @@ class ComplianceDesk:
             return [{key: ident, "devices": len(s.device_ids(target))}]
         if category == "account_created":
             devs = s.devices(target) if target else []
-            return [{"account": target, "created": min(x.registered_at for x in devs)}] if devs else []
+            return (
+                [{"account": target, "created": self._created(min(x.registered_at for x in devs))}]
+                if devs
+                else []
+            )
         if category == "device_info":
             return [
-                {"device": x.device, "registered": x.registered_at}
+                {"device": x.device, "registered": self._created(x.registered_at)}
                 for x in (s.devices(target) if target else [])
             ]
         if category == "last_seen":
@@ -535,6 +601,21 @@ class ComplianceDesk:
                 for r in s.metadata(RecordKind.SEND)
                 if r.account == target and self._in_window(r.time, process)
             )
+            sealed = sum(
+                1
+                for r in s.metadata(RecordKind.SEALED_SEND)
+                if r.account is None and self._in_window(r.time, process)
+            )
+            if sealed or pr.sealed_sender:
+                # never a false zero: some sends could have been the target's, and nobody can tell
+                return [
+                    {
+                        "account": target,
+                        "messages_sent": "unknown: the relay cannot attribute sealed sends",
+                        "attributed": n,
+                        "sealed_sends_in_window": sealed,
+                    }
+                ]
             return [{"account": target, "messages_sent": n}]
         if category == "lookup_log":
             return [
@@ -559,6 +640,10 @@ class ComplianceDesk:
         if category in ("ciphertext", "content"):
             return self._bodies(category, process, d)
         raise AssertionError(category)
+
+    def _created(self, t: float) -> float:
+        step = self.profile.created_granularity
+        return t - t % step if step else t
 
     def _tapped(self, process: LegalProcess) -> list[MetadataRecord]:
         return [r for r, _body in self.store.intercepts(process.name)]

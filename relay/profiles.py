@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from relay.legal import CATEGORIES as LEGAL_CATEGORIES
+from relay.legal import INSTRUMENTS, Instrument, Response
 from relay.metadata import KEEP_EVERYTHING, KindRule, RecordKind, RetentionPolicy
 
 __all__ = [
@@ -31,77 +33,14 @@ __all__ = [
     "get_profile",
 ]
 
-# The vocabulary of what legal process asks for and what a disclosure contains.
-CATEGORIES: Final[Mapping[str, str]] = {
-    "subscriber_info": "who holds the account: its identifier (here, the phone number) and what was given at sign-up",
-    "account_created": "when the account was registered",
-    "last_seen": "when the account last connected",
-    "ip_addresses": "network addresses the account connected from",
-    "device_info": "the account's devices: how many, when each registered",
-    "contacts": "the account's uploaded address book",
-    "reverse_contacts": "accounts whose uploaded address books contain this account",
-    "blocked_users": "accounts this account blocked",
-    "message_log": "who messaged whom and when (no content)",
-    "message_counts": "how many messages the account sent",
-    "lookup_log": "who looked up whose keys in the directory, and when",
-    "realtime_routing": "source, destination and time of each message, collected as it happens",
-    "location": "where the account's devices were, as far as their network addresses tell",
-    "ciphertext": "the encrypted message bodies the relay holds or intercepts",
-    "content": "what the messages said",
-}
-
-# US legal process (18 U.S.C. 2703, 3121-3127, 2518) and the other demands a relay may face.
-PROCESSES: Final[Mapping[str, str]] = {
-    "subpoena": "grand-jury or administrative subpoena, 18 U.S.C. 2703(c)(2): basic subscriber information",
-    "court_order_2703d": "court order under 18 U.S.C. 2703(d), on specific and articulable facts: non-content records",
-    "search_warrant": "search warrant, 18 U.S.C. 2703(a)/(b), on probable cause: stored content and records",
-    "pen_register": "pen register / trap-and-trace order, 18 U.S.C. 3121-3127: routing information from service on",
-    "wiretap": "wiretap order, Title III (18 U.S.C. 2518): content in real time from service on",
-    "preservation": "preservation request, 18 U.S.C. 2703(f): keep what exists; discloses nothing by itself",
-    "blanket_demand": "a foreign regulator's demand to monitor all traffic (e.g. Pakistan's PTA, 2015)",
-}
-
-Process = Literal[
-    "subpoena",
-    "court_order_2703d",
-    "search_warrant",
-    "pen_register",
-    "wiretap",
-    "preservation",
-    "blanket_demand",
-]
+# The vocabulary and the instruments are rows in relay.legal; these are views of them.
+CATEGORIES: Final[Mapping[str, str]] = {c.name: c.description for c in LEGAL_CATEGORIES.values()}
+PROCESSES: Final[Mapping[str, str]] = {i.key: i.description for i in INSTRUMENTS.values()}
+# What each process may compel (asks for), by law.
+ASKS: Final[Mapping[str, frozenset[str]]] = {i.key: i.asks for i in INSTRUMENTS.values()}
 Custody = Literal["devices", "provider", "enterprise"]
 
 _DAY = 86400.0
-_WHERE = frozenset({"time", "host"})
-
-_BASIC = frozenset({"subscriber_info", "account_created", "last_seen", "ip_addresses", "device_info"})
-_RECORDS = _BASIC | {
-    "message_log",
-    "message_counts",
-    "lookup_log",
-    "contacts",
-    "reverse_contacts",
-    "blocked_users",
-    "location",
-}
-_STORED = _RECORDS | {"ciphertext", "content"}
-
-# What each process may compel (asks for), by law. A subpoena reaches "name; address; local and
-# long distance telephone connection records, or records of session times and durations; length
-# of service (including start date) ...; telephone or instrument number or other subscriber number
-# or identity, including any temporarily assigned network address" (18 U.S.C. 2703(c)(2)(A)-(E)):
-# so a log of who messaged whom, where one exists, is asked for too (the FBI chart's Viber row:
-# "message history: time, date, source, destination", under a subpoena).
-ASKS: Final[Mapping[str, frozenset[str]]] = {
-    "subpoena": _BASIC | {"message_counts", "message_log"},
-    "court_order_2703d": _RECORDS,
-    "search_warrant": _STORED,
-    "pen_register": frozenset({"realtime_routing", "ip_addresses"}),
-    "wiretap": frozenset({"realtime_routing", "ip_addresses", "ciphertext", "content"}),
-    "preservation": frozenset(),
-    "blanket_demand": frozenset({"realtime_routing", "ip_addresses", "location", "ciphertext", "content"}),
-}
 
 
 def _policy(name: str, rules: Mapping[RecordKind, KindRule]) -> RetentionPolicy:
@@ -123,8 +62,9 @@ class Profile:
     policy: RetentionPolicy
     custody: Custody  # who holds the keys to message content
     sources: tuple[str, ...]
-    discloses: Mapping[str, frozenset[str]]  # per process, what the provider's policy hands over when held
-    end_to_end: bool = True
+    # Per instrument (and so per jurisdiction: every instrument belongs to one), what the provider's
+    # policy hands over when held; an instrument not named here gets nothing.
+    discloses: Mapping[str, frozenset[str]]
     sealed_sender: bool = False
     keep_delivered: bool = False  # message bodies survive delivery (server-side storage)
     keep_contacts: bool = False
@@ -134,7 +74,15 @@ class Profile:
     wiretap: bool = True  # can copy envelopes in real time once ordered (ciphertext, for E2E)
     subscriber_hashed: bool = False  # keeps only a hash of the phone number / e-mail
     subscriber_record: bool = True  # keeps anything about the subscriber beyond the account id itself
+    created_granularity: float | None = None  # the account's creation time is kept only to this step
     notes: Mapping[str, str] = field(default_factory=dict)  # per category, why it is as it is
+    # Per instrument, how the provider answered the demand as a whole, where it did not comply.
+    responses: Mapping[str, Response] = field(default_factory=dict)
+
+    def response_to(self, instrument: Instrument) -> Response:
+        """The provider's response to a demand under ``instrument``: "complied" unless its policy
+        for that instrument says otherwise."""
+        return self.responses.get(instrument.key, "complied")
 
     def holds_records(self, kind: RecordKind, *fields: str) -> bool:
         rule = self.policy.rules.get(kind)
@@ -218,7 +166,6 @@ WHATSAPP = Profile(
         ),
         "pen_register": frozenset({"realtime_routing", "ip_addresses"}),
         "wiretap": frozenset({"realtime_routing", "ip_addresses", "ciphertext"}),
-        "blanket_demand": frozenset(),
     },
     notes={"content": "content lives only on the phones and in their backups"},
 )
@@ -252,7 +199,6 @@ IMESSAGE = Profile(
         ),
         "pen_register": frozenset(),
         "wiretap": frozenset(),
-        "blanket_demand": frozenset(),
     },
     notes={
         "content": "with iCloud Backup on (and Advanced Data Protection off) Apple holds the backup's keys; "
@@ -273,6 +219,7 @@ THREEMA = Profile(
     ),
     custody="devices",
     subscriber_hashed=True,
+    created_granularity=_DAY,  # "ID creation date" (the FBI chart): a date, no time
     wiretap=False,
     sources=("Threema, 'Transparency report' and law-enforcement guidelines", _FBI_CHART),
     discloses={
@@ -328,7 +275,6 @@ VIBER = Profile(
 TELEGRAM_CLOUD = Profile(
     name="telegram-cloud",
     title="Telegram (cloud chats)",
-    end_to_end=False,
     policy=_policy(
         "telegram-cloud",
         {
@@ -340,14 +286,18 @@ TELEGRAM_CLOUD = Profile(
     custody="provider",
     keep_delivered=True,
     keep_contacts=True,
-    wiretap=False,
+    pen_register=True,  # its servers route and store every cloud message and hold the keys:
+    wiretap=True,  # what stops a real-time return is its policy, not its design
     sources=(
         "telegram.org/privacy §8.3 (IP address and phone number, on a court order; from 2024-09 for any "
         "criminal suspect)",
         "telegram.org/faq: cloud chats are encrypted client-server and stored on Telegram's servers",
         _FBI_CHART,
     ),
-    discloses={p: frozenset({"subscriber_info", "ip_addresses"}) for p in ASKS},
+    # "IP address and phone number" to an order naming the user; nothing in real time (the chart)
+    discloses={
+        i.key: frozenset({"subscriber_info", "ip_addresses"}) for i in INSTRUMENTS.values() if not i.forward
+    },
     notes={
         "content": "the keys are on Telegram's servers: content is withheld by policy, not by mathematics",
         "realtime_routing": _NOT_REALTIME,
@@ -361,7 +311,6 @@ _BB_SUBPOENA = ASKS["subpoena"] - {"message_log"}
 BBM_CONSUMER = Profile(
     name="bbm-consumer",
     title="BlackBerry Messenger / PIN (consumer)",
-    end_to_end=False,
     policy=_policy(
         "bbm-consumer",
         {
@@ -384,7 +333,6 @@ BBM_CONSUMER = Profile(
 BES = Profile(
     name="bes",
     title="BlackBerry Enterprise Server (carrier relay)",
-    end_to_end=True,
     policy=_policy(
         "bes",
         {

@@ -224,7 +224,9 @@ def _disclose(args: argparse.Namespace) -> int:
             f"{profile.name!r} describes records that {profile.name!r}'s policy did not write",
             file=sys.stderr,
         )
-    if args.process != "blanket_demand" and not args.target:
+    from relay.legal import get_instrument
+
+    if get_instrument(args.process).needs_target and not args.target:
         return fail(f"a {args.process} names the account it is served on: give --target ACCOUNT")
     epoch = float(provider.get("clock_epoch", SIM_EPOCH))
     try:
@@ -445,11 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve legal process on a finished run's relay and print the disclosure",
         description=(
             "Serve legal process on the relay of a finished run, as its operator's compliance desk would "
-            "answer it: what it hands over, what it withholds by policy, and what is technically impossible, "
+            "answer it: what it hands over, and for the rest why not (withheld by policy, not retained, no "
+            "capability, or cryptographically impossible), "
             "all read from the relay's own store. The run's relay.db is not modified (the desk works on a "
             "copy). The profile, the provider's content keys and its GeoIP table come from provider.json "
             "beside relay.db. Times are simulated time since the start of the run, like the scenario's. "
-            "Forward-looking orders (pen_register, wiretap, blanket_demand) collect only from service on: "
+            "Forward-looking orders (pen_register, wiretap and the like) collect only from service on: "
             "served on a finished run they collect nothing, so put them in the scenario's timeline instead.\n\n"
             "processes:\n" + "\n".join(f"  {k:<18} {v}" for k, v in PROCESSES.items())
         ),
@@ -475,7 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     disclose.add_argument(
         "--process", required=True, choices=list(PROCESSES), help="the kind of legal process"
     )
-    disclose.add_argument("--target", metavar="ACCOUNT", help="the account it names (not for blanket_demand)")
+    disclose.add_argument(
+        "--target", metavar="ACCOUNT", help="the account it names (not for a demand on everyone)"
+    )
     disclose.add_argument(
         "--from", dest="start", metavar="T", help='start of the period it covers, e.g. "1h"'
     )

@@ -7,7 +7,8 @@ order of each kind in :data:`MATRIX_PROCESSES`, all on the same account; each is
 profile's compliance desk from what that run's relay actually stored or collected. The matrix is
 then read off the disclosures, never written by hand:
 
-    {profile: {process: {"provided": [...], "withheld": [...], "impossible": [...]}}}
+    {profile: {process: {"response": ..., "provided": [...], "withheld_by_policy": [...],
+                         "not_retained": [...], "no_capability": [...], "cryptographically_impossible": [...]}}}
 
 ``DIR/matrix.json`` holds exactly that; ``DIR/matrix.md`` renders it for people (rows profiles,
 columns processes); ``render_terminal`` prints a "can reveal / cannot reveal" table per profile.
@@ -24,8 +25,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from relay.compliance import PROCESS_NAMES, Disclosure, in_order
-from relay.profiles import CATEGORIES, REAL_PROFILES, get_profile
+from relay.compliance import Disclosure, in_order
+from relay.legal import CATEGORIES, INSTRUMENTS, REASON_LABELS, REASONS
+from relay.profiles import REAL_PROFILES, get_profile
 from sims.runner import SimulationResult
 from sims.scenario import Scenario
 
@@ -41,7 +43,7 @@ __all__ = [
 
 MATRIX_PROCESSES = ("subpoena", "court_order_2703d", "search_warrant", "pen_register", "wiretap")
 
-Cell = dict[str, list[str]]
+Cell = dict[str, Any]  # "response", "provided" and each reason in relay.legal.REASONS
 Matrix = dict[str, dict[str, Cell]]
 
 
@@ -70,19 +72,15 @@ def check_matrix_scenario(scenario: Scenario) -> str:
 
 
 def build_matrix(disclosures: Mapping[str, Sequence[Disclosure]]) -> Matrix:
-    """Profile → process → the categories provided, withheld and impossible, from the disclosures
-    each profile's desk made (one per process in :data:`MATRIX_PROCESSES`)."""
+    """Profile → process → the response, the categories provided, and those not provided by reason,
+    from the disclosures each profile's desk made (one per process in :data:`MATRIX_PROCESSES`)."""
     matrix: Matrix = {}
     for profile, ds in disclosures.items():
         by_process = {d.process.process: d for d in ds}
         matrix[profile] = {}
         for process in MATRIX_PROCESSES:
             d = by_process[process]
-            matrix[profile][process] = {
-                "provided": in_order(d.provided),
-                "withheld": in_order(d.withheld),
-                "impossible": in_order(d.impossible),
-            }
+            matrix[profile][process] = d.summary()
     return matrix
 
 
@@ -127,29 +125,11 @@ def run_matrix_to_dir(
 
 # --- rendering ------------------------------------------------------------------------------
 
-_SHORT = {
-    "subscriber_info": "subscriber",
-    "account_created": "created",
-    "last_seen": "last seen",
-    "ip_addresses": "IPs",
-    "device_info": "devices",
-    "contacts": "contacts",
-    "reverse_contacts": "reverse contacts",
-    "blocked_users": "blocked users",
-    "message_log": "message log",
-    "message_counts": "message counts",
-    "lookup_log": "look-up log",
-    "realtime_routing": "real-time routing",
-    "location": "location",
-    "ciphertext": "ciphertext",
-    "content": "CONTENT",
-}
-
 
 def _cell(categories: Sequence[str], empty: Sequence[str] = ()) -> str:
     if not categories:
         return "—"
-    return ", ".join(_SHORT[c] + ("°" if c in empty else "") for c in categories)
+    return ", ".join(CATEGORIES[c].short + ("°" if c in empty else "") for c in categories)
 
 
 def render_markdown(
@@ -158,10 +138,10 @@ def render_markdown(
     target: str,
     empty: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
 ) -> str:
-    """``matrix.md``: three tables (handed over, withheld by policy, technically impossible), rows
-    profiles and columns processes, and a legend."""
+    """``matrix.md``: one table for what was handed over and one per reason the rest was not
+    (relay.legal.REASONS), rows profiles and columns processes, and a legend."""
     empty = empty or {}
-    head = "| provider (profile) | " + " | ".join(PROCESS_NAMES[p] for p in MATRIX_PROCESSES) + " |"
+    head = "| provider (profile) | " + " | ".join(INSTRUMENTS[p].name for p in MATRIX_PROCESSES) + " |"
     rule = "|---|" + "---|" * len(MATRIX_PROCESSES)
 
     def table(kind: str) -> list[str]:
@@ -191,22 +171,19 @@ def render_markdown(
         "",
         "° the provider hands this over, but this run produced none of it (e.g. nobody blocked anyone).",
         "",
-        "## Held, but withheld by policy",
-        "",
-        *table("withheld"),
-        "",
-        "## Technically impossible: never recorded, already deleted, no capability, or no key",
-        "",
-        *table("impossible"),
-        "",
+        *[
+            line
+            for reason, meaning in REASONS.items()
+            for line in (f"## Not handed over: {REASON_LABELS[reason]} ({meaning})", "", *table(reason), "")
+        ],
         "## Legend",
         "",
         "| in the cells | category | meaning |",
         "|---|---|---|",
-        *[f"| {_SHORT[c]} | `{c}` | {desc} |" for c, desc in CATEGORIES.items()],
+        *[f"| {c.short} | `{c.name}` | {c.description} |" for c in CATEGORIES.values()],
         "",
         "Processes: "
-        + "; ".join(f"**{PROCESS_NAMES[p]}** (`{p}`)" for p in MATRIX_PROCESSES)
+        + "; ".join(f"**{INSTRUMENTS[p].name}** (`{p}`)" for p in MATRIX_PROCESSES)
         + ". CONTENT means the words of the messages, in the clear.",
         "",
     ]
@@ -235,11 +212,11 @@ def render_terminal(matrix: Matrix, width: int = 120) -> str:
         rows = [("process", "can reveal", "cannot reveal")]
         for p in MATRIX_PROCESSES:
             c = cells[p]
-            cannot = [_SHORT[x] for x in c["impossible"]] + [f"{_SHORT[x]} (withheld)" for x in c["withheld"]]
+            cannot = [f"{CATEGORIES[x].short} ({REASON_LABELS[r]})" for r in REASONS for x in c[r]]
             rows.append(
                 (
-                    PROCESS_NAMES[p],
-                    ", ".join(_SHORT[x] for x in c["provided"]) or "nothing",
+                    INSTRUMENTS[p].name,
+                    ", ".join(CATEGORIES[x].short for x in c["provided"]) or "nothing",
                     ", ".join(cannot) or "—",
                 )
             )

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from relay.compliance import Disclosure
+from relay.legal import REASON_LABELS
 from sims.exceptional import write_exceptional
 from sims.runner import Simulation, SimulationResult
 from sims.scenario import Scenario
@@ -336,8 +337,8 @@ def render_demo(out: Path, *, width: int = 140) -> str:
         for o in orders:
             parts.append(f"- {o['name']} ({o['process']})")
             parts.append(f"    handed over:            {', '.join(o['provided']) or 'nothing'}")
-            parts.append(f"    withheld by policy:     {', '.join(o['withheld']) or 'nothing'}")
-            parts.append(f"    technically impossible: {', '.join(o['impossible']) or 'nothing'}")
+            for reason, label in REASON_LABELS.items():
+                parts.append(f"    {label + ':':<30}{', '.join(o[reason]) or 'nothing'}")
             sc = o.get("score") or {}
             if sc:
                 parts.append(
@@ -442,10 +443,10 @@ def _cell(d: Any, category: str) -> str:
             if rows
             else "handed over (none)"
         )
-    if category in d.withheld:
-        return f"withheld by policy: {d.withheld[category]}"
-    if category in d.impossible:
-        return f"**technically impossible**: {d.impossible[category]}"
+    if category in d.reasons:
+        reason, why = d.reasons[category]
+        label = REASON_LABELS[reason]
+        return f"{label}: {why}" if reason == "withheld_by_policy" else f"**{label}**: {why}"
     return "–"
 
 
@@ -456,14 +457,18 @@ def _glance(d: Any) -> str:
         return f"**{len(d.provided['content'])} message(s) read**, decrypted with the provider's own key"
     if "content" in d.withheld:
         return f"held but withheld by policy ({cipher} ciphertext(s) handed over)"
-    why = d.impossible.get("content", "not handed over")
-    return f"**technically impossible**: {why} ({cipher} ciphertext(s) handed over, unreadable)"
+    reason, why = d.reasons.get("content", ("", "not handed over"))
+    label = REASON_LABELS.get(reason, "not handed over")
+    return f"**{label}**: {why} ({cipher} ciphertext(s) handed over, unreadable)"
 
 
 def render_comparison(scenario: Scenario, runs: dict[str, tuple[SimulationResult, dict[str, Any]]]) -> str:
     """``comparison.md``: per order, what each profile's operator could produce, side by side."""
-    from relay.compliance import PROCESS_NAMES, in_order
+    from relay.compliance import in_order
+    from relay.legal import INSTRUMENTS
     from relay.profiles import ASKS, PROCESSES, get_profile
+
+    PROCESS_NAMES = {k: i.name for k, i in INSTRUMENTS.items()}
 
     names = list(runs)
     titles = [get_profile(n).title for n in names]
@@ -476,8 +481,8 @@ def render_comparison(scenario: Scenario, runs: dict[str, tuple[SimulationResult
         f"changes ({', '.join(f'`{n}`' for n in names)}). Each order below was served on each operator, "
         "and each column is what that operator's compliance desk produced from its own store. "
         "**Withheld by policy** means the operator has it, or could collect it, and does not hand it over; "
-        "**technically impossible** means it does not have it and cannot get it: never recorded, already "
-        "deleted, no way to collect it, or no key.",
+        "**not retained** means it could have been kept and was not; **no capability**, that the relay "
+        "has no way to collect it; **cryptographically impossible**, that no key the operator holds opens it.",
         "",
         "Each run's full output is in its own folder: "
         + ", ".join(f"[`{n}/`]({n}/summary.md) (disclosures in `{n}/disclosures/`)" for n in names)
@@ -508,7 +513,7 @@ def render_comparison(scenario: Scenario, runs: dict[str, tuple[SimulationResult
         ]
         asked = set()
         for d in by_profile.values():
-            asked |= set(d.provided) | set(d.withheld) | set(d.impossible)
+            asked |= set(d.provided) | set(d.reasons)
         for cat in in_order(asked):
             cells = [_cell(by_profile[n], cat) if n in by_profile else "–" for n in names]
             label = cat.replace("_", " ").replace("ip addresses", "IP addresses")
@@ -533,7 +538,7 @@ def render_comparison(scenario: Scenario, runs: dict[str, tuple[SimulationResult
                 if d is None or d.provided.get("content"):
                     continue
                 cipher = d.provided.get("ciphertext") or []
-                why = d.impossible.get("content") or d.withheld.get("content") or "not handed over"
+                why = d.reasons.get("content", ("", "not handed over"))[1]
                 lines.append(
                     f"- **{get_profile(n).title}**: "
                     + (f"{len(cipher)} ciphertext(s), none readable — " if cipher else "")
@@ -551,8 +556,9 @@ def render_comparison_terminal(summary: dict[str, Any]) -> str:
         lines.append(f"{row['name']} ({row['process']} on {who}):")
         for profile, s in row["profiles"].items():
             lines.append(f"  {profile:<14} handed over: {', '.join(s['provided']) or 'nothing'}")
-            if s["impossible"]:
-                lines.append(f"  {'':<14} impossible:  {', '.join(s['impossible'])}")
+            for reason, label in REASON_LABELS.items():
+                if s[reason]:
+                    lines.append(f"  {'':<14} {label}: {', '.join(s[reason])}")
     return "\n".join(lines)
 
 
@@ -576,7 +582,8 @@ def render_demo_comparison(out: Path, profiles: list[str], *, width: int = 140, 
         for profile in profiles:
             data = load(profile, name)
             content = data["provided"].get("content")
-            if not any("content" in data[k] for k in ("provided", "withheld", "impossible")):
+            why_not = {c: (r, w) for r, cats in data["not_provided"].items() for c, w in cats.items()}
+            if "content" not in data["provided"] and "content" not in why_not:
                 parts.append(f"  {profile:<14} (this order does not ask for content)")
             elif content:
                 parts.append(f"  {profile:<14} the words, {len(content)} message(s), e.g.:")
@@ -584,12 +591,9 @@ def render_demo_comparison(out: Path, profiles: list[str], *, width: int = 140, 
                     parts.append(
                         f"  {'':<14}   {row.get('from') or '?'} → {row.get('to')}: \u201c{row.get('text')}\u201d"
                     )
-            elif "content" in data["impossible"]:
-                parts.append(
-                    f"  {profile:<14} no words — technically impossible: {data['impossible']['content']}"
-                )
-            elif "content" in data["withheld"]:
-                parts.append(f"  {profile:<14} no words — withheld by policy: {data['withheld']['content']}")
+            else:
+                reason, why = why_not["content"]
+                parts.append(f"  {profile:<14} no words — {REASON_LABELS[reason]}: {why}")
             routing = [c for c in ("realtime_routing", "message_log") if data["provided"].get(c)]
             if routing:
                 n = sum(len(data["provided"][c]) for c in routing)

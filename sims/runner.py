@@ -569,7 +569,7 @@ class Simulation:
                 "profile": self.profile.name,
             }
         )
-        if order.process == "preservation":
+        if order.instrument.looks == "freeze":
             assert order.target is not None
             self.relay.preserve(order.target, rel())
             self._disclose(order)

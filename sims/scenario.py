@@ -88,7 +88,7 @@ EVENT_KINDS = {
     "device_offline": "a device loses its connection until a matching device_online",
     "device_online": "a device reconnects and drains its queue",
     "seize_phone": "a device is seized: its stored keys and history are copied at that moment",
-    "legal_process": "legal process is served on the relay's operator (process, target, from, to, name)",
+    "legal_process": "legal process is served on the relay's operator (process, jurisdiction, target, from, to, name)",
     "exceptional_access": "the provider is made to change its design: key_escrow, global_key or ghost_device",
     "escrow_key_stolen": "the escrow agent's private key leaks: whoever has it opens every escrowed message",
 }
@@ -661,15 +661,27 @@ def _events(
 def _legal_process(
     r: _Reader, params: dict[str, Any], path: str, people: set[str], index: int
 ) -> dict[str, Any]:
-    from relay.profiles import PROCESSES
+    from relay.legal import resolve_instrument
 
-    r.known(params, path, ["process", "target", "from", "to", "name"])
+    r.known(params, path, ["process", "jurisdiction", "target", "from", "to", "name"])
     process = r.get(params, "process", path, str)
-    if process not in PROCESSES:
-        raise r.fail(f"{path}.process", f"expected one of {', '.join(map(repr, PROCESSES))}, got {process!r}")
+    jurisdiction = r.get(params, "jurisdiction", path, str, None)
+    try:
+        instrument = resolve_instrument(process, jurisdiction)
+    except ValueError as exc:
+        from relay.legal import INSTRUMENTS, JURISDICTIONS
+
+        bad_place = jurisdiction is not None and jurisdiction not in JURISDICTIONS
+        where = (
+            "jurisdiction"
+            if bad_place or process in INSTRUMENTS or process == "blanket_demand"
+            else "process"
+        )
+        raise r.fail(f"{path}.{where}", str(exc)) from None
+    process = instrument.key
     target = r.get(params, "target", path, str, None)
-    if target is None and process != "blanket_demand":
-        raise r.fail(f"{path}.target", f"missing; a {process} names the account it is served on")
+    if target is None and instrument.needs_target:
+        raise r.fail(f"{path}.target", f"missing; a {instrument.name} names the account it is served on")
     if target is not None and people and target not in people:
         raise r.fail(
             f"{path}.target", f"expected one of the people ({', '.join(sorted(people))}), got {target!r}"

@@ -1,0 +1,407 @@
+"""Legal process as data: one table of instruments, one of disclosure categories, one of reasons.
+
+Everything about legal process that the profiles, the compliance desk, the scenario validator,
+the CLI and the reports need is a row here, read by all of them; nothing is decided twice.
+
+- :data:`JURISDICTIONS`: whose law an order is made under, and which instrument of that law (if
+  any) can compel a provider to *build* a capability it lacks.
+- :data:`INSTRUMENTS`: each kind of legal process, in its own law — its name, jurisdiction, the
+  statute that grants it, whether it looks back at what is held, forward from service, or
+  freezes what is held; whether it must name a target account; and which categories it asks for.
+- :data:`CATEGORIES`: the vocabulary of what an order asks for and a disclosure contains.
+- :data:`REASONS`: why a category asked for was not handed over — four reasons that differ in
+  kind, not one "impossible" for all of them.
+- :data:`RESPONSES`: what a provider did with a demand as a whole.
+
+Adding a process is a row in :data:`INSTRUMENTS` (and its tests); a provider's policy for it is
+an entry in that profile's ``discloses`` (and, if it did not comply, ``responses``).
+
+Sources, as named per row: 18 U.S.C. 2703, 2518, 3121-3127; 47 U.S.C. 1002 (CALEA); the
+Pakistan Telecommunication (Re-organization) Act 1996 and the PTA's statement of 2015-12-31; the
+Investigation for Fair Trial Act 2013 (Pakistan); the Indian Telegraph Act 1885 s.5(2) and
+Rule 419A of the Indian Telegraph Rules; the Information Technology Act 2000 s.69 and the
+Information Technology (Procedure and Safeguards for Interception, Monitoring and Decryption of
+Information) Rules 2009; the UK Investigatory Powers Act 2016; Australia's Telecommunications and
+Other Legislation Amendment (Assistance and Access) Act 2018 (TOLA).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, Literal
+
+__all__ = [
+    "CATEGORIES",
+    "INSTRUMENTS",
+    "JURISDICTIONS",
+    "REASONS",
+    "RESPONSES",
+    "Category",
+    "Instrument",
+    "Jurisdiction",
+    "Looks",
+    "Reason",
+    "Response",
+    "get_instrument",
+    "in_order",
+    "resolve_instrument",
+]
+
+Looks = Literal["back", "forward", "freeze"]
+Reason = Literal["withheld_by_policy", "not_retained", "no_capability", "cryptographically_impossible"]
+Response = Literal["complied", "refused", "challenged", "withdrawn"]
+
+
+# --- categories ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Category:
+    name: str
+    label: str  # in prose: "IP addresses"
+    short: str  # in a table cell: "IPs"
+    description: str
+
+
+CATEGORIES: Final[Mapping[str, Category]] = {
+    c.name: c
+    for c in (
+        Category(
+            "subscriber_info",
+            "subscriber info",
+            "subscriber",
+            "who holds the account: its identifier (here, the phone number) and what was given at sign-up",
+        ),
+        Category("account_created", "account created", "created", "when the account was registered"),
+        Category("last_seen", "last seen", "last seen", "when the account last connected"),
+        Category("ip_addresses", "IP addresses", "IPs", "network addresses the account connected from"),
+        Category(
+            "device_info", "device info", "devices", "the account's devices: how many, when each registered"
+        ),
+        Category("contacts", "contacts", "contacts", "the account's uploaded address book"),
+        Category(
+            "reverse_contacts",
+            "reverse contacts",
+            "reverse contacts",
+            "accounts whose uploaded address books contain this account",
+        ),
+        Category("blocked_users", "blocked users", "blocked users", "accounts this account blocked"),
+        Category("message_log", "message log", "message log", "who messaged whom and when (no content)"),
+        Category("message_counts", "message counts", "message counts", "how many messages the account sent"),
+        Category(
+            "lookup_log", "lookup log", "look-up log", "who looked up whose keys in the directory, and when"
+        ),
+        Category(
+            "realtime_routing",
+            "realtime routing",
+            "real-time routing",
+            "source, destination and time of each message, collected as it happens",
+        ),
+        Category(
+            "location",
+            "location",
+            "location",
+            "where the account's devices were, as far as their network addresses tell",
+        ),
+        Category(
+            "ciphertext",
+            "ciphertext",
+            "ciphertext",
+            "the encrypted message bodies the relay holds or intercepts",
+        ),
+        Category("content", "content", "CONTENT", "what the messages said"),
+    )
+}
+
+
+def in_order(categories: object) -> list[str]:
+    """Categories in the vocabulary's order (who, when, where, with whom, what)."""
+    order = list(CATEGORIES)
+    return sorted(categories, key=order.index)  # type: ignore[call-overload]
+
+
+# --- reasons and responses ------------------------------------------------------------------------
+
+REASONS: Final[Mapping[Reason, str]] = {
+    "withheld_by_policy": "held (or could be collected), and the provider's policy does not hand it over",
+    "not_retained": "could have been kept and was not: nothing exists for the past",
+    "no_capability": "never built; where a law can compel building it, the reason names that instrument",
+    "cryptographically_impossible": "no key the provider holds opens it; only a change to the clients "
+    "(escrow, a ghost participant, client-side scanning, a malicious update) would get past it",
+}
+REASON_LABELS: Final[Mapping[Reason, str]] = {
+    "withheld_by_policy": "withheld by policy",
+    "not_retained": "not retained",
+    "no_capability": "no capability",
+    "cryptographically_impossible": "cryptographically impossible",
+}
+RESPONSES: Final[Mapping[Response, str]] = {
+    "complied": "the provider answered the demand with what its policy hands over",
+    "refused": "the provider refused the demand as a whole",
+    "challenged": "the provider challenged the demand in court",
+    "withdrawn": "the authority withdrew the demand",
+}
+
+
+# --- jurisdictions --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Jurisdiction:
+    code: str
+    name: str
+    compels_capability: str  # which instrument (if any) can make a provider build what it lacks
+
+
+JURISDICTIONS: Final[Mapping[str, Jurisdiction]] = {
+    j.code: j
+    for j in (
+        Jurisdiction(
+            "us",
+            "United States",
+            "CALEA binds carriers but exempts information services (47 U.S.C. 1002(b)(2)(A)); a court has "
+            "compelled technical assistance beside a pen/trap order (Lavabit, 2013; 4th Cir. 2014)",
+        ),
+        Jurisdiction(
+            "pk",
+            "Pakistan",
+            "the PTA's licensing powers under the Pakistan Telecommunication (Re-organization) Act 1996 "
+            "(its 2015 demand to monitor BES was withdrawn on 2015-12-31)",
+        ),
+        Jurisdiction(
+            "in",
+            "India",
+            "a direction under s.69 of the Information Technology Act 2000 and the 2009 Interception Rules "
+            "binds an intermediary to assist, per order",
+        ),
+        Jurisdiction(
+            "uk",
+            "United Kingdom",
+            "a technical capability notice under the Investigatory Powers Act 2016 (s.253)",
+        ),
+        Jurisdiction(
+            "au",
+            "Australia",
+            "a technical capability notice under Part 15 of the Telecommunications Act 1997, inserted by the "
+            "TOLA Act 2018 (s.317T)",
+        ),
+    )
+}
+
+
+# --- instruments ----------------------------------------------------------------------------------
+
+_BASIC = frozenset({"subscriber_info", "account_created", "last_seen", "ip_addresses", "device_info"})
+_RECORDS = _BASIC | {
+    "message_log",
+    "message_counts",
+    "lookup_log",
+    "contacts",
+    "reverse_contacts",
+    "blocked_users",
+    "location",
+}
+_STORED = _RECORDS | {"ciphertext", "content"}
+_ROUTING = frozenset({"realtime_routing", "ip_addresses"})
+_INTERCEPT = _ROUTING | {"ciphertext", "content"}
+_MONITOR_ALL = _INTERCEPT | {"location"}
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """One kind of legal process, in its own law."""
+
+    key: str  # what a scenario's ``process`` names
+    jurisdiction: str
+    name: str  # short, for prose: "2703(d) court order"
+    title: str  # what it is, in one line
+    statute: str  # the law that grants it
+    looks: Looks
+    needs_target: bool
+    asks: frozenset[str]
+
+    @property
+    def forward(self) -> bool:
+        return self.looks == "forward"
+
+    @property
+    def copies_bodies(self) -> bool:
+        """A forward-looking order that collects message bodies, not only their routing."""
+        return self.forward and "ciphertext" in self.asks
+
+    @property
+    def description(self) -> str:
+        return f"{self.title} ({self.statute})"
+
+
+INSTRUMENTS: Final[Mapping[str, Instrument]] = {
+    i.key: i
+    for i in (
+        # United States. A subpoena reaches "name; address; local and long distance telephone connection
+        # records, or records of session times and durations; length of service (including start date) ...;
+        # telephone or instrument number or other subscriber number or identity, including any temporarily
+        # assigned network address" (18 U.S.C. 2703(c)(2)(A)-(E)): so a log of who messaged whom, where one
+        # exists, is asked for too (the FBI chart's Viber row: "message history: time, date, source,
+        # destination", under a subpoena).
+        Instrument(
+            "subpoena",
+            "us",
+            "subpoena",
+            "grand-jury or administrative subpoena: basic subscriber information",
+            "18 U.S.C. 2703(c)(2)",
+            "back",
+            True,
+            _BASIC | {"message_counts", "message_log"},
+        ),
+        Instrument(
+            "court_order_2703d",
+            "us",
+            "2703(d) court order",
+            "court order on specific and articulable facts: non-content records",
+            "18 U.S.C. 2703(d)",
+            "back",
+            True,
+            _RECORDS,
+        ),
+        Instrument(
+            "search_warrant",
+            "us",
+            "search warrant",
+            "search warrant on probable cause: stored content and records",
+            "18 U.S.C. 2703(a)/(b)",
+            "back",
+            True,
+            _STORED,
+        ),
+        Instrument(
+            "pen_register",
+            "us",
+            "pen register",
+            "pen register / trap-and-trace order on a certification of relevance: routing information from "
+            "service on",
+            "18 U.S.C. 3121-3127",
+            "forward",
+            True,
+            _ROUTING,
+        ),
+        Instrument(
+            "wiretap",
+            "us",
+            "wiretap order",
+            "wiretap order on probable cause and necessity: content in real time from service on",
+            "Title III, 18 U.S.C. 2518",
+            "forward",
+            True,
+            _INTERCEPT,
+        ),
+        Instrument(
+            "preservation",
+            "us",
+            "preservation request",
+            "preservation request: freeze what is held at service, for 90 days (renewable); discloses "
+            "nothing by itself",
+            "18 U.S.C. 2703(f)",
+            "freeze",
+            True,
+            frozenset(),
+        ),
+        # Pakistan.
+        Instrument(
+            "pta_demand",
+            "pk",
+            "PTA demand",
+            "the Pakistan Telecommunication Authority's demand to monitor all traffic (BES, July 2015; "
+            "withdrawn 2015-12-31)",
+            "licensing powers under the Pakistan Telecommunication (Re-organization) Act 1996",
+            "forward",
+            False,
+            _MONITOR_ALL,
+        ),
+        Instrument(
+            "ifta_warrant",
+            "pk",
+            "Fair Trial Act warrant",
+            "warrant for surveillance or interception of a named person's communications",
+            "Investigation for Fair Trial Act 2013",
+            "forward",
+            True,
+            _INTERCEPT,
+        ),
+        # India: interception is per order, authorised by the Union or a State Home Secretary.
+        Instrument(
+            "telegraph_act_5_2",
+            "in",
+            "interception order under s.5(2)",
+            "order to intercept a named person's messages, authorised by the Union or a State Home Secretary",
+            "Indian Telegraph Act 1885 s.5(2) with Rule 419A of the Indian Telegraph Rules",
+            "forward",
+            True,
+            _INTERCEPT,
+        ),
+        Instrument(
+            "it_act_69",
+            "in",
+            "s.69 interception direction",
+            "direction to intercept, monitor or decrypt a named person's information, authorised by the Union "
+            "or a State Home Secretary",
+            "Information Technology Act 2000 s.69 with the Information Technology (Procedure and Safeguards "
+            "for Interception, Monitoring and Decryption of Information) Rules 2009",
+            "forward",
+            True,
+            _INTERCEPT,
+        ),
+        Instrument(
+            "india_access_demand",
+            "in",
+            "2010 access demand",
+            "the Government of India's 2010 demand that BlackBerry's traffic be open to its security agencies "
+            "(deadline 2010-08-31), met from 2012 by an interception facility in Mumbai",
+            "no instrument of its own: each interception through the facility rests on an order under the "
+            "Indian Telegraph Act 1885 s.5(2) or the Information Technology Act 2000 s.69",
+            "forward",
+            False,
+            _MONITOR_ALL,
+        ),
+    )
+}
+
+# The words older scenario files used for a demand on everyone, resolved by jurisdiction.
+_BLANKET_ALIAS = "blanket_demand"
+
+
+def get_instrument(key: str) -> Instrument:
+    try:
+        return INSTRUMENTS[key]
+    except KeyError:
+        raise ValueError(f"unknown legal process {key!r}; known: {', '.join(INSTRUMENTS)}") from None
+
+
+def resolve_instrument(process: str, jurisdiction: str | None = None) -> Instrument:
+    """The instrument a scenario's ``process`` (and optional ``jurisdiction``) names.
+
+    ``blanket_demand``, the word older scenario files used, names the jurisdiction's demand on
+    everyone (``pta_demand`` in ``pk``, ``india_access_demand`` in ``in``). ValueError says what
+    was expected."""
+    if jurisdiction is not None and jurisdiction not in JURISDICTIONS:
+        raise ValueError(
+            f"expected a jurisdiction, one of {', '.join(map(repr, JURISDICTIONS))}; got {jurisdiction!r}"
+        )
+    if process == _BLANKET_ALIAS:
+        blanket = {i.jurisdiction: i for i in INSTRUMENTS.values() if i.forward and not i.needs_target}
+        if jurisdiction not in blanket:
+            known = ", ".join(f"jurisdiction = {j!r} ({i.key})" for j, i in blanket.items())
+            raise ValueError(
+                f"a blanket demand is made under some country's law; give one of: {known}, "
+                "or name the instrument itself"
+            )
+        return blanket[jurisdiction]
+    if process not in INSTRUMENTS:
+        raise ValueError(f"expected one of {', '.join(map(repr, INSTRUMENTS))}, got {process!r}")
+    instrument = INSTRUMENTS[process]
+    if jurisdiction is not None and instrument.jurisdiction != jurisdiction:
+        raise ValueError(
+            f"{process!r} is an instrument of {JURISDICTIONS[instrument.jurisdiction].name} "
+            f"({instrument.jurisdiction!r}), not of {jurisdiction!r}"
+        )
+    return instrument
