@@ -36,7 +36,9 @@ def test_main_demo_shows_the_phones_the_relay_and_the_disclosures(
     assert main(["demo", "--scenario", "two-friends", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
     assert "WHAT THE PHONES SAW" in out and "WHAT THE RELAY SAW" in out
-    impossible = [line for line in out.splitlines() if line.strip().startswith("technically impossible:")]
+    impossible = [
+        line for line in out.splitlines() if line.strip().startswith("cryptographically impossible:")
+    ]
     assert any("content" in line for line in impossible), impossible
     # the phones' column has the words; the relay's column never does
     from sims.scenario import resolve_scenario
@@ -72,7 +74,7 @@ def test_default_demo_contrasts_enterprise_and_provider_held_keys(
     section = out.split("WHAT EACH OPERATOR COULD PRODUCE", 1)[1]
     bes = [line for line in section.splitlines() if line.strip().startswith("bes ")]
     bbm = [line for line in section.splitlines() if line.strip().startswith("bbm-consumer ")]
-    assert any("technically impossible" in line for line in bes)
+    assert any("cryptographically impossible" in line for line in bes)
     assert any("the words" in line for line in bbm)
     texts = [m.text for c in resolve_scenario("pakistan-2015").conversations for m in c.messages]
     columns = [line.split(" | ", 1) for line in out.split("WHAT EACH")[0].splitlines() if " | " in line]

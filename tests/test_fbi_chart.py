@@ -8,7 +8,10 @@ may be handed over. Two rows of the chart, LINE and WeChat, have no profile here
 
 One known disagreement, asserted as such: the chart's iMessage search warrant returns "device backups;
 with iCloud Backup the keys come too, so content". The relay never holds backups, so in the matrix the
-content is technically impossible, and the reason names iCloud Backup.
+content is cryptographically impossible, and the reason names iCloud Backup.
+
+Every cell not handed over carries one of the four reasons (relay.legal.REASONS), and
+``CHART_REASONS`` holds each against the chart and the sources it rests on.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from relay.legal import REASONS
 from relay.profiles import ASKS, REAL_PROFILES
 from sims.cli import main
 from sims.matrix import MATRIX_PROCESSES, check_matrix_scenario
@@ -71,12 +75,17 @@ def test_matrix_json_has_exactly_the_promised_shape_and_comes_from_the_disclosur
     for profile, row in matrix.items():
         assert list(row) == list(MATRIX_PROCESSES)
         for process, cell in row.items():
-            assert set(cell) == {"provided", "withheld", "impossible"}
-            p, w, i = (set(cell[k]) for k in ("provided", "withheld", "impossible"))
-            assert not (p & w or p & i or w & i)
-            assert p | w | i == ASKS[process], (profile, process)  # every category asked is answered
+            assert set(cell) == {"response", "provided", *REASONS}
+            assert cell["response"] == "complied"
+            parts = [set(cell[k]) for k in ("provided", *REASONS)]
+            assert sum(map(len, parts)) == len(set().union(*parts))  # each category once
+            assert set().union(*parts) == ASKS[process], (
+                profile,
+                process,
+            )  # every category asked is answered
             d = disclosure(out, profile, process)
-            assert (set(d["provided"]), set(d["withheld"]), set(d["impossible"])) == (p, w, i)
+            assert set(d["provided"]) == parts[0]
+            assert [set(d["not_provided"][r]) for r in REASONS] == parts[1:]
 
 
 @pytest.mark.parametrize("profile", sorted(CHART_SUBPOENA))
@@ -96,10 +105,11 @@ def test_imessage_row(chart: tuple[Path, dict[str, Any]]) -> None:
     assert "message_log" not in provided(matrix, "imessage", "court_order_2703d")
     # search warrant: the chart's content comes from iCloud backups, which a relay never holds
     warrant = disclosure(out, "imessage", "search_warrant")
-    assert "content" not in warrant["provided"] and "iCloud Backup" in warrant["impossible"]["content"]
+    assert "content" not in warrant["provided"]
+    assert "iCloud Backup" in warrant["not_provided"]["cryptographically_impossible"]["content"]
     # pen register: "no capability"
     assert provided(matrix, "imessage", "pen_register") == set()
-    assert "realtime_routing" in matrix["imessage"]["pen_register"]["impossible"]
+    assert "realtime_routing" in matrix["imessage"]["pen_register"]["no_capability"]
 
 
 def test_whatsapp_row(chart: tuple[Path, dict[str, Any]]) -> None:
@@ -159,9 +169,9 @@ def test_blackberry_rows_the_chart_does_not_have(chart: tuple[Path, dict[str, An
     _out, matrix = chart
     assert "content" in provided(matrix, "bbm-consumer", "wiretap")
     assert "content" in provided(matrix, "bbm-consumer", "search_warrant")
-    assert "content" in matrix["bes"]["wiretap"]["impossible"]
+    assert "content" in matrix["bes"]["wiretap"]["cryptographically_impossible"]
     assert "message_log" in provided(matrix, "bes", "court_order_2703d")
-    assert "message_log" in matrix["bes"]["subpoena"]["withheld"]
+    assert "message_log" in matrix["bes"]["subpoena"]["withheld_by_policy"]
 
 
 def test_matrix_md_and_the_terminal_tables(

@@ -111,9 +111,11 @@ def test_the_database_file_holds_only_what_the_profile_records(runs: dict[str, R
         if not pr.keep_blocks:
             assert count("SELECT COUNT(*) FROM blocks") == 0
         assert (count("SELECT COUNT(*) FROM archive WHERE reason = 'kept'") > 0) == pr.keep_delivered
-        # taps exist only where the profile can collect, and then they collected something
-        assert (count("SELECT COUNT(*) FROM intercepts WHERE tap_id = 'pen_register'") > 0) == pr.pen_register
-        assert (count("SELECT COUNT(*) FROM intercepts WHERE tap_id = 'wiretap'") > 0) == pr.wiretap
+        # taps exist only where the profile can collect and its policy hands something over under
+        # the order, and then they collected something (Telegram could, and its policy says no)
+        for tap, can in (("pen_register", pr.pen_register), ("wiretap", pr.wiretap)):
+            answers = bool(pr.discloses.get(tap, frozenset()) & ASKS[tap])
+            assert (count(f"SELECT COUNT(*) FROM intercepts WHERE tap_id = '{tap}'") > 0) == (can and answers)
     finally:
         con.close()
 
@@ -164,7 +166,7 @@ def test_a_whatsapp_pen_register_is_exactly_the_targets_messages_from_service_on
     assert {r["ip"] for r in d.provided["ip_addresses"]} == {
         d.address for d in run.scenario.person(TARGET).devices
     }
-    assert "content" in d.impossible or "content" not in ASKS["pen_register"]
+    assert "content" not in ASKS["pen_register"] and "content" not in d.reasons
 
 
 @pytest.mark.parametrize("profile", ["bbm-consumer", "bes", "viber", "keep-everything"])
@@ -208,7 +210,7 @@ def test_a_search_warrant_gets_the_bodies_still_waiting_at_service(
     if get_profile(profile).custody == "provider":
         assert sorted(r["text"] for r in d.provided["content"]) == sorted(m.planned.text for m in waiting)
     else:
-        assert "content" in d.impossible and "content" not in d.provided
+        assert d.reasons["content"][0] == "cryptographically_impossible" and "content" not in d.provided
 
 
 def test_sealed_sender_hides_whose_waiting_messages_they_are(runs: dict[str, Run]) -> None:
@@ -216,7 +218,8 @@ def test_sealed_sender_hides_whose_waiting_messages_they_are(runs: dict[str, Run
     waiting = _waiting_at(runs["signal"], runs["signal"].disclosure("search_warrant").process.served)
     assert {m.planned.sender for m in waiting} == {TARGET}
     d = runs["signal"].disclosure("search_warrant")
-    assert "cannot tell who sent them" in d.impossible["ciphertext"]
+    reason, why = d.reasons["ciphertext"]
+    assert reason == "not_retained" and "cannot tell who sent them" in why
     assert "ciphertext" in runs["whatsapp"].disclosure("search_warrant").withheld  # not sealed: held
 
 
@@ -227,17 +230,18 @@ def test_a_search_warrant_on_a_relay_with_nothing_waiting_says_so() -> None:
         conversations=tuple(c for c in quiet.conversations if "omar" not in c.between),
     )
     d = Run(quiet).disclosure("search_warrant")
-    assert "ciphertext" in d.impossible and "content" in d.impossible
-    assert "deleted" in d.impossible["content"] and "acknowledges" in d.impossible["content"]
+    assert d.reasons["ciphertext"][0] == d.reasons["content"][0] == "not_retained"
+    assert "deleted" in d.reasons["content"][1] and "acknowledges" in d.reasons["content"][1]
 
 
 def test_a_provider_that_would_hand_nothing_over_collects_nothing(tmp_path: Path) -> None:
-    """WhatsApp can run a pen register, but its policy answers no foreign blanket demand: no tap."""
+    """WhatsApp can run a pen register, but its policy answers no PTA demand: no tap."""
     pk = under("whatsapp", resolve_scenario("pakistan-2015"))
     run = Run(pk, tmp_path / "relay.db")
     d = run.disclosure("pta-blanket-demand")
-    assert not d.provided and "content" in d.impossible
-    assert set(d.withheld) == ASKS["blanket_demand"] - {"content"}
+    assert d.process.process == "pta_demand" and d.process.instrument.jurisdiction == "pk"
+    assert not d.provided and d.reasons["content"][0] == "cryptographically_impossible"
+    assert set(d.withheld) == ASKS["pta_demand"] - {"content"}
     assert all("could collect it" in why for why in d.withheld.values())
     con = sqlite3.connect(f"file:{tmp_path / 'relay.db'}?mode=ro", uri=True)
     assert con.execute("SELECT COUNT(*) FROM intercepts").fetchone()[0] == 0
@@ -346,7 +350,7 @@ def test_plaintext_does_appear_under_the_provider_key_profiles(runs: dict[str, R
     # Telegram's cloud chats: the keys are on its servers, so it could; its policy says no.
     tg = runs["telegram-cloud"]
     d = tg.disclosure("search_warrant")
-    assert "content" in d.withheld and "content" not in d.impossible
+    assert d.reasons["content"][0] == "withheld_by_policy"
     assert "policy" in d.withheld["content"]
     blob = json.dumps(d.to_json(), ensure_ascii=False) + d.to_markdown()
     assert not any(t in blob for t in tg.texts())
@@ -368,10 +372,12 @@ def test_signal_2016_the_subpoena_gets_two_timestamps_and_nothing_else_exists() 
     # Everything else the subpoena asks for was never recorded. The one exception: the relay must
     # know an account's devices to deliver to them, so that is held, and not handed over.
     assert set(d.withheld) == {"device_info"}
-    assert set(d.impossible) == ASKS["subpoena"] - {"account_created", "last_seen", "device_info"}
+    not_retained = d.by_reason("not_retained")
+    assert set(not_retained) == ASKS["subpoena"] - {"account_created", "last_seen", "device_info"}
+    assert set(d.reasons) == set(not_retained) | {"device_info"}  # nothing else, for no other reason
     for category in ("ip_addresses", "message_log", "message_counts"):
-        assert "never recorded" in d.impossible[category]
-    assert "phone number" in d.impossible["subscriber_info"]
+        assert "never recorded" in not_retained[category]
+    assert "phone number" in not_retained["subscriber_info"]
     assert len(run.truth.messages) == len(scenario.conversations[0].messages) + len(
         scenario.conversations[1].messages
     )
@@ -388,7 +394,7 @@ def test_pakistan_2015_shows_bes_content_impossible_beside_bbm_content_decrypted
         assert (tmp_path / profile / "disclosures" / "pta-blanket-demand.md").exists()
     md = (tmp_path / "comparison.md").read_text(encoding="utf-8")
     texts = [m.text for c in scenario.conversations for m in c.messages]
-    assert "technically impossible" in md and "held by the enterprise" in md
+    assert "cryptographically impossible" in md and "held by the enterprise" in md
     assert any(t in md for t in texts)  # BBM's blanket demand reads the words
     bes = json.loads(
         (tmp_path / "bes" / "disclosures" / "pta-blanket-demand.json").read_text(encoding="utf-8")
@@ -396,19 +402,25 @@ def test_pakistan_2015_shows_bes_content_impossible_beside_bbm_content_decrypted
     bbm = json.loads(
         (tmp_path / "bbm-consumer" / "disclosures" / "pta-blanket-demand.json").read_text(encoding="utf-8")
     )
-    assert "content" in bes["impossible"] and "enterprise" in bes["impossible"]["content"]
+    assert "enterprise" in bes["not_provided"]["cryptographically_impossible"]["content"]
+    # the header names the PTA's instrument in Pakistan's law, not a US statute
+    assert bes["jurisdiction"] == "pk" and "Re-organization) Act 1996" in bes["statute"]
+    bes_md = (tmp_path / "bes" / "disclosures" / "pta-blanket-demand.md").read_text(encoding="utf-8")
+    assert "Pakistan" in bes_md and "U.S.C." not in bes_md.split("## Handed over")[0]
     assert not any(t in json.dumps(bes, ensure_ascii=False) for t in texts)
     assert len(bbm["provided"]["content"]) == len(bes["provided"]["ciphertext"]) > 0
     rows = {r["name"]: r["profiles"] for r in summary["comparison"]}
     assert "content" in rows["search-warrant-saima"]["bbm-consumer"]["provided"]
-    assert "content" in rows["search-warrant-saima"]["bes"]["impossible"]
+    assert "content" in rows["search-warrant-saima"]["bes"]["cryptographically_impossible"]
 
 
 def test_india_2010_the_interception_facility_reads_bbm_but_not_bes(tmp_path: Path) -> None:
     _result, summary = run_to_dir(resolve_scenario("india-2010"), tmp_path)
     for row in summary["comparison"]:
         assert "content" in row["profiles"]["bbm-consumer"]["provided"]
-        assert "content" in row["profiles"]["bes"]["impossible"]
+        assert "content" in row["profiles"]["bes"]["cryptographically_impossible"]
+    d = json.loads((tmp_path / "bes" / "disclosures" / "interception-order-arjun.json").read_text("utf-8"))
+    assert d["jurisdiction"] == "in" and "s.69" in d["statute"] and d["response"] == "complied"
 
 
 _BASE = """
