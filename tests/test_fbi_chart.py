@@ -215,3 +215,67 @@ def test_a_matrix_scenario_must_serve_each_process_once_on_one_account(
         )
     with pytest.raises(ValueError, match=expected):
         check_matrix_scenario(replace(sc, events=events))
+
+
+# Why each cell the chart shows empty is empty, from the chart and the providers' own words:
+# (profile, process, category) -> the reason. "provided" where the chart shows a return.
+CHART_REASONS = {
+    # pen register: the chart's iMessage cell says "no capability"; its header: only WhatsApp returns
+    # anything in real time. Telegram holds cloud-chat keys and routes every message: policy, not design.
+    **{
+        (p, "pen_register", "realtime_routing"): "no_capability"
+        for p in ("imessage", "signal", "threema", "wickr", "viber")
+    },
+    ("telegram-cloud", "pen_register", "realtime_routing"): "withheld_by_policy",
+    ("telegram-cloud", "wiretap", "realtime_routing"): "withheld_by_policy",
+    ("whatsapp", "pen_register", "realtime_routing"): "provided",
+    # content: end to end, no key at the provider; Telegram's cloud chats: keys on its servers
+    **{
+        (p, "wiretap", "content"): "cryptographically_impossible" for p in CHART_ROWS if p != "telegram-cloud"
+    },
+    **{
+        (p, "search_warrant", "content"): "cryptographically_impossible"
+        for p in CHART_ROWS
+        if p != "telegram-cloud"
+    },
+    ("telegram-cloud", "search_warrant", "content"): "withheld_by_policy",
+    ("telegram-cloud", "wiretap", "content"): "withheld_by_policy",
+    # who messaged whom: Signal keeps no record of it (signal.org/bigbrother); Viber hands it over
+    **{
+        (p, "court_order_2703d", "message_log"): "not_retained"
+        for p in ("signal", "whatsapp", "threema", "wickr", "imessage")
+    },
+    ("viber", "subpoena", "message_log"): "provided",
+    ("telegram-cloud", "court_order_2703d", "message_log"): "withheld_by_policy",
+    # Threema keeps no IP logs; Signal keeps nothing but two timestamps
+    ("threema", "subpoena", "ip_addresses"): "not_retained",
+    ("signal", "subpoena", "ip_addresses"): "not_retained",
+    ("signal", "subpoena", "subscriber_info"): "not_retained",
+}
+
+
+@pytest.mark.parametrize(("profile", "process", "category"), sorted(CHART_REASONS))
+def test_each_empty_cell_has_the_reason_the_sources_give(
+    chart: tuple[Path, dict[str, Any]], profile: str, process: str, category: str
+) -> None:
+    _out, matrix = chart
+    cell = matrix[profile][process]
+    (got,) = [k for k in ("provided", *REASONS) if category in cell[k]]
+    assert got == CHART_REASONS[(profile, process, category)]
+
+
+def test_look_back_orders_never_claim_no_capability_and_only_content_is_beyond_keys(
+    chart: tuple[Path, dict[str, Any]],
+) -> None:
+    _out, matrix = chart
+    for profile, row in matrix.items():
+        for process, cell in row.items():
+            assert set(cell["cryptographically_impossible"]) <= {"content"}, (profile, process)
+            if process in ("subpoena", "court_order_2703d", "search_warrant"):
+                assert not cell["no_capability"], (profile, process)
+
+
+def test_no_capability_names_what_could_compel_it(chart: tuple[Path, dict[str, Any]]) -> None:
+    out, _matrix = chart
+    why = disclosure(out, "signal", "pen_register")["not_provided"]["no_capability"]["realtime_routing"]
+    assert "47 U.S.C. 1002(b)(2)(A)" in why and "Lavabit" in why
