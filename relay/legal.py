@@ -363,6 +363,18 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             False,
             _MONITOR_ALL,
         ),
+        # United Kingdom.
+        Instrument(
+            "ipa_targeted_interception",
+            "uk",
+            "targeted interception warrant",
+            "warrant to intercept a named person's communications in the course of transmission, issued by "
+            "the Secretary of State and approved by a Judicial Commissioner",
+            "Investigatory Powers Act 2016 s.15(2)",
+            "forward",
+            True,
+            _INTERCEPT,
+        ),
     )
 }
 

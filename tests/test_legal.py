@@ -264,3 +264,17 @@ def test_a_response_other_than_complied_is_a_policy_hook() -> None:
     (d,) = [d for d in result.disclosures if d.process.process == "pta_demand"]
     assert d.response == "refused" and not d.provided and d.to_json()["response"] == "refused"
     assert set(d.withheld) == INSTRUMENTS["pta_demand"].asks
+
+
+def test_a_new_instrument_is_one_row_uk_targeted_interception() -> None:
+    """Added as one row of relay.legal.INSTRUMENTS: the validator, the desk and the headers read it."""
+    sc = parse_scenario(
+        _ORDER.format(order='process = "ipa_targeted_interception"\ntarget = "a"')
+        + '[[people]]\nname = "b"\n[[conversations]]\nbetween = ["a", "b"]\n'
+        + 'messages = [{ at = "10m", from = "a", text = "hello" }]\n[relay]\nprofile = "bbm-consumer"\n',
+        "uk.toml",
+    )
+    (d,) = Simulation(sc, db_path=":memory:").run().disclosures
+    assert d.to_json()["jurisdiction"] == "uk" and "Investigatory Powers Act 2016" in d.to_json()["statute"]
+    assert [r["text"] for r in d.provided["content"]] == ["hello"]
+    assert "United Kingdom" in d.to_markdown()
