@@ -8,8 +8,8 @@ message content, and what the provider's published policy hands over under each 
 process. A run under ``signal`` never writes a who-messaged-whom row: the policy drops those
 observations before the store sees them; nothing is hidden at disclosure time.
 
-Every profile cites its sources; the facts are those gathered in ../shared/reference/
-lawful-access.md (the FBI "Lawful Access" chart of 2021-01-07, providers' published law
+Every profile cites its sources: the FBI "Lawful Access" chart of 2021-01-07 (FOIA release
+2021-11-19; justsecurity.org/79549), providers' published law
 enforcement guidelines, Signal's published subpoena responses, court records, reporting on
 BlackBerry). Where a source says nothing, the profile says what we assumed.
 """

@@ -1,7 +1,7 @@
 """The fbi-chart scenario's matrix, held against the FBI's "Lawful Access" chart (2021-01-07).
 
-The chart (rebuilt from press copies of the FOIA release, 2021-11-19; see docs and
-../shared/reference/lawful-access.md) says, per app, what a subpoena, a 2703(d) order, a search
+The chart (rebuilt from press copies of the FOIA release, 2021-11-19: justsecurity.org/79549,
+cyberkendra.com 2021/11, cyberdaily.au/security/9243) says, per app, what a subpoena, a 2703(d) order, a search
 warrant and a pen register return. For every cell that states something, the matrix read off the
 simulated disclosures must agree; for every "—" cell, nothing beyond what that app's subpoena returns
 may be handed over. Two rows of the chart, LINE and WeChat, have no profile here and are not checked.
