@@ -1,11 +1,28 @@
-"""Import contracts: the relay cannot hold what it cannot see; hazmat lives in one module."""
+"""Import contracts: the relay cannot hold what it cannot see; hazmat lives in one module per package.
+
+What is checked, on every ``.py`` file under ``relay/``, ``clients/`` and ``sims/`` (imports
+anywhere in a module, including inside functions):
+
+* ``relay`` never imports ``clients``;
+* ``cryptography`` is imported in ``relay`` only by ``relay/_primitives.py``, in ``clients``
+  only by ``clients/_primitives.py``, and in ``sims`` not at all.
+"""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+
+# The one module of each package allowed to import ``cryptography`` (None: no module may).
+FENCED: dict[str, str | None] = {
+    "relay": "relay/_primitives.py",
+    "clients": "clients/_primitives.py",
+    "sims": None,
+}
 
 
 def _imports(path: Path) -> set[str]:
@@ -18,25 +35,56 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
+def _imports_package(names: set[str], package: str) -> bool:
+    return any(n == package or n.startswith(package + ".") for n in names)
+
+
+def cryptography_offenders(root: Path, package: str) -> list[str]:
+    """Modules of ``package`` under ``root`` that import ``cryptography`` but are not its fenced module."""
+    return sorted(
+        str(p.relative_to(root))
+        for p in (root / package).rglob("*.py")
+        if str(p.relative_to(root)) != FENCED[package] and _imports_package(_imports(p), "cryptography")
+    )
+
+
+def relay_modules_importing_clients(root: Path) -> list[str]:
+    return sorted(
+        str(p.relative_to(root))
+        for p in (root / "relay").rglob("*.py")
+        if _imports_package(_imports(p), "clients")
+    )
+
+
 def test_relay_never_imports_clients() -> None:
-    offenders = [
-        str(p.relative_to(ROOT))
-        for p in (ROOT / "relay").rglob("*.py")
-        if any(n == "clients" or n.startswith("clients.") for n in _imports(p))
-    ]
-    assert offenders == []
+    assert relay_modules_importing_clients(ROOT) == []
 
 
-def test_cryptography_hazmat_is_imported_only_by_clients_primitives() -> None:
-    offenders = [
-        str(p.relative_to(ROOT))
-        for p in (ROOT / "clients").rglob("*.py")
-        if p.name != "_primitives.py" and any(n.startswith("cryptography") for n in _imports(p))
-    ]
-    assert offenders == []
+@pytest.mark.parametrize("package", sorted(FENCED))
+def test_cryptography_is_imported_only_by_the_fenced_module(package: str) -> None:
+    assert cryptography_offenders(ROOT, package) == []
+
+
+@pytest.mark.parametrize("package", sorted(p for p, fenced in FENCED.items() if fenced))
+def test_the_fenced_module_exists_and_imports_cryptography(package: str) -> None:
+    fenced = ROOT / str(FENCED[package])
+    assert _imports_package(_imports(fenced), "cryptography")
 
 
 def test_the_contract_checker_sees_imports(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("import clients.session\nfrom cryptography.hazmat.primitives import hashes\n")
     assert {"clients.session", "cryptography.hazmat.primitives"} <= _imports(bad)
+
+
+def test_the_contract_checker_finds_offenders(tmp_path: Path) -> None:
+    for package in FENCED:
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "_primitives.py").write_text("from cryptography.exceptions import InvalidTag\n")
+        (tmp_path / package / "ok.py").write_text("import cryptographyish\nimport msgpack\n")
+        (tmp_path / package / "late.py").write_text("def f():\n    import cryptography.x509\n")
+    (tmp_path / "relay" / "leak.py").write_text("from clients import spec\n")
+    assert cryptography_offenders(tmp_path, "relay") == ["relay/late.py"]
+    assert cryptography_offenders(tmp_path, "clients") == ["clients/late.py"]
+    assert cryptography_offenders(tmp_path, "sims") == ["sims/_primitives.py", "sims/late.py"]
+    assert relay_modules_importing_clients(tmp_path) == ["relay/leak.py"]

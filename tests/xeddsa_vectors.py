@@ -7,7 +7,7 @@ VXEdDSA Signature Schemes", revision 1, 2016-10-20) on every vector here. The sp
     §2.1  inv(x) = x^(p−2) mod p, so inv(0) = 0
     §2.3  convert_mont(u): umasked = u mod 2^|p|; P.y = u_to_y(umasked); P.s = 0
     §5    u_to_y(u) = (u − 1) · inv(u + 1) mod p
-    §3.3  xeddsa_verify(u, M, (R ‖ s)):
+    §3    xeddsa_verify(u, M, (R ‖ s)):
               if u ≥ p or R.y ≥ 2^|p| or s ≥ 2^|q|: return false
               A = convert_mont(u)
               if not on_curve(A): return false
@@ -117,7 +117,7 @@ def h_of(r: bytes, a: bytes, message: bytes) -> int:
 
 
 def reference_verify(u_bytes: bytes, message: bytes, signature: bytes) -> bool:
-    """XEdDSA §3.3 xeddsa_verify, step by step (lengths first: the spec's inputs are fixed-size)."""
+    """XEdDSA §3 xeddsa_verify, step by step (lengths first: the spec's inputs are fixed-size)."""
     if len(u_bytes) != 32 or len(signature) != 64:
         return False
     u = int.from_bytes(u_bytes, "little")
