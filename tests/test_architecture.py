@@ -88,3 +88,52 @@ def test_the_contract_checker_finds_offenders(tmp_path: Path) -> None:
     assert cryptography_offenders(tmp_path, "clients") == ["clients/late.py"]
     assert cryptography_offenders(tmp_path, "sims") == ["sims/_primitives.py", "sims/late.py"]
     assert relay_modules_importing_clients(tmp_path) == ["relay/leak.py"]
+
+
+# --- one protocol truth: constants defined once ---------------------------------------------
+
+
+def _module_constants(path: Path) -> list[tuple[str, object]]:
+    """(name, value) of each module-level ``NAME = <literal>`` (annotated or not)."""
+    out: list[tuple[str, object]] = []
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
+        if isinstance(value, ast.Constant):
+            out.extend((t.id, value.value) for t in targets if isinstance(t, ast.Name))
+    return out
+
+
+def _sources() -> list[Path]:
+    return sorted(p for package in FENCED for p in (ROOT / package).rglob("*.py"))
+
+
+def test_key_type_tags_are_defined_once() -> None:
+    # Encode(PK)'s one-byte key types (0x05 for X25519, 0x0A for ML-KEM-1024): relay/wire.py is the
+    # one place both sides can import (relay never imports clients).
+    definitions = [
+        (str(p.relative_to(ROOT)), name)
+        for p in _sources()
+        for name, value in _module_constants(p)
+        if "TYPE" in name.upper() and isinstance(value, bytes) and len(value) == 1
+    ]
+    assert definitions == [("relay/wire.py", "EC_KEY_TYPE"), ("relay/wire.py", "KEM_KEY_TYPE")]
+
+
+def test_the_ratchet_header_layout_is_defined_once() -> None:
+    # The header's struct format (DHs public ‖ PN ‖ N) appears only in clients/ratchet.py; others
+    # ask clients.ratchet for it.
+    layout = ">32sII"
+    users = sorted(
+        str(p.relative_to(ROOT))
+        for p in _sources()
+        if any(
+            isinstance(node, ast.Constant) and node.value == layout
+            for node in ast.walk(ast.parse(p.read_text(), str(p)))
+        )
+    )
+    assert users == ["clients/ratchet.py"]
