@@ -61,15 +61,6 @@ PROCESSES: Final[Mapping[str, str]] = {
     "blanket_demand": "a foreign regulator's demand to monitor all traffic (e.g. Pakistan's PTA, 2015)",
 }
 
-Process = Literal[
-    "subpoena",
-    "court_order_2703d",
-    "search_warrant",
-    "pen_register",
-    "wiretap",
-    "preservation",
-    "blanket_demand",
-]
 Custody = Literal["devices", "provider", "enterprise"]
 
 _DAY = 86400.0
@@ -124,7 +115,6 @@ class Profile:
     custody: Custody  # who holds the keys to message content
     sources: tuple[str, ...]
     discloses: Mapping[str, frozenset[str]]  # per process, what the provider's policy hands over when held
-    end_to_end: bool = True
     sealed_sender: bool = False
     keep_delivered: bool = False  # message bodies survive delivery (server-side storage)
     keep_contacts: bool = False
@@ -328,7 +318,6 @@ VIBER = Profile(
 TELEGRAM_CLOUD = Profile(
     name="telegram-cloud",
     title="Telegram (cloud chats)",
-    end_to_end=False,
     policy=_policy(
         "telegram-cloud",
         {
@@ -361,7 +350,6 @@ _BB_SUBPOENA = ASKS["subpoena"] - {"message_log"}
 BBM_CONSUMER = Profile(
     name="bbm-consumer",
     title="BlackBerry Messenger / PIN (consumer)",
-    end_to_end=False,
     policy=_policy(
         "bbm-consumer",
         {
@@ -384,7 +372,6 @@ BBM_CONSUMER = Profile(
 BES = Profile(
     name="bes",
     title="BlackBerry Enterprise Server (carrier relay)",
-    end_to_end=True,
     policy=_policy(
         "bes",
         {

@@ -373,7 +373,7 @@ class ExceptionalAccess:
         # desk's idea of who holds content keys changes with the design (relay.compliance reads
         # ``profile.custody``). Done from here; relay.compliance is unchanged.
         sim.desk.keys.append(key)
-        sim.desk.profile = dataclasses.replace(sim.desk.profile, custody="provider", end_to_end=False)
+        sim.desk.profile = dataclasses.replace(sim.desk.profile, custody="provider")
         sim.emit(
             {
                 "t": self.global_since,
