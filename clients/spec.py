@@ -173,7 +173,7 @@ def xeddsa_sign(
 
 
 def xeddsa_verify(x25519_public_raw: bytes, message: bytes, signature: bytes) -> bool:
-    """XEdDSA §2.6 xeddsa_verify(u, M, (R ‖ s)): convert u to Edwards, then Ed25519 verification."""
+    """XEdDSA §3 xeddsa_verify(u, M, (R ‖ s)): convert u to Edwards, then Ed25519 verification."""
     from clients._xeddsa import xeddsa_verify as _verify
 
     return _verify(x25519_public_raw, message, signature)
