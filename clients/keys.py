@@ -7,7 +7,8 @@ the same bundle always encodes to the same bytes).
 Signatures are XEdDSA signatures by the identity key over Encode(PK): for X25519 keys the
 0x05-prefixed encoding of X3DH §2.5; for ML-KEM-1024 keys a one-byte tag, 0x0A (ours: PQXDH
 §2.5 leaves EncodeKEM to the application and only asks that it name the KEM), then the 1568
-key bytes.
+key bytes. Both tags are defined once, in ``relay.wire`` (``EC_KEY_TYPE``, ``KEM_KEY_TYPE``),
+where the relay checks the same signatures.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import msgpack
 from clients import _primitives as _p
 from clients import _xeddsa, spec
 from clients.errors import UsageError
+from relay.wire import KEM_KEY_TYPE
 
 __all__ = [
     "BundleError",
@@ -36,7 +38,6 @@ __all__ = [
 ]
 
 RNG = Callable[[int], bytes]
-KEM_TYPE_MLKEM1024 = b"\x0a"
 
 
 class BundleError(Exception):
@@ -48,7 +49,7 @@ def encode_kem_public_key(public: bytes) -> bytes:
         raise BundleError(
             f"an ML-KEM-1024 public key is {_p.MLKEM1024_PUBLIC_KEY_SIZE} bytes, got {len(public)}"
         )
-    return KEM_TYPE_MLKEM1024 + public
+    return KEM_KEY_TYPE + public
 
 
 class IdentityKeyPair:

@@ -28,19 +28,30 @@ from clients import _primitives as _p
 from clients import spec
 from clients.errors import DecryptionError, UsageError
 
-__all__ = ["DEFAULT_MAX_SKIP", "DEFAULT_MAX_STORED_SKIPPED", "DoubleRatchet", "RatchetConfig", "UsedKey"]
+__all__ = [
+    "DEFAULT_MAX_SKIP",
+    "DEFAULT_MAX_STORED_SKIPPED",
+    "ENC_HEADER_LEN",
+    "HEADER",
+    "HEADER_LEN",
+    "DoubleRatchet",
+    "RatchetConfig",
+    "UsedKey",
+]
 
 # libsignal's limits (rust/protocol/src/consts.rs): MAX_FORWARD_JUMPS = 25_000 and
 # MAX_MESSAGE_KEYS = 2_000 stored skipped keys per session.
 DEFAULT_MAX_SKIP = 25_000
 DEFAULT_MAX_STORED_SKIPPED = 2_000
 
-HEADER_LEN = 40
+# The header layout (see the module docstring), defined here only: whatever else reads or builds
+# a header (the simulator's analyses, the benchmarks) uses HEADER.
+HEADER = struct.Struct(">32sII")  # DHs public (32) ‖ PN (uint32 BE) ‖ N (uint32 BE)
+HEADER_LEN = HEADER.size  # 40
 ENC_HEADER_LEN = HEADER_LEN + 16  # AES-SIV adds a 16-byte synthetic IV
 _MIN_BODY = 16 + 32  # one AES block and the full HMAC-SHA256 tag
-_HEADER = struct.Struct(">32sII")
-_pack_header = _HEADER.pack
-_unpack_header = _HEADER.unpack
+_pack_header = HEADER.pack
+_unpack_header = HEADER.unpack
 _STATE_VERSION = 1
 
 RNG = Callable[[int], bytes]

@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from clients import _primitives as _p
 from clients.errors import DecryptionError
+from relay.wire import EC_KEY_TYPE
 
 __all__ = [
     "HASH_LEN",
@@ -48,7 +49,6 @@ _MK_CONSTANT = b"\x01"  # §5.2: message key = HMAC-SHA256(ck, 0x01)
 _CK_CONSTANT = b"\x02"  # §5.2: next chain key = HMAC-SHA256(ck, 0x02)
 _X3DH_F = b"\xff" * 32  # X3DH §2.2: F = 32 0xFF bytes for X25519
 _TAG_LEN = 32
-_CURVE25519_KEY_TYPE = b"\x05"  # libsignal's DJB key type byte, X3DH §2.5 Encode(PK)
 
 _hmac = _p.hmac_sha256
 _hkdf = _p.hkdf_sha256
@@ -61,7 +61,7 @@ def encode_public_key(public: bytes) -> bytes:
     """X3DH §2.5 Encode(PK): a single-byte curve type (0x05, as libsignal) then the u-coordinate."""
     if len(public) != 32:
         raise ValueError("an X25519 public key is 32 bytes")
-    return _CURVE25519_KEY_TYPE + public
+    return EC_KEY_TYPE + public  # libsignal's DJB key type byte
 
 
 def x3dh_kdf(key_material: bytes, info: bytes) -> bytes:
@@ -173,7 +173,7 @@ def xeddsa_sign(
 
 
 def xeddsa_verify(x25519_public_raw: bytes, message: bytes, signature: bytes) -> bool:
-    """XEdDSA §2.6 xeddsa_verify(u, M, (R ‖ s)): convert u to Edwards, then Ed25519 verification."""
+    """XEdDSA §3 xeddsa_verify(u, M, (R ‖ s)): convert u to Edwards, then Ed25519 verification."""
     from clients._xeddsa import xeddsa_verify as _verify
 
     return _verify(x25519_public_raw, message, signature)

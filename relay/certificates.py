@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from relay._primitives import Ed25519Signer, ed25519_verify
 
 __all__ = [
     "CertificateError",
@@ -35,15 +34,9 @@ class CertificateError(Exception):
     """A certificate is malformed, wrongly signed, or expired. The message says which."""
 
 
-def _public_raw(key: Ed25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-
-
 def _verify(public: bytes, signature: bytes, data: bytes, what: str) -> None:
-    try:
-        Ed25519PublicKey.from_public_bytes(public).verify(signature, data)
-    except (InvalidSignature, ValueError):
-        raise CertificateError(f"{what}: signature does not verify") from None
+    if not ed25519_verify(public, data, signature):
+        raise CertificateError(f"{what}: signature does not verify")
 
 
 def _unpack(data: bytes, n: int, what: str) -> list[Any]:
@@ -130,8 +123,8 @@ class TrustRoot:
     """The service's offline root key. Devices ship with ``public``."""
 
     def __init__(self, private: bytes) -> None:
-        self._key = Ed25519PrivateKey.from_private_bytes(private)
-        self.public = _public_raw(self._key)
+        self._key = Ed25519Signer(private)
+        self.public = self._key.public
 
     def certify(self, key_id: int, server_public: bytes) -> ServerCertificate:
         body = _pack([key_id, server_public])
@@ -142,15 +135,14 @@ class ServerSigningKey:
     """The online key the relay signs sender certificates with, and its certificate."""
 
     def __init__(self, private: bytes, certificate: ServerCertificate) -> None:
-        self._key = Ed25519PrivateKey.from_private_bytes(private)
-        if _public_raw(self._key) != certificate.public_key:
+        self._key = Ed25519Signer(private)
+        if self._key.public != certificate.public_key:
             raise CertificateError("server certificate does not name this server key")
         self.certificate = certificate
 
     @classmethod
     def create(cls, root: TrustRoot, key_id: int, private: bytes) -> ServerSigningKey:
-        public = _public_raw(Ed25519PrivateKey.from_private_bytes(private))
-        return cls(private, root.certify(key_id, public))
+        return cls(private, root.certify(key_id, Ed25519Signer(private).public))
 
     def issue(self, sender: str, device: int, identity_key: bytes, expires: int) -> SenderCertificate:
         unsigned = SenderCertificate(sender, device, identity_key, expires, self.certificate, b"")

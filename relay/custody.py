@@ -20,8 +20,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from relay._primitives import aes_gcm_decrypt, aes_gcm_encrypt
 
 __all__ = ["CUSTODY_TAG", "ContentKey", "route_ad"]
 
@@ -40,16 +39,13 @@ class ContentKey:
 
     def seal(self, plaintext: bytes, associated_data: bytes, rng: RNG = os.urandom) -> bytes:
         nonce = rng(_NONCE)
-        return CUSTODY_TAG + nonce + AESGCM(self.key).encrypt(nonce, plaintext, associated_data)
+        return CUSTODY_TAG + nonce + aes_gcm_encrypt(self.key, nonce, plaintext, associated_data)
 
     def open(self, body: bytes, associated_data: bytes) -> bytes | None:
         """The plaintext, or None when this key does not open ``body``."""
         if len(body) < 1 + _NONCE + 16 or body[:1] != CUSTODY_TAG:
             return None
-        try:
-            return AESGCM(self.key).decrypt(body[1 : 1 + _NONCE], body[1 + _NONCE :], associated_data)
-        except InvalidTag:
-            return None
+        return aes_gcm_decrypt(self.key, body[1 : 1 + _NONCE], body[1 + _NONCE :], associated_data)
 
 
 def route_ad(recipient: str) -> bytes:

@@ -5,18 +5,17 @@ on authentication challenges) and *makes* Ed25519 signatures on sender certifica
 server key, which is itself certified by an offline trust root; the certificate formats live
 in ``relay.certificates``.
 
-XEdDSA verification (XEdDSA and VXEdDSA spec, revision 1, §2.5 and §2.3) is Ed25519
-verification under the Edwards point whose y corresponds to the Montgomery u, with sign bit 0:
-``y = (u - 1) / (u + 1) mod p``. The Ed25519 part is ``cryptography``'s (OpenSSL).
+XEdDSA verification follows the spec (XEdDSA and VXEdDSA, revision 1, §3 xeddsa_verify with
+§2.3 convert_mont) exactly as ``clients._xeddsa`` does; the relay keeps its own copy because it
+never imports ``clients``, and ``tests/test_xeddsa_vectors.py`` runs one set of edge-case vectors
+against both. The Ed25519 part is OpenSSL's, through ``relay._primitives``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
+from relay._primitives import Ed25519Verifier
 from relay.certificates import SenderCertificate, ServerCertificate, ServerSigningKey, TrustRoot
 
 __all__ = [
@@ -26,44 +25,60 @@ __all__ = [
 ]
 
 _P = 2**255 - 19
+_Q = 2**252 + 27742317777372353535851937790883648493  # order of the base point B
+_D = -121665 * pow(121666, _P - 2, _P) % _P
+_S_BOUND = 2**253  # 2^|q|
+
+
+def _on_curve(y: int) -> bool:
+    """Whether some x puts (x, y) on −x² + y² = 1 + d·x²·y²: (y² − 1)/(d·y² + 1) is a square.
+
+    d is not a square mod p, so d·y² + 1 is never 0; Euler's criterion decides the rest.
+    """
+    num = (y * y - 1) % _P
+    return num == 0 or pow(num * (_D * y * y + 1) % _P, (_P - 1) // 2, _P) == 1
 
 
 class XEdDSAPublicKey:
-    """An X25519 public key, converted once, that verifies XEdDSA signatures.
+    """An X25519 public key, converted once (§2.3 convert_mont), that verifies XEdDSA signatures.
 
-    ``from_x25519`` returns None for a u that has no Edwards counterpart (u ≥ p, u = p − 1,
-    or a y that is not on the curve): no signature can verify under such a key.
+    ``from_x25519`` returns None exactly where §3 returns false before looking at a signature:
+    a key that is not 32 bytes, u ≥ p (bit 255 is not masked: "if u ≥ p ... return false" comes
+    first), or a y with no point ("if not on_curve(A)"). u = p − 1 is a key: inv(0) = 0 (§2.1)
+    gives y = 0, as u = 1 does, a point of order 4; XEdDSA verification has no small-order check.
     """
 
-    __slots__ = ("_ed",)
+    __slots__ = ("_ed", "edwards")
 
-    def __init__(self, ed: Ed25519PublicKey) -> None:
-        self._ed = ed
+    def __init__(self, edwards: bytes) -> None:
+        self._ed = Ed25519Verifier(edwards)
+        self.edwards = edwards  # the Edwards encoding of A: y, sign bit 0
 
     @classmethod
     def from_x25519(cls, u_bytes: bytes) -> XEdDSAPublicKey | None:
         if len(u_bytes) != 32:
             return None
         u = int.from_bytes(u_bytes, "little")
-        # XEdDSA §2.5 xeddsa_verify: "if u >= p ... return false". u = p − 1 makes u + 1 = 0.
-        if u >= _P or u == _P - 1:
+        if u >= _P:
             return None
-        y = (u - 1) * pow(u + 1, _P - 2, _P) % _P  # Fermat inverse; p is prime
-        try:
-            ed = Ed25519PublicKey.from_public_bytes(y.to_bytes(32, "little"))  # top (sign) bit stays 0
-        except ValueError:
+        y = (u - 1) * pow(u + 1, _P - 2, _P) % _P  # u_to_y, with the spec's inv(x) = x^(p−2)
+        if not _on_curve(y):
             return None
-        return cls(ed)
+        return cls(y.to_bytes(32, "little"))  # top (sign) bit stays 0
 
     def verify(self, message: bytes, signature: bytes) -> bool:
-        # §2.5 also asks for s < 2^|q|; OpenSSL's Ed25519 already demands the stricter s < q.
+        """§3 from the signature checks on: s < 2^|q|, then Rcheck = sB − hA equals R as bytes."""
         if len(signature) != 64:
             return False
-        try:
-            self._ed.verify(signature, message)
-        except InvalidSignature:
+        s = int.from_bytes(signature[32:], "little")
+        if s >= _S_BOUND:
             return False
-        return True
+        if s >= _Q:
+            # §5: XEdDSA rejects "s if it has excess bits but not requiring it to be fully reduced".
+            # sB = (s mod q)B, and OpenSSL's Ed25519 demands s < q, so hand it s mod q.
+            signature = signature[:32] + (s - _Q).to_bytes(32, "little")
+        # R.y ≥ 2^|p| cannot happen in 32 bytes; a non-canonical R never equals Rcheck's encoding.
+        return self._ed.verify(message, signature)
 
 
 def xeddsa_verify(x25519_public: bytes, message: bytes, signature: bytes) -> bool:

@@ -121,9 +121,9 @@ MAX_ACCOUNT_LEN: Final = 128  # characters; Signal's account ids are 36-characte
 MAX_CONTACTS: Final = 1000
 
 # What a prekey signature covers: the identity key's XEdDSA signature over Encode(PK).
-# X25519: 0x05 ‖ u (X3DH §2.5, libsignal's DJB key type). ML-KEM-1024: 0x0A ‖ key, the tag this
-# project's clients use (clients/keys.py, KEM_TYPE_MLKEM1024; PQXDH §2.5 leaves EncodeKEM to
-# the application). The relay checks both signatures on upload, as Signal-Server does
+# X25519: 0x05 ‖ u (X3DH §2.5, libsignal's DJB key type). ML-KEM-1024: 0x0A ‖ key, this
+# project's tag (PQXDH §2.5 leaves EncodeKEM to the application). These are the only
+# definitions of the two tags: clients/spec.py and clients/keys.py import them from here. The relay checks both signatures on upload, as Signal-Server does
 # (PreKeyState.isSignatureValidOnEachSignedKey).
 EC_KEY_TYPE: Final = b"\x05"
 KEM_KEY_TYPE: Final = b"\x0a"

@@ -40,7 +40,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +50,7 @@ from clients import escrow as _escrow
 from clients import sealed, spec
 from clients.errors import DecryptionError
 from clients.escrow import EscrowKeyPair
+from clients.ratchet import HEADER as _HEADER  # the ratchet header: DHs public ‖ PN ‖ N
 from clients.session import Device, PeerAddress, parse_ciphertext
 from relay import wire
 from relay.custody import ContentKey
@@ -63,7 +63,6 @@ if TYPE_CHECKING:
 __all__ = ["AGENCY_ADDRESS", "ExceptionalAccess", "ExceptionalReport", "write_exceptional"]
 
 AGENCY_ADDRESS = "203.0.113.250"  # where the agency runs the ghost device from (TEST-NET-3)
-_HEADER = struct.Struct(">32sII")  # the ratchet header, clients.ratchet: DHs public ‖ PN ‖ N
 
 
 def _seeded(seed: int, *label: object) -> random.Random:

@@ -51,7 +51,6 @@ __all__ = ["SIM_EPOCH", "Simulation", "SimulationResult"]
 
 # The relay's clock reads this at simulated t = 0: 2026-01-01T00:00:00Z.
 SIM_EPOCH = 1_767_225_600
-RELAY_PORT = 7465
 SETUP_SPREAD = 30.0  # seconds over which devices first come online, so they do not all start at t = 0
 SIM_PREKEY_BATCH = 8
 SIM_KEM_PREKEY_BATCH = 2

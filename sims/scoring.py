@@ -14,7 +14,7 @@ address), and what the messages said. A disclosure is scored by the share of eac
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,10 +111,3 @@ def _near(sorted_times: list[float], t: float, tolerance: float = 1.0) -> bool:
 
     i = bisect.bisect_left(sorted_times, t - tolerance)
     return i < len(sorted_times) and sorted_times[i] <= t + tolerance
-
-
-def truth_from(
-    messages: Iterable[tuple[float, str, str, str]], regions: Mapping[str, Iterable[str]]
-) -> GroundTruth:
-    msgs = tuple(TrueMessage(*m) for m in messages)
-    return GroundTruth(msgs, {k: frozenset(v) for k, v in regions.items()}, frozenset(regions))

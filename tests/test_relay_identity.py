@@ -40,19 +40,28 @@ def test_edwards_form_matches_libxeddsa(seed: int) -> None:
     _, public = _keypair(seed)
     key = XEdDSAPublicKey.from_x25519(public)
     assert key is not None
-    ours = key._ed.public_bytes_raw()
+    ours = key.edwards
     assert ours == libxeddsa.curve25519_pub_to_ed25519_pub(public, False)
     assert ours[31] & 0x80 == 0  # sign bit 0
 
 
 @pytest.mark.parametrize(
     "u",
-    [P, P + 1, 2**256 - 1, P - 1],  # u >= p is refused by the spec; u = p - 1 has no y (u + 1 = 0)
+    [P, P + 1, 2**255, 2**256 - 1, 2],  # u >= p is refused by the spec; u = 2 gives a y with no point
 )
 def test_keys_without_an_edwards_form_verify_nothing(u: int) -> None:
     public = u.to_bytes(32, "little")
     assert XEdDSAPublicKey.from_x25519(public) is None
     assert not xeddsa_verify(public, b"m", bytes(64))
+
+
+def test_u_minus_one_converts_like_u_one() -> None:
+    # XEdDSA §2.1 defines inv(0) = 0, so convert_mont(p − 1) is y = 0, the same point as u = 1.
+    minus_one = XEdDSAPublicKey.from_x25519((P - 1).to_bytes(32, "little"))
+    one = XEdDSAPublicKey.from_x25519((1).to_bytes(32, "little"))
+    assert minus_one is not None and one is not None
+    assert minus_one.edwards == one.edwards == bytes(32)
+    assert minus_one.edwards == libxeddsa.curve25519_pub_to_ed25519_pub((P - 1).to_bytes(32, "little"), False)
 
 
 def test_wrong_lengths_are_false_not_errors() -> None:

@@ -222,11 +222,12 @@ def test_malformed_inputs_return_false() -> None:
         bytes(64),
         b"\xff" * 64,
     ]
-    if s + Q < 2**253:
-        # A non-canonical s (s + q) passes the spec's 2^|q| test; Ed25519 (OpenSSL) rejects it.
-        bad_signatures.append(r + (s + Q).to_bytes(32, "little"))
     for bad in bad_signatures:
         assert not xeddsa_verify(u, message, bad), bad.hex()
+    # An unreduced s (s + q) passes the spec's 2^|q| test and sB is unchanged: it verifies (§5:
+    # "not requiring it to be fully reduced"), though OpenSSL's Ed25519 alone would refuse it.
+    assert s + Q < 2**253
+    assert xeddsa_verify(u, message, r + (s + Q).to_bytes(32, "little"))
     bad_keys = [
         b"",
         u[:31],

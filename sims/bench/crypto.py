@@ -41,7 +41,6 @@ import json
 import os
 import platform
 import statistics
-import struct
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterable
@@ -53,6 +52,7 @@ from clients import _primitives as _p
 from clients import spec
 from clients.keys import OneTimePreKey, PreKeyBundle
 from clients.ratchet import DEFAULT_CONFIG, HEADER_LEN, DoubleRatchet
+from clients.ratchet import HEADER as _HEADER  # the wire header: DHs public ‖ PN ‖ N
 from clients.session import Device
 from sims.bench import load_average, load_text
 
@@ -62,8 +62,6 @@ MESSAGE_LEN = 100
 MESSAGE = bytes(range(MESSAGE_LEN))  # the one plaintext every contender encrypts
 ROOT_INFO = DEFAULT_CONFIG.root_info  # b"WhisperRatchet"
 AEAD_INFO = DEFAULT_CONFIG.aead_info  # b"WhisperMessageKeys"
-# The wire header of clients/ratchet.py (module docstring): DHs public ‖ PN (uint32 BE) ‖ N (uint32 BE).
-_HEADER = struct.Struct(">32sII")
 _ZERO32 = bytes(32)
 
 ONE_DIRECTION = "one_direction"
