@@ -54,18 +54,7 @@ from clients import spec
 from clients.keys import OneTimePreKey, PreKeyBundle
 from clients.ratchet import DEFAULT_CONFIG, HEADER_LEN, DoubleRatchet
 from clients.session import Device
-from sims.bench.harness import (
-    BenchError,
-    Target,
-    add_common_options,
-    format_targets,
-    load_text,
-    machine_config,
-    make_parser,
-    run_bench,
-    sample_summary,
-    target_row,
-)
+from sims.bench import harness
 
 __all__ = ["RATIOS", "main", "run_benchmarks"]
 
@@ -85,7 +74,7 @@ BREAKDOWN = "breakdown"
 
 def _check(plaintext: bytes) -> None:
     if plaintext != MESSAGE:
-        raise BenchError("a benchmarked decryption returned the wrong plaintext")
+        raise harness.BenchError("a benchmarked decryption returned the wrong plaintext")
 
 
 # --- contenders --------------------------------------------------------------------------------
@@ -743,7 +732,7 @@ def _micro_factory(loop: Callable[[int], None]) -> Callable[[], Runner]:
 
 
 @dataclass(frozen=True)
-class Ratio(Target):
+class Ratio(harness.Target):
     """A target on ``numerator``'s median over ``denominator``'s (contender keys)."""
 
     numerator: str = ""
@@ -894,7 +883,7 @@ def compute_ratios(
         out[ratio.key] = {
             "numerator": ratio.numerator,
             "denominator": ratio.denominator,
-            **target_row(ratio, value, paired),
+            **harness.target_row(ratio, value, paired),
         }
     return out
 
@@ -972,7 +961,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"{cfg['setups']} setups per repeat × {cfg['repeat']} repeats, each in {cfg['chunks']} interleaved "
         "slices; median over the slices, µs per operation",
         f"Python {cfg['python']}, cryptography {cfg['versions']['cryptography']}, {cfg['machine']}"
-        + load_text(cfg.get("load_average")),
+        + harness.load_text(cfg.get("load_average")),
     ]
     titles = {
         ONE_DIRECTION: "ratchet, one direction — Alice sends, Bob decrypts (µs per message, encrypt + decrypt)",
@@ -986,7 +975,9 @@ def format_report(report: dict[str, Any]) -> str:
                 lines.append(
                     f"  {r['label']:62s} {_fmt_us(r['us_per_op'])} {_fmt_us(r['min'])} {_fmt_us(r['max'])}"
                 )
-    lines += format_targets(report["ratios"], paired="per-slice ratios", unjudged="n/a (peer missing)")
+    lines += harness.format_targets(
+        report["ratios"], paired="per-slice ratios", unjudged="n/a (peer missing)"
+    )
     b = report["breakdown"]
     lines += [
         "",
@@ -1045,7 +1036,7 @@ def build_report(
             "label": c.label,
             "group": c.group,
             "unit": c.unit,
-            **sample_summary(samples[c.key], "us_per_op"),
+            **harness.sample_summary(samples[c.key], "us_per_op"),
         }
         for c in cs
     }
@@ -1057,7 +1048,7 @@ def build_report(
             "setups": args.setups,
             "repeat": args.repeat,
             "chunks": args.chunks,
-            **machine_config(),
+            **harness.machine_config(),
             "versions": {d: _version(d) for d in ("cryptography", "doubleratchet", "vodozemac", "msgpack")},
         },
         "results": results,
@@ -1067,7 +1058,7 @@ def build_report(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = make_parser(
+    p = harness.make_parser(
         "relaysim bench crypto",
         __doc__,
         ["relaysim bench crypto", "relaysim bench crypto --messages 2000 --json - --check > crypto.json"],
@@ -1088,7 +1079,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-vodozemac", action="store_true", help="leave vodozemac out even if it is importable")
     p.add_argument("--no-doubleratchet", action="store_true", help="leave PyPI doubleratchet out")
-    add_common_options(p)
+    harness.add_common_options(p)
     return p
 
 
@@ -1112,7 +1103,7 @@ def main(argv: list[str]) -> int:
         )
         return build_report(cs, samples, args)
 
-    return run_bench("crypto", args, measure, format_report, lambda report: report["ratios"].values())
+    return harness.run_bench("crypto", args, measure, format_report, lambda report: report["ratios"].values())
 
 
 if __name__ == "__main__":

@@ -78,18 +78,7 @@ from relay import wire
 from relay.core import ConnectionContext, Push, RelayCore, Reply
 from relay.server import serve
 from relay.store import Store
-from sims.bench.harness import (
-    BenchError,
-    Target,
-    add_common_options,
-    format_targets,
-    load_text,
-    machine_config,
-    make_parser,
-    module_command,
-    run_bench,
-    target_row,
-)
+from sims.bench import harness
 
 __all__ = ["CONTENDERS", "RATIOS", "main"]
 
@@ -151,7 +140,7 @@ def preregister(core: RelayCore, n: int, seed: int) -> None:
         )
         reply = core.handle(ConnectionContext(1_000_000_000 + i), request)[0]
         if not (isinstance(reply, Reply) and isinstance(reply.frame, wire.Registered)):
-            raise BenchError(f"pre-registration of {account_name(i)} failed: {reply}")
+            raise harness.BenchError(f"pre-registration of {account_name(i)} failed: {reply}")
 
 
 def raise_fd_limit(needed: int) -> None:
@@ -265,7 +254,7 @@ class ServerProcess:
 
     def __init__(self, kind: str, connections: int, seed: int, db: str) -> None:
         self.kind = kind
-        cmd, env = module_command(
+        cmd, env = harness.module_command(
             "sims.bench.relay",
             "--child",
             kind,
@@ -284,11 +273,11 @@ class ServerProcess:
         sel = selectors.DefaultSelector()
         sel.register(self.proc.stdout, selectors.EVENT_READ)
         if not sel.select(_READY_TIMEOUT):
-            raise BenchError(f"{self.kind} server did not start within {_READY_TIMEOUT:.0f} s")
+            raise harness.BenchError(f"{self.kind} server did not start within {_READY_TIMEOUT:.0f} s")
         sel.close()
         line = self.proc.stdout.readline().decode().split()
         if len(line) != 2 or line[0] != "READY":
-            raise BenchError(f"{self.kind} server failed to start (exit status {self.proc.wait()})")
+            raise harness.BenchError(f"{self.kind} server failed to start (exit status {self.proc.wait()})")
         self.port = int(line[1])
         return self.port
 
@@ -485,7 +474,7 @@ class LoadGenerator:
         except BlockingIOError:
             return
         if not data:
-            raise BenchError(f"{self.kind}: the server closed {c.account}'s connection")
+            raise harness.BenchError(f"{self.kind}: the server closed {c.account}'s connection")
         buf = c.rbuf
         buf += data
         pos, end, unpackb = 0, len(buf), msgpack.unpackb
@@ -515,13 +504,15 @@ class LoadGenerator:
                     self.sel.modify(c.sock, selectors.EVENT_READ, c)
         self._flush()
         if self.errors:
-            raise BenchError(f"{self.kind}: {len(self.errors)} unexpected frames; first: {self.errors[0]}")
+            raise harness.BenchError(
+                f"{self.kind}: {len(self.errors)} unexpected frames; first: {self.errors[0]}"
+            )
 
     def _until(self, done: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.perf_counter() + timeout
         while not done():
             if time.perf_counter() > deadline:
-                raise BenchError(f"{self.kind}: {what} did not finish within {timeout:.0f} s")
+                raise harness.BenchError(f"{self.kind}: {what} did not finish within {timeout:.0f} s")
             self._turn(0.05)
 
     # -- phases --
@@ -735,7 +726,7 @@ def measure_echo_step(envelopes: int, body_size: int) -> float:
 
 
 @dataclass(frozen=True)
-class Ratio(Target):
+class Ratio(harness.Target):
     """A target on ``numerator``'s ``metric`` over ``denominator``'s (contender kinds)."""
 
     numerator: str = ""
@@ -782,7 +773,9 @@ RATIOS: Final = [
     ),
 ]
 # docs/performance.md: ≤ 8 KiB per idle authenticated connection (server RSS growth / connections).
-MEMORY: Final = Target("memory_per_idle_connection", "relay (durable), KiB per idle connection", "<=", 8.0)
+MEMORY: Final = harness.Target(
+    "memory_per_idle_connection", "relay (durable), KiB per idle connection", "<=", 8.0
+)
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -828,12 +821,12 @@ def compute_ratios(
             "numerator": r.numerator,
             "denominator": r.denominator,
             "metric": r.metric,
-            **target_row(
+            **harness.target_row(
                 r, num[r.metric] / den[r.metric], statistics.median(n / d * scale for n, d in pairs)
             ),
         }
     per = memory[RELAY_DURABLE]["bytes_per_connection"]
-    out[MEMORY.key] = target_row(MEMORY, None if per is None else per / 1024)
+    out[MEMORY.key] = harness.target_row(MEMORY, None if per is None else per / 1024)
     return out
 
 
@@ -880,7 +873,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"envelopes, {cfg['window']} in flight per device; {cfg['repeat']} × {cfg['duration']:g} s "
         "timed per contender, interleaved; medians",
         f"Python {cfg['python']}, {cfg['machine']}; servers in child processes, load from one epoll "
-        f"loop in this one{load_text(cfg.get('load_average'))}",
+        f"loop in this one{harness.load_text(cfg.get('load_average'))}",
         "",
         f"  {'contender':50s} {'env/s':>8s} {'frames/s':>9s} {'p50 ms':>7s} {'p99 ms':>7s} "
         f"{'server':>6s} {'client':>6s}",
@@ -908,7 +901,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"(RSS {_fmt(m['rss_before_kb'] and m['rss_before_kb'] / 1024)} → "
             f"{_fmt(m['rss_after_kb'] and m['rss_after_kb'] / 1024)} MiB)"
         )
-    lines += format_targets(report["ratios"], paired="per-repeat ratios", width=52)
+    lines += harness.format_targets(report["ratios"], paired="per-repeat ratios", width=52)
     b = report["breakdown"]
     durable, volatile, echo = b[RELAY_DURABLE], b[RELAY_VOLATILE], b[ECHO]
     lines += [
@@ -938,7 +931,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = make_parser(
+    p = harness.make_parser(
         "relaysim bench relay",
         __doc__,
         [
@@ -961,7 +954,7 @@ def _parser() -> argparse.ArgumentParser:
         help="envelopes for the where-the-time-goes steps (2000)",
     )
     p.add_argument("--seed", type=int, default=1, help="seed for the devices' keys (1)")
-    add_common_options(p)
+    harness.add_common_options(p)
     return p
 
 
@@ -1025,7 +1018,7 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, 
             "window": args.window,
             "body_size": args.body_size,
             "steps": args.steps,
-            **machine_config(),
+            **harness.machine_config(),
         },
         "results": results,
         "memory": memory,
@@ -1044,7 +1037,7 @@ def main(argv: list[str]) -> int:
     if args.duration <= 0 or args.warmup < 0 or args.body_size < _SEQ.size:
         parser.error(f"--duration must be positive, --warmup not negative, --body-size at least {_SEQ.size}")
     raise_fd_limit(len(CONTENDERS) * args.connections + 256)
-    return run_bench(
+    return harness.run_bench(
         "relay", args, lambda progress: run(args, progress), format_report, lambda r: r["ratios"].values()
     )
 

@@ -78,20 +78,8 @@ from relay import wire
 from relay.core import ConnectionContext, RelayCore, Reply
 from relay.identity import XEdDSAPublicKey
 from relay.store import Store
+from sims.bench import harness
 from sims.bench.crypto import MESSAGE, OneDirection, our_pair
-from sims.bench.harness import (
-    BenchError,
-    Target,
-    add_common_options,
-    format_targets,
-    load_text,
-    machine_config,
-    make_parser,
-    module_command,
-    run_bench,
-    sample_summary,
-    target_row,
-)
 from sims.runner import Simulation
 from sims.scenario import (
     Conversation,
@@ -224,7 +212,7 @@ class Stepper:
 def _check_result(sim_result: Any, planned: int) -> None:
     delivered = sum(len(m.delivered) for m in sim_result.messages)
     if delivered != planned or sim_result.mismatched or sim_result.undecryptable:
-        raise BenchError(
+        raise harness.BenchError(
             f"the simulation delivered {delivered} of {planned} messages "
             f"({sim_result.mismatched} mismatched, {sim_result.undecryptable} undecryptable)"
         )
@@ -440,7 +428,9 @@ class RegistrationRig:
                         assert isinstance(response, wire.Response)
                         for event in agent.handle(response):
                             if isinstance(event, A.Failed):
-                                raise BenchError(f"registration failed: {event.code}: {event.message}")
+                                raise harness.BenchError(
+                                    f"registration failed: {event.code}: {event.message}"
+                                )
 
     def register(self, n: int) -> float:
         """µs per phone: build the phone, register (prekeys made, signed, uploaded, checked), log in."""
@@ -465,7 +455,7 @@ class RegistrationRig:
             agent.login()
             self._pump(agent, ctx)
             if not agent.authenticated:
-                raise BenchError("a phone did not log in")
+                raise harness.BenchError("a phone did not log in")
         return (time.perf_counter() - start) / n * 1e6
 
 
@@ -687,12 +677,12 @@ def _project_stack(frame: FrameType | None) -> list[str]:
 
 def run_scale_child(devices: int, messages: int, seed: int, budget: float) -> dict[str, Any]:
     """``scale_child`` in a fresh interpreter, so that its peak RSS is its own."""
-    cmd, env = module_command(
+    cmd, env = harness.module_command(
         "sims.bench.sim", "--scale-child", str(devices), str(messages), str(seed), str(budget)
     )
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=budget + 300)
     if done.returncode != 0:
-        raise BenchError(f"the scale run ({devices} devices) failed:\n{done.stderr[-2000:]}")
+        raise harness.BenchError(f"the scale run ({devices} devices) failed:\n{done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
@@ -734,18 +724,18 @@ def extrapolate(model: dict[str, float], devices: int, messages: int) -> dict[st
 
 
 RATIOS: Final = [
-    Target("sim_vs_ratchet", "simulated message / ratchet-only encrypt + decrypt", "<=", 2.0),
-    Target("scale_2x_vs_1x", "scale: time for 2× the messages / 1×", "<=", 2.2),
+    harness.Target("sim_vs_ratchet", "simulated message / ratchet-only encrypt + decrypt", "<=", 2.0),
+    harness.Target("scale_2x_vs_1x", "scale: time for 2× the messages / 1×", "<=", 2.2),
 ]
 # Judged on the fit extrapolated to TARGET_DEVICES and TARGET_MESSAGES; docs/performance.md.
 SCALE_TARGETS: Final = [
-    Target(
+    harness.Target(
         "scale_minutes",
         "scale: minutes at 100,000 devices, 1,000,000 messages (fit)",
         "<=",
         TARGET_SECONDS / 60,
     ),
-    Target(
+    harness.Target(
         "scale_peak_rss_gb",
         "scale: peak RSS GB at 100,000 devices, 1,000,000 messages (fit)",
         "<=",
@@ -765,7 +755,7 @@ class Report:
 
 
 def _ratio(key: str, value: float | None, paired: float | None = None) -> dict[str, Any]:
-    return target_row(next(r for r in RATIOS if r.key == key), value, paired)
+    return harness.target_row(next(r for r in RATIOS if r.key == key), value, paired)
 
 
 def judged_targets(report: Report) -> list[dict[str, Any]]:
@@ -774,8 +764,8 @@ def judged_targets(report: Report) -> list[dict[str, Any]]:
     if report.scale:
         t = report.scale["extrapolated_to_target"]
         minutes, rss_gb = SCALE_TARGETS
-        rows.append(target_row(minutes, None if t is None else t["seconds"] / 60))
-        rows.append(target_row(rss_gb, None if t is None else t["peak_rss_bytes"] / 1e9))
+        rows.append(harness.target_row(minutes, None if t is None else t["seconds"] / 60))
+        rows.append(harness.target_row(rss_gb, None if t is None else t["peak_rss_bytes"] / 1e9))
     return rows
 
 
@@ -811,7 +801,7 @@ def run_message_cost(args: argparse.Namespace, report: Report, progress: Callabl
         (SIM, "simulated message, end to end (Simulation, timed phase)", sim_samples),
         (RATCHET, "ratchet only: DoubleRatchet one direction, encrypt + decrypt", ratchet_samples),
     ):
-        report.results[key] = {"label": label, **sample_summary(samples, "us_per_message")}
+        report.results[key] = {"label": label, **harness.sample_summary(samples, "us_per_message")}
     sim_us, ratchet_us = report.results[SIM]["us_per_message"], report.results[RATCHET]["us_per_message"]
     paired = statistics.median(s / r for s, r in zip(sim_samples, ratchet_samples, strict=True))
     report.ratios["sim_vs_ratchet"] = _ratio("sim_vs_ratchet", sim_us / ratchet_us, paired)
@@ -910,7 +900,7 @@ def _scale_note(row: Any) -> list[str]:
 def format_report(report: Report) -> str:
     cfg = report.config
     lines = [
-        f"relaysim bench sim — Python {cfg['python']}, {cfg['machine']}{load_text(cfg.get('load_average'))}",
+        f"relaysim bench sim — Python {cfg['python']}, {cfg['machine']}{harness.load_text(cfg.get('load_average'))}",
         "",
         f"(a) a simulated message end to end — {cfg['pairs']} pairs of phones on warm sessions, "
         f"{cfg['timed_messages']:,} messages a → b per run × {cfg['repeat']}; µs per message, median over the "
@@ -926,7 +916,7 @@ def format_report(report: Report) -> str:
         f"  set aside, not in the figure above: registration + login {s['registration_us_per_phone_in_sim'] / 1000:.1f} ms "
         f"per phone; session set-up + 3 warm-up messages {s['warmup_us_per_pair_in_sim'] / 1000:.1f} ms per pair"
     )
-    lines += format_targets(report.ratios, paired="the per-step ratios", note=_scale_note)
+    lines += harness.format_targets(report.ratios, paired="the per-step ratios", note=_scale_note)
     b = report.breakdown
     if b:
         sim_us = report.results[SIM]["us_per_message"]
@@ -1020,7 +1010,7 @@ def format_report(report: Report) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = make_parser(
+    p = harness.make_parser(
         "relaysim bench sim",
         __doc__,
         [
@@ -1069,7 +1059,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-scale", action="store_true", help="skip (b)")
     p.add_argument("--seed", type=int, default=1, help="seed of the scenarios (1)")
-    add_common_options(p)
+    harness.add_common_options(p)
     return p
 
 
@@ -1104,7 +1094,7 @@ def main(argv: list[str]) -> int:
             "messages": args.messages_at_scale,
             "budget": args.budget,
             "seed": args.seed,
-            **machine_config(),
+            **harness.machine_config(),
         }
     )
 
@@ -1114,7 +1104,7 @@ def main(argv: list[str]) -> int:
             run_scale(args, report, progress)
         return report.__dict__  # the report's fields, live: the load average lands in report.config
 
-    return run_bench(
+    return harness.run_bench(
         "sim", args, measure, lambda _d: format_report(report), lambda _d: judged_targets(report)
     )
 
