@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sims.bench import crypto
+from sims.bench import crypto, harness
 
 HAS_VODOZEMAC = importlib.util.find_spec("vodozemac") is not None
 HAS_DOUBLERATCHET = importlib.util.find_spec("doubleratchet") is not None
@@ -62,15 +62,15 @@ def test_json_has_every_contender_and_the_ratios_computed_from_them(
         assert r["value"] == pytest.approx(value)
         slices = zip(num["samples"], den["samples"], strict=True)
         assert r["paired_median"] == pytest.approx(statistics.median(n / d for n, d in slices))
-        if spec_ratio.target is None:
+        if spec_ratio.bound is None:
             assert r["met"] is None
         else:
-            assert r["target"] == spec_ratio.target
-            met = value <= spec_ratio.target if spec_ratio.comparison == "<=" else value >= spec_ratio.target
+            assert r["target"] == spec_ratio.bound
+            met = value <= spec_ratio.bound if spec_ratio.comparison == "<=" else value >= spec_ratio.bound
             assert r["met"] is met
 
-    # the targets of performance.md are all there, with their bounds
-    targets = {r.key: (r.comparison, r.target) for r in crypto.RATIOS if r.target is not None}
+    # the targets of docs/performance.md are all there, with their bounds
+    targets = {r.key: (r.comparison, r.bound) for r in crypto.RATIOS if r.bound is not None}
     assert targets == {
         "one_direction_vs_floor": ("<=", 1.15),
         "one_direction_vs_vodozemac": ("<=", 1.6),
@@ -97,7 +97,7 @@ def test_json_has_every_contender_and_the_ratios_computed_from_them(
     assert pq_counts.get("mlkem_encapsulate") == 1 and pq_counts.get("mlkem_decapsulate") == 1
 
     table = capsys.readouterr().out
-    assert "targets (performance.md)" in table and "where the time goes" in table
+    assert "targets (docs/performance.md)" in table and "where the time goes" in table
     for key in expected_contenders():
         assert results[key]["label"] in table
 
@@ -108,9 +108,75 @@ def test_help_says_what_is_measured(capsys: pytest.CaptureFixture[str]) -> None:
     assert exc.value.code == 0
     text = capsys.readouterr().out
     assert "--messages" in text and "--json" in text and "one direction" in text and "floor" in text
+    assert "--check" in text and "docs/performance.md" in text and "shared/" not in text
 
 
 def test_bad_counts_are_refused() -> None:
     with pytest.raises(SystemExit) as exc:
         crypto.main(["--messages", "0"])
     assert exc.value.code == 2
+
+
+QUICK = ["--messages", "10", "--setups", "2", "--repeat", "1", "--chunks", "2", "--quiet"]
+
+
+def test_check_exits_1_naming_the_missed_target_and_json_dash_is_json_on_stdout(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A bound no run can meet (ours / floor is positive), judged by the real ratio and check code.
+    impossible = crypto.Ratio(
+        "one_direction_vs_floor",
+        "one direction: ours / floor",
+        "<=",
+        0.0,
+        "ours_one_direction",
+        "floor_one_direction",
+    )
+    monkeypatch.setattr(crypto, "RATIOS", [impossible, *crypto.RATIOS[1:]])
+    assert crypto.main([*QUICK, "--no-vodozemac", "--json", "-", "--check"]) == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)  # stdout is the JSON and nothing else
+    row = report["ratios"]["one_direction_vs_floor"]
+    assert row["met"] is False and row["target"] == 0.0 and row["value"] > 0
+    assert "target MISSED: one direction: ours / floor" in captured.err
+    # without vodozemac its targets cannot be judged: --check says so rather than passing them
+    assert "target not judged (not measured in this run): one direction: ours / vodozemac" in captured.err
+    assert "targets (docs/performance.md)" in captured.err  # the table went to stderr
+    assert not (Path.cwd() / "-").exists()
+
+
+def test_check_exits_0_when_every_target_is_met(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    easy = crypto.Ratio(
+        "one_direction_vs_floor",
+        "one direction: ours / floor",
+        "<=",
+        1e9,
+        "ours_one_direction",
+        "floor_one_direction",
+    )
+    info = [r for r in crypto.RATIOS if r.bound is None and "vodozemac" not in r.key]
+    monkeypatch.setattr(crypto, "RATIOS", [easy, *info])
+    out = tmp_path / "crypto.json"
+    argv = [*QUICK, "--no-vodozemac", "--no-doubleratchet", "--json", str(out), "--check"]
+    assert crypto.main(argv) == 0
+    captured = capsys.readouterr()
+    assert "every target met" in captured.err and "targets (docs/performance.md)" in captured.out
+    assert json.loads(out.read_text(encoding="utf-8"))["ratios"]["one_direction_vs_floor"]["met"] is True
+
+
+def test_judge_and_not_met() -> None:
+    assert harness.judge(1.0, "<=", 1.0) is True and harness.judge(1.01, "<=", 1.0) is False
+    assert harness.judge(3.5, ">=", 3.5) is True and harness.judge(3.4, ">=", 3.5) is False
+    assert harness.judge(None, "<=", 1.0) is None and harness.judge(2.0, "<=", None) is None
+    rows = [
+        harness.target_row(harness.Target("a", "a", "<=", 1.0), 2.0),
+        harness.target_row(harness.Target("b", "b", ">=", 1.0), None),
+        harness.target_row(harness.Target("c", "c", "<=", None), 5.0),
+        harness.target_row(harness.Target("d", "d", ">=", 1.0), 2.0),
+    ]
+    missed, unjudged = harness.not_met(rows)
+    assert [r["label"] for r in missed] == ["a"] and [r["label"] for r in unjudged] == ["b"]
+    with pytest.raises(ValueError, match="comparison"):
+        harness.Target("e", "e", "<", 1.0)

@@ -5,20 +5,32 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from pathlib import Path
 
 import pytest
 
 from sims.bench import relay
 
 
-def test_json_has_every_contender_and_the_ratios_computed_from_them(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_runs_on_the_installed_trio_json_has_every_contender_and_check_names_what_was_missed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "relay.json"
+    # The servers run in child processes on the trio installed here; the load generator and the
+    # ratios are in this process. One bound no run can meet, judged by the real ratio and check code.
+    impossible = relay.Ratio(
+        "relay_vs_echo_frames",
+        "relay (durable) / echo, frames per second",
+        ">=",
+        1e9,
+        relay.RELAY_DURABLE,
+        relay.ECHO,
+    )
+    monkeypatch.setattr(relay, "RATIOS", [impossible, *relay.RATIOS[1:]])
     argv = ["--connections", "8", "--duration", "0.3", "--warmup", "0", "--repeat", "2"]
-    assert relay.main([*argv, "--steps", "20", "--json", str(out), "--quiet"]) == 0
-    report = json.loads(out.read_text(encoding="utf-8"))
+    assert relay.main([*argv, "--steps", "20", "--json", "-", "--check", "--quiet"]) == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)  # --json -: stdout is the JSON alone
+    assert "target MISSED: relay (durable) / echo, frames per second" in captured.err
+    assert report["ratios"]["relay_vs_echo_frames"]["met"] is False
     assert report["config"]["connections"] == 8 and report["config"]["repeat"] == 2
 
     results = report["results"]
@@ -36,14 +48,18 @@ def test_json_has_every_contender_and_the_ratios_computed_from_them(
         assert memory["bytes_per_connection"] is None or math.isfinite(memory["bytes_per_connection"])
 
     ratios = report["ratios"]
-    assert {r.key for r in relay.RATIOS} == set(ratios)
+    assert {r.key for r in relay.RATIOS} | {relay.MEMORY.key} == set(ratios)
     for spec in relay.RATIOS:
         r = ratios[spec.key]
         num, den = results[spec.numerator], results[spec.denominator]
         value = num[spec.metric] / den[spec.metric]
         assert r["value"] == pytest.approx(value)
-        assert r["met"] is (None if spec.target is None else value >= spec.target)
-    assert ratios["relay_vs_echo_frames"]["target"] == 0.5  # performance.md: ≥ 50 % of the echo server
+        assert r["met"] is (None if spec.bound is None else value >= spec.bound)
+    assert {r.key: r.bound for r in relay.RATIOS if r.bound is not None} == {"relay_vs_echo_frames": 1e9}
+    memory_row = ratios[relay.MEMORY.key]
+    per = report["memory"][relay.RELAY_DURABLE]["bytes_per_connection"]
+    assert memory_row["target"] == 8.0 and memory_row["comparison"] == "<="
+    assert memory_row["value"] == (None if per is None else pytest.approx(per / 1024))
 
     breakdown = report["breakdown"]
     for kind in (relay.RELAY_DURABLE, relay.RELAY_VOLATILE):
@@ -55,8 +71,8 @@ def test_json_has_every_contender_and_the_ratios_computed_from_them(
         assert b["core_group_commit_us"] > 0
     assert breakdown[relay.ECHO]["framing_us"] > 0
 
-    table = capsys.readouterr().out
-    assert "targets (performance.md)" in table and "where the time goes" in table
+    table = captured.err  # the table goes to stderr when the JSON goes to stdout
+    assert "targets (docs/performance.md)" in table and "where the time goes" in table
     assert "memory per idle connection" in table
     for kind in relay.CONTENDERS:
         assert results[kind]["label"] in table
@@ -69,6 +85,14 @@ def test_help_says_what_is_measured_with_an_example(capsys: pytest.CaptureFixtur
     text = capsys.readouterr().out
     assert "--connections" in text and "echo" in text and "durable" in text
     assert "relaysim bench relay --connections" in text
+    assert "--check" in text and "docs/performance.md" in text and "shared/" not in text
+
+
+def test_the_default_targets_are_those_of_docs_performance_md() -> None:
+    assert {r.key: (r.comparison, r.bound) for r in relay.RATIOS if r.bound is not None} == {
+        "relay_vs_echo_frames": (">=", 0.5)
+    }
+    assert (relay.MEMORY.comparison, relay.MEMORY.bound) == ("<=", 8.0)
 
 
 def test_bad_options_are_refused() -> None:

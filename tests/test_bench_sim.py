@@ -5,20 +5,31 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from pathlib import Path
 
 import pytest
 
-from sims.bench import sim
+from sims.bench import harness, sim
 
 
-def test_json_has_both_contenders_the_scale_runs_and_the_ratios_computed_from_them(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_json_has_both_contenders_the_scale_runs_and_the_ratios_and_check_names_what_was_missed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "sim.json"
+    # One bound no run can meet, judged by the real ratio and check code.
+    impossible = harness.Target(
+        "sim_vs_ratchet", "simulated message / ratchet-only encrypt + decrypt", "<=", 0.0
+    )
+    monkeypatch.setattr(sim, "RATIOS", [impossible, *sim.RATIOS[1:]])
     argv = ["--pairs", "3", "--timed-messages", "60", "--registration-phones", "1"]
-    assert sim.main([*argv, "--devices", "12", "--messages", "60", "--json", str(out), "--quiet"]) == 0
-    report = json.loads(out.read_text(encoding="utf-8"))
+    assert sim.main([*argv, "--devices", "12", "--messages", "60", "--json", "-", "--check", "--quiet"]) == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)  # --json -: stdout is the JSON alone
+    assert "target MISSED: simulated message / ratchet-only encrypt + decrypt" in captured.err
+    assert report["ratios"]["sim_vs_ratchet"]["met"] is False
+    # the size extrapolated to the target's is judged too, on the figures in the report
+    at_target = report["scale"]["extrapolated_to_target"]
+    too_slow, too_big = at_target["seconds"] > 600, at_target["peak_rss_bytes"] > 4e9
+    assert ("target MISSED: scale: minutes at 100,000 devices" in captured.err) is too_slow
+    assert ("target MISSED: scale: peak RSS GB at 100,000 devices" in captured.err) is too_big
 
     results = report["results"]
     assert set(results) == {sim.SIM, sim.RATCHET}
@@ -30,7 +41,7 @@ def test_json_has_both_contenders_the_scale_runs_and_the_ratios_computed_from_th
     assert ratio["value"] == pytest.approx(sim_us / ratchet_us)
     pairs = zip(results[sim.SIM]["samples"], results[sim.RATCHET]["samples"], strict=True)
     assert ratio["paired_median"] == pytest.approx(statistics.median(s / r for s, r in pairs))
-    assert ratio["target"] == 2.0 and ratio["met"] is (ratio["value"] <= 2.0)
+    assert ratio["target"] == 0.0 and ratio["met"] is False
 
     setup = report["setup"]
     assert setup["registration_us_per_phone_in_sim"] > 0 and setup["warmup_us_per_pair_in_sim"] > 0
@@ -65,8 +76,10 @@ def test_json_has_both_contenders_the_scale_runs_and_the_ratios_computed_from_th
         target["devices"] == 100_000 and target["messages"] == 1_000_000 and math.isfinite(target["seconds"])
     )
 
-    table = capsys.readouterr().out
-    assert "targets (performance.md)" in table and "where the time goes" in table and "(b) scale" in table
+    table = captured.err  # the table goes to stderr when the JSON goes to stdout
+    assert (
+        "targets (docs/performance.md)" in table and "where the time goes" in table and "(b) scale" in table
+    )
 
 
 def test_the_steady_scenario_sends_one_way_after_three_warm_up_messages() -> None:
@@ -88,6 +101,15 @@ def test_help_says_what_is_measured_with_an_example(capsys: pytest.CaptureFixtur
     text = capsys.readouterr().out
     assert "--scale" in text and "--devices" in text and "--messages" in text and "ratchet" in text
     assert "relaysim bench sim --scale --devices" in text
+    assert "--check" in text and "docs/performance.md" in text and "shared/" not in text
+
+
+def test_the_default_targets_are_those_of_docs_performance_md() -> None:
+    assert {r.key: (r.comparison, r.bound) for r in sim.RATIOS} == {
+        "sim_vs_ratchet": ("<=", 2.0),
+        "scale_2x_vs_1x": ("<=", 2.2),
+    }
+    assert [(t.comparison, t.bound) for t in sim.SCALE_TARGETS] == [("<=", 10.0), ("<=", 4.0)]
 
 
 def test_relaysim_bench_sim_reaches_this_benchmark(capsys: pytest.CaptureFixture[str]) -> None:

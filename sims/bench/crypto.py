@@ -11,8 +11,9 @@ plaintext it decrypted.
 * ratchet, one direction: Alice encrypts a message and Bob decrypts it, N times; µs per message
   (encrypt + decrypt). Contenders: ``clients.ratchet.DoubleRatchet``; the composed-primitive floor
   (the same ``clients.spec`` steps in a straight loop with no state machine: KDF_CK + header pack +
-  ENCRYPT on one side, KDF_CK + DECRYPT on the other); PyPI ``doubleratchet`` 1.3.0 configured as
-  protocols.md says; vodozemac's Olm session (Rust), when it is importable.
+  ENCRYPT on one side, KDF_CK + DECRYPT on the other); PyPI ``doubleratchet`` 1.3.0 configured with
+  the spec's recommended algorithms as docs/performance.md says; vodozemac's Olm session (Rust), when
+  it is importable.
 * ratchet, alternating senders: the sender changes every message, so every message carries a DH
   ratchet step. The floor adds one X25519 key generation, two X25519 and two KDF_RK per message.
 * session setup: two devices whose keys and prekeys exist before the clock starts; timed: the
@@ -26,20 +27,19 @@ plaintext it decrypted.
   how many X25519 generations and exchanges, XEdDSA verifications and ML-KEM operations it makes
   (counted in one untimed run) times what each costs.
 
-Targets (/work/shared/reference/performance.md) are ratios, so they are judged on the ratio of
+Targets (docs/performance.md) are ratios, so they are judged on the ratio of
 the medians measured side by side in this run (the median of the per-slice ratios is shown too):
 one direction ≤ 1.15 × floor, ≤ 1.6 × vodozemac, ≥ 3.5 × faster than doubleratchet; alternating
 ≤ 1.15 × vodozemac, ≥ 2 × faster than doubleratchet; setup X3DH ≤ 1.2 × and PQXDH ≤ 1.4 ×
-vodozemac. --json FILE writes every sample, median, ratio and breakdown row.
+vodozemac. --json FILE (or - for stdout) writes every sample, median, ratio and breakdown row;
+--check exits 1 unless every target is met.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -54,7 +54,7 @@ from clients.keys import OneTimePreKey, PreKeyBundle
 from clients.ratchet import DEFAULT_CONFIG, HEADER_LEN, DoubleRatchet
 from clients.ratchet import HEADER as _HEADER  # the wire header: DHs public ‖ PN ‖ N
 from clients.session import Device
-from sims.bench import load_average, load_text
+from sims.bench import harness
 
 __all__ = ["RATIOS", "main", "run_benchmarks"]
 
@@ -70,13 +70,9 @@ SETUP = "setup"
 BREAKDOWN = "breakdown"
 
 
-class BenchError(Exception):
-    """A contender did not give back the plaintext it was given: its timing would mean nothing."""
-
-
 def _check(plaintext: bytes) -> None:
     if plaintext != MESSAGE:
-        raise BenchError("a benchmarked decryption returned the wrong plaintext")
+        raise harness.BenchError("a benchmarked decryption returned the wrong plaintext")
 
 
 # --- contenders --------------------------------------------------------------------------------
@@ -222,11 +218,11 @@ class FloorAlternating(_NoPrepare):
         _check(out)
 
 
-# --- PyPI doubleratchet 1.3.0, configured as /work/shared/reference/protocols.md says ------------
+# --- PyPI doubleratchet 1.3.0 with the spec's recommended algorithms (docs/performance.md) ----------
 
 
 def _drive(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Run one of the package's coroutines; they never suspend (protocols.md)."""
+    """Run one of the package's coroutines; its API is async but never suspends."""
     try:
         coro.send(None)
     except StopIteration as done:
@@ -734,83 +730,81 @@ def _micro_factory(loop: Callable[[int], None]) -> Callable[[], Runner]:
 
 
 @dataclass(frozen=True)
-class Ratio:
-    key: str
-    label: str
-    numerator: str
-    denominator: str
-    comparison: str  # "<=" (a slowdown bound) or ">=" (a speed-up bound)
-    target: float | None  # None: for information, no target
+class Ratio(harness.Target):
+    """A target on ``numerator``'s median over ``denominator``'s (contender keys)."""
+
+    numerator: str = ""
+    denominator: str = ""
 
 
-# ours / peer ≤ target, or peer / ours ≥ target ("× faster than"); performance.md, "Targets".
+# ours / peer ≤ target, or peer / ours ≥ target ("× faster than"); docs/performance.md, "Targets".
 RATIOS: list[Ratio] = [
     Ratio(
         "one_direction_vs_floor",
         "one direction: ours / floor",
-        "ours_one_direction",
-        "floor_one_direction",
         "<=",
         1.15,
+        "ours_one_direction",
+        "floor_one_direction",
     ),
     Ratio(
         "one_direction_vs_vodozemac",
         "one direction: ours / vodozemac",
-        "ours_one_direction",
-        "vodozemac_one_direction",
         "<=",
         1.6,
+        "ours_one_direction",
+        "vodozemac_one_direction",
     ),
     Ratio(
         "one_direction_speedup_vs_doubleratchet",
         "one direction: doubleratchet / ours (× faster)",
-        "doubleratchet_one_direction",
-        "ours_one_direction",
         ">=",
         3.5,
+        "doubleratchet_one_direction",
+        "ours_one_direction",
     ),
     Ratio(
         "alternating_vs_vodozemac",
         "alternating: ours / vodozemac",
-        "ours_alternating",
-        "vodozemac_alternating",
         "<=",
         1.15,
+        "ours_alternating",
+        "vodozemac_alternating",
     ),
     Ratio(
         "alternating_speedup_vs_doubleratchet",
         "alternating: doubleratchet / ours (× faster)",
-        "doubleratchet_alternating",
-        "ours_alternating",
         ">=",
         2.0,
+        "doubleratchet_alternating",
+        "ours_alternating",
     ),
     Ratio(
-        "setup_x3dh_vs_vodozemac", "setup: ours X3DH / vodozemac", "setup_x3dh", "setup_vodozemac", "<=", 1.2
+        "setup_x3dh_vs_vodozemac", "setup: ours X3DH / vodozemac", "<=", 1.2, "setup_x3dh", "setup_vodozemac"
     ),
     Ratio(
         "setup_pqxdh_vs_vodozemac",
         "setup: ours PQXDH / vodozemac",
-        "setup_pqxdh",
-        "setup_vodozemac",
         "<=",
         1.4,
+        "setup_pqxdh",
+        "setup_vodozemac",
     ),
     Ratio(
         "alternating_vs_floor",
         "alternating: ours / floor",
-        "ours_alternating",
-        "floor_alternating",
         "<=",
         None,
+        "ours_alternating",
+        "floor_alternating",
     ),
     Ratio(
         "setup_x3dh_vs_vodozemac_signed_otk",
         "setup: ours X3DH / vodozemac with OTK signature check",
-        "setup_x3dh",
-        "setup_vodozemac_signed_otk",
         "<=",
         None,
+        "setup_x3dh",
+        "setup_vodozemac_signed_otk",
     ),
 ]
 
@@ -884,18 +878,10 @@ def compute_ratios(
         if value is not None and samples is not None:
             pairs = zip(samples[ratio.numerator], samples[ratio.denominator], strict=True)
             paired = statistics.median(n / d for n, d in pairs)
-        met: bool | None = None
-        if value is not None and ratio.target is not None:
-            met = value <= ratio.target if ratio.comparison == "<=" else value >= ratio.target
         out[ratio.key] = {
-            "label": ratio.label,
             "numerator": ratio.numerator,
             "denominator": ratio.denominator,
-            "value": value,
-            "paired_median": paired,
-            "comparison": ratio.comparison,
-            "target": ratio.target,
-            "met": met,
+            **harness.target_row(ratio, value, paired),
         }
     return out
 
@@ -973,7 +959,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"{cfg['setups']} setups per repeat × {cfg['repeat']} repeats, each in {cfg['chunks']} interleaved "
         "slices; median over the slices, µs per operation",
         f"Python {cfg['python']}, cryptography {cfg['versions']['cryptography']}, {cfg['machine']}"
-        + load_text(cfg.get("load_average")),
+        + harness.load_text(cfg.get("load_average")),
     ]
     titles = {
         ONE_DIRECTION: "ratchet, one direction — Alice sends, Bob decrypts (µs per message, encrypt + decrypt)",
@@ -987,20 +973,9 @@ def format_report(report: dict[str, Any]) -> str:
                 lines.append(
                     f"  {r['label']:62s} {_fmt_us(r['us_per_op'])} {_fmt_us(r['min'])} {_fmt_us(r['max'])}"
                 )
-    lines += [
-        "",
-        "targets (performance.md): ratio of the medians above (judged), and the median of per-slice ratios",
-        f"  {'ratio':56s} {'value':>6s} {'paired':>6s}  {'target':8s} verdict",
-    ]
-    for r in report["ratios"].values():
-        value = "   n/a" if r["value"] is None else f"{r['value']:6.2f}"
-        value += "    n/a" if r["paired_median"] is None else f" {r['paired_median']:6.2f}"
-        if r["target"] is None:
-            verdict, target = "(information)", ""
-        else:
-            target = f"{r['comparison']} {r['target']:.2f}"
-            verdict = "n/a (peer missing)" if r["met"] is None else "met" if r["met"] else "MISSED"
-        lines.append(f"  {r['label']:56s} {value}  {target:8s} {verdict}")
+    lines += harness.format_targets(
+        report["ratios"], paired="per-slice ratios", unjudged="n/a (peer missing)"
+    )
     b = report["breakdown"]
     lines += [
         "",
@@ -1054,18 +1029,15 @@ def format_report(report: dict[str, Any]) -> str:
 def build_report(
     cs: Iterable[Contender], samples: dict[str, list[float]], args: argparse.Namespace
 ) -> dict[str, Any]:
-    results: dict[str, dict[str, Any]] = {}
-    for c in cs:
-        s = samples[c.key]
-        results[c.key] = {
+    results: dict[str, dict[str, Any]] = {
+        c.key: {
             "label": c.label,
             "group": c.group,
             "unit": c.unit,
-            "us_per_op": statistics.median(s),
-            "min": min(s),
-            "max": max(s),
-            "samples": s,
+            **harness.sample_summary(samples[c.key], "us_per_op"),
         }
+        for c in cs
+    }
     medians = {k: r["us_per_op"] for k, r in results.items()}
     return {
         "config": {
@@ -1074,8 +1046,7 @@ def build_report(
             "setups": args.setups,
             "repeat": args.repeat,
             "chunks": args.chunks,
-            "python": platform.python_version(),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
+            **harness.machine_config(),
             "versions": {d: _version(d) for d in ("cryptography", "doubleratchet", "vodozemac", "msgpack")},
         },
         "results": results,
@@ -1085,10 +1056,10 @@ def build_report(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="relaysim bench crypto",
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = harness.make_parser(
+        "relaysim bench crypto",
+        __doc__,
+        ["relaysim bench crypto", "relaysim bench crypto --messages 2000 --json - --check > crypto.json"],
     )
     p.add_argument(
         "--messages", type=int, default=500, metavar="N", help="messages per contender per repeat (500)"
@@ -1104,44 +1075,33 @@ def _parser() -> argparse.ArgumentParser:
         metavar="C",
         help="slices per contender per repeat, interleaved round-robin with the others'; each is a sample (10)",
     )
-    p.add_argument(
-        "--json", metavar="FILE", help="also write every number (samples, medians, ratios) to FILE"
-    )
     p.add_argument("--no-vodozemac", action="store_true", help="leave vodozemac out even if it is importable")
     p.add_argument("--no-doubleratchet", action="store_true", help="leave PyPI doubleratchet out")
-    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    harness.add_common_options(p)
     return p
 
 
 def main(argv: list[str]) -> int:
-    """``relaysim bench crypto [options]``; returns the exit status (0, or 2 on bad options)."""
+    """``relaysim bench crypto [options]``; the exit status (0; 1 if a contender failed or, with
+    --check, a target was not met; 2 on bad options)."""
     parser = _parser()
     args = parser.parse_args(argv)
     if min(args.messages, args.setups, args.repeat, args.chunks) < 1:
         parser.error("--messages, --setups, --repeat and --chunks must be at least 1")
     cs = contenders(with_doubleratchet=not args.no_doubleratchet, with_vodozemac=not args.no_vodozemac)
 
-    def progress(text: str) -> None:
-        if not args.quiet:
-            print(f"bench crypto: {text}", file=sys.stderr, flush=True)
+    def measure(progress: Callable[[str], None]) -> dict[str, Any]:
+        samples = run_benchmarks(
+            cs,
+            messages=args.messages,
+            setups=args.setups,
+            repeat=args.repeat,
+            chunks=args.chunks,
+            progress=progress,
+        )
+        return build_report(cs, samples, args)
 
-    load_before = load_average()
-    samples = run_benchmarks(
-        cs,
-        messages=args.messages,
-        setups=args.setups,
-        repeat=args.repeat,
-        chunks=args.chunks,
-        progress=progress,
-    )
-    report = build_report(cs, samples, args)
-    report["config"]["load_average"] = {"before": load_before, "after": load_average()}
-    print(format_report(report))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
-    return 0
+    return harness.run_bench("crypto", args, measure, format_report, lambda report: report["ratios"].values())
 
 
 if __name__ == "__main__":

@@ -31,14 +31,16 @@ Echo: the same ``send`` frame comes back (standing for both ``sent`` and ``deliv
 client answers with the same ``ack`` frame, and the envelope counts when that comes back
 (2 in, 2 out). Latency: from writing ``send`` to reading the ``deliver`` (echo: the echoed
 ``send``). The target, ≥ 50 % of the echo server's frames/s at 1,000 connections
-(/work/shared/reference/performance.md), is judged on frames/s at the server (in + out);
-the envelope ratio, stricter, is shown for information.
+(docs/performance.md), is judged on frames/s at the server (in + out); the envelope ratio,
+stricter, is shown for information. --json FILE (or - for stdout) keeps every number; --check
+exits 1 unless every target is met.
 
 Timing. Each repeat gives every contender one slice (--warmup s, then --duration s timed,
 then a drain until nothing is in flight), in an order rotated from repeat to repeat; a
 contender's figure is the median over its slices. Memory per idle connection: the server
 process's RSS after all connections are open, authenticated and idle, minus its RSS before
-the first one, over the number of connections (Linux /proc).
+the first one, over the number of connections (Linux /proc); the target is ≤ 8 KiB for the
+durable relay.
 
 Where the time goes: the server-side work of one envelope (decode, ``RelayCore.handle``,
 encode, for ``send`` and ``ack``), timed in this process without sockets on a core of each
@@ -53,9 +55,8 @@ import contextlib
 import functools
 import gc
 import hashlib
-import json
+import inspect
 import os
-import platform
 import selectors
 import socket
 import statistics
@@ -66,7 +67,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 import msgpack
@@ -78,7 +78,7 @@ from relay import wire
 from relay.core import ConnectionContext, Push, RelayCore, Reply
 from relay.server import serve
 from relay.store import Store
-from sims.bench import load_average, load_text
+from sims.bench import harness
 
 __all__ = ["CONTENDERS", "RATIOS", "main"]
 
@@ -100,10 +100,6 @@ _HOST = "127.0.0.1"
 _RECV = 1 << 18
 _READY_TIMEOUT = 120.0  # seconds a server process may take to pre-register its devices
 _DRAIN_TIMEOUT = 30.0
-
-
-class BenchError(Exception):
-    """A contender misbehaved (an error frame, a lost envelope, a server that died)."""
 
 
 # --- devices ----------------------------------------------------------------------------------
@@ -144,7 +140,7 @@ def preregister(core: RelayCore, n: int, seed: int) -> None:
         )
         reply = core.handle(ConnectionContext(1_000_000_000 + i), request)[0]
         if not (isinstance(reply, Reply) and isinstance(reply.frame, wire.Registered)):
-            raise BenchError(f"pre-registration of {account_name(i)} failed: {reply}")
+            raise harness.BenchError(f"pre-registration of {account_name(i)} failed: {reply}")
 
 
 def raise_fd_limit(needed: int) -> None:
@@ -216,7 +212,17 @@ async def _announce_and_wait(port: int) -> None:
     gc.collect()
     print(f"READY {port}", flush=True)
     # Serve until the parent closes our stdin (or dies).
-    await trio.to_thread.run_sync(sys.stdin.buffer.read, cancellable=True)
+    await trio.to_thread.run_sync(sys.stdin.buffer.read, **ABANDON_ON_CANCEL)
+
+
+def _abandon_on_cancel() -> dict[str, Any]:
+    """The keyword that lets a cancelled ``trio.to_thread.run_sync`` leave its thread behind: trio 0.23
+    renamed ``cancellable`` to ``abandon_on_cancel``, and later releases dropped the old name."""
+    parameters = inspect.signature(trio.to_thread.run_sync).parameters
+    return {"abandon_on_cancel" if "abandon_on_cancel" in parameters else "cancellable": True}
+
+
+ABANDON_ON_CANCEL: Final = _abandon_on_cancel()
 
 
 async def _echo_handler(stream: Any) -> None:
@@ -248,11 +254,17 @@ class ServerProcess:
 
     def __init__(self, kind: str, connections: int, seed: int, db: str) -> None:
         self.kind = kind
-        root = str(Path(__file__).resolve().parents[2])
-        env = dict(os.environ)
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        cmd = [sys.executable, "-m", "sims.bench.relay", "--child", kind]
-        cmd += ["--connections", str(connections), "--seed", str(seed), "--db", db]
+        cmd, env = harness.module_command(
+            "sims.bench.relay",
+            "--child",
+            kind,
+            "--connections",
+            str(connections),
+            "--seed",
+            str(seed),
+            "--db",
+            db,
+        )
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self.port = 0
 
@@ -261,11 +273,11 @@ class ServerProcess:
         sel = selectors.DefaultSelector()
         sel.register(self.proc.stdout, selectors.EVENT_READ)
         if not sel.select(_READY_TIMEOUT):
-            raise BenchError(f"{self.kind} server did not start within {_READY_TIMEOUT:.0f} s")
+            raise harness.BenchError(f"{self.kind} server did not start within {_READY_TIMEOUT:.0f} s")
         sel.close()
         line = self.proc.stdout.readline().decode().split()
         if len(line) != 2 or line[0] != "READY":
-            raise BenchError(f"{self.kind} server failed to start (exit status {self.proc.wait()})")
+            raise harness.BenchError(f"{self.kind} server failed to start (exit status {self.proc.wait()})")
         self.port = int(line[1])
         return self.port
 
@@ -462,7 +474,7 @@ class LoadGenerator:
         except BlockingIOError:
             return
         if not data:
-            raise BenchError(f"{self.kind}: the server closed {c.account}'s connection")
+            raise harness.BenchError(f"{self.kind}: the server closed {c.account}'s connection")
         buf = c.rbuf
         buf += data
         pos, end, unpackb = 0, len(buf), msgpack.unpackb
@@ -492,13 +504,15 @@ class LoadGenerator:
                     self.sel.modify(c.sock, selectors.EVENT_READ, c)
         self._flush()
         if self.errors:
-            raise BenchError(f"{self.kind}: {len(self.errors)} unexpected frames; first: {self.errors[0]}")
+            raise harness.BenchError(
+                f"{self.kind}: {len(self.errors)} unexpected frames; first: {self.errors[0]}"
+            )
 
     def _until(self, done: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.perf_counter() + timeout
         while not done():
             if time.perf_counter() > deadline:
-                raise BenchError(f"{self.kind}: {what} did not finish within {timeout:.0f} s")
+                raise harness.BenchError(f"{self.kind}: {what} did not finish within {timeout:.0f} s")
             self._turn(0.05)
 
     # -- phases --
@@ -712,49 +726,56 @@ def measure_echo_step(envelopes: int, body_size: int) -> float:
 
 
 @dataclass(frozen=True)
-class Ratio:
-    key: str
-    label: str
-    numerator: str
-    denominator: str
-    metric: str  # "frames_per_s" or "envelopes_per_s"
-    target: float | None  # ≥ target; None: information
+class Ratio(harness.Target):
+    """A target on ``numerator``'s ``metric`` over ``denominator``'s (contender kinds)."""
+
+    numerator: str = ""
+    denominator: str = ""
+    metric: str = "frames_per_s"  # or "envelopes_per_s"
 
 
 RATIOS: Final = [
     Ratio(
         "relay_vs_echo_frames",
         "relay (durable) / echo, frames per second",
+        ">=",
+        0.5,
         RELAY_DURABLE,
         ECHO,
         "frames_per_s",
-        0.5,
     ),
     Ratio(
         "relay_vs_echo_envelopes",
         "relay (durable) / echo, envelopes per second",
+        ">=",
+        None,
         RELAY_DURABLE,
         ECHO,
         "envelopes_per_s",
-        None,
     ),
     Ratio(
         "relay_not_durable_vs_echo_frames",
         "relay (durable=False) / echo, frames per second",
+        ">=",
+        None,
         RELAY_VOLATILE,
         ECHO,
         "frames_per_s",
-        None,
     ),
     Ratio(
         "durable_vs_not_durable",
         "relay durable / durable=False, envelopes per second",
+        ">=",
+        None,
         RELAY_DURABLE,
         RELAY_VOLATILE,
         "envelopes_per_s",
-        None,
     ),
 ]
+# docs/performance.md: ≤ 8 KiB per idle authenticated connection (server RSS growth / connections).
+MEMORY: Final = harness.Target(
+    "memory_per_idle_connection", "relay (durable), KiB per idle connection", "<=", 8.0
+)
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -786,24 +807,26 @@ def summarise(kind: str, slices: list[SliceResult]) -> dict[str, Any]:
     }
 
 
-def compute_ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def compute_ratios(
+    results: dict[str, dict[str, Any]], memory: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Each ratio of medians (``value``, what ``met`` judges) with the median of the per-repeat ratios,
+    and the memory target (KiB per idle connection of the durable relay; no value off Linux)."""
     out: dict[str, dict[str, Any]] = {}
     for r in RATIOS:
         num, den = results[r.numerator], results[r.denominator]
-        value = num[r.metric] / den[r.metric]
         pairs = zip(num["envelopes_per_s_samples"], den["envelopes_per_s_samples"], strict=True)
         scale = num["frames_per_envelope"] / den["frames_per_envelope"] if r.metric == "frames_per_s" else 1.0
         out[r.key] = {
-            "label": r.label,
             "numerator": r.numerator,
             "denominator": r.denominator,
             "metric": r.metric,
-            "value": value,
-            "paired_median": statistics.median(n / d * scale for n, d in pairs),
-            "comparison": ">=",
-            "target": r.target,
-            "met": None if r.target is None else value >= r.target,
+            **harness.target_row(
+                r, num[r.metric] / den[r.metric], statistics.median(n / d * scale for n, d in pairs)
+            ),
         }
+    per = memory[RELAY_DURABLE]["bytes_per_connection"]
+    out[MEMORY.key] = harness.target_row(MEMORY, None if per is None else per / 1024)
     return out
 
 
@@ -850,7 +873,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"envelopes, {cfg['window']} in flight per device; {cfg['repeat']} × {cfg['duration']:g} s "
         "timed per contender, interleaved; medians",
         f"Python {cfg['python']}, {cfg['machine']}; servers in child processes, load from one epoll "
-        f"loop in this one{load_text(cfg.get('load_average'))}",
+        f"loop in this one{harness.load_text(cfg.get('load_average'))}",
         "",
         f"  {'contender':50s} {'env/s':>8s} {'frames/s':>9s} {'p50 ms':>7s} {'p99 ms':>7s} "
         f"{'server':>6s} {'client':>6s}",
@@ -878,15 +901,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"(RSS {_fmt(m['rss_before_kb'] and m['rss_before_kb'] / 1024)} → "
             f"{_fmt(m['rss_after_kb'] and m['rss_after_kb'] / 1024)} MiB)"
         )
-    lines += [
-        "",
-        "targets (performance.md): ratio of the medians above (judged), and the median of per-repeat ratios",
-        f"  {'ratio':52s} {'value':>6s} {'paired':>6s}  {'target':8s} verdict",
-    ]
-    for r in report["ratios"].values():
-        target = "" if r["target"] is None else f">= {r['target']:.2f}"
-        verdict = "(information)" if r["met"] is None else "met" if r["met"] else "MISSED"
-        lines.append(f"  {r['label']:52s} {r['value']:6.2f} {r['paired_median']:6.2f}  {target:8s} {verdict}")
+    lines += harness.format_targets(report["ratios"], paired="per-repeat ratios", width=52)
     b = report["breakdown"]
     durable, volatile, echo = b[RELAY_DURABLE], b[RELAY_VOLATILE], b[ECHO]
     lines += [
@@ -916,14 +931,14 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="relaysim bench relay",
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
-        epilog=(
-            "examples:\n  relaysim bench relay\n"
-            "  relaysim bench relay --connections 200 --duration 1 --repeat 1 --json relay.json"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = harness.make_parser(
+        "relaysim bench relay",
+        __doc__,
+        [
+            "relaysim bench relay",
+            "relaysim bench relay --connections 200 --duration 1 --repeat 1 --json relay.json",
+            "relaysim bench relay --json - --check > relay.json",
+        ],
     )
     p.add_argument("--connections", type=int, default=1000, metavar="N", help="device connections (1000)")
     p.add_argument("--duration", type=float, default=3.0, metavar="S", help="timed seconds per slice (3)")
@@ -939,8 +954,7 @@ def _parser() -> argparse.ArgumentParser:
         help="envelopes for the where-the-time-goes steps (2000)",
     )
     p.add_argument("--seed", type=int, default=1, help="seed for the devices' keys (1)")
-    p.add_argument("--json", metavar="FILE", help="also write every number to FILE")
-    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    harness.add_common_options(p)
     return p
 
 
@@ -1004,43 +1018,28 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, 
             "window": args.window,
             "body_size": args.body_size,
             "steps": args.steps,
-            "python": platform.python_version(),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
+            **harness.machine_config(),
         },
         "results": results,
         "memory": memory,
-        "ratios": compute_ratios(results),
+        "ratios": compute_ratios(results, memory),
         "breakdown": compute_breakdown(results, steps, echo_framing),
     }
 
 
 def main(argv: list[str]) -> int:
-    """``relaysim bench relay [options]``; returns the exit status (0, 1 if a contender failed)."""
+    """``relaysim bench relay [options]``; the exit status (0; 1 if a contender failed or, with --check,
+    a target was not met; 2 on bad options)."""
     parser = _parser()
     args = parser.parse_args(argv)
     if min(args.connections, args.repeat, args.window, args.steps) < 1 or args.connections < 2:
         parser.error("--connections must be at least 2; --repeat, --window and --steps at least 1")
     if args.duration <= 0 or args.warmup < 0 or args.body_size < _SEQ.size:
         parser.error(f"--duration must be positive, --warmup not negative, --body-size at least {_SEQ.size}")
-
-    def progress(text: str) -> None:
-        if not args.quiet:
-            print(f"bench relay: {text}", file=sys.stderr, flush=True)
-
     raise_fd_limit(len(CONTENDERS) * args.connections + 256)
-    load_before = load_average()
-    try:
-        report = run(args, progress)
-    except BenchError as e:
-        print(f"relaysim bench relay: {e}", file=sys.stderr)
-        return 1
-    report["config"]["load_average"] = {"before": load_before, "after": load_average()}
-    print(format_report(report))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
-    return 0
+    return harness.run_bench(
+        "relay", args, lambda progress: run(args, progress), format_report, lambda r: r["ratios"].values()
+    )
 
 
 def _entry(argv: list[str]) -> int:

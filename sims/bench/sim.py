@@ -17,7 +17,7 @@ are the samples: µs per message in each step of the timed phase.
 The baseline, measured in the same run: ``clients.ratchet.DoubleRatchet``, one direction
 (Alice encrypts, Bob decrypts) on a 100-byte plaintext, the length of the simulated texts. After
 each timed step of the simulation, a slice of as many ratchet messages runs, timed on its own, so
-both share the machine's noise; medians over the steps. Target (performance.md): simulated
+both share the machine's noise; medians over the steps. Target (docs/performance.md): simulated
 message ≤ 2 × the ratchet-only encrypt + decrypt. The garbage collector stays on, as in a real run.
 
 Where the time goes: the same scenario again under cProfile, the profiler on for the timed phase
@@ -42,6 +42,9 @@ RSS); β comes from the 2× run, α from the 1×, and the fit is extrapolated to
 the requested size does not finish within the budget, the fit is made on 2,000 phones and said
 so). The per-device cost is broken down by counting the expensive operations of one registration
 and timing each alone.
+
+--json FILE (or - for stdout) keeps every number; --check exits 1 unless every target is met (the
+scale targets are judged on the extrapolation, and only when (b) runs).
 """
 
 from __future__ import annotations
@@ -51,7 +54,6 @@ import cProfile
 import gc
 import json
 import os
-import platform
 import pstats
 import resource
 import signal
@@ -76,7 +78,7 @@ from relay import wire
 from relay.core import ConnectionContext, RelayCore, Reply
 from relay.identity import XEdDSAPublicKey
 from relay.store import Store
-from sims.bench import load_average, load_text
+from sims.bench import harness
 from sims.bench.crypto import MESSAGE, OneDirection, our_pair
 from sims.runner import Simulation
 from sims.scenario import (
@@ -106,10 +108,6 @@ TARGET_SECONDS: Final = 600.0
 TARGET_RSS_BYTES: Final = 4 * 10**9
 TARGET_DEVICES: Final = 100_000
 TARGET_MESSAGES: Final = 1_000_000
-
-
-class BenchError(Exception):
-    """The simulation did not deliver what it should have: its timing would mean nothing."""
 
 
 # --- (a) the steady scenario ------------------------------------------------------------------
@@ -214,7 +212,7 @@ class Stepper:
 def _check_result(sim_result: Any, planned: int) -> None:
     delivered = sum(len(m.delivered) for m in sim_result.messages)
     if delivered != planned or sim_result.mismatched or sim_result.undecryptable:
-        raise BenchError(
+        raise harness.BenchError(
             f"the simulation delivered {delivered} of {planned} messages "
             f"({sim_result.mismatched} mismatched, {sim_result.undecryptable} undecryptable)"
         )
@@ -430,7 +428,9 @@ class RegistrationRig:
                         assert isinstance(response, wire.Response)
                         for event in agent.handle(response):
                             if isinstance(event, A.Failed):
-                                raise BenchError(f"registration failed: {event.code}: {event.message}")
+                                raise harness.BenchError(
+                                    f"registration failed: {event.code}: {event.message}"
+                                )
 
     def register(self, n: int) -> float:
         """µs per phone: build the phone, register (prekeys made, signed, uploaded, checked), log in."""
@@ -455,7 +455,7 @@ class RegistrationRig:
             agent.login()
             self._pump(agent, ctx)
             if not agent.authenticated:
-                raise BenchError("a phone did not log in")
+                raise harness.BenchError("a phone did not log in")
         return (time.perf_counter() - start) / n * 1e6
 
 
@@ -677,13 +677,12 @@ def _project_stack(frame: FrameType | None) -> list[str]:
 
 def run_scale_child(devices: int, messages: int, seed: int, budget: float) -> dict[str, Any]:
     """``scale_child`` in a fresh interpreter, so that its peak RSS is its own."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    cmd = [sys.executable, "-m", "sims.bench.sim", "--scale-child", str(devices), str(messages), str(seed)]
-    cmd.append(str(budget))
+    cmd, env = harness.module_command(
+        "sims.bench.sim", "--scale-child", str(devices), str(messages), str(seed), str(budget)
+    )
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=budget + 300)
     if done.returncode != 0:
-        raise BenchError(f"the scale run ({devices} devices) failed:\n{done.stderr[-2000:]}")
+        raise harness.BenchError(f"the scale run ({devices} devices) failed:\n{done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
@@ -724,16 +723,24 @@ def extrapolate(model: dict[str, float], devices: int, messages: int) -> dict[st
 # --- the run, ratios, report ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Ratio:
-    key: str
-    label: str
-    target: float | None  # ≤ target
-
-
 RATIOS: Final = [
-    Ratio("sim_vs_ratchet", "simulated message / ratchet-only encrypt + decrypt", 2.0),
-    Ratio("scale_2x_vs_1x", "scale: time for 2× the messages / 1×", 2.2),
+    harness.Target("sim_vs_ratchet", "simulated message / ratchet-only encrypt + decrypt", "<=", 2.0),
+    harness.Target("scale_2x_vs_1x", "scale: time for 2× the messages / 1×", "<=", 2.2),
+]
+# Judged on the fit extrapolated to TARGET_DEVICES and TARGET_MESSAGES; docs/performance.md.
+SCALE_TARGETS: Final = [
+    harness.Target(
+        "scale_minutes",
+        "scale: minutes at 100,000 devices, 1,000,000 messages (fit)",
+        "<=",
+        TARGET_SECONDS / 60,
+    ),
+    harness.Target(
+        "scale_peak_rss_gb",
+        "scale: peak RSS GB at 100,000 devices, 1,000,000 messages (fit)",
+        "<=",
+        TARGET_RSS_BYTES / 1e9,
+    ),
 ]
 
 
@@ -748,15 +755,18 @@ class Report:
 
 
 def _ratio(key: str, value: float | None, paired: float | None = None) -> dict[str, Any]:
-    spec_ratio = next(r for r in RATIOS if r.key == key)
-    return {
-        "label": spec_ratio.label,
-        "value": value,
-        "paired_median": paired,
-        "comparison": "<=",
-        "target": spec_ratio.target,
-        "met": None if value is None or spec_ratio.target is None else value <= spec_ratio.target,
-    }
+    return harness.target_row(next(r for r in RATIOS if r.key == key), value, paired)
+
+
+def judged_targets(report: Report) -> list[dict[str, Any]]:
+    """Every target this run judges (for --check): the ratios, and with (b) the extrapolated size."""
+    rows = list(report.ratios.values())
+    if report.scale:
+        t = report.scale["extrapolated_to_target"]
+        minutes, rss_gb = SCALE_TARGETS
+        rows.append(harness.target_row(minutes, None if t is None else t["seconds"] / 60))
+        rows.append(harness.target_row(rss_gb, None if t is None else t["peak_rss_bytes"] / 1e9))
+    return rows
 
 
 def run_message_cost(args: argparse.Namespace, report: Report, progress: Callable[[str], None]) -> None:
@@ -791,13 +801,7 @@ def run_message_cost(args: argparse.Namespace, report: Report, progress: Callabl
         (SIM, "simulated message, end to end (Simulation, timed phase)", sim_samples),
         (RATCHET, "ratchet only: DoubleRatchet one direction, encrypt + decrypt", ratchet_samples),
     ):
-        report.results[key] = {
-            "label": label,
-            "us_per_message": statistics.median(samples),
-            "min": min(samples),
-            "max": max(samples),
-            "samples": samples,
-        }
+        report.results[key] = {"label": label, **harness.sample_summary(samples, "us_per_message")}
     sim_us, ratchet_us = report.results[SIM]["us_per_message"], report.results[RATCHET]["us_per_message"]
     paired = statistics.median(s / r for s, r in zip(sim_samples, ratchet_samples, strict=True))
     report.ratios["sim_vs_ratchet"] = _ratio("sim_vs_ratchet", sim_us / ratchet_us, paired)
@@ -883,10 +887,20 @@ def _fmt_us(v: float) -> str:
     return f"{v:9.1f}"
 
 
+def _scale_note(row: Any) -> list[str]:
+    detail = row.get("detail")
+    if not detail:
+        return []
+    return [
+        f"    (measured {detail['raw']:.2f}× the time for {detail['message_ratio']:.2f}× the messages; "
+        "the value is interpolated to exactly 2×)"
+    ]
+
+
 def format_report(report: Report) -> str:
     cfg = report.config
     lines = [
-        f"relaysim bench sim — Python {cfg['python']}, {cfg['machine']}{load_text(cfg.get('load_average'))}",
+        f"relaysim bench sim — Python {cfg['python']}, {cfg['machine']}{harness.load_text(cfg.get('load_average'))}",
         "",
         f"(a) a simulated message end to end — {cfg['pairs']} pairs of phones on warm sessions, "
         f"{cfg['timed_messages']:,} messages a → b per run × {cfg['repeat']}; µs per message, median over the "
@@ -898,24 +912,11 @@ def format_report(report: Report) -> str:
             f"  {r['label']:62s} {_fmt_us(r['us_per_message'])} {_fmt_us(r['min'])} {_fmt_us(r['max'])}"
         )
     s = report.setup
-    lines += [
+    lines.append(
         f"  set aside, not in the figure above: registration + login {s['registration_us_per_phone_in_sim'] / 1000:.1f} ms "
-        f"per phone; session set-up + 3 warm-up messages {s['warmup_us_per_pair_in_sim'] / 1000:.1f} ms per pair",
-        "",
-        "targets (performance.md): ratio of the medians (judged), and the median of the per-step ratios",
-        f"  {'ratio':56s} {'value':>6s} {'paired':>6s}  {'target':8s} verdict",
-    ]
-    for r in report.ratios.values():
-        value = "   n/a" if r["value"] is None else f"{r['value']:6.2f}"
-        paired = "      " if r["paired_median"] is None else f"{r['paired_median']:6.2f}"
-        verdict = "n/a" if r["met"] is None else "met" if r["met"] else "MISSED"
-        lines.append(f"  {r['label']:56s} {value} {paired}  <= {r['target']:.2f}  {verdict}")
-        detail = r.get("detail")
-        if detail:
-            lines.append(
-                f"    (measured {detail['raw']:.2f}× the time for {detail['message_ratio']:.2f}× the messages; "
-                "the value is interpolated to exactly 2×)"
-            )
+        f"per phone; session set-up + 3 warm-up messages {s['warmup_us_per_pair_in_sim'] / 1000:.1f} ms per pair"
+    )
+    lines += harness.format_targets(report.ratios, paired="the per-step ratios", note=_scale_note)
     b = report.breakdown
     if b:
         sim_us = report.results[SIM]["us_per_message"]
@@ -1009,15 +1010,15 @@ def format_report(report: Report) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="relaysim bench sim",
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
-        epilog=(
-            "examples:\n  relaysim bench sim\n"
-            "  relaysim bench sim --scale --devices 5000 --messages 50000 --json sim.json\n"
-            "  relaysim bench sim --scale            # the target's size, each run stopped after --budget s"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = harness.make_parser(
+        "relaysim bench sim",
+        __doc__,
+        [
+            "relaysim bench sim",
+            "relaysim bench sim --scale --devices 5000 --messages 50000 --json sim.json",
+            "relaysim bench sim --scale            # the target's size, each run stopped after --budget s",
+            "relaysim bench sim --no-scale --json - --check > sim.json",
+        ],
     )
     p.add_argument("--pairs", type=int, default=50, metavar="P", help="(a) pairs of phones (50)")
     p.add_argument(
@@ -1058,13 +1059,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-scale", action="store_true", help="skip (b)")
     p.add_argument("--seed", type=int, default=1, help="seed of the scenarios (1)")
-    p.add_argument("--json", metavar="FILE", help="also write every number to FILE")
-    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    harness.add_common_options(p)
     return p
 
 
 def main(argv: list[str]) -> int:
-    """``relaysim bench sim [options]``; returns the exit status (0; 1 if a run went wrong)."""
+    """``relaysim bench sim [options]``; the exit status (0; 1 if a run went wrong or, with --check, a
+    target was not met; 2 on bad options)."""
     if argv[:1] == ["--scale-child"]:
         devices, messages, seed, budget = argv[1:5]
         print(json.dumps(scale_child(int(devices), int(messages), int(seed), float(budget))))
@@ -1084,10 +1085,6 @@ def main(argv: list[str]) -> int:
     if args.devices < 4 or args.budget <= 0:
         parser.error("--devices must be at least 4 and --budget positive")
 
-    def progress(text: str) -> None:
-        if not args.quiet:
-            print(f"bench sim: {text}", file=sys.stderr, flush=True)
-
     report = Report(
         {
             "pairs": args.pairs,
@@ -1097,25 +1094,19 @@ def main(argv: list[str]) -> int:
             "messages": args.messages_at_scale,
             "budget": args.budget,
             "seed": args.seed,
-            "python": platform.python_version(),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
+            **harness.machine_config(),
         }
     )
-    load_before = load_average()
-    try:
+
+    def measure(progress: Callable[[str], None]) -> dict[str, Any]:
         run_message_cost(args, report, progress)
         if not args.no_scale:
             run_scale(args, report, progress)
-    except BenchError as e:
-        print(f"relaysim bench sim: {e}", file=sys.stderr)
-        return 1
-    report.config["load_average"] = {"before": load_before, "after": load_average()}
-    print(format_report(report))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report.__dict__, f, indent=2)
-            f.write("\n")
-    return 0
+        return report.__dict__  # the report's fields, live: the load average lands in report.config
+
+    return harness.run_bench(
+        "sim", args, measure, lambda _d: format_report(report), lambda _d: judged_targets(report)
+    )
 
 
 if __name__ == "__main__":
