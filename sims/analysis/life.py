@@ -102,20 +102,22 @@ class Stay:
         }
 
 
-def _sightings(view: ProviderView) -> dict[str, list[tuple[float, str]]]:
+def _sightings(view: ProviderView, by_device: bool = False) -> dict[str, list[tuple[float, str]]]:
     out: dict[str, list[tuple[float, str]]] = {}
     for o in view.observations:
         if o.account is not None and o.host is not None and o.time is not None:
-            out.setdefault(o.account, []).append((o.time, o.host))
+            who = f"{o.account}/{o.device}" if by_device and o.device is not None else o.account
+            out.setdefault(who, []).append((o.time, o.host))
     for v in out.values():
         v.sort()
     return out
 
 
 def location_trail(view: ProviderView) -> dict[str, list[Stay]]:
-    """Per account, its stays at each address in time order."""
+    """Per device (``account/device``, or the account where records name no device), its stays at
+    each address in time order."""
     trails: dict[str, list[Stay]] = {}
-    for account, rows in sorted(_sightings(view).items()):
+    for account, rows in sorted(_sightings(view, by_device=True).items()):
         stays: list[Stay] = []
         for t, host in rows:
             if stays and stays[-1].host == host:
