@@ -323,9 +323,9 @@ def to_markdown(name: str, a: Analysis, score: Mapping[str, Any] | None, clock: 
             f"(precision {_pct(s['precision'])}, recall {_pct(s['recall'])})"
         )
     lines += ["", "## Statistical disclosure attack on sealed sender", "", f"- {a.sda.note()}"]
-    for r in a.sda.rankings[:5]:
-        top = ", ".join(f"{x} ({s:+d})" for x, s in r.top(n=3)) or "nobody"
-        lines.append(f"- `{r.target}` after {r.epochs} messages: {top}")
+    for rk in a.sda.rankings[:5]:
+        top = ", ".join(f"{x} ({s:+d})" for x, s in rk.top(n=3)) or "nobody"
+        lines.append(f"- `{rk.target}` after {rk.epochs} messages: {top}")
     if score and score["statistical_disclosure"]["targets"]:
         s = score["statistical_disclosure"]
         lines.append(

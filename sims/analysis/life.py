@@ -74,7 +74,15 @@ def daily_rhythm(view: ProviderView, attributed: Iterable[tuple[str, float]] = (
             continue
         mean = len(ts) / 24
         active = tuple(h for h in range(24) if hours[h] >= mean / 2)
-        start = min(range(24), key=lambda h: (sum(hours[(h + i) % 24] for i in range(SLEEP_HOURS)), h))
+        # the quietest window; among equally quiet ones, the one in the middle of the quiet stretch
+        start = min(
+            range(24),
+            key=lambda h: (
+                sum(hours[(h + i) % 24] for i in range(SLEEP_HOURS)),
+                sum(hours[(h + i) % 24] for i in range(-SLEEP_HOURS // 2, SLEEP_HOURS + SLEEP_HOURS // 2)),
+                h,
+            ),
+        )
         mid = start + SLEEP_HOURS / 2
         offset = round(LOCAL_SLEEP_MIDPOINT - mid)
         offset = (offset + 12) % 24 - 12

@@ -189,6 +189,8 @@ def statistical_disclosure(
     else:
         per_target = {index[i]: times[recv == i] for i in np.unique(recv)} if len(recv) else {}
     merged = {a: _merge(t, eps) for a, t in per_target.items()}
+    if not len(times):  # no sealed messages: nothing for this attack to do
+        return SDAResult(eps, receipts, 0, triggers, ())
     if targets is None:
         chosen = sorted(
             (a for a in merged if len(merged[a]) >= min_epochs), key=lambda a: (-len(merged[a]), a)
