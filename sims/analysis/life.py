@@ -1,8 +1,8 @@
 """Pattern of life: when an account is awake, where its phone is, and who is with it.
 
 - **Daily rhythm.** The hours (UTC, on the relay's clock) of an account's own actions — the
-  messages it sends (named, or sealed and attributed), the look-ups it makes — not what its phone
-  does by itself (logins, deliveries). The quietest :data:`SLEEP_HOURS` hours in a row are the
+  messages it sends (named, or sealed and attributed), the blocks it makes — not what its phone
+  does by itself (logins, look-ups, deliveries). The quietest :data:`SLEEP_HOURS` hours in a row are the
   sleep window; taking its middle for :data:`LOCAL_SLEEP_MIDPOINT` local time gives a guess at the
   account's UTC offset (an assumption about people, stated as one).
 - **Location trail.** The network addresses the relay saw the account's devices at, in order,
@@ -24,9 +24,9 @@ from sims.analysis.view import ProviderView
 __all__ = ["Colocation", "Rhythm", "Stay", "colocation", "daily_rhythm", "location_trail"]
 
 SLEEP_HOURS = 6
-LOCAL_SLEEP_MIDPOINT = 3.5  # hours after local midnight: the middle of a night's sleep, 00:30-06:30
+LOCAL_SLEEP_MIDPOINT = 3.0  # hours after local midnight: the middle of a night's sleep, 00:00-06:00
 MIN_ACTIONS = 20  # fewer actions than this give no rhythm
-_ACTIONS = ("send", "sealed_send", "bundle_fetch", "contact_discovery", "block")
+_ACTIONS = ("send", "sealed_send", "block")  # what a person does; look-ups ride along with a first message
 
 
 @dataclass(frozen=True)
