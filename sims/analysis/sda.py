@@ -44,30 +44,45 @@ class TargetRanking:
     target: str
     epochs: int  # target epochs available (messages the target received, merged within an epoch)
     population: int  # accounts that could be ranked (everyone the provider knows but the target)
-    # per checkpoint k: (account, score) for every account with a non-zero score, best first
-    scores: tuple[tuple[int, tuple[tuple[str, int], ...]], ...]
+    # per checkpoint k: every account with a non-zero score and its score, best first
+    scores: tuple[tuple[int, tuple[tuple[str, int], ...]], ...] | None = None
+    _names: Sequence[str] = ()
+    _arrays: tuple[tuple[int, np.ndarray, np.ndarray], ...] = ()  # (k, account indices, scores)
 
     def checkpoints(self) -> list[int]:
-        return [k for k, _ in self.scores]
+        if self.scores is not None:
+            return [k for k, _ in self.scores]
+        return [k for k, _, _ in self._arrays]
+
+    def _at(self, k: int | None) -> tuple[list[str], np.ndarray]:
+        """The accounts with a non-zero score after ``k`` target epochs (None: all of them), and the scores."""
+        if self.scores is not None:
+            table = [
+                (kk, [a for a, _ in r], np.array([x for _, x in r], dtype=np.int64)) for kk, r in self.scores
+            ]
+        else:
+            table = [(kk, [self._names[int(i)] for i in idx], sc) for kk, idx, sc in self._arrays]
+        if not table:
+            return [], np.zeros(0, dtype=np.int64)
+        if k is None:
+            return table[-1][1], table[-1][2]
+        for kk, who, sc in table:
+            if kk == k:
+                return who, sc
+        raise KeyError(f"no checkpoint {k} for {self.target}; have {self.checkpoints()}")
 
     def top(self, k: int | None = None, n: int = 10) -> list[tuple[str, int]]:
-        return list(self._at(k)[:n])
-
-    def _at(self, k: int | None) -> tuple[tuple[str, int], ...]:
-        if k is None:
-            return self.scores[-1][1]
-        for kk, s in self.scores:
-            if kk == k:
-                return s
-        raise KeyError(f"no checkpoint {k} for {self.target}; have {self.checkpoints()}")
+        names, sc = self._at(k)
+        return [(names[i], int(sc[i])) for i in range(min(n, len(names)))]
 
     def rank(self, account: str, k: int | None = None) -> int:
         """1 = first. Ties count against the attacker: the rank is how many accounts score at least as much."""
-        scored = self._at(k)
-        mine = dict(scored).get(account, 0)
-        above = sum(1 for _, s in scored if s >= mine)
+        names, sc = self._at(k)
+        where = [i for i, a in enumerate(names) if a == account]
+        mine = int(sc[where[0]]) if where else 0
+        above = int((sc >= mine).sum())
         if mine <= 0:
-            above += self.population - len(scored)  # every account scoring zero
+            above += self.population - len(names)  # every account scoring zero
         return max(1, above)
 
     def to_json(self, top: int = 10) -> dict[str, Any]:
@@ -75,7 +90,7 @@ class TargetRanking:
             "target": self.target,
             "target_epochs": self.epochs,
             "population": self.population,
-            "top_after_k": {str(k): [[a, s] for a, s in ranked[:top]] for k, ranked in self.scores},
+            "top_after_k": {str(k): [list(x) for x in self.top(k, top)] for k in self.checkpoints()},
         }
 
 
@@ -187,8 +202,24 @@ def statistical_disclosure(
     if deliveries:
         per_target = {a: np.array(v) for a, v in deliveries.items()}
     else:
-        per_target = {index[i]: times[recv == i] for i in np.unique(recv)} if len(recv) else {}
-    merged = {a: _merge(t, eps) for a, t in per_target.items()}
+        # group the (time-sorted) messages by recipient in one sort, not one scan per recipient
+        order = np.argsort(recv, kind="stable")
+        ids, first = np.unique(recv[order], return_index=True)
+        groups = np.split(times[order], first[1:])
+        per_target = {index[int(i)]: g for i, g in zip(ids, groups, strict=True)} if len(recv) else {}
+    merged: dict[str, np.ndarray] = {}
+    wanted = set(targets) if targets is not None else None
+    # merging epochs only shortens a list: visit recipients by raw count, stop once none can catch up
+    for a in sorted(per_target, key=lambda a: (-len(per_target[a]), a)):
+        if wanted is not None and a not in wanted:
+            continue
+        if wanted is None:
+            full = sorted((len(v) for v in merged.values() if len(v) >= min_epochs), reverse=True)
+            if len(per_target[a]) < min_epochs or (
+                len(full) >= max_targets and len(per_target[a]) < full[max_targets - 1]
+            ):
+                break
+        merged[a] = _merge(per_target[a], eps)
     if not len(times):  # no sealed messages: nothing for this attack to do
         return SDAResult(eps, receipts, 0, triggers, ())
     if targets is None:
@@ -210,14 +241,14 @@ def statistical_disclosure(
         random_starts = rng.uniform(lo_t, max(lo_t, hi_t - eps), size=kmax)
         hits = _epoch_counts(times, recv, starts, eps, n, ks)
         noise = _epoch_counts(times, recv, random_starts, eps, n, ks)
-        scores: list[tuple[int, tuple[tuple[str, int], ...]]] = []
+        arrays: list[tuple[int, np.ndarray, np.ndarray]] = []
         t_index = names.get(target)
         for j, k in enumerate(ks):
-            s = hits[j] - noise[j]
+            sc = hits[j] - noise[j]
             if t_index is not None:
-                s[t_index] = 0
-            nz = np.flatnonzero(s)
-            order = sorted(((index[i], int(s[i])) for i in nz), key=lambda x: (-x[1], x[0]))
-            scores.append((k, tuple(order)))
-        rankings.append(TargetRanking(target, kmax, max(0, n - 1), tuple(scores)))
+                sc[t_index] = 0
+            nz = np.flatnonzero(sc)
+            order = np.lexsort((nz, -sc[nz]))  # best first; ties by account index
+            arrays.append((k, nz[order], sc[nz][order]))
+        rankings.append(TargetRanking(target, kmax, max(0, n - 1), None, index, tuple(arrays)))
     return SDAResult(eps, receipts, len(times), triggers, tuple(rankings))
