@@ -57,18 +57,15 @@ class TargetRanking:
     def _at(self, k: int | None) -> tuple[list[str], np.ndarray]:
         """The accounts with a non-zero score after ``k`` target epochs (None: all of them), and the scores."""
         if self.scores is not None:
-            table = [
-                (kk, [a for a, _ in r], np.array([x for _, x in r], dtype=np.int64)) for kk, r in self.scores
-            ]
+            for kk, r in self.scores if k is not None else self.scores[-1:]:
+                if k is None or kk == k:
+                    return [a for a, _ in r], np.array([x for _, x in r], dtype=np.int64)
         else:
-            table = [(kk, [self._names[int(i)] for i in idx], sc) for kk, idx, sc in self._arrays]
-        if not table:
-            return [], np.zeros(0, dtype=np.int64)
+            for kk, idx, sc in self._arrays if k is not None else self._arrays[-1:]:
+                if k is None or kk == k:
+                    return [self._names[int(i)] for i in idx], sc
         if k is None:
-            return table[-1][1], table[-1][2]
-        for kk, who, sc in table:
-            if kk == k:
-                return who, sc
+            return [], np.zeros(0, dtype=np.int64)
         raise KeyError(f"no checkpoint {k} for {self.target}; have {self.checkpoints()}")
 
     def top(self, k: int | None = None, n: int = 10) -> list[tuple[str, int]]:
