@@ -289,6 +289,31 @@ def _latest_time(store: Any, default: float) -> float:
     return max(times, default=default)
 
 
+def _analyze(args: argparse.Namespace) -> int:
+    from sims.analysis.view import AnalysisInputError
+    from sims.analysis_scoring import write_analysis
+    from sims.report import sim_clock
+
+    out = Path(args.dir)
+    if not (out / "relay.db").is_file():
+        runs = sorted(p.parent.name for p in out.glob("*/relay.db"))
+        hint = f"; it holds one run per profile: analyse one, e.g. {out / runs[0]}" if runs else ""
+        print(
+            f"relaysim analyze: {out} has no relay.db: expected a run's --out directory{hint}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        lines = write_analysis(out, sim_clock)
+    except AnalysisInputError as exc:
+        print(f"relaysim analyze: {exc}", file=sys.stderr)
+        return 2
+    for line in lines:
+        print(line)
+    print(f"wrote {out}/analysis/NAME.json and NAME.md (relay: the relay's database; one per disclosure)")
+    return 0
+
+
 def _chart(args: argparse.Namespace) -> int:
     import json
 
@@ -494,6 +519,22 @@ def build_parser() -> argparse.ArgumentParser:
     disclose.add_argument("--name", help="the order's name (default: PROCESS-TARGET)")
     disclose.add_argument("--json", metavar="FILE", help="also write the disclosure as JSON to FILE")
 
+    analyze = sub.add_parser(
+        "analyze",
+        help="what a finished run's metadata reveals: sealed-sender attribution, contact graph, timing attack, sizes",
+        description=(
+            "Analyse what the provider of a finished run holds, as its analysts would: the relay's database (under "
+            "the run's profile) and each disclosure package. Infers the sender of sealed-sender messages from network "
+            "addresses, the contact graph, a statistical disclosure attack on sealed sender from recipients and times "
+            "alone (Martiny et al., NDSS 2021), first contacts from envelope sizes, and each account's daily rhythm, "
+            "addresses and co-locations; then scores each inference against the run's transcript. Writes "
+            "DIR/analysis/NAME.json and NAME.md."
+        ),
+        epilog="example:\n  relaysim run two-friends --out out/tf && relaysim analyze out/tf",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    analyze.add_argument("dir", metavar="DIR", help="the --out directory of a finished run")
+
     chart = sub.add_parser(
         "chart",
         help="every provider profile under every kind of US legal process, as the FBI's chart has it",
@@ -541,6 +582,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _show(args)
     if args.command == "disclose":
         return _disclose(args)
+    if args.command == "analyze":
+        return _analyze(args)
     if args.command == "chart":
         return _chart(args)
     if args.command == "bench":

@@ -1,0 +1,117 @@
+"""Every analysis on one provider view, and on a finished run's outputs.
+
+``analyze(view)`` runs them all and returns an :class:`Analysis` (inferred facts only);
+``analyze_run(DIR)`` does so for what a finished run's provider holds: its ``relay.db`` as
+recorded under the run's profile (``provider.json`` names it, and holds the provider's GeoIP
+table), and each disclosure package in ``disclosures/``. Scoring against ground truth is
+elsewhere (``sims.analysis_scoring``): nothing here reads the transcript or the scenario.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from relay.profiles import get_profile
+from sims.analysis.attribution import Attribution, attribute_sealed
+from sims.analysis.attribution import summary as attribution_summary
+from sims.analysis.graph import ContactGraph, contact_graph
+from sims.analysis.life import Colocation, Rhythm, Stay, colocation, daily_rhythm, location_trail
+from sims.analysis.sda import SDAResult, statistical_disclosure
+from sims.analysis.sizes import SizeReport, size_channels
+from sims.analysis.view import AnalysisInputError, ProviderView, from_db, from_disclosure, with_geoip
+
+__all__ = ["Analysis", "analyze", "analyze_run"]
+
+
+@dataclass(frozen=True)
+class Analysis:
+    source: str
+    target: str | None
+    attributions: tuple[Attribution, ...]
+    graph: ContactGraph
+    sda: SDAResult
+    sizes: SizeReport
+    rhythms: tuple[Rhythm, ...]
+    trails: dict[str, list[Stay]]
+    colocations: tuple[Colocation, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "target": self.target,
+            "sealed_sender_attribution": {
+                **attribution_summary(self.attributions),
+                "attributions": [a.to_json() for a in self.attributions],
+            },
+            "contact_graph": self.graph.to_json(),
+            "statistical_disclosure": self.sda.to_json(),
+            "sizes": self.sizes.to_json(),
+            "pattern_of_life": {
+                "daily_rhythm": [r.to_json() for r in self.rhythms],
+                "location_trail": {a: [s.to_json() for s in v] for a, v in self.trails.items()},
+                "colocation": [c.to_json() for c in self.colocations],
+            },
+        }
+
+
+def analyze(
+    view: ProviderView, *, sda_targets: list[str] | None = None, sda_epoch: float | None = None
+) -> Analysis:
+    attributions = tuple(attribute_sealed(view))
+    messages: dict[tuple[float | None, str, str], None] = {}
+    for a in attributions:
+        if a.sender is not None and a.recipient is not None:
+            messages[(a.time, a.sender, a.recipient)] = None  # a record per recipient device: once
+    graph = contact_graph(view, [(s, r) for _, s, r in messages])
+    sda = statistical_disclosure(view, targets=sda_targets, epoch=sda_epoch)
+    sizes = size_channels(view, {a.envelope_id: a.sender for a in attributions if a.envelope_id and a.sender})
+    rhythms = tuple(daily_rhythm(view, [(s, t) for t, s, _ in messages if t is not None]))
+    return Analysis(
+        view.source,
+        view.target,
+        attributions,
+        graph,
+        sda,
+        sizes,
+        rhythms,
+        location_trail(view),
+        tuple(colocation(view)),
+    )
+
+
+def _provider(run: Path) -> dict[str, Any]:
+    f = run / "provider.json"
+    if not f.exists():
+        return {}
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise AnalysisInputError(f"{f}: not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise AnalysisInputError(f"{f}: expected an object with 'profile' and 'geoip'")
+    return data
+
+
+def run_views(run: str | Path) -> dict[str, ProviderView]:
+    """What the provider of a finished run holds, by name: ``relay`` (its database) and each disclosure."""
+    out = Path(run)
+    provider = _provider(out)
+    geoip = provider.get("geoip", {})
+    if not isinstance(geoip, dict):
+        raise AnalysisInputError(f"{out / 'provider.json'}: geoip: expected an object of address → region")
+    profile_name = provider.get("profile")
+    try:
+        profile = get_profile(profile_name) if isinstance(profile_name, str) else None
+    except ValueError as exc:
+        raise AnalysisInputError(f"{out / 'provider.json'}: profile: {exc}") from None
+    views = {"relay": from_db(out / "relay.db", profile, geoip=geoip)}
+    for f in sorted((out / "disclosures").glob("*.json")):
+        views[f.stem] = with_geoip(from_disclosure(f), geoip)
+    return views
+
+
+def analyze_run(run: str | Path) -> dict[str, Analysis]:
+    return {name: analyze(view) for name, view in run_views(run).items()}

@@ -1,0 +1,298 @@
+"""What the provider sees, as one list of observations, whichever way it came to light.
+
+Three sources, all of them the provider's own: a relay's database (``relay.db``) read under a
+profile's retention policy, what a tap collected (the ``intercepts`` of a pen register or a
+wiretap, in the same database), and a disclosure package as handed over (``disclosures/NAME.json``).
+Each becomes a :class:`ProviderView`: observations (:class:`Obs`, one per record), the address
+books the provider holds, and the provider's own address-to-region table (its GeoIP) if it has one.
+
+Nothing here reads the simulator's ground truth: not the transcript, not the scenario. The
+databases are opened read-only, so analysing a run never changes it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from relay.metadata import METADATA_FIELDS, MetadataRecord, RecordKind, RetentionPolicy
+from relay.profiles import Profile
+
+__all__ = ["AnalysisInputError", "Obs", "ProviderView", "from_db", "from_disclosure", "from_tap"]
+
+MESSAGE_KINDS = ("send", "sealed_send")
+
+
+class AnalysisInputError(Exception):
+    """An input the analyses cannot read: names the file, the field and what was expected."""
+
+
+@dataclass(frozen=True, slots=True)
+class Obs:
+    """One observation the provider holds. ``kind`` is a ``relay.metadata.RecordKind`` value, or
+    ``"sighting"`` (an address an account was seen at, as a disclosure's IP-address list gives it)."""
+
+    kind: str
+    time: float | None = None
+    connection: int | None = None
+    host: str | None = None
+    port: int | None = None
+    account: str | None = None
+    device: int | None = None
+    recipient_account: str | None = None
+    recipient_device: int | None = None
+    envelope_id: str | None = None  # hex
+    size: int | None = None
+
+    @property
+    def sealed(self) -> bool:
+        """A message whose sender the record does not name."""
+        return self.kind in MESSAGE_KINDS and self.account is None
+
+
+@dataclass(frozen=True)
+class ProviderView:
+    source: (
+        str  # what it was read from, for people ("relay.db under whatsapp", "disclosure pen-register-amira")
+    )
+    observations: tuple[Obs, ...]
+    address_books: Mapping[str, frozenset[str]] = field(default_factory=dict)  # account → contacts
+    geoip: Mapping[str, str] = field(default_factory=dict)  # the provider's own address → region table
+    target: str | None = None  # the account an order named, if the view is a disclosure or a tap
+    window: tuple[float | None, float | None] = (None, None)
+
+    def of_kind(self, *kinds: str) -> list[Obs]:
+        return [o for o in self.observations if o.kind in kinds]
+
+    def messages(self) -> list[Obs]:
+        return self.of_kind(*MESSAGE_KINDS)
+
+    def accounts(self) -> set[str]:
+        out: set[str] = set()
+        for o in self.observations:
+            out.update(a for a in (o.account, o.recipient_account) if a is not None)
+        return out
+
+
+def _obs(r: MetadataRecord) -> Obs:
+    return Obs(
+        r.kind.value,
+        r.time,
+        r.connection,
+        r.host,
+        r.port,
+        r.account,
+        r.device,
+        r.recipient_account,
+        r.recipient_device,
+        r.envelope_id.hex() if r.envelope_id is not None else None,
+        r.size,
+    )
+
+
+def _connect(db: Path) -> sqlite3.Connection:
+    if not db.is_file():
+        raise AnalysisInputError(f"{db}: no such file; expected a run's relay.db")
+    try:
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        conn.execute("SELECT 1 FROM metadata LIMIT 1")
+    except sqlite3.DatabaseError as exc:
+        raise AnalysisInputError(f"{db}: cannot read it as a relay store ({exc})") from None
+    return conn
+
+
+_COLUMNS = ", ".join(METADATA_FIELDS)
+
+
+def _records(rows: Iterable[Sequence[Any]]) -> list[MetadataRecord]:
+    out = []
+    for row in rows:
+        kind, *values = row
+        out.append(MetadataRecord(RecordKind(kind), **dict(zip(METADATA_FIELDS, values, strict=True))))
+    return out
+
+
+def _under_policy(records: list[MetadataRecord], policy: RetentionPolicy) -> list[MetadataRecord]:
+    """The records as ``policy`` would have kept them (kinds, fields, granularity, first/latest)."""
+    kept: list[MetadataRecord | None] = []
+    keyed: dict[tuple[Any, ...], int] = {}
+    for r in records:
+        rule = policy.rule(r.kind)
+        applied = policy.apply(r)
+        if rule is None or applied is None:
+            continue
+        if rule.keep == "all":
+            kept.append(applied)
+            continue
+        key = (r.kind, *(getattr(applied, k) for k in rule.key))
+        if key in keyed and rule.keep == "first":
+            continue
+        if key in keyed:
+            kept[keyed[key]] = None
+        keyed[key] = len(kept)
+        kept.append(applied)
+    return [r for r in kept if r is not None]
+
+
+def from_db(
+    db: str | Path,
+    profile: Profile | None = None,
+    *,
+    geoip: Mapping[str, str] | None = None,
+) -> ProviderView:
+    """A relay's database as its operator holds it. With ``profile``, read it under that profile's
+    retention policy (a database recorded under ``keep-everything`` read as WhatsApp would have kept it);
+    without, as recorded."""
+    path = Path(db)
+    conn = _connect(path)
+    try:
+        records = _records(conn.execute(f"SELECT kind, {_COLUMNS} FROM metadata ORDER BY seq"))
+        books: dict[str, set[str]] = {}
+        for account, contact in conn.execute("SELECT account, contact FROM contacts"):
+            books.setdefault(account, set()).add(contact)
+    finally:
+        conn.close()
+    if profile is not None:
+        records = _under_policy(records, profile.policy)
+        if not profile.keep_contacts:
+            books = {}
+    label = f"{path.name} under {profile.name}" if profile is not None else path.name
+    return ProviderView(
+        label,
+        tuple(_obs(r) for r in records),
+        {k: frozenset(v) for k, v in books.items()},
+        dict(geoip or {}),
+    )
+
+
+def from_tap(db: str | Path, tap_id: str, *, geoip: Mapping[str, str] | None = None) -> ProviderView:
+    """What one tap (a pen register, a wiretap) collected, from the run's database."""
+    path = Path(db)
+    conn = _connect(path)
+    try:
+        rows = conn.execute(
+            f"SELECT kind, {_COLUMNS} FROM intercepts WHERE tap_id = ? ORDER BY seq", (tap_id,)
+        ).fetchall()
+        taps = [t for (t,) in conn.execute("SELECT DISTINCT tap_id FROM intercepts ORDER BY tap_id")]
+    finally:
+        conn.close()
+    if not rows and tap_id not in taps:
+        raise AnalysisInputError(
+            f"{path}: no tap {tap_id!r} collected anything; taps with intercepts: {', '.join(taps) or 'none'}"
+        )
+    return ProviderView(f"tap {tap_id}", tuple(_obs(r) for r in _records(rows)), {}, dict(geoip or {}))
+
+
+def _num(row: Mapping[str, Any], key: str, where: str) -> float | None:
+    v = row.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise AnalysisInputError(f"{where}.{key}: expected a number, got {v!r}")
+    return float(v)
+
+
+def _str(row: Mapping[str, Any], key: str, where: str) -> str | None:
+    v = row.get(key)
+    if v is None or isinstance(v, str):
+        return v
+    raise AnalysisInputError(f"{where}.{key}: expected a string, got {v!r}")
+
+
+def _int(row: Mapping[str, Any], key: str, where: str) -> int | None:
+    v = row.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise AnalysisInputError(f"{where}.{key}: expected an integer, got {v!r}")
+    return v
+
+
+def from_disclosure(path: str | Path, data: Mapping[str, Any] | None = None) -> ProviderView:
+    """A disclosure package as handed over (``disclosures/NAME.json``): only what is in it. Rows of a
+    message log or of real-time routing without a sender are sealed-sender messages."""
+    p = Path(path)
+    if data is None:
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise AnalysisInputError(f"{p}: cannot read it as a disclosure (JSON): {exc}") from None
+    if not isinstance(data, Mapping) or not isinstance(data.get("provided"), Mapping):
+        raise AnalysisInputError(f"{p}: provided: expected an object of categories, as relaysim writes")
+    target = data.get("target")
+    if target is not None and not isinstance(target, str):
+        raise AnalysisInputError(f"{p}: target: expected an account name or null, got {target!r}")
+    provided: Mapping[str, Any] = data["provided"]
+    obs: list[Obs] = []
+    geoip: dict[str, str] = {}
+    books: dict[str, set[str]] = {}
+    for category, rows in provided.items():
+        if not isinstance(rows, list):
+            raise AnalysisInputError(f"{p}: provided.{category}: expected a list of rows, got {rows!r}")
+        for i, row in enumerate(rows):
+            where = f"{p}: provided.{category}[{i}]"
+            if not isinstance(row, Mapping):
+                raise AnalysisInputError(f"{where}: expected an object, got {row!r}")
+            if category in ("message_log", "realtime_routing"):
+                account = _str(row, "account", where)
+                obs.append(
+                    Obs(
+                        "send" if account is not None else "sealed_send",
+                        time=_num(row, "time", where),
+                        host=_str(row, "host", where),
+                        account=account,
+                        device=_int(row, "device", where),
+                        recipient_account=_str(row, "recipient_account", where),
+                        recipient_device=_int(row, "recipient_device", where),
+                        size=_int(row, "size", where),
+                    )
+                )
+            elif category == "lookup_log":
+                obs.append(
+                    Obs(
+                        "bundle_fetch",
+                        time=_num(row, "time", where),
+                        host=_str(row, "host", where),
+                        account=_str(row, "account", where),
+                        recipient_account=_str(row, "recipient_account", where),
+                    )
+                )
+            elif category == "ip_addresses" and target is not None:
+                obs.append(
+                    Obs(
+                        "sighting",
+                        time=_num(row, "first_seen", where),
+                        host=_str(row, "ip", where),
+                        account=target,
+                    )
+                )
+            elif category == "location":
+                ip, region = _str(row, "ip", where), _str(row, "region", where)
+                if ip is not None and region is not None and region != "unknown":
+                    geoip[ip] = region
+            elif category == "contacts" and target is not None:
+                contact = _str(row, "contact", where)
+                if contact:
+                    books.setdefault(target, set()).add(contact)
+            elif category == "reverse_contacts" and target is not None:
+                account = _str(row, "account", where)
+                if account:
+                    books.setdefault(account, set()).add(target)
+    window = data.get("window") or [None, None]
+    name = data.get("name", p.stem)
+    return ProviderView(
+        f"disclosure {name}",
+        tuple(sorted(obs, key=lambda o: (o.time is None, o.time or 0.0))),
+        {k: frozenset(v) for k, v in books.items()},
+        geoip,
+        target,
+        (window[0], window[1]),
+    )
+
+
+def with_geoip(view: ProviderView, geoip: Mapping[str, str]) -> ProviderView:
+    return replace(view, geoip={**geoip, **view.geoip})

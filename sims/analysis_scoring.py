@@ -1,0 +1,410 @@
+"""Scoring what ``sims.analysis`` inferred against ground truth, and ``relaysim analyze``'s files.
+
+The analyses see only what the provider holds; this module is on the other side of that fence:
+it reads the run's ``transcript.jsonl`` (who really sent each message, when it was received,
+what it said) and says how right each inference was. ``write_analysis(DIR)`` runs the analyses
+on a finished run and writes ``DIR/analysis/NAME.json`` and ``NAME.md`` — for ``relay`` (the
+relay's database under the run's profile) and for each disclosure in ``DIR/disclosures/`` — each
+with the inferences and their score.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sims.analysis.run import Analysis, analyze
+from sims.analysis.run import run_views as analysis_views
+from sims.analysis.sda import CHECKPOINTS
+from sims.analysis.view import AnalysisInputError
+
+__all__ = ["Truth", "read_truth", "score_analysis", "write_analysis"]
+
+
+@dataclass
+class _Envelope:
+    message: int
+    sender: str
+    recipient: str
+    time: float
+    recipient_device: int | None
+    size: int | None
+    length: int  # plaintext length in UTF-8 bytes
+
+
+@dataclass
+class Truth:
+    """What the transcript says: the sender of each envelope, who messaged whom, and when."""
+
+    envelopes: dict[str, _Envelope] = field(default_factory=dict)  # envelope id → truth
+    by_route: dict[tuple[float, str], str] = field(default_factory=dict)  # (relay time, recipient) → sender
+    messages: list[tuple[float, str, str, int]] = field(default_factory=list)  # time, sender, recipient, id
+    first_received: dict[tuple[str, str], float] = field(
+        default_factory=dict
+    )  # (receiver, from) → relay time
+
+    def pairs(self, target: str | None = None) -> set[frozenset[str]]:
+        return {
+            frozenset((s, r))
+            for _, s, r, _ in self.messages
+            if s != r and (target is None or target in (s, r))
+        }
+
+    def contacts(self, person: str) -> set[str]:
+        return {r if s == person else s for _, s, r, _ in self.messages if person in (s, r) and s != r}
+
+    def sender_of(self, envelope_id: str | None, time: float | None, recipient: str | None) -> str | None:
+        if envelope_id is not None and envelope_id in self.envelopes:
+            return self.envelopes[envelope_id].sender
+        if time is not None and recipient is not None:
+            return self.by_route.get((round(time, 6), recipient))
+        return None
+
+
+def read_truth(transcript: str | Path) -> Truth:
+    path = Path(transcript)
+    if not path.is_file():
+        raise AnalysisInputError(f"{path}: no such file; scoring needs the run's transcript.jsonl")
+    sent: dict[int, tuple[str, str, str]] = {}
+    truth = Truth()
+    epoch_of: dict[int, float] = {}  # message id → relay time - simulated time (the relay clock's epoch)
+    received: list[tuple[int, str, float]] = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                e = json.loads(line)
+            except ValueError:
+                raise AnalysisInputError(f"{path}:{n}: not a JSON object") from None
+            kind = e.get("kind")
+            if kind == "message_sent":
+                sent[e["message"]] = (e["from"].split("/")[0], e["to"], e.get("plaintext") or "")
+            elif kind == "message_accepted" and e["message"] in sent:
+                sender, recipient, text = sent[e["message"]]
+                times = []
+                for r in e.get("relay") or []:
+                    t = r.get("time")
+                    if t is None:
+                        continue
+                    times.append(t)
+                    truth.by_route[(round(t, 6), r.get("recipient_account", recipient))] = sender
+                    if r.get("envelope_id"):
+                        truth.envelopes[r["envelope_id"]] = _Envelope(
+                            e["message"],
+                            sender,
+                            recipient,
+                            t,
+                            r.get("recipient_device"),
+                            r.get("size"),
+                            len(text.encode()),
+                        )
+                t0 = min(times) if times else float(e["t"])
+                epoch_of[e["message"]] = t0 - float(e["t"])
+                truth.messages.append((t0, sender, recipient, e["message"]))
+            elif kind == "message_received" and e["device"].endswith("/1"):
+                # the app sends from a person's first device only
+                received.append((e["message"], e["device"].split("/")[0], float(e["t"])))
+    for mid, receiver, t in received:
+        if mid in sent and mid in epoch_of:
+            key = (receiver, sent[mid][0])
+            rel = t + epoch_of[mid]
+            truth.first_received[key] = min(truth.first_received.get(key, rel), rel)
+    truth.messages.sort()
+    return truth
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return None if b == 0 else round(a / b, 4)
+
+
+def score_analysis(a: Analysis, truth: Truth) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    # sealed-sender attribution
+    judged = [(x, truth.sender_of(x.envelope_id, x.time, x.recipient)) for x in a.attributions]
+    attributed = [(x, s) for x, s in judged if x.sender is not None]
+    correct = sum(1 for x, s in attributed if s is not None and x.sender == s)
+    out["attribution"] = {
+        "sealed_records": len(a.attributions),
+        "attributed": len(attributed),
+        "correct": correct,
+        "precision": _ratio(correct, len(attributed)),
+        "recall": _ratio(correct, len(a.attributions)),
+    }
+    # contact graph
+    true_pairs = truth.pairs(a.target)
+    for label, found in (
+        ("contact_graph", a.graph.strong()),
+        ("contact_graph_with_lookups", a.graph.all_pairs()),
+    ):
+        hit = len(found & true_pairs)
+        out[label] = {
+            "true_pairs": len(true_pairs),
+            "inferred_pairs": len(found),
+            "correct": hit,
+            "precision": _ratio(hit, len(found)),
+            "recall": _ratio(hit, len(true_pairs)),
+        }
+    out["statistical_disclosure"] = _score_sda(a, truth)
+    out["sizes"] = _score_sizes(a, truth)
+    out["daily_rhythm"] = _score_rhythm(a, truth)
+    return out
+
+
+def _score_sda(a: Analysis, truth: Truth) -> dict[str, Any]:
+    per_target = []
+    first_at_end = 0
+    by_k: dict[int, list[int]] = {}
+    for r in a.sda.rankings:
+        contacts = truth.contacts(r.target)
+        if not contacts:
+            continue
+        ranks = {k: min(r.rank(c, k) for c in contacts) for k in r.checkpoints()}
+        for k, best in ranks.items():
+            if k in CHECKPOINTS:
+                by_k.setdefault(k, []).append(best)
+        last = ranks[max(ranks)] if ranks else None
+        first_at_end += last == 1
+        per_target.append(
+            {
+                "target": r.target,
+                "true_contacts": len(contacts),
+                "target_epochs": r.epochs,
+                "best_true_contact_rank_after_k": {str(k): v for k, v in ranks.items()},
+            }
+        )
+    return {
+        "targets": len(per_target),
+        "true_contact_first_after_all": first_at_end,
+        "true_contact_first_after_k": {
+            str(k): {"targets": len(v), "first": sum(1 for x in v if x == 1)} for k, v in sorted(by_k.items())
+        },
+        "per_target": per_target,
+    }
+
+
+def _score_sizes(a: Analysis, truth: Truth) -> dict[str, Any]:
+    """A PQXDH message goes out on a session until its sender hears back on it. Here the app sends
+    from a person's first device, so a session to a recipient's first device is answered once the
+    sender has received anything from the recipient; one to a recipient's other device never is."""
+    flagged = {f.envelope_id for f in a.sizes.first_contacts if f.envelope_id}
+    target = a.target
+    mine = {
+        eid: e for eid, e in truth.envelopes.items() if target is None or target in (e.sender, e.recipient)
+    }
+    expected = {
+        eid
+        for eid, e in mine.items()
+        if e.recipient_device != 1
+        or e.time <= truth.first_received.get((e.sender, e.recipient), float("inf"))
+    }
+    first_of_pair: dict[frozenset[str], int] = {}
+    for _, s, r, mid in truth.messages:
+        first_of_pair.setdefault(frozenset((s, r)), mid)
+    by_message: dict[int, list[str]] = {}
+    for eid, e in mine.items():
+        by_message.setdefault(e.message, []).append(eid)
+    firsts = [mid for mid in first_of_pair.values() if by_message.get(mid)]
+    marked = sum(1 for mid in firsts if all(eid in flagged for eid in by_message[mid]))
+    rest = [(e.size, e.length) for eid, e in mine.items() if eid not in flagged and e.size is not None]
+    corr = None
+    if len(rest) > 2:
+        sizes, lengths = np.array(rest, dtype=float).T
+        if sizes.std() > 0 and lengths.std() > 0:
+            corr = round(float(np.corrcoef(sizes, lengths)[0, 1]), 4)
+    right = len(flagged & expected)
+    return {
+        "flagged": len(flagged),
+        "session_opening_envelopes": len(expected),
+        "flagged_correctly": right,
+        "precision": _ratio(right, len(flagged)),
+        "recall": _ratio(right, len(expected)),
+        "first_messages_between_two_people": len(firsts),
+        "first_messages_marked": marked,
+        "size_vs_plaintext_length_correlation": corr,
+    }
+
+
+def _score_rhythm(a: Analysis, truth: Truth) -> dict[str, Any]:
+    sent: dict[str, list[float]] = {}
+    for t, s, _, _ in truth.messages:
+        sent.setdefault(s, []).append(t)
+    inside = total = accounts = 0
+    for r in a.rhythms:
+        if r.sleep_window is None or r.account not in sent:
+            continue
+        start, _ = r.sleep_window
+        hours = {(start + i) % 24 for i in range(6)}
+        accounts += 1
+        for t in sent[r.account]:
+            total += 1
+            inside += int(t // 3600) % 24 in hours
+    return {
+        "accounts_with_a_sleep_window": accounts,
+        "true_messages_sent_inside_it": inside,
+        "true_messages": total,
+        "share_inside": _ratio(inside, total),
+        "share_of_the_day": round(6 / 24, 4),
+    }
+
+
+# --- relaysim analyze ---------------------------------------------------------------------------------
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
+def headline(name: str, a: Analysis, score: Mapping[str, Any] | None) -> str:
+    """One line: what the provider's records gave away, and how right it was."""
+    sealed = len(a.attributions)
+    got = sum(1 for x in a.attributions if x.sender is not None)
+    parts = [f"{name}:"]
+    if sealed:
+        parts.append(
+            f"sealed sender on: {got:,} of {sealed:,} sealed sends attributed to a sender by address"
+        )
+        if score:
+            parts[-1] += f" ({score['attribution']['correct']:,} correctly)"
+    else:
+        parts.append("no sealed sends")
+    g = score["contact_graph"] if score else None
+    edges = len(a.graph.strong())
+    parts.append(
+        f"; contact graph {edges} pairs"
+        + (f", precision {_pct(g['precision'])} recall {_pct(g['recall'])}" if g else "")
+    )
+    if score and score["statistical_disclosure"]["targets"]:
+        s = score["statistical_disclosure"]
+        parts.append(
+            f"; timing-only SDA put a true contact first for {s['true_contact_first_after_all']} of {s['targets']} targets"
+        )
+    if a.sizes.threshold is not None:
+        parts.append(f"; {len(a.sizes.first_contacts):,} first-contact envelopes by size")
+    return " ".join(parts).replace(" ;", ";")
+
+
+def to_markdown(name: str, a: Analysis, score: Mapping[str, Any] | None, clock: Any = None) -> str:
+    fmt = clock or (lambda t: f"{t:.0f}")
+    j = a.to_json()
+    att = j["sealed_sender_attribution"]
+    lines = [
+        f"# What the provider's records reveal: {name}",
+        "",
+        f"Read from: {a.source}" + (f" (an order on `{a.target}`)" if a.target else "") + ".",
+        "Everything below is inferred from what the provider holds; the scores compare it with what really happened.",
+        "",
+        "## Sealed sender: who sent what",
+        "",
+        f"- {att['attributed']:,} of {att['sealed_records']:,} sealed-sender records attributed to a sender, by "
+        f"evidence: {', '.join(f'{k} {v:,}' for k, v in att['by_evidence'].items()) or 'none'}",
+    ]
+    if score:
+        s = score["attribution"]
+        lines.append(
+            f"- correct: {s['correct']:,} (precision {_pct(s['precision'])}, recall {_pct(s['recall'])})"
+        )
+    g = j["contact_graph"]
+    lines += [
+        "",
+        "## Contact graph",
+        "",
+        f"- {g['accounts']} accounts, {g['edges']} pairs ("
+        + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in g["edges_by_evidence"].items())
+        + f"); largest connected group {g['largest_component']}",
+    ]
+    if score:
+        s = score["contact_graph"]
+        lines.append(
+            f"- against the true pairs: {s['correct']} of {s['true_pairs']} found, {s['inferred_pairs']} inferred "
+            f"(precision {_pct(s['precision'])}, recall {_pct(s['recall'])})"
+        )
+    lines += ["", "## Statistical disclosure attack on sealed sender", "", f"- {a.sda.note()}"]
+    for rk in a.sda.rankings[:5]:
+        top = ", ".join(f"{x} ({s:+d})" for x, s in rk.top(n=3)) or "nobody"
+        lines.append(f"- `{rk.target}` after {rk.epochs} messages: {top}")
+    if score and score["statistical_disclosure"]["targets"]:
+        s = score["statistical_disclosure"]
+        lines.append(
+            f"- a true contact ranked first for {s['true_contact_first_after_all']} of {s['targets']} targets; after k "
+            "messages: "
+            + ", ".join(
+                f"k={k}: {v['first']}/{v['targets']}" for k, v in s["true_contact_first_after_k"].items()
+            )
+        )
+    sz = j["sizes"]
+    lines += ["", "## Envelope sizes", ""]
+    if sz["first_contact_threshold_bytes"] is not None:
+        lines.append(
+            f"- {sz['first_contacts']:,} envelopes above {sz['first_contact_threshold_bytes']:.0f} bytes: a PQXDH first "
+            "message, someone new writing (or writing again before any reply)"
+        )
+    classes = ", ".join(f"{c['size']} B × {c['envelopes']}" for c in sz["length_classes"][:8])
+    lines.append(
+        f"- the others in length classes {classes or 'none'} (steps of {sz['padding_step_bytes']} bytes)"
+    )
+    if score:
+        s = score["sizes"]
+        lines.append(
+            f"- first messages between two people marked: {s['first_messages_marked']} of "
+            f"{s['first_messages_between_two_people']}; session-opening envelopes flagged: {s['flagged_correctly']} "
+            f"of {s['session_opening_envelopes']} (precision {_pct(s['precision'])}, recall {_pct(s['recall'])}); "
+            f"size against plaintext length, correlation {s['size_vs_plaintext_length_correlation']}"
+        )
+    lines += ["", "## Pattern of life", ""]
+    rhythms = [r for r in a.rhythms if r.sleep_window is not None]
+    for r in rhythms[:5]:
+        assert r.sleep_window is not None
+        lines.append(
+            f"- `{r.account}`: {r.actions} actions; asleep {r.sleep_window[0]:02d}:00–{r.sleep_window[1]:02d}:00 UTC, "
+            f"so UTC{r.utc_offset:+d} if they sleep at night"
+        )
+    if score:
+        s = score["daily_rhythm"]
+        lines.append(
+            f"- true messages sent inside the inferred sleep windows: {s['true_messages_sent_inside_it']} of "
+            f"{s['true_messages']} ({_pct(s['share_inside'])}; the windows are {s['share_of_the_day']:.2f} of the day)"
+        )
+    moved = {acc: st for acc, st in a.trails.items() if len({x.host for x in st}) > 1}
+    lines.append(
+        f"- location trails for {len(a.trails)} accounts; {len(moved)} seen at more than one address"
+    )
+    for acc, st in list(moved.items())[:5]:
+        lines.append(
+            f"  - `{acc}`: "
+            + " → ".join(f"{x.host}{f' ({x.region})' if x.region else ''} from {fmt(x.first)}" for x in st)
+        )
+    lines.append(f"- {len(a.colocations)} pairs of accounts seen at the same address within 15 minutes")
+    for c in a.colocations[:5]:
+        lines.append(f"  - `{c.a}` and `{c.b}` at {c.host}, first {fmt(c.first)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_analysis(run: str | Path, clock: Any = None) -> list[str]:
+    """Analyse a finished run, score it, write ``DIR/analysis/NAME.{json,md}``; the headlines."""
+    out = Path(run)
+    truth = read_truth(out / "transcript.jsonl") if (out / "transcript.jsonl").exists() else None
+    folder = out / "analysis"
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for name, view in analysis_views(out).items():
+        a = analyze(view)
+        score = score_analysis(a, truth) if truth is not None else None
+        data = {"analysis": a.to_json(), "score": score}
+        (folder / f"{name}.json").write_text(json.dumps(_round(data), indent=1) + "\n", encoding="utf-8")
+        (folder / f"{name}.md").write_text(to_markdown(name, a, score, clock), encoding="utf-8")
+        lines.append(headline(name, a, score))
+    return lines
+
+
+def _round(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return round(obj, 6)
+    if isinstance(obj, dict):
+        return {k: _round(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_round(v) for v in obj]
+    return obj
