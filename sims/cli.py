@@ -13,18 +13,117 @@
     relaysim relay serve --port 7465   run a relay on loopback
 
 Each subcommand has its own ``--help`` with an example.
+
+Errors are one line on stderr and a non-zero exit status, never a traceback: 2 for a usage error
+(a bad option, a scenario that does not load, an --out folder that cannot be used, a run folder
+that cannot be read), 130 when interrupted (Ctrl-C), 1 when the reader of stdout went away
+(``relaysim show DIR | head``), and 1 for anything unexpected (a bug; ``RELAYSIM_TRACEBACK=1``
+shows where).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = ["main"]
+
+
+class CliError(Exception):
+    """A user error: printed as ``relaysim COMMAND: message`` on stderr, exit status 2."""
+
+
+def _version() -> str:
+    """The installed distribution's version; from pyproject.toml beside the package when not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("relaysim")
+    except PackageNotFoundError:
+        import tomllib
+
+        try:
+            with open(Path(__file__).resolve().parent.parent / "pyproject.toml", "rb") as f:
+                return str(tomllib.load(f)["project"]["version"]) + " (not installed)"
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "unknown (not installed)"
+
+
+def _at_least(minimum: int, what: str) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number of {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected at least {minimum} {what}, got {value}")
+        return value
+
+    return parse
+
+
+_columns = _at_least(40, "columns")
+_rows = _at_least(1, "rows")
+
+
+def _scenario(name_or_path: str) -> Any:
+    """The scenario, checked as far as it can be before running; CliError naming what is wrong."""
+    from sims.scenario import ScenarioError, resolve_scenario
+
+    try:
+        scenario = resolve_scenario(name_or_path)
+    except ScenarioError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot read {name_or_path}: {exc.strerror or exc}") from None
+    if scenario.matrix:
+        from sims.matrix import check_matrix_scenario
+
+        try:
+            check_matrix_scenario(scenario)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+    return scenario
+
+
+def _prepare_out(out: Path, force: bool) -> None:
+    from sims.report import OutputDirError, prepare_out_dir
+
+    try:
+        prepare_out_dir(out, force=force)
+    except OutputDirError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _run_to_dir(scenario: Any, out: Path, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+    """``run_to_dir``, with what can go wrong on the user's side said in one line."""
+    from sims.report import run_to_dir
+
+    try:
+        return run_to_dir(scenario, out, **kwargs)
+    except KeyboardInterrupt:
+        raise _Interrupted(f"interrupted; {out} holds an unfinished run (replace it with --force)") from None
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else f" {out}"
+        raise CliError(f"cannot write{where}: {exc.strerror or exc}") from None
+
+
+class _Interrupted(Exception):
+    """Ctrl-C, with a line saying what it left behind."""
+
+
+FORCE_HELP = (
+    "replace an earlier run in the --out folder: relaysim then removes only its own files there "
+    "(transcript.jsonl, relay.db*, relay.log, summary.*, provider.json, comparison.*, matrix.*, disclosures/, "
+    "exceptional/ and per-profile subfolders); without it, a folder holding an earlier run is refused"
+)
 
 DEMO_SCENARIO = "pakistan-2015"
 
@@ -46,14 +145,12 @@ def _demo(args: argparse.Namespace) -> int:
 
         print(render(run_demo(args.seed), width=args.width))
         return 0
-    from pathlib import Path
+    from sims.report import render_demo
 
-    from sims.report import render_demo, run_to_dir
-    from sims.scenario import resolve_scenario
-
-    scenario = resolve_scenario(args.scenario)
+    scenario = _scenario(args.scenario)
     out = Path(args.out or f"out/{scenario.name}")
-    _result, summary = run_to_dir(scenario, out)
+    _prepare_out(out, args.force)
+    _result, summary = _run_to_dir(scenario, out)
     if scenario.compare_profiles:  # one run per profile: the phones, then each operator's answer
         from sims.report import render_demo_comparison
 
@@ -77,27 +174,22 @@ def _scenarios(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     import time
-    from pathlib import Path
 
-    from sims.report import run_to_dir
-    from sims.scenario import ScenarioError, resolve_scenario
-
-    try:
-        scenario = resolve_scenario(args.scenario)
-    except ScenarioError as exc:
-        print(f"relaysim run: {exc}", file=sys.stderr)
-        return 2
+    scenario = _scenario(args.scenario)
     if args.seed is not None:
         scenario = scenario.with_seed(args.seed)
+    out = Path(args.out or f"out/{scenario.name}")
+    _prepare_out(out, args.force)
     if args.live:
         from sims.live import run_live
 
-        return run_live(scenario, Path(args.out or f"out/{scenario.name}"), time_scale=args.time_scale)
-    out = Path(args.out or f"out/{scenario.name}")
+        return run_live(scenario, out, time_scale=args.time_scale)
     started = time.monotonic()
     progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
-    _result, summary = run_to_dir(scenario, out, progress=progress)
-    progress.done()
+    try:
+        _result, summary = _run_to_dir(scenario, out, progress=progress)
+    finally:
+        progress.done()
     if scenario.matrix or scenario.compare_profiles:
         return _report_multi(scenario.name, summary, out, time.monotonic() - started)
     m = summary["messages"]
@@ -162,9 +254,7 @@ class _Progress:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from sims.report import render_show
+    from sims.report import RunFolderError, render_show
 
     out = Path(args.dir)
     runs = sorted(p.parent.name for p in out.glob("*/transcript.jsonl"))
@@ -176,13 +266,10 @@ def _show(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if not (out / "transcript.jsonl").exists():
-        print(
-            f"relaysim show: {out} has no transcript.jsonl; make one with: relaysim run NAME --out {out}",
-            file=sys.stderr,
-        )
-        return 2
-    print(render_show(out, limit=args.limit, width=args.width))
+    try:
+        print(render_show(out, limit=args.limit, width=args.width))
+    except RunFolderError as exc:
+        raise CliError(str(exc)) from None
     return 0
 
 
@@ -199,25 +286,30 @@ def _disclose(args: argparse.Namespace) -> int:
     from sims.runner import SIM_EPOCH
     from sims.scenario import parse_duration
 
-    def fail(message: str) -> int:
-        print(f"relaysim disclose: {message}", file=sys.stderr)
-        return 2
-
     db = Path(args.db)
     if not db.is_file():
-        return fail(f"{db}: no such file; it is the relay.db in a run's --out directory")
+        what = "a folder" if db.is_dir() else "no such file"
+        raise CliError(f"--db {db}: {what}; give the relay.db in a run's --out folder")
     provider_file = db.parent / "provider.json"
-    provider: dict[str, Any] = (
-        json.loads(provider_file.read_text(encoding="utf-8")) if provider_file.exists() else {}
-    )
+    provider: dict[str, Any] = {}
+    if provider_file.exists():
+        try:
+            provider = json.loads(provider_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+            raise CliError(
+                f"{provider_file} cannot be read ({exc}); it says which profile answered and which keys "
+                "the provider holds: run the scenario again, or give --profile and move the file aside"
+            ) from None
+        if not isinstance(provider, dict):
+            raise CliError(f"{provider_file}: expected a JSON object, got {type(provider).__name__}")
     recorded = provider.get("profile")
     profile_name = args.profile or recorded
     if profile_name is None:
-        return fail(f"no --profile, and no {provider_file} to say which profile the run used")
+        raise CliError(f"no --profile, and no {provider_file} to say which profile the run used")
     try:
         profile = get_profile(profile_name)
     except ValueError as exc:
-        return fail(str(exc))
+        raise CliError(f"{provider_file}: {exc}") from None
     if recorded is not None and recorded != profile.name:
         print(
             f"relaysim disclose: warning: {db} was recorded under the {recorded!r} profile; answering as "
@@ -227,14 +319,23 @@ def _disclose(args: argparse.Namespace) -> int:
     from relay.legal import get_instrument
 
     if get_instrument(args.process).needs_target and not args.target:
-        return fail(f"a {args.process} names the account it is served on: give --target ACCOUNT")
-    epoch = float(provider.get("clock_epoch", SIM_EPOCH))
+        raise CliError(f"a {args.process} names the account it is served on: give --target ACCOUNT")
     try:
-        start = epoch + parse_duration(args.start) if args.start is not None else None
-        end = epoch + parse_duration(args.end) if args.end is not None else None
-        at = epoch + parse_duration(args.at) if args.at is not None else None
-    except ValueError as exc:
-        return fail(str(exc))
+        epoch = float(provider.get("clock_epoch", SIM_EPOCH))
+    except (TypeError, ValueError):
+        raise CliError(f"{provider_file}: clock_epoch is not a number") from None
+
+    def when(option: str, value: str | None) -> float | None:
+        if value is None:
+            return None
+        try:
+            return epoch + parse_duration(value)
+        except ValueError as exc:
+            raise CliError(f"{option} {value!r}: {exc} (simulated time since the start of the run)") from None
+
+    start, end, at = when("--from", args.start), when("--to", args.end), when("--at", args.at)
+    if start is not None and end is not None and end <= start:
+        raise CliError(f"--to {args.end!r}: expected a time after --from {args.start!r}")
     keys = [
         ContentKey(k["key_id"], bytes.fromhex(k["key"]), k["holder"])
         for k in provider.get("content_keys", [])
@@ -250,8 +351,15 @@ def _disclose(args: argparse.Namespace) -> int:
         try:
             store = Store(copy, durable=False)
         except (StoreError, sqlite3.DatabaseError) as exc:
-            return fail(f"{db}: cannot open it as a relay store: {exc}")
+            raise CliError(f"--db {db}: cannot open it as a relay store: {exc}") from None
         try:
+            if args.target and not store.account_exists(args.target):
+                known = _accounts(copy)
+                listed = ", ".join(known[:12]) + (f", … ({len(known)} in all)" if len(known) > 12 else "")
+                raise CliError(
+                    f"--target {args.target!r} names no account on this relay ({db} has "
+                    + (f"{len(known)}: {listed})" if known else "none)")
+                )
             served = at if at is not None else float(provider.get("run_ended", _latest_time(store, epoch)))
             order = LegalProcess(
                 name=args.name or f"{args.process}-{args.target or 'everyone'}",
@@ -263,13 +371,22 @@ def _disclose(args: argparse.Namespace) -> int:
             )
             desk = ComplianceDesk(store, profile, content_keys=keys, geoip=provider.get("geoip", {}))
             disclosure = desk.serve(order)
+        except sqlite3.DatabaseError as exc:
+            raise CliError(f"--db {db}: not a relay store relaysim can read: {exc}") from None
+        except ValueError as exc:  # LegalProcess refuses an order that does not hold together
+            raise CliError(str(exc)) from None
         finally:
             store.close()
-    print(disclosure.to_markdown(sim_clock), end="")
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps(disclosure_json(disclosure), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
+    data = json.dumps(disclosure_json(disclosure), indent=2, ensure_ascii=False) + "\n"
+    if args.json == "-":  # stdout carries the JSON alone, for a pipe
+        sys.stdout.write(data)
+    else:
+        print(disclosure.to_markdown(sim_clock), end="")
+        if args.json:
+            try:
+                Path(args.json).write_text(data, encoding="utf-8")
+            except OSError as exc:
+                raise CliError(f"--json {args.json}: cannot write it: {exc.strerror or exc}") from None
     if order.forward:
         print(
             f"\nrelaysim disclose: a {args.process} looks forward from its service: served on a finished run it "
@@ -280,6 +397,17 @@ def _disclose(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _accounts(db: Path) -> list[str]:
+    """The accounts a relay store holds (for naming them when --target names none)."""
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return [row[0] for row in con.execute("SELECT account FROM accounts ORDER BY account")]
+    finally:
+        con.close()
 
 
 def _latest_time(store: Any, default: float) -> float:
@@ -318,22 +446,51 @@ def _chart(args: argparse.Namespace) -> int:
     import json
 
     from sims.matrix import render_terminal
+    from sims.report import relaysim_outputs
 
     out = Path(args.dir or "out/fbi-chart")
-    if args.dir is None or not (out / "matrix.json").exists() or args.rerun:
-        from sims.report import run_to_dir
-        from sims.scenario import resolve_scenario
-
-        run_to_dir(resolve_scenario("fbi-chart"), out)
+    matrix_file = out / "matrix.json"
+    if args.rerun or not matrix_file.exists():
+        if relaysim_outputs(out) and not args.force:
+            held = _held_scenario(out)
+            if held != "fbi-chart" or not matrix_file.exists():
+                raise CliError(
+                    f"{out} holds another run ({held or 'an unfinished or unknown one'}), not the chart; give "
+                    "chart a folder of its own, or pass --force to replace that run (only relaysim's own files "
+                    "there are removed)"
+                )
+        # DIR holds nothing of relaysim's, or the chart itself (--rerun replaces it), or --force
+        _prepare_out(out, force=True)
+        _run_to_dir(_scenario("fbi-chart"), out)
     if args.markdown:
-        print((out / "matrix.md").read_text(encoding="utf-8"), end="")
+        try:
+            print((out / "matrix.md").read_text(encoding="utf-8"), end="")
+        except OSError as exc:
+            raise CliError(f"cannot read {out / 'matrix.md'}: {exc.strerror or exc}") from None
         return 0
-    matrix = json.loads((out / "matrix.json").read_text(encoding="utf-8"))
-    print(render_terminal(matrix, width=args.width or shutil.get_terminal_size((120, 24)).columns))
+    try:
+        matrix = json.loads(matrix_file.read_text(encoding="utf-8"))
+        table = render_terminal(matrix, width=args.width or shutil.get_terminal_size((120, 24)).columns)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CliError(
+            f"{matrix_file} cannot be read as the chart ({exc!r}); run it again with: relaysim chart {out} --rerun"
+        ) from None
+    print(table)
     print(
         f"\nThe matrix is in {out}/matrix.json and {out}/matrix.md; each provider's disclosures in {out}/<profile>/."
     )
     return 0
+
+
+def _held_scenario(out: Path) -> str | None:
+    """The name of the scenario whose run ``out`` holds, from its summary.json (None if unknown)."""
+    import json
+
+    try:
+        name = json.loads((out / "summary.json").read_text(encoding="utf-8")).get("scenario")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) else None
 
 
 def _bench(args: argparse.Namespace, rest: list[str]) -> int:
@@ -368,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"relaysim {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -379,22 +537,29 @@ def build_parser() -> argparse.ArgumentParser:
             "minutes as the relay saw them, and what each legal process served in the scenario obtained. With --wire, "
             "instead show two phones running PQXDH and the Double Ratchet, each message beside its bytes."
         ),
-        epilog="examples:\n  relaysim demo\n  relaysim demo --scenario two-friends --out out/tf\n  relaysim demo --wire",
+        epilog=(
+            "examples:\n  relaysim demo\n  relaysim demo --scenario two-friends --out out/tf\n"
+            "  relaysim demo --out out/pk --force     # replace the run already in out/pk\n"
+            "  relaysim demo --wire --width 120"
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument("--scenario", default=DEMO_SCENARIO, help=f"which scenario (default: {DEMO_SCENARIO})")
     demo.add_argument("--out", metavar="DIR", help="where to write its outputs (default: out/NAME)")
+    demo.add_argument("--force", action="store_true", help=FORCE_HELP)
     demo.add_argument("--wire", action="store_true", help="show the packet-level demo of two phones instead")
     demo.add_argument(
         "--seed", type=int, default=2015, help="with --wire: seed for the phones' keys (default: 2015)"
     )
-    demo.add_argument("--width", type=int, default=160, help="width in columns (default: 160)")
+    demo.add_argument(
+        "--width", type=_columns, default=160, help="width in columns, at least 40 (default: 160)"
+    )
 
     scen = sub.add_parser(
         "scenarios",
         help="list the built-in scenarios",
         description="List the scenarios that ship with relaysim, one line each.",
-        epilog="example:\n  relaysim scenarios",
+        epilog="examples:\n  relaysim scenarios\n  relaysim run two-friends   # then run one of them",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     del scen
@@ -410,7 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "examples:\n  relaysim run two-friends --out out/two-friends\n"
-            "  relaysim run my-case.toml --seed 7 --out out/case7"
+            "  relaysim run my-case.toml --seed 7 --out out/case7\n"
+            "  relaysim run two-friends --out out/two-friends --force   # replace the earlier run there"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -421,6 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--seed", type=int, help="override the scenario's seed")
     run.add_argument("--out", metavar="DIR", help="where to write the outputs (default: out/NAME)")
+    run.add_argument("--force", action="store_true", help=FORCE_HELP)
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument(
         "--live",
@@ -430,7 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--time-scale",
-        type=float,
+        type=float,  # sims.live refuses one that is not positive
         default=0.001,
         metavar="SECONDS",
         help="with --live, real seconds per simulated second (default: 0.001, so 5 simulated hours take 18 s)",
@@ -443,12 +610,17 @@ def build_parser() -> argparse.ArgumentParser:
             "Print a stretch of a finished run as two columns: the conversation as the phones saw it, and the same "
             "minutes as the relay saw them (who, when, from where, how many bytes)."
         ),
-        epilog="example:\n  relaysim run two-friends --out out/tf && relaysim show out/tf --limit 30",
+        epilog=(
+            "examples:\n  relaysim run two-friends --out out/tf && relaysim show out/tf --limit 30\n"
+            "  relaysim show out/pakistan-2015/bes --width 120"
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     show.add_argument("dir", metavar="DIR", help="the --out directory of a run")
-    show.add_argument("--limit", type=int, default=24, help="how many rows to show (default: 24)")
-    show.add_argument("--width", type=int, default=150, help="total width in columns (default: 150)")
+    show.add_argument("--limit", type=_rows, default=24, help="how many rows to show (default: 24)")
+    show.add_argument(
+        "--width", type=_columns, default=150, help="total width in columns, at least 40 (default: 150)"
+    )
 
     bench = sub.add_parser(
         "bench",
@@ -488,7 +660,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  relaysim disclose --db out/tf/relay.db --process court_order_2703d --target ben --from 1h --to 3h\n"
             "  relaysim disclose --db out/tf/relay.db --process search_warrant --target amira --at 1h30m "
             "--json warrant.json\n"
-            "  relaysim disclose --db out/tf/relay.db --profile signal --process subpoena --target amira"
+            "  relaysim disclose --db out/tf/relay.db --profile signal --process subpoena --target amira\n"
+            "  relaysim disclose --db out/tf/relay.db --process subpoena --target amira --json - | jq .provided"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -517,7 +690,11 @@ def build_parser() -> argparse.ArgumentParser:
         "out, but the store is the one at the end of the run: what was deleted by then is gone",
     )
     disclose.add_argument("--name", help="the order's name (default: PROCESS-TARGET)")
-    disclose.add_argument("--json", metavar="FILE", help="also write the disclosure as JSON to FILE")
+    disclose.add_argument(
+        "--json",
+        metavar="FILE",
+        help="also write the disclosure as JSON to FILE; with --json -, write only the JSON, to stdout",
+    )
 
     analyze = sub.add_parser(
         "analyze",
@@ -541,19 +718,26 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Run the built-in fbi-chart scenario under every real provider profile, serve a subpoena, a 2703(d) "
             "order, a search warrant, a pen register and a wiretap order in each, and print what each provider "
-            "can and cannot reveal. Given the directory of an earlier run, print it again without running."
+            "can and cannot reveal. Where DIR already holds the chart, print it again without running (--rerun "
+            "runs it again, replacing it). chart never writes into a folder holding another run unless --force."
         ),
-        epilog="examples:\n  relaysim chart\n  relaysim chart out/fbi-chart --markdown",
+        epilog=(
+            "examples:\n  relaysim chart\n  relaysim chart out/fbi-chart --markdown\n"
+            "  relaysim chart out/chart2 --rerun --width 100"
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     chart.add_argument(
         "dir", nargs="?", metavar="DIR", help="where the run is (or goes; default: out/fbi-chart)"
     )
     chart.add_argument("--rerun", action="store_true", help="run it again even if DIR already holds one")
+    chart.add_argument("--force", action="store_true", help=FORCE_HELP.replace("--out", "DIR"))
     chart.add_argument(
         "--markdown", action="store_true", help="print matrix.md instead of the terminal tables"
     )
-    chart.add_argument("--width", type=int, help="width in columns (default: the terminal's)")
+    chart.add_argument(
+        "--width", type=_columns, help="width in columns, at least 40 (default: the terminal's)"
+    )
 
     relay = sub.add_parser(
         "relay",
@@ -569,9 +753,55 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    # bench and relay hand everything after their first word to their own parsers
-    args = parser.parse_args(argv)
+    command = "relaysim"
+    try:
+        parser = build_parser()
+        # bench and relay hand everything after their first word to their own parsers
+        args = parser.parse_args(argv)
+        command = f"relaysim {args.command}"
+        status = _dispatch(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return status
+    except CliError as exc:
+        _flush_quietly()
+        print(f"{command}: {exc}", file=sys.stderr)
+        return 2
+    except _Interrupted as exc:
+        _flush_quietly()
+        print(f"{command}: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        _flush_quietly()
+        print(f"{command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (relaysim show DIR | head). As the Python docs advise for SIGPIPE:
+        # point stdout at devnull so the interpreter's final flush does not fail again, and exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except Exception as exc:  # the last resort: a bug, not a user error
+        if os.environ.get("RELAYSIM_TRACEBACK"):
+            raise
+        _flush_quietly()
+        print(
+            f"{command}: internal error: {type(exc).__name__}: {exc} (a bug in relaysim; "
+            "RELAYSIM_TRACEBACK=1 shows where)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _flush_quietly() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         return _demo(args)
     if args.command == "scenarios":

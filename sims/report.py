@@ -2,9 +2,11 @@
 
 ``run_to_dir`` writes, in ``--out DIR``:
 
-- ``transcript.jsonl`` — one JSON object per event, ``t`` in simulated seconds and ``kind``;
-  message events carry the text as the devices saw it under ``plaintext`` and what the relay
-  saw (ids, addresses, sizes, times — never content) under ``relay``;
+- ``transcript.jsonl`` — one JSON object per event: ``t`` (simulated seconds from the start),
+  ``at`` (the same instant on the simulated calendar, ISO 8601 UTC) and ``kind``; message events
+  carry the text as the devices saw it under ``plaintext`` and what the relay saw (ids,
+  addresses, sizes, times — never content) under ``relay``. Every time in it is on one base: see
+  :func:`transcript_writer`;
 - ``relay.db`` — the relay's own SQLite store as it stands at the end of the run;
 - ``summary.json`` — counts, delivery-latency percentiles, losses;
 - ``summary.md`` — the same, for people;
@@ -20,26 +22,40 @@ order, what each profile's operator could produce, side by side. A scenario with
 runs under every real profile and writes the process matrix (see ``sims.matrix``).
 
 Nothing written depends on the wall clock, so the same scenario and seed give the same bytes.
+
+An ``--out`` folder is relaysim's to write only where it holds none of these files already:
+:func:`prepare_out_dir` refuses a folder holding an earlier run unless forced, and forced, removes
+exactly the files and folders listed in :data:`OWNED_FILES` and :data:`OWNED_DIRS` (and
+per-profile subfolders holding them), never anything else.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
 from relay.compliance import Disclosure
 from relay.legal import REASON_LABELS
 from sims.exceptional import write_exceptional
-from sims.runner import Simulation, SimulationResult
+from sims.runner import SIM_EPOCH, Simulation, SimulationResult
 from sims.scenario import Scenario
 from sims.traffic import expand_population
 
 __all__ = [
+    "OWNED_DIRS",
+    "OWNED_FILES",
+    "OutputDirError",
+    "RunFolderError",
     "disclosure_json",
     "percentile",
+    "prepare_out_dir",
+    "read_run",
+    "relaysim_outputs",
     "render_comparison",
     "render_comparison_terminal",
     "render_show",
@@ -47,7 +63,81 @@ __all__ = [
     "run_to_dir",
     "sim_clock",
     "summarise",
+    "transcript_writer",
 ]
+
+# What relaysim writes in an --out folder (run, live run, comparison, matrix), and nothing else.
+OWNED_FILES = (
+    "transcript.jsonl",
+    "relay.db",
+    "relay.db-wal",
+    "relay.db-shm",
+    "relay.log",
+    "summary.json",
+    "summary.md",
+    "provider.json",
+    "comparison.md",
+    "comparison.json",
+    "matrix.json",
+    "matrix.md",
+)
+OWNED_DIRS = ("disclosures", "exceptional")
+
+
+class OutputDirError(Exception):
+    """An --out folder relaysim will not write into; the message says why and what to do."""
+
+
+class RunFolderError(Exception):
+    """A run's folder that cannot be read back (missing, interrupted or damaged files)."""
+
+
+def relaysim_outputs(out: Path) -> list[Path]:
+    """relaysim's own files and folders in ``out``: those in :data:`OWNED_FILES` and
+    :data:`OWNED_DIRS`, and the per-profile subfolders (named after a relay profile) holding them."""
+    from relay.profiles import PROFILES
+
+    if not out.is_dir():
+        return []
+    found = [out / n for n in OWNED_FILES if (out / n).is_file()]
+    found += [out / n for n in OWNED_DIRS if (out / n).is_dir()]
+    found += [out / n for n in PROFILES if (out / n).is_dir() and relaysim_outputs(out / n)]
+    return found
+
+
+def _remove_outputs(out: Path) -> None:
+    from relay.profiles import PROFILES
+
+    for path in relaysim_outputs(out):
+        if path.name in PROFILES and path.is_dir():
+            _remove_outputs(path)
+            if not any(path.iterdir()):
+                path.rmdir()
+        elif path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def prepare_out_dir(out: Path, *, force: bool) -> None:
+    """Make ``out`` ready for a fresh run. A folder holding an earlier run (any of relaysim's own
+    files, see :func:`relaysim_outputs`) is refused with :class:`OutputDirError` unless ``force``;
+    with ``force`` those files are removed and everything else in the folder is left alone. So a
+    folder never holds one run's disclosures beside another's."""
+    if out.exists() and not out.is_dir():
+        raise OutputDirError(f"{out} is a file, not a folder; give --out a folder (it is made if missing)")
+    earlier = relaysim_outputs(out)
+    if earlier and not force:
+        names = ", ".join(p.name + ("/" if p.is_dir() else "") for p in earlier[:5])
+        raise OutputDirError(
+            f"{out} already holds a run ({names}{', …' if len(earlier) > 5 else ''}); pass --force to "
+            "replace it (only relaysim's own files there are removed), or choose another --out folder"
+        )
+    try:
+        _remove_outputs(out)
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputDirError(f"cannot write to {out}: {exc.strerror or exc}") from exc
 
 
 def _round(obj: Any) -> Any:
@@ -168,6 +258,9 @@ def run_to_dir(
     db = out / "relay.db"
     for stale in (db, out / "relay.db-wal", out / "relay.db-shm"):
         stale.unlink(missing_ok=True)
+    # a run of its own never leaves another run's disclosures beside its fresh ones
+    for folder in OWNED_DIRS:
+        shutil.rmtree(out / folder, ignore_errors=True)
     scenario = expand_population(scenario)
     with open(out / "transcript.jsonl", "w", encoding="utf-8") as f:
         write = transcript_writer(f)
@@ -251,11 +344,24 @@ def _score_markdown(sc: dict[str, Any]) -> str:
     )
 
 
-def transcript_writer(f: TextIO) -> Callable[[dict[str, Any]], None]:
+def transcript_writer(f: TextIO, *, epoch: float = SIM_EPOCH) -> Callable[[dict[str, Any]], None]:
+    """A sink writing each event as one line of ``transcript.jsonl``.
+
+    One time base throughout: every event starts with ``t``, simulated seconds from the start of
+    the run (to the microsecond), then ``at``, the same instant on the simulated calendar as ISO
+    8601 UTC (``2026-01-01T00:10:00.552554Z``). The simulated calendar starts at ``epoch``, by
+    default :data:`sims.runner.SIM_EPOCH`, 2026-01-01T00:00:00Z: a fixed date, so runs stay
+    byte-identical. Every other time in an event is simulated seconds from the start too: the
+    relay's record ``time`` fields under ``relay``, ``relay.accepted`` (when the relay accepted the
+    envelope, as its timestamp says, to the millisecond), ``latency`` (a duration), and the times in
+    exceptional-access events (``seized_at``, ``added_at``, …)."""
     dumps = json.dumps
+    start = datetime.fromtimestamp(epoch, UTC)
 
     def write(event: dict[str, Any]) -> None:
-        f.write(dumps(_round(event), separators=(",", ":"), ensure_ascii=False))
+        event = _round(event)
+        at = (start + timedelta(seconds=event["t"])).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        f.write(dumps({"t": event["t"], "at": at, **event}, separators=(",", ":"), ensure_ascii=False))
         f.write("\n")
 
     return write
@@ -269,15 +375,70 @@ def _clock(t: float) -> str:
     return f"{t // 3600:02d}:{t % 3600 // 60:02d}:{t % 60:02d}"
 
 
+def _read_json(path: Path, rerun: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RunFolderError(
+            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}): the run was "
+            f"cut short while writing it, or the file was damaged; {rerun}"
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunFolderError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+
+
+def read_run(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A finished run's transcript events and summary; :class:`RunFolderError` saying what is
+    wrong (an interrupted run has a transcript but no summary; a killed one may end mid-line)."""
+    transcript, summary_file = out / "transcript.jsonl", out / "summary.json"
+    rerun = f"run it again with: relaysim run NAME --out {out} --force"
+    if not transcript.is_file():
+        raise RunFolderError(f"{out} has no transcript.jsonl; make one with: relaysim run NAME --out {out}")
+    if not summary_file.is_file():
+        raise RunFolderError(
+            f"the run in {out} did not finish: it has transcript.jsonl but no summary.json (relaysim writes "
+            f"that last; the run was interrupted or killed); {rerun}"
+        )
+    summary = _read_json(summary_file, rerun)
+    events = []
+    try:
+        lines = transcript.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunFolderError(f"cannot read {transcript}: {getattr(exc, 'strerror', None) or exc}") from exc
+    for n, line in enumerate(lines, 1):
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RunFolderError(
+                f"{transcript} line {n} is not valid JSON ({exc.msg}): the run was cut short while "
+                f"writing it, or the file was damaged; {rerun}"
+            ) from exc
+        if not (isinstance(event, dict) and isinstance(event.get("kind"), str) and "t" in event):
+            raise RunFolderError(
+                f"{transcript} line {n}: expected an event with 't' and 'kind', got {line[:60]!r}"
+            )
+        events.append(event)
+    if not isinstance(summary, dict):
+        raise RunFolderError(f"{summary_file}: expected a JSON object, got {type(summary).__name__}")
+    return events, summary
+
+
 def render_show(out: Path, *, limit: int = 20, width: int = 120) -> str:
     """Side by side: the conversation as the phones saw it, and the same minutes as the relay saw them."""
-    events = [
-        json.loads(line) for line in (out / "transcript.jsonl").read_text(encoding="utf-8").splitlines()
-    ]
-    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    events, summary = read_run(out)
+    try:
+        return _render_show(events, summary, limit=limit, width=width)
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise RunFolderError(
+            f"{out}/transcript.jsonl holds an event this version of relaysim does not read ({exc!r} "
+            f"missing or malformed); run it again with: relaysim run NAME --out {out} --force"
+        ) from exc
+
+
+def _render_show(events: list[dict[str, Any]], summary: dict[str, Any], *, limit: int, width: int) -> str:
     half = (width - 3) // 2
     rows = [
-        f"{summary['scenario']} — seed {summary['seed']}",
+        f"{summary.get('scenario', '?')} — seed {summary.get('seed', '?')}",
         "",
         f"{'WHAT THE PHONES SAW':<{half}} | WHAT THE RELAY SAW",
         f"{'-' * half}-+-{'-' * half}",
@@ -330,7 +491,7 @@ def render_show(out: Path, *, limit: int = 20, width: int = 120) -> str:
 def render_demo(out: Path, *, width: int = 140) -> str:
     """The teaching view, then what each legal process served in the run obtained."""
     parts = [render_show(out, limit=40, width=width)]
-    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    _events, summary = read_run(out)
     orders = summary.get("disclosures") or []
     if orders:
         parts += ["", "LEGAL PROCESS SERVED ON THE RELAY'S OPERATOR", ""]

@@ -374,7 +374,7 @@ class Simulation:
     def _count_record(self, r: MetadataRecord) -> None:
         self.record_counts[r.kind.value] = self.record_counts.get(r.kind.value, 0) + 1
         if self.transcribing and r.kind is RecordKind.DELIVERY and r.envelope_id is not None:
-            self.last_delivery[r.envelope_id] = record_view(r)
+            self.last_delivery[r.envelope_id] = record_view(r, SIM_EPOCH)
 
     def _to_device(self, d: SimDevice, link: Link, frame: wire.Response, *, push: bool) -> None:
         # Frames toward devices travel as the objects the relay core built: they are valid by
@@ -467,7 +467,8 @@ class Simulation:
                 "latency": round(self.sched.now - state.planned.at, 6),
                 "relay": {
                     "envelope_id": ev.envelope_id.hex(),
-                    "accepted_ms": ev.relay_timestamp_ms,
+                    # the relay's timestamp (ms on its clock), as simulated seconds from the start
+                    "accepted": (ev.relay_timestamp_ms - SIM_EPOCH * 1000) / 1000,
                     "sealed": ev.sealed,
                     "sender_shown_by_relay": None if ev.sealed else f"{ev.sender.account}/{ev.sender.device}",
                     "delivery": self.last_delivery.pop(ev.envelope_id, None),
@@ -486,7 +487,7 @@ class Simulation:
         if not self.transcribing:
             return
         seen = [
-            record_view(r)
+            record_view(r, SIM_EPOCH)
             for r in outputs
             if isinstance(r, MetadataRecord) and r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND)
         ]
@@ -670,9 +671,14 @@ def _contacts(scenario: Scenario, graph: dict[str, list[str]]) -> dict[str, list
     return {k: sorted(v) for k, v in book.items()}
 
 
-def record_view(r: MetadataRecord) -> dict[str, Any]:
-    """A metadata record as JSON: the fields the relay observed, never content."""
+def record_view(r: MetadataRecord, epoch: float | None = None) -> dict[str, Any]:
+    """A metadata record as JSON: the fields the relay observed, never content. Given the relay
+    clock's ``epoch`` (what it read at simulated t = 0), ``time`` is simulated seconds from the
+    start, the transcript's time base (``sims.report.transcript_writer``); without, it is the
+    relay's clock as recorded (Unix seconds)."""
     out: dict[str, Any] = {"kind": r.kind.value}
+    if r.time is not None and epoch is not None:
+        out["time"] = round(r.time - epoch, 6)
     for name in (
         "time",
         "host",
@@ -684,7 +690,7 @@ def record_view(r: MetadataRecord) -> dict[str, Any]:
         "size",
     ):
         value = getattr(r, name)
-        if value is not None:
+        if value is not None and name not in out:
             out[name] = value
     if r.envelope_id is not None:
         out["envelope_id"] = r.envelope_id.hex()
