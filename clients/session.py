@@ -265,6 +265,25 @@ class Device:
         self.inactive[peer] = inactive[:MAX_INACTIVE_SESSIONS]
         self.sessions[peer] = session
 
+    def sessions_with(self, peer: PeerAddress) -> list[Session]:
+        """Every session held with ``peer``: the active one first, then the inactive ones, newest first."""
+        return list(self._candidates(peer))
+
+    def held_sessions(self) -> list[tuple[PeerAddress, Session]]:
+        """Every session the device holds, active ones first: what a copy of the phone takes."""
+        inactive = [(p, s) for p, xs in self.inactive.items() for s in xs]
+        return [*self.sessions.items(), *inactive]
+
+    def holdings(self) -> dict[str, int]:
+        """How many of each kind of secret the device holds now (sessions, skipped keys, prekeys)."""
+        return {
+            "sessions": len(self.sessions),
+            "inactive_sessions": sum(len(xs) for xs in self.inactive.values()),
+            "skipped_message_keys": sum(len(s.ratchet.mkskipped) for s in self.sessions.values()),
+            "one_time_prekeys": len(self.secrets.one_time),
+            "kem_prekeys": len(self.secrets.kem),
+        }
+
     def peer_identity(self, peer: PeerAddress) -> bytes | None:
         session = self.sessions.get(peer)
         return None if session is None else session.peer_identity
