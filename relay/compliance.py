@@ -318,7 +318,9 @@ class ComplianceDesk:
         """The provider now holds ``key`` to content (a global-key mandate, as consumer BBM's): the desk
         uses it on every order answered from now on, and custody of content becomes the provider's."""
         if key.holder != "provider":
-            raise ValueError(f"the desk can only use keys the provider holds, not {key.holder!r}'s ({key.key_id})")
+            raise ValueError(
+                f"the desk can only use keys the provider holds, not {key.holder!r}'s ({key.key_id})"
+            )
         self.keys.append(key)
         self.profile = replace(self.profile, custody="provider")
 

@@ -32,10 +32,11 @@ from typing import Any, TextIO
 
 from relay.compliance import Disclosure
 from relay.legal import REASON_LABELS
-from sims.exceptional import write_exceptional
+from sims.access.reports import write_exceptional
 from sims.runner import Simulation, SimulationResult
 from sims.scenario import Scenario
 from sims.traffic import expand_population
+from sims.util import clock
 
 __all__ = [
     "disclosure_json",
@@ -161,7 +162,7 @@ def run_to_dir(
     if scenario.matrix:
         from sims.matrix import run_matrix_to_dir
 
-        return run_matrix_to_dir(scenario, out, progress=progress)
+        return run_matrix_to_dir(scenario, out, run_one=run_to_dir, progress=progress)
     if scenario.compare_profiles:
         return run_comparison_to_dir(scenario, out, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
@@ -192,9 +193,7 @@ def _sim_clock(t: float, days: bool = False) -> str:
     """A relay-clock time as simulated time of day, for people (``days``: always name the day)."""
     from sims.runner import SIM_EPOCH
 
-    rel = t - SIM_EPOCH
-    day = int(rel // 86400)
-    return (f"day {day + 1} " if day or days else "") + _clock(rel % 86400)
+    return clock(t - SIM_EPOCH, day=True if days else None)
 
 
 def sim_clock(t: float) -> str:
@@ -265,8 +264,7 @@ def transcript_writer(f: TextIO) -> Callable[[dict[str, Any]], None]:
 
 
 def _clock(t: float) -> str:
-    t = int(t)
-    return f"{t // 3600:02d}:{t % 3600 // 60:02d}:{t % 60:02d}"
+    return clock(t, day=False)  # the teaching view counts hours on, past 24
 
 
 def render_show(out: Path, *, limit: int = 20, width: int = 120) -> str:
