@@ -182,7 +182,7 @@ def run_to_dir(
     summary = summarise(result)
     if result.disclosures:
         summary["disclosures"] = write_disclosures(result, out / "disclosures")
-    if result.exceptional:  # key escrow, global key, ghost devices, seized phones (sims.exceptional)
+    if result.exceptional:  # key escrow, global key, ghost devices, seized phones (sims.access)
         summary["exceptional"] = write_exceptional(result.exceptional, out / "exceptional")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     (out / "summary.md").write_text(summary_markdown(summary, scenario), encoding="utf-8")
