@@ -117,16 +117,17 @@ class Interventions:
     def finish(self) -> list[ExceptionalReport]:
         """Every report, while the store is still open; each also summarised in the transcript."""
         ordered = sorted(self._all, key=lambda iv: (iv.order, math.inf if iv.started is None else iv.started))
-        reports = [r for iv in ordered for r in iv.finish()]
+        reports: list[ExceptionalReport] = []
         taken: set[str] = set()
-        for r in reports:  # two ghosts (or two reports of one kind) get distinct file names
-            base, n = r.name, 1
-            while r.name in taken:
+        for r in [r for iv in ordered for r in iv.finish()]:
+            name, n = r.name, 1
+            while name in taken:  # two ghosts (or two reports of one kind) get distinct file names
                 n += 1
-                r.name = f"{base}-{n}"
-            taken.add(r.name)
+                name = f"{r.name}-{n}"
+            taken.add(name)
+            reports.append(ExceptionalReport(name, r.data, r.markdown))
             summary = {k: v for k, v in r.data.items() if k != "rows"}
             self.world.emit(
-                {"t": self.world.sched.now, "kind": "exceptional_report", "name": r.name, **summary}
+                {"t": self.world.sched.now, "kind": "exceptional_report", "name": name, **summary}
             )
         return reports
