@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 
 import sims.access
+from clients.framing import frame_ciphertext
 from clients.ratchet import HEADER_LEN, parse_header
 from clients.session import Device, PeerAddress, parse_ciphertext
+from clients.x3dh import InitialMessage
 from relay.compliance import ComplianceDesk
 from relay.core import RelayCore
 from relay.custody import ContentKey
@@ -59,10 +61,12 @@ def _reaches_into(source: str, path: str) -> list[str]:
     """Private reads of other objects, assignments to other objects' attributes, and ``replace`` calls."""
     found = []
     for node in ast.walk(ast.parse(source, path)):
-        private = (
-            isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
-        )
-        if private and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+        ):
             found.append(f"{path}:{node.lineno}: reads {ast.unparse(node)}")
         targets: list[ast.expr] = []
         if isinstance(node, ast.Assign):
@@ -71,9 +75,11 @@ def _reaches_into(source: str, path: str) -> list[str]:
             targets = [node.target]
         for t in targets:
             if isinstance(t, ast.Attribute) and not (isinstance(t.value, ast.Name) and t.value.id == "self"):
-                found.append(f"{path}:{node.lineno}: assigns {ast.unparse(t)}")
+                found.append(f"{path}:{getattr(node, 'lineno', 0)}: assigns {ast.unparse(t)}")
         if isinstance(node, ast.Call) and ast.unparse(node.func) in ("replace", "dataclasses.replace"):
-            found.append(f"{path}:{node.lineno}: rebuilds {ast.unparse(node.args[0]) if node.args else '?'}")
+            found.append(
+                f"{path}:{getattr(node, 'lineno', 0)}: rebuilds {ast.unparse(node.args[0]) if node.args else '?'}"
+            )
     return found
 
 
@@ -150,11 +156,8 @@ def test_receiving_position_says_where_a_message_sits_on_the_chain() -> None:
     assert r.receiving_position(h3._replace(dh=bytes(32))) is None  # another chain
 
 
-def alice_frame(parsed: tuple[object, bytes]) -> bytes:
-    from clients.framing import frame_ciphertext
-
-    initial, message = parsed
-    return frame_ciphertext(initial, message)  # type: ignore[arg-type]
+def alice_frame(parsed: tuple[InitialMessage | None, bytes]) -> bytes:
+    return frame_ciphertext(*parsed)
 
 
 # --- what the interventions ask of relay/ -----------------------------------------------------------
