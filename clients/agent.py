@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from clients.errors import DecryptionError
+from clients.escrow import EscrowPublicKey
 from clients.keys import BundleError, KemPreKey, OneTimePreKey, PreKeyBundle, SignedPreKey
 from clients.session import Device, PeerAddress
 from relay import wire
@@ -187,6 +188,18 @@ class DeviceAgent:
     def take_outbox(self) -> list[wire.Request]:
         out, self._outbox = self._outbox, []
         return out
+
+    # --- mandates imposed on the device ---------------------------------------------------
+
+    def comply_with_escrow(self, escrow: EscrowPublicKey | None) -> None:
+        """A key-escrow mandate (``clients.escrow``): from now on every message key the device uses
+        is also sealed to ``escrow``; None lifts it."""
+        self.device.escrow = escrow
+
+    def use_content_key(self, key: ContentKey | None) -> None:
+        """Seal message bodies under ``key`` from now on instead of running the Double Ratchet (a
+        global-key mandate, as consumer BBM's); None goes back to end-to-end encryption."""
+        self.content_key = key
 
     # --- requests -------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ import msgpack
 from clients import _primitives as _p
 from clients import spec
 from clients.errors import DecryptionError, UsageError
+from clients.framing import parse_ciphertext
 from clients.ratchet import UsedKey
 
 __all__ = ["ESCROW_TAG", "EscrowKeyPair", "EscrowPublicKey", "EscrowRecord", "strip", "unframe"]
@@ -183,7 +184,5 @@ class EscrowKeyPair:
         record = self.open_record(blob)
         message = record.message
         if message is None:
-            from clients.session import parse_ciphertext  # the session module imports this one
-
             message = parse_ciphertext(inner)[1]
         return record.decrypt(message)

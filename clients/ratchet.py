@@ -22,7 +22,7 @@ import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from clients import _primitives as _p
 from clients import spec
@@ -35,8 +35,11 @@ __all__ = [
     "HEADER",
     "HEADER_LEN",
     "DoubleRatchet",
+    "MessageHeader",
     "RatchetConfig",
+    "SendingChain",
     "UsedKey",
+    "parse_header",
 ]
 
 # libsignal's limits (rust/protocol/src/consts.rs): MAX_FORWARD_JUMPS = 25_000 and
@@ -125,6 +128,53 @@ class UsedKey:
     header: bytes
     info: bytes
     message: bytes
+
+
+class MessageHeader(NamedTuple):
+    """A ratchet message's header (§3.1 HEADER): the sender's ratchet public key, PN and N."""
+
+    dh: bytes
+    pn: int
+    n: int
+
+
+def parse_header(message: bytes) -> MessageHeader | None:
+    """The header of a ratchet message sent without header encryption; None if too short for one."""
+    if len(message) < HEADER_LEN:
+        return None
+    return MessageHeader(*_unpack_header(message[:HEADER_LEN]))
+
+
+class SendingChain:
+    """A copy of one side's sending chain, run forward (``DoubleRatchet.sending_chain``).
+
+    This is what a forensic copy of a phone holds of its own sending chain: it opens the messages
+    that side sends later on the same chain, and none sent before the copy, since the chain key
+    only runs forward (§3.2 KDF_CK). ``ratchet_key`` is the chain's ratchet public key, as the
+    headers of its messages carry it.
+    """
+
+    __slots__ = ("_ad", "_ck", "_info", "_n", "ratchet_key")
+
+    def __init__(self, ratchet_key: bytes, ck: bytes, n: int, ad: bytes, info: bytes) -> None:
+        self.ratchet_key = ratchet_key
+        self._ck, self._n, self._ad, self._info = ck, n, ad, info
+
+    def open(self, message: bytes) -> bytes | None:
+        """The plaintext of a message on this chain at or after the copy, or None (the chain moves on)."""
+        header = parse_header(message)
+        if header is None or header.dh != self.ratchet_key or header.n < self._n:
+            return None
+        ck = self._ck
+        for _ in range(header.n - self._n):
+            ck, _mk = spec.kdf_ck(ck)
+        ck, mk = spec.kdf_ck(ck)
+        try:
+            plaintext = spec.decrypt(mk, message[HEADER_LEN:], self._ad + message[:HEADER_LEN], self._info)
+        except DecryptionError:
+            return None
+        self._ck, self._n = ck, header.n + 1
+        return plaintext
 
 
 class DoubleRatchet:
@@ -412,6 +462,34 @@ class DoubleRatchet:
         if excess > 0:  # drop the oldest; they can no longer be decrypted
             for key in list(store)[:excess]:
                 del store[key]
+
+    # --- what the state holds for a message (read only) -----------------------------------------
+
+    @property
+    def ratchet_key(self) -> bytes | None:
+        """The public half of this side's current ratchet key pair (DHs), or None."""
+        return None if self.dhs is None else self.dhs.public
+
+    def has_skipped_key(self, header: MessageHeader) -> bool:
+        """Whether a skipped message key for ``header``'s message is stored (§3.5 MKSKIPPED)."""
+        return (header.dh, header.n) in self.mkskipped
+
+    def receiving_position(self, header: MessageHeader) -> str | None:
+        """Where ``header``'s message sits on the current receiving chain, without trying it.
+
+        ``"behind"``: the chain has moved past it (its key was used and deleted, unless it is
+        among the skipped keys: ask ``has_skipped_key`` first); ``"ahead"``: the chain key runs
+        forward to it; None: it is on another chain.
+        """
+        if header.dh != self.dhr or self.ckr is None:
+            return None
+        return "behind" if header.n < self.nr else "ahead"
+
+    def sending_chain(self) -> SendingChain | None:
+        """A copy of the current sending chain, or None (none yet, or header encryption is on)."""
+        if self.cks is None or self.dhs is None or self.config.header_encryption:
+            return None
+        return SendingChain(self.dhs.public, self.cks, self.ns, self.ad, self.config.aead_info)
 
     # --- state as data --------------------------------------------------------------------
 

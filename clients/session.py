@@ -4,10 +4,8 @@ A ``Device`` is the phone's protocol state, sans-IO: it makes bundles to publish
 sessions from fetched bundles, and turns plaintexts into ciphertexts and back. It never sends
 anything itself; the simulator or a trio connection carries the bytes.
 
-Ciphertext framing (ours; Signal's libsignal uses protobufs with a version nibble instead):
-
-    0x01 ‖ ratchet message                                    — a normal message
-    0x02 ‖ msgpack([InitialMessage, ratchet message])         — a prekey message
+Ciphertext framing: ``clients.framing`` (a normal message, or a prekey message carrying the X3DH
+header); ``parse_ciphertext`` is re-exported here.
 
 Alice sends prekey messages until she has decrypted Bob's first reply (X3DH §3.3: "Alice may
 continue using that initial ciphertext… until receiving a response"), as libsignal does.
@@ -31,21 +29,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
-
 from clients import _primitives as _p
 from clients import escrow as _escrow
 from clients import sealed
 from clients.errors import DecryptionError, UsageError
+from clients.framing import TYPE_MESSAGE, TYPE_PREKEY, frame_ciphertext, parse_ciphertext
 from clients.keys import IdentityKeyPair, KemPreKey, KemPreKeys, PreKeyBundle, PreKeySecrets, SignedPreKey
 from clients.ratchet import DEFAULT_CONFIG, DoubleRatchet, RatchetConfig, UsedKey
 from clients.x3dh import InitialMessage, KeyAgreement, initiate, respond
 
-__all__ = ["Device", "PeerAddress", "Session"]
+__all__ = ["TYPE_MESSAGE", "TYPE_PREKEY", "Device", "PeerAddress", "Session", "parse_ciphertext"]
 
 RNG = Callable[[int], bytes]
-TYPE_MESSAGE = 1
-TYPE_PREKEY = 2
 # Inactive sessions kept per peer device (Sesame §3.1 keeps "zero or more inactive sessions";
 # the bound is ours, so a peer cannot make a device keep an unbounded number).
 MAX_INACTIVE_SESSIONS = 8
@@ -83,10 +78,7 @@ class Session:
         return self._frame(body), used
 
     def _frame(self, body: bytes) -> bytes:
-        if self.awaiting_reply:
-            assert self.initial is not None
-            return bytes((TYPE_PREKEY,)) + msgpack.packb([self.initial.to_wire(), body], use_bin_type=True)
-        return bytes((TYPE_MESSAGE,)) + body
+        return frame_ciphertext(self.initial if self.awaiting_reply else None, body)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -99,24 +91,6 @@ class Session:
     def from_dict(cls, d: dict[str, Any], *, rng: RNG = os.urandom) -> Session:
         initial = None if d["initial"] is None else InitialMessage.from_wire(d["initial"])
         return cls(DoubleRatchet.from_dict(d["ratchet"], rng=rng), d["peer_identity"], initial)
-
-
-def parse_ciphertext(data: bytes) -> tuple[InitialMessage | None, bytes]:
-    """Split a device ciphertext into (X3DH header or None, ratchet message). Bad input → DecryptionError."""
-    if not data:
-        raise DecryptionError()
-    kind = data[0]
-    if kind == TYPE_MESSAGE:
-        return None, data[1:]
-    if kind != TYPE_PREKEY:
-        raise DecryptionError()
-    try:
-        initial, body = msgpack.unpackb(data[1:], raw=False, max_bin_len=1 << 20)
-    except Exception:  # msgpack raises several unrelated types on garbage
-        raise DecryptionError() from None
-    if not isinstance(body, bytes):
-        raise DecryptionError()
-    return InitialMessage.from_wire(initial), body
 
 
 def _header_keys(config: RatchetConfig, agreement: KeyAgreement) -> dict[str, bytes]:
@@ -264,6 +238,25 @@ class Device:
             inactive.insert(0, previous)
         self.inactive[peer] = inactive[:MAX_INACTIVE_SESSIONS]
         self.sessions[peer] = session
+
+    def sessions_with(self, peer: PeerAddress) -> list[Session]:
+        """Every session held with ``peer``: the active one first, then the inactive ones, newest first."""
+        return list(self._candidates(peer))
+
+    def held_sessions(self) -> list[tuple[PeerAddress, Session]]:
+        """Every session the device holds, active ones first: what a copy of the phone takes."""
+        inactive = [(p, s) for p, xs in self.inactive.items() for s in xs]
+        return [*self.sessions.items(), *inactive]
+
+    def holdings(self) -> dict[str, int]:
+        """How many of each kind of secret the device holds now (sessions, skipped keys, prekeys)."""
+        return {
+            "sessions": len(self.sessions),
+            "inactive_sessions": sum(len(xs) for xs in self.inactive.values()),
+            "skipped_message_keys": sum(len(s.ratchet.mkskipped) for s in self.sessions.values()),
+            "one_time_prekeys": len(self.secrets.one_time),
+            "kem_prekeys": len(self.secrets.kem),
+        }
 
     def peer_identity(self, peer: PeerAddress) -> bytes | None:
         session = self.sessions.get(peer)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from relay.core import Tap
@@ -313,6 +313,16 @@ class ComplianceDesk:
         self.geoip = dict(geoip or {})
         # forward-looking orders this desk saw served while traffic still passed (``begin``)
         self._begun: set[str] = set()
+
+    def hold_content_key(self, key: ContentKey) -> None:
+        """The provider now holds ``key`` to content (a global-key mandate, as consumer BBM's): the desk
+        uses it on every order answered from now on, and custody of content becomes the provider's."""
+        if key.holder != "provider":
+            raise ValueError(
+                f"the desk can only use keys the provider holds, not {key.holder!r}'s ({key.key_id})"
+            )
+        self.keys.append(key)
+        self.profile = replace(self.profile, custody="provider")
 
     # --- forward-looking orders -----------------------------------------------------------------
 

@@ -327,6 +327,31 @@ class RelayCore:
             cls: getattr(self, f"_{kind}") for kind, cls in REQUEST_KINDS.items()
         }
 
+    def provision_device(self, req: Register) -> Registered:
+        """Write the device ``req`` describes straight into its account, as only the provider can.
+
+        No connection, no authentication by any of the account's devices, no signature check and
+        no metadata record: what a provider compelled to add a "ghost" device to an account does
+        (the simulator's ``sims.access.ghost``). Returns what a registering device would be told.
+        """
+        if not self.store.account_exists(req.account):
+            raise ValueError(f"no account {req.account!r} to add device {req.device} to")
+        with self.store.transaction():
+            self.store.put_device(
+                DeviceRecord(
+                    account=req.account,
+                    device=req.device,
+                    registration_id=req.registration_id,
+                    identity_key=req.identity_key,
+                    signed_prekey=req.signed_prekey,
+                    last_resort_kem_prekey=req.last_resort_kem_prekey,
+                    registered_at=self.clock(),
+                )
+            )
+            self.store.replace_prekeys(req.account, req.device, req.one_time_prekeys)
+            self.store.replace_kem_prekeys(req.account, req.device, req.kem_prekeys)
+        return Registered(id=req.id, account=req.account, device=req.device)
+
     def _load_identity(self) -> ServerIdentity:
         saved = self.store.server_identity()
         if saved is not None:

@@ -84,25 +84,28 @@ def build_matrix(disclosures: Mapping[str, Sequence[Disclosure]]) -> Matrix:
     return matrix
 
 
+RunOne = Callable[..., tuple[SimulationResult, dict[str, Any]]]
+
+
 def run_matrix_to_dir(
     scenario: Scenario,
     out: Path,
     *,
+    run_one: RunOne,
     profiles: Sequence[str] = REAL_PROFILES,
     progress: Callable[[float, float], None] | None = None,
 ) -> tuple[SimulationResult, dict[str, Any]]:
-    """Run ``scenario`` under each profile into ``out/<profile>/``; write ``out/matrix.json``,
+    """Run ``scenario`` under each profile into ``out/<profile>/`` with ``run_one`` (``sims.report.run_to_dir``,
+    handed in so that this module does not import the one that calls it); write ``out/matrix.json``,
     ``out/matrix.md`` and ``out/summary.json``. Returns the first profile's result and a summary
     whose ``matrix`` is the matrix."""
-    from sims.report import run_to_dir
-
     target = check_matrix_scenario(scenario)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, SimulationResult] = {}
     empty: dict[str, dict[str, list[str]]] = {}  # provided, but nothing of it in this run
     for name in profiles:
         single = replace(scenario, relay=replace(scenario.relay, profile=name), matrix=False)
-        results[name], _summary = run_to_dir(single, out / name, progress=progress)
+        results[name], _summary = run_one(single, out / name, progress=progress)
         empty[name] = {
             d.process.process: in_order(c for c, rows in d.provided.items() if not rows)
             for d in results[name].disclosures

@@ -41,10 +41,11 @@ from typing import Any, TextIO
 
 from relay.compliance import Disclosure
 from relay.legal import REASON_LABELS
-from sims.exceptional import write_exceptional
+from sims.access.reports import write_exceptional
 from sims.runner import SIM_EPOCH, Simulation, SimulationResult
 from sims.scenario import Scenario
 from sims.traffic import expand_population
+from sims.util import clock
 
 __all__ = [
     "OWNED_DIRS",
@@ -251,7 +252,7 @@ def run_to_dir(
     if scenario.matrix:
         from sims.matrix import run_matrix_to_dir
 
-        return run_matrix_to_dir(scenario, out, progress=progress)
+        return run_matrix_to_dir(scenario, out, run_one=run_to_dir, progress=progress)
     if scenario.compare_profiles:
         return run_comparison_to_dir(scenario, out, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
@@ -274,7 +275,7 @@ def run_to_dir(
     summary = summarise(result)
     if result.disclosures:
         summary["disclosures"] = write_disclosures(result, out / "disclosures")
-    if result.exceptional:  # key escrow, global key, ghost devices, seized phones (sims.exceptional)
+    if result.exceptional:  # key escrow, global key, ghost devices, seized phones (sims.access)
         summary["exceptional"] = write_exceptional(result.exceptional, out / "exceptional")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     (out / "summary.md").write_text(summary_markdown(summary, scenario), encoding="utf-8")
@@ -285,9 +286,7 @@ def _sim_clock(t: float, days: bool = False) -> str:
     """A relay-clock time as simulated time of day, for people (``days``: always name the day)."""
     from sims.runner import SIM_EPOCH
 
-    rel = t - SIM_EPOCH
-    day = int(rel // 86400)
-    return (f"day {day + 1} " if day or days else "") + _clock(rel % 86400)
+    return clock(t - SIM_EPOCH, day=True if days else None)
 
 
 def sim_clock(t: float) -> str:
@@ -371,8 +370,7 @@ def transcript_writer(f: TextIO, *, epoch: float = SIM_EPOCH) -> Callable[[dict[
 
 
 def _clock(t: float) -> str:
-    t = int(t)
-    return f"{t // 3600:02d}:{t % 3600 // 60:02d}:{t % 60:02d}"
+    return clock(t, day=False)  # the teaching view counts hours on, past 24
 
 
 def _read_json(path: Path, rerun: str) -> Any:

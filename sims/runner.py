@@ -14,9 +14,12 @@ frames (registration, authentication, bundles, receipts) ride a reliable connect
 retransmits) and are only delayed. A device that goes offline drops its connection; the relay
 queues for it, and it drains its queue when it comes back.
 
-Exceptional access (``sims.exceptional``): the timeline's ``exceptional_access`` (key escrow, a
-global key, a ghost device), ``escrow_key_stolen`` and ``seize_phone`` events change what the
-devices and the relay do from then on; the results are in ``SimulationResult.exceptional``.
+Exceptional access (``sims.access``): the timeline's ``exceptional_access`` (key escrow, a global
+key, a ghost device), ``escrow_key_stolen`` and ``seize_phone`` events are answered by
+interventions, which the simulation calls through one interface (``sims.access.Intervention``)
+and which change the world only through its public methods (``mandate_escrow``,
+``mandate_content_key``, ``add_device``, ``start_device``); the results are in
+``SimulationResult.exceptional``.
 
 Determinism: every random draw comes from generators seeded from the scenario's seed, the
 event heap breaks ties by scheduling order, and nothing reads the wall clock, so the same
@@ -25,13 +28,14 @@ scenario and seed give byte-identical outputs.
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from clients import agent as A
+from clients.escrow import EscrowPublicKey
 from clients.session import Device
 from relay import wire
 from relay.compliance import ComplianceDesk, Disclosure, LegalProcess
@@ -40,12 +44,14 @@ from relay.custody import ContentKey
 from relay.metadata import MetadataRecord, RecordKind
 from relay.profiles import get_profile
 from relay.store import Store
+from sims.access import KINDS as INTERVENTION_KINDS
+from sims.access import ExceptionalReport, Interventions
 from sims.engine import Scheduler
-from sims.exceptional import ExceptionalAccess, ExceptionalReport
 from sims.network import Network
 from sims.scenario import DeviceSpec, Scenario
 from sims.scoring import GroundTruth, TrueMessage
 from sims.traffic import PlannedMessage, contact_graph, plan_messages
+from sims.util import seeded as _seeded
 
 __all__ = ["SIM_EPOCH", "Simulation", "SimulationResult"]
 
@@ -57,10 +63,6 @@ SIM_KEM_PREKEY_BATCH = 2
 REDELIVERY_DELAY = 30.0  # a lost push is fetched again this long after (the app's next receive)
 
 TranscriptSink = Callable[[dict[str, Any]], None]
-
-
-def _seeded(seed: int, *label: object) -> random.Random:
-    return random.Random(f"{seed}:" + ":".join(map(str, label)))
 
 
 @dataclass
@@ -193,8 +195,12 @@ class Simulation:
         self.mismatched = 0
         self._next_conn = 1
         self._build_devices()
-        # Key escrow, a global key, ghost devices and seized phones (sims.exceptional).
-        self.exceptional = ExceptionalAccess(self)
+        # Devices added during the run (a ghost device), and the mandates every device follows.
+        self.added_devices: dict[str, SimDevice] = {}
+        self._escrow_mandate: EscrowPublicKey | None = None
+        self._content_key_mandate: ContentKey | None = None
+        # Key escrow, a global key, ghost devices and seized phones (sims.access).
+        self.interventions = Interventions(self)
 
     # --- set-up -------------------------------------------------------------------------------
 
@@ -240,17 +246,58 @@ class Simulation:
             for start, end in d.spec.offline:
                 self.sched.at(start, self._go_offline, d, "offline window")
                 self.sched.at(end, self._come_online, d, False)
-        for ev in sc.events:
-            self.sched.at(ev.at, self._timeline_event, ev.kind, dict(ev.params))
+        for i, ev in enumerate(sc.events):
+            self.sched.at(ev.at, self._timeline_event, ev.kind, dict(ev.params), i)
         device_names = {p.name: tuple(d.name for d in p.devices) for p in sc.people}
         for m in plan_messages(sc, self.graph):
             recipients = device_names[m.recipient]
             self.messages[m.id] = MessageState(m, recipients)
             self.sched.at(m.at, self._app_send, m)
 
-    def start_device(self, d: SimDevice) -> None:
-        """Bring a device added during the run (a ghost) online; it must already be registered."""
-        self._come_online(d, False)
+    # --- what interventions may do (sims.access) ---------------------------------------------------
+
+    @property
+    def open_orders(self) -> Mapping[str, LegalProcess]:
+        """The forward-looking orders still running, by name (a read-only view)."""
+        return MappingProxyType(self._open_orders)
+
+    def _every_device(self) -> list[SimDevice]:
+        return [*self.devices.values(), *self.added_devices.values()]
+
+    def mandate_escrow(self, public: EscrowPublicKey) -> int:
+        """A key-escrow mandate: every device, and every device added later, seals its message keys
+        to ``public`` from now on. Returns how many devices it reached."""
+        self._escrow_mandate = public
+        for d in self._every_device():
+            d.agent.comply_with_escrow(public)
+        return len(self._every_device())
+
+    def mandate_content_key(self, key: ContentKey) -> int:
+        """A global-key mandate: every device, and every device added later, seals bodies under ``key``
+        from now on, and the provider's compliance desk holds it. Returns how many devices it reached."""
+        self._content_key_mandate = key
+        for d in self._every_device():
+            d.agent.use_content_key(key)
+        self.desk.hold_content_key(key)
+        return len(self._every_device())
+
+    def add_device(self, spec: DeviceSpec, agent: A.DeviceAgent) -> SimDevice:
+        """Add a device the relay has already registered (a ghost device), under the mandates in force;
+        ``start_device`` brings it online."""
+        if spec.name in self.devices or spec.name in self.added_devices:
+            raise ValueError(f"device {spec.name} is already in the simulation")
+        if self._escrow_mandate is not None:
+            agent.comply_with_escrow(self._escrow_mandate)
+        if self._content_key_mandate is not None:
+            agent.use_content_key(self._content_key_mandate)
+        d = SimDevice(spec, agent, port=39000 + len(self.added_devices))
+        d.registered = True
+        self.added_devices[spec.name] = d
+        return d
+
+    def start_device(self, name: str) -> None:
+        """Bring a device added during the run online; it must already be registered."""
+        self._come_online(self.added_devices[name], False)
 
     # --- connections ----------------------------------------------------------------------------
 
@@ -353,7 +400,7 @@ class Simulation:
                 if isinstance(o, Reply) and isinstance(o.frame, wire.Sent):
                     if isinstance(ref, int):
                         self._accepted(ref, o.frame.envelope_ids, outputs)
-                    self.exceptional.on_accepted(owner, frame, tuple(o.frame.envelope_ids))
+                    self.interventions.on_accepted(owner, frame, tuple(o.frame.envelope_ids))
         self._relay_outputs(outputs, owner)
 
     def _relay_outputs(
@@ -406,9 +453,21 @@ class Simulation:
 
     def _agent_event(self, d: SimDevice, event: A.AgentEvent) -> None:
         t = self.sched.now
-        if self.exceptional.on_agent_event(d, event):
-            return  # a ghost device's reads, or a device list that changed
-        if isinstance(event, A.Registered):
+        if self.interventions.on_agent_event(d, event):
+            return  # a ghost device's reads
+        if isinstance(event, A.DeviceListChanged):
+            self.emit(
+                {
+                    "t": t,
+                    "kind": "device_list_changed",
+                    "device": d.name,
+                    "account": event.account,
+                    "added": list(event.added),
+                    "removed": list(event.removed),
+                    "identity_changed": list(event.identity_changed),
+                }
+            )
+        elif isinstance(event, A.Registered):
             d.registered = True
             if d.spec.index != 1:  # a linked device now opens its own connection
                 self._come_online(d, False)
@@ -532,7 +591,7 @@ class Simulation:
         d.agent.send_text(m.recipient, m.text.encode(), ref=m.id, sealed=self.sealed)
         self._flush(d)
 
-    def _timeline_event(self, kind: str, params: dict[str, Any]) -> None:
+    def _timeline_event(self, kind: str, params: dict[str, Any], index: int) -> None:
         name = params.get("device")
         d = self.devices.get(name) if isinstance(name, str) else None
         if kind == "device_offline" and d is not None:
@@ -541,8 +600,8 @@ class Simulation:
             self._come_online(d, False)
         elif kind == "legal_process":
             self._serve(params)
-        elif kind in ("exceptional_access", "escrow_key_stolen", "seize_phone"):
-            self.exceptional.handle(kind, params)
+        elif kind in INTERVENTION_KINDS:
+            self.interventions.on_event(index, kind, params)
         else:
             self.emit({"t": self.sched.now, "kind": kind, **params})
 
@@ -639,7 +698,7 @@ class Simulation:
                 self.progress(t, end)
         for name in list(self._open_orders):  # orders still running at the end are answered now
             self._expire(name)
-        exceptional = self.exceptional.finish()
+        exceptional = self.interventions.finish()
         queued = len(self.store.all_envelopes())
         self.store.close()
         return SimulationResult(

@@ -1,0 +1,45 @@
+"""How a device ciphertext is framed (ours; Signal's libsignal uses protobufs with a version nibble):
+
+    0x01 ‖ ratchet message                                    — a normal message
+    0x02 ‖ msgpack([InitialMessage, ratchet message])         — a prekey message
+
+One module for it, below both ``clients.session`` (which frames what it sends) and
+``clients.escrow`` (which opens what an escrow record points at), so neither imports the other.
+"""
+
+from __future__ import annotations
+
+import msgpack
+
+from clients.errors import DecryptionError
+from clients.x3dh import InitialMessage
+
+__all__ = ["TYPE_MESSAGE", "TYPE_PREKEY", "frame_ciphertext", "parse_ciphertext"]
+
+TYPE_MESSAGE = 1
+TYPE_PREKEY = 2
+
+
+def frame_ciphertext(initial: InitialMessage | None, message: bytes) -> bytes:
+    """A ratchet message, with the X3DH header still to attach (a prekey message) or without."""
+    if initial is not None:
+        return bytes((TYPE_PREKEY,)) + msgpack.packb([initial.to_wire(), message], use_bin_type=True)
+    return bytes((TYPE_MESSAGE,)) + message
+
+
+def parse_ciphertext(data: bytes) -> tuple[InitialMessage | None, bytes]:
+    """Split a device ciphertext into (X3DH header or None, ratchet message). Bad input → DecryptionError."""
+    if not data:
+        raise DecryptionError()
+    kind = data[0]
+    if kind == TYPE_MESSAGE:
+        return None, data[1:]
+    if kind != TYPE_PREKEY:
+        raise DecryptionError()
+    try:
+        initial, body = msgpack.unpackb(data[1:], raw=False, max_bin_len=1 << 20)
+    except Exception:  # msgpack raises several unrelated types on garbage
+        raise DecryptionError() from None
+    if not isinstance(body, bytes):
+        raise DecryptionError()
+    return InitialMessage.from_wire(initial), body

@@ -1,0 +1,133 @@
+"""Exceptional access, run for real: key escrow, a global key, a ghost device, a seized phone.
+
+Each timeline event of kind ``exceptional_access`` (demand ``key_escrow``, ``global_key``,
+``ghost_device``), ``escrow_key_stolen`` or ``seize_phone`` is answered by one small class, an
+``Intervention`` (``sims.access.base``), which the simulation calls through one interface and
+which changes the world only through its public methods (``World``). Each result is read off
+real ciphertext with real keys — nothing here is a table of answers:
+
+- ``escrow.KeyEscrow``: every message key also sealed to an escrow agent; the agent's key stolen.
+- ``global_key.GlobalKey``: every device switched to one key the provider holds (consumer BBM).
+- ``ghost.GhostDevice``: the provider, compelled, adds a device the agency holds to an account.
+- ``seizure.DeviceSeizure``: a phone's whole protocol state copied, and run against everything.
+
+``INTERVENTIONS`` is the table from (event kind, demand) to the class that answers it; adding a
+demand is a module, a row, and its tests. ``Interventions`` is what the simulation holds: it makes
+the instances for the scenario's events before the run, passes the hooks on, and gathers the
+reports at the end (``reports.write_exceptional`` writes them to ``DIR/exceptional/``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from clients import agent as A
+from relay import wire
+from sims.access.base import AGENCY_ADDRESS, Captured, DeviceView, Intervention, MessageView, World
+from sims.access.escrow import KeyEscrow
+from sims.access.ghost import GhostDevice
+from sims.access.global_key import GlobalKey
+from sims.access.reports import ExceptionalReport, write_exceptional
+from sims.access.seizure import DeviceSeizure, analyse_seizure
+
+__all__ = [
+    "AGENCY_ADDRESS",
+    "INTERVENTIONS",
+    "KINDS",
+    "Captured",
+    "DeviceSeizure",
+    "DeviceView",
+    "ExceptionalReport",
+    "GhostDevice",
+    "GlobalKey",
+    "Intervention",
+    "Interventions",
+    "KeyEscrow",
+    "MessageView",
+    "World",
+    "analyse_seizure",
+    "intervention_for",
+    "write_exceptional",
+]
+
+# (event kind, demand or None) → the class that answers it, read off each class's ``answers``.
+INTERVENTIONS: dict[tuple[str, str | None], type[Intervention]] = {
+    key: cls for cls in (KeyEscrow, GlobalKey, GhostDevice, DeviceSeizure) for key in cls.answers
+}
+KINDS = frozenset(kind for kind, _demand in INTERVENTIONS)
+
+
+def intervention_for(kind: str, params: Mapping[str, Any]) -> type[Intervention] | None:
+    """The class that answers a timeline event, or None when no intervention does."""
+    if kind not in KINDS:
+        return None
+    demand = params.get("demand")
+    cls = INTERVENTIONS.get((kind, demand if isinstance(demand, str) else None))
+    if cls is None:
+        raise ValueError(f"unknown exceptional-access demand {demand!r} for a {kind!r} event")
+    return cls
+
+
+class Interventions:
+    """Every intervention in one simulation, called by it on its events (one way: they never call back in
+    except through ``World``)."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self._by_event: dict[int, Intervention] = {}
+        self._all: list[Intervention] = []
+        shared: dict[type[Intervention], Intervention] = {}
+        for i, ev in enumerate(world.scenario.events):
+            cls = intervention_for(ev.kind, ev.params)
+            if cls is None:
+                continue
+            iv = shared.get(cls) if cls.one_per_run else None
+            if iv is None:
+                iv = cls.for_event(world, ev.params)
+                self._all.append(iv)
+                if cls.one_per_run:
+                    shared[cls] = iv
+            self._by_event[i] = iv
+
+    def __bool__(self) -> bool:
+        return bool(self._all)
+
+    def on_event(self, index: int, kind: str, params: Mapping[str, Any]) -> None:
+        """Timeline event number ``index`` of the scenario (``kind``, ``params``), at its time."""
+        iv = self._by_event.get(index)
+        if iv is None:
+            raise ValueError(f"timeline event {index} ({kind!r}) is not an exceptional-access event")
+        iv.on_event(kind, params)
+
+    def on_accepted(
+        self, sender: DeviceView, frame: wire.Send | wire.SealedSend, envelope_ids: tuple[bytes, ...]
+    ) -> None:
+        for iv in self._all:
+            iv.on_accepted(sender, frame, envelope_ids)
+
+    def on_agent_event(self, device: DeviceView, event: A.AgentEvent) -> bool:
+        """True when an intervention took ``event`` as its own (a ghost device's reads)."""
+        taken = False
+        for iv in self._all:
+            taken = iv.on_agent_event(device, event) or taken
+        return taken
+
+    def finish(self) -> list[ExceptionalReport]:
+        """Every report, while the store is still open; each also summarised in the transcript."""
+        ordered = sorted(self._all, key=lambda iv: (iv.order, math.inf if iv.started is None else iv.started))
+        reports: list[ExceptionalReport] = []
+        taken: set[str] = set()
+        for r in [r for iv in ordered for r in iv.finish()]:
+            name, n = r.name, 1
+            while name in taken:  # two ghosts (or two reports of one kind) get distinct file names
+                n += 1
+                name = f"{r.name}-{n}"
+            taken.add(name)
+            reports.append(ExceptionalReport(name, r.data, r.markdown))
+            summary = {k: v for k, v in r.data.items() if k != "rows"}
+            self.world.emit(
+                {"t": self.world.sched.now, "kind": "exceptional_report", "name": name, **summary}
+            )
+        return reports

@@ -1,0 +1,177 @@
+"""A ghost device: the provider, compelled, adds a device the agency holds to the target's account.
+
+``exceptional_access`` / ``ghost_device``: the provider writes a new device into the target's
+account directly in its store (``relay.core.RelayCore.provision_device``) — no authentication, as
+only the provider can — with keys the agency holds (a real ``Device`` and ``DeviceAgent``,
+connecting like any phone). The target's contacts' next sends meet ``stale_devices``, refetch
+the bundles and encrypt to the ghost too; their agents report ``DeviceListChanged``, the one
+trace a careful user can see (Levy & Robinson's "ghost" proposal, Lawfare, 2018-11-29).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from clients import agent as A
+from clients.session import Device
+from relay import wire
+from sims.access.base import AGENCY_ADDRESS, DeviceView, Intervention, World
+from sims.access.reports import ExceptionalReport, ghost_markdown
+from sims.scenario import DeviceSpec
+from sims.util import seeded
+
+__all__ = ["GhostDevice"]
+
+RETRY = 60.0  # seconds: the provider waits this long for the target's account to exist
+
+
+class GhostDevice(Intervention):
+    """One ghost device in one target's account; the agency reads what it receives."""
+
+    answers = (("exceptional_access", "ghost_device"),)
+    order = 2
+
+    def __init__(self, world: World) -> None:
+        super().__init__(world)
+        self.device: DeviceView | None = None
+        self.target: str | None = None
+        self.added_at: float | None = None
+        self.read: dict[int, dict[str, Any]] = {}  # message id → what it read
+        self.undecryptable = 0
+        self.list_changes: list[dict[str, Any]] = []  # every device-list change any phone saw
+
+    @property
+    def started(self) -> float | None:
+        return self.added_at
+
+    def on_event(self, kind: str, params: Mapping[str, Any]) -> None:
+        self._add(params["target"])
+
+    def _add(self, target: str) -> None:
+        world = self.world
+        now = world.sched.now
+        if not world.store.account_exists(target):  # not registered yet: the provider waits for it
+            world.sched.after(RETRY, self._add, target)
+            return
+        known = [d.index for d in world.scenario.person(target).devices] + world.store.device_ids(target)
+        gid = max(known) + 1
+        rng = seeded(world.scenario.seed, "exceptional", "ghost", target)
+        primary = world.by_address[(target, 1)].agent
+        agent = A.DeviceAgent(
+            Device(target, gid, rng=rng.randbytes, pq=True, deterministic=True),
+            registration_id=rng.randrange(1, 16380),
+            delivery_token=primary.delivery_token,
+            rng=rng.randbytes,
+            trust_root=world.relay.trust_root_public,
+            clock=world.relay.clock,
+            tokens=dict(primary.tokens),
+        )
+        # The provider writes the device straight into its store: no authentication by any of
+        # the target's devices, no registration record in the metadata, nothing the target sees.
+        agent.register()
+        (frame,) = agent.take_outbox()
+        assert isinstance(frame, wire.Register)
+        agent.handle(world.relay.provision_device(frame))
+        # The world puts it under the mandates in force (escrow, a global key) like every phone.
+        d = world.add_device(DeviceSpec(target, gid, world.relay_region, AGENCY_ADDRESS), agent)
+        self.device, self.target, self.added_at = d, target, now
+        world.emit(
+            {
+                "t": now,
+                "kind": "exceptional_access",
+                "demand": "ghost_device",
+                "target": target,
+                "ghost": d.name,
+                "registered_by": "the provider, directly in its store (no authentication by the account)",
+                "operated_from": AGENCY_ADDRESS,
+            }
+        )
+        world.start_device(d.name)
+
+    def on_agent_event(self, device: DeviceView, event: A.AgentEvent) -> bool:
+        world = self.world
+        t = world.sched.now
+        if isinstance(event, A.DeviceListChanged):
+            self.list_changes.append(
+                {
+                    "t": t,
+                    "device": device.name,
+                    "account": event.account,
+                    "added": list(event.added),
+                    "removed": list(event.removed),
+                    "identity_changed": list(event.identity_changed),
+                }
+            )
+            return False  # the world writes it to the transcript
+        if self.device is None or device.name != self.device.name:
+            return False
+        if isinstance(event, A.Received):
+            mid = world.envelope_message.get(event.envelope_id)
+            if mid is not None and mid not in self.read:
+                text = event.plaintext.decode("utf-8", "replace")
+                self.read[mid] = {
+                    "t": t,
+                    "from": f"{event.sender.account}/{event.sender.device}",
+                    "text": text,
+                }
+                world.emit(
+                    {"t": t, "kind": "ghost_read", "device": device.name, "message": mid, "plaintext": text}
+                )
+            return True
+        if isinstance(event, A.Undecryptable):
+            self.undecryptable += 1
+            return True
+        return False
+
+    def finish(self) -> list[ExceptionalReport]:
+        if self.device is None or self.target is None or self.added_at is None:
+            return []
+        world = self.world
+        target, added, ghost = self.target, self.added_at, self.device
+        rows: list[dict[str, Any]] = []
+        for mid in sorted(world.messages):
+            m = world.messages[mid]
+            if m.planned.recipient != target or m.accepted_at is None:
+                continue
+            after = m.accepted_at > added
+            read = self.read.get(mid)
+            if read is not None:
+                why = "sent after the ghost was added: the sender encrypted a copy to the ghost's keys"
+            elif after:
+                why = "sent after the ghost was added, yet the ghost did not read it (still queued or lost)"
+            else:
+                why = "sent before the ghost was added: encrypted only to the target's own devices"
+            rows.append(
+                {
+                    "message": mid,
+                    "from": m.planned.sender,
+                    "accepted": round(m.accepted_at, 3),
+                    "after_ghost_added": after,
+                    "read_by_ghost": read is not None,
+                    "text_matches": read is not None and read["text"] == m.planned.text,
+                    "ghost_read_text": None if read is None else read["text"],
+                    "why": why,
+                }
+            )
+        noticed = [c for c in self.list_changes if c["account"] == target and ghost.spec.index in c["added"]]
+        senders = sorted({m.planned.sender for m in world.messages.values() if m.planned.recipient == target})
+        noticed_by = sorted({c["device"] for c in noticed})
+        data = {
+            "scenario": world.scenario.name,
+            "target": target,
+            "ghost": ghost.name,
+            "added_at": added,
+            "operated_from": AGENCY_ADDRESS,
+            "read": sorted(self.read),
+            "expected_after_added": sorted(r["message"] for r in rows if r["after_ghost_added"]),
+            "matches_ground_truth": sorted(self.read)
+            == sorted(r["message"] for r in rows if r["after_ghost_added"])
+            and all(r["text_matches"] for r in rows if r["read_by_ghost"]),
+            "undecryptable": self.undecryptable,
+            "device_list_changes_seen": noticed,
+            "noticed_by": noticed_by,
+            "senders_to_target": senders,
+            "rows": rows,
+        }
+        return [ExceptionalReport("ghost-device", data, ghost_markdown(data, world.scenario.name))]

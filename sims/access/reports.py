@@ -1,0 +1,229 @@
+"""What the interventions found, written down: ``exceptional/NAME.json`` and ``NAME.md`` per report.
+
+Each ``*_markdown`` function turns one report's data (the JSON written beside it) into the page a
+reader sees; ``write_exceptional`` writes them all and returns the index for the run's summary.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sims.util import clock as _clock
+
+__all__ = [
+    "ExceptionalReport",
+    "escrow_markdown",
+    "ghost_markdown",
+    "global_key_markdown",
+    "seizure_markdown",
+    "write_exceptional",
+]
+
+
+@dataclass
+class ExceptionalReport:
+    """One result, as written to ``exceptional/NAME.json`` and ``NAME.md``."""
+
+    name: str
+    data: dict[str, Any]
+    markdown: str
+
+
+def _yes(b: bool) -> str:
+    return "**opened**" if b else "closed"
+
+
+def escrow_markdown(data: dict[str, Any], scenario: str) -> str:
+    since, stolen = data["escrow_began"], data["escrow_key_stolen"]
+    rows = data["rows"]
+    escrowed = [r for r in rows if r["escrowed"]]
+    lines = [
+        f"# Key escrow — {scenario}",
+        "",
+        "From the moment a key-escrow mandate is in force, every phone still runs the Double Ratchet, but "
+        "each message also carries its message key (with the header and associated data needed to use it) "
+        "encrypted to an escrow agent's public key. The relay sees the same opaque bytes, only larger. "
+        "Whoever holds the escrow private key can open every escrowed message that anyone captured.",
+        "",
+        f"- Escrow began: **{_clock(since) if since is not None else 'never'}**.",
+        f"- The escrow private key was stolen: **{_clock(stolen) if stolen is not None else 'never'}**.",
+        f"- Messages accepted by the relay: {len(rows)}; sent under escrow: {len(escrowed)}; "
+        f"captured: {sum(1 for r in rows if r['captured'])}.",
+        f"- Opened with the stolen key: **{len(data['opened'])}** "
+        f"({len(data['opened_when_stolen'])} of them already captured at the moment of the theft).",
+        f"- Matches ground truth (opened = escrowed and captured, word for word): "
+        f"**{'yes' if data['matches_ground_truth'] else 'NO'}**.",
+    ]
+    if data["mean_escrow_frame_bytes"] is not None:
+        lines.append(
+            f"- What the relay sees: the same opaque envelopes, each {data['mean_escrow_frame_bytes']:.0f} bytes "
+            "larger on average under escrow (the escrow frame). Nothing else in its view changes."
+        )
+    if data["sealed_sender"]:
+        lines.append(
+            "- Sealed sender was on, so the relay did not see who sent what — and it made no difference: the "
+            "escrow frame sits outside the sealed layer, and its record carries the ratchet message too."
+        )
+    lines += [
+        "",
+        "No message sent before escrow began opens: those keys never left the phones. Every message sent "
+        "after it, by every user, opens — including those recorded long before the key leaked.",
+        "",
+        "| message | from → to | sent | escrowed | captured | with the stolen key | what the thief reads | why |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        text = f"“{r['opened_text']}”" if r["opened_text"] is not None else "—"
+        lines.append(
+            f"| {r['message']} | {r['from']} → {r['to']} | {_clock(r['sent'])} "
+            f"| {'yes' if r['escrowed'] else 'no'} | {'yes' if r['captured'] else 'no'} | {_yes(r['opened'])} "
+            f"| {text} | {r['why']} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def global_key_markdown(data: dict[str, Any], scenario: str, messages: int) -> str:
+    since, after, orders = data["global_key_since"], data["messages_under_global_key"], data["orders"]
+    lines = [
+        f"# Global key — {scenario}",
+        "",
+        f"At {_clock(since)} the provider was made to switch every device from the Double Ratchet to one "
+        "key it holds (as consumer BlackBerry PIN/BBM did). From then on each message body is AES-256-GCM "
+        "under that key, and the provider's compliance desk holds it.",
+        "",
+        f"Messages sent from then on: {len(after)} of {messages}.",
+        "",
+        "| order | process | served | ciphertexts tried | opened |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {o['name']} | {o['process']} | {_clock(o['served'])} | {o['ciphertexts_tried']} | {o['opened']} |"
+            for o in orders
+        ],
+        "",
+        "Ciphertexts from before the switch stay end-to-end encrypted: the global key does not open them.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def ghost_markdown(data: dict[str, Any], scenario: str) -> str:
+    rows = data["rows"]
+    noticed = data["device_list_changes_seen"]
+    lines = [
+        f"# Ghost device — {scenario}",
+        "",
+        f"At **{_clock(data['added_at'])}** the provider, compelled, added device **{data['ghost']}** to "
+        f"**{data['target']}**'s account, writing it straight into its own store: none of "
+        f"{data['target']}'s devices approved it, and no registration was logged. The agency holds its keys "
+        f"and runs it from {data['operated_from']}.",
+        "",
+        f"The next time each contact sent to {data['target']}, the relay refused the send as naming stale "
+        "devices; the contact's phone fetched the bundles again, started a session with the new device, and "
+        "encrypted every later message to it as well. Nothing in the Double Ratchet is broken: the senders "
+        "encrypt to whom the directory tells them to.",
+        "",
+        f"- Messages to {data['target']}: {len(rows)}; read by the ghost: **{len(data['read'])}**.",
+        f"- Matches ground truth (read = sent after the ghost was added, word for word): "
+        f"**{'yes' if data['matches_ground_truth'] else 'NO'}**.",
+        "",
+        "| message | from | at the relay | after the ghost was added | ghost read it | why |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['message']} | {r['from']} | {_clock(r['accepted'])} | {'yes' if r['after_ghost_added'] else 'no'} "
+            f"| {'**yes**' if r['read_by_ghost'] else 'no'} | {r['why']} |"
+        )
+    lines += ["", "## What the target's contacts could see", ""]
+    if noticed:
+        lines.append(
+            f"Each sender's phone saw {data['target']}'s device list grow — the notice the ghost proposal needs "
+            "suppressed, and the one a user who checks safety numbers or a key-transparency log would catch:"
+        )
+        lines.append("")
+        for c in noticed:
+            lines.append(
+                f"- {_clock(c['t'])}: **{c['device']}** saw {c['account']}'s device list grow by device {', '.join(map(str, c['added']))}"
+            )
+    else:
+        lines.append("No contact's phone saw the device list change (no one sent to the target afterwards).")
+    missing = sorted(set(data["senders_to_target"]) - {n.split("/")[0] for n in data["noticed_by"]})
+    if missing:
+        lines += [
+            "",
+            f"Contacts who never sent to {data['target']} afterwards noticed nothing: {', '.join(missing)}.",
+        ]
+    lines += [
+        "",
+        f"{data['target']}'s own phones were not told: this simulation has no linked-device list to show "
+        f"them. The ghost logs in to the relay like any phone, from {data['operated_from']}; whether that "
+        "is written down depends on what the relay keeps.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def seizure_markdown(data: dict[str, Any], scenario: str) -> str:
+    rows = data["rows"]
+    c = data["copied"]
+    lines = [
+        f"# Device seizure — {scenario}",
+        "",
+        f"At **{_clock(data['seized_at'])}** the phone **{data['device']}** was seized and its protocol state "
+        f"copied: {c['sessions']} session(s) (+{c['inactive_sessions']} inactive), {c['one_time_prekeys']} "
+        f"one-time prekey(s), {c['kem_prekeys']} KEM prekey(s), and the identity key. The phone was then "
+        "handed back and kept running.",
+        "",
+        "The agency is also given every envelope to or from that phone that the relay ever accepted (as a "
+        "wiretap on the account from the first minute would collect). A copy of the seized state is run over "
+        "them in order, decrypting as the phone would. Every *opened* below is a real decryption.",
+        "",
+        f"- Messages to or from the phone: {len(rows)}; opened with the seized state: **{len(data['opened'])}**.",
+        f"- Of the {len(data['decrypted_before_seizure'])} messages the phone had already decrypted before the "
+        f"seizure, opened: **{len(data['opened_of_decrypted_before_seizure'])}** (forward secrecy: each message "
+        "key is deleted once used).",
+        "",
+        "| message | direction | peer | at the relay | before/after seizure | decrypted on the phone | seized state | why |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        dec = r.get("decrypted_on_phone")
+        dec_s = "—" if r["direction"] == "from the phone" else ("not yet" if dec is None else _clock(dec))
+        lines.append(
+            f"| {r['message']} | {r['direction']} | {r['peer']} | {_clock(r['accepted'])} | {r['when']} | {dec_s} "
+            f"| {_yes(r['opened'])} | {r['why']} |"
+        )
+    lines += [
+        "",
+        "## Reading the table",
+        "",
+        "- **Forward secrecy**: a message the phone had already decrypted does not open again — its key was "
+        "deleted when it was used, and the chain key only runs forward.",
+        "- **In flight, and after the seizure**: the copy holds the current chain keys, so messages still on the "
+        "way and messages sent later on the same chains open.",
+        "- **The next DH ratchet step**: the copy also holds the phone's current ratchet private key, so the "
+        "peer's next chain (which answers that key) still opens. Once the phone makes a fresh ratchet key "
+        "after the seizure, its own sending chain and the peer's chain that answers it are out of reach: "
+        "the session has healed (post-compromise security).",
+        "- This counts only what keys open. A seized phone that keeps its message history hands that over as "
+        "plain text; only disappearing messages keep deleted history closed.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_exceptional(reports: list[ExceptionalReport], folder: Path) -> list[dict[str, Any]]:
+    """``NAME.json`` and ``NAME.md`` per report; returns an index for the run's summary."""
+    folder.mkdir(parents=True, exist_ok=True)
+    index = []
+    for r in reports:
+        (folder / f"{r.name}.json").write_text(
+            json.dumps(r.data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        (folder / f"{r.name}.md").write_text(r.markdown, encoding="utf-8")
+        index.append({"name": r.name, "json": f"exceptional/{r.name}.json"})
+    return index

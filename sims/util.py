@@ -1,0 +1,32 @@
+"""Two small helpers every part of the simulator shares: seeded randomness and the clock on the page.
+
+``seeded(seed, *label)`` is the one way a simulation draws randomness: each use gets its own
+generator, named by a label, so adding a draw in one place never shifts the draws of another
+and the same scenario and seed give byte-identical outputs. ``clock(t)`` writes simulated
+seconds as people read them.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+__all__ = ["clock", "seeded"]
+
+
+def seeded(seed: int, *label: object) -> random.Random:
+    """A generator of its own for ``label`` under the scenario's ``seed`` ("SEED:LABEL:…")."""
+    return random.Random(f"{seed}:" + ":".join(map(str, label)))
+
+
+def clock(t: float, *, day: bool | None = None) -> str:
+    """Simulated seconds as a time of day: ``"14:05:00"``, ``"day 2 14:05:00"``.
+
+    ``day=None`` names the day from the second day on; ``True`` always names it; ``False``
+    never does, and the hours then run past 24.
+    """
+    t = math.floor(t)
+    if day is False:
+        return f"{t // 3600:02d}:{t % 3600 // 60:02d}:{t % 60:02d}"
+    d, t = divmod(t, 86400)
+    return (f"day {d + 1} " if d or day else "") + f"{t // 3600:02d}:{t % 3600 // 60:02d}:{t % 60:02d}"
