@@ -446,8 +446,19 @@ def _regions(
     people: tuple[PersonSpec, ...],
     generate: GenerateSpec | None,
 ) -> None:
-    """Every region a latency rule or a partition names is one where someone is (or the relay); with
-    latency rules, every device is in a region a rule names (or the relay's)."""
+    """With latency rules, every device is in a region a rule names (or the relay's); every region a
+    latency rule or a partition names is one where the relay or a device is."""
+    if network.latency:
+        ruled = {relay.region} | {region for rule in network.latency for region in rule.between}
+        expected = f"expected one of {', '.join(map(repr, sorted(ruled)))}"
+        for i, p in enumerate(people):
+            for j, d in enumerate(p.devices):
+                if d.region not in ruled:
+                    raise r.fail(f"people[{i}].devices[{j}].region", f"{expected}, got {d.region!r}")
+        if generate is not None:
+            for region, _w in generate.regions:
+                if region not in ruled:
+                    raise r.fail(f"generate.regions.{region}", f"{expected}, got {region!r}")
     present = {relay.region} | {d.region for p in people for d in p.devices}
     if generate is not None:
         present |= {region for region, _w in generate.regions}
@@ -466,18 +477,6 @@ def _regions(
                     f"network.partitions[{i}].regions[{j}]",
                     f"expected a region where the relay or a device is ({known}), got {region!r}",
                 )
-    if not network.latency:
-        return
-    ruled = {relay.region} | {region for rule in network.latency for region in rule.between}
-    expected = f"expected one of {', '.join(map(repr, sorted(ruled)))}"
-    for i, p in enumerate(people):
-        for j, d in enumerate(p.devices):
-            if d.region not in ruled:
-                raise r.fail(f"people[{i}].devices[{j}].region", f"{expected}, got {d.region!r}")
-    if generate is not None:
-        for region, _w in generate.regions:
-            if region not in ruled:
-                raise r.fail(f"generate.regions.{region}", f"{expected} (a region network.latency names)")
 
 
 def generated_names(count: int) -> list[str]:
