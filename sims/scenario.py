@@ -28,24 +28,28 @@ line) rather than run doing something other than what it says. In particular:
   rules, every device's region must be one a rule names or the relay's: a device in any other
   region would silently get the default latency.
 - Addresses (a device's, the relay's) are IPv4 or IPv6 addresses.
-- Names are unique: people, legal processes (each names its disclosure's files). Events, legal
-  process targets and ghost devices name someone in the scenario; with ``[generate]`` the
-  generated people are ``p0``, ``p1``, … (zero-padded to the width of the count, e.g. ``p0007``
-  of 1000), each with at most as many devices as ``devices_per_person`` allows.
+- Names are unique: people, legal processes (each names its disclosure's files), latency rules
+  (one per pair of regions). The scenario's name names its output folder: letters, digits, '_',
+  '.', '-'. Events, legal process targets and ghost devices name someone in the scenario; with
+  ``[generate]`` the generated people are ``p0``, ``p1``, … (zero-padded to the width of the
+  count, e.g. ``p0007`` of 1000), each with at most as many devices as ``devices_per_person``
+  allows (how many a generated person has depends on the seed).
 
 Partitions cut the regions they list off from every other region from ``from`` to ``to``. What
 happens to a packet that would cross one is chosen per partition by ``mode``:
 
 - ``"drop"`` (the default): a frame carrying a message toward the relay, or a delivery push
   toward a device, is lost (the message is then lost, or the push fetched again later, see
-  sims.runner); control frames (registration, receipts) still get through, as before.
+  sims.runner); control frames (registration, fetches, receipts) ride a connection that
+  retransmits and are not dropped.
 - ``"hold"``: every frame that would cross it, in either direction, waits until the partition
   heals and then travels with the usual latency (as TCP retransmits across an outage). Nothing
   is lost to the partition; a frame held past the end of the run never arrives.
 
-``[generate]``'s ``messages_per_day`` is a rate per day whatever the duration: over a run of
-``duration`` seconds a person with rate r sends r × duration / 1 d messages on average, spread
-by ``daily_rhythm`` (so a 2 h run from midnight, when few write, has fewer than 2/24 of a day's).
+``[generate]``'s ``messages_per_day`` is a rate per day whatever the duration: with a flat
+``daily_rhythm`` a person with rate r sends r × duration / 1 d messages on average; with a rhythm,
+each hour counts by its weight (so a 2 h run from midnight, when few write, holds fewer than 2/24
+of a day's messages; see sims.traffic). A person with no contact on the graph sends nothing.
 
 The file format, by example (every table but ``[scenario]`` and ``[[people]]`` is optional)::
 

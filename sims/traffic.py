@@ -10,8 +10,9 @@ Rates are per day and hold for any duration. A person's messages arrive as a pro
 intensity at time t is ``rate × w(hour of t) / 1 day``, where ``w`` is the daily rhythm scaled to
 average 1 over the day (t = 0 is midnight). Over a run of D seconds that person sends, on
 average, ``rate × activity_days(D)`` messages (``activity_days``: D / 1 d for a flat rhythm, the
-rhythm's weight over [0, D) otherwise); the count is that expectation rounded up or down at
-random (so its mean is exact), and each message's time is drawn from the same intensity.
+rhythm's weight over [0, D) otherwise). Each person's rate is drawn once from the log-normal;
+their count is rate × activity_days(D) rounded up or down at random (so its mean is exact), and
+each message's time is drawn from the same intensity. People with no contacts send nothing.
 """
 
 from __future__ import annotations
