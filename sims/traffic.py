@@ -203,11 +203,16 @@ def plan_messages(scenario: Scenario, graph: dict[str, list[str]] | None = None)
         pieces = range(len(starts))
         sigma = g.messages_per_day_sigma
         mu = math.log(g.messages_per_day_mean) - sigma * sigma / 2  # so that the mean is the mean
+        # Each person's rate comes from a stream of its own, one draw per person in order, so that it
+        # belongs to the person: the same people are the heavy writers whatever the duration, and
+        # doubling the mean doubles every rate.
+        rates = _rng(scenario.seed, "rates")
         serial = 0
         for person, friends in contacts.items():
+            rate = rates.lognormvariate(mu, sigma)
             if not friends:
                 continue
-            expected = rng.lognormvariate(mu, sigma) * days
+            expected = rate * days
             n = int(expected) + (1 if rng.random() < expected - int(expected) else 0)
             for _ in range(n):
                 # a piece of the run in proportion to its activity, then a uniform time within it

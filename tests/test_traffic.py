@@ -98,3 +98,21 @@ def test_generated_traffic_is_deterministic() -> None:
     text = _generated(50, 30.0, 1.0, 5 * 3600.0, DEFAULT_RHYTHM)
     first = plan_messages(_load(text))
     assert first == plan_messages(_load(text)) and first
+
+
+def test_a_persons_rate_is_theirs_whatever_the_mean_or_the_duration() -> None:
+    """Doubling the mean doubles each person's messages (to within rounding); a longer run keeps the
+    same heavy writers (the rates come from a stream of their own, not the one that times messages)."""
+
+    def per_person(mean: float, hours: float) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for m in plan_messages(_load(_generated(40, mean, 1.0, hours * 3600.0, FLAT))):
+            counts[m.sender] = counts.get(m.sender, 0) + 1
+        return counts
+
+    one, two = per_person(20.0, 24), per_person(40.0, 24)
+    assert set(one) <= set(two)
+    # each count is the expectation rounded up or down: 2 × (x ± 1) against 2x ± 1
+    assert all(abs(two[p] - 2 * one.get(p, 0)) <= 2 for p in two), (one, two)
+    week = per_person(20.0, 7 * 24)
+    assert all(abs(week[p] - 7 * one.get(p, 0)) <= 7 for p in week), (one, week)
