@@ -8,10 +8,11 @@ duplication, partitions) and decoded again on the other side. The relay's clock 
 simulated clock, so every metadata record it writes carries simulated time.
 
 What the network model may lose (and the simulation then accounts for by message): a frame
-carrying envelopes toward the relay (a send) can be lost or duplicated. A lost delivery push
-toward a device leaves the envelope queued; the device gets it on its next receive. Control
-frames (registration, authentication, bundles, receipts) ride a reliable connection (as TCP
-retransmits) and are only delayed. A device that goes offline drops its connection; the relay
+carrying envelopes toward the relay (a send) can be lost or duplicated, or dropped by a "drop"
+partition. A lost delivery push toward a device leaves the envelope queued; the device gets it
+on its next receive. Control frames (registration, authentication, bundles, receipts) ride a
+reliable connection (as TCP retransmits) and are only delayed. A "hold" partition delays every
+frame that would cross it, of either kind, until it heals (sims.network). A device that goes offline drops its connection; the relay
 queues for it, and it drains its queue when it comes back.
 
 Exceptional access (``sims.access``): the timeline's ``exceptional_access`` (key escrow, a global
@@ -377,12 +378,9 @@ class Simulation:
             if not delays and isinstance(ref, int):
                 self._lost(ref, "the network lost the send")
         else:
-            delays = self._reliable(d.spec.region, self.relay_region)
+            delays = [self.net.reliable(d.spec.region, self.relay_region, self.sched.now)]
         for delay in delays:
             self.sched.after(delay, self._relay_receive, link, data, owner, ref)
-
-    def _reliable(self, src: str, dst: str) -> list[float]:
-        return [self.net.base_latency(src, dst) + self.net.rng.random() * self.net.jitter]
 
     def _relay_receive(self, link: Link, data: bytes, owner: SimDevice, ref: object) -> None:
         if not link.open:
@@ -434,7 +432,7 @@ class Simulation:
                 self.sched.after(REDELIVERY_DELAY, self._poll, d)
                 return
         else:
-            delays = self._reliable(self.relay_region, d.spec.region)
+            delays = [self.net.reliable(self.relay_region, d.spec.region, self.sched.now)]
         self.sched.after(delays[0], self._device_receive, d, link, frame)
 
     def _poll(self, d: SimDevice) -> None:
@@ -705,7 +703,12 @@ class Simulation:
             self.scenario,
             [self.messages[k] for k in sorted(self.messages)],
             dict(sorted(self.record_counts.items())),
-            {"lost": self.net.lost, "duplicated": self.net.duplicated, "partitioned": self.net.partitioned},
+            {
+                "lost": self.net.lost,
+                "duplicated": self.net.duplicated,
+                "partitioned": self.net.partitioned,
+                "held": self.net.held,
+            },
             self.undecryptable,
             self.duplicates_dropped,
             self.mismatched,

@@ -8,8 +8,48 @@ timeline of events. Every problem in a file is reported as
 
 naming the file, the key path, the bad value and what was expected.
 
-Times are seconds of simulated time, written as a number or as a string with a unit:
-``"90s"``, ``"15m"``, ``"2h"``, ``"1d"``, or combined, ``"1h30m"``.
+Nothing wrong runs: a file is refused (``relaysim run`` exits with status 2 and prints that one
+line) rather than run doing something other than what it says. In particular:
+
+- Numbers are finite everywhere (TOML's ``nan`` and ``inf`` are refused), counts are integers
+  (``true`` is not 1), probabilities lie in [0, 1], latencies are not negative, keys are known.
+- Times are seconds of simulated time, written as a number or as a string with a unit:
+  ``"90s"``, ``"15m"``, ``"2h"``, ``"1d"``, or combined, ``"1h30m"``. t = 0 is midnight (the
+  relay's clock reads 2026-01-01T00:00:00Z), so a daily rhythm applies from the start of the
+  run. ``duration`` is positive and at most ``"365d"`` (``MAX_DURATION``).
+- A window (a device's ``offline`` window, a partition, a legal process's ``from``) that starts
+  at or after the end of the run is refused, as is a legal process's ``to`` after the end (a
+  running order that reaches the end of the run is answered then; one that would expire later
+  cannot be). A window that starts within the run may end after it. A device's offline windows
+  may not overlap. Scripted messages are sent before the end; events happen by the end.
+- Regions are names you choose. The regions of a scenario are the relay's and its devices'
+  (``[[people]]`` devices and ``[generate]`` regions); a latency rule or a partition that names
+  any other region is refused (it would silently do nothing). When ``network.latency`` gives
+  rules, every device's region must be one a rule names or the relay's: a device in any other
+  region would silently get the default latency.
+- Addresses (a device's, the relay's) are IPv4 or IPv6 addresses.
+- Names are unique: people, legal processes (each names its disclosure's files), latency rules
+  (one per pair of regions). The scenario's name names its output folder: letters, digits, '_',
+  '.', '-'. Events, legal process targets and ghost devices name someone in the scenario; with
+  ``[generate]`` the generated people are ``p0``, ``p1``, … (zero-padded to the width of the
+  count, e.g. ``p0007`` of 1000), each with at most as many devices as ``devices_per_person``
+  allows (how many a generated person has depends on the seed).
+
+Partitions cut the regions they list off from every other region from ``from`` to ``to``. What
+happens to a packet that would cross one is chosen per partition by ``mode``:
+
+- ``"drop"`` (the default): a frame carrying a message toward the relay, or a delivery push
+  toward a device, is lost (the message is then lost, or the push fetched again later, see
+  sims.runner); control frames (registration, fetches, receipts) ride a connection that
+  retransmits and are not dropped.
+- ``"hold"``: every frame that would cross it, in either direction, waits until the partition
+  heals and then travels with the usual latency (as TCP retransmits across an outage). Nothing
+  is lost to the partition; a frame held past the end of the run never arrives.
+
+``[generate]``'s ``messages_per_day`` is a rate per day whatever the duration: with a flat
+``daily_rhythm`` a person with rate r sends r × duration / 1 d messages on average; with a rhythm,
+each hour counts by its weight (so a 2 h run from midnight, when few write, holds fewer than 2/24
+of a day's messages; see sims.traffic). A person with no contact on the graph sends nothing.
 
 The file format, by example (every table but ``[scenario]`` and ``[[people]]`` is optional)::
 
@@ -28,7 +68,7 @@ The file format, by example (every table but ``[scenario]`` and ``[[people]]`` i
     loss = 0.0               # probability a packet is lost
     duplication = 0.0        # probability a packet arrives twice
     latency = [{ between = ["pk", "us"], ms = 180 }]
-    partitions = [{ regions = ["pk"], from = "2h", to = "2h10m" }]
+    partitions = [{ regions = ["pk"], from = "2h", to = "2h10m", mode = "drop" }]  # or "hold"
 
     [relay]
     region = "us"
@@ -37,6 +77,7 @@ The file format, by example (every table but ``[scenario]`` and ``[[people]]`` i
 
     [[people]]
     name = "alice"
+    region = "pk"            # the default for her devices (as may be address)
     devices = [{ region = "pk", address = "203.0.113.7", offline = [["1h", "2h"]] }]
 
     [[conversations]]
@@ -58,6 +99,8 @@ The file format, by example (every table but ``[scenario]`` and ``[[people]]`` i
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
 import math
 import re
 import tomllib
@@ -67,6 +110,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "MAX_DURATION",
     "Conversation",
     "DeviceSpec",
     "Event",
@@ -79,6 +123,7 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "ScriptedMessage",
+    "generated_names",
     "load_scenario",
     "parse_duration",
     "parse_scenario",
@@ -93,6 +138,9 @@ EVENT_KINDS = {
     "escrow_key_stolen": "the escrow agent's private key leaks: whoever has it opens every escrowed message",
 }
 EXCEPTIONAL_DEMANDS = ("key_escrow", "global_key", "ghost_device")
+PARTITION_MODES = ("drop", "hold")
+MAX_DURATION = 365 * 86400.0  # "365d": a year of simulated time is the longest run
+DEVICE_COUNTS = {"one": 1, "two": 2, "three": 3, "four": 4}
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
@@ -170,6 +218,7 @@ class Partition:
     regions: tuple[str, ...]
     start: float
     end: float
+    mode: str = "drop"  # "drop": packets that would cross it are lost; "hold": they wait until it heals
 
 
 @dataclass(frozen=True)
@@ -333,25 +382,38 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(source, "", f"not valid TOML: {exc}") from None
     r = _Reader(source)
+    _finite(r, data, "")
     r.known(data, "", ["scenario", "network", "relay", "people", "conversations", "generate", "events"])
 
     head = r.table(data.get("scenario"), "scenario") if "scenario" in data else r.table(None, "scenario")
     r.known(head, "scenario", ["name", "description", "duration", "seed", "compare_profiles", "matrix"])
     name = r.get(head, "name", "scenario", str)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,80}", name) or set(name) == {"."}:
+        raise r.fail(
+            "scenario.name",
+            f"expected letters, digits, '_', '.' or '-' (it names the output folder), got {name!r}",
+        )
     description = r.get(head, "description", "scenario", str, "")
     duration = r.duration(head, "duration", "scenario")
+    if not 0 < duration <= MAX_DURATION:
+        raise r.fail(
+            "scenario.duration",
+            f'expected a positive duration of at most "365d" ({MAX_DURATION:g} s), got {duration:g} s',
+        )
     seed = r.get(head, "seed", "scenario", int, 0)
     compare, matrix = _comparison(r, head, data)
 
-    network = _network(r, data.get("network", {}))
+    network = _network(r, data.get("network", {}), duration)
     relay = _relay(r, data.get("relay", {}))
-    people = _people(r, data.get("people", []))
+    people = _people(r, data.get("people", []), duration)
     generate = _generate(r, data["generate"]) if "generate" in data else None
     if not people and generate is None:
         raise r.fail("people", "no people: give [[people]] or a [generate] table")
+    _regions(r, network, relay, people, generate)
     names = {p.name for p in people}
     conversations = _conversations(r, data.get("conversations", []), names, duration)
-    events = _events(r, data.get("events", []), {d.name for p in people for d in p.devices}, names, duration)
+    everyone = _Everyone(people, generate)
+    events = _events(r, data.get("events", []), everyone, duration)
     return Scenario(
         name,
         description,
@@ -369,6 +431,132 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     )
 
 
+def _finite(r: _Reader, data: object, path: str) -> None:
+    """Refuse ``nan`` and ``inf`` wherever they are: no key of a scenario means them."""
+    if isinstance(data, float) and not math.isfinite(data):
+        raise r.fail(path, f"expected a finite number, got {data!r}")
+    if isinstance(data, dict):
+        for key, value in data.items():
+            _finite(r, value, f"{path}.{key}" if path else key)
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            _finite(r, value, f"{path}[{i}]")
+
+
+def _regions(
+    r: _Reader,
+    network: NetworkSpec,
+    relay: RelaySpec,
+    people: tuple[PersonSpec, ...],
+    generate: GenerateSpec | None,
+) -> None:
+    """With latency rules, every device is in a region a rule names (or the relay's); every region a
+    latency rule or a partition names is one where the relay or a device is."""
+    if network.latency:
+        ruled = {relay.region} | {region for rule in network.latency for region in rule.between}
+        expected = f"expected one of {', '.join(map(repr, sorted(ruled)))}"
+        for i, p in enumerate(people):
+            for j, d in enumerate(p.devices):
+                if d.region not in ruled:
+                    raise r.fail(f"people[{i}].devices[{j}].region", f"{expected}, got {d.region!r}")
+        if generate is not None:
+            for region, _w in generate.regions:
+                if region not in ruled:
+                    raise r.fail(f"generate.regions.{region}", f"{expected}, got {region!r}")
+    present = {relay.region} | {d.region for p in people for d in p.devices}
+    if generate is not None:
+        present |= {region for region, _w in generate.regions}
+    known = ", ".join(map(repr, sorted(present)))
+    for i, rule in enumerate(network.latency):
+        for region in rule.between:
+            if region not in present:
+                raise r.fail(
+                    f"network.latency[{i}].between",
+                    f"expected regions where the relay or a device is ({known}), got {region!r}",
+                )
+    for i, part in enumerate(network.partitions):
+        for j, region in enumerate(part.regions):
+            if region not in present:
+                raise r.fail(
+                    f"network.partitions[{i}].regions[{j}]",
+                    f"expected a region where the relay or a device is ({known}), got {region!r}",
+                )
+
+
+def generated_names(count: int) -> list[str]:
+    """The names ``[generate]`` gives its people: ``p0`` … or zero-padded, ``p0000`` … ``p1999``."""
+    width = len(str(count))
+    return [f"p{i:0{width}d}" for i in range(count)]
+
+
+class _Everyone:
+    """Who an event may name: the people given, and those ``[generate]`` will make."""
+
+    def __init__(self, people: tuple[PersonSpec, ...], generate: GenerateSpec | None) -> None:
+        self.devices = {d.name for p in people for d in p.devices}
+        self.names = {p.name for p in people}
+        self.generated = 0 if generate is None else generate.people
+        self.width = len(str(self.generated))
+        self.max_devices = 0
+        if generate is not None:
+            self.max_devices = max(n for n, w in generate.devices_per_person if w > 0)
+
+    def _generated(self, name: str) -> bool:
+        digits = name[1:]
+        return (
+            self.generated > 0
+            and name.startswith("p")
+            and len(digits) == self.width
+            and digits.isascii()
+            and digits.isdigit()
+            and int(digits) < self.generated
+        )
+
+    def person(self, name: str) -> bool:
+        return name in self.names or self._generated(name)
+
+    def device(self, name: str) -> bool:
+        if name in self.devices:
+            return True
+        person, _, index = name.rpartition("/")
+        return (
+            self._generated(person)
+            and index.isascii()
+            and index.isdigit()
+            and not index.startswith("0")
+            and int(index) <= self.max_devices
+        )
+
+    def _first_last(self) -> tuple[str, str]:
+        return f"p{0:0{self.width}d}", f"p{self.generated - 1:0{self.width}d}"
+
+    def describe(self) -> str:
+        names = sorted(self.names)
+        if len(names) > 12:
+            names = [*names[:12], "…"]
+        if self.generated:
+            first, last = self._first_last()
+            names.append(f"generated {first} to {last}")
+        return ", ".join(names)
+
+    def describe_devices(self) -> str:
+        devices = sorted(self.devices)
+        if len(devices) > 12:
+            devices = [*devices[:12], "…"]
+        if self.generated:
+            first, last = self._first_last()
+            devices.append(f"generated {first}/1 to {last}/{self.max_devices}")
+        return ", ".join(devices)
+
+
+def _address(r: _Reader, value: str, path: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise r.fail(path, f"expected an IPv4 or IPv6 address, got {value!r}") from None
+    return value
+
+
 def _comparison(r: _Reader, head: Mapping[str, Any], data: Mapping[str, Any]) -> tuple[tuple[str, ...], bool]:
     """``compare_profiles`` and ``matrix``: a scenario run under several relay profiles."""
     from relay.profiles import PROFILES
@@ -376,7 +564,7 @@ def _comparison(r: _Reader, head: Mapping[str, Any], data: Mapping[str, Any]) ->
     raw = r.get(head, "compare_profiles", "scenario", list, [])
     matrix = r.get(head, "matrix", "scenario", bool, False)
     for i, name in enumerate(raw):
-        if name not in PROFILES:
+        if not isinstance(name, str) or name not in PROFILES:
             raise r.fail(
                 f"scenario.compare_profiles[{i}]",
                 f"expected one of {', '.join(map(repr, PROFILES))}, got {_show(name)}",
@@ -396,10 +584,11 @@ def _comparison(r: _Reader, head: Mapping[str, Any], data: Mapping[str, Any]) ->
     return tuple(raw), matrix
 
 
-def _network(r: _Reader, raw: object) -> NetworkSpec:
+def _network(r: _Reader, raw: object, duration: float) -> NetworkSpec:
     t = r.table(raw, "network")
     r.known(t, "network", ["latency_ms", "jitter_ms", "loss", "duplication", "latency", "partitions"])
     rules = []
+    pairs: dict[frozenset[str], int] = {}
     for i, item in enumerate(r.get(t, "latency", "network", list, [])):
         path = f"network.latency[{i}]"
         it = r.table(item, path)
@@ -407,21 +596,40 @@ def _network(r: _Reader, raw: object) -> NetworkSpec:
         between = r.get(it, "between", path, list)
         if len(between) != 2 or not all(isinstance(x, str) for x in between):
             raise r.fail(f"{path}.between", f"expected two region names, got {_show(between)}")
-        rules.append(LatencyRule((between[0], between[1]), float(r.get(it, "ms", path, (int, float)))))
+        pair = frozenset(between)
+        if pair in pairs:
+            raise r.fail(
+                f"{path}.between",
+                f"network.latency[{pairs[pair]}] already gives the latency between {between[0]!r} and {between[1]!r}",
+            )
+        pairs[pair] = i
+        ms = float(r.get(it, "ms", path, (int, float)))
+        if ms < 0:
+            raise r.fail(f"{path}.ms", f"expected a non-negative number of milliseconds, got {ms!r}")
+        rules.append(LatencyRule((between[0], between[1]), ms))
     partitions = []
     for i, item in enumerate(r.get(t, "partitions", "network", list, [])):
         path = f"network.partitions[{i}]"
         it = r.table(item, path)
-        r.known(it, path, ["regions", "from", "to"])
+        r.known(it, path, ["regions", "from", "to", "mode"])
         regions = r.get(it, "regions", path, list)
         if not regions or not all(isinstance(x, str) for x in regions):
             raise r.fail(
                 f"{path}.regions", f"expected a non-empty array of region names, got {_show(regions)}"
             )
         start, end = r.duration(it, "from", path), r.duration(it, "to", path)
+        if start >= duration:
+            raise r.fail(
+                f"{path}.from", f"expected a time before the end of the run ({duration:g} s), got {start:g} s"
+            )
         if end <= start:
             raise r.fail(f"{path}.to", f"expected a time after 'from' ({start:g} s), got {end:g} s")
-        partitions.append(Partition(tuple(regions), start, end))
+        mode = r.get(it, "mode", path, str, "drop")
+        if mode not in PARTITION_MODES:
+            raise r.fail(
+                f"{path}.mode", f"expected one of {', '.join(map(repr, PARTITION_MODES))}, got {mode!r}"
+            )
+        partitions.append(Partition(tuple(regions), start, end, mode))
     latency_ms = float(r.get(t, "latency_ms", "network", (int, float), 50.0))
     jitter_ms = float(r.get(t, "jitter_ms", "network", (int, float), 5.0))
     for key, value in (("latency_ms", latency_ms), ("jitter_ms", jitter_ms)):
@@ -451,14 +659,14 @@ def _relay(r: _Reader, raw: object) -> RelaySpec:
         raise r.fail("relay.profile", f"expected one of {known}, got {profile!r}")
     return RelaySpec(
         r.get(t, "region", "relay", str, "us"),
-        r.get(t, "address", "relay", str, "198.51.100.1"),
+        _address(r, r.get(t, "address", "relay", str, "198.51.100.1"), "relay.address"),
         profile,
         r.get(t, "sealed_sender", "relay", bool, None),
         max_frame,
     )
 
 
-def _windows(r: _Reader, raw: object, path: str) -> tuple[tuple[float, float], ...]:
+def _windows(r: _Reader, raw: object, path: str, duration: float) -> tuple[tuple[float, float], ...]:
     if not isinstance(raw, list):
         raise r.fail(path, f"expected an array of [from, to] pairs, got {_show(raw)}")
     out = []
@@ -472,11 +680,19 @@ def _windows(r: _Reader, raw: object, path: str) -> tuple[tuple[float, float], .
             raise r.fail(where, str(exc)) from None
         if end <= start:
             raise r.fail(where, f"expected 'to' after 'from', got {pair!r}")
+        if start >= duration:
+            raise r.fail(
+                where, f"expected a window starting before the end of the run ({duration:g} s), got {pair!r}"
+            )
         out.append((start, end))
-    return tuple(sorted(out))
+    out.sort()
+    for (_s0, e0), (s1, _e1) in itertools.pairwise(out):
+        if s1 < e0:
+            raise r.fail(path, f"expected windows that do not overlap, got {raw!r}")
+    return tuple(out)
 
 
-def _people(r: _Reader, raw: object) -> tuple[PersonSpec, ...]:
+def _people(r: _Reader, raw: object, duration: float) -> tuple[PersonSpec, ...]:
     if not isinstance(raw, list):
         raise r.fail("people", f"expected an array of tables ([[people]]), got {_show(raw)}")
     people: list[PersonSpec] = []
@@ -492,6 +708,9 @@ def _people(r: _Reader, raw: object) -> tuple[PersonSpec, ...]:
             raise r.fail(f"{path}.name", f"{name!r} is already the name of another person")
         seen.add(name)
         default_region = r.get(t, "region", path, str, "us")
+        default_address = t.get("address")
+        if default_address is not None:
+            default_address = _address(r, r.get(t, "address", path, str), f"{path}.address")
         raw_devices = r.get(t, "devices", path, list, [{}])
         if not raw_devices:
             raise r.fail(f"{path}.devices", "expected at least one device")
@@ -500,14 +719,16 @@ def _people(r: _Reader, raw: object) -> tuple[PersonSpec, ...]:
             dpath = f"{path}.devices[{j}]"
             d = r.table(dev, dpath)
             r.known(d, dpath, ["region", "address", "offline"])
-            address = r.get(d, "address", dpath, str, f"192.0.2.{(len(people) * 4 + j) % 250 + 1}")
+            address = r.get(
+                d, "address", dpath, str, default_address or f"192.0.2.{(len(people) * 4 + j) % 250 + 1}"
+            )
             devices.append(
                 DeviceSpec(
                     name,
                     j + 1,
                     r.get(d, "region", dpath, str, default_region),
-                    address,
-                    _windows(r, d.get("offline", []), f"{dpath}.offline"),
+                    _address(r, address, f"{dpath}.address"),
+                    _windows(r, d.get("offline", []), f"{dpath}.offline", duration),
                 )
             )
         people.append(PersonSpec(name, tuple(devices)))
@@ -574,7 +795,7 @@ def _generate(r: _Reader, raw: object) -> GenerateSpec:
     n = r.get(t, "people", "generate", int)
     if not 2 <= n <= 1_000_000:
         raise r.fail("generate.people", f"expected from 2 to 1,000,000 people, got {n}")
-    counts = {"one": 1, "two": 2, "three": 3, "four": 4}
+    counts = DEVICE_COUNTS
     dpp = _weights(r, t.get("devices_per_person", {"one": 1.0}), "generate.devices_per_person")
     for key in dpp:
         if key not in counts:
@@ -597,8 +818,15 @@ def _generate(r: _Reader, raw: object) -> GenerateSpec:
         )
     regions = _weights(r, t.get("regions", {"us": 1.0}), "generate.regions")
     rhythm = r.get(t, "daily_rhythm", "generate", list, [])
-    if rhythm and (len(rhythm) != 24 or not all(isinstance(x, int | float) and x >= 0 for x in rhythm)):
-        raise r.fail("generate.daily_rhythm", "expected 24 non-negative weights, one per hour of the day")
+    if rhythm and (
+        len(rhythm) != 24
+        or not all(isinstance(x, int | float) and not isinstance(x, bool) and x >= 0 for x in rhythm)
+        or sum(rhythm) <= 0
+    ):
+        raise r.fail(
+            "generate.daily_rhythm",
+            f"expected 24 non-negative weights, one per hour of the day, not all 0, got {_show(rhythm)}",
+        )
     return GenerateSpec(
         n,
         tuple((counts[k], w) for k, w in dpp.items()),
@@ -611,12 +839,11 @@ def _generate(r: _Reader, raw: object) -> GenerateSpec:
     )
 
 
-def _events(
-    r: _Reader, raw: object, devices: set[str], people: set[str], duration: float
-) -> tuple[Event, ...]:
+def _events(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> tuple[Event, ...]:
     if not isinstance(raw, list):
         raise r.fail("events", f"expected an array of tables ([[events]]), got {_show(raw)}")
     out = []
+    orders: dict[str, int] = {}  # legal process name -> the event that first used it
     for i, item in enumerate(raw):
         path = f"events[{i}]"
         t = r.table(item, path)
@@ -628,7 +855,14 @@ def _events(
             raise r.fail(f"{path}.kind", f"expected one of {', '.join(map(repr, EVENT_KINDS))}, got {kind!r}")
         params = {k: v for k, v in t.items() if k not in ("at", "kind")}
         if kind == "legal_process":
-            params = _legal_process(r, params, path, people, i)
+            params = _legal_process(r, params, path, everyone, i, duration)
+            first = orders.setdefault(params["name"], i)
+            if first != i:
+                raise r.fail(
+                    f"{path}.name",
+                    f"expected a name of its own (its disclosure is filed under it), "
+                    f"got {params['name']!r}, already the name of events[{first}]",
+                )
         elif kind == "exceptional_access":
             r.known(params, path, ["demand", "target"])
             demand = r.get(params, "demand", path, str)
@@ -639,27 +873,31 @@ def _events(
                 )
             if demand == "ghost_device":
                 target = r.get(params, "target", path, str)
-                if people and target not in people:
+                if not everyone.person(target):
                     raise r.fail(
                         f"{path}.target",
-                        f"expected one of the people ({', '.join(sorted(people))}), got {target!r}",
+                        f"expected one of the people ({everyone.describe()}), got {target!r}",
                     )
+            elif "target" in params:
+                raise r.fail(
+                    f"{path}.target", f"a {demand} demand covers everyone; only a ghost_device names a target"
+                )
         elif kind == "escrow_key_stolen":
             r.known(params, path, [])
         if kind in ("device_offline", "device_online", "seize_phone"):
             r.known(params, path, ["device"])
             device = r.get(params, "device", path, str)
-            if devices and device not in devices:
+            if not everyone.device(device):
                 raise r.fail(
                     f"{path}.device",
-                    f"expected a device like 'alice/1' ({', '.join(sorted(devices))}), got {device!r}",
+                    f"expected a device like 'alice/1' ({everyone.describe_devices()}), got {device!r}",
                 )
         out.append(Event(at, kind, params))
     return tuple(sorted(out, key=lambda e: e.at))
 
 
 def _legal_process(
-    r: _Reader, params: dict[str, Any], path: str, people: set[str], index: int
+    r: _Reader, params: dict[str, Any], path: str, everyone: _Everyone, index: int, duration: float
 ) -> dict[str, Any]:
     from relay.legal import resolve_instrument
 
@@ -682,12 +920,16 @@ def _legal_process(
     target = r.get(params, "target", path, str, None)
     if target is None and instrument.needs_target:
         raise r.fail(f"{path}.target", f"missing; a {instrument.name} names the account it is served on")
-    if target is not None and people and target not in people:
-        raise r.fail(
-            f"{path}.target", f"expected one of the people ({', '.join(sorted(people))}), got {target!r}"
-        )
+    if target is not None and not everyone.person(target):
+        raise r.fail(f"{path}.target", f"expected one of the people ({everyone.describe()}), got {target!r}")
     start = r.duration(params, "from", path) if "from" in params else None
     end = r.duration(params, "to", path) if "to" in params else None
+    if start is not None and start >= duration:
+        raise r.fail(
+            f"{path}.from", f"expected a time before the end of the run ({duration:g} s), got {start:g} s"
+        )
+    if end is not None and end > duration:
+        raise r.fail(f"{path}.to", f"expected a time by the end of the run ({duration:g} s), got {end:g} s")
     if start is not None and end is not None and end <= start:
         raise r.fail(f"{path}.to", f"expected a time after 'from' ({start:g} s), got {end:g} s")
     name = r.get(params, "name", path, str, f"{process}-{target or 'everyone'}-{index}")

@@ -5,6 +5,14 @@ Erdős–Rényi generator, seeded), gives each person a message rate drawn from 
 distribution (heavy-tailed, as messaging volumes are), spreads their messages over the day by a
 daily rhythm, and sends each to a neighbour on the graph. Message texts are short random
 sentences, different from one another, so tests can look for any of them in what the relay holds.
+
+Rates are per day and hold for any duration. A person's messages arrive as a process whose
+intensity at time t is ``rate × w(hour of t) / 1 day``, where ``w`` is the daily rhythm scaled to
+average 1 over the day (t = 0 is midnight). Over a run of D seconds that person sends, on
+average, ``rate × activity_days(D)`` messages (``activity_days``: D / 1 d for a flat rhythm, the
+rhythm's weight over [0, D) otherwise). Each person's rate is drawn once from the log-normal;
+their count is rate × activity_days(D) rounded up or down at random (so its mean is exact), and
+each message's time is drawn from the same intensity. People with no contacts send nothing.
 """
 
 from __future__ import annotations
@@ -13,9 +21,16 @@ import math
 import random
 from dataclasses import dataclass, replace
 
-from sims.scenario import DeviceSpec, PersonSpec, Scenario
+from sims.scenario import DeviceSpec, PersonSpec, Scenario, generated_names
 
-__all__ = ["DEFAULT_RHYTHM", "PlannedMessage", "contact_graph", "expand_population", "plan_messages"]
+__all__ = [
+    "DEFAULT_RHYTHM",
+    "PlannedMessage",
+    "activity_days",
+    "contact_graph",
+    "expand_population",
+    "plan_messages",
+]
 
 # Relative messaging activity per hour of the day (00-23): quiet at night, peaks at midday and
 # in the evening. An illustrative shape, not a measured one; scenarios may give their own.
@@ -111,10 +126,8 @@ def expand_population(scenario: Scenario) -> Scenario:
     rng = _rng(scenario.seed, "population")
     regions, region_w = zip(*g.regions, strict=True)
     counts, count_w = zip(*g.devices_per_person, strict=True)
-    width = len(str(g.people))
     people = list(scenario.people)
-    for i in range(g.people):
-        name = f"p{i:0{width}d}"
+    for i, name in enumerate(generated_names(g.people)):
         region = rng.choices(regions, region_w)[0]
         n_devices = rng.choices(counts, count_w)[0]
         devices = tuple(
@@ -147,6 +160,31 @@ def _sentence(rng: random.Random, serial: int) -> str:
     return f"{' '.join(words)} #{serial}"
 
 
+def _activity(duration: float, rhythm: tuple[float, ...]) -> tuple[list[float], list[float]]:
+    """The run cut at every hour boundary: each piece's start and the cumulative activity (in days of
+    average activity) up to its end."""
+    scale = 24 / sum(rhythm)  # so that the rhythm averages 1 over the day
+    starts: list[float] = []
+    cumulative: list[float] = []
+    total = 0.0
+    t = 0.0
+    while t < duration:
+        hour = int(t // 3600)
+        end = min(duration, (hour + 1) * 3600.0)
+        starts.append(t)
+        total += rhythm[hour % 24] * scale * (end - t) / 86400
+        cumulative.append(total)
+        t = end
+    return starts, cumulative
+
+
+def activity_days(duration: float, rhythm: tuple[float, ...] = DEFAULT_RHYTHM) -> float:
+    """How many days' worth of messages a run of ``duration`` seconds from midnight holds under
+    ``rhythm``: a person with a rate of r messages a day sends r × this many on average."""
+    cumulative = _activity(duration, rhythm)[1]
+    return cumulative[-1] if cumulative else 0.0
+
+
 def plan_messages(scenario: Scenario, graph: dict[str, list[str]] | None = None) -> list[PlannedMessage]:
     """Every message of the run, in time order, with ids from 1. ``graph``: ``contact_graph(scenario)``
     when the caller has already built it."""
@@ -159,22 +197,29 @@ def plan_messages(scenario: Scenario, graph: dict[str, list[str]] | None = None)
         rng = _rng(scenario.seed, "traffic")
         contacts = contact_graph(scenario) if graph is None else graph
         rhythm = g.daily_rhythm or DEFAULT_RHYTHM
-        days = scenario.duration / 86400
+        duration = scenario.duration
+        starts, cumulative = _activity(duration, rhythm)
+        days = cumulative[-1] if cumulative else 0.0
+        pieces = range(len(starts))
         sigma = g.messages_per_day_sigma
         mu = math.log(g.messages_per_day_mean) - sigma * sigma / 2  # so that the mean is the mean
-        hours = list(range(24))
+        # Each person's rate comes from a stream of its own, one draw per person in order, so that it
+        # belongs to the person: the same people are the heavy writers whatever the duration, and
+        # doubling the mean doubles every rate.
+        rates = _rng(scenario.seed, "rates")
         serial = 0
         for person, friends in contacts.items():
+            rate = rates.lognormvariate(mu, sigma)
             if not friends:
                 continue
-            expected = rng.lognormvariate(mu, sigma) * days
+            expected = rate * days
             n = int(expected) + (1 if rng.random() < expected - int(expected) else 0)
             for _ in range(n):
-                day = rng.randrange(max(1, math.ceil(days)))
-                hour = rng.choices(hours, rhythm)[0]
-                at = day * 86400 + hour * 3600 + rng.random() * 3600
-                if at >= scenario.duration:
-                    continue
+                # a piece of the run in proportion to its activity, then a uniform time within it
+                i = rng.choices(pieces, cum_weights=cumulative)[0]
+                start = starts[i]
+                end = starts[i + 1] if i + 1 < len(starts) else duration
+                at = min(start + rng.random() * (end - start), math.nextafter(duration, 0.0))
                 serial += 1
                 planned.append((at, person, rng.choice(friends), _sentence(rng, serial)))
     planned.sort(key=lambda p: p[0])

@@ -30,6 +30,7 @@ from sims.scenario import (
     Conversation,
     DeviceSpec,
     NetworkSpec,
+    Partition,
     PersonSpec,
     RelaySpec,
     Scenario,
@@ -67,11 +68,25 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     for _ in range(draw(st.integers(1, 12))):
         s, r = draw(st.permutations(range(n_people)))[:2]
         messages.append(ScriptedMessage(draw(st.floats(60, 2400)), f"u{s}", f"u{r}", draw(PLAIN)))
+    partitions = []
+    for _ in range(draw(st.integers(0, 2))):
+        start = draw(st.floats(60, 2400))
+        # "drop" loses what crosses it (accounted as lost); "hold" delivers it when it heals, which
+        # is well before the end of the run
+        partitions.append(
+            Partition(
+                (draw(st.sampled_from(["a", "b"])),),
+                start,
+                start + draw(st.floats(1, 900)),
+                draw(st.sampled_from(["drop", "hold"])),
+            )
+        )
     network = NetworkSpec(
         latency_ms=draw(st.floats(1, 300)),
         jitter_ms=draw(st.floats(0, 200)),
         loss=draw(st.sampled_from([0.0, 0.0, 0.1, 0.3])),
         duplication=draw(st.sampled_from([0.0, 0.0, 0.1, 0.3])),
+        partitions=tuple(partitions),
     )
     return Scenario(
         name="generated",
