@@ -157,6 +157,29 @@ def run_to_dir(
     *,
     progress: Callable[[float, float], None] | None = None,
     capture_frames: bool = False,
+    counterfactuals: bool = True,
+) -> tuple[SimulationResult, dict[str, Any]]:
+    """Run ``scenario`` into ``out``; a legal_process event with a ``counterfactual`` also gets its
+    separate, labelled run in ``out/counterfactual/`` (sims.counterfactual), never mixed with the record."""
+    result, summary = _run_to_dir(scenario, out, progress=progress, capture_frames=capture_frames)
+    if counterfactuals and not scenario.counterfactual:
+        from sims.counterfactual import counterfactual_events, counterfactual_scenario, render_counterfactual
+
+        if counterfactual_events(scenario):
+            what_if = counterfactual_scenario(scenario)
+            _cf_result, cf_summary = run_to_dir(what_if, out / "counterfactual", progress=progress)
+            (out / "counterfactual.md").write_text(render_counterfactual(scenario, out), encoding="utf-8")
+            summary["counterfactual"] = {"dir": "counterfactual", "summary": "counterfactual.md"}
+            (out / "summary.json").write_text(json.dumps(_round(summary), indent=2) + "\n", encoding="utf-8")
+    return result, summary
+
+
+def _run_to_dir(
+    scenario: Scenario,
+    out: Path,
+    *,
+    progress: Callable[[float, float], None] | None = None,
+    capture_frames: bool = False,
 ) -> tuple[SimulationResult, dict[str, Any]]:
     if scenario.matrix:
         from sims.matrix import run_matrix_to_dir
@@ -385,7 +408,7 @@ def run_comparison_to_dir(
     runs: dict[str, tuple[SimulationResult, dict[str, Any]]] = {}
     for name in scenario.compare_profiles:
         single = replace(scenario, relay=replace(scenario.relay, profile=name), compare_profiles=())
-        runs[name] = run_to_dir(single, out / name, progress=progress)
+        runs[name] = run_to_dir(single, out / name, progress=progress, counterfactuals=False)
     comparison = _comparison(runs)
     summary: dict[str, Any] = {
         "scenario": scenario.name,
