@@ -402,7 +402,17 @@ class ComplianceDesk:
             return d
         if d.response != "complied":
             for category in in_order(instrument.asks):
-                d.refuse(category, "withheld_by_policy", f"{self.profile.title}'s response: {d.response}")
+                # what could not be produced even by complying keeps its own reason (no key opens it,
+                # or no way to collect it); the rest the provider has, or could collect, and declines
+                missing = self._missing(category, process)
+                if missing is not None and missing[0] in ("cryptographically_impossible", "no_capability"):
+                    d.refuse(category, *missing)
+                else:
+                    d.refuse(
+                        category,
+                        "withheld_by_policy",
+                        f"{self.profile.title}'s response to the demand as a whole: {d.response}",
+                    )
             if process.withdrawn is not None:
                 d.notes.append(
                     f"{self.profile.title} {d.response} the demand; the authority withdrew it, and nothing was "

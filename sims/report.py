@@ -148,6 +148,18 @@ def summary_markdown(summary: dict[str, Any], scenario: Scenario) -> str:
         f"Envelopes still queued at the end: {summary['relay_queued_at_end']}.",
         "",
     ]
+    if scenario.start is not None:
+        lines += [f"The relay ran its provider as it was on {scenario.start.isoformat()} (`[scenario] start`).", ""]
+    if summary.get("disclosures"):
+        lines += ["## Legal process (each answer in disclosures/NAME.md)", ""]
+        for o in summary["disclosures"]:
+            course = " then ".join(o.get("history") or [o["response"]]).replace("withdrawn", "demand withdrawn")
+            extra = "; **no such account**" if o.get("no_such_account") else ""
+            if o.get("nondisclosure_order"):
+                extra += f"; with a non-disclosure order ({o['nondisclosure_order']})"
+            got = ", ".join(o["provided"]) or "nothing"
+            lines.append(f"- `{o['name']}` ({o['process']}): {course}{extra}; handed over: {got}")
+        lines.append("")
     return "\n".join(lines)
 
 
