@@ -199,9 +199,11 @@ class Disclosure:
             f"- **Served on:** the relay's operator — {title} (profile `{self.profile}`)",
             f"- **Target:** {f'account `{p.target}`' if p.target else 'everyone who uses the relay'}",
             f"- **Served at:** {fmt(p.served)}; it covers {covers}",
-            f"- **Response:** "
+            "- **Response:** "
             + (
-                "; then ".join(f"{r.replace('withdrawn', 'demand withdrawn')} at {fmt(t)}" for r, t in self.history)
+                "; then ".join(
+                    f"{r.replace('withdrawn', 'demand withdrawn')} at {fmt(t)}" for r, t in self.history
+                )
                 if len(self.history) > 1
                 else self.response
             ),

@@ -48,7 +48,9 @@ def counterfactual_events(scenario: Scenario) -> list[tuple[str, str, str]]:
 
 def counterfactual_scenario(scenario: Scenario) -> Scenario:
     """The same scenario, marked as the counterfactual run and labelled so in its description."""
-    demands = ", ".join(f"{name} ({get_instrument(p).name})" for name, p, _c in counterfactual_events(scenario))
+    demands = ", ".join(
+        f"{name} ({get_instrument(p).name})" for name, p, _c in counterfactual_events(scenario)
+    )
     return replace(
         scenario,
         counterfactual=True,

@@ -606,7 +606,9 @@ class Simulation:
     def _withdraw(self, name: str) -> None:
         order = self._open_orders.get(name)
         if order is not None:
-            self.emit({"t": self.sched.now, "kind": "demand_withdrawn", "name": name, "process": order.process})
+            self.emit(
+                {"t": self.sched.now, "kind": "demand_withdrawn", "name": name, "process": order.process}
+            )
         self._expire(name)
 
     def _expire(self, name: str) -> None:

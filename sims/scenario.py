@@ -343,7 +343,9 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     r.known(data, "", ["scenario", "network", "relay", "people", "conversations", "generate", "events"])
 
     head = r.table(data.get("scenario"), "scenario") if "scenario" in data else r.table(None, "scenario")
-    r.known(head, "scenario", ["name", "description", "duration", "seed", "compare_profiles", "matrix", "start"])
+    r.known(
+        head, "scenario", ["name", "description", "duration", "seed", "compare_profiles", "matrix", "start"]
+    )
     name = r.get(head, "name", "scenario", str)
     description = r.get(head, "description", "scenario", str, "")
     duration = r.duration(head, "duration", "scenario")
