@@ -262,8 +262,11 @@ def test_a_response_other_than_complied_is_a_policy_hook() -> None:
     sim.desk.profile = bes
     result = sim.run()
     (d,) = [d for d in result.disclosures if d.process.process == "pta_demand"]
-    assert d.response == "refused" and not d.provided and d.to_json()["response"] == "refused"
-    assert set(d.withheld) == INSTRUMENTS["pta_demand"].asks
+    assert d.response == "withdrawn" and not d.provided and d.to_json()["response"] == "withdrawn"
+    assert [r for r, _t in d.history] == ["refused", "withdrawn"]
+    # refused as a whole: what it holds or could collect is withheld; BES content stays impossible
+    assert set(d.withheld) == INSTRUMENTS["pta_demand"].asks - {"content"}
+    assert d.reasons["content"][0] == "cryptographically_impossible"
 
 
 def test_a_new_instrument_is_one_row_uk_targeted_interception() -> None:
