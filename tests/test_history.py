@@ -180,7 +180,7 @@ def test_legal_process_options_are_validated(order: str, expected: str) -> None:
 def test_signal_2016_no_sealed_sender_no_such_account_and_the_2705b_order(tmp_path: Path) -> None:
     scenario = resolve_scenario("signal-subpoena-2016")
     assert scenario.start is not None and scenario.start.year == 2016
-    result, summary = run_to_dir(scenario, tmp_path)
+    result, _summary = run_to_dir(scenario, tmp_path)
     # 2016: the relay saw the sender of every message (no sealed sender) and kept no record of it
     assert result.relay_records.get("send", 0) > 0 and not result.relay_records.get("sealed_send")
     d = json.loads((tmp_path / "disclosures" / "grand-jury-subpoena-dana.json").read_text("utf-8"))
@@ -203,7 +203,7 @@ def test_signal_2016_no_sealed_sender_no_such_account_and_the_2705b_order(tmp_pa
 
 def test_rcmp_clemenza_the_words_open_to_whoever_holds_the_global_key(tmp_path: Path) -> None:
     scenario = resolve_scenario("rcmp-clemenza")
-    result, summary = run_to_dir(scenario, tmp_path)
+    result, _summary = run_to_dir(scenario, tmp_path)
     (d,) = result.disclosures
     assert d.process.instrument.jurisdiction == "ca" and d.process.target == "marco"
     start, _end = d.process.window()
