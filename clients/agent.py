@@ -343,6 +343,7 @@ class DeviceAgent:
         elif isinstance(frame, wire.Authenticated):
             self.authenticated = True
             self._events.append(LoggedIn())
+            self._resume()
         elif isinstance(frame, wire.SenderCertificateResponse):
             self.certificate = frame.certificate
             try:
@@ -372,6 +373,27 @@ class DeviceAgent:
 
     def request_certificate(self) -> None:
         self._request(wire.GetSenderCertificate)
+
+    def connection_lost(self) -> None:
+        """The driver's word that the connection to the relay closed: no answer will come to any
+        request in flight on it. Requests are forgotten (a late answer is ignored); messages that
+        were waiting for a prekey bundle or a sender certificate stay queued, and are asked for
+        again once the device has logged in on its next connection (see ``_resume``). A send in
+        flight is the driver's to account for: the relay either accepted it or never saw it."""
+        self._pending.clear()
+        self._outbox.clear()
+        self.authenticated = False
+
+    def _resume(self) -> None:
+        """After a login: ask again for what queued messages still wait on."""
+        asked = {(kind, context) for kind, context in self._pending.values() if isinstance(context, str)}
+        for to, waiting in self._waiting_bundle.items():
+            if waiting and (wire.FetchBundle.kind, to) not in asked:
+                self._request(wire.FetchBundle, context=to, account=to, delivery_token=None)
+        if self._waiting_certificate and not any(
+            kind == wire.GetSenderCertificate.kind for kind, _ in self._pending.values()
+        ):
+            self.request_certificate()
 
     def _error(self, kind: str, context: object, frame: wire.ErrorFrame) -> None:
         if isinstance(context, _Outgoing):

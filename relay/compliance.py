@@ -77,6 +77,10 @@ class LegalProcess:
     served: float
     start: float | None = None
     end: float | None = None
+    # when the authority withdrew the demand (relay clock), if it did: the order ends there
+    withdrawn: float | None = None
+    # a non-disclosure order served with it, e.g. "18 U.S.C. 2705(b)": the provider may not tell the user
+    nondisclosure: str | None = None
 
     def __post_init__(self) -> None:
         if self.process not in INSTRUMENTS:
@@ -97,7 +101,8 @@ class LegalProcess:
     def window(self) -> tuple[float, float]:
         if self.forward:
             start = max(self.served, self.start if self.start is not None else self.served)
-            return start, self.end if self.end is not None else float("inf")
+            end = self.end if self.end is not None else float("inf")
+            return start, end if self.withdrawn is None else min(end, self.withdrawn)
         return (
             self.start if self.start is not None else float("-inf"),
             min(self.served, self.end) if self.end is not None else self.served,
@@ -115,6 +120,10 @@ class Disclosure:
     decryption: list[dict[str, Any]] = field(default_factory=list)
     content_keys: int = 0  # how many content keys the desk held when it tried to decrypt
     notes: list[str] = field(default_factory=list)
+    # the demand's course: (response, relay time), e.g. refused at service, then withdrawn
+    history: list[tuple[Response, float]] = field(default_factory=list)
+    # the order named an account that does not exist: that is the answer ("no such account")
+    no_such_account: bool = False
 
     def refuse(self, category: str, reason: Reason, why: str) -> None:
         self.reasons[category] = (reason, why)
@@ -141,6 +150,9 @@ class Disclosure:
             "served": p.served,
             "window": [None if abs(x) == float("inf") else x for x in p.window()],
             "response": self.response,
+            "history": [{"response": r, "at": t} for r, t in self.history],
+            "no_such_account": self.no_such_account,
+            "nondisclosure_order": p.nondisclosure,
             "provided": {k: self.provided[k] for k in sorted(self.provided)},
             "not_provided": {r: dict(sorted(self.by_reason(r).items())) for r in REASONS},
             "decryption_attempts": self.decryption,
@@ -150,11 +162,18 @@ class Disclosure:
 
     def summary(self) -> dict[str, Any]:
         """Per reason, the categories; and the response. The matrix cell and the transcript's record."""
-        return {
+        out: dict[str, Any] = {
             "response": self.response,
             "provided": in_order(self.provided),
             **{r: in_order(self.by_reason(r)) for r in REASONS},
         }
+        if len(self.history) > 1:
+            out["history"] = [r for r, _t in self.history]
+        if self.no_such_account:
+            out["no_such_account"] = True
+        if self.process.nondisclosure:
+            out["nondisclosure_order"] = self.process.nondisclosure
+        return out
 
     def to_markdown(self, clock: Any = None) -> str:
         """The disclosure for people: what was served, what came back, and why the rest did not."""
@@ -180,11 +199,23 @@ class Disclosure:
             f"- **Served on:** the relay's operator — {title} (profile `{self.profile}`)",
             f"- **Target:** {f'account `{p.target}`' if p.target else 'everyone who uses the relay'}",
             f"- **Served at:** {fmt(p.served)}; it covers {covers}",
-            f"- **Response:** {self.response}",
-            "",
-            "## Handed over",
-            "",
+            "- **Response:** "
+            + (
+                "; then ".join(
+                    f"{r.replace('withdrawn', 'demand withdrawn')} at {fmt(t)}" for r, t in self.history
+                )
+                if len(self.history) > 1
+                else self.response
+            ),
         ]
+        if self.no_such_account:
+            lines.append(f"- **Answer:** no such account: no account is registered to `{p.target}`")
+        if p.nondisclosure:
+            lines.append(
+                f"- **Non-disclosure order:** {p.nondisclosure}: the provider may not tell the subscriber "
+                "about this order"
+            )
+        lines += ["", "## Handed over", ""]
         if not self.provided:
             lines.append("Nothing.")
         for cat in in_order(self.provided):
@@ -359,6 +390,22 @@ class ComplianceDesk:
     def serve(self, process: LegalProcess) -> Disclosure:
         instrument = process.instrument
         d = Disclosure(process, self.profile.name, response=self.profile.response_to(instrument))
+        d.history.append((d.response, process.served))
+        if process.withdrawn is not None:
+            d.history.append(("withdrawn", process.withdrawn))
+        if process.nondisclosure:
+            d.notes.append(
+                f"Served with a non-disclosure order ({process.nondisclosure}): {self.profile.title} may not "
+                "tell the subscriber about this order until a court lifts it."
+            )
+        if process.target is not None and not self.store.devices(process.target):
+            # An answer, not an error: the number has no account with this provider.
+            d.no_such_account = True
+            d.notes.append(
+                f"No such account: no {self.profile.title} account is registered to {process.target}, so "
+                "there is nothing to produce for it."
+            )
+            return d
         if instrument.looks == "freeze":
             d.notes.append(
                 f"A {instrument.name} discloses nothing now; it freezes what the provider holds about the "
@@ -367,7 +414,23 @@ class ComplianceDesk:
             return d
         if d.response != "complied":
             for category in in_order(instrument.asks):
-                d.refuse(category, "withheld_by_policy", f"{self.profile.title}'s response: {d.response}")
+                # what could not be produced even by complying keeps its own reason (no key opens it,
+                # or no way to collect it); the rest the provider has, or could collect, and declines
+                missing = self._missing(category, process)
+                if missing is not None and missing[0] in ("cryptographically_impossible", "no_capability"):
+                    d.refuse(category, *missing)
+                else:
+                    d.refuse(
+                        category,
+                        "withheld_by_policy",
+                        f"{self.profile.title}'s response to the demand as a whole: {d.response}",
+                    )
+            if process.withdrawn is not None:
+                d.notes.append(
+                    f"{self.profile.title} {d.response} the demand; the authority withdrew it, and nothing was "
+                    "handed over."
+                )
+                d.response = "withdrawn"
             return d
         if process.forward and process.name not in self._begun:
             # Served after the fact (e.g. on a finished run's store): a forward-looking order
@@ -402,6 +465,17 @@ class ComplianceDesk:
                 d.notes.append(f"{_label(category).capitalize()}: {note}.")
         if "content" in instrument.asks and "content" not in d.provided and "content" not in d.reasons:
             self._bodies("content", process, d)
+        elif "content" in d.withheld and self.keys:
+            # Only policy protects the words: the provider's own keys open them.
+            self._bodies("content", process, d)
+            opened = sum(1 for x in d.decryption if x["opened"])
+            reason, why = d.reasons["content"]
+            d.refuse(
+                "content",
+                reason,
+                f"{why}; the provider's own key opens {opened} of the {len(d.decryption)} held message(s): "
+                "only its policy keeps them back",
+            )
         if process.forward and not self._can_collect(instrument):
             d.notes.append(
                 f"A {self.profile.title} relay cannot collect under a {instrument.name}: nothing was tapped."
@@ -423,7 +497,9 @@ class ComplianceDesk:
                 f"a {instrument.name}, so it collects nothing" + (f" ({note})" if note else "")
             )
         has = f"collected under this order by {pr.title}" if process.forward else f"held by {pr.title}"
-        for p in _LEAST_PROCESS:
+        # a targeted order of another country's law: the provider's policy for it, not the US ladder
+        foreign_targeted = instrument.jurisdiction != "us" and instrument.needs_target
+        for p in () if foreign_targeted else _LEAST_PROCESS:
             least = INSTRUMENTS[p]
             if category in pr.discloses.get(p, frozenset()) and category in least.asks:
                 if instrument.jurisdiction != least.jurisdiction:
@@ -628,10 +704,13 @@ class ComplianceDesk:
                 ]
             return [{"account": target, "messages_sent": n}]
         if category == "lookup_log":
+            reach = pr.lookback.get(category)  # e.g. 25 days of look-ups to a 2703(d) order (the FBI chart)
             return [
                 _record(r, "time", "account", "recipient_account", "host")
                 for r in s.metadata(RecordKind.BUNDLE_FETCH)
-                if self._concerns(r, target) and self._in_window(r.time, process)
+                if self._concerns(r, target)
+                and self._in_window(r.time, process)
+                and (reach is None or r.time is None or r.time >= process.served - reach)
             ]
         if category == "realtime_routing":
             rows = [

@@ -18,7 +18,8 @@ an entry in that profile's ``discloses`` (and, if it did not comply, ``responses
 
 Sources, as named per row: 18 U.S.C. 2703, 2518, 3121-3127; 47 U.S.C. 1002 (CALEA); the
 Pakistan Telecommunication (Re-organization) Act 1996 and the PTA's statement of 2015-12-31; the
-Investigation for Fair Trial Act 2013 (Pakistan); the Indian Telegraph Act 1885 s.5(2) and
+Investigation for Fair Trial Act 2013 (Pakistan); BlackBerry's lawful-access policy as reported in
+December 2015 (John Chen) for Pakistani court orders; Canada's Criminal Code Part VI; the Indian Telegraph Act 1885 s.5(2) and
 Rule 419A of the Indian Telegraph Rules; the Information Technology Act 2000 s.69 and the
 Information Technology (Procedure and Safeguards for Interception, Monitoring and Decryption of
 Information) Rules 2009; the UK Investigatory Powers Act 2016; Australia's Telecommunications and
@@ -176,6 +177,12 @@ JURISDICTIONS: Final[Mapping[str, Jurisdiction]] = {
             "binds an intermediary to assist, per order",
         ),
         Jurisdiction(
+            "ca",
+            "Canada",
+            "none named in the record; in Project Clemenza (2010-2012, reported 2016-04; R v. Mirarchi) the "
+            "RCMP held the consumer BlackBerry global key itself",
+        ),
+        Jurisdiction(
             "uk",
             "United Kingdom",
             "a technical capability notice under the Investigatory Powers Act 2016 (s.253)",
@@ -318,6 +325,22 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             False,
             _MONITOR_ALL,
         ),
+        # BlackBerry's policy as reported in December 2015 (John Chen, BlackBerry; the seed article):
+        # "under a court order" it may give a phone's location, which users contacted each other, and
+        # certain metadata, never the correspondence. The record names no statute for these orders, so
+        # this row is a Pakistani court's order for records, looking back, as the record has it.
+        Instrument(
+            "pk_court_order",
+            "pk",
+            "Pakistani court order",
+            "a Pakistani court's order for a named user's records and what the provider holds for them",
+            "a court order, as BlackBerry's policy was reported (John Chen, BlackBerry, December 2015); the "
+            "record names no statute (for forward-looking surveillance see the Investigation for Fair Trial "
+            "Act 2013)",
+            "back",
+            True,
+            _STORED,
+        ),
         Instrument(
             "ifta_warrant",
             "pk",
@@ -362,6 +385,17 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "forward",
             False,
             _MONITOR_ALL,
+        ),
+        # Canada: interception of private communications on a judge's authorization.
+        Instrument(
+            "ca_part_vi_authorization",
+            "ca",
+            "Part VI authorization",
+            "a judge's authorization to intercept a named person's private communications from issue on",
+            "Criminal Code (R.S.C. 1985, c. C-46), Part VI, s.186",
+            "forward",
+            True,
+            _INTERCEPT,
         ),
         # United Kingdom.
         Instrument(

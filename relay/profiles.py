@@ -17,8 +17,9 @@ BlackBerry). Where a source says nothing, the profile says what we assumed.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Final, Literal
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from typing import Any, Final, Literal
 
 from relay.legal import CATEGORIES as LEGAL_CATEGORIES
 from relay.legal import INSTRUMENTS, Instrument, Response
@@ -26,11 +27,15 @@ from relay.metadata import KEEP_EVERYTHING, KindRule, RecordKind, RetentionPolic
 
 __all__ = [
     "CATEGORIES",
+    "HISTORY",
     "PROCESSES",
     "PROFILES",
     "REAL_PROFILES",
+    "Change",
     "Profile",
+    "changes_in_effect",
     "get_profile",
+    "profile_as_of",
 ]
 
 # The vocabulary and the instruments are rows in relay.legal; these are views of them.
@@ -78,6 +83,11 @@ class Profile:
     notes: Mapping[str, str] = field(default_factory=dict)  # per category, why it is as it is
     # Per instrument, how the provider answered the demand as a whole, where it did not comply.
     responses: Mapping[str, Response] = field(default_factory=dict)
+    # Per category, how far back (seconds before service) the provider's policy reaches when it
+    # hands that category over, where it reaches less far than it keeps.
+    lookback: Mapping[str, float] = field(default_factory=dict)
+    # The date this profile describes the provider as of (``profile_as_of``); None: as it is today.
+    as_of: date | None = None
 
     def response_to(self, instrument: Instrument) -> Response:
         """The provider's response to a demand under ``instrument``: "complied" unless its policy
@@ -189,6 +199,8 @@ IMESSAGE = Profile(
     wiretap=False,
     sources=(
         "Apple, 'Legal Process Guidelines' (iMessage capability query logs, 30 days)",
+        "Apple, iMessage FAQ for law enforcement (published by The Intercept, 2016-09-28): a look-up "
+        "'doesn't prove that any communication actually took place'",
         _FBI_CHART,
     ),
     discloses={
@@ -200,10 +212,15 @@ IMESSAGE = Profile(
         "pen_register": frozenset(),
         "wiretap": frozenset(),
     },
+    # The FBI chart: "25 days of iMessage look-ups to/from the target number" to a 2703(d) order.
+    lookback={"lookup_log": 25 * _DAY},
     notes={
         "content": "with iCloud Backup on (and Advanced Data Protection off) Apple holds the backup's keys; "
         "device backups are not simulated here",
         "realtime_routing": "the FBI chart lists no pen-register capability for iMessage",
+        "lookup_log": "Apple keeps look-ups about 30 days and hands over 25 days of them to a 2703(d) order (FBI "
+        "chart); a look-up is not a message: Apple says it \"doesn't prove that any communication actually "
+        "took place\" (Apple's iMessage FAQ for law enforcement, published by The Intercept, 2016-09-28)",
     },
 )
 
@@ -307,6 +324,12 @@ TELEGRAM_CLOUD = Profile(
 # BlackBerry's policy as reported (Dec 2015): who contacted whom "under a court order"; a subpoena
 # gets the subscriber records.
 _BB_SUBPOENA = ASKS["subpoena"] - {"message_log"}
+# Pakistan, December 2015 (John Chen): to a court order, "location, which users contacted each other,
+# and certain metadata", never the correspondence (neither the words nor the ciphertext).
+_BB_COURT_ORDER = ASKS["pk_court_order"] - {"ciphertext", "content"}
+# Pakistan, 2015: BlackBerry refused the PTA's demand to monitor all BES traffic and said it would
+# leave; no bulk hand-over happened (the PTA withdrew the demand on 2015-12-31).
+_BB_RESPONSES: Mapping[str, Response] = {"pta_demand": "refused"}
 
 BBM_CONSUMER = Profile(
     name="bbm-consumer",
@@ -326,8 +349,14 @@ BBM_CONSUMER = Profile(
         "and decrypted about a million PIN messages (Project Clemenza, reported 2016-04)",
         "India 2012: an interception facility in Mumbai covers BBM and BIS e-mail, not BES",
     ),
-    discloses={**{p: ASKS[p] for p in ASKS}, "subpoena": _BB_SUBPOENA},
-    notes={"content": "one global key, held by the provider, opens every consumer message"},
+    discloses={**{p: ASKS[p] for p in ASKS}, "subpoena": _BB_SUBPOENA, "pk_court_order": _BB_COURT_ORDER},
+    responses=_BB_RESPONSES,
+    notes={
+        "content": "BlackBerry's policy as reported (John Chen, December 2015) never hands over the "
+        "correspondence, although one global key, held by the provider, opens every consumer message",
+        "ciphertext": "BlackBerry's policy as reported (December 2015) hands over location, who contacted "
+        "whom and certain metadata, not the correspondence",
+    },
 )
 
 BES = Profile(
@@ -350,7 +379,12 @@ BES = Profile(
         "BlackBerry's lawful-access policy as reported (Dec 2015): location, who contacted whom and certain "
         "metadata under a court order, not the correspondence",
     ),
-    discloses={**{p: ASKS[p] - {"content"} for p in ASKS}, "subpoena": _BB_SUBPOENA},
+    discloses={
+        **{p: ASKS[p] - {"content"} for p in ASKS},
+        "subpoena": _BB_SUBPOENA,
+        "pk_court_order": _BB_COURT_ORDER,
+    },
+    responses=_BB_RESPONSES,
     notes={
         "content": "the keys are generated and held by the enterprise's own BES server, not by BlackBerry: "
         "the order has to be served on the enterprise"
@@ -392,3 +426,91 @@ def get_profile(name: str) -> Profile:
         return PROFILES[name]
     except KeyError:
         raise ValueError(f"unknown relay profile {name!r}; known: {', '.join(PROFILES)}") from None
+
+
+# --- history: a provider as it was on a date ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    """One dated change to a provider's design or policy.
+
+    ``before`` holds the profile's fields as they were until ``effective`` (the profile in
+    :data:`PROFILES` is the provider as it is today, after every change)."""
+
+    effective: date
+    what: str
+    source: str
+    before: Mapping[str, Any]
+
+
+_SIGNAL_2016_ROUTING = (
+    "before sealed sender (October 2018) the server saw the sender and the recipient of every message as "
+    "it routed it, and kept no record of either (signal.org/bigbrother, 2016 response)"
+)
+_TELEGRAM_TERROR_ONLY = (
+    "before September 2024 Telegram's policy handed over IP address and phone number only for confirmed "
+    "terror suspects (telegram.org/privacy §8.3, 2018; the FBI chart: 'only for confirmed terror "
+    "investigations'); the simulated orders are ordinary criminal process"
+)
+
+HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
+    "signal": (
+        Change(
+            date(2018, 10, 29),
+            "sealed sender: the sender's identity travels inside the encrypted envelope; the server no longer "
+            "sees who sent a message",
+            "signal.org/blog/sealed-sender (2018-10-29)",
+            {
+                "sealed_sender": False,
+                "notes": {
+                    **SIGNAL.notes,
+                    "message_log": _SIGNAL_2016_ROUTING,
+                    "message_counts": _SIGNAL_2016_ROUTING,
+                },
+            },
+        ),
+    ),
+    "telegram-cloud": (
+        Change(
+            date(2024, 9, 23),
+            "IP address and phone number to a valid order from judicial authorities naming the user as a "
+            "criminal suspect, not only in confirmed terror cases",
+            "telegram.org/privacy §8.3, as updated September 2024 (announced 2024-09-23); the FBI chart's "
+            "wording for the earlier policy",
+            {
+                "discloses": {},
+                "notes": {
+                    **TELEGRAM_CLOUD.notes,
+                    "subscriber_info": _TELEGRAM_TERROR_ONLY,
+                    "ip_addresses": _TELEGRAM_TERROR_ONLY,
+                },
+            },
+        ),
+    ),
+}
+
+
+def _when(when: date | datetime | None) -> date | None:
+    return when.date() if isinstance(when, datetime) else when
+
+
+def changes_in_effect(name: str, when: date | datetime | None = None) -> tuple[Change, ...]:
+    """The dated changes to profile ``name`` in effect on ``when`` (all of them if None: today)."""
+    get_profile(name)
+    day = _when(when)
+    return tuple(c for c in HISTORY.get(name, ()) if day is None or c.effective <= day)
+
+
+def profile_as_of(name: str, when: date | datetime | None = None) -> Profile:
+    """Profile ``name`` as the provider was on ``when`` (a date, or the date of a datetime);
+    None gives the provider as it is today. Changes not yet in effect are undone, latest first."""
+    profile = get_profile(name)
+    day = _when(when)
+    if day is None:
+        return profile
+    in_effect = changes_in_effect(name, day)
+    for change in reversed(HISTORY.get(name, ())):
+        if change not in in_effect:
+            profile = replace(profile, **change.before)
+    return replace(profile, as_of=day)

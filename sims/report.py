@@ -239,10 +239,50 @@ def summary_markdown(summary: dict[str, Any], scenario: Scenario) -> str:
         f"Envelopes still queued at the end: {summary['relay_queued_at_end']}.",
         "",
     ]
+    if scenario.start is not None:
+        lines += [
+            f"The relay ran its provider as it was on {scenario.start.isoformat()} (`[scenario] start`).",
+            "",
+        ]
+    if summary.get("disclosures"):
+        lines += ["## Legal process (each answer in disclosures/NAME.md)", ""]
+        for o in summary["disclosures"]:
+            course = " then ".join(o.get("history") or [o["response"]]).replace(
+                "withdrawn", "demand withdrawn"
+            )
+            extra = "; **no such account**" if o.get("no_such_account") else ""
+            if o.get("nondisclosure_order"):
+                extra += f"; with a non-disclosure order ({o['nondisclosure_order']})"
+            got = ", ".join(o["provided"]) or "nothing"
+            lines.append(f"- `{o['name']}` ({o['process']}): {course}{extra}; handed over: {got}")
+        lines.append("")
     return "\n".join(lines)
 
 
 def run_to_dir(
+    scenario: Scenario,
+    out: Path,
+    *,
+    progress: Callable[[float, float], None] | None = None,
+    capture_frames: bool = False,
+    counterfactuals: bool = True,
+) -> tuple[SimulationResult, dict[str, Any]]:
+    """Run ``scenario`` into ``out``; a legal_process event with a ``counterfactual`` also gets its
+    separate, labelled run in ``out/counterfactual/`` (sims.counterfactual), never mixed with the record."""
+    result, summary = _run_to_dir(scenario, out, progress=progress, capture_frames=capture_frames)
+    if counterfactuals and not scenario.counterfactual:
+        from sims.counterfactual import counterfactual_events, counterfactual_scenario, render_counterfactual
+
+        if counterfactual_events(scenario):
+            what_if = counterfactual_scenario(scenario)
+            run_to_dir(what_if, out / "counterfactual", progress=progress)
+            (out / "counterfactual.md").write_text(render_counterfactual(scenario, out), encoding="utf-8")
+            summary["counterfactual"] = {"dir": "counterfactual", "summary": "counterfactual.md"}
+            (out / "summary.json").write_text(json.dumps(_round(summary), indent=2) + "\n", encoding="utf-8")
+    return result, summary
+
+
+def _run_to_dir(
     scenario: Scenario,
     out: Path,
     *,
@@ -544,7 +584,7 @@ def run_comparison_to_dir(
     runs: dict[str, tuple[SimulationResult, dict[str, Any]]] = {}
     for name in scenario.compare_profiles:
         single = replace(scenario, relay=replace(scenario.relay, profile=name), compare_profiles=())
-        runs[name] = run_to_dir(single, out / name, progress=progress)
+        runs[name] = run_to_dir(single, out / name, progress=progress, counterfactuals=False)
     comparison = _comparison(runs)
     summary: dict[str, Any] = {
         "scenario": scenario.name,
@@ -725,7 +765,12 @@ def render_demo_comparison(out: Path, profiles: list[str], *, width: int = 140, 
     """The demo for a scenario run under several profiles: the phones beside the relay for the
     first profile, then, order by order, whether each operator could produce the words."""
     first = out / profiles[0]
-    parts = [render_show(first, limit=18, width=width), "", "WHAT EACH OPERATOR COULD PRODUCE", ""]
+    parts = [
+        render_show(first, limit=18, width=width),
+        "",
+        "WHAT EACH OPERATOR COULD PRODUCE (THE RECORD)",
+        "",
+    ]
     summary = json.loads((first / "summary.json").read_text(encoding="utf-8"))
     names = [o["name"] for o in summary.get("disclosures", [])]
 
@@ -740,6 +785,9 @@ def render_demo_comparison(out: Path, profiles: list[str], *, width: int = 140, 
         parts.append(f"{name} — {head['process'].replace('_', ' ')} on {head['target'] or 'everyone'}:")
         for profile in profiles:
             data = load(profile, name)
+            if data["response"] != "complied":  # the demand's course: refused, then withdrawn
+                course = " then ".join(h["response"] for h in data.get("history") or [data])
+                parts.append(f"  {profile:<14} response: {course.replace('withdrawn', 'demand withdrawn')}")
             content = data["provided"].get("content")
             why_not = {c: (r, w) for r, cats in data["not_provided"].items() for c, w in cats.items()}
             if "content" not in data["provided"] and "content" not in why_not:
@@ -759,4 +807,8 @@ def render_demo_comparison(out: Path, profiles: list[str], *, width: int = 140, 
                 parts.append(f"  {'':<14} and {n} routing record(s): who, to whom, when, from which address")
         parts.append("")
     parts.append(f"Side by side, in full: {out}/comparison.md")
+    what_if = out / "counterfactual.md"  # a separate, labelled run (sims.counterfactual), never the record
+    if what_if.exists():
+        parts += ["", "=" * 40, "", what_if.read_text(encoding="utf-8").rstrip()]
+        parts.append(f"\nThe counterfactual run, in full: {out}/counterfactual/")
     return "\n".join(parts)

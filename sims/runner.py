@@ -43,7 +43,7 @@ from relay.compliance import ComplianceDesk, Disclosure, LegalProcess
 from relay.core import ConnectionContext, Push, RelayCore, Reply
 from relay.custody import ContentKey
 from relay.metadata import MetadataRecord, RecordKind
-from relay.profiles import get_profile
+from relay.profiles import profile_as_of
 from relay.store import Store
 from sims.access import KINDS as INTERVENTION_KINDS
 from sims.access import ExceptionalReport, Interventions
@@ -144,7 +144,12 @@ class Simulation:
         self.net = Network(scenario.network, _seeded(seed, "network"))
         self.store = Store(db_path, durable=False)
         relay_rng = _seeded(seed, "relay")
-        self.profile = get_profile(scenario.relay.profile)
+        # The provider as it was when the scenario is set ([scenario] start), or as it is today.
+        self.profile = profile_as_of(scenario.relay.profile, scenario.start)
+        if scenario.counterfactual:  # "had the provider complied" (sims.counterfactual): never the record
+            from sims.counterfactual import complied_profile
+
+            self.profile = complied_profile(self.profile, scenario)
         self.relay = RelayCore(
             self.store,
             clock=self._relay_clock,
@@ -349,6 +354,7 @@ class Simulation:
             if link is not None:
                 self._close(link)
         d.conn = d.anon = None
+        d.agent.connection_lost()
         self.emit({"t": self.sched.now, "kind": "device_offline", "device": d.name, "why": why})
 
     # --- frames -------------------------------------------------------------------------------
@@ -606,8 +612,17 @@ class Simulation:
     # --- legal process ----------------------------------------------------------------------------
 
     def _serve(self, params: dict[str, Any]) -> None:
+        targets = params.get("targets")
+        if targets:  # one order naming several accounts: one answer per account
+            for target in targets:
+                name = f"{params['name']}-{target.lstrip('+')}"
+                self._serve({**params, "targets": None, "target": target, "name": name})
+            return
         now = self.sched.now
         rel = self._relay_clock
+        withdrawn = params.get("withdrawn")
+        if params.get("counterfactual") and self.scenario.counterfactual:
+            withdrawn = None  # had the provider complied, there was no refusal to withdraw over
         order = LegalProcess(
             name=params["name"],
             process=params["process"],
@@ -615,6 +630,8 @@ class Simulation:
             served=rel(),
             start=None if params["from"] is None else SIM_EPOCH + params["from"],
             end=None if params["to"] is None else SIM_EPOCH + params["to"],
+            withdrawn=None if withdrawn is None else SIM_EPOCH + withdrawn,
+            nondisclosure="18 U.S.C. 2705(b)" if params.get("nondisclosure_order") else None,
         )
         self.emit(
             {
@@ -624,6 +641,8 @@ class Simulation:
                 "process": order.process,
                 "target": order.target,
                 "profile": self.profile.name,
+                "response": self.profile.response_to(order.instrument),
+                **({"nondisclosure_order": order.nondisclosure} if order.nondisclosure else {}),
             }
         )
         if order.instrument.looks == "freeze":
@@ -636,10 +655,20 @@ class Simulation:
                 self.relay.add_tap(tap)
             self._open_orders[order.name] = order
             expiry = params["to"]
-            if expiry is not None and expiry < self.scenario.duration:
+            if withdrawn is not None and (expiry is None or withdrawn < expiry):
+                self.sched.at(withdrawn, self._withdraw, order.name)
+            elif expiry is not None and expiry < self.scenario.duration:
                 self.sched.at(expiry, self._expire, order.name)
         else:
             self._disclose(order)
+
+    def _withdraw(self, name: str) -> None:
+        order = self._open_orders.get(name)
+        if order is not None:
+            self.emit(
+                {"t": self.sched.now, "kind": "demand_withdrawn", "name": name, "process": order.process}
+            )
+        self._expire(name)
 
     def _expire(self, name: str) -> None:
         order = self._open_orders.pop(name, None)

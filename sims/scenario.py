@@ -106,6 +106,7 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -274,6 +275,12 @@ class Scenario:
     source: str = "<scenario>"
     compare_profiles: tuple[str, ...] = ()  # run once per profile and compare (sims.report)
     matrix: bool = False  # run under every real profile and build the process matrix (sims.matrix)
+    # When the scenario is set ([scenario] start, a TOML date or date-time): the relay runs the
+    # provider as it was then (relay.profiles.profile_as_of). None: as it is today.
+    start: date | None = None
+    # Set on the separate run of a legal_process event's ``counterfactual`` (sims.counterfactual),
+    # never by the scenario file: the run is what would have happened, not the record.
+    counterfactual: bool = False
 
     def devices(self) -> list[DeviceSpec]:
         return [d for p in self.people for d in p.devices]
@@ -386,7 +393,9 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     r.known(data, "", ["scenario", "network", "relay", "people", "conversations", "generate", "events"])
 
     head = r.table(data.get("scenario"), "scenario") if "scenario" in data else r.table(None, "scenario")
-    r.known(head, "scenario", ["name", "description", "duration", "seed", "compare_profiles", "matrix"])
+    r.known(
+        head, "scenario", ["name", "description", "duration", "seed", "compare_profiles", "matrix", "start"]
+    )
     name = r.get(head, "name", "scenario", str)
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,80}", name) or set(name) == {"."}:
         raise r.fail(
@@ -402,6 +411,7 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         )
     seed = r.get(head, "seed", "scenario", int, 0)
     compare, matrix = _comparison(r, head, data)
+    start = _start(r, head)
 
     network = _network(r, data.get("network", {}), duration)
     relay = _relay(r, data.get("relay", {}))
@@ -428,6 +438,24 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         source,
         compare,
         matrix,
+        start,
+    )
+
+
+def _start(r: _Reader, head: Mapping[str, Any]) -> date | None:
+    """``[scenario] start``: a TOML date (2016-05-01) or date-time (2016-05-01T09:00:00Z); the
+    date the relay's provider is taken as of. Absent: None (the provider as it is today)."""
+    if "start" not in head:
+        return None
+    value = head["start"]
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    raise r.fail(
+        "scenario.start",
+        f"expected a TOML date like 2016-05-01 or date-time like 2016-05-01T09:00:00Z (unquoted), "
+        f"got {_show(value)}",
     )
 
 
@@ -863,6 +891,11 @@ def _events(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> tu
                     f"expected a name of its own (its disclosure is filed under it), "
                     f"got {params['name']!r}, already the name of events[{first}]",
                 )
+            if params["withdrawn"] is not None and params["withdrawn"] <= at:
+                raise r.fail(
+                    f"{path}.withdrawn",
+                    f"expected a time after the demand is served ({at:g} s), got {params['withdrawn']:g} s",
+                )
         elif kind == "exceptional_access":
             r.known(params, path, ["demand", "target"])
             demand = r.get(params, "demand", path, str)
@@ -901,7 +934,22 @@ def _legal_process(
 ) -> dict[str, Any]:
     from relay.legal import resolve_instrument
 
-    r.known(params, path, ["process", "jurisdiction", "target", "from", "to", "name"])
+    r.known(
+        params,
+        path,
+        [
+            "process",
+            "jurisdiction",
+            "target",
+            "targets",
+            "from",
+            "to",
+            "name",
+            "withdrawn",
+            "counterfactual",
+            "nondisclosure_order",
+        ],
+    )
     process = r.get(params, "process", path, str)
     jurisdiction = r.get(params, "jurisdiction", path, str, None)
     try:
@@ -918,6 +966,11 @@ def _legal_process(
         raise r.fail(f"{path}.{where}", str(exc)) from None
     process = instrument.key
     target = r.get(params, "target", path, str, None)
+    targets = _targets(r, params, path, everyone)
+    if targets and target is not None:
+        raise r.fail(f"{path}.targets", "give either 'target' or 'targets', not both")
+    if targets:
+        target = targets[0]
     if target is None and instrument.needs_target:
         raise r.fail(f"{path}.target", f"missing; a {instrument.name} names the account it is served on")
     if target is not None and not everyone.person(target):
@@ -937,7 +990,65 @@ def _legal_process(
         raise r.fail(
             f"{path}.name", f"expected letters, digits, '_', '.' or '-' (it names output files), got {name!r}"
         )
-    return {"process": process, "target": target, "from": start, "to": end, "name": name}
+    withdrawn = r.duration(params, "withdrawn", path) if "withdrawn" in params else None
+    if withdrawn is not None and not instrument.forward:
+        raise r.fail(
+            f"{path}.withdrawn",
+            f"a {instrument.name} is answered at service; only a demand in force from service on "
+            "(a forward-looking instrument) can be withdrawn later",
+        )
+    counterfactual = r.get(params, "counterfactual", path, str, None)
+    if counterfactual is not None and counterfactual not in COUNTERFACTUALS:
+        raise r.fail(
+            f"{path}.counterfactual",
+            f"expected one of {', '.join(map(repr, COUNTERFACTUALS))}, got {counterfactual!r}",
+        )
+    gag = r.get(params, "nondisclosure_order", path, bool, False)
+    if gag and instrument.jurisdiction != "us":
+        raise r.fail(
+            f"{path}.nondisclosure_order",
+            f"a non-disclosure order under 18 U.S.C. 2705(b) goes with US legal process; {process!r} is "
+            f"an instrument of {instrument.jurisdiction!r}",
+        )
+    return {
+        "process": process,
+        "target": target,
+        "targets": targets or None,
+        "from": start,
+        "to": end,
+        "name": name,
+        "withdrawn": withdrawn,
+        "counterfactual": counterfactual,
+        "nondisclosure_order": gag,
+    }
+
+
+# What a legal_process event's ``counterfactual`` may ask: "complied" runs the scenario a second
+# time, separately and labelled, as if the provider had complied with that demand in full.
+COUNTERFACTUALS = ("complied",)
+_PHONE = re.compile(r"\+[0-9]{6,15}")
+
+
+def _targets(r: _Reader, params: Mapping[str, Any], path: str, everyone: _Everyone) -> tuple[str, ...]:
+    """``targets``: the accounts one order names, each one of the people or a phone number in E.164
+    form ("+12025550143") that is nobody's account (the provider answers "no such account")."""
+    if "targets" not in params:
+        return ()
+    raw = params["targets"]
+    if not isinstance(raw, list) or not raw:
+        raise r.fail(f"{path}.targets", f"expected a non-empty array of accounts, got {_show(raw)}")
+    out = []
+    for j, t in enumerate(raw):
+        if not isinstance(t, str) or not (everyone.person(t) or _PHONE.fullmatch(t)):
+            raise r.fail(
+                f"{path}.targets[{j}]",
+                f"expected one of the people ({everyone.describe()}) or a phone number like "
+                f"'+12025550143', got {_show(t)}",
+            )
+        if t in out:
+            raise r.fail(f"{path}.targets[{j}]", f"{t!r} is named twice")
+        out.append(t)
+    return tuple(out)
 
 
 # --- built-in scenarios -----------------------------------------------------------------------

@@ -4,8 +4,10 @@ For the target of an order, over the order's window, the truth is: whom they exc
 with, when each message went, where their devices were (the region of each device's network
 address), and what the messages said. A disclosure is scored by the share of each it reveals:
 
-- ``contacts``: counterparts named anywhere in the disclosure (message logs, real-time routing,
-  directory look-ups, address books), out of the people the target actually messaged;
+- ``contacts``: counterparts named in the disclosure's message logs, real-time routing and address
+  books, out of the people the target actually messaged. Directory look-ups are not contacts: a
+  look-up "doesn't prove that any communication actually took place" (Apple's iMessage FAQ for law
+  enforcement, published by The Intercept, 2016-09-28); they are counted apart, as ``looked_up``;
 - ``message_times``: true message times matched by a disclosed record within a second;
 - ``locations``: true device regions that the disclosed addresses place the target in;
 - ``plaintext``: how many of the target's messages appear, word for word, in the disclosure.
@@ -20,7 +22,7 @@ from typing import Any
 
 __all__ = ["GroundTruth", "score"]
 
-_ROUTING_CATEGORIES = ("message_log", "realtime_routing", "lookup_log")
+_ROUTING_CATEGORIES = ("message_log", "realtime_routing")
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,13 @@ def score(disclosure: Mapping[str, Any], truth: GroundTruth) -> dict[str, Any]:
         named.add(row.get("account", ""))
     named.discard(target or "")
     revealed_contacts = true_contacts & named
+    # look-ups: whose keys the target fetched, or who fetched the target's (not evidence of a message)
+    looked_up = {
+        v
+        for row in provided.get("lookup_log", [])
+        for k, v in row.items()
+        if k in ("account", "recipient_account") and isinstance(v, str) and v != target
+    }
 
     # message times
     times = sorted(
@@ -96,6 +105,7 @@ def score(disclosure: Mapping[str, Any], truth: GroundTruth) -> dict[str, Any]:
             "revealed": len(revealed_contacts),
             "share": _share(len(revealed_contacts), len(true_contacts)),
         },
+        "looked_up": {"accounts": len(looked_up), "of_true_contacts": len(looked_up & true_contacts)},
         "message_times": {"true": len(mine), "revealed": matched, "share": _share(matched, len(mine))},
         "locations": {
             "true": sorted(true_regions),

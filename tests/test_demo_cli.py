@@ -66,20 +66,27 @@ def test_unknown_command_is_a_clear_error() -> None:
 def test_default_demo_contrasts_enterprise_and_provider_held_keys(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    """The README's demo: the same people on BES and on consumer BBM, the same orders served."""
+    """The README's demo: Pakistan 2015 as it happened (the PTA's demand refused, then withdrawn; BES
+    content cryptographically impossible; consumer BBM's words withheld by policy), then, separately
+    labelled, what compliance would have meant."""
     from sims.scenario import resolve_scenario
 
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
-    section = out.split("WHAT EACH OPERATOR COULD PRODUCE", 1)[1]
+    section, what_if = out.split("WHAT EACH OPERATOR COULD PRODUCE (THE RECORD)", 1)[1].split(
+        "COUNTERFACTUAL", 1
+    )
     bes = [line for line in section.splitlines() if line.strip().startswith("bes ")]
     bbm = [line for line in section.splitlines() if line.strip().startswith("bbm-consumer ")]
     assert any("cryptographically impossible" in line for line in bes)
-    assert any("the words" in line for line in bbm)
+    assert any("withheld by policy" in line for line in bbm)
+    assert any("refused then demand withdrawn" in line for line in bes + bbm)
     texts = [m.text for c in resolve_scenario("pakistan-2015").conversations for m in c.messages]
     columns = [line.split(" | ", 1) for line in out.split("WHAT EACH")[0].splitlines() if " | " in line]
     assert not any(t[:12] in relay for t in texts for _phones, relay in columns)
-    assert any(t[:20] in section for t in texts)  # the BBM operator could quote the words
+    assert not any(t[:20] in section for t in texts)  # in the record nobody handed the words over
+    assert "not what happened" in what_if and "had the provider complied" in what_if
+    assert any(t[:20] in what_if for t in texts)  # had BlackBerry complied, consumer BBM's words
 
 
 def test_show_on_a_multi_profile_run_names_its_runs(tmp_path: Path) -> None:

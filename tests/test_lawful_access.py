@@ -246,9 +246,12 @@ def test_a_provider_that_would_hand_nothing_over_collects_nothing(tmp_path: Path
     con = sqlite3.connect(f"file:{tmp_path / 'relay.db'}?mode=ro", uri=True)
     assert con.execute("SELECT COUNT(*) FROM intercepts").fetchone()[0] == 0
     con.close()
-    # while BES, which hands routing over under such a demand, collects it
-    bes = Run(under("bes", resolve_scenario("pakistan-2015"))).disclosure("pta-blanket-demand")
-    assert bes.provided["realtime_routing"]
+    # while BES, had it complied (it refused: the counterfactual run), collects routing
+    from sims.counterfactual import counterfactual_scenario
+
+    what_if = counterfactual_scenario(under("bes", resolve_scenario("pakistan-2015")))
+    bes = Run(what_if).disclosure("pta-blanket-demand")
+    assert bes.response == "complied" and bes.provided["realtime_routing"]
 
 
 def test_a_bbm_wiretap_reads_every_message_in_its_window(runs: dict[str, Run]) -> None:
@@ -363,7 +366,7 @@ def test_plaintext_does_appear_under_the_provider_key_profiles(runs: dict[str, R
 def test_signal_2016_the_subpoena_gets_two_timestamps_and_nothing_else_exists() -> None:
     scenario = resolve_scenario("signal-subpoena-2016")
     run = Run(scenario)
-    d = run.disclosure("grand-jury-subpoena")
+    d = run.disclosure("grand-jury-subpoena-dana")
     assert set(d.provided) == {"account_created", "last_seen"}
     (seen,) = d.provided["last_seen"]
     assert seen["last_seen"] % 86400 == 0  # the day, not the time
@@ -376,8 +379,9 @@ def test_signal_2016_the_subpoena_gets_two_timestamps_and_nothing_else_exists() 
     not_retained = d.by_reason("not_retained")
     assert set(not_retained) == ASKS["subpoena"] - {"account_created", "last_seen", "device_info"}
     assert set(d.reasons) == set(not_retained) | {"device_info"}  # nothing else, for no other reason
-    for category in ("ip_addresses", "message_log", "message_counts"):
-        assert "never recorded" in not_retained[category]
+    assert "never recorded" in not_retained["ip_addresses"]
+    for category in ("message_log", "message_counts"):  # 2016: seen while routing, never kept
+        assert "kept no record" in not_retained[category]
     assert "phone number" in not_retained["subscriber_info"]
     assert len(run.truth.messages) == len(scenario.conversations[0].messages) + len(
         scenario.conversations[1].messages
@@ -387,36 +391,66 @@ def test_signal_2016_the_subpoena_gets_two_timestamps_and_nothing_else_exists() 
 # --- several profiles from one scenario ---------------------------------------------------------
 
 
-def test_pakistan_2015_shows_bes_content_impossible_beside_bbm_content_decrypted(tmp_path: Path) -> None:
+def test_pakistan_2015_the_record_and_separately_the_counterfactual(tmp_path: Path) -> None:
+    """The PTA's demand refused, then withdrawn; a Pakistani court order gets location, who contacted
+    whom and metadata, never the words; had BlackBerry complied, consumer BBM's words (its separate,
+    labelled run), while BES stays unreadable."""
     scenario = resolve_scenario("pakistan-2015")
     _result, summary = run_to_dir(scenario, tmp_path)
-    for profile in ("bes", "bbm-consumer"):
-        assert (tmp_path / profile / "relay.db").exists()
-        assert (tmp_path / profile / "disclosures" / "pta-blanket-demand.md").exists()
-    md = (tmp_path / "comparison.md").read_text(encoding="utf-8")
     texts = [m.text for c in scenario.conversations for m in c.messages]
-    assert "cryptographically impossible" in md and "held by the enterprise" in md
-    assert any(t in md for t in texts)  # BBM's blanket demand reads the words
-    bes = json.loads(
-        (tmp_path / "bes" / "disclosures" / "pta-blanket-demand.json").read_text(encoding="utf-8")
-    )
-    bbm = json.loads(
-        (tmp_path / "bbm-consumer" / "disclosures" / "pta-blanket-demand.json").read_text(encoding="utf-8")
-    )
+
+    def load(*parts: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(tmp_path.joinpath(*parts).read_text(encoding="utf-8"))
+        return data
+
+    for profile in ("bes", "bbm-consumer"):
+        demand = load(profile, "disclosures", "pta-blanket-demand.json")
+        assert demand["jurisdiction"] == "pk" and "Re-organization) Act 1996" in demand["statute"]
+        assert [h["response"] for h in demand["history"]] == ["refused", "withdrawn"]
+        assert demand["response"] == "withdrawn" and not demand["provided"]
+        # the metadata BlackBerry holds is not handed over in bulk: withheld, by its refusal
+        assert {"realtime_routing", "ip_addresses", "location"} <= set(
+            demand["not_provided"]["withheld_by_policy"]
+        )
+        md = (tmp_path / profile / "disclosures" / "pta-blanket-demand.md").read_text(encoding="utf-8")
+        assert "demand withdrawn at" in md and "U.S.C." not in md.split("## Handed over")[0]
+        order = load(profile, "disclosures", "court-order-saima.json")
+        assert order["jurisdiction"] == "pk" and order["process"] == "pk_court_order"
+        assert {"location", "message_log", "account_created"} <= set(order["provided"])
+        assert order["provided"]["message_log"] and "content" not in order["provided"]
+        assert not any(t in json.dumps(order, ensure_ascii=False) for t in texts)
+    bes = load("bes", "disclosures", "pta-blanket-demand.json")
     assert "enterprise" in bes["not_provided"]["cryptographically_impossible"]["content"]
-    # the header names the PTA's instrument in Pakistan's law, not a US statute
-    assert bes["jurisdiction"] == "pk" and "Re-organization) Act 1996" in bes["statute"]
-    bes_md = (tmp_path / "bes" / "disclosures" / "pta-blanket-demand.md").read_text(encoding="utf-8")
-    assert "Pakistan" in bes_md and "U.S.C." not in bes_md.split("## Handed over")[0]
-    assert not any(t in json.dumps(bes, ensure_ascii=False) for t in texts)
-    assert len(bbm["provided"]["content"]) == len(bes["provided"]["ciphertext"]) > 0
-    rows = {r["name"]: r["profiles"] for r in summary["comparison"]}
-    assert "content" in rows["search-warrant-saima"]["bbm-consumer"]["provided"]
-    assert "content" in rows["search-warrant-saima"]["bes"]["cryptographically_impossible"]
+    bes_order = load("bes", "disclosures", "court-order-saima.json")
+    assert "content" in bes_order["not_provided"]["cryptographically_impossible"]
+    # consumer BBM: the words withheld by policy while the provider's own key opens them
+    bbm_order = load("bbm-consumer", "disclosures", "court-order-saima.json")
+    why = bbm_order["not_provided"]["withheld_by_policy"]["content"]
+    assert "only its policy keeps them back" in why
+    attempts = bbm_order["decryption_attempts"]
+    assert attempts and all(a["opened"] for a in attempts)
+    record = (tmp_path / "comparison.md").read_text(encoding="utf-8")
+    assert not any(t in record for t in texts) and "COUNTERFACTUAL" not in record
+
+    # the counterfactual: a separate run, labelled, never mixed with the record
+    assert "counterfactual" in summary
+    cf_bes = load("counterfactual", "bes", "disclosures", "pta-blanket-demand.json")
+    cf_bbm = load("counterfactual", "bbm-consumer", "disclosures", "pta-blanket-demand.json")
+    assert cf_bes["response"] == cf_bbm["response"] == "complied"
+    assert "content" in cf_bes["not_provided"]["cryptographically_impossible"]
+    assert not any(t in json.dumps(cf_bes, ensure_ascii=False) for t in texts)
+    assert len(cf_bbm["provided"]["content"]) == len(cf_bes["provided"]["ciphertext"]) > 0
+    assert {r["text"] for r in cf_bbm["provided"]["content"]} <= set(texts)
+    assert "COUNTERFACTUAL" in (tmp_path / "counterfactual" / "comparison.md").read_text(encoding="utf-8")
+    told = (tmp_path / "counterfactual.md").read_text(encoding="utf-8")
+    assert told.index("THE RECORD") < told.index("had the provider complied")
 
 
 def test_india_2010_the_interception_facility_reads_bbm_but_not_bes(tmp_path: Path) -> None:
+    """The Mumbai facility is a capability used per interception order, not a blanket copy."""
     _result, summary = run_to_dir(resolve_scenario("india-2010"), tmp_path)
+    assert {row["process"] for row in summary["comparison"]} == {"telegraph_act_5_2", "it_act_69"}
+    assert all(row["target"] for row in summary["comparison"])
     for row in summary["comparison"]:
         assert "content" in row["profiles"]["bbm-consumer"]["provided"]
         assert "content" in row["profiles"]["bes"]["cryptographically_impossible"]

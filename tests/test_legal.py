@@ -127,7 +127,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         instrument = INSTRUMENTS[draw(st.sampled_from(list(INSTRUMENTS)))]
         at = draw(st.integers(1, 150))
         target = f'target = "{draw(st.sampled_from(people))}"\n' if instrument.needs_target else ""
-        to = f'to = "{at + draw(st.integers(5, 60))}m"\n' if draw(st.booleans()) else ""
+        to = f'to = "{at + draw(st.integers(5, min(60, 180 - at)))}m"\n' if draw(st.booleans()) else ""  # within the 3 h run
         lines.append(
             f'[[events]]\nat = "{at}m"\nkind = "legal_process"\nprocess = "{instrument.key}"\n{target}{to}name = "o{k}"'
         )
@@ -262,8 +262,11 @@ def test_a_response_other_than_complied_is_a_policy_hook() -> None:
     sim.desk.profile = bes
     result = sim.run()
     (d,) = [d for d in result.disclosures if d.process.process == "pta_demand"]
-    assert d.response == "refused" and not d.provided and d.to_json()["response"] == "refused"
-    assert set(d.withheld) == INSTRUMENTS["pta_demand"].asks
+    assert d.response == "withdrawn" and not d.provided and d.to_json()["response"] == "withdrawn"
+    assert [r for r, _t in d.history] == ["refused", "withdrawn"]
+    # refused as a whole: what it holds or could collect is withheld; BES content stays impossible
+    assert set(d.withheld) == INSTRUMENTS["pta_demand"].asks - {"content"}
+    assert d.reasons["content"][0] == "cryptographically_impossible"
 
 
 def test_a_new_instrument_is_one_row_uk_targeted_interception() -> None:

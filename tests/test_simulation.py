@@ -317,3 +317,39 @@ def test_sealed_sender_certificates_are_renewed_on_long_runs(tmp_path: Path) -> 
     assert result.undecryptable == 0
     assert [len(m.delivered) for m in result.messages] == [1, 1, 1]
     assert result.relay_records["sender_certificate"] >= 3  # two at login, then at least one renewal
+
+
+def test_a_message_waiting_for_a_bundle_when_its_phone_goes_offline_is_sent_after_it_returns(
+    tmp_path: Path,
+) -> None:
+    """Regression (shrunk by the property above): ana's first message to cy waits for cy's prekey
+    bundle; a "hold" partition keeps the fetch from the relay until after ana's phone has gone
+    offline, so the answer never comes on that connection. The device must ask again once it is
+    back online, not keep the message forever."""
+    people = (
+        PersonSpec("ana", (DeviceSpec("ana", 1, "a", "192.0.2.1", offline=((100.0, 624.0),)),)),
+        PersonSpec("bo", (DeviceSpec("bo", 1, "b", "192.0.2.5"),)),
+        PersonSpec("cy", (DeviceSpec("cy", 1, "b", "192.0.2.9"),)),
+    )
+    msgs = (
+        ScriptedMessage(60.0, "ana", "bo", "WARM UP 0001"),
+        ScriptedMessage(61.0, "ana", "cy", "WAITS FOR A BUNDLE"),
+    )
+    sc = Scenario(
+        name="held-fetch",
+        description="",
+        duration=4000.0,
+        seed=548,
+        people=people,
+        conversations=(Conversation(("ana", "bo"), msgs),),
+        network=NetworkSpec(
+            latency_ms=1.0, jitter_ms=0.0, partitions=(Partition(("a",), 61.0, 101.0, mode="hold"),)
+        ),
+        relay=RelaySpec(sealed_sender=False),
+        generate=None,
+        events=(),
+    )
+    result, _f, _r = run_and_capture(sc, tmp_path / "relay.db")
+    waiting = result.messages[1]
+    assert waiting.lost is None
+    assert waiting.delivered["cy/1"] >= 624.0  # sent once ana's phone was back
