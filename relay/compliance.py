@@ -373,6 +373,9 @@ class ComplianceDesk:
                 "covers passes (in a scenario, a legal_process event in the timeline)."
             )
             return d
+        assumed = self.profile.assumptions.get(instrument.key)
+        if assumed:
+            d.notes.append(f"Assumption: {assumed}.")
         discloses = self._discloses(instrument)
         for category in in_order(instrument.asks):
             missing = self._missing(category, process)
@@ -447,9 +450,7 @@ class ComplianceDesk:
                 else ("no_capability", self._no_tap_reason(process))
             )
         if category == "last_seen":
-            ok = pr.holds_records(RecordKind.AUTHENTICATION, "time") or pr.holds_records(
-                RecordKind.CONNECTION, "time"
-            )
+            ok = any(pr.holds_records(kind, "time") for kind in pr.last_seen_kinds)
             return kept(ok, note or never)
         if category in ("ip_addresses", "location"):
             ok = any("host" in rule.fields for rule in pr.policy.rules.values())
@@ -464,7 +465,8 @@ class ComplianceDesk:
             ok = pr.holds_records(RecordKind.SEND, "account", "recipient_account", "time")
             return kept(ok, note or f"{never}: the relay keeps no record of who messaged whom")
         if category == "message_counts":
-            ok = pr.holds_records(RecordKind.SEND, "account")
+            rule = pr.policy.rules.get(RecordKind.SEND)
+            ok = rule is not None and "account" in rule.fields and rule.keep == "all"
             return kept(ok, note or f"{never}: sends are not counted")
         if category == "lookup_log":
             ok = pr.holds_records(RecordKind.BUNDLE_FETCH, "account", "recipient_account")
@@ -560,7 +562,7 @@ class ComplianceDesk:
         if category == "last_seen":
             seen = [
                 r.time
-                for kind in (RecordKind.AUTHENTICATION, RecordKind.CONNECTION)
+                for kind in pr.last_seen_kinds
                 for r in s.metadata(kind)
                 if r.account == target and r.time is not None and self._in_window(r.time, process)
             ]

@@ -75,7 +75,13 @@ class Profile:
     subscriber_hashed: bool = False  # keeps only a hash of the phone number / e-mail
     subscriber_record: bool = True  # keeps anything about the subscriber beyond the account id itself
     created_granularity: float | None = None  # the account's creation time is kept only to this step
+    # What the provider means by "last seen": the latest record of these kinds naming the account
+    # (the last login, by default; WhatsApp's is the last activity).
+    last_seen_kinds: tuple[RecordKind, ...] = (RecordKind.AUTHENTICATION, RecordKind.CONNECTION)
     notes: Mapping[str, str] = field(default_factory=dict)  # per category, why it is as it is
+    # Per instrument, what the profile assumes where no source says what the provider returns
+    # (each disclosure under that instrument says so).
+    assumptions: Mapping[str, str] = field(default_factory=dict)
     # Per instrument, how the provider answered the demand as a whole, where it did not comply.
     responses: Mapping[str, Response] = field(default_factory=dict)
 
@@ -136,9 +142,19 @@ WHATSAPP = Profile(
             RecordKind.REGISTRATION: _first({"time", "host", "device"}),
             RecordKind.AUTHENTICATION: _latest({"time", "host", "device"}),
             RecordKind.CONNECTION: KindRule(frozenset({"time", "host"}), keep_for=90 * _DAY),
+            # "last seen" is the last activity: only the latest moment of each kind, per account
+            RecordKind.SEND: _latest({"time"}),
+            RecordKind.ACKNOWLEDGEMENT: _latest({"time"}),
+            RecordKind.DISCONNECT: _latest({"time"}),
         },
     ),
     custody="devices",
+    last_seen_kinds=(
+        RecordKind.AUTHENTICATION,
+        RecordKind.SEND,
+        RecordKind.ACKNOWLEDGEMENT,
+        RecordKind.DISCONNECT,
+    ),
     keep_contacts=True,
     keep_blocks=True,
     pen_register=True,
@@ -146,8 +162,16 @@ WHATSAPP = Profile(
     sources=(
         "faq.whatsapp.com, 'Information for law enforcement authorities'",
         "In re WhatsApp pen register orders, E.D. Cal. 2022 (15-minute batches, up to 60 days)",
+        "In re Facebook Messenger, E.D. Cal. 2018: the court refused DOJ's motion to hold Facebook in contempt "
+        "for not wiretapping Messenger voice calls",
         _FBI_CHART,
     ),
+    assumptions={
+        "wiretap": "no source shows WhatsApp returning ciphertext to a wiretap order; the relay could copy the "
+        "encrypted bodies it routes, and this profile assumes it would. In the one reported fight over an "
+        "end-to-end wiretap, In re Facebook Messenger (E.D. Cal. 2018), the court refused DOJ's motion to "
+        "hold Facebook in contempt for not wiretapping Messenger voice calls"
+    },
     discloses={
         "subpoena": frozenset({"subscriber_info", "account_created", "last_seen", "ip_addresses"}),
         "court_order_2703d": frozenset(
@@ -167,7 +191,11 @@ WHATSAPP = Profile(
         "pen_register": frozenset({"realtime_routing", "ip_addresses"}),
         "wiretap": frozenset({"realtime_routing", "ip_addresses", "ciphertext"}),
     },
-    notes={"content": "content lives only on the phones and in their backups"},
+    notes={
+        "content": "content lives only on the phones and in their backups",
+        "last_seen": "WhatsApp's 'last seen' is the account's last activity (a message sent or received, the "
+        "app going offline), not its last login",
+    },
 )
 
 IMESSAGE = Profile(

@@ -279,3 +279,12 @@ def test_no_capability_names_what_could_compel_it(chart: tuple[Path, dict[str, A
     out, _matrix = chart
     why = disclosure(out, "signal", "pen_register")["not_provided"]["no_capability"]["realtime_routing"]
     assert "47 U.S.C. 1002(b)(2)(A)" in why and "Lavabit" in why
+
+
+def test_whatsapps_wiretap_return_is_marked_as_an_assumption(chart: tuple[Path, dict[str, Any]]) -> None:
+    """No source shows WhatsApp returning ciphertext to a wiretap order; the disclosure says so."""
+    out, matrix = chart
+    assert "ciphertext" in provided(matrix, "whatsapp", "wiretap")
+    notes = " ".join(disclosure(out, "whatsapp", "wiretap")["notes"])
+    assert "Assumption" in notes and "In re Facebook Messenger" in notes and "E.D. Cal. 2018" in notes
+    assert "Assumption" not in " ".join(disclosure(out, "whatsapp", "pen_register")["notes"])

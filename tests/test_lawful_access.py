@@ -287,10 +287,20 @@ def test_subscriber_times_match_the_devices_first_and_last_connections(runs: dic
         assert 0 <= created["created"] - (SIM_EPOCH + min(online)) < 5
         (seen,) = d.provided["last_seen"]
         last = SIM_EPOCH + max(t for t in online if SIM_EPOCH + t <= d.process.served)
-        if profile == "signal":
+        if profile == "signal":  # the day of the last connection (signal.org/bigbrother)
             assert seen["last_seen"] == last - last % 86400
-        else:
-            assert 0 <= seen["last_seen"] - last < 5
+        else:  # WhatsApp's "last seen" is the last activity, not the last login (faq.whatsapp.com)
+            active = [
+                SIM_EPOCH + e["t"]
+                for e in run.events
+                if SIM_EPOCH + e["t"] <= d.process.served
+                and (
+                    (e["kind"] == "message_received" and e["device"].startswith(f"{TARGET}/"))
+                    or (e["kind"] == "message_sent" and str(e.get("from")).startswith(f"{TARGET}/"))
+                )
+            ]
+            assert max(active) > last + 3600  # tariq was active long after his last login
+            assert 0 <= seen["last_seen"] - max(active) < 5
 
 
 # --- (c) plaintext: never under end-to-end profiles; under provider-held keys, yes --------------
