@@ -557,6 +557,7 @@ class ComplianceDesk:
         if category == "device_info":
             return [
                 {"device": x.device, "registered": self._created(x.registered_at)}
+                | ({"public_key": x.identity_key.hex()} if pr.public_keys else {})
                 for x in (s.devices(target) if target else [])
             ]
         if category == "last_seen":
@@ -618,7 +619,9 @@ class ComplianceDesk:
                         "sealed_sends_in_window": sealed,
                     }
                 ]
-            return [{"account": target, "messages_sent": n}]
+            # the account id (the phone number) is the one external id the relay knows of
+            ids = {"external_ids": 1 if s.devices(target) else 0} if pr.external_id_count and target else {}
+            return [{"account": target, "messages_sent": n, **ids}]
         if category == "lookup_log":
             return [
                 _record(r, "time", "account", "recipient_account", "host")

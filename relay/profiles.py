@@ -78,6 +78,8 @@ class Profile:
     # What the provider means by "last seen": the latest record of these kinds naming the account
     # (the last login, by default; WhatsApp's is the last activity).
     last_seen_kinds: tuple[RecordKind, ...] = (RecordKind.AUTHENTICATION, RecordKind.CONNECTION)
+    public_keys: bool = False  # device info includes each device's public identity key (Threema)
+    external_id_count: bool = False  # message counts come with the number of external ids (Wickr)
     notes: Mapping[str, str] = field(default_factory=dict)  # per category, why it is as it is
     # Per instrument, what the profile assumes where no source says what the provider returns
     # (each disclosure under that instrument says so).
@@ -249,13 +251,18 @@ THREEMA = Profile(
     subscriber_hashed=True,
     created_granularity=_DAY,  # "ID creation date" (the FBI chart): a date, no time
     wiretap=False,
-    sources=("Threema, 'Transparency report' and law-enforcement guidelines", _FBI_CHART),
+    public_keys=True,
+    sources=(
+        "Threema, 'Transparency report' and law-enforcement guidelines (creation date, push token, public key)",
+        _FBI_CHART,
+    ),
     discloses={
         p: frozenset({"subscriber_info", "account_created", "last_seen", "device_info"}) for p in ASKS
     },
     notes={
         "ip_addresses": "Threema keeps no IP logs",
-        "subscriber_info": "only a hash of the phone number or e-mail (and a push token)",
+        "subscriber_info": "only a hash of the phone number or e-mail; Threema also hands over the push token, "
+        "which does not exist here (the simulated relay has no push service)",
         "realtime_routing": _NOT_REALTIME,
     },
 )
@@ -273,10 +280,13 @@ WICKR = Profile(
     ),
     custody="devices",
     wiretap=False,
+    external_id_count=True,
     sources=(_FBI_CHART,),
     discloses={p: frozenset({"account_created", "device_info", "last_seen", "message_counts"}) for p in ASKS},
     notes={
-        "message_counts": "the number of messages, with no sender-recipient pairs or times",
+        "message_counts": "the number of messages, with no sender-recipient pairs or times, and the number of "
+        "external ids (not the ids); Wickr also hands over device types, recent settings changes and the app "
+        "version, which the simulated relay does not have",
         "realtime_routing": _NOT_REALTIME,
     },
 )
@@ -328,6 +338,58 @@ TELEGRAM_CLOUD = Profile(
     },
     notes={
         "content": "the keys are on Telegram's servers: content is withheld by policy, not by mathematics",
+        "realtime_routing": _NOT_REALTIME,
+    },
+)
+
+# LINE: "account data; up to 7 days of chats only if E2EE is off" (the FBI chart). Which account data
+# is the project's inference: the subscriber record and the creation time. This profile has Letter
+# Sealing (LINE's end-to-end encryption) on.
+LINE = Profile(
+    name="line",
+    title="LINE (Letter Sealing on)",
+    policy=_policy(
+        "line",
+        {
+            RecordKind.REGISTRATION: _first({"time", "host"}),
+            RecordKind.AUTHENTICATION: _latest({"time", "host"}),
+        },
+    ),
+    custody="devices",
+    wiretap=False,
+    sources=(_FBI_CHART,),
+    discloses={p: frozenset({"subscriber_info", "account_created"}) for p in ASKS},
+    notes={
+        "content": "Letter Sealing (LINE's end-to-end encryption) is on; with it off, LINE hands over up to "
+        "7 days of chats (FBI chart)",
+        "subscriber_info": "the chart says 'account data'; which fields is the project's inference",
+        "realtime_routing": _NOT_REALTIME,
+    },
+)
+
+# WeChat: "non-China accounts: name, phone, email, IP" (the FBI chart). That WeChat is not end to
+# end, so that the keys are its own and content is withheld by policy, is the project's inference;
+# the chart says only that no content is handed over.
+WECHAT = Profile(
+    name="wechat",
+    title="WeChat (account registered outside China)",
+    policy=_policy(
+        "wechat",
+        {
+            RecordKind.REGISTRATION: _first({"time", "host"}),
+            RecordKind.AUTHENTICATION: _latest({"time", "host"}),
+        },
+    ),
+    custody="provider",
+    pen_register=True,  # its servers route every message and hold the keys (the project's inference):
+    wiretap=True,  # what stops a real-time return is its policy, as the chart shows none
+    sources=(_FBI_CHART,),
+    discloses={
+        i.key: frozenset({"subscriber_info", "ip_addresses"}) for i in INSTRUMENTS.values() if not i.forward
+    },
+    notes={
+        "subscriber_info": "for an account registered outside China: name, phone number and e-mail (FBI chart)",
+        "content": "WeChat is not end to end (the project's inference): content is withheld by policy",
         "realtime_routing": _NOT_REALTIME,
     },
 )
@@ -407,6 +469,8 @@ PROFILES: Final[Mapping[str, Profile]] = {
         WICKR,
         VIBER,
         TELEGRAM_CLOUD,
+        LINE,
+        WECHAT,
         BBM_CONSUMER,
         BES,
         KEEP_EVERYTHING_PROFILE,
