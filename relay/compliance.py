@@ -115,6 +115,7 @@ class Disclosure:
     decryption: list[dict[str, Any]] = field(default_factory=list)
     content_keys: int = 0  # how many content keys the desk held when it tried to decrypt
     notes: list[str] = field(default_factory=list)
+    served_on: str | None = None  # a party other than the relay's operator (a backup custodian)
 
     def refuse(self, category: str, reason: Reason, why: str) -> None:
         self.reasons[category] = (reason, why)
@@ -137,6 +138,7 @@ class Disclosure:
             "jurisdiction": instrument.jurisdiction,
             "statute": instrument.statute,
             "profile": self.profile,
+            **({"served_on": self.served_on} if self.served_on else {}),
             "target": p.target,
             "served": p.served,
             "window": [None if abs(x) == float("inf") else x for x in p.window()],
@@ -177,7 +179,9 @@ class Disclosure:
             "",
             f"- **Order:** {instrument.name}: {instrument.title} (`{p.process}`)",
             f"- **Under:** {instrument.statute} ({JURISDICTIONS[instrument.jurisdiction].name})",
-            f"- **Served on:** the relay's operator — {title} (profile `{self.profile}`)",
+            f"- **Served on:** {self.served_on}, for a user of {title}"
+            if self.served_on
+            else f"- **Served on:** the relay's operator — {title} (profile `{self.profile}`)",
             f"- **Target:** {f'account `{p.target}`' if p.target else 'everyone who uses the relay'}",
             f"- **Served at:** {fmt(p.served)}; it covers {covers}",
             f"- **Response:** {self.response}",

@@ -78,6 +78,7 @@ class Profile:
     # What the provider means by "last seen": the latest record of these kinds naming the account
     # (the last login, by default; WhatsApp's is the last activity).
     last_seen_kinds: tuple[RecordKind, ...] = (RecordKind.AUTHENTICATION, RecordKind.CONNECTION)
+    backup: str = "none"  # where its users' phones back up their history by default (relay/backup.py)
     public_keys: bool = False  # device info includes each device's public identity key (Threema)
     external_id_count: bool = False  # message counts come with the number of external ids (Wickr)
     notes: Mapping[str, str] = field(default_factory=dict)  # per category, why it is as it is
@@ -151,6 +152,7 @@ WHATSAPP = Profile(
         },
     ),
     custody="devices",
+    backup="gdrive",  # Android's default; on an iPhone, "icloud" (faq.whatsapp.com)
     last_seen_kinds=(
         RecordKind.AUTHENTICATION,
         RecordKind.SEND,
@@ -217,6 +219,7 @@ IMESSAGE = Profile(
     ),
     custody="devices",
     wiretap=False,
+    backup="icloud",  # iCloud Backup on, Advanced Data Protection off (ADP is opt-in)
     sources=(
         "Apple, 'Legal Process Guidelines' (iMessage capability query logs, 30 days)",
         _FBI_CHART,
@@ -231,8 +234,8 @@ IMESSAGE = Profile(
         "wiretap": frozenset(),
     },
     notes={
-        "content": "with iCloud Backup on (and Advanced Data Protection off) Apple holds the backup's keys; "
-        "device backups are not simulated here",
+        "content": "with iCloud Backup on (and Advanced Data Protection off) Apple holds the backup's keys: "
+        "the history is reached by a search warrant on the backup custodian (backup_warrant), not on the relay",
         "realtime_routing": "the FBI chart lists no pen-register capability for iMessage",
     },
 )

@@ -7,9 +7,11 @@ simulated disclosures must agree; for every "—" cell, nothing beyond what that
 may be handed over. Where the chart's words are vaguer than the categories (LINE's "account data"),
 the categories chosen are the project's inference and say so where they are set.
 
-One known disagreement, asserted as such: the chart's iMessage search warrant returns "device backups;
-with iCloud Backup the keys come too, so content". The relay never holds backups, so in the matrix the
-content is cryptographically impossible, and the reason names iCloud Backup.
+Message content, the chart's first column: "limited" for iMessage and WhatsApp, "no" for the rest.
+Limited means: not from the relay (a search warrant on it gets content that no key it holds opens),
+but from the phone's cloud backup, served with its own warrant on the custodian (Apple, Google;
+relay/backup.py), unless the user turned on end-to-end backups (Advanced Data Protection, WhatsApp's
+end-to-end encrypted backups).
 
 Every cell not handed over carries one of the four reasons (relay.legal.REASONS), and
 ``CHART_REASONS`` holds each against the chart and the sources it rests on.
@@ -117,7 +119,7 @@ def test_imessage_row(chart: tuple[Path, dict[str, Any]]) -> None:
     lookups = disclosure(out, "imessage", "court_order_2703d")["provided"]["lookup_log"]
     assert lookups and all("tariq" in (r["account"], r["recipient_account"]) for r in lookups)
     assert "message_log" not in provided(matrix, "imessage", "court_order_2703d")
-    # search warrant: the chart's content comes from iCloud backups, which a relay never holds
+    # search warrant: the chart's content comes from iCloud backups, not from the relay (see the backup tests)
     warrant = disclosure(out, "imessage", "search_warrant")
     assert "content" not in warrant["provided"]
     assert "iCloud Backup" in warrant["not_provided"]["cryptographically_impossible"]["content"]
@@ -328,3 +330,66 @@ def test_the_subpoena_cells_details_threema_wickr_line_wechat(chart: tuple[Path,
     (wechat,) = disclosure(out, "wechat", "subpoena")["provided"]["subscriber_info"]
     assert wechat["account"] == "tariq"
     assert disclosure(out, "wechat", "subpoena")["provided"]["ip_addresses"]
+
+
+# --- backups: the second door (the chart's "limited" message content for iMessage and WhatsApp) ------
+
+
+def _with_backup_warrant(profile: str, backup: str | None) -> Any:
+    from dataclasses import replace
+
+    from sims.scenario import Event, PersonSpec
+
+    sc = resolve_scenario("fbi-chart")
+    people = tuple(
+        PersonSpec(p.name, p.devices, backup) if p.name == "tariq" and backup else p for p in sc.people
+    )
+    order = Event(
+        3 * 3600.0,
+        "legal_process",
+        {"process": "backup_warrant", "target": "tariq", "from": None, "to": None, "name": "backup"},
+    )
+    return replace(
+        sc,
+        people=people,
+        events=(*sc.events, order),
+        relay=replace(sc.relay, profile=profile),
+        matrix=False,
+        compare_profiles=(),
+    )
+
+
+def _backup_disclosure(profile: str, backup: str | None) -> Any:
+    from sims.runner import Simulation
+
+    result = Simulation(_with_backup_warrant(profile, backup)).run()
+    (d,) = [d for d in result.disclosures if d.process.name == "backup"]
+    return d
+
+
+@pytest.mark.parametrize(("profile", "custodian"), [("imessage", "Apple"), ("whatsapp", "Google")])
+def test_content_is_limited_not_from_the_relay_but_from_the_backup(
+    chart: tuple[Path, dict[str, Any]], profile: str, custodian: str
+) -> None:
+    """The chart's "limited": the relay's search warrant gets no content; a warrant on the backup
+    custodian does, by default (iCloud Backup without Advanced Data Protection; WhatsApp's backup
+    without end-to-end encrypted backups)."""
+    _out, matrix = chart
+    assert "content" in matrix[profile]["search_warrant"]["cryptographically_impossible"]
+    d = _backup_disclosure(profile, None)
+    texts = [r["text"] for r in d.provided["content"]]
+    assert "I know. I will explain in person." in texts and "Yes, thank you, it arrived today." in texts
+    assert "Change of plan, meet at the library." not in texts  # sent after service
+    assert custodian in d.to_markdown()
+
+
+@pytest.mark.parametrize(("profile", "backup"), [("imessage", "icloud-adp"), ("whatsapp", "gdrive-e2e")])
+def test_end_to_end_backups_close_the_second_door(profile: str, backup: str) -> None:
+    d = _backup_disclosure(profile, backup)
+    assert "content" not in d.provided
+    assert d.reasons["content"][0] == "cryptographically_impossible"
+
+
+def test_a_person_without_a_cloud_backup_has_none_to_serve() -> None:
+    d = _backup_disclosure("signal", None)
+    assert d.reasons["content"][0] == "not_retained"
