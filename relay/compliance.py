@@ -124,6 +124,7 @@ class Disclosure:
     history: list[tuple[Response, float]] = field(default_factory=list)
     # the order named an account that does not exist: that is the answer ("no such account")
     no_such_account: bool = False
+    served_on: str | None = None  # a party other than the relay's operator (a backup custodian)
 
     def refuse(self, category: str, reason: Reason, why: str) -> None:
         self.reasons[category] = (reason, why)
@@ -146,6 +147,7 @@ class Disclosure:
             "jurisdiction": instrument.jurisdiction,
             "statute": instrument.statute,
             "profile": self.profile,
+            **({"served_on": self.served_on} if self.served_on else {}),
             "target": p.target,
             "served": p.served,
             "window": [None if abs(x) == float("inf") else x for x in p.window()],
@@ -196,7 +198,9 @@ class Disclosure:
             "",
             f"- **Order:** {instrument.name}: {instrument.title} (`{p.process}`)",
             f"- **Under:** {instrument.statute} ({JURISDICTIONS[instrument.jurisdiction].name})",
-            f"- **Served on:** the relay's operator — {title} (profile `{self.profile}`)",
+            f"- **Served on:** {self.served_on}, for a user of {title}"
+            if self.served_on
+            else f"- **Served on:** the relay's operator — {title} (profile `{self.profile}`)",
             f"- **Target:** {f'account `{p.target}`' if p.target else 'everyone who uses the relay'}",
             f"- **Served at:** {fmt(p.served)}; it covers {covers}",
             "- **Response:** "
@@ -446,6 +450,9 @@ class ComplianceDesk:
                 "covers passes (in a scenario, a legal_process event in the timeline)."
             )
             return d
+        assumed = self.profile.assumptions.get(instrument.key)
+        if assumed:
+            d.notes.append(f"Assumption: {assumed}.")
         discloses = self._discloses(instrument)
         for category in in_order(instrument.asks):
             missing = self._missing(category, process)
@@ -533,9 +540,7 @@ class ComplianceDesk:
                 else ("no_capability", self._no_tap_reason(process))
             )
         if category == "last_seen":
-            ok = pr.holds_records(RecordKind.AUTHENTICATION, "time") or pr.holds_records(
-                RecordKind.CONNECTION, "time"
-            )
+            ok = any(pr.holds_records(kind, "time") for kind in pr.last_seen_kinds)
             return kept(ok, note or never)
         if category in ("ip_addresses", "location"):
             ok = any("host" in rule.fields for rule in pr.policy.rules.values())
@@ -550,7 +555,8 @@ class ComplianceDesk:
             ok = pr.holds_records(RecordKind.SEND, "account", "recipient_account", "time")
             return kept(ok, note or f"{never}: the relay keeps no record of who messaged whom")
         if category == "message_counts":
-            ok = pr.holds_records(RecordKind.SEND, "account")
+            rule = pr.policy.rules.get(RecordKind.SEND)
+            ok = rule is not None and "account" in rule.fields and rule.keep == "all"
             return kept(ok, note or f"{never}: sends are not counted")
         if category == "lookup_log":
             ok = pr.holds_records(RecordKind.BUNDLE_FETCH, "account", "recipient_account")
@@ -641,12 +647,13 @@ class ComplianceDesk:
         if category == "device_info":
             return [
                 {"device": x.device, "registered": self._created(x.registered_at)}
+                | ({"public_key": x.identity_key.hex()} if pr.public_keys else {})
                 for x in (s.devices(target) if target else [])
             ]
         if category == "last_seen":
             seen = [
                 r.time
-                for kind in (RecordKind.AUTHENTICATION, RecordKind.CONNECTION)
+                for kind in pr.last_seen_kinds
                 for r in s.metadata(kind)
                 if r.account == target and r.time is not None and self._in_window(r.time, process)
             ]
@@ -702,7 +709,9 @@ class ComplianceDesk:
                         "sealed_sends_in_window": sealed,
                     }
                 ]
-            return [{"account": target, "messages_sent": n}]
+            # the account id (the phone number) is the one external id the relay knows of
+            ids = {"external_ids": 1 if s.devices(target) else 0} if pr.external_id_count and target else {}
+            return [{"account": target, "messages_sent": n, **ids}]
         if category == "lookup_log":
             reach = pr.lookback.get(category)  # e.g. 25 days of look-ups to a 2703(d) order (the FBI chart)
             return [

@@ -38,8 +38,10 @@ policy keeps (all off by default):
   traffic. A record the relay made without knowing the target (a sealed send over an
   unauthenticated connection) cannot be tapped by the target's name.
 - ``keep_delivered``: acknowledged envelopes move to ``archive`` instead of being deleted, as a
-  cloud-chat service keeps messages; ``preserve(account, since)``: the same for one account's
-  envelopes from ``since`` on (a 2703(f) request), and its metadata stops expiring.
+  cloud-chat service keeps messages; ``preserve(account, since)``, a 2703(f) request served at
+  ``since``: the same for the account's envelopes held at service, and its metadata made by then
+  stops expiring; nothing after service is captured.
+- taps and preservation requests are written to the store and reloaded when the relay restarts.
 - ``keep_contacts`` / ``keep_blocks``: uploaded address books and blocks are written to the
   store (WhatsApp keeps both); without, discovery answers and forgets and blocks live in memory
   only (Signal keeps neither).
@@ -311,8 +313,11 @@ class RelayCore:
         self.keep_delivered = keep_delivered
         self.keep_contacts = keep_contacts
         self.keep_blocks = keep_blocks
-        self._taps: dict[str, Tap] = {}
-        self._preserved: dict[str, float] = {}  # account → from when
+        # Orders in effect are in the store too, and come back from it when the relay restarts.
+        self._taps: dict[str, Tap] = {t[0]: Tap(*t) for t in store.taps()}
+        self._preserved: dict[str, tuple[float, ...]] = {}  # account → when each request was served
+        for account, served in store.preservations():
+            self._preserved[account] = (*self._preserved.get(account, ()), served)
         # Blocks are enforced from memory; with keep_blocks they are also in the store (and
         # come back from it when the relay restarts).
         self._blocks: dict[str, dict[str, float]] = {}  # blocker → {blocked: since}
@@ -414,7 +419,7 @@ class RelayCore:
         Records of accounts under a preservation request in effect are kept."""
         now = self.clock()
         with self.store.transaction():
-            return self.store.expire_metadata(now, self.policy, exempt=self._preserved_at(now))
+            return self.store.expire_metadata(now, self.policy, exempt=self._frozen_at(now))
 
     # -- lawful access -----------------------------------------------------------------------
 
@@ -429,33 +434,52 @@ class RelayCore:
             raise TypeError(f"tap must be a Tap, got {type(tap).__name__}")
         if tap.id in self._taps:
             raise ValueError(f"Tap.id {tap.id!r} is already in place; remove it first")
+        with self.store.transaction():
+            self.store.save_tap(tap.id, tap.target, tap.start, tap.end, tap.content)
         self._taps[tap.id] = tap
 
     def remove_tap(self, tap_id: str) -> Tap:
         """Stop the tap; what it collected stays in the store's intercepts."""
-        try:
-            return self._taps.pop(tap_id)
-        except KeyError:
-            raise KeyError(f"no tap with id {tap_id!r}") from None
+        if tap_id not in self._taps:
+            raise KeyError(f"no tap with id {tap_id!r}")
+        with self.store.transaction():
+            self.store.delete_tap(tap_id)
+        return self._taps.pop(tap_id)
 
     @property
-    def preservations(self) -> Mapping[str, float]:
-        """Accounts under a preservation request, and from when (a read-only view)."""
+    def preservations(self) -> Mapping[str, tuple[float, ...]]:
+        """Accounts under a preservation request, and when each request was served (read-only)."""
         return types.MappingProxyType(self._preserved)
 
     def preserve(self, account: str, since: float) -> None:
-        """A preservation request (18 U.S.C. 2703(f)): from ``since`` on, envelopes to or from
-        ``account`` are archived when acknowledged instead of deleted, and metadata records
-        naming it (as ``account`` or ``recipient_account``) are exempt from :meth:`expire`.
-        Sealed envelopes from the account are covered only when the relay knew the sender."""
+        """A preservation request (18 U.S.C. 2703(f)) served at ``since``: what is held at that
+        moment is frozen — envelopes to or from ``account`` accepted by then are archived when
+        acknowledged instead of deleted, and metadata records naming it (as ``account`` or
+        ``recipient_account``) made by then are exempt from :meth:`expire`. Nothing accepted or
+        recorded after service is captured (a request preserves records "in its possession";
+        "prospective preservation" is a contested practice, not this). Sealed envelopes from the
+        account are covered only when the relay knew the sender. The request is kept in the store:
+        a relay that restarts still honours it."""
         if type(account) is not str or not account:
             raise ValueError(f"account must be a non-empty string, got {account!r}")
         if not _is_time(since):
             raise ValueError(f"since must be a time in seconds, got {since!r}")
-        self._preserved[account] = min(since, self._preserved.get(account, since))
+        if since in self._preserved.get(account, ()):
+            return
+        with self.store.transaction():
+            self.store.add_preservation(account, since)
+        self._preserved[account] = tuple(sorted((*self._preserved.get(account, ()), since)))
 
-    def _preserved_at(self, now: float) -> set[str]:
-        return {account for account, since in self._preserved.items() if since <= now}
+    def _frozen_at(self, now: float) -> dict[str, float]:
+        """Account → the latest service, by ``now``, of a preservation request on it: what was held
+        then is frozen (and, by the requests before it, what was held at each earlier service is
+        still held)."""
+        frozen = {}
+        for account, served in self._preserved.items():
+            in_effect = [s for s in served if s <= now]
+            if in_effect:
+                frozen[account] = in_effect[-1]
+        return frozen
 
     def blocked_by(self, account: str) -> Mapping[str, float]:
         """Whom ``account`` blocks, and since when, as the relay enforces it (kept or not)."""
@@ -888,11 +912,15 @@ class RelayCore:
         count = 0
         if self.keep_delivered:
             count += self.store.archive_envelopes(me.account, me.device, ids, archived_at=now, reason="kept")
-        elif preserved := self._preserved_at(now):
-            if me.account not in preserved:
-                sources = self.store.envelope_sources(me.account, me.device, ids)
-                ids = tuple(i for i, source in sources.items() if source in preserved)
-                count += self.store.delete_envelopes(me.account, me.device, set(sources) - set(ids))
+        elif frozen := self._frozen_at(now):
+            # held at the service of a preservation request on the recipient or the (known) sender
+            origins = self.store.envelope_origins(me.account, me.device, ids)
+            ids = tuple(
+                i
+                for i, (source, ms) in origins.items()
+                if any(a in frozen and ms / 1000 <= frozen[a] for a in (me.account, source) if a is not None)
+            )
+            count += self.store.delete_envelopes(me.account, me.device, set(origins) - set(ids))
             count += self.store.archive_envelopes(
                 me.account, me.device, ids, archived_at=now, reason="preserved"
             )

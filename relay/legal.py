@@ -313,6 +313,19 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             True,
             frozenset(),
         ),
+        # The same warrant served not on the relay's operator but on the custodian of the target's
+        # device backups (Apple for iCloud Backup, Google for Google Drive): relay/backup.py.
+        Instrument(
+            "backup_warrant",
+            "us",
+            "search warrant on the backup custodian",
+            "search warrant on probable cause, served on the custodian of the target's device backups (Apple "
+            "for iCloud Backup, Google for Google Drive): the message history the phone backed up",
+            "18 U.S.C. 2703(a)/(b)",
+            "back",
+            True,
+            frozenset({"content"}),
+        ),
         # Pakistan.
         Instrument(
             "pta_demand",

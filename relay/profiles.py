@@ -80,7 +80,16 @@ class Profile:
     subscriber_hashed: bool = False  # keeps only a hash of the phone number / e-mail
     subscriber_record: bool = True  # keeps anything about the subscriber beyond the account id itself
     created_granularity: float | None = None  # the account's creation time is kept only to this step
+    # What the provider means by "last seen": the latest record of these kinds naming the account
+    # (the last login, by default; WhatsApp's is the last activity).
+    last_seen_kinds: tuple[RecordKind, ...] = (RecordKind.AUTHENTICATION, RecordKind.CONNECTION)
+    backup: str = "none"  # where its users' phones back up their history by default (relay/backup.py)
+    public_keys: bool = False  # device info includes each device's public identity key (Threema)
+    external_id_count: bool = False  # message counts come with the number of external ids (Wickr)
     notes: Mapping[str, str] = field(default_factory=dict)  # per category, why it is as it is
+    # Per instrument, what the profile assumes where no source says what the provider returns
+    # (each disclosure under that instrument says so).
+    assumptions: Mapping[str, str] = field(default_factory=dict)
     # Per instrument, how the provider answered the demand as a whole, where it did not comply.
     responses: Mapping[str, Response] = field(default_factory=dict)
     # Per category, how far back (seconds before service) the provider's policy reaches when it
@@ -146,9 +155,20 @@ WHATSAPP = Profile(
             RecordKind.REGISTRATION: _first({"time", "host", "device"}),
             RecordKind.AUTHENTICATION: _latest({"time", "host", "device"}),
             RecordKind.CONNECTION: KindRule(frozenset({"time", "host"}), keep_for=90 * _DAY),
+            # "last seen" is the last activity: only the latest moment of each kind, per account
+            RecordKind.SEND: _latest({"time"}),
+            RecordKind.ACKNOWLEDGEMENT: _latest({"time"}),
+            RecordKind.DISCONNECT: _latest({"time"}),
         },
     ),
     custody="devices",
+    backup="gdrive",  # Android's default; on an iPhone, "icloud" (faq.whatsapp.com)
+    last_seen_kinds=(
+        RecordKind.AUTHENTICATION,
+        RecordKind.SEND,
+        RecordKind.ACKNOWLEDGEMENT,
+        RecordKind.DISCONNECT,
+    ),
     keep_contacts=True,
     keep_blocks=True,
     pen_register=True,
@@ -156,8 +176,16 @@ WHATSAPP = Profile(
     sources=(
         "faq.whatsapp.com, 'Information for law enforcement authorities'",
         "In re WhatsApp pen register orders, E.D. Cal. 2022 (15-minute batches, up to 60 days)",
+        "In re Facebook Messenger, E.D. Cal. 2018: the court refused DOJ's motion to hold Facebook in contempt "
+        "for not wiretapping Messenger voice calls",
         _FBI_CHART,
     ),
+    assumptions={
+        "wiretap": "no source shows WhatsApp returning ciphertext to a wiretap order; the relay could copy the "
+        "encrypted bodies it routes, and this profile assumes it would. In the one reported fight over an "
+        "end-to-end wiretap, In re Facebook Messenger (E.D. Cal. 2018), the court refused DOJ's motion to "
+        "hold Facebook in contempt for not wiretapping Messenger voice calls"
+    },
     discloses={
         "subpoena": frozenset({"subscriber_info", "account_created", "last_seen", "ip_addresses"}),
         "court_order_2703d": frozenset(
@@ -177,7 +205,11 @@ WHATSAPP = Profile(
         "pen_register": frozenset({"realtime_routing", "ip_addresses"}),
         "wiretap": frozenset({"realtime_routing", "ip_addresses", "ciphertext"}),
     },
-    notes={"content": "content lives only on the phones and in their backups"},
+    notes={
+        "content": "content lives only on the phones and in their backups",
+        "last_seen": "WhatsApp's 'last seen' is the account's last activity (a message sent or received, the "
+        "app going offline), not its last login",
+    },
 )
 
 IMESSAGE = Profile(
@@ -197,6 +229,7 @@ IMESSAGE = Profile(
     ),
     custody="devices",
     wiretap=False,
+    backup="icloud",  # iCloud Backup on, Advanced Data Protection off (ADP is opt-in)
     sources=(
         "Apple, 'Legal Process Guidelines' (iMessage capability query logs, 30 days)",
         "Apple, iMessage FAQ for law enforcement (published by The Intercept, 2016-09-28): a look-up "
@@ -215,8 +248,8 @@ IMESSAGE = Profile(
     # The FBI chart: "25 days of iMessage look-ups to/from the target number" to a 2703(d) order.
     lookback={"lookup_log": 25 * _DAY},
     notes={
-        "content": "with iCloud Backup on (and Advanced Data Protection off) Apple holds the backup's keys; "
-        "device backups are not simulated here",
+        "content": "with iCloud Backup on (and Advanced Data Protection off) Apple holds the backup's keys: "
+        "the history is reached by a search warrant on the backup custodian (backup_warrant), not on the relay",
         "realtime_routing": "the FBI chart lists no pen-register capability for iMessage",
         "lookup_log": "Apple keeps look-ups about 30 days and hands over 25 days of them to a 2703(d) order (FBI "
         "chart); a look-up is not a message: Apple says it \"doesn't prove that any communication actually "
@@ -238,13 +271,18 @@ THREEMA = Profile(
     subscriber_hashed=True,
     created_granularity=_DAY,  # "ID creation date" (the FBI chart): a date, no time
     wiretap=False,
-    sources=("Threema, 'Transparency report' and law-enforcement guidelines", _FBI_CHART),
+    public_keys=True,
+    sources=(
+        "Threema, 'Transparency report' and law-enforcement guidelines (creation date, push token, public key)",
+        _FBI_CHART,
+    ),
     discloses={
         p: frozenset({"subscriber_info", "account_created", "last_seen", "device_info"}) for p in ASKS
     },
     notes={
         "ip_addresses": "Threema keeps no IP logs",
-        "subscriber_info": "only a hash of the phone number or e-mail (and a push token)",
+        "subscriber_info": "only a hash of the phone number or e-mail; Threema also hands over the push token, "
+        "which does not exist here (the simulated relay has no push service)",
         "realtime_routing": _NOT_REALTIME,
     },
 )
@@ -262,10 +300,13 @@ WICKR = Profile(
     ),
     custody="devices",
     wiretap=False,
+    external_id_count=True,
     sources=(_FBI_CHART,),
     discloses={p: frozenset({"account_created", "device_info", "last_seen", "message_counts"}) for p in ASKS},
     notes={
-        "message_counts": "the number of messages, with no sender-recipient pairs or times",
+        "message_counts": "the number of messages, with no sender-recipient pairs or times, and the number of "
+        "external ids (not the ids); Wickr also hands over device types, recent settings changes and the app "
+        "version, which the simulated relay does not have",
         "realtime_routing": _NOT_REALTIME,
     },
 )
@@ -317,6 +358,58 @@ TELEGRAM_CLOUD = Profile(
     },
     notes={
         "content": "the keys are on Telegram's servers: content is withheld by policy, not by mathematics",
+        "realtime_routing": _NOT_REALTIME,
+    },
+)
+
+# LINE: "account data; up to 7 days of chats only if E2EE is off" (the FBI chart). Which account data
+# is the project's inference: the subscriber record and the creation time. This profile has Letter
+# Sealing (LINE's end-to-end encryption) on.
+LINE = Profile(
+    name="line",
+    title="LINE (Letter Sealing on)",
+    policy=_policy(
+        "line",
+        {
+            RecordKind.REGISTRATION: _first({"time", "host"}),
+            RecordKind.AUTHENTICATION: _latest({"time", "host"}),
+        },
+    ),
+    custody="devices",
+    wiretap=False,
+    sources=(_FBI_CHART,),
+    discloses={p: frozenset({"subscriber_info", "account_created"}) for p in ASKS},
+    notes={
+        "content": "Letter Sealing (LINE's end-to-end encryption) is on; with it off, LINE hands over up to "
+        "7 days of chats (FBI chart)",
+        "subscriber_info": "the chart says 'account data'; which fields is the project's inference",
+        "realtime_routing": _NOT_REALTIME,
+    },
+)
+
+# WeChat: "non-China accounts: name, phone, email, IP" (the FBI chart). That WeChat is not end to
+# end, so that the keys are its own and content is withheld by policy, is the project's inference;
+# the chart says only that no content is handed over.
+WECHAT = Profile(
+    name="wechat",
+    title="WeChat (account registered outside China)",
+    policy=_policy(
+        "wechat",
+        {
+            RecordKind.REGISTRATION: _first({"time", "host"}),
+            RecordKind.AUTHENTICATION: _latest({"time", "host"}),
+        },
+    ),
+    custody="provider",
+    pen_register=True,  # its servers route every message and hold the keys (the project's inference):
+    wiretap=True,  # what stops a real-time return is its policy, as the chart shows none
+    sources=(_FBI_CHART,),
+    discloses={
+        i.key: frozenset({"subscriber_info", "ip_addresses"}) for i in INSTRUMENTS.values() if not i.forward
+    },
+    notes={
+        "subscriber_info": "for an account registered outside China: name, phone number and e-mail (FBI chart)",
+        "content": "WeChat is not end to end (the project's inference): content is withheld by policy",
         "realtime_routing": _NOT_REALTIME,
     },
 )
@@ -413,6 +506,8 @@ PROFILES: Final[Mapping[str, Profile]] = {
         WICKR,
         VIBER,
         TELEGRAM_CLOUD,
+        LINE,
+        WECHAT,
         BBM_CONSUMER,
         BES,
         KEEP_EVERYTHING_PROFILE,

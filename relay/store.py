@@ -19,7 +19,8 @@ Until then they are delivered again on every ``receive``: at-least-once, and dev
 duplicates by envelope id. A relay that keeps delivered messages (a cloud-chat service), or one
 under a preservation request, moves them to ``archive`` instead.
 
-``intercepts`` holds what taps (pen registers, wiretaps) collected: whole observation records,
+``taps`` and ``preservations`` hold the orders in effect, so a relay that restarts keeps
+collecting and keeps what was frozen. ``intercepts`` holds what taps (pen registers, wiretaps) collected: whole observation records,
 whatever the retention policy, and for content taps the envelope bodies. ``contacts`` and
 ``blocks`` hold uploaded address books and blocks, for relays configured to keep them.
 """
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -190,6 +191,25 @@ CREATE TABLE blocks (
 """
 
 
+# v3: orders served on a live relay, so that a restart does not forget them: taps in place and
+# preservation requests (each service, by time: a preservation freezes what is held at its service).
+_V3 = """
+CREATE TABLE taps (
+    id          TEXT PRIMARY KEY,
+    target      TEXT,
+    start_time  REAL NOT NULL,
+    end_time    REAL NOT NULL,
+    content     INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE preservations (
+    account     TEXT NOT NULL,
+    served      REAL NOT NULL,
+    PRIMARY KEY (account, served)
+) WITHOUT ROWID;
+"""
+
+
 def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
     def run(db: sqlite3.Connection) -> None:
         for statement in sql.split(";"):
@@ -199,7 +219,7 @@ def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
     return run
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_script(_V1), _script(_V2)]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_script(_V1), _script(_V2), _script(_V3)]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -531,17 +551,20 @@ class Store:
             _envelope(r) for r in self._db.execute(f"SELECT {_ENVELOPE_COLUMNS} FROM envelopes ORDER BY seq")
         ]
 
-    def envelope_sources(self, account: str, device: int, ids: Iterable[bytes]) -> dict[bytes, str | None]:
-        """Envelope id → source account (None if sealed) for the given ids in this device's queue."""
-        sources: dict[bytes, str | None] = {}
+    def envelope_origins(
+        self, account: str, device: int, ids: Iterable[bytes]
+    ) -> dict[bytes, tuple[str | None, int]]:
+        """Envelope id → (source account or None if sealed, acceptance time in ms) for the given ids
+        in this device's queue."""
+        origins: dict[bytes, tuple[str | None, int]] = {}
         for i in ids:
             row = self._db.execute(
-                "SELECT source_account FROM envelopes WHERE account = ? AND device = ? AND id = ?",
+                "SELECT source_account, timestamp FROM envelopes WHERE account = ? AND device = ? AND id = ?",
                 (account, device, i),
             ).fetchone()
             if row is not None:
-                sources[i] = row[0]
-        return sources
+                origins[i] = (row[0], int(row[1]))
+        return origins
 
     # -- archive: envelopes kept after acknowledgement ---------------------------------------
 
@@ -614,23 +637,23 @@ class Store:
         )
         return [MetadataRecord(RecordKind(r[0]), *r[1:]) for r in rows]
 
-    def expire_metadata(self, now: float, policy: RetentionPolicy, exempt: Iterable[str] = ()) -> int:
-        """Delete records older than their kind's ``keep_for``; returns how many. Records whose
-        ``account`` or ``recipient_account`` is in ``exempt`` (preserved accounts) stay."""
-        spared = sorted(set(exempt))
+    def expire_metadata(
+        self, now: float, policy: RetentionPolicy, exempt: Mapping[str, float] | None = None
+    ) -> int:
+        """Delete records older than their kind's ``keep_for``; returns how many. ``exempt`` maps a
+        preserved account to the time its preservation froze what was held: records naming it (as
+        ``account`` or ``recipient_account``) made up to then stay; later ones expire as usual."""
         spare = ""
-        if spared:
-            marks = ", ".join("?" * len(spared))
-            spare = (
-                f" AND (account IS NULL OR account NOT IN ({marks}))"
-                f" AND (recipient_account IS NULL OR recipient_account NOT IN ({marks}))"
-            )
+        spared: list[object] = []
+        for account, until in sorted((exempt or {}).items()):
+            spare += " AND NOT ((account IS ? OR recipient_account IS ?) AND time <= ?)"
+            spared += [account, account, until]
         deleted = 0
         for kind, rule in policy.rules.items():
             if rule.keep_for is not None:
                 cursor = self._db.execute(
                     "DELETE FROM metadata WHERE kind = ? AND time < ?" + spare,
-                    (kind.value, now - rule.keep_for, *spared, *spared),
+                    (kind.value, now - rule.keep_for, *spared),
                 )
                 deleted += cursor.rowcount
         return deleted
@@ -699,6 +722,32 @@ class Store:
     def all_blocks(self) -> list[tuple[str, str, float]]:
         """(account, blocked, time) for every block kept (what a relay loads when it starts)."""
         return [(r[0], r[1], r[2]) for r in self._db.execute("SELECT account, blocked, time FROM blocks")]
+
+    # -- orders in effect: taps and preservations ------------------------------------------------
+
+    def save_tap(self, tap_id: str, target: str | None, start: float, end: float, content: bool) -> None:
+        self._db.execute(
+            "INSERT INTO taps (id, target, start_time, end_time, content) VALUES (?, ?, ?, ?, ?)",
+            (tap_id, target, start, end, int(content)),
+        )
+
+    def delete_tap(self, tap_id: str) -> None:
+        self._db.execute("DELETE FROM taps WHERE id = ?", (tap_id,))
+
+    def taps(self) -> list[tuple[str, str | None, float, float, bool]]:
+        """(id, target, start, end, content) of every tap in place, by id (what a relay loads at start)."""
+        rows = self._db.execute("SELECT id, target, start_time, end_time, content FROM taps ORDER BY id")
+        return [(r[0], r[1], float(r[2]), float(r[3]), bool(r[4])) for r in rows]
+
+    def add_preservation(self, account: str, served: float) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO preservations (account, served) VALUES (?, ?)", (account, served)
+        )
+
+    def preservations(self) -> list[tuple[str, float]]:
+        """(account, served) of every preservation request, in order of service."""
+        rows = self._db.execute("SELECT account, served FROM preservations ORDER BY served, account")
+        return [(r[0], float(r[1])) for r in rows]
 
     # -- the relay's own keys ----------------------------------------------------------------
 

@@ -645,7 +645,9 @@ class Simulation:
                 **({"nondisclosure_order": order.nondisclosure} if order.nondisclosure else {}),
             }
         )
-        if order.instrument.looks == "freeze":
+        if order.process == "backup_warrant":
+            self._serve_backup(order)
+        elif order.instrument.looks == "freeze":
             assert order.target is not None
             self.relay.preserve(order.target, rel())
             self._disclose(order)
@@ -669,6 +671,35 @@ class Simulation:
                 {"t": self.sched.now, "kind": "demand_withdrawn", "name": name, "process": order.process}
             )
         self._expire(name)
+
+    def _serve_backup(self, order: LegalProcess) -> None:
+        """A search warrant on the custodian of the target's backup: the history the phones held."""
+        from relay.backup import disclose_backup
+
+        assert order.target is not None
+        backup = self.scenario.person(order.target).backup or self.profile.backup
+        mine = f"{order.target}/"
+        history = []
+        for state in self.messages.values():
+            m = state.planned
+            sent = m.sender == order.target  # on the phone from the moment it was written
+            got = [t for device, t in state.delivered.items() if device.startswith(mine)]
+            if sent or got:
+                at = m.at if sent else min(got)
+                history.append({"from": m.sender, "to": m.recipient, "time": SIM_EPOCH + at, "text": m.text})
+        history.sort(key=lambda r: (r["time"], r["from"], r["text"]))
+        disclosure = disclose_backup(order, self.profile.name, backup, history)
+        self.disclosures.append(disclosure)
+        self.emit(
+            {
+                "t": self.sched.now,
+                "kind": "disclosure",
+                "name": order.name,
+                "process": order.process,
+                "target": order.target,
+                **disclosure.summary(),
+            }
+        )
 
     def _expire(self, name: str) -> None:
         order = self._open_orders.pop(name, None)

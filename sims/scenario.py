@@ -192,6 +192,7 @@ class DeviceSpec:
 class PersonSpec:
     name: str
     devices: tuple[DeviceSpec, ...]
+    backup: str | None = None  # relay.backup.BACKUPS; None: the profile's default
 
 
 @dataclass(frozen=True)
@@ -728,7 +729,12 @@ def _people(r: _Reader, raw: object, duration: float) -> tuple[PersonSpec, ...]:
     for i, item in enumerate(raw):
         path = f"people[{i}]"
         t = r.table(item, path)
-        r.known(t, path, ["name", "devices", "region", "address"])
+        r.known(t, path, ["name", "devices", "region", "address", "backup"])
+        from relay.backup import BACKUPS
+
+        backup = r.get(t, "backup", path, str, None)
+        if backup is not None and backup not in BACKUPS:
+            raise r.fail(f"{path}.backup", f"expected one of {', '.join(map(repr, BACKUPS))}, got {backup!r}")
         name = r.get(t, "name", path, str)
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
             raise r.fail(f"{path}.name", f"expected 1-64 letters, digits, '_', '.' or '-', got {name!r}")
@@ -759,7 +765,7 @@ def _people(r: _Reader, raw: object, duration: float) -> tuple[PersonSpec, ...]:
                     _windows(r, d.get("offline", []), f"{dpath}.offline", duration),
                 )
             )
-        people.append(PersonSpec(name, tuple(devices)))
+        people.append(PersonSpec(name, tuple(devices), backup))
     return tuple(people)
 
 

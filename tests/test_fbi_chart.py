@@ -4,11 +4,14 @@ The chart (rebuilt from press copies of the FOIA release, 2021-11-19: justsecuri
 cyberkendra.com 2021/11, cyberdaily.au/security/9243) says, per app, what a subpoena, a 2703(d) order, a search
 warrant and a pen register return. For every cell that states something, the matrix read off the
 simulated disclosures must agree; for every "—" cell, nothing beyond what that app's subpoena returns
-may be handed over. Two rows of the chart, LINE and WeChat, have no profile here and are not checked.
+may be handed over. Where the chart's words are vaguer than the categories (LINE's "account data"),
+the categories chosen are the project's inference and say so where they are set.
 
-One known disagreement, asserted as such: the chart's iMessage search warrant returns "device backups;
-with iCloud Backup the keys come too, so content". The relay never holds backups, so in the matrix the
-content is cryptographically impossible, and the reason names iCloud Backup.
+Message content, the chart's first column: "limited" for iMessage and WhatsApp, "no" for the rest.
+Limited means: not from the relay (a search warrant on it gets content that no key it holds opens),
+but from the phone's cloud backup, served with its own warrant on the custodian (Apple, Google;
+relay/backup.py), unless the user turned on end-to-end backups (Advanced Data Protection, WhatsApp's
+end-to-end encrypted backups).
 
 Every cell not handed over carries one of the four reasons (relay.legal.REASONS), and
 ``CHART_REASONS`` holds each against the chart and the sources it rests on.
@@ -43,11 +46,24 @@ CHART_SUBPOENA = {
     "threema": {"subscriber_info", "account_created", "last_seen", "device_info"},
     # "registration data, IP at creation; message history: time, date, source, destination"
     "viber": {"subscriber_info", "account_created", "ip_addresses", "message_log"},
-    # "creation date, device types, last use, number of messages, ..."
+    # "creation date, device types, last use, number of messages, number of external ids, ..."
     "wickr": {"account_created", "device_info", "last_seen", "message_counts"},
+    # "account data; up to 7 days of chats only if E2EE is off": which account data is the project's
+    # inference (subscriber record and creation time); Letter Sealing is on here, so no chats
+    "line": {"subscriber_info", "account_created"},
+    # "non-China accounts: name, phone, email, IP"
+    "wechat": {"subscriber_info", "ip_addresses"},
 }
 CHART_ROWS = ("imessage", "whatsapp", *sorted(set(CHART_SUBPOENA) - {"whatsapp"}))
-DASHES = ("signal", "telegram-cloud", "threema", "viber", "wickr")  # "—" in every column after the subpoena
+DASHES = (
+    "signal",
+    "telegram-cloud",
+    "threema",
+    "viber",
+    "wickr",
+    "line",
+    "wechat",
+)  # "—" in every column after the subpoena
 BASIC = ASKS["subpoena"] - {"message_log", "message_counts"}
 
 
@@ -103,7 +119,7 @@ def test_imessage_row(chart: tuple[Path, dict[str, Any]]) -> None:
     lookups = disclosure(out, "imessage", "court_order_2703d")["provided"]["lookup_log"]
     assert lookups and all("tariq" in (r["account"], r["recipient_account"]) for r in lookups)
     assert "message_log" not in provided(matrix, "imessage", "court_order_2703d")
-    # search warrant: the chart's content comes from iCloud backups, which a relay never holds
+    # search warrant: the chart's content comes from iCloud backups, not from the relay (see the backup tests)
     warrant = disclosure(out, "imessage", "search_warrant")
     assert "content" not in warrant["provided"]
     assert "iCloud Backup" in warrant["not_provided"]["cryptographically_impossible"]["content"]
@@ -231,13 +247,18 @@ CHART_REASONS = {
     ("whatsapp", "pen_register", "realtime_routing"): "provided",
     # content: end to end, no key at the provider; Telegram's cloud chats: keys on its servers
     **{
-        (p, "wiretap", "content"): "cryptographically_impossible" for p in CHART_ROWS if p != "telegram-cloud"
+        (p, "wiretap", "content"): "cryptographically_impossible"
+        for p in CHART_ROWS
+        if p not in ("telegram-cloud", "wechat")
     },
     **{
         (p, "search_warrant", "content"): "cryptographically_impossible"
         for p in CHART_ROWS
-        if p != "telegram-cloud"
+        if p not in ("telegram-cloud", "wechat")
     },
+    # WeChat is not end to end: that its keys are the provider's is the project's inference, not the chart's
+    ("wechat", "search_warrant", "content"): "withheld_by_policy",
+    ("wechat", "wiretap", "content"): "withheld_by_policy",
     ("telegram-cloud", "search_warrant", "content"): "withheld_by_policy",
     ("telegram-cloud", "wiretap", "content"): "withheld_by_policy",
     # who messaged whom: Signal keeps no record of it (signal.org/bigbrother); Viber hands it over
@@ -279,3 +300,96 @@ def test_no_capability_names_what_could_compel_it(chart: tuple[Path, dict[str, A
     out, _matrix = chart
     why = disclosure(out, "signal", "pen_register")["not_provided"]["no_capability"]["realtime_routing"]
     assert "47 U.S.C. 1002(b)(2)(A)" in why and "Lavabit" in why
+
+
+def test_whatsapps_wiretap_return_is_marked_as_an_assumption(chart: tuple[Path, dict[str, Any]]) -> None:
+    """No source shows WhatsApp returning ciphertext to a wiretap order; the disclosure says so."""
+    out, matrix = chart
+    assert "ciphertext" in provided(matrix, "whatsapp", "wiretap")
+    notes = " ".join(disclosure(out, "whatsapp", "wiretap")["notes"])
+    assert "Assumption" in notes and "In re Facebook Messenger" in notes and "E.D. Cal. 2018" in notes
+    assert "Assumption" not in " ".join(disclosure(out, "whatsapp", "pen_register")["notes"])
+
+
+def test_the_subpoena_cells_details_threema_wickr_line_wechat(chart: tuple[Path, dict[str, Any]]) -> None:
+    out, _matrix = chart
+    # Threema: "hash of phone/email, push token, ID creation date, last login date"; and the public key
+    # (the relay has no push service, so no push token exists to hand over)
+    (threema,) = disclosure(out, "threema", "subpoena")["provided"]["subscriber_info"]
+    (device,) = disclosure(out, "threema", "subpoena")["provided"]["device_info"][:1]
+    assert "account_hash" in threema and len(bytes.fromhex(device["public_key"])) == 32
+    # Wickr: "number of external ids" (not the ids): here the phone number is the one external id
+    (wickr,) = disclosure(out, "wickr", "subpoena")["provided"]["message_counts"]
+    assert wickr["external_ids"] == 1 and "tariq" not in json.dumps(
+        {k: v for k, v in wickr.items() if k != "account"}
+    )
+    # LINE: chats only if Letter Sealing is off; it is on by default, so content is beyond any key
+    line = disclosure(out, "line", "search_warrant")
+    assert "Letter Sealing" in line["not_provided"]["cryptographically_impossible"]["content"]
+    # WeChat: name, phone, e-mail, IP for a non-China account
+    (wechat,) = disclosure(out, "wechat", "subpoena")["provided"]["subscriber_info"]
+    assert wechat["account"] == "tariq"
+    assert disclosure(out, "wechat", "subpoena")["provided"]["ip_addresses"]
+
+
+# --- backups: the second door (the chart's "limited" message content for iMessage and WhatsApp) ------
+
+
+def _with_backup_warrant(profile: str, backup: str | None) -> Any:
+    from dataclasses import replace
+
+    from sims.scenario import Event, PersonSpec
+
+    sc = resolve_scenario("fbi-chart")
+    people = tuple(
+        PersonSpec(p.name, p.devices, backup) if p.name == "tariq" and backup else p for p in sc.people
+    )
+    order = Event(
+        3 * 3600.0,
+        "legal_process",
+        {"process": "backup_warrant", "target": "tariq", "from": None, "to": None, "name": "backup"},
+    )
+    return replace(
+        sc,
+        people=people,
+        events=(*sc.events, order),
+        relay=replace(sc.relay, profile=profile),
+        matrix=False,
+        compare_profiles=(),
+    )
+
+
+def _backup_disclosure(profile: str, backup: str | None) -> Any:
+    from sims.runner import Simulation
+
+    result = Simulation(_with_backup_warrant(profile, backup)).run()
+    (d,) = [d for d in result.disclosures if d.process.name == "backup"]
+    return d
+
+
+@pytest.mark.parametrize(("profile", "custodian"), [("imessage", "Apple"), ("whatsapp", "Google")])
+def test_content_is_limited_not_from_the_relay_but_from_the_backup(
+    chart: tuple[Path, dict[str, Any]], profile: str, custodian: str
+) -> None:
+    """The chart's "limited": the relay's search warrant gets no content; a warrant on the backup
+    custodian does, by default (iCloud Backup without Advanced Data Protection; WhatsApp's backup
+    without end-to-end encrypted backups)."""
+    _out, matrix = chart
+    assert "content" in matrix[profile]["search_warrant"]["cryptographically_impossible"]
+    d = _backup_disclosure(profile, None)
+    texts = [r["text"] for r in d.provided["content"]]
+    assert "I know. I will explain in person." in texts and "Yes, thank you, it arrived today." in texts
+    assert "Change of plan, meet at the library." not in texts  # sent after service
+    assert custodian in d.to_markdown()
+
+
+@pytest.mark.parametrize(("profile", "backup"), [("imessage", "icloud-adp"), ("whatsapp", "gdrive-e2e")])
+def test_end_to_end_backups_close_the_second_door(profile: str, backup: str) -> None:
+    d = _backup_disclosure(profile, backup)
+    assert "content" not in d.provided
+    assert d.reasons["content"][0] == "cryptographically_impossible"
+
+
+def test_a_person_without_a_cloud_backup_has_none_to_serve() -> None:
+    d = _backup_disclosure("signal", None)
+    assert d.reasons["content"][0] == "not_retained"

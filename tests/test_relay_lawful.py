@@ -307,7 +307,7 @@ def test_preserved_accounts_metadata_does_not_expire() -> None:
         ("alice", "bob"),
         ("carol", "alice"),
     ]
-    assert core.preservations == {"alice": T0 + 86400}
+    assert core.preservations == {"alice": (T0 + 86400,)}
 
 
 def test_a_preservation_in_the_future_is_not_yet_in_effect() -> None:
@@ -318,6 +318,70 @@ def test_a_preservation_in_the_future_is_not_yet_in_effect() -> None:
     core.handle(alice, _send("bob", b"x"))
     _ack_all(core, bob)
     assert core.store.archived() == []
+
+
+def test_preservation_freezes_what_is_held_at_service_and_captures_nothing_after() -> None:
+    """18 U.S.C. 2703(f): records and evidence in the provider's possession at service, for 90 days;
+    nothing new is captured ("prospective preservation" is a contested practice, not the request)."""
+    clock = Clock()
+    week = RetentionPolicy(
+        "week",
+        {RecordKind.SEND: KindRule(frozenset({"time", "account", "recipient_account"}), keep_for=7 * 86400)},
+    )
+    core = _core(clock=clock, policy=week)
+    alice, bob = core_device(core, ALICE, 1), core_device(core, BOB, 2)
+    core.handle(bob, _send("alice", b"HELD-AT-SERVICE"))
+    clock.now = T0 + 100
+    core.preserve("alice", since=clock.now)  # served now
+    clock.now = T0 + 200
+    core.handle(bob, _send("alice", b"ACCEPTED-AFTER-SERVICE", rid=2))
+    assert _ack_all(core, alice) == 2  # both delivered; only the one held at service is frozen
+    assert [e.body for e in core.store.archived()] == [b"HELD-AT-SERVICE"]
+    clock.now = T0 + 8 * 86400
+    assert core.expire() == 1  # the send after service expires as the policy says
+    assert [r.time for r in core.store.metadata()] == [T0]
+
+
+def test_a_second_preservation_freezes_what_is_held_at_its_own_service() -> None:
+    clock = Clock()
+    core = _core(clock=clock)
+    alice, bob = core_device(core, ALICE, 1), core_device(core, BOB, 2)
+    core.preserve("alice", since=T0)
+    clock.now = T0 + 10
+    core.handle(bob, _send("alice", b"between the two"))
+    clock.now = T0 + 20
+    core.preserve("alice", since=clock.now)
+    clock.now = T0 + 30
+    core.handle(bob, _send("alice", b"after both", rid=2))
+    _ack_all(core, alice)
+    assert [e.body for e in core.store.archived()] == [b"between the two"]
+    assert core.preservations == {"alice": (T0, T0 + 20)}
+
+
+def test_orders_served_on_a_relay_survive_its_restart(tmp_path: Path) -> None:
+    path = tmp_path / "relay.db"
+    clock = Clock()
+    with Store(path) as store:
+        core = _core(store, clock)
+        core_device(core, ALICE, 1)
+        core_device(core, BOB, 2)
+        core.add_tap(Tap("pen", "alice", start=T0, end=float("inf"), content=False))
+        core.add_tap(Tap("gone", "bob", start=T0, end=T0 + 10, content=True))
+        core.remove_tap("gone")
+        core.preserve("bob", since=T0 + 5)
+    with Store(path) as store:
+        assert store.schema_version == store_module.SCHEMA_VERSION
+        core = _core(store, clock)
+        assert dict(core.taps) == {"pen": Tap("pen", "alice", start=T0, end=float("inf"), content=False)}
+        assert core.preservations == {"bob": (T0 + 5,)}
+        clock.now = T0 + 60
+        alice = core_device(core, ALICE, 1, register=False)
+        bob_conn = core_device(core, BOB, 2, register=False)
+        core.handle(alice, _send("bob", b"after the restart"))
+        assert [r.kind for r, _ in store.intercepts("pen")].count(RecordKind.SEND) == 1
+        core.handle(bob_conn, _send("alice", b"x", rid=3))
+        _ack_all(core, alice)
+        assert store.archived() == []  # accepted after bob's preservation was served
 
 
 # --- address books ---------------------------------------------------------------------------------
@@ -500,7 +564,7 @@ def test_the_new_kinds_are_in_the_schema_and_kept_by_keep_everything() -> None:
 # --- schema ----------------------------------------------------------------------------------------
 
 
-def test_a_v1_database_upgrades_to_v2_keeping_its_data(
+def test_a_v1_database_upgrades_to_the_current_schema_keeping_its_data(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "relay.db"
@@ -511,9 +575,9 @@ def test_a_v1_database_upgrades_to_v2_keeping_its_data(
             old.enqueue([store_module.StoredEnvelope(b"E" * 16, "bob", 1, b"body", 1000, False, "alice", 1)])
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 1
     with Store(path) as store:
-        assert store.schema_version == 2
+        assert store.schema_version == store_module.SCHEMA_VERSION == 3
         tables = {r[0] for r in store._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert {"intercepts", "archive", "contacts", "blocks"} <= tables
+        assert {"intercepts", "archive", "contacts", "blocks", "taps", "preservations"} <= tables
         assert store.account_exists("bob") and [e.body for e in store.all_envelopes()] == [b"body"]
         columns = [r[1] for r in store._db.execute("PRAGMA table_info(intercepts)")]
         assert columns == ["seq", "tap_id", "kind", *store_module.METADATA_FIELDS, "body"]

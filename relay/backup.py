@@ -1,0 +1,95 @@
+"""Backups, the second door: a cloud custodian that holds a phone's message history.
+
+End-to-end encryption keeps content off the relay, but a phone that backs up its message
+database to the cloud puts the history with a second party, served with its own search warrant
+(18 U.S.C. 2703(a)). Whether that custodian can read the backup depends on who holds its key:
+
+- iCloud Backup holds the Messages key unless Advanced Data Protection is on (Apple, ADP from
+  December 2022; withdrawn for new UK users in February 2025 after a UK technical capability
+  notice). The FBI's "Lawful Access" chart (2021-01-07): a search warrant on Apple gets device
+  backups, "with iCloud Backup the keys come too".
+- WhatsApp backs up to iCloud or Google Drive, readable by that custodian unless the user turned
+  on end-to-end encrypted backups (from October 2021).
+
+This is why the chart's message-content column reads "limited" for iMessage and WhatsApp: not from
+the relay; from the backup, unless the user turned on end-to-end backups.
+
+:data:`BACKUPS` is the per-person switch (``backup = "icloud"`` in a scenario's ``[[people]]``);
+a profile's ``backup`` is its users' default. :func:`disclose_backup` answers a ``backup_warrant``
+from the history the phone held at service (what it sent and what it received, as plaintext: the
+backup is a copy of the phone's database).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from relay.compliance import Disclosure, LegalProcess
+
+__all__ = ["BACKUPS", "Backup", "disclose_backup"]
+
+
+@dataclass(frozen=True)
+class Backup:
+    key: str
+    custodian: str | None  # who holds the backup; None: there is none
+    custodian_holds_key: bool
+    description: str
+
+
+BACKUPS: Final[Mapping[str, Backup]] = {
+    b.key: b
+    for b in (
+        Backup(
+            "icloud",
+            "Apple (iCloud Backup)",
+            True,
+            "iCloud Backup without Advanced Data Protection: Apple holds the backup's keys, and with them the "
+            "Messages key",
+        ),
+        Backup(
+            "icloud-adp",
+            "Apple (iCloud Backup)",
+            False,
+            "iCloud Backup with Advanced Data Protection on: the keys are only on the user's devices",
+        ),
+        Backup(
+            "gdrive",
+            "Google (Google Drive)",
+            True,
+            "a WhatsApp backup on Google Drive without end-to-end encrypted backups: readable by Google",
+        ),
+        Backup(
+            "gdrive-e2e",
+            "Google (Google Drive)",
+            False,
+            "a WhatsApp backup on Google Drive with end-to-end encrypted backups on: its key is the user's",
+        ),
+        Backup("none", None, False, "no cloud backup: the history is only on the phones"),
+    )
+}
+
+
+def disclose_backup(
+    process: LegalProcess, profile: str, setting: str, history: Iterable[Mapping[str, Any]]
+) -> Disclosure:
+    """A search warrant on the custodian of ``process.target``'s backup (``setting``, a key of
+    :data:`BACKUPS`): the messages the phone held at service (``history``: rows with ``from``,
+    ``to``, ``time``, ``text``) if the custodian holds the key, else why not."""
+    backup = BACKUPS[setting]
+    d = Disclosure(process, profile, served_on=backup.custodian or "no custodian: there is no cloud backup")
+    d.notes.append(f"Backup: {backup.description}.")
+    if backup.custodian is None:
+        d.refuse("content", "not_retained", backup.description)
+    elif not backup.custodian_holds_key:
+        d.refuse(
+            "content",
+            "cryptographically_impossible",
+            f"{backup.custodian} holds the backup but not its key: {backup.description}",
+        )
+    else:
+        _start, end = process.window()
+        d.provided["content"] = [dict(row) for row in history if row["time"] <= end]
+    return d
