@@ -372,7 +372,7 @@ def _dask_executor(address: str) -> Callable[[list[dict[str, Any]]], Iterable[di
 
     def execute(jobs: list[dict[str, Any]]) -> Iterable[dict[str, Any]]:
         try:
-            client = distributed.Client(address, timeout=20, set_as_default=False)
+            client = distributed.Client(address, timeout=10)
         except (OSError, TimeoutError, ValueError) as exc:
             raise SweepError(f"--dask {address}: cannot reach the Dask scheduler: {exc}") from None
         with client:
