@@ -39,6 +39,7 @@ EPILOG = """examples:
   relaysim demo
   relaysim bench crypto --messages 2000
   relaysim relay serve --host 127.0.0.1 --port 7465 --db relay.db
+  relaysim sweep two-friends --param network.loss=0,0.1,0.2 --seeds 5 --out out/loss
 """
 
 

@@ -704,11 +704,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     """The ``sweep`` subcommand, added to ``relaysim``'s subparsers."""
     p: argparse.ArgumentParser = sub.add_parser(
         "sweep",
-        help="run a scenario over a grid of parameters and seeds: a table of means with 95% intervals, and a plot",
+        help="run a scenario over a grid of parameters and seeds: a table of means with 95%% intervals, and a plot",
         description=(
             "Run a scenario over every combination of the --param values, each under --seeds seeds, each run "
             "in its own worker process (a local pool, or a Dask cluster with --dask). Writes DIR/sweep.json, "
-            "DIR/sweep.md (per cell and metric, the mean over the seeds and its 95%% confidence interval, "
+            "DIR/sweep.md (per cell and metric, the mean over the seeds and its 95% confidence interval, "
             "Student's t), DIR/sweep.svg (each metric against the first parameter) and every run's summary in "
             "DIR/runs/. KEY is a dotted path into the scenario file (network.loss, relay.profile, "
             "generate.people, people.0.devices.0.region); each value is read as TOML, or as a string if it "

@@ -232,3 +232,9 @@ def test_bad_keys_and_values_get_the_validators_error_and_exit_2(
 def test_sweep_help_has_an_example() -> None:
     res = _sweep_cli("--help")
     assert res.returncode == 0 and "relaysim sweep two-friends --param network.loss=" in res.stdout
+    assert "95% confidence interval" in res.stdout
+    top = subprocess.run(
+        [sys.executable, "-m", "sims.cli", "--help"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert top.returncode == 0, top.stderr
+    assert "sweep     run a scenario over a grid" in top.stdout and "relaysim sweep two-friends" in top.stdout
