@@ -773,6 +773,9 @@ def main(args: argparse.Namespace) -> int:
     except (ScenarioError, SweepError) as exc:
         print(f"relaysim sweep: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("relaysim sweep: interrupted; the finished runs are kept, run again to resume", file=sys.stderr)
+        return 130
     except RunFailed as exc:
         print(
             f"relaysim sweep: {exc}; the runs finished before it are kept, run again to resume",
