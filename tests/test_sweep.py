@@ -238,3 +238,18 @@ def test_sweep_help_has_an_example() -> None:
     )
     assert top.returncode == 0, top.stderr
     assert "sweep     run a scenario over a grid" in top.stdout and "relaysim sweep two-friends" in top.stdout
+
+
+def test_the_sweep_bench_prints_the_speed_up_and_checks_the_tables_agree() -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "sims.bench.sweep", "--runs", "5", "--messages", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert res.returncode == 0, res.stderr
+    assert (
+        "speed-up" in res.stdout and "target ≥ 1.7×" in res.stdout and "tables identical: True" in res.stdout
+    )
+    assert res.stdout.count("cores busy") == 2
