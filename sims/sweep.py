@@ -469,10 +469,6 @@ def run_sweep(
 
     summaries = [saved[job["key"]] for job in jobs]
     chosen = list(metrics) or default_metrics(summaries)
-    if progress:
-        for m in chosen:
-            if all(metric_value(s, m) is None for s in summaries):
-                say(f"warning: --metric {m}: no number at that path in any run's summary.json")
     table = []
     for cell in cells:
         values = {m: [] for m in chosen}  # type: dict[str, list[float | None]]
@@ -782,6 +778,12 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    for m in result.data["metrics"]:
+        if all(cell["metrics"][m]["n"] == 0 for cell in result.data["cells"]):
+            print(
+                f"relaysim sweep: warning: --metric {m}: no number at that path in any run's summary.json",
+                file=sys.stderr,
+            )
     print((out / "sweep.md").read_text(encoding="utf-8"), end="")
     cells = len(result.data["cells"])
     print(

@@ -253,3 +253,23 @@ def test_the_sweep_bench_prints_the_speed_up_and_checks_the_tables_agree() -> No
         "speed-up" in res.stdout and "target ≥ 1.7×" in res.stdout and "tables identical: True" in res.stdout
     )
     assert res.stdout.count("cores busy") == 2
+
+
+def test_without_params_one_cell_and_a_metric_that_is_nowhere_is_named(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["sweep", str(tiny), "--seeds", "1", "--workers", "1", "--out", str(tmp_path / "one"), "--quiet"]
+    assert main([*argv, "--metric", "messages.planned", "--metric", "messages.nope"]) == 0
+    captured = capsys.readouterr()
+    assert "--metric messages.nope: no number at that path" in captured.err
+    data = json.loads((tmp_path / "one" / "sweep.json").read_text())
+    assert [c["params"] for c in data["cells"]] == [{}]
+    assert data["cells"][0]["metrics"]["messages.planned"] == {
+        "n": 1,
+        "mean": 5.0,
+        "ci95": None,
+        "half_width": None,
+        "values": [5.0],
+    }
+    assert data["cells"][0]["metrics"]["messages.nope"]["n"] == 0
+    ET.parse(tmp_path / "one" / "sweep.svg")
