@@ -5,7 +5,9 @@ The same sweep (``sims.sweep.run_sweep``: a tiny two-phone scenario, five values
 nothing is reused: once on a pool of one worker process, once on a pool of --workers (default 2).
 Both times are wall time from the call to the written table, the pools' start-up included. Prints
 both, the cores each kept busy on average (CPU seconds of the process and its workers / wall
-seconds; the load average before the bench says whether other work shared them), and the ratio; the target (issue #11) is ≥ 1.7× on two cores. The two tables must also be
+seconds; the load average before the bench says whether other work shared them), and the ratio;
+beside it, measured in the same run, the machine's ceiling: a pure CPU burn on --workers processes
+against one (on a shared machine it can be far below 2×, and the sweep's ratio is bounded by it); the target (issue #11) is ≥ 1.7× on two cores. The two tables must also be
 byte for byte the same (a sweep is deterministic whatever runs it); the exit status is 1 if not.
 """
 
@@ -58,6 +60,32 @@ def _scenario(messages: int) -> str:
     return SCENARIO % "\n".join(rows)
 
 
+def _burn(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+
+def _ceiling(workers: int, seconds: float = 1.0) -> float:
+    """What the machine gives ``workers`` processes over one right now: the same pure-Python CPU burn
+    (no I/O, nothing shared) on a spawn pool of one and of ``workers``, the pools' start-up excluded."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    started = time.perf_counter()
+    _burn(1_000_000)
+    n = max(100_000, int(1_000_000 * seconds / 4 / (time.perf_counter() - started)))
+    times = []
+    for w in (1, workers):
+        with ProcessPoolExecutor(w, mp_context=multiprocessing.get_context("spawn")) as pool:
+            list(pool.map(_burn, [1000] * w))  # the workers are up
+            started = time.perf_counter()
+            list(pool.map(_burn, [n] * 4 * workers))
+            times.append(time.perf_counter() - started)
+    return times[0] / times[1]
+
+
 def _cpu() -> float:
     """CPU seconds of this process and its finished children (the pool's workers, once it is shut down)."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -98,12 +126,17 @@ def main(argv: list[str]) -> int:
         one, one_busy = _timed(scenario, seeds, 1, root / "one")
         many, many_busy = _timed(scenario, seeds, args.workers, root / "many")
         same = (root / "one" / "sweep.json").read_bytes() == (root / "many" / "sweep.json").read_bytes()
+    ceiling = _ceiling(args.workers)
     ratio = one / many
     what = f"sweep of {args.runs} runs ({args.messages} messages each)"
     print(f"{what}, 1 worker:  {one:7.2f} s, {one_busy:.2f} cores busy")
     print(f"{what}, {args.workers} workers: {many:7.2f} s, {many_busy:.2f} cores busy")
     verdict = "met" if ratio >= TARGET else "NOT met"
     print(f"speed-up {ratio:.2f}× (target ≥ {TARGET}× on two cores: {verdict}); tables identical: {same}")
+    print(
+        f"the machine's ceiling now: {ceiling:.2f}× (a pure CPU burn on {args.workers} processes against one); "
+        f"the sweep reaches {ratio / ceiling:.0%} of it"
+    )
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if load > 0.5:
         print(
