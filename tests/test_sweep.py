@@ -273,3 +273,21 @@ def test_without_params_one_cell_and_a_metric_that_is_nowhere_is_named(
     }
     assert data["cells"][0]["metrics"]["messages.nope"]["n"] == 0
     ET.parse(tmp_path / "one" / "sweep.svg")
+
+
+def test_dask_without_distributed_installed_is_a_clear_error(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed now raises ImportError
+    argv = [
+        "sweep",
+        str(tiny),
+        "--seeds",
+        "1",
+        "--out",
+        str(tmp_path / "d"),
+        "--dask",
+        "tcp://127.0.0.1:8786",
+    ]
+    assert main(argv) == 2
+    assert "--dask needs dask's distributed package" in capsys.readouterr().err
