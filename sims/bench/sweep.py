@@ -140,7 +140,7 @@ def main(argv: list[str]) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if load > 0.5:
         print(
-            f"(the machine's load was {load:.1f} on {cores} cores before the bench: other work shares them)"
+            f"(the load average before the bench was {load:.1f} on {cores} cores: other work may have shared them)"
         )
     return 0 if same else 1
 
