@@ -11,6 +11,8 @@
     relaysim bench relay               the relay over loopback TCP against a bare trio echo server
     relaysim bench sim                 a simulated message against the ratchet alone; simulation scale
     relaysim relay serve --port 7465   run a relay on loopback
+    relaysim sweep two-friends --param network.loss=0,0.1 --seeds 5
+                                       a grid of runs: means with 95% intervals, and a plot
 
 Each subcommand has its own ``--help`` with an example.
 
@@ -136,6 +138,7 @@ EPILOG = """examples:
   relaysim demo
   relaysim bench crypto --messages 2000
   relaysim relay serve --host 127.0.0.1 --port 7465 --db relay.db
+  relaysim sweep two-friends --param network.loss=0,0.1,0.2 --seeds 5 --out out/loss
 """
 
 
@@ -515,6 +518,12 @@ def _relay(args: argparse.Namespace, rest: list[str]) -> int:
     return relay_main(rest)
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from sims.sweep import main as sweep_main
+
+    return sweep_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="relaysim",
@@ -748,6 +757,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     relay.add_argument("action", choices=["serve"], help="what to do; its own options follow")
     relay.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    from sims.sweep import add_parser as add_sweep_parser
+
+    add_sweep_parser(sub)
     return parser
 
 
@@ -820,6 +833,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _bench(args, args.rest)
     if args.command == "relay":
         return _relay(args, args.rest)
+    if args.command == "sweep":
+        return _sweep(args)
     raise AssertionError(args.command)
 
 

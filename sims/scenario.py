@@ -128,6 +128,7 @@ __all__ = [
     "load_scenario",
     "parse_duration",
     "parse_scenario",
+    "scenario_from_data",
 ]
 
 EVENT_KINDS = {
@@ -389,6 +390,11 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(source, "", f"not valid TOML: {exc}") from None
+    return scenario_from_data(data, source)
+
+
+def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
+    """Validate an already parsed scenario mapping (the TOML as ``tomllib`` gives it; see sims.sweep)."""
     r = _Reader(source)
     _finite(r, data, "")
     r.known(data, "", ["scenario", "network", "relay", "people", "conversations", "generate", "events"])

@@ -1,0 +1,149 @@
+"""``python -m sims.bench.sweep``: does a sweep of small runs use every core?
+
+The same sweep (``sims.sweep.run_sweep``: a tiny two-phone scenario, five values of
+``network.loss`` × --runs / 5 seeds, 100 runs by default) twice, each into a fresh directory so
+nothing is reused: once on a pool of one worker process, once on a pool of --workers (default 2).
+Both times are wall time from the call to the written table, the pools' start-up included. Prints
+both, the cores each kept busy on average (CPU seconds of the process and its workers / wall
+seconds; the load average before the bench says whether other work shared them), and the ratio;
+beside it, measured in the same run, the machine's ceiling: a pure CPU burn on --workers processes
+against one (on a shared machine it can be far below 2×, and the sweep's ratio is bounded by it); the target (issue #11) is ≥ 1.7× on two cores. The two tables must also be
+byte for byte the same (a sweep is deterministic whatever runs it); the exit status is 1 if not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sims.sweep import run_sweep
+
+TARGET = 1.7
+LOSSES = [0.0, 0.05, 0.1, 0.15, 0.2]
+
+SCENARIO = """\
+[scenario]
+name = "bench-sweep"
+duration = "2h"
+seed = 1
+
+[network]
+latency_ms = 40
+jitter_ms = 10
+
+[[people]]
+name = "a"
+devices = [{ region = "us", address = "192.0.2.1" }]
+
+[[people]]
+name = "b"
+devices = [{ region = "us", address = "192.0.2.2" }]
+
+[[conversations]]
+between = ["a", "b"]
+messages = [
+%s
+]
+"""
+
+
+def _scenario(messages: int) -> str:
+    rows = [
+        f'  {{ at = "{1 + i // 2}m", from = "{"ab"[i % 2]}", text = "message {i} of the bench" }},'
+        for i in range(messages)
+    ]
+    return SCENARIO % "\n".join(rows)
+
+
+def _burn(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+
+def _ceiling(workers: int, seconds: float = 1.0) -> float:
+    """What the machine gives ``workers`` processes over one right now: the same pure-Python CPU burn
+    (no I/O, nothing shared) on a spawn pool of one and of ``workers``, the pools' start-up excluded."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    started = time.perf_counter()
+    _burn(1_000_000)
+    n = max(100_000, int(1_000_000 * seconds / 4 / (time.perf_counter() - started)))
+    times = []
+    for w in (1, workers):
+        with ProcessPoolExecutor(w, mp_context=multiprocessing.get_context("spawn")) as pool:
+            list(pool.map(_burn, [1000] * w))  # the workers are up
+            started = time.perf_counter()
+            list(pool.map(_burn, [n] * 4 * workers))
+            times.append(time.perf_counter() - started)
+    return times[0] / times[1]
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (the pool's workers, once it is shut down)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _timed(scenario: Path, seeds: int, workers: int, out: Path) -> tuple[float, float]:
+    """Wall seconds, and the cores kept busy on average (CPU seconds / wall seconds)."""
+    started, cpu = time.perf_counter(), _cpu()
+    run_sweep(str(scenario), [("network.loss", LOSSES)], seeds, out, workers=workers)
+    wall = time.perf_counter() - started
+    return wall, (_cpu() - cpu) / wall
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sims.bench.sweep",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        epilog="example:\n  python -m sims.bench.sweep --runs 100 --workers 2",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--runs", type=int, default=100, help="runs per sweep, a multiple of 5 (default: 100)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="worker processes of the parallel pool (default: 2)"
+    )
+    parser.add_argument("--messages", type=int, default=100, help="messages per run (default: 100)")
+    args = parser.parse_args(argv)
+    if args.runs < 5 or args.runs % 5 or args.workers < 2 or args.messages < 1:
+        parser.error("--runs must be a positive multiple of 5, --workers at least 2, --messages at least 1")
+    seeds = args.runs // len(LOSSES)
+    with tempfile.TemporaryDirectory(prefix="relaysim-bench-sweep-") as tmp:
+        root = Path(tmp)
+        scenario = root / "bench-sweep.toml"
+        scenario.write_text(_scenario(args.messages), encoding="utf-8")
+        load = os.getloadavg()[0]
+        one, one_busy = _timed(scenario, seeds, 1, root / "one")
+        many, many_busy = _timed(scenario, seeds, args.workers, root / "many")
+        same = (root / "one" / "sweep.json").read_bytes() == (root / "many" / "sweep.json").read_bytes()
+    ceiling = _ceiling(args.workers)
+    ratio = one / many
+    what = f"sweep of {args.runs} runs ({args.messages} messages each)"
+    print(f"{what}, 1 worker:  {one:7.2f} s, {one_busy:.2f} cores busy")
+    print(f"{what}, {args.workers} workers: {many:7.2f} s, {many_busy:.2f} cores busy")
+    verdict = "met" if ratio >= TARGET else "NOT met"
+    print(f"speed-up {ratio:.2f}× (target ≥ {TARGET}× on two cores: {verdict}); tables identical: {same}")
+    print(
+        f"the machine's ceiling now: {ceiling:.2f}× (a pure CPU burn on {args.workers} processes against one); "
+        f"the sweep reaches {ratio / ceiling:.0%} of it"
+    )
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if load > 0.5:
+        print(
+            f"(the load average before the bench was {load:.1f} on {cores} cores: other work may have shared them)"
+        )
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

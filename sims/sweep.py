@@ -1,0 +1,793 @@
+"""``relaysim sweep``: one scenario over a grid of parameters and seeds, as a table and a plot.
+
+    relaysim sweep two-friends --param network.loss=0,0.1,0.2 --param relay.sealed_sender=true,false \\
+        --seeds 5 --out out/sweep
+
+Each ``--param KEY=V1,V2,…`` names a key of the scenario file by its dotted path (``network.loss``,
+``relay.profile``, ``generate.people``; an array element by its index, ``people.0.devices.0.region``)
+and the values to try, each read as a TOML value (a word that is not one, like ``signal``, is taken
+as a string). The grid is every combination of the values; each combination (a *cell*) runs under
+``--seeds N`` seeds, the scenario's own seed and the N − 1 after it. The values are put into the
+parsed file before it is validated, so a bad key or value gets the validator's error, naming the
+file, the key path and the value.
+
+Every run is a whole ``relaysim run`` (``sims.report.run_to_dir`` in a temporary directory) in a
+worker process: a local process pool by default, or the workers of a Dask cluster given its
+scheduler's address (``--dask tcp://host:8786``; needs dask's ``distributed``, the ``sweep``
+extra). The same function runs in either. What is measured is numbers from each run's
+``summary.json``, by dotted path (``--metric messages.lost_by_network``; a list element by its
+``name`` or index, ``disclosures.search-warrant-amira.score.contacts.share``). Per cell and metric:
+the mean over the seeds and its 95 % confidence interval (Student's t with n − 1 degrees of
+freedom).
+
+Outputs in ``--out DIR``: ``sweep.json`` (everything, the per-seed values too), ``sweep.md`` (the
+table), ``sweep.svg`` (a plot written here, no plotting library: each metric against the first
+parameter, one series per combination of the others, with the intervals as error bars) and
+``runs/<hash>.json``, each run's summary, saved as it finishes. The hash covers the scenario's
+text, the cell's parameters and the seed, so a sweep run again in the same DIR (interrupted, or
+with more values or seeds) reuses what is there and runs only what is missing. A run is
+deterministic in (scenario, parameters, seed), and the outputs are built from the saved runs in
+grid order, so they are byte for byte the same whichever pool ran them and in whatever order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import itertools
+import json
+import math
+import os
+import sys
+import tempfile
+import tomllib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "RunFailed",
+    "SweepError",
+    "add_parser",
+    "apply_param",
+    "build_scenario",
+    "main",
+    "mean_ci",
+    "parse_param",
+    "run_one",
+    "run_sweep",
+    "t_quantile_975",
+]
+
+RUN_FORMAT = 1  # part of each run's hash: bump it when a run's saved form changes
+DEFAULT_METRICS = ("messages.device_deliveries", "messages.lost_by_network", "latency_s.p50")
+DISCLOSURE_METRICS = ("score.contacts.share", "score.message_times.share", "score.locations.share")
+
+
+class SweepError(ValueError):
+    """A sweep cannot start or finish: bad arguments, a missing dependency, an unreachable cluster."""
+
+
+class RunFailed(RuntimeError):
+    """A run raised in its worker (a bug, not bad input); the runs finished before it stay saved."""
+
+
+# --- parameters --------------------------------------------------------------------------------
+
+
+def _split_values(text: str) -> list[str]:
+    """``0,0.1,[1,2],"a,b"`` → the four values: commas inside brackets, braces or quotes do not split."""
+    parts: list[str] = []
+    depth = 0
+    quote = ""
+    current = ""
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+            continue
+        current += ch
+    parts.append(current)
+    return [p.strip() for p in parts]
+
+
+def _toml_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare word: signal, whatsapp
+
+
+def parse_param(spec: str) -> tuple[str, list[Any]]:
+    """``network.loss=0,0.1`` → ``("network.loss", [0, 0.1])``; SweepError saying what is wrong."""
+    key, sep, values = spec.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise SweepError(f"--param {spec!r}: expected KEY=V1,V2,… (e.g. network.loss=0,0.1,0.2)")
+    if any(not part for part in key.split(".")):
+        raise SweepError(f"--param {spec!r}: expected a dotted key like network.loss, got {key!r}")
+    if key == "scenario.seed":
+        raise SweepError("--param scenario.seed: the seeds are chosen by --seeds N, not as a parameter")
+    texts = _split_values(values)
+    if any(not t for t in texts):
+        raise SweepError(f"--param {spec!r}: expected values separated by commas, got an empty one")
+    parsed = [_toml_value(t) for t in texts]
+    if len({_canon(v) for v in parsed}) != len(parsed):
+        raise SweepError(f"--param {spec!r}: a value is given twice")
+    return key, parsed
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _show(value: Any) -> str:
+    """A value as it would be written in TOML (and on the command line)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def apply_param(data: dict[str, Any], key: str, value: Any, source: str) -> None:
+    """Set the dotted ``key`` of a parsed scenario to ``value`` (tables on the way are made if missing)."""
+    from sims.scenario import ScenarioError
+
+    node: Any = data
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[:i]) or "the top level"
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ScenarioError(
+                    source,
+                    key,
+                    f"{where} is an array of {len(node)}; expected an index 0–{len(node) - 1}, got {part!r}",
+                )
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ScenarioError(source, key, f"{where} is {_show(node)}, not a table or an array")
+
+
+def build_scenario(text: str, source: str, params: Sequence[tuple[str, Any]]) -> Any:
+    """The scenario ``text`` with ``params`` put in, validated (``sims.scenario.Scenario``)."""
+    from sims.scenario import ScenarioError, scenario_from_data
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(source, "", f"not valid TOML: {exc}") from None
+    label = f"{source} [{', '.join(f'{k}={_show(v)}' for k, v in params)}]" if params else source
+    for key, value in params:
+        apply_param(data, key, copy.deepcopy(value), label)
+    return scenario_from_data(data, label)
+
+
+# --- one run ------------------------------------------------------------------------------------
+
+
+def run_key(text: str, params: Sequence[tuple[str, Any]], seed: int) -> str:
+    """The hash a run is saved under: the scenario's text, the cell's parameters and the seed."""
+    blob = json.dumps(
+        {"format": RUN_FORMAT, "scenario": text, "params": [[k, v] for k, v in params], "seed": seed},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
+
+
+def run_one(job: dict[str, Any]) -> dict[str, Any]:
+    """Run one (cell, seed) and return its summary; this is what a pool or a Dask worker runs."""
+    from sims.report import run_to_dir
+
+    params = [(k, v) for k, v in job["params"]]
+    scenario = build_scenario(job["text"], job["source"], params).with_seed(job["seed"])
+    with tempfile.TemporaryDirectory(prefix="relaysim-sweep-", dir=_scratch()) as tmp:
+        _result, summary = run_to_dir(scenario, Path(tmp))
+    return {"key": job["key"], "params": job["params"], "seed": job["seed"], "summary": summary}
+
+
+def _scratch() -> str | None:
+    """Where a run's files go (and are thrown away): memory on Linux, so a run is not waiting on the disk
+    (SQLite's WAL set-up alone waits for two fsyncs); else the usual temporary directory."""
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
+
+
+# --- statistics ---------------------------------------------------------------------------------
+
+# Student's t, the 0.975 quantile, for 1–30 degrees of freedom (a 95 % two-sided interval).
+_T975 = (
+    12.706204736,
+    4.302652730,
+    3.182446305,
+    2.776445105,
+    2.570581836,
+    2.446911851,
+    2.364624252,
+    2.306004135,
+    2.262157163,
+    2.228138852,
+    2.200985160,
+    2.178812830,
+    2.160368656,
+    2.144786688,
+    2.131449546,
+    2.119905299,
+    2.109815578,
+    2.100922040,
+    2.093024054,
+    2.085963447,
+    2.079613845,
+    2.073873068,
+    2.068657610,
+    2.063898562,
+    2.059538553,
+    2.055529439,
+    2.051830516,
+    2.048407142,
+    2.045229642,
+    2.042272456,
+)
+
+
+def t_quantile_975(df: int) -> float:
+    """Student's t 0.975 quantile: a table to 30 degrees of freedom, then the Cornish–Fisher series."""
+    if df < 1:
+        raise ValueError(f"expected at least 1 degree of freedom, got {df}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959963984540054
+    return (
+        z
+        + (z**3 + z) / (4 * df)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
+    )
+
+
+def mean_ci(values: Sequence[float]) -> dict[str, Any]:
+    """Mean and 95 % confidence interval (Student's t); no interval from fewer than two values."""
+    n = len(values)
+    if n == 0:
+        return {"n": 0, "mean": None, "ci95": None, "half_width": None}
+    mean = math.fsum(values) / n
+    if n < 2:
+        return {"n": 1, "mean": round(mean, 6), "ci95": None, "half_width": None}
+    sd = math.sqrt(math.fsum((x - mean) ** 2 for x in values) / (n - 1))
+    half = t_quantile_975(n - 1) * sd / math.sqrt(n)
+    return {
+        "n": n,
+        "mean": round(mean, 6),
+        "ci95": [round(mean - half, 6), round(mean + half, 6)],
+        "half_width": round(half, 6),
+    }
+
+
+def metric_value(summary: Any, path: str) -> float | None:
+    """A number from a summary by dotted path; a list element by its ``name`` or its index."""
+    node = summary
+    for part in path.split("."):
+        if isinstance(node, dict):
+            if part not in node:
+                return None
+            node = node[part]
+        elif isinstance(node, list):
+            named = [x for x in node if isinstance(x, dict) and x.get("name") == part]
+            if named:
+                node = named[0]
+            elif part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                return None
+        else:
+            return None
+    if isinstance(node, bool):
+        return float(node)
+    if isinstance(node, int | float) and math.isfinite(node):
+        return float(node)
+    return None
+
+
+def default_metrics(summaries: Iterable[dict[str, Any]]) -> list[str]:
+    """A few messages numbers, and each disclosure's score shares (disclosures in order of appearance)."""
+    names: list[str] = []
+    for s in summaries:
+        for d in s.get("disclosures") or []:
+            if isinstance(d, dict) and d.get("score") and d.get("name") not in names:
+                names.append(d["name"])
+    return list(DEFAULT_METRICS) + [f"disclosures.{n}.{m}" for n in names for m in DISCLOSURE_METRICS]
+
+
+# --- the sweep ----------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepResult:
+    data: dict[str, Any]  # sweep.json
+    ran: int  # runs made now
+    reused: int  # runs found in DIR/runs
+
+
+def _scenario_text(name_or_path: str) -> tuple[str, str]:
+    """The text and file name of a built-in scenario or a scenario file."""
+    from sims.scenario import ScenarioError, builtin_scenarios
+
+    builtin = builtin_scenarios()
+    path = builtin.get(name_or_path) or Path(name_or_path)
+    if name_or_path not in builtin and path.suffix != ".toml" and not path.exists():
+        raise ScenarioError(
+            name_or_path, "", f"no such built-in scenario or file; built-in ones: {', '.join(builtin)}"
+        )
+    try:
+        return path.read_text(encoding="utf-8"), path.name
+    except OSError as exc:
+        raise ScenarioError(str(path), "", f"cannot read the file: {exc.strerror}") from None
+
+
+def _label(params: Sequence[tuple[str, Any]]) -> str:
+    return " ".join(f"{k}={_show(v)}" for k, v in params) or "(the scenario as it is)"
+
+
+def _pool_executor(workers: int) -> Callable[[list[dict[str, Any]]], Iterable[dict[str, Any]]]:
+    def execute(jobs: list[dict[str, Any]]) -> Iterable[dict[str, Any]]:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # spawn: a fresh interpreter per worker, safe even when the caller has threads (fork is not)
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+        ) as pool:
+            futures = {pool.submit(run_one, job): job for job in jobs}
+            try:
+                for fut in as_completed(futures):
+                    yield _result(fut, futures[fut])
+            finally:
+                for fut in futures:
+                    fut.cancel()
+
+    return execute
+
+
+def _dask_executor(address: str) -> Callable[[list[dict[str, Any]]], Iterable[dict[str, Any]]]:
+    try:
+        import distributed
+    except ImportError:
+        raise SweepError(
+            "--dask needs dask's distributed package, which is not installed: pip install 'relaysim[sweep]'"
+        ) from None
+
+    def execute(jobs: list[dict[str, Any]]) -> Iterable[dict[str, Any]]:
+        try:
+            client = distributed.Client(address, timeout=10)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise SweepError(f"--dask {address}: cannot reach the Dask scheduler: {exc}") from None
+        with client:
+            futures = {
+                client.submit(run_one, job, key=f"relaysim-run-{job['key']}", pure=False): job for job in jobs
+            }
+            try:
+                for fut in distributed.as_completed(list(futures)):
+                    yield _result(fut, futures[fut])
+            finally:
+                client.cancel(list(futures))
+
+    return execute
+
+
+def _result(future: Any, job: dict[str, Any]) -> dict[str, Any]:
+    try:
+        result: dict[str, Any] = future.result()
+    except Exception as exc:
+        raise RunFailed(f"the run {_label(job['params'])} seed={job['seed']} failed: {exc!r}") from exc
+    return result
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_sweep(
+    scenario: str,
+    params: Sequence[tuple[str, Sequence[Any]]],
+    seeds: int,
+    out: Path,
+    *,
+    metrics: Sequence[str] = (),
+    workers: int | None = None,
+    dask: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> SweepResult:
+    """Run the grid (reusing finished runs in ``out/runs``) and write sweep.json, sweep.md and sweep.svg.
+
+    Raises ScenarioError for a bad scenario, key or value (before anything runs) and SweepError for
+    anything else the caller got wrong.
+    """
+    if seeds < 1:
+        raise SweepError(f"--seeds: expected at least 1, got {seeds}")
+    keys = [k for k, _ in params]
+    if len(set(keys)) != len(keys):
+        raise SweepError(f"--param: each key once, got {', '.join(keys)}")
+    text, source = _scenario_text(scenario)
+    base = build_scenario(text, source, [])
+    seed_list = [base.seed + i for i in range(seeds)]
+    cells = [list(zip(keys, combo, strict=True)) for combo in itertools.product(*(v for _, v in params))]
+    for cell in cells:  # every bad key or value is reported before anything runs
+        build_scenario(text, source, cell)
+
+    runs_dir = out / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [
+        {"key": run_key(text, cell, seed), "text": text, "source": source, "params": cell, "seed": seed}
+        for cell in cells
+        for seed in seed_list
+    ]
+    saved: dict[str, dict[str, Any]] = {}
+    for job in jobs:
+        path = runs_dir / f"{job['key']}.json"
+        try:
+            saved[job["key"]] = json.loads(path.read_text(encoding="utf-8"))["summary"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not there, or cut short while being written: run it again
+    todo = [job for job in jobs if job["key"] not in saved]
+    say = progress or (lambda _line: None)
+    if saved:
+        say(f"{len(saved)} of {len(jobs)} runs already done in {runs_dir}; running the other {len(todo)}")
+    if todo:
+        execute = _dask_executor(dask) if dask else _pool_executor(workers or _cpus())
+        finished = len(saved)
+        for done in execute(todo):
+            _write_atomic(
+                runs_dir / f"{done['key']}.json",
+                json.dumps({k: done[k] for k in ("params", "seed", "summary")}, indent=1, default=str) + "\n",
+            )
+            saved[done["key"]] = done["summary"]
+            finished += 1
+            say(f"[{finished}/{len(jobs)}] {_label(done['params'])} seed={done['seed']} done")
+
+    summaries = [saved[job["key"]] for job in jobs]
+    chosen = list(metrics) or default_metrics(summaries)
+    table = []
+    for cell in cells:
+        values = {m: [] for m in chosen}  # type: dict[str, list[float | None]]
+        for seed in seed_list:
+            summary = saved[run_key(text, cell, seed)]
+            for m in chosen:
+                values[m].append(metric_value(summary, m))
+        table.append(
+            {
+                "params": {k: v for k, v in cell},
+                "metrics": {
+                    m: {**mean_ci([x for x in vs if x is not None]), "values": vs} for m, vs in values.items()
+                },
+            }
+        )
+    data = {
+        "scenario": base.name,
+        "source": source,
+        "params": [{"key": k, "values": list(v)} for k, v in params],
+        "seeds": seed_list,
+        "metrics": chosen,
+        "interval": "95% confidence interval of the mean over the seeds (Student's t, n - 1 degrees of freedom)",
+        "cells": table,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out / "sweep.json", json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+    _write_atomic(out / "sweep.md", render_markdown(data))
+    _write_atomic(out / "sweep.svg", render_svg(data))
+    return SweepResult(data, ran=len(todo), reused=len(jobs) - len(todo))
+
+
+def _cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+# --- the table and the plot ---------------------------------------------------------------------
+
+
+def _num(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.4g}"
+
+
+def _cell_text(stat: dict[str, Any]) -> str:
+    if stat["mean"] is None:
+        return "–"
+    if stat["half_width"] is None:
+        return _num(stat["mean"])
+    return f"{_num(stat['mean'])} ± {_num(stat['half_width'])}"
+
+
+def render_markdown(data: dict[str, Any]) -> str:
+    keys = [p["key"] for p in data["params"]]
+    lines = [
+        f"# Sweep of {data['scenario']} ({data['source']})",
+        "",
+        f"Seeds {', '.join(map(str, data['seeds']))}; each cell is the mean over them ± the half-width of "
+        "its 95 % confidence interval (Student's t, n − 1 degrees of freedom). A metric missing from a "
+        "run's summary.json is left out of its cell (n in sweep.json); – where no run had it.",
+        "",
+        "Metrics (dotted paths into summary.json):",
+        "",
+    ]
+    lines += [f"- m{i + 1}: `{m}`" for i, m in enumerate(data["metrics"])]
+    head = keys + [f"m{i + 1}" for i in range(len(data["metrics"]))]
+    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for cell in data["cells"]:
+        row = [_show(cell["params"][k]) for k in keys]
+        row += [_cell_text(cell["metrics"][m]) for m in data["metrics"]]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+
+
+def _esc(text: str) -> str:
+    from xml.sax.saxutils import escape
+
+    return escape(text, {'"': "&quot;"})
+
+
+def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    if hi <= lo:
+        lo, hi = lo - 0.5 if lo else -0.5, hi + 0.5 if hi else 0.5
+    raw = (hi - lo) / count
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(s * mag for s in (1, 2, 2.5, 5, 10) if s * mag >= raw)
+    first = math.floor(lo / step) * step
+    ticks = []
+    t = first
+    while t <= hi + step * 1e-9:
+        ticks.append(round(t, 12))
+        t += step
+    if ticks[-1] < hi:
+        ticks.append(round(t, 12))
+    return ticks
+
+
+def render_svg(data: dict[str, Any]) -> str:
+    """Each metric against the first parameter: one panel per metric, one series per other combination."""
+    width, panel_h, left, right, top, bottom = 760, 260, 70, 220, 30, 50
+    metrics = data["metrics"]
+    params = data["params"]
+    cells = data["cells"]
+    height = max(1, len(metrics)) * (panel_h + top + bottom) + 10
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+    ]
+    if not params:
+        xs_values: list[Any] = [None]
+        x_name = "(no parameter)"
+    else:
+        xs_values = params[0]["values"]
+        x_name = params[0]["key"]
+    numeric = (
+        all(isinstance(v, int | float) and not isinstance(v, bool) for v in xs_values) and len(xs_values) > 1
+    )
+    series_keys = [p["key"] for p in params[1:]]
+    series: list[tuple[str, list[dict[str, Any]]]] = []
+    for combo in itertools.product(*(p["values"] for p in params[1:])):
+        label = (
+            ", ".join(f"{k}={_show(v)}" for k, v in zip(series_keys, combo, strict=True)) or data["scenario"]
+        )
+        members = [
+            c
+            for c in cells
+            if all(_canon(c["params"][k]) == _canon(v) for k, v in zip(series_keys, combo, strict=True))
+        ]
+        series.append((label, members))
+    plot_w = width - left - right
+    for i, metric in enumerate(metrics):
+        y0 = i * (panel_h + top + bottom) + top
+        stats = [c["metrics"][metric] for c in cells]
+        lows = [s["ci95"][0] if s["ci95"] else s["mean"] for s in stats if s["mean"] is not None]
+        highs = [s["ci95"][1] if s["ci95"] else s["mean"] for s in stats if s["mean"] is not None]
+        parts.append(
+            f'<text x="{left}" y="{y0 - 10}" font-size="13" font-weight="bold">{_esc(metric)}</text>'
+        )
+        parts.append(
+            f'<rect x="{left}" y="{y0}" width="{plot_w}" height="{panel_h}" fill="none" stroke="#999"/>'
+        )
+        if not lows:
+            parts.append(f'<text x="{left + 10}" y="{y0 + 20}">no values</text>')
+            continue
+        ticks = _nice_ticks(min(lows), max(highs))
+        ylo, yhi = ticks[0], ticks[-1]
+
+        def ypos(v: float, _lo: float = ylo, _hi: float = yhi, _y0: float = y0) -> float:
+            return _y0 + panel_h - (v - _lo) / (_hi - _lo) * panel_h
+
+        for t in ticks:
+            y = ypos(t)
+            parts.append(
+                f'<line x1="{left - 4}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>'
+            )
+            parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_num(t)}</text>')
+
+        def xpos(v: Any) -> float:
+            if numeric:
+                lo, hi = min(xs_values), max(xs_values)
+                return float(left + 20 + (v - lo) / (hi - lo) * (plot_w - 40))
+            j = next(k for k, x in enumerate(xs_values) if _canon(x) == _canon(v))
+            return left + (j + 0.5) * plot_w / len(xs_values)
+
+        for v in xs_values:
+            x = xpos(v)
+            parts.append(
+                f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y0 + panel_h}" y2="{y0 + panel_h + 4}" stroke="#999"/>'
+            )
+            parts.append(
+                f'<text x="{x:.1f}" y="{y0 + panel_h + 16}" text-anchor="middle">{_esc(_show(v))}</text>'
+            )
+        parts.append(
+            f'<text x="{left + plot_w / 2:.1f}" y="{y0 + panel_h + 34}" text-anchor="middle">{_esc(x_name)}</text>'
+        )
+        for s_i, (label, members) in enumerate(series):
+            colour = _COLOURS[s_i % len(_COLOURS)]
+            dodge = (s_i - (len(series) - 1) / 2) * 4
+            points = []
+            for c in members:
+                st = c["metrics"][metric]
+                if st["mean"] is None:
+                    continue
+                x = xpos(c["params"][x_name] if params else None) + dodge
+                points.append((x, ypos(st["mean"])))
+                if st["ci95"]:
+                    ya, yb = ypos(st["ci95"][0]), ypos(st["ci95"][1])
+                    parts.append(
+                        f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{ya:.1f}" y2="{yb:.1f}" stroke="{colour}"/>'
+                    )
+                    for yy in (ya, yb):
+                        parts.append(
+                            f'<line x1="{x - 3:.1f}" x2="{x + 3:.1f}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="{colour}"/>'
+                        )
+                parts.append(f'<circle cx="{x:.1f}" cy="{ypos(st["mean"]):.1f}" r="3" fill="{colour}"/>')
+            if len(points) > 1:
+                path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+                parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
+            ly = y0 + 12 + s_i * 16
+            parts.append(
+                f'<rect x="{left + plot_w + 10}" y="{ly - 8}" width="10" height="10" fill="{colour}"/>'
+            )
+            parts.append(f'<text x="{left + plot_w + 25}" y="{ly + 1}">{_esc(label)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+# --- the command --------------------------------------------------------------------------------
+
+HELP_EPILOG = """examples:
+  relaysim sweep two-friends --param network.loss=0,0.1,0.2 --seeds 5 --out out/loss
+  relaysim sweep two-friends --param network.loss=0,0.2 --param relay.profile=signal,whatsapp \\
+      --metric messages.lost_by_network --metric disclosures.search-warrant-amira.score.contacts.share
+  relaysim sweep city --param generate.people=20,50 --seeds 3 --dask tcp://10.0.0.5:8786
+
+Run again with the same --out to finish an interrupted sweep, or to add values or seeds: finished
+runs (DIR/runs/<hash>.json) are reused.
+"""
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """The ``sweep`` subcommand, added to ``relaysim``'s subparsers."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "sweep",
+        help="run a scenario over a grid of parameters and seeds: a table of means with 95%% intervals, and a plot",
+        description=(
+            "Run a scenario over every combination of the --param values, each under --seeds seeds, each run "
+            "in its own worker process (a local pool, or a Dask cluster with --dask). Writes DIR/sweep.json, "
+            "DIR/sweep.md (per cell and metric, the mean over the seeds and its 95% confidence interval, "
+            "Student's t), DIR/sweep.svg (each metric against the first parameter) and every run's summary in "
+            "DIR/runs/. KEY is a dotted path into the scenario file (network.loss, relay.profile, "
+            "generate.people, people.0.devices.0.region); each value is read as TOML, or as a string if it "
+            "is not TOML. The seeds are the scenario's and the N - 1 after it."
+        ),
+        epilog=HELP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("scenario", metavar="NAME_OR_PATH", help="a built-in scenario or a .toml file")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,…",
+        help="a scenario key and the values to try (repeat for a grid)",
+    )
+    p.add_argument("--seeds", type=int, default=5, metavar="N", help="seeds per cell (default: 5)")
+    p.add_argument(
+        "--metric",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a number in summary.json by dotted path (repeatable; default: messages delivered and lost, "
+        "latency p50, and each disclosure's score shares)",
+    )
+    p.add_argument("--out", metavar="DIR", help="where to write (default: out/sweep-NAME)")
+    p.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: one per CPU)")
+    p.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="run on a Dask cluster instead, given its scheduler's address (tcp://host:8786); "
+        "needs dask's distributed (pip install 'relaysim[sweep]')",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    """``relaysim sweep``: 0 when done, 2 for bad input, 1 when a run failed."""
+    from sims.scenario import ScenarioError
+
+    try:
+        params = [parse_param(spec) for spec in args.param]
+        if args.workers is not None and args.workers < 1:
+            raise SweepError(f"--workers: expected at least 1, got {args.workers}")
+        name = Path(args.scenario).stem
+        out = Path(args.out or f"out/sweep-{name}")
+
+        def progress(line: str) -> None:
+            print(f"sweep: {line}", file=sys.stderr, flush=True)
+
+        result = run_sweep(
+            args.scenario,
+            params,
+            args.seeds,
+            out,
+            metrics=args.metric,
+            workers=args.workers,
+            dask=args.dask,
+            progress=None if args.quiet else progress,
+        )
+    except (ScenarioError, SweepError) as exc:
+        print(f"relaysim sweep: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("relaysim sweep: interrupted; the finished runs are kept, run again to resume", file=sys.stderr)
+        return 130
+    except RunFailed as exc:
+        print(
+            f"relaysim sweep: {exc}; the runs finished before it are kept, run again to resume",
+            file=sys.stderr,
+        )
+        return 1
+    for m in result.data["metrics"]:
+        if all(cell["metrics"][m]["n"] == 0 for cell in result.data["cells"]):
+            print(
+                f"relaysim sweep: warning: --metric {m}: no number at that path in any run's summary.json",
+                file=sys.stderr,
+            )
+    print((out / "sweep.md").read_text(encoding="utf-8"), end="")
+    cells = len(result.data["cells"])
+    print(
+        f"\n{cells} cells × {len(result.data['seeds'])} seeds: {result.ran} runs now, {result.reused} reused. "
+        f"Wrote {out}/sweep.json, sweep.md, sweep.svg and each run in {out}/runs/."
+    )
+    return 0
