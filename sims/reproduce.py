@@ -151,7 +151,7 @@ def render(scenario: Scenario, results: list[VariantResult]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sims.reproduce", description=__doc__.split("\n\n")[0])
     ap.add_argument("scenario", nargs="?", default="sda-martiny-2021")
-    ap.add_argument("--targets", type=int, default=20)
+    ap.add_argument("--targets", type=int, default=15)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
     from sims.scenario import ScenarioError
