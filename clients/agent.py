@@ -40,6 +40,7 @@ __all__ = [
     "DeviceListChanged",
     "Failed",
     "LoggedIn",
+    "ReceiptReceived",
     "Received",
     "Registered",
     "Undecryptable",
@@ -68,6 +69,19 @@ class Received:
     plaintext: bytes
     envelope_id: bytes
     relay_timestamp_ms: int
+    sealed: bool
+
+
+@dataclass(frozen=True)
+class ReceiptReceived:
+    """A delivery or read receipt from ``sender``'s device for our messages the relay stamped at
+    ``timestamps`` (ms). A receipt is an ordinary end-to-end encrypted (and, under sealed sender,
+    sealed) message: the relay cannot tell it from a text, except perhaps by its size."""
+
+    sender: PeerAddress
+    kind: str  # "delivery" or "read"
+    timestamps: tuple[int, ...]
+    envelope_id: bytes
     sealed: bool
 
 
@@ -117,8 +131,47 @@ class DeviceListChanged:
 
 
 AgentEvent = (
-    Registered | LoggedIn | Received | Accepted | Undecryptable | Failed | ContactsFound | DeviceListChanged
+    Registered
+    | LoggedIn
+    | Received
+    | ReceiptReceived
+    | Accepted
+    | Undecryptable
+    | Failed
+    | ContactsFound
+    | DeviceListChanged
 )
+
+# What a message carries besides text, as Signal's Content message does (receipts, and here cover
+# traffic): a control content starts with CONTROL, then a kind byte. Texts are carried as they are.
+CONTROL = b"\x00\xfe"
+_RECEIPT_KINDS = {b"D": "delivery", b"R": "read"}
+_COVER = b"C"
+SIGNAL_PAD_BLOCK = 160  # libsignal-service's PushTransportDetails
+
+
+def pad(plaintext: bytes, mode: str) -> bytes:
+    """``plaintext`` padded before encryption: ``signal`` as PushTransportDetails does (a 0x80
+    terminator, then zeros, to one byte short of a multiple of 160), ``pow2`` to a power of two
+    (at least 32 bytes), ``none`` as it is."""
+    if mode == "none":
+        return plaintext
+    if mode == "signal":
+        size = -(-(len(plaintext) + 2) // SIGNAL_PAD_BLOCK) * SIGNAL_PAD_BLOCK - 1
+    elif mode == "pow2":
+        size = max(32, 1 << len(plaintext).bit_length())
+    else:
+        raise ValueError(f"unknown padding {mode!r}: expected none, signal or pow2")
+    return plaintext + b"\x80" + bytes(size - len(plaintext) - 1)
+
+
+def unpad(padded: bytes, mode: str) -> bytes:
+    if mode == "none":
+        return padded
+    body = padded.rstrip(b"\x00")
+    if not body.endswith(b"\x80"):
+        raise DecryptionError()
+    return body[:-1]
 
 
 @dataclass
@@ -145,6 +198,10 @@ class DeviceAgent:
     # How many one-time prekeys (X25519 and ML-KEM) to publish at a time.
     prekey_batch: int = PREKEY_BATCH
     kem_prekey_batch: int = PREKEY_BATCH
+    # Design choices (sims.scenario's [defences]): how plaintexts are padded, and whether bundles
+    # are fetched with the recipient's delivery token instead of on the logged-in connection.
+    padding: str = "none"
+    unauthenticated_fetch: bool = False
 
     def __post_init__(self) -> None:
         self._next_id = 1
@@ -259,20 +316,41 @@ class DeviceAgent:
             return
         self._send(out)
 
+    def send_receipt(
+        self,
+        to: str,
+        timestamps: Iterable[int],
+        kind: str = "delivery",
+        ref: object = None,
+        *,
+        sealed: bool = False,
+    ) -> None:
+        """Tell ``to``'s devices that their messages stamped ``timestamps`` (ms) were delivered (or read),
+        in one message, as Signal's ReceiptMessage does."""
+        code = next(k for k, v in _RECEIPT_KINDS.items() if v == kind)
+        body = CONTROL + code + b"".join(int(t).to_bytes(8, "big") for t in timestamps)
+        self.send_text(to, body, ref, sealed=sealed)
+
+    def send_cover(self, to: str, size: int = 32, ref: object = None, *, sealed: bool = True) -> None:
+        """A dummy message (cover traffic): ``to`` decrypts it and drops it, without a receipt."""
+        self.send_text(to, CONTROL + _COVER + self.rng(max(0, size)), ref, sealed=sealed)
+
     def _fetch(self, to: str, out: _Outgoing) -> None:
         waiting = self._waiting_bundle.setdefault(to, [])
         waiting.append(out)
         if len(waiting) == 1:
-            token = self.tokens.get(to) if not self.authenticated else None
+            use_token = not self.authenticated or self.unauthenticated_fetch
+            token = self.tokens.get(to) if use_token else None
             self._request(wire.FetchBundle, context=to, account=to, delivery_token=token)
 
     def _send(self, out: _Outgoing) -> None:
         out.attempts += 1
         devices = self._devices[out.to]
+        plaintext = pad(out.plaintext, self.padding)
         if self.content_key is not None:
             key, ad = self.content_key, route_ad(out.to)
             envelopes = tuple(
-                wire.OutgoingEnvelope(device=d, body=key.seal(out.plaintext, ad, self.rng)) for d in devices
+                wire.OutgoingEnvelope(device=d, body=key.seal(plaintext, ad, self.rng)) for d in devices
             )
             self._request(wire.Send, context=out, to=out.to, envelopes=envelopes)
             return
@@ -291,7 +369,7 @@ class DeviceAgent:
                 return
             envelopes = tuple(
                 wire.OutgoingEnvelope(
-                    device=d, body=self.device.seal(PeerAddress(out.to, d), out.plaintext, self.certificate)
+                    device=d, body=self.device.seal(PeerAddress(out.to, d), plaintext, self.certificate)
                 )
                 for d in devices
             )
@@ -304,9 +382,7 @@ class DeviceAgent:
             )
         else:
             envelopes = tuple(
-                wire.OutgoingEnvelope(
-                    device=d, body=self.device.encrypt(PeerAddress(out.to, d), out.plaintext)
-                )
+                wire.OutgoingEnvelope(device=d, body=self.device.encrypt(PeerAddress(out.to, d), plaintext))
                 for d in devices
             )
             self._request(wire.Send, context=out, to=out.to, envelopes=envelopes)
@@ -461,9 +537,18 @@ class DeviceAgent:
                     assert env.source_account is not None and env.source_device is not None
                     sender = PeerAddress(env.source_account, env.source_device)
                     plaintext = self.device.decrypt(sender, env.body)
+                plaintext = unpad(plaintext, self.padding)
             except DecryptionError:
                 self._events.append(Undecryptable(env.id, env.sealed))
                 continue
+            if plaintext.startswith(CONTROL):
+                code, rest = plaintext[2:3], plaintext[3:]
+                if code in _RECEIPT_KINDS:
+                    stamps = tuple(int.from_bytes(rest[i : i + 8], "big") for i in range(0, len(rest) - 7, 8))
+                    self._events.append(
+                        ReceiptReceived(sender, _RECEIPT_KINDS[code], stamps, env.id, env.sealed)
+                    )
+                continue  # cover traffic: dropped
             self._events.append(Received(sender, plaintext, env.id, env.timestamp, env.sealed))
         if acks:
             self._request(wire.Ack, envelope_ids=tuple(acks))

@@ -29,8 +29,9 @@ scenario and seed give byte-identical outputs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -51,7 +52,7 @@ from sims.engine import Scheduler
 from sims.network import Network
 from sims.scenario import DeviceSpec, Scenario
 from sims.scoring import GroundTruth, TrueMessage
-from sims.traffic import PlannedMessage, contact_graph, plan_messages
+from sims.traffic import PlannedMessage, contact_graph, plan_messages, plan_moves
 from sims.util import seeded as _seeded
 
 __all__ = ["SIM_EPOCH", "Simulation", "SimulationResult"]
@@ -77,6 +78,7 @@ class SimDevice:
     registered: bool = False
     contacts_uploaded: bool = False
     pending_app: list[PlannedMessage] = field(default_factory=list)
+    pending_receipts: list[tuple[str, tuple[int, ...], str]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -86,13 +88,17 @@ class SimDevice:
 class Link:
     """One simulated connection: the relay's context for it and the relay's frame decoder."""
 
-    __slots__ = ("ctx", "device", "open", "relay_decoder")
+    __slots__ = ("ctx", "device", "extra_latency", "fresh", "open", "relay_decoder")
 
-    def __init__(self, ctx: ConnectionContext, device: SimDevice) -> None:
+    def __init__(
+        self, ctx: ConnectionContext, device: SimDevice, fresh: bool = False, extra: float = 0.0
+    ) -> None:
         self.ctx = ctx
         self.device = device
         self.relay_decoder = wire.FrameDecoder("relay")
         self.open = True
+        self.fresh = fresh  # one request's connection through an exit (defences.sealed_connection = "fresh")
+        self.extra_latency = extra  # what the exit adds each way
 
 
 @dataclass(slots=True)
@@ -121,6 +127,8 @@ class SimulationResult:
     disclosures: list[Disclosure] = field(default_factory=list)
     truth: GroundTruth | None = None
     exceptional: list[ExceptionalReport] = field(default_factory=list)
+    # receipts and cover traffic: messages on the wire, but not messages people wrote
+    control: dict[str, int] = field(default_factory=dict)
 
 
 class Simulation:
@@ -200,6 +208,21 @@ class Simulation:
         self.duplicates_dropped = 0
         self.mismatched = 0
         self._next_conn = 1
+        self.defences = scenario.defences
+        self.control: dict[str, int] = {
+            "receipts_sent": 0,
+            "receipts_received": 0,
+            "cover_sent": 0,
+            "fresh_connections": 0,
+            "moves": 0,
+        }
+        self._receipt_rng = _seeded(seed, "receipts")
+        self._cover_rng = _seeded(seed, "cover")
+        self._exit_rng = _seeded(seed, "exits")
+        self._batches: dict[tuple[str, str, str], list[int]] = {}
+        self._control_serial = 0
+        self._control_copies: dict[bytes, tuple[object, ...]] = {}  # envelope id → its receipt/cover ref
+        self._control_accepted: dict[tuple[object, ...], int] = {}  # ref → copies the relay accepted
         self._build_devices()
         # Devices added during the run (a ghost device), and the mandates every device follows.
         self.added_devices: dict[str, SimDevice] = {}
@@ -236,6 +259,8 @@ class Simulation:
                 # phone's set-up cost here (XEdDSA signatures, ML-KEM key generation).
                 prekey_batch=SIM_PREKEY_BATCH,
                 kem_prekey_batch=SIM_KEM_PREKEY_BATCH,
+                padding=sc.defences.padding,
+                unauthenticated_fetch=sc.defences.bundle_fetch == "unauthenticated",
             )
             d = SimDevice(spec, agent, port=40000 + n % 20000)
             self.devices[spec.name] = d
@@ -254,6 +279,13 @@ class Simulation:
                 self.sched.at(end, self._come_online, d, False)
         for i, ev in enumerate(sc.events):
             self.sched.at(ev.at, self._timeline_event, ev.kind, dict(ev.params), i)
+        for at, device, address in plan_moves(sc):
+            if device in self.devices and at < sc.duration:
+                self.sched.at(at, self._move, self.devices[device], address)
+        if sc.defences.cover_per_hour > 0:
+            for d in self.devices.values():
+                if d.spec.index == 1:
+                    self.sched.at(self._cover_gap(), self._cover, d)
         device_names = {p.name: tuple(d.name for d in p.devices) for p in sc.people}
         for m in plan_messages(sc, self.graph):
             recipients = device_names[m.recipient]
@@ -311,8 +343,19 @@ class Simulation:
         t = self.sched.now
         return any(start <= t < end for start, end in d.spec.offline)
 
-    def _open(self, d: SimDevice) -> Link:
-        link = Link(ConnectionContext(self._next_conn, (d.spec.address, d.port)), d)
+    def _open(self, d: SimDevice, fresh: bool = False) -> Link:
+        if fresh:
+            # a proxy's or Tor-like exit: an address many people share, a port of its own
+            host = f"185.220.101.{self._exit_rng.randrange(1, 65)}"
+            link = Link(
+                ConnectionContext(self._next_conn, (host, self._exit_rng.randrange(1024, 65536))),
+                d,
+                fresh=True,
+                extra=self.defences.exit_latency_ms / 1000,
+            )
+            self.control["fresh_connections"] += 1
+        else:
+            link = Link(ConnectionContext(self._next_conn, (d.spec.address, d.port)), d)
         self._next_conn += 1
         self.links[link.ctx.id] = link
         self._relay_outputs(self.relay.connect(link.ctx))
@@ -366,9 +409,14 @@ class Simulation:
     def _to_relay(self, d: SimDevice, frame: wire.Request, owner: SimDevice | None = None) -> None:
         """Carry a frame from device ``d`` to the relay; ``owner`` gets the answer (default ``d``)."""
         owner = owner or d
-        if isinstance(frame, wire.SealedSend):
-            # Sealed sends go over a connection that never authenticates, as Signal's do: the relay
-            # sees the network address but not the account.
+        unauthenticated = isinstance(frame, wire.SealedSend) or (
+            isinstance(frame, wire.FetchBundle) and frame.delivery_token is not None and d.agent.authenticated
+        )
+        if unauthenticated and self.defences.sealed_connection == "fresh" and d.online:
+            link: Link | None = self._open(d, fresh=True)  # one connection per request, from an exit
+        elif unauthenticated:
+            # Sealed sends (and bundle fetches with a delivery token) go over a connection that never
+            # authenticates, as Signal's do: the relay sees the network address but not the account.
             if d.anon is None and d.online:
                 d.anon = self._open(d)
             link = d.anon
@@ -386,7 +434,7 @@ class Simulation:
         else:
             delays = [self.net.reliable(d.spec.region, self.relay_region, self.sched.now)]
         for delay in delays:
-            self.sched.after(delay, self._relay_receive, link, data, owner, ref)
+            self.sched.after(delay + link.extra_latency, self._relay_receive, link, data, owner, ref)
 
     def _relay_receive(self, link: Link, data: bytes, owner: SimDevice, ref: object) -> None:
         if not link.open:
@@ -404,6 +452,10 @@ class Simulation:
                 if isinstance(o, Reply) and isinstance(o.frame, wire.Sent):
                     if isinstance(ref, int):
                         self._accepted(ref, o.frame.envelope_ids, outputs)
+                    elif isinstance(ref, tuple):  # a receipt or cover message
+                        self._control_accepted[ref] = self._control_accepted.get(ref, 0) + 1
+                        for eid in o.frame.envelope_ids:
+                            self._control_copies[eid] = ref
                     self.interventions.on_accepted(owner, frame, tuple(o.frame.envelope_ids))
         self._relay_outputs(outputs, owner)
 
@@ -439,7 +491,7 @@ class Simulation:
                 return
         else:
             delays = [self.net.reliable(self.relay_region, d.spec.region, self.sched.now)]
-        self.sched.after(delays[0], self._device_receive, d, link, frame)
+        self.sched.after(delays[0] + link.extra_latency, self._device_receive, d, link, frame)
 
     def _poll(self, d: SimDevice) -> None:
         if d.online and d.agent.authenticated:
@@ -451,6 +503,8 @@ class Simulation:
             return  # arrived after the connection closed
         for event in d.agent.handle(frame):
             self._agent_event(d, event)
+        if link.fresh and link.open:
+            self._close(link)  # the exit's connection served its one request
         self._flush(d)
 
     # --- what the devices report ------------------------------------------------------------------
@@ -488,12 +542,33 @@ class Simulation:
             backlog, d.pending_app = d.pending_app, []
             for m in backlog:
                 self._app_send(m)
+            receipts, d.pending_receipts = d.pending_receipts, []
+            for to, stamps, kind in receipts:
+                self._send_receipt(d, to, stamps, kind)
         elif isinstance(event, A.Received):
-            self._received(d, event)
+            if self._received(d, event):
+                self._after_delivery(d, event)
+        elif isinstance(event, A.ReceiptReceived):
+            self.control["receipts_received"] += 1
+            if self.transcribing:
+                self.emit(
+                    {
+                        "t": t,
+                        "kind": "receipt_received",
+                        "device": d.name,
+                        "from": f"{event.sender.account}/{event.sender.device}",
+                        "receipt": event.kind,
+                        "for_ms": list(event.timestamps),
+                        "sealed": event.sealed,
+                    }
+                )
         elif isinstance(event, A.Undecryptable):
             mid = self.envelope_message.get(event.envelope_id)
-            if mid is not None and d.name in self.messages[mid].delivered:
-                self.duplicates_dropped += 1
+            control = self._control_copies.get(event.envelope_id)
+            if (mid is not None and d.name in self.messages[mid].delivered) or (
+                control is not None and self._control_accepted.get(control, 0) > 1
+            ):
+                self.duplicates_dropped += 1  # the network duplicated the send: a second copy
             else:
                 self.undecryptable += 1
             self.emit({"t": t, "kind": "undecryptable", "device": d.name, "message": mid})
@@ -504,22 +579,23 @@ class Simulation:
                 {"t": t, "kind": "failure", "device": d.name, "code": event.code, "message": event.message}
             )
 
-    def _received(self, d: SimDevice, ev: A.Received) -> None:
+    def _received(self, d: SimDevice, ev: A.Received) -> bool:
+        """Account for a message a device decrypted; True the first time this device gets it."""
         mid = self.envelope_message.get(ev.envelope_id)
         state = self.messages.get(mid) if mid is not None else None
         if state is None:
             # a duplicate envelope of a message already delivered on this device is rejected by the
             # ratchet before it gets here; anything else is a bug in the simulation
             self.mismatched += 1
-            return
+            return False
         if d.name in state.delivered:
             self.duplicates_dropped += 1
-            return
+            return False
         if ev.plaintext != state.planned.text.encode():
             self.mismatched += 1
         state.delivered[d.name] = self.sched.now
         if not self.transcribing:
-            return
+            return True
         self.emit(
             {
                 "t": self.sched.now,
@@ -538,6 +614,87 @@ class Simulation:
                 },
             }
         )
+        return True
+
+    # --- receipts, cover traffic, changes of network (sims.scenario's [traffic] and [defences]) ----------
+
+    def _after_delivery(self, d: SimDevice, ev: A.Received) -> None:
+        """The receiving phone's receipts: a delivery receipt right after decrypting (Signal's clients
+        send one for every message; ``defences.receipts`` delays, batches or drops them), and a read
+        receipt when the person reads it (``traffic.read_receipts``)."""
+        to, stamp = ev.sender.account, ev.relay_timestamp_ms
+        if to == d.spec.person:
+            return
+        mode = self.defences.receipts
+        if mode != "off":
+            self._receipt(d, to, stamp, "delivery", 0.0)
+        if self.scenario.traffic.read_receipts:
+            read = self._receipt_rng.lognormvariate(
+                math.log(max(self.scenario.traffic.read_delay, 1e-3)), 1.0
+            )
+            self._receipt(d, to, stamp, "read", read)
+
+    def _receipt(self, d: SimDevice, to: str, stamp: int, kind: str, after: float) -> None:
+        mode = self.defences.receipts
+        if mode == "delayed":
+            after += self._receipt_rng.uniform(0.0, self.defences.receipt_delay)
+        if mode == "batched":
+            key = (d.name, to, kind)
+            batch = self._batches.setdefault(key, [])
+            batch.append(stamp)
+            if len(batch) == 1:
+                period = self.defences.receipt_batch
+                due = (math.floor((self.sched.now + after) / period) + 1) * period
+                self.sched.at(due, self._flush_batch, d, key)
+            return
+        if after <= 0:
+            self._send_receipt(d, to, (stamp,), kind)
+        else:
+            self.sched.after(after, self._send_receipt, d, to, (stamp,), kind)
+
+    def _flush_batch(self, d: SimDevice, key: tuple[str, str, str]) -> None:
+        stamps = self._batches.pop(key, [])
+        if stamps:
+            self._send_receipt(d, key[1], tuple(stamps), key[2])
+
+    def _send_receipt(self, d: SimDevice, to: str, stamps: tuple[int, ...], kind: str) -> None:
+        if not (d.online and d.agent.authenticated):
+            d.pending_receipts.append((to, stamps, kind))  # sent when the phone is back
+            return
+        self.control["receipts_sent"] += 1
+        self._control_serial += 1
+        d.agent.send_receipt(
+            to, stamps, kind, ref=("receipt", kind, self._control_serial), sealed=self.sealed
+        )
+        self._flush(d)
+
+    def _cover_gap(self) -> float:
+        return self._cover_rng.expovariate(self.defences.cover_per_hour / 3600)
+
+    def _cover(self, d: SimDevice) -> None:
+        """One dummy sealed message to a random contact (Loopix's Poisson cover traffic), then the next."""
+        book = self.contacts.get(d.spec.person) or [
+            p.name for p in self.scenario.people if p.name != d.spec.person
+        ]
+        if book and d.online and d.agent.authenticated:
+            self.control["cover_sent"] += 1
+            self._control_serial += 1
+            d.agent.send_cover(
+                self._cover_rng.choice(book), ref=("cover", self._control_serial), sealed=self.sealed
+            )
+            self._flush(d)
+        self.sched.after(self._cover_gap(), self._cover, d)
+
+    def _move(self, d: SimDevice, address: str) -> None:
+        """The phone changes network (Wi-Fi to mobile data, another cell): its connections drop and it
+        reconnects from the new address."""
+        self.control["moves"] += 1
+        d.spec = replace(d.spec, address=address)
+        self.desk.geoip.setdefault(address, d.spec.region)
+        self.emit({"t": self.sched.now, "kind": "device_moved", "device": d.name, "address": address})
+        if d.online:
+            self._go_offline(d, "changed network")
+            self._come_online(d, False)
 
     def _accepted(self, mid: int, envelope_ids: tuple[bytes, ...], outputs: list[Any]) -> None:
         state = self.messages[mid]
@@ -778,6 +935,7 @@ class Simulation:
             self.disclosures,
             self._truth(),
             exceptional,
+            dict(self.control),
         )
 
 

@@ -283,6 +283,8 @@ class Scenario:
     # Set on the separate run of a legal_process event's ``counterfactual`` (sims.counterfactual),
     # never by the scenario file: the run is what would have happened, not the record.
     counterfactual: bool = False
+    traffic: TrafficSpec = field(default_factory=lambda: TrafficSpec())  # [traffic]: how people behave
+    defences: DefenceSpec = field(default_factory=lambda: DefenceSpec())  # [defences]: one design choice each
 
     def devices(self) -> list[DeviceSpec]:
         return [d for p in self.people for d in p.devices]
@@ -397,7 +399,21 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
     """Validate an already parsed scenario mapping (the TOML as ``tomllib`` gives it; see sims.sweep)."""
     r = _Reader(source)
     _finite(r, data, "")
-    r.known(data, "", ["scenario", "network", "relay", "people", "conversations", "generate", "events"])
+    r.known(
+        data,
+        "",
+        [
+            "scenario",
+            "network",
+            "relay",
+            "people",
+            "conversations",
+            "generate",
+            "events",
+            "traffic",
+            "defences",
+        ],
+    )
 
     head = r.table(data.get("scenario"), "scenario") if "scenario" in data else r.table(None, "scenario")
     r.known(
@@ -445,7 +461,9 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
         source,
         compare,
         matrix,
-        start,
+        start=start,
+        traffic=_traffic(r, data.get("traffic", {})),
+        defences=_defences(r, data.get("defences", {})),
     )
 
 
@@ -1083,4 +1101,156 @@ def resolve_scenario(name_or_path: str) -> Scenario:
         return load_scenario(path)
     raise ScenarioError(
         name_or_path, "", f"no such built-in scenario or file; built-in ones: {', '.join(builtin)}"
+    )
+
+
+# --- how people behave, and the design choices that defend them ([traffic], [defences]) ----------
+#
+# Kept apart from the rest of the validator: each table has its own dataclass and reader.
+#
+#     [traffic]
+#     reply_probability = 0.6      # a generated message is answered (and the answer answered) with this probability
+#     reply_delay = "1m"           # median time to answer (log-normal)
+#     max_turns = 6                # turns in one exchange, at most
+#     read_receipts = false        # read receipts, sent read_delay (median) after delivery
+#     read_delay = "30s"
+#     popular = 0                  # accounts that receive a stream of messages from everyone
+#     popular_messages_per_hour = 60
+#     background_per_hour = 0      # messages between random pairs, off the social graph
+#     mobile = 0.0                 # share of generated people whose phone changes address
+#     moves_per_day = 4
+#     households = 0.0             # share of generated people sharing an address (2-4 per home or office NAT)
+#     moves = [{ device = "bob/1", at = "2h", address = "100.64.0.9" }]
+#
+#     [defences]
+#     receipts = "off"             # on (as Signal) | off | delayed (uniformly within receipt_delay) | batched (every receipt_batch)
+#     receipt_delay = "5m"
+#     receipt_batch = "10m"
+#     padding = "none"             # none | signal (a multiple of 160 bytes) | pow2 (power-of-two buckets)
+#     sealed_connection = "shared" # shared (the phone's own address) | fresh (a new connection from an exit address)
+#     exit_latency_ms = 200        # what the exit costs each way
+#     bundle_fetch = "authenticated"  # or unauthenticated (with the recipient's delivery token, as Signal does)
+#     cover_per_hour = 0           # Poisson dummy sealed messages per phone (Loopix's cover traffic)
+
+RECEIPT_MODES = ("on", "off", "delayed", "batched")
+PADDING_MODES = ("none", "signal", "pow2")
+
+
+@dataclass(frozen=True)
+class AddressMove:
+    device: str
+    at: float
+    address: str
+
+
+@dataclass(frozen=True)
+class TrafficSpec:
+    reply_probability: float = 0.0
+    reply_delay: float = 60.0
+    max_turns: int = 6
+    read_receipts: bool = False
+    read_delay: float = 30.0
+    popular: int = 0
+    popular_messages_per_hour: float = 60.0
+    background_per_hour: float = 0.0
+    mobile: float = 0.0
+    moves_per_day: float = 4.0
+    households: float = 0.0
+    moves: tuple[AddressMove, ...] = ()
+
+
+@dataclass(frozen=True)
+class DefenceSpec:
+    # Delivery receipts are on in Signal and cannot be turned off there; here they are off unless a
+    # scenario turns them on, because the message-accounting tests of the lawful-access profiles
+    # count every envelope the relay logs as a message someone wrote.
+    receipts: str = "off"
+    receipt_delay: float = 300.0
+    receipt_batch: float = 600.0
+    padding: str = "none"
+    sealed_connection: str = "shared"
+    exit_latency_ms: float = 200.0
+    bundle_fetch: str = "authenticated"
+    cover_per_hour: float = 0.0
+
+    def changed(self) -> dict[str, object]:
+        """The switches set away from their defaults."""
+        base = DefenceSpec()
+        return {k: v for k, v in self.__dict__.items() if getattr(base, k) != v}
+
+
+def _choice(
+    r: _Reader, t: Mapping[str, Any], key: str, path: str, allowed: Sequence[str], default: str
+) -> str:
+    v = r.get(t, key, path, str, default)
+    if v not in allowed:
+        raise r.fail(f"{path}.{key}", f"expected one of {', '.join(map(repr, allowed))}, got {v!r}")
+    return v
+
+
+def _rate(r: _Reader, t: Mapping[str, Any], key: str, path: str, default: float) -> float:
+    v = float(r.get(t, key, path, (int, float), default))
+    if not 0 <= v < math.inf:
+        raise r.fail(f"{path}.{key}", f"expected a non-negative number, got {v}")
+    return v
+
+
+def _traffic(r: _Reader, raw: object) -> TrafficSpec:
+    t = r.table(raw, "traffic")
+    fields = [f for f in TrafficSpec.__dataclass_fields__]
+    r.known(t, "traffic", fields)
+    d = TrafficSpec()
+    turns = r.get(t, "max_turns", "traffic", int, d.max_turns)
+    if not 1 <= turns <= 100:
+        raise r.fail("traffic.max_turns", f"expected from 1 to 100, got {turns}")
+    popular = r.get(t, "popular", "traffic", int, d.popular)
+    if popular < 0:
+        raise r.fail("traffic.popular", f"expected 0 or more accounts, got {popular}")
+    moves = []
+    raw_moves = r.get(t, "moves", "traffic", list, [])
+    for i, m in enumerate(raw_moves):
+        path = f"traffic.moves[{i}]"
+        mt = r.table(m, path)
+        r.known(mt, path, ["device", "at", "address"])
+        device = r.get(mt, "device", path, str)
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}/[1-9][0-9]?", device):
+            raise r.fail(
+                f"{path}.device", f"expected a device as person/index (e.g. 'bob/1'), got {device!r}"
+            )
+        moves.append(AddressMove(device, r.duration(mt, "at", path), r.get(mt, "address", path, str)))
+    return TrafficSpec(
+        reply_probability=r.probability(t, "reply_probability", "traffic", d.reply_probability),
+        reply_delay=r.duration(t, "reply_delay", "traffic", d.reply_delay),
+        max_turns=turns,
+        read_receipts=r.get(t, "read_receipts", "traffic", bool, d.read_receipts),
+        read_delay=r.duration(t, "read_delay", "traffic", d.read_delay),
+        popular=popular,
+        popular_messages_per_hour=_rate(
+            r, t, "popular_messages_per_hour", "traffic", d.popular_messages_per_hour
+        ),
+        background_per_hour=_rate(r, t, "background_per_hour", "traffic", d.background_per_hour),
+        mobile=r.probability(t, "mobile", "traffic", d.mobile),
+        moves_per_day=_rate(r, t, "moves_per_day", "traffic", d.moves_per_day),
+        households=r.probability(t, "households", "traffic", d.households),
+        moves=tuple(sorted(moves, key=lambda m: (m.at, m.device))),
+    )
+
+
+def _defences(r: _Reader, raw: object) -> DefenceSpec:
+    t = r.table(raw, "defences")
+    r.known(t, "defences", [f for f in DefenceSpec.__dataclass_fields__])
+    d = DefenceSpec()
+    return DefenceSpec(
+        receipts=_choice(r, t, "receipts", "defences", RECEIPT_MODES, d.receipts),
+        receipt_delay=r.duration(t, "receipt_delay", "defences", d.receipt_delay),
+        receipt_batch=r.duration(t, "receipt_batch", "defences", d.receipt_batch),
+        padding=_choice(r, t, "padding", "defences", PADDING_MODES, d.padding),
+        sealed_connection=_choice(
+            r, t, "sealed_connection", "defences", ("shared", "fresh"), d.sealed_connection
+        ),
+        exit_latency_ms=_rate(r, t, "exit_latency_ms", "defences", d.exit_latency_ms),
+        bundle_fetch=_choice(
+            r, t, "bundle_fetch", "defences", ("authenticated", "unauthenticated"), d.bundle_fetch
+        ),
+        cover_per_hour=_rate(r, t, "cover_per_hour", "defences", d.cover_per_hour),
     )

@@ -30,6 +30,7 @@ __all__ = [
     "contact_graph",
     "expand_population",
     "plan_messages",
+    "plan_moves",
 ]
 
 # Relative messaging activity per hour of the day (00-23): quiet at night, peaks at midday and
@@ -135,7 +136,7 @@ def expand_population(scenario: Scenario) -> Scenario:
             for j in range(n_devices)
         )
         people.append(PersonSpec(name, devices))
-    return replace(scenario, people=tuple(people))
+    return replace(scenario, people=tuple(_households(scenario, people, g.people)))
 
 
 def contact_graph(scenario: Scenario) -> dict[str, list[str]]:
@@ -222,5 +223,106 @@ def plan_messages(scenario: Scenario, graph: dict[str, list[str]] | None = None)
                 at = min(start + rng.random() * (end - start), math.nextafter(duration, 0.0))
                 serial += 1
                 planned.append((at, person, rng.choice(friends), _sentence(rng, serial)))
+        planned.extend(_behaviour(scenario, planned, list(contacts)))
     planned.sort(key=lambda p: p[0])
     return [PlannedMessage(i + 1, at, s, r, text) for i, (at, s, r, text) in enumerate(planned)]
+
+
+# --- [traffic]: answers, popular accounts, background, shared and changing addresses ------------
+
+
+def _households(scenario: Scenario, people: list[PersonSpec], generated: int) -> list[PersonSpec]:
+    """``traffic.households`` of the generated people grouped 2-4 to a home (or an office's NAT):
+    every device in a group goes out from the group's one address."""
+    share = scenario.traffic.households
+    if share <= 0:
+        return people
+    rng = _rng(scenario.seed, "households")
+    first = len(people) - generated
+    chosen = [i for i in range(first, len(people)) if rng.random() < share]
+    out = list(people)
+    home = 0
+    while len(chosen) >= 2:
+        size = min(len(chosen), rng.randint(2, 4))
+        group, chosen = chosen[:size], chosen[size:]
+        address = f"172.16.{(home >> 8) & 255}.{home & 255}"
+        home += 1
+        for i in group:
+            p = out[i]
+            out[i] = replace(p, devices=tuple(replace(d, address=address) for d in p.devices))
+    return out
+
+
+def _poisson_times(rng: random.Random, per_hour: float, duration: float) -> list[float]:
+    out: list[float] = []
+    if per_hour <= 0:
+        return out
+    t = rng.expovariate(per_hour / 3600)
+    while t < duration:
+        out.append(t)
+        t += rng.expovariate(per_hour / 3600)
+    return out
+
+
+def _behaviour(
+    scenario: Scenario, planned: list[tuple[float, str, str, str]], names: list[str]
+) -> list[tuple[float, str, str, str]]:
+    """The ``[traffic]`` messages added to generated traffic: popular accounts' streams, background
+    pairs, and answers (turn-taking, each after a log-normal delay with the given median). A random
+    stream of its own, so traffic without these keys is what it was."""
+    tr = scenario.traffic
+    if len(names) < 2:
+        return []
+    rng = _rng(scenario.seed, "behaviour")
+    serial = 10_000_000  # texts stay distinct from the graph traffic's
+    extra: list[tuple[float, str, str, str]] = []
+
+    def text() -> str:
+        nonlocal serial
+        serial += 1
+        return _sentence(rng, serial)
+
+    popular = sorted(rng.sample(names, min(tr.popular, len(names))))
+    for star in popular:
+        for at in _poisson_times(rng, tr.popular_messages_per_hour, scenario.duration):
+            sender = rng.choice(names)
+            if sender != star:
+                extra.append((at, sender, star, text()))
+    for at in _poisson_times(rng, tr.background_per_hour, scenario.duration):
+        a, b = rng.sample(names, 2)
+        extra.append((at, a, b, text()))
+    if tr.reply_probability > 0:
+        answers: list[tuple[float, str, str, str]] = []
+        mu = math.log(max(tr.reply_delay, 1e-3))
+        for at, sender, recipient, _text in [*planned, *extra]:
+            if recipient in popular:
+                continue  # a popular account does not answer its stream
+            turn = 1
+            while turn < tr.max_turns and rng.random() < tr.reply_probability:
+                at += rng.lognormvariate(mu, 1.0)
+                if at >= scenario.duration:
+                    break
+                sender, recipient = recipient, sender
+                answers.append((at, sender, recipient, text()))
+                turn += 1
+        extra.extend(answers)
+    return extra
+
+
+def plan_moves(scenario: Scenario) -> list[tuple[float, str, str]]:
+    """(time, device name, new address) for every change of network: ``traffic.moves`` as given, and
+    for ``traffic.mobile`` of the generated people, ``moves_per_day`` moves of their first phone
+    (Poisson), each to an address of a carrier's pool."""
+    tr = scenario.traffic
+    moves = [(m.at, m.device, m.address) for m in tr.moves]
+    g = scenario.generate
+    if g is not None and tr.mobile > 0 and tr.moves_per_day > 0:
+        rng = _rng(scenario.seed, "mobility")
+        n = 0
+        for p in scenario.people[-g.people :]:
+            if rng.random() >= tr.mobile:
+                continue
+            for at in _poisson_times(rng, tr.moves_per_day / 24, scenario.duration):
+                n += 1
+                moves.append((at, p.devices[0].name, f"100.64.{(n >> 8) & 255}.{n & 255}"))
+    return sorted(moves)

@@ -27,7 +27,10 @@ from clients import spec
 from relay.metadata import METADATA_FIELDS, METADATA_SCHEMA
 from sims.runner import Simulation
 from sims.scenario import (
+    PADDING_MODES,
+    RECEIPT_MODES,
     Conversation,
+    DefenceSpec,
     DeviceSpec,
     NetworkSpec,
     Partition,
@@ -35,6 +38,7 @@ from sims.scenario import (
     RelaySpec,
     Scenario,
     ScriptedMessage,
+    TrafficSpec,
 )
 
 # Plaintexts from an alphabet that cannot spell the protocol's own field names or addresses
@@ -99,6 +103,14 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         relay=RelaySpec(sealed_sender=draw(st.booleans())),
         generate=None,
         events=(),
+        # receipts are messages too: every switch must keep exactly-once and no plaintext at the relay
+        traffic=TrafficSpec(read_receipts=draw(st.booleans())),
+        defences=DefenceSpec(
+            receipts=draw(st.sampled_from(RECEIPT_MODES)),
+            padding=draw(st.sampled_from(PADDING_MODES)),
+            sealed_connection=draw(st.sampled_from(["shared", "fresh"])),
+            bundle_fetch=draw(st.sampled_from(["authenticated", "unauthenticated"])),
+        ),
     )
 
 
