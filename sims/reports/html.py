@@ -120,7 +120,7 @@ th.relay{background:#ffe3b3}
 .f{white-space:nowrap}
 .f i{font-style:normal;color:var(--muted);margin-right:.25rem}
 .sender-value{display:inline-block;min-width:5.5rem;min-height:1.1em;vertical-align:middle}
-.sender-value:empty{border:2px dashed #C2410C;background:repeating-linear-gradient(45deg,#fff,#fff 4px,#fde4d4 4px,#fde4d4 8px)}
+.sender-value:empty{border:2px dashed #C2410C;background:repeating-linear-gradient(45deg,#fff,#fff 4px,#f4a582 4px,#f4a582 8px)}
 tr.note td{background:#f0f0f0;font-weight:600}
 tr.note.exceptional td{background:#f5dceb}
 tr[hidden]{display:none}
