@@ -497,9 +497,10 @@ def _graph(run: Path) -> str:
     inferred: set[tuple[str, str]] = set()
     if name is not None:
         edge_list = analyses[name].get("analysis", {}).get("contact_graph", {}).get("edge_list", [])
-        inferred = {
-            tuple(sorted(map(str, e["between"]))) for e in edge_list if len(e.get("between", [])) == 2
-        }  # type: ignore[misc]
+        for e in edge_list:
+            if len(e.get("between", [])) == 2:
+                a, b = sorted(map(str, e["between"]))
+                inferred.add((a, b))
     right, wrong, missed = sorted(truth & inferred), sorted(inferred - truth), sorted(truth - inferred)
     nodes = sorted({p for pair in truth | inferred for p in pair})
     parts = [
