@@ -100,7 +100,7 @@ th,td{border:1px solid var(--line);padding:.3rem .5rem;text-align:left;vertical-
 th{background:var(--panel)}
 .scroll{overflow:auto;max-width:100%}
 .legend{display:flex;flex-wrap:wrap;gap:.5rem;margin:.6rem 0;padding:0;list-style:none}
-.chip{display:inline-block;border:3px solid;border-radius:.3rem;padding:.05rem .4rem;margin:.1rem .15rem;font-size:.95rem;color:#111}
+.chip{display:inline-block;white-space:nowrap;border:3px solid;border-radius:.3rem;padding:.05rem .4rem;margin:.1rem .15rem;font-size:.95rem;color:#111}
 .chip b{font-weight:800;margin-right:.3rem}
 .resp{display:inline-block;border:3px double #111;padding:0 .4rem;font-weight:700;text-transform:uppercase;letter-spacing:.05em}
 .resp-refused,.resp-challenged,.resp-withdrawn{background:#111;color:#fff}
@@ -129,7 +129,8 @@ figure{margin:0;border:2px solid var(--ink);padding:.5rem}
 figcaption{font-weight:700;font-size:1.1rem}
 svg{width:100%;height:auto;display:block}
 .edges li{margin:.15rem 0}
-.matrix td{min-width:9rem}
+.matrix td{min-width:6rem}
+.matrix .chip{white-space:normal;font-size:.85rem}
 dl.kv{display:grid;grid-template-columns:max-content 1fr;gap:.1rem 1rem}
 dl.kv dt{font-weight:700}
 dl.kv dd{margin:0;overflow-wrap:anywhere}
