@@ -4,6 +4,7 @@
     relaysim scenarios                 the built-in scenarios
     relaysim run two-friends --out d   run a scenario to files
     relaysim show d                    the phones' view beside the relay's
+    relaysim report d                  the same, and the legal orders, as one HTML file to project
     relaysim disclose --db d/relay.db --process subpoena --target amira
                                        serve legal process on a finished run's relay
     relaysim chart                     every provider under every kind of process (the FBI chart)
@@ -123,7 +124,7 @@ class _Interrupted(Exception):
 
 FORCE_HELP = (
     "replace an earlier run in the --out folder: relaysim then removes only its own files there "
-    "(transcript.jsonl, relay.db*, relay.log, summary.*, provider.json, comparison.*, matrix.*, disclosures/, "
+    "(transcript.jsonl, relay.db*, relay.log, summary.*, provider.json, comparison.*, matrix.*, report.html, disclosures/, "
     "exceptional/ and per-profile subfolders); without it, a folder holding an earlier run is refused"
 )
 
@@ -158,10 +159,38 @@ def _demo(args: argparse.Namespace) -> int:
         from sims.report import render_demo_comparison
 
         print(render_demo_comparison(out, list(scenario.compare_profiles), width=args.width))
-        return 0
-    if scenario.matrix:
-        return _report_multi(scenario.name, summary, out)
-    print(render_demo(out, width=args.width))
+    elif scenario.matrix:
+        _report_multi(scenario.name, summary, out)
+    else:
+        print(render_demo(out, width=args.width))
+    _say_report(out, args.report)
+    return 0
+
+
+def _say_report(out: Path, write: bool) -> None:
+    """Where the HTML report is: written now (``--report``), or how to write it."""
+    if not write:
+        print(f"for a browser or a projector: relaysim report {out}")
+        return
+    from sims.reports.html import ReportError, write_report
+
+    try:
+        print(f"report: {write_report(out)} (one file; open it in a browser, no network needed)")
+    except ReportError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _report(args: argparse.Namespace) -> int:
+    from sims.reports.html import ReportError, write_report
+
+    out = Path(args.dir)
+    if not out.is_dir():
+        raise CliError(f"{out}: no such folder; give the --out folder of a finished run")
+    try:
+        path = write_report(out)
+    except ReportError as exc:
+        raise CliError(str(exc)) from None
+    print(f"wrote {path} (one file; open it in a browser, no network needed)")
     return 0
 
 
@@ -194,7 +223,9 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         progress.done()
     if scenario.matrix or scenario.compare_profiles:
-        return _report_multi(scenario.name, summary, out, time.monotonic() - started)
+        _report_multi(scenario.name, summary, out, time.monotonic() - started)
+        _say_report(out, args.report)
+        return 0
     m = summary["messages"]
     lat = summary["latency_s"]
     p50 = "–" if lat["p50"] is None else f"{lat['p50']:.3f} s"
@@ -208,6 +239,7 @@ def _run(args: argparse.Namespace) -> int:
     print(
         f"wrote {out}/transcript.jsonl, relay.db, summary.json, summary.md — see it with: relaysim show {out}"
     )
+    _say_report(out, args.report)
     return 0
 
 
@@ -556,6 +588,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--scenario", default=DEMO_SCENARIO, help=f"which scenario (default: {DEMO_SCENARIO})")
     demo.add_argument("--out", metavar="DIR", help="where to write its outputs (default: out/NAME)")
     demo.add_argument("--force", action="store_true", help=FORCE_HELP)
+    demo.add_argument(
+        "--report",
+        action="store_true",
+        help="at the end, also write DIR/report.html: the run as one HTML file to open in a browser or project",
+    )
     demo.add_argument("--wire", action="store_true", help="show the packet-level demo of two phones instead")
     demo.add_argument(
         "--seed", type=int, default=2015, help="with --wire: seed for the phones' keys (default: 2015)"
@@ -598,6 +635,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="DIR", help="where to write the outputs (default: out/NAME)")
     run.add_argument("--force", action="store_true", help=FORCE_HELP)
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--report",
+        action="store_true",
+        help="at the end, also write DIR/report.html: the run as one HTML file to open in a browser or project",
+    )
     run.add_argument(
         "--live",
         action="store_true",
@@ -721,6 +763,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     analyze.add_argument("dir", metavar="DIR", help="the --out directory of a finished run")
 
+    report = sub.add_parser(
+        "report",
+        help="a finished run as one HTML file (DIR/report.html) to open in a browser or project",
+        description=(
+            "Write DIR/report.html: the timeline (each message as the phones saw it beside the relay's record of "
+            "it, filterable by person), each legal order (what was asked, given, and why not, one colour per "
+            "reason), the true contact graph beside the one an analyst rebuilt (from DIR/analysis/ if relaysim "
+            "analyze wrote it, else computed), comparisons, the FBI chart and exceptional access. One file with "
+            "nothing to fetch: it opens from a USB stick with no network. The same run gives the same bytes."
+        ),
+        epilog=(
+            "examples:\n  relaysim run two-friends --out out/tf && relaysim report out/tf\n"
+            "  relaysim report out/pakistan-2015      # both profiles, side by side\n"
+            "  relaysim run key-escrow --report       # write it at the end of the run"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("dir", metavar="DIR", help="the --out directory of a finished run")
+
     chart = sub.add_parser(
         "chart",
         help="every provider profile under every kind of US legal process, as the FBI's chart has it",
@@ -827,6 +888,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _disclose(args)
     if args.command == "analyze":
         return _analyze(args)
+    if args.command == "report":
+        return _report(args)
     if args.command == "chart":
         return _chart(args)
     if args.command == "bench":

@@ -81,6 +81,7 @@ OWNED_FILES = (
     "comparison.json",
     "matrix.json",
     "matrix.md",
+    "report.html",
 )
 OWNED_DIRS = ("disclosures", "exceptional")
 

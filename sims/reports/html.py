@@ -1,0 +1,778 @@
+"""The report a teacher can project: ``relaysim report DIR`` writes ``DIR/report.html``.
+
+One self-contained file: its styles and its one small script are inline, it loads nothing (its
+Content-Security-Policy forbids every fetch), so it opens from a USB stick in a lecture hall with
+no network. It reads only a finished run's files:
+
+- ``transcript.jsonl``: the timeline, each message as the phones saw it (sender, recipient, words)
+  beside the same moment as the relay saw it (addresses, sizes, envelope ids; under sealed sender
+  an empty sender), filterable by person;
+- ``disclosures/NAME.json``: each legal order — what was asked, what was given, and each category
+  not given with its reason (``relay.legal.REASONS``) and the provider's response;
+- ``analysis/*.json`` (``relaysim analyze DIR``; run here in memory, without writing, when absent)
+  and the transcript: the true contact graph beside the one an analyst rebuilt from the relay's
+  store, as inline SVG on a circular layout (deterministic);
+- ``comparison.json`` (a scenario with ``compare_profiles``) and ``matrix.json`` (the FBI chart);
+- ``exceptional/*.json``: key escrow, ghost devices, seized phones.
+
+One colour per reason throughout, each always with its words and a short code beside it (for
+colour-blind viewers and washed-out projectors). Every string from a run (scenario text, names,
+message words) is escaped. The same run gives byte-identical HTML: nothing here reads the clock.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from relay.legal import CATEGORIES, REASON_LABELS, REASONS, RESPONSES
+
+__all__ = ["REPORT_FILE", "ReportError", "render_report", "write_report"]
+
+REPORT_FILE = "report.html"
+TIMELINE_LIMIT = 600  # rows; a city-sized run says how many more are in transcript.jsonl
+GRAPH_NODE_LIMIT = 60  # beyond this a drawing is a hairball: the lists and the counts stay
+
+# One style per outcome of a category asked for: (code, words, colour, tint). Okabe–Ito colours,
+# distinguishable with the common colour-vision deficiencies; the code and words carry the meaning too.
+OUTCOMES: dict[str, tuple[str, str, str, str]] = {
+    "provided": ("✓", "handed over", "#C2410C", "#FDE4D4"),
+    "withheld_by_policy": ("WP", REASON_LABELS["withheld_by_policy"], "#B07800", "#FBEFC6"),
+    "not_retained": ("NR", REASON_LABELS["not_retained"], "#0066A2", "#D7E9F6"),
+    "no_capability": ("NC", REASON_LABELS["no_capability"], "#A4427A", "#F5DCEB"),
+    "cryptographically_impossible": (
+        "CI",
+        REASON_LABELS["cryptographically_impossible"],
+        "#00785A",
+        "#D0EFE4",
+    ),
+}
+GIVEN_MEANING = "the provider produced it"
+
+
+class ReportError(Exception):
+    """A folder the report cannot be made from; the message says which file and what to do."""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _clock(t: float, days: bool) -> str:
+    s = int(t)
+    day = s // 86400
+    hms = f"{s % 86400 // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    return f"day {day + 1} {hms}" if days or day else hms
+
+
+def _load(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ReportError(
+            f"{path} cannot be read ({getattr(exc, 'strerror', None) or exc}); run the scenario again "
+            "with --force"
+        ) from None
+
+
+# --- the page ---------------------------------------------------------------------------------------
+
+CSS = """
+:root{--ink:#111;--muted:#444;--line:#999;--bg:#fff;--panel:#f3f3f3;--phone:#eef6ff;--relay:#fff7ea}
+*{box-sizing:border-box}
+html{font-size:20px}
+body{margin:0;font-family:"DejaVu Sans",Verdana,Arial,sans-serif;color:var(--ink);background:var(--bg);line-height:1.4}
+header,main,nav{max-width:1500px;margin:0 auto;padding:0 1.2rem}
+header{padding-top:1rem}
+h1{font-size:2.2rem;margin:.4rem 0}
+h2{font-size:1.7rem;margin:2.2rem 0 .6rem;border-bottom:4px solid var(--ink);padding-bottom:.2rem}
+h3{font-size:1.3rem;margin:1.4rem 0 .4rem}
+p.lead{font-size:1.1rem;max-width:60rem}
+nav ul{display:flex;flex-wrap:wrap;gap:.4rem 1.2rem;padding:0;list-style:none;font-size:1.05rem}
+a{color:#0047AB}
+.muted{color:var(--muted)}
+table{border-collapse:collapse;width:100%}
+th,td{border:1px solid var(--line);padding:.3rem .5rem;text-align:left;vertical-align:top}
+th{background:var(--panel)}
+.scroll{overflow:auto;max-width:100%}
+.legend{display:flex;flex-wrap:wrap;gap:.5rem;margin:.6rem 0;padding:0;list-style:none}
+.chip{display:inline-block;white-space:nowrap;border:3px solid;border-radius:.3rem;padding:.05rem .4rem;margin:.1rem .15rem;font-size:.95rem;color:#111}
+.chip b{font-weight:800;margin-right:.3rem}
+.resp{display:inline-block;border:3px double #111;padding:0 .4rem;font-weight:700;text-transform:uppercase;letter-spacing:.05em}
+.resp-refused,.resp-challenged,.resp-withdrawn{background:#111;color:#fff}
+.why{color:var(--muted);font-size:.9rem}
+select.filter{font-size:1.1rem;padding:.2rem .4rem;margin:.3rem 0 .6rem}
+.timeline{max-height:70vh;overflow-y:auto;border:2px solid var(--ink)}
+.timeline table{border:0}
+.timeline thead th{position:sticky;top:0;z-index:1;font-size:1.05rem}
+.timeline td.t{white-space:nowrap;font-variant-numeric:tabular-nums}
+td.phone{background:var(--phone);width:42%}
+td.relay{background:var(--relay);font-family:"DejaVu Sans Mono",Menlo,monospace;font-size:.9rem}
+th.phone{background:#cfe4ff}
+th.relay{background:#ffe3b3}
+.words{font-size:1.1rem;font-weight:600}
+.rec{display:flex;flex-wrap:wrap;gap:.1rem .9rem}
+.rec+.rec{border-top:1px dashed var(--line);margin-top:.2rem;padding-top:.2rem}
+.f{white-space:nowrap}
+.f i{font-style:normal;color:var(--muted);margin-right:.25rem}
+.sender-value{display:inline-block;min-width:5.5rem;min-height:1.1em;vertical-align:middle}
+.sender-value:empty{border:2px dashed #C2410C;background:repeating-linear-gradient(45deg,#fff,#fff 4px,#f4a582 4px,#f4a582 8px)}
+tr.note td{background:#f0f0f0;font-weight:600}
+tr.note.exceptional td{background:#f5dceb}
+tr[hidden]{display:none}
+.graphs{display:grid;grid-template-columns:repeat(auto-fit,minmax(20rem,1fr));gap:1rem}
+figure{margin:0;border:2px solid var(--ink);padding:.5rem}
+figcaption{font-weight:700;font-size:1.1rem}
+svg{width:100%;height:auto;display:block}
+.edges li{margin:.15rem 0}
+.matrix td{min-width:6rem}
+.matrix .chip{white-space:normal;font-size:.85rem}
+dl.kv{display:grid;grid-template-columns:max-content 1fr;gap:.1rem 1rem}
+dl.kv dt{font-weight:700}
+dl.kv dd{margin:0;overflow-wrap:anywhere}
+tr.opened td{background:#FDE4D4}
+.yes{font-weight:800}
+@media (max-width:700px){
+  html{font-size:16px}
+  h1{font-size:1.6rem}
+  h2{font-size:1.35rem}
+  .timeline table,.timeline tbody,.timeline tr,.timeline td{display:block;width:100%}
+  .timeline thead{display:none}
+  .timeline tr{border-bottom:3px solid var(--ink)}
+  .timeline td{border:0}
+  td.phone::before{content:"phones: ";font-weight:700}
+  td.relay::before{content:"relay: ";font-weight:700;font-family:"DejaVu Sans",sans-serif}
+}
+@media print{.timeline{max-height:none;overflow:visible}}
+"""
+
+SCRIPT = """
+(function(){
+  var sels=document.querySelectorAll('select.filter');
+  Array.prototype.forEach.call(sels,function(sel){
+    sel.addEventListener('change',function(){
+      var id=sel.getAttribute('data-for'), who=sel.value, shown=0;
+      var rows=document.querySelectorAll('#'+id+' tbody tr');
+      for(var i=0;i<rows.length;i++){
+        var people=(rows[i].getAttribute('data-people')||'').split(' ');
+        var show=(who===''||people.indexOf(who)>=0);
+        rows[i].hidden=!show; if(show){shown++;}
+      }
+      document.getElementById(id+'-shown').textContent=shown;
+    });
+  });
+})();
+"""
+
+CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
+
+
+def _chip(outcome: str, category: str, *, short: bool = False) -> str:
+    code, words, colour, tint = OUTCOMES[outcome]
+    cat = CATEGORIES.get(category)
+    name = (cat.short if short else cat.label) if cat else category.replace("_", " ")
+    return (
+        f'<span class="chip o-{outcome}" data-outcome="{outcome}" style="border-color:{colour};'
+        f'background:{tint}" title="{_e(words)}"><b>{_e(code)}</b>{_e(name)}</span>'
+    )
+
+
+def _legend() -> str:
+    items = []
+    for key, (code, words, colour, tint) in OUTCOMES.items():
+        meaning = GIVEN_MEANING if key == "provided" else REASONS[key]  # type: ignore[index]
+        items.append(
+            f'<li><span class="chip" style="border-color:{colour};background:{tint}"><b>{_e(code)}</b>'
+            f"{_e(words)}</span> <span class='why'>{_e(meaning)}</span></li>"
+        )
+    return '<ul class="legend" id="legend" style="flex-direction:column">' + "".join(items) + "</ul>"
+
+
+def _response(resp: str | None) -> str:
+    resp = resp or "complied"
+    return (
+        f'<span class="resp resp-{_e(resp)}" title="{_e(RESPONSES.get(resp, ""))}">'  # type: ignore[call-overload]
+        f"{_e('demand withdrawn' if resp == 'withdrawn' else resp)}</span>"
+    )
+
+
+def _page(title: str, lead: str, sections: list[tuple[str, str, str]]) -> str:
+    nav = "".join(f'<li><a href="#{sid}">{_e(name)}</a></li>' for sid, name, _ in sections)
+    body = "\n".join(
+        f'<section id="{sid}"><h2>{_e(name)}</h2>\n{content}\n</section>' for sid, name, content in sections
+    )
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{_e(title)} — relaysim report</title>\n<style>{CSS}</style></head>\n<body>\n"
+        f"<header><h1>{_e(title)}</h1>{lead}</header>\n"
+        f'<nav aria-label="sections"><ul>{nav}</ul></nav>\n<main>\n{body}\n</main>\n'
+        f"<script>{SCRIPT}</script>\n</body></html>\n"
+    )
+
+
+# --- the timeline -----------------------------------------------------------------------------------
+
+
+def _acct(device: str | None) -> str:
+    return (device or "").split("/")[0]
+
+
+def _field(label: str, value: object, cls: str = "") -> str:
+    return f'<span class="f {cls}"><i>{_e(label)}</i>{_e(value)}</span>'
+
+
+def _relay_record(r: dict[str, Any]) -> str:
+    sealed = r.get("kind") == "sealed_send" or ("account" not in r and r.get("kind") != "delivery")
+    parts = [_field("", "sealed send" if sealed else str(r.get("kind", "?")).replace("_", " "))]
+    if r.get("kind") == "delivery":
+        parts.append(_field("to", f"{r.get('account', '?')}/{r.get('device', '?')}"))
+    else:
+        sender = "" if sealed else f"{r.get('account', '?')}/{r.get('device', '?')}"
+        parts.append(
+            '<span class="f sender"><i>from</i><span class="sender-value" data-sealed="'
+            + ("1" if sealed else "0")
+            + (
+                '" title="sealed sender: the relay never saw who sent it" aria-label="no sender (sealed)">'
+                if sealed
+                else '">'
+            )
+            + f"{_e(sender)}</span></span>"
+        )
+        parts.append(_field("to", f"{r.get('recipient_account', '?')}/{r.get('recipient_device', '?')}"))
+    parts.append(_field("addr", f"{r.get('host', '?')}:{r.get('port', '?')}"))
+    parts.append(_field("bytes", r.get("size", "?")))
+    parts.append(_field("id", str(r.get("envelope_id", "?"))[:8] + "…"))
+    return '<div class="rec">' + "".join(parts) + "</div>"
+
+
+def _timeline_rows(events: list[dict[str, Any]], days: bool) -> tuple[list[str], list[str], int]:
+    sent: dict[Any, dict[str, Any]] = {}
+    rows: list[str] = []
+    people: set[str] = set()
+    total = 0
+    for e in events:
+        kind = e.get("kind")
+        if kind == "message_sent":
+            sent[e.get("message")] = e
+            people.update({_acct(e.get("from")), str(e.get("to", ""))})
+            continue
+        who: set[str] = set()
+        phone = relay = note = ""
+        if kind == "message_accepted":
+            s = sent.get(e.get("message"), {})
+            frm, to = _acct(s.get("from")), str(s.get("to", "?"))
+            who = {frm, to}
+            phone = (
+                f'<div><b>{_e(frm)}</b> → <b>{_e(to)}</b> <span class="muted">sends</span></div>'
+                f'<div class="words">“{_e(e.get("plaintext", ""))}”</div>'
+            )
+            recs = e.get("relay") or []
+            relay = "".join(_relay_record(r) for r in recs[:4])
+            if len(recs) > 4:
+                relay += f'<div class="rec">… {len(recs) - 4} more envelopes</div>'
+        elif kind == "message_received":
+            dev = str(e.get("device", "?"))
+            s = sent.get(e.get("message"), {})
+            who = {_acct(dev), _acct(s.get("from"))}
+            phone = (
+                f'<div><b>{_e(dev)}</b> <span class="muted">reads</span></div>'
+                f'<div class="words">“{_e(e.get("plaintext", ""))}”</div>'
+            )
+            d = (e.get("relay") or {}).get("delivery")
+            relay = (
+                _relay_record(d) if d else '<div class="rec">(delivered on a connection already open)</div>'
+            )
+        elif kind == "message_lost":
+            s = sent.get(e.get("message"), {})
+            who = {_acct(s.get("from")), str(s.get("to", ""))}
+            phone = f"message {_e(e.get('message'))} lost: {_e(e.get('why', ''))}"
+        elif kind in ("device_online", "device_offline"):
+            dev = str(e.get("device", "?"))
+            who = {_acct(dev)}
+            phone = relay = f"{_e(dev)} {'comes online' if kind == 'device_online' else 'goes offline'}"
+        elif kind == "legal_process_served":
+            who = {str(e["target"])} if e.get("target") else set()
+            note = (
+                f"legal order served: {_e(str(e.get('process', '?')).replace('_', ' '))} on "
+                f"{_e(e.get('target') or 'everyone')} ({_e(e.get('name', ''))})"
+            )
+        elif kind == "disclosure":
+            who = {str(e["target"])} if e.get("target") else set()
+            given = ", ".join(str(c).replace("_", " ") for c in e.get("provided") or []) or "nothing"
+            note = f"the provider answers {_e(e.get('name', ''))} ({_e(e.get('response', 'complied'))}): handed over {_e(given)}"
+        elif kind in ("exceptional_access", "escrow_key_stolen", "ghost_read", "phone_seized"):
+            note = _exceptional_note(e)
+            who = {_acct(str(e[k])) for k in ("device", "target") if e.get(k)}
+        else:
+            continue
+        total += 1
+        if len(rows) >= TIMELINE_LIMIT:
+            continue
+        t = _e(_clock(float(e.get("t", 0)), days))
+        data = _e(" ".join(sorted(p for p in who if p)))
+        if note:
+            cls = "note exceptional" if kind not in ("legal_process_served", "disclosure") else "note"
+            rows.append(
+                f'<tr class="{cls}" data-people="{data}"><td class="t">{t}</td><td colspan="2">{note}</td></tr>'
+            )
+        else:
+            rows.append(
+                f'<tr data-kind="{_e(kind)}" data-people="{data}"><td class="t">{t}</td>'
+                f'<td class="phone">{phone}</td><td class="relay">{relay}</td></tr>'
+            )
+    return rows, sorted(p for p in people if p), total
+
+
+def _exceptional_note(e: dict[str, Any]) -> str:
+    kind = e["kind"]
+    if kind == "ghost_read":
+        return (
+            f"exceptional access: the ghost device {_e(e.get('device', '?'))} reads message "
+            f"{_e(e.get('message', '?'))}: “{_e(e.get('plaintext', ''))}”"
+        )
+    if kind == "escrow_key_stolen":
+        return f"exceptional access: the escrow key is stolen — {_e(e.get('what_it_means', ''))}"
+    if kind == "phone_seized":
+        return f"exceptional access: {_e(e.get('device', '?'))} is seized — {_e(e.get('what_it_means', ''))}"
+    demand = str(e.get("demand", "?")).replace("_", " ")
+    detail = e.get("what_changes") or e.get("registered_by") or ""
+    return f"exceptional access: {_e(demand)} begins — {_e(detail)}"
+
+
+def _timeline(events: list[dict[str, Any]], days: bool, source: str, prefix: str = "") -> str:
+    rows, people, total = _timeline_rows(events, days)
+    options = "".join(f'<option value="{_e(p)}">{_e(p)}</option>' for p in people)
+    more = (
+        f'<p class="muted">Showing the first {len(rows)} of {total} moments; all of them are in {_e(source)}.</p>'
+        if total > len(rows)
+        else ""
+    )
+    return (
+        '<p class="lead">Left, what exists only on the phones: who wrote to whom, and the words. Right, the '
+        "same moment as the relay recorded it: addresses, sizes, envelope ids — never words. Under sealed "
+        "sender the relay's <b>from</b> is empty (the hatched box): it routed the envelope without learning "
+        "who sent it.</p>"
+        f'<label for="{prefix}filter">Show one person: </label><select class="filter" id="{prefix}filter" '
+        f'data-for="{prefix}timeline"><option value="">everyone</option>'
+        f'{options}</select> <span class="muted">(<span id="{prefix}timeline-shown">{len(rows)}</span> rows)</span>'
+        f'<div class="timeline scroll"><table class="timeline-table" id="{prefix}timeline"><thead><tr><th>time</th>'
+        '<th class="phone">what the phones saw</th><th class="relay">what the relay saw</th></tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>{more}"
+    )
+
+
+# --- legal orders -------------------------------------------------------------------------------------
+
+
+def _order(d: dict[str, Any], days: bool) -> str:
+    process = str(d.get("process", "?"))
+    served = d.get("served")
+    head = (
+        f"<h3>{_e(d.get('name', '?'))}: {_e(process.replace('_', ' '))} on {_e(d.get('target') or 'everyone')} "
+        f"{_response(d.get('response'))}</h3>"
+    )
+    desc = d.get("process_description") or ""
+    meta = f"<p>{_e(desc)}</p>" if desc else ""
+    if isinstance(served, int | float):
+        from sims.runner import SIM_EPOCH
+
+        meta += f'<p class="muted">Served at {_e(_clock(float(served) - SIM_EPOCH, days))} on the {_e(d.get("profile", "?"))} relay.</p>'
+    provided = d.get("provided") or {}
+    rows = []
+    for cat, items in provided.items():
+        n = len(items) if isinstance(items, list) else 1
+        rows.append(f"<tr><td>{_chip('provided', cat)}</td><td>{n} record{'s' if n != 1 else ''}</td></tr>")
+    for reason in OUTCOMES:
+        if reason == "provided":
+            continue
+        for cat, why in ((d.get("not_provided") or {}).get(reason) or {}).items():
+            rows.append(f"<tr><td>{_chip(reason, cat)}</td><td>{_e(why)}</td></tr>")
+    table = (
+        "<div class='scroll'><table><thead><tr><th>asked for</th><th>what the provider did</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+        if rows
+        else "<p>Nothing asked for.</p>"
+    )
+    content = provided.get("content") or []
+    words = ""
+    if content:
+        items = "".join(
+            f"<li>{_e(r.get('from') or '?')} → {_e(r.get('to', '?'))}: “{_e(r.get('text', ''))}”</li>"
+            for r in content[:5]
+        )
+        more = f"<li>… and {len(content) - 5} more</li>" if len(content) > 5 else ""
+        words = f"<p><b>The words the provider handed over:</b></p><ul>{items}{more}</ul>"
+    notes = "".join(f"<li>{_e(n)}</li>" for n in d.get("notes") or [])
+    return f'<article class="order">{head}{meta}{table}{words}{"<ul>" + notes + "</ul>" if notes else ""}</article>'
+
+
+def _orders(run: Path, days: bool) -> str:
+    files = sorted((run / "disclosures").glob("*.json"))
+    if not files:
+        return "<p>No legal order was served in this run.</p>"
+    orders = [_load(f) for f in files]
+    orders.sort(key=lambda d: (d.get("served") or 0, str(d.get("name"))))
+    return "".join(_order(d, days) for d in orders)
+
+
+# --- the contact graph --------------------------------------------------------------------------------
+
+
+def _true_pairs(run: Path) -> set[tuple[str, str]]:
+    from sims.analysis_scoring import read_truth
+
+    truth = read_truth(run / "transcript.jsonl")
+    return {tuple(sorted(p)) for p in truth.pairs() if len(p) == 2}  # type: ignore[misc]
+
+
+def _analyses(run: Path) -> dict[str, dict[str, Any]]:
+    """``analysis/NAME.json`` as written by ``relaysim analyze``; computed in memory when absent."""
+    folder = run / "analysis"
+    if folder.is_dir() and any(folder.glob("*.json")):
+        return {f.stem: _load(f) for f in sorted(folder.glob("*.json"))}
+    from sims.analysis_scoring import analysis_views, analyze, read_truth, score_analysis
+
+    truth = read_truth(run / "transcript.jsonl")
+    out = {}
+    for name, view in analysis_views(run).items():
+        a = analyze(view)
+        out[name] = {"analysis": a.to_json(), "score": score_analysis(a, truth)}
+    return out
+
+
+def _svg(nodes: list[str], edges: list[tuple[str, str, str]], label: str) -> str:
+    """A circular layout (networkx, nodes in sorted order: deterministic) as inline SVG; ``edges`` as
+    (a, b, class)."""
+    import networkx as nx
+
+    size, r = 600, 230
+    g = nx.Graph()
+    g.add_nodes_from(nodes)
+    pos = nx.circular_layout(g, scale=r, center=(size / 2, size / 2)) if nodes else {}
+
+    def xy(n: str) -> tuple[float, float]:
+        x, y = pos[n]
+        return round(float(x), 1), round(float(y), 1)
+
+    style = {
+        "true": 'stroke="#111" stroke-width="4"',
+        "right": 'stroke="#00785A" stroke-width="5"',
+        "wrong": 'stroke="#C2410C" stroke-width="5" stroke-dasharray="14 8"',
+        "missed": 'stroke="#777" stroke-width="3" stroke-dasharray="3 7"',
+    }
+    lines = []
+    for a, b, cls in edges:
+        (x1, y1), (x2, y2) = xy(a), xy(b)
+        lines.append(
+            f'<line class="edge {cls}" x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}" {style[cls]}><title>'
+            f"{_e(a)} — {_e(b)}: {_e(cls)}</title></line>"
+        )
+    dots = []
+    for n in nodes:
+        x, y = xy(n)
+        angle = math.atan2(y - size / 2, x - size / 2)
+        tx, ty = x + 34 * math.cos(angle), y + 34 * math.sin(angle) + 8
+        anchor = "middle" if abs(math.cos(angle)) < 0.3 else ("start" if math.cos(angle) > 0 else "end")
+        dots.append(
+            f'<circle cx="{x}" cy="{y}" r="12" fill="#0047AB" stroke="#fff" stroke-width="3"/>'
+            f'<text x="{round(tx, 1)}" y="{round(ty, 1)}" text-anchor="{anchor}" font-size="26" '
+            f'font-weight="700" fill="#111">{_e(n)}</text>'
+        )
+    return (
+        f'<svg viewBox="-90 -10 {size + 180} {size + 20}" role="img" aria-label="{_e(label)}" '
+        f'xmlns="http://www.w3.org/2000/svg">{"".join(lines)}{"".join(dots)}</svg>'
+    )
+
+
+def _graph(run: Path) -> str:
+    truth = _true_pairs(run)
+    analyses = _analyses(run)
+    name = "relay" if "relay" in analyses else (sorted(analyses)[0] if analyses else None)
+    inferred: set[tuple[str, str]] = set()
+    if name is not None:
+        edge_list = analyses[name].get("analysis", {}).get("contact_graph", {}).get("edge_list", [])
+        for e in edge_list:
+            if len(e.get("between", [])) == 2:
+                a, b = sorted(map(str, e["between"]))
+                inferred.add((a, b))
+    right, wrong, missed = sorted(truth & inferred), sorted(inferred - truth), sorted(truth - inferred)
+    nodes = sorted({p for pair in truth | inferred for p in pair})
+    parts = [
+        '<p class="lead">Left, who really wrote to whom (the simulator knows; the provider does not). Right, '
+        "the contact graph an analyst rebuilt from "
+        + ("the relay's own database" if name == "relay" else _e(name or "nothing"))
+        + ": <span style='color:#00785A'>━ solid green</span> edges it got right, "
+        "<span style='color:#C2410C'>╍ dashed orange</span> edges it got wrong, "
+        "<span style='color:#555'>┈ dotted grey</span> edges it missed.</p>"
+    ]
+    if len(nodes) > GRAPH_NODE_LIMIT:
+        parts.append(
+            f"<p>{len(nodes)} people: too many to draw legibly; the counts below say how it did.</p>"
+        )
+    elif nodes:
+        true_svg = _svg(nodes, [(a, b, "true") for a, b in sorted(truth)], "the true contact graph")
+        inf_edges = [(a, b, "missed") for a, b in missed] + [(a, b, "right") for a, b in right]
+        inf_edges += [(a, b, "wrong") for a, b in wrong]
+        inf_svg = _svg(nodes, inf_edges, "the contact graph the analyst rebuilt")
+        parts.append(
+            f'<div class="graphs"><figure id="graph-true"><figcaption>Who really talked ({len(truth)} pairs)'
+            f"</figcaption>{true_svg}</figure>"
+            f'<figure id="graph-inferred"><figcaption>What the analyst rebuilt ({len(inferred)} pairs)</figcaption>'
+            f"{inf_svg}</figure></div>"
+        )
+
+    def pairs(ps: Iterable[tuple[str, str]]) -> str:
+        return ", ".join(f"{_e(a)}–{_e(b)}" for a, b in ps) or "none"
+
+    parts.append(
+        f'<ul class="edges"><li><b>Right ({len(right)}):</b> {pairs(right)}</li>'
+        f"<li><b>Wrong ({len(wrong)}):</b> {pairs(wrong)}</li><li><b>Missed ({len(missed)}):</b> {pairs(missed)}</li></ul>"
+    )
+    if analyses:
+        rows = []
+        for n, data in analyses.items():
+            s = (data.get("score") or {}).get("contact_graph") or {}
+
+            def pct(x: Any) -> str:
+                return "–" if not isinstance(x, int | float) else f"{x:.0%}"
+
+            rows.append(
+                f"<tr><td>{_e(n)}</td><td>{_e(s.get('inferred_pairs', '–'))}</td><td>{_e(s.get('correct', '–'))}</td>"
+                f"<td>{_e(s.get('true_pairs', '–'))}</td><td>{pct(s.get('precision'))}</td><td>{pct(s.get('recall'))}</td></tr>"
+            )
+        parts.append(
+            "<h3>Each source the analyst could work from</h3><p class='muted'>“relay” is the provider's whole "
+            "database; each other row is one disclosure package, all an investigator receives.</p>"
+            "<div class='scroll'><table><thead><tr><th>source</th><th>pairs inferred</th><th>right</th>"
+            f"<th>true pairs</th><th>precision</th><th>recall</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+        )
+    return "".join(parts)
+
+
+# --- comparisons and the matrix ------------------------------------------------------------------------
+
+
+def _cell(outcome: dict[str, Any], *, short: bool) -> str:
+    chips = [_chip("provided", c, short=short) for c in outcome.get("provided") or []]
+    for reason in OUTCOMES:
+        if reason != "provided":
+            chips += [_chip(reason, c, short=short) for c in outcome.get(reason) or []]
+    resp = outcome.get("response") or "complied"
+    head = "" if resp == "complied" else f"<div>{_response(resp)}</div>"
+    return head + ("".join(chips) or "<span class='muted'>nothing asked</span>")
+
+
+def _comparison(out: Path, data: list[dict[str, Any]]) -> str:
+    profiles: list[str] = []
+    for row in data:
+        for p in row.get("profiles", {}):
+            if p not in profiles:
+                profiles.append(p)
+    parts = [
+        "<p class='lead'>The same people send the same messages at the same times under each relay profile; "
+        "each order was served on each operator. Each column is what that operator produced from its own store.</p>"
+    ]
+    for row in data:
+        cells = "".join(
+            f"<td>{_cell(row['profiles'][p], short=False)}</td>" if p in row["profiles"] else "<td>–</td>"
+            for p in profiles
+        )
+        parts.append(
+            f"<h3>{_e(row.get('name', '?'))}: {_e(str(row.get('process', '?')).replace('_', ' '))} on "
+            f"{_e(row.get('target') or 'everyone')}</h3><div class='scroll'><table class='compare'><thead><tr>"
+            + "".join(f"<th>{_e(p)}</th>" for p in profiles)
+            + f"</tr></thead><tbody><tr>{cells}</tr></tbody></table></div>"
+        )
+    return "".join(parts)
+
+
+def _matrix(data: dict[str, dict[str, Any]]) -> str:
+    processes: list[str] = []
+    for row in data.values():
+        for p in row:
+            if p not in processes:
+                processes.append(p)
+    head = "".join(f"<th>{_e(p.replace('_', ' '))}</th>" for p in processes)
+    body = "".join(
+        f"<tr><th>{_e(profile)}</th>"
+        + "".join(f"<td>{_cell(row[p], short=True)}</td>" if p in row else "<td>–</td>" for p in processes)
+        + "</tr>"
+        for profile, row in data.items()
+    )
+    return (
+        "<p class='lead'>Every provider (rows) under every kind of legal process (columns): each category the "
+        "process asks for, handed over or not, and why not.</p>"
+        f"<div class='scroll'><table class='matrix' id='matrix'><thead><tr><th>provider</th>{head}</tr></thead>"
+        f"<tbody>{body}</tbody></table></div>"
+    )
+
+
+# --- exceptional access ------------------------------------------------------------------------------
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "<span class='yes'>yes</span>" if v else "no"
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return _e(f"{v:g}")
+    if isinstance(v, list):
+        if all(not isinstance(x, dict | list) for x in v):
+            return _e(", ".join(str(x) for x in v)) or "none"
+        return "<br>".join(_value(x) for x in v)
+    if isinstance(v, dict):
+        return _e("; ".join(f"{k.replace('_', ' ')}: {x}" for k, x in v.items()))
+    return _e(v)
+
+
+OPENED_KEYS = ("opened", "read_by_ghost")
+
+
+def _exceptional(run: Path) -> str:
+    files = sorted((run / "exceptional").glob("*.json"))
+    parts = [
+        "<p class='lead'>What changes when the phones are made to share their keys: a key held in escrow (and "
+        "what its theft opens), a ghost device added to an account, a seized phone. Rows the authority could "
+        "read are marked <b>opened</b>; their words are shown because someone other than the two people read them.</p>"
+    ]
+    for f in files:
+        data = _load(f)
+        if not isinstance(data, dict):
+            continue
+        scalars = {k: v for k, v in data.items() if k != "rows"}
+        dl = "".join(f"<dt>{_e(k.replace('_', ' '))}</dt><dd>{_value(v)}</dd>" for k, v in scalars.items())
+        rows = [r for r in data.get("rows") or [] if isinstance(r, dict)]
+        cols: list[str] = []
+        for r in rows:
+            cols += [k for k in r if k not in cols]
+        body = []
+        for r in rows:
+            opened = any(r.get(k) is True for k in OPENED_KEYS)
+            body.append(
+                f"<tr class='{'opened' if opened else ''}'>"
+                + "".join(f"<td>{_value(r.get(c))}</td>" for c in cols)
+                + "</tr>"
+            )
+        table = (
+            "<div class='scroll'><table><thead><tr>"
+            + "".join(f"<th>{_e(c.replace('_', ' '))}</th>" for c in cols)
+            + f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+            if rows
+            else ""
+        )
+        parts.append(
+            f"<article id='exceptional-{_e(f.stem)}'><h3>{_e(f.stem)}</h3><dl class='kv'>{dl}</dl>{table}</article>"
+        )
+    return "".join(parts)
+
+
+# --- putting it together -------------------------------------------------------------------------------
+
+
+def _read_events(run: Path) -> list[dict[str, Any]]:
+    from sims.report import RunFolderError, read_run
+
+    try:
+        events, _summary = read_run(run)
+    except RunFolderError as exc:
+        raise ReportError(str(exc)) from None
+    return events
+
+
+def _lead(summary: dict[str, Any], description: str) -> str:
+    facts = f"Seed {summary.get('seed', '?')}"
+    if "people" in summary:
+        facts += f", {summary['people']} people on {summary.get('devices', '?')} devices"
+    if isinstance(summary.get("duration_s"), int | float):
+        facts += f", {summary['duration_s'] / 3600:g} simulated hours"
+    return (
+        f"<p class='lead'>{_e(description)}</p>" if description else ""
+    ) + f"<p class='muted'>{_e(facts)}.</p>"
+
+
+def _description(name: str) -> str:
+    from sims.scenario import builtin_scenarios, load_scenario
+
+    path = builtin_scenarios().get(name)
+    if path is None:
+        return ""
+    try:
+        return load_scenario(path).description or ""
+    except Exception:  # a builtin that no longer loads: the report goes on without the prose
+        return ""
+
+
+def _single_sections(run: Path, summary: dict[str, Any], prefix: str = "") -> list[tuple[str, str, str]]:
+    events = _read_events(run)
+    days = float(summary.get("duration_s") or 0) > 86400
+    source = f"{prefix.rstrip('-') + '/' if prefix else ''}transcript.jsonl"
+    sections = [
+        ("timeline", "Timeline: the phones and the relay", _timeline(events, days, source, prefix)),
+        ("orders", "Legal orders: asked, given, and why not", _legend() + _orders(run, days)),
+        ("graph", "The contact graph: true and rebuilt", _graph(run)),
+    ]
+    if (run / "exceptional").is_dir():
+        sections.append(("exceptional", "Exceptional access", _exceptional(run)))
+    return sections
+
+
+def render_report(run: Path) -> str:
+    """The report for a finished run's folder (a run, a comparison or the FBI chart) as HTML text."""
+    run = Path(run)
+    summary_file = run / "summary.json"
+    if not summary_file.is_file():
+        raise ReportError(
+            f"{run} holds no finished run (no summary.json); make one with: relaysim run NAME --out {run}"
+        )
+    summary = _load(summary_file)
+    if not isinstance(summary, dict):
+        raise ReportError(f"{summary_file}: expected a JSON object, got {type(summary).__name__}")
+    name = str(summary.get("scenario", run.name))
+    lead = _lead(summary, _description(name))
+    legend = "<h3>Colours</h3>" + _legend()
+    if (run / "matrix.json").is_file():
+        sections = [
+            (
+                "matrix",
+                "The FBI chart: every provider, every process",
+                legend + _matrix(_load(run / "matrix.json")),
+            )
+        ]
+    elif (run / "comparison.json").is_file():
+        profiles = [str(p) for p in summary.get("compare_profiles") or []]
+        sections = [
+            (
+                "comparison",
+                "Side by side: " + " beside ".join(profiles),
+                legend + _comparison(run, _load(run / "comparison.json")),
+            )
+        ]
+        for p in profiles:
+            sub = run / p
+            if (sub / "summary.json").is_file():
+                sections += [
+                    (f"{p}-{sid}", f"{p}: {title}", content)
+                    for sid, title, content in _single_sections(sub, _load(sub / "summary.json"), f"{p}-")
+                ]
+    else:
+        sections = _single_sections(run, summary)
+    return _page(name, lead, sections)
+
+
+def write_report(run: Path) -> Path:
+    """Write ``run/report.html``; its path."""
+    text = render_report(run)
+    path = Path(run) / REPORT_FILE
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ReportError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
