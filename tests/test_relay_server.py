@@ -11,6 +11,7 @@ import os
 import random
 import re
 import signal
+import socket
 import ssl
 import struct
 import subprocess
@@ -405,6 +406,22 @@ def test_main_help_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--port", "not-a-number"]) == 2
     assert main(["--tls-cert", "cert.pem"]) == 2
     assert "go together" in capsys.readouterr().err
+
+
+def test_main_reports_a_port_in_use_and_exits_1(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # trio >= 0.25 hands the OSError out of the nursery inside an ExceptionGroup: still a clean error.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with caplog.at_level(logging.ERROR, logger="relay.server"):
+            code = main(["--host", "127.0.0.1", "--port", str(port), "--db", str(tmp_path / "relay.db")])
+    assert code == 1
+    errors = [
+        r.getMessage() for r in caplog.records if r.name == "relay.server" and r.levelno >= logging.ERROR
+    ]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("cannot serve: ") and "in use" in errors[0].lower(), errors  # trio words it
 
 
 class RelayProcess:
