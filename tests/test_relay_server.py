@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -156,6 +157,30 @@ async def test_a_failed_write_closes_only_that_connection(caplog: pytest.LogCapt
             # The handler returns on its own: the failed write ended the connection.
     assert broken.writes == 1 and server.connection_count == 0
     assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR], caplog.text
+
+
+async def test_a_connection_whose_handler_fails_is_logged_and_everyone_else_is_served(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # On trio >= 0.25 the failure leaves the connection's nursery as an ExceptionGroup; it must
+    # still stop at that connection's handler, never reach serve_listeners.
+    write_loop = RelayServer._write_loop
+
+    async def fails_for_the_first(self: RelayServer, conn: Any, scope: trio.CancelScope) -> None:
+        if conn.ctx.id == 1:
+            raise RuntimeError("the writer of connection 1 failed")
+        await write_loop(self, conn, scope)
+
+    monkeypatch.setattr(RelayServer, "_write_loop", fails_for_the_first)
+    async with running(new_core(clock=time.time)) as server:
+        doomed = await trio.open_tcp_stream("127.0.0.1", server.port)  # connection 1
+        await _read_until_closed(doomed)  # closed by the relay
+        alice, bob = await _pair(server.port)
+        await _exchange(alice, bob)
+        for c in (alice, bob):
+            await c.aclose()
+    failed = [r for r in caplog.records if r.getMessage() == "connection handler failed"]
+    assert len(failed) == 1 and "the writer of connection 1 failed" in caplog.text
 
 
 async def test_a_device_that_does_not_read_loses_pushes_not_envelopes() -> None:
