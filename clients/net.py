@@ -30,7 +30,8 @@ What the connection does, and what it leaves to the agent:
 The ``async with`` owns a nursery with one supervisor task; each connection to the relay runs
 its reader, writer and keepalive in a nursery of the supervisor's. Entering connects once and
 raises if that fails (``OSError``, ``trio.TooSlowError``, or ``trio.BrokenResourceError`` for a
-failed TLS handshake); retries are for connections that drop later. ``disconnect()`` and ``connect()`` take the device offline and back, as a phone
+failed TLS handshake), as itself, not in an ExceptionGroup; so does whatever the block raises.
+Retries are for connections that drop later. ``disconnect()`` and ``connect()`` take the device offline and back, as a phone
 losing and regaining its network does.
 """
 
@@ -71,6 +72,7 @@ __all__ = [
     "RequestRefused",
     "SendFailed",
     "open_device_connection",
+    "sole_exception",
 ]
 
 log = logging.getLogger("clients.net")
@@ -509,9 +511,8 @@ class DeviceConnection:
                 raise
             return tls
 
-    async def _supervise(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        stream = await self._open_stream()  # the first failure is the caller's to see
-        task_status.started()
+    async def _supervise(self, stream: Any) -> None:
+        """Serve ``stream`` (the first connection, made by the caller), then reconnect until closed."""
         attempt = 0
         while True:
             if await self._run_session(stream):
@@ -711,13 +712,41 @@ async def open_device_connection(
     Options are DeviceConnection's: ``ssl_context`` and ``server_hostname`` (TLS), ``rng`` (the
     back-off jitter), ``backoff``, ``keepalive`` (None for none), ``connect_timeout``,
     ``write_timeout``, ``wire_tap``. Raises if the first connection cannot be made (see the module
-    docstring)."""
+    docstring). What the block raises comes out as itself, not wrapped in an ExceptionGroup;
+    only when the connection fails too (LoginFailed) at the same time do both come out in one."""
     conn = DeviceConnection(agent, host, port, **options)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(conn._supervise)
-        try:
-            yield conn
-            await conn._flush(close_timeout)
-        finally:
-            conn._close()
-            nursery.cancel_scope.cancel()
+    # The first connection is made before the nursery opens, so its failure reaches the caller
+    # as itself: trio (>= 0.25) wraps whatever leaves a nursery in an ExceptionGroup.
+    stream = await conn._open_stream()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn._supervise, stream)
+            try:
+                yield conn
+                await conn._flush(close_timeout)
+            finally:
+                conn._close()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        error = sole_exception(group)
+        if error is None:  # several at once (the block's and the connection's): the group it is
+            raise
+    else:
+        return
+    raise error  # outside the handler, so the group does not become its __context__
+
+
+def sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception in ``group`` (however deeply nested), or None if it holds several.
+
+    For context managers that run a nursery behind the caller's back: the caller's
+    ``except SendFailed`` (or ``pytest.raises``) should see what the block raised, not a
+    one-element ExceptionGroup made only because a nursery was in the way (trio >= 0.25 makes
+    one for every exception that leaves a nursery; trio 0.22 did not).
+    """
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        if len(error.exceptions) != 1:
+            return None
+        error = error.exceptions[0]
+    return error

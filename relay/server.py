@@ -327,7 +327,9 @@ class RelayServer:
                 data = await conn.stream.receive_some(_RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return None
-            decoder.receive_data(data)
+            # TLS streams return a bytearray (trio's type says bytes | bytearray); bytes() of
+            # bytes, what a TCP socket returns, is the same object, not a copy.
+            decoder.receive_data(bytes(data))
 
     async def _wait_for_answers(self, conn: _Connection) -> bool:
         """Until this connection's queued requests are handled and committed, and its unsent
@@ -602,12 +604,14 @@ def main(args: list[str]) -> int:
     logging.basicConfig(
         level=opts.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    code = 0
     try:
         trio.run(_run, opts)
-    except OSError as e:
-        log.error("cannot serve: %s", e)
-        return 1
-    return 0
+    except* OSError as group:  # trio >= 0.25 hands it out of _run's nursery in an ExceptionGroup
+        for error in group.exceptions:
+            log.error("cannot serve: %s", error)
+        code = 1
+    return code
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ from typing import Any, Final
 import trio  # type: ignore[import-untyped,unused-ignore]  # trio 0.22 ships no type information
 
 from clients.agent import DeviceAgent, Received
-from clients.net import DeviceConnection, SendFailed, open_device_connection
+from clients.net import DeviceConnection, SendFailed, open_device_connection, sole_exception
 from clients.session import Device
 from relay.metadata import MetadataRecord, RecordKind
 from relay.store import Store
@@ -146,19 +146,29 @@ async def relay_process(db: Path, log_path: Path, *, port: int = 0) -> AsyncIter
         env={**os.environ, "PYTHONPATH": path},
     )
     try:
-        async with trio.open_nursery() as nursery:
-            with trio.move_on_after(RELAY_START_TIMEOUT) as waiting:
-                found, root = await nursery.start(_read_relay_log, process.stderr, log_path)
-            if waiting.cancelled_caught:
-                raise RelayStartError(
-                    f"the relay did not start listening within {RELAY_START_TIMEOUT:g} s; see {log_path}"
-                )
-            relay = RelayProcess(process, found, root, log_path)
-            try:
-                yield relay
-            finally:
-                with trio.CancelScope(shield=True):
-                    await relay.stop()
+        # The block's exception (a RelayStartError, a failed assertion) leaves the nursery as
+        # itself, not in the one-element ExceptionGroup trio >= 0.25 wraps it in.
+        try:
+            async with trio.open_nursery() as nursery:
+                with trio.move_on_after(RELAY_START_TIMEOUT) as waiting:
+                    found, root = await nursery.start(_read_relay_log, process.stderr, log_path)
+                if waiting.cancelled_caught:
+                    raise RelayStartError(
+                        f"the relay did not start listening within {RELAY_START_TIMEOUT:g} s; see {log_path}"
+                    )
+                relay = RelayProcess(process, found, root, log_path)
+                try:
+                    yield relay
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await relay.stop()
+        except BaseExceptionGroup as group:
+            error = sole_exception(group)
+            if error is None:
+                raise
+        else:
+            return
+        raise error  # outside the handler, so the group does not become its __context__
     finally:
         if process.returncode is None:
             process.kill()

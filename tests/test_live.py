@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
+from sims import live
 from sims.cli import main as relaysim
-from sims.live import run_live
+from sims.live import RelayStartError, relay_process, run_live
 from sims.report import render_show
 from sims.scenario import Scenario, parse_scenario, resolve_scenario
 from sims.traffic import plan_messages
@@ -197,3 +200,23 @@ def test_a_linked_device_and_timeline_events_live(tmp_path: Path) -> None:
     assert late["t"] >= 8 * 60  # held by the relay until the laptop came back
     (seized,) = [e for e in events if e["kind"] == "seize_phone"]  # other events pass through
     assert seized["device"] == "bob/1" and 9 * 60 <= seized["t"] < 9 * 60 + 300
+
+
+async def test_a_relay_that_cannot_listen_raises_relay_start_error_itself(tmp_path: Path) -> None:
+    # The error leaves relay_process's nursery bare, not in an ExceptionGroup (trio >= 0.25 wraps).
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with trio.fail_after(60), pytest.raises(RelayStartError, match="exited before it was listening"):
+            async with relay_process(tmp_path / "relay.db", tmp_path / "relay.log", port=port):
+                pytest.fail("the relay started on a port that is taken")
+    assert "cannot serve" in (tmp_path / "relay.log").read_text()
+
+
+def test_run_live_reports_a_relay_that_did_not_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live, "RELAY_START_TIMEOUT", 0.001)  # no relay starts listening that fast
+    assert run_live(resolve_scenario("two-friends"), tmp_path, time_scale=TIME_SCALE) == 1
+    assert "relaysim run --live: the relay did not start listening within 0.001 s" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import os
 import random
 import re
 import signal
+import socket
 import ssl
 import struct
 import subprocess
@@ -20,6 +21,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -155,6 +157,30 @@ async def test_a_failed_write_closes_only_that_connection(caplog: pytest.LogCapt
             # The handler returns on its own: the failed write ended the connection.
     assert broken.writes == 1 and server.connection_count == 0
     assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR], caplog.text
+
+
+async def test_a_connection_whose_handler_fails_is_logged_and_everyone_else_is_served(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # On trio >= 0.25 the failure leaves the connection's nursery as an ExceptionGroup; it must
+    # still stop at that connection's handler, never reach serve_listeners.
+    write_loop = RelayServer._write_loop
+
+    async def fails_for_the_first(self: RelayServer, conn: Any, scope: trio.CancelScope) -> None:
+        if conn.ctx.id == 1:
+            raise RuntimeError("the writer of connection 1 failed")
+        await write_loop(self, conn, scope)
+
+    monkeypatch.setattr(RelayServer, "_write_loop", fails_for_the_first)
+    async with running(new_core(clock=time.time)) as server:
+        doomed = await trio.open_tcp_stream("127.0.0.1", server.port)  # connection 1
+        await _read_until_closed(doomed)  # closed by the relay
+        alice, bob = await _pair(server.port)
+        await _exchange(alice, bob)
+        for c in (alice, bob):
+            await c.aclose()
+    failed = [r for r in caplog.records if r.getMessage() == "connection handler failed"]
+    assert len(failed) == 1 and "the writer of connection 1 failed" in caplog.text
 
 
 async def test_a_device_that_does_not_read_loses_pushes_not_envelopes() -> None:
@@ -405,6 +431,22 @@ def test_main_help_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--port", "not-a-number"]) == 2
     assert main(["--tls-cert", "cert.pem"]) == 2
     assert "go together" in capsys.readouterr().err
+
+
+def test_main_reports_a_port_in_use_and_exits_1(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # trio >= 0.25 hands the OSError out of the nursery inside an ExceptionGroup: still a clean error.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with caplog.at_level(logging.ERROR, logger="relay.server"):
+            code = main(["--host", "127.0.0.1", "--port", str(port), "--db", str(tmp_path / "relay.db")])
+    assert code == 1
+    errors = [
+        r.getMessage() for r in caplog.records if r.name == "relay.server" and r.levelno >= logging.ERROR
+    ]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("cannot serve: ") and "in use" in errors[0].lower(), errors  # trio words it
 
 
 class RelayProcess:
