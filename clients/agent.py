@@ -14,6 +14,9 @@ What the agent does on its own, as Signal's clients do:
 - drops an envelope it has already processed (delivery is at-least-once), and acknowledges it;
 - acknowledges an envelope it cannot decrypt (a replay or a forgery) and reports it;
 - tops up its one-time prekeys on the relay when they run low;
+- reports when a known peer device presents another identity key than the one pinned at first
+  contact (``IdentityChanged``, see ``clients.identity``); under the ``block`` policy, or once the
+  user has verified the peer, it sends nothing to that key until the user approves it;
 - reports when a peer's device list changes between two fetches (``DeviceListChanged``): a new
   device on a contact's account is what a silently added "ghost" device looks like from outside.
 """
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 
 from clients.errors import DecryptionError
 from clients.escrow import EscrowPublicKey
+from clients.identity import IdentityChanged, UntrustedIdentity
 from clients.keys import BundleError, KemPreKey, OneTimePreKey, PreKeyBundle, SignedPreKey
 from clients.session import Device, PeerAddress
 from relay import wire
@@ -39,6 +43,7 @@ __all__ = [
     "DeviceAgent",
     "DeviceListChanged",
     "Failed",
+    "IdentityChanged",
     "LoggedIn",
     "ReceiptReceived",
     "Received",
@@ -140,6 +145,7 @@ AgentEvent = (
     | Failed
     | ContactsFound
     | DeviceListChanged
+    | IdentityChanged
 )
 
 # What a message carries besides text, as Signal's Content message does (receipts, and here cover
@@ -396,8 +402,20 @@ class DeviceAgent:
         """Process one frame from the relay. Returns events (with any from earlier calls that failed);
         follow-up requests go to the outbox."""
         self._handle(frame)
+        self._events.extend(self.device.identities.take_changes())
         events, self._events = self._events, []
         return events
+
+    # --- what the user does ---------------------------------------------------------------
+
+    def verify_identity(self, peer: PeerAddress, key: bytes) -> None:
+        """The user compared safety numbers with ``peer`` for ``key`` and they matched: from now on a
+        key change of ``peer`` is blocking, whatever the policy."""
+        self.device.identities.verify(peer, key)
+
+    def approve_identity(self, peer: PeerAddress, key: bytes) -> None:
+        """The user accepts ``peer``'s new ``key`` (after an ``IdentityChanged``) without verifying it."""
+        self.device.identities.approve(peer, key)
 
     def _handle(self, frame: wire.Response) -> None:
         if isinstance(frame, wire.Deliver):
@@ -498,6 +516,10 @@ class DeviceAgent:
         except BundleError as exc:  # a forged bundle: send nothing
             for out in waiting:
                 self._fail(out, "bad_bundle", str(exc))
+            return
+        except UntrustedIdentity as exc:  # a changed identity key the user has not approved
+            for out in waiting:
+                self._fail(out, "untrusted_identity", str(exc))
             return
         devices = tuple(sorted(b.device for b in frame.devices))
         before = self._listed.get(account)

@@ -21,6 +21,8 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+from relay.wire import EC_KEY_TYPE
+
 __all__ = [
     "FINGERPRINT_ITERATIONS",
     "SCANNABLE_VERSION",
@@ -36,7 +38,6 @@ __all__ = [
 FINGERPRINT_ITERATIONS = 5200  # what Signal's clients use
 SCANNABLE_VERSION = 2  # the CombinedFingerprints version current Signal clients encode
 _FINGERPRINT_VERSION = b"\x00\x00"  # hashed into every side, whatever the scannable version
-_KEY_TYPE_DJB = b"\x05"
 
 
 class FingerprintError(ValueError):
@@ -44,13 +45,13 @@ class FingerprintError(ValueError):
 
 
 def _encode_key(identity_key: bytes) -> bytes:
-    if len(identity_key) == 33 and identity_key[:1] == _KEY_TYPE_DJB:
+    if len(identity_key) == 33 and identity_key[:1] == EC_KEY_TYPE:
         return identity_key
     if len(identity_key) != 32:
         raise ValueError(
             f"an identity key is 32 bytes (or 33 with the 0x05 type byte), got {len(identity_key)}"
         )
-    return _KEY_TYPE_DJB + identity_key
+    return EC_KEY_TYPE + identity_key
 
 
 def fingerprint_hash(

@@ -18,6 +18,13 @@ Under a key-escrow mandate (``Device.escrow``, see ``clients.escrow``) every cip
 device sends is wrapped in an escrow frame carrying a copy of its message key sealed to the
 escrow agent; every device strips that frame before decrypting, whoever sent it.
 
+Identity keys are pinned per peer address from first contact (``clients.identity``): a bundle
+or a prekey message presenting another key for a known address is an ``IdentityChanged``,
+accepted with a warning or refused, by the device's policy, never a silent replacement. A prekey
+message made without a one-time prekey cannot be replayed (under its own or another address):
+the device remembers the base keys it has accepted under each signed prekey for as long as it
+holds that signed prekey, as libsignal does.
+
 ``Device.to_dict`` is the device's whole protocol state as plain data (identity, prekey
 secrets, every session): what a forensic copy of the phone takes.
 """
@@ -26,7 +33,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from clients import _primitives as _p
@@ -34,6 +40,7 @@ from clients import escrow as _escrow
 from clients import sealed
 from clients.errors import DecryptionError, UsageError
 from clients.framing import TYPE_MESSAGE, TYPE_PREKEY, frame_ciphertext, parse_ciphertext
+from clients.identity import IdentityStore, PeerAddress
 from clients.keys import IdentityKeyPair, KemPreKey, KemPreKeys, PreKeyBundle, PreKeySecrets, SignedPreKey
 from clients.ratchet import DEFAULT_CONFIG, DoubleRatchet, RatchetConfig, UsedKey
 from clients.x3dh import InitialMessage, KeyAgreement, initiate, respond
@@ -44,13 +51,8 @@ RNG = Callable[[int], bytes]
 # Inactive sessions kept per peer device (Sesame §3.1 keeps "zero or more inactive sessions";
 # the bound is ours, so a peer cannot make a device keep an unbounded number).
 MAX_INACTIVE_SESSIONS = 8
-_DEVICE_STATE_VERSION = 1
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class PeerAddress:
-    account: str
-    device: int
+_DEVICE_STATE_VERSION = 2
+_READABLE_STATE_VERSIONS = (1, 2)  # version 1: no pinned identities or seen base keys yet
 
 
 class Session:
@@ -113,6 +115,7 @@ class Device:
         config: RatchetConfig = DEFAULT_CONFIG,
         identity: IdentityKeyPair | None = None,
         deterministic: bool = False,
+        identity_policy: str = "warn",
     ) -> None:
         self.address = PeerAddress(account, device_id)
         self.rng = rng
@@ -125,6 +128,11 @@ class Device:
         self.inactive: dict[PeerAddress, list[Session]] = {}  # newest first
         # Set when a key-escrow mandate is in force: every message key is also sealed to it.
         self.escrow: _escrow.EscrowPublicKey | None = None
+        # Each peer device's identity key from first contact, and what the user verified.
+        self.identities = IdentityStore(identity_policy)
+        # Base keys (EK_A) of accepted prekey messages made without a one-time prekey, per signed
+        # prekey id: a replay of one, under any address, is refused (libsignal keeps these too).
+        self.seen_base_keys: dict[int, set[bytes]] = {}
 
     @property
     def identity_key(self) -> bytes:
@@ -147,7 +155,10 @@ class Device:
     # --- sessions -----------------------------------------------------------------------
 
     def start_session(self, peer: PeerAddress, bundle: PreKeyBundle) -> None:
-        """X3DH/PQXDH as Alice, from a bundle the relay handed out. Raises BundleError if it is forged."""
+        """X3DH/PQXDH as Alice, from a bundle the relay handed out. Raises BundleError if it is forged,
+        ``UntrustedIdentity`` if it carries another identity key than the one pinned for ``peer``
+        and the policy (or a verification) blocks it."""
+        self.identities.check(peer, bundle.identity_key, "bundle")
         agreement, initial = initiate(
             self.secrets.identity.pair, bundle, pq=self.pq, rng=self.rng, deterministic_kem=self.deterministic
         )
@@ -160,6 +171,7 @@ class Device:
             **_header_keys(self.config, agreement),
         )
         self._activate(peer, Session(ratchet, bundle.identity_key, initial))
+        self.identities.pin(peer, bundle.identity_key)
 
     def has_session(self, peer: PeerAddress) -> bool:
         return peer in self.sessions
@@ -205,6 +217,9 @@ class Device:
                 self._activate(peer, session)
                 return plaintext
         # A new session from a prekey message (X3DH §3.4, Bob's side).
+        replayable = initial.one_time_prekey_id is None
+        if replayable and initial.ephemeral_key in self.seen_base_keys.get(initial.signed_prekey_id, ()):
+            raise DecryptionError()  # a replay: this base key already made a session
         agreement, spk_pair = respond(self.secrets, initial)
         ratchet = DoubleRatchet.init_bob(
             agreement.sk,
@@ -215,13 +230,25 @@ class Device:
             **_header_keys(self.config, agreement),
         )
         plaintext = ratchet.decrypt(body)
-        # Only now that it authenticated: burn the one-time prekeys it used (X3DH §3.4).
+        # Only now that it authenticated: is this the identity key pinned for ``peer``? (Checked
+        # after decryption so that a forgery cannot raise a notice; a refusal changes nothing.)
+        self.identities.check(peer, initial.identity_key, "message")
+        self.identities.pin(peer, initial.identity_key)
+        if replayable:
+            self._remember_base_key(initial.signed_prekey_id, initial.ephemeral_key)
+        # Burn the one-time prekeys it used (X3DH §3.4).
         if initial.one_time_prekey_id is not None:
             self.secrets.one_time.pop(initial.one_time_prekey_id, None)
         if initial.kem_prekey_id is not None and self.secrets.kem.last_resort(initial.kem_prekey_id) is False:
             del self.secrets.kem[initial.kem_prekey_id]
         self._activate(peer, Session(ratchet, initial.identity_key, initial))
         return plaintext
+
+    def _remember_base_key(self, signed_prekey_id: int, base_key: bytes) -> None:
+        # Kept for the signed prekey's lifetime: drop the sets of signed prekeys no longer held.
+        for gone in [i for i in self.seen_base_keys if i not in self.secrets.signed]:
+            del self.seen_base_keys[gone]
+        self.seen_base_keys.setdefault(signed_prekey_id, set()).add(base_key)
 
     def _candidates(self, peer: PeerAddress) -> list[Session]:
         active = self.sessions.get(peer)
@@ -321,11 +348,13 @@ class Device:
             "inactive": [
                 [p.account, p.device, [x.to_dict() for x in xs]] for p, xs in sorted(self.inactive.items())
             ],
+            "identities": self.identities.to_dict(),
+            "seen_base_keys": [[i, sorted(ks)] for i, ks in sorted(self.seen_base_keys.items())],
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, rng: RNG = os.urandom) -> Device:
-        if d.get("v") != _DEVICE_STATE_VERSION:
+        if d.get("v") not in _READABLE_STATE_VERSIONS:
             raise UsageError(f"unknown device state version {d.get('v')!r}")
         config = RatchetConfig.from_list(d["config"])
         device = cls(
@@ -350,4 +379,10 @@ class Device:
         device.inactive = {
             PeerAddress(a, n): [Session.from_dict(x, rng=rng) for x in xs] for a, n, xs in d["inactive"]
         }
+        if "identities" in d:
+            device.identities = IdentityStore.from_dict(d["identities"])
+            device.seen_base_keys = {i: set(ks) for i, ks in d["seen_base_keys"]}
+        else:  # version 1: pin what the sessions hold (the active session's key per peer)
+            for peer, session in sorted(device.sessions.items()):
+                device.identities.pin(peer, session.peer_identity)
         return device

@@ -1,0 +1,133 @@
+"""Pinned identities: a device remembers each peer device's identity key from first contact.
+
+Trust on first use, as Signal's clients do (libsignal's ``IdentityKeyStore``): the first identity
+key seen for a peer address is saved. A different key later for the same address — a bundle the
+relay hands out, or a prekey message it labels with that address — is an ``IdentityChanged``,
+never a silent replacement. What happens then is the device's policy:
+
+- ``warn`` (Signal's default, "safety number changed"): the new key is accepted and saved, and
+  the change is reported so the app can show it;
+- ``block`` (Signal's "blocking" setting, approval required): the new key is refused — no
+  session is made with it, no message from it is accepted, nothing is sent to it — until the user
+  verifies or approves it (``verify`` / ``approve``).
+
+A peer whose safety number the user has verified (``verify``) is always blocking: a key change
+undoes the verification and waits for the user, whatever the policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from clients.errors import DecryptionError
+
+__all__ = ["IDENTITY_POLICIES", "IdentityChanged", "IdentityStore", "PeerAddress", "UntrustedIdentity"]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class PeerAddress:
+    """One device of one account (re-exported by ``clients.session``)."""
+
+    account: str
+    device: int
+
+
+IDENTITY_POLICIES = ("warn", "block")
+
+
+@dataclass(frozen=True)
+class IdentityChanged:
+    """``peer`` now presents ``new`` where ``previous`` was pinned.
+
+    ``via``: ``"bundle"`` (a fetched prekey bundle) or ``"message"`` (a prekey message).
+    ``accepted``: the device took the new key (policy ``warn``); False: it refused it and waits for
+    the user. ``was_verified``: the user had verified the previous key."""
+
+    peer: PeerAddress
+    previous: bytes
+    new: bytes
+    via: str
+    accepted: bool
+    was_verified: bool
+
+
+class UntrustedIdentity(DecryptionError):
+    """A peer's identity key changed and the device's policy (or a verification) blocks it."""
+
+    def __init__(self, change: IdentityChanged) -> None:
+        Exception.__init__(
+            self, f"identity key of {change.peer.account}.{change.peer.device} changed: waiting for the user"
+        )
+        self.change = change
+
+
+class IdentityStore:
+    """The identity key pinned per peer address, whether the user verified it, and the changes seen."""
+
+    def __init__(self, policy: str = "warn") -> None:
+        if policy not in IDENTITY_POLICIES:
+            raise ValueError(f"identity policy must be one of {', '.join(IDENTITY_POLICIES)}, got {policy!r}")
+        self.policy = policy
+        self._pinned: dict[PeerAddress, bytes] = {}
+        self._verified: set[PeerAddress] = set()
+        self._changes: list[IdentityChanged] = []
+        self._reported: set[tuple[PeerAddress, bytes, bytes]] = set()  # a blocked key is reported once
+
+    def pinned(self, peer: PeerAddress) -> bytes | None:
+        return self._pinned.get(peer)
+
+    def is_verified(self, peer: PeerAddress) -> bool:
+        return peer in self._verified
+
+    def check(self, peer: PeerAddress, key: bytes, via: str) -> IdentityChanged | None:
+        """Is ``key`` trusted for ``peer``? None: first contact or the pinned key. Otherwise the
+        change, already recorded; raises ``UntrustedIdentity`` when it is blocked."""
+        known = self._pinned.get(peer)
+        if known is None or known == key:
+            return None
+        verified = peer in self._verified
+        change = IdentityChanged(peer, known, key, via, not verified and self.policy == "warn", verified)
+        if (peer, known, key) not in self._reported:
+            self._reported.add((peer, known, key))
+            self._changes.append(change)
+        if not change.accepted:
+            raise UntrustedIdentity(change)
+        return change
+
+    def pin(self, peer: PeerAddress, key: bytes) -> None:
+        """Save ``key`` for ``peer`` (after ``check`` let it through and the session authenticated)."""
+        if self._pinned.get(peer) != key:
+            self._verified.discard(peer)
+        self._pinned[peer] = key
+
+    def approve(self, peer: PeerAddress, key: bytes) -> None:
+        """The user accepts ``key`` for ``peer`` without verifying it."""
+        self.pin(peer, key)
+
+    def verify(self, peer: PeerAddress, key: bytes) -> None:
+        """The user compared safety numbers and they matched for ``key``: pinned and verified."""
+        self._pinned[peer] = key
+        self._verified.add(peer)
+
+    def take_changes(self) -> list[IdentityChanged]:
+        out, self._changes = self._changes, []
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "pinned": [
+                [p.account, p.device, k, p in self._verified] for p, k in sorted(self._pinned.items())
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> IdentityStore:
+        store = cls(d["policy"])
+        for account, device, key, verified in d["pinned"]:
+            peer = PeerAddress(account, device)
+            store._pinned[peer] = key
+            if verified:
+                store._verified.add(peer)
+        return store
