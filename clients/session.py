@@ -198,14 +198,23 @@ class Device:
         phones started a session at once, each answering the other's); the session that decrypts
         it becomes the active one. An escrow frame around the ciphertext is stripped first.
         """
+        return self._decrypt(peer, ciphertext, None)
+
+    def _decrypt(self, peer: PeerAddress, ciphertext: bytes, identity: bytes | None) -> bytes:
         initial, body = parse_ciphertext(_escrow.strip(ciphertext))
         if initial is None:
             for session in self._candidates(peer):
+                if identity is not None and session.peer_identity != identity:
+                    continue  # sealed: only a session with the certificate's identity key may decrypt it
                 waiting = session.awaiting_reply
                 try:
                     plaintext = session.ratchet.decrypt(body)
                 except DecryptionError:
                     continue
+                # an older session with another identity key than the pinned one (the key changed
+                # since) speaks again: that is a change too, reported (or refused) like any other
+                self.identities.check(peer, session.peer_identity, "message")
+                self.identities.pin(peer, session.peer_identity)
                 if waiting:
                     session.initial = None  # Alice: Bob has answered; stop attaching the X3DH header
                 self._activate(peer, session)
@@ -316,10 +325,9 @@ class Device:
         certificate, inner = sealed.open_envelope(self.secrets.identity, envelope, trust_root, now)
         peer = PeerAddress(certificate.sender, certificate.device)
         initial, _body = parse_ciphertext(inner)
-        claimed = initial.identity_key if initial is not None else self.peer_identity(peer)
-        if claimed is None or claimed != certificate.identity_key:
+        if initial is not None and initial.identity_key != certificate.identity_key:
             raise DecryptionError()
-        return peer, self.decrypt(peer, inner)
+        return peer, self._decrypt(peer, inner, certificate.identity_key)
 
     # --- state as data --------------------------------------------------------------------
 

@@ -357,6 +357,37 @@ class RelayCore:
             self.store.replace_kem_prekeys(req.account, req.device, req.kem_prekeys)
         return Registered(id=req.id, account=req.account, device=req.device)
 
+    def forge_envelope(
+        self,
+        account: str,
+        device: int,
+        body: bytes,
+        *,
+        sealed: bool,
+        source_account: str | None = None,
+        source_device: int | None = None,
+    ) -> tuple[bytes, list[Output]]:
+        """Queue an envelope no device sent, labelled as the relay likes, and push it to the recipient
+        if it is online: what a malicious (or compelled) relay can always do (the simulator's
+        ``sims.access.identity_swap``). No metadata record. Returns the envelope id and the pushes."""
+        stored = StoredEnvelope(
+            id=self.rng(ENVELOPE_ID_SIZE),
+            account=account,
+            device=device,
+            body=body,
+            timestamp=int(self.clock() * 1000),
+            sealed=sealed,
+            source_account=None if sealed else source_account,
+            source_device=None if sealed else source_device,
+        )
+        self.store.enqueue([stored])
+        address = DeviceAddress(account, device)
+        pushes: list[Output] = [
+            Push(address, target.id, Deliver(id=0, envelope=stored.to_wire()))
+            for target in self._online.get(address, {}).values()
+        ]
+        return stored.id, pushes
+
     def _load_identity(self) -> ServerIdentity:
         saved = self.store.server_identity()
         if saved is not None:

@@ -38,7 +38,8 @@ from typing import Any
 
 from clients import agent as A
 from clients.escrow import EscrowPublicKey
-from clients.session import Device
+from clients.fingerprint import safety_number
+from clients.session import Device, PeerAddress
 from relay import wire
 from relay.compliance import ComplianceDesk, Disclosure, LegalProcess
 from relay.core import ConnectionContext, Push, RelayCore, Reply
@@ -243,7 +244,12 @@ class Simulation:
         for n, spec in enumerate(sc.devices()):
             rng = _seeded(sc.seed, "device", spec.name)
             device = Device(
-                spec.person, spec.index, rng=rng.randbytes, pq=True, deterministic=self.deterministic_kem
+                spec.person,
+                spec.index,
+                rng=rng.randbytes,
+                pq=True,
+                deterministic=self.deterministic_kem,
+                identity_policy=sc.defences.identity_changes,
             )
             agent = A.DeviceAgent(
                 device,
@@ -332,6 +338,21 @@ class Simulation:
         d.registered = True
         self.added_devices[spec.name] = d
         return d
+
+    def forge_envelope(
+        self, to: tuple[str, int], body: bytes, *, sealed: bool, source: tuple[str, int] | None = None
+    ) -> bytes:
+        """The relay queues (and pushes) an envelope no device sent (``RelayCore.forge_envelope``)."""
+        envelope_id, pushes = self.relay.forge_envelope(
+            to[0],
+            to[1],
+            body,
+            sealed=sealed,
+            source_account=None if source is None else source[0],
+            source_device=None if source is None else source[1],
+        )
+        self._relay_outputs(list(pushes))
+        return envelope_id
 
     def start_device(self, name: str) -> None:
         """Bring a device added during the run online; it must already be registered."""
@@ -513,7 +534,9 @@ class Simulation:
         t = self.sched.now
         if self.interventions.on_agent_event(d, event):
             return  # a ghost device's reads
-        if isinstance(event, A.DeviceListChanged):
+        if isinstance(event, A.IdentityChanged):
+            self._identity_changed(d, event)
+        elif isinstance(event, A.DeviceListChanged):
             self.emit(
                 {
                     "t": t,
@@ -763,8 +786,51 @@ class Simulation:
             self._serve(params)
         elif kind in INTERVENTION_KINDS:
             self.interventions.on_event(index, kind, params)
+        elif kind == "verify_safety_number":
+            self._verify_safety_number(params["who"], params["whom"])
         else:
             self.emit({"t": self.sched.now, "kind": kind, **params})
+
+    def _identity_changed(self, d: SimDevice, event: A.IdentityChanged) -> None:
+        self.emit(
+            {
+                "t": self.sched.now,
+                "kind": "identity_changed",
+                "device": d.name,
+                "peer": f"{event.peer.account}/{event.peer.device}",
+                "via": event.via,
+                "accepted": event.accepted,
+                "was_verified": event.was_verified,
+            }
+        )
+
+    def _verify_safety_number(self, who: str, whom: str) -> None:
+        """``who`` and ``whom`` meet and compare safety numbers (clients.fingerprint), device by device:
+        what each of who's phones shows for each of whom's devices it knows, against what that
+        device shows for who. A match marks it verified (a later key change then always blocks)."""
+        for d in [x for x in self._every_device() if x.spec.person == who]:
+            for w in [x for x in self._every_device() if x.spec.person == whom]:
+                peer = PeerAddress(whom, w.spec.index)
+                theirs = d.agent.device.identities.pinned(peer)
+                if theirs is None:
+                    continue  # who's phone has never talked to this device: no number to compare
+                me = PeerAddress(who, d.spec.index)
+                mine = w.agent.device.identities.pinned(me) or d.agent.device.identity_key
+                shown = safety_number(who, d.agent.device.identity_key, whom, theirs)
+                other = safety_number(whom, w.agent.device.identity_key, who, mine)
+                match = shown.matches(other.code)
+                if match:
+                    d.agent.verify_identity(peer, theirs)
+                self.emit(
+                    {
+                        "t": self.sched.now,
+                        "kind": "safety_number_compared",
+                        "device": d.name,
+                        "peer": w.name,
+                        "safety_number": shown.grouped(),
+                        "match": match,
+                    }
+                )
 
     # --- legal process ----------------------------------------------------------------------------
 

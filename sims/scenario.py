@@ -138,6 +138,8 @@ EVENT_KINDS = {
     "legal_process": "legal process is served on the relay's operator (process, jurisdiction, target, from, to, name)",
     "exceptional_access": "the provider is made to change its design: key_escrow, global_key or ghost_device",
     "escrow_key_stolen": "the escrow agent's private key leaks: whoever has it opens every escrowed message",
+    "relay_swaps_identity": "a malicious relay delivers an attacker's first message to contact, labelled as victim's",
+    "verify_safety_number": "who compares safety numbers with whom in person (and marks whom verified if they match)",
 }
 EXCEPTIONAL_DEMANDS = ("key_escrow", "global_key", "ghost_device")
 PARTITION_MODES = ("drop", "hold")
@@ -947,6 +949,8 @@ def _events(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> tu
                 )
         elif kind == "escrow_key_stolen":
             r.known(params, path, [])
+        elif kind in IDENTITY_EVENT_PEOPLE:
+            _identity_event(r, kind, params, path, everyone)
         if kind in ("device_offline", "device_online", "seize_phone"):
             r.known(params, path, ["device"])
             device = r.get(params, "device", path, str)
@@ -957,6 +961,26 @@ def _events(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> tu
                 )
         out.append(Event(at, kind, params))
     return tuple(sorted(out, key=lambda e: e.at))
+
+
+IDENTITY_EVENT_PEOPLE = {
+    "relay_swaps_identity": ("victim", "contact"),
+    "verify_safety_number": ("who", "whom"),
+}
+
+
+def _identity_event(r: _Reader, kind: str, params: Mapping[str, Any], path: str, everyone: _Everyone) -> None:
+    """A relay's identity swap, or a safety-number check: two different people (and a text for a swap)."""
+    first, second = IDENTITY_EVENT_PEOPLE[kind]
+    r.known(params, path, [first, second, "text"] if kind == "relay_swaps_identity" else [first, second])
+    for key in (first, second):
+        name = r.get(params, key, path, str)
+        if not everyone.person(name):
+            raise r.fail(f"{path}.{key}", f"expected one of the people ({everyone.describe()}), got {name!r}")
+    if params[first] == params[second]:
+        raise r.fail(f"{path}.{second}", f"expected someone other than {first} {params[first]!r}")
+    if "text" in params:
+        r.get(params, "text", path, str)
 
 
 def _legal_process(
@@ -1172,6 +1196,9 @@ class DefenceSpec:
     exit_latency_ms: float = 200.0
     bundle_fetch: str = "authenticated"
     cover_per_hour: float = 0.0
+    # What a phone does when a known peer device's identity key changes (clients.identity):
+    # "warn" (Signal's default: accept, show "safety number changed") or "block" (wait for the user).
+    identity_changes: str = "warn"
 
     def changed(self) -> dict[str, object]:
         """The switches set away from their defaults."""
@@ -1253,4 +1280,5 @@ def _defences(r: _Reader, raw: object) -> DefenceSpec:
             r, t, "bundle_fetch", "defences", ("authenticated", "unauthenticated"), d.bundle_fetch
         ),
         cover_per_hour=_rate(r, t, "cover_per_hour", "defences", d.cover_per_hour),
+        identity_changes=_choice(r, t, "identity_changes", "defences", ("warn", "block"), d.identity_changes),
     )

@@ -10,6 +10,8 @@ real ciphertext with real keys — nothing here is a table of answers:
 - ``global_key.GlobalKey``: every device switched to one key the provider holds (consumer BBM).
 - ``ghost.GhostDevice``: the provider, compelled, adds a device the agency holds to an account.
 - ``seizure.DeviceSeizure``: a phone's whole protocol state copied, and run against everything.
+- ``identity_swap.RelaySwapsIdentity``: the relay delivers an attacker's first message under a
+  known address (``relay_swaps_identity``); who noticed the changed identity key, and when.
 
 ``INTERVENTIONS`` is the table from (event kind, demand) to the class that answers it; adding a
 demand is a module, a row, and its tests. ``Interventions`` is what the simulation holds: it makes
@@ -29,6 +31,7 @@ from sims.access.base import AGENCY_ADDRESS, Captured, DeviceView, Intervention,
 from sims.access.escrow import KeyEscrow
 from sims.access.ghost import GhostDevice
 from sims.access.global_key import GlobalKey
+from sims.access.identity_swap import RelaySwapsIdentity
 from sims.access.reports import ExceptionalReport, write_exceptional
 from sims.access.seizure import DeviceSeizure, analyse_seizure
 
@@ -46,6 +49,7 @@ __all__ = [
     "Interventions",
     "KeyEscrow",
     "MessageView",
+    "RelaySwapsIdentity",
     "World",
     "analyse_seizure",
     "intervention_for",
@@ -54,7 +58,9 @@ __all__ = [
 
 # (event kind, demand or None) → the class that answers it, read off each class's ``answers``.
 INTERVENTIONS: dict[tuple[str, str | None], type[Intervention]] = {
-    key: cls for cls in (KeyEscrow, GlobalKey, GhostDevice, DeviceSeizure) for key in cls.answers
+    key: cls
+    for cls in (KeyEscrow, GlobalKey, GhostDevice, DeviceSeizure, RelaySwapsIdentity)
+    for key in cls.answers
 }
 KINDS = frozenset(kind for kind, _demand in INTERVENTIONS)
 

@@ -5,7 +5,7 @@ event of its kind (``on_event``), envelopes the relay accepted (``on_accepted``)
 reported (``on_agent_event``) and the end of the run (``finish``). An intervention sees the
 simulation only as a ``World``: what it may read, and the few public methods through which it
 may change something (``mandate_escrow``, ``mandate_content_key``, ``add_device``,
-``start_device``, and the relay core's ``provision_device``). The dependency points one way:
+``start_device``, ``forge_envelope``, and the relay core's ``provision_device``). The dependency points one way:
 nothing here imports the runner.
 """
 
@@ -93,6 +93,9 @@ class World(Protocol):
     def mandate_content_key(self, key: ContentKey) -> int: ...
     def add_device(self, spec: DeviceSpec, agent: A.DeviceAgent) -> DeviceView: ...
     def start_device(self, name: str) -> None: ...
+    def forge_envelope(
+        self, to: tuple[str, int], body: bytes, *, sealed: bool, source: tuple[str, int] | None = None
+    ) -> bytes: ...
 
 
 @dataclass(frozen=True)

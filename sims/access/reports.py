@@ -18,6 +18,7 @@ __all__ = [
     "escrow_markdown",
     "ghost_markdown",
     "global_key_markdown",
+    "identity_swap_markdown",
     "seizure_markdown",
     "write_exceptional",
 ]
@@ -162,6 +163,65 @@ def ghost_markdown(data: dict[str, Any], scenario: str) -> str:
         f"{data['target']}'s own phones were not told: this simulation has no linked-device list to show "
         f"them. The ghost logs in to the relay like any phone, from {data['operated_from']}; whether that "
         "is written down depends on what the relay keeps.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def identity_swap_markdown(data: dict[str, Any], scenario: str) -> str:
+    victim, contact = data["victim"], data["contact"]
+    lines = [
+        f"# A relay swaps an identity — {scenario}",
+        "",
+        f"At **{_clock(data['swapped_at'])}** the relay delivered a first message from a device of its own, "
+        f"with a fresh identity key, to {contact}'s phone(s) ({', '.join(data['forged_to'])}), labelled as "
+        f"coming from **{victim}**"
+        + (
+            ", with a sender certificate it signed for the victim's name and the attacker's key (sealed "
+            "sender does not help: the relay is the certificate's only signer)."
+            if data["sealed_sender"]
+            else "."
+        ),
+        "",
+        f"- Policy on a changed identity key: **{data['policy']}**.",
+    ]
+    if data["notices"]:
+        lines.append(
+            f"- Noticed: **{', '.join(data['noticed_by'])}**, first at **{_clock(data['first_notice_at'])}** "
+            "(IdentityChanged: the key pinned for that address at first contact is not this one)."
+        )
+    else:
+        lines.append("- **No phone noticed** (the forgery did not reach a phone that knew the victim).")
+    for n in data["notices"]:
+        what = "accepted with a warning" if n["accepted"] else "refused until the user verifies"
+        lines.append(
+            f"  - {_clock(n['t'])}: {n['device']} — {victim}'s identity key changed (via {n['via']}); {what}"
+            + (" (the user had verified the old key)" if n["was_verified"] else "")
+        )
+    for device, o in sorted(data["outcomes"].items()):
+        shown = f"shown to the user: “{o['text']}”" if o["shown_to_user"] else "not shown (refused)"
+        lines.append(f"- The forged message on {device}: {shown}.")
+    lines.append(
+        f"- Silently accepted (shown with no notice): **{', '.join(data['silently_accepted_by']) or 'nowhere'}**."
+    )
+    rows = data["messages_to_victim_after"]
+    read = data["read_by_attacker"]
+    lines += [
+        "",
+        f"## What {contact} sent to {victim} afterwards",
+        "",
+        f"Each of {contact}'s later sends to {victim} is tried against the attacker's sessions: "
+        f"**{len(read)}** of {len(rows)} opened.",
+        "",
+    ]
+    for r in read:
+        lines.append(f"- {_clock(r['t'])}: from {r['from']}, read by the attacker: “{r['text']}”")
+    lines += [
+        "",
+        "Under `warn` the contact's phone takes the new key (as Signal's default does) and shows "
+        "“safety number changed”: the user is told, but the next messages go to the attacker until "
+        f"{victim} answers on the old session. Under `block`, or once the contact has verified {victim}'s "
+        "safety number, nothing is accepted from or sent to the new key until the user decides.",
         "",
     ]
     return "\n".join(lines)
