@@ -77,6 +77,10 @@ class IdentityStore:
     def pinned(self, peer: PeerAddress) -> bytes | None:
         return self._pinned.get(peer)
 
+    def pinned_peers(self, account: str) -> list[PeerAddress]:
+        """The devices of ``account`` this device has pinned a key for."""
+        return sorted(p for p in self._pinned if p.account == account)
+
     def is_verified(self, peer: PeerAddress) -> bool:
         return peer in self._verified
 

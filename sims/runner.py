@@ -806,19 +806,23 @@ class Simulation:
 
     def _verify_safety_number(self, who: str, whom: str) -> None:
         """``who`` and ``whom`` meet and compare safety numbers (clients.fingerprint), device by device:
-        what each of who's phones shows for each of whom's devices it knows, against what that
-        device shows for who. A match marks it verified (a later key change then always blocks)."""
+        what each of who's phones shows for each device of whom it has pinned, against what whom's
+        phone at that address shows for who. Only the phones whom holds take part (a device added
+        behind whom's back is in no one's hand: its number matches nothing). A match marks the key
+        verified (a later change then always blocks)."""
+        in_hand = {(s.person, s.index): d for s, d in ((d.spec, d) for d in self.devices.values())}
         for d in [x for x in self._every_device() if x.spec.person == who]:
-            for w in [x for x in self._every_device() if x.spec.person == whom]:
-                peer = PeerAddress(whom, w.spec.index)
-                theirs = d.agent.device.identities.pinned(peer)
-                if theirs is None:
-                    continue  # who's phone has never talked to this device: no number to compare
-                me = PeerAddress(who, d.spec.index)
-                mine = w.agent.device.identities.pinned(me) or d.agent.device.identity_key
-                shown = safety_number(who, d.agent.device.identity_key, whom, theirs)
-                other = safety_number(whom, w.agent.device.identity_key, who, mine)
-                match = shown.matches(other.code)
+            mine = d.agent.device
+            for peer in mine.identities.pinned_peers(whom):
+                theirs = mine.identities.pinned(peer)
+                assert theirs is not None
+                shown = safety_number(who, mine.identity_key, whom, theirs)
+                w = in_hand.get((whom, peer.device))
+                match = False
+                if w is not None:
+                    me = PeerAddress(who, d.spec.index)
+                    known = w.agent.device.identities.pinned(me) or mine.identity_key
+                    match = shown.matches(safety_number(whom, w.agent.device.identity_key, who, known).code)
                 if match:
                     d.agent.verify_identity(peer, theirs)
                 self.emit(
@@ -826,9 +830,10 @@ class Simulation:
                         "t": self.sched.now,
                         "kind": "safety_number_compared",
                         "device": d.name,
-                        "peer": w.name,
+                        "peer": f"{whom}/{peer.device}",
                         "safety_number": shown.grouped(),
                         "match": match,
+                        "in_hand": w is not None,
                     }
                 )
 

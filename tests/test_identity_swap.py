@@ -82,3 +82,15 @@ at = "10m"
 """
     with pytest.raises(ScenarioError, match=re.escape(message)):
         parse_scenario(text)
+
+
+def test_a_safety_number_check_after_a_ghost_was_added_matches_nothing_for_the_ghost() -> None:
+    sc = resolve_scenario("ghost-device")
+    check = Event(3 * 3600.0, "verify_safety_number", {"who": "lena", "whom": "omar"})
+    events: list[dict[str, Any]] = []
+    Simulation(replace(sc, events=(*sc.events, check)), transcript=events.append).run()
+    compared = {e["peer"]: e for e in events if e["kind"] == "safety_number_compared"}
+    assert compared["omar/1"]["match"] and compared["omar/1"]["in_hand"]
+    assert not compared["omar/2"]["match"] and not compared["omar/2"]["in_hand"]
+    # the ghost came at a new address: no pinned key changed, so no IdentityChanged
+    assert not [e for e in events if e["kind"] == "identity_changed"]

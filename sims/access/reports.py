@@ -143,7 +143,10 @@ def ghost_markdown(data: dict[str, Any], scenario: str) -> str:
     if noticed:
         lines.append(
             f"Each sender's phone saw {data['target']}'s device list grow — the notice the ghost proposal needs "
-            "suppressed, and the one a user who checks safety numbers or a key-transparency log would catch:"
+            "suppressed. Here every device has an identity key of its own, so the ghost arrives at a new "
+            "address with a new key: no pinned key changes and no phone raises IdentityChanged. A safety-number "
+            f"comparison in person (a `verify_safety_number` event) would catch it: the sender's phone shows a "
+            f"number for a device that is in none of {data['target']}'s hands, and it matches nothing:"
         )
         lines.append("")
         for c in noticed:
