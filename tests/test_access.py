@@ -32,6 +32,7 @@ from sims.access import (
     GhostDevice,
     GlobalKey,
     KeyEscrow,
+    RelaySwapsIdentity,
     intervention_for,
 )
 from sims.scenario import EXCEPTIONAL_DEMANDS
@@ -51,7 +52,8 @@ def test_the_package_exports_what_it_names_and_a_class_per_demand() -> None:
     }
     assert INTERVENTIONS[("escrow_key_stolen", None)] is KeyEscrow
     assert INTERVENTIONS[("seize_phone", None)] is DeviceSeizure
-    assert {"exceptional_access", "escrow_key_stolen", "seize_phone"} == KINDS
+    assert INTERVENTIONS[("relay_swaps_identity", None)] is RelaySwapsIdentity
+    assert {"exceptional_access", "escrow_key_stolen", "seize_phone", "relay_swaps_identity"} == KINDS
     assert intervention_for("legal_process", {}) is None
     with pytest.raises(ValueError, match="unknown exceptional-access demand 'backdoor'"):
         intervention_for("exceptional_access", {"demand": "backdoor"})
@@ -85,7 +87,14 @@ def _reaches_into(source: str, path: str) -> list[str]:
 
 def test_interventions_touch_the_world_only_through_public_methods() -> None:
     files = sorted((ROOT / "sims" / "access").glob("*.py"))
-    assert {p.name for p in files} >= {"base.py", "escrow.py", "global_key.py", "ghost.py", "seizure.py"}
+    assert {p.name for p in files} >= {
+        "base.py",
+        "escrow.py",
+        "global_key.py",
+        "ghost.py",
+        "seizure.py",
+        "identity_swap.py",
+    }
     found = [f for p in files for f in _reaches_into(p.read_text(encoding="utf-8"), p.name)]
     assert found == []
 
