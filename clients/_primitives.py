@@ -16,7 +16,7 @@ import hmac as _hmac
 from collections.abc import Callable
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM1024PrivateKey, MLKEM1024PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -29,6 +29,8 @@ __all__ = [
     "aes_cbc_decrypt",
     "aes_cbc_encrypt",
     "constant_time_equal",
+    "ed25519_public",
+    "ed25519_sign",
     "ed25519_verify",
     "hkdf_sha256",
     "hmac_sha256",
@@ -158,7 +160,18 @@ def x25519_pair_from_private(private: bytes) -> X25519Pair:
     return X25519Pair(key, private, public)
 
 
-# --- Ed25519 (verification only; XEdDSA signing lives in _xeddsa on top of this) ------------
+# --- Ed25519 (XEdDSA signing of X25519 identity keys lives in _xeddsa on top of this) ---------
+
+
+def ed25519_public(private: bytes) -> bytes:
+    """The public key of a 32-byte Ed25519 private key (RFC 8032 seed)."""
+    key = Ed25519PrivateKey.from_private_bytes(private)
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def ed25519_sign(private: bytes, message: bytes) -> bytes:
+    """RFC 8032 Ed25519 (deterministic: no randomness beyond the private key)."""
+    return Ed25519PrivateKey.from_private_bytes(private).sign(message)
 
 
 def ed25519_verify(public: bytes, message: bytes, signature: bytes) -> bool:

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 
 from clients.errors import DecryptionError
 from clients.escrow import EscrowPublicKey
+from clients.groups import VERSION as SENDER_KEY_VERSION
+from clients.groups import GroupKeys
 from clients.identity import IdentityChanged, UntrustedIdentity
 from clients.keys import BundleError, KemPreKey, OneTimePreKey, PreKeyBundle, SignedPreKey
 from clients.session import Device, PeerAddress
@@ -75,6 +77,7 @@ class Received:
     envelope_id: bytes
     relay_timestamp_ms: int
     sealed: bool
+    group: bytes | None = None  # the group's distribution id, for a sender-key message
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,8 @@ AgentEvent = (
 CONTROL = b"\x00\xfe"
 _RECEIPT_KINDS = {b"D": "delivery", b"R": "read"}
 _COVER = b"C"
+_SENDER_KEY = b"K"  # a SenderKeyDistributionMessage, over the pairwise session (clients.groups)
+MAX_GROUP_BACKLOG = 256  # group messages kept while their sender key has not arrived yet
 SIGNAL_PAD_BLOCK = 160  # libsignal-service's PushTransportDetails
 
 
@@ -187,6 +192,19 @@ class _Outgoing:
     plaintext: bytes
     sealed: bool
     attempts: int = 0
+    group: _GroupSend | None = None  # one account's part of a group message: wait for the others
+
+
+@dataclass
+class _GroupSend:
+    """A group message waiting for the device lists of its members' accounts (``DeviceAgent.send_group``)."""
+
+    ref: object
+    group_id: bytes
+    members: tuple[str, ...]
+    plaintext: bytes
+    waiting: set[str]
+    targets: tuple[str, ...] = ()  # the accounts that get the message (all members when empty)
 
 
 @dataclass
@@ -223,6 +241,8 @@ class DeviceAgent:
         self._waiting_certificate: list[_Outgoing] = []
         self.authenticated = False
         self._uploaded_one_time: set[int] = set()
+        self.groups = GroupKeys(self.device.address, self.rng)
+        self._group_backlog: list[wire.Envelope] = []
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -350,6 +370,9 @@ class DeviceAgent:
             self._request(wire.FetchBundle, context=to, account=to, delivery_token=token)
 
     def _send(self, out: _Outgoing) -> None:
+        if out.group is not None:
+            self._group_ready(out.group, out.to)
+            return
         out.attempts += 1
         devices = self._devices[out.to]
         plaintext = pad(out.plaintext, self.padding)
@@ -392,6 +415,100 @@ class DeviceAgent:
                 for d in devices
             )
             self._request(wire.Send, context=out, to=out.to, envelopes=envelopes)
+
+    # --- groups: sender keys, client-side fan-out (clients.groups) ------------------------------
+
+    def send_group(
+        self, group_id: bytes, members: Iterable[str], plaintext: bytes, ref: object = None
+    ) -> None:
+        """Send ``plaintext`` to group ``group_id`` (a 16-byte distribution id) with one sender-key
+        encryption, to every device of every account in ``members`` and to this account's own other
+        devices (their sync copy), as Signal's clients do (client-side fan-out: one ``Send`` per
+        account, every envelope carrying the same ``SenderKeyMessage``).
+
+        The device lists are fetched first where unknown; then our sender key goes, over the pairwise
+        sessions, to every device that lacks it (a new sender key first if a device that held ours is
+        no longer in the group), and then the group message. The relay's ``Send`` wants an envelope
+        for every current device of an account, so a distribution message goes to all of an account's
+        devices when any of them needs it (a repeat is ignored by the devices that have it).
+
+        Not covered yet: sealed sender for group messages, and key escrow (group messages are not
+        escrowed)."""
+        accounts = tuple(sorted(set(members) | {self.account}))
+        gs = _GroupSend(ref, group_id, accounts, plaintext, set(accounts))
+        self._group_fetch(gs)
+
+    def _group_fetch(self, gs: _GroupSend) -> None:
+        for to in sorted(gs.waiting):
+            devices = self._devices.get(to)
+            if devices is None or not all(self.device.has_session(PeerAddress(to, d)) for d in devices):
+                self._fetch(to, _Outgoing(gs.ref, to, gs.plaintext, False, group=gs))
+            else:
+                gs.waiting.discard(to)
+        if not gs.waiting:
+            self._group_dispatch(gs)
+
+    def _group_ready(self, gs: _GroupSend, to: str) -> None:
+        if gs.targets and to in gs.waiting:  # a part sent again after a stale-devices answer
+            gs.waiting.discard(to)
+            self._group_dispatch(gs)
+            return
+        if to in gs.waiting:
+            gs.waiting.discard(to)
+            if not gs.waiting:
+                self._group_dispatch(gs)
+
+    def _group_dispatch(self, gs: _GroupSend) -> None:
+        devices = {a: self._devices.get(a, ()) for a in gs.members}
+        recipients = [PeerAddress(a, d) for a, ds in devices.items() for d in ds]
+        needing = {peer.account for peer, _ in self.groups.prepare_send(gs.group_id, recipients)}
+        skdm = self.groups.distribution(gs.group_id).to_bytes()
+        control = pad(CONTROL + _SENDER_KEY + skdm, self.padding)
+        for a in sorted(needing):
+            envelopes = tuple(
+                wire.OutgoingEnvelope(device=d, body=self.device.encrypt(PeerAddress(a, d), control))
+                for d in devices[a]
+            )
+            self._request(wire.Send, context=_SENDER_KEY, to=a, envelopes=envelopes)
+        body = self.groups.encrypt(gs.group_id, pad(gs.plaintext, self.padding))
+        for a in gs.targets or gs.members:
+            if not devices[a]:
+                continue  # our own account, with no other device
+            envelopes = tuple(wire.OutgoingEnvelope(device=d, body=body) for d in devices[a])
+            part = _GroupSend(gs.ref, gs.group_id, gs.members, gs.plaintext, set(), (a,))
+            out = _Outgoing(gs.ref, a, gs.plaintext, False, attempts=1, group=part)
+            self._request(wire.Send, context=out, to=a, envelopes=envelopes)
+
+    def leave_group(self, group_id: bytes) -> None:
+        """Forget our sender key and the ones we were given for ``group_id``."""
+        self.groups.leave(group_id)
+
+    def _group_receive(self, env: wire.Envelope) -> None:
+        """A ``SenderKeyMessage``: decrypt it, or keep it until its sender's key arrives."""
+        assert env.source_account is not None and env.source_device is not None
+        sender = PeerAddress(env.source_account, env.source_device)
+        try:
+            group, plaintext = self.groups.decrypt(sender, env.body)
+            plaintext = unpad(plaintext, self.padding)
+        except DecryptionError:
+            if len(self._group_backlog) < MAX_GROUP_BACKLOG:
+                self._group_backlog.append(env)  # its distribution message may still be on its way
+            else:
+                self._events.append(Undecryptable(env.id, env.sealed))
+            return
+        self._events.append(Received(sender, plaintext, env.id, env.timestamp, env.sealed, group))
+
+    def _sender_key_arrived(self, sender: PeerAddress, skdm: bytes) -> None:
+        try:
+            self.groups.process(sender, skdm)
+        except DecryptionError:
+            return
+        waiting, self._group_backlog = self._group_backlog, []
+        for env in waiting:
+            if (env.source_account, env.source_device) == (sender.account, sender.device):
+                self._group_receive(env)
+            else:
+                self._group_backlog.append(env)
 
     def _fail(self, out: _Outgoing, code: str, message: str) -> None:
         self._events.append(Failed(out.ref, code, message))
@@ -456,6 +573,8 @@ class DeviceAgent:
         elif isinstance(frame, wire.Bundle):
             self._bundles(str(context), frame)
         elif isinstance(frame, wire.Sent):
+            if context == _SENDER_KEY:
+                return  # a sender key distribution went out
             assert isinstance(context, _Outgoing)
             self._events.append(Accepted(context.ref, context.to, tuple(frame.envelope_ids)))
         elif isinstance(frame, wire.Envelopes):
@@ -493,6 +612,9 @@ class DeviceAgent:
         if isinstance(context, _Outgoing):
             if frame.code == wire.ErrorCode.STALE_DEVICES and context.attempts < 3:
                 self._devices.pop(context.to, None)
+                if context.group is not None:  # one account's part of a group message: fetch, then again
+                    context.attempts += 1
+                    context.group.waiting = {context.to}
                 self._fetch(context.to, context)
                 return
             self._fail(context, frame.code, frame.message)
@@ -507,6 +629,8 @@ class DeviceAgent:
         changed: list[int] = []
         try:
             for b in frame.devices if self.content_key is None else ():
+                if account == self.account and b.device == self.device_id:
+                    continue  # our own bundle, in a fetch of our account for our other devices
                 peer = PeerAddress(account, b.device)
                 known = self.device.peer_identity(peer)
                 if known is not None and known != b.identity_key:
@@ -522,6 +646,8 @@ class DeviceAgent:
                 self._fail(out, "untrusted_identity", str(exc))
             return
         devices = tuple(sorted(b.device for b in frame.devices))
+        if account == self.account:
+            devices = tuple(d for d in devices if d != self.device_id)
         before = self._listed.get(account)
         if before is not None and (devices != before or changed):
             self._events.append(
@@ -551,6 +677,9 @@ class DeviceAgent:
                     if opened is None or env.source_account is None or env.source_device is None:
                         raise DecryptionError()
                     sender, plaintext = PeerAddress(env.source_account, env.source_device), opened
+                elif not env.sealed and env.body[:1] == bytes((SENDER_KEY_VERSION,)):
+                    self._group_receive(env)
+                    continue
                 elif env.sealed:
                     if self.trust_root is None:
                         raise DecryptionError()
@@ -565,7 +694,9 @@ class DeviceAgent:
                 continue
             if plaintext.startswith(CONTROL):
                 code, rest = plaintext[2:3], plaintext[3:]
-                if code in _RECEIPT_KINDS:
+                if code == _SENDER_KEY:
+                    self._sender_key_arrived(sender, rest)
+                elif code in _RECEIPT_KINDS:
                     stamps = tuple(int.from_bytes(rest[i : i + 8], "big") for i in range(0, len(rest) - 7, 8))
                     self._events.append(
                         ReceiptReceived(sender, _RECEIPT_KINDS[code], stamps, env.id, env.sealed)

@@ -29,6 +29,7 @@ scenario and seed give byte-identical outputs.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -66,6 +67,12 @@ SIM_KEM_PREKEY_BATCH = 2
 REDELIVERY_DELAY = 30.0  # a lost push is fetched again this long after (the app's next receive)
 
 TranscriptSink = Callable[[dict[str, Any]], None]
+GROUP_PREFIX = "group:"  # a group message's PlannedMessage.recipient: "group:<name>"
+
+
+def group_distribution_id(name: str) -> bytes:
+    """A group's 16-byte distribution id (clients.groups), derived from its name so runs repeat."""
+    return hashlib.sha256(b"relaysim group " + name.encode()).digest()[:16]
 
 
 @dataclass
@@ -202,6 +209,7 @@ class Simulation:
         self.links: dict[int, Link] = {}
         self.by_address: dict[tuple[str, int], SimDevice] = {}
         self.messages: dict[int, MessageState] = {}
+        self._group_sends: dict[int, tuple[bytes, tuple[str, ...]]] = {}  # message id → (group id, members)
         self.envelope_message: dict[bytes, int] = {}
         self.last_delivery: dict[bytes, dict[str, Any]] = {}
         self.record_counts: dict[str, int] = {}
@@ -293,10 +301,34 @@ class Simulation:
                 if d.spec.index == 1:
                     self.sched.at(self._cover_gap(), self._cover, d)
         device_names = {p.name: tuple(d.name for d in p.devices) for p in sc.people}
-        for m in plan_messages(sc, self.graph):
+        planned = plan_messages(sc, self.graph)
+        for m in planned:
             recipients = device_names[m.recipient]
             self.messages[m.id] = MessageState(m, recipients)
             self.sched.at(m.at, self._app_send, m)
+        self._schedule_groups(len(planned), device_names)
+
+    def _schedule_groups(self, last_id: int, device_names: dict[str, tuple[str, ...]]) -> None:
+        """[[groups]]: each group message is planned like any other (ids after the 1:1 messages); its
+        recipients are every device of every member when it is written, the sender's own other devices
+        included (their sync copy). A member who leaves forgets the group's sender keys."""
+        next_id = last_id
+        for g in self.scenario.groups:
+            gid = group_distribution_id(g.name)
+            for c in g.timeline:
+                if c.kind == "leave":
+                    for d in [d for d in self.devices.values() if d.spec.person == c.person]:
+                        self.sched.at(c.at, d.agent.leave_group, gid)
+                    continue
+                if c.kind != "message":
+                    continue
+                next_id += 1
+                m = PlannedMessage(next_id, c.at, c.person, f"{GROUP_PREFIX}{g.name}", c.text)
+                members = g.members_at(c.at)
+                recipients = tuple(n for a in members for n in device_names[a] if n != f"{c.person}/1")
+                self.messages[m.id] = MessageState(m, recipients)
+                self._group_sends[m.id] = (gid, members)
+                self.sched.at(m.at, self._app_send, m)
 
     # --- what interventions may do (sims.access) ---------------------------------------------------
 
@@ -760,6 +792,23 @@ class Simulation:
             d.pending_app.append(m)  # the app keeps it until the phone is back online
             return
         state.sent_at = self.sched.now
+        group = self._group_sends.get(m.id)
+        if group is not None:
+            if self.transcribing:
+                self.emit(
+                    {
+                        "t": self.sched.now,
+                        "kind": "group_message_sent",
+                        "message": m.id,
+                        "from": d.name,
+                        "group": m.recipient[len(GROUP_PREFIX) :],
+                        "members": list(group[1]),
+                        "plaintext": m.text,
+                    }
+                )
+            d.agent.send_group(group[0], group[1], m.text.encode(), ref=m.id)
+            self._flush(d)
+            return
         if self.transcribing:
             self.emit(
                 {
@@ -960,7 +1009,7 @@ class Simulation:
                 m.planned.text,
             )
             for m in (self.messages[k] for k in sorted(self.messages))
-            if m.accepted_at is not None
+            if m.accepted_at is not None and m.planned.id not in self._group_sends  # 1:1 messages only
         )
         regions: dict[str, set[str]] = {}
         for d in self.scenario.devices():

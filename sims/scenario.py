@@ -287,6 +287,7 @@ class Scenario:
     counterfactual: bool = False
     traffic: TrafficSpec = field(default_factory=lambda: TrafficSpec())  # [traffic]: how people behave
     defences: DefenceSpec = field(default_factory=lambda: DefenceSpec())  # [defences]: one design choice each
+    groups: tuple[GroupSpec, ...] = ()  # [[groups]]: group chats (sender keys), see _groups
 
     def devices(self) -> list[DeviceSpec]:
         return [d for p in self.people for d in p.devices]
@@ -414,6 +415,7 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
             "events",
             "traffic",
             "defences",
+            "groups",
         ],
     )
 
@@ -466,6 +468,7 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
         start=start,
         traffic=_traffic(r, data.get("traffic", {})),
         defences=_defences(r, data.get("defences", {})),
+        groups=_groups(r, data.get("groups", []), names, duration),
     )
 
 
@@ -1282,3 +1285,134 @@ def _defences(r: _Reader, raw: object) -> DefenceSpec:
         cover_per_hour=_rate(r, t, "cover_per_hour", "defences", d.cover_per_hour),
         identity_changes=_choice(r, t, "identity_changes", "defences", ("warn", "block"), d.identity_changes),
     )
+
+
+# --- group chats ([[groups]]) --------------------------------------------------------------------
+#
+#     [[groups]]
+#     name = "book-club"
+#     members = ["alice", "bob", "carol"]      # at the start
+#     admins = ["alice"]                       # members who may add people (a join names its admin with "by")
+#     timeline = [
+#       { at = "1m", from = "alice", text = "hello all" },
+#       { at = "5m", leave = "carol" },
+#       { at = "6m", join = "dave", by = "alice" },
+#     ]
+
+
+@dataclass(frozen=True)
+class GroupChange:
+    at: float
+    kind: str  # "message", "join" or "leave"
+    person: str  # who sends, joins or leaves
+    text: str = ""
+    by: str | None = None  # the admin who added a joining member
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    name: str
+    members: tuple[str, ...]  # at the start
+    admins: tuple[str, ...]
+    timeline: tuple[GroupChange, ...] = ()  # in time order
+
+    def members_at(self, t: float) -> tuple[str, ...]:
+        """The members after every join and leave at or before ``t``."""
+        members = set(self.members)
+        for c in self.timeline:
+            if c.at > t:
+                break
+            if c.kind == "join":
+                members.add(c.person)
+            elif c.kind == "leave":
+                members.discard(c.person)
+        return tuple(sorted(members))
+
+
+def _people_list(r: _Reader, t: Mapping[str, Any], key: str, path: str, names: set[str]) -> tuple[str, ...]:
+    value = r.get(t, key, path, list, [])
+    for i, who in enumerate(value):
+        if not isinstance(who, str) or who not in names:
+            raise r.fail(
+                f"{path}.{key}[{i}]",
+                f"expected one of the people ({', '.join(sorted(names))}), got {_show(who)}",
+            )
+    if len(set(value)) != len(value):
+        raise r.fail(f"{path}.{key}", f"names someone twice: {_show(value)}")
+    return tuple(value)
+
+
+def _groups(r: _Reader, raw: object, names: set[str], duration: float) -> tuple[GroupSpec, ...]:
+    if not isinstance(raw, list):
+        raise r.fail("groups", f"expected an array of tables ([[groups]]), got {_show(raw)}")
+    out: list[GroupSpec] = []
+    for i, item in enumerate(raw):
+        path = f"groups[{i}]"
+        t = r.table(item, path)
+        r.known(t, path, ["name", "members", "admins", "timeline"])
+        name = r.get(t, "name", path, str)
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,80}", name):
+            raise r.fail(f"{path}.name", f"expected letters, digits, '_', '.' or '-', got {name!r}")
+        if any(g.name == name for g in out):
+            raise r.fail(f"{path}.name", f"a second group named {name!r}")
+        members = _people_list(r, t, "members", path, names)
+        if not members:
+            raise r.fail(f"{path}.members", "expected at least one member")
+        admins = _people_list(r, t, "admins", path, names)
+        for j, a in enumerate(admins):
+            if a not in members:
+                raise r.fail(f"{path}.admins[{j}]", f"{a!r} is an admin but not one of the members")
+        current = set(members)
+        changes = []
+        last = 0.0
+        for j, c in enumerate(r.get(t, "timeline", path, list, [])):
+            cpath = f"{path}.timeline[{j}]"
+            ct = r.table(c, cpath)
+            r.known(ct, cpath, ["at", "from", "text", "join", "leave", "by"])
+            at = r.duration(ct, "at", cpath)
+            if not last <= at < duration:
+                raise r.fail(
+                    f"{cpath}.at",
+                    f"expected a time from {last:g} s (the entry before) to the end of the scenario "
+                    f"({duration:g} s), got {at:g} s",
+                )
+            last = at
+            kinds = [k for k in ("from", "join", "leave") if k in ct]
+            if len(kinds) != 1:
+                raise r.fail(cpath, 'expected exactly one of "from" (with "text"), "join" or "leave"')
+            key = kinds[0]
+            who = r.get(ct, key, cpath, str)
+            if who not in names:
+                raise r.fail(
+                    f"{cpath}.{key}", f"expected one of the people ({', '.join(sorted(names))}), got {who!r}"
+                )
+            if key == "from":
+                if who not in current:
+                    raise r.fail(f"{cpath}.from", f"{who!r} is not a member of {name!r} at {at:g} s")
+                if "by" in ct:
+                    raise r.fail(f"{cpath}.by", '"by" goes with "join"')
+                changes.append(GroupChange(at, "message", who, r.get(ct, "text", cpath, str)))
+                continue
+            if "text" in ct:
+                raise r.fail(f"{cpath}.text", '"text" goes with "from"')
+            if key == "join":
+                if who in current:
+                    raise r.fail(f"{cpath}.join", f"{who!r} is already a member of {name!r} at {at:g} s")
+                by = r.get(ct, "by", cpath, str, None)
+                if admins and (by is None or by not in admins or by not in current):
+                    raise r.fail(
+                        f"{cpath}.by",
+                        f"only a current admin adds members to {name!r}: expected one of "
+                        f"{sorted(set(admins) & current)}, got {by!r}",
+                    )
+                current.add(who)
+                changes.append(GroupChange(at, "join", who, by=by))
+            else:
+                if who not in current:
+                    raise r.fail(f"{cpath}.leave", f"{who!r} is not a member of {name!r} at {at:g} s")
+                if "by" in ct:
+                    raise r.fail(f"{cpath}.by", '"by" goes with "join"')
+                current.discard(who)
+                changes.append(GroupChange(at, "leave", who))
+        out.append(GroupSpec(name, members, admins, tuple(changes)))
+    return tuple(out)
