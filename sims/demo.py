@@ -10,11 +10,12 @@ phone decrypted.
 from __future__ import annotations
 
 import random
-import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from clients.session import Device, parse_ciphertext
+from sims.term import render as render_text
+from sims.term import table
 
 __all__ = ["DemoStep", "run_demo"]
 
@@ -74,36 +75,37 @@ def run_demo(seed: int = 2015) -> list[DemoStep]:
     return list(_conversation(seed))
 
 
-def _preview(data: bytes, width: int) -> str:
-    text = data.hex()
-    return text if len(text) <= width else text[: width - 1] + "…"
+PREVIEW_BYTES = 24  # of each message's bytes shown, in groups of four
 
 
-def render(steps: list[DemoStep], width: int = 100) -> str:
-    col = 30
-    wire_w = max(20, width - 2 * col - 6)
-    lines = [
+def _preview(data: bytes) -> str:
+    """The first bytes in hex, four to a group (so a narrow column wraps between groups)."""
+    head = data[:PREVIEW_BYTES].hex()
+    groups = " ".join(head[i : i + 8] for i in range(0, len(head), 8))
+    return groups + (" …" if len(data) > PREVIEW_BYTES else "")
+
+
+def render(steps: list[DemoStep], width: int | None = None, color: bool = False) -> str:
+    rows = []
+    for s in steps:
+        tag = "prekey msg" if s.prekey_message else "message"
+        rows.append(
+            (
+                f"{s.sender}: {s.sent}",
+                f"{tag}, {len(s.wire)} B: {_preview(s.wire[1:])}",
+                f"{s.receiver}: {s.received}" + (" (arrived late)" if s.late else ""),
+            )
+        )
+    return render_text(
         "relaysim demo — two phones, PQXDH (X25519 + ML-KEM-1024), then the Double Ratchet.",
-        "Left: what the sending phone shows. Middle: the bytes on the network (all the relay ever gets).",
+        "Left: what the sending phone shows. Middle: the bytes on the network (all the relay ever gets). "
         "Right: what the receiving phone decrypted.",
         "",
-        f"{'sender sees':<{col}} | {'on the wire':<{wire_w}} | receiver sees",
-        f"{'-' * col}-+-{'-' * wire_w}-+-{'-' * col}",
-    ]
-    for s in steps:
-        left = textwrap.wrap(f"{s.sender}: {s.sent}", col)
-        tag = "prekey msg" if s.prekey_message else "message"
-        wire = [f"{tag}, {len(s.wire)} B: {_preview(s.wire[1:], wire_w - len(tag) - 12)}"[:wire_w]]
-        right = textwrap.wrap(f"{s.receiver}: {s.received}" + (" (arrived late)" if s.late else ""), col)
-        for i in range(max(len(left), len(right))):
-            a = left[i] if i < len(left) else ""
-            w = wire[i] if i < len(wire) else ""
-            b = right[i] if i < len(right) else ""
-            lines.append(f"{a:<{col}} | {w:<{wire_w}} | {b}".rstrip())
-    lines += [
+        table(["sender sees", "on the wire", "receiver sees"], rows, ratios=(3, 4, 3)),
         "",
-        "The first messages carry PQXDH's header (the ephemeral key and an ML-KEM-1024 ciphertext, hence",
-        "their size) until Bob answers. The late message still opens: its key was kept as a skipped key.",
+        "The first messages carry PQXDH's header (the ephemeral key and an ML-KEM-1024 ciphertext, hence "
+        "their size) until Bob answers. The late message still opens: its key was kept as a skipped key. "
         "No plaintext appears in any of the bytes in the middle column.",
-    ]
-    return "\n".join(lines)
+        width=width,
+        color=color,
+    )
