@@ -168,6 +168,11 @@ def _demo(args: argparse.Namespace) -> int:
     else:
         print(render_demo(out, width=args.width, color=use_color()))
     _say_report(out, args.report)
+    if not scenario.matrix:  # the last word: an inference from the metadata alone (sims.analysis)
+        from sims.demo import render_inference
+
+        run = out / scenario.compare_profiles[0] if scenario.compare_profiles else out
+        print(render_inference(run, width=args.width, color=use_color()))
     return 0
 
 

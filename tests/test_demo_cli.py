@@ -115,3 +115,29 @@ def test_show_on_a_multi_profile_run_names_its_runs(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "sims.cli", "show", str(out)], capture_output=True, text=True)
     assert res.returncode == 2
     assert f"relaysim show {out / 'bbm-consumer'}" in res.stderr and "bes" in res.stderr
+
+
+def test_demo_ends_with_an_inference_from_the_metadata_alone(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Issue #11 item 6: the demo's last word is what BlackBerry's BES records give away without one
+    word: the whole contact graph (pairs no order named too), the target's circle, message lengths."""
+    from sims.scenario import resolve_scenario
+
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--width", "100"]) == 0
+    out = capsys.readouterr().out
+    tail = " ".join(joined_rows(out.split("WHAT THE METADATA ALONE GIVES AWAY")[1]))
+    tail = " ".join(tail.split())
+    sc = resolve_scenario("pakistan-2015")
+    pairs = {frozenset(c.between) for c in sc.conversations}
+    targets = {e.params.get("target") for e in sc.events} - {None}
+    assert targets == {"saima"}
+    unnamed = [" and ".join(sorted(p)) for p in pairs if not p & targets]
+    assert unnamed == ["ayesha and hina"]
+    circle = sorted(x for p in pairs if "saima" in p for x in p if x != "saima")
+    assert f"{len(pairs)} of {len(pairs)} true pairs (precision 1.00, recall 1.00)" in tail
+    assert f"including {unnamed[0]}, whom no order named" in tail
+    assert f"saima's whole circle: {len(circle)} of {len(circle)} contacts ({', '.join(circle)})" in tail
+    n = sum(len(c.messages) for c in sc.conversations)
+    assert f"correlation 1.00 over {n} envelopes" in tail
+    assert "BlackBerry Enterprise Server" in out.split("WHAT THE METADATA ALONE GIVES AWAY")[1]
