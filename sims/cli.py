@@ -144,10 +144,12 @@ EPILOG = """examples:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from sims.term import use_color
+
     if args.wire:
         from sims.demo import render, run_demo
 
-        print(render(run_demo(args.seed), width=args.width))
+        print(render(run_demo(args.seed), width=args.width, color=use_color()))
         return 0
     from sims.report import render_demo
 
@@ -158,12 +160,19 @@ def _demo(args: argparse.Namespace) -> int:
     if scenario.compare_profiles:  # one run per profile: the phones, then each operator's answer
         from sims.report import render_demo_comparison
 
-        print(render_demo_comparison(out, list(scenario.compare_profiles), width=args.width))
+        print(
+            render_demo_comparison(out, list(scenario.compare_profiles), width=args.width, color=use_color())
+        )
     elif scenario.matrix:
         _report_multi(scenario.name, summary, out)
     else:
-        print(render_demo(out, width=args.width))
+        print(render_demo(out, width=args.width, color=use_color()))
     _say_report(out, args.report)
+    if not scenario.matrix:  # the last word: an inference from the metadata alone (sims.analysis)
+        from sims.demo import render_inference
+
+        run = out / scenario.compare_profiles[0] if scenario.compare_profiles else out
+        print(render_inference(run, width=args.width, color=use_color()))
     return 0
 
 
@@ -217,14 +226,13 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_live(scenario, out, time_scale=args.time_scale)
     started = time.monotonic()
-    progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
-    try:
-        _result, summary = _run_to_dir(scenario, out, progress=progress)
-    finally:
-        progress.done()
+    from sims.progress import progress_bar
+
+    with progress_bar("simulating", scenario.duration, enabled=False if args.quiet else None) as bar:
+        _result, summary = _run_to_dir(scenario, out, progress=bar.sim_time)
     if scenario.matrix or scenario.compare_profiles:
-        _report_multi(scenario.name, summary, out, time.monotonic() - started)
         _say_report(out, args.report)
+        _report_multi(scenario.name, summary, out, time.monotonic() - started)
         return 0
     m = summary["messages"]
     lat = summary["latency_s"]
@@ -240,7 +248,19 @@ def _run(args: argparse.Namespace) -> int:
         f"wrote {out}/transcript.jsonl, relay.db, summary.json, summary.md — see it with: relaysim show {out}"
     )
     _say_report(out, args.report)
+    _say_orders(summary, out)
     return 0
+
+
+def _say_orders(summary: dict[str, Any], out: Path, profile: str = "") -> None:
+    """One line per legal order served in the run: what came back, and where the disclosure is."""
+    from sims.report import order_outcome
+
+    for o in summary.get("disclosures") or []:
+        print(
+            f"legal order {o['name']} ({o['process']}{', ' + profile if profile else ''}): "
+            f"{order_outcome(o)} — {out}/disclosures/{o['name']}.md"
+        )
 
 
 def _report_multi(name: str, summary: dict[str, Any], out: Path, seconds: float | None = None) -> int:
@@ -256,40 +276,18 @@ def _report_multi(name: str, summary: dict[str, Any], out: Path, seconds: float 
             f"{took}. Wrote {out}/matrix.json and {out}/matrix.md, and each run in {out}/<profile>/."
         )
         return 0
-    from sims.report import render_comparison_terminal
-
-    print(render_comparison_terminal(summary))
-    print()
     print(
         f"{name}: the same people under {', '.join(summary['compare_profiles'])}{took}. "
         f"Wrote {out}/comparison.md (side by side) and each run in {out}/<profile>/."
     )
+    for profile, s in summary["profiles"].items():
+        _say_orders(s, out / profile, profile)
     return 0
-
-
-class _Progress:
-    """A one-line progress bar on stderr (only on a terminal)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.shown = False
-
-    def __call__(self, t: float, end: float) -> None:
-        if not self.enabled:
-            return
-        frac = t / end if end else 1.0
-        bar = "#" * int(frac * 30)
-        sys.stderr.write(f"\r  simulating [{bar:<30}] {frac:4.0%}  t = {t / 3600:.2f} h")
-        sys.stderr.flush()
-        self.shown = True
-
-    def done(self) -> None:
-        if self.shown:
-            sys.stderr.write("\n")
 
 
 def _show(args: argparse.Namespace) -> int:
     from sims.report import RunFolderError, render_show
+    from sims.term import use_color
 
     out = Path(args.dir)
     runs = sorted(p.parent.name for p in out.glob("*/transcript.jsonl"))
@@ -302,7 +300,7 @@ def _show(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        print(render_show(out, limit=args.limit, width=args.width))
+        print(render_show(out, limit=None if args.all else args.limit, width=args.width, color=use_color()))
     except RunFolderError as exc:
         raise CliError(str(exc)) from None
     return 0
@@ -598,7 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=2015, help="with --wire: seed for the phones' keys (default: 2015)"
     )
     demo.add_argument(
-        "--width", type=_columns, default=160, help="width in columns, at least 40 (default: 160)"
+        "--width", type=_columns, help="width in columns, at least 40 (default: the terminal's, or COLUMNS)"
     )
 
     scen = sub.add_parser(
@@ -668,9 +666,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     show.add_argument("dir", metavar="DIR", help="the --out directory of a run")
-    show.add_argument("--limit", type=_rows, default=24, help="how many rows to show (default: 24)")
     show.add_argument(
-        "--width", type=_columns, default=150, help="total width in columns, at least 40 (default: 150)"
+        "--limit", type=_rows, default=24, help="how many rows to show (default: 24; the rest are counted)"
+    )
+    show.add_argument("--all", action="store_true", help="show every row of the run (overrides --limit)")
+    show.add_argument(
+        "--width",
+        type=_columns,
+        help="total width in columns, at least 40 (default: the terminal's, or COLUMNS)",
     )
 
     bench = sub.add_parser(

@@ -10,11 +10,13 @@ phone decrypted.
 from __future__ import annotations
 
 import random
-import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from clients.session import Device, parse_ciphertext
+from sims.term import render as render_text
+from sims.term import table
 
 __all__ = ["DemoStep", "run_demo"]
 
@@ -74,36 +76,129 @@ def run_demo(seed: int = 2015) -> list[DemoStep]:
     return list(_conversation(seed))
 
 
-def _preview(data: bytes, width: int) -> str:
-    text = data.hex()
-    return text if len(text) <= width else text[: width - 1] + "…"
+PREVIEW_BYTES = 24  # of each message's bytes shown, in groups of four
 
 
-def render(steps: list[DemoStep], width: int = 100) -> str:
-    col = 30
-    wire_w = max(20, width - 2 * col - 6)
-    lines = [
+def _preview(data: bytes) -> str:
+    """The first bytes in hex, four to a group (so a narrow column wraps between groups)."""
+    head = data[:PREVIEW_BYTES].hex()
+    groups = " ".join(head[i : i + 8] for i in range(0, len(head), 8))
+    return groups + (" …" if len(data) > PREVIEW_BYTES else "")
+
+
+def render(steps: list[DemoStep], width: int | None = None, color: bool = False) -> str:
+    rows = []
+    for s in steps:
+        tag = "prekey msg" if s.prekey_message else "message"
+        rows.append(
+            (
+                f"{s.sender}: {s.sent}",
+                f"{tag}, {len(s.wire)} B: {_preview(s.wire[1:])}",
+                f"{s.receiver}: {s.received}" + (" (arrived late)" if s.late else ""),
+            )
+        )
+    return render_text(
         "relaysim demo — two phones, PQXDH (X25519 + ML-KEM-1024), then the Double Ratchet.",
-        "Left: what the sending phone shows. Middle: the bytes on the network (all the relay ever gets).",
+        "Left: what the sending phone shows. Middle: the bytes on the network (all the relay ever gets). "
         "Right: what the receiving phone decrypted.",
         "",
-        f"{'sender sees':<{col}} | {'on the wire':<{wire_w}} | receiver sees",
-        f"{'-' * col}-+-{'-' * wire_w}-+-{'-' * col}",
-    ]
-    for s in steps:
-        left = textwrap.wrap(f"{s.sender}: {s.sent}", col)
-        tag = "prekey msg" if s.prekey_message else "message"
-        wire = [f"{tag}, {len(s.wire)} B: {_preview(s.wire[1:], wire_w - len(tag) - 12)}"[:wire_w]]
-        right = textwrap.wrap(f"{s.receiver}: {s.received}" + (" (arrived late)" if s.late else ""), col)
-        for i in range(max(len(left), len(right))):
-            a = left[i] if i < len(left) else ""
-            w = wire[i] if i < len(wire) else ""
-            b = right[i] if i < len(right) else ""
-            lines.append(f"{a:<{col}} | {w:<{wire_w}} | {b}".rstrip())
-    lines += [
+        table(["sender sees", "on the wire", "receiver sees"], rows, ratios=(3, 4, 3)),
         "",
-        "The first messages carry PQXDH's header (the ephemeral key and an ML-KEM-1024 ciphertext, hence",
-        "their size) until Bob answers. The late message still opens: its key was kept as a skipped key.",
+        "The first messages carry PQXDH's header (the ephemeral key and an ML-KEM-1024 ciphertext, hence "
+        "their size) until Bob answers. The late message still opens: its key was kept as a skipped key. "
         "No plaintext appears in any of the bytes in the middle column.",
-    ]
-    return "\n".join(lines)
+        width=width,
+        color=color,
+    )
+
+
+# --- the demo's last word: what the metadata alone gives away -------------------------------------
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
+def inference_lines(run: Path, operator: str = "the operator") -> list[str]:
+    """Two to four plain sentences, with the numbers: what ``sims.analysis`` infers from what the
+    run's relay holds and from each disclosure, scored against what really happened
+    (``sims.analysis_scoring``). The inferences the audience does not expect from a relay that never
+    sees a word: the contact graph, well past the people any order named; one order's whole circle;
+    senders under sealed sender, by address; message lengths, from envelope sizes."""
+    from sims.analysis.run import analyze_run
+    from sims.analysis_scoring import read_truth, score_analysis
+
+    truth = read_truth(run / "transcript.jsonl")
+    analyses = analyze_run(run)
+    relay = analyses["relay"]
+    sc = score_analysis(relay, truth)
+    lines = []
+    att = sc["attribution"]
+    if att["sealed_records"]:
+        lines.append(
+            f"The relay never saw a sender's name, yet by matching network addresses an analyst attributed "
+            f"{att['attributed']} of {att['sealed_records']} sealed envelopes to a sender, {att['correct']} "
+            f"of them correctly (precision {_pct(att['precision'])}, recall {_pct(att['recall'])})."
+        )
+    g = sc["contact_graph"]
+    targets = {a.target for name, a in analyses.items() if name != "relay" and a.target}
+    unnamed = sorted(
+        " and ".join(sorted(p)) for p in relay.graph.strong() & truth.pairs() if not p & targets and targets
+    )
+    if g["correct"]:
+        lines.append(
+            f"Without reading a single message, {operator}'s own records rebuild who talks to whom: "
+            f"{g['correct']} of {g['true_pairs']} true pairs (precision {_pct(g['precision'])}, recall "
+            f"{_pct(g['recall'])})"
+            + (f", including {'; '.join(unnamed)}, whom no order named." if unnamed else ".")
+        )
+    else:
+        lines.append(
+            f"{operator}'s records rebuild none of the {g['true_pairs']} pairs who talked: it keeps too little."
+        )
+    for name, a in analyses.items():
+        if name == "relay" or not a.target:
+            continue
+        found = {x for pair in a.graph.strong() if a.target in pair for x in pair if x != a.target}
+        true = truth.contacts(a.target)
+        if found and true:
+            lines.append(
+                f"The order {name} alone gives {a.target}'s whole circle: {len(found & true)} of {len(true)} "
+                f"contacts ({', '.join(sorted(found & true))})"
+                + (f", and {len(found - true)} wrong" if found - true else "")
+                + "."
+            )
+            break
+    corr = sc["sizes"]["size_vs_plaintext_length_correlation"]
+    if corr is not None and corr >= 0.9:
+        lines.append(
+            f"Unpadded, each envelope's size follows the length of the message inside (correlation "
+            f"{corr:.2f} over {relay.sizes.to_json()['envelopes_with_size']} envelopes): the relay knows "
+            "which message is the long one."
+        )
+    return lines[:4]
+
+
+def render_inference(run: Path, *, width: int | None = None, color: bool = False) -> str:
+    """:func:`inference_lines` for the end of ``relaysim demo``, under a heading naming the relay."""
+    import json
+
+    from rich.table import Table
+
+    from relay.profiles import get_profile
+
+    provider = json.loads((run / "provider.json").read_text(encoding="utf-8"))
+    title = get_profile(provider["profile"]).title
+    g = Table.grid(padding=(0, 1, 0, 0))
+    g.add_column(no_wrap=True)
+    g.add_column(overflow="fold")
+    for line in inference_lines(run, "the operator"):
+        g.add_row("-", line)
+    return render_text(
+        "",
+        f"WHAT THE METADATA ALONE GIVES AWAY: {title}, its records analysed (sims.analysis) and scored "
+        "against what happened",
+        g,
+        width=width,
+        color=color,
+    )

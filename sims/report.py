@@ -39,11 +39,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from rich.table import Table
+from rich.text import Text
+
 from relay.compliance import Disclosure
 from relay.legal import REASON_LABELS
 from sims.access.reports import write_exceptional
 from sims.runner import SIM_EPOCH, Simulation, SimulationResult
 from sims.scenario import Scenario
+from sims.term import render, table
 from sims.traffic import expand_population
 from sims.util import clock
 
@@ -53,15 +57,18 @@ __all__ = [
     "OutputDirError",
     "RunFolderError",
     "disclosure_json",
+    "order_outcome",
     "percentile",
     "prepare_out_dir",
     "read_run",
     "relaysim_outputs",
     "render_comparison",
-    "render_comparison_terminal",
+    "render_demo",
+    "render_demo_comparison",
     "render_show",
     "run_comparison_to_dir",
     "run_to_dir",
+    "show_rows",
     "sim_clock",
     "summarise",
     "transcript_writer",
@@ -255,7 +262,20 @@ def summary_markdown(summary: dict[str, Any], scenario: Scenario) -> str:
             if o.get("nondisclosure_order"):
                 extra += f"; with a non-disclosure order ({o['nondisclosure_order']})"
             got = ", ".join(o["provided"]) or "nothing"
-            lines.append(f"- `{o['name']}` ({o['process']}): {course}{extra}; handed over: {got}")
+            why_not = "".join(
+                f"; {label}: {', '.join(o[reason])}"
+                for reason, label in REASON_LABELS.items()
+                if o.get(reason)
+            )
+            lines.append(
+                f"- `{o['name']}` ({o['process']}): {course}{extra}; handed over: {got}{why_not} "
+                f"([disclosures/{o['name']}.md](disclosures/{o['name']}.md))"
+            )
+        lines.append("")
+    if summary.get("exceptional"):
+        lines += ["## Exceptional access (each report in exceptional/NAME.md)", ""]
+        for x in summary["exceptional"]:
+            lines.append(f"- `{x['name']}`: [exceptional/{x['name']}.md](exceptional/{x['name']}.md)")
         lines.append("")
     return "\n".join(lines)
 
@@ -462,11 +482,120 @@ def read_run(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return events, summary
 
 
-def render_show(out: Path, *, limit: int = 20, width: int = 120) -> str:
-    """Side by side: the conversation as the phones saw it, and the same minutes as the relay saw them."""
+def _quote(text: Any) -> str:
+    return f"\u201c{text}\u201d"
+
+
+SEALED = "(sealed)"  # the relay's "from" cell under sealed sender: it never learns a sender
+
+
+def _ids(ids: Any) -> str:
+    ids = list(ids or [])
+    return ", ".join(str(i) for i in ids) if ids else "none"
+
+
+def show_rows(events: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """The teaching view's rows: (time, what the phones saw, the sender the relay saw, the rest of
+    what the relay saw). Under sealed sender the relay's sender cell is :data:`SEALED`. Exceptional
+    access (ghost devices, key escrow, a global key, seized phones) has rows of its own."""
+    senders = {e["message"]: (e["from"], e["to"]) for e in events if e["kind"] == "message_sent"}
+    rows: list[tuple[str, str, str, str]] = []
+    for e in events:
+        kind = e["kind"]
+        when = _clock(e["t"])
+        phones = frm = relay = ""
+        if kind == "message_accepted":
+            recs = e["relay"]
+            r0 = recs[0] if recs else {}
+            who, to = senders.get(e["message"], ("?", r0.get("recipient_account", "?")))
+            frm = f"{r0['account']}/{r0.get('device', '?')}" if "account" in r0 else SEALED
+            size = sum(r.get("size", 0) for r in recs)
+            phones = f"{who} sent to {to}: {_quote(e['plaintext'])}"
+            relay = (
+                f"send @ {r0.get('host', '?')} to {r0.get('recipient_account', '?')} "
+                f"({len(recs)} device{'s' if len(recs) != 1 else ''}), {size} bytes of ciphertext"
+            )
+        elif kind == "message_received":
+            r = e["relay"]
+            d = r.get("delivery") or {}
+            who = senders.get(e["message"], ("?", "?"))[0]
+            phones = f"{e['device']} read, from {who}: {_quote(e['plaintext'])}"
+            frm = SEALED if r.get("sealed") else (r.get("sender_shown_by_relay") or "")
+            relay = (
+                f"delivered envelope {r['envelope_id'][:8]}… to "
+                f"{d.get('account', '?')}/{d.get('device', '?')} @ {d.get('host', '?')}"
+            )
+        elif kind in ("device_online", "device_offline"):
+            phones = relay = f"{e['device']} {'comes online' if kind == 'device_online' else 'goes offline'}"
+        elif kind == "device_moved":
+            phones = relay = f"{e['device']} moves to {e['address']}"
+        elif kind == "legal_process_served":
+            relay = f"SERVED: {e['process']} on {e['target'] or 'everyone'} ({e['name']})"
+        elif kind == "demand_withdrawn":
+            relay = f"WITHDRAWN: {e['process']} ({e['name']})"
+        elif kind == "disclosure":
+            relay = f"DISCLOSED for {e['name']}: {', '.join(e['provided']) or 'nothing'}"
+        elif kind == "message_lost":
+            phones = f"message {e['message']} lost: {e['why']}"
+        elif kind == "undecryptable":
+            phones = f"{e['device']} could not decrypt message {e['message']}"
+        elif kind == "exceptional_access":
+            demand = e["demand"]
+            if demand == "ghost_device":
+                relay = (
+                    f"GHOST DEVICE {e['ghost']} added to {e['target']}'s account by {e['registered_by']}; "
+                    f"operated from {e['operated_from']}"
+                )
+            elif demand == "key_escrow":
+                relay = f"KEY ESCROW on {e['devices']} devices: {e['what_changes']}"
+            elif demand == "global_key":
+                relay = f"GLOBAL KEY on {e['devices']} devices: {e['what_changes']}"
+            else:
+                relay = f"EXCEPTIONAL ACCESS: {demand}"
+        elif kind == "ghost_read":
+            phones = f"GHOST {e['device']} read message {e['message']}: {_quote(e['plaintext'])}"
+        elif kind == "device_list_changed":
+            added = ", ".join(f"{e['account']}/{n}" for n in e.get("added") or [])
+            phones = f"{e['device']} sees {e['account']}'s devices change" + (
+                f": {added} added" if added else ""
+            )
+            relay = f"{e['device']} fetches {e['account']}'s new device list"
+        elif kind == "escrow_key_stolen":
+            relay = (
+                f"ESCROW KEY STOLEN: {e['captured_envelopes']} captured envelopes; messages "
+                f"{_ids(e['opened_messages'])} opened"
+            )
+        elif kind == "phone_seized":
+            copied = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in (e.get("copied") or {}).items())
+            phones = f"{e['device']} SEIZED; its keys copied ({copied})"
+        else:
+            continue
+        rows.append((when, phones, frm, relay))
+    return rows
+
+
+def _exceptional_lines(events: list[dict[str, Any]], out: Path) -> list[str]:
+    """One line per exceptional-access report: what it opened, and where the report is."""
+    lines = []
+    for e in events:
+        if e["kind"] != "exceptional_report":
+            continue
+        if "ghost" in e:
+            got = f"the ghost {e['ghost']} read messages {_ids(e.get('read'))}"
+        elif "opened" in e:
+            got = f"messages opened: {_ids(e.get('opened'))}"
+        else:
+            got = "see the report"
+        lines.append(f"- {e['name']}: {got}; in full: {out}/exceptional/{e['name']}.md")
+    return lines
+
+
+def render_show(out: Path, *, limit: int | None = 20, width: int | None = None, color: bool = False) -> str:
+    """Side by side: the conversation as the phones saw it, and the same minutes as the relay saw
+    them; ``limit`` rows (None: all), saying how many it left out."""
     events, summary = read_run(out)
     try:
-        return _render_show(events, summary, limit=limit, width=width)
+        return _render_show(events, summary, out, limit=limit, width=width, color=color)
     except (KeyError, TypeError, IndexError, AttributeError) as exc:
         raise RunFolderError(
             f"{out}/transcript.jsonl holds an event this version of relaysim does not read ({exc!r} "
@@ -474,84 +603,110 @@ def render_show(out: Path, *, limit: int = 20, width: int = 120) -> str:
         ) from exc
 
 
-def _render_show(events: list[dict[str, Any]], summary: dict[str, Any], *, limit: int, width: int) -> str:
-    half = (width - 3) // 2
-    rows = [
-        f"{summary.get('scenario', '?')} — seed {summary.get('seed', '?')}",
-        "",
-        f"{'WHAT THE PHONES SAW':<{half}} | WHAT THE RELAY SAW",
-        f"{'-' * half}-+-{'-' * half}",
-    ]
-    shown = 0
-    for e in events:
-        kind = e["kind"]
-        left = right = ""
-        if kind == "message_accepted":
-            recs = e["relay"]
-            r0 = recs[0] if recs else {}
-            sender = f"{r0.get('account', '?')}/{r0.get('device', '?')}" if "account" in r0 else "(sealed)"
-            size = sum(r.get("size", 0) for r in recs)
-            left = f"{_clock(e['t'])} sent: {e['plaintext']!r}"
-            right = (
-                f"{_clock(e['t'])} send from {sender} @ {r0.get('host', '?')} to "
-                f"{r0.get('recipient_account', '?')} ({len(recs)} device(s)), {size} bytes of ciphertext"
-            )
-        elif kind == "message_received":
-            left = f"{_clock(e['t'])} {e['device']} read: {e['plaintext']!r}"
-            d = e["relay"].get("delivery") or {}
-            right = (
-                f"{_clock(e['t'])} delivered envelope {e['relay']['envelope_id'][:8]}… to "
-                f"{d.get('account', '?')}/{d.get('device', '?')} @ {d.get('host', '?')}"
-            )
-        elif kind in ("device_online", "device_offline"):
-            left = right = (
-                f"{_clock(e['t'])} {e['device']} {'comes online' if kind == 'device_online' else 'goes offline'}"
-            )
-        elif kind == "legal_process_served":
-            right = f"{_clock(e['t'])} SERVED: {e['process']} on {e['target'] or 'everyone'} ({e['name']})"
-        elif kind == "disclosure":
-            right = f"{_clock(e['t'])} DISCLOSED for {e['name']}: {', '.join(e['provided']) or 'nothing'}"
-        elif kind == "message_lost":
-            left = f"{_clock(e['t'])} message {e['message']} lost: {e['why']}"
-        else:
-            continue
-        rows.append(f"{left[:half]:<{half}} | {right[:half]}")
-        shown += 1
-        if shown >= limit:
-            break
-    rows += [
-        "",
-        "The left column exists only on the phones. The right column is everything the relay could",
-        "hand over: who, when, from which address, how many bytes — and no words.",
-    ]
-    return "\n".join(rows)
+_LOUD = ("SERVED", "DISCLOSED", "WITHDRAWN", "GHOST", "KEY ESCROW", "GLOBAL KEY", "ESCROW KEY")
 
 
-def render_demo(out: Path, *, width: int = 140) -> str:
+def _styled(row: tuple[str, str, str, str]) -> tuple[Text, ...]:
+    """Colour for a terminal (nothing shows it when colour is off): the state's access stands out."""
+    when, phones, frm, relay = row
+    return (
+        Text(when, style="dim"),
+        Text(phones, style="bold red" if phones.startswith("GHOST") or " SEIZED" in phones else ""),
+        Text(frm, style="italic cyan" if frm == SEALED else ""),
+        Text(relay, style="bold yellow" if relay.startswith(_LOUD) else ""),
+    )
+
+
+def _render_show(
+    events: list[dict[str, Any]],
+    summary: dict[str, Any],
+    out: Path,
+    *,
+    limit: int | None,
+    width: int | None,
+    color: bool,
+) -> str:
+    rows = show_rows(events)
+    shown = rows if limit is None else rows[:limit]
+    left_out = len(rows) - len(shown)
+    grid = table(
+        ["time", "WHAT THE PHONES SAW", "FROM (relay)", "WHAT THE RELAY SAW"],
+        [_styled(r) for r in shown],
+        ratios=(0, 5, 0, 5),
+    )
+    head = f"{summary.get('scenario', '?')} — seed {summary.get('seed', '?')}"
+    tail = [
+        "",
+        "The phones' column exists only on the phones. The relay's columns are everything the relay could "
+        "hand over: who, when, from which address, how many bytes — and no words. Under sealed sender its "
+        f"FROM cell is {SEALED}: it never learns who sent a message.",
+    ]
+    if left_out:
+        tail.insert(
+            0,
+            f"… {left_out} more row{'s' if left_out != 1 else ''} not shown (of {len(rows)}): "
+            f"relaysim show {out} --all",
+        )
+    exceptional = _exceptional_lines(events, out)
+    if exceptional:
+        tail += ["", "EXCEPTIONAL ACCESS", *exceptional]
+    return render(head, "", grid, *tail, width=width, color=color)
+
+
+def _grid(rows: list[tuple[str, str]], indent: int = 0) -> Table:
+    """Two columns without rules, the second wrapping under itself (a hanging indent), never mid-word."""
+    g = Table.grid(padding=(0, 1, 0, 0), pad_edge=False)
+    if indent:
+        g.add_column(width=indent - 1, no_wrap=True)
+    g.add_column(no_wrap=True)
+    g.add_column(overflow="fold")
+    for label, value in rows:
+        g.add_row(*([""] if indent else []), label, value)
+    return g
+
+
+def order_outcome(o: dict[str, Any]) -> str:
+    """What one legal order produced, in one line (an entry of ``summary["disclosures"]``)."""
+    course = " then ".join(o.get("history") or [o["response"]]).replace("withdrawn", "demand withdrawn")
+    parts = [course]
+    if o.get("no_such_account"):
+        parts.append("no such account")
+    parts.append(f"handed over: {', '.join(o['provided']) or 'nothing'}")
+    for reason, label in REASON_LABELS.items():
+        if o.get(reason):
+            parts.append(f"{label}: {', '.join(o[reason])}")
+    return "; ".join(parts)
+
+
+def render_demo(out: Path, *, width: int | None = None, color: bool = False) -> str:
     """The teaching view, then what each legal process served in the run obtained."""
-    parts = [render_show(out, limit=40, width=width)]
+    parts: list[Any] = [render_show(out, limit=40, width=width, color=color)]
     _events, summary = read_run(out)
     orders = summary.get("disclosures") or []
     if orders:
         parts += ["", "LEGAL PROCESS SERVED ON THE RELAY'S OPERATOR", ""]
         for o in orders:
-            parts.append(f"- {o['name']} ({o['process']})")
-            parts.append(f"    handed over:            {', '.join(o['provided']) or 'nothing'}")
-            for reason, label in REASON_LABELS.items():
-                parts.append(f"    {label + ':':<30}{', '.join(o[reason]) or 'nothing'}")
+            rows = [("handed over:", ", ".join(o["provided"]) or "nothing")]
+            rows += [
+                (label + ":", ", ".join(o[reason]) or "nothing") for reason, label in REASON_LABELS.items()
+            ]
             sc = o.get("score") or {}
             if sc:
-                parts.append(
-                    f"    against the truth: {sc['contacts']['revealed']}/{sc['contacts']['true']} contacts, "
-                    f"{sc['message_times']['revealed']}/{sc['message_times']['true']} message times, "
-                    f"{sc['plaintext']['revealed']} message texts revealed"
+                rows.append(
+                    (
+                        "against the truth:",
+                        f"{sc['contacts']['revealed']}/{sc['contacts']['true']} contacts, "
+                        f"{sc['message_times']['revealed']}/{sc['message_times']['true']} message times, "
+                        f"{sc['plaintext']['revealed']} message texts revealed",
+                    )
                 )
+            parts += [f"- {o['name']} ({o['process']})", _grid(rows, indent=4)]
         parts += ["", f"Full disclosures: {out}/disclosures/*.md"]
     parts += [
         "",
         f"Everything is in {out}/ (transcript.jsonl, relay.db, summary.md). Run it again: relaysim show {out}",
     ]
-    return "\n".join(parts)
+    return render(*parts, width=width, color=color)
 
 
 # --- what the provider holds beside its database ---------------------------------------------
@@ -748,26 +903,14 @@ def render_comparison(scenario: Scenario, runs: dict[str, tuple[SimulationResult
     return "\n".join(lines) + "\n"
 
 
-def render_comparison_terminal(summary: dict[str, Any]) -> str:
-    """A few lines per order for the terminal: what each profile handed over, and what it could not."""
-    lines = []
-    for row in summary["comparison"]:
-        who = row["target"] or "everyone"
-        lines.append(f"{row['name']} ({row['process']} on {who}):")
-        for profile, s in row["profiles"].items():
-            lines.append(f"  {profile:<14} handed over: {', '.join(s['provided']) or 'nothing'}")
-            for reason, label in REASON_LABELS.items():
-                if s[reason]:
-                    lines.append(f"  {'':<14} {label}: {', '.join(s[reason])}")
-    return "\n".join(lines)
-
-
-def render_demo_comparison(out: Path, profiles: list[str], *, width: int = 140, quotes: int = 3) -> str:
+def render_demo_comparison(
+    out: Path, profiles: list[str], *, width: int | None = None, color: bool = False, quotes: int = 3
+) -> str:
     """The demo for a scenario run under several profiles: the phones beside the relay for the
     first profile, then, order by order, whether each operator could produce the words."""
     first = out / profiles[0]
-    parts = [
-        render_show(first, limit=18, width=width),
+    parts: list[Any] = [
+        render_show(first, limit=18, width=width, color=color),
         "",
         "WHAT EACH OPERATOR COULD PRODUCE (THE RECORD)",
         "",
@@ -784,32 +927,33 @@ def render_demo_comparison(out: Path, profiles: list[str], *, width: int = 140, 
     for name in sorted(names, key=lambda n: load(profiles[0], n)["served"]):
         head = load(profiles[0], name)
         parts.append(f"{name} — {head['process'].replace('_', ' ')} on {head['target'] or 'everyone'}:")
+        rows: list[tuple[str, str]] = []
         for profile in profiles:
             data = load(profile, name)
             if data["response"] != "complied":  # the demand's course: refused, then withdrawn
                 course = " then ".join(h["response"] for h in data.get("history") or [data])
-                parts.append(f"  {profile:<14} response: {course.replace('withdrawn', 'demand withdrawn')}")
+                rows.append((profile, f"response: {course.replace('withdrawn', 'demand withdrawn')}"))
             content = data["provided"].get("content")
             why_not = {c: (r, w) for r, cats in data["not_provided"].items() for c, w in cats.items()}
             if "content" not in data["provided"] and "content" not in why_not:
-                parts.append(f"  {profile:<14} (this order does not ask for content)")
+                rows.append((profile, "(this order does not ask for content)"))
             elif content:
-                parts.append(f"  {profile:<14} the words, {len(content)} message(s), e.g.:")
+                rows.append((profile, f"the words, {len(content)} message(s), e.g.:"))
                 for row in content[:quotes]:
-                    parts.append(
-                        f"  {'':<14}   {row.get('from') or '?'} → {row.get('to')}: \u201c{row.get('text')}\u201d"
+                    rows.append(
+                        ("", f"  {row.get('from') or '?'} → {row.get('to')}: \u201c{row.get('text')}\u201d")
                     )
             else:
                 reason, why = why_not["content"]
-                parts.append(f"  {profile:<14} no words — {REASON_LABELS[reason]}: {why}")
+                rows.append((profile, f"no words — {REASON_LABELS[reason]}: {why}"))
             routing = [c for c in ("realtime_routing", "message_log") if data["provided"].get(c)]
             if routing:
                 n = sum(len(data["provided"][c]) for c in routing)
-                parts.append(f"  {'':<14} and {n} routing record(s): who, to whom, when, from which address")
-        parts.append("")
+                rows.append(("", f"and {n} routing record(s): who, to whom, when, from which address"))
+        parts += [_grid(rows, indent=2), ""]
     parts.append(f"Side by side, in full: {out}/comparison.md")
     what_if = out / "counterfactual.md"  # a separate, labelled run (sims.counterfactual), never the record
     if what_if.exists():
         parts += ["", "=" * 40, "", what_if.read_text(encoding="utf-8").rstrip()]
         parts.append(f"\nThe counterfactual run, in full: {out}/counterfactual/")
-    return "\n".join(parts)
+    return render(*parts, width=width, color=color)

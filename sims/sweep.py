@@ -419,11 +419,13 @@ def run_sweep(
     workers: int | None = None,
     dask: str | None = None,
     progress: Callable[[str], None] | None = None,
+    step: Callable[[int, int], None] | None = None,
 ) -> SweepResult:
     """Run the grid (reusing finished runs in ``out/runs``) and write sweep.json, sweep.md and sweep.svg.
 
     Raises ScenarioError for a bad scenario, key or value (before anything runs) and SweepError for
-    anything else the caller got wrong.
+    anything else the caller got wrong. ``progress`` gets a line per finished run; ``step`` gets
+    (runs finished, runs in all), once before the first run and after each (for a progress bar).
     """
     if seeds < 1:
         raise SweepError(f"--seeds: expected at least 1, got {seeds}")
@@ -455,6 +457,8 @@ def run_sweep(
     say = progress or (lambda _line: None)
     if saved:
         say(f"{len(saved)} of {len(jobs)} runs already done in {runs_dir}; running the other {len(todo)}")
+    if step is not None:
+        step(len(saved), len(jobs))
     if todo:
         execute = _dask_executor(dask) if dask else _pool_executor(workers or _cpus())
         finished = len(saved)
@@ -466,6 +470,8 @@ def run_sweep(
             saved[done["key"]] = done["summary"]
             finished += 1
             say(f"[{finished}/{len(jobs)}] {_label(done['params'])} seed={done['seed']} done")
+            if step is not None:
+                step(finished, len(jobs))
 
     summaries = [saved[job["key"]] for job in jobs]
     chosen = list(metrics) or default_metrics(summaries)
@@ -756,16 +762,21 @@ def main(args: argparse.Namespace) -> int:
         def progress(line: str) -> None:
             print(f"sweep: {line}", file=sys.stderr, flush=True)
 
-        result = run_sweep(
-            args.scenario,
-            params,
-            args.seeds,
-            out,
-            metrics=args.metric,
-            workers=args.workers,
-            dask=args.dask,
-            progress=None if args.quiet else progress,
-        )
+        from sims.progress import progress_bar
+
+        # on a terminal, a bar with an ETA; into a file or a pipe, a line per run
+        with progress_bar("sweep", None, enabled=False if args.quiet else None, unit="runs") as bar:
+            result = run_sweep(
+                args.scenario,
+                params,
+                args.seeds,
+                out,
+                metrics=args.metric,
+                workers=args.workers,
+                dask=args.dask,
+                progress=None if args.quiet or bar.enabled else progress,
+                step=lambda done, total: bar.update(done, total=total),
+            )
     except (ScenarioError, SweepError) as exc:
         print(f"relaysim sweep: {exc}", file=sys.stderr)
         return 2

@@ -124,7 +124,7 @@ def test_relaysim_run_live_writes_what_relaysim_show_reads(
     }
     assert "SIGTERM received; shutting down" in (out / "relay.log").read_text()
     shown = render_show(out, limit=40, width=200)  # the teaching view reads live runs too
-    assert 'amira/1 read: "Sorry, phone was off. Won\'t forward."' in shown
+    assert "amira/1 read, from ben/1: \u201cSorry, phone was off. Won't forward.\u201d" in shown
     assert "ben/1 goes offline" in shown and "ben/1 comes online" in shown
     assert "## Live run" in (out / "summary.md").read_text()
 
