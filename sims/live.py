@@ -58,9 +58,9 @@ from relay.custody import ContentKey
 from relay.metadata import MetadataRecord, RecordKind
 from relay.store import Store
 from sims.report import summarise, summary_markdown, transcript_writer
-from sims.runner import MessageState, SimulationResult, record_view
+from sims.runner import MessageState, SimulationResult, address_books, record_view
 from sims.scenario import DeviceSpec, Scenario, TimelineEvent
-from sims.traffic import PlannedMessage, expand_population, plan_messages
+from sims.traffic import PlannedMessage, contact_graph, expand_population, plan_messages
 from sims.world import Timeline, provider, sealed_sender
 
 __all__ = ["RelayProcess", "RelayStartError", "relay_process", "run_live"]
@@ -243,6 +243,7 @@ class _LiveRun:
         self.wall_t0 = 0.0
         self.report_progress = progress
         self.timeline = Timeline(self)
+        self.contacts = address_books(scenario, contact_graph(scenario))
         self.events: list[dict[str, Any]] = []
         self.t0: float | None = None
         self.work: Any = None
@@ -307,6 +308,11 @@ class _LiveRun:
                 await conn.login()
                 if self.sealed:
                     await conn.request_certificate()
+                book = self.contacts.get(phone.spec.person)
+                if primary is phone and book:
+                    # the app looks up the address book once, as in the simulator (sims.runner)
+                    phone.agent.discover_contacts(book)
+                    await conn.sync()
             phone.ready.set()
             with phone.stop:
                 async for event in conn.received:
@@ -600,6 +606,7 @@ class _Outcome:
     relay_exit: int
     reconnects: int
     real_seconds: float
+    relay_end: float  # the relay's clock at the scenario's end: later records are the phones hanging up
 
 
 async def _run_live(
@@ -627,7 +634,14 @@ async def _run_live(
     reconnects = sum(p.conn.reconnects for p in run.phones.values() if p.conn is not None)
     exit_code = relay.returncode
     assert exit_code is not None
-    return _Outcome(run.result(db), run.events, exit_code, reconnects, trio.current_time() - started)
+    return _Outcome(
+        run.result(db),
+        run.events,
+        exit_code,
+        reconnects,
+        trio.current_time() - started,
+        run.relay_time(scenario.duration),
+    )
 
 
 def live_refusal(scenario: Scenario) -> str | None:

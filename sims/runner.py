@@ -53,7 +53,7 @@ from sims.traffic import PlannedMessage, contact_graph, plan_messages, plan_move
 from sims.util import seeded as _seeded
 from sims.world import Timeline, provider, sealed_sender
 
-__all__ = ["SIM_EPOCH", "Simulation", "SimulationResult"]
+__all__ = ["SIM_EPOCH", "Simulation", "SimulationResult", "address_books"]
 
 # The relay's clock reads this at simulated t = 0: 2026-01-01T00:00:00Z.
 SIM_EPOCH = 1_767_225_600
@@ -179,7 +179,7 @@ class Simulation:
         # The scenario's timeline and its legal process, interpreted as in a live run (sims.world).
         self.timeline = Timeline(self)
         self.graph = contact_graph(scenario)  # built once: networkx on 100k people takes seconds
-        self.contacts = _contacts(scenario, self.graph)
+        self.contacts = address_books(scenario, self.graph)
         self.relay_region = scenario.relay.region
         self.emit: TranscriptSink = transcript or (lambda _e: None)
         # Without a transcript, the per-message event dicts are not built at all (at scale they
@@ -835,7 +835,7 @@ class Simulation:
         )
 
 
-def _contacts(scenario: Scenario, graph: dict[str, list[str]]) -> dict[str, list[str]]:
+def address_books(scenario: Scenario, graph: dict[str, list[str]]) -> dict[str, list[str]]:
     """Each person's address book: the people they converse with, and their social-graph neighbours."""
     book: dict[str, set[str]] = {p.name: set() for p in scenario.people}
     for conv in scenario.conversations:
