@@ -18,7 +18,25 @@ from sims.scenario import resolve_scenario
 
 # Times and addresses differ by design (the relay's real clock, loopback); envelope ids are the
 # relay's random draws.
-_VARIES = {"created", "last_connected", "last_connection", "day", "time", "served", "window", "at", "first_seen", "last_seen", "ip", "host", "port", "envelope_id"}
+_VARIES = {
+    "registered",
+    "region",
+    "regions",
+    "created",
+    "last_connected",
+    "last_connection",
+    "day",
+    "time",
+    "served",
+    "window",
+    "at",
+    "first_seen",
+    "last_seen",
+    "ip",
+    "host",
+    "port",
+    "envelope_id",
+}
 
 
 def _strip(value: Any) -> Any:
