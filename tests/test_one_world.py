@@ -74,4 +74,6 @@ def test_live_and_simulated_runs_record_and_disclose_the_same_fields(
 def test_a_live_run_refuses_exceptional_access_instead_of_ignoring_it() -> None:
     refusal = live_refusal(resolve_scenario("key-escrow"))
     assert refusal is not None and "exceptional_access" in refusal and "without --live" in refusal
+    seized = live_refusal(resolve_scenario("device-seizure"))
+    assert seized is not None and "seize_phone" in seized
     assert live_refusal(resolve_scenario("two-friends")) is None
