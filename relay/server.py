@@ -557,7 +557,51 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         help="largest frame accepted, in bytes (default: %(default)s)",
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    _add_profile_options(parser)
     return parser
+
+
+# --- --profile and --admin: the provider the relay runs, and its operator's socket ---------------
+
+
+def _add_profile_options(parser: argparse.ArgumentParser) -> None:
+    from relay.profiles import PROFILES
+
+    parser.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        help="run as this provider (relay/profiles.py): its retention policy and what it keeps; "
+        "overrides --retention",
+    )
+    parser.add_argument(
+        "--profile-as-of",
+        metavar="YYYY-MM-DD",
+        help="with --profile, the provider as it was on that day (relay.profiles.profile_as_of)",
+    )
+    parser.add_argument(
+        "--admin",
+        metavar="PATH",
+        help="listen for the operator's orders (taps, preservations) on a Unix socket at PATH, mode 0600 "
+        "(relay/admin.py)",
+    )
+
+
+def _core_options(opts: argparse.Namespace) -> dict[str, object]:
+    """RelayCore's keyword arguments for --profile (and --profile-as-of), or --retention."""
+    if opts.profile is None:
+        return {"policy": POLICIES[opts.retention]}
+    from datetime import date
+
+    from relay.profiles import profile_as_of
+
+    when = None if opts.profile_as_of is None else date.fromisoformat(opts.profile_as_of)
+    profile = profile_as_of(opts.profile, when)
+    return {
+        "policy": profile.policy,
+        "keep_delivered": profile.keep_delivered,
+        "keep_contacts": profile.keep_contacts,
+        "keep_blocks": profile.keep_blocks,
+    }
 
 
 async def _run(opts: argparse.Namespace) -> None:
@@ -566,8 +610,16 @@ async def _run(opts: argparse.Namespace) -> None:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(opts.tls_cert, opts.tls_key)
     with Store(opts.db) as store:
-        core = RelayCore(store, policy=POLICIES[opts.retention], max_frame_size=opts.max_frame_size)
-        log.info("database %s, retention policy %s", opts.db, opts.retention)
+        core = RelayCore(store, max_frame_size=opts.max_frame_size, **_core_options(opts))  # type: ignore[arg-type]
+        log.info(
+            "database %s, retention policy %s", opts.db, core.policy.name if opts.profile else opts.retention
+        )
+        if opts.profile:
+            log.info(
+                "provider profile %s%s",
+                opts.profile,
+                f" as of {opts.profile_as_of}" if opts.profile_as_of else "",
+            )
         log.info("trust root public key: %s", core.trust_root_public.hex())
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
@@ -583,6 +635,10 @@ async def _run(opts: argparse.Namespace) -> None:
                         max_queued_bytes_per_device=opts.max_queued_bytes,
                     )
                 )
+                if opts.admin:
+                    from relay.admin import serve_admin
+
+                    await nursery.start(serve_admin, core, opts.admin)
                 async for signum in signals:
                     log.info("%s received; shutting down", signal.Signals(signum).name)
                     nursery.cancel_scope.cancel()
@@ -597,6 +653,20 @@ def main(args: list[str]) -> int:
         opts = parser.parse_args(args)
     except SystemExit as e:  # --help, or a usage error already printed
         return e.code if isinstance(e.code, int) else 2
+    if opts.profile_as_of is not None:
+        from datetime import date
+
+        try:
+            date.fromisoformat(opts.profile_as_of)
+        except ValueError:
+            print(
+                f"{parser.prog}: error: --profile-as-of: expected a date like 2016-05-01, got {opts.profile_as_of!r}",
+                file=sys.stderr,
+            )
+            return 2
+        if opts.profile is None:
+            print(f"{parser.prog}: error: --profile-as-of goes with --profile", file=sys.stderr)
+            return 2
     if bool(opts.tls_cert) != bool(opts.tls_key):
         parser.print_usage(sys.stderr)
         print(f"{parser.prog}: error: --tls-cert and --tls-key go together", file=sys.stderr)

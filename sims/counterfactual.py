@@ -24,7 +24,7 @@ from typing import Any
 
 from relay.legal import REASON_LABELS, get_instrument
 from relay.profiles import Profile
-from sims.scenario import Scenario
+from sims.scenario import LegalProcessEvent, Scenario
 
 __all__ = [
     "LABEL",
@@ -40,9 +40,9 @@ LABEL = "COUNTERFACTUAL — not what happened"
 def counterfactual_events(scenario: Scenario) -> list[tuple[str, str, str]]:
     """(order name, instrument key, counterfactual) for each legal_process event that asks for one."""
     return [
-        (e.params["name"], e.params["process"], e.params["counterfactual"])
+        (e.name, e.process, e.counterfactual)
         for e in scenario.events
-        if e.kind == "legal_process" and e.params.get("counterfactual")
+        if isinstance(e, LegalProcessEvent) and e.counterfactual
     ]
 
 

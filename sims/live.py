@@ -29,6 +29,8 @@ is the same. Use ``relaysim run`` without ``--live`` for reproducible runs.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import logging
 import math
@@ -39,10 +41,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -51,12 +52,16 @@ import trio  # type: ignore[import-untyped,unused-ignore]  # trio 0.22 ships no 
 from clients.agent import DeviceAgent, Received
 from clients.net import DeviceConnection, SendFailed, open_device_connection, sole_exception
 from clients.session import Device
+from relay.compliance import ComplianceDesk
+from relay.core import Tap
+from relay.custody import ContentKey
 from relay.metadata import MetadataRecord, RecordKind
 from relay.store import Store
 from sims.report import summarise, summary_markdown, transcript_writer
-from sims.runner import MessageState, SimulationResult, record_view
-from sims.scenario import DeviceSpec, Scenario
-from sims.traffic import PlannedMessage, expand_population, plan_messages
+from sims.runner import MessageState, SimulationResult, address_books, record_view
+from sims.scenario import DeviceSpec, Scenario, TimelineEvent
+from sims.traffic import PlannedMessage, contact_graph, expand_population, plan_messages
+from sims.world import Timeline, provider, sealed_sender
 
 __all__ = ["RelayProcess", "RelayStartError", "relay_process", "run_live"]
 
@@ -129,13 +134,17 @@ async def _read_relay_log(stream: Any, path: Path, *, task_status: Any = trio.TA
 
 
 @asynccontextmanager
-async def relay_process(db: Path, log_path: Path, *, port: int = 0) -> AsyncIterator[RelayProcess]:
-    """Run ``relaysim relay serve`` on 127.0.0.1 (port 0: a free one) over ``db`` for the block.
+async def relay_process(
+    db: Path, log_path: Path, *, port: int = 0, serve_args: Sequence[str] = ()
+) -> AsyncIterator[RelayProcess]:
+    """Run ``relaysim relay serve`` on 127.0.0.1 (port 0: a free one) over ``db`` for the block,
+    with ``serve_args`` (``--profile``, ``--admin``...) added.
 
     Its stderr goes to ``log_path``. On leaving the block it gets SIGTERM and is waited for."""
     args = [
         *(sys.executable, "-m", "sims.cli", "relay", "serve"),
         *("--host", HOST, "--port", str(port), "--db", str(db), "--log-level", "INFO"),
+        *serve_args,
     ]
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     process = await trio.lowlevel.open_process(
@@ -202,13 +211,39 @@ class _LiveRun:
         relay: RelayProcess,
         time_scale: float,
         wire_tap: Callable[[bytes], None] | None,
+        db: Path,
+        admin: Path,
+        progress: Callable[[float, float], None] | None = None,
     ) -> None:
         self.scenario = scenario
         self.relay = relay
         self.time_scale = time_scale
         self.wire_tap = wire_tap
-        # None means the profile's default; read it as the simulator does.
-        self.sealed = bool(scenario.relay.sealed_sender)
+        # The provider, sealed sender and the timeline, as the simulator reads them (sims.world).
+        self.profile = provider(scenario)
+        self.sealed = sealed_sender(scenario, self.profile)
+        self.content_key: ContentKey | None = None
+        if self.profile.custody != "devices":
+            self.content_key = ContentKey(
+                f"{self.profile.name}-content", os.urandom(32), self.profile.custody
+            )
+        # The compliance desk reads the relay's database while the relay runs (WAL: a concurrent
+        # reader); taps and preservations go to the relay process through its operator socket.
+        self.store = Store(db)
+        self.desk = ComplianceDesk(
+            self.store,
+            self.profile,
+            content_keys=[self.content_key] if self.content_key else [],
+            geoip={d.address: d.region for d in scenario.devices()},
+        )
+        self.admin_path = admin
+        self._admin_queue: list[dict[str, Any]] = []
+        self._actions: list[tuple[float, int, Callable[[], None]]] = []
+        self._serial = itertools.count()
+        self.wall_t0 = 0.0
+        self.report_progress = progress
+        self.timeline = Timeline(self)
+        self.contacts = address_books(scenario, contact_graph(scenario))
         self.events: list[dict[str, Any]] = []
         self.t0: float | None = None
         self.work: Any = None
@@ -229,6 +264,7 @@ class _LiveRun:
                 trust_root=relay.trust_root,
                 clock=time.time,  # the relay's clock: sender certificates expire by it
                 tokens=tokens,
+                content_key=self.content_key,
             )
             phone = _Phone(spec, agent, random.Random(f"{scenario.seed}:backoff:{spec.name}"))
             self.phones[spec.name] = phone
@@ -246,7 +282,7 @@ class _LiveRun:
             return 0.0
         return (trio.current_time() - self.t0) / self.time_scale
 
-    def emit(self, event: dict[str, Any]) -> None:
+    def emit(self, event: dict[str, Any], /) -> None:
         self.events.append({"t": self.now(), **event})
 
     def _notify(self) -> None:
@@ -272,6 +308,11 @@ class _LiveRun:
                 await conn.login()
                 if self.sealed:
                     await conn.request_certificate()
+                book = self.contacts.get(phone.spec.person)
+                if primary is phone and book:
+                    # the app looks up the address book once, as in the simulator (sims.runner)
+                    phone.agent.discover_contacts(book)
+                    await conn.sync()
             phone.ready.set()
             with phone.stop:
                 async for event in conn.received:
@@ -389,31 +430,77 @@ class _LiveRun:
 
     # --- the timeline -------------------------------------------------------------------------------
 
-    def _timeline(self) -> list[tuple[float, Callable[[], None]]]:
-        actions: list[tuple[float, Callable[[], None]]] = []
+    # --- what the timeline asks (sims.world.Driver) ----------------------------------------------
 
-        def at(t: float, action: Callable[[], None]) -> None:
-            actions.append((t, action))
+    def relay_time(self, t: float) -> float:
+        return self.wall_t0 + t * self.time_scale
 
-        for phone in self.phones.values():
-            for start, end in phone.spec.offline:
-                at(start, partial(self._go_offline, phone, "offline window"))
-                at(end, partial(self._come_online, phone))
-        for ev in self.scenario.events:
-            name = ev.params.get("device")
-            target = self.phones.get(name) if isinstance(name, str) else None
-            if ev.kind == "device_offline" and target is not None:
-                at(ev.at, partial(self._go_offline, target, "timeline"))
-            elif ev.kind == "device_online" and target is not None:
-                at(ev.at, partial(self._come_online, target))
-            else:
-                at(ev.at, partial(self.emit, {"kind": ev.kind, **ev.params}))
-        for state in self.messages.values():
-            at(state.planned.at, partial(self._app_send, state.planned))
-        return sorted(actions, key=lambda a: a[0])  # stable: ties keep the order above
+    def at(self, t: float, action: Callable[[], None]) -> None:
+        heapq.heappush(self._actions, (t, next(self._serial), action))
+
+    def go_offline(self, device: str, why: str) -> None:
+        phone = self.phones.get(device)
+        if phone is not None:
+            self._go_offline(phone, why)
+
+    def come_online(self, device: str) -> None:
+        phone = self.phones.get(device)
+        if phone is not None:
+            self._come_online(phone)
+
+    def app_send(self, message: PlannedMessage) -> None:
+        self._app_send(message)
+
+    def preserve(self, account: str, since: float) -> None:
+        self._admin_queue.append({"op": "preserve", "account": account, "since": since})
+
+    def add_tap(self, tap: Tap) -> None:
+        self._admin_queue.append(
+            {"op": "add_tap", "id": tap.id, "target": tap.target, "start": tap.start, "end": tap.end}
+            | {"content": tap.content}
+        )
+
+    def remove_tap(self, tap_id: str) -> None:
+        self._admin_queue.append({"op": "remove_tap", "id": tap_id})
+
+    def intervene(self, index: int, event: TimelineEvent) -> None:
+        raise AssertionError(f"run_live refuses {event.kind!r} events before the run")  # see live_refusal
+
+    async def _operator(self) -> None:
+        """Send the orders the last action served to the relay process, in order, each answered."""
+        if not self._admin_queue:
+            return
+        queue, self._admin_queue = self._admin_queue, []
+        async with await trio.open_unix_socket(str(self.admin_path)) as stream:
+            for command in queue:
+                await stream.send_all(json.dumps(command).encode() + b"\n")
+                answer = b""
+                while not answer.endswith(b"\n"):
+                    chunk = await stream.receive_some(65536)
+                    if not chunk:
+                        raise RuntimeError(f"the relay's operator socket closed before answering {command}")
+                    answer += chunk
+                reply = json.loads(answer)
+                if not reply.get("ok"):
+                    raise RuntimeError(f"the relay refused the operator's {command}: {reply.get('error')}")
+
+    async def _play(self) -> None:
+        """Each scheduled action at its time (ties in scheduling order); actions may schedule more."""
+        assert self.t0 is not None
+        end = self.scenario.duration
+        shown = -1
+        while self._actions and self._actions[0][0] <= end:
+            t, _n, action = heapq.heappop(self._actions)
+            await trio.sleep_until(self.t0 + t * self.time_scale)
+            action()
+            await self._operator()
+            if self.report_progress is not None and int(10 * t / max(end, 1e-9)) > shown:
+                shown = int(10 * t / max(end, 1e-9))
+                self.report_progress(t, end)
 
     def _start_clock(self) -> None:
         self.t0 = trio.current_time()
+        self.wall_t0 = time.time()
         for phone in self.phones.values():
             if any(start <= 0 < end for start, end in phone.spec.offline):
                 phone.online = False  # offline from the start: never seen online until its window ends
@@ -451,9 +538,9 @@ class _LiveRun:
                 self.work = work
                 self._start_clock()
                 assert self.t0 is not None
-                for t, action in self._timeline():
-                    await trio.sleep_until(self.t0 + t * self.time_scale)
-                    action()
+                self.timeline.schedule_events()
+                self.timeline.schedule_messages([state.planned for state in self.messages.values()])
+                await self._play()
                 await trio.sleep_until(self.t0 + self.scenario.duration * self.time_scale)
                 with trio.move_on_after(DRAIN_TIMEOUT):
                     while not self._settled():
@@ -461,6 +548,10 @@ class _LiveRun:
                 work.cancel_scope.cancel()  # sends still waiting for an offline phone stay unsent
             for phone in self.phones.values():
                 phone.stop.cancel()  # each phone flushes its acknowledgements and closes
+        self.timeline.finish()  # orders still running at the end are answered now
+        await self._operator()
+        if self.report_progress is not None:
+            self.report_progress(self.scenario.duration, self.scenario.duration)
 
     # --- results ------------------------------------------------------------------------------------
 
@@ -504,6 +595,7 @@ class _LiveRun:
             len(self.events),
             queued,
             None,
+            list(self.timeline.disclosures),
         )
 
 
@@ -514,22 +606,60 @@ class _Outcome:
     relay_exit: int
     reconnects: int
     real_seconds: float
+    relay_end: float  # the relay's clock at the scenario's end: later records are the phones hanging up
 
 
 async def _run_live(
-    scenario: Scenario, out: Path, time_scale: float, wire_tap: Callable[[bytes], None] | None
+    scenario: Scenario,
+    out: Path,
+    time_scale: float,
+    wire_tap: Callable[[bytes], None] | None,
+    progress: Callable[[float, float], None] | None = None,
 ) -> _Outcome:
     started = trio.current_time()
     db = out / "relay.db"
-    async with relay_process(db, out / "relay.log") as relay:
-        run = _LiveRun(scenario, relay, time_scale, wire_tap)
-        budget = SETUP_TIMEOUT + scenario.duration * time_scale + DRAIN_TIMEOUT + 60
-        with trio.fail_after(budget):
-            await run.run()
+    admin = out / "relay.admin"
+    profile = scenario.relay.profile
+    serve_args = ["--profile", profile, "--admin", str(admin)]
+    if scenario.start is not None:
+        serve_args += ["--profile-as-of", scenario.start.isoformat()]
+    async with relay_process(db, out / "relay.log", serve_args=serve_args) as relay:
+        run = _LiveRun(scenario, relay, time_scale, wire_tap, db, admin, progress)
+        try:
+            budget = SETUP_TIMEOUT + scenario.duration * time_scale + DRAIN_TIMEOUT + 60
+            with trio.fail_after(budget):
+                await run.run()
+        finally:
+            run.store.close()
     reconnects = sum(p.conn.reconnects for p in run.phones.values() if p.conn is not None)
     exit_code = relay.returncode
     assert exit_code is not None
-    return _Outcome(run.result(db), run.events, exit_code, reconnects, trio.current_time() - started)
+    return _Outcome(
+        run.result(db),
+        run.events,
+        exit_code,
+        reconnects,
+        trio.current_time() - started,
+        run.relay_time(scenario.duration),
+    )
+
+
+def live_refusal(scenario: Scenario) -> str | None:
+    """Why ``scenario`` cannot run live, or None. Exceptional access (escrow, a global key, a ghost
+    device) and seized phones are answered by interventions that read the simulation's own relay
+    core and devices (sims.access); they are not carried over to a relay in another process, and a
+    live run refuses them rather than leave them out."""
+    from sims.access import TYPES
+
+    kinds = sorted({type(e).kind for e in scenario.events if type(e) in TYPES})
+    if kinds:
+        return (
+            f"{scenario.name} has {', '.join(kinds)} events; exceptional access and seized phones run only in "
+            "the simulator (sims.access reads its relay core and devices). Run it without --live."
+        )
+    if scenario.counterfactual:
+        return "a counterfactual run's provider is not a profile the relay process can run; run it without --live"
+    return None
 
 
 def run_live(
@@ -550,6 +680,10 @@ def run_live(
         )
         return 2
     scenario = expand_population(scenario)
+    refusal = live_refusal(scenario)
+    if refusal:
+        print(f"relaysim run --live: {refusal}", file=sys.stderr)
+        return 2
     devices = len(scenario.devices())
     if devices > MAX_LIVE_DEVICES:
         print(
@@ -559,10 +693,14 @@ def run_live(
         )
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("relay.db", "relay.db-wal", "relay.db-shm", "relay.log"):
+    for stale in ("relay.db", "relay.db-wal", "relay.db-shm", "relay.log", "relay.admin"):
         (out / stale).unlink(missing_ok=True)
+
+    def progress(t: float, end: float) -> None:
+        print(f"  {scenario.name} live: {t / 3600:.2f} h of {end / 3600:.2f} h simulated", file=sys.stderr)
+
     try:
-        outcome = trio.run(_run_live, scenario, out, time_scale, wire_tap)
+        outcome = trio.run(_run_live, scenario, out, time_scale, wire_tap, progress)
     except RelayStartError as e:
         print(f"relaysim run --live: {e}", file=sys.stderr)
         return 1

@@ -29,7 +29,7 @@ from relay.compliance import Disclosure, in_order
 from relay.legal import CATEGORIES, INSTRUMENTS, REASON_LABELS, REASONS
 from relay.profiles import REAL_PROFILES, get_profile
 from sims.runner import SimulationResult
-from sims.scenario import Scenario
+from sims.scenario import LegalProcessEvent, Scenario
 
 __all__ = [
     "MATRIX_PROCESSES",
@@ -50,21 +50,21 @@ Matrix = dict[str, dict[str, Cell]]
 def check_matrix_scenario(scenario: Scenario) -> str:
     """The account every order is served on; ValueError naming the problem if the timeline does not
     serve exactly one order of each kind in :data:`MATRIX_PROCESSES` on one account."""
-    orders = [e.params for e in scenario.events if e.kind == "legal_process"]
+    orders = [e for e in scenario.events if isinstance(e, LegalProcessEvent)]
     where = f"{scenario.source}: a matrix scenario"
-    counts = {p: sum(1 for o in orders if o["process"] == p) for p in MATRIX_PROCESSES}
+    counts = {p: sum(1 for o in orders if o.process == p) for p in MATRIX_PROCESSES}
     missing = [p for p, n in counts.items() if n != 1]
     if missing:
         raise ValueError(
             f"{where} serves exactly one order of each of {', '.join(MATRIX_PROCESSES)}; "
             + ", ".join(f"{p} is served {counts[p]} time(s)" for p in missing)
         )
-    others = sorted({o["process"] for o in orders} - set(MATRIX_PROCESSES))
+    others = sorted({o.process for o in orders} - set(MATRIX_PROCESSES))
     if others:
         raise ValueError(
             f"{where} serves only {', '.join(MATRIX_PROCESSES)}; it also serves {', '.join(others)}"
         )
-    targets = {o["target"] for o in orders}
+    targets = {o.target for o in orders}
     if len(targets) != 1:
         raise ValueError(f"{where} serves every order on one account; got {sorted(map(str, targets))}")
     (target,) = targets

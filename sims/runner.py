@@ -34,7 +34,6 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from clients import agent as A
@@ -43,21 +42,20 @@ from clients.fingerprint import safety_number
 from clients.session import Device, PeerAddress
 from relay import wire
 from relay.compliance import ComplianceDesk, Disclosure, LegalProcess
-from relay.core import ConnectionContext, Push, RelayCore, Reply
+from relay.core import ConnectionContext, Push, RelayCore, Reply, Tap
 from relay.custody import ContentKey
 from relay.metadata import MetadataRecord, RecordKind
-from relay.profiles import profile_as_of
 from relay.store import Store
-from sims.access import KINDS as INTERVENTION_KINDS
 from sims.access import ExceptionalReport, Interventions
 from sims.engine import Scheduler
 from sims.network import Network
-from sims.scenario import DeviceSpec, Scenario
+from sims.scenario import DeviceSpec, Scenario, TimelineEvent, VerifySafetyNumber
 from sims.scoring import GroundTruth, TrueMessage
 from sims.traffic import PlannedMessage, contact_graph, plan_messages, plan_moves
 from sims.util import seeded as _seeded
+from sims.world import Timeline, provider, sealed_sender
 
-__all__ = ["SIM_EPOCH", "Simulation", "SimulationResult"]
+__all__ = ["SIM_EPOCH", "Simulation", "SimulationResult", "address_books"]
 
 # The relay's clock reads this at simulated t = 0: 2026-01-01T00:00:00Z.
 SIM_EPOCH = 1_767_225_600
@@ -160,12 +158,8 @@ class Simulation:
         self.net = Network(scenario.network, _seeded(seed, "network"))
         self.store = Store(db_path, durable=False)
         relay_rng = _seeded(seed, "relay")
-        # The provider as it was when the scenario is set ([scenario] start), or as it is today.
-        self.profile = profile_as_of(scenario.relay.profile, scenario.start)
-        if scenario.counterfactual:  # "had the provider complied" (sims.counterfactual): never the record
-            from sims.counterfactual import complied_profile
-
-            self.profile = complied_profile(self.profile, scenario)
+        # The provider as it was when the scenario is set, or as it is today (sims.world.provider).
+        self.profile = provider(scenario)
         self.relay = RelayCore(
             self.store,
             clock=self._relay_clock,
@@ -175,11 +169,7 @@ class Simulation:
             keep_contacts=self.profile.keep_contacts,
             keep_blocks=self.profile.keep_blocks,
         )
-        self.sealed = (
-            scenario.relay.sealed_sender
-            if scenario.relay.sealed_sender is not None
-            else self.profile.sealed_sender
-        )
+        self.sealed = sealed_sender(scenario, self.profile)
         # Who holds the content keys when the profile is not end-to-end (relay.custody).
         self.content_key: ContentKey | None = None
         if self.profile.custody != "devices":
@@ -194,10 +184,10 @@ class Simulation:
             content_keys=[self.content_key] if self.content_key else [],
             geoip={d.address: d.region for d in scenario.devices()},
         )
-        self.disclosures: list[Disclosure] = []
-        self._open_orders: dict[str, LegalProcess] = {}
+        # The scenario's timeline and its legal process, interpreted as in a live run (sims.world).
+        self.timeline = Timeline(self)
         self.graph = contact_graph(scenario)  # built once: networkx on 100k people takes seconds
-        self.contacts = _contacts(scenario, self.graph)
+        self.contacts = address_books(scenario, self.graph)
         self.relay_region = scenario.relay.region
         self.emit: TranscriptSink = transcript or (lambda _e: None)
         # Without a transcript, the per-message event dicts are not built at all (at scale they
@@ -287,12 +277,7 @@ class Simulation:
             # primaries first; a linked device waits for its primary (see _come_online)
             start = setup.random() * SETUP_SPREAD + (0.0 if d.spec.index == 1 else SETUP_SPREAD)
             self.sched.at(start, self._come_online, d, True)
-        for d in self.devices.values():
-            for start, end in d.spec.offline:
-                self.sched.at(start, self._go_offline, d, "offline window")
-                self.sched.at(end, self._come_online, d, False)
-        for i, ev in enumerate(sc.events):
-            self.sched.at(ev.at, self._timeline_event, ev.kind, dict(ev.params), i)
+        self.timeline.schedule_events()
         for at, device, address in plan_moves(sc):
             if device in self.devices and at < sc.duration:
                 self.sched.at(at, self._move, self.devices[device], address)
@@ -301,12 +286,11 @@ class Simulation:
                 if d.spec.index == 1:
                     self.sched.at(self._cover_gap(), self._cover, d)
         device_names = {p.name: tuple(d.name for d in p.devices) for p in sc.people}
-        planned = plan_messages(sc, self.graph)
-        for m in planned:
-            recipients = device_names[m.recipient]
-            self.messages[m.id] = MessageState(m, recipients)
-            self.sched.at(m.at, self._app_send, m)
-        self._schedule_groups(len(planned), device_names)
+        plan = plan_messages(sc, self.graph)
+        for m in plan:
+            self.messages[m.id] = MessageState(m, device_names[m.recipient])
+        self.timeline.schedule_messages(plan)
+        self._schedule_groups(len(plan), device_names)
 
     def _schedule_groups(self, last_id: int, device_names: dict[str, tuple[str, ...]]) -> None:
         """[[groups]]: each group message is planned like any other (ids after the 1:1 messages); its
@@ -330,12 +314,55 @@ class Simulation:
                 self._group_sends[m.id] = (gid, members)
                 self.sched.at(m.at, self._app_send, m)
 
+    # --- what the timeline asks (sims.world.Driver) -----------------------------------------------
+
+    def now(self) -> float:
+        return self.sched.now
+
+    def relay_time(self, t: float) -> float:
+        return SIM_EPOCH + t
+
+    def at(self, t: float, action: Callable[[], None]) -> None:
+        self.sched.at(t, action)
+
+    def go_offline(self, device: str, why: str) -> None:
+        d = self.devices.get(device)
+        if d is not None:
+            self._go_offline(d, why)
+
+    def come_online(self, device: str) -> None:
+        d = self.devices.get(device)
+        if d is not None:
+            self._come_online(d, False)
+
+    def app_send(self, message: PlannedMessage) -> None:
+        self._app_send(message)
+
+    def preserve(self, account: str, since: float) -> None:
+        self.relay.preserve(account, since)
+
+    def add_tap(self, tap: Tap) -> None:
+        self.relay.add_tap(tap)
+
+    def remove_tap(self, tap_id: str) -> None:
+        self.relay.remove_tap(tap_id)
+
+    def intervene(self, index: int, event: TimelineEvent) -> None:
+        if isinstance(event, VerifySafetyNumber):
+            self._verify_safety_number(event.who, event.whom)
+            return
+        self.interventions.on_event(index, event)
+
     # --- what interventions may do (sims.access) ---------------------------------------------------
 
     @property
     def open_orders(self) -> Mapping[str, LegalProcess]:
         """The forward-looking orders still running, by name (a read-only view)."""
-        return MappingProxyType(self._open_orders)
+        return self.timeline.open_orders
+
+    @property
+    def disclosures(self) -> list[Disclosure]:
+        return self.timeline.disclosures
 
     def _every_device(self) -> list[SimDevice]:
         return [*self.devices.values(), *self.added_devices.values()]
@@ -824,22 +851,6 @@ class Simulation:
         d.agent.send_text(m.recipient, m.text.encode(), ref=m.id, sealed=self.sealed)
         self._flush(d)
 
-    def _timeline_event(self, kind: str, params: dict[str, Any], index: int) -> None:
-        name = params.get("device")
-        d = self.devices.get(name) if isinstance(name, str) else None
-        if kind == "device_offline" and d is not None:
-            self._go_offline(d, "timeline")
-        elif kind == "device_online" and d is not None:
-            self._come_online(d, False)
-        elif kind == "legal_process":
-            self._serve(params)
-        elif kind in INTERVENTION_KINDS:
-            self.interventions.on_event(index, kind, params)
-        elif kind == "verify_safety_number":
-            self._verify_safety_number(params["who"], params["whom"])
-        else:
-            self.emit({"t": self.sched.now, "kind": kind, **params})
-
     def _identity_changed(self, d: SimDevice, event: A.IdentityChanged) -> None:
         self.emit(
             {
@@ -886,120 +897,6 @@ class Simulation:
                     }
                 )
 
-    # --- legal process ----------------------------------------------------------------------------
-
-    def _serve(self, params: dict[str, Any]) -> None:
-        targets = params.get("targets")
-        if targets:  # one order naming several accounts: one answer per account
-            for target in targets:
-                name = f"{params['name']}-{target.lstrip('+')}"
-                self._serve({**params, "targets": None, "target": target, "name": name})
-            return
-        now = self.sched.now
-        rel = self._relay_clock
-        withdrawn = params.get("withdrawn")
-        if params.get("counterfactual") and self.scenario.counterfactual:
-            withdrawn = None  # had the provider complied, there was no refusal to withdraw over
-        order = LegalProcess(
-            name=params["name"],
-            process=params["process"],
-            target=params["target"],
-            served=rel(),
-            start=None if params["from"] is None else SIM_EPOCH + params["from"],
-            end=None if params["to"] is None else SIM_EPOCH + params["to"],
-            withdrawn=None if withdrawn is None else SIM_EPOCH + withdrawn,
-            nondisclosure="18 U.S.C. 2705(b)" if params.get("nondisclosure_order") else None,
-        )
-        self.emit(
-            {
-                "t": now,
-                "kind": "legal_process_served",
-                "name": order.name,
-                "process": order.process,
-                "target": order.target,
-                "profile": self.profile.name,
-                "response": self.profile.response_to(order.instrument),
-                **({"nondisclosure_order": order.nondisclosure} if order.nondisclosure else {}),
-            }
-        )
-        if order.process == "backup_warrant":
-            self._serve_backup(order)
-        elif order.instrument.looks == "freeze":
-            assert order.target is not None
-            self.relay.preserve(order.target, rel())
-            self._disclose(order)
-        elif order.forward:
-            tap = self.desk.begin(order)
-            if tap is not None:
-                self.relay.add_tap(tap)
-            self._open_orders[order.name] = order
-            expiry = params["to"]
-            if withdrawn is not None and (expiry is None or withdrawn < expiry):
-                self.sched.at(withdrawn, self._withdraw, order.name)
-            elif expiry is not None and expiry < self.scenario.duration:
-                self.sched.at(expiry, self._expire, order.name)
-        else:
-            self._disclose(order)
-
-    def _withdraw(self, name: str) -> None:
-        order = self._open_orders.get(name)
-        if order is not None:
-            self.emit(
-                {"t": self.sched.now, "kind": "demand_withdrawn", "name": name, "process": order.process}
-            )
-        self._expire(name)
-
-    def _serve_backup(self, order: LegalProcess) -> None:
-        """A search warrant on the custodian of the target's backup: the history the phones held."""
-        from relay.backup import disclose_backup
-
-        assert order.target is not None
-        backup = self.scenario.person(order.target).backup or self.profile.backup
-        mine = f"{order.target}/"
-        history = []
-        for state in self.messages.values():
-            m = state.planned
-            sent = m.sender == order.target  # on the phone from the moment it was written
-            got = [t for device, t in state.delivered.items() if device.startswith(mine)]
-            if sent or got:
-                at = m.at if sent else min(got)
-                history.append({"from": m.sender, "to": m.recipient, "time": SIM_EPOCH + at, "text": m.text})
-        history.sort(key=lambda r: (r["time"], r["from"], r["text"]))
-        disclosure = disclose_backup(order, self.profile.name, backup, history)
-        self.disclosures.append(disclosure)
-        self.emit(
-            {
-                "t": self.sched.now,
-                "kind": "disclosure",
-                "name": order.name,
-                "process": order.process,
-                "target": order.target,
-                **disclosure.summary(),
-            }
-        )
-
-    def _expire(self, name: str) -> None:
-        order = self._open_orders.pop(name, None)
-        if order is None:
-            return
-        if name in self.relay.taps:
-            self.relay.remove_tap(name)
-        self._disclose(order)
-
-    def _disclose(self, order: LegalProcess) -> None:
-        disclosure = self.desk.serve(order)
-        self.disclosures.append(disclosure)
-        self.emit(
-            {
-                "t": self.sched.now,
-                "kind": "disclosure",
-                "name": order.name,
-                "process": order.process,
-                "target": order.target,
-                **disclosure.summary(),
-            }
-        )
-
     def _truth(self) -> GroundTruth:
         msgs = tuple(
             TrueMessage(
@@ -1031,8 +928,7 @@ class Simulation:
                 self.sched.run(until=t)
             if self.progress is not None:
                 self.progress(t, end)
-        for name in list(self._open_orders):  # orders still running at the end are answered now
-            self._expire(name)
+        self.timeline.finish()  # orders still running at the end are answered now
         exceptional = self.interventions.finish()
         queued = len(self.store.all_envelopes())
         self.store.close()
@@ -1059,7 +955,7 @@ class Simulation:
         )
 
 
-def _contacts(scenario: Scenario, graph: dict[str, list[str]]) -> dict[str, list[str]]:
+def address_books(scenario: Scenario, graph: dict[str, list[str]]) -> dict[str, list[str]]:
     """Each person's address book: the people they converse with, and their social-graph neighbours."""
     book: dict[str, set[str]] = {p.name: set() for p in scenario.people}
     for conv in scenario.conversations:

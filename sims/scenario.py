@@ -105,18 +105,25 @@ import math
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = [
+    "EVENT_TYPES",
     "MAX_DURATION",
     "Conversation",
+    "DeviceOffline",
+    "DeviceOnline",
     "DeviceSpec",
+    "EscrowKeyStolen",
     "Event",
+    "ExceptionalAccess",
     "GenerateSpec",
+    "IdentitySwap",
     "LatencyRule",
+    "LegalProcessEvent",
     "NetworkSpec",
     "Partition",
     "PersonSpec",
@@ -124,6 +131,9 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "ScriptedMessage",
+    "SeizePhone",
+    "TimelineEvent",
+    "VerifySafetyNumber",
     "generated_names",
     "load_scenario",
     "parse_duration",
@@ -257,11 +267,130 @@ class GenerateSpec:
     daily_rhythm: tuple[float, ...] = ()
 
 
-@dataclass(frozen=True)
-class Event:
-    at: float
-    kind: str
-    params: Mapping[str, Any] = field(default_factory=dict)
+# --- the timeline: one frozen dataclass per event kind (EVENT_KINDS) --------------------------------
+#
+# The validator (``_events``) produces them; the drivers (sims.world, sims.runner, sims.live) and
+# the interventions (sims.access) read their fields. ``kind`` is the scenario file's name for it.
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimelineEvent:
+    at: float  # simulated seconds from the start
+    kind: ClassVar[str] = ""
+
+    def describe(self) -> dict[str, Any]:
+        """The event as the transcript shows it: its kind and fields (``from``/``to`` by their file names)."""
+        out: dict[str, Any] = {"kind": self.kind}
+        for f in fields(self):
+            if f.name != "at":
+                out[_FILE_NAMES.get(f.name, f.name)] = getattr(self, f.name)
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceOffline(TimelineEvent):
+    """A device loses its connection until a matching device_online."""
+
+    kind: ClassVar[str] = "device_offline"
+    device: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceOnline(TimelineEvent):
+    """A device reconnects and drains its queue."""
+
+    kind: ClassVar[str] = "device_online"
+    device: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeizePhone(TimelineEvent):
+    """A device is seized: its stored keys and history are copied at that moment."""
+
+    kind: ClassVar[str] = "seize_phone"
+    device: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class LegalProcessEvent(TimelineEvent):
+    """Legal process served on the relay's operator. ``process`` is the instrument's key
+    (relay.legal.INSTRUMENTS, the jurisdiction resolved); ``start``/``end`` are the file's
+    ``from``/``to`` (simulated seconds, None: open); ``targets`` the accounts when it names
+    several (``target`` is then the first)."""
+
+    kind: ClassVar[str] = "legal_process"
+    process: str
+    name: str
+    target: str | None = None
+    targets: tuple[str, ...] = ()
+    start: float | None = None
+    end: float | None = None
+    withdrawn: float | None = None
+    counterfactual: str | None = None
+    nondisclosure_order: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExceptionalAccess(TimelineEvent):
+    """The provider is made to change its design: ``demand`` one of EXCEPTIONAL_DEMANDS; a
+    ghost_device names its ``target``."""
+
+    kind: ClassVar[str] = "exceptional_access"
+    demand: str
+    target: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class EscrowKeyStolen(TimelineEvent):
+    """The escrow agent's private key leaks: whoever has it opens every escrowed message."""
+
+    kind: ClassVar[str] = "escrow_key_stolen"
+
+
+@dataclass(frozen=True, kw_only=True)
+class IdentitySwap(TimelineEvent):
+    """A malicious relay delivers an attacker's first message to ``contact``, labelled as ``victim``'s
+    (``text``: what the attacker writes; None: a default)."""
+
+    kind: ClassVar[str] = "relay_swaps_identity"
+    victim: str
+    contact: str
+    text: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifySafetyNumber(TimelineEvent):
+    """``who`` compares safety numbers with ``whom`` in person, and marks whom verified if they match."""
+
+    kind: ClassVar[str] = "verify_safety_number"
+    who: str
+    whom: str
+
+
+Event = (
+    DeviceOffline
+    | DeviceOnline
+    | SeizePhone
+    | LegalProcessEvent
+    | ExceptionalAccess
+    | EscrowKeyStolen
+    | IdentitySwap
+    | VerifySafetyNumber
+)
+EVENT_TYPES: dict[str, type[TimelineEvent]] = {
+    cls.kind: cls
+    for cls in (
+        DeviceOffline,
+        DeviceOnline,
+        SeizePhone,
+        LegalProcessEvent,
+        ExceptionalAccess,
+        EscrowKeyStolen,
+        IdentitySwap,
+        VerifySafetyNumber,
+    )
+}
+_FILE_NAMES = {"start": "from", "end": "to"}
 
 
 @dataclass(frozen=True)
@@ -962,7 +1091,7 @@ def _events(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> tu
                     f"{path}.device",
                     f"expected a device like 'alice/1' ({everyone.describe_devices()}), got {device!r}",
                 )
-        out.append(Event(at, kind, params))
+        out.append(_typed(kind, at, params))
     return tuple(sorted(out, key=lambda e: e.at))
 
 
@@ -984,6 +1113,40 @@ def _identity_event(r: _Reader, kind: str, params: Mapping[str, Any], path: str,
         raise r.fail(f"{path}.{second}", f"expected someone other than {first} {params[first]!r}")
     if "text" in params:
         r.get(params, "text", path, str)
+
+
+def _typed(kind: str, at: float, params: Mapping[str, Any]) -> Event:
+    """The validated ``params`` of one event as its dataclass."""
+    if kind == "legal_process":
+        return LegalProcessEvent(
+            at=at,
+            process=params["process"],
+            name=params["name"],
+            target=params["target"],
+            targets=params["targets"] or (),
+            start=params["from"],
+            end=params["to"],
+            withdrawn=params["withdrawn"],
+            counterfactual=params["counterfactual"],
+            nondisclosure_order=params["nondisclosure_order"],
+        )
+    if kind == "exceptional_access":
+        return ExceptionalAccess(at=at, demand=params["demand"], target=params.get("target"))
+    if kind == "escrow_key_stolen":
+        return EscrowKeyStolen(at=at)
+    if kind == "device_offline":
+        return DeviceOffline(at=at, device=params["device"])
+    if kind == "device_online":
+        return DeviceOnline(at=at, device=params["device"])
+    if kind == "seize_phone":
+        return SeizePhone(at=at, device=params["device"])
+    if kind == "relay_swaps_identity":
+        return IdentitySwap(
+            at=at, victim=params["victim"], contact=params["contact"], text=params.get("text")
+        )
+    if kind == "verify_safety_number":
+        return VerifySafetyNumber(at=at, who=params["who"], whom=params["whom"])
+    raise AssertionError(f"EVENT_KINDS has {kind!r} but _typed does not")
 
 
 def _legal_process(

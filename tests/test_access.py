@@ -35,7 +35,14 @@ from sims.access import (
     RelaySwapsIdentity,
     intervention_for,
 )
-from sims.scenario import EXCEPTIONAL_DEMANDS
+from sims.scenario import (
+    EXCEPTIONAL_DEMANDS,
+    EscrowKeyStolen,
+    ExceptionalAccess,
+    IdentitySwap,
+    LegalProcessEvent,
+    SeizePhone,
+)
 from sims.util import clock, seeded
 from tests.conftest import seeded_rng
 
@@ -45,18 +52,19 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_the_package_exports_what_it_names_and_a_class_per_demand() -> None:
     assert sorted(sims.access.__all__) == sorted(set(sims.access.__all__))
     assert all(hasattr(sims.access, name) for name in sims.access.__all__)
-    assert {INTERVENTIONS[("exceptional_access", d)] for d in EXCEPTIONAL_DEMANDS} == {
+    assert {INTERVENTIONS[(ExceptionalAccess, d)] for d in EXCEPTIONAL_DEMANDS} == {
         KeyEscrow,
         GlobalKey,
         GhostDevice,
     }
-    assert INTERVENTIONS[("escrow_key_stolen", None)] is KeyEscrow
-    assert INTERVENTIONS[("seize_phone", None)] is DeviceSeizure
-    assert INTERVENTIONS[("relay_swaps_identity", None)] is RelaySwapsIdentity
+    assert INTERVENTIONS[(EscrowKeyStolen, None)] is KeyEscrow
+    assert INTERVENTIONS[(SeizePhone, None)] is DeviceSeizure
+    assert INTERVENTIONS[(IdentitySwap, None)] is RelaySwapsIdentity
     assert {"exceptional_access", "escrow_key_stolen", "seize_phone", "relay_swaps_identity"} == KINDS
-    assert intervention_for("legal_process", {}) is None
+    assert intervention_for(LegalProcessEvent(at=0.0, process="subpoena", name="s", target="a")) is None
+    assert intervention_for(ExceptionalAccess(at=0.0, demand="global_key")) is GlobalKey
     with pytest.raises(ValueError, match="unknown exceptional-access demand 'backdoor'"):
-        intervention_for("exceptional_access", {"demand": "backdoor"})
+        intervention_for(ExceptionalAccess(at=0.0, demand="backdoor"))
 
 
 def _reaches_into(source: str, path: str) -> list[str]:

@@ -130,7 +130,7 @@ def test_demo_ends_with_an_inference_from_the_metadata_alone(
     tail = " ".join(tail.split())
     sc = resolve_scenario("pakistan-2015")
     pairs = {frozenset(c.between) for c in sc.conversations}
-    targets = {e.params.get("target") for e in sc.events} - {None}
+    targets = {getattr(e, "target", None) for e in sc.events} - {None}
     assert targets == {"saima"}
     unnamed = [" and ".join(sorted(p)) for p in pairs if not p & targets]
     assert unnamed == ["ayesha and hina"]

@@ -30,7 +30,7 @@ from relay.profiles import ASKS, REAL_PROFILES
 from sims.cli import main
 from sims.matrix import MATRIX_PROCESSES, check_matrix_scenario
 from sims.report import run_to_dir
-from sims.scenario import resolve_scenario
+from sims.scenario import LegalProcessEvent, resolve_scenario
 
 # The chart's rows that have a profile here, and the subpoena column in our categories.
 CHART_SUBPOENA = {
@@ -223,10 +223,10 @@ def test_a_matrix_scenario_must_serve_each_process_once_on_one_account(
 
     sc = resolve_scenario("fbi-chart")
     if drop:
-        events = tuple(e for e in sc.events if e.params.get("process") != drop)
+        events = tuple(e for e in sc.events if not (isinstance(e, LegalProcessEvent) and e.process == drop))
     else:
         events = tuple(
-            replace(e, params={**e.params, "target": "omar"}) if e.params.get("process") == "wiretap" else e
+            replace(e, target="omar") if isinstance(e, LegalProcessEvent) and e.process == "wiretap" else e
             for e in sc.events
         )
     with pytest.raises(ValueError, match=expected):
@@ -338,17 +338,13 @@ def test_the_subpoena_cells_details_threema_wickr_line_wechat(chart: tuple[Path,
 def _with_backup_warrant(profile: str, backup: str | None) -> Any:
     from dataclasses import replace
 
-    from sims.scenario import Event, PersonSpec
+    from sims.scenario import PersonSpec
 
     sc = resolve_scenario("fbi-chart")
     people = tuple(
         PersonSpec(p.name, p.devices, backup) if p.name == "tariq" and backup else p for p in sc.people
     )
-    order = Event(
-        3 * 3600.0,
-        "legal_process",
-        {"process": "backup_warrant", "target": "tariq", "from": None, "to": None, "name": "backup"},
-    )
+    order = LegalProcessEvent(at=3 * 3600.0, process="backup_warrant", target="tariq", name="backup")
     return replace(
         sc,
         people=people,

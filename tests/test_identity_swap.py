@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from sims.runner import Simulation
-from sims.scenario import Event, ScenarioError, parse_scenario, resolve_scenario
+from sims.scenario import ScenarioError, VerifySafetyNumber, parse_scenario, resolve_scenario
 
 SWAP_AT = 3600.0
 
@@ -18,9 +18,7 @@ def _run(policy: str, *, verify: bool = False) -> tuple[dict[str, Any], list[dic
     sc = resolve_scenario("relay-swaps-identity")
     sc = replace(sc, defences=replace(sc.defences, identity_changes=policy))
     if verify:
-        sc = replace(
-            sc, events=(Event(1800.0, "verify_safety_number", {"who": "nadia", "whom": "ilya"}), *sc.events)
-        )
+        sc = replace(sc, events=(VerifySafetyNumber(at=1800.0, who="nadia", whom="ilya"), *sc.events))
     events: list[dict[str, Any]] = []
     result = Simulation(sc, transcript=events.append).run()
     (report,) = [r for r in result.exceptional if r.name == "relay-swaps-identity"]
@@ -86,7 +84,7 @@ at = "10m"
 
 def test_a_safety_number_check_after_a_ghost_was_added_matches_nothing_for_the_ghost() -> None:
     sc = resolve_scenario("ghost-device")
-    check = Event(3 * 3600.0, "verify_safety_number", {"who": "lena", "whom": "omar"})
+    check = VerifySafetyNumber(at=3 * 3600.0, who="lena", whom="omar")
     events: list[dict[str, Any]] = []
     Simulation(replace(sc, events=(*sc.events, check)), transcript=events.append).run()
     compared = {e["peer"]: e for e in events if e["kind"] == "safety_number_compared"}

@@ -24,7 +24,7 @@ from relay.metadata import RecordKind
 from relay.profiles import PROFILES, get_profile
 from relay.store import Store
 from sims.runner import Simulation
-from sims.scenario import Scenario, ScenarioError, parse_scenario, resolve_scenario
+from sims.scenario import LegalProcessEvent, Scenario, ScenarioError, parse_scenario, resolve_scenario
 
 
 def _concerns(r: Any, target: str | None) -> bool:
@@ -213,9 +213,10 @@ kind = "legal_process"
 
 def test_the_validator_reads_the_table() -> None:
     ok = parse_scenario(_ORDER.format(order='process = "pta_demand"'), "x.toml")
-    assert ok.events[0].params["process"] == "pta_demand" and ok.events[0].params["target"] is None
+    order = ok.events[0]
+    assert isinstance(order, LegalProcessEvent) and order.process == "pta_demand" and order.target is None
     alias = parse_scenario(_ORDER.format(order='process = "blanket_demand"\njurisdiction = "in"'), "x.toml")
-    assert alias.events[0].params["process"] == "india_access_demand"
+    assert isinstance(alias.events[0], LegalProcessEvent) and alias.events[0].process == "india_access_demand"
     with pytest.raises(ScenarioError, match=r"events\[0\]\.target: missing; a Fair Trial Act warrant"):
         parse_scenario(_ORDER.format(order='process = "ifta_warrant"'), "x.toml")
     with pytest.raises(

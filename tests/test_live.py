@@ -170,11 +170,6 @@ device = "alice/2"
 at = "8m"
 kind = "device_online"
 device = "alice/2"
-
-[[events]]
-at = "9m"
-kind = "seize_phone"
-device = "bob/1"
 """
 
 
@@ -198,8 +193,6 @@ def test_a_linked_device_and_timeline_events_live(tmp_path: Path) -> None:
         if e["kind"] == "message_received" and e["device"] == "alice/2" and e["message"] == 2
     )
     assert late["t"] >= 8 * 60  # held by the relay until the laptop came back
-    (seized,) = [e for e in events if e["kind"] == "seize_phone"]  # other events pass through
-    assert seized["device"] == "bob/1" and 9 * 60 <= seized["t"] < 9 * 60 + 300
 
 
 async def test_a_relay_that_cannot_listen_raises_relay_start_error_itself(tmp_path: Path) -> None:

@@ -11,9 +11,13 @@ from hypothesis import strategies as st
 from sims.engine import Scheduler
 from sims.network import Network
 from sims.scenario import (
+    DeviceOffline,
+    DeviceOnline,
+    LegalProcessEvent,
     NetworkSpec,
     Partition,
     ScenarioError,
+    SeizePhone,
     builtin_scenarios,
     load_scenario,
     parse_duration,
@@ -58,7 +62,7 @@ def test_a_good_file_loads() -> None:
         (600.0, "alice", "bob"),
         (5400.0, "bob", "alice"),
     ]
-    assert s.events[0].params == {"device": "bob/1"}
+    assert s.events[0] == DeviceOffline(at=s.events[0].at, device="bob/1")
 
 
 @pytest.mark.parametrize(
@@ -340,7 +344,9 @@ device = "p03/2"
 
 def test_a_generated_scenario_names_its_generated_people() -> None:
     s = parse_scenario(GENERATED, "gen.toml")
-    assert s.events[0].params["target"] == "p03" and s.events[1].params["device"] == "p03/2"
+    first, second = s.events[0], s.events[1]
+    assert isinstance(first, LegalProcessEvent) and first.target == "p03"
+    assert isinstance(second, DeviceOffline | DeviceOnline | SeizePhone) and second.device == "p03/2"
 
 
 @pytest.mark.parametrize(

@@ -22,8 +22,6 @@ reports at the end (``reports.write_exceptional`` writes them to ``DIR/exception
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
 
 from clients import agent as A
 from relay import wire
@@ -34,11 +32,13 @@ from sims.access.global_key import GlobalKey
 from sims.access.identity_swap import RelaySwapsIdentity
 from sims.access.reports import ExceptionalReport, write_exceptional
 from sims.access.seizure import DeviceSeizure, analyse_seizure
+from sims.scenario import ExceptionalAccess, TimelineEvent
 
 __all__ = [
     "AGENCY_ADDRESS",
     "INTERVENTIONS",
     "KINDS",
+    "TYPES",
     "Captured",
     "DeviceSeizure",
     "DeviceView",
@@ -56,23 +56,24 @@ __all__ = [
     "write_exceptional",
 ]
 
-# (event kind, demand or None) → the class that answers it, read off each class's ``answers``.
-INTERVENTIONS: dict[tuple[str, str | None], type[Intervention]] = {
+# (event type, demand or None) → the class that answers it, read off each class's ``answers``.
+INTERVENTIONS: dict[tuple[type[TimelineEvent], str | None], type[Intervention]] = {
     key: cls
     for cls in (KeyEscrow, GlobalKey, GhostDevice, DeviceSeizure, RelaySwapsIdentity)
     for key in cls.answers
 }
-KINDS = frozenset(kind for kind, _demand in INTERVENTIONS)
+TYPES = frozenset(t for t, _demand in INTERVENTIONS)
+KINDS = frozenset(t.kind for t in TYPES)
 
 
-def intervention_for(kind: str, params: Mapping[str, Any]) -> type[Intervention] | None:
+def intervention_for(event: TimelineEvent) -> type[Intervention] | None:
     """The class that answers a timeline event, or None when no intervention does."""
-    if kind not in KINDS:
+    if type(event) not in TYPES:
         return None
-    demand = params.get("demand")
-    cls = INTERVENTIONS.get((kind, demand if isinstance(demand, str) else None))
+    demand = event.demand if isinstance(event, ExceptionalAccess) else None
+    cls = INTERVENTIONS.get((type(event), demand))
     if cls is None:
-        raise ValueError(f"unknown exceptional-access demand {demand!r} for a {kind!r} event")
+        raise ValueError(f"unknown exceptional-access demand {demand!r} for a {event.kind!r} event")
     return cls
 
 
@@ -86,12 +87,12 @@ class Interventions:
         self._all: list[Intervention] = []
         shared: dict[type[Intervention], Intervention] = {}
         for i, ev in enumerate(world.scenario.events):
-            cls = intervention_for(ev.kind, ev.params)
+            cls = intervention_for(ev)
             if cls is None:
                 continue
             iv = shared.get(cls) if cls.one_per_run else None
             if iv is None:
-                iv = cls.for_event(world, ev.params)
+                iv = cls.for_event(world, ev)
                 self._all.append(iv)
                 if cls.one_per_run:
                     shared[cls] = iv
@@ -100,12 +101,12 @@ class Interventions:
     def __bool__(self) -> bool:
         return bool(self._all)
 
-    def on_event(self, index: int, kind: str, params: Mapping[str, Any]) -> None:
-        """Timeline event number ``index`` of the scenario (``kind``, ``params``), at its time."""
+    def on_event(self, index: int, event: TimelineEvent) -> None:
+        """Timeline event number ``index`` of the scenario, at its time."""
         iv = self._by_event.get(index)
         if iv is None:
-            raise ValueError(f"timeline event {index} ({kind!r}) is not an exceptional-access event")
-        iv.on_event(kind, params)
+            raise ValueError(f"timeline event {index} ({event.kind!r}) is not an exceptional-access event")
+        iv.on_event(event)
 
     def on_accepted(
         self, sender: DeviceView, frame: wire.Send | wire.SealedSend, envelope_ids: tuple[bytes, ...]

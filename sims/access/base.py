@@ -25,7 +25,7 @@ from relay.core import RelayCore
 from relay.custody import ContentKey
 from relay.store import Store
 from sims.engine import Scheduler
-from sims.scenario import DeviceSpec, Scenario
+from sims.scenario import DeviceSpec, Scenario, TimelineEvent
 from sims.traffic import PlannedMessage
 
 if TYPE_CHECKING:
@@ -114,13 +114,13 @@ class Captured:
 class Intervention(ABC):
     """One exceptional-access demand or one seizure, acting on a running simulation.
 
-    Subclasses name the timeline events they answer in ``answers`` ((kind, demand) pairs; demand
-    None for kinds that have none). ``one_per_run``: every such event goes to one instance (a key
+    Subclasses name the timeline events they answer in ``answers`` ((event type, demand) pairs;
+    demand None for types that have none). ``one_per_run``: every such event goes to one instance (a key
     escrow is begun once, then its key is stolen); otherwise each event gets its own. ``order``
     places its reports among the others'.
     """
 
-    answers: ClassVar[tuple[tuple[str, str | None], ...]] = ()
+    answers: ClassVar[tuple[tuple[type[TimelineEvent], str | None], ...]] = ()
     one_per_run: ClassVar[bool] = False
     order: ClassVar[int] = 0
 
@@ -128,7 +128,7 @@ class Intervention(ABC):
         self.world = world
 
     @classmethod
-    def for_event(cls, world: World, params: Mapping[str, Any]) -> Self:
+    def for_event(cls, world: World, event: TimelineEvent) -> Self:
         """The instance for one timeline event (before the run: it may watch from the first minute)."""
         return cls(world)
 
@@ -138,7 +138,7 @@ class Intervention(ABC):
         return None
 
     @abstractmethod
-    def on_event(self, kind: str, params: Mapping[str, Any]) -> None:
+    def on_event(self, event: TimelineEvent) -> None:
         """A timeline event this intervention answers, at its time."""
 
     def on_accepted(

@@ -12,7 +12,6 @@ What is captured is what the relay's store holds: the envelope bodies of every c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from clients import escrow as _escrow
@@ -20,6 +19,7 @@ from clients.errors import DecryptionError
 from clients.escrow import EscrowKeyPair
 from sims.access.base import Intervention, World
 from sims.access.reports import ExceptionalReport, escrow_markdown
+from sims.scenario import EscrowKeyStolen, ExceptionalAccess, TimelineEvent
 from sims.util import seeded
 
 __all__ = ["KeyEscrow"]
@@ -28,7 +28,7 @@ __all__ = ["KeyEscrow"]
 class KeyEscrow(Intervention):
     """A key-escrow mandate (``exceptional_access`` / ``key_escrow``) and the theft of its key."""
 
-    answers = (("exceptional_access", "key_escrow"), ("escrow_key_stolen", None))
+    answers = ((ExceptionalAccess, "key_escrow"), (EscrowKeyStolen, None))
     one_per_run = True
     order = 0
 
@@ -44,8 +44,8 @@ class KeyEscrow(Intervention):
     def started(self) -> float | None:
         return self.since if self.since is not None else self.stolen_at
 
-    def on_event(self, kind: str, params: Mapping[str, Any]) -> None:
-        if kind == "escrow_key_stolen":
+    def on_event(self, event: TimelineEvent) -> None:
+        if isinstance(event, EscrowKeyStolen):
             self._steal()
         else:
             self._begin()

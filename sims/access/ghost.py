@@ -10,7 +10,6 @@ trace a careful user can see (Levy & Robinson's "ghost" proposal, Lawfare, 2018-
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from clients import agent as A
@@ -18,7 +17,7 @@ from clients.session import Device
 from relay import wire
 from sims.access.base import AGENCY_ADDRESS, DeviceView, Intervention, World
 from sims.access.reports import ExceptionalReport, ghost_markdown
-from sims.scenario import DeviceSpec
+from sims.scenario import DeviceSpec, ExceptionalAccess, TimelineEvent
 from sims.util import seeded
 
 __all__ = ["GhostDevice"]
@@ -29,7 +28,7 @@ RETRY = 60.0  # seconds: the provider waits this long for the target's account t
 class GhostDevice(Intervention):
     """One ghost device in one target's account; the agency reads what it receives."""
 
-    answers = (("exceptional_access", "ghost_device"),)
+    answers = ((ExceptionalAccess, "ghost_device"),)
     order = 2
 
     def __init__(self, world: World) -> None:
@@ -45,8 +44,9 @@ class GhostDevice(Intervention):
     def started(self) -> float | None:
         return self.added_at
 
-    def on_event(self, kind: str, params: Mapping[str, Any]) -> None:
-        self._add(params["target"])
+    def on_event(self, event: TimelineEvent) -> None:
+        assert isinstance(event, ExceptionalAccess) and event.target is not None  # the validator's promise
+        self._add(event.target)
 
     def _add(self, target: str) -> None:
         world = self.world

@@ -8,12 +8,12 @@ Double Ratchet. The provider's compliance desk is handed the key and its custody
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from relay.custody import ContentKey
 from sims.access.base import Intervention, World
 from sims.access.reports import ExceptionalReport, global_key_markdown
+from sims.scenario import ExceptionalAccess, TimelineEvent
 from sims.util import seeded
 
 __all__ = ["GlobalKey"]
@@ -22,7 +22,7 @@ __all__ = ["GlobalKey"]
 class GlobalKey(Intervention):
     """The provider switches every device to one key it holds (``exceptional_access`` / ``global_key``)."""
 
-    answers = (("exceptional_access", "global_key"),)
+    answers = ((ExceptionalAccess, "global_key"),)
     one_per_run = True
     order = 1
 
@@ -35,7 +35,7 @@ class GlobalKey(Intervention):
     def started(self) -> float | None:
         return self.since
 
-    def on_event(self, kind: str, params: Mapping[str, Any]) -> None:
+    def on_event(self, event: TimelineEvent) -> None:
         world = self.world
         if self.key is not None:
             return

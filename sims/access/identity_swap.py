@@ -14,7 +14,6 @@ what a silent takeover would have cost.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from clients import agent as A
@@ -24,6 +23,7 @@ from clients.session import Device, PeerAddress
 from relay import wire
 from sims.access.base import DeviceView, Intervention, World
 from sims.access.reports import ExceptionalReport, identity_swap_markdown
+from sims.scenario import IdentitySwap, TimelineEvent
 from sims.util import seeded
 
 __all__ = ["RelaySwapsIdentity"]
@@ -35,7 +35,7 @@ DEFAULT_TEXT = "New phone, same me. Send the documents here from now on."
 class RelaySwapsIdentity(Intervention):
     """One identity swap: the attacker's first message to ``contact``, labelled as ``victim``'s device 1."""
 
-    answers = (("relay_swaps_identity", None),)
+    answers = ((IdentitySwap, None),)
     order = 3
 
     def __init__(self, world: World) -> None:
@@ -54,8 +54,9 @@ class RelaySwapsIdentity(Intervention):
     def started(self) -> float | None:
         return self.swapped_at
 
-    def on_event(self, kind: str, params: Mapping[str, Any]) -> None:
-        self._swap(params["victim"], params["contact"], str(params.get("text", DEFAULT_TEXT)))
+    def on_event(self, event: TimelineEvent) -> None:
+        assert isinstance(event, IdentitySwap)
+        self._swap(event.victim, event.contact, DEFAULT_TEXT if event.text is None else event.text)
 
     def _swap(self, victim: str, contact: str, text: str) -> None:
         world = self.world

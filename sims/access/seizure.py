@@ -17,7 +17,7 @@ receiving chain (``DoubleRatchet.receiving_position``, ``has_skipped_key``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Self
 
 from clients import escrow as _escrow
@@ -28,6 +28,7 @@ from clients.session import Device, PeerAddress, parse_ciphertext
 from relay import wire
 from sims.access.base import Captured, DeviceView, Intervention, World
 from sims.access.reports import ExceptionalReport, seizure_markdown
+from sims.scenario import SeizePhone, TimelineEvent
 from sims.util import clock as _clock
 from sims.util import seeded
 
@@ -37,7 +38,7 @@ __all__ = ["DeviceSeizure", "analyse_seizure"]
 class DeviceSeizure(Intervention):
     """One phone seized (``seize_phone``): its state copied at that moment, analysed at the end."""
 
-    answers = (("seize_phone", None),)
+    answers = ((SeizePhone, None),)
     order = 3
 
     def __init__(self, world: World, device: str) -> None:
@@ -52,14 +53,15 @@ class DeviceSeizure(Intervention):
         self.captured: list[Captured] = []
 
     @classmethod
-    def for_event(cls, world: World, params: Mapping[str, Any]) -> Self:
-        return cls(world, params["device"])
+    def for_event(cls, world: World, event: TimelineEvent) -> Self:
+        assert isinstance(event, SeizePhone)
+        return cls(world, event.device)
 
     @property
     def started(self) -> float | None:
         return self.at
 
-    def on_event(self, kind: str, params: Mapping[str, Any]) -> None:
+    def on_event(self, event: TimelineEvent) -> None:
         world = self.world
         device = world.devices[self.device].agent.device
         state = device.to_dict()
