@@ -516,6 +516,7 @@ class DeviceConnection:
                 if s is not None:
                     await trio.aclose_forcefully(s)
             self.link.connection_lost(trio.current_time(), session.reason)
+            self._drain()  # RequestLost for what may not be written again
             self._poke()
 
     async def _writer(self, session: _Session) -> None:
