@@ -36,10 +36,10 @@ from clients.session import Device, PeerAddress
 from relay import wire
 from relay.core import RelayCore
 from relay.metadata import RecordKind
-from relay.server import RelayServer, serve
 from relay.store import Store
 from sims.live import relay_process
 from tests.conftest import seeded_rng
+from tests.helpers import running
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKENS = {name: seeded_rng(len(name))(32) for name in ("alice", "bob")}
@@ -48,14 +48,6 @@ FAST = Backoff(initial=0.02, maximum=0.5)  # reconnect quickly in tests
 
 def new_core(path: str | Path = ":memory:") -> RelayCore:
     return RelayCore(Store(path), clock=time.time)
-
-
-@asynccontextmanager
-async def running(core: RelayCore, **kwargs: Any) -> AsyncIterator[RelayServer]:
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(partial(serve, core, "127.0.0.1", 0, **kwargs))
-        yield server
-        nursery.cancel_scope.cancel()
 
 
 def agent(account: str, trust_root: bytes, device: int = 1, seed: int = 0) -> DeviceAgent:

@@ -21,25 +21,9 @@ from relay.metadata import (
     RetentionPolicy,
 )
 from relay.store import Store
-from tests.test_relay_support import DeviceKeys, core_authenticate, core_device, new_core, reply
+from tests.helpers import Clock, DeviceKeys, assert_error, core_authenticate, core_device, new_core, reply
 
 E = wire.ErrorCode
-
-
-class Clock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _error(frame: wire.Response, code: E, field: str | None = None) -> wire.ErrorFrame:
-    assert isinstance(frame, wire.ErrorFrame), frame
-    assert frame.code == code.value, frame
-    if field is not None:
-        assert frame.field == field, frame
-    return frame
 
 
 def _send(to: str, *devices: int, body: bytes = b"ct", rid: int = 1) -> wire.Send:
@@ -97,14 +81,14 @@ def test_a_stranger_cannot_re_register_an_existing_device(core: RelayCore) -> No
     core_device(core, ALICE, 1)
     thief = dataclasses.replace(DeviceKeys.make("alice", seed=99), account="alice")
     anonymous = ConnectionContext(10)
-    _error(reply(core.handle(anonymous, thief.register())), E.NOT_AUTHENTICATED, "account")
+    assert_error(reply(core.handle(anonymous, thief.register())), E.NOT_AUTHENTICATED, "account")
     as_bob = core_device(core, BOB, 11)
-    _error(reply(core.handle(as_bob, thief.register())), E.FORBIDDEN, "account")
+    assert_error(reply(core.handle(as_bob, thief.register())), E.FORBIDDEN, "account")
     alice2 = DeviceKeys.make("alice", 2)
     linked = core_device(core, ALICE, 12, register=False)
     assert isinstance(reply(core.handle(linked, alice2.register())), wire.Registered)
     as_alice2 = core_device(core, alice2, 13, register=False)
-    _error(reply(core.handle(as_alice2, thief.register())), E.FORBIDDEN, "device")
+    assert_error(reply(core.handle(as_alice2, thief.register())), E.FORBIDDEN, "device")
     # The original key still authenticates: nothing was replaced.
     assert isinstance(core_authenticate(core, ConnectionContext(14), ALICE), wire.Authenticated)
 
@@ -113,7 +97,7 @@ def test_a_device_re_registers_itself_and_its_old_key_stops_working(core: RelayC
     conn = core_device(core, ALICE, 1)
     renewed = DeviceKeys.make("alice", seed=2)
     assert isinstance(reply(core.handle(conn, renewed.register())), wire.Registered)
-    _error(core_authenticate(core, ConnectionContext(2), ALICE), E.AUTHENTICATION_FAILED, "signature")
+    assert_error(core_authenticate(core, ConnectionContext(2), ALICE), E.AUTHENTICATION_FAILED, "signature")
     assert isinstance(core_authenticate(core, ConnectionContext(3), renewed), wire.Authenticated)
 
 
@@ -123,8 +107,8 @@ def test_challenges_are_single_use_even_when_answered_wrongly(core: RelayCore) -
     challenge = reply(core.handle(conn, wire.AuthChallenge(id=1, account="alice", device=1)))
     assert isinstance(challenge, wire.Challenge)
     wrong = wire.Authenticate(id=2, nonce=challenge.nonce, signature=bytes(64))
-    _error(reply(core.handle(conn, wrong)), E.AUTHENTICATION_FAILED, "signature")
-    _error(reply(core.handle(conn, ALICE.answer(challenge.nonce))), E.NO_CHALLENGE, "nonce")
+    assert_error(reply(core.handle(conn, wrong)), E.AUTHENTICATION_FAILED, "signature")
+    assert_error(reply(core.handle(conn, ALICE.answer(challenge.nonce))), E.NO_CHALLENGE, "nonce")
     assert conn.authenticated is None
 
 
@@ -133,7 +117,7 @@ def test_a_challenge_is_bound_to_its_connection(core: RelayCore) -> None:
     asked, other = ConnectionContext(2), ConnectionContext(3)
     challenge = reply(core.handle(asked, wire.AuthChallenge(id=1, account="alice", device=1)))
     assert isinstance(challenge, wire.Challenge)
-    _error(reply(core.handle(other, ALICE.answer(challenge.nonce))), E.NO_CHALLENGE)
+    assert_error(reply(core.handle(other, ALICE.answer(challenge.nonce))), E.NO_CHALLENGE)
     assert isinstance(reply(core.handle(asked, ALICE.answer(challenge.nonce))), wire.Authenticated)
 
 
@@ -149,14 +133,16 @@ def test_a_challenge_expires(core: RelayCore, clock: Clock) -> None:
         if ok:
             assert isinstance(answer, wire.Authenticated)
         else:
-            _error(answer, E.CHALLENGE_EXPIRED, "nonce")
+            assert_error(answer, E.CHALLENGE_EXPIRED, "nonce")
 
 
 def test_an_unknown_device_fails_like_a_bad_signature(core: RelayCore) -> None:
     conn = ConnectionContext(1)
     challenge = reply(core.handle(conn, wire.AuthChallenge(id=1, account="nobody", device=1)))
     assert isinstance(challenge, wire.Challenge)
-    _error(reply(core.handle(conn, ALICE.answer(challenge.nonce))), E.AUTHENTICATION_FAILED, "signature")
+    assert_error(
+        reply(core.handle(conn, ALICE.answer(challenge.nonce))), E.AUTHENTICATION_FAILED, "signature"
+    )
 
 
 def test_authenticated_only_requests(core: RelayCore) -> None:
@@ -170,7 +156,7 @@ def test_authenticated_only_requests(core: RelayCore) -> None:
         wire.UploadPrekeys(id=1),
         wire.FetchBundle(id=1, account="bob"),
     ]:
-        answer = _error(reply(core.handle(anonymous, request)), E.NOT_AUTHENTICATED)
+        answer = assert_error(reply(core.handle(anonymous, request)), E.NOT_AUTHENTICATED)
         assert "authenticat" in answer.message
 
 
@@ -192,7 +178,7 @@ def test_sealed_send_needs_the_recipients_token(core: RelayCore) -> None:
     core_device(core, BOB, 1)
     anonymous = ConnectionContext(2, ("203.0.113.5", 5555))
     envelopes = (wire.OutgoingEnvelope(1, b"sealed"),)
-    wrong = _error(
+    wrong = assert_error(
         reply(
             core.handle(
                 anonymous, wire.SealedSend(id=1, to="bob", delivery_token=bytes(32), envelopes=envelopes)
@@ -201,7 +187,7 @@ def test_sealed_send_needs_the_recipients_token(core: RelayCore) -> None:
         E.INVALID_DELIVERY_TOKEN,
         "delivery_token",
     )
-    nobody = _error(
+    nobody = assert_error(
         reply(
             core.handle(
                 anonymous, wire.SealedSend(id=1, to="zed", delivery_token=bytes(32), envelopes=envelopes)
@@ -231,18 +217,18 @@ def test_sends_must_name_exactly_the_current_devices(core: RelayCore) -> None:
     bob = core_device(core, BOB, 2)
     bob2 = DeviceKeys.make("bob", 2)
     assert isinstance(reply(core.handle(bob, bob2.register())), wire.Registered)
-    error = _error(reply(core.handle(alice, _send("bob", 1, 3))), E.STALE_DEVICES, "envelopes")
+    error = assert_error(reply(core.handle(alice, _send("bob", 1, 3))), E.STALE_DEVICES, "envelopes")
     assert (error.missing, error.extra, error.stale) == ((2,), (3,), None)
     stale = wire.Send(id=2, to="bob", envelopes=(wire.OutgoingEnvelope(1, b"x", BOB.registration_id),
                                                  wire.OutgoingEnvelope(2, b"x", bob2.registration_id + 1)))  # fmt: skip
-    error = _error(reply(core.handle(alice, stale)), E.STALE_DEVICES)
+    error = assert_error(reply(core.handle(alice, stale)), E.STALE_DEVICES)
     assert (error.missing, error.extra, error.stale) == (None, None, (2,))
-    _error(reply(core.handle(alice, _send("bob", 1, 1))), E.DUPLICATE_DEVICE, "envelopes[1].device")
-    _error(reply(core.handle(alice, _send("nobody", 1))), E.UNKNOWN_ACCOUNT, "to")
+    assert_error(reply(core.handle(alice, _send("bob", 1, 1))), E.DUPLICATE_DEVICE, "envelopes[1].device")
+    assert_error(reply(core.handle(alice, _send("nobody", 1))), E.UNKNOWN_ACCOUNT, "to")
     assert core.store.all_envelopes() == []  # refusals change nothing
     assert isinstance(reply(core.handle(alice, _send("bob", 1, 2))), wire.Sent)
     # To one's own account: the other devices, not oneself.
-    _error(reply(core.handle(bob, _send("bob", 1, 2))), E.STALE_DEVICES)
+    assert_error(reply(core.handle(bob, _send("bob", 1, 2))), E.STALE_DEVICES)
     assert isinstance(reply(core.handle(bob, _send("bob", 2))), wire.Sent)
 
 
@@ -251,7 +237,7 @@ def test_envelope_size_limit(clock: Clock) -> None:
     alice = core_device(core, ALICE, 1)
     core_device(core, BOB, 2)
     assert isinstance(reply(core.handle(alice, _send("bob", 1, body=bytes(core.max_body_size)))), wire.Sent)
-    _error(
+    assert_error(
         reply(core.handle(alice, _send("bob", 1, body=bytes(core.max_body_size + 1)))),
         E.ENVELOPE_TOO_LARGE,
         "envelopes[0].body",
@@ -305,9 +291,9 @@ def test_bundles_hand_out_each_one_time_prekey_once_then_fall_back(core: RelayCo
 def test_fetch_bundle_without_authentication_needs_the_token(core: RelayCore) -> None:
     core_device(core, BOB, 1)
     anonymous = ConnectionContext(2)
-    _error(reply(core.handle(anonymous, wire.FetchBundle(id=1, account="bob"))), E.NOT_AUTHENTICATED)
+    assert_error(reply(core.handle(anonymous, wire.FetchBundle(id=1, account="bob"))), E.NOT_AUTHENTICATED)
     bad = wire.FetchBundle(id=1, account="bob", delivery_token=bytes(32))
-    _error(reply(core.handle(anonymous, bad)), E.INVALID_DELIVERY_TOKEN, "delivery_token")
+    assert_error(reply(core.handle(anonymous, bad)), E.INVALID_DELIVERY_TOKEN, "delivery_token")
     good = wire.FetchBundle(id=1, account="bob", delivery_token=BOB.delivery_token)
     assert isinstance(reply(core.handle(anonymous, good)), wire.Bundle)
 
@@ -318,10 +304,10 @@ def test_prekey_signatures_are_checked(clock: Clock) -> None:
     register = keys.register(kem=3)
     forged = dataclasses.replace(register.kem_prekeys[2], signature=bytes(64))
     bad = dataclasses.replace(register, kem_prekeys=(*register.kem_prekeys[:2], forged))
-    _error(reply(core.handle(ConnectionContext(1), bad)), E.BAD_SIGNATURE, "kem_prekeys[2].signature")
+    assert_error(reply(core.handle(ConnectionContext(1), bad)), E.BAD_SIGNATURE, "kem_prekeys[2].signature")
     spk = dataclasses.replace(register.signed_prekey, public=bytes(32))
     bad = dataclasses.replace(register, signed_prekey=spk)
-    _error(reply(core.handle(ConnectionContext(1), bad)), E.BAD_SIGNATURE, "signed_prekey.signature")
+    assert_error(reply(core.handle(ConnectionContext(1), bad)), E.BAD_SIGNATURE, "signed_prekey.signature")
     assert not core.store.account_exists("alice")
     trusting = new_core(clock, verify_prekey_signatures=False)
     assert isinstance(reply(trusting.handle(ConnectionContext(1), bad)), wire.Registered)
@@ -339,7 +325,7 @@ def test_upload_prekeys_replaces_and_counts(core: RelayCore) -> None:
     forged = wire.UploadPrekeys(
         id=3, kem_prekeys=(dataclasses.replace(ALICE.kem_prekeys(1)[0], signature=bytes(64)),)
     )
-    _error(reply(core.handle(conn, forged)), E.BAD_SIGNATURE, "kem_prekeys[0].signature")
+    assert_error(reply(core.handle(conn, forged)), E.BAD_SIGNATURE, "kem_prekeys[0].signature")
 
 
 # --- sender certificates ---------------------------------------------------------------------------

@@ -18,19 +18,12 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from relay import wire
 from relay.core import ConnectionContext, DeviceAddress, Push, Reply
 from relay.metadata import METADATA_SCHEMA, MetadataRecord
-from tests.test_relay_support import DeviceKeys, new_core
+from tests.helpers import Clock, DeviceKeys, new_core
 
 E = wire.ErrorCode
 KEYS = {(a, d): DeviceKeys.make(a, d) for a in ("ann", "ben", "cat") for d in (1, 2)}
 REGISTER = {k: keys.register() for k, keys in KEYS.items()}  # built once: signing is the slow part
 ALL_DEVICES = sorted(KEYS)
-
-
-class Clock:
-    now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 Key = tuple[str, int]

@@ -25,19 +25,10 @@ from relay.metadata import (
     RetentionPolicy,
 )
 from relay.store import ArchivedEnvelope, Store
-from tests.test_relay_support import DeviceKeys, core_device, reply
+from tests.helpers import T0, Clock, DeviceKeys, assert_error, core_device, reply
 
 E = wire.ErrorCode
-T0 = 1_700_000_000.0
 ALICE, BOB, CAROL = DeviceKeys.make("alice"), DeviceKeys.make("bob"), DeviceKeys.make("carol")
-
-
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _core(store: Store | None = None, clock: Clock | None = None, **kwargs: object) -> RelayCore:
@@ -61,11 +52,6 @@ def _sent(outputs: list[object]) -> tuple[bytes, ...]:
     frame = reply(outputs)
     assert isinstance(frame, wire.Sent), frame
     return frame.envelope_ids
-
-
-def _error(frame: wire.Response, code: E, field: str | None) -> None:
-    assert isinstance(frame, wire.ErrorFrame), frame
-    assert (frame.code, frame.field) == (code.value, field), frame
 
 
 def _records(outputs: list[object]) -> list[MetadataRecord]:
@@ -435,7 +421,7 @@ def test_reverse_contacts_are_the_accounts_whose_book_holds_the_number() -> None
 def test_contact_discovery_needs_authentication() -> None:
     core = _core(keep_contacts=True)
     anonymous = ConnectionContext(9)
-    _error(
+    assert_error(
         reply(core.handle(anonymous, wire.DiscoverContacts(id=1, contacts=("bob",)))),
         E.NOT_AUTHENTICATED,
         None,
@@ -503,11 +489,11 @@ def test_kept_blocks_are_stored_and_survive_a_restart_while_unkept_ones_do_not(t
 def test_block_refusals() -> None:
     core = _core(keep_blocks=True)
     bob = core_device(core, BOB, 2)
-    _error(reply(core.handle(bob, wire.Block(id=1, account="bob"))), E.FORBIDDEN, "account")
-    _error(reply(core.handle(bob, wire.Block(id=2, account="nobody"))), E.UNKNOWN_ACCOUNT, "account")
+    assert_error(reply(core.handle(bob, wire.Block(id=1, account="bob"))), E.FORBIDDEN, "account")
+    assert_error(reply(core.handle(bob, wire.Block(id=2, account="nobody"))), E.UNKNOWN_ACCOUNT, "account")
     anonymous = ConnectionContext(9)
-    _error(reply(core.handle(anonymous, wire.Block(id=3, account="bob"))), E.NOT_AUTHENTICATED, None)
-    _error(reply(core.handle(anonymous, wire.Unblock(id=4, account="bob"))), E.NOT_AUTHENTICATED, None)
+    assert_error(reply(core.handle(anonymous, wire.Block(id=3, account="bob"))), E.NOT_AUTHENTICATED, None)
+    assert_error(reply(core.handle(anonymous, wire.Unblock(id=4, account="bob"))), E.NOT_AUTHENTICATED, None)
     assert core.store.blocks_of("bob") == [] and core.blocked_by("bob") == {}
 
 

@@ -17,8 +17,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,20 +30,12 @@ import trustme
 
 from relay import wire
 from relay.core import RelayCore
-from relay.server import RelayServer, main, serve
+from relay.server import RelayServer, main
 from relay.store import Store, StoredEnvelope
-from tests.test_relay_support import DeviceKeys, WireClient, new_core
+from tests.helpers import DeviceKeys, WireClient, new_core, running
 
 ROOT = Path(__file__).resolve().parent.parent
 ALICE, BOB = DeviceKeys.make("alice"), DeviceKeys.make("bob")
-
-
-@asynccontextmanager
-async def running(core: RelayCore, **kwargs: object) -> AsyncIterator[RelayServer]:
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(partial(serve, core, "127.0.0.1", 0, **kwargs))
-        yield server
-        nursery.cancel_scope.cancel()
 
 
 async def _pair(port: int, ssl_context: ssl.SSLContext | None = None) -> tuple[WireClient, WireClient]:

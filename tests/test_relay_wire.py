@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay import wire
-from tests.test_relay_support import DeviceKeys
+from tests.helpers import DeviceKeys
 
 KEYS = DeviceKeys.make("alice")
 ENVELOPE = wire.Envelope(id=b"E" * 16, body=b"ciphertext", timestamp=1_700_000_000_000, sealed=False,
@@ -108,7 +108,7 @@ def _frame(body: object, raw: bool = False) -> bytes:
     return struct.pack(">I", len(data)) + data
 
 
-def _error(
+def _decoding_error(
     data: bytes, role: str = "relay", max_frame_size: int = wire.DEFAULT_MAX_FRAME_SIZE
 ) -> wire.ProtocolError:
     decoder = wire.FrameDecoder(role, max_frame_size=max_frame_size)  # type: ignore[arg-type]
@@ -123,7 +123,7 @@ def _error(
 
 
 def test_too_large_is_detected_from_the_prefix_alone() -> None:
-    err = _error(struct.pack(">I", wire.DEFAULT_MAX_FRAME_SIZE + 1))
+    err = _decoding_error(struct.pack(">I", wire.DEFAULT_MAX_FRAME_SIZE + 1))
     assert (err.code, err.field) == (wire.ErrorCode.FRAME_TOO_LARGE, "length")
     assert str(wire.DEFAULT_MAX_FRAME_SIZE) in err.message
 
@@ -134,7 +134,7 @@ def test_maximum_is_configurable_and_inclusive() -> None:
     decoder = wire.FrameDecoder(max_frame_size=size)
     decoder.receive_data(ping)
     assert decoder.next_frame() == wire.Ping(id=1)
-    assert _error(ping, max_frame_size=size - 1).code == wire.ErrorCode.FRAME_TOO_LARGE
+    assert _decoding_error(ping, max_frame_size=size - 1).code == wire.ErrorCode.FRAME_TOO_LARGE
 
 
 BASE = {"v": 1, "id": 9, "kind": "ping"}
@@ -188,7 +188,7 @@ BASE = {"v": 1, "id": 9, "kind": "ping"}
 def test_each_error_has_a_code_and_names_the_field(
     body: bytes, code: wire.ErrorCode, field: str | None, words: str
 ) -> None:
-    err = _error(_frame(body, raw=True))
+    err = _decoding_error(_frame(body, raw=True))
     assert err.code == code
     assert err.field == field
     assert words in err.message
@@ -200,17 +200,17 @@ def test_nested_errors_name_the_path() -> None:
     good = wire.encode(KEYS.register(4))
     body = msgpack.unpackb(good[4:])
     body["kem_prekeys"][1]["public"] = b"short"
-    err = _error(_frame(body))
+    err = _decoding_error(_frame(body))
     assert (err.code, err.field) == (wire.ErrorCode.INVALID_VALUE, "kem_prekeys[1].public")
     assert "1568 bytes, got 5" in err.message
     assert err.request_id == 4  # the error can be matched to the request
     body = msgpack.unpackb(good[4:])
     del body["signed_prekey"]["signature"]
-    err = _error(_frame(body))
+    err = _decoding_error(_frame(body))
     assert (err.code, err.field) == (wire.ErrorCode.MISSING_FIELD, "signed_prekey.signature")
     body = msgpack.unpackb(good[4:])
     body["one_time_prekeys"] = {"id": 1}
-    assert _error(_frame(body)).field == "one_time_prekeys"
+    assert _decoding_error(_frame(body)).field == "one_time_prekeys"
 
 
 def test_truncated_frame_at_end_of_stream() -> None:

@@ -1,20 +1,26 @@
-"""Helpers for the relay tests: device keys, requests built from them, and a trio wire client.
+"""Helpers shared by the tests: device keys, requests built from them, a settable clock, relay
+error checks, a relay served in-process, and a trio wire client.
 
 Signatures are real XEdDSA signatures made by ``clients._xeddsa.xeddsa_sign`` (tests may import
 ``clients``; the relay may not). ML-KEM-1024 public keys are real ones, generated once and
 reused: the relay never looks inside them, it only checks the signatures over them.
 
-This module holds no tests of its own; its name only puts it beside the others.
+This module holds no tests of its own (pytest does not collect it: its name does not start
+with ``test_``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import random
 import ssl
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Final
 
 import trio
 from cryptography.hazmat.primitives.asymmetric import mlkem
@@ -23,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from clients._xeddsa import xeddsa_sign
 from relay import wire
 from relay.core import ConnectionContext, RelayCore, Reply
+from relay.server import RelayServer, serve
 from relay.store import Store
 
 RNG = Callable[[int], bytes]
@@ -107,11 +114,23 @@ class DeviceKeys:
 
 # --- driving a RelayCore directly --------------------------------------------------------------
 
+T0: Final = 1_700_000_000.0  # seconds since the epoch: November 2023, where the relay tests' clocks start
+
+
+class Clock:
+    """A clock the test sets by hand (``clock.now = ...``), for RelayCore(clock=...)."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
 
 def new_core(clock: Callable[[], float] | None = None, seed: int = 7, **kwargs: object) -> RelayCore:
     return RelayCore(
         Store(":memory:"),
-        clock=clock or (lambda: 1_700_000_000.0),
+        clock=clock or (lambda: T0),
         rng=random.Random(seed).randbytes,
         **kwargs,  # type: ignore[arg-type]
     )
@@ -122,6 +141,25 @@ def reply(outputs: list[object]) -> wire.Response:
     replies = [o for o in outputs if isinstance(o, Reply)]
     assert len(replies) == 1, outputs
     return replies[0].frame
+
+
+class _Unchecked(enum.Enum):
+    FIELD = "any field"
+
+
+ANY_FIELD: Final = _Unchecked.FIELD
+
+
+def assert_error(
+    frame: wire.Response, code: wire.ErrorCode, field: str | _Unchecked | None = ANY_FIELD
+) -> wire.ErrorFrame:
+    """``frame`` is the relay's error ``code``, about ``field`` (None: about no field) unless the
+    field is left unchecked."""
+    assert isinstance(frame, wire.ErrorFrame), frame
+    assert frame.code == code.value, frame
+    if field is not ANY_FIELD:
+        assert frame.field == field, frame
+    return frame
 
 
 def core_authenticate(core: RelayCore, conn: ConnectionContext, keys: DeviceKeys) -> wire.Response:
@@ -141,6 +179,15 @@ def core_device(core: RelayCore, keys: DeviceKeys, conn_id: int, register: bool 
 
 
 # --- a device over the network -----------------------------------------------------------------
+
+
+@asynccontextmanager
+async def running(core: RelayCore, **kwargs: Any) -> AsyncIterator[RelayServer]:
+    """``core`` served by relay.server on a free loopback port for the duration of the block."""
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(serve, core, "127.0.0.1", 0, **kwargs))
+        yield server
+        nursery.cancel_scope.cancel()
 
 
 class WireClient:

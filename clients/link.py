@@ -1,0 +1,437 @@
+"""The device's connection to the relay, sans-IO: protocol, login, resend and back-off as data.
+
+``DeviceLink`` is to a device's relay connection what h11's ``Connection`` is to HTTP: it never
+touches a socket, never reads a clock and draws randomness only from the ``random.Random`` it is
+given. The driver (``clients.net``'s trio loop, or a test) does the I/O and tells it what happened::
+
+    link = DeviceLink(agent, rng=random.Random(7))
+    # link.state == "connecting": the driver opens a stream to the relay, then
+    link.connection_made(now)
+    stream.send_all(link.data_to_send())          # the login, once link.login() was called
+    link.receive_data(stream.receive_some())      # b"" when the relay closed its side
+    while (event := link.next_event()) is not NEED_DATA:
+        ...                                       # the agent's events, Answered, RequestLost
+    if link.drop_reason is not None:              # the link wants the connection closed
+        close the stream
+    link.connection_lost(now, "reading failed")   # then: state "backoff" until next_deadline()
+    link.handle_timeout(now)                      # at next_deadline(): reconnect, or keepalive ping
+
+Two channels carry frames: ``MAIN``, the connection the device logs in on, and ``ANON``, one that
+never authenticates, for sealed sends (docs/protocol.md: on an authenticated connection the relay
+knows who is sending anyway). ``wants_anon`` says when the driver should open it.
+
+What the link decides:
+
+- Before a login completes only the handshake is written; everything else waits, and after
+  each login the link asks the relay for everything queued (``receive``).
+- A frame counts as written once ``data_to_send`` has handed it over. When the connection drops,
+  every request the relay had not answered is written again on the next connection, with the
+  same id, so its answer still finds the agent's pending state (the agent is therefore not told
+  ``connection_lost``: nothing it waits on is lost). The handshake is begun afresh instead, and a
+  ``register`` is not repeated blindly (it may have happened): it becomes ``RequestLost``. A
+  replayed send the relay had in fact accepted reaches the recipient twice; the recipient's
+  ratchet refuses the second copy as a replay, so each plaintext is still delivered at most once.
+- Reconnection attempts are spaced by ``Backoff`` (exponential, capped, jittered from the
+  injected RNG); the schedule starts again from the bottom only after a connection that worked
+  (the relay answered, and the login, if one is wanted, succeeded).
+- A ping every ``keepalive`` seconds keeps the relay's read timeout from closing the connection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import random
+from collections import deque
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from clients.agent import AgentEvent, DeviceAgent, Failed, LoggedIn
+from relay import wire
+
+__all__ = [
+    "ANON",
+    "MAIN",
+    "NEED_DATA",
+    "Answered",
+    "Backoff",
+    "DeviceLink",
+    "LinkEvent",
+    "RequestLost",
+]
+
+log = logging.getLogger("clients.link")
+
+Channel = Literal["main", "anon"]
+MAIN: Final = "main"
+ANON: Final = "anon"
+NEED_DATA: Final = wire.NEED_DATA
+
+# Signal's clients keep their websocket alive with a request every 30 s; the relay closes a
+# connection after 60 s without a complete frame (relay.server.DEFAULT_READ_TIMEOUT).
+DEFAULT_KEEPALIVE: Final = 30.0
+# Ids for requests carried for another agent (link_device): far above any id an agent reaches.
+_FOREIGN_IDS: Final = 2**48
+_HANDSHAKE: Final = (wire.AuthChallenge, wire.Authenticate)
+LOGIN_KINDS: Final = ("auth_challenge", "authenticate")
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delays between reconnection attempts: exponential, capped, jittered.
+
+    The shape is gRPC's connection back-off (doc/connection-backoff.md: initial 1 s, multiplier
+    1.6, jitter ±20 %, cap 120 s); the initial delay and the cap are lower here because the
+    relay is usually on the same machine or network.
+    """
+
+    initial: float = 0.1  # seconds
+    multiplier: float = 1.6
+    jitter: float = 0.2  # ± this fraction
+    maximum: float = 10.0  # seconds
+
+    def __post_init__(self) -> None:
+        if not (0 < self.initial <= self.maximum and self.multiplier >= 1 and 0 <= self.jitter < 1):
+            raise ValueError(f"need 0 < initial <= maximum, multiplier >= 1, 0 <= jitter < 1; got {self}")
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait before reconnection attempt ``attempt`` (0 for the first)."""
+        base = min(self.maximum, self.initial * self.multiplier ** min(attempt, 200))
+        return min(self.maximum, base * (1 + self.jitter * (2 * rng.random() - 1)))
+
+
+@dataclass(frozen=True)
+class Answered:
+    """The relay's answer to a request the driver asked to hear about (``track`` or ``carry``).
+
+    A refusal is the ``wire.ErrorFrame`` here; the agent's ``Failed`` for it is not reported twice."""
+
+    request_id: int
+    frame: wire.Response
+
+
+@dataclass(frozen=True)
+class RequestLost:
+    """The connection dropped before the relay answered a request that is not safe to repeat."""
+
+    request_id: int
+    kind: str
+
+
+LinkEvent = AgentEvent | Answered | RequestLost
+
+
+class DeviceLink:
+    """A device's relay connection as a state machine, driven by its caller.
+
+    ``state`` is ``"connecting"`` (the driver should open a connection now), ``"logging_in"``,
+    ``"ready"`` (connected and, once login() has been called, logged in), ``"backoff"`` (waiting
+    until ``next_deadline()`` to reconnect) or ``"offline"`` (``set_online(False)``).
+    """
+
+    def __init__(
+        self,
+        agent: DeviceAgent,
+        *,
+        rng: random.Random,
+        backoff: Backoff = Backoff(),  # frozen, so one shared default is safe
+        keepalive: float | None = DEFAULT_KEEPALIVE,
+    ) -> None:
+        if keepalive is not None and keepalive <= 0:
+            raise ValueError(f"keepalive must be positive seconds or None, got {keepalive!r}")
+        self.agent = agent
+        self.rng = rng
+        self.backoff = backoff
+        self.keepalive = keepalive
+        self.state = "connecting"
+        self.connected = False
+        self.logged_in = False
+        self.anon_open = False
+        self.want_online = True
+        self.want_login = False
+        self.reconnects = 0  # connections made after the first
+        self.last_drop: str | None = None  # why the last connection ended
+        self.drop_reason: str | None = None  # set when the link wants the connection closed
+        self._connections = 0
+        self._attempt = 0  # reconnection attempts since the last connection that worked
+        self._heard = False  # any frame received on the current connection
+        self._reconnect_at: float | None = None
+        self._ping_at: float | None = None
+        self._queue: list[wire.Request] = []  # to be written, oldest first
+        self._unanswered: dict[int, wire.Request] = {}  # written, no answer yet
+        self._out: dict[str, bytearray] = {MAIN: bytearray(), ANON: bytearray()}
+        self._decoders = {MAIN: wire.FrameDecoder("device"), ANON: wire.FrameDecoder("device")}
+        self._events: deque[LinkEvent] = deque()
+        self._tracked: dict[int, str] = {}  # request id -> kind, whose answer is reported
+        self._carried: set[int] = set()  # ids of frames carried for another agent
+        self._foreign_ids = itertools.count(_FOREIGN_IDS)
+
+    @property
+    def _name(self) -> str:
+        return f"{self.agent.account}.{self.agent.device_id}"
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            log.debug("%s: %s -> %s", self._name, self.state, state)
+            self.state = state
+
+    # --- what the application asks for ------------------------------------------------------------
+
+    def submit(self) -> list[wire.Request]:
+        """Queue what the agent has asked for since the last call; returns those frames."""
+        frames = self.agent.take_outbox()
+        self._queue.extend(frames)
+        return frames
+
+    def track(self, request_id: int) -> None:
+        """Report the relay's answer to request ``request_id`` as an ``Answered`` event."""
+        self._tracked[request_id] = next(
+            (f.kind for f in [*self._queue, *self._unanswered.values()] if f.id == request_id), ""
+        )
+
+    def carry(self, frame: wire.Request) -> int:
+        """Queue another agent's request (a device being linked); returns the id it goes out with.
+        Its answer comes back as ``Answered`` with that id, and is not shown to this agent."""
+        request_id = next(self._foreign_ids)
+        self._queue.append(dataclasses.replace(frame, id=request_id))
+        self._tracked[request_id] = frame.kind
+        self._carried.add(request_id)
+        return request_id
+
+    def login(self) -> bool:
+        """Log in now if connected (and on every later connection); True if already logged in."""
+        self.want_login = True
+        if self.connected and not self.logged_in and not self._login_in_flight():
+            self._begin_login()
+        return self.connected and self.logged_in
+
+    def set_online(self, online: bool) -> None:
+        """Want the device online or offline, as a phone gaining or losing its network. Going
+        offline while connected sets ``drop_reason``; coming back connects without back-off."""
+        self.want_online = online
+        if online:
+            if self.state == "offline":
+                self._set_state("connecting")
+        elif self.connected:
+            self.drop_reason = self.drop_reason or "disconnected by the application"
+        else:
+            self._go_offline()
+
+    def abort(self, reason: str) -> None:
+        """Drop the current connection as a network failure would (``drop_reason``)."""
+        if self.connected and self.drop_reason is None:
+            self.drop_reason = reason
+
+    # --- what the driver reports ------------------------------------------------------------------
+
+    def connection_made(self, now: float) -> None:
+        """A connection to the relay is open (the driver was in state ``connecting``)."""
+        if self.state != "connecting":
+            raise RuntimeError(f"{self._name}: connection_made in state {self.state!r}")
+        if self._connections:
+            self.reconnects += 1
+        self._connections += 1
+        self.connected, self.logged_in, self.anon_open, self._heard = True, False, False, False
+        self.drop_reason = None
+        self._decoders = {MAIN: wire.FrameDecoder("device"), ANON: wire.FrameDecoder("device")}
+        self._reconnect_at = None
+        self._ping_at = None if self.keepalive is None else now + self.keepalive
+        # A login begun on an earlier connection is begun again on this one.
+        self._queue = [f for f in self._queue if not isinstance(f, _HANDSHAKE)]
+        if self.want_login:
+            self._begin_login()
+        else:
+            self._set_state("ready")
+
+    def connection_failed(self, now: float, reason: str) -> None:
+        """Opening a connection failed: back off, then try again."""
+        self.last_drop = f"connecting failed: {reason}"
+        log.info("%s: %s", self._name, self.last_drop)
+        self._back_off(now)
+
+    def connection_lost(self, now: float, reason: str | None = None) -> None:
+        """The connection (both channels) is closed. ``reason`` is the driver's, for a drop it
+        noticed (a failed read or write); the link's own ``drop_reason`` comes first."""
+        if not self.connected:
+            raise RuntimeError(f"{self._name}: connection_lost while not connected")
+        worked = self._heard and (self.logged_in or not self.want_login)
+        self.last_drop = self.drop_reason or reason
+        self.connected = self.logged_in = self.anon_open = False
+        self.drop_reason = None
+        self._ping_at = None
+        for buffer in self._out.values():
+            buffer.clear()  # what they held is in _unanswered, and is requeued
+        self._requeue()
+        log.info("%s: connection closed: %s", self._name, self.last_drop or "closing")
+        if worked:
+            self._attempt = 0
+        if self.want_online:
+            self._back_off(now)
+        else:
+            self._go_offline()
+
+    def anon_connection_made(self) -> None:
+        """The connection for sealed sends is open (the driver saw ``wants_anon``)."""
+        if not self.connected:
+            raise RuntimeError(f"{self._name}: the anonymous connection needs a main one")
+        self.anon_open = True
+        self._decoders[ANON] = wire.FrameDecoder("device")
+
+    def receive_data(self, data: bytes, channel: Channel = MAIN) -> None:
+        """Bytes from the relay on ``channel``; ``b""`` when the relay closed its side."""
+        self._decoders[channel].receive_data(data)
+
+    def next_event(self) -> LinkEvent | Literal[wire._Event.NEED_DATA]:
+        """The next thing that happened, or NEED_DATA. Frames are handled here, one at a time."""
+        while not self._events:
+            for channel in (MAIN, ANON):
+                if self._read_frame(channel):
+                    break
+            else:
+                return NEED_DATA
+        return self._events.popleft()
+
+    def data_to_send(self, channel: Channel = MAIN) -> bytes:
+        """Bytes to write on ``channel`` now (empty if none, or while that channel is closed)."""
+        self._move()
+        if channel == ANON and not self.anon_open:
+            return b""
+        data = bytes(self._out[channel])
+        self._out[channel].clear()
+        return data
+
+    @property
+    def wants_anon(self) -> bool:
+        """Whether the driver should open the anonymous connection: sealed sends wait for it."""
+        self._move()
+        return self.connected and not self.anon_open and bool(self._out[ANON])
+
+    # --- timers -----------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When ``handle_timeout`` is next due (the driver's clock), or None."""
+        deadlines = [d for d in (self._reconnect_at, self._ping_at) if d is not None]
+        return min(deadlines, default=None)
+
+    def handle_timeout(self, now: float) -> None:
+        """Do what is due at ``now``: end a back-off (state ``connecting``), or ping."""
+        if self._reconnect_at is not None and now >= self._reconnect_at:
+            self._reconnect_at = None
+            self._set_state("connecting")
+        if self._ping_at is not None and now >= self._ping_at:
+            assert self.keepalive is not None
+            self._ping_at = now + self.keepalive
+            self.agent.ping()
+            self.submit()
+
+    # --- inside -----------------------------------------------------------------------------------
+
+    def _begin_login(self) -> None:
+        self.agent.login()
+        self.submit()
+        self._set_state("logging_in")
+
+    def _login_in_flight(self) -> bool:
+        return any(isinstance(f, _HANDSHAKE) for f in [*self._queue, *self._unanswered.values()])
+
+    def _go_offline(self) -> None:
+        self._attempt = 0
+        self._reconnect_at = None
+        self._set_state("offline")
+
+    def _back_off(self, now: float) -> None:
+        delay = self.backoff.delay(self._attempt, self.rng)
+        self._attempt += 1
+        self._reconnect_at = now + delay
+        self._set_state("backoff")
+        log.info("%s: reconnecting in %.3f s (attempt %d)", self._name, delay, self._attempt)
+
+    def _move(self) -> None:
+        """Encode what may be written now: everything once logged in (or if no login is wanted),
+        else only the handshake. From here on a drop means "write it again"."""
+        if not self.connected:
+            return
+        if self.logged_in or not self.want_login:
+            frames, self._queue = self._queue, []
+        else:
+            frames = [f for f in self._queue if isinstance(f, _HANDSHAKE)]
+            if frames:
+                self._queue = [f for f in self._queue if not isinstance(f, _HANDSHAKE)]
+        for frame in frames:
+            self._unanswered[frame.id] = frame
+            self._out[ANON if isinstance(frame, wire.SealedSend) else MAIN] += wire.encode(frame)
+
+    def _requeue(self) -> None:
+        """Put what the relay never answered back at the front of the queue, oldest first."""
+        replay = []
+        for frame in sorted(self._unanswered.values(), key=lambda f: f.id):
+            if isinstance(frame, _HANDSHAKE):
+                continue  # the next connection logs in afresh
+            if isinstance(frame, wire.Register):
+                # Not safe to repeat blindly: it may have happened, and a second one needs a login.
+                self._tracked.pop(frame.id, None)
+                self._carried.discard(frame.id)
+                self._events.append(RequestLost(frame.id, frame.kind))
+                continue
+            replay.append(frame)
+        self._unanswered.clear()
+        self._queue = replay + self._queue
+
+    def _read_frame(self, channel: str) -> bool:
+        """Handle one frame from ``channel``, if a whole one is there; False if none."""
+        if channel == ANON and not self.anon_open:
+            return False
+        try:
+            frame = self._decoders[channel].next_frame()
+        except wire.RemoteProtocolError as e:
+            if self.connected and self.drop_reason is None:
+                log.error("%s: the relay sent a bad frame: %s", self._name, e)
+                self.drop_reason = f"the relay sent a bad frame: {e.code.value}: {e.message}"
+            return False
+        if frame is wire.NEED_DATA:
+            return False
+        if frame is wire.CLOSED:
+            self._closed_by_relay(channel)
+            return False
+        assert isinstance(frame, wire.Response)  # a "device" decoder yields nothing else
+        self._on_frame(frame)
+        return True
+
+    def _closed_by_relay(self, channel: str) -> None:
+        idle = not any(isinstance(f, wire.SealedSend) for f in self._unanswered.values())
+        if channel == ANON and idle:
+            # The relay closes an idle anonymous connection (its read timeout): open another when needed.
+            self.anon_open = False
+        elif self.connected and self.drop_reason is None:
+            self.drop_reason = "the relay closed the connection"
+
+    def _on_frame(self, frame: wire.Response) -> None:
+        self._heard = True
+        if isinstance(frame, wire.Deliver):
+            kind = None
+        else:
+            self._unanswered.pop(frame.id, None)
+            if frame.id == 0 and isinstance(frame, wire.ErrorFrame):
+                level = logging.INFO if frame.code == wire.ErrorCode.TIMEOUT else logging.WARNING
+                log.log(level, "%s: the relay says %s: %s", self._name, frame.code, frame.message)
+            kind = self._tracked.pop(frame.id, None)
+            if frame.id in self._carried:
+                self._carried.discard(frame.id)
+                self._events.append(Answered(frame.id, frame))
+                return
+        events = self.agent.handle(frame)
+        if kind is not None:
+            self._events.append(Answered(frame.id, frame))
+        for event in events:
+            if isinstance(event, LoggedIn):
+                self.logged_in = True
+                self.agent.receive()
+                self._set_state("ready")
+            elif isinstance(event, Failed) and event.ref in LOGIN_KINDS:
+                self.want_login = False  # what waited for the login is written now (and refused)
+                self._set_state("ready")
+            elif isinstance(event, Failed) and kind is not None and event.ref == kind:
+                continue  # the Answered above carries the refusal
+            self._events.append(event)
+        self.submit()
