@@ -151,6 +151,9 @@ class Simulation:
         seed = scenario.seed
         self.net = Network(scenario.network, _seeded(seed, "network"))
         self.store = Store(db_path, durable=False)
+        # Every key this run makes (the relay's trust root and server key, every device's) can be
+        # recomputed from the seed: say so in the file, so `relaysim relay serve` refuses it.
+        self.store.mark_simulation_keys(f"scenario {scenario.name!r}, seed {seed}")
         relay_rng = _seeded(seed, "relay")
         # The provider as it was when the scenario is set ([scenario] start), or as it is today.
         self.profile = profile_as_of(scenario.relay.profile, scenario.start)

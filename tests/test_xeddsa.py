@@ -73,7 +73,9 @@ def test_base_point_and_group_order() -> None:
 def test_base_mult_is_a_homomorphism(m: int, n: int) -> None:
     # (m + n)B = mB + nB: the fixed-base multiplication against libsodium's point addition.
     assume((m + n) % Q)
-    assert _xeddsa._base_mult(_n((m + n) % Q)) == _xeddsa._point_add(_xeddsa._base_mult(_n(m)), _xeddsa._base_mult(_n(n)))
+    assert _xeddsa._base_mult(_n((m + n) % Q)) == _xeddsa._point_add(
+        _xeddsa._base_mult(_n(m)), _xeddsa._base_mult(_n(n))
+    )
 
 
 # --- key conversion ------------------------------------------------------------------------
