@@ -190,7 +190,6 @@ class DeviceAgent:
     delivery_token: bytes
     rng: RNG = os.urandom
     trust_root: bytes | None = None  # needed to open sealed envelopes
-    clock: Callable[[], float] = field(default=lambda: 0.0)  # seconds, for certificate expiry
     tokens: dict[str, bytes] = field(default_factory=dict)  # contacts' delivery tokens (sealed sender)
     # Not end-to-end: bodies sealed under a key a provider or an enterprise also holds (consumer
     # BBM's global key, Telegram's cloud chats, a BES server's key) instead of the Double Ratchet.
@@ -202,6 +201,10 @@ class DeviceAgent:
     # are fetched with the recipient's delivery token instead of on the logged-in connection.
     padding: str = "none"
     unauthenticated_fetch: bool = False
+    # Seconds since the epoch, by which sender certificates expire: required, keyword-only. There is
+    # no default, because a default clock (time 0) would accept a certificate that expired in 1970.
+    # A real device passes time.time; a simulation passes its simulated clock.
+    clock: Callable[[], float] = field(kw_only=True)
 
     def __post_init__(self) -> None:
         self._next_id = 1

@@ -593,7 +593,11 @@ def _agent(account: str) -> DeviceAgent:
     rng = random.Random(account)
     device = Device(account, 1, rng=rng.randbytes, deterministic=True)
     return DeviceAgent(
-        device, registration_id=1 + rng.randrange(16000), delivery_token=rng.randbytes(32), rng=rng.randbytes
+        device,
+        registration_id=1 + rng.randrange(16000),
+        delivery_token=rng.randbytes(32),
+        rng=rng.randbytes,
+        clock=lambda: 1.0,
     )
 
 

@@ -447,6 +447,7 @@ class RegistrationRig:
                 registration_id=rng.randrange(1, 16380),
                 delivery_token=rng.randbytes(32),
                 rng=rng.randbytes,
+                clock=self.core.clock,
             )
             ctx = ConnectionContext(self.serial, ("10.0.0.1", 40000))
             self.core.connect(ctx)
