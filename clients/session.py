@@ -44,6 +44,12 @@ RNG = Callable[[int], bytes]
 # Inactive sessions kept per peer device (Sesame §3.1 keeps "zero or more inactive sessions";
 # the bound is ours, so a peer cannot make a device keep an unbounded number).
 MAX_INACTIVE_SESSIONS = 8
+# How many of a peer's sessions a message without an X3DH header is tried against: the active one
+# and the newest inactive ones (Sesame §3 says try them; it sets no bound). A forged message then
+# costs the recipient at most this many trial decryptions, each at most one X25519 exchange and
+# RatchetConfig.max_skip chain steps, instead of one per held session (1 + MAX_INACTIVE_SESSIONS).
+# Older inactive sessions are kept (a copy of the phone still holds them) but no longer tried.
+MAX_TRIAL_DECRYPTIONS = 3
 _DEVICE_STATE_VERSION = 1
 
 
@@ -188,7 +194,7 @@ class Device:
         """
         initial, body = parse_ciphertext(_escrow.strip(ciphertext))
         if initial is None:
-            for session in self._candidates(peer):
+            for session in self._candidates(peer)[:MAX_TRIAL_DECRYPTIONS]:
                 waiting = session.awaiting_reply
                 try:
                     plaintext = session.ratchet.decrypt(body)
