@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from clients import _primitives as _p
 from clients.errors import DecryptionError
 from clients.escrow import EscrowPublicKey
 from clients.keys import BundleError, KemPreKey, OneTimePreKey, PreKeyBundle, SignedPreKey
@@ -207,6 +208,7 @@ class DeviceAgent:
     clock: Callable[[], float] = field(kw_only=True)
 
     def __post_init__(self) -> None:
+        _p.require_key_source(self.rng, f"DeviceAgent({self.device.address.account!r})")
         self._next_id = 1
         self._outbox: list[wire.Request] = []
         self._pending: dict[int, tuple[str, object]] = {}

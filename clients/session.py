@@ -121,7 +121,7 @@ class Device:
         deterministic: bool = False,
     ) -> None:
         self.address = PeerAddress(account, device_id)
-        self.rng = rng
+        self.rng = _p.require_key_source(rng, f"Device({account!r}, {device_id})")
         self.pq = pq
         # Draw every random value from ``rng``, the ML-KEM encapsulation's too (see x3dh.initiate).
         self.deterministic = deterministic

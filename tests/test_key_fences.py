@@ -48,3 +48,50 @@ def test_a_forged_message_costs_a_bounded_number_of_trial_decryptions(
         bob.decrypt(alice.address, forged)
     assert tried == session_module.MAX_TRIAL_DECRYPTIONS == 3  # not 1 + MAX_INACTIVE_SESSIONS = 9
     assert bob.decrypt(alice.address, genuine) == b"again"
+
+
+def test_device_code_refuses_a_seeded_generator_that_is_not_the_simulators() -> None:
+    import os
+    import random
+    import secrets
+
+    from clients.errors import UsageError
+    from sims.util import SimulationRandom, seeded
+
+    for bad in (random.Random(7).randbytes, random.randbytes):
+        with pytest.raises(UsageError, match="recomputed from the seed"):
+            Device("alice", 1, rng=bad)
+    device = Device("alice", 1, rng=seeded(7, "alice").randbytes)
+    agent = DeviceAgent(device, registration_id=1, delivery_token=bytes(32), clock=lambda: 1.0)
+    with pytest.raises(UsageError, match="DeviceAgent"):
+        DeviceAgent(
+            device,
+            registration_id=1,
+            delivery_token=bytes(32),
+            rng=random.Random(1).randbytes,
+            clock=lambda: 1.0,
+        )
+    assert agent.rng is os.urandom  # device code defaults to the OS's randomness
+    for good in (os.urandom, secrets.token_bytes, random.SystemRandom().randbytes):
+        Device("alice", 1, rng=good)
+    assert isinstance(seeded(1, "x"), SimulationRandom)
+
+
+def test_only_the_simulator_constructs_its_generator() -> None:
+    # SimulationRandom is defined in sims/util.py and named nowhere in clients/ or relay/.
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    users = sorted(
+        str(p.relative_to(root))
+        for package in ("clients", "relay")
+        for p in (root / package).rglob("*.py")
+        if any(
+            isinstance(n, ast.Name | ast.alias | ast.Attribute)
+            and "SimulationRandom"
+            in (getattr(n, "id", None) or getattr(n, "name", None) or getattr(n, "attr", ""))
+            for n in ast.walk(ast.parse(p.read_text()))
+        )
+    )
+    assert users == []

@@ -25,6 +25,7 @@ from relay.metadata import (
     RetentionPolicy,
 )
 from relay.store import ArchivedEnvelope, Store
+from sims.util import SimulationRandom
 from tests.test_relay_support import DeviceKeys, core_device, reply
 
 E = wire.ErrorCode
@@ -590,7 +591,7 @@ def test_a_v1_database_upgrades_to_the_current_schema_keeping_its_data(
 
 
 def _agent(account: str) -> DeviceAgent:
-    rng = random.Random(account)
+    rng = SimulationRandom(account)
     device = Device(account, 1, rng=rng.randbytes, deterministic=True)
     return DeviceAgent(
         device,

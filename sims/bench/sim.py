@@ -92,6 +92,7 @@ from sims.scenario import (
     ScriptedMessage,
 )
 from sims.traffic import expand_population
+from sims.util import SimulationRandom
 
 __all__ = ["COMPONENTS", "RATIOS", "attribute_profile", "main", "steady_scenario"]
 
@@ -434,13 +435,12 @@ class RegistrationRig:
 
     def register(self, n: int) -> float:
         """µs per phone: build the phone, register (prekeys made, signed, uploaded, checked), log in."""
-        import random
 
         start = time.perf_counter()
         for _ in range(n):
             self.serial += 1
             name = f"r{self.serial:06d}"
-            rng = random.Random(f"bench registration {name}")
+            rng = SimulationRandom(f"bench registration {name}")
             device = Device(name, 1, rng=rng.randbytes, pq=True, deterministic=True)
             agent = A.DeviceAgent(
                 device,
