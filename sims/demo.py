@@ -9,12 +9,12 @@ phone decrypted.
 
 from __future__ import annotations
 
-import random
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from clients.session import Device, parse_ciphertext
+from sims.util import SimulationRandom
 
 __all__ = ["DemoStep", "run_demo"]
 
@@ -42,7 +42,7 @@ class DemoStep:
 
 
 def _conversation(seed: int) -> Iterator[DemoStep]:
-    r = random.Random(seed)
+    r = SimulationRandom(seed)
     alice = Device("alice", 1, rng=r.randbytes, pq=True, deterministic=True)
     bob = Device("bob", 1, rng=r.randbytes, pq=True, deterministic=True)
     bob_bundle = bob.generate_prekeys(one_time=5, kem_one_time=5)
