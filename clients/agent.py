@@ -200,7 +200,7 @@ class DeviceAgent:
     kem_prekey_batch: int = PREKEY_BATCH
     # Design choices (sims.scenario's [defences]): how plaintexts are padded, and whether bundles
     # are fetched with the recipient's delivery token instead of on the logged-in connection.
-    padding: str = "none"
+    padding: str = "signal"  # on by default, as Signal's clients pad
     unauthenticated_fetch: bool = False
     # Seconds since the epoch, by which sender certificates expire: required, keyword-only. There is
     # no default, because a default clock (time 0) would accept a certificate that expired in 1970.

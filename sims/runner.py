@@ -170,6 +170,12 @@ class Simulation:
             keep_contacts=self.profile.keep_contacts,
             keep_blocks=self.profile.keep_blocks,
         )
+        # [defences] padding, or the profile's: Signal's padding unless the profile turns it off.
+        self.padding = (
+            sc_padding
+            if (sc_padding := scenario.defences.padding) != "profile"
+            else ("signal" if self.profile.padding else "none")
+        )
         self.sealed = (
             scenario.relay.sealed_sender
             if scenario.relay.sealed_sender is not None
@@ -262,7 +268,7 @@ class Simulation:
                 # phone's set-up cost here (XEdDSA signatures, ML-KEM key generation).
                 prekey_batch=SIM_PREKEY_BATCH,
                 kem_prekey_batch=SIM_KEM_PREKEY_BATCH,
-                padding=sc.defences.padding,
+                padding=self.padding,
                 unauthenticated_fetch=sc.defences.bundle_fetch == "unauthenticated",
             )
             d = SimDevice(spec, agent, port=40000 + n % 20000)
