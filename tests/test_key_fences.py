@@ -95,3 +95,34 @@ def test_only_the_simulator_constructs_its_generator() -> None:
         )
     )
     assert users == []
+
+
+def test_the_profile_switches_padding_and_the_scenario_overrides_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from sims import runner
+    from sims.scenario import parse_scenario
+
+    text = """
+[scenario]
+name = "pad"
+duration = "1h"
+seed = 1
+
+[relay]
+profile = "keep-everything"
+
+[[people]]
+name = "alice"
+
+[[people]]
+name = "bob"
+"""
+    assert runner.Simulation(parse_scenario(text, "pad.toml")).padding == "signal"
+    assert (
+        runner.Simulation(parse_scenario(text + '\n[defences]\npadding = "pow2"\n', "p.toml")).padding
+        == "pow2"
+    )
+    real = runner.profile_as_of
+    monkeypatch.setattr(runner, "profile_as_of", lambda *a: dataclasses.replace(real(*a), padding=False))
+    assert runner.Simulation(parse_scenario(text, "pad.toml")).padding == "none"
