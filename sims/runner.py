@@ -194,6 +194,7 @@ class Simulation:
             self.profile,
             content_keys=[self.content_key] if self.content_key else [],
             geoip={d.address: d.region for d in scenario.devices()},
+            client_padding=self.padding != "none",
         )
         self.disclosures: list[Disclosure] = []
         self._open_orders: dict[str, LegalProcess] = {}
