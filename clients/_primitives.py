@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac as _hmac
+import random as _random
 from collections.abc import Callable
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -22,6 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from clients.errors import UsageError
 
 __all__ = [
     "AuthenticationFailed",
@@ -38,15 +41,42 @@ __all__ = [
     "mlkem_decapsulate",
     "mlkem_encapsulate",
     "mlkem_keypair_from_seed",
+    "require_key_source",
     "siv_decrypt",
     "siv_encrypt",
     "x25519_pair_from_private",
     "x25519_public",
 ]
 
-# An RNG is any callable that returns n bytes. Production code passes ``os.urandom``;
-# the simulator passes a seeded generator so that runs are reproducible.
+# An RNG is any callable that returns n bytes. Production code passes ``os.urandom`` (the default
+# everywhere); the simulator passes the ``randbytes`` of a ``sims.util.SimulationRandom`` so that
+# runs are reproducible. A seeded generator made any other way is refused by require_key_source.
 RNG = Callable[[int], bytes]
+
+
+def require_key_source(rng: RNG, where: str) -> RNG:
+    """``rng``, unless it is a seeded ``random.Random`` that is not the simulator's.
+
+    Keys drawn from ``random.Random(seed).randbytes`` (or the module-level ``random.randbytes``,
+    a Mersenne Twister) are recomputable by anyone who knows or recovers the seed. Device code
+    accepts a deterministic generator only when it says it belongs to a simulation: an instance of
+    ``sims.util.SimulationRandom``, marked ``SIMULATION_KEYS = True`` (clients never import sims;
+    the mark is the contract, checked by tests/test_key_fences.py). ``os.urandom``,
+    ``secrets.token_bytes`` and ``random.SystemRandom().randbytes`` are accepted.
+    """
+    owner = getattr(rng, "__self__", None)
+    if (
+        isinstance(owner, _random.Random)
+        and not isinstance(owner, _random.SystemRandom)
+        and getattr(type(owner), "SIMULATION_KEYS", False) is not True
+    ):
+        raise UsageError(
+            f"{where}: rng is the randbytes of a seeded {type(owner).__module__}.{type(owner).__name__}: "
+            "every key drawn from it can be recomputed from the seed. Leave rng out (os.urandom), "
+            "or, in a simulation, pass sims.util.seeded(seed, label).randbytes"
+        )
+    return rng
+
 
 _ZERO32 = bytes(32)
 

@@ -27,6 +27,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from clients import _primitives as _p
 from clients.errors import DecryptionError
 from clients.escrow import EscrowPublicKey
 from clients.groups import VERSION as SENDER_KEY_VERSION
@@ -214,7 +215,6 @@ class DeviceAgent:
     delivery_token: bytes
     rng: RNG = os.urandom
     trust_root: bytes | None = None  # needed to open sealed envelopes
-    clock: Callable[[], float] = field(default=lambda: 0.0)  # seconds, for certificate expiry
     tokens: dict[str, bytes] = field(default_factory=dict)  # contacts' delivery tokens (sealed sender)
     # Not end-to-end: bodies sealed under a key a provider or an enterprise also holds (consumer
     # BBM's global key, Telegram's cloud chats, a BES server's key) instead of the Double Ratchet.
@@ -224,10 +224,15 @@ class DeviceAgent:
     kem_prekey_batch: int = PREKEY_BATCH
     # Design choices (sims.scenario's [defences]): how plaintexts are padded, and whether bundles
     # are fetched with the recipient's delivery token instead of on the logged-in connection.
-    padding: str = "none"
+    padding: str = "signal"  # on by default, as Signal's clients pad
     unauthenticated_fetch: bool = False
+    # Seconds since the epoch, by which sender certificates expire: required, keyword-only. There is
+    # no default, because a default clock (time 0) would accept a certificate that expired in 1970.
+    # A real device passes time.time; a simulation passes its simulated clock.
+    clock: Callable[[], float] = field(kw_only=True)
 
     def __post_init__(self) -> None:
+        _p.require_key_source(self.rng, f"DeviceAgent({self.device.address.account!r})")
         self._next_id = 1
         self._outbox: list[wire.Request] = []
         self._pending: dict[int, tuple[str, object]] = {}

@@ -61,7 +61,7 @@ class IdentityKeyPair:
         if len(private) != 32:
             raise UsageError("an identity private key is 32 bytes")
         self.pair = _p.x25519_pair_from_private(private)
-        self._edwards: tuple[bytes, int] | None = None  # XEdDSA calculate_key_pair(k), computed once
+        self._edwards: tuple[bytes, bytes] | None = None  # XEdDSA calculate_key_pair(k), computed once
 
     @classmethod
     def generate(cls, rng: RNG = os.urandom) -> IdentityKeyPair:

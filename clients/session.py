@@ -51,6 +51,12 @@ RNG = Callable[[int], bytes]
 # Inactive sessions kept per peer device (Sesame §3.1 keeps "zero or more inactive sessions";
 # the bound is ours, so a peer cannot make a device keep an unbounded number).
 MAX_INACTIVE_SESSIONS = 8
+# How many of a peer's sessions a message without an X3DH header is tried against: the active one
+# and the newest inactive ones (Sesame §3 says try them; it sets no bound). A forged message then
+# costs the recipient at most this many trial decryptions, each at most one X25519 exchange and
+# RatchetConfig.max_skip chain steps, instead of one per held session (1 + MAX_INACTIVE_SESSIONS).
+# Older inactive sessions are kept (a copy of the phone still holds them) but no longer tried.
+MAX_TRIAL_DECRYPTIONS = 3
 _DEVICE_STATE_VERSION = 2
 _READABLE_STATE_VERSIONS = (1, 2)  # version 1: no pinned identities or seen base keys yet
 
@@ -118,7 +124,7 @@ class Device:
         identity_policy: str = "warn",
     ) -> None:
         self.address = PeerAddress(account, device_id)
-        self.rng = rng
+        self.rng = _p.require_key_source(rng, f"Device({account!r}, {device_id})")
         self.pq = pq
         # Draw every random value from ``rng``, the ML-KEM encapsulation's too (see x3dh.initiate).
         self.deterministic = deterministic
@@ -203,7 +209,7 @@ class Device:
     def _decrypt(self, peer: PeerAddress, ciphertext: bytes, identity: bytes | None) -> bytes:
         initial, body = parse_ciphertext(_escrow.strip(ciphertext))
         if initial is None:
-            for session in self._candidates(peer):
+            for session in self._candidates(peer)[:MAX_TRIAL_DECRYPTIONS]:
                 if identity is not None and session.peer_identity != identity:
                     continue  # sealed: only a session with the certificate's identity key may decrypt it
                 waiting = session.awaiting_reply

@@ -340,9 +340,14 @@ class ComplianceDesk:
         *,
         content_keys: Sequence[ContentKey] = (),
         geoip: Mapping[str, str] | None = None,
+        client_padding: bool | None = None,
     ) -> None:
+        """``client_padding``: whether the provider's clients pad plaintexts (0x80, then zeros, as
+        Signal's PushTransportDetails), which the desk removes from content it opens; None takes
+        the profile's ``padding``."""
         self.store = store
         self.profile = profile
+        self.client_padding = profile.padding if client_padding is None else client_padding
         # only keys the provider itself holds can be used at its desk
         self.keys = [k for k in content_keys if k.holder == "provider"]
         self.geoip = dict(geoip or {})
@@ -793,8 +798,15 @@ class ComplianceDesk:
                         "to": f.recipient,
                         "to_device": f.device,
                         "time": f.time,
-                        "text": opened.decode("utf-8", "replace"),
+                        "text": self._unpadded(opened).decode("utf-8", "replace"),
                     }
                 )
         d.content_keys = len(self.keys)
         return rows
+
+    def _unpadded(self, plaintext: bytes) -> bytes:
+        """The plaintext without its clients' padding (0x80, then zeros), when they pad."""
+        if not self.client_padding:
+            return plaintext
+        body = plaintext.rstrip(b"\x00")
+        return body[:-1] if body.endswith(b"\x80") else plaintext

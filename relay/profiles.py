@@ -71,6 +71,10 @@ class Profile:
     # policy hands over when held; an instrument not named here gets nothing.
     discloses: Mapping[str, frozenset[str]]
     sealed_sender: bool = False
+    # Its clients pad plaintexts before encryption as Signal's do (libsignal-service's
+    # PushTransportDetails: 0x80, then zeros, to a multiple of 160 bytes), so envelope sizes show
+    # only a length class. On by default; False for a provider whose clients send lengths as they are.
+    padding: bool = True
     keep_delivered: bool = False  # message bodies survive delivery (server-side storage)
     keep_contacts: bool = False
     keep_blocks: bool = False

@@ -41,6 +41,7 @@ import logging
 import math
 import os
 import signal
+import sqlite3
 import ssl
 import sys
 from collections.abc import Sequence
@@ -51,7 +52,7 @@ import trio  # type: ignore[import-untyped,unused-ignore]  # trio 0.22 ships no 
 
 from relay.core import ConnectionContext, Output, Push, RelayCore, Reply
 from relay.metadata import KEEP_EVERYTHING, KEEP_NOTHING, RetentionPolicy
-from relay.store import Store
+from relay.store import Store, StoreError
 from relay.wire import (
     CLOSED,
     DEFAULT_MAX_FRAME_SIZE,
@@ -556,6 +557,14 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         default=DEFAULT_MAX_FRAME_SIZE,
         help="largest frame accepted, in bytes (default: %(default)s)",
     )
+    parser.add_argument(
+        "--allow-simulation-keys",
+        action="store_true",
+        help=(
+            "serve a database written by a seeded simulation (relaysim run): its server key, trust "
+            "root and every device key are public, recomputable from the seed; refused without this"
+        ),
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     _add_profile_options(parser)
     return parser
@@ -674,6 +683,28 @@ def main(args: list[str]) -> int:
     logging.basicConfig(
         level=opts.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    try:
+        with Store(opts.db) as store:
+            simulation = store.simulation_keys
+    except (StoreError, sqlite3.Error) as exc:
+        print(f"{parser.prog}: error: --db {opts.db}: cannot open the relay database: {exc}", file=sys.stderr)
+        return 2
+    if simulation is not None:
+        if not opts.allow_simulation_keys:
+            print(
+                f"{parser.prog}: error: --db {opts.db} was written by a seeded simulation ({simulation}): "
+                "its server key, trust root and every device key can be recomputed by anyone from the seed, "
+                "so nothing sent through it would be private. Refusing to serve it; pass "
+                "--allow-simulation-keys to serve it anyway (demonstrations only), or give a new --db.",
+                file=sys.stderr,
+            )
+            return 2
+        log.warning(
+            "serving %s, written by a seeded simulation (%s): its keys are PUBLIC (recomputable from the "
+            "seed); nothing sent through this relay is private",
+            opts.db,
+            simulation,
+        )
     code = 0
     try:
         trio.run(_run, opts)

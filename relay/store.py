@@ -210,6 +210,17 @@ CREATE TABLE preservations (
 """
 
 
+# v4: facts about the file itself, as key/value text. ``simulation_keys`` is set by a seeded
+# simulation (sims.runner): every key in such a file can be recomputed from the seed, and
+# ``relaysim relay serve`` refuses the file unless told --allow-simulation-keys.
+_V4 = """
+CREATE TABLE meta (
+    key         TEXT PRIMARY KEY,
+    value       TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+
 def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
     def run(db: sqlite3.Connection) -> None:
         for statement in sql.split(";"):
@@ -219,7 +230,12 @@ def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
     return run
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_script(_V1), _script(_V2), _script(_V3)]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _script(_V1),
+    _script(_V2),
+    _script(_V3),
+    _script(_V4),
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -352,6 +368,24 @@ class Store:
             with self.transaction():
                 MIGRATIONS[target - 1](self._db)
                 self._db.execute(f"PRAGMA user_version = {target}")
+
+    # -- what the file is ---------------------------------------------------------------------
+
+    def mark_simulation_keys(self, note: str) -> None:
+        """Record that this file's keys come from a seeded simulation (``note``: which one).
+
+        Its server key, trust root and every device key are recomputable from the seed, so the
+        mark stays with the file and ``relay serve`` refuses it (relay.server)."""
+        with self.transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('simulation_keys', ?)", (note,)
+            )
+
+    @property
+    def simulation_keys(self) -> str | None:
+        """The note :meth:`mark_simulation_keys` left, or None for a store with real keys."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'simulation_keys'").fetchone()
+        return None if row is None else str(row[0])
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

@@ -9,7 +9,6 @@ phone decrypted.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 from clients.session import Device, parse_ciphertext
 from sims.term import render as render_text
 from sims.term import table
+from sims.util import SimulationRandom
 
 __all__ = ["DemoStep", "run_demo"]
 
@@ -44,7 +44,7 @@ class DemoStep:
 
 
 def _conversation(seed: int) -> Iterator[DemoStep]:
-    r = random.Random(seed)
+    r = SimulationRandom(seed)
     alice = Device("alice", 1, rng=r.randbytes, pq=True, deterministic=True)
     bob = Device("bob", 1, rng=r.randbytes, pq=True, deterministic=True)
     bob_bundle = bob.generate_prekeys(one_time=5, kem_one_time=5)

@@ -157,6 +157,9 @@ class Simulation:
         seed = scenario.seed
         self.net = Network(scenario.network, _seeded(seed, "network"))
         self.store = Store(db_path, durable=False)
+        # Every key this run makes (the relay's trust root and server key, every device's) can be
+        # recomputed from the seed: say so in the file, so `relaysim relay serve` refuses it.
+        self.store.mark_simulation_keys(f"scenario {scenario.name!r}, seed {seed}")
         relay_rng = _seeded(seed, "relay")
         # The provider as it was when the scenario is set, or as it is today (sims.world.provider).
         self.profile = provider(scenario)
@@ -168,6 +171,12 @@ class Simulation:
             keep_delivered=self.profile.keep_delivered,
             keep_contacts=self.profile.keep_contacts,
             keep_blocks=self.profile.keep_blocks,
+        )
+        # [defences] padding, or the profile's: Signal's padding unless the profile turns it off.
+        self.padding = (
+            sc_padding
+            if (sc_padding := scenario.defences.padding) != "profile"
+            else ("signal" if self.profile.padding else "none")
         )
         self.sealed = sealed_sender(scenario, self.profile)
         # Who holds the content keys when the profile is not end-to-end (relay.custody).
@@ -183,6 +192,7 @@ class Simulation:
             self.profile,
             content_keys=[self.content_key] if self.content_key else [],
             geoip={d.address: d.region for d in scenario.devices()},
+            client_padding=self.padding != "none",
         )
         # The scenario's timeline and its legal process, interpreted as in a live run (sims.world).
         self.timeline = Timeline(self)
@@ -263,7 +273,7 @@ class Simulation:
                 # phone's set-up cost here (XEdDSA signatures, ML-KEM key generation).
                 prekey_batch=SIM_PREKEY_BATCH,
                 kem_prekey_batch=SIM_KEM_PREKEY_BATCH,
-                padding=sc.defences.padding,
+                padding=self.padding,
                 unauthenticated_fetch=sc.defences.bundle_fetch == "unauthenticated",
             )
             d = SimDevice(spec, agent, port=40000 + n % 20000)

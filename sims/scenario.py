@@ -1316,14 +1316,14 @@ def resolve_scenario(name_or_path: str) -> Scenario:
 #     receipts = "off"             # on (as Signal) | off | delayed (uniformly within receipt_delay) | batched (every receipt_batch)
 #     receipt_delay = "5m"
 #     receipt_batch = "10m"
-#     padding = "none"             # none | signal (a multiple of 160 bytes) | pow2 (power-of-two buckets)
+#     padding = "profile"          # profile (the provider's: signal unless its profile says padding = false) | none | signal (a multiple of 160 bytes) | pow2 (power-of-two buckets)
 #     sealed_connection = "shared" # shared (the phone's own address) | fresh (a new connection from an exit address)
 #     exit_latency_ms = 200        # what the exit costs each way
 #     bundle_fetch = "authenticated"  # or unauthenticated (with the recipient's delivery token, as Signal does)
 #     cover_per_hour = 0           # Poisson dummy sealed messages per phone (Loopix's cover traffic)
 
 RECEIPT_MODES = ("on", "off", "delayed", "batched")
-PADDING_MODES = ("none", "signal", "pow2")
+PADDING_MODES = ("profile", "none", "signal", "pow2")
 
 
 @dataclass(frozen=True)
@@ -1357,7 +1357,7 @@ class DefenceSpec:
     receipts: str = "off"
     receipt_delay: float = 300.0
     receipt_batch: float = 600.0
-    padding: str = "none"
+    padding: str = "profile"
     sealed_connection: str = "shared"
     exit_latency_ms: float = 200.0
     bundle_fetch: str = "authenticated"

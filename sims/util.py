@@ -11,12 +11,23 @@ from __future__ import annotations
 import math
 import random
 
-__all__ = ["clock", "seeded"]
+__all__ = ["SimulationRandom", "clock", "seeded"]
 
 
-def seeded(seed: int, *label: object) -> random.Random:
+class SimulationRandom(random.Random):
+    """The simulator's deterministic generator: the one kind of seeded ``random.Random`` whose
+    ``randbytes`` device code accepts as a key source (clients._primitives.require_key_source).
+
+    Every key drawn from it is recomputable from the seed: fine for a simulation, whose relay.db
+    is marked as such (relay.store's ``simulation_keys``), never for a real device.
+    """
+
+    SIMULATION_KEYS = True
+
+
+def seeded(seed: int, *label: object) -> SimulationRandom:
     """A generator of its own for ``label`` under the scenario's ``seed`` ("SEED:LABEL:…")."""
-    return random.Random(f"{seed}:" + ":".join(map(str, label)))
+    return SimulationRandom(f"{seed}:" + ":".join(map(str, label)))
 
 
 def clock(t: float, *, day: bool | None = None) -> str:

@@ -184,7 +184,9 @@ def test_the_provider_cannot_provision_a_device_into_an_account_that_does_not_ex
     from clients.agent import DeviceAgent
     from relay import wire
 
-    agent = DeviceAgent(Device("nobody", 2, rng=seeded_rng(5)), registration_id=7, delivery_token=bytes(32))
+    agent = DeviceAgent(
+        Device("nobody", 2, rng=seeded_rng(5)), registration_id=7, delivery_token=bytes(32), clock=lambda: 1.0
+    )
     agent.register()
     (frame,) = agent.take_outbox()
     assert isinstance(frame, wire.Register)

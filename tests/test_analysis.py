@@ -98,7 +98,7 @@ def _conversation(a: str, b: str, rows: list[str]) -> str:
     return f'[[conversations]]\nbetween = ["{a}", "{b}"]\nmessages = [\n  {body},\n]\n'
 
 
-def _scenario_text(sealed: bool = True) -> str:
+def _scenario_text(sealed: bool = True, padding: str = "profile") -> str:
     rng = random.Random(5)
     convs: list[str] = []
     # Alice writes to Bob at every hour from 09 to 20 UTC, twice; Bob answers each within 20 s.
@@ -132,6 +132,9 @@ seed = 11
 region = "us"
 profile = "keep-everything"
 sealed_sender = {"true" if sealed else "false"}
+
+[defences]
+padding = "{padding}"
 
 [[people]]
 name = "alice"
@@ -283,13 +286,31 @@ def test_sda_over_many_messages_is_fast_and_finds_a_planted_contact() -> None:
 
 
 def test_first_contacts_stand_out_by_size(relay_view: ProviderView, truth: Any) -> None:
+    # Signal's padding is on by default (the profile's): every message short of 159 bytes fills
+    # one 160-byte block, so the rest fall in a single length class and say nothing about the
+    # length of what is inside. First contacts still stand out: they carry the X3DH header and
+    # the ML-KEM ciphertext, which padding does not hide.
     report = size_channels(relay_view)
     assert report.threshold is not None and 1000 < report.threshold < 2500
     score = score_analysis(analyze(relay_view), truth)["sizes"]
     assert score["precision"] == 1.0 and score["recall"] == 1.0
     assert score["first_messages_marked"] == score["first_messages_between_two_people"] == 5
+    assert len(report.classes) == 1 and report.step is None
+    correlation = score["size_vs_plaintext_length_correlation"]
+    assert correlation is None or correlation != correlation or abs(correlation) < 0.2, correlation
+
+
+def test_without_padding_sizes_follow_the_plaintext_length(tmp_path: Path) -> None:
+    # [defences] padding = "none" (or a profile with padding = false): sizes leak lengths again.
+    out = tmp_path / "run"
+    run_to_dir(parse_scenario(_scenario_text(padding="none"), "analysis-test.toml"), out)
+    view = run_views(out)["relay"]
+    report = size_channels(view)
+    score = score_analysis(analyze(view), read_truth(out / "transcript.jsonl"))["sizes"]
+    assert score["first_messages_marked"] == score["first_messages_between_two_people"] == 5
     # the rest move in steps of the padding block, and with the length of what is inside
     assert report.step is not None and report.step < 100
+    assert len(report.classes) > 1
     assert score["size_vs_plaintext_length_correlation"] > 0.5
 
 

@@ -5,7 +5,8 @@ anywhere in a module, including inside functions):
 
 * ``relay`` never imports ``clients``;
 * ``cryptography`` is imported in ``relay`` only by ``relay/_primitives.py``, in ``clients``
-  only by ``clients/_primitives.py``, and in ``sims`` not at all.
+  only by ``clients/_primitives.py``, and in ``sims`` not at all;
+* ``nacl`` (PyNaCl, libsodium: XEdDSA signing) is imported only by ``clients/_xeddsa.py``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,19 @@ def _imports_package(names: set[str], package: str) -> bool:
     return any(n == package or n.startswith(package + ".") for n in names)
 
 
+# The one module of each package allowed to import PyNaCl (None: no module may).
+NACL_FENCED: dict[str, str | None] = {"relay": None, "clients": "clients/_xeddsa.py", "sims": None}
+
+
+def nacl_offenders(root: Path, package: str) -> list[str]:
+    """Modules of ``package`` under ``root`` that import ``nacl`` but are not its fenced module."""
+    return sorted(
+        str(p.relative_to(root))
+        for p in (root / package).rglob("*.py")
+        if str(p.relative_to(root)) != NACL_FENCED[package] and _imports_package(_imports(p), "nacl")
+    )
+
+
 def cryptography_offenders(root: Path, package: str) -> list[str]:
     """Modules of ``package`` under ``root`` that import ``cryptography`` but are not its fenced module."""
     return sorted(
@@ -63,6 +77,21 @@ def test_relay_never_imports_clients() -> None:
 @pytest.mark.parametrize("package", sorted(FENCED))
 def test_cryptography_is_imported_only_by_the_fenced_module(package: str) -> None:
     assert cryptography_offenders(ROOT, package) == []
+
+
+@pytest.mark.parametrize("package", sorted(NACL_FENCED))
+def test_nacl_is_imported_only_by_the_fenced_module(package: str) -> None:
+    assert nacl_offenders(ROOT, package) == []
+
+
+def test_the_nacl_fence_finds_offenders(tmp_path: Path) -> None:
+    for package in NACL_FENCED:
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "_xeddsa.py").write_text("from nacl.bindings import crypto_core_ed25519_add\n")
+        (tmp_path / package / "late.py").write_text("def f():\n    import nacl.signing\n")
+    assert nacl_offenders(tmp_path, "clients") == ["clients/late.py"]
+    assert nacl_offenders(tmp_path, "relay") == ["relay/_xeddsa.py", "relay/late.py"]
+    assert _imports_package(_imports(ROOT / "clients/_xeddsa.py"), "nacl")
 
 
 @pytest.mark.parametrize("package", sorted(p for p, fenced in FENCED.items() if fenced))

@@ -36,6 +36,7 @@ def make_agent(account: str, device: int = 1) -> DeviceAgent:
         delivery_token=TOKENS[account],
         rng=rng,
         tokens=dict(TOKENS),
+        clock=lambda: 0.0,  # the fake relay issues no certificates; nothing here reads the time
     )
 
 

@@ -138,6 +138,7 @@ def test_demo_ends_with_an_inference_from_the_metadata_alone(
     assert f"{len(pairs)} of {len(pairs)} true pairs (precision 1.00, recall 1.00)" in tail
     assert f"including {unnamed[0]}, whom no order named" in tail
     assert f"saima's whole circle: {len(circle)} of {len(circle)} contacts ({', '.join(circle)})" in tail
-    n = sum(len(c.messages) for c in sc.conversations)
-    assert f"correlation 1.00 over {n} envelopes" in tail
+    # Envelopes are padded (Signal's scheme, on by default for every profile): their sizes no longer
+    # follow message lengths, so the demo makes no claim about them.
+    assert "correlation" not in tail
     assert "BlackBerry Enterprise Server" in out.split("WHAT THE METADATA ALONE GIVES AWAY")[1]

@@ -8,7 +8,6 @@ label).
 
 from __future__ import annotations
 
-import random
 from dataclasses import replace
 
 import pytest
@@ -18,6 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from clients.errors import DecryptionError
 from clients.identity import IdentityChanged, UntrustedIdentity
 from clients.session import Device, PeerAddress
+from sims.util import seeded
 
 ALICE = PeerAddress("alice", 1)
 BOB = PeerAddress("bob", 1)
@@ -25,7 +25,11 @@ BOB = PeerAddress("bob", 1)
 
 def _device(address: PeerAddress, seed: int, policy: str = "warn") -> Device:
     return Device(
-        address.account, address.device, rng=random.Random(seed).randbytes, pq=False, identity_policy=policy
+        address.account,
+        address.device,
+        rng=seeded(seed, "identity").randbytes,
+        pq=False,
+        identity_policy=policy,
     )
 
 

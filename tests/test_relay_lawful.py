@@ -25,6 +25,7 @@ from relay.metadata import (
     RetentionPolicy,
 )
 from relay.store import ArchivedEnvelope, Store
+from sims.util import SimulationRandom
 from tests.helpers import T0, Clock, DeviceKeys, assert_error, core_device, reply
 
 E = wire.ErrorCode
@@ -561,9 +562,9 @@ def test_a_v1_database_upgrades_to_the_current_schema_keeping_its_data(
             old.enqueue([store_module.StoredEnvelope(b"E" * 16, "bob", 1, b"body", 1000, False, "alice", 1)])
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 1
     with Store(path) as store:
-        assert store.schema_version == store_module.SCHEMA_VERSION == 3
+        assert store.schema_version == store_module.SCHEMA_VERSION == 4
         tables = {r[0] for r in store._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert {"intercepts", "archive", "contacts", "blocks", "taps", "preservations"} <= tables
+        assert {"intercepts", "archive", "contacts", "blocks", "taps", "preservations", "meta"} <= tables
         assert store.account_exists("bob") and [e.body for e in store.all_envelopes()] == [b"body"]
         columns = [r[1] for r in store._db.execute("PRAGMA table_info(intercepts)")]
         assert columns == ["seq", "tap_id", "kind", *store_module.METADATA_FIELDS, "body"]
@@ -576,10 +577,14 @@ def test_a_v1_database_upgrades_to_the_current_schema_keeping_its_data(
 
 
 def _agent(account: str) -> DeviceAgent:
-    rng = random.Random(account)
+    rng = SimulationRandom(account)
     device = Device(account, 1, rng=rng.randbytes, deterministic=True)
     return DeviceAgent(
-        device, registration_id=1 + rng.randrange(16000), delivery_token=rng.randbytes(32), rng=rng.randbytes
+        device,
+        registration_id=1 + rng.randrange(16000),
+        delivery_token=rng.randbytes(32),
+        rng=rng.randbytes,
+        clock=lambda: 1.0,
     )
 
 

@@ -709,3 +709,44 @@ async def test_what_the_kernel_does_not_take_at_once_the_writer_sends_in_order()
     assert bytes(received) == b"".join(chunks)
     await ours.aclose()
     await theirs.aclose()
+
+
+# --- a store written by a seeded simulation is not a relay's ----------------------------------
+
+
+def test_main_refuses_a_store_written_by_a_seeded_simulation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from sims.cli import main as relaysim
+
+    out = tmp_path / "run"
+    assert relaysim(["run", "two-friends", "--out", str(out), "--quiet"]) == 0
+    db = out / "relay.db"
+    assert db.exists()
+    with Store(db) as store:
+        assert store.simulation_keys is not None and "seed" in store.simulation_keys
+    capsys.readouterr()
+    assert main(["--host", "127.0.0.1", "--port", "0", "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert "seeded simulation" in err and "--allow-simulation-keys" in err and str(db) in err
+    assert "Traceback" not in err
+    # Told, it serves, and warns that the keys are public (a port in use stops it right after).
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with caplog.at_level(logging.WARNING, logger="relay.server"):
+            code = main(
+                ["--host", "127.0.0.1", "--port", str(port), "--db", str(db), "--allow-simulation-keys"]
+            )
+    assert code == 1  # it got as far as binding
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("PUBLIC" in w and "seeded simulation" in w for w in warnings), warnings
+
+
+def test_a_fresh_store_has_no_simulation_mark(tmp_path: Path) -> None:
+    with Store(tmp_path / "relay.db") as store:
+        assert store.simulation_keys is None
+        store.mark_simulation_keys("seed 7")
+    with Store(tmp_path / "relay.db") as store:
+        assert store.simulation_keys == "seed 7"

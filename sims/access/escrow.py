@@ -12,9 +12,11 @@ What is captured is what the relay's store holds: the envelope bodies of every c
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from clients import escrow as _escrow
+from clients.agent import unpad
 from clients.errors import DecryptionError
 from clients.escrow import EscrowKeyPair
 from sims.access.base import Intervention, World
@@ -101,6 +103,9 @@ class KeyEscrow(Intervention):
                 text = self.keys.read(body)
             except DecryptionError:
                 continue
+            # the phones' padding (clients.agent.pad); a text not padded so is shown as it is
+            with contextlib.suppress(DecryptionError):
+                text = unpad(text, self.world.padding)
             opened[mid] = (text.decode("utf-8", "replace"), where)
         return opened
 

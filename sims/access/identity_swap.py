@@ -67,7 +67,7 @@ class RelaySwapsIdentity(Intervention):
         rng = seeded(world.scenario.seed, "exceptional", "identity-swap", victim, contact)
         attacker = Device(victim, 1, rng=rng.randbytes, pq=True, deterministic=True)
         relay = world.relay
-        plaintext = A.pad(text.encode(), world.scenario.defences.padding)
+        plaintext = A.pad(text.encode(), world.padding)
         for record in store.devices(contact):
             peer = PeerAddress(contact, record.device)
             spk, kem = record.signed_prekey, record.last_resort_kem_prekey
@@ -146,9 +146,7 @@ class RelaySwapsIdentity(Intervention):
                     plaintext = self.attacker.decrypt(
                         PeerAddress(sender.spec.person, sender.spec.index), env.body
                     )
-                text: str | None = A.unpad(plaintext, world.scenario.defences.padding).decode(
-                    "utf-8", "replace"
-                )
+                text: str | None = A.unpad(plaintext, world.padding).decode("utf-8", "replace")
             except DecryptionError:
                 text = None
             row = {

@@ -17,11 +17,13 @@ receiving chain (``DoubleRatchet.receiving_position``, ``has_skipped_key``).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any, Self
 
 from clients import escrow as _escrow
 from clients import sealed
+from clients.agent import unpad
 from clients.errors import DecryptionError
 from clients.ratchet import MessageHeader, SendingChain, parse_header
 from clients.session import Device, PeerAddress, parse_ciphertext
@@ -117,6 +119,7 @@ class DeviceSeizure(Intervention):
             trust_root=world.relay.trust_root_public,
             epoch=world.relay.clock() - world.sched.now,
             rng=seeded(world.scenario.seed, "exceptional", "seized-copy", self.device).randbytes,
+            padding=world.padding,
         )
         data["scenario"] = world.scenario.name
         return [ExceptionalReport("device-seizure", data, seizure_markdown(data, world.scenario.name))]
@@ -133,6 +136,7 @@ def analyse_seizure(
     trust_root: bytes,
     epoch: float,
     rng: Callable[[int], bytes],
+    padding: str = "none",
 ) -> dict[str, Any]:
     """Run a copy of the seized state over every captured envelope to or from ``device``, in order.
 
@@ -182,11 +186,19 @@ def analyse_seizure(
         elif incoming:
             row.update(
                 _try_incoming(
-                    copy, c, seized_at, delivered.get(c.message), seized_keys, seized_dhr, trust_root, epoch
+                    copy,
+                    c,
+                    seized_at,
+                    delivered.get(c.message),
+                    seized_keys,
+                    seized_dhr,
+                    trust_root,
+                    epoch,
+                    padding,
                 )
             )
         else:
-            row.update(_try_outgoing(copy, c, before, chains, trust_root, epoch))
+            row.update(_try_outgoing(copy, c, before, chains, trust_root, epoch, padding))
         text = row.pop("_text", None)
         row["text_matches"] = text is not None and text == texts.get(c.message)
         row["opened_text"] = text
@@ -221,6 +233,13 @@ def analyse_seizure(
     }
 
 
+def _shown(plaintext: bytes, padding: str) -> str:
+    """A decrypted plaintext as its text: the phones' padding (clients.agent.pad) removed."""
+    with contextlib.suppress(DecryptionError):  # not padded as the phones pad: shown as it is
+        plaintext = unpad(plaintext, padding)
+    return plaintext.decode("utf-8", "replace")
+
+
 def _try_incoming(
     copy: Device,
     c: Captured,
@@ -230,6 +249,7 @@ def _try_incoming(
     seized_dhr: dict[PeerAddress, bytes | None],
     trust_root: bytes,
     epoch: float,
+    padding: str,
 ) -> dict[str, Any]:
     body = _escrow.strip(c.body)
     if c.sealed:
@@ -251,7 +271,7 @@ def _try_incoming(
     assert header is not None
     how = _how(copy, peer, initial, header, seized_keys, seized_dhr)
     try:
-        text: str | None = copy.decrypt(peer, inner).decode("utf-8", "replace")
+        text: str | None = _shown(copy.decrypt(peer, inner), padding)
     except DecryptionError:
         text = None
     if text is not None:
@@ -313,6 +333,7 @@ def _try_outgoing(
     chains: dict[bytes, SendingChain],
     trust_root: bytes,
     epoch: float,
+    padding: str,
 ) -> dict[str, Any]:
     body = _escrow.strip(c.body)
     if c.sealed:
@@ -336,7 +357,7 @@ def _try_outgoing(
             return {
                 "opened": True,
                 "why": "on the phone's own sending chain the seizure copied: the chain key runs forward to it",
-                "_text": text.decode("utf-8", "replace"),
+                "_text": _shown(text, padding),
             }
         return {
             "opened": False,
