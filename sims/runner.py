@@ -460,6 +460,8 @@ class Simulation:
                         route = self._control_route.get(ref)
                         if route is not None and self._control_accepted[ref] == 1:
                             self._control_truth.append(TrueControl(self._relay_clock(), *route))
+                            if self.transcribing:
+                                self._transcribe_control(route, outputs)
                         for eid in o.frame.envelope_ids:
                             self._control_copies[eid] = ref
                     self.interventions.on_accepted(owner, frame, tuple(o.frame.envelope_ids))
@@ -724,6 +726,26 @@ class Simulation:
                 "kind": "message_accepted",
                 "message": mid,
                 "plaintext": state.planned.text,
+                "relay": seen,
+            }
+        )
+
+    def _transcribe_control(self, route: tuple[str, str, str], outputs: list[Any]) -> None:
+        """Ground truth for the scoring (sims.analysis_scoring): which envelopes the relay accepted were
+        receipts or cover traffic, which it cannot tell from messages."""
+        sender, to, kind = route
+        seen = [
+            record_view(r, SIM_EPOCH)
+            for r in outputs
+            if isinstance(r, MetadataRecord) and r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND)
+        ]
+        self.emit(
+            {
+                "t": self.sched.now,
+                "kind": "control_accepted",
+                "control": kind,
+                "from": sender,
+                "to": to,
                 "relay": seen,
             }
         )
