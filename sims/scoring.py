@@ -147,12 +147,14 @@ def _routing_rows(
     provided: Mapping[str, list[dict[str, Any]]], mine: list[TrueMessage], control: list[TrueControl]
 ) -> dict[str, Any]:
     """Each disclosed message-log or routing row matched to the true envelope it records (the same
-    sender and recipient, within a second): a message, a receipt or cover traffic, or neither."""
-    by_pair: dict[tuple[str, str], list[tuple[float, str]]] = {}
+    recipient and sender, if the row names one, within a second): a message, a receipt or cover
+    traffic, or neither."""
+    # by recipient: a sealed-sender row names no sender, and is matched on recipient and time alone
+    by_recipient: dict[str, list[tuple[float, str, str]]] = {}
     for m in mine:
-        by_pair.setdefault((m.sender, m.recipient), []).append((m.time, "messages"))
+        by_recipient.setdefault(m.recipient, []).append((m.time, "messages", m.sender))
     for c in control:
-        by_pair.setdefault((c.sender, c.recipient), []).append((c.time, c.kind.replace(" ", "_") + "s"))
+        by_recipient.setdefault(c.recipient, []).append((c.time, c.kind.replace(" ", "_") + "s", c.sender))
     counts = {"messages": 0, "delivery_receipts": 0, "read_receipts": 0, "covers": 0, "unmatched": 0}
     total = 0
     for cat in _ROUTING_CATEGORIES:
@@ -160,9 +162,12 @@ def _routing_rows(
             total += 1
             t, sender, recipient = row.get("time"), row.get("account"), row.get("recipient_account")
             what = "unmatched"
-            if isinstance(t, int | float) and isinstance(sender, str) and isinstance(recipient, str):
-                near = [(abs(ct - t), kind) for ct, kind in by_pair.get((sender, recipient), [])]
-                near = [n for n in near if n[0] <= 1.0]
+            if isinstance(t, int | float) and isinstance(recipient, str):
+                near = [
+                    (abs(ct - t), kind)
+                    for ct, kind, s in by_recipient.get(recipient, [])
+                    if (sender is None or s == sender) and abs(ct - t) <= 1.0
+                ]
                 if near:
                     what = min(near)[1]
             counts[what] = counts.get(what, 0) + 1

@@ -368,3 +368,13 @@ def test_cli_analyze_writes_the_files_and_a_summary(
 def test_cli_analyze_on_a_folder_without_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["analyze", str(tmp_path)]) == 2
     assert "has no relay.db" in capsys.readouterr().err
+
+
+def test_a_disclosure_says_how_many_of_its_message_records_were_receipts(run_dir: Path) -> None:
+    """Receipts are on by default; the pen register's routing rows hold them, and the scored page says so."""
+    data = json.loads((run_dir / "disclosures" / "pen-register-bob.json").read_text())
+    rows = data["score"]["routing_rows"]
+    assert rows["delivery_receipts"] > 0 and rows["messages"] > 0 and rows["unmatched"] == 0
+    assert rows["total"] == rows["messages"] + rows["delivery_receipts"]
+    md = (run_dir / "disclosures" / "pen-register-bob.md").read_text()
+    assert f"{rows['delivery_receipts']} delivery receipts" in md and "cannot tell them apart" in md
