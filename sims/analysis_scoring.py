@@ -38,6 +38,15 @@ class _Envelope:
 
 
 @dataclass
+class _Control:
+    sender: str
+    recipient: str
+    kind: str  # "delivery receipt", "read receipt", "cover"
+    time: float
+    recipient_device: int | None
+
+
+@dataclass
 class Truth:
     """What the transcript says: the sender of each envelope, who messaged whom, and when."""
 
@@ -46,7 +55,13 @@ class Truth:
     messages: list[tuple[float, str, str, int]] = field(default_factory=list)  # time, sender, recipient, id
     first_received: dict[tuple[str, str], float] = field(
         default_factory=dict
-    )  # (receiver, from) → relay time
+    )  # (receiver, from "account/device") → relay time the receiver's first device heard from it
+    # Envelopes nobody wrote: delivery and read receipts, cover traffic (the transcript's
+    # control_accepted events). The provider cannot tell them from messages; the scoring can.
+    control: dict[str, _Control] = field(default_factory=dict)  # envelope id → truth
+    control_by_route: dict[tuple[float, str], tuple[str, str]] = field(
+        default_factory=dict
+    )  # (relay time, recipient) → sender, kind
 
     def pairs(self, target: str | None = None) -> set[frozenset[str]]:
         return {
@@ -59,11 +74,32 @@ class Truth:
         return {r if s == person else s for _, s, r, _ in self.messages if person in (s, r) and s != r}
 
     def sender_of(self, envelope_id: str | None, time: float | None, recipient: str | None) -> str | None:
+        """Who really sent the envelope: a message's writer, or the phone that sent a receipt."""
         if envelope_id is not None and envelope_id in self.envelopes:
             return self.envelopes[envelope_id].sender
+        if envelope_id is not None and envelope_id in self.control:
+            return self.control[envelope_id].sender
         if time is not None and recipient is not None:
-            return self.by_route.get((round(time, 6), recipient))
+            key = (round(time, 6), recipient)
+            if key in self.by_route:
+                return self.by_route[key]
+            if key in self.control_by_route:
+                return self.control_by_route[key][0]
         return None
+
+    def what_was(self, envelope_id: str | None, time: float | None, recipient: str | None) -> str:
+        """ "message", "delivery receipt", "read receipt", "cover" or "unknown"."""
+        if envelope_id is not None and envelope_id in self.envelopes:
+            return "message"
+        if envelope_id is not None and envelope_id in self.control:
+            return self.control[envelope_id].kind
+        if time is not None and recipient is not None:
+            key = (round(time, 6), recipient)
+            if key in self.by_route:
+                return "message"
+            if key in self.control_by_route:
+                return self.control_by_route[key][1]
+        return "unknown"
 
 
 def read_truth(transcript: str | Path) -> Truth:
@@ -74,6 +110,7 @@ def read_truth(transcript: str | Path) -> Truth:
     truth = Truth()
     epoch_of: dict[int, float] = {}  # message id → relay time - simulated time (the relay clock's epoch)
     received: list[tuple[int, str, float]] = []
+    receipts_in: list[tuple[str, str, float]] = []
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             try:
@@ -105,14 +142,32 @@ def read_truth(transcript: str | Path) -> Truth:
                 t0 = min(times) if times else float(e["t"])
                 epoch_of[e["message"]] = t0 - float(e["t"])
                 truth.messages.append((t0, sender, recipient, e["message"]))
+            elif kind == "control_accepted":
+                for r in e.get("relay") or []:
+                    t = r.get("time")
+                    if t is None:
+                        continue
+                    to = r.get("recipient_account", e["to"])
+                    truth.control_by_route[(round(t, 6), to)] = (e["from"], e["control"])
+                    if r.get("envelope_id"):
+                        truth.control[r["envelope_id"]] = _Control(
+                            e["from"], e["to"], e["control"], t, r.get("recipient_device")
+                        )
+            elif kind == "receipt_received" and e["device"].endswith("/1"):
+                # a receipt answers the session as a message does (the sender heard back on it)
+                receipts_in.append((e["device"].split("/")[0], e["from"], float(e["t"])))
             elif kind == "message_received" and e["device"].endswith("/1"):
                 # the app sends from a person's first device only
                 received.append((e["message"], e["device"].split("/")[0], float(e["t"])))
     for mid, receiver, t in received:
         if mid in sent and mid in epoch_of:
-            key = (receiver, sent[mid][0])
+            key = (receiver, f"{sent[mid][0]}/1")  # the app sends from a person's first device
             rel = t + epoch_of[mid]
             truth.first_received[key] = min(truth.first_received.get(key, rel), rel)
+    epoch = next(iter(epoch_of.values()), 0.0)  # one relay clock: the same for every message
+    for receiver, sender, t in receipts_in:
+        key, rel = (receiver, sender), t + epoch
+        truth.first_received[key] = min(truth.first_received.get(key, rel), rel)
     truth.messages.sort()
     return truth
 
@@ -127,8 +182,14 @@ def score_analysis(a: Analysis, truth: Truth) -> dict[str, Any]:
     judged = [(x, truth.sender_of(x.envelope_id, x.time, x.recipient)) for x in a.attributions]
     attributed = [(x, s) for x, s in judged if x.sender is not None]
     correct = sum(1 for x, s in attributed if s is not None and x.sender == s)
+    really: dict[str, int] = {}
+    for x in a.attributions:
+        what = truth.what_was(x.envelope_id, x.time, x.recipient)
+        really[what] = really.get(what, 0) + 1
     out["attribution"] = {
         "sealed_records": len(a.attributions),
+        # what the sealed records really were: the provider counts them all as messages
+        "sealed_records_really": dict(sorted(really.items())),
         "attributed": len(attributed),
         "correct": correct,
         "precision": _ratio(correct, len(attributed)),
@@ -188,18 +249,25 @@ def _score_sda(a: Analysis, truth: Truth) -> dict[str, Any]:
 
 def _score_sizes(a: Analysis, truth: Truth) -> dict[str, Any]:
     """A PQXDH message goes out on a session until its sender hears back on it. Here the app sends
-    from a person's first device, so a session to a recipient's first device is answered once the
-    sender has received anything from the recipient; one to a recipient's other device never is."""
+    from a person's first device, so a session to a recipient's device is answered once the sender's
+    first device has received anything from that device: a message (from a first device only) or a
+    delivery receipt (every device sends its own). Without receipts a session to a recipient's other
+    device is never answered."""
     flagged = {f.envelope_id for f in a.sizes.first_contacts if f.envelope_id}
     target = a.target
     mine = {
         eid: e for eid, e in truth.envelopes.items() if target is None or target in (e.sender, e.recipient)
     }
+    # receipts are Double Ratchet messages like any other: the first on a session is a PQXDH one too
+    routes = [(eid, e.sender, e.recipient, e.recipient_device, e.time) for eid, e in mine.items()] + [
+        (eid, c.sender, c.recipient, c.recipient_device, c.time)
+        for eid, c in truth.control.items()
+        if target is None or target in (c.sender, c.recipient)
+    ]
     expected = {
         eid
-        for eid, e in mine.items()
-        if e.recipient_device != 1
-        or e.time <= truth.first_received.get((e.sender, e.recipient), float("inf"))
+        for eid, s, r, device, t in routes
+        if t <= truth.first_received.get((s, f"{r}/{device}"), float("inf"))
     }
     first_of_pair: dict[frozenset[str], int] = {}
     for _, s, r, mid in truth.messages:

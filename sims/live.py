@@ -662,6 +662,26 @@ def live_refusal(scenario: Scenario) -> str | None:
     return None
 
 
+def simulated_only(scenario: Scenario) -> list[str]:
+    """What ``scenario`` asks for that a live run does not carry yet: the phones' automatic traffic
+    and the network tricks of ``[defences]``/``[traffic]`` (receipts, cover traffic, fresh connections
+    per sealed send, moving phones) and ``[[groups]]``. A live run goes ahead without them and says
+    so on stderr and in summary.json (``live.not_carried``); the simulator runs them all."""
+    d, tr = scenario.defences, scenario.traffic
+    out = []
+    if d.receipts != "off" or tr.read_receipts:
+        out.append(f"receipts ([defences] receipts = {d.receipts!r}, read receipts {tr.read_receipts})")
+    if d.cover_per_hour > 0:
+        out.append("cover traffic ([defences] cover_per_hour)")
+    if d.sealed_connection != "shared":
+        out.append("a fresh connection per sealed send ([defences] sealed_connection)")
+    if tr.mobile > 0 or tr.moves:
+        out.append("phones changing networks ([traffic] mobile, moves)")
+    if scenario.groups:
+        out.append("[[groups]]")
+    return out
+
+
 def run_live(
     scenario: Scenario,
     out: Path,
@@ -692,6 +712,12 @@ def run_live(
             file=sys.stderr,
         )
         return 2
+    not_carried = simulated_only(scenario)
+    if not_carried:
+        print(
+            f"relaysim run --live: not carried in a live run (the simulator runs them): {'; '.join(not_carried)}",
+            file=sys.stderr,
+        )
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("relay.db", "relay.db-wal", "relay.db-shm", "relay.log", "relay.admin"):
         (out / stale).unlink(missing_ok=True)
@@ -710,6 +736,7 @@ def run_live(
             write(event)
     summary = summarise(outcome.result)
     summary["live"] = {
+        "not_carried": not_carried,
         "time_scale": time_scale,
         "real_seconds": round(outcome.real_seconds, 3),
         "reconnects": outcome.reconnects,

@@ -399,9 +399,22 @@ def _score_markdown(sc: dict[str, Any]) -> str:
             f"- Regions revealed: {', '.join(sc['locations']['revealed']) or 'none'} "
             f"(the target's devices were in: {', '.join(sc['locations']['true']) or 'unknown'})",
             f"- Messages whose words were revealed: {sc['plaintext']['revealed']}",
+            *_routing_rows_line(sc.get("routing_rows")),
             "",
         ]
     )
+
+
+def _routing_rows_line(rows: dict[str, Any] | None) -> list[str]:
+    """What the message-log and routing rows really were: the provider counts receipts as messages."""
+    if not rows or not rows.get("total"):
+        return []
+    other = rows["total"] - rows["messages"]
+    return [
+        f"- Of the {rows['total']} message records handed over, {rows['messages']} were messages someone wrote "
+        f"and {other} were not ({rows['delivery_receipts']} delivery receipts, {rows['read_receipts']} read "
+        f"receipts, {rows['covers']} cover, {rows['unmatched']} unmatched): the provider cannot tell them apart"
+    ]
 
 
 def transcript_writer(f: TextIO, *, epoch: float = SIM_EPOCH) -> Callable[[dict[str, Any]], None]:

@@ -50,7 +50,7 @@ from sims.access import ExceptionalReport, Interventions
 from sims.engine import Scheduler
 from sims.network import Network
 from sims.scenario import DeviceSpec, Scenario, TimelineEvent, VerifySafetyNumber
-from sims.scoring import GroundTruth, TrueMessage
+from sims.scoring import GroundTruth, TrueControl, TrueMessage
 from sims.traffic import PlannedMessage, contact_graph, plan_messages, plan_moves
 from sims.util import seeded as _seeded
 from sims.world import Timeline, provider, sealed_sender
@@ -232,6 +232,9 @@ class Simulation:
         self._control_serial = 0
         self._control_copies: dict[bytes, tuple[object, ...]] = {}  # envelope id → its receipt/cover ref
         self._control_accepted: dict[tuple[object, ...], int] = {}  # ref → copies the relay accepted
+        # ground truth of receipts and cover traffic: ref → (sender, recipient, kind), and when accepted
+        self._control_route: dict[tuple[object, ...], tuple[str, str, str]] = {}
+        self._control_truth: list[TrueControl] = []
         self._build_devices()
         # Devices added during the run (a ghost device), and the mandates every device follows.
         self.added_devices: dict[str, SimDevice] = {}
@@ -544,6 +547,11 @@ class Simulation:
                         self._accepted(ref, o.frame.envelope_ids, outputs)
                     elif isinstance(ref, tuple):  # a receipt or cover message
                         self._control_accepted[ref] = self._control_accepted.get(ref, 0) + 1
+                        route = self._control_route.get(ref)
+                        if route is not None and self._control_accepted[ref] == 1:
+                            self._control_truth.append(TrueControl(self._relay_clock(), *route))
+                            if self.transcribing:
+                                self._transcribe_control(route, outputs)
                         for eid in o.frame.envelope_ids:
                             self._control_copies[eid] = ref
                     self.interventions.on_accepted(owner, frame, tuple(o.frame.envelope_ids))
@@ -755,9 +763,9 @@ class Simulation:
             return
         self.control["receipts_sent"] += 1
         self._control_serial += 1
-        d.agent.send_receipt(
-            to, stamps, kind, ref=("receipt", kind, self._control_serial), sealed=self.sealed
-        )
+        ref = ("receipt", kind, self._control_serial)
+        self._control_route[ref] = (d.spec.person, to, f"{kind} receipt")
+        d.agent.send_receipt(to, stamps, kind, ref=ref, sealed=self.sealed)
         self._flush(d)
 
     def _cover_gap(self) -> float:
@@ -771,9 +779,10 @@ class Simulation:
         if book and d.online and d.agent.authenticated:
             self.control["cover_sent"] += 1
             self._control_serial += 1
-            d.agent.send_cover(
-                self._cover_rng.choice(book), ref=("cover", self._control_serial), sealed=self.sealed
-            )
+            ref: tuple[object, ...] = ("cover", self._control_serial)
+            to = self._cover_rng.choice(book)
+            self._control_route[ref] = (d.spec.person, to, "cover")
+            d.agent.send_cover(to, ref=ref, sealed=self.sealed)
             self._flush(d)
         self.sched.after(self._cover_gap(), self._cover, d)
 
@@ -809,6 +818,26 @@ class Simulation:
                 "kind": "message_accepted",
                 "message": mid,
                 "plaintext": state.planned.text,
+                "relay": seen,
+            }
+        )
+
+    def _transcribe_control(self, route: tuple[str, str, str], outputs: list[Any]) -> None:
+        """Ground truth for the scoring (sims.analysis_scoring): which envelopes the relay accepted were
+        receipts or cover traffic, which it cannot tell from messages."""
+        sender, to, kind = route
+        seen = [
+            record_view(r, SIM_EPOCH)
+            for r in outputs
+            if isinstance(r, MetadataRecord) and r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND)
+        ]
+        self.emit(
+            {
+                "t": self.sched.now,
+                "kind": "control_accepted",
+                "control": kind,
+                "from": sender,
+                "to": to,
                 "relay": seen,
             }
         )
@@ -921,7 +950,12 @@ class Simulation:
         regions: dict[str, set[str]] = {}
         for d in self.scenario.devices():
             regions.setdefault(d.person, set()).add(d.region)
-        return GroundTruth(msgs, {k: frozenset(v) for k, v in regions.items()}, frozenset(regions))
+        return GroundTruth(
+            msgs,
+            {k: frozenset(v) for k, v in regions.items()},
+            frozenset(regions),
+            tuple(sorted(self._control_truth, key=lambda c: (c.time, c.sender, c.recipient, c.kind))),
+        )
 
     # --- run ------------------------------------------------------------------------------------
 

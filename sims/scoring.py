@@ -10,7 +10,12 @@ address), and what the messages said. A disclosure is scored by the share of eac
   enforcement, published by The Intercept, 2016-09-28); they are counted apart, as ``looked_up``;
 - ``message_times``: true message times matched by a disclosed record within a second;
 - ``locations``: true device regions that the disclosed addresses place the target in;
-- ``plaintext``: how many of the target's messages appear, word for word, in the disclosure.
+- ``plaintext``: how many of the target's messages appear, word for word, in the disclosure;
+- ``routing_rows``: the disclosed message-log and routing rows, split by what they really were. A
+  phone sends a delivery receipt for every message it receives (as Signal's do), and a receipt is
+  an ordinary (under sealed sender, sealed) envelope: the provider cannot tell it from a message,
+  so its count of "messages" includes the receipts. The score says how many of its rows were
+  messages someone wrote and how many were receipts or cover traffic.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["GroundTruth", "score"]
+__all__ = ["GroundTruth", "TrueControl", "TrueMessage", "score"]
 
 _ROUTING_CATEGORIES = ("message_log", "realtime_routing")
 
@@ -34,10 +39,23 @@ class TrueMessage:
 
 
 @dataclass(frozen=True)
+class TrueControl:
+    """An envelope the relay accepted that nobody wrote: a phone's delivery or read receipt, or cover
+    traffic. The simulator knows which envelopes these are; a provider does not (under sealed sender
+    a receipt is an ordinary sealed envelope), so whatever it counts as messages includes them."""
+
+    time: float  # relay clock seconds
+    sender: str
+    recipient: str
+    kind: str  # "delivery receipt", "read receipt" or "cover"
+
+
+@dataclass(frozen=True)
 class GroundTruth:
     messages: tuple[TrueMessage, ...]
     regions: Mapping[str, frozenset[str]]  # person → regions of their devices
     people: frozenset[str]
+    control: tuple[TrueControl, ...] = ()  # receipts and cover traffic the relay accepted
 
 
 def _share(found: int, total: int) -> float | None:
@@ -88,6 +106,14 @@ def score(disclosure: Mapping[str, Any], truth: GroundTruth) -> dict[str, Any]:
     )
     matched = sum(1 for m in mine if _near(times, m.time))
 
+    # what the routing rows really were: messages people wrote, or receipts and cover traffic
+    control = [
+        c
+        for c in truth.control
+        if lo <= c.time <= hi and (target is None or target in (c.sender, c.recipient))
+    ]
+    rows = _routing_rows(provided, mine, control)
+
     # locations
     true_regions = set(truth.regions.get(target, frozenset())) if target else set()
     shown_regions = {row.get("region") for row in provided.get("location", [])}
@@ -113,6 +139,46 @@ def score(disclosure: Mapping[str, Any], truth: GroundTruth) -> dict[str, Any]:
             "share": _share(len(revealed_regions), len(true_regions)),
         },
         "plaintext": {"revealed": len(opened), "any": bool(opened)},
+        "routing_rows": rows,
+    }
+
+
+def _routing_rows(
+    provided: Mapping[str, list[dict[str, Any]]], mine: list[TrueMessage], control: list[TrueControl]
+) -> dict[str, Any]:
+    """Each disclosed message-log or routing row matched to the true envelope it records (the same
+    recipient and sender, if the row names one, within a second): a message, a receipt or cover
+    traffic, or neither."""
+    # by recipient: a sealed-sender row names no sender, and is matched on recipient and time alone
+    by_recipient: dict[str, list[tuple[float, str, str]]] = {}
+    for m in mine:
+        by_recipient.setdefault(m.recipient, []).append((m.time, "messages", m.sender))
+    for c in control:
+        by_recipient.setdefault(c.recipient, []).append((c.time, c.kind.replace(" ", "_") + "s", c.sender))
+    counts = {"messages": 0, "delivery_receipts": 0, "read_receipts": 0, "covers": 0, "unmatched": 0}
+    total = 0
+    for cat in _ROUTING_CATEGORIES:
+        for row in provided.get(cat, []):
+            total += 1
+            t, sender, recipient = row.get("time"), row.get("account"), row.get("recipient_account")
+            what = "unmatched"
+            if isinstance(t, int | float) and isinstance(recipient, str):
+                near = [
+                    (abs(ct - t), kind)
+                    for ct, kind, s in by_recipient.get(recipient, [])
+                    if (sender is None or s == sender) and abs(ct - t) <= 1.0
+                ]
+                if near:
+                    what = min(near)[1]
+            counts[what] = counts.get(what, 0) + 1
+    receipts = counts["delivery_receipts"] + counts["read_receipts"]
+    return {
+        "total": total,
+        **counts,
+        "true_messages": len(mine),
+        "true_receipts": sum(1 for c in control if c.kind.endswith("receipt")),
+        # the provider's own count of "messages" is every row; this much of it was not written by anyone
+        "not_messages_share": _share(receipts + counts["covers"], total),
     }
 
 

@@ -222,7 +222,13 @@ def test_contact_graph_from_attributed_sealed_sends_is_the_true_graph(
     assert a.graph.strong() >= pairs - {shared}
     assert score["contact_graph"]["recall"] >= 0.8
     weights = {frozenset((e.a, e.b)): e.weight for e in a.graph.edges}
-    assert weights[frozenset(("alice", "bob"))] == 48  # 24 from Alice and 24 replies, each counted once
+    # 24 from Alice and 24 replies, each counted once, and a delivery receipt back for each of the
+    # 48: the provider cannot tell a sealed receipt from a sealed message, so it counts 96
+    assert weights[frozenset(("alice", "bob"))] == 96
+    # the score says how many of the sealed "messages" were receipts
+    really = score["attribution"]["sealed_records_really"]
+    assert set(really) == {"message", "delivery receipt"} and really["delivery receipt"] > 0
+    assert sum(really.values()) == score["attribution"]["sealed_records"]
 
 
 def test_contact_graph_without_sealed_sender_names_both_ends(tmp_path: Path) -> None:
@@ -255,6 +261,9 @@ def test_statistical_disclosure_finds_who_bob_answers(relay_view: ProviderView, 
     # and it gets there after a handful of messages
     assert bob.rank("alice", 5) == 1
     assert "no delivery receipts" in result.note()
+    # with the one-second epochs of Martiny et al., Bob's delivery receipts give Alice away at once
+    fast = statistical_disclosure(relay_view, targets=["bob"], receipts=True)
+    assert fast.epoch == 1.0 and fast.rankings[0].rank("alice", 5) == 1 and "Martiny" in fast.note()
 
 
 def test_sda_ranks_count_ties_against_the_attacker() -> None:
@@ -322,6 +331,16 @@ def test_daily_rhythm_gives_sleep_and_an_offset(relay_view: ProviderView) -> Non
             relay_view, [(a.sender, a.time) for a in atts if a.sender and a.time is not None]
         )
     }
+    # her 24 messages, and the 24 delivery receipts her phone sent for Bob's answers, and Erin's
+    # receipts for Dave's messages, sent at Dave's hours: receipts blur a person's rhythm
+    assert rhythms["alice"].actions == 48 and rhythms["erin"].utc_offset != -5
+    # dropping the sends that follow an arrival within two seconds (a phone, not a person) restores it
+    rhythms = {
+        r.account: r
+        for r in daily_rhythm(
+            relay_view, [(a.sender, a.time) for a in atts if a.sender and a.time is not None], automatic=2.0
+        )
+    }
     alice, erin = rhythms["alice"], rhythms["erin"]
     assert alice.actions == 24 and alice.active_hours == tuple(range(9, 21))
     assert alice.sleep_window == (0, 6) and alice.utc_offset == 0
@@ -370,3 +389,13 @@ def test_cli_analyze_writes_the_files_and_a_summary(
 def test_cli_analyze_on_a_folder_without_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["analyze", str(tmp_path)]) == 2
     assert "has no relay.db" in capsys.readouterr().err
+
+
+def test_a_disclosure_says_how_many_of_its_message_records_were_receipts(run_dir: Path) -> None:
+    """Receipts are on by default; the pen register's routing rows hold them, and the scored page says so."""
+    data = json.loads((run_dir / "disclosures" / "pen-register-bob.json").read_text())
+    rows = data["score"]["routing_rows"]
+    assert rows["delivery_receipts"] > 0 and rows["messages"] > 0 and rows["unmatched"] == 0
+    assert rows["total"] == rows["messages"] + rows["delivery_receipts"]
+    md = (run_dir / "disclosures" / "pen-register-bob.md").read_text()
+    assert f"{rows['delivery_receipts']} delivery receipts" in md and "cannot tell them apart" in md

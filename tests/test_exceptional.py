@@ -25,12 +25,16 @@ from clients.escrow import ESCROW_TAG, EscrowKeyPair, strip
 from clients.session import Device, PeerAddress
 from sims.report import run_to_dir
 from sims.runner import Simulation, SimulationResult
-from sims.scenario import parse_scenario, resolve_scenario
+from sims.scenario import Scenario, parse_scenario, resolve_scenario
 from tests.conftest import seeded_rng
 
 
 def _run(name_or_text: str) -> tuple[SimulationResult, list[dict[str, Any]]]:
     scenario = resolve_scenario(name_or_text) if "\n" not in name_or_text else parse_scenario(name_or_text)
+    return _run_scenario(scenario)
+
+
+def _run_scenario(scenario: Scenario) -> tuple[SimulationResult, list[dict[str, Any]]]:
     events: list[dict[str, Any]] = []
     result = Simulation(scenario, transcript=events.append).run()
     assert result.undecryptable == 0 and result.mismatched == 0
@@ -158,8 +162,24 @@ def test_the_ghost_reads_exactly_what_is_sent_to_the_target_after_it_was_added()
 # --- device seizure -------------------------------------------------------------------------------
 
 
+def test_with_delivery_receipts_the_first_receipt_after_the_seizure_heals_the_session() -> None:
+    """Receipts are on by default, and a receipt is a Double Ratchet message like any other: Bruno's
+    receipt for the message that waited through the seizure answers Aiko's newest ratchet key with
+    a fresh one of his, so her next message is already beyond what the copy opens."""
+    result, _events = _run("device-seizure")
+    assert result.scenario.defences.receipts == "on" and result.control["receipts_sent"] > 0
+    data = _report(result, "device-seizure")
+    rows = {r["message"]: r for r in data["rows"]}
+    by_text = {_text(result, mid): mid for mid in rows}
+    opened = {mid for mid, r in rows.items() if r["opened"]}
+    assert opened == {by_text["Call me when you land. Use the other number."]}
+    assert "after the next DH ratchet step" in rows[by_text["Did they take your phone?"]]["why"]
+
+
 def test_a_seized_state_opens_exactly_what_the_double_ratchet_predicts() -> None:
-    result, events = _run("device-seizure")
+    """Without receipts, only the written turns move the ratchet: the chains the copy holds carry on."""
+    sc = resolve_scenario("device-seizure")
+    result, events = _run_scenario(replace(sc, defences=replace(sc.defences, receipts="off")))
     data = _report(result, "device-seizure")
     rows = {r["message"]: r for r in data["rows"]}
     by_text = {_text(result, mid): mid for mid in rows}
@@ -245,8 +265,11 @@ def test_a_global_key_lets_the_desk_open_content_from_the_switch_on_and_not_befo
     assert before.provided["ciphertext"] and "content" not in before.provided
     assert not any(x["opened"] for x in before.decryption)
     # Collected across the switch: only what was sent after it opens.
-    texts = sorted(row["text"] for row in across.provided["content"])
+    texts = sorted(row["text"] for row in across.provided["content"] if not row["text"].startswith("\x00"))
     assert texts == ["After the switch, four.", "After the switch, three."]
+    # and the phones' delivery receipts for them, sealed under the same key (clients.agent.CONTROL)
+    receipts = [row for row in across.provided["content"] if row["text"].startswith("\x00\ufffdD")]
+    assert len(receipts) == 2 and len(across.provided["content"]) == 4
     assert sum(1 for x in across.decryption if not x["opened"]) >= 2  # the ratchet's ciphertexts
     assert any(e["kind"] == "exceptional_access" and e["demand"] == "global_key" for e in events)
     assert _report(result, "global-key")["messages_under_global_key"] == [3, 4]

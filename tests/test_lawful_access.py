@@ -70,6 +70,19 @@ def _devices(scenario: Scenario, person: str) -> int:
     return len(scenario.person(person).devices)
 
 
+def _receipts(run: Run, start: float, end: float) -> list[Any]:
+    """The delivery receipts to or from the target the relay accepted in [start, end): each phone
+    answers every message with one (as Signal's do), and the provider logs it as one more message."""
+    return [c for c in run.truth.control if _mine(c) and start <= c.time < end and c.kind.endswith("receipt")]
+
+
+RECEIPT_PREFIX = "\x00\ufffd"  # a receipt's body (clients.agent.CONTROL) as the desk decodes it
+
+
+def _is_receipt(text: str) -> bool:
+    return text.startswith(RECEIPT_PREFIX)
+
+
 # --- (a) the database file holds only what the profile records --------------------------------
 
 
@@ -153,11 +166,20 @@ def test_a_whatsapp_pen_register_is_exactly_the_targets_messages_from_service_on
     start, end = d.process.window()
     assert start == d.process.served
     expected = [m for m in run.truth.messages if _mine(m) and start <= m.time < end]
+    receipts = _receipts(run, start, end)
+    assert receipts, "delivery receipts are on by default"
     rows = d.provided["realtime_routing"]
     got = {(round(r["time"], 3), r["account"], r["recipient_account"]) for r in rows}
-    assert got == {(round(m.time, 3), m.sender, m.recipient) for m in expected}
+    # the provider cannot tell a receipt from a message: its routing rows are both
+    assert got == {(round(m.time, 3), m.sender, m.recipient) for m in [*expected, *receipts]}
     # one row per recipient device, both directions, nothing from before service
-    assert len(rows) == sum(_devices(run.scenario, m.recipient) for m in expected)
+    assert len(rows) == sum(_devices(run.scenario, m.recipient) for m in [*expected, *receipts])
+    # and the score says how many of those "messages" were receipts
+    from sims.scoring import score
+
+    split = score(d.to_json(), run.truth)["routing_rows"]
+    assert split["messages"] == sum(_devices(run.scenario, m.recipient) for m in expected)
+    assert split["delivery_receipts"] == len(rows) - split["messages"] > 0 and split["unmatched"] == 0
     assert {TARGET} < {r["account"] for r in rows} and {TARGET} < {r["recipient_account"] for r in rows}
     assert all(r["time"] >= d.process.served for r in rows)
     assert any(_mine(m) and m.time < start for m in run.truth.messages)  # there were earlier ones
@@ -175,13 +197,11 @@ def test_a_message_log_is_exactly_the_targets_messages_before_service(
 ) -> None:
     run = runs[profile]
     d = run.disclosure("court_order_2703d")
-    expected = {
-        (round(m.time, 3), m.sender, m.recipient)
-        for m in run.truth.messages
-        if _mine(m) and m.time <= d.process.served
-    }
+    written = [m for m in run.truth.messages if _mine(m) and m.time <= d.process.served]
+    receipts = _receipts(run, float("-inf"), d.process.served + 1e-9)
+    expected = {(round(m.time, 3), m.sender, m.recipient) for m in [*written, *receipts]}
     got = {(round(r["time"], 3), r["account"], r["recipient_account"]) for r in d.provided["message_log"]}
-    assert got == expected and expected
+    assert got == expected and written and receipts  # the log holds both; it cannot tell them apart
 
 
 def _waiting_at(run: Run, served: float) -> list[Any]:
@@ -259,10 +279,16 @@ def test_a_bbm_wiretap_reads_every_message_in_its_window(runs: dict[str, Run]) -
     d = run.disclosure("wiretap")
     start, end = d.process.window()
     expected = [m for m in run.truth.messages if _mine(m) and start <= m.time < end]
-    got = [(r["from"], r["to"], r["text"]) for r in d.provided["content"]]
+    receipts = _receipts(run, start, end)
+    got = [(r["from"], r["to"], r["text"]) for r in d.provided["content"] if not _is_receipt(r["text"])]
     # one copy per recipient device, each opened with the provider's key
     assert sorted(set(got)) == sorted({(m.sender, m.recipient, m.text) for m in expected})
     assert len(got) == sum(_devices(run.scenario, m.recipient) for m in expected)
+    # the rest are the receipts, which the provider's key opens too (and so can tell apart)
+    opened = sorted((r["from"], r["to"]) for r in d.provided["content"] if _is_receipt(r["text"]))
+    assert receipts and opened == sorted(
+        (c.sender, c.recipient) for c in receipts for _ in range(_devices(run.scenario, c.recipient))
+    )
     assert all(a["opened"] for a in d.decryption)
 
 
@@ -454,7 +480,8 @@ def test_pakistan_2015_the_record_and_separately_the_counterfactual(tmp_path: Pa
     assert "content" in cf_bes["not_provided"]["cryptographically_impossible"]
     assert not any(t in json.dumps(cf_bes, ensure_ascii=False) for t in texts)
     assert len(cf_bbm["provided"]["content"]) == len(cf_bes["provided"]["ciphertext"]) > 0
-    assert {r["text"] for r in cf_bbm["provided"]["content"]} <= set(texts)
+    words = {r["text"] for r in cf_bbm["provided"]["content"] if not _is_receipt(r["text"])}
+    assert words and words <= set(texts)  # the rest are delivery receipts
     assert "COUNTERFACTUAL" in (tmp_path / "counterfactual" / "comparison.md").read_text(encoding="utf-8")
     told = (tmp_path / "counterfactual.md").read_text(encoding="utf-8")
     assert told.index("THE RECORD") < told.index("had the provider complied")
@@ -540,10 +567,18 @@ def test_disclose_serves_a_finished_run_without_touching_its_file(
     assert main([*argv, "--from", "1h", "--to", "2h", "--json", str(out_json)]) == 0
     md = capsys.readouterr().out
     assert md.startswith("# Disclosure: court_order_2703d-tariq")
-    assert "01:40:00 tariq → farah" in md and "00:20:00" not in md  # only the window asked for
+    assert "00:20:00" not in md  # only the window asked for
     data = json.loads(out_json.read_text(encoding="utf-8"))
-    times = [r["time"] - SIM_EPOCH for r in data["provided"]["message_log"]]
+    log = data["provided"]["message_log"]
+    times = [r["time"] - SIM_EPOCH for r in log]
     assert times and all(3600 <= t <= 7200 for t in times)
+    # Tariq's 1:40 message, among the receipts the log cannot tell from messages (the page shows
+    # the first rows, the JSON all of them)
+    assert any(
+        6000 <= r["time"] - SIM_EPOCH < 6001 and (r["account"], r["recipient_account"]) == ("tariq", "farah")
+        for r in log
+    )
+    assert ("01:40:00 tariq → farah" in md) or "more (all of them are in the JSON file)" in md
     assert _digest(db) == before and sorted(p.name for p in finished.iterdir()) == files
     # the provider's key comes from provider.json: what still waited for Omar at the end, decrypted
     assert main(["disclose", "--db", str(db), "--process", "search_warrant", "--target", "omar"]) == 0

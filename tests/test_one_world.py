@@ -5,6 +5,7 @@ process for both)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 import trio  # type: ignore[import-untyped,unused-ignore]
 
 from relay.store import Store
-from sims.live import _run_live, live_refusal
+from sims.live import _run_live, live_refusal, simulated_only
 from sims.runner import Simulation
 from sims.scenario import resolve_scenario
 
@@ -61,6 +62,9 @@ def test_live_and_simulated_runs_record_and_disclose_the_same_fields(
     tmp_path: Path, name: str, scale: float
 ) -> None:
     scenario = resolve_scenario(name)
+    # Live phones send no receipts yet (sims.live.simulated_only says so on stderr): compare like with like.
+    scenario = replace(scenario, defences=replace(scenario.defences, receipts="off"))
+    assert simulated_only(scenario) == []
     simulated = Simulation(scenario, db_path=tmp_path / "sim.db").run()
     live = trio.run(_run_live, scenario, tmp_path, scale, None)
     assert live.relay_exit == 0
@@ -77,3 +81,11 @@ def test_a_live_run_refuses_exceptional_access_instead_of_ignoring_it() -> None:
     seized = live_refusal(resolve_scenario("device-seizure"))
     assert seized is not None and "seize_phone" in seized
     assert live_refusal(resolve_scenario("two-friends")) is None
+
+
+def test_a_live_run_names_what_it_does_not_carry() -> None:
+    """Receipts are on by default; live phones send none yet, and the run says so instead of
+    quietly doing something else."""
+    assert simulated_only(resolve_scenario("two-friends")) == [
+        "receipts ([defences] receipts = 'on', read receipts False)"
+    ]

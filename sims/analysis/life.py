@@ -49,20 +49,46 @@ class Rhythm:
         }
 
 
-def daily_rhythm(view: ProviderView, attributed: Iterable[tuple[str, float]] = ()) -> list[Rhythm]:
-    """Per account with enough actions. ``attributed``: (sender, time) of sealed sends attributed to it."""
+def daily_rhythm(
+    view: ProviderView, attributed: Iterable[tuple[str, float]] = (), automatic: float | None = None
+) -> list[Rhythm]:
+    """Per account with enough actions. ``attributed``: (sender, time) of sealed sends attributed to it.
+    ``automatic``: drop a send that follows, within this many seconds, something arriving for the same
+    account (accepted for it, or delivered to it): the phone's delivery receipt, sent without anyone
+    awake. The provider cannot tell a receipt from a message; it can tell one that came too fast."""
     times: dict[str, list[float]] = {}
     seen: set[tuple[str, float]] = set()
+    arrivals: dict[str, list[float]] = {}
+    if automatic is not None:
+        for o in view.observations:
+            if o.time is None:
+                continue
+            if o.kind == "delivery" and o.account is not None:
+                arrivals.setdefault(o.account, []).append(o.time)
+            elif o.kind in ("send", "sealed_send") and o.recipient_account is not None:
+                arrivals.setdefault(o.recipient_account, []).append(o.time)
+        for ts in arrivals.values():
+            ts.sort()
+
+    def by_a_person(account: str, t: float) -> bool:
+        if automatic is None:
+            return True
+        ts = arrivals.get(account, [])
+        i = bisect.bisect_right(ts, t)
+        return not (i > 0 and t - ts[i - 1] <= automatic)
+
     for o in view.observations:
         if o.kind in _ACTIONS and o.account is not None and o.time is not None:
             if (o.account, o.time) in seen:  # one message, a record per recipient device
                 continue
             seen.add((o.account, o.time))
-            times.setdefault(o.account, []).append(o.time)
+            if by_a_person(o.account, o.time):
+                times.setdefault(o.account, []).append(o.time)
     for account, t in attributed:
         if (account, t) not in seen:
             seen.add((account, t))
-            times.setdefault(account, []).append(t)
+            if by_a_person(account, t):
+                times.setdefault(account, []).append(t)
     out = []
     for account in sorted(times):
         ts = times[account]

@@ -57,18 +57,34 @@ class Analysis:
         }
 
 
+AUTOMATIC = 2.0  # seconds: a send this soon after something arrived for the account is taken for a receipt
+
+
 def analyze(
-    view: ProviderView, *, sda_targets: list[str] | None = None, sda_epoch: float | None = None
+    view: ProviderView,
+    *,
+    sda_targets: list[str] | None = None,
+    sda_epoch: float | None = None,
+    sda_receipts: bool = True,
 ) -> Analysis:
+    """Every analysis on ``view``. ``sda_receipts``: the analyst assumes, as Martiny et al. do, that
+    the app sends a delivery receipt for every message (Signal's always do: public behaviour of the
+    app, not a fact about these people), so the disclosure attack uses one-second epochs."""
     attributions = tuple(attribute_sealed(view))
     messages: dict[tuple[float | None, str, str], None] = {}
     for a in attributions:
         if a.sender is not None and a.recipient is not None:
             messages[(a.time, a.sender, a.recipient)] = None  # a record per recipient device: once
     graph = contact_graph(view, [(s, r) for _, s, r in messages])
-    sda = statistical_disclosure(view, targets=sda_targets, epoch=sda_epoch)
+    sda = statistical_disclosure(view, targets=sda_targets, epoch=sda_epoch, receipts=sda_receipts)
     sizes = size_channels(view, {a.envelope_id: a.sender for a in attributions if a.envelope_id and a.sender})
-    rhythms = tuple(daily_rhythm(view, [(s, t) for t, s, _ in messages if t is not None]))
+    rhythms = tuple(
+        daily_rhythm(
+            view,
+            [(s, t) for t, s, _ in messages if t is not None],
+            automatic=AUTOMATIC if sda_receipts else None,
+        )
+    )
     return Analysis(
         view.source,
         view.target,

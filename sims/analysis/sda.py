@@ -9,10 +9,11 @@ rises to the top. In Signal the answer is immediate — the delivery receipt Bob
 to the sender, itself a sealed message — so their epochs are one second long, and they report
 linking sealed-sender users "in as few as 5 messages".
 
-relaysim's phones send no delivery receipts, so here what falls into a target epoch is Bob's
-replies, which come when a person types them: the default epoch is a minute, and a target whose
-correspondents write without being answered (as generated traffic does) stays hidden. Each
-result says which it was (:attr:`SDAResult.receipts`). Ties are counted against the attacker,
+relaysim's phones send delivery receipts by default too (``[defences] receipts``). Without them
+(``receipts = false`` here, for traffic whose phones send none), what falls into a target epoch is
+Bob's replies, which come when a person types them: the epoch is then a minute, and a target whose
+correspondents write without being answered stays hidden. Each result says which it was
+(:attr:`SDAResult.receipts`). Ties are counted against the attacker,
 as in the paper.
 
 Only the recipient and time of sealed messages (and of deliveries, when the relay recorded when
@@ -106,7 +107,7 @@ class SDAResult:
                 "phone sends back falls in them (Martiny et al., NDSS 2021)"
             )
         return (
-            f"this traffic carries no delivery receipts (relaysim's phones send none): the attack works on the "
+            f'assuming no delivery receipts (phones with [defences] receipts = "off"): the attack works on the '
             f"messages alone, with target epochs of {self.epoch:g} s after each message to the target, in which "
             "the target's replies fall"
         )
