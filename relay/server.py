@@ -572,6 +572,9 @@ async def serve(
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     max_queued_bytes_per_device: int = DEFAULT_MAX_QUEUED_BYTES,
     retention_interval: float = DEFAULT_RETENTION_INTERVAL,
+    max_connections_per_address: int | None = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+    connection_rate: Rate | None = DEFAULT_CONNECTION_RATE,
+    address_of: Callable[[trio.abc.Stream], tuple[str, int] | None] = peer_address,
     task_status: trio.TaskStatus[RelayServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on (host, port) and serve until cancelled. Port 0 picks a free port.
@@ -584,6 +587,9 @@ async def serve(
         read_timeout=read_timeout,
         max_connections=max_connections,
         max_queued_bytes_per_device=max_queued_bytes_per_device,
+        max_connections_per_address=max_connections_per_address,
+        connection_rate=connection_rate,
+        address_of=address_of,
     )
     tcp = await trio.open_tcp_listeners(port, host=host)
     server.addresses = [(str(a[0]), int(a[1])) for a in (lst.socket.getsockname() for lst in tcp)]

@@ -670,7 +670,7 @@ class Register(Request):
     delivery_token: Token | None = None  # gates sealed sends to this account
     # What the relay asks of a new account (docs/protocol.md, "Registration proof"): the
     # operator's registration token, or a hashcash stamp (see registration_pow_message).
-    proof: Annotated[bytes | None, _Optional(_Bytes(1, 64))] = None
+    proof: Annotated[bytes | None, _Optional(_Bytes(None, 64))] = None
 
 
 @message

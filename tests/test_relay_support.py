@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from clients._xeddsa import xeddsa_sign
 from relay import wire
 from relay.core import ConnectionContext, RelayCore, Reply
+from relay.limits import UNLIMITED
 from relay.store import Store
 
 RNG = Callable[[int], bytes]
@@ -109,6 +110,8 @@ class DeviceKeys:
 
 
 def new_core(clock: Callable[[], float] | None = None, seed: int = 7, **kwargs: object) -> RelayCore:
+    """A core on an in-memory store; without ``limits``, none (the abuse tests name theirs)."""
+    kwargs.setdefault("limits", UNLIMITED)
     return RelayCore(
         Store(":memory:"),
         clock=clock or (lambda: 1_700_000_000.0),
