@@ -75,6 +75,7 @@ from clients import agent as A
 from clients.keys import IdentityKeyPair
 from clients.session import Device
 from relay import wire
+from relay.limits import UNLIMITED
 from relay.core import ConnectionContext, RelayCore, Reply
 from relay.identity import XEdDSAPublicKey
 from relay.store import Store
@@ -408,7 +409,7 @@ class RegistrationRig:
 
         self.store = Store(os.path.join(directory, "registration.db"), durable=False)
         self.rng = random.Random("bench registration")
-        self.core = RelayCore(self.store, rng=self.rng.randbytes)
+        self.core = RelayCore(self.store, rng=self.rng.randbytes, limits=UNLIMITED)  # one address for all
         self.serial = 0
 
     def close(self) -> None:
