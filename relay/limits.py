@@ -91,7 +91,7 @@ class Limits:
     # Bundle fetches (each takes a one-time prekey of every device of the target): per requester
     # (its account when logged in, else its address) and per target account.
     fetch_per_requester: Rate | None = Rate(1.0, 60.0)
-    fetch_per_target: Rate | None = Rate(0.5, 30.0)
+    fetch_per_target: Rate | None = Rate(6 / 60, 10.0)
     # Below this many one-time prekeys, a device is told so (``prekeys_left`` in Authenticated
     # and Envelopes) and should upload more.
     prekeys_low: int = 10

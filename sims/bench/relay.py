@@ -75,8 +75,8 @@ import trio  # type: ignore[import-untyped,unused-ignore]  # trio 0.22 ships no 
 from clients import _primitives
 from clients.keys import IdentityKeyPair
 from relay import wire
-from relay.limits import UNLIMITED
 from relay.core import ConnectionContext, Push, RelayCore, Reply
+from relay.limits import UNLIMITED
 from relay.server import serve
 from relay.store import Store
 from sims.bench import harness

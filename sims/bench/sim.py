@@ -75,9 +75,9 @@ from clients import agent as A
 from clients.keys import IdentityKeyPair
 from clients.session import Device
 from relay import wire
-from relay.limits import UNLIMITED
 from relay.core import ConnectionContext, RelayCore, Reply
 from relay.identity import XEdDSAPublicKey
+from relay.limits import UNLIMITED
 from relay.store import Store
 from sims.bench import harness
 from sims.bench.crypto import MESSAGE, OneDirection, our_pair
