@@ -138,7 +138,8 @@ async def relay_process(db: Path, log_path: Path, *, port: int = 0) -> AsyncIter
         *("--host", HOST, "--port", str(port), "--db", str(db), "--log-level", "INFO"),
         # Every simulated person shares one loopback address: the per-address limits and the
         # registration proof are off here (tests/test_relay_abuse.py exercises them).
-        *("--registration-pow", "0", "--register-rate", "off", "--send-rate-address", "off"),
+        *("--profile", "keep-everything", "--registration-pow", "0", "--register-rate", "off"),
+        *("--send-rate-address", "off", "--send-rate-account", "off"),
         *(
             "--max-connections-per-address",
             "off",
