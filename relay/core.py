@@ -61,6 +61,7 @@ from typing import Any, Final, TypeAlias
 
 from relay.certificates import ServerCertificate
 from relay.identity import ServerIdentity, XEdDSAPublicKey
+from relay.limits import DEFAULT_LIMITS, Limits, RateLimiter
 from relay.metadata import KEEP_EVERYTHING, METADATA_SCHEMA, MetadataRecord, RecordKind, RetentionPolicy
 from relay.store import DeviceRecord, Store, StoredEnvelope
 from relay.wire import (
@@ -108,6 +109,7 @@ from relay.wire import (
     UploadPrekeys,
     auth_message,
     kem_prekey_message,
+    registration_pow_ok,
     signed_prekey_message,
 )
 
@@ -188,6 +190,13 @@ TAPPED_KINDS: Final = frozenset(
 _CONTENT_KINDS: Final = frozenset({RecordKind.SEND, RecordKind.SEALED_SEND})
 
 
+_ABSENT_U: Final = (9).to_bytes(32, "little")  # the X25519 base point: stands in for an absent key
+
+
+def _host(conn: ConnectionContext) -> str | None:
+    return conn.address[0] if conn.address is not None else None
+
+
 def _is_time(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
 
@@ -242,10 +251,12 @@ class _Refused(Exception):
         missing: tuple[int, ...] | None = None,
         extra: tuple[int, ...] | None = None,
         stale: tuple[int, ...] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.code, self.message, self.field = code, message, field
         self.missing, self.extra, self.stale = missing, extra, stale
+        self.retry_after_ms = None if retry_after is None else max(1, math.ceil(retry_after * 1000))
 
     def frame(self, request_id: int) -> ErrorFrame:
         return ErrorFrame(
@@ -256,6 +267,7 @@ class _Refused(Exception):
             missing=self.missing,
             extra=self.extra,
             stale=self.stale,
+            retry_after_ms=self.retry_after_ms,
         )
 
 
@@ -296,8 +308,31 @@ class RelayCore:
         keep_delivered: bool = False,
         keep_contacts: bool = False,
         keep_blocks: bool = False,
+        limits: Limits = DEFAULT_LIMITS,
+        registration_pow: int = 0,
+        registration_token: bytes | None = None,
     ) -> None:
         self.store = store
+        # What one client may make the relay do (relay.limits), the buckets timed by ``clock``.
+        if not isinstance(limits, Limits):
+            raise TypeError(f"limits must be a relay.limits.Limits, got {type(limits).__name__}")
+        self.limits = limits
+        self._limiter = RateLimiter()
+        # What a new account must show (docs/protocol.md, "Registration proof"): a hashcash stamp
+        # of ``registration_pow`` leading zero bits (0: none), and/or the operator's token.
+        if type(registration_pow) is not int or not 0 <= registration_pow <= 32:
+            raise ValueError(
+                f"registration_pow must be a number of bits from 0 to 32, got {registration_pow!r}"
+            )
+        self.registration_pow = registration_pow
+        if registration_pow and registration_token is not None:
+            raise ValueError(
+                "registration_pow and registration_token: choose one (Register has one proof field)"
+            )
+        self.registration_token = registration_token
+        # Verified against when a challenged device does not exist, so that "no such device" costs
+        # what "wrong signature" costs (the X25519 base point, u = 9, converted the same way).
+        self._absent_key = XEdDSAPublicKey.from_x25519((9).to_bytes(32, "little"))
         self.clock = clock
         self.rng = rng
         self.policy = policy
@@ -588,6 +623,68 @@ class RelayCore:
         assert device is not None, "devices are replaced, never deleted, so an authenticated one exists"
         return device
 
+    def _limit(self, what: str, conn: ConnectionContext, *buckets: tuple[str, object]) -> None:
+        """Take a token from each named bucket (a Limits field, keyed), or refuse with
+        rate_limited and the wait, taking none. A None key (no account, no address) is not limited."""
+        now = self.clock()
+        limits = self.limits
+        chosen = [(name, key, getattr(limits, name)) for name, key in buckets if key is not None]
+        for name, key, rate in chosen:
+            wait = self._limiter.wait(name, key, rate, now)
+            if wait > 0:
+                raise _Refused(
+                    ErrorCode.RATE_LIMITED,
+                    f"{what}: over this relay's limit {name.replace('_', ' ')} ({rate}); "
+                    f"retry in {wait:.3f} s",
+                    retry_after=wait,
+                )
+        for name, key, rate in chosen:
+            self._limiter.take(name, key, rate, now)
+
+    def _check_queue_room(self, to: str, envelopes: tuple[OutgoingEnvelope, ...]) -> None:
+        max_count, max_bytes = self.limits.queue_envelopes, self.limits.queue_bytes
+        if max_count is None and max_bytes is None:
+            return
+        for i, e in enumerate(envelopes):
+            count, size = self.store.queue_size(to, e.device)
+            if (max_count is not None and count + 1 > max_count) or (
+                max_bytes is not None and size + len(e.body) > max_bytes
+            ):
+                raise _Refused(
+                    ErrorCode.RECIPIENT_QUEUE_FULL,
+                    f"device {to}.{e.device} has {count} envelopes ({size} bytes) waiting, the most this relay "
+                    f"holds for one device is {max_count} envelopes / {max_bytes} bytes; retry once it has "
+                    "received them",
+                    f"envelopes[{i}]",
+                )
+
+    def _prekeys_low(self, device: DeviceAddress) -> int | None:
+        """The device's one-time prekeys left, if fewer than ``limits.prekeys_low``; else None."""
+        if not self.limits.prekeys_low:
+            return None
+        left, _ = self.store.prekey_counts(device.account, device.device)
+        return left if left < self.limits.prekeys_low else None
+
+    def _check_registration_proof(self, req: Register) -> None:
+        if self.registration_token is not None and not (
+            req.proof is not None and hmac.compare_digest(req.proof, self.registration_token)
+        ):
+            raise _Refused(
+                ErrorCode.REGISTRATION_PROOF,
+                "a new account on this relay needs the operator's registration token in proof",
+                "proof",
+            )
+        if self.registration_pow and not (
+            req.proof is not None
+            and registration_pow_ok(req.account, req.identity_key, req.proof, self.registration_pow)
+        ):
+            raise _Refused(
+                ErrorCode.REGISTRATION_PROOF,
+                f"a new account on this relay needs proof: a stamp such that SHA-256(registration_pow_message"
+                f"(account, identity_key) + proof) starts with {self.registration_pow} zero bits",
+                "proof",
+            )
+
     def _token_matches(self, account: str, token: bytes) -> bool:
         stored = self.store.delivery_token(account)
         # Compare against a dummy when there is no token, so that an unknown account costs the
@@ -636,31 +733,46 @@ class RelayCore:
 
     def _register(self, conn: ConnectionContext, req: Register, out: _Out) -> None:
         target = DeviceAddress(req.account, req.device)
-        existing = self.store.device_ids(req.account)
-        if existing:
-            me = conn.authenticated
-            if me is None:
-                raise _Refused(
-                    ErrorCode.NOT_AUTHENTICATED,
-                    f"account {req.account!r} exists; authenticate as one of its devices before registering "
-                    f"device {req.device}",
-                    "account",
-                )
-            if me.account != req.account:
+        me = conn.authenticated
+        if me is None or me.account != req.account:
+            # Creating an account, or trying to: the same checks, in the same order, whether or not
+            # it exists, so that a refusal says nothing about it until the proof, the rate and the
+            # signatures are good (and then only "it exists", what anyone could learn by trying).
+            self._check_registration_proof(req)
+            self._limit("register", conn, ("register_per_address", _host(conn)))
+            self._check_signed_prekeys(
+                req.identity_key, req.signed_prekey, req.kem_prekeys, req.last_resort_kem_prekey
+            )
+            existing = self.store.device_ids(req.account)
+            if existing:
+                if me is None:
+                    raise _Refused(
+                        ErrorCode.NOT_AUTHENTICATED,
+                        f"account {req.account!r} exists; authenticate as one of its devices before registering "
+                        f"device {req.device}",
+                        "account",
+                    )
                 raise _Refused(
                     ErrorCode.FORBIDDEN,
                     f"this connection is authenticated as {me}, not as a device of account {req.account!r}",
                     "account",
                 )
+            previous = None
+        else:
+            existing = self.store.device_ids(req.account)
             if req.device in existing and me.device != req.device:
                 raise _Refused(
                     ErrorCode.FORBIDDEN,
                     f"device {target} exists; only that device may re-register it (this connection is {me})",
                     "device",
                 )
-        self._check_signed_prekeys(
-            req.identity_key, req.signed_prekey, req.kem_prekeys, req.last_resort_kem_prekey
-        )
+            self._check_signed_prekeys(
+                req.identity_key, req.signed_prekey, req.kem_prekeys, req.last_resort_kem_prekey
+            )
+            previous = self.store.device(req.account, req.device)
+        if previous is not None and previous.identity_key != req.identity_key:
+            # A new identity: every other session of the old one ends (they must log in again).
+            out.after.append(lambda: self._end_sessions(target, keep=conn.id))
         now = self.clock()
         if not existing and not self.store.account_exists(req.account):
             self.store.create_account(req.account, now)
@@ -693,6 +805,8 @@ class RelayCore:
             self.store.replace_prekeys(me.account, me.device, req.one_time_prekeys)
         if req.kem_prekeys:
             self.store.replace_kem_prekeys(me.account, me.device, req.kem_prekeys)
+        if req.delivery_token is not None:  # rotation: the old token stops opening the account now
+            self.store.set_delivery_token(me.account, req.delivery_token)
         if req.signed_prekey is not None or req.last_resort_kem_prekey is not None:
             self.store.put_device(
                 dataclasses.replace(
@@ -721,12 +835,24 @@ class RelayCore:
                     f"delivery_token does not open account {req.account!r}",
                     "delivery_token",
                 )
+        requester = (
+            ("account", conn.authenticated.account) if conn.authenticated else ("address", _host(conn))
+        )
+        self._limit("fetch_bundle", conn, ("fetch_per_requester", requester if requester[1] else None))
         devices = self.store.devices(req.account)
         if not devices:
             raise _Refused(ErrorCode.UNKNOWN_ACCOUNT, f"no account {req.account!r}", "account")
+        # Past the target's own limit the bundle still comes, without one-time prekeys (the signed
+        # prekey and the last-resort KEM key, as when they ran out): requesters together can slow
+        # the draining of an account's prekeys, never stop others from starting sessions with it.
+        now = self.clock()
+        rate = self.limits.fetch_per_target
+        one_time = self._limiter.wait("fetch_per_target", req.account, rate, now) == 0
+        if one_time:
+            self._limiter.take("fetch_per_target", req.account, rate, now)
         bundles = []
         for d in devices:
-            kem = self.store.take_kem_prekey(d.account, d.device)
+            kem = self.store.take_kem_prekey(d.account, d.device) if one_time else None
             bundles.append(
                 DeviceBundle(
                     device=d.device,
@@ -735,7 +861,7 @@ class RelayCore:
                     signed_prekey=d.signed_prekey,
                     kem_prekey=kem if kem is not None else d.last_resort_kem_prekey,
                     kem_prekey_last_resort=kem is None,
-                    one_time_prekey=self.store.take_prekey(d.account, d.device),
+                    one_time_prekey=self.store.take_prekey(d.account, d.device) if one_time else None,
                 )
             )
         out.items.append(Reply(conn.id, Bundle(id=req.id, account=req.account, devices=tuple(bundles))))
@@ -781,9 +907,11 @@ class RelayCore:
             )
         who = pending.device
         device = self.store.device(who.account, who.device)
-        key = XEdDSAPublicKey.from_x25519(device.identity_key) if device is not None else None
+        # The same work for an absent device as for a present one (a conversion, a verification).
+        key = XEdDSAPublicKey.from_x25519(device.identity_key if device is not None else _ABSENT_U)
         message = auth_message(pending.nonce, who.account, who.device)
-        if key is None or not key.verify(message, req.signature):
+        verified = key is not None and key.verify(message, req.signature)
+        if device is None or not verified:
             # One answer for "no such device" and "wrong signature", as Fernet's InvalidToken.
             raise _Refused(
                 ErrorCode.AUTHENTICATION_FAILED,
@@ -792,7 +920,14 @@ class RelayCore:
             )
         conn.authenticated = who
         self._online.setdefault(who, {})[conn.id] = conn
-        out.items.append(Reply(conn.id, Authenticated(id=req.id, account=who.account, device=who.device)))
+        out.items.append(
+            Reply(
+                conn.id,
+                Authenticated(
+                    id=req.id, account=who.account, device=who.device, prekeys_left=self._prekeys_low(who)
+                ),
+            )
+        )
         out.record(self._observe(RecordKind.AUTHENTICATION, conn, who, now=now))
 
     def _get_sender_certificate(self, conn: ConnectionContext, req: GetSenderCertificate, out: _Out) -> None:
@@ -810,9 +945,17 @@ class RelayCore:
 
     def _send(self, conn: ConnectionContext, req: Send, out: _Out) -> None:
         me = self._require_auth(conn, "send")
+        self._limit("send", conn, ("send_per_account", me.account), ("send_per_address", _host(conn)))
         self._route(conn, req.id, req.to, req.envelopes, out, source=me)
 
     def _sealed_send(self, conn: ConnectionContext, req: SealedSend, out: _Out) -> None:
+        me = conn.authenticated
+        self._limit(
+            "sealed_send",
+            conn,
+            ("send_per_account", me.account if me is not None else None),
+            ("send_per_address", _host(conn)),
+        )
         if not self._token_matches(req.to, req.delivery_token):
             raise _Refused(
                 ErrorCode.INVALID_DELIVERY_TOKEN,
@@ -875,6 +1018,8 @@ class RelayCore:
         # A send from an account the recipient has blocked is accepted and then dropped: the
         # sender is not told (as messaging services do). Sealed sends name no sender to check.
         dropped = source is not None and source.account in self._blocks.get(to, {})
+        if not dropped:
+            self._check_queue_room(to, envelopes)
         now = self.clock()
         timestamp = int(now * 1000)
         stored = [
@@ -928,7 +1073,15 @@ class RelayCore:
             overhead=_ENVELOPE_OVERHEAD,
         )
         out.items.append(
-            Reply(conn.id, Envelopes(id=req.id, envelopes=tuple(e.to_wire() for e in envelopes), more=more))
+            Reply(
+                conn.id,
+                Envelopes(
+                    id=req.id,
+                    envelopes=tuple(e.to_wire() for e in envelopes),
+                    more=more,
+                    prekeys_left=self._prekeys_low(me),
+                ),
+            )
         )
         now = self.clock()
         for e in envelopes:
@@ -992,6 +1145,14 @@ class RelayCore:
             self.store.remove_block(me.account, req.account)
         out.after.append(lambda: self._forget_block(me.account, req.account))
         out.items.append(Reply(conn.id, Unblocked(id=req.id)))
+
+    def _end_sessions(self, device: DeviceAddress, keep: int) -> None:
+        """Log out every connection authenticated as ``device`` but ``keep``."""
+        live = self._online.get(device, {})
+        for cid in [c for c in live if c != keep]:
+            live.pop(cid).authenticated = None
+        if not live:
+            self._online.pop(device, None)
 
     def _remember_block(self, account: str, blocked: str, since: float) -> None:
         self._blocks.setdefault(account, {}).setdefault(blocked, since)

@@ -23,7 +23,16 @@ connection keep the order of its requests.
 - Bad input gets the most specific error frame the decoder can give, then the connection is
   closed (after a framing error there is no safe place to resume); the server keeps serving
   everyone else. An unexpected exception in the core gets ``internal_error`` and is logged.
-- At most ``max_connections`` at once; the next one gets ``server_busy`` and is closed.
+- At most ``max_connections`` at once, and ``max_connections_per_address`` from one address;
+  the next one gets ``server_busy`` and is closed. New connections from one address are a token
+  bucket (``connection_rate``); past it, ``rate_limited`` with a retry-after, and closed.
+- Back-pressure: a connection's requests are read only while its unsent output, plus a whole
+  frame for each of its requests not yet answered, stays within ``max_queued_bytes_per_device``;
+  past it the reader stops reading (the peer's sends then fill the kernel's buffers and block)
+  until the writer has sent enough. So the bytes held for one connection are at most
+  ``max_queued_bytes_per_device`` + one response frame + the decoder's buffer (one request frame
+  plus one read): with the defaults, 1 MiB + 256 KiB + 256 KiB + 64 KiB, ~1.6 MiB
+  (:func:`memory_ceiling`). A peer that reads nothing for ``write_timeout`` seconds is dropped.
 - Pushes to a device whose connection already has ``max_queued_bytes_per_device`` unsent
   are dropped: the envelope is still queued in the store and the device gets it on
   ``receive``. Responses are never dropped; instead the reader waits for the writer.
@@ -36,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import itertools
 import logging
 import math
@@ -44,14 +54,16 @@ import signal
 import sqlite3
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Final
 
 import trio  # type: ignore[import-untyped,unused-ignore]  # trio 0.22 ships no type information
 
 from relay.core import ConnectionContext, Output, Push, RelayCore, Reply
+from relay.limits import DEFAULT_LIMITS, Limits, Rate, RateLimiter, parse_rate
 from relay.metadata import KEEP_EVERYTHING, KEEP_NOTHING, RetentionPolicy
+from relay.profiles import PROFILES, Profile, profile_as_of
 from relay.store import Store, StoreError
 from relay.wire import (
     CLOSED,
@@ -65,7 +77,7 @@ from relay.wire import (
     encode,
 )
 
-__all__ = ["RelayServer", "build_parser", "main", "serve"]
+__all__ = ["RelayServer", "build_parser", "main", "memory_ceiling", "serve"]
 
 log = logging.getLogger("relay.server")
 
@@ -77,18 +89,35 @@ DEFAULT_READ_TIMEOUT: Final = 60.0
 DEFAULT_WRITE_TIMEOUT: Final = 30.0  # a peer that reads nothing for this long is dropped
 # One file descriptor each; the performance target is 1,000 concurrent connections.
 DEFAULT_MAX_CONNECTIONS: Final = 4096
-DEFAULT_MAX_QUEUED_BYTES: Final = 4 * 1024 * 1024  # 16 maximum-size frames
+# Unsent bytes per connection (4 maximum-size frames): the bound of its output, see the docstring.
+DEFAULT_MAX_QUEUED_BYTES: Final = 1024 * 1024
+# One address: a phone has one connection, a household or an office behind one NAT a few dozen;
+# 64 leaves the other 4,032 slots to everyone else.
+DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: Final = 64
+DEFAULT_CONNECTION_RATE: Final = Rate(2.0, 64.0)  # new connections per address: 2/s, burst 64
 DEFAULT_RETENTION_INTERVAL: Final = 60.0  # seconds between retention sweeps
 _RECEIVE_SIZE: Final = 65536
+# Requests whose answer may fill a frame; any other answer (an ack, an error, a certificate)
+# takes at most _SMALL_ANSWER bytes.
+_LARGE_ANSWERS: Final = frozenset({"receive", "fetch_bundle", "discover_contacts"})
+_SMALL_ANSWER: Final = 4096
 MAX_BATCH: Final = 256  # requests in one transaction (one commit)
 _FRAMES_PER_TURN: Final = 64  # requests a connection queues before it waits for their batch
 _GATHER_ROUNDS: Final = 4  # scheduling rounds a batch's leader waits for more requests
 _LINGER: Final = 1.0  # seconds to drain a peer we are cutting off
 
+
 POLICIES: Final[dict[str, RetentionPolicy]] = {p.name: p for p in (KEEP_EVERYTHING, KEEP_NOTHING)}
+DEFAULT_PROFILE: Final = "signal"  # the least a relay can keep (relay.profiles)
+DEFAULT_REGISTRATION_POW: Final = 18  # bits of hashcash a new account needs from `relay serve`
 
 
-def _peer_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
+def memory_ceiling(max_queued_bytes: int, max_frame_size: int) -> int:
+    """The most bytes of buffers one connection can hold (see the module docstring)."""
+    return max_queued_bytes + 2 * max_frame_size + _RECEIVE_SIZE
+
+
+def peer_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
     inner = stream
     while isinstance(inner, trio.SSLStream):
         inner = inner.transport_stream
@@ -129,6 +158,7 @@ class _Connection:
         "outbox_bytes",
         "pending",
         "progress",
+        "reserved",
         "stream",
         "wakeup",
     )
@@ -140,6 +170,7 @@ class _Connection:
         self.outbox_bytes = 0
         self.in_flight = 0
         self.pending = 0  # requests queued for a batch, not yet handled
+        self.reserved = 0  # the most bytes their answers can take
         self.failed = False  # the core failed on one of its requests: answer no more
         self.closed = False  # gone: its queued requests are not handled
         self.wakeup = trio.Event()  # set when the writer has something to send
@@ -203,8 +234,19 @@ class RelayServer:
         write_timeout: float = DEFAULT_WRITE_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_queued_bytes_per_device: int = DEFAULT_MAX_QUEUED_BYTES,
+        max_connections_per_address: int | None = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+        connection_rate: Rate | None = DEFAULT_CONNECTION_RATE,
+        address_of: Callable[[trio.abc.Stream], tuple[str, int] | None] = peer_address,
     ) -> None:
         self.core = core
+        self.max_connections_per_address = max_connections_per_address
+        self.connection_rate = connection_rate
+        # Where a connection comes from, as the relay believes it: the peer's address; a test or
+        # a benchmark on loopback may stand in other addresses for some of its sockets.
+        self.address_of = address_of
+        self._per_address: dict[str, int] = {}
+        self._connection_buckets = RateLimiter()
+        self.refused_connections = 0
         self.read_timeout = read_timeout
         self.write_timeout = write_timeout
         self.max_connections = max_connections
@@ -234,7 +276,15 @@ class RelayServer:
             if len(self._connections) >= self.max_connections:
                 await self._refuse(stream)
                 return
-            ctx = ConnectionContext(next(self._ids), _peer_address(stream))
+            address = self.address_of(stream)
+            host = address[0] if address is not None else None
+            if host is not None:
+                refusal = self._address_refusal(host)
+                if refusal is not None:
+                    await self._refuse(stream, refusal)
+                    return
+                self._per_address[host] = self._per_address.get(host, 0) + 1
+            ctx = ConnectionContext(next(self._ids), address)
             conn = _Connection(ctx, stream)
             self._connections[ctx.id] = conn
             failed = False  # stays False if the writer gives up and cancels the reader
@@ -255,6 +305,12 @@ class RelayServer:
             finally:
                 conn.closed = True
                 del self._connections[ctx.id]
+                if host is not None:
+                    left = self._per_address[host] - 1
+                    if left:
+                        self._per_address[host] = left
+                    else:
+                        del self._per_address[host]
                 self._dispatch(self.core.disconnect(ctx))
                 self._flush()
         except Exception:
@@ -262,13 +318,36 @@ class RelayServer:
         finally:
             await trio.aclose_forcefully(stream)
 
-    async def _refuse(self, stream: trio.abc.Stream) -> None:
-        log.warning("refusing a connection: %d connections already open", len(self._connections))
-        frame = ErrorFrame(
-            id=0,
-            code=ErrorCode.SERVER_BUSY.value,
-            message=f"the relay is serving its maximum of {self.max_connections} connections; retry later",
-        )
+    def _address_refusal(self, host: str) -> ErrorFrame | None:
+        """Why a new connection from ``host`` is refused (its cap or its rate), or None."""
+        cap = self.max_connections_per_address
+        if cap is not None and self._per_address.get(host, 0) >= cap:
+            return ErrorFrame(
+                id=0,
+                code=ErrorCode.SERVER_BUSY.value,
+                message=f"your address has this relay's maximum of {cap} connections open; close one first",
+            )
+        now = trio.current_time()
+        wait = self._connection_buckets.wait("connection", host, self.connection_rate, now)
+        if wait > 0:
+            return ErrorFrame(
+                id=0,
+                code=ErrorCode.RATE_LIMITED.value,
+                message=f"too many new connections from your address ({self.connection_rate}); retry in {wait:.3f} s",
+                retry_after_ms=max(1, math.ceil(wait * 1000)),
+            )
+        self._connection_buckets.take("connection", host, self.connection_rate, now)
+        return None
+
+    async def _refuse(self, stream: trio.abc.Stream, frame: ErrorFrame | None = None) -> None:
+        self.refused_connections += 1
+        if frame is None:
+            log.warning("refusing a connection: %d connections already open", len(self._connections))
+            frame = ErrorFrame(
+                id=0,
+                code=ErrorCode.SERVER_BUSY.value,
+                message=f"the relay is serving its maximum of {self.max_connections} connections; retry later",
+            )
         with trio.move_on_after(1.0), contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await stream.send_all(encode(frame))
 
@@ -300,6 +379,8 @@ class RelayServer:
     ) -> ErrorFrame | None:
         """Read and queue requests; returns at the peer's end (None) or with a framing error."""
         queue = self._queue
+        frame_size = self.core.max_frame_size
+        limit = max(self.max_queued_bytes_per_device, frame_size)
         while True:
             queued = 0
             while True:
@@ -313,8 +394,16 @@ class RelayServer:
                 if frame is CLOSED:
                     return None
                 assert isinstance(frame, Request)  # a "relay" decoder only yields requests
+                # Back-pressure: take the request only if its answer still fits beside what is
+                # unsent and what the requests already taken may answer.
+                answer = frame_size if frame.kind in _LARGE_ANSWERS else _SMALL_ANSWER
+                if conn.unsent + conn.reserved + answer > limit:
+                    if await self._make_room(conn, limit - answer):
+                        return None
+                    queued = 0
                 queue.append((conn, frame))
                 conn.pending += 1
+                conn.reserved += answer
                 queued += 1
                 if queued == _FRAMES_PER_TURN:  # a long pipeline: let others in between
                     if await self._wait_for_answers(conn):
@@ -337,6 +426,15 @@ class RelayServer:
         bytes are within bounds. True if the core failed on one of them (stop reading)."""
         await self._turn()
         while conn.unsent > self.max_queued_bytes_per_device:
+            conn.progress = trio.Event()
+            await conn.progress.wait()
+        return conn.failed
+
+    async def _make_room(self, conn: _Connection, room: int) -> bool:
+        """Until this connection's requests are answered and at most ``room`` bytes of its output
+        are unsent. True if the core failed on one of them (stop reading)."""
+        await self._turn()
+        while conn.unsent > room:
             conn.progress = trio.Event()
             await conn.progress.wait()
         return conn.failed
@@ -397,8 +495,10 @@ class RelayServer:
                     results.append([Reply(conn.ctx.id, _internal_error(request.id))])
         self.batches += 1
         self.requests += len(batch)
-        for conn, _ in batch:
+        frame_size = self.core.max_frame_size
+        for conn, request in batch:
             conn.pending -= 1
+            conn.reserved -= frame_size if request.kind in _LARGE_ANSWERS else _SMALL_ANSWER
         for outputs in results:
             self._dispatch(outputs)
 
@@ -473,6 +573,9 @@ async def serve(
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     max_queued_bytes_per_device: int = DEFAULT_MAX_QUEUED_BYTES,
     retention_interval: float = DEFAULT_RETENTION_INTERVAL,
+    max_connections_per_address: int | None = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+    connection_rate: Rate | None = DEFAULT_CONNECTION_RATE,
+    address_of: Callable[[trio.abc.Stream], tuple[str, int] | None] = peer_address,
     task_status: trio.TaskStatus[RelayServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on (host, port) and serve until cancelled. Port 0 picks a free port.
@@ -485,6 +588,9 @@ async def serve(
         read_timeout=read_timeout,
         max_connections=max_connections,
         max_queued_bytes_per_device=max_queued_bytes_per_device,
+        max_connections_per_address=max_connections_per_address,
+        connection_rate=connection_rate,
+        address_of=address_of,
     )
     tcp = await trio.open_tcp_listeners(port, host=host)
     server.addresses = [(str(a[0]), int(a[1])) for a in (lst.socket.getsockname() for lst in tcp)]
@@ -502,17 +608,54 @@ async def serve(
 # --- command line ----------------------------------------------------------------------------
 
 
+def _rate(text: str) -> Rate | None:
+    try:
+        return parse_rate(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _rate_text(rate: Rate | None) -> str:
+    return "off" if rate is None else f"{rate.per_second:g}/{rate.burst:g}"
+
+
+def _cap(text: str) -> int | None:
+    if text.strip().lower() == "off":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number or off")
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description=(
             "Run the relay: it stores and forwards opaque end-to-end encrypted envelopes between "
-            "registered devices and records the metadata it can see, as the retention policy allows."
+            "registered devices and records the metadata it can see, as its profile allows "
+            "(by default the signal profile: the least a relay can keep). It prints what it records "
+            "at start-up. Every limit below has a default; docs/protocol.md (Limits) explains them."
         ),
         epilog=(
             "examples:\n"
             f"  {prog} --host 127.0.0.1 --port 7465 --db relay.db\n"
-            f"  {prog} --db relay.db --tls-cert cert.pem --tls-key key.pem\n\n"
+            f"  {prog} --host 0.0.0.0 --db relay.db --tls-cert cert.pem --tls-key key.pem\n"
+            f"  {prog} --registration-token-file invite.txt --send-rate-account 5/50\n\n"
+            "A rate is RATE/BURST: requests a second on average, and how many at once (a token\n"
+            "bucket), or off. An address other than loopback needs TLS (or --insecure).\n"
             "The server's trust-root public key (what devices need to check sender certificates) is\n"
             "logged at start-up. SIGINT or SIGTERM stop it cleanly."
         ),
@@ -528,10 +671,21 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
     parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain; with --tls-key, serve TLS")
     parser.add_argument("--tls-key", metavar="FILE", help="PEM private key for --tls-cert")
     parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve plain TCP on an address other than loopback (metadata and tokens in the clear)",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default=DEFAULT_PROFILE,
+        help="what the relay records and keeps, as a real provider's relay (default: %(default)s)",
+    )
+    parser.add_argument(
         "--retention",
         choices=sorted(POLICIES),
-        default=KEEP_EVERYTHING.name,
-        help="metadata retention policy (default: %(default)s)",
+        default=None,
+        help="override the profile's metadata retention policy (default: the profile's)",
     )
     parser.add_argument(
         "--read-timeout",
@@ -539,19 +693,35 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         default=DEFAULT_READ_TIMEOUT,
         help="seconds a connection may go without a complete frame (default: %(default)s)",
     )
-    parser.add_argument(
+    g = parser.add_argument_group("limits (each takes off to turn it off)")
+    g.add_argument(
         "--max-connections",
         type=int,
         default=DEFAULT_MAX_CONNECTIONS,
         help="concurrent connections (default: %(default)s)",
     )
-    parser.add_argument(
+    g.add_argument(
+        "--max-connections-per-address",
+        type=_cap,
+        default=DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+        metavar="N",
+        help="concurrent connections from one address (default: %(default)s)",
+    )
+    g.add_argument(
+        "--connection-rate",
+        type=_rate,
+        default=DEFAULT_CONNECTION_RATE,
+        metavar="RATE/BURST",
+        help=f"new connections per address (default: {_rate_text(DEFAULT_CONNECTION_RATE)})",
+    )
+    g.add_argument(
         "--max-queued-bytes",
         type=int,
         default=DEFAULT_MAX_QUEUED_BYTES,
-        help="unsent bytes per connection before pushes are dropped (default: %(default)s)",
+        help="unsent bytes per connection: past it, its requests are not read and pushes to it are "
+        "dropped (default: %(default)s)",
     )
-    parser.add_argument(
+    g.add_argument(
         "--max-frame-size",
         type=int,
         default=DEFAULT_MAX_FRAME_SIZE,
@@ -565,6 +735,65 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
             "root and every device key are public, recomputable from the seed; refused without this"
         ),
     )
+    d = DEFAULT_LIMITS
+    g.add_argument(
+        "--queue-envelopes",
+        type=_cap,
+        default=d.queue_envelopes,
+        metavar="N",
+        help="envelopes waiting for one device; past it, recipient_queue_full (default: %(default)s)",
+    )
+    g.add_argument(
+        "--queue-bytes",
+        type=_cap,
+        default=d.queue_bytes,
+        metavar="N",
+        help="bytes of envelopes waiting for one device (default: %(default)s)",
+    )
+    for flag, name, what in (
+        ("--send-rate-account", "send_per_account", "sends per sending account"),
+        ("--send-rate-address", "send_per_address", "sends per source address"),
+        ("--register-rate", "register_per_address", "new accounts per source address"),
+        (
+            "--fetch-rate-requester",
+            "fetch_per_requester",
+            "bundle fetches per requester (account or address)",
+        ),
+        (
+            "--fetch-rate-target",
+            "fetch_per_target",
+            "bundle fetches with one-time prekeys per target account (past it: bundles without them)",
+        ),
+    ):
+        g.add_argument(
+            flag,
+            dest=name,
+            type=_rate,
+            default=getattr(d, name),
+            metavar="RATE/BURST",
+            help=f"{what} (default: {_rate_text(getattr(d, name))})",
+        )
+    g.add_argument(
+        "--prekeys-low",
+        type=int,
+        default=d.prekeys_low,
+        metavar="N",
+        help="tell a device with fewer one-time prekeys than this to upload more (default: %(default)s)",
+    )
+    r = parser.add_argument_group("registration proof (what a new account must show)")
+    r.add_argument(
+        "--registration-pow",
+        type=int,
+        default=DEFAULT_REGISTRATION_POW,
+        metavar="BITS",
+        help="hashcash: SHA-256 of the account's stamp must start with BITS zero bits, 2^BITS tries on "
+        "average (default: %(default)s, ~0.3 s in CPython on a laptop core); 0 for none",
+    )
+    r.add_argument(
+        "--registration-token-file",
+        metavar="FILE",
+        help="instead of hashcash, the operator's registration token (the file's bytes, stripped)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     _add_profile_options(parser)
     return parser
@@ -574,14 +803,6 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
 
 
 def _add_profile_options(parser: argparse.ArgumentParser) -> None:
-    from relay.profiles import PROFILES
-
-    parser.add_argument(
-        "--profile",
-        choices=sorted(PROFILES),
-        help="run as this provider (relay/profiles.py): its retention policy and what it keeps; "
-        "overrides --retention",
-    )
     parser.add_argument(
         "--profile-as-of",
         metavar="YYYY-MM-DD",
@@ -595,40 +816,55 @@ def _add_profile_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _core_options(opts: argparse.Namespace) -> dict[str, object]:
-    """RelayCore's keyword arguments for --profile (and --profile-as-of), or --retention."""
-    if opts.profile is None:
-        return {"policy": POLICIES[opts.retention]}
-    from datetime import date
+def describe_recording(profile: Profile, policy: RetentionPolicy) -> list[str]:
+    """What the relay will record, one line per kind of observation (and what it keeps)."""
+    lines = [f"profile {profile.name}: {profile.title}; retention policy {policy.name}"]
+    if not policy.rules:
+        lines.append("  records no metadata")
+    for kind, rule in sorted(policy.rules.items()):
+        how = f"keeps the {rule.keep} per {', '.join(rule.key)}" if rule.keep != "all" else "keeps each"
+        span = f", for {rule.keep_for:g} s" if rule.keep_for is not None else ""
+        lines.append(f"  {kind.value}: {how}: {', '.join(sorted(rule.fields))}{span}")
+    kept = [
+        n
+        for n, on in (
+            ("message bodies after delivery", profile.keep_delivered),
+            ("address books", profile.keep_contacts),
+            ("block lists", profile.keep_blocks),
+        )
+        if on
+    ]
+    lines.append(f"  also keeps: {', '.join(kept) if kept else 'nothing else'}")
+    return lines
 
-    from relay.profiles import profile_as_of
 
-    when = None if opts.profile_as_of is None else date.fromisoformat(opts.profile_as_of)
-    profile = profile_as_of(opts.profile, when)
-    return {
-        "policy": profile.policy,
-        "keep_delivered": profile.keep_delivered,
-        "keep_contacts": profile.keep_contacts,
-        "keep_blocks": profile.keep_blocks,
-    }
-
-
-async def _run(opts: argparse.Namespace) -> None:
+async def _run(opts: argparse.Namespace, limits: Limits, token: bytes | None) -> None:
     ssl_context = None
     if opts.tls_cert:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(opts.tls_cert, opts.tls_key)
+    from datetime import date
+
+    when = None if opts.profile_as_of is None else date.fromisoformat(opts.profile_as_of)
+    profile = profile_as_of(opts.profile, when)
+    policy = POLICIES[opts.retention] if opts.retention else profile.policy
     with Store(opts.db) as store:
-        core = RelayCore(store, max_frame_size=opts.max_frame_size, **_core_options(opts))  # type: ignore[arg-type]
-        log.info(
-            "database %s, retention policy %s", opts.db, core.policy.name if opts.profile else opts.retention
+        core = RelayCore(
+            store,
+            policy=policy,
+            max_frame_size=opts.max_frame_size,
+            keep_delivered=profile.keep_delivered,
+            keep_contacts=profile.keep_contacts,
+            keep_blocks=profile.keep_blocks,
+            limits=limits,
+            registration_pow=0 if token is not None else opts.registration_pow,
+            registration_token=token,
         )
-        if opts.profile:
-            log.info(
-                "provider profile %s%s",
-                opts.profile,
-                f" as of {opts.profile_as_of}" if opts.profile_as_of else "",
-            )
+        log.info("database %s", opts.db)
+        for line in describe_recording(profile, policy):
+            log.info("%s", line)
+        if opts.profile_as_of:
+            log.info("provider profile %s as of %s", opts.profile, opts.profile_as_of)
         log.info("trust root public key: %s", core.trust_root_public.hex())
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
@@ -642,6 +878,8 @@ async def _run(opts: argparse.Namespace) -> None:
                         read_timeout=opts.read_timeout,
                         max_connections=opts.max_connections,
                         max_queued_bytes_per_device=opts.max_queued_bytes,
+                        max_connections_per_address=opts.max_connections_per_address,
+                        connection_rate=opts.connection_rate,
                     )
                 )
                 if opts.admin:
@@ -673,13 +911,47 @@ def main(args: list[str]) -> int:
                 file=sys.stderr,
             )
             return 2
-        if opts.profile is None:
-            print(f"{parser.prog}: error: --profile-as-of goes with --profile", file=sys.stderr)
-            return 2
-    if bool(opts.tls_cert) != bool(opts.tls_key):
+
+    def usage(message: str) -> int:
         parser.print_usage(sys.stderr)
-        print(f"{parser.prog}: error: --tls-cert and --tls-key go together", file=sys.stderr)
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
         return 2
+
+    if bool(opts.tls_cert) != bool(opts.tls_key):
+        return usage("--tls-cert and --tls-key go together")
+    if not opts.tls_cert and not opts.insecure and not _is_loopback(opts.host):
+        return usage(
+            f"--host {opts.host} is not a loopback address and there is no --tls-cert/--tls-key: devices' "
+            "tokens and everything the relay sees would cross the network in the clear; give TLS, or "
+            "--insecure to serve plain TCP anyway"
+        )
+    try:
+        limits = Limits(
+            queue_envelopes=opts.queue_envelopes,
+            queue_bytes=opts.queue_bytes,
+            send_per_account=opts.send_per_account,
+            send_per_address=opts.send_per_address,
+            register_per_address=opts.register_per_address,
+            fetch_per_requester=opts.fetch_per_requester,
+            fetch_per_target=opts.fetch_per_target,
+            prekeys_low=opts.prekeys_low,
+        )
+    except ValueError as e:
+        return usage(str(e))
+    if not 0 <= opts.registration_pow <= 32:
+        return usage(f"--registration-pow {opts.registration_pow}: expected a number of bits from 0 to 32")
+    token = None
+    if opts.registration_token_file:
+        try:
+            with open(opts.registration_token_file, "rb") as f:
+                token = f.read().strip()
+        except OSError as e:
+            return usage(f"--registration-token-file {opts.registration_token_file}: {e.strerror}")
+        if not 1 <= len(token) <= 64:
+            return usage(
+                f"--registration-token-file {opts.registration_token_file}: the token is {len(token)} bytes; "
+                "expected 1 to 64"
+            )
     logging.basicConfig(
         level=opts.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -707,7 +979,7 @@ def main(args: list[str]) -> int:
         )
     code = 0
     try:
-        trio.run(_run, opts)
+        trio.run(_run, opts, limits, token)
     except* OSError as group:  # trio >= 0.25 hands it out of _run's nursery in an ExceptionGroup
         for error in group.exceptions:
             log.error("cannot serve: %s", error)

@@ -541,6 +541,14 @@ class Store:
             ],
         )
 
+    def queue_size(self, account: str, device: int) -> tuple[int, int]:
+        """(envelopes, bytes of their bodies) queued for one device."""
+        count, size = self._db.execute(
+            "SELECT count(*), coalesce(sum(length(body)), 0) FROM envelopes WHERE account = ? AND device = ?",
+            (account, device),
+        ).fetchone()
+        return int(count), int(size)
+
     def queued(
         self, account: str, device: int, *, limit: int, max_bytes: int, overhead: int = 0
     ) -> tuple[list[StoredEnvelope], bool]:

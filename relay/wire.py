@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
+import itertools
 import struct
 import types
 import typing
@@ -154,6 +156,40 @@ def auth_message(nonce: bytes, account: str, device: int) -> bytes:
     return AUTH_CONTEXT + nonce + device.to_bytes(4, "big") + account.encode("utf-8")
 
 
+REGISTRATION_POW_CONTEXT: Final = b"relaysim registration proof v1\x00"
+
+
+def registration_pow_message(account: str, identity_key: bytes) -> bytes:
+    """What a hashcash registration stamp is appended to: context ‖ identity key (32 bytes) ‖
+    account (UTF-8). A stamp made for one account and key is no use for another."""
+    return REGISTRATION_POW_CONTEXT + identity_key + account.encode("utf-8")
+
+
+def leading_zero_bits(digest: bytes) -> int:
+    value = int.from_bytes(digest, "big")
+    return len(digest) * 8 - value.bit_length()
+
+
+def registration_pow_ok(account: str, identity_key: bytes, stamp: bytes, difficulty: int) -> bool:
+    """Whether SHA-256(registration_pow_message ‖ stamp) starts with ``difficulty`` zero bits."""
+    digest = hashlib.sha256(registration_pow_message(account, identity_key) + stamp).digest()
+    return leading_zero_bits(digest) >= difficulty
+
+
+def solve_registration_pow(account: str, identity_key: bytes, difficulty: int) -> bytes:
+    """The first 8-byte counter stamp that meets ``difficulty`` (2**difficulty tries on average:
+    at 18 bits, 262,144 SHA-256 of ~100 bytes, ~0.3 s in CPython's hashlib on a laptop core,
+    a few tens of milliseconds in a phone's native code)."""
+    base = hashlib.sha256(registration_pow_message(account, identity_key))
+    for counter in itertools.count():
+        stamp = counter.to_bytes(8, "big")
+        h = base.copy()
+        h.update(stamp)
+        if leading_zero_bits(h.digest()) >= difficulty:
+            return stamp
+    raise AssertionError("unreachable")
+
+
 # --- errors ----------------------------------------------------------------------------------
 
 
@@ -184,6 +220,9 @@ class ErrorCode(enum.StrEnum):
     INVALID_DELIVERY_TOKEN = "invalid_delivery_token"
     ENVELOPE_TOO_LARGE = "envelope_too_large"
     DUPLICATE_DEVICE = "duplicate_device"
+    RATE_LIMITED = "rate_limited"  # retry_after_ms says when to try again
+    RECIPIENT_QUEUE_FULL = "recipient_queue_full"  # the recipient's device has too much waiting
+    REGISTRATION_PROOF = "registration_proof"  # a new account needs the relay's proof (see Register)
     # The connection (raised by the server).
     TIMEOUT = "timeout"
     SERVER_BUSY = "server_busy"
@@ -629,6 +668,9 @@ class Register(Request):
     kem_prekeys: Annotated[tuple[KemPrekey, ...], _List(KemPrekey, MAX_PREKEYS_PER_UPLOAD)]
     last_resort_kem_prekey: KemPrekey
     delivery_token: Token | None = None  # gates sealed sends to this account
+    # What the relay asks of a new account (docs/protocol.md, "Registration proof"): the
+    # operator's registration token, or a hashcash stamp (see registration_pow_message).
+    proof: Annotated[bytes | None, _Optional(_Bytes(None, 64))] = None
 
 
 @message
@@ -641,6 +683,7 @@ class UploadPrekeys(Request):
     kem_prekeys: Annotated[tuple[KemPrekey, ...], _List(KemPrekey, MAX_PREKEYS_PER_UPLOAD)] = ()
     signed_prekey: SignedPrekey | None = None
     last_resort_kem_prekey: KemPrekey | None = None
+    delivery_token: Token | None = None  # a new token for sealed sends (rotation); None keeps it
 
 
 @message
@@ -777,6 +820,7 @@ class Authenticated(Response):
     kind: ClassVar[str] = "authenticated"
     account: AccountId
     device: DeviceId
+    prekeys_left: Count | None = None  # set when the one-time prekeys run low: upload more
 
 
 @message
@@ -802,6 +846,7 @@ class Envelopes(Response):
     kind: ClassVar[str] = "envelopes"
     envelopes: Annotated[tuple[Envelope, ...], _List(Envelope, 10_000)]
     more: Flag  # True if more are queued than fitted
+    prekeys_left: Count | None = None  # set when the one-time prekeys run low: upload more
 
 
 @message
@@ -852,6 +897,7 @@ class ErrorFrame(Response):
     missing: Annotated[tuple[int, ...] | None, _Optional(_List(_UInt(1), MAX_DEVICES_PER_SEND))] = None
     extra: Annotated[tuple[int, ...] | None, _Optional(_List(_UInt(1), MAX_DEVICES_PER_SEND))] = None
     stale: Annotated[tuple[int, ...] | None, _Optional(_List(_UInt(1), MAX_DEVICES_PER_SEND))] = None
+    retry_after_ms: Millis | None = None  # rate_limited: when the request would be accepted
 
     @classmethod
     def from_exception(cls, e: ProtocolError) -> ErrorFrame:

@@ -144,6 +144,12 @@ async def relay_process(
     args = [
         *(sys.executable, "-m", "sims.cli", "relay", "serve"),
         *("--host", HOST, "--port", str(port), "--db", str(db), "--log-level", "INFO"),
+        # Every simulated person shares one loopback address: the per-address limits and the
+        # registration proof are off here (tests/test_relay_abuse.py exercises them).
+        *("--registration-pow", "0", "--register-rate", "off"),
+        *("--send-rate-address", "off", "--send-rate-account", "off"),
+        *("--max-connections-per-address", "off", "--connection-rate", "off"),
+        *("--fetch-rate-requester", "off"),
         *serve_args,
     ]
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from clients._xeddsa import xeddsa_sign
 from relay import wire
 from relay.core import ConnectionContext, RelayCore, Reply
+from relay.limits import UNLIMITED
 from relay.server import RelayServer, serve
 from relay.store import Store
 
@@ -128,6 +129,8 @@ class Clock:
 
 
 def new_core(clock: Callable[[], float] | None = None, seed: int = 7, **kwargs: object) -> RelayCore:
+    """A core on an in-memory store; without ``limits``, none (the abuse tests name theirs)."""
+    kwargs.setdefault("limits", UNLIMITED)
     return RelayCore(
         Store(":memory:"),
         clock=clock or (lambda: T0),

@@ -76,6 +76,7 @@ from clients import _primitives
 from clients.keys import IdentityKeyPair
 from relay import wire
 from relay.core import ConnectionContext, Push, RelayCore, Reply
+from relay.limits import UNLIMITED
 from relay.server import serve
 from relay.store import Store
 from sims.bench import harness
@@ -185,7 +186,9 @@ def child_main(argv: list[str]) -> int:
         return 0
 
     with Store(args.db, durable=args.child == RELAY_DURABLE) as store:
-        core = RelayCore(store)
+        # A benchmark of throughput: every device on one loopback address, no limits (the attack
+        # bench, tests/test_relay_abuse.py, measures them).
+        core = RelayCore(store, limits=UNLIMITED)
         preregister(core, args.connections, args.seed)
 
         async def run_relay() -> None:
@@ -197,6 +200,8 @@ def child_main(argv: list[str]) -> int:
                         0,
                         read_timeout=3600.0,  # idle connections wait through the other contenders' slices
                         max_connections=args.connections + 64,
+                        max_connections_per_address=None,
+                        connection_rate=None,
                         retention_interval=3600.0,  # no retention sweep inside a timed slice
                         task_status=task_status,
                     )
@@ -583,7 +588,7 @@ class StepRig:
     def __init__(self, durable: bool, body_size: int, directory: str) -> None:
         path = os.path.join(directory, f"steps-{'durable' if durable else 'volatile'}.db")
         self.store = Store(path, durable=durable)
-        self.core = RelayCore(self.store)
+        self.core = RelayCore(self.store, limits=UNLIMITED)
         preregister(self.core, 2, seed=0)
         self.ctxs = [ConnectionContext(i + 1, (_HOST, 50000 + i)) for i in range(2)]
         for i, ctx in enumerate(self.ctxs):

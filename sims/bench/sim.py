@@ -77,6 +77,7 @@ from clients.session import Device
 from relay import wire
 from relay.core import ConnectionContext, RelayCore, Reply
 from relay.identity import XEdDSAPublicKey
+from relay.limits import UNLIMITED
 from relay.store import Store
 from sims.bench import harness
 from sims.bench.crypto import MESSAGE, OneDirection, our_pair
@@ -409,7 +410,7 @@ class RegistrationRig:
 
         self.store = Store(os.path.join(directory, "registration.db"), durable=False)
         self.rng = random.Random("bench registration")
-        self.core = RelayCore(self.store, rng=self.rng.randbytes)
+        self.core = RelayCore(self.store, rng=self.rng.randbytes, limits=UNLIMITED)  # one address for all
         self.serial = 0
 
     def close(self) -> None:

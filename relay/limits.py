@@ -1,0 +1,168 @@
+"""What one client may make the relay do: token buckets and queue caps, without I/O.
+
+Everything here is sans-IO: the time is always passed in (the relay core passes its own injected
+clock, so a simulation's virtual clock drives the buckets just as the wall clock drives a live
+relay's). Nothing reads a clock or a socket.
+
+- :class:`Rate` is a token bucket: ``burst`` requests at once, then ``per_second`` on average.
+- :class:`Limits` is every limit of the relay core, each with its default; ``None`` turns one off.
+  The server's limits (bytes of unsent output per connection, connections per address, new
+  connections per second per address) are in ``relay.server``.
+- :class:`RateLimiter` holds the buckets, by (limit name, key). A bucket that has filled up again
+  is no different from a new one, so it is forgotten: memory is bounded by the buckets in use.
+
+The defaults (docs/protocol.md, "Limits") are generous for a person and for a phone: a person
+does not send 20 messages a second for long, register 3 accounts a minute from one address, or
+start sessions with 60 new accounts a minute. Signal-Server enforces the same kinds of limit
+(its ``RateLimiters``: a bucket per kind, with a size and a leak rate, and a 413/429 answer with
+a Retry-After header); the numbers here are ours.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Final
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "UNLIMITED",
+    "Limits",
+    "Rate",
+    "RateLimiter",
+    "parse_rate",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A token bucket: ``burst`` tokens, refilled at ``per_second`` tokens a second."""
+
+    per_second: float
+    burst: float
+
+    def __post_init__(self) -> None:
+        for name in ("per_second", "burst"):
+            value = getattr(self, name)
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not value > 0
+                or math.isinf(value)
+            ):
+                raise ValueError(f"Rate.{name} must be a positive number, got {value!r}")
+        if self.burst < 1:
+            raise ValueError(f"Rate.burst must be at least 1 (one request), got {self.burst!r}")
+
+    def __str__(self) -> str:
+        return f"{self.per_second:g}/s, burst {self.burst:g}"
+
+
+def parse_rate(text: str) -> Rate | None:
+    """``"RATE/BURST"`` (requests a second, then the burst), or ``"off"``; ValueError otherwise."""
+    if text.strip().lower() == "off":
+        return None
+    rate, sep, burst = text.partition("/")
+    try:
+        if not sep:
+            raise ValueError
+        return Rate(float(rate), float(burst))
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a rate: expected RATE/BURST, requests a second then the burst (e.g. 20/200), or off"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The relay core's limits. Every one has a default; None turns it off."""
+
+    # Per recipient device: what may wait for it in the relay's queue. A send that would pass
+    # either cap is refused whole with ``recipient_queue_full``; nothing already queued is lost.
+    queue_envelopes: int | None = 10_000
+    queue_bytes: int | None = 64 * 1024 * 1024
+    # Sends (authenticated and sealed), one token per request, per sending account and per
+    # source address (a sealed send over an unauthenticated connection has only its address).
+    send_per_account: Rate | None = Rate(20.0, 200.0)
+    send_per_address: Rate | None = Rate(50.0, 500.0)
+    # New accounts per source address (re-registration and linking need a logged-in device and
+    # are not counted).
+    register_per_address: Rate | None = Rate(3 / 60, 3.0)
+    # Bundle fetches (each takes a one-time prekey of every device of the target): per requester
+    # (its account when logged in, else its address) and per target account.
+    fetch_per_requester: Rate | None = Rate(1.0, 60.0)
+    fetch_per_target: Rate | None = Rate(6 / 60, 10.0)
+    # Below this many one-time prekeys, a device is told so (``prekeys_left`` in Authenticated
+    # and Envelopes) and should upload more.
+    prekeys_low: int = 10
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("queue_envelopes", "queue_bytes", "prekeys_low"):
+                if value is None and f.name != "prekeys_low":
+                    continue
+                if type(value) is not int or value < (0 if f.name == "prekeys_low" else 1):
+                    raise ValueError(f"Limits.{f.name} must be a positive integer or None, got {value!r}")
+            elif value is not None and not isinstance(value, Rate):
+                raise ValueError(f"Limits.{f.name} must be a Rate or None, got {value!r}")
+
+
+DEFAULT_LIMITS: Final = Limits()
+UNLIMITED: Final = Limits(
+    queue_envelopes=None,
+    queue_bytes=None,
+    send_per_account=None,
+    send_per_address=None,
+    register_per_address=None,
+    fetch_per_requester=None,
+    fetch_per_target=None,
+    prekeys_low=0,
+)
+"""No limits at all (a simulation of many people behind one address, a benchmark of the core)."""
+
+_PRUNE_EVERY: Final = 4096  # buckets taken between sweeps of the full ones
+
+
+class RateLimiter:
+    """Token buckets by (limit name, key); the time is always passed in."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[tuple[str, object], tuple[float, float, Rate]] = {}  # → (tokens, at, rate)
+        self._taken = 0
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def wait(self, name: str, key: object, rate: Rate | None, now: float, cost: float = 1.0) -> float:
+        """Seconds until ``cost`` tokens are there (0.0: now). Takes nothing."""
+        if rate is None:
+            return 0.0
+        tokens = self._tokens(name, key, rate, now)
+        return 0.0 if tokens >= cost else (cost - tokens) / rate.per_second
+
+    def take(self, name: str, key: object, rate: Rate | None, now: float, cost: float = 1.0) -> None:
+        """Take ``cost`` tokens (call :meth:`wait` first: this may leave the bucket negative)."""
+        if rate is None:
+            return
+        tokens = self._tokens(name, key, rate, now)
+        self._buckets[(name, key)] = (tokens - cost, now, rate)
+        self._taken += 1
+        if self._taken % _PRUNE_EVERY == 0:
+            self._prune(now)
+
+    def _tokens(self, name: str, key: object, rate: Rate, now: float) -> float:
+        held = self._buckets.get((name, key))
+        if held is None:
+            return rate.burst
+        tokens, at, _ = held
+        return min(rate.burst, tokens + max(0.0, now - at) * rate.per_second)
+
+    def _prune(self, now: float) -> None:
+        full = [
+            k
+            for k, (tokens, at, rate) in self._buckets.items()
+            if tokens + (now - at) * rate.per_second >= rate.burst
+        ]
+        for k in full:
+            del self._buckets[k]
