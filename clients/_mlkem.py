@@ -48,7 +48,7 @@ How it is made fast in pure Python (one encapsulation runs per session set-up):
   product are summed in a single comprehension per output polynomial half.
 
 Python integer arithmetic is not constant-time; this is a simulator's implementation, checked
-in ``tests/test_mlkem.py`` by decapsulating its ciphertexts with OpenSSL.
+in ``tests/clients/test_mlkem.py`` by decapsulating its ciphertexts with OpenSSL.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from clients.errors import UsageError
+from relaysim.clients.errors import UsageError
 
 __all__ = [
     "AuthenticationFailed",
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 # An RNG is any callable that returns n bytes. Production code passes ``os.urandom`` (the default
-# everywhere); the simulator passes the ``randbytes`` of a ``sims.util.SimulationRandom`` so that
+# everywhere); the simulator passes the ``randbytes`` of a ``sims.world.util.SimulationRandom`` so that
 # runs are reproducible. A seeded generator made any other way is refused by require_key_source.
 RNG = Callable[[int], bytes]
 
@@ -60,8 +60,8 @@ def require_key_source(rng: RNG, where: str) -> RNG:
     Keys drawn from ``random.Random(seed).randbytes`` (or the module-level ``random.randbytes``,
     a Mersenne Twister) are recomputable by anyone who knows or recovers the seed. Device code
     accepts a deterministic generator only when it says it belongs to a simulation: an instance of
-    ``sims.util.SimulationRandom``, marked ``SIMULATION_KEYS = True`` (clients never import sims;
-    the mark is the contract, checked by tests/test_key_fences.py). ``os.urandom``,
+    ``sims.world.util.SimulationRandom``, marked ``SIMULATION_KEYS = True`` (clients never import sims;
+    the mark is the contract, checked by tests/sims/test_key_fences.py). ``os.urandom``,
     ``secrets.token_bytes`` and ``random.SystemRandom().randbytes`` are accepted.
     """
     owner = getattr(rng, "__self__", None)
@@ -73,7 +73,7 @@ def require_key_source(rng: RNG, where: str) -> RNG:
         raise UsageError(
             f"{where}: rng is the randbytes of a seeded {type(owner).__module__}.{type(owner).__name__}: "
             "every key drawn from it can be recomputed from the seed. Leave rng out (os.urandom), "
-            "or, in a simulation, pass sims.util.seeded(seed, label).randbytes"
+            "or, in a simulation, pass sims.world.util.seeded(seed, label).randbytes"
         )
     return rng
 
@@ -233,7 +233,7 @@ def mlkem_encapsulate(public: bytes, m: bytes | None = None) -> tuple[bytes, byt
     ~1.5 ms), so that a seeded simulation produces the same bytes every run.
     """
     if m is not None:
-        from clients._mlkem import encapsulate_derand
+        from relaysim.clients._mlkem import encapsulate_derand
 
         try:
             return encapsulate_derand(public, m)

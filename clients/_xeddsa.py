@@ -18,7 +18,7 @@ Secret values stay bytes handed to libsodium; Python integers only ever hold pub
 public key, the signature being verified). This module and ``clients._primitives`` are the only
 modules of ``clients`` that may import a crypto library (``tests/test_architecture.py``).
 
-Checked for interoperability against libxeddsa and OpenSSL in ``tests/test_xeddsa.py``.
+Checked for interoperability against libxeddsa and OpenSSL in ``tests/clients/test_xeddsa.py``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from nacl.bindings import (
     crypto_scalarmult_ed25519_base_noclamp,
 )
 
-from clients._primitives import ed25519_verify
+from relaysim.clients._primitives import ed25519_verify
 
 __all__ = [
     "calculate_key_pair",
@@ -151,7 +151,7 @@ def xeddsa_verify(x25519_public: bytes, message: bytes, signature: bytes) -> boo
     """xeddsa_verify(u, M, R ‖ s), spec §3. False (never an exception) for any malformed input.
 
     The spec's answer on every edge case (``relay.identity`` gives the same, on the same vectors in
-    ``tests/test_xeddsa_vectors.py``): u ≥ p is refused, bit 255 included (convert_mont's masking
+    ``tests/clients/test_xeddsa_vectors.py``): u ≥ p is refused, bit 255 included (convert_mont's masking
     comes after); u = 0, 1 and p − 1 are small-order keys that XEdDSA does not refuse (inv(0) = 0
     maps p − 1 to y = 0, like 1); s ≥ 2^|q| is refused but q ≤ s < 2^|q| is not (§5: "not requiring
     it to be fully reduced"); R is compared as bytes with the canonical encoding of sB − hA.

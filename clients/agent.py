@@ -27,17 +27,17 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from clients import _primitives as _p
-from clients.errors import DecryptionError
-from clients.escrow import EscrowPublicKey
-from clients.groups import VERSION as SENDER_KEY_VERSION
-from clients.groups import GroupKeys
-from clients.identity import IdentityChanged, UntrustedIdentity
-from clients.keys import BundleError, KemPreKey, OneTimePreKey, PreKeyBundle, SignedPreKey
-from clients.session import Device, PeerAddress
-from relay import wire
-from relay.certificates import CertificateError, SenderCertificate
-from relay.custody import CUSTODY_TAG, ContentKey, route_ad
+from relaysim.clients import _primitives as _p
+from relaysim.clients.errors import DecryptionError
+from relaysim.clients.escrow import EscrowPublicKey
+from relaysim.clients.groups import VERSION as SENDER_KEY_VERSION
+from relaysim.clients.groups import GroupKeys
+from relaysim.clients.identity import IdentityChanged, UntrustedIdentity
+from relaysim.clients.keys import BundleError, KemPreKey, OneTimePreKey, PreKeyBundle, SignedPreKey
+from relaysim.clients.session import Device, PeerAddress
+from relaysim.relay import wire
+from relaysim.relay.certificates import CertificateError, SenderCertificate
+from relaysim.relay.custody import CUSTODY_TAG, ContentKey, route_ad
 
 __all__ = [
     "Accepted",

@@ -38,11 +38,11 @@ from dataclasses import dataclass
 
 import msgpack
 
-from clients import _primitives as _p
-from clients import spec
-from clients.errors import DecryptionError, UsageError
-from clients.framing import parse_ciphertext
-from clients.ratchet import UsedKey
+from relaysim.clients import _primitives as _p
+from relaysim.clients import spec
+from relaysim.clients.errors import DecryptionError, UsageError
+from relaysim.clients.framing import parse_ciphertext
+from relaysim.clients.ratchet import UsedKey
 
 __all__ = ["ESCROW_TAG", "EscrowKeyPair", "EscrowPublicKey", "EscrowRecord", "strip", "unframe"]
 

@@ -21,7 +21,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from relay.wire import EC_KEY_TYPE
+from relaysim.relay.wire import EC_KEY_TYPE
 
 __all__ = [
     "FINGERPRINT_ITERATIONS",

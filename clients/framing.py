@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import msgpack
 
-from clients.errors import DecryptionError
-from clients.x3dh import InitialMessage
+from relaysim.clients.errors import DecryptionError
+from relaysim.clients.x3dh import InitialMessage
 
 __all__ = ["TYPE_MESSAGE", "TYPE_PREKEY", "frame_ciphertext", "parse_ciphertext"]
 

@@ -49,9 +49,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from clients import _primitives as _p
-from clients.errors import DecryptionError, UsageError
-from clients.session import PeerAddress
+from relaysim.clients import _primitives as _p
+from relaysim.clients.errors import DecryptionError, UsageError
+from relaysim.clients.session import PeerAddress
 
 __all__ = [
     "GROUP_INFO",

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from clients.errors import DecryptionError
+from relaysim.clients.errors import DecryptionError
 
 __all__ = ["IDENTITY_POLICIES", "IdentityChanged", "IdentityStore", "PeerAddress", "UntrustedIdentity"]
 

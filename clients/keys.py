@@ -20,10 +20,10 @@ from typing import Any
 
 import msgpack
 
-from clients import _primitives as _p
-from clients import _xeddsa, spec
-from clients.errors import UsageError
-from relay.wire import KEM_KEY_TYPE
+from relaysim.clients import _primitives as _p
+from relaysim.clients import _xeddsa, spec
+from relaysim.clients.errors import UsageError
+from relaysim.relay.wire import KEM_KEY_TYPE
 
 __all__ = [
     "BundleError",

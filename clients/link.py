@@ -47,8 +47,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from clients.agent import AgentEvent, DeviceAgent, Failed, LoggedIn
-from relay import wire
+from relaysim.clients.agent import AgentEvent, DeviceAgent, Failed, LoggedIn
+from relaysim.relay import wire
 
 __all__ = [
     "ANON",

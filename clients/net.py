@@ -44,7 +44,7 @@ from typing import Any, Final
 
 import trio  # type: ignore[import-untyped,unused-ignore]  # trio 0.22 ships no type information
 
-from clients.agent import (
+from relaysim.clients.agent import (
     PREKEY_BATCH,
     Accepted,
     DeviceAgent,
@@ -53,7 +53,7 @@ from clients.agent import (
     Received,
     Undecryptable,
 )
-from clients.link import (
+from relaysim.clients.link import (
     ANON,
     DEFAULT_KEEPALIVE,
     LOGIN_KINDS,
@@ -66,7 +66,7 @@ from clients.link import (
     LinkEvent,
     RequestLost,
 )
-from relay import wire
+from relaysim.relay import wire
 
 __all__ = [
     "Backoff",

@@ -24,9 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from clients import _primitives as _p
-from clients import spec
-from clients.errors import DecryptionError, UsageError
+from relaysim.clients import _primitives as _p
+from relaysim.clients import spec
+from relaysim.clients.errors import DecryptionError, UsageError
 
 __all__ = [
     "DEFAULT_MAX_SKIP",

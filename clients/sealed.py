@@ -27,11 +27,11 @@ from collections.abc import Callable
 
 import msgpack
 
-from clients import _primitives as _p
-from clients import spec
-from clients.errors import DecryptionError
-from clients.keys import IdentityKeyPair
-from relay.certificates import CertificateError, SenderCertificate
+from relaysim.clients import _primitives as _p
+from relaysim.clients import spec
+from relaysim.clients.errors import DecryptionError
+from relaysim.clients.keys import IdentityKeyPair
+from relaysim.relay.certificates import CertificateError, SenderCertificate
 
 __all__ = ["open_envelope", "seal"]
 

@@ -35,15 +35,22 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from clients import _primitives as _p
-from clients import escrow as _escrow
-from clients import sealed
-from clients.errors import DecryptionError, UsageError
-from clients.framing import TYPE_MESSAGE, TYPE_PREKEY, frame_ciphertext, parse_ciphertext
-from clients.identity import IdentityStore, PeerAddress
-from clients.keys import IdentityKeyPair, KemPreKey, KemPreKeys, PreKeyBundle, PreKeySecrets, SignedPreKey
-from clients.ratchet import DEFAULT_CONFIG, DoubleRatchet, RatchetConfig, UsedKey
-from clients.x3dh import InitialMessage, KeyAgreement, initiate, respond
+from relaysim.clients import _primitives as _p
+from relaysim.clients import escrow as _escrow
+from relaysim.clients import sealed
+from relaysim.clients.errors import DecryptionError, UsageError
+from relaysim.clients.framing import TYPE_MESSAGE, TYPE_PREKEY, frame_ciphertext, parse_ciphertext
+from relaysim.clients.identity import IdentityStore, PeerAddress
+from relaysim.clients.keys import (
+    IdentityKeyPair,
+    KemPreKey,
+    KemPreKeys,
+    PreKeyBundle,
+    PreKeySecrets,
+    SignedPreKey,
+)
+from relaysim.clients.ratchet import DEFAULT_CONFIG, DoubleRatchet, RatchetConfig, UsedKey
+from relaysim.clients.x3dh import InitialMessage, KeyAgreement, initiate, respond
 
 __all__ = ["TYPE_MESSAGE", "TYPE_PREKEY", "Device", "PeerAddress", "Session", "parse_ciphertext"]
 

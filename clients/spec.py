@@ -22,9 +22,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from clients import _primitives as _p
-from clients.errors import DecryptionError
-from relay.wire import EC_KEY_TYPE
+from relaysim.clients import _primitives as _p
+from relaysim.clients.errors import DecryptionError
+from relaysim.relay.wire import EC_KEY_TYPE
 
 __all__ = [
     "HASH_LEN",
@@ -167,13 +167,13 @@ def xeddsa_sign(
 
     Z, the 64 random bytes, comes from ``rng`` (os.urandom unless a simulator injects its own).
     """
-    from clients._xeddsa import xeddsa_sign as _sign
+    from relaysim.clients._xeddsa import xeddsa_sign as _sign
 
     return _sign(x25519_private_raw, message, rng(64))
 
 
 def xeddsa_verify(x25519_public_raw: bytes, message: bytes, signature: bytes) -> bool:
     """XEdDSA §3 xeddsa_verify(u, M, (R ‖ s)): convert u to Edwards, then Ed25519 verification."""
-    from clients._xeddsa import xeddsa_verify as _verify
+    from relaysim.clients._xeddsa import xeddsa_verify as _verify
 
     return _verify(x25519_public_raw, message, signature)

@@ -19,10 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from clients import _primitives as _p
-from clients import spec
-from clients.errors import DecryptionError
-from clients.keys import BundleError, PreKeyBundle, PreKeySecrets
+from relaysim.clients import _primitives as _p
+from relaysim.clients import spec
+from relaysim.clients.errors import DecryptionError
+from relaysim.clients.keys import BundleError, PreKeyBundle, PreKeySecrets
 
 __all__ = ["PQXDH_INFO", "X3DH_INFO", "InitialMessage", "KeyAgreement", "initiate", "respond"]
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import trio  # type: ignore[import-untyped,unused-ignore]
 
-from relay.core import RelayCore, Tap
+from relaysim.relay.core import RelayCore, Tap
 
 __all__ = ["MAX_LINE", "apply", "serve_admin"]
 

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from relay.compliance import Disclosure, LegalProcess
+from relaysim.relay.compliance import Disclosure, LegalProcess
 
 __all__ = ["BACKUPS", "Backup", "disclose_backup"]
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgpack
 
-from relay._primitives import Ed25519Signer, ed25519_verify
+from relaysim.relay._primitives import Ed25519Signer, ed25519_verify
 
 __all__ = [
     "CertificateError",

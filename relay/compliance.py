@@ -37,9 +37,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from relay.core import Tap
-from relay.custody import ContentKey, route_ad
-from relay.legal import (
+from relaysim.relay.core import Tap
+from relaysim.relay.custody import ContentKey, route_ad
+from relaysim.relay.legal import (
     CATEGORIES,
     INSTRUMENTS,
     JURISDICTIONS,
@@ -50,10 +50,10 @@ from relay.legal import (
     Response,
     get_instrument,
 )
-from relay.legal import in_order as _in_order
-from relay.metadata import MetadataRecord, RecordKind
-from relay.profiles import PROFILES, Profile
-from relay.store import Store
+from relaysim.relay.legal import in_order as _in_order
+from relaysim.relay.metadata import MetadataRecord, RecordKind
+from relaysim.relay.profiles import PROFILES, Profile
+from relaysim.relay.store import Store
 
 __all__ = ["ComplianceDesk", "Disclosure", "LegalProcess", "in_order"]
 

@@ -59,12 +59,18 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
-from relay.certificates import ServerCertificate
-from relay.identity import ServerIdentity, XEdDSAPublicKey
-from relay.limits import DEFAULT_LIMITS, Limits, RateLimiter
-from relay.metadata import KEEP_EVERYTHING, METADATA_SCHEMA, MetadataRecord, RecordKind, RetentionPolicy
-from relay.store import DeviceRecord, Store, StoredEnvelope
-from relay.wire import (
+from relaysim.relay.certificates import ServerCertificate
+from relaysim.relay.identity import ServerIdentity, XEdDSAPublicKey
+from relaysim.relay.limits import DEFAULT_LIMITS, Limits, RateLimiter
+from relaysim.relay.metadata import (
+    KEEP_EVERYTHING,
+    METADATA_SCHEMA,
+    MetadataRecord,
+    RecordKind,
+    RetentionPolicy,
+)
+from relaysim.relay.store import DeviceRecord, Store, StoredEnvelope
+from relaysim.relay.wire import (
     DEFAULT_MAX_FRAME_SIZE,
     ENVELOPE_ID_SIZE,
     MAX_ACCOUNT_LEN,

@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from relay._primitives import aes_gcm_decrypt, aes_gcm_encrypt
+from relaysim.relay._primitives import aes_gcm_decrypt, aes_gcm_encrypt
 
 __all__ = ["CUSTODY_TAG", "ContentKey", "route_ad"]
 

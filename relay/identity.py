@@ -7,7 +7,7 @@ in ``relay.certificates``.
 
 XEdDSA verification follows the spec (XEdDSA and VXEdDSA, revision 1, §3 xeddsa_verify with
 §2.3 convert_mont) exactly as ``clients._xeddsa`` does; the relay keeps its own copy because it
-never imports ``clients``, and ``tests/test_xeddsa_vectors.py`` runs one set of edge-case vectors
+never imports ``clients``, and ``tests/clients/test_xeddsa_vectors.py`` runs one set of edge-case vectors
 against both. The Ed25519 part is OpenSSL's, through ``relay._primitives``.
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from relay._primitives import Ed25519Verifier
-from relay.certificates import SenderCertificate, ServerCertificate, ServerSigningKey, TrustRoot
+from relaysim.relay._primitives import Ed25519Verifier
+from relaysim.relay.certificates import SenderCertificate, ServerCertificate, ServerSigningKey, TrustRoot
 
 __all__ = [
     "ServerIdentity",

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any, Final, Literal
 
-from relay.legal import CATEGORIES as LEGAL_CATEGORIES
-from relay.legal import INSTRUMENTS, Instrument, Response
-from relay.metadata import KEEP_EVERYTHING, KindRule, RecordKind, RetentionPolicy
+from relaysim.relay.legal import CATEGORIES as LEGAL_CATEGORIES
+from relaysim.relay.legal import INSTRUMENTS, Instrument, Response
+from relaysim.relay.metadata import KEEP_EVERYTHING, KindRule, RecordKind, RetentionPolicy
 
 __all__ = [
     "CATEGORIES",

@@ -60,12 +60,12 @@ from typing import Final
 
 import trio  # type: ignore[import-untyped,unused-ignore]  # trio 0.22 ships no type information
 
-from relay.core import ConnectionContext, Output, Push, RelayCore, Reply
-from relay.limits import DEFAULT_LIMITS, Limits, Rate, RateLimiter, parse_rate
-from relay.metadata import KEEP_EVERYTHING, KEEP_NOTHING, RetentionPolicy
-from relay.profiles import PROFILES, Profile, profile_as_of
-from relay.store import Store, StoreError
-from relay.wire import (
+from relaysim.relay.core import ConnectionContext, Output, Push, RelayCore, Reply
+from relaysim.relay.limits import DEFAULT_LIMITS, Limits, Rate, RateLimiter, parse_rate
+from relaysim.relay.metadata import KEEP_EVERYTHING, KEEP_NOTHING, RetentionPolicy
+from relaysim.relay.profiles import PROFILES, Profile, profile_as_of
+from relaysim.relay.store import Store, StoreError
+from relaysim.relay.wire import (
     CLOSED,
     DEFAULT_MAX_FRAME_SIZE,
     NEED_DATA,
@@ -883,7 +883,7 @@ async def _run(opts: argparse.Namespace, limits: Limits, token: bytes | None) ->
                     )
                 )
                 if opts.admin:
-                    from relay.admin import serve_admin
+                    from relaysim.relay.admin import serve_admin
 
                     await nursery.start(serve_admin, core, opts.admin)
                 async for signum in signals:

@@ -34,8 +34,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from relay.metadata import METADATA_FIELDS, KindRule, MetadataRecord, RecordKind, RetentionPolicy
-from relay.wire import Envelope, KemPrekey, Prekey, SignedPrekey
+from relaysim.relay.metadata import METADATA_FIELDS, KindRule, MetadataRecord, RecordKind, RetentionPolicy
+from relaysim.relay.wire import Envelope, KemPrekey, Prekey, SignedPrekey
 
 __all__ = [
     "MIGRATIONS",
@@ -211,7 +211,7 @@ CREATE TABLE preservations (
 
 
 # v4: facts about the file itself, as key/value text. ``simulation_keys`` is set by a seeded
-# simulation (sims.runner): every key in such a file can be recomputed from the seed, and
+# simulation (sims.world.simulation): every key in such a file can be recomputed from the seed, and
 # ``relaysim relay serve`` refuses the file unless told --allow-simulation-keys.
 _V4 = """
 CREATE TABLE meta (

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from sims.analysis.run import Analysis, analyze
-from sims.analysis.run import run_views as analysis_views
-from sims.analysis.sda import CHECKPOINTS
-from sims.analysis.view import AnalysisInputError
+from relaysim.sims.analysis.run import Analysis, analyze
+from relaysim.sims.analysis.run import run_views as analysis_views
+from relaysim.sims.analysis.sda import CHECKPOINTS
+from relaysim.sims.analysis.view import AnalysisInputError
 
 __all__ = ["Truth", "read_truth", "score_analysis", "write_analysis"]
 

@@ -78,7 +78,7 @@ _rows = _at_least(1, "rows")
 
 def _scenario(name_or_path: str) -> Any:
     """The scenario, checked as far as it can be before running; CliError naming what is wrong."""
-    from sims.scenario import ScenarioError, resolve_scenario
+    from relaysim.sims.scenario import ScenarioError, resolve_scenario
 
     try:
         scenario = resolve_scenario(name_or_path)
@@ -87,7 +87,7 @@ def _scenario(name_or_path: str) -> Any:
     except OSError as exc:
         raise CliError(f"cannot read {name_or_path}: {exc.strerror or exc}") from None
     if scenario.matrix:
-        from sims.matrix import check_matrix_scenario
+        from relaysim.sims.matrix import check_matrix_scenario
 
         try:
             check_matrix_scenario(scenario)
@@ -97,7 +97,7 @@ def _scenario(name_or_path: str) -> Any:
 
 
 def _prepare_out(out: Path, force: bool) -> None:
-    from sims.report import OutputDirError, prepare_out_dir
+    from relaysim.sims.report import OutputDirError, prepare_out_dir
 
     try:
         prepare_out_dir(out, force=force)
@@ -107,7 +107,7 @@ def _prepare_out(out: Path, force: bool) -> None:
 
 def _run_to_dir(scenario: Any, out: Path, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
     """``run_to_dir``, with what can go wrong on the user's side said in one line."""
-    from sims.report import run_to_dir
+    from relaysim.sims.report import run_to_dir
 
     try:
         return run_to_dir(scenario, out, **kwargs)
@@ -144,21 +144,21 @@ EPILOG = """examples:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from sims.term import use_color
+    from relaysim.sims.term import use_color
 
     if args.wire:
-        from sims.demo import render, run_demo
+        from relaysim.sims.demo import render, run_demo
 
         print(render(run_demo(args.seed), width=args.width, color=use_color()))
         return 0
-    from sims.report import render_demo
+    from relaysim.sims.report import render_demo
 
     scenario = _scenario(args.scenario)
     out = Path(args.out or f"out/{scenario.name}")
     _prepare_out(out, args.force)
     _result, summary = _run_to_dir(scenario, out)
     if scenario.compare_profiles:  # one run per profile: the phones, then each operator's answer
-        from sims.report import render_demo_comparison
+        from relaysim.sims.report import render_demo_comparison
 
         print(
             render_demo_comparison(out, list(scenario.compare_profiles), width=args.width, color=use_color())
@@ -169,7 +169,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(render_demo(out, width=args.width, color=use_color()))
     _say_report(out, args.report)
     if not scenario.matrix:  # the last word: an inference from the metadata alone (sims.analysis)
-        from sims.demo import render_inference
+        from relaysim.sims.demo import render_inference
 
         run = out / scenario.compare_profiles[0] if scenario.compare_profiles else out
         print(render_inference(run, width=args.width, color=use_color()))
@@ -181,7 +181,7 @@ def _say_report(out: Path, write: bool) -> None:
     if not write:
         print(f"for a browser or a projector: relaysim report {out}")
         return
-    from sims.reports.html import ReportError, write_report
+    from relaysim.sims.reports.html import ReportError, write_report
 
     try:
         print(f"report: {write_report(out)} (one file; open it in a browser, no network needed)")
@@ -190,7 +190,7 @@ def _say_report(out: Path, write: bool) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from sims.reports.html import ReportError, write_report
+    from relaysim.sims.reports.html import ReportError, write_report
 
     out = Path(args.dir)
     if not out.is_dir():
@@ -204,7 +204,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _scenarios(args: argparse.Namespace) -> int:
-    from sims.scenario import builtin_scenarios, load_scenario
+    from relaysim.sims.scenario import builtin_scenarios, load_scenario
 
     for name, path in builtin_scenarios().items():
         sc = load_scenario(path)
@@ -222,11 +222,11 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out or f"out/{scenario.name}")
     _prepare_out(out, args.force)
     if args.live:
-        from sims.live import run_live
+        from relaysim.sims.live import run_live
 
         return run_live(scenario, out, time_scale=args.time_scale)
     started = time.monotonic()
-    from sims.progress import progress_bar
+    from relaysim.sims.progress import progress_bar
 
     with progress_bar("simulating", scenario.duration, enabled=False if args.quiet else None) as bar:
         _result, summary = _run_to_dir(scenario, out, progress=bar.sim_time)
@@ -254,7 +254,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _say_orders(summary: dict[str, Any], out: Path, profile: str = "") -> None:
     """One line per legal order served in the run: what came back, and where the disclosure is."""
-    from sims.report import order_outcome
+    from relaysim.sims.report import order_outcome
 
     for o in summary.get("disclosures") or []:
         print(
@@ -267,7 +267,7 @@ def _report_multi(name: str, summary: dict[str, Any], out: Path, seconds: float 
     """What ``run`` prints for a scenario run under several profiles (a comparison or the matrix)."""
     took = "" if seconds is None else f" in {seconds:.1f} s"
     if "matrix" in summary:
-        from sims.matrix import render_terminal
+        from relaysim.sims.matrix import render_terminal
 
         print(render_terminal(summary["matrix"], width=shutil.get_terminal_size((120, 24)).columns))
         print()
@@ -286,8 +286,8 @@ def _report_multi(name: str, summary: dict[str, Any], out: Path, seconds: float 
 
 
 def _show(args: argparse.Namespace) -> int:
-    from sims.report import RunFolderError, render_show
-    from sims.term import use_color
+    from relaysim.sims.report import RunFolderError, render_show
+    from relaysim.sims.term import use_color
 
     out = Path(args.dir)
     runs = sorted(p.parent.name for p in out.glob("*/transcript.jsonl"))
@@ -311,13 +311,13 @@ def _disclose(args: argparse.Namespace) -> int:
     import sqlite3
     import tempfile
 
-    from relay.compliance import ComplianceDesk, LegalProcess
-    from relay.custody import ContentKey
-    from relay.profiles import get_profile
-    from relay.store import Store, StoreError
-    from sims.report import disclosure_json, sim_clock
-    from sims.runner import SIM_EPOCH
-    from sims.scenario import parse_duration
+    from relaysim.relay.compliance import ComplianceDesk, LegalProcess
+    from relaysim.relay.custody import ContentKey
+    from relaysim.relay.profiles import get_profile
+    from relaysim.relay.store import Store, StoreError
+    from relaysim.sims.report import disclosure_json, sim_clock
+    from relaysim.sims.scenario import parse_duration
+    from relaysim.sims.world.simulation import SIM_EPOCH
 
     db = Path(args.db)
     if not db.is_file():
@@ -349,7 +349,7 @@ def _disclose(args: argparse.Namespace) -> int:
             f"{profile.name!r} describes records that {profile.name!r}'s policy did not write",
             file=sys.stderr,
         )
-    from relay.legal import get_instrument
+    from relaysim.relay.legal import get_instrument
 
     if get_instrument(args.process).needs_target and not args.target:
         raise CliError(f"a {args.process} names the account it is served on: give --target ACCOUNT")
@@ -451,9 +451,9 @@ def _latest_time(store: Any, default: float) -> float:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from sims.analysis.view import AnalysisInputError
-    from sims.analysis_scoring import write_analysis
-    from sims.report import sim_clock
+    from relaysim.sims.analysis.view import AnalysisInputError
+    from relaysim.sims.analysis_scoring import write_analysis
+    from relaysim.sims.report import sim_clock
 
     out = Path(args.dir)
     if not (out / "relay.db").is_file():
@@ -478,8 +478,8 @@ def _analyze(args: argparse.Namespace) -> int:
 def _chart(args: argparse.Namespace) -> int:
     import json
 
-    from sims.matrix import render_terminal
-    from sims.report import relaysim_outputs
+    from relaysim.sims.matrix import render_terminal
+    from relaysim.sims.report import relaysim_outputs
 
     out = Path(args.dir or "out/fbi-chart")
     matrix_file = out / "matrix.json"
@@ -528,28 +528,28 @@ def _held_scenario(out: Path) -> str | None:
 
 def _bench(args: argparse.Namespace, rest: list[str]) -> int:
     if args.what == "crypto":
-        from sims.bench.crypto import main as bench_crypto
+        from relaysim.sims.bench.crypto import main as bench_crypto
 
         return bench_crypto(rest)
     if args.what == "relay":
-        from sims.bench.relay import main as bench_relay
+        from relaysim.sims.bench.relay import main as bench_relay
 
         return bench_relay(rest)
     if args.what == "sim":
-        from sims.bench.sim import main as bench_sim
+        from relaysim.sims.bench.sim import main as bench_sim
 
         return bench_sim(rest)
     raise AssertionError(args.what)
 
 
 def _relay(args: argparse.Namespace, rest: list[str]) -> int:
-    from relay.server import main as relay_main
+    from relaysim.relay.server import main as relay_main
 
     return relay_main(rest)
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from sims.sweep import main as sweep_main
+    from relaysim.sims.sweep import main as sweep_main
 
     return sweep_main(args)
 
@@ -691,7 +691,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
-    from relay.profiles import PROCESSES, PROFILES
+    from relaysim.relay.profiles import PROCESSES, PROFILES
 
     disclose = sub.add_parser(
         "disclose",
@@ -822,7 +822,7 @@ def build_parser() -> argparse.ArgumentParser:
     relay.add_argument("action", choices=["serve"], help="what to do; its own options follow")
     relay.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
-    from sims.sweep import add_parser as add_sweep_parser
+    from relaysim.sims.sweep import add_parser as add_sweep_parser
 
     add_sweep_parser(sub)
     return parser

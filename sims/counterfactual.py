@@ -22,9 +22,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from relay.legal import REASON_LABELS, get_instrument
-from relay.profiles import Profile
-from sims.scenario import LegalProcessEvent, Scenario
+from relaysim.relay.legal import REASON_LABELS, get_instrument
+from relaysim.relay.profiles import Profile
+from relaysim.sims.scenario import LegalProcessEvent, Scenario
 
 __all__ = [
     "LABEL",

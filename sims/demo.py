@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from clients.session import Device, parse_ciphertext
-from sims.term import render as render_text
-from sims.term import table
-from sims.util import SimulationRandom
+from relaysim.clients.session import Device, parse_ciphertext
+from relaysim.sims.term import render as render_text
+from relaysim.sims.term import table
+from relaysim.sims.world.util import SimulationRandom
 
 __all__ = ["DemoStep", "run_demo"]
 
@@ -125,8 +125,8 @@ def inference_lines(run: Path, operator: str = "the operator") -> list[str]:
     (``sims.analysis_scoring``). The inferences the audience does not expect from a relay that never
     sees a word: the contact graph, well past the people any order named; one order's whole circle;
     senders under sealed sender, by address; message lengths, from envelope sizes."""
-    from sims.analysis.run import analyze_run
-    from sims.analysis_scoring import read_truth, score_analysis
+    from relaysim.sims.analysis.run import analyze_run
+    from relaysim.sims.analysis_scoring import read_truth, score_analysis
 
     truth = read_truth(run / "transcript.jsonl")
     analyses = analyze_run(run)
@@ -185,7 +185,7 @@ def render_inference(run: Path, *, width: int | None = None, color: bool = False
 
     from rich.table import Table
 
-    from relay.profiles import get_profile
+    from relaysim.relay.profiles import get_profile
 
     provider = json.loads((run / "provider.json").read_text(encoding="utf-8"))
     title = get_profile(provider["profile"]).title

@@ -9,7 +9,7 @@
   primary, as in the simulator), logs in and, with sealed sender, fetches a certificate;
 - offline windows and ``device_offline``/``device_online`` events disconnect and reconnect the
   device's connection; while a phone is offline its app holds what it would send;
-- scripted and generated messages (``sims.traffic.plan_messages``) are sent when they are due;
+- scripted and generated messages (``sims.world.traffic.plan_messages``) are sent when they are due;
 - after the scenario's end it waits (at most ``DRAIN_TIMEOUT`` real seconds) for messages still
   in flight to phones that are online, lets every phone flush its acknowledgements, and stops
   the relay with SIGTERM, waiting for it to exit.
@@ -49,19 +49,19 @@ from typing import Any, Final
 
 import trio  # type: ignore[import-untyped,unused-ignore]  # trio 0.22 ships no type information
 
-from clients.agent import DeviceAgent, Received
-from clients.net import DeviceConnection, SendFailed, open_device_connection, sole_exception
-from clients.session import Device
-from relay.compliance import ComplianceDesk
-from relay.core import Tap
-from relay.custody import ContentKey
-from relay.metadata import MetadataRecord, RecordKind
-from relay.store import Store
-from sims.report import summarise, summary_markdown, transcript_writer
-from sims.runner import MessageState, SimulationResult, address_books, record_view
-from sims.scenario import DeviceSpec, Scenario, TimelineEvent
-from sims.traffic import PlannedMessage, contact_graph, expand_population, plan_messages
-from sims.world import Timeline, provider, sealed_sender
+from relaysim.clients.agent import DeviceAgent, Received
+from relaysim.clients.net import DeviceConnection, SendFailed, open_device_connection, sole_exception
+from relaysim.clients.session import Device
+from relaysim.relay.compliance import ComplianceDesk
+from relaysim.relay.core import Tap
+from relaysim.relay.custody import ContentKey
+from relaysim.relay.metadata import MetadataRecord, RecordKind
+from relaysim.relay.store import Store
+from relaysim.sims.report import summarise, summary_markdown, transcript_writer
+from relaysim.sims.scenario import DeviceSpec, Scenario, TimelineEvent
+from relaysim.sims.world.simulation import MessageState, SimulationResult, address_books, record_view
+from relaysim.sims.world.timeline import Timeline, provider, sealed_sender
+from relaysim.sims.world.traffic import PlannedMessage, contact_graph, expand_population, plan_messages
 
 __all__ = ["RelayProcess", "RelayStartError", "relay_process", "run_live"]
 
@@ -142,10 +142,10 @@ async def relay_process(
 
     Its stderr goes to ``log_path``. On leaving the block it gets SIGTERM and is waited for."""
     args = [
-        *(sys.executable, "-m", "sims.cli", "relay", "serve"),
+        *(sys.executable, "-m", "relaysim.sims.cli", "relay", "serve"),
         *("--host", HOST, "--port", str(port), "--db", str(db), "--log-level", "INFO"),
         # Every simulated person shares one loopback address: the per-address limits and the
-        # registration proof are off here (tests/test_relay_abuse.py exercises them).
+        # registration proof are off here (tests/relay/test_relay_abuse.py exercises them).
         *("--registration-pow", "0", "--register-rate", "off"),
         *("--send-rate-address", "off", "--send-rate-account", "off"),
         *("--max-connections-per-address", "off", "--connection-rate", "off"),
@@ -225,7 +225,7 @@ class _LiveRun:
         self.relay = relay
         self.time_scale = time_scale
         self.wire_tap = wire_tap
-        # The provider, sealed sender and the timeline, as the simulator reads them (sims.world).
+        # The provider, sealed sender and the timeline, as the simulator reads them (sims.world.timeline).
         self.profile = provider(scenario)
         self.sealed = sealed_sender(scenario, self.profile)
         self.content_key: ContentKey | None = None
@@ -316,7 +316,7 @@ class _LiveRun:
                     await conn.request_certificate()
                 book = self.contacts.get(phone.spec.person)
                 if primary is phone and book:
-                    # the app looks up the address book once, as in the simulator (sims.runner)
+                    # the app looks up the address book once, as in the simulator (sims.world.simulation)
                     phone.agent.discover_contacts(book)
                     await conn.sync()
             phone.ready.set()
@@ -655,7 +655,7 @@ def live_refusal(scenario: Scenario) -> str | None:
     device) and seized phones are answered by interventions that read the simulation's own relay
     core and devices (sims.access); they are not carried over to a relay in another process, and a
     live run refuses them rather than leave them out."""
-    from sims.access import TYPES
+    from relaysim.sims.access import TYPES
 
     kinds = sorted({type(e).kind for e in scenario.events if type(e) in TYPES})
     if kinds:

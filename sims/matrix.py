@@ -12,7 +12,7 @@ then read off the disclosures, never written by hand:
 
 ``DIR/matrix.json`` holds exactly that; ``DIR/matrix.md`` renders it for people (rows profiles,
 columns processes); ``render_terminal`` prints a "can reveal / cannot reveal" table per profile.
-``relaysim run fbi-chart --out DIR`` does all of it; ``tests/test_fbi_chart.py`` holds the result
+``relaysim run fbi-chart --out DIR`` does all of it; ``tests/sims/test_fbi_chart.py`` holds the result
 against the FBI's chart.
 """
 
@@ -25,11 +25,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from relay.compliance import Disclosure, in_order
-from relay.legal import CATEGORIES, INSTRUMENTS, REASON_LABELS, REASONS
-from relay.profiles import REAL_PROFILES, get_profile
-from sims.runner import SimulationResult
-from sims.scenario import LegalProcessEvent, Scenario
+from relaysim.relay.compliance import Disclosure, in_order
+from relaysim.relay.legal import CATEGORIES, INSTRUMENTS, REASON_LABELS, REASONS
+from relaysim.relay.profiles import REAL_PROFILES, get_profile
+from relaysim.sims.scenario import LegalProcessEvent, Scenario
+from relaysim.sims.world.simulation import SimulationResult
 
 __all__ = [
     "MATRIX_PROCESSES",

@@ -1,6 +1,6 @@
 """One progress bar with an ETA, for every long command (``run``, ``run --live``, ``sweep``, benches).
 
-    from sims.progress import progress_bar
+    from relaysim.sims.progress import progress_bar
 
     with progress_bar("simulating", total=end, enabled=not quiet) as bar:
         ...

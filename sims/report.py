@@ -42,14 +42,14 @@ from typing import Any, TextIO
 from rich.table import Table
 from rich.text import Text
 
-from relay.compliance import Disclosure
-from relay.legal import REASON_LABELS
-from sims.access.reports import write_exceptional
-from sims.runner import SIM_EPOCH, Simulation, SimulationResult
-from sims.scenario import Scenario
-from sims.term import render, table
-from sims.traffic import expand_population
-from sims.util import clock
+from relaysim.relay.compliance import Disclosure
+from relaysim.relay.legal import REASON_LABELS
+from relaysim.sims.access.reports import write_exceptional
+from relaysim.sims.scenario import Scenario
+from relaysim.sims.term import render, table
+from relaysim.sims.world.simulation import SIM_EPOCH, Simulation, SimulationResult
+from relaysim.sims.world.traffic import expand_population
+from relaysim.sims.world.util import clock
 
 __all__ = [
     "OWNED_DIRS",
@@ -104,7 +104,7 @@ class RunFolderError(Exception):
 def relaysim_outputs(out: Path) -> list[Path]:
     """relaysim's own files and folders in ``out``: those in :data:`OWNED_FILES` and
     :data:`OWNED_DIRS`, and the per-profile subfolders (named after a relay profile) holding them."""
-    from relay.profiles import PROFILES
+    from relaysim.relay.profiles import PROFILES
 
     if not out.is_dir():
         return []
@@ -115,7 +115,7 @@ def relaysim_outputs(out: Path) -> list[Path]:
 
 
 def _remove_outputs(out: Path) -> None:
-    from relay.profiles import PROFILES
+    from relaysim.relay.profiles import PROFILES
 
     for path in relaysim_outputs(out):
         if path.name in PROFILES and path.is_dir():
@@ -292,7 +292,11 @@ def run_to_dir(
     separate, labelled run in ``out/counterfactual/`` (sims.counterfactual), never mixed with the record."""
     result, summary = _run_to_dir(scenario, out, progress=progress, capture_frames=capture_frames)
     if counterfactuals and not scenario.counterfactual:
-        from sims.counterfactual import counterfactual_events, counterfactual_scenario, render_counterfactual
+        from relaysim.sims.counterfactual import (
+            counterfactual_events,
+            counterfactual_scenario,
+            render_counterfactual,
+        )
 
         if counterfactual_events(scenario):
             what_if = counterfactual_scenario(scenario)
@@ -311,7 +315,7 @@ def _run_to_dir(
     capture_frames: bool = False,
 ) -> tuple[SimulationResult, dict[str, Any]]:
     if scenario.matrix:
-        from sims.matrix import run_matrix_to_dir
+        from relaysim.sims.matrix import run_matrix_to_dir
 
         return run_matrix_to_dir(scenario, out, run_one=run_to_dir, progress=progress)
     if scenario.compare_profiles:
@@ -345,7 +349,7 @@ def _run_to_dir(
 
 def _sim_clock(t: float, days: bool = False) -> str:
     """A relay-clock time as simulated time of day, for people (``days``: always name the day)."""
-    from sims.runner import SIM_EPOCH
+    from relaysim.sims.world.simulation import SIM_EPOCH
 
     return clock(t - SIM_EPOCH, day=True if days else None)
 
@@ -362,7 +366,7 @@ def disclosure_json(d: Disclosure) -> dict[str, Any]:
 
 def write_disclosures(result: SimulationResult, folder: Path) -> list[dict[str, Any]]:
     """``NAME.json`` and ``NAME.md`` per disclosure, each scored against ground truth."""
-    from sims.scoring import score
+    from relaysim.sims.scoring import score
 
     folder.mkdir(parents=True, exist_ok=True)
     index = []
@@ -423,7 +427,7 @@ def transcript_writer(f: TextIO, *, epoch: float = SIM_EPOCH) -> Callable[[dict[
     One time base throughout: every event starts with ``t``, simulated seconds from the start of
     the run (to the microsecond), then ``at``, the same instant on the simulated calendar as ISO
     8601 UTC (``2026-01-01T00:10:00.552554Z``). The simulated calendar starts at ``epoch``, by
-    default :data:`sims.runner.SIM_EPOCH`, 2026-01-01T00:00:00Z: a fixed date, so runs stay
+    default :data:`sims.world.simulation.SIM_EPOCH`, 2026-01-01T00:00:00Z: a fixed date, so runs stay
     byte-identical. Every other time in an event is simulated seconds from the start too: the
     relay's record ``time`` fields under ``relay``, ``relay.accepted`` (when the relay accepted the
     envelope, as its timestamp says, to the millisecond), ``latency`` (a duration), and the times in
@@ -726,7 +730,7 @@ def render_demo(out: Path, *, width: int | None = None, color: bool = False) -> 
 
 
 def _provider_file(sim: Simulation, scenario: Scenario) -> dict[str, Any]:
-    from sims.runner import SIM_EPOCH
+    from relaysim.sims.world.simulation import SIM_EPOCH
 
     keys = [k for k in ([sim.content_key] if sim.content_key is not None else []) if k.holder == "provider"]
     return {
@@ -832,9 +836,9 @@ def _glance(d: Any) -> str:
 
 def render_comparison(scenario: Scenario, runs: dict[str, tuple[SimulationResult, dict[str, Any]]]) -> str:
     """``comparison.md``: per order, what each profile's operator could produce, side by side."""
-    from relay.compliance import in_order
-    from relay.legal import INSTRUMENTS
-    from relay.profiles import ASKS, PROCESSES, get_profile
+    from relaysim.relay.compliance import in_order
+    from relaysim.relay.legal import INSTRUMENTS
+    from relaysim.relay.profiles import ASKS, PROCESSES, get_profile
 
     PROCESS_NAMES = {k: i.name for k, i in INSTRUMENTS.items()}
 

@@ -10,7 +10,7 @@ correspondent ranked first (ties counted against the attacker), beside the paper
 scores the address join of ``sims.analysis.attribution`` (the attack the fresh-connection defence
 is for). Variants run in parallel processes; each run is deterministic.
 
-    python -m sims.reproduce [SCENARIO] [--targets N]
+    python -m relaysim.sims.reproduce [SCENARIO] [--targets N]
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sims.analysis.attribution import attribute_sealed
-from sims.analysis.sda import statistical_disclosure
-from sims.analysis.view import from_db
-from sims.runner import SIM_EPOCH, Simulation
-from sims.scenario import Scenario, resolve_scenario
-from sims.traffic import expand_population
+from relaysim.sims.analysis.attribution import attribute_sealed
+from relaysim.sims.analysis.sda import statistical_disclosure
+from relaysim.sims.analysis.view import from_db
+from relaysim.sims.scenario import Scenario, resolve_scenario
+from relaysim.sims.world.simulation import SIM_EPOCH, Simulation
+from relaysim.sims.world.traffic import expand_population
 
 __all__ = ["PAPER_CLAIM", "VARIANTS", "VariantResult", "main", "reproduce", "run_variant"]
 
@@ -149,17 +149,19 @@ def render(scenario: Scenario, results: list[VariantResult]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sims.reproduce", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m relaysim.sims.reproduce", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("scenario", nargs="?", default="sda-martiny-2021")
     ap.add_argument("--targets", type=int, default=15)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
-    from sims.scenario import ScenarioError
+    from relaysim.sims.scenario import ScenarioError
 
     try:
         scenario = resolve_scenario(args.scenario)
     except (ScenarioError, ValueError, OSError) as exc:
-        print(f"python -m sims.reproduce: {exc}", file=sys.stderr)
+        print(f"python -m relaysim.sims.reproduce: {exc}", file=sys.stderr)
         return 2
     print(render(scenario, reproduce(scenario, targets=args.targets, workers=args.workers)))
     return 0

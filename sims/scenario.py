@@ -40,7 +40,7 @@ happens to a packet that would cross one is chosen per partition by ``mode``:
 
 - ``"drop"`` (the default): a frame carrying a message toward the relay, or a delivery push
   toward a device, is lost (the message is then lost, or the push fetched again later, see
-  sims.runner); control frames (registration, fetches, receipts) ride a connection that
+  sims.world.simulation); control frames (registration, fetches, receipts) ride a connection that
   retransmits and are not dropped.
 - ``"hold"``: every frame that would cross it, in either direction, waits until the partition
   heals and then travels with the usual latency (as TCP retransmits across an outage). Nothing
@@ -49,7 +49,7 @@ happens to a packet that would cross one is chosen per partition by ``mode``:
 ``[generate]``'s ``messages_per_day`` is a rate per day whatever the duration: with a flat
 ``daily_rhythm`` a person with rate r sends r × duration / 1 d messages on average; with a rhythm,
 each hour counts by its weight (so a 2 h run from midnight, when few write, holds fewer than 2/24
-of a day's messages; see sims.traffic). A person with no contact on the graph sends nothing.
+of a day's messages; see sims.world.traffic). A person with no contact on the graph sends nothing.
 
 The file format, by example (every table but ``[scenario]`` and ``[[people]]`` is optional)::
 
@@ -269,7 +269,7 @@ class GenerateSpec:
 
 # --- the timeline: one frozen dataclass per event kind (EVENT_KINDS) --------------------------------
 #
-# The validator (``_events``) produces them; the drivers (sims.world, sims.runner, sims.live) and
+# The validator (``_events``) produces them; the drivers (sims.world.timeline, sims.world.simulation, sims.live) and
 # the interventions (sims.access) read their fields. ``kind`` is the scenario file's name for it.
 
 
@@ -746,7 +746,7 @@ def _address(r: _Reader, value: str, path: str) -> str:
 
 def _comparison(r: _Reader, head: Mapping[str, Any], data: Mapping[str, Any]) -> tuple[tuple[str, ...], bool]:
     """``compare_profiles`` and ``matrix``: a scenario run under several relay profiles."""
-    from relay.profiles import PROFILES
+    from relaysim.relay.profiles import PROFILES
 
     raw = r.get(head, "compare_profiles", "scenario", list, [])
     matrix = r.get(head, "matrix", "scenario", bool, False)
@@ -838,7 +838,7 @@ def _relay(r: _Reader, raw: object) -> RelaySpec:
     max_frame = r.get(t, "max_frame_bytes", "relay", int, None)
     if max_frame is not None and max_frame < 1024:
         raise r.fail("relay.max_frame_bytes", f"expected at least 1024, got {max_frame}")
-    from relay.profiles import PROFILES
+    from relaysim.relay.profiles import PROFILES
 
     profile = r.get(t, "profile", "relay", str, "keep-everything")
     if profile != "keep-everything" and profile not in PROFILES:
@@ -888,7 +888,7 @@ def _people(r: _Reader, raw: object, duration: float) -> tuple[PersonSpec, ...]:
         path = f"people[{i}]"
         t = r.table(item, path)
         r.known(t, path, ["name", "devices", "region", "address", "backup"])
-        from relay.backup import BACKUPS
+        from relaysim.relay.backup import BACKUPS
 
         backup = r.get(t, "backup", path, str, None)
         if backup is not None and backup not in BACKUPS:
@@ -1152,7 +1152,7 @@ def _typed(kind: str, at: float, params: Mapping[str, Any]) -> Event:
 def _legal_process(
     r: _Reader, params: dict[str, Any], path: str, everyone: _Everyone, index: int, duration: float
 ) -> dict[str, Any]:
-    from relay.legal import resolve_instrument
+    from relaysim.relay.legal import resolve_instrument
 
     r.known(
         params,
@@ -1175,7 +1175,7 @@ def _legal_process(
     try:
         instrument = resolve_instrument(process, jurisdiction)
     except ValueError as exc:
-        from relay.legal import INSTRUMENTS, JURISDICTIONS
+        from relaysim.relay.legal import INSTRUMENTS, JURISDICTIONS
 
         bad_place = jurisdiction is not None and jurisdiction not in JURISDICTIONS
         where = (

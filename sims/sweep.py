@@ -142,7 +142,7 @@ def _show(value: Any) -> str:
 
 def apply_param(data: dict[str, Any], key: str, value: Any, source: str) -> None:
     """Set the dotted ``key`` of a parsed scenario to ``value`` (tables on the way are made if missing)."""
-    from sims.scenario import ScenarioError
+    from relaysim.sims.scenario import ScenarioError
 
     node: Any = data
     parts = key.split(".")
@@ -171,7 +171,7 @@ def apply_param(data: dict[str, Any], key: str, value: Any, source: str) -> None
 
 def build_scenario(text: str, source: str, params: Sequence[tuple[str, Any]]) -> Any:
     """The scenario ``text`` with ``params`` put in, validated (``sims.scenario.Scenario``)."""
-    from sims.scenario import ScenarioError, scenario_from_data
+    from relaysim.sims.scenario import ScenarioError, scenario_from_data
 
     try:
         data = tomllib.loads(text)
@@ -198,7 +198,7 @@ def run_key(text: str, params: Sequence[tuple[str, Any]], seed: int) -> str:
 
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
     """Run one (cell, seed) and return its summary; this is what a pool or a Dask worker runs."""
-    from sims.report import run_to_dir
+    from relaysim.sims.report import run_to_dir
 
     params = [(k, v) for k, v in job["params"]]
     scenario = build_scenario(job["text"], job["source"], params).with_seed(job["seed"])
@@ -331,7 +331,7 @@ class SweepResult:
 
 def _scenario_text(name_or_path: str) -> tuple[str, str]:
     """The text and file name of a built-in scenario or a scenario file."""
-    from sims.scenario import ScenarioError, builtin_scenarios
+    from relaysim.sims.scenario import ScenarioError, builtin_scenarios
 
     builtin = builtin_scenarios()
     path = builtin.get(name_or_path) or Path(name_or_path)
@@ -750,7 +750,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     """``relaysim sweep``: 0 when done, 2 for bad input, 1 when a run failed."""
-    from sims.scenario import ScenarioError
+    from relaysim.sims.scenario import ScenarioError
 
     try:
         params = [parse_param(spec) for spec in args.param]
@@ -762,7 +762,7 @@ def main(args: argparse.Namespace) -> int:
         def progress(line: str) -> None:
             print(f"sweep: {line}", file=sys.stderr, flush=True)
 
-        from sims.progress import progress_bar
+        from relaysim.sims.progress import progress_bar
 
         # on a terminal, a bar with an ETA; into a file or a pipe, a line per run
         with progress_bar("sweep", None, enabled=False if args.quiet else None, unit="runs") as bar:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 from hypothesis import HealthCheck, settings
 
-from sims.util import SimulationRandom
+from relaysim.sims.world.util import SimulationRandom
 
 settings.register_profile("dev", max_examples=30, deadline=None)
 settings.register_profile(
@@ -25,7 +25,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 def seeded_rng(seed: int) -> Callable[[int], bytes]:
     """A deterministic byte source, for reproducible keys in tests (never for real use): the
-    simulator's own kind (sims.util.SimulationRandom), the only seeded one device code accepts."""
+    simulator's own kind (sims.world.util.SimulationRandom), the only seeded one device code accepts."""
     return SimulationRandom(seed).randbytes
 
 

@@ -26,12 +26,12 @@ import trio
 from cryptography.hazmat.primitives.asymmetric import mlkem
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from clients._xeddsa import xeddsa_sign
-from relay import wire
-from relay.core import ConnectionContext, RelayCore, Reply
-from relay.limits import UNLIMITED
-from relay.server import RelayServer, serve
-from relay.store import Store
+from relaysim.clients._xeddsa import xeddsa_sign
+from relaysim.relay import wire
+from relaysim.relay.core import ConnectionContext, RelayCore, Reply
+from relaysim.relay.limits import UNLIMITED
+from relaysim.relay.server import RelayServer, serve
+from relaysim.relay.store import Store
 
 RNG = Callable[[int], bytes]
 

@@ -1,7 +1,7 @@
 """Adapters between relaysim's clients and two independent implementations from PyPI.
 
 The peers are ``x3dh`` 1.3.0 and ``doubleratchet`` 1.3.0 (Tim Henkes, pure Python over
-``cryptography``/libxeddsa). ``tests/test_interop.py`` runs them against ``clients.x3dh`` and
+``cryptography``/libxeddsa). ``tests/clients/test_interop.py`` runs them against ``clients.x3dh`` and
 ``clients.ratchet``. Everything here translates between the two; nothing here does protocol
 work of its own that the test then trusts.
 
@@ -38,13 +38,13 @@ from doubleratchet.recommended.diffie_hellman_ratchet_curve25519 import (
     DiffieHellmanRatchet as Curve25519DHRatchet,
 )
 
-from clients import _primitives
-from clients.errors import DecryptionError
-from clients.keys import OneTimePreKey, PreKeyBundle, PreKeySecrets, SignedPreKey
-from clients.ratchet import DEFAULT_CONFIG, RatchetConfig
-from clients.ratchet import DoubleRatchet as OurDoubleRatchet
-from clients.session import TYPE_MESSAGE, TYPE_PREKEY
-from clients.x3dh import X3DH_INFO, InitialMessage
+from relaysim.clients import _primitives
+from relaysim.clients.errors import DecryptionError
+from relaysim.clients.keys import OneTimePreKey, PreKeyBundle, PreKeySecrets, SignedPreKey
+from relaysim.clients.ratchet import DEFAULT_CONFIG, RatchetConfig
+from relaysim.clients.ratchet import DoubleRatchet as OurDoubleRatchet
+from relaysim.clients.session import TYPE_MESSAGE, TYPE_PREKEY
+from relaysim.clients.x3dh import X3DH_INFO, InitialMessage
 
 # --- driving their coroutines ----------------------------------------------------------------
 

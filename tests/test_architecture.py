@@ -33,7 +33,9 @@ def _imports(path: Path) -> set[str]:
             names.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
-    return names
+            names.update(f"{node.module}.{a.name}" for a in node.names)  # from relaysim import clients
+    # Installed, the folders are one package (relaysim.relay, relaysim.clients, relaysim.sims).
+    return names | {n.removeprefix("relaysim.") for n in names if n.startswith("relaysim.")}
 
 
 def _imports_package(names: set[str], package: str) -> bool:
@@ -102,8 +104,13 @@ def test_the_fenced_module_exists_and_imports_cryptography(package: str) -> None
 
 def test_the_contract_checker_sees_imports(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("import clients.session\nfrom cryptography.hazmat.primitives import hashes\n")
-    assert {"clients.session", "cryptography.hazmat.primitives"} <= _imports(bad)
+    bad.write_text(
+        "import clients.session\nfrom cryptography.hazmat.primitives import hashes\n"
+        "from relaysim import clients\nfrom relaysim.clients.agent import DeviceAgent\n"
+    )
+    names = _imports(bad)
+    assert {"clients.session", "cryptography.hazmat.primitives", "clients", "clients.agent"} <= names
+    assert _imports_package(names, "clients")
 
 
 def test_the_contract_checker_finds_offenders(tmp_path: Path) -> None:

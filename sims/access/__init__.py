@@ -23,16 +23,16 @@ from __future__ import annotations
 
 import math
 
-from clients import agent as A
-from relay import wire
-from sims.access.base import AGENCY_ADDRESS, Captured, DeviceView, Intervention, MessageView, World
-from sims.access.escrow import KeyEscrow
-from sims.access.ghost import GhostDevice
-from sims.access.global_key import GlobalKey
-from sims.access.identity_swap import RelaySwapsIdentity
-from sims.access.reports import ExceptionalReport, write_exceptional
-from sims.access.seizure import DeviceSeizure, analyse_seizure
-from sims.scenario import ExceptionalAccess, TimelineEvent
+from relaysim.clients import agent as A
+from relaysim.relay import wire
+from relaysim.sims.access.base import AGENCY_ADDRESS, Captured, DeviceView, Intervention, MessageView, World
+from relaysim.sims.access.escrow import KeyEscrow
+from relaysim.sims.access.ghost import GhostDevice
+from relaysim.sims.access.global_key import GlobalKey
+from relaysim.sims.access.identity_swap import RelaySwapsIdentity
+from relaysim.sims.access.reports import ExceptionalReport, write_exceptional
+from relaysim.sims.access.seizure import DeviceSeizure, analyse_seizure
+from relaysim.sims.scenario import ExceptionalAccess, TimelineEvent
 
 __all__ = [
     "AGENCY_ADDRESS",

@@ -1,6 +1,6 @@
 """The one interface between a running simulation and its interventions.
 
-The simulation (``sims.runner.Simulation``) calls an ``Intervention`` on four hooks: a timeline
+The simulation (``sims.world.simulation.Simulation``) calls an ``Intervention`` on four hooks: a timeline
 event of its kind (``on_event``), envelopes the relay accepted (``on_accepted``), what a device
 reported (``on_agent_event``) and the end of the run (``finish``). An intervention sees the
 simulation only as a ``World``: what it may read, and the few public methods through which it
@@ -16,20 +16,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
-from clients import agent as A
-from clients.escrow import EscrowPublicKey
-from clients.session import PeerAddress
-from relay import wire
-from relay.compliance import Disclosure, LegalProcess
-from relay.core import RelayCore
-from relay.custody import ContentKey
-from relay.store import Store
-from sims.engine import Scheduler
-from sims.scenario import DeviceSpec, Scenario, TimelineEvent
-from sims.traffic import PlannedMessage
+from relaysim.clients import agent as A
+from relaysim.clients.escrow import EscrowPublicKey
+from relaysim.clients.session import PeerAddress
+from relaysim.relay import wire
+from relaysim.relay.compliance import Disclosure, LegalProcess
+from relaysim.relay.core import RelayCore
+from relaysim.relay.custody import ContentKey
+from relaysim.relay.store import Store
+from relaysim.sims.scenario import DeviceSpec, Scenario, TimelineEvent
+from relaysim.sims.world.engine import Scheduler
+from relaysim.sims.world.traffic import PlannedMessage
 
 if TYPE_CHECKING:
-    from sims.access.reports import ExceptionalReport
+    from relaysim.sims.access.reports import ExceptionalReport
 
 __all__ = ["AGENCY_ADDRESS", "Captured", "DeviceView", "Intervention", "MessageView", "World"]
 

@@ -15,14 +15,14 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from clients import escrow as _escrow
-from clients.agent import unpad
-from clients.errors import DecryptionError
-from clients.escrow import EscrowKeyPair
-from sims.access.base import Intervention, World
-from sims.access.reports import ExceptionalReport, escrow_markdown
-from sims.scenario import EscrowKeyStolen, ExceptionalAccess, TimelineEvent
-from sims.util import seeded
+from relaysim.clients import escrow as _escrow
+from relaysim.clients.agent import unpad
+from relaysim.clients.errors import DecryptionError
+from relaysim.clients.escrow import EscrowKeyPair
+from relaysim.sims.access.base import Intervention, World
+from relaysim.sims.access.reports import ExceptionalReport, escrow_markdown
+from relaysim.sims.scenario import EscrowKeyStolen, ExceptionalAccess, TimelineEvent
+from relaysim.sims.world.util import seeded
 
 __all__ = ["KeyEscrow"]
 

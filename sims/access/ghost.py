@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from clients import agent as A
-from clients.session import Device
-from relay import wire
-from sims.access.base import AGENCY_ADDRESS, DeviceView, Intervention, World
-from sims.access.reports import ExceptionalReport, ghost_markdown
-from sims.scenario import DeviceSpec, ExceptionalAccess, TimelineEvent
-from sims.util import seeded
+from relaysim.clients import agent as A
+from relaysim.clients.session import Device
+from relaysim.relay import wire
+from relaysim.sims.access.base import AGENCY_ADDRESS, DeviceView, Intervention, World
+from relaysim.sims.access.reports import ExceptionalReport, ghost_markdown
+from relaysim.sims.scenario import DeviceSpec, ExceptionalAccess, TimelineEvent
+from relaysim.sims.world.util import seeded
 
 __all__ = ["GhostDevice"]
 

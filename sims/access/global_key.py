@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay.custody import ContentKey
-from sims.access.base import Intervention, World
-from sims.access.reports import ExceptionalReport, global_key_markdown
-from sims.scenario import ExceptionalAccess, TimelineEvent
-from sims.util import seeded
+from relaysim.relay.custody import ContentKey
+from relaysim.sims.access.base import Intervention, World
+from relaysim.sims.access.reports import ExceptionalReport, global_key_markdown
+from relaysim.sims.scenario import ExceptionalAccess, TimelineEvent
+from relaysim.sims.world.util import seeded
 
 __all__ = ["GlobalKey"]
 

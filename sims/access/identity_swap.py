@@ -16,15 +16,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from clients import agent as A
-from clients.errors import DecryptionError
-from clients.keys import KemPreKey, PreKeyBundle, SignedPreKey
-from clients.session import Device, PeerAddress
-from relay import wire
-from sims.access.base import DeviceView, Intervention, World
-from sims.access.reports import ExceptionalReport, identity_swap_markdown
-from sims.scenario import IdentitySwap, TimelineEvent
-from sims.util import seeded
+from relaysim.clients import agent as A
+from relaysim.clients.errors import DecryptionError
+from relaysim.clients.keys import KemPreKey, PreKeyBundle, SignedPreKey
+from relaysim.clients.session import Device, PeerAddress
+from relaysim.relay import wire
+from relaysim.sims.access.base import DeviceView, Intervention, World
+from relaysim.sims.access.reports import ExceptionalReport, identity_swap_markdown
+from relaysim.sims.scenario import IdentitySwap, TimelineEvent
+from relaysim.sims.world.util import seeded
 
 __all__ = ["RelaySwapsIdentity"]
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sims.util import clock as _clock
+from relaysim.sims.world.util import clock as _clock
 
 __all__ = [
     "ExceptionalReport",

@@ -21,18 +21,18 @@ import contextlib
 from collections.abc import Callable
 from typing import Any, Self
 
-from clients import escrow as _escrow
-from clients import sealed
-from clients.agent import unpad
-from clients.errors import DecryptionError
-from clients.ratchet import MessageHeader, SendingChain, parse_header
-from clients.session import Device, PeerAddress, parse_ciphertext
-from relay import wire
-from sims.access.base import Captured, DeviceView, Intervention, World
-from sims.access.reports import ExceptionalReport, seizure_markdown
-from sims.scenario import SeizePhone, TimelineEvent
-from sims.util import clock as _clock
-from sims.util import seeded
+from relaysim.clients import escrow as _escrow
+from relaysim.clients import sealed
+from relaysim.clients.agent import unpad
+from relaysim.clients.errors import DecryptionError
+from relaysim.clients.ratchet import MessageHeader, SendingChain, parse_header
+from relaysim.clients.session import Device, PeerAddress, parse_ciphertext
+from relaysim.relay import wire
+from relaysim.sims.access.base import Captured, DeviceView, Intervention, World
+from relaysim.sims.access.reports import ExceptionalReport, seizure_markdown
+from relaysim.sims.scenario import SeizePhone, TimelineEvent
+from relaysim.sims.world.util import clock as _clock
+from relaysim.sims.world.util import seeded
 
 __all__ = ["DeviceSeizure", "analyse_seizure"]
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sims.analysis.view import Obs, ProviderView
+from relaysim.sims.analysis.view import Obs, ProviderView
 
 __all__ = ["Attribution", "attribute_sealed"]
 

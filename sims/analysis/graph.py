@@ -15,7 +15,7 @@ from typing import Any
 
 import networkx as nx
 
-from sims.analysis.view import ProviderView
+from relaysim.sims.analysis.view import ProviderView
 
 __all__ = ["ContactEdge", "ContactGraph", "contact_graph"]
 

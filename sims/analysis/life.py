@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sims.analysis.view import ProviderView
+from relaysim.sims.analysis.view import ProviderView
 
 __all__ = ["Colocation", "Rhythm", "Stay", "colocation", "daily_rhythm", "location_trail"]
 

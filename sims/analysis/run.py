@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relay.profiles import get_profile
-from sims.analysis.attribution import Attribution, attribute_sealed
-from sims.analysis.attribution import summary as attribution_summary
-from sims.analysis.graph import ContactGraph, contact_graph
-from sims.analysis.life import Colocation, Rhythm, Stay, colocation, daily_rhythm, location_trail
-from sims.analysis.sda import SDAResult, statistical_disclosure
-from sims.analysis.sizes import SizeReport, size_channels
-from sims.analysis.view import AnalysisInputError, ProviderView, from_db, from_disclosure, with_geoip
+from relaysim.relay.profiles import get_profile
+from relaysim.sims.analysis.attribution import Attribution, attribute_sealed
+from relaysim.sims.analysis.attribution import summary as attribution_summary
+from relaysim.sims.analysis.graph import ContactGraph, contact_graph
+from relaysim.sims.analysis.life import Colocation, Rhythm, Stay, colocation, daily_rhythm, location_trail
+from relaysim.sims.analysis.sda import SDAResult, statistical_disclosure
+from relaysim.sims.analysis.sizes import SizeReport, size_channels
+from relaysim.sims.analysis.view import AnalysisInputError, ProviderView, from_db, from_disclosure, with_geoip
 
 __all__ = ["Analysis", "analyze", "analyze_run"]
 

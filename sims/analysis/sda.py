@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from sims.analysis.view import ProviderView
+from relaysim.sims.analysis.view import ProviderView
 
 __all__ = ["SDAResult", "TargetRanking", "statistical_disclosure"]
 

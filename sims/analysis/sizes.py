@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sims.analysis.view import ProviderView
+from relaysim.sims.analysis.view import ProviderView
 
 __all__ = ["FirstContact", "SizeReport", "size_channels"]
 

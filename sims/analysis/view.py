@@ -19,8 +19,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from relay.metadata import METADATA_FIELDS, MetadataRecord, RecordKind, RetentionPolicy
-from relay.profiles import Profile
+from relaysim.relay.metadata import METADATA_FIELDS, MetadataRecord, RecordKind, RetentionPolicy
+from relaysim.relay.profiles import Profile
 
 __all__ = ["AnalysisInputError", "Obs", "ProviderView", "from_db", "from_disclosure", "from_tap"]
 

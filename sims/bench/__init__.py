@@ -6,6 +6,6 @@ targets table and its verdicts, ``--json FILE|-`` and ``--check``. Targets: docs
 
 from __future__ import annotations
 
-from sims.bench.harness import load_average, load_text
+from relaysim.sims.bench.harness import load_average, load_text
 
 __all__ = ["load_average", "load_text"]

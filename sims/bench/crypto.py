@@ -48,13 +48,13 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Protocol
 
-from clients import _primitives as _p
-from clients import spec
-from clients.keys import OneTimePreKey, PreKeyBundle
-from clients.ratchet import DEFAULT_CONFIG, HEADER_LEN, DoubleRatchet
-from clients.ratchet import HEADER as _HEADER  # the wire header: DHs public ‖ PN ‖ N
-from clients.session import Device
-from sims.bench import harness
+from relaysim.clients import _primitives as _p
+from relaysim.clients import spec
+from relaysim.clients.keys import OneTimePreKey, PreKeyBundle
+from relaysim.clients.ratchet import DEFAULT_CONFIG, HEADER_LEN, DoubleRatchet
+from relaysim.clients.ratchet import HEADER as _HEADER  # the wire header: DHs public ‖ PN ‖ N
+from relaysim.clients.session import Device
+from relaysim.sims.bench import harness
 
 __all__ = ["RATIOS", "main", "run_benchmarks"]
 

@@ -72,14 +72,14 @@ from typing import Any, Final
 import msgpack
 import trio  # type: ignore[import-untyped,unused-ignore]  # trio 0.22 ships no type information
 
-from clients import _primitives
-from clients.keys import IdentityKeyPair
-from relay import wire
-from relay.core import ConnectionContext, Push, RelayCore, Reply
-from relay.limits import UNLIMITED
-from relay.server import serve
-from relay.store import Store
-from sims.bench import harness
+from relaysim.clients import _primitives
+from relaysim.clients.keys import IdentityKeyPair
+from relaysim.relay import wire
+from relaysim.relay.core import ConnectionContext, Push, RelayCore, Reply
+from relaysim.relay.limits import UNLIMITED
+from relaysim.relay.server import serve
+from relaysim.relay.store import Store
+from relaysim.sims.bench import harness
 
 __all__ = ["CONTENDERS", "RATIOS", "main"]
 
@@ -187,7 +187,7 @@ def child_main(argv: list[str]) -> int:
 
     with Store(args.db, durable=args.child == RELAY_DURABLE) as store:
         # A benchmark of throughput: every device on one loopback address, no limits (the attack
-        # bench, tests/test_relay_abuse.py, measures them).
+        # bench, tests/relay/test_relay_abuse.py, measures them).
         core = RelayCore(store, limits=UNLIMITED)
         preregister(core, args.connections, args.seed)
 

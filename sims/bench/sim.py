@@ -69,20 +69,19 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
-from clients import _primitives as _p
-from clients import _xeddsa, spec
-from clients import agent as A
-from clients.keys import IdentityKeyPair
-from clients.session import Device
-from relay import wire
-from relay.core import ConnectionContext, RelayCore, Reply
-from relay.identity import XEdDSAPublicKey
-from relay.limits import UNLIMITED
-from relay.store import Store
-from sims.bench import harness
-from sims.bench.crypto import MESSAGE, OneDirection, our_pair
-from sims.runner import Simulation
-from sims.scenario import (
+from relaysim.clients import _primitives as _p
+from relaysim.clients import _xeddsa, spec
+from relaysim.clients import agent as A
+from relaysim.clients.keys import IdentityKeyPair
+from relaysim.clients.session import Device
+from relaysim.relay import wire
+from relaysim.relay.core import ConnectionContext, RelayCore, Reply
+from relaysim.relay.identity import XEdDSAPublicKey
+from relaysim.relay.limits import UNLIMITED
+from relaysim.relay.store import Store
+from relaysim.sims.bench import harness
+from relaysim.sims.bench.crypto import MESSAGE, OneDirection, our_pair
+from relaysim.sims.scenario import (
     Conversation,
     DeviceSpec,
     GenerateSpec,
@@ -92,8 +91,9 @@ from sims.scenario import (
     Scenario,
     ScriptedMessage,
 )
-from sims.traffic import expand_population
-from sims.util import SimulationRandom
+from relaysim.sims.world.simulation import Simulation
+from relaysim.sims.world.traffic import expand_population
+from relaysim.sims.world.util import SimulationRandom
 
 __all__ = ["COMPONENTS", "RATIOS", "attribute_profile", "main", "steady_scenario"]
 
@@ -239,8 +239,8 @@ COMPONENTS: Final = {
     "wire": "wire encode/decode: relay.wire (frame checks), msgpack",
     "relay_core": "relay core: routing, ids, metadata records (relay.core, relay.metadata)",
     "store": "store: relay.store and SQLite",
-    "scheduler": "scheduler: sims.engine event heap (heapq)",
-    "simulation": "simulation glue: sims.runner, sims.network, random",
+    "scheduler": "scheduler: sims.world.engine event heap (heapq)",
+    "simulation": "simulation glue: sims.world.simulation, sims.world.network, random",
     "other": "other (unattributed)",
 }
 _FILES: Final = {
@@ -248,7 +248,7 @@ _FILES: Final = {
     "clients/session.py": "agent",
     "relay/wire.py": "wire",
     "relay/store.py": "store",
-    "sims/engine.py": "scheduler",
+    "sims/world/engine.py": "scheduler",
 }
 _PACKAGES: Final = {"clients/": "crypto", "relay/": "relay_core", "sims/": "simulation"}
 _HARNESS: Final = "harness"

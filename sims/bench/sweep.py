@@ -1,4 +1,4 @@
-"""``python -m sims.bench.sweep``: does a sweep of small runs use every core?
+"""``python -m relaysim.sims.bench.sweep``: does a sweep of small runs use every core?
 
 The same sweep (``sims.sweep.run_sweep``: a tiny two-phone scenario, five values of
 ``network.loss`` × --runs / 5 seeds, 100 runs by default) twice, each into a fresh directory so
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sims.sweep import run_sweep
+from relaysim.sims.sweep import run_sweep
 
 TARGET = 1.7
 LOSSES = [0.0, 0.05, 0.1, 0.15, 0.2]
@@ -102,9 +102,9 @@ def _timed(scenario: Path, seeds: int, workers: int, out: Path) -> tuple[float, 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m sims.bench.sweep",
+        prog="python -m relaysim.sims.bench.sweep",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
-        epilog="example:\n  python -m sims.bench.sweep --runs 100 --workers 2",
+        epilog="example:\n  python -m relaysim.sims.bench.sweep --runs 100 --workers 2",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(

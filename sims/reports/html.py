@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from relay.legal import CATEGORIES, REASON_LABELS, REASONS, RESPONSES
+from relaysim.relay.legal import CATEGORIES, REASON_LABELS, REASONS, RESPONSES
 
 __all__ = ["REPORT_FILE", "ReportError", "render_report", "write_report"]
 
@@ -381,7 +381,7 @@ def _order(d: dict[str, Any], days: bool) -> str:
     desc = d.get("process_description") or ""
     meta = f"<p>{_e(desc)}</p>" if desc else ""
     if isinstance(served, int | float):
-        from sims.runner import SIM_EPOCH
+        from relaysim.sims.world.simulation import SIM_EPOCH
 
         meta += f'<p class="muted">Served at {_e(_clock(float(served) - SIM_EPOCH, days))} on the {_e(d.get("profile", "?"))} relay.</p>'
     provided = d.get("provided") or {}
@@ -426,7 +426,7 @@ def _orders(run: Path, days: bool) -> str:
 
 
 def _true_pairs(run: Path) -> set[tuple[str, str]]:
-    from sims.analysis_scoring import read_truth
+    from relaysim.sims.analysis_scoring import read_truth
 
     truth = read_truth(run / "transcript.jsonl")
     return {tuple(sorted(p)) for p in truth.pairs() if len(p) == 2}  # type: ignore[misc]
@@ -437,7 +437,7 @@ def _analyses(run: Path) -> dict[str, dict[str, Any]]:
     folder = run / "analysis"
     if folder.is_dir() and any(folder.glob("*.json")):
         return {f.stem: _load(f) for f in sorted(folder.glob("*.json"))}
-    from sims.analysis_scoring import analysis_views, analyze, read_truth, score_analysis
+    from relaysim.sims.analysis_scoring import analysis_views, analyze, read_truth, score_analysis
 
     truth = read_truth(run / "transcript.jsonl")
     out = {}
@@ -678,7 +678,7 @@ def _exceptional(run: Path) -> str:
 
 
 def _read_events(run: Path) -> list[dict[str, Any]]:
-    from sims.report import RunFolderError, read_run
+    from relaysim.sims.report import RunFolderError, read_run
 
     try:
         events, _summary = read_run(run)
@@ -699,7 +699,7 @@ def _lead(summary: dict[str, Any], description: str) -> str:
 
 
 def _description(name: str) -> str:
-    from sims.scenario import builtin_scenarios, load_scenario
+    from relaysim.sims.scenario import builtin_scenarios, load_scenario
 
     path = builtin_scenarios().get(name)
     if path is None:

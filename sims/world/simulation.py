@@ -1,0 +1,1037 @@
+"""The simulation: real devices and the real relay core, driven in virtual time by one event heap.
+
+Every device is a ``clients.agent.DeviceAgent`` over a ``clients.session.Device`` (real PQXDH,
+real Double Ratchet, real XEdDSA); the relay is ``relay.core.RelayCore`` over a
+``relay.store.Store`` — the same objects the trio server runs. Between them, every frame is
+encoded to bytes with ``relay.wire``, carried by the network model (latency, jitter, loss,
+duplication, partitions) and decoded again on the other side. The relay's clock is the
+simulated clock, so every metadata record it writes carries simulated time.
+
+What the network model may lose (and the simulation then accounts for by message): a frame
+carrying envelopes toward the relay (a send) can be lost or duplicated, or dropped by a "drop"
+partition. A lost delivery push toward a device leaves the envelope queued; the device gets it
+on its next receive. Control frames (registration, authentication, bundles, receipts) ride a
+reliable connection (as TCP retransmits) and are only delayed. A "hold" partition delays every
+frame that would cross it, of either kind, until it heals (sims.world.network). A device that goes offline drops its connection; the relay
+queues for it, and it drains its queue when it comes back.
+
+Exceptional access (``sims.access``): the timeline's ``exceptional_access`` (key escrow, a global
+key, a ghost device), ``escrow_key_stolen`` and ``seize_phone`` events are answered by
+interventions, which the simulation calls through one interface (``sims.access.Intervention``)
+and which change the world only through its public methods (``mandate_escrow``,
+``mandate_content_key``, ``add_device``, ``start_device``); the results are in
+``SimulationResult.exceptional``.
+
+Determinism: every random draw comes from generators seeded from the scenario's seed, the
+event heap breaks ties by scheduling order, and nothing reads the wall clock, so the same
+scenario and seed give byte-identical outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from relaysim.clients import agent as A
+from relaysim.clients.escrow import EscrowPublicKey
+from relaysim.clients.fingerprint import safety_number
+from relaysim.clients.session import Device, PeerAddress
+from relaysim.relay import wire
+from relaysim.relay.compliance import ComplianceDesk, Disclosure, LegalProcess
+from relaysim.relay.core import ConnectionContext, Push, RelayCore, Reply, Tap
+from relaysim.relay.custody import ContentKey
+from relaysim.relay.metadata import MetadataRecord, RecordKind
+from relaysim.relay.store import Store
+from relaysim.sims.access import ExceptionalReport, Interventions
+from relaysim.sims.scenario import DeviceSpec, Scenario, TimelineEvent, VerifySafetyNumber
+from relaysim.sims.scoring import GroundTruth, TrueControl, TrueMessage
+from relaysim.sims.world.engine import Scheduler
+from relaysim.sims.world.network import Network
+from relaysim.sims.world.timeline import Timeline, provider, sealed_sender
+from relaysim.sims.world.traffic import PlannedMessage, contact_graph, plan_messages, plan_moves
+from relaysim.sims.world.util import seeded as _seeded
+
+__all__ = ["SIM_EPOCH", "Simulation", "SimulationResult", "address_books"]
+
+# The relay's clock reads this at simulated t = 0: 2026-01-01T00:00:00Z.
+SIM_EPOCH = 1_767_225_600
+SETUP_SPREAD = 30.0  # seconds over which devices first come online, so they do not all start at t = 0
+SIM_PREKEY_BATCH = 8
+SIM_KEM_PREKEY_BATCH = 2
+REDELIVERY_DELAY = 30.0  # a lost push is fetched again this long after (the app's next receive)
+
+TranscriptSink = Callable[[dict[str, Any]], None]
+GROUP_PREFIX = "group:"  # a group message's PlannedMessage.recipient: "group:<name>"
+
+
+def group_distribution_id(name: str) -> bytes:
+    """A group's 16-byte distribution id (clients.groups), derived from its name so runs repeat."""
+    return hashlib.sha256(b"relaysim group " + name.encode()).digest()[:16]
+
+
+@dataclass
+class SimDevice:
+    spec: DeviceSpec
+    agent: A.DeviceAgent
+    port: int
+    conn: Link | None = None  # the connection the device authenticates on
+    anon: Link | None = None  # an unauthenticated one, for sealed sends
+    online: bool = False
+    registered: bool = False
+    contacts_uploaded: bool = False
+    pending_app: list[PlannedMessage] = field(default_factory=list)
+    pending_receipts: list[tuple[str, tuple[int, ...], str]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+class Link:
+    """One simulated connection: the relay's context for it and the relay's frame decoder."""
+
+    __slots__ = ("ctx", "device", "extra_latency", "fresh", "open", "relay_decoder")
+
+    def __init__(
+        self, ctx: ConnectionContext, device: SimDevice, fresh: bool = False, extra: float = 0.0
+    ) -> None:
+        self.ctx = ctx
+        self.device = device
+        self.relay_decoder = wire.FrameDecoder("relay")
+        self.open = True
+        self.fresh = fresh  # one request's connection through an exit (defences.sealed_connection = "fresh")
+        self.extra_latency = extra  # what the exit adds each way
+
+
+@dataclass(slots=True)
+class MessageState:
+    planned: PlannedMessage
+    recipients: tuple[str, ...]  # device names that must receive it
+    sent_at: float | None = None
+    accepted_at: float | None = None
+    envelope_ids: tuple[bytes, ...] = ()
+    delivered: dict[str, float] = field(default_factory=dict)
+    lost: str | None = None
+
+
+@dataclass
+class SimulationResult:
+    scenario: Scenario
+    messages: list[MessageState]
+    relay_records: dict[str, int]
+    network: dict[str, int]
+    undecryptable: int
+    duplicates_dropped: int
+    mismatched: int
+    events_run: int
+    queued_at_end: int
+    frames_to_relay: list[bytes] | None
+    disclosures: list[Disclosure] = field(default_factory=list)
+    truth: GroundTruth | None = None
+    exceptional: list[ExceptionalReport] = field(default_factory=list)
+    # receipts and cover traffic: messages on the wire, but not messages people wrote
+    control: dict[str, int] = field(default_factory=dict)
+
+
+class Simulation:
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        db_path: str | Path = ":memory:",
+        transcript: TranscriptSink | None = None,
+        capture_frames: bool = False,
+        progress: Callable[[float, float], None] | None = None,
+        deterministic_kem: bool = True,
+    ) -> None:
+        """``deterministic_kem=False`` lets OpenSSL draw the ML-KEM encapsulation's randomness (~40 µs
+        instead of ~1.6 ms in pure Python per new session): faster, but the run is then no longer
+        byte-identical across runs of the same scenario and seed (``relaysim bench sim --scale``)."""
+        self.scenario = scenario
+        self.deterministic_kem = deterministic_kem
+        self.sched = Scheduler()
+        seed = scenario.seed
+        self.net = Network(scenario.network, _seeded(seed, "network"))
+        self.store = Store(db_path, durable=False)
+        # Every key this run makes (the relay's trust root and server key, every device's) can be
+        # recomputed from the seed: say so in the file, so `relaysim relay serve` refuses it.
+        self.store.mark_simulation_keys(f"scenario {scenario.name!r}, seed {seed}")
+        relay_rng = _seeded(seed, "relay")
+        # The provider as it was when the scenario is set, or as it is today (sims.world.provider).
+        self.profile = provider(scenario)
+        self.relay = RelayCore(
+            self.store,
+            clock=self._relay_clock,
+            rng=relay_rng.randbytes,
+            policy=self.profile.policy,
+            keep_delivered=self.profile.keep_delivered,
+            keep_contacts=self.profile.keep_contacts,
+            keep_blocks=self.profile.keep_blocks,
+        )
+        # [defences] padding, or the profile's: Signal's padding unless the profile turns it off.
+        self.padding = (
+            sc_padding
+            if (sc_padding := scenario.defences.padding) != "profile"
+            else ("signal" if self.profile.padding else "none")
+        )
+        self.sealed = sealed_sender(scenario, self.profile)
+        # Who holds the content keys when the profile is not end-to-end (relay.custody).
+        self.content_key: ContentKey | None = None
+        if self.profile.custody != "devices":
+            self.content_key = ContentKey(
+                f"{self.profile.name}-content",
+                _seeded(seed, "content-key").randbytes(32),
+                self.profile.custody,
+            )
+        self.desk = ComplianceDesk(
+            self.store,
+            self.profile,
+            content_keys=[self.content_key] if self.content_key else [],
+            geoip={d.address: d.region for d in scenario.devices()},
+            client_padding=self.padding != "none",
+        )
+        # The scenario's timeline and its legal process, interpreted as in a live run (sims.world.timeline).
+        self.timeline = Timeline(self)
+        self.graph = contact_graph(scenario)  # built once: networkx on 100k people takes seconds
+        self.contacts = address_books(scenario, self.graph)
+        self.relay_region = scenario.relay.region
+        self.emit: TranscriptSink = transcript or (lambda _e: None)
+        # Without a transcript, the per-message event dicts are not built at all (at scale they
+        # are most of the simulation glue's time and allocations).
+        self.transcribing = transcript is not None
+        self.frames_to_relay: list[bytes] | None = [] if capture_frames else None
+        self.progress = progress
+        self.devices: dict[str, SimDevice] = {}
+        self.links: dict[int, Link] = {}
+        self.by_address: dict[tuple[str, int], SimDevice] = {}
+        self.messages: dict[int, MessageState] = {}
+        self._group_sends: dict[int, tuple[bytes, tuple[str, ...]]] = {}  # message id → (group id, members)
+        self.envelope_message: dict[bytes, int] = {}
+        self.last_delivery: dict[bytes, dict[str, Any]] = {}
+        self.record_counts: dict[str, int] = {}
+        self.undecryptable = 0
+        self.duplicates_dropped = 0
+        self.mismatched = 0
+        self._next_conn = 1
+        self.defences = scenario.defences
+        self.control: dict[str, int] = {
+            "receipts_sent": 0,
+            "receipts_received": 0,
+            "cover_sent": 0,
+            "fresh_connections": 0,
+            "moves": 0,
+        }
+        self._receipt_rng = _seeded(seed, "receipts")
+        self._cover_rng = _seeded(seed, "cover")
+        self._exit_rng = _seeded(seed, "exits")
+        self._batches: dict[tuple[str, str, str], list[int]] = {}
+        self._control_serial = 0
+        self._control_copies: dict[bytes, tuple[object, ...]] = {}  # envelope id → its receipt/cover ref
+        self._control_accepted: dict[tuple[object, ...], int] = {}  # ref → copies the relay accepted
+        # ground truth of receipts and cover traffic: ref → (sender, recipient, kind), and when accepted
+        self._control_route: dict[tuple[object, ...], tuple[str, str, str]] = {}
+        self._control_truth: list[TrueControl] = []
+        self._build_devices()
+        # Devices added during the run (a ghost device), and the mandates every device follows.
+        self.added_devices: dict[str, SimDevice] = {}
+        self._escrow_mandate: EscrowPublicKey | None = None
+        self._content_key_mandate: ContentKey | None = None
+        # Key escrow, a global key, ghost devices and seized phones (sims.access).
+        self.interventions = Interventions(self)
+
+    # --- set-up -------------------------------------------------------------------------------
+
+    def _relay_clock(self) -> float:
+        return SIM_EPOCH + self.sched.now
+
+    def _build_devices(self) -> None:
+        sc = self.scenario
+        trust_root = self.relay.trust_root_public
+        tokens = {p.name: _seeded(sc.seed, "token", p.name).randbytes(32) for p in sc.people}
+        for n, spec in enumerate(sc.devices()):
+            rng = _seeded(sc.seed, "device", spec.name)
+            device = Device(
+                spec.person,
+                spec.index,
+                rng=rng.randbytes,
+                pq=True,
+                deterministic=self.deterministic_kem,
+                identity_policy=sc.defences.identity_changes,
+            )
+            agent = A.DeviceAgent(
+                device,
+                registration_id=rng.randrange(1, 16380),
+                delivery_token=tokens[spec.person],
+                rng=rng.randbytes,
+                trust_root=trust_root,
+                clock=self._relay_clock,
+                tokens=tokens,
+                content_key=self.content_key,
+                # Simulated phones publish fewer one-time prekeys than real ones (Signal's
+                # clients upload 100) and top up as real ones do: registration is most of a
+                # phone's set-up cost here (XEdDSA signatures, ML-KEM key generation).
+                prekey_batch=SIM_PREKEY_BATCH,
+                kem_prekey_batch=SIM_KEM_PREKEY_BATCH,
+                padding=self.padding,
+                unauthenticated_fetch=sc.defences.bundle_fetch == "unauthenticated",
+            )
+            d = SimDevice(spec, agent, port=40000 + n % 20000)
+            self.devices[spec.name] = d
+            self.by_address[(spec.person, spec.index)] = d
+
+    def _schedule(self) -> None:
+        sc = self.scenario
+        setup = _seeded(sc.seed, "setup")
+        for d in self.devices.values():
+            # primaries first; a linked device waits for its primary (see _come_online)
+            start = setup.random() * SETUP_SPREAD + (0.0 if d.spec.index == 1 else SETUP_SPREAD)
+            self.sched.at(start, self._come_online, d, True)
+        self.timeline.schedule_events()
+        for at, device, address in plan_moves(sc):
+            if device in self.devices and at < sc.duration:
+                self.sched.at(at, self._move, self.devices[device], address)
+        if sc.defences.cover_per_hour > 0:
+            for d in self.devices.values():
+                if d.spec.index == 1:
+                    self.sched.at(self._cover_gap(), self._cover, d)
+        device_names = {p.name: tuple(d.name for d in p.devices) for p in sc.people}
+        plan = plan_messages(sc, self.graph)
+        for m in plan:
+            self.messages[m.id] = MessageState(m, device_names[m.recipient])
+        self.timeline.schedule_messages(plan)
+        self._schedule_groups(len(plan), device_names)
+
+    def _schedule_groups(self, last_id: int, device_names: dict[str, tuple[str, ...]]) -> None:
+        """[[groups]]: each group message is planned like any other (ids after the 1:1 messages); its
+        recipients are every device of every member when it is written, the sender's own other devices
+        included (their sync copy). A member who leaves forgets the group's sender keys."""
+        next_id = last_id
+        for g in self.scenario.groups:
+            gid = group_distribution_id(g.name)
+            for c in g.timeline:
+                if c.kind == "leave":
+                    for d in [d for d in self.devices.values() if d.spec.person == c.person]:
+                        self.sched.at(c.at, d.agent.leave_group, gid)
+                    continue
+                if c.kind != "message":
+                    continue
+                next_id += 1
+                m = PlannedMessage(next_id, c.at, c.person, f"{GROUP_PREFIX}{g.name}", c.text)
+                members = g.members_at(c.at)
+                recipients = tuple(n for a in members for n in device_names[a] if n != f"{c.person}/1")
+                self.messages[m.id] = MessageState(m, recipients)
+                self._group_sends[m.id] = (gid, members)
+                self.sched.at(m.at, self._app_send, m)
+
+    # --- what the timeline asks (sims.world.Driver) -----------------------------------------------
+
+    def now(self) -> float:
+        return self.sched.now
+
+    def relay_time(self, t: float) -> float:
+        return SIM_EPOCH + t
+
+    def at(self, t: float, action: Callable[[], None]) -> None:
+        self.sched.at(t, action)
+
+    def go_offline(self, device: str, why: str) -> None:
+        d = self.devices.get(device)
+        if d is not None:
+            self._go_offline(d, why)
+
+    def come_online(self, device: str) -> None:
+        d = self.devices.get(device)
+        if d is not None:
+            self._come_online(d, False)
+
+    def app_send(self, message: PlannedMessage) -> None:
+        self._app_send(message)
+
+    def preserve(self, account: str, since: float) -> None:
+        self.relay.preserve(account, since)
+
+    def add_tap(self, tap: Tap) -> None:
+        self.relay.add_tap(tap)
+
+    def remove_tap(self, tap_id: str) -> None:
+        self.relay.remove_tap(tap_id)
+
+    def intervene(self, index: int, event: TimelineEvent) -> None:
+        if isinstance(event, VerifySafetyNumber):
+            self._verify_safety_number(event.who, event.whom)
+            return
+        self.interventions.on_event(index, event)
+
+    # --- what interventions may do (sims.access) ---------------------------------------------------
+
+    @property
+    def open_orders(self) -> Mapping[str, LegalProcess]:
+        """The forward-looking orders still running, by name (a read-only view)."""
+        return self.timeline.open_orders
+
+    @property
+    def disclosures(self) -> list[Disclosure]:
+        return self.timeline.disclosures
+
+    def _every_device(self) -> list[SimDevice]:
+        return [*self.devices.values(), *self.added_devices.values()]
+
+    def mandate_escrow(self, public: EscrowPublicKey) -> int:
+        """A key-escrow mandate: every device, and every device added later, seals its message keys
+        to ``public`` from now on. Returns how many devices it reached."""
+        self._escrow_mandate = public
+        for d in self._every_device():
+            d.agent.comply_with_escrow(public)
+        return len(self._every_device())
+
+    def mandate_content_key(self, key: ContentKey) -> int:
+        """A global-key mandate: every device, and every device added later, seals bodies under ``key``
+        from now on, and the provider's compliance desk holds it. Returns how many devices it reached."""
+        self._content_key_mandate = key
+        for d in self._every_device():
+            d.agent.use_content_key(key)
+        self.desk.hold_content_key(key)
+        return len(self._every_device())
+
+    def add_device(self, spec: DeviceSpec, agent: A.DeviceAgent) -> SimDevice:
+        """Add a device the relay has already registered (a ghost device), under the mandates in force;
+        ``start_device`` brings it online."""
+        if spec.name in self.devices or spec.name in self.added_devices:
+            raise ValueError(f"device {spec.name} is already in the simulation")
+        if self._escrow_mandate is not None:
+            agent.comply_with_escrow(self._escrow_mandate)
+        if self._content_key_mandate is not None:
+            agent.use_content_key(self._content_key_mandate)
+        d = SimDevice(spec, agent, port=39000 + len(self.added_devices))
+        d.registered = True
+        self.added_devices[spec.name] = d
+        return d
+
+    def forge_envelope(
+        self, to: tuple[str, int], body: bytes, *, sealed: bool, source: tuple[str, int] | None = None
+    ) -> bytes:
+        """The relay queues (and pushes) an envelope no device sent (``RelayCore.forge_envelope``)."""
+        envelope_id, pushes = self.relay.forge_envelope(
+            to[0],
+            to[1],
+            body,
+            sealed=sealed,
+            source_account=None if source is None else source[0],
+            source_device=None if source is None else source[1],
+        )
+        self._relay_outputs(list(pushes))
+        return envelope_id
+
+    def start_device(self, name: str) -> None:
+        """Bring a device added during the run online; it must already be registered."""
+        self._come_online(self.added_devices[name], False)
+
+    # --- connections ----------------------------------------------------------------------------
+
+    def _offline_now(self, d: SimDevice) -> bool:
+        t = self.sched.now
+        return any(start <= t < end for start, end in d.spec.offline)
+
+    def _open(self, d: SimDevice, fresh: bool = False) -> Link:
+        if fresh:
+            # a proxy's or Tor-like exit: an address many people share, a port of its own
+            host = f"185.220.101.{self._exit_rng.randrange(1, 65)}"
+            link = Link(
+                ConnectionContext(self._next_conn, (host, self._exit_rng.randrange(1024, 65536))),
+                d,
+                fresh=True,
+                extra=self.defences.exit_latency_ms / 1000,
+            )
+            self.control["fresh_connections"] += 1
+        else:
+            link = Link(ConnectionContext(self._next_conn, (d.spec.address, d.port)), d)
+        self._next_conn += 1
+        self.links[link.ctx.id] = link
+        self._relay_outputs(self.relay.connect(link.ctx))
+        return link
+
+    def _close(self, link: Link) -> None:
+        link.open = False
+        self._relay_outputs(self.relay.disconnect(link.ctx))
+        self.links.pop(link.ctx.id, None)
+
+    def _come_online(self, d: SimDevice, first: bool) -> None:
+        if d.online or (first and self._offline_now(d)):
+            return
+        if not d.registered and d.spec.index != 1:
+            # A linked device registers over its primary's authenticated connection (as Signal's
+            # primary provisions a new device), then opens its own connection.
+            primary = self.by_address[(d.spec.person, 1)]
+            if not (primary.registered and primary.online and primary.agent.authenticated):
+                self.sched.after(5.0, self._come_online, d, first)
+                return
+            d.agent.register()
+            for frame in d.agent.take_outbox():
+                self._to_relay(primary, frame, owner=d)
+            return
+        d.conn = self._open(d)
+        d.online = True
+        self.emit({"t": self.sched.now, "kind": "device_online", "device": d.name})
+        if d.registered:
+            d.agent.login()
+        else:
+            d.agent.register()
+        self._flush(d)
+
+    def _go_offline(self, d: SimDevice, why: str) -> None:
+        if not d.online or d.conn is None:
+            return
+        d.online = False
+        for link in (d.conn, d.anon):
+            if link is not None:
+                self._close(link)
+        d.conn = d.anon = None
+        d.agent.connection_lost()
+        self.emit({"t": self.sched.now, "kind": "device_offline", "device": d.name, "why": why})
+
+    # --- frames -------------------------------------------------------------------------------
+
+    def _flush(self, d: SimDevice) -> None:
+        for frame in d.agent.take_outbox():
+            self._to_relay(d, frame)
+
+    def _to_relay(self, d: SimDevice, frame: wire.Request, owner: SimDevice | None = None) -> None:
+        """Carry a frame from device ``d`` to the relay; ``owner`` gets the answer (default ``d``)."""
+        owner = owner or d
+        unauthenticated = isinstance(frame, wire.SealedSend) or (
+            isinstance(frame, wire.FetchBundle) and frame.delivery_token is not None and d.agent.authenticated
+        )
+        if unauthenticated and self.defences.sealed_connection == "fresh" and d.online:
+            link: Link | None = self._open(d, fresh=True)  # one connection per request, from an exit
+        elif unauthenticated:
+            # Sealed sends (and bundle fetches with a delivery token) go over a connection that never
+            # authenticates, as Signal's do: the relay sees the network address but not the account.
+            if d.anon is None and d.online:
+                d.anon = self._open(d)
+            link = d.anon
+        else:
+            link = d.conn
+        if link is None:
+            return
+        data = wire.encode(frame)
+        carries_envelopes = isinstance(frame, wire.Send | wire.SealedSend)
+        ref = owner.agent.message_ref(frame.id) if carries_envelopes else None
+        if carries_envelopes:
+            delays = self.net.transit(d.spec.region, self.relay_region, self.sched.now)
+            if not delays and isinstance(ref, int):
+                self._lost(ref, "the network lost the send")
+        else:
+            delays = [self.net.reliable(d.spec.region, self.relay_region, self.sched.now)]
+        for delay in delays:
+            self.sched.after(delay + link.extra_latency, self._relay_receive, link, data, owner, ref)
+
+    def _relay_receive(self, link: Link, data: bytes, owner: SimDevice, ref: object) -> None:
+        if not link.open:
+            if isinstance(ref, int):
+                self._lost(ref, "the connection closed while the send was in flight")
+            return
+        if self.frames_to_relay is not None:
+            self.frames_to_relay.append(data)
+        link.relay_decoder.receive_data(data)
+        frame = link.relay_decoder.next_frame()
+        assert isinstance(frame, wire.Request)
+        outputs = self.relay.handle(link.ctx, frame)
+        if isinstance(frame, wire.Send | wire.SealedSend):
+            for o in outputs:
+                if isinstance(o, Reply) and isinstance(o.frame, wire.Sent):
+                    if isinstance(ref, int):
+                        self._accepted(ref, o.frame.envelope_ids, outputs)
+                    elif isinstance(ref, tuple):  # a receipt or cover message
+                        self._control_accepted[ref] = self._control_accepted.get(ref, 0) + 1
+                        route = self._control_route.get(ref)
+                        if route is not None and self._control_accepted[ref] == 1:
+                            self._control_truth.append(TrueControl(self._relay_clock(), *route))
+                            if self.transcribing:
+                                self._transcribe_control(route, outputs)
+                        for eid in o.frame.envelope_ids:
+                            self._control_copies[eid] = ref
+                    self.interventions.on_accepted(owner, frame, tuple(o.frame.envelope_ids))
+        self._relay_outputs(outputs, owner)
+
+    def _relay_outputs(
+        self, outputs: list[Reply | Push | MetadataRecord], owner: SimDevice | None = None
+    ) -> None:
+        for o in outputs:
+            if isinstance(o, MetadataRecord):
+                self._count_record(o)
+                continue
+            link = self.links.get(o.connection)
+            if link is None:
+                continue
+            if isinstance(o, Reply):
+                self._to_device(owner or link.device, link, o.frame, push=False)
+            else:
+                self._to_device(link.device, link, o.frame, push=True)
+
+    def _count_record(self, r: MetadataRecord) -> None:
+        self.record_counts[r.kind.value] = self.record_counts.get(r.kind.value, 0) + 1
+        if self.transcribing and r.kind is RecordKind.DELIVERY and r.envelope_id is not None:
+            self.last_delivery[r.envelope_id] = record_view(r, SIM_EPOCH)
+
+    def _to_device(self, d: SimDevice, link: Link, frame: wire.Response, *, push: bool) -> None:
+        # Frames toward devices travel as the objects the relay core built: they are valid by
+        # construction, nothing in the simulation inspects their bytes, and encoding and
+        # decoding them again would double the cost of the wire format. (Frames toward the
+        # relay are carried as bytes and decoded by the relay, which must never trust a device.)
+        if push:
+            delays = self.net.transit(self.relay_region, d.spec.region, self.sched.now)[:1]
+            if not delays:  # lost push: the envelope stays queued; the app receives again later
+                self.sched.after(REDELIVERY_DELAY, self._poll, d)
+                return
+        else:
+            delays = [self.net.reliable(self.relay_region, d.spec.region, self.sched.now)]
+        self.sched.after(delays[0] + link.extra_latency, self._device_receive, d, link, frame)
+
+    def _poll(self, d: SimDevice) -> None:
+        if d.online and d.agent.authenticated:
+            d.agent.receive()
+            self._flush(d)
+
+    def _device_receive(self, d: SimDevice, link: Link, frame: wire.Response) -> None:
+        if not link.open and not isinstance(frame, wire.Registered):
+            return  # arrived after the connection closed
+        for event in d.agent.handle(frame):
+            self._agent_event(d, event)
+        if link.fresh and link.open:
+            self._close(link)  # the exit's connection served its one request
+        self._flush(d)
+
+    # --- what the devices report ------------------------------------------------------------------
+
+    def _agent_event(self, d: SimDevice, event: A.AgentEvent) -> None:
+        t = self.sched.now
+        if self.interventions.on_agent_event(d, event):
+            return  # a ghost device's reads
+        if isinstance(event, A.IdentityChanged):
+            self._identity_changed(d, event)
+        elif isinstance(event, A.DeviceListChanged):
+            self.emit(
+                {
+                    "t": t,
+                    "kind": "device_list_changed",
+                    "device": d.name,
+                    "account": event.account,
+                    "added": list(event.added),
+                    "removed": list(event.removed),
+                    "identity_changed": list(event.identity_changed),
+                }
+            )
+        elif isinstance(event, A.Registered):
+            d.registered = True
+            if d.spec.index != 1:  # a linked device now opens its own connection
+                self._come_online(d, False)
+                return
+            d.agent.login()
+        elif isinstance(event, A.LoggedIn):
+            if self.sealed:
+                d.agent.request_certificate()
+            if not d.contacts_uploaded and d.spec.index == 1 and self.contacts.get(d.spec.person):
+                # the app looks up the address book once, as messengers do at install time
+                d.agent.discover_contacts(self.contacts[d.spec.person])
+                d.contacts_uploaded = True
+            d.agent.receive()
+            backlog, d.pending_app = d.pending_app, []
+            for m in backlog:
+                self._app_send(m)
+            receipts, d.pending_receipts = d.pending_receipts, []
+            for to, stamps, kind in receipts:
+                self._send_receipt(d, to, stamps, kind)
+        elif isinstance(event, A.Received):
+            if self._received(d, event):
+                self._after_delivery(d, event)
+        elif isinstance(event, A.ReceiptReceived):
+            self.control["receipts_received"] += 1
+            if self.transcribing:
+                self.emit(
+                    {
+                        "t": t,
+                        "kind": "receipt_received",
+                        "device": d.name,
+                        "from": f"{event.sender.account}/{event.sender.device}",
+                        "receipt": event.kind,
+                        "for_ms": list(event.timestamps),
+                        "sealed": event.sealed,
+                    }
+                )
+        elif isinstance(event, A.Undecryptable):
+            mid = self.envelope_message.get(event.envelope_id)
+            control = self._control_copies.get(event.envelope_id)
+            if (mid is not None and d.name in self.messages[mid].delivered) or (
+                control is not None and self._control_accepted.get(control, 0) > 1
+            ):
+                self.duplicates_dropped += 1  # the network duplicated the send: a second copy
+            else:
+                self.undecryptable += 1
+            self.emit({"t": t, "kind": "undecryptable", "device": d.name, "message": mid})
+        elif isinstance(event, A.Failed):
+            if isinstance(event.ref, int):
+                self._lost(event.ref, f"refused: {event.code}: {event.message}")
+            self.emit(
+                {"t": t, "kind": "failure", "device": d.name, "code": event.code, "message": event.message}
+            )
+
+    def _received(self, d: SimDevice, ev: A.Received) -> bool:
+        """Account for a message a device decrypted; True the first time this device gets it."""
+        mid = self.envelope_message.get(ev.envelope_id)
+        state = self.messages.get(mid) if mid is not None else None
+        if state is None:
+            # a duplicate envelope of a message already delivered on this device is rejected by the
+            # ratchet before it gets here; anything else is a bug in the simulation
+            self.mismatched += 1
+            return False
+        if d.name in state.delivered:
+            self.duplicates_dropped += 1
+            return False
+        if ev.plaintext != state.planned.text.encode():
+            self.mismatched += 1
+        state.delivered[d.name] = self.sched.now
+        if not self.transcribing:
+            return True
+        self.emit(
+            {
+                "t": self.sched.now,
+                "kind": "message_received",
+                "message": state.planned.id,
+                "device": d.name,
+                "plaintext": ev.plaintext.decode("utf-8", "replace"),
+                "latency": round(self.sched.now - state.planned.at, 6),
+                "relay": {
+                    "envelope_id": ev.envelope_id.hex(),
+                    # the relay's timestamp (ms on its clock), as simulated seconds from the start
+                    "accepted": (ev.relay_timestamp_ms - SIM_EPOCH * 1000) / 1000,
+                    "sealed": ev.sealed,
+                    "sender_shown_by_relay": None if ev.sealed else f"{ev.sender.account}/{ev.sender.device}",
+                    "delivery": self.last_delivery.pop(ev.envelope_id, None),
+                },
+            }
+        )
+        return True
+
+    # --- receipts, cover traffic, changes of network (sims.scenario's [traffic] and [defences]) ----------
+
+    def _after_delivery(self, d: SimDevice, ev: A.Received) -> None:
+        """The receiving phone's receipts: a delivery receipt right after decrypting (Signal's clients
+        send one for every message; ``defences.receipts`` delays, batches or drops them), and a read
+        receipt when the person reads it (``traffic.read_receipts``)."""
+        to, stamp = ev.sender.account, ev.relay_timestamp_ms
+        if to == d.spec.person:
+            return
+        mode = self.defences.receipts
+        if mode != "off":
+            self._receipt(d, to, stamp, "delivery", 0.0)
+        if self.scenario.traffic.read_receipts:
+            read = self._receipt_rng.lognormvariate(
+                math.log(max(self.scenario.traffic.read_delay, 1e-3)), 1.0
+            )
+            self._receipt(d, to, stamp, "read", read)
+
+    def _receipt(self, d: SimDevice, to: str, stamp: int, kind: str, after: float) -> None:
+        mode = self.defences.receipts
+        if mode == "delayed":
+            after += self._receipt_rng.uniform(0.0, self.defences.receipt_delay)
+        if mode == "batched":
+            key = (d.name, to, kind)
+            batch = self._batches.setdefault(key, [])
+            batch.append(stamp)
+            if len(batch) == 1:
+                period = self.defences.receipt_batch
+                due = (math.floor((self.sched.now + after) / period) + 1) * period
+                self.sched.at(due, self._flush_batch, d, key)
+            return
+        if after <= 0:
+            self._send_receipt(d, to, (stamp,), kind)
+        else:
+            self.sched.after(after, self._send_receipt, d, to, (stamp,), kind)
+
+    def _flush_batch(self, d: SimDevice, key: tuple[str, str, str]) -> None:
+        stamps = self._batches.pop(key, [])
+        if stamps:
+            self._send_receipt(d, key[1], tuple(stamps), key[2])
+
+    def _send_receipt(self, d: SimDevice, to: str, stamps: tuple[int, ...], kind: str) -> None:
+        if not (d.online and d.agent.authenticated):
+            d.pending_receipts.append((to, stamps, kind))  # sent when the phone is back
+            return
+        self.control["receipts_sent"] += 1
+        self._control_serial += 1
+        ref = ("receipt", kind, self._control_serial)
+        self._control_route[ref] = (d.spec.person, to, f"{kind} receipt")
+        d.agent.send_receipt(to, stamps, kind, ref=ref, sealed=self.sealed)
+        self._flush(d)
+
+    def _cover_gap(self) -> float:
+        return self._cover_rng.expovariate(self.defences.cover_per_hour / 3600)
+
+    def _cover(self, d: SimDevice) -> None:
+        """One dummy sealed message to a random contact (Loopix's Poisson cover traffic), then the next."""
+        book = self.contacts.get(d.spec.person) or [
+            p.name for p in self.scenario.people if p.name != d.spec.person
+        ]
+        if book and d.online and d.agent.authenticated:
+            self.control["cover_sent"] += 1
+            self._control_serial += 1
+            ref: tuple[object, ...] = ("cover", self._control_serial)
+            to = self._cover_rng.choice(book)
+            self._control_route[ref] = (d.spec.person, to, "cover")
+            d.agent.send_cover(to, ref=ref, sealed=self.sealed)
+            self._flush(d)
+        self.sched.after(self._cover_gap(), self._cover, d)
+
+    def _move(self, d: SimDevice, address: str) -> None:
+        """The phone changes network (Wi-Fi to mobile data, another cell): its connections drop and it
+        reconnects from the new address."""
+        self.control["moves"] += 1
+        d.spec = replace(d.spec, address=address)
+        self.desk.geoip.setdefault(address, d.spec.region)
+        self.emit({"t": self.sched.now, "kind": "device_moved", "device": d.name, "address": address})
+        if d.online:
+            self._go_offline(d, "changed network")
+            self._come_online(d, False)
+
+    def _accepted(self, mid: int, envelope_ids: tuple[bytes, ...], outputs: list[Any]) -> None:
+        state = self.messages[mid]
+        for eid in envelope_ids:
+            self.envelope_message[eid] = mid
+        if state.accepted_at is not None:
+            return  # a duplicated send frame: the relay accepted a second copy
+        state.accepted_at = self.sched.now
+        state.envelope_ids = tuple(envelope_ids)
+        if not self.transcribing:
+            return
+        seen = [
+            record_view(r, SIM_EPOCH)
+            for r in outputs
+            if isinstance(r, MetadataRecord) and r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND)
+        ]
+        self.emit(
+            {
+                "t": self.sched.now,
+                "kind": "message_accepted",
+                "message": mid,
+                "plaintext": state.planned.text,
+                "relay": seen,
+            }
+        )
+
+    def _transcribe_control(self, route: tuple[str, str, str], outputs: list[Any]) -> None:
+        """Ground truth for the scoring (sims.analysis_scoring): which envelopes the relay accepted were
+        receipts or cover traffic, which it cannot tell from messages."""
+        sender, to, kind = route
+        seen = [
+            record_view(r, SIM_EPOCH)
+            for r in outputs
+            if isinstance(r, MetadataRecord) and r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND)
+        ]
+        self.emit(
+            {
+                "t": self.sched.now,
+                "kind": "control_accepted",
+                "control": kind,
+                "from": sender,
+                "to": to,
+                "relay": seen,
+            }
+        )
+
+    def _lost(self, mid: int, why: str) -> None:
+        state = self.messages.get(mid)
+        if state is None or state.accepted_at is not None or state.lost is not None:
+            return
+        state.lost = why
+        self.emit({"t": self.sched.now, "kind": "message_lost", "message": mid, "why": why})
+
+    # --- the application and the timeline ------------------------------------------------------
+
+    def _app_send(self, m: PlannedMessage) -> None:
+        d = self.by_address[(m.sender, 1)]
+        state = self.messages[m.id]
+        if not (d.online and d.agent.authenticated):
+            d.pending_app.append(m)  # the app keeps it until the phone is back online
+            return
+        state.sent_at = self.sched.now
+        group = self._group_sends.get(m.id)
+        if group is not None:
+            if self.transcribing:
+                self.emit(
+                    {
+                        "t": self.sched.now,
+                        "kind": "group_message_sent",
+                        "message": m.id,
+                        "from": d.name,
+                        "group": m.recipient[len(GROUP_PREFIX) :],
+                        "members": list(group[1]),
+                        "plaintext": m.text,
+                    }
+                )
+            d.agent.send_group(group[0], group[1], m.text.encode(), ref=m.id)
+            self._flush(d)
+            return
+        if self.transcribing:
+            self.emit(
+                {
+                    "t": self.sched.now,
+                    "kind": "message_sent",
+                    "message": m.id,
+                    "from": d.name,
+                    "to": m.recipient,
+                    "plaintext": m.text,
+                    "relay": None,  # nothing has reached the relay yet
+                }
+            )
+        d.agent.send_text(m.recipient, m.text.encode(), ref=m.id, sealed=self.sealed)
+        self._flush(d)
+
+    def _identity_changed(self, d: SimDevice, event: A.IdentityChanged) -> None:
+        self.emit(
+            {
+                "t": self.sched.now,
+                "kind": "identity_changed",
+                "device": d.name,
+                "peer": f"{event.peer.account}/{event.peer.device}",
+                "via": event.via,
+                "accepted": event.accepted,
+                "was_verified": event.was_verified,
+            }
+        )
+
+    def _verify_safety_number(self, who: str, whom: str) -> None:
+        """``who`` and ``whom`` meet and compare safety numbers (clients.fingerprint), device by device:
+        what each of who's phones shows for each device of whom it has pinned, against what whom's
+        phone at that address shows for who. Only the phones whom holds take part (a device added
+        behind whom's back is in no one's hand: its number matches nothing). A match marks the key
+        verified (a later change then always blocks)."""
+        in_hand = {(s.person, s.index): d for s, d in ((d.spec, d) for d in self.devices.values())}
+        for d in [x for x in self._every_device() if x.spec.person == who]:
+            mine = d.agent.device
+            for peer in mine.identities.pinned_peers(whom):
+                theirs = mine.identities.pinned(peer)
+                assert theirs is not None
+                shown = safety_number(who, mine.identity_key, whom, theirs)
+                w = in_hand.get((whom, peer.device))
+                match = False
+                if w is not None:
+                    me = PeerAddress(who, d.spec.index)
+                    known = w.agent.device.identities.pinned(me) or mine.identity_key
+                    match = shown.matches(safety_number(whom, w.agent.device.identity_key, who, known).code)
+                if match:
+                    d.agent.verify_identity(peer, theirs)
+                self.emit(
+                    {
+                        "t": self.sched.now,
+                        "kind": "safety_number_compared",
+                        "device": d.name,
+                        "peer": f"{whom}/{peer.device}",
+                        "safety_number": shown.grouped(),
+                        "match": match,
+                        "in_hand": w is not None,
+                    }
+                )
+
+    def _truth(self) -> GroundTruth:
+        msgs = tuple(
+            TrueMessage(
+                SIM_EPOCH + (m.accepted_at if m.accepted_at is not None else m.planned.at),
+                m.planned.sender,
+                m.planned.recipient,
+                m.planned.text,
+            )
+            for m in (self.messages[k] for k in sorted(self.messages))
+            if m.accepted_at is not None and m.planned.id not in self._group_sends  # 1:1 messages only
+        )
+        regions: dict[str, set[str]] = {}
+        for d in self.scenario.devices():
+            regions.setdefault(d.person, set()).add(d.region)
+        return GroundTruth(
+            msgs,
+            {k: frozenset(v) for k, v in regions.items()},
+            frozenset(regions),
+            tuple(sorted(self._control_truth, key=lambda c: (c.time, c.sender, c.recipient, c.kind))),
+        )
+
+    # --- run ------------------------------------------------------------------------------------
+
+    def run(self) -> SimulationResult:
+        self._schedule()
+        end = self.scenario.duration
+        step = max(end / 100, 1.0)
+        t = 0.0
+        while t < end:
+            t = min(end, t + step)
+            # One commit per step of simulated time, each request inside it a savepoint of its own
+            # (relay.store.Store.transaction): the same writes, without a commit per request.
+            with self.store.transaction():
+                self.sched.run(until=t)
+            if self.progress is not None:
+                self.progress(t, end)
+        self.timeline.finish()  # orders still running at the end are answered now
+        exceptional = self.interventions.finish()
+        queued = len(self.store.all_envelopes())
+        self.store.close()
+        return SimulationResult(
+            self.scenario,
+            [self.messages[k] for k in sorted(self.messages)],
+            dict(sorted(self.record_counts.items())),
+            {
+                "lost": self.net.lost,
+                "duplicated": self.net.duplicated,
+                "partitioned": self.net.partitioned,
+                "held": self.net.held,
+            },
+            self.undecryptable,
+            self.duplicates_dropped,
+            self.mismatched,
+            self.sched.events_run,
+            queued,
+            self.frames_to_relay,
+            self.disclosures,
+            self._truth(),
+            exceptional,
+            dict(self.control),
+        )
+
+
+def address_books(scenario: Scenario, graph: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Each person's address book: the people they converse with, and their social-graph neighbours."""
+    book: dict[str, set[str]] = {p.name: set() for p in scenario.people}
+    for conv in scenario.conversations:
+        a, b = conv.between
+        book[a].add(b)
+        book[b].add(a)
+    for person, friends in graph.items():
+        book[person].update(friends)
+    return {k: sorted(v) for k, v in book.items()}
+
+
+def record_view(r: MetadataRecord, epoch: float | None = None) -> dict[str, Any]:
+    """A metadata record as JSON: the fields the relay observed, never content. Given the relay
+    clock's ``epoch`` (what it read at simulated t = 0), ``time`` is simulated seconds from the
+    start, the transcript's time base (``sims.report.transcript_writer``); without, it is the
+    relay's clock as recorded (Unix seconds)."""
+    out: dict[str, Any] = {"kind": r.kind.value}
+    if r.time is not None and epoch is not None:
+        out["time"] = round(r.time - epoch, 6)
+    for name in (
+        "time",
+        "host",
+        "port",
+        "account",
+        "device",
+        "recipient_account",
+        "recipient_device",
+        "size",
+    ):
+        value = getattr(r, name)
+        if value is not None and name not in out:
+            out[name] = value
+    if r.envelope_id is not None:
+        out["envelope_id"] = r.envelope_id.hex()
+    return out

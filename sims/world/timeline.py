@@ -1,0 +1,254 @@
+"""One world for both drivers: the scenario's timeline, the provider and its legal process, interpreted once.
+
+``Timeline`` reads the scenario — its offline windows, its typed timeline events
+(``sims.scenario.Event``), its planned messages — and, at each one's time, calls a small
+``Driver`` interface that both ``sims.world.simulation.Simulation`` (discrete events in virtual time) and
+``sims.live`` (a real ``relaysim relay serve`` process and trio clients on loopback) implement.
+Everything a legal_process event means is decided here: one order per named account, the
+instrument's kind (a preservation freezes, a forward-looking order taps until it expires or is
+withdrawn, a backup warrant goes to the backup's custodian, the rest look back), the windows on
+the relay's clock, and the disclosures, answered by the driver's ``relay.compliance.ComplianceDesk``.
+``provider`` and ``sealed_sender`` are the relay profile and the sealed-sender choice both drivers run.
+
+What differs between the drivers is only how a step is carried out: the simulation calls its
+in-process ``RelayCore``; the live driver asks the relay process through its operator socket
+(``relay.server``'s ``--admin``) and answers orders from the relay's database, read while it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from functools import partial
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from relaysim.relay.backup import disclose_backup
+from relaysim.relay.compliance import ComplianceDesk, Disclosure, LegalProcess
+from relaysim.relay.core import Tap
+from relaysim.relay.profiles import Profile, profile_as_of
+from relaysim.sims.scenario import (
+    DeviceOffline,
+    DeviceOnline,
+    LegalProcessEvent,
+    Scenario,
+    TimelineEvent,
+)
+from relaysim.sims.world.traffic import PlannedMessage
+
+__all__ = ["NONDISCLOSURE", "Driver", "MessageRecord", "Timeline", "provider", "sealed_sender"]
+
+NONDISCLOSURE = "18 U.S.C. 2705(b)"  # what a nondisclosure_order is issued under
+
+
+def provider(scenario: Scenario) -> Profile:
+    """The provider the relay runs: its profile as it was when the scenario is set ([scenario] start),
+    or as it is today; on a counterfactual run, as if it had complied (never the record)."""
+    profile = profile_as_of(scenario.relay.profile, scenario.start)
+    if scenario.counterfactual:
+        from relaysim.sims.counterfactual import complied_profile
+
+        profile = complied_profile(profile, scenario)
+    return profile
+
+
+def sealed_sender(scenario: Scenario, profile: Profile) -> bool:
+    """Whether devices send sealed: the scenario's [relay] sealed_sender, else the profile's default."""
+    return scenario.relay.sealed_sender if scenario.relay.sealed_sender is not None else profile.sealed_sender
+
+
+class MessageRecord(Protocol):
+    """What a driver knows about one planned message (sims.world.simulation.MessageState)."""
+
+    @property
+    def planned(self) -> PlannedMessage: ...
+    @property
+    def delivered(self) -> Mapping[str, float]: ...
+
+
+class Driver(Protocol):
+    """What a run does when the timeline says so. Times are simulated seconds from the start."""
+
+    @property
+    def scenario(self) -> Scenario: ...
+    @property
+    def profile(self) -> Profile: ...
+    @property
+    def desk(self) -> ComplianceDesk: ...
+    @property
+    def messages(self) -> Mapping[int, MessageRecord]: ...
+
+    def now(self) -> float: ...
+    def relay_time(self, t: float) -> float:
+        """What the relay's clock reads (or will read) at simulated time ``t``."""
+        ...
+
+    def at(self, t: float, action: Callable[[], None]) -> None:
+        """Run ``action`` at simulated time ``t`` (ties in the order they were scheduled)."""
+        ...
+
+    def emit(self, event: dict[str, Any], /) -> None: ...
+    def go_offline(self, device: str, why: str) -> None: ...
+    def come_online(self, device: str) -> None: ...
+    def app_send(self, message: PlannedMessage) -> None: ...
+    def preserve(self, account: str, since: float) -> None: ...
+    def add_tap(self, tap: Tap) -> None: ...
+    def remove_tap(self, tap_id: str) -> None: ...
+    def intervene(self, index: int, event: TimelineEvent) -> None:
+        """Timeline event number ``index``, answered by an intervention (sims.access)."""
+        ...
+
+
+class Timeline:
+    """The scenario's timeline over one driver; keeps the orders in force and the disclosures."""
+
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+        self.disclosures: list[Disclosure] = []
+        self._open: dict[str, LegalProcess] = {}
+        self._tapped: set[str] = set()
+
+    @property
+    def open_orders(self) -> Mapping[str, LegalProcess]:
+        """The forward-looking orders still running, by name (a read-only view)."""
+        return MappingProxyType(self._open)
+
+    # --- scheduling ----------------------------------------------------------------------------
+
+    def schedule_events(self) -> None:
+        """Offline windows, then the timeline's events, each at its time."""
+        d = self.driver
+        for spec in d.scenario.devices():
+            for start, end in spec.offline:
+                d.at(start, partial(d.go_offline, spec.name, "offline window"))
+                d.at(end, partial(d.come_online, spec.name))
+        for i, ev in enumerate(d.scenario.events):
+            d.at(ev.at, partial(self.event, i, ev))
+
+    def schedule_messages(self, messages: list[PlannedMessage]) -> None:
+        for m in messages:
+            self.driver.at(m.at, partial(self.driver.app_send, m))
+
+    def event(self, index: int, ev: TimelineEvent) -> None:
+        d = self.driver
+        if isinstance(ev, DeviceOffline):
+            d.go_offline(ev.device, "timeline")
+        elif isinstance(ev, DeviceOnline):
+            d.come_online(ev.device)
+        elif isinstance(ev, LegalProcessEvent):
+            self.serve(ev)
+        else:
+            d.intervene(index, ev)
+
+    def finish(self) -> None:
+        """At the end of the run: the orders still running are answered now."""
+        for name in list(self._open):
+            self._expire(name)
+
+    # --- legal process -------------------------------------------------------------------------
+
+    def serve(self, ev: LegalProcessEvent) -> None:
+        """One legal_process event: one order per account it names."""
+        if ev.targets:
+            for target in ev.targets:
+                self._serve(ev, target, f"{ev.name}-{target.lstrip('+')}")
+        else:
+            self._serve(ev, ev.target, ev.name)
+
+    def _serve(self, ev: LegalProcessEvent, target: str | None, name: str) -> None:
+        d = self.driver
+        rel = d.relay_time
+        withdrawn = ev.withdrawn
+        if ev.counterfactual and d.scenario.counterfactual:
+            withdrawn = None  # had the provider complied, there was no refusal to withdraw over
+        order = LegalProcess(
+            name=name,
+            process=ev.process,
+            target=target,
+            served=rel(d.now()),
+            start=None if ev.start is None else rel(ev.start),
+            end=None if ev.end is None else rel(ev.end),
+            withdrawn=None if withdrawn is None else rel(withdrawn),
+            nondisclosure=NONDISCLOSURE if ev.nondisclosure_order else None,
+        )
+        d.emit(
+            {
+                "t": d.now(),
+                "kind": "legal_process_served",
+                "name": order.name,
+                "process": order.process,
+                "target": order.target,
+                "profile": d.profile.name,
+                "response": d.profile.response_to(order.instrument),
+                **({"nondisclosure_order": order.nondisclosure} if order.nondisclosure else {}),
+            }
+        )
+        if order.process == "backup_warrant":
+            self._serve_backup(order)
+        elif order.instrument.looks == "freeze":
+            assert order.target is not None
+            d.preserve(order.target, order.served)
+            self._disclose(order)
+        elif order.forward:
+            tap = d.desk.begin(order)
+            if tap is not None:
+                d.add_tap(tap)
+                self._tapped.add(order.name)
+            self._open[order.name] = order
+            if withdrawn is not None and (ev.end is None or withdrawn < ev.end):
+                d.at(withdrawn, partial(self._withdraw, order.name))
+            elif ev.end is not None and ev.end < d.scenario.duration:
+                d.at(ev.end, partial(self._expire, order.name))
+        else:
+            self._disclose(order)
+
+    def _withdraw(self, name: str) -> None:
+        order = self._open.get(name)
+        if order is not None:
+            d = self.driver
+            d.emit({"t": d.now(), "kind": "demand_withdrawn", "name": name, "process": order.process})
+        self._expire(name)
+
+    def _expire(self, name: str) -> None:
+        order = self._open.pop(name, None)
+        if order is None:
+            return
+        if name in self._tapped:
+            self._tapped.discard(name)
+            self.driver.remove_tap(name)
+        self._disclose(order)
+
+    def _serve_backup(self, order: LegalProcess) -> None:
+        """A search warrant on the custodian of the target's backup: the history the phones held."""
+        d = self.driver
+        assert order.target is not None
+        backup = d.scenario.person(order.target).backup or d.profile.backup
+        mine = f"{order.target}/"
+        history = []
+        for state in d.messages.values():
+            m = state.planned
+            sent = m.sender == order.target  # on the phone from the moment it was written
+            got = [t for device, t in state.delivered.items() if device.startswith(mine)]
+            if sent or got:
+                at = m.at if sent else min(got)
+                history.append(
+                    {"from": m.sender, "to": m.recipient, "time": d.relay_time(at), "text": m.text}
+                )
+        history.sort(key=lambda r: (r["time"], r["from"], r["text"]))
+        self._filed(order, disclose_backup(order, d.profile.name, backup, history))
+
+    def _disclose(self, order: LegalProcess) -> None:
+        self._filed(order, self.driver.desk.serve(order))
+
+    def _filed(self, order: LegalProcess, disclosure: Disclosure) -> None:
+        self.disclosures.append(disclosure)
+        d = self.driver
+        d.emit(
+            {
+                "t": d.now(),
+                "kind": "disclosure",
+                "name": order.name,
+                "process": order.process,
+                "target": order.target,
+                **disclosure.summary(),
+            }
+        )

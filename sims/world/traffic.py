@@ -1,0 +1,328 @@
+"""Who is in a scenario and what they say: explicit people and messages, or a generated population.
+
+A ``[generate]`` table grows a population on a social graph (networkx's Barabási–Albert or
+Erdős–Rényi generator, seeded), gives each person a message rate drawn from a log-normal
+distribution (heavy-tailed, as messaging volumes are), spreads their messages over the day by a
+daily rhythm, and sends each to a neighbour on the graph. Message texts are short random
+sentences, different from one another, so tests can look for any of them in what the relay holds.
+
+Rates are per day and hold for any duration. A person's messages arrive as a process whose
+intensity at time t is ``rate × w(hour of t) / 1 day``, where ``w`` is the daily rhythm scaled to
+average 1 over the day (t = 0 is midnight). Over a run of D seconds that person sends, on
+average, ``rate × activity_days(D)`` messages (``activity_days``: D / 1 d for a flat rhythm, the
+rhythm's weight over [0, D) otherwise). Each person's rate is drawn once from the log-normal;
+their count is rate × activity_days(D) rounded up or down at random (so its mean is exact), and
+each message's time is drawn from the same intensity. People with no contacts send nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, replace
+
+from relaysim.sims.scenario import DeviceSpec, PersonSpec, Scenario, generated_names
+
+__all__ = [
+    "DEFAULT_RHYTHM",
+    "PlannedMessage",
+    "activity_days",
+    "contact_graph",
+    "expand_population",
+    "plan_messages",
+    "plan_moves",
+]
+
+# Relative messaging activity per hour of the day (00-23): quiet at night, peaks at midday and
+# in the evening. An illustrative shape, not a measured one; scenarios may give their own.
+DEFAULT_RHYTHM = (
+    0.2, 0.1, 0.05, 0.05, 0.05, 0.1, 0.3, 0.7, 1.0, 1.0, 1.0, 1.1,
+    1.3, 1.1, 1.0, 1.0, 1.0, 1.1, 1.3, 1.5, 1.6, 1.5, 1.0, 0.5,
+)  # fmt: skip
+
+_WORDS = [
+    "meet",
+    "call",
+    "later",
+    "tonight",
+    "tomorrow",
+    "coffee",
+    "train",
+    "late",
+    "early",
+    "office",
+    "home",
+    "park",
+    "news",
+    "photo",
+    "send",
+    "bring",
+    "book",
+    "ticket",
+    "dinner",
+    "lunch",
+    "doctor",
+    "school",
+    "market",
+    "bridge",
+    "river",
+    "station",
+    "corner",
+    "window",
+    "garden",
+    "letter",
+    "money",
+    "phone",
+    "charger",
+    "keys",
+    "jacket",
+    "rain",
+    "sun",
+    "weekend",
+    "monday",
+    "friday",
+    "plan",
+    "change",
+    "cancel",
+    "confirm",
+    "address",
+    "number",
+    "minutes",
+    "hours",
+    "quickly",
+    "slowly",
+    "maybe",
+    "sure",
+    "thanks",
+    "sorry",
+    "great",
+    "fine",
+    "okay",
+    "please",
+    "again",
+    "soon",
+    "never",
+    "always",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedMessage:
+    id: int
+    at: float
+    sender: str
+    recipient: str
+    text: str
+
+
+def _rng(seed: int, label: str) -> random.Random:
+    return random.Random(f"{seed}:{label}")
+
+
+def expand_population(scenario: Scenario) -> Scenario:
+    """The scenario with its generated people added (a no-op without ``[generate]``)."""
+    g = scenario.generate
+    if g is None:
+        return scenario
+    rng = _rng(scenario.seed, "population")
+    regions, region_w = zip(*g.regions, strict=True)
+    counts, count_w = zip(*g.devices_per_person, strict=True)
+    people = list(scenario.people)
+    for i, name in enumerate(generated_names(g.people)):
+        region = rng.choices(regions, region_w)[0]
+        n_devices = rng.choices(counts, count_w)[0]
+        devices = tuple(
+            DeviceSpec(name, j + 1, region, f"10.{(i >> 8) & 255}.{i & 255}.{j + 1}")
+            for j in range(n_devices)
+        )
+        people.append(PersonSpec(name, devices))
+    return replace(scenario, people=tuple(_households(scenario, people, g.people)))
+
+
+def contact_graph(scenario: Scenario) -> dict[str, list[str]]:
+    """Each generated person's contacts (sorted), from the seeded graph model."""
+    import networkx as nx
+
+    g = scenario.generate
+    if g is None:
+        return {}
+    names = [p.name for p in scenario.people][-g.people :]
+    if g.graph_model == "barabasi-albert":
+        graph = nx.barabasi_albert_graph(g.people, g.graph_m, seed=scenario.seed)
+    else:
+        p = min(1.0, 2 * g.graph_m / max(1, g.people - 1))
+        graph = nx.fast_gnp_random_graph(g.people, p, seed=scenario.seed)
+    return {names[n]: sorted(names[m] for m in graph.neighbors(n)) for n in sorted(graph.nodes)}
+
+
+def _sentence(rng: random.Random, serial: int) -> str:
+    words = [rng.choice(_WORDS) for _ in range(rng.randint(3, 9))]
+    # a serial number keeps every text distinct, so each can be looked for on its own
+    return f"{' '.join(words)} #{serial}"
+
+
+def _activity(duration: float, rhythm: tuple[float, ...]) -> tuple[list[float], list[float]]:
+    """The run cut at every hour boundary: each piece's start and the cumulative activity (in days of
+    average activity) up to its end."""
+    scale = 24 / sum(rhythm)  # so that the rhythm averages 1 over the day
+    starts: list[float] = []
+    cumulative: list[float] = []
+    total = 0.0
+    t = 0.0
+    while t < duration:
+        hour = int(t // 3600)
+        end = min(duration, (hour + 1) * 3600.0)
+        starts.append(t)
+        total += rhythm[hour % 24] * scale * (end - t) / 86400
+        cumulative.append(total)
+        t = end
+    return starts, cumulative
+
+
+def activity_days(duration: float, rhythm: tuple[float, ...] = DEFAULT_RHYTHM) -> float:
+    """How many days' worth of messages a run of ``duration`` seconds from midnight holds under
+    ``rhythm``: a person with a rate of r messages a day sends r × this many on average."""
+    cumulative = _activity(duration, rhythm)[1]
+    return cumulative[-1] if cumulative else 0.0
+
+
+def plan_messages(scenario: Scenario, graph: dict[str, list[str]] | None = None) -> list[PlannedMessage]:
+    """Every message of the run, in time order, with ids from 1. ``graph``: ``contact_graph(scenario)``
+    when the caller has already built it."""
+    planned: list[tuple[float, str, str, str]] = []
+    for conv in scenario.conversations:
+        for m in conv.messages:
+            planned.append((m.at, m.sender, m.recipient, m.text))
+    g = scenario.generate
+    if g is not None:
+        rng = _rng(scenario.seed, "traffic")
+        contacts = contact_graph(scenario) if graph is None else graph
+        rhythm = g.daily_rhythm or DEFAULT_RHYTHM
+        duration = scenario.duration
+        starts, cumulative = _activity(duration, rhythm)
+        days = cumulative[-1] if cumulative else 0.0
+        pieces = range(len(starts))
+        sigma = g.messages_per_day_sigma
+        mu = math.log(g.messages_per_day_mean) - sigma * sigma / 2  # so that the mean is the mean
+        # Each person's rate comes from a stream of its own, one draw per person in order, so that it
+        # belongs to the person: the same people are the heavy writers whatever the duration, and
+        # doubling the mean doubles every rate.
+        rates = _rng(scenario.seed, "rates")
+        serial = 0
+        for person, friends in contacts.items():
+            rate = rates.lognormvariate(mu, sigma)
+            if not friends:
+                continue
+            expected = rate * days
+            n = int(expected) + (1 if rng.random() < expected - int(expected) else 0)
+            for _ in range(n):
+                # a piece of the run in proportion to its activity, then a uniform time within it
+                i = rng.choices(pieces, cum_weights=cumulative)[0]
+                start = starts[i]
+                end = starts[i + 1] if i + 1 < len(starts) else duration
+                at = min(start + rng.random() * (end - start), math.nextafter(duration, 0.0))
+                serial += 1
+                planned.append((at, person, rng.choice(friends), _sentence(rng, serial)))
+        planned.extend(_behaviour(scenario, planned, list(contacts)))
+    planned.sort(key=lambda p: p[0])
+    return [PlannedMessage(i + 1, at, s, r, text) for i, (at, s, r, text) in enumerate(planned)]
+
+
+# --- [traffic]: answers, popular accounts, background, shared and changing addresses ------------
+
+
+def _households(scenario: Scenario, people: list[PersonSpec], generated: int) -> list[PersonSpec]:
+    """``traffic.households`` of the generated people grouped 2-4 to a home (or an office's NAT):
+    every device in a group goes out from the group's one address."""
+    share = scenario.traffic.households
+    if share <= 0:
+        return people
+    rng = _rng(scenario.seed, "households")
+    first = len(people) - generated
+    chosen = [i for i in range(first, len(people)) if rng.random() < share]
+    out = list(people)
+    home = 0
+    while len(chosen) >= 2:
+        size = min(len(chosen), rng.randint(2, 4))
+        group, chosen = chosen[:size], chosen[size:]
+        address = f"172.16.{(home >> 8) & 255}.{home & 255}"
+        home += 1
+        for i in group:
+            p = out[i]
+            out[i] = replace(p, devices=tuple(replace(d, address=address) for d in p.devices))
+    return out
+
+
+def _poisson_times(rng: random.Random, per_hour: float, duration: float) -> list[float]:
+    out: list[float] = []
+    if per_hour <= 0:
+        return out
+    t = rng.expovariate(per_hour / 3600)
+    while t < duration:
+        out.append(t)
+        t += rng.expovariate(per_hour / 3600)
+    return out
+
+
+def _behaviour(
+    scenario: Scenario, planned: list[tuple[float, str, str, str]], names: list[str]
+) -> list[tuple[float, str, str, str]]:
+    """The ``[traffic]`` messages added to generated traffic: popular accounts' streams, background
+    pairs, and answers (turn-taking, each after a log-normal delay with the given median). A random
+    stream of its own, so traffic without these keys is what it was."""
+    tr = scenario.traffic
+    if len(names) < 2:
+        return []
+    rng = _rng(scenario.seed, "behaviour")
+    serial = 10_000_000  # texts stay distinct from the graph traffic's
+    extra: list[tuple[float, str, str, str]] = []
+
+    def text() -> str:
+        nonlocal serial
+        serial += 1
+        return _sentence(rng, serial)
+
+    popular = sorted(rng.sample(names, min(tr.popular, len(names))))
+    for star in popular:
+        for at in _poisson_times(rng, tr.popular_messages_per_hour, scenario.duration):
+            sender = rng.choice(names)
+            if sender != star:
+                extra.append((at, sender, star, text()))
+    for at in _poisson_times(rng, tr.background_per_hour, scenario.duration):
+        a, b = rng.sample(names, 2)
+        extra.append((at, a, b, text()))
+    if tr.reply_probability > 0:
+        answers: list[tuple[float, str, str, str]] = []
+        mu = math.log(max(tr.reply_delay, 1e-3))
+        for at, sender, recipient, _text in [*planned, *extra]:
+            if recipient in popular:
+                continue  # a popular account does not answer its stream
+            turn = 1
+            while turn < tr.max_turns and rng.random() < tr.reply_probability:
+                at += rng.lognormvariate(mu, 1.0)
+                if at >= scenario.duration:
+                    break
+                sender, recipient = recipient, sender
+                answers.append((at, sender, recipient, text()))
+                turn += 1
+        extra.extend(answers)
+    return extra
+
+
+def plan_moves(scenario: Scenario) -> list[tuple[float, str, str]]:
+    """(time, device name, new address) for every change of network: ``traffic.moves`` as given, and
+    for ``traffic.mobile`` of the generated people, ``moves_per_day`` moves of their first phone
+    (Poisson), each to an address of a carrier's pool."""
+    tr = scenario.traffic
+    moves = [(m.at, m.device, m.address) for m in tr.moves]
+    g = scenario.generate
+    if g is not None and tr.mobile > 0 and tr.moves_per_day > 0:
+        rng = _rng(scenario.seed, "mobility")
+        n = 0
+        for p in scenario.people[-g.people :]:
+            if rng.random() >= tr.mobile:
+                continue
+            for at in _poisson_times(rng, tr.moves_per_day / 24, scenario.duration):
+                n += 1
+                moves.append((at, p.devices[0].name, f"100.64.{(n >> 8) & 255}.{n & 255}"))
+    return sorted(moves)

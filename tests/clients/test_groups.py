@@ -1,0 +1,263 @@
+"""Sender keys (clients.groups): the key schedule against an independent computation, the receiving
+side's limits and failures, and group membership over pairwise Double Ratchet sessions."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from hypothesis import given
+from hypothesis import strategies as st
+
+from relaysim.clients import groups as G
+from relaysim.clients.errors import DecryptionError, UsageError
+from relaysim.clients.ratchet import RatchetConfig
+from relaysim.clients.session import Device, PeerAddress
+from tests.conftest import seeded_rng
+
+GID = bytes(range(16))
+ALICE = PeerAddress("alice", 1)
+BOB = PeerAddress("bob", 1)
+
+
+def keys(owner: PeerAddress, seed: int) -> G.GroupKeys:
+    return G.GroupKeys(owner, rng=seeded_rng(seed))
+
+
+def alice_and_bob() -> tuple[G.GroupKeys, G.GroupKeys]:
+    a, b = keys(ALICE, 1), keys(BOB, 2)
+    [(peer, skdm)] = a.prepare_send(GID, [BOB])
+    assert peer == BOB
+    b.process(ALICE, skdm.to_bytes())
+    return a, b
+
+
+def test_key_schedule_matches_an_independent_computation() -> None:
+    """SenderChainKey and SenderMessageKey as libsignal defines them, computed with the standard library's
+    HMAC and cryptography's HKDF and AES-CBC, open what GroupKeys.encrypt produced."""
+    a, _b = alice_and_bob()
+    state = a.own[GID]
+    ck, pub = state.chain_key, state.signing_public
+    messages = [a.encrypt(GID, f"message {i}".encode()) for i in range(3)]
+    for i, msg in enumerate(messages):
+        seed = hmac.new(ck, b"\x01", hashlib.sha256).digest()
+        ck = hmac.new(ck, b"\x02", hashlib.sha256).digest()
+        derived = HKDF(hashes.SHA256(), 48, salt=None, info=b"WhisperGroup").derive(seed)
+        body, sig = msg[:-64], msg[-64:]
+        Ed25519PublicKey.from_public_bytes(pub).verify(sig, body)  # raises if wrong
+        assert body[0] == 0x33 and body[1:17] == GID
+        assert int.from_bytes(body[21:25], "big") == i
+        dec = Cipher(algorithms.AES(derived[16:]), modes.CBC(derived[:16])).decryptor()
+        padded = dec.update(body[25:]) + dec.finalize()
+        assert padded[: -padded[-1]] == f"message {i}".encode()
+
+
+def test_one_encryption_reaches_every_holder_in_any_order() -> None:
+    a, b = alice_and_bob()
+    c = keys(PeerAddress("carol", 1), 3)
+    for peer, skdm in a.prepare_send(GID, [BOB, c.owner]):
+        assert peer == c.owner
+        c.process(ALICE, skdm.to_bytes())
+    msgs = [a.encrypt(GID, bytes([i]) * 5) for i in range(6)]
+    for i in [3, 0, 5, 1, 4, 2]:
+        assert b.decrypt(ALICE, msgs[i]) == (GID, bytes([i]) * 5)
+    for i in range(6):
+        assert c.decrypt(ALICE, msgs[i])[1] == bytes([i]) * 5
+
+
+def _snapshot(k: G.GroupKeys) -> dict[str, object]:
+    return k.to_dict()
+
+
+def test_failures_leave_the_state_unchanged() -> None:
+    a, b = alice_and_bob()
+    first = a.encrypt(GID, b"one")
+    second = a.encrypt(GID, b"two")
+    assert b.decrypt(ALICE, second)[1] == b"two"
+    before = _snapshot(b)
+    tampered = bytearray(first)
+    tampered[30] ^= 1
+    bad = [
+        bytes(tampered),  # the signature no longer verifies
+        first[:-1] + bytes([first[-1] ^ 1]),  # a bad signature
+        b"",
+        b"\x33" + bytes(100),  # an unknown chain
+        second,  # a replay
+    ]
+    for data in bad:
+        with pytest.raises(DecryptionError):
+            b.decrypt(ALICE, data)
+        assert _snapshot(b) == before
+    with pytest.raises(DecryptionError):
+        b.decrypt(BOB, first)  # from a sender whose key we do not hold
+    assert b.decrypt(ALICE, first)[1] == b"one"  # the skipped key was kept
+
+
+def test_forward_jump_and_stored_key_limits() -> None:
+    a, b = alice_and_bob()
+    state = a.own[GID]
+    state_copy = state.copy()
+    # Jump past MAX_FORWARD_JUMPS: refused.
+    state.chain_key, state.iteration = (
+        _advance(state.chain_key, G.MAX_FORWARD_JUMPS + 1),
+        G.MAX_FORWARD_JUMPS + 1,
+    )
+    with pytest.raises(DecryptionError):
+        b.decrypt(ALICE, a.encrypt(GID, b"too far"))
+    # Exactly MAX_FORWARD_JUMPS ahead: accepted; only MAX_MESSAGE_KEYS skipped keys are kept, the newest.
+    a.own[GID] = state_copy
+    state_copy.chain_key, state_copy.iteration = _advance(state_copy.chain_key, 2500), 2500
+    assert b.decrypt(ALICE, a.encrypt(GID, b"far"))[1] == b"far"
+    held = b.received[(GID, ALICE)][0].skipped
+    assert len(held) == G.MAX_MESSAGE_KEYS and min(held) == 2500 - G.MAX_MESSAGE_KEYS
+
+
+def _advance(ck: bytes, n: int) -> bytes:
+    for _ in range(n):
+        ck = G.sender_chain_step(ck)[1]
+    return ck
+
+
+def test_rotation_when_a_holder_is_no_longer_a_recipient() -> None:
+    a, b = alice_and_bob()
+    c = keys(PeerAddress("carol", 1), 3)
+    for _peer, skdm in a.prepare_send(GID, [BOB, c.owner]):
+        c.process(ALICE, skdm.to_bytes())
+    chain = a.own[GID].chain_id
+    assert a.prepare_send(GID, [BOB, c.owner]) == []  # nothing new to hand out
+    out = a.prepare_send(GID, [BOB])  # carol left
+    assert [p for p, _ in out] == [BOB] and a.own[GID].chain_id != chain
+    b.process(ALICE, out[0][1].to_bytes())
+    msg = a.encrypt(GID, b"after carol left")
+    assert b.decrypt(ALICE, msg)[1] == b"after carol left"
+    with pytest.raises(DecryptionError):
+        c.decrypt(ALICE, msg)
+
+
+def test_usage_errors() -> None:
+    a = keys(ALICE, 1)
+    with pytest.raises(UsageError, match="prepare_send"):
+        a.encrypt(GID, b"x")
+    with pytest.raises(UsageError, match="16 bytes"):
+        a.distribution(b"short")
+
+
+def test_a_repeated_distribution_keeps_the_position() -> None:
+    a, b = alice_and_bob()
+    skdm = a.distribution(GID).to_bytes()
+    m = a.encrypt(GID, b"x")
+    assert b.decrypt(ALICE, m)[1] == b"x"
+    b.process(ALICE, skdm)  # the same key again (an at-least-once redelivery)
+    with pytest.raises(DecryptionError):
+        b.decrypt(ALICE, m)  # still a replay
+
+
+# --- membership over pairwise sessions -------------------------------------------------------
+
+SKDM = b"\x00\xfeK"  # the control prefix a distribution message travels under
+
+
+class _World:
+    """Accounts with linked devices, one group, sender keys distributed over Double Ratchet sessions.
+
+    Every group message is offered to every device that ever existed, members or not, as a relay
+    that copies it everywhere would: the test checks who can read it.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.devices: dict[PeerAddress, tuple[Device, G.GroupKeys]] = {}
+        self.accounts: dict[str, list[int]] = {}
+        self.members: set[str] = set()
+        self.next_id: dict[str, int] = {}
+
+    def link(self, account: str) -> None:
+        number = self.next_id[account] = self.next_id.get(account, 0) + 1  # ids are never reused
+        self.accounts.setdefault(account, []).append(number)
+        rng = seeded_rng(self.seed * 1000 + len(self.devices) + 1)
+        addr = PeerAddress(account, number)
+        device = Device(account, number, rng=rng, pq=False, config=RatchetConfig())
+        self.devices[addr] = (device, G.GroupKeys(addr, rng=rng))
+
+    def unlink(self, account: str) -> None:
+        ids = self.accounts.get(account, [])
+        if len(ids) > 1:
+            ids.pop()  # the newest linked device; the primary stays
+
+    def current(self) -> set[PeerAddress]:
+        return {PeerAddress(a, d) for a in self.members for d in self.accounts[a]}
+
+    def pairwise(self, src: PeerAddress, dst: PeerAddress, plaintext: bytes) -> None:
+        sd, _ = self.devices[src]
+        dd, dk = self.devices[dst]
+        if not sd.has_session(dst):
+            sd.start_session(dst, dd.generate_prekeys(1, 0))
+        got = dd.decrypt(src, sd.encrypt(dst, plaintext))
+        assert got.startswith(SKDM)
+        dk.process(src, got[len(SKDM) :])
+
+    def send(self, src: PeerAddress, text: bytes) -> dict[PeerAddress, bytes | None]:
+        _, gk = self.devices[src]
+        recipients = self.current() - {src}
+        for peer, skdm in gk.prepare_send(GID, recipients):
+            self.pairwise(src, peer, SKDM + skdm.to_bytes())
+        msg = gk.encrypt(GID, text)
+        out: dict[PeerAddress, bytes | None] = {}
+        for addr, (_, k) in self.devices.items():
+            if addr == src:
+                continue
+            try:
+                out[addr] = k.decrypt(src, msg)[1]
+            except DecryptionError:
+                out[addr] = None
+        return out
+
+
+ACCOUNTS = ["ann", "ben", "cat", "dan"]
+step = st.one_of(
+    st.tuples(st.just("link"), st.sampled_from(ACCOUNTS)),
+    st.tuples(st.just("unlink"), st.sampled_from(ACCOUNTS)),
+    st.tuples(st.just("join"), st.sampled_from(ACCOUNTS)),
+    st.tuples(st.just("leave"), st.sampled_from(ACCOUNTS)),
+    st.tuples(st.just("send"), st.integers(0, 99)),
+)
+
+
+@given(st.integers(0, 2**16), st.lists(step, min_size=1, max_size=25))
+def test_member_devices_read_exactly_the_messages_sent_while_they_are_members(
+    seed: int, steps: list[tuple[str, object]]
+) -> None:
+    """In any sequence of device links, unlinks, joins and leaves, every current member device decrypts
+    every message sent after it joined, and no device reads one sent while it was not a member device."""
+    world = _World(seed)
+    for a in ACCOUNTS:
+        world.link(a)
+    world.members = {"ann", "ben"}
+    sent = 0
+    for kind, arg in steps:
+        if kind == "link":
+            world.link(str(arg))
+        elif kind == "unlink":
+            world.unlink(str(arg))
+        elif kind == "join":
+            world.members.add(str(arg))
+        elif kind == "leave":
+            world.members.discard(str(arg))
+        else:
+            current = sorted(world.current())
+            if not current:
+                continue
+            src = current[int(str(arg)) % len(current)]
+            text = f"message {sent}".encode()
+            sent += 1
+            got = world.send(src, text)
+            for addr, plaintext in got.items():
+                if addr in world.current():
+                    assert plaintext == text, f"{addr} is a member device and could not read {text!r}"
+                else:
+                    assert plaintext is None, f"{addr} is not a member device and read {text!r}"

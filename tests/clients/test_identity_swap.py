@@ -1,0 +1,94 @@
+"""The relay_swaps_identity scenario: the swap is noticed at its first message, never silent."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from relaysim.sims.scenario import ScenarioError, VerifySafetyNumber, parse_scenario, resolve_scenario
+from relaysim.sims.world.simulation import Simulation
+
+SWAP_AT = 3600.0
+
+
+def _run(policy: str, *, verify: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]], Any]:
+    sc = resolve_scenario("relay-swaps-identity")
+    sc = replace(sc, defences=replace(sc.defences, identity_changes=policy))
+    if verify:
+        sc = replace(sc, events=(VerifySafetyNumber(at=1800.0, who="nadia", whom="ilya"), *sc.events))
+    events: list[dict[str, Any]] = []
+    result = Simulation(sc, transcript=events.append).run()
+    (report,) = [r for r in result.exceptional if r.name == "relay-swaps-identity"]
+    return report.data, events, result
+
+
+def test_without_verification_the_contact_is_warned_at_the_swaps_first_message() -> None:
+    data, events, _result = _run("warn")
+    assert data["noticed_by"] == ["nadia/1"] and data["silently_accepted_by"] == []
+    assert SWAP_AT <= data["first_notice_at"] < SWAP_AT + 1
+    (notice,) = data["notices"]
+    assert notice["accepted"] and notice["via"] == "message"
+    assert data["outcomes"]["nadia/1"]["shown_to_user"]
+    assert next(e["device"] for e in events if e["kind"] == "identity_changed") == "nadia/1"
+    # the warning is all there is: the next message went to the attacker
+    assert [r["text"] for r in data["read_by_attacker"]] == ["Which documents? The ones from March?"]
+
+
+@pytest.mark.parametrize("verify", [False, True])
+def test_blocking_or_a_verified_peer_refuses_the_swap(verify: bool) -> None:
+    data, events, result = _run("warn" if verify else "block", verify=verify)
+    (notice,) = data["notices"]
+    assert not notice["accepted"] and notice["was_verified"] == verify
+    assert data["outcomes"]["nadia/1"]["shown_to_user"] is False
+    assert data["read_by_attacker"] == []
+    assert all(m.delivered for m in result.messages)  # the real conversation goes on
+    if verify:
+        (compared,) = [e for e in events if e["kind"] == "safety_number_compared"]
+        assert compared["match"] and len(compared["safety_number"].replace(" ", "")) == 60
+
+
+def test_the_report_is_written_as_json_and_markdown() -> None:
+    _data, _events, result = _run("warn")
+    (report,) = [r for r in result.exceptional if r.name == "relay-swaps-identity"]
+    assert "nadia/1" in report.markdown and "01:00:00" in report.markdown
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ('kind = "relay_swaps_identity"\nvictim = "ilya"', "events[0].contact"),
+        ('kind = "relay_swaps_identity"\nvictim = "ilya"\ncontact = "ilya"', "someone other than victim"),
+        ('kind = "verify_safety_number"\nwho = "nadia"\nwhom = "zed"', "events[0].whom"),
+        ('kind = "verify_safety_number"\nwho = "nadia"\nwhom = "ilya"\nhow = "qr"', "how"),
+    ],
+)
+def test_identity_events_are_validated(event: str, message: str) -> None:
+    text = f"""
+[scenario]
+name = "x"
+duration = "1h"
+[[people]]
+name = "ilya"
+[[people]]
+name = "nadia"
+[[events]]
+at = "10m"
+{event}
+"""
+    with pytest.raises(ScenarioError, match=re.escape(message)):
+        parse_scenario(text)
+
+
+def test_a_safety_number_check_after_a_ghost_was_added_matches_nothing_for_the_ghost() -> None:
+    sc = resolve_scenario("ghost-device")
+    check = VerifySafetyNumber(at=3 * 3600.0, who="lena", whom="omar")
+    events: list[dict[str, Any]] = []
+    Simulation(replace(sc, events=(*sc.events, check)), transcript=events.append).run()
+    compared = {e["peer"]: e for e in events if e["kind"] == "safety_number_compared"}
+    assert compared["omar/1"]["match"] and compared["omar/1"]["in_hand"]
+    assert not compared["omar/2"]["match"] and not compared["omar/2"]["in_hand"]
+    # the ghost came at a new address: no pinned key changed, so no IdentityChanged
+    assert not [e for e in events if e["kind"] == "identity_changed"]

@@ -1,0 +1,207 @@
+"""The Double Ratchet over an adversarial link, as a hypothesis state machine.
+
+Two sessions, Alice and Bob, joined by a link that can drop, duplicate, reorder (within
+MAX_SKIP), tamper with and truncate messages. After every step:
+- every plaintext accepted equals what was sent, and is accepted at most once;
+- every bad input raised the one ``DecryptionError`` and left the state exactly as it was;
+- every message delivered untouched for the first time decrypted (nothing legitimate is lost);
+- the state survives a msgpack round trip unchanged.
+"""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from relaysim.clients.errors import DecryptionError, UsageError
+from relaysim.clients.ratchet import DoubleRatchet, RatchetConfig
+from tests.conftest import seeded_rng
+
+MAX_SKIP = 30
+
+
+def make_pair(config: RatchetConfig, seed: int) -> tuple[DoubleRatchet, DoubleRatchet]:
+    rng = seeded_rng(seed)
+    from relaysim.clients import spec
+
+    sk = rng(32)
+    ad = b"\x05" + rng(32) + b"\x05" + rng(32)
+    bob_spk = spec.generate_dh(rng)
+    hka, nhkb = rng(64), rng(64)
+    alice = DoubleRatchet.init_alice(
+        sk, bob_spk.public, ad, config=config, rng=rng, shared_hka=hka, shared_nhkb=nhkb
+    )
+    bob = DoubleRatchet.init_bob(sk, bob_spk, ad, config=config, rng=rng, shared_hka=hka, shared_nhkb=nhkb)
+    return alice, bob
+
+
+class Wire:
+    """One message on the link: who it is for, what was sent, and the bytes."""
+
+    def __init__(self, msg_id: int, to: str, plaintext: bytes, data: bytes) -> None:
+        self.msg_id = msg_id
+        self.to = to
+        self.plaintext = plaintext
+        self.data = data
+
+
+class RatchetOverAdversarialLink(RuleBasedStateMachine):
+    header_encryption = False
+
+    in_flight = Bundle("in_flight")
+    delivered = Bundle("delivered")
+
+    @initialize(seed=st.integers(0, 2**32))
+    def setup(self, seed: int) -> None:
+        config = RatchetConfig(
+            max_skip=MAX_SKIP, max_stored_skipped=1000, header_encryption=self.header_encryption
+        )
+        alice, bob = make_pair(config, seed)
+        self.sides = {"alice": alice, "bob": bob}
+        self.next_id = 0
+        self.accepted: set[int] = set()
+        self.undelivered = {"alice": 0, "bob": 0}  # messages in flight to each side
+
+    def _other(self, side: str) -> str:
+        return "bob" if side == "alice" else "alice"
+
+    @precondition(lambda self: self.undelivered["bob"] < MAX_SKIP - 2)
+    @rule(target=in_flight, plaintext=st.binary(max_size=64))
+    def alice_sends(self, plaintext: bytes) -> Wire:
+        return self._send("alice", plaintext)
+
+    @precondition(lambda self: self.sides["bob"].cks is not None and self.undelivered["alice"] < MAX_SKIP - 2)
+    @rule(target=in_flight, plaintext=st.binary(max_size=64))
+    def bob_sends(self, plaintext: bytes) -> Wire:
+        return self._send("bob", plaintext)
+
+    def _send(self, side: str, plaintext: bytes) -> Wire:
+        data = self.sides[side].encrypt(plaintext)
+        self.next_id += 1
+        to = self._other(side)
+        self.undelivered[to] += 1
+        return Wire(self.next_id, to, plaintext, data)
+
+    @rule(target=delivered, wire=consumes(in_flight))
+    def deliver(self, wire: Wire) -> Wire:
+        # Bundles hand out elements in any order: this is reordering.
+        got = self.sides[wire.to].decrypt(wire.data)
+        assert got == wire.plaintext
+        assert wire.msg_id not in self.accepted
+        self.accepted.add(wire.msg_id)
+        self.undelivered[wire.to] -= 1
+        return wire
+
+    @rule(wire=consumes(in_flight))
+    def drop(self, wire: Wire) -> None:
+        self.undelivered[wire.to] -= 1
+
+    def _must_fail(self, to: str, data: bytes) -> None:
+        side = self.sides[to]
+        before = side.to_dict()
+        with pytest.raises(DecryptionError) as info:
+            side.decrypt(data)
+        assert str(info.value) == "message could not be decrypted"
+        assert side.to_dict() == before
+
+    @rule(wire=delivered)
+    def replay(self, wire: Wire) -> None:
+        self._must_fail(wire.to, wire.data)
+
+    @rule(wire=in_flight, data=st.data())
+    def tamper(self, wire: Wire, data: st.DataObject) -> None:
+        pos = data.draw(st.integers(0, len(wire.data) - 1))
+        bit = data.draw(st.integers(0, 7))
+        forged = bytearray(wire.data)
+        forged[pos] ^= 1 << bit
+        self._must_fail(wire.to, bytes(forged))
+
+    @rule(wire=in_flight, data=st.data())
+    def truncate(self, wire: Wire, data: st.DataObject) -> None:
+        cut = data.draw(st.integers(0, len(wire.data) - 1))
+        self._must_fail(wire.to, wire.data[:cut])
+
+    @rule(junk=st.binary(max_size=200), to=st.sampled_from(["alice", "bob"]))
+    def garbage(self, junk: bytes, to: str) -> None:
+        self._must_fail(to, junk)
+
+    @invariant()
+    def state_round_trips(self) -> None:
+        for name, side in self.sides.items():
+            packed = msgpack.packb(side.to_dict(), use_bin_type=True)
+            restored = DoubleRatchet.from_dict(msgpack.unpackb(packed, raw=False))
+            assert restored == side, name
+
+
+class RatchetHEOverAdversarialLink(RatchetOverAdversarialLink):
+    header_encryption = True
+
+
+TestRatchet = RatchetOverAdversarialLink.TestCase
+TestRatchetHeaderEncryption = RatchetHEOverAdversarialLink.TestCase
+
+
+# --- limits -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("he", [False, True])
+def test_skip_beyond_max_skip_is_refused_and_changes_nothing(he: bool) -> None:
+    alice, bob = make_pair(RatchetConfig(max_skip=5, header_encryption=he), 7)
+    msgs = [alice.encrypt(b"m%d" % i) for i in range(8)]
+    before = bob.to_dict()
+    with pytest.raises(DecryptionError):
+        bob.decrypt(msgs[6])  # needs 6 skipped keys, one more than allowed
+    assert bob.to_dict() == before
+    assert bob.decrypt(msgs[5]) == b"m5"  # exactly 5 skipped: fine
+    assert [bob.decrypt(m) for m in msgs[:5]] == [b"m0", b"m1", b"m2", b"m3", b"m4"]
+
+
+@pytest.mark.parametrize("he", [False, True])
+def test_stored_skipped_keys_are_capped_oldest_first(he: bool) -> None:
+    alice, bob = make_pair(RatchetConfig(max_skip=100, max_stored_skipped=3, header_encryption=he), 8)
+    msgs = [alice.encrypt(b"m%d" % i) for i in range(6)]
+    assert bob.decrypt(msgs[5]) == b"m5"  # five skipped, three kept: m2, m3, m4
+    assert len(bob.mkskipped) == 3
+    with pytest.raises(DecryptionError):
+        bob.decrypt(msgs[0])
+    assert bob.decrypt(msgs[2]) == b"m2"
+
+
+@pytest.mark.parametrize("he", [False, True])
+def test_skipped_keys_across_dh_steps(he: bool) -> None:
+    alice, bob = make_pair(RatchetConfig(header_encryption=he), 9)
+    a0, a1 = alice.encrypt(b"a0"), alice.encrypt(b"a1")
+    assert bob.decrypt(a1) == b"a1"
+    b0 = bob.encrypt(b"b0")
+    assert alice.decrypt(b0) == b"b0"
+    a2 = alice.encrypt(b"a2")  # new DH ratchet key; a0 is from the previous chain
+    assert bob.decrypt(a2) == b"a2"
+    assert bob.decrypt(a0) == b"a0"
+    with pytest.raises(DecryptionError):
+        bob.decrypt(a0)
+
+
+def test_bob_cannot_send_before_receiving() -> None:
+    _alice, bob = make_pair(RatchetConfig(), 10)
+    with pytest.raises(UsageError):
+        bob.encrypt(b"too early")
+
+
+def test_header_encryption_hides_the_ratchet_key() -> None:
+    alice, _bob = make_pair(RatchetConfig(header_encryption=True), 11)
+    assert alice.dhs is not None
+    msg = alice.encrypt(b"x" * 10)
+    assert alice.dhs.public not in msg
+    plain_alice, _ = make_pair(RatchetConfig(), 11)
+    assert plain_alice.dhs is not None
+    assert plain_alice.encrypt(b"x" * 10).startswith(plain_alice.dhs.public)

@@ -1,0 +1,164 @@
+"""Sessions end to end: X3DH and PQXDH, prekey handling, forged bundles, state as data."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from relaysim.clients.errors import DecryptionError, UsageError
+from relaysim.clients.keys import BundleError, PreKeyBundle, SignedPreKey
+from relaysim.clients.ratchet import RatchetConfig
+from relaysim.clients.session import Device, Session, parse_ciphertext
+from tests.conftest import seeded_rng
+
+
+def pair(pq: bool = True, he: bool = False, seed: int = 1) -> tuple[Device, Device]:
+    cfg = RatchetConfig(header_encryption=he)
+    alice = Device("alice", 1, pq=pq, config=cfg, rng=seeded_rng(seed))
+    bob = Device("bob", 1, pq=pq, config=cfg, rng=seeded_rng(seed + 1000))
+    alice.start_session(bob.address, bob.generate_prekeys(2, 2))
+    return alice, bob
+
+
+@pytest.mark.parametrize("pq", [False, True])
+@pytest.mark.parametrize("he", [False, True])
+def test_conversation_with_a_late_message(pq: bool, he: bool) -> None:
+    alice, bob = pair(pq, he)
+    first, late = alice.encrypt(bob.address, b"hi bob"), alice.encrypt(bob.address, b"late")
+    assert parse_ciphertext(first)[0] is not None  # a prekey message
+    assert bob.decrypt(alice.address, first) == b"hi bob"
+    assert alice.decrypt(bob.address, bob.encrypt(alice.address, b"hi alice")) == b"hi alice"
+    again = alice.encrypt(bob.address, b"again")
+    assert parse_ciphertext(again)[0] is None  # Bob answered: no more X3DH header
+    assert bob.decrypt(alice.address, again) == b"again"
+    assert bob.decrypt(alice.address, late) == b"late"
+
+
+def test_one_time_prekeys_are_burnt_only_after_success() -> None:
+    alice, bob = pair(pq=True)
+    first = alice.encrypt(bob.address, b"hello")
+    initial, _ = parse_ciphertext(first)
+    assert initial is not None and initial.one_time_prekey_id in bob.secrets.one_time
+    forged = first[:-1] + bytes([first[-1] ^ 1])
+    with pytest.raises(DecryptionError):
+        bob.decrypt(alice.address, forged)
+    assert initial.one_time_prekey_id in bob.secrets.one_time  # a forgery burns nothing
+    assert initial.kem_prekey_id in bob.secrets.kem
+    assert not bob.has_session(alice.address)
+    assert bob.decrypt(alice.address, first) == b"hello"
+    assert initial.one_time_prekey_id not in bob.secrets.one_time
+    assert initial.kem_prekey_id not in bob.secrets.kem
+
+
+def test_pqxdh_tampered_kem_ciphertext_fails_at_first_decryption() -> None:
+    alice, bob = pair(pq=True)
+    first = alice.encrypt(bob.address, b"hello")
+    initial, body = parse_ciphertext(first)
+    assert initial is not None and initial.kem_ciphertext is not None
+    ct = bytearray(initial.kem_ciphertext)
+    ct[100] ^= 0x40
+    wire = initial.to_wire()
+    wire[5] = bytes(ct)
+    tampered = b"\x02" + msgpack.packb([wire, body], use_bin_type=True)
+    with pytest.raises(DecryptionError):
+        bob.decrypt(alice.address, tampered)
+    assert bob.decrypt(alice.address, first) == b"hello"
+
+
+def test_last_resort_kem_prekey_is_used_when_one_time_ones_run_out() -> None:
+    bob = Device("bob", 1, rng=seeded_rng(5))
+    bob.generate_prekeys(0, 0)
+    bundle = bob.secrets.bundle()
+    assert bundle.one_time_prekey is None
+    assert bundle.kem_prekey is not None and bundle.kem_prekey.last_resort
+    for i in range(2):  # two initiators, same last-resort key, both work; it is never deleted
+        alice = Device(f"alice{i}", 1, rng=seeded_rng(10 + i))
+        alice.start_session(bob.address, bundle)
+        assert bob.decrypt(alice.address, alice.encrypt(bob.address, b"x")) == b"x"
+    assert bundle.kem_prekey.id in bob.secrets.kem
+
+
+def test_forged_signed_prekey_is_refused() -> None:
+    bob = Device("bob", 1, rng=seeded_rng(6))
+    good = bob.generate_prekeys(1, 1)
+    mallory = Device("mallory", 1, rng=seeded_rng(7))
+    evil = mallory.generate_prekeys(1, 1)
+    forged = PreKeyBundle(good.identity_key, evil.signed_prekey, good.one_time_prekey, good.kem_prekey)
+    alice = Device("alice", 1, rng=seeded_rng(8))
+    with pytest.raises(BundleError, match=r"signed_prekey\.signature"):
+        alice.start_session(bob.address, forged)
+    forged_kem = PreKeyBundle(good.identity_key, good.signed_prekey, good.one_time_prekey, evil.kem_prekey)
+    with pytest.raises(BundleError, match=r"kem_prekey\.signature"):
+        alice.start_session(bob.address, forged_kem)
+    assert not alice.has_session(bob.address)
+
+
+def test_pqxdh_without_kem_prekey_is_refused() -> None:
+    bob = Device("bob", 1, pq=False, rng=seeded_rng(6))
+    alice = Device("alice", 1, pq=True, rng=seeded_rng(8))
+    with pytest.raises(BundleError, match="kem_prekey"):
+        alice.start_session(bob.address, bob.generate_prekeys(1, 0))
+
+
+def test_bundle_encoding_is_stable_and_round_trips() -> None:
+    bob = Device("bob", 1, rng=seeded_rng(9))
+    bundle = bob.generate_prekeys(1, 1)
+    data = bundle.encode()
+    assert PreKeyBundle.decode(data) == bundle
+    assert PreKeyBundle.decode(data).encode() == data
+    with pytest.raises(BundleError, match=r"signed_prekey\.public must be 32 bytes"):
+        SignedPreKey(1, b"short", bytes(64))
+    with pytest.raises(BundleError, match="not valid msgpack"):
+        PreKeyBundle.decode(b"\xc1")
+
+
+def test_sending_without_a_session_is_a_usage_error() -> None:
+    alice = Device("alice", 1, rng=seeded_rng(1))
+    with pytest.raises(UsageError, match=r"no session with bob\.1"):
+        alice.encrypt(Device("bob", 1, rng=seeded_rng(2)).address, b"x")
+
+
+@given(st.binary(max_size=300))
+def test_garbage_never_raises_anything_but_decryption_error(junk: bytes) -> None:
+    _alice, bob = pair(pq=False, seed=3)
+    with pytest.raises(DecryptionError):
+        bob.decrypt(_alice.address, junk)
+
+
+@pytest.mark.parametrize("he", [False, True])
+def test_session_state_restores_to_an_identical_session(he: bool) -> None:
+    alice, bob = pair(pq=True, he=he)
+    assert bob.decrypt(alice.address, alice.encrypt(bob.address, b"1")) == b"1"
+    restored = Session.from_dict(
+        msgpack.unpackb(msgpack.packb(bob.sessions[alice.address].to_dict()), raw=False)
+    )
+    assert restored.to_dict() == bob.sessions[alice.address].to_dict()
+    m = alice.encrypt(bob.address, b"2")
+    # the original and the restored session decrypt the same message the same way
+    assert restored.ratchet.decrypt(parse_ciphertext(m)[1]) == b"2"
+    assert bob.decrypt(alice.address, m) == b"2"
+    assert restored.to_dict()["ratchet"]["ckr"] == bob.sessions[alice.address].to_dict()["ratchet"]["ckr"]
+
+
+def test_simultaneous_initiation_both_sessions_keep_working() -> None:
+    """Regression (found by the simulation property test): both phones start a session at once.
+
+    Each answers the other's prekey message with a new session, so each side's active session is
+    the one the *other* started. Messages on either must still open (Sesame's inactive sessions).
+    """
+    u0 = Device("u0", 1, rng=seeded_rng(20))
+    u1 = Device("u1", 1, rng=seeded_rng(21))
+    b0, b1 = u0.generate_prekeys(2, 2), u1.generate_prekeys(2, 2)
+    u0.start_session(u1.address, b1)
+    u1.start_session(u0.address, b0)
+    m1 = u0.encrypt(u1.address, b"from u0")
+    m2 = u1.encrypt(u0.address, b"from u1")
+    assert u1.decrypt(u0.address, m1) == b"from u0"
+    assert u0.decrypt(u1.address, m2) == b"from u1"
+    m3 = u0.encrypt(u1.address, b"u0 again")
+    assert u1.decrypt(u0.address, m3) == b"u0 again"
+    m4 = u1.encrypt(u0.address, b"u1 again")
+    assert u0.decrypt(u1.address, m4) == b"u1 again"
+    assert len(u0.inactive[u1.address]) == 1

@@ -1,0 +1,335 @@
+"""Issue #14, "Hard to abuse": each attack on a live relay, refused or bounded.
+
+Small and bounded in time and count; sockets only on 127.0.0.1. Where an attack needs the
+attacker at an address of its own, the server is told which of its loopback sockets are the
+attacker's (``RelayServer.address_of``), as a proxy would tell it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import socket
+import statistics
+import time
+from collections.abc import Callable
+from functools import partial
+
+import trio
+
+from relaysim.relay import wire
+from relaysim.relay.core import ConnectionContext, RelayCore
+from relaysim.relay.limits import DEFAULT_LIMITS, UNLIMITED, Limits, Rate
+from relaysim.relay.server import RelayServer, peer_address, serve
+from relaysim.relay.store import StoredEnvelope
+from tests.helpers import DeviceKeys, WireClient, core_authenticate, core_device, new_core, reply
+
+E = wire.ErrorCode
+ALICE, BOB, MALLORY = DeviceKeys.make("alice"), DeviceKeys.make("bob"), DeviceKeys.make("mallory")
+
+
+class Clock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _send(to: str, body: bytes = b"ct", rid: int = 1) -> wire.Send:
+    return wire.Send(id=rid, to=to, envelopes=(wire.OutgoingEnvelope(device=1, body=body),))
+
+
+# --- the sans-IO core: queues, rates, proofs, uniform answers ---------------------------------------
+
+
+def test_a_recipients_queue_is_capped_with_a_clear_error_and_nothing_queued_is_lost() -> None:
+    core = new_core(limits=dataclasses.replace(UNLIMITED, queue_envelopes=5, queue_bytes=10_000))
+    mallory, bob = core_device(core, MALLORY, 1), core_device(core, BOB, 2)
+    for i in range(5):
+        assert isinstance(reply(core.handle(mallory, _send("bob", b"x" * 100, i))), wire.Sent)
+    refused = reply(core.handle(mallory, _send("bob", b"y", 9)))
+    assert isinstance(refused, wire.ErrorFrame) and refused.code == E.RECIPIENT_QUEUE_FULL.value, refused
+    got = reply(core.handle(bob, wire.Receive(id=20)))
+    assert isinstance(got, wire.Envelopes) and [e.body for e in got.envelopes] == [b"x" * 100] * 5
+    # the byte cap too: one envelope that would pass it is refused whole
+    core.handle(bob, wire.Ack(id=21, envelope_ids=tuple(e.id for e in got.envelopes)))
+    refused = reply(core.handle(mallory, _send("bob", b"z" * 10_001, 30)))
+    assert isinstance(refused, wire.ErrorFrame) and refused.code == E.RECIPIENT_QUEUE_FULL.value
+
+
+def test_sends_are_a_token_bucket_per_account_with_a_retry_after() -> None:
+    clock = Clock()
+    core = new_core(clock, limits=dataclasses.replace(UNLIMITED, send_per_account=Rate(2.0, 3.0)))
+    mallory, _ = core_device(core, MALLORY, 1), core_device(core, BOB, 2)
+    answers = [reply(core.handle(mallory, _send("bob", rid=i))) for i in range(4)]
+    assert [type(a).__name__ for a in answers] == ["Sent", "Sent", "Sent", "ErrorFrame"]
+    limited = answers[3]
+    assert isinstance(limited, wire.ErrorFrame) and limited.code == E.RATE_LIMITED.value
+    assert limited.retry_after_ms == 500
+    clock.now += 0.5
+    assert isinstance(reply(core.handle(mallory, _send("bob", rid=5))), wire.Sent)
+
+
+def test_a_sender_over_its_rate_does_not_slow_anyone_else() -> None:
+    core = new_core(Clock(), limits=dataclasses.replace(UNLIMITED, send_per_account=Rate(1.0, 2.0)))
+    mallory, alice, _ = core_device(core, MALLORY, 1), core_device(core, ALICE, 2), core_device(core, BOB, 3)
+    for i in range(5):
+        core.handle(mallory, _send("bob", rid=i))
+    assert isinstance(reply(core.handle(alice, _send("bob", rid=9))), wire.Sent)
+
+
+def test_a_new_account_needs_the_proof_and_registrations_are_limited_per_address() -> None:
+    clock = Clock()
+    limits = dataclasses.replace(UNLIMITED, register_per_address=Rate(1 / 60, 2.0))
+    core = new_core(clock, limits=limits, registration_pow=8)
+    conn = ConnectionContext(1, ("192.0.2.9", 4000))
+    plain = reply(core.handle(conn, ALICE.register()))
+    assert isinstance(plain, wire.ErrorFrame) and plain.code == E.REGISTRATION_PROOF.value, plain
+
+    def proved(keys: DeviceKeys) -> wire.Register:
+        stamp = wire.solve_registration_pow(keys.account, keys.identity_key, 8)
+        return dataclasses.replace(keys.register(), proof=stamp)
+
+    # a stamp is bound to its account and key
+    stolen = dataclasses.replace(BOB.register(), proof=proved(ALICE).proof)
+    assert reply(core.handle(conn, stolen)).code == E.REGISTRATION_PROOF.value  # type: ignore[union-attr]
+    assert isinstance(reply(core.handle(conn, proved(ALICE))), wire.Registered)
+    assert isinstance(reply(core.handle(conn, proved(BOB))), wire.Registered)
+    limited = reply(core.handle(conn, proved(MALLORY)))
+    assert isinstance(limited, wire.ErrorFrame) and limited.code == E.RATE_LIMITED.value
+    assert limited.retry_after_ms == 60_000
+    clock.now += 60
+    assert isinstance(reply(core.handle(conn, proved(MALLORY))), wire.Registered)
+
+
+def test_a_registration_token_instead_of_hashcash() -> None:
+    core = new_core(registration_token=b"invite-2024")
+    conn = ConnectionContext(1, ("192.0.2.9", 4000))
+    assert reply(core.handle(conn, ALICE.register())).code == E.REGISTRATION_PROOF.value  # type: ignore[union-attr]
+    bad = dataclasses.replace(ALICE.register(), proof=b"guess")
+    assert reply(core.handle(conn, bad)).code == E.REGISTRATION_PROOF.value  # type: ignore[union-attr]
+    good = dataclasses.replace(ALICE.register(), proof=b"invite-2024")
+    assert isinstance(reply(core.handle(conn, good)), wire.Registered)
+
+
+def test_one_account_cannot_drain_anothers_one_time_prekeys() -> None:
+    core = new_core(Clock(), limits=DEFAULT_LIMITS)
+    conn = ConnectionContext(1, ("192.0.2.1", 1))
+    assert isinstance(reply(core.handle(conn, ALICE.register(one_time=50, kem=50))), wire.Registered)
+    mallory = ConnectionContext(2, ("192.0.2.66", 1))
+    assert isinstance(reply(core.handle(mallory, MALLORY.register())), wire.Registered)
+    assert isinstance(core_authenticate(core, mallory, MALLORY), wire.Authenticated)
+    taken = 0
+    for i in range(40):
+        bundle = reply(core.handle(mallory, wire.FetchBundle(id=100 + i, account="alice")))
+        assert isinstance(bundle, wire.Bundle), bundle  # still answered: sessions can start
+        taken += bundle.devices[0].one_time_prekey is not None
+    assert taken <= DEFAULT_LIMITS.fetch_per_target.burst  # type: ignore[union-attr]
+    assert core.store.prekey_counts("alice", 1)[0] >= 50 - taken
+
+
+def test_a_device_is_told_when_its_one_time_prekeys_run_low() -> None:
+    core = new_core(limits=dataclasses.replace(UNLIMITED, prekeys_low=3))
+    alice = ConnectionContext(1, ("192.0.2.1", 1))
+    assert isinstance(reply(core.handle(alice, ALICE.register(one_time=4))), wire.Registered)
+    authed = core_authenticate(core, alice, ALICE)
+    assert isinstance(authed, wire.Authenticated) and authed.prekeys_left is None  # 4 left: enough
+    for i in range(2):
+        core.handle(alice, wire.FetchBundle(id=10 + i, account="alice"))
+    got = reply(core.handle(alice, wire.Receive(id=20)))
+    assert isinstance(got, wire.Envelopes) and got.prekeys_left == 2
+
+
+def test_register_with_a_bad_signature_answers_the_same_for_existing_and_absent_accounts() -> None:
+    core = new_core()
+    core_device(core, ALICE, 1)  # alice exists
+    stranger = ConnectionContext(5, ("192.0.2.5", 1))
+
+    def forged(keys: DeviceKeys) -> wire.Register:
+        r = keys.register()
+        bad = dataclasses.replace(r.signed_prekey, signature=bytes(64))
+        return dataclasses.replace(r, signed_prekey=bad)
+
+    existing = reply(core.handle(stranger, forged(ALICE)))
+    absent = reply(core.handle(stranger, forged(DeviceKeys.make("nobody"))))
+    assert isinstance(existing, wire.ErrorFrame) and existing == absent, (existing, absent)
+
+
+def _median_seconds(core: RelayCore, keys: DeviceKeys, conn_id: int, n: int) -> float:
+    times = []
+    conn = ConnectionContext(conn_id, ("192.0.2.7", 1))
+    wrong = bytes(64)
+    for _ in range(n):
+        challenge = reply(
+            core.handle(conn, wire.AuthChallenge(id=1, account=keys.account, device=keys.device))
+        )
+        assert isinstance(challenge, wire.Challenge)
+        start = time.perf_counter()
+        core.handle(conn, wire.Authenticate(id=2, nonce=challenge.nonce, signature=wrong))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def test_authenticate_takes_as_long_for_an_absent_device_as_for_a_present_one() -> None:
+    core = new_core()
+    core_device(core, ALICE, 1)
+    _median_seconds(core, ALICE, 1, 20)  # warm up
+    present = min(_median_seconds(core, ALICE, 2, 150) for _ in range(3))
+    absent = min(_median_seconds(core, DeviceKeys.make("nobody"), 3, 150) for _ in range(3))
+    assert 0.7 < absent / present < 1.4, (absent, present)
+
+
+def test_re_registering_with_a_new_identity_ends_the_old_identitys_sessions() -> None:
+    core = new_core()
+    first, second = core_device(core, ALICE, 1), core_device(core, ALICE, 2, register=False)
+    core_device(core, BOB, 3)
+    new_alice = DeviceKeys.make("alice", seed=1)
+    assert isinstance(reply(core.handle(first, new_alice.register())), wire.Registered)
+    after = reply(core.handle(second, _send("bob", rid=7)))
+    assert isinstance(after, wire.ErrorFrame) and after.code == E.NOT_AUTHENTICATED.value, after
+    assert isinstance(reply(core.handle(first, _send("bob", rid=8))), wire.Sent)  # the one that did it
+
+
+def test_a_delivery_token_rotates() -> None:
+    core = new_core()
+    alice, stranger = core_device(core, ALICE, 1), ConnectionContext(9, ("192.0.2.9", 1))
+    old = ALICE.register().delivery_token
+    assert old is not None
+    sealed = wire.SealedSend(
+        id=1, to="alice", delivery_token=old, envelopes=(wire.OutgoingEnvelope(device=1, body=b"s"),)
+    )
+    assert isinstance(reply(core.handle(stranger, sealed)), wire.Sent)
+    new = bytes(reversed(old))
+    assert isinstance(
+        reply(core.handle(alice, wire.UploadPrekeys(id=2, delivery_token=new))), wire.PrekeysUploaded
+    )
+    refused = reply(core.handle(stranger, sealed))
+    assert isinstance(refused, wire.ErrorFrame) and refused.code == E.INVALID_DELIVERY_TOKEN.value
+    assert isinstance(
+        reply(core.handle(stranger, dataclasses.replace(sealed, delivery_token=new))), wire.Sent
+    )
+
+
+# --- the server: back-pressure and connection caps, over loopback ---------------------------------
+
+
+def _attacker_address(ports: set[int]) -> Callable[[trio.abc.Stream], tuple[str, int] | None]:
+    """The server believes sockets from ``ports`` come from 198.51.100.66 (a documentation address)."""
+
+    def address_of(stream: trio.abc.Stream) -> tuple[str, int] | None:
+        real = peer_address(stream)
+        if real is not None and real[1] in ports:
+            return ("198.51.100.66", real[1])
+        return real
+
+    return address_of
+
+
+def _raw_socket(port: int, ports: set[int]) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    ports.add(s.getsockname()[1])
+    s.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        s.connect(("127.0.0.1", port))
+    return s
+
+
+async def test_a_connection_that_pipelines_receives_and_never_reads_is_held_to_its_ceiling() -> None:
+    core = new_core(clock=time.time)
+    # Bob's queue: 40 envelopes of 200 KB, so that each receive answers with ~200 KB.
+    conn = core_device(core, BOB, 1)
+    with core.store.transaction():
+        core.store.enqueue(
+            StoredEnvelope(bytes([i]) * 16, "bob", 1, bytes(200_000), 1, False, "x", 1) for i in range(40)
+        )
+    core.disconnect(conn)
+    bound = 512 * 1024
+    ceiling = bound + 2 * core.max_frame_size + 65536
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(serve, core, "127.0.0.1", 0, max_queued_bytes_per_device=bound))
+        client = await WireClient.connect(server.port)
+        await client.authenticate(BOB)
+        # 64 receives, never reading an answer
+        await client.stream.send_all(
+            b"".join(wire.encode(wire.Receive(id=100 + i, limit=1)) for i in range(64))
+        )
+        peak = 0
+        with trio.move_on_after(1.5):
+            while True:
+                await trio.sleep(0.01)
+                for c in server._connections.values():
+                    peak = max(peak, c.unsent + len(b"".join(c.outbox)))
+        assert 0 < peak <= ceiling, (peak, ceiling)
+        await client.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_one_address_cannot_take_every_connection_slot() -> None:
+    core = new_core(clock=time.time)
+    ports: set[int] = set()
+    async with trio.open_nursery() as nursery:
+        server: RelayServer = await nursery.start(
+            partial(
+                serve,
+                core,
+                "127.0.0.1",
+                0,
+                max_connections=64,
+                max_connections_per_address=8,
+                address_of=_attacker_address(ports),
+            )
+        )
+        sockets = [_raw_socket(server.port, ports) for _ in range(48)]
+        with trio.fail_after(10):
+            while server.refused_connections < 40:
+                await trio.sleep(0.01)
+        assert server.connection_count <= 8
+        good = await WireClient.connect(server.port)
+        pong = await good.request(lambda i: wire.Ping(id=i))
+        assert isinstance(pong, wire.Pong)
+        for s in sockets:
+            s.close()
+        await good.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_new_connections_from_one_address_are_rate_limited_with_a_retry_after() -> None:
+    core = new_core(clock=time.time)
+    ports: set[int] = set()
+    async with trio.open_nursery() as nursery:
+        server: RelayServer = await nursery.start(
+            partial(
+                serve,
+                core,
+                "127.0.0.1",
+                0,
+                connection_rate=Rate(1.0, 4.0),
+                max_connections_per_address=None,
+                address_of=_attacker_address(ports),
+            )
+        )
+        sockets = [_raw_socket(server.port, ports) for _ in range(6)]
+        with trio.fail_after(10):
+            while server.refused_connections < 2:
+                await trio.sleep(0.01)
+        await trio.sleep(0.05)
+        frames = []
+        for s in sockets:
+            try:
+                data = s.recv(4096)
+            except BlockingIOError:
+                continue
+            decoder = wire.FrameDecoder("device")
+            decoder.receive_data(data)
+            frames.append(decoder.next_frame())
+        limited = [f for f in frames if isinstance(f, wire.ErrorFrame)]
+        assert limited and all(f.code == E.RATE_LIMITED.value and f.retry_after_ms for f in limited), frames
+        for s in sockets:
+            s.close()
+        nursery.cancel_scope.cancel()
+
+
+def test_the_default_limits_are_all_on() -> None:
+    assert all(getattr(DEFAULT_LIMITS, f.name) is not None for f in dataclasses.fields(Limits))

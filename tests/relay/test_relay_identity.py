@@ -1,0 +1,92 @@
+"""relay.identity: XEdDSA verification against two signers, and the server's certificate chain."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import xeddsa as libxeddsa  # PyPI bindings to libxeddsa: an independent Montgomery→Edwards conversion
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from hypothesis import given
+from hypothesis import strategies as st
+
+from relaysim.clients._xeddsa import xeddsa_sign
+from relaysim.relay.certificates import CertificateError, SenderCertificate
+from relaysim.relay.identity import ServerIdentity, XEdDSAPublicKey, xeddsa_verify
+
+P = 2**255 - 19
+
+
+def _keypair(seed: int) -> tuple[bytes, bytes]:
+    private = X25519PrivateKey.from_private_bytes(random.Random(seed).randbytes(32))
+    return private.private_bytes_raw(), private.public_key().public_bytes_raw()
+
+
+@given(st.integers(0, 2**32), st.binary(max_size=200), st.binary(min_size=64, max_size=64))
+def test_signatures_from_clients_xeddsa_verify(seed: int, message: bytes, z: bytes) -> None:
+    private, public = _keypair(seed)
+    signature = xeddsa_sign(private, message, z)
+    assert xeddsa_verify(public, message, signature)
+    assert not xeddsa_verify(public, message + b"\x00", signature)
+    flipped = bytearray(signature)
+    flipped[seed % 64] ^= 1 << (seed % 8)
+    assert not xeddsa_verify(public, message, bytes(flipped))
+    other = _keypair(seed + 1)[1]
+    assert not xeddsa_verify(other, message, signature)
+
+
+@given(st.integers(0, 2**32))
+def test_edwards_form_matches_libxeddsa(seed: int) -> None:
+    _, public = _keypair(seed)
+    key = XEdDSAPublicKey.from_x25519(public)
+    assert key is not None
+    ours = key.edwards
+    assert ours == libxeddsa.curve25519_pub_to_ed25519_pub(public, False)
+    assert ours[31] & 0x80 == 0  # sign bit 0
+
+
+@pytest.mark.parametrize(
+    "u",
+    [P, P + 1, 2**255, 2**256 - 1, 2],  # u >= p is refused by the spec; u = 2 gives a y with no point
+)
+def test_keys_without_an_edwards_form_verify_nothing(u: int) -> None:
+    public = u.to_bytes(32, "little")
+    assert XEdDSAPublicKey.from_x25519(public) is None
+    assert not xeddsa_verify(public, b"m", bytes(64))
+
+
+def test_u_minus_one_converts_like_u_one() -> None:
+    # XEdDSA §2.1 defines inv(0) = 0, so convert_mont(p − 1) is y = 0, the same point as u = 1.
+    minus_one = XEdDSAPublicKey.from_x25519((P - 1).to_bytes(32, "little"))
+    one = XEdDSAPublicKey.from_x25519((1).to_bytes(32, "little"))
+    assert minus_one is not None and one is not None
+    assert minus_one.edwards == one.edwards == bytes(32)
+    assert minus_one.edwards == libxeddsa.curve25519_pub_to_ed25519_pub((P - 1).to_bytes(32, "little"), False)
+
+
+def test_wrong_lengths_are_false_not_errors() -> None:
+    private, public = _keypair(1)
+    signature = xeddsa_sign(private, b"m", bytes(64))
+    assert not xeddsa_verify(public[:31], b"m", signature)
+    assert not xeddsa_verify(public, b"m", signature[:63])
+
+
+def test_sender_certificate_chain_verifies_with_the_trust_root() -> None:
+    rng = random.Random(5).randbytes
+    identity = ServerIdentity.generate(rng)
+    _, device_key = _keypair(9)
+    certificate = SenderCertificate.decode(identity.issue("alice", 2, device_key, 1_000).encode())
+    certificate.verify(identity.trust_root_public, now=999)
+    assert (certificate.sender, certificate.device, certificate.identity_key) == ("alice", 2, device_key)
+    with pytest.raises(CertificateError, match="expired"):
+        certificate.verify(identity.trust_root_public, now=1_000)
+    stranger = ServerIdentity.generate(random.Random(6).randbytes)
+    with pytest.raises(CertificateError, match="signature"):
+        certificate.verify(stranger.trust_root_public, now=0)
+
+
+def test_server_identity_is_deterministic_under_a_seeded_rng() -> None:
+    a = ServerIdentity.generate(random.Random(1).randbytes)
+    b = ServerIdentity.generate(random.Random(1).randbytes)
+    assert a.trust_root_public == b.trust_root_public
+    assert a.server_certificate == b.server_certificate

@@ -1,0 +1,767 @@
+"""relay.server: the trio loop around RelayCore, over memory streams and real loopback sockets.
+
+Everything listens on 127.0.0.1 with port 0 (a free port) and is bounded in time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import re
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import trio
+import trio.testing
+import trustme
+
+from relaysim.relay import wire
+from relaysim.relay.core import RelayCore
+from relaysim.relay.server import RelayServer, main
+from relaysim.relay.store import Store, StoredEnvelope
+from tests.helpers import DeviceKeys, WireClient, new_core, running
+
+ROOT = Path(__file__).resolve().parents[2]
+ALICE, BOB = DeviceKeys.make("alice"), DeviceKeys.make("bob")
+
+
+async def _pair(port: int, ssl_context: ssl.SSLContext | None = None) -> tuple[WireClient, WireClient]:
+    alice = await WireClient.connect(port, ssl_context=ssl_context)
+    bob = await WireClient.connect(port, ssl_context=ssl_context)
+    for client, keys in [(alice, ALICE), (bob, BOB)]:
+        await client.register(keys)
+        await client.authenticate(keys)
+    return alice, bob
+
+
+async def _exchange(alice: WireClient, bob: WireClient) -> None:
+    """Both directions, live pushes and queued receipt, with acknowledgement."""
+    sent = await alice.send("bob", [1], b"to bob")
+    back = await bob.send("alice", [1], b"to alice")
+    got_bob = await bob.drain()
+    got_alice = await alice.drain()
+    assert [(e.id, e.body, e.source_account) for e in got_bob] == [(sent[0], b"to bob", "alice")]
+    assert [(e.id, e.body, e.source_account) for e in got_alice] == [(back[0], b"to alice", "bob")]
+    with trio.fail_after(5):  # the live push arrives too (it may trail the receive)
+        while not bob.pushes:
+            await bob.request(lambda i: wire.Ping(id=i))
+    assert bob.pushes[0].envelope.id == sent[0]
+    assert await bob.drain() == []  # acknowledged means gone
+
+
+async def _read_until_closed(stream: trio.abc.Stream, timeout: float = 5.0) -> bytes:
+    chunks = []
+    with trio.fail_after(timeout):
+        try:
+            while data := await stream.receive_some(65536):
+                chunks.append(data)
+        except trio.BrokenResourceError:  # a reset is a close too
+            pass
+    return b"".join(chunks)
+
+
+def _frames(data: bytes) -> list[wire.Frame]:
+    decoder = wire.FrameDecoder("device")
+    decoder.receive_data(data)
+    decoder.receive_data(b"")
+    frames = []
+    while (frame := decoder.next_frame()) is not wire.CLOSED:
+        assert frame is not wire.NEED_DATA
+        frames.append(frame)
+    return frames
+
+
+# --- over memory streams --------------------------------------------------------------------
+
+
+class CountingStream(trio.abc.Stream):  # type: ignore[misc]
+    """Wraps a stream and counts send_all calls."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.writes = 0
+
+    async def send_all(self, data: bytes) -> None:
+        self.writes += 1
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_pipelined_requests_get_their_responses_in_one_write() -> None:
+    server = RelayServer(new_core())
+    server_end, client_end = trio.testing.memory_stream_pair()
+    counted = CountingStream(server_end)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.handle_stream, counted)
+        await client_end.send_all(b"".join(wire.encode(wire.Ping(id=i)) for i in range(1, 51)))
+        decoder = wire.FrameDecoder("device")
+        pongs: list[wire.Frame] = []
+        with trio.fail_after(5):
+            while len(pongs) < 50:
+                decoder.receive_data(await client_end.receive_some())
+                while (frame := decoder.next_frame()) is not wire.NEED_DATA:
+                    assert frame is not wire.CLOSED
+                    pongs.append(frame)
+        assert pongs == [wire.Pong(id=i) for i in range(1, 51)]
+        assert counted.writes == 1
+        await client_end.send_eof()
+    assert server.connection_count == 0
+
+
+class WriteBreaksStream(CountingStream):
+    """Reads normally; every write fails, as to a peer that has gone away."""
+
+    async def send_all(self, data: bytes) -> None:
+        self.writes += 1
+        raise trio.BrokenResourceError("peer went away")
+
+
+async def test_a_failed_write_closes_only_that_connection(caplog: pytest.LogCaptureFixture) -> None:
+    server = RelayServer(new_core())
+    server_end, client_end = trio.testing.memory_stream_pair()
+    broken = WriteBreaksStream(server_end)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.handle_stream, broken)
+            await client_end.send_all(wire.encode(wire.Ping(id=1)))
+            # The handler returns on its own: the failed write ended the connection.
+    assert broken.writes == 1 and server.connection_count == 0
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR], caplog.text
+
+
+async def test_a_connection_whose_handler_fails_is_logged_and_everyone_else_is_served(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # On trio >= 0.25 the failure leaves the connection's nursery as an ExceptionGroup; it must
+    # still stop at that connection's handler, never reach serve_listeners.
+    write_loop = RelayServer._write_loop
+
+    async def fails_for_the_first(self: RelayServer, conn: Any, scope: trio.CancelScope) -> None:
+        if conn.ctx.id == 1:
+            raise RuntimeError("the writer of connection 1 failed")
+        await write_loop(self, conn, scope)
+
+    monkeypatch.setattr(RelayServer, "_write_loop", fails_for_the_first)
+    async with running(new_core(clock=time.time)) as server:
+        doomed = await trio.open_tcp_stream("127.0.0.1", server.port)  # connection 1
+        await _read_until_closed(doomed)  # closed by the relay
+        alice, bob = await _pair(server.port)
+        await _exchange(alice, bob)
+        for c in (alice, bob):
+            await c.aclose()
+    failed = [r for r in caplog.records if r.getMessage() == "connection handler failed"]
+    assert len(failed) == 1 and "the writer of connection 1 failed" in caplog.text
+
+
+async def test_a_device_that_does_not_read_loses_pushes_not_envelopes() -> None:
+    core = new_core(clock=time.time)
+    server = RelayServer(core, max_queued_bytes_per_device=2000)
+    async with trio.open_nursery() as nursery:
+        # Bob's connection is lockstep: the relay's writes to it block until he reads.
+        bob_server_end, bob_end = trio.testing.lockstep_stream_pair()
+        alice_server_end, alice_end = trio.testing.memory_stream_pair()
+        nursery.start_soon(server.handle_stream, bob_server_end)
+        nursery.start_soon(server.handle_stream, alice_server_end)
+        bob, alice = WireClient(bob_end), WireClient(alice_end)
+        await bob.register(BOB)
+        await bob.authenticate(BOB)
+        await alice.register(ALICE)
+        await alice.authenticate(ALICE)
+        ids = [(await alice.send("bob", [1], b"%03d" % i + bytes(500)))[0] for i in range(30)]
+        assert server.dropped_pushes > 0  # Alice was never held up by Bob
+        got = await bob.drain()
+        assert {e.id for e in got} >= set(ids)
+        assert {p.envelope.id for p in bob.pushes} < set(ids)
+        await bob_end.aclose()
+        await alice_end.aclose()
+
+
+# --- over real loopback sockets -----------------------------------------------------------------
+
+
+async def test_two_devices_exchange_envelopes_over_loopback() -> None:
+    async with running(new_core(clock=time.time)) as server:
+        assert server.addresses[0][0] == "127.0.0.1" and server.port > 0
+        alice, bob = await _pair(server.port)
+        await _exchange(alice, bob)
+        await alice.aclose()
+        await bob.aclose()
+        with trio.fail_after(5):
+            while server.connection_count:
+                await trio.sleep(0.01)
+
+
+async def test_tls_with_a_private_ca() -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    async with running(new_core(clock=time.time), ssl_context=server_context) as server:
+        alice, bob = await _pair(server.port, client_context)
+        await _exchange(alice, bob)
+        # A client that does not speak TLS is dropped, and the relay carries on.
+        plain = await trio.open_tcp_stream("127.0.0.1", server.port)
+        await plain.send_all(wire.encode(wire.Ping(id=1)))
+        assert b"pong" not in await _read_until_closed(plain)
+        # A client that does not trust the certificate refuses the relay.
+        stranger = WireClient(trio.SSLStream(await trio.open_tcp_stream("127.0.0.1", server.port),
+                                             ssl.create_default_context(), server_hostname="127.0.0.1"))  # fmt: skip
+        with pytest.raises(trio.BrokenResourceError):
+            await stranger.request(lambda i: wire.Ping(id=i))
+        assert isinstance(await alice.request(lambda i: wire.Ping(id=i)), wire.Pong)
+        for c in (alice, bob):
+            await c.aclose()
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (struct.pack(">I", 2**31), "frame_too_large"),
+        (struct.pack(">I", 3) + b"\xc1\xc1\xc1", "malformed_msgpack"),
+        (wire.encode(wire.Ping(id=1))[:4] + msgpack.packb({"v": 1, "id": 5, "kind": "pong"}), "unknown_kind"),
+    ],
+)
+async def test_bad_input_gets_a_specific_error_then_the_connection_closes(data: bytes, code: str) -> None:
+    data = data if not data.startswith(b"\x00\x00\x00\x01") else struct.pack(">I", len(data) - 4) + data[4:]
+    async with running(new_core(clock=time.time)) as server:
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        await stream.send_all(data)
+        frames = _frames(await _read_until_closed(stream))
+        assert len(frames) == 1 and isinstance(frames[0], wire.ErrorFrame)
+        assert frames[0].code == code and frames[0].message
+
+
+async def test_an_idle_connection_times_out() -> None:
+    async with running(new_core(clock=time.time), read_timeout=0.2) as server:
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        await stream.send_all(wire.encode(wire.Ping(id=1))[:3])  # part of a frame does not count
+        start = trio.current_time()
+        frames = _frames(await _read_until_closed(stream))
+        assert 0.15 <= trio.current_time() - start < 3
+        assert isinstance(frames[-1], wire.ErrorFrame) and frames[-1].code == "timeout"
+
+
+async def test_connections_beyond_the_limit_are_refused_politely() -> None:
+    async with running(new_core(clock=time.time), max_connections=2) as server:
+        first = await WireClient.connect(server.port)
+        second = await WireClient.connect(server.port)
+        for c in (first, second):
+            assert isinstance(await c.request(lambda i: wire.Ping(id=i)), wire.Pong)
+        third = await trio.open_tcp_stream("127.0.0.1", server.port)
+        frames = _frames(await _read_until_closed(third))
+        assert [(f.code, f.id) for f in frames if isinstance(f, wire.ErrorFrame)] == [("server_busy", 0)]
+        await first.aclose()
+        with trio.fail_after(5):
+            while server.connection_count > 1:
+                await trio.sleep(0.01)
+        fourth = await WireClient.connect(server.port)
+        assert isinstance(await fourth.request(lambda i: wire.Ping(id=i)), wire.Pong)
+        await second.aclose()
+        await fourth.aclose()
+
+
+# --- hostile traffic ------------------------------------------------------------------------------
+
+FUZZ_FRAMES = 10_000
+_REQUEST_KINDS = sorted(wire.REQUEST_KINDS)
+
+
+def _random_value(r: random.Random, depth: int = 0) -> object:
+    makers = [
+        lambda: None,
+        lambda: r.random() < 0.5,
+        lambda: r.randint(-(2**40), 2**40),
+        lambda: r.random(),
+        lambda: r.randbytes(r.choice([0, 16, 32, 64, r.randrange(100)])),
+        lambda: "".join(r.choice("ab\x00é1") for _ in range(r.randrange(6))),
+        lambda: r.choice(_REQUEST_KINDS),
+        lambda: [_random_value(r, depth + 1) for _ in range(r.randrange(4))],
+        lambda: {
+            r.choice(["id", "v", "kind", "to", "x"]): _random_value(r, depth + 1)
+            for _ in range(r.randrange(4))
+        },
+    ]
+    return makers[r.randrange(len(makers) if depth < 2 else len(makers) - 2)]()
+
+
+def _prefixed(body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + body
+
+
+def _fuzz_frame(r: random.Random) -> tuple[bytes, bool]:
+    """(frame bytes, whether the relay will keep the connection open after it)."""
+    roll = r.random()
+    if roll < 0.1:
+        return r.randbytes(r.randrange(1, 40)), False  # garbage (may even be a whole odd frame)
+    if roll < 0.2:
+        return struct.pack(">I", r.randint(wire.DEFAULT_MAX_FRAME_SIZE + 1, 2**32 - 1)) + r.randbytes(
+            8
+        ), False
+    if roll < 0.35:
+        return _prefixed(r.randbytes(r.randrange(0, 60))), False
+    if roll < 0.6:
+        body = {"v": r.choice([1, 1, 1, 2, "1"]), "id": r.choice([r.randrange(2**32), -1, "x"])}
+        body |= {"kind": r.choice([*_REQUEST_KINDS, "pong", "nope"])}
+        body |= {
+            r.choice(["to", "account", "device", "nonce", "envelopes", "limit", "junk"]): _random_value(r)
+        }
+        return _prefixed(msgpack.packb(body, use_bin_type=True)), False
+    # Well-formed requests that the core must refuse or carry out without closing.
+    token, account = r.randbytes(32), r.choice(["alice", "bob", "nobody"])
+    envelopes = tuple(wire.OutgoingEnvelope(r.randint(1, 3), r.randbytes(r.randrange(20))) for _ in range(2))
+    frame = r.choice(
+        [
+            wire.Ping(id=r.randrange(2**32)),
+            wire.Receive(id=1, limit=r.randint(1, 5)),
+            wire.Ack(id=2, envelope_ids=(r.randbytes(16),)),
+            wire.AuthChallenge(id=3, account=account, device=r.randint(1, 3)),
+            wire.Authenticate(id=4, nonce=r.randbytes(32), signature=r.randbytes(64)),
+            wire.Send(id=5, to=account, envelopes=envelopes[:1]),
+            wire.SealedSend(id=6, to=account, delivery_token=token, envelopes=envelopes),
+            wire.FetchBundle(id=7, account=account, delivery_token=token),
+            wire.GetSenderCertificate(id=8),
+            wire.UploadPrekeys(id=9),
+        ]
+    )
+    return wire.encode(frame), True
+
+
+async def test_ten_thousand_hostile_frames_then_good_devices_still_talk(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="relay.server")
+    r = random.Random(20240229)
+    # Each burst: well-formed requests (served, refused or not), then usually one hostile frame
+    # that ends the connection; anything after it would never be read.
+    bursts: list[list[tuple[bytes, bool]]] = []
+    total = answerable = hostile = 0
+    while total < FUZZ_FRAMES:
+        burst = [frame for frame in (_fuzz_frame(r) for _ in range(r.randint(0, 40))) if frame[1]]
+        answerable += len(burst)
+        if r.random() < 0.9:
+            while (frame := _fuzz_frame(r))[1]:
+                pass
+            burst.append(frame)
+            hostile += 1
+        if burst:
+            bursts.append(burst)
+            total += len(burst)
+    responses: list[wire.Frame] = []
+
+    async def attack(port: int, queue: list[list[tuple[bytes, bool]]]) -> None:
+        while queue:
+            burst = queue.pop()
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            try:
+                await stream.send_all(b"".join(data for data, _ in burst))
+                await stream.send_eof()
+            except trio.BrokenResourceError:
+                pass  # the relay already cut us off
+            data = await _read_until_closed(stream, timeout=10)
+            await stream.aclose()
+            # A reset can cut the last response short; what did arrive must parse.
+            with contextlib.suppress(wire.RemoteProtocolError):
+                responses.extend(_frames(data))
+
+    core = new_core(clock=time.time)
+    start = time.perf_counter()
+    # hundreds of connections from one loopback address: the per-address caps are not under test here
+    async with running(
+        core, read_timeout=5, max_connections_per_address=None, connection_rate=None
+    ) as server:
+        async with trio.open_nursery() as nursery:
+            for _ in range(8):
+                nursery.start_soon(attack, server.port, bursts)
+        alice, bob = await _pair(server.port)
+        await _exchange(alice, bob)
+        await alice.aclose()
+        await bob.aclose()
+    assert total >= FUZZ_FRAMES
+    assert time.perf_counter() - start < 40
+    # Every well-formed request got its answer; each hostile frame at most one error.
+    assert answerable <= len(responses) <= answerable + hostile
+    codes = {f.code for f in responses if isinstance(f, wire.ErrorFrame)}
+    assert {
+        "frame_too_large",
+        "malformed_msgpack",
+        "unknown_kind",
+        "not_authenticated",
+        "invalid_delivery_token",
+    } <= codes
+    assert codes <= {c.value for c in wire.ErrorCode}
+    assert any(isinstance(f, wire.Pong) for f in responses)  # good frames in between were served
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR], caplog.text
+
+
+# --- the command line, and crashes ---------------------------------------------------------------
+
+
+def test_main_help_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "relaysim relay serve" in out and "--tls-cert" in out and "--db relay.db" in out
+    assert main(["--port", "not-a-number"]) == 2
+    assert main(["--tls-cert", "cert.pem"]) == 2
+    assert "go together" in capsys.readouterr().err
+
+
+def test_main_reports_a_port_in_use_and_exits_1(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # trio >= 0.25 hands the OSError out of the nursery inside an ExceptionGroup: still a clean error.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with caplog.at_level(logging.ERROR, logger="relay.server"):
+            code = main(["--host", "127.0.0.1", "--port", str(port), "--db", str(tmp_path / "relay.db")])
+    assert code == 1
+    errors = [
+        r.getMessage() for r in caplog.records if r.name == "relay.server" and r.levelno >= logging.ERROR
+    ]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("cannot serve: ") and "in use" in errors[0].lower(), errors  # trio words it
+
+
+class RelayProcess:
+    """``python -m relay.server`` on a database; stderr goes to a file we read the port from."""
+
+    def __init__(self, db: Path, log: Path) -> None:
+        self.log = log
+        self.offset = log.stat().st_size if log.exists() else 0
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        args = [
+            sys.executable,
+            "-m",
+            "relaysim.relay.server",
+            "--port",
+            "0",
+            "--db",
+            str(db),
+            "--log-level",
+            "INFO",
+        ]
+        # its devices all register from one loopback address, without the registration proof
+        args += ["--registration-pow", "0", "--register-rate", "off", "--send-rate-account", "off"]
+        with log.open("ab") as f:
+            self.proc = subprocess.Popen(args, stderr=f, stdout=subprocess.DEVNULL, env=env, cwd=ROOT)
+        self.port = self._wait_for_port()
+
+    def _wait_for_port(self) -> int:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            text = self.log.read_bytes()[self.offset :].decode(errors="replace")
+            if m := re.search(r"relay listening on 127\.0\.0\.1:(\d+)", text):
+                return int(m.group(1))
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"relay exited with {self.proc.returncode}:\n{text}")
+            time.sleep(0.02)
+        self.proc.kill()
+        raise RuntimeError("relay did not start listening")
+
+
+async def test_killed_relay_loses_no_acknowledged_envelope(tmp_path: Path) -> None:
+    db, log = tmp_path / "relay.db", tmp_path / "relay.log"
+    r = random.Random(7)
+    acknowledged: dict[bytes, bytes] = {}  # envelope id -> body, as confirmed to the sender
+    counter = 0
+    for round_ in range(6):
+        relay = await trio.to_thread.run_sync(RelayProcess, db, log)
+        try:
+            alice = await WireClient.connect(relay.port)
+            if round_ == 0:
+                bob = await WireClient.connect(relay.port)
+                await bob.register(BOB)
+                await alice.register(ALICE)
+                await bob.aclose()
+            await alice.authenticate(ALICE)
+
+            async def sender(alice: WireClient = alice) -> None:
+                nonlocal counter
+                while True:
+                    body = b"message %d" % counter
+                    counter += 1
+                    (envelope_id,) = await alice.send("bob", [1], body)
+                    acknowledged[envelope_id] = body
+
+            with trio.move_on_after(r.uniform(0.05, 0.4)):
+                await sender()
+            relay.proc.send_signal(signal.SIGKILL)  # mid-send, most likely
+            with pytest.raises((trio.BrokenResourceError, EOFError, trio.ClosedResourceError)):
+                with trio.fail_after(5):
+                    await sender()
+        finally:
+            relay.proc.kill()
+            await trio.to_thread.run_sync(relay.proc.wait)
+    assert len(acknowledged) > 20
+
+    relay = await trio.to_thread.run_sync(RelayProcess, db, log)
+    try:
+        bob = await WireClient.connect(relay.port)
+        await bob.authenticate(BOB)
+        received = await bob.drain()
+        await bob.aclose()
+        by_id = {e.id: e.body for e in received}  # the device's dedupe by envelope id
+        for envelope_id, body in acknowledged.items():
+            assert by_id.get(envelope_id) == body
+        # Nothing arrives that no one sent; bodies are unique, so dedupe by id leaves each once.
+        assert len(set(by_id.values())) == len(by_id)
+        assert all(b.startswith(b"message ") for b in by_id.values())
+        relay.proc.send_signal(signal.SIGTERM)
+        assert await trio.to_thread.run_sync(partial(relay.proc.wait, timeout=10)) == 0
+        assert "SIGTERM received; shutting down" in log.read_text()
+    finally:
+        relay.proc.kill()
+        relay.proc.wait()
+    with Store(db) as store:
+        assert store.all_envelopes() == []  # acknowledged means deleted
+
+
+# --- group commit -----------------------------------------------------------------------------
+
+
+class CountingStore(Store):
+    """A Store that counts its outermost transactions (one commit each)."""
+
+    def __init__(self) -> None:
+        self.commits = 0
+        self._nesting = 0
+        super().__init__(":memory:")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        self._nesting += 1
+        try:
+            with super().transaction():
+                yield
+        finally:
+            self._nesting -= 1
+        if not self._nesting:
+            self.commits += 1
+
+
+def _counting_core() -> tuple[RelayCore, CountingStore]:
+    store = CountingStore()
+    return RelayCore(store, clock=time.time, rng=random.Random(7).randbytes), store
+
+
+async def _memory_client(server: RelayServer, nursery: trio.Nursery) -> WireClient:
+    server_end, client_end = trio.testing.memory_stream_pair()
+    nursery.start_soon(server.handle_stream, server_end)
+    return WireClient(client_end)
+
+
+async def test_a_pipelined_burst_is_one_commit_and_refused_requests_undo_only_themselves() -> None:
+    core, store = _counting_core()
+    server = RelayServer(core)
+    async with trio.open_nursery() as nursery:
+        alice, bob = await _memory_client(server, nursery), await _memory_client(server, nursery)
+        for client, keys in [(alice, ALICE), (bob, BOB)]:
+            await client.register(keys)
+            await client.authenticate(keys)
+        one = (wire.OutgoingEnvelope(1, b"first"),)
+        burst = [
+            wire.Send(id=101, to="bob", envelopes=one),
+            wire.Send(id=102, to="nobody", envelopes=one),  # unknown_account
+            wire.Send(id=103, to="bob", envelopes=(*one, wire.OutgoingEnvelope(2, b"x"))),  # stale_devices
+            wire.Send(id=104, to="bob", envelopes=(wire.OutgoingEnvelope(1, b"second"),)),
+        ]
+        before = store.commits
+        await alice.stream.send_all(b"".join(wire.encode(r) for r in burst))
+        with trio.fail_after(5):
+            answers = [await alice.next_frame() for _ in burst]
+        assert [a.id for a in answers] == [101, 102, 103, 104]  # in the order asked
+        assert [type(a) for a in answers] == [wire.Sent, wire.ErrorFrame, wire.ErrorFrame, wire.Sent]
+        assert [a.code for a in answers if isinstance(a, wire.ErrorFrame)] == [
+            "unknown_account",
+            "stale_devices",
+        ]
+        assert store.commits == before + 1  # four requests, one transaction
+        sent = [a.envelope_ids[0] for a in answers if isinstance(a, wire.Sent)]
+        assert [(e.id, e.body) for e in store.all_envelopes()] == list(
+            zip(sent, [b"first", b"second"], strict=True)
+        )
+        got = await bob.drain()
+        assert [e.body for e in got] == [b"first", b"second"]
+        await alice.aclose()
+        await bob.aclose()
+
+
+async def test_devices_sending_at_once_share_commits_and_one_failure_disturbs_no_one(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    core, store = _counting_core()
+    server = RelayServer(core)
+    enqueue = store.enqueue
+
+    def failing_enqueue(envelopes: Sequence[StoredEnvelope]) -> None:
+        enqueue(envelopes)  # written, then the core fails: the savepoint must undo it
+        if any(e.body == b"boom" for e in envelopes):
+            raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(store, "enqueue", failing_enqueue)
+    senders = [DeviceKeys.make(f"dev{i}") for i in range(24)]
+    async with trio.open_nursery() as nursery:
+        bob = await _memory_client(server, nursery)
+        await bob.register(BOB)
+        await bob.authenticate(BOB)
+        clients = []
+        for keys in senders:
+            client = await _memory_client(server, nursery)
+            await client.register(keys)
+            await client.authenticate(keys)
+            clients.append(client)
+        answers: dict[int, wire.Frame] = {}
+
+        async def send(i: int, client: WireClient) -> None:
+            to, body = ("nobody", b"refused") if i == 1 else ("bob", b"boom" if i == 2 else b"%d" % i)
+            request = wire.Send(id=7, to=to, envelopes=(wire.OutgoingEnvelope(1, body),))
+            await client.stream.send_all(wire.encode(request))
+            answers[i] = await client.next_frame()
+
+        before, batches_before = store.commits, server.batches
+        with trio.fail_after(5):
+            async with trio.open_nursery() as burst:
+                for i, client in enumerate(clients):
+                    burst.start_soon(send, i, client)
+        # 24 requests from 24 connections in a handful of transactions, not 24.
+        assert server.batches - batches_before == store.commits - before <= len(clients) // 4
+        assert isinstance(answers[1], wire.ErrorFrame) and answers[1].code == "unknown_account"
+        assert isinstance(answers[2], wire.ErrorFrame) and answers[2].code == "internal_error"
+        assert all(isinstance(answers[i], wire.Sent) for i in answers if i not in (1, 2))
+        got = await bob.drain()
+        expected = {b"%d" % i for i in range(len(clients)) if i not in (1, 2)}
+        assert sorted(e.body for e in got) == sorted(expected)
+        assert isinstance(await clients[1].request(lambda i: wire.Ping(id=i)), wire.Pong)  # still open
+        with pytest.raises(EOFError):  # the core failed on its request: closed
+            await clients[2].next_frame()
+        for client in [bob, *clients]:
+            await client.aclose()
+    assert "the core failed on a send request" in caplog.text
+
+
+# --- the direct write after a batch (plain TCP) ---------------------------------------------
+
+
+async def test_replies_over_tcp_are_written_after_the_commit_without_the_writer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    writer_sends = 0
+    send_all = trio.SocketStream.send_all
+    clients: list[trio.SocketStream] = []
+
+    async def counting_send_all(self: trio.SocketStream, data: bytes) -> None:
+        nonlocal writer_sends
+        writer_sends += self not in clients
+        await send_all(self, data)
+
+    monkeypatch.setattr(trio.SocketStream, "send_all", counting_send_all)
+    async with running(new_core(clock=time.time)) as server:
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        clients.append(stream)
+        await stream.send_all(b"".join(wire.encode(wire.Ping(id=i)) for i in range(1, 201)))
+        decoder = wire.FrameDecoder("device")
+        pongs: list[wire.Frame] = []
+        with trio.fail_after(5):
+            while len(pongs) < 200:
+                decoder.receive_data(await stream.receive_some())
+                while (frame := decoder.next_frame()) is not wire.NEED_DATA:
+                    pongs.append(frame)
+        assert pongs == [wire.Pong(id=i) for i in range(1, 201)]  # in order, across several batches
+        assert writer_sends == 0  # the kernel took every batch's write at once: no writer task
+        await stream.aclose()
+
+
+async def test_what_the_kernel_does_not_take_at_once_the_writer_sends_in_order() -> None:
+    from relaysim.relay.core import ConnectionContext
+    from relaysim.relay.server import _Connection
+
+    server = RelayServer(new_core())
+    left, right = trio.socket.socketpair()
+    ours, theirs = trio.SocketStream(left), trio.SocketStream(right)
+    conn = _Connection(ConnectionContext(1, None), ours)
+    assert conn.fd >= 0
+    chunks = [bytes([i]) * 65536 for i in range(64)]  # 4 MiB: far more than a socket buffer
+    received = bytearray()
+
+    async def read_slowly() -> None:
+        while len(received) < 64 * 65536:
+            await trio.sleep(0.001)
+            received.extend(await theirs.receive_some(65536))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server._write_loop, conn, nursery.cancel_scope)
+            for i, chunk in enumerate(chunks):
+                conn.queue(chunk)
+                conn.flush()
+                if i == 7:
+                    assert conn.unsent > 0  # the buffer is full: the rest waits for the writer
+                await trio.sleep(0)
+            await read_slowly()
+            assert conn.unsent == 0
+            nursery.cancel_scope.cancel()
+    assert bytes(received) == b"".join(chunks)
+    await ours.aclose()
+    await theirs.aclose()
+
+
+# --- a store written by a seeded simulation is not a relay's ----------------------------------
+
+
+def test_main_refuses_a_store_written_by_a_seeded_simulation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from relaysim.sims.cli import main as relaysim
+
+    out = tmp_path / "run"
+    assert relaysim(["run", "two-friends", "--out", str(out), "--quiet"]) == 0
+    db = out / "relay.db"
+    assert db.exists()
+    with Store(db) as store:
+        assert store.simulation_keys is not None and "seed" in store.simulation_keys
+    capsys.readouterr()
+    assert main(["--host", "127.0.0.1", "--port", "0", "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert "seeded simulation" in err and "--allow-simulation-keys" in err and str(db) in err
+    assert "Traceback" not in err
+    # Told, it serves, and warns that the keys are public (a port in use stops it right after).
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with caplog.at_level(logging.WARNING, logger="relay.server"):
+            code = main(
+                ["--host", "127.0.0.1", "--port", str(port), "--db", str(db), "--allow-simulation-keys"]
+            )
+    assert code == 1  # it got as far as binding
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("PUBLIC" in w and "seeded simulation" in w for w in warnings), warnings
+
+
+def test_a_fresh_store_has_no_simulation_mark(tmp_path: Path) -> None:
+    with Store(tmp_path / "relay.db") as store:
+        assert store.simulation_keys is None
+        store.mark_simulation_keys("seed 7")
+    with Store(tmp_path / "relay.db") as store:
+        assert store.simulation_keys == "seed 7"

@@ -1,0 +1,191 @@
+"""relay.store: schema versioning and migrations, durability settings, queues, metadata columns."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from relaysim.relay import store as store_module
+from relaysim.relay.metadata import METADATA_FIELDS, KindRule, MetadataRecord, RecordKind
+from relaysim.relay.store import SCHEMA_VERSION, Store, StoredEnvelope, StoreError
+from relaysim.relay.wire import KemPrekey, Prekey
+
+
+def _envelope(n: int, account: str = "bob", device: int = 1, body: bytes = b"x") -> StoredEnvelope:
+    return StoredEnvelope(n.to_bytes(16, "big"), account, device, body, 1000 + n, False, "alice", 1)
+
+
+def test_a_new_database_is_at_the_latest_version_with_every_table(tmp_path: Path) -> None:
+    path = tmp_path / "relay.db"
+    with Store(path) as store:
+        assert store.schema_version == SCHEMA_VERSION == len(store_module.MIGRATIONS)
+    db = sqlite3.connect(path)
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {
+        "accounts",
+        "devices",
+        "prekeys",
+        "kem_prekeys",
+        "envelopes",
+        "metadata",
+        "delivery_tokens",
+    } <= tables
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_metadata_has_one_column_per_record_field(tmp_path: Path) -> None:
+    with Store(tmp_path / "relay.db") as store:
+        columns = [r[1] for r in store._db.execute("PRAGMA table_info(metadata)")]
+    assert columns == ["seq", "kind", *METADATA_FIELDS]
+
+
+def test_durability_settings(tmp_path: Path) -> None:
+    with Store(tmp_path / "relay.db") as store:
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert store._db.execute("PRAGMA secure_delete").fetchone()[0] == 1
+
+
+def test_migrations_run_in_order_once_and_a_newer_schema_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "relay.db"
+    Store(path).close()
+    ran: list[int] = []
+    latest = len(store_module.MIGRATIONS)
+
+    def next_step(db: sqlite3.Connection) -> None:
+        ran.append(latest + 1)
+        db.execute("ALTER TABLE accounts ADD COLUMN note TEXT")
+
+    monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, next_step])
+    with Store(path) as store:
+        assert store.schema_version == latest + 1
+        assert "note" in [r[1] for r in store._db.execute("PRAGMA table_info(accounts)")]
+    Store(path).close()
+    assert ran == [latest + 1]  # not again
+    monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:latest])
+    with pytest.raises(StoreError, match=f"schema version {latest + 1} is newer"):
+        Store(path)
+
+
+def test_a_failing_migration_leaves_the_database_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "relay.db"
+    Store(path).close()
+
+    def broken(db: sqlite3.Connection) -> None:
+        db.execute("ALTER TABLE accounts ADD COLUMN half TEXT")
+        raise RuntimeError("migration bug")
+
+    monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, broken])
+    with pytest.raises(RuntimeError, match="migration bug"):
+        Store(path)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert "half" not in [r[1] for r in db.execute("PRAGMA table_info(accounts)")]
+
+
+def test_state_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "relay.db"
+    with Store(path) as store, store.transaction():
+        store.create_account("bob", 1.0)
+        store.enqueue([_envelope(1), _envelope(2)])
+    with Store(path) as store:
+        assert store.account_exists("bob")
+        assert [e.id for e in store.all_envelopes()] == [_envelope(1).id, _envelope(2).id]
+
+
+def test_a_transaction_that_raises_writes_nothing() -> None:
+    store = Store()
+    with pytest.raises(ZeroDivisionError), store.transaction():
+        store.enqueue([_envelope(1)])
+        with store.transaction():  # nested: joins the outer one
+            store.create_account("bob", 1.0)
+        1 / 0  # noqa: B018
+    assert store.all_envelopes() == [] and not store.account_exists("bob")
+
+
+def test_queues_are_per_device_ordered_and_budgeted() -> None:
+    store = Store()
+    store.enqueue([_envelope(i, device=1 + i % 2, body=bytes(100)) for i in range(10)])
+    got, more = store.queued("bob", 1, limit=100, max_bytes=10**6)
+    assert [int.from_bytes(e.id, "big") for e in got] == [0, 2, 4, 6, 8] and not more
+    got, more = store.queued("bob", 1, limit=2, max_bytes=10**6)
+    assert len(got) == 2 and more
+    # 100-byte bodies + 5-byte source account + 10 overhead = 115 each: three fit in 345.
+    got, more = store.queued("bob", 1, limit=100, max_bytes=345, overhead=10)
+    assert len(got) == 3 and more
+    got, more = store.queued("bob", 1, limit=100, max_bytes=1, overhead=10)
+    assert len(got) == 1 and more  # always at least one
+
+
+def test_deleting_touches_only_the_named_devices_queue() -> None:
+    store = Store()
+    store.enqueue([_envelope(1, device=1), _envelope(2, device=2), _envelope(3, account="carol")])
+    ids = [_envelope(n).id for n in (1, 2, 3)]
+    assert store.delete_envelopes("bob", 2, ids) == 1
+    assert [int.from_bytes(e.id, "big") for e in store.all_envelopes()] == [1, 3]
+    assert store.delete_envelopes("bob", 2, ids) == 0
+
+
+def test_one_time_prekeys_are_taken_lowest_first_and_only_once() -> None:
+    store = Store()
+    store.replace_prekeys("bob", 1, [Prekey(5, bytes(32)), Prekey(2, bytes(32))])
+    store.replace_kem_prekeys("bob", 1, [KemPrekey(7, bytes(1568), bytes(64))])
+    assert store.prekey_counts("bob", 1) == (2, 1)
+    assert [store.take_prekey("bob", 1) for _ in range(3)] == [
+        Prekey(2, bytes(32)),
+        Prekey(5, bytes(32)),
+        None,
+    ]
+    assert store.take_kem_prekey("bob", 1) == KemPrekey(7, bytes(1568), bytes(64))
+    assert store.take_kem_prekey("bob", 1) is None
+    assert store.take_prekey("bob", 2) is None
+
+
+def test_metadata_keep_modes() -> None:
+    store = Store()
+    first = KindRule(fields=frozenset({"time", "account"}), keep="first", key=("account",))
+    latest = dataclasses.replace(first, keep="latest")
+    for t in (1.0, 2.0, 3.0):
+        store.append_metadata([(MetadataRecord(RecordKind.REGISTRATION, time=t, account="a"), first)])
+        store.append_metadata([(MetadataRecord(RecordKind.AUTHENTICATION, time=t, account="a"), latest)])
+        store.append_metadata([(MetadataRecord(RecordKind.AUTHENTICATION, time=t, account="b"), latest)])
+    assert [(r.kind, r.account, r.time) for r in store.metadata()] == [
+        (RecordKind.REGISTRATION, "a", 1.0),
+        (RecordKind.AUTHENTICATION, "a", 3.0),
+        (RecordKind.AUTHENTICATION, "b", 3.0),
+    ]
+    assert [r.account for r in store.metadata(RecordKind.AUTHENTICATION)] == ["a", "b"]
+
+
+def test_a_simulation_store_does_not_wait_for_the_disk(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from relaysim.relay.store import Store
+
+    durable = Store(tmp_path / "a.db")
+    fast = Store(tmp_path / "b.db", durable=False)
+    assert durable._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert fast._db.execute("PRAGMA synchronous").fetchone()[0] == 0  # OFF
+    durable.close()
+    fast.close()
+
+
+def test_a_failed_nested_transaction_undoes_only_its_own_writes() -> None:
+    from relaysim.relay.store import Store
+
+    store = Store()
+    with store.transaction():
+        store.create_account("kept", 1.0)
+        try:
+            with store.transaction():
+                store.create_account("undone", 2.0)
+                raise RuntimeError("refused")
+        except RuntimeError:
+            pass
+        store.create_account("also-kept", 3.0)
+    assert store.account_exists("kept") and store.account_exists("also-kept")
+    assert not store.account_exists("undone")

@@ -1,0 +1,296 @@
+"""relay.wire: frames round-trip, arrive in any split, and every kind of bad input gets its code."""
+
+from __future__ import annotations
+
+import struct
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from relaysim.relay import wire
+from tests.helpers import DeviceKeys
+
+KEYS = DeviceKeys.make("alice")
+ENVELOPE = wire.Envelope(id=b"E" * 16, body=b"ciphertext", timestamp=1_700_000_000_000, sealed=False,
+                         source_account="alice", source_device=1)  # fmt: skip
+
+# One of every frame kind, with optional fields both set and not.
+EXAMPLES: list[wire.Frame] = [
+    KEYS.register(5),
+    wire.UploadPrekeys(id=6),
+    wire.UploadPrekeys(id=6, one_time_prekeys=KEYS.prekeys(3), signed_prekey=KEYS.signed_prekey()),
+    wire.FetchBundle(id=7, account="bob"),
+    wire.FetchBundle(id=7, account="bob", delivery_token=b"t" * 32),
+    wire.AuthChallenge(id=8, account="alice", device=2),
+    wire.Authenticate(id=9, nonce=b"n" * 32, signature=b"s" * 64),
+    wire.Send(id=10, to="bob", envelopes=(wire.OutgoingEnvelope(1, b"x"), wire.OutgoingEnvelope(2, b"", 77))),
+    wire.SealedSend(id=11, to="bob", delivery_token=b"t" * 32, envelopes=(wire.OutgoingEnvelope(1, b"x"),)),
+    wire.GetSenderCertificate(id=12),
+    wire.Receive(id=13),
+    wire.Receive(id=13, limit=5),
+    wire.Ack(id=14, envelope_ids=(b"E" * 16,)),
+    wire.Ping(id=2**64 - 1),
+    wire.DiscoverContacts(id=15, contacts=("bob", "carol")),
+    wire.DiscoverContacts(id=15, contacts=()),
+    wire.Block(id=16, account="mallory"),
+    wire.Unblock(id=17, account="mallory"),
+    wire.Registered(id=5, account="alice", device=1),
+    wire.PrekeysUploaded(id=6, one_time_prekeys=3, kem_prekeys=0),
+    wire.Bundle(id=7, account="bob", devices=()),
+    wire.Challenge(id=8, nonce=b"n" * 32, expires_in_ms=30_000),
+    wire.Authenticated(id=9, account="alice", device=2),
+    wire.Sent(id=10, envelope_ids=(b"E" * 16, b"F" * 16)),
+    wire.SenderCertificateResponse(id=12, certificate=b"cert"),
+    wire.Envelopes(id=13, envelopes=(ENVELOPE,), more=True),
+    wire.Acked(id=14, count=1),
+    wire.Pong(id=2**64 - 1),
+    wire.ContactsFound(id=15, registered=("bob",)),
+    wire.Blocked(id=16),
+    wire.Unblocked(id=17),
+    wire.Deliver(id=0, envelope=wire.Envelope(id=b"E" * 16, body=b"", timestamp=0, sealed=True)),
+    wire.ErrorFrame(id=3, code="stale_devices", message="m", field="envelopes", missing=(1,), extra=(3,)),
+]
+
+
+def _decoder_for(frame: wire.Frame) -> wire.FrameDecoder:
+    return wire.FrameDecoder("relay" if isinstance(frame, wire.Request) else "device")
+
+
+def test_every_kind_has_an_example() -> None:
+    kinds = {f.kind for f in EXAMPLES}
+    assert kinds == set(wire.REQUEST_KINDS) | set(wire.RESPONSE_KINDS)
+
+
+@pytest.mark.parametrize("frame", EXAMPLES, ids=lambda f: f.kind)
+def test_round_trip_one_byte_at_a_time(frame: wire.Frame) -> None:
+    data = wire.encode(frame)
+    assert struct.unpack(">I", data[:4])[0] == len(data) - 4
+    decoder = _decoder_for(frame)
+    for i in range(len(data) - 1):
+        decoder.receive_data(data[i : i + 1])
+        assert decoder.next_frame() is wire.NEED_DATA
+    decoder.receive_data(data[-1:])
+    assert decoder.next_frame() == frame
+    assert decoder.next_frame() is wire.NEED_DATA
+    decoder.receive_data(b"")
+    assert decoder.next_frame() is wire.CLOSED
+
+
+def test_wire_map_carries_version_id_and_kind_and_omits_unset_options() -> None:
+    body = msgpack.unpackb(wire.encode(wire.Receive(id=42))[4:])
+    assert body == {"v": 1, "id": 42, "kind": "receive"}
+
+
+@given(st.lists(st.sampled_from(EXAMPLES), min_size=1, max_size=8), st.data())
+def test_many_frames_in_arbitrary_chunks(frames: list[wire.Frame], data: st.DataObject) -> None:
+    frames = [f for f in frames if isinstance(f, wire.Request)] or [wire.Ping(id=1)]
+    stream = b"".join(wire.encode(f) for f in frames)
+    cuts = sorted(data.draw(st.sets(st.integers(0, len(stream)), max_size=10)))
+    decoder = wire.FrameDecoder()
+    got: list[wire.Frame] = []
+    for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        if b > a:
+            decoder.receive_data(stream[a:b])
+        while (frame := decoder.next_frame()) is not wire.NEED_DATA:
+            assert frame is not wire.CLOSED
+            got.append(frame)
+    assert got == frames
+
+
+# --- errors, one per code --------------------------------------------------------------------
+
+
+def _frame(body: object, raw: bool = False) -> bytes:
+    data = body if raw else msgpack.packb(body, use_bin_type=True)
+    assert isinstance(data, bytes)
+    return struct.pack(">I", len(data)) + data
+
+
+def _decoding_error(
+    data: bytes, role: str = "relay", max_frame_size: int = wire.DEFAULT_MAX_FRAME_SIZE
+) -> wire.ProtocolError:
+    decoder = wire.FrameDecoder(role, max_frame_size=max_frame_size)  # type: ignore[arg-type]
+    decoder.receive_data(data)
+    with pytest.raises(wire.RemoteProtocolError) as info:
+        decoder.next_frame()
+    # A decoder that failed stays failed, with the same error.
+    with pytest.raises(wire.RemoteProtocolError) as again:
+        decoder.next_frame()
+    assert again.value is info.value
+    return info.value
+
+
+def test_too_large_is_detected_from_the_prefix_alone() -> None:
+    err = _decoding_error(struct.pack(">I", wire.DEFAULT_MAX_FRAME_SIZE + 1))
+    assert (err.code, err.field) == (wire.ErrorCode.FRAME_TOO_LARGE, "length")
+    assert str(wire.DEFAULT_MAX_FRAME_SIZE) in err.message
+
+
+def test_maximum_is_configurable_and_inclusive() -> None:
+    ping = wire.encode(wire.Ping(id=1))
+    size = len(ping) - 4
+    decoder = wire.FrameDecoder(max_frame_size=size)
+    decoder.receive_data(ping)
+    assert decoder.next_frame() == wire.Ping(id=1)
+    assert _decoding_error(ping, max_frame_size=size - 1).code == wire.ErrorCode.FRAME_TOO_LARGE
+
+
+BASE = {"v": 1, "id": 9, "kind": "ping"}
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "field", "words"),
+    [
+        (b"\xc1", wire.ErrorCode.MALFORMED_MSGPACK, None, "msgpack"),  # 0xc1 is never used
+        (b"", wire.ErrorCode.MALFORMED_MSGPACK, None, "msgpack"),
+        (msgpack.packb(BASE) + b"\x00", wire.ErrorCode.MALFORMED_MSGPACK, None, "msgpack"),  # trailing data
+        (msgpack.packb([1, 2]), wire.ErrorCode.NOT_A_MAP, None, "array"),
+        (msgpack.packb({"id": 1, "kind": "ping"}), wire.ErrorCode.MISSING_FIELD, "v", "'v'"),
+        (msgpack.packb({"v": 1, "kind": "ping"}), wire.ErrorCode.MISSING_FIELD, "id", "'id'"),
+        (msgpack.packb({"v": 1, "id": 1}), wire.ErrorCode.MISSING_FIELD, "kind", "'kind'"),
+        (msgpack.packb({**BASE, "v": 2}), wire.ErrorCode.UNSUPPORTED_VERSION, "v", "got 2"),
+        (msgpack.packb({**BASE, "v": "1"}), wire.ErrorCode.WRONG_TYPE, "v", "str"),
+        (msgpack.packb({**BASE, "id": -1}), wire.ErrorCode.INVALID_VALUE, "id", "-1"),
+        (msgpack.packb({**BASE, "id": True}), wire.ErrorCode.WRONG_TYPE, "id", "bool"),
+        (msgpack.packb({**BASE, "kind": 7}), wire.ErrorCode.WRONG_TYPE, "kind", "int"),
+        (msgpack.packb({**BASE, "kind": "launch"}), wire.ErrorCode.UNKNOWN_KIND, "kind", "'launch'"),
+        (msgpack.packb({**BASE, "kind": "pong"}), wire.ErrorCode.UNKNOWN_KIND, "kind", "'pong'"),  # wrong way
+        (msgpack.packb({**BASE, "extra": 1}), wire.ErrorCode.UNKNOWN_FIELD, "extra", "'extra'"),
+        (msgpack.packb({**BASE, 5: 1}), wire.ErrorCode.UNKNOWN_FIELD, "5", "5"),
+        (
+            msgpack.packb({"v": 1, "id": 9, "kind": "auth_challenge", "account": "a"}),
+            wire.ErrorCode.MISSING_FIELD,
+            "device",
+            "'device'",
+        ),
+        (
+            msgpack.packb({"v": 1, "id": 9, "kind": "auth_challenge", "account": b"a", "device": 1}),
+            wire.ErrorCode.WRONG_TYPE,
+            "account",
+            "bin",
+        ),
+        (
+            msgpack.packb({"v": 1, "id": 9, "kind": "auth_challenge", "account": "a", "device": 0}),
+            wire.ErrorCode.INVALID_VALUE,
+            "device",
+            "got 0",
+        ),
+        (
+            msgpack.packb({"v": 1, "id": 9, "kind": "receive", "limit": 1.5}),
+            wire.ErrorCode.WRONG_TYPE,
+            "limit",
+            "float",
+        ),
+    ],
+)
+def test_each_error_has_a_code_and_names_the_field(
+    body: bytes, code: wire.ErrorCode, field: str | None, words: str
+) -> None:
+    err = _decoding_error(_frame(body, raw=True))
+    assert err.code == code
+    assert err.field == field
+    assert words in err.message
+    if field is not None:
+        assert field in err.message or field.strip("[]") in err.message
+
+
+def test_nested_errors_name_the_path() -> None:
+    good = wire.encode(KEYS.register(4))
+    body = msgpack.unpackb(good[4:])
+    body["kem_prekeys"][1]["public"] = b"short"
+    err = _decoding_error(_frame(body))
+    assert (err.code, err.field) == (wire.ErrorCode.INVALID_VALUE, "kem_prekeys[1].public")
+    assert "1568 bytes, got 5" in err.message
+    assert err.request_id == 4  # the error can be matched to the request
+    body = msgpack.unpackb(good[4:])
+    del body["signed_prekey"]["signature"]
+    err = _decoding_error(_frame(body))
+    assert (err.code, err.field) == (wire.ErrorCode.MISSING_FIELD, "signed_prekey.signature")
+    body = msgpack.unpackb(good[4:])
+    body["one_time_prekeys"] = {"id": 1}
+    assert _decoding_error(_frame(body)).field == "one_time_prekeys"
+
+
+def test_truncated_frame_at_end_of_stream() -> None:
+    data = wire.encode(wire.Ping(id=1))
+    decoder = wire.FrameDecoder()
+    decoder.receive_data(data[:-1])
+    decoder.receive_data(b"")
+    with pytest.raises(wire.RemoteProtocolError) as info:
+        decoder.next_frame()
+    assert info.value.code == wire.ErrorCode.TRUNCATED_FRAME
+
+
+def test_building_a_bad_frame_is_a_local_error() -> None:
+    with pytest.raises(wire.LocalProtocolError) as info:
+        wire.Authenticate(id=1, nonce=b"n" * 31, signature=b"s" * 64)
+    assert (info.value.code, info.value.field) == (wire.ErrorCode.INVALID_VALUE, "nonce")
+    with pytest.raises(wire.LocalProtocolError) as info:
+        wire.Send(id=1, to="bob", envelopes=())
+    assert info.value.field == "envelopes"
+    with pytest.raises(wire.LocalProtocolError) as info:
+        wire.Send(id=1, to="bob", envelopes=(wire.OutgoingEnvelope(1, b""), "nope"))  # type: ignore[arg-type]
+    assert info.value.field == "envelopes[1]"
+    with pytest.raises(wire.LocalProtocolError):
+        wire.AuthChallenge(id=1, account="a\nb", device=1)  # control characters
+
+
+def test_lists_become_tuples_so_frames_stay_hashable_values() -> None:
+    frame = wire.Ack(id=1, envelope_ids=[b"E" * 16])  # type: ignore[arg-type]
+    assert frame.envelope_ids == (b"E" * 16,)
+    assert hash(frame) == hash(wire.Ack(id=1, envelope_ids=(b"E" * 16,)))
+
+
+# --- hostile input never crashes the decoder -----------------------------------------------------
+
+msgpack_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=20)
+    | st.binary(max_size=40),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5),
+    max_leaves=20,
+)  # fmt: skip
+FIELD_NAMES = sorted({"v", "id", "kind", "account", "device", "envelopes", "body", "nonce", "to", "limit"})
+frame_like_maps = st.fixed_dictionaries(
+    {},
+    optional={
+        "v": st.sampled_from([1, 1, 2, 0, "1", None]),
+        "id": st.integers(-5, 2**64 - 1) | msgpack_values,  # 2**64 itself has no msgpack form
+        "kind": st.sampled_from(sorted(wire.REQUEST_KINDS) + sorted(wire.RESPONSE_KINDS) + ["nope"]),
+    },
+).flatmap(
+    lambda base: st.dictionaries(
+        st.sampled_from(FIELD_NAMES) | st.text(max_size=8), msgpack_values, max_size=6
+    ).map(lambda extra: {**extra, **base})
+)
+
+
+def _decode_everything(data: bytes, role: str) -> None:
+    decoder = wire.FrameDecoder(role, max_frame_size=4096)  # type: ignore[arg-type]
+    decoder.receive_data(data)
+    decoder.receive_data(b"")
+    try:
+        while decoder.next_frame() is not wire.CLOSED:
+            pass
+    except wire.RemoteProtocolError as e:
+        assert isinstance(e.code, wire.ErrorCode)
+        assert e.message
+        assert e.request_id >= 0
+        frame = wire.ErrorFrame.from_exception(e)  # always expressible as an error frame
+        assert wire.encode(frame)
+
+
+@given(st.binary(max_size=300), st.sampled_from(["relay", "device"]))
+def test_random_bytes_only_ever_raise_protocol_errors(data: bytes, role: str) -> None:
+    _decode_everything(data, role)
+
+
+@given(st.binary(max_size=300), st.sampled_from(["relay", "device"]))
+def test_random_bodies_behind_a_valid_prefix(body: bytes, role: str) -> None:
+    _decode_everything(_frame(body, raw=True), role)
+
+
+@given(frame_like_maps, st.sampled_from(["relay", "device"]))
+def test_random_maps_only_ever_raise_protocol_errors(body: dict[str, object], role: str) -> None:
+    _decode_everything(_frame(body), role)

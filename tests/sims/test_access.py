@@ -1,0 +1,228 @@
+"""The interventions' interface (sims.access) and what they ask of clients/ and relay/.
+
+- The package's face: every exported name exists, every demand and seizure has its class.
+- The interventions change the world only through public methods: no private field of another
+  object is read, no attribute of another object assigned, nothing rebuilt with ``replace``.
+- What the seized-phone analysis asks of the ratchet (``parse_header``, ``SendingChain``,
+  ``receiving_position``) gives the Double Ratchet's answers.
+- The shared helpers: one seeded generator, one clock.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from relaysim import sims
+from relaysim.clients.framing import frame_ciphertext
+from relaysim.clients.ratchet import HEADER_LEN, parse_header
+from relaysim.clients.session import Device, PeerAddress, parse_ciphertext
+from relaysim.clients.x3dh import InitialMessage
+from relaysim.relay.compliance import ComplianceDesk
+from relaysim.relay.core import RelayCore
+from relaysim.relay.custody import ContentKey
+from relaysim.relay.profiles import get_profile
+from relaysim.relay.store import Store
+from relaysim.sims.access import (
+    INTERVENTIONS,
+    KINDS,
+    DeviceSeizure,
+    GhostDevice,
+    GlobalKey,
+    KeyEscrow,
+    RelaySwapsIdentity,
+    intervention_for,
+)
+from relaysim.sims.scenario import (
+    EXCEPTIONAL_DEMANDS,
+    EscrowKeyStolen,
+    ExceptionalAccess,
+    IdentitySwap,
+    LegalProcessEvent,
+    SeizePhone,
+)
+from relaysim.sims.world.util import clock, seeded
+from tests.conftest import seeded_rng
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_package_exports_what_it_names_and_a_class_per_demand() -> None:
+    assert sorted(sims.access.__all__) == sorted(set(sims.access.__all__))
+    assert all(hasattr(sims.access, name) for name in sims.access.__all__)
+    assert {INTERVENTIONS[(ExceptionalAccess, d)] for d in EXCEPTIONAL_DEMANDS} == {
+        KeyEscrow,
+        GlobalKey,
+        GhostDevice,
+    }
+    assert INTERVENTIONS[(EscrowKeyStolen, None)] is KeyEscrow
+    assert INTERVENTIONS[(SeizePhone, None)] is DeviceSeizure
+    assert INTERVENTIONS[(IdentitySwap, None)] is RelaySwapsIdentity
+    assert {"exceptional_access", "escrow_key_stolen", "seize_phone", "relay_swaps_identity"} == KINDS
+    assert intervention_for(LegalProcessEvent(at=0.0, process="subpoena", name="s", target="a")) is None
+    assert intervention_for(ExceptionalAccess(at=0.0, demand="global_key")) is GlobalKey
+    with pytest.raises(ValueError, match="unknown exceptional-access demand 'backdoor'"):
+        intervention_for(ExceptionalAccess(at=0.0, demand="backdoor"))
+
+
+def _reaches_into(source: str, path: str) -> list[str]:
+    """Private reads of other objects, assignments to other objects' attributes, and ``replace`` calls."""
+    found = []
+    for node in ast.walk(ast.parse(source, path)):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+        ):
+            found.append(f"{path}:{node.lineno}: reads {ast.unparse(node)}")
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+            targets = [node.target]
+        for t in targets:
+            if isinstance(t, ast.Attribute) and not (isinstance(t.value, ast.Name) and t.value.id == "self"):
+                found.append(f"{path}:{getattr(node, 'lineno', 0)}: assigns {ast.unparse(t)}")
+        if isinstance(node, ast.Call) and ast.unparse(node.func) in ("replace", "dataclasses.replace"):
+            found.append(
+                f"{path}:{getattr(node, 'lineno', 0)}: rebuilds {ast.unparse(node.args[0]) if node.args else '?'}"
+            )
+    return found
+
+
+def test_interventions_touch_the_world_only_through_public_methods() -> None:
+    files = sorted((ROOT / "sims" / "access").glob("*.py"))
+    assert {p.name for p in files} >= {
+        "base.py",
+        "escrow.py",
+        "global_key.py",
+        "ghost.py",
+        "seizure.py",
+        "identity_swap.py",
+    }
+    found = [f for p in files for f in _reaches_into(p.read_text(encoding="utf-8"), p.name)]
+    assert found == []
+
+
+def test_the_checker_sees_a_reach_into_another_object() -> None:
+    bad = (
+        "def f(sim, d):\n"
+        "    x = sim._open_orders\n"
+        "    d.agent.device.escrow = 1\n"
+        "    sim.desk.profile = dataclasses.replace(sim.desk.profile, custody='provider')\n"
+        "    self._mine = 2\n"
+    )
+    found = _reaches_into(bad, "bad.py")
+    assert sorted(f.split(": ")[1].split(" ")[0] for f in found) == [
+        "assigns",
+        "assigns",
+        "reads",
+        "rebuilds",
+    ]
+
+
+# --- what the seizure asks of clients/ ------------------------------------------------------------
+
+
+def _pair() -> tuple[Device, Device, PeerAddress, PeerAddress]:
+    rng = seeded_rng(11)
+    alice, bob = Device("alice", rng=rng), Device("bob", rng=rng)
+    a, b = PeerAddress("alice", 1), PeerAddress("bob", 1)
+    alice.start_session(b, bob.generate_prekeys(2, 2))
+    return alice, bob, a, b
+
+
+def test_parse_header_reads_the_ratchet_key_and_the_message_numbers() -> None:
+    alice, _bob, _a, b = _pair()
+    first = parse_ciphertext(alice.encrypt(b, b"one"))[1]
+    second = parse_ciphertext(alice.encrypt(b, b"two"))[1]
+    key = alice.sessions[b].ratchet.ratchet_key
+    assert parse_header(first) == (key, 0, 0)
+    assert parse_header(second) == (key, 0, 1)
+    assert parse_header(second[: HEADER_LEN - 1]) is None
+
+
+def test_a_copied_sending_chain_opens_later_messages_on_it_and_none_before() -> None:
+    alice, _bob, _a, b = _pair()
+    before = parse_ciphertext(alice.encrypt(b, b"before the copy"))[1]
+    chain = alice.sessions[b].ratchet.sending_chain()
+    assert chain is not None and chain.ratchet_key == alice.sessions[b].ratchet.ratchet_key
+    later = [parse_ciphertext(alice.encrypt(b, t))[1] for t in (b"after one", b"after two", b"after three")]
+    assert chain.open(before) is None  # the chain key only runs forward
+    assert chain.open(later[1]) == b"after two"  # skipping ahead
+    assert chain.open(later[0]) is None  # passed over: its key was not kept
+    assert chain.open(later[2]) == b"after three"
+
+
+def test_receiving_position_says_where_a_message_sits_on_the_chain() -> None:
+    alice, bob, a, b = _pair()
+    m0, m1, m2 = (parse_ciphertext(alice.encrypt(b, t)) for t in (b"0", b"1", b"2"))
+    assert bob.decrypt(a, alice_frame(m0)) == b"0"
+    assert bob.decrypt(a, alice_frame(m2)) == b"2"  # m1 skipped: its key is stored
+    r = bob.sessions[a].ratchet
+    h0, h1, h2 = (parse_header(m[1]) for m in (m0, m1, m2))
+    assert h0 is not None and h1 is not None and h2 is not None
+    assert r.has_skipped_key(h1) and not r.has_skipped_key(h0)
+    assert r.receiving_position(h0) == "behind"
+    next_one = parse_ciphertext(alice.encrypt(b, b"3"))[1]
+    h3 = parse_header(next_one)
+    assert h3 is not None and r.receiving_position(h3) == "ahead"
+    assert r.receiving_position(h3._replace(dh=bytes(32))) is None  # another chain
+
+
+def alice_frame(parsed: tuple[InitialMessage | None, bytes]) -> bytes:
+    return frame_ciphertext(*parsed)
+
+
+# --- what the interventions ask of relay/ -----------------------------------------------------------
+
+
+def test_the_provider_cannot_provision_a_device_into_an_account_that_does_not_exist() -> None:
+    from relaysim.clients.agent import DeviceAgent
+    from relaysim.relay import wire
+
+    agent = DeviceAgent(
+        Device("nobody", 2, rng=seeded_rng(5)), registration_id=7, delivery_token=bytes(32), clock=lambda: 1.0
+    )
+    agent.register()
+    (frame,) = agent.take_outbox()
+    assert isinstance(frame, wire.Register)
+    relay = RelayCore(Store(":memory:"), rng=seeded_rng(6))
+    with pytest.raises(ValueError, match="no account 'nobody' to add device 2 to"):
+        relay.provision_device(frame)
+
+
+def test_the_desk_takes_only_a_key_the_provider_holds_and_then_holds_content() -> None:
+    desk = ComplianceDesk(Store(":memory:"), get_profile("signal"))
+    assert desk.profile.custody == "devices" and desk.keys == []
+    with pytest.raises(ValueError, match="only use keys the provider holds, not 'enterprise'"):
+        desk.hold_content_key(ContentKey("bes", bytes(32), "enterprise"))
+    key = ContentKey("global-key", bytes(32), "provider")
+    desk.hold_content_key(key)
+    assert desk.keys == [key] and desk.profile.custody == "provider"
+
+
+# --- the shared helpers ----------------------------------------------------------------------------
+
+
+def test_one_seeded_generator_per_label() -> None:
+    assert seeded(7, "device", "alice/1").random() == seeded(7, "device", "alice/1").random()
+    assert seeded(7, "device", "alice/1").random() != seeded(7, "device", "bob/1").random()
+    assert seeded(7, "exceptional", "escrow-key").random() != seeded(7, "escrow-key").random()
+
+
+@pytest.mark.parametrize(
+    ("t", "day", "expected"),
+    [
+        (0, None, "00:00:00"),
+        (3725.9, None, "01:02:05"),
+        (86400 + 61, None, "day 2 00:01:01"),
+        (61, True, "day 1 00:01:01"),
+        (86400 + 61, False, "24:01:01"),
+    ],
+)
+def test_the_clock(t: float, day: bool | None, expected: str) -> None:
+    assert clock(t, day=day) == expected

@@ -1,0 +1,413 @@
+"""sims.analysis: what the provider's own records reveal, on small runs where the answer is known."""
+
+from __future__ import annotations
+
+import ast
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relaysim.relay.profiles import get_profile
+from relaysim.sims.analysis.attribution import attribute_sealed
+from relaysim.sims.analysis.graph import contact_graph
+from relaysim.sims.analysis.life import colocation, daily_rhythm, location_trail
+from relaysim.sims.analysis.run import analyze, run_views
+from relaysim.sims.analysis.sda import TargetRanking, statistical_disclosure
+from relaysim.sims.analysis.sizes import size_channels
+from relaysim.sims.analysis.view import AnalysisInputError, Obs, ProviderView, from_db, from_disclosure
+from relaysim.sims.analysis_scoring import read_truth, score_analysis
+from relaysim.sims.cli import main
+from relaysim.sims.report import run_to_dir
+from relaysim.sims.scenario import parse_scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+H = 3600
+
+# --- the fence ---------------------------------------------------------------------------------------
+
+# What sims.analysis may import besides the standard library: the relay's record and profile
+# vocabularies, its own modules, and two numeric libraries. Not the simulator (sims.world.simulation,
+# sims.world.traffic, sims.scenario, sims.report, sims.scoring), not the clients: those know the truth.
+ALLOWED = (
+    "relaysim.relay.metadata",
+    "relaysim.relay.profiles",
+    "relaysim.sims.analysis",
+    "numpy",
+    "networkx",
+)
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                names.add("relaysim.sims.analysis" + (f".{node.module}" if node.module else ""))
+            elif node.module:
+                names.add(node.module)
+    return names
+
+
+def _outside_fence(names: set[str]) -> set[str]:
+    return {
+        n
+        for n in names
+        if n.split(".")[0] not in sys.stdlib_module_names
+        and n != "__future__"
+        and not any(n == a or n.startswith(a + ".") for a in ALLOWED)
+    }
+
+
+def test_analysis_imports_nothing_that_knows_the_truth() -> None:
+    files = sorted((ROOT / "sims" / "analysis").glob("*.py"))
+    assert len(files) >= 6
+    offenders = {str(p.relative_to(ROOT)): sorted(_outside_fence(_imports(p))) for p in files}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_the_fence_checker_catches_a_forbidden_import(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "from relaysim.sims.world.simulation import Simulation\nimport relaysim.clients.agent\n"
+        "from relaysim.sims import scoring\nimport json\n"
+    )
+    assert _outside_fence(_imports(bad)) == {
+        "relaysim.sims.world.simulation",
+        "relaysim.clients.agent",
+        "relaysim.sims",
+    }
+
+
+def test_importing_the_analyses_loads_no_simulator_module() -> None:
+    code = (
+        "import sys, relaysim.sims.analysis.run\n"
+        "bad = [m for m in sys.modules if m.startswith(tuple('relaysim.' + p for p in ('clients', "
+        "'sims.world.simulation', 'sims.world.traffic', 'sims.scenario', 'sims.scoring', 'sims.report', "
+        "'relay.core', 'relay.compliance')))]\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
+
+
+# --- a small run where the answers are known ------------------------------------------------------------
+
+
+def _at(seconds: float) -> str:
+    return f"{int(seconds)}s"
+
+
+def _conversation(a: str, b: str, rows: list[str]) -> str:
+    body = ",\n  ".join(rows)
+    return f'[[conversations]]\nbetween = ["{a}", "{b}"]\nmessages = [\n  {body},\n]\n'
+
+
+def _scenario_text(sealed: bool = True, padding: str = "profile") -> str:
+    rng = random.Random(5)
+    convs: list[str] = []
+    # Alice writes to Bob at every hour from 09 to 20 UTC, twice; Bob answers each within 20 s.
+    ab = []
+    for hour in range(9, 21):
+        for m in (5, 35):
+            t = hour * H + m * 60
+            pad = "x" * rng.randrange(0, 120)  # texts of different lengths, for the length classes
+            ab.append(f'{{ at = "{_at(t)}", from = "alice", text = "a{t} {pad}" }}')
+            ab.append(f'{{ at = "{_at(t + 20)}", from = "bob", text = "b{t}" }}')
+    convs.append(_conversation("alice", "bob", ab))
+    # Erin keeps later hours (14 to 01 UTC): a night owl, or five hours west of Alice.
+    ec = [
+        f'{{ at = "{_at(h * H + m * 60)}", from = "erin", text = "e{h}-{m}" }}'
+        for h in [*range(14, 24), 0, 1]
+        for m in (10, 40)
+    ]
+    convs.append(_conversation("erin", "carol", ec))
+    # Background: Carol (sharing an office's address with Dave) and Dave write at random.
+    for a, b in (("carol", "dave"), ("dave", "erin"), ("carol", "bob")):
+        msgs = sorted(rng.uniform(9 * H, 21 * H) for _ in range(12))
+        rows = [f'{{ at = "{_at(t)}", from = "{a}", text = "n{a}{b}{i}" }}' for i, t in enumerate(msgs)]
+        convs.append(_conversation(a, b, rows))
+    return f"""
+[scenario]
+name = "analysis-test"
+duration = "1d"
+seed = 11
+
+[relay]
+region = "us"
+profile = "keep-everything"
+sealed_sender = {"true" if sealed else "false"}
+
+[defences]
+padding = "{padding}"
+
+[[people]]
+name = "alice"
+devices = [{{ region = "us", address = "203.0.113.1" }}]
+
+[[people]]
+name = "bob"
+devices = [{{ region = "ca", address = "198.51.100.2" }}]
+
+[[people]]
+name = "carol"
+devices = [{{ region = "us", address = "203.0.113.3" }}]
+
+[[people]]
+name = "dave"
+devices = [{{ region = "us", address = "203.0.113.3" }}]
+
+[[people]]
+name = "erin"
+devices = [{{ region = "pk", address = "192.0.2.5" }}, {{ region = "pk", address = "192.0.2.6" }}]
+
+{"".join(convs)}
+
+[[events]]
+at = "8h"
+kind = "legal_process"
+process = "pen_register"
+target = "bob"
+to = "22h"
+name = "pen-register-bob"
+"""
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("analysis") / "run"
+    run_to_dir(parse_scenario(_scenario_text(), "analysis-test.toml"), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def relay_view(run_dir: Path) -> ProviderView:
+    return run_views(run_dir)["relay"]
+
+
+@pytest.fixture(scope="module")
+def truth(run_dir: Path) -> Any:
+    return read_truth(run_dir / "transcript.jsonl")
+
+
+def test_sealed_sends_are_attributed_by_address_except_behind_a_shared_one(
+    relay_view: ProviderView, truth: Any
+) -> None:
+    atts = attribute_sealed(relay_view)
+    assert len(atts) > 100
+    shared = [a for a in atts if a.host == "203.0.113.3"]
+    unique = [a for a in atts if a.host != "203.0.113.3"]
+    assert shared and unique
+    # a phone alone at its address gives itself away on every sealed send
+    assert all(a.evidence == "address" and a.candidates == 1 for a in unique)
+    assert all(a.sender == truth.sender_of(a.envelope_id, a.time, a.recipient) for a in unique)
+    # two phones behind one address: the relay can say only that it was one of the two
+    assert all(a.evidence == "ambiguous" and a.candidates == 2 for a in shared)
+    assert {truth.sender_of(a.envelope_id, a.time, a.recipient) for a in shared} == {"carol", "dave"}
+
+
+def test_a_provider_that_keeps_no_addresses_attributes_nothing(run_dir: Path) -> None:
+    # the same database read as Signal's policy would have kept it: no sealed-send records at all
+    view = from_db(run_dir / "relay.db", get_profile("signal"))
+    assert attribute_sealed(view) == []
+    assert contact_graph(view).edges == ()
+    assert statistical_disclosure(view).rankings == ()
+
+
+def test_contact_graph_from_attributed_sealed_sends_is_the_true_graph(
+    relay_view: ProviderView, truth: Any
+) -> None:
+    a = analyze(relay_view)
+    score = score_analysis(a, truth)
+    pairs = truth.pairs()
+    assert len(pairs) == 5
+    # every true pair is found but Carol-Dave: behind one address, Carol's messages to Dave may be
+    # credited to Dave himself
+    shared = frozenset(("carol", "dave"))
+    assert a.graph.strong() >= pairs - {shared}
+    assert score["contact_graph"]["recall"] >= 0.8
+    weights = {frozenset((e.a, e.b)): e.weight for e in a.graph.edges}
+    # 24 from Alice and 24 replies, each counted once, and a delivery receipt back for each of the
+    # 48: the provider cannot tell a sealed receipt from a sealed message, so it counts 96
+    assert weights[frozenset(("alice", "bob"))] == 96
+    # the score says how many of the sealed "messages" were receipts
+    really = score["attribution"]["sealed_records_really"]
+    assert set(really) == {"message", "delivery receipt"} and really["delivery receipt"] > 0
+    assert sum(really.values()) == score["attribution"]["sealed_records"]
+
+
+def test_contact_graph_without_sealed_sender_names_both_ends(tmp_path: Path) -> None:
+    out = tmp_path / "open"
+    run_to_dir(parse_scenario(_scenario_text(sealed=False), "open.toml"), out)
+    view = run_views(out)["relay"]
+    truth = read_truth(out / "transcript.jsonl")
+    graph = contact_graph(view)
+    assert graph.strong() == truth.pairs()
+    assert {e.evidence for e in graph.edges} == {"message"}
+    assert attribute_sealed(view) == []
+
+
+def test_lookups_alone_draw_the_graph_as_weaker_evidence(run_dir: Path, truth: Any) -> None:
+    # Apple keeps who looked up whose keys (and no message log): every pair that ever opened a session
+    view = from_db(run_dir / "relay.db", get_profile("imessage"))
+    graph = contact_graph(view)
+    assert graph.strong() == set()
+    assert graph.all_pairs() == truth.pairs()
+    assert {e.evidence for e in graph.edges} == {"lookup"}
+
+
+def test_statistical_disclosure_finds_who_bob_answers(relay_view: ProviderView, truth: Any) -> None:
+    result = statistical_disclosure(relay_view, targets=["bob"])
+    assert result.triggers == "delivery" and not result.receipts
+    (bob,) = result.rankings
+    assert bob.epochs >= 24
+    assert bob.rank("alice") == 1
+    assert bob.top(n=1)[0][0] == "alice"
+    # and it gets there after a handful of messages
+    assert bob.rank("alice", 5) == 1
+    assert "no delivery receipts" in result.note()
+    # with the one-second epochs of Martiny et al., Bob's delivery receipts give Alice away at once
+    fast = statistical_disclosure(relay_view, targets=["bob"], receipts=True)
+    assert fast.epoch == 1.0 and fast.rankings[0].rank("alice", 5) == 1 and "Martiny" in fast.note()
+
+
+def test_sda_ranks_count_ties_against_the_attacker() -> None:
+    r = TargetRanking("bob", 3, population=5, scores=((3, (("x", 2), ("y", 2), ("z", -1))),))
+    assert r.rank("x") == 2 and r.rank("y") == 2  # tied: both count as second
+    assert r.rank("w") == 4  # a zero score ties with the other zero (the 5th account), above z
+    assert r.rank("z") == 5
+
+
+def test_sda_over_many_messages_is_fast_and_finds_a_planted_contact() -> None:
+    rng = random.Random(1)
+    n_people, n_msgs = 5000, 200_000
+    obs = []
+    for _ in range(n_msgs):
+        obs.append(
+            Obs("sealed_send", time=rng.uniform(0, 86400), recipient_account=f"u{rng.randrange(n_people)}")
+        )
+    for i in range(30):  # bob gets 30 messages; alice receives an answer 5 s after each
+        t = 1000 + i * 2000.0
+        obs.append(Obs("sealed_send", time=t, recipient_account="bob"))
+        obs.append(Obs("sealed_send", time=t + 5, recipient_account="alice"))
+    view = ProviderView("synthetic", tuple(obs))
+    started = time.perf_counter()
+    result = statistical_disclosure(view, targets=["bob"], epoch=10.0)
+    took = time.perf_counter() - started
+    assert result.rankings[0].rank("alice") == 1
+    assert result.rankings[0].rank("alice", 5) == 1
+    assert took < 10, took
+
+
+def test_first_contacts_stand_out_by_size(relay_view: ProviderView, truth: Any) -> None:
+    # Signal's padding is on by default (the profile's): every message short of 159 bytes fills
+    # one 160-byte block, so the rest fall in a single length class and say nothing about the
+    # length of what is inside. First contacts still stand out: they carry the X3DH header and
+    # the ML-KEM ciphertext, which padding does not hide.
+    report = size_channels(relay_view)
+    assert report.threshold is not None and 1000 < report.threshold < 2500
+    score = score_analysis(analyze(relay_view), truth)["sizes"]
+    assert score["precision"] == 1.0 and score["recall"] == 1.0
+    assert score["first_messages_marked"] == score["first_messages_between_two_people"] == 5
+    assert len(report.classes) == 1 and report.step is None
+    correlation = score["size_vs_plaintext_length_correlation"]
+    assert correlation is None or correlation != correlation or abs(correlation) < 0.2, correlation
+
+
+def test_without_padding_sizes_follow_the_plaintext_length(tmp_path: Path) -> None:
+    # [defences] padding = "none" (or a profile with padding = false): sizes leak lengths again.
+    out = tmp_path / "run"
+    run_to_dir(parse_scenario(_scenario_text(padding="none"), "analysis-test.toml"), out)
+    view = run_views(out)["relay"]
+    report = size_channels(view)
+    score = score_analysis(analyze(view), read_truth(out / "transcript.jsonl"))["sizes"]
+    assert score["first_messages_marked"] == score["first_messages_between_two_people"] == 5
+    # the rest move in steps of the padding block, and with the length of what is inside
+    assert report.step is not None and report.step < 100
+    assert len(report.classes) > 1
+    assert score["size_vs_plaintext_length_correlation"] > 0.5
+
+
+def test_daily_rhythm_gives_sleep_and_an_offset(relay_view: ProviderView) -> None:
+    atts = attribute_sealed(relay_view)
+    rhythms = {
+        r.account: r
+        for r in daily_rhythm(
+            relay_view, [(a.sender, a.time) for a in atts if a.sender and a.time is not None]
+        )
+    }
+    # her 24 messages, and the 24 delivery receipts her phone sent for Bob's answers, and Erin's
+    # receipts for Dave's messages, sent at Dave's hours: receipts blur a person's rhythm
+    assert rhythms["alice"].actions == 48 and rhythms["erin"].utc_offset != -5
+    # dropping the sends that follow an arrival within two seconds (a phone, not a person) restores it
+    rhythms = {
+        r.account: r
+        for r in daily_rhythm(
+            relay_view, [(a.sender, a.time) for a in atts if a.sender and a.time is not None], automatic=2.0
+        )
+    }
+    alice, erin = rhythms["alice"], rhythms["erin"]
+    assert alice.actions == 24 and alice.active_hours == tuple(range(9, 21))
+    assert alice.sleep_window == (0, 6) and alice.utc_offset == 0
+    assert erin.utc_offset == -5  # active 14:00-02:00 UTC: five hours west of Alice
+
+
+def test_location_trail_and_colocation(relay_view: ProviderView) -> None:
+    trails = location_trail(relay_view)
+    assert {s.host for s in trails["alice/1"]} == {"203.0.113.1"}
+    assert [s.region for s in trails["alice/1"]] == ["us"]  # the provider's own GeoIP table
+    assert {s.host for s in trails["erin/1"]} == {"192.0.2.5"}
+    assert "192.0.2.6" in {s.host for s in trails["erin/2"]}
+    pairs = {(c.a, c.b, c.host) for c in colocation(relay_view)}
+    assert pairs == {("carol", "dave", "203.0.113.3")}
+
+
+def test_a_disclosure_package_is_analysed_on_what_it_holds(run_dir: Path) -> None:
+    view = from_disclosure(run_dir / "disclosures" / "pen-register-bob.json")
+    assert view.target == "bob" and view.messages()
+    assert all(o.account is None for o in view.messages() if o.kind == "sealed_send")
+    a = analyze(view)
+    assert a.target == "bob"
+
+
+def test_a_bad_disclosure_names_the_file_and_field(tmp_path: Path) -> None:
+    f = tmp_path / "d.json"
+    f.write_text(json.dumps({"target": "bob", "provided": {"message_log": [{"time": "noon"}]}}))
+    with pytest.raises(
+        AnalysisInputError, match=r"d\.json: provided\.message_log\[0\]\.time: expected a number"
+    ):
+        from_disclosure(f)
+
+
+def test_cli_analyze_writes_the_files_and_a_summary(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["analyze", str(run_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "sealed sends attributed to a sender by address" in printed
+    data = json.loads((run_dir / "analysis" / "relay.json").read_text())
+    assert data["score"]["attribution"]["recall"] > 0.5
+    assert (run_dir / "analysis" / "relay.md").read_text().startswith("# What the provider's records reveal")
+    assert (run_dir / "analysis" / "pen-register-bob.json").exists()
+
+
+def test_cli_analyze_on_a_folder_without_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["analyze", str(tmp_path)]) == 2
+    assert "has no relay.db" in capsys.readouterr().err
+
+
+def test_a_disclosure_says_how_many_of_its_message_records_were_receipts(run_dir: Path) -> None:
+    """Receipts are on by default; the pen register's routing rows hold them, and the scored page says so."""
+    data = json.loads((run_dir / "disclosures" / "pen-register-bob.json").read_text())
+    rows = data["score"]["routing_rows"]
+    assert rows["delivery_receipts"] > 0 and rows["messages"] > 0 and rows["unmatched"] == 0
+    assert rows["total"] == rows["messages"] + rows["delivery_receipts"]
+    md = (run_dir / "disclosures" / "pen-register-bob.md").read_text()
+    assert f"{rows['delivery_receipts']} delivery receipts" in md and "cannot tell them apart" in md

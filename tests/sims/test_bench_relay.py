@@ -1,0 +1,110 @@
+"""``relaysim bench relay`` runs end to end at a tiny size and reports every contender and ratio (no timing claims)."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+import pytest
+
+from relaysim.sims.bench import relay
+
+
+def test_runs_on_the_installed_trio_json_has_every_contender_and_check_names_what_was_missed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The servers run in child processes on the trio installed here; the load generator and the
+    # ratios are in this process. One bound no run can meet, judged by the real ratio and check code.
+    impossible = relay.Ratio(
+        "relay_vs_echo_frames",
+        "relay (durable) / echo, frames per second",
+        ">=",
+        1e9,
+        relay.RELAY_DURABLE,
+        relay.ECHO,
+    )
+    monkeypatch.setattr(relay, "RATIOS", [impossible, *relay.RATIOS[1:]])
+    argv = ["--connections", "8", "--duration", "0.3", "--warmup", "0", "--repeat", "2"]
+    assert relay.main([*argv, "--steps", "20", "--json", "-", "--check", "--quiet"]) == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)  # --json -: stdout is the JSON alone
+    assert "target MISSED: relay (durable) / echo, frames per second" in captured.err
+    assert report["ratios"]["relay_vs_echo_frames"]["met"] is False
+    assert report["config"]["connections"] == 8 and report["config"]["repeat"] == 2
+
+    results = report["results"]
+    assert set(results) == set(relay.CONTENDERS)
+    for kind, r in results.items():
+        samples = r["envelopes_per_s_samples"]
+        assert len(samples) == 2 and all(math.isfinite(s) and s > 0 for s in samples), kind
+        assert r["envelopes_per_s"] == pytest.approx(statistics.median(samples)), kind
+        assert r["frames_per_s"] == pytest.approx(r["envelopes_per_s"] * relay.FRAMES_PER_ENVELOPE[kind])
+        assert r["envelopes_timed"] > 0, kind
+        latency = r["latency_ms"]
+        assert latency["samples"] > 0 and 0 < latency["p50"] <= latency["p99"], kind
+        assert r["client_cpu_share"] > 0, kind
+        memory = report["memory"][kind]
+        assert memory["bytes_per_connection"] is None or math.isfinite(memory["bytes_per_connection"])
+
+    ratios = report["ratios"]
+    assert {r.key for r in relay.RATIOS} | {relay.MEMORY.key} == set(ratios)
+    for spec in relay.RATIOS:
+        r = ratios[spec.key]
+        num, den = results[spec.numerator], results[spec.denominator]
+        value = num[spec.metric] / den[spec.metric]
+        assert r["value"] == pytest.approx(value)
+        assert r["met"] is (None if spec.bound is None else value >= spec.bound)
+    assert {r.key: r.bound for r in relay.RATIOS if r.bound is not None} == {"relay_vs_echo_frames": 1e9}
+    memory_row = ratios[relay.MEMORY.key]
+    per = report["memory"][relay.RELAY_DURABLE]["bytes_per_connection"]
+    assert memory_row["target"] == 8.0 and memory_row["comparison"] == "<="
+    assert memory_row["value"] == (None if per is None else pytest.approx(per / 1024))
+
+    breakdown = report["breakdown"]
+    for kind in (relay.RELAY_DURABLE, relay.RELAY_VOLATILE):
+        b = breakdown[kind]
+        assert set(b["steps_us"]) == set(relay.STEP_LABELS)
+        assert all(v > 0 for v in b["steps_us"].values())
+        assert b["request_handling_us"] == pytest.approx(sum(b["steps_us"].values()))
+        assert b["server_wall_us_per_envelope"] == pytest.approx(1e6 / results[kind]["envelopes_per_s"])
+        assert b["core_group_commit_us"] > 0
+    assert breakdown[relay.ECHO]["framing_us"] > 0
+
+    table = captured.err  # the table goes to stderr when the JSON goes to stdout
+    assert "targets (docs/performance.md)" in table and "where the time goes" in table
+    assert "memory per idle connection" in table
+    for kind in relay.CONTENDERS:
+        assert results[kind]["label"] in table
+
+
+def test_help_says_what_is_measured_with_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        relay.main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "--connections" in text and "echo" in text and "durable" in text
+    assert "relaysim bench relay --connections" in text
+    assert "--check" in text and "docs/performance.md" in text and "shared/" not in text
+
+
+def test_the_default_targets_are_those_of_docs_performance_md() -> None:
+    assert {r.key: (r.comparison, r.bound) for r in relay.RATIOS if r.bound is not None} == {
+        "relay_vs_echo_frames": (">=", 0.5)
+    }
+    assert (relay.MEMORY.comparison, relay.MEMORY.bound) == ("<=", 8.0)
+
+
+def test_bad_options_are_refused() -> None:
+    with pytest.raises(SystemExit) as exc:
+        relay.main(["--connections", "1"])
+    assert exc.value.code == 2
+
+
+def test_relaysim_bench_relay_reaches_this_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
+    from relaysim.sims.cli import main as relaysim
+
+    with pytest.raises(SystemExit) as exc:
+        relaysim(["bench", "relay", "--help"])
+    assert exc.value.code == 0
+    assert "relaysim bench relay" in capsys.readouterr().out

@@ -1,0 +1,320 @@
+"""Every way a user can get a command wrong, or cut it short, ends in one clear line on stderr and a
+non-zero exit status: never a traceback. And outputs a user can trust: an --out folder holding an
+earlier run is refused unless --force, which removes only relaysim's own files there."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from relaysim.sims.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(*argv: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "relaysim.sims.cli", *argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def assert_clean_error(res: subprocess.CompletedProcess[str], *needles: str, status: int = 2) -> None:
+    assert res.returncode == status, (res.returncode, res.stdout, res.stderr)
+    assert "Traceback" not in res.stderr, res.stderr
+    for needle in needles:
+        assert needle in res.stderr, (needle, res.stderr)
+
+
+@pytest.fixture(scope="module")
+def tf_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "tf"
+    assert main(["run", "two-friends", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+# --- part 4: no traceback from any command ---------------------------------------------------------
+
+
+def test_demo_with_a_scenario_name_that_does_not_exist(tmp_path: Path) -> None:
+    res = cli("demo", "--scenario", "two-freinds", "--out", str(tmp_path / "o"))
+    assert_clean_error(res, "two-freinds")
+    assert res.stderr.count("\n") == 1
+
+
+def test_demo_with_a_broken_scenario_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[scenario]\nname = "x"\nduration = "4h\n', encoding="utf-8")
+    res = cli("demo", "--scenario", str(bad), "--out", str(tmp_path / "o"))
+    assert_clean_error(res, "bad.toml")
+
+
+def test_out_pointing_at_a_file(tmp_path: Path) -> None:
+    f = tmp_path / "afile"
+    f.write_text("mine\n", encoding="utf-8")
+    for argv in (["demo", "--scenario", "two-friends"], ["run", "two-friends"]):
+        res = cli(*argv, "--out", str(f))
+        assert_clean_error(res, str(f), "not a folder")
+    assert f.read_text(encoding="utf-8") == "mine\n"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["demo", "--width", "0"],
+        ["demo", "--wire", "--width", "-5"],
+        ["show", "DIR", "--width", "0"],
+        ["show", "DIR", "--limit", "0"],
+        ["chart", "DIR", "--width", "0"],
+    ],
+)
+def test_bad_numbers_are_refused_by_the_parser(argv: list[str], tf_run: Path) -> None:
+    res = cli(*[str(tf_run) if a == "DIR" else a for a in argv])
+    assert_clean_error(res, "expected")
+
+
+def test_broken_pipe_is_quiet(tf_run: Path) -> None:
+    """``relaysim show DIR | head -c 10``: the reader goes away; no traceback, no 'Exception ignored'.
+    (Each row is padded to half the width, so this writes far more than a pipe holds.)"""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "relaysim.sims.cli", "show", str(tf_run), "--width", "50000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(10)
+    proc.stdout.close()  # the reader closes early, as head does
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert proc.returncode in (0, 1), (proc.returncode, err)
+
+
+def test_ctrl_c_during_a_long_run_exits_130_with_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "city"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "relaysim.sims.cli", "run", "city", "--out", str(out), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    deadline = time.monotonic() + 60
+    while not (out / "transcript.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (out / "transcript.jsonl").exists(), "the run never started"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (proc.returncode, stderr)
+    assert "Traceback" not in stderr, stderr
+    assert stderr.count("\n") == 1 and "interrupted" in stderr, stderr
+    # ... and show on what it left says so, without a traceback
+    res = cli("show", str(out))
+    assert_clean_error(res, "did not finish")
+
+
+def test_show_on_a_run_killed_before_its_summary(tmp_path: Path, tf_run: Path) -> None:
+    out = tmp_path / "killed"
+    out.mkdir()
+    lines = (tf_run / "transcript.jsonl").read_text(encoding="utf-8").splitlines()
+    (out / "transcript.jsonl").write_text("\n".join(lines[:5]) + "\n" + lines[5][:17], encoding="utf-8")
+    res = cli("show", str(out))
+    assert_clean_error(res, "did not finish", "summary.json")
+
+
+def test_show_on_a_truncated_transcript_names_the_line(tmp_path: Path, tf_run: Path) -> None:
+    out = tmp_path / "truncated"
+    out.mkdir()
+    lines = (tf_run / "transcript.jsonl").read_text(encoding="utf-8").splitlines()
+    (out / "transcript.jsonl").write_text("\n".join(lines[:5]) + "\n" + lines[5][:17], encoding="utf-8")
+    (out / "summary.json").write_bytes((tf_run / "summary.json").read_bytes())
+    res = cli("show", str(out))
+    assert_clean_error(res, "transcript.jsonl", "line 6")
+
+
+def test_show_on_a_truncated_summary(tmp_path: Path, tf_run: Path) -> None:
+    out = tmp_path / "half-summary"
+    out.mkdir()
+    (out / "transcript.jsonl").write_bytes((tf_run / "transcript.jsonl").read_bytes())
+    (out / "summary.json").write_text((tf_run / "summary.json").read_text(encoding="utf-8")[:40])
+    res = cli("show", str(out))
+    assert_clean_error(res, "summary.json", "not valid JSON")
+
+
+def test_disclose_on_an_account_the_relay_never_had(tf_run: Path) -> None:
+    res = cli("disclose", "--db", str(tf_run / "relay.db"), "--process", "subpoena", "--target", "amria")
+    assert_clean_error(res, "'amria'", "no account", "amira")
+    assert res.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        (["--process", "subpeona", "--target", "amira"], ["invalid choice: 'subpeona'"]),
+        (["--process", "subpoena", "--target", "amira", "--to", "soon"], ["--to", "'soon'"]),
+        (
+            ["--process", "court_order_2703d", "--target", "amira", "--from", "3h", "--to", "1h"],
+            ["--to", "after"],
+        ),
+        (["--process", "subpoena", "--target", "amira", "--at", "-1h"], ["--at"]),
+    ],
+)
+def test_disclose_refuses_wrong_options(tf_run: Path, extra: list[str], needles: list[str]) -> None:
+    res = cli("disclose", "--db", str(tf_run / "relay.db"), *extra)
+    assert_clean_error(res, *needles)
+
+
+def test_disclose_on_a_missing_or_wrong_db(tmp_path: Path) -> None:
+    res = cli("disclose", "--db", str(tmp_path / "nope.db"), "--process", "subpoena", "--target", "a")
+    assert_clean_error(res, "nope.db", "no such file")
+    junk = tmp_path / "junk.db"
+    junk.write_text("not a database\n" * 100, encoding="utf-8")
+    res = cli("disclose", "--db", str(junk), "--profile", "signal", "--process", "subpoena", "--target", "a")
+    assert_clean_error(res, "junk.db")
+
+
+def test_disclose_with_a_damaged_provider_file(tmp_path: Path, tf_run: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "relay.db").write_bytes((tf_run / "relay.db").read_bytes())
+    (run / "provider.json").write_text('{"profile": "sig', encoding="utf-8")
+    res = cli("disclose", "--db", str(run / "relay.db"), "--process", "subpoena", "--target", "amira")
+    assert_clean_error(res, "provider.json")
+
+
+# --- part 6: conventions -----------------------------------------------------------------------------
+
+
+def test_disclose_json_dash_writes_json_to_stdout(tf_run: Path, tmp_path: Path) -> None:
+    res = cli(
+        "disclose", "--db", str(tf_run / "relay.db"), "--process", "subpoena", "--target", "amira",
+        "--json", "-", cwd=tmp_path,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert (data["process"], data["target"]) == ("subpoena", "amira")
+    assert not (tmp_path / "-").exists()
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    res = cli("--version")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == f"relaysim {version('relaysim')}"
+
+
+SUBCOMMANDS = ["demo", "scenarios", "run", "show", "disclose", "chart", "bench", "relay"]
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_help_teaches_with_an_example(command: str) -> None:
+    res = cli(command, "--help")
+    assert res.returncode == 0, res.stderr
+    assert "example" in res.stdout
+    example_lines = [
+        line for line in res.stdout.splitlines() if line.strip().startswith(f"relaysim {command}")
+    ]
+    assert example_lines, res.stdout
+
+
+def test_help_and_docs_cite_only_files_in_the_repository() -> None:
+    texts = {
+        p: (ROOT / p).read_text(encoding="utf-8")
+        for p in ("sims/cli.py", "sims/demo.py", "sims/report.py", "README.md")
+    }
+    texts["relaysim --help"] = cli("--help").stdout
+    for command in SUBCOMMANDS:
+        texts[f"relaysim {command} --help"] = cli(command, "--help").stdout
+    for where, text in texts.items():
+        for bad in ("shared/", "/work/", "/home/", "/tmp/"):
+            assert bad not in text, (where, bad)
+
+
+# --- part 5: outputs a user can trust ------------------------------------------------------------------
+
+
+def test_out_holding_an_earlier_run_is_refused_without_force(tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    assert main(["run", "two-friends", "--out", str(out), "--quiet"]) == 0
+    before = (out / "summary.json").read_bytes()
+    res = cli("run", "signal-subpoena-2016", "--out", str(out), "--quiet")
+    assert_clean_error(res, str(out), "--force")
+    assert (out / "summary.json").read_bytes() == before
+
+
+def test_force_removes_only_relaysims_files_and_no_stale_disclosure_survives(tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    assert main(["run", "two-friends", "--out", str(out), "--quiet"]) == 0
+    old = {p.name for p in (out / "disclosures").iterdir()}
+    assert old
+    (out / "notes.txt").write_text("my notes\n", encoding="utf-8")
+    (out / "mine").mkdir()
+    (out / "mine" / "a.md").write_text("x", encoding="utf-8")
+    assert main(["run", "signal-subpoena-2016", "--out", str(out), "--quiet", "--force"]) == 0
+    new = {p.name for p in (out / "disclosures").iterdir()}
+    fresh = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert new == {f"{d['name']}.{ext}" for d in fresh["disclosures"] for ext in ("json", "md")}
+    assert old - new, "the second scenario serves different orders, so some disclosures are stale"
+    for stale in old - new:
+        assert not (out / "disclosures" / stale).exists(), stale
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "my notes\n"
+    assert (out / "mine" / "a.md").exists()
+
+
+def test_force_clears_per_profile_folders_of_an_earlier_comparison(tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    assert main(["run", "pakistan-2015", "--out", str(out), "--quiet"]) == 0
+    assert (out / "bes" / "transcript.jsonl").exists()
+    assert main(["run", "two-friends", "--out", str(out), "--quiet", "--force"]) == 0
+    assert not (out / "bes").exists() and not (out / "comparison.md").exists()
+    assert main(["show", str(out)]) == 0
+
+
+def test_chart_never_overwrites_another_runs_summary(tmp_path: Path, tf_run: Path) -> None:
+    out = tmp_path / "tf"
+    out.mkdir()
+    for name in ("summary.json", "transcript.jsonl", "relay.db"):
+        (out / name).write_bytes((tf_run / name).read_bytes())
+    res = cli("chart", str(out))
+    assert_clean_error(res, str(out))
+    assert (out / "summary.json").read_bytes() == (tf_run / "summary.json").read_bytes()
+    assert not (out / "matrix.json").exists()
+
+
+def test_transcript_has_one_time_base(tf_run: Path) -> None:
+    """``t`` is simulated seconds from the start, ``at`` the same instant as ISO 8601 UTC on the
+    simulated calendar; every other time in the transcript is simulated seconds from the start."""
+    from datetime import UTC, datetime, timedelta
+
+    from relaysim.sims.world.simulation import SIM_EPOCH
+
+    start = datetime.fromtimestamp(SIM_EPOCH, UTC)
+    events = [
+        json.loads(line) for line in (tf_run / "transcript.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    assert events
+    for e in events:
+        assert list(e)[:2] == ["t", "at"], e
+        assert datetime.fromisoformat(e["at"]) == start + timedelta(seconds=e["t"]), e
+        for rec in e.get("relay") or []:
+            if isinstance(rec, dict) and "time" in rec:
+                assert 0 <= rec["time"] <= e["t"] + 1e-6, rec
+        relay = e.get("relay")
+        if e["kind"] == "message_received":
+            assert "accepted_ms" not in relay
+            assert 0 <= relay["accepted"] <= e["t"]
+            assert 0 <= relay["delivery"]["time"] <= e["t"] + 1e-6

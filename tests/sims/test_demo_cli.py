@@ -1,0 +1,150 @@
+"""The demo and the CLI, as a user meets them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from relaysim.sims.cli import main
+from relaysim.sims.demo import SCRIPT, render, run_demo
+from tests.sims.test_term_view import columns
+
+
+def distinctive_words(text: str) -> list[str]:
+    """The words of a message no relay line could hold by chance (longer than six letters)."""
+    return [w.strip(".,?!") for w in text.split() if len(w.strip(".,?!")) > 6]
+
+
+def joined_rows(text: str) -> list[str]:
+    """Lines with their wrapped continuations (indented well past the row's first line) joined on."""
+    rows: list[str] = []
+    for line in text.splitlines():
+        depth = len(line) - len(line.lstrip())
+        if rows and line.strip() and depth > len(rows[-1]) - len(rows[-1].lstrip()) + 4:
+            rows[-1] += " " + line.strip()
+        else:
+            rows.append(line)
+    return rows
+
+
+def test_demo_delivers_every_message_and_no_plaintext_travels() -> None:
+    steps = run_demo(seed=1)
+    assert sorted(s.sent for s in steps) == sorted(text for _who, text in SCRIPT)
+    for s in steps:
+        assert s.received == s.sent
+        for i in range(len(s.sent) - 7):  # no run of 8 plaintext bytes on the wire
+            assert s.sent.encode()[i : i + 8] not in s.wire
+    assert steps[-1].late and steps[-1].prekey_message
+    assert steps[0].prekey_message and not steps[2].prekey_message
+
+
+def test_wire_demo_renders_both_views(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--wire", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "on the wire" in out and "arrived late" in out
+    assert render(run_demo(3), width=120).count("prekey msg") == 2
+
+
+def test_main_demo_shows_the_phones_the_relay_and_the_disclosures(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["demo", "--scenario", "two-friends", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "WHAT THE PHONES SAW" in out and "WHAT THE RELAY SAW" in out
+    impossible = [
+        line for line in out.splitlines() if line.strip().startswith("cryptographically impossible:")
+    ]
+    assert any("content" in line for line in impossible), impossible
+    # the phones' column has the words; the relay's column never does
+    from relaysim.sims.scenario import resolve_scenario
+
+    texts = [m.text for c in resolve_scenario("two-friends").conversations for m in c.messages]
+    _time, phones, sender, relay = columns(out.split("LEGAL PROCESS")[0])
+    assert all(t in phones for t in texts)  # every message, whole (its lines joined again)
+    assert not any(w in relay + sender for t in texts for w in distinctive_words(t))
+    assert (tmp_path / "demo" / "disclosures" / "search-warrant-amira.md").exists()
+
+
+def test_help_teaches_with_examples() -> None:
+    for argv in (["--help"], ["demo", "--help"], ["bench", "--help"], ["relay", "--help"]):
+        res = subprocess.run(
+            [sys.executable, "-m", "relaysim.sims.cli", *argv], capture_output=True, text=True
+        )
+        assert res.returncode == 0, res.stderr
+        assert "example" in res.stdout, argv
+
+
+def test_unknown_command_is_a_clear_error() -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "relaysim.sims.cli", "frobnicate"], capture_output=True, text=True
+    )
+    assert res.returncode == 2
+    assert "invalid choice: 'frobnicate'" in res.stderr
+
+
+def test_default_demo_contrasts_enterprise_and_provider_held_keys(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The README's demo: Pakistan 2015 as it happened (the PTA's demand refused, then withdrawn; BES
+    content cryptographically impossible; consumer BBM's words withheld by policy), then, separately
+    labelled, what compliance would have meant."""
+    from relaysim.sims.scenario import resolve_scenario
+
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    section, what_if = out.split("WHAT EACH OPERATOR COULD PRODUCE (THE RECORD)", 1)[1].split(
+        "COUNTERFACTUAL", 1
+    )
+    rows = joined_rows(section)
+    bes = [line for line in rows if line.strip().startswith("bes ")]
+    bbm = [line for line in rows if line.strip().startswith("bbm-consumer ")]
+    assert any("cryptographically impossible" in line for line in bes)
+    assert any("withheld by policy" in line for line in bbm)
+    assert any("refused then demand withdrawn" in line for line in bes + bbm)
+    texts = [m.text for c in resolve_scenario("pakistan-2015").conversations for m in c.messages]
+    _time, phones, sender, relay = columns(out.split("WHAT EACH")[0])
+    assert any(t in phones for t in texts)
+    assert not any(w in relay + sender for t in texts for w in distinctive_words(t))
+    assert not any(t[:20] in section for t in texts)  # in the record nobody handed the words over
+    assert "not what happened" in what_if and "had the provider complied" in what_if
+    assert any(t[:20] in what_if for t in texts)  # had BlackBerry complied, consumer BBM's words
+
+
+def test_show_on_a_multi_profile_run_names_its_runs(tmp_path: Path) -> None:
+    out = tmp_path / "pk"
+    assert main(["run", "pakistan-2015", "--out", str(out), "--quiet"]) == 0
+    res = subprocess.run(
+        [sys.executable, "-m", "relaysim.sims.cli", "show", str(out)], capture_output=True, text=True
+    )
+    assert res.returncode == 2
+    assert f"relaysim show {out / 'bbm-consumer'}" in res.stderr and "bes" in res.stderr
+
+
+def test_demo_ends_with_an_inference_from_the_metadata_alone(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Issue #11 item 6: the demo's last word is what BlackBerry's BES records give away without one
+    word: the whole contact graph (pairs no order named too), the target's circle, message lengths."""
+    from relaysim.sims.scenario import resolve_scenario
+
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--width", "100"]) == 0
+    out = capsys.readouterr().out
+    tail = " ".join(joined_rows(out.split("WHAT THE METADATA ALONE GIVES AWAY")[1]))
+    tail = " ".join(tail.split())
+    sc = resolve_scenario("pakistan-2015")
+    pairs = {frozenset(c.between) for c in sc.conversations}
+    targets = {getattr(e, "target", None) for e in sc.events} - {None}
+    assert targets == {"saima"}
+    unnamed = [" and ".join(sorted(p)) for p in pairs if not p & targets]
+    assert unnamed == ["ayesha and hina"]
+    circle = sorted(x for p in pairs if "saima" in p for x in p if x != "saima")
+    assert f"{len(pairs)} of {len(pairs)} true pairs (precision 1.00, recall 1.00)" in tail
+    assert f"including {unnamed[0]}, whom no order named" in tail
+    assert f"saima's whole circle: {len(circle)} of {len(circle)} contacts ({', '.join(circle)})" in tail
+    # Envelopes are padded (Signal's scheme, on by default for every profile): their sizes no longer
+    # follow message lengths, so the demo makes no claim about them.
+    assert "correlation" not in tail
+    assert "BlackBerry Enterprise Server" in out.split("WHAT THE METADATA ALONE GIVES AWAY")[1]

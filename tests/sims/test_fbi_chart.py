@@ -1,0 +1,391 @@
+"""The fbi-chart scenario's matrix, held against the FBI's "Lawful Access" chart (2021-01-07).
+
+The chart (rebuilt from press copies of the FOIA release, 2021-11-19: justsecurity.org/79549,
+cyberkendra.com 2021/11, cyberdaily.au/security/9243) says, per app, what a subpoena, a 2703(d) order, a search
+warrant and a pen register return. For every cell that states something, the matrix read off the
+simulated disclosures must agree; for every "—" cell, nothing beyond what that app's subpoena returns
+may be handed over. Where the chart's words are vaguer than the categories (LINE's "account data"),
+the categories chosen are the project's inference and say so where they are set.
+
+Message content, the chart's first column: "limited" for iMessage and WhatsApp, "no" for the rest.
+Limited means: not from the relay (a search warrant on it gets content that no key it holds opens),
+but from the phone's cloud backup, served with its own warrant on the custodian (Apple, Google;
+relay/backup.py), unless the user turned on end-to-end backups (Advanced Data Protection, WhatsApp's
+end-to-end encrypted backups).
+
+Every cell not handed over carries one of the four reasons (relay.legal.REASONS), and
+``CHART_REASONS`` holds each against the chart and the sources it rests on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relaysim.relay.legal import REASONS
+from relaysim.relay.profiles import ASKS, REAL_PROFILES
+from relaysim.sims.cli import main
+from relaysim.sims.matrix import MATRIX_PROCESSES, check_matrix_scenario
+from relaysim.sims.report import run_to_dir
+from relaysim.sims.scenario import LegalProcessEvent, resolve_scenario
+
+# The chart's rows that have a profile here, and the subpoena column in our categories.
+CHART_SUBPOENA = {
+    "signal": {"account_created", "last_seen"},  # "account creation date/time; last connection date"
+    "whatsapp": {
+        "subscriber_info",
+        "account_created",
+        "last_seen",
+        "ip_addresses",
+    },  # "basic subscriber records"
+    "telegram-cloud": {"subscriber_info", "ip_addresses"},  # "IP address and phone number"
+    # "hash of phone/email, push token, ID creation date, last login date"
+    "threema": {"subscriber_info", "account_created", "last_seen", "device_info"},
+    # "registration data, IP at creation; message history: time, date, source, destination"
+    "viber": {"subscriber_info", "account_created", "ip_addresses", "message_log"},
+    # "creation date, device types, last use, number of messages, number of external ids, ..."
+    "wickr": {"account_created", "device_info", "last_seen", "message_counts"},
+    # "account data; up to 7 days of chats only if E2EE is off": which account data is the project's
+    # inference (subscriber record and creation time); Letter Sealing is on here, so no chats
+    "line": {"subscriber_info", "account_created"},
+    # "non-China accounts: name, phone, email, IP"
+    "wechat": {"subscriber_info", "ip_addresses"},
+}
+CHART_ROWS = ("imessage", "whatsapp", *sorted(set(CHART_SUBPOENA) - {"whatsapp"}))
+DASHES = (
+    "signal",
+    "telegram-cloud",
+    "threema",
+    "viber",
+    "wickr",
+    "line",
+    "wechat",
+)  # "—" in every column after the subpoena
+BASIC = ASKS["subpoena"] - {"message_log", "message_counts"}
+
+
+@pytest.fixture(scope="module")
+def chart(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("fbi-chart")
+    _result, summary = run_to_dir(resolve_scenario("fbi-chart"), out)
+    return out, summary["matrix"]
+
+
+def provided(matrix: dict[str, Any], profile: str, process: str) -> set[str]:
+    return set(matrix[profile][process]["provided"])
+
+
+def disclosure(out: Path, profile: str, process: str) -> dict[str, Any]:
+    return dict(json.loads((out / profile / "disclosures" / f"{process}.json").read_text(encoding="utf-8")))
+
+
+def test_matrix_json_has_exactly_the_promised_shape_and_comes_from_the_disclosures(
+    chart: tuple[Path, dict[str, Any]],
+) -> None:
+    out, matrix = chart
+    assert json.loads((out / "matrix.json").read_text(encoding="utf-8")) == matrix
+    assert list(matrix) == list(REAL_PROFILES)
+    for profile, row in matrix.items():
+        assert list(row) == list(MATRIX_PROCESSES)
+        for process, cell in row.items():
+            assert set(cell) == {"response", "provided", *REASONS}
+            assert cell["response"] == "complied"
+            parts = [set(cell[k]) for k in ("provided", *REASONS)]
+            assert sum(map(len, parts)) == len(set().union(*parts))  # each category once
+            assert set().union(*parts) == ASKS[process], (
+                profile,
+                process,
+            )  # every category asked is answered
+            d = disclosure(out, profile, process)
+            assert set(d["provided"]) == parts[0]
+            assert [set(d["not_provided"][r]) for r in REASONS] == parts[1:]
+
+
+@pytest.mark.parametrize("profile", sorted(CHART_SUBPOENA))
+def test_the_subpoena_column(chart: tuple[Path, dict[str, Any]], profile: str) -> None:
+    _out, matrix = chart
+    assert provided(matrix, profile, "subpoena") == CHART_SUBPOENA[profile]
+
+
+def test_imessage_row(chart: tuple[Path, dict[str, Any]]) -> None:
+    out, matrix = chart
+    # subpoena: "basic subscriber info"
+    assert "subscriber_info" in provided(matrix, "imessage", "subpoena") <= BASIC
+    # 2703(d): "25 days of iMessage look-ups to/from the target number"
+    assert "lookup_log" in provided(matrix, "imessage", "court_order_2703d")
+    lookups = disclosure(out, "imessage", "court_order_2703d")["provided"]["lookup_log"]
+    assert lookups and all("tariq" in (r["account"], r["recipient_account"]) for r in lookups)
+    assert "message_log" not in provided(matrix, "imessage", "court_order_2703d")
+    # search warrant: the chart's content comes from iCloud backups, not from the relay (see the backup tests)
+    warrant = disclosure(out, "imessage", "search_warrant")
+    assert "content" not in warrant["provided"]
+    assert "iCloud Backup" in warrant["not_provided"]["cryptographically_impossible"]["content"]
+    # pen register: "no capability"
+    assert provided(matrix, "imessage", "pen_register") == set()
+    assert "realtime_routing" in matrix["imessage"]["pen_register"]["no_capability"]
+
+
+def test_whatsapp_row(chart: tuple[Path, dict[str, Any]]) -> None:
+    out, matrix = chart
+    sub = provided(matrix, "whatsapp", "subpoena")
+    # 2703(d): "subpoena return + blocked users"
+    assert provided(matrix, "whatsapp", "court_order_2703d") == sub | {"blocked_users"}
+    # search warrant: "address-book contacts + users who have the target in theirs"
+    warrant = provided(matrix, "whatsapp", "search_warrant")
+    assert warrant - provided(matrix, "whatsapp", "court_order_2703d") == {"contacts", "reverse_contacts"}
+    # pen register: "every 15 minutes: source and destination of each message"
+    assert "realtime_routing" in provided(matrix, "whatsapp", "pen_register")
+    rows = disclosure(out, "whatsapp", "pen_register")["provided"]["realtime_routing"]
+    assert rows and all({"account", "recipient_account", "time"} <= set(r) for r in rows)
+    assert all(r["delivered_to_agency"] % 900 == 0 and r["delivered_to_agency"] > r["time"] for r in rows)
+
+
+def test_threema_keeps_a_hash_and_viber_the_ip_at_creation(chart: tuple[Path, dict[str, Any]]) -> None:
+    out, _matrix = chart
+    (sub,) = disclosure(out, "threema", "subpoena")["provided"]["subscriber_info"]
+    assert "account_hash" in sub and "account" not in sub and "tariq" not in json.dumps(sub)
+    viber = disclosure(out, "viber", "subpoena")["provided"]
+    (created,) = viber["account_created"]
+    assert viber["ip_addresses"] and all(r["first_seen"] == created["created"] for r in viber["ip_addresses"])
+    assert viber["message_log"] and all(
+        set(r) == {"time", "account", "recipient_account"} for r in viber["message_log"]
+    )
+
+
+@pytest.mark.parametrize("profile", DASHES)
+def test_dash_cells_hand_over_nothing_beyond_the_subpoena(
+    chart: tuple[Path, dict[str, Any]], profile: str
+) -> None:
+    _out, matrix = chart
+    for process in ("court_order_2703d", "search_warrant", "pen_register"):
+        assert provided(matrix, profile, process) <= CHART_SUBPOENA[profile], process
+
+
+def test_no_message_content_from_any_app_on_the_chart(chart: tuple[Path, dict[str, Any]]) -> None:
+    _out, matrix = chart
+    for profile in CHART_ROWS:
+        for process in MATRIX_PROCESSES:
+            assert "content" not in provided(matrix, profile, process), (profile, process)
+
+
+def test_only_whatsapp_returns_anything_in_real_time(chart: tuple[Path, dict[str, Any]]) -> None:
+    """The chart's header: every return except WhatsApp's is a log of stored data, after the fact."""
+    _out, matrix = chart
+    for profile in CHART_ROWS:
+        live = provided(matrix, profile, "pen_register") | provided(matrix, profile, "wiretap")
+        assert bool(live) == (profile == "whatsapp"), profile
+
+
+def test_blackberry_rows_the_chart_does_not_have(chart: tuple[Path, dict[str, Any]]) -> None:
+    """Not on the chart; from the reporting on BlackBerry (relay/profiles.py): consumer messages are
+    readable by the provider, BES messages are not, and who-contacted-whom comes with a court order."""
+    _out, matrix = chart
+    assert "content" in provided(matrix, "bbm-consumer", "wiretap")
+    assert "content" in provided(matrix, "bbm-consumer", "search_warrant")
+    assert "content" in matrix["bes"]["wiretap"]["cryptographically_impossible"]
+    assert "message_log" in provided(matrix, "bes", "court_order_2703d")
+    assert "message_log" in matrix["bes"]["subpoena"]["withheld_by_policy"]
+
+
+def test_matrix_md_and_the_terminal_tables(
+    chart: tuple[Path, dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, _matrix = chart
+    md = (out / "matrix.md").read_text(encoding="utf-8")
+    for title in ("Signal (`signal`)", "WhatsApp (`whatsapp`)", "(`bes`)", "## Legend"):
+        assert title in md
+    assert (
+        "| Signal (`signal`) | created, last seen | created, last seen | created, last seen | — | — |" in md
+    )
+    assert main(["chart", str(out), "--width", "120"]) == 0
+    text = capsys.readouterr().out
+    assert "can reveal" in text and "cannot reveal" in text and "Signal (profile signal)" in text
+
+
+def test_run_fbi_chart_prints_the_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "fbi-chart", "--out", str(tmp_path), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("can reveal") == len(REAL_PROFILES)
+    assert (tmp_path / "matrix.json").exists() and (tmp_path / "matrix.md").exists()
+
+
+@pytest.mark.parametrize(
+    ("drop", "expected"),
+    [("wiretap", "wiretap is served 0 time"), (None, "on one account")],
+)
+def test_a_matrix_scenario_must_serve_each_process_once_on_one_account(
+    drop: str | None, expected: str
+) -> None:
+    from dataclasses import replace
+
+    sc = resolve_scenario("fbi-chart")
+    if drop:
+        events = tuple(e for e in sc.events if not (isinstance(e, LegalProcessEvent) and e.process == drop))
+    else:
+        events = tuple(
+            replace(e, target="omar") if isinstance(e, LegalProcessEvent) and e.process == "wiretap" else e
+            for e in sc.events
+        )
+    with pytest.raises(ValueError, match=expected):
+        check_matrix_scenario(replace(sc, events=events))
+
+
+# Why each cell the chart shows empty is empty, from the chart and the providers' own words:
+# (profile, process, category) -> the reason. "provided" where the chart shows a return.
+CHART_REASONS = {
+    # pen register: the chart's iMessage cell says "no capability"; its header: only WhatsApp returns
+    # anything in real time. Telegram holds cloud-chat keys and routes every message: policy, not design.
+    **{
+        (p, "pen_register", "realtime_routing"): "no_capability"
+        for p in ("imessage", "signal", "threema", "wickr", "viber")
+    },
+    ("telegram-cloud", "pen_register", "realtime_routing"): "withheld_by_policy",
+    ("telegram-cloud", "wiretap", "realtime_routing"): "withheld_by_policy",
+    ("whatsapp", "pen_register", "realtime_routing"): "provided",
+    # content: end to end, no key at the provider; Telegram's cloud chats: keys on its servers
+    **{
+        (p, "wiretap", "content"): "cryptographically_impossible"
+        for p in CHART_ROWS
+        if p not in ("telegram-cloud", "wechat")
+    },
+    **{
+        (p, "search_warrant", "content"): "cryptographically_impossible"
+        for p in CHART_ROWS
+        if p not in ("telegram-cloud", "wechat")
+    },
+    # WeChat is not end to end: that its keys are the provider's is the project's inference, not the chart's
+    ("wechat", "search_warrant", "content"): "withheld_by_policy",
+    ("wechat", "wiretap", "content"): "withheld_by_policy",
+    ("telegram-cloud", "search_warrant", "content"): "withheld_by_policy",
+    ("telegram-cloud", "wiretap", "content"): "withheld_by_policy",
+    # who messaged whom: Signal keeps no record of it (signal.org/bigbrother); Viber hands it over
+    **{
+        (p, "court_order_2703d", "message_log"): "not_retained"
+        for p in ("signal", "whatsapp", "threema", "wickr", "imessage")
+    },
+    ("viber", "subpoena", "message_log"): "provided",
+    ("telegram-cloud", "court_order_2703d", "message_log"): "withheld_by_policy",
+    # Threema keeps no IP logs; Signal keeps nothing but two timestamps
+    ("threema", "subpoena", "ip_addresses"): "not_retained",
+    ("signal", "subpoena", "ip_addresses"): "not_retained",
+    ("signal", "subpoena", "subscriber_info"): "not_retained",
+}
+
+
+@pytest.mark.parametrize(("profile", "process", "category"), sorted(CHART_REASONS))
+def test_each_empty_cell_has_the_reason_the_sources_give(
+    chart: tuple[Path, dict[str, Any]], profile: str, process: str, category: str
+) -> None:
+    _out, matrix = chart
+    cell = matrix[profile][process]
+    (got,) = [k for k in ("provided", *REASONS) if category in cell[k]]
+    assert got == CHART_REASONS[(profile, process, category)]
+
+
+def test_look_back_orders_never_claim_no_capability_and_only_content_is_beyond_keys(
+    chart: tuple[Path, dict[str, Any]],
+) -> None:
+    _out, matrix = chart
+    for profile, row in matrix.items():
+        for process, cell in row.items():
+            assert set(cell["cryptographically_impossible"]) <= {"content"}, (profile, process)
+            if process in ("subpoena", "court_order_2703d", "search_warrant"):
+                assert not cell["no_capability"], (profile, process)
+
+
+def test_no_capability_names_what_could_compel_it(chart: tuple[Path, dict[str, Any]]) -> None:
+    out, _matrix = chart
+    why = disclosure(out, "signal", "pen_register")["not_provided"]["no_capability"]["realtime_routing"]
+    assert "47 U.S.C. 1002(b)(2)(A)" in why and "Lavabit" in why
+
+
+def test_whatsapps_wiretap_return_is_marked_as_an_assumption(chart: tuple[Path, dict[str, Any]]) -> None:
+    """No source shows WhatsApp returning ciphertext to a wiretap order; the disclosure says so."""
+    out, matrix = chart
+    assert "ciphertext" in provided(matrix, "whatsapp", "wiretap")
+    notes = " ".join(disclosure(out, "whatsapp", "wiretap")["notes"])
+    assert "Assumption" in notes and "In re Facebook Messenger" in notes and "E.D. Cal. 2018" in notes
+    assert "Assumption" not in " ".join(disclosure(out, "whatsapp", "pen_register")["notes"])
+
+
+def test_the_subpoena_cells_details_threema_wickr_line_wechat(chart: tuple[Path, dict[str, Any]]) -> None:
+    out, _matrix = chart
+    # Threema: "hash of phone/email, push token, ID creation date, last login date"; and the public key
+    # (the relay has no push service, so no push token exists to hand over)
+    (threema,) = disclosure(out, "threema", "subpoena")["provided"]["subscriber_info"]
+    (device,) = disclosure(out, "threema", "subpoena")["provided"]["device_info"][:1]
+    assert "account_hash" in threema and len(bytes.fromhex(device["public_key"])) == 32
+    # Wickr: "number of external ids" (not the ids): here the phone number is the one external id
+    (wickr,) = disclosure(out, "wickr", "subpoena")["provided"]["message_counts"]
+    assert wickr["external_ids"] == 1 and "tariq" not in json.dumps(
+        {k: v for k, v in wickr.items() if k != "account"}
+    )
+    # LINE: chats only if Letter Sealing is off; it is on by default, so content is beyond any key
+    line = disclosure(out, "line", "search_warrant")
+    assert "Letter Sealing" in line["not_provided"]["cryptographically_impossible"]["content"]
+    # WeChat: name, phone, e-mail, IP for a non-China account
+    (wechat,) = disclosure(out, "wechat", "subpoena")["provided"]["subscriber_info"]
+    assert wechat["account"] == "tariq"
+    assert disclosure(out, "wechat", "subpoena")["provided"]["ip_addresses"]
+
+
+# --- backups: the second door (the chart's "limited" message content for iMessage and WhatsApp) ------
+
+
+def _with_backup_warrant(profile: str, backup: str | None) -> Any:
+    from dataclasses import replace
+
+    from relaysim.sims.scenario import PersonSpec
+
+    sc = resolve_scenario("fbi-chart")
+    people = tuple(
+        PersonSpec(p.name, p.devices, backup) if p.name == "tariq" and backup else p for p in sc.people
+    )
+    order = LegalProcessEvent(at=3 * 3600.0, process="backup_warrant", target="tariq", name="backup")
+    return replace(
+        sc,
+        people=people,
+        events=(*sc.events, order),
+        relay=replace(sc.relay, profile=profile),
+        matrix=False,
+        compare_profiles=(),
+    )
+
+
+def _backup_disclosure(profile: str, backup: str | None) -> Any:
+    from relaysim.sims.world.simulation import Simulation
+
+    result = Simulation(_with_backup_warrant(profile, backup)).run()
+    (d,) = [d for d in result.disclosures if d.process.name == "backup"]
+    return d
+
+
+@pytest.mark.parametrize(("profile", "custodian"), [("imessage", "Apple"), ("whatsapp", "Google")])
+def test_content_is_limited_not_from_the_relay_but_from_the_backup(
+    chart: tuple[Path, dict[str, Any]], profile: str, custodian: str
+) -> None:
+    """The chart's "limited": the relay's search warrant gets no content; a warrant on the backup
+    custodian does, by default (iCloud Backup without Advanced Data Protection; WhatsApp's backup
+    without end-to-end encrypted backups)."""
+    _out, matrix = chart
+    assert "content" in matrix[profile]["search_warrant"]["cryptographically_impossible"]
+    d = _backup_disclosure(profile, None)
+    texts = [r["text"] for r in d.provided["content"]]
+    assert "I know. I will explain in person." in texts and "Yes, thank you, it arrived today." in texts
+    assert "Change of plan, meet at the library." not in texts  # sent after service
+    assert custodian in d.to_markdown()
+
+
+@pytest.mark.parametrize(("profile", "backup"), [("imessage", "icloud-adp"), ("whatsapp", "gdrive-e2e")])
+def test_end_to_end_backups_close_the_second_door(profile: str, backup: str) -> None:
+    d = _backup_disclosure(profile, backup)
+    assert "content" not in d.provided
+    assert d.reasons["content"][0] == "cryptographically_impossible"
+
+
+def test_a_person_without_a_cloud_backup_has_none_to_serve() -> None:
+    d = _backup_disclosure("signal", None)
+    assert d.reasons["content"][0] == "not_retained"

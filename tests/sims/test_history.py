@@ -1,0 +1,218 @@
+"""Dated profiles, and the replays that depend on them (issue #10, items 3 and 5).
+
+A profile holds its history (relay.profiles.HISTORY): a scenario set in a year gets the provider as
+it was then. The Signal 2016 subpoena runs without sealed sender and answers "no such account" for a
+number with none; rcmp-clemenza shows a global key opening every intercepted word; and the scoring
+never counts a directory look-up as a contact.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from relaysim.relay.profiles import HISTORY, PROFILES, changes_in_effect, profile_as_of
+from relaysim.sims.report import run_to_dir
+from relaysim.sims.scenario import ScenarioError, parse_scenario, resolve_scenario
+from relaysim.sims.scoring import GroundTruth, TrueMessage, score
+from relaysim.sims.world.simulation import SIM_EPOCH, Simulation
+
+DAY = timedelta(days=1)
+DATES = st.dates(min_value=date(2009, 1, 1), max_value=date(2030, 12, 31))
+
+
+@given(name=st.sampled_from(sorted(HISTORY)), a=DATES, b=DATES)
+def test_profile_as_of_is_monotone_in_the_date(name: str, a: date, b: date) -> None:
+    early, late = sorted((a, b))
+    later = changes_in_effect(name, late)
+    assert all(c in later for c in changes_in_effect(name, early))
+    # the profile is a function of the changes in effect, not of the date itself
+    if changes_in_effect(name, early) == changes_in_effect(name, late):
+        assert replace(profile_as_of(name, early), as_of=None) == replace(
+            profile_as_of(name, late), as_of=None
+        )
+
+
+@given(name=st.sampled_from(sorted(PROFILES)), when=DATES)
+def test_after_every_change_the_profile_is_todays(name: str, when: date) -> None:
+    last = max((c.effective for c in HISTORY.get(name, ())), default=date.min)
+    if when >= last:
+        assert replace(profile_as_of(name, when), as_of=None) == PROFILES[name]
+    assert profile_as_of(name) is PROFILES[name]  # no date: as it is today
+    assert profile_as_of(name, datetime(when.year, when.month, when.day, 12)).as_of == when
+
+
+def test_every_change_is_documented_and_changes_something() -> None:
+    for name, changes in HISTORY.items():
+        assert list(changes) == sorted(changes, key=lambda c: c.effective)
+        for c in changes:
+            assert c.source and c.what and c.before
+            before = profile_as_of(name, c.effective - DAY)
+            after = profile_as_of(name, c.effective)
+            assert any(getattr(before, k) != getattr(after, k) for k in c.before)
+
+
+SIDES = [
+    # Signal: sealed sender from October 2018 (signal.org/blog/sealed-sender)
+    ("signal", date(2018, 10, 29), lambda p: not p.sealed_sender, lambda p: p.sealed_sender),
+    # Telegram: before September 2024, IP and phone number only for confirmed terror suspects
+    (
+        "telegram-cloud",
+        date(2024, 9, 23),
+        lambda p: not p.discloses.get("subpoena") and "terror" in p.notes["ip_addresses"],
+        lambda p: p.discloses.get("subpoena") == {"subscriber_info", "ip_addresses"},
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "effective", "before", "after"), SIDES, ids=[s[0] for s in SIDES])
+def test_the_documented_state_on_each_side_of_each_change(name, effective, before, after) -> None:  # type: ignore[no-untyped-def]
+    assert effective in {c.effective for c in HISTORY[name]}
+    assert before(profile_as_of(name, effective - DAY)) and not after(profile_as_of(name, effective - DAY))
+    assert after(profile_as_of(name, effective)) and not before(profile_as_of(name, effective))
+
+
+def test_imessage_lookups_as_the_chart_has_them() -> None:
+    p = profile_as_of("imessage", date(2020, 11, 1))
+    assert p.lookback["lookup_log"] == 25 * 86400
+    assert "lookup_log" in p.discloses["court_order_2703d"]
+    assert "doesn't prove that any communication actually took place" in p.notes["lookup_log"]
+
+
+def test_a_lookup_is_not_a_contact() -> None:
+    """Apple: a look-up "doesn't prove that any communication actually took place"."""
+    truth = GroundTruth(
+        (TrueMessage(SIM_EPOCH + 10, "a", "b", "hi"),), {"a": frozenset({"us"})}, frozenset({"a", "b", "c"})
+    )
+    disclosure = {
+        "target": "a",
+        "window": [None, SIM_EPOCH + 100],
+        "provided": {
+            "lookup_log": [
+                {"time": SIM_EPOCH + 5, "account": "a", "recipient_account": "b"},
+                {"time": SIM_EPOCH + 6, "account": "a", "recipient_account": "c"},
+            ]
+        },
+    }
+    sc = score(disclosure, truth)
+    assert sc["contacts"] == {"true": 1, "revealed": 0, "share": 0.0}
+    assert sc["looked_up"] == {"accounts": 2, "of_true_contacts": 1}
+
+
+# --- [scenario] start ------------------------------------------------------------------------------
+
+_FILE = """
+[scenario]
+name = "x"
+duration = "1h"
+{start}
+
+[[people]]
+name = "a"
+"""
+
+
+@pytest.mark.parametrize(
+    ("start", "expected"),
+    [
+        ("", None),
+        ("start = 2016-05-01", date(2016, 5, 1)),
+        ("start = 2016-05-01T09:30:00Z", date(2016, 5, 1)),
+    ],
+)
+def test_scenario_start_is_a_toml_date_or_datetime(start: str, expected: date | None) -> None:
+    assert parse_scenario(_FILE.format(start=start), "x.toml").start == expected
+
+
+def test_a_quoted_start_is_a_clear_error() -> None:
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(_FILE.format(start='start = "2016-05-01"'), "x.toml")
+    assert str(info.value).startswith("x.toml: scenario.start: expected a TOML date")
+
+
+_ORDER = """
+[scenario]
+name = "x"
+duration = "1h"
+
+[[people]]
+name = "a"
+
+[[events]]
+at = "10m"
+kind = "legal_process"
+{order}
+"""
+
+
+@pytest.mark.parametrize(
+    ("order", "expected"),
+    [
+        ('process = "subpoena"\ntargets = ["a", "bob"]', "events[0].targets[1]: expected one of the people"),
+        ('process = "subpoena"\ntarget = "a"\ntargets = ["a"]', "events[0].targets: give either"),
+        (
+            'process = "pk_court_order"\ntarget = "a"\nnondisclosure_order = true',
+            "events[0].nondisclosure_order",
+        ),
+        (
+            'process = "subpoena"\ntarget = "a"\nwithdrawn = "20m"',
+            "events[0].withdrawn: a subpoena is answered",
+        ),
+        ('process = "pta_demand"\nwithdrawn = "5m"', "events[0].withdrawn: expected a time after"),
+        ('process = "pta_demand"\ncounterfactual = "obeyed"', "events[0].counterfactual: expected one of"),
+    ],
+)
+def test_legal_process_options_are_validated(order: str, expected: str) -> None:
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(_ORDER.format(order=order), "x.toml")
+    assert str(info.value).startswith(f"x.toml: {expected}"), str(info.value)
+
+
+# --- the replays ----------------------------------------------------------------------------------
+
+
+def test_signal_2016_no_sealed_sender_no_such_account_and_the_2705b_order(tmp_path: Path) -> None:
+    scenario = resolve_scenario("signal-subpoena-2016")
+    assert scenario.start is not None and scenario.start.year == 2016
+    result, _summary = run_to_dir(scenario, tmp_path)
+    # 2016: the relay saw the sender of every message (no sealed sender) and kept no record of it
+    assert result.relay_records.get("send", 0) > 0 and not result.relay_records.get("sealed_send")
+    d = json.loads((tmp_path / "disclosures" / "grand-jury-subpoena-dana.json").read_text("utf-8"))
+    assert set(d["provided"]) == {"account_created", "last_seen"}
+    assert "kept no record" in d["not_provided"]["not_retained"]["message_log"]
+    assert d["nondisclosure_order"] == "18 U.S.C. 2705(b)"
+    nobody = json.loads(
+        (tmp_path / "disclosures" / "grand-jury-subpoena-17035550143.json").read_text("utf-8")
+    )
+    assert nobody["no_such_account"] is True and nobody["target"] == "+17035550143"
+    assert not nobody["provided"] and not any(nobody["not_provided"].values())
+    assert nobody["nondisclosure_order"] == "18 U.S.C. 2705(b)"
+    report = (tmp_path / "summary.md").read_text("utf-8")
+    assert "**no such account**" in report and report.count("non-disclosure order (18 U.S.C. 2705(b))") == 2
+    assert "as it was on 2016-05-01" in report
+    # the same scenario set today: sealed sender, so the relay cannot attribute sends
+    today = Simulation(replace(scenario, start=None)).run()
+    assert today.relay_records.get("sealed_send", 0) > 0 and not today.relay_records.get("send")
+
+
+def test_rcmp_clemenza_the_words_open_to_whoever_holds_the_global_key(tmp_path: Path) -> None:
+    scenario = resolve_scenario("rcmp-clemenza")
+    result, _summary = run_to_dir(scenario, tmp_path)
+    (d,) = result.disclosures
+    assert d.process.instrument.jurisdiction == "ca" and d.process.target == "marco"
+    start, _end = d.process.window()
+    truth = [m for m in result.truth.messages if "marco" in (m.sender, m.recipient) and m.time >= start]
+    words = [r["text"] for r in d.provided["content"] if not r["text"].startswith("\x00\ufffd")]
+    assert truth and sorted(words) == sorted(m.text for m in truth)
+    # the rest are the phones' delivery receipts (clients.agent.CONTROL), opened by the same key
+    receipts = [c for c in result.truth.control if "marco" in (c.sender, c.recipient) and c.time >= start]
+    assert receipts and len(d.provided["content"]) - len(words) >= len(receipts)
+    assert d.decryption and all(x["opened"] for x in d.decryption)
+    report = json.loads((tmp_path / "exceptional" / "global-key.json").read_text("utf-8"))
+    assert len(report["messages_under_global_key"]) == len(result.messages)  # from the first minute

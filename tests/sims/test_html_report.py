@@ -1,0 +1,245 @@
+"""``relaysim report``: one self-contained HTML file, checked as text and as a viewer sees it in
+headless Chromium (tests.browser: the browser's DevTools protocol, no new dependency)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from relaysim.sims.cli import main
+from relaysim.sims.report import run_to_dir
+from relaysim.sims.reports.html import OUTCOMES, render_report, write_report
+from relaysim.sims.scenario import load_scenario
+from tests.browser import Browser, find_chromium
+
+HOSTILE = "<script>window.__pwned=1</script> & <b>bold</b>"
+SCENARIO = f'''
+[scenario]
+name = "report-check"
+description = "A <i>check</i> of the report & its escaping: {HOSTILE}"
+duration = "2h"
+seed = 7
+
+[relay]
+region = "us"
+profile = "keep-everything"
+sealed_sender = true
+
+[[people]]
+name = "amira"
+devices = [{{ region = "pk", address = "203.0.113.24" }}]
+
+[[people]]
+name = "ben"
+devices = [{{ region = "ca", address = "198.51.100.77" }}]
+
+[[people]]
+name = "chen"
+devices = [{{ region = "us", address = "192.0.2.9" }}]
+
+[[conversations]]
+between = ["amira", "ben"]
+messages = [
+  {{ at = "10m", from = "amira", text = "Meet me by the north gate at noon." }},
+  {{ at = "12m", from = "ben", text = "{HOSTILE}" }},
+  {{ at = "50m", from = "amira", text = "Bring the second folder as well." }},
+]
+
+[[conversations]]
+between = ["ben", "chen"]
+messages = [
+  {{ at = "20m", from = "chen", text = "Dinner on Thursday with the cousins?" }},
+  {{ at = "25m", from = "ben", text = "Thursday works, seven o'clock." }},
+]
+
+[[events]]
+at = "1h"
+kind = "legal_process"
+process = "search_warrant"
+target = "ben"
+name = "warrant-ben"
+'''
+PLAINTEXTS = [
+    "Meet me by the north gate at noon.",
+    HOSTILE,
+    "Bring the second folder as well.",
+    "Dinner on Thursday with the cousins?",
+    "Thursday works, seven o'clock.",
+]
+
+
+def _run(folder: Path) -> Path:
+    toml = folder.parent / f"{folder.name}.toml"
+    toml.write_text(SCENARIO, encoding="utf-8")
+    run_to_dir(load_scenario(toml), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _run(tmp_path_factory.mktemp("report") / "run")
+
+
+# --- the file -----------------------------------------------------------------------------------
+
+
+def test_same_run_gives_the_same_bytes(run: Path, tmp_path: Path) -> None:
+    again = _run(tmp_path / "again")  # another folder, another run of the same scenario and seed
+    first = write_report(run).read_bytes()
+    assert write_report(again).read_bytes() == first
+    assert str(tmp_path).encode() not in first and b"/tmp" not in first  # no machine paths
+
+
+def test_everything_from_the_run_is_escaped(run: Path) -> None:
+    page = render_report(run)
+    assert HOSTILE not in page and "<i>check</i>" not in page
+    assert "&lt;script&gt;window.__pwned=1&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in page
+    assert page.count("<script") == 1  # the report's own filter script, nothing else
+
+
+def test_nothing_to_fetch(run: Path) -> None:
+    page = render_report(run)
+    assert "Content-Security-Policy" in page and "default-src 'none'" in page
+    assert not re.search(r"""(src|href)=["'](?!#)""", page), "every link is to a section of the page itself"
+    assert "@import" not in page and "url(" not in page
+
+
+def test_each_outcome_has_one_colour_and_its_words(run: Path) -> None:
+    page = render_report(run)
+    seen: dict[str, set[str]] = {}
+    for outcome, colour in re.findall(r'data-outcome="(\w+)" style="border-color:(#\w+)', page):
+        seen.setdefault(outcome, set()).add(colour)
+    assert seen.keys() >= {"provided", "not_retained", "cryptographically_impossible"}
+    assert all(len(c) == 1 for c in seen.values()), seen
+    assert len({OUTCOMES[o][2] for o in OUTCOMES}) == len(OUTCOMES)  # the legend's colours differ
+    legend = page[page.index('id="legend"') :]
+    for code, words, _colour, _tint in OUTCOMES.values():
+        assert f"<b>{code}</b>{words}" in legend.replace("&#x27;", "'")
+    order = page[page.index('id="orders"') :]
+    assert "warrant-ben" in order and "complied" in order
+    assert "cryptographically impossible" in order and "end-to-end encrypted" in order
+
+
+def test_contact_graph_uses_the_analysts_files_when_present(run: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    page = render_report(copy)  # no analysis/: computed in memory, nothing written
+    assert not (copy / "analysis").exists()
+    assert page.count('class="edge true"') == 2  # amira–ben, ben–chen
+    # an analyst's file that got one pair wrong and missed one
+    (copy / "analysis").mkdir()
+    wrong = {"between": ["amira", "chen"]}
+    (copy / "analysis" / "relay.json").write_text(
+        json.dumps({"analysis": {"contact_graph": {"edge_list": [{"between": ["amira", "ben"]}, wrong]}}}),
+        encoding="utf-8",
+    )
+    page = render_report(copy)
+    graph = page[page.index('id="graph"') :]
+    assert graph.count('class="edge right"') == 1 and graph.count('class="edge wrong"') == 1
+    assert graph.count('class="edge missed"') == 1
+    assert "<b>Wrong (1):</b> amira–chen" in graph and "<b>Missed (1):</b> ben–chen" in graph
+
+
+def test_cli_report(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(run)]) == 0
+    assert f"wrote {run / 'report.html'}" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nowhere: no such folder" in err
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no summary.json" in capsys.readouterr().err
+
+
+def test_run_report_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "tf"
+    assert main(["run", "two-friends", "--out", str(out), "--quiet", "--report"]) == 0
+    assert f"report: {out / 'report.html'}" in capsys.readouterr().out
+    assert (out / "report.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert main(["run", "two-friends", "--out", str(out), "--quiet", "--force"]) == 0
+    assert not (out / "report.html").exists()  # a stale report never sits beside a new run
+    assert f"relaysim report {out}" in capsys.readouterr().out
+
+
+# --- in a real browser ----------------------------------------------------------------------------
+
+CHROMIUM = find_chromium()
+needs_browser = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no Chromium on this machine (apt-get install chromium, or set RELAYSIM_CHROMIUM); "
+    ".ci/install-browser installs it where it can",
+)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Browser:
+    assert CHROMIUM is not None
+    b = Browser(CHROMIUM)
+    yield b  # type: ignore[misc]
+    b.close()
+
+
+def _runs(text: str) -> set[bytes]:
+    data = text.encode()
+    return {data[i : i + 8] for i in range(len(data) - 7)}
+
+
+@needs_browser
+def test_what_a_viewer_sees(run: Path, browser: Browser) -> None:
+    url = write_report(run).resolve().as_uri()
+    browser.open(url)
+    sections = browser.js("[...document.querySelectorAll('main > section h2')].map(h => h.textContent)")
+    assert sections == [
+        "Timeline: the phones and the relay",
+        "Legal orders: asked, given, and why not",
+        "The contact graph: true and rebuilt",
+    ]
+    # sealed sender: every send's sender cell is there, visible, and empty
+    senders = browser.js(
+        "[...document.querySelectorAll('#timeline .sender-value')].map(s => "
+        "[s.dataset.sealed, s.textContent, s.getBoundingClientRect().width > 0])"
+    )
+    assert len(senders) == len(PLAINTEXTS) and all(s == ["1", "", True] for s in senders)
+    # the relay column: no 8-byte run of any plaintext (the same check as the text view)
+    relay = browser.js("[...document.querySelectorAll('#timeline td.relay')].map(td => td.innerText)")
+    phone = browser.js("document.querySelector('#timeline').innerText")
+    assert len(relay) >= 2 * len(PLAINTEXTS)
+    secret = set().union(*(_runs(p) for p in PLAINTEXTS))
+    assert not secret & set().union(*(_runs(r) for r in relay))
+    assert all(p in phone for p in PLAINTEXTS)  # …while the phones' column shows every word, as text
+    assert browser.js("window.__pwned === undefined && document.scripts.length === 1")
+    # the two graphs are drawn
+    assert browser.js("document.querySelectorAll('#graph svg line.edge').length") >= 4
+    # filtering by person: chen's rows only
+    shown = browser.js(
+        "(() => {const s = document.getElementById('filter'); s.value = 'chen';"
+        "s.dispatchEvent(new Event('change'));"
+        "return [...document.querySelectorAll('#timeline tbody tr')].filter(r => r.offsetParent !== null)"
+        ".map(r => [r.dataset.people, r.innerText])})()"
+    )
+    assert len(shown) == 5 and all("chen" in people.split() for people, _text in shown)
+    assert any("Dinner" in text for _p, text in shown) and not any("north gate" in text for _p, text in shown)
+    assert browser.js("document.getElementById('timeline-shown').textContent") == str(len(shown))
+    assert browser.errors() == []
+    assert browser.requests() and all(u.startswith("file://") for u in browser.requests())
+
+
+@needs_browser
+def test_screenshots_projector_and_phone(
+    run: Path, browser: Browser, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    folder = Path(os.environ.get("RELAYSIM_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    browser.open(write_report(run).resolve().as_uri())
+    for width, height, name in ((1280, 800, "projector"), (390, 844, "phone")):
+        path = browser.screenshot(folder / f"report-{name}-{width}x{height}.png", width, height)
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        # nothing wider than the screen: the page scrolls down, not sideways
+        assert browser.js("document.documentElement.scrollWidth") <= width
+        print(f"screenshot: {path}")
+    assert browser.js("parseFloat(getComputedStyle(document.querySelector('.words')).fontSize)") >= 16
+    assert browser.errors() == []

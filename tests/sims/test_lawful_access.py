@@ -1,0 +1,631 @@
+"""Lawful access end to end: what each profile's relay writes, and what its compliance desk hands over.
+
+(a) After a run under each profile, the SQLite file holds nothing the profile does not record.
+(b) Each disclosure is what ground truth predicts for that profile (the simulator knows every message).
+(c) No plaintext ever appears in a disclosure under an end-to-end profile; under provider-held keys it does.
+Also: the Signal 2016 subpoena, the BlackBerry comparisons, ``relaysim disclose`` on a finished run, and the
+scenario options that run one scenario under several profiles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from relaysim.relay.compliance import Disclosure
+from relaysim.relay.metadata import METADATA_FIELDS
+from relaysim.relay.profiles import ASKS, PROCESSES, PROFILES, get_profile
+from relaysim.sims.cli import main
+from relaysim.sims.report import run_to_dir
+from relaysim.sims.scenario import Scenario, ScenarioError, parse_scenario, resolve_scenario
+from relaysim.sims.world.simulation import SIM_EPOCH, Simulation, SimulationResult
+
+FBI = resolve_scenario("fbi-chart")
+TARGET = "tariq"
+END_TO_END = [name for name, p in PROFILES.items() if p.custody != "provider"]
+
+
+def under(profile: str, scenario: Scenario = FBI) -> Scenario:
+    return replace(
+        scenario, relay=replace(scenario.relay, profile=profile), matrix=False, compare_profiles=()
+    )
+
+
+class Run:
+    def __init__(self, scenario: Scenario, db: Path | str = ":memory:") -> None:
+        self.events: list[dict[str, Any]] = []
+        self.scenario = scenario
+        self.db = Path(db) if db != ":memory:" else None
+        self.result: SimulationResult = Simulation(scenario, db_path=db, transcript=self.events.append).run()
+        assert self.result.truth is not None
+        self.truth = self.result.truth
+
+    def disclosure(self, name: str) -> Disclosure:
+        (d,) = [d for d in self.result.disclosures if d.process.name == name]
+        return d
+
+    def texts(self) -> list[str]:
+        return [m.planned.text for m in self.result.messages]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+    """The fbi-chart afternoon under every profile, each into its own relay.db."""
+    return {name: Run(under(name), tmp_path_factory.mktemp(name) / "relay.db") for name in PROFILES}
+
+
+def _mine(m: Any, target: str = TARGET) -> bool:
+    return target in (m.sender, m.recipient)
+
+
+def _devices(scenario: Scenario, person: str) -> int:
+    return len(scenario.person(person).devices)
+
+
+def _receipts(run: Run, start: float, end: float) -> list[Any]:
+    """The delivery receipts to or from the target the relay accepted in [start, end): each phone
+    answers every message with one (as Signal's do), and the provider logs it as one more message."""
+    return [c for c in run.truth.control if _mine(c) and start <= c.time < end and c.kind.endswith("receipt")]
+
+
+RECEIPT_PREFIX = "\x00\ufffd"  # a receipt's body (clients.agent.CONTROL) as the desk decodes it
+
+
+def _is_receipt(text: str) -> bool:
+    return text.startswith(RECEIPT_PREFIX)
+
+
+# --- (a) the database file holds only what the profile records --------------------------------
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_the_database_file_holds_only_what_the_profile_records(runs: dict[str, Run], profile: str) -> None:
+    run, pr = runs[profile], get_profile(profile)
+    assert run.db is not None
+    records = run.result.relay_records
+    assert records.get("send", 0) + records.get("sealed_send", 0) > 0  # messages did pass
+    con = sqlite3.connect(f"file:{run.db}?mode=ro", uri=True)
+    try:
+        kinds = {k for (k,) in con.execute("SELECT DISTINCT kind FROM metadata")}
+        assert kinds <= {k.value for k in pr.policy.rules}, "a kind the policy does not keep was written"
+        assert "registration" in kinds
+        for kind, rule in pr.policy.rules.items():
+            for column in METADATA_FIELDS:
+                if column in rule.fields:
+                    continue
+                (n,) = con.execute(
+                    f'SELECT COUNT(*) FROM metadata WHERE kind = ? AND "{column}" IS NOT NULL', (kind.value,)
+                ).fetchone()
+                assert n == 0, f"{profile}: {kind.value}.{column} is kept in {n} row(s)"
+            for column, step in rule.granularity.items():
+                for (value,) in con.execute(f'SELECT "{column}" FROM metadata WHERE kind = ?', (kind.value,)):
+                    assert value % step == 0, f"{profile}: {kind.value}.{column} = {value} is not rounded"
+            if rule.keep != "all":
+                key = ", ".join(f'"{k}"' for k in rule.key)
+                (dupes,) = con.execute(
+                    f"SELECT COUNT(*) FROM (SELECT 1 FROM metadata WHERE kind = ? GROUP BY {key} "
+                    "HAVING COUNT(*) > 1)",
+                    (kind.value,),
+                ).fetchone()
+                assert dupes == 0, f"{profile}: {kind.value} keeps more than the {rule.keep} per {rule.key}"
+
+        def count(sql: str) -> int:
+            return int(con.execute(sql).fetchone()[0])
+
+        assert (count("SELECT COUNT(*) FROM contacts") > 0) == pr.keep_contacts
+        if not pr.keep_blocks:
+            assert count("SELECT COUNT(*) FROM blocks") == 0
+        assert (count("SELECT COUNT(*) FROM archive WHERE reason = 'kept'") > 0) == pr.keep_delivered
+        # taps exist only where the profile can collect and its policy hands something over under
+        # the order, and then they collected something (Telegram could, and its policy says no)
+        for tap, can in (("pen_register", pr.pen_register), ("wiretap", pr.wiretap)):
+            answers = bool(pr.discloses.get(tap, frozenset()) & ASKS[tap])
+            assert (count(f"SELECT COUNT(*) FROM intercepts WHERE tap_id = '{tap}'") > 0) == (can and answers)
+    finally:
+        con.close()
+
+
+def test_a_signal_relay_keeps_no_sends_and_no_addresses_anywhere_in_its_file(runs: dict[str, Run]) -> None:
+    run = runs["signal"]
+    assert run.db is not None
+    con = sqlite3.connect(f"file:{run.db}?mode=ro", uri=True)
+    try:
+        kinds = {k for (k,) in con.execute("SELECT DISTINCT kind FROM metadata")}
+        assert kinds == {"registration", "authentication"}
+        assert con.execute(
+            "SELECT COUNT(*) FROM metadata WHERE host IS NOT NULL OR port IS NOT NULL"
+        ).fetchone()[0] == (0)
+        assert con.execute("SELECT COUNT(*) FROM intercepts").fetchone()[0] == 0
+    finally:
+        con.close()
+    raw = run.db.read_bytes()
+    for device in run.scenario.devices():  # not one of the phones' addresses, in any table or free page
+        assert device.address.encode() not in raw
+    # while a keep-everything relay, on the same afternoon, has them all
+    other = runs["keep-everything"].db
+    assert other is not None
+    assert all(d.address.encode() in other.read_bytes() for d in run.scenario.devices())
+
+
+# --- (b) each disclosure is what ground truth predicts ------------------------------------------
+
+
+def test_a_whatsapp_pen_register_is_exactly_the_targets_messages_from_service_on(
+    runs: dict[str, Run],
+) -> None:
+    run = runs["whatsapp"]
+    d = run.disclosure("pen_register")
+    start, end = d.process.window()
+    assert start == d.process.served
+    expected = [m for m in run.truth.messages if _mine(m) and start <= m.time < end]
+    receipts = _receipts(run, start, end)
+    assert receipts, "delivery receipts are on by default"
+    rows = d.provided["realtime_routing"]
+    got = {(round(r["time"], 3), r["account"], r["recipient_account"]) for r in rows}
+    # the provider cannot tell a receipt from a message: its routing rows are both
+    assert got == {(round(m.time, 3), m.sender, m.recipient) for m in [*expected, *receipts]}
+    # one row per recipient device, both directions, nothing from before service
+    assert len(rows) == sum(_devices(run.scenario, m.recipient) for m in [*expected, *receipts])
+    # and the score says how many of those "messages" were receipts
+    from relaysim.sims.scoring import score
+
+    split = score(d.to_json(), run.truth)["routing_rows"]
+    assert split["messages"] == sum(_devices(run.scenario, m.recipient) for m in expected)
+    assert split["delivery_receipts"] == len(rows) - split["messages"] > 0 and split["unmatched"] == 0
+    assert {TARGET} < {r["account"] for r in rows} and {TARGET} < {r["recipient_account"] for r in rows}
+    assert all(r["time"] >= d.process.served for r in rows)
+    assert any(_mine(m) and m.time < start for m in run.truth.messages)  # there were earlier ones
+    for r in rows:  # in 15-minute batches
+        assert r["delivered_to_agency"] == (r["time"] // 900 + 1) * 900
+    assert {r["ip"] for r in d.provided["ip_addresses"]} == {
+        d.address for d in run.scenario.person(TARGET).devices
+    }
+    assert "content" not in ASKS["pen_register"] and "content" not in d.reasons
+
+
+@pytest.mark.parametrize("profile", ["bbm-consumer", "bes", "viber", "keep-everything"])
+def test_a_message_log_is_exactly_the_targets_messages_before_service(
+    runs: dict[str, Run], profile: str
+) -> None:
+    run = runs[profile]
+    d = run.disclosure("court_order_2703d")
+    written = [m for m in run.truth.messages if _mine(m) and m.time <= d.process.served]
+    receipts = _receipts(run, float("-inf"), d.process.served + 1e-9)
+    expected = {(round(m.time, 3), m.sender, m.recipient) for m in [*written, *receipts]}
+    got = {(round(r["time"], 3), r["account"], r["recipient_account"]) for r in d.provided["message_log"]}
+    assert got == expected and written and receipts  # the log holds both; it cannot tell them apart
+
+
+def _waiting_at(run: Run, served: float) -> list[Any]:
+    """Messages to or from the target accepted before ``served`` and not yet on every recipient device."""
+    t = served - SIM_EPOCH
+    return [
+        m
+        for m in run.result.messages
+        if _mine(m.planned)
+        and m.accepted_at is not None
+        and m.accepted_at < t
+        and any(m.delivered.get(dev, float("inf")) > t for dev in m.recipients)
+    ]
+
+
+@pytest.mark.parametrize("profile", ["bbm-consumer", "bes", "keep-everything"])
+def test_a_search_warrant_gets_the_bodies_still_waiting_at_service(
+    runs: dict[str, Run], profile: str
+) -> None:
+    run = runs[profile]
+    d = run.disclosure("search_warrant")
+    waiting = _waiting_at(run, d.process.served)
+    assert waiting, "the scenario keeps Omar offline so that something waits"
+    expected = {(m.planned.sender, m.planned.recipient) for m in waiting}
+    assert {(r["from"], r["to"]) for r in d.provided["ciphertext"]} == expected
+    if get_profile(profile).custody == "provider":
+        assert sorted(r["text"] for r in d.provided["content"]) == sorted(m.planned.text for m in waiting)
+    else:
+        assert d.reasons["content"][0] == "cryptographically_impossible" and "content" not in d.provided
+
+
+def test_sealed_sender_hides_whose_waiting_messages_they_are(runs: dict[str, Run]) -> None:
+    """Tariq's messages to Omar wait on every relay; Signal's cannot tell they are his."""
+    waiting = _waiting_at(runs["signal"], runs["signal"].disclosure("search_warrant").process.served)
+    assert {m.planned.sender for m in waiting} == {TARGET}
+    d = runs["signal"].disclosure("search_warrant")
+    reason, why = d.reasons["ciphertext"]
+    assert reason == "not_retained" and "cannot tell who sent them" in why
+    assert "ciphertext" in runs["whatsapp"].disclosure("search_warrant").withheld  # not sealed: held
+
+
+def test_a_search_warrant_on_a_relay_with_nothing_waiting_says_so() -> None:
+    quiet = under("bbm-consumer", replace(FBI, people=tuple(p for p in FBI.people if p.name != "omar")))
+    quiet = replace(
+        quiet,
+        conversations=tuple(c for c in quiet.conversations if "omar" not in c.between),
+    )
+    d = Run(quiet).disclosure("search_warrant")
+    assert d.reasons["ciphertext"][0] == d.reasons["content"][0] == "not_retained"
+    assert "deleted" in d.reasons["content"][1] and "acknowledges" in d.reasons["content"][1]
+
+
+def test_a_provider_that_would_hand_nothing_over_collects_nothing(tmp_path: Path) -> None:
+    """WhatsApp can run a pen register, but its policy answers no PTA demand: no tap."""
+    pk = under("whatsapp", resolve_scenario("pakistan-2015"))
+    run = Run(pk, tmp_path / "relay.db")
+    d = run.disclosure("pta-blanket-demand")
+    assert d.process.process == "pta_demand" and d.process.instrument.jurisdiction == "pk"
+    assert not d.provided and d.reasons["content"][0] == "cryptographically_impossible"
+    assert set(d.withheld) == ASKS["pta_demand"] - {"content"}
+    assert all("could collect it" in why for why in d.withheld.values())
+    con = sqlite3.connect(f"file:{tmp_path / 'relay.db'}?mode=ro", uri=True)
+    assert con.execute("SELECT COUNT(*) FROM intercepts").fetchone()[0] == 0
+    con.close()
+    # while BES, had it complied (it refused: the counterfactual run), collects routing
+    from relaysim.sims.counterfactual import counterfactual_scenario
+
+    what_if = counterfactual_scenario(under("bes", resolve_scenario("pakistan-2015")))
+    bes = Run(what_if).disclosure("pta-blanket-demand")
+    assert bes.response == "complied" and bes.provided["realtime_routing"]
+
+
+def test_a_bbm_wiretap_reads_every_message_in_its_window(runs: dict[str, Run]) -> None:
+    run = runs["bbm-consumer"]
+    d = run.disclosure("wiretap")
+    start, end = d.process.window()
+    expected = [m for m in run.truth.messages if _mine(m) and start <= m.time < end]
+    receipts = _receipts(run, start, end)
+    got = [(r["from"], r["to"], r["text"]) for r in d.provided["content"] if not _is_receipt(r["text"])]
+    # one copy per recipient device, each opened with the provider's key
+    assert sorted(set(got)) == sorted({(m.sender, m.recipient, m.text) for m in expected})
+    assert len(got) == sum(_devices(run.scenario, m.recipient) for m in expected)
+    # the rest are the receipts, which the provider's key opens too (and so can tell apart)
+    opened = sorted((r["from"], r["to"]) for r in d.provided["content"] if _is_receipt(r["text"]))
+    assert receipts and opened == sorted(
+        (c.sender, c.recipient) for c in receipts for _ in range(_devices(run.scenario, c.recipient))
+    )
+    assert all(a["opened"] for a in d.decryption)
+
+
+def test_a_whatsapp_warrant_hands_over_the_address_books(runs: dict[str, Run]) -> None:
+    run = runs["whatsapp"]
+    d = run.disclosure("search_warrant")
+    partners = {p for c in run.scenario.conversations if TARGET in c.between for p in c.between} - {TARGET}
+    assert {r["contact"] for r in d.provided["contacts"]} == partners
+    assert {r["account"] for r in d.provided["reverse_contacts"]} == partners
+    assert d.provided["blocked_users"] == []  # nobody blocked anyone
+    for withheld_by_2703d in ("contacts", "reverse_contacts"):
+        assert withheld_by_2703d in run.disclosure("court_order_2703d").withheld
+
+
+def test_subscriber_times_match_the_devices_first_and_last_connections(runs: dict[str, Run]) -> None:
+    for profile in ("whatsapp", "signal"):
+        run = runs[profile]
+        d = run.disclosure("subpoena")
+        online = [
+            e["t"]
+            for e in run.events
+            if e["kind"] == "device_online" and e["device"].startswith(f"{TARGET}/")
+        ]
+        (created,) = d.provided["account_created"]
+        assert 0 <= created["created"] - (SIM_EPOCH + min(online)) < 5
+        (seen,) = d.provided["last_seen"]
+        last = SIM_EPOCH + max(t for t in online if SIM_EPOCH + t <= d.process.served)
+        if profile == "signal":  # the day of the last connection (signal.org/bigbrother)
+            assert seen["last_seen"] == last - last % 86400
+        else:  # WhatsApp's "last seen" is the last activity, not the last login (faq.whatsapp.com)
+            active = [
+                SIM_EPOCH + e["t"]
+                for e in run.events
+                if SIM_EPOCH + e["t"] <= d.process.served
+                and (
+                    (e["kind"] == "message_received" and e["device"].startswith(f"{TARGET}/"))
+                    or (e["kind"] == "message_sent" and str(e.get("from")).startswith(f"{TARGET}/"))
+                )
+            ]
+            assert max(active) > last + 3600  # tariq was active long after his last login
+            assert 0 <= seen["last_seen"] - max(active) < 5
+
+
+# --- (c) plaintext: never under end-to-end profiles; under provider-held keys, yes --------------
+
+_LETTERS = "ghijklmnopqrstuvwxyz"  # not hex digits: a text cannot hide in a hex dump by chance
+
+
+@st.composite
+def lawful_scenarios(draw: st.DrawFn) -> Scenario:
+    n = draw(st.integers(2, 4))
+    people = [f"p{i}" for i in range(n)]
+    lines = ['[scenario]\nname = "random"\nduration = "3h"', f"seed = {draw(st.integers(0, 2**20))}", ""]
+    lines += [f'[relay]\nprofile = "{draw(st.sampled_from(END_TO_END))}"', ""]
+    for i, p in enumerate(people):
+        offline = ""
+        if draw(st.booleans()):
+            a = draw(st.integers(10, 90))
+            offline = f', offline = [["{a}m", "{a + draw(st.integers(10, 60))}m"]]'
+        lines.append(f'[[people]]\nname = "{p}"\ndevices = [{{ address = "192.0.2.{i + 10}"{offline} }}]')
+    pairs: dict[tuple[str, str], list[str]] = {}
+    for k in range(draw(st.integers(1, 6))):
+        a, b = draw(st.permutations(people))[:2]
+        word = draw(st.text(_LETTERS, min_size=6, max_size=10))
+        pairs.setdefault((min(a, b), max(a, b)), []).append(
+            f'{{ at = "{draw(st.integers(2, 170))}m", from = "{a}", text = "zz{k}{word}" }}'
+        )
+    for (a, b), msgs in pairs.items():
+        lines.append(f'[[conversations]]\nbetween = ["{a}", "{b}"]\nmessages = [{", ".join(msgs)}]')
+    for k in range(draw(st.integers(1, 3))):
+        process = draw(st.sampled_from(list(PROCESSES)))
+        at = draw(st.integers(1, 150))
+        target = "" if process == "blanket_demand" else f'target = "{draw(st.sampled_from(people))}"\n'
+        # an order's `to` lies within the run (3 h = 180 m); one without `to` runs to the end
+        to = f'to = "{at + draw(st.integers(5, min(60, 180 - at)))}m"\n' if draw(st.booleans()) else ""
+        lines.append(
+            f'[[events]]\nat = "{at}m"\nkind = "legal_process"\nprocess = "{process}"\n{target}{to}name = "o{k}"'
+        )
+    return parse_scenario("\n".join(lines) + "\n", "random.toml")
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenario=lawful_scenarios())
+def test_no_plaintext_ever_appears_in_a_disclosure_under_an_end_to_end_profile(scenario: Scenario) -> None:
+    run = Run(scenario)
+    for d in run.result.disclosures:
+        if d.served_on is not None:
+            # A warrant on a backup custodian (iCloud, Google Drive) is the second door, not the relay:
+            # tests/sims/test_fbi_chart.py checks what it opens and when end-to-end backups close it.
+            continue
+        blob = json.dumps(d.to_json(), ensure_ascii=False) + d.to_markdown()
+        for text in run.texts():
+            assert text not in blob, f"{scenario.relay.profile}: {d.process.process} disclosed {text!r}"
+        assert "content" not in d.provided
+        assert not any(a["opened"] for a in d.decryption)
+
+
+def test_plaintext_does_appear_under_the_provider_key_profiles(runs: dict[str, Run]) -> None:
+    run = runs["bbm-consumer"]
+    for name in ("wiretap", "search_warrant"):
+        blob = json.dumps(run.disclosure(name).to_json(), ensure_ascii=False)
+        assert any(t in blob for t in run.texts()), name
+    # Telegram's cloud chats: the keys are on its servers, so it could; its policy says no.
+    tg = runs["telegram-cloud"]
+    d = tg.disclosure("search_warrant")
+    assert d.reasons["content"][0] == "withheld_by_policy"
+    assert "policy" in d.withheld["content"]
+    blob = json.dumps(d.to_json(), ensure_ascii=False) + d.to_markdown()
+    assert not any(t in blob for t in tg.texts())
+
+
+# --- the Signal subpoena of 2016 --------------------------------------------------------------
+
+
+def test_signal_2016_the_subpoena_gets_two_timestamps_and_nothing_else_exists() -> None:
+    scenario = resolve_scenario("signal-subpoena-2016")
+    run = Run(scenario)
+    d = run.disclosure("grand-jury-subpoena-dana")
+    assert set(d.provided) == {"account_created", "last_seen"}
+    (seen,) = d.provided["last_seen"]
+    assert seen["last_seen"] % 86400 == 0  # the day, not the time
+    online = [e["t"] for e in run.events if e["kind"] == "device_online" and e["device"] == "dana/1"]
+    assert (SIM_EPOCH + max(online)) % 86400 != 0  # so the rounding is visible
+    assert seen["last_seen"] == SIM_EPOCH + max(online) - (SIM_EPOCH + max(online)) % 86400
+    # Everything else the subpoena asks for was never recorded. The one exception: the relay must
+    # know an account's devices to deliver to them, so that is held, and not handed over.
+    assert set(d.withheld) == {"device_info"}
+    not_retained = d.by_reason("not_retained")
+    assert set(not_retained) == ASKS["subpoena"] - {"account_created", "last_seen", "device_info"}
+    assert set(d.reasons) == set(not_retained) | {"device_info"}  # nothing else, for no other reason
+    assert "never recorded" in not_retained["ip_addresses"]
+    for category in ("message_log", "message_counts"):  # 2016: seen while routing, never kept
+        assert "kept no record" in not_retained[category]
+    assert "phone number" in not_retained["subscriber_info"]
+    assert len(run.truth.messages) == len(scenario.conversations[0].messages) + len(
+        scenario.conversations[1].messages
+    )
+
+
+# --- several profiles from one scenario ---------------------------------------------------------
+
+
+def test_pakistan_2015_the_record_and_separately_the_counterfactual(tmp_path: Path) -> None:
+    """The PTA's demand refused, then withdrawn; a Pakistani court order gets location, who contacted
+    whom and metadata, never the words; had BlackBerry complied, consumer BBM's words (its separate,
+    labelled run), while BES stays unreadable."""
+    scenario = resolve_scenario("pakistan-2015")
+    _result, summary = run_to_dir(scenario, tmp_path)
+    texts = [m.text for c in scenario.conversations for m in c.messages]
+
+    def load(*parts: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(tmp_path.joinpath(*parts).read_text(encoding="utf-8"))
+        return data
+
+    for profile in ("bes", "bbm-consumer"):
+        demand = load(profile, "disclosures", "pta-blanket-demand.json")
+        assert demand["jurisdiction"] == "pk" and "Re-organization) Act 1996" in demand["statute"]
+        assert [h["response"] for h in demand["history"]] == ["refused", "withdrawn"]
+        assert demand["response"] == "withdrawn" and not demand["provided"]
+        # the metadata BlackBerry holds is not handed over in bulk: withheld, by its refusal
+        assert {"realtime_routing", "ip_addresses", "location"} <= set(
+            demand["not_provided"]["withheld_by_policy"]
+        )
+        md = (tmp_path / profile / "disclosures" / "pta-blanket-demand.md").read_text(encoding="utf-8")
+        assert "demand withdrawn at" in md and "U.S.C." not in md.split("## Handed over")[0]
+        order = load(profile, "disclosures", "court-order-saima.json")
+        assert order["jurisdiction"] == "pk" and order["process"] == "pk_court_order"
+        assert {"location", "message_log", "account_created"} <= set(order["provided"])
+        assert order["provided"]["message_log"] and "content" not in order["provided"]
+        assert not any(t in json.dumps(order, ensure_ascii=False) for t in texts)
+    bes = load("bes", "disclosures", "pta-blanket-demand.json")
+    assert "enterprise" in bes["not_provided"]["cryptographically_impossible"]["content"]
+    bes_order = load("bes", "disclosures", "court-order-saima.json")
+    assert "content" in bes_order["not_provided"]["cryptographically_impossible"]
+    # consumer BBM: the words withheld by policy while the provider's own key opens them
+    bbm_order = load("bbm-consumer", "disclosures", "court-order-saima.json")
+    why = bbm_order["not_provided"]["withheld_by_policy"]["content"]
+    assert "only its policy keeps them back" in why
+    attempts = bbm_order["decryption_attempts"]
+    assert attempts and all(a["opened"] for a in attempts)
+    record = (tmp_path / "comparison.md").read_text(encoding="utf-8")
+    assert not any(t in record for t in texts) and "COUNTERFACTUAL" not in record
+
+    # the counterfactual: a separate run, labelled, never mixed with the record
+    assert "counterfactual" in summary
+    cf_bes = load("counterfactual", "bes", "disclosures", "pta-blanket-demand.json")
+    cf_bbm = load("counterfactual", "bbm-consumer", "disclosures", "pta-blanket-demand.json")
+    assert cf_bes["response"] == cf_bbm["response"] == "complied"
+    assert "content" in cf_bes["not_provided"]["cryptographically_impossible"]
+    assert not any(t in json.dumps(cf_bes, ensure_ascii=False) for t in texts)
+    assert len(cf_bbm["provided"]["content"]) == len(cf_bes["provided"]["ciphertext"]) > 0
+    words = {r["text"] for r in cf_bbm["provided"]["content"] if not _is_receipt(r["text"])}
+    assert words and words <= set(texts)  # the rest are delivery receipts
+    assert "COUNTERFACTUAL" in (tmp_path / "counterfactual" / "comparison.md").read_text(encoding="utf-8")
+    told = (tmp_path / "counterfactual.md").read_text(encoding="utf-8")
+    assert told.index("THE RECORD") < told.index("had the provider complied")
+
+
+def test_india_2010_the_interception_facility_reads_bbm_but_not_bes(tmp_path: Path) -> None:
+    """The Mumbai facility is a capability used per interception order, not a blanket copy."""
+    _result, summary = run_to_dir(resolve_scenario("india-2010"), tmp_path)
+    assert {row["process"] for row in summary["comparison"]} == {"telegraph_act_5_2", "it_act_69"}
+    assert all(row["target"] for row in summary["comparison"])
+    for row in summary["comparison"]:
+        assert "content" in row["profiles"]["bbm-consumer"]["provided"]
+        assert "content" in row["profiles"]["bes"]["cryptographically_impossible"]
+    d = json.loads((tmp_path / "bes" / "disclosures" / "interception-order-arjun.json").read_text("utf-8"))
+    assert d["jurisdiction"] == "in" and "s.69" in d["statute"] and d["response"] == "complied"
+
+
+_BASE = """
+[scenario]
+name = "x"
+duration = "1h"
+{head}
+
+[relay]
+{relay}
+
+[[people]]
+name = "a"
+
+[[people]]
+name = "b"
+"""
+
+
+@pytest.mark.parametrize(
+    ("head", "relay", "expected"),
+    [
+        ('compare_profiles = ["bes", "nope"]', "", "scenario.compare_profiles[1]: expected one of"),
+        ('compare_profiles = ["bes"]', "", "expected at least two profiles"),
+        ('compare_profiles = ["bes", "bes"]', "", "expected different profiles"),
+        ('compare_profiles = ["bes", "signal"]', 'profile = "signal"', "relay.profile: the scenario sets"),
+        ('compare_profiles = ["bes", "signal"]\nmatrix = true', "", "not both"),
+        ('matrix = "yes"', "", "scenario.matrix: expected true or false"),
+    ],
+)
+def test_profile_options_are_checked(head: str, relay: str, expected: str) -> None:
+    with pytest.raises(ScenarioError, match=expected.replace("[", r"\[").replace("]", r"\]")):
+        parse_scenario(_BASE.format(head=head, relay=relay), "x.toml")
+
+
+def test_the_options_load() -> None:
+    sc = parse_scenario(_BASE.format(head='compare_profiles = ["bes", "signal"]', relay=""), "x.toml")
+    assert sc.compare_profiles == ("bes", "signal") and not sc.matrix
+    assert parse_scenario(_BASE.format(head="matrix = true", relay=""), "x.toml").matrix
+
+
+# --- relaysim disclose on a finished run --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fbi-chart afternoon on consumer BBM, with Omar's phone off from 2 pm to past the end."""
+    out = tmp_path_factory.mktemp("finished")
+    omar = FBI.person("omar")
+    away = replace(omar, devices=tuple(replace(d, offline=((7200.0, 86400.0),)) for d in omar.devices))
+    people = tuple(away if p.name == "omar" else p for p in FBI.people)
+    run_to_dir(replace(under("bbm-consumer"), people=people), out)
+    return out
+
+
+def _digest(path: Path) -> tuple[str, int]:
+    return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns
+
+
+def test_disclose_serves_a_finished_run_without_touching_its_file(
+    finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = finished / "relay.db"
+    before = _digest(db)
+    files = sorted(p.name for p in finished.iterdir())
+    out_json = tmp_path / "d.json"
+    argv = ["disclose", "--db", str(db), "--process", "court_order_2703d", "--target", "tariq"]
+    assert main([*argv, "--from", "1h", "--to", "2h", "--json", str(out_json)]) == 0
+    md = capsys.readouterr().out
+    assert md.startswith("# Disclosure: court_order_2703d-tariq")
+    assert "00:20:00" not in md  # only the window asked for
+    data = json.loads(out_json.read_text(encoding="utf-8"))
+    log = data["provided"]["message_log"]
+    times = [r["time"] - SIM_EPOCH for r in log]
+    assert times and all(3600 <= t <= 7200 for t in times)
+    # Tariq's 1:40 message, among the receipts the log cannot tell from messages (the page shows
+    # the first rows, the JSON all of them)
+    assert any(
+        6000 <= r["time"] - SIM_EPOCH < 6001 and (r["account"], r["recipient_account"]) == ("tariq", "farah")
+        for r in log
+    )
+    assert ("01:40:00 tariq → farah" in md) or "more (all of them are in the JSON file)" in md
+    assert _digest(db) == before and sorted(p.name for p in finished.iterdir()) == files
+    # the provider's key comes from provider.json: what still waited for Omar at the end, decrypted
+    assert main(["disclose", "--db", str(db), "--process", "search_warrant", "--target", "omar"]) == 0
+    md = capsys.readouterr().out
+    assert "“Call me when you land.”" in md and "opened" in md
+    # served "at 3h": what had arrived by then (the store is the one at the end of the run)
+    assert (
+        main(["disclose", "--db", str(db), "--process", "search_warrant", "--target", "omar", "--at", "3h"])
+        == 0
+    )
+    md = capsys.readouterr().out
+    assert "Call me when you land." in md and "Will do. Safe travels." not in md
+    assert _digest(db) == before
+
+
+def test_disclose_says_a_forward_looking_order_collects_nothing_after_the_fact(
+    finished: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(["disclose", "--db", str(finished / "relay.db"), "--process", "wiretap", "--target", "tariq"])
+        == 0
+    )
+    cap = capsys.readouterr()
+    assert "## Handed over\n\nNothing." in cap.out
+    assert "collects only from its service on" in cap.out
+    assert "put it in the scenario's timeline" in cap.err and 'kind = "legal_process"' in cap.err
+
+
+def test_disclose_under_another_profile_warns_and_bad_arguments_are_clear(
+    finished: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(finished / "relay.db")
+    assert (
+        main(["disclose", "--db", db, "--profile", "signal", "--process", "subpoena", "--target", "tariq"])
+        == 0
+    )
+    assert "recorded under the 'bbm-consumer' profile" in capsys.readouterr().err
+    assert main(["disclose", "--db", db, "--process", "subpoena"]) == 2
+    assert "give --target ACCOUNT" in capsys.readouterr().err
+    assert (
+        main(["disclose", "--db", str(finished / "nope.db"), "--process", "subpoena", "--target", "x"]) == 2
+    )
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_disclose_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["disclose", "--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out and "relaysim disclose --db" in out and "pen_register" in out

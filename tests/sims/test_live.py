@@ -1,0 +1,215 @@
+"""sims.live: scenarios played through a real relay process, every device a real trio client.
+
+Live runs are not deterministic, so these tests check properties, not bytes: every planned
+message reaches every device of its recipient exactly once and unchanged, and the relay never
+holds or receives plaintext. Each run plays five simulated hours in about four real seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from relaysim.sims import live
+from relaysim.sims.cli import main as relaysim
+from relaysim.sims.live import RelayStartError, relay_process, run_live
+from relaysim.sims.report import render_show
+from relaysim.sims.scenario import Scenario, parse_scenario, resolve_scenario
+from relaysim.sims.world.traffic import plan_messages
+
+TIME_SCALE = 0.0002  # real seconds per simulated second: two-friends' 5 h in 3.6 s
+RUN = 8  # bytes: no run this long of any plaintext may appear in what the relay holds or receives
+
+
+def _events(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "transcript.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def _plaintext_runs(plaintexts: list[bytes], blob: bytes) -> list[bytes]:
+    """Every RUN-byte slice of any plaintext that occurs in ``blob``."""
+    return sorted(
+        {p[i : i + RUN] for p in plaintexts for i in range(len(p) - RUN + 1) if p[i : i + RUN] in blob}
+    )
+
+
+def _assert_each_message_arrived_once(scenario: Scenario, out: Path) -> list[dict[str, Any]]:
+    events = _events(out)
+    planned = {m.id: m for m in plan_messages(scenario)}
+    received = [e for e in events if e["kind"] == "message_received"]
+    copies = Counter((e["message"], e["device"]) for e in received)
+    expected = {
+        (m.id, d.name): m.text for m in planned.values() for d in scenario.person(m.recipient).devices
+    }
+    assert set(copies) == set(expected), "a message missed a device, or went to one it was not for"
+    assert set(copies.values()) == {1}, f"some message arrived more than once: {copies}"
+    for e in received:
+        assert e["plaintext"] == planned[e["message"]].text
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    m = summary["messages"]
+    assert (m["device_deliveries"], m["device_deliveries_expected"]) == (len(expected), len(expected))
+    assert m["plaintext_mismatches"] == m["duplicates_dropped"] == m["undecryptable"] == 0
+    assert summary["relay_queued_at_end"] == 0  # every envelope acknowledged, so deleted
+    assert summary["live"]["relay_exit_code"] == 0
+    # Ben's hour offline happened, and messages waited for him.
+    assert {"device_offline", "device_online"} <= {e["kind"] for e in events}
+    assert max(e["latency"] for e in received) > 1800
+    return events
+
+
+def test_the_checker_finds_a_plaintext_run() -> None:
+    assert _plaintext_runs([b"Page 4 is the one"], b"xxPage 4 ixx") == [b"Page 4 i"]
+    assert _plaintext_runs([b"Page 4 is the one"], b"xxPage 4 xx") == []
+
+
+def test_two_friends_live_every_message_once_and_no_plaintext_at_the_relay(tmp_path: Path) -> None:
+    scenario = resolve_scenario("two-friends")
+    written: list[bytes] = []
+    assert run_live(scenario, tmp_path, time_scale=TIME_SCALE, wire_tap=written.append) == 0
+    events = _assert_each_message_arrived_once(scenario, tmp_path)
+
+    # The headline property: no 8-byte run of any plaintext in the relay's files or in anything
+    # it was sent.
+    plaintexts = [m.text.encode() for m in plan_messages(scenario)]
+    wire_bytes = b"".join(written)
+    files = {p.name: p.read_bytes() for p in tmp_path.glob("relay.db*")}
+    assert "relay.db" in files
+    assert b"amira" in files["relay.db"] and b"amira" in wire_bytes  # we are reading the real thing
+    assert len(wire_bytes) > sum(map(len, plaintexts))
+    for name, blob in [("bytes the relay received", wire_bytes), *files.items()]:
+        assert _plaintext_runs(plaintexts, blob) == [], f"plaintext in {name}"
+
+    # What the relay recorded is there beside what the phones saw.
+    accepted = [e for e in events if e["kind"] == "message_accepted"]
+    assert len(accepted) == len(plaintexts)
+    assert all(r["kind"] == "send" and r["account"] in ("amira", "ben") for e in accepted for r in e["relay"])
+    assert all(
+        e["relay"]["delivery"]["kind"] == "delivery" for e in events if e["kind"] == "message_received"
+    )
+
+
+def test_two_friends_live_with_sealed_sender(tmp_path: Path) -> None:
+    plain = resolve_scenario("two-friends")
+    scenario = dataclasses.replace(plain, relay=dataclasses.replace(plain.relay, sealed_sender=True))
+    assert run_live(scenario, tmp_path, time_scale=TIME_SCALE) == 0
+    events = _assert_each_message_arrived_once(scenario, tmp_path)
+    for e in events:
+        if e["kind"] == "message_received":
+            assert e["relay"]["sealed"] is True and e["relay"]["sender_shown_by_relay"] is None
+        if e["kind"] == "message_accepted":
+            # Sent over a connection that never logged in: the relay has no sender to record.
+            assert [r["kind"] for r in e["relay"]] == ["sealed_send"]
+            assert "account" not in e["relay"][0]
+
+
+def test_relaysim_run_live_writes_what_relaysim_show_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "tf"
+    assert relaysim(["run", "two-friends", "--live", "--time-scale", "0.0001", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "two-friends live (time scale 0.0001): 12 messages; 12/12 device deliveries" in printed
+    assert {p.name for p in out.iterdir()} >= {
+        "transcript.jsonl",
+        "relay.db",
+        "relay.log",
+        "summary.json",
+        "summary.md",
+    }
+    assert "SIGTERM received; shutting down" in (out / "relay.log").read_text()
+    shown = render_show(out, limit=40, width=200)  # the teaching view reads live runs too
+    assert "amira/1 read, from ben/1: \u201cSorry, phone was off. Won't forward.\u201d" in shown
+    assert "ben/1 goes offline" in shown and "ben/1 comes online" in shown
+    assert "## Live run" in (out / "summary.md").read_text()
+
+
+def test_relaysim_run_live_refuses_a_bad_time_scale(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert relaysim(["run", "two-friends", "--live", "--time-scale", "0", "--out", str(tmp_path)]) == 2
+    assert "--time-scale must be a positive number" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        relaysim(["run", "--help"])
+    usage = capsys.readouterr().out
+    assert "--live" in usage and "--time-scale" in usage
+
+
+LINKED = """
+[scenario]
+name = "linked"
+duration = "20m"
+
+[[people]]
+name = "alice"
+devices = [{ region = "us", address = "192.0.2.1" }, { region = "us", address = "192.0.2.2" }]
+
+[[people]]
+name = "bob"
+devices = [{ region = "us", address = "192.0.2.3" }]
+
+[[conversations]]
+between = ["alice", "bob"]
+messages = [
+  { at = "1m", from = "bob", text = "to both of alice's devices" },
+  { at = "5m", from = "bob", text = "while the laptop is off" },
+  { at = "6m", from = "alice", text = "from the phone" },
+]
+
+[[events]]
+at = "4m"
+kind = "device_offline"
+device = "alice/2"
+
+[[events]]
+at = "8m"
+kind = "device_online"
+device = "alice/2"
+"""
+
+
+def test_a_linked_device_and_timeline_events_live(tmp_path: Path) -> None:
+    scenario = parse_scenario(LINKED, source="linked.toml")
+    assert run_live(scenario, tmp_path, time_scale=0.002) == 0
+    events = _events(tmp_path)
+    received = Counter((e["message"], e["device"]) for e in events if e["kind"] == "message_received")
+    assert received == {
+        (1, "alice/1"): 1,
+        (1, "alice/2"): 1,
+        (2, "alice/1"): 1,
+        (2, "alice/2"): 1,
+        (3, "bob/1"): 1,
+    }
+    laptop = [e["kind"] for e in events if e.get("device") == "alice/2" and e["kind"].startswith("device_")]
+    assert laptop == ["device_online", "device_offline", "device_online"]
+    late = next(
+        e
+        for e in events
+        if e["kind"] == "message_received" and e["device"] == "alice/2" and e["message"] == 2
+    )
+    assert late["t"] >= 8 * 60  # held by the relay until the laptop came back
+
+
+async def test_a_relay_that_cannot_listen_raises_relay_start_error_itself(tmp_path: Path) -> None:
+    # The error leaves relay_process's nursery bare, not in an ExceptionGroup (trio >= 0.25 wraps).
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with trio.fail_after(60), pytest.raises(RelayStartError, match="exited before it was listening"):
+            async with relay_process(tmp_path / "relay.db", tmp_path / "relay.log", port=port):
+                pytest.fail("the relay started on a port that is taken")
+    assert "cannot serve" in (tmp_path / "relay.log").read_text()
+
+
+def test_run_live_reports_a_relay_that_did_not_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live, "RELAY_START_TIMEOUT", 0.001)  # no relay starts listening that fast
+    assert run_live(resolve_scenario("two-friends"), tmp_path, time_scale=TIME_SCALE) == 1
+    assert "relaysim run --live: the relay did not start listening within 0.001 s" in capsys.readouterr().err

@@ -1,0 +1,453 @@
+"""Scenario files: good ones load; broken ones say the file, the key path, the value and what was expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from relaysim.sims.scenario import (
+    DeviceOffline,
+    DeviceOnline,
+    LegalProcessEvent,
+    NetworkSpec,
+    Partition,
+    ScenarioError,
+    SeizePhone,
+    builtin_scenarios,
+    load_scenario,
+    parse_duration,
+    parse_scenario,
+)
+from relaysim.sims.world.engine import Scheduler
+from relaysim.sims.world.network import Network
+
+GOOD = """
+[scenario]
+name = "t"
+duration = "4h"
+seed = 3
+
+[network]
+latency_ms = 60
+latency = [{ between = ["pk", "us"], ms = 180 }]
+
+[[people]]
+name = "alice"
+devices = [{ region = "pk", offline = [["1h", "2h"]] }]
+
+[[people]]
+name = "bob"
+
+[[conversations]]
+between = ["alice", "bob"]
+messages = [{ at = "10m", from = "alice", text = "hi" }, { at = "1h30m", from = "bob", text = "yo" }]
+
+[[events]]
+at = "3h"
+kind = "device_offline"
+device = "bob/1"
+"""
+
+
+def test_a_good_file_loads() -> None:
+    s = parse_scenario(GOOD, "good.toml")
+    assert s.duration == 4 * 3600 and s.seed == 3
+    assert [d.name for d in s.devices()] == ["alice/1", "bob/1"]
+    assert s.devices()[0].offline == ((3600.0, 7200.0),)
+    msgs = s.conversations[0].messages
+    assert [(m.at, m.sender, m.recipient) for m in msgs] == [
+        (600.0, "alice", "bob"),
+        (5400.0, "bob", "alice"),
+    ]
+    assert s.events[0] == DeviceOffline(at=s.events[0].at, device="bob/1")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            'duration = "4h"',
+            'duration = "4 hours"',
+            'bad.toml: scenario.duration: expected a duration like 90, "15m" or "1h30m", got \'4 hours\'',
+        ),
+        ("seed = 3", 'seed = "three"', "bad.toml: scenario.seed: expected an integer, got string 'three'"),
+        (
+            'region = "pk", offline',
+            "region = 7, offline",
+            "bad.toml: people[0].devices[0].region: expected a string, got integer 7",
+        ),
+        (
+            'from = "alice", text = "hi"',
+            'from = "carol", text = "hi"',
+            "bad.toml: conversations[0].messages[0].from: expected one of 'alice' or 'bob', got 'carol'",
+        ),
+        ('kind = "device_offline"', 'kind = "explode"', "bad.toml: events[0].kind: expected one of"),
+        (
+            'device = "bob/1"',
+            'device = "bob/9"',
+            "bad.toml: events[0].device: expected a device like 'alice/1'",
+        ),
+        (
+            "latency_ms = 60",
+            "latency_ms = 60\nloss = 1.5",
+            "bad.toml: network.loss: expected a probability from 0 to 1, got 1.5",
+        ),
+        (
+            '[["1h", "2h"]]',
+            '[["2h", "1h"]]',
+            "bad.toml: people[0].devices[0].offline[0]: expected 'to' after 'from'",
+        ),
+        (
+            'name = "bob"',
+            'name = "alice"',
+            "bad.toml: people[1].name: 'alice' is already the name of another person",
+        ),
+        ("seed = 3", "seed = 3\ncolour = 1", "bad.toml: scenario.colour: unknown key"),
+        (
+            'at = "10m"',
+            'at = "5h"',
+            "bad.toml: conversations[0].messages[0].at: expected a time before the end",
+        ),
+    ],
+)
+def test_broken_files_name_the_key_value_and_expectation(old: str, new: str, expected: str) -> None:
+    assert old in GOOD
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(GOOD.replace(old, new, 1), "bad.toml")
+    assert str(info.value).startswith(expected), str(info.value)
+
+
+def test_a_scenario_without_people_is_refused() -> None:
+    text = "people = []\n" + GOOD[: GOOD.index("[[people]]")]
+    with pytest.raises(ScenarioError, match=r"^bad\.toml: people: no people"):
+        parse_scenario(text, "bad.toml")
+
+
+def test_invalid_toml_names_the_file() -> None:
+    with pytest.raises(ScenarioError, match=r"^bad\.toml: not valid TOML"):
+        parse_scenario("[scenario\n", "bad.toml")
+
+
+@given(st.integers(0, 10**6), st.integers(0, 59), st.integers(0, 23))
+def test_durations(seconds: int, minutes: int, hours: int) -> None:
+    assert parse_duration(seconds) == seconds
+    assert parse_duration(f"{hours}h{minutes}m{seconds}s") == hours * 3600 + minutes * 60 + seconds
+
+
+def test_scheduler_breaks_ties_in_scheduling_order() -> None:
+    s = Scheduler()
+    seen: list[str] = []
+    s.at(2.0, seen.append, "c")
+    s.at(1.0, seen.append, "a")
+    s.at(2.0, seen.append, "d")
+    s.at(1.0, seen.append, "b")
+    s.run(until=1.5)
+    assert seen == ["a", "b"] and s.now == 1.5
+    s.run(until=10)
+    assert seen == ["a", "b", "c", "d"]
+
+
+def test_network_partitions_and_loss_are_counted() -> None:
+    import random
+
+    net = Network(
+        NetworkSpec(latency_ms=100, jitter_ms=0, partitions=(Partition(("pk",), 10, 20),)), random.Random(1)
+    )
+    assert net.transit("pk", "us", 5) == [0.1]
+    assert net.transit("pk", "us", 15) == [] and net.partitioned == 1
+    assert net.transit("us", "us", 15) == [0.05]
+    lossy = Network(NetworkSpec(loss=1.0), random.Random(1))
+    assert lossy.transit("a", "b", 0) == [] and lossy.lost == 1
+
+
+# --- every wrong scenario is refused ------------------------------------------------------------
+
+_RELAY = '[[people]]\nname = "alice"'  # a place to put a [relay] table in GOOD
+_EVENT_END = 'device = "bob/1"\n'  # a place to add events after GOOD's one
+
+
+def _order(extra: str, name: str = "order", process: str = "subpoena") -> str:
+    return (
+        f'{_EVENT_END}\n[[events]]\nat = "1h"\nkind = "legal_process"\nprocess = "{process}"\n'
+        f'target = "alice"\nname = "{name}"\n{extra}\n'
+    )
+
+
+def _partition(text: str) -> str:
+    return f"latency_ms = 60\npartitions = [{text}]"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        # non-finite numbers, anywhere (TOML has nan and inf)
+        ("latency_ms = 60", "latency_ms = nan", "network.latency_ms: expected a finite number, got nan"),
+        ("ms = 180", "ms = inf", "network.latency[0].ms: expected a finite number, got inf"),
+        ("latency_ms = 60", "latency_ms = 60\nloss = nan", "network.loss: expected a finite number, got nan"),
+        (
+            "latency_ms = 60",
+            "latency_ms = 60\njitter_ms = -inf",
+            "network.jitter_ms: expected a finite number",
+        ),
+        # negative latency rules; two rules for one pair of regions
+        ("ms = 180", "ms = -180", "network.latency[0].ms: expected a non-negative number of milliseconds"),
+        (
+            "ms = 180 }]",
+            'ms = 180 }, { between = ["us", "pk"], ms = 20 }]',
+            "network.latency[1].between: network.latency[0] already gives the latency between 'us' and 'pk'",
+        ),
+        # regions that nothing names
+        (
+            "latency_ms = 60",
+            _partition('{ regions = ["pakistan"], from = "1h", to = "2h" }'),
+            "network.partitions[0].regions[0]: expected a region where the relay or a device is ('pk', 'us'), "
+            "got 'pakistan'",
+        ),
+        (
+            'region = "pk", offline',
+            'region = "mars", offline',
+            "people[0].devices[0].region: expected one of 'pk', 'us', got 'mars'",
+        ),
+        (
+            'between = ["pk", "us"]',
+            'between = ["pk", "uk"]',
+            "network.latency[0].between: expected regions where the relay or a device is ('pk', 'us'), got 'uk'",
+        ),
+        # addresses that are not IP addresses
+        (
+            'region = "pk", offline',
+            'region = "pk", address = "203.0.113.300", offline',
+            "people[0].devices[0].address: expected an IPv4 or IPv6 address, got '203.0.113.300'",
+        ),
+        (
+            _RELAY,
+            f'[relay]\naddress = "relay.example"\n\n{_RELAY}',
+            "relay.address: expected an IPv4 or IPv6 address, got 'relay.example'",
+        ),
+        (
+            'name = "bob"',
+            'name = "bob"\naddress = "bob.example"',
+            "people[1].address: expected an IPv4 or IPv6 address, got 'bob.example'",
+        ),
+        # two legal processes with one name: one disclosure would overwrite the other
+        (
+            _EVENT_END,
+            _order("") + _order("").replace(_EVENT_END, "").replace('"subpoena"', '"search_warrant"'),
+            "events[2].name: expected a name of its own (its disclosure is filed under it), got 'order', "
+            "already the name of events[1]",
+        ),
+        # durations too long (or nothing) to simulate
+        (
+            'duration = "4h"',
+            'duration = "366d"',
+            'scenario.duration: expected a positive duration of at most "365d"',
+        ),
+        (
+            'duration = "4h"',
+            "duration = 1e300",
+            'scenario.duration: expected a positive duration of at most "365d"',
+        ),
+        ('duration = "4h"', "duration = 0", "scenario.duration: expected a positive duration"),
+        # windows wholly after the end of the run; offline windows that overlap
+        (
+            '[["1h", "2h"]]',
+            '[["1h", "2h"], ["5h", "6h"]]',
+            "people[0].devices[0].offline[1]: expected a window starting before the end of the run (14400 s)",
+        ),
+        (
+            '[["1h", "2h"]]',
+            '[["1h", "2h"], ["1h30m", "3h"]]',
+            "people[0].devices[0].offline: expected windows that do not overlap",
+        ),
+        (
+            "latency_ms = 60",
+            _partition('{ regions = ["pk"], from = "4h", to = "6h" }'),
+            "network.partitions[0].from: expected a time before the end of the run (14400 s), got 14400 s",
+        ),
+        (
+            _EVENT_END,
+            _order('to = "5h"'),
+            "events[1].to: expected a time by the end of the run (14400 s), got 18000 s",
+        ),
+        (
+            _EVENT_END,
+            _order('from = "4h"\nto = "4h"'),
+            "events[1].from: expected a time before the end of the run (14400 s), got 14400 s",
+        ),
+        (
+            "latency_ms = 60",
+            _partition('{ regions = ["pk"], from = "1h", to = "2h", mode = "queue" }'),
+            "network.partitions[0].mode: expected one of 'drop', 'hold', got 'queue'",
+        ),
+        # wrong types: a bool is not an integer, a list is not a profile name
+        ("seed = 3", "seed = true", "scenario.seed: expected an integer, got boolean True"),
+        (
+            "seed = 3",
+            "seed = 3\ncompare_profiles = [[1], 2]",
+            "scenario.compare_profiles[0]: expected one of",
+        ),
+        ("ms = 180", 'ms = "180"', "network.latency[0].ms: expected a number, got string '180'"),
+        (
+            "latency_ms = 60",
+            "latency_ms = 60\nduplication = 2",
+            "network.duplication: expected a probability",
+        ),
+        # the scenario's name names its output folder
+        ('name = "t"', 'name = "../../etc"', "scenario.name: expected letters, digits, '_', '.' or '-'"),
+        ('name = "t"', 'name = ".."', "scenario.name: expected letters, digits, '_', '.' or '-'"),
+        # an exceptional-access demand that covers everyone names no target
+        (
+            _EVENT_END,
+            f'{_EVENT_END}\n[[events]]\nat = "1h"\nkind = "exceptional_access"\ndemand = "key_escrow"\n'
+            'target = "carol"\n',
+            "events[1].target: a key_escrow demand covers everyone; only a ghost_device names a target",
+        ),
+        ('events]]\nat = "3h"', 'events]]\nat = "5h"', "events[0].at: expected a time within the scenario"),
+    ],
+)
+def test_every_wrong_scenario_is_refused(old: str, new: str, expected: str) -> None:
+    assert old in GOOD
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(GOOD.replace(old, new, 1), "bad.toml")
+    assert str(info.value).startswith(f"bad.toml: {expected}"), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+GENERATED = """
+[scenario]
+name = "g"
+duration = "2h"
+
+[generate]
+people = 10
+devices_per_person = { one = 0.5, two = 0.5 }
+graph = { model = "barabasi-albert", m = 2 }
+messages_per_day = { mean = 20, sigma = 1.0 }
+regions = { us = 1 }
+
+[[events]]
+at = "1h"
+kind = "legal_process"
+process = "wiretap"
+target = "p03"
+to = "2h"
+
+[[events]]
+at = "1h"
+kind = "device_offline"
+device = "p03/2"
+"""
+
+
+def test_a_generated_scenario_names_its_generated_people() -> None:
+    s = parse_scenario(GENERATED, "gen.toml")
+    first, second = s.events[0], s.events[1]
+    assert isinstance(first, LegalProcessEvent) and first.target == "p03"
+    assert isinstance(second, DeviceOffline | DeviceOnline | SeizePhone) and second.device == "p03/2"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            'target = "p03"',
+            'target = "bob"',
+            "events[0].target: expected one of the people (generated p00 to p09)",
+        ),
+        ('target = "p03"', 'target = "p10"', "events[0].target: expected one of the people"),
+        ('target = "p03"', 'target = "p3"', "events[0].target: expected one of the people"),
+        (
+            'device = "p03/2"',
+            'device = "bob/1"',
+            "events[1].device: expected a device like 'alice/1' (generated",
+        ),
+        ('device = "p03/2"', 'device = "p03/3"', "events[1].device: expected a device like 'alice/1'"),
+        (
+            'process = "wiretap"\ntarget = "p03"\nto = "2h"',
+            'process = "subpoena"\ntarget = "p03"\nto = "2h"\n\n[[events]]\nat = "1h"\nkind = "exceptional_access"\n'
+            'demand = "ghost_device"\ntarget = "mallory"',
+            "events[1].target: expected one of the people (generated p00 to p09), got 'mallory'",
+        ),
+        ("people = 10", "people = true", "generate.people: expected an integer, got boolean True"),
+        ("people = 10", "people = 0", "generate.people: expected from 2 to 1,000,000 people"),
+        ("mean = 20", "mean = nan", "generate.messages_per_day.mean: expected a finite number, got nan"),
+        ("sigma = 1.0", "sigma = inf", "generate.messages_per_day.sigma: expected a finite number, got inf"),
+        (
+            "regions = { us = 1 }",
+            "regions = { us = -1 }",
+            "generate.regions.us: expected a non-negative weight",
+        ),
+        (
+            "regions = { us = 1 }",
+            f"regions = {{ us = 1 }}\ndaily_rhythm = [{', '.join(['0'] * 24)}]",
+            "generate.daily_rhythm: expected 24 non-negative weights, one per hour of the day, not all 0",
+        ),
+        (
+            "regions = { us = 1 }",
+            f"regions = {{ us = 1 }}\ndaily_rhythm = [true, {', '.join(['1'] * 23)}]",
+            "generate.daily_rhythm: expected 24 non-negative weights",
+        ),
+        (
+            "regions = { us = 1 }",
+            f"regions = {{ us = 1 }}\ndaily_rhythm = [inf, {', '.join(['1'] * 23)}]",
+            "generate.daily_rhythm[0]: expected a finite number, got inf",
+        ),
+        (
+            'duration = "2h"',
+            'duration = "2h"\n\n[network]\nlatency = [{ between = ["us", "eu"], ms = 90 }]',
+            "network.latency[0].between: expected regions where the relay or a device is ('us'), got 'eu'",
+        ),
+    ],
+)
+def test_generated_scenarios_refuse_names_of_nobody(old: str, new: str, expected: str) -> None:
+    assert old in GENERATED
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(GENERATED.replace(old, new, 1), "gen.toml")
+    assert str(info.value).startswith(f"gen.toml: {expected}"), str(info.value)
+
+
+def test_a_persons_region_and_address_are_their_devices_defaults() -> None:
+    text = GOOD.replace('name = "bob"', 'name = "bob"\nregion = "pk"\naddress = "2001:db8::7"')
+    bob = parse_scenario(text, "good.toml").person("bob")
+    assert [(d.region, d.address) for d in bob.devices] == [("pk", "2001:db8::7")]
+
+
+def test_partition_mode_defaults_to_drop_and_may_hold() -> None:
+    text = GOOD.replace("latency_ms = 60", _partition('{ regions = ["pk"], from = "1h", to = "2h" }'))
+    assert parse_scenario(text, "p.toml").network.partitions[0].mode == "drop"
+    held = text.replace('to = "2h" }', 'to = "2h", mode = "hold" }')
+    assert parse_scenario(held, "p.toml").network.partitions[0] == Partition(("pk",), 3600, 7200, "hold")
+
+
+def test_relaysim_run_refuses_a_wrong_file_with_status_2_and_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from relaysim.sims.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(GOOD.replace("latency_ms = 60", "latency_ms = nan"), encoding="utf-8")
+    assert main(["run", str(bad), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "relaysim run: bad.toml: network.latency_ms: expected a finite number, got nan"
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", sorted(builtin_scenarios()))
+def test_every_built_in_scenario_loads(name: str) -> None:
+    assert load_scenario(builtin_scenarios()[name]).name == name
+
+
+def test_a_generated_region_must_be_one_a_latency_rule_names() -> None:
+    text = GENERATED.replace(
+        "regions = { us = 1 }",
+        'regions = { us = 1, eu = 1 }\n\n[network]\nlatency = [{ between = ["us", "pk"], ms = 90 }]',
+    )
+    with pytest.raises(
+        ScenarioError, match=r"^gen\.toml: generate\.regions\.eu: expected one of 'pk', 'us', got 'eu'$"
+    ):
+        parse_scenario(text, "gen.toml")

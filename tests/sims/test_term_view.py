@@ -1,0 +1,187 @@
+"""The terminal view fits the terminal (issue #12, item 3): tables wrap between words at any width,
+the phones' column names the sender, the relay's FROM cell under sealed sender reads "(sealed)",
+``show`` counts what it leaves out, exceptional access is shown, and ``run`` ends with the orders."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from relaysim.sims.cli import main
+from relaysim.sims.demo import render as render_wire
+from relaysim.sims.demo import run_demo
+from relaysim.sims.report import SEALED, read_run, render_show, show_rows
+from relaysim.sims.term import SEP, use_color
+
+WIDTHS = (80, 150)
+
+
+def columns(text: str) -> list[str]:
+    """Each column of the (first) table in ``text``, its cells' lines joined by spaces."""
+    cols: list[list[str]] = []
+    for line in text.splitlines():
+        if SEP not in line:
+            continue
+        cells = line.split(SEP)
+        while len(cols) < len(cells):
+            cols.append([])
+        for i, cell in enumerate(cells):
+            if cell.strip():
+                cols[i].append(cell.strip())
+    return [" ".join(c) for c in cols]
+
+
+def missing_words(cells: list[str], output: str) -> Counter[str]:
+    """Words of the source cells that do not appear whole in the output (a cut word shows up as
+    two fragments, neither of which counts)."""
+    want = Counter(w for c in cells for w in c.split())
+    got = Counter(re.split(r"[\s" + SEP + r"]+", output))
+    return want - got
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("views")
+    out = {}
+    for name in ("two-friends", "ghost-device", "device-seizure"):
+        assert main(["run", name, "--out", str(base / name), "--quiet"]) == 0
+        out[name] = base / name
+    return out
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("name", ["two-friends", "ghost-device", "device-seizure"])
+def test_show_never_cuts_a_word(runs: dict[str, Path], name: str, width: int) -> None:
+    text = render_show(runs[name], limit=None, width=width)
+    assert max(len(line) for line in text.splitlines()) <= width
+    events, _ = read_run(runs[name])
+    cells = [c for row in show_rows(events) for c in row]
+    assert not missing_words(cells, text)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_wire_demo_never_cuts_a_word(width: int) -> None:
+    steps = run_demo(5)
+    text = render_wire(steps, width=width)
+    assert max(len(line) for line in text.splitlines()) <= width
+    cells = [f"{s.sender}: {s.sent}" for s in steps] + [s.received for s in steps]
+    assert not missing_words(cells, text)
+
+
+def test_the_check_catches_a_cut_word() -> None:
+    assert missing_words(["79 bytes of ciphertext"], "79 bytes of ciph\nertext") == Counter({"ciphertext": 1})
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_sealed_sender_from_cell_is_visibly_empty_and_the_phones_name_the_sender(
+    runs: dict[str, Path], width: int
+) -> None:
+    text = render_show(runs["ghost-device"], limit=None, width=width)
+    _time, phones, frm, relay = columns(text)
+    assert frm.split()[:2] == ["FROM", "(relay)"]
+    assert set(frm.split()[2:]) == {SEALED}  # ghost-device runs under sealed sender: never a name
+    assert "lena/1 sent to omar:" in phones and "omar/1 read, from lena/1:" in phones
+    assert "lena" not in relay.replace("to lena", "").replace("lena/1 comes", "").replace(
+        "lena/1 fetches", ""
+    )
+
+
+def test_without_sealed_sender_the_from_cell_names_the_account(runs: dict[str, Path]) -> None:
+    _t, _phones, frm, _relay = columns(render_show(runs["two-friends"], limit=None, width=100))
+    assert SEALED not in frm and "amira/1" in frm
+
+
+def test_show_counts_the_rows_it_leaves_out_and_all_shows_them(
+    runs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    events, _ = read_run(runs["two-friends"])
+    total = len(show_rows(events))
+    assert total > 5
+    assert main(["show", str(runs["two-friends"]), "--limit", "5", "--width", "120"]) == 0
+    out = capsys.readouterr().out
+    assert f"… {total - 5} more rows not shown (of {total}): relaysim show {runs['two-friends']} --all" in out
+    assert main(["show", str(runs["two-friends"]), "--all", "--width", "120"]) == 0
+    out = capsys.readouterr().out
+    assert "not shown" not in out
+    assert len(columns(out)[0].split()) == total + 1  # one time per row, and the header
+
+
+def test_show_has_the_ghost_reading_and_the_seized_phone(runs: dict[str, Path]) -> None:
+    ghost = render_show(runs["ghost-device"], limit=None, width=120)
+    _t, phones, _frm, relay = columns(ghost)
+    assert "GHOST omar/2 read message 5:" in phones and "GHOST DEVICE omar/2 added to omar's account" in relay
+    assert "the ghost omar/2 read messages 5, 7, 9" in ghost
+    assert f"{runs['ghost-device']}/exceptional/ghost-device.md" in ghost
+    seized = render_show(runs["device-seizure"], limit=None, width=120)
+    assert "bruno/1 SEIZED; its keys copied" in columns(seized)[1]
+
+
+def test_ghost_device_demo_shows_the_ghost(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--scenario", "ghost-device", "--out", str(tmp_path / "g"), "--width", "120"]) == 0
+    out = capsys.readouterr().out
+    assert "GHOST omar/2 read message" in columns(out)[1]
+
+
+def test_no_colour_off_a_terminal_or_with_no_color(
+    runs: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    assert use_color(Tty()) and not use_color(io.StringIO())
+    assert "\x1b[" in render_show(runs["ghost-device"], width=120, color=True)
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not use_color(Tty())
+    assert main(["show", str(runs["ghost-device"])]) == 0
+    assert "\x1b[" not in capsys.readouterr().out
+
+
+def test_show_takes_the_terminal_width_from_columns(
+    runs: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for width in WIDTHS:
+        monkeypatch.setenv("COLUMNS", str(width))
+        assert main(["show", str(runs["two-friends"])]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert max(len(line) for line in lines) <= width
+        assert any(len(line) > width - 10 for line in lines)  # and it uses the width
+
+
+def test_run_ends_with_one_line_per_legal_order(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "tf"
+    assert main(["run", "two-friends", "--out", str(out), "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2:] == [
+        "legal order pen-register-amira (pen_register): complied; handed over: ip_addresses, realtime_routing"
+        f" — {out}/disclosures/pen-register-amira.md",
+        "legal order search-warrant-amira (search_warrant): complied; handed over: subscriber_info, "
+        "account_created, last_seen, ip_addresses, device_info, contacts, reverse_contacts, blocked_users, "
+        "message_log, message_counts, lookup_log, location; not retained: ciphertext; "
+        f"cryptographically impossible: content — {out}/disclosures/search-warrant-amira.md",
+    ]
+    md = (out / "summary.md").read_text(encoding="utf-8")
+    assert "cryptographically impossible: content ([disclosures/search-warrant-amira.md]" in md
+
+
+def test_run_of_a_comparison_ends_with_each_profiles_orders(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "pk"
+    assert main(["run", "pakistan-2015", "--out", str(out), "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    orders = [line for line in lines if line.startswith("legal order ")]
+    assert lines[-4:] == orders and len(orders) == 4
+    assert any(
+        "bes" in line and "cryptographically impossible: content" in line and "bes/disclosures/" in line
+        for line in orders
+    )
+    assert any(
+        "bbm-consumer" in line and "withheld by policy" in line and "content" in line for line in orders
+    )
