@@ -265,6 +265,10 @@ class GenerateSpec:
     messages_per_day_sigma: float = 1.0
     regions: tuple[tuple[str, float], ...] = (("us", 1.0),)
     daily_rhythm: tuple[float, ...] = ()
+    # MetaPhone-style labelled organisations (see _organisations): (kind, how many accounts), and
+    # (kind, the probability that a generated person contacts one of that kind).
+    organisations: tuple[tuple[str, int], ...] = ()
+    trait_probability: tuple[tuple[str, float], ...] = ()
 
 
 # --- the timeline: one frozen dataclass per event kind (EVENT_KINDS) --------------------------------
@@ -982,7 +986,16 @@ def _generate(r: _Reader, raw: object) -> GenerateSpec:
     r.known(
         t,
         "generate",
-        ["people", "devices_per_person", "graph", "messages_per_day", "regions", "daily_rhythm"],
+        [
+            "people",
+            "devices_per_person",
+            "graph",
+            "messages_per_day",
+            "regions",
+            "daily_rhythm",
+            "organisations",
+            "trait_probability",
+        ],
     )
     n = r.get(t, "people", "generate", int)
     if not 2 <= n <= 1_000_000:
@@ -1028,6 +1041,7 @@ def _generate(r: _Reader, raw: object) -> GenerateSpec:
         sigma,
         tuple(regions.items()),
         tuple(float(x) for x in rhythm),
+        *_organisations(r, t),
     )
 
 
@@ -1585,3 +1599,62 @@ def _groups(r: _Reader, raw: object, names: set[str], duration: float) -> tuple[
                 changes.append(GroupChange(at, "leave", who))
         out.append(GroupSpec(name, members, admins, tuple(changes)))
     return tuple(out)
+
+
+# --- labelled organisations ([generate] organisations) -------------------------------------------
+#
+#     [generate]
+#     organisations = { clinic = 2, pharmacy = 2, lawyer = 1, worship = 2, gunshop = 1 }
+#     trait_probability = { worship = 0.25 }   # overrides ORGANISATION_KINDS' defaults
+#
+# Each kind makes that many accounts (``clinic-1``, ``clinic-2``, …) that write to no one; each
+# generated person, with the kind's probability, has the trait and contacts one of them
+# (sims.world.traffic.organisation_traits). The defaults are the shares of MetaPhone's
+# participants whose calls reached such a number (Mayer, Mutchler and Mitchell, PNAS 113(20), 2016):
+# health services 57 %, financial services 40 %, pharmacies 30 %, legal services 10 %, firearms
+# sellers 7 %. Places of worship have no share in the paper: 0.2 is illustrative.
+
+ORGANISATION_KINDS: dict[str, float] = {
+    "clinic": 0.57,
+    "bank": 0.40,
+    "pharmacy": 0.30,
+    "lawyer": 0.10,
+    "gunshop": 0.07,
+    "worship": 0.20,
+}
+
+
+def _organisations(
+    r: _Reader, t: Mapping[str, Any]
+) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, float], ...]]:
+    raw = r.table(t.get("organisations", {}), "generate.organisations")
+    orgs: list[tuple[str, int]] = []
+    for kind, n in raw.items():
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,30}", kind):
+            raise r.fail(
+                f"generate.organisations.{kind}", "expected a kind of lowercase letters, digits and '_'"
+            )
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1000:
+            raise r.fail(
+                f"generate.organisations.{kind}", f"expected from 1 to 1000 accounts, got {_show(n)}"
+            )
+        orgs.append((kind, n))
+    probs = r.table(t.get("trait_probability", {}), "generate.trait_probability")
+    out: dict[str, float] = {}
+    for kind in probs:
+        if kind not in raw:
+            raise r.fail(
+                f"generate.trait_probability.{kind}",
+                f"names no kind of generate.organisations (have: {', '.join(raw) or 'none'})",
+            )
+        out[kind] = r.probability(probs, kind, "generate.trait_probability", 0.0)
+    for kind, _n in orgs:
+        if kind not in out:
+            if kind not in ORGANISATION_KINDS:
+                raise r.fail(
+                    f"generate.organisations.{kind}",
+                    f"no default share for {kind!r} (known: {', '.join(ORGANISATION_KINDS)}): "
+                    f"give generate.trait_probability.{kind}",
+                )
+            out[kind] = ORGANISATION_KINDS[kind]
+    return tuple(orgs), tuple((k, out[k]) for k, _n in orgs)

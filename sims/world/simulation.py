@@ -52,7 +52,13 @@ from relaysim.sims.scoring import GroundTruth, TrueControl, TrueMessage
 from relaysim.sims.world.engine import Scheduler
 from relaysim.sims.world.network import Network
 from relaysim.sims.world.timeline import Timeline, provider, sealed_sender
-from relaysim.sims.world.traffic import PlannedMessage, contact_graph, plan_messages, plan_moves
+from relaysim.sims.world.traffic import (
+    PlannedMessage,
+    contact_graph,
+    organisation_traits,
+    plan_messages,
+    plan_moves,
+)
 from relaysim.sims.world.util import seeded as _seeded
 
 __all__ = ["SIM_EPOCH", "Simulation", "SimulationResult", "address_books"]
@@ -304,6 +310,7 @@ class Simulation:
             self.messages[m.id] = MessageState(m, device_names[m.recipient])
         self.timeline.schedule_messages(plan)
         self._schedule_groups(len(plan), device_names)
+        self._transcribe_traits()
 
     def _schedule_groups(self, last_id: int, device_names: dict[str, tuple[str, ...]]) -> None:
         """[[groups]]: each group message is planned like any other (ids after the 1:1 messages); its
@@ -326,6 +333,17 @@ class Simulation:
                 self.messages[m.id] = MessageState(m, recipients)
                 self._group_sends[m.id] = (gid, members)
                 self.sched.at(m.at, self._app_send, m)
+
+    def _transcribe_traits(self) -> None:
+        """Ground truth of ``[generate] organisations``: who was given which sensitive trait (and the
+        organisation they contact for it), for the scoring of sims.analysis.traits."""
+        if not self.transcribing:
+            return
+        for person, traits in sorted(organisation_traits(self.scenario).items()):
+            for kind, org in sorted(traits.items()):
+                self.emit(
+                    {"t": 0.0, "kind": "trait_assigned", "person": person, "trait": kind, "organisation": org}
+                )
 
     # --- what the timeline asks (sims.world.Driver) -----------------------------------------------
 
