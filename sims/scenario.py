@@ -1335,6 +1335,7 @@ def resolve_scenario(name_or_path: str) -> Scenario:
 #     exit_latency_ms = 200        # what the exit costs each way
 #     bundle_fetch = "authenticated"  # or unauthenticated (with the recipient's delivery token, as Signal does)
 #     cover_per_hour = 0           # Poisson dummy sealed messages per phone (Loopix's cover traffic)
+#     mailboxes = "none"           # or ephemeral: sealed conversations (Martiny et al., NDSS 2021)
 
 RECEIPT_MODES = ("on", "off", "delayed", "batched")
 PADDING_MODES = ("profile", "none", "signal", "pow2")
@@ -1385,6 +1386,10 @@ class DefenceSpec:
     # What a phone does when a known peer device's identity key changes (clients.identity):
     # "warn" (Signal's default: accept, show "safety number changed") or "block" (wait for the user).
     identity_changes: str = "warn"
+    # Sealed conversations (Martiny et al., NDSS 2021): "ephemeral" — whoever writes first in a pair
+    # opens a mailbox (a fresh account, registered and fetched from an exit address) and tells the
+    # peer inside the encryption; the peer's replies and receipts go there. "none": as Signal.
+    mailboxes: str = "none"
 
     def changed(self) -> dict[str, object]:
         """The switches set away from their defaults."""
@@ -1467,6 +1472,7 @@ def _defences(r: _Reader, raw: object) -> DefenceSpec:
         ),
         cover_per_hour=_rate(r, t, "cover_per_hour", "defences", d.cover_per_hour),
         identity_changes=_choice(r, t, "identity_changes", "defences", ("warn", "block"), d.identity_changes),
+        mailboxes=_choice(r, t, "mailboxes", "defences", ("none", "ephemeral"), d.mailboxes),
     )
 
 
