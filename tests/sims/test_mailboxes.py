@@ -62,7 +62,7 @@ def _run(tmp_path: Path, mailboxes: str) -> tuple[object, Path, list[dict[str, o
 
 
 def test_without_mailboxes_the_sda_on_bob_finds_alice(tmp_path: Path) -> None:
-    result, db, _ = _run(tmp_path, "none")
+    _result, db, _ = _run(tmp_path, "none")
     ranking = statistical_disclosure(from_db(db), targets=["bob"], receipts=True, epoch=1.0).rankings[0]
     assert ranking.rank("alice") == 1
 
