@@ -114,3 +114,20 @@ def test_the_builtin_metaphone_scenario_has_every_kind_with_a_paper_share() -> N
     assert {"clinic", "pharmacy", "lawyer", "gunshop", "bank"} <= kinds
     held = {k for t in organisation_traits(sc).values() for k in t}
     assert kinds == held  # small as it is, someone holds each trait
+
+
+@pytest.mark.parametrize(("fetch", "recall"), [("authenticated", 1.0), ("unauthenticated", 0.0)])
+def test_a_fresh_connection_per_sealed_send_hides_traits_only_if_look_ups_are_unauthenticated(
+    tmp_path: Path, fetch: str, recall: float
+) -> None:
+    """Sealed sends from an exit cannot be attributed by address; but a phone that looks up the clinic's
+    keys on its logged-in connection has told the provider whom it is about to write to."""
+    text = (
+        BASE.format(profile="keep-everything")
+        + f'\n[defences]\nsealed_connection = "fresh"\nbundle_fetch = "{fetch}"\n'
+    )
+    out = tmp_path / "run"
+    run_to_dir(parse_scenario(text), out)
+    write_analysis(out)
+    rows = json.loads((out / "analysis" / "relay.json").read_text())["score"]["sensitive_traits"]["by_trait"]
+    assert rows["clinic"]["true_holders"] == 8 and rows["clinic"]["recall"] == recall
