@@ -24,6 +24,7 @@ What the agent does on its own, as Signal's clients do:
 from __future__ import annotations
 
 import os
+import uuid as _uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -157,6 +158,7 @@ AgentEvent = (
 CONTROL = b"\x00\xfe"
 _RECEIPT_KINDS = {b"D": "delivery", b"R": "read"}
 _COVER = b"C"
+_MAILBOX = b"M"  # a sealed conversation's mailbox: where to write back (see DeviceAgent.new_mailbox)
 _SENDER_KEY = b"K"  # a SenderKeyDistributionMessage, over the pairwise session (clients.groups)
 MAX_GROUP_BACKLOG = 256  # group messages kept while their sender key has not arrived yet
 SIGNAL_PAD_BLOCK = 160  # libsignal-service's PushTransportDetails
@@ -230,6 +232,11 @@ class DeviceAgent:
     # no default, because a default clock (time 0) would accept a certificate that expired in 1970.
     # A real device passes time.time; a simulation passes its simulated clock.
     clock: Callable[[], float] = field(kw_only=True)
+    # Sealed conversations (Martiny et al., NDSS 2021; DeviceAgent.new_mailbox): the mailbox each peer
+    # asked us to write to, and the mailboxes we opened for peers.
+    reply_to: dict[str, str] = field(default_factory=dict, kw_only=True)
+    mailboxes: dict[str, DeviceAgent] = field(default_factory=dict, kw_only=True)
+    _introducing: dict[str, bytes] = field(default_factory=dict, kw_only=True, repr=False)
 
     def __post_init__(self) -> None:
         _p.require_key_source(self.rng, f"DeviceAgent({self.device.address.account!r})")
@@ -338,6 +345,7 @@ class DeviceAgent:
 
     def send_text(self, to: str, plaintext: bytes, ref: object = None, *, sealed: bool = False) -> None:
         """Send ``plaintext`` to every device of account ``to`` (fetching bundles first if needed)."""
+        to, plaintext = self._mailbox_route(to, plaintext)
         out = _Outgoing(ref, to, plaintext, sealed)
         devices = self._devices.get(to)
         if devices is None or (
@@ -420,6 +428,66 @@ class DeviceAgent:
                 for d in devices
             )
             self._request(wire.Send, context=out, to=out.to, envelopes=envelopes)
+
+    # --- sealed conversations: ephemeral mailboxes (Martiny et al., NDSS 2021) -------------------
+
+    def new_mailbox(self, peer: str, rng: RNG | None = None) -> DeviceAgent:
+        """Open a sealed conversation with ``peer``: a fresh account (a random UUID for a name, a fresh
+        identity key and delivery token, nothing in common with this account) for ``peer``'s replies
+        and receipts, as Martiny, Kaptchuk, Aviv, Roche and Wustrow propose ("Improving Signal's
+        Sealed Sender", NDSS 2021). Returns the mailbox's agent; the driver registers it (``register()``)
+        and carries its frames over a connection of its own, never this one's nor from this one's
+        address, or the relay joins the two. Until the mailbox hears from ``peer``
+        (``mailbox_answered``), every text to ``peer`` carries the mailbox's name and delivery token
+        inside the end-to-end encryption, so only ``peer`` learns where to write."""
+        r = rng or self.rng
+        name = str(_uuid.UUID(bytes=r(16), version=4))
+        device = Device(name, 1, rng=r, pq=self.device.pq, deterministic=self.device.deterministic)
+        box = DeviceAgent(
+            device,
+            registration_id=1 + int.from_bytes(r(2), "big") % 16380,
+            delivery_token=r(32),
+            rng=r,
+            trust_root=self.trust_root,
+            clock=self.clock,
+            prekey_batch=self.prekey_batch,
+            kem_prekey_batch=self.kem_prekey_batch,
+            padding=self.padding,
+            unauthenticated_fetch=True,
+        )
+        raw = name.encode()
+        self.mailboxes[peer] = box
+        self._introducing[peer] = CONTROL + _MAILBOX + box.delivery_token + bytes((len(raw),)) + raw
+        return box
+
+    def mailbox_answered(self, peer: str) -> None:
+        """``peer`` has written to our mailbox: it knows the address, stop carrying it."""
+        self._introducing.pop(peer, None)
+
+    def _mailbox_route(self, to: str, plaintext: bytes) -> tuple[str, bytes]:
+        """Where a message to ``to`` goes (the mailbox ``to`` gave us, if any), and what it carries
+        (a text to a peer we opened a mailbox for carries its address until the peer has used it)."""
+        intro = self._introducing.get(to)
+        if intro is not None and not plaintext.startswith(CONTROL):
+            plaintext = intro + plaintext
+        return self.reply_to.get(to, to), plaintext
+
+    def _mailbox_introduced(self, sender: str, plaintext: bytes) -> bytes:
+        """``sender`` (authenticated by the session or its sender certificate) asks us to write to a
+        mailbox from now on. Returns the text it carried."""
+        head = len(CONTROL + _MAILBOX)
+        token, size = plaintext[head : head + 32], plaintext[head + 32 : head + 33]
+        if len(token) < 32 or not size:
+            return b""
+        end = head + 33 + size[0]
+        try:
+            name = plaintext[head + 33 : end].decode()
+        except UnicodeDecodeError:
+            return b""
+        if name and len(plaintext) >= end:
+            self.reply_to[sender] = name
+            self.tokens[name] = token
+        return plaintext[end:]
 
     # --- groups: sender keys, client-side fan-out (clients.groups) ------------------------------
 
@@ -697,6 +765,8 @@ class DeviceAgent:
             except DecryptionError:
                 self._events.append(Undecryptable(env.id, env.sealed))
                 continue
+            if plaintext.startswith(CONTROL + _MAILBOX):
+                plaintext = self._mailbox_introduced(sender.account, plaintext)
             if plaintext.startswith(CONTROL):
                 code, rest = plaintext[2:3], plaintext[3:]
                 if code == _SENDER_KEY:
