@@ -255,6 +255,9 @@ class DeviceAgent:
         self._uploaded_one_time: set[int] = set()
         self.groups = GroupKeys(self.device.address, self.rng)
         self._group_backlog: list[wire.Envelope] = []
+        self._handouts = 0
+        # Group sends and sender key handouts whose answer a lost connection took: sent again after login.
+        self._resend: list[_Outgoing] = []
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -536,13 +539,12 @@ class DeviceAgent:
         recipients = [PeerAddress(a, d) for a, ds in devices.items() for d in ds]
         needing = {peer.account for peer, _ in self.groups.prepare_send(gs.group_id, recipients)}
         skdm = self.groups.distribution(gs.group_id).to_bytes()
-        control = pad(CONTROL + _SENDER_KEY + skdm, self.padding)
         for a in sorted(needing):
-            envelopes = tuple(
-                wire.OutgoingEnvelope(device=d, body=self.device.encrypt(PeerAddress(a, d), control))
-                for d in devices[a]
-            )
-            self._request(wire.Send, context=_SENDER_KEY, to=a, envelopes=envelopes)
+            # A handout is a message of its own (ref ("sender_key", us, n)): resent after a lost
+            # connection, fetched again on a stale-devices answer, and told apart by the driver.
+            self._handouts += 1
+            ref = ("sender_key", self.account, self.device_id, self._handouts)
+            self._send(_Outgoing(ref, a, CONTROL + _SENDER_KEY + skdm, False))
         body = self.groups.encrypt(gs.group_id, pad(gs.plaintext, self.padding))
         for a in gs.targets or gs.members:
             if not devices[a]:
@@ -553,8 +555,12 @@ class DeviceAgent:
             self._request(wire.Send, context=out, to=a, envelopes=envelopes)
 
     def leave_group(self, group_id: bytes) -> None:
-        """Forget our sender key and the ones we were given for ``group_id``."""
-        self.groups.leave(group_id)
+        """Forget our sender key for ``group_id`` (we send nothing more to it). The keys other members gave
+        us are kept: a message they wrote while we were members may still be queued for a phone that was
+        offline, and it is ours to read; what they write after we left uses a new sender key (they rotate
+        when a holder of theirs leaves), which we never get."""
+        self.groups.own.pop(group_id, None)
+        self.groups.shared_with.pop(group_id, None)
 
     def _group_receive(self, env: wire.Envelope) -> None:
         """A ``SenderKeyMessage``: decrypt it, or keep it until its sender's key arrives."""
@@ -564,12 +570,20 @@ class DeviceAgent:
             group, plaintext = self.groups.decrypt(sender, env.body)
             plaintext = unpad(plaintext, self.padding)
         except DecryptionError:
-            if len(self._group_backlog) < MAX_GROUP_BACKLOG:
+            if self._holds(sender, env.body):  # a repeat (a duplicated send) or a forgery: reject it now
+                self._events.append(Undecryptable(env.id, env.sealed))
+            elif len(self._group_backlog) < MAX_GROUP_BACKLOG:
                 self._group_backlog.append(env)  # its distribution message may still be on its way
             else:
                 self._events.append(Undecryptable(env.id, env.sealed))
             return
         self._events.append(Received(sender, plaintext, env.id, env.timestamp, env.sealed, group))
+
+    def _holds(self, sender: PeerAddress, body: bytes) -> bool:
+        try:
+            return self.groups.holds(sender, body)
+        except DecryptionError:
+            return True  # not a sender key message at all: no key will make it one
 
     def _sender_key_arrived(self, sender: PeerAddress, skdm: bytes) -> None:
         try:
@@ -666,6 +680,9 @@ class DeviceAgent:
         were waiting for a prekey bundle or a sender certificate stay queued, and are asked for
         again once the device has logged in on its next connection (see ``_resume``). A send in
         flight is the driver's to account for: the relay either accepted it or never saw it."""
+        for _kind, context in self._pending.values():
+            if isinstance(context, _Outgoing) and (context.group is not None or _is_handout(context)):
+                self._resend.append(context)
         self._pending.clear()
         self._outbox.clear()
         self.authenticated = False
@@ -680,6 +697,17 @@ class DeviceAgent:
             kind == wire.GetSenderCertificate.kind for kind, _ in self._pending.values()
         ):
             self.request_certificate()
+        # Sender key handouts first, then group messages: the relay may have taken them before the
+        # connection went (a repeat is then dropped by the member devices), or never seen them.
+        resend, self._resend = self._resend, []
+        for out in sorted(resend, key=lambda o: not _is_handout(o)):
+            out.attempts = 0
+            if out.group is not None:
+                self._group_dispatch(out.group)
+            elif out.to in self._devices:
+                self._send(out)
+            else:
+                self._fetch(out.to, out)
 
     def _error(self, kind: str, context: object, frame: wire.ErrorFrame) -> None:
         if isinstance(context, _Outgoing):
@@ -794,6 +822,10 @@ class DeviceAgent:
             kem_prekeys=tuple(_kem(k) for k in kem),
         )
         s.kem.forget_publics()
+
+
+def _is_handout(out: _Outgoing) -> bool:
+    return isinstance(out.ref, tuple) and out.ref[:1] == ("sender_key",)
 
 
 def _signed(spk: SignedPreKey) -> wire.SignedPrekey:

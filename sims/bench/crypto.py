@@ -22,6 +22,13 @@ plaintext it decrypted.
   (``clients.session.Device``, which also verifies the bundle's XEdDSA signatures), vodozemac's
   with an outbound session to a published one-time key and an inbound session from the prekey
   message. µs per setup.
+* group message, sender keys against pairwise fan-out (issue #13 item 4): the sender's cost of one
+  message to a group of 2, 10, 100 and 1,000 members (``--group-messages`` per repeat). With sender
+  keys (``clients.groups.GroupKeys.encrypt``: one chain step, one AES-256-CBC encryption and one
+  Ed25519 signature) the sender encrypts once whatever the group's size and the relay or the sender
+  copies the same ciphertext to every member device; with pairwise fan-out (how groups worked before
+  sender keys) it runs the Double Ratchet once per other member (``clients.ratchet``). µs per group
+  message; each slice's last message is decrypted by one member, outside the per-member cost.
 * where the time goes: the pieces of our one-direction path (KDF_CK, header pack, ENCRYPT and
   DECRYPT and their parts), each timed on its own in the same repeats; and for a session setup,
   how many X25519 generations and exchanges, XEdDSA verifications and ML-KEM operations it makes
@@ -68,6 +75,9 @@ ONE_DIRECTION = "one_direction"
 ALTERNATING = "alternating"
 SETUP = "setup"
 BREAKDOWN = "breakdown"
+GROUP = "group"
+GROUP_SIZES = (2, 10, 100, 1_000)
+_GROUP_ID = bytes(range(16))
 
 
 def _check(plaintext: bytes) -> None:
@@ -216,6 +226,73 @@ class FloorAlternating(_NoPrepare):
             sender, receiver = new_pair, sender  # the receiver answers next
         self.rk, self.cks, self.sender, self.receiver = rk, cks, sender, receiver
         _check(out)
+
+
+# --- group messages: sender keys against pairwise fan-out ------------------------------------------
+
+
+class SenderKeyFanOut(_NoPrepare):
+    """One group message to ``members`` members with sender keys: one encryption by the sender, the same
+    ciphertext copied to every other member (as a list of references, as a fan-out would)."""
+
+    def __init__(self, members: int) -> None:
+        from relaysim.clients.groups import GroupKeys
+        from relaysim.clients.session import PeerAddress
+
+        self.others = [PeerAddress(f"m{i}", 1) for i in range(1, members)]
+        self.sender = GroupKeys(PeerAddress("m0", 1))
+        self.sender.prepare_send(_GROUP_ID, self.others)
+        self.reader = GroupKeys(self.others[0])
+        self.reader.process(self.sender.owner, self.sender.distribution(_GROUP_ID).to_bytes())
+        self.copies = 0
+
+    def run(self, n: int) -> None:
+        encrypt, others, pt = self.sender.encrypt, self.others, MESSAGE
+        body = b""
+        for _ in range(n):
+            body = encrypt(_GROUP_ID, pt)
+            self.copies = len((body,) * len(others))
+        _check(self.reader.decrypt(self.sender.owner, body)[1])
+
+
+class PairwiseFanOut(_NoPrepare):
+    """One group message to ``members`` members the way groups were sent before sender keys: a Double
+    Ratchet encryption over the sender's session with every other member."""
+
+    def __init__(self, members: int) -> None:
+        pairs = [our_pair() for _ in range(1, members)]
+        self.sessions = [a for a, _b in pairs]
+        self.reader = pairs[0][1]
+
+    def run(self, n: int) -> None:
+        sessions, pt = self.sessions, MESSAGE
+        first = b""
+        for _ in range(n):
+            messages = [s.encrypt(pt) for s in sessions]
+            first = messages[0]
+        _check(self.reader.decrypt(first))
+
+
+def _group_contenders() -> list[Contender]:
+    out = []
+    for size in GROUP_SIZES:
+        out += [
+            Contender(
+                f"group_sender_keys_{size}",
+                f"sender keys, {size:,} members (one encryption)",
+                GROUP,
+                "group message",
+                lambda size=size: SenderKeyFanOut(size),  # type: ignore[misc]
+            ),
+            Contender(
+                f"group_pairwise_{size}",
+                f"pairwise fan-out, {size:,} members ({size - 1:,} encryption{'s' if size > 2 else ''})",
+                GROUP,
+                "group message",
+                lambda size=size: PairwiseFanOut(size),  # type: ignore[misc]
+            ),
+        ]
+    return out
 
 
 # --- PyPI doubleratchet 1.3.0 with the spec's recommended algorithms (docs/performance.md) ----------
@@ -660,7 +737,9 @@ def _available(make: Callable[[], object]) -> bool:
     return True
 
 
-def contenders(*, with_doubleratchet: bool = True, with_vodozemac: bool = True) -> list[Contender]:
+def contenders(
+    *, with_doubleratchet: bool = True, with_vodozemac: bool = True, with_groups: bool = True
+) -> list[Contender]:
     """Every contender this machine can run (the peers only when importable)."""
     has_dr = with_doubleratchet and _available(lambda: __import__("doubleratchet"))
     has_vz = with_vodozemac and _available(lambda: __import__("vodozemac"))
@@ -720,6 +799,8 @@ def contenders(*, with_doubleratchet: bool = True, with_vodozemac: bool = True) 
                 lambda: VodozemacSetup(verify_otk_signature=True),
             ),
         ]
+    if with_groups:
+        out += _group_contenders()
     for key, loop in _micro_loops().items():
         out.append(Contender(f"part_{key}", key, BREAKDOWN, "call", _micro_factory(loop)))
     return out
@@ -822,6 +903,7 @@ def run_benchmarks(
     setups: int,
     repeat: int,
     chunks: int = 10,
+    group_messages: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, list[float]]:
     """Samples of µs per operation for every contender: one per slice, ``repeat × chunks`` of them.
@@ -834,7 +916,8 @@ def run_benchmarks(
     does. Sample ``i`` of every contender of a group comes from the same round.
     """
     runners = {c.key: c.make() for c in cs}
-    counts = {c.key: setups if c.group == SETUP else messages for c in cs}
+    per_group = {SETUP: setups, GROUP: messages if group_messages is None else group_messages}
+    counts = {c.key: per_group.get(c.group, messages) for c in cs}
     for c in cs:  # warm-up: imports, caches, first-call paths
         runners[c.key].prepare(min(counts[c.key], 5))
         runners[c.key].run(min(counts[c.key], 5))
@@ -965,6 +1048,7 @@ def format_report(report: dict[str, Any]) -> str:
         ONE_DIRECTION: "ratchet, one direction — Alice sends, Bob decrypts (µs per message, encrypt + decrypt)",
         ALTERNATING: "ratchet, alternating senders — a DH ratchet step every message (µs per message)",
         SETUP: "session setup — registered devices → first message + reply, both decrypted (µs per setup)",
+        GROUP: "group message — the sender's cost, sender keys against pairwise fan-out (µs per group message)",
     }
     for group, title in titles.items():
         lines += ["", title, f"  {'contender':62s} {'median':>8s} {'min':>8s} {'max':>8s}"]
@@ -1044,6 +1128,7 @@ def build_report(
             "message_bytes": MESSAGE_LEN,
             "messages": args.messages,
             "setups": args.setups,
+            "group_messages": args.group_messages,
             "repeat": args.repeat,
             "chunks": args.chunks,
             **harness.machine_config(),
@@ -1067,6 +1152,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--setups", type=int, default=50, metavar="S", help="session setups per contender per repeat (50)"
     )
+    p.add_argument(
+        "--group-messages",
+        type=int,
+        default=20,
+        metavar="G",
+        help="group messages per group contender per repeat (20; pairwise to 1,000 members is ~1,000 encryptions each)",
+    )
     p.add_argument("--repeat", type=int, default=15, metavar="R", help="repeats (15)")
     p.add_argument(
         "--chunks",
@@ -1086,8 +1178,8 @@ def main(argv: list[str]) -> int:
     --check, a target was not met; 2 on bad options)."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if min(args.messages, args.setups, args.repeat, args.chunks) < 1:
-        parser.error("--messages, --setups, --repeat and --chunks must be at least 1")
+    if min(args.messages, args.setups, args.group_messages, args.repeat, args.chunks) < 1:
+        parser.error("--messages, --setups, --group-messages, --repeat and --chunks must be at least 1")
     cs = contenders(with_doubleratchet=not args.no_doubleratchet, with_vodozemac=not args.no_vodozemac)
 
     def measure(progress: Callable[[str], None]) -> dict[str, Any]:
@@ -1097,6 +1189,7 @@ def main(argv: list[str]) -> int:
             setups=args.setups,
             repeat=args.repeat,
             chunks=args.chunks,
+            group_messages=args.group_messages,
             progress=progress,
         )
         return build_report(cs, samples, args)

@@ -557,7 +557,8 @@ class Simulation:
 
     def _relay_receive(self, link: Link, data: bytes, owner: SimDevice, ref: object) -> None:
         if not link.open:
-            if isinstance(ref, int):
+            if isinstance(ref, int) and ref not in self._group_sends:
+                # (a group message's part is sent again after the next login: DeviceAgent.connection_lost)
                 self._lost(ref, "the connection closed while the send was in flight")
             return
         if self.frames_to_relay is not None:

@@ -180,3 +180,45 @@ def test_judge_and_not_met() -> None:
     assert [r["label"] for r in missed] == ["a"] and [r["label"] for r in unjudged] == ["b"]
     with pytest.raises(ValueError, match="comparison"):
         harness.Target("e", "e", "<", 1.0)
+
+
+def test_group_rows_sender_keys_encrypt_once_and_pairwise_once_per_other_member(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The group rows measure what they say: a sender-key message costs the sender one AES-CBC
+    encryption and one signature whatever the group's size, pairwise fan-out one Double Ratchet
+    encryption per other member; every size has both rows."""
+    from relaysim.clients import groups
+    from relaysim.clients.ratchet import DoubleRatchet
+
+    calls = {"cbc": 0, "sign": 0, "ratchet": 0}
+    real_cbc, real_sign, real_ratchet = (
+        groups._p.aes_cbc_encrypt,
+        groups._p.ed25519_sign,
+        DoubleRatchet.encrypt,
+    )
+
+    def cbc(*a: object) -> bytes:
+        calls["cbc"] += 1
+        return real_cbc(*a)  # type: ignore[arg-type]
+
+    def sign(*a: object) -> bytes:
+        calls["sign"] += 1
+        return real_sign(*a)  # type: ignore[arg-type]
+
+    def ratchet(self: DoubleRatchet, *a: object, **k: object) -> object:
+        calls["ratchet"] += 1
+        return real_ratchet(self, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(groups._p, "aes_cbc_encrypt", cbc)
+    monkeypatch.setattr(groups._p, "ed25519_sign", sign)
+    monkeypatch.setattr(DoubleRatchet, "encrypt", ratchet)
+    crypto.SenderKeyFanOut(100).run(3)
+    assert calls == {"cbc": 3, "sign": 3, "ratchet": 0}
+    fan = crypto.PairwiseFanOut(10)
+    calls["ratchet"] = 0
+    fan.run(3)
+    assert calls["ratchet"] == 3 * 9
+    keys = {c.key for c in crypto.contenders(with_doubleratchet=False, with_vodozemac=False)}
+    for size in (2, 10, 100, 1_000):
+        assert {f"group_sender_keys_{size}", f"group_pairwise_{size}"} <= keys
