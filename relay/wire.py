@@ -1114,3 +1114,49 @@ class FrameDecoder:
                 ErrorCode.TRUNCATED_FRAME, f"connection closed with {available} bytes of an incomplete frame"
             )
         return CLOSED
+
+
+# --- key transparency: the two encodings both sides must agree on byte for byte ------------------
+# The relay logs every (account, device, identity key) it serves (relay/transparency.py); devices
+# verify (clients/transparency.py). The leaf and the signed tree head's body are defined here,
+# once, because clients may import relay.wire and relay may never import clients.
+
+KT_LEAF_VERSION = 1
+KT_HEAD_VERSION = 1
+
+
+def kt_leaf(account: str, device: int, identity_key: bytes) -> bytes:
+    """The log entry for one device's identity key: msgpack [version, account, device, key]."""
+    if not isinstance(account, str) or not account:
+        raise ValueError(f"key transparency leaf: account must be a non-empty string, not {account!r}")
+    if not isinstance(device, int) or isinstance(device, bool) or device < 1:
+        raise ValueError(f"key transparency leaf: device must be an integer >= 1, not {device!r}")
+    if not isinstance(identity_key, bytes) or len(identity_key) != KEY_SIZE:
+        raise ValueError(f"key transparency leaf: identity_key must be {KEY_SIZE} bytes")
+    return msgpack.packb([KT_LEAF_VERSION, account, device, identity_key], use_bin_type=True)
+
+
+def kt_leaf_decode(leaf: bytes) -> tuple[str, int, bytes]:
+    """(account, device, identity key) of a leaf made by ``kt_leaf``; ValueError naming what is wrong."""
+    try:
+        obj = msgpack.unpackb(leaf, raw=False)
+    except Exception:  # msgpack raises several unrelated types on garbage
+        raise ValueError("key transparency leaf: not valid msgpack") from None
+    if not isinstance(obj, list) or len(obj) != 4 or obj[0] != KT_LEAF_VERSION:
+        raise ValueError(f"key transparency leaf: expected [{KT_LEAF_VERSION}, account, device, key]")
+    _, account, device, key = obj
+    kt_leaf(account, device, key)  # the same checks as on the way in
+    return account, device, key
+
+
+def kt_tree_head_body(tree_size: int, timestamp: int, root_hash: bytes) -> bytes:
+    """What the relay's server key signs for a tree head (RFC 9162 §4.10 TreeHeadDataV2, as msgpack)."""
+    if not isinstance(tree_size, int) or tree_size < 0:
+        raise ValueError(f"tree head: tree_size must be an integer >= 0, not {tree_size!r}")
+    if not isinstance(timestamp, int) or timestamp < 0:
+        raise ValueError(f"tree head: timestamp must be an integer >= 0, not {timestamp!r}")
+    if not isinstance(root_hash, bytes) or len(root_hash) != 32:
+        raise ValueError("tree head: root_hash must be 32 bytes (SHA-256)")
+    return msgpack.packb(
+        [b"relaysim-kt-head", KT_HEAD_VERSION, tree_size, timestamp, root_hash], use_bin_type=True
+    )
