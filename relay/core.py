@@ -70,6 +70,7 @@ from relaysim.relay.metadata import (
     RetentionPolicy,
 )
 from relaysim.relay.store import DeviceRecord, Store, StoredEnvelope
+from relaysim.relay.transparency import MerkleLog, SignedTreeHead, TreeHeadSigner
 from relaysim.relay.wire import (
     DEFAULT_MAX_FRAME_SIZE,
     ENVELOPE_ID_SIZE,
@@ -115,6 +116,7 @@ from relaysim.relay.wire import (
     UploadPrekeys,
     auth_message,
     kem_prekey_message,
+    kt_leaf,
     registration_pow_ok,
     signed_prekey_message,
 )
@@ -366,6 +368,13 @@ class RelayCore:
             for account, blocked, since in store.all_blocks():
                 self._blocks.setdefault(account, {})[blocked] = since
         self.identity = identity if identity is not None else self._load_identity()
+        # Key transparency (relay/transparency.py): every (account, device, identity key) the relay
+        # has served, in an append-only Merkle log kept in the store, its heads signed by the
+        # server key. One signed head per tree size, signed when first asked for.
+        self.key_log = MerkleLog(store.key_log())
+        self._key_log_index = {leaf: i for i, leaf in enumerate(self.key_log.leaves())}
+        self._tree_head_signer = TreeHeadSigner(self.identity.server_private)
+        self._tree_heads: dict[int, SignedTreeHead] = {}
         self._challenges: dict[int, _Pending] = {}  # by connection id: one outstanding each
         self._online: dict[DeviceAddress, dict[int, ConnectionContext]] = {}
         # One handler per request kind, named after it: _register, _send, ... (checked here).
@@ -396,7 +405,42 @@ class RelayCore:
             )
             self.store.replace_prekeys(req.account, req.device, req.one_time_prekeys)
             self.store.replace_kem_prekeys(req.account, req.device, req.kem_prekeys)
+            self._log_key(req.account, req.device, req.identity_key)
         return Registered(id=req.id, account=req.account, device=req.device)
+
+    # -- key transparency --------------------------------------------------------------------
+
+    def _log_key(self, account: str, device: int, identity_key: bytes) -> None:
+        """Append (account, device, identity key) to the key log, unless it is there already."""
+        leaf = kt_leaf(account, device, identity_key)
+        if leaf in self._key_log_index:
+            return
+        index = len(self.key_log)
+        self.store.append_key_log(index, leaf)
+        self.key_log.append(leaf)
+        self._key_log_index[leaf] = index
+
+    def key_log_head(self, size: int | None = None) -> SignedTreeHead:
+        """The signed head of the key log at ``size`` leaves (now: all of them)."""
+        n = len(self.key_log) if size is None else size
+        head = self._tree_heads.get(n)
+        if head is None:
+            head = self._tree_heads[n] = self._tree_head_signer.sign(self.key_log, int(self.clock()), n)
+        return head
+
+    def key_log_inclusion(
+        self, account: str, device: int, identity_key: bytes, size: int | None = None
+    ) -> tuple[int, list[bytes]] | None:
+        """(leaf index, audit path) of this key in the log at ``size`` leaves; None if it is not there."""
+        index = self._key_log_index.get(kt_leaf(account, device, identity_key))
+        n = len(self.key_log) if size is None else size
+        if index is None or index >= n:
+            return None
+        return index, self.key_log.inclusion_path(index, n)
+
+    def key_log_consistency(self, first: int, second: int | None = None) -> list[bytes]:
+        """The consistency proof between the log's heads at ``first`` and ``second`` leaves."""
+        return self.key_log.consistency_proof(first, second)
 
     def forge_envelope(
         self,
@@ -795,6 +839,7 @@ class RelayCore:
         )
         self.store.replace_prekeys(req.account, req.device, req.one_time_prekeys)
         self.store.replace_kem_prekeys(req.account, req.device, req.kem_prekeys)
+        self._log_key(req.account, req.device, req.identity_key)
         if req.delivery_token is not None:
             self.store.set_delivery_token(req.account, req.delivery_token)
         out.items.append(Reply(conn.id, Registered(id=req.id, account=req.account, device=req.device)))

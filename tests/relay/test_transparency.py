@@ -7,12 +7,17 @@ transparency-dev/merkle test data), and the example trees of RFC 6962 §2.1.3 (s
 
 from __future__ import annotations
 
+import random
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from relaysim.clients import transparency as C
 from relaysim.relay import wire
+from relaysim.relay.core import RelayCore
+from relaysim.relay.store import Store
 from relaysim.relay.transparency import (
     MerkleLog,
     TreeHeadSigner,
@@ -20,6 +25,7 @@ from relaysim.relay.transparency import (
     leaf_hash,
     node_hash,
 )
+from tests.helpers import T0, UNLIMITED, DeviceKeys, core_device, new_core, reply
 
 CT_LEAVES = [
     bytes.fromhex(h)
@@ -242,3 +248,53 @@ def test_leaf_encoding_rejects_bad_fields() -> None:
     with pytest.raises(ValueError, match="not valid msgpack"):
         wire.kt_leaf_decode(b"\xc1")
     assert wire.kt_leaf_decode(wire.kt_leaf("alice", 2, KEY)) == ("alice", 2, KEY)
+
+
+# --- the relay logs what it serves -----------------------------------------------------------------
+
+
+def test_the_relay_logs_every_registration_and_a_provisioned_ghost(tmp_path: Path) -> None:
+    path = tmp_path / "relay.db"
+    alice, bob, renewed = DeviceKeys.make("alice"), DeviceKeys.make("bob"), DeviceKeys.make("alice", seed=2)
+    with Store(path) as store:
+        core = RelayCore(store, clock=lambda: T0, rng=random.Random(1).randbytes, limits=UNLIMITED)
+        conn = core_device(core, alice, 1)
+        core_device(core, bob, 2)
+        assert isinstance(reply(core.handle(conn, renewed.register())), wire.Registered)  # a new key
+        ghost = DeviceKeys.make("bob", 7, seed=5)
+        core.provision_device(ghost.register())  # what the compelled provider does
+        expected = [
+            wire.kt_leaf("alice", 1, alice.identity_key),
+            wire.kt_leaf("bob", 1, bob.identity_key),
+            wire.kt_leaf("alice", 1, renewed.identity_key),
+            wire.kt_leaf("bob", 7, ghost.identity_key),
+        ]
+        assert core.key_log.leaves() == expected
+        head = core.key_log_head()
+        server_public = core.identity.server_certificate.public_key
+        assert head.verify(server_public) and head.tree_size == 4 and head.timestamp == int(T0)
+        proof = core.key_log_inclusion("bob", 7, ghost.identity_key)
+        assert proof is not None
+        assert C.verify_inclusion(expected[3], proof[0], 4, proof[1], head.root_hash)
+        assert core.key_log_inclusion("bob", 7, ghost.identity_key, size=3) is None
+        assert C.verify_consistency(
+            2, 4, core.key_log_head(2).root_hash, head.root_hash, core.key_log_consistency(2)
+        )
+        # bob's own audit finds the device he never added.
+        sth = C.TreeHead(head.tree_size, head.timestamp, head.root_hash, head.signature)
+        found = C.audit("bob", {(1, bob.identity_key)}, core.key_log.leaves(), sth, server_public)
+        assert found.unexpected == ((7, ghost.identity_key),)
+    with Store(path) as store:  # the log survives a restart, leaf for leaf
+        again = RelayCore(store, clock=lambda: T0 + 5, rng=random.Random(2).randbytes, limits=UNLIMITED)
+        assert again.key_log.leaves() == expected and again.key_log.root() == head.root_hash
+        conn = core_device(again, renewed, 3, register=False)
+        assert isinstance(reply(again.handle(conn, alice.register(9))), wire.Registered)  # its old key again
+        assert len(again.key_log) == 4  # already logged, before the restart
+
+
+def test_re_registering_the_same_key_adds_no_leaf() -> None:
+    core = new_core()
+    alice = DeviceKeys.make("alice")
+    conn = core_device(core, alice, 1)
+    assert isinstance(reply(core.handle(conn, alice.register(5))), wire.Registered)
+    assert core.key_log.leaves() == [wire.kt_leaf("alice", 1, alice.identity_key)]
