@@ -97,3 +97,14 @@ fork = true
                 "[[events]]", '[defences]\nkey_transparency = "yes"\n[[events]]'
             )
         )
+
+
+def test_the_ghost_report_says_per_setting_whether_and_when() -> None:
+    events: list[dict[str, Any]] = []
+    result = Simulation(_scenario(kt=True), transcript=events.append).run()
+    (report,) = [r for r in result.exceptional if r.name == "ghost-device"]
+    md = report.markdown
+    assert "## Detected? Per setting of the phones' checks" in md
+    assert "| no check | no | — |" in md
+    assert "| key transparency | **yes** | 03:00" in md
+    assert "**omar/1** audited its account in a log of 4 keys: omar/2" in md
