@@ -97,6 +97,9 @@ from relaysim.relay.wire import (
     FetchBundle,
     GetSenderCertificate,
     KemPrekey,
+    KeyInclusion,
+    KeyLogHead,
+    KeyLogProof,
     OutgoingEnvelope,
     Ping,
     Pong,
@@ -437,6 +440,25 @@ class RelayCore:
         if index is None or index >= n:
             return None
         return index, self.key_log.inclusion_path(index, n)
+
+    def _key_log_proof(self, account: str, devices: list[DeviceRecord]) -> KeyLogProof:
+        """The head and each device's inclusion proof, for a bundle (FetchBundle.key_log)."""
+        head = self.key_log_head()
+        inclusions = []
+        for d in devices:
+            found = self.key_log_inclusion(account, d.device, d.identity_key, head.tree_size)
+            if found is not None:  # a key the relay did not log gets no proof: the device sees that
+                inclusions.append(KeyInclusion(device=d.device, leaf_index=found[0], path=tuple(found[1])))
+        return KeyLogProof(
+            head=KeyLogHead(
+                tree_size=head.tree_size,
+                timestamp=head.timestamp,
+                root_hash=head.root_hash,
+                signature=head.signature,
+            ),
+            server_certificate=self.identity.server_certificate.encode(),
+            inclusions=tuple(inclusions),
+        )
 
     def key_log_consistency(self, first: int, second: int | None = None) -> list[bytes]:
         """The consistency proof between the log's heads at ``first`` and ``second`` leaves."""
@@ -915,7 +937,10 @@ class RelayCore:
                     one_time_prekey=self.store.take_prekey(d.account, d.device) if one_time else None,
                 )
             )
-        out.items.append(Reply(conn.id, Bundle(id=req.id, account=req.account, devices=tuple(bundles))))
+        key_log = self._key_log_proof(req.account, devices) if req.key_log else None
+        out.items.append(
+            Reply(conn.id, Bundle(id=req.id, account=req.account, devices=tuple(bundles), key_log=key_log))
+        )
         out.record(
             self._observe(
                 RecordKind.BUNDLE_FETCH,

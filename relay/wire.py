@@ -36,6 +36,8 @@ __all__ = [
     "ENVELOPE_ID_SIZE",
     "KEM_KEY_TYPE",
     "KEM_PUBLIC_KEY_SIZE",
+    "KT_HEAD_VERSION",
+    "KT_LEAF_VERSION",
     "NEED_DATA",
     "PROTOCOL_VERSION",
     "REQUEST_KINDS",
@@ -62,6 +64,9 @@ __all__ = [
     "FrameDecoder",
     "GetSenderCertificate",
     "KemPrekey",
+    "KeyInclusion",
+    "KeyLogHead",
+    "KeyLogProof",
     "LocalProtocolError",
     "OutgoingEnvelope",
     "Ping",
@@ -86,6 +91,9 @@ __all__ = [
     "auth_message",
     "encode",
     "kem_prekey_message",
+    "kt_leaf",
+    "kt_leaf_decode",
+    "kt_tree_head_body",
     "signed_prekey_message",
 ]
 
@@ -604,6 +612,40 @@ class DeviceBundle(Message):
     one_time_prekey: Prekey | None = None  # None when the one-time prekeys ran out
 
 
+# Key transparency (relay/transparency.py): a signed head of the relay's key log, and where each
+# device's identity key sits in it. Sent only to a fetch that asks (FetchBundle.key_log).
+MAX_AUDIT_PATH: Final = 64  # a path in a tree of up to 2**64 leaves
+
+
+@message
+class KeyLogHead(Message):
+    """A signed tree head: the server key's signature over ``kt_tree_head_body``."""
+
+    tree_size: Annotated[int, _UINT64]
+    timestamp: Annotated[int, _UINT64]  # seconds since the epoch, by the relay's clock
+    root_hash: Annotated[bytes, _Bytes(32)]
+    signature: Signature
+
+
+@message
+class KeyInclusion(Message):
+    """The audit path (RFC 9162 §2.1.3.1) of one device's ``kt_leaf`` in the tree of the head."""
+
+    device: DeviceId
+    leaf_index: Annotated[int, _UINT64]
+    path: Annotated[tuple[bytes, ...], _List(_Bytes(32), MAX_AUDIT_PATH)]
+
+
+@message
+class KeyLogProof(Message):
+    """What a bundle carries for key transparency: the head, the server certificate that signs it
+    (checked against the trust root), and one inclusion proof per device of the bundle."""
+
+    head: KeyLogHead
+    server_certificate: Annotated[bytes, _Bytes(max_size=256)]
+    inclusions: Annotated[tuple[KeyInclusion, ...], _List(KeyInclusion, MAX_DEVICES_PER_SEND)]
+
+
 @message
 class OutgoingEnvelope(Message):
     """One ciphertext for one device of the recipient; ``body`` is opaque to the relay."""
@@ -693,6 +735,7 @@ class FetchBundle(Request):
     kind: ClassVar[str] = "fetch_bundle"
     account: AccountId
     delivery_token: Token | None = None
+    key_log: Flag | None = None  # True: send the key-transparency proofs (Bundle.key_log) too
 
 
 @message
@@ -806,6 +849,7 @@ class Bundle(Response):
     kind: ClassVar[str] = "bundle"
     account: AccountId
     devices: Annotated[tuple[DeviceBundle, ...], _List(DeviceBundle, MAX_DEVICES_PER_SEND)]
+    key_log: KeyLogProof | None = None  # only when the fetch asked for it
 
 
 @message

@@ -118,13 +118,15 @@ class GhostDevice(Intervention):
     def on_agent_event(self, device: DeviceView, event: A.AgentEvent) -> bool:
         world = self.world
         t = world.sched.now
+        if isinstance(event, A.KeyLogChecked):
+            watch = self.watch
+            if watch is not None and event.account == self.target and device.agent.key_log_heads:
+                ghost_listed = watch.ghost_device in event.logged + event.unlogged
+                if ghost_listed and device.name not in {c["device"] for c in watch.inclusion_checks}:
+                    head = device.agent.key_log_heads[-1]
+                    watch.contact_checked(t, device.name, head, watch.ghost_device in event.logged)
+            return False  # the world writes it to the transcript
         if isinstance(event, A.DeviceListChanged):
-            if (
-                self.watch is not None
-                and event.account == self.target
-                and self.watch.ghost_device in event.added
-            ):
-                self.watch.contact_fetched(t, device.name)
             self.list_changes.append(
                 {
                     "t": t,

@@ -80,17 +80,13 @@ class KeyTransparencyWatch:
 
     # -- what the devices do -----------------------------------------------------------------
 
-    def contact_fetched(self, t: float, device: str) -> None:
-        """``device`` was handed the ghost's key: it checks inclusion and gossips the head."""
-        head = self.relay.key_log_head()
-        proof = self.relay.key_log_inclusion(self.target, self.ghost_device, self.ghost_key)
-        included = proof is not None and kt.verify_inclusion(
-            self._ghost_leaf, proof[0], head.tree_size, proof[1], head.root_hash
-        )
+    def contact_checked(self, t: float, device: str, head: kt.TreeHead, included: bool) -> None:
+        """``device`` was handed the ghost's key and checked its inclusion (clients.agent, under the
+        signed ``head`` it was shown); it gossips that head to the witness."""
         self.inclusion_checks.append(
             {"t": t, "device": device, "tree_size": head.tree_size, "included": included}
         )
-        self._gossip(t, device, _head(head))
+        self._gossip(t, device, head)
 
     def target_audit(self, t: float, device: str) -> dict[str, Any]:
         """One of the target's phones audits its account, in the log the provider shows it."""
