@@ -34,7 +34,7 @@ from relaysim.relay.core import RelayCore
 from relaysim.relay.transparency import MerkleLog, SignedTreeHead, TreeHeadSigner
 from relaysim.sims.scenario import Scenario, VerifySafetyNumber
 
-__all__ = ["AUDIT_INTERVAL", "KeyTransparencyWatch", "detection_by_setting"]
+__all__ = ["AUDIT_INTERVAL", "KeyTransparencyWatch", "detection_by_setting", "swap_detection_by_setting"]
 
 AUDIT_INTERVAL = 3600.0  # seconds between a phone's audits of its own account (a simulation choice)
 
@@ -196,4 +196,70 @@ def detection_by_setting(
             "detected_at": None,
             "how": "not simulated: [defences] key_transparency is off",
         }
+    return out
+
+
+def check_presented_key(relay: RelayCore, account: str, device: int, key: bytes) -> dict[str, Any]:
+    """A phone shown a new identity key for ``account``/``device`` asks the log for its proof.
+
+    The relay signs the head; a key it never logged has no inclusion proof it can give, and a
+    proof it made up does not verify (clients.transparency.verify_inclusion)."""
+    head = relay.key_log_head()
+    found = relay.key_log_inclusion(account, device, key, head.tree_size)
+    leaf = wire.kt_leaf(account, device, key)
+    included = found is not None and kt.verify_inclusion(
+        leaf, found[0], head.tree_size, found[1], head.root_hash
+    )
+    return {"tree_size": head.tree_size, "included": included}
+
+
+def swap_detection_by_setting(
+    scenario: Scenario,
+    victim: str,
+    contact: str,
+    swapped_at: float,
+    notices: list[dict[str, Any]],
+) -> dict[str, dict[str, Any]]:
+    """Per setting of the contact's checks: was the swapped identity detected, when, and how."""
+    first = min((n["t"] for n in notices), default=None)
+    compared = sorted(
+        e.at
+        for e in scenario.events
+        if isinstance(e, VerifySafetyNumber)
+        and {e.who, e.whom} == {victim, contact}
+        and first is not None
+        and e.at >= first
+    )
+    out: dict[str, dict[str, Any]] = {
+        "no_check": {
+            "detected": False,
+            "detected_at": None,
+            "how": "not detected: the phone shows a 'safety number changed' notice (if it noticed), and nothing checks it",
+        },
+        "safety_numbers": {
+            "detected": bool(compared),
+            "detected_at": compared[0] if compared else None,
+            "how": f"{contact} and {victim} compared safety numbers: the attacker's key matches none of {victim}'s phones"
+            if compared
+            else "not detected: no safety-number comparison after the new key arrived",
+        },
+    }
+    if not scenario.defences.key_transparency:
+        out["key_transparency"] = {
+            "detected": None,
+            "detected_at": None,
+            "how": "not simulated: [defences] key_transparency is off",
+        }
+        return out
+    checked = [n for n in notices if "key_log" in n]
+    caught = [n for n in checked if not n["key_log"]["included"]]
+    out["key_transparency"] = {
+        "detected": bool(caught),
+        "detected_at": caught[0]["t"] if caught else None,
+        "how": f"{caught[0]['device']} asked the key log for the new key of {victim}/1: it is not there "
+        "(the relay never logged it, and cannot prove it did)"
+        if caught
+        else "not detected: no phone was shown the attacker's key",
+        "checks": [{"t": n["t"], "device": n["device"], **n["key_log"]} for n in checked],
+    }
     return out

@@ -180,9 +180,7 @@ _SETTINGS = (
 )
 
 
-def _ghost_detection_lines(data: dict[str, Any]) -> list[str]:
-    """Per setting of the phones' checks: whether and when the ghost was found (sims.access.key_transparency)."""
-    detection = data["detection"]
+def _detection_table(detection: dict[str, Any]) -> list[str]:
     lines = [
         "## Detected? Per setting of the phones' checks",
         "",
@@ -194,6 +192,14 @@ def _ghost_detection_lines(data: dict[str, Any]) -> list[str]:
         seen = {True: "**yes**", False: "no", None: "not simulated"}[d["detected"]]
         when = _clock(d["detected_at"]) if d["detected_at"] is not None else "—"
         lines.append(f"| {label} | {seen} | {when} | {d['how']} |")
+    lines.append("")
+    return lines
+
+
+def _ghost_detection_lines(data: dict[str, Any]) -> list[str]:
+    """Per setting of the phones' checks: whether and when the ghost was found (sims.access.key_transparency)."""
+    detection = data["detection"]
+    lines = _detection_table(detection)
     kt = detection["key_transparency"]
     if kt["detected"] is not None:
         lines += [
@@ -284,6 +290,8 @@ def identity_swap_markdown(data: dict[str, Any], scenario: str) -> str:
         "safety number, nothing is accepted from or sent to the new key until the user decides.",
         "",
     ]
+    if "detection" in data:
+        lines += _detection_table(data["detection"])
     return "\n".join(lines)
 
 

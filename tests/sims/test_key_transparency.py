@@ -108,3 +108,21 @@ def test_the_ghost_report_says_per_setting_whether_and_when() -> None:
     assert "| no check | no | — |" in md
     assert "| key transparency | **yes** | 03:00" in md
     assert "**omar/1** audited its account in a log of 4 keys: omar/2" in md
+
+
+def _swap(kt: bool) -> dict[str, Any]:
+    base = resolve_scenario("relay-swaps-identity")
+    scenario = replace(base, defences=replace(base.defences, key_transparency=kt))
+    result = Simulation(scenario).run()
+    (report,) = [r for r in result.exceptional if r.name == "relay-swaps-identity"]
+    assert "## Detected? Per setting of the phones' checks" in report.markdown
+    return report.data
+
+
+def test_a_swapped_identity_key_is_not_in_the_log() -> None:
+    off = _swap(False)["detection"]
+    assert off["no_check"]["detected"] is False and off["key_transparency"]["detected"] is None
+    data = _swap(True)
+    d = data["detection"]["key_transparency"]
+    assert d["detected"] is True and d["detected_at"] == data["first_notice_at"]
+    assert d["checks"] and not any(c["included"] for c in d["checks"])
