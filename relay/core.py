@@ -408,20 +408,28 @@ class RelayCore:
             )
             self.store.replace_prekeys(req.account, req.device, req.one_time_prekeys)
             self.store.replace_kem_prekeys(req.account, req.device, req.kem_prekeys)
-            self._log_key(req.account, req.device, req.identity_key)
+            logged = self._log_key(req.account, req.device, req.identity_key)
+        logged()
         return Registered(id=req.id, account=req.account, device=req.device)
 
     # -- key transparency --------------------------------------------------------------------
 
-    def _log_key(self, account: str, device: int, identity_key: bytes) -> None:
-        """Append (account, device, identity key) to the key log, unless it is there already."""
+    def _log_key(self, account: str, device: int, identity_key: bytes) -> Callable[[], None]:
+        """Write (account, device, identity key) to the stored key log, unless it is there already.
+
+        Returns what adds it to the in-memory log: call it once the store's transaction has
+        committed, so that a rolled-back registration leaves neither log changed."""
         leaf = kt_leaf(account, device, identity_key)
         if leaf in self._key_log_index:
-            return
+            return lambda: None
         index = len(self.key_log)
         self.store.append_key_log(index, leaf)
-        self.key_log.append(leaf)
-        self._key_log_index[leaf] = index
+
+        def commit() -> None:
+            self.key_log.append(leaf)
+            self._key_log_index[leaf] = index
+
+        return commit
 
     def key_log_head(self, size: int | None = None) -> SignedTreeHead:
         """The signed head of the key log at ``size`` leaves (now: all of them)."""
@@ -861,7 +869,7 @@ class RelayCore:
         )
         self.store.replace_prekeys(req.account, req.device, req.one_time_prekeys)
         self.store.replace_kem_prekeys(req.account, req.device, req.kem_prekeys)
-        self._log_key(req.account, req.device, req.identity_key)
+        out.after.append(self._log_key(req.account, req.device, req.identity_key))
         if req.delivery_token is not None:
             self.store.set_delivery_token(req.account, req.delivery_token)
         out.items.append(Reply(conn.id, Registered(id=req.id, account=req.account, device=req.device)))
