@@ -806,7 +806,7 @@ class Store:
 
     def append_key_log(self, index: int, leaf: bytes) -> None:
         """Store leaf ``index`` of the key-transparency log (it must be the next one)."""
-        (count,) = self._db.execute("SELECT COUNT(*) FROM key_log").fetchone()
+        (count,) = self._db.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM key_log").fetchone()
         if index != count:
             raise ValueError(f"key log: leaf {index} appended to a log of {count} leaves")
         self._db.execute("INSERT INTO key_log VALUES (?, ?)", (index, leaf))

@@ -298,3 +298,11 @@ def test_re_registering_the_same_key_adds_no_leaf() -> None:
     conn = core_device(core, alice, 1)
     assert isinstance(reply(core.handle(conn, alice.register(5))), wire.Registered)
     assert core.key_log.leaves() == [wire.kt_leaf("alice", 1, alice.identity_key)]
+
+
+def test_the_store_refuses_a_leaf_out_of_order() -> None:
+    with Store(":memory:") as store, store.transaction():
+        store.append_key_log(0, b"a")
+        with pytest.raises(ValueError, match="leaf 2 appended to a log of 1 leaves"):
+            store.append_key_log(2, b"b")
+        assert store.key_log() == [b"a"]
