@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from relaysim.clients import _primitives as _p
+from relaysim.clients import transparency as kt
 from relaysim.clients.errors import DecryptionError
 from relaysim.clients.escrow import EscrowPublicKey
 from relaysim.clients.groups import VERSION as SENDER_KEY_VERSION
@@ -37,7 +38,7 @@ from relaysim.clients.identity import IdentityChanged, UntrustedIdentity
 from relaysim.clients.keys import BundleError, KemPreKey, OneTimePreKey, PreKeyBundle, SignedPreKey
 from relaysim.clients.session import Device, PeerAddress
 from relaysim.relay import wire
-from relaysim.relay.certificates import CertificateError, SenderCertificate
+from relaysim.relay.certificates import CertificateError, SenderCertificate, ServerCertificate
 from relaysim.relay.custody import CUSTODY_TAG, ContentKey, route_ad
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "DeviceListChanged",
     "Failed",
     "IdentityChanged",
+    "KeyLogChecked",
     "LoggedIn",
     "ReceiptReceived",
     "Received",
@@ -140,6 +142,23 @@ class DeviceListChanged:
     identity_changed: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True)
+class KeyLogChecked:
+    """Key transparency: this device checked the keys of ``account``'s bundle against the relay's
+    signed key log (clients.transparency). ``unlogged`` are devices whose key has no valid inclusion
+    proof; ``reason`` says why the whole proof was refused, if it was (None: head and chain good)."""
+
+    account: str
+    tree_size: int
+    logged: tuple[int, ...]
+    unlogged: tuple[int, ...]
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None and not self.unlogged
+
+
 AgentEvent = (
     Registered
     | LoggedIn
@@ -151,6 +170,7 @@ AgentEvent = (
     | ContactsFound
     | DeviceListChanged
     | IdentityChanged
+    | KeyLogChecked
 )
 
 # What a message carries besides text, as Signal's Content message does (receipts, and here cover
@@ -228,6 +248,9 @@ class DeviceAgent:
     # are fetched with the recipient's delivery token instead of on the logged-in connection.
     padding: str = "signal"  # on by default, as Signal's clients pad
     unauthenticated_fetch: bool = False
+    # Key transparency ([defences] key_transparency): ask for the log's proofs with every bundle,
+    # check each key's inclusion under a head signed by the server key, and refuse unlogged keys.
+    key_transparency: bool = False
     # Seconds since the epoch, by which sender certificates expire: required, keyword-only. There is
     # no default, because a default clock (time 0) would accept a certificate that expired in 1970.
     # A real device passes time.time; a simulation passes its simulated clock.
@@ -258,6 +281,7 @@ class DeviceAgent:
         self._handouts = 0
         # Group sends and sender key handouts whose answer a lost connection took: sent again after login.
         self._resend: list[_Outgoing] = []
+        self.key_log_heads: list[kt.TreeHead] = []  # every signed key-log head this device was shown
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -383,7 +407,13 @@ class DeviceAgent:
         if len(waiting) == 1:
             use_token = not self.authenticated or self.unauthenticated_fetch
             token = self.tokens.get(to) if use_token else None
-            self._request(wire.FetchBundle, context=to, account=to, delivery_token=token)
+            self._request(
+                wire.FetchBundle,
+                context=to,
+                account=to,
+                delivery_token=token,
+                key_log=True if self.key_transparency else None,
+            )
 
     def _send(self, out: _Outgoing) -> None:
         if out.group is not None:
@@ -692,7 +722,13 @@ class DeviceAgent:
         asked = {(kind, context) for kind, context in self._pending.values() if isinstance(context, str)}
         for to, waiting in self._waiting_bundle.items():
             if waiting and (wire.FetchBundle.kind, to) not in asked:
-                self._request(wire.FetchBundle, context=to, account=to, delivery_token=None)
+                self._request(
+                    wire.FetchBundle,
+                    context=to,
+                    account=to,
+                    delivery_token=None,
+                    key_log=True if self.key_transparency else None,
+                )
         if self._waiting_certificate and not any(
             kind == wire.GetSenderCertificate.kind for kind, _ in self._pending.values()
         ):
@@ -725,8 +761,48 @@ class DeviceAgent:
         else:
             self._events.append(Failed(kind, frame.code, frame.message))
 
+    def _check_key_log(self, account: str, frame: wire.Bundle) -> KeyLogChecked:
+        """Check every key of the bundle against the relay's signed key log (clients.transparency)."""
+        devices = tuple(sorted(b.device for b in frame.devices))
+        proof = frame.key_log
+        if proof is None:
+            return KeyLogChecked(account, 0, (), devices, "the relay sent no key-log proof")
+        if self.trust_root is None:
+            return KeyLogChecked(account, 0, (), devices, "no trust root to check the server certificate")
+        try:
+            cert = ServerCertificate.decode(proof.server_certificate)
+            cert.verify(self.trust_root)
+        except CertificateError as exc:
+            return KeyLogChecked(account, 0, (), devices, f"server certificate: {exc}")
+        h = proof.head
+        head = kt.TreeHead(h.tree_size, h.timestamp, h.root_hash, h.signature)
+        if not head.verify(cert.public_key):
+            return KeyLogChecked(
+                account, h.tree_size, (), devices, "the tree head's signature does not verify"
+            )
+        self.key_log_heads.append(head)
+        paths = {i.device: i for i in proof.inclusions}
+        logged: list[int] = []
+        unlogged: list[int] = []
+        for b in frame.devices:
+            i = paths.get(b.device)
+            leaf = wire.kt_leaf(account, b.device, b.identity_key)
+            good = i is not None and kt.verify_inclusion(leaf, i.leaf_index, h.tree_size, i.path, h.root_hash)
+            (logged if good else unlogged).append(b.device)
+        return KeyLogChecked(account, h.tree_size, tuple(sorted(logged)), tuple(sorted(unlogged)))
+
     def _bundles(self, account: str, frame: wire.Bundle) -> None:
         waiting = self._waiting_bundle.pop(account, [])
+        if self.key_transparency:
+            checked = self._check_key_log(account, frame)
+            self._events.append(checked)
+            if not checked.ok:  # a key no one else can see in the log: send nothing to this account
+                why = (
+                    checked.reason or f"devices {list(checked.unlogged)} of {account} are not in the key log"
+                )
+                for out in waiting:
+                    self._fail(out, "key_not_logged", why)
+                return
         changed: list[int] = []
         try:
             for b in frame.devices if self.content_key is None else ():

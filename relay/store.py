@@ -221,6 +221,16 @@ CREATE TABLE meta (
 """
 
 
+# v5: key transparency (relay/transparency.py): every (account, device, identity key) the relay has
+# served, in the order it logged them. Append-only: the Merkle log's leaf ``idx`` is row ``idx``.
+_V5 = """
+CREATE TABLE key_log (
+    idx         INTEGER PRIMARY KEY,
+    leaf        BLOB NOT NULL
+);
+"""
+
+
 def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
     def run(db: sqlite3.Connection) -> None:
         for statement in sql.split(";"):
@@ -235,6 +245,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _script(_V2),
     _script(_V3),
     _script(_V4),
+    _script(_V5),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -790,6 +801,19 @@ class Store:
         """(account, served) of every preservation request, in order of service."""
         rows = self._db.execute("SELECT account, served FROM preservations ORDER BY served, account")
         return [(r[0], float(r[1])) for r in rows]
+
+    # -- key transparency: the log's leaves -------------------------------------------------------
+
+    def append_key_log(self, index: int, leaf: bytes) -> None:
+        """Store leaf ``index`` of the key-transparency log (it must be the next one)."""
+        (count,) = self._db.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM key_log").fetchone()
+        if index != count:
+            raise ValueError(f"key log: leaf {index} appended to a log of {count} leaves")
+        self._db.execute("INSERT INTO key_log VALUES (?, ?)", (index, leaf))
+
+    def key_log(self) -> list[bytes]:
+        """Every leaf of the key-transparency log, in order."""
+        return [bytes(r[0]) for r in self._db.execute("SELECT leaf FROM key_log ORDER BY idx")]
 
     # -- the relay's own keys ----------------------------------------------------------------
 

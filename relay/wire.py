@@ -36,6 +36,8 @@ __all__ = [
     "ENVELOPE_ID_SIZE",
     "KEM_KEY_TYPE",
     "KEM_PUBLIC_KEY_SIZE",
+    "KT_HEAD_VERSION",
+    "KT_LEAF_VERSION",
     "NEED_DATA",
     "PROTOCOL_VERSION",
     "REQUEST_KINDS",
@@ -62,6 +64,9 @@ __all__ = [
     "FrameDecoder",
     "GetSenderCertificate",
     "KemPrekey",
+    "KeyInclusion",
+    "KeyLogHead",
+    "KeyLogProof",
     "LocalProtocolError",
     "OutgoingEnvelope",
     "Ping",
@@ -86,6 +91,9 @@ __all__ = [
     "auth_message",
     "encode",
     "kem_prekey_message",
+    "kt_leaf",
+    "kt_leaf_decode",
+    "kt_tree_head_body",
     "signed_prekey_message",
 ]
 
@@ -604,6 +612,40 @@ class DeviceBundle(Message):
     one_time_prekey: Prekey | None = None  # None when the one-time prekeys ran out
 
 
+# Key transparency (relay/transparency.py): a signed head of the relay's key log, and where each
+# device's identity key sits in it. Sent only to a fetch that asks (FetchBundle.key_log).
+MAX_AUDIT_PATH: Final = 64  # a path in a tree of up to 2**64 leaves
+
+
+@message
+class KeyLogHead(Message):
+    """A signed tree head: the server key's signature over ``kt_tree_head_body``."""
+
+    tree_size: Annotated[int, _UINT64]
+    timestamp: Annotated[int, _UINT64]  # seconds since the epoch, by the relay's clock
+    root_hash: Annotated[bytes, _Bytes(32)]
+    signature: Signature
+
+
+@message
+class KeyInclusion(Message):
+    """The audit path (RFC 9162 §2.1.3.1) of one device's ``kt_leaf`` in the tree of the head."""
+
+    device: DeviceId
+    leaf_index: Annotated[int, _UINT64]
+    path: Annotated[tuple[bytes, ...], _List(_Bytes(32), MAX_AUDIT_PATH)]
+
+
+@message
+class KeyLogProof(Message):
+    """What a bundle carries for key transparency: the head, the server certificate that signs it
+    (checked against the trust root), and one inclusion proof per device of the bundle."""
+
+    head: KeyLogHead
+    server_certificate: Annotated[bytes, _Bytes(max_size=256)]
+    inclusions: Annotated[tuple[KeyInclusion, ...], _List(KeyInclusion, MAX_DEVICES_PER_SEND)]
+
+
 @message
 class OutgoingEnvelope(Message):
     """One ciphertext for one device of the recipient; ``body`` is opaque to the relay."""
@@ -693,6 +735,7 @@ class FetchBundle(Request):
     kind: ClassVar[str] = "fetch_bundle"
     account: AccountId
     delivery_token: Token | None = None
+    key_log: Flag | None = None  # True: send the key-transparency proofs (Bundle.key_log) too
 
 
 @message
@@ -806,6 +849,7 @@ class Bundle(Response):
     kind: ClassVar[str] = "bundle"
     account: AccountId
     devices: Annotated[tuple[DeviceBundle, ...], _List(DeviceBundle, MAX_DEVICES_PER_SEND)]
+    key_log: KeyLogProof | None = None  # only when the fetch asked for it
 
 
 @message
@@ -1114,3 +1158,49 @@ class FrameDecoder:
                 ErrorCode.TRUNCATED_FRAME, f"connection closed with {available} bytes of an incomplete frame"
             )
         return CLOSED
+
+
+# --- key transparency: the two encodings both sides must agree on byte for byte ------------------
+# The relay logs every (account, device, identity key) it serves (relay/transparency.py); devices
+# verify (clients/transparency.py). The leaf and the signed tree head's body are defined here,
+# once, because clients may import relay.wire and relay may never import clients.
+
+KT_LEAF_VERSION = 1
+KT_HEAD_VERSION = 1
+
+
+def kt_leaf(account: str, device: int, identity_key: bytes) -> bytes:
+    """The log entry for one device's identity key: msgpack [version, account, device, key]."""
+    if not isinstance(account, str) or not account:
+        raise ValueError(f"key transparency leaf: account must be a non-empty string, not {account!r}")
+    if not isinstance(device, int) or isinstance(device, bool) or device < 1:
+        raise ValueError(f"key transparency leaf: device must be an integer >= 1, not {device!r}")
+    if not isinstance(identity_key, bytes) or len(identity_key) != KEY_SIZE:
+        raise ValueError(f"key transparency leaf: identity_key must be {KEY_SIZE} bytes")
+    return msgpack.packb([KT_LEAF_VERSION, account, device, identity_key], use_bin_type=True)
+
+
+def kt_leaf_decode(leaf: bytes) -> tuple[str, int, bytes]:
+    """(account, device, identity key) of a leaf made by ``kt_leaf``; ValueError naming what is wrong."""
+    try:
+        obj = msgpack.unpackb(leaf, raw=False)
+    except Exception:  # msgpack raises several unrelated types on garbage
+        raise ValueError("key transparency leaf: not valid msgpack") from None
+    if not isinstance(obj, list) or len(obj) != 4 or obj[0] != KT_LEAF_VERSION:
+        raise ValueError(f"key transparency leaf: expected [{KT_LEAF_VERSION}, account, device, key]")
+    _, account, device, key = obj
+    kt_leaf(account, device, key)  # the same checks as on the way in
+    return account, device, key
+
+
+def kt_tree_head_body(tree_size: int, timestamp: int, root_hash: bytes) -> bytes:
+    """What the relay's server key signs for a tree head (RFC 9162 §4.10 TreeHeadDataV2, as msgpack)."""
+    if not isinstance(tree_size, int) or tree_size < 0:
+        raise ValueError(f"tree head: tree_size must be an integer >= 0, not {tree_size!r}")
+    if not isinstance(timestamp, int) or timestamp < 0:
+        raise ValueError(f"tree head: timestamp must be an integer >= 0, not {timestamp!r}")
+    if not isinstance(root_hash, bytes) or len(root_hash) != 32:
+        raise ValueError("tree head: root_hash must be 32 bytes (SHA-256)")
+    return msgpack.packb(
+        [b"relaysim-kt-head", KT_HEAD_VERSION, tree_size, timestamp, root_hash], use_bin_type=True
+    )

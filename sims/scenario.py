@@ -342,6 +342,9 @@ class ExceptionalAccess(TimelineEvent):
     kind: ClassVar[str] = "exceptional_access"
     demand: str
     target: str | None = None
+    # ghost_device only: the compelled provider shows the target a key log without the ghost
+    # (a forked log) instead of the one everyone else sees (sims.access.key_transparency).
+    fork: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1075,7 +1078,7 @@ def _events(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> tu
                     f"expected a time after the demand is served ({at:g} s), got {params['withdrawn']:g} s",
                 )
         elif kind == "exceptional_access":
-            r.known(params, path, ["demand", "target"])
+            r.known(params, path, ["demand", "target", "fork"])
             demand = r.get(params, "demand", path, str)
             if demand not in EXCEPTIONAL_DEMANDS:
                 raise r.fail(
@@ -1093,6 +1096,12 @@ def _events(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> tu
                 raise r.fail(
                     f"{path}.target", f"a {demand} demand covers everyone; only a ghost_device names a target"
                 )
+            if "fork" in params:
+                r.get(params, "fork", path, bool)
+                if demand != "ghost_device":
+                    raise r.fail(
+                        f"{path}.fork", f"only a ghost_device demand can fork the key log, not {demand}"
+                    )
         elif kind == "escrow_key_stolen":
             r.known(params, path, [])
         elif kind in IDENTITY_EVENT_PEOPLE:
@@ -1145,7 +1154,9 @@ def _typed(kind: str, at: float, params: Mapping[str, Any]) -> Event:
             nondisclosure_order=params["nondisclosure_order"],
         )
     if kind == "exceptional_access":
-        return ExceptionalAccess(at=at, demand=params["demand"], target=params.get("target"))
+        return ExceptionalAccess(
+            at=at, demand=params["demand"], target=params.get("target"), fork=params.get("fork", False)
+        )
     if kind == "escrow_key_stolen":
         return EscrowKeyStolen(at=at)
     if kind == "device_offline":
@@ -1390,6 +1401,10 @@ class DefenceSpec:
     # opens a mailbox (a fresh account, registered and fetched from an exit address) and tells the
     # peer inside the encryption; the peer's replies and receipts go there. "none": as Signal.
     mailboxes: str = "none"
+    # Key transparency (relay/transparency.py, clients/transparency.py): the relay logs every
+    # identity key it serves in an RFC 9162 Merkle log; phones check inclusion of the keys they are
+    # given, audit their own account and gossip signed heads to a witness. Off: no phone checks.
+    key_transparency: bool = False
 
     def changed(self) -> dict[str, object]:
         """The switches set away from their defaults."""
@@ -1473,6 +1488,7 @@ def _defences(r: _Reader, raw: object) -> DefenceSpec:
         cover_per_hour=_rate(r, t, "cover_per_hour", "defences", d.cover_per_hour),
         identity_changes=_choice(r, t, "identity_changes", "defences", ("warn", "block"), d.identity_changes),
         mailboxes=_choice(r, t, "mailboxes", "defences", ("none", "ephemeral"), d.mailboxes),
+        key_transparency=r.get(t, "key_transparency", "defences", bool, d.key_transparency),
     )
 
 

@@ -290,6 +290,7 @@ class Simulation:
                 kem_prekey_batch=SIM_KEM_PREKEY_BATCH,
                 padding=self.padding,
                 unauthenticated_fetch=sc.defences.bundle_fetch == "unauthenticated",
+                key_transparency=sc.defences.key_transparency,
             )
             d = SimDevice(spec, agent, port=40000 + n % 20000)
             self.devices[spec.name] = d
@@ -653,6 +654,19 @@ class Simulation:
                     "added": list(event.added),
                     "removed": list(event.removed),
                     "identity_changed": list(event.identity_changed),
+                }
+            )
+        elif isinstance(event, A.KeyLogChecked):
+            self.emit(
+                {
+                    "t": t,
+                    "kind": "key_log_checked",
+                    "device": d.name,
+                    "account": event.account,
+                    "tree_size": event.tree_size,
+                    "logged": list(event.logged),
+                    "unlogged": list(event.unlogged),
+                    "refused": event.reason,
                 }
             )
         elif isinstance(event, A.Registered):
