@@ -23,7 +23,7 @@ import itertools
 import struct
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar
 
@@ -502,12 +502,28 @@ def message(cls: type[_M]) -> type[_M]:
     return dataclass(frozen=True, slots=True)(cls)
 
 
+_NO_DEFAULT: Final = object()
+
+
+class _Factory:
+    """A field's default_factory, marked so that from_wire calls it rather than sharing one value."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
+
+    def __call__(self) -> Any:
+        return self.make()
+
+
 class Message:
     """A msgpack map with a fixed set of checked fields. Subclasses are built with @message."""
 
     __slots__ = ()
     # (name, spec, has_default) per field, in order; computed once per class on first use.
     _specs_cache: ClassVar[dict[type, tuple[tuple[str, _Spec, bool], ...]]] = {}
+    _plan_cache: ClassVar[dict[type, tuple[frozenset[str], tuple[tuple[str, _Spec, Any], ...], bool]]] = {}
 
     @classmethod
     def _specs(cls) -> tuple[tuple[str, _Spec, bool], ...]:
@@ -533,24 +549,58 @@ class Message:
                 object.__setattr__(self, name, checked)
 
     @classmethod
+    def _decode_plan(cls) -> tuple[frozenset[str], tuple[tuple[str, _Spec, Any], ...], bool]:
+        """What ``from_wire`` needs, worked out once per class: the field names as a set (the
+        unknown-field check is one lookup per key), each field's spec and its default
+        (``_NO_DEFAULT`` when required, a factory's product made per call), and whether the
+        class checks itself only through ``Message.__post_init__`` (then a decoded message is
+        built without a second pass over its fields)."""
+        plan = Message._plan_cache.get(cls)
+        if plan is None:
+            defaults = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+            fields = []
+            for name, spec, has_default in cls._specs():
+                f = defaults[name]
+                if not has_default:
+                    default: Any = _NO_DEFAULT
+                elif f.default is not dataclasses.MISSING:
+                    default = f.default
+                else:
+                    default = _Factory(f.default_factory)  # type: ignore[arg-type]
+                fields.append((name, spec, default))
+            plain = cls.__post_init__ is Message.__post_init__
+            plan = (frozenset(n for n, _, _ in fields), tuple(fields), plain)
+            Message._plan_cache[cls] = plan
+        return plan
+
+    @classmethod
     def from_wire(cls: type[_M], raw: Mapping[Any, Any]) -> _M:
         """Build from a decoded msgpack map (checked, so it raises LocalProtocolError)."""
-        specs = cls._specs()
+        names, fields, plain = cls._decode_plan()
         for key in raw:
-            if not any(key == name for name, _, _ in specs):
+            if key not in names:
                 shown = key if isinstance(key, str) else repr(key)
                 raise LocalProtocolError(
                     ErrorCode.UNKNOWN_FIELD, f"unknown field {shown!r} in {cls.__name__}", field=str(shown)
                 )
-        kwargs: dict[str, Any] = {}
-        for name, spec, has_default in specs:
+        values: list[tuple[str, _Spec, Any]] = []
+        for name, spec, default in fields:
             if name in raw:
-                kwargs[name] = spec.from_wire(raw[name], name)
-            elif not has_default:
+                values.append((name, spec, spec.from_wire(raw[name], name)))
+            elif default is _NO_DEFAULT:
                 raise LocalProtocolError(
                     ErrorCode.MISSING_FIELD, f"{cls.__name__} is missing required field {name!r}", field=name
                 )
-        return cls(**kwargs)
+            elif plain:
+                values.append((name, spec, default() if type(default) is _Factory else default))
+        if not plain:
+            return cls(**{name: value for name, _, value in values})
+        # The same checks, in the same order, as __init__ + __post_init__ would make, without
+        # the keyword-argument call and the getattr per field: decoding is on every frame.
+        obj = object.__new__(cls)
+        for name, spec, value in values:
+            object.__setattr__(obj, name, spec.check(value, name))
+        return obj
 
     def to_wire(self) -> dict[str, Any]:
         """The msgpack-ready map. Optional fields that are None are left out."""
