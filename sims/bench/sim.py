@@ -83,6 +83,7 @@ from relaysim.sims.bench import harness
 from relaysim.sims.bench.crypto import MESSAGE, OneDirection, our_pair
 from relaysim.sims.scenario import (
     Conversation,
+    DefenceSpec,
     DeviceSpec,
     GenerateSpec,
     NetworkSpec,
@@ -120,6 +121,9 @@ def _text(serial: int) -> str:
     return head + "x" * (TEXT_LEN - len(head))
 
 
+RECEIPTS: Final = "off"  # the steady scenario's delivery receipts (see steady_scenario)
+
+
 def steady_scenario(pairs: int, messages: int, seed: int = 1) -> Scenario:
     """``pairs`` pairs of phones; three warm-up messages each, then ``messages`` a → b from TIMED_START."""
     people: list[PersonSpec] = []
@@ -153,6 +157,10 @@ def steady_scenario(pairs: int, messages: int, seed: int = 1) -> Scenario:
         relay=RelaySpec(region="us"),
         generate=None,
         events=(),
+        # One message's path, as the baseline: with delivery receipts on (the scenarios' default)
+        # each timed message would bring a receipt back b → a, and every message after it would
+        # carry a DH ratchet step — two messages and the alternating ratchet, not one symmetric step.
+        defences=DefenceSpec(receipts=RECEIPTS),
     )
 
 
