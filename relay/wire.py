@@ -502,6 +502,63 @@ def message(cls: type[_M]) -> type[_M]:
     return dataclass(frozen=True, slots=True)(cls)
 
 
+def _valid_expr(spec: _Spec, v: str, env: dict[str, Any]) -> str | None:
+    """A Python expression over the variable ``v`` that is true exactly when ``spec.check`` would
+    pass ``v`` and hand it back unchanged; None for specs that have none (they are called)."""
+    kind = type(spec)
+    if kind is _UInt:
+        assert isinstance(spec, _UInt)
+        return f"(type({v}) is int and {spec.low} <= {v} <= {spec.high})"
+    if kind is _Bool:
+        return f"(type({v}) is bool)"
+    if kind is _Str:
+        assert isinstance(spec, _Str)
+        return f"(type({v}) is str and {spec.min_len} <= len({v}) <= {spec.max_len} and {v}.isprintable())"
+    if kind is _Bytes:
+        assert isinstance(spec, _Bytes)
+        cond = f"type({v}) is bytes"
+        if spec.size is not None:
+            cond += f" and len({v}) == {spec.size}"
+        if spec.max_size is not None:
+            cond += f" and len({v}) <= {spec.max_size}"
+        return f"({cond})"
+    if kind is _Text:
+        return f"(type({v}) is str and len({v}) <= 4096)"
+    if kind is _Struct:
+        assert isinstance(spec, _Struct)
+        env[f"cls_{len(env)}"] = spec.cls
+        return f"isinstance({v}, cls_{len(env) - 1})"
+    if kind is _Optional:
+        assert isinstance(spec, _Optional)
+        inner = _valid_expr(spec.inner, v, env)
+        return None if inner is None else f"({v} is None or {inner})"
+    return None
+
+
+def _compile_checks(cls: type[Message]) -> Callable[[Message], None]:
+    """The checks of ``Message.__post_init__`` for one class, as one generated function: each
+    field's spec as an inline condition (type, range, length), and only when it fails the spec's
+    own ``check``, which raises the specific error (or returns a converted value, as a list made
+    a tuple). The same fields, the same order, the same errors; a few µs less per frame."""
+    env: dict[str, Any] = {"_setattr": object.__setattr__}
+    lines = ["def _checks(self):"]
+    for i, (name, spec, _) in enumerate(cls._specs()):
+        env[f"spec_{i}"] = spec
+        cond = _valid_expr(spec, "v", env)
+        lines.append(f"    v = self.{name}")
+        indent = "    "
+        if cond is not None:
+            lines.append(f"    if not {cond}:")
+            indent = "        "
+        lines.append(f"{indent}c = spec_{i}.check(v, {name!r})")
+        lines.append(f"{indent}if c is not v:")
+        lines.append(f"{indent}    _setattr(self, {name!r}, c)")
+    lines.append("    return None")
+    exec("\n".join(lines), env)  # generated from the class's own field specs, nothing else
+    checks: Callable[[Message], None] = env["_checks"]
+    return checks
+
+
 _NO_DEFAULT: Final = object()
 
 
@@ -523,6 +580,7 @@ class Message:
     __slots__ = ()
     # (name, spec, has_default) per field, in order; computed once per class on first use.
     _specs_cache: ClassVar[dict[type, tuple[tuple[str, _Spec, bool], ...]]] = {}
+    _checks_cache: ClassVar[dict[type, Callable[[Message], None]]] = {}
     _plan_cache: ClassVar[dict[type, tuple[frozenset[str], tuple[tuple[str, _Spec, Any], ...], bool]]] = {}
 
     @classmethod
@@ -542,11 +600,10 @@ class Message:
         return specs
 
     def __post_init__(self) -> None:
-        for name, spec, _ in self._specs():
-            value = getattr(self, name)
-            checked = spec.check(value, name)
-            if checked is not value:
-                object.__setattr__(self, name, checked)
+        checks = Message._checks_cache.get(type(self))
+        if checks is None:
+            checks = Message._checks_cache[type(self)] = _compile_checks(type(self))
+        checks(self)
 
     @classmethod
     def _decode_plan(cls) -> tuple[frozenset[str], tuple[tuple[str, _Spec, Any], ...], bool]:
@@ -598,8 +655,9 @@ class Message:
         # The same checks, in the same order, as __init__ + __post_init__ would make, without
         # the keyword-argument call and the getattr per field: decoding is on every frame.
         obj = object.__new__(cls)
-        for name, spec, value in values:
-            object.__setattr__(obj, name, spec.check(value, name))
+        for name, _, value in values:
+            object.__setattr__(obj, name, value)
+        obj.__post_init__()
         return obj
 
     def to_wire(self) -> dict[str, Any]:
