@@ -1,7 +1,8 @@
 """``relaysim bench sim``: what one simulated message costs beside the ratchet alone, and how the simulation scales.
 
 (a) A simulated message end to end, on warm sessions. A fixed scenario, built in code: --pairs
-people a_k and b_k, one phone each, in one region (50 ms ± 10 ms to the relay, no loss). The
+people a_k and b_k, one phone each, in one region (50 ms ± 10 ms to the relay, no loss), delivery
+receipts off (on, each message would bring a receipt back and a DH ratchet step with it). The
 phones register and log in during the first 40 simulated seconds; each pair then exchanges three
 warm-up messages (a → b, b → a, a → b: after that a has seen b's reply, so it no longer attaches
 the PQXDH header, and both sides hold the session). From t = 200 s, --messages messages go a → b
