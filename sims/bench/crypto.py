@@ -1097,7 +1097,7 @@ def build_report(
         if floor is not None and setup_key in samples:
             samples = {**samples, floor_key: floor}
             results[floor_key] = {
-                "label": "the protocol's own floor (its steps, counted, each timed alone)",
+                "label": f"{'PQXDH' if pq else 'X3DH'}: the protocol's own floor (its steps, each timed alone)",
                 "group": SETUP,
                 "unit": "setup",
                 **harness.sample_summary(floor, "us_per_op"),
