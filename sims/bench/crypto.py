@@ -31,14 +31,16 @@ plaintext it decrypted.
   message; each slice's last message is decrypted by one member, outside the per-member cost.
 * where the time goes: the pieces of our one-direction path (KDF_CK, header pack, ENCRYPT and
   DECRYPT and their parts), each timed on its own in the same repeats; and for a session setup,
-  how many X25519 generations and exchanges, XEdDSA verifications and ML-KEM operations it makes
-  (counted in one untimed run) times what each costs.
+  how many X25519 generations and exchanges, XEdDSA verifications, ML-KEM operations and KDF
+  calls (X3DH's KDF, KDF_RK, KDF_CK, and the two messages' ENCRYPT and DECRYPT) it makes
+  (counted in one untimed run) times what each costs. That sum, slice by slice, is the
+  protocol's own floor for a set-up, the row the set-up targets are judged against.
 
 Targets (docs/performance.md) are ratios, so they are judged on the ratio of
 the medians measured side by side in this run (the median of the per-slice ratios is shown too):
 one direction ≤ 1.15 × floor, ≤ 1.6 × vodozemac, ≥ 3.5 × faster than doubleratchet; alternating
-≤ 1.15 × vodozemac, ≥ 2 × faster than doubleratchet; setup X3DH ≤ 1.2 × and PQXDH ≤ 1.4 ×
-vodozemac. --json FILE (or - for stdout) writes every sample, median, ratio and breakdown row;
+≤ 1.15 × vodozemac, ≥ 2 × faster than doubleratchet; setup X3DH and PQXDH each ≤ 1.15 × the
+protocol's own floor (vodozemac's set-up for information: Olm's is not the same work). --json FILE (or - for stdout) writes every sample, median, ratio and breakdown row;
 --check exits 1 unless every target is met.
 """
 
@@ -53,7 +55,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from relaysim.clients import _primitives as _p
 from relaysim.clients import spec
@@ -61,6 +63,7 @@ from relaysim.clients.keys import OneTimePreKey, PreKeyBundle
 from relaysim.clients.ratchet import DEFAULT_CONFIG, HEADER_LEN, DoubleRatchet
 from relaysim.clients.ratchet import HEADER as _HEADER  # the wire header: DHs public ‖ PN ‖ N
 from relaysim.clients.session import Device
+from relaysim.clients.x3dh import X3DH_INFO
 from relaysim.sims.bench import harness
 
 __all__ = ["RATIOS", "main", "run_benchmarks"]
@@ -541,6 +544,11 @@ def _micro_loops() -> dict[str, Callable[[int], None]]:
     _ss, kem_ciphertext = _p.mlkem_encapsulate(kem_public)
     spk_encoded = spec.encode_public_key(bundle.signed_prekey.public)
 
+    def x3dh_kdf(n: int) -> None:
+        f, km = spec.x3dh_kdf, bytes(32) + os.urandom(4 * 32)  # F ‖ DH1 ‖ DH2 ‖ DH3 ‖ DH4
+        for _ in range(n):
+            f(km, X3DH_INFO)
+
     def kdf_ck(n: int) -> None:
         f, ck = spec.kdf_ck, mk
         for _ in range(n):
@@ -632,6 +640,7 @@ def _micro_loops() -> dict[str, Callable[[int], None]]:
         "xeddsa_verify": xeddsa_verify,
         "mlkem_encapsulate": mlkem_encapsulate,
         "mlkem_decapsulate": mlkem_decapsulate,
+        "x3dh_kdf": x3dh_kdf,
     }
 
 
@@ -662,7 +671,15 @@ SETUP_ROWS: list[tuple[str, str]] = [
     ("xeddsa_verify", "XEdDSA verify (bundle signatures)"),
     ("mlkem_encapsulate", "ML-KEM-1024 encapsulate (from public bytes)"),
     ("mlkem_decapsulate", "ML-KEM-1024 decapsulate (key re-derived from its seed)"),
+    ("x3dh_kdf", "KDF (X3DH/PQXDH: HKDF-SHA256 → SK)"),
+    ("kdf_rk", "KDF_RK (HKDF-SHA256 → 64 B)"),
+    ("kdf_ck", "KDF_CK (2 × HMAC-SHA256)"),
+    ("spec_encrypt", "ENCRYPT (message keys, AES-256-CBC, HMAC)"),
+    ("spec_decrypt", "DECRYPT (message keys, HMAC check, AES-256-CBC)"),
 ]
+# The protocol's own floor for a session set-up (docs/performance.md): every step above, as many
+# times as one of our set-ups makes it (counted), each at its own median timed alone in the run.
+SETUP_FLOORS: Final = {"setup_x3dh": ("floor_setup_x3dh", False), "setup_pqxdh": ("floor_setup_pqxdh", True)}
 
 
 class _Counting:
@@ -694,11 +711,26 @@ class _Counting:
         self._wrap(spec, "xeddsa_verify", "xeddsa_verify")
         self._wrap(_p, "mlkem_encapsulate", "mlkem_encapsulate")
         self._wrap(_p, "mlkem_decapsulate", "mlkem_decapsulate")
+        self._wrap(spec, "x3dh_kdf", "x3dh_kdf")
+        self._wrap(spec, "kdf_rk", "kdf_rk")
+        self._wrap(spec, "kdf_ck", "kdf_ck")
+        self._wrap(spec, "encrypt", "spec_encrypt")
+        self._wrap(spec, "decrypt", "spec_decrypt")
         return self.counts
 
     def __exit__(self, *exc: object) -> None:
         for owner, name, original in reversed(self._saved):
             setattr(owner, name, original)
+
+
+def setup_floor_samples(samples: dict[str, list[float]], counts: dict[str, int]) -> list[float] | None:
+    """The floor of one session set-up per slice: each counted step's sample from that slice times
+    its count, summed (the parts' slices are taken in the same rounds); None without the parts."""
+    parts = [(f"part_{k}", n) for k, n in counts.items() if n]
+    if not parts or any(key not in samples for key, _ in parts):
+        return None
+    slices = min(len(samples[key]) for key, _ in parts)
+    return [sum(samples[key][i] * n for key, n in parts) for i in range(slices)]
 
 
 def count_setup_steps(pq: bool) -> dict[str, int]:
@@ -861,13 +893,31 @@ RATIOS: list[Ratio] = [
         "ours_alternating",
     ),
     Ratio(
-        "setup_x3dh_vs_vodozemac", "setup: ours X3DH / vodozemac", "<=", 1.2, "setup_x3dh", "setup_vodozemac"
+        "setup_x3dh_vs_floor",
+        "setup: ours X3DH / the protocol's own floor",
+        "<=",
+        1.15,
+        "setup_x3dh",
+        "floor_setup_x3dh",
+    ),
+    Ratio(
+        "setup_pqxdh_vs_floor",
+        "setup: ours PQXDH / the protocol's own floor",
+        "<=",
+        1.15,
+        "setup_pqxdh",
+        "floor_setup_pqxdh",
+    ),
+    # vodozemac stays for information: Olm makes 3 key generations and 8 exchanges where Signal's
+    # protocol needs 4 and 13, so it is not the same work (docs/performance.md).
+    Ratio(
+        "setup_x3dh_vs_vodozemac", "setup: ours X3DH / vodozemac", "<=", None, "setup_x3dh", "setup_vodozemac"
     ),
     Ratio(
         "setup_pqxdh_vs_vodozemac",
         "setup: ours PQXDH / vodozemac",
         "<=",
-        1.4,
+        None,
         "setup_pqxdh",
         "setup_vodozemac",
     ),
@@ -958,7 +1008,11 @@ def compute_ratios(
         num, den = medians.get(ratio.numerator), medians.get(ratio.denominator)
         value = None if num is None or den is None or den <= 0 else num / den
         paired = None
-        if value is not None and samples is not None:
+        if (
+            value is not None
+            and samples is not None
+            and len(samples[ratio.numerator]) == len(samples[ratio.denominator])
+        ):
             pairs = zip(samples[ratio.numerator], samples[ratio.denominator], strict=True)
             paired = statistics.median(n / d for n, d in pairs)
         out[ratio.key] = {
@@ -1122,6 +1176,16 @@ def build_report(
         }
         for c in cs
     }
+    for setup_key, (floor_key, pq) in SETUP_FLOORS.items():
+        floor = setup_floor_samples(samples, count_setup_steps(pq))
+        if floor is not None and setup_key in samples:
+            samples = {**samples, floor_key: floor}
+            results[floor_key] = {
+                "label": f"{'PQXDH' if pq else 'X3DH'}: the protocol's own floor (its steps, each timed alone)",
+                "group": SETUP,
+                "unit": "setup",
+                **harness.sample_summary(floor, "us_per_op"),
+            }
     medians = {k: r["us_per_op"] for k, r in results.items()}
     return {
         "config": {
