@@ -224,7 +224,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.live:
         from relaysim.sims.live import run_live
 
-        return run_live(scenario, out, time_scale=args.time_scale)
+        return run_live(scenario, out, time_scale=args.time_scale, quiet=args.quiet)
     started = time.monotonic()
     from relaysim.sims.progress import progress_bar
 
