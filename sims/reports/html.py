@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from relaysim.relay.legal import CATEGORIES, REASON_LABELS, REASONS, RESPONSES
+from relaysim.sims.term import OUTCOME_COLOURS
 
 __all__ = ["REPORT_FILE", "ReportError", "render_report", "write_report"]
 
@@ -39,15 +40,21 @@ GRAPH_NODE_LIMIT = 60  # beyond this a drawing is a hairball: the lists and the 
 
 # One style per outcome of a category asked for: (code, words, colour, tint). Okabe–Ito colours,
 # distinguishable with the common colour-vision deficiencies; the code and words carry the meaning too.
+# The colours are sims/term.py's OUTCOME_COLOURS, which the terminal's chart uses too.
 OUTCOMES: dict[str, tuple[str, str, str, str]] = {
-    "provided": ("✓", "handed over", "#C2410C", "#FDE4D4"),
-    "withheld_by_policy": ("WP", REASON_LABELS["withheld_by_policy"], "#B07800", "#FBEFC6"),
-    "not_retained": ("NR", REASON_LABELS["not_retained"], "#0066A2", "#D7E9F6"),
-    "no_capability": ("NC", REASON_LABELS["no_capability"], "#A4427A", "#F5DCEB"),
+    "provided": ("✓", "handed over", OUTCOME_COLOURS["provided"], "#FDE4D4"),
+    "withheld_by_policy": (
+        "WP",
+        REASON_LABELS["withheld_by_policy"],
+        OUTCOME_COLOURS["withheld_by_policy"],
+        "#FBEFC6",
+    ),
+    "not_retained": ("NR", REASON_LABELS["not_retained"], OUTCOME_COLOURS["not_retained"], "#D7E9F6"),
+    "no_capability": ("NC", REASON_LABELS["no_capability"], OUTCOME_COLOURS["no_capability"], "#F5DCEB"),
     "cryptographically_impossible": (
         "CI",
         REASON_LABELS["cryptographically_impossible"],
-        "#00785A",
+        OUTCOME_COLOURS["cryptographically_impossible"],
         "#D0EFE4",
     ),
 }
