@@ -633,7 +633,7 @@ def _matrix(data: dict[str, dict[str, Any]]) -> str:
     return (
         "<p class='lead'>Every provider (rows) under every kind of legal process (columns): each category the "
         "process asks for, handed over or not, and why not.</p>"
-        f"<div class='scroll tall'><table class='matrix' id='matrix'><thead><tr><th>provider</th>{head}</tr></thead>"
+        f"<div class='scroll tall'><table class='matrix' id='matrix-table'><thead><tr><th>provider</th>{head}</tr></thead>"
         f"<tbody>{body}</tbody></table></div>"
     )
 
