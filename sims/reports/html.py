@@ -147,6 +147,7 @@ svg{width:100%;height:auto;display:block}
 details.story{max-width:60rem;margin:.2rem 0 .8rem}
 details.story summary{cursor:pointer;color:#0047AB;font-size:1.05rem}
 .matrix .chip{white-space:normal;font-size:.85rem}
+.compare .chip{white-space:normal}
 dl.kv{display:grid;grid-template-columns:max-content 1fr;gap:.1rem 1rem}
 dl.kv dt{font-weight:700}
 dl.kv dd{margin:0;overflow-wrap:anywhere}

@@ -283,3 +283,19 @@ def test_a_projected_chart_opens_on_one_sentence_and_keeps_its_headers_in_view(
     assert browser.js("document.getElementById('matrix-table').parentElement.scrollLeft") > 0
     assert abs(row_left - box_left) < 4
     assert browser.errors() == []
+
+
+@needs_browser
+def test_a_comparison_fits_a_phone_without_sideways_scrolling(
+    tmp_path_factory: pytest.TempPathFactory, browser: Browser
+) -> None:
+    out = tmp_path_factory.mktemp("pakistan-2015")
+    run_to_dir(resolve_scenario("pakistan-2015"), out)
+    browser.open(write_report(out).resolve().as_uri())
+    browser.screenshot(Path(os.devnull), 390, 844)
+    boxes = browser.js(
+        "[...document.querySelectorAll('table.compare')].map(t => "
+        "[t.parentElement.scrollWidth, t.parentElement.clientWidth])"
+    )
+    assert boxes and all(scroll <= client + 1 for scroll, client in boxes)  # both providers' columns in view
+    assert browser.errors() == []
