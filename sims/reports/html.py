@@ -163,6 +163,7 @@ tr.opened td{background:#FDE4D4}
   .timeline td{border:0}
   td.phone::before{content:"phones: ";font-weight:700}
   td.relay::before{content:"relay: ";font-weight:700;font-family:"DejaVu Sans",sans-serif}
+  .sources th,.sources td{padding:.2rem .25rem;font-size:.8rem}
 }
 @media print{.timeline{max-height:none;overflow:visible}}
 """
@@ -567,7 +568,7 @@ def _graph(run: Path) -> str:
         parts.append(
             "<h3>Each source the analyst could work from</h3><p class='muted'>“relay” is the provider's whole "
             "database; each other row is one disclosure package, all an investigator receives.</p>"
-            "<div class='scroll'><table><thead><tr><th>source</th><th>pairs inferred</th><th>right</th>"
+            "<div class='scroll'><table class='sources'><thead><tr><th>source</th><th>pairs inferred</th><th>right</th>"
             f"<th>true pairs</th><th>precision</th><th>recall</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
         )
     return "".join(parts)
