@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -224,7 +223,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.live:
         from relaysim.sims.live import run_live
 
-        return run_live(scenario, out, time_scale=args.time_scale)
+        return run_live(scenario, out, time_scale=args.time_scale, quiet=args.quiet)
     started = time.monotonic()
     from relaysim.sims.progress import progress_bar
 
@@ -268,8 +267,9 @@ def _report_multi(name: str, summary: dict[str, Any], out: Path, seconds: float 
     took = "" if seconds is None else f" in {seconds:.1f} s"
     if "matrix" in summary:
         from relaysim.sims.matrix import render_terminal
+        from relaysim.sims.term import use_color
 
-        print(render_terminal(summary["matrix"], width=shutil.get_terminal_size((120, 24)).columns))
+        print(render_terminal(summary["matrix"], color=use_color()))
         print()
         print(
             f"{name}: {len(summary['profiles'])} profiles × {len(summary['processes'])} kinds of process"
@@ -480,6 +480,7 @@ def _chart(args: argparse.Namespace) -> int:
 
     from relaysim.sims.matrix import render_terminal
     from relaysim.sims.report import relaysim_outputs
+    from relaysim.sims.term import use_color
 
     out = Path(args.dir or "out/fbi-chart")
     matrix_file = out / "matrix.json"
@@ -503,7 +504,7 @@ def _chart(args: argparse.Namespace) -> int:
         return 0
     try:
         matrix = json.loads(matrix_file.read_text(encoding="utf-8"))
-        table = render_terminal(matrix, width=args.width or shutil.get_terminal_size((120, 24)).columns)
+        table = render_terminal(matrix, width=args.width, color=use_color())
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CliError(
             f"{matrix_file} cannot be read as the chart ({exc!r}); run it again with: relaysim chart {out} --rerun"

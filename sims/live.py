@@ -57,6 +57,7 @@ from relaysim.relay.core import Tap
 from relaysim.relay.custody import ContentKey
 from relaysim.relay.metadata import MetadataRecord, RecordKind
 from relaysim.relay.store import Store
+from relaysim.sims.progress import progress_bar
 from relaysim.sims.report import summarise, summary_markdown, transcript_writer
 from relaysim.sims.scenario import DeviceSpec, Scenario, TimelineEvent
 from relaysim.sims.world.simulation import MessageState, SimulationResult, address_books, record_view
@@ -494,14 +495,12 @@ class _LiveRun:
         """Each scheduled action at its time (ties in scheduling order); actions may schedule more."""
         assert self.t0 is not None
         end = self.scenario.duration
-        shown = -1
         while self._actions and self._actions[0][0] <= end:
             t, _n, action = heapq.heappop(self._actions)
             await trio.sleep_until(self.t0 + t * self.time_scale)
             action()
             await self._operator()
-            if self.report_progress is not None and int(10 * t / max(end, 1e-9)) > shown:
-                shown = int(10 * t / max(end, 1e-9))
+            if self.report_progress is not None:
                 self.report_progress(t, end)
 
     def _start_clock(self) -> None:
@@ -694,12 +693,14 @@ def run_live(
     *,
     time_scale: float,
     wire_tap: Callable[[bytes], None] | None = None,
+    quiet: bool = False,
 ) -> int:
     """Run ``scenario`` live into ``out`` (see the module docstring); returns an exit code.
 
     0: the run finished and the relay stopped cleanly; 1: the relay failed to start or exit
     cleanly; 2: the request makes no sense (time_scale, too many devices). ``wire_tap``, if
-    given, sees every byte any device writes to the relay (before TLS, were there any)."""
+    given, sees every byte any device writes to the relay (before TLS, were there any). The
+    progress bar (simulated time, with an ETA) is on stderr when it is a terminal, unless ``quiet``."""
     if not (math.isfinite(time_scale) and time_scale > 0):
         print(
             f"relaysim run --live: --time-scale must be a positive number, got {time_scale}", file=sys.stderr
@@ -728,11 +729,11 @@ def run_live(
     for stale in ("relay.db", "relay.db-wal", "relay.db-shm", "relay.log", "relay.admin"):
         (out / stale).unlink(missing_ok=True)
 
-    def progress(t: float, end: float) -> None:
-        print(f"  {scenario.name} live: {t / 3600:.2f} h of {end / 3600:.2f} h simulated", file=sys.stderr)
-
     try:
-        outcome = trio.run(_run_live, scenario, out, time_scale, wire_tap, progress)
+        with progress_bar(
+            f"{scenario.name} live", scenario.duration, enabled=False if quiet else None
+        ) as bar:
+            outcome = trio.run(_run_live, scenario, out, time_scale, wire_tap, bar.sim_time)
     except RelayStartError as e:
         print(f"relaysim run --live: {e}", file=sys.stderr)
         return 1

@@ -19,16 +19,19 @@ against the FBI's chart.
 from __future__ import annotations
 
 import json
-import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from rich.table import Table
+from rich.text import Text
+
 from relaysim.relay.compliance import Disclosure, in_order
 from relaysim.relay.legal import CATEGORIES, INSTRUMENTS, REASON_LABELS, REASONS
 from relaysim.relay.profiles import REAL_PROFILES, get_profile
 from relaysim.sims.scenario import LegalProcessEvent, Scenario
+from relaysim.sims.term import outcome_style, render, table
 from relaysim.sims.world.simulation import SimulationResult
 
 __all__ = [
@@ -193,35 +196,30 @@ def render_markdown(
     return "\n".join(lines)
 
 
-def _wrap_table(rows: Sequence[Sequence[str]], widths: Sequence[int]) -> list[str]:
-    out = []
-    for row in rows:
-        cols = [textwrap.wrap(text, width) or [""] for text, width in zip(row, widths, strict=True)]
-        for i in range(max(len(c) for c in cols)):
-            line = "  ".join(
-                f"{(c[i] if i < len(c) else ''):<{w}}" for c, w in zip(cols, widths, strict=True)
-            )
-            out.append(("  " + line).rstrip())
-    return out
+def render_terminal(matrix: Matrix, width: int | None = None, *, color: bool = False) -> str:
+    """Per profile, a table: each process, what it can reveal, and what it cannot, by the reason why not.
 
+    The tables wrap between words at ``width`` columns (default: the terminal's, sims/term.py);
+    with ``color`` each category is coloured by its outcome: handed over, or the reason it was not
+    (the colours of the HTML report's legend)."""
 
-def render_terminal(matrix: Matrix, width: int = 120) -> str:
-    """Per profile, a table: each process, what it can reveal, and what it cannot (and why not)."""
-    first = 19
-    rest = max(30, (width - first - 8) // 2)
-    lines = []
+    def mark(text: str, outcome: str) -> Text:
+        return Text(text, style=outcome_style(outcome) if color else "")
+
+    items: list[Text | Table] = []
     for profile, cells in matrix.items():
-        lines += ["", f"{get_profile(profile).title} (profile {profile})"]
-        rows = [("process", "can reveal", "cannot reveal")]
+        rows = []
         for p in MATRIX_PROCESSES:
             c = cells[p]
-            cannot = [f"{CATEGORIES[x].short} ({REASON_LABELS[r]})" for r in REASONS for x in c[r]]
-            rows.append(
-                (
-                    INSTRUMENTS[p].name,
-                    ", ".join(CATEGORIES[x].short for x in c["provided"]) or "nothing",
-                    ", ".join(cannot) or "—",
-                )
+            can = Text(", ").join(mark(CATEGORIES[x].short, "provided") for x in c["provided"])
+            cannot = Text("; ").join(
+                mark(f"{REASON_LABELS[r]}: " + ", ".join(CATEGORIES[x].short for x in c[r]), r)
+                for r in REASONS
+                if c[r]
             )
-        lines += _wrap_table(rows, (first, rest, rest))
-    return "\n".join(lines[1:])
+            rows.append((INSTRUMENTS[p].name, can or Text("nothing"), cannot or Text("—")))
+        if items:
+            items.append(Text(""))
+        items.append(Text(f"{get_profile(profile).title} (profile {profile})", style="bold" if color else ""))
+        items.append(table(("process", "can reveal", "cannot reveal"), rows, ratios=(2, 3, 5)))
+    return render(*items, width=width, color=color)

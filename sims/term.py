@@ -19,10 +19,50 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["SEP", "render", "table", "terminal_width", "use_color"]
+__all__ = [
+    "OUTCOME_COLOURS",
+    "SEP",
+    "outcome_style",
+    "render",
+    "table",
+    "terminal_width",
+    "truecolor",
+    "use_color",
+]
 
 # The column rule the tables draw between cells (box.MINIMAL: no outer frame, "│" between columns).
 SEP = "│"
+
+# One colour per outcome of a category asked for by legal process: handed over, or one of the four
+# reasons of relay/legal.py it was not. Okabe–Ito colours, distinguishable with the common
+# colour-vision deficiencies; the HTML report's legend (sims/reports/html.py) uses the same ones.
+OUTCOME_COLOURS: dict[str, str] = {
+    "provided": "#C2410C",
+    "withheld_by_policy": "#B07800",
+    "not_retained": "#0066A2",
+    "no_capability": "#A4427A",
+    "cryptographically_impossible": "#00785A",
+}
+# The same hues among a terminal's 16 standard colours, for one that cannot show 24-bit colour
+# (the nearest standard colour would give two reasons the same grey).
+OUTCOME_STANDARD: dict[str, str] = {
+    "provided": "red",
+    "withheld_by_policy": "yellow",
+    "not_retained": "blue",
+    "no_capability": "magenta",
+    "cryptographically_impossible": "green",
+}
+
+
+def truecolor() -> bool:
+    """Whether the terminal says it shows 24-bit colour (``COLORTERM``, as rich and most tools read it)."""
+    return os.environ.get("COLORTERM", "").lower() in ("truecolor", "24bit")
+
+
+def outcome_style(outcome: str) -> str:
+    """The colour of an outcome of legal process (``provided`` or a reason of relay/legal.py): the
+    HTML report's own where the terminal shows 24-bit colour, else the same hue among the 16."""
+    return OUTCOME_COLOURS[outcome] if truecolor() else OUTCOME_STANDARD[outcome]
 
 
 def terminal_width(default: int = 100) -> int:
@@ -59,7 +99,7 @@ def render(*items: RenderableType | str, width: int | None = None, color: bool =
         width=width or terminal_width(),
         force_terminal=color,
         no_color=not color,
-        color_system="standard" if color else None,
+        color_system=("truecolor" if truecolor() else "standard") if color else None,
         highlight=False,
         markup=False,
         emoji=False,

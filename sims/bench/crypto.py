@@ -954,7 +954,7 @@ def run_benchmarks(
     repeat: int,
     chunks: int = 10,
     group_messages: int | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: harness.Progress | None = None,
 ) -> dict[str, list[float]]:
     """Samples of µs per operation for every contender: one per slice, ``repeat × chunks`` of them.
 
@@ -994,7 +994,7 @@ def run_benchmarks(
             if enabled:
                 gc.enable()
         if progress is not None:
-            progress(f"repeat {r + 1}/{repeat} done")
+            progress(f"repeat {r + 1} of {repeat}", r + 1, repeat)
     return samples
 
 
@@ -1246,7 +1246,7 @@ def main(argv: list[str]) -> int:
         parser.error("--messages, --setups, --group-messages, --repeat and --chunks must be at least 1")
     cs = contenders(with_doubleratchet=not args.no_doubleratchet, with_vodozemac=not args.no_vodozemac)
 
-    def measure(progress: Callable[[str], None]) -> dict[str, Any]:
+    def measure(progress: harness.Progress) -> dict[str, Any]:
         samples = run_benchmarks(
             cs,
             messages=args.messages,

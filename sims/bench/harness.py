@@ -24,9 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+from relaysim.sims.progress import ProgressBar, progress_bar
+
 __all__ = [
     "DOC",
     "BenchError",
+    "Progress",
     "Target",
     "add_common_options",
     "finish",
@@ -196,15 +199,22 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
         help=f"exit 1 unless every target ({DOC}) is met, and name those missed; a target this run could "
         "not judge (a peer missing, a run stopped) counts as not met",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
 
 
-def progress_printer(name: str, quiet: bool) -> Callable[[str], None]:
-    def progress(text: str) -> None:
-        if not quiet:
-            print(f"bench {name}: {text}", file=sys.stderr, flush=True)
+class Progress:
+    """What a benchmark says while it measures: ``progress("repeat", 2, 15)`` moves the bar (on
+    stderr, with an ETA, only when stderr is a terminal and not ``--quiet``) to 2 of 15 and labels
+    it; ``progress("timing the steps")`` relabels it for a phase that has no count."""
 
-    return progress
+    def __init__(self, name: str, bar: ProgressBar) -> None:
+        self.name = name
+        self.bar = bar
+
+    def __call__(self, text: str, done: float | None = None, total: float | None = None) -> None:
+        self.bar.describe(f"bench {self.name}: {text}")
+        if done is not None:
+            self.bar.update(done, total)
 
 
 def finish(
@@ -251,16 +261,17 @@ def finish(
 def run_bench(
     name: str,
     args: argparse.Namespace,
-    measure: Callable[[Callable[[str], None]], dict[str, Any]],
+    measure: Callable[[Progress], dict[str, Any]],
     table: Callable[[dict[str, Any]], str],
     targets: Callable[[dict[str, Any]], Iterable[Mapping[str, Any]]],
 ) -> int:
-    """The common main: measure (with progress lines and the load average around it), then :func:`finish`.
+    """The common main: measure (with a progress bar and the load average around it), then :func:`finish`.
 
     A :class:`BenchError` becomes one line on stderr and exit status 1."""
     before = load_average()
     try:
-        report = measure(progress_printer(name, args.quiet))
+        with progress_bar(f"bench {name}", None, enabled=False if args.quiet else None) as bar:
+            report = measure(Progress(name, bar))
     except BenchError as e:
         print(f"relaysim bench {name}: {e}", file=sys.stderr)
         return 1

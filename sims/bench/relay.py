@@ -975,7 +975,7 @@ def _servers(kinds: tuple[str, ...], n: int, seed: int, directory: str) -> Itera
             s.stop()
 
 
-def run(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, Any]:
+def run(args: argparse.Namespace, progress: harness.Progress) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     memory: dict[str, dict[str, Any]] = {}
     slices: dict[str, list[SliceResult]] = {k: [] for k in CONTENDERS}
@@ -1005,7 +1005,7 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, 
                     order = CONTENDERS[r % 3 :] + CONTENDERS[: r % 3]
                     for kind in order:
                         slices[kind].append(loads[kind].run_slice(args.warmup, args.duration, servers[kind]))
-                    progress(f"repeat {r + 1}/{args.repeat} done")
+                    progress(f"repeat {r + 1} of {args.repeat}", r + 1, args.repeat)
             finally:
                 for load in loads.values():
                     load.close()

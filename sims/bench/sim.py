@@ -780,7 +780,7 @@ def judged_targets(report: Report) -> list[dict[str, Any]]:
     return rows
 
 
-def run_message_cost(args: argparse.Namespace, report: Report, progress: Callable[[str], None]) -> None:
+def run_message_cost(args: argparse.Namespace, report: Report, progress: harness.Progress) -> None:
     scenario = steady_scenario(args.pairs, args.timed_messages, args.seed)
     timed_at = sorted(m.at for c in scenario.conversations for m in c.messages if m.at >= TIMED_START)
     sim_samples: list[float] = []
@@ -798,7 +798,7 @@ def run_message_cost(args: argparse.Namespace, report: Report, progress: Callabl
             warm["warmup_us_per_pair"].append(
                 stepper.wall_between(WARM_START, TIMED_START) / args.pairs * 1e6
             )
-            progress(f"steady run {r + 1}/{args.repeat} done")
+            progress(f"steady run {r + 1} of {args.repeat}", r + 1, args.repeat)
         if not args.no_profile:
             report.breakdown = profile_steady(scenario, timed_at, directory)
             progress("profiled run done")
@@ -842,7 +842,7 @@ def scale_ratio(one: dict[str, Any], two: dict[str, Any]) -> dict[str, float] | 
     return {"raw": t2 / t1, "message_ratio": m2 / m1, "at_2x": (t1 + (t2 - t1) * m1 / (m2 - m1)) / t1}
 
 
-def run_scale(args: argparse.Namespace, report: Report, progress: Callable[[str], None]) -> None:
+def run_scale(args: argparse.Namespace, report: Report, progress: harness.Progress) -> None:
     devices, messages = args.devices, args.messages_at_scale
     base = run_scale_child(BASE_DEVICES, BASE_MESSAGES, args.seed, args.budget)
     runs = {"1x": run_scale_child(devices, messages, args.seed, args.budget)}
@@ -1109,7 +1109,7 @@ def main(argv: list[str]) -> int:
         }
     )
 
-    def measure(progress: Callable[[str], None]) -> dict[str, Any]:
+    def measure(progress: harness.Progress) -> dict[str, Any]:
         run_message_cost(args, report, progress)
         if not args.no_scale:
             run_scale(args, report, progress)

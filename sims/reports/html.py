@@ -30,24 +30,33 @@ from pathlib import Path
 from typing import Any
 
 from relaysim.relay.legal import CATEGORIES, REASON_LABELS, REASONS, RESPONSES
+from relaysim.relay.profiles import get_profile
+from relaysim.sims.term import OUTCOME_COLOURS
 
 __all__ = ["REPORT_FILE", "ReportError", "render_report", "write_report"]
 
 REPORT_FILE = "report.html"
 TIMELINE_LIMIT = 600  # rows; a city-sized run says how many more are in transcript.jsonl
+LEAD_CHARS = 400  # a longer scenario description shows its first sentence; the rest folds away
 GRAPH_NODE_LIMIT = 60  # beyond this a drawing is a hairball: the lists and the counts stay
 
 # One style per outcome of a category asked for: (code, words, colour, tint). Okabe–Ito colours,
 # distinguishable with the common colour-vision deficiencies; the code and words carry the meaning too.
+# The colours are sims/term.py's OUTCOME_COLOURS, which the terminal's chart uses too.
 OUTCOMES: dict[str, tuple[str, str, str, str]] = {
-    "provided": ("✓", "handed over", "#C2410C", "#FDE4D4"),
-    "withheld_by_policy": ("WP", REASON_LABELS["withheld_by_policy"], "#B07800", "#FBEFC6"),
-    "not_retained": ("NR", REASON_LABELS["not_retained"], "#0066A2", "#D7E9F6"),
-    "no_capability": ("NC", REASON_LABELS["no_capability"], "#A4427A", "#F5DCEB"),
+    "provided": ("✓", "handed over", OUTCOME_COLOURS["provided"], "#FDE4D4"),
+    "withheld_by_policy": (
+        "WP",
+        REASON_LABELS["withheld_by_policy"],
+        OUTCOME_COLOURS["withheld_by_policy"],
+        "#FBEFC6",
+    ),
+    "not_retained": ("NR", REASON_LABELS["not_retained"], OUTCOME_COLOURS["not_retained"], "#D7E9F6"),
+    "no_capability": ("NC", REASON_LABELS["no_capability"], OUTCOME_COLOURS["no_capability"], "#F5DCEB"),
     "cryptographically_impossible": (
         "CI",
         REASON_LABELS["cryptographically_impossible"],
-        "#00785A",
+        OUTCOME_COLOURS["cryptographically_impossible"],
         "#D0EFE4",
     ),
 }
@@ -130,7 +139,15 @@ figcaption{font-weight:700;font-size:1.1rem}
 svg{width:100%;height:auto;display:block}
 .edges li{margin:.15rem 0}
 .matrix td{min-width:6rem}
+.scroll.tall{max-height:80vh;overflow:auto;border:2px solid var(--ink)}
+.tall table{border:0}
+.tall thead th{position:sticky;top:0;z-index:2;font-size:1.05rem}
+.matrix tbody th{position:sticky;left:0;z-index:1}
+.matrix thead th:first-child{left:0;z-index:3}
+details.story{max-width:60rem;margin:.2rem 0 .8rem}
+details.story summary{cursor:pointer;color:#0047AB;font-size:1.05rem}
 .matrix .chip{white-space:normal;font-size:.85rem}
+.compare .chip{white-space:normal}
 dl.kv{display:grid;grid-template-columns:max-content 1fr;gap:.1rem 1rem}
 dl.kv dt{font-weight:700}
 dl.kv dd{margin:0;overflow-wrap:anywhere}
@@ -146,6 +163,7 @@ tr.opened td{background:#FDE4D4}
   .timeline td{border:0}
   td.phone::before{content:"phones: ";font-weight:700}
   td.relay::before{content:"relay: ";font-weight:700;font-family:"DejaVu Sans",sans-serif}
+  .sources th,.sources td{padding:.2rem .25rem;font-size:.8rem}
 }
 @media print{.timeline{max-height:none;overflow:visible}}
 """
@@ -550,7 +568,7 @@ def _graph(run: Path) -> str:
         parts.append(
             "<h3>Each source the analyst could work from</h3><p class='muted'>“relay” is the provider's whole "
             "database; each other row is one disclosure package, all an investigator receives.</p>"
-            "<div class='scroll'><table><thead><tr><th>source</th><th>pairs inferred</th><th>right</th>"
+            "<div class='scroll'><table class='sources'><thead><tr><th>source</th><th>pairs inferred</th><th>right</th>"
             f"<th>true pairs</th><th>precision</th><th>recall</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
         )
     return "".join(parts)
@@ -587,10 +605,18 @@ def _comparison(out: Path, data: list[dict[str, Any]]) -> str:
         parts.append(
             f"<h3>{_e(row.get('name', '?'))}: {_e(str(row.get('process', '?')).replace('_', ' '))} on "
             f"{_e(row.get('target') or 'everyone')}</h3><div class='scroll'><table class='compare'><thead><tr>"
-            + "".join(f"<th>{_e(p)}</th>" for p in profiles)
+            + "".join(f"<th>{_e(_profile_title(p))}</th>" for p in profiles)
             + f"</tr></thead><tbody><tr>{cells}</tr></tbody></table></div>"
         )
     return "".join(parts)
+
+
+def _profile_title(profile: str) -> str:
+    """A provider as people know it ("WhatsApp"), from relay/profiles.py; the profile's id otherwise."""
+    try:
+        return str(get_profile(profile).title)
+    except (KeyError, ValueError):
+        return profile
 
 
 def _matrix(data: dict[str, dict[str, Any]]) -> str:
@@ -601,7 +627,7 @@ def _matrix(data: dict[str, dict[str, Any]]) -> str:
                 processes.append(p)
     head = "".join(f"<th>{_e(p.replace('_', ' '))}</th>" for p in processes)
     body = "".join(
-        f"<tr><th>{_e(profile)}</th>"
+        f"<tr><th>{_e(_profile_title(profile))}</th>"
         + "".join(f"<td>{_cell(row[p], short=True)}</td>" if p in row else "<td>–</td>" for p in processes)
         + "</tr>"
         for profile, row in data.items()
@@ -609,7 +635,7 @@ def _matrix(data: dict[str, dict[str, Any]]) -> str:
     return (
         "<p class='lead'>Every provider (rows) under every kind of legal process (columns): each category the "
         "process asks for, handed over or not, and why not.</p>"
-        f"<div class='scroll'><table class='matrix' id='matrix'><thead><tr><th>provider</th>{head}</tr></thead>"
+        f"<div class='scroll tall'><table class='matrix' id='matrix-table'><thead><tr><th>provider</th>{head}</tr></thead>"
         f"<tbody>{body}</tbody></table></div>"
     )
 
@@ -693,9 +719,26 @@ def _lead(summary: dict[str, Any], description: str) -> str:
         facts += f", {summary['people']} people on {summary.get('devices', '?')} devices"
     if isinstance(summary.get("duration_s"), int | float):
         facts += f", {summary['duration_s'] / 3600:g} simulated hours"
+    first, rest = _first_sentence(description)
+    story = (
+        f"<details class='story'><summary>The whole story and its sources</summary><p>{_e(rest)}</p></details>"
+        if rest
+        else ""
+    )
     return (
-        f"<p class='lead'>{_e(description)}</p>" if description else ""
-    ) + f"<p class='muted'>{_e(facts)}.</p>"
+        (f"<p class='lead'>{_e(first)}</p>" if first else "") + story + f"<p class='muted'>{_e(facts)}.</p>"
+    )
+
+
+def _first_sentence(text: str, keep: int = LEAD_CHARS) -> tuple[str, str]:
+    """A long description split after its first sentence: on a projector the page opens on one
+    sentence and the section list, not on a screenful of prose (the rest is one click away)."""
+    if len(text) <= keep:
+        return text, ""
+    end = text.find(". ", 40)
+    if end < 0 or end > keep:
+        return text, ""
+    return text[: end + 1], text[end + 2 :]
 
 
 def _description(name: str) -> str:

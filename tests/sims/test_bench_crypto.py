@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 import statistics
+import sys
 from pathlib import Path
 
 import pytest
@@ -260,3 +261,24 @@ def test_a_setup_makes_exactly_the_steps_the_specifications_require() -> None:
         "mlkem_encapsulate": 1,
         "mlkem_decapsulate": 1,
     }
+
+
+def test_the_progress_bar_on_a_terminal_leaves_json_on_stdout_pure(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # the bar is on: stderr "is" a terminal
+    argv = ["--messages", "10", "--setups", "2", "--repeat", "2", "--chunks", "2", "--no-vodozemac"]
+    assert crypto.main([*argv, "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)  # stdout is the JSON and nothing else, bar or no bar
+    assert report["config"]["repeat"] == 2
+    assert "bench crypto: repeat 2 of 2" in captured.err and "ETA" in captured.err  # the bar, on stderr
+    assert "done" not in captured.err  # no more "repeat r/R done" lines
+
+
+def test_no_progress_off_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--messages", "10", "--setups", "2", "--repeat", "1", "--chunks", "2", "--no-vodozemac"]
+    assert crypto.main([*argv, "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    json.loads(captured.out)
+    assert "bench crypto:" not in captured.err and "ETA" not in captured.err

@@ -20,17 +20,20 @@ Every cell not handed over carries one of the four reasons (relay.legal.REASONS)
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from relaysim.relay.legal import REASONS
+from relaysim.relay.legal import REASON_LABELS, REASONS
 from relaysim.relay.profiles import ASKS, REAL_PROFILES
 from relaysim.sims.cli import main
-from relaysim.sims.matrix import MATRIX_PROCESSES, check_matrix_scenario
+from relaysim.sims.matrix import MATRIX_PROCESSES, check_matrix_scenario, render_terminal
 from relaysim.sims.report import run_to_dir
 from relaysim.sims.scenario import LegalProcessEvent, resolve_scenario
+from relaysim.sims.term import SEP
+from tests.sims.test_term_view import missing_words
 
 # The chart's rows that have a profile here, and the subpoena column in our categories.
 CHART_SUBPOENA = {
@@ -203,6 +206,45 @@ def test_matrix_md_and_the_terminal_tables(
     assert main(["chart", str(out), "--width", "120"]) == 0
     text = capsys.readouterr().out
     assert "can reveal" in text and "cannot reveal" in text and "Signal (profile signal)" in text
+
+
+@pytest.mark.parametrize("width", [80, 150])
+def test_the_chart_fits_the_width_and_cuts_no_word(
+    chart: tuple[Path, dict[str, Any]], capsys: pytest.CaptureFixture[str], width: int
+) -> None:
+    out, matrix = chart
+    assert main(["chart", str(out), "--width", str(width)]) == 0
+    text = capsys.readouterr().out.split("\nThe matrix is in ")[0]  # the tables (the path after them is long)
+    assert max(len(line) for line in text.splitlines()) <= width
+    unwrapped = render_terminal(matrix, width=1000)  # every cell on one line: the words to find whole
+    assert "not retained: subscriber, IPs" in unwrapped
+    cells = [line.replace(SEP, " ") for line in unwrapped.splitlines() if "─" not in line]
+    assert not missing_words(cells, text)
+
+
+def test_the_chart_is_coloured_by_reason_only_on_a_terminal_and_never_with_no_color(
+    chart: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, _matrix = chart
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    assert main(["chart", str(out)]) == 0  # stdout captured: no terminal
+    assert "\x1b[" not in capsys.readouterr().out
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    for colorterm, handed_over in (("", "\x1b[31m"), ("truecolor", "\x1b[38;2;194;65;12m")):
+        monkeypatch.setenv("COLORTERM", colorterm)
+        assert main(["chart", str(out), "--width", "100"]) == 0
+        coloured = capsys.readouterr().out
+        assert handed_over + "created" in coloured  # handed over: the legend's orange (#C2410C), or red
+        # each reason in a colour of its own, the HTML legend's (24-bit) or the same hue among the 16
+        codes = set()
+        for reason in REASONS:
+            at = coloured.index(REASON_LABELS[reason] + ":")
+            codes.add(coloured[coloured.rindex("\x1b[", 0, at) : at])
+        assert len(codes) == len(REASONS)
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert main(["chart", str(out)]) == 0
+    assert "\x1b[" not in capsys.readouterr().out
 
 
 def test_run_fbi_chart_prints_the_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,7 +14,7 @@ import pytest
 from relaysim.sims.cli import main
 from relaysim.sims.report import run_to_dir
 from relaysim.sims.reports.html import OUTCOMES, render_report, write_report
-from relaysim.sims.scenario import load_scenario
+from relaysim.sims.scenario import load_scenario, resolve_scenario
 from tests.browser import Browser, find_chromium
 
 HOSTILE = "<script>window.__pwned=1</script> & <b>bold</b>"
@@ -242,4 +242,62 @@ def test_screenshots_projector_and_phone(
         assert browser.js("document.documentElement.scrollWidth") <= width
         print(f"screenshot: {path}")
     assert browser.js("parseFloat(getComputedStyle(document.querySelector('.words')).fontSize)") >= 16
+    assert browser.errors() == []
+
+
+@pytest.fixture(scope="module")
+def fbi_chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("fbi-chart")
+    run_to_dir(resolve_scenario("fbi-chart"), out)
+    return out
+
+
+@needs_browser
+def test_a_projected_chart_opens_on_one_sentence_and_keeps_its_headers_in_view(
+    fbi_chart: Path, browser: Browser
+) -> None:
+    browser.open(write_report(fbi_chart).resolve().as_uri())
+    browser.screenshot(Path(os.devnull), 1280, 800)  # the projector's size
+    description = resolve_scenario("fbi-chart").description
+    lead = browser.js("document.querySelector('p.lead').textContent")
+    assert lead == description[: description.index(". ") + 1]  # one sentence, not a screenful of prose
+    story = browser.js(
+        "[document.querySelector('details.story').open, document.querySelector('details.story').textContent]"
+    )
+    assert story[0] is False and description[len(lead) + 1 :] in story[1]  # the rest is one click away
+    rows = browser.js("[...document.querySelectorAll('#matrix-table tbody th')].map(th => th.textContent)")
+    assert "WhatsApp" in rows and "Signal" in rows  # providers by the names people know
+    # scrolled to its last provider, the matrix still shows which column is which process
+    box, head = browser.js(
+        "(() => {const box = document.getElementById('matrix-table').parentElement; box.scrollTop = box.scrollHeight;"
+        "return [box.getBoundingClientRect().top, document.querySelector('#matrix-table thead th').getBoundingClientRect().top]})()"
+    )
+    assert browser.js("document.getElementById('matrix-table').parentElement.scrollTop") > 0
+    assert abs(head - box) < 4
+    # on a phone, scrolled sideways, it still shows which row is which provider
+    browser.screenshot(Path(os.devnull), 390, 844)
+    box_left, row_left = browser.js(
+        "(() => {const box = document.getElementById('matrix-table').parentElement; box.scrollLeft = box.scrollWidth;"
+        "return [box.getBoundingClientRect().left, document.querySelector('#matrix-table tbody th').getBoundingClientRect().left]})()"
+    )
+    assert browser.js("document.getElementById('matrix-table').parentElement.scrollLeft") > 0
+    assert abs(row_left - box_left) < 4
+    assert browser.errors() == []
+
+
+@needs_browser
+def test_a_comparison_fits_a_phone_without_sideways_scrolling(
+    tmp_path_factory: pytest.TempPathFactory, browser: Browser
+) -> None:
+    out = tmp_path_factory.mktemp("pakistan-2015")
+    run_to_dir(resolve_scenario("pakistan-2015"), out)
+    browser.open(write_report(out).resolve().as_uri())
+    browser.screenshot(Path(os.devnull), 390, 844)
+    boxes = browser.js(
+        "[...document.querySelectorAll('div.scroll')].map(d => "
+        "[d.querySelector('table').className, d.scrollWidth, d.clientWidth])"
+    )
+    assert {"compare", "sources"} <= {cls for cls, _s, _c in boxes}
+    # every table in view: both providers' columns, each source's precision and recall
+    assert [b for b in boxes if b[1] > b[2] + 1] == []
     assert browser.errors() == []
