@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from relaysim.clients import _primitives as _p
+from relaysim.clients import spec
 from relaysim.clients.errors import DecryptionError
 from relaysim.clients.escrow import EscrowPublicKey
 from relaysim.clients.groups import VERSION as SENDER_KEY_VERSION
@@ -114,6 +115,26 @@ class Failed:
     ref: object
     code: str
     message: str
+
+
+# "signed-devices": what the primary signs to vouch for a companion device's identity key (the
+# signed device list of WhatsApp's multi-device design; this prefix is the simulator's own).
+DEVICE_LIST_PREFIX = b"relaysim device list v1:"
+
+
+def sign_device(primary: Device, companion_identity_key: bytes, rng: RNG = os.urandom) -> bytes:
+    """The primary device's XEdDSA signature over a companion's identity key ("signed-devices")."""
+    return primary.secrets.identity.sign(DEVICE_LIST_PREFIX + companion_identity_key, rng)
+
+
+class UnsignedDevice(Exception):
+    """"signed-devices": a served companion device carries no valid signature by the primary."""
+
+    def __init__(self, peer: PeerAddress) -> None:
+        super().__init__(
+            f"device {peer.account}.{peer.device} is not signed by {peer.account}'s primary device: refused"
+        )
+        self.peer = peer
 
 
 @dataclass(frozen=True)
@@ -226,6 +247,18 @@ class DeviceAgent:
     # are fetched with the recipient's delivery token instead of on the logged-in connection.
     padding: str = "signal"  # on by default, as Signal's clients pad
     unauthenticated_fetch: bool = False
+    # How this provider's clients tie devices to an account (relay.profiles.Profile.identity_model):
+    # "account": one identity key per account, so a device with another is "safety number changed";
+    # "signed-devices": a companion device (not device 1) is used only with the primary's signature
+    # over its identity key (``device_signature`` below); "per-device": keys taken as served.
+    identity_model: str = "per-device"
+    # Contact Key Verification (iMessage, iOS 17.2): under "per-device", a device added to a known
+    # account is reported as an identity change instead of being taken silently.
+    key_verification: bool = False
+    # "signed-devices": the primary's signature over a companion device's identity key, for
+    # (account, device); None when it has none. WhatsApp's clients carry it with the companion's
+    # keys (the signed device list); the simulation hands it over out of band.
+    device_signature: Callable[[str, int], bytes | None] | None = None
     # Seconds since the epoch, by which sender certificates expire: required, keyword-only. There is
     # no default, because a default clock (time 0) would accept a certificate that expired in 1970.
     # A real device passes time.time; a simulation passes its simulated clock.
@@ -637,6 +670,8 @@ class DeviceAgent:
                 if account == self.account and b.device == self.device_id:
                     continue  # our own bundle, in a fetch of our account for our other devices
                 peer = PeerAddress(account, b.device)
+                if account != self.account and not self._device_trusted(frame, peer, b.identity_key):
+                    raise UnsignedDevice(peer)
                 known = self.device.peer_identity(peer)
                 if known is not None and known != b.identity_key:
                     changed.append(b.device)
@@ -649,6 +684,10 @@ class DeviceAgent:
         except UntrustedIdentity as exc:  # a changed identity key the user has not approved
             for out in waiting:
                 self._fail(out, "untrusted_identity", str(exc))
+            return
+        except UnsignedDevice as exc:  # "signed-devices": a companion without the primary's signature
+            for out in waiting:
+                self._fail(out, "unsigned_device", str(exc))
             return
         devices = tuple(sorted(b.device for b in frame.devices))
         if account == self.account:
@@ -667,6 +706,27 @@ class DeviceAgent:
         self._devices[account] = devices
         for out in waiting:
             self._send(out)
+
+    def _device_trusted(self, frame: wire.Bundle, peer: PeerAddress, key: bytes) -> bool:
+        """The identity model's check of one served device of another account, before any session
+        with it. False: refuse it ("signed-devices", no valid signature by the primary). Raises
+        ``UntrustedIdentity`` for a blocked change ("account", or "per-device" with Contact Key
+        Verification); a change let through is recorded as ``IdentityChanged``."""
+        ids = self.device.identities
+        if self.identity_model == "account":
+            ids.check_account(peer, key, "bundle")
+        elif self.identity_model == "per-device" and self.key_verification:
+            if peer.account in self._listed and peer.device not in self._listed[peer.account]:
+                # a device added to an account already known: the key is new, whatever it is
+                ids.check_account(peer, key, "bundle")
+        elif self.identity_model == "signed-devices" and peer.device != 1:
+            primary = next((b.identity_key for b in frame.devices if b.device == 1), None)
+            primary = ids.pinned(PeerAddress(peer.account, 1)) or primary
+            signature = None if self.device_signature is None else self.device_signature(*peer)
+            if primary is None or signature is None:
+                return False
+            return spec.xeddsa_verify(primary, DEVICE_LIST_PREFIX + key, signature)
+        return True
 
     def _envelopes(self, envelopes: tuple[wire.Envelope, ...]) -> None:
         acks = []

@@ -1371,6 +1371,9 @@ class DefenceSpec:
     # What a phone does when a known peer device's identity key changes (clients.identity):
     # "warn" (Signal's default: accept, show "safety number changed") or "block" (wait for the user).
     identity_changes: str = "warn"
+    # Contact Key Verification (iMessage, iOS 17.2): "on" makes a device added to a contact's
+    # account an identity change under the "per-device" identity model, instead of silent.
+    key_verification: str = "off"
 
     def changed(self) -> dict[str, object]:
         """The switches set away from their defaults."""
@@ -1453,6 +1456,7 @@ def _defences(r: _Reader, raw: object) -> DefenceSpec:
         ),
         cover_per_hour=_rate(r, t, "cover_per_hour", "defences", d.cover_per_hour),
         identity_changes=_choice(r, t, "identity_changes", "defences", ("warn", "block"), d.identity_changes),
+        key_verification=_choice(r, t, "key_verification", "defences", ("off", "on"), d.key_verification),
     )
 
 

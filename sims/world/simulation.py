@@ -39,6 +39,7 @@ from typing import Any
 from relaysim.clients import agent as A
 from relaysim.clients.escrow import EscrowPublicKey
 from relaysim.clients.fingerprint import safety_number
+from relaysim.clients.keys import PreKeySecrets
 from relaysim.clients.session import Device, PeerAddress
 from relaysim.relay import wire
 from relaysim.relay.compliance import ComplianceDesk, Disclosure, LegalProcess
@@ -235,6 +236,8 @@ class Simulation:
         # ground truth of receipts and cover traffic: ref → (sender, recipient, kind), and when accepted
         self._control_route: dict[tuple[object, ...], tuple[str, str, str]] = {}
         self._control_truth: list[TrueControl] = []
+        # "signed-devices" profiles: the primary's signature per companion (account, device).
+        self.device_signatures: dict[tuple[str, int], bytes] = {}
         self._build_devices()
         # Devices added during the run (a ghost device), and the mandates every device follows.
         self.added_devices: dict[str, SimDevice] = {}
@@ -278,10 +281,36 @@ class Simulation:
                 kem_prekey_batch=SIM_KEM_PREKEY_BATCH,
                 padding=self.padding,
                 unauthenticated_fetch=sc.defences.bundle_fetch == "unauthenticated",
+                identity_model=self.profile.identity_model,
+                key_verification=sc.defences.key_verification == "on",
+                device_signature=self.device_signature,
             )
+            self._link_identity(device)
             d = SimDevice(spec, agent, port=40000 + n % 20000)
             self.devices[spec.name] = d
             self.by_address[(spec.person, spec.index)] = d
+
+    def _link_identity(self, device: Device) -> None:
+        """Linking a companion device, per the profile's identity model (relay.profiles): under
+        "account" it receives the account's identity key from the primary (Signal's provisioning);
+        under "signed-devices" the primary signs the companion's own key (WhatsApp's device list)."""
+        account, index = device.address.account, device.address.device
+        primary = self.by_address.get((account, 1))
+        if index == 1 or primary is None:
+            return
+        model = self.profile.identity_model
+        if model == "account":
+            device.secrets = PreKeySecrets(primary.agent.device.secrets.identity)
+        elif model == "signed-devices":
+            rng = _seeded(self.scenario.seed, "device-list", account, str(index))
+            self.device_signatures[(account, index)] = A.sign_device(
+                primary.agent.device, device.identity_key, rng.randbytes
+            )
+
+    def device_signature(self, account: str, device: int) -> bytes | None:
+        """ "signed-devices": the primary's signature over this companion device's identity key, as
+        the account's signed device list carries it (None: the primary never signed it)."""
+        return self.device_signatures.get((account, device))
 
     def _schedule(self) -> None:
         sc = self.scenario
