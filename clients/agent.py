@@ -52,7 +52,10 @@ __all__ = [
     "ReceiptReceived",
     "Received",
     "Registered",
+    "SentTranscript",
     "Undecryptable",
+    "UnsignedDevice",
+    "sign_device",
 ]
 
 RNG = Callable[[int], bytes]
@@ -128,7 +131,7 @@ def sign_device(primary: Device, companion_identity_key: bytes, rng: RNG = os.ur
 
 
 class UnsignedDevice(Exception):
-    """"signed-devices": a served companion device carries no valid signature by the primary."""
+    """ "signed-devices": a served companion device carries no valid signature by the primary."""
 
     def __init__(self, peer: PeerAddress) -> None:
         super().__init__(
@@ -160,8 +163,21 @@ class DeviceListChanged:
     identity_changed: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True)
+class SentTranscript:
+    """A sync copy: another device of this account sent ``plaintext`` to ``destination`` (Signal's
+    SyncMessage.Sent), so every device of the account shows the conversation."""
+
+    sender: PeerAddress
+    destination: str
+    plaintext: bytes
+    envelope_id: bytes
+    relay_timestamp_ms: int
+
+
 AgentEvent = (
     Registered
+    | SentTranscript
     | LoggedIn
     | Received
     | ReceiptReceived
@@ -179,6 +195,7 @@ CONTROL = b"\x00\xfe"
 _RECEIPT_KINDS = {b"D": "delivery", b"R": "read"}
 _COVER = b"C"
 _SENDER_KEY = b"K"  # a SenderKeyDistributionMessage, over the pairwise session (clients.groups)
+_SYNC = b"S"  # a sync copy of a 1:1 message this account sent (then: destination length, destination)
 MAX_GROUP_BACKLOG = 256  # group messages kept while their sender key has not arrived yet
 SIGNAL_PAD_BLOCK = 160  # libsignal-service's PushTransportDetails
 
@@ -259,6 +276,10 @@ class DeviceAgent:
     # (account, device); None when it has none. WhatsApp's clients carry it with the companion's
     # keys (the signed device list); the simulation hands it over out of band.
     device_signature: Callable[[str, int], bytes | None] | None = None
+    # Send a sync copy of each 1:1 message to this account's other devices (Signal's
+    # SyncMessage.Sent), once the agent knows there are any: the relay's ``needs_sync`` on an
+    # authenticated send, or ``linked_devices_known`` (the primary linked one itself).
+    sync_copies: bool = True
     # Seconds since the epoch, by which sender certificates expire: required, keyword-only. There is
     # no default, because a default clock (time 0) would accept a certificate that expired in 1970.
     # A real device passes time.time; a simulation passes its simulated clock.
@@ -281,6 +302,11 @@ class DeviceAgent:
         self._uploaded_one_time: set[int] = set()
         self.groups = GroupKeys(self.device.address, self.rng)
         self._group_backlog: list[wire.Envelope] = []
+        self._multi_device = False  # this account has other devices, as far as this device knows
+
+    def linked_devices_known(self) -> None:
+        """This device knows its account has other devices (it linked one): sync copies from now on."""
+        self._multi_device = True
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -399,6 +425,22 @@ class DeviceAgent:
         """A dummy message (cover traffic): ``to`` decrypts it and drops it, without a receipt."""
         self.send_text(to, CONTROL + _COVER + self.rng(max(0, size)), ref, sealed=sealed)
 
+    def _sync(self, out: _Outgoing) -> None:
+        """After a 1:1 message to another account went out, its sync copy to this account's other
+        devices (authenticated, never sealed: it goes to oneself), as Signal's clients send one."""
+        if (
+            not self.sync_copies
+            or not self._multi_device
+            or out.to == self.account
+            or out.group is not None
+            or out.plaintext.startswith(CONTROL)
+            or self.content_key is not None
+        ):
+            return
+        to = out.to.encode()
+        body = CONTROL + _SYNC + len(to).to_bytes(1, "big") + to + out.plaintext
+        self.send_text(self.account, body, ("sync", out.ref))
+
     def _fetch(self, to: str, out: _Outgoing) -> None:
         waiting = self._waiting_bundle.setdefault(to, [])
         waiting.append(out)
@@ -413,6 +455,8 @@ class DeviceAgent:
             return
         out.attempts += 1
         devices = self._devices[out.to]
+        if not devices:
+            return  # a sync copy, and this account has no other device after all
         plaintext = pad(out.plaintext, self.padding)
         if self.content_key is not None:
             key, ad = self.content_key, route_ad(out.to)
@@ -615,6 +659,9 @@ class DeviceAgent:
                 return  # a sender key distribution went out
             assert isinstance(context, _Outgoing)
             self._events.append(Accepted(context.ref, context.to, tuple(frame.envelope_ids)))
+            if frame.needs_sync:
+                self._multi_device = True
+            self._sync(context)
         elif isinstance(frame, wire.Envelopes):
             self._envelopes(frame.envelopes)
             if frame.more:
@@ -761,6 +808,17 @@ class DeviceAgent:
                 code, rest = plaintext[2:3], plaintext[3:]
                 if code == _SENDER_KEY:
                     self._sender_key_arrived(sender, rest)
+                elif code == _SYNC and sender.account == self.account and len(rest) >= 1:
+                    n = rest[0]
+                    self._events.append(
+                        SentTranscript(
+                            sender,
+                            rest[1 : 1 + n].decode("utf-8", "replace"),
+                            rest[1 + n :],
+                            env.id,
+                            env.timestamp,
+                        )
+                    )
                 elif code in _RECEIPT_KINDS:
                     stamps = tuple(int.from_bytes(rest[i : i + 8], "big") for i in range(0, len(rest) - 7, 8))
                     self._events.append(

@@ -338,6 +338,10 @@ class ExceptionalAccess(TimelineEvent):
     kind: ClassVar[str] = "exceptional_access"
     demand: str
     target: str | None = None
+    # ghost_device: the provider is also made to change the target's client, so the target's own
+    # primary vouches for the ghost (hands it the account key under the "account" identity model,
+    # signs it under "signed-devices"): what a ghost needs where the server alone cannot add one.
+    client_change: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1061,7 +1065,7 @@ def _events(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> tu
                     f"expected a time after the demand is served ({at:g} s), got {params['withdrawn']:g} s",
                 )
         elif kind == "exceptional_access":
-            r.known(params, path, ["demand", "target"])
+            r.known(params, path, ["demand", "target", "client_change"])
             demand = r.get(params, "demand", path, str)
             if demand not in EXCEPTIONAL_DEMANDS:
                 raise r.fail(
@@ -1075,7 +1079,16 @@ def _events(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> tu
                         f"{path}.target",
                         f"expected one of the people ({everyone.describe()}), got {target!r}",
                     )
-            elif "target" in params:
+            if "client_change" in params:
+                if demand != "ghost_device":
+                    raise r.fail(
+                        f"{path}.client_change", f"only a ghost_device has a client change, not {demand}"
+                    )
+                if not isinstance(params["client_change"], bool):
+                    raise r.fail(
+                        f"{path}.client_change", f"expected true or false, got {params['client_change']!r}"
+                    )
+            if demand != "ghost_device" and "target" in params:
                 raise r.fail(
                     f"{path}.target", f"a {demand} demand covers everyone; only a ghost_device names a target"
                 )
@@ -1131,7 +1144,12 @@ def _typed(kind: str, at: float, params: Mapping[str, Any]) -> Event:
             nondisclosure_order=params["nondisclosure_order"],
         )
     if kind == "exceptional_access":
-        return ExceptionalAccess(at=at, demand=params["demand"], target=params.get("target"))
+        return ExceptionalAccess(
+            at=at,
+            demand=params["demand"],
+            target=params.get("target"),
+            client_change=bool(params.get("client_change", False)),
+        )
     if kind == "escrow_key_stolen":
         return EscrowKeyStolen(at=at)
     if kind == "device_offline":

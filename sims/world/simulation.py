@@ -238,6 +238,8 @@ class Simulation:
         self._control_truth: list[TrueControl] = []
         # "signed-devices" profiles: the primary's signature per companion (account, device).
         self.device_signatures: dict[tuple[str, int], bytes] = {}
+        # Sync copies of 1:1 messages to the sender's own other devices: envelope id → message id.
+        self.sync_message: dict[bytes, int] = {}
         self._build_devices()
         # Devices added during the run (a ghost device), and the mandates every device follows.
         self.added_devices: dict[str, SimDevice] = {}
@@ -298,6 +300,7 @@ class Simulation:
         primary = self.by_address.get((account, 1))
         if index == 1 or primary is None:
             return
+        primary.agent.linked_devices_known()  # it linked this one: sync copies from now on
         model = self.profile.identity_model
         if model == "account":
             device.secrets = PreKeySecrets(primary.agent.device.secrets.identity)
@@ -574,6 +577,10 @@ class Simulation:
                 if isinstance(o, Reply) and isinstance(o.frame, wire.Sent):
                     if isinstance(ref, int):
                         self._accepted(ref, o.frame.envelope_ids, outputs)
+                    elif isinstance(ref, tuple) and ref[:1] == ("sync",):  # a sync copy to one's own devices
+                        for eid in o.frame.envelope_ids:
+                            if isinstance(ref[1], int):
+                                self.sync_message[eid] = ref[1]
                     elif isinstance(ref, tuple):  # a receipt or cover message
                         self._control_accepted[ref] = self._control_accepted.get(ref, 0) + 1
                         route = self._control_route.get(ref)
@@ -642,6 +649,18 @@ class Simulation:
             return  # a ghost device's reads
         if isinstance(event, A.IdentityChanged):
             self._identity_changed(d, event)
+        elif isinstance(event, A.SentTranscript):
+            if self.transcribing:
+                self.emit(
+                    {
+                        "t": t,
+                        "kind": "sync_copy_received",
+                        "device": d.name,
+                        "from": f"{event.sender.account}/{event.sender.device}",
+                        "message": self.sync_message.get(event.envelope_id),
+                        "to": event.destination,
+                    }
+                )
         elif isinstance(event, A.DeviceListChanged):
             self.emit(
                 {
