@@ -168,7 +168,58 @@ def ghost_markdown(data: dict[str, Any], scenario: str) -> str:
         "is written down depends on what the relay keeps.",
         "",
     ]
+    if "identity_model" in data:
+        lines += ghost_identity_lines(data)
     return "\n".join(lines)
+
+
+_MODEL_TEXT = {
+    "account": "linked devices share the account's identity key (transferred from the primary at linking)",
+    "signed-devices": "each companion device has its own key, which the primary device must sign",
+    "per-device": "per-device keys from the provider's directory, taken as served",
+}
+
+
+def ghost_identity_lines(data: dict[str, Any]) -> list[str]:
+    """What each side saw, by the profile's identity model (relay.profiles.Profile.identity_model)."""
+    target, model = data["target"], data["identity_model"]
+    warned, refused = data["contacts_saw_identity_change"], data["contacts_refused_ghost"]
+    if refused:
+        contacts = (
+            f"refused the ghost: no signature by {target}'s primary over its key; their sends to {target} "
+            f"failed (unsigned_device) on {', '.join(refused)} — the server alone cannot add a device; "
+            "it needs a client change"
+        )
+    elif warned:
+        contacts = f"'safety number changed' (IdentityChanged) on {', '.join(warned)}"
+    else:
+        contacts = "nothing: no identity change, no refusal (at most a device-list change, if they look)"
+    sync = data["sync_rows"]
+    after = [r for r in sync if r["after_ghost_added"]]
+    lines = [
+        "## By identity model",
+        "",
+        f"- Profile: **{data['profile']}**; identity model **{model}**: {_MODEL_TEXT.get(model, model)}"
+        + (f" ({data['identity_model_source']})." if data["identity_model_source"] else "."),
+        f"- Client change compelled (the target's primary vouches for the ghost): "
+        f"**{'yes' if data['client_change'] else 'no'}**; ghost has the account's key: "
+        f"{'yes' if data['ghost_has_account_key'] else 'no'}; signed by the primary: "
+        f"{'yes' if data['ghost_signed_by_primary'] else 'no'}"
+        + ("; Contact Key Verification on." if data["key_verification"] else "."),
+        f"- What {target} saw: "
+        + (
+            f"{len(data['target_saw'])} change(s) of their own device list."
+            if data["target_saw"]
+            else "nothing (no device of theirs was told of the new device)."
+        ),
+        f"- What the contacts saw: {contacts}.",
+        f"- What the ghost read: {len(data['read'])} incoming message(s), and "
+        f"{len(data['sync_read'])} sync copy(ies) of {target}'s own outgoing messages "
+        f"(of {len(after)} sent after it was added).",
+        f"- Would a safety-number check catch it: **{'yes' if data['safety_number_check_catches_it'] else 'no'}**.",
+        "",
+    ]
+    return lines
 
 
 def identity_swap_markdown(data: dict[str, Any], scenario: str) -> str:
