@@ -131,13 +131,18 @@ def sign_device(primary: Device, companion_identity_key: bytes, rng: RNG = os.ur
 
 
 class UnsignedDevice(Exception):
-    """ "signed-devices": a served companion device carries no valid signature by the primary."""
+    """A served device the identity model refuses: "signed-devices", a companion carrying no valid
+    signature by the primary; "account" (``own``), a device of one's own account with another
+    identity key than the account's (Signal's clients trust only their own key for their own
+    address)."""
 
-    def __init__(self, peer: PeerAddress) -> None:
+    def __init__(self, peer: PeerAddress, own: bool = False) -> None:
         super().__init__(
-            f"device {peer.account}.{peer.device} is not signed by {peer.account}'s primary device: refused"
+            f"device {peer.account}.{peer.device} does not have this account's identity key: refused"
+            if own
+            else f"device {peer.account}.{peer.device} is not signed by {peer.account}'s primary device: refused"
         )
-        self.peer = peer
+        self.peer, self.own = peer, own
 
 
 @dataclass(frozen=True)
@@ -717,8 +722,10 @@ class DeviceAgent:
                 if account == self.account and b.device == self.device_id:
                     continue  # our own bundle, in a fetch of our account for our other devices
                 peer = PeerAddress(account, b.device)
-                if account != self.account and not self._device_trusted(frame, peer, b.identity_key):
-                    raise UnsignedDevice(peer)
+                if not self._device_trusted(frame, peer, b.identity_key):
+                    raise UnsignedDevice(
+                        peer, own=account == self.account and self.identity_model == "account"
+                    )
                 known = self.device.peer_identity(peer)
                 if known is not None and known != b.identity_key:
                     changed.append(b.device)
@@ -734,7 +741,7 @@ class DeviceAgent:
             return
         except UnsignedDevice as exc:  # "signed-devices": a companion without the primary's signature
             for out in waiting:
-                self._fail(out, "unsigned_device", str(exc))
+                self._fail(out, "foreign_identity" if exc.own else "unsigned_device", str(exc))
             return
         devices = tuple(sorted(b.device for b in frame.devices))
         if account == self.account:
@@ -760,6 +767,11 @@ class DeviceAgent:
         ``UntrustedIdentity`` for a blocked change ("account", or "per-device" with Contact Key
         Verification); a change let through is recorded as ``IdentityChanged``."""
         ids = self.device.identities
+        if peer.account == self.account:  # one's own other devices
+            if self.identity_model == "account":
+                return key == self.device.identity_key
+            if self.identity_model != "signed-devices":
+                return True
         if self.identity_model == "account":
             ids.check_account(peer, key, "bundle")
         elif self.identity_model == "per-device" and self.key_verification:
@@ -769,7 +781,9 @@ class DeviceAgent:
         elif self.identity_model == "signed-devices" and peer.device != 1:
             primary = next((b.identity_key for b in frame.devices if b.device == 1), None)
             primary = ids.pinned(PeerAddress(peer.account, 1)) or primary
-            signature = None if self.device_signature is None else self.device_signature(*peer)
+            signature = (
+                None if self.device_signature is None else self.device_signature(peer.account, peer.device)
+            )
             if primary is None or signature is None:
                 return False
             return spec.xeddsa_verify(primary, DEVICE_LIST_PREFIX + key, signature)

@@ -146,7 +146,7 @@ class GhostDevice(Intervention):
                 }
             )
             return False
-        if isinstance(event, A.Failed) and event.code == "unsigned_device":
+        if isinstance(event, A.Failed) and event.code in ("unsigned_device", "foreign_identity"):
             self.refusals.append({"t": t, "device": device.name, "message": event.message})
             return False
         if self.device is None or device.name != self.device.name:
@@ -239,7 +239,9 @@ class GhostDevice(Intervention):
                 }
             )
         warned = sorted({c["device"] for c in self.identity_changes if c["peer"] == ghost.name})
-        refused = sorted({r["device"] for r in self.refusals})
+        own = f"{target}/"
+        refused = sorted({r["device"] for r in self.refusals if not r["device"].startswith(own)})
+        target_refused = sorted({r["device"] for r in self.refusals if r["device"].startswith(own)})
         target_saw = [
             c for c in self.list_changes if c["account"] == target and c["device"].startswith(f"{target}/")
         ]
@@ -260,6 +262,7 @@ class GhostDevice(Intervention):
             "ghost_signed_by_primary": (target, ghost.spec.index) in world.device_signatures,
             "contacts_saw_identity_change": warned,
             "contacts_refused_ghost": refused,
+            "target_refused_ghost": target_refused,  # the target's phone would not send it sync copies
             "target_saw": target_saw,
             "sync_read": sorted(self.sync_read),
             "sync_rows": sync_rows,

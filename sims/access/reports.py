@@ -211,6 +211,11 @@ def ghost_identity_lines(data: dict[str, Any]) -> list[str]:
             f"{len(data['target_saw'])} change(s) of their own device list."
             if data["target_saw"]
             else "nothing (no device of theirs was told of the new device)."
+        )
+        + (
+            f" {target}'s own phone refused to send it sync copies ({', '.join(data['target_refused_ghost'])})."
+            if data["target_refused_ghost"]
+            else ""
         ),
         f"- What the contacts saw: {contacts}.",
         f"- What the ghost read: {len(data['read'])} incoming message(s), and "
