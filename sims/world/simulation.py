@@ -286,6 +286,9 @@ class Simulation:
                 identity_model=self.profile.identity_model,
                 key_verification=sc.defences.key_verification == "on",
                 device_signature=self.device_signature,
+                # Sync copies of 1:1 messages: only where a ghost is added, for now — the analyses'
+                # ground truth (pen registers, message logs, size analysis) does not count them yet.
+                sync_copies=any(getattr(e, "demand", None) == "ghost_device" for e in sc.events),
             )
             self._link_identity(device)
             d = SimDevice(spec, agent, port=40000 + n % 20000)
@@ -578,7 +581,9 @@ class Simulation:
                     if isinstance(ref, int):
                         self._accepted(ref, o.frame.envelope_ids, outputs)
                     elif isinstance(ref, tuple) and ref[:1] == ("sync",):  # a sync copy to one's own devices
+                        self._control_accepted[ref] = self._control_accepted.get(ref, 0) + 1
                         for eid in o.frame.envelope_ids:
+                            self._control_copies[eid] = ref  # so a duplicated copy counts as one
                             if isinstance(ref[1], int):
                                 self.sync_message[eid] = ref[1]
                     elif isinstance(ref, tuple):  # a receipt or cover message

@@ -168,6 +168,11 @@ name = "ben"
 [[conversations]]
 between = ["ana", "ben"]
 messages = [{ at = "20m", from = "ana", text = "hello from my phone" }]
+[[events]]
+at = "50m"
+kind = "exceptional_access"
+demand = "ghost_device"
+target = "ben"
 """
     transcript: list[dict[str, Any]] = []
     Simulation(parse_scenario(text), transcript=transcript.append).run()
