@@ -122,10 +122,16 @@ def ghost_markdown(data: dict[str, Any], scenario: str) -> str:
         f"{data['target']}'s devices approved it, and no registration was logged. The agency holds its keys "
         f"and runs it from {data['operated_from']}.",
         "",
-        f"The next time each contact sent to {data['target']}, the relay refused the send as naming stale "
-        "devices; the contact's phone fetched the bundles again, started a session with the new device, and "
-        "encrypted every later message to it as well. Nothing in the Double Ratchet is broken: the senders "
-        "encrypt to whom the directory tells them to.",
+        (
+            f"The next time each contact sent to {data['target']}, the relay refused the send as naming stale "
+            "devices; the contact's phone fetched the bundles again and found the new device without the "
+            f"signature of {data['target']}'s primary: it refused to encrypt to it (see below)."
+            if data.get("contacts_refused_ghost")
+            else f"The next time each contact sent to {data['target']}, the relay refused the send as naming stale "
+            "devices; the contact's phone fetched the bundles again, started a session with the new device, and "
+            "encrypted every later message to it as well. Nothing in the Double Ratchet is broken: the senders "
+            "encrypt to whom the directory tells them to."
+        ),
         "",
         f"- Messages to {data['target']}: {len(rows)}; read by the ghost: **{len(data['read'])}**.",
         f"- Matches ground truth (read = sent after the ghost was added, word for word): "
@@ -143,8 +149,15 @@ def ghost_markdown(data: dict[str, Any], scenario: str) -> str:
     if noticed:
         lines.append(
             f"Each sender's phone saw {data['target']}'s device list grow — the notice the ghost proposal needs "
-            "suppressed. Here every device has an identity key of its own, so the ghost arrives at a new "
-            "address with a new key: no pinned key changes and no phone raises IdentityChanged. A safety-number "
+            "suppressed. "
+            + (
+                "Under this profile's identity model the ghost's key also raised IdentityChanged ('safety "
+                "number changed') at: " + ", ".join(data["contacts_saw_identity_change"]) + ". "
+                if data.get("contacts_saw_identity_change")
+                else "Here the ghost arrives at a new address with a key of its own: no pinned key changes "
+                "and no phone raises IdentityChanged. "
+            )
+            + "A safety-number "
             f"comparison in person (a `verify_safety_number` event) would catch it: the sender's phone shows a "
             f"number for a device that is in none of {data['target']}'s hands, and it matches nothing:"
         )
