@@ -24,11 +24,13 @@ What the agent does on its own, as Signal's clients do:
 from __future__ import annotations
 
 import os
+import uuid as _uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from relaysim.clients import _primitives as _p
 from relaysim.clients import spec
+from relaysim.clients import transparency as kt
 from relaysim.clients.errors import DecryptionError
 from relaysim.clients.escrow import EscrowPublicKey
 from relaysim.clients.groups import VERSION as SENDER_KEY_VERSION
@@ -37,7 +39,7 @@ from relaysim.clients.identity import IdentityChanged, UntrustedIdentity
 from relaysim.clients.keys import BundleError, KemPreKey, OneTimePreKey, PreKeyBundle, SignedPreKey
 from relaysim.clients.session import Device, PeerAddress
 from relaysim.relay import wire
-from relaysim.relay.certificates import CertificateError, SenderCertificate
+from relaysim.relay.certificates import CertificateError, SenderCertificate, ServerCertificate
 from relaysim.relay.custody import CUSTODY_TAG, ContentKey, route_ad
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "DeviceListChanged",
     "Failed",
     "IdentityChanged",
+    "KeyLogChecked",
     "LoggedIn",
     "ReceiptReceived",
     "Received",
@@ -180,6 +183,23 @@ class SentTranscript:
     relay_timestamp_ms: int
 
 
+@dataclass(frozen=True)
+class KeyLogChecked:
+    """Key transparency: this device checked the keys of ``account``'s bundle against the relay's
+    signed key log (clients.transparency). ``unlogged`` are devices whose key has no valid inclusion
+    proof; ``reason`` says why the whole proof was refused, if it was (None: head and chain good)."""
+
+    account: str
+    tree_size: int
+    logged: tuple[int, ...]
+    unlogged: tuple[int, ...]
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None and not self.unlogged
+
+
 AgentEvent = (
     Registered
     | SentTranscript
@@ -192,6 +212,7 @@ AgentEvent = (
     | ContactsFound
     | DeviceListChanged
     | IdentityChanged
+    | KeyLogChecked
 )
 
 # What a message carries besides text, as Signal's Content message does (receipts, and here cover
@@ -199,6 +220,7 @@ AgentEvent = (
 CONTROL = b"\x00\xfe"
 _RECEIPT_KINDS = {b"D": "delivery", b"R": "read"}
 _COVER = b"C"
+_MAILBOX = b"M"  # a sealed conversation's mailbox: where to write back (see DeviceAgent.new_mailbox)
 _SENDER_KEY = b"K"  # a SenderKeyDistributionMessage, over the pairwise session (clients.groups)
 _SYNC = b"S"  # a sync copy of a 1:1 message this account sent (then: destination length, destination)
 MAX_GROUP_BACKLOG = 256  # group messages kept while their sender key has not arrived yet
@@ -285,10 +307,18 @@ class DeviceAgent:
     # SyncMessage.Sent), once the agent knows there are any: the relay's ``needs_sync`` on an
     # authenticated send, or ``linked_devices_known`` (the primary linked one itself).
     sync_copies: bool = True
+    # Key transparency ([defences] key_transparency): ask for the log's proofs with every bundle,
+    # check each key's inclusion under a head signed by the server key, and refuse unlogged keys.
+    key_transparency: bool = False
     # Seconds since the epoch, by which sender certificates expire: required, keyword-only. There is
     # no default, because a default clock (time 0) would accept a certificate that expired in 1970.
     # A real device passes time.time; a simulation passes its simulated clock.
     clock: Callable[[], float] = field(kw_only=True)
+    # Sealed conversations (Martiny et al., NDSS 2021; DeviceAgent.new_mailbox): the mailbox each peer
+    # asked us to write to, and the mailboxes we opened for peers.
+    reply_to: dict[str, str] = field(default_factory=dict, kw_only=True)
+    mailboxes: dict[str, DeviceAgent] = field(default_factory=dict, kw_only=True)
+    _introducing: dict[str, bytes] = field(default_factory=dict, kw_only=True, repr=False)
 
     def __post_init__(self) -> None:
         _p.require_key_source(self.rng, f"DeviceAgent({self.device.address.account!r})")
@@ -308,6 +338,10 @@ class DeviceAgent:
         self.groups = GroupKeys(self.device.address, self.rng)
         self._group_backlog: list[wire.Envelope] = []
         self._multi_device = False  # this account has other devices, as far as this device knows
+        self._handouts = 0
+        # Group sends and sender key handouts whose answer a lost connection took: sent again after login.
+        self._resend: list[_Outgoing] = []
+        self.key_log_heads: list[kt.TreeHead] = []  # every signed key-log head this device was shown
 
     def linked_devices_known(self) -> None:
         """This device knows its account has other devices (it linked one): sync copies from now on."""
@@ -402,6 +436,7 @@ class DeviceAgent:
 
     def send_text(self, to: str, plaintext: bytes, ref: object = None, *, sealed: bool = False) -> None:
         """Send ``plaintext`` to every device of account ``to`` (fetching bundles first if needed)."""
+        to, plaintext = self._mailbox_route(to, plaintext)
         out = _Outgoing(ref, to, plaintext, sealed)
         devices = self._devices.get(to)
         if devices is None or (
@@ -452,7 +487,13 @@ class DeviceAgent:
         if len(waiting) == 1:
             use_token = not self.authenticated or self.unauthenticated_fetch
             token = self.tokens.get(to) if use_token else None
-            self._request(wire.FetchBundle, context=to, account=to, delivery_token=token)
+            self._request(
+                wire.FetchBundle,
+                context=to,
+                account=to,
+                delivery_token=token,
+                key_log=True if self.key_transparency else None,
+            )
 
     def _send(self, out: _Outgoing) -> None:
         if out.group is not None:
@@ -503,6 +544,66 @@ class DeviceAgent:
             )
             self._request(wire.Send, context=out, to=out.to, envelopes=envelopes)
 
+    # --- sealed conversations: ephemeral mailboxes (Martiny et al., NDSS 2021) -------------------
+
+    def new_mailbox(self, peer: str, rng: RNG | None = None) -> DeviceAgent:
+        """Open a sealed conversation with ``peer``: a fresh account (a random UUID for a name, a fresh
+        identity key and delivery token, nothing in common with this account) for ``peer``'s replies
+        and receipts, as Martiny, Kaptchuk, Aviv, Roche and Wustrow propose ("Improving Signal's
+        Sealed Sender", NDSS 2021). Returns the mailbox's agent; the driver registers it (``register()``)
+        and carries its frames over a connection of its own, never this one's nor from this one's
+        address, or the relay joins the two. Until the mailbox hears from ``peer``
+        (``mailbox_answered``), every text to ``peer`` carries the mailbox's name and delivery token
+        inside the end-to-end encryption, so only ``peer`` learns where to write."""
+        r = rng or self.rng
+        name = str(_uuid.UUID(bytes=r(16), version=4))
+        device = Device(name, 1, rng=r, pq=self.device.pq, deterministic=self.device.deterministic)
+        box = DeviceAgent(
+            device,
+            registration_id=1 + int.from_bytes(r(2), "big") % 16380,
+            delivery_token=r(32),
+            rng=r,
+            trust_root=self.trust_root,
+            clock=self.clock,
+            prekey_batch=self.prekey_batch,
+            kem_prekey_batch=self.kem_prekey_batch,
+            padding=self.padding,
+            unauthenticated_fetch=True,
+        )
+        raw = name.encode()
+        self.mailboxes[peer] = box
+        self._introducing[peer] = CONTROL + _MAILBOX + box.delivery_token + bytes((len(raw),)) + raw
+        return box
+
+    def mailbox_answered(self, peer: str) -> None:
+        """``peer`` has written to our mailbox: it knows the address, stop carrying it."""
+        self._introducing.pop(peer, None)
+
+    def _mailbox_route(self, to: str, plaintext: bytes) -> tuple[str, bytes]:
+        """Where a message to ``to`` goes (the mailbox ``to`` gave us, if any), and what it carries
+        (a text to a peer we opened a mailbox for carries its address until the peer has used it)."""
+        intro = self._introducing.get(to)
+        if intro is not None and not plaintext.startswith(CONTROL):
+            plaintext = intro + plaintext
+        return self.reply_to.get(to, to), plaintext
+
+    def _mailbox_introduced(self, sender: str, plaintext: bytes) -> bytes:
+        """``sender`` (authenticated by the session or its sender certificate) asks us to write to a
+        mailbox from now on. Returns the text it carried."""
+        head = len(CONTROL + _MAILBOX)
+        token, size = plaintext[head : head + 32], plaintext[head + 32 : head + 33]
+        if len(token) < 32 or not size:
+            return b""
+        end = head + 33 + size[0]
+        try:
+            name = plaintext[head + 33 : end].decode()
+        except UnicodeDecodeError:
+            return b""
+        if name and len(plaintext) >= end:
+            self.reply_to[sender] = name
+            self.tokens[name] = token
+        return plaintext[end:]
+
     # --- groups: sender keys, client-side fan-out (clients.groups) ------------------------------
 
     def send_group(
@@ -550,13 +651,12 @@ class DeviceAgent:
         recipients = [PeerAddress(a, d) for a, ds in devices.items() for d in ds]
         needing = {peer.account for peer, _ in self.groups.prepare_send(gs.group_id, recipients)}
         skdm = self.groups.distribution(gs.group_id).to_bytes()
-        control = pad(CONTROL + _SENDER_KEY + skdm, self.padding)
         for a in sorted(needing):
-            envelopes = tuple(
-                wire.OutgoingEnvelope(device=d, body=self.device.encrypt(PeerAddress(a, d), control))
-                for d in devices[a]
-            )
-            self._request(wire.Send, context=_SENDER_KEY, to=a, envelopes=envelopes)
+            # A handout is a message of its own (ref ("sender_key", us, n)): resent after a lost
+            # connection, fetched again on a stale-devices answer, and told apart by the driver.
+            self._handouts += 1
+            ref = ("sender_key", self.account, self.device_id, self._handouts)
+            self._send(_Outgoing(ref, a, CONTROL + _SENDER_KEY + skdm, False))
         body = self.groups.encrypt(gs.group_id, pad(gs.plaintext, self.padding))
         for a in gs.targets or gs.members:
             if not devices[a]:
@@ -567,8 +667,12 @@ class DeviceAgent:
             self._request(wire.Send, context=out, to=a, envelopes=envelopes)
 
     def leave_group(self, group_id: bytes) -> None:
-        """Forget our sender key and the ones we were given for ``group_id``."""
-        self.groups.leave(group_id)
+        """Forget our sender key for ``group_id`` (we send nothing more to it). The keys other members gave
+        us are kept: a message they wrote while we were members may still be queued for a phone that was
+        offline, and it is ours to read; what they write after we left uses a new sender key (they rotate
+        when a holder of theirs leaves), which we never get."""
+        self.groups.own.pop(group_id, None)
+        self.groups.shared_with.pop(group_id, None)
 
     def _group_receive(self, env: wire.Envelope) -> None:
         """A ``SenderKeyMessage``: decrypt it, or keep it until its sender's key arrives."""
@@ -578,12 +682,20 @@ class DeviceAgent:
             group, plaintext = self.groups.decrypt(sender, env.body)
             plaintext = unpad(plaintext, self.padding)
         except DecryptionError:
-            if len(self._group_backlog) < MAX_GROUP_BACKLOG:
+            if self._holds(sender, env.body):  # a repeat (a duplicated send) or a forgery: reject it now
+                self._events.append(Undecryptable(env.id, env.sealed))
+            elif len(self._group_backlog) < MAX_GROUP_BACKLOG:
                 self._group_backlog.append(env)  # its distribution message may still be on its way
             else:
                 self._events.append(Undecryptable(env.id, env.sealed))
             return
         self._events.append(Received(sender, plaintext, env.id, env.timestamp, env.sealed, group))
+
+    def _holds(self, sender: PeerAddress, body: bytes) -> bool:
+        try:
+            return self.groups.holds(sender, body)
+        except DecryptionError:
+            return True  # not a sender key message at all: no key will make it one
 
     def _sender_key_arrived(self, sender: PeerAddress, skdm: bytes) -> None:
         try:
@@ -683,6 +795,9 @@ class DeviceAgent:
         were waiting for a prekey bundle or a sender certificate stay queued, and are asked for
         again once the device has logged in on its next connection (see ``_resume``). A send in
         flight is the driver's to account for: the relay either accepted it or never saw it."""
+        for _kind, context in self._pending.values():
+            if isinstance(context, _Outgoing) and (context.group is not None or _is_handout(context)):
+                self._resend.append(context)
         self._pending.clear()
         self._outbox.clear()
         self.authenticated = False
@@ -692,11 +807,28 @@ class DeviceAgent:
         asked = {(kind, context) for kind, context in self._pending.values() if isinstance(context, str)}
         for to, waiting in self._waiting_bundle.items():
             if waiting and (wire.FetchBundle.kind, to) not in asked:
-                self._request(wire.FetchBundle, context=to, account=to, delivery_token=None)
+                self._request(
+                    wire.FetchBundle,
+                    context=to,
+                    account=to,
+                    delivery_token=None,
+                    key_log=True if self.key_transparency else None,
+                )
         if self._waiting_certificate and not any(
             kind == wire.GetSenderCertificate.kind for kind, _ in self._pending.values()
         ):
             self.request_certificate()
+        # Sender key handouts first, then group messages: the relay may have taken them before the
+        # connection went (a repeat is then dropped by the member devices), or never seen them.
+        resend, self._resend = self._resend, []
+        for out in sorted(resend, key=lambda o: not _is_handout(o)):
+            out.attempts = 0
+            if out.group is not None:
+                self._group_dispatch(out.group)
+            elif out.to in self._devices:
+                self._send(out)
+            else:
+                self._fetch(out.to, out)
 
     def _error(self, kind: str, context: object, frame: wire.ErrorFrame) -> None:
         if isinstance(context, _Outgoing):
@@ -714,8 +846,48 @@ class DeviceAgent:
         else:
             self._events.append(Failed(kind, frame.code, frame.message))
 
+    def _check_key_log(self, account: str, frame: wire.Bundle) -> KeyLogChecked:
+        """Check every key of the bundle against the relay's signed key log (clients.transparency)."""
+        devices = tuple(sorted(b.device for b in frame.devices))
+        proof = frame.key_log
+        if proof is None:
+            return KeyLogChecked(account, 0, (), devices, "the relay sent no key-log proof")
+        if self.trust_root is None:
+            return KeyLogChecked(account, 0, (), devices, "no trust root to check the server certificate")
+        try:
+            cert = ServerCertificate.decode(proof.server_certificate)
+            cert.verify(self.trust_root)
+        except CertificateError as exc:
+            return KeyLogChecked(account, 0, (), devices, f"server certificate: {exc}")
+        h = proof.head
+        head = kt.TreeHead(h.tree_size, h.timestamp, h.root_hash, h.signature)
+        if not head.verify(cert.public_key):
+            return KeyLogChecked(
+                account, h.tree_size, (), devices, "the tree head's signature does not verify"
+            )
+        self.key_log_heads.append(head)
+        paths = {i.device: i for i in proof.inclusions}
+        logged: list[int] = []
+        unlogged: list[int] = []
+        for b in frame.devices:
+            i = paths.get(b.device)
+            leaf = wire.kt_leaf(account, b.device, b.identity_key)
+            good = i is not None and kt.verify_inclusion(leaf, i.leaf_index, h.tree_size, i.path, h.root_hash)
+            (logged if good else unlogged).append(b.device)
+        return KeyLogChecked(account, h.tree_size, tuple(sorted(logged)), tuple(sorted(unlogged)))
+
     def _bundles(self, account: str, frame: wire.Bundle) -> None:
         waiting = self._waiting_bundle.pop(account, [])
+        if self.key_transparency:
+            checked = self._check_key_log(account, frame)
+            self._events.append(checked)
+            if not checked.ok:  # a key no one else can see in the log: send nothing to this account
+                why = (
+                    checked.reason or f"devices {list(checked.unlogged)} of {account} are not in the key log"
+                )
+                for out in waiting:
+                    self._fail(out, "key_not_logged", why)
+                return
         changed: list[int] = []
         try:
             for b in frame.devices if self.content_key is None else ():
@@ -818,6 +990,8 @@ class DeviceAgent:
             except DecryptionError:
                 self._events.append(Undecryptable(env.id, env.sealed))
                 continue
+            if plaintext.startswith(CONTROL + _MAILBOX):
+                plaintext = self._mailbox_introduced(sender.account, plaintext)
             if plaintext.startswith(CONTROL):
                 code, rest = plaintext[2:3], plaintext[3:]
                 if code == _SENDER_KEY:
@@ -856,6 +1030,10 @@ class DeviceAgent:
             kem_prekeys=tuple(_kem(k) for k in kem),
         )
         s.kem.forget_publics()
+
+
+def _is_handout(out: _Outgoing) -> bool:
+    return isinstance(out.ref, tuple) and out.ref[:1] == ("sender_key",)
 
 
 def _signed(spk: SignedPreKey) -> wire.SignedPrekey:

@@ -272,6 +272,13 @@ class GroupKeys:
         states.insert(0, SenderKeyState(skdm.chain_id, skdm.iteration, skdm.chain_key, skdm.signing_public))
         del states[MAX_SENDER_KEY_STATES:]
 
+    def holds(self, sender: PeerAddress, data: bytes) -> bool:
+        """Whether we hold the sender key ``data`` (a ``SenderKeyMessage`` from ``sender``) was made with.
+        False for a message whose distribution message has not arrived yet (libsignal's "no sender key
+        state"); True for one we can then only reject (a replay, a forgery). Bad input → DecryptionError."""
+        group_id, chain_id, _iteration = parse_sender_key_message(data)
+        return any(s.chain_id == chain_id for s in self.received.get((group_id, sender), ()))
+
     def decrypt(self, sender: PeerAddress, data: bytes) -> tuple[bytes, bytes]:
         """(group id, plaintext) of ``sender``'s ``SenderKeyMessage``. Any failure: ``DecryptionError``,
         with nothing changed."""

@@ -70,6 +70,7 @@ from relaysim.relay.metadata import (
     RetentionPolicy,
 )
 from relaysim.relay.store import DeviceRecord, Store, StoredEnvelope
+from relaysim.relay.transparency import MerkleLog, SignedTreeHead, TreeHeadSigner
 from relaysim.relay.wire import (
     DEFAULT_MAX_FRAME_SIZE,
     ENVELOPE_ID_SIZE,
@@ -96,6 +97,9 @@ from relaysim.relay.wire import (
     FetchBundle,
     GetSenderCertificate,
     KemPrekey,
+    KeyInclusion,
+    KeyLogHead,
+    KeyLogProof,
     OutgoingEnvelope,
     Ping,
     Pong,
@@ -115,6 +119,7 @@ from relaysim.relay.wire import (
     UploadPrekeys,
     auth_message,
     kem_prekey_message,
+    kt_leaf,
     registration_pow_ok,
     signed_prekey_message,
 )
@@ -366,6 +371,13 @@ class RelayCore:
             for account, blocked, since in store.all_blocks():
                 self._blocks.setdefault(account, {})[blocked] = since
         self.identity = identity if identity is not None else self._load_identity()
+        # Key transparency (relay/transparency.py): every (account, device, identity key) the relay
+        # has served, in an append-only Merkle log kept in the store, its heads signed by the
+        # server key. One signed head per tree size, signed when first asked for.
+        self.key_log = MerkleLog(store.key_log())
+        self._key_log_index = {leaf: i for i, leaf in enumerate(self.key_log.leaves())}
+        self._tree_head_signer = TreeHeadSigner(self.identity.server_private)
+        self._tree_heads: dict[int, SignedTreeHead] = {}
         self._challenges: dict[int, _Pending] = {}  # by connection id: one outstanding each
         self._online: dict[DeviceAddress, dict[int, ConnectionContext]] = {}
         # One handler per request kind, named after it: _register, _send, ... (checked here).
@@ -396,7 +408,69 @@ class RelayCore:
             )
             self.store.replace_prekeys(req.account, req.device, req.one_time_prekeys)
             self.store.replace_kem_prekeys(req.account, req.device, req.kem_prekeys)
+            logged = self._log_key(req.account, req.device, req.identity_key)
+        logged()
         return Registered(id=req.id, account=req.account, device=req.device)
+
+    # -- key transparency --------------------------------------------------------------------
+
+    def _log_key(self, account: str, device: int, identity_key: bytes) -> Callable[[], None]:
+        """Write (account, device, identity key) to the stored key log, unless it is there already.
+
+        Returns what adds it to the in-memory log: call it once the store's transaction has
+        committed, so that a rolled-back registration leaves neither log changed."""
+        leaf = kt_leaf(account, device, identity_key)
+        if leaf in self._key_log_index:
+            return lambda: None
+        index = len(self.key_log)
+        self.store.append_key_log(index, leaf)
+
+        def commit() -> None:
+            self.key_log.append(leaf)
+            self._key_log_index[leaf] = index
+
+        return commit
+
+    def key_log_head(self, size: int | None = None) -> SignedTreeHead:
+        """The signed head of the key log at ``size`` leaves (now: all of them)."""
+        n = len(self.key_log) if size is None else size
+        head = self._tree_heads.get(n)
+        if head is None:
+            head = self._tree_heads[n] = self._tree_head_signer.sign(self.key_log, int(self.clock()), n)
+        return head
+
+    def key_log_inclusion(
+        self, account: str, device: int, identity_key: bytes, size: int | None = None
+    ) -> tuple[int, list[bytes]] | None:
+        """(leaf index, audit path) of this key in the log at ``size`` leaves; None if it is not there."""
+        index = self._key_log_index.get(kt_leaf(account, device, identity_key))
+        n = len(self.key_log) if size is None else size
+        if index is None or index >= n:
+            return None
+        return index, self.key_log.inclusion_path(index, n)
+
+    def _key_log_proof(self, account: str, devices: list[DeviceRecord]) -> KeyLogProof:
+        """The head and each device's inclusion proof, for a bundle (FetchBundle.key_log)."""
+        head = self.key_log_head()
+        inclusions = []
+        for d in devices:
+            found = self.key_log_inclusion(account, d.device, d.identity_key, head.tree_size)
+            if found is not None:  # a key the relay did not log gets no proof: the device sees that
+                inclusions.append(KeyInclusion(device=d.device, leaf_index=found[0], path=tuple(found[1])))
+        return KeyLogProof(
+            head=KeyLogHead(
+                tree_size=head.tree_size,
+                timestamp=head.timestamp,
+                root_hash=head.root_hash,
+                signature=head.signature,
+            ),
+            server_certificate=self.identity.server_certificate.encode(),
+            inclusions=tuple(inclusions),
+        )
+
+    def key_log_consistency(self, first: int, second: int | None = None) -> list[bytes]:
+        """The consistency proof between the log's heads at ``first`` and ``second`` leaves."""
+        return self.key_log.consistency_proof(first, second)
 
     def forge_envelope(
         self,
@@ -795,6 +869,7 @@ class RelayCore:
         )
         self.store.replace_prekeys(req.account, req.device, req.one_time_prekeys)
         self.store.replace_kem_prekeys(req.account, req.device, req.kem_prekeys)
+        out.after.append(self._log_key(req.account, req.device, req.identity_key))
         if req.delivery_token is not None:
             self.store.set_delivery_token(req.account, req.delivery_token)
         out.items.append(Reply(conn.id, Registered(id=req.id, account=req.account, device=req.device)))
@@ -870,7 +945,10 @@ class RelayCore:
                     one_time_prekey=self.store.take_prekey(d.account, d.device) if one_time else None,
                 )
             )
-        out.items.append(Reply(conn.id, Bundle(id=req.id, account=req.account, devices=tuple(bundles))))
+        key_log = self._key_log_proof(req.account, devices) if req.key_log else None
+        out.items.append(
+            Reply(conn.id, Bundle(id=req.id, account=req.account, devices=tuple(bundles), key_log=key_log))
+        )
         out.record(
             self._observe(
                 RecordKind.BUNDLE_FETCH,

@@ -27,6 +27,7 @@ whatever the retention policy, and for content taps the envelope bodies. ``conta
 
 from __future__ import annotations
 
+import operator
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -221,6 +222,16 @@ CREATE TABLE meta (
 """
 
 
+# v5: key transparency (relay/transparency.py): every (account, device, identity key) the relay has
+# served, in the order it logged them. Append-only: the Merkle log's leaf ``idx`` is row ``idx``.
+_V5 = """
+CREATE TABLE key_log (
+    idx         INTEGER PRIMARY KEY,
+    leaf        BLOB NOT NULL
+);
+"""
+
+
 def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
     def run(db: sqlite3.Connection) -> None:
         for statement in sql.split(";"):
@@ -235,6 +246,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _script(_V2),
     _script(_V3),
     _script(_V4),
+    _script(_V5),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -283,6 +295,8 @@ _DEVICE_COLUMNS = (
 )
 _ENVELOPE_COLUMNS = "id, account, device, body, timestamp, sealed, source_account, source_device"
 _METADATA_COLUMNS = ", ".join(("kind", *METADATA_FIELDS))
+# A record's columns after kind, in METADATA_FIELDS order, in one C call (a record per event).
+_metadata_values: Final = operator.attrgetter(*METADATA_FIELDS)
 _METADATA_INSERT = (
     f"INSERT INTO metadata ({_METADATA_COLUMNS}) VALUES ({', '.join('?' * (len(METADATA_FIELDS) + 1))})"
 )
@@ -651,7 +665,7 @@ class Store:
         """Write records that a policy has already reduced; ``rule`` says append/first/latest."""
         appended: list[tuple[object, ...]] = []
         for record, rule in records:
-            values = (record.kind.value, *(getattr(record, f) for f in METADATA_FIELDS))
+            values = (record.kind.value, *_metadata_values(record))
             if rule.keep == "all":
                 appended.append(values)
                 continue
@@ -706,10 +720,7 @@ class Store:
         """Write (tap id, whole record, body or None) rows, in order."""
         self._db.executemany(
             _INTERCEPT_INSERT,
-            [
-                (tap_id, record.kind.value, *(getattr(record, f) for f in METADATA_FIELDS), body)
-                for tap_id, record, body in rows
-            ],
+            [(tap_id, record.kind.value, *_metadata_values(record), body) for tap_id, record, body in rows],
         )
 
     def intercepts(self, tap_id: str) -> list[tuple[MetadataRecord, bytes | None]]:
@@ -790,6 +801,19 @@ class Store:
         """(account, served) of every preservation request, in order of service."""
         rows = self._db.execute("SELECT account, served FROM preservations ORDER BY served, account")
         return [(r[0], float(r[1])) for r in rows]
+
+    # -- key transparency: the log's leaves -------------------------------------------------------
+
+    def append_key_log(self, index: int, leaf: bytes) -> None:
+        """Store leaf ``index`` of the key-transparency log (it must be the next one)."""
+        (count,) = self._db.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM key_log").fetchone()
+        if index != count:
+            raise ValueError(f"key log: leaf {index} appended to a log of {count} leaves")
+        self._db.execute("INSERT INTO key_log VALUES (?, ?)", (index, leaf))
+
+    def key_log(self) -> list[bytes]:
+        """Every leaf of the key-transparency log, in order."""
+        return [bytes(r[0]) for r in self._db.execute("SELECT leaf FROM key_log ORDER BY idx")]
 
     # -- the relay's own keys ----------------------------------------------------------------
 

@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from relaysim.sims.analysis.run import Analysis, analyze
+from relaysim.sims.analysis.run import Analysis, analyze, run_directory
 from relaysim.sims.analysis.run import run_views as analysis_views
 from relaysim.sims.analysis.sda import CHECKPOINTS
+from relaysim.sims.analysis.traits import PAPER_SHARES
 from relaysim.sims.analysis.view import AnalysisInputError
 
 __all__ = ["Truth", "read_truth", "score_analysis", "write_analysis"]
@@ -62,6 +63,8 @@ class Truth:
     control_by_route: dict[tuple[float, str], tuple[str, str]] = field(
         default_factory=dict
     )  # (relay time, recipient) → sender, kind
+    # [generate] organisations: who was given which sensitive trait (the transcript's trait_assigned)
+    traits: dict[str, set[str]] = field(default_factory=dict)  # person → kinds
 
     def pairs(self, target: str | None = None) -> set[frozenset[str]]:
         return {
@@ -69,6 +72,10 @@ class Truth:
             for _, s, r, _ in self.messages
             if s != r and (target is None or target in (s, r))
         }
+
+    def people(self) -> set[str]:
+        """Everyone who sent or was sent a message, and everyone given a trait."""
+        return {x for _, s, r, _ in self.messages for x in (s, r)} | set(self.traits)
 
     def contacts(self, person: str) -> set[str]:
         return {r if s == person else s for _, s, r, _ in self.messages if person in (s, r) and s != r}
@@ -153,6 +160,8 @@ def read_truth(transcript: str | Path) -> Truth:
                         truth.control[r["envelope_id"]] = _Control(
                             e["from"], e["to"], e["control"], t, r.get("recipient_device")
                         )
+            elif kind == "trait_assigned":
+                truth.traits.setdefault(e["person"], set()).add(e["trait"])
             elif kind == "receipt_received" and e["device"].endswith("/1"):
                 # a receipt answers the session as a message does (the sender heard back on it)
                 receipts_in.append((e["device"].split("/")[0], e["from"], float(e["t"])))
@@ -212,6 +221,33 @@ def score_analysis(a: Analysis, truth: Truth) -> dict[str, Any]:
     out["statistical_disclosure"] = _score_sda(a, truth)
     out["sizes"] = _score_sizes(a, truth)
     out["daily_rhythm"] = _score_rhythm(a, truth)
+    if a.traits is not None:
+        out["sensitive_traits"] = _score_traits(a, truth)
+    return out
+
+
+def _score_traits(a: Analysis, truth: Truth) -> dict[str, Any]:
+    """Per trait: the people inferred to have it against those given it (sims.world.traffic's
+    organisation_traits), beside MetaPhone's share of participants (Mayer et al., PNAS 2016)."""
+    assert a.traits is not None
+    people = {p for p in truth.people() if p not in a.traits.directory} if truth.messages else set()
+    out: dict[str, Any] = {"people": len(people), "by_trait": {}}
+    for kind in a.traits.kinds():
+        inferred = a.traits.holders(kind) & people
+        true = {p for p in people if kind in truth.traits.get(p, set())}
+        hit = len(inferred & true)
+        label, share = PAPER_SHARES.get(kind, (kind, None))
+        out["by_trait"][kind] = {
+            "paper_label": label,
+            "paper_share": share,
+            "true_holders": len(true),
+            "true_share": _ratio(len(true), len(people)),
+            "inferred": len(inferred),
+            "inferred_share": _ratio(len(inferred), len(people)),
+            "correct": hit,
+            "precision": _ratio(hit, len(inferred)),
+            "recall": _ratio(hit, len(true)),
+        }
     return out
 
 
@@ -352,6 +388,12 @@ def headline(name: str, a: Analysis, score: Mapping[str, Any] | None) -> str:
         )
     if a.sizes.threshold is not None:
         parts.append(f"; {len(a.sizes.first_contacts):,} first-contact envelopes by size")
+    if score and score.get("sensitive_traits"):
+        rows = score["sensitive_traits"]["by_trait"]
+        parts.append(
+            "; traits (precision/recall): "
+            + ", ".join(f"{k} {_pct(r['precision'])}/{_pct(r['recall'])}" for k, r in rows.items())
+        )
     return " ".join(parts).replace(" ;", ";")
 
 
@@ -448,7 +490,37 @@ def to_markdown(name: str, a: Analysis, score: Mapping[str, Any] | None, clock: 
     lines.append(f"- {len(a.colocations)} pairs of accounts seen at the same address within 15 minutes")
     for c in a.colocations[:5]:
         lines.append(f"  - `{c.a}` and `{c.b}` at {c.host}, first {fmt(c.first)}")
+    lines += _traits_markdown(a, score)
     return "\n".join(lines) + "\n"
+
+
+def _traits_markdown(a: Analysis, score: Mapping[str, Any] | None) -> list[str]:
+    if a.traits is None:
+        return []
+    lines = [
+        "",
+        "## Sensitive traits from whom people contact (MetaPhone, Mayer, Mutchler and Mitchell, PNAS 2016)",
+        "",
+        f"- a public directory lists {len(a.traits.directory)} organisation accounts; {len(a.traits.traits)} of "
+        f"{a.traits.people} accounts contacted at least one",
+    ]
+    s = score.get("sensitive_traits") if score else None
+    if s:
+        lines += [
+            "",
+            "| trait | inferred | truly | precision | recall | MetaPhone's participants |",
+            "|---|---|---|---|---|---|",
+        ]
+        for kind, r in s["by_trait"].items():
+            paper = f"{r['paper_label']} {r['paper_share']:.0%}" if r["paper_share"] is not None else "–"
+            lines.append(
+                f"| {kind} | {r['inferred']} ({_pct(r['inferred_share'])}) | {r['true_holders']} "
+                f"({_pct(r['true_share'])}) | {_pct(r['precision'])} | {_pct(r['recall'])} | {paper} |"
+            )
+    else:
+        for kind in a.traits.kinds():
+            lines.append(f"- {kind}: {len(a.traits.holders(kind))} accounts")
+    return lines
 
 
 def write_analysis(run: str | Path, clock: Any = None) -> list[str]:
@@ -458,8 +530,9 @@ def write_analysis(run: str | Path, clock: Any = None) -> list[str]:
     folder = out / "analysis"
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
+    directory = run_directory(out)
     for name, view in analysis_views(out).items():
-        a = analyze(view)
+        a = analyze(view, directory=directory)
         score = score_analysis(a, truth) if truth is not None else None
         data = {"analysis": a.to_json(), "score": score}
         (folder / f"{name}.json").write_text(json.dumps(_round(data), indent=1) + "\n", encoding="utf-8")

@@ -84,6 +84,7 @@ OWNED_FILES = (
     "summary.json",
     "summary.md",
     "provider.json",
+    "directory.json",
     "comparison.md",
     "comparison.json",
     "matrix.json",
@@ -337,6 +338,7 @@ def _run_to_dir(
     (out / "provider.json").write_text(
         json.dumps(_provider_file(sim, scenario), indent=2) + "\n", encoding="utf-8"
     )
+    _write_directory(scenario, out)
     summary = summarise(result)
     if result.disclosures:
         summary["disclosures"] = write_disclosures(result, out / "disclosures")
@@ -345,6 +347,17 @@ def _run_to_dir(
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     (out / "summary.md").write_text(summary_markdown(summary, scenario), encoding="utf-8")
     return result, summary
+
+
+def _write_directory(scenario: Scenario, out: Path) -> None:
+    """``directory.json``: the public listing of the scenario's organisation accounts (account → kind),
+    as MetaPhone labelled numbers from business listings; the analyst's, not ground truth about people."""
+    from relaysim.sims.world.traffic import organisation_accounts
+
+    listed = organisation_accounts(scenario)
+    (out / "directory.json").unlink(missing_ok=True)
+    if listed:
+        (out / "directory.json").write_text(json.dumps(listed, indent=2) + "\n", encoding="utf-8")
 
 
 def _sim_clock(t: float, days: bool = False) -> str:

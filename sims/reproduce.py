@@ -8,7 +8,9 @@ what the relay recorded (recipients and times only, 1-second epochs after each d
 target), and prints, per variant, how many messages to a target it took before the target's true
 correspondent ranked first (ties counted against the attacker), beside the paper's claim. It also
 scores the address join of ``sims.analysis.attribution`` (the attack the fresh-connection defence
-is for). Variants run in parallel processes; each run is deterministic.
+is for). With ephemeral mailboxes (Martiny et al.'s sealed conversations), the target's receipts go to
+an account the relay cannot join to the correspondent: the attack still ranks that mailbox first,
+but the true correspondent is not linked. Variants run in parallel processes; each run is deterministic.
 
     python -m relaysim.sims.reproduce [SCENARIO] [--targets N]
 """
@@ -45,6 +47,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "padding (signal, 160 B)": {"padding": "signal"},
     "fresh connection per sealed send": {"sealed_connection": "fresh", "bundle_fetch": "unauthenticated"},
     "cover traffic (60/h per phone)": {"cover_per_hour": 60.0},
+    # the paper's own fix: the initiator's ephemeral mailbox takes the target's receipts and replies
+    "sealed conversations (ephemeral mailboxes)": {"mailboxes": "ephemeral"},
 }
 
 

@@ -265,6 +265,10 @@ class GenerateSpec:
     messages_per_day_sigma: float = 1.0
     regions: tuple[tuple[str, float], ...] = (("us", 1.0),)
     daily_rhythm: tuple[float, ...] = ()
+    # MetaPhone-style labelled organisations (see _organisations): (kind, how many accounts), and
+    # (kind, the probability that a generated person contacts one of that kind).
+    organisations: tuple[tuple[str, int], ...] = ()
+    trait_probability: tuple[tuple[str, float], ...] = ()
 
 
 # --- the timeline: one frozen dataclass per event kind (EVENT_KINDS) --------------------------------
@@ -342,6 +346,9 @@ class ExceptionalAccess(TimelineEvent):
     # primary vouches for the ghost (hands it the account key under the "account" identity model,
     # signs it under "signed-devices"): what a ghost needs where the server alone cannot add one.
     client_change: bool = False
+    # ghost_device only: the compelled provider shows the target a key log without the ghost
+    # (a forked log) instead of the one everyone else sees (sims.access.key_transparency).
+    fork: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -986,7 +993,16 @@ def _generate(r: _Reader, raw: object) -> GenerateSpec:
     r.known(
         t,
         "generate",
-        ["people", "devices_per_person", "graph", "messages_per_day", "regions", "daily_rhythm"],
+        [
+            "people",
+            "devices_per_person",
+            "graph",
+            "messages_per_day",
+            "regions",
+            "daily_rhythm",
+            "organisations",
+            "trait_probability",
+        ],
     )
     n = r.get(t, "people", "generate", int)
     if not 2 <= n <= 1_000_000:
@@ -1032,6 +1048,7 @@ def _generate(r: _Reader, raw: object) -> GenerateSpec:
         sigma,
         tuple(regions.items()),
         tuple(float(x) for x in rhythm),
+        *_organisations(r, t),
     )
 
 
@@ -1065,7 +1082,7 @@ def _events(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> tu
                     f"expected a time after the demand is served ({at:g} s), got {params['withdrawn']:g} s",
                 )
         elif kind == "exceptional_access":
-            r.known(params, path, ["demand", "target", "client_change"])
+            r.known(params, path, ["demand", "target", "client_change", "fork"])
             demand = r.get(params, "demand", path, str)
             if demand not in EXCEPTIONAL_DEMANDS:
                 raise r.fail(
@@ -1092,6 +1109,12 @@ def _events(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> tu
                 raise r.fail(
                     f"{path}.target", f"a {demand} demand covers everyone; only a ghost_device names a target"
                 )
+            if "fork" in params:
+                r.get(params, "fork", path, bool)
+                if demand != "ghost_device":
+                    raise r.fail(
+                        f"{path}.fork", f"only a ghost_device demand can fork the key log, not {demand}"
+                    )
         elif kind == "escrow_key_stolen":
             r.known(params, path, [])
         elif kind in IDENTITY_EVENT_PEOPLE:
@@ -1149,6 +1172,7 @@ def _typed(kind: str, at: float, params: Mapping[str, Any]) -> Event:
             demand=params["demand"],
             target=params.get("target"),
             client_change=bool(params.get("client_change", False)),
+            fork=params.get("fork", False),
         )
     if kind == "escrow_key_stolen":
         return EscrowKeyStolen(at=at)
@@ -1339,6 +1363,7 @@ def resolve_scenario(name_or_path: str) -> Scenario:
 #     exit_latency_ms = 200        # what the exit costs each way
 #     bundle_fetch = "authenticated"  # or unauthenticated (with the recipient's delivery token, as Signal does)
 #     cover_per_hour = 0           # Poisson dummy sealed messages per phone (Loopix's cover traffic)
+#     mailboxes = "none"           # or ephemeral: sealed conversations (Martiny et al., NDSS 2021)
 
 RECEIPT_MODES = ("on", "off", "delayed", "batched")
 PADDING_MODES = ("profile", "none", "signal", "pow2")
@@ -1392,6 +1417,14 @@ class DefenceSpec:
     # Contact Key Verification (iMessage, iOS 17.2): "on" makes a device added to a contact's
     # account an identity change under the "per-device" identity model, instead of silent.
     key_verification: str = "off"
+    # Sealed conversations (Martiny et al., NDSS 2021): "ephemeral" — whoever writes first in a pair
+    # opens a mailbox (a fresh account, registered and fetched from an exit address) and tells the
+    # peer inside the encryption; the peer's replies and receipts go there. "none": as Signal.
+    mailboxes: str = "none"
+    # Key transparency (relay/transparency.py, clients/transparency.py): the relay logs every
+    # identity key it serves in an RFC 9162 Merkle log; phones check inclusion of the keys they are
+    # given, audit their own account and gossip signed heads to a witness. Off: no phone checks.
+    key_transparency: bool = False
 
     def changed(self) -> dict[str, object]:
         """The switches set away from their defaults."""
@@ -1475,6 +1508,8 @@ def _defences(r: _Reader, raw: object) -> DefenceSpec:
         cover_per_hour=_rate(r, t, "cover_per_hour", "defences", d.cover_per_hour),
         identity_changes=_choice(r, t, "identity_changes", "defences", ("warn", "block"), d.identity_changes),
         key_verification=_choice(r, t, "key_verification", "defences", ("off", "on"), d.key_verification),
+        mailboxes=_choice(r, t, "mailboxes", "defences", ("none", "ephemeral"), d.mailboxes),
+        key_transparency=r.get(t, "key_transparency", "defences", bool, d.key_transparency),
     )
 
 
@@ -1607,3 +1642,62 @@ def _groups(r: _Reader, raw: object, names: set[str], duration: float) -> tuple[
                 changes.append(GroupChange(at, "leave", who))
         out.append(GroupSpec(name, members, admins, tuple(changes)))
     return tuple(out)
+
+
+# --- labelled organisations ([generate] organisations) -------------------------------------------
+#
+#     [generate]
+#     organisations = { clinic = 2, pharmacy = 2, lawyer = 1, worship = 2, gunshop = 1 }
+#     trait_probability = { worship = 0.25 }   # overrides ORGANISATION_KINDS' defaults
+#
+# Each kind makes that many accounts (``clinic-1``, ``clinic-2``, …) that write to no one; each
+# generated person, with the kind's probability, has the trait and contacts one of them
+# (sims.world.traffic.organisation_traits). The defaults are the shares of MetaPhone's
+# participants whose calls reached such a number (Mayer, Mutchler and Mitchell, PNAS 113(20), 2016):
+# health services 57 %, financial services 40 %, pharmacies 30 %, legal services 10 %, firearms
+# sellers 7 %. Places of worship have no share in the paper: 0.2 is illustrative.
+
+ORGANISATION_KINDS: dict[str, float] = {
+    "clinic": 0.57,
+    "bank": 0.40,
+    "pharmacy": 0.30,
+    "lawyer": 0.10,
+    "gunshop": 0.07,
+    "worship": 0.20,
+}
+
+
+def _organisations(
+    r: _Reader, t: Mapping[str, Any]
+) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, float], ...]]:
+    raw = r.table(t.get("organisations", {}), "generate.organisations")
+    orgs: list[tuple[str, int]] = []
+    for kind, n in raw.items():
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,30}", kind):
+            raise r.fail(
+                f"generate.organisations.{kind}", "expected a kind of lowercase letters, digits and '_'"
+            )
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1000:
+            raise r.fail(
+                f"generate.organisations.{kind}", f"expected from 1 to 1000 accounts, got {_show(n)}"
+            )
+        orgs.append((kind, n))
+    probs = r.table(t.get("trait_probability", {}), "generate.trait_probability")
+    out: dict[str, float] = {}
+    for kind in probs:
+        if kind not in raw:
+            raise r.fail(
+                f"generate.trait_probability.{kind}",
+                f"names no kind of generate.organisations (have: {', '.join(raw) or 'none'})",
+            )
+        out[kind] = r.probability(probs, kind, "generate.trait_probability", 0.0)
+    for kind, _n in orgs:
+        if kind not in out:
+            if kind not in ORGANISATION_KINDS:
+                raise r.fail(
+                    f"generate.organisations.{kind}",
+                    f"no default share for {kind!r} (known: {', '.join(ORGANISATION_KINDS)}): "
+                    f"give generate.trait_probability.{kind}",
+                )
+            out[kind] = ORGANISATION_KINDS[kind]
+    return tuple(orgs), tuple((k, out[k]) for k, _n in orgs)

@@ -28,6 +28,7 @@ from relaysim.clients import agent as A
 from relaysim.clients.session import Device
 from relaysim.relay import wire
 from relaysim.sims.access.base import AGENCY_ADDRESS, DeviceView, Intervention, World
+from relaysim.sims.access.key_transparency import KeyTransparencyWatch, detection_by_setting, next_audit
 from relaysim.sims.access.reports import ExceptionalReport, ghost_markdown
 from relaysim.sims.scenario import DeviceSpec, ExceptionalAccess, TimelineEvent
 from relaysim.sims.world.util import seeded
@@ -55,6 +56,8 @@ class GhostDevice(Intervention):
         self.identity_changes: list[dict[str, Any]] = []  # IdentityChanged at any phone for the target
         self.refusals: list[dict[str, Any]] = []  # contacts that refused the ghost ("signed-devices")
         self.sync_read: dict[int, dict[str, Any]] = {}  # message id → the sync copy the ghost read
+        self.fork = False
+        self.watch: KeyTransparencyWatch | None = None  # the detection step, under key transparency
 
     @property
     def started(self) -> float | None:
@@ -63,6 +66,7 @@ class GhostDevice(Intervention):
     def on_event(self, event: TimelineEvent) -> None:
         assert isinstance(event, ExceptionalAccess) and event.target is not None  # the validator's promise
         self.client_change = event.client_change
+        self.fork = event.fork
         self._add(event.target)
 
     def _add(self, target: str) -> None:
@@ -120,10 +124,40 @@ class GhostDevice(Intervention):
             }
         )
         world.start_device(d.name)
+        self._watch(target, gid, agent.device.identity_key)
+
+    # -- detection (sims.access.key_transparency): a step apart from adding the ghost ------------
+
+    def _watch(self, target: str, gid: int, ghost_key: bytes) -> None:
+        world = self.world
+        if not world.scenario.defences.key_transparency:
+            return
+        own = {
+            d.spec.index: d.agent.device.identity_key
+            for d in world.devices.values()
+            if d.spec.person == target and d.spec.index != gid
+        }
+        self.watch = KeyTransparencyWatch(world.relay, target, gid, ghost_key, own, self.fork)
+        when = next_audit(world.sched.now)
+        for index in sorted(own):
+            world.sched.after(when - world.sched.now, self._audit, f"{target}/{index}")
+
+    def _audit(self, device: str) -> None:
+        assert self.watch is not None
+        row = self.watch.target_audit(self.world.sched.now, device)
+        self.world.emit({"t": self.world.sched.now, "kind": "key_transparency_audit", **row})
 
     def on_agent_event(self, device: DeviceView, event: A.AgentEvent) -> bool:
         world = self.world
         t = world.sched.now
+        if isinstance(event, A.KeyLogChecked):
+            watch = self.watch
+            if watch is not None and event.account == self.target and device.agent.key_log_heads:
+                ghost_listed = watch.ghost_device in event.logged + event.unlogged
+                if ghost_listed and device.name not in {c["device"] for c in watch.inclusion_checks}:
+                    head = device.agent.key_log_heads[-1]
+                    watch.contact_checked(t, device.name, head, watch.ghost_device in event.logged)
+            return False  # the world writes it to the transcript
         if isinstance(event, A.DeviceListChanged):
             self.list_changes.append(
                 {
@@ -281,5 +315,6 @@ class GhostDevice(Intervention):
             "noticed_by": noticed_by,
             "senders_to_target": senders,
             "rows": rows,
+            "detection": detection_by_setting(world.scenario, target, noticed, self.watch),
         }
         return [ExceptionalReport("ghost-device", data, ghost_markdown(data, world.scenario.name))]

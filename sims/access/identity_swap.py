@@ -22,6 +22,7 @@ from relaysim.clients.keys import KemPreKey, PreKeyBundle, SignedPreKey
 from relaysim.clients.session import Device, PeerAddress
 from relaysim.relay import wire
 from relaysim.sims.access.base import DeviceView, Intervention, World
+from relaysim.sims.access.key_transparency import check_presented_key, swap_detection_by_setting
 from relaysim.sims.access.reports import ExceptionalReport, identity_swap_markdown
 from relaysim.sims.scenario import IdentitySwap, TimelineEvent
 from relaysim.sims.world.util import seeded
@@ -116,6 +117,10 @@ class RelaySwapsIdentity(Intervention):
                         "was_verified": event.was_verified,
                     }
                 )
+                if self.world.scenario.defences.key_transparency:  # the detection step: ask the log
+                    self.notices[-1]["key_log"] = check_presented_key(
+                        self.world.relay, str(self.victim), 1, self.attacker.identity_key
+                    )
             return False  # the world writes it to the transcript
         if isinstance(event, A.Received | A.Undecryptable) and event.envelope_id in self.forged:
             received = isinstance(event, A.Received)
@@ -184,6 +189,9 @@ class RelaySwapsIdentity(Intervention):
             "silently_accepted_by": silent,
             "messages_to_victim_after": self.sent_to_victim,
             "read_by_attacker": self.read,
+            "detection": swap_detection_by_setting(
+                world.scenario, self.victim, self.contact, self.swapped_at, self.notices
+            ),
         }
         return [
             ExceptionalReport("relay-swaps-identity", data, identity_swap_markdown(data, world.scenario.name))

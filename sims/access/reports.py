@@ -183,6 +183,8 @@ def ghost_markdown(data: dict[str, Any], scenario: str) -> str:
     ]
     if "identity_model" in data:
         lines += ghost_identity_lines(data)
+    if "detection" in data:
+        lines += _ghost_detection_lines(data)
     return "\n".join(lines)
 
 
@@ -237,6 +239,67 @@ def ghost_identity_lines(data: dict[str, Any]) -> list[str]:
         f"- Would a safety-number check catch it: **{'yes' if data['safety_number_check_catches_it'] else 'no'}**.",
         "",
     ]
+    return lines
+
+
+_SETTINGS = (
+    ("no_check", "no check"),
+    ("safety_numbers", "safety numbers"),
+    ("key_transparency", "key transparency"),
+)
+
+
+def _detection_table(detection: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Detected? Per setting of the phones' checks",
+        "",
+        "| setting | detected | when | how |",
+        "|---|---|---|---|",
+    ]
+    for key, label in _SETTINGS:
+        d = detection[key]
+        seen = {True: "**yes**", False: "no", None: "not simulated"}[d["detected"]]
+        when = _clock(d["detected_at"]) if d["detected_at"] is not None else "—"
+        lines.append(f"| {label} | {seen} | {when} | {d['how']} |")
+    lines.append("")
+    return lines
+
+
+def _ghost_detection_lines(data: dict[str, Any]) -> list[str]:
+    """Per setting of the phones' checks: whether and when the ghost was found (sims.access.key_transparency)."""
+    detection = data["detection"]
+    lines = _detection_table(detection)
+    kt = detection["key_transparency"]
+    if kt["detected"] is not None:
+        lines += [
+            "",
+            "Under key transparency the relay logs every identity key it serves (an RFC 9162 Merkle log, "
+            "heads signed with its server key). "
+            + (
+                "The compelled provider showed the target a log without the ghost (a fork). "
+                if kt["fork"]
+                else "The ghost is in the log everyone sees. "
+            )
+            + f"The target's phones audit their account every {kt['audit_interval'] / 3600:g} h.",
+            "",
+        ]
+        for c in kt["inclusion_checks"]:
+            lines.append(
+                f"- {_clock(c['t'])}: **{c['device']}** was handed the ghost's key; its inclusion proof in the "
+                f"log of {c['tree_size']} keys {'verifies' if c['included'] else 'does NOT verify'}."
+            )
+        for a in kt["audits"]:
+            found = ", ".join(a["unexpected"]) or "nothing unexpected"
+            lines.append(
+                f"- {_clock(a['t'])}: **{a['device']}** audited its account in a log of {a['tree_size']} keys: "
+                f"{found}; that log {'matches' if a['matches_gossiped_head'] else 'does NOT match'} the head of "
+                f"{a['gossiped_head_size']} keys its contacts hold."
+            )
+        for f in kt["forks"]:
+            lines.append(
+                f"- {_clock(f['t'])}: the witness found a fork ({' vs '.join(f['seen_by'])}): {f['why']}."
+            )
+        lines.append("")
     return lines
 
 
@@ -296,6 +359,8 @@ def identity_swap_markdown(data: dict[str, Any], scenario: str) -> str:
         "safety number, nothing is accepted from or sent to the new key until the user decides.",
         "",
     ]
+    if "detection" in data:
+        lines += _detection_table(data["detection"])
     return "\n".join(lines)
 
 

@@ -13,8 +13,7 @@ import. Each analysis returns inferred facts; scoring them against ground truth 
 - :mod:`~sims.analysis.sda`: the statistical disclosure attack on sealed sender (Martiny et al., NDSS 2021);
 - :mod:`~sims.analysis.sizes`: first contacts and length classes from envelope sizes;
 - :mod:`~sims.analysis.life`: daily rhythm, location trail, co-location;
+- :mod:`~sims.analysis.traits`: sensitive traits from whom people contact, given a public directory
+  of organisation accounts (MetaPhone: Mayer, Mutchler and Mitchell, PNAS 113(20), 2016);
 - :mod:`~sims.analysis.run`: all of them on one view, or on a finished run.
-
-MetaPhone-style inference of sensitive traits (Mayer, Mutchler and Mitchell, PNAS 2016) needs
-labelled organisations in the population, which scenarios do not have yet: not done here.
 """

@@ -10,6 +10,7 @@ elsewhere (``sims.analysis_scoring``): nothing here reads the transcript or the 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from relaysim.sims.analysis.graph import ContactGraph, contact_graph
 from relaysim.sims.analysis.life import Colocation, Rhythm, Stay, colocation, daily_rhythm, location_trail
 from relaysim.sims.analysis.sda import SDAResult, statistical_disclosure
 from relaysim.sims.analysis.sizes import SizeReport, size_channels
+from relaysim.sims.analysis.traits import TraitReport, read_directory, sensitive_traits
 from relaysim.sims.analysis.view import AnalysisInputError, ProviderView, from_db, from_disclosure, with_geoip
 
 __all__ = ["Analysis", "analyze", "analyze_run"]
@@ -37,8 +39,15 @@ class Analysis:
     rhythms: tuple[Rhythm, ...]
     trails: dict[str, list[Stay]]
     colocations: tuple[Colocation, ...]
+    traits: TraitReport | None = None  # with a public directory of organisations (sims.analysis.traits)
 
     def to_json(self) -> dict[str, Any]:
+        out = self._to_json()
+        if self.traits is not None:
+            out["sensitive_traits"] = self.traits.to_json()
+        return out
+
+    def _to_json(self) -> dict[str, Any]:
         return {
             "source": self.source,
             "target": self.target,
@@ -66,10 +75,12 @@ def analyze(
     sda_targets: list[str] | None = None,
     sda_epoch: float | None = None,
     sda_receipts: bool = True,
+    directory: Mapping[str, str] | None = None,
 ) -> Analysis:
     """Every analysis on ``view``. ``sda_receipts``: the analyst assumes, as Martiny et al. do, that
     the app sends a delivery receipt for every message (Signal's always do: public behaviour of the
-    app, not a fact about these people), so the disclosure attack uses one-second epochs."""
+    app, not a fact about these people), so the disclosure attack uses one-second epochs.
+    ``directory``: a public list of organisation accounts (account → kind) to infer sensitive traits."""
     attributions = tuple(attribute_sealed(view))
     messages: dict[tuple[float | None, str, str], None] = {}
     for a in attributions:
@@ -95,6 +106,7 @@ def analyze(
         rhythms,
         location_trail(view),
         tuple(colocation(view)),
+        sensitive_traits(graph.all_pairs(), view.accounts(), directory) if directory else None,
     )
 
 
@@ -129,5 +141,12 @@ def run_views(run: str | Path) -> dict[str, ProviderView]:
     return views
 
 
+def run_directory(run: str | Path) -> dict[str, str] | None:
+    """The public directory of organisation accounts beside a run (``directory.json``), if any."""
+    f = Path(run) / "directory.json"
+    return read_directory(f) if f.exists() else None
+
+
 def analyze_run(run: str | Path) -> dict[str, Analysis]:
-    return {name: analyze(view) for name, view in run_views(run).items()}
+    directory = run_directory(run)
+    return {name: analyze(view, directory=directory) for name, view in run_views(run).items()}

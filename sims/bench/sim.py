@@ -1,7 +1,8 @@
 """``relaysim bench sim``: what one simulated message costs beside the ratchet alone, and how the simulation scales.
 
 (a) A simulated message end to end, on warm sessions. A fixed scenario, built in code: --pairs
-people a_k and b_k, one phone each, in one region (50 ms ± 10 ms to the relay, no loss). The
+people a_k and b_k, one phone each, in one region (50 ms ± 10 ms to the relay, no loss), delivery
+receipts off (on, each message would bring a receipt back and a DH ratchet step with it). The
 phones register and log in during the first 40 simulated seconds; each pair then exchanges three
 warm-up messages (a → b, b → a, a → b: after that a has seen b's reply, so it no longer attaches
 the PQXDH header, and both sides hold the session). From t = 200 s, --messages messages go a → b
@@ -83,6 +84,7 @@ from relaysim.sims.bench import harness
 from relaysim.sims.bench.crypto import MESSAGE, OneDirection, our_pair
 from relaysim.sims.scenario import (
     Conversation,
+    DefenceSpec,
     DeviceSpec,
     GenerateSpec,
     NetworkSpec,
@@ -120,6 +122,9 @@ def _text(serial: int) -> str:
     return head + "x" * (TEXT_LEN - len(head))
 
 
+RECEIPTS: Final = "off"  # the steady scenario's delivery receipts (see steady_scenario)
+
+
 def steady_scenario(pairs: int, messages: int, seed: int = 1) -> Scenario:
     """``pairs`` pairs of phones; three warm-up messages each, then ``messages`` a → b from TIMED_START."""
     people: list[PersonSpec] = []
@@ -153,6 +158,10 @@ def steady_scenario(pairs: int, messages: int, seed: int = 1) -> Scenario:
         relay=RelaySpec(region="us"),
         generate=None,
         events=(),
+        # One message's path, as the baseline: with delivery receipts on (the scenarios' default)
+        # each timed message would bring a receipt back b → a, and every message after it would
+        # carry a DH ratchet step — two messages and the alternating ratchet, not one symmetric step.
+        defences=DefenceSpec(receipts=RECEIPTS),
     )
 
 

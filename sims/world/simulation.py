@@ -53,7 +53,13 @@ from relaysim.sims.scoring import GroundTruth, TrueControl, TrueMessage
 from relaysim.sims.world.engine import Scheduler
 from relaysim.sims.world.network import Network
 from relaysim.sims.world.timeline import Timeline, provider, sealed_sender
-from relaysim.sims.world.traffic import PlannedMessage, contact_graph, plan_messages, plan_moves
+from relaysim.sims.world.traffic import (
+    PlannedMessage,
+    contact_graph,
+    organisation_traits,
+    plan_messages,
+    plan_moves,
+)
 from relaysim.sims.world.util import seeded as _seeded
 
 __all__ = ["SIM_EPOCH", "Simulation", "SimulationResult", "address_books"]
@@ -86,6 +92,7 @@ class SimDevice:
     contacts_uploaded: bool = False
     pending_app: list[PlannedMessage] = field(default_factory=list)
     pending_receipts: list[tuple[str, tuple[int, ...], str]] = field(default_factory=list)
+    holder: SimDevice | None = None  # for an ephemeral mailbox: the phone that holds it
 
     @property
     def name(self) -> str:
@@ -240,6 +247,11 @@ class Simulation:
         self.device_signatures: dict[tuple[str, int], bytes] = {}
         # Sync copies of 1:1 messages to the sender's own other devices: envelope id → message id.
         self.sync_message: dict[bytes, int] = {}
+        # [defences] mailboxes = "ephemeral": sealed conversations' mailboxes, by account
+        self.mailboxes: dict[str, SimDevice] = {}
+        self._mailbox_of: dict[tuple[str, str], SimDevice] = {}  # (holder person, peer) → mailbox
+        self._mailbox_waiting: dict[str, list[PlannedMessage]] = {}  # mailbox account → texts waiting
+        self._mailbox_rng = _seeded(seed, "mailbox-exits")
         self._build_devices()
         # Devices added during the run (a ghost device), and the mandates every device follows.
         self.added_devices: dict[str, SimDevice] = {}
@@ -289,6 +301,7 @@ class Simulation:
                 # Sync copies of 1:1 messages: only where a ghost is added, for now — the analyses'
                 # ground truth (pen registers, message logs, size analysis) does not count them yet.
                 sync_copies=any(getattr(e, "demand", None) == "ghost_device" for e in sc.events),
+                key_transparency=sc.defences.key_transparency,
             )
             self._link_identity(device)
             d = SimDevice(spec, agent, port=40000 + n % 20000)
@@ -339,6 +352,7 @@ class Simulation:
             self.messages[m.id] = MessageState(m, device_names[m.recipient])
         self.timeline.schedule_messages(plan)
         self._schedule_groups(len(plan), device_names)
+        self._transcribe_traits()
 
     def _schedule_groups(self, last_id: int, device_names: dict[str, tuple[str, ...]]) -> None:
         """[[groups]]: each group message is planned like any other (ids after the 1:1 messages); its
@@ -361,6 +375,17 @@ class Simulation:
                 self.messages[m.id] = MessageState(m, recipients)
                 self._group_sends[m.id] = (gid, members)
                 self.sched.at(m.at, self._app_send, m)
+
+    def _transcribe_traits(self) -> None:
+        """Ground truth of ``[generate] organisations``: who was given which sensitive trait (and the
+        organisation they contact for it), for the scoring of sims.analysis.traits."""
+        if not self.transcribing:
+            return
+        for person, traits in sorted(organisation_traits(self.scenario).items()):
+            for kind, org in sorted(traits.items()):
+                self.emit(
+                    {"t": 0.0, "kind": "trait_assigned", "person": person, "trait": kind, "organisation": org}
+                )
 
     # --- what the timeline asks (sims.world.Driver) -----------------------------------------------
 
@@ -516,6 +541,7 @@ class Simulation:
         else:
             d.agent.register()
         self._flush(d)
+        self._mailboxes_online(d)
 
     def _go_offline(self, d: SimDevice, why: str) -> None:
         if not d.online or d.conn is None:
@@ -526,6 +552,7 @@ class Simulation:
                 self._close(link)
         d.conn = d.anon = None
         d.agent.connection_lost()
+        self._mailboxes_offline(d)
         self.emit({"t": self.sched.now, "kind": "device_offline", "device": d.name, "why": why})
 
     # --- frames -------------------------------------------------------------------------------
@@ -566,7 +593,8 @@ class Simulation:
 
     def _relay_receive(self, link: Link, data: bytes, owner: SimDevice, ref: object) -> None:
         if not link.open:
-            if isinstance(ref, int):
+            if isinstance(ref, int) and ref not in self._group_sends:
+                # (a group message's part is sent again after the next login: DeviceAgent.connection_lost)
                 self._lost(ref, "the connection closed while the send was in flight")
             return
         if self.frames_to_relay is not None:
@@ -650,6 +678,9 @@ class Simulation:
 
     def _agent_event(self, d: SimDevice, event: A.AgentEvent) -> None:
         t = self.sched.now
+        if d.holder is not None:
+            self._mailbox_event(d, event)
+            return
         if self.interventions.on_agent_event(d, event):
             return  # a ghost device's reads
         if isinstance(event, A.IdentityChanged):
@@ -676,6 +707,19 @@ class Simulation:
                     "added": list(event.added),
                     "removed": list(event.removed),
                     "identity_changed": list(event.identity_changed),
+                }
+            )
+        elif isinstance(event, A.KeyLogChecked):
+            self.emit(
+                {
+                    "t": t,
+                    "kind": "key_log_checked",
+                    "device": d.name,
+                    "account": event.account,
+                    "tree_size": event.tree_size,
+                    "logged": list(event.logged),
+                    "unlogged": list(event.unlogged),
+                    "refused": event.reason,
                 }
             )
         elif isinstance(event, A.Registered):
@@ -839,6 +883,114 @@ class Simulation:
             self._flush(d)
         self.sched.after(self._cover_gap(), self._cover, d)
 
+    # --- sealed conversations: ephemeral mailboxes ([defences] mailboxes) ----------------------------
+
+    def _wait_for_mailbox(self, d: SimDevice, m: PlannedMessage) -> bool:
+        """Before a text goes out under ``mailboxes = "ephemeral"``: a text to a peer's mailbox is for the
+        phone holding it; the first text to someone who gave us no mailbox opens one (the conversation's
+        initiator does, as Martiny et al. propose) and waits until the relay has registered it. True:
+        the text waits."""
+        if self.defences.mailboxes != "ephemeral":
+            return False
+        peer = m.recipient
+        target = d.agent.reply_to.get(peer)
+        if target is not None and target in self.mailboxes:
+            holder = self.mailboxes[target].holder
+            assert holder is not None
+            self.messages[m.id].recipients = (holder.name,)  # the mailbox is on its holder's phone
+            return False
+        if peer == d.spec.person:
+            return False
+        box = self._mailbox_of.get((d.spec.person, peer))
+        if box is None:
+            box = self._open_mailbox(d, peer)
+        if box.registered:
+            return False
+        self._mailbox_waiting.setdefault(box.agent.account, []).append(m)
+        return True
+
+    def _open_mailbox(self, d: SimDevice, peer: str) -> SimDevice:
+        agent = d.agent.new_mailbox(
+            peer, _seeded(self.scenario.seed, "mailbox", d.spec.person, peer).randbytes
+        )
+        box = SimDevice(DeviceSpec(agent.account, 1, d.spec.region, "0.0.0.0"), agent, port=0, holder=d)
+        self.mailboxes[agent.account] = box
+        self._mailbox_of[(d.spec.person, peer)] = box
+        if self.transcribing:  # ground truth: the provider sees an account nobody is known to hold
+            self.emit(
+                {
+                    "t": self.sched.now,
+                    "kind": "mailbox_opened",
+                    "device": d.name,
+                    "peer": peer,
+                    "mailbox": agent.account,
+                }
+            )
+        self._mailbox_connect(box)
+        return box
+
+    def _mailbox_connect(self, box: SimDevice) -> None:
+        """The mailbox's own connection, from an exit address (a proxy or Tor-like exit): from the
+        phone's address the relay would join the mailbox to its holder."""
+        holder = box.holder
+        if box.online or holder is None or not holder.online:
+            return
+        host = f"185.220.101.{self._mailbox_rng.randrange(1, 65)}"
+        ctx = ConnectionContext(self._next_conn, (host, self._mailbox_rng.randrange(1024, 65536)))
+        self._next_conn += 1
+        link = Link(ctx, box, extra=self.defences.exit_latency_ms / 1000)
+        self.links[ctx.id] = link
+        self._relay_outputs(self.relay.connect(ctx))
+        box.spec = replace(box.spec, address=host)
+        box.conn, box.online = link, True
+        if box.registered:
+            box.agent.login()
+        else:
+            box.agent.register()
+        self._flush(box)
+
+    def _mailbox_disconnect(self, box: SimDevice) -> None:
+        if box.conn is not None:
+            self._close(box.conn)
+        box.conn, box.online = None, False
+        box.agent.connection_lost()
+
+    def _mailboxes_online(self, d: SimDevice) -> None:
+        for box in self.mailboxes.values():
+            if box.holder is d:
+                self._mailbox_connect(box)
+
+    def _mailboxes_offline(self, d: SimDevice) -> None:
+        for box in self.mailboxes.values():
+            if box.holder is d and box.online:
+                self._mailbox_disconnect(box)
+
+    def _mailbox_retry(self, box: SimDevice) -> None:
+        if not box.registered and not box.online:
+            self._mailbox_connect(box)
+
+    def _mailbox_event(self, box: SimDevice, event: A.AgentEvent) -> None:
+        """What a mailbox's agent reports: once registered, the texts waiting for it go out; what it
+        receives is its holder's (who answers with receipts from its own account)."""
+        holder = box.holder
+        assert holder is not None
+        if isinstance(event, A.Registered):
+            box.registered = True
+            box.agent.login()
+            for m in self._mailbox_waiting.pop(box.agent.account, []):
+                self._app_send(m)
+        elif isinstance(event, A.LoggedIn):
+            box.agent.receive()
+        elif isinstance(event, A.Failed) and not box.registered:
+            # refused (the exit's registrations are rate-limited): again later, from another exit
+            self._mailbox_disconnect(box)
+            self.sched.after(61.0, self._mailbox_retry, box)
+        elif isinstance(event, A.Received | A.ReceiptReceived):
+            holder.agent.mailbox_answered(event.sender.account)
+            self._agent_event(holder, event)
+        elif isinstance(event, A.Undecryptable):
+            self._agent_event(holder, event)
+
     def _move(self, d: SimDevice, address: str) -> None:
         """The phone changes network (Wi-Fi to mobile data, another cell): its connections drop and it
         reconnects from the new address."""
@@ -909,6 +1061,8 @@ class Simulation:
         state = self.messages[m.id]
         if not (d.online and d.agent.authenticated):
             d.pending_app.append(m)  # the app keeps it until the phone is back online
+            return
+        if m.id not in self._group_sends and self._wait_for_mailbox(d, m):
             return
         state.sent_at = self.sched.now
         group = self._group_sends.get(m.id)

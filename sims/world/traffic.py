@@ -29,6 +29,8 @@ __all__ = [
     "activity_days",
     "contact_graph",
     "expand_population",
+    "organisation_accounts",
+    "organisation_traits",
     "plan_messages",
     "plan_moves",
 ]
@@ -136,6 +138,9 @@ def expand_population(scenario: Scenario) -> Scenario:
             for j in range(n_devices)
         )
         people.append(PersonSpec(name, devices))
+    # labelled organisations go before the generated people (who are always the last g.people)
+    first = len(scenario.people)
+    people[first:first] = _organisation_people(scenario)
     return replace(scenario, people=tuple(_households(scenario, people, g.people)))
 
 
@@ -223,6 +228,7 @@ def plan_messages(scenario: Scenario, graph: dict[str, list[str]] | None = None)
                 at = min(start + rng.random() * (end - start), math.nextafter(duration, 0.0))
                 serial += 1
                 planned.append((at, person, rng.choice(friends), _sentence(rng, serial)))
+        planned.extend(_organisation_visits(scenario, list(contacts)))
         planned.extend(_behaviour(scenario, planned, list(contacts)))
     planned.sort(key=lambda p: p[0])
     return [PlannedMessage(i + 1, at, s, r, text) for i, (at, s, r, text) in enumerate(planned)]
@@ -326,3 +332,61 @@ def plan_moves(scenario: Scenario) -> list[tuple[float, str, str]]:
                 n += 1
                 moves.append((at, p.devices[0].name, f"100.64.{(n >> 8) & 255}.{n & 255}"))
     return sorted(moves)
+
+
+# --- labelled organisations ([generate] organisations): MetaPhone's clinics, pharmacies, lawyers ------
+
+
+def organisation_accounts(scenario: Scenario) -> dict[str, str]:
+    """Account → kind of every organisation ``[generate] organisations`` makes (``clinic-1``, …): what
+    a public directory of businesses lists (MetaPhone labelled numbers from public listings)."""
+    g = scenario.generate
+    if g is None:
+        return {}
+    return {f"{kind}-{i + 1}": kind for kind, n in g.organisations for i in range(n)}
+
+
+def _organisation_people(scenario: Scenario) -> list[PersonSpec]:
+    g = scenario.generate
+    assert g is not None
+    region = g.regions[0][0]
+    out = []
+    for n, name in enumerate(organisation_accounts(scenario)):
+        address = f"198.18.{(n >> 8) & 255}.{n & 255}"  # each its own office line
+        out.append(PersonSpec(name, (DeviceSpec(name, 1, region, address),)))
+    return out
+
+
+def organisation_traits(scenario: Scenario) -> dict[str, dict[str, str]]:
+    """Ground truth: generated person → {kind: the organisation of that kind they contact}. Each person
+    has each kind's trait with ``[generate] trait_probability`` (a stream of its own)."""
+    g = scenario.generate
+    if g is None or not g.organisations:
+        return {}
+    rng = _rng(scenario.seed, "organisations")
+    by_kind: dict[str, list[str]] = {}
+    for account, kind in organisation_accounts(scenario).items():
+        by_kind.setdefault(kind, []).append(account)
+    out: dict[str, dict[str, str]] = {}
+    for person in generated_names(g.people):
+        for kind, p in g.trait_probability:
+            if rng.random() < p:
+                out.setdefault(person, {})[kind] = rng.choice(by_kind[kind])
+    return out
+
+
+def _organisation_visits(scenario: Scenario, names: list[str]) -> list[tuple[float, str, str, str]]:
+    """One or two messages from each person to each organisation they contact, at random times."""
+    traits = organisation_traits(scenario)
+    if not traits:
+        return []
+    rng = _rng(scenario.seed, "organisation-visits")
+    serial = 20_000_000  # texts stay distinct from the other traffic's
+    out = []
+    for person in names:
+        for _kind, org in sorted(traits.get(person, {}).items()):
+            for _ in range(1 + (rng.random() < 0.5)):
+                serial += 1
+                at = min(rng.random() * scenario.duration, math.nextafter(scenario.duration, 0.0))
+                out.append((at, person, org, _sentence(rng, serial)))
+    return out

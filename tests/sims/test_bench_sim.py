@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from pathlib import Path
 
 import pytest
 
 from relaysim.sims.bench import harness, sim
+from relaysim.sims.world.simulation import Simulation
 
 
 def test_json_has_both_contenders_the_scale_runs_and_the_ratios_and_check_names_what_was_missed(
@@ -92,6 +94,15 @@ def test_the_steady_scenario_sends_one_way_after_three_warm_up_messages() -> Non
         assert [(m.sender, m.recipient) for m in warm] == [(a, b), (b, a), (a, b)]
         assert len(timed) == 5 and all((m.sender, m.recipient) == (a, b) for m in timed)
         assert all(len(m.text.encode()) == len(sim.MESSAGE) for m in conversation.messages)
+
+
+def test_the_steady_scenario_times_messages_alone_without_receipts(tmp_path: Path) -> None:
+    """The baseline is one symmetric-ratchet message; a delivery receipt would add a second message
+    (b → a) and make every following message carry a DH ratchet step."""
+    scenario = sim.steady_scenario(pairs=2, messages=6)
+    result = Simulation(scenario, db_path=str(tmp_path / "steady.db")).run()
+    assert sum(len(m.delivered) for m in result.messages) == 6 + 2 * 3
+    assert result.control["receipts_sent"] == 0 and result.control["receipts_received"] == 0
 
 
 def test_help_says_what_is_measured_with_an_example(capsys: pytest.CaptureFixture[str]) -> None:

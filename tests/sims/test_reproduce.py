@@ -35,3 +35,14 @@ def test_a_fresh_connection_per_sealed_send_defeats_the_address_join() -> None:
         (sc, "fresh", {"sealed_connection": "fresh", "bundle_fetch": "unauthenticated"}, 8)  # type: ignore[arg-type]
     )
     assert fresh.address_join_correct < 0.1
+
+
+def test_ephemeral_mailboxes_defeat_the_sda_on_the_responder() -> None:
+    """Martiny et al.'s sealed conversations: whoever writes first opens a mailbox; the target's
+    receipts and replies go there, so its true correspondent no longer rises to the top."""
+    sc = _small()
+    base = run_variant((sc, "as written", {}, 8))  # type: ignore[arg-type]
+    boxes = run_variant((sc, "mailboxes", {"mailboxes": "ephemeral"}, 8))  # type: ignore[arg-type]
+    assert base.targets == boxes.targets >= 3
+    assert base.linked_within(30) >= base.targets // 2
+    assert boxes.linked_within(30) * 3 <= base.linked_within(30)

@@ -1,0 +1,238 @@
+"""Key transparency, the devices' half: check what the relay's log proves, and compare heads.
+
+The relay keeps an append-only Merkle log of every (account, device, identity key) it serves and
+signs its tree heads (``relay/transparency.py``). A device
+
+* **verifies inclusion** of every identity key it is given: the key's leaf is in the tree whose
+  signed head the relay showed (``verify_inclusion``, RFC 9162 §2.1.3.2);
+* **audits its own account**: it reads the whole log up to a signed head, checks that the leaves
+  hash to that head's root, and that the entries naming its account are exactly its own devices
+  (``audit``; the monitor of RFC 9162 §8.2, the self-audit of CONIKS and of WhatsApp's Auditable
+  Key Directory);
+* **compares heads** with others through a witness (``Witness``): two signed heads of the same
+  size with different roots, or two heads no valid consistency proof (RFC 9162 §2.1.4.2) joins,
+  are proof, signed by the relay's own key, that it showed different logs to different people.
+
+Only ``hashlib`` and the Ed25519 check of ``clients._primitives``; nothing from ``relay`` but the
+two encodings in ``relay.wire`` both sides share.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from relaysim.clients._primitives import ed25519_verify
+from relaysim.relay import wire
+
+__all__ = [
+    "AuditResult",
+    "Fork",
+    "TreeHead",
+    "Witness",
+    "audit",
+    "root_of",
+    "verify_consistency",
+    "verify_inclusion",
+]
+
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+
+def _leaf_hash(leaf: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + leaf).digest()
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def root_of(leaves: Sequence[bytes]) -> bytes:
+    """MTH over the leaves (RFC 9162 §2.1.1), computed from scratch by the device itself."""
+    level = [_leaf_hash(x) for x in leaves]
+    if not level:
+        return EMPTY_ROOT
+    # Pairing left to right and carrying an odd last node up unchanged gives the same tree as
+    # splitting at the largest power of two below n (RFC 9162 §2.1.1).
+    while len(level) > 1:
+        nxt = [_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+def verify_inclusion(leaf: bytes, index: int, tree_size: int, path: Sequence[bytes], root: bytes) -> bool:
+    """RFC 9162 §2.1.3.2: is ``leaf`` the ``index``-th leaf of the tree of ``tree_size`` with ``root``?"""
+    if not 0 <= index < tree_size or any(len(p) != 32 for p in path):
+        return False
+    fn, sn = index, tree_size - 1
+    r = _leaf_hash(leaf)
+    for p in path:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = _node(p, r)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = _node(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root
+
+
+def verify_consistency(
+    first: int, second: int, first_root: bytes, second_root: bytes, proof: Sequence[bytes]
+) -> bool:
+    """RFC 9162 §2.1.4.2: is the tree of ``first`` leaves a prefix of the tree of ``second``?
+
+    For first == second the proof is empty and the roots must be equal; every tree extends the
+    empty one (first == 0) with an empty proof. Otherwise the algorithm of §2.1.4.2, step by step.
+    """
+    if not 0 <= first <= second or any(len(p) != 32 for p in proof):
+        return False
+    if first == second:
+        return not proof and first_root == second_root
+    if first == 0:
+        return not proof and first_root == EMPTY_ROOT
+    if not proof:  # step 1
+        return False
+    path = list(proof)
+    if first & (first - 1) == 0:  # step 2: first is an exact power of two
+        path.insert(0, first_root)
+    fn, sn = first - 1, second - 1  # step 3
+    while fn & 1:  # step 4
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]  # step 5
+    for c in path[1:]:  # step 6
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr = _node(c, fr)
+            sr = _node(c, sr)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = _node(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return fr == first_root and sr == second_root and sn == 0  # step 7
+
+
+@dataclass(frozen=True, slots=True)
+class TreeHead:
+    """A signed tree head as a device received it (the relay's ``SignedTreeHead``, field for field)."""
+
+    tree_size: int
+    timestamp: int
+    root_hash: bytes
+    signature: bytes
+
+    def verify(self, server_public: bytes) -> bool:
+        try:
+            body = wire.kt_tree_head_body(self.tree_size, self.timestamp, self.root_hash)
+        except ValueError:
+            return False
+        return ed25519_verify(server_public, body, self.signature)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditResult:
+    """What one device's audit of its own account found."""
+
+    ok: bool  # the leaves hash to the signed root and the account shows exactly the expected devices
+    log_matches_head: bool
+    unexpected: tuple[tuple[int, bytes], ...]  # (device, identity key) in the log the device did not expect
+    missing: tuple[tuple[int, bytes], ...]  # expected but not in the log
+
+
+def audit(
+    account: str,
+    expected: set[tuple[int, bytes]],
+    leaves: Sequence[bytes],
+    head: TreeHead,
+    server_public: bytes,
+) -> AuditResult:
+    """Read the log up to ``head`` and compare ``account``'s entries with the devices it should have.
+
+    ``expected`` is every (device, identity key) the account's owner put there. A key that was
+    replaced stays in the log (it is append-only), so it belongs in ``expected`` too.
+    """
+    matches = (
+        head.verify(server_public) and len(leaves) == head.tree_size and root_of(leaves) == head.root_hash
+    )
+    seen: set[tuple[int, bytes]] = set()
+    for leaf in leaves:
+        name, device, key = wire.kt_leaf_decode(leaf)
+        if name == account:
+            seen.add((device, key))
+    unexpected = tuple(sorted(seen - expected))
+    missing = tuple(sorted(expected - seen))
+    return AuditResult(matches and not unexpected and not missing, matches, unexpected, missing)
+
+
+@dataclass(frozen=True, slots=True)
+class Fork:
+    """Two signed heads from the same relay that cannot both describe one append-only log."""
+
+    first: TreeHead
+    second: TreeHead
+    seen_by: tuple[str, str]
+    why: str
+
+
+# Asked by the witness for a consistency proof between two tree sizes (the relay's answer).
+ConsistencyOracle = Callable[[int, int], Sequence[bytes]]
+
+
+class Witness:
+    """Collects every signed head that every device saw, and finds heads that fork the log.
+
+    Gossip, in the simulation one witness all devices report to (as the witness cosigners of
+    transparency logs or CONIKS's auditors). A fork is two validly signed heads of the same size
+    with different roots, or of different sizes that no consistency proof joins.
+    """
+
+    def __init__(self, server_public: bytes, prove: ConsistencyOracle | None = None) -> None:
+        self.server_public = server_public
+        self.prove = prove
+        self.heads: list[tuple[str, TreeHead]] = []
+        self.forks: list[Fork] = []
+        self.bad_signatures: list[tuple[str, TreeHead]] = []
+
+    def observe(self, who: str, head: TreeHead) -> list[Fork]:
+        """Record ``head`` as seen by ``who``; the forks it reveals against every earlier head."""
+        if not head.verify(self.server_public):
+            self.bad_signatures.append((who, head))
+            return []
+        found: list[Fork] = []
+        for other_who, other in self.heads:
+            if other == head:
+                continue
+            why = _disagreement(other, head, self.prove)
+            if why is not None:
+                found.append(Fork(other, head, (other_who, who), why))
+        self.heads.append((who, head))
+        self.forks.extend(found)
+        return found
+
+
+def _disagreement(a: TreeHead, b: TreeHead, prove: ConsistencyOracle | None) -> str | None:
+    if a.tree_size == b.tree_size:
+        if a.root_hash != b.root_hash:
+            return f"two signed heads of size {a.tree_size} with different roots"
+        return None
+    if prove is None:
+        return None
+    small, large = (a, b) if a.tree_size < b.tree_size else (b, a)
+    proof = prove(small.tree_size, large.tree_size)
+    if not verify_consistency(small.tree_size, large.tree_size, small.root_hash, large.root_hash, proof):
+        return f"no valid consistency proof from size {small.tree_size} to {large.tree_size}"
+    return None

@@ -1,0 +1,308 @@
+"""Key transparency: the RFC 9162 Merkle log (relay) against the verifier (clients), and forks.
+
+Reference values: the Certificate Transparency test leaves and their tree heads for sizes 0..8
+(RFC 6962 §2.1 trees, as published with Google's certificate-transparency and
+transparency-dev/merkle test data), and the example trees of RFC 6962 §2.1.3 (seven leaves a..g).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from relaysim.clients import transparency as C
+from relaysim.relay import wire
+from relaysim.relay.core import RelayCore
+from relaysim.relay.store import Store
+from relaysim.relay.transparency import (
+    MerkleLog,
+    TreeHeadSigner,
+    largest_power_of_two_below,
+    leaf_hash,
+    node_hash,
+)
+from tests.helpers import T0, UNLIMITED, DeviceKeys, core_device, new_core, reply
+
+CT_LEAVES = [
+    bytes.fromhex(h)
+    for h in [
+        "",
+        "00",
+        "10",
+        "2021",
+        "3031",
+        "40414243",
+        "5051525354555657",
+        "606162636465666768696a6b6c6d6e6f",
+    ]
+]
+CT_ROOTS = [
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+    "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+    "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
+    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+    "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
+    "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
+    "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
+    "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
+]
+KEY = bytes(range(32))
+SERVER = TreeHeadSigner(bytes(32))
+
+
+def test_roots_match_the_certificate_transparency_reference() -> None:
+    log = MerkleLog(CT_LEAVES)
+    for n, want in enumerate(CT_ROOTS):
+        assert log.root(n).hex() == want
+        assert C.root_of(CT_LEAVES[:n]).hex() == want
+
+
+def test_reference_inclusion_and_consistency_proofs() -> None:
+    # Published with the same test data: leaf 0 and leaf 5 of the 8-leaf tree, and 2 → 8, 6 → 8.
+    log = MerkleLog(CT_LEAVES)
+    assert [p.hex() for p in log.inclusion_path(0, 8)] == [
+        "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+        "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+        "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+    ]
+    assert [p.hex() for p in log.inclusion_path(5, 8)] == [
+        "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+        "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+        "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+    ]
+    assert [p.hex() for p in log.consistency_proof(2, 8)] == [
+        "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+        "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+    ]
+    assert log.consistency_proof(6, 8)[1:] == [
+        bytes.fromhex("ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0"),
+        bytes.fromhex("d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7"),
+    ]
+
+
+def test_rfc6962_example_tree_of_seven() -> None:
+    # RFC 6962 §2.1.3: in the tree of d0..d6, the audit path for d0 is [b, h, l], for d3 [c, g, l],
+    # for d4 [f, j, k]; the consistency proof between the trees of 3 and 7 leaves is [c, d, g, l].
+    d = [bytes([i]) for i in range(7)]
+    a, b, c, dd, e, f, j = (leaf_hash(x) for x in d)
+    g, h, i = node_hash(a, b), node_hash(c, dd), node_hash(e, f)
+    k, l = node_hash(g, h), node_hash(i, j)  # noqa: E741 (the RFC's names)
+    log = MerkleLog(d)
+    assert log.root() == node_hash(k, l)
+    assert log.inclusion_path(0) == [b, h, l]
+    assert log.inclusion_path(3) == [c, g, l]
+    assert log.inclusion_path(4) == [f, j, k]
+    assert log.consistency_proof(3, 7) == [c, dd, g, l]
+    assert log.consistency_proof(4, 7) == [l]
+    assert log.consistency_proof(6, 7) == [i, j, k]
+
+
+def test_the_split_is_the_largest_power_of_two_below_n() -> None:
+    assert [largest_power_of_two_below(n) for n in (2, 3, 4, 5, 8, 9, 1000)] == [1, 2, 2, 4, 4, 8, 512]
+    with pytest.raises(ValueError):
+        largest_power_of_two_below(1)
+
+
+leaves_st = st.lists(st.binary(max_size=8), min_size=1, max_size=70)
+
+
+@given(leaves_st, st.data())
+def test_inclusion_proofs_verify_and_tampered_ones_fail(leaves: list[bytes], data: st.DataObject) -> None:
+    log = MerkleLog(leaves)
+    n = data.draw(st.integers(1, len(leaves)), label="tree size")
+    index = data.draw(st.integers(0, n - 1), label="leaf")
+    root, path = log.root(n), log.inclusion_path(index, n)
+    assert C.root_of(leaves[:n]) == root
+    assert C.verify_inclusion(leaves[index], index, n, path, root)
+    # Another leaf, another index, another size, another root, a changed or shortened path: all fail.
+    other = leaves[index] + b"x"
+    assert not C.verify_inclusion(other, index, n, path, root)
+    assert not C.verify_inclusion(leaves[index], index, n, path, leaf_hash(b"not the root"))
+    if n > 1:
+        j = data.draw(
+            st.integers(0, n - 1).filter(lambda j: leaf_hash(leaves[j]) != leaf_hash(leaves[index]))
+        )
+        assert not C.verify_inclusion(leaves[index], j, n, path, root)
+    assert not C.verify_inclusion(leaves[index], n, n, path, root)
+    if path:
+        at = data.draw(st.integers(0, len(path) - 1), label="tampered node")
+        bad = list(path)
+        bad[at] = bytes([bad[at][0] ^ 1]) + bad[at][1:]
+        assert not C.verify_inclusion(leaves[index], index, n, bad, root)
+        assert not C.verify_inclusion(leaves[index], index, n, path[:-1], root)
+    assert not C.verify_inclusion(leaves[index], index, n, [*path, root], root)
+
+
+@given(leaves_st, st.data())
+def test_consistency_proofs_verify_and_tampered_ones_fail(leaves: list[bytes], data: st.DataObject) -> None:
+    log = MerkleLog(leaves)
+    n = data.draw(st.integers(1, len(leaves)), label="second size")
+    m = data.draw(st.integers(0, n), label="first size")
+    proof = log.consistency_proof(m, n)
+    assert C.verify_consistency(m, n, log.root(m), log.root(n), proof)
+    if 0 < m < n:
+        at = data.draw(st.integers(0, len(proof) - 1), label="tampered node")
+        bad = list(proof)
+        bad[at] = bytes([bad[at][0] ^ 1]) + bad[at][1:]
+        assert not C.verify_consistency(m, n, log.root(m), log.root(n), bad)
+        assert not C.verify_consistency(m, n, log.root(m), log.root(n), proof[:-1])
+        assert not C.verify_consistency(m, n, log.root(m), log.root(n), [*proof, log.root(n)])
+        assert not C.verify_consistency(m, n, leaf_hash(b"other"), log.root(n), proof)
+        assert not C.verify_consistency(m, n, log.root(m), leaf_hash(b"other"), proof)
+        assert not C.verify_consistency(m, n, log.root(m), log.root(n), [])
+
+
+def _head(log: MerkleLog, t: int = 0, size: int | None = None) -> C.TreeHead:
+    sth = SERVER.sign(log, t, size)
+    assert sth.verify(SERVER.public)
+    return C.TreeHead(sth.tree_size, sth.timestamp, sth.root_hash, sth.signature)
+
+
+def _leaf(account: str, device: int, key: bytes = KEY) -> bytes:
+    return wire.kt_leaf(account, device, key)
+
+
+accounts_st = st.lists(st.sampled_from(["alice", "bob", "carol"]), min_size=1, max_size=20)
+
+
+@given(accounts_st, st.integers(0, 25), st.integers(0, 25), st.integers(1, 3))
+def test_a_forked_log_is_always_detected_by_two_devices_comparing_heads(
+    accounts: list[str], at: int, extra_a: int, extra_b: int
+) -> None:
+    # The provider keeps one shared history of ``at`` entries, then forks it: the ghost goes into
+    # the log everyone else is shown, not into the one the target is shown. Both logs grow on
+    # (the target's view by at least one entry: it is not simply frozen in the past); whichever
+    # heads the two devices were shown, the witness finds the fork.
+    base = [_leaf(a, i + 1) for i, a in enumerate(accounts)]
+    at = min(at, len(base))
+    honest = MerkleLog([*base[:at], _leaf("bob", 99, bytes(32)), *base[at:]])
+    hidden = MerkleLog(base)
+    for i in range(extra_a):
+        honest.append(_leaf("carol", 100 + i))
+    for i in range(extra_b):
+        hidden.append(_leaf("alice", 200 + i))
+    shown_target = _head(hidden, 1)
+    shown_sender = _head(honest, 1)
+
+    def prove(m: int, n: int) -> list[bytes]:  # the provider answers from whichever log it likes
+        for log in (honest, hidden):
+            if n <= len(log) and m <= n:
+                return log.consistency_proof(m, n)
+        return []
+
+    witness = C.Witness(SERVER.public, prove)
+    witness.observe("bob/1", shown_target)
+    forks = witness.observe("alice/1", shown_sender)
+    assert forks and witness.forks == forks
+    assert forks[0].seen_by == ("bob/1", "alice/1")
+
+
+@given(accounts_st, st.integers(1, 5))
+def test_an_honest_log_is_never_called_a_fork(accounts: list[str], grow: int) -> None:
+    log = MerkleLog([_leaf(a, i + 1) for i, a in enumerate(accounts)])
+    witness = C.Witness(SERVER.public, lambda m, n: log.consistency_proof(m, n))
+    heads = [_head(log, 0)]
+    for i in range(grow):
+        log.append(_leaf("dave", i + 1))
+        heads.append(_head(log, i + 1))
+    for i, h in enumerate(heads):
+        assert witness.observe(f"d{i}", h) == []
+        assert witness.observe(f"e{i}", h) == []
+
+
+def test_a_head_not_signed_by_the_server_key_is_set_aside() -> None:
+    log = MerkleLog([_leaf("alice", 1)])
+    good = _head(log)
+    forged = C.TreeHead(good.tree_size, good.timestamp, leaf_hash(b"x"), good.signature)
+    witness = C.Witness(SERVER.public)
+    witness.observe("a", good)
+    assert witness.observe("b", forged) == []
+    assert witness.bad_signatures == [("b", forged)]
+
+
+def test_the_targets_audit_sees_a_ghost_in_its_account() -> None:
+    log = MerkleLog([_leaf("alice", 1), _leaf("bob", 1), _leaf("bob", 2)])
+    mine = {(1, KEY), (2, KEY)}
+    clean = C.audit("bob", mine, log.leaves(), _head(log), SERVER.public)
+    assert clean.ok and clean.unexpected == () and clean.missing == ()
+    ghost_key = bytes(range(1, 33))
+    log.append(_leaf("bob", 3, ghost_key))
+    found = C.audit("bob", mine, log.leaves(), _head(log), SERVER.public)
+    assert not found.ok and found.log_matches_head and found.unexpected == ((3, ghost_key),)
+    # A relay that leaves the ghost out of what it shows bob must show leaves that do not hash to
+    # the head it signed for everyone else.
+    hidden = C.audit("bob", mine, log.leaves()[:3], _head(log), SERVER.public)
+    assert not hidden.ok and not hidden.log_matches_head
+
+
+def test_leaf_encoding_rejects_bad_fields() -> None:
+    with pytest.raises(ValueError, match="device must be an integer >= 1"):
+        wire.kt_leaf("alice", 0, KEY)
+    with pytest.raises(ValueError, match="identity_key must be 32 bytes"):
+        wire.kt_leaf("alice", 1, b"short")
+    with pytest.raises(ValueError, match="not valid msgpack"):
+        wire.kt_leaf_decode(b"\xc1")
+    assert wire.kt_leaf_decode(wire.kt_leaf("alice", 2, KEY)) == ("alice", 2, KEY)
+
+
+# --- the relay logs what it serves -----------------------------------------------------------------
+
+
+def test_the_relay_logs_every_registration_and_a_provisioned_ghost(tmp_path: Path) -> None:
+    path = tmp_path / "relay.db"
+    alice, bob, renewed = DeviceKeys.make("alice"), DeviceKeys.make("bob"), DeviceKeys.make("alice", seed=2)
+    with Store(path) as store:
+        core = RelayCore(store, clock=lambda: T0, rng=random.Random(1).randbytes, limits=UNLIMITED)
+        conn = core_device(core, alice, 1)
+        core_device(core, bob, 2)
+        assert isinstance(reply(core.handle(conn, renewed.register())), wire.Registered)  # a new key
+        ghost = DeviceKeys.make("bob", 7, seed=5)
+        core.provision_device(ghost.register())  # what the compelled provider does
+        expected = [
+            wire.kt_leaf("alice", 1, alice.identity_key),
+            wire.kt_leaf("bob", 1, bob.identity_key),
+            wire.kt_leaf("alice", 1, renewed.identity_key),
+            wire.kt_leaf("bob", 7, ghost.identity_key),
+        ]
+        assert core.key_log.leaves() == expected
+        head = core.key_log_head()
+        server_public = core.identity.server_certificate.public_key
+        assert head.verify(server_public) and head.tree_size == 4 and head.timestamp == int(T0)
+        proof = core.key_log_inclusion("bob", 7, ghost.identity_key)
+        assert proof is not None
+        assert C.verify_inclusion(expected[3], proof[0], 4, proof[1], head.root_hash)
+        assert core.key_log_inclusion("bob", 7, ghost.identity_key, size=3) is None
+        assert C.verify_consistency(
+            2, 4, core.key_log_head(2).root_hash, head.root_hash, core.key_log_consistency(2)
+        )
+        # bob's own audit finds the device he never added.
+        sth = C.TreeHead(head.tree_size, head.timestamp, head.root_hash, head.signature)
+        found = C.audit("bob", {(1, bob.identity_key)}, core.key_log.leaves(), sth, server_public)
+        assert found.unexpected == ((7, ghost.identity_key),)
+    with Store(path) as store:  # the log survives a restart, leaf for leaf
+        again = RelayCore(store, clock=lambda: T0 + 5, rng=random.Random(2).randbytes, limits=UNLIMITED)
+        assert again.key_log.leaves() == expected and again.key_log.root() == head.root_hash
+        conn = core_device(again, renewed, 3, register=False)
+        assert isinstance(reply(again.handle(conn, alice.register(9))), wire.Registered)  # its old key again
+        assert len(again.key_log) == 4  # already logged, before the restart
+
+
+def test_re_registering_the_same_key_adds_no_leaf() -> None:
+    core = new_core()
+    alice = DeviceKeys.make("alice")
+    conn = core_device(core, alice, 1)
+    assert isinstance(reply(core.handle(conn, alice.register(5))), wire.Registered)
+    assert core.key_log.leaves() == [wire.kt_leaf("alice", 1, alice.identity_key)]
+
+
+def test_the_store_refuses_a_leaf_out_of_order() -> None:
+    with Store(":memory:") as store, store.transaction():
+        store.append_key_log(0, b"a")
+        with pytest.raises(ValueError, match="leaf 2 appended to a log of 1 leaves"):
+            store.append_key_log(2, b"b")
+        assert store.key_log() == [b"a"]

@@ -1,0 +1,133 @@
+"""MetaPhone-style inference of sensitive traits (Mayer, Mutchler and Mitchell, PNAS 2016): labelled
+organisations in a generated population, a public directory of them, and the scoring."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from relaysim.sims.analysis.traits import sensitive_traits
+from relaysim.sims.analysis_scoring import write_analysis
+from relaysim.sims.report import run_to_dir
+from relaysim.sims.scenario import ScenarioError, parse_scenario, resolve_scenario
+from relaysim.sims.world.traffic import expand_population, organisation_accounts, organisation_traits
+
+BASE = """
+[scenario]
+name = "traits"
+duration = "30m"
+seed = 4
+
+[relay]
+profile = "{profile}"
+sealed_sender = true
+
+[generate]
+people = 8
+graph = {{ model = "barabasi-albert", m = 1 }}
+messages_per_day = {{ mean = 4, sigma = 0.1 }}
+daily_rhythm = [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+organisations = {{ clinic = 1, gunshop = 1, worship = 2 }}
+trait_probability = {{ clinic = 1.0, gunshop = 0.0, worship = 0.5 }}
+"""
+
+
+def test_organisations_are_accounts_and_traits_are_drawn_per_person() -> None:
+    sc = expand_population(parse_scenario(BASE.format(profile="keep-everything")))
+    assert organisation_accounts(sc) == {
+        "clinic-1": "clinic",
+        "gunshop-1": "gunshop",
+        "worship-1": "worship",
+        "worship-2": "worship",
+    }
+    names = [p.name for p in sc.people]
+    assert set(organisation_accounts(sc)) <= set(names) and names[-8:] == [f"p{i}" for i in range(8)]
+    traits = organisation_traits(sc)
+    assert set(traits) == {f"p{i}" for i in range(8)}  # clinic = 1.0: everyone
+    assert all(t["clinic"] == "clinic-1" and "gunshop" not in t for t in traits.values())
+    assert 0 < sum("worship" in t for t in traits.values()) < 8
+
+
+def test_the_analysis_infers_who_contacts_which_kind_and_the_scoring_checks_it(tmp_path: Path) -> None:
+    sc = parse_scenario(BASE.format(profile="keep-everything"))
+    out = tmp_path / "run"
+    run_to_dir(sc, out)
+    assert json.loads((out / "directory.json").read_text())["gunshop-1"] == "gunshop"
+    truth = organisation_traits(expand_population(sc))
+    lines = write_analysis(out)
+    assert "traits (precision/recall)" in lines[0]
+    data = json.loads((out / "analysis" / "relay.json").read_text())
+    inferred = data["analysis"]["sensitive_traits"]["traits"]
+    assert {p: sorted(k) for p, k in inferred.items()} == {p: sorted(t) for p, t in truth.items()}
+    rows = data["score"]["sensitive_traits"]["by_trait"]
+    assert rows["clinic"]["precision"] == rows["clinic"]["recall"] == 1.0
+    assert rows["clinic"]["true_holders"] == 8 and rows["gunshop"]["true_holders"] == 0
+    assert rows["worship"]["recall"] == 1.0 and rows["clinic"]["paper_share"] == 0.57
+    md = (out / "analysis" / "relay.md").read_text()
+    assert "| clinic | 8 (1.00) | 8 (1.00) | 1.00 | 1.00 | health services 57% |" in md
+
+
+def test_a_provider_that_keeps_no_logs_reveals_no_traits(tmp_path: Path) -> None:
+    sc = parse_scenario(BASE.format(profile="signal").replace("sealed_sender = true\n", ""))
+    out = tmp_path / "run"
+    run_to_dir(sc, out)
+    write_analysis(out)
+    data = json.loads((out / "analysis" / "relay.json").read_text())
+    assert data["analysis"]["sensitive_traits"]["traits"] == {}
+    assert data["score"]["sensitive_traits"]["by_trait"]["clinic"]["recall"] == 0.0
+
+
+def test_the_directory_alone_says_nothing_about_people() -> None:
+    directory = {"clinic-1": "clinic", "gunshop-1": "gunshop"}
+    pairs = [frozenset(("ann", "clinic-1")), frozenset(("ann", "bob")), frozenset(("clinic-1", "gunshop-1"))]
+    report = sensitive_traits(pairs, ["ann", "bob", "clinic-1", "gunshop-1"], directory)
+    assert report.traits == {"ann": ("clinic",)} and report.people == 2
+    assert sensitive_traits([], ["ann"], directory).traits == {}
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("organisations = { spa = 1 }", r"generate\.organisations\.spa: no default share for 'spa'"),
+        ("organisations = { clinic = 0 }", r"generate\.organisations\.clinic: expected from 1 to 1000"),
+        (
+            "organisations = { clinic = 1 }\ntrait_probability = { bank = 0.5 }",
+            r"generate\.trait_probability\.bank: names no kind",
+        ),
+        (
+            "organisations = { clinic = 1 }\ntrait_probability = { clinic = 2 }",
+            r"generate\.trait_probability\.clinic: expected a probability",
+        ),
+    ],
+)
+def test_bad_organisations_are_refused_by_name(table: str, message: str) -> None:
+    text = '[scenario]\nname = "x"\nduration = "1h"\n[generate]\npeople = 4\n' + table + "\n"
+    with pytest.raises(ScenarioError, match=message):
+        parse_scenario(text, "x.toml")
+
+
+def test_the_builtin_metaphone_scenario_has_every_kind_with_a_paper_share() -> None:
+    sc = expand_population(resolve_scenario("metaphone"))
+    kinds = set(organisation_accounts(sc).values())
+    assert {"clinic", "pharmacy", "lawyer", "gunshop", "bank"} <= kinds
+    held = {k for t in organisation_traits(sc).values() for k in t}
+    assert kinds == held  # small as it is, someone holds each trait
+
+
+@pytest.mark.parametrize(("fetch", "recall"), [("authenticated", 1.0), ("unauthenticated", 0.0)])
+def test_a_fresh_connection_per_sealed_send_hides_traits_only_if_look_ups_are_unauthenticated(
+    tmp_path: Path, fetch: str, recall: float
+) -> None:
+    """Sealed sends from an exit cannot be attributed by address; but a phone that looks up the clinic's
+    keys on its logged-in connection has told the provider whom it is about to write to."""
+    text = (
+        BASE.format(profile="keep-everything")
+        + f'\n[defences]\nsealed_connection = "fresh"\nbundle_fetch = "{fetch}"\n'
+    )
+    out = tmp_path / "run"
+    run_to_dir(parse_scenario(text), out)
+    write_analysis(out)
+    rows = json.loads((out / "analysis" / "relay.json").read_text())["score"]["sensitive_traits"]["by_trait"]
+    assert rows["clinic"]["true_holders"] == 8 and rows["clinic"]["recall"] == recall
