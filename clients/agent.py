@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from relaysim.clients import _primitives as _p
+from relaysim.clients import spec
 from relaysim.clients import transparency as kt
 from relaysim.clients.errors import DecryptionError
 from relaysim.clients.escrow import EscrowPublicKey
@@ -54,7 +55,10 @@ __all__ = [
     "ReceiptReceived",
     "Received",
     "Registered",
+    "SentTranscript",
     "Undecryptable",
+    "UnsignedDevice",
+    "sign_device",
 ]
 
 RNG = Callable[[int], bytes]
@@ -119,6 +123,31 @@ class Failed:
     message: str
 
 
+# "signed-devices": what the primary signs to vouch for a companion device's identity key (the
+# signed device list of WhatsApp's multi-device design; this prefix is the simulator's own).
+DEVICE_LIST_PREFIX = b"relaysim device list v1:"
+
+
+def sign_device(primary: Device, companion_identity_key: bytes, rng: RNG = os.urandom) -> bytes:
+    """The primary device's XEdDSA signature over a companion's identity key ("signed-devices")."""
+    return primary.secrets.identity.sign(DEVICE_LIST_PREFIX + companion_identity_key, rng)
+
+
+class UnsignedDevice(Exception):
+    """A served device the identity model refuses: "signed-devices", a companion carrying no valid
+    signature by the primary; "account" (``own``), a device of one's own account with another
+    identity key than the account's (Signal's clients trust only their own key for their own
+    address)."""
+
+    def __init__(self, peer: PeerAddress, own: bool = False) -> None:
+        super().__init__(
+            f"device {peer.account}.{peer.device} does not have this account's identity key: refused"
+            if own
+            else f"device {peer.account}.{peer.device} is not signed by {peer.account}'s primary device: refused"
+        )
+        self.peer, self.own = peer, own
+
+
 @dataclass(frozen=True)
 class ContactsFound:
     """The relay's answer to ``discover_contacts``: which of the accounts asked about exist."""
@@ -143,6 +172,18 @@ class DeviceListChanged:
 
 
 @dataclass(frozen=True)
+class SentTranscript:
+    """A sync copy: another device of this account sent ``plaintext`` to ``destination`` (Signal's
+    SyncMessage.Sent), so every device of the account shows the conversation."""
+
+    sender: PeerAddress
+    destination: str
+    plaintext: bytes
+    envelope_id: bytes
+    relay_timestamp_ms: int
+
+
+@dataclass(frozen=True)
 class KeyLogChecked:
     """Key transparency: this device checked the keys of ``account``'s bundle against the relay's
     signed key log (clients.transparency). ``unlogged`` are devices whose key has no valid inclusion
@@ -161,6 +202,7 @@ class KeyLogChecked:
 
 AgentEvent = (
     Registered
+    | SentTranscript
     | LoggedIn
     | Received
     | ReceiptReceived
@@ -180,6 +222,7 @@ _RECEIPT_KINDS = {b"D": "delivery", b"R": "read"}
 _COVER = b"C"
 _MAILBOX = b"M"  # a sealed conversation's mailbox: where to write back (see DeviceAgent.new_mailbox)
 _SENDER_KEY = b"K"  # a SenderKeyDistributionMessage, over the pairwise session (clients.groups)
+_SYNC = b"S"  # a sync copy of a 1:1 message this account sent (then: destination length, destination)
 MAX_GROUP_BACKLOG = 256  # group messages kept while their sender key has not arrived yet
 SIGNAL_PAD_BLOCK = 160  # libsignal-service's PushTransportDetails
 
@@ -248,6 +291,22 @@ class DeviceAgent:
     # are fetched with the recipient's delivery token instead of on the logged-in connection.
     padding: str = "signal"  # on by default, as Signal's clients pad
     unauthenticated_fetch: bool = False
+    # How this provider's clients tie devices to an account (relay.profiles.Profile.identity_model):
+    # "account": one identity key per account, so a device with another is "safety number changed";
+    # "signed-devices": a companion device (not device 1) is used only with the primary's signature
+    # over its identity key (``device_signature`` below); "per-device": keys taken as served.
+    identity_model: str = "per-device"
+    # Contact Key Verification (iMessage, iOS 17.2): under "per-device", a device added to a known
+    # account is reported as an identity change instead of being taken silently.
+    key_verification: bool = False
+    # "signed-devices": the primary's signature over a companion device's identity key, for
+    # (account, device); None when it has none. WhatsApp's clients carry it with the companion's
+    # keys (the signed device list); the simulation hands it over out of band.
+    device_signature: Callable[[str, int], bytes | None] | None = None
+    # Send a sync copy of each 1:1 message to this account's other devices (Signal's
+    # SyncMessage.Sent), once the agent knows there are any: the relay's ``needs_sync`` on an
+    # authenticated send, or ``linked_devices_known`` (the primary linked one itself).
+    sync_copies: bool = True
     # Key transparency ([defences] key_transparency): ask for the log's proofs with every bundle,
     # check each key's inclusion under a head signed by the server key, and refuse unlogged keys.
     key_transparency: bool = False
@@ -278,10 +337,15 @@ class DeviceAgent:
         self._uploaded_one_time: set[int] = set()
         self.groups = GroupKeys(self.device.address, self.rng)
         self._group_backlog: list[wire.Envelope] = []
+        self._multi_device = False  # this account has other devices, as far as this device knows
         self._handouts = 0
         # Group sends and sender key handouts whose answer a lost connection took: sent again after login.
         self._resend: list[_Outgoing] = []
         self.key_log_heads: list[kt.TreeHead] = []  # every signed key-log head this device was shown
+
+    def linked_devices_known(self) -> None:
+        """This device knows its account has other devices (it linked one): sync copies from now on."""
+        self._multi_device = True
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -401,6 +465,22 @@ class DeviceAgent:
         """A dummy message (cover traffic): ``to`` decrypts it and drops it, without a receipt."""
         self.send_text(to, CONTROL + _COVER + self.rng(max(0, size)), ref, sealed=sealed)
 
+    def _sync(self, out: _Outgoing) -> None:
+        """After a 1:1 message to another account went out, its sync copy to this account's other
+        devices (authenticated, never sealed: it goes to oneself), as Signal's clients send one."""
+        if (
+            not self.sync_copies
+            or not self._multi_device
+            or out.to == self.account
+            or out.group is not None
+            or out.plaintext.startswith(CONTROL)
+            or self.content_key is not None
+        ):
+            return
+        to = out.to.encode()
+        body = CONTROL + _SYNC + len(to).to_bytes(1, "big") + to + out.plaintext
+        self.send_text(self.account, body, ("sync", out.ref))
+
     def _fetch(self, to: str, out: _Outgoing) -> None:
         waiting = self._waiting_bundle.setdefault(to, [])
         waiting.append(out)
@@ -421,6 +501,8 @@ class DeviceAgent:
             return
         out.attempts += 1
         devices = self._devices[out.to]
+        if not devices:
+            return  # a sync copy, and this account has no other device after all
         plaintext = pad(out.plaintext, self.padding)
         if self.content_key is not None:
             key, ad = self.content_key, route_ad(out.to)
@@ -694,6 +776,9 @@ class DeviceAgent:
                 return  # a sender key distribution went out
             assert isinstance(context, _Outgoing)
             self._events.append(Accepted(context.ref, context.to, tuple(frame.envelope_ids)))
+            if frame.needs_sync:
+                self._multi_device = True
+            self._sync(context)
         elif isinstance(frame, wire.Envelopes):
             self._envelopes(frame.envelopes)
             if frame.more:
@@ -809,6 +894,10 @@ class DeviceAgent:
                 if account == self.account and b.device == self.device_id:
                     continue  # our own bundle, in a fetch of our account for our other devices
                 peer = PeerAddress(account, b.device)
+                if not self._device_trusted(frame, peer, b.identity_key):
+                    raise UnsignedDevice(
+                        peer, own=account == self.account and self.identity_model == "account"
+                    )
                 known = self.device.peer_identity(peer)
                 if known is not None and known != b.identity_key:
                     changed.append(b.device)
@@ -821,6 +910,10 @@ class DeviceAgent:
         except UntrustedIdentity as exc:  # a changed identity key the user has not approved
             for out in waiting:
                 self._fail(out, "untrusted_identity", str(exc))
+            return
+        except UnsignedDevice as exc:  # "signed-devices": a companion without the primary's signature
+            for out in waiting:
+                self._fail(out, "foreign_identity" if exc.own else "unsigned_device", str(exc))
             return
         devices = tuple(sorted(b.device for b in frame.devices))
         if account == self.account:
@@ -839,6 +932,34 @@ class DeviceAgent:
         self._devices[account] = devices
         for out in waiting:
             self._send(out)
+
+    def _device_trusted(self, frame: wire.Bundle, peer: PeerAddress, key: bytes) -> bool:
+        """The identity model's check of one served device of another account, before any session
+        with it. False: refuse it ("signed-devices", no valid signature by the primary). Raises
+        ``UntrustedIdentity`` for a blocked change ("account", or "per-device" with Contact Key
+        Verification); a change let through is recorded as ``IdentityChanged``."""
+        ids = self.device.identities
+        if peer.account == self.account:  # one's own other devices
+            if self.identity_model == "account":
+                return key == self.device.identity_key
+            if self.identity_model != "signed-devices":
+                return True
+        if self.identity_model == "account":
+            ids.check_account(peer, key, "bundle")
+        elif self.identity_model == "per-device" and self.key_verification:
+            if peer.account in self._listed and peer.device not in self._listed[peer.account]:
+                # a device added to an account already known: the key is new, whatever it is
+                ids.check_account(peer, key, "bundle")
+        elif self.identity_model == "signed-devices" and peer.device != 1:
+            primary = next((b.identity_key for b in frame.devices if b.device == 1), None)
+            primary = ids.pinned(PeerAddress(peer.account, 1)) or primary
+            signature = (
+                None if self.device_signature is None else self.device_signature(peer.account, peer.device)
+            )
+            if primary is None or signature is None:
+                return False
+            return spec.xeddsa_verify(primary, DEVICE_LIST_PREFIX + key, signature)
+        return True
 
     def _envelopes(self, envelopes: tuple[wire.Envelope, ...]) -> None:
         acks = []
@@ -875,6 +996,17 @@ class DeviceAgent:
                 code, rest = plaintext[2:3], plaintext[3:]
                 if code == _SENDER_KEY:
                     self._sender_key_arrived(sender, rest)
+                elif code == _SYNC and sender.account == self.account and len(rest) >= 1:
+                    n = rest[0]
+                    self._events.append(
+                        SentTranscript(
+                            sender,
+                            rest[1 : 1 + n].decode("utf-8", "replace"),
+                            rest[1 + n :],
+                            env.id,
+                            env.timestamp,
+                        )
+                    )
                 elif code in _RECEIPT_KINDS:
                     stamps = tuple(int.from_bytes(rest[i : i + 8], "big") for i in range(0, len(rest) - 7, 8))
                     self._events.append(

@@ -99,6 +99,26 @@ class IdentityStore:
             raise UntrustedIdentity(change)
         return change
 
+    def check_account(self, peer: PeerAddress, key: bytes, via: str) -> IdentityChanged | None:
+        """The "account" identity model (Signal: linked devices share the account's identity key):
+        is ``key`` the one pinned for ``peer``'s account? A device of a known account presenting
+        another key — one the account's own devices never received at linking — is the account's
+        safety number changing. None: no device of that account pinned yet, or the same key.
+        Otherwise the change, recorded against the new device; raises ``UntrustedIdentity`` when
+        blocked (the policy, or any device of the account verified)."""
+        known = sorted((p, k) for p, k in self._pinned.items() if p.account == peer.account and p != peer)
+        if not known or any(k == key for _, k in known) or self._pinned.get(peer) == key:
+            return None
+        previous = known[0][1]
+        verified = any(p in self._verified for p, _ in known)
+        change = IdentityChanged(peer, previous, key, via, not verified and self.policy == "warn", verified)
+        if (peer, previous, key) not in self._reported:
+            self._reported.add((peer, previous, key))
+            self._changes.append(change)
+        if not change.accepted:
+            raise UntrustedIdentity(change)
+        return change
+
     def pin(self, peer: PeerAddress, key: bytes) -> None:
         """Save ``key`` for ``peer`` (after ``check`` let it through and the session authenticated)."""
         if self._pinned.get(peer) != key:

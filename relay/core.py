@@ -1122,7 +1122,21 @@ class RelayCore:
         out.bodies.update((s.id, s.body) for s in stored)
         if not dropped:
             self.store.enqueue(stored)
-        out.items.append(Reply(conn.id, Sent(id=request_id, envelope_ids=tuple(s.id for s in stored))))
+        needs_sync = (
+            source is not None
+            and source.account != to
+            and len(self.store.registration_ids(source.account)) > 1
+        )
+        out.items.append(
+            Reply(
+                conn.id,
+                Sent(
+                    id=request_id,
+                    envelope_ids=tuple(s.id for s in stored),
+                    needs_sync=True if needs_sync else None,
+                ),
+            )
+        )
         kind = RecordKind.SEND if source is not None else RecordKind.SEALED_SEND
         for s in stored:
             out.record(

@@ -44,6 +44,9 @@ PROCESSES: Final[Mapping[str, str]] = {i.key: i.description for i in INSTRUMENTS
 # What each process may compel (asks for), by law.
 ASKS: Final[Mapping[str, frozenset[str]]] = {i.key: i.asks for i in INSTRUMENTS.values()}
 Custody = Literal["devices", "provider", "enterprise"]
+# How a contact's phone decides which devices (and keys) belong to an account: see Profile.identity_model.
+IdentityModel = Literal["account", "signed-devices", "per-device"]
+IDENTITY_MODELS: Final[tuple[str, ...]] = ("account", "signed-devices", "per-device")
 
 _DAY = 86400.0
 
@@ -90,6 +93,19 @@ class Profile:
     backup: str = "none"  # where its users' phones back up their history by default (relay/backup.py)
     public_keys: bool = False  # device info includes each device's public identity key (Threema)
     external_id_count: bool = False  # message counts come with the number of external ids (Wickr)
+    # How its clients tie devices to an account, and so whether a device the provider adds on its
+    # own (a "ghost", sims/access/ghost.py) is seen by the account's contacts:
+    # - "account": linked devices share the account's identity key, transferred from the primary at
+    #   linking; contacts pin one key per account, so a device with another key is "safety number
+    #   changed" at every contact (Signal);
+    # - "signed-devices": each companion device has its own identity key, signed by the primary;
+    #   contacts refuse a device without that signature, so a ghost needs a client change (WhatsApp
+    #   multi-device, 2021);
+    # - "per-device": per-device keys from the provider's directory, taken as served: a new device
+    #   is silent unless the user turned on Contact Key Verification (iMessage, IDS).
+    # Profiles without a source for it keep "per-device", the simulator's behaviour before.
+    identity_model: IdentityModel = "per-device"
+    identity_model_source: str = ""
     notes: Mapping[str, str] = field(default_factory=dict)  # per category, why it is as it is
     # Per instrument, what the profile assumes where no source says what the provider returns
     # (each disclosure under that instrument says so).
@@ -134,6 +150,12 @@ SIGNAL = Profile(
     sealed_sender=True,
     wiretap=False,
     subscriber_record=False,
+    identity_model="account",
+    identity_model_source=(
+        "Signal: linked devices share the account's identity key, transferred from the primary when "
+        "linking (signal.org/docs, Sesame; support.signal.org 'Linked Devices'); a device the server "
+        "adds needs a new identity key, so every contact sees 'safety number changed'"
+    ),
     sources=(
         "signal.org/bigbrother: E.D. Va. grand-jury subpoena, 2016 (ACLU, 2016-10-04)",
         "signal.org/bigbrother: C.D. Cal. subpoena and Santa Clara County warrant, 2021",
@@ -177,6 +199,12 @@ WHATSAPP = Profile(
     keep_blocks=True,
     pen_register=True,
     pen_register_batch=15 * 60.0,
+    identity_model="signed-devices",
+    identity_model_source=(
+        "WhatsApp multi-device (engineering.fb.com, 2021-07-14; WhatsApp Security Whitepaper): each "
+        "companion device has its own identity key, signed by the primary device; contacts check the "
+        "signed device list, so a server-added device needs a client change"
+    ),
     sources=(
         "faq.whatsapp.com, 'Information for law enforcement authorities'",
         "In re WhatsApp pen register orders, E.D. Cal. 2022 (15-minute batches, up to 60 days)",
@@ -234,6 +262,13 @@ IMESSAGE = Profile(
     custody="devices",
     wiretap=False,
     backup="icloud",  # iCloud Backup on, Advanced Data Protection off (ADP is opt-in)
+    identity_model="per-device",
+    identity_model_source=(
+        "Apple Platform Security guide, 'How iMessage sends and receives messages securely': "
+        "per-device keys from Apple's directory service (IDS), no primary signature; Contact Key "
+        "Verification (iOS 17.2, Dec 2023; security.apple.com/blog/imessage-contact-key-verification) "
+        "alerts on a device the user did not add"
+    ),
     sources=(
         "Apple, 'Legal Process Guidelines' (iMessage capability query logs, 30 days)",
         "Apple, iMessage FAQ for law enforcement (published by The Intercept, 2016-09-28): a look-up "

@@ -981,6 +981,10 @@ class Sent(Response):
 
     kind: ClassVar[str] = "sent"
     envelope_ids: Annotated[tuple[bytes, ...], _List(_Bytes(ENVELOPE_ID_SIZE), MAX_DEVICES_PER_SEND, 1)]
+    # Signal-Server's SendMessageResponse.needsSync: set on an authenticated send to another
+    # account when the sender's account has other devices, which should get a sync copy.
+    # Absent on sealed sends (the relay does not know the sender).
+    needs_sync: Flag | None = None
 
 
 @message

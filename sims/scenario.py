@@ -342,6 +342,10 @@ class ExceptionalAccess(TimelineEvent):
     kind: ClassVar[str] = "exceptional_access"
     demand: str
     target: str | None = None
+    # ghost_device: the provider is also made to change the target's client, so the target's own
+    # primary vouches for the ghost (hands it the account key under the "account" identity model,
+    # signs it under "signed-devices"): what a ghost needs where the server alone cannot add one.
+    client_change: bool = False
     # ghost_device only: the compelled provider shows the target a key log without the ghost
     # (a forked log) instead of the one everyone else sees (sims.access.key_transparency).
     fork: bool = False
@@ -1078,7 +1082,7 @@ def _events(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> tu
                     f"expected a time after the demand is served ({at:g} s), got {params['withdrawn']:g} s",
                 )
         elif kind == "exceptional_access":
-            r.known(params, path, ["demand", "target", "fork"])
+            r.known(params, path, ["demand", "target", "client_change", "fork"])
             demand = r.get(params, "demand", path, str)
             if demand not in EXCEPTIONAL_DEMANDS:
                 raise r.fail(
@@ -1092,7 +1096,16 @@ def _events(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> tu
                         f"{path}.target",
                         f"expected one of the people ({everyone.describe()}), got {target!r}",
                     )
-            elif "target" in params:
+            if "client_change" in params:
+                if demand != "ghost_device":
+                    raise r.fail(
+                        f"{path}.client_change", f"only a ghost_device has a client change, not {demand}"
+                    )
+                if not isinstance(params["client_change"], bool):
+                    raise r.fail(
+                        f"{path}.client_change", f"expected true or false, got {params['client_change']!r}"
+                    )
+            if demand != "ghost_device" and "target" in params:
                 raise r.fail(
                     f"{path}.target", f"a {demand} demand covers everyone; only a ghost_device names a target"
                 )
@@ -1155,7 +1168,11 @@ def _typed(kind: str, at: float, params: Mapping[str, Any]) -> Event:
         )
     if kind == "exceptional_access":
         return ExceptionalAccess(
-            at=at, demand=params["demand"], target=params.get("target"), fork=params.get("fork", False)
+            at=at,
+            demand=params["demand"],
+            target=params.get("target"),
+            client_change=bool(params.get("client_change", False)),
+            fork=params.get("fork", False),
         )
     if kind == "escrow_key_stolen":
         return EscrowKeyStolen(at=at)
@@ -1397,6 +1414,9 @@ class DefenceSpec:
     # What a phone does when a known peer device's identity key changes (clients.identity):
     # "warn" (Signal's default: accept, show "safety number changed") or "block" (wait for the user).
     identity_changes: str = "warn"
+    # Contact Key Verification (iMessage, iOS 17.2): "on" makes a device added to a contact's
+    # account an identity change under the "per-device" identity model, instead of silent.
+    key_verification: str = "off"
     # Sealed conversations (Martiny et al., NDSS 2021): "ephemeral" — whoever writes first in a pair
     # opens a mailbox (a fresh account, registered and fetched from an exit address) and tells the
     # peer inside the encryption; the peer's replies and receipts go there. "none": as Signal.
@@ -1487,6 +1507,7 @@ def _defences(r: _Reader, raw: object) -> DefenceSpec:
         ),
         cover_per_hour=_rate(r, t, "cover_per_hour", "defences", d.cover_per_hour),
         identity_changes=_choice(r, t, "identity_changes", "defences", ("warn", "block"), d.identity_changes),
+        key_verification=_choice(r, t, "key_verification", "defences", ("off", "on"), d.key_verification),
         mailboxes=_choice(r, t, "mailboxes", "defences", ("none", "ephemeral"), d.mailboxes),
         key_transparency=r.get(t, "key_transparency", "defences", bool, d.key_transparency),
     )

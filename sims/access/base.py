@@ -23,6 +23,7 @@ from relaysim.relay import wire
 from relaysim.relay.compliance import Disclosure, LegalProcess
 from relaysim.relay.core import RelayCore
 from relaysim.relay.custody import ContentKey
+from relaysim.relay.profiles import Profile
 from relaysim.relay.store import Store
 from relaysim.sims.scenario import DeviceSpec, Scenario, TimelineEvent
 from relaysim.sims.world.engine import Scheduler
@@ -89,6 +90,12 @@ class World(Protocol):
     def disclosures(self) -> Sequence[Disclosure]: ...
     @property
     def open_orders(self) -> Mapping[str, LegalProcess]: ...
+    @property
+    def profile(self) -> Profile: ...
+    @property
+    def device_signatures(self) -> dict[tuple[str, int], bytes]: ...  # "signed-devices": primary's signatures
+    @property
+    def sync_message(self) -> Mapping[bytes, int]: ...  # sync copies: envelope id → message id
 
     def emit(self, event: dict[str, Any], /) -> None: ...
     def mandate_escrow(self, public: EscrowPublicKey) -> int: ...

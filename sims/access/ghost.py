@@ -6,6 +6,18 @@ only the provider can — with keys the agency holds (a real ``Device`` and ``De
 connecting like any phone). The target's contacts' next sends meet ``stale_devices``, refetch
 the bundles and encrypt to the ghost too; their agents report ``DeviceListChanged``, the one
 trace a careful user can see (Levy & Robinson's "ghost" proposal, Lawfare, 2018-11-29).
+
+What the contacts see depends on the profile's identity model (``relay.profiles``):
+- "account" (Signal): linked devices share the account's identity key, which the provider does
+  not have; the ghost's new key is "safety number changed" (``IdentityChanged``) at every contact;
+- "signed-devices" (WhatsApp): the contacts refuse a companion device the primary did not sign;
+  a ghost needs a client change (``client_change = true``: the target's primary is made to sign it);
+- "per-device" (iMessage): contacts take the keys the directory serves, so the ghost is silent,
+  unless Contact Key Verification (``[defences] key_verification = "on"``) is on.
+With ``client_change`` under "account", the target's primary hands the ghost the account's key (as
+at linking), so no safety number changes. The ghost also reads the sync copies of the target's own
+outgoing 1:1 messages, once the target's phone sends them (it learns of other devices from the
+relay's ``needs_sync`` on an authenticated send, or, with the client change, is told).
 """
 
 from __future__ import annotations
@@ -40,6 +52,10 @@ class GhostDevice(Intervention):
         self.read: dict[int, dict[str, Any]] = {}  # message id → what it read
         self.undecryptable = 0
         self.list_changes: list[dict[str, Any]] = []  # every device-list change any phone saw
+        self.client_change = False
+        self.identity_changes: list[dict[str, Any]] = []  # IdentityChanged at any phone for the target
+        self.refusals: list[dict[str, Any]] = []  # contacts that refused the ghost ("signed-devices")
+        self.sync_read: dict[int, dict[str, Any]] = {}  # message id → the sync copy the ghost read
         self.fork = False
         self.watch: KeyTransparencyWatch | None = None  # the detection step, under key transparency
 
@@ -49,6 +65,7 @@ class GhostDevice(Intervention):
 
     def on_event(self, event: TimelineEvent) -> None:
         assert isinstance(event, ExceptionalAccess) and event.target is not None  # the validator's promise
+        self.client_change = event.client_change
         self.fork = event.fork
         self._add(event.target)
 
@@ -62,15 +79,28 @@ class GhostDevice(Intervention):
         gid = max(known) + 1
         rng = seeded(world.scenario.seed, "exceptional", "ghost", target)
         primary = world.by_address[(target, 1)].agent
+        model = world.profile.identity_model
+        # With the client change under "account", the target's primary hands over the account's
+        # identity key, as it does when linking; otherwise the provider can only make a new one.
+        identity = primary.device.secrets.identity if self.client_change and model == "account" else None
         agent = A.DeviceAgent(
-            Device(target, gid, rng=rng.randbytes, pq=True, deterministic=True),
+            Device(target, gid, rng=rng.randbytes, pq=True, deterministic=True, identity=identity),
             registration_id=rng.randrange(1, 16380),
             delivery_token=primary.delivery_token,
             rng=rng.randbytes,
             trust_root=world.relay.trust_root_public,
             clock=world.relay.clock,
             tokens=dict(primary.tokens),
+            identity_model=primary.identity_model,
+            key_verification=primary.key_verification,
+            device_signature=primary.device_signature,
         )
+        if self.client_change:
+            if model == "signed-devices":  # the target's primary, changed, signs the ghost's key
+                world.device_signatures[(target, gid)] = A.sign_device(
+                    primary.device, agent.device.identity_key, rng.randbytes
+                )
+            primary.linked_devices_known()  # and, changed, sends sync copies to it
         # The provider writes the device straight into its store: no authentication by any of
         # the target's devices, no registration record in the metadata, nothing the target sees.
         agent.register()
@@ -89,6 +119,8 @@ class GhostDevice(Intervention):
                 "ghost": d.name,
                 "registered_by": "the provider, directly in its store (no authentication by the account)",
                 "operated_from": AGENCY_ADDRESS,
+                "identity_model": model,
+                "client_change": self.client_change,
             }
         )
         world.start_device(d.name)
@@ -138,6 +170,19 @@ class GhostDevice(Intervention):
                 }
             )
             return False  # the world writes it to the transcript
+        if isinstance(event, A.IdentityChanged) and event.peer.account == self.target:
+            self.identity_changes.append(
+                {
+                    "t": t,
+                    "device": device.name,
+                    "peer": f"{event.peer.account}/{event.peer.device}",
+                    "accepted": event.accepted,
+                }
+            )
+            return False
+        if isinstance(event, A.Failed) and event.code in ("unsigned_device", "foreign_identity"):
+            self.refusals.append({"t": t, "device": device.name, "message": event.message})
+            return False
         if self.device is None or device.name != self.device.name:
             return False
         if isinstance(event, A.Received):
@@ -151,6 +196,22 @@ class GhostDevice(Intervention):
                 }
                 world.emit(
                     {"t": t, "kind": "ghost_read", "device": device.name, "message": mid, "plaintext": text}
+                )
+            return True
+        if isinstance(event, A.SentTranscript):
+            mid = world.sync_message.get(event.envelope_id)
+            if mid is not None and mid not in self.sync_read:
+                text = event.plaintext.decode("utf-8", "replace")
+                self.sync_read[mid] = {"t": t, "to": event.destination, "text": text}
+                world.emit(
+                    {
+                        "t": t,
+                        "kind": "ghost_read_sync_copy",
+                        "device": device.name,
+                        "message": mid,
+                        "to": event.destination,
+                        "plaintext": text,
+                    }
                 )
             return True
         if isinstance(event, A.Undecryptable):
@@ -191,8 +252,55 @@ class GhostDevice(Intervention):
         noticed = [c for c in self.list_changes if c["account"] == target and ghost.spec.index in c["added"]]
         senders = sorted({m.planned.sender for m in world.messages.values() if m.planned.recipient == target})
         noticed_by = sorted({c["device"] for c in noticed})
+        model = world.profile.identity_model
+        ckv = world.scenario.defences.key_verification == "on"
+        ghost_key = ghost.agent.device.identity_key
+        account_key = world.by_address[(target, 1)].agent.device.identity_key
+        sync_rows = []
+        for mid in sorted(world.messages):
+            m = world.messages[mid]
+            if m.planned.sender != target or m.accepted_at is None or m.planned.recipient == target:
+                continue
+            got = self.sync_read.get(mid)
+            sync_rows.append(
+                {
+                    "message": mid,
+                    "to": m.planned.recipient,
+                    "accepted": round(m.accepted_at, 3),
+                    "after_ghost_added": m.accepted_at > added,
+                    "read_by_ghost": got is not None,
+                    "text_matches": got is not None and got["text"] == m.planned.text,
+                }
+            )
+        warned = sorted({c["device"] for c in self.identity_changes if c["peer"] == ghost.name})
+        own = f"{target}/"
+        refused = sorted({r["device"] for r in self.refusals if not r["device"].startswith(own)})
+        target_refused = sorted({r["device"] for r in self.refusals if r["device"].startswith(own)})
+        target_saw = [
+            c for c in self.list_changes if c["account"] == target and c["device"].startswith(f"{target}/")
+        ]
+        if model == "account":
+            check = ghost_key != account_key  # the account's one key is what the safety number covers
+        elif model == "signed-devices":
+            check = not self.client_change  # unsigned: refused outright; signed: the code is unchanged
+        else:
+            check = ckv  # per-device keys: only Contact Key Verification compares them
         data = {
             "scenario": world.scenario.name,
+            "profile": world.profile.name,
+            "identity_model": model,
+            "identity_model_source": world.profile.identity_model_source,
+            "client_change": self.client_change,
+            "key_verification": ckv,
+            "ghost_has_account_key": ghost_key == account_key,
+            "ghost_signed_by_primary": (target, ghost.spec.index) in world.device_signatures,
+            "contacts_saw_identity_change": warned,
+            "contacts_refused_ghost": refused,
+            "target_refused_ghost": target_refused,  # the target's phone would not send it sync copies
+            "target_saw": target_saw,
+            "sync_read": sorted(self.sync_read),
+            "sync_rows": sync_rows,
+            "safety_number_check_catches_it": check,
             "target": target,
             "ghost": ghost.name,
             "added_at": added,

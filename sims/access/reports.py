@@ -122,10 +122,16 @@ def ghost_markdown(data: dict[str, Any], scenario: str) -> str:
         f"{data['target']}'s devices approved it, and no registration was logged. The agency holds its keys "
         f"and runs it from {data['operated_from']}.",
         "",
-        f"The next time each contact sent to {data['target']}, the relay refused the send as naming stale "
-        "devices; the contact's phone fetched the bundles again, started a session with the new device, and "
-        "encrypted every later message to it as well. Nothing in the Double Ratchet is broken: the senders "
-        "encrypt to whom the directory tells them to.",
+        (
+            f"The next time each contact sent to {data['target']}, the relay refused the send as naming stale "
+            "devices; the contact's phone fetched the bundles again and found the new device without the "
+            f"signature of {data['target']}'s primary: it refused to encrypt to it (see below)."
+            if data.get("contacts_refused_ghost")
+            else f"The next time each contact sent to {data['target']}, the relay refused the send as naming stale "
+            "devices; the contact's phone fetched the bundles again, started a session with the new device, and "
+            "encrypted every later message to it as well. Nothing in the Double Ratchet is broken: the senders "
+            "encrypt to whom the directory tells them to."
+        ),
         "",
         f"- Messages to {data['target']}: {len(rows)}; read by the ghost: **{len(data['read'])}**.",
         f"- Matches ground truth (read = sent after the ghost was added, word for word): "
@@ -143,8 +149,15 @@ def ghost_markdown(data: dict[str, Any], scenario: str) -> str:
     if noticed:
         lines.append(
             f"Each sender's phone saw {data['target']}'s device list grow — the notice the ghost proposal needs "
-            "suppressed. Here every device has an identity key of its own, so the ghost arrives at a new "
-            "address with a new key: no pinned key changes and no phone raises IdentityChanged. A safety-number "
+            "suppressed. "
+            + (
+                "Under this profile's identity model the ghost's key also raised IdentityChanged ('safety "
+                "number changed') at: " + ", ".join(data["contacts_saw_identity_change"]) + ". "
+                if data.get("contacts_saw_identity_change")
+                else "Here the ghost arrives at a new address with a key of its own: no pinned key changes "
+                "and no phone raises IdentityChanged. "
+            )
+            + "A safety-number "
             f"comparison in person (a `verify_safety_number` event) would catch it: the sender's phone shows a "
             f"number for a device that is in none of {data['target']}'s hands, and it matches nothing:"
         )
@@ -168,9 +181,65 @@ def ghost_markdown(data: dict[str, Any], scenario: str) -> str:
         "is written down depends on what the relay keeps.",
         "",
     ]
+    if "identity_model" in data:
+        lines += ghost_identity_lines(data)
     if "detection" in data:
         lines += _ghost_detection_lines(data)
     return "\n".join(lines)
+
+
+_MODEL_TEXT = {
+    "account": "linked devices share the account's identity key (transferred from the primary at linking)",
+    "signed-devices": "each companion device has its own key, which the primary device must sign",
+    "per-device": "per-device keys from the provider's directory, taken as served",
+}
+
+
+def ghost_identity_lines(data: dict[str, Any]) -> list[str]:
+    """What each side saw, by the profile's identity model (relay.profiles.Profile.identity_model)."""
+    target, model = data["target"], data["identity_model"]
+    warned, refused = data["contacts_saw_identity_change"], data["contacts_refused_ghost"]
+    if refused:
+        contacts = (
+            f"refused the ghost: no signature by {target}'s primary over its key; their sends to {target} "
+            f"failed (unsigned_device) on {', '.join(refused)} — the server alone cannot add a device; "
+            "it needs a client change"
+        )
+    elif warned:
+        contacts = f"'safety number changed' (IdentityChanged) on {', '.join(warned)}"
+    else:
+        contacts = "nothing: no identity change, no refusal (at most a device-list change, if they look)"
+    sync = data["sync_rows"]
+    after = [r for r in sync if r["after_ghost_added"]]
+    lines = [
+        "## By identity model",
+        "",
+        f"- Profile: **{data['profile']}**; identity model **{model}**: {_MODEL_TEXT.get(model, model)}"
+        + (f" ({data['identity_model_source']})." if data["identity_model_source"] else "."),
+        f"- Client change compelled (the target's primary vouches for the ghost): "
+        f"**{'yes' if data['client_change'] else 'no'}**; ghost has the account's key: "
+        f"{'yes' if data['ghost_has_account_key'] else 'no'}; signed by the primary: "
+        f"{'yes' if data['ghost_signed_by_primary'] else 'no'}"
+        + ("; Contact Key Verification on." if data["key_verification"] else "."),
+        f"- What {target} saw: "
+        + (
+            f"{len(data['target_saw'])} change(s) of their own device list."
+            if data["target_saw"]
+            else "nothing (no device of theirs was told of the new device)."
+        )
+        + (
+            f" {target}'s own phone refused to send it sync copies ({', '.join(data['target_refused_ghost'])})."
+            if data["target_refused_ghost"]
+            else ""
+        ),
+        f"- What the contacts saw: {contacts}.",
+        f"- What the ghost read: {len(data['read'])} incoming message(s), and "
+        f"{len(data['sync_read'])} sync copy(ies) of {target}'s own outgoing messages "
+        f"(of {len(after)} sent after it was added).",
+        f"- Would a safety-number check catch it: **{'yes' if data['safety_number_check_catches_it'] else 'no'}**.",
+        "",
+    ]
+    return lines
 
 
 _SETTINGS = (

@@ -39,6 +39,7 @@ from typing import Any
 from relaysim.clients import agent as A
 from relaysim.clients.escrow import EscrowPublicKey
 from relaysim.clients.fingerprint import safety_number
+from relaysim.clients.keys import PreKeySecrets
 from relaysim.clients.session import Device, PeerAddress
 from relaysim.relay import wire
 from relaysim.relay.compliance import ComplianceDesk, Disclosure, LegalProcess
@@ -242,6 +243,10 @@ class Simulation:
         # ground truth of receipts and cover traffic: ref → (sender, recipient, kind), and when accepted
         self._control_route: dict[tuple[object, ...], tuple[str, str, str]] = {}
         self._control_truth: list[TrueControl] = []
+        # "signed-devices" profiles: the primary's signature per companion (account, device).
+        self.device_signatures: dict[tuple[str, int], bytes] = {}
+        # Sync copies of 1:1 messages to the sender's own other devices: envelope id → message id.
+        self.sync_message: dict[bytes, int] = {}
         # [defences] mailboxes = "ephemeral": sealed conversations' mailboxes, by account
         self.mailboxes: dict[str, SimDevice] = {}
         self._mailbox_of: dict[tuple[str, str], SimDevice] = {}  # (holder person, peer) → mailbox
@@ -290,11 +295,41 @@ class Simulation:
                 kem_prekey_batch=SIM_KEM_PREKEY_BATCH,
                 padding=self.padding,
                 unauthenticated_fetch=sc.defences.bundle_fetch == "unauthenticated",
+                identity_model=self.profile.identity_model,
+                key_verification=sc.defences.key_verification == "on",
+                device_signature=self.device_signature,
+                # Sync copies of 1:1 messages: only where a ghost is added, for now — the analyses'
+                # ground truth (pen registers, message logs, size analysis) does not count them yet.
+                sync_copies=any(getattr(e, "demand", None) == "ghost_device" for e in sc.events),
                 key_transparency=sc.defences.key_transparency,
             )
+            self._link_identity(device)
             d = SimDevice(spec, agent, port=40000 + n % 20000)
             self.devices[spec.name] = d
             self.by_address[(spec.person, spec.index)] = d
+
+    def _link_identity(self, device: Device) -> None:
+        """Linking a companion device, per the profile's identity model (relay.profiles): under
+        "account" it receives the account's identity key from the primary (Signal's provisioning);
+        under "signed-devices" the primary signs the companion's own key (WhatsApp's device list)."""
+        account, index = device.address.account, device.address.device
+        primary = self.by_address.get((account, 1))
+        if index == 1 or primary is None:
+            return
+        primary.agent.linked_devices_known()  # it linked this one: sync copies from now on
+        model = self.profile.identity_model
+        if model == "account":
+            device.secrets = PreKeySecrets(primary.agent.device.secrets.identity)
+        elif model == "signed-devices":
+            rng = _seeded(self.scenario.seed, "device-list", account, str(index))
+            self.device_signatures[(account, index)] = A.sign_device(
+                primary.agent.device, device.identity_key, rng.randbytes
+            )
+
+    def device_signature(self, account: str, device: int) -> bytes | None:
+        """ "signed-devices": the primary's signature over this companion device's identity key, as
+        the account's signed device list carries it (None: the primary never signed it)."""
+        return self.device_signatures.get((account, device))
 
     def _schedule(self) -> None:
         sc = self.scenario
@@ -573,6 +608,12 @@ class Simulation:
                 if isinstance(o, Reply) and isinstance(o.frame, wire.Sent):
                     if isinstance(ref, int):
                         self._accepted(ref, o.frame.envelope_ids, outputs)
+                    elif isinstance(ref, tuple) and ref[:1] == ("sync",):  # a sync copy to one's own devices
+                        self._control_accepted[ref] = self._control_accepted.get(ref, 0) + 1
+                        for eid in o.frame.envelope_ids:
+                            self._control_copies[eid] = ref  # so a duplicated copy counts as one
+                            if isinstance(ref[1], int):
+                                self.sync_message[eid] = ref[1]
                     elif isinstance(ref, tuple):  # a receipt or cover message
                         self._control_accepted[ref] = self._control_accepted.get(ref, 0) + 1
                         route = self._control_route.get(ref)
@@ -644,6 +685,18 @@ class Simulation:
             return  # a ghost device's reads
         if isinstance(event, A.IdentityChanged):
             self._identity_changed(d, event)
+        elif isinstance(event, A.SentTranscript):
+            if self.transcribing:
+                self.emit(
+                    {
+                        "t": t,
+                        "kind": "sync_copy_received",
+                        "device": d.name,
+                        "from": f"{event.sender.account}/{event.sender.device}",
+                        "message": self.sync_message.get(event.envelope_id),
+                        "to": event.destination,
+                    }
+                )
         elif isinstance(event, A.DeviceListChanged):
             self.emit(
                 {

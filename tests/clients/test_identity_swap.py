@@ -90,5 +90,19 @@ def test_a_safety_number_check_after_a_ghost_was_added_matches_nothing_for_the_g
     compared = {e["peer"]: e for e in events if e["kind"] == "safety_number_compared"}
     assert compared["omar/1"]["match"] and compared["omar/1"]["in_hand"]
     assert not compared["omar/2"]["match"] and not compared["omar/2"]["in_hand"]
-    # the ghost came at a new address: no pinned key changed, so no IdentityChanged
+    # signal's identity model is "account" (linked devices share the account key): the ghost's
+    # new key is "safety number changed" for omar at lena's phone (tests/sims/test_ghost_identity_models.py)
+    changed = [e for e in events if e["kind"] == "identity_changed"]
+    assert changed and {e["device"] for e in changed} <= {"lena/1", "sam/1"}
+
+
+def test_under_a_per_device_identity_model_the_ghost_changes_no_pinned_key() -> None:
+    sc = resolve_scenario("ghost-device")
+    check = VerifySafetyNumber(at=3 * 3600.0, who="lena", whom="omar")
+    sc = replace(sc, relay=replace(sc.relay, profile="imessage"), events=(*sc.events, check))
+    events: list[dict[str, Any]] = []
+    Simulation(sc, transcript=events.append).run()
+    compared = {e["peer"]: e for e in events if e["kind"] == "safety_number_compared"}
+    assert not compared["omar/2"]["match"] and not compared["omar/2"]["in_hand"]
+    # the ghost came at a new address with its own key: no pinned key changed, so no IdentityChanged
     assert not [e for e in events if e["kind"] == "identity_changed"]
