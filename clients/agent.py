@@ -23,6 +23,7 @@ What the agent does on its own, as Signal's clients do:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ __all__ = [
     "Failed",
     "IdentityChanged",
     "LoggedIn",
+    "ProofRequired",
     "ReceiptReceived",
     "Received",
     "Registered",
@@ -64,6 +66,16 @@ CERTIFICATE_RENEWAL = 3600.0
 @dataclass(frozen=True)
 class Registered:
     pass
+
+
+@dataclass(frozen=True)
+class ProofRequired:
+    """The relay refused a new account for want of a registration proof and asks for a hashcash
+    stamp of ``difficulty`` leading zero bits (docs/protocol.md, "Registration proof"). Solving it
+    is pure CPU work (``relay.wire.solve_registration_pow``); the driver does it where it suits
+    (``clients.net`` in a worker thread) and hands the stamp to ``DeviceAgent.prove_registration``."""
+
+    difficulty: int
 
 
 @dataclass(frozen=True)
@@ -114,6 +126,7 @@ class Failed:
     ref: object
     code: str
     message: str
+    retry_after_ms: int | None = None  # rate_limited: when the relay would accept it
 
 
 @dataclass(frozen=True)
@@ -141,6 +154,7 @@ class DeviceListChanged:
 
 AgentEvent = (
     Registered
+    | ProofRequired
     | LoggedIn
     | Received
     | ReceiptReceived
@@ -230,6 +244,9 @@ class DeviceAgent:
     # no default, because a default clock (time 0) would accept a certificate that expired in 1970.
     # A real device passes time.time; a simulation passes its simulated clock.
     clock: Callable[[], float] = field(kw_only=True)
+    # The operator's registration token (``relay serve --registration-token-file``), sent as the
+    # proof of a new account; None on a relay that asks for a hashcash stamp or for nothing.
+    registration_token: bytes | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         _p.require_key_source(self.rng, f"DeviceAgent({self.device.address.account!r})")
@@ -248,6 +265,8 @@ class DeviceAgent:
         self._uploaded_one_time: set[int] = set()
         self.groups = GroupKeys(self.device.address, self.rng)
         self._group_backlog: list[wire.Envelope] = []
+        self._last_register: wire.Register | None = None  # kept to send again with a proof
+        self._stamped = False  # a stamp was sent with it: a second refusal is final
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -291,7 +310,11 @@ class DeviceAgent:
 
     # --- requests -------------------------------------------------------------------------
 
-    def register(self, one_time: int | None = None, kem_one_time: int | None = None) -> None:
+    def register(
+        self, one_time: int | None = None, kem_one_time: int | None = None, *, proof: bytes | None = None
+    ) -> None:
+        """Publish the device's keys. ``proof`` (else ``registration_token``) goes in
+        ``register.proof``; a relay that wants a hashcash stamp answers with ``ProofRequired``."""
         bundle = self.device.generate_prekeys(
             self.prekey_batch if one_time is None else one_time,
             self.kem_prekey_batch if kem_one_time is None else kem_one_time,
@@ -310,8 +333,36 @@ class DeviceAgent:
             kem_prekeys=tuple(_kem(k) for _i, (_seed, k) in sorted(s.kem.items()) if not k.last_resort),
             last_resort_kem_prekey=_kem(last_resort),
             delivery_token=self.delivery_token,
+            proof=proof if proof is not None else self.registration_token,
         )
+        self._last_register = self._outbox[-1]  # type: ignore[assignment]
+        self._stamped = proof is not None
         s.kem.forget_publics()  # uploaded: the relay has them; the seeds re-derive them if need be
+
+    def prove_registration(self, stamp: bytes | None = None) -> None:
+        """Send the last ``register`` again, with ``stamp`` as its proof if given (the answer to
+        ``ProofRequired``; without one, after ``rate_limited`` once ``retry_after_ms`` has passed:
+        the driver keeps the time). The same keys, so a stamp, bound to the account and the
+        identity key, still fits."""
+        last = self._last_register
+        if last is None:
+            raise ValueError("prove_registration: no register was sent to send again")
+        if stamp is not None:
+            self._stamped = True
+            last = dataclasses.replace(last, proof=stamp)
+        self._request(
+            wire.Register,
+            **{f.name: getattr(last, f.name) for f in dataclasses.fields(last) if f.name != "id"},
+        )
+        self._last_register = self._outbox[-1]  # type: ignore[assignment]
+
+    def rotate_delivery_token(self) -> bytes:
+        """A new delivery token for sealed sends to this account (``upload_prekeys``): the old one
+        stops opening the account as soon as the relay has it. Contacts need the new one, as
+        Signal's contacts learn a new profile key. Returns it."""
+        self.delivery_token = self.rng(len(self.delivery_token) or 16)
+        self._request(wire.UploadPrekeys, delivery_token=self.delivery_token)
+        return self.delivery_token
 
     def login(self) -> None:
         """Start authentication: the relay answers with a challenge the identity key signs."""
@@ -515,8 +566,8 @@ class DeviceAgent:
             else:
                 self._group_backlog.append(env)
 
-    def _fail(self, out: _Outgoing, code: str, message: str) -> None:
-        self._events.append(Failed(out.ref, code, message))
+    def _fail(self, out: _Outgoing, code: str, message: str, retry_after_ms: int | None = None) -> None:
+        self._events.append(Failed(out.ref, code, message, retry_after_ms))
 
     # --- frames from the relay ------------------------------------------------------------
 
@@ -560,6 +611,7 @@ class DeviceAgent:
             self.authenticated = True
             self._events.append(LoggedIn())
             self._resume()
+            self._relay_low(frame.prekeys_left)
         elif isinstance(frame, wire.SenderCertificateResponse):
             self.certificate = frame.certificate
             try:
@@ -584,6 +636,7 @@ class DeviceAgent:
             self._events.append(Accepted(context.ref, context.to, tuple(frame.envelope_ids)))
         elif isinstance(frame, wire.Envelopes):
             self._envelopes(frame.envelopes)
+            self._relay_low(frame.prekeys_left)
             if frame.more:
                 self.receive()
         elif isinstance(frame, wire.ContactsFound):
@@ -622,12 +675,19 @@ class DeviceAgent:
                     context.group.waiting = {context.to}
                 self._fetch(context.to, context)
                 return
-            self._fail(context, frame.code, frame.message)
+            self._fail(context, frame.code, frame.message, frame.retry_after_ms)
         elif kind == "fetch_bundle":
             for out in self._waiting_bundle.pop(str(context), []):
                 self._fail(out, frame.code, frame.message)
+        elif (
+            kind == "register"
+            and frame.code == wire.ErrorCode.REGISTRATION_PROOF
+            and frame.registration_pow is not None
+            and not self._stamped
+        ):
+            self._events.append(ProofRequired(frame.registration_pow))
         else:
-            self._events.append(Failed(kind, frame.code, frame.message))
+            self._events.append(Failed(kind, frame.code, frame.message, frame.retry_after_ms))
 
     def _bundles(self, account: str, frame: wire.Bundle) -> None:
         waiting = self._waiting_bundle.pop(account, [])
@@ -712,9 +772,21 @@ class DeviceAgent:
             self._request(wire.Ack, envelope_ids=tuple(acks))
         self._top_up()
 
-    def _top_up(self) -> None:
+    def _relay_low(self, prekeys_left: int | None) -> None:
+        """The relay's ``prekeys_left`` notice: its stock of our one-time prekeys runs low (others
+        fetched our bundle, or someone drains it), whatever we hold: upload a fresh batch, once
+        (not while an upload is in flight)."""
+        if prekeys_left is None or not self.authenticated:
+            return
+        if any(kind == wire.UploadPrekeys.kind for kind, _ in self._pending.values()):
+            return
+        self._top_up(force=True)
+
+    def _top_up(self, *, force: bool = False) -> None:
         s = self.device.secrets
-        if len(s.one_time) >= min(PREKEY_LOW_WATER, self.prekey_batch) or not self.authenticated:
+        if not self.authenticated:
+            return
+        if not force and len(s.one_time) >= min(PREKEY_LOW_WATER, self.prekey_batch):
             return
         fresh = s.new_one_time_prekeys(self.prekey_batch, self.rng)
         kem = s.new_kem_prekeys(self.kem_prekey_batch, rng=self.rng) if self.device.pq else []
