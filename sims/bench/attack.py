@@ -320,7 +320,7 @@ async def good_slice(goods: list[Client], rate: float, duration: float, body_siz
                 await c.send("ack", envelope_ids=[env["id"]])
                 if len(env["body"]) >= _STAMP.size:
                     (sent,) = _STAMP.unpack_from(env["body"])
-                    if start <= sent <= end and now <= end + 1.0:
+                    if start <= sent <= end:
                         out.delivered += 1
                         out.latencies_ms.append((now - sent) * 1000)
             elif f["kind"] == "error":
@@ -332,7 +332,7 @@ async def good_slice(goods: list[Client], rate: float, duration: float, body_siz
         async with trio.open_nursery() as senders:
             for i in range(n):
                 senders.start_soon(sender, i)
-        await trio.sleep(max(0.0, end + 1.0 - time.perf_counter()))  # the last ones arrive
+        await trio.sleep(max(0.0, end + min(1.0, duration) - time.perf_counter()))  # the last ones arrive
         nursery.cancel_scope.cancel()
     out.seconds = duration
     return out
@@ -592,7 +592,7 @@ async def _run(
                 "relay_rss_kb_after": rss,
             }
             progress(f"{attack}: good throughput {results[attack]['share'] or 0:.0%} of unattacked")
-            await trio.sleep(0.5)  # let the relay drop the attack's connections
+            await trio.sleep(min(0.5, args.duration))  # let the relay drop the attack's connections
     finally:
         for c in goods:
             await c.aclose()
