@@ -59,6 +59,12 @@ __all__ = [
 RNG = Callable[[int], bytes]
 PREKEY_BATCH = 20
 PREKEY_LOW_WATER = 5
+# Signed prekeys (and the last-resort ML-KEM prekey with them) are replaced every 2 days, and a
+# replaced one is kept 30 days for messages that were begun with it and are still on their way,
+# then deleted: Signal-Android's schedule (RotateSignedPreKeyListener.INTERVAL, 2 days;
+# PreKeyUtil.ARCHIVE_AGE, 30 days; github.com/signalapp/Signal-Android).
+SIGNED_PREKEY_ROTATION = 2 * 86400.0
+PREKEY_ARCHIVE_AGE = 30 * 86400.0
 # Renew the sender certificate when less than this many seconds of it are left (ours: an hour).
 CERTIFICATE_RENEWAL = 3600.0
 
@@ -247,6 +253,8 @@ class DeviceAgent:
     # The operator's registration token (``relay serve --registration-token-file``), sent as the
     # proof of a new account; None on a relay that asks for a hashcash stamp or for nothing.
     registration_token: bytes | None = field(default=None, kw_only=True)
+    # Seconds between signed-prekey rotations (checked at each login); None: never on its own.
+    signed_prekey_rotation: float | None = field(default=SIGNED_PREKEY_ROTATION, kw_only=True)
 
     def __post_init__(self) -> None:
         _p.require_key_source(self.rng, f"DeviceAgent({self.device.address.account!r})")
@@ -267,6 +275,8 @@ class DeviceAgent:
         self._group_backlog: list[wire.Envelope] = []
         self._last_register: wire.Register | None = None  # kept to send again with a proof
         self._stamped = False  # a stamp was sent with it: a second refusal is final
+        self._signed_made_at: float | None = None  # when the current signed prekey was published
+        self._retired: dict[tuple[str, int], float] = {}  # ("spk"|"kem", id) -> when replaced
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -337,6 +347,7 @@ class DeviceAgent:
         )
         self._last_register = self._outbox[-1]  # type: ignore[assignment]
         self._stamped = proof is not None
+        self._signed_made_at = self.clock()
         s.kem.forget_publics()  # uploaded: the relay has them; the seeds re-derive them if need be
 
     def prove_registration(self, stamp: bytes | None = None) -> None:
@@ -355,6 +366,46 @@ class DeviceAgent:
             **{f.name: getattr(last, f.name) for f in dataclasses.fields(last) if f.name != "id"},
         )
         self._last_register = self._outbox[-1]  # type: ignore[assignment]
+
+    def rotate_signed_prekeys(self) -> None:
+        """Publish a new signed prekey (and a new last-resort ML-KEM prekey) in ``upload_prekeys``.
+        The old private keys stay for ``PREKEY_ARCHIVE_AGE`` seconds, for sessions begun from the old
+        bundle whose first message is still on its way, then go (``_delete_retired``)."""
+        s = self.device.secrets
+        now = self.clock()
+        fields: dict[str, object] = {}
+        if s.current_signed_id >= 0:
+            self._retired[("spk", s.current_signed_id)] = now
+        fields["signed_prekey"] = _signed(s.new_signed_prekey(self.rng))
+        if self.device.pq:
+            for i in [i for i in s.kem if s.kem.last_resort(i)]:
+                self._retired.setdefault(("kem", i), now)
+            (last_resort,) = s.new_kem_prekeys(1, last_resort=True, rng=self.rng)
+            fields["last_resort_kem_prekey"] = _kem(last_resort)
+        self._signed_made_at = now
+        self._request(wire.UploadPrekeys, **fields)
+        s.kem.forget_publics()
+
+    def _rotate_if_due(self) -> None:
+        now = self.clock()
+        if self._signed_made_at is None:
+            self._signed_made_at = now  # registered before this agent was made: count from now
+        elif (
+            self.signed_prekey_rotation is not None
+            and now - self._signed_made_at >= self.signed_prekey_rotation
+        ):
+            self.rotate_signed_prekeys()
+        self._delete_retired(now)
+
+    def _delete_retired(self, now: float) -> None:
+        s = self.device.secrets
+        for (kind, i), when in list(self._retired.items()):
+            if now - when >= PREKEY_ARCHIVE_AGE:
+                if kind == "spk":
+                    s.signed.pop(i, None)
+                elif i in s.kem:
+                    del s.kem[i]
+                del self._retired[(kind, i)]
 
     def rotate_delivery_token(self) -> bytes:
         """A new delivery token for sealed sends to this account (``upload_prekeys``): the old one
@@ -612,6 +663,7 @@ class DeviceAgent:
             self._events.append(LoggedIn())
             self._resume()
             self._relay_low(frame.prekeys_left)
+            self._rotate_if_due()
         elif isinstance(frame, wire.SenderCertificateResponse):
             self.certificate = frame.certificate
             try:

@@ -227,6 +227,7 @@ class Client:
         self.stream, self.name = stream, name
         self.buf = bytearray()
         self.next_id = 1
+        self.lock = trio.Lock()  # a sender and a reader (its acks) share the stream
 
     @classmethod
     async def open(cls, port: int, source: str, name: str) -> Client:
@@ -242,7 +243,9 @@ class Client:
         return _PREFIX.pack(len(body)) + body
 
     async def send(self, kind: str, **fields: Any) -> None:
-        await self.stream.send_all(self.frame(kind, **fields))
+        data = self.frame(kind, **fields)
+        async with self.lock:
+            await self.stream.send_all(data)
 
     async def read(self) -> dict[str, Any] | None:
         while True:

@@ -10,7 +10,7 @@ import time
 import pytest
 import trio
 
-from relaysim.clients.agent import ProofRequired
+from relaysim.clients.agent import PREKEY_ARCHIVE_AGE, SIGNED_PREKEY_ROTATION, DeviceAgent, ProofRequired
 from relaysim.clients.net import RequestRefused, open_device_connection
 from relaysim.relay import wire
 from relaysim.relay.core import ConnectionContext, RelayCore, Reply
@@ -138,3 +138,64 @@ async def test_rotating_the_delivery_token_retires_the_old_one() -> None:
             new = await b.rotate_delivery_token()
     assert new != old and b.agent.delivery_token == new
     assert core._token_matches("bob", new) and not core._token_matches("bob", old)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _pump(core: RelayCore, conn: ConnectionContext, a: DeviceAgent) -> None:
+    """Carry the agent's frames to the core on ``conn`` and the answers back, until none are left."""
+    for _ in range(50):
+        frames = a.take_outbox()
+        if not frames:
+            return
+        for frame in frames:
+            for out in core.handle(conn, frame):
+                if isinstance(out, Reply) and out.connection == conn.id:
+                    a.handle(out.frame)
+
+
+def test_signed_prekeys_rotate_every_two_days_and_old_ones_go_after_thirty() -> None:
+    clock = Clock()
+    core = RelayCore(Store(":memory:"), clock=clock)
+    bob = agent("bob", core.trust_root_public)
+    bob.clock = clock
+    conn = ConnectionContext(1, ("127.0.0.1", 4000))
+    bob.register()
+    _pump(core, conn, bob)
+    first = bob.device.secrets.current_signed_id
+
+    def log_in_again() -> None:
+        nonlocal conn
+        core.disconnect(conn)
+        conn = ConnectionContext(conn.id + 1, ("127.0.0.1", 4000))
+        bob.login()
+        _pump(core, conn, bob)
+
+    clock.now += SIGNED_PREKEY_ROTATION - 60
+    log_in_again()
+    assert bob.device.secrets.current_signed_id == first  # not yet due
+    clock.now += 120
+    log_in_again()
+    second = bob.device.secrets.current_signed_id
+    assert second != first
+    bundle = core.handle(conn, wire.FetchBundle(id=99, account="bob"))[0]
+    assert isinstance(bundle, Reply) and isinstance(bundle.frame, wire.Bundle)
+    (device,) = bundle.frame.devices
+    assert device.signed_prekey.id == second  # the relay hands out the new one
+    assert first in bob.device.secrets.signed  # the old one is kept for messages on their way
+    old_kem = [i for i in bob.device.secrets.kem if bob.device.secrets.kem.last_resort(i)]
+    assert len(old_kem) == 2  # the old last-resort KEM prekey too, beside the new one
+    clock.now += PREKEY_ARCHIVE_AGE - 3600  # (rotating twice more meanwhile would hide nothing)
+    bob.signed_prekey_rotation = None
+    log_in_again()
+    assert first in bob.device.secrets.signed
+    clock.now += 7200
+    log_in_again()
+    assert first not in bob.device.secrets.signed and second in bob.device.secrets.signed
+    assert [i for i in bob.device.secrets.kem if bob.device.secrets.kem.last_resort(i)] == [max(old_kem)]
