@@ -255,6 +255,8 @@ class DeviceAgent:
     registration_token: bytes | None = field(default=None, kw_only=True)
     # Seconds between signed-prekey rotations (checked at each login); None: never on its own.
     signed_prekey_rotation: float | None = field(default=SIGNED_PREKEY_ROTATION, kw_only=True)
+    # Upload a fresh batch of one-time prekeys when the relay says they run low (prekeys_left).
+    answer_prekeys_left: bool = field(default=True, kw_only=True)
 
     def __post_init__(self) -> None:
         _p.require_key_source(self.rng, f"DeviceAgent({self.device.address.account!r})")
@@ -828,7 +830,7 @@ class DeviceAgent:
         """The relay's ``prekeys_left`` notice: its stock of our one-time prekeys runs low (others
         fetched our bundle, or someone drains it), whatever we hold: upload a fresh batch, once
         (not while an upload is in flight)."""
-        if prekeys_left is None or not self.authenticated:
+        if prekeys_left is None or not self.authenticated or not self.answer_prekeys_left:
             return
         if any(kind == wire.UploadPrekeys.kind for kind, _ in self._pending.values()):
             return

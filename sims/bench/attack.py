@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import inspect
 import os
 import selectors
 import statistics
@@ -144,6 +145,23 @@ def preregister(core: RelayCore, names: list[str], seed: int) -> None:
             raise harness.BenchError(f"pre-registration of {name} failed: {reply}")
 
 
+def _raise_fd_limit(needed: int) -> None:
+    """Lift the soft limit on open files towards the hard one (the slot attack opens hundreds)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def _abandon_on_cancel() -> dict[str, Any]:
+    """trio 0.23 renamed ``cancellable`` to ``abandon_on_cancel`` (as in sims/bench/relay.py)."""
+    parameters = inspect.signature(trio.to_thread.run_sync).parameters
+    return {"abandon_on_cancel" if "abandon_on_cancel" in parameters else "cancellable": True}
+
+
 def child_main(argv: list[str]) -> int:
     """The relay process: register the devices, then serve with the defaults until stdin closes."""
     p = argparse.ArgumentParser(prog="sims.bench.attack --child")
@@ -152,9 +170,7 @@ def child_main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--db", required=True)
     args = p.parse_args(argv)
-    from relaysim.sims.bench.relay import ABANDON_ON_CANCEL, raise_fd_limit
-
-    raise_fd_limit(4096)
+    _raise_fd_limit(4096)
     with Store(args.db) as store:
         core = RelayCore(store, limits=UNLIMITED)
         names = [account_name(i) for i in range(args.good)] + [
@@ -170,7 +186,7 @@ def child_main(argv: list[str]) -> int:
                     lambda task_status: serve(core, "127.0.0.1", 0, task_status=task_status)
                 )
                 print(f"READY {server.port}", flush=True)
-                await trio.to_thread.run_sync(sys.stdin.buffer.read, **ABANDON_ON_CANCEL)
+                await trio.to_thread.run_sync(sys.stdin.buffer.read, **_abandon_on_cancel())
                 nursery.cancel_scope.cancel()
 
         trio.run(run_relay)
@@ -717,6 +733,7 @@ def main(argv: list[str]) -> int:
         )
     if not 0 < args.duration <= 60 or args.body_size < _STAMP.size:
         parser.error(f"--duration must be in (0, 60] s and --body-size at least {_STAMP.size}")
+    _raise_fd_limit(4096)
     return harness.run_bench(
         "relay --attack",
         args,
