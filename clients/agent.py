@@ -23,6 +23,7 @@ What the agent does on its own, as Signal's clients do:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid as _uuid
 from collections.abc import Callable, Iterable
@@ -52,6 +53,7 @@ __all__ = [
     "IdentityChanged",
     "KeyLogChecked",
     "LoggedIn",
+    "ProofRequired",
     "ReceiptReceived",
     "Received",
     "Registered",
@@ -64,6 +66,12 @@ __all__ = [
 RNG = Callable[[int], bytes]
 PREKEY_BATCH = 20
 PREKEY_LOW_WATER = 5
+# Signed prekeys (and the last-resort ML-KEM prekey with them) are replaced every 2 days, and a
+# replaced one is kept 30 days for messages that were begun with it and are still on their way,
+# then deleted: Signal-Android's schedule (RotateSignedPreKeyListener.INTERVAL, 2 days;
+# PreKeyUtil.ARCHIVE_AGE, 30 days; github.com/signalapp/Signal-Android).
+SIGNED_PREKEY_ROTATION = 2 * 86400.0
+PREKEY_ARCHIVE_AGE = 30 * 86400.0
 # Renew the sender certificate when less than this many seconds of it are left (ours: an hour).
 CERTIFICATE_RENEWAL = 3600.0
 
@@ -71,6 +79,16 @@ CERTIFICATE_RENEWAL = 3600.0
 @dataclass(frozen=True)
 class Registered:
     pass
+
+
+@dataclass(frozen=True)
+class ProofRequired:
+    """The relay refused a new account for want of a registration proof and asks for a hashcash
+    stamp of ``difficulty`` leading zero bits (docs/protocol.md, "Registration proof"). Solving it
+    is pure CPU work (``relay.wire.solve_registration_pow``); the driver does it where it suits
+    (``clients.net`` in a worker thread) and hands the stamp to ``DeviceAgent.prove_registration``."""
+
+    difficulty: int
 
 
 @dataclass(frozen=True)
@@ -121,6 +139,7 @@ class Failed:
     ref: object
     code: str
     message: str
+    retry_after_ms: int | None = None  # rate_limited: when the relay would accept it
 
 
 # "signed-devices": what the primary signs to vouch for a companion device's identity key (the
@@ -203,6 +222,7 @@ class KeyLogChecked:
 AgentEvent = (
     Registered
     | SentTranscript
+    | ProofRequired
     | LoggedIn
     | Received
     | ReceiptReceived
@@ -319,6 +339,13 @@ class DeviceAgent:
     reply_to: dict[str, str] = field(default_factory=dict, kw_only=True)
     mailboxes: dict[str, DeviceAgent] = field(default_factory=dict, kw_only=True)
     _introducing: dict[str, bytes] = field(default_factory=dict, kw_only=True, repr=False)
+    # The operator's registration token (``relay serve --registration-token-file``), sent as the
+    # proof of a new account; None on a relay that asks for a hashcash stamp or for nothing.
+    registration_token: bytes | None = field(default=None, kw_only=True)
+    # Seconds between signed-prekey rotations (checked at each login); None: never on its own.
+    signed_prekey_rotation: float | None = field(default=SIGNED_PREKEY_ROTATION, kw_only=True)
+    # Upload a fresh batch of one-time prekeys when the relay says they run low (prekeys_left).
+    answer_prekeys_left: bool = field(default=True, kw_only=True)
 
     def __post_init__(self) -> None:
         _p.require_key_source(self.rng, f"DeviceAgent({self.device.address.account!r})")
@@ -342,6 +369,11 @@ class DeviceAgent:
         # Group sends and sender key handouts whose answer a lost connection took: sent again after login.
         self._resend: list[_Outgoing] = []
         self.key_log_heads: list[kt.TreeHead] = []  # every signed key-log head this device was shown
+
+        self._last_register: wire.Register | None = None  # kept to send again with a proof
+        self._stamped = False  # a stamp was sent with it: a second refusal is final
+        self._signed_made_at: float | None = None  # when the current signed prekey was published
+        self._retired: dict[tuple[str, int], float] = {}  # ("spk"|"kem", id) -> when replaced
 
     def linked_devices_known(self) -> None:
         """This device knows its account has other devices (it linked one): sync copies from now on."""
@@ -389,7 +421,11 @@ class DeviceAgent:
 
     # --- requests -------------------------------------------------------------------------
 
-    def register(self, one_time: int | None = None, kem_one_time: int | None = None) -> None:
+    def register(
+        self, one_time: int | None = None, kem_one_time: int | None = None, *, proof: bytes | None = None
+    ) -> None:
+        """Publish the device's keys. ``proof`` (else ``registration_token``) goes in
+        ``register.proof``; a relay that wants a hashcash stamp answers with ``ProofRequired``."""
         bundle = self.device.generate_prekeys(
             self.prekey_batch if one_time is None else one_time,
             self.kem_prekey_batch if kem_one_time is None else kem_one_time,
@@ -408,8 +444,77 @@ class DeviceAgent:
             kem_prekeys=tuple(_kem(k) for _i, (_seed, k) in sorted(s.kem.items()) if not k.last_resort),
             last_resort_kem_prekey=_kem(last_resort),
             delivery_token=self.delivery_token,
+            proof=proof if proof is not None else self.registration_token,
         )
+        self._last_register = self._outbox[-1]  # type: ignore[assignment]
+        self._stamped = proof is not None
+        self._signed_made_at = self.clock()
         s.kem.forget_publics()  # uploaded: the relay has them; the seeds re-derive them if need be
+
+    def prove_registration(self, stamp: bytes | None = None) -> None:
+        """Send the last ``register`` again, with ``stamp`` as its proof if given (the answer to
+        ``ProofRequired``; without one, after ``rate_limited`` once ``retry_after_ms`` has passed:
+        the driver keeps the time). The same keys, so a stamp, bound to the account and the
+        identity key, still fits."""
+        last = self._last_register
+        if last is None:
+            raise ValueError("prove_registration: no register was sent to send again")
+        if stamp is not None:
+            self._stamped = True
+            last = dataclasses.replace(last, proof=stamp)
+        self._request(
+            wire.Register,
+            **{f.name: getattr(last, f.name) for f in dataclasses.fields(last) if f.name != "id"},
+        )
+        self._last_register = self._outbox[-1]  # type: ignore[assignment]
+
+    def rotate_signed_prekeys(self) -> None:
+        """Publish a new signed prekey (and a new last-resort ML-KEM prekey) in ``upload_prekeys``.
+        The old private keys stay for ``PREKEY_ARCHIVE_AGE`` seconds, for sessions begun from the old
+        bundle whose first message is still on its way, then go (``_delete_retired``)."""
+        s = self.device.secrets
+        now = self.clock()
+        fields: dict[str, object] = {}
+        if s.current_signed_id >= 0:
+            self._retired[("spk", s.current_signed_id)] = now
+        fields["signed_prekey"] = _signed(s.new_signed_prekey(self.rng))
+        if self.device.pq:
+            for i in [i for i in s.kem if s.kem.last_resort(i)]:
+                self._retired.setdefault(("kem", i), now)
+            (last_resort,) = s.new_kem_prekeys(1, last_resort=True, rng=self.rng)
+            fields["last_resort_kem_prekey"] = _kem(last_resort)
+        self._signed_made_at = now
+        self._request(wire.UploadPrekeys, **fields)
+        s.kem.forget_publics()
+
+    def _rotate_if_due(self) -> None:
+        now = self.clock()
+        if self._signed_made_at is None:
+            self._signed_made_at = now  # registered before this agent was made: count from now
+        elif (
+            self.signed_prekey_rotation is not None
+            and now - self._signed_made_at >= self.signed_prekey_rotation
+        ):
+            self.rotate_signed_prekeys()
+        self._delete_retired(now)
+
+    def _delete_retired(self, now: float) -> None:
+        s = self.device.secrets
+        for (kind, i), when in list(self._retired.items()):
+            if now - when >= PREKEY_ARCHIVE_AGE:
+                if kind == "spk":
+                    s.signed.pop(i, None)
+                elif i in s.kem:
+                    del s.kem[i]
+                del self._retired[(kind, i)]
+
+    def rotate_delivery_token(self) -> bytes:
+        """A new delivery token for sealed sends to this account (``upload_prekeys``): the old one
+        stops opening the account as soon as the relay has it. Contacts need the new one, as
+        Signal's contacts learn a new profile key. Returns it."""
+        self.delivery_token = self.rng(len(self.delivery_token) or 16)
+        self._request(wire.UploadPrekeys, delivery_token=self.delivery_token)
+        return self.delivery_token
 
     def login(self) -> None:
         """Start authentication: the relay answers with a challenge the identity key signs."""
@@ -709,8 +814,8 @@ class DeviceAgent:
             else:
                 self._group_backlog.append(env)
 
-    def _fail(self, out: _Outgoing, code: str, message: str) -> None:
-        self._events.append(Failed(out.ref, code, message))
+    def _fail(self, out: _Outgoing, code: str, message: str, retry_after_ms: int | None = None) -> None:
+        self._events.append(Failed(out.ref, code, message, retry_after_ms))
 
     # --- frames from the relay ------------------------------------------------------------
 
@@ -754,6 +859,8 @@ class DeviceAgent:
             self.authenticated = True
             self._events.append(LoggedIn())
             self._resume()
+            self._relay_low(frame.prekeys_left)
+            self._rotate_if_due()
         elif isinstance(frame, wire.SenderCertificateResponse):
             self.certificate = frame.certificate
             try:
@@ -781,6 +888,7 @@ class DeviceAgent:
             self._sync(context)
         elif isinstance(frame, wire.Envelopes):
             self._envelopes(frame.envelopes)
+            self._relay_low(frame.prekeys_left)
             if frame.more:
                 self.receive()
         elif isinstance(frame, wire.ContactsFound):
@@ -839,12 +947,19 @@ class DeviceAgent:
                     context.group.waiting = {context.to}
                 self._fetch(context.to, context)
                 return
-            self._fail(context, frame.code, frame.message)
+            self._fail(context, frame.code, frame.message, frame.retry_after_ms)
         elif kind == "fetch_bundle":
             for out in self._waiting_bundle.pop(str(context), []):
                 self._fail(out, frame.code, frame.message)
+        elif (
+            kind == "register"
+            and frame.code == wire.ErrorCode.REGISTRATION_PROOF
+            and frame.registration_pow is not None
+            and not self._stamped
+        ):
+            self._events.append(ProofRequired(frame.registration_pow))
         else:
-            self._events.append(Failed(kind, frame.code, frame.message))
+            self._events.append(Failed(kind, frame.code, frame.message, frame.retry_after_ms))
 
     def _check_key_log(self, account: str, frame: wire.Bundle) -> KeyLogChecked:
         """Check every key of the bundle against the relay's signed key log (clients.transparency)."""
@@ -1018,9 +1133,21 @@ class DeviceAgent:
             self._request(wire.Ack, envelope_ids=tuple(acks))
         self._top_up()
 
-    def _top_up(self) -> None:
+    def _relay_low(self, prekeys_left: int | None) -> None:
+        """The relay's ``prekeys_left`` notice: its stock of our one-time prekeys runs low (others
+        fetched our bundle, or someone drains it), whatever we hold: upload a fresh batch, once
+        (not while an upload is in flight)."""
+        if prekeys_left is None or not self.authenticated or not self.answer_prekeys_left:
+            return
+        if any(kind == wire.UploadPrekeys.kind for kind, _ in self._pending.values()):
+            return
+        self._top_up(force=True)
+
+    def _top_up(self, *, force: bool = False) -> None:
         s = self.device.secrets
-        if len(s.one_time) >= min(PREKEY_LOW_WATER, self.prekey_batch) or not self.authenticated:
+        if not self.authenticated:
+            return
+        if not force and len(s.one_time) >= min(PREKEY_LOW_WATER, self.prekey_batch):
             return
         fresh = s.new_one_time_prekeys(self.prekey_batch, self.rng)
         kem = s.new_kem_prekeys(self.kem_prekey_batch, rng=self.rng) if self.device.pq else []

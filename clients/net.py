@@ -90,6 +90,13 @@ DEFAULT_CLOSE_TIMEOUT: Final = (
 )
 _RECEIVE_SIZE: Final = 65536
 _DEFAULT_BACKOFF: Final = Backoff()  # frozen, so one shared default is safe
+# Refusals for load (rate_limited) are retried after the relay's retry_after_ms, at most this
+# many times and never after a wait longer than MAX_RETRY_WAIT seconds (then the caller is told).
+DEFAULT_RETRIES: Final = 3
+MAX_RETRY_WAIT: Final = 30.0
+# A relay asking more of a new account than this many leading zero bits (2**26 SHA-256 tries,
+# over a minute in CPython) is refused rather than obeyed: the stamp would hang the device.
+MAX_REGISTRATION_POW: Final = 26
 _DROPPED: Final = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError)
 
 
@@ -112,9 +119,10 @@ class LoginFailed(RequestRefused):
 class SendFailed(NetError):
     """A message was not accepted: the relay refused it, or it could not be sent (``code`` says which)."""
 
-    def __init__(self, to: str, code: str, message: str) -> None:
+    def __init__(self, to: str, code: str, message: str, retry_after_ms: int | None = None) -> None:
         super().__init__(f"sending to {to!r} failed: {code}: {message}")
         self.to, self.code, self.message = to, code, message
+        self.retry_after_ms = retry_after_ms
 
 
 class ConnectionLost(NetError):
@@ -319,14 +327,58 @@ class DeviceConnection:
             raise RequestRefused(kind, reply.code, reply.message)
         return reply
 
-    async def register(self, one_time: int = PREKEY_BATCH, kem_one_time: int = PREKEY_BATCH) -> None:
+    async def register(
+        self,
+        one_time: int = PREKEY_BATCH,
+        kem_one_time: int = PREKEY_BATCH,
+        *,
+        proof: bytes | None = None,
+        retries: int = DEFAULT_RETRIES,
+    ) -> None:
         """Publish the device's keys and prekeys (a new account, or a re-registration once logged in).
 
-        Raises RequestRefused, or ConnectionLost if the connection dropped before the answer (the
-        registration may or may not have happened)."""
+        A relay that asks a new account for a hashcash stamp says how hard (``registration_pow``
+        in its refusal): the stamp is solved in a worker thread, so the connection stays served,
+        and the register sent again. ``proof`` (else ``agent.registration_token``) goes with the
+        first one. A ``rate_limited`` refusal is waited out (``retry_after_ms``) up to ``retries``
+        times. Raises RequestRefused, or ConnectionLost if the connection dropped before the answer
+        (the registration may or may not have happened)."""
         self._check_open()
-        self.agent.register(one_time, kem_one_time)
-        await self._answer(self._expect(self._submit(), wire.Register), "register")
+        self.agent.register(one_time, kem_one_time, proof=proof)
+        solved = proof is not None
+        waits = 0
+        while True:
+            reply = await self._expect(self._submit(), wire.Register).wait()
+            if not isinstance(reply, wire.ErrorFrame):
+                return
+            bits = reply.registration_pow
+            if reply.code == wire.ErrorCode.REGISTRATION_PROOF and bits is not None and not solved:
+                if bits > MAX_REGISTRATION_POW:
+                    raise RequestRefused(
+                        "register",
+                        reply.code,
+                        f"the relay asks for a {bits}-bit registration stamp; this client solves at most "
+                        f"{MAX_REGISTRATION_POW} bits (2**{bits} SHA-256 tries would hang the device)",
+                    )
+                account, key = self.agent.account, self.agent.device.identity_key
+                stamp = await trio.to_thread.run_sync(wire.solve_registration_pow, account, key, bits)
+                solved = True
+                self.agent.prove_registration(stamp)
+                continue
+            wait = _retry_wait(reply, waits, retries)
+            if wait is None:
+                raise RequestRefused("register", reply.code, reply.message)
+            waits += 1
+            await trio.sleep(wait)
+            self.agent.prove_registration()
+
+    async def rotate_delivery_token(self) -> bytes:
+        """Give the account a new delivery token (needs a login); returns it once the relay has it.
+        The old token stops opening the account for sealed sends at once."""
+        self._check_open()
+        token = self.agent.rotate_delivery_token()
+        await self._answer(self._expect(self._submit(), wire.UploadPrekeys), "upload_prekeys")
+        return token
 
     async def login(self) -> None:
         """Authenticate; from now on every reconnect logs in again before anything else is written.
@@ -348,12 +400,15 @@ class DeviceConnection:
         assert self.agent.certificate is not None
         return self.agent.certificate
 
-    async def send_text(self, to: str, text: bytes | str, *, sealed: bool = False) -> tuple[bytes, ...]:
+    async def send_text(
+        self, to: str, text: bytes | str, *, sealed: bool = False, retries: int = DEFAULT_RETRIES
+    ) -> tuple[bytes, ...]:
         """Send to every device of account ``to``; returns the relay's envelope ids once it has accepted.
 
         ``sealed=True`` hides the sender from the relay: it needs the recipient's delivery token in
         ``agent.tokens``, and fetches a sender certificate first if the agent has none. Waits while
-        the device is offline. Raises SendFailed if the relay refuses the message."""
+        the device is offline. A ``rate_limited`` refusal is waited out (``retry_after_ms``) and the
+        message sent again, up to ``retries`` times. Raises SendFailed if the relay refuses it."""
         self._check_open()
         plaintext = text.encode() if isinstance(text, str) else text
         if sealed:
@@ -363,6 +418,18 @@ class DeviceConnection:
                 )
             if self.agent.certificate is None:
                 await self.request_certificate()
+        waits = 0
+        while True:
+            try:
+                return await self._send_once(to, plaintext, sealed)
+            except SendFailed as e:
+                wait = _retry_wait(e, waits, retries)
+                if wait is None:
+                    raise
+            waits += 1
+            await trio.sleep(wait)
+
+    async def _send_once(self, to: str, plaintext: bytes, sealed: bool) -> tuple[bytes, ...]:
         ref = next(self._refs)
         waiter = _Waiter()
         self._sends[ref] = (waiter, to)
@@ -441,7 +508,7 @@ class DeviceConnection:
         send = self._sends.get(event.ref) if isinstance(event.ref, int) else None
         if send is not None:
             waiter, to = send
-            waiter.fail(SendFailed(to, event.code, event.message))
+            waiter.fail(SendFailed(to, event.code, event.message, event.retry_after_ms))
         elif event.ref in LOGIN_KINDS:
             waiters, self._login_waiters = self._login_waiters, []
             if not waiters:
@@ -590,6 +657,15 @@ class DeviceConnection:
         for waiter in [*self._waiters.values(), *sends, *self._login_waiters]:
             waiter.fail(error)
         self._poke()
+
+
+def _retry_wait(reply: wire.ErrorFrame | SendFailed, waits: int, retries: int) -> float | None:
+    """Seconds to wait before trying a ``rate_limited`` request again; None to give up."""
+    ms = reply.retry_after_ms
+    if reply.code != wire.ErrorCode.RATE_LIMITED or ms is None or waits >= retries:
+        return None
+    wait = ms / 1000
+    return wait if wait <= MAX_RETRY_WAIT else None
 
 
 def _with_id(frame: wire.Response, request_id: int) -> wire.Response:

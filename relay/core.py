@@ -263,8 +263,10 @@ class _Refused(Exception):
         extra: tuple[int, ...] | None = None,
         stale: tuple[int, ...] | None = None,
         retry_after: float | None = None,
+        registration_pow: int | None = None,
     ) -> None:
         super().__init__(message)
+        self.registration_pow = registration_pow
         self.code, self.message, self.field = code, message, field
         self.missing, self.extra, self.stale = missing, extra, stale
         self.retry_after_ms = None if retry_after is None else max(1, math.ceil(retry_after * 1000))
@@ -279,6 +281,7 @@ class _Refused(Exception):
             extra=self.extra,
             stale=self.stale,
             retry_after_ms=self.retry_after_ms,
+            registration_pow=self.registration_pow,
         )
 
 
@@ -763,6 +766,7 @@ class RelayCore:
                 f"a new account on this relay needs proof: a stamp such that SHA-256(registration_pow_message"
                 f"(account, identity_key) + proof) starts with {self.registration_pow} zero bits",
                 "proof",
+                registration_pow=self.registration_pow,
             )
 
     def _token_matches(self, account: str, token: bytes) -> bool:

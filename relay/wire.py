@@ -1054,6 +1054,9 @@ class ErrorFrame(Response):
     extra: Annotated[tuple[int, ...] | None, _Optional(_List(_UInt(1), MAX_DEVICES_PER_SEND))] = None
     stale: Annotated[tuple[int, ...] | None, _Optional(_List(_UInt(1), MAX_DEVICES_PER_SEND))] = None
     retry_after_ms: Millis | None = None  # rate_limited: when the request would be accepted
+    # registration_proof: the hashcash difficulty this relay asks of a new account, in leading zero
+    # bits (absent when it asks for the operator's token instead); see solve_registration_pow.
+    registration_pow: Annotated[int | None, _Optional(_UInt(1, 32))] = None
 
     @classmethod
     def from_exception(cls, e: ProtocolError) -> ErrorFrame:

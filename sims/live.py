@@ -134,23 +134,34 @@ async def _read_relay_log(stream: Any, path: Path, *, task_status: Any = trio.TA
         raise RelayStartError(f"the relay exited before it was listening; its log ({path}):\n{seen}")
 
 
+# Every simulated person shares one loopback address: the per-address limits and the
+# registration proof are off here (tests/relay/test_relay_abuse.py exercises them).
+_OPEN_LIMITS: Final = (
+    *("--registration-pow", "0", "--register-rate", "off"),
+    *("--send-rate-address", "off", "--send-rate-account", "off"),
+    *("--max-connections-per-address", "off", "--connection-rate", "off"),
+    *("--fetch-rate-requester", "off"),
+)
+
+
 @asynccontextmanager
 async def relay_process(
-    db: Path, log_path: Path, *, port: int = 0, serve_args: Sequence[str] = ()
+    db: Path,
+    log_path: Path,
+    *,
+    port: int = 0,
+    serve_args: Sequence[str] = (),
+    defaults: bool = False,
 ) -> AsyncIterator[RelayProcess]:
     """Run ``relaysim relay serve`` on 127.0.0.1 (port 0: a free one) over ``db`` for the block,
-    with ``serve_args`` (``--profile``, ``--admin``...) added.
+    with ``serve_args`` (``--profile``, ``--admin``...) added. ``defaults``: with the relay's own
+    limits and registration proof, as a reader's ``relaysim relay serve`` runs.
 
     Its stderr goes to ``log_path``. On leaving the block it gets SIGTERM and is waited for."""
     args = [
         *(sys.executable, "-m", "relaysim.sims.cli", "relay", "serve"),
         *("--host", HOST, "--port", str(port), "--db", str(db), "--log-level", "INFO"),
-        # Every simulated person shares one loopback address: the per-address limits and the
-        # registration proof are off here (tests/relay/test_relay_abuse.py exercises them).
-        *("--registration-pow", "0", "--register-rate", "off"),
-        *("--send-rate-address", "off", "--send-rate-account", "off"),
-        *("--max-connections-per-address", "off", "--connection-rate", "off"),
-        *("--fetch-rate-requester", "off"),
+        *(() if defaults else _OPEN_LIMITS),
         *serve_args,
     ]
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)

@@ -959,6 +959,11 @@ def _parser() -> argparse.ArgumentParser:
         help="envelopes for the where-the-time-goes steps (2000)",
     )
     p.add_argument("--seed", type=int, default=1, help="seed for the devices' keys (1)")
+    p.add_argument(
+        "--attack",
+        action="store_true",
+        help="run the attack bench instead (sims/bench/attack.py; see relaysim bench relay --attack --help)",
+    )
     harness.add_common_options(p)
     return p
 
@@ -1035,6 +1040,10 @@ def run(args: argparse.Namespace, progress: harness.Progress) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     """``relaysim bench relay [options]``; the exit status (0; 1 if a contender failed or, with --check,
     a target was not met; 2 on bad options)."""
+    if "--attack" in argv:  # the attack bench: sims/bench/attack.py, options of its own
+        from relaysim.sims.bench import attack
+
+        return attack.main([a for a in argv if a != "--attack"])
     parser = _parser()
     args = parser.parse_args(argv)
     if min(args.connections, args.repeat, args.window, args.steps) < 1 or args.connections < 2:

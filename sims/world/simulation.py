@@ -293,6 +293,10 @@ class Simulation:
                 # phone's set-up cost here (XEdDSA signatures, ML-KEM key generation).
                 prekey_batch=SIM_PREKEY_BATCH,
                 kem_prekey_batch=SIM_KEM_PREKEY_BATCH,
+                # ... which is below the relay's prekeys_left mark (10), so that notice would make
+                # every login upload, as live phones (PREKEY_BATCH keys) do not: they top up by
+                # their own count alone (tests/sims/test_one_world.py compares the two).
+                answer_prekeys_left=False,
                 padding=self.padding,
                 unauthenticated_fetch=sc.defences.bundle_fetch == "unauthenticated",
                 identity_model=self.profile.identity_model,

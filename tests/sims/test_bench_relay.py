@@ -108,3 +108,42 @@ def test_relaysim_bench_relay_reaches_this_benchmark(capsys: pytest.CaptureFixtu
         relaysim(["bench", "relay", "--help"])
     assert exc.value.code == 0
     assert "relaysim bench relay" in capsys.readouterr().out
+
+
+# --- the attack bench (sims/bench/attack.py) ------------------------------------------------------
+
+
+def test_the_attack_bench_runs_every_attack_against_a_relay_with_its_defaults(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from relaysim.sims.bench import attack
+
+    # No timed claim: one bound no run can meet, to see --check name it; the rest is what the
+    # relay's limits make of each attack, which does not depend on the machine's speed.
+    monkeypatch.setattr(attack, "SHARE", 1e9)
+    argv = ["--attack", "--good", "2", "--duration", "0.25", "--json", "-", "--check", "--quiet"]
+    assert relay.main(argv) == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert "target MISSED: good devices' throughput under memory / unattacked" in captured.err
+    results = report["results"]
+    assert list(results) == list(attack.ATTACKS)
+    for name, r in results.items():
+        assert r["attacker_requests"] > 0, name
+        assert r["baseline"]["delivered"] > 0, name
+        assert report["ratios"][f"good_share_{name}"]["met"] is False
+    # one address gets at most the per-address cap of connection slots, and a newcomer still gets in
+    assert results["slots"]["notes"]["sockets_kept_open_by_relay"] <= 64
+    assert results["slots"]["notes"]["new_good_connection_answered"] is True
+    # a register without a stamp is refused for want of one, every time
+    assert set(results["register"]["attacker_answers"]) == {"registration_proof"}
+    # the same answer for an existing and an absent account
+    assert set(results["enumerate"]["attacker_answers"]) <= {
+        "existing: authentication_failed",
+        "absent: authentication_failed",
+    }
+    # at most the per-target burst (10) of one-time prekeys per good account is drained
+    assert results["drain"]["attacker_answers"].get("bundle with a one-time prekey", 0) <= 2 * 10 + 2
+    memory = report["memory"]
+    assert 0 < memory["peak_rss_kb"] < memory["ceiling_kb"]
+    assert report["ratios"]["peak_rss_kb"]["met"] is True

@@ -1,0 +1,749 @@
+"""``relaysim bench relay --attack``: each abuse of issue #14 at a live relay, beside good devices.
+
+The relay runs in a child process (its own core) as ``relaysim relay serve`` runs it: the default
+limits (relay.limits.DEFAULT_LIMITS), the default connection caps, per-address caps and
+connection rate (relay.server), and an 18-bit registration proof, over a temporary SQLite file.
+Its devices are registered before it listens (through ``RelayCore.handle(Register)``: real
+XEdDSA signatures, no sockets), each with one-time prekeys.
+
+The good devices (--good, default 16) each connect from their own loopback address
+(127.0.1.x) and log in. Device i sends to device i + N/2 at a steady --rate messages a second
+(default 5: a busy person; well under the relay's per-account 20/s), and acknowledges what is
+pushed to it. Their throughput is the envelopes delivered (pushed to the recipient) a second,
+their latency from writing ``send`` to reading the ``deliver``. An attack's cost to them is
+their throughput during it over their throughput in the baseline slice before it.
+
+The attacks, each for --duration seconds (default 3), every loop bounded in count and time, from
+addresses of their own in 127.0.2.0/24 .. 127.0.7.0/24 (loopback only: on Linux all of 127/8
+reaches the loopback interface):
+
+* memory — pipelined ``receive`` and ``fetch_bundle`` requests (at most 4,000 on each of 4
+  logged-in connections) that never read an answer (memory amplification: the relay must stop reading, not buffer);
+* slots — as many idle sockets as it can open (at most 600) from one address;
+* flood — one attacker account sends to one good device as fast as the relay accepts (queue
+  flooding; the per-account send rate and the queue caps bound it);
+* register — ``register`` requests for new accounts without a stamp, as fast as answered;
+* drain — ``fetch_bundle`` of good accounts' bundles, each taking a one-time prekey;
+* enumerate — ``auth_challenge`` + a wrong ``authenticate`` for existing and absent accounts,
+  timing the answers (the relay verifies against a stand-in key for an absent device).
+
+Memory: the relay process's peak RSS (Linux /proc VmHWM) over the run, against its stated
+ceiling at the default connection cap (``relay.server.memory_ceiling`` per connection × 4,096
+connections, docs/protocol.md "Limits"). Targets (issue #14, docs/performance.md): the good
+devices keep ≥ 80 % of their unattacked throughput during each attack; peak RSS under the ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import inspect
+import os
+import selectors
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgpack
+import trio  # type: ignore[import-untyped,unused-ignore]  # trio 0.22 ships no type information
+
+from relaysim.clients import _primitives
+from relaysim.clients.keys import IdentityKeyPair
+from relaysim.relay import wire
+from relaysim.relay.core import ConnectionContext, RelayCore, Reply
+from relaysim.relay.limits import DEFAULT_LIMITS, UNLIMITED
+from relaysim.relay.server import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_QUEUED_BYTES,
+    DEFAULT_REGISTRATION_POW,
+    memory_ceiling,
+    serve,
+)
+from relaysim.relay.store import Store
+from relaysim.sims.bench import harness
+
+__all__ = ["ATTACKS", "main"]
+
+ATTACKS: Final = ("memory", "slots", "flood", "register", "drain", "enumerate")
+LABELS: Final = {
+    "memory": "memory amplification (pipelined requests, answers never read)",
+    "slots": "connection-slot exhaustion (idle sockets from one address)",
+    "flood": "queue flooding of one good device",
+    "register": "registration flood (no stamp)",
+    "drain": "prekey draining (bundle fetches of good accounts)",
+    "enumerate": "account enumeration by timing (authenticate, existing vs absent)",
+}
+SHARE: Final = 0.8  # issue #14: good devices keep >= 80 % of their unattacked throughput
+ONE_TIME_PREKEYS: Final = 20
+_PREFIX = struct.Struct(">I")
+_STAMP = struct.Struct(">d")
+_READY_TIMEOUT = 60.0
+_MAX_SLOTS = 600  # sockets the slot attacker opens at most
+_MAX_PIPELINED = 4000  # requests each memory attacker writes at most
+_ATTACKER_ACCOUNTS = 8
+
+
+def account_name(i: int) -> str:
+    return f"good{i:04d}"
+
+
+def attacker_name(i: int) -> str:
+    return f"mallory{i:02d}"
+
+
+def identity_private(seed: int, name: str) -> bytes:
+    return hashlib.sha256(f"relaysim bench attack {seed} {name}".encode()).digest()
+
+
+def good_address(i: int) -> str:
+    return f"127.0.1.{1 + i % 250}"
+
+
+def attacker_address(attack: str, i: int = 0) -> str:
+    return f"127.0.{2 + ATTACKS.index(attack)}.{1 + i % 250}"
+
+
+def _is_loopback(host: str) -> bool:
+    return host.startswith("127.")
+
+
+# --- the relay process ----------------------------------------------------------------------------
+
+
+def preregister(core: RelayCore, names: list[str], seed: int) -> None:
+    """Register every device through ``core.handle(Register)`` (no sockets), with one-time prekeys."""
+    _key, kem_public = _primitives.mlkem_keypair_from_seed(hashlib.sha512(b"bench kem").digest())
+    for n, name in enumerate(names):
+        identity = IdentityKeyPair(identity_private(seed, name))
+        spk = hashlib.sha256(b"spk" + identity.private).digest()
+        one_time = tuple(
+            wire.Prekey(id=10 + k, public=hashlib.sha256(b"opk%d" % k + identity.private).digest())
+            for k in range(ONE_TIME_PREKEYS)
+        )
+        request = wire.Register(
+            id=1,
+            account=name,
+            device=1,
+            registration_id=1 + n,
+            identity_key=identity.public,
+            signed_prekey=wire.SignedPrekey(1, spk, identity.sign(wire.signed_prekey_message(spk))),
+            one_time_prekeys=one_time,
+            kem_prekeys=(),
+            last_resort_kem_prekey=wire.KemPrekey(
+                2, kem_public, identity.sign(wire.kem_prekey_message(kem_public))
+            ),
+        )
+        reply = core.handle(ConnectionContext(1_000_000_000 + n), request)[0]
+        if not (isinstance(reply, Reply) and isinstance(reply.frame, wire.Registered)):
+            raise harness.BenchError(f"pre-registration of {name} failed: {reply}")
+
+
+def _raise_fd_limit(needed: int) -> None:
+    """Lift the soft limit on open files towards the hard one (the slot attack opens hundreds)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def _abandon_on_cancel() -> dict[str, Any]:
+    """trio 0.23 renamed ``cancellable`` to ``abandon_on_cancel`` (as in sims/bench/relay.py)."""
+    parameters = inspect.signature(trio.to_thread.run_sync).parameters
+    return {"abandon_on_cancel" if "abandon_on_cancel" in parameters else "cancellable": True}
+
+
+def child_main(argv: list[str]) -> int:
+    """The relay process: register the devices, then serve with the defaults until stdin closes."""
+    p = argparse.ArgumentParser(prog="sims.bench.attack --child")
+    p.add_argument("--child", action="store_true")
+    p.add_argument("--good", type=int, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--db", required=True)
+    args = p.parse_args(argv)
+    _raise_fd_limit(4096)
+    with Store(args.db) as store:
+        core = RelayCore(store, limits=UNLIMITED)
+        names = [account_name(i) for i in range(args.good)] + [
+            attacker_name(i) for i in range(_ATTACKER_ACCOUNTS)
+        ]
+        preregister(core, names, args.seed)
+        core.limits = DEFAULT_LIMITS  # from here on, as `relaysim relay serve` runs
+        core.registration_pow = DEFAULT_REGISTRATION_POW
+
+        async def run_relay() -> None:
+            async with trio.open_nursery() as nursery:
+                server = await nursery.start(
+                    lambda task_status: serve(core, "127.0.0.1", 0, task_status=task_status)
+                )
+                print(f"READY {server.port}", flush=True)
+                await trio.to_thread.run_sync(sys.stdin.buffer.read, **_abandon_on_cancel())
+                nursery.cancel_scope.cancel()
+
+        trio.run(run_relay)
+    return 0
+
+
+class RelayProcess:
+    def __init__(self, good: int, seed: int, db: str) -> None:
+        cmd, env = harness.module_command(
+            "sims.bench.attack", "--child", "--good", str(good), "--seed", str(seed), "--db", db
+        )
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        assert self.proc.stdout is not None
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        ready = sel.select(_READY_TIMEOUT)
+        sel.close()
+        line = self.proc.stdout.readline().decode().split() if ready else []
+        if len(line) != 2 or line[0] != "READY":
+            self.stop()
+            raise harness.BenchError(f"the relay process did not start (exit status {self.proc.poll()})")
+        self.port = int(line[1])
+
+    def status_kb(self, key: str) -> int | None:
+        try:
+            with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith(key + ":"):
+                        return int(line.split()[1])
+        except OSError:
+            return None
+        return None
+
+    def stop(self) -> None:
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+# --- clients ------------------------------------------------------------------------------------
+
+
+class Client:
+    """One raw connection: frames out, frames in, by msgpack maps."""
+
+    def __init__(self, stream: Any, name: str) -> None:
+        self.stream, self.name = stream, name
+        self.buf = bytearray()
+        self.next_id = 1
+        self.lock = trio.Lock()  # a sender and a reader (its acks) share the stream
+
+    @classmethod
+    async def open(cls, port: int, source: str, name: str) -> Client:
+        if not _is_loopback(source):
+            raise ValueError(f"not a loopback address: {source}")
+        stream = await trio.open_tcp_stream("127.0.0.1", port, local_address=source)
+        return cls(stream, name)
+
+    def frame(self, kind: str, **fields: Any) -> bytes:
+        rid = self.next_id
+        self.next_id += 1
+        body = msgpack.packb({"v": 1, "id": rid, "kind": kind, **fields}, use_bin_type=True)
+        return _PREFIX.pack(len(body)) + body
+
+    async def send(self, kind: str, **fields: Any) -> None:
+        data = self.frame(kind, **fields)
+        async with self.lock:
+            await self.stream.send_all(data)
+
+    async def read(self) -> dict[str, Any] | None:
+        while True:
+            if len(self.buf) >= 4:
+                (length,) = _PREFIX.unpack_from(self.buf)
+                if len(self.buf) >= 4 + length:
+                    body = bytes(self.buf[4 : 4 + length])
+                    del self.buf[: 4 + length]
+                    out: dict[str, Any] = msgpack.unpackb(body, raw=False)
+                    return out
+            data = await self.stream.receive_some(1 << 16)
+            if not data:
+                return None
+            self.buf += data
+
+    async def expect(self, *kinds: str) -> dict[str, Any]:
+        while True:
+            f = await self.read()
+            if f is None:
+                raise harness.BenchError(f"{self.name}: the relay closed the connection")
+            if f["kind"] in kinds:
+                return f
+            if f["kind"] == "deliver":  # not ours to count here: acknowledge it
+                await self.send("ack", envelope_ids=[f["envelope"]["id"]])
+
+    async def log_in(self, seed: int) -> None:
+        await self.send("auth_challenge", account=self.name, device=1)
+        nonce = (await self.expect("challenge"))["nonce"]
+        signature = IdentityKeyPair(identity_private(seed, self.name)).sign(
+            wire.auth_message(nonce, self.name, 1)
+        )
+        await self.send("authenticate", nonce=nonce, signature=signature)
+        f = await self.expect("authenticated", "error")
+        if f["kind"] != "authenticated":
+            raise harness.BenchError(f"{self.name}: login refused: {f}")
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.stream.aclose()
+
+
+@dataclass
+class Slice:
+    delivered: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    refused: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+async def good_slice(goods: list[Client], rate: float, duration: float, body_size: int) -> Slice:
+    """Every good device sends to its partner at ``rate``/s for ``duration`` s; count deliveries."""
+    out = Slice()
+    n = len(goods)
+    pad = bytes(max(0, body_size - _STAMP.size))
+    start = time.perf_counter()
+    end = start + duration
+
+    async def sender(i: int) -> None:
+        c, to = goods[i], account_name((i + n // 2) % n)
+        k = 0
+        while (t := start + (k + i / n) / rate) < end:
+            await trio.sleep_until(trio.current_time() + max(0.0, t - time.perf_counter()))
+            body = _STAMP.pack(time.perf_counter()) + pad
+            await c.send("send", to=to, envelopes=[{"device": 1, "body": body}])
+            k += 1
+
+    async def reader(c: Client) -> None:
+        while True:
+            f = await c.read()
+            if f is None:
+                raise harness.BenchError(f"{c.name}: the relay closed a good device's connection")
+            if f["kind"] == "deliver":
+                now = time.perf_counter()
+                env = f["envelope"]
+                await c.send("ack", envelope_ids=[env["id"]])
+                if len(env["body"]) >= _STAMP.size:
+                    (sent,) = _STAMP.unpack_from(env["body"])
+                    if start <= sent <= end:
+                        out.delivered += 1
+                        out.latencies_ms.append((now - sent) * 1000)
+            elif f["kind"] == "error":
+                out.refused[f["code"]] = out.refused.get(f["code"], 0) + 1
+
+    async with trio.open_nursery() as nursery:
+        for c in goods:
+            nursery.start_soon(reader, c)
+        async with trio.open_nursery() as senders:
+            for i in range(n):
+                senders.start_soon(sender, i)
+        await trio.sleep(max(0.0, end + min(1.0, duration) - time.perf_counter()))  # the last ones arrive
+        nursery.cancel_scope.cancel()
+    out.seconds = duration
+    return out
+
+
+# --- the attacks ---------------------------------------------------------------------------------
+
+
+@dataclass
+class AttackStats:
+    requests: int = 0
+    answers: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def answer(self, f: dict[str, Any] | None) -> None:
+        key = "closed" if f is None else (f["code"] if f["kind"] == "error" else f["kind"])
+        self.answers[key] = self.answers.get(key, 0) + 1
+
+
+async def _reader_counting(c: Client, stats: AttackStats) -> None:
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        while True:
+            f = await c.read()
+            stats.answer(f)
+            if f is None:
+                return
+
+
+async def attack_memory(port: int, seed: int, duration: float, stats: AttackStats) -> None:
+    clients = []
+    try:
+        for i in range(4):
+            c = await Client.open(port, attacker_address("memory", i), attacker_name(i))
+            await c.log_in(seed)
+            clients.append(c)
+        deadline = trio.current_time() + duration
+
+        async def pipeline(c: Client) -> None:
+            batch = b"".join(
+                c.frame("receive", limit=10_000)
+                if k % 2
+                else c.frame("fetch_bundle", account=account_name(0))
+                for k in range(100)
+            )
+            with trio.move_on_at(deadline), contextlib.suppress(trio.BrokenResourceError, OSError):
+                for _ in range(_MAX_PIPELINED // 100):
+                    await c.stream.send_all(batch)  # blocks once the relay stops reading: back-pressure
+                    stats.requests += 100
+
+        async with trio.open_nursery() as nursery:
+            for c in clients:
+                nursery.start_soon(pipeline, c)
+        await trio.sleep_until(deadline)
+    finally:
+        for c in clients:
+            await c.aclose()
+
+
+async def attack_slots(port: int, seed: int, duration: float, stats: AttackStats) -> None:
+    socks = []
+    deadline = trio.current_time() + duration
+    try:
+        with trio.move_on_at(deadline):
+            for _ in range(_MAX_SLOTS):
+                try:
+                    with trio.fail_after(1.0):
+                        c = await Client.open(port, attacker_address("slots"), "slot")
+                except (OSError, trio.TooSlowError):
+                    stats.answer({"kind": "error", "code": "connect_failed"})
+                    continue
+                socks.append(c)
+                stats.requests += 1
+            await trio.sleep_until(deadline)
+        # how many the relay kept: a closed one reads EOF (or server_busy) at once
+        kept = 0
+        for c in socks:
+            with trio.move_on_after(0.01) as waiting:
+                f = await c.read()
+                stats.answer(f)
+            if waiting.cancelled_caught:
+                kept += 1
+        stats.notes["sockets_kept_open_by_relay"] = kept
+        # and a new good device can still connect and log in
+        with trio.fail_after(5):
+            probe = await Client.open(port, good_address(249), account_name(0))
+            try:
+                await probe.send("ping")
+                stats.notes["new_good_connection_answered"] = (await probe.expect("pong", "error"))[
+                    "kind"
+                ] == "pong"
+            finally:
+                await probe.aclose()
+    finally:
+        for c in socks:
+            await c.aclose()
+
+
+async def attack_flood(port: int, seed: int, duration: float, stats: AttackStats) -> None:
+    c = await Client.open(port, attacker_address("flood"), attacker_name(4))
+    try:
+        await c.log_in(seed)
+        deadline = trio.current_time() + duration
+        body = bytes(1024)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_reader_counting, c, stats)
+            with trio.move_on_at(deadline):
+                for _ in range(50_000):
+                    await c.send("send", to=account_name(0), envelopes=[{"device": 1, "body": body}])
+                    stats.requests += 1
+                    await trio.sleep(0)
+            nursery.cancel_scope.cancel()
+    finally:
+        await c.aclose()
+
+
+async def attack_register(port: int, seed: int, duration: float, stats: AttackStats) -> None:
+    deadline = trio.current_time() + duration
+    key = IdentityKeyPair(identity_private(seed, "sybil"))
+    spk = hashlib.sha256(b"spk").digest()
+    _k, kem_public = _primitives.mlkem_keypair_from_seed(hashlib.sha512(b"bench kem").digest())
+    signed = {"id": 1, "public": spk, "signature": key.sign(wire.signed_prekey_message(spk))}
+    kem = {"id": 2, "public": kem_public, "signature": key.sign(wire.kem_prekey_message(kem_public))}
+    k = 0
+    with trio.move_on_at(deadline):
+        while k < 20_000:
+            c = await Client.open(port, attacker_address("register", k // 50), "sybil")
+            try:
+                for _ in range(50):
+                    await c.send(
+                        "register",
+                        account=f"sybil{k:06d}",
+                        device=1,
+                        registration_id=1,
+                        identity_key=key.public,
+                        signed_prekey=signed,
+                        one_time_prekeys=[],
+                        kem_prekeys=[],
+                        last_resort_kem_prekey=kem,
+                    )
+                    stats.requests += 1
+                    k += 1
+                    f = await c.read()
+                    stats.answer(f)
+                    if f is None:
+                        break
+            finally:
+                await c.aclose()
+
+
+async def attack_drain(port: int, seed: int, duration: float, stats: AttackStats, goods: int) -> None:
+    c = await Client.open(port, attacker_address("drain"), attacker_name(5))
+    try:
+        await c.log_in(seed)
+        deadline = trio.current_time() + duration
+        with trio.move_on_at(deadline):
+            for k in range(20_000):
+                await c.send("fetch_bundle", account=account_name(k % goods))
+                stats.requests += 1
+                f = await c.expect("bundle", "error")
+                if f["kind"] == "bundle":
+                    has = any(d.get("one_time_prekey") for d in f["devices"])
+                    stats.answer({"kind": "bundle with a one-time prekey" if has else "bundle without"})
+                else:
+                    stats.answer(f)
+    finally:
+        await c.aclose()
+
+
+async def attack_enumerate(port: int, seed: int, duration: float, stats: AttackStats, goods: int) -> None:
+    times: dict[str, list[float]] = {"existing": [], "absent": []}
+    deadline = trio.current_time() + duration
+    wrong = bytes(64)
+    with trio.move_on_at(deadline):
+        for k in range(2000):
+            c = await Client.open(port, attacker_address("enumerate", k // 20), "probe")
+            try:
+                for j in range(20):
+                    which = "existing" if (k + j) % 2 else "absent"
+                    account = account_name((k + j) % goods) if which == "existing" else f"nobody{k:05d}"
+                    await c.send("auth_challenge", account=account, device=1)
+                    f = await c.expect("challenge", "error")
+                    stats.requests += 1
+                    if f["kind"] != "challenge":
+                        stats.answer(f)
+                        break
+                    t0 = time.perf_counter()
+                    await c.send("authenticate", nonce=f["nonce"], signature=wrong)
+                    f = await c.expect("authenticated", "error")
+                    times[which].append((time.perf_counter() - t0) * 1e6)
+                    stats.answer({"kind": f"{which}: {f.get('code', f['kind'])}"})
+            finally:
+                await c.aclose()
+            k += 1
+    for which, ts in times.items():
+        stats.notes[f"authenticate_median_us_{which}"] = round(statistics.median(ts), 1) if ts else None
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def _summary(s: Slice) -> dict[str, Any]:
+    lat = sorted(s.latencies_ms)
+    p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else None
+    return {
+        "delivered": s.delivered,
+        "per_s": s.delivered / s.seconds if s.seconds else 0.0,
+        "p50_ms": statistics.median(lat) if lat else None,
+        "p99_ms": p99,
+        "refused": s.refused,
+    }
+
+
+async def _run(
+    args: argparse.Namespace, relay: RelayProcess, progress: Callable[[str], None]
+) -> dict[str, Any]:
+    port = relay.port
+    goods = [await Client.open(port, good_address(i), account_name(i)) for i in range(args.good)]
+    results: dict[str, Any] = {}
+    peak = 0
+    try:
+        for c in goods:
+            await c.log_in(args.seed)
+        progress(f"{args.good} good devices logged in")
+        await good_slice(goods, args.rate, min(0.5, args.duration), args.body_size)  # warm-up, untimed
+        for attack in ATTACKS if args.only is None else args.only:
+            base = await good_slice(goods, args.rate, args.duration, args.body_size)
+            peak = max(peak, relay.status_kb("VmHWM") or 0)
+            stats = AttackStats()
+            attacked = Slice()
+            runner = {
+                "memory": lambda s: attack_memory(port, args.seed, args.duration, s),
+                "slots": lambda s: attack_slots(port, args.seed, args.duration, s),
+                "flood": lambda s: attack_flood(port, args.seed, args.duration, s),
+                "register": lambda s: attack_register(port, args.seed, args.duration, s),
+                "drain": lambda s: attack_drain(port, args.seed, args.duration, s, args.good),
+                "enumerate": lambda s: attack_enumerate(port, args.seed, args.duration, s, args.good),
+            }[attack]
+
+            async def good(into: list[Slice]) -> None:
+                into.append(await good_slice(goods, args.rate, args.duration, args.body_size))
+
+            got: list[Slice] = []
+            with trio.fail_after(args.duration * 4 + 30):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(runner, stats)
+                    nursery.start_soon(good, got)
+            attacked = got[0]
+            rss = relay.status_kb("VmRSS")
+            peak = max(peak, relay.status_kb("VmHWM") or 0)
+            results[attack] = {
+                "baseline": _summary(base),
+                "attacked": _summary(attacked),
+                "share": (attacked.delivered / base.delivered) if base.delivered else None,
+                "attacker_requests": stats.requests,
+                "attacker_answers": stats.answers,
+                "notes": stats.notes,
+                "relay_rss_kb_after": rss,
+            }
+            progress(f"{attack}: good throughput {results[attack]['share'] or 0:.0%} of unattacked")
+            await trio.sleep(min(0.5, args.duration))  # let the relay drop the attack's connections
+    finally:
+        for c in goods:
+            await c.aclose()
+    return {"results": results, "peak_rss_kb": peak}
+
+
+def run(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="relaysim-attack-") as directory:
+        relay = RelayProcess(args.good, args.seed, os.path.join(directory, "relay.db"))
+        try:
+            start_kb = relay.status_kb("VmRSS")
+            measured = trio.run(_run, args, relay, progress)
+        finally:
+            relay.stop()
+    ceiling_kb = (start_kb or 0) + memory_ceiling(DEFAULT_MAX_QUEUED_BYTES, wire.DEFAULT_MAX_FRAME_SIZE) * (
+        DEFAULT_MAX_CONNECTIONS
+    ) // 1024
+    ratios: dict[str, Any] = {}
+    for attack, r in measured["results"].items():
+        t = harness.Target(
+            f"good_share_{attack}", f"good devices' throughput under {attack} / unattacked", ">=", SHARE
+        )
+        ratios[t.key] = harness.target_row(t, r["share"])
+    mem = harness.Target(
+        "peak_rss_kb", "relay peak RSS in KiB (ceiling: memory_ceiling x default cap)", "<=", ceiling_kb
+    )
+    ratios[mem.key] = harness.target_row(
+        mem, float(measured["peak_rss_kb"]) if measured["peak_rss_kb"] else None
+    )
+    return {
+        "config": {
+            "good": args.good,
+            "rate": args.rate,
+            "duration": args.duration,
+            "body_size": args.body_size,
+            "attacks": list(measured["results"]),
+            **harness.machine_config(),
+        },
+        "results": measured["results"],
+        "memory": {
+            "start_rss_kb": start_kb,
+            "peak_rss_kb": measured["peak_rss_kb"],
+            "ceiling_kb": ceiling_kb,
+        },
+        "ratios": ratios,
+    }
+
+
+def _fmt(v: float | None, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    cfg = report["config"]
+    lines = [
+        f"relay under attack: {cfg['good']} good devices at {cfg['rate']:g} msg/s each, "
+        f"{cfg['duration']:g} s per slice, relay with its defaults ({cfg['machine']})",
+        "",
+        f"{'attack':<10} {'good/s base':>11} {'good/s att':>10} {'share':>6} {'p99 base':>9} {'p99 att':>8} "
+        f"{'att req':>8}  attacker's answers",
+    ]
+    for attack, r in report["results"].items():
+        b, a = r["baseline"], r["attacked"]
+        answers = ", ".join(f"{k} {v}" for k, v in sorted(r["attacker_answers"].items()))
+        notes = "; ".join(f"{k} {v}" for k, v in r["notes"].items())
+        share = "-" if r["share"] is None else f"{r['share']:.0%}"
+        lines.append(
+            f"{attack:<10} {b['per_s']:>11.1f} {a['per_s']:>10.1f} {share:>6} {_fmt(b['p99_ms']):>9} "
+            f"{_fmt(a['p99_ms']):>8} {r['attacker_requests']:>8}  {answers}"
+        )
+        if notes:
+            lines.append(f"{'':<10} {notes}")
+    m = report["memory"]
+    lines += [
+        "",
+        f"relay RSS: {m['start_rss_kb']} KiB at start, peak {m['peak_rss_kb']} KiB; stated ceiling "
+        f"{m['ceiling_kb'] / 1024 / 1024:.1f} GiB (relay.server.memory_ceiling x {DEFAULT_MAX_CONNECTIONS} connections)",
+        "",
+        f"targets ({harness.DOC}, issue #14):",
+    ]
+    for r in report["ratios"].values():
+        verdict = "n/a" if r["met"] is None else "met" if r["met"] else "MISSED"
+        value = "-" if r["value"] is None else f"{r['value']:.2f}"
+        lines.append(f"  {r['label']:<62} {value:>12}  {r['comparison']} {r['target']:<10.2f} {verdict}")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = harness.make_parser(
+        "relaysim bench relay --attack",
+        __doc__,
+        [
+            "relaysim bench relay --attack",
+            "relaysim bench relay --attack --duration 1 --only memory slots --check",
+        ],
+    )
+    p.add_argument("--good", type=int, default=16, metavar="N", help="good devices (16)")
+    p.add_argument(
+        "--rate", type=float, default=5.0, metavar="R", help="messages a second per good device (5)"
+    )
+    p.add_argument("--duration", type=float, default=3.0, metavar="S", help="seconds per slice (3)")
+    p.add_argument("--body-size", type=int, default=160, metavar="B", help="envelope body bytes (160)")
+    p.add_argument(
+        "--only", nargs="+", choices=ATTACKS, metavar="ATTACK", help=f"run only these ({', '.join(ATTACKS)})"
+    )
+    p.add_argument("--seed", type=int, default=1, help="seed for the devices' keys (1)")
+    harness.add_common_options(p)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not 2 <= args.good <= 250 or args.good % 2:
+        parser.error(f"--good {args.good}: expected an even number from 2 to 250")
+    if not 0 < args.rate <= 15:
+        parser.error(
+            f"--rate {args.rate}: expected more than 0 and at most 15 (the relay allows an account 20/s)"
+        )
+    if not 0 < args.duration <= 60 or args.body_size < _STAMP.size:
+        parser.error(f"--duration must be in (0, 60] s and --body-size at least {_STAMP.size}")
+    _raise_fd_limit(4096)
+    return harness.run_bench(
+        "relay --attack",
+        args,
+        lambda progress: run(args, progress),
+        format_report,
+        lambda r: r["ratios"].values(),
+    )
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--child"]:
+        raise SystemExit(child_main(sys.argv[1:]))
+    raise SystemExit(main(sys.argv[1:]))
