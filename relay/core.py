@@ -398,22 +398,27 @@ class RelayCore:
         if not self.store.account_exists(req.account):
             raise ValueError(f"no account {req.account!r} to add device {req.device} to")
         with self.store.transaction():
-            self.store.put_device(
-                DeviceRecord(
-                    account=req.account,
-                    device=req.device,
-                    registration_id=req.registration_id,
-                    identity_key=req.identity_key,
-                    signed_prekey=req.signed_prekey,
-                    last_resort_kem_prekey=req.last_resort_kem_prekey,
-                    registered_at=self.clock(),
-                )
-            )
-            self.store.replace_prekeys(req.account, req.device, req.one_time_prekeys)
-            self.store.replace_kem_prekeys(req.account, req.device, req.kem_prekeys)
+            self._put_registered_device(req, self.clock())
             logged = self._log_key(req.account, req.device, req.identity_key)
         logged()
         return Registered(id=req.id, account=req.account, device=req.device)
+
+    def _put_registered_device(self, req: Register, at: float) -> None:
+        """Store a device as a register request gives it, with its one-time and KEM prekeys (a device
+        that registers itself, or one a compelled provider adds: provision_device)."""
+        self.store.put_device(
+            DeviceRecord(
+                account=req.account,
+                device=req.device,
+                registration_id=req.registration_id,
+                identity_key=req.identity_key,
+                signed_prekey=req.signed_prekey,
+                last_resort_kem_prekey=req.last_resort_kem_prekey,
+                registered_at=at,
+            )
+        )
+        self.store.replace_prekeys(req.account, req.device, req.one_time_prekeys)
+        self.store.replace_kem_prekeys(req.account, req.device, req.kem_prekeys)
 
     # -- key transparency --------------------------------------------------------------------
 
@@ -860,19 +865,7 @@ class RelayCore:
         now = self.clock()
         if not existing and not self.store.account_exists(req.account):
             self.store.create_account(req.account, now)
-        self.store.put_device(
-            DeviceRecord(
-                account=req.account,
-                device=req.device,
-                registration_id=req.registration_id,
-                identity_key=req.identity_key,
-                signed_prekey=req.signed_prekey,
-                last_resort_kem_prekey=req.last_resort_kem_prekey,
-                registered_at=now,
-            )
-        )
-        self.store.replace_prekeys(req.account, req.device, req.one_time_prekeys)
-        self.store.replace_kem_prekeys(req.account, req.device, req.kem_prekeys)
+        self._put_registered_device(req, now)
         out.after.append(self._log_key(req.account, req.device, req.identity_key))
         if req.delivery_token is not None:
             self.store.set_delivery_token(req.account, req.delivery_token)

@@ -145,17 +145,6 @@ def preregister(core: RelayCore, names: list[str], seed: int) -> None:
             raise harness.BenchError(f"pre-registration of {name} failed: {reply}")
 
 
-def _raise_fd_limit(needed: int) -> None:
-    """Lift the soft limit on open files towards the hard one (the slot attack opens hundreds)."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-
-
 def _abandon_on_cancel() -> dict[str, Any]:
     """trio 0.23 renamed ``cancellable`` to ``abandon_on_cancel`` (as in sims/bench/relay.py)."""
     parameters = inspect.signature(trio.to_thread.run_sync).parameters
@@ -170,7 +159,7 @@ def child_main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--db", required=True)
     args = p.parse_args(argv)
-    _raise_fd_limit(4096)
+    harness.raise_fd_limit(4096)
     with Store(args.db) as store:
         core = RelayCore(store, limits=UNLIMITED)
         names = [account_name(i) for i in range(args.good)] + [
@@ -733,7 +722,7 @@ def main(argv: list[str]) -> int:
         )
     if not 0 < args.duration <= 60 or args.body_size < _STAMP.size:
         parser.error(f"--duration must be in (0, 60] s and --body-size at least {_STAMP.size}")
-    _raise_fd_limit(4096)
+    harness.raise_fd_limit(4096)
     return harness.run_bench(
         "relay --attack",
         args,

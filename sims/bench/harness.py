@@ -14,6 +14,7 @@ or ">="), ``target`` (None: for information) and ``met`` (None: not judged).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -277,3 +278,15 @@ def run_bench(
         return 1
     report["config"]["load_average"] = {"before": before, "after": load_average()}
     return finish(name, report, table(report), args, targets(report))
+
+
+def raise_fd_limit(needed: int) -> None:
+    """Lift the soft limit on open files towards the hard one: N connections need N descriptors (the relay
+    bench and the attack bench open hundreds)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

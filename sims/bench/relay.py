@@ -144,17 +144,6 @@ def preregister(core: RelayCore, n: int, seed: int) -> None:
             raise harness.BenchError(f"pre-registration of {account_name(i)} failed: {reply}")
 
 
-def raise_fd_limit(needed: int) -> None:
-    """Lift the soft limit on open files towards the hard one: N connections need N descriptors."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-
-
 # --- the server processes -----------------------------------------------------------------------
 
 
@@ -170,7 +159,7 @@ def _child_parser() -> argparse.ArgumentParser:
 def child_main(argv: list[str]) -> int:
     """A server process: set up, print ``READY <port>``, serve until stdin closes."""
     args = _child_parser().parse_args(argv)
-    raise_fd_limit(args.connections + 256)
+    harness.raise_fd_limit(args.connections + 256)
 
     if args.child == ECHO:
 
@@ -1050,7 +1039,7 @@ def main(argv: list[str]) -> int:
         parser.error("--connections must be at least 2; --repeat, --window and --steps at least 1")
     if args.duration <= 0 or args.warmup < 0 or args.body_size < _SEQ.size:
         parser.error(f"--duration must be positive, --warmup not negative, --body-size at least {_SEQ.size}")
-    raise_fd_limit(len(CONTENDERS) * args.connections + 256)
+    harness.raise_fd_limit(len(CONTENDERS) * args.connections + 256)
     return harness.run_bench(
         "relay", args, lambda progress: run(args, progress), format_report, lambda r: r["ratios"].values()
     )

@@ -1016,11 +1016,7 @@ class Simulation:
         state.envelope_ids = tuple(envelope_ids)
         if not self.transcribing:
             return
-        seen = [
-            record_view(r, SIM_EPOCH)
-            for r in outputs
-            if isinstance(r, MetadataRecord) and r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND)
-        ]
+        seen = _send_records(outputs)
         self.emit(
             {
                 "t": self.sched.now,
@@ -1035,11 +1031,7 @@ class Simulation:
         """Ground truth for the scoring (sims.analysis_scoring): which envelopes the relay accepted were
         receipts or cover traffic, which it cannot tell from messages."""
         sender, to, kind = route
-        seen = [
-            record_view(r, SIM_EPOCH)
-            for r in outputs
-            if isinstance(r, MetadataRecord) and r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND)
-        ]
+        seen = _send_records(outputs)
         self.emit(
             {
                 "t": self.sched.now,
@@ -1246,3 +1238,12 @@ def record_view(r: MetadataRecord, epoch: float | None = None) -> dict[str, Any]
     if r.envelope_id is not None:
         out["envelope_id"] = r.envelope_id.hex()
     return out
+
+
+def _send_records(outputs: list[Any]) -> list[dict[str, Any]]:
+    """The relay's send records among a request's outputs, as the transcript shows them."""
+    return [
+        record_view(r, SIM_EPOCH)
+        for r in outputs
+        if isinstance(r, MetadataRecord) and r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND)
+    ]
