@@ -123,12 +123,18 @@ def _runs(text: str) -> Iterator[bytes]:
         yield data[i : i + 8]
 
 
+# The spec's own KDFs, taken once: each example's recorder wraps these, not the previous example's
+# wrapper (the monkeypatch is module-scoped, so wrappers would otherwise nest, one per example, until the
+# recursion limit — as they did under hypothesis 6.100's longer runs).
+_REAL_KDF_RK, _REAL_KDF_CK = spec.kdf_rk, spec.kdf_ck
+
+
 class KeyRecorder:
     """Records every root, chain and message key the devices derive, by wrapping the spec's KDFs."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.keys: list[bytes] = []
-        real_rk, real_ck = spec.kdf_rk, spec.kdf_ck
+        real_rk, real_ck = _REAL_KDF_RK, _REAL_KDF_CK
 
         def kdf_rk(rk: bytes, dh_out: bytes, info: bytes) -> tuple[bytes, bytes]:
             out = real_rk(rk, dh_out, info)
