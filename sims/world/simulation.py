@@ -365,8 +365,14 @@ class Simulation:
         next_id = last_id
         for g in self.scenario.groups:
             gid = group_distribution_id(g.name)
+            # Members as the timeline stands when each message is written, in the file's order: a message
+            # and a leave at the same moment happen in the order the timeline gives them (as they are run).
+            current = set(g.members)
             for c in g.timeline:
+                if c.kind == "join":
+                    current.add(c.person)
                 if c.kind == "leave":
+                    current.discard(c.person)
                     for d in [d for d in self.devices.values() if d.spec.person == c.person]:
                         self.sched.at(c.at, d.agent.leave_group, gid)
                     continue
@@ -374,7 +380,7 @@ class Simulation:
                     continue
                 next_id += 1
                 m = PlannedMessage(next_id, c.at, c.person, f"{GROUP_PREFIX}{g.name}", c.text)
-                members = g.members_at(c.at)
+                members = tuple(sorted(current))
                 recipients = tuple(n for a in members for n in device_names[a] if n != f"{c.person}/1")
                 self.messages[m.id] = MessageState(m, recipients)
                 self._group_sends[m.id] = (gid, members)

@@ -549,3 +549,40 @@ def test_a_duplicated_group_send_and_key_handout_are_counted_as_dropped_duplicat
     deliveries = sum(len(m.delivered) for m in result.messages)
     assert all(m.lost is None and sorted(m.delivered) == sorted(m.recipients) for m in result.messages)
     assert result.duplicates_dropped >= 2 * deliveries
+
+
+def test_a_group_message_written_the_moment_its_sender_leaves_reaches_the_senders_other_devices(
+    tmp_path: Path,
+) -> None:
+    """Regression (shrunk by the group property under hypothesis 6.100): u1 writes the group and leaves
+    it at the same instant, in that order. The message was written while u1 was a member, so its sync
+    copy to u1's second phone is expected; the recipients were computed as if the leave came first."""
+    people = (
+        PersonSpec("u0", (DeviceSpec("u0", 1, "a", "192.0.2.1"),)),
+        PersonSpec("u1", (DeviceSpec("u1", 1, "a", "192.0.2.5"), DeviceSpec("u1", 2, "a", "192.0.2.6"))),
+    )
+    sc = Scenario(
+        name="write-then-leave",
+        description="",
+        duration=4000.0,
+        seed=0,
+        people=people,
+        conversations=(Conversation(("u0", "u1"), (ScriptedMessage(60.0, "u0", "u1", "00000000"),)),),
+        network=NetworkSpec(latency_ms=1.0, jitter_ms=0.0),
+        relay=RelaySpec(sealed_sender=False),
+        generate=None,
+        events=(),
+        groups=(
+            GroupSpec(
+                "g",
+                ("u0", "u1"),
+                (),
+                (GroupChange(60.0, "message", "u1", "WRITTEN THEN LEFT"), GroupChange(60.0, "leave", "u1")),
+            ),
+        ),
+    )
+    result, _f, _r = run_and_capture(sc, tmp_path / "relay.db")
+    written = result.messages[-1]
+    assert written.planned.text == "WRITTEN THEN LEFT"
+    assert sorted(written.recipients) == ["u0/1", "u1/2"]
+    assert sorted(written.delivered) == ["u0/1", "u1/2"]
