@@ -7,8 +7,9 @@ work of its own that the test then trusts.
 
 Where the facts come from (read before changing any constant):
 
-* ``/work/shared/reference/protocols.md``, "The independent implementations": the settings
-  that make the packages match the spec's recommended algorithms, and the chain-KDF trap;
+* the PyPI packages' own documentation (x3dh 1.3.0, doubleratchet 1.3.0) and Signal's X3DH and Double
+  Ratchet specifications: the settings below make the packages match the spec's recommended algorithms
+  (and avoid the chain-KDF trap: the packages' default chain KDF is not the spec's HMAC construction);
 * the installed sources, ``site-packages/x3dh/base_state.py`` (key agreement, signatures,
   header fields) and ``site-packages/doubleratchet/{double_ratchet,diffie_hellman_ratchet,
   kdf_chain,symmetric_key_ratchet}.py`` (state machine), ``recommended/*.py`` (primitives);

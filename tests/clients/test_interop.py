@@ -14,9 +14,8 @@ What is checked, and against what:
    the *same ciphertext bytes* for every message, not just decrypt each other.
 3. End to end: their X3DH and their ratchet against our ``clients.session.Device``, both ways.
 
-Sources of facts: the Signal specifications named above (signal.org/docs/specifications);
-/work/shared/reference/protocols.md ("The independent implementations": settings and the
-chain-KDF trap); the installed package sources (x3dh/base_state.py, doubleratchet/*.py);
+Sources of facts: the Signal specifications named above (signal.org/docs/specifications); the
+installed package sources and their documentation (x3dh/base_state.py, doubleratchet/*.py);
 our wire formats in the docstrings of clients/ratchet.py and clients/session.py. The adapters
 live in tests/interop_peers.py.
 """
