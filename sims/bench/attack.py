@@ -210,16 +210,7 @@ class RelayProcess:
         return None
 
     def stop(self) -> None:
-        if self.proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        harness.stop_child(self.proc)
 
 
 # --- clients ------------------------------------------------------------------------------------
