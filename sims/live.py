@@ -749,7 +749,7 @@ def run_live(
         print(f"relaysim run --live: {e}", file=sys.stderr)
         return 1
     with open(out / "transcript.jsonl", "w", encoding="utf-8") as f:
-        write = transcript_writer(f)
+        write = transcript_writer(f, epoch=scenario.epoch)
         for event in outcome.events:
             write(event)
     summary = summarise(outcome.result)

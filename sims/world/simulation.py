@@ -48,7 +48,7 @@ from relaysim.relay.custody import ContentKey
 from relaysim.relay.metadata import MetadataRecord, RecordKind
 from relaysim.relay.store import Store
 from relaysim.sims.access import ExceptionalReport, Interventions
-from relaysim.sims.scenario import DeviceSpec, Scenario, TimelineEvent, VerifySafetyNumber
+from relaysim.sims.scenario import SIM_EPOCH, DeviceSpec, Scenario, TimelineEvent, VerifySafetyNumber
 from relaysim.sims.scoring import GroundTruth, TrueControl, TrueMessage
 from relaysim.sims.world.engine import Scheduler
 from relaysim.sims.world.network import Network
@@ -64,8 +64,8 @@ from relaysim.sims.world.util import seeded as _seeded
 
 __all__ = ["SIM_EPOCH", "Simulation", "SimulationResult", "address_books"]
 
-# The relay's clock reads this at simulated t = 0: 2026-01-01T00:00:00Z.
-SIM_EPOCH = 1_767_225_600
+# SIM_EPOCH (sims.scenario): the relay's clock at simulated t = 0 for a scenario without a start,
+# 2026-01-01T00:00:00Z; a dated scenario's run starts at its own (Scenario.epoch, Simulation.epoch).
 SETUP_SPREAD = 30.0  # seconds over which devices first come online, so they do not all start at t = 0
 SIM_PREKEY_BATCH = 8
 SIM_KEM_PREKEY_BATCH = 2
@@ -160,6 +160,8 @@ class Simulation:
         instead of ~1.6 ms in pure Python per new session): faster, but the run is then no longer
         byte-identical across runs of the same scenario and seed (``relaysim bench sim --scale``)."""
         self.scenario = scenario
+        # The relay's clock at t = 0: the scenario's start, or SIM_EPOCH (sims.scenario.Scenario.epoch).
+        self.epoch = scenario.epoch
         self.deterministic_kem = deterministic_kem
         self.sched = Scheduler()
         seed = scenario.seed
@@ -263,7 +265,7 @@ class Simulation:
     # --- set-up -------------------------------------------------------------------------------
 
     def _relay_clock(self) -> float:
-        return SIM_EPOCH + self.sched.now
+        return self.epoch + self.sched.now
 
     def _build_devices(self) -> None:
         sc = self.scenario
@@ -403,7 +405,7 @@ class Simulation:
         return self.sched.now
 
     def relay_time(self, t: float) -> float:
-        return SIM_EPOCH + t
+        return self.epoch + t
 
     def at(self, t: float, action: Callable[[], None]) -> None:
         self.sched.at(t, action)
@@ -654,7 +656,7 @@ class Simulation:
     def _count_record(self, r: MetadataRecord) -> None:
         self.record_counts[r.kind.value] = self.record_counts.get(r.kind.value, 0) + 1
         if self.transcribing and r.kind is RecordKind.DELIVERY and r.envelope_id is not None:
-            self.last_delivery[r.envelope_id] = record_view(r, SIM_EPOCH)
+            self.last_delivery[r.envelope_id] = record_view(r, self.epoch)
 
     def _to_device(self, d: SimDevice, link: Link, frame: wire.Response, *, push: bool) -> None:
         # Frames toward devices travel as the objects the relay core built: they are valid by
@@ -814,7 +816,7 @@ class Simulation:
                 "relay": {
                     "envelope_id": ev.envelope_id.hex(),
                     # the relay's timestamp (ms on its clock), as simulated seconds from the start
-                    "accepted": (ev.relay_timestamp_ms - SIM_EPOCH * 1000) / 1000,
+                    "accepted": (ev.relay_timestamp_ms - self.epoch * 1000) / 1000,
                     "sealed": ev.sealed,
                     "sender_shown_by_relay": None if ev.sealed else f"{ev.sender.account}/{ev.sender.device}",
                     "delivery": self.last_delivery.pop(ev.envelope_id, None),
@@ -1022,7 +1024,7 @@ class Simulation:
         state.envelope_ids = tuple(envelope_ids)
         if not self.transcribing:
             return
-        seen = _send_records(outputs)
+        seen = _send_records(outputs, self.epoch)
         self.emit(
             {
                 "t": self.sched.now,
@@ -1037,7 +1039,7 @@ class Simulation:
         """Ground truth for the scoring (sims.analysis_scoring): which envelopes the relay accepted were
         receipts or cover traffic, which it cannot tell from messages."""
         sender, to, kind = route
-        seen = _send_records(outputs)
+        seen = _send_records(outputs, self.epoch)
         self.emit(
             {
                 "t": self.sched.now,
@@ -1148,7 +1150,7 @@ class Simulation:
     def _truth(self) -> GroundTruth:
         msgs = tuple(
             TrueMessage(
-                SIM_EPOCH + (m.accepted_at if m.accepted_at is not None else m.planned.at),
+                self.epoch + (m.accepted_at if m.accepted_at is not None else m.planned.at),
                 m.planned.sender,
                 m.planned.recipient,
                 m.planned.text,
@@ -1246,10 +1248,10 @@ def record_view(r: MetadataRecord, epoch: float | None = None) -> dict[str, Any]
     return out
 
 
-def _send_records(outputs: list[Any]) -> list[dict[str, Any]]:
+def _send_records(outputs: list[Any], epoch: float) -> list[dict[str, Any]]:
     """The relay's send records among a request's outputs, as the transcript shows them."""
     return [
-        record_view(r, SIM_EPOCH)
+        record_view(r, epoch)
         for r in outputs
         if isinstance(r, MetadataRecord) and r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND)
     ]
