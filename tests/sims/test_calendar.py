@@ -171,3 +171,25 @@ daily_rhythm = [{noon}]
     times = [m.at for m in plan_messages(scenario)]
     assert times and all(2 * 3600 <= t < 3 * 3600 for t in times)
     assert datetime.fromtimestamp(scenario.epoch + times[0], UTC).hour == 12
+
+
+def test_pakistan_2015_is_served_in_july_and_withdrawn_on_31_december() -> None:
+    """The replay's dates are the record's: the PTA's demand served on 1 July 2015 and refused, a
+    court order that afternoon, the demand withdrawn on 31 December 2015 (PTA statement)."""
+    from dataclasses import replace
+
+    from relaysim.sims.world.simulation import Simulation
+
+    scenario = resolve_scenario("pakistan-2015")
+    result = Simulation(replace(scenario, relay=replace(scenario.relay, profile="bes"))).run()
+    day = {d.process.name: d for d in result.disclosures}
+
+    def on(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M")
+
+    demand = day["pta-blanket-demand"]
+    assert [(r, on(t)) for r, t in demand.history] == [
+        ("refused", "2015-07-01 07:30"),
+        ("withdrawn", "2015-12-31 07:00"),  # noon in Karachi
+    ]
+    assert on(day["court-order-saima"].process.served) == "2015-07-01 10:00"  # 3 pm in Karachi
