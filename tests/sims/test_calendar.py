@@ -193,3 +193,19 @@ def test_pakistan_2015_is_served_in_july_and_withdrawn_on_31_december() -> None:
         ("withdrawn", "2015-12-31 07:00"),  # noon in Karachi
     ]
     assert on(day["court-order-saima"].process.served) == "2015-07-01 10:00"  # 3 pm in Karachi
+
+
+@pytest.mark.parametrize(
+    ("name", "years"),
+    [
+        ("pakistan-2015", {2015}),
+        ("signal-subpoena-2016", {2016}),
+        ("india-2010", {2012, 2013}),  # the Mumbai facility, from 2012
+        ("rcmp-clemenza", {2010, 2011, 2012}),  # Project Clemenza's interception
+    ],
+)
+def test_every_replay_is_set_in_its_years(name: str, years: set[int]) -> None:
+    """A replay of the record runs on its own calendar (and its provider as it was then)."""
+    scenario = resolve_scenario(name)
+    assert scenario.start is not None and scenario.start.year in years
+    assert datetime.fromtimestamp(scenario.epoch + scenario.duration, UTC).year in years
