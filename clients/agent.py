@@ -342,6 +342,11 @@ class DeviceAgent:
     # The operator's registration token (``relay serve --registration-token-file``), sent as the
     # proof of a new account; None on a relay that asks for a hashcash stamp or for nothing.
     registration_token: bytes | None = field(default=None, kw_only=True)
+    # What the app tells the relay about the device when it registers (wire.Register's optional
+    # fields): the push service's token for it, its type and the app's version. None: not sent.
+    push_token: bytes | None = field(default=None, kw_only=True)
+    device_type: str | None = field(default=None, kw_only=True)
+    app_version: str | None = field(default=None, kw_only=True)
     # Seconds between signed-prekey rotations (checked at each login); None: never on its own.
     signed_prekey_rotation: float | None = field(default=SIGNED_PREKEY_ROTATION, kw_only=True)
     # Upload a fresh batch of one-time prekeys when the relay says they run low (prekeys_left).
@@ -445,6 +450,9 @@ class DeviceAgent:
             last_resort_kem_prekey=_kem(last_resort),
             delivery_token=self.delivery_token,
             proof=proof if proof is not None else self.registration_token,
+            push_token=self.push_token,
+            device_type=self.device_type,
+            app_version=self.app_version,
         )
         self._last_register = self._outbox[-1]  # type: ignore[assignment]
         self._stamped = proof is not None

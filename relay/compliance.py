@@ -53,7 +53,7 @@ from relaysim.relay.legal import (
 from relaysim.relay.legal import in_order as _in_order
 from relaysim.relay.metadata import MetadataRecord, RecordKind
 from relaysim.relay.profiles import PROFILES, Profile
-from relaysim.relay.store import Store
+from relaysim.relay.store import DeviceFacts, Store
 
 __all__ = ["ComplianceDesk", "Disclosure", "LegalProcess", "in_order"]
 
@@ -609,6 +609,18 @@ class ComplianceDesk:
             return self._bodies_missing(process)
         raise AssertionError(category)
 
+    def _facts(self, facts: DeviceFacts | None) -> dict[str, str]:
+        """A device's registered facts, as device info shows them: what the profile keeps and the
+        device sent (the push token as hex: it is opaque bytes)."""
+        if facts is None:
+            return {}
+        out = {}
+        for name in sorted(self.profile.device_facts):
+            value = getattr(facts, name)
+            if value is not None:
+                out[name] = value.hex() if isinstance(value, bytes) else value
+        return out
+
     def _no_tap_reason(self, process: LegalProcess) -> str:
         pr = self.profile
         instrument = process.instrument
@@ -681,9 +693,11 @@ class ComplianceDesk:
                 else []
             )
         if category == "device_info":
+            facts = s.device_facts(target) if target and pr.device_facts else {}
             return [
                 {"device": x.device, "registered": self._created(x.registered_at)}
                 | ({"public_key": x.identity_key.hex()} if pr.public_keys else {})
+                | self._facts(facts.get(x.device))
                 for x in (s.devices(target) if target else [])
             ]
         if category == "last_seen":

@@ -60,7 +60,13 @@ from relaysim.relay.store import Store
 from relaysim.sims.progress import progress_bar
 from relaysim.sims.report import summarise, summary_markdown, transcript_writer
 from relaysim.sims.scenario import DeviceSpec, Scenario, TimelineEvent
-from relaysim.sims.world.simulation import MessageState, SimulationResult, address_books, record_view
+from relaysim.sims.world.simulation import (
+    MessageState,
+    SimulationResult,
+    address_books,
+    record_view,
+    registered_facts,
+)
 from relaysim.sims.world.timeline import Timeline, provider, sealed_sender
 from relaysim.sims.world.traffic import PlannedMessage, contact_graph, expand_population, plan_messages
 
@@ -283,6 +289,7 @@ class _LiveRun:
                 clock=time.time,  # the relay's clock: sender certificates expire by it
                 tokens=tokens,
                 content_key=self.content_key,
+                **registered_facts(scenario.seed, spec),
             )
             phone = _Phone(spec, agent, random.Random(f"{scenario.seed}:backoff:{spec.name}"))
             self.phones[spec.name] = phone

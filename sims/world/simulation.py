@@ -62,7 +62,7 @@ from relaysim.sims.world.traffic import (
 )
 from relaysim.sims.world.util import seeded as _seeded
 
-__all__ = ["SIM_EPOCH", "Simulation", "SimulationResult", "address_books"]
+__all__ = ["SIM_EPOCH", "Simulation", "SimulationResult", "address_books", "registered_facts"]
 
 # SIM_EPOCH (sims.scenario): the relay's clock at simulated t = 0 for a scenario without a start,
 # 2026-01-01T00:00:00Z; a dated scenario's run starts at its own (Scenario.epoch, Simulation.epoch).
@@ -181,6 +181,7 @@ class Simulation:
             keep_delivered=self.profile.keep_delivered,
             keep_contacts=self.profile.keep_contacts,
             keep_blocks=self.profile.keep_blocks,
+            keep_device_facts=self.profile.device_facts,
         )
         # [defences] padding, or the profile's: Signal's padding unless the profile turns it off.
         self.padding = (
@@ -308,6 +309,7 @@ class Simulation:
                 # ground truth (pen registers, message logs, size analysis) does not count them yet.
                 sync_copies=any(getattr(e, "demand", None) == "ghost_device" for e in sc.events),
                 key_transparency=sc.defences.key_transparency,
+                **registered_facts(sc.seed, spec),
             )
             self._link_identity(device)
             d = SimDevice(spec, agent, port=40000 + n % 20000)
@@ -1208,6 +1210,24 @@ class Simulation:
             exceptional,
             dict(self.control),
         )
+
+
+SIM_APP_VERSION = "1.0"  # the simulated app's version, as its registrations report it
+
+
+def registered_facts(seed: int, spec: DeviceSpec) -> dict[str, Any]:
+    """What a simulated device's app tells the relay about it when it registers (wire.Register's
+    optional fields; the relay keeps what its profile keeps): a push token (32 bytes, the size of
+    an APNs device token), its type (the first device a phone, ``android`` or ``ios``; a linked one
+    ``desktop``) and the app's version. From streams of their own, so no other draw moves."""
+    kind = (
+        _seeded(seed, "device-type", spec.name).choice(("android", "ios")) if spec.index == 1 else "desktop"
+    )
+    return {
+        "push_token": _seeded(seed, "push-token", spec.name).randbytes(32),
+        "device_type": kind,
+        "app_version": SIM_APP_VERSION,
+    }
 
 
 def address_books(scenario: Scenario, graph: dict[str, list[str]]) -> dict[str, list[str]]:
