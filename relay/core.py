@@ -429,6 +429,7 @@ class RelayCore:
         )
         self.store.replace_prekeys(req.account, req.device, req.one_time_prekeys)
         self.store.replace_kem_prekeys(req.account, req.device, req.kem_prekeys)
+        self.store.put_device_signature(req.account, req.device, req.device_signature)
         kept = DeviceFacts(
             **{
                 name: getattr(req, name) if name in self.keep_device_facts else None
@@ -947,6 +948,7 @@ class RelayCore:
         if one_time:
             self._limiter.take("fetch_per_target", req.account, rate, now)
         bundles = []
+        signatures = self.store.device_signatures(req.account)
         for d in devices:
             kem = self.store.take_kem_prekey(d.account, d.device) if one_time else None
             bundles.append(
@@ -958,6 +960,7 @@ class RelayCore:
                     kem_prekey=kem if kem is not None else d.last_resort_kem_prekey,
                     kem_prekey_last_resort=kem is None,
                     one_time_prekey=self.store.take_prekey(d.account, d.device) if one_time else None,
+                    device_signature=signatures.get(d.device),
                 )
             )
         key_log = self._key_log_proof(req.account, devices) if req.key_log else None

@@ -250,6 +250,18 @@ CREATE TABLE device_facts (
 """
 
 
+# v7: "signed-devices" accounts: the primary's signature over each companion's identity key, as
+# the companion registered it, served with its bundle (wire.DeviceBundle.device_signature).
+_V7 = """
+CREATE TABLE device_signatures (
+    account     TEXT NOT NULL,
+    device      INTEGER NOT NULL,
+    signature   BLOB NOT NULL,
+    PRIMARY KEY (account, device)
+) WITHOUT ROWID;
+"""
+
+
 def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
     def run(db: sqlite3.Connection) -> None:
         for statement in sql.split(";"):
@@ -266,6 +278,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _script(_V4),
     _script(_V5),
     _script(_V6),
+    _script(_V7),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -536,6 +549,26 @@ class Store:
             "recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
             (account, device, facts.push_token, facts.device_type, facts.app_version, recorded_at),
         )
+
+    def put_device_signature(self, account: str, device: int, signature: bytes | None) -> None:
+        """The primary's signature over the device's identity key, as it registered it; None (a
+        registration without one) removes an earlier one, which signed the key it replaces."""
+        if signature is None:
+            self._db.execute(
+                "DELETE FROM device_signatures WHERE account = ? AND device = ?", (account, device)
+            )
+        else:
+            self._db.execute(
+                "INSERT OR REPLACE INTO device_signatures (account, device, signature) VALUES (?, ?, ?)",
+                (account, device, signature),
+            )
+
+    def device_signatures(self, account: str) -> dict[int, bytes]:
+        """Device id → the primary's signature it registered with, for the account's devices."""
+        rows = self._db.execute(
+            "SELECT device, signature FROM device_signatures WHERE account = ?", (account,)
+        ).fetchall()
+        return {r[0]: bytes(r[1]) for r in rows}
 
     def device_facts(self, account: str) -> dict[int, DeviceFacts]:
         """Device id → the facts kept from its latest registration, for the account's devices."""

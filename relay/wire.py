@@ -722,6 +722,9 @@ class DeviceBundle(Message):
     kem_prekey: KemPrekey
     kem_prekey_last_resort: Flag  # True when the one-time KEM prekeys ran out
     one_time_prekey: Prekey | None = None  # None when the one-time prekeys ran out
+    # The primary's signature over this device's identity key, as the device registered it
+    # (Register.device_signature); None when it gave none.
+    device_signature: Signature | None = None
 
 
 # Key transparency (relay/transparency.py): a signed head of the relay's key log, and where each
@@ -831,6 +834,10 @@ class Register(Request):
     push_token: Annotated[bytes | None, _Optional(_Bytes(None, MAX_PUSH_TOKEN))] = None
     device_type: Annotated[str | None, _Optional(_Str(1, MAX_DEVICE_FACT_LEN))] = None
     app_version: Annotated[str | None, _Optional(_Str(1, MAX_DEVICE_FACT_LEN))] = None
+    # "signed-devices" accounts (WhatsApp's multi-device): the primary device's XEdDSA signature over
+    # this companion's identity key (clients.agent.sign_device), which the relay serves with the
+    # device's bundle for contacts to check. The relay stores it as given and checks nothing.
+    device_signature: Signature | None = None
 
 
 @message

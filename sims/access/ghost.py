@@ -93,11 +93,10 @@ class GhostDevice(Intervention):
             tokens=dict(primary.tokens),
             identity_model=primary.identity_model,
             key_verification=primary.key_verification,
-            device_signature=primary.device_signature,
         )
         if self.client_change:
             if model == "signed-devices":  # the target's primary, changed, signs the ghost's key
-                world.device_signatures[(target, gid)] = A.sign_device(
+                agent.device_signature = world.device_signatures[(target, gid)] = A.sign_device(
                     primary.device, agent.device.identity_key, rng.randbytes
                 )
             primary.linked_devices_known()  # and, changed, sends sync copies to it

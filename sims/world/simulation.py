@@ -304,7 +304,6 @@ class Simulation:
                 unauthenticated_fetch=sc.defences.bundle_fetch == "unauthenticated",
                 identity_model=self.profile.identity_model,
                 key_verification=sc.defences.key_verification == "on",
-                device_signature=self.device_signature,
                 # Sync copies of 1:1 messages: only where a ghost is added, for now — the analyses'
                 # ground truth (pen registers, message logs, size analysis) does not count them yet.
                 sync_copies=any(getattr(e, "demand", None) == "ghost_device" for e in sc.events),
@@ -312,6 +311,8 @@ class Simulation:
                 **registered_facts(sc.seed, spec),
             )
             self._link_identity(device)
+            # "signed-devices": the primary signed it when linking; it registers with the signature
+            agent.device_signature = self.device_signatures.get((spec.person, spec.index))
             d = SimDevice(spec, agent, port=40000 + n % 20000)
             self.devices[spec.name] = d
             self.by_address[(spec.person, spec.index)] = d
@@ -333,11 +334,6 @@ class Simulation:
             self.device_signatures[(account, index)] = A.sign_device(
                 primary.agent.device, device.identity_key, rng.randbytes
             )
-
-    def device_signature(self, account: str, device: int) -> bytes | None:
-        """ "signed-devices": the primary's signature over this companion device's identity key, as
-        the account's signed device list carries it (None: the primary never signed it)."""
-        return self.device_signatures.get((account, device))
 
     def _schedule(self) -> None:
         sc = self.scenario
