@@ -169,6 +169,10 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
     return sorted_values[rank - 1]
 
 
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def summarise(result: SimulationResult) -> dict[str, Any]:
     latencies = sorted(t - m.planned.at for m in result.messages for t in m.delivered.values())
     expected = sum(len(m.recipients) for m in result.messages)
@@ -180,6 +184,8 @@ def summarise(result: SimulationResult) -> dict[str, Any]:
         {
             "scenario": sc.name,
             "seed": sc.seed,
+            # a dated run's first instant on the calendar ([scenario] start; undated runs say nothing)
+            **({"start": _iso(sc.epoch)} if sc.start is not None else {}),
             "duration_s": sc.duration,
             "people": len(sc.people),
             "devices": sum(len(p.devices) for p in sc.people),
@@ -694,6 +700,8 @@ def _render_show(
         ratios=(0, 5, 0, 5),
     )
     head = f"{summary.get('scenario', '?')} — seed {summary.get('seed', '?')}"
+    if summary.get("start"):
+        head += f" — starts {summary['start']} (the times below count from it)"
     tail = [
         "",
         "The phones' column exists only on the phones. The relay's columns are everything the relay could "

@@ -80,7 +80,9 @@ def test_a_start_before_the_unix_epoch_is_refused_by_name() -> None:
         parse_scenario(_small("start = 1969-12-31"))
 
 
-def test_a_dated_run_writes_its_own_dates_everywhere(tmp_path: Path) -> None:
+def test_a_dated_run_writes_its_own_dates_everywhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = _run(tmp_path, _small("start = 2016-05-01"))
     events = _transcript(out)
     assert all(str(e["at"]).startswith("2016-05-01T") for e in events)
@@ -103,6 +105,10 @@ def test_a_dated_run_writes_its_own_dates_everywhere(tmp_path: Path) -> None:
     assert served["at"] == "2016-05-01T01:00:00.000000Z"
     md = (out / "disclosures" / "warrant-ann.md").read_text(encoding="utf-8")
     assert "- **Served at:** 2016-05-01 01:00:00 UTC;" in md
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["start"] == "2016-05-01T00:00:00Z"
+    assert main(["show", str(out)]) == 0
+    assert "starts 2016-05-01T00:00:00Z" in capsys.readouterr().out
 
 
 def test_an_undated_run_keeps_the_fixed_epoch(tmp_path: Path) -> None:
@@ -116,6 +122,7 @@ def test_an_undated_run_keeps_the_fixed_epoch(tmp_path: Path) -> None:
     assert run_calendar(out) == (SIM_EPOCH, False)
     md = (out / "disclosures" / "warrant-ann.md").read_text(encoding="utf-8")
     assert "- **Served at:** 01:00:00;" in md
+    assert "start" not in json.loads((out / "summary.json").read_text(encoding="utf-8"))
 
 
 def test_the_same_people_on_another_date_differ_only_in_the_calendar(tmp_path: Path) -> None:
