@@ -376,8 +376,10 @@ class DeviceAgent:
         self._retired: dict[tuple[str, int], float] = {}  # ("spk"|"kem", id) -> when replaced
 
     def linked_devices_known(self) -> None:
-        """This device knows its account has other devices (it linked one): sync copies from now on."""
+        """This device knows its account has other devices (it linked one): sync copies from now on,
+        to the account's devices as the relay lists them next (a list fetched before is stale)."""
         self._multi_device = True
+        self._devices.pop(self.account, None)
 
     # --- plumbing -------------------------------------------------------------------------
 

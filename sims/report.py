@@ -427,11 +427,18 @@ def _routing_rows_line(rows: dict[str, Any] | None) -> list[str]:
     if not rows or not rows.get("total"):
         return []
     other = rows["total"] - rows["messages"]
-    return [
+    syncs = f"{rows['sync_copies']} sync copies, " if "sync_copies" in rows else ""
+    line = (
         f"- Of the {rows['total']} message records handed over, {rows['messages']} were messages someone wrote "
         f"and {other} were not ({rows['delivery_receipts']} delivery receipts, {rows['read_receipts']} read "
-        f"receipts, {rows['covers']} cover, {rows['unmatched']} unmatched): the provider cannot tell them apart"
-    ]
+        f"receipts, {rows['covers']} cover, {syncs}{rows['unmatched']} unmatched): the provider cannot tell them apart"
+    )
+    if syncs:
+        line += (
+            " (but a sync copy, a phone's copy of what it sent for the same account's other devices, is addressed "
+            "to its sender's own account)"
+        )
+    return [line]
 
 
 def transcript_writer(f: TextIO, *, epoch: float = SIM_EPOCH) -> Callable[[dict[str, Any]], None]:

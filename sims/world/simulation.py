@@ -143,6 +143,8 @@ class SimulationResult:
     exceptional: list[ExceptionalReport] = field(default_factory=list)
     # receipts and cover traffic: messages on the wire, but not messages people wrote
     control: dict[str, int] = field(default_factory=dict)
+    # sync copies: message id → the sender's own other devices that read its copy, and when
+    synced: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
 class Simulation:
@@ -247,6 +249,9 @@ class Simulation:
         self.device_signatures: dict[tuple[str, int], bytes] = {}
         # Sync copies of 1:1 messages to the sender's own other devices: envelope id → message id.
         self.sync_message: dict[bytes, int] = {}
+        self.synced: dict[
+            int, dict[str, float]
+        ] = {}  # message id → the sender's devices that read its copy, when
         # [defences] mailboxes = "ephemeral": sealed conversations' mailboxes, by account
         self.mailboxes: dict[str, SimDevice] = {}
         self._mailbox_of: dict[tuple[str, str], SimDevice] = {}  # (holder person, peer) → mailbox
@@ -302,9 +307,10 @@ class Simulation:
                 identity_model=self.profile.identity_model,
                 key_verification=sc.defences.key_verification == "on",
                 device_signature=self.device_signature,
-                # Sync copies of 1:1 messages: only where a ghost is added, for now — the analyses'
-                # ground truth (pen registers, message logs, size analysis) does not count them yet.
-                sync_copies=any(getattr(e, "demand", None) == "ghost_device" for e in sc.events),
+                # Sync copies of 1:1 messages to the account's other devices, wherever it has any (its
+                # linked devices, or a ghost), as Signal's, WhatsApp's and iMessage's clients send them;
+                # the ground truth tells them apart (TrueControl "sync copy"), as it does receipts.
+                sync_copies=True,
                 key_transparency=sc.defences.key_transparency,
             )
             self._link_identity(device)
@@ -320,7 +326,6 @@ class Simulation:
         primary = self.by_address.get((account, 1))
         if index == 1 or primary is None:
             return
-        primary.agent.linked_devices_known()  # it linked this one: sync copies from now on
         model = self.profile.identity_model
         if model == "account":
             device.secrets = PreKeySecrets(primary.agent.device.secrets.identity)
@@ -620,6 +625,12 @@ class Simulation:
                         self._accepted(ref, o.frame.envelope_ids, outputs)
                     elif isinstance(ref, tuple) and ref[:1] == ("sync",):  # a sync copy to one's own devices
                         self._control_accepted[ref] = self._control_accepted.get(ref, 0) + 1
+                        if self._control_accepted[ref] == 1:
+                            # ground truth: an envelope nobody wrote to anyone, from the person to themself
+                            own = (owner.spec.person, owner.spec.person, "sync copy")
+                            self._control_truth.append(TrueControl(self._relay_clock(), *own))
+                            if self.transcribing:
+                                self._transcribe_control(own, outputs)
                         for eid in o.frame.envelope_ids:
                             self._control_copies[eid] = ref  # so a duplicated copy counts as one
                             if isinstance(ref[1], int):
@@ -696,6 +707,15 @@ class Simulation:
         if isinstance(event, A.IdentityChanged):
             self._identity_changed(d, event)
         elif isinstance(event, A.SentTranscript):
+            mid = self.sync_message.get(event.envelope_id)
+            state = self.messages.get(mid) if mid is not None else None
+            if state is not None:
+                if (
+                    event.plaintext != state.planned.text.encode()
+                    or event.destination != state.planned.recipient
+                ):
+                    self.mismatched += 1
+                self.synced.setdefault(state.planned.id, {}).setdefault(d.name, t)
             if self.transcribing:
                 self.emit(
                     {
@@ -703,8 +723,9 @@ class Simulation:
                         "kind": "sync_copy_received",
                         "device": d.name,
                         "from": f"{event.sender.account}/{event.sender.device}",
-                        "message": self.sync_message.get(event.envelope_id),
+                        "message": mid,
                         "to": event.destination,
+                        "plaintext": event.plaintext.decode("utf-8", "replace"),
                     }
                 )
         elif isinstance(event, A.DeviceListChanged):
@@ -735,6 +756,9 @@ class Simulation:
         elif isinstance(event, A.Registered):
             d.registered = True
             if d.spec.index != 1:  # a linked device now opens its own connection
+                primary = self.by_address.get((d.spec.person, 1))
+                if primary is not None:
+                    primary.agent.linked_devices_known()  # it linked this one: sync copies from now on
                 self._come_online(d, False)
                 return
             d.agent.login()
@@ -1205,6 +1229,7 @@ class Simulation:
             self._truth(),
             exceptional,
             dict(self.control),
+            {k: self.synced[k] for k in sorted(self.synced)},
         )
 
 
