@@ -6,17 +6,20 @@ does receipts: a copy to one's own devices is neither a contact nor a message to
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from relaysim.sims.analysis.attribution import attribute_sealed
 from relaysim.sims.analysis.run import analyze, run_views
+from relaysim.sims.analysis.view import Obs, ProviderView, from_db
 from relaysim.sims.analysis_scoring import read_truth, score_analysis
 from relaysim.sims.report import run_to_dir
 from relaysim.sims.scenario import Scenario, parse_scenario
 from relaysim.sims.scoring import score
-from relaysim.sims.world.simulation import Simulation, SimulationResult
+from relaysim.sims.world.simulation import SIM_EPOCH, Simulation, SimulationResult
 
 LAPTOP = '{ region = "us", address = "203.0.113.2" }'
 
@@ -179,3 +182,48 @@ def test_the_analysis_scoring_tells_sync_copies_apart(run_dirs: dict[bool, Path]
     assert page["score"]["routing_rows"]["sync_copies"] == 4
     md = (run_dirs[True] / "disclosures" / "pen_register.md").read_text()
     assert "4 sync copies" in md and "addressed to its sender's own account" in md
+
+
+def test_a_sync_copy_names_the_sender_of_the_sealed_send_before_it(tmp_path: Path) -> None:
+    """Sealed sends through fresh exit addresses (``sealed_connection = "fresh"``) defeat attribution by
+    address; Ana's sync copies, authenticated sends to herself a round trip after each of her sealed
+    sends, name her anyway."""
+    for linked in (True, False):
+        sc = _scenario(linked=linked)
+        sc = replace(sc, defences=replace(sc.defences, sealed_connection="fresh"))
+        transcript: list[dict[str, Any]] = []
+        db = tmp_path / f"relay-{linked}.db"
+        result = Simulation(sc, db_path=db, transcript=transcript.append).run()
+        atts = attribute_sealed(from_db(db))
+        written = {  # the relay times of Ana's own messages (1:1, sealed)
+            round(e["relay"][0]["time"], 6)
+            for e in transcript
+            if e["kind"] == "message_accepted" and result.messages[e["message"] - 1].planned.sender == "ana"
+        }
+        by_sync = [a for a in atts if a.evidence == "sync_copy"]
+        if linked:
+            assert len(written) == 4
+            assert {round(a.time - SIM_EPOCH, 6) for a in by_sync if a.time is not None} == written
+            assert {(a.sender, a.sender_device) for a in by_sync} == {("ana", 1)}
+        else:
+            assert not by_sync
+
+
+def test_a_sync_copy_names_nobody_when_two_accounts_sent_themselves_one() -> None:
+    def obs(kind: str, t: float, account: str | None, to: str, device: int | None = None) -> Obs:
+        return Obs(kind, t, account=account, device=device, recipient_account=to)
+
+    sealed = obs("sealed_send", 100.0, None, "bo")
+    one = ProviderView(
+        "test", (sealed, obs("send", 100.2, "ana", "ana", 1), obs("send", 103.0, "cy", "cy", 1))
+    )
+    two = ProviderView(
+        "test", (sealed, obs("send", 100.2, "ana", "ana", 1), obs("send", 100.5, "cy", "cy", 1))
+    )
+    (a,) = attribute_sealed(one)
+    assert (a.sender, a.sender_device, a.evidence) == ("ana", 1, "sync_copy")
+    (b,) = attribute_sealed(two)
+    assert (b.sender, b.evidence) == (None, "none")
+    # a send to the recipient itself is not its sender's copy
+    (c,) = attribute_sealed(ProviderView("test", (sealed, obs("send", 100.2, "bo", "bo", 1))))
+    assert c.evidence == "none"
