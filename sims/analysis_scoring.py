@@ -42,7 +42,7 @@ class _Envelope:
 class _Control:
     sender: str
     recipient: str
-    kind: str  # "delivery receipt", "read receipt", "cover"
+    kind: str  # "delivery receipt", "read receipt", "cover", "sync copy" (to the sender's own devices)
     time: float
     recipient_device: int | None
 
@@ -57,8 +57,10 @@ class Truth:
     first_received: dict[tuple[str, str], float] = field(
         default_factory=dict
     )  # (receiver, from "account/device") → relay time the receiver's first device heard from it
-    # Envelopes nobody wrote: delivery and read receipts, cover traffic (the transcript's
-    # control_accepted events). The provider cannot tell them from messages; the scoring can.
+    # Envelopes nobody wrote: delivery and read receipts, cover traffic, and the sync copies a phone
+    # sends its own account's other devices (the transcript's control_accepted events). The provider
+    # cannot tell receipts and cover from messages; the scoring can. A sync copy goes from an account
+    # to itself: never a pair, a contact or a message (``pairs``, ``contacts``, ``messages``).
     control: dict[str, _Control] = field(default_factory=dict)  # envelope id → truth
     control_by_route: dict[tuple[float, str], tuple[str, str]] = field(
         default_factory=dict
@@ -95,7 +97,7 @@ class Truth:
         return None
 
     def what_was(self, envelope_id: str | None, time: float | None, recipient: str | None) -> str:
-        """ "message", "delivery receipt", "read receipt", "cover" or "unknown"."""
+        """ "message", "delivery receipt", "read receipt", "cover", "sync copy" or "unknown"."""
         if envelope_id is not None and envelope_id in self.envelopes:
             return "message"
         if envelope_id is not None and envelope_id in self.control:
