@@ -174,6 +174,8 @@ def summarise(result: SimulationResult) -> dict[str, Any]:
     delivered = sum(len(m.delivered) for m in result.messages)
     lost = [m for m in result.messages if m.lost is not None]
     undelivered = sum(len(m.recipients) - len(m.delivered) for m in result.messages if m.lost is None)
+    # an account with linked devices: its phone's sync copies, read on its other devices
+    synced = {"sync_copies_read": sum(len(v) for v in result.synced.values())} if result.synced else {}
     sc = result.scenario
     return _round(
         {
@@ -192,6 +194,7 @@ def summarise(result: SimulationResult) -> dict[str, Any]:
                 "plaintext_mismatches": result.mismatched,
                 "duplicates_dropped": result.duplicates_dropped,
                 "undecryptable": result.undecryptable,
+                **synced,
             },
             "latency_s": {
                 "p50": percentile(latencies, 50),
@@ -233,6 +236,11 @@ def summary_markdown(summary: dict[str, Any], scenario: Scenario) -> str:
         f"| still queued or in flight at the end | {m['still_queued_or_in_flight']} |",
         f"| duplicates dropped by devices | {m['duplicates_dropped']} |",
         f"| plaintext mismatches | {m['plaintext_mismatches']} |",
+        *(
+            [f"| sync copies read on the sender's own other devices | {m['sync_copies_read']} |"]
+            if "sync_copies_read" in m
+            else []
+        ),
         "",
         "## Delivery latency (sent by the app → decrypted on a device)",
         "",

@@ -178,6 +178,12 @@ def test_the_analysis_scoring_tells_sync_copies_apart(run_dirs: dict[bool, Path]
     # the size analysis flags them, and the truth counts them as session openings, not errors
     sizes = scores[True]["sizes"]
     assert sizes["flagged_correctly"] == sizes["flagged"]
+    summary = {k: json.loads((out / "summary.json").read_text())["messages"] for k, out in run_dirs.items()}
+    assert summary[True]["sync_copies_read"] == 4 and "sync_copies_read" not in summary[False]
+    assert (
+        "| sync copies read on the sender's own other devices | 4 |"
+        in (run_dirs[True] / "summary.md").read_text()
+    )
     page = json.loads((run_dirs[True] / "disclosures" / "pen_register.json").read_text())
     assert page["score"]["routing_rows"]["sync_copies"] == 4
     md = (run_dirs[True] / "disclosures" / "pen_register.md").read_text()
