@@ -86,7 +86,13 @@ def _run(sc: Scenario) -> tuple[SimulationResult, list[dict[str, Any]]]:
 
 @pytest.mark.parametrize(
     ("profile", "sealed"),
-    [("keep-everything", True), ("keep-everything", False), ("whatsapp", True), ("imessage", False)],
+    [
+        ("keep-everything", True),
+        ("keep-everything", False),
+        ("signal", True),
+        ("whatsapp", True),
+        ("imessage", False),
+    ],
 )
 def test_a_linked_device_reads_every_message_its_primary_sends(profile: str, sealed: bool) -> None:
     result, transcript = _run(_scenario(profile=profile, sealed=sealed))
