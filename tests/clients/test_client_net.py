@@ -483,6 +483,32 @@ async def test_a_linked_device_gets_messages_too() -> None:
             await a.link_device(agent("bob", root, device=2))
 
 
+async def test_a_linked_device_reads_what_its_primary_sends_sealed() -> None:
+    """The phone that linked the laptop sends it a sync copy of each message it writes, sealed sender
+    or not (the relay's needs_sync comes only with an authenticated send: the phone knows anyway)."""
+    core = new_core()
+    root = core.trust_root_public
+    async with running(core) as server, two_devices(server.port, root) as (a, b):
+        laptop = agent("alice", root, device=2)
+        with trio.fail_after(20):
+            await a.link_device(laptop)
+        async with open_device_connection(laptop, "127.0.0.1", server.port) as a2:
+            with trio.fail_after(20):
+                await a2.login()
+                await a.send_text("bob", b"from the phone, sealed", sealed=True)
+            assert (await next_message(b)).plaintext == b"from the phone, sealed"
+            with trio.fail_after(10):
+                while not a2.synced:
+                    await a2.sync()
+            (copy,) = a2.synced
+            assert (copy.destination, copy.plaintext, copy.sender) == (
+                "bob",
+                b"from the phone, sealed",
+                PeerAddress("alice", 1),
+            )
+            assert not a.synced and not b.synced and not a.failures
+
+
 async def test_over_tls() -> None:
     ca = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
