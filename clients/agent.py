@@ -574,7 +574,10 @@ class DeviceAgent:
 
     def _sync(self, out: _Outgoing) -> None:
         """After a 1:1 message to another account went out, its sync copy to this account's other
-        devices (authenticated, never sealed: it goes to oneself), as Signal's clients send one."""
+        devices (authenticated, never sealed: it goes to oneself), as Signal's clients send one
+        (Signal-Android's SignalServiceMessageSender sends the SentTranscript to its own address without
+        unidentified access; older versions used the account's own, sealed). Under sealed sender the
+        relay therefore sees, a round trip after each sealed send, the sender writing to itself."""
         if (
             not self.sync_copies
             or not self._multi_device
