@@ -465,13 +465,19 @@ def _analyze(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        lines = write_analysis(out, sim_clock)
+        lines = write_analysis(out, sim_clock, as_seen=args.as_seen)
     except AnalysisInputError as exc:
         print(f"relaysim analyze: {exc}", file=sys.stderr)
         return 2
     for line in lines:
         print(line)
-    print(f"wrote {out}/analysis/NAME.json and NAME.md (relay: the relay's database; one per disclosure)")
+    if args.as_seen:
+        print(
+            f"wrote {out}/analysis/as-seen/relay.json and relay.md: what the relay saw while it ran "
+            "(what a provider that watches, not keeps, learns)"
+        )
+    else:
+        print(f"wrote {out}/analysis/NAME.json and NAME.md (relay: the relay's database; one per disclosure)")
     return 0
 
 
@@ -762,10 +768,22 @@ def build_parser() -> argparse.ArgumentParser:
             "addresses and co-locations; then scores each inference against the run's transcript. Writes "
             "DIR/analysis/NAME.json and NAME.md."
         ),
-        epilog="example:\n  relaysim run two-friends --out out/tf && relaysim analyze out/tf",
+        epilog=(
+            "examples:\n  relaysim run two-friends --out out/tf && relaysim analyze out/tf\n"
+            "  relaysim analyze out/tf --as-seen     # what the relay saw, not what it keeps"
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     analyze.add_argument("dir", metavar="DIR", help="the --out directory of a finished run")
+    analyze.add_argument(
+        "--as-seen",
+        action="store_true",
+        help=(
+            "analyse what the relay SAW while it ran (DIR/relay-view.jsonl: every request with its address and time, "
+            "every sealed send's recipient, size and connection), not what its profile keeps: what a provider that "
+            "watches live, is compelled to, or is hacked learns. Writes DIR/analysis/as-seen/relay.json and relay.md"
+        ),
+    )
 
     report = sub.add_parser(
         "report",
