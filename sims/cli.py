@@ -844,6 +844,9 @@ def build_parser() -> argparse.ArgumentParser:
     from relaysim.sims.sweep import add_parser as add_sweep_parser
 
     add_sweep_parser(sub)
+    from relaysim.sims.defences import add_parser as add_defences_parser
+
+    add_defences_parser(sub)
     return parser
 
 
@@ -920,6 +923,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _relay(args, args.rest)
     if args.command == "sweep":
         return _sweep(args)
+    if args.command == "defences":
+        from relaysim.sims.defences import main as defences_main
+
+        return defences_main(args)
     raise AssertionError(args.command)
 
 

@@ -173,3 +173,45 @@ def test_a_bad_relay_view_names_the_file_line_and_field(tmp_path: Path, line: st
     with pytest.raises(AnalysisInputError) as exc:
         from_relay_view(f)
     assert str(f) in str(exc.value) and expected in str(exc.value)
+
+
+# --- what each defence buys: relaysim defences ------------------------------------------------------------
+
+
+def test_the_defences_table_shows_what_fresh_connections_and_receipts_off_buy(tmp_path: Path) -> None:
+    from relaysim.sims.defences import VARIANTS, render, run_defences
+
+    scenario = parse_scenario(_scenario(), "as-seen-test.toml")
+    chosen = {k: VARIANTS[k] for k in ("as written", "receipts off", "fresh connection per sealed send")}
+    data = run_defences(scenario, tmp_path, workers=1, variants=chosen)
+    rows = {r["variant"]: r for r in data["variants"]}
+    written, off, fresh = (rows[k] for k in chosen)
+    # as written: every sealed message attributed by address, the graph rebuilt, first contacts by size
+    assert written["attribution"] == {
+        "sealed_message_records": 36,
+        "attributed": 36,
+        "correct": 36,
+        "precision": 1.0,
+        "recall": 1.0,
+    }
+    assert written["contact_graph"]["recall"] == 1.0 and written["first_contact_by_size"]["recall"] == 1.0
+    assert (
+        written["sda"]["linked_within_max_k"] >= 1 and written["cost"]["sealed_envelopes_per_message"] == 2.0
+    )
+    # fresh connections from exits: the address join names no sender correctly, at a latency cost
+    assert fresh["attribution"]["correct"] == 0 and fresh["contact_graph"]["recall"] == 0.0
+    assert fresh["cost"]["latency_p50_s"] > written["cost"]["latency_p50_s"] + 0.1
+    # receipts off: half the sealed envelopes
+    assert off["cost"]["sealed_envelopes_per_message"] == 1.0
+    table = render(data)
+    assert "| as written | 1.00 / 1.00 | 1.00 / 1.00 |" in table
+    assert "| fresh connection per sealed send | – / 0.00 | – / 0.00 |" in table
+    # each variant's run, analysed as seen, is kept
+    assert (tmp_path / "fresh-connections" / "analysis" / "as-seen" / "relay.md").exists()
+
+
+def test_cli_defences_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["defences", "no-such-scenario", "--out", str(tmp_path / "d")]) == 2
+    assert "no-such-scenario" in capsys.readouterr().err
+    assert main(["defences", "--workers", "0", "--out", str(tmp_path / "d")]) == 2
+    assert "--workers: expected at least 1, got 0" in capsys.readouterr().err
