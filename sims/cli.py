@@ -123,7 +123,7 @@ class _Interrupted(Exception):
 
 FORCE_HELP = (
     "replace an earlier run in the --out folder: relaysim then removes only its own files there "
-    "(transcript.jsonl, relay.db*, relay.log, summary.*, provider.json, comparison.*, matrix.*, report.html, disclosures/, "
+    "(transcript.jsonl, relay.db*, relay-view.jsonl, relay.log, summary.*, provider.json, comparison.*, matrix.*, report.html, disclosures/, "
     "exceptional/ and per-profile subfolders); without it, a folder holding an earlier run is refused"
 )
 
@@ -139,6 +139,8 @@ EPILOG = """examples:
   relaysim bench crypto --messages 2000
   relaysim relay serve --host 127.0.0.1 --port 7465 --db relay.db
   relaysim sweep two-friends --param network.loss=0,0.1,0.2 --seeds 5 --out out/loss
+  relaysim run sealed-sender-leaks --out out/ssl && relaysim analyze out/ssl --as-seen
+  relaysim defences
 """
 
 
