@@ -463,7 +463,12 @@ def to_markdown(
         )
     classes = ", ".join(f"{c['size']} B × {c['envelopes']}" for c in sz["length_classes"][:8])
     lines.append(
-        f"- the others in length classes {classes or 'none'} (steps of {sz['padding_step_bytes']} bytes)"
+        f"- the others in length classes {classes or 'none'} "
+        + (
+            f"(steps of {sz['padding_step_bytes']} bytes)"
+            if sz["padding_step_bytes"] is not None
+            else "(no step between classes to read a padding scheme from)"
+        )
     )
     if score:
         s = score["sizes"]

@@ -379,8 +379,9 @@ def from_relay_view(path: str | Path, *, geoip: Mapping[str, str] | None = None)
         f = open(p, encoding="utf-8")  # noqa: SIM115 (closed below; one line at a time)
     except OSError as exc:
         raise AnalysisInputError(
-            f"{p}: cannot read it ({exc.strerror or exc}); expected a run's {RELAY_VIEW_FILE}, which "
-            "relaysim run writes (runs made before it did have none: run the scenario again)"
+            f"{p}: cannot read it ({exc.strerror or exc}); expected a run's {RELAY_VIEW_FILE}, which a "
+            "simulated relaysim run writes (a --live run's relay is a separate server and writes none, nor did "
+            "runs made by earlier versions: run the scenario again, without --live)"
         ) from None
     obs: list[Obs] = []
     with f:

@@ -9,6 +9,7 @@ names every sender. With fresh connections from exits, it names none correctly.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -227,3 +228,10 @@ def test_the_demo_ending_says_what_a_watching_operator_learns(run_dir: Path) -> 
     assert "Its database keeps no sealed send, but its relay saw all 72 while it ran" in lines
     assert "attributes 72 of them to their true sender by address (precision 1.00, recall 1.00)" in lines
     assert "rebuilds 2 of 2 pairs who talked" in lines
+
+
+def test_one_length_class_is_not_a_padding_step_of_none(run_dir: Path) -> None:
+    assert main(["analyze", str(run_dir), "--as-seen"]) == 0
+    md = (run_dir / "analysis" / "as-seen" / "relay.md").read_text()
+    assert "steps of None" not in md
+    assert re.search(r"in length classes \d+ B × \d+ \(no step between classes", md), md
