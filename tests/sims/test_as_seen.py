@@ -235,3 +235,24 @@ def test_one_length_class_is_not_a_padding_step_of_none(run_dir: Path) -> None:
     md = (run_dir / "analysis" / "as-seen" / "relay.md").read_text()
     assert "steps of None" not in md
     assert re.search(r"in length classes \d+ B × \d+ \(no step between classes", md), md
+
+
+def test_cli_defences_prints_and_writes_one_row_per_defence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from relaysim.sims.defences import VARIANTS
+
+    scenario = tmp_path / "as-seen-test.toml"
+    scenario.write_text(_scenario(), encoding="utf-8")
+    out = tmp_path / "d"
+    assert main(["defences", str(scenario), "--out", str(out), "--workers", "2"]) == 0
+    printed = capsys.readouterr().out
+    md = (out / "defences.md").read_text(encoding="utf-8")
+    assert md in printed and "# What each defence buys: as-seen-test (seed 7, profile signal)" in md
+    rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| defence")]
+    assert [r.split(" | ")[0][2:] for r in rows] == list(VARIANTS)
+    data = json.loads((out / "defences.json").read_text(encoding="utf-8"))
+    assert [r["variant"] for r in data["variants"]] == list(VARIANTS)
+    # the same folder again is refused without --force, and replaced with it
+    assert main(["defences", str(scenario), "--out", str(out)]) == 2
+    assert "pass --force" in capsys.readouterr().err
