@@ -592,8 +592,8 @@ def _as_seen_intro(kept: Mapping[str, Any]) -> list[str]:
         "Everything below is inferred from that alone; the scores compare it with what really happened.",
         "",
         f"The relay saw {seen_total:,} records ({sealed['seen']:,} sealed sends); {kept['kept_from']} keeps "
-        f"{kept_total:,} of them ({sealed['kept']:,} sealed sends) — see `../relay.md` for what keeping alone "
-        "reveals.",
+        f"{kept_total:,} of them ({sealed['kept']:,} sealed sends); what keeping alone reveals is "
+        "`relaysim analyze DIR` (`DIR/analysis/relay.md`).",
         "",
         "| record kind | seen | kept |",
         "|---|---|---|",
