@@ -7,7 +7,12 @@
   carry the text as the devices saw it under ``plaintext`` and what the relay saw (ids,
   addresses, sizes, times — never content) under ``relay``. Every time in it is on one base: see
   :func:`transcript_writer`;
-- ``relay.db`` — the relay's own SQLite store as it stands at the end of the run;
+- ``relay.db`` — the relay's own SQLite store as it stands at the end of the run: what the
+  provider *keeps*, under its profile's retention policy;
+- ``relay-view.jsonl`` — what the relay *saw* while it ran: every observation it made, whole, one
+  metadata record a line (no content, no ground truth: only :class:`relay.metadata.MetadataRecord`
+  fields; times on the relay's clock, as in ``relay.db``), whatever the profile keeps. What a
+  provider that watches live has; ``relaysim analyze DIR --as-seen`` analyses it;
 - ``summary.json`` — counts, delivery-latency percentiles, losses;
 - ``summary.md`` — the same, for people;
 - ``disclosures/NAME.json`` and ``NAME.md`` — per legal process served in the timeline, what the
@@ -44,7 +49,9 @@ from rich.text import Text
 
 from relaysim.relay.compliance import Disclosure
 from relaysim.relay.legal import REASON_LABELS
+from relaysim.relay.metadata import MetadataRecord
 from relaysim.sims.access.reports import write_exceptional
+from relaysim.sims.analysis.view import RELAY_VIEW_FILE, record_json
 from relaysim.sims.scenario import Scenario
 from relaysim.sims.term import render, table
 from relaysim.sims.world.simulation import SIM_EPOCH, Simulation, SimulationResult
@@ -61,6 +68,7 @@ __all__ = [
     "percentile",
     "prepare_out_dir",
     "read_run",
+    "relay_view_writer",
     "relaysim_outputs",
     "render_comparison",
     "render_demo",
@@ -80,6 +88,7 @@ OWNED_FILES = (
     "relay.db",
     "relay.db-wal",
     "relay.db-shm",
+    "relay-view.jsonl",
     "relay.log",
     "summary.json",
     "summary.md",
@@ -337,10 +346,18 @@ def _run_to_dir(
     for folder in OWNED_DIRS:
         shutil.rmtree(out / folder, ignore_errors=True)
     scenario = expand_population(scenario)
-    with open(out / "transcript.jsonl", "w", encoding="utf-8") as f:
+    with (
+        open(out / "transcript.jsonl", "w", encoding="utf-8") as f,
+        open(out / RELAY_VIEW_FILE, "w", encoding="utf-8") as seen,
+    ):
         write = transcript_writer(f)
         sim = Simulation(
-            scenario, db_path=db, transcript=write, progress=progress, capture_frames=capture_frames
+            scenario,
+            db_path=db,
+            transcript=write,
+            relay_view=relay_view_writer(seen),
+            progress=progress,
+            capture_frames=capture_frames,
         )
         result = sim.run()
     (out / "provider.json").write_text(
@@ -447,6 +464,18 @@ def _routing_rows_line(rows: dict[str, Any] | None) -> list[str]:
             "to its sender's own account)"
         )
     return [line]
+
+
+def relay_view_writer(f: TextIO) -> Callable[[MetadataRecord], None]:
+    """A sink writing each observation the relay makes as one line of ``relay-view.jsonl``
+    (:func:`sims.analysis.view.record_json`)."""
+    dumps = json.dumps
+
+    def write(r: MetadataRecord) -> None:
+        f.write(dumps(record_json(r), separators=(",", ":"), ensure_ascii=False))
+        f.write("\n")
+
+    return write
 
 
 def transcript_writer(f: TextIO, *, epoch: float = SIM_EPOCH) -> Callable[[dict[str, Any]], None]:

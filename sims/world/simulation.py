@@ -154,13 +154,17 @@ class Simulation:
         *,
         db_path: str | Path = ":memory:",
         transcript: TranscriptSink | None = None,
+        relay_view: Callable[[MetadataRecord], None] | None = None,
         capture_frames: bool = False,
         progress: Callable[[float, float], None] | None = None,
         deterministic_kem: bool = True,
     ) -> None:
         """``deterministic_kem=False`` lets OpenSSL draw the ML-KEM encapsulation's randomness (~40 µs
         instead of ~1.6 ms in pure Python per new session): faster, but the run is then no longer
-        byte-identical across runs of the same scenario and seed (``relaysim bench sim --scale``)."""
+        byte-identical across runs of the same scenario and seed (``relaysim bench sim --scale``).
+        ``relay_view`` is given every observation the relay makes, whole, as it makes it — what a
+        provider watching its own relay sees whatever its profile keeps (``relay-view.jsonl``,
+        ``sims.analysis.view.from_relay_view``)."""
         self.scenario = scenario
         self.deterministic_kem = deterministic_kem
         self.sched = Scheduler()
@@ -213,6 +217,7 @@ class Simulation:
         # Without a transcript, the per-message event dicts are not built at all (at scale they
         # are most of the simulation glue's time and allocations).
         self.transcribing = transcript is not None
+        self.relay_view = relay_view
         self.frames_to_relay: list[bytes] | None = [] if capture_frames else None
         self.progress = progress
         self.devices: dict[str, SimDevice] = {}
@@ -664,6 +669,8 @@ class Simulation:
 
     def _count_record(self, r: MetadataRecord) -> None:
         self.record_counts[r.kind.value] = self.record_counts.get(r.kind.value, 0) + 1
+        if self.relay_view is not None:
+            self.relay_view(r)
         if self.transcribing and r.kind is RecordKind.DELIVERY and r.envelope_id is not None:
             self.last_delivery[r.envelope_id] = record_view(r, SIM_EPOCH)
 

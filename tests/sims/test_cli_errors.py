@@ -217,7 +217,18 @@ def test_version() -> None:
     assert res.stdout.strip() == f"relaysim {version('relaysim')}"
 
 
-SUBCOMMANDS = ["demo", "scenarios", "run", "show", "disclose", "chart", "bench", "relay"]
+SUBCOMMANDS = [
+    "demo",
+    "scenarios",
+    "run",
+    "show",
+    "disclose",
+    "analyze",
+    "chart",
+    "bench",
+    "relay",
+    "defences",
+]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)

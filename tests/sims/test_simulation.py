@@ -274,7 +274,7 @@ def test_same_scenario_and_seed_give_byte_identical_outputs(tmp_path: Path) -> N
     _run_cli(tmp_path / "a", "two-friends", "1")
     _run_cli(tmp_path / "b", "two-friends", "2")
     names = sorted(str(p.relative_to(tmp_path / "a")) for p in (tmp_path / "a").rglob("*") if p.is_file())
-    assert {"relay.db", "summary.json", "summary.md", "transcript.jsonl"} <= set(names)
+    assert {"relay.db", "relay-view.jsonl", "summary.json", "summary.md", "transcript.jsonl"} <= set(names)
     assert any(n.startswith("disclosures/") for n in names)
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
