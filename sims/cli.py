@@ -123,8 +123,8 @@ class _Interrupted(Exception):
 
 FORCE_HELP = (
     "replace an earlier run in the --out folder: relaysim then removes only its own files there "
-    "(transcript.jsonl, relay.db*, relay-view.jsonl, relay.log, summary.*, provider.json, comparison.*, matrix.*, report.html, disclosures/, "
-    "exceptional/ and per-profile subfolders); without it, a folder holding an earlier run is refused"
+    "(transcript.jsonl, relay.db*, relay-view.jsonl, relay.log, summary.*, provider.json, comparison.*, matrix.*, report.html, counterfactual.md, "
+    "disclosures/, exceptional/, analysis/, counterfactual/ and per-profile subfolders); without it, a folder holding an earlier run is refused"
 )
 
 DEMO_SCENARIO = "pakistan-2015"

@@ -99,8 +99,11 @@ OWNED_FILES = (
     "matrix.json",
     "matrix.md",
     "report.html",
+    "counterfactual.md",
 )
-OWNED_DIRS = ("disclosures", "exceptional")
+# analysis/ is written later by relaysim analyze, counterfactual/ by a run with a counterfactual demand:
+# a forced rerun removes both, so no page of an earlier run sits beside the new one.
+OWNED_DIRS = ("disclosures", "exceptional", "analysis", "counterfactual")
 
 
 class OutputDirError(Exception):
