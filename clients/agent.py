@@ -18,7 +18,12 @@ What the agent does on its own, as Signal's clients do:
   contact (``IdentityChanged``, see ``clients.identity``); under the ``block`` policy, or once the
   user has verified the peer, it sends nothing to that key until the user approves it;
 - reports when a peer's device list changes between two fetches (``DeviceListChanged``): a new
-  device on a contact's account is what a silently added "ghost" device looks like from outside.
+  device on a contact's account is what a silently added "ghost" device looks like from outside;
+- asks a group message's sender to resend it when the sender key it was written with has not come
+  (its distribution message was lost): a retry receipt, as Signal's clients send a decryption error
+  message and WhatsApp's a retry receipt; the sender answers from its log of recent group messages
+  by handing its sender key over again and resending the message over the pairwise session
+  (``tick``, ``retry_due``; bounded on both sides, see "retry receipts" below).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from relaysim.clients import transparency as kt
 from relaysim.clients.errors import DecryptionError
 from relaysim.clients.escrow import EscrowPublicKey
 from relaysim.clients.groups import VERSION as SENDER_KEY_VERSION
-from relaysim.clients.groups import GroupKeys
+from relaysim.clients.groups import GroupKeys, parse_sender_key_message
 from relaysim.clients.identity import IdentityChanged, UntrustedIdentity
 from relaysim.clients.keys import BundleError, KemPreKey, OneTimePreKey, PreKeyBundle, SignedPreKey
 from relaysim.clients.session import Device, PeerAddress
@@ -60,6 +65,7 @@ __all__ = [
     "SentTranscript",
     "Undecryptable",
     "UnsignedDevice",
+    "WaitingForSenderKey",
     "sign_device",
 ]
 
@@ -243,7 +249,24 @@ _COVER = b"C"
 _MAILBOX = b"M"  # a sealed conversation's mailbox: where to write back (see DeviceAgent.new_mailbox)
 _SENDER_KEY = b"K"  # a SenderKeyDistributionMessage, over the pairwise session (clients.groups)
 _SYNC = b"S"  # a sync copy of a 1:1 message this account sent (then: destination length, destination)
+_RETRY = b"E"  # a retry receipt: device (4) ‖ distribution id (16) ‖ chain id (4) ‖ iteration (4)
+_RESEND = (
+    b"G"  # a group message resent over the pairwise session: distribution id ‖ chain id ‖ iteration ‖ text
+)
 MAX_GROUP_BACKLOG = 256  # group messages kept while their sender key has not arrived yet
+# Retry receipts (ours, in the spirit of Signal's DecryptionErrorMessage and WhatsApp's retry receipt):
+# a group message whose sender key has not come within RETRY_GRACE seconds (the distribution message
+# may only be late: it and the message travel separately) is asked for again, then every
+# RETRY_INTERVAL seconds, at most MAX_RETRY_RECEIPTS times; the message then stays waiting (for a
+# late key or resend) and is reported by ``waiting_for_sender_keys``. The sender answers each
+# requesting device at most MAX_RETRY_RECEIPTS times and at most once per RETRY_INTERVAL / 2, from
+# a log of the group messages it sent in the last SEND_LOG_AGE seconds (at most SEND_LOG_SIZE).
+RETRY_GRACE = 10.0
+RETRY_INTERVAL = 60.0
+MAX_RETRY_RECEIPTS = 5
+SEND_LOG_AGE = 86400.0
+SEND_LOG_SIZE = 1000
+READ_LOG_SIZE = 4096  # group messages read, remembered to drop a resend or a late original of one
 SIGNAL_PAD_BLOCK = 160  # libsignal-service's PushTransportDetails
 
 
@@ -291,6 +314,41 @@ class _GroupSend:
     plaintext: bytes
     waiting: set[str]
     targets: tuple[str, ...] = ()  # the accounts that get the message (all members when empty)
+
+
+GroupMessageKey = tuple[bytes, int, int]  # (distribution id, chain id, iteration): one SenderKeyMessage
+
+
+@dataclass
+class _Backlogged:
+    """A group message this device cannot read yet: its sender key has not come."""
+
+    envelope: wire.Envelope
+    sender: PeerAddress
+    key: GroupMessageKey
+    next_retry: float  # when to send the next retry receipt (clock seconds)
+    retries: int = 0  # retry receipts sent for it
+
+
+@dataclass
+class _Logged:
+    """A group message this device sent, kept to answer retry receipts (Signal's message send log)."""
+
+    ref: object
+    plaintext: bytes
+    accounts: frozenset[str]
+    at: float
+    answered: dict[PeerAddress, tuple[int, float]] = field(default_factory=dict)  # device → (count, last)
+
+
+@dataclass(frozen=True)
+class WaitingForSenderKey:
+    """A group message ``envelope_id`` from ``sender`` this device still cannot read: its sender key
+    never came, and ``retries`` retry receipts have been sent for it (``DeviceAgent.waiting_for_sender_keys``)."""
+
+    envelope_id: bytes
+    sender: PeerAddress
+    retries: int
 
 
 @dataclass
@@ -363,7 +421,11 @@ class DeviceAgent:
         self.authenticated = False
         self._uploaded_one_time: set[int] = set()
         self.groups = GroupKeys(self.device.address, self.rng)
-        self._group_backlog: list[wire.Envelope] = []
+        self._group_backlog: list[_Backlogged] = []
+        self._send_log: dict[GroupMessageKey, _Logged] = {}  # the group messages we sent, to resend
+        self._read_group: dict[tuple[PeerAddress, GroupMessageKey], None] = {}  # read, oldest first
+        self._retries = 0
+        self._handed_again: dict[tuple[bytes, PeerAddress], float] = {}  # sender key handed over again, when
         self._multi_device = False  # this account has other devices, as far as this device knows
         self._handouts = 0
         # Group sends and sender key handouts whose answer a lost connection took: sent again after login.
@@ -762,6 +824,8 @@ class DeviceAgent:
             self._handouts += 1
             ref = ("sender_key", self.account, self.device_id, self._handouts)
             self._send(_Outgoing(ref, a, CONTROL + _SENDER_KEY + skdm, False))
+        own = self.groups.own[gs.group_id]
+        self._log_sent((gs.group_id, own.chain_id, own.iteration), gs)
         body = self.groups.encrypt(gs.group_id, pad(gs.plaintext, self.padding))
         for a in gs.targets or gs.members:
             if not devices[a]:
@@ -779,22 +843,41 @@ class DeviceAgent:
         self.groups.own.pop(group_id, None)
         self.groups.shared_with.pop(group_id, None)
 
-    def _group_receive(self, env: wire.Envelope) -> None:
-        """A ``SenderKeyMessage``: decrypt it, or keep it until its sender's key arrives."""
+    def _group_receive(self, env: wire.Envelope, waiting: _Backlogged | None = None) -> None:
+        """A ``SenderKeyMessage``: decrypt it, or keep it until its sender's key (or a resend) arrives."""
         assert env.source_account is not None and env.source_device is not None
         sender = PeerAddress(env.source_account, env.source_device)
+        try:
+            key = parse_sender_key_message(env.body)
+        except DecryptionError:
+            self._events.append(Undecryptable(env.id, env.sealed))
+            return
+        if (sender, key) in self._read_group:  # a repeat, or the original of a resend we read, come late
+            self._events.append(Undecryptable(env.id, env.sealed))
+            return
         try:
             group, plaintext = self.groups.decrypt(sender, env.body)
             plaintext = unpad(plaintext, self.padding)
         except DecryptionError:
-            if self._holds(sender, env.body):  # a repeat (a duplicated send) or a forgery: reject it now
+            # Held: a forgery, or a message of the sender's that our copy of its key cannot read (sent
+            # before the iteration it starts at: the handout that came was a later one). Not held: its
+            # key may still be on its way. Both of the sender's own can be resent: wait, then ask.
+            if self._holds(sender, env.body) and not self.groups.signed(sender, env.body):
                 self._events.append(Undecryptable(env.id, env.sealed))
+            elif waiting is not None:
+                self._group_backlog.append(waiting)  # still unreadable: keep asking as scheduled
             elif len(self._group_backlog) < MAX_GROUP_BACKLOG:
-                self._group_backlog.append(env)  # its distribution message may still be on its way
+                self._group_backlog.append(_Backlogged(env, sender, key, self.clock() + RETRY_GRACE))
             else:
                 self._events.append(Undecryptable(env.id, env.sealed))
             return
+        self._mark_read(sender, key)
         self._events.append(Received(sender, plaintext, env.id, env.timestamp, env.sealed, group))
+
+    def _mark_read(self, sender: PeerAddress, key: GroupMessageKey) -> None:
+        self._read_group[(sender, key)] = None
+        while len(self._read_group) > READ_LOG_SIZE:
+            del self._read_group[next(iter(self._read_group))]
 
     def _holds(self, sender: PeerAddress, body: bytes) -> bool:
         try:
@@ -808,11 +891,100 @@ class DeviceAgent:
         except DecryptionError:
             return
         waiting, self._group_backlog = self._group_backlog, []
-        for env in waiting:
-            if (env.source_account, env.source_device) == (sender.account, sender.device):
-                self._group_receive(env)
+        for entry in waiting:
+            if entry.sender == sender:
+                self._group_receive(entry.envelope, entry)
             else:
-                self._group_backlog.append(env)
+                self._group_backlog.append(entry)
+
+    # --- retry receipts: asking a sender to resend a group message we cannot read -------------------
+
+    def retry_due(self) -> float | None:
+        """When (clock seconds) ``tick`` has a retry receipt to send; None when nothing waits for one."""
+        due = [b.next_retry for b in self._group_backlog if b.retries < MAX_RETRY_RECEIPTS]
+        return min(due) if due else None
+
+    def tick(self) -> None:
+        """The driver's call when ``retry_due`` has come: send the retry receipts that are due (only
+        while logged in; an offline phone sends them after its next login)."""
+        if not self.authenticated:
+            return
+        now = self.clock()
+        for entry in self._group_backlog:
+            if entry.retries < MAX_RETRY_RECEIPTS and entry.next_retry <= now:
+                entry.retries += 1
+                entry.next_retry = now + RETRY_INTERVAL
+                group, chain, iteration = entry.key
+                body = (
+                    CONTROL
+                    + _RETRY
+                    + entry.sender.device.to_bytes(4, "big")
+                    + group
+                    + chain.to_bytes(4, "big")
+                    + iteration.to_bytes(4, "big")
+                )
+                self._retries += 1
+                ref = ("retry", self.account, self.device_id, self._retries)
+                self.send_text(entry.sender.account, body, ref)
+
+    def waiting_for_sender_keys(self) -> list[WaitingForSenderKey]:
+        """The group messages this device holds and still cannot read, with the retry receipts sent for each."""
+        return [WaitingForSenderKey(b.envelope.id, b.sender, b.retries) for b in self._group_backlog]
+
+    def _log_sent(self, key: GroupMessageKey, gs: _GroupSend) -> None:
+        now = self.clock()
+        self._send_log[key] = _Logged(gs.ref, gs.plaintext, frozenset(gs.members), now)
+        for old in list(self._send_log):
+            if len(self._send_log) <= SEND_LOG_SIZE and now - self._send_log[old].at <= SEND_LOG_AGE:
+                break
+            del self._send_log[old]
+
+    def _retry_asked(self, requester: PeerAddress, rest: bytes) -> None:
+        """A retry receipt from ``requester``: resend the group message it names (if we sent it, recently,
+        to the requester's account), over the pairwise session, and hand our sender key over again if
+        it is still the one the requester should hold."""
+        if len(rest) != 4 + 16 + 4 + 4 or int.from_bytes(rest[:4], "big") != self.device_id:
+            return  # malformed, or asked of another device of this account
+        group, chain, iteration = (
+            rest[4:20],
+            int.from_bytes(rest[20:24], "big"),
+            int.from_bytes(rest[24:], "big"),
+        )
+        entry = self._send_log.get((group, chain, iteration))
+        now = self.clock()
+        if entry is None or requester.account not in entry.accounts or now - entry.at > SEND_LOG_AGE:
+            return  # not ours to resend (too old, or never sent to that account)
+        count, last = entry.answered.get(requester, (0, -RETRY_INTERVAL))
+        if count >= MAX_RETRY_RECEIPTS or now - last < RETRY_INTERVAL / 2:
+            return  # answered enough, or just now (the receipts queued while we were offline)
+        entry.answered[requester] = (count + 1, now)
+        own = self.groups.own.get(group)
+        if (
+            own is not None
+            and own.chain_id == chain
+            and requester in self.groups.shared_with.get(group, ())
+            and now - self._handed_again.get((group, requester), -RETRY_INTERVAL) >= RETRY_INTERVAL / 2
+        ):
+            self._handed_again[(group, requester)] = now  # (not again for each message it asks about)
+            self._handouts += 1
+            skdm = self.groups.distribution(group).to_bytes()
+            ref = ("sender_key", self.account, self.device_id, self._handouts)
+            self.send_text(requester.account, CONTROL + _SENDER_KEY + skdm, ref)
+        header = group + chain.to_bytes(4, "big") + iteration.to_bytes(4, "big")
+        self.send_text(requester.account, CONTROL + _RESEND + header + entry.plaintext, entry.ref)
+
+    def _resent(self, sender: PeerAddress, rest: bytes, env: wire.Envelope) -> None:
+        """A group message ``sender`` resent to us over the pairwise session, in answer to our retry
+        receipt: read only if we hold that message unread (anything else is a repeat, or unasked)."""
+        if len(rest) < 24:
+            return
+        key = (rest[:16], int.from_bytes(rest[16:20], "big"), int.from_bytes(rest[20:24], "big"))
+        held = [b for b in self._group_backlog if b.sender == sender and b.key == key]
+        if not held or (sender, key) in self._read_group:
+            return
+        self._group_backlog = [b for b in self._group_backlog if b not in held]
+        self._mark_read(sender, key)
+        self._events.append(Received(sender, rest[24:], env.id, env.timestamp, env.sealed, key[0]))
 
     def _fail(self, out: _Outgoing, code: str, message: str, retry_after_ms: int | None = None) -> None:
         self._events.append(Failed(out.ref, code, message, retry_after_ms))
@@ -823,6 +995,9 @@ class DeviceAgent:
         """Process one frame from the relay. Returns events (with any from earlier calls that failed);
         follow-up requests go to the outbox."""
         self._handle(frame)
+        due = self.retry_due()
+        if due is not None and due <= self.clock():
+            self.tick()
         self._events.extend(self.device.identities.take_changes())
         events, self._events = self._events, []
         return events
@@ -1111,6 +1286,10 @@ class DeviceAgent:
                 code, rest = plaintext[2:3], plaintext[3:]
                 if code == _SENDER_KEY:
                     self._sender_key_arrived(sender, rest)
+                elif code == _RETRY:
+                    self._retry_asked(sender, rest)
+                elif code == _RESEND:
+                    self._resent(sender, rest, env)
                 elif code == _SYNC and sender.account == self.account and len(rest) >= 1:
                     n = rest[0]
                     self._events.append(

@@ -173,7 +173,10 @@ def summarise(result: SimulationResult) -> dict[str, Any]:
     expected = sum(len(m.recipients) for m in result.messages)
     delivered = sum(len(m.delivered) for m in result.messages)
     lost = [m for m in result.messages if m.lost is not None]
-    undelivered = sum(len(m.recipients) - len(m.delivered) for m in result.messages if m.lost is None)
+    group_lost = sum(len(m.lost_for) for m in result.messages if m.lost is None)
+    undelivered = (
+        sum(len(m.recipients) - len(m.delivered) for m in result.messages if m.lost is None) - group_lost
+    )
     sc = result.scenario
     return _round(
         {
@@ -189,6 +192,9 @@ def summarise(result: SimulationResult) -> dict[str, Any]:
                 "device_deliveries_expected": expected,
                 "device_deliveries": delivered,
                 "still_queued_or_in_flight": undelivered,
+                # group messages a member device never read (the network lost its part, or its sender
+                # key and every resend): SimulationResult.messages[].lost_for says which and why
+                "group_deliveries_lost": group_lost,
                 "plaintext_mismatches": result.mismatched,
                 "duplicates_dropped": result.duplicates_dropped,
                 "undecryptable": result.undecryptable,
