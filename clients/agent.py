@@ -56,7 +56,9 @@ __all__ = [
     "DeviceListChanged",
     "Failed",
     "IdentityChanged",
+    "KeyLogAudited",
     "KeyLogChecked",
+    "KeyLogCompared",
     "LoggedIn",
     "ProofRequired",
     "ReceiptReceived",
@@ -225,6 +227,38 @@ class KeyLogChecked:
         return self.reason is None and not self.unlogged
 
 
+@dataclass(frozen=True)
+class KeyLogAudited:
+    """Key transparency: this device read the relay's key log over the wire (``audit_key_log``) up to a
+    signed ``head`` and compared ``account``'s entries with the devices it expected. ``unexpected``:
+    (device, identity key) entries it did not expect (a ghost); ``missing``: expected ones not there.
+    ``reason`` says why the audit could not be trusted or finished (None: the entries hash to the
+    signed head)."""
+
+    account: str
+    tree_size: int
+    unexpected: tuple[tuple[int, bytes], ...] = ()
+    missing: tuple[tuple[int, bytes], ...] = ()
+    reason: str | None = None
+    head: kt.TreeHead | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None and not self.unexpected and not self.missing
+
+
+@dataclass(frozen=True)
+class KeyLogCompared:
+    """Key transparency: this device compared its latest signed head (``ours``) with one gossiped to it
+    (``theirs``, ``compare_key_log_head``), asking the relay for the consistency proof between them
+    when their sizes differ. Not ``consistent``: the relay has shown different logs (``why``)."""
+
+    ours: kt.TreeHead
+    theirs: kt.TreeHead
+    consistent: bool
+    why: str | None = None
+
+
 AgentEvent = (
     Registered
     | SentTranscript
@@ -239,6 +273,8 @@ AgentEvent = (
     | DeviceListChanged
     | IdentityChanged
     | KeyLogChecked
+    | KeyLogAudited
+    | KeyLogCompared
 )
 
 # What a message carries besides text, as Signal's Content message does (receipts, and here cover
@@ -314,6 +350,28 @@ class _GroupSend:
     plaintext: bytes
     waiting: set[str]
     targets: tuple[str, ...] = ()  # the accounts that get the message (all members when empty)
+
+
+@dataclass
+class _Audit:
+    """A self-audit of the key log over the wire, in progress (``DeviceAgent.audit_key_log``)."""
+
+    expected: frozenset[tuple[int, bytes]]
+    known: frozenset[int]
+    head: kt.TreeHead | None = None
+    leaves: list[bytes] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Compare:
+    """A comparison of two signed heads waiting for the relay's consistency proof."""
+
+    ours: kt.TreeHead
+    theirs: kt.TreeHead
+
+
+class _KeyLogRefused(Exception):
+    """Why a key-log answer cannot be trusted (the message is the reason given in the event)."""
 
 
 GroupMessageKey = tuple[bytes, int, int]  # (distribution id, chain id, iteration): one SenderKeyMessage
@@ -431,6 +489,9 @@ class DeviceAgent:
         # Group sends and sender key handouts whose answer a lost connection took: sent again after login.
         self._resend: list[_Outgoing] = []
         self.key_log_heads: list[kt.TreeHead] = []  # every signed key-log head this device was shown
+        self._key_log_server: bytes | None = (
+            None  # the server key that signs heads, once its certificate checked
+        )
 
         self._last_register: wire.Register | None = None  # kept to send again with a proof
         self._stamped = False  # a stamp was sent with it: a second refusal is final
@@ -1023,6 +1084,8 @@ class DeviceAgent:
         kind, context = pending
         if isinstance(frame, wire.ErrorFrame):
             self._error(kind, context, frame)
+        elif isinstance(context, _Audit | _Compare):
+            self._key_log_answer(context, frame)
         elif isinstance(frame, wire.Registered):
             self._events.append(Registered())
         elif isinstance(frame, wire.Challenge):
@@ -1114,7 +1177,9 @@ class DeviceAgent:
                 self._fetch(out.to, out)
 
     def _error(self, kind: str, context: object, frame: wire.ErrorFrame) -> None:
-        if isinstance(context, _Outgoing):
+        if isinstance(context, _Audit | _Compare):
+            self._key_log_answer(context, frame)
+        elif isinstance(context, _Outgoing):
             if frame.code == wire.ErrorCode.STALE_DEVICES and context.attempts < 3:
                 self._devices.pop(context.to, None)
                 if context.group is not None:  # one account's part of a group message: fetch, then again
@@ -1142,16 +1207,13 @@ class DeviceAgent:
         proof = frame.key_log
         if proof is None:
             return KeyLogChecked(account, 0, (), devices, "the relay sent no key-log proof")
-        if self.trust_root is None:
-            return KeyLogChecked(account, 0, (), devices, "no trust root to check the server certificate")
         try:
-            cert = ServerCertificate.decode(proof.server_certificate)
-            cert.verify(self.trust_root)
-        except CertificateError as exc:
-            return KeyLogChecked(account, 0, (), devices, f"server certificate: {exc}")
+            server = self._key_log_key(proof.server_certificate)
+        except _KeyLogRefused as exc:
+            return KeyLogChecked(account, 0, (), devices, str(exc))
         h = proof.head
         head = kt.TreeHead(h.tree_size, h.timestamp, h.root_hash, h.signature)
-        if not head.verify(cert.public_key):
+        if not head.verify(server):
             return KeyLogChecked(
                 account, h.tree_size, (), devices, "the tree head's signature does not verify"
             )
@@ -1165,6 +1227,153 @@ class DeviceAgent:
             good = i is not None and kt.verify_inclusion(leaf, i.leaf_index, h.tree_size, i.path, h.root_hash)
             (logged if good else unlogged).append(b.device)
         return KeyLogChecked(account, h.tree_size, tuple(sorted(logged)), tuple(sorted(unlogged)))
+
+    def _key_log_key(self, certificate: bytes) -> bytes:
+        """The server key that signs the log's heads, from its certificate checked against the trust root."""
+        if self.trust_root is None:
+            raise _KeyLogRefused("no trust root to check the server certificate")
+        try:
+            cert = ServerCertificate.decode(certificate)
+            cert.verify(self.trust_root)
+        except CertificateError as exc:
+            raise _KeyLogRefused(f"server certificate: {exc}") from None
+        self._key_log_server = cert.public_key
+        return cert.public_key
+
+    # --- key transparency over the wire: the self-audit and head comparisons ---------------------
+
+    def audit_key_log(
+        self,
+        expected: Iterable[tuple[int, bytes]],
+        known_devices: Iterable[int] = (),
+        *,
+        head: bytes | kt.TreeHead | None = None,
+    ) -> None:
+        """Audit this account in the relay's key log, over the wire: fetch the signed head
+        (``get_key_log_head``), then every entry up to it (``get_key_log_entries``, page by page), check
+        that they hash to the signed root, and compare this account's entries with ``expected``
+        (device, identity key) — any key logged for a device in ``known_devices`` counts as expected
+        (a device's earlier keys stay in the log). The answer is a ``KeyLogAudited`` event.
+
+        With ``head`` (one gossiped to this device, as ``compare_key_log_head`` takes it), audit the log
+        up to that head instead of the relay's current one: a relay that showed this device a log
+        without an entry others were shown must now either serve that entry or fail to match the head
+        (``reason``). A malformed or unsigned ``head`` raises ``clients.transparency.ProofError``."""
+        audit = _Audit(frozenset(expected), frozenset(known_devices))
+        if head is None:
+            self._request(wire.GetKeyLogHead, context=audit)
+            return
+        audit.head = self._gossiped(head)
+        if audit.head.tree_size == 0:
+            self._audit_done(audit)
+        else:
+            self._request(wire.GetKeyLogEntries, context=audit, start=0, end=audit.head.tree_size - 1)
+
+    def _gossiped(self, gossiped: bytes | kt.TreeHead) -> kt.TreeHead:
+        head = kt.decode_head(gossiped) if isinstance(gossiped, bytes) else gossiped
+        if self._key_log_server is None:
+            raise kt.ProofError(
+                "gossiped tree head: this device has no checked server key to verify it with yet"
+            )
+        if not head.verify(self._key_log_server):
+            raise kt.ProofError(
+                "gossiped tree head: its signature does not verify under the relay's server key"
+            )
+        return head
+
+    def compare_key_log_head(self, gossiped: bytes | kt.TreeHead) -> None:
+        """A signed head another party holds (the witness's, as ``clients.transparency.encode_head``
+        bytes): compare it with the latest this device was shown, asking the relay for the consistency
+        proof between the two (``get_key_log_consistency``; for two heads of one size the roots must match).
+        The answer is a ``KeyLogCompared`` event. A malformed head, or one the relay's server key did not
+        sign, raises ``clients.transparency.ProofError``; with no head of its own yet, nothing happens."""
+        theirs = self._gossiped(gossiped)
+        if not self.key_log_heads:
+            return
+        ours = max(self.key_log_heads, key=lambda h: h.tree_size)
+        small, large = sorted((ours.tree_size, theirs.tree_size))
+        self._request(wire.GetKeyLogConsistency, context=_Compare(ours, theirs), first=small, second=large)
+
+    def _key_log_answer(self, context: _Audit | _Compare, frame: wire.Response) -> None:
+        if isinstance(context, _Compare):
+            self._events.append(self._compared(context, frame))
+            return
+        try:
+            self._audit_step(context, frame)
+        except _KeyLogRefused as exc:
+            size = 0 if context.head is None else context.head.tree_size
+            self._events.append(KeyLogAudited(self.account, size, reason=str(exc), head=context.head))
+
+    def _compared(self, c: _Compare, frame: wire.Response) -> KeyLogCompared:
+        small, large = sorted((c.ours.tree_size, c.theirs.tree_size))
+        if small == large and c.ours.root_hash != c.theirs.root_hash:
+            return KeyLogCompared(
+                c.ours, c.theirs, False, f"two signed heads of size {small} with different roots"
+            )
+        if isinstance(frame, wire.ErrorFrame):
+            why = f"the relay gave no consistency proof from size {small} to {large}: {frame.code}: {frame.message}"
+            return KeyLogCompared(c.ours, c.theirs, False, why)
+        if not isinstance(frame, wire.KeyLogConsistency) or (frame.first, frame.second) != (small, large):
+            return KeyLogCompared(
+                c.ours, c.theirs, False, f"the relay answered another question than {small} → {large}"
+            )
+        try:
+            good = kt.check_consistency(c.ours, c.theirs, frame.proof)
+        except kt.ProofError as exc:
+            return KeyLogCompared(c.ours, c.theirs, False, f"a malformed consistency proof: {exc}")
+        if good:
+            return KeyLogCompared(c.ours, c.theirs, True)
+        why_not = f"the relay's consistency proof from size {small} to {large} does not join the heads"
+        return KeyLogCompared(c.ours, c.theirs, False, why_not)
+
+    def _audit_step(self, audit: _Audit, frame: wire.Response) -> None:
+        if isinstance(frame, wire.ErrorFrame):
+            raise _KeyLogRefused(f"the relay refused: {frame.code}: {frame.message}")
+        if isinstance(frame, wire.KeyLogHeadResponse):
+            server = self._key_log_key(frame.server_certificate)
+            h = frame.head
+            head = kt.TreeHead(h.tree_size, h.timestamp, h.root_hash, h.signature)
+            if not head.verify(server):
+                raise _KeyLogRefused("the tree head's signature does not verify")
+            self.key_log_heads.append(head)
+            audit.head = head
+        elif isinstance(frame, wire.KeyLogEntries) and audit.head is not None:
+            have = len(audit.leaves)
+            if frame.start != have or not frame.entries:
+                raise _KeyLogRefused(
+                    f"key log entries: asked from index {have}, got {len(frame.entries)} from index {frame.start}"
+                )
+            if have + len(frame.entries) > audit.head.tree_size:
+                raise _KeyLogRefused(
+                    f"key log entries: {have + len(frame.entries)} entries for a head of {audit.head.tree_size}"
+                )
+            for i, leaf in enumerate(frame.entries):
+                try:
+                    wire.kt_leaf_decode(leaf)
+                except ValueError as exc:
+                    raise _KeyLogRefused(f"key log entry {have + i}: {exc}") from None
+            audit.leaves.extend(frame.entries)
+        else:
+            raise _KeyLogRefused(f"the relay answered {frame.kind!r} to a key log request")
+        head = audit.head
+        assert head is not None
+        if len(audit.leaves) < head.tree_size:
+            self._request(
+                wire.GetKeyLogEntries, context=audit, start=len(audit.leaves), end=head.tree_size - 1
+            )
+            return
+        self._audit_done(audit)
+
+    def _audit_done(self, audit: _Audit) -> None:
+        head = audit.head
+        assert head is not None and self._key_log_server is not None
+        found = kt.audit(
+            self.account, set(audit.expected), audit.leaves, head, self._key_log_server, audit.known
+        )
+        reason = None if found.log_matches_head else "the entries do not hash to the signed head's root"
+        self._events.append(
+            KeyLogAudited(self.account, head.tree_size, found.unexpected, found.missing, reason, head)
+        )
 
     def _bundles(self, account: str, frame: wire.Bundle) -> None:
         waiting = self._waiting_bundle.pop(account, [])
