@@ -280,7 +280,10 @@ def _ghost_detection_lines(data: dict[str, Any]) -> list[str]:
                 if kt["fork"]
                 else "The ghost is in the log everyone sees. "
             )
-            + f"The target's phones audit their account every {kt['audit_interval'] / 3600:g} h.",
+            + f"The target's phones audit their account every {kt['audit_interval'] / 3600:g} h. "
+            "Every check goes over the wire: the phones ask the relay's log for its signed head, its entries "
+            "and consistency proofs (RFC 9162 §5), and hand their heads to a witness, which gives back the "
+            "largest it holds.",
             "",
         ]
         for c in kt["inclusion_checks"]:
@@ -293,7 +296,9 @@ def _ghost_detection_lines(data: dict[str, Any]) -> list[str]:
             lines.append(
                 f"- {_clock(a['t'])}: **{a['device']}** audited its account in a log of {a['tree_size']} keys: "
                 f"{found}; that log {'matches' if a['matches_gossiped_head'] else 'does NOT match'} the head of "
-                f"{a['gossiped_head_size']} keys its contacts hold."
+                f"{a['gossiped_head_size']} keys its contacts hold"
+                + (f" ({a['against_gossiped_head']})" if a.get("against_gossiped_head") else "")
+                + "."
             )
         for f in kt["forks"]:
             lines.append(

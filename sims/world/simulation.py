@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -504,6 +504,17 @@ class Simulation:
         """Bring a device added during the run online; it must already be registered."""
         self._come_online(self.added_devices[name], False)
 
+    def device_ready(self, name: str) -> bool:
+        """Whether the phone ``name`` is online and logged in (its requests can go now)."""
+        d = self.devices.get(name) or self.added_devices.get(name)
+        return d is not None and d.online and d.agent.authenticated
+
+    def flush_device(self, name: str) -> None:
+        """Carry what an intervention asked of the phone ``name``'s agent (its outbox) to the relay."""
+        d = self.devices.get(name) or self.added_devices.get(name)
+        if d is not None:
+            self._flush(d)
+
     # --- connections ----------------------------------------------------------------------------
 
     def _offline_now(self, d: SimDevice) -> bool:
@@ -609,6 +620,20 @@ class Simulation:
         if link is None:
             return
         data = wire.encode(frame)
+        if self.transcribing and isinstance(
+            frame, wire.GetKeyLogHead | wire.GetKeyLogEntries | wire.GetKeyLogConsistency
+        ):
+            # key transparency over the wire: what the phone asked the relay's log (sims.access.key_transparency)
+            asked = {f.name: getattr(frame, f.name) for f in fields(frame) if f.name != "id"}
+            self.emit(
+                {
+                    "t": self.sched.now,
+                    "kind": "key_log_request",
+                    "device": owner.name,
+                    "request": frame.kind,
+                    **asked,
+                }
+            )
         carries_envelopes = isinstance(frame, wire.Send | wire.SealedSend)
         ref = owner.agent.message_ref(frame.id) if carries_envelopes else None
         if carries_envelopes:
