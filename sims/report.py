@@ -44,7 +44,7 @@ from rich.text import Text
 
 from relaysim.relay.compliance import Disclosure
 from relaysim.relay.legal import REASON_LABELS
-from relaysim.sims.access.reports import write_exceptional
+from relaysim.sims.access.reports import detection_by_profile_lines, write_exceptional
 from relaysim.sims.scenario import Scenario
 from relaysim.sims.term import render, table
 from relaysim.sims.world.simulation import SIM_EPOCH, Simulation, SimulationResult
@@ -936,6 +936,14 @@ def render_comparison(scenario: Scenario, runs: dict[str, tuple[SimulationResult
                     + why
                 )
             lines.append("")
+    # ghost devices and swapped identities: what each profile's phones detect, side by side
+    for name in sorted({r.name for result, _s in runs.values() for r in result.exceptional}):
+        by_profile = {
+            n: next(r for r in result.exceptional if r.name == name)
+            for n, (result, _s) in runs.items()
+            if any(r.name == name for r in result.exceptional)
+        }
+        lines += detection_by_profile_lines(by_profile)
     return "\n".join(lines) + "\n"
 
 

@@ -15,6 +15,7 @@ from relaysim.sims.world.util import clock as _clock
 
 __all__ = [
     "ExceptionalReport",
+    "detection_by_profile_lines",
     "escrow_markdown",
     "ghost_markdown",
     "global_key_markdown",
@@ -261,6 +262,39 @@ def _detection_table(detection: dict[str, Any]) -> list[str]:
         seen = {True: "**yes**", False: "no", None: "not simulated"}[d["detected"]]
         when = _clock(d["detected_at"]) if d["detected_at"] is not None else "—"
         lines.append(f"| {label} | {seen} | {when} | {d['how']} |")
+    lines.append("")
+    return lines
+
+
+def detection_by_profile_lines(reports: dict[str, ExceptionalReport]) -> list[str]:
+    """For a scenario run once per profile (``compare_profiles``): per profile, what its phones' checks
+    detect of the interception (a ghost device or a swapped identity), from each run's own report."""
+    rows = {p: r for p, r in reports.items() if "detection" in r.data}
+    if not rows:
+        return []
+    first = next(iter(rows.values()))
+    what = "the ghost device" if first.name == "ghost-device" else "the swapped identity"
+    lines = [
+        f"## Detected? {what[0].upper()}{what[1:]}, per profile and per setting of the phones' checks",
+        "",
+        f"Each run's own report ({first.name}) says how; here, side by side, whether and when "
+        f"{what} was found under each profile.",
+        "",
+        "| profile | identity model | " + " | ".join(label for _k, label in _SETTINGS) + " |",
+        "|---|---|" + "---|" * len(_SETTINGS),
+    ]
+    for profile, report in rows.items():
+        cells = []
+        for key, _label in _SETTINGS:
+            d = report.data["detection"][key]
+            if d["detected"] is None:
+                cells.append("not simulated")
+            elif d["detected"]:
+                cells.append(f"**yes**, {_clock(d['detected_at'])}: {d['how']}")
+            else:
+                cells.append("no")
+        model = report.data.get("identity_model", "—")
+        lines.append(f"| {profile} | {model} | " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     lines.append("")
     return lines
 

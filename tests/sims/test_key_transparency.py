@@ -8,11 +8,13 @@ phone audits its account at the next hour (03:00).
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from relaysim.sims.access.key_transparency import AUDIT_INTERVAL
+from relaysim.sims.report import run_comparison_to_dir
 from relaysim.sims.scenario import (
     ExceptionalAccess,
     Scenario,
@@ -141,3 +143,14 @@ def test_a_swapped_identity_key_is_not_in_the_log() -> None:
     d = data["detection"]["key_transparency"]
     assert d["detected"] is True and d["detected_at"] == data["first_notice_at"]
     assert d["checks"] and not any(c["included"] for c in d["checks"])
+
+
+def test_the_profile_comparison_tabulates_what_each_profiles_phones_detect(tmp_path: Path) -> None:
+    """ghost-identity-models (key transparency on) under signal, whatsapp and imessage: comparison.md
+    has one row per profile with what each setting of the phones' checks found, from each run."""
+    run_comparison_to_dir(resolve_scenario("ghost-identity-models"), tmp_path)
+    md = (tmp_path / "comparison.md").read_text(encoding="utf-8")
+    assert "## Detected? The ghost device, per profile and per setting of the phones' checks" in md
+    for profile, model in (("signal", "account"), ("whatsapp", "signed-devices"), ("imessage", "per-device")):
+        assert f"| {profile} | {model} | no | no | **yes**, 03:00:" in md
+        assert "omar/1's own audit found omar/2 |" in md
