@@ -1207,9 +1207,9 @@ class RelayCore:
             )
         # A send from an account the recipient has blocked is accepted and then dropped: the
         # sender is not told (as messaging services do). Sealed sends name no sender to check.
+        # A full queue refuses it as it refuses everyone's, or the refusal would tell the block.
         dropped = source is not None and source.account in self._blocks.get(to, {})
-        if not dropped:
-            self._check_queue_room(to, envelopes)
+        self._check_queue_room(to, envelopes)
         now = self.clock()
         timestamp = int(now * 1000)
         stored = [

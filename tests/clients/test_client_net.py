@@ -13,6 +13,7 @@ import socket
 import ssl
 import sys
 import time
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -53,7 +54,8 @@ def new_core(path: str | Path = ":memory:") -> RelayCore:
 
 
 def agent(account: str, trust_root: bytes, device: int = 1, seed: int = 0) -> DeviceAgent:
-    rng = seeded_rng(hash((account, device, seed)) & 0xFFFF)
+    # zlib.crc32, not hash(): str hashes differ per process (PYTHONHASHSEED), so keys would too.
+    rng = seeded_rng(zlib.crc32(f"{account}/{device}/{seed}".encode()))
     return DeviceAgent(
         Device(account, device, rng=rng),
         registration_id=1 + device,
