@@ -23,7 +23,8 @@ What the agent does on its own, as Signal's clients do:
   (its distribution message was lost): a retry receipt, as Signal's clients send a decryption error
   message and WhatsApp's a retry receipt; the sender answers from its log of recent group messages
   by handing its sender key over again and resending the message over the pairwise session
-  (``tick``, ``retry_due``; bounded on both sides, see "retry receipts" below).
+  (``tick``, ``retry_due``; bounded on both sides, see "retry receipts" below); and, once, a 1:1
+  message that found no session (the receipt begins a new one, which the sender's resend uses).
 """
 
 from __future__ import annotations
@@ -285,7 +286,9 @@ _COVER = b"C"
 _MAILBOX = b"M"  # a sealed conversation's mailbox: where to write back (see DeviceAgent.new_mailbox)
 _SENDER_KEY = b"K"  # a SenderKeyDistributionMessage, over the pairwise session (clients.groups)
 _SYNC = b"S"  # a sync copy of a 1:1 message this account sent (then: destination length, destination)
-_RETRY = b"E"  # a retry receipt: device (4) ‖ distribution id (16) ‖ chain id (4) ‖ iteration (4)
+# A retry receipt: the device asked (4) ‖ what to resend: b"G" ‖ distribution id (16) ‖ chain id (4) ‖
+# iteration (4), a group message; or b"P" ‖ envelope id (16), a 1:1 message that found no session.
+_RETRY = b"E"
 _RESEND = (
     b"G"  # a group message resent over the pairwise session: distribution id ‖ chain id ‖ iteration ‖ text
 )
@@ -483,6 +486,8 @@ class DeviceAgent:
         self._send_log: dict[GroupMessageKey, _Logged] = {}  # the group messages we sent, to resend
         self._read_group: dict[tuple[PeerAddress, GroupMessageKey], None] = {}  # read, oldest first
         self._retries = 0
+        self._pairwise_log: dict[bytes, _Logged] = {}  # envelope id → a 1:1 text we sent (retry receipts)
+        self._asked_again: dict[bytes, None] = {}  # envelope ids of 1:1 messages we asked for again
         self._handed_again: dict[tuple[bytes, PeerAddress], float] = {}  # sender key handed over again, when
         self._multi_device = False  # this account has other devices, as far as this device knows
         self._handouts = 0
@@ -980,6 +985,7 @@ class DeviceAgent:
                     CONTROL
                     + _RETRY
                     + entry.sender.device.to_bytes(4, "big")
+                    + b"G"
                     + group
                     + chain.to_bytes(4, "big")
                     + iteration.to_bytes(4, "big")
@@ -1004,12 +1010,18 @@ class DeviceAgent:
         """A retry receipt from ``requester``: resend the group message it names (if we sent it, recently,
         to the requester's account), over the pairwise session, and hand our sender key over again if
         it is still the one the requester should hold."""
-        if len(rest) != 4 + 16 + 4 + 4 or int.from_bytes(rest[:4], "big") != self.device_id:
+        if len(rest) < 5 or int.from_bytes(rest[:4], "big") != self.device_id:
             return  # malformed, or asked of another device of this account
+        kind, rest = rest[4:5], rest[5:]
+        if kind == b"P" and len(rest) == wire.ENVELOPE_ID_SIZE:
+            self._pairwise_retry_asked(requester, rest)
+            return
+        if kind != b"G" or len(rest) != 16 + 4 + 4:
+            return
         group, chain, iteration = (
-            rest[4:20],
-            int.from_bytes(rest[20:24], "big"),
-            int.from_bytes(rest[24:], "big"),
+            rest[:16],
+            int.from_bytes(rest[16:20], "big"),
+            int.from_bytes(rest[20:], "big"),
         )
         entry = self._send_log.get((group, chain, iteration))
         now = self.clock()
@@ -1033,6 +1045,48 @@ class DeviceAgent:
             self.send_text(requester.account, CONTROL + _SENDER_KEY + skdm, ref)
         header = group + chain.to_bytes(4, "big") + iteration.to_bytes(4, "big")
         self.send_text(requester.account, CONTROL + _RESEND + header + entry.plaintext, entry.ref)
+
+    # --- retry receipts for 1:1 messages that found no session ---------------------------------
+
+    def _ask_pairwise_resend(self, sender: PeerAddress, envelope_id: bytes) -> None:
+        """A 1:1 message from ``sender`` we hold no session for (we lost it, or never had the one it was
+        sent on): ask for it again, once, as Signal's clients send a DecryptionErrorMessage. The retry
+        receipt itself starts a new session from ``sender``'s bundle (a prekey message), which becomes
+        the session the sender answers on."""
+        if envelope_id in self._asked_again or not self.authenticated:
+            return
+        self._asked_again[envelope_id] = None
+        while len(self._asked_again) > READ_LOG_SIZE:
+            del self._asked_again[next(iter(self._asked_again))]
+        self._retries += 1
+        body = CONTROL + _RETRY + sender.device.to_bytes(4, "big") + b"P" + envelope_id
+        self.send_text(sender.account, body, ("retry", self.account, self.device_id, self._retries))
+
+    def _log_sent_pairwise(self, out: _Outgoing, envelope_ids: tuple[bytes, ...]) -> None:
+        """Keep a 1:1 text we sent (unsealed) by its envelope ids, to answer a retry receipt."""
+        if out.group is not None or out.sealed or out.plaintext.startswith(CONTROL) or out.to == self.account:
+            return
+        now = self.clock()
+        entry = _Logged(out.ref, out.plaintext, frozenset((out.to,)), now)
+        for eid in envelope_ids:
+            self._pairwise_log[eid] = entry
+        for old in list(self._pairwise_log):
+            if len(self._pairwise_log) <= SEND_LOG_SIZE and now - self._pairwise_log[old].at <= SEND_LOG_AGE:
+                break
+            del self._pairwise_log[old]
+
+    def _pairwise_retry_asked(self, requester: PeerAddress, envelope_id: bytes) -> None:
+        """A retry receipt for the 1:1 message we sent as ``envelope_id``: send it again to the
+        requester's account, now over the session its receipt began (the active one: Sesame)."""
+        entry = self._pairwise_log.get(envelope_id)
+        now = self.clock()
+        if entry is None or requester.account not in entry.accounts or now - entry.at > SEND_LOG_AGE:
+            return
+        count, _last = entry.answered.get(requester, (0, 0.0))
+        if count >= 1:
+            return  # answered once: the receiver asks once per message
+        entry.answered[requester] = (1, now)
+        self.send_text(requester.account, entry.plaintext, entry.ref)
 
     def _resent(self, sender: PeerAddress, rest: bytes, env: wire.Envelope) -> None:
         """A group message ``sender`` resent to us over the pairwise session, in answer to our retry
@@ -1121,6 +1175,7 @@ class DeviceAgent:
                 return  # a sender key distribution went out
             assert isinstance(context, _Outgoing)
             self._events.append(Accepted(context.ref, context.to, tuple(frame.envelope_ids)))
+            self._log_sent_pairwise(context, tuple(frame.envelope_ids))
             if frame.needs_sync:
                 self._multi_device = True
             self._sync(context)
@@ -1467,6 +1522,7 @@ class DeviceAgent:
             if env.id in self._seen:
                 continue  # at-least-once delivery: already processed
             self._seen.add(env.id)
+            sessionless: PeerAddress | None = None  # a 1:1 message from a peer we hold no session with
             try:
                 if self.content_key is not None and env.body[:1] == CUSTODY_TAG:
                     # (bodies sent before a switch to a content key still go to the ratchet below)
@@ -1484,9 +1540,13 @@ class DeviceAgent:
                 else:
                     assert env.source_account is not None and env.source_device is not None
                     sender = PeerAddress(env.source_account, env.source_device)
+                    if not self.device.has_session(sender):
+                        sessionless = sender
                     plaintext = self.device.decrypt(sender, env.body)
                 plaintext = unpad(plaintext, self.padding)
             except DecryptionError:
+                if sessionless is not None:
+                    self._ask_pairwise_resend(sessionless, env.id)
                 self._events.append(Undecryptable(env.id, env.sealed))
                 continue
             if plaintext.startswith(CONTROL + _MAILBOX):
