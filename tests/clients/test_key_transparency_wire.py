@@ -13,6 +13,8 @@ import dataclasses
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relaysim.clients import transparency as kt
 from relaysim.clients.agent import DeviceAgent, KeyLogAudited, KeyLogChecked, KeyLogCompared
@@ -274,3 +276,48 @@ def test_the_proof_size_matches_the_relays_proofs() -> None:
     for n in range(34):
         for m in range(n + 1):
             assert kt.consistency_proof_size(m, n) == len(log.consistency_proof(m, n)), (m, n)
+
+
+@settings(deadline=None, max_examples=15)
+@given(
+    before=st.integers(0, 4),
+    after=st.integers(0, 4),
+    split=st.booleans(),
+)
+def test_a_split_view_is_always_caught_over_the_wire_and_an_honest_log_never(
+    before: int, after: int, split: bool
+) -> None:
+    """``before`` accounts register, then the ghost is added to alice's account (hidden from alice when
+    ``split``), then ``after`` more register. bob fetches alice's bundle (the real head), alice audits
+    (her head); both go to the witness, which asks the relay for what it needs; alice compares the
+    witness's head with hers and audits the log up to it. A split is always caught by one of these; an
+    honest relay by none, and then alice's own audit finds the ghost."""
+    w = World()
+    n = 100
+
+    def register(k: int) -> None:
+        nonlocal n
+        for _ in range(k):
+            n += 1
+            conn = ConnectionContext(n, ("192.0.2.99", n))
+            w.core.connect(conn)
+            w.core.handle(conn, DeviceKeys.make(f"x{n}", 1).register())
+
+    register(before)
+    leaf = w.ghost("alice", 2)
+    if split:
+        w.core.split_key_log("alice", [leaf])
+    register(after)
+    w.fetch("bob", "alice")
+    own = w.audit("alice")
+    forks = w.gossip("bob") + w.gossip("alice")
+    compared = w.compare("alice")
+    latest = w.witness.latest()
+    assert latest is not None
+    a = w.agents["alice"]
+    a.audit_key_log({(1, a.device.identity_key)}, head=kt.encode_head(latest))
+    (against,) = [e for e in w.run("alice") if isinstance(e, KeyLogAudited)]
+    caught = bool(forks) or not compared.consistent or against.reason is not None
+    assert caught == split, (forks, compared, against)
+    assert own.reason is None
+    assert bool(own.unexpected) == (not split)  # the ghost, in the log alice is shown
