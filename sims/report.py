@@ -50,7 +50,7 @@ from rich.text import Text
 from relaysim.relay.compliance import Disclosure
 from relaysim.relay.legal import REASON_LABELS
 from relaysim.relay.metadata import MetadataRecord
-from relaysim.sims.access.reports import write_exceptional
+from relaysim.sims.access.reports import detection_by_profile_lines, write_exceptional
 from relaysim.sims.analysis.view import RELAY_VIEW_FILE, record_json
 from relaysim.sims.scenario import Scenario
 from relaysim.sims.term import render, table
@@ -185,7 +185,10 @@ def summarise(result: SimulationResult) -> dict[str, Any]:
     expected = sum(len(m.recipients) for m in result.messages)
     delivered = sum(len(m.delivered) for m in result.messages)
     lost = [m for m in result.messages if m.lost is not None]
-    undelivered = sum(len(m.recipients) - len(m.delivered) for m in result.messages if m.lost is None)
+    group_lost = sum(len(m.lost_for) for m in result.messages if m.lost is None)
+    undelivered = (
+        sum(len(m.recipients) - len(m.delivered) for m in result.messages if m.lost is None) - group_lost
+    )
     # an account with linked devices: its phone's sync copies, read on its other devices
     synced = {"sync_copies_read": sum(len(v) for v in result.synced.values())} if result.synced else {}
     sc = result.scenario
@@ -203,6 +206,9 @@ def summarise(result: SimulationResult) -> dict[str, Any]:
                 "device_deliveries_expected": expected,
                 "device_deliveries": delivered,
                 "still_queued_or_in_flight": undelivered,
+                # group messages a member device never read (the network lost its part, or its sender
+                # key and every resend): SimulationResult.messages[].lost_for says which and why
+                "group_deliveries_lost": group_lost,
                 "plaintext_mismatches": result.mismatched,
                 "duplicates_dropped": result.duplicates_dropped,
                 "undecryptable": result.undecryptable,
@@ -977,6 +983,14 @@ def render_comparison(scenario: Scenario, runs: dict[str, tuple[SimulationResult
                     + why
                 )
             lines.append("")
+    # ghost devices and swapped identities: what each profile's phones detect, side by side
+    for name in sorted({r.name for result, _s in runs.values() for r in result.exceptional}):
+        by_profile = {
+            n: next(r for r in result.exceptional if r.name == name)
+            for n, (result, _s) in runs.items()
+            if any(r.name == name for r in result.exceptional)
+        }
+        lines += detection_by_profile_lines(by_profile)
     return "\n".join(lines) + "\n"
 
 

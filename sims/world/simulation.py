@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,8 @@ class MessageState:
     envelope_ids: tuple[bytes, ...] = ()
     delivered: dict[str, float] = field(default_factory=dict)
     lost: str | None = None
+    # A group message: the recipient devices that never read it, and why (Simulation._group_losses).
+    lost_for: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -225,6 +227,8 @@ class Simulation:
         self.by_address: dict[tuple[str, int], SimDevice] = {}
         self.messages: dict[int, MessageState] = {}
         self._group_sends: dict[int, tuple[bytes, tuple[str, ...]]] = {}  # message id → (group id, members)
+        self._group_parts_lost: dict[int, set[str]] = {}  # group message id → accounts a send to was lost
+        self._tick_at: dict[str, float] = {}  # device → when its agent's next retry receipt is due
         self.envelope_message: dict[bytes, int] = {}
         self.last_delivery: dict[bytes, dict[str, Any]] = {}
         self.record_counts: dict[str, int] = {}
@@ -510,6 +514,17 @@ class Simulation:
         """Bring a device added during the run online; it must already be registered."""
         self._come_online(self.added_devices[name], False)
 
+    def device_ready(self, name: str) -> bool:
+        """Whether the phone ``name`` is online and logged in (its requests can go now)."""
+        d = self.devices.get(name) or self.added_devices.get(name)
+        return d is not None and d.online and d.agent.authenticated
+
+    def flush_device(self, name: str) -> None:
+        """Carry what an intervention asked of the phone ``name``'s agent (its outbox) to the relay."""
+        d = self.devices.get(name) or self.added_devices.get(name)
+        if d is not None:
+            self._flush(d)
+
     # --- connections ----------------------------------------------------------------------------
 
     def _offline_now(self, d: SimDevice) -> bool:
@@ -580,6 +595,21 @@ class Simulation:
     def _flush(self, d: SimDevice) -> None:
         for frame in d.agent.take_outbox():
             self._to_relay(d, frame)
+        due = d.agent.retry_due()
+        if due is not None:
+            due -= SIM_EPOCH  # the agent's clock is the relay's (Unix seconds); the heap's is from 0
+        if due is not None and due < self._tick_at.get(d.name, math.inf):
+            # the agent's retry receipts (clients.agent): wake it when the next one is due
+            self._tick_at[d.name] = due
+            self.sched.at(max(due, self.sched.now), self._tick, d, due)
+
+    def _tick(self, d: SimDevice, due: float) -> None:
+        if self._tick_at.get(d.name) != due:
+            return  # superseded by an earlier wake-up
+        del self._tick_at[d.name]
+        if d.online and d.agent.authenticated:
+            d.agent.tick()
+            self._flush(d)
 
     def _to_relay(self, d: SimDevice, frame: wire.Request, owner: SimDevice | None = None) -> None:
         """Carry a frame from device ``d`` to the relay; ``owner`` gets the answer (default ``d``)."""
@@ -600,11 +630,29 @@ class Simulation:
         if link is None:
             return
         data = wire.encode(frame)
+        if self.transcribing and isinstance(
+            frame, wire.GetKeyLogHead | wire.GetKeyLogEntries | wire.GetKeyLogConsistency
+        ):
+            # key transparency over the wire: what the phone asked the relay's log (sims.access.key_transparency)
+            asked = {f.name: getattr(frame, f.name) for f in fields(frame) if f.name != "id"}
+            self.emit(
+                {
+                    "t": self.sched.now,
+                    "kind": "key_log_request",
+                    "device": owner.name,
+                    "request": frame.kind,
+                    **asked,
+                }
+            )
         carries_envelopes = isinstance(frame, wire.Send | wire.SealedSend)
         ref = owner.agent.message_ref(frame.id) if carries_envelopes else None
         if carries_envelopes:
             delays = self.net.transit(d.spec.region, self.relay_region, self.sched.now)
-            if not delays and isinstance(ref, int):
+            if not delays and isinstance(ref, int) and ref in self._group_sends:
+                assert isinstance(frame, wire.Send | wire.SealedSend)
+                # one account's part of a group message, or a resend to it: accounted per device at the end
+                self._group_parts_lost.setdefault(ref, set()).add(frame.to)
+            elif not delays and isinstance(ref, int):
                 self._lost(ref, "the network lost the send")
         else:
             delays = [self.net.reliable(d.spec.region, self.relay_region, self.sched.now)]
@@ -1174,6 +1222,39 @@ class Simulation:
                     }
                 )
 
+    def _group_losses(self) -> None:
+        """At the end: why each group message recipient device that never read it did not."""
+        waiting: dict[tuple[str, bytes], int] = {}
+        for d in self.devices.values():
+            for w in d.agent.waiting_for_sender_keys():
+                waiting[(d.name, w.envelope_id)] = w.retries
+        for mid in self._group_sends:
+            state = self.messages[mid]
+            lost_parts = self._group_parts_lost.get(mid, set())
+            for name in state.recipients:
+                if name in state.delivered:
+                    continue
+                held = [
+                    r
+                    for (n, eid), r in waiting.items()
+                    if n == name and self.envelope_message.get(eid) == mid
+                ]
+                account = name.split("/")[0]
+                if held:
+                    why = (
+                        f"its sender key never came, and no resend answered the {max(held)} retry "
+                        "receipt(s) it sent"
+                    )
+                elif state.sent_at is None:
+                    why = "never sent: the sender's phone was not online again before the end"
+                elif account in lost_parts:
+                    why = f"the network lost the send to {account}"
+                elif state.lost is not None:
+                    why = state.lost
+                else:
+                    why = "unexplained"
+                state.lost_for[name] = why
+
     def _truth(self) -> GroundTruth:
         msgs = tuple(
             TrueMessage(
@@ -1211,6 +1292,7 @@ class Simulation:
             if self.progress is not None:
                 self.progress(t, end)
         self.timeline.finish()  # orders still running at the end are answered now
+        self._group_losses()
         exceptional = self.interventions.finish()
         queued = len(self.store.all_envelopes())
         self.store.close()
