@@ -216,3 +216,27 @@ def test_every_replay_is_set_in_its_years(name: str, years: set[int]) -> None:
     scenario = resolve_scenario(name)
     assert scenario.start is not None and scenario.start.year in years
     assert datetime.fromtimestamp(scenario.epoch + scenario.duration, UTC).year in years
+
+
+def test_retry_receipts_wake_on_the_runs_own_clock(tmp_path: Path) -> None:
+    """A phone's retry receipts are due on the relay's clock; a dated run wakes it from its own
+    epoch: the same lost handout, asked for again after the same grace, in 2016 as in 2026."""
+    from dataclasses import replace
+
+    from relaysim.sims.scenario import GroupChange
+    from tests.sims.test_simulation import _DropHandouts, _online_group
+
+    changes = (
+        GroupChange(60.0, "message", "ana", "BEFORE DAN HAS HER KEY"),
+        GroupChange(700.0, "message", "ana", "AFTER THE RETRY"),
+    )
+    delivered = []
+    for start in (None, date(2016, 5, 1)):
+        sc = replace(_online_group("lost-handout", changes), start=start)
+        sim = _DropHandouts(sc, tmp_path / f"{start}.db", "dan", 1)
+        result = sim.run()
+        assert sim.left == 0  # the handout was lost
+        delivered.append([sorted(m.delivered.items()) for m in result.messages])
+        first = result.messages[-2]
+        assert 10.0 <= first.delivered["dan/1"] - first.planned.at < 20.0  # after the grace, not at once
+    assert delivered[0] == delivered[1]
