@@ -240,3 +240,18 @@ def test_retry_receipts_wake_on_the_runs_own_clock(tmp_path: Path) -> None:
         first = result.messages[-2]
         assert 10.0 <= first.delivered["dan/1"] - first.planned.at < 20.0  # after the grace, not at once
     assert delivered[0] == delivered[1]
+
+
+def test_an_exceptional_report_of_a_dated_run_names_its_calendar() -> None:
+    """The report's own times count from the start; under its title it says which start that is."""
+    from dataclasses import replace
+
+    from relaysim.sims.world.simulation import Simulation
+
+    scenario = resolve_scenario("rcmp-clemenza")
+    (report,) = Simulation(scenario).run().exceptional
+    lines = report.markdown.splitlines()
+    assert lines[2] == "_Times in this report count from the start of the run, 2011-06-01 16:00:00 UTC._"
+    # an undated run's report is as it was
+    (undated,) = Simulation(replace(scenario, start=None, start_at=None)).run().exceptional
+    assert undated.markdown == report.markdown.replace(lines[2] + "\n\n", "")
