@@ -440,6 +440,8 @@ class DeviceAgent:
         pending = self._pending.get(request_id)
         if pending is not None and isinstance(pending[1], _Outgoing):
             return pending[1].ref
+        if pending is not None and pending[0] == wire.GroupSend.kind and isinstance(pending[1], _GroupSend):
+            return pending[1].ref
         return None
 
     def take_outbox(self) -> list[wire.Request]:
@@ -793,6 +795,13 @@ class DeviceAgent:
             add=tuple(add),
             remove=tuple(remove),
             admins=tuple(admins),
+        )
+
+    def put_group_state(self, group_id: bytes, version: int, state: bytes) -> None:
+        """Store ``group_id``'s state, sealed by this device (``clients.groups.seal_group_state``),
+        at the relay: Signal's groups v2, where the server holds each group's state encrypted."""
+        self._request(
+            wire.PutGroupState, context=("group", group_id), group=group_id, version=version, state=state
         )
 
     def refresh_group(self, group_id: bytes) -> None:

@@ -88,6 +88,12 @@ CATEGORIES: Final[Mapping[str, Category]] = {
             "accounts whose uploaded address books contain this account",
         ),
         Category("blocked_users", "blocked users", "blocked users", "accounts this account blocked"),
+        Category(
+            "group_membership",
+            "group membership",
+            "groups",
+            "the groups the account is in: each group's members and admins, and who added the account when",
+        ),
         Category("message_log", "message log", "message log", "who messaged whom and when (no content)"),
         Category("message_counts", "message counts", "message counts", "how many messages the account sent"),
         Category(
@@ -207,6 +213,7 @@ _RECORDS = _BASIC | {
     "contacts",
     "reverse_contacts",
     "blocked_users",
+    "group_membership",
     "location",
 }
 _STORED = _RECORDS | {"ciphertext", "content"}
