@@ -455,6 +455,11 @@ class DeviceAgent:
         is also sealed to ``escrow``; None lifts it."""
         self.device.escrow = escrow
 
+    def hide_group_changes(self) -> None:
+        """A compelled change to the client (a ghost participant's precondition): from now on changes
+        to a group's member list are no longer shown to the user (``GroupMembershipChanged.shown``)."""
+        self.show_group_changes = False
+
     def use_content_key(self, key: ContentKey | None) -> None:
         """Seal message bodies under ``key`` from now on instead of running the Double Ratchet (a
         global-key mandate, as consumer BBM's); None goes back to end-to-end encryption."""

@@ -17,6 +17,7 @@ few seconds, it tries again). Nothing here reads the clock or draws randomness o
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
@@ -27,9 +28,14 @@ from relaysim.sims.scenario import GroupSpec
 from relaysim.sims.world.engine import Scheduler
 from relaysim.sims.world.util import seeded
 
-__all__ = ["GroupDirector"]
+__all__ = ["GroupDirector", "group_distribution_id"]
 
 RETRY = 5.0  # seconds: a phone that cannot make its change yet tries again this long after
+
+
+def group_distribution_id(name: str) -> bytes:
+    """A group's 16-byte distribution id (clients.groups), derived from its name so runs repeat."""
+    return hashlib.sha256(b"relaysim group " + name.encode()).digest()[:16]
 
 
 class _Phone(Protocol):

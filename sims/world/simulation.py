@@ -29,7 +29,6 @@ scenario and seed give byte-identical outputs.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -51,7 +50,7 @@ from relaysim.sims.access import ExceptionalReport, Interventions
 from relaysim.sims.scenario import DeviceSpec, Scenario, TimelineEvent, VerifySafetyNumber
 from relaysim.sims.scoring import GroundTruth, TrueControl, TrueMessage
 from relaysim.sims.world.engine import Scheduler
-from relaysim.sims.world.groups import GroupDirector
+from relaysim.sims.world.groups import GroupDirector, group_distribution_id
 from relaysim.sims.world.network import Network
 from relaysim.sims.world.timeline import Timeline, provider, sealed_sender
 from relaysim.sims.world.traffic import (
@@ -75,11 +74,6 @@ REDELIVERY_DELAY = 30.0  # a lost push is fetched again this long after (the app
 TranscriptSink = Callable[[dict[str, Any]], None]
 GROUP_WAIT = 5.0  # seconds a group message waits, and waits again, for its group to exist at the relay
 GROUP_PREFIX = "group:"  # a group message's PlannedMessage.recipient: "group:<name>"
-
-
-def group_distribution_id(name: str) -> bytes:
-    """A group's 16-byte distribution id (clients.groups), derived from its name so runs repeat."""
-    return hashlib.sha256(b"relaysim group " + name.encode()).digest()[:16]
 
 
 @dataclass
