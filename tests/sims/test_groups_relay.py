@@ -15,7 +15,7 @@ from relaysim.relay import wire
 from relaysim.relay.profiles import get_profile
 from relaysim.sims.scenario import GroupChange, LegalProcessEvent, Scenario
 from relaysim.sims.world.simulation import Simulation, group_distribution_id
-from tests.sims.test_simulation import _group_scenario, group_scenarios, run_and_capture
+from tests.sims.test_simulation import _group_scenario, _runs, group_scenarios, run_and_capture
 
 G = group_distribution_id("g")
 CHANGES = (
@@ -128,9 +128,17 @@ def test_a_relay_that_discloses_membership_hands_over_the_list_it_fans_out_from(
 def test_under_server_fanout_every_member_device_reads_each_message_once(
     scenario: Scenario, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
+    """...and no plaintext reaches the relay: not in a frame, not in its files, not in a row."""
     sc = _under("whatsapp", scenario)
-    result, _files, _rows = run_and_capture(sc, tmp_path_factory.mktemp("sim") / "relay.db")
+    result, files, rows = run_and_capture(sc, tmp_path_factory.mktemp("sim") / "relay.db")
     assert result.mismatched == 0 and result.undecryptable == 0
     for m in result.messages:
         if m.lost is None:
             assert sorted(m.delivered) == sorted(m.recipients), (m.planned, m.delivered)
+    haystacks = [*(result.frames_to_relay or []), *files]
+    for row in rows:
+        haystacks.extend(v if isinstance(v, bytes) else str(v).encode() for v in row)
+    blob = b"\x00".join(haystacks)
+    for m in result.messages:
+        for run in _runs(m.planned.text):
+            assert run not in blob, (m.planned.text, run)
