@@ -106,11 +106,13 @@ from relaysim.relay.wire import (
     ErrorFrame,
     FetchBundle,
     GetGroup,
+    GetGroupState,
     GetSenderCertificate,
     GroupInfo,
     GroupMember,
     GroupSend,
     GroupSent,
+    GroupState,
     GroupStateStored,
     GroupUpdated,
     KemPrekey,
@@ -1424,6 +1426,15 @@ class RelayCore:
             )
         self.store.put_group_state(req.group, req.version, req.state)
         out.items.append(Reply(conn.id, GroupStateStored(id=req.id, group=req.group, version=req.version)))
+
+    def _get_group_state(self, conn: ConnectionContext, req: GetGroupState, out: _Out) -> None:
+        held = self.store.group_state(req.group)
+        if held is None:
+            raise _Refused(
+                ErrorCode.UNKNOWN_GROUP, f"no group state {req.group.hex()} is stored here", "group"
+            )
+        version, state = held
+        out.items.append(Reply(conn.id, GroupState(id=req.id, group=req.group, version=version, state=state)))
 
     def _end_sessions(self, device: DeviceAddress, keep: int) -> None:
         """Log out every connection authenticated as ``device`` but ``keep``."""

@@ -65,11 +65,13 @@ __all__ = [
     "Frame",
     "FrameDecoder",
     "GetGroup",
+    "GetGroupState",
     "GetSenderCertificate",
     "GroupInfo",
     "GroupMember",
     "GroupSend",
     "GroupSent",
+    "GroupState",
     "GroupStateStored",
     "GroupUpdated",
     "KemPrekey",
@@ -1021,6 +1023,14 @@ class PutGroupState(Request):
     state: Annotated[bytes, _Bytes(max_size=MAX_GROUP_STATE)]
 
 
+@message
+class GetGroupState(Request):
+    """The group's encrypted state as stored (no authentication, as ``put_group_state``)."""
+
+    kind: ClassVar[str] = "get_group_state"
+    group: GroupId
+
+
 # Responses.
 
 
@@ -1155,6 +1165,14 @@ class GroupStateStored(Response):
 
 
 @message
+class GroupState(Response):
+    kind: ClassVar[str] = "group_state"
+    group: GroupId
+    version: Annotated[int, _UINT64]
+    state: Annotated[bytes, _Bytes(max_size=MAX_GROUP_STATE)]
+
+
+@message
 class Deliver(Response):
     """Pushed by the relay (id 0) when an envelope arrives for a connected device."""
 
@@ -1211,6 +1229,7 @@ REQUEST_KINDS: Final[Mapping[str, type[Request]]] = types.MappingProxyType(
         GetGroup,
         GroupSend,
         PutGroupState,
+        GetGroupState,
     )
 )
 RESPONSE_KINDS: Final[Mapping[str, type[Response]]] = types.MappingProxyType(
@@ -1232,6 +1251,7 @@ RESPONSE_KINDS: Final[Mapping[str, type[Response]]] = types.MappingProxyType(
         GroupInfo,
         GroupSent,
         GroupStateStored,
+        GroupState,
         Deliver,
         ErrorFrame,
     )

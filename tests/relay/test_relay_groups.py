@@ -126,6 +126,11 @@ def test_encrypted_group_state_is_versioned_and_names_no_account() -> None:
         wire.GroupStateStored(id=2, group=G, version=1)
     )
     assert core.store.group_state(G) == (1, b"v1")
+    got = reply(core.handle(c["carol"], wire.GetGroupState(id=3, group=G)))
+    assert got == wire.GroupState(id=3, group=G, version=1, state=b"v1")
+    assert_error(
+        reply(core.handle(c["carol"], wire.GetGroupState(id=4, group=b"\x09" * 16))), E.UNKNOWN_GROUP, "group"
+    )
     assert core.store.group_members(G) == [] and core.store.group_count() == 0
     row = core.store._db.execute("SELECT * FROM group_states").fetchall()
     assert [len(r) for r in row] == [3]  # id, version, state: no account, no time

@@ -42,6 +42,7 @@ EXAMPLES: list[wire.Frame] = [
     wire.GetGroup(id=20, group=b"G" * 16),
     wire.GroupSend(id=21, group=b"G" * 16, epoch=3, body=b"sender key message"),
     wire.PutGroupState(id=22, group=b"G" * 16, version=0, state=b"opaque"),
+    wire.GetGroupState(id=23, group=b"G" * 16),
     wire.Registered(id=5, account="alice", device=1),
     wire.PrekeysUploaded(id=6, one_time_prekeys=3, kem_prekeys=0),
     wire.Bundle(id=7, account="bob", devices=()),
@@ -60,6 +61,7 @@ EXAMPLES: list[wire.Frame] = [
     wire.GroupSent(id=21, envelope_ids=(b"E" * 16,)),
     wire.GroupSent(id=21, envelope_ids=()),
     wire.GroupStateStored(id=22, group=b"G" * 16, version=0),
+    wire.GroupState(id=23, group=b"G" * 16, version=0, state=b"opaque"),
     wire.Deliver(id=0, envelope=wire.Envelope(id=b"E" * 16, body=b"", timestamp=0, sealed=True)),
     wire.ErrorFrame(id=3, code="stale_devices", message="m", field="envelopes", missing=(1,), extra=(3,)),
 ]
