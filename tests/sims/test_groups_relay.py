@@ -133,8 +133,20 @@ def test_under_server_fanout_every_member_device_reads_each_message_once(
     result, files, rows = run_and_capture(sc, tmp_path_factory.mktemp("sim") / "relay.db")
     assert result.mismatched == 0 and result.undecryptable == 0
     for m in result.messages:
-        if m.lost is None:
-            assert sorted(m.delivered) == sorted(m.recipients), (m.planned, m.delivered)
+        if m.lost is not None:
+            assert m.delivered == {}, m
+            continue
+        # every member device the relay fanned it out to read it, or is accounted for, with the reason
+        assert not set(m.delivered) & set(m.lost_for), m
+        assert sorted([*m.delivered, *m.lost_for]) == sorted(m.recipients), (
+            m.planned,
+            m.delivered,
+            m.lost_for,
+        )
+        for why in m.lost_for.values():
+            assert why.startswith(("the network lost the group send", "the network lost the send to ")) or (
+                why.startswith("its sender key never came")
+            ), why
     haystacks = [*(result.frames_to_relay or []), *files]
     for row in rows:
         haystacks.extend(v if isinstance(v, bytes) else str(v).encode() for v in row)
