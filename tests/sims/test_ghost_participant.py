@@ -11,7 +11,14 @@ from typing import Any
 
 import pytest
 
-from relaysim.sims.scenario import ExceptionalAccess, ScenarioError, parse_scenario, resolve_scenario
+from relaysim.relay.profiles import get_profile
+from relaysim.sims.scenario import (
+    ExceptionalAccess,
+    LegalProcessEvent,
+    ScenarioError,
+    parse_scenario,
+    resolve_scenario,
+)
 from relaysim.sims.world.simulation import Simulation
 
 
@@ -66,3 +73,22 @@ def test_a_ghost_participant_names_one_of_the_groups() -> None:
         parse_scenario(base.replace('group = "newsroom"', 'group = "club"'), "gp.toml")
     with pytest.raises(ScenarioError, match=r"events\[0\]\.group: only a ghost_participant names a group"):
         parse_scenario(base.replace('demand = "ghost_participant"', 'demand = "key_escrow"'), "gp.toml")
+
+
+def test_a_disclosure_of_the_member_list_shows_the_member_no_admin_added(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where a provider hands member lists over (here WhatsApp's profile, opened up for the test), the
+    list it hands over is the one it fans out from: the ghost is in it, added by no admin."""
+    whatsapp = get_profile("whatsapp")
+    opened = replace(
+        whatsapp, discloses={**whatsapp.discloses, "court_order_2703d": frozenset({"group_membership"})}
+    )
+    monkeypatch.setattr("relaysim.sims.world.simulation.provider", lambda _sc: opened)
+    sc = resolve_scenario("ghost-participant")
+    order = LegalProcessEvent(at=3 * 3600.0, process="court_order_2703d", name="o", target="lena")
+    result = Simulation(replace(sc, events=(*sc.events, order)), db_path=tmp_path / "relay.db").run()
+    (d,) = result.disclosures
+    (row,) = d.provided["group_membership"]
+    assert row["members"] == ["ghost-newsroom", "lena", "omar", "sam"]
+    assert row["provider_added"] == ["ghost-newsroom"] and row["added_by"] == "omar"
