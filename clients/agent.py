@@ -56,6 +56,8 @@ __all__ = [
     "DeviceAgent",
     "DeviceListChanged",
     "Failed",
+    "GroupMembershipChanged",
+    "GroupUpdated",
     "IdentityChanged",
     "KeyLogAudited",
     "KeyLogChecked",
@@ -229,6 +231,28 @@ class KeyLogChecked:
 
 
 @dataclass(frozen=True)
+class GroupMembershipChanged:
+    """Server-side membership (``DeviceAgent.group_fanout == "server"``): the relay's list for
+    ``group`` has other members than the one this device knew. WhatsApp's clients show each change
+    in the chat ("X was added"); a client changed under compulsion can be made not to (the ghost
+    proposal, Levy & Robinson, 2018): ``shown`` says whether the user saw it."""
+
+    group: bytes
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    epoch: int
+    shown: bool
+
+
+@dataclass(frozen=True)
+class GroupUpdated:
+    """The relay took this device's change to ``group`` (created it, or changed its members)."""
+
+    group: bytes
+    epoch: int
+
+
+@dataclass(frozen=True)
 class KeyLogAudited:
     """Key transparency: this device read the relay's key log over the wire (``audit_key_log``) up to a
     signed ``head`` and compared ``account``'s entries with the devices it expected. ``unexpected``:
@@ -262,6 +286,8 @@ class KeyLogCompared:
 
 AgentEvent = (
     Registered
+    | GroupMembershipChanged
+    | GroupUpdated
     | SentTranscript
     | ProofRequired
     | LoggedIn
@@ -353,6 +379,8 @@ class _GroupSend:
     plaintext: bytes
     waiting: set[str]
     targets: tuple[str, ...] = ()  # the accounts that get the message (all members when empty)
+    epoch: int | None = None  # server-side fan-out: the membership epoch the relay listed
+    attempts: int = 0  # server-side fan-out: membership look-ups for this message
 
 
 @dataclass
@@ -472,6 +500,13 @@ class DeviceAgent:
     signed_prekey_rotation: float | None = field(default=SIGNED_PREKEY_ROTATION, kw_only=True)
     # Upload a fresh batch of one-time prekeys when the relay says they run low (prekeys_left).
     answer_prekeys_left: bool = field(default=True, kw_only=True)
+    # Who fans a group message out (relay.profiles.Profile.group_fanout): "client", one ``send`` per
+    # member account (Signal); "server", one ``group_send`` to the membership list the relay holds
+    # (WhatsApp), the members taken from the relay's list before each message.
+    group_fanout: str = field(default="client", kw_only=True)
+    # Server-side membership: show the user each change the relay's list shows (WhatsApp's "X was
+    # added"); False is a client changed to hide them (a ghost participant's precondition).
+    show_group_changes: bool = field(default=True, kw_only=True)
 
     def __post_init__(self) -> None:
         _p.require_key_source(self.rng, f"DeviceAgent({self.device.address.account!r})")
@@ -500,6 +535,10 @@ class DeviceAgent:
         self._handouts = 0
         # Group sends and sender key handouts whose answer a lost connection took: sent again after login.
         self._resend: list[_Outgoing] = []
+        # Server-side membership: the relay's list for each group this device is in, as last seen
+        # (epoch, members), and group sends to start again after a lost connection.
+        self.group_lists: dict[bytes, tuple[int, tuple[str, ...]]] = {}
+        self._resend_groups: list[_GroupSend] = []
         self.key_log_heads: list[kt.TreeHead] = []  # every signed key-log head this device was shown
         self._key_log_server: bytes | None = (
             None  # the server key that signs heads, once its certificate checked
@@ -538,6 +577,8 @@ class DeviceAgent:
         pending = self._pending.get(request_id)
         if pending is not None and isinstance(pending[1], _Outgoing):
             return pending[1].ref
+        if pending is not None and pending[0] == wire.GroupSend.kind and isinstance(pending[1], _GroupSend):
+            return pending[1].ref
         return None
 
     def take_outbox(self) -> list[wire.Request]:
@@ -550,6 +591,11 @@ class DeviceAgent:
         """A key-escrow mandate (``clients.escrow``): from now on every message key the device uses
         is also sealed to ``escrow``; None lifts it."""
         self.device.escrow = escrow
+
+    def hide_group_changes(self) -> None:
+        """A compelled change to the client (a ghost participant's precondition): from now on changes
+        to a group's member list are no longer shown to the user (``GroupMembershipChanged.shown``)."""
+        self.show_group_changes = False
 
     def use_content_key(self, key: ContentKey | None) -> None:
         """Seal message bodies under ``key`` from now on instead of running the Double Ratchet (a
@@ -871,9 +917,67 @@ class DeviceAgent:
 
         Not covered yet: sealed sender for group messages, and key escrow (group messages are not
         escrowed)."""
+        if self.group_fanout == "server":
+            # the members are the relay's list, asked for first: ``members`` is not used
+            self._group_lookup(_GroupSend(ref, group_id, (), plaintext, set()))
+            return
         accounts = tuple(sorted(set(members) | {self.account}))
         gs = _GroupSend(ref, group_id, accounts, plaintext, set(accounts))
         self._group_fetch(gs)
+
+    # --- groups with a membership list the relay holds (group_fanout "server") --------------------
+
+    def create_group(self, group_id: bytes, members: Iterable[str]) -> None:
+        """Create ``group_id`` at the relay with this account as its admin (server-side membership);
+        a ``GroupUpdated`` event when the relay took it."""
+        listed = tuple(dict.fromkeys(m for m in members if m != self.account))
+        self._request(wire.CreateGroup, context=("group", group_id), group=group_id, members=listed)
+
+    def change_group(
+        self, group_id: bytes, add: Iterable[str] = (), remove: Iterable[str] = (), admins: Iterable[str] = ()
+    ) -> None:
+        """Add, remove or promote members (an admin), or leave (``remove`` = this account)."""
+        self._request(
+            wire.ChangeGroup,
+            context=("group", group_id),
+            group=group_id,
+            add=tuple(add),
+            remove=tuple(remove),
+            admins=tuple(admins),
+        )
+
+    def put_group_state(self, group_id: bytes, version: int, state: bytes) -> None:
+        """Store ``group_id``'s state, sealed by this device (``clients.groups.seal_group_state``),
+        at the relay: Signal's groups v2, where the server holds each group's state encrypted."""
+        self._request(
+            wire.PutGroupState, context=("group", group_id), group=group_id, version=version, state=state
+        )
+
+    def refresh_group(self, group_id: bytes) -> None:
+        """Ask the relay for ``group_id``'s members (a ``GroupMembershipChanged`` if they changed)."""
+        self._request(wire.GetGroup, context=("group", group_id), group=group_id)
+
+    def _group_lookup(self, gs: _GroupSend) -> None:
+        gs.attempts += 1
+        self._request(wire.GetGroup, context=gs, group=gs.group_id)
+
+    def _group_listed(self, frame: wire.GroupInfo) -> tuple[str, ...]:
+        """Take the relay's list for a group; report what changed since the last one seen."""
+        members = tuple(m.account for m in frame.members)
+        known = self.group_lists.get(frame.group)
+        self.group_lists[frame.group] = (frame.epoch, members)
+        if known is not None and known[0] >= 0 and known[1] != members:
+            added = tuple(sorted(set(members) - set(known[1])))
+            removed = tuple(sorted(set(known[1]) - set(members)))
+            if added or removed:
+                self._events.append(
+                    GroupMembershipChanged(frame.group, added, removed, frame.epoch, self.show_group_changes)
+                )
+        return members
+
+    def _group_send_server(self, gs: _GroupSend, body: bytes) -> None:
+        assert gs.epoch is not None
+        self._request(wire.GroupSend, context=gs, group=gs.group_id, epoch=gs.epoch, body=body)
 
     def _group_fetch(self, gs: _GroupSend) -> None:
         for to in sorted(gs.waiting):
@@ -909,6 +1013,9 @@ class DeviceAgent:
         own = self.groups.own[gs.group_id]
         self._log_sent((gs.group_id, own.chain_id, own.iteration), gs)
         body = self.groups.encrypt(gs.group_id, pad(gs.plaintext, self.padding))
+        if gs.epoch is not None:
+            self._group_send_server(gs, body)
+            return
         for a in gs.targets or gs.members:
             if not devices[a]:
                 continue  # our own account, with no other device
@@ -924,6 +1031,7 @@ class DeviceAgent:
         when a holder of theirs leaves), which we never get."""
         self.groups.own.pop(group_id, None)
         self.groups.shared_with.pop(group_id, None)
+        self.group_lists.pop(group_id, None)
 
     def _group_receive(self, env: wire.Envelope, waiting: _Backlogged | None = None) -> None:
         """A ``SenderKeyMessage``: decrypt it, or keep it until its sender's key (or a resend) arrives."""
@@ -955,6 +1063,11 @@ class DeviceAgent:
             return
         self._mark_read(sender, key)
         self._events.append(Received(sender, plaintext, env.id, env.timestamp, env.sealed, group))
+        if self.group_fanout == "server" and group not in self.group_lists and self.authenticated:
+            # a group this device has not seen the list of: look it up, as WhatsApp's clients fetch a
+            # group's metadata (what later changes are shown against)
+            self.group_lists[group] = (-1, ())
+            self.refresh_group(group)
 
     def _mark_read(self, sender: PeerAddress, key: GroupMessageKey) -> None:
         self._read_group[(sender, key)] = None
@@ -1202,6 +1315,19 @@ class DeviceAgent:
                 self.receive()
         elif isinstance(frame, wire.ContactsFound):
             self._events.append(ContactsFound(tuple(frame.registered)))
+        elif isinstance(frame, wire.GroupUpdated):
+            self._events.append(GroupUpdated(frame.group, frame.epoch))
+            self.refresh_group(frame.group)  # the list as it now stands: what later changes are shown against
+        elif isinstance(frame, wire.GroupInfo):
+            members = self._group_listed(frame)
+            if isinstance(context, _GroupSend):
+                context.members, context.epoch = members, frame.epoch
+                context.waiting = set(members)
+                self._group_fetch(context)
+        elif isinstance(frame, wire.GroupSent):
+            assert isinstance(context, _GroupSend)
+            to = f"group:{context.group_id.hex()}"
+            self._events.append(Accepted(context.ref, to, tuple(frame.envelope_ids)))
 
     def request_certificate(self) -> None:
         self._request(wire.GetSenderCertificate)
@@ -1215,6 +1341,8 @@ class DeviceAgent:
         for _kind, context in self._pending.values():
             if isinstance(context, _Outgoing) and (context.group is not None or _is_handout(context)):
                 self._resend.append(context)
+            elif isinstance(context, _GroupSend):  # a server-side group send: look the list up again
+                self._resend_groups.append(context)
         self._pending.clear()
         self._outbox.clear()
         self.authenticated = False
@@ -1237,6 +1365,13 @@ class DeviceAgent:
             self.request_certificate()
         # Sender key handouts first, then group messages: the relay may have taken them before the
         # connection went (a repeat is then dropped by the member devices), or never seen them.
+        # Server-side membership: what changed while this device was away, then the group sends.
+        for group_id in sorted(self.group_lists):
+            self.refresh_group(group_id)
+        groups, self._resend_groups = self._resend_groups, []
+        for gs in groups:
+            gs.attempts = 0
+            self._group_lookup(gs)
         resend, self._resend = self._resend, []
         for out in sorted(resend, key=lambda o: not _is_handout(o)):
             out.attempts = 0
@@ -1248,6 +1383,12 @@ class DeviceAgent:
                 self._fetch(out.to, out)
 
     def _error(self, kind: str, context: object, frame: wire.ErrorFrame) -> None:
+        if isinstance(context, _GroupSend):
+            if frame.code == wire.ErrorCode.STALE_GROUP and context.attempts < 3:
+                self._group_lookup(context)  # the members changed: hand out the sender key, send again
+                return
+            self._events.append(Failed(context.ref, frame.code, frame.message, frame.retry_after_ms))
+            return
         if isinstance(context, _Audit | _Compare):
             self._key_log_answer(context, frame)
         elif isinstance(context, _Outgoing):

@@ -299,6 +299,14 @@ def _row_text(category: str, row: Mapping[str, Any], fmt: Any) -> str:
         return text
     if category == "message_log":
         return f"{t('time')} {row.get('account') or '(sender unknown)'} → {row.get('recipient_account', '?')}"
+    if category == "group_membership":
+        text = (
+            f"group {row['group'][:12]}…: members {', '.join(row['members'])}; admins "
+            f"{', '.join(row['admins']) or 'none'}; the target added {t('added')} by {row['added_by']}"
+        )
+        if row["provider_added"]:
+            text += f"; added by the provider, not by an admin: {', '.join(row['provider_added'])}"
+        return text
     if category == "lookup_log":
         where = f", from {row['host']}" if "host" in row else ""
         return f"{t('time')} {row.get('account', '?')} looked up {row.get('recipient_account', '?')}'s keys{where}"
@@ -576,6 +584,22 @@ class ComplianceDesk:
             )
         if category == "blocked_users":
             return kept(pr.keep_blocks, note or "blocks are enforced but never written down")
+        if category == "group_membership":
+            if pr.group_fanout == "server":
+                return None  # the relay fans group messages out from the member lists it holds
+            if pr.group_state_encrypted:
+                held = len(self.store.group_states())
+                return (
+                    "cryptographically_impossible",
+                    f"{pr.title}'s clients keep each group's state, its members, encrypted under a key only the "
+                    f"members hold; the relay holds {held} such encrypted group state(s), no key that opens "
+                    "them and no member list in the clear",
+                )
+            return kept(
+                False,
+                note
+                or f"{never}: its clients fan group messages out themselves, and the relay keeps no member list",
+            )
         if category == "message_log":
             ok = pr.holds_records(RecordKind.SEND, "account", "recipient_account", "time")
             return kept(ok, note or f"{never}: the relay keeps no record of who messaged whom")
@@ -731,6 +755,22 @@ class ComplianceDesk:
             return [{"account": c} for c in s.reverse_contacts(target)] if target else []
         if category == "blocked_users":
             return [{"blocked": b, "time": t} for b, t in s.blocks_of(target)] if target else []
+        if category == "group_membership":
+            groups: list[dict[str, Any]] = []
+            for group in s.groups_of(target) if target else []:
+                members = s.group_members(group)
+                (me,) = [m for m in members if m.account == target]
+                groups.append(
+                    {
+                        "group": group.hex(),
+                        "members": [m.account for m in members],
+                        "admins": [m.account for m in members if m.admin],
+                        "added": me.added_at,
+                        "added_by": me.added_by or "the provider itself",
+                        "provider_added": [m.account for m in members if m.added_by is None],
+                    }
+                )
+            return groups
         if category == "message_log":
             return [
                 _record(r, "time", "account", "recipient_account")

@@ -27,7 +27,15 @@ Authorization rules, all here:
 - an authenticated send must name exactly the recipient's current devices (Signal-Server's
   409 "mismatched devices" and 410 "stale devices", here one ``stale_devices`` error);
 - contact discovery, block and unblock need an authenticated connection; an account cannot
-  block itself.
+  block itself;
+- groups with server-side membership (WhatsApp): anyone authenticated creates one and is its first
+  admin; only admins add, remove or promote members, and any member may leave; only members read
+  the list or send to the group, and a non-member is told the group does not exist; a group send
+  names the membership epoch it was encrypted for and is refused (``stale_group``) if the group
+  changed since. The relay queues the same body for every device of every member but the
+  sender's device, and records one send per recipient device, as for any send;
+- encrypted group state (Signal's groups v2): an opaque blob per group id, versioned, stored
+  without authentication and without any account: the relay cannot say who is in the group.
 
 What legal process served on the provider can make the relay do, beyond what its retention
 policy keeps (all off by default):
@@ -72,7 +80,14 @@ from relaysim.relay.metadata import (
     RecordKind,
     RetentionPolicy,
 )
-from relaysim.relay.store import DEVICE_FACTS, DeviceFacts, DeviceRecord, Store, StoredEnvelope
+from relaysim.relay.store import (
+    DEVICE_FACTS,
+    DeviceFacts,
+    DeviceRecord,
+    GroupMemberRecord,
+    Store,
+    StoredEnvelope,
+)
 from relaysim.relay.transparency import MerkleLog, SignedTreeHead, TreeHeadSigner
 from relaysim.relay.wire import (
     DEFAULT_MAX_FRAME_SIZE,
@@ -91,7 +106,9 @@ from relaysim.relay.wire import (
     Blocked,
     Bundle,
     Challenge,
+    ChangeGroup,
     ContactsFound,
+    CreateGroup,
     Deliver,
     DeviceBundle,
     DiscoverContacts,
@@ -99,10 +116,19 @@ from relaysim.relay.wire import (
     ErrorCode,
     ErrorFrame,
     FetchBundle,
+    GetGroup,
+    GetGroupState,
     GetKeyLogConsistency,
     GetKeyLogEntries,
     GetKeyLogHead,
     GetSenderCertificate,
+    GroupInfo,
+    GroupMember,
+    GroupSend,
+    GroupSent,
+    GroupState,
+    GroupStateStored,
+    GroupUpdated,
     KemPrekey,
     KeyInclusion,
     KeyLogConsistency,
@@ -114,6 +140,7 @@ from relaysim.relay.wire import (
     Ping,
     Pong,
     PrekeysUploaded,
+    PutGroupState,
     Receive,
     Register,
     Registered,
@@ -1243,9 +1270,6 @@ class RelayCore:
             )
             for e in envelopes
         ]
-        out.bodies.update((s.id, s.body) for s in stored)
-        if not dropped:
-            self.store.enqueue(stored)
         needs_sync = (
             source is not None
             and source.account != to
@@ -1261,6 +1285,24 @@ class RelayCore:
                 ),
             )
         )
+        self._commit(conn, to, stored, out, now=now, source=source, dropped=dropped)
+
+    def _commit(
+        self,
+        conn: ConnectionContext,
+        to: str,
+        stored: list[StoredEnvelope],
+        out: _Out,
+        *,
+        now: float,
+        source: DeviceAddress | None,
+        dropped: bool,
+    ) -> None:
+        """Queue envelopes accepted for ``to`` (unless ``dropped``: a block), record each send, and
+        push them to the recipient devices that are connected."""
+        out.bodies.update((s.id, s.body) for s in stored)
+        if not dropped:
+            self.store.enqueue(stored)
         kind = RecordKind.SEND if source is not None else RecordKind.SEALED_SEND
         for s in stored:
             out.record(
@@ -1367,6 +1409,166 @@ class RelayCore:
             self.store.remove_block(me.account, req.account)
         out.after.append(lambda: self._forget_block(me.account, req.account))
         out.items.append(Reply(conn.id, Unblocked(id=req.id)))
+
+    # -- groups ------------------------------------------------------------------------------
+
+    def provision_group_member(self, group: bytes, account: str) -> int:
+        """Add ``account`` to ``group``'s membership straight in the store, as only the provider can:
+        no admin asked for it (``added_by`` stays empty) and no metadata record is made. What a
+        provider compelled to add a silent participant (GCHQ's "ghost", Levy & Robinson, 2018) does
+        where it holds the membership (sims.access.ghost). Returns the group's new epoch.
+
+        ValueError when the relay holds no membership for ``group`` (a provider whose clients keep
+        the group state, encrypted, has no list to add to) or there is no such account."""
+        if self.store.group_epoch(group) is None:
+            raise ValueError(
+                f"the relay holds no membership list for group {group.hex()}: there is no list to add "
+                f"{account!r} to"
+            )
+        if not self.store.account_exists(account):
+            raise ValueError(f"no account {account!r} to add to group {group.hex()}")
+        with self.store.transaction():
+            self.store.put_group_member(GroupMemberRecord(group, account, False, self.clock(), None))
+            return self.store.bump_group_epoch(group)
+
+    def _members(self, group: bytes, me: DeviceAddress) -> list[GroupMemberRecord]:
+        """The group's members, if ``me``'s account is one; else unknown_group (a non-member is not
+        told whether the group exists)."""
+        members = self.store.group_members(group)
+        if not any(m.account == me.account for m in members):
+            raise _Refused(
+                ErrorCode.UNKNOWN_GROUP,
+                f"no group {group.hex()} with {me.account!r} as a member",
+                "group",
+            )
+        return members
+
+    def _check_accounts(self, accounts: tuple[str, ...], field: str) -> None:
+        for i, account in enumerate(accounts):
+            if not self.store.account_exists(account):
+                raise _Refused(ErrorCode.UNKNOWN_ACCOUNT, f"no account {account!r}", f"{field}[{i}]")
+
+    def _create_group(self, conn: ConnectionContext, req: CreateGroup, out: _Out) -> None:
+        me = self._require_auth(conn, "create_group")
+        if self.store.group_epoch(req.group) is not None:
+            raise _Refused(ErrorCode.GROUP_EXISTS, f"group {req.group.hex()} already exists", "group")
+        self._check_accounts(req.members, "members")
+        now = self.clock()
+        self.store.create_group(req.group, me.account, now)
+        self.store.put_group_member(GroupMemberRecord(req.group, me.account, True, now, me.account))
+        for account in dict.fromkeys(req.members):
+            if account != me.account:
+                self.store.put_group_member(GroupMemberRecord(req.group, account, False, now, me.account))
+        out.items.append(Reply(conn.id, GroupUpdated(id=req.id, group=req.group, epoch=0)))
+
+    def _change_group(self, conn: ConnectionContext, req: ChangeGroup, out: _Out) -> None:
+        me = self._require_auth(conn, "change_group")
+        members = {m.account: m for m in self._members(req.group, me)}
+        leaving = not req.add and not req.admins and req.remove == (me.account,)
+        if not members[me.account].admin and not leaving:
+            raise _Refused(
+                ErrorCode.FORBIDDEN,
+                f"only an admin of group {req.group.hex()} adds, removes or promotes members; "
+                f"{me.account!r} may only remove itself (leave)",
+                "group",
+            )
+        self._check_accounts(req.add, "add")
+        now = self.clock()
+        for account in req.remove:
+            self.store.remove_group_member(req.group, account)
+        for account in req.add:
+            if account not in members:
+                self.store.put_group_member(GroupMemberRecord(req.group, account, False, now, me.account))
+        current = {m.account: m for m in self.store.group_members(req.group)}
+        for i, account in enumerate(req.admins):
+            if account not in current:
+                raise _Refused(
+                    ErrorCode.INVALID_VALUE,
+                    f"{account!r} is not a member of group {req.group.hex()}, so cannot be made an admin",
+                    f"admins[{i}]",
+                )
+            self.store.put_group_member(dataclasses.replace(current[account], admin=True))
+        epoch = self.store.bump_group_epoch(req.group)
+        out.items.append(Reply(conn.id, GroupUpdated(id=req.id, group=req.group, epoch=epoch)))
+
+    def _get_group(self, conn: ConnectionContext, req: GetGroup, out: _Out) -> None:
+        me = self._require_auth(conn, "get_group")
+        members = self._members(req.group, me)
+        epoch = self.store.group_epoch(req.group)
+        assert epoch is not None
+        listed = tuple(GroupMember(account=m.account, admin=m.admin) for m in members)
+        out.items.append(Reply(conn.id, GroupInfo(id=req.id, group=req.group, epoch=epoch, members=listed)))
+
+    def _group_send(self, conn: ConnectionContext, req: GroupSend, out: _Out) -> None:
+        me = self._require_auth(conn, "group_send")
+        self._limit("group_send", conn, ("send_per_account", me.account), ("send_per_address", _host(conn)))
+        members = self._members(req.group, me)
+        epoch = self.store.group_epoch(req.group)
+        if epoch != req.epoch:
+            raise _Refused(
+                ErrorCode.STALE_GROUP,
+                f"group {req.group.hex()} is at epoch {epoch}, not {req.epoch}: its members changed; "
+                "get_group, hand the sender key to any new member, and send again",
+                "epoch",
+            )
+        if len(req.body) > self.max_body_size:
+            raise _Refused(
+                ErrorCode.ENVELOPE_TOO_LARGE,
+                f"body is {len(req.body)} bytes; the most this relay carries is {self.max_body_size}",
+                "body",
+            )
+        now = self.clock()
+        timestamp = int(now * 1000)
+        fanout: list[tuple[str, list[StoredEnvelope], bool]] = []
+        for m in members:
+            devices = [d for d in self.store.device_ids(m.account) if DeviceAddress(m.account, d) != me]
+            if not devices:
+                continue
+            dropped = m.account != me.account and me.account in self._blocks.get(m.account, {})
+            if not dropped:
+                self._check_queue_room(
+                    m.account, tuple(OutgoingEnvelope(device=d, body=req.body) for d in devices)
+                )
+            stored = [
+                StoredEnvelope(
+                    id=self.rng(ENVELOPE_ID_SIZE),
+                    account=m.account,
+                    device=d,
+                    body=req.body,
+                    timestamp=timestamp,
+                    sealed=False,
+                    source_account=me.account,
+                    source_device=me.device,
+                )
+                for d in devices
+            ]
+            fanout.append((m.account, stored, dropped))
+        ids = tuple(s.id for _, stored, _ in fanout for s in stored)
+        out.items.append(Reply(conn.id, GroupSent(id=req.id, envelope_ids=ids)))
+        for account, stored, dropped in fanout:
+            self._commit(conn, account, stored, out, now=now, source=me, dropped=dropped)
+
+    def _put_group_state(self, conn: ConnectionContext, req: PutGroupState, out: _Out) -> None:
+        held = self.store.group_state(req.group)
+        expected = 0 if held is None else held[0] + 1
+        if req.version != expected:
+            raise _Refused(
+                ErrorCode.STALE_GROUP,
+                f"group state {req.group.hex()} is at version {'none' if held is None else held[0]}; "
+                f"the next is {expected}, not {req.version}: fetch the state, apply the change, and retry",
+                "version",
+            )
+        self.store.put_group_state(req.group, req.version, req.state)
+        out.items.append(Reply(conn.id, GroupStateStored(id=req.id, group=req.group, version=req.version)))
+
+    def _get_group_state(self, conn: ConnectionContext, req: GetGroupState, out: _Out) -> None:
+        held = self.store.group_state(req.group)
+        if held is None:
+            raise _Refused(
+                ErrorCode.UNKNOWN_GROUP, f"no group state {req.group.hex()} is stored here", "group"
+            )
+        version, state = held
+        out.items.append(Reply(conn.id, GroupState(id=req.id, group=req.group, version=version, state=state)))
 
     def _end_sessions(self, device: DeviceAddress, keep: int) -> None:
         """Log out every connection authenticated as ``device`` but ``keep``."""

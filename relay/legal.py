@@ -91,6 +91,12 @@ CATEGORIES: Final[Mapping[str, Category]] = {
             "accounts whose uploaded address books contain this account",
         ),
         Category("blocked_users", "blocked users", "blocked users", "accounts this account blocked"),
+        Category(
+            "group_membership",
+            "groups",  # (short: a chip of it fits a phone's table, tests/sims/test_html_report.py)
+            "groups",
+            "the groups the account is in: each group's members and admins, and who added the account when",
+        ),
         Category("message_log", "message log", "message log", "who messaged whom and when (no content)"),
         Category("message_counts", "message counts", "message counts", "how many messages the account sent"),
         Category(
@@ -224,6 +230,7 @@ _RECORDS = _BASIC | {
     "contacts",
     "reverse_contacts",
     "blocked_users",
+    "group_membership",
     "location",
 }
 _STORED = _RECORDS | {"ciphertext", "content"}

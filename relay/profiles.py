@@ -48,6 +48,8 @@ Custody = Literal["devices", "provider", "enterprise"]
 # How a contact's phone decides which devices (and keys) belong to an account: see Profile.identity_model.
 IdentityModel = Literal["account", "signed-devices", "per-device"]
 IDENTITY_MODELS: Final[tuple[str, ...]] = ("account", "signed-devices", "per-device")
+# Who fans a group message out, and so whether the relay holds the group's members: see Profile.group_fanout.
+GroupFanout = Literal["client", "server"]
 
 _DAY = 86400.0
 
@@ -110,6 +112,14 @@ class Profile:
     # Profiles without a source for it keep "per-device", the simulator's behaviour before.
     identity_model: IdentityModel = "per-device"
     identity_model_source: str = ""
+    # Groups (relay/core.py, "groups"): "server", the relay holds each group's membership list and
+    # fans a group message out to every member device from it (WhatsApp); "client", the sender's
+    # phone sends a copy to each member itself, and the relay keeps no list (Signal; the default
+    # where no source says otherwise). ``group_state_encrypted``: the clients keep the group's state
+    # (its members) at the relay as a blob encrypted under a key only members hold (Signal's groups v2).
+    group_fanout: GroupFanout = "client"
+    group_state_encrypted: bool = False
+    group_source: str = ""
     notes: Mapping[str, str] = field(default_factory=dict)  # per category, why it is as it is
     # Per instrument, what the profile assumes where no source says what the provider returns
     # (each disclosure under that instrument says so).
@@ -166,6 +176,13 @@ SIGNAL = Profile(
         _FBI_CHART,
     ),
     discloses={p: frozenset({"account_created", "last_seen"}) for p in ASKS},
+    group_state_encrypted=True,
+    group_source=(
+        "Signal's groups v2 (Chase, Perrin and Zaverucha, 'The Signal Private Group System', CCS 2020; "
+        "signal.org/blog/signal-private-group-system, 2019-12-09): the server stores each group's state "
+        "encrypted and cannot read its members; group messages are fanned out by the sender's client; "
+        "signal.org/bigbrother (2021): no group membership is kept"
+    ),
     notes={
         "last_seen": "Signal keeps only the day of the last connection",
         "device_info": "the server must know the account's devices to deliver to each of them, but Signal's "
@@ -203,6 +220,12 @@ WHATSAPP = Profile(
     keep_blocks=True,
     pen_register=True,
     pen_register_batch=15 * 60.0,
+    group_fanout="server",
+    group_source=(
+        "WhatsApp Security Whitepaper, 'Transmitting Messages' / group messages: server-side fan-out, "
+        "one sender-key message for the whole group, the sender keys handed out over the pairwise "
+        "sessions; the server holds each group's member list"
+    ),
     identity_model="signed-devices",
     identity_model_source=(
         "WhatsApp multi-device (engineering.fb.com, 2021-07-14; WhatsApp Security Whitepaper): each "
@@ -245,6 +268,10 @@ WHATSAPP = Profile(
         "content": "content lives only on the phones and in their backups",
         "last_seen": "WhatsApp's 'last seen' is the account's last activity (a message sent or received, the "
         "app going offline), not its last login",
+        "group_membership": "WhatsApp holds every group's member list (its server fans group messages out "
+        "from it), and its published guide for law enforcement names no instrument under which it hands one "
+        "over (the guide lists subscriber records, blocked numbers and address books; the project's reading "
+        "of the record)",
     },
 )
 

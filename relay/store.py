@@ -45,6 +45,7 @@ __all__ = [
     "ArchivedEnvelope",
     "DeviceFacts",
     "DeviceRecord",
+    "GroupMemberRecord",
     "Store",
     "StoreError",
     "StoredEnvelope",
@@ -262,6 +263,36 @@ CREATE TABLE device_signatures (
 """
 
 
+# v8: groups. Server-side membership (WhatsApp: the relay fans a group message out from the list it
+# holds): who is in which group, who is an admin, when each was added and by whom (NULL: by the
+# provider itself, not at an admin's request), and the membership's epoch. Encrypted group state
+# (Signal's groups v2): an opaque blob per group id and its version, with no account anywhere.
+_V8 = """
+CREATE TABLE groups (
+    id          BLOB PRIMARY KEY,
+    created_by  TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    epoch       INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE group_members (
+    group_id    BLOB NOT NULL,
+    account     TEXT NOT NULL,
+    admin       INTEGER NOT NULL,
+    added_at    REAL NOT NULL,
+    added_by    TEXT,
+    PRIMARY KEY (group_id, account)
+) WITHOUT ROWID;
+CREATE INDEX group_members_by_account ON group_members (account, group_id);
+
+CREATE TABLE group_states (
+    id          BLOB PRIMARY KEY,
+    version     INTEGER NOT NULL,
+    state       BLOB NOT NULL
+) WITHOUT ROWID;
+"""
+
+
 def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
     def run(db: sqlite3.Connection) -> None:
         for statement in sql.split(";"):
@@ -279,6 +310,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _script(_V5),
     _script(_V6),
     _script(_V7),
+    _script(_V8),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -363,6 +395,17 @@ class ArchivedEnvelope(StoredEnvelope):
 
     archived_at: float = field(kw_only=True)
     reason: str = field(kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMemberRecord:
+    """One member of a group the relay holds the membership of (server-side fan-out)."""
+
+    group: bytes
+    account: str
+    admin: bool
+    added_at: float
+    added_by: str | None  # None: the provider added it itself, not at an admin's request
 
 
 def _device(row: Any) -> DeviceRecord:
@@ -887,6 +930,76 @@ class Store:
         """(account, served) of every preservation request, in order of service."""
         rows = self._db.execute("SELECT account, served FROM preservations ORDER BY served, account")
         return [(r[0], float(r[1])) for r in rows]
+
+    # -- groups: server-side membership, and encrypted group state ------------------------------
+
+    def create_group(self, group: bytes, created_by: str, created_at: float) -> None:
+        self._db.execute(
+            "INSERT INTO groups (id, created_by, created_at, epoch) VALUES (?, ?, ?, 0)",
+            (group, created_by, created_at),
+        )
+
+    def group_epoch(self, group: bytes) -> int | None:
+        """The group's membership epoch, or None if the relay holds no such group."""
+        row = self._db.execute("SELECT epoch FROM groups WHERE id = ?", (group,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def bump_group_epoch(self, group: bytes) -> int:
+        self._db.execute("UPDATE groups SET epoch = epoch + 1 WHERE id = ?", (group,))
+        epoch = self.group_epoch(group)
+        assert epoch is not None
+        return epoch
+
+    def put_group_member(self, m: GroupMemberRecord) -> None:
+        """Add a member (an existing one keeps when it was added; ``admin`` is updated)."""
+        self._db.execute(
+            "INSERT INTO group_members (group_id, account, admin, added_at, added_by) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (group_id, account) DO UPDATE SET admin = excluded.admin",
+            (m.group, m.account, int(m.admin), m.added_at, m.added_by),
+        )
+
+    def remove_group_member(self, group: bytes, account: str) -> bool:
+        """Forget a member (nothing of its membership is kept). Returns whether it was one."""
+        cursor = self._db.execute(
+            "DELETE FROM group_members WHERE group_id = ? AND account = ?", (group, account)
+        )
+        return cursor.rowcount > 0
+
+    def group_members(self, group: bytes) -> list[GroupMemberRecord]:
+        rows = self._db.execute(
+            "SELECT group_id, account, admin, added_at, added_by FROM group_members WHERE group_id = ? "
+            "ORDER BY account",
+            (group,),
+        )
+        return [GroupMemberRecord(bytes(r[0]), r[1], bool(r[2]), float(r[3]), r[4]) for r in rows]
+
+    def groups_of(self, account: str) -> list[bytes]:
+        """The groups ``account`` is a member of, by id."""
+        rows = self._db.execute(
+            "SELECT group_id FROM group_members WHERE account = ? ORDER BY group_id", (account,)
+        )
+        return [bytes(r[0]) for r in rows]
+
+    def group_count(self) -> int:
+        """How many groups the relay holds the membership of."""
+        return int(self._db.execute("SELECT COUNT(*) FROM groups").fetchone()[0])
+
+    def put_group_state(self, group: bytes, version: int, state: bytes) -> None:
+        self._db.execute(
+            "INSERT INTO group_states (id, version, state) VALUES (?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET version = excluded.version, state = excluded.state",
+            (group, version, state),
+        )
+
+    def group_state(self, group: bytes) -> tuple[int, bytes] | None:
+        """(version, encrypted state) of a group whose state the clients keep here, or None."""
+        row = self._db.execute("SELECT version, state FROM group_states WHERE id = ?", (group,)).fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    def group_states(self) -> list[tuple[bytes, int, bytes]]:
+        """(group id, version, encrypted state) of every group state held."""
+        rows = self._db.execute("SELECT id, version, state FROM group_states ORDER BY id")
+        return [(bytes(r[0]), int(r[1]), bytes(r[2])) for r in rows]
 
     # -- key transparency: the log's leaves -------------------------------------------------------
 

@@ -52,7 +52,9 @@ __all__ = [
     "Blocked",
     "Bundle",
     "Challenge",
+    "ChangeGroup",
     "ContactsFound",
+    "CreateGroup",
     "Deliver",
     "DeviceBundle",
     "DiscoverContacts",
@@ -63,10 +65,19 @@ __all__ = [
     "FetchBundle",
     "Frame",
     "FrameDecoder",
+    "GetGroup",
+    "GetGroupState",
     "GetKeyLogConsistency",
     "GetKeyLogEntries",
     "GetKeyLogHead",
     "GetSenderCertificate",
+    "GroupInfo",
+    "GroupMember",
+    "GroupSend",
+    "GroupSent",
+    "GroupState",
+    "GroupStateStored",
+    "GroupUpdated",
     "KemPrekey",
     "KeyInclusion",
     "KeyLogConsistency",
@@ -81,6 +92,7 @@ __all__ = [
     "Prekey",
     "PrekeysUploaded",
     "ProtocolError",
+    "PutGroupState",
     "Receive",
     "Register",
     "Registered",
@@ -140,6 +152,16 @@ MAX_CONTACTS: Final = 1000
 # about 160 characters from FCM; a register may carry one of up to this many bytes.
 MAX_PUSH_TOKEN: Final = 256
 MAX_DEVICE_FACT_LEN: Final = 64  # characters of a device type or an app version
+# Groups (docs/protocol.md, "Groups"). A group is named by its 16-byte distribution id (the sender
+# keys' id, clients/groups.py). WhatsApp's groups hold up to 1024 members (since the launch of
+# Communities, blog.whatsapp.com, 2022-11-03); a group send fans out to every device of every
+# member, at most MAX_DEVICES_PER_SEND each. Signal's server keeps each group's state encrypted
+# (groups v2: "The Signal Private Group System", Chase, Perrin and Zaverucha, CCS 2020); the relay
+# bounds the opaque blob a client uploads.
+GROUP_ID_SIZE: Final = 16
+MAX_GROUP_MEMBERS: Final = 1024
+MAX_GROUP_FANOUT: Final = MAX_GROUP_MEMBERS * 8  # envelopes one group send may make
+MAX_GROUP_STATE: Final = 128 * 1024
 
 # What a prekey signature covers: the identity key's XEdDSA signature over Encode(PK).
 # X25519: 0x05 ‖ u (X3DH §2.5, libsignal's DJB key type). ML-KEM-1024: 0x0A ‖ key, this
@@ -242,6 +264,9 @@ class ErrorCode(enum.StrEnum):
     RATE_LIMITED = "rate_limited"  # retry_after_ms says when to try again
     RECIPIENT_QUEUE_FULL = "recipient_queue_full"  # the recipient's device has too much waiting
     REGISTRATION_PROOF = "registration_proof"  # a new account needs the relay's proof (see Register)
+    UNKNOWN_GROUP = "unknown_group"  # no such group, or the caller is not a member of it
+    GROUP_EXISTS = "group_exists"  # create_group with a group id already taken
+    STALE_GROUP = "stale_group"  # the group changed since the epoch (or version) the request names
     # The connection (raised by the server).
     TIMEOUT = "timeout"
     SERVER_BUSY = "server_busy"
@@ -496,6 +521,7 @@ Nonce = Annotated[bytes, _Bytes(NONCE_SIZE)]
 Token = Annotated[bytes, _Bytes(TOKEN_SIZE)]
 Body = Annotated[bytes, _Bytes()]
 Flag = Annotated[bool, _Bool()]
+GroupId = Annotated[bytes, _Bytes(GROUP_ID_SIZE)]
 
 
 def _spec_for(hint: Any, owner: type) -> _Spec:
@@ -791,6 +817,14 @@ class Envelope(Message):
     source_device: DeviceId | None = None
 
 
+@message
+class GroupMember(Message):
+    """One member of a group as the relay holds it (server-side membership)."""
+
+    account: AccountId
+    admin: Flag
+
+
 # --- frames ----------------------------------------------------------------------------------
 
 
@@ -957,6 +991,70 @@ class Unblock(Request):
     account: AccountId
 
 
+# Groups with a membership list the relay holds (server-side fan-out, as WhatsApp's server does).
+
+
+@message
+class CreateGroup(Request):
+    """Create group ``group`` (authenticated): the caller is its first admin, ``members`` the others."""
+
+    kind: ClassVar[str] = "create_group"
+    group: GroupId
+    members: Annotated[tuple[str, ...], _List(_Str(1, MAX_ACCOUNT_LEN), MAX_GROUP_MEMBERS)] = ()
+
+
+@message
+class ChangeGroup(Request):
+    """Add and remove members (authenticated, an admin; any member may remove itself: leaving).
+    ``admins`` makes members admins. Each change moves the group to its next epoch."""
+
+    kind: ClassVar[str] = "change_group"
+    group: GroupId
+    add: Annotated[tuple[str, ...], _List(_Str(1, MAX_ACCOUNT_LEN), MAX_GROUP_MEMBERS)] = ()
+    remove: Annotated[tuple[str, ...], _List(_Str(1, MAX_ACCOUNT_LEN), MAX_GROUP_MEMBERS)] = ()
+    admins: Annotated[tuple[str, ...], _List(_Str(1, MAX_ACCOUNT_LEN), MAX_GROUP_MEMBERS)] = ()
+
+
+@message
+class GetGroup(Request):
+    """The group's members as the relay holds them (authenticated, a member)."""
+
+    kind: ClassVar[str] = "get_group"
+    group: GroupId
+
+
+@message
+class GroupSend(Request):
+    """One body for the whole group (authenticated, a member): the relay queues a copy for every
+    device of every member but the sender's own device. ``epoch`` is the membership the sender
+    distributed its sender key for; if the group changed since, the answer is stale_group."""
+
+    kind: ClassVar[str] = "group_send"
+    group: GroupId
+    epoch: Annotated[int, _UINT64]
+    body: Body
+
+
+@message
+class PutGroupState(Request):
+    """Store a group's state as an opaque blob the clients encrypted (Signal's groups v2: the server
+    holds the state and cannot read it). ``version`` must be the stored version plus one (0 creates);
+    no authentication: the relay learns nothing about who keeps which group."""
+
+    kind: ClassVar[str] = "put_group_state"
+    group: GroupId
+    version: Annotated[int, _UINT64]
+    state: Annotated[bytes, _Bytes(max_size=MAX_GROUP_STATE)]
+
+
+@message
+class GetGroupState(Request):
+    """The group's encrypted state as stored (no authentication, as ``put_group_state``)."""
+
+    kind: ClassVar[str] = "get_group_state"
+    group: GroupId
+
+
 # Responses.
 
 
@@ -1056,6 +1154,46 @@ class Blocked(Response):
 @message
 class Unblocked(Response):
     kind: ClassVar[str] = "unblocked"
+
+
+@message
+class GroupUpdated(Response):
+    """The group was created or changed; ``epoch`` is its membership's version now."""
+
+    kind: ClassVar[str] = "group_updated"
+    group: GroupId
+    epoch: Annotated[int, _UINT64]
+
+
+@message
+class GroupInfo(Response):
+    kind: ClassVar[str] = "group_info"
+    group: GroupId
+    epoch: Annotated[int, _UINT64]
+    members: Annotated[tuple[GroupMember, ...], _List(GroupMember, MAX_GROUP_MEMBERS, 1)]
+
+
+@message
+class GroupSent(Response):
+    """The group send is committed: one envelope per member device, in (account, device) order."""
+
+    kind: ClassVar[str] = "group_sent"
+    envelope_ids: Annotated[tuple[bytes, ...], _List(_Bytes(ENVELOPE_ID_SIZE), MAX_GROUP_FANOUT)]
+
+
+@message
+class GroupStateStored(Response):
+    kind: ClassVar[str] = "group_state_stored"
+    group: GroupId
+    version: Annotated[int, _UINT64]
+
+
+@message
+class GroupState(Response):
+    kind: ClassVar[str] = "group_state"
+    group: GroupId
+    version: Annotated[int, _UINT64]
+    state: Annotated[bytes, _Bytes(max_size=MAX_GROUP_STATE)]
 
 
 @message
@@ -1180,6 +1318,12 @@ REQUEST_KINDS: Final[Mapping[str, type[Request]]] = types.MappingProxyType(
         DiscoverContacts,
         Block,
         Unblock,
+        CreateGroup,
+        ChangeGroup,
+        GetGroup,
+        GroupSend,
+        PutGroupState,
+        GetGroupState,
         *_KEY_LOG_REQUESTS,
     )
 )
@@ -1198,6 +1342,11 @@ RESPONSE_KINDS: Final[Mapping[str, type[Response]]] = types.MappingProxyType(
         ContactsFound,
         Blocked,
         Unblocked,
+        GroupUpdated,
+        GroupInfo,
+        GroupSent,
+        GroupStateStored,
+        GroupState,
         Deliver,
         ErrorFrame,
         *_KEY_LOG_RESPONSES,

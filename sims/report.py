@@ -617,6 +617,9 @@ def show_rows(events: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     what the relay saw). Under sealed sender the relay's sender cell is :data:`SEALED`. Exceptional
     access (ghost devices, key escrow, a global key, seized phones) has rows of its own."""
     senders = {e["message"]: (e["from"], e["to"]) for e in events if e["kind"] == "message_sent"}
+    senders |= {
+        e["message"]: (e["from"], f"group {e['group']}") for e in events if e["kind"] == "group_message_sent"
+    }
     rows: list[tuple[str, str, str, str]] = []
     for e in events:
         kind = e["kind"]
@@ -629,8 +632,9 @@ def show_rows(events: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
             frm = f"{r0['account']}/{r0.get('device', '?')}" if "account" in r0 else SEALED
             size = sum(r.get("size", 0) for r in recs)
             phones = f"{who} sent to {to}: {_quote(e['plaintext'])}"
+            accounts = ", ".join(dict.fromkeys(str(r.get("recipient_account", "?")) for r in recs)) or "?"
             relay = (
-                f"send @ {r0.get('host', '?')} to {r0.get('recipient_account', '?')} "
+                f"send @ {r0.get('host', '?')} to {accounts} "
                 f"({len(recs)} device{'s' if len(recs) != 1 else ''}), {size} bytes of ciphertext"
             )
         elif kind == "message_received":
@@ -664,12 +668,24 @@ def show_rows(events: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
                     f"GHOST DEVICE {e['ghost']} added to {e['target']}'s account by {e['registered_by']}; "
                     f"operated from {e['operated_from']}"
                 )
+            elif demand == "ghost_participant" and e.get("added"):
+                relay = (
+                    f"GHOST PARTICIPANT {e['ghost']} added to group {e['group']} by {e['added_by']}; "
+                    f"operated from {e['operated_from']}"
+                )
+            elif demand == "ghost_participant":
+                relay = f"GHOST PARTICIPANT for group {e['group']}: not added — {e['why']}"
             elif demand == "key_escrow":
                 relay = f"KEY ESCROW on {e['devices']} devices: {e['what_changes']}"
             elif demand == "global_key":
                 relay = f"GLOBAL KEY on {e['devices']} devices: {e['what_changes']}"
             else:
                 relay = f"EXCEPTIONAL ACCESS: {demand}"
+        elif kind == "group_membership_changed":
+            change = ", ".join([*(f"{a} added" for a in e["added"]), *(f"{a} removed" for a in e["removed"])])
+            phones = f"{e['device']} sees group {e['group'][:8]}… change: {change}" + (
+                "" if e["shown_to_user"] else " (not shown: a changed client)"
+            )
         elif kind == "ghost_read":
             phones = f"GHOST {e['device']} read message {e['message']}: {_quote(e['plaintext'])}"
         elif kind == "device_list_changed":

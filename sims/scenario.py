@@ -151,12 +151,13 @@ EVENT_KINDS = {
     "device_online": "a device reconnects and drains its queue",
     "seize_phone": "a device is seized: its stored keys and history are copied at that moment",
     "legal_process": "legal process is served on the relay's operator (process, jurisdiction, target, from, to, name)",
-    "exceptional_access": "the provider is made to change its design: key_escrow, global_key or ghost_device",
+    "exceptional_access": "the provider is made to change its design: key_escrow, global_key, ghost_device or "
+    "ghost_participant",
     "escrow_key_stolen": "the escrow agent's private key leaks: whoever has it opens every escrowed message",
     "relay_swaps_identity": "a malicious relay delivers an attacker's first message to contact, labelled as victim's",
     "verify_safety_number": "who compares safety numbers with whom in person (and marks whom verified if they match)",
 }
-EXCEPTIONAL_DEMANDS = ("key_escrow", "global_key", "ghost_device")
+EXCEPTIONAL_DEMANDS = ("key_escrow", "global_key", "ghost_device", "ghost_participant")
 PARTITION_MODES = ("drop", "hold")
 MAX_DURATION = 365 * 86400.0  # "365d": a year of simulated time is the longest run
 # The relay's clock at simulated t = 0 when the scenario has no [scenario] start: 2026-01-01T00:00:00Z,
@@ -357,6 +358,9 @@ class ExceptionalAccess(TimelineEvent):
     # ghost_device only: the compelled provider shows the target a key log without the ghost
     # (a forked log) instead of the one everyone else sees (sims.access.key_transparency).
     fork: bool = False
+    # ghost_participant: the [[groups]] name the provider adds a silent member to; its client_change
+    # makes the members' phones stop showing membership changes (sims.access.ghost_participant).
+    group: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -612,7 +616,13 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
     names = {p.name for p in people}
     conversations = _conversations(r, data.get("conversations", []), names, duration)
     everyone = _Everyone(people, generate)
-    events = _events(r, data.get("events", []), everyone, duration)
+    groups_raw = data.get("groups", [])
+    group_names = (
+        {g["name"] for g in groups_raw if isinstance(g, dict) and isinstance(g.get("name"), str)}
+        if isinstance(groups_raw, list)
+        else set()
+    )
+    events = _events(r, data.get("events", []), everyone, duration, group_names)
     return Scenario(
         name,
         description,
@@ -1083,7 +1093,13 @@ def _generate(r: _Reader, raw: object) -> GenerateSpec:
     )
 
 
-def _events(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> tuple[Event, ...]:
+def _events(
+    r: _Reader,
+    raw: object,
+    everyone: _Everyone,
+    duration: float,
+    group_names: set[str] = frozenset(),  # type: ignore[assignment]
+) -> tuple[Event, ...]:
     if not isinstance(raw, list):
         raise r.fail("events", f"expected an array of tables ([[events]]), got {_show(raw)}")
     out = []
@@ -1113,13 +1129,25 @@ def _events(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> tu
                     f"expected a time after the demand is served ({at:g} s), got {params['withdrawn']:g} s",
                 )
         elif kind == "exceptional_access":
-            r.known(params, path, ["demand", "target", "client_change", "fork"])
+            r.known(params, path, ["demand", "target", "client_change", "fork", "group"])
             demand = r.get(params, "demand", path, str)
             if demand not in EXCEPTIONAL_DEMANDS:
                 raise r.fail(
                     f"{path}.demand",
                     f"expected one of {', '.join(map(repr, EXCEPTIONAL_DEMANDS))}, got {demand!r}",
                 )
+            if demand == "ghost_participant":
+                group = r.get(params, "group", path, str)
+                if group not in group_names:
+                    known = (
+                        ", ".join(map(repr, sorted(group_names))) or "none: the scenario has no [[groups]]"
+                    )
+                    raise r.fail(
+                        f"{path}.group",
+                        f"expected the name of one of the [[groups]] ({known}), got {group!r}",
+                    )
+            elif "group" in params:
+                raise r.fail(f"{path}.group", f"only a ghost_participant names a group, not {demand}")
             if demand == "ghost_device":
                 target = r.get(params, "target", path, str)
                 if not everyone.person(target):
@@ -1128,17 +1156,19 @@ def _events(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> tu
                         f"expected one of the people ({everyone.describe()}), got {target!r}",
                     )
             if "client_change" in params:
-                if demand != "ghost_device":
+                if demand not in ("ghost_device", "ghost_participant"):
                     raise r.fail(
-                        f"{path}.client_change", f"only a ghost_device has a client change, not {demand}"
+                        f"{path}.client_change",
+                        f"only a ghost_device or a ghost_participant has a client change, not {demand}",
                     )
                 if not isinstance(params["client_change"], bool):
                     raise r.fail(
                         f"{path}.client_change", f"expected true or false, got {params['client_change']!r}"
                     )
             if demand != "ghost_device" and "target" in params:
+                scope = "names a group" if demand == "ghost_participant" else "covers everyone"
                 raise r.fail(
-                    f"{path}.target", f"a {demand} demand covers everyone; only a ghost_device names a target"
+                    f"{path}.target", f"a {demand} demand {scope}; only a ghost_device names a target"
                 )
             if "fork" in params:
                 r.get(params, "fork", path, bool)
@@ -1204,6 +1234,7 @@ def _typed(kind: str, at: float, params: Mapping[str, Any]) -> Event:
             target=params.get("target"),
             client_change=bool(params.get("client_change", False)),
             fork=params.get("fork", False),
+            group=params.get("group"),
         )
     if kind == "escrow_key_stolen":
         return EscrowKeyStolen(at=at)

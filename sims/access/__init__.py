@@ -9,6 +9,8 @@ real ciphertext with real keys — nothing here is a table of answers:
 - ``escrow.KeyEscrow``: every message key also sealed to an escrow agent; the agent's key stolen.
 - ``global_key.GlobalKey``: every device switched to one key the provider holds (consumer BBM).
 - ``ghost.GhostDevice``: the provider, compelled, adds a device the agency holds to an account.
+- ``ghost_participant.GhostParticipant``: the provider, compelled, adds a silent member to a group
+  (GCHQ's original proposal), where it holds the member list.
 - ``seizure.DeviceSeizure``: a phone's whole protocol state copied, and run against everything.
 - ``identity_swap.RelaySwapsIdentity``: the relay delivers an attacker's first message under a
   known address (``relay_swaps_identity``); who noticed the changed identity key, and when.
@@ -29,6 +31,7 @@ from relaysim.relay import wire
 from relaysim.sims.access.base import AGENCY_ADDRESS, Captured, DeviceView, Intervention, MessageView, World
 from relaysim.sims.access.escrow import KeyEscrow
 from relaysim.sims.access.ghost import GhostDevice
+from relaysim.sims.access.ghost_participant import GhostParticipant
 from relaysim.sims.access.global_key import GlobalKey
 from relaysim.sims.access.identity_swap import RelaySwapsIdentity
 from relaysim.sims.access.reports import ExceptionalReport, write_exceptional
@@ -45,6 +48,7 @@ __all__ = [
     "DeviceView",
     "ExceptionalReport",
     "GhostDevice",
+    "GhostParticipant",
     "GlobalKey",
     "Intervention",
     "Interventions",
@@ -60,7 +64,7 @@ __all__ = [
 # (event type, demand or None) → the class that answers it, read off each class's ``answers``.
 INTERVENTIONS: dict[tuple[type[TimelineEvent], str | None], type[Intervention]] = {
     key: cls
-    for cls in (KeyEscrow, GlobalKey, GhostDevice, DeviceSeizure, RelaySwapsIdentity)
+    for cls in (KeyEscrow, GlobalKey, GhostDevice, GhostParticipant, DeviceSeizure, RelaySwapsIdentity)
     for key in cls.answers
 }
 TYPES = frozenset(t for t, _demand in INTERVENTIONS)

@@ -29,7 +29,6 @@ scenario and seed give byte-identical outputs.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -51,6 +50,7 @@ from relaysim.sims.access import ExceptionalReport, Interventions
 from relaysim.sims.scenario import SIM_EPOCH, DeviceSpec, Scenario, TimelineEvent, VerifySafetyNumber
 from relaysim.sims.scoring import GroundTruth, TrueControl, TrueMessage
 from relaysim.sims.world.engine import Scheduler
+from relaysim.sims.world.groups import GroupDirector, group_distribution_id
 from relaysim.sims.world.network import Network
 from relaysim.sims.world.timeline import Timeline, provider, sealed_sender
 from relaysim.sims.world.traffic import (
@@ -72,12 +72,9 @@ SIM_KEM_PREKEY_BATCH = 2
 REDELIVERY_DELAY = 30.0  # a lost push is fetched again this long after (the app's next receive)
 
 TranscriptSink = Callable[[dict[str, Any]], None]
+GROUP_SEND_LOST = "*"  # in _group_parts_lost: a group_send (server-side fan-out) the network lost
+GROUP_WAIT = 5.0  # seconds a group message waits, and waits again, for its group to exist at the relay
 GROUP_PREFIX = "group:"  # a group message's PlannedMessage.recipient: "group:<name>"
-
-
-def group_distribution_id(name: str) -> bytes:
-    """A group's 16-byte distribution id (clients.groups), derived from its name so runs repeat."""
-    return hashlib.sha256(b"relaysim group " + name.encode()).digest()[:16]
 
 
 @dataclass
@@ -274,6 +271,16 @@ class Simulation:
         self.added_devices: dict[str, SimDevice] = {}
         self._escrow_mandate: EscrowPublicKey | None = None
         self._content_key_mandate: ContentKey | None = None
+        # [[groups]] where the relay has a part (server-side membership, encrypted group state).
+        self.group_director = GroupDirector(
+            self.sched,
+            self.store,
+            self.by_address,
+            self._flush,  # type: ignore[arg-type]
+            server=self.profile.group_fanout == "server",
+            encrypted_state=self.profile.group_state_encrypted,
+            seed=scenario.seed,
+        )
         # Key escrow, a global key, ghost devices and seized phones (sims.access).
         self.interventions = Interventions(self)
 
@@ -324,6 +331,7 @@ class Simulation:
                 sync_copies=True,
                 key_transparency=sc.defences.key_transparency,
                 **registered_facts(sc.seed, spec),
+                group_fanout=self.profile.group_fanout,
             )
             self._link_identity(device)
             # "signed-devices": the primary signed it when linking; it registers with the signature
@@ -379,6 +387,7 @@ class Simulation:
         next_id = last_id
         for g in self.scenario.groups:
             gid = group_distribution_id(g.name)
+            self.group_director.schedule(g, gid)
             # Members as the timeline stands when each message is written, in the file's order: a message
             # and a leave at the same moment happen in the order the timeline gives them (as they are run).
             current = set(g.members)
@@ -644,14 +653,15 @@ class Simulation:
                     **asked,
                 }
             )
-        carries_envelopes = isinstance(frame, wire.Send | wire.SealedSend)
+        carries_envelopes = isinstance(frame, wire.Send | wire.SealedSend | wire.GroupSend)
         ref = owner.agent.message_ref(frame.id) if carries_envelopes else None
         if carries_envelopes:
             delays = self.net.transit(d.spec.region, self.relay_region, self.sched.now)
             if not delays and isinstance(ref, int) and ref in self._group_sends:
-                assert isinstance(frame, wire.Send | wire.SealedSend)
-                # one account's part of a group message, or a resend to it: accounted per device at the end
-                self._group_parts_lost.setdefault(ref, set()).add(frame.to)
+                # one account's part of a group message, or a resend to it (or, server-side fan-out, the
+                # one group send for all: GROUP_SEND_LOST): accounted per device at the end
+                to = frame.to if isinstance(frame, wire.Send | wire.SealedSend) else GROUP_SEND_LOST
+                self._group_parts_lost.setdefault(ref, set()).add(to)
             elif not delays and isinstance(ref, int):
                 self._lost(ref, "the network lost the send")
         else:
@@ -671,6 +681,10 @@ class Simulation:
         frame = link.relay_decoder.next_frame()
         assert isinstance(frame, wire.Request)
         outputs = self.relay.handle(link.ctx, frame)
+        if isinstance(frame, wire.GroupSend) and isinstance(ref, int):  # server-side fan-out
+            for o in outputs:
+                if isinstance(o, Reply) and isinstance(o.frame, wire.GroupSent):
+                    self._group_fanned_out(ref, o.frame.envelope_ids, outputs)
         if isinstance(frame, wire.Send | wire.SealedSend):
             for o in outputs:
                 if isinstance(o, Reply) and isinstance(o.frame, wire.Sent):
@@ -759,7 +773,21 @@ class Simulation:
             return
         if self.interventions.on_agent_event(d, event):
             return  # a ghost device's reads
-        if isinstance(event, A.IdentityChanged):
+        if isinstance(event, A.GroupMembershipChanged):
+            self.emit(
+                {
+                    "t": t,
+                    "kind": "group_membership_changed",
+                    "device": d.name,
+                    "group": event.group.hex(),
+                    "added": list(event.added),
+                    "removed": list(event.removed),
+                    "shown_to_user": event.shown,
+                }
+            )
+        elif isinstance(event, A.GroupUpdated):
+            pass  # the change the phone asked for; the relay's list shows it (group_membership_changed)
+        elif isinstance(event, A.IdentityChanged):
             self._identity_changed(d, event)
         elif isinstance(event, A.SentTranscript):
             mid = self.sync_message.get(event.envelope_id)
@@ -1089,6 +1117,22 @@ class Simulation:
             self._go_offline(d, "changed network")
             self._come_online(d, False)
 
+    def _group_fanned_out(self, mid: int, envelope_ids: tuple[bytes, ...], outputs: list[Any]) -> None:
+        """Server-side fan-out: the message goes to the member devices the relay listed when it took
+        it (the phones' changes reach the relay when they do, not in the file's order), so those are
+        the devices that must receive it — the scenario's phones among them (a ghost's reads are its
+        intervention's to count)."""
+        state = self.messages[mid]
+        if state.accepted_at is None:
+            ids = set(envelope_ids)
+            state.recipients = tuple(
+                name
+                for r in outputs
+                if isinstance(r, MetadataRecord) and r.kind is RecordKind.SEND and r.envelope_id in ids
+                if (name := f"{r.recipient_account}/{r.recipient_device}") in self.devices
+            )
+        self._accepted(mid, envelope_ids, outputs)
+
     def _accepted(self, mid: int, envelope_ids: tuple[bytes, ...], outputs: list[Any]) -> None:
         state = self.messages[mid]
         for eid in envelope_ids:
@@ -1145,6 +1189,10 @@ class Simulation:
             return
         state.sent_at = self.sched.now
         group = self._group_sends.get(m.id)
+        if group is not None and not self.group_director.ready(group[0]):
+            state.sent_at = None
+            self.sched.after(GROUP_WAIT, self._app_send, m)  # the relay does not hold the group yet
+            return
         if group is not None:
             if self.transcribing:
                 self.emit(
@@ -1249,6 +1297,8 @@ class Simulation:
                     why = "never sent: the sender's phone was not online again before the end"
                 elif account in lost_parts:
                     why = f"the network lost the send to {account}"
+                elif GROUP_SEND_LOST in lost_parts:
+                    why = "the network lost the group send to the relay (server-side fan-out: one for all members)"
                 elif state.lost is not None:
                     why = state.lost
                 else:

@@ -88,10 +88,16 @@ def check_against_store(d: Disclosure, desk: ComplianceDesk, store: Store) -> No
                 assert not store.reverse_contacts(target), where
             elif category == "blocked_users" and target:
                 assert not store.blocks_of(target), where
+            elif category == "group_membership" and target:
+                assert not store.groups_of(target), where
             elif category in ("ciphertext", "content"):
                 assert not bodies, where
             elif category == "subscriber_info":
                 assert not pr.subscriber_record, where
+        elif reason == "cryptographically_impossible" and category == "group_membership":
+            # no member list in the clear: only blobs the clients encrypted, which name no account
+            assert pr.group_state_encrypted and store.group_count() == 0, where
+            assert not target or not store.groups_of(target), where
         elif reason == "cryptographically_impossible":
             assert category == "content", where
             assert pr.custody != "provider", where
@@ -137,6 +143,17 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         )
     for (a, b), msgs in pairs.items():
         lines.append(f'[[conversations]]\nbetween = ["{a}", "{b}"]\nmessages = [{", ".join(msgs)}]')
+    if draw(st.booleans()):  # a group chat: its membership is what group_membership asks about
+        members = draw(st.permutations(people))[: draw(st.integers(2, n))]
+        times = sorted(draw(st.lists(st.integers(5, 170), min_size=1, max_size=3)))
+        said = ", ".join(
+            f'{{ at = "{at}m", from = "{draw(st.sampled_from(members))}", text = "g{k}" }}'
+            for k, at in enumerate(times)
+        )
+        listed = ", ".join(f'"{m}"' for m in members)
+        lines.append(
+            f'[[groups]]\nname = "club"\nmembers = [{listed}]\nadmins = ["{members[0]}"]\ntimeline = [{said}]'
+        )
     for k in range(draw(st.integers(1, 4))):
         instrument = INSTRUMENTS[draw(st.sampled_from(list(INSTRUMENTS)))]
         at = draw(st.integers(1, 150))
