@@ -481,18 +481,18 @@ class RelayServer:
                 # only when there is nothing to read. What SocketStream.receive_some does, without
                 # its layers of wrappers (a few µs a read, and ~1 KiB of frames per idle connection).
                 try:
-                    data: bytes | None = os.read(fd, _RECEIVE_SIZE)
+                    got: bytes | None = os.read(fd, _RECEIVE_SIZE)
                 except BlockingIOError:
-                    data = None  # wait outside the handler: an exception held while suspended costs memory
+                    got = None  # wait outside the handler: an exception held while suspended costs memory
                 except OSError:  # reset by the peer, say: as receive_some's BrokenResourceError
                     return None
-                if data is None:
+                if got is None:
                     try:
                         await wait_readable(fd)
                     except trio.ClosedResourceError:
                         return None
                 else:
-                    decoder.receive_data(data)
+                    decoder.receive_data(got)
                 continue
             try:
                 data = await conn.stream.receive_some(_RECEIVE_SIZE)
