@@ -16,8 +16,12 @@ batch under way leads the next one: it yields, so that every other connection wi
 ready can queue it too (for as long as the queue still grows, a few scheduling rounds at most),
 then handles the whole queue synchronously, in as few batches of even size as ``MAX_BATCH``
 allows. The responses and pushes of the batches are released only after their commits:
-nothing is acknowledged before it is durable. A reader waits for its requests' batch before it reads more, so the responses of one
-connection keep the order of its requests.
+nothing is acknowledged before it is durable. A reader that queues requests while a batch is
+being gathered goes back to reading at once (the leader takes the whole queue, in order, and
+writes the answers); one that leads waits for its batch, and so does one that has queued
+``_FRAMES_PER_TURN`` requests in a row. The queue is first in, first out, so the responses of
+one connection keep the order of its requests. If the core fails on a request, the batch stops
+that connection's reader.
 
 - A connection that sends nothing complete for ``read_timeout`` seconds (up to an eighth more)
   gets a ``timeout`` error and is closed. Its deadline is moved on only when it would fall due
@@ -422,7 +426,7 @@ class RelayServer:
             if conn.pending:  # handled (the batch is under way), never answered
                 await self._turn()
             return False
-        if timer.cancelled_caught:
+        if timer.cancelled_caught and not conn.failed:  # (a failed request cancels it too)
             log.info("connection %d: no complete frame for %.1f s; closing", conn.ctx.id, self.read_timeout)
             error = ErrorFrame(
                 id=0,
@@ -480,7 +484,9 @@ class RelayServer:
                 now = trio.current_time()
                 if timer.deadline < now + read_timeout:  # it would fall due early: move it on
                     timer.deadline = now + read_timeout * _DEADLINE_SLACK
-                if await self._wait_for_answers(conn):
+                # With a batch being gathered, its leader handles these too (it takes the whole
+                # queue, in order) and writes their answers: read on. Otherwise lead one.
+                if not self._leading and await self._wait_for_answers(conn):
                     return None
             if fd >= 0:
                 # A plain TCP socket (non-blocking, as trio made it): read its descriptor, and wait
@@ -568,7 +574,7 @@ class RelayServer:
                         log.exception(
                             "connection %d: the core failed on a %s request", conn.ctx.id, request.kind
                         )
-                        conn.failed = True
+                        self._fail(conn)
                         results.append([Reply(conn.ctx.id, _internal_error(request.id))])
         except Exception:
             # Nothing of the batch is durable, so nothing of it may be acknowledged.
@@ -576,7 +582,7 @@ class RelayServer:
             results = []
             for conn, request in batch:
                 if not conn.closed and not conn.failed:
-                    conn.failed = True
+                    self._fail(conn)
                     results.append([Reply(conn.ctx.id, _internal_error(request.id))])
         self.batches += 1
         self.requests += len(batch)
@@ -586,6 +592,14 @@ class RelayServer:
             conn.reserved -= frame_size if request.kind in _LARGE_ANSWERS else _SMALL_ANSWER
         for outputs in results:
             self._dispatch(outputs)
+
+    @staticmethod
+    def _fail(conn: _Connection) -> None:
+        """The core failed on one of ``conn``'s requests: answer it no more, and stop its reader
+        (which may be waiting to read, its requests having been taken by another's batch)."""
+        conn.failed = True
+        if conn.reader is not None:
+            conn.reader.cancel()
 
     async def _write_loop(self, conn: _Connection, scope: trio.CancelScope) -> None:
         """Send the outbox, in one ``send_all`` each time, until it is empty (the writer task's
