@@ -68,7 +68,7 @@ import time
 import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, NoReturn, TypeAlias
 
 from relaysim.relay.certificates import ServerCertificate
 from relaysim.relay.identity import ServerIdentity, XEdDSAPublicKey
@@ -1199,21 +1199,30 @@ class RelayCore:
             )
         self._route(conn, req.id, req.to, req.envelopes, out, source=None)
 
-    def _route(
-        self,
-        conn: ConnectionContext,
-        request_id: int,
-        to: str,
-        envelopes: tuple[OutgoingEnvelope, ...],
-        out: _Out,
-        *,
-        source: DeviceAddress | None,
-    ) -> None:
-        current = self.store.registration_ids(to)
-        if not current:
-            raise _Refused(ErrorCode.UNKNOWN_ACCOUNT, f"no account {to!r}", "to")
-        if source is not None and source.account == to:
-            current.pop(source.device, None)  # to one's own other devices: not back to oneself
+    def _envelopes_match(self, current: dict[int, int], envelopes: tuple[OutgoingEnvelope, ...]) -> bool:
+        """Whether ``envelopes`` name each current device once, with its registration id if they
+        give one, and every body fits: the common case, checked in one pass (a send to one device
+        is most sends). When not, :meth:`_refuse_envelopes` says exactly what is wrong."""
+        if len(envelopes) != len(current):
+            return False
+        limit = self.max_body_size
+        seen = set()
+        for e in envelopes:
+            registration_id = current.get(e.device)
+            if (
+                registration_id is None
+                or e.device in seen
+                or len(e.body) > limit
+                or (e.registration_id is not None and e.registration_id != registration_id)
+            ):
+                return False
+            seen.add(e.device)
+        return True
+
+    def _refuse_envelopes(
+        self, to: str, current: dict[int, int], envelopes: tuple[OutgoingEnvelope, ...]
+    ) -> NoReturn:
+        """Raise the refusal that says what is wrong with ``envelopes`` for the devices ``current``."""
         named: set[int] = set()
         for i, e in enumerate(envelopes):
             if e.device in named:
@@ -1250,6 +1259,25 @@ class RelayCore:
                 extra=extra or None,
                 stale=stale or None,
             )
+        raise AssertionError("_envelopes_match refused envelopes that have nothing wrong")
+
+    def _route(
+        self,
+        conn: ConnectionContext,
+        request_id: int,
+        to: str,
+        envelopes: tuple[OutgoingEnvelope, ...],
+        out: _Out,
+        *,
+        source: DeviceAddress | None,
+    ) -> None:
+        current = self.store.registration_ids(to)
+        if not current:
+            raise _Refused(ErrorCode.UNKNOWN_ACCOUNT, f"no account {to!r}", "to")
+        if source is not None and source.account == to:
+            current.pop(source.device, None)  # to one's own other devices: not back to oneself
+        if not self._envelopes_match(current, envelopes):
+            self._refuse_envelopes(to, current, envelopes)
         # A send from an account the recipient has blocked is accepted and then dropped: the
         # sender is not told (as messaging services do). Sealed sends name no sender to check.
         # A full queue refuses it as it refuses everyone's, or the refusal would tell the block.

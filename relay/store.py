@@ -30,8 +30,7 @@ from __future__ import annotations
 import operator
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -420,6 +419,58 @@ def _envelope(row: Any) -> StoredEnvelope:
     return StoredEnvelope(eid, a, d, body, ts, bool(sealed), sa, sd)
 
 
+class _Transaction:
+    """:meth:`Store.transaction`'s context manager: BEGIN/COMMIT outermost, SAVEPOINT/RELEASE nested.
+
+    A class rather than a generator: the relay enters one per request (a savepoint inside its
+    batch's transaction), and a generator-based context manager costs several µs more each time.
+    A rollback also drops the cache entries the rolled-back writes touched (Store._forget_since)."""
+
+    __slots__ = ("_mark", "_name", "_store")
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._name = ""
+        self._mark = 0
+
+    def __enter__(self) -> None:
+        store = self._store
+        depth = store._depth
+        if depth:
+            self._name = _SAVEPOINTS[depth] if depth < len(_SAVEPOINTS) else f"sp{depth}"
+            store._db.execute(f"SAVEPOINT {self._name}")
+            self._mark = len(store._journal)
+        else:
+            store._db.execute("BEGIN")
+        store._depth = depth + 1
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        store = self._store
+        store._depth -= 1
+        db = store._db
+        if self._name:
+            if kind is not None:
+                db.execute(f"ROLLBACK TO {self._name}")
+                db.execute(f"RELEASE {self._name}")
+                store._forget_since(self._mark)
+            else:
+                db.execute(f"RELEASE {self._name}")
+            return
+        if kind is not None:
+            db.execute("ROLLBACK")
+            store._forget_since(0)
+            return
+        try:
+            db.execute("COMMIT")
+        except BaseException:
+            store._forget_since(0)  # whatever the file now holds, the caches start again from it
+            raise
+        store._journal.clear()
+
+
+_SAVEPOINTS: Final = tuple(f"sp{i}" for i in range(16))
+
+
 class Store:
     """All of the relay's state. Not thread-safe; one owner (the core) calls it."""
 
@@ -432,6 +483,13 @@ class Store:
         # isolation_level=None: no implicit transactions; transaction() says BEGIN/COMMIT itself.
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._depth = 0
+        # Answers kept in memory for the relay's hot path (see "caches" below): each device's
+        # queue size, each account's devices for routing. Every write that changes what one of
+        # them answers updates or drops its entry there and then, and notes it in _journal, so
+        # that a rolled-back transaction (or savepoint) drops what it touched.
+        self._queue_sizes: dict[tuple[str, int], tuple[int, int]] = {}
+        self._routes: dict[str, dict[int, int]] = {}
+        self._journal: list[tuple[dict[Any, Any], Any]] = []
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
@@ -492,38 +550,31 @@ class Store:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'simulation_keys'").fetchone()
         return None if row is None else str(row[0])
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One atomic, durable unit of work.
+    def transaction(self) -> _Transaction:
+        """One atomic, durable unit of work (a context manager).
 
         A nested use is a savepoint inside the outer transaction: if it fails, its own writes are
         undone and the outer transaction goes on (a simulation commits many requests at once,
         and one refused request must not leave half its writes behind).
         """
+        return _Transaction(self)
+
+    # -- caches: answers the hot path asks for on every send, kept consistent with the file --------
+
+    _CACHE_ENTRIES: Final = 1 << 16  # per cache; past it the cache starts again from empty
+
+    def _touched(self, cache: dict[Any, Any], key: Any) -> None:
+        """``cache[key]`` was changed or dropped by a write of the transaction under way: if the
+        transaction (or the savepoint) is rolled back, drop the entry (it is read again when asked)."""
         if self._depth:
-            name = f"sp{self._depth}"
-            self._db.execute(f"SAVEPOINT {name}")
-            self._depth += 1
-            try:
-                yield
-            except BaseException:
-                self._depth -= 1
-                self._db.execute(f"ROLLBACK TO {name}")
-                self._db.execute(f"RELEASE {name}")
-                raise
-            self._depth -= 1
-            self._db.execute(f"RELEASE {name}")
-            return
-        self._db.execute("BEGIN")
-        self._depth = 1
-        try:
-            yield
-        except BaseException:
-            self._depth = 0
-            self._db.execute("ROLLBACK")
-            raise
-        self._depth = 0
-        self._db.execute("COMMIT")
+            self._journal.append((cache, key))
+
+    def _forget_since(self, mark: int) -> None:
+        """Drop every cache entry touched since journal position ``mark`` (a rollback)."""
+        journal = self._journal
+        for cache, key in journal[mark:]:
+            cache.pop(key, None)
+        del journal[mark:]
 
     # -- accounts ----------------------------------------------------------------------------
 
@@ -557,15 +608,29 @@ class Store:
         return [_device(r) for r in rows]
 
     def registration_ids(self, account: str) -> dict[int, int]:
-        """Device id → registration id for every device of the account (what routing needs)."""
-        rows = self._db.execute("SELECT device, registration_id FROM devices WHERE account = ?", (account,))
-        return dict(rows.fetchall())
+        """Device id → registration id for every device of the account (what routing needs): a new
+        dict the caller may change. Kept in memory after the first query; :meth:`put_device` (the
+        only write to ``devices``, for registrations and for a provider's compelled additions alike)
+        drops the account's entry."""
+        route = self._routes.get(account)
+        if route is None:
+            rows = self._db.execute(
+                "SELECT device, registration_id FROM devices WHERE account = ?", (account,)
+            )
+            route = dict(rows.fetchall())
+            if len(self._routes) >= self._CACHE_ENTRIES:
+                self._routes.clear()
+            self._routes[account] = route
+            self._touched(self._routes, account)  # read inside a transaction that may roll back
+        return dict(route)
 
     def device_ids(self, account: str) -> list[int]:
         rows = self._db.execute("SELECT device FROM devices WHERE account = ? ORDER BY device", (account,))
         return [r[0] for r in rows]
 
     def put_device(self, d: DeviceRecord) -> None:
+        self._routes.pop(d.account, None)
+        self._touched(self._routes, d.account)
         spk, lr = d.signed_prekey, d.last_resort_kem_prekey
         self._db.execute(
             f"INSERT OR REPLACE INTO devices ({_DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -667,6 +732,7 @@ class Store:
     # -- envelopes ---------------------------------------------------------------------------
 
     def enqueue(self, envelopes: Iterable[StoredEnvelope]) -> None:
+        envelopes = list(envelopes)
         self._db.executemany(
             f"INSERT INTO envelopes ({_ENVELOPE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -683,14 +749,30 @@ class Store:
                 for e in envelopes
             ],
         )
+        sizes = self._queue_sizes
+        for e in envelopes:
+            key = (e.account, e.device)
+            known = sizes.get(key)
+            if known is not None:
+                sizes[key] = (known[0] + 1, known[1] + len(e.body))
+                self._touched(sizes, key)
 
     def queue_size(self, account: str, device: int) -> tuple[int, int]:
-        """(envelopes, bytes of their bodies) queued for one device."""
-        count, size = self._db.execute(
-            "SELECT count(*), coalesce(sum(length(body)), 0) FROM envelopes WHERE account = ? AND device = ?",
-            (account, device),
-        ).fetchone()
-        return int(count), int(size)
+        """(envelopes, bytes of their bodies) queued for one device: counted once, then kept up
+        to date by every write to the queue (the relay asks on every send, for its queue cap)."""
+        key = (account, device)
+        known = self._queue_sizes.get(key)
+        if known is None:
+            count, size = self._db.execute(
+                "SELECT count(*), coalesce(sum(length(body)), 0) FROM envelopes WHERE account = ? AND device = ?",
+                key,
+            ).fetchone()
+            known = (int(count), int(size))
+            if len(self._queue_sizes) >= self._CACHE_ENTRIES:
+                self._queue_sizes.clear()
+            self._queue_sizes[key] = known
+            self._touched(self._queue_sizes, key)
+        return known
 
     def queued(
         self, account: str, device: int, *, limit: int, max_bytes: int, overhead: int = 0
@@ -718,11 +800,28 @@ class Store:
 
     def delete_envelopes(self, account: str, device: int, ids: Iterable[bytes]) -> int:
         """Delete the given ids from this device's queue only; returns how many were there."""
-        cursor = self._db.executemany(
-            "DELETE FROM envelopes WHERE account = ? AND device = ? AND id = ?",
-            [(account, device, i) for i in ids],
-        )
-        return cursor.rowcount
+        key = (account, device)
+        known = self._queue_sizes.get(key)
+        if known is None:
+            cursor = self._db.executemany(
+                "DELETE FROM envelopes WHERE account = ? AND device = ? AND id = ?",
+                [(account, device, i) for i in ids],
+            )
+            return cursor.rowcount
+        count, size = known
+        deleted = 0
+        execute = self._db.execute
+        for i in ids:
+            row = execute(
+                "DELETE FROM envelopes WHERE account = ? AND device = ? AND id = ? RETURNING length(body)",
+                (account, device, i),
+            ).fetchone()
+            if row is not None:
+                deleted += 1
+                size -= row[0]
+        self._queue_sizes[key] = (count - deleted, size)
+        self._touched(self._queue_sizes, key)
+        return deleted
 
     def queue_length(self, account: str, device: int) -> int:
         (n,) = self._db.execute(
@@ -762,6 +861,8 @@ class Store:
         body lives on in ``archive``."""
         if reason not in ARCHIVE_REASONS:
             raise ValueError(f"reason must be one of {ARCHIVE_REASONS}, got {reason!r}")
+        self._queue_sizes.pop((account, device), None)  # counted again when next asked
+        self._touched(self._queue_sizes, (account, device))
         moved = 0
         for i in ids:
             key = (account, device, i)
