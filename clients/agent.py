@@ -45,8 +45,9 @@ from relaysim.clients.groups import GroupKeys, parse_sender_key_message
 from relaysim.clients.identity import IdentityChanged, UntrustedIdentity
 from relaysim.clients.keys import BundleError, KemPreKey, OneTimePreKey, PreKeyBundle, SignedPreKey
 from relaysim.clients.session import Device, PeerAddress
-from relaysim.relay import wire
+from relaysim.relay import content, wire
 from relaysim.relay.certificates import CertificateError, SenderCertificate, ServerCertificate
+from relaysim.relay.content import CONTROL
 from relaysim.relay.custody import CUSTODY_TAG, ContentKey, route_ad
 
 __all__ = [
@@ -305,19 +306,22 @@ AgentEvent = (
 )
 
 # What a message carries besides text, as Signal's Content message does (receipts, and here cover
-# traffic): a control content starts with CONTROL, then a kind byte. Texts are carried as they are.
-CONTROL = b"\x00\xfe"
-_RECEIPT_KINDS = {b"D": "delivery", b"R": "read"}
-_COVER = b"C"
-_MAILBOX = b"M"  # a sealed conversation's mailbox: where to write back (see DeviceAgent.new_mailbox)
-_SENDER_KEY = b"K"  # a SenderKeyDistributionMessage, over the pairwise session (clients.groups)
-_SYNC = b"S"  # a sync copy of a 1:1 message this account sent (then: destination length, destination)
+# traffic, mailbox addresses, sender keys, sync copies, retry receipts and resends): a control content
+# starts with CONTROL, then a kind byte; texts are carried as they are. The format is relay.content's,
+# so that a provider holding a content key (relay.custody) reads it as the clients write it.
+_RECEIPT_KINDS = {content.DELIVERY_RECEIPT: "delivery", content.READ_RECEIPT: "read"}
+_COVER = content.COVER
+_MAILBOX = (
+    content.MAILBOX
+)  # a sealed conversation's mailbox: where to write back (see DeviceAgent.new_mailbox)
+_SENDER_KEY = content.SENDER_KEY  # a SenderKeyDistributionMessage, over the pairwise session (clients.groups)
+_SYNC = content.SYNC  # a sync copy of a 1:1 message this account sent (then: destination length, destination)
 # A retry receipt: the device asked (4) ‖ what to resend: b"G" ‖ distribution id (16) ‖ chain id (4) ‖
 # iteration (4), a group message; or b"P" ‖ envelope id (16), a 1:1 message that found no session.
-_RETRY = b"E"
+_RETRY = content.RETRY
 _RESEND = (
-    b"G"  # a group message resent over the pairwise session: distribution id ‖ chain id ‖ iteration ‖ text
-)
+    content.RESEND
+)  # a group message resent over the pairwise session: distribution id ‖ chain id ‖ iteration ‖ text
 MAX_GROUP_BACKLOG = 256  # group messages kept while their sender key has not arrived yet
 # Retry receipts (ours, in the spirit of Signal's DecryptionErrorMessage and WhatsApp's retry receipt):
 # a group message whose sender key has not come within RETRY_GRACE seconds (the distribution message

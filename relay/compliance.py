@@ -37,6 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from relaysim.relay.content import read_content
 from relaysim.relay.core import Tap
 from relaysim.relay.custody import ContentKey, route_ad
 from relaysim.relay.legal import (
@@ -283,7 +284,10 @@ def _row_text(category: str, row: Mapping[str, Any], fmt: Any) -> str:
         to = row["to"] + (f"/{row['to_device']}" if row.get("to_device") is not None else "")
         route = f"{row.get('from') or '(sealed sender)'} → {to}, {t('time')}"
         if category == "content":
-            return f"{route}: “{row['text']}”"
+            kind = row.get("kind", "message")
+            if "text" not in row:
+                return f"{route}: ({kind}, no words)"
+            return f"{route}: “{row['text']}”" + ("" if kind == "message" else f" ({kind})")
         return f"{route}: {row['bytes']} bytes, beginning {row['ciphertext_head'][:16]}…"
     if category == "realtime_routing":
         sender = f"{row['account']}/{row.get('device', '?')}" if "account" in row else "(sealed sender)"
@@ -501,13 +505,15 @@ class ComplianceDesk:
             self._bodies("content", process, d)
         elif "content" in d.withheld and self.keys:
             # Only policy protects the words: the provider's own keys open them.
-            self._bodies("content", process, d)
+            rows = self._bodies("content", process, d)
             opened = sum(1 for x in d.decryption if x["opened"])
+            texts = sum(1 for r in rows if r["kind"] == "message")
             reason, why = d.reasons["content"]
             d.refuse(
                 "content",
                 reason,
-                f"{why}; the provider's own key opens {opened} of the {len(d.decryption)} held message(s): "
+                f"{why}; the provider's own key opens {opened} of the {len(d.decryption)} held envelope(s) "
+                f"({texts} of them messages, the rest receipts and other control content): "
                 "only its policy keeps them back",
             )
         if process.forward and not self._can_collect(instrument):
@@ -877,15 +883,18 @@ class ComplianceDesk:
                     break
             d.decryption.append({"to": f.recipient, "time": f.time, "opened": opened is not None})
             if opened is not None:
-                rows.append(
-                    {
-                        "from": f.sender,
-                        "to": f.recipient,
-                        "to_device": f.device,
-                        "time": f.time,
-                        "text": self._unpadded(opened).decode("utf-8", "replace"),
-                    }
-                )
+                # The provider wrote the clients: it tells a text from a receipt (relay.content).
+                kind, words = read_content(self._unpadded(opened))
+                row: dict[str, Any] = {
+                    "from": f.sender,
+                    "to": f.recipient,
+                    "to_device": f.device,
+                    "time": f.time,
+                    "kind": kind,
+                }
+                if words is not None:
+                    row["text"] = words.decode("utf-8", "replace")
+                rows.append(row)
         d.content_keys = len(self.keys)
         return rows
 

@@ -946,11 +946,30 @@ def _cell(d: Any, category: str) -> str:
     return "–"
 
 
+def _words(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The content rows that carry words (relay.content: a receipt's or a cover's carry none)."""
+    return [r for r in rows if "text" in r]
+
+
+def _controls(rows: list[dict[str, Any]]) -> str:
+    """ ", besides N receipt(s) …": the opened envelopes that were not messages, counted by kind."""
+    kinds: dict[str, int] = {}
+    for r in rows:
+        if r.get("kind", "message") != "message":
+            kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
+    if not kinds:
+        return ""
+    return " (besides " + ", ".join(f"{n} {k}(s)" for k, n in sorted(kinds.items())) + ")"
+
+
 def _glance(d: Any) -> str:
     """What one operator could do with the message bodies under one order."""
     cipher = len(d.provided.get("ciphertext") or [])
     if d.provided.get("content"):
-        return f"**{len(d.provided['content'])} message(s) read**, decrypted with the provider's own key"
+        read = _words(d.provided["content"])
+        return f"**{len(read)} message(s) read**, decrypted with the provider's own key" + _controls(
+            d.provided["content"]
+        )
     if "content" in d.withheld:
         return f"held but withheld by policy ({cipher} ciphertext(s) handed over)"
     reason, why = d.reasons.get("content", ("", "not handed over"))
@@ -1022,11 +1041,11 @@ def render_comparison(scenario: Scenario, runs: dict[str, tuple[SimulationResult
             lines += ["What the operators that could read the messages handed over:", ""]
             for n, d in shown:
                 lines.append(f"- **{get_profile(n).title}**:")
-                for row in d.provided["content"][:5]:
+                for row in _words(d.provided["content"])[:5]:
                     lines.append(
                         f"  - {_sim_clock(row['time'], epoch=scenario.epoch, dated=scenario.start is not None)} {row.get('from') or '?'} → {row['to']}: “{row['text']}”"
                     )
-                more = len(d.provided["content"]) - 5
+                more = len(_words(d.provided["content"])) - 5
                 if more > 0:
                     lines.append(f"  - … and {more} more (in `{n}/disclosures/{order}.json`)")
             for n in names:
@@ -1087,8 +1106,10 @@ def render_demo_comparison(
             if "content" not in data["provided"] and "content" not in why_not:
                 rows.append((profile, "(this order does not ask for content)"))
             elif content:
-                rows.append((profile, f"the words, {len(content)} message(s), e.g.:"))
-                for row in content[:quotes]:
+                rows.append(
+                    (profile, f"the words, {len(_words(content))} message(s), e.g.:{_controls(content)}")
+                )
+                for row in _words(content)[:quotes]:
                     rows.append(
                         ("", f"  {row.get('from') or '?'} → {row.get('to')}: \u201c{row.get('text')}\u201d")
                     )

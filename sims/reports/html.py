@@ -420,7 +420,7 @@ def _order(d: dict[str, Any], days: bool, calendar: tuple[float, bool]) -> str:
         if rows
         else "<p>Nothing asked for.</p>"
     )
-    content = provided.get("content") or []
+    content = [r for r in provided.get("content") or [] if "text" in r]  # receipts carry no words
     words = ""
     if content:
         items = "".join(

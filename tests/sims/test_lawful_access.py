@@ -77,11 +77,9 @@ def _receipts(run: Run, start: float, end: float) -> list[Any]:
     return [c for c in run.truth.control if _mine(c) and start <= c.time < end and c.kind.endswith("receipt")]
 
 
-RECEIPT_PREFIX = "\x00\ufffd"  # a receipt's body (clients.agent.CONTROL) as the desk decodes it
-
-
-def _is_receipt(text: str) -> bool:
-    return text.startswith(RECEIPT_PREFIX)
+def _is_receipt(row: dict[str, Any]) -> bool:
+    """A content row the desk read as a delivery receipt (relay.content), not as words."""
+    return row["kind"] == "delivery receipt" and "text" not in row
 
 
 # --- (a) the database file holds only what the profile records --------------------------------
@@ -301,12 +299,12 @@ def test_a_bbm_wiretap_reads_every_message_in_its_window(runs: dict[str, Run]) -
     start, end = d.process.window()
     expected = [m for m in run.truth.messages if _mine(m) and start <= m.time < end]
     receipts = _receipts(run, start, end)
-    got = [(r["from"], r["to"], r["text"]) for r in d.provided["content"] if not _is_receipt(r["text"])]
+    got = [(r["from"], r["to"], r["text"]) for r in d.provided["content"] if r["kind"] == "message"]
     # one copy per recipient device, each opened with the provider's key
     assert sorted(set(got)) == sorted({(m.sender, m.recipient, m.text) for m in expected})
     assert len(got) == sum(_devices(run.scenario, m.recipient) for m in expected)
     # the rest are the receipts, which the provider's key opens too (and so can tell apart)
-    opened = sorted((r["from"], r["to"]) for r in d.provided["content"] if _is_receipt(r["text"]))
+    opened = sorted((r["from"], r["to"]) for r in d.provided["content"] if _is_receipt(r))
     assert receipts and opened == sorted(
         (c.sender, c.recipient) for c in receipts for _ in range(_devices(run.scenario, c.recipient))
     )
@@ -503,8 +501,11 @@ def test_pakistan_2015_the_record_and_separately_the_counterfactual(tmp_path: Pa
     assert "content" in cf_bes["not_provided"]["cryptographically_impossible"]
     assert not any(t in json.dumps(cf_bes, ensure_ascii=False) for t in texts)
     assert len(cf_bbm["provided"]["content"]) == len(cf_bes["provided"]["ciphertext"]) > 0
-    words = {r["text"] for r in cf_bbm["provided"]["content"] if not _is_receipt(r["text"])}
-    assert words and words <= set(texts)  # the rest are delivery receipts
+    words = {r["text"] for r in cf_bbm["provided"]["content"] if r["kind"] == "message"}
+    assert words and words <= set(texts)
+    # the rest are delivery receipts, told apart by the provider that wrote the clients: no garbage words
+    assert all(_is_receipt(r) for r in cf_bbm["provided"]["content"] if r["kind"] != "message")
+    assert "\x00" not in (tmp_path / "counterfactual.md").read_text(encoding="utf-8")
     assert "COUNTERFACTUAL" in (tmp_path / "counterfactual" / "comparison.md").read_text(encoding="utf-8")
     told = (tmp_path / "counterfactual.md").read_text(encoding="utf-8")
     assert told.index("THE RECORD") < told.index("had the provider complied")
