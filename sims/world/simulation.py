@@ -54,6 +54,7 @@ from relaysim.sims.world.engine import Scheduler
 from relaysim.sims.world.network import Network
 from relaysim.sims.world.timeline import Timeline, provider, sealed_sender
 from relaysim.sims.world.traffic import (
+    GROUP_PREFIX,
     PlannedMessage,
     contact_graph,
     organisation_traits,
@@ -72,7 +73,6 @@ SIM_KEM_PREKEY_BATCH = 2
 REDELIVERY_DELAY = 30.0  # a lost push is fetched again this long after (the app's next receive)
 
 TranscriptSink = Callable[[dict[str, Any]], None]
-GROUP_PREFIX = "group:"  # a group message's PlannedMessage.recipient: "group:<name>"
 
 
 def group_distribution_id(name: str) -> bytes:
