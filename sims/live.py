@@ -9,7 +9,15 @@
   primary, as in the simulator), logs in and, with sealed sender, fetches a certificate;
 - offline windows and ``device_offline``/``device_online`` events disconnect and reconnect the
   device's connection; while a phone is offline its app holds what it would send;
-- scripted and generated messages (``sims.world.traffic.plan_messages``) are sent when they are due;
+- scripted and generated messages (``sims.world.traffic.plan_messages``) are sent when they are due,
+  and ``[[groups]]`` messages (``plan_group_steps``) with sender keys over the pairwise sessions,
+  one send per member account (client-side fan-out); a member who leaves forgets its sender key;
+- the phones send what the simulator's do on their own: delivery and read receipts (``[defences]
+  receipts``: at once, delayed or batched; sealed under sealed sender) and cover traffic
+  (``[defences] cover_per_hour``), from generators seeded as the simulator's;
+- every phone connects from a loopback address of its own, one per address of the scenario
+  (``LOOPBACK``), so the relay records who came from where; a phone changing networks (``[traffic]
+  moves``, ``mobile``) drops its connections and logs in again from another;
 - after the scenario's end it waits (at most ``DRAIN_TIMEOUT`` real seconds) for messages still
   in flight to phones that are online, lets every phone flush its acknowledgements, and stops
   the relay with SIGTERM, waiting for it to exit.
@@ -19,7 +27,8 @@ store), ``summary.json``, ``summary.md`` — plus ``relay.log``, the server's lo
 ``t`` are simulated seconds, real elapsed time divided by ``time_scale``. The ``relay`` parts of
 message events come from the relay's store after it has stopped; their ``time`` fields are the
 relay's real clock (Unix seconds), not simulated time. The scenario's network model (latency,
-loss, partitions) is not applied: the network is loopback.
+loss, partitions) is not applied: the network is loopback. What a live run does not carry yet,
+``simulated_only`` names, on stderr and in ``summary.json``.
 
 Live runs are not deterministic. trio's scheduler is randomised on purpose, the devices' keys
 come from ``os.urandom``, and the operating system decides when bytes arrive, so two runs of

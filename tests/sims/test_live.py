@@ -17,12 +17,15 @@ from typing import Any
 import pytest
 import trio
 
+from relaysim.relay.metadata import RecordKind
+from relaysim.relay.store import Store
 from relaysim.sims import live
 from relaysim.sims.cli import main as relaysim
 from relaysim.sims.live import RelayStartError, relay_process, run_live
 from relaysim.sims.report import render_show
 from relaysim.sims.scenario import Scenario, parse_scenario, resolve_scenario
-from relaysim.sims.world.traffic import plan_messages
+from relaysim.sims.world.traffic import plan_group_steps, plan_messages
+from tests.helpers import BUSY_BOOK_CLUB
 
 TIME_SCALE = 0.0002  # real seconds per simulated second: two-friends' 5 h in 3.6 s
 RUN = 8  # bytes: no run this long of any plaintext may appear in what the relay holds or receives
@@ -193,6 +196,56 @@ def test_a_linked_device_and_timeline_events_live(tmp_path: Path) -> None:
         if e["kind"] == "message_received" and e["device"] == "alice/2" and e["message"] == 2
     )
     assert late["t"] >= 8 * 60  # held by the relay until the laptop came back
+
+
+def test_a_group_with_receipts_cover_and_moves_live_under_sealed_sender(tmp_path: Path) -> None:
+    """[[groups]] (sender keys over the pairwise sessions, one send per member account), delivery and
+    read receipts and cover traffic (sealed), and two phones changing networks, all in one live run:
+    every message reaches exactly the devices it is for, once and unchanged; nothing the relay
+    receives or stores holds a plaintext; the relay sees the moved phones come from new addresses."""
+    base = parse_scenario(BUSY_BOOK_CLUB, source="book-club-busy.toml")
+    scenario = dataclasses.replace(base, relay=dataclasses.replace(base.relay, sealed_sender=True))
+    written: list[bytes] = []
+    assert run_live(scenario, tmp_path, time_scale=0.002, wire_tap=written.append) == 0
+    events = _events(tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    assert summary["live"]["not_carried"] == []
+
+    direct = plan_messages(scenario)
+    steps = [s for s in plan_group_steps(scenario, len(direct)) if s.message is not None]
+    group = [s.message for s in steps if s.message is not None]
+    expected = {(m.id, d.name) for m in direct for d in scenario.person(m.recipient).devices}
+    expected |= {(m.id, device) for m, s in zip(group, steps, strict=True) for device in s.recipients}
+    # the group as each message was written: dan once he joined, cy no more once she left
+    assert {d for m, d in expected if m == group[-1].id} == {"ana/2", "bo/1", "dan/1"}
+    received = Counter((e["message"], e["device"]) for e in events if e["kind"] == "message_received")
+    assert received == dict.fromkeys(expected, 1)
+    texts = {m.id: m.text for m in [*direct, *group]}
+    assert all(e["plaintext"] == texts[e["message"]] for e in events if e["kind"] == "message_received")
+    sent = {e["message"] for e in events if e["kind"] == "group_message_sent"}
+    assert sent == {m.id for m in group}
+
+    plaintexts = [t.encode() for t in texts.values()]
+    files = {p.name: p.read_bytes() for p in tmp_path.glob("relay.db*")}
+    for name, blob in [("bytes the relay received", b"".join(written)), *files.items()]:
+        assert _plaintext_runs(plaintexts, blob) == [], f"plaintext in {name}"
+
+    # Receipts and cover, sealed: the relay recorded no sender for any of them.
+    receipts = [e for e in events if e["kind"] == "receipt_received"]
+    assert {e["receipt"] for e in receipts} == {"delivery", "read"}
+    assert all(e["sealed"] for e in receipts)
+    control = [e for e in events if e["kind"] == "control_accepted"]
+    assert {e["control"] for e in control} == {"delivery receipt", "read receipt", "cover"}
+    for e in control:
+        assert e["relay"] and all(r["kind"] == "sealed_send" and "account" not in r for r in e["relay"])
+
+    # Each move: the phone logs in again from the loopback address standing in for its new network.
+    assert [e["device"] for e in events if e["kind"] == "device_moved"] == ["dan/1", "ana/2"]
+    with Store(tmp_path / "relay.db") as store:
+        logins = store.metadata(RecordKind.AUTHENTICATION)
+    for device in (("dan", 1), ("ana", 2)):
+        hosts = {r.host for r in logins if (r.account, r.device) == device}
+        assert len(hosts) == 2 and all(h is not None and h.startswith("127.1.") for h in hosts), hosts
 
 
 async def test_a_relay_that_cannot_listen_raises_relay_start_error_itself(tmp_path: Path) -> None:
