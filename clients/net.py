@@ -18,7 +18,9 @@ What the loop does:
 - Decrypted messages go to ``conn.received``, an unbounded memory channel: the agent has
   already acknowledged them, so they must not be dropped for want of a reader.
 - Sealed sends go over a second connection that never authenticates, opened when the link
-  asks for it (``link.wants_anon``).
+  asks for it (``link.wants_anon``); with ``fresh_address``, one such connection per sealed send,
+  each from the address ``fresh_address()`` gives (a proxy's or a Tor-like exit), closed once the
+  relay has answered it.
 - Sends that nobody awaits (``send_group``, ``send_receipt``, ``send_cover``) report how they
   went through ``on_event``: an ``Accepted`` or a ``Failed`` with the caller's ``ref``; so do the
   agent's other events (``ReceiptReceived``, ``IdentityChanged``...).
@@ -193,6 +195,7 @@ class DeviceConnection:
     ``local_address``, if given, is the address the TCP connections are made from (on Linux any
     of 127/8 reaches a relay on 127.0.0.1); ``move_to`` changes it. ``on_event``, if given, is
     called with every agent event the connection does not consume itself (see ``send_group``).
+    ``fresh_address``, if given, gives the address each sealed send's own connection comes from.
     """
 
     def __init__(
@@ -212,6 +215,7 @@ class DeviceConnection:
         open_stream: StreamOpener | None = None,
         local_address: str | None = None,
         on_event: Callable[[AgentEvent], None] | None = None,
+        fresh_address: Callable[[], str] | None = None,
     ) -> None:
         self.agent = agent
         self.host, self.port = host, port
@@ -226,7 +230,10 @@ class DeviceConnection:
         self._opener = open_stream
         self.local_address = local_address
         self.on_event = on_event
-        self.link = DeviceLink(agent, rng=self.rng, backoff=backoff, keepalive=keepalive)
+        self.fresh_address = fresh_address
+        self.link = DeviceLink(
+            agent, rng=self.rng, backoff=backoff, keepalive=keepalive, fresh_anon=fresh_address is not None
+        )
         send, receive = trio.open_memory_channel(math.inf)
         self._deliver = send
         self.received = receive  # Received events, in the order the agent decrypted them
@@ -549,6 +556,8 @@ class DeviceConnection:
             waiters, self._login_waiters = self._login_waiters, []
             for w in waiters:
                 w.set(None)
+            if self.on_event is not None:
+                self.on_event(event)  # every login, the ones after a reconnect too
         elif isinstance(event, Failed):
             self._on_failed(event)
         elif self.on_event is not None:  # ReceiptReceived, IdentityChanged, ContactsFound...
@@ -573,11 +582,12 @@ class DeviceConnection:
 
     # --- the tasks --------------------------------------------------------------------------------
 
-    async def _open_stream(self) -> Any:
+    async def _open_stream(self, local_address: str | None = None) -> Any:
         with trio.fail_after(self.connect_timeout):
             if self._opener is not None:
                 return await self._opener()
-            stream = await trio.open_tcp_stream(self.host, self.port, local_address=self.local_address)
+            local = local_address or self.local_address
+            stream = await trio.open_tcp_stream(self.host, self.port, local_address=local)
             if self.ssl_context is None:
                 return stream
             tls = trio.SSLStream(stream, self.ssl_context, server_hostname=self.server_hostname)
@@ -645,7 +655,8 @@ class DeviceConnection:
                 if data := self.link.data_to_send(MAIN):
                     await self._write(session.main, data)
                 elif self.link.wants_anon:
-                    session.anon = await self._open_stream()
+                    fresh = self.fresh_address() if self.fresh_address is not None else None
+                    session.anon = await self._open_stream(fresh)
                     self.link.anon_connection_made()
                     session.nursery.start_soon(self._reader, session, session.anon, ANON)
                 elif data := self.link.data_to_send(ANON):
@@ -672,6 +683,8 @@ class DeviceConnection:
                     self._poke()
                 if not data:
                     break
+                if channel == ANON and self.link.fresh_anon and not self.link.anon_open:
+                    break  # its one sealed send answered: closed below, the next one gets its own
         except _DROPPED as e:
             session.drop(f"reading failed: {e!r}")
             return

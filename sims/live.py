@@ -38,6 +38,7 @@ is the same. Use ``relaysim run`` without ``--live`` for reproducible runs.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import ipaddress
 import itertools
@@ -60,8 +61,22 @@ from typing import Any, Final
 
 import trio  # type: ignore[import-untyped,unused-ignore]  # trio 0.22 ships no type information
 
-from relaysim.clients.agent import Accepted, AgentEvent, DeviceAgent, Failed, ReceiptReceived, Received
-from relaysim.clients.net import DeviceConnection, SendFailed, open_device_connection, sole_exception
+from relaysim.clients.agent import (
+    Accepted,
+    AgentEvent,
+    DeviceAgent,
+    Failed,
+    LoggedIn,
+    ReceiptReceived,
+    Received,
+)
+from relaysim.clients.net import (
+    DeviceConnection,
+    NetError,
+    SendFailed,
+    open_device_connection,
+    sole_exception,
+)
 from relaysim.clients.session import Device
 from relaysim.relay.compliance import ComplianceDesk
 from relaysim.relay.core import Tap
@@ -78,7 +93,7 @@ from relaysim.sims.world.simulation import (
     group_distribution_id,
     record_view,
 )
-from relaysim.sims.world.timeline import Timeline, provider, sealed_sender
+from relaysim.sims.world.timeline import Timeline, padding, provider, sealed_sender
 from relaysim.sims.world.traffic import (
     GROUP_PREFIX,
     PlannedMessage,
@@ -287,6 +302,7 @@ class _LiveRun:
         # The provider, sealed sender and the timeline, as the simulator reads them (sims.world.timeline).
         self.profile = provider(scenario)
         self.sealed = sealed_sender(scenario, self.profile)
+        self.padding = padding(scenario, self.profile)
         self.content_key: ContentKey | None = None
         if self.profile.custody != "devices":
             self.content_key = ContentKey(
@@ -300,6 +316,7 @@ class _LiveRun:
             self.profile,
             content_keys=[self.content_key] if self.content_key else [],
             geoip={d.address: d.region for d in scenario.devices()},
+            client_padding=self.padding != "none",
         )
         self.admin_path = admin
         self._admin_queue: list[dict[str, Any]] = []
@@ -349,6 +366,7 @@ class _LiveRun:
                 clock=time.time,  # the relay's clock: sender certificates expire by it
                 tokens=tokens,
                 content_key=self.content_key,
+                padding=self.padding,
             )
             phone = _Phone(spec, agent, random.Random(f"{scenario.seed}:backoff:{spec.name}"))
             phone.address = self._loopback(spec.address, spec.region)
@@ -405,6 +423,7 @@ class _LiveRun:
             wire_tap=self.wire_tap,
             local_address=phone.address,
             on_event=partial(self._agent_event, phone),
+            fresh_address=self._exit if self.defences.sealed_connection == "fresh" else None,
         ) as conn:
             phone.conn = conn
             async with self.limiter:
@@ -590,6 +609,10 @@ class _LiveRun:
                 self._refused(ref[1], f"refused: {event.code}: {event.message}")
             elif ref in self._control_in_flight:
                 self._control_done(ref, None)
+        elif isinstance(event, LoggedIn) and self.sealed and self.work is not None and phone.conn is not None:
+            # logged in again (back online, or from a new network): a fresh sender certificate, as the
+            # simulated phones fetch one at every login (set-up fetches the first)
+            self.work.start_soon(self._renew_certificate, phone.conn)
         elif isinstance(event, ReceiptReceived):
             self.control["receipts_received"] += 1
             self.emit(
@@ -602,6 +625,10 @@ class _LiveRun:
                     "sealed": event.sealed,
                 }
             )
+
+    async def _renew_certificate(self, conn: DeviceConnection) -> None:
+        with contextlib.suppress(NetError):  # closed at the end, or refused: the next login asks again
+            await conn.request_certificate()
 
     # --- receipts, cover traffic, changes of network ([traffic] and [defences]) ---------------------
 
@@ -698,6 +725,12 @@ class _LiveRun:
             self.emit(event)
             self._control_accepted.append((self.events[-1], ids))
         self._notify()
+
+    def _exit(self) -> str:
+        """``[defences] sealed_connection = "fresh"``: the address a sealed send's own connection comes
+        from, one of a few exits many people share (as Simulation._open's 185.220.101.x)."""
+        self.control["fresh_connections"] += 1
+        return loopback_address(self._exit_rng.randrange(EXITS), EXIT_NET)
 
     def _move(self, phone: _Phone, address: str) -> None:
         """The phone changes network: its connections drop and it reconnects from the loopback address
@@ -986,14 +1019,18 @@ def live_refusal(scenario: Scenario) -> str | None:
 
 
 def simulated_only(scenario: Scenario) -> list[str]:
-    """What ``scenario`` asks for that a live run does not carry yet: a fresh connection per sealed
-    send (``[defences] sealed_connection``). Receipts, cover traffic, phones changing networks and
-    ``[[groups]]`` are carried. A live run goes ahead without what is listed here and says so on
-    stderr and in summary.json (``live.not_carried``); the simulator runs it all."""
+    """What ``scenario`` asks for that a live run does not carry yet. Receipts, cover traffic, a
+    fresh connection per sealed send, phones changing networks and ``[[groups]]`` are carried. A
+    live run goes ahead without what is listed here and says so on stderr and in summary.json
+    (``live.not_carried``); the simulator runs it all."""
     d = scenario.defences
     out = []
-    if d.sealed_connection != "shared":
-        out.append("a fresh connection per sealed send ([defences] sealed_connection)")
+    if d.bundle_fetch != "authenticated":
+        out.append("bundle fetches with the recipient's delivery token ([defences] bundle_fetch)")
+    if d.mailboxes != "none":
+        out.append("ephemeral mailboxes for sealed conversations ([defences] mailboxes)")
+    if d.exit_latency_ms and d.sealed_connection == "fresh":
+        out.append("the exits' latency ([defences] exit_latency_ms): loopback has none")
     return out
 
 

@@ -32,6 +32,7 @@ from relaysim.relay.core import ConnectionContext, RelayCore, Reply
 from relaysim.relay.limits import UNLIMITED
 from relaysim.relay.server import RelayServer, serve
 from relaysim.relay.store import Store
+from relaysim.sims.scenario import Scenario
 
 RNG = Callable[[int], bytes]
 
@@ -346,3 +347,15 @@ cover_per_hour = 6
 [[people]]""",
     1,
 )
+
+
+def fresh_connections(scenario: Scenario) -> Scenario:
+    """``scenario`` under sealed sender, every sealed send on a fresh connection from an exit (with no
+    latency of its own: loopback has none), and power-of-two padding."""
+    return dataclasses.replace(
+        scenario,
+        relay=dataclasses.replace(scenario.relay, sealed_sender=True),
+        defences=dataclasses.replace(
+            scenario.defences, sealed_connection="fresh", exit_latency_ms=0.0, padding="pow2"
+        ),
+    )

@@ -52,7 +52,7 @@ from relaysim.sims.scenario import DeviceSpec, Scenario, TimelineEvent, VerifySa
 from relaysim.sims.scoring import GroundTruth, TrueControl, TrueMessage
 from relaysim.sims.world.engine import Scheduler
 from relaysim.sims.world.network import Network
-from relaysim.sims.world.timeline import Timeline, provider, sealed_sender
+from relaysim.sims.world.timeline import Timeline, padding, provider, sealed_sender
 from relaysim.sims.world.traffic import (
     GROUP_PREFIX,
     PlannedMessage,
@@ -181,11 +181,7 @@ class Simulation:
             keep_blocks=self.profile.keep_blocks,
         )
         # [defences] padding, or the profile's: Signal's padding unless the profile turns it off.
-        self.padding = (
-            sc_padding
-            if (sc_padding := scenario.defences.padding) != "profile"
-            else ("signal" if self.profile.padding else "none")
-        )
+        self.padding = padding(scenario, self.profile)
         self.sealed = sealed_sender(scenario, self.profile)
         # Who holds the content keys when the profile is not end-to-end (relay.custody).
         self.content_key: ContentKey | None = None

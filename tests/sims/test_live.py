@@ -25,7 +25,7 @@ from relaysim.sims.live import RelayStartError, relay_process, run_live
 from relaysim.sims.report import render_show
 from relaysim.sims.scenario import Scenario, parse_scenario, resolve_scenario
 from relaysim.sims.world.traffic import plan_group_steps, plan_messages
-from tests.helpers import BUSY_BOOK_CLUB
+from tests.helpers import BUSY_BOOK_CLUB, fresh_connections
 
 TIME_SCALE = 0.0002  # real seconds per simulated second: two-friends' 5 h in 3.6 s
 RUN = 8  # bytes: no run this long of any plaintext may appear in what the relay holds or receives
@@ -246,6 +246,27 @@ def test_a_group_with_receipts_cover_and_moves_live_under_sealed_sender(tmp_path
     for device in (("dan", 1), ("ana", 2)):
         hosts = {r.host for r in logins if (r.account, r.device) == device}
         assert len(hosts) == 2 and all(h is not None and h.startswith("127.1.") for h in hosts), hosts
+
+
+def test_a_fresh_connection_from_an_exit_for_each_sealed_send_live(tmp_path: Path) -> None:
+    """``[defences] sealed_connection = "fresh"``: every sealed send (messages and receipts) comes over a
+    connection of its own, from one of the exits' loopback addresses, never from the sender's; the
+    relay cannot join two of them by connection or by the phone's address."""
+    scenario = fresh_connections(resolve_scenario("two-friends"))
+    assert run_live(scenario, tmp_path, time_scale=TIME_SCALE) == 0
+    events = _assert_each_message_arrived_once(scenario, tmp_path)
+    assert {e["receipt"] for e in events if e["kind"] == "receipt_received"} == {"delivery"}
+    with Store(tmp_path / "relay.db") as store:
+        records = store.metadata()
+    sealed = [r for r in records if r.kind is RecordKind.SEALED_SEND]
+    phones = {r.host for r in records if r.kind is RecordKind.AUTHENTICATION}
+    assert len(sealed) == 24  # 12 messages and 12 delivery receipts, one device each
+    assert len({r.connection for r in sealed}) == len(sealed)
+    assert all(r.host is not None and r.host.startswith("127.2.0.") for r in sealed)
+    assert phones and all(h is not None and h.startswith("127.1.") for h in phones)
+    assert all(r.account is None for r in sealed)
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    assert summary["live"]["not_carried"] == []
 
 
 async def test_a_relay_that_cannot_listen_raises_relay_start_error_itself(tmp_path: Path) -> None:
