@@ -18,8 +18,9 @@ given. The driver (``clients.net``'s trio loop, or a test) does the I/O and tell
 
 Two channels carry frames: ``MAIN``, the connection the device logs in on, and ``ANON``, one that
 never authenticates, for sealed sends (docs/protocol.md: on an authenticated connection the relay
-knows who is sending anyway). ``wants_anon`` says when the driver should open it. With
-``fresh_anon``, every sealed send has an anonymous connection of its own: the link writes one per
+knows who is sending anyway), and bundle fetches made with the recipient's delivery token.
+``wants_anon`` says when the driver should open it. With ``fresh_anon``, every sealed send (or
+such a fetch) has an anonymous connection of its own: the link writes one per
 connection, and once it is answered ``anon_open`` falls to False and the driver closes that
 connection (from another network address, the relay cannot join one sealed send to the next).
 
@@ -78,6 +79,14 @@ DEFAULT_KEEPALIVE: Final = 30.0
 _FOREIGN_IDS: Final = 2**48
 _HANDSHAKE: Final = (wire.AuthChallenge, wire.Authenticate)
 LOGIN_KINDS: Final = ("auth_challenge", "authenticate")
+
+
+def _anonymous(frame: wire.Request) -> bool:
+    """Whether ``frame`` goes over the connection that never logs in: a sealed send, or a bundle fetch
+    opened with the recipient's delivery token (as Signal's unauthenticated fetches are)."""
+    return isinstance(frame, wire.SealedSend) or (
+        isinstance(frame, wire.FetchBundle) and frame.delivery_token is not None
+    )
 
 
 @dataclass(frozen=True)
@@ -374,11 +383,12 @@ class DeviceLink:
             if frames:
                 self._queue = [f for f in self._queue if not isinstance(f, _HANDSHAKE)]
         for frame in frames:
-            if self.fresh_anon and isinstance(frame, wire.SealedSend):
+            anonymous = _anonymous(frame)
+            if self.fresh_anon and anonymous:
                 self._sealed_waiting.append(frame)  # written when a connection of its own is open
                 continue
             self._unanswered[frame.id] = frame
-            self._out[ANON if isinstance(frame, wire.SealedSend) else MAIN] += wire.encode(frame)
+            self._out[ANON if anonymous else MAIN] += wire.encode(frame)
 
     def _requeue(self) -> None:
         """Put what the relay never answered back at the front of the queue, oldest first."""
@@ -417,7 +427,7 @@ class DeviceLink:
         return True
 
     def _closed_by_relay(self, channel: str) -> None:
-        idle = not any(isinstance(f, wire.SealedSend) for f in self._unanswered.values())
+        idle = not any(_anonymous(f) for f in self._unanswered.values())
         if channel == ANON and idle:
             # The relay closes an idle anonymous connection (its read timeout): open another when needed.
             self.anon_open = False

@@ -367,6 +367,7 @@ class _LiveRun:
                 tokens=tokens,
                 content_key=self.content_key,
                 padding=self.padding,
+                unauthenticated_fetch=scenario.defences.bundle_fetch == "unauthenticated",
             )
             phone = _Phone(spec, agent, random.Random(f"{scenario.seed}:backoff:{spec.name}"))
             phone.address = self._loopback(spec.address, spec.region)
@@ -1020,13 +1021,12 @@ def live_refusal(scenario: Scenario) -> str | None:
 
 def simulated_only(scenario: Scenario) -> list[str]:
     """What ``scenario`` asks for that a live run does not carry yet. Receipts, cover traffic, a
-    fresh connection per sealed send, phones changing networks and ``[[groups]]`` are carried. A
+    fresh connection per sealed send, bundle fetches with the recipient's delivery token, phones
+    changing networks and ``[[groups]]`` are carried. A
     live run goes ahead without what is listed here and says so on stderr and in summary.json
     (``live.not_carried``); the simulator runs it all."""
     d = scenario.defences
     out = []
-    if d.bundle_fetch != "authenticated":
-        out.append("bundle fetches with the recipient's delivery token ([defences] bundle_fetch)")
     if d.mailboxes != "none":
         out.append("ephemeral mailboxes for sealed conversations ([defences] mailboxes)")
     if d.exit_latency_ms and d.sealed_connection == "fresh":

@@ -350,12 +350,17 @@ cover_per_hour = 6
 
 
 def fresh_connections(scenario: Scenario) -> Scenario:
-    """``scenario`` under sealed sender, every sealed send on a fresh connection from an exit (with no
-    latency of its own: loopback has none), and power-of-two padding."""
+    """``scenario`` under sealed sender, every sealed send and bundle fetch (with the recipient's
+    delivery token) on a fresh connection from an exit (with no latency of its own: loopback has
+    none), and power-of-two padding."""
     return dataclasses.replace(
         scenario,
         relay=dataclasses.replace(scenario.relay, sealed_sender=True),
         defences=dataclasses.replace(
-            scenario.defences, sealed_connection="fresh", exit_latency_ms=0.0, padding="pow2"
+            scenario.defences,
+            sealed_connection="fresh",
+            exit_latency_ms=0.0,
+            padding="pow2",
+            bundle_fetch="unauthenticated",
         ),
     )

@@ -249,9 +249,10 @@ def test_a_group_with_receipts_cover_and_moves_live_under_sealed_sender(tmp_path
 
 
 def test_a_fresh_connection_from_an_exit_for_each_sealed_send_live(tmp_path: Path) -> None:
-    """``[defences] sealed_connection = "fresh"``: every sealed send (messages and receipts) comes over a
-    connection of its own, from one of the exits' loopback addresses, never from the sender's; the
-    relay cannot join two of them by connection or by the phone's address."""
+    """``[defences] sealed_connection = "fresh"``: every sealed send (messages and receipts) and every
+    bundle fetch (``bundle_fetch = "unauthenticated"``) comes over a connection of its own, from one of
+    the exits' loopback addresses, never from the sender's; the relay cannot join two of them by
+    connection or by the phone's address."""
     scenario = fresh_connections(resolve_scenario("two-friends"))
     assert run_live(scenario, tmp_path, time_scale=TIME_SCALE) == 0
     events = _assert_each_message_arrived_once(scenario, tmp_path)
@@ -265,6 +266,10 @@ def test_a_fresh_connection_from_an_exit_for_each_sealed_send_live(tmp_path: Pat
     assert all(r.host is not None and r.host.startswith("127.2.0.") for r in sealed)
     assert phones and all(h is not None and h.startswith("127.1.") for h in phones)
     assert all(r.account is None for r in sealed)
+    # bundles fetched with the recipient's delivery token, each over an exit's connection of its own
+    fetches = [r for r in records if r.kind is RecordKind.BUNDLE_FETCH]
+    assert fetches and all(r.account is None and str(r.host).startswith("127.2.0.") for r in fetches)
+    assert len({r.connection for r in [*sealed, *fetches]}) == len(sealed) + len(fetches)
     summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
     assert summary["live"]["not_carried"] == []
 

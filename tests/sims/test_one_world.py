@@ -164,7 +164,6 @@ def test_a_live_run_names_what_it_does_not_carry() -> None:
         ),
     )
     assert simulated_only(not_yet) == [
-        "bundle fetches with the recipient's delivery token ([defences] bundle_fetch)",
         "ephemeral mailboxes for sealed conversations ([defences] mailboxes)",
         "the exits' latency ([defences] exit_latency_ms): loopback has none",
     ]
