@@ -69,7 +69,9 @@ from relaysim.clients.agent import (
     LoggedIn,
     ReceiptReceived,
     Received,
+    sign_device,
 )
+from relaysim.clients.keys import PreKeySecrets
 from relaysim.clients.net import (
     DeviceConnection,
     NetError,
@@ -356,8 +358,20 @@ class _LiveRun:
         tokens = {p.name: os.urandom(32) for p in scenario.people}
         self.phones: dict[str, _Phone] = {}
         self.by_address: dict[tuple[str, int], _Phone] = {}
+        model = self.profile.identity_model
+        self.device_signatures: dict[tuple[str, int], bytes] = {}  # "signed-devices": the primary's
         for spec in scenario.devices():
-            device = Device(spec.person, spec.index)
+            device = Device(spec.person, spec.index, identity_policy=scenario.defences.identity_changes)
+            primary = self.by_address.get((spec.person, 1))
+            if spec.index != 1 and primary is not None:
+                # Linking, per the profile's identity model, as the simulator links (its _link_identity):
+                # the account's identity key from the primary, or the primary's signature over its own.
+                primary.agent.linked_devices_known()
+                if model == "account":
+                    device.secrets = PreKeySecrets(primary.agent.device.secrets.identity)
+                elif model == "signed-devices":
+                    signature = sign_device(primary.agent.device, device.identity_key)
+                    self.device_signatures[(spec.person, spec.index)] = signature
             agent = DeviceAgent(
                 device,
                 registration_id=random.SystemRandom().randrange(1, 16380),
@@ -368,6 +382,10 @@ class _LiveRun:
                 content_key=self.content_key,
                 padding=self.padding,
                 unauthenticated_fetch=scenario.defences.bundle_fetch == "unauthenticated",
+                identity_model=model,
+                key_verification=scenario.defences.key_verification == "on",
+                device_signature=self._device_signature,
+                key_transparency=scenario.defences.key_transparency,
             )
             phone = _Phone(spec, agent, random.Random(f"{scenario.seed}:backoff:{spec.name}"))
             phone.address = self._loopback(spec.address, spec.region)
@@ -385,6 +403,9 @@ class _LiveRun:
             if step.message is not None:
                 self.messages[step.message.id] = MessageState(step.message, step.recipients)
                 self.group_sends[step.message.id] = (group_distribution_id(step.group), step.members)
+
+    def _device_signature(self, account: str, device: int) -> bytes | None:
+        return self.device_signatures.get((account, device))
 
     def _loopback(self, address: str, region: str) -> str:
         """The loopback address standing in for the scenario's ``address`` (the same for the same one),

@@ -176,9 +176,18 @@ device = "alice/2"
 """
 
 
-def test_a_linked_device_and_timeline_events_live(tmp_path: Path) -> None:
+@pytest.mark.parametrize("profile", [None, "signal", "whatsapp"])
+def test_a_linked_device_and_timeline_events_live(tmp_path: Path, profile: str | None) -> None:
+    """A linked device as the profile's identity model links it (as the simulator does): under Signal's
+    ("account") it holds the account's identity key, under WhatsApp's ("signed-devices") a key of its
+    own that bob accepts only with alice's primary's signature; either way it reads every message."""
     scenario = parse_scenario(LINKED, source="linked.toml")
+    if profile is not None:
+        scenario = dataclasses.replace(scenario, relay=dataclasses.replace(scenario.relay, profile=profile))
     assert run_live(scenario, tmp_path, time_scale=0.002) == 0
+    with Store(tmp_path / "relay.db") as store:
+        keys = [d.identity_key for d in store.devices("alice")]
+    assert len(keys) == 2 and (keys[0] == keys[1]) == (profile == "signal")
     events = _events(tmp_path)
     received = Counter((e["message"], e["device"]) for e in events if e["kind"] == "message_received")
     assert received == {
