@@ -65,7 +65,10 @@ from relaysim.clients.agent import (
     Accepted,
     AgentEvent,
     DeviceAgent,
+    DeviceListChanged,
     Failed,
+    IdentityChanged,
+    KeyLogChecked,
     LoggedIn,
     ReceiptReceived,
     Received,
@@ -619,7 +622,8 @@ class _LiveRun:
 
     def _agent_event(self, phone: _Phone, event: AgentEvent) -> None:
         """What a phone's agent reports beside the messages it reads (DeviceConnection's on_event): how
-        the sends nobody awaits went (group messages, receipts, cover), and the receipts it gets."""
+        the sends nobody awaits went (group messages, receipts, cover), the receipts it gets, and what
+        it noticed of keys and devices (transcribed as the simulator does)."""
         ref = getattr(event, "ref", None)
         if isinstance(event, Accepted) and isinstance(ref, tuple):
             if ref[:1] == ("group",):
@@ -635,6 +639,40 @@ class _LiveRun:
             # logged in again (back online, or from a new network): a fresh sender certificate, as the
             # simulated phones fetch one at every login (set-up fetches the first)
             self.work.start_soon(self._renew_certificate, phone.conn)
+        elif isinstance(event, IdentityChanged):
+            self.emit(
+                {
+                    "kind": "identity_changed",
+                    "device": phone.name,
+                    "peer": f"{event.peer.account}/{event.peer.device}",
+                    "via": event.via,
+                    "accepted": event.accepted,
+                    "was_verified": event.was_verified,
+                }
+            )
+        elif isinstance(event, DeviceListChanged):
+            self.emit(
+                {
+                    "kind": "device_list_changed",
+                    "device": phone.name,
+                    "account": event.account,
+                    "added": list(event.added),
+                    "removed": list(event.removed),
+                    "identity_changed": list(event.identity_changed),
+                }
+            )
+        elif isinstance(event, KeyLogChecked):
+            self.emit(
+                {
+                    "kind": "key_log_checked",
+                    "device": phone.name,
+                    "account": event.account,
+                    "tree_size": event.tree_size,
+                    "logged": list(event.logged),
+                    "unlogged": list(event.unlogged),
+                    "refused": event.reason,
+                }
+            )
         elif isinstance(event, ReceiptReceived):
             self.control["receipts_received"] += 1
             self.emit(

@@ -283,6 +283,19 @@ def test_a_fresh_connection_from_an_exit_for_each_sealed_send_live(tmp_path: Pat
     assert summary["live"]["not_carried"] == []
 
 
+def test_key_transparency_live_checks_every_bundle_against_the_relays_key_log(tmp_path: Path) -> None:
+    """``[defences] key_transparency``: live phones ask for the log's proofs with each bundle and check
+    every key's inclusion under a signed head, and the transcript says so as the simulator's does."""
+    plain = resolve_scenario("two-friends")
+    scenario = dataclasses.replace(plain, defences=dataclasses.replace(plain.defences, key_transparency=True))
+    assert run_live(scenario, tmp_path, time_scale=TIME_SCALE) == 0
+    _assert_each_message_arrived_once(scenario, tmp_path)
+    checked = [e for e in _events(tmp_path) if e["kind"] == "key_log_checked"]
+    assert {(e["device"], e["account"]) for e in checked} == {("amira/1", "ben"), ("ben/1", "amira")}
+    assert all(e["logged"] == [1] and e["unlogged"] == [] and e["refused"] is None for e in checked)
+    assert all(e["tree_size"] >= 2 for e in checked)
+
+
 async def test_a_relay_that_cannot_listen_raises_relay_start_error_itself(tmp_path: Path) -> None:
     # The error leaves relay_process's nursery bare, not in an ExceptionGroup (trio >= 0.25 wraps).
     with socket.socket() as taken:
