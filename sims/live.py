@@ -756,8 +756,24 @@ class _LiveRun:
     def _cover_gap(self) -> float:
         return self._cover_rng.expovariate(self.defences.cover_per_hour / 3600)
 
+    async def _cover_loop(self) -> None:
+        """Cover traffic, every phone's in one chain by due time, so the shared generator is drawn in
+        the simulator's order whatever order trio wakes tasks in (two due at once may run either way)."""
+        assert self.t0 is not None
+        due: list[tuple[float, int, _Phone]] = []
+        for phone in self.phones.values():
+            if phone.spec.index == 1:
+                due.append((self._cover_gap(), len(due), phone))
+        heapq.heapify(due)
+        serial = itertools.count(len(due))
+        while due and due[0][0] <= self.scenario.duration:
+            t, _n, phone = heapq.heappop(due)
+            await trio.sleep_until(self.t0 + t * self.time_scale)
+            self._cover(phone)
+            heapq.heappush(due, (t + self._cover_gap(), next(serial), phone))
+
     def _cover(self, phone: _Phone) -> None:
-        """One dummy message to a random contact (Loopix's Poisson cover traffic), then the next."""
+        """One dummy message to a random contact (Loopix's Poisson cover traffic)."""
         book = self.contacts.get(phone.spec.person) or [
             p.name for p in self.scenario.people if p.name != phone.spec.person
         ]
@@ -769,7 +785,6 @@ class _LiveRun:
             self._control_started(phone, ref, to, "cover")
             assert phone.conn is not None
             phone.conn.send_cover(to, ref, sealed=self.sealed)
-        self._later(self.now() + self._cover_gap(), partial(self._cover, phone))
 
     def _control_started(self, phone: _Phone, ref: tuple[object, ...], to: str, kind: str) -> None:
         self._control_in_flight[ref] = phone
@@ -899,9 +914,7 @@ class _LiveRun:
             if device in self.phones and at < sc.duration:
                 self.at(at, partial(self._move, self.phones[device], address))
         if self.defences.cover_per_hour > 0:
-            for phone in self.phones.values():
-                if phone.spec.index == 1:
-                    self._later(self._cover_gap(), partial(self._cover, phone))
+            self.work.start_soon(self._cover_loop)
         self.timeline.schedule_messages(self.plan)
         for step in self.group_steps:
             if step.message is not None:
