@@ -18,7 +18,13 @@ What the agent does on its own, as Signal's clients do:
   contact (``IdentityChanged``, see ``clients.identity``); under the ``block`` policy, or once the
   user has verified the peer, it sends nothing to that key until the user approves it;
 - reports when a peer's device list changes between two fetches (``DeviceListChanged``): a new
-  device on a contact's account is what a silently added "ghost" device looks like from outside.
+  device on a contact's account is what a silently added "ghost" device looks like from outside;
+- asks a group message's sender to resend it when the sender key it was written with has not come
+  (its distribution message was lost): a retry receipt, as Signal's clients send a decryption error
+  message and WhatsApp's a retry receipt; the sender answers from its log of recent group messages
+  by handing its sender key over again and resending the message over the pairwise session
+  (``tick``, ``retry_due``; bounded on both sides, see "retry receipts" below); and, once, a 1:1
+  message that found no session (the receipt begins a new one, which the sender's resend uses).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from relaysim.clients import transparency as kt
 from relaysim.clients.errors import DecryptionError
 from relaysim.clients.escrow import EscrowPublicKey
 from relaysim.clients.groups import VERSION as SENDER_KEY_VERSION
-from relaysim.clients.groups import GroupKeys
+from relaysim.clients.groups import GroupKeys, parse_sender_key_message
 from relaysim.clients.identity import IdentityChanged, UntrustedIdentity
 from relaysim.clients.keys import BundleError, KemPreKey, OneTimePreKey, PreKeyBundle, SignedPreKey
 from relaysim.clients.session import Device, PeerAddress
@@ -51,7 +57,9 @@ __all__ = [
     "DeviceListChanged",
     "Failed",
     "IdentityChanged",
+    "KeyLogAudited",
     "KeyLogChecked",
+    "KeyLogCompared",
     "LoggedIn",
     "ProofRequired",
     "ReceiptReceived",
@@ -60,6 +68,7 @@ __all__ = [
     "SentTranscript",
     "Undecryptable",
     "UnsignedDevice",
+    "WaitingForSenderKey",
     "sign_device",
 ]
 
@@ -219,6 +228,38 @@ class KeyLogChecked:
         return self.reason is None and not self.unlogged
 
 
+@dataclass(frozen=True)
+class KeyLogAudited:
+    """Key transparency: this device read the relay's key log over the wire (``audit_key_log``) up to a
+    signed ``head`` and compared ``account``'s entries with the devices it expected. ``unexpected``:
+    (device, identity key) entries it did not expect (a ghost); ``missing``: expected ones not there.
+    ``reason`` says why the audit could not be trusted or finished (None: the entries hash to the
+    signed head)."""
+
+    account: str
+    tree_size: int
+    unexpected: tuple[tuple[int, bytes], ...] = ()
+    missing: tuple[tuple[int, bytes], ...] = ()
+    reason: str | None = None
+    head: kt.TreeHead | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None and not self.unexpected and not self.missing
+
+
+@dataclass(frozen=True)
+class KeyLogCompared:
+    """Key transparency: this device compared its latest signed head (``ours``) with one gossiped to it
+    (``theirs``, ``compare_key_log_head``), asking the relay for the consistency proof between them
+    when their sizes differ. Not ``consistent``: the relay has shown different logs (``why``)."""
+
+    ours: kt.TreeHead
+    theirs: kt.TreeHead
+    consistent: bool
+    why: str | None = None
+
+
 AgentEvent = (
     Registered
     | SentTranscript
@@ -233,6 +274,8 @@ AgentEvent = (
     | DeviceListChanged
     | IdentityChanged
     | KeyLogChecked
+    | KeyLogAudited
+    | KeyLogCompared
 )
 
 # What a message carries besides text, as Signal's Content message does (receipts, and here cover
@@ -243,7 +286,26 @@ _COVER = b"C"
 _MAILBOX = b"M"  # a sealed conversation's mailbox: where to write back (see DeviceAgent.new_mailbox)
 _SENDER_KEY = b"K"  # a SenderKeyDistributionMessage, over the pairwise session (clients.groups)
 _SYNC = b"S"  # a sync copy of a 1:1 message this account sent (then: destination length, destination)
+# A retry receipt: the device asked (4) ‖ what to resend: b"G" ‖ distribution id (16) ‖ chain id (4) ‖
+# iteration (4), a group message; or b"P" ‖ envelope id (16), a 1:1 message that found no session.
+_RETRY = b"E"
+_RESEND = (
+    b"G"  # a group message resent over the pairwise session: distribution id ‖ chain id ‖ iteration ‖ text
+)
 MAX_GROUP_BACKLOG = 256  # group messages kept while their sender key has not arrived yet
+# Retry receipts (ours, in the spirit of Signal's DecryptionErrorMessage and WhatsApp's retry receipt):
+# a group message whose sender key has not come within RETRY_GRACE seconds (the distribution message
+# may only be late: it and the message travel separately) is asked for again, then every
+# RETRY_INTERVAL seconds, at most MAX_RETRY_RECEIPTS times; the message then stays waiting (for a
+# late key or resend) and is reported by ``waiting_for_sender_keys``. The sender answers each
+# requesting device at most MAX_RETRY_RECEIPTS times and at most once per RETRY_INTERVAL / 2, from
+# a log of the group messages it sent in the last SEND_LOG_AGE seconds (at most SEND_LOG_SIZE).
+RETRY_GRACE = 10.0
+RETRY_INTERVAL = 60.0
+MAX_RETRY_RECEIPTS = 5
+SEND_LOG_AGE = 86400.0
+SEND_LOG_SIZE = 1000
+READ_LOG_SIZE = 4096  # group messages read, remembered to drop a resend or a late original of one
 SIGNAL_PAD_BLOCK = 160  # libsignal-service's PushTransportDetails
 
 
@@ -291,6 +353,63 @@ class _GroupSend:
     plaintext: bytes
     waiting: set[str]
     targets: tuple[str, ...] = ()  # the accounts that get the message (all members when empty)
+
+
+@dataclass
+class _Audit:
+    """A self-audit of the key log over the wire, in progress (``DeviceAgent.audit_key_log``)."""
+
+    expected: frozenset[tuple[int, bytes]]
+    known: frozenset[int]
+    head: kt.TreeHead | None = None
+    leaves: list[bytes] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Compare:
+    """A comparison of two signed heads waiting for the relay's consistency proof."""
+
+    ours: kt.TreeHead
+    theirs: kt.TreeHead
+
+
+class _KeyLogRefused(Exception):
+    """Why a key-log answer cannot be trusted (the message is the reason given in the event)."""
+
+
+GroupMessageKey = tuple[bytes, int, int]  # (distribution id, chain id, iteration): one SenderKeyMessage
+
+
+@dataclass
+class _Backlogged:
+    """A group message this device cannot read yet: its sender key has not come."""
+
+    envelope: wire.Envelope
+    sender: PeerAddress
+    key: GroupMessageKey
+    next_retry: float  # when to send the next retry receipt (clock seconds)
+    retries: int = 0  # retry receipts sent for it
+
+
+@dataclass
+class _Logged:
+    """A group message this device sent, kept to answer retry receipts (Signal's message send log)."""
+
+    ref: object
+    plaintext: bytes
+    accounts: frozenset[str]
+    at: float
+    answered: dict[PeerAddress, tuple[int, float]] = field(default_factory=dict)  # device → (count, last)
+
+
+@dataclass(frozen=True)
+class WaitingForSenderKey:
+    """A group message ``envelope_id`` from ``sender`` this device still cannot read: its sender key
+    never came, and ``retries`` retry receipts have been sent for it (``DeviceAgent.waiting_for_sender_keys``)."""
+
+    envelope_id: bytes
+    sender: PeerAddress
+    retries: int
 
 
 @dataclass
@@ -363,12 +482,21 @@ class DeviceAgent:
         self.authenticated = False
         self._uploaded_one_time: set[int] = set()
         self.groups = GroupKeys(self.device.address, self.rng)
-        self._group_backlog: list[wire.Envelope] = []
+        self._group_backlog: list[_Backlogged] = []
+        self._send_log: dict[GroupMessageKey, _Logged] = {}  # the group messages we sent, to resend
+        self._read_group: dict[tuple[PeerAddress, GroupMessageKey], None] = {}  # read, oldest first
+        self._retries = 0
+        self._pairwise_log: dict[bytes, _Logged] = {}  # envelope id → a 1:1 text we sent (retry receipts)
+        self._asked_again: dict[bytes, None] = {}  # envelope ids of 1:1 messages we asked for again
+        self._handed_again: dict[tuple[bytes, PeerAddress], float] = {}  # sender key handed over again, when
         self._multi_device = False  # this account has other devices, as far as this device knows
         self._handouts = 0
         # Group sends and sender key handouts whose answer a lost connection took: sent again after login.
         self._resend: list[_Outgoing] = []
         self.key_log_heads: list[kt.TreeHead] = []  # every signed key-log head this device was shown
+        self._key_log_server: bytes | None = (
+            None  # the server key that signs heads, once its certificate checked
+        )
 
         self._last_register: wire.Register | None = None  # kept to send again with a proof
         self._stamped = False  # a stamp was sent with it: a second refusal is final
@@ -376,8 +504,10 @@ class DeviceAgent:
         self._retired: dict[tuple[str, int], float] = {}  # ("spk"|"kem", id) -> when replaced
 
     def linked_devices_known(self) -> None:
-        """This device knows its account has other devices (it linked one): sync copies from now on."""
+        """This device knows its account has other devices (it linked one): sync copies from now on,
+        to the account's devices as the relay lists them next (a list fetched before is stale)."""
         self._multi_device = True
+        self._devices.pop(self.account, None)
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -572,7 +702,10 @@ class DeviceAgent:
 
     def _sync(self, out: _Outgoing) -> None:
         """After a 1:1 message to another account went out, its sync copy to this account's other
-        devices (authenticated, never sealed: it goes to oneself), as Signal's clients send one."""
+        devices (authenticated, never sealed: it goes to oneself), as Signal's clients send one
+        (Signal-Android's SignalServiceMessageSender sends the SentTranscript to its own address without
+        unidentified access; older versions used the account's own, sealed). Under sealed sender the
+        relay therefore sees, a round trip after each sealed send, the sender writing to itself."""
         if (
             not self.sync_copies
             or not self._multi_device
@@ -762,6 +895,8 @@ class DeviceAgent:
             self._handouts += 1
             ref = ("sender_key", self.account, self.device_id, self._handouts)
             self._send(_Outgoing(ref, a, CONTROL + _SENDER_KEY + skdm, False))
+        own = self.groups.own[gs.group_id]
+        self._log_sent((gs.group_id, own.chain_id, own.iteration), gs)
         body = self.groups.encrypt(gs.group_id, pad(gs.plaintext, self.padding))
         for a in gs.targets or gs.members:
             if not devices[a]:
@@ -779,22 +914,41 @@ class DeviceAgent:
         self.groups.own.pop(group_id, None)
         self.groups.shared_with.pop(group_id, None)
 
-    def _group_receive(self, env: wire.Envelope) -> None:
-        """A ``SenderKeyMessage``: decrypt it, or keep it until its sender's key arrives."""
+    def _group_receive(self, env: wire.Envelope, waiting: _Backlogged | None = None) -> None:
+        """A ``SenderKeyMessage``: decrypt it, or keep it until its sender's key (or a resend) arrives."""
         assert env.source_account is not None and env.source_device is not None
         sender = PeerAddress(env.source_account, env.source_device)
+        try:
+            key = parse_sender_key_message(env.body)
+        except DecryptionError:
+            self._events.append(Undecryptable(env.id, env.sealed))
+            return
+        if (sender, key) in self._read_group:  # a repeat, or the original of a resend we read, come late
+            self._events.append(Undecryptable(env.id, env.sealed))
+            return
         try:
             group, plaintext = self.groups.decrypt(sender, env.body)
             plaintext = unpad(plaintext, self.padding)
         except DecryptionError:
-            if self._holds(sender, env.body):  # a repeat (a duplicated send) or a forgery: reject it now
+            # Held: a forgery, or a message of the sender's that our copy of its key cannot read (sent
+            # before the iteration it starts at: the handout that came was a later one). Not held: its
+            # key may still be on its way. Both of the sender's own can be resent: wait, then ask.
+            if self._holds(sender, env.body) and not self.groups.signed(sender, env.body):
                 self._events.append(Undecryptable(env.id, env.sealed))
+            elif waiting is not None:
+                self._group_backlog.append(waiting)  # still unreadable: keep asking as scheduled
             elif len(self._group_backlog) < MAX_GROUP_BACKLOG:
-                self._group_backlog.append(env)  # its distribution message may still be on its way
+                self._group_backlog.append(_Backlogged(env, sender, key, self.clock() + RETRY_GRACE))
             else:
                 self._events.append(Undecryptable(env.id, env.sealed))
             return
+        self._mark_read(sender, key)
         self._events.append(Received(sender, plaintext, env.id, env.timestamp, env.sealed, group))
+
+    def _mark_read(self, sender: PeerAddress, key: GroupMessageKey) -> None:
+        self._read_group[(sender, key)] = None
+        while len(self._read_group) > READ_LOG_SIZE:
+            del self._read_group[next(iter(self._read_group))]
 
     def _holds(self, sender: PeerAddress, body: bytes) -> bool:
         try:
@@ -808,11 +962,149 @@ class DeviceAgent:
         except DecryptionError:
             return
         waiting, self._group_backlog = self._group_backlog, []
-        for env in waiting:
-            if (env.source_account, env.source_device) == (sender.account, sender.device):
-                self._group_receive(env)
+        for entry in waiting:
+            if entry.sender == sender:
+                self._group_receive(entry.envelope, entry)
             else:
-                self._group_backlog.append(env)
+                self._group_backlog.append(entry)
+
+    # --- retry receipts: asking a sender to resend a group message we cannot read -------------------
+
+    def retry_due(self) -> float | None:
+        """When (clock seconds) ``tick`` has a retry receipt to send; None when nothing waits for one."""
+        due = [b.next_retry for b in self._group_backlog if b.retries < MAX_RETRY_RECEIPTS]
+        return min(due) if due else None
+
+    def tick(self) -> None:
+        """The driver's call when ``retry_due`` has come: send the retry receipts that are due (only
+        while logged in; an offline phone sends them after its next login)."""
+        if not self.authenticated:
+            return
+        now = self.clock()
+        for entry in self._group_backlog:
+            if entry.retries < MAX_RETRY_RECEIPTS and entry.next_retry <= now:
+                entry.retries += 1
+                entry.next_retry = now + RETRY_INTERVAL
+                group, chain, iteration = entry.key
+                body = (
+                    CONTROL
+                    + _RETRY
+                    + entry.sender.device.to_bytes(4, "big")
+                    + b"G"
+                    + group
+                    + chain.to_bytes(4, "big")
+                    + iteration.to_bytes(4, "big")
+                )
+                self._retries += 1
+                ref = ("retry", self.account, self.device_id, self._retries)
+                self.send_text(entry.sender.account, body, ref)
+
+    def waiting_for_sender_keys(self) -> list[WaitingForSenderKey]:
+        """The group messages this device holds and still cannot read, with the retry receipts sent for each."""
+        return [WaitingForSenderKey(b.envelope.id, b.sender, b.retries) for b in self._group_backlog]
+
+    def _log_sent(self, key: GroupMessageKey, gs: _GroupSend) -> None:
+        now = self.clock()
+        self._send_log[key] = _Logged(gs.ref, gs.plaintext, frozenset(gs.members), now)
+        for old in list(self._send_log):
+            if len(self._send_log) <= SEND_LOG_SIZE and now - self._send_log[old].at <= SEND_LOG_AGE:
+                break
+            del self._send_log[old]
+
+    def _retry_asked(self, requester: PeerAddress, rest: bytes) -> None:
+        """A retry receipt from ``requester``: resend the group message it names (if we sent it, recently,
+        to the requester's account), over the pairwise session, and hand our sender key over again if
+        it is still the one the requester should hold."""
+        if len(rest) < 5 or int.from_bytes(rest[:4], "big") != self.device_id:
+            return  # malformed, or asked of another device of this account
+        kind, rest = rest[4:5], rest[5:]
+        if kind == b"P" and len(rest) == wire.ENVELOPE_ID_SIZE:
+            self._pairwise_retry_asked(requester, rest)
+            return
+        if kind != b"G" or len(rest) != 16 + 4 + 4:
+            return
+        group, chain, iteration = (
+            rest[:16],
+            int.from_bytes(rest[16:20], "big"),
+            int.from_bytes(rest[20:], "big"),
+        )
+        entry = self._send_log.get((group, chain, iteration))
+        now = self.clock()
+        if entry is None or requester.account not in entry.accounts or now - entry.at > SEND_LOG_AGE:
+            return  # not ours to resend (too old, or never sent to that account)
+        count, last = entry.answered.get(requester, (0, -RETRY_INTERVAL))
+        if count >= MAX_RETRY_RECEIPTS or now - last < RETRY_INTERVAL / 2:
+            return  # answered enough, or just now (the receipts queued while we were offline)
+        entry.answered[requester] = (count + 1, now)
+        own = self.groups.own.get(group)
+        if (
+            own is not None
+            and own.chain_id == chain
+            and requester in self.groups.shared_with.get(group, ())
+            and now - self._handed_again.get((group, requester), -RETRY_INTERVAL) >= RETRY_INTERVAL / 2
+        ):
+            self._handed_again[(group, requester)] = now  # (not again for each message it asks about)
+            self._handouts += 1
+            skdm = self.groups.distribution(group).to_bytes()
+            ref = ("sender_key", self.account, self.device_id, self._handouts)
+            self.send_text(requester.account, CONTROL + _SENDER_KEY + skdm, ref)
+        header = group + chain.to_bytes(4, "big") + iteration.to_bytes(4, "big")
+        self.send_text(requester.account, CONTROL + _RESEND + header + entry.plaintext, entry.ref)
+
+    # --- retry receipts for 1:1 messages that found no session ---------------------------------
+
+    def _ask_pairwise_resend(self, sender: PeerAddress, envelope_id: bytes) -> None:
+        """A 1:1 message from ``sender`` we hold no session for (we lost it, or never had the one it was
+        sent on): ask for it again, once, as Signal's clients send a DecryptionErrorMessage. The retry
+        receipt itself starts a new session from ``sender``'s bundle (a prekey message), which becomes
+        the session the sender answers on."""
+        if envelope_id in self._asked_again or not self.authenticated:
+            return
+        self._asked_again[envelope_id] = None
+        while len(self._asked_again) > READ_LOG_SIZE:
+            del self._asked_again[next(iter(self._asked_again))]
+        self._retries += 1
+        body = CONTROL + _RETRY + sender.device.to_bytes(4, "big") + b"P" + envelope_id
+        self.send_text(sender.account, body, ("retry", self.account, self.device_id, self._retries))
+
+    def _log_sent_pairwise(self, out: _Outgoing, envelope_ids: tuple[bytes, ...]) -> None:
+        """Keep a 1:1 text we sent (unsealed) by its envelope ids, to answer a retry receipt."""
+        if out.group is not None or out.sealed or out.plaintext.startswith(CONTROL) or out.to == self.account:
+            return
+        now = self.clock()
+        entry = _Logged(out.ref, out.plaintext, frozenset((out.to,)), now)
+        for eid in envelope_ids:
+            self._pairwise_log[eid] = entry
+        for old in list(self._pairwise_log):
+            if len(self._pairwise_log) <= SEND_LOG_SIZE and now - self._pairwise_log[old].at <= SEND_LOG_AGE:
+                break
+            del self._pairwise_log[old]
+
+    def _pairwise_retry_asked(self, requester: PeerAddress, envelope_id: bytes) -> None:
+        """A retry receipt for the 1:1 message we sent as ``envelope_id``: send it again to the
+        requester's account, now over the session its receipt began (the active one: Sesame)."""
+        entry = self._pairwise_log.get(envelope_id)
+        now = self.clock()
+        if entry is None or requester.account not in entry.accounts or now - entry.at > SEND_LOG_AGE:
+            return
+        count, _last = entry.answered.get(requester, (0, 0.0))
+        if count >= 1:
+            return  # answered once: the receiver asks once per message
+        entry.answered[requester] = (1, now)
+        self.send_text(requester.account, entry.plaintext, entry.ref)
+
+    def _resent(self, sender: PeerAddress, rest: bytes, env: wire.Envelope) -> None:
+        """A group message ``sender`` resent to us over the pairwise session, in answer to our retry
+        receipt: read only if we hold that message unread (anything else is a repeat, or unasked)."""
+        if len(rest) < 24:
+            return
+        key = (rest[:16], int.from_bytes(rest[16:20], "big"), int.from_bytes(rest[20:24], "big"))
+        held = [b for b in self._group_backlog if b.sender == sender and b.key == key]
+        if not held or (sender, key) in self._read_group:
+            return
+        self._group_backlog = [b for b in self._group_backlog if b not in held]
+        self._mark_read(sender, key)
+        self._events.append(Received(sender, rest[24:], env.id, env.timestamp, env.sealed, key[0]))
 
     def _fail(self, out: _Outgoing, code: str, message: str, retry_after_ms: int | None = None) -> None:
         self._events.append(Failed(out.ref, code, message, retry_after_ms))
@@ -823,6 +1115,9 @@ class DeviceAgent:
         """Process one frame from the relay. Returns events (with any from earlier calls that failed);
         follow-up requests go to the outbox."""
         self._handle(frame)
+        due = self.retry_due()
+        if due is not None and due <= self.clock():
+            self.tick()
         self._events.extend(self.device.identities.take_changes())
         events, self._events = self._events, []
         return events
@@ -848,6 +1143,8 @@ class DeviceAgent:
         kind, context = pending
         if isinstance(frame, wire.ErrorFrame):
             self._error(kind, context, frame)
+        elif isinstance(context, _Audit | _Compare):
+            self._key_log_answer(context, frame)
         elif isinstance(frame, wire.Registered):
             self._events.append(Registered())
         elif isinstance(frame, wire.Challenge):
@@ -883,6 +1180,7 @@ class DeviceAgent:
                 return  # a sender key distribution went out
             assert isinstance(context, _Outgoing)
             self._events.append(Accepted(context.ref, context.to, tuple(frame.envelope_ids)))
+            self._log_sent_pairwise(context, tuple(frame.envelope_ids))
             if frame.needs_sync:
                 self._multi_device = True
             self._sync(context)
@@ -939,7 +1237,9 @@ class DeviceAgent:
                 self._fetch(out.to, out)
 
     def _error(self, kind: str, context: object, frame: wire.ErrorFrame) -> None:
-        if isinstance(context, _Outgoing):
+        if isinstance(context, _Audit | _Compare):
+            self._key_log_answer(context, frame)
+        elif isinstance(context, _Outgoing):
             if frame.code == wire.ErrorCode.STALE_DEVICES and context.attempts < 3:
                 self._devices.pop(context.to, None)
                 if context.group is not None:  # one account's part of a group message: fetch, then again
@@ -967,16 +1267,13 @@ class DeviceAgent:
         proof = frame.key_log
         if proof is None:
             return KeyLogChecked(account, 0, (), devices, "the relay sent no key-log proof")
-        if self.trust_root is None:
-            return KeyLogChecked(account, 0, (), devices, "no trust root to check the server certificate")
         try:
-            cert = ServerCertificate.decode(proof.server_certificate)
-            cert.verify(self.trust_root)
-        except CertificateError as exc:
-            return KeyLogChecked(account, 0, (), devices, f"server certificate: {exc}")
+            server = self._key_log_key(proof.server_certificate)
+        except _KeyLogRefused as exc:
+            return KeyLogChecked(account, 0, (), devices, str(exc))
         h = proof.head
         head = kt.TreeHead(h.tree_size, h.timestamp, h.root_hash, h.signature)
-        if not head.verify(cert.public_key):
+        if not head.verify(server):
             return KeyLogChecked(
                 account, h.tree_size, (), devices, "the tree head's signature does not verify"
             )
@@ -990,6 +1287,153 @@ class DeviceAgent:
             good = i is not None and kt.verify_inclusion(leaf, i.leaf_index, h.tree_size, i.path, h.root_hash)
             (logged if good else unlogged).append(b.device)
         return KeyLogChecked(account, h.tree_size, tuple(sorted(logged)), tuple(sorted(unlogged)))
+
+    def _key_log_key(self, certificate: bytes) -> bytes:
+        """The server key that signs the log's heads, from its certificate checked against the trust root."""
+        if self.trust_root is None:
+            raise _KeyLogRefused("no trust root to check the server certificate")
+        try:
+            cert = ServerCertificate.decode(certificate)
+            cert.verify(self.trust_root)
+        except CertificateError as exc:
+            raise _KeyLogRefused(f"server certificate: {exc}") from None
+        self._key_log_server = cert.public_key
+        return cert.public_key
+
+    # --- key transparency over the wire: the self-audit and head comparisons ---------------------
+
+    def audit_key_log(
+        self,
+        expected: Iterable[tuple[int, bytes]],
+        known_devices: Iterable[int] = (),
+        *,
+        head: bytes | kt.TreeHead | None = None,
+    ) -> None:
+        """Audit this account in the relay's key log, over the wire: fetch the signed head
+        (``get_key_log_head``), then every entry up to it (``get_key_log_entries``, page by page), check
+        that they hash to the signed root, and compare this account's entries with ``expected``
+        (device, identity key) — any key logged for a device in ``known_devices`` counts as expected
+        (a device's earlier keys stay in the log). The answer is a ``KeyLogAudited`` event.
+
+        With ``head`` (one gossiped to this device, as ``compare_key_log_head`` takes it), audit the log
+        up to that head instead of the relay's current one: a relay that showed this device a log
+        without an entry others were shown must now either serve that entry or fail to match the head
+        (``reason``). A malformed or unsigned ``head`` raises ``clients.transparency.ProofError``."""
+        audit = _Audit(frozenset(expected), frozenset(known_devices))
+        if head is None:
+            self._request(wire.GetKeyLogHead, context=audit)
+            return
+        audit.head = self._gossiped(head)
+        if audit.head.tree_size == 0:
+            self._audit_done(audit)
+        else:
+            self._request(wire.GetKeyLogEntries, context=audit, start=0, end=audit.head.tree_size - 1)
+
+    def _gossiped(self, gossiped: bytes | kt.TreeHead) -> kt.TreeHead:
+        head = kt.decode_head(gossiped) if isinstance(gossiped, bytes) else gossiped
+        if self._key_log_server is None:
+            raise kt.ProofError(
+                "gossiped tree head: this device has no checked server key to verify it with yet"
+            )
+        if not head.verify(self._key_log_server):
+            raise kt.ProofError(
+                "gossiped tree head: its signature does not verify under the relay's server key"
+            )
+        return head
+
+    def compare_key_log_head(self, gossiped: bytes | kt.TreeHead) -> None:
+        """A signed head another party holds (the witness's, as ``clients.transparency.encode_head``
+        bytes): compare it with the latest this device was shown, asking the relay for the consistency
+        proof between the two (``get_key_log_consistency``; for two heads of one size the roots must match).
+        The answer is a ``KeyLogCompared`` event. A malformed head, or one the relay's server key did not
+        sign, raises ``clients.transparency.ProofError``; with no head of its own yet, nothing happens."""
+        theirs = self._gossiped(gossiped)
+        if not self.key_log_heads:
+            return
+        ours = max(self.key_log_heads, key=lambda h: h.tree_size)
+        small, large = sorted((ours.tree_size, theirs.tree_size))
+        self._request(wire.GetKeyLogConsistency, context=_Compare(ours, theirs), first=small, second=large)
+
+    def _key_log_answer(self, context: _Audit | _Compare, frame: wire.Response) -> None:
+        if isinstance(context, _Compare):
+            self._events.append(self._compared(context, frame))
+            return
+        try:
+            self._audit_step(context, frame)
+        except _KeyLogRefused as exc:
+            size = 0 if context.head is None else context.head.tree_size
+            self._events.append(KeyLogAudited(self.account, size, reason=str(exc), head=context.head))
+
+    def _compared(self, c: _Compare, frame: wire.Response) -> KeyLogCompared:
+        small, large = sorted((c.ours.tree_size, c.theirs.tree_size))
+        if small == large and c.ours.root_hash != c.theirs.root_hash:
+            return KeyLogCompared(
+                c.ours, c.theirs, False, f"two signed heads of size {small} with different roots"
+            )
+        if isinstance(frame, wire.ErrorFrame):
+            why = f"the relay gave no consistency proof from size {small} to {large}: {frame.code}: {frame.message}"
+            return KeyLogCompared(c.ours, c.theirs, False, why)
+        if not isinstance(frame, wire.KeyLogConsistency) or (frame.first, frame.second) != (small, large):
+            return KeyLogCompared(
+                c.ours, c.theirs, False, f"the relay answered another question than {small} → {large}"
+            )
+        try:
+            good = kt.check_consistency(c.ours, c.theirs, frame.proof)
+        except kt.ProofError as exc:
+            return KeyLogCompared(c.ours, c.theirs, False, f"a malformed consistency proof: {exc}")
+        if good:
+            return KeyLogCompared(c.ours, c.theirs, True)
+        why_not = f"the relay's consistency proof from size {small} to {large} does not join the heads"
+        return KeyLogCompared(c.ours, c.theirs, False, why_not)
+
+    def _audit_step(self, audit: _Audit, frame: wire.Response) -> None:
+        if isinstance(frame, wire.ErrorFrame):
+            raise _KeyLogRefused(f"the relay refused: {frame.code}: {frame.message}")
+        if isinstance(frame, wire.KeyLogHeadResponse):
+            server = self._key_log_key(frame.server_certificate)
+            h = frame.head
+            head = kt.TreeHead(h.tree_size, h.timestamp, h.root_hash, h.signature)
+            if not head.verify(server):
+                raise _KeyLogRefused("the tree head's signature does not verify")
+            self.key_log_heads.append(head)
+            audit.head = head
+        elif isinstance(frame, wire.KeyLogEntries) and audit.head is not None:
+            have = len(audit.leaves)
+            if frame.start != have or not frame.entries:
+                raise _KeyLogRefused(
+                    f"key log entries: asked from index {have}, got {len(frame.entries)} from index {frame.start}"
+                )
+            if have + len(frame.entries) > audit.head.tree_size:
+                raise _KeyLogRefused(
+                    f"key log entries: {have + len(frame.entries)} entries for a head of {audit.head.tree_size}"
+                )
+            for i, leaf in enumerate(frame.entries):
+                try:
+                    wire.kt_leaf_decode(leaf)
+                except ValueError as exc:
+                    raise _KeyLogRefused(f"key log entry {have + i}: {exc}") from None
+            audit.leaves.extend(frame.entries)
+        else:
+            raise _KeyLogRefused(f"the relay answered {frame.kind!r} to a key log request")
+        head = audit.head
+        assert head is not None
+        if len(audit.leaves) < head.tree_size:
+            self._request(
+                wire.GetKeyLogEntries, context=audit, start=len(audit.leaves), end=head.tree_size - 1
+            )
+            return
+        self._audit_done(audit)
+
+    def _audit_done(self, audit: _Audit) -> None:
+        head = audit.head
+        assert head is not None and self._key_log_server is not None
+        found = kt.audit(
+            self.account, set(audit.expected), audit.leaves, head, self._key_log_server, audit.known
+        )
+        reason = None if found.log_matches_head else "the entries do not hash to the signed head's root"
+        self._events.append(
+            KeyLogAudited(self.account, head.tree_size, found.unexpected, found.missing, reason, head)
+        )
 
     def _bundles(self, account: str, frame: wire.Bundle) -> None:
         waiting = self._waiting_bundle.pop(account, [])
@@ -1083,6 +1527,7 @@ class DeviceAgent:
             if env.id in self._seen:
                 continue  # at-least-once delivery: already processed
             self._seen.add(env.id)
+            sessionless: PeerAddress | None = None  # a 1:1 message from a peer we hold no session with
             try:
                 if self.content_key is not None and env.body[:1] == CUSTODY_TAG:
                     # (bodies sent before a switch to a content key still go to the ratchet below)
@@ -1100,9 +1545,13 @@ class DeviceAgent:
                 else:
                     assert env.source_account is not None and env.source_device is not None
                     sender = PeerAddress(env.source_account, env.source_device)
+                    if not self.device.has_session(sender):
+                        sessionless = sender
                     plaintext = self.device.decrypt(sender, env.body)
                 plaintext = unpad(plaintext, self.padding)
             except DecryptionError:
+                if sessionless is not None:
+                    self._ask_pairwise_resend(sessionless, env.id)
                 self._events.append(Undecryptable(env.id, env.sealed))
                 continue
             if plaintext.startswith(CONTROL + _MAILBOX):
@@ -1111,6 +1560,10 @@ class DeviceAgent:
                 code, rest = plaintext[2:3], plaintext[3:]
                 if code == _SENDER_KEY:
                     self._sender_key_arrived(sender, rest)
+                elif code == _RETRY:
+                    self._retry_asked(sender, rest)
+                elif code == _RESEND:
+                    self._resent(sender, rest, env)
                 elif code == _SYNC and sender.account == self.account and len(rest) >= 1:
                     n = rest[0]
                     self._events.append(

@@ -279,6 +279,17 @@ class GroupKeys:
         group_id, chain_id, _iteration = parse_sender_key_message(data)
         return any(s.chain_id == chain_id for s in self.received.get((group_id, sender), ()))
 
+    def signed(self, sender: PeerAddress, data: bytes) -> bool:
+        """Whether ``data`` carries a valid signature by a sender key we hold from ``sender`` (with the
+        chain id it names): a message ``sender`` did write, even if we cannot read it (one sent before
+        the iteration our copy of the key starts at). Bad input → DecryptionError."""
+        group_id, chain_id, _iteration = parse_sender_key_message(data)
+        signed, signature = data[:-SIGNATURE_LEN], data[-SIGNATURE_LEN:]
+        return any(
+            s.chain_id == chain_id and _p.ed25519_verify(s.signing_public, signed, signature)
+            for s in self.received.get((group_id, sender), ())
+        )
+
     def decrypt(self, sender: PeerAddress, data: bytes) -> tuple[bytes, bytes]:
         """(group id, plaintext) of ``sender``'s ``SenderKeyMessage``. Any failure: ``DecryptionError``,
         with nothing changed."""

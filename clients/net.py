@@ -57,6 +57,7 @@ from relaysim.clients.agent import (
     Failed,
     LoggedIn,
     Received,
+    SentTranscript,
     Undecryptable,
 )
 from relaysim.clients.link import (
@@ -238,6 +239,7 @@ class DeviceConnection:
         self._deliver = send
         self.received = receive  # Received events, in the order the agent decrypted them
         self.undecryptable: list[Undecryptable] = []
+        self.synced: list[SentTranscript] = []  # sync copies of what this account's other devices sent
         self.failures: list[Failed] = []  # refusals of requests nobody was waiting for
         self._changed = trio.Event()
         self._closed = False
@@ -517,6 +519,7 @@ class DeviceConnection:
             await self._answer(waiter, "register")
         finally:
             self._foreign.pop(our_id, None)
+        self.agent.linked_devices_known()  # it linked one: sync copies from now on, sealed sends too
 
     # --- what the link reports ----------------------------------------------------------------------
 
@@ -548,6 +551,10 @@ class DeviceConnection:
             if send is not None:
                 send[0].set(event.envelope_ids)
             elif self.on_event is not None:
+                self.on_event(event)
+        elif isinstance(event, SentTranscript):
+            self.synced.append(event)
+            if self.on_event is not None:
                 self.on_event(event)
         elif isinstance(event, Undecryptable):
             log.warning("%s: envelope %s could not be decrypted", self._name, event.envelope_id.hex())

@@ -75,6 +75,7 @@ from relaysim.relay.wire import (
     DEFAULT_MAX_FRAME_SIZE,
     ENVELOPE_ID_SIZE,
     MAX_ACCOUNT_LEN,
+    MAX_KEY_LOG_ENTRIES,
     NONCE_SIZE,
     REQUEST_KINDS,
     TOKEN_SIZE,
@@ -95,10 +96,16 @@ from relaysim.relay.wire import (
     ErrorCode,
     ErrorFrame,
     FetchBundle,
+    GetKeyLogConsistency,
+    GetKeyLogEntries,
+    GetKeyLogHead,
     GetSenderCertificate,
     KemPrekey,
     KeyInclusion,
+    KeyLogConsistency,
+    KeyLogEntries,
     KeyLogHead,
+    KeyLogHeadResponse,
     KeyLogProof,
     OutgoingEnvelope,
     Ping,
@@ -381,6 +388,10 @@ class RelayCore:
         self._key_log_index = {leaf: i for i, leaf in enumerate(self.key_log.leaves())}
         self._tree_head_signer = TreeHeadSigner(self.identity.server_private)
         self._tree_heads: dict[int, SignedTreeHead] = {}
+        # Split views (split_key_log): per account, the leaves hidden from it, its view, and its heads.
+        self._key_log_splits: dict[str, frozenset[bytes]] = {}
+        self._split_logs: dict[str, tuple[MerkleLog, int]] = {}  # the view, and how much of the log it covers
+        self._split_heads: dict[tuple[int, bytes], SignedTreeHead] = {}
         self._challenges: dict[int, _Pending] = {}  # by connection id: one outstanding each
         self._online: dict[DeviceAddress, dict[int, ConnectionContext]] = {}
         # One handler per request kind, named after it: _register, _send, ... (checked here).
@@ -457,12 +468,21 @@ class RelayCore:
             return None
         return index, self.key_log.inclusion_path(index, n)
 
-    def _key_log_proof(self, account: str, devices: list[DeviceRecord]) -> KeyLogProof:
-        """The head and each device's inclusion proof, for a bundle (FetchBundle.key_log)."""
-        head = self.key_log_head()
+    def _key_log_proof(
+        self, account: str, devices: list[DeviceRecord], conn: ConnectionContext | None = None
+    ) -> KeyLogProof:
+        """The head and each device's inclusion proof, for a bundle (FetchBundle.key_log), from the log
+        ``conn`` is shown (``split_key_log``)."""
+        log = self.key_log if conn is None else self._key_log_shown(conn)
+        head = self._shown_head(log)
         inclusions = []
         for d in devices:
-            found = self.key_log_inclusion(account, d.device, d.identity_key, head.tree_size)
+            if log is self.key_log:
+                found = self.key_log_inclusion(account, d.device, d.identity_key, head.tree_size)
+            else:
+                leaf = kt_leaf(account, d.device, d.identity_key)
+                at = next((i for i in range(len(log)) if log.leaf(i) == leaf), None)
+                found = None if at is None else (at, log.inclusion_path(at))
             if found is not None:  # a key the relay did not log gets no proof: the device sees that
                 inclusions.append(KeyInclusion(device=d.device, leaf_index=found[0], path=tuple(found[1])))
         return KeyLogProof(
@@ -479,6 +499,102 @@ class RelayCore:
     def key_log_consistency(self, first: int, second: int | None = None) -> list[bytes]:
         """The consistency proof between the log's heads at ``first`` and ``second`` leaves."""
         return self.key_log.consistency_proof(first, second)
+
+    # -- key transparency over the wire (get_key_log_head / _consistency / _entries) -------------
+
+    def split_key_log(self, account: str, hidden: Iterable[bytes]) -> None:
+        """Show ``account``'s authenticated connections the key log without the leaves ``hidden``
+        (and, from then on, without them in any size): a split view, what a provider compelled to
+        hide a ghost device from its target would do. Its heads are signed with the same server key.
+        The bundles' proofs, heads, entries and consistency proofs that account is given all come
+        from that view; everyone else keeps seeing the log. An empty ``hidden`` ends it."""
+        leaves = frozenset(hidden)
+        if leaves:
+            self._key_log_splits[account] = leaves
+        else:
+            self._key_log_splits.pop(account, None)
+        self._split_logs.pop(account, None)
+
+    def _key_log_shown(self, conn: ConnectionContext) -> MerkleLog:
+        """The key log as this connection is shown it (relay.core.RelayCore.split_key_log)."""
+        account = conn.authenticated.account if conn.authenticated else None
+        hidden = self._key_log_splits.get(account) if account is not None else None
+        if hidden is None or account is None:
+            return self.key_log
+        view, seen = self._split_logs.get(account, (MerkleLog(), 0))
+        for i in range(seen, len(self.key_log)):  # bring the view up to the log, as it grew since
+            if self.key_log.leaf(i) not in hidden:
+                view.append(self.key_log.leaf(i))
+        self._split_logs[account] = (view, len(self.key_log))
+        return view
+
+    def _shown_head(self, log: MerkleLog, size: int | None = None) -> SignedTreeHead:
+        if log is self.key_log:
+            return self.key_log_head(size)
+        n = len(log) if size is None else size
+        root = log.root(n)
+        head = self._split_heads.get((n, root))
+        if head is None:
+            head = self._split_heads[(n, root)] = self._tree_head_signer.sign(log, int(self.clock()), n)
+        return head
+
+    def _get_key_log_head(self, conn: ConnectionContext, req: GetKeyLogHead, out: _Out) -> None:
+        head = self._shown_head(self._key_log_shown(conn))
+        out.items.append(
+            Reply(
+                conn.id,
+                KeyLogHeadResponse(
+                    id=req.id,
+                    head=KeyLogHead(
+                        tree_size=head.tree_size,
+                        timestamp=head.timestamp,
+                        root_hash=head.root_hash,
+                        signature=head.signature,
+                    ),
+                    server_certificate=self.identity.server_certificate.encode(),
+                ),
+            )
+        )
+
+    def _get_key_log_consistency(self, conn: ConnectionContext, req: GetKeyLogConsistency, out: _Out) -> None:
+        log = self._key_log_shown(conn)
+        if req.second > len(log):
+            raise _Refused(
+                ErrorCode.INVALID_VALUE,
+                f"second tree size {req.second} is beyond the key log's {len(log)} entries",
+                "second",
+            )
+        if req.first > req.second:
+            raise _Refused(
+                ErrorCode.INVALID_VALUE,
+                f"first tree size {req.first} is above second ({req.second})",
+                "first",
+            )
+        proof = tuple(log.consistency_proof(req.first, req.second))
+        out.items.append(
+            Reply(conn.id, KeyLogConsistency(id=req.id, first=req.first, second=req.second, proof=proof))
+        )
+
+    def _get_key_log_entries(self, conn: ConnectionContext, req: GetKeyLogEntries, out: _Out) -> None:
+        log = self._key_log_shown(conn)
+        if req.start >= len(log):
+            raise _Refused(
+                ErrorCode.INVALID_VALUE,
+                f"start {req.start} is beyond the key log's {len(log)} entries",
+                "start",
+            )
+        if req.end < req.start:
+            raise _Refused(ErrorCode.INVALID_VALUE, f"end {req.end} is below start ({req.start})", "end")
+        end = min(req.end + 1, len(log), req.start + MAX_KEY_LOG_ENTRIES)
+        entries: list[bytes] = []
+        room = self.max_frame_size - _FRAME_HEADROOM  # the answer fits one frame; the client asks on
+        for i in range(req.start, end):
+            leaf = log.leaf(i)
+            room -= len(leaf) + 3  # a msgpack bin header
+            if room < 0 and entries:
+                break
+            entries.append(leaf)
+        out.items.append(Reply(conn.id, KeyLogEntries(id=req.id, start=req.start, entries=tuple(entries))))
 
     def forge_envelope(
         self,
@@ -942,7 +1058,7 @@ class RelayCore:
                     one_time_prekey=self.store.take_prekey(d.account, d.device) if one_time else None,
                 )
             )
-        key_log = self._key_log_proof(req.account, devices) if req.key_log else None
+        key_log = self._key_log_proof(req.account, devices, conn) if req.key_log else None
         out.items.append(
             Reply(conn.id, Bundle(id=req.id, account=req.account, devices=tuple(bundles), key_log=key_log))
         )
@@ -1098,9 +1214,9 @@ class RelayCore:
             )
         # A send from an account the recipient has blocked is accepted and then dropped: the
         # sender is not told (as messaging services do). Sealed sends name no sender to check.
+        # A full queue refuses it as it refuses everyone's, or the refusal would tell the block.
         dropped = source is not None and source.account in self._blocks.get(to, {})
-        if not dropped:
-            self._check_queue_room(to, envelopes)
+        self._check_queue_room(to, envelopes)
         now = self.clock()
         timestamp = int(now * 1000)
         stored = [

@@ -99,7 +99,9 @@ DEFAULT_RETENTION_INTERVAL: Final = 60.0  # seconds between retention sweeps
 _RECEIVE_SIZE: Final = 65536
 # Requests whose answer may fill a frame; any other answer (an ack, an error, a certificate)
 # takes at most _SMALL_ANSWER bytes.
-_LARGE_ANSWERS: Final = frozenset({"receive", "fetch_bundle", "discover_contacts"})
+_LARGE_ANSWERS: Final = frozenset(
+    {"receive", "fetch_bundle", "discover_contacts", "get_key_log_entries", "get_key_log_consistency"}
+)
 _SMALL_ANSWER: Final = 4096
 MAX_BATCH: Final = 256  # requests in one transaction (one commit)
 _FRAMES_PER_TURN: Final = 64  # requests a connection queues before it waits for their batch

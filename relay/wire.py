@@ -38,6 +38,7 @@ __all__ = [
     "KEM_PUBLIC_KEY_SIZE",
     "KT_HEAD_VERSION",
     "KT_LEAF_VERSION",
+    "MAX_KEY_LOG_ENTRIES",
     "NEED_DATA",
     "PROTOCOL_VERSION",
     "REQUEST_KINDS",
@@ -62,10 +63,16 @@ __all__ = [
     "FetchBundle",
     "Frame",
     "FrameDecoder",
+    "GetKeyLogConsistency",
+    "GetKeyLogEntries",
+    "GetKeyLogHead",
     "GetSenderCertificate",
     "KemPrekey",
     "KeyInclusion",
+    "KeyLogConsistency",
+    "KeyLogEntries",
     "KeyLogHead",
+    "KeyLogHeadResponse",
     "KeyLogProof",
     "LocalProtocolError",
     "OutgoingEnvelope",
@@ -1063,6 +1070,76 @@ class ErrorFrame(Response):
         return cls(id=e.request_id, code=e.code.value, message=e.message, field=e.field)
 
 
+# --- key transparency over the wire: the log's heads, entries and consistency proofs -------------
+# RFC 9162 §5 (Certificate Transparency 2.0) gives a log's clients get-sth (§5.2), get-sth-consistency
+# (§5.3) and get-entries (§5.4); these are the same three, as frames. Any connection may ask (the log
+# is public, as a CT log is); the relay answers an authenticated connection from the log it shows
+# that account (relay.core.RelayCore.split_key_log: a split view is exactly what these let devices
+# catch). Devices check what comes back in clients/transparency.py.
+MAX_KEY_LOG_ENTRIES: Final = 256  # leaves per key_log_entries answer; the log may return fewer (§5.4)
+MAX_KEY_LOG_LEAF: Final = 576  # a kt_leaf: msgpack of [1, account (≤ 128 characters), device, key32]
+MAX_CONSISTENCY_PATH: Final = 2 * MAX_AUDIT_PATH
+
+
+@message
+class GetKeyLogHead(Request):
+    """The log's current signed tree head (RFC 9162 §5.2 get-sth)."""
+
+    kind: ClassVar[str] = "get_key_log_head"
+
+
+@message
+class GetKeyLogConsistency(Request):
+    """A consistency proof between the log at ``first`` and at ``second`` leaves (§5.3); 0 ≤ first ≤
+    second ≤ the log's size."""
+
+    kind: ClassVar[str] = "get_key_log_consistency"
+    first: Annotated[int, _UINT64]
+    second: Annotated[int, _UINT64]
+
+
+@message
+class GetKeyLogEntries(Request):
+    """The leaves ``start`` to ``end`` inclusive (§5.4; end < the log's size); the answer may hold fewer,
+    from ``start`` on."""
+
+    kind: ClassVar[str] = "get_key_log_entries"
+    start: Annotated[int, _UINT64]
+    end: Annotated[int, _UINT64]
+
+
+@message
+class KeyLogHeadResponse(Response):
+    """The signed head, and the server certificate whose key signs it (checked against the trust root)."""
+
+    kind: ClassVar[str] = "key_log_head"
+    head: KeyLogHead
+    server_certificate: Annotated[bytes, _Bytes(max_size=256)]
+
+
+@message
+class KeyLogConsistency(Response):
+    """PROOF(first, D[second]) of RFC 9162 §2.1.4.1 (empty when first is 0 or equals second)."""
+
+    kind: ClassVar[str] = "key_log_consistency"
+    first: Annotated[int, _UINT64]
+    second: Annotated[int, _UINT64]
+    proof: Annotated[tuple[bytes, ...], _List(_Bytes(32), MAX_CONSISTENCY_PATH)]
+
+
+@message
+class KeyLogEntries(Response):
+    """Leaves of the log (``relay.wire.kt_leaf``) from index ``start`` on, in order."""
+
+    kind: ClassVar[str] = "key_log_entries"
+    start: Annotated[int, _UINT64]
+    entries: Annotated[tuple[bytes, ...], _List(_Bytes(max_size=MAX_KEY_LOG_LEAF), MAX_KEY_LOG_ENTRIES)]
+
+
+_KEY_LOG_REQUESTS: Final = (GetKeyLogHead, GetKeyLogConsistency, GetKeyLogEntries)
+_KEY_LOG_RESPONSES: Final = (KeyLogHeadResponse, KeyLogConsistency, KeyLogEntries)
+
+
 _F = TypeVar("_F", bound=Frame)
 
 
@@ -1086,6 +1163,7 @@ REQUEST_KINDS: Final[Mapping[str, type[Request]]] = types.MappingProxyType(
         DiscoverContacts,
         Block,
         Unblock,
+        *_KEY_LOG_REQUESTS,
     )
 )
 RESPONSE_KINDS: Final[Mapping[str, type[Response]]] = types.MappingProxyType(
@@ -1105,6 +1183,7 @@ RESPONSE_KINDS: Final[Mapping[str, type[Response]]] = types.MappingProxyType(
         Unblocked,
         Deliver,
         ErrorFrame,
+        *_KEY_LOG_RESPONSES,
     )
 )
 _ENVELOPE_KEYS: Final = frozenset({"v", "id", "kind"})

@@ -369,7 +369,6 @@ class _LiveRun:
             if spec.index != 1 and primary is not None:
                 # Linking, per the profile's identity model, as the simulator links (its _link_identity):
                 # the account's identity key from the primary, or the primary's signature over its own.
-                primary.agent.linked_devices_known()
                 if model == "account":
                     device.secrets = PreKeySecrets(primary.agent.device.secrets.identity)
                 elif model == "signed-devices":

@@ -7,7 +7,12 @@
   carry the text as the devices saw it under ``plaintext`` and what the relay saw (ids,
   addresses, sizes, times — never content) under ``relay``. Every time in it is on one base: see
   :func:`transcript_writer`;
-- ``relay.db`` — the relay's own SQLite store as it stands at the end of the run;
+- ``relay.db`` — the relay's own SQLite store as it stands at the end of the run: what the
+  provider *keeps*, under its profile's retention policy;
+- ``relay-view.jsonl`` — what the relay *saw* while it ran: every observation it made, whole, one
+  metadata record a line (no content, no ground truth: only :class:`relay.metadata.MetadataRecord`
+  fields; times on the relay's clock, as in ``relay.db``), whatever the profile keeps. What a
+  provider that watches live has; ``relaysim analyze DIR --as-seen`` analyses it;
 - ``summary.json`` — counts, delivery-latency percentiles, losses;
 - ``summary.md`` — the same, for people;
 - ``disclosures/NAME.json`` and ``NAME.md`` — per legal process served in the timeline, what the
@@ -44,7 +49,9 @@ from rich.text import Text
 
 from relaysim.relay.compliance import Disclosure
 from relaysim.relay.legal import REASON_LABELS
-from relaysim.sims.access.reports import write_exceptional
+from relaysim.relay.metadata import MetadataRecord
+from relaysim.sims.access.reports import detection_by_profile_lines, write_exceptional
+from relaysim.sims.analysis.view import RELAY_VIEW_FILE, record_json
 from relaysim.sims.scenario import Scenario
 from relaysim.sims.term import render, table
 from relaysim.sims.world.simulation import SIM_EPOCH, Simulation, SimulationResult
@@ -61,6 +68,7 @@ __all__ = [
     "percentile",
     "prepare_out_dir",
     "read_run",
+    "relay_view_writer",
     "relaysim_outputs",
     "render_comparison",
     "render_demo",
@@ -80,6 +88,7 @@ OWNED_FILES = (
     "relay.db",
     "relay.db-wal",
     "relay.db-shm",
+    "relay-view.jsonl",
     "relay.log",
     "summary.json",
     "summary.md",
@@ -90,8 +99,11 @@ OWNED_FILES = (
     "matrix.json",
     "matrix.md",
     "report.html",
+    "counterfactual.md",
 )
-OWNED_DIRS = ("disclosures", "exceptional")
+# analysis/ is written later by relaysim analyze, counterfactual/ by a run with a counterfactual demand:
+# a forced rerun removes both, so no page of an earlier run sits beside the new one.
+OWNED_DIRS = ("disclosures", "exceptional", "analysis", "counterfactual")
 
 
 class OutputDirError(Exception):
@@ -173,7 +185,12 @@ def summarise(result: SimulationResult) -> dict[str, Any]:
     expected = sum(len(m.recipients) for m in result.messages)
     delivered = sum(len(m.delivered) for m in result.messages)
     lost = [m for m in result.messages if m.lost is not None]
-    undelivered = sum(len(m.recipients) - len(m.delivered) for m in result.messages if m.lost is None)
+    group_lost = sum(len(m.lost_for) for m in result.messages if m.lost is None)
+    undelivered = (
+        sum(len(m.recipients) - len(m.delivered) for m in result.messages if m.lost is None) - group_lost
+    )
+    # an account with linked devices: its phone's sync copies, read on its other devices
+    synced = {"sync_copies_read": sum(len(v) for v in result.synced.values())} if result.synced else {}
     sc = result.scenario
     return _round(
         {
@@ -189,9 +206,13 @@ def summarise(result: SimulationResult) -> dict[str, Any]:
                 "device_deliveries_expected": expected,
                 "device_deliveries": delivered,
                 "still_queued_or_in_flight": undelivered,
+                # group messages a member device never read (the network lost its part, or its sender
+                # key and every resend): SimulationResult.messages[].lost_for says which and why
+                "group_deliveries_lost": group_lost,
                 "plaintext_mismatches": result.mismatched,
                 "duplicates_dropped": result.duplicates_dropped,
                 "undecryptable": result.undecryptable,
+                **synced,
             },
             "latency_s": {
                 "p50": percentile(latencies, 50),
@@ -233,6 +254,11 @@ def summary_markdown(summary: dict[str, Any], scenario: Scenario) -> str:
         f"| still queued or in flight at the end | {m['still_queued_or_in_flight']} |",
         f"| duplicates dropped by devices | {m['duplicates_dropped']} |",
         f"| plaintext mismatches | {m['plaintext_mismatches']} |",
+        *(
+            [f"| sync copies read on the sender's own other devices | {m['sync_copies_read']} |"]
+            if "sync_copies_read" in m
+            else []
+        ),
         "",
         "## Delivery latency (sent by the app → decrypted on a device)",
         "",
@@ -329,10 +355,18 @@ def _run_to_dir(
     for folder in OWNED_DIRS:
         shutil.rmtree(out / folder, ignore_errors=True)
     scenario = expand_population(scenario)
-    with open(out / "transcript.jsonl", "w", encoding="utf-8") as f:
+    with (
+        open(out / "transcript.jsonl", "w", encoding="utf-8") as f,
+        open(out / RELAY_VIEW_FILE, "w", encoding="utf-8") as seen,
+    ):
         write = transcript_writer(f)
         sim = Simulation(
-            scenario, db_path=db, transcript=write, progress=progress, capture_frames=capture_frames
+            scenario,
+            db_path=db,
+            transcript=write,
+            relay_view=relay_view_writer(seen),
+            progress=progress,
+            capture_frames=capture_frames,
         )
         result = sim.run()
     (out / "provider.json").write_text(
@@ -427,11 +461,30 @@ def _routing_rows_line(rows: dict[str, Any] | None) -> list[str]:
     if not rows or not rows.get("total"):
         return []
     other = rows["total"] - rows["messages"]
-    return [
+    syncs = f"{rows['sync_copies']} sync copies, " if "sync_copies" in rows else ""
+    line = (
         f"- Of the {rows['total']} message records handed over, {rows['messages']} were messages someone wrote "
         f"and {other} were not ({rows['delivery_receipts']} delivery receipts, {rows['read_receipts']} read "
-        f"receipts, {rows['covers']} cover, {rows['unmatched']} unmatched): the provider cannot tell them apart"
-    ]
+        f"receipts, {rows['covers']} cover, {syncs}{rows['unmatched']} unmatched): the provider cannot tell them apart"
+    )
+    if syncs:
+        line += (
+            " (but a sync copy, a phone's copy of what it sent for the same account's other devices, is addressed "
+            "to its sender's own account)"
+        )
+    return [line]
+
+
+def relay_view_writer(f: TextIO) -> Callable[[MetadataRecord], None]:
+    """A sink writing each observation the relay makes as one line of ``relay-view.jsonl``
+    (:func:`sims.analysis.view.record_json`)."""
+    dumps = json.dumps
+
+    def write(r: MetadataRecord) -> None:
+        f.write(dumps(record_json(r), separators=(",", ":"), ensure_ascii=False))
+        f.write("\n")
+
+    return write
 
 
 def transcript_writer(f: TextIO, *, epoch: float = SIM_EPOCH) -> Callable[[dict[str, Any]], None]:
@@ -930,6 +983,14 @@ def render_comparison(scenario: Scenario, runs: dict[str, tuple[SimulationResult
                     + why
                 )
             lines.append("")
+    # ghost devices and swapped identities: what each profile's phones detect, side by side
+    for name in sorted({r.name for result, _s in runs.values() for r in result.exceptional}):
+        by_profile = {
+            n: next(r for r in result.exceptional if r.name == name)
+            for n, (result, _s) in runs.items()
+            if any(r.name == name for r in result.exceptional)
+        }
+        lines += detection_by_profile_lines(by_profile)
     return "\n".join(lines) + "\n"
 
 

@@ -137,19 +137,18 @@ class GhostDevice(Intervention):
             for d in world.devices.values()
             if d.spec.person == target and d.spec.index != gid
         }
-        self.watch = KeyTransparencyWatch(world.relay, target, gid, ghost_key, own, self.fork)
+        self.watch = KeyTransparencyWatch(world, target, gid, ghost_key, own, self.fork)
         when = next_audit(world.sched.now)
         for index in sorted(own):
-            world.sched.after(when - world.sched.now, self._audit, f"{target}/{index}")
-
-    def _audit(self, device: str) -> None:
-        assert self.watch is not None
-        row = self.watch.target_audit(self.world.sched.now, device)
-        self.world.emit({"t": self.world.sched.now, "kind": "key_transparency_audit", **row})
+            world.sched.after(when - world.sched.now, self.watch.start_audit, f"{target}/{index}")
 
     def on_agent_event(self, device: DeviceView, event: A.AgentEvent) -> bool:
         world = self.world
         t = world.sched.now
+        if isinstance(event, A.KeyLogAudited | A.KeyLogCompared):
+            if self.watch is not None:
+                self.watch.on_event(t, device.name, event)
+            return False
         if isinstance(event, A.KeyLogChecked):
             watch = self.watch
             if watch is not None and event.account == self.target and device.agent.key_log_heads:

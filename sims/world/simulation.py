@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,8 @@ class MessageState:
     envelope_ids: tuple[bytes, ...] = ()
     delivered: dict[str, float] = field(default_factory=dict)
     lost: str | None = None
+    # A group message: the recipient devices that never read it, and why (Simulation._group_losses).
+    lost_for: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -143,6 +145,8 @@ class SimulationResult:
     exceptional: list[ExceptionalReport] = field(default_factory=list)
     # receipts and cover traffic: messages on the wire, but not messages people wrote
     control: dict[str, int] = field(default_factory=dict)
+    # sync copies: message id → the sender's own other devices that read its copy, and when
+    synced: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
 class Simulation:
@@ -152,13 +156,17 @@ class Simulation:
         *,
         db_path: str | Path = ":memory:",
         transcript: TranscriptSink | None = None,
+        relay_view: Callable[[MetadataRecord], None] | None = None,
         capture_frames: bool = False,
         progress: Callable[[float, float], None] | None = None,
         deterministic_kem: bool = True,
     ) -> None:
         """``deterministic_kem=False`` lets OpenSSL draw the ML-KEM encapsulation's randomness (~40 µs
         instead of ~1.6 ms in pure Python per new session): faster, but the run is then no longer
-        byte-identical across runs of the same scenario and seed (``relaysim bench sim --scale``)."""
+        byte-identical across runs of the same scenario and seed (``relaysim bench sim --scale``).
+        ``relay_view`` is given every observation the relay makes, whole, as it makes it — what a
+        provider watching its own relay sees whatever its profile keeps (``relay-view.jsonl``,
+        ``sims.analysis.view.from_relay_view``)."""
         self.scenario = scenario
         self.deterministic_kem = deterministic_kem
         self.sched = Scheduler()
@@ -207,6 +215,7 @@ class Simulation:
         # Without a transcript, the per-message event dicts are not built at all (at scale they
         # are most of the simulation glue's time and allocations).
         self.transcribing = transcript is not None
+        self.relay_view = relay_view
         self.frames_to_relay: list[bytes] | None = [] if capture_frames else None
         self.progress = progress
         self.devices: dict[str, SimDevice] = {}
@@ -214,6 +223,8 @@ class Simulation:
         self.by_address: dict[tuple[str, int], SimDevice] = {}
         self.messages: dict[int, MessageState] = {}
         self._group_sends: dict[int, tuple[bytes, tuple[str, ...]]] = {}  # message id → (group id, members)
+        self._group_parts_lost: dict[int, set[str]] = {}  # group message id → accounts a send to was lost
+        self._tick_at: dict[str, float] = {}  # device → when its agent's next retry receipt is due
         self.envelope_message: dict[bytes, int] = {}
         self.last_delivery: dict[bytes, dict[str, Any]] = {}
         self.record_counts: dict[str, int] = {}
@@ -243,6 +254,9 @@ class Simulation:
         self.device_signatures: dict[tuple[str, int], bytes] = {}
         # Sync copies of 1:1 messages to the sender's own other devices: envelope id → message id.
         self.sync_message: dict[bytes, int] = {}
+        self.synced: dict[
+            int, dict[str, float]
+        ] = {}  # message id → the sender's devices that read its copy, when
         # [defences] mailboxes = "ephemeral": sealed conversations' mailboxes, by account
         self.mailboxes: dict[str, SimDevice] = {}
         self._mailbox_of: dict[tuple[str, str], SimDevice] = {}  # (holder person, peer) → mailbox
@@ -298,9 +312,10 @@ class Simulation:
                 identity_model=self.profile.identity_model,
                 key_verification=sc.defences.key_verification == "on",
                 device_signature=self.device_signature,
-                # Sync copies of 1:1 messages: only where a ghost is added, for now — the analyses'
-                # ground truth (pen registers, message logs, size analysis) does not count them yet.
-                sync_copies=any(getattr(e, "demand", None) == "ghost_device" for e in sc.events),
+                # Sync copies of 1:1 messages to the account's other devices, wherever it has any (its
+                # linked devices, or a ghost), as Signal's, WhatsApp's and iMessage's clients send them;
+                # the ground truth tells them apart (TrueControl "sync copy"), as it does receipts.
+                sync_copies=True,
                 key_transparency=sc.defences.key_transparency,
             )
             self._link_identity(device)
@@ -316,7 +331,6 @@ class Simulation:
         primary = self.by_address.get((account, 1))
         if index == 1 or primary is None:
             return
-        primary.agent.linked_devices_known()  # it linked this one: sync copies from now on
         model = self.profile.identity_model
         if model == "account":
             device.secrets = PreKeySecrets(primary.agent.device.secrets.identity)
@@ -496,6 +510,17 @@ class Simulation:
         """Bring a device added during the run online; it must already be registered."""
         self._come_online(self.added_devices[name], False)
 
+    def device_ready(self, name: str) -> bool:
+        """Whether the phone ``name`` is online and logged in (its requests can go now)."""
+        d = self.devices.get(name) or self.added_devices.get(name)
+        return d is not None and d.online and d.agent.authenticated
+
+    def flush_device(self, name: str) -> None:
+        """Carry what an intervention asked of the phone ``name``'s agent (its outbox) to the relay."""
+        d = self.devices.get(name) or self.added_devices.get(name)
+        if d is not None:
+            self._flush(d)
+
     # --- connections ----------------------------------------------------------------------------
 
     def _offline_now(self, d: SimDevice) -> bool:
@@ -566,6 +591,21 @@ class Simulation:
     def _flush(self, d: SimDevice) -> None:
         for frame in d.agent.take_outbox():
             self._to_relay(d, frame)
+        due = d.agent.retry_due()
+        if due is not None:
+            due -= SIM_EPOCH  # the agent's clock is the relay's (Unix seconds); the heap's is from 0
+        if due is not None and due < self._tick_at.get(d.name, math.inf):
+            # the agent's retry receipts (clients.agent): wake it when the next one is due
+            self._tick_at[d.name] = due
+            self.sched.at(max(due, self.sched.now), self._tick, d, due)
+
+    def _tick(self, d: SimDevice, due: float) -> None:
+        if self._tick_at.get(d.name) != due:
+            return  # superseded by an earlier wake-up
+        del self._tick_at[d.name]
+        if d.online and d.agent.authenticated:
+            d.agent.tick()
+            self._flush(d)
 
     def _to_relay(self, d: SimDevice, frame: wire.Request, owner: SimDevice | None = None) -> None:
         """Carry a frame from device ``d`` to the relay; ``owner`` gets the answer (default ``d``)."""
@@ -586,11 +626,29 @@ class Simulation:
         if link is None:
             return
         data = wire.encode(frame)
+        if self.transcribing and isinstance(
+            frame, wire.GetKeyLogHead | wire.GetKeyLogEntries | wire.GetKeyLogConsistency
+        ):
+            # key transparency over the wire: what the phone asked the relay's log (sims.access.key_transparency)
+            asked = {f.name: getattr(frame, f.name) for f in fields(frame) if f.name != "id"}
+            self.emit(
+                {
+                    "t": self.sched.now,
+                    "kind": "key_log_request",
+                    "device": owner.name,
+                    "request": frame.kind,
+                    **asked,
+                }
+            )
         carries_envelopes = isinstance(frame, wire.Send | wire.SealedSend)
         ref = owner.agent.message_ref(frame.id) if carries_envelopes else None
         if carries_envelopes:
             delays = self.net.transit(d.spec.region, self.relay_region, self.sched.now)
-            if not delays and isinstance(ref, int):
+            if not delays and isinstance(ref, int) and ref in self._group_sends:
+                assert isinstance(frame, wire.Send | wire.SealedSend)
+                # one account's part of a group message, or a resend to it: accounted per device at the end
+                self._group_parts_lost.setdefault(ref, set()).add(frame.to)
+            elif not delays and isinstance(ref, int):
                 self._lost(ref, "the network lost the send")
         else:
             delays = [self.net.reliable(d.spec.region, self.relay_region, self.sched.now)]
@@ -616,6 +674,12 @@ class Simulation:
                         self._accepted(ref, o.frame.envelope_ids, outputs)
                     elif isinstance(ref, tuple) and ref[:1] == ("sync",):  # a sync copy to one's own devices
                         self._control_accepted[ref] = self._control_accepted.get(ref, 0) + 1
+                        if self._control_accepted[ref] == 1:
+                            # ground truth: an envelope nobody wrote to anyone, from the person to themself
+                            own = (owner.spec.person, owner.spec.person, "sync copy")
+                            self._control_truth.append(TrueControl(self._relay_clock(), *own))
+                            if self.transcribing:
+                                self._transcribe_control(own, outputs)
                         for eid in o.frame.envelope_ids:
                             self._control_copies[eid] = ref  # so a duplicated copy counts as one
                             if isinstance(ref[1], int):
@@ -649,6 +713,8 @@ class Simulation:
 
     def _count_record(self, r: MetadataRecord) -> None:
         self.record_counts[r.kind.value] = self.record_counts.get(r.kind.value, 0) + 1
+        if self.relay_view is not None:
+            self.relay_view(r)
         if self.transcribing and r.kind is RecordKind.DELIVERY and r.envelope_id is not None:
             self.last_delivery[r.envelope_id] = record_view(r, SIM_EPOCH)
 
@@ -692,6 +758,13 @@ class Simulation:
         if isinstance(event, A.IdentityChanged):
             self._identity_changed(d, event)
         elif isinstance(event, A.SentTranscript):
+            mid = self.sync_message.get(event.envelope_id)
+            state = self.messages.get(mid) if mid is not None else None
+            if state is not None:
+                # (its destination is the account it went to: under mailboxes = "ephemeral", the peer's mailbox)
+                if event.plaintext != state.planned.text.encode():
+                    self.mismatched += 1
+                self.synced.setdefault(state.planned.id, {}).setdefault(d.name, t)
             if self.transcribing:
                 self.emit(
                     {
@@ -699,8 +772,9 @@ class Simulation:
                         "kind": "sync_copy_received",
                         "device": d.name,
                         "from": f"{event.sender.account}/{event.sender.device}",
-                        "message": self.sync_message.get(event.envelope_id),
+                        "message": mid,
                         "to": event.destination,
+                        "plaintext": event.plaintext.decode("utf-8", "replace"),
                     }
                 )
         elif isinstance(event, A.DeviceListChanged):
@@ -731,6 +805,9 @@ class Simulation:
         elif isinstance(event, A.Registered):
             d.registered = True
             if d.spec.index != 1:  # a linked device now opens its own connection
+                primary = self.by_address.get((d.spec.person, 1))
+                if primary is not None:
+                    primary.agent.linked_devices_known()  # it linked this one: sync copies from now on
                 self._come_online(d, False)
                 return
             d.agent.login()
@@ -1141,6 +1218,39 @@ class Simulation:
                     }
                 )
 
+    def _group_losses(self) -> None:
+        """At the end: why each group message recipient device that never read it did not."""
+        waiting: dict[tuple[str, bytes], int] = {}
+        for d in self.devices.values():
+            for w in d.agent.waiting_for_sender_keys():
+                waiting[(d.name, w.envelope_id)] = w.retries
+        for mid in self._group_sends:
+            state = self.messages[mid]
+            lost_parts = self._group_parts_lost.get(mid, set())
+            for name in state.recipients:
+                if name in state.delivered:
+                    continue
+                held = [
+                    r
+                    for (n, eid), r in waiting.items()
+                    if n == name and self.envelope_message.get(eid) == mid
+                ]
+                account = name.split("/")[0]
+                if held:
+                    why = (
+                        f"its sender key never came, and no resend answered the {max(held)} retry "
+                        "receipt(s) it sent"
+                    )
+                elif state.sent_at is None:
+                    why = "never sent: the sender's phone was not online again before the end"
+                elif account in lost_parts:
+                    why = f"the network lost the send to {account}"
+                elif state.lost is not None:
+                    why = state.lost
+                else:
+                    why = "unexplained"
+                state.lost_for[name] = why
+
     def _truth(self) -> GroundTruth:
         msgs = tuple(
             TrueMessage(
@@ -1178,6 +1288,7 @@ class Simulation:
             if self.progress is not None:
                 self.progress(t, end)
         self.timeline.finish()  # orders still running at the end are answered now
+        self._group_losses()
         exceptional = self.interventions.finish()
         queued = len(self.store.all_envelopes())
         self.store.close()
@@ -1201,6 +1312,7 @@ class Simulation:
             self._truth(),
             exceptional,
             dict(self.control),
+            {k: self.synced[k] for k in sorted(self.synced)},
         )
 
 

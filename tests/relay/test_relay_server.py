@@ -212,6 +212,28 @@ async def test_two_devices_exchange_envelopes_over_loopback() -> None:
                 await trio.sleep(0.01)
 
 
+async def test_the_key_log_is_served_over_loopback_to_a_connection_that_never_logs_in() -> None:
+    """A witness's view: the signed head, every entry (in pages when the log is longer than a page)
+    and a consistency proof, over a real socket, with no account."""
+    core = new_core(clock=time.time)
+    async with running(core) as server:
+        phones = [await WireClient.connect(server.port) for _ in range(3)]
+        for i, phone in enumerate(phones):
+            await phone.register(DeviceKeys.make(f"p{i}", 1))
+        witness = await WireClient.connect(server.port)
+        head = await witness.request(lambda i: wire.GetKeyLogHead(id=i))
+        assert isinstance(head, wire.KeyLogHeadResponse) and head.head.tree_size == 3
+        entries = await witness.request(lambda i: wire.GetKeyLogEntries(id=i, start=0, end=2))
+        assert isinstance(entries, wire.KeyLogEntries)
+        assert [wire.kt_leaf_decode(x)[0] for x in entries.entries] == ["p0", "p1", "p2"]
+        proof = await witness.request(lambda i: wire.GetKeyLogConsistency(id=i, first=1, second=3))
+        assert isinstance(proof, wire.KeyLogConsistency) and len(proof.proof) == 2
+        refused = await witness.request(lambda i: wire.GetKeyLogConsistency(id=i, first=1, second=4))
+        assert isinstance(refused, wire.ErrorFrame) and refused.field == "second"
+        for c in (*phones, witness):
+            await c.aclose()
+
+
 async def test_tls_with_a_private_ca() -> None:
     ca = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

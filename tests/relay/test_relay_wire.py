@@ -51,6 +51,16 @@ EXAMPLES: list[wire.Frame] = [
     wire.Unblocked(id=17),
     wire.Deliver(id=0, envelope=wire.Envelope(id=b"E" * 16, body=b"", timestamp=0, sealed=True)),
     wire.ErrorFrame(id=3, code="stale_devices", message="m", field="envelopes", missing=(1,), extra=(3,)),
+    wire.GetKeyLogHead(id=18),
+    wire.GetKeyLogConsistency(id=19, first=3, second=7),
+    wire.GetKeyLogEntries(id=20, start=0, end=9),
+    wire.KeyLogHeadResponse(
+        id=18,
+        head=wire.KeyLogHead(tree_size=7, timestamp=1, root_hash=b"r" * 32, signature=b"s" * 64),
+        server_certificate=b"cert",
+    ),
+    wire.KeyLogConsistency(id=19, first=3, second=7, proof=(b"p" * 32, b"q" * 32)),
+    wire.KeyLogEntries(id=20, start=0, entries=(wire.kt_leaf("bob", 1, b"k" * 32),)),
 ]
 
 

@@ -217,7 +217,18 @@ def test_version() -> None:
     assert res.stdout.strip() == f"relaysim {version('relaysim')}"
 
 
-SUBCOMMANDS = ["demo", "scenarios", "run", "show", "disclose", "chart", "bench", "relay"]
+SUBCOMMANDS = [
+    "demo",
+    "scenarios",
+    "run",
+    "show",
+    "disclose",
+    "analyze",
+    "chart",
+    "bench",
+    "relay",
+    "defences",
+]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
@@ -261,6 +272,7 @@ def test_force_removes_only_relaysims_files_and_no_stale_disclosure_survives(tmp
     assert main(["run", "two-friends", "--out", str(out), "--quiet"]) == 0
     old = {p.name for p in (out / "disclosures").iterdir()}
     assert old
+    assert main(["analyze", str(out)]) == 0 and (out / "analysis").is_dir()
     (out / "notes.txt").write_text("my notes\n", encoding="utf-8")
     (out / "mine").mkdir()
     (out / "mine" / "a.md").write_text("x", encoding="utf-8")
@@ -271,6 +283,7 @@ def test_force_removes_only_relaysims_files_and_no_stale_disclosure_survives(tmp
     assert old - new, "the second scenario serves different orders, so some disclosures are stale"
     for stale in old - new:
         assert not (out / "disclosures" / stale).exists(), stale
+    assert not (out / "analysis").exists()  # the earlier run's analysis pages went with it
     assert (out / "notes.txt").read_text(encoding="utf-8") == "my notes\n"
     assert (out / "mine" / "a.md").exists()
 
@@ -279,8 +292,10 @@ def test_force_clears_per_profile_folders_of_an_earlier_comparison(tmp_path: Pat
     out = tmp_path / "o"
     assert main(["run", "pakistan-2015", "--out", str(out), "--quiet"]) == 0
     assert (out / "bes" / "transcript.jsonl").exists()
+    assert (out / "counterfactual.md").exists() and (out / "counterfactual").is_dir()
     assert main(["run", "two-friends", "--out", str(out), "--quiet", "--force"]) == 0
     assert not (out / "bes").exists() and not (out / "comparison.md").exists()
+    assert not (out / "counterfactual").exists() and not (out / "counterfactual.md").exists()
     assert main(["show", str(out)]) == 0
 
 

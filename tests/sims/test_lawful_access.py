@@ -168,18 +168,32 @@ def test_a_whatsapp_pen_register_is_exactly_the_targets_messages_from_service_on
     expected = [m for m in run.truth.messages if _mine(m) and start <= m.time < end]
     receipts = _receipts(run, start, end)
     assert receipts, "delivery receipts are on by default"
+    # the target has a linked device: each message it writes goes there too, as a sync copy
+    syncs = [c for c in run.truth.control if _mine(c) and start <= c.time < end and c.kind == "sync copy"]
+    assert syncs and all(c.sender == c.recipient == TARGET for c in syncs)
     rows = d.provided["realtime_routing"]
     got = {(round(r["time"], 3), r["account"], r["recipient_account"]) for r in rows}
-    # the provider cannot tell a receipt from a message: its routing rows are both
-    assert got == {(round(m.time, 3), m.sender, m.recipient) for m in [*expected, *receipts]}
-    # one row per recipient device, both directions, nothing from before service
-    assert len(rows) == sum(_devices(run.scenario, m.recipient) for m in [*expected, *receipts])
-    # and the score says how many of those "messages" were receipts
+    # the provider cannot tell a receipt from a message: its routing rows are both (and the sync copies)
+    assert got == {(round(m.time, 3), m.sender, m.recipient) for m in [*expected, *receipts, *syncs]}
+    # one row per recipient device (a sync copy: per other device), both directions, nothing from before service
+    assert len(rows) == sum(_devices(run.scenario, m.recipient) for m in [*expected, *receipts]) + len(
+        syncs
+    ) * (_devices(run.scenario, TARGET) - 1)
+    # and the score says how many of those "messages" were receipts, and how many sync copies
     from relaysim.sims.scoring import score
 
-    split = score(d.to_json(), run.truth)["routing_rows"]
+    scored = score(d.to_json(), run.truth)
+    split = scored["routing_rows"]
     assert split["messages"] == sum(_devices(run.scenario, m.recipient) for m in expected)
-    assert split["delivery_receipts"] == len(rows) - split["messages"] > 0 and split["unmatched"] == 0
+    assert split["sync_copies"] == split["true_sync_copies"] == len(syncs)
+    assert (
+        split["delivery_receipts"] == len(rows) - split["messages"] - len(syncs) > 0
+        and split["unmatched"] == 0
+    )
+    # a sync copy is not a contact: the target is never counted as its own
+    assert scored["contacts"]["true"] == len(
+        {m.recipient if m.sender == TARGET else m.sender for m in expected}
+    )
     assert {TARGET} < {r["account"] for r in rows} and {TARGET} < {r["recipient_account"] for r in rows}
     assert all(r["time"] >= d.process.served for r in rows)
     assert any(_mine(m) and m.time < start for m in run.truth.messages)  # there were earlier ones
@@ -199,7 +213,13 @@ def test_a_message_log_is_exactly_the_targets_messages_before_service(
     d = run.disclosure("court_order_2703d")
     written = [m for m in run.truth.messages if _mine(m) and m.time <= d.process.served]
     receipts = _receipts(run, float("-inf"), d.process.served + 1e-9)
-    expected = {(round(m.time, 3), m.sender, m.recipient) for m in [*written, *receipts]}
+    # and the sync copies of the target's messages to its linked device (none where the provider holds
+    # the content keys: its server keeps the messages for every device, its clients send no copies)
+    syncs = [
+        c for c in run.truth.control if _mine(c) and c.time <= d.process.served and c.kind == "sync copy"
+    ]
+    assert bool(syncs) == (run.result.scenario.relay.profile in ("viber", "keep-everything"))
+    expected = {(round(m.time, 3), m.sender, m.recipient) for m in [*written, *receipts, *syncs]}
     got = {(round(r["time"], 3), r["account"], r["recipient_account"]) for r in d.provided["message_log"]}
     assert got == expected and written and receipts  # the log holds both; it cannot tell them apart
 
