@@ -72,6 +72,7 @@ from relaysim.clients.agent import (
     LoggedIn,
     ReceiptReceived,
     Received,
+    SentTranscript,
     sign_device,
 )
 from relaysim.clients.keys import PreKeySecrets
@@ -358,6 +359,7 @@ class _LiveRun:
         self._control_route: dict[tuple[object, ...], tuple[str, str, str]] = {}  # ref → from, to, kind
         self._control_accepted: list[tuple[dict[str, Any], tuple[bytes, ...]]] = []  # event, envelope ids
         self._addresses: dict[str, str] = {}  # the scenario's address → the loopback address for it
+        self.synced: dict[int, dict[str, float]] = {}  # message id → the sender's devices that read its copy
         tokens = {p.name: os.urandom(32) for p in scenario.people}
         self.phones: dict[str, _Phone] = {}
         self.by_address: dict[tuple[str, int], _Phone] = {}
@@ -638,6 +640,8 @@ class _LiveRun:
             # logged in again (back online, or from a new network): a fresh sender certificate, as the
             # simulated phones fetch one at every login (set-up fetches the first)
             self.work.start_soon(self._renew_certificate, phone.conn)
+        elif isinstance(event, SentTranscript):
+            self._sync_copy(phone, event)
         elif isinstance(event, IdentityChanged):
             self.emit(
                 {
@@ -684,6 +688,37 @@ class _LiveRun:
                     "sealed": event.sealed,
                 }
             )
+
+    def _sync_copy(self, phone: _Phone, event: SentTranscript) -> None:
+        """A sync copy of a 1:1 message another phone of this account sent, transcribed as the simulator
+        does (its message found by what it says and where it went: the sender's send and its copy's
+        envelope ids are not tied together here)."""
+        mid = next(
+            (
+                state.planned.id
+                for state in self.messages.values()
+                if state.sent_at is not None
+                and state.planned.sender == event.sender.account
+                and state.planned.recipient == event.destination
+                and state.planned.text.encode() == event.plaintext
+                and phone.name not in self.synced.get(state.planned.id, {})
+            ),
+            None,
+        )
+        if mid is not None:
+            self.synced.setdefault(mid, {})[phone.name] = self.now()
+        else:
+            self.mismatched += 1
+        self.emit(
+            {
+                "kind": "sync_copy_received",
+                "device": phone.name,
+                "from": f"{event.sender.account}/{event.sender.device}",
+                "message": mid,
+                "to": event.destination,
+                "plaintext": event.plaintext.decode("utf-8", "replace"),
+            }
+        )
 
     async def _renew_certificate(self, conn: DeviceConnection) -> None:
         with contextlib.suppress(NetError):  # closed at the end, or refused: the next login asks again
@@ -1024,6 +1059,7 @@ class _LiveRun:
             None,
             list(self.timeline.disclosures),
             control=dict(self.control),
+            synced={k: dict(v) for k, v in sorted(self.synced.items())},
         )
 
 

@@ -205,6 +205,12 @@ def test_a_linked_device_and_timeline_events_live(tmp_path: Path, profile: str |
         if e["kind"] == "message_received" and e["device"] == "alice/2" and e["message"] == 2
     )
     assert late["t"] >= 8 * 60  # held by the relay until the laptop came back
+    # What alice wrote from her phone reaches her laptop too, as a sync copy, once it is back.
+    synced = [e for e in events if e["kind"] == "sync_copy_received"]
+    assert [(e["device"], e["message"], e["to"], e["plaintext"]) for e in synced] == [
+        ("alice/2", 3, "bob", "from the phone")
+    ]
+    assert synced[0]["t"] >= 8 * 60
 
 
 def test_a_group_with_receipts_cover_and_moves_live_under_sealed_sender(tmp_path: Path) -> None:

@@ -130,6 +130,9 @@ def test_live_and_simulated_runs_record_and_disclose_the_same_fields(
     assert live.result.mismatched == simulated.mismatched == 0
     assert live.result.undecryptable == simulated.undecryptable == 0
     assert live.result.control == simulated.control
+    assert {m: sorted(d) for m, d in live.result.synced.items()} == {
+        m: sorted(d) for m, d in simulated.synced.items()
+    }
     assert simulated.control["receipts_received"] > 0
 
 
