@@ -631,6 +631,17 @@ class _LiveRun:
                 self._accepted(ref[1], event.envelope_ids)
             elif ref in self._control_in_flight:
                 self._control_done(ref, event.envelope_ids)
+            elif ref[:1] == ("sync",):  # a sync copy to the account's other devices: ground truth, as above
+                me = phone.spec.person
+                event_ = {
+                    "kind": "control_accepted",
+                    "control": "sync copy",
+                    "from": me,
+                    "to": me,
+                    "relay": [],
+                }
+                self.emit(event_)
+                self._control_accepted.append((self.events[-1], event.envelope_ids))
         elif isinstance(event, Failed) and isinstance(ref, tuple):
             if ref[:1] == ("group",):
                 self._refused(ref[1], f"refused: {event.code}: {event.message}")

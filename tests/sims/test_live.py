@@ -211,6 +211,10 @@ def test_a_linked_device_and_timeline_events_live(tmp_path: Path, profile: str |
         ("alice/2", 3, "bob", "from the phone")
     ]
     assert synced[0]["t"] >= 8 * 60
+    copies = [e for e in events if e["kind"] == "control_accepted" and e["control"] == "sync copy"]
+    assert [(e["from"], e["to"]) for e in copies] == [("alice", "alice")]
+    if profile is None:  # (a profile that keeps less may keep no record of it)
+        assert [r["recipient_device"] for r in copies[0]["relay"]] == [2]
 
 
 def test_a_group_with_receipts_cover_and_moves_live_under_sealed_sender(tmp_path: Path) -> None:
