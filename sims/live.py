@@ -17,7 +17,9 @@
   (``[defences] cover_per_hour``), from generators seeded as the simulator's;
 - every phone connects from a loopback address of its own, one per address of the scenario
   (``LOOPBACK``), so the relay records who came from where; a phone changing networks (``[traffic]
-  moves``, ``mobile``) drops its connections and logs in again from another;
+  moves``, ``mobile``) drops its connections and logs in again from another; a fresh connection
+  per sealed send (``[defences] sealed_connection``) and a sealed conversation's mailbox
+  (``[defences] mailboxes``) come from exit addresses instead;
 - after the scenario's end it waits (at most ``DRAIN_TIMEOUT`` real seconds) for messages still
   in flight to phones that are online, lets every phone flush its acknowledgements, and stops
   the relay with SIGTERM, waiting for it to exit.
@@ -281,6 +283,19 @@ class _Phone:
         return self.spec.name
 
 
+@dataclass
+class _Mailbox:
+    """A sealed conversation's mailbox (``DeviceAgent.new_mailbox``): an account of its own, held by a
+    phone, on a connection of its own from an exit address while its holder is online."""
+
+    agent: DeviceAgent
+    holder: _Phone
+    conn: DeviceConnection | None = None
+    registered: bool = False
+    waiting: list[PlannedMessage] = field(default_factory=list)  # texts that wait for its registration
+    stop: Any = field(default_factory=trio.CancelScope)  # ends it at the end of the run, as a phone's
+
+
 def loopback_address(n: int, net: ipaddress.IPv4Network = PHONE_NET) -> str:
     """The ``n``-th address (from 0) of ``net``, a part of 127/8; refuses anything outside 127/8,
     so a live run never binds a socket to an address that reaches beyond this machine."""
@@ -335,6 +350,7 @@ class _LiveRun:
         self.events: list[dict[str, Any]] = []
         self.t0: float | None = None
         self.work: Any = None
+        self.nursery: Any = None  # the phones' (and mailboxes') tasks
         self.progress = trio.Event()
         self.limiter = trio.CapacityLimiter(SETUP_CONCURRENCY)
         self.duplicates_dropped = 0
@@ -360,6 +376,10 @@ class _LiveRun:
         self._control_accepted: list[tuple[dict[str, Any], tuple[bytes, ...]]] = []  # event, envelope ids
         self._addresses: dict[str, str] = {}  # the scenario's address → the loopback address for it
         self.synced: dict[int, dict[str, float]] = {}  # message id → the sender's devices that read its copy
+        # [defences] mailboxes = "ephemeral": sealed conversations' mailboxes (Simulation's, carried live)
+        self.mailboxes: dict[str, _Mailbox] = {}  # by account
+        self._mailbox_of: dict[tuple[str, str], _Mailbox] = {}  # (holder person, peer) → mailbox
+        self._mailbox_rng = seeded(scenario.seed, "mailbox-exits")
         tokens = {p.name: os.urandom(32) for p in scenario.people}
         self.phones: dict[str, _Phone] = {}
         self.by_address: dict[tuple[str, int], _Phone] = {}
@@ -477,6 +497,7 @@ class _LiveRun:
         phone.online = False
         assert phone.conn is not None
         phone.conn.set_online(False)
+        self._mailboxes_online(phone, False)
         self.emit({"kind": "device_offline", "device": phone.name, "why": why})
 
     def _come_online(self, phone: _Phone) -> None:
@@ -485,6 +506,7 @@ class _LiveRun:
         phone.online = True
         assert phone.conn is not None
         phone.conn.set_online(True)  # it logs in again before it writes anything else
+        self._mailboxes_online(phone, True)
         self.emit({"kind": "device_online", "device": phone.name})
         backlog, phone.pending_app = phone.pending_app, []
         for m in backlog:
@@ -499,6 +521,8 @@ class _LiveRun:
         phone = self.by_address[(m.sender, 1)]
         if not phone.online:
             phone.pending_app.append(m)  # the app keeps it until the phone is back online
+            return
+        if m.id not in self.group_sends and self._wait_for_mailbox(phone, m):
             return
         self.messages[m.id].sent_at = self.now()
         group = self.group_sends.get(m.id)
@@ -846,6 +870,83 @@ class _LiveRun:
             self._control_accepted.append((self.events[-1], ids))
         self._notify()
 
+    # --- sealed conversations: ephemeral mailboxes ([defences] mailboxes), as Simulation's ----------
+
+    def _wait_for_mailbox(self, phone: _Phone, m: PlannedMessage) -> bool:
+        """Before a text goes out under ``mailboxes = "ephemeral"`` (Simulation._wait_for_mailbox): a
+        text to a peer's mailbox is for the phone holding it; the first text to someone who gave us no
+        mailbox opens one and waits until the relay has registered it. True: the text waits."""
+        if self.defences.mailboxes != "ephemeral":
+            return False
+        peer = m.recipient
+        target = phone.agent.reply_to.get(peer)
+        if target is not None and target in self.mailboxes:
+            self.messages[m.id].recipients = (self.mailboxes[target].holder.name,)
+            return False
+        if peer == phone.spec.person:
+            return False
+        box = self._mailbox_of.get((phone.spec.person, peer))
+        if box is None:
+            box = self._open_mailbox(phone, peer)
+        if box.registered:
+            return False
+        box.waiting.append(m)
+        return True
+
+    def _open_mailbox(self, phone: _Phone, peer: str) -> _Mailbox:
+        agent = phone.agent.new_mailbox(
+            peer, seeded(self.scenario.seed, "mailbox", phone.spec.person, peer).randbytes
+        )
+        box = _Mailbox(agent, phone)
+        self.mailboxes[agent.account] = box
+        self._mailbox_of[(phone.spec.person, peer)] = box
+        self.emit({"kind": "mailbox_opened", "device": phone.name, "peer": peer, "mailbox": agent.account})
+        self._mailbox_connect(box)
+        return box
+
+    def _mailbox_connect(self, box: _Mailbox) -> None:
+        """The mailbox's own connection, from an exit address: from the phone's, the relay would join
+        the mailbox to its holder. It is online while its holder is (_mailboxes_online)."""
+        if self.nursery is not None:  # beside the phones: it flushes its acknowledgements as they do
+            self.nursery.start_soon(self._mailbox_task, box)
+
+    async def _mailbox_task(self, box: _Mailbox) -> None:
+        exit_address = loopback_address(self._mailbox_rng.randrange(EXITS), EXIT_NET)
+        try:
+            async with open_device_connection(
+                box.agent,
+                HOST,
+                self.relay.port,
+                rng=random.Random(f"{self.scenario.seed}:backoff:{box.agent.account}"),
+                wire_tap=self.wire_tap,
+                local_address=exit_address,
+                on_event=partial(self._mailbox_event, box),
+            ) as conn:
+                box.conn = conn
+                with box.stop:
+                    await conn.register()
+                    box.registered = True
+                    await conn.login()
+                    waiting, box.waiting = box.waiting, []
+                    for m in waiting:
+                        self._app_send(m)
+                    async for event in conn.received:
+                        box.holder.agent.mailbox_answered(event.sender.account)
+                        self._received(box.holder, event)
+        except NetError as e:
+            log.warning("mailbox %s of %s: %s", box.agent.account, box.holder.name, e)
+
+    def _mailbox_event(self, box: _Mailbox, event: AgentEvent) -> None:
+        """What a mailbox's agent reports beside what it reads: the receipts it gets are its holder's."""
+        if isinstance(event, ReceiptReceived):
+            box.holder.agent.mailbox_answered(event.sender.account)
+            self._agent_event(box.holder, event)
+
+    def _mailboxes_online(self, phone: _Phone, online: bool) -> None:
+        for box in self.mailboxes.values():
+            if box.holder is phone and box.conn is not None:
+                box.conn.set_online(online)
+
     def _exit(self) -> str:
         """``[defences] sealed_connection = "fresh"``: the address a sealed send's own connection comes
         from, one of a few exits many people share (as Simulation._open's 185.220.101.x)."""
@@ -975,6 +1076,7 @@ class _LiveRun:
         if any(phone.online for phone in self._control_in_flight.values()):
             return False
         online = {(p.spec.person, p.spec.index) for p in self.phones.values() if p.online}
+        online |= {(a, 1) for a, box in self.mailboxes.items() if box.holder.online}
         if any((e.account, e.device) in online for e in self.store.all_envelopes()):
             return False
         for state in self.messages.values():
@@ -991,6 +1093,7 @@ class _LiveRun:
 
     async def run(self) -> None:
         async with trio.open_nursery() as phones:
+            self.nursery = phones
             for phone in self.phones.values():
                 phones.start_soon(self._phone, phone)
             with trio.move_on_after(SETUP_TIMEOUT) as setup:
@@ -1014,6 +1117,8 @@ class _LiveRun:
                 work.cancel_scope.cancel()  # sends still waiting for an offline phone stay unsent
             for phone in self.phones.values():
                 phone.stop.cancel()  # each phone flushes its acknowledgements and closes
+            for box in self.mailboxes.values():
+                box.stop.cancel()
         self.timeline.finish()  # orders still running at the end are answered now
         await self._operator()
         if self.report_progress is not None:
@@ -1056,7 +1161,8 @@ class _LiveRun:
                 for r in by_envelope.get(eid, [])
                 if r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND)
             ]
-        undecryptable = sum(len(p.conn.undecryptable) for p in self.phones.values() if p.conn is not None)
+        conns = [p.conn for p in self.phones.values()] + [b.conn for b in self.mailboxes.values()]
+        undecryptable = sum(len(c.undecryptable) for c in conns if c is not None)
         return SimulationResult(
             self.scenario,
             [self.messages[k] for k in sorted(self.messages)],
@@ -1139,14 +1245,12 @@ def live_refusal(scenario: Scenario) -> str | None:
 
 def simulated_only(scenario: Scenario) -> list[str]:
     """What ``scenario`` asks for that a live run does not carry yet. Receipts, cover traffic, a
-    fresh connection per sealed send, bundle fetches with the recipient's delivery token, phones
-    changing networks and ``[[groups]]`` are carried. A
+    fresh connection per sealed send, bundle fetches with the recipient's delivery token, ephemeral
+    mailboxes, phones changing networks and ``[[groups]]`` are carried. A
     live run goes ahead without what is listed here and says so on stderr and in summary.json
     (``live.not_carried``); the simulator runs it all."""
     d = scenario.defences
     out = []
-    if d.mailboxes != "none":
-        out.append("ephemeral mailboxes for sealed conversations ([defences] mailboxes)")
     if d.exit_latency_ms and d.sealed_connection == "fresh":
         out.append("the exits' latency ([defences] exit_latency_ms): loopback has none")
     return out

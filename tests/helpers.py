@@ -364,3 +364,45 @@ def fresh_connections(scenario: Scenario) -> Scenario:
             bundle_fetch="unauthenticated",
         ),
     )
+
+
+# Sealed conversations with ephemeral mailboxes (Martiny et al., NDSS 2021): amira's first text opens a
+# mailbox for ben's replies; ben goes offline while she writes again. Each message comes minutes after
+# the last, so the mailbox is registered before anyone answers in either driver.
+MAILBOXES = """
+[scenario]
+name = "mailboxes"
+duration = "15m"
+seed = 11
+
+[relay]
+sealed_sender = true
+
+[defences]
+mailboxes = "ephemeral"
+
+[[people]]
+name = "amira"
+devices = [{ region = "pk", address = "203.0.113.24" }]
+
+[[people]]
+name = "ben"
+devices = [{ region = "ca", address = "198.51.100.77", offline = [["6m", "8m"]] }]
+
+[[conversations]]
+between = ["amira", "ben"]
+messages = [
+  { at = "1m", from = "amira", text = "Hi Ben, write to my mailbox" },
+  { at = "4m", from = "ben", text = "Writing to it now" },
+  { at = "7m", from = "amira", text = "While you were away" },
+  { at = "10m", from = "ben", text = "Back, and writing to it again" },
+]
+
+[[events]]
+at = "30s"
+kind = "legal_process"
+process = "pen_register"
+target = "amira"
+to = "14m"
+name = "pen-register-amira"
+"""

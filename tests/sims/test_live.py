@@ -25,7 +25,7 @@ from relaysim.sims.live import RelayStartError, relay_process, run_live
 from relaysim.sims.report import render_show
 from relaysim.sims.scenario import Scenario, parse_scenario, resolve_scenario
 from relaysim.sims.world.traffic import plan_group_steps, plan_messages
-from tests.helpers import BUSY_BOOK_CLUB, fresh_connections
+from tests.helpers import BUSY_BOOK_CLUB, MAILBOXES, fresh_connections
 
 TIME_SCALE = 0.0002  # real seconds per simulated second: two-friends' 5 h in 3.6 s
 RUN = 8  # bytes: no run this long of any plaintext may appear in what the relay holds or receives
@@ -304,6 +304,31 @@ def test_key_transparency_live_checks_every_bundle_against_the_relays_key_log(tm
     assert {(e["device"], e["account"]) for e in checked} == {("amira/1", "ben"), ("ben/1", "amira")}
     assert all(e["logged"] == [1] and e["unlogged"] == [] and e["refused"] is None for e in checked)
     assert all(e["tree_size"] >= 2 for e in checked)
+
+
+def test_ephemeral_mailboxes_live(tmp_path: Path) -> None:
+    """``[defences] mailboxes = "ephemeral"``: amira's first text opens a mailbox (an account of its own,
+    registered and logged in from an exit's address, never from her phone's); ben's replies go to it
+    and reach her phone, also while his phone was away; the relay sees them addressed to the mailbox."""
+    scenario = parse_scenario(MAILBOXES, source="mailboxes.toml")
+    written: list[bytes] = []
+    assert run_live(scenario, tmp_path, time_scale=0.002, wire_tap=written.append) == 0
+    events = _events(tmp_path)
+    received = Counter((e["message"], e["device"]) for e in events if e["kind"] == "message_received")
+    assert received == {(1, "ben/1"): 1, (2, "amira/1"): 1, (3, "ben/1"): 1, (4, "amira/1"): 1}
+    (opened,) = [e for e in events if e["kind"] == "mailbox_opened"]
+    assert (opened["device"], opened["peer"]) == ("amira/1", "ben")
+    mailbox = opened["mailbox"]
+    with Store(tmp_path / "relay.db") as store:
+        records = store.metadata()
+    to_mailbox = [r for r in records if r.kind is RecordKind.SEALED_SEND and r.recipient_account == mailbox]
+    to_amira = [r for r in records if r.kind is RecordKind.SEALED_SEND and r.recipient_account == "amira"]
+    assert len(to_mailbox) >= 2 and to_amira == []  # ben's texts (and receipts) all went to the mailbox
+    own = [r for r in records if r.account == mailbox and r.kind is not RecordKind.DISCONNECT]
+    assert {r.kind for r in own} >= {RecordKind.REGISTRATION, RecordKind.AUTHENTICATION}
+    assert all(str(r.host).startswith("127.2.0.") for r in own if r.host is not None)
+    plaintexts = [m.text.encode() for m in plan_messages(scenario)]
+    assert _plaintext_runs(plaintexts, b"".join(written)) == []
 
 
 async def test_a_relay_that_cannot_listen_raises_relay_start_error_itself(tmp_path: Path) -> None:

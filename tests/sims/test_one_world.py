@@ -20,7 +20,7 @@ from relaysim.sims.live import _run_live, live_refusal, simulated_only
 from relaysim.sims.scenario import Scenario, parse_scenario, resolve_scenario
 from relaysim.sims.world import simulation
 from relaysim.sims.world.simulation import Simulation
-from tests.helpers import BOOK_CLUB, BUSY_BOOK_CLUB, fresh_connections
+from tests.helpers import BOOK_CLUB, BUSY_BOOK_CLUB, MAILBOXES, fresh_connections
 
 # Times and addresses differ by design (the relay's real clock, loopback); envelope ids are the
 # relay's random draws.
@@ -74,6 +74,8 @@ def _scenario(name: str) -> Scenario:
         return parse_scenario(
             BUSY_BOOK_CLUB if name == "book-club-busy" else BOOK_CLUB, source=f"{name}.toml"
         )
+    if name == "mailboxes":
+        return parse_scenario(MAILBOXES, source="mailboxes.toml")
     if name == "two-friends-fresh":
         return fresh_connections(resolve_scenario("two-friends"))
     return resolve_scenario(name)
@@ -92,6 +94,7 @@ def _like_live_phones(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ("two-friends", 0.0005),
         ("two-friends-fresh", 0.0005),
+        ("mailboxes", 0.002),
         ("signal-subpoena-2016", 0.0001),
         ("book-club", 0.002),
         ("book-club-busy", 0.002),
@@ -150,7 +153,7 @@ def test_a_live_run_refuses_exceptional_access_instead_of_ignoring_it() -> None:
 
 def test_a_live_run_names_what_it_does_not_carry() -> None:
     """What live phones do not do yet, the run says instead of quietly doing something else; what
-    they do (receipts, cover traffic, fresh connections, moves, groups) it does not list."""
+    they do (receipts, cover traffic, fresh connections, moves, groups, mailboxes) it does not list."""
     two = resolve_scenario("two-friends")
     assert simulated_only(two) == []
     carried = replace(
@@ -167,6 +170,5 @@ def test_a_live_run_names_what_it_does_not_carry() -> None:
         ),
     )
     assert simulated_only(not_yet) == [
-        "ephemeral mailboxes for sealed conversations ([defences] mailboxes)",
         "the exits' latency ([defences] exit_latency_ms): loopback has none",
     ]
