@@ -294,6 +294,7 @@ class _Mailbox:
     registered: bool = False
     waiting: list[PlannedMessage] = field(default_factory=list)  # texts that wait for its registration
     stop: Any = field(default_factory=trio.CancelScope)  # ends it at the end of the run, as a phone's
+    running: bool = False  # its connection's task is running
 
 
 def loopback_address(n: int, net: ipaddress.IPv4Network = PHONE_NET) -> str:
@@ -907,7 +908,8 @@ class _LiveRun:
     def _mailbox_connect(self, box: _Mailbox) -> None:
         """The mailbox's own connection, from an exit address: from the phone's, the relay would join
         the mailbox to its holder. It is online while its holder is (_mailboxes_online)."""
-        if self.nursery is not None:  # beside the phones: it flushes its acknowledgements as they do
+        if self.nursery is not None and not box.running:  # beside the phones: it flushes as they do
+            box.running = True
             self.nursery.start_soon(self._mailbox_task, box)
 
     async def _mailbox_task(self, box: _Mailbox) -> None:
@@ -924,8 +926,9 @@ class _LiveRun:
             ) as conn:
                 box.conn = conn
                 with box.stop:
-                    await conn.register()
-                    box.registered = True
+                    if not box.registered:
+                        await conn.register()
+                        box.registered = True
                     await conn.login()
                     waiting, box.waiting = box.waiting, []
                     for m in waiting:
@@ -933,8 +936,12 @@ class _LiveRun:
                     async for event in conn.received:
                         box.holder.agent.mailbox_answered(event.sender.account)
                         self._received(box.holder, event)
-        except NetError as e:
+        except (NetError, OSError, trio.TooSlowError) as e:  # (its holder went offline while it registered,
+            # or the relay could not be reached): again when its holder is next back online
             log.warning("mailbox %s of %s: %s", box.agent.account, box.holder.name, e)
+        finally:
+            box.conn = None
+            box.running = False
 
     def _mailbox_event(self, box: _Mailbox, event: AgentEvent) -> None:
         """What a mailbox's agent reports beside what it reads: the receipts it gets are its holder's."""
@@ -944,8 +951,12 @@ class _LiveRun:
 
     def _mailboxes_online(self, phone: _Phone, online: bool) -> None:
         for box in self.mailboxes.values():
-            if box.holder is phone and box.conn is not None:
+            if box.holder is not phone:
+                continue
+            if box.conn is not None:
                 box.conn.set_online(online)
+            elif online:
+                self._mailbox_connect(box)
 
     def _exit(self) -> str:
         """``[defences] sealed_connection = "fresh"``: the address a sealed send's own connection comes
