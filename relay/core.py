@@ -486,12 +486,7 @@ class RelayCore:
             if found is not None:  # a key the relay did not log gets no proof: the device sees that
                 inclusions.append(KeyInclusion(device=d.device, leaf_index=found[0], path=tuple(found[1])))
         return KeyLogProof(
-            head=KeyLogHead(
-                tree_size=head.tree_size,
-                timestamp=head.timestamp,
-                root_hash=head.root_hash,
-                signature=head.signature,
-            ),
+            head=_wire_head(head),
             server_certificate=self.identity.server_certificate.encode(),
             inclusions=tuple(inclusions),
         )
@@ -545,12 +540,7 @@ class RelayCore:
                 conn.id,
                 KeyLogHeadResponse(
                     id=req.id,
-                    head=KeyLogHead(
-                        tree_size=head.tree_size,
-                        timestamp=head.timestamp,
-                        root_hash=head.root_hash,
-                        signature=head.signature,
-                    ),
+                    head=_wire_head(head),
                     server_certificate=self.identity.server_certificate.encode(),
                 ),
             )
@@ -1374,3 +1364,10 @@ class RelayCore:
             mine.pop(blocked, None)
             if not mine:
                 del self._blocks[account]
+
+
+def _wire_head(head: SignedTreeHead) -> KeyLogHead:
+    """A signed tree head as the wire carries it."""
+    return KeyLogHead(
+        tree_size=head.tree_size, timestamp=head.timestamp, root_hash=head.root_hash, signature=head.signature
+    )
