@@ -1262,7 +1262,7 @@ def simulated_only(scenario: Scenario) -> list[str]:
     (``live.not_carried``); the simulator runs it all."""
     d = scenario.defences
     out = []
-    if d.exit_latency_ms and d.sealed_connection == "fresh":
+    if d.exit_latency_ms and (d.sealed_connection == "fresh" or d.mailboxes == "ephemeral"):
         out.append("the exits' latency ([defences] exit_latency_ms): loopback has none")
     return out
 

@@ -172,3 +172,5 @@ def test_a_live_run_names_what_it_does_not_carry() -> None:
     assert simulated_only(not_yet) == [
         "the exits' latency ([defences] exit_latency_ms): loopback has none",
     ]
+    boxes = replace(two, defences=replace(two.defences, mailboxes="ephemeral"))
+    assert simulated_only(boxes) == simulated_only(not_yet)  # a mailbox's connection comes from an exit too
