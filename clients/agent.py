@@ -433,15 +433,17 @@ class DeviceAgent:
     # How this provider's clients tie devices to an account (relay.profiles.Profile.identity_model):
     # "account": one identity key per account, so a device with another is "safety number changed";
     # "signed-devices": a companion device (not device 1) is used only with the primary's signature
-    # over its identity key (``device_signature`` below); "per-device": keys taken as served.
+    # over its identity key, served with its bundle (wire.DeviceBundle.device_signature); "per-device":
+    # keys taken as served.
     identity_model: str = "per-device"
     # Contact Key Verification (iMessage, iOS 17.2): under "per-device", a device added to a known
     # account is reported as an identity change instead of being taken silently.
     key_verification: bool = False
-    # "signed-devices": the primary's signature over a companion device's identity key, for
-    # (account, device); None when it has none. WhatsApp's clients carry it with the companion's
-    # keys (the signed device list); the simulation hands it over out of band.
-    device_signature: Callable[[str, int], bytes | None] | None = None
+    # "signed-devices": this companion device's identity key signed by its account's primary
+    # (sign_device), which the primary hands it when linking it (a QR code, in WhatsApp) and it sends
+    # in its register; the relay serves it with the device's bundle, and contacts check it there
+    # (WhatsApp's signed device list). None: it has none (a primary, or another identity model).
+    device_signature: bytes | None = None
     # Send a sync copy of each 1:1 message to this account's other devices (Signal's
     # SyncMessage.Sent), once the agent knows there are any: the relay's ``needs_sync`` on an
     # authenticated send, or ``linked_devices_known`` (the primary linked one itself).
@@ -461,6 +463,11 @@ class DeviceAgent:
     # The operator's registration token (``relay serve --registration-token-file``), sent as the
     # proof of a new account; None on a relay that asks for a hashcash stamp or for nothing.
     registration_token: bytes | None = field(default=None, kw_only=True)
+    # What the app tells the relay about the device when it registers (wire.Register's optional
+    # fields): the push service's token for it, its type and the app's version. None: not sent.
+    push_token: bytes | None = field(default=None, kw_only=True)
+    device_type: str | None = field(default=None, kw_only=True)
+    app_version: str | None = field(default=None, kw_only=True)
     # Seconds between signed-prekey rotations (checked at each login); None: never on its own.
     signed_prekey_rotation: float | None = field(default=SIGNED_PREKEY_ROTATION, kw_only=True)
     # Upload a fresh batch of one-time prekeys when the relay says they run low (prekeys_left).
@@ -575,6 +582,10 @@ class DeviceAgent:
             last_resort_kem_prekey=_kem(last_resort),
             delivery_token=self.delivery_token,
             proof=proof if proof is not None else self.registration_token,
+            push_token=self.push_token,
+            device_type=self.device_type,
+            app_version=self.app_version,
+            device_signature=self.device_signature,
         )
         self._last_register = self._outbox[-1]  # type: ignore[assignment]
         self._stamped = proof is not None
@@ -1512,9 +1523,8 @@ class DeviceAgent:
         elif self.identity_model == "signed-devices" and peer.device != 1:
             primary = next((b.identity_key for b in frame.devices if b.device == 1), None)
             primary = ids.pinned(PeerAddress(peer.account, 1)) or primary
-            signature = (
-                None if self.device_signature is None else self.device_signature(peer.account, peer.device)
-            )
+            # the signature the relay served with the device's keys (the account's signed device list)
+            signature = next((b.device_signature for b in frame.devices if b.device == peer.device), None)
             if primary is None or signature is None:
                 return False
             return spec.xeddsa_verify(primary, DEVICE_LIST_PREFIX + key, signature)

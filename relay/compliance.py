@@ -53,7 +53,7 @@ from relaysim.relay.legal import (
 from relaysim.relay.legal import in_order as _in_order
 from relaysim.relay.metadata import MetadataRecord, RecordKind
 from relaysim.relay.profiles import PROFILES, Profile
-from relaysim.relay.store import Store
+from relaysim.relay.store import DeviceFacts, Store
 
 __all__ = ["ComplianceDesk", "Disclosure", "LegalProcess", "in_order"]
 
@@ -387,6 +387,7 @@ class ComplianceDesk:
         policy hands over something of what the order asks (else it collects nothing)."""
         return (
             self._can_collect(instrument)
+            and not instrument.builds  # a capability notice builds; it collects nothing itself
             and self.profile.response_to(instrument) == "complied"
             and bool(self._discloses(instrument) & instrument.asks)
         )
@@ -407,6 +408,8 @@ class ComplianceDesk:
                 f"Served with a non-disclosure order ({process.nondisclosure}): {self.profile.title} may not "
                 "tell the subscriber about this order until a court lifts it."
             )
+        if instrument.note:
+            d.notes.append(f"{instrument.note}.")
         if process.target is not None and not self.store.devices(process.target):
             # An answer, not an error: the number has no account with this provider.
             d.no_such_account = True
@@ -440,6 +443,17 @@ class ComplianceDesk:
                     "handed over."
                 )
                 d.response = "withdrawn"
+            return d
+        if instrument.builds:
+            # A capability notice: per category, what the provider would have to build (no
+            # capability: this notice compels it), what no notice can build (no key the provider
+            # holds opens it), and what it can collect already (nothing to build; nothing handed over).
+            for category in in_order(instrument.asks):
+                missing = self._missing(category, process)
+                if missing is not None and missing[0] in ("cryptographically_impossible", "no_capability"):
+                    d.refuse(category, *missing)
+                else:
+                    d.refuse(category, "withheld_by_policy", self._withheld_reason(category, process))
             return d
         if process.forward and process.name not in self._begun:
             # Served after the fact (e.g. on a finished run's store): a forward-looking order
@@ -502,6 +516,12 @@ class ComplianceDesk:
     def _withheld_reason(self, category: str, process: LegalProcess) -> str:
         pr = self.profile
         instrument = process.instrument
+        if instrument.builds:
+            return (
+                f"{pr.title} can already collect it, so there is nothing to build; a {instrument.name} "
+                "compels building a capability and hands nothing over by itself (what the relay collects is "
+                "reached by an interception warrant)"
+            )
         if process.forward and not self._collects(instrument):
             note = pr.notes.get("realtime_routing")
             return (
@@ -569,31 +589,54 @@ class ComplianceDesk:
         if category == "ciphertext":
             return self._bodies_missing(process)
         if category == "content":
+            limit = JURISDICTIONS[process.instrument.jurisdiction].protection_limit
+            limit = f"; {limit}" if limit else ""
             if pr.custody == "devices":
                 return (
                     "cryptographically_impossible",
                     "the content is end-to-end encrypted and the keys exist only on the devices"
-                    + (f" ({note})" if note else ""),
+                    + (f" ({note})" if note else "")
+                    + limit,
                 )
             if pr.custody == "enterprise":
                 return (
                     "cryptographically_impossible",
-                    note or "the keys are held by the enterprise's own server, not by this provider",
+                    (note or "the keys are held by the enterprise's own server, not by this provider")
+                    + limit,
                 )
             if process.forward and not self._can_collect(process.instrument):
                 return ("no_capability", self._no_tap_reason(process))
             return self._bodies_missing(process)
         raise AssertionError(category)
 
+    def _facts(self, facts: DeviceFacts | None) -> dict[str, str]:
+        """A device's registered facts, as device info shows them: what the profile keeps and the
+        device sent (the push token as hex: it is opaque bytes)."""
+        if facts is None:
+            return {}
+        out = {}
+        for name in sorted(self.profile.device_facts):
+            value = getattr(facts, name)
+            if value is not None:
+                out[name] = value.hex() if isinstance(value, bytes) else value
+        return out
+
     def _no_tap_reason(self, process: LegalProcess) -> str:
         pr = self.profile
         instrument = process.instrument
         why = pr.notes.get("realtime_routing")
         compel = JURISDICTIONS[instrument.jurisdiction].compels_capability
+        if instrument.builds:
+            compel = (
+                f"this notice compels building one ({instrument.statute}); nothing is collected until it "
+                "is built"
+            )
+        else:
+            compel = f"to compel one: {compel}"
         return (
             f"a {pr.title} relay has no way to collect in real time under a {instrument.name}"
             + (f" ({why})" if why else "")
-            + f"; to compel one: {compel}"
+            + f"; {compel}"
         )
 
     def _bodies_missing(self, process: LegalProcess) -> tuple[Reason, str] | None:
@@ -650,9 +693,11 @@ class ComplianceDesk:
                 else []
             )
         if category == "device_info":
+            facts = s.device_facts(target) if target and pr.device_facts else {}
             return [
                 {"device": x.device, "registered": self._created(x.registered_at)}
                 | ({"public_key": x.identity_key.hex()} if pr.public_keys else {})
+                | self._facts(facts.get(x.device))
                 for x in (s.devices(target) if target else [])
             ]
         if category == "last_seen":

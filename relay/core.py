@@ -45,6 +45,9 @@ policy keeps (all off by default):
 - ``keep_contacts`` / ``keep_blocks``: uploaded address books and blocks are written to the
   store (WhatsApp keeps both); without, discovery answers and forgets and blocks live in memory
   only (Signal keeps neither).
+- ``keep_device_facts``: which of a registration's optional facts about the device (its push
+  token, device type, app version) are written to the store (Threema keeps the push token; Wickr
+  the device type and app version); the rest are dropped as the register is answered.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ from relaysim.relay.metadata import (
     RecordKind,
     RetentionPolicy,
 )
-from relaysim.relay.store import DeviceRecord, Store, StoredEnvelope
+from relaysim.relay.store import DEVICE_FACTS, DeviceFacts, DeviceRecord, Store, StoredEnvelope
 from relaysim.relay.transparency import MerkleLog, SignedTreeHead, TreeHeadSigner
 from relaysim.relay.wire import (
     DEFAULT_MAX_FRAME_SIZE,
@@ -329,6 +332,7 @@ class RelayCore:
         keep_delivered: bool = False,
         keep_contacts: bool = False,
         keep_blocks: bool = False,
+        keep_device_facts: Iterable[str] = (),
         limits: Limits = DEFAULT_LIMITS,
         registration_pow: int = 0,
         registration_token: bytes | None = None,
@@ -369,6 +373,12 @@ class RelayCore:
         self.keep_delivered = keep_delivered
         self.keep_contacts = keep_contacts
         self.keep_blocks = keep_blocks
+        self.keep_device_facts = frozenset(keep_device_facts)
+        if not self.keep_device_facts <= DEVICE_FACTS:
+            unknown = ", ".join(sorted(self.keep_device_facts - DEVICE_FACTS))
+            raise ValueError(
+                f"keep_device_facts: unknown fact(s) {unknown}; known: {', '.join(sorted(DEVICE_FACTS))}"
+            )
         # Orders in effect are in the store too, and come back from it when the relay restarts.
         self._taps: dict[str, Tap] = {t[0]: Tap(*t) for t in store.taps()}
         self._preserved: dict[str, tuple[float, ...]] = {}  # account → when each request was served
@@ -430,6 +440,15 @@ class RelayCore:
         )
         self.store.replace_prekeys(req.account, req.device, req.one_time_prekeys)
         self.store.replace_kem_prekeys(req.account, req.device, req.kem_prekeys)
+        self.store.put_device_signature(req.account, req.device, req.device_signature)
+        kept = DeviceFacts(
+            **{
+                name: getattr(req, name) if name in self.keep_device_facts else None
+                for name in sorted(DEVICE_FACTS)
+            }
+        )
+        if kept:
+            self.store.put_device_facts(req.account, req.device, kept, at)
 
     # -- key transparency --------------------------------------------------------------------
 
@@ -1035,6 +1054,7 @@ class RelayCore:
         if one_time:
             self._limiter.take("fetch_per_target", req.account, rate, now)
         bundles = []
+        signatures = self.store.device_signatures(req.account)
         for d in devices:
             kem = self.store.take_kem_prekey(d.account, d.device) if one_time else None
             bundles.append(
@@ -1046,6 +1066,7 @@ class RelayCore:
                     kem_prekey=kem if kem is not None else d.last_resort_kem_prekey,
                     kem_prekey_last_resort=kem is None,
                     one_time_prekey=self.store.take_prekey(d.account, d.device) if one_time else None,
+                    device_signature=signatures.get(d.device),
                 )
             )
         key_log = self._key_log_proof(req.account, devices, conn) if req.key_log else None

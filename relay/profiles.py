@@ -24,6 +24,7 @@ from typing import Any, Final, Literal
 from relaysim.relay.legal import CATEGORIES as LEGAL_CATEGORIES
 from relaysim.relay.legal import INSTRUMENTS, Instrument, Response
 from relaysim.relay.metadata import KEEP_EVERYTHING, KindRule, RecordKind, RetentionPolicy
+from relaysim.relay.store import DEVICE_FACTS
 
 __all__ = [
     "CATEGORIES",
@@ -92,6 +93,9 @@ class Profile:
     last_seen_kinds: tuple[RecordKind, ...] = (RecordKind.AUTHENTICATION, RecordKind.CONNECTION)
     backup: str = "none"  # where its users' phones back up their history by default (relay/backup.py)
     public_keys: bool = False  # device info includes each device's public identity key (Threema)
+    # Which of a registration's facts about the device the relay keeps and device info hands over
+    # (relay.store.DEVICE_FACTS): Threema's push token; Wickr's device type and app version.
+    device_facts: frozenset[str] = frozenset()
     external_id_count: bool = False  # message counts come with the number of external ids (Wickr)
     # How its clients tie devices to an account, and so whether a device the provider adds on its
     # own (a "ghost", sims/access/ghost.py) is seen by the account's contacts:
@@ -311,6 +315,7 @@ THREEMA = Profile(
     created_granularity=_DAY,  # "ID creation date" (the FBI chart): a date, no time
     wiretap=False,
     public_keys=True,
+    device_facts=frozenset({"push_token"}),
     sources=(
         "Threema, 'Transparency report' and law-enforcement guidelines (creation date, push token, public key)",
         _FBI_CHART,
@@ -320,8 +325,10 @@ THREEMA = Profile(
     },
     notes={
         "ip_addresses": "Threema keeps no IP logs",
-        "subscriber_info": "only a hash of the phone number or e-mail; Threema also hands over the push token, "
-        "which does not exist here (the simulated relay has no push service)",
+        "subscriber_info": "only a hash of the phone number or e-mail (the push token and the public key are "
+        "handed over with the device info)",
+        "device_info": "each device's public key and the push token its app registered (the FBI chart; "
+        "Threema's transparency report)",
         "realtime_routing": _NOT_REALTIME,
     },
 )
@@ -340,12 +347,14 @@ WICKR = Profile(
     custody="devices",
     wiretap=False,
     external_id_count=True,
+    device_facts=frozenset({"device_type", "app_version"}),
     sources=(_FBI_CHART,),
     discloses={p: frozenset({"account_created", "device_info", "last_seen", "message_counts"}) for p in ASKS},
     notes={
         "message_counts": "the number of messages, with no sender-recipient pairs or times, and the number of "
-        "external ids (not the ids); Wickr also hands over device types, recent settings changes and the app "
-        "version, which the simulated relay does not have",
+        "external ids (not the ids)",
+        "device_info": "each device's type and app version, as its app registered them (the FBI chart); the "
+        "chart's 'recent settings changes' the simulated clients do not make",
         "realtime_routing": _NOT_REALTIME,
     },
 )
@@ -531,6 +540,7 @@ KEEP_EVERYTHING_PROFILE = Profile(
     keep_contacts=True,
     keep_blocks=True,
     pen_register=True,
+    device_facts=DEVICE_FACTS,
     sources=("not a real provider: the upper bound of what an end-to-end relay could hand over",),
     discloses=dict(ASKS),
 )

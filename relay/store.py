@@ -39,9 +39,11 @@ from relaysim.relay.metadata import METADATA_FIELDS, KindRule, MetadataRecord, R
 from relaysim.relay.wire import Envelope, KemPrekey, Prekey, SignedPrekey
 
 __all__ = [
+    "DEVICE_FACTS",
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "ArchivedEnvelope",
+    "DeviceFacts",
     "DeviceRecord",
     "Store",
     "StoreError",
@@ -232,6 +234,34 @@ CREATE TABLE key_log (
 """
 
 
+# v6: what a device's registration said about it beyond its keys, where the provider keeps it
+# (relay.profiles Profile.device_facts): its push token, device type and app version, as last
+# registered. A column is NULL where the device sent nothing or the provider keeps none of it.
+_V6 = """
+CREATE TABLE device_facts (
+    account     TEXT NOT NULL,
+    device      INTEGER NOT NULL,
+    push_token  BLOB,
+    device_type TEXT,
+    app_version TEXT,
+    recorded_at REAL NOT NULL,
+    PRIMARY KEY (account, device)
+) WITHOUT ROWID;
+"""
+
+
+# v7: "signed-devices" accounts: the primary's signature over each companion's identity key, as
+# the companion registered it, served with its bundle (wire.DeviceBundle.device_signature).
+_V7 = """
+CREATE TABLE device_signatures (
+    account     TEXT NOT NULL,
+    device      INTEGER NOT NULL,
+    signature   BLOB NOT NULL,
+    PRIMARY KEY (account, device)
+) WITHOUT ROWID;
+"""
+
+
 def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
     def run(db: sqlite3.Connection) -> None:
         for statement in sql.split(";"):
@@ -247,6 +277,8 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _script(_V3),
     _script(_V4),
     _script(_V5),
+    _script(_V6),
+    _script(_V7),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -263,6 +295,22 @@ class DeviceRecord:
     signed_prekey: SignedPrekey
     last_resort_kem_prekey: KemPrekey
     registered_at: float
+
+
+# The facts a registration may carry about its device beyond its keys (DeviceFacts' fields).
+DEVICE_FACTS: Final = frozenset({"push_token", "device_type", "app_version"})
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFacts:
+    """What a registration says about a device beyond its keys (wire.Register's optional fields)."""
+
+    push_token: bytes | None = None
+    device_type: str | None = None
+    app_version: str | None = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in (self.push_token, self.device_type, self.app_version))
 
 
 @dataclass(frozen=True, slots=True)
@@ -492,6 +540,44 @@ class Store:
                 d.registered_at,
             ),
         )
+
+    def put_device_facts(self, account: str, device: int, facts: DeviceFacts, recorded_at: float) -> None:
+        """What the device's registration said about it (only what the provider keeps); replaces
+        what an earlier registration of the same device left."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO device_facts (account, device, push_token, device_type, app_version, "
+            "recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (account, device, facts.push_token, facts.device_type, facts.app_version, recorded_at),
+        )
+
+    def put_device_signature(self, account: str, device: int, signature: bytes | None) -> None:
+        """The primary's signature over the device's identity key, as it registered it; None (a
+        registration without one) removes an earlier one, which signed the key it replaces."""
+        if signature is None:
+            self._db.execute(
+                "DELETE FROM device_signatures WHERE account = ? AND device = ?", (account, device)
+            )
+        else:
+            self._db.execute(
+                "INSERT OR REPLACE INTO device_signatures (account, device, signature) VALUES (?, ?, ?)",
+                (account, device, signature),
+            )
+
+    def device_signatures(self, account: str) -> dict[int, bytes]:
+        """Device id → the primary's signature it registered with, for the account's devices."""
+        rows = self._db.execute(
+            "SELECT device, signature FROM device_signatures WHERE account = ?", (account,)
+        ).fetchall()
+        return {r[0]: bytes(r[1]) for r in rows}
+
+    def device_facts(self, account: str) -> dict[int, DeviceFacts]:
+        """Device id → the facts kept from its latest registration, for the account's devices."""
+        rows = self._db.execute(
+            "SELECT device, push_token, device_type, app_version FROM device_facts WHERE account = ? "
+            "ORDER BY device",
+            (account,),
+        ).fetchall()
+        return {r[0]: DeviceFacts(None if r[1] is None else bytes(r[1]), r[2], r[3]) for r in rows}
 
     # -- prekeys -----------------------------------------------------------------------------
 

@@ -136,6 +136,10 @@ MAX_ACCOUNT_LEN: Final = 128  # characters; Signal's account ids are 36-characte
 # whole address book in one session, rate-limited by a token bucket rather than a fixed cap; a
 # bound per frame keeps the largest request (about 130 KB of account ids) inside one frame.
 MAX_CONTACTS: Final = 1000
+# A push token is the push service's opaque address for the device: 32 bytes from APNs, a string of
+# about 160 characters from FCM; a register may carry one of up to this many bytes.
+MAX_PUSH_TOKEN: Final = 256
+MAX_DEVICE_FACT_LEN: Final = 64  # characters of a device type or an app version
 
 # What a prekey signature covers: the identity key's XEdDSA signature over Encode(PK).
 # X25519: 0x05 ‖ u (X3DH §2.5, libsignal's DJB key type). ML-KEM-1024: 0x0A ‖ key, this
@@ -725,6 +729,9 @@ class DeviceBundle(Message):
     kem_prekey: KemPrekey
     kem_prekey_last_resort: Flag  # True when the one-time KEM prekeys ran out
     one_time_prekey: Prekey | None = None  # None when the one-time prekeys ran out
+    # The primary's signature over this device's identity key, as the device registered it
+    # (Register.device_signature); None when it gave none.
+    device_signature: Signature | None = None
 
 
 # Key transparency (relay/transparency.py): a signed head of the relay's key log, and where each
@@ -828,6 +835,16 @@ class Register(Request):
     # What the relay asks of a new account (docs/protocol.md, "Registration proof"): the
     # operator's registration token, or a hashcash stamp (see registration_pow_message).
     proof: Annotated[bytes | None, _Optional(_Bytes(None, 64))] = None
+    # Facts about the device that real clients send and some providers keep and hand over (the
+    # FBI "Lawful Access" chart, 2021: Threema's push token; Wickr's device types and app version).
+    # All optional: a relay that does not keep them ignores them (relay.profiles device_facts).
+    push_token: Annotated[bytes | None, _Optional(_Bytes(None, MAX_PUSH_TOKEN))] = None
+    device_type: Annotated[str | None, _Optional(_Str(1, MAX_DEVICE_FACT_LEN))] = None
+    app_version: Annotated[str | None, _Optional(_Str(1, MAX_DEVICE_FACT_LEN))] = None
+    # "signed-devices" accounts (WhatsApp's multi-device): the primary device's XEdDSA signature over
+    # this companion's identity key (clients.agent.sign_device), which the relay serves with the
+    # device's bundle for contacts to check. The relay stores it as given and checks nothing.
+    device_signature: Signature | None = None
 
 
 @message

@@ -312,10 +312,11 @@ def _disclose(args: argparse.Namespace) -> int:
     import json
     import sqlite3
     import tempfile
+    from datetime import date
 
     from relaysim.relay.compliance import ComplianceDesk, LegalProcess
     from relaysim.relay.custody import ContentKey
-    from relaysim.relay.profiles import get_profile
+    from relaysim.relay.profiles import profile_as_of
     from relaysim.relay.store import Store, StoreError
     from relaysim.sims.report import disclosure_json, sim_clock
     from relaysim.sims.scenario import parse_duration
@@ -341,8 +342,16 @@ def _disclose(args: argparse.Namespace) -> int:
     profile_name = args.profile or recorded
     if profile_name is None:
         raise CliError(f"no --profile, and no {provider_file} to say which profile the run used")
+    as_of = provider.get("profile_as_of")  # a dated run: the provider as it was then
     try:
-        profile = get_profile(profile_name)
+        day = None if as_of is None else date.fromisoformat(as_of)
+    except (TypeError, ValueError):
+        raise CliError(
+            f"{provider_file}: profile_as_of: expected a date like 2016-05-01, got {as_of!r}"
+        ) from None
+    try:
+        # a dated run's provider as it was then (relay.profiles.profile_as_of), as the run had it
+        profile = profile_as_of(profile_name, day)
     except ValueError as exc:
         raise CliError(f"{provider_file}: {exc}") from None
     if recorded is not None and recorded != profile.name:
@@ -416,7 +425,7 @@ def _disclose(args: argparse.Namespace) -> int:
     if args.json == "-":  # stdout carries the JSON alone, for a pipe
         sys.stdout.write(data)
     else:
-        print(disclosure.to_markdown(sim_clock), end="")
+        print(disclosure.to_markdown(lambda t: sim_clock(t, epoch, day is not None)), end="")
         if args.json:
             try:
                 Path(args.json).write_text(data, encoding="utf-8")
@@ -455,7 +464,7 @@ def _latest_time(store: Any, default: float) -> float:
 def _analyze(args: argparse.Namespace) -> int:
     from relaysim.sims.analysis.view import AnalysisInputError
     from relaysim.sims.analysis_scoring import write_analysis
-    from relaysim.sims.report import sim_clock
+    from relaysim.sims.report import run_calendar, sim_clock
 
     out = Path(args.dir)
     if not (out / "relay.db").is_file():
@@ -467,8 +476,9 @@ def _analyze(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        lines = write_analysis(out, sim_clock, as_seen=args.as_seen)
-    except AnalysisInputError as exc:
+        epoch, dated = run_calendar(out)
+        lines = write_analysis(out, lambda t: sim_clock(t, epoch, dated), as_seen=args.as_seen)
+    except (AnalysisInputError, ValueError) as exc:
         print(f"relaysim analyze: {exc}", file=sys.stderr)
         return 2
     for line in lines:

@@ -100,6 +100,7 @@ from relaysim.sims.world.simulation import (
     address_books,
     group_distribution_id,
     record_view,
+    registered_facts,
 )
 from relaysim.sims.world.timeline import Timeline, padding, provider, sealed_sender
 from relaysim.sims.world.traffic import (
@@ -409,9 +410,11 @@ class _LiveRun:
                 unauthenticated_fetch=scenario.defences.bundle_fetch == "unauthenticated",
                 identity_model=model,
                 key_verification=scenario.defences.key_verification == "on",
-                device_signature=self._device_signature,
                 key_transparency=scenario.defences.key_transparency,
+                **registered_facts(scenario.seed, spec),
             )
+            # "signed-devices": the primary signed it when linking; it registers with the signature
+            agent.device_signature = self.device_signatures.get((spec.person, spec.index))
             phone = _Phone(spec, agent, random.Random(f"{scenario.seed}:backoff:{spec.name}"))
             phone.address = self._loopback(spec.address, spec.region)
             self.phones[spec.name] = phone
@@ -428,9 +431,6 @@ class _LiveRun:
             if step.message is not None:
                 self.messages[step.message.id] = MessageState(step.message, step.recipients)
                 self.group_sends[step.message.id] = (group_distribution_id(step.group), step.members)
-
-    def _device_signature(self, account: str, device: int) -> bytes | None:
-        return self.device_signatures.get((account, device))
 
     def _loopback(self, address: str, region: str) -> str:
         """The loopback address standing in for the scenario's ``address`` (the same for the same one),
@@ -1318,7 +1318,7 @@ def run_live(
         print(f"relaysim run --live: {e}", file=sys.stderr)
         return 1
     with open(out / "transcript.jsonl", "w", encoding="utf-8") as f:
-        write = transcript_writer(f)
+        write = transcript_writer(f, epoch=scenario.epoch)
         for event in outcome.events:
             write(event)
     summary = summarise(outcome.result)

@@ -74,6 +74,7 @@ __all__ = [
     "render_demo",
     "render_demo_comparison",
     "render_show",
+    "run_calendar",
     "run_comparison_to_dir",
     "run_to_dir",
     "show_rows",
@@ -180,6 +181,10 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
     return sorted_values[rank - 1]
 
 
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def summarise(result: SimulationResult) -> dict[str, Any]:
     latencies = sorted(t - m.planned.at for m in result.messages for t in m.delivered.values())
     expected = sum(len(m.recipients) for m in result.messages)
@@ -196,6 +201,8 @@ def summarise(result: SimulationResult) -> dict[str, Any]:
         {
             "scenario": sc.name,
             "seed": sc.seed,
+            # a dated run's first instant on the calendar ([scenario] start; undated runs say nothing)
+            **({"start": _iso(sc.epoch)} if sc.start is not None else {}),
             "duration_s": sc.duration,
             "people": len(sc.people),
             "devices": sum(len(p.devices) for p in sc.people),
@@ -359,7 +366,7 @@ def _run_to_dir(
         open(out / "transcript.jsonl", "w", encoding="utf-8") as f,
         open(out / RELAY_VIEW_FILE, "w", encoding="utf-8") as seen,
     ):
-        write = transcript_writer(f)
+        write = transcript_writer(f, epoch=scenario.epoch)
         sim = Simulation(
             scenario,
             db_path=db,
@@ -394,16 +401,40 @@ def _write_directory(scenario: Scenario, out: Path) -> None:
         (out / "directory.json").write_text(json.dumps(listed, indent=2) + "\n", encoding="utf-8")
 
 
-def _sim_clock(t: float, days: bool = False) -> str:
-    """A relay-clock time as simulated time of day, for people (``days``: always name the day)."""
-    from relaysim.sims.world.simulation import SIM_EPOCH
+def _sim_clock(t: float, days: bool = False, epoch: float = SIM_EPOCH, dated: bool = False) -> str:
+    """A relay-clock time for people. ``epoch``: the relay's clock at t = 0 (the scenario's start,
+    sims.scenario.Scenario.epoch). A ``dated`` run (one with a [scenario] start) reads the calendar,
+    ``2016-05-03 20:00:00 UTC``; any other the simulated time of day, ``day 3 20:00:00`` (``days``:
+    always name the day), day 1 being the day the run starts."""
+    if dated:
+        return datetime.fromtimestamp(math.floor(t), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return clock(t - (epoch - epoch % 86400), day=True if days else None)
 
-    return clock(t - SIM_EPOCH, day=True if days else None)
+
+def run_calendar(run: Path) -> tuple[float, bool]:
+    """The calendar of the finished run in folder ``run``: the relay clock's epoch (provider.json
+    ``clock_epoch``: the scenario's start, or SIM_EPOCH) and whether the run is dated (it names
+    ``profile_as_of``: the scenario has a start). ``(SIM_EPOCH, False)`` when the folder has no
+    provider.json; a broken one is a ValueError naming the file and the field."""
+    path = run / "provider.json"
+    if not path.is_file():
+        return SIM_EPOCH, False
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{path} cannot be read ({exc}); run the scenario again with --force") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    epoch = data.get("clock_epoch", SIM_EPOCH)
+    if isinstance(epoch, bool) or not isinstance(epoch, int | float) or not math.isfinite(epoch):
+        raise ValueError(f"{path}: clock_epoch: expected Unix seconds (a number), got {epoch!r}")
+    return epoch, "profile_as_of" in data
 
 
-def sim_clock(t: float) -> str:
-    """A relay-clock time as simulated time of day ("day 2 14:05:00"), for people."""
-    return _sim_clock(t)
+def sim_clock(t: float, epoch: float = SIM_EPOCH, dated: bool = False) -> str:
+    """A relay-clock time for people: "day 2 14:05:00", or on a dated run (one with a [scenario]
+    start) "2016-05-02 14:05:00 UTC"; ``epoch`` is the run's (provider.json ``clock_epoch``)."""
+    return _sim_clock(t, epoch=epoch, dated=dated)
 
 
 def disclosure_json(d: Disclosure) -> dict[str, Any]:
@@ -425,7 +456,11 @@ def write_disclosures(result: SimulationResult, folder: Path) -> list[dict[str, 
             json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
         multi_day = result.scenario.duration > 86400
-        md = d.to_markdown(lambda t, _m=multi_day: _sim_clock(t, _m))
+        md = d.to_markdown(
+            lambda t, _m=multi_day: _sim_clock(
+                t, _m, result.scenario.epoch, result.scenario.start is not None
+            )
+        )
         if "score" in data:
             md += _score_markdown(data["score"])
         (folder / f"{d.process.name}.md").write_text(md, encoding="utf-8")
@@ -492,9 +527,9 @@ def transcript_writer(f: TextIO, *, epoch: float = SIM_EPOCH) -> Callable[[dict[
 
     One time base throughout: every event starts with ``t``, simulated seconds from the start of
     the run (to the microsecond), then ``at``, the same instant on the simulated calendar as ISO
-    8601 UTC (``2026-01-01T00:10:00.552554Z``). The simulated calendar starts at ``epoch``, by
-    default :data:`sims.world.simulation.SIM_EPOCH`, 2026-01-01T00:00:00Z: a fixed date, so runs stay
-    byte-identical. Every other time in an event is simulated seconds from the start too: the
+    8601 UTC (``2026-01-01T00:10:00.552554Z``). The simulated calendar starts at ``epoch``: the
+    scenario's ``[scenario] start`` (``Scenario.epoch``), else :data:`sims.scenario.SIM_EPOCH`,
+    2026-01-01T00:00:00Z: a fixed date either way, so runs stay byte-identical. Every other time in an event is simulated seconds from the start too: the
     relay's record ``time`` fields under ``relay``, ``relay.accepted`` (when the relay accepted the
     envelope, as its timestamp says, to the millisecond), ``latency`` (a duration), and the times in
     exceptional-access events (``seized_at``, ``added_at``, …)."""
@@ -718,6 +753,8 @@ def _render_show(
         ratios=(0, 5, 0, 5),
     )
     head = f"{summary.get('scenario', '?')} — seed {summary.get('seed', '?')}"
+    if summary.get("start"):
+        head += f" — starts {summary['start']} (the times below count from it)"
     tail = [
         "",
         "The phones' column exists only on the phones. The relay's columns are everything the relay could "
@@ -796,16 +833,21 @@ def render_demo(out: Path, *, width: int | None = None, color: bool = False) -> 
 
 
 def _provider_file(sim: Simulation, scenario: Scenario) -> dict[str, Any]:
-    from relaysim.sims.world.simulation import SIM_EPOCH
-
+    """``provider.json``: which profile answered, the relay clock's epoch (the run's t = 0: the
+    scenario's start, or SIM_EPOCH) and end, the keys the provider holds and its geo-IP table. A
+    dated run also says the date its profile is taken as of (``profile_as_of``), so ``relaysim
+    disclose`` answers as the provider was then."""
     keys = [k for k in ([sim.content_key] if sim.content_key is not None else []) if k.holder == "provider"]
-    return {
+    out: dict[str, Any] = {
         "profile": sim.profile.name,
-        "clock_epoch": SIM_EPOCH,
-        "run_ended": SIM_EPOCH + scenario.duration,
-        "content_keys": [{"key_id": k.key_id, "holder": k.holder, "key": k.key.hex()} for k in keys],
-        "geoip": {d.address: d.region for d in scenario.devices()},
+        "clock_epoch": sim.epoch,
+        "run_ended": sim.epoch + scenario.duration,
     }
+    if scenario.start is not None:
+        out["profile_as_of"] = scenario.start.isoformat()
+    out["content_keys"] = [{"key_id": k.key_id, "holder": k.holder, "key": k.key.hex()} for k in keys]
+    out["geoip"] = {d.address: d.region for d in scenario.devices()}
+    return out
 
 
 # --- the same people under several profiles ---------------------------------------------------
@@ -944,7 +986,7 @@ def render_comparison(scenario: Scenario, runs: dict[str, tuple[SimulationResult
         lines += [
             f"## {order}: {PROCESS_NAMES[p.process]} on {f'`{p.target}`' if p.target else 'everyone'}",
             "",
-            f"_{PROCESSES[p.process]}._ Served at {_sim_clock(p.served)}.",
+            f"_{PROCESSES[p.process]}._ Served at {_sim_clock(p.served, epoch=scenario.epoch, dated=scenario.start is not None)}.",
             "",
             "| asked for | " + " | ".join(titles) + " |",
             "|---|" + "---|" * len(names),
@@ -966,7 +1008,7 @@ def render_comparison(scenario: Scenario, runs: dict[str, tuple[SimulationResult
                 lines.append(f"- **{get_profile(n).title}**:")
                 for row in d.provided["content"][:5]:
                     lines.append(
-                        f"  - {_sim_clock(row['time'])} {row.get('from') or '?'} → {row['to']}: “{row['text']}”"
+                        f"  - {_sim_clock(row['time'], epoch=scenario.epoch, dated=scenario.start is not None)} {row.get('from') or '?'} → {row['to']}: “{row['text']}”"
                     )
                 more = len(d.provided["content"]) - 5
                 if more > 0:

@@ -22,6 +22,7 @@ reports at the end (``reports.write_exceptional`` writes them to ``DIR/exception
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 from relaysim.clients import agent as A
 from relaysim.relay import wire
@@ -32,7 +33,7 @@ from relaysim.sims.access.global_key import GlobalKey
 from relaysim.sims.access.identity_swap import RelaySwapsIdentity
 from relaysim.sims.access.reports import ExceptionalReport, write_exceptional
 from relaysim.sims.access.seizure import DeviceSeizure, analyse_seizure
-from relaysim.sims.scenario import ExceptionalAccess, TimelineEvent
+from relaysim.sims.scenario import ExceptionalAccess, Scenario, TimelineEvent
 
 __all__ = [
     "AGENCY_ADDRESS",
@@ -132,9 +133,19 @@ class Interventions:
                 n += 1
                 name = f"{r.name}-{n}"
             taken.add(name)
-            reports.append(ExceptionalReport(name, r.data, r.markdown))
+            reports.append(ExceptionalReport(name, r.data, _dated(r.markdown, self.world.scenario)))
             summary = {k: v for k, v in r.data.items() if k != "rows"}
             self.world.emit(
                 {"t": self.world.sched.now, "kind": "exceptional_report", "name": name, **summary}
             )
         return reports
+
+
+def _dated(markdown: str, scenario: Scenario) -> str:
+    """A dated run's report says, under its title, which calendar its times count from: they are
+    simulated time since the start, while the disclosures it quotes give dates (sims.report)."""
+    if scenario.start is None:
+        return markdown
+    start = datetime.fromtimestamp(scenario.epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    title, _, rest = markdown.partition("\n")
+    return f"{title}\n\n_Times in this report count from the start of the run, {start}._\n{rest}"

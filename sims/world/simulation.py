@@ -48,7 +48,7 @@ from relaysim.relay.custody import ContentKey
 from relaysim.relay.metadata import MetadataRecord, RecordKind
 from relaysim.relay.store import Store
 from relaysim.sims.access import ExceptionalReport, Interventions
-from relaysim.sims.scenario import DeviceSpec, Scenario, TimelineEvent, VerifySafetyNumber
+from relaysim.sims.scenario import SIM_EPOCH, DeviceSpec, Scenario, TimelineEvent, VerifySafetyNumber
 from relaysim.sims.scoring import GroundTruth, TrueControl, TrueMessage
 from relaysim.sims.world.engine import Scheduler
 from relaysim.sims.world.network import Network
@@ -63,10 +63,10 @@ from relaysim.sims.world.traffic import (
 )
 from relaysim.sims.world.util import seeded as _seeded
 
-__all__ = ["SIM_EPOCH", "Simulation", "SimulationResult", "address_books"]
+__all__ = ["SIM_EPOCH", "Simulation", "SimulationResult", "address_books", "registered_facts"]
 
-# The relay's clock reads this at simulated t = 0: 2026-01-01T00:00:00Z.
-SIM_EPOCH = 1_767_225_600
+# SIM_EPOCH (sims.scenario): the relay's clock at simulated t = 0 for a scenario without a start,
+# 2026-01-01T00:00:00Z; a dated scenario's run starts at its own (Scenario.epoch, Simulation.epoch).
 SETUP_SPREAD = 30.0  # seconds over which devices first come online, so they do not all start at t = 0
 SIM_PREKEY_BATCH = 8
 SIM_KEM_PREKEY_BATCH = 2
@@ -168,6 +168,8 @@ class Simulation:
         provider watching its own relay sees whatever its profile keeps (``relay-view.jsonl``,
         ``sims.analysis.view.from_relay_view``)."""
         self.scenario = scenario
+        # The relay's clock at t = 0: the scenario's start, or SIM_EPOCH (sims.scenario.Scenario.epoch).
+        self.epoch = scenario.epoch
         self.deterministic_kem = deterministic_kem
         self.sched = Scheduler()
         seed = scenario.seed
@@ -187,6 +189,7 @@ class Simulation:
             keep_delivered=self.profile.keep_delivered,
             keep_contacts=self.profile.keep_contacts,
             keep_blocks=self.profile.keep_blocks,
+            keep_device_facts=self.profile.device_facts,
         )
         # [defences] padding, or the profile's: Signal's padding unless the profile turns it off.
         self.padding = padding(scenario, self.profile)
@@ -273,7 +276,7 @@ class Simulation:
     # --- set-up -------------------------------------------------------------------------------
 
     def _relay_clock(self) -> float:
-        return SIM_EPOCH + self.sched.now
+        return self.epoch + self.sched.now
 
     def _build_devices(self) -> None:
         sc = self.scenario
@@ -311,14 +314,16 @@ class Simulation:
                 unauthenticated_fetch=sc.defences.bundle_fetch == "unauthenticated",
                 identity_model=self.profile.identity_model,
                 key_verification=sc.defences.key_verification == "on",
-                device_signature=self.device_signature,
                 # Sync copies of 1:1 messages to the account's other devices, wherever it has any (its
                 # linked devices, or a ghost), as Signal's, WhatsApp's and iMessage's clients send them;
                 # the ground truth tells them apart (TrueControl "sync copy"), as it does receipts.
                 sync_copies=True,
                 key_transparency=sc.defences.key_transparency,
+                **registered_facts(sc.seed, spec),
             )
             self._link_identity(device)
+            # "signed-devices": the primary signed it when linking; it registers with the signature
+            agent.device_signature = self.device_signatures.get((spec.person, spec.index))
             d = SimDevice(spec, agent, port=40000 + n % 20000)
             self.devices[spec.name] = d
             self.by_address[(spec.person, spec.index)] = d
@@ -339,11 +344,6 @@ class Simulation:
             self.device_signatures[(account, index)] = A.sign_device(
                 primary.agent.device, device.identity_key, rng.randbytes
             )
-
-    def device_signature(self, account: str, device: int) -> bytes | None:
-        """ "signed-devices": the primary's signature over this companion device's identity key, as
-        the account's signed device list carries it (None: the primary never signed it)."""
-        return self.device_signatures.get((account, device))
 
     def _schedule(self) -> None:
         sc = self.scenario
@@ -413,7 +413,7 @@ class Simulation:
         return self.sched.now
 
     def relay_time(self, t: float) -> float:
-        return SIM_EPOCH + t
+        return self.epoch + t
 
     def at(self, t: float, action: Callable[[], None]) -> None:
         self.sched.at(t, action)
@@ -593,7 +593,7 @@ class Simulation:
             self._to_relay(d, frame)
         due = d.agent.retry_due()
         if due is not None:
-            due -= SIM_EPOCH  # the agent's clock is the relay's (Unix seconds); the heap's is from 0
+            due -= self.epoch  # the agent's clock is the relay's (Unix seconds); the heap's is from 0
         if due is not None and due < self._tick_at.get(d.name, math.inf):
             # the agent's retry receipts (clients.agent): wake it when the next one is due
             self._tick_at[d.name] = due
@@ -716,7 +716,7 @@ class Simulation:
         if self.relay_view is not None:
             self.relay_view(r)
         if self.transcribing and r.kind is RecordKind.DELIVERY and r.envelope_id is not None:
-            self.last_delivery[r.envelope_id] = record_view(r, SIM_EPOCH)
+            self.last_delivery[r.envelope_id] = record_view(r, self.epoch)
 
     def _to_device(self, d: SimDevice, link: Link, frame: wire.Response, *, push: bool) -> None:
         # Frames toward devices travel as the objects the relay core built: they are valid by
@@ -887,7 +887,7 @@ class Simulation:
                 "relay": {
                     "envelope_id": ev.envelope_id.hex(),
                     # the relay's timestamp (ms on its clock), as simulated seconds from the start
-                    "accepted": (ev.relay_timestamp_ms - SIM_EPOCH * 1000) / 1000,
+                    "accepted": (ev.relay_timestamp_ms - self.epoch * 1000) / 1000,
                     "sealed": ev.sealed,
                     "sender_shown_by_relay": None if ev.sealed else f"{ev.sender.account}/{ev.sender.device}",
                     "delivery": self.last_delivery.pop(ev.envelope_id, None),
@@ -1095,7 +1095,7 @@ class Simulation:
         state.envelope_ids = tuple(envelope_ids)
         if not self.transcribing:
             return
-        seen = _send_records(outputs)
+        seen = _send_records(outputs, self.epoch)
         self.emit(
             {
                 "t": self.sched.now,
@@ -1110,7 +1110,7 @@ class Simulation:
         """Ground truth for the scoring (sims.analysis_scoring): which envelopes the relay accepted were
         receipts or cover traffic, which it cannot tell from messages."""
         sender, to, kind = route
-        seen = _send_records(outputs)
+        seen = _send_records(outputs, self.epoch)
         self.emit(
             {
                 "t": self.sched.now,
@@ -1254,7 +1254,7 @@ class Simulation:
     def _truth(self) -> GroundTruth:
         msgs = tuple(
             TrueMessage(
-                SIM_EPOCH + (m.accepted_at if m.accepted_at is not None else m.planned.at),
+                self.epoch + (m.accepted_at if m.accepted_at is not None else m.planned.at),
                 m.planned.sender,
                 m.planned.recipient,
                 m.planned.text,
@@ -1316,6 +1316,24 @@ class Simulation:
         )
 
 
+SIM_APP_VERSION = "1.0"  # the simulated app's version, as its registrations report it
+
+
+def registered_facts(seed: int, spec: DeviceSpec) -> dict[str, Any]:
+    """What a simulated device's app tells the relay about it when it registers (wire.Register's
+    optional fields; the relay keeps what its profile keeps): a push token (32 bytes, the size of
+    an APNs device token), its type (the first device a phone, ``android`` or ``ios``; a linked one
+    ``desktop``) and the app's version. From streams of their own, so no other draw moves."""
+    kind = (
+        _seeded(seed, "device-type", spec.name).choice(("android", "ios")) if spec.index == 1 else "desktop"
+    )
+    return {
+        "push_token": _seeded(seed, "push-token", spec.name).randbytes(32),
+        "device_type": kind,
+        "app_version": SIM_APP_VERSION,
+    }
+
+
 def address_books(scenario: Scenario, graph: dict[str, list[str]]) -> dict[str, list[str]]:
     """Each person's address book: the people they converse with, and their social-graph neighbours."""
     book: dict[str, set[str]] = {p.name: set() for p in scenario.people}
@@ -1354,10 +1372,10 @@ def record_view(r: MetadataRecord, epoch: float | None = None) -> dict[str, Any]
     return out
 
 
-def _send_records(outputs: list[Any]) -> list[dict[str, Any]]:
+def _send_records(outputs: list[Any], epoch: float) -> list[dict[str, Any]]:
     """The relay's send records among a request's outputs, as the transcript shows them."""
     return [
-        record_view(r, SIM_EPOCH)
+        record_view(r, epoch)
         for r in outputs
         if isinstance(r, MetadataRecord) and r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND)
     ]

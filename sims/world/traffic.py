@@ -8,7 +8,8 @@ sentences, different from one another, so tests can look for any of them in what
 
 Rates are per day and hold for any duration. A person's messages arrive as a process whose
 intensity at time t is ``rate × w(hour of t) / 1 day``, where ``w`` is the daily rhythm scaled to
-average 1 over the day (t = 0 is midnight). Over a run of D seconds that person sends, on
+average 1 over the day (hours of the clock: t = 0 is midnight unless the scenario starts at a
+date-time, [scenario] start). Over a run of D seconds that person sends, on
 average, ``rate × activity_days(D)`` messages (``activity_days``: D / 1 d for a flat rhythm, the
 rhythm's weight over [0, D) otherwise). Each person's rate is drawn once from the log-normal;
 their count is rate × activity_days(D) rounded up or down at random (so its mean is exact), and
@@ -168,17 +169,20 @@ def _sentence(rng: random.Random, serial: int) -> str:
     return f"{' '.join(words)} #{serial}"
 
 
-def _activity(duration: float, rhythm: tuple[float, ...]) -> tuple[list[float], list[float]]:
-    """The run cut at every hour boundary: each piece's start and the cumulative activity (in days of
-    average activity) up to its end."""
+def _activity(
+    duration: float, rhythm: tuple[float, ...], offset: float = 0.0
+) -> tuple[list[float], list[float]]:
+    """The run cut at every hour boundary of the clock: each piece's start and the cumulative activity
+    (in days of average activity) up to its end. ``offset``: the clock's time of day (seconds after
+    midnight UTC) at t = 0, non-zero when the scenario starts at a date-time (Scenario.epoch)."""
     scale = 24 / sum(rhythm)  # so that the rhythm averages 1 over the day
     starts: list[float] = []
     cumulative: list[float] = []
     total = 0.0
     t = 0.0
     while t < duration:
-        hour = int(t // 3600)
-        end = min(duration, (hour + 1) * 3600.0)
+        hour = int((offset + t) // 3600)
+        end = min(duration, (hour + 1) * 3600.0 - offset)
         starts.append(t)
         total += rhythm[hour % 24] * scale * (end - t) / 86400
         cumulative.append(total)
@@ -206,7 +210,7 @@ def plan_messages(scenario: Scenario, graph: dict[str, list[str]] | None = None)
         contacts = contact_graph(scenario) if graph is None else graph
         rhythm = g.daily_rhythm or DEFAULT_RHYTHM
         duration = scenario.duration
-        starts, cumulative = _activity(duration, rhythm)
+        starts, cumulative = _activity(duration, rhythm, scenario.epoch % 86400)
         days = cumulative[-1] if cumulative else 0.0
         pieces = range(len(starts))
         sigma = g.messages_per_day_sigma

@@ -107,7 +107,10 @@ def check_against_store(d: Disclosure, desk: ComplianceDesk, store: Store) -> No
                 category not in pr.discloses.get(instrument.key, frozenset())
                 or (instrument.forward and not answers)
                 or d.response != "complied"
+                or instrument.builds  # a capability notice hands nothing over by itself
             ), where
+            if instrument.builds:  # ... and says so only of what the relay can already collect
+                assert pr.wiretap if instrument.copies_bodies else pr.pen_register, where
     assert set(d.provided) | set(d.reasons) == instrument.asks
     assert not set(d.provided) & set(d.reasons)
 

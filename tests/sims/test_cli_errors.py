@@ -333,3 +333,26 @@ def test_transcript_has_one_time_base(tf_run: Path) -> None:
             assert "accepted_ms" not in relay
             assert 0 <= relay["accepted"] <= e["t"]
             assert 0 <= relay["delivery"]["time"] <= e["t"] + 1e-6
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("profile_as_of", "May 2016", "profile_as_of: expected a date like 2016-05-01, got 'May 2016'"),
+        ("clock_epoch", "soon", "clock_epoch is not a number"),
+    ],
+)
+def test_disclose_with_a_bad_date_in_the_provider_file(
+    tmp_path: Path, tf_run: Path, field: str, value: str, needle: str
+) -> None:
+    """A dated run's provider.json names its calendar (clock_epoch) and its profile's date
+    (profile_as_of); a damaged one is named, field and value, not a traceback."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "relay.db").write_bytes((tf_run / "relay.db").read_bytes())
+    provider = json.loads((tf_run / "provider.json").read_text(encoding="utf-8"))
+    (run / "provider.json").write_text(json.dumps(provider | {field: value}), encoding="utf-8")
+    res = cli("disclose", "--db", str(run / "relay.db"), "--process", "subpoena", "--target", "amira")
+    assert_clean_error(res, "provider.json", needle)
+    if field == "clock_epoch":
+        assert_clean_error(cli("analyze", str(run)), "provider.json", "clock_epoch: expected Unix seconds")

@@ -13,6 +13,7 @@ import hashlib
 import json
 import sqlite3
 from dataclasses import replace
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -431,8 +432,10 @@ def test_signal_2016_the_subpoena_gets_two_timestamps_and_nothing_else_exists() 
     (seen,) = d.provided["last_seen"]
     assert seen["last_seen"] % 86400 == 0  # the day, not the time
     online = [e["t"] for e in run.events if e["kind"] == "device_online" and e["device"] == "dana/1"]
-    assert (SIM_EPOCH + max(online)) % 86400 != 0  # so the rounding is visible
-    assert seen["last_seen"] == SIM_EPOCH + max(online) - (SIM_EPOCH + max(online)) % 86400
+    epoch = scenario.epoch  # the relay's clock starts on the scenario's date, 2016-05-01
+    assert (epoch + max(online)) % 86400 != 0  # so the rounding is visible
+    assert seen["last_seen"] == epoch + max(online) - (epoch + max(online)) % 86400
+    assert datetime.fromtimestamp(seen["last_seen"], UTC).date() == date(2016, 5, 3)
     # Everything else the subpoena asks for was never recorded. The one exception: the relay must
     # know an account's devices to deliver to them, so that is held, and not handed over.
     assert set(d.withheld) == {"device_info"}
