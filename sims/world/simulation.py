@@ -52,8 +52,9 @@ from relaysim.sims.scoring import GroundTruth, TrueControl, TrueMessage
 from relaysim.sims.world.engine import Scheduler
 from relaysim.sims.world.groups import GroupDirector, group_distribution_id
 from relaysim.sims.world.network import Network
-from relaysim.sims.world.timeline import Timeline, provider, sealed_sender
+from relaysim.sims.world.timeline import Timeline, padding, provider, sealed_sender
 from relaysim.sims.world.traffic import (
+    GROUP_PREFIX,
     PlannedMessage,
     contact_graph,
     organisation_traits,
@@ -74,7 +75,6 @@ REDELIVERY_DELAY = 30.0  # a lost push is fetched again this long after (the app
 TranscriptSink = Callable[[dict[str, Any]], None]
 GROUP_SEND_LOST = "*"  # in _group_parts_lost: a group_send (server-side fan-out) the network lost
 GROUP_WAIT = 5.0  # seconds a group message waits, and waits again, for its group to exist at the relay
-GROUP_PREFIX = "group:"  # a group message's PlannedMessage.recipient: "group:<name>"
 
 
 @dataclass
@@ -189,11 +189,7 @@ class Simulation:
             keep_device_facts=self.profile.device_facts,
         )
         # [defences] padding, or the profile's: Signal's padding unless the profile turns it off.
-        self.padding = (
-            sc_padding
-            if (sc_padding := scenario.defences.padding) != "profile"
-            else ("signal" if self.profile.padding else "none")
-        )
+        self.padding = padding(scenario, self.profile)
         self.sealed = sealed_sender(scenario, self.profile)
         # Who holds the content keys when the profile is not end-to-end (relay.custody).
         self.content_key: ContentKey | None = None
