@@ -1264,6 +1264,15 @@ def simulated_only(scenario: Scenario) -> list[str]:
     out = []
     if d.exit_latency_ms and (d.sealed_connection == "fresh" or d.mailboxes == "ephemeral"):
         out.append("the exits' latency ([defences] exit_latency_ms): loopback has none")
+    if scenario.groups:
+        prof = provider(scenario)
+        if prof.group_fanout == "server":
+            out.append(
+                f"server-side group fan-out ({prof.name}: the relay's member list); live phones fan group "
+                "messages out themselves, so the relay holds no list"
+            )
+        if prof.group_state_encrypted:
+            out.append(f"the encrypted group state {prof.name}'s clients keep at the relay")
     return out
 
 

@@ -174,3 +174,10 @@ def test_a_live_run_names_what_it_does_not_carry() -> None:
     ]
     boxes = replace(two, defences=replace(two.defences, mailboxes="ephemeral"))
     assert simulated_only(boxes) == simulated_only(not_yet)  # a mailbox's connection comes from an exit too
+    # groups: carried with the clients' own fan-out; a profile whose relay holds group state says so
+    club = _scenario("book-club")
+    under = {
+        p: simulated_only(replace(club, relay=replace(club.relay, profile=p))) for p in ("whatsapp", "signal")
+    }
+    assert [line.split(" (")[0] for line in under["whatsapp"]] == ["server-side group fan-out"]
+    assert under["signal"] == ["the encrypted group state signal's clients keep at the relay"]
