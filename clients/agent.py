@@ -138,6 +138,9 @@ class Accepted:
     ref: object
     to: str
     envelope_ids: tuple[bytes, ...]
+    # A group send (server-side fan-out): the member accounts the relay's list named at the epoch the
+    # message was sent for (the relay refuses a send for any other), so the accounts it went to.
+    members: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -1331,7 +1334,7 @@ class DeviceAgent:
         elif isinstance(frame, wire.GroupSent):
             assert isinstance(context, _GroupSend)
             to = f"group:{context.group_id.hex()}"
-            self._events.append(Accepted(context.ref, to, tuple(frame.envelope_ids)))
+            self._events.append(Accepted(context.ref, to, tuple(frame.envelope_ids), context.members))
 
     def request_certificate(self) -> None:
         self._request(wire.GetSenderCertificate)

@@ -494,6 +494,13 @@ class DeviceConnection:
         action()
         self._submit()
 
+    def submit(self) -> None:
+        """Hand the link what the caller asked of the agent itself (``agent.create_group``,
+        ``agent.change_group``, ``agent.put_group_state``: sims.world.groups), without waiting, as
+        ``send_group`` does; what the agent makes of the answers goes to ``on_event``."""
+        self._check_open()
+        self._submit()
+
     def move_to(self, local_address: str) -> None:
         """The phone changes network: drop the connection (and the anonymous one) and make the next
         ones from ``local_address``, logging in again as after any drop."""

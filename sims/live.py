@@ -10,8 +10,12 @@
 - offline windows and ``device_offline``/``device_online`` events disconnect and reconnect the
   device's connection; while a phone is offline its app holds what it would send;
 - scripted and generated messages (``sims.world.traffic.plan_messages``) are sent when they are due,
-  and ``[[groups]]`` messages (``plan_group_steps``) with sender keys over the pairwise sessions,
-  one send per member account (client-side fan-out); a member who leaves forgets its sender key;
+  and ``[[groups]]`` messages (``plan_group_steps``) with sender keys over the pairwise sessions; a
+  member who leaves forgets its sender key. The profile says who fans them out: the phones, one send
+  per member account (client-side), or the relay, from the member list it holds (server-side,
+  WhatsApp); there, and where the clients keep the group's state encrypted at the relay (Signal), the
+  phones create, change and leave the group at the relay as the simulator's do (the same
+  ``sims.world.groups.GroupDirector``, on this run's clock and a reader of the relay's store);
 - the phones send what the simulator's do on their own: delivery and read receipts (``[defences]
   receipts``: at once, delayed or batched; sealed under sealed sender) and cover traffic
   (``[defences] cover_per_hour``), from generators seeded as the simulator's;
@@ -69,6 +73,8 @@ from relaysim.clients.agent import (
     DeviceAgent,
     DeviceListChanged,
     Failed,
+    GroupMembershipChanged,
+    GroupUpdated,
     IdentityChanged,
     KeyLogChecked,
     LoggedIn,
@@ -94,7 +100,9 @@ from relaysim.relay.store import Store
 from relaysim.sims.progress import progress_bar
 from relaysim.sims.report import summarise, summary_markdown, transcript_writer
 from relaysim.sims.scenario import DeviceSpec, Scenario, TimelineEvent
+from relaysim.sims.world.groups import GroupDirector
 from relaysim.sims.world.simulation import (
+    GROUP_WAIT,
     MessageState,
     SimulationResult,
     address_books,
@@ -412,6 +420,7 @@ class _LiveRun:
                 key_verification=scenario.defences.key_verification == "on",
                 key_transparency=scenario.defences.key_transparency,
                 **registered_facts(scenario.seed, spec),
+                group_fanout=self.profile.group_fanout,
             )
             # "signed-devices": the primary signed it when linking; it registers with the signature
             agent.device_signature = self.device_signatures.get((spec.person, spec.index))
@@ -424,7 +433,17 @@ class _LiveRun:
         for m in self.plan:
             recipients = tuple(d.name for d in scenario.person(m.recipient).devices)
             self.messages[m.id] = MessageState(m, recipients)
-        # [[groups]]: sender keys over the pairwise sessions, client-side fan-out (DeviceAgent.send_group)
+        # [[groups]]: sender keys over the pairwise sessions (DeviceAgent.send_group), fanned out by the
+        # phones or by the relay; the relay's part (its member list, the encrypted state) as the simulator's
+        self.group_director = GroupDirector(
+            self,
+            self.store,
+            self.by_address,
+            self._submit,
+            server=self.profile.group_fanout == "server",
+            encrypted_state=self.profile.group_state_encrypted,
+            seed=scenario.seed,
+        )
         self.group_steps = plan_group_steps(scenario, len(self.plan))
         self.group_sends: dict[int, tuple[bytes, tuple[str, ...]]] = {}  # message id → (group id, members)
         for step in self.group_steps:
@@ -525,8 +544,11 @@ class _LiveRun:
             return
         if m.id not in self.group_sends and self._wait_for_mailbox(phone, m):
             return
-        self.messages[m.id].sent_at = self.now()
         group = self.group_sends.get(m.id)
+        if group is not None and not self.group_director.ready(group[0]):
+            self.after(GROUP_WAIT, self._app_send, m)  # the relay does not hold the group yet
+            return
+        self.messages[m.id].sent_at = self.now()
         if group is not None:
             self.emit(
                 {
@@ -653,6 +675,16 @@ class _LiveRun:
         ref = getattr(event, "ref", None)
         if isinstance(event, Accepted) and isinstance(ref, tuple):
             if ref[:1] == ("group",):
+                state = self.messages[ref[1]]
+                if event.members and state.accepted_at is None:
+                    # server-side fan-out: to the devices of the members the relay listed when it took it
+                    # (the phones' changes reach the relay when they do), as the simulator's
+                    # _group_fanned_out; the sender's own other devices among them
+                    state.recipients = tuple(
+                        p.name
+                        for p in self.phones.values()
+                        if p.spec.person in event.members and p is not phone
+                    )
                 self._accepted(ref[1], event.envelope_ids)
             elif ref in self._control_in_flight:
                 self._control_done(ref, event.envelope_ids)
@@ -678,6 +710,19 @@ class _LiveRun:
             self.work.start_soon(self._renew_certificate, phone.conn)
         elif isinstance(event, SentTranscript):
             self._sync_copy(phone, event)
+        elif isinstance(event, GroupMembershipChanged):
+            self.emit(
+                {
+                    "kind": "group_membership_changed",
+                    "device": phone.name,
+                    "group": event.group.hex(),
+                    "added": list(event.added),
+                    "removed": list(event.removed),
+                    "shown_to_user": event.shown,
+                }
+            )
+        elif isinstance(event, GroupUpdated):
+            pass  # the change the phone asked for; the relay's list shows it (group_membership_changed)
         elif isinstance(event, IdentityChanged):
             self.emit(
                 {
@@ -991,8 +1036,16 @@ class _LiveRun:
     def relay_time(self, t: float) -> float:
         return self.wall_t0 + t * self.time_scale
 
-    def at(self, t: float, action: Callable[[], None]) -> None:
-        heapq.heappush(self._actions, (t, next(self._serial), action))
+    def at(self, t: float, action: Callable[..., None], *args: Any) -> None:
+        heapq.heappush(self._actions, (t, next(self._serial), partial(action, *args) if args else action))
+
+    def after(self, delay: float, action: Callable[..., None], *args: Any) -> None:
+        self.at(self.now() + delay, action, *args)
+
+    def _submit(self, phone: _Phone) -> None:
+        """What ``phone``'s agent was asked outside its connection's methods (GroupDirector's changes)."""
+        if phone.conn is not None:
+            phone.conn.submit()
 
     def go_offline(self, device: str, why: str) -> None:
         phone = self.phones.get(device)
@@ -1065,7 +1118,8 @@ class _LiveRun:
 
     def _schedule(self) -> None:
         """What the simulator schedules at the start (Simulation._schedule), in its order: changes of
-        network, cover traffic, the messages, then the groups' messages and leaves."""
+        network, cover traffic, the messages, then the groups: the relay's part (GroupDirector), their
+        messages and leaves."""
         sc = self.scenario
         for at, device, address in plan_moves(sc):
             if device in self.phones and at < sc.duration:
@@ -1073,6 +1127,8 @@ class _LiveRun:
         if self.defences.cover_per_hour > 0:
             self.work.start_soon(self._cover_loop)
         self.timeline.schedule_messages(self.plan)
+        for g in sc.groups:
+            self.group_director.schedule(g, group_distribution_id(g.name))
         for step in self.group_steps:
             if step.message is not None:
                 self.at(step.at, partial(self._app_send, step.message))
@@ -1257,22 +1313,14 @@ def live_refusal(scenario: Scenario) -> str | None:
 def simulated_only(scenario: Scenario) -> list[str]:
     """What ``scenario`` asks for that a live run does not carry yet. Receipts, cover traffic, a
     fresh connection per sealed send, bundle fetches with the recipient's delivery token, ephemeral
-    mailboxes, phones changing networks and ``[[groups]]`` are carried. A
+    mailboxes, phones changing networks and ``[[groups]]`` (under every profile: the phones' fan-out, the
+    relay's member list, the encrypted group state) are carried. A
     live run goes ahead without what is listed here and says so on stderr and in summary.json
     (``live.not_carried``); the simulator runs it all."""
     d = scenario.defences
     out = []
     if d.exit_latency_ms and (d.sealed_connection == "fresh" or d.mailboxes == "ephemeral"):
         out.append("the exits' latency ([defences] exit_latency_ms): loopback has none")
-    if scenario.groups:
-        prof = provider(scenario)
-        if prof.group_fanout == "server":
-            out.append(
-                f"server-side group fan-out ({prof.name}: the relay's member list); live phones fan group "
-                "messages out themselves, so the relay holds no list"
-            )
-        if prof.group_state_encrypted:
-            out.append(f"the encrypted group state {prof.name}'s clients keep at the relay")
     return out
 
 

@@ -272,7 +272,7 @@ class Simulation:
             self.sched,
             self.store,
             self.by_address,
-            self._flush,  # type: ignore[arg-type]
+            self._flush,
             server=self.profile.group_fanout == "server",
             encrypted_state=self.profile.group_state_encrypted,
             seed=scenario.seed,

@@ -15,10 +15,14 @@ import pytest
 import trio  # type: ignore[import-untyped,unused-ignore]
 
 from relaysim.clients.agent import PREKEY_BATCH
+from relaysim.clients.groups import open_group_state
+from relaysim.relay.metadata import RecordKind
+from relaysim.relay.profiles import PROFILES
 from relaysim.relay.store import Store
 from relaysim.sims.live import _run_live, live_refusal, simulated_only
 from relaysim.sims.scenario import Scenario, parse_scenario, resolve_scenario
 from relaysim.sims.world import simulation
+from relaysim.sims.world.groups import group_distribution_id, group_master_key
 from relaysim.sims.world.simulation import Simulation
 from tests.helpers import BOOK_CLUB, BUSY_BOOK_CLUB, MAILBOXES, fresh_connections
 
@@ -42,6 +46,7 @@ _VARIES = {
     "host",
     "port",
     "envelope_id",
+    "delivered_to_agency",  # when a pen register's batch went to the agency (the relay's clock)
 }
 
 
@@ -69,7 +74,34 @@ def _records(db: Path, until: float, *, sizes: bool = True) -> list[tuple[Any, .
     return sorted(rows, key=repr)  # a record of one kind may name an account or not (None)
 
 
+def _groups(db: Path, scenario: Scenario) -> dict[str, Any]:
+    """What the relay holds of the scenario's groups: the member list (server-side fan-out: its epoch,
+    who is an admin, who added whom) and the sealed group state (whose bytes repeat: AES-SIV under the
+    seed's master key)."""
+    with Store(db) as store:
+        held: dict[str, Any] = {}
+        for g in scenario.groups:
+            gid = group_distribution_id(g.name)
+            members = [(m.account, m.admin, m.added_by) for m in store.group_members(gid)]
+            held[g.name] = (store.group_epoch(gid), sorted(members), store.group_state(gid))
+        return held
+
+
+def _latest_disconnects(records: list[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], set[str]]:
+    """``records`` without the disconnects, and the accounts those name. A profile that keeps only each
+    account's latest disconnect (whatsapp: "last seen") has the live phones' hanging up after the end
+    replace the last one of the run, so the cut-off at the end drops it; the simulated phones never hang
+    up. Which accounts have one (live: including those after the end) is what compares."""
+    kept = [r for r in records if r[0] != RecordKind.DISCONNECT.value]
+    return kept, {r[1] for r in records if r[0] == RecordKind.DISCONNECT.value}
+
+
 def _scenario(name: str) -> Scenario:
+    if name in ("book-club-whatsapp", "book-club-signal"):
+        # the relay's part in the group: whatsapp's member list (server-side fan-out), signal's
+        # encrypted group state
+        club = _scenario("book-club")
+        return replace(club, relay=replace(club.relay, profile=name.rpartition("-")[2]))
     if name.startswith("book-club"):
         return parse_scenario(
             BUSY_BOOK_CLUB if name == "book-club-busy" else BOOK_CLUB, source=f"{name}.toml"
@@ -98,6 +130,8 @@ def _like_live_phones(monkeypatch: pytest.MonkeyPatch) -> None:
         ("signal-subpoena-2016", 0.0001),
         ("book-club", 0.002),
         ("book-club-busy", 0.002),
+        ("book-club-whatsapp", 0.002),
+        ("book-club-signal", 0.002),
     ],
 )
 def test_live_and_simulated_runs_record_and_disclose_the_same_fields(
@@ -122,7 +156,26 @@ def test_live_and_simulated_runs_record_and_disclose_the_same_fields(
         assert set(again) == set(once) and all(again[r] >= n for r, n in once.items())
         live_records = [r for r in live_records if r[0] not in _AT_LEAST_ONCE]
         sim_records = [r for r in sim_records if r[0] not in _AT_LEAST_ONCE]
+    disconnects = PROFILES[scenario.relay.profile].policy.rules.get(RecordKind.DISCONNECT)
+    if disconnects is not None and disconnects.keep == "latest":
+        live_records, live_gone = _latest_disconnects(live_records)
+        sim_records, sim_gone = _latest_disconnects(sim_records)
+        after = _records(tmp_path / "relay.db", float("inf"), sizes=sizes)
+        assert sim_gone <= _latest_disconnects(after)[1] == {p.name for p in scenario.people}
+        assert live_gone <= sim_gone
     assert live_records == sim_records
+    held = _groups(tmp_path / "relay.db", scenario)
+    assert held == _groups(tmp_path / "sim.db", scenario)
+    if name == "book-club-whatsapp":  # ana made it, added dan; cy left
+        assert held["book-club"][:2] == (
+            2,
+            [("ana", True, "ana"), ("bo", False, "ana"), ("dan", False, "ana")],
+        )
+    if name == "book-club-signal":  # versions 0 (made), 1 (dan joined), 2 (cy left), sealed
+        version, sealed = held["book-club"][2]
+        key = group_master_key(scenario.seed, "book-club")
+        gid = group_distribution_id("book-club")
+        assert (version, open_group_state(key, gid, version, sealed)) == (2, ("ana", "bo", "dan"))
     varies = _VARIES if sizes else _VARIES | {"size"}
     assert [_strip(d.to_json(), varies) for d in live.result.disclosures] == [
         _strip(d.to_json(), varies) for d in simulated.disclosures
@@ -174,10 +227,7 @@ def test_a_live_run_names_what_it_does_not_carry() -> None:
     ]
     boxes = replace(two, defences=replace(two.defences, mailboxes="ephemeral"))
     assert simulated_only(boxes) == simulated_only(not_yet)  # a mailbox's connection comes from an exit too
-    # groups: carried with the clients' own fan-out; a profile whose relay holds group state says so
+    # groups under every profile: the phones' fan-out, whatsapp's member list, signal's encrypted state
     club = _scenario("book-club")
-    under = {
-        p: simulated_only(replace(club, relay=replace(club.relay, profile=p))) for p in ("whatsapp", "signal")
-    }
-    assert [line.split(" (")[0] for line in under["whatsapp"]] == ["server-side group fan-out"]
-    assert under["signal"] == ["the encrypted group state signal's clients keep at the relay"]
+    for profile in PROFILES:
+        assert simulated_only(replace(club, relay=replace(club.relay, profile=profile))) == []
