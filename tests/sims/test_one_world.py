@@ -141,7 +141,8 @@ def test_live_and_simulated_runs_record_and_disclose_the_same_fields(
     assert scenario.defences.receipts == "on"  # the default: live phones send them too
     assert simulated_only(scenario) == []
     _like_live_phones(monkeypatch)
-    simulated = Simulation(scenario, db_path=tmp_path / "sim.db").run()
+    sim_events: list[dict[str, Any]] = []
+    simulated = Simulation(scenario, db_path=tmp_path / "sim.db", transcript=sim_events.append).run()
     live = trio.run(_run_live, scenario, tmp_path, scale, None)
     assert live.relay_exit == 0
     sizes = name != "book-club-busy"
@@ -190,6 +191,22 @@ def test_live_and_simulated_runs_record_and_disclose_the_same_fields(
         m: sorted(d) for m, d in simulated.synced.items()
     }
     assert simulated.control["receipts_received"] > 0
+    # What the phones showed of the relay's member list (server-side fan-out): the same changes
+    assert _membership_shown(live.events) == _membership_shown(sim_events)
+    if name == "book-club-whatsapp":
+        assert _membership_shown(sim_events) == [
+            ("ana/1", [], ["cy"]),
+            ("ana/1", ["dan"], []),
+            ("bo/1", ["dan"], []),
+        ]
+
+
+def _membership_shown(events: list[dict[str, Any]]) -> list[tuple[str, list[str], list[str]]]:
+    return sorted(
+        (e["device"], e["added"], e["removed"])
+        for e in events
+        if e["kind"] == "group_membership_changed" and e["shown_to_user"]
+    )
 
 
 def _read(messages: list[simulation.MessageState]) -> list[tuple[int, str, str]]:
