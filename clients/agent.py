@@ -944,12 +944,13 @@ class DeviceAgent:
         self, group_id: bytes, add: Iterable[str] = (), remove: Iterable[str] = (), admins: Iterable[str] = ()
     ) -> None:
         """Add, remove or promote members (an admin), or leave (``remove`` = this account)."""
+        removed = tuple(remove)
         self._request(
             wire.ChangeGroup,
-            context=("group", group_id),
+            context=("left" if self.account in removed else "group", group_id),
             group=group_id,
             add=tuple(add),
-            remove=tuple(remove),
+            remove=removed,
             admins=tuple(admins),
         )
 
@@ -1324,7 +1325,11 @@ class DeviceAgent:
             self._events.append(ContactsFound(tuple(frame.registered)))
         elif isinstance(frame, wire.GroupUpdated):
             self._events.append(GroupUpdated(frame.group, frame.epoch))
-            self.refresh_group(frame.group)  # the list as it now stands: what later changes are shown against
+            if context == ("left", frame.group):  # we left: no list of it to keep, nor to ask for
+                self.group_lists.pop(frame.group, None)
+            else:
+                # the list as it now stands: what later changes are shown against
+                self.refresh_group(frame.group)
         elif isinstance(frame, wire.GroupInfo):
             members = self._group_listed(frame)
             if isinstance(context, _GroupSend):
