@@ -1,7 +1,8 @@
 """One world for both drivers: a scenario run simulated and run live (a real ``relaysim relay serve``
 process, trio clients on loopback) records and discloses the same fields, apart from times and
 addresses, and its phones read the same messages (sims.world.Timeline interprets the timeline, the
-profile, sealed sender and legal process for both; receipts and [[groups]] are carried by both)."""
+profile, sealed sender and legal process for both; receipts and [[groups]] are carried by both, the
+relay's part in a group too: whatsapp's member list, signal's encrypted group state)."""
 
 from __future__ import annotations
 
