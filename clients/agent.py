@@ -849,6 +849,7 @@ class DeviceAgent:
         if isinstance(frame, wire.ErrorFrame):
             self._error(kind, context, frame)
         elif isinstance(frame, wire.Registered):
+            self._last_register = None  # nothing left to prove (and ~5 KiB of public keys per phone)
             self._events.append(Registered())
         elif isinstance(frame, wire.Challenge):
             signature = self.device.secrets.identity.sign(
