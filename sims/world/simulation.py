@@ -155,12 +155,17 @@ class Simulation:
         capture_frames: bool = False,
         progress: Callable[[float, float], None] | None = None,
         deterministic_kem: bool = True,
+        kem_prekey_batch: int = SIM_KEM_PREKEY_BATCH,
     ) -> None:
         """``deterministic_kem=False`` lets OpenSSL draw the ML-KEM encapsulation's randomness (~40 µs
         instead of ~1.6 ms in pure Python per new session): faster, but the run is then no longer
-        byte-identical across runs of the same scenario and seed (``relaysim bench sim --scale``)."""
+        byte-identical across runs of the same scenario and seed (``relaysim bench sim --scale``).
+        ``kem_prekey_batch``: one-time ML-KEM prekeys each phone publishes (and tops up by); 0 leaves
+        only the last-resort one, which PQXDH then uses for every session (the spec allows it; each
+        one-time KEM prekey costs a key generation, a signature and the relay's check of it)."""
         self.scenario = scenario
         self.deterministic_kem = deterministic_kem
+        self.kem_prekey_batch = kem_prekey_batch
         self.sched = Scheduler()
         seed = scenario.seed
         self.net = Network(scenario.network, _seeded(seed, "network"))
@@ -292,7 +297,7 @@ class Simulation:
                 # clients upload 100) and top up as real ones do: registration is most of a
                 # phone's set-up cost here (XEdDSA signatures, ML-KEM key generation).
                 prekey_batch=SIM_PREKEY_BATCH,
-                kem_prekey_batch=SIM_KEM_PREKEY_BATCH,
+                kem_prekey_batch=self.kem_prekey_batch,
                 # ... which is below the relay's prekeys_left mark (10), so that notice would make
                 # every login upload, as live phones (PREKEY_BATCH keys) do not: they top up by
                 # their own count alone (tests/sims/test_one_world.py compares the two).
