@@ -176,8 +176,8 @@ def test_a_stream_runs_in_the_order_at_would_have_ties_included(
         if use_stream:
             s.stream(items, float, seen.append)
         else:
-            for t in items:
-                s.at(t, seen.append, t)
+            for at in items:
+                s.at(at, seen.append, at)
         for i, (t, delay) in enumerate(during):
             s.at(float(t), spawn, f"during{i}", delay)
         s.run(until=float(until))
