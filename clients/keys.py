@@ -289,7 +289,7 @@ class PreKeySecrets:
         for _ in range(count):
             pair = spec.generate_dh(rng)
             opk = OneTimePreKey(self._take_id(), pair.public)
-            self.one_time[opk.id] = pair
+            self.one_time[opk.id] = pair.stored()  # used once, if ever: kept as bytes until then
             out.append(opk)
         return out
 

@@ -162,3 +162,21 @@ def test_simultaneous_initiation_both_sessions_keep_working() -> None:
     m4 = u1.encrypt(u0.address, b"u1 again")
     assert u0.decrypt(u1.address, m4) == b"u1 again"
     assert len(u0.inactive[u1.address]) == 1
+
+
+def test_one_time_prekeys_are_kept_as_bytes_until_their_one_use() -> None:
+    """A parsed X25519 private key is ~0.5 KiB; a phone holds a batch of one-time prekeys it may never
+    use, so they are kept as bytes, and parsed at their DH (the session still agrees)."""
+    from relaysim.clients import _primitives as _p
+
+    alice = Device("alice", 1, rng=seeded_rng(1))
+    bob = Device("bob", 1, rng=seeded_rng(2))
+    bundle = bob.generate_prekeys(3, 1)
+    assert bundle.one_time_prekey is not None
+    held = bob.secrets.one_time[bundle.one_time_prekey.id]
+    assert held._key is None  # not parsed
+    pair = _p.x25519_pair_from_private(held.private)
+    peer = _p.x25519_pair_from_private(bytes(range(32)))
+    assert held.stored().dh(peer.public) == pair.dh(peer.public) == peer.dh(held.public)
+    alice.start_session(bob.address, bundle)
+    assert bob.decrypt(alice.address, alice.encrypt(bob.address, b"hi")) == b"hi"
