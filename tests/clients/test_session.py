@@ -180,3 +180,22 @@ def test_one_time_prekeys_are_kept_as_bytes_until_their_one_use() -> None:
     assert held.stored().dh(peer.public) == pair.dh(peer.public) == peer.dh(held.public)
     alice.start_session(bob.address, bundle)
     assert bob.decrypt(alice.address, alice.encrypt(bob.address, b"hi")) == b"hi"
+
+
+def test_bob_keeps_a_digest_of_the_kem_ciphertext_and_still_knows_the_header_again() -> None:
+    alice = Device("alice", 1, rng=seeded_rng(3))
+    bob = Device("bob", 1, rng=seeded_rng(4))
+    alice.start_session(bob.address, bob.generate_prekeys(2, 1))
+    first, second = alice.encrypt(bob.address, b"one"), alice.encrypt(bob.address, b"two")
+    assert parse_ciphertext(second)[0] is not None  # no answer yet: the header rides on every message
+    assert bob.decrypt(alice.address, first) == b"one"
+    (session,) = bob.sessions_with(alice.address)
+    assert session.initial is not None and session.initial.kem_ciphertext is not None
+    assert len(session.initial.kem_ciphertext) == 32  # not the 1,568-byte ciphertext
+    assert bob.decrypt(alice.address, second) == b"two"  # the same header finds the same session
+    assert len(bob.sessions_with(alice.address)) == 1
+    # and a copy of Bob's state (a seized phone) knows it too
+    copy = Device.from_dict(bob.to_dict(), rng=seeded_rng(5))
+    (copied,) = copy.sessions_with(alice.address)
+    initial = parse_ciphertext(first)[0]
+    assert initial is not None and copied.made_by(initial)
