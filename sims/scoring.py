@@ -30,7 +30,7 @@ __all__ = ["GroundTruth", "TrueControl", "TrueMessage", "score"]
 _ROUTING_CATEGORIES = ("message_log", "realtime_routing")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per message: a run's ground truth holds a million of them
 class TrueMessage:
     time: float  # relay clock seconds
     sender: str
@@ -38,7 +38,7 @@ class TrueMessage:
     text: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TrueControl:
     """An envelope the relay accepted that nobody wrote: a phone's delivery or read receipt, or cover
     traffic. The simulator knows which envelopes these are; a provider does not (under sealed sender

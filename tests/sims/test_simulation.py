@@ -602,3 +602,11 @@ def test_phones_may_publish_only_the_last_resort_kem_prekey(tmp_path: Path) -> N
     Simulation(_two_people(), db_path=str(default)).run()
     with sqlite3.connect(default) as con:  # by default each phone keeps one-time KEM prekeys there
         assert con.execute("SELECT count(*) FROM kem_prekeys").fetchone()[0] > 0
+
+
+def test_the_ground_truth_keeps_each_message_without_an_instance_dict(tmp_path: Path) -> None:
+    """A run's ground truth holds one TrueMessage per message (a million at the scale target): slots,
+    no per-instance dict."""
+    result = Simulation(_two_people(), db_path=str(tmp_path / "relay.db")).run()
+    assert result.truth is not None and len(result.truth.messages) == 3
+    assert not any(hasattr(m, "__dict__") for m in result.truth.messages)
