@@ -610,3 +610,10 @@ def test_the_ground_truth_keeps_each_message_without_an_instance_dict(tmp_path: 
     result = Simulation(_two_people(), db_path=str(tmp_path / "relay.db")).run()
     assert result.truth is not None and len(result.truth.messages) == 3
     assert not any(hasattr(m, "__dict__") for m in result.truth.messages)
+
+
+def test_simulated_phones_keep_their_one_time_prekeys_as_bytes(tmp_path: Path) -> None:
+    sim = Simulation(_two_people(), db_path=str(tmp_path / "relay.db"))
+    assert all(d.agent.device.secrets.one_time_as_bytes for d in sim.devices.values())
+    result = sim.run()
+    assert [sorted(m.delivered) for m in result.messages] == [["bo/1"], ["ana/1"], ["bo/1"]]
