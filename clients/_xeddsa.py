@@ -18,7 +18,19 @@ Secret values stay bytes handed to libsodium; Python integers only ever hold pub
 public key, the signature being verified). This module and ``clients._primitives`` are the only
 modules of ``clients`` that may import a crypto library (``tests/test_architecture.py``).
 
-Checked for interoperability against libxeddsa and OpenSSL in ``tests/clients/test_xeddsa.py``.
+Verification also reads libsignal's signatures. libsignal signs without negating ``a`` and
+carries the natural sign bit of its Edwards key in bit 255 of ``s``, which the spec's ``s`` never
+sets (s < 2^253); its verifier reads that bit as A's sign and clears it (libsignal
+``rust/core/src/curve/curve25519.rs``, ``calculate_signature`` / ``verify_signature``, "for
+compatibility with the implementation found in libsignal-protocol-java"). ``xeddsa_verify`` does
+the same, so a signed prekey made by Signal's own library verifies here. Every signature the spec
+accepts is still accepted and every one it refuses with bit 255 clear is still refused; with bit
+255 set the spec refuses outright (s ≥ 2^|q|) where libsignal checks against the sign-1 point —
+which only the holder of ``k`` can sign for, so no forgery opens up. Signing stays spec-literal
+(sign bit 0), which libsignal verifies.
+
+Checked for interoperability against libxeddsa, OpenSSL and libsignal's known answer in
+``tests/clients/test_xeddsa.py`` and ``tests/clients/test_xeddsa_vectors.py``.
 """
 
 from __future__ import annotations
@@ -155,6 +167,7 @@ def xeddsa_verify(x25519_public: bytes, message: bytes, signature: bytes) -> boo
     comes after); u = 0, 1 and p − 1 are small-order keys that XEdDSA does not refuse (inv(0) = 0
     maps p − 1 to y = 0, like 1); s ≥ 2^|q| is refused but q ≤ s < 2^|q| is not (§5: "not requiring
     it to be fully reduced"); R is compared as bytes with the canonical encoding of sB − hA.
+    One departure, libsignal's: bit 255 of s set means "A has sign bit 1" (module docstring).
     """
     if len(x25519_public) != 32 or len(signature) != 64:
         return False
@@ -163,9 +176,14 @@ def xeddsa_verify(x25519_public: bytes, message: bytes, signature: bytes) -> boo
         return False
     # R.y ≥ 2^|p| cannot happen in 32 bytes; a non-canonical R never equals Rcheck's encoding.
     s = int.from_bytes(signature[32:], "little")
+    a_edwards = convert_mont(x25519_public)
+    if s >> 255:  # libsignal's convention (module docstring): A's sign bit travels in bit 255 of s
+        s ^= 1 << 255
+        a_edwards = a_edwards[:31] + bytes([a_edwards[31] | 0x80])
+        signature = signature[:32] + s.to_bytes(32, "little")
     if s >> _BITS_Q:  # s >= 2^|q|
         return False
     if s >= Q:  # sB = (s mod q)B; OpenSSL's Ed25519 demands s < q, so hand it s mod q
         signature = signature[:32] + (s - Q).to_bytes(32, "little")
     # on_curve(A), h and Rcheck = sB − hA are Ed25519's own (cofactorless, byte-compared) steps.
-    return ed25519_verify(convert_mont(x25519_public), bytes(message), signature)
+    return ed25519_verify(a_edwards, bytes(message), signature)

@@ -18,7 +18,13 @@ What the agent does on its own, as Signal's clients do:
   contact (``IdentityChanged``, see ``clients.identity``); under the ``block`` policy, or once the
   user has verified the peer, it sends nothing to that key until the user approves it;
 - reports when a peer's device list changes between two fetches (``DeviceListChanged``): a new
-  device on a contact's account is what a silently added "ghost" device looks like from outside.
+  device on a contact's account is what a silently added "ghost" device looks like from outside;
+- asks a group message's sender to resend it when the sender key it was written with has not come
+  (its distribution message was lost): a retry receipt, as Signal's clients send a decryption error
+  message and WhatsApp's a retry receipt; the sender answers from its log of recent group messages
+  by handing its sender key over again and resending the message over the pairwise session
+  (``tick``, ``retry_due``; bounded on both sides, see "retry receipts" below); and, once, a 1:1
+  message that found no session (the receipt begins a new one, which the sender's resend uses).
 """
 
 from __future__ import annotations
@@ -36,12 +42,13 @@ from relaysim.clients import transparency as kt
 from relaysim.clients.errors import DecryptionError
 from relaysim.clients.escrow import EscrowPublicKey
 from relaysim.clients.groups import VERSION as SENDER_KEY_VERSION
-from relaysim.clients.groups import GroupKeys
+from relaysim.clients.groups import GroupKeys, parse_sender_key_message
 from relaysim.clients.identity import IdentityChanged, UntrustedIdentity
 from relaysim.clients.keys import BundleError, KemPreKey, OneTimePreKey, PreKeyBundle, SignedPreKey
 from relaysim.clients.session import Device, PeerAddress
-from relaysim.relay import wire
+from relaysim.relay import content, wire
 from relaysim.relay.certificates import CertificateError, SenderCertificate, ServerCertificate
+from relaysim.relay.content import CONTROL
 from relaysim.relay.custody import CUSTODY_TAG, ContentKey, route_ad
 
 __all__ = [
@@ -51,8 +58,12 @@ __all__ = [
     "DeviceAgent",
     "DeviceListChanged",
     "Failed",
+    "GroupMembershipChanged",
+    "GroupUpdated",
     "IdentityChanged",
+    "KeyLogAudited",
     "KeyLogChecked",
+    "KeyLogCompared",
     "LoggedIn",
     "ProofRequired",
     "ReceiptReceived",
@@ -61,6 +72,7 @@ __all__ = [
     "SentTranscript",
     "Undecryptable",
     "UnsignedDevice",
+    "WaitingForSenderKey",
     "sign_device",
 ]
 
@@ -225,8 +237,64 @@ class KeyLogChecked:
         return self.reason is None and not self.unlogged
 
 
+@dataclass(frozen=True)
+class GroupMembershipChanged:
+    """Server-side membership (``DeviceAgent.group_fanout == "server"``): the relay's list for
+    ``group`` has other members than the one this device knew. WhatsApp's clients show each change
+    in the chat ("X was added"); a client changed under compulsion can be made not to (the ghost
+    proposal, Levy & Robinson, 2018): ``shown`` says whether the user saw it."""
+
+    group: bytes
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    epoch: int
+    shown: bool
+
+
+@dataclass(frozen=True)
+class GroupUpdated:
+    """The relay took this device's change to ``group`` (created it, or changed its members)."""
+
+    group: bytes
+    epoch: int
+
+
+@dataclass(frozen=True)
+class KeyLogAudited:
+    """Key transparency: this device read the relay's key log over the wire (``audit_key_log``) up to a
+    signed ``head`` and compared ``account``'s entries with the devices it expected. ``unexpected``:
+    (device, identity key) entries it did not expect (a ghost); ``missing``: expected ones not there.
+    ``reason`` says why the audit could not be trusted or finished (None: the entries hash to the
+    signed head)."""
+
+    account: str
+    tree_size: int
+    unexpected: tuple[tuple[int, bytes], ...] = ()
+    missing: tuple[tuple[int, bytes], ...] = ()
+    reason: str | None = None
+    head: kt.TreeHead | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None and not self.unexpected and not self.missing
+
+
+@dataclass(frozen=True)
+class KeyLogCompared:
+    """Key transparency: this device compared its latest signed head (``ours``) with one gossiped to it
+    (``theirs``, ``compare_key_log_head``), asking the relay for the consistency proof between them
+    when their sizes differ. Not ``consistent``: the relay has shown different logs (``why``)."""
+
+    ours: kt.TreeHead
+    theirs: kt.TreeHead
+    consistent: bool
+    why: str | None = None
+
+
 AgentEvent = (
     Registered
+    | GroupMembershipChanged
+    | GroupUpdated
     | SentTranscript
     | ProofRequired
     | LoggedIn
@@ -239,17 +307,41 @@ AgentEvent = (
     | DeviceListChanged
     | IdentityChanged
     | KeyLogChecked
+    | KeyLogAudited
+    | KeyLogCompared
 )
 
 # What a message carries besides text, as Signal's Content message does (receipts, and here cover
-# traffic): a control content starts with CONTROL, then a kind byte. Texts are carried as they are.
-CONTROL = b"\x00\xfe"
-_RECEIPT_KINDS = {b"D": "delivery", b"R": "read"}
-_COVER = b"C"
-_MAILBOX = b"M"  # a sealed conversation's mailbox: where to write back (see DeviceAgent.new_mailbox)
-_SENDER_KEY = b"K"  # a SenderKeyDistributionMessage, over the pairwise session (clients.groups)
-_SYNC = b"S"  # a sync copy of a 1:1 message this account sent (then: destination length, destination)
+# traffic, mailbox addresses, sender keys, sync copies, retry receipts and resends): a control content
+# starts with CONTROL, then a kind byte; texts are carried as they are. The format is relay.content's,
+# so that a provider holding a content key (relay.custody) reads it as the clients write it.
+_RECEIPT_KINDS = {content.DELIVERY_RECEIPT: "delivery", content.READ_RECEIPT: "read"}
+_COVER = content.COVER
+_MAILBOX = (
+    content.MAILBOX
+)  # a sealed conversation's mailbox: where to write back (see DeviceAgent.new_mailbox)
+_SENDER_KEY = content.SENDER_KEY  # a SenderKeyDistributionMessage, over the pairwise session (clients.groups)
+_SYNC = content.SYNC  # a sync copy of a 1:1 message this account sent (then: destination length, destination)
+# A retry receipt: the device asked (4) ‖ what to resend: b"G" ‖ distribution id (16) ‖ chain id (4) ‖
+# iteration (4), a group message; or b"P" ‖ envelope id (16), a 1:1 message that found no session.
+_RETRY = content.RETRY
+_RESEND = (
+    content.RESEND
+)  # a group message resent over the pairwise session: distribution id ‖ chain id ‖ iteration ‖ text
 MAX_GROUP_BACKLOG = 256  # group messages kept while their sender key has not arrived yet
+# Retry receipts (ours, in the spirit of Signal's DecryptionErrorMessage and WhatsApp's retry receipt):
+# a group message whose sender key has not come within RETRY_GRACE seconds (the distribution message
+# may only be late: it and the message travel separately) is asked for again, then every
+# RETRY_INTERVAL seconds, at most MAX_RETRY_RECEIPTS times; the message then stays waiting (for a
+# late key or resend) and is reported by ``waiting_for_sender_keys``. The sender answers each
+# requesting device at most MAX_RETRY_RECEIPTS times and at most once per RETRY_INTERVAL / 2, from
+# a log of the group messages it sent in the last SEND_LOG_AGE seconds (at most SEND_LOG_SIZE).
+RETRY_GRACE = 10.0
+RETRY_INTERVAL = 60.0
+MAX_RETRY_RECEIPTS = 5
+SEND_LOG_AGE = 86400.0
+SEND_LOG_SIZE = 1000
+READ_LOG_SIZE = 4096  # group messages read, remembered to drop a resend or a late original of one
 SIGNAL_PAD_BLOCK = 160  # libsignal-service's PushTransportDetails
 
 
@@ -297,6 +389,65 @@ class _GroupSend:
     plaintext: bytes
     waiting: set[str]
     targets: tuple[str, ...] = ()  # the accounts that get the message (all members when empty)
+    epoch: int | None = None  # server-side fan-out: the membership epoch the relay listed
+    attempts: int = 0  # server-side fan-out: membership look-ups for this message
+
+
+@dataclass
+class _Audit:
+    """A self-audit of the key log over the wire, in progress (``DeviceAgent.audit_key_log``)."""
+
+    expected: frozenset[tuple[int, bytes]]
+    known: frozenset[int]
+    head: kt.TreeHead | None = None
+    leaves: list[bytes] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Compare:
+    """A comparison of two signed heads waiting for the relay's consistency proof."""
+
+    ours: kt.TreeHead
+    theirs: kt.TreeHead
+
+
+class _KeyLogRefused(Exception):
+    """Why a key-log answer cannot be trusted (the message is the reason given in the event)."""
+
+
+GroupMessageKey = tuple[bytes, int, int]  # (distribution id, chain id, iteration): one SenderKeyMessage
+
+
+@dataclass
+class _Backlogged:
+    """A group message this device cannot read yet: its sender key has not come."""
+
+    envelope: wire.Envelope
+    sender: PeerAddress
+    key: GroupMessageKey
+    next_retry: float  # when to send the next retry receipt (clock seconds)
+    retries: int = 0  # retry receipts sent for it
+
+
+@dataclass
+class _Logged:
+    """A group message this device sent, kept to answer retry receipts (Signal's message send log)."""
+
+    ref: object
+    plaintext: bytes
+    accounts: frozenset[str]
+    at: float
+    answered: dict[PeerAddress, tuple[int, float]] = field(default_factory=dict)  # device → (count, last)
+
+
+@dataclass(frozen=True)
+class WaitingForSenderKey:
+    """A group message ``envelope_id`` from ``sender`` this device still cannot read: its sender key
+    never came, and ``retries`` retry receipts have been sent for it (``DeviceAgent.waiting_for_sender_keys``)."""
+
+    envelope_id: bytes
+    sender: PeerAddress
+    retries: int
 
 
 @dataclass
@@ -320,15 +471,17 @@ class DeviceAgent:
     # How this provider's clients tie devices to an account (relay.profiles.Profile.identity_model):
     # "account": one identity key per account, so a device with another is "safety number changed";
     # "signed-devices": a companion device (not device 1) is used only with the primary's signature
-    # over its identity key (``device_signature`` below); "per-device": keys taken as served.
+    # over its identity key, served with its bundle (wire.DeviceBundle.device_signature); "per-device":
+    # keys taken as served.
     identity_model: str = "per-device"
     # Contact Key Verification (iMessage, iOS 17.2): under "per-device", a device added to a known
     # account is reported as an identity change instead of being taken silently.
     key_verification: bool = False
-    # "signed-devices": the primary's signature over a companion device's identity key, for
-    # (account, device); None when it has none. WhatsApp's clients carry it with the companion's
-    # keys (the signed device list); the simulation hands it over out of band.
-    device_signature: Callable[[str, int], bytes | None] | None = None
+    # "signed-devices": this companion device's identity key signed by its account's primary
+    # (sign_device), which the primary hands it when linking it (a QR code, in WhatsApp) and it sends
+    # in its register; the relay serves it with the device's bundle, and contacts check it there
+    # (WhatsApp's signed device list). None: it has none (a primary, or another identity model).
+    device_signature: bytes | None = None
     # Send a sync copy of each 1:1 message to this account's other devices (Signal's
     # SyncMessage.Sent), once the agent knows there are any: the relay's ``needs_sync`` on an
     # authenticated send, or ``linked_devices_known`` (the primary linked one itself).
@@ -348,10 +501,22 @@ class DeviceAgent:
     # The operator's registration token (``relay serve --registration-token-file``), sent as the
     # proof of a new account; None on a relay that asks for a hashcash stamp or for nothing.
     registration_token: bytes | None = field(default=None, kw_only=True)
+    # What the app tells the relay about the device when it registers (wire.Register's optional
+    # fields): the push service's token for it, its type and the app's version. None: not sent.
+    push_token: bytes | None = field(default=None, kw_only=True)
+    device_type: str | None = field(default=None, kw_only=True)
+    app_version: str | None = field(default=None, kw_only=True)
     # Seconds between signed-prekey rotations (checked at each login); None: never on its own.
     signed_prekey_rotation: float | None = field(default=SIGNED_PREKEY_ROTATION, kw_only=True)
     # Upload a fresh batch of one-time prekeys when the relay says they run low (prekeys_left).
     answer_prekeys_left: bool = field(default=True, kw_only=True)
+    # Who fans a group message out (relay.profiles.Profile.group_fanout): "client", one ``send`` per
+    # member account (Signal); "server", one ``group_send`` to the membership list the relay holds
+    # (WhatsApp), the members taken from the relay's list before each message.
+    group_fanout: str = field(default="client", kw_only=True)
+    # Server-side membership: show the user each change the relay's list shows (WhatsApp's "X was
+    # added"); False is a client changed to hide them (a ghost participant's precondition).
+    show_group_changes: bool = field(default=True, kw_only=True)
 
     def __post_init__(self) -> None:
         _p.require_key_source(self.rng, f"DeviceAgent({self.device.address.account!r})")
@@ -370,12 +535,25 @@ class DeviceAgent:
         self.authenticated = False
         self._uploaded_one_time: set[int] = set()
         self.groups = GroupKeys(self.device.address, self.rng)
-        self._group_backlog: list[wire.Envelope] = []
+        self._group_backlog: list[_Backlogged] = []
+        self._send_log: dict[GroupMessageKey, _Logged] = {}  # the group messages we sent, to resend
+        self._read_group: dict[tuple[PeerAddress, GroupMessageKey], None] = {}  # read, oldest first
+        self._retries = 0
+        self._pairwise_log: dict[bytes, _Logged] = {}  # envelope id → a 1:1 text we sent (retry receipts)
+        self._asked_again: dict[bytes, None] = {}  # envelope ids of 1:1 messages we asked for again
+        self._handed_again: dict[tuple[bytes, PeerAddress], float] = {}  # sender key handed over again, when
         self._multi_device = False  # this account has other devices, as far as this device knows
         self._handouts = 0
         # Group sends and sender key handouts whose answer a lost connection took: sent again after login.
         self._resend: list[_Outgoing] = []
+        # Server-side membership: the relay's list for each group this device is in, as last seen
+        # (epoch, members), and group sends to start again after a lost connection.
+        self.group_lists: dict[bytes, tuple[int, tuple[str, ...]]] = {}
+        self._resend_groups: list[_GroupSend] = []
         self.key_log_heads: list[kt.TreeHead] = []  # every signed key-log head this device was shown
+        self._key_log_server: bytes | None = (
+            None  # the server key that signs heads, once its certificate checked
+        )
 
         self._last_register: wire.Register | None = None  # kept to send again with a proof
         self._stamped = False  # a stamp was sent with it: a second refusal is final
@@ -383,8 +561,10 @@ class DeviceAgent:
         self._retired: dict[tuple[str, int], float] = {}  # ("spk"|"kem", id) -> when replaced
 
     def linked_devices_known(self) -> None:
-        """This device knows its account has other devices (it linked one): sync copies from now on."""
+        """This device knows its account has other devices (it linked one): sync copies from now on,
+        to the account's devices as the relay lists them next (a list fetched before is stale)."""
         self._multi_device = True
+        self._devices.pop(self.account, None)
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -408,6 +588,8 @@ class DeviceAgent:
         pending = self._pending.get(request_id)
         if pending is not None and isinstance(pending[1], _Outgoing):
             return pending[1].ref
+        if pending is not None and pending[0] == wire.GroupSend.kind and isinstance(pending[1], _GroupSend):
+            return pending[1].ref
         return None
 
     def take_outbox(self) -> list[wire.Request]:
@@ -420,6 +602,11 @@ class DeviceAgent:
         """A key-escrow mandate (``clients.escrow``): from now on every message key the device uses
         is also sealed to ``escrow``; None lifts it."""
         self.device.escrow = escrow
+
+    def hide_group_changes(self) -> None:
+        """A compelled change to the client (a ghost participant's precondition): from now on changes
+        to a group's member list are no longer shown to the user (``GroupMembershipChanged.shown``)."""
+        self.show_group_changes = False
 
     def use_content_key(self, key: ContentKey | None) -> None:
         """Seal message bodies under ``key`` from now on instead of running the Double Ratchet (a
@@ -452,6 +639,10 @@ class DeviceAgent:
             last_resort_kem_prekey=_kem(last_resort),
             delivery_token=self.delivery_token,
             proof=proof if proof is not None else self.registration_token,
+            push_token=self.push_token,
+            device_type=self.device_type,
+            app_version=self.app_version,
+            device_signature=self.device_signature,
         )
         self._last_register = self._outbox[-1]  # type: ignore[assignment]
         self._stamped = proof is not None
@@ -579,7 +770,10 @@ class DeviceAgent:
 
     def _sync(self, out: _Outgoing) -> None:
         """After a 1:1 message to another account went out, its sync copy to this account's other
-        devices (authenticated, never sealed: it goes to oneself), as Signal's clients send one."""
+        devices (authenticated, never sealed: it goes to oneself), as Signal's clients send one
+        (Signal-Android's SignalServiceMessageSender sends the SentTranscript to its own address without
+        unidentified access; older versions used the account's own, sealed). Under sealed sender the
+        relay therefore sees, a round trip after each sealed send, the sender writing to itself."""
         if (
             not self.sync_copies
             or not self._multi_device
@@ -734,9 +928,67 @@ class DeviceAgent:
 
         Not covered yet: sealed sender for group messages, and key escrow (group messages are not
         escrowed)."""
+        if self.group_fanout == "server":
+            # the members are the relay's list, asked for first: ``members`` is not used
+            self._group_lookup(_GroupSend(ref, group_id, (), plaintext, set()))
+            return
         accounts = tuple(sorted(set(members) | {self.account}))
         gs = _GroupSend(ref, group_id, accounts, plaintext, set(accounts))
         self._group_fetch(gs)
+
+    # --- groups with a membership list the relay holds (group_fanout "server") --------------------
+
+    def create_group(self, group_id: bytes, members: Iterable[str]) -> None:
+        """Create ``group_id`` at the relay with this account as its admin (server-side membership);
+        a ``GroupUpdated`` event when the relay took it."""
+        listed = tuple(dict.fromkeys(m for m in members if m != self.account))
+        self._request(wire.CreateGroup, context=("group", group_id), group=group_id, members=listed)
+
+    def change_group(
+        self, group_id: bytes, add: Iterable[str] = (), remove: Iterable[str] = (), admins: Iterable[str] = ()
+    ) -> None:
+        """Add, remove or promote members (an admin), or leave (``remove`` = this account)."""
+        self._request(
+            wire.ChangeGroup,
+            context=("group", group_id),
+            group=group_id,
+            add=tuple(add),
+            remove=tuple(remove),
+            admins=tuple(admins),
+        )
+
+    def put_group_state(self, group_id: bytes, version: int, state: bytes) -> None:
+        """Store ``group_id``'s state, sealed by this device (``clients.groups.seal_group_state``),
+        at the relay: Signal's groups v2, where the server holds each group's state encrypted."""
+        self._request(
+            wire.PutGroupState, context=("group", group_id), group=group_id, version=version, state=state
+        )
+
+    def refresh_group(self, group_id: bytes) -> None:
+        """Ask the relay for ``group_id``'s members (a ``GroupMembershipChanged`` if they changed)."""
+        self._request(wire.GetGroup, context=("group", group_id), group=group_id)
+
+    def _group_lookup(self, gs: _GroupSend) -> None:
+        gs.attempts += 1
+        self._request(wire.GetGroup, context=gs, group=gs.group_id)
+
+    def _group_listed(self, frame: wire.GroupInfo) -> tuple[str, ...]:
+        """Take the relay's list for a group; report what changed since the last one seen."""
+        members = tuple(m.account for m in frame.members)
+        known = self.group_lists.get(frame.group)
+        self.group_lists[frame.group] = (frame.epoch, members)
+        if known is not None and known[0] >= 0 and known[1] != members:
+            added = tuple(sorted(set(members) - set(known[1])))
+            removed = tuple(sorted(set(known[1]) - set(members)))
+            if added or removed:
+                self._events.append(
+                    GroupMembershipChanged(frame.group, added, removed, frame.epoch, self.show_group_changes)
+                )
+        return members
+
+    def _group_send_server(self, gs: _GroupSend, body: bytes) -> None:
+        assert gs.epoch is not None
+        self._request(wire.GroupSend, context=gs, group=gs.group_id, epoch=gs.epoch, body=body)
 
     def _group_fetch(self, gs: _GroupSend) -> None:
         for to in sorted(gs.waiting):
@@ -769,7 +1021,12 @@ class DeviceAgent:
             self._handouts += 1
             ref = ("sender_key", self.account, self.device_id, self._handouts)
             self._send(_Outgoing(ref, a, CONTROL + _SENDER_KEY + skdm, False))
+        own = self.groups.own[gs.group_id]
+        self._log_sent((gs.group_id, own.chain_id, own.iteration), gs)
         body = self.groups.encrypt(gs.group_id, pad(gs.plaintext, self.padding))
+        if gs.epoch is not None:
+            self._group_send_server(gs, body)
+            return
         for a in gs.targets or gs.members:
             if not devices[a]:
                 continue  # our own account, with no other device
@@ -785,23 +1042,48 @@ class DeviceAgent:
         when a holder of theirs leaves), which we never get."""
         self.groups.own.pop(group_id, None)
         self.groups.shared_with.pop(group_id, None)
+        self.group_lists.pop(group_id, None)
 
-    def _group_receive(self, env: wire.Envelope) -> None:
-        """A ``SenderKeyMessage``: decrypt it, or keep it until its sender's key arrives."""
+    def _group_receive(self, env: wire.Envelope, waiting: _Backlogged | None = None) -> None:
+        """A ``SenderKeyMessage``: decrypt it, or keep it until its sender's key (or a resend) arrives."""
         assert env.source_account is not None and env.source_device is not None
         sender = PeerAddress(env.source_account, env.source_device)
+        try:
+            key = parse_sender_key_message(env.body)
+        except DecryptionError:
+            self._events.append(Undecryptable(env.id, env.sealed))
+            return
+        if (sender, key) in self._read_group:  # a repeat, or the original of a resend we read, come late
+            self._events.append(Undecryptable(env.id, env.sealed))
+            return
         try:
             group, plaintext = self.groups.decrypt(sender, env.body)
             plaintext = unpad(plaintext, self.padding)
         except DecryptionError:
-            if self._holds(sender, env.body):  # a repeat (a duplicated send) or a forgery: reject it now
+            # Held: a forgery, or a message of the sender's that our copy of its key cannot read (sent
+            # before the iteration it starts at: the handout that came was a later one). Not held: its
+            # key may still be on its way. Both of the sender's own can be resent: wait, then ask.
+            if self._holds(sender, env.body) and not self.groups.signed(sender, env.body):
                 self._events.append(Undecryptable(env.id, env.sealed))
+            elif waiting is not None:
+                self._group_backlog.append(waiting)  # still unreadable: keep asking as scheduled
             elif len(self._group_backlog) < MAX_GROUP_BACKLOG:
-                self._group_backlog.append(env)  # its distribution message may still be on its way
+                self._group_backlog.append(_Backlogged(env, sender, key, self.clock() + RETRY_GRACE))
             else:
                 self._events.append(Undecryptable(env.id, env.sealed))
             return
+        self._mark_read(sender, key)
         self._events.append(Received(sender, plaintext, env.id, env.timestamp, env.sealed, group))
+        if self.group_fanout == "server" and group not in self.group_lists and self.authenticated:
+            # a group this device has not seen the list of: look it up, as WhatsApp's clients fetch a
+            # group's metadata (what later changes are shown against)
+            self.group_lists[group] = (-1, ())
+            self.refresh_group(group)
+
+    def _mark_read(self, sender: PeerAddress, key: GroupMessageKey) -> None:
+        self._read_group[(sender, key)] = None
+        while len(self._read_group) > READ_LOG_SIZE:
+            del self._read_group[next(iter(self._read_group))]
 
     def _holds(self, sender: PeerAddress, body: bytes) -> bool:
         try:
@@ -815,11 +1097,149 @@ class DeviceAgent:
         except DecryptionError:
             return
         waiting, self._group_backlog = self._group_backlog, []
-        for env in waiting:
-            if (env.source_account, env.source_device) == (sender.account, sender.device):
-                self._group_receive(env)
+        for entry in waiting:
+            if entry.sender == sender:
+                self._group_receive(entry.envelope, entry)
             else:
-                self._group_backlog.append(env)
+                self._group_backlog.append(entry)
+
+    # --- retry receipts: asking a sender to resend a group message we cannot read -------------------
+
+    def retry_due(self) -> float | None:
+        """When (clock seconds) ``tick`` has a retry receipt to send; None when nothing waits for one."""
+        due = [b.next_retry for b in self._group_backlog if b.retries < MAX_RETRY_RECEIPTS]
+        return min(due) if due else None
+
+    def tick(self) -> None:
+        """The driver's call when ``retry_due`` has come: send the retry receipts that are due (only
+        while logged in; an offline phone sends them after its next login)."""
+        if not self.authenticated:
+            return
+        now = self.clock()
+        for entry in self._group_backlog:
+            if entry.retries < MAX_RETRY_RECEIPTS and entry.next_retry <= now:
+                entry.retries += 1
+                entry.next_retry = now + RETRY_INTERVAL
+                group, chain, iteration = entry.key
+                body = (
+                    CONTROL
+                    + _RETRY
+                    + entry.sender.device.to_bytes(4, "big")
+                    + b"G"
+                    + group
+                    + chain.to_bytes(4, "big")
+                    + iteration.to_bytes(4, "big")
+                )
+                self._retries += 1
+                ref = ("retry", self.account, self.device_id, self._retries)
+                self.send_text(entry.sender.account, body, ref)
+
+    def waiting_for_sender_keys(self) -> list[WaitingForSenderKey]:
+        """The group messages this device holds and still cannot read, with the retry receipts sent for each."""
+        return [WaitingForSenderKey(b.envelope.id, b.sender, b.retries) for b in self._group_backlog]
+
+    def _log_sent(self, key: GroupMessageKey, gs: _GroupSend) -> None:
+        now = self.clock()
+        self._send_log[key] = _Logged(gs.ref, gs.plaintext, frozenset(gs.members), now)
+        for old in list(self._send_log):
+            if len(self._send_log) <= SEND_LOG_SIZE and now - self._send_log[old].at <= SEND_LOG_AGE:
+                break
+            del self._send_log[old]
+
+    def _retry_asked(self, requester: PeerAddress, rest: bytes) -> None:
+        """A retry receipt from ``requester``: resend the group message it names (if we sent it, recently,
+        to the requester's account), over the pairwise session, and hand our sender key over again if
+        it is still the one the requester should hold."""
+        if len(rest) < 5 or int.from_bytes(rest[:4], "big") != self.device_id:
+            return  # malformed, or asked of another device of this account
+        kind, rest = rest[4:5], rest[5:]
+        if kind == b"P" and len(rest) == wire.ENVELOPE_ID_SIZE:
+            self._pairwise_retry_asked(requester, rest)
+            return
+        if kind != b"G" or len(rest) != 16 + 4 + 4:
+            return
+        group, chain, iteration = (
+            rest[:16],
+            int.from_bytes(rest[16:20], "big"),
+            int.from_bytes(rest[20:], "big"),
+        )
+        entry = self._send_log.get((group, chain, iteration))
+        now = self.clock()
+        if entry is None or requester.account not in entry.accounts or now - entry.at > SEND_LOG_AGE:
+            return  # not ours to resend (too old, or never sent to that account)
+        count, last = entry.answered.get(requester, (0, -RETRY_INTERVAL))
+        if count >= MAX_RETRY_RECEIPTS or now - last < RETRY_INTERVAL / 2:
+            return  # answered enough, or just now (the receipts queued while we were offline)
+        entry.answered[requester] = (count + 1, now)
+        own = self.groups.own.get(group)
+        if (
+            own is not None
+            and own.chain_id == chain
+            and requester in self.groups.shared_with.get(group, ())
+            and now - self._handed_again.get((group, requester), -RETRY_INTERVAL) >= RETRY_INTERVAL / 2
+        ):
+            self._handed_again[(group, requester)] = now  # (not again for each message it asks about)
+            self._handouts += 1
+            skdm = self.groups.distribution(group).to_bytes()
+            ref = ("sender_key", self.account, self.device_id, self._handouts)
+            self.send_text(requester.account, CONTROL + _SENDER_KEY + skdm, ref)
+        header = group + chain.to_bytes(4, "big") + iteration.to_bytes(4, "big")
+        self.send_text(requester.account, CONTROL + _RESEND + header + entry.plaintext, entry.ref)
+
+    # --- retry receipts for 1:1 messages that found no session ---------------------------------
+
+    def _ask_pairwise_resend(self, sender: PeerAddress, envelope_id: bytes) -> None:
+        """A 1:1 message from ``sender`` we hold no session for (we lost it, or never had the one it was
+        sent on): ask for it again, once, as Signal's clients send a DecryptionErrorMessage. The retry
+        receipt itself starts a new session from ``sender``'s bundle (a prekey message), which becomes
+        the session the sender answers on."""
+        if envelope_id in self._asked_again or not self.authenticated:
+            return
+        self._asked_again[envelope_id] = None
+        while len(self._asked_again) > READ_LOG_SIZE:
+            del self._asked_again[next(iter(self._asked_again))]
+        self._retries += 1
+        body = CONTROL + _RETRY + sender.device.to_bytes(4, "big") + b"P" + envelope_id
+        self.send_text(sender.account, body, ("retry", self.account, self.device_id, self._retries))
+
+    def _log_sent_pairwise(self, out: _Outgoing, envelope_ids: tuple[bytes, ...]) -> None:
+        """Keep a 1:1 text we sent (unsealed) by its envelope ids, to answer a retry receipt."""
+        if out.group is not None or out.sealed or out.plaintext.startswith(CONTROL) or out.to == self.account:
+            return
+        now = self.clock()
+        entry = _Logged(out.ref, out.plaintext, frozenset((out.to,)), now)
+        for eid in envelope_ids:
+            self._pairwise_log[eid] = entry
+        for old in list(self._pairwise_log):
+            if len(self._pairwise_log) <= SEND_LOG_SIZE and now - self._pairwise_log[old].at <= SEND_LOG_AGE:
+                break
+            del self._pairwise_log[old]
+
+    def _pairwise_retry_asked(self, requester: PeerAddress, envelope_id: bytes) -> None:
+        """A retry receipt for the 1:1 message we sent as ``envelope_id``: send it again to the
+        requester's account, now over the session its receipt began (the active one: Sesame)."""
+        entry = self._pairwise_log.get(envelope_id)
+        now = self.clock()
+        if entry is None or requester.account not in entry.accounts or now - entry.at > SEND_LOG_AGE:
+            return
+        count, _last = entry.answered.get(requester, (0, 0.0))
+        if count >= 1:
+            return  # answered once: the receiver asks once per message
+        entry.answered[requester] = (1, now)
+        self.send_text(requester.account, entry.plaintext, entry.ref)
+
+    def _resent(self, sender: PeerAddress, rest: bytes, env: wire.Envelope) -> None:
+        """A group message ``sender`` resent to us over the pairwise session, in answer to our retry
+        receipt: read only if we hold that message unread (anything else is a repeat, or unasked)."""
+        if len(rest) < 24:
+            return
+        key = (rest[:16], int.from_bytes(rest[16:20], "big"), int.from_bytes(rest[20:24], "big"))
+        held = [b for b in self._group_backlog if b.sender == sender and b.key == key]
+        if not held or (sender, key) in self._read_group:
+            return
+        self._group_backlog = [b for b in self._group_backlog if b not in held]
+        self._mark_read(sender, key)
+        self._events.append(Received(sender, rest[24:], env.id, env.timestamp, env.sealed, key[0]))
 
     def _fail(self, out: _Outgoing, code: str, message: str, retry_after_ms: int | None = None) -> None:
         self._events.append(Failed(out.ref, code, message, retry_after_ms))
@@ -830,6 +1250,9 @@ class DeviceAgent:
         """Process one frame from the relay. Returns events (with any from earlier calls that failed);
         follow-up requests go to the outbox."""
         self._handle(frame)
+        due = self.retry_due()
+        if due is not None and due <= self.clock():
+            self.tick()
         self._events.extend(self.device.identities.take_changes())
         events, self._events = self._events, []
         return events
@@ -855,6 +1278,8 @@ class DeviceAgent:
         kind, context = pending
         if isinstance(frame, wire.ErrorFrame):
             self._error(kind, context, frame)
+        elif isinstance(context, _Audit | _Compare):
+            self._key_log_answer(context, frame)
         elif isinstance(frame, wire.Registered):
             self._last_register = None  # nothing left to prove (and ~5 KiB of public keys per phone)
             self._events.append(Registered())
@@ -891,6 +1316,7 @@ class DeviceAgent:
                 return  # a sender key distribution went out
             assert isinstance(context, _Outgoing)
             self._events.append(Accepted(context.ref, context.to, tuple(frame.envelope_ids)))
+            self._log_sent_pairwise(context, tuple(frame.envelope_ids))
             if frame.needs_sync:
                 self._multi_device = True
             self._sync(context)
@@ -901,6 +1327,19 @@ class DeviceAgent:
                 self.receive()
         elif isinstance(frame, wire.ContactsFound):
             self._events.append(ContactsFound(tuple(frame.registered)))
+        elif isinstance(frame, wire.GroupUpdated):
+            self._events.append(GroupUpdated(frame.group, frame.epoch))
+            self.refresh_group(frame.group)  # the list as it now stands: what later changes are shown against
+        elif isinstance(frame, wire.GroupInfo):
+            members = self._group_listed(frame)
+            if isinstance(context, _GroupSend):
+                context.members, context.epoch = members, frame.epoch
+                context.waiting = set(members)
+                self._group_fetch(context)
+        elif isinstance(frame, wire.GroupSent):
+            assert isinstance(context, _GroupSend)
+            to = f"group:{context.group_id.hex()}"
+            self._events.append(Accepted(context.ref, to, tuple(frame.envelope_ids)))
         elif isinstance(frame, wire.Acked) and isinstance(context, tuple):
             self._forget_acked(context)
 
@@ -916,6 +1355,8 @@ class DeviceAgent:
         for _kind, context in self._pending.values():
             if isinstance(context, _Outgoing) and (context.group is not None or _is_handout(context)):
                 self._resend.append(context)
+            elif isinstance(context, _GroupSend):  # a server-side group send: look the list up again
+                self._resend_groups.append(context)
         self._pending.clear()
         self._outbox.clear()
         self.authenticated = False
@@ -938,6 +1379,13 @@ class DeviceAgent:
             self.request_certificate()
         # Sender key handouts first, then group messages: the relay may have taken them before the
         # connection went (a repeat is then dropped by the member devices), or never seen them.
+        # Server-side membership: what changed while this device was away, then the group sends.
+        for group_id in sorted(self.group_lists):
+            self.refresh_group(group_id)
+        groups, self._resend_groups = self._resend_groups, []
+        for gs in groups:
+            gs.attempts = 0
+            self._group_lookup(gs)
         resend, self._resend = self._resend, []
         for out in sorted(resend, key=lambda o: not _is_handout(o)):
             out.attempts = 0
@@ -949,7 +1397,15 @@ class DeviceAgent:
                 self._fetch(out.to, out)
 
     def _error(self, kind: str, context: object, frame: wire.ErrorFrame) -> None:
-        if isinstance(context, _Outgoing):
+        if isinstance(context, _GroupSend):
+            if frame.code == wire.ErrorCode.STALE_GROUP and context.attempts < 3:
+                self._group_lookup(context)  # the members changed: hand out the sender key, send again
+                return
+            self._events.append(Failed(context.ref, frame.code, frame.message, frame.retry_after_ms))
+            return
+        if isinstance(context, _Audit | _Compare):
+            self._key_log_answer(context, frame)
+        elif isinstance(context, _Outgoing):
             if frame.code == wire.ErrorCode.STALE_DEVICES and context.attempts < 3:
                 self._devices.pop(context.to, None)
                 if context.group is not None:  # one account's part of a group message: fetch, then again
@@ -977,16 +1433,13 @@ class DeviceAgent:
         proof = frame.key_log
         if proof is None:
             return KeyLogChecked(account, 0, (), devices, "the relay sent no key-log proof")
-        if self.trust_root is None:
-            return KeyLogChecked(account, 0, (), devices, "no trust root to check the server certificate")
         try:
-            cert = ServerCertificate.decode(proof.server_certificate)
-            cert.verify(self.trust_root)
-        except CertificateError as exc:
-            return KeyLogChecked(account, 0, (), devices, f"server certificate: {exc}")
+            server = self._key_log_key(proof.server_certificate)
+        except _KeyLogRefused as exc:
+            return KeyLogChecked(account, 0, (), devices, str(exc))
         h = proof.head
         head = kt.TreeHead(h.tree_size, h.timestamp, h.root_hash, h.signature)
-        if not head.verify(cert.public_key):
+        if not head.verify(server):
             return KeyLogChecked(
                 account, h.tree_size, (), devices, "the tree head's signature does not verify"
             )
@@ -1000,6 +1453,153 @@ class DeviceAgent:
             good = i is not None and kt.verify_inclusion(leaf, i.leaf_index, h.tree_size, i.path, h.root_hash)
             (logged if good else unlogged).append(b.device)
         return KeyLogChecked(account, h.tree_size, tuple(sorted(logged)), tuple(sorted(unlogged)))
+
+    def _key_log_key(self, certificate: bytes) -> bytes:
+        """The server key that signs the log's heads, from its certificate checked against the trust root."""
+        if self.trust_root is None:
+            raise _KeyLogRefused("no trust root to check the server certificate")
+        try:
+            cert = ServerCertificate.decode(certificate)
+            cert.verify(self.trust_root)
+        except CertificateError as exc:
+            raise _KeyLogRefused(f"server certificate: {exc}") from None
+        self._key_log_server = cert.public_key
+        return cert.public_key
+
+    # --- key transparency over the wire: the self-audit and head comparisons ---------------------
+
+    def audit_key_log(
+        self,
+        expected: Iterable[tuple[int, bytes]],
+        known_devices: Iterable[int] = (),
+        *,
+        head: bytes | kt.TreeHead | None = None,
+    ) -> None:
+        """Audit this account in the relay's key log, over the wire: fetch the signed head
+        (``get_key_log_head``), then every entry up to it (``get_key_log_entries``, page by page), check
+        that they hash to the signed root, and compare this account's entries with ``expected``
+        (device, identity key) — any key logged for a device in ``known_devices`` counts as expected
+        (a device's earlier keys stay in the log). The answer is a ``KeyLogAudited`` event.
+
+        With ``head`` (one gossiped to this device, as ``compare_key_log_head`` takes it), audit the log
+        up to that head instead of the relay's current one: a relay that showed this device a log
+        without an entry others were shown must now either serve that entry or fail to match the head
+        (``reason``). A malformed or unsigned ``head`` raises ``clients.transparency.ProofError``."""
+        audit = _Audit(frozenset(expected), frozenset(known_devices))
+        if head is None:
+            self._request(wire.GetKeyLogHead, context=audit)
+            return
+        audit.head = self._gossiped(head)
+        if audit.head.tree_size == 0:
+            self._audit_done(audit)
+        else:
+            self._request(wire.GetKeyLogEntries, context=audit, start=0, end=audit.head.tree_size - 1)
+
+    def _gossiped(self, gossiped: bytes | kt.TreeHead) -> kt.TreeHead:
+        head = kt.decode_head(gossiped) if isinstance(gossiped, bytes) else gossiped
+        if self._key_log_server is None:
+            raise kt.ProofError(
+                "gossiped tree head: this device has no checked server key to verify it with yet"
+            )
+        if not head.verify(self._key_log_server):
+            raise kt.ProofError(
+                "gossiped tree head: its signature does not verify under the relay's server key"
+            )
+        return head
+
+    def compare_key_log_head(self, gossiped: bytes | kt.TreeHead) -> None:
+        """A signed head another party holds (the witness's, as ``clients.transparency.encode_head``
+        bytes): compare it with the latest this device was shown, asking the relay for the consistency
+        proof between the two (``get_key_log_consistency``; for two heads of one size the roots must match).
+        The answer is a ``KeyLogCompared`` event. A malformed head, or one the relay's server key did not
+        sign, raises ``clients.transparency.ProofError``; with no head of its own yet, nothing happens."""
+        theirs = self._gossiped(gossiped)
+        if not self.key_log_heads:
+            return
+        ours = max(self.key_log_heads, key=lambda h: h.tree_size)
+        small, large = sorted((ours.tree_size, theirs.tree_size))
+        self._request(wire.GetKeyLogConsistency, context=_Compare(ours, theirs), first=small, second=large)
+
+    def _key_log_answer(self, context: _Audit | _Compare, frame: wire.Response) -> None:
+        if isinstance(context, _Compare):
+            self._events.append(self._compared(context, frame))
+            return
+        try:
+            self._audit_step(context, frame)
+        except _KeyLogRefused as exc:
+            size = 0 if context.head is None else context.head.tree_size
+            self._events.append(KeyLogAudited(self.account, size, reason=str(exc), head=context.head))
+
+    def _compared(self, c: _Compare, frame: wire.Response) -> KeyLogCompared:
+        small, large = sorted((c.ours.tree_size, c.theirs.tree_size))
+        if small == large and c.ours.root_hash != c.theirs.root_hash:
+            return KeyLogCompared(
+                c.ours, c.theirs, False, f"two signed heads of size {small} with different roots"
+            )
+        if isinstance(frame, wire.ErrorFrame):
+            why = f"the relay gave no consistency proof from size {small} to {large}: {frame.code}: {frame.message}"
+            return KeyLogCompared(c.ours, c.theirs, False, why)
+        if not isinstance(frame, wire.KeyLogConsistency) or (frame.first, frame.second) != (small, large):
+            return KeyLogCompared(
+                c.ours, c.theirs, False, f"the relay answered another question than {small} → {large}"
+            )
+        try:
+            good = kt.check_consistency(c.ours, c.theirs, frame.proof)
+        except kt.ProofError as exc:
+            return KeyLogCompared(c.ours, c.theirs, False, f"a malformed consistency proof: {exc}")
+        if good:
+            return KeyLogCompared(c.ours, c.theirs, True)
+        why_not = f"the relay's consistency proof from size {small} to {large} does not join the heads"
+        return KeyLogCompared(c.ours, c.theirs, False, why_not)
+
+    def _audit_step(self, audit: _Audit, frame: wire.Response) -> None:
+        if isinstance(frame, wire.ErrorFrame):
+            raise _KeyLogRefused(f"the relay refused: {frame.code}: {frame.message}")
+        if isinstance(frame, wire.KeyLogHeadResponse):
+            server = self._key_log_key(frame.server_certificate)
+            h = frame.head
+            head = kt.TreeHead(h.tree_size, h.timestamp, h.root_hash, h.signature)
+            if not head.verify(server):
+                raise _KeyLogRefused("the tree head's signature does not verify")
+            self.key_log_heads.append(head)
+            audit.head = head
+        elif isinstance(frame, wire.KeyLogEntries) and audit.head is not None:
+            have = len(audit.leaves)
+            if frame.start != have or not frame.entries:
+                raise _KeyLogRefused(
+                    f"key log entries: asked from index {have}, got {len(frame.entries)} from index {frame.start}"
+                )
+            if have + len(frame.entries) > audit.head.tree_size:
+                raise _KeyLogRefused(
+                    f"key log entries: {have + len(frame.entries)} entries for a head of {audit.head.tree_size}"
+                )
+            for i, leaf in enumerate(frame.entries):
+                try:
+                    wire.kt_leaf_decode(leaf)
+                except ValueError as exc:
+                    raise _KeyLogRefused(f"key log entry {have + i}: {exc}") from None
+            audit.leaves.extend(frame.entries)
+        else:
+            raise _KeyLogRefused(f"the relay answered {frame.kind!r} to a key log request")
+        head = audit.head
+        assert head is not None
+        if len(audit.leaves) < head.tree_size:
+            self._request(
+                wire.GetKeyLogEntries, context=audit, start=len(audit.leaves), end=head.tree_size - 1
+            )
+            return
+        self._audit_done(audit)
+
+    def _audit_done(self, audit: _Audit) -> None:
+        head = audit.head
+        assert head is not None and self._key_log_server is not None
+        found = kt.audit(
+            self.account, set(audit.expected), audit.leaves, head, self._key_log_server, audit.known
+        )
+        reason = None if found.log_matches_head else "the entries do not hash to the signed head's root"
+        self._events.append(
+            KeyLogAudited(self.account, head.tree_size, found.unexpected, found.missing, reason, head)
+        )
 
     def _bundles(self, account: str, frame: wire.Bundle) -> None:
         waiting = self._waiting_bundle.pop(account, [])
@@ -1078,9 +1678,8 @@ class DeviceAgent:
         elif self.identity_model == "signed-devices" and peer.device != 1:
             primary = next((b.identity_key for b in frame.devices if b.device == 1), None)
             primary = ids.pinned(PeerAddress(peer.account, 1)) or primary
-            signature = (
-                None if self.device_signature is None else self.device_signature(peer.account, peer.device)
-            )
+            # the signature the relay served with the device's keys (the account's signed device list)
+            signature = next((b.device_signature for b in frame.devices if b.device == peer.device), None)
             if primary is None or signature is None:
                 return False
             return spec.xeddsa_verify(primary, DEVICE_LIST_PREFIX + key, signature)
@@ -1093,6 +1692,7 @@ class DeviceAgent:
             if env.id in self._seen:
                 continue  # at-least-once delivery: already processed
             self._seen.add(env.id)
+            sessionless: PeerAddress | None = None  # a 1:1 message from a peer we hold no session with
             try:
                 if self.content_key is not None and env.body[:1] == CUSTODY_TAG:
                     # (bodies sent before a switch to a content key still go to the ratchet below)
@@ -1110,9 +1710,13 @@ class DeviceAgent:
                 else:
                     assert env.source_account is not None and env.source_device is not None
                     sender = PeerAddress(env.source_account, env.source_device)
+                    if not self.device.has_session(sender):
+                        sessionless = sender
                     plaintext = self.device.decrypt(sender, env.body)
                 plaintext = unpad(plaintext, self.padding)
             except DecryptionError:
+                if sessionless is not None:
+                    self._ask_pairwise_resend(sessionless, env.id)
                 self._events.append(Undecryptable(env.id, env.sealed))
                 continue
             if plaintext.startswith(CONTROL + _MAILBOX):
@@ -1121,6 +1725,10 @@ class DeviceAgent:
                 code, rest = plaintext[2:3], plaintext[3:]
                 if code == _SENDER_KEY:
                     self._sender_key_arrived(sender, rest)
+                elif code == _RETRY:
+                    self._retry_asked(sender, rest)
+                elif code == _RESEND:
+                    self._resent(sender, rest, env)
                 elif code == _SYNC and sender.account == self.account and len(rest) >= 1:
                     n = rest[0]
                     self._events.append(

@@ -61,7 +61,9 @@ __all__ = [
     "GroupKeys",
     "SenderKeyDistribution",
     "SenderKeyState",
+    "open_group_state",
     "parse_sender_key_message",
+    "seal_group_state",
     "sender_chain_step",
     "sender_message_key",
 ]
@@ -279,6 +281,17 @@ class GroupKeys:
         group_id, chain_id, _iteration = parse_sender_key_message(data)
         return any(s.chain_id == chain_id for s in self.received.get((group_id, sender), ()))
 
+    def signed(self, sender: PeerAddress, data: bytes) -> bool:
+        """Whether ``data`` carries a valid signature by a sender key we hold from ``sender`` (with the
+        chain id it names): a message ``sender`` did write, even if we cannot read it (one sent before
+        the iteration our copy of the key starts at). Bad input → DecryptionError."""
+        group_id, chain_id, _iteration = parse_sender_key_message(data)
+        signed, signature = data[:-SIGNATURE_LEN], data[-SIGNATURE_LEN:]
+        return any(
+            s.chain_id == chain_id and _p.ed25519_verify(s.signing_public, signed, signature)
+            for s in self.received.get((group_id, sender), ())
+        )
+
     def decrypt(self, sender: PeerAddress, data: bytes) -> tuple[bytes, bytes]:
         """(group id, plaintext) of ``sender``'s ``SenderKeyMessage``. Any failure: ``DecryptionError``,
         with nothing changed."""
@@ -335,6 +348,53 @@ def _message_seed(state: SenderKeyState, iteration: int) -> bytes:
     seed, state.chain_key = sender_chain_step(ck)
     state.iteration += 1
     return seed
+
+
+# --- encrypted group state (Signal's groups v2) ------------------------------------------------
+#
+# Signal's clients keep a group's state (title, members, access rules) on the server encrypted
+# under keys derived from a group master key that only members hold (Chase, Perrin and Zaverucha,
+# "The Signal Private Group System", CCS 2020; zkgroup's GroupSecretParams, which derives the
+# blob key from the master key and encrypts with AES-256-GCM-SIV). Here: the blob key is
+# HKDF-SHA256(master key, info "relaysim group state"), 64 bytes, and the state is AES-SIV (RFC
+# 5297, also misuse-resistant) over the member list, with the group id and version as associated
+# data: the server stores the blob and cannot say who is in the group. The layout is ours:
+#
+#     plaintext = version (8) ‖ for each member: length (1) ‖ account (UTF-8), in sorted order
+
+_STATE_INFO = b"relaysim group state"
+
+
+def _state_key(master_key: bytes) -> bytes:
+    if len(master_key) != 32:
+        raise UsageError(f"a group master key is 32 bytes, not {len(master_key)}")
+    return _p.hkdf_sha256(master_key, b"", _STATE_INFO, 64)
+
+
+def seal_group_state(master_key: bytes, group_id: bytes, version: int, members: Iterable[str]) -> bytes:
+    """The group's member list, encrypted for the server to hold (it cannot open it)."""
+    _check_group_id(group_id)
+    body = version.to_bytes(8, "big")
+    for m in sorted(set(members)):
+        raw = m.encode()
+        if not 0 < len(raw) < 256:
+            raise UsageError(f"a member's account is 1 to 255 bytes, not {len(raw)}: {m!r}")
+        body += bytes((len(raw),)) + raw
+    return _p.siv_encrypt(_state_key(master_key), body, group_id + version.to_bytes(8, "big"))
+
+
+def open_group_state(master_key: bytes, group_id: bytes, version: int, blob: bytes) -> tuple[str, ...]:
+    """The members a sealed state lists; ``DecryptionError`` for a wrong key, group or version."""
+    try:
+        body = _p.siv_decrypt(_state_key(master_key), blob, group_id + version.to_bytes(8, "big"))
+    except Exception:
+        raise DecryptionError() from None
+    members, i = [], 8
+    while i < len(body):
+        n = body[i]
+        members.append(body[i + 1 : i + 1 + n].decode())
+        i += 1 + n
+    return tuple(members)
 
 
 def _check_group_id(group_id: bytes) -> None:

@@ -13,6 +13,14 @@ signs its tree heads (``relay/transparency.py``). A device
   size with different roots, or two heads no valid consistency proof (RFC 9162 §2.1.4.2) joins,
   are proof, signed by the relay's own key, that it showed different logs to different people.
 
+Over the wire (``relay.wire``'s ``get_key_log_head``, ``get_key_log_entries`` and
+``get_key_log_consistency``, RFC 9162 §5.2–§5.4) a device fetches the head and the entries for its
+audit and the consistency proofs that join heads (``clients.agent.DeviceAgent.audit_key_log`` and
+``compare_key_log_head``); the witness asks for the proofs it needs (``Witness.wanted``,
+``Witness.proof_received``); heads travel between phones and the witness as ``encode_head`` bytes.
+A proof that is malformed for the sizes it claims to join raises ``ProofError`` naming what is wrong
+(``check_consistency``), apart from one that is well formed and does not join them.
+
 Only ``hashlib`` and the Ed25519 check of ``clients._primitives``; nothing from ``relay`` but the
 two encodings in ``relay.wire`` both sides share.
 """
@@ -23,15 +31,22 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import msgpack
+
 from relaysim.clients._primitives import ed25519_verify
 from relaysim.relay import wire
 
 __all__ = [
     "AuditResult",
     "Fork",
+    "ProofError",
     "TreeHead",
     "Witness",
     "audit",
+    "check_consistency",
+    "consistency_proof_size",
+    "decode_head",
+    "encode_head",
     "root_of",
     "verify_consistency",
     "verify_inclusion",
@@ -126,6 +141,45 @@ def verify_consistency(
     return fr == first_root and sr == second_root and sn == 0  # step 7
 
 
+class ProofError(ValueError):
+    """A proof (or a head, or an entry) from the relay or a peer that is malformed: the message says
+    which proof, what was expected and what came."""
+
+
+def consistency_proof_size(first: int, second: int) -> int:
+    """How many hashes PROOF(first, D[second]) of RFC 9162 §2.1.4.1 has (0 when first is 0 or second)."""
+    if not 0 <= first <= second:
+        raise ProofError(f"consistency proof: sizes {first} → {second}: the first must be 0 ≤ first ≤ second")
+    if first in (0, second):
+        return 0
+    size, m, n, whole = 0, first, second, True
+    while m != n:  # SUBPROOF(m, D[n], b), one level per round
+        k = 1 << ((n - 1).bit_length() - 1)
+        size += 1
+        if m <= k:
+            n = k
+        else:
+            m, n, whole = m - k, n - k, False
+    return size + (0 if whole else 1)
+
+
+def check_consistency(first: TreeHead, second: TreeHead, proof: Sequence[bytes]) -> bool:
+    """RFC 9162 §2.1.4.2 between two heads (in either order): True if the smaller tree is a prefix of the
+    larger one. A proof that cannot be one for these sizes (a hash that is not 32 bytes, the wrong
+    number of hashes) raises ``ProofError`` saying so; a well-formed one that does not join the two
+    roots returns False."""
+    small, large = (first, second) if first.tree_size <= second.tree_size else (second, first)
+    what = f"consistency proof from tree size {small.tree_size} to {large.tree_size}"
+    for i, p in enumerate(proof):
+        if not isinstance(p, bytes) or len(p) != 32:
+            got = f"{len(p)} bytes" if isinstance(p, bytes) else type(p).__name__
+            raise ProofError(f"{what}: hash [{i}] must be 32 bytes (SHA-256), got {got}")
+    want = consistency_proof_size(small.tree_size, large.tree_size)
+    if len(proof) != want:
+        raise ProofError(f"{what}: expected {want} hashes, got {len(proof)}")
+    return verify_consistency(small.tree_size, large.tree_size, small.root_hash, large.root_hash, proof)
+
+
 @dataclass(frozen=True, slots=True)
 class TreeHead:
     """A signed tree head as a device received it (the relay's ``SignedTreeHead``, field for field)."""
@@ -141,6 +195,33 @@ class TreeHead:
         except ValueError:
             return False
         return ed25519_verify(server_public, body, self.signature)
+
+
+def encode_head(head: TreeHead) -> bytes:
+    """A signed head as it is gossiped between phones and the witness: msgpack [size, time, root, sig]."""
+    return msgpack.packb([head.tree_size, head.timestamp, head.root_hash, head.signature], use_bin_type=True)
+
+
+def decode_head(data: bytes) -> TreeHead:
+    """A gossiped head (``encode_head``); ``ProofError`` naming the field that is wrong. Unverified: check
+    ``TreeHead.verify`` against the server key."""
+    try:
+        obj = msgpack.unpackb(data, raw=False)
+    except Exception:  # msgpack raises several unrelated types on garbage
+        raise ProofError("gossiped tree head: not valid msgpack") from None
+    if not isinstance(obj, list) or len(obj) != 4:
+        raise ProofError("gossiped tree head: expected [tree_size, timestamp, root_hash, signature]")
+    size, stamp, root, signature = obj
+    for name, value in (("tree_size", size), ("timestamp", stamp)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**64:
+            raise ProofError(
+                f"gossiped tree head: {name} must be an integer from 0 to 2**64 - 1, got {value!r}"
+            )
+    for name, value, n in (("root_hash", root, 32), ("signature", signature, 64)):
+        if not isinstance(value, bytes) or len(value) != n:
+            got = f"{len(value)} bytes" if isinstance(value, bytes) else type(value).__name__
+            raise ProofError(f"gossiped tree head: {name} must be {n} bytes, got {got}")
+    return TreeHead(size, stamp, root, signature)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,11 +240,13 @@ def audit(
     leaves: Sequence[bytes],
     head: TreeHead,
     server_public: bytes,
+    known_devices: frozenset[int] = frozenset(),
 ) -> AuditResult:
     """Read the log up to ``head`` and compare ``account``'s entries with the devices it should have.
 
     ``expected`` is every (device, identity key) the account's owner put there. A key that was
-    replaced stays in the log (it is append-only), so it belongs in ``expected`` too.
+    replaced stays in the log (it is append-only), so it belongs in ``expected`` too; or name the
+    device in ``known_devices``, and any key the log holds for it is taken as one of its own.
     """
     matches = (
         head.verify(server_public) and len(leaves) == head.tree_size and root_of(leaves) == head.root_hash
@@ -173,6 +256,7 @@ def audit(
         name, device, key = wire.kt_leaf_decode(leaf)
         if name == account:
             seen.add((device, key))
+    expected = expected | {(d, k) for d, k in seen if d in known_devices}
     unexpected = tuple(sorted(seen - expected))
     missing = tuple(sorted(expected - seen))
     return AuditResult(matches and not unexpected and not missing, matches, unexpected, missing)
@@ -198,6 +282,12 @@ class Witness:
     Gossip, in the simulation one witness all devices report to (as the witness cosigners of
     transparency logs or CONIKS's auditors). A fork is two validly signed heads of the same size
     with different roots, or of different sizes that no consistency proof joins.
+
+    Sans-IO: with ``prove`` (a function that answers at once) the witness checks each new pair of
+    sizes as it sees it; without, ``wanted`` lists the (first, second) sizes whose consistency proofs
+    it needs from the relay (``relay.wire.GetKeyLogConsistency``, each asked once), and
+    ``proof_received`` checks every pair of heads of those sizes against the answer. ``latest`` is
+    the largest head it holds, what it gossips back to the phones.
     """
 
     def __init__(self, server_public: bytes, prove: ConsistencyOracle | None = None) -> None:
@@ -206,6 +296,9 @@ class Witness:
         self.heads: list[tuple[str, TreeHead]] = []
         self.forks: list[Fork] = []
         self.bad_signatures: list[tuple[str, TreeHead]] = []
+        self._unproven: dict[tuple[int, int], list[tuple[tuple[str, TreeHead], tuple[str, TreeHead]]]] = {}
+        self._asked: set[tuple[int, int]] = set()
+        self._proven: dict[tuple[int, int], Sequence[bytes]] = {}
 
     def observe(self, who: str, head: TreeHead) -> list[Fork]:
         """Record ``head`` as seen by ``who``; the forks it reveals against every earlier head."""
@@ -216,12 +309,75 @@ class Witness:
         for other_who, other in self.heads:
             if other == head:
                 continue
+            if self.prove is None and other.tree_size != head.tree_size:
+                lo, hi = sorted((other.tree_size, head.tree_size))
+                pair = ((other_who, other), (who, head))
+                if (lo, hi) in self._proven:
+                    found.extend(self._check((lo, hi), pair, self._proven[lo, hi]))
+                else:
+                    self._unproven.setdefault((lo, hi), []).append(pair)
+                continue
             why = _disagreement(other, head, self.prove)
             if why is not None:
                 found.append(Fork(other, head, (other_who, who), why))
         self.heads.append((who, head))
         self.forks.extend(found)
         return found
+
+    def latest(self) -> TreeHead | None:
+        """The largest head seen (the first of that size), or None."""
+        best: TreeHead | None = None
+        for _who, head in self.heads:
+            if best is None or head.tree_size > best.tree_size:
+                best = head
+        return best
+
+    def wanted(self) -> list[tuple[int, int]]:
+        """The (first, second) tree sizes whose consistency proof the witness needs and has not asked for
+        yet; from now on counted as asked."""
+        out = sorted(k for k in self._unproven if k not in self._asked)
+        self._asked.update(out)
+        return out
+
+    def proof_received(
+        self, first: int, second: int, proof: Sequence[bytes] | None, why: str = ""
+    ) -> list[Fork]:
+        """The relay's answer to ``wanted`` (first, second): the proof, or None with ``why`` it refused.
+        Returns the forks it reveals: every pair of heads of those sizes it does not join."""
+        sizes = (first, second)
+        if proof is not None:
+            self._proven[sizes] = proof
+        found: list[Fork] = []
+        for pair in self._unproven.pop(sizes, []):
+            if proof is None:
+                (wa, a), (wb, b) = pair
+                found.append(
+                    Fork(
+                        a,
+                        b,
+                        (wa, wb),
+                        f"the relay gave no consistency proof from size {first} to {second}: {why}",
+                    )
+                )
+            else:
+                found.extend(self._check(sizes, pair, proof))
+        self.forks.extend(found)
+        return found
+
+    def _check(
+        self,
+        sizes: tuple[int, int],
+        pair: tuple[tuple[str, TreeHead], tuple[str, TreeHead]],
+        proof: Sequence[bytes],
+    ) -> list[Fork]:
+        (wa, a), (wb, b) = pair
+        try:
+            good = check_consistency(a, b, proof)
+        except ProofError as exc:
+            return [Fork(a, b, (wa, wb), f"a malformed consistency proof: {exc}")]
+        if good:
+            return []
+        return [Fork(a, b, (wa, wb), f"no valid consistency proof from size {sizes[0]} to {sizes[1]}")]
 
 
 def _disagreement(a: TreeHead, b: TreeHead, prove: ConsistencyOracle | None) -> str | None:

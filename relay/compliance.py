@@ -37,6 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from relaysim.relay.content import read_content
 from relaysim.relay.core import Tap
 from relaysim.relay.custody import ContentKey, route_ad
 from relaysim.relay.legal import (
@@ -53,7 +54,7 @@ from relaysim.relay.legal import (
 from relaysim.relay.legal import in_order as _in_order
 from relaysim.relay.metadata import MetadataRecord, RecordKind
 from relaysim.relay.profiles import PROFILES, Profile
-from relaysim.relay.store import Store
+from relaysim.relay.store import DeviceFacts, Store
 
 __all__ = ["ComplianceDesk", "Disclosure", "LegalProcess", "in_order"]
 
@@ -283,7 +284,10 @@ def _row_text(category: str, row: Mapping[str, Any], fmt: Any) -> str:
         to = row["to"] + (f"/{row['to_device']}" if row.get("to_device") is not None else "")
         route = f"{row.get('from') or '(sealed sender)'} → {to}, {t('time')}"
         if category == "content":
-            return f"{route}: “{row['text']}”"
+            kind = row.get("kind", "message")
+            if "text" not in row:
+                return f"{route}: ({kind}, no words)"
+            return f"{route}: “{row['text']}”" + ("" if kind == "message" else f" ({kind})")
         return f"{route}: {row['bytes']} bytes, beginning {row['ciphertext_head'][:16]}…"
     if category == "realtime_routing":
         sender = f"{row['account']}/{row.get('device', '?')}" if "account" in row else "(sealed sender)"
@@ -299,6 +303,14 @@ def _row_text(category: str, row: Mapping[str, Any], fmt: Any) -> str:
         return text
     if category == "message_log":
         return f"{t('time')} {row.get('account') or '(sender unknown)'} → {row.get('recipient_account', '?')}"
+    if category == "group_membership":
+        text = (
+            f"group {row['group'][:12]}…: members {', '.join(row['members'])}; admins "
+            f"{', '.join(row['admins']) or 'none'}; the target added {t('added')} by {row['added_by']}"
+        )
+        if row["provider_added"]:
+            text += f"; added by the provider, not by an admin: {', '.join(row['provider_added'])}"
+        return text
     if category == "lookup_log":
         where = f", from {row['host']}" if "host" in row else ""
         return f"{t('time')} {row.get('account', '?')} looked up {row.get('recipient_account', '?')}'s keys{where}"
@@ -387,6 +399,7 @@ class ComplianceDesk:
         policy hands over something of what the order asks (else it collects nothing)."""
         return (
             self._can_collect(instrument)
+            and not instrument.builds  # a capability notice builds; it collects nothing itself
             and self.profile.response_to(instrument) == "complied"
             and bool(self._discloses(instrument) & instrument.asks)
         )
@@ -407,6 +420,8 @@ class ComplianceDesk:
                 f"Served with a non-disclosure order ({process.nondisclosure}): {self.profile.title} may not "
                 "tell the subscriber about this order until a court lifts it."
             )
+        if instrument.note:
+            d.notes.append(f"{instrument.note}.")
         if process.target is not None and not self.store.devices(process.target):
             # An answer, not an error: the number has no account with this provider.
             d.no_such_account = True
@@ -440,6 +455,17 @@ class ComplianceDesk:
                     "handed over."
                 )
                 d.response = "withdrawn"
+            return d
+        if instrument.builds:
+            # A capability notice: per category, what the provider would have to build (no
+            # capability: this notice compels it), what no notice can build (no key the provider
+            # holds opens it), and what it can collect already (nothing to build; nothing handed over).
+            for category in in_order(instrument.asks):
+                missing = self._missing(category, process)
+                if missing is not None and missing[0] in ("cryptographically_impossible", "no_capability"):
+                    d.refuse(category, *missing)
+                else:
+                    d.refuse(category, "withheld_by_policy", self._withheld_reason(category, process))
             return d
         if process.forward and process.name not in self._begun:
             # Served after the fact (e.g. on a finished run's store): a forward-looking order
@@ -479,13 +505,15 @@ class ComplianceDesk:
             self._bodies("content", process, d)
         elif "content" in d.withheld and self.keys:
             # Only policy protects the words: the provider's own keys open them.
-            self._bodies("content", process, d)
+            rows = self._bodies("content", process, d)
             opened = sum(1 for x in d.decryption if x["opened"])
+            texts = sum(1 for r in rows if r["kind"] == "message")
             reason, why = d.reasons["content"]
             d.refuse(
                 "content",
                 reason,
-                f"{why}; the provider's own key opens {opened} of the {len(d.decryption)} held message(s): "
+                f"{why}; the provider's own key opens {opened} of the {len(d.decryption)} held envelope(s) "
+                f"({texts} of them messages, the rest receipts and other control content): "
                 "only its policy keeps them back",
             )
         if process.forward and not self._can_collect(instrument):
@@ -502,6 +530,12 @@ class ComplianceDesk:
     def _withheld_reason(self, category: str, process: LegalProcess) -> str:
         pr = self.profile
         instrument = process.instrument
+        if instrument.builds:
+            return (
+                f"{pr.title} can already collect it, so there is nothing to build; a {instrument.name} "
+                "compels building a capability and hands nothing over by itself (what the relay collects is "
+                "reached by an interception warrant)"
+            )
         if process.forward and not self._collects(instrument):
             note = pr.notes.get("realtime_routing")
             return (
@@ -556,6 +590,22 @@ class ComplianceDesk:
             )
         if category == "blocked_users":
             return kept(pr.keep_blocks, note or "blocks are enforced but never written down")
+        if category == "group_membership":
+            if pr.group_fanout == "server":
+                return None  # the relay fans group messages out from the member lists it holds
+            if pr.group_state_encrypted:
+                held = len(self.store.group_states())
+                return (
+                    "cryptographically_impossible",
+                    f"{pr.title}'s clients keep each group's state, its members, encrypted under a key only the "
+                    f"members hold; the relay holds {held} such encrypted group state(s), no key that opens "
+                    "them and no member list in the clear",
+                )
+            return kept(
+                False,
+                note
+                or f"{never}: its clients fan group messages out themselves, and the relay keeps no member list",
+            )
         if category == "message_log":
             ok = pr.holds_records(RecordKind.SEND, "account", "recipient_account", "time")
             return kept(ok, note or f"{never}: the relay keeps no record of who messaged whom")
@@ -569,31 +619,54 @@ class ComplianceDesk:
         if category == "ciphertext":
             return self._bodies_missing(process)
         if category == "content":
+            limit = JURISDICTIONS[process.instrument.jurisdiction].protection_limit
+            limit = f"; {limit}" if limit else ""
             if pr.custody == "devices":
                 return (
                     "cryptographically_impossible",
                     "the content is end-to-end encrypted and the keys exist only on the devices"
-                    + (f" ({note})" if note else ""),
+                    + (f" ({note})" if note else "")
+                    + limit,
                 )
             if pr.custody == "enterprise":
                 return (
                     "cryptographically_impossible",
-                    note or "the keys are held by the enterprise's own server, not by this provider",
+                    (note or "the keys are held by the enterprise's own server, not by this provider")
+                    + limit,
                 )
             if process.forward and not self._can_collect(process.instrument):
                 return ("no_capability", self._no_tap_reason(process))
             return self._bodies_missing(process)
         raise AssertionError(category)
 
+    def _facts(self, facts: DeviceFacts | None) -> dict[str, str]:
+        """A device's registered facts, as device info shows them: what the profile keeps and the
+        device sent (the push token as hex: it is opaque bytes)."""
+        if facts is None:
+            return {}
+        out = {}
+        for name in sorted(self.profile.device_facts):
+            value = getattr(facts, name)
+            if value is not None:
+                out[name] = value.hex() if isinstance(value, bytes) else value
+        return out
+
     def _no_tap_reason(self, process: LegalProcess) -> str:
         pr = self.profile
         instrument = process.instrument
         why = pr.notes.get("realtime_routing")
         compel = JURISDICTIONS[instrument.jurisdiction].compels_capability
+        if instrument.builds:
+            compel = (
+                f"this notice compels building one ({instrument.statute}); nothing is collected until it "
+                "is built"
+            )
+        else:
+            compel = f"to compel one: {compel}"
         return (
             f"a {pr.title} relay has no way to collect in real time under a {instrument.name}"
             + (f" ({why})" if why else "")
-            + f"; to compel one: {compel}"
+            + f"; {compel}"
         )
 
     def _bodies_missing(self, process: LegalProcess) -> tuple[Reason, str] | None:
@@ -650,9 +723,11 @@ class ComplianceDesk:
                 else []
             )
         if category == "device_info":
+            facts = s.device_facts(target) if target and pr.device_facts else {}
             return [
                 {"device": x.device, "registered": self._created(x.registered_at)}
                 | ({"public_key": x.identity_key.hex()} if pr.public_keys else {})
+                | self._facts(facts.get(x.device))
                 for x in (s.devices(target) if target else [])
             ]
         if category == "last_seen":
@@ -686,6 +761,22 @@ class ComplianceDesk:
             return [{"account": c} for c in s.reverse_contacts(target)] if target else []
         if category == "blocked_users":
             return [{"blocked": b, "time": t} for b, t in s.blocks_of(target)] if target else []
+        if category == "group_membership":
+            groups: list[dict[str, Any]] = []
+            for group in s.groups_of(target) if target else []:
+                members = s.group_members(group)
+                (me,) = [m for m in members if m.account == target]
+                groups.append(
+                    {
+                        "group": group.hex(),
+                        "members": [m.account for m in members],
+                        "admins": [m.account for m in members if m.admin],
+                        "added": me.added_at,
+                        "added_by": me.added_by or "the provider itself",
+                        "provider_added": [m.account for m in members if m.added_by is None],
+                    }
+                )
+            return groups
         if category == "message_log":
             return [
                 _record(r, "time", "account", "recipient_account")
@@ -792,15 +883,18 @@ class ComplianceDesk:
                     break
             d.decryption.append({"to": f.recipient, "time": f.time, "opened": opened is not None})
             if opened is not None:
-                rows.append(
-                    {
-                        "from": f.sender,
-                        "to": f.recipient,
-                        "to_device": f.device,
-                        "time": f.time,
-                        "text": self._unpadded(opened).decode("utf-8", "replace"),
-                    }
-                )
+                # The provider wrote the clients: it tells a text from a receipt (relay.content).
+                kind, words = read_content(self._unpadded(opened))
+                row: dict[str, Any] = {
+                    "from": f.sender,
+                    "to": f.recipient,
+                    "to_device": f.device,
+                    "time": f.time,
+                    "kind": kind,
+                }
+                if words is not None:
+                    row["text"] = words.decode("utf-8", "replace")
+                rows.append(row)
         d.content_keys = len(self.keys)
         return rows
 

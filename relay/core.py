@@ -27,7 +27,15 @@ Authorization rules, all here:
 - an authenticated send must name exactly the recipient's current devices (Signal-Server's
   409 "mismatched devices" and 410 "stale devices", here one ``stale_devices`` error);
 - contact discovery, block and unblock need an authenticated connection; an account cannot
-  block itself.
+  block itself;
+- groups with server-side membership (WhatsApp): anyone authenticated creates one and is its first
+  admin; only admins add, remove or promote members, and any member may leave; only members read
+  the list or send to the group, and a non-member is told the group does not exist; a group send
+  names the membership epoch it was encrypted for and is refused (``stale_group``) if the group
+  changed since. The relay queues the same body for every device of every member but the
+  sender's device, and records one send per recipient device, as for any send;
+- encrypted group state (Signal's groups v2): an opaque blob per group id, versioned, stored
+  without authentication and without any account: the relay cannot say who is in the group.
 
 What legal process served on the provider can make the relay do, beyond what its retention
 policy keeps (all off by default):
@@ -45,6 +53,9 @@ policy keeps (all off by default):
 - ``keep_contacts`` / ``keep_blocks``: uploaded address books and blocks are written to the
   store (WhatsApp keeps both); without, discovery answers and forgets and blocks live in memory
   only (Signal keeps neither).
+- ``keep_device_facts``: which of a registration's optional facts about the device (its push
+  token, device type, app version) are written to the store (Threema keeps the push token; Wickr
+  the device type and app version); the rest are dropped as the register is answered.
 """
 
 from __future__ import annotations
@@ -57,7 +68,7 @@ import time
 import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, NoReturn, TypeAlias
 
 from relaysim.relay.certificates import ServerCertificate
 from relaysim.relay.identity import ServerIdentity, XEdDSAPublicKey
@@ -69,12 +80,20 @@ from relaysim.relay.metadata import (
     RecordKind,
     RetentionPolicy,
 )
-from relaysim.relay.store import DeviceRecord, Store, StoredEnvelope
+from relaysim.relay.store import (
+    DEVICE_FACTS,
+    DeviceFacts,
+    DeviceRecord,
+    GroupMemberRecord,
+    Store,
+    StoredEnvelope,
+)
 from relaysim.relay.transparency import MerkleLog, SignedTreeHead, TreeHeadSigner
 from relaysim.relay.wire import (
     DEFAULT_MAX_FRAME_SIZE,
     ENVELOPE_ID_SIZE,
     MAX_ACCOUNT_LEN,
+    MAX_KEY_LOG_ENTRIES,
     NONCE_SIZE,
     REQUEST_KINDS,
     TOKEN_SIZE,
@@ -87,7 +106,9 @@ from relaysim.relay.wire import (
     Blocked,
     Bundle,
     Challenge,
+    ChangeGroup,
     ContactsFound,
+    CreateGroup,
     Deliver,
     DeviceBundle,
     DiscoverContacts,
@@ -95,15 +116,31 @@ from relaysim.relay.wire import (
     ErrorCode,
     ErrorFrame,
     FetchBundle,
+    GetGroup,
+    GetGroupState,
+    GetKeyLogConsistency,
+    GetKeyLogEntries,
+    GetKeyLogHead,
     GetSenderCertificate,
+    GroupInfo,
+    GroupMember,
+    GroupSend,
+    GroupSent,
+    GroupState,
+    GroupStateStored,
+    GroupUpdated,
     KemPrekey,
     KeyInclusion,
+    KeyLogConsistency,
+    KeyLogEntries,
     KeyLogHead,
+    KeyLogHeadResponse,
     KeyLogProof,
     OutgoingEnvelope,
     Ping,
     Pong,
     PrekeysUploaded,
+    PutGroupState,
     Receive,
     Register,
     Registered,
@@ -322,6 +359,7 @@ class RelayCore:
         keep_delivered: bool = False,
         keep_contacts: bool = False,
         keep_blocks: bool = False,
+        keep_device_facts: Iterable[str] = (),
         limits: Limits = DEFAULT_LIMITS,
         registration_pow: int = 0,
         registration_token: bytes | None = None,
@@ -362,6 +400,12 @@ class RelayCore:
         self.keep_delivered = keep_delivered
         self.keep_contacts = keep_contacts
         self.keep_blocks = keep_blocks
+        self.keep_device_facts = frozenset(keep_device_facts)
+        if not self.keep_device_facts <= DEVICE_FACTS:
+            unknown = ", ".join(sorted(self.keep_device_facts - DEVICE_FACTS))
+            raise ValueError(
+                f"keep_device_facts: unknown fact(s) {unknown}; known: {', '.join(sorted(DEVICE_FACTS))}"
+            )
         # Orders in effect are in the store too, and come back from it when the relay restarts.
         self._taps: dict[str, Tap] = {t[0]: Tap(*t) for t in store.taps()}
         self._preserved: dict[str, tuple[float, ...]] = {}  # account → when each request was served
@@ -381,6 +425,10 @@ class RelayCore:
         self._key_log_index = {leaf: i for i, leaf in enumerate(self.key_log.leaves())}
         self._tree_head_signer = TreeHeadSigner(self.identity.server_private)
         self._tree_heads: dict[int, SignedTreeHead] = {}
+        # Split views (split_key_log): per account, the leaves hidden from it, its view, and its heads.
+        self._key_log_splits: dict[str, frozenset[bytes]] = {}
+        self._split_logs: dict[str, tuple[MerkleLog, int]] = {}  # the view, and how much of the log it covers
+        self._split_heads: dict[tuple[int, bytes], SignedTreeHead] = {}
         self._challenges: dict[int, _Pending] = {}  # by connection id: one outstanding each
         self._online: dict[DeviceAddress, dict[int, ConnectionContext]] = {}
         # One handler per request kind, named after it: _register, _send, ... (checked here).
@@ -419,6 +467,15 @@ class RelayCore:
         )
         self.store.replace_prekeys(req.account, req.device, req.one_time_prekeys)
         self.store.replace_kem_prekeys(req.account, req.device, req.kem_prekeys)
+        self.store.put_device_signature(req.account, req.device, req.device_signature)
+        kept = DeviceFacts(
+            **{
+                name: getattr(req, name) if name in self.keep_device_facts else None
+                for name in sorted(DEVICE_FACTS)
+            }
+        )
+        if kept:
+            self.store.put_device_facts(req.account, req.device, kept, at)
 
     # -- key transparency --------------------------------------------------------------------
 
@@ -457,21 +514,25 @@ class RelayCore:
             return None
         return index, self.key_log.inclusion_path(index, n)
 
-    def _key_log_proof(self, account: str, devices: list[DeviceRecord]) -> KeyLogProof:
-        """The head and each device's inclusion proof, for a bundle (FetchBundle.key_log)."""
-        head = self.key_log_head()
+    def _key_log_proof(
+        self, account: str, devices: list[DeviceRecord], conn: ConnectionContext | None = None
+    ) -> KeyLogProof:
+        """The head and each device's inclusion proof, for a bundle (FetchBundle.key_log), from the log
+        ``conn`` is shown (``split_key_log``)."""
+        log = self.key_log if conn is None else self._key_log_shown(conn)
+        head = self._shown_head(log)
         inclusions = []
         for d in devices:
-            found = self.key_log_inclusion(account, d.device, d.identity_key, head.tree_size)
+            if log is self.key_log:
+                found = self.key_log_inclusion(account, d.device, d.identity_key, head.tree_size)
+            else:
+                leaf = kt_leaf(account, d.device, d.identity_key)
+                at = next((i for i in range(len(log)) if log.leaf(i) == leaf), None)
+                found = None if at is None else (at, log.inclusion_path(at))
             if found is not None:  # a key the relay did not log gets no proof: the device sees that
                 inclusions.append(KeyInclusion(device=d.device, leaf_index=found[0], path=tuple(found[1])))
         return KeyLogProof(
-            head=KeyLogHead(
-                tree_size=head.tree_size,
-                timestamp=head.timestamp,
-                root_hash=head.root_hash,
-                signature=head.signature,
-            ),
+            head=_wire_head(head),
             server_certificate=self.identity.server_certificate.encode(),
             inclusions=tuple(inclusions),
         )
@@ -479,6 +540,97 @@ class RelayCore:
     def key_log_consistency(self, first: int, second: int | None = None) -> list[bytes]:
         """The consistency proof between the log's heads at ``first`` and ``second`` leaves."""
         return self.key_log.consistency_proof(first, second)
+
+    # -- key transparency over the wire (get_key_log_head / _consistency / _entries) -------------
+
+    def split_key_log(self, account: str, hidden: Iterable[bytes]) -> None:
+        """Show ``account``'s authenticated connections the key log without the leaves ``hidden``
+        (and, from then on, without them in any size): a split view, what a provider compelled to
+        hide a ghost device from its target would do. Its heads are signed with the same server key.
+        The bundles' proofs, heads, entries and consistency proofs that account is given all come
+        from that view; everyone else keeps seeing the log. An empty ``hidden`` ends it."""
+        leaves = frozenset(hidden)
+        if leaves:
+            self._key_log_splits[account] = leaves
+        else:
+            self._key_log_splits.pop(account, None)
+        self._split_logs.pop(account, None)
+
+    def _key_log_shown(self, conn: ConnectionContext) -> MerkleLog:
+        """The key log as this connection is shown it (relay.core.RelayCore.split_key_log)."""
+        account = conn.authenticated.account if conn.authenticated else None
+        hidden = self._key_log_splits.get(account) if account is not None else None
+        if hidden is None or account is None:
+            return self.key_log
+        view, seen = self._split_logs.get(account, (MerkleLog(), 0))
+        for i in range(seen, len(self.key_log)):  # bring the view up to the log, as it grew since
+            if self.key_log.leaf(i) not in hidden:
+                view.append(self.key_log.leaf(i))
+        self._split_logs[account] = (view, len(self.key_log))
+        return view
+
+    def _shown_head(self, log: MerkleLog, size: int | None = None) -> SignedTreeHead:
+        if log is self.key_log:
+            return self.key_log_head(size)
+        n = len(log) if size is None else size
+        root = log.root(n)
+        head = self._split_heads.get((n, root))
+        if head is None:
+            head = self._split_heads[(n, root)] = self._tree_head_signer.sign(log, int(self.clock()), n)
+        return head
+
+    def _get_key_log_head(self, conn: ConnectionContext, req: GetKeyLogHead, out: _Out) -> None:
+        head = self._shown_head(self._key_log_shown(conn))
+        out.items.append(
+            Reply(
+                conn.id,
+                KeyLogHeadResponse(
+                    id=req.id,
+                    head=_wire_head(head),
+                    server_certificate=self.identity.server_certificate.encode(),
+                ),
+            )
+        )
+
+    def _get_key_log_consistency(self, conn: ConnectionContext, req: GetKeyLogConsistency, out: _Out) -> None:
+        log = self._key_log_shown(conn)
+        if req.second > len(log):
+            raise _Refused(
+                ErrorCode.INVALID_VALUE,
+                f"second tree size {req.second} is beyond the key log's {len(log)} entries",
+                "second",
+            )
+        if req.first > req.second:
+            raise _Refused(
+                ErrorCode.INVALID_VALUE,
+                f"first tree size {req.first} is above second ({req.second})",
+                "first",
+            )
+        proof = tuple(log.consistency_proof(req.first, req.second))
+        out.items.append(
+            Reply(conn.id, KeyLogConsistency(id=req.id, first=req.first, second=req.second, proof=proof))
+        )
+
+    def _get_key_log_entries(self, conn: ConnectionContext, req: GetKeyLogEntries, out: _Out) -> None:
+        log = self._key_log_shown(conn)
+        if req.start >= len(log):
+            raise _Refused(
+                ErrorCode.INVALID_VALUE,
+                f"start {req.start} is beyond the key log's {len(log)} entries",
+                "start",
+            )
+        if req.end < req.start:
+            raise _Refused(ErrorCode.INVALID_VALUE, f"end {req.end} is below start ({req.start})", "end")
+        end = min(req.end + 1, len(log), req.start + MAX_KEY_LOG_ENTRIES)
+        entries: list[bytes] = []
+        room = self.max_frame_size - _FRAME_HEADROOM  # the answer fits one frame; the client asks on
+        for i in range(req.start, end):
+            leaf = log.leaf(i)
+            room -= len(leaf) + 3  # a msgpack bin header
+            if room < 0 and entries:
+                break
+            entries.append(leaf)
+        out.items.append(Reply(conn.id, KeyLogEntries(id=req.id, start=req.start, entries=tuple(entries))))
 
     def forge_envelope(
         self,
@@ -929,6 +1081,7 @@ class RelayCore:
         if one_time:
             self._limiter.take("fetch_per_target", req.account, rate, now)
         bundles = []
+        signatures = self.store.device_signatures(req.account)
         for d in devices:
             kem = self.store.take_kem_prekey(d.account, d.device) if one_time else None
             bundles.append(
@@ -940,9 +1093,10 @@ class RelayCore:
                     kem_prekey=kem if kem is not None else d.last_resort_kem_prekey,
                     kem_prekey_last_resort=kem is None,
                     one_time_prekey=self.store.take_prekey(d.account, d.device) if one_time else None,
+                    device_signature=signatures.get(d.device),
                 )
             )
-        key_log = self._key_log_proof(req.account, devices) if req.key_log else None
+        key_log = self._key_log_proof(req.account, devices, conn) if req.key_log else None
         out.items.append(
             Reply(conn.id, Bundle(id=req.id, account=req.account, devices=tuple(bundles), key_log=key_log))
         )
@@ -1045,21 +1199,30 @@ class RelayCore:
             )
         self._route(conn, req.id, req.to, req.envelopes, out, source=None)
 
-    def _route(
-        self,
-        conn: ConnectionContext,
-        request_id: int,
-        to: str,
-        envelopes: tuple[OutgoingEnvelope, ...],
-        out: _Out,
-        *,
-        source: DeviceAddress | None,
-    ) -> None:
-        current = self.store.registration_ids(to)
-        if not current:
-            raise _Refused(ErrorCode.UNKNOWN_ACCOUNT, f"no account {to!r}", "to")
-        if source is not None and source.account == to:
-            current.pop(source.device, None)  # to one's own other devices: not back to oneself
+    def _envelopes_match(self, current: dict[int, int], envelopes: tuple[OutgoingEnvelope, ...]) -> bool:
+        """Whether ``envelopes`` name each current device once, with its registration id if they
+        give one, and every body fits: the common case, checked in one pass (a send to one device
+        is most sends). When not, :meth:`_refuse_envelopes` says exactly what is wrong."""
+        if len(envelopes) != len(current):
+            return False
+        limit = self.max_body_size
+        seen = set()
+        for e in envelopes:
+            registration_id = current.get(e.device)
+            if (
+                registration_id is None
+                or e.device in seen
+                or len(e.body) > limit
+                or (e.registration_id is not None and e.registration_id != registration_id)
+            ):
+                return False
+            seen.add(e.device)
+        return True
+
+    def _refuse_envelopes(
+        self, to: str, current: dict[int, int], envelopes: tuple[OutgoingEnvelope, ...]
+    ) -> NoReturn:
+        """Raise the refusal that says what is wrong with ``envelopes`` for the devices ``current``."""
         named: set[int] = set()
         for i, e in enumerate(envelopes):
             if e.device in named:
@@ -1096,11 +1259,30 @@ class RelayCore:
                 extra=extra or None,
                 stale=stale or None,
             )
+        raise AssertionError("_envelopes_match refused envelopes that have nothing wrong")
+
+    def _route(
+        self,
+        conn: ConnectionContext,
+        request_id: int,
+        to: str,
+        envelopes: tuple[OutgoingEnvelope, ...],
+        out: _Out,
+        *,
+        source: DeviceAddress | None,
+    ) -> None:
+        current = self.store.registration_ids(to)
+        if not current:
+            raise _Refused(ErrorCode.UNKNOWN_ACCOUNT, f"no account {to!r}", "to")
+        if source is not None and source.account == to:
+            current.pop(source.device, None)  # to one's own other devices: not back to oneself
+        if not self._envelopes_match(current, envelopes):
+            self._refuse_envelopes(to, current, envelopes)
         # A send from an account the recipient has blocked is accepted and then dropped: the
         # sender is not told (as messaging services do). Sealed sends name no sender to check.
+        # A full queue refuses it as it refuses everyone's, or the refusal would tell the block.
         dropped = source is not None and source.account in self._blocks.get(to, {})
-        if not dropped:
-            self._check_queue_room(to, envelopes)
+        self._check_queue_room(to, envelopes)
         now = self.clock()
         timestamp = int(now * 1000)
         stored = [
@@ -1116,9 +1298,6 @@ class RelayCore:
             )
             for e in envelopes
         ]
-        out.bodies.update((s.id, s.body) for s in stored)
-        if not dropped:
-            self.store.enqueue(stored)
         needs_sync = (
             source is not None
             and source.account != to
@@ -1134,6 +1313,24 @@ class RelayCore:
                 ),
             )
         )
+        self._commit(conn, to, stored, out, now=now, source=source, dropped=dropped)
+
+    def _commit(
+        self,
+        conn: ConnectionContext,
+        to: str,
+        stored: list[StoredEnvelope],
+        out: _Out,
+        *,
+        now: float,
+        source: DeviceAddress | None,
+        dropped: bool,
+    ) -> None:
+        """Queue envelopes accepted for ``to`` (unless ``dropped``: a block), record each send, and
+        push them to the recipient devices that are connected."""
+        out.bodies.update((s.id, s.body) for s in stored)
+        if not dropped:
+            self.store.enqueue(stored)
         kind = RecordKind.SEND if source is not None else RecordKind.SEALED_SEND
         for s in stored:
             out.record(
@@ -1241,6 +1438,178 @@ class RelayCore:
         out.after.append(lambda: self._forget_block(me.account, req.account))
         out.items.append(Reply(conn.id, Unblocked(id=req.id)))
 
+    # -- groups ------------------------------------------------------------------------------
+
+    def provision_group_member(self, group: bytes, account: str) -> int:
+        """Add ``account`` to ``group``'s membership straight in the store, as only the provider can:
+        no admin asked for it (``added_by`` stays empty) and no metadata record is made. What a
+        provider compelled to add a silent participant (GCHQ's "ghost", Levy & Robinson, 2018) does
+        where it holds the membership (sims.access.ghost). Returns the group's new epoch.
+
+        ValueError when the relay holds no membership for ``group`` (a provider whose clients keep
+        the group state, encrypted, has no list to add to) or there is no such account."""
+        if self.store.group_epoch(group) is None:
+            raise ValueError(
+                f"the relay holds no membership list for group {group.hex()}: there is no list to add "
+                f"{account!r} to"
+            )
+        if not self.store.account_exists(account):
+            raise ValueError(f"no account {account!r} to add to group {group.hex()}")
+        with self.store.transaction():
+            self.store.put_group_member(GroupMemberRecord(group, account, False, self.clock(), None))
+            return self.store.bump_group_epoch(group)
+
+    def _members(self, group: bytes, me: DeviceAddress) -> list[GroupMemberRecord]:
+        """The group's members, if ``me``'s account is one; else unknown_group (a non-member is not
+        told whether the group exists)."""
+        members = self.store.group_members(group)
+        if not any(m.account == me.account for m in members):
+            raise _Refused(
+                ErrorCode.UNKNOWN_GROUP,
+                f"no group {group.hex()} with {me.account!r} as a member",
+                "group",
+            )
+        return members
+
+    def _check_accounts(self, accounts: tuple[str, ...], field: str) -> None:
+        for i, account in enumerate(accounts):
+            if not self.store.account_exists(account):
+                raise _Refused(ErrorCode.UNKNOWN_ACCOUNT, f"no account {account!r}", f"{field}[{i}]")
+
+    def _create_group(self, conn: ConnectionContext, req: CreateGroup, out: _Out) -> None:
+        me = self._require_auth(conn, "create_group")
+        # Every group operation writes at the relay: it spends the sender's send tokens, as a send does.
+        self._limit("create_group", conn, ("send_per_account", me.account), ("send_per_address", _host(conn)))
+        if self.store.group_epoch(req.group) is not None:
+            raise _Refused(ErrorCode.GROUP_EXISTS, f"group {req.group.hex()} already exists", "group")
+        self._check_accounts(req.members, "members")
+        now = self.clock()
+        self.store.create_group(req.group, me.account, now)
+        self.store.put_group_member(GroupMemberRecord(req.group, me.account, True, now, me.account))
+        for account in dict.fromkeys(req.members):
+            if account != me.account:
+                self.store.put_group_member(GroupMemberRecord(req.group, account, False, now, me.account))
+        out.items.append(Reply(conn.id, GroupUpdated(id=req.id, group=req.group, epoch=0)))
+
+    def _change_group(self, conn: ConnectionContext, req: ChangeGroup, out: _Out) -> None:
+        me = self._require_auth(conn, "change_group")
+        self._limit("change_group", conn, ("send_per_account", me.account), ("send_per_address", _host(conn)))
+        members = {m.account: m for m in self._members(req.group, me)}
+        leaving = not req.add and not req.admins and req.remove == (me.account,)
+        if not members[me.account].admin and not leaving:
+            raise _Refused(
+                ErrorCode.FORBIDDEN,
+                f"only an admin of group {req.group.hex()} adds, removes or promotes members; "
+                f"{me.account!r} may only remove itself (leave)",
+                "group",
+            )
+        self._check_accounts(req.add, "add")
+        now = self.clock()
+        for account in req.remove:
+            self.store.remove_group_member(req.group, account)
+        for account in req.add:
+            if account not in members:
+                self.store.put_group_member(GroupMemberRecord(req.group, account, False, now, me.account))
+        current = {m.account: m for m in self.store.group_members(req.group)}
+        for i, account in enumerate(req.admins):
+            if account not in current:
+                raise _Refused(
+                    ErrorCode.INVALID_VALUE,
+                    f"{account!r} is not a member of group {req.group.hex()}, so cannot be made an admin",
+                    f"admins[{i}]",
+                )
+            self.store.put_group_member(dataclasses.replace(current[account], admin=True))
+        remaining = self.store.group_members(req.group)
+        if remaining and not any(m.admin for m in remaining):
+            # The last admin left (or removed itself with others): a group is never left with members
+            # and no admin. The longest-standing member is promoted (this relay's rule; the ties go to
+            # the account that sorts first), so someone can still add and remove members.
+            heir = min(remaining, key=lambda m: (m.added_at, m.account))
+            self.store.put_group_member(dataclasses.replace(heir, admin=True))
+        epoch = self.store.bump_group_epoch(req.group)
+        out.items.append(Reply(conn.id, GroupUpdated(id=req.id, group=req.group, epoch=epoch)))
+
+    def _get_group(self, conn: ConnectionContext, req: GetGroup, out: _Out) -> None:
+        me = self._require_auth(conn, "get_group")
+        members = self._members(req.group, me)
+        epoch = self.store.group_epoch(req.group)
+        assert epoch is not None
+        listed = tuple(GroupMember(account=m.account, admin=m.admin) for m in members)
+        out.items.append(Reply(conn.id, GroupInfo(id=req.id, group=req.group, epoch=epoch, members=listed)))
+
+    def _group_send(self, conn: ConnectionContext, req: GroupSend, out: _Out) -> None:
+        me = self._require_auth(conn, "group_send")
+        self._limit("group_send", conn, ("send_per_account", me.account), ("send_per_address", _host(conn)))
+        members = self._members(req.group, me)
+        epoch = self.store.group_epoch(req.group)
+        if epoch != req.epoch:
+            raise _Refused(
+                ErrorCode.STALE_GROUP,
+                f"group {req.group.hex()} is at epoch {epoch}, not {req.epoch}: its members changed; "
+                "get_group, hand the sender key to any new member, and send again",
+                "epoch",
+            )
+        if len(req.body) > self.max_body_size:
+            raise _Refused(
+                ErrorCode.ENVELOPE_TOO_LARGE,
+                f"body is {len(req.body)} bytes; the most this relay carries is {self.max_body_size}",
+                "body",
+            )
+        now = self.clock()
+        timestamp = int(now * 1000)
+        fanout: list[tuple[str, list[StoredEnvelope], bool]] = []
+        for m in members:
+            devices = [d for d in self.store.device_ids(m.account) if DeviceAddress(m.account, d) != me]
+            if not devices:
+                continue
+            dropped = m.account != me.account and me.account in self._blocks.get(m.account, {})
+            if not dropped:
+                self._check_queue_room(
+                    m.account, tuple(OutgoingEnvelope(device=d, body=req.body) for d in devices)
+                )
+            stored = [
+                StoredEnvelope(
+                    id=self.rng(ENVELOPE_ID_SIZE),
+                    account=m.account,
+                    device=d,
+                    body=req.body,
+                    timestamp=timestamp,
+                    sealed=False,
+                    source_account=me.account,
+                    source_device=me.device,
+                )
+                for d in devices
+            ]
+            fanout.append((m.account, stored, dropped))
+        ids = tuple(s.id for _, stored, _ in fanout for s in stored)
+        out.items.append(Reply(conn.id, GroupSent(id=req.id, envelope_ids=ids)))
+        for account, stored, dropped in fanout:
+            self._commit(conn, account, stored, out, now=now, source=me, dropped=dropped)
+
+    def _put_group_state(self, conn: ConnectionContext, req: PutGroupState, out: _Out) -> None:
+        # Unauthenticated (the state names nobody), so bounded by the address's send tokens.
+        self._limit("put_group_state", conn, ("send_per_address", _host(conn)))
+        held = self.store.group_state(req.group)
+        expected = 0 if held is None else held[0] + 1
+        if req.version != expected:
+            raise _Refused(
+                ErrorCode.STALE_GROUP,
+                f"group state {req.group.hex()} is at version {'none' if held is None else held[0]}; "
+                f"the next is {expected}, not {req.version}: fetch the state, apply the change, and retry",
+                "version",
+            )
+        self.store.put_group_state(req.group, req.version, req.state)
+        out.items.append(Reply(conn.id, GroupStateStored(id=req.id, group=req.group, version=req.version)))
+
+    def _get_group_state(self, conn: ConnectionContext, req: GetGroupState, out: _Out) -> None:
+        held = self.store.group_state(req.group)
+        if held is None:
+            raise _Refused(
+                ErrorCode.UNKNOWN_GROUP, f"no group state {req.group.hex()} is stored here", "group"
+            )
+        version, state = held
+        out.items.append(Reply(conn.id, GroupState(id=req.id, group=req.group, version=version, state=state)))
+
     def _end_sessions(self, device: DeviceAddress, keep: int) -> None:
         """Log out every connection authenticated as ``device`` but ``keep``."""
         live = self._online.get(device, {})
@@ -1258,3 +1627,10 @@ class RelayCore:
             mine.pop(blocked, None)
             if not mine:
                 del self._blocks[account]
+
+
+def _wire_head(head: SignedTreeHead) -> KeyLogHead:
+    """A signed tree head as the wire carries it."""
+    return KeyLogHead(
+        tree_size=head.tree_size, timestamp=head.timestamp, root_hash=head.root_hash, signature=head.signature
+    )

@@ -9,6 +9,12 @@ XEdDSA verification follows the spec (XEdDSA and VXEdDSA, revision 1, §3 xeddsa
 §2.3 convert_mont) exactly as ``clients._xeddsa`` does; the relay keeps its own copy because it
 never imports ``clients``, and ``tests/clients/test_xeddsa_vectors.py`` runs one set of edge-case vectors
 against both. The Ed25519 part is OpenSSL's, through ``relay._primitives``.
+
+Like libsignal's ``verify_signature`` (``rust/core/src/curve/curve25519.rs``), bit 255 of ``s`` is
+read as the sign bit of A and cleared: libsignal signs with its natural Edwards key and carries
+that key's sign there, where the spec's ``s`` (< 2^253) never has a bit. So signed prekeys and
+challenges signed by Signal's own library verify; see ``clients._xeddsa`` for why this accepts
+nothing the key's holder did not sign.
 """
 
 from __future__ import annotations
@@ -67,10 +73,11 @@ class XEdDSAPublicKey:
     gives y = 0, as u = 1 does, a point of order 4; XEdDSA verification has no small-order check.
     """
 
-    __slots__ = ("_ed", "edwards")
+    __slots__ = ("_ed", "_ed_sign1", "edwards")
 
     def __init__(self, edwards: bytes) -> None:
         self._ed = Ed25519Verifier(edwards)
+        self._ed_sign1: Ed25519Verifier | None = None  # −A, for libsignal's sign bit; made when first needed
         self.edwards = edwards  # the Edwards encoding of A: y, sign bit 0
 
     @classmethod
@@ -88,6 +95,16 @@ class XEdDSAPublicKey:
         if len(signature) != 64:
             return False
         s = int.from_bytes(signature[32:], "little")
+        verifier = self._ed
+        if s >> 255:  # libsignal's sign bit (module docstring): verify against the sign-1 point
+            s ^= 1 << 255
+            signature = signature[:32] + s.to_bytes(32, "little")
+            if self._ed_sign1 is None:
+                try:
+                    self._ed_sign1 = Ed25519Verifier(self.edwards[:31] + bytes([self.edwards[31] | 0x80]))
+                except ValueError:
+                    return False
+            verifier = self._ed_sign1
         if s >= _S_BOUND:
             return False
         if s >= _Q:
@@ -95,7 +112,7 @@ class XEdDSAPublicKey:
             # sB = (s mod q)B, and OpenSSL's Ed25519 demands s < q, so hand it s mod q.
             signature = signature[:32] + (s - _Q).to_bytes(32, "little")
         # R.y ≥ 2^|p| cannot happen in 32 bytes; a non-canonical R never equals Rcheck's encoding.
-        return self._ed.verify(message, signature)
+        return verifier.verify(message, signature)
 
 
 @functools.lru_cache(maxsize=1024)

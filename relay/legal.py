@@ -22,8 +22,11 @@ Investigation for Fair Trial Act 2013 (Pakistan); BlackBerry's lawful-access pol
 December 2015 (John Chen) for Pakistani court orders; Canada's Criminal Code Part VI; the Indian Telegraph Act 1885 s.5(2) and
 Rule 419A of the Indian Telegraph Rules; the Information Technology Act 2000 s.69 and the
 Information Technology (Procedure and Safeguards for Interception, Monitoring and Decryption of
-Information) Rules 2009; the UK Investigatory Powers Act 2016; Australia's Telecommunications and
-Other Legislation Amendment (Assistance and Access) Act 2018 (TOLA).
+Information) Rules 2009; the UK Investigatory Powers Act 2016 (s.15 warrants, s.253 technical
+capability notices); Australia's Telecommunications and Other Legislation Amendment (Assistance and
+Access) Act 2018 (TOLA), which inserted Part 15 into the Telecommunications Act 1997 (s.317G
+technical assistance requests, s.317L technical assistance notices, s.317T technical capability
+notices, s.317ZG: no notice may require a systemic weakness, s.317B: what "systemic" means).
 """
 
 from __future__ import annotations
@@ -88,6 +91,12 @@ CATEGORIES: Final[Mapping[str, Category]] = {
             "accounts whose uploaded address books contain this account",
         ),
         Category("blocked_users", "blocked users", "blocked users", "accounts this account blocked"),
+        Category(
+            "group_membership",
+            "groups",  # (short: a chip of it fits a phone's table, tests/sims/test_html_report.py)
+            "groups",
+            "the groups the account is in: each group's members and admins, and who added the account when",
+        ),
         Category("message_log", "message log", "message log", "who messaged whom and when (no content)"),
         Category("message_counts", "message counts", "message counts", "how many messages the account sent"),
         Category(
@@ -153,6 +162,9 @@ class Jurisdiction:
     code: str
     name: str
     compels_capability: str  # which instrument (if any) can make a provider build what it lacks
+    # What its law says about compelling a provider past encryption it cannot open (said beside
+    # "cryptographically impossible" under its instruments); "" where the record names nothing.
+    protection_limit: str = ""
 
 
 JURISDICTIONS: Final[Mapping[str, Jurisdiction]] = {
@@ -186,12 +198,23 @@ JURISDICTIONS: Final[Mapping[str, Jurisdiction]] = {
             "uk",
             "United Kingdom",
             "a technical capability notice under the Investigatory Powers Act 2016 (s.253)",
+            "a UK technical capability notice may oblige an operator to remove electronic protection applied "
+            "by or on behalf of that operator (Investigatory Powers Act 2016 s.253(5)(c)); whether that reaches "
+            "encryption the users' own devices apply is contested (after such a notice Apple withdrew Advanced "
+            "Data Protection for new UK users, February 2025), and no notice gives the provider a key it does "
+            "not hold",
         ),
         Jurisdiction(
             "au",
             "Australia",
             "a technical capability notice under Part 15 of the Telecommunications Act 1997, inserted by the "
             "TOLA Act 2018 (s.317T)",
+            "and no Australian notice can require a way in: a technical assistance or capability notice "
+            "must not require a provider to build a systemic weakness or vulnerability into a form of "
+            "electronic protection, "
+            "including a new decryption capability (Telecommunications Act 1997 s.317ZG); a weakness "
+            "selectively introduced to target technologies connected with a particular person is not "
+            "'systemic' (s.317B)",
         ),
     )
 }
@@ -207,6 +230,7 @@ _RECORDS = _BASIC | {
     "contacts",
     "reverse_contacts",
     "blocked_users",
+    "group_membership",
     "location",
 }
 _STORED = _RECORDS | {"ciphertext", "content"}
@@ -227,6 +251,10 @@ class Instrument:
     looks: Looks
     needs_target: bool
     asks: frozenset[str]
+    # A capability notice: it compels the provider to build the capability to collect what it asks
+    # for, and hands nothing over by itself (relay.compliance says, per category, what would be built).
+    builds: bool = False
+    note: str = ""  # said in every disclosure under it (what the law lets the provider do with it)
 
     @property
     def forward(self) -> bool:
@@ -422,6 +450,69 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             True,
             _INTERCEPT,
         ),
+        Instrument(
+            "ipa_tcn",
+            "uk",
+            "technical capability notice",
+            "notice obliging an operator to build and maintain the capability to give effect to warrants, "
+            "given by the Secretary of State and approved by a Judicial Commissioner (s.254)",
+            "Investigatory Powers Act 2016 s.253",
+            "forward",
+            False,
+            _INTERCEPT,
+            builds=True,
+            note="A technical capability notice obliges the operator to build a capability, here to "
+            "intercept and hand over; it hands nothing over by itself (what the capability collects is "
+            "then reached by an interception warrant). Among its obligations: removing electronic "
+            "protection applied by or on behalf of the operator (Investigatory Powers Act 2016 s.253(5)(c))",
+        ),
+        # Australia: Part 15 of the Telecommunications Act 1997, inserted by the Telecommunications and
+        # Other Legislation Amendment (Assistance and Access) Act 2018 (TOLA). A notice gives no power to
+        # intercept by itself: the interception rests on a warrant under the Telecommunications
+        # (Interception and Access) Act 1979, and the request or notice is for the provider's help with it.
+        Instrument(
+            "tola_tar",
+            "au",
+            "technical assistance request",
+            "request that the provider help, voluntarily, with intercepting a named person's communications "
+            "under an interception warrant",
+            "Telecommunications Act 1997 s.317G (Part 15, inserted by the TOLA Act 2018)",
+            "forward",
+            True,
+            _INTERCEPT,
+            note="A technical assistance request asks for help the provider may decline to give "
+            "(Telecommunications Act 1997 s.317G); no penalty attaches to declining",
+        ),
+        Instrument(
+            "tola_tan",
+            "au",
+            "technical assistance notice",
+            "notice requiring the provider to give help it is already capable of giving with intercepting a "
+            "named person's communications under an interception warrant, given by the Director-General of "
+            "Security or the chief officer of an interception agency",
+            "Telecommunications Act 1997 s.317L (Part 15, inserted by the TOLA Act 2018)",
+            "forward",
+            True,
+            _INTERCEPT,
+            note="A technical assistance notice requires only help the provider is already capable of giving "
+            "(Telecommunications Act 1997 s.317L); it cannot require a systemic weakness (s.317ZG)",
+        ),
+        Instrument(
+            "tola_tcn",
+            "au",
+            "technical capability notice",
+            "notice requiring the provider to build a capability to help agencies, here to intercept and "
+            "hand over, given by the Attorney-General",
+            "Telecommunications Act 1997 s.317T (Part 15, inserted by the TOLA Act 2018)",
+            "forward",
+            False,
+            _INTERCEPT,
+            builds=True,
+            note="A technical capability notice requires the provider to build a capability "
+            "(Telecommunications Act 1997 s.317T); it hands nothing over by itself (what the capability "
+            "collects is then reached under an interception warrant). It must not require a systemic "
+            "weakness or vulnerability, or a new decryption capability (s.317ZG)",
+        ),
     )
 }
 
@@ -447,7 +538,11 @@ def resolve_instrument(process: str, jurisdiction: str | None = None) -> Instrum
             f"expected a jurisdiction, one of {', '.join(map(repr, JURISDICTIONS))}; got {jurisdiction!r}"
         )
     if process == _BLANKET_ALIAS:
-        blanket = {i.jurisdiction: i for i in INSTRUMENTS.values() if i.forward and not i.needs_target}
+        blanket = {
+            i.jurisdiction: i
+            for i in INSTRUMENTS.values()
+            if i.forward and not i.needs_target and not i.builds
+        }
         if jurisdiction not in blanket:
             known = ", ".join(f"jurisdiction = {j!r} ({i.key})" for j, i in blanket.items())
             raise ValueError(

@@ -24,6 +24,7 @@ from typing import Any, Final, Literal
 from relaysim.relay.legal import CATEGORIES as LEGAL_CATEGORIES
 from relaysim.relay.legal import INSTRUMENTS, Instrument, Response
 from relaysim.relay.metadata import KEEP_EVERYTHING, KindRule, RecordKind, RetentionPolicy
+from relaysim.relay.store import DEVICE_FACTS
 
 __all__ = [
     "CATEGORIES",
@@ -47,6 +48,8 @@ Custody = Literal["devices", "provider", "enterprise"]
 # How a contact's phone decides which devices (and keys) belong to an account: see Profile.identity_model.
 IdentityModel = Literal["account", "signed-devices", "per-device"]
 IDENTITY_MODELS: Final[tuple[str, ...]] = ("account", "signed-devices", "per-device")
+# Who fans a group message out, and so whether the relay holds the group's members: see Profile.group_fanout.
+GroupFanout = Literal["client", "server"]
 
 _DAY = 86400.0
 
@@ -92,6 +95,9 @@ class Profile:
     last_seen_kinds: tuple[RecordKind, ...] = (RecordKind.AUTHENTICATION, RecordKind.CONNECTION)
     backup: str = "none"  # where its users' phones back up their history by default (relay/backup.py)
     public_keys: bool = False  # device info includes each device's public identity key (Threema)
+    # Which of a registration's facts about the device the relay keeps and device info hands over
+    # (relay.store.DEVICE_FACTS): Threema's push token; Wickr's device type and app version.
+    device_facts: frozenset[str] = frozenset()
     external_id_count: bool = False  # message counts come with the number of external ids (Wickr)
     # How its clients tie devices to an account, and so whether a device the provider adds on its
     # own (a "ghost", sims/access/ghost.py) is seen by the account's contacts:
@@ -106,6 +112,14 @@ class Profile:
     # Profiles without a source for it keep "per-device", the simulator's behaviour before.
     identity_model: IdentityModel = "per-device"
     identity_model_source: str = ""
+    # Groups (relay/core.py, "groups"): "server", the relay holds each group's membership list and
+    # fans a group message out to every member device from it (WhatsApp); "client", the sender's
+    # phone sends a copy to each member itself, and the relay keeps no list (Signal; the default
+    # where no source says otherwise). ``group_state_encrypted``: the clients keep the group's state
+    # (its members) at the relay as a blob encrypted under a key only members hold (Signal's groups v2).
+    group_fanout: GroupFanout = "client"
+    group_state_encrypted: bool = False
+    group_source: str = ""
     notes: Mapping[str, str] = field(default_factory=dict)  # per category, why it is as it is
     # Per instrument, what the profile assumes where no source says what the provider returns
     # (each disclosure under that instrument says so).
@@ -162,6 +176,13 @@ SIGNAL = Profile(
         _FBI_CHART,
     ),
     discloses={p: frozenset({"account_created", "last_seen"}) for p in ASKS},
+    group_state_encrypted=True,
+    group_source=(
+        "Signal's groups v2 (Chase, Perrin and Zaverucha, 'The Signal Private Group System', CCS 2020; "
+        "signal.org/blog/signal-private-group-system, 2019-12-09): the server stores each group's state "
+        "encrypted and cannot read its members; group messages are fanned out by the sender's client; "
+        "signal.org/bigbrother (2021): no group membership is kept"
+    ),
     notes={
         "last_seen": "Signal keeps only the day of the last connection",
         "device_info": "the server must know the account's devices to deliver to each of them, but Signal's "
@@ -199,6 +220,12 @@ WHATSAPP = Profile(
     keep_blocks=True,
     pen_register=True,
     pen_register_batch=15 * 60.0,
+    group_fanout="server",
+    group_source=(
+        "WhatsApp Security Whitepaper, 'Transmitting Messages' / group messages: server-side fan-out, "
+        "one sender-key message for the whole group, the sender keys handed out over the pairwise "
+        "sessions; the server holds each group's member list"
+    ),
     identity_model="signed-devices",
     identity_model_source=(
         "WhatsApp multi-device (engineering.fb.com, 2021-07-14; WhatsApp Security Whitepaper): each "
@@ -241,6 +268,10 @@ WHATSAPP = Profile(
         "content": "content lives only on the phones and in their backups",
         "last_seen": "WhatsApp's 'last seen' is the account's last activity (a message sent or received, the "
         "app going offline), not its last login",
+        "group_membership": "WhatsApp holds every group's member list (its server fans group messages out "
+        "from it), and its published guide for law enforcement names no instrument under which it hands one "
+        "over (the guide lists subscriber records, blocked numbers and address books; the project's reading "
+        "of the record)",
     },
 )
 
@@ -311,6 +342,7 @@ THREEMA = Profile(
     created_granularity=_DAY,  # "ID creation date" (the FBI chart): a date, no time
     wiretap=False,
     public_keys=True,
+    device_facts=frozenset({"push_token"}),
     sources=(
         "Threema, 'Transparency report' and law-enforcement guidelines (creation date, push token, public key)",
         _FBI_CHART,
@@ -320,8 +352,10 @@ THREEMA = Profile(
     },
     notes={
         "ip_addresses": "Threema keeps no IP logs",
-        "subscriber_info": "only a hash of the phone number or e-mail; Threema also hands over the push token, "
-        "which does not exist here (the simulated relay has no push service)",
+        "subscriber_info": "only a hash of the phone number or e-mail (the push token and the public key are "
+        "handed over with the device info)",
+        "device_info": "each device's public key and the push token its app registered (the FBI chart; "
+        "Threema's transparency report)",
         "realtime_routing": _NOT_REALTIME,
     },
 )
@@ -340,12 +374,14 @@ WICKR = Profile(
     custody="devices",
     wiretap=False,
     external_id_count=True,
+    device_facts=frozenset({"device_type", "app_version"}),
     sources=(_FBI_CHART,),
     discloses={p: frozenset({"account_created", "device_info", "last_seen", "message_counts"}) for p in ASKS},
     notes={
         "message_counts": "the number of messages, with no sender-recipient pairs or times, and the number of "
-        "external ids (not the ids); Wickr also hands over device types, recent settings changes and the app "
-        "version, which the simulated relay does not have",
+        "external ids (not the ids)",
+        "device_info": "each device's type and app version, as its app registered them (the FBI chart); the "
+        "chart's 'recent settings changes' the simulated clients do not make",
         "realtime_routing": _NOT_REALTIME,
     },
 )
@@ -531,6 +567,7 @@ KEEP_EVERYTHING_PROFILE = Profile(
     keep_contacts=True,
     keep_blocks=True,
     pen_register=True,
+    device_facts=DEVICE_FACTS,
     sources=("not a real provider: the upper bound of what an end-to-end relay could hand over",),
     discloses=dict(ASKS),
 )

@@ -1,12 +1,13 @@
 """The relay over TCP (optionally TLS), with trio: a thin loop around ``RelayCore``.
 
-Per connection there are two tasks in one nursery: a reader that feeds a
-:class:`~relay.wire.FrameDecoder` and queues each request for the core, and a writer that
-sends, in one ``send_all``, whatever could not be written at once. After each batch commits,
-everything it queued for a connection (responses to pipelined requests and pushes coalesce)
-goes out in one write: on a plain TCP socket whose writer is idle, a non-blocking write on the
-spot, which the kernel's send buffer nearly always takes whole, with no task switch; the rest,
-and everything on TLS or other streams, goes through the writer (see ``_Connection.flush``).
+Per connection there is one task, the reader: it feeds a :class:`~relay.wire.FrameDecoder`
+and queues each request for the core. After each batch commits, everything it queued for a
+connection (responses to pipelined requests and pushes coalesce) goes out in one write: on a
+plain TCP socket, a non-blocking write on the spot, which the kernel's send buffer nearly
+always takes whole, with no task switch. Only what the kernel does not take at once, and
+everything on TLS or other streams, goes through a writer task, started for it and gone once it
+has sent everything (see ``_Connection.flush``): an idle connection costs one task, not two and
+a nursery.
 
 Group commit: the requests queued by all connections are handled together, in batches of at
 most ``MAX_BATCH``, each batch in ONE store transaction (one fsync) with every request in its
@@ -15,11 +16,17 @@ batch under way leads the next one: it yields, so that every other connection wi
 ready can queue it too (for as long as the queue still grows, a few scheduling rounds at most),
 then handles the whole queue synchronously, in as few batches of even size as ``MAX_BATCH``
 allows. The responses and pushes of the batches are released only after their commits:
-nothing is acknowledged before it is durable. A reader waits for its requests' batch before it reads more, so the responses of one
-connection keep the order of its requests.
+nothing is acknowledged before it is durable. A reader that queues requests while a batch is
+being gathered goes back to reading at once (the leader takes the whole queue, in order, and
+writes the answers); one that leads waits for its batch, and so does one that has queued
+``_FRAMES_PER_TURN`` requests in a row. The queue is first in, first out, so the responses of
+one connection keep the order of its requests. If the core fails on a request, the batch stops
+that connection's reader.
 
-- A connection that sends nothing complete for ``read_timeout`` seconds gets a ``timeout``
-  error and is closed.
+- A connection that sends nothing complete for ``read_timeout`` seconds (up to an eighth more)
+  gets a ``timeout`` error and is closed. Its deadline is moved on only when it would fall due
+  within ``read_timeout``, then to ``read_timeout`` and an eighth: not on every frame (moving a
+  trio deadline costs µs and leaves an entry in trio's deadline heap each time).
 - Bad input gets the most specific error frame the decoder can give, then the connection is
   closed (after a framing error there is no safe place to resume); the server keeps serving
   everyone else. An unexpected exception in the core gets ``internal_error`` and is logged.
@@ -99,12 +106,15 @@ DEFAULT_RETENTION_INTERVAL: Final = 60.0  # seconds between retention sweeps
 _RECEIVE_SIZE: Final = 65536
 # Requests whose answer may fill a frame; any other answer (an ack, an error, a certificate)
 # takes at most _SMALL_ANSWER bytes.
-_LARGE_ANSWERS: Final = frozenset({"receive", "fetch_bundle", "discover_contacts"})
+_LARGE_ANSWERS: Final = frozenset(
+    {"receive", "fetch_bundle", "discover_contacts", "get_key_log_entries", "get_key_log_consistency"}
+)
 _SMALL_ANSWER: Final = 4096
 MAX_BATCH: Final = 256  # requests in one transaction (one commit)
 _FRAMES_PER_TURN: Final = 64  # requests a connection queues before it waits for their batch
 _GATHER_ROUNDS: Final = 4  # scheduling rounds a batch's leader waits for more requests
 _LINGER: Final = 1.0  # seconds to drain a peer we are cutting off
+_DEADLINE_SLACK: Final = 1.125  # a read deadline, when moved, is moved this many read_timeouts on
 
 
 POLICIES: Final[dict[str, RetentionPolicy]] = {p.name: p for p in (KEEP_EVERYTHING, KEEP_NOTHING)}
@@ -158,14 +168,19 @@ class _Connection:
         "outbox_bytes",
         "pending",
         "progress",
+        "reader",
         "reserved",
+        "server",
         "stream",
-        "wakeup",
+        "write_error",
+        "write_failed",
+        "writer",
     )
 
-    def __init__(self, ctx: ConnectionContext, stream: trio.abc.Stream) -> None:
+    def __init__(self, ctx: ConnectionContext, stream: trio.abc.Stream, server: RelayServer) -> None:
         self.ctx = ctx
         self.stream = stream
+        self.server = server
         self.outbox: list[bytes] = []
         self.outbox_bytes = 0
         self.in_flight = 0
@@ -173,8 +188,13 @@ class _Connection:
         self.reserved = 0  # the most bytes their answers can take
         self.failed = False  # the core failed on one of its requests: answer no more
         self.closed = False  # gone: its queued requests are not handled
-        self.wakeup = trio.Event()  # set when the writer has something to send
-        self.progress = trio.Event()  # set when a write finished
+        # Made only when needed (most connections never need them): the event a task waiting
+        # for a write to finish waits on, the running writer task's cancel scope, the reader's.
+        self.progress: trio.Event | None = None
+        self.writer: trio.CancelScope | None = None
+        self.reader: trio.CancelScope | None = None
+        self.write_failed = False  # the peer stopped reading or went away: the reader stops too
+        self.write_error: Exception | None = None  # the writer failed unexpectedly: the handler raises it
         # A plain TCP socket can be written without the writer task (see flush); TLS and
         # other streams always go through the writer.
         self.fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
@@ -190,33 +210,78 @@ class _Connection:
 
     def flush(self) -> None:
         """Send the outbox now, in one write, if that can be done without waiting; whatever
-        cannot is left to the writer task.
+        cannot is left to a writer task, started for it.
 
-        The fast path: when the writer is idle and the stream is a plain TCP socket, one
+        The fast path: when no writer is running and the stream is a plain TCP socket, one
         non-blocking ``write`` on its descriptor usually takes everything (the kernel's send
-        buffer is far larger than a batch's frames), and costs no task switch. If the writer is
+        buffer is far larger than a batch's frames), and costs no task switch. If a writer is
         mid-``send_all``, the data waits behind it (the order of a connection's frames is the
-        order they were queued); a partial write leaves the rest first in the outbox; an error
-        is left for the writer's ``send_all`` to meet, which closes the connection.
+        order they were queued; the writer sends the outbox again before it ends); a partial
+        write leaves the rest first in the outbox; an error is left for the writer's
+        ``send_all`` to meet, which closes the connection.
         """
-        if not self.outbox or self.closed:
+        if not self.outbox or self.closed or self.writer is not None:
             return
-        if self.in_flight or self.fd < 0:
-            self.wakeup.set()
-            return
-        data = self.outbox[0] if len(self.outbox) == 1 else b"".join(self.outbox)
+        if self.fd >= 0:
+            data = self.outbox[0] if len(self.outbox) == 1 else b"".join(self.outbox)
+            try:
+                sent = os.write(self.fd, data)
+            except OSError:  # EAGAIN, or a broken connection: the writer's send_all deals with it
+                sent = 0
+            if sent == len(data):
+                self.outbox.clear()
+                self.outbox_bytes = 0
+                self.progressed()
+                return
+            self.outbox[:] = [data[sent:]]
+            self.outbox_bytes = len(data) - sent
+        # A system task: it needs no nursery of the connection's. It never raises (it hands its
+        # failures to the reader), and the handler stops it before the connection is closed.
+        self.writer = trio.CancelScope()
+        trio.lowlevel.spawn_system_task(self.run_writer, self.writer, name="relay writer")
+
+    async def run_writer(self, scope: trio.CancelScope) -> None:
+        """The writer task: ``RelayServer._write_loop`` until the outbox is empty. A system task
+        must not raise, so this never does: a peer that reads nothing for ``write_timeout`` or has
+        gone away ends the connection (``write_failed``), anything else is handed to the
+        connection's handler (``write_error``), which raises it."""
         try:
-            sent = os.write(self.fd, data)
-        except OSError:  # EAGAIN, or a broken connection: the writer's send_all deals with it
-            sent = 0
-        if sent == len(data):
-            self.outbox.clear()
-            self.outbox_bytes = 0
+            await self.server._write_loop(self, scope)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+            if not self.closed:
+                log.info("connection %d: write failed (%s); closing", self.ctx.id, type(e).__name__)
+            self.write_failed = True
+        except Exception as e:
+            self.write_error = e
+            self.write_failed = True
+        finally:
+            self.writer = None
+            self.in_flight = 0
+            if self.write_failed:
+                self.outbox.clear()  # never to be sent
+                self.outbox_bytes = 0
+                if self.reader is not None:
+                    self.reader.cancel()
+            self.progressed()
+
+    def progressed(self) -> None:
+        """A write finished (or failed): wake whoever waits for one."""
+        if self.progress is not None:
             self.progress.set()
-            return
-        self.outbox[:] = [data[sent:]]
-        self.outbox_bytes = len(data) - sent
-        self.wakeup.set()
+            self.progress = None
+
+    async def wait_progress(self) -> None:
+        """Until the next write finishes (or fails)."""
+        if self.progress is None:
+            self.progress = trio.Event()
+        await self.progress.wait()
+
+    async def stop_writer(self) -> None:
+        """Cancel a running writer and wait until it has ended (it ends at once)."""
+        with trio.CancelScope(shield=True):
+            while self.writer is not None:
+                self.writer.cancel()
+                await self.wait_progress()
 
 
 def _internal_error(request_id: int) -> ErrorFrame:
@@ -285,25 +350,23 @@ class RelayServer:
                     return
                 self._per_address[host] = self._per_address.get(host, 0) + 1
             ctx = ConnectionContext(next(self._ids), address)
-            conn = _Connection(ctx, stream)
+            conn = _Connection(ctx, stream, self)
             self._connections[ctx.id] = conn
-            failed = False  # stays False if the writer gives up and cancels the reader
             try:
                 self._dispatch(self.core.connect(ctx))
                 self._flush()
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._write_loop, conn, nursery.cancel_scope)
-                    failed = await self._read_loop(conn)
-                    # Let the writer flush what is queued (an error frame, say), then stop it.
-                    with trio.move_on_after(self.write_timeout):
-                        while conn.unsent:
-                            conn.progress = trio.Event()
-                            await conn.progress.wait()
-                    nursery.cancel_scope.cancel()
-                if failed:
+                failed = await self._read_loop(conn)
+                if conn.write_error is not None:
+                    raise conn.write_error
+                # Let the writer send what is queued (an error frame, say).
+                with trio.move_on_after(self.write_timeout):
+                    while conn.unsent and not conn.write_failed:
+                        await conn.wait_progress()
+                if failed and not conn.write_failed:
                     await _linger(stream)
             finally:
                 conn.closed = True
+                await conn.stop_writer()
                 del self._connections[ctx.id]
                 if host is not None:
                     left = self._per_address[host] - 1
@@ -355,9 +418,17 @@ class RelayServer:
         """Queue requests for the core until the peer closes (False) or must be cut off (True)."""
         decoder = FrameDecoder("relay", max_frame_size=self.core.max_frame_size)
         # One cancel scope for the connection's life; each complete frame moves its deadline on.
+        # A writer that fails cancels it too (write_failed): then there is nobody to answer.
         with trio.CancelScope(deadline=trio.current_time() + self.read_timeout) as timer:
+            conn.reader = timer
+            if conn.write_failed:  # already, answering connect
+                timer.cancel()
             error = await self._read_requests(conn, decoder, timer)
-        if timer.cancelled_caught:
+        if conn.write_failed:
+            if conn.pending:  # handled (the batch is under way), never answered
+                await self._turn()
+            return False
+        if timer.cancelled_caught and not conn.failed:  # (a failed request cancels it too)
             log.info("connection %d: no complete frame for %.1f s; closing", conn.ctx.id, self.read_timeout)
             error = ErrorFrame(
                 id=0,
@@ -380,6 +451,8 @@ class RelayServer:
         """Read and queue requests; returns at the peer's end (None) or with a framing error."""
         queue = self._queue
         frame_size = self.core.max_frame_size
+        fd, wait_readable = conn.fd, trio.lowlevel.wait_readable
+        read_timeout = self.read_timeout
         limit = max(self.max_queued_bytes_per_device, frame_size)
         while True:
             queued = 0
@@ -410,9 +483,31 @@ class RelayServer:
                         return None
                     queued = 0
             if queued:
-                timer.deadline = trio.current_time() + self.read_timeout
-                if await self._wait_for_answers(conn):
+                now = trio.current_time()
+                if timer.deadline < now + read_timeout:  # it would fall due early: move it on
+                    timer.deadline = now + read_timeout * _DEADLINE_SLACK
+                # With a batch being gathered, its leader handles these too (it takes the whole
+                # queue, in order) and writes their answers: read on. Otherwise lead one.
+                if not self._leading and await self._wait_for_answers(conn):
                     return None
+            if fd >= 0:
+                # A plain TCP socket (non-blocking, as trio made it): read its descriptor, and wait
+                # only when there is nothing to read. What SocketStream.receive_some does, without
+                # its layers of wrappers (a few µs a read, and ~1 KiB of frames per idle connection).
+                try:
+                    got: bytes | None = os.read(fd, _RECEIVE_SIZE)
+                except BlockingIOError:
+                    got = None  # wait outside the handler: an exception held while suspended costs memory
+                except OSError:  # reset by the peer, say: as receive_some's BrokenResourceError
+                    return None
+                if got is None:
+                    try:
+                        await wait_readable(fd)
+                    except trio.ClosedResourceError:
+                        return None
+                else:
+                    decoder.receive_data(got)
+                continue
             try:
                 data = await conn.stream.receive_some(_RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -426,8 +521,7 @@ class RelayServer:
         bytes are within bounds. True if the core failed on one of them (stop reading)."""
         await self._turn()
         while conn.unsent > self.max_queued_bytes_per_device:
-            conn.progress = trio.Event()
-            await conn.progress.wait()
+            await conn.wait_progress()
         return conn.failed
 
     async def _make_room(self, conn: _Connection, room: int) -> bool:
@@ -435,8 +529,7 @@ class RelayServer:
         are unsent. True if the core failed on one of them (stop reading)."""
         await self._turn()
         while conn.unsent > room:
-            conn.progress = trio.Event()
-            await conn.progress.wait()
+            await conn.wait_progress()
         return conn.failed
 
     async def _turn(self) -> None:
@@ -483,7 +576,7 @@ class RelayServer:
                         log.exception(
                             "connection %d: the core failed on a %s request", conn.ctx.id, request.kind
                         )
-                        conn.failed = True
+                        self._fail(conn)
                         results.append([Reply(conn.ctx.id, _internal_error(request.id))])
         except Exception:
             # Nothing of the batch is durable, so nothing of it may be acknowledged.
@@ -491,7 +584,7 @@ class RelayServer:
             results = []
             for conn, request in batch:
                 if not conn.closed and not conn.failed:
-                    conn.failed = True
+                    self._fail(conn)
                     results.append([Reply(conn.ctx.id, _internal_error(request.id))])
         self.batches += 1
         self.requests += len(batch)
@@ -502,31 +595,29 @@ class RelayServer:
         for outputs in results:
             self._dispatch(outputs)
 
-    async def _write_loop(self, conn: _Connection, cancel_scope: trio.CancelScope) -> None:
-        # One cancel scope for the connection's life; its deadline is set only while writing.
-        with trio.CancelScope() as timer:
-            while True:
-                if not conn.outbox:
-                    conn.wakeup = trio.Event()
-                    await conn.wakeup.wait()
-                    continue
+    @staticmethod
+    def _fail(conn: _Connection) -> None:
+        """The core failed on one of ``conn``'s requests: answer it no more, and stop its reader
+        (which may be waiting to read, its requests having been taken by another's batch)."""
+        conn.failed = True
+        if conn.reader is not None:
+            conn.reader.cancel()
+
+    async def _write_loop(self, conn: _Connection, scope: trio.CancelScope) -> None:
+        """Send the outbox, in one ``send_all`` each time, until it is empty (the writer task's
+        work; ``_Connection.run_writer`` runs it and deals with how it ends)."""
+        with scope:
+            while conn.outbox and not conn.closed:
                 data = b"".join(conn.outbox)  # everything pending, one write
                 conn.outbox.clear()
                 conn.in_flight, conn.outbox_bytes = len(data), 0
-                timer.deadline = trio.current_time() + self.write_timeout
-                try:
-                    await conn.stream.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
-                    log.info("connection %d: write failed (%s); closing", conn.ctx.id, type(e).__name__)
-                    break
-                timer.deadline = math.inf
+                scope.deadline = trio.current_time() + self.write_timeout
+                await conn.stream.send_all(data)
                 conn.in_flight = 0
-                conn.progress.set()
-        if timer.cancelled_caught:
+                conn.progressed()
+        if scope.cancelled_caught and not conn.closed:
             log.info("connection %d: write failed (TooSlowError); closing", conn.ctx.id)
-        conn.in_flight = 0
-        conn.progress.set()
-        cancel_scope.cancel()
+            conn.write_failed = True
 
     def _dispatch(self, outputs: Sequence[Output]) -> None:
         for output in outputs:
@@ -856,6 +947,7 @@ async def _run(opts: argparse.Namespace, limits: Limits, token: bytes | None) ->
             keep_delivered=profile.keep_delivered,
             keep_contacts=profile.keep_contacts,
             keep_blocks=profile.keep_blocks,
+            keep_device_facts=profile.device_facts,
             limits=limits,
             registration_pow=0 if token is not None else opts.registration_pow,
             registration_token=token,

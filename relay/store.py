@@ -30,8 +30,7 @@ from __future__ import annotations
 import operator
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -39,10 +38,13 @@ from relaysim.relay.metadata import METADATA_FIELDS, KindRule, MetadataRecord, R
 from relaysim.relay.wire import Envelope, KemPrekey, Prekey, SignedPrekey
 
 __all__ = [
+    "DEVICE_FACTS",
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "ArchivedEnvelope",
+    "DeviceFacts",
     "DeviceRecord",
+    "GroupMemberRecord",
     "Store",
     "StoreError",
     "StoredEnvelope",
@@ -232,6 +234,64 @@ CREATE TABLE key_log (
 """
 
 
+# v6: what a device's registration said about it beyond its keys, where the provider keeps it
+# (relay.profiles Profile.device_facts): its push token, device type and app version, as last
+# registered. A column is NULL where the device sent nothing or the provider keeps none of it.
+_V6 = """
+CREATE TABLE device_facts (
+    account     TEXT NOT NULL,
+    device      INTEGER NOT NULL,
+    push_token  BLOB,
+    device_type TEXT,
+    app_version TEXT,
+    recorded_at REAL NOT NULL,
+    PRIMARY KEY (account, device)
+) WITHOUT ROWID;
+"""
+
+
+# v7: "signed-devices" accounts: the primary's signature over each companion's identity key, as
+# the companion registered it, served with its bundle (wire.DeviceBundle.device_signature).
+_V7 = """
+CREATE TABLE device_signatures (
+    account     TEXT NOT NULL,
+    device      INTEGER NOT NULL,
+    signature   BLOB NOT NULL,
+    PRIMARY KEY (account, device)
+) WITHOUT ROWID;
+"""
+
+
+# v8: groups. Server-side membership (WhatsApp: the relay fans a group message out from the list it
+# holds): who is in which group, who is an admin, when each was added and by whom (NULL: by the
+# provider itself, not at an admin's request), and the membership's epoch. Encrypted group state
+# (Signal's groups v2): an opaque blob per group id and its version, with no account anywhere.
+_V8 = """
+CREATE TABLE groups (
+    id          BLOB PRIMARY KEY,
+    created_by  TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    epoch       INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE group_members (
+    group_id    BLOB NOT NULL,
+    account     TEXT NOT NULL,
+    admin       INTEGER NOT NULL,
+    added_at    REAL NOT NULL,
+    added_by    TEXT,
+    PRIMARY KEY (group_id, account)
+) WITHOUT ROWID;
+CREATE INDEX group_members_by_account ON group_members (account, group_id);
+
+CREATE TABLE group_states (
+    id          BLOB PRIMARY KEY,
+    version     INTEGER NOT NULL,
+    state       BLOB NOT NULL
+) WITHOUT ROWID;
+"""
+
+
 def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
     def run(db: sqlite3.Connection) -> None:
         for statement in sql.split(";"):
@@ -247,6 +307,9 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _script(_V3),
     _script(_V4),
     _script(_V5),
+    _script(_V6),
+    _script(_V7),
+    _script(_V8),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -263,6 +326,22 @@ class DeviceRecord:
     signed_prekey: SignedPrekey
     last_resort_kem_prekey: KemPrekey
     registered_at: float
+
+
+# The facts a registration may carry about its device beyond its keys (DeviceFacts' fields).
+DEVICE_FACTS: Final = frozenset({"push_token", "device_type", "app_version"})
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFacts:
+    """What a registration says about a device beyond its keys (wire.Register's optional fields)."""
+
+    push_token: bytes | None = None
+    device_type: str | None = None
+    app_version: str | None = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in (self.push_token, self.device_type, self.app_version))
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +396,17 @@ class ArchivedEnvelope(StoredEnvelope):
     reason: str = field(kw_only=True)
 
 
+@dataclass(frozen=True, slots=True)
+class GroupMemberRecord:
+    """One member of a group the relay holds the membership of (server-side fan-out)."""
+
+    group: bytes
+    account: str
+    admin: bool
+    added_at: float
+    added_by: str | None  # None: the provider added it itself, not at an admin's request
+
+
 def _device(row: Any) -> DeviceRecord:
     a, d, reg, ik, spk_id, spk_pub, spk_sig, lr_id, lr_pub, lr_sig, at = row
     return DeviceRecord(
@@ -327,6 +417,58 @@ def _device(row: Any) -> DeviceRecord:
 def _envelope(row: Any) -> StoredEnvelope:
     eid, a, d, body, ts, sealed, sa, sd = row
     return StoredEnvelope(eid, a, d, body, ts, bool(sealed), sa, sd)
+
+
+class _Transaction:
+    """:meth:`Store.transaction`'s context manager: BEGIN/COMMIT outermost, SAVEPOINT/RELEASE nested.
+
+    A class rather than a generator: the relay enters one per request (a savepoint inside its
+    batch's transaction), and a generator-based context manager costs several µs more each time.
+    A rollback also drops the cache entries the rolled-back writes touched (Store._forget_since)."""
+
+    __slots__ = ("_mark", "_name", "_store")
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._name = ""
+        self._mark = 0
+
+    def __enter__(self) -> None:
+        store = self._store
+        depth = store._depth
+        if depth:
+            self._name = _SAVEPOINTS[depth] if depth < len(_SAVEPOINTS) else f"sp{depth}"
+            store._db.execute(f"SAVEPOINT {self._name}")
+            self._mark = len(store._journal)
+        else:
+            store._db.execute("BEGIN")
+        store._depth = depth + 1
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        store = self._store
+        store._depth -= 1
+        db = store._db
+        if self._name:
+            if kind is not None:
+                db.execute(f"ROLLBACK TO {self._name}")
+                db.execute(f"RELEASE {self._name}")
+                store._forget_since(self._mark)
+            else:
+                db.execute(f"RELEASE {self._name}")
+            return
+        if kind is not None:
+            db.execute("ROLLBACK")
+            store._forget_since(0)
+            return
+        try:
+            db.execute("COMMIT")
+        except BaseException:
+            store._forget_since(0)  # whatever the file now holds, the caches start again from it
+            raise
+        store._journal.clear()
+
+
+_SAVEPOINTS: Final = tuple(f"sp{i}" for i in range(16))
 
 
 class Store:
@@ -341,6 +483,13 @@ class Store:
         # isolation_level=None: no implicit transactions; transaction() says BEGIN/COMMIT itself.
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._depth = 0
+        # Answers kept in memory for the relay's hot path (see "caches" below): each device's
+        # queue size, each account's devices for routing. Every write that changes what one of
+        # them answers updates or drops its entry there and then, and notes it in _journal, so
+        # that a rolled-back transaction (or savepoint) drops what it touched.
+        self._queue_sizes: dict[tuple[str, int], tuple[int, int]] = {}
+        self._routes: dict[str, dict[int, int]] = {}
+        self._journal: list[tuple[dict[Any, Any], Any]] = []
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
@@ -401,38 +550,31 @@ class Store:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'simulation_keys'").fetchone()
         return None if row is None else str(row[0])
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One atomic, durable unit of work.
+    def transaction(self) -> _Transaction:
+        """One atomic, durable unit of work (a context manager).
 
         A nested use is a savepoint inside the outer transaction: if it fails, its own writes are
         undone and the outer transaction goes on (a simulation commits many requests at once,
         and one refused request must not leave half its writes behind).
         """
+        return _Transaction(self)
+
+    # -- caches: answers the hot path asks for on every send, kept consistent with the file --------
+
+    _CACHE_ENTRIES: Final = 1 << 16  # per cache; past it the cache starts again from empty
+
+    def _touched(self, cache: dict[Any, Any], key: Any) -> None:
+        """``cache[key]`` was changed or dropped by a write of the transaction under way: if the
+        transaction (or the savepoint) is rolled back, drop the entry (it is read again when asked)."""
         if self._depth:
-            name = f"sp{self._depth}"
-            self._db.execute(f"SAVEPOINT {name}")
-            self._depth += 1
-            try:
-                yield
-            except BaseException:
-                self._depth -= 1
-                self._db.execute(f"ROLLBACK TO {name}")
-                self._db.execute(f"RELEASE {name}")
-                raise
-            self._depth -= 1
-            self._db.execute(f"RELEASE {name}")
-            return
-        self._db.execute("BEGIN")
-        self._depth = 1
-        try:
-            yield
-        except BaseException:
-            self._depth = 0
-            self._db.execute("ROLLBACK")
-            raise
-        self._depth = 0
-        self._db.execute("COMMIT")
+            self._journal.append((cache, key))
+
+    def _forget_since(self, mark: int) -> None:
+        """Drop every cache entry touched since journal position ``mark`` (a rollback)."""
+        journal = self._journal
+        for cache, key in journal[mark:]:
+            cache.pop(key, None)
+        del journal[mark:]
 
     # -- accounts ----------------------------------------------------------------------------
 
@@ -466,15 +608,29 @@ class Store:
         return [_device(r) for r in rows]
 
     def registration_ids(self, account: str) -> dict[int, int]:
-        """Device id → registration id for every device of the account (what routing needs)."""
-        rows = self._db.execute("SELECT device, registration_id FROM devices WHERE account = ?", (account,))
-        return dict(rows.fetchall())
+        """Device id → registration id for every device of the account (what routing needs): a new
+        dict the caller may change. Kept in memory after the first query; :meth:`put_device` (the
+        only write to ``devices``, for registrations and for a provider's compelled additions alike)
+        drops the account's entry."""
+        route = self._routes.get(account)
+        if route is None:
+            rows = self._db.execute(
+                "SELECT device, registration_id FROM devices WHERE account = ?", (account,)
+            )
+            route = dict(rows.fetchall())
+            if len(self._routes) >= self._CACHE_ENTRIES:
+                self._routes.clear()
+            self._routes[account] = route
+            self._touched(self._routes, account)  # read inside a transaction that may roll back
+        return dict(route)
 
     def device_ids(self, account: str) -> list[int]:
         rows = self._db.execute("SELECT device FROM devices WHERE account = ? ORDER BY device", (account,))
         return [r[0] for r in rows]
 
     def put_device(self, d: DeviceRecord) -> None:
+        self._routes.pop(d.account, None)
+        self._touched(self._routes, d.account)
         spk, lr = d.signed_prekey, d.last_resort_kem_prekey
         self._db.execute(
             f"INSERT OR REPLACE INTO devices ({_DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -492,6 +648,44 @@ class Store:
                 d.registered_at,
             ),
         )
+
+    def put_device_facts(self, account: str, device: int, facts: DeviceFacts, recorded_at: float) -> None:
+        """What the device's registration said about it (only what the provider keeps); replaces
+        what an earlier registration of the same device left."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO device_facts (account, device, push_token, device_type, app_version, "
+            "recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (account, device, facts.push_token, facts.device_type, facts.app_version, recorded_at),
+        )
+
+    def put_device_signature(self, account: str, device: int, signature: bytes | None) -> None:
+        """The primary's signature over the device's identity key, as it registered it; None (a
+        registration without one) removes an earlier one, which signed the key it replaces."""
+        if signature is None:
+            self._db.execute(
+                "DELETE FROM device_signatures WHERE account = ? AND device = ?", (account, device)
+            )
+        else:
+            self._db.execute(
+                "INSERT OR REPLACE INTO device_signatures (account, device, signature) VALUES (?, ?, ?)",
+                (account, device, signature),
+            )
+
+    def device_signatures(self, account: str) -> dict[int, bytes]:
+        """Device id → the primary's signature it registered with, for the account's devices."""
+        rows = self._db.execute(
+            "SELECT device, signature FROM device_signatures WHERE account = ?", (account,)
+        ).fetchall()
+        return {r[0]: bytes(r[1]) for r in rows}
+
+    def device_facts(self, account: str) -> dict[int, DeviceFacts]:
+        """Device id → the facts kept from its latest registration, for the account's devices."""
+        rows = self._db.execute(
+            "SELECT device, push_token, device_type, app_version FROM device_facts WHERE account = ? "
+            "ORDER BY device",
+            (account,),
+        ).fetchall()
+        return {r[0]: DeviceFacts(None if r[1] is None else bytes(r[1]), r[2], r[3]) for r in rows}
 
     # -- prekeys -----------------------------------------------------------------------------
 
@@ -538,6 +732,7 @@ class Store:
     # -- envelopes ---------------------------------------------------------------------------
 
     def enqueue(self, envelopes: Iterable[StoredEnvelope]) -> None:
+        envelopes = list(envelopes)
         self._db.executemany(
             f"INSERT INTO envelopes ({_ENVELOPE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -554,14 +749,30 @@ class Store:
                 for e in envelopes
             ],
         )
+        sizes = self._queue_sizes
+        for e in envelopes:
+            key = (e.account, e.device)
+            known = sizes.get(key)
+            if known is not None:
+                sizes[key] = (known[0] + 1, known[1] + len(e.body))
+                self._touched(sizes, key)
 
     def queue_size(self, account: str, device: int) -> tuple[int, int]:
-        """(envelopes, bytes of their bodies) queued for one device."""
-        count, size = self._db.execute(
-            "SELECT count(*), coalesce(sum(length(body)), 0) FROM envelopes WHERE account = ? AND device = ?",
-            (account, device),
-        ).fetchone()
-        return int(count), int(size)
+        """(envelopes, bytes of their bodies) queued for one device: counted once, then kept up
+        to date by every write to the queue (the relay asks on every send, for its queue cap)."""
+        key = (account, device)
+        known = self._queue_sizes.get(key)
+        if known is None:
+            count, size = self._db.execute(
+                "SELECT count(*), coalesce(sum(length(body)), 0) FROM envelopes WHERE account = ? AND device = ?",
+                key,
+            ).fetchone()
+            known = (int(count), int(size))
+            if len(self._queue_sizes) >= self._CACHE_ENTRIES:
+                self._queue_sizes.clear()
+            self._queue_sizes[key] = known
+            self._touched(self._queue_sizes, key)
+        return known
 
     def queued(
         self, account: str, device: int, *, limit: int, max_bytes: int, overhead: int = 0
@@ -589,11 +800,28 @@ class Store:
 
     def delete_envelopes(self, account: str, device: int, ids: Iterable[bytes]) -> int:
         """Delete the given ids from this device's queue only; returns how many were there."""
-        cursor = self._db.executemany(
-            "DELETE FROM envelopes WHERE account = ? AND device = ? AND id = ?",
-            [(account, device, i) for i in ids],
-        )
-        return cursor.rowcount
+        key = (account, device)
+        known = self._queue_sizes.get(key)
+        if known is None:
+            cursor = self._db.executemany(
+                "DELETE FROM envelopes WHERE account = ? AND device = ? AND id = ?",
+                [(account, device, i) for i in ids],
+            )
+            return cursor.rowcount
+        count, size = known
+        deleted = 0
+        execute = self._db.execute
+        for i in ids:
+            row = execute(
+                "DELETE FROM envelopes WHERE account = ? AND device = ? AND id = ? RETURNING length(body)",
+                (account, device, i),
+            ).fetchone()
+            if row is not None:
+                deleted += 1
+                size -= row[0]
+        self._queue_sizes[key] = (count - deleted, size)
+        self._touched(self._queue_sizes, key)
+        return deleted
 
     def queue_length(self, account: str, device: int) -> int:
         (n,) = self._db.execute(
@@ -633,6 +861,8 @@ class Store:
         body lives on in ``archive``."""
         if reason not in ARCHIVE_REASONS:
             raise ValueError(f"reason must be one of {ARCHIVE_REASONS}, got {reason!r}")
+        self._queue_sizes.pop((account, device), None)  # counted again when next asked
+        self._touched(self._queue_sizes, (account, device))
         moved = 0
         for i in ids:
             key = (account, device, i)
@@ -801,6 +1031,76 @@ class Store:
         """(account, served) of every preservation request, in order of service."""
         rows = self._db.execute("SELECT account, served FROM preservations ORDER BY served, account")
         return [(r[0], float(r[1])) for r in rows]
+
+    # -- groups: server-side membership, and encrypted group state ------------------------------
+
+    def create_group(self, group: bytes, created_by: str, created_at: float) -> None:
+        self._db.execute(
+            "INSERT INTO groups (id, created_by, created_at, epoch) VALUES (?, ?, ?, 0)",
+            (group, created_by, created_at),
+        )
+
+    def group_epoch(self, group: bytes) -> int | None:
+        """The group's membership epoch, or None if the relay holds no such group."""
+        row = self._db.execute("SELECT epoch FROM groups WHERE id = ?", (group,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def bump_group_epoch(self, group: bytes) -> int:
+        self._db.execute("UPDATE groups SET epoch = epoch + 1 WHERE id = ?", (group,))
+        epoch = self.group_epoch(group)
+        assert epoch is not None
+        return epoch
+
+    def put_group_member(self, m: GroupMemberRecord) -> None:
+        """Add a member (an existing one keeps when it was added; ``admin`` is updated)."""
+        self._db.execute(
+            "INSERT INTO group_members (group_id, account, admin, added_at, added_by) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (group_id, account) DO UPDATE SET admin = excluded.admin",
+            (m.group, m.account, int(m.admin), m.added_at, m.added_by),
+        )
+
+    def remove_group_member(self, group: bytes, account: str) -> bool:
+        """Forget a member (nothing of its membership is kept). Returns whether it was one."""
+        cursor = self._db.execute(
+            "DELETE FROM group_members WHERE group_id = ? AND account = ?", (group, account)
+        )
+        return cursor.rowcount > 0
+
+    def group_members(self, group: bytes) -> list[GroupMemberRecord]:
+        rows = self._db.execute(
+            "SELECT group_id, account, admin, added_at, added_by FROM group_members WHERE group_id = ? "
+            "ORDER BY account",
+            (group,),
+        )
+        return [GroupMemberRecord(bytes(r[0]), r[1], bool(r[2]), float(r[3]), r[4]) for r in rows]
+
+    def groups_of(self, account: str) -> list[bytes]:
+        """The groups ``account`` is a member of, by id."""
+        rows = self._db.execute(
+            "SELECT group_id FROM group_members WHERE account = ? ORDER BY group_id", (account,)
+        )
+        return [bytes(r[0]) for r in rows]
+
+    def group_count(self) -> int:
+        """How many groups the relay holds the membership of."""
+        return int(self._db.execute("SELECT COUNT(*) FROM groups").fetchone()[0])
+
+    def put_group_state(self, group: bytes, version: int, state: bytes) -> None:
+        self._db.execute(
+            "INSERT INTO group_states (id, version, state) VALUES (?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET version = excluded.version, state = excluded.state",
+            (group, version, state),
+        )
+
+    def group_state(self, group: bytes) -> tuple[int, bytes] | None:
+        """(version, encrypted state) of a group whose state the clients keep here, or None."""
+        row = self._db.execute("SELECT version, state FROM group_states WHERE id = ?", (group,)).fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    def group_states(self) -> list[tuple[bytes, int, bytes]]:
+        """(group id, version, encrypted state) of every group state held."""
+        rows = self._db.execute("SELECT id, version, state FROM group_states ORDER BY id")
+        return [(bytes(r[0]), int(r[1]), bytes(r[2])) for r in rows]
 
     # -- key transparency: the log's leaves -------------------------------------------------------
 

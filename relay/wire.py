@@ -38,6 +38,7 @@ __all__ = [
     "KEM_PUBLIC_KEY_SIZE",
     "KT_HEAD_VERSION",
     "KT_LEAF_VERSION",
+    "MAX_KEY_LOG_ENTRIES",
     "NEED_DATA",
     "PROTOCOL_VERSION",
     "REQUEST_KINDS",
@@ -51,7 +52,9 @@ __all__ = [
     "Blocked",
     "Bundle",
     "Challenge",
+    "ChangeGroup",
     "ContactsFound",
+    "CreateGroup",
     "Deliver",
     "DeviceBundle",
     "DiscoverContacts",
@@ -62,10 +65,25 @@ __all__ = [
     "FetchBundle",
     "Frame",
     "FrameDecoder",
+    "GetGroup",
+    "GetGroupState",
+    "GetKeyLogConsistency",
+    "GetKeyLogEntries",
+    "GetKeyLogHead",
     "GetSenderCertificate",
+    "GroupInfo",
+    "GroupMember",
+    "GroupSend",
+    "GroupSent",
+    "GroupState",
+    "GroupStateStored",
+    "GroupUpdated",
     "KemPrekey",
     "KeyInclusion",
+    "KeyLogConsistency",
+    "KeyLogEntries",
     "KeyLogHead",
+    "KeyLogHeadResponse",
     "KeyLogProof",
     "LocalProtocolError",
     "OutgoingEnvelope",
@@ -74,6 +92,7 @@ __all__ = [
     "Prekey",
     "PrekeysUploaded",
     "ProtocolError",
+    "PutGroupState",
     "Receive",
     "Register",
     "Registered",
@@ -129,6 +148,20 @@ MAX_ACCOUNT_LEN: Final = 128  # characters; Signal's account ids are 36-characte
 # whole address book in one session, rate-limited by a token bucket rather than a fixed cap; a
 # bound per frame keeps the largest request (about 130 KB of account ids) inside one frame.
 MAX_CONTACTS: Final = 1000
+# A push token is the push service's opaque address for the device: 32 bytes from APNs, a string of
+# about 160 characters from FCM; a register may carry one of up to this many bytes.
+MAX_PUSH_TOKEN: Final = 256
+MAX_DEVICE_FACT_LEN: Final = 64  # characters of a device type or an app version
+# Groups (docs/protocol.md, "Groups"). A group is named by its 16-byte distribution id (the sender
+# keys' id, clients/groups.py). WhatsApp's groups hold up to 1024 members (since the launch of
+# Communities, blog.whatsapp.com, 2022-11-03); a group send fans out to every device of every
+# member, at most MAX_DEVICES_PER_SEND each. Signal's server keeps each group's state encrypted
+# (groups v2: "The Signal Private Group System", Chase, Perrin and Zaverucha, CCS 2020); the relay
+# bounds the opaque blob a client uploads.
+GROUP_ID_SIZE: Final = 16
+MAX_GROUP_MEMBERS: Final = 1024
+MAX_GROUP_FANOUT: Final = MAX_GROUP_MEMBERS * 8  # envelopes one group send may make
+MAX_GROUP_STATE: Final = 128 * 1024
 
 # What a prekey signature covers: the identity key's XEdDSA signature over Encode(PK).
 # X25519: 0x05 ‖ u (X3DH §2.5, libsignal's DJB key type). ML-KEM-1024: 0x0A ‖ key, this
@@ -231,6 +264,9 @@ class ErrorCode(enum.StrEnum):
     RATE_LIMITED = "rate_limited"  # retry_after_ms says when to try again
     RECIPIENT_QUEUE_FULL = "recipient_queue_full"  # the recipient's device has too much waiting
     REGISTRATION_PROOF = "registration_proof"  # a new account needs the relay's proof (see Register)
+    UNKNOWN_GROUP = "unknown_group"  # no such group, or the caller is not a member of it
+    GROUP_EXISTS = "group_exists"  # create_group with a group id already taken
+    STALE_GROUP = "stale_group"  # the group changed since the epoch (or version) the request names
     # The connection (raised by the server).
     TIMEOUT = "timeout"
     SERVER_BUSY = "server_busy"
@@ -485,6 +521,7 @@ Nonce = Annotated[bytes, _Bytes(NONCE_SIZE)]
 Token = Annotated[bytes, _Bytes(TOKEN_SIZE)]
 Body = Annotated[bytes, _Bytes()]
 Flag = Annotated[bool, _Bool()]
+GroupId = Annotated[bytes, _Bytes(GROUP_ID_SIZE)]
 
 
 def _spec_for(hint: Any, owner: type) -> _Spec:
@@ -718,6 +755,9 @@ class DeviceBundle(Message):
     kem_prekey: KemPrekey
     kem_prekey_last_resort: Flag  # True when the one-time KEM prekeys ran out
     one_time_prekey: Prekey | None = None  # None when the one-time prekeys ran out
+    # The primary's signature over this device's identity key, as the device registered it
+    # (Register.device_signature); None when it gave none.
+    device_signature: Signature | None = None
 
 
 # Key transparency (relay/transparency.py): a signed head of the relay's key log, and where each
@@ -777,6 +817,14 @@ class Envelope(Message):
     source_device: DeviceId | None = None
 
 
+@message
+class GroupMember(Message):
+    """One member of a group as the relay holds it (server-side membership)."""
+
+    account: AccountId
+    admin: Flag
+
+
 # --- frames ----------------------------------------------------------------------------------
 
 
@@ -821,6 +869,16 @@ class Register(Request):
     # What the relay asks of a new account (docs/protocol.md, "Registration proof"): the
     # operator's registration token, or a hashcash stamp (see registration_pow_message).
     proof: Annotated[bytes | None, _Optional(_Bytes(None, 64))] = None
+    # Facts about the device that real clients send and some providers keep and hand over (the
+    # FBI "Lawful Access" chart, 2021: Threema's push token; Wickr's device types and app version).
+    # All optional: a relay that does not keep them ignores them (relay.profiles device_facts).
+    push_token: Annotated[bytes | None, _Optional(_Bytes(None, MAX_PUSH_TOKEN))] = None
+    device_type: Annotated[str | None, _Optional(_Str(1, MAX_DEVICE_FACT_LEN))] = None
+    app_version: Annotated[str | None, _Optional(_Str(1, MAX_DEVICE_FACT_LEN))] = None
+    # "signed-devices" accounts (WhatsApp's multi-device): the primary device's XEdDSA signature over
+    # this companion's identity key (clients.agent.sign_device), which the relay serves with the
+    # device's bundle for contacts to check. The relay stores it as given and checks nothing.
+    device_signature: Signature | None = None
 
 
 @message
@@ -933,6 +991,70 @@ class Unblock(Request):
     account: AccountId
 
 
+# Groups with a membership list the relay holds (server-side fan-out, as WhatsApp's server does).
+
+
+@message
+class CreateGroup(Request):
+    """Create group ``group`` (authenticated): the caller is its first admin, ``members`` the others."""
+
+    kind: ClassVar[str] = "create_group"
+    group: GroupId
+    members: Annotated[tuple[str, ...], _List(_Str(1, MAX_ACCOUNT_LEN), MAX_GROUP_MEMBERS)] = ()
+
+
+@message
+class ChangeGroup(Request):
+    """Add and remove members (authenticated, an admin; any member may remove itself: leaving).
+    ``admins`` makes members admins. Each change moves the group to its next epoch."""
+
+    kind: ClassVar[str] = "change_group"
+    group: GroupId
+    add: Annotated[tuple[str, ...], _List(_Str(1, MAX_ACCOUNT_LEN), MAX_GROUP_MEMBERS)] = ()
+    remove: Annotated[tuple[str, ...], _List(_Str(1, MAX_ACCOUNT_LEN), MAX_GROUP_MEMBERS)] = ()
+    admins: Annotated[tuple[str, ...], _List(_Str(1, MAX_ACCOUNT_LEN), MAX_GROUP_MEMBERS)] = ()
+
+
+@message
+class GetGroup(Request):
+    """The group's members as the relay holds them (authenticated, a member)."""
+
+    kind: ClassVar[str] = "get_group"
+    group: GroupId
+
+
+@message
+class GroupSend(Request):
+    """One body for the whole group (authenticated, a member): the relay queues a copy for every
+    device of every member but the sender's own device. ``epoch`` is the membership the sender
+    distributed its sender key for; if the group changed since, the answer is stale_group."""
+
+    kind: ClassVar[str] = "group_send"
+    group: GroupId
+    epoch: Annotated[int, _UINT64]
+    body: Body
+
+
+@message
+class PutGroupState(Request):
+    """Store a group's state as an opaque blob the clients encrypted (Signal's groups v2: the server
+    holds the state and cannot read it). ``version`` must be the stored version plus one (0 creates);
+    no authentication: the relay learns nothing about who keeps which group."""
+
+    kind: ClassVar[str] = "put_group_state"
+    group: GroupId
+    version: Annotated[int, _UINT64]
+    state: Annotated[bytes, _Bytes(max_size=MAX_GROUP_STATE)]
+
+
+@message
+class GetGroupState(Request):
+    """The group's encrypted state as stored (no authentication, as ``put_group_state``)."""
+
+    kind: ClassVar[str] = "get_group_state"
+    group: GroupId
+
+
 # Responses.
 
 
@@ -1035,6 +1157,46 @@ class Unblocked(Response):
 
 
 @message
+class GroupUpdated(Response):
+    """The group was created or changed; ``epoch`` is its membership's version now."""
+
+    kind: ClassVar[str] = "group_updated"
+    group: GroupId
+    epoch: Annotated[int, _UINT64]
+
+
+@message
+class GroupInfo(Response):
+    kind: ClassVar[str] = "group_info"
+    group: GroupId
+    epoch: Annotated[int, _UINT64]
+    members: Annotated[tuple[GroupMember, ...], _List(GroupMember, MAX_GROUP_MEMBERS, 1)]
+
+
+@message
+class GroupSent(Response):
+    """The group send is committed: one envelope per member device, in (account, device) order."""
+
+    kind: ClassVar[str] = "group_sent"
+    envelope_ids: Annotated[tuple[bytes, ...], _List(_Bytes(ENVELOPE_ID_SIZE), MAX_GROUP_FANOUT)]
+
+
+@message
+class GroupStateStored(Response):
+    kind: ClassVar[str] = "group_state_stored"
+    group: GroupId
+    version: Annotated[int, _UINT64]
+
+
+@message
+class GroupState(Response):
+    kind: ClassVar[str] = "group_state"
+    group: GroupId
+    version: Annotated[int, _UINT64]
+    state: Annotated[bytes, _Bytes(max_size=MAX_GROUP_STATE)]
+
+
+@message
 class Deliver(Response):
     """Pushed by the relay (id 0) when an envelope arrives for a connected device."""
 
@@ -1063,6 +1225,76 @@ class ErrorFrame(Response):
         return cls(id=e.request_id, code=e.code.value, message=e.message, field=e.field)
 
 
+# --- key transparency over the wire: the log's heads, entries and consistency proofs -------------
+# RFC 9162 §5 (Certificate Transparency 2.0) gives a log's clients get-sth (§5.2), get-sth-consistency
+# (§5.3) and get-entries (§5.4); these are the same three, as frames. Any connection may ask (the log
+# is public, as a CT log is); the relay answers an authenticated connection from the log it shows
+# that account (relay.core.RelayCore.split_key_log: a split view is exactly what these let devices
+# catch). Devices check what comes back in clients/transparency.py.
+MAX_KEY_LOG_ENTRIES: Final = 256  # leaves per key_log_entries answer; the log may return fewer (§5.4)
+MAX_KEY_LOG_LEAF: Final = 576  # a kt_leaf: msgpack of [1, account (≤ 128 characters), device, key32]
+MAX_CONSISTENCY_PATH: Final = 2 * MAX_AUDIT_PATH
+
+
+@message
+class GetKeyLogHead(Request):
+    """The log's current signed tree head (RFC 9162 §5.2 get-sth)."""
+
+    kind: ClassVar[str] = "get_key_log_head"
+
+
+@message
+class GetKeyLogConsistency(Request):
+    """A consistency proof between the log at ``first`` and at ``second`` leaves (§5.3); 0 ≤ first ≤
+    second ≤ the log's size."""
+
+    kind: ClassVar[str] = "get_key_log_consistency"
+    first: Annotated[int, _UINT64]
+    second: Annotated[int, _UINT64]
+
+
+@message
+class GetKeyLogEntries(Request):
+    """The leaves ``start`` to ``end`` inclusive (§5.4; end < the log's size); the answer may hold fewer,
+    from ``start`` on."""
+
+    kind: ClassVar[str] = "get_key_log_entries"
+    start: Annotated[int, _UINT64]
+    end: Annotated[int, _UINT64]
+
+
+@message
+class KeyLogHeadResponse(Response):
+    """The signed head, and the server certificate whose key signs it (checked against the trust root)."""
+
+    kind: ClassVar[str] = "key_log_head"
+    head: KeyLogHead
+    server_certificate: Annotated[bytes, _Bytes(max_size=256)]
+
+
+@message
+class KeyLogConsistency(Response):
+    """PROOF(first, D[second]) of RFC 9162 §2.1.4.1 (empty when first is 0 or equals second)."""
+
+    kind: ClassVar[str] = "key_log_consistency"
+    first: Annotated[int, _UINT64]
+    second: Annotated[int, _UINT64]
+    proof: Annotated[tuple[bytes, ...], _List(_Bytes(32), MAX_CONSISTENCY_PATH)]
+
+
+@message
+class KeyLogEntries(Response):
+    """Leaves of the log (``relay.wire.kt_leaf``) from index ``start`` on, in order."""
+
+    kind: ClassVar[str] = "key_log_entries"
+    start: Annotated[int, _UINT64]
+    entries: Annotated[tuple[bytes, ...], _List(_Bytes(max_size=MAX_KEY_LOG_LEAF), MAX_KEY_LOG_ENTRIES)]
+
+
+_KEY_LOG_REQUESTS: Final = (GetKeyLogHead, GetKeyLogConsistency, GetKeyLogEntries)
+_KEY_LOG_RESPONSES: Final = (KeyLogHeadResponse, KeyLogConsistency, KeyLogEntries)
+
+
 _F = TypeVar("_F", bound=Frame)
 
 
@@ -1086,6 +1318,13 @@ REQUEST_KINDS: Final[Mapping[str, type[Request]]] = types.MappingProxyType(
         DiscoverContacts,
         Block,
         Unblock,
+        CreateGroup,
+        ChangeGroup,
+        GetGroup,
+        GroupSend,
+        PutGroupState,
+        GetGroupState,
+        *_KEY_LOG_REQUESTS,
     )
 )
 RESPONSE_KINDS: Final[Mapping[str, type[Response]]] = types.MappingProxyType(
@@ -1103,8 +1342,14 @@ RESPONSE_KINDS: Final[Mapping[str, type[Response]]] = types.MappingProxyType(
         ContactsFound,
         Blocked,
         Unblocked,
+        GroupUpdated,
+        GroupInfo,
+        GroupSent,
+        GroupStateStored,
+        GroupState,
         Deliver,
         ErrorFrame,
+        *_KEY_LOG_RESPONSES,
     )
 )
 _ENVELOPE_KEYS: Final = frozenset({"v", "id", "kind"})

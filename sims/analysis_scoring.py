@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from relaysim.sims.analysis.run import Analysis, analyze, run_directory
+from relaysim.sims.analysis.run import Analysis, analyze, as_seen_view, run_directory
 from relaysim.sims.analysis.run import run_views as analysis_views
 from relaysim.sims.analysis.sda import CHECKPOINTS
 from relaysim.sims.analysis.traits import PAPER_SHARES
-from relaysim.sims.analysis.view import AnalysisInputError
+from relaysim.sims.analysis.view import AnalysisInputError, ProviderView
 
-__all__ = ["Truth", "read_truth", "score_analysis", "write_analysis"]
+__all__ = ["AS_SEEN", "Truth", "kept_beside_seen", "read_truth", "score_analysis", "write_analysis"]
 
 
 @dataclass
@@ -42,7 +42,7 @@ class _Envelope:
 class _Control:
     sender: str
     recipient: str
-    kind: str  # "delivery receipt", "read receipt", "cover"
+    kind: str  # "delivery receipt", "read receipt", "cover", "sync copy" (to the sender's own devices)
     time: float
     recipient_device: int | None
 
@@ -57,8 +57,10 @@ class Truth:
     first_received: dict[tuple[str, str], float] = field(
         default_factory=dict
     )  # (receiver, from "account/device") → relay time the receiver's first device heard from it
-    # Envelopes nobody wrote: delivery and read receipts, cover traffic (the transcript's
-    # control_accepted events). The provider cannot tell them from messages; the scoring can.
+    # Envelopes nobody wrote: delivery and read receipts, cover traffic, and the sync copies a phone
+    # sends its own account's other devices (the transcript's control_accepted events). The provider
+    # cannot tell receipts and cover from messages; the scoring can. A sync copy goes from an account
+    # to itself: never a pair, a contact or a message (``pairs``, ``contacts``, ``messages``).
     control: dict[str, _Control] = field(default_factory=dict)  # envelope id → truth
     control_by_route: dict[tuple[float, str], tuple[str, str]] = field(
         default_factory=dict
@@ -95,7 +97,7 @@ class Truth:
         return None
 
     def what_was(self, envelope_id: str | None, time: float | None, recipient: str | None) -> str:
-        """ "message", "delivery receipt", "read receipt", "cover" or "unknown"."""
+        """ "message", "delivery receipt", "read receipt", "cover", "sync copy" or "unknown"."""
         if envelope_id is not None and envelope_id in self.envelopes:
             return "message"
         if envelope_id is not None and envelope_id in self.control:
@@ -397,16 +399,25 @@ def headline(name: str, a: Analysis, score: Mapping[str, Any] | None) -> str:
     return " ".join(parts).replace(" ;", ";")
 
 
-def to_markdown(name: str, a: Analysis, score: Mapping[str, Any] | None, clock: Any = None) -> str:
+def to_markdown(
+    name: str,
+    a: Analysis,
+    score: Mapping[str, Any] | None,
+    clock: Any = None,
+    *,
+    intro: list[str] | None = None,
+) -> str:
     fmt = clock or (lambda t: f"{t:.0f}")
     j = a.to_json()
     att = j["sealed_sender_attribution"]
-    lines = [
+    lines = intro or [
         f"# What the provider's records reveal: {name}",
         "",
         f"Read from: {a.source}" + (f" (an order on `{a.target}`)" if a.target else "") + ".",
         "Everything below is inferred from what the provider holds; the scores compare it with what really happened.",
         "",
+    ]
+    lines += [
         "## Sealed sender: who sent what",
         "",
         f"- {att['attributed']:,} of {att['sealed_records']:,} sealed-sender records attributed to a sender, by "
@@ -454,7 +465,12 @@ def to_markdown(name: str, a: Analysis, score: Mapping[str, Any] | None, clock: 
         )
     classes = ", ".join(f"{c['size']} B × {c['envelopes']}" for c in sz["length_classes"][:8])
     lines.append(
-        f"- the others in length classes {classes or 'none'} (steps of {sz['padding_step_bytes']} bytes)"
+        f"- the others in length classes {classes or 'none'} "
+        + (
+            f"(steps of {sz['padding_step_bytes']} bytes)"
+            if sz["padding_step_bytes"] is not None
+            else "(no step between classes to read a padding scheme from)"
+        )
     )
     if score:
         s = score["sizes"]
@@ -523,21 +539,69 @@ def _traits_markdown(a: Analysis, score: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
-def write_analysis(run: str | Path, clock: Any = None) -> list[str]:
-    """Analyse a finished run, score it, write ``DIR/analysis/NAME.{json,md}``; the headlines."""
+def write_analysis(run: str | Path, clock: Any = None, *, as_seen: bool = False) -> list[str]:
+    """Analyse a finished run, score it, write ``DIR/analysis/NAME.{json,md}``; the headlines.
+    ``as_seen``: analyse what the relay saw while it ran (``relay-view.jsonl``) instead of what the
+    provider keeps, into ``DIR/analysis/as-seen/relay.{json,md}``."""
     out = Path(run)
     truth = read_truth(out / "transcript.jsonl") if (out / "transcript.jsonl").exists() else None
-    folder = out / "analysis"
+    folder = out / "analysis" / AS_SEEN if as_seen else out / "analysis"
+    views = {"relay": as_seen_view(out)} if as_seen else analysis_views(out)
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
     directory = run_directory(out)
-    for name, view in analysis_views(out).items():
+    for name, view in views.items():
         a = analyze(view, directory=directory)
         score = score_analysis(a, truth) if truth is not None else None
         data = {"analysis": a.to_json(), "score": score}
+        intro = None
+        if as_seen:
+            kept = analysis_views(out)["relay"]
+            beside = kept_beside_seen(kept, view)
+            data["kept_beside_seen"] = beside
+            intro = _as_seen_intro(beside)
         (folder / f"{name}.json").write_text(json.dumps(_round(data), indent=1) + "\n", encoding="utf-8")
-        (folder / f"{name}.md").write_text(to_markdown(name, a, score, clock), encoding="utf-8")
-        lines.append(headline(name, a, score))
+        (folder / f"{name}.md").write_text(to_markdown(name, a, score, clock, intro=intro), encoding="utf-8")
+        lines.append(headline(f"{name} as seen" if as_seen else name, a, score))
+    return lines
+
+
+AS_SEEN = "as-seen"  # DIR/analysis/as-seen/: the analyses of what the relay saw
+
+
+def kept_beside_seen(kept: ProviderView, seen: ProviderView) -> dict[str, Any]:
+    """Per record kind, how many observations the relay made and how many its profile kept."""
+    counts: dict[str, dict[str, Any]] = {}
+    for label, view in (("seen", seen), ("kept", kept)):
+        for o in view.observations:
+            row = counts.setdefault(o.kind, {"seen": 0, "kept": 0})
+            row[label] += 1
+    return {"kept_from": kept.source, "by_kind": dict(sorted(counts.items()))}
+
+
+def _as_seen_intro(kept: Mapping[str, Any]) -> list[str]:
+    rows = kept["by_kind"]
+    sealed = rows.get("sealed_send", {"seen": 0, "kept": 0})
+    seen_total = sum(r["seen"] for r in rows.values())
+    kept_total = sum(r["kept"] for r in rows.values())
+    lines = [
+        "# What the relay saw: what a provider that watches (not keeps) learns",
+        "",
+        "Read from: `relay-view.jsonl`, every observation the relay made while the run went on — each request on "
+        "each connection with its network address and time, and each sealed send's recipient, size, time and "
+        "connection — before any retention policy. A provider that watches its relay live has all of it, whatever "
+        "its profile keeps; so does one compelled to (a pen register, a wiretap order), or whose relay is hacked. "
+        "Everything below is inferred from that alone; the scores compare it with what really happened.",
+        "",
+        f"The relay saw {seen_total:,} records ({sealed['seen']:,} sealed sends); {kept['kept_from']} keeps "
+        f"{kept_total:,} of them ({sealed['kept']:,} sealed sends); what keeping alone reveals is "
+        "`relaysim analyze DIR` (`DIR/analysis/relay.md`).",
+        "",
+        "| record kind | seen | kept |",
+        "|---|---|---|",
+        *(f"| {k} | {r['seen']:,} | {r['kept']:,} |" for k, r in rows.items()),
+        "",
+    ]
     return lines
 
 

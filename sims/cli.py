@@ -123,8 +123,8 @@ class _Interrupted(Exception):
 
 FORCE_HELP = (
     "replace an earlier run in the --out folder: relaysim then removes only its own files there "
-    "(transcript.jsonl, relay.db*, relay.log, summary.*, provider.json, comparison.*, matrix.*, report.html, disclosures/, "
-    "exceptional/ and per-profile subfolders); without it, a folder holding an earlier run is refused"
+    "(transcript.jsonl, relay.db*, relay-view.jsonl, relay.log, summary.*, provider.json, comparison.*, matrix.*, report.html, counterfactual.md, "
+    "disclosures/, exceptional/, analysis/, counterfactual/ and per-profile subfolders); without it, a folder holding an earlier run is refused"
 )
 
 DEMO_SCENARIO = "pakistan-2015"
@@ -139,6 +139,8 @@ EPILOG = """examples:
   relaysim bench crypto --messages 2000
   relaysim relay serve --host 127.0.0.1 --port 7465 --db relay.db
   relaysim sweep two-friends --param network.loss=0,0.1,0.2 --seeds 5 --out out/loss
+  relaysim run sealed-sender-leaks --out out/ssl && relaysim analyze out/ssl --as-seen
+  relaysim defences
 """
 
 
@@ -310,10 +312,11 @@ def _disclose(args: argparse.Namespace) -> int:
     import json
     import sqlite3
     import tempfile
+    from datetime import date
 
     from relaysim.relay.compliance import ComplianceDesk, LegalProcess
     from relaysim.relay.custody import ContentKey
-    from relaysim.relay.profiles import get_profile
+    from relaysim.relay.profiles import profile_as_of
     from relaysim.relay.store import Store, StoreError
     from relaysim.sims.report import disclosure_json, sim_clock
     from relaysim.sims.scenario import parse_duration
@@ -339,8 +342,16 @@ def _disclose(args: argparse.Namespace) -> int:
     profile_name = args.profile or recorded
     if profile_name is None:
         raise CliError(f"no --profile, and no {provider_file} to say which profile the run used")
+    as_of = provider.get("profile_as_of")  # a dated run: the provider as it was then
     try:
-        profile = get_profile(profile_name)
+        day = None if as_of is None else date.fromisoformat(as_of)
+    except (TypeError, ValueError):
+        raise CliError(
+            f"{provider_file}: profile_as_of: expected a date like 2016-05-01, got {as_of!r}"
+        ) from None
+    try:
+        # a dated run's provider as it was then (relay.profiles.profile_as_of), as the run had it
+        profile = profile_as_of(profile_name, day)
     except ValueError as exc:
         raise CliError(f"{provider_file}: {exc}") from None
     if recorded is not None and recorded != profile.name:
@@ -414,7 +425,7 @@ def _disclose(args: argparse.Namespace) -> int:
     if args.json == "-":  # stdout carries the JSON alone, for a pipe
         sys.stdout.write(data)
     else:
-        print(disclosure.to_markdown(sim_clock), end="")
+        print(disclosure.to_markdown(lambda t: sim_clock(t, epoch, day is not None)), end="")
         if args.json:
             try:
                 Path(args.json).write_text(data, encoding="utf-8")
@@ -453,7 +464,7 @@ def _latest_time(store: Any, default: float) -> float:
 def _analyze(args: argparse.Namespace) -> int:
     from relaysim.sims.analysis.view import AnalysisInputError
     from relaysim.sims.analysis_scoring import write_analysis
-    from relaysim.sims.report import sim_clock
+    from relaysim.sims.report import run_calendar, sim_clock
 
     out = Path(args.dir)
     if not (out / "relay.db").is_file():
@@ -465,13 +476,20 @@ def _analyze(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        lines = write_analysis(out, sim_clock)
-    except AnalysisInputError as exc:
+        epoch, dated = run_calendar(out)
+        lines = write_analysis(out, lambda t: sim_clock(t, epoch, dated), as_seen=args.as_seen)
+    except (AnalysisInputError, ValueError) as exc:
         print(f"relaysim analyze: {exc}", file=sys.stderr)
         return 2
     for line in lines:
         print(line)
-    print(f"wrote {out}/analysis/NAME.json and NAME.md (relay: the relay's database; one per disclosure)")
+    if args.as_seen:
+        print(
+            f"wrote {out}/analysis/as-seen/relay.json and relay.md: what the relay saw while it ran "
+            "(what a provider that watches, not keeps, learns)"
+        )
+    else:
+        print(f"wrote {out}/analysis/NAME.json and NAME.md (relay: the relay's database; one per disclosure)")
     return 0
 
 
@@ -762,10 +780,22 @@ def build_parser() -> argparse.ArgumentParser:
             "addresses and co-locations; then scores each inference against the run's transcript. Writes "
             "DIR/analysis/NAME.json and NAME.md."
         ),
-        epilog="example:\n  relaysim run two-friends --out out/tf && relaysim analyze out/tf",
+        epilog=(
+            "examples:\n  relaysim run two-friends --out out/tf && relaysim analyze out/tf\n"
+            "  relaysim analyze out/tf --as-seen     # what the relay saw, not what it keeps"
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     analyze.add_argument("dir", metavar="DIR", help="the --out directory of a finished run")
+    analyze.add_argument(
+        "--as-seen",
+        action="store_true",
+        help=(
+            "analyse what the relay SAW while it ran (DIR/relay-view.jsonl: every request with its address and time, "
+            "every sealed send's recipient, size and connection), not what its profile keeps: what a provider that "
+            "watches live, is compelled to, or is hacked learns. Writes DIR/analysis/as-seen/relay.json and relay.md"
+        ),
+    )
 
     report = sub.add_parser(
         "report",
@@ -826,6 +856,9 @@ def build_parser() -> argparse.ArgumentParser:
     from relaysim.sims.sweep import add_parser as add_sweep_parser
 
     add_sweep_parser(sub)
+    from relaysim.sims.defences import add_parser as add_defences_parser
+
+    add_defences_parser(sub)
     return parser
 
 
@@ -902,6 +935,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _relay(args, args.rest)
     if args.command == "sweep":
         return _sweep(args)
+    if args.command == "defences":
+        from relaysim.sims.defences import main as defences_main
+
+        return defences_main(args)
     raise AssertionError(args.command)
 
 

@@ -90,9 +90,10 @@ def _answer(data: dict[str, Any] | None, quotes: int) -> list[str]:
     got = [c for c in provided if provided[c]]
     lines.append(f"handed over: {', '.join(got) or 'nothing'}")
     content = provided.get("content") or []
+    words = [r for r in content if "text" in r]  # receipts and other control content carry none
     if content:
-        lines.append(f"the words: {len(content)} message(s), opened with the provider's own key, e.g.:")
-        lines += [f"  {r.get('from') or '?'} → {r.get('to')}: “{r.get('text')}”" for r in content[:quotes]]
+        lines.append(f"the words: {len(words)} message(s), opened with the provider's own key, e.g.:")
+        lines += [f"  {r.get('from') or '?'} → {r.get('to')}: “{r.get('text')}”" for r in words[:quotes]]
     else:
         why = {c: (r, w) for r, cats in data["not_provided"].items() for c, w in cats.items()}.get("content")
         if why:

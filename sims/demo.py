@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from relaysim.clients.session import Device, parse_ciphertext
 from relaysim.sims.term import render as render_text
@@ -156,6 +157,9 @@ def inference_lines(run: Path, operator: str = "the operator") -> list[str]:
         lines.append(
             f"{operator}'s records rebuild none of the {g['true_pairs']} pairs who talked: it keeps too little."
         )
+    seen = _as_seen_line(run, truth) if not att["sealed_records"] else None
+    if seen:
+        lines.append(seen)
     for name, a in analyses.items():
         if name == "relay" or not a.target:
             continue
@@ -177,6 +181,27 @@ def inference_lines(run: Path, operator: str = "the operator") -> list[str]:
             "which message is the long one."
         )
     return lines[:4]
+
+
+def _as_seen_line(run: Path, truth: Any) -> str | None:
+    """For a relay that keeps no sealed sends (Signal's profile): what it saw of them while it ran
+    (``relay-view.jsonl``), attributed by address as a provider that watches would."""
+    from relaysim.sims.analysis.run import analyze, as_seen_view
+    from relaysim.sims.analysis.view import RELAY_VIEW_FILE
+    from relaysim.sims.analysis_scoring import score_analysis
+
+    if not (run / RELAY_VIEW_FILE).exists():
+        return None
+    sc = score_analysis(analyze(as_seen_view(run)), truth)
+    att, g = sc["attribution"], sc["contact_graph"]
+    if not att["sealed_records"]:
+        return None
+    return (
+        f"Its database keeps no sealed send, but its relay saw all {att['sealed_records']} while it ran: "
+        f"an operator that watches instead of keeping attributes {att['correct']} of them to their true sender "
+        f"by address (precision {_pct(att['precision'])}, recall {_pct(att['recall'])}) and rebuilds "
+        f"{g['correct']} of {g['true_pairs']} pairs who talked (relaysim analyze DIR --as-seen)."
+    )
 
 
 def render_inference(run: Path, *, width: int | None = None, color: bool = False) -> str:

@@ -7,7 +7,12 @@
   carry the text as the devices saw it under ``plaintext`` and what the relay saw (ids,
   addresses, sizes, times — never content) under ``relay``. Every time in it is on one base: see
   :func:`transcript_writer`;
-- ``relay.db`` — the relay's own SQLite store as it stands at the end of the run;
+- ``relay.db`` — the relay's own SQLite store as it stands at the end of the run: what the
+  provider *keeps*, under its profile's retention policy;
+- ``relay-view.jsonl`` — what the relay *saw* while it ran: every observation it made, whole, one
+  metadata record a line (no content, no ground truth: only :class:`relay.metadata.MetadataRecord`
+  fields; times on the relay's clock, as in ``relay.db``), whatever the profile keeps. What a
+  provider that watches live has; ``relaysim analyze DIR --as-seen`` analyses it;
 - ``summary.json`` — counts, delivery-latency percentiles, losses;
 - ``summary.md`` — the same, for people;
 - ``disclosures/NAME.json`` and ``NAME.md`` — per legal process served in the timeline, what the
@@ -44,7 +49,9 @@ from rich.text import Text
 
 from relaysim.relay.compliance import Disclosure
 from relaysim.relay.legal import REASON_LABELS
-from relaysim.sims.access.reports import write_exceptional
+from relaysim.relay.metadata import MetadataRecord
+from relaysim.sims.access.reports import detection_by_profile_lines, write_exceptional
+from relaysim.sims.analysis.view import RELAY_VIEW_FILE, record_json
 from relaysim.sims.scenario import Scenario
 from relaysim.sims.term import render, table
 from relaysim.sims.world.simulation import SIM_EPOCH, Simulation, SimulationResult
@@ -61,11 +68,13 @@ __all__ = [
     "percentile",
     "prepare_out_dir",
     "read_run",
+    "relay_view_writer",
     "relaysim_outputs",
     "render_comparison",
     "render_demo",
     "render_demo_comparison",
     "render_show",
+    "run_calendar",
     "run_comparison_to_dir",
     "run_to_dir",
     "show_rows",
@@ -80,6 +89,7 @@ OWNED_FILES = (
     "relay.db",
     "relay.db-wal",
     "relay.db-shm",
+    "relay-view.jsonl",
     "relay.log",
     "summary.json",
     "summary.md",
@@ -90,8 +100,11 @@ OWNED_FILES = (
     "matrix.json",
     "matrix.md",
     "report.html",
+    "counterfactual.md",
 )
-OWNED_DIRS = ("disclosures", "exceptional")
+# analysis/ is written later by relaysim analyze, counterfactual/ by a run with a counterfactual demand:
+# a forced rerun removes both, so no page of an earlier run sits beside the new one.
+OWNED_DIRS = ("disclosures", "exceptional", "analysis", "counterfactual")
 
 
 class OutputDirError(Exception):
@@ -168,17 +181,28 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
     return sorted_values[rank - 1]
 
 
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def summarise(result: SimulationResult) -> dict[str, Any]:
     latencies = sorted(t - m.planned.at for m in result.messages for t in m.delivered.values())
     expected = sum(len(m.recipients) for m in result.messages)
     delivered = sum(len(m.delivered) for m in result.messages)
     lost = [m for m in result.messages if m.lost is not None]
-    undelivered = sum(len(m.recipients) - len(m.delivered) for m in result.messages if m.lost is None)
+    group_lost = sum(len(m.lost_for) for m in result.messages if m.lost is None)
+    undelivered = (
+        sum(len(m.recipients) - len(m.delivered) for m in result.messages if m.lost is None) - group_lost
+    )
+    # an account with linked devices: its phone's sync copies, read on its other devices
+    synced = {"sync_copies_read": sum(len(v) for v in result.synced.values())} if result.synced else {}
     sc = result.scenario
     return _round(
         {
             "scenario": sc.name,
             "seed": sc.seed,
+            # a dated run's first instant on the calendar ([scenario] start; undated runs say nothing)
+            **({"start": _iso(sc.epoch)} if sc.start is not None else {}),
             "duration_s": sc.duration,
             "people": len(sc.people),
             "devices": sum(len(p.devices) for p in sc.people),
@@ -189,9 +213,13 @@ def summarise(result: SimulationResult) -> dict[str, Any]:
                 "device_deliveries_expected": expected,
                 "device_deliveries": delivered,
                 "still_queued_or_in_flight": undelivered,
+                # group messages a member device never read (the network lost its part, or its sender
+                # key and every resend): SimulationResult.messages[].lost_for says which and why
+                "group_deliveries_lost": group_lost,
                 "plaintext_mismatches": result.mismatched,
                 "duplicates_dropped": result.duplicates_dropped,
                 "undecryptable": result.undecryptable,
+                **synced,
             },
             "latency_s": {
                 "p50": percentile(latencies, 50),
@@ -233,6 +261,11 @@ def summary_markdown(summary: dict[str, Any], scenario: Scenario) -> str:
         f"| still queued or in flight at the end | {m['still_queued_or_in_flight']} |",
         f"| duplicates dropped by devices | {m['duplicates_dropped']} |",
         f"| plaintext mismatches | {m['plaintext_mismatches']} |",
+        *(
+            [f"| sync copies read on the sender's own other devices | {m['sync_copies_read']} |"]
+            if "sync_copies_read" in m
+            else []
+        ),
         "",
         "## Delivery latency (sent by the app → decrypted on a device)",
         "",
@@ -329,10 +362,18 @@ def _run_to_dir(
     for folder in OWNED_DIRS:
         shutil.rmtree(out / folder, ignore_errors=True)
     scenario = expand_population(scenario)
-    with open(out / "transcript.jsonl", "w", encoding="utf-8") as f:
-        write = transcript_writer(f)
+    with (
+        open(out / "transcript.jsonl", "w", encoding="utf-8") as f,
+        open(out / RELAY_VIEW_FILE, "w", encoding="utf-8") as seen,
+    ):
+        write = transcript_writer(f, epoch=scenario.epoch)
         sim = Simulation(
-            scenario, db_path=db, transcript=write, progress=progress, capture_frames=capture_frames
+            scenario,
+            db_path=db,
+            transcript=write,
+            relay_view=relay_view_writer(seen),
+            progress=progress,
+            capture_frames=capture_frames,
         )
         result = sim.run()
     (out / "provider.json").write_text(
@@ -360,16 +401,40 @@ def _write_directory(scenario: Scenario, out: Path) -> None:
         (out / "directory.json").write_text(json.dumps(listed, indent=2) + "\n", encoding="utf-8")
 
 
-def _sim_clock(t: float, days: bool = False) -> str:
-    """A relay-clock time as simulated time of day, for people (``days``: always name the day)."""
-    from relaysim.sims.world.simulation import SIM_EPOCH
+def _sim_clock(t: float, days: bool = False, epoch: float = SIM_EPOCH, dated: bool = False) -> str:
+    """A relay-clock time for people. ``epoch``: the relay's clock at t = 0 (the scenario's start,
+    sims.scenario.Scenario.epoch). A ``dated`` run (one with a [scenario] start) reads the calendar,
+    ``2016-05-03 20:00:00 UTC``; any other the simulated time of day, ``day 3 20:00:00`` (``days``:
+    always name the day), day 1 being the day the run starts."""
+    if dated:
+        return datetime.fromtimestamp(math.floor(t), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return clock(t - (epoch - epoch % 86400), day=True if days else None)
 
-    return clock(t - SIM_EPOCH, day=True if days else None)
+
+def run_calendar(run: Path) -> tuple[float, bool]:
+    """The calendar of the finished run in folder ``run``: the relay clock's epoch (provider.json
+    ``clock_epoch``: the scenario's start, or SIM_EPOCH) and whether the run is dated (it names
+    ``profile_as_of``: the scenario has a start). ``(SIM_EPOCH, False)`` when the folder has no
+    provider.json; a broken one is a ValueError naming the file and the field."""
+    path = run / "provider.json"
+    if not path.is_file():
+        return SIM_EPOCH, False
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{path} cannot be read ({exc}); run the scenario again with --force") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    epoch = data.get("clock_epoch", SIM_EPOCH)
+    if isinstance(epoch, bool) or not isinstance(epoch, int | float) or not math.isfinite(epoch):
+        raise ValueError(f"{path}: clock_epoch: expected Unix seconds (a number), got {epoch!r}")
+    return epoch, "profile_as_of" in data
 
 
-def sim_clock(t: float) -> str:
-    """A relay-clock time as simulated time of day ("day 2 14:05:00"), for people."""
-    return _sim_clock(t)
+def sim_clock(t: float, epoch: float = SIM_EPOCH, dated: bool = False) -> str:
+    """A relay-clock time for people: "day 2 14:05:00", or on a dated run (one with a [scenario]
+    start) "2016-05-02 14:05:00 UTC"; ``epoch`` is the run's (provider.json ``clock_epoch``)."""
+    return _sim_clock(t, epoch=epoch, dated=dated)
 
 
 def disclosure_json(d: Disclosure) -> dict[str, Any]:
@@ -391,7 +456,11 @@ def write_disclosures(result: SimulationResult, folder: Path) -> list[dict[str, 
             json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
         multi_day = result.scenario.duration > 86400
-        md = d.to_markdown(lambda t, _m=multi_day: _sim_clock(t, _m))
+        md = d.to_markdown(
+            lambda t, _m=multi_day: _sim_clock(
+                t, _m, result.scenario.epoch, result.scenario.start is not None
+            )
+        )
         if "score" in data:
             md += _score_markdown(data["score"])
         (folder / f"{d.process.name}.md").write_text(md, encoding="utf-8")
@@ -427,11 +496,30 @@ def _routing_rows_line(rows: dict[str, Any] | None) -> list[str]:
     if not rows or not rows.get("total"):
         return []
     other = rows["total"] - rows["messages"]
-    return [
+    syncs = f"{rows['sync_copies']} sync copies, " if "sync_copies" in rows else ""
+    line = (
         f"- Of the {rows['total']} message records handed over, {rows['messages']} were messages someone wrote "
         f"and {other} were not ({rows['delivery_receipts']} delivery receipts, {rows['read_receipts']} read "
-        f"receipts, {rows['covers']} cover, {rows['unmatched']} unmatched): the provider cannot tell them apart"
-    ]
+        f"receipts, {rows['covers']} cover, {syncs}{rows['unmatched']} unmatched): the provider cannot tell them apart"
+    )
+    if syncs:
+        line += (
+            " (but a sync copy, a phone's copy of what it sent for the same account's other devices, is addressed "
+            "to its sender's own account)"
+        )
+    return [line]
+
+
+def relay_view_writer(f: TextIO) -> Callable[[MetadataRecord], None]:
+    """A sink writing each observation the relay makes as one line of ``relay-view.jsonl``
+    (:func:`sims.analysis.view.record_json`)."""
+    dumps = json.dumps
+
+    def write(r: MetadataRecord) -> None:
+        f.write(dumps(record_json(r), separators=(",", ":"), ensure_ascii=False))
+        f.write("\n")
+
+    return write
 
 
 def transcript_writer(f: TextIO, *, epoch: float = SIM_EPOCH) -> Callable[[dict[str, Any]], None]:
@@ -439,9 +527,9 @@ def transcript_writer(f: TextIO, *, epoch: float = SIM_EPOCH) -> Callable[[dict[
 
     One time base throughout: every event starts with ``t``, simulated seconds from the start of
     the run (to the microsecond), then ``at``, the same instant on the simulated calendar as ISO
-    8601 UTC (``2026-01-01T00:10:00.552554Z``). The simulated calendar starts at ``epoch``, by
-    default :data:`sims.world.simulation.SIM_EPOCH`, 2026-01-01T00:00:00Z: a fixed date, so runs stay
-    byte-identical. Every other time in an event is simulated seconds from the start too: the
+    8601 UTC (``2026-01-01T00:10:00.552554Z``). The simulated calendar starts at ``epoch``: the
+    scenario's ``[scenario] start`` (``Scenario.epoch``), else :data:`sims.scenario.SIM_EPOCH`,
+    2026-01-01T00:00:00Z: a fixed date either way, so runs stay byte-identical. Every other time in an event is simulated seconds from the start too: the
     relay's record ``time`` fields under ``relay``, ``relay.accepted`` (when the relay accepted the
     envelope, as its timestamp says, to the millisecond), ``latency`` (a duration), and the times in
     exceptional-access events (``seized_at``, ``added_at``, …)."""
@@ -529,6 +617,9 @@ def show_rows(events: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     what the relay saw). Under sealed sender the relay's sender cell is :data:`SEALED`. Exceptional
     access (ghost devices, key escrow, a global key, seized phones) has rows of its own."""
     senders = {e["message"]: (e["from"], e["to"]) for e in events if e["kind"] == "message_sent"}
+    senders |= {
+        e["message"]: (e["from"], f"group {e['group']}") for e in events if e["kind"] == "group_message_sent"
+    }
     rows: list[tuple[str, str, str, str]] = []
     for e in events:
         kind = e["kind"]
@@ -541,8 +632,9 @@ def show_rows(events: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
             frm = f"{r0['account']}/{r0.get('device', '?')}" if "account" in r0 else SEALED
             size = sum(r.get("size", 0) for r in recs)
             phones = f"{who} sent to {to}: {_quote(e['plaintext'])}"
+            accounts = ", ".join(dict.fromkeys(str(r.get("recipient_account", "?")) for r in recs)) or "?"
             relay = (
-                f"send @ {r0.get('host', '?')} to {r0.get('recipient_account', '?')} "
+                f"send @ {r0.get('host', '?')} to {accounts} "
                 f"({len(recs)} device{'s' if len(recs) != 1 else ''}), {size} bytes of ciphertext"
             )
         elif kind == "message_received":
@@ -576,12 +668,24 @@ def show_rows(events: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
                     f"GHOST DEVICE {e['ghost']} added to {e['target']}'s account by {e['registered_by']}; "
                     f"operated from {e['operated_from']}"
                 )
+            elif demand == "ghost_participant" and e.get("added"):
+                relay = (
+                    f"GHOST PARTICIPANT {e['ghost']} added to group {e['group']} by {e['added_by']}; "
+                    f"operated from {e['operated_from']}"
+                )
+            elif demand == "ghost_participant":
+                relay = f"GHOST PARTICIPANT for group {e['group']}: not added — {e['why']}"
             elif demand == "key_escrow":
                 relay = f"KEY ESCROW on {e['devices']} devices: {e['what_changes']}"
             elif demand == "global_key":
                 relay = f"GLOBAL KEY on {e['devices']} devices: {e['what_changes']}"
             else:
                 relay = f"EXCEPTIONAL ACCESS: {demand}"
+        elif kind == "group_membership_changed":
+            change = ", ".join([*(f"{a} added" for a in e["added"]), *(f"{a} removed" for a in e["removed"])])
+            phones = f"{e['device']} sees group {e['group'][:8]}… change: {change}" + (
+                "" if e["shown_to_user"] else " (not shown: a changed client)"
+            )
         elif kind == "ghost_read":
             phones = f"GHOST {e['device']} read message {e['message']}: {_quote(e['plaintext'])}"
         elif kind == "device_list_changed":
@@ -665,6 +769,8 @@ def _render_show(
         ratios=(0, 5, 0, 5),
     )
     head = f"{summary.get('scenario', '?')} — seed {summary.get('seed', '?')}"
+    if summary.get("start"):
+        head += f" — starts {summary['start']} (the times below count from it)"
     tail = [
         "",
         "The phones' column exists only on the phones. The relay's columns are everything the relay could "
@@ -743,16 +849,21 @@ def render_demo(out: Path, *, width: int | None = None, color: bool = False) -> 
 
 
 def _provider_file(sim: Simulation, scenario: Scenario) -> dict[str, Any]:
-    from relaysim.sims.world.simulation import SIM_EPOCH
-
+    """``provider.json``: which profile answered, the relay clock's epoch (the run's t = 0: the
+    scenario's start, or SIM_EPOCH) and end, the keys the provider holds and its geo-IP table. A
+    dated run also says the date its profile is taken as of (``profile_as_of``), so ``relaysim
+    disclose`` answers as the provider was then."""
     keys = [k for k in ([sim.content_key] if sim.content_key is not None else []) if k.holder == "provider"]
-    return {
+    out: dict[str, Any] = {
         "profile": sim.profile.name,
-        "clock_epoch": SIM_EPOCH,
-        "run_ended": SIM_EPOCH + scenario.duration,
-        "content_keys": [{"key_id": k.key_id, "holder": k.holder, "key": k.key.hex()} for k in keys],
-        "geoip": {d.address: d.region for d in scenario.devices()},
+        "clock_epoch": sim.epoch,
+        "run_ended": sim.epoch + scenario.duration,
     }
+    if scenario.start is not None:
+        out["profile_as_of"] = scenario.start.isoformat()
+    out["content_keys"] = [{"key_id": k.key_id, "holder": k.holder, "key": k.key.hex()} for k in keys]
+    out["geoip"] = {d.address: d.region for d in scenario.devices()}
+    return out
 
 
 # --- the same people under several profiles ---------------------------------------------------
@@ -835,11 +946,30 @@ def _cell(d: Any, category: str) -> str:
     return "–"
 
 
+def _words(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The content rows that carry words (relay.content: a receipt's or a cover's carry none)."""
+    return [r for r in rows if "text" in r]
+
+
+def _controls(rows: list[dict[str, Any]]) -> str:
+    """ ", besides N receipt(s) …": the opened envelopes that were not messages, counted by kind."""
+    kinds: dict[str, int] = {}
+    for r in rows:
+        if r.get("kind", "message") != "message":
+            kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
+    if not kinds:
+        return ""
+    return " (besides " + ", ".join(f"{n} {k}(s)" for k, n in sorted(kinds.items())) + ")"
+
+
 def _glance(d: Any) -> str:
     """What one operator could do with the message bodies under one order."""
     cipher = len(d.provided.get("ciphertext") or [])
     if d.provided.get("content"):
-        return f"**{len(d.provided['content'])} message(s) read**, decrypted with the provider's own key"
+        read = _words(d.provided["content"])
+        return f"**{len(read)} message(s) read**, decrypted with the provider's own key" + _controls(
+            d.provided["content"]
+        )
     if "content" in d.withheld:
         return f"held but withheld by policy ({cipher} ciphertext(s) handed over)"
     reason, why = d.reasons.get("content", ("", "not handed over"))
@@ -891,7 +1021,7 @@ def render_comparison(scenario: Scenario, runs: dict[str, tuple[SimulationResult
         lines += [
             f"## {order}: {PROCESS_NAMES[p.process]} on {f'`{p.target}`' if p.target else 'everyone'}",
             "",
-            f"_{PROCESSES[p.process]}._ Served at {_sim_clock(p.served)}.",
+            f"_{PROCESSES[p.process]}._ Served at {_sim_clock(p.served, epoch=scenario.epoch, dated=scenario.start is not None)}.",
             "",
             "| asked for | " + " | ".join(titles) + " |",
             "|---|" + "---|" * len(names),
@@ -911,11 +1041,11 @@ def render_comparison(scenario: Scenario, runs: dict[str, tuple[SimulationResult
             lines += ["What the operators that could read the messages handed over:", ""]
             for n, d in shown:
                 lines.append(f"- **{get_profile(n).title}**:")
-                for row in d.provided["content"][:5]:
+                for row in _words(d.provided["content"])[:5]:
                     lines.append(
-                        f"  - {_sim_clock(row['time'])} {row.get('from') or '?'} → {row['to']}: “{row['text']}”"
+                        f"  - {_sim_clock(row['time'], epoch=scenario.epoch, dated=scenario.start is not None)} {row.get('from') or '?'} → {row['to']}: “{row['text']}”"
                     )
-                more = len(d.provided["content"]) - 5
+                more = len(_words(d.provided["content"])) - 5
                 if more > 0:
                     lines.append(f"  - … and {more} more (in `{n}/disclosures/{order}.json`)")
             for n in names:
@@ -930,6 +1060,14 @@ def render_comparison(scenario: Scenario, runs: dict[str, tuple[SimulationResult
                     + why
                 )
             lines.append("")
+    # ghost devices and swapped identities: what each profile's phones detect, side by side
+    for name in sorted({r.name for result, _s in runs.values() for r in result.exceptional}):
+        by_profile = {
+            n: next(r for r in result.exceptional if r.name == name)
+            for n, (result, _s) in runs.items()
+            if any(r.name == name for r in result.exceptional)
+        }
+        lines += detection_by_profile_lines(by_profile)
     return "\n".join(lines) + "\n"
 
 
@@ -968,8 +1106,10 @@ def render_demo_comparison(
             if "content" not in data["provided"] and "content" not in why_not:
                 rows.append((profile, "(this order does not ask for content)"))
             elif content:
-                rows.append((profile, f"the words, {len(content)} message(s), e.g.:"))
-                for row in content[:quotes]:
+                rows.append(
+                    (profile, f"the words, {len(_words(content))} message(s), e.g.:{_controls(content)}")
+                )
+                for row in _words(content)[:quotes]:
                     rows.append(
                         ("", f"  {row.get('from') or '?'} → {row.get('to')}: \u201c{row.get('text')}\u201d")
                     )

@@ -30,7 +30,7 @@ from relaysim.sims.analysis.attribution import attribute_sealed
 from relaysim.sims.analysis.sda import statistical_disclosure
 from relaysim.sims.analysis.view import from_db
 from relaysim.sims.scenario import Scenario, resolve_scenario
-from relaysim.sims.world.simulation import SIM_EPOCH, Simulation
+from relaysim.sims.world.simulation import Simulation
 from relaysim.sims.world.traffic import expand_population
 
 __all__ = ["PAPER_CLAIM", "VARIANTS", "VariantResult", "main", "reproduce", "run_variant"]
@@ -99,12 +99,12 @@ def run_variant(args: tuple[Scenario, str, dict[str, Any], int]) -> VariantResul
         first = next((k for k in ranking.checkpoints() if ranking.rank(contact, k) == 1), None)
         linked.append(first)
     # the address join, scored against who really sent each sealed text (receipts and cover are not texts)
-    sender_at = {(round(m.time - SIM_EPOCH, 3), m.recipient): m.sender for m in truth.messages}
+    sender_at = {(round(m.time - scenario.epoch, 3), m.recipient): m.sender for m in truth.messages}
     scored = correct = 0
     for a in attribute_sealed(view):
         if a.time is None or a.recipient is None:
             continue
-        true = sender_at.get((round(a.time - SIM_EPOCH, 3), a.recipient))
+        true = sender_at.get((round(a.time - scenario.epoch, 3), a.recipient))
         if true is None:
             continue
         scored += 1

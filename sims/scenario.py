@@ -14,9 +14,12 @@ line) rather than run doing something other than what it says. In particular:
 - Numbers are finite everywhere (TOML's ``nan`` and ``inf`` are refused), counts are integers
   (``true`` is not 1), probabilities lie in [0, 1], latencies are not negative, keys are known.
 - Times are seconds of simulated time, written as a number or as a string with a unit:
-  ``"90s"``, ``"15m"``, ``"2h"``, ``"1d"``, or combined, ``"1h30m"``. t = 0 is midnight (the
-  relay's clock reads 2026-01-01T00:00:00Z), so a daily rhythm applies from the start of the
-  run. ``duration`` is positive and at most ``"365d"`` (``MAX_DURATION``).
+  ``"90s"``, ``"15m"``, ``"2h"``, ``"1d"``, or combined, ``"1h30m"``. t = 0 is the scenario's
+  ``[scenario] start`` (midnight UTC of a date, or the exact instant of a date-time; a date-time
+  without an offset is UTC) and without one midnight of 2026-01-01 UTC (``SIM_EPOCH``): the
+  relay's clock, the transcript's ``at``, served orders and the disclosures all read that
+  calendar. A daily rhythm follows the clock's hours (from the start of the run when it starts
+  at midnight). ``duration`` is positive and at most ``"365d"`` (``MAX_DURATION``).
 - A window (a device's ``offline`` window, a partition, a legal process's ``from``) that starts
   at or after the end of the run is refused, as is a legal process's ``to`` after the end (a
   running order that reaches the end of the run is answered then; one that would expire later
@@ -99,6 +102,7 @@ The file format, by example (every table but ``[scenario]`` and ``[[people]]`` i
 
 from __future__ import annotations
 
+import calendar
 import ipaddress
 import itertools
 import math
@@ -106,13 +110,14 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 __all__ = [
     "EVENT_TYPES",
     "MAX_DURATION",
+    "SIM_EPOCH",
     "Conversation",
     "DeviceOffline",
     "DeviceOnline",
@@ -146,14 +151,18 @@ EVENT_KINDS = {
     "device_online": "a device reconnects and drains its queue",
     "seize_phone": "a device is seized: its stored keys and history are copied at that moment",
     "legal_process": "legal process is served on the relay's operator (process, jurisdiction, target, from, to, name)",
-    "exceptional_access": "the provider is made to change its design: key_escrow, global_key or ghost_device",
+    "exceptional_access": "the provider is made to change its design: key_escrow, global_key, ghost_device or "
+    "ghost_participant",
     "escrow_key_stolen": "the escrow agent's private key leaks: whoever has it opens every escrowed message",
     "relay_swaps_identity": "a malicious relay delivers an attacker's first message to contact, labelled as victim's",
     "verify_safety_number": "who compares safety numbers with whom in person (and marks whom verified if they match)",
 }
-EXCEPTIONAL_DEMANDS = ("key_escrow", "global_key", "ghost_device")
+EXCEPTIONAL_DEMANDS = ("key_escrow", "global_key", "ghost_device", "ghost_participant")
 PARTITION_MODES = ("drop", "hold")
 MAX_DURATION = 365 * 86400.0  # "365d": a year of simulated time is the longest run
+# The relay's clock at simulated t = 0 when the scenario has no [scenario] start: 2026-01-01T00:00:00Z,
+# a fixed date, so runs stay byte-identical. A dated scenario starts its own calendar (Scenario.epoch).
+SIM_EPOCH = 1_767_225_600
 DEVICE_COUNTS = {"one": 1, "two": 2, "three": 3, "four": 4}
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -349,6 +358,9 @@ class ExceptionalAccess(TimelineEvent):
     # ghost_device only: the compelled provider shows the target a key log without the ghost
     # (a forked log) instead of the one everyone else sees (sims.access.key_transparency).
     fork: bool = False
+    # ghost_participant: the [[groups]] name the provider adds a silent member to; its client_change
+    # makes the members' phones stop showing membership changes (sims.access.ghost_participant).
+    group: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -422,12 +434,26 @@ class Scenario:
     # When the scenario is set ([scenario] start, a TOML date or date-time): the relay runs the
     # provider as it was then (relay.profiles.profile_as_of). None: as it is today.
     start: date | None = None
+    # The instant a date-time start names (Unix seconds); None for a date (midnight UTC) or no start.
+    start_at: float | None = None
     # Set on the separate run of a legal_process event's ``counterfactual`` (sims.counterfactual),
     # never by the scenario file: the run is what would have happened, not the record.
     counterfactual: bool = False
     traffic: TrafficSpec = field(default_factory=lambda: TrafficSpec())  # [traffic]: how people behave
     defences: DefenceSpec = field(default_factory=lambda: DefenceSpec())  # [defences]: one design choice each
     groups: tuple[GroupSpec, ...] = ()  # [[groups]]: group chats (sender keys), see _groups
+
+    @property
+    def epoch(self) -> float:
+        """The relay's clock (Unix seconds, UTC) at simulated t = 0: the instant of a date-time
+        ``start``, midnight UTC of a date ``start``, else :data:`SIM_EPOCH`. Every time the run
+        writes on the calendar (the relay's records, orders served, the transcript's ``at``,
+        provider.json) counts from it."""
+        if self.start_at is not None:
+            return int(self.start_at) if self.start_at.is_integer() else self.start_at
+        if self.start is not None:
+            return calendar.timegm(self.start.timetuple())
+        return SIM_EPOCH
 
     def devices(self) -> list[DeviceSpec]:
         return [d for p in self.people for d in p.devices]
@@ -578,7 +604,7 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
         )
     seed = r.get(head, "seed", "scenario", int, 0)
     compare, matrix = _comparison(r, head, data)
-    start = _start(r, head)
+    start, start_at = _start(r, head)
 
     network = _network(r, data.get("network", {}), duration)
     relay = _relay(r, data.get("relay", {}))
@@ -590,7 +616,13 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
     names = {p.name for p in people}
     conversations = _conversations(r, data.get("conversations", []), names, duration)
     everyone = _Everyone(people, generate)
-    events = _events(r, data.get("events", []), everyone, duration)
+    groups_raw = data.get("groups", [])
+    group_names = (
+        {g["name"] for g in groups_raw if isinstance(g, dict) and isinstance(g.get("name"), str)}
+        if isinstance(groups_raw, list)
+        else set()
+    )
+    events = _events(r, data.get("events", []), everyone, duration, group_names)
     return Scenario(
         name,
         description,
@@ -606,22 +638,31 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
         compare,
         matrix,
         start=start,
+        start_at=start_at,
         traffic=_traffic(r, data.get("traffic", {})),
         defences=_defences(r, data.get("defences", {})),
         groups=_groups(r, data.get("groups", []), names, duration),
     )
 
 
-def _start(r: _Reader, head: Mapping[str, Any]) -> date | None:
+def _start(r: _Reader, head: Mapping[str, Any]) -> tuple[date | None, float | None]:
     """``[scenario] start``: a TOML date (2016-05-01) or date-time (2016-05-01T09:00:00Z); the
-    date the relay's provider is taken as of. Absent: None (the provider as it is today)."""
+    date (UTC) the relay's provider is taken as of, and for a date-time the instant the run starts
+    (without an offset, UTC). Absent: (None, None) (the provider as it is today)."""
     if "start" not in head:
-        return None
+        return None, None
     value = head["start"]
     if isinstance(value, datetime):
-        return value.date()
+        at = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if at.year < 1970:
+            raise r.fail(
+                "scenario.start", f"expected a date-time from 1970 on (the relay's clock), got {value}"
+            )
+        return at.date(), at.timestamp()
     if isinstance(value, date):
-        return value
+        if value.year < 1970:
+            raise r.fail("scenario.start", f"expected a date from 1970 on (the relay's clock), got {value}")
+        return value, None
     raise r.fail(
         "scenario.start",
         f"expected a TOML date like 2016-05-01 or date-time like 2016-05-01T09:00:00Z (unquoted), "
@@ -1052,7 +1093,13 @@ def _generate(r: _Reader, raw: object) -> GenerateSpec:
     )
 
 
-def _events(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> tuple[Event, ...]:
+def _events(
+    r: _Reader,
+    raw: object,
+    everyone: _Everyone,
+    duration: float,
+    group_names: set[str] = frozenset(),  # type: ignore[assignment]
+) -> tuple[Event, ...]:
     if not isinstance(raw, list):
         raise r.fail("events", f"expected an array of tables ([[events]]), got {_show(raw)}")
     out = []
@@ -1082,13 +1129,25 @@ def _events(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> tu
                     f"expected a time after the demand is served ({at:g} s), got {params['withdrawn']:g} s",
                 )
         elif kind == "exceptional_access":
-            r.known(params, path, ["demand", "target", "client_change", "fork"])
+            r.known(params, path, ["demand", "target", "client_change", "fork", "group"])
             demand = r.get(params, "demand", path, str)
             if demand not in EXCEPTIONAL_DEMANDS:
                 raise r.fail(
                     f"{path}.demand",
                     f"expected one of {', '.join(map(repr, EXCEPTIONAL_DEMANDS))}, got {demand!r}",
                 )
+            if demand == "ghost_participant":
+                group = r.get(params, "group", path, str)
+                if group not in group_names:
+                    known = (
+                        ", ".join(map(repr, sorted(group_names))) or "none: the scenario has no [[groups]]"
+                    )
+                    raise r.fail(
+                        f"{path}.group",
+                        f"expected the name of one of the [[groups]] ({known}), got {group!r}",
+                    )
+            elif "group" in params:
+                raise r.fail(f"{path}.group", f"only a ghost_participant names a group, not {demand}")
             if demand == "ghost_device":
                 target = r.get(params, "target", path, str)
                 if not everyone.person(target):
@@ -1097,17 +1156,19 @@ def _events(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> tu
                         f"expected one of the people ({everyone.describe()}), got {target!r}",
                     )
             if "client_change" in params:
-                if demand != "ghost_device":
+                if demand not in ("ghost_device", "ghost_participant"):
                     raise r.fail(
-                        f"{path}.client_change", f"only a ghost_device has a client change, not {demand}"
+                        f"{path}.client_change",
+                        f"only a ghost_device or a ghost_participant has a client change, not {demand}",
                     )
                 if not isinstance(params["client_change"], bool):
                     raise r.fail(
                         f"{path}.client_change", f"expected true or false, got {params['client_change']!r}"
                     )
             if demand != "ghost_device" and "target" in params:
+                scope = "names a group" if demand == "ghost_participant" else "covers everyone"
                 raise r.fail(
-                    f"{path}.target", f"a {demand} demand covers everyone; only a ghost_device names a target"
+                    f"{path}.target", f"a {demand} demand {scope}; only a ghost_device names a target"
                 )
             if "fork" in params:
                 r.get(params, "fork", path, bool)
@@ -1173,6 +1234,7 @@ def _typed(kind: str, at: float, params: Mapping[str, Any]) -> Event:
             target=params.get("target"),
             client_change=bool(params.get("client_change", False)),
             fork=params.get("fork", False),
+            group=params.get("group"),
         )
     if kind == "escrow_key_stolen":
         return EscrowKeyStolen(at=at)

@@ -15,7 +15,10 @@ address), and what the messages said. A disclosure is scored by the share of eac
   phone sends a delivery receipt for every message it receives (as Signal's do), and a receipt is
   an ordinary (under sealed sender, sealed) envelope: the provider cannot tell it from a message,
   so its count of "messages" includes the receipts. The score says how many of its rows were
-  messages someone wrote and how many were receipts or cover traffic.
+  messages someone wrote and how many were receipts or cover traffic. Where an account has linked
+  devices, its phone sends a sync copy of each message it writes to its own other devices (as
+  Signal's, WhatsApp's and iMessage's clients do): a send to oneself, neither a contact nor a message
+  to anyone, counted apart as ``sync_copies`` (only in runs that have any).
 """
 
 from __future__ import annotations
@@ -28,6 +31,13 @@ from typing import Any
 __all__ = ["GroundTruth", "TrueControl", "TrueMessage", "score"]
 
 _ROUTING_CATEGORIES = ("message_log", "realtime_routing")
+# TrueControl.kind → its count in a score's routing_rows
+_ROW_KINDS = {
+    "delivery receipt": "delivery_receipts",
+    "read receipt": "read_receipts",
+    "cover": "covers",
+    "sync copy": "sync_copies",
+}
 
 
 @dataclass(frozen=True, slots=True)  # one per message: a run's ground truth holds a million of them
@@ -40,14 +50,15 @@ class TrueMessage:
 
 @dataclass(frozen=True, slots=True)
 class TrueControl:
-    """An envelope the relay accepted that nobody wrote: a phone's delivery or read receipt, or cover
-    traffic. The simulator knows which envelopes these are; a provider does not (under sealed sender
-    a receipt is an ordinary sealed envelope), so whatever it counts as messages includes them."""
+    """An envelope the relay accepted that nobody wrote: a phone's delivery or read receipt, cover
+    traffic, or a sync copy of a message to the sender's own other devices (sender = recipient). The
+    simulator knows which envelopes these are; a provider does not (under sealed sender a receipt is
+    an ordinary sealed envelope), so whatever it counts as messages includes them."""
 
     time: float  # relay clock seconds
     sender: str
     recipient: str
-    kind: str  # "delivery receipt", "read receipt" or "cover"
+    kind: str  # "delivery receipt", "read receipt", "cover" or "sync copy"
 
 
 @dataclass(frozen=True)
@@ -154,8 +165,13 @@ def _routing_rows(
     for m in mine:
         by_recipient.setdefault(m.recipient, []).append((m.time, "messages", m.sender))
     for c in control:
-        by_recipient.setdefault(c.recipient, []).append((c.time, c.kind.replace(" ", "_") + "s", c.sender))
+        by_recipient.setdefault(c.recipient, []).append(
+            (c.time, _ROW_KINDS.get(c.kind, "unmatched"), c.sender)
+        )
     counts = {"messages": 0, "delivery_receipts": 0, "read_receipts": 0, "covers": 0, "unmatched": 0}
+    syncs = sum(1 for c in control if c.kind == "sync copy")
+    if syncs:  # an account with linked devices: its sync copies, counted apart
+        counts["sync_copies"] = 0
     total = 0
     for cat in _ROUTING_CATEGORIES:
         for row in provided.get(cat, []):
@@ -177,8 +193,9 @@ def _routing_rows(
         **counts,
         "true_messages": len(mine),
         "true_receipts": sum(1 for c in control if c.kind.endswith("receipt")),
+        **({"true_sync_copies": syncs} if syncs else {}),
         # the provider's own count of "messages" is every row; this much of it was not written by anyone
-        "not_messages_share": _share(receipts + counts["covers"], total),
+        "not_messages_share": _share(receipts + counts["covers"] + counts.get("sync_copies", 0), total),
     }
 
 

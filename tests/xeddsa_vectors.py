@@ -205,7 +205,14 @@ def build() -> list[Vector]:
     add_vector("other message", u, m + b"!", good, False, "h changes")
     add_vector("s + q", u, m, good[:32] + _le(s + Q), True, "§5: s need not be fully reduced; qB = I")
     add_vector("s + 2^253", u, m, good[:32] + _le(s + 2**253), False, "s ≥ 2^|q|")
-    add_vector("s top bit", u, m, good[:32] + _le(s | 2**255), False, "s ≥ 2^|q| (bit 255 of s)")
+    add_vector(
+        "s top bit",
+        u,
+        m,
+        good[:32] + _le(s | 2**255),
+        False,
+        "s ≥ 2^|q|; read as libsignal's sign bit, bit 255 names −A, for which this is no signature",
+    )
     add_vector(
         "R sign bit flipped",
         u,

@@ -9,6 +9,8 @@ real ciphertext with real keys — nothing here is a table of answers:
 - ``escrow.KeyEscrow``: every message key also sealed to an escrow agent; the agent's key stolen.
 - ``global_key.GlobalKey``: every device switched to one key the provider holds (consumer BBM).
 - ``ghost.GhostDevice``: the provider, compelled, adds a device the agency holds to an account.
+- ``ghost_participant.GhostParticipant``: the provider, compelled, adds a silent member to a group
+  (GCHQ's original proposal), where it holds the member list.
 - ``seizure.DeviceSeizure``: a phone's whole protocol state copied, and run against everything.
 - ``identity_swap.RelaySwapsIdentity``: the relay delivers an attacker's first message under a
   known address (``relay_swaps_identity``); who noticed the changed identity key, and when.
@@ -22,17 +24,19 @@ reports at the end (``reports.write_exceptional`` writes them to ``DIR/exception
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 from relaysim.clients import agent as A
 from relaysim.relay import wire
 from relaysim.sims.access.base import AGENCY_ADDRESS, Captured, DeviceView, Intervention, MessageView, World
 from relaysim.sims.access.escrow import KeyEscrow
 from relaysim.sims.access.ghost import GhostDevice
+from relaysim.sims.access.ghost_participant import GhostParticipant
 from relaysim.sims.access.global_key import GlobalKey
 from relaysim.sims.access.identity_swap import RelaySwapsIdentity
 from relaysim.sims.access.reports import ExceptionalReport, write_exceptional
 from relaysim.sims.access.seizure import DeviceSeizure, analyse_seizure
-from relaysim.sims.scenario import ExceptionalAccess, TimelineEvent
+from relaysim.sims.scenario import ExceptionalAccess, Scenario, TimelineEvent
 
 __all__ = [
     "AGENCY_ADDRESS",
@@ -44,6 +48,7 @@ __all__ = [
     "DeviceView",
     "ExceptionalReport",
     "GhostDevice",
+    "GhostParticipant",
     "GlobalKey",
     "Intervention",
     "Interventions",
@@ -59,7 +64,7 @@ __all__ = [
 # (event type, demand or None) → the class that answers it, read off each class's ``answers``.
 INTERVENTIONS: dict[tuple[type[TimelineEvent], str | None], type[Intervention]] = {
     key: cls
-    for cls in (KeyEscrow, GlobalKey, GhostDevice, DeviceSeizure, RelaySwapsIdentity)
+    for cls in (KeyEscrow, GlobalKey, GhostDevice, GhostParticipant, DeviceSeizure, RelaySwapsIdentity)
     for key in cls.answers
 }
 TYPES = frozenset(t for t, _demand in INTERVENTIONS)
@@ -132,9 +137,19 @@ class Interventions:
                 n += 1
                 name = f"{r.name}-{n}"
             taken.add(name)
-            reports.append(ExceptionalReport(name, r.data, r.markdown))
+            reports.append(ExceptionalReport(name, r.data, _dated(r.markdown, self.world.scenario)))
             summary = {k: v for k, v in r.data.items() if k != "rows"}
             self.world.emit(
                 {"t": self.world.sched.now, "kind": "exceptional_report", "name": name, **summary}
             )
         return reports
+
+
+def _dated(markdown: str, scenario: Scenario) -> str:
+    """A dated run's report says, under its title, which calendar its times count from: they are
+    simulated time since the start, while the disclosures it quotes give dates (sims.report)."""
+    if scenario.start is None:
+        return markdown
+    start = datetime.fromtimestamp(scenario.epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    title, _, rest = markdown.partition("\n")
+    return f"{title}\n\n_Times in this report count from the start of the run, {start}._\n{rest}"

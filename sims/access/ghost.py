@@ -83,9 +83,17 @@ class GhostDevice(Intervention):
         # With the client change under "account", the target's primary hands over the account's
         # identity key, as it does when linking; otherwise the provider can only make a new one.
         identity = primary.device.secrets.identity if self.client_change and model == "account" else None
+        device = Device(target, gid, rng=rng.randbytes, pq=True, deterministic=True, identity=identity)
+        registration_id = rng.randrange(1, 16380)
+        signature = None
+        if self.client_change and model == "signed-devices":
+            # the target's primary, changed, signs the ghost's key; the ghost registers with it
+            signature = world.device_signatures[(target, gid)] = A.sign_device(
+                primary.device, device.identity_key, rng.randbytes
+            )
         agent = A.DeviceAgent(
-            Device(target, gid, rng=rng.randbytes, pq=True, deterministic=True, identity=identity),
-            registration_id=rng.randrange(1, 16380),
+            device,
+            registration_id=registration_id,
             delivery_token=primary.delivery_token,
             rng=rng.randbytes,
             trust_root=world.relay.trust_root_public,
@@ -93,13 +101,9 @@ class GhostDevice(Intervention):
             tokens=dict(primary.tokens),
             identity_model=primary.identity_model,
             key_verification=primary.key_verification,
-            device_signature=primary.device_signature,
+            device_signature=signature,
         )
         if self.client_change:
-            if model == "signed-devices":  # the target's primary, changed, signs the ghost's key
-                world.device_signatures[(target, gid)] = A.sign_device(
-                    primary.device, agent.device.identity_key, rng.randbytes
-                )
             primary.linked_devices_known()  # and, changed, sends sync copies to it
         # The provider writes the device straight into its store: no authentication by any of
         # the target's devices, no registration record in the metadata, nothing the target sees.
@@ -137,19 +141,18 @@ class GhostDevice(Intervention):
             for d in world.devices.values()
             if d.spec.person == target and d.spec.index != gid
         }
-        self.watch = KeyTransparencyWatch(world.relay, target, gid, ghost_key, own, self.fork)
+        self.watch = KeyTransparencyWatch(world, target, gid, ghost_key, own, self.fork)
         when = next_audit(world.sched.now)
         for index in sorted(own):
-            world.sched.after(when - world.sched.now, self._audit, f"{target}/{index}")
-
-    def _audit(self, device: str) -> None:
-        assert self.watch is not None
-        row = self.watch.target_audit(self.world.sched.now, device)
-        self.world.emit({"t": self.world.sched.now, "kind": "key_transparency_audit", **row})
+            world.sched.after(when - world.sched.now, self.watch.start_audit, f"{target}/{index}")
 
     def on_agent_event(self, device: DeviceView, event: A.AgentEvent) -> bool:
         world = self.world
         t = world.sched.now
+        if isinstance(event, A.KeyLogAudited | A.KeyLogCompared):
+            if self.watch is not None:
+                self.watch.on_event(t, device.name, event)
+            return False
         if isinstance(event, A.KeyLogChecked):
             watch = self.watch
             if watch is not None and event.account == self.target and device.agent.key_log_heads:

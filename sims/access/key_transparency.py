@@ -12,14 +12,18 @@ its separate detection step; it reports, per setting, whether and when the inter
   verifies its inclusion against a signed head and gossips that head to a witness; the target's
   phones audit their own account every ``AUDIT_INTERVAL`` (``clients/transparency.py``). Either the
   ghost is in the log the target reads, and the audit finds a device the target never added, or
-  the compelled provider shows the target a log without it (``fork = true`` on the demand): then
-  the witness holds two signed heads no single append-only log explains, or the target cannot be
-  shown any log that matches the head its contacts were given.
+  the compelled provider shows the target a log without it (``fork = true`` on the demand; the relay
+  then answers the target's account from a split view, ``RelayCore.split_key_log``): then the witness
+  holds two signed heads no single append-only log explains, or the target cannot be shown a log
+  that matches the head its contacts were given.
 
-The checks run on the real log, real proofs and real signatures; only their timing (when a phone
-audits, when heads reach the witness) is the simulation's: a phone audits at the first multiple
-of ``AUDIT_INTERVAL`` after the ghost is added, and its contacts' heads reach the witness when
-they fetch the ghost's keys.
+Everything the checks use crosses the wire: the phones fetch heads, entries and consistency proofs
+with ``relay.wire``'s key-log requests over their own connections (``DeviceAgent.audit_key_log``,
+``compare_key_log_head``); heads go to the witness and back as ``clients.transparency.encode_head``
+bytes; the witness asks the relay for consistency proofs over a connection of its own (carried
+without delay, and it never logs in). Only the timing is the simulation's: a phone audits at the
+first multiple of ``AUDIT_INTERVAL`` after the ghost is added (later if it is offline then), and its
+contacts' heads reach the witness when they fetch the ghost's keys.
 """
 
 from __future__ import annotations
@@ -28,26 +32,25 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from relaysim.clients import agent as A
 from relaysim.clients import transparency as kt
 from relaysim.relay import wire
-from relaysim.relay.core import RelayCore
-from relaysim.relay.transparency import MerkleLog, SignedTreeHead, TreeHeadSigner
+from relaysim.relay.core import ConnectionContext, RelayCore, Reply
+from relaysim.sims.access.base import World
 from relaysim.sims.scenario import Scenario, VerifySafetyNumber
 
 __all__ = ["AUDIT_INTERVAL", "KeyTransparencyWatch", "detection_by_setting", "swap_detection_by_setting"]
 
 AUDIT_INTERVAL = 3600.0  # seconds between a phone's audits of its own account (a simulation choice)
-
-
-def _head(h: SignedTreeHead) -> kt.TreeHead:
-    return kt.TreeHead(h.tree_size, h.timestamp, h.root_hash, h.signature)
+OFFLINE_RETRY = 60.0  # a phone that is offline when its audit is due tries again this much later
+WITNESS_CONNECTION = 2**31 + 1  # the witness's connection id (the simulation's own start at 1)
 
 
 @dataclass
 class KeyTransparencyWatch:
     """The devices' checks on the relay's key log around one ghost, and what they found."""
 
-    relay: RelayCore
+    world: World
     target: str
     ghost_device: int
     ghost_key: bytes
@@ -59,24 +62,38 @@ class KeyTransparencyWatch:
     forks: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.server_public = self.relay.identity.server_certificate.public_key
-        self._signer = TreeHeadSigner(self.relay.identity.server_private)  # the provider's own key
-        self.witness = kt.Witness(self.server_public, self._consistency)
+        relay = self.relay
+        self.server_public = relay.identity.server_certificate.public_key
+        self.witness = kt.Witness(self.server_public)
         self._ghost_leaf = wire.kt_leaf(self.target, self.ghost_device, self.ghost_key)
+        if self.fork:  # the compelled provider shows the target's account a log without the ghost
+            relay.split_key_log(self.target, [self._ghost_leaf])
+        self._conn = ConnectionContext(WITNESS_CONNECTION, ("203.0.113.77", 443))  # the witness's own
+        relay.connect(self._conn)
+        self._requests = 0
+        self._open: dict[str, dict[str, Any]] = {}  # device → its audit row, while it is in progress
 
-    # -- the logs the provider shows ---------------------------------------------------------
+    @property
+    def relay(self) -> RelayCore:
+        return self.world.relay
 
-    def _shown_to_target(self) -> MerkleLog:
-        """The log as the provider shows it to the target: without the ghost when it forks."""
-        leaves = self.relay.key_log.leaves()
-        return MerkleLog([x for x in leaves if x != self._ghost_leaf] if self.fork else leaves)
+    # -- the witness: heads gossiped to it, consistency proofs it asks the relay for ----------------
 
-    def _consistency(self, first: int, second: int) -> list[bytes]:
-        """The provider's answer to a consistency question: from whichever of its logs can answer."""
-        for log in (self.relay.key_log, self._shown_to_target()):
-            if second <= len(log):
-                return log.consistency_proof(first, second)
-        return []
+    def _gossip(self, t: float, device: str, head: kt.TreeHead) -> None:
+        found = self.witness.observe(device, kt.decode_head(kt.encode_head(head)))
+        for first, second in self.witness.wanted():
+            self._requests += 1
+            ask = _over_the_wire(wire.GetKeyLogConsistency(id=self._requests, first=first, second=second))
+            assert isinstance(ask, wire.Request)
+            (reply,) = [o.frame for o in self.relay.handle(self._conn, ask) if isinstance(o, Reply)]
+            answer = _over_the_wire(reply)
+            if isinstance(answer, wire.KeyLogConsistency):
+                found += self.witness.proof_received(first, second, answer.proof)
+            else:
+                why = answer.message if isinstance(answer, wire.ErrorFrame) else answer.kind
+                found += self.witness.proof_received(first, second, None, why)
+        for f in found:
+            self.forks.append({"t": t, "seen_by": list(f.seen_by), "why": f.why})
 
     # -- what the devices do -----------------------------------------------------------------
 
@@ -88,39 +105,68 @@ class KeyTransparencyWatch:
         )
         self._gossip(t, device, head)
 
-    def target_audit(self, t: float, device: str) -> dict[str, Any]:
-        """One of the target's phones audits its account, in the log the provider shows it."""
-        shown = self._shown_to_target()
-        now = int(self.relay.clock())
-        own_head = self._signer.sign(shown, now)
-        self._gossip(t, device, _head(own_head))
-        expected = {(d, k) for d, k in self.target_devices.items()}
-        # Also the devices' earlier keys: the log keeps every key an account ever had.
-        for leaf in shown.leaves():
-            account, d, k = wire.kt_leaf_decode(leaf)
-            if account == self.target and d in self.target_devices:
-                expected.add((d, k))
-        own = kt.audit(self.target, expected, shown.leaves(), _head(own_head), self.server_public)
-        # The largest head the witness knows (gossip): the provider must show a log that matches it.
-        latest = max((h for _, h in self.witness.heads), key=lambda h: h.tree_size)
-        against = kt.audit(
-            self.target, expected, shown.leaves()[: latest.tree_size], latest, self.server_public
-        )
-        row = {
-            "t": t,
-            "device": device,
-            "tree_size": own_head.tree_size,
-            "ghost_in_own_log": any(d == self.ghost_device for d, _ in own.unexpected),
-            "unexpected": [f"{self.target}/{d}" for d, _ in own.unexpected],
-            "matches_gossiped_head": against.log_matches_head,
-            "gossiped_head_size": latest.tree_size,
-        }
-        self.audits.append(row)
-        return row
+    def _expected(self) -> tuple[set[tuple[int, bytes]], set[int]]:
+        """What the target's phones put in the log: their keys (any earlier key of theirs counts too)."""
+        return set(self.target_devices.items()), set(self.target_devices)
 
-    def _gossip(self, t: float, device: str, head: kt.TreeHead) -> None:
-        for f in self.witness.observe(device, head):
-            self.forks.append({"t": t, "seen_by": list(f.seen_by), "why": f.why})
+    def start_audit(self, device: str) -> None:
+        """One of the target's phones audits its account, over the wire (once it is online)."""
+        world = self.world
+        if not world.device_ready(device):
+            world.sched.after(OFFLINE_RETRY, self.start_audit, device)
+            return
+        expected, known = self._expected()
+        self._open[device] = {"t": world.sched.now, "device": device, "phase": "own"}
+        world.devices[device].agent.audit_key_log(expected, known)
+        world.flush_device(device)
+
+    def on_event(self, t: float, device: str, event: A.KeyLogAudited | A.KeyLogCompared) -> None:
+        """A target phone's answer from the relay, for the audit in progress."""
+        row = self._open.get(device)
+        if row is None:
+            return
+        agent = self.world.devices[device].agent
+        if isinstance(event, A.KeyLogCompared):
+            row["consistent_with_gossiped_head"] = event.consistent
+            row["comparison"] = event.why
+        elif row["phase"] == "own":
+            row.update(
+                tree_size=event.tree_size,
+                ghost_in_own_log=any(d == self.ghost_device for d, _ in event.unexpected),
+                unexpected=[f"{self.target}/{d}" for d, _ in event.unexpected],
+                own_log_matches_its_head=event.reason is None,
+                refused=event.reason,
+            )
+            if event.head is not None:
+                self._gossip(t, device, event.head)
+            latest = self.witness.latest()
+            row["gossiped_head_size"] = 0 if latest is None else latest.tree_size
+            if latest is None or latest == event.head:
+                row["matches_gossiped_head"] = event.reason is None
+                self._close(t, device)
+                return
+            # the witness's head (what the contacts were given): prove it extends ours, and read up to it
+            row["phase"] = "against"
+            expected, known = self._expected()
+            agent.compare_key_log_head(kt.encode_head(latest))
+            agent.audit_key_log(expected, known, head=kt.encode_head(latest))
+            self.world.flush_device(device)
+            return
+        else:
+            row["matches_gossiped_head"] = event.reason is None
+            row["against_gossiped_head"] = event.reason
+            if any(d == self.ghost_device for d, _ in event.unexpected):
+                row["ghost_in_own_log"] = True  # the relay served the entry after all
+                row["unexpected"] = sorted({*row["unexpected"], f"{self.target}/{self.ghost_device}"})
+        if "matches_gossiped_head" in row and "consistent_with_gossiped_head" in row:
+            self._close(t, device)
+
+    def _close(self, t: float, device: str) -> None:
+        row = self._open.pop(device)
+        del row["phase"]
+        row["checked_at"] = t
+        self.audits.append(row)
+        self.world.emit({"t": t, "kind": "key_transparency_audit", **row})
 
     # -- the result --------------------------------------------------------------------------
 
@@ -128,12 +174,15 @@ class KeyTransparencyWatch:
         found = [a for a in self.audits if a["ghost_in_own_log"]]
         mismatch = [a for a in self.audits if not a["matches_gossiped_head"]]
         firsts = [
-            (found[0]["t"], f"{found[0]['device']}'s own audit found {self.target}/{self.ghost_device}")
+            (
+                found[0]["checked_at"],
+                f"{found[0]['device']}'s own audit found {self.target}/{self.ghost_device}",
+            )
             if found
             else None,
             (self.forks[0]["t"], f"the witness found a fork: {self.forks[0]['why']}") if self.forks else None,
             (
-                mismatch[0]["t"],
+                mismatch[0]["checked_at"],
                 f"{mismatch[0]['device']} could not be shown a log matching the head its contacts were given",
             )
             if mismatch
@@ -150,6 +199,15 @@ class KeyTransparencyWatch:
             "audits": self.audits,
             "forks": self.forks,
         }
+
+
+def _over_the_wire(frame: wire.Frame) -> wire.Frame:
+    """``frame`` as the other side reads it: encoded to bytes and decoded again."""
+    decoder = wire.FrameDecoder("relay" if isinstance(frame, wire.Request) else "device")
+    decoder.receive_data(wire.encode(frame))
+    out = decoder.next_frame()
+    assert isinstance(out, wire.Frame)
+    return out
 
 
 def next_audit(added_at: float) -> float:

@@ -15,6 +15,7 @@ from relaysim.sims.world.util import clock as _clock
 
 __all__ = [
     "ExceptionalReport",
+    "detection_by_profile_lines",
     "escrow_markdown",
     "ghost_markdown",
     "global_key_markdown",
@@ -265,6 +266,39 @@ def _detection_table(detection: dict[str, Any]) -> list[str]:
     return lines
 
 
+def detection_by_profile_lines(reports: dict[str, ExceptionalReport]) -> list[str]:
+    """For a scenario run once per profile (``compare_profiles``): per profile, what its phones' checks
+    detect of the interception (a ghost device or a swapped identity), from each run's own report."""
+    rows = {p: r for p, r in reports.items() if "detection" in r.data}
+    if not rows:
+        return []
+    first = next(iter(rows.values()))
+    what = "the ghost device" if first.name == "ghost-device" else "the swapped identity"
+    lines = [
+        f"## Detected? {what[0].upper()}{what[1:]}, per profile and per setting of the phones' checks",
+        "",
+        f"Each run's own report ({first.name}) says how; here, side by side, whether and when "
+        f"{what} was found under each profile.",
+        "",
+        "| profile | identity model | " + " | ".join(label for _k, label in _SETTINGS) + " |",
+        "|---|---|" + "---|" * len(_SETTINGS),
+    ]
+    for profile, report in rows.items():
+        cells = []
+        for key, _label in _SETTINGS:
+            d = report.data["detection"][key]
+            if d["detected"] is None:
+                cells.append("not simulated")
+            elif d["detected"]:
+                cells.append(f"**yes**, {_clock(d['detected_at'])}: {d['how']}")
+            else:
+                cells.append("no")
+        model = report.data.get("identity_model", "—")
+        lines.append(f"| {profile} | {model} | " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    lines.append("")
+    return lines
+
+
 def _ghost_detection_lines(data: dict[str, Any]) -> list[str]:
     """Per setting of the phones' checks: whether and when the ghost was found (sims.access.key_transparency)."""
     detection = data["detection"]
@@ -280,7 +314,10 @@ def _ghost_detection_lines(data: dict[str, Any]) -> list[str]:
                 if kt["fork"]
                 else "The ghost is in the log everyone sees. "
             )
-            + f"The target's phones audit their account every {kt['audit_interval'] / 3600:g} h.",
+            + f"The target's phones audit their account every {kt['audit_interval'] / 3600:g} h. "
+            "Every check goes over the wire: the phones ask the relay's log for its signed head, its entries "
+            "and consistency proofs (RFC 9162 §5), and hand their heads to a witness, which gives back the "
+            "largest it holds.",
             "",
         ]
         for c in kt["inclusion_checks"]:
@@ -293,7 +330,9 @@ def _ghost_detection_lines(data: dict[str, Any]) -> list[str]:
             lines.append(
                 f"- {_clock(a['t'])}: **{a['device']}** audited its account in a log of {a['tree_size']} keys: "
                 f"{found}; that log {'matches' if a['matches_gossiped_head'] else 'does NOT match'} the head of "
-                f"{a['gossiped_head_size']} keys its contacts hold."
+                f"{a['gossiped_head_size']} keys its contacts hold"
+                + (f" ({a['against_gossiped_head']})" if a.get("against_gossiped_head") else "")
+                + "."
             )
         for f in kt["forks"]:
             lines.append(

@@ -9,10 +9,16 @@ logs in, from the same address, on the connection it authenticates on. Joining t
   seconds): an authentication, a login, any record naming both an account and that address;
   several accounts there (a shared address, carrier NAT) make it ``ambiguous`` — the nearest in
   time is named, with how many there were;
+- ``sync_copy``: where the sender has linked devices, its phone sends a copy of each message it
+  writes to its own other devices (a sync copy) as soon as the relay has taken the message, and
+  sends it authenticated, as Signal's clients do (Signal-Android's SignalServiceMessageSender sends
+  the SentTranscript to its own address without unidentified access): a send from an account to
+  itself, naming it, within ``sync_window`` seconds after the sealed send. Used when exactly one
+  account sent itself something in that window, and the address alone did not name one account;
 - ``prekey_fetch``: an authenticated fetch of the recipient's prekey bundle shortly before
   (``fetch_window`` seconds) — the step before a first message.
 
-Address evidence wins over a prekey fetch; both are inferences, not records.
+Address evidence wins over a sync copy, and both over a prekey fetch; all are inferences, not records.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ __all__ = ["Attribution", "attribute_sealed"]
 
 DEFAULT_WINDOW = 6 * 3600.0
 FETCH_WINDOW = 10.0
+SYNC_WINDOW = 2.0  # seconds from a sealed send to its sender's sync copy (one round trip, in practice)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +46,7 @@ class Attribution:
     host: str | None
     sender: str | None  # None: not attributed
     sender_device: int | None
-    evidence: str  # connection | address | address_other_time | ambiguous | prekey_fetch | none
+    evidence: str  # connection | address | sync_copy | address_other_time | ambiguous | prekey_fetch | none
     candidates: int  # accounts the evidence allowed
 
     def to_json(self) -> dict[str, Any]:
@@ -88,8 +95,29 @@ class _Sightings:
         return rows[lo:hi]
 
 
+def _sync_copies(observations: Sequence[Obs]) -> tuple[list[float], list[tuple[float, str, int | None]]]:
+    """Sends from an account to itself (its phone's sync copies, one record per device it went to,
+    taken once), time-sorted: the times, and (time, account, device)."""
+    rows = sorted(
+        {
+            (o.time, o.account, o.device)
+            for o in observations
+            if o.kind == "send"
+            and o.account is not None
+            and o.account == o.recipient_account
+            and o.time is not None
+        },
+        key=lambda x: (x[0], x[1], -1 if x[2] is None else x[2]),
+    )
+    return [r[0] for r in rows], rows
+
+
 def attribute_sealed(
-    view: ProviderView, *, window: float = DEFAULT_WINDOW, fetch_window: float = FETCH_WINDOW
+    view: ProviderView,
+    *,
+    window: float = DEFAULT_WINDOW,
+    fetch_window: float = FETCH_WINDOW,
+    sync_window: float = SYNC_WINDOW,
 ) -> list[Attribution]:
     """An :class:`Attribution` for every sealed-sender message record in ``view``."""
     obs = view.observations
@@ -97,9 +125,12 @@ def attribute_sealed(
     fetches: dict[str, list[tuple[float, str, int | None]]] = {}
     for o in obs:
         if o.kind == "bundle_fetch" and o.account and o.recipient_account and o.time is not None:
+            if o.account == o.recipient_account:
+                continue  # a phone fetching its own account's devices (for its sync copies) writes to no one
             fetches.setdefault(o.recipient_account, []).append((o.time, o.account, o.device))
     for v in fetches.values():
         v.sort(key=lambda x: x[0])
+    sync_times, syncs = _sync_copies(obs)
     out = []
     for o in view.messages():
         if not o.sealed:
@@ -123,7 +154,13 @@ def attribute_sealed(
             sender, device = best[1], (best[2] if best[2] >= 0 else None)
             evidence = "address_other_time" if len(accounts) == 1 else "ambiguous"
             candidates = len(accounts)
-        elif o.recipient_account in fetches:
+        if evidence not in ("connection", "address") and syncs:
+            lo, hi = bisect.bisect_left(sync_times, t), bisect.bisect_right(sync_times, t + sync_window)
+            after = {(a, d) for _, a, d in syncs[lo:hi] if a != o.recipient_account}
+            if len({a for a, _ in after}) == 1:
+                (sender, device), *_ = sorted(after, key=lambda x: -1 if x[1] is None else x[1])
+                evidence, candidates = "sync_copy", 1
+        if evidence == "none" and o.recipient_account in fetches:
             before = [f for f in fetches[o.recipient_account] if t - fetch_window <= f[0] <= t]
             if before:
                 accounts = {a for _, a, _ in before}

@@ -23,9 +23,17 @@ from relaysim.sims.analysis.life import Colocation, Rhythm, Stay, colocation, da
 from relaysim.sims.analysis.sda import SDAResult, statistical_disclosure
 from relaysim.sims.analysis.sizes import SizeReport, size_channels
 from relaysim.sims.analysis.traits import TraitReport, read_directory, sensitive_traits
-from relaysim.sims.analysis.view import AnalysisInputError, ProviderView, from_db, from_disclosure, with_geoip
+from relaysim.sims.analysis.view import (
+    RELAY_VIEW_FILE,
+    AnalysisInputError,
+    ProviderView,
+    from_db,
+    from_disclosure,
+    from_relay_view,
+    with_geoip,
+)
 
-__all__ = ["Analysis", "analyze", "analyze_run"]
+__all__ = ["Analysis", "analyze", "analyze_run", "as_seen_view", "run_views"]
 
 
 @dataclass(frozen=True)
@@ -139,6 +147,16 @@ def run_views(run: str | Path) -> dict[str, ProviderView]:
     for f in sorted((out / "disclosures").glob("*.json")):
         views[f.stem] = with_geoip(from_disclosure(f), geoip)
     return views
+
+
+def as_seen_view(run: str | Path) -> ProviderView:
+    """What the relay of a finished run saw while it ran (``relay-view.jsonl``), with the provider's
+    GeoIP table: the input of ``relaysim analyze DIR --as-seen``."""
+    out = Path(run)
+    geoip = _provider(out).get("geoip", {})
+    if not isinstance(geoip, dict):
+        raise AnalysisInputError(f"{out / 'provider.json'}: geoip: expected an object of address → region")
+    return from_relay_view(out / RELAY_VIEW_FILE, geoip=geoip)
 
 
 def run_directory(run: str | Path) -> dict[str, str] | None:

@@ -1,8 +1,11 @@
 """What the provider sees, as one list of observations, whichever way it came to light.
 
-Three sources, all of them the provider's own: a relay's database (``relay.db``) read under a
+Four sources, all of them the provider's own: a relay's database (``relay.db``) read under a
 profile's retention policy, what a tap collected (the ``intercepts`` of a pen register or a
-wiretap, in the same database), and a disclosure package as handed over (``disclosures/NAME.json``).
+wiretap, in the same database), a disclosure package as handed over (``disclosures/NAME.json``),
+and what the relay *saw* while it ran (``relay-view.jsonl``: every observation whole, before any
+retention policy — what a provider that watches its relay live, is compelled to, or is hacked,
+has even if it keeps nothing).
 Each becomes a :class:`ProviderView`: observations (:class:`Obs`, one per record), the address
 books the provider holds, and the provider's own address-to-region table (its GeoIP) if it has one.
 
@@ -22,9 +25,20 @@ from typing import Any
 from relaysim.relay.metadata import METADATA_FIELDS, MetadataRecord, RecordKind, RetentionPolicy
 from relaysim.relay.profiles import Profile
 
-__all__ = ["AnalysisInputError", "Obs", "ProviderView", "from_db", "from_disclosure", "from_tap"]
+__all__ = [
+    "RELAY_VIEW_FILE",
+    "AnalysisInputError",
+    "Obs",
+    "ProviderView",
+    "from_db",
+    "from_disclosure",
+    "from_relay_view",
+    "from_tap",
+    "record_json",
+]
 
 MESSAGE_KINDS = ("send", "sealed_send")
+RELAY_VIEW_FILE = "relay-view.jsonl"  # in a run's folder: what the relay saw, one record a line
 
 
 class AnalysisInputError(Exception):
@@ -292,6 +306,95 @@ def from_disclosure(path: str | Path, data: Mapping[str, Any] | None = None) -> 
         target,
         (window[0], window[1]),
     )
+
+
+def record_json(r: MetadataRecord) -> dict[str, Any]:
+    """One line of ``relay-view.jsonl``: a metadata record whole, as the relay made it — ``kind``,
+    then each field it has (``time`` on the relay's clock, Unix seconds, as in ``relay.db``;
+    ``envelope_id`` in hex). Only :class:`MetadataRecord` fields: nothing the relay did not see."""
+    out: dict[str, Any] = {"kind": r.kind.value}
+    for name in METADATA_FIELDS:
+        value = getattr(r, name)
+        if value is None:
+            continue
+        if name == "envelope_id":
+            value = value.hex()
+        elif name == "time":
+            value = round(value, 6)
+        out[name] = value
+    return out
+
+
+_VIEW_TYPES: dict[str, tuple[type, ...]] = {
+    "time": (int, float),
+    "connection": (int,),
+    "host": (str,),
+    "port": (int,),
+    "account": (str,),
+    "device": (int,),
+    "recipient_account": (str,),
+    "recipient_device": (int,),
+    "envelope_id": (str,),
+    "size": (int,),
+    "count": (int,),
+}
+
+
+def _view_record(row: Any, where: str) -> MetadataRecord:
+    if not isinstance(row, dict):
+        raise AnalysisInputError(f"{where}: expected an object (one metadata record), got {row!r}")
+    kind = row.get("kind")
+    try:
+        rk = RecordKind(str(kind)) if isinstance(kind, str) else RecordKind("")
+    except ValueError:
+        kinds = ", ".join(k.value for k in RecordKind)
+        raise AnalysisInputError(f"{where}.kind: expected one of {kinds}, got {kind!r}") from None
+    fields: dict[str, Any] = {}
+    for key, value in row.items():
+        if key == "kind" or value is None:
+            continue
+        types_ = _VIEW_TYPES.get(key)
+        if types_ is None:
+            raise AnalysisInputError(
+                f"{where}.{key}: not a metadata field; expected only kind and {', '.join(METADATA_FIELDS)}"
+            )
+        if isinstance(value, bool) or not isinstance(value, types_):
+            want = "a number" if key == "time" else ("a string" if str in types_ else "an integer")
+            raise AnalysisInputError(f"{where}.{key}: expected {want}, got {value!r}")
+        if isinstance(value, str) and key == "envelope_id":
+            try:
+                value = bytes.fromhex(value)
+            except ValueError:
+                raise AnalysisInputError(f"{where}.envelope_id: expected hex, got {value!r}") from None
+        fields[key] = float(value) if key == "time" else value
+    return MetadataRecord(rk, **fields)
+
+
+def from_relay_view(path: str | Path, *, geoip: Mapping[str, str] | None = None) -> ProviderView:
+    """What the relay saw while it ran (``relay-view.jsonl``, written by the run): every observation,
+    whole, whatever the profile kept. A provider that watches its relay (or is made to, or whose
+    relay is hacked) has all of it; one that only keeps has ``relay.db`` (:func:`from_db`)."""
+    p = Path(path)
+    try:
+        f = open(p, encoding="utf-8")  # noqa: SIM115 (closed below; one line at a time)
+    except OSError as exc:
+        raise AnalysisInputError(
+            f"{p}: cannot read it ({exc.strerror or exc}); expected a run's {RELAY_VIEW_FILE}, which a "
+            "simulated relaysim run writes (a --live run's relay is a separate server and writes none, nor did "
+            "runs made by earlier versions: run the scenario again, without --live)"
+        ) from None
+    obs: list[Obs] = []
+    with f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{p}: line {n}"
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise AnalysisInputError(f"{where}: not JSON ({exc}); expected one metadata record") from None
+            obs.append(_obs(_view_record(row, where)))
+    return ProviderView(f"{p.name} (what the relay saw)", tuple(obs), {}, dict(geoip or {}))
 
 
 def with_geoip(view: ProviderView, geoip: Mapping[str, str]) -> ProviderView:

@@ -900,7 +900,7 @@ def format_report(report: dict[str, Any]) -> str:
     rows = [
         ("request handling, sum", "request_handling_us"),
         ("server wall time per envelope in the TCP run (1 / env/s)", "server_wall_us_per_envelope"),
-        ("the rest: trio sockets, tasks, events (2 reads, 3 writes, 2 tasks/conn)", "sockets_and_trio_us"),
+        ("the rest: trio sockets, tasks, events (2 reads, 3 writes, 1 task/conn)", "sockets_and_trio_us"),
     ]
     for label, key in rows:
         lines.append(f"  {label:70s} {durable[key]:8.1f} {volatile[key]:8.1f}")

@@ -389,7 +389,7 @@ def _timeline(events: list[dict[str, Any]], days: bool, source: str, prefix: str
 # --- legal orders -------------------------------------------------------------------------------------
 
 
-def _order(d: dict[str, Any], days: bool) -> str:
+def _order(d: dict[str, Any], days: bool, calendar: tuple[float, bool]) -> str:
     process = str(d.get("process", "?"))
     served = d.get("served")
     head = (
@@ -399,9 +399,11 @@ def _order(d: dict[str, Any], days: bool) -> str:
     desc = d.get("process_description") or ""
     meta = f"<p>{_e(desc)}</p>" if desc else ""
     if isinstance(served, int | float):
-        from relaysim.sims.world.simulation import SIM_EPOCH
+        from relaysim.sims.report import sim_clock
 
-        meta += f'<p class="muted">Served at {_e(_clock(float(served) - SIM_EPOCH, days))} on the {_e(d.get("profile", "?"))} relay.</p>'
+        epoch, dated = calendar
+        when = sim_clock(float(served), epoch, True) if dated else _clock(float(served) - epoch, days)
+        meta += f'<p class="muted">Served at {_e(when)} on the {_e(d.get("profile", "?"))} relay.</p>'
     provided = d.get("provided") or {}
     rows = []
     for cat, items in provided.items():
@@ -418,7 +420,7 @@ def _order(d: dict[str, Any], days: bool) -> str:
         if rows
         else "<p>Nothing asked for.</p>"
     )
-    content = provided.get("content") or []
+    content = [r for r in provided.get("content") or [] if "text" in r]  # receipts carry no words
     words = ""
     if content:
         items = "".join(
@@ -437,7 +439,13 @@ def _orders(run: Path, days: bool) -> str:
         return "<p>No legal order was served in this run.</p>"
     orders = [_load(f) for f in files]
     orders.sort(key=lambda d: (d.get("served") or 0, str(d.get("name"))))
-    return "".join(_order(d, days) for d in orders)
+    from relaysim.sims.report import run_calendar
+
+    try:
+        calendar = run_calendar(run)  # the scenario's start, or SIM_EPOCH
+    except ValueError as exc:
+        raise ReportError(str(exc)) from None
+    return "".join(_order(d, days, calendar) for d in orders)
 
 
 # --- the contact graph --------------------------------------------------------------------------------

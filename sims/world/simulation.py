@@ -29,10 +29,9 @@ scenario and seed give byte-identical outputs.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +47,14 @@ from relaysim.relay.custody import ContentKey
 from relaysim.relay.metadata import MetadataRecord, RecordKind
 from relaysim.relay.store import Store
 from relaysim.sims.access import ExceptionalReport, Interventions
-from relaysim.sims.scenario import DeviceSpec, Scenario, TimelineEvent, VerifySafetyNumber
+from relaysim.sims.scenario import SIM_EPOCH, DeviceSpec, Scenario, TimelineEvent, VerifySafetyNumber
 from relaysim.sims.scoring import GroundTruth, TrueControl, TrueMessage
 from relaysim.sims.world.engine import Scheduler
+from relaysim.sims.world.groups import GroupDirector, group_distribution_id
 from relaysim.sims.world.network import Network
-from relaysim.sims.world.timeline import Timeline, provider, sealed_sender
+from relaysim.sims.world.timeline import Timeline, padding, provider, sealed_sender
 from relaysim.sims.world.traffic import (
+    GROUP_PREFIX,
     PlannedMessage,
     contact_graph,
     organisation_traits,
@@ -62,22 +63,18 @@ from relaysim.sims.world.traffic import (
 )
 from relaysim.sims.world.util import seeded as _seeded
 
-__all__ = ["SIM_EPOCH", "Simulation", "SimulationResult", "address_books"]
+__all__ = ["SIM_EPOCH", "Simulation", "SimulationResult", "address_books", "registered_facts"]
 
-# The relay's clock reads this at simulated t = 0: 2026-01-01T00:00:00Z.
-SIM_EPOCH = 1_767_225_600
+# SIM_EPOCH (sims.scenario): the relay's clock at simulated t = 0 for a scenario without a start,
+# 2026-01-01T00:00:00Z; a dated scenario's run starts at its own (Scenario.epoch, Simulation.epoch).
 SETUP_SPREAD = 30.0  # seconds over which devices first come online, so they do not all start at t = 0
 SIM_PREKEY_BATCH = 8
 SIM_KEM_PREKEY_BATCH = 2
 REDELIVERY_DELAY = 30.0  # a lost push is fetched again this long after (the app's next receive)
 
 TranscriptSink = Callable[[dict[str, Any]], None]
-GROUP_PREFIX = "group:"  # a group message's PlannedMessage.recipient: "group:<name>"
-
-
-def group_distribution_id(name: str) -> bytes:
-    """A group's 16-byte distribution id (clients.groups), derived from its name so runs repeat."""
-    return hashlib.sha256(b"relaysim group " + name.encode()).digest()[:16]
+GROUP_SEND_LOST = "*"  # in _group_parts_lost: a group_send (server-side fan-out) the network lost
+GROUP_WAIT = 5.0  # seconds a group message waits, and waits again, for its group to exist at the relay
 
 
 @dataclass
@@ -124,6 +121,8 @@ class MessageState:
     envelope_ids: tuple[bytes, ...] = ()
     delivered: dict[str, float] = field(default_factory=dict)
     lost: str | None = None
+    # A group message: the recipient devices that never read it, and why (Simulation._group_losses).
+    lost_for: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -143,6 +142,8 @@ class SimulationResult:
     exceptional: list[ExceptionalReport] = field(default_factory=list)
     # receipts and cover traffic: messages on the wire, but not messages people wrote
     control: dict[str, int] = field(default_factory=dict)
+    # sync copies: message id → the sender's own other devices that read its copy, and when
+    synced: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
 class Simulation:
@@ -152,6 +153,7 @@ class Simulation:
         *,
         db_path: str | Path = ":memory:",
         transcript: TranscriptSink | None = None,
+        relay_view: Callable[[MetadataRecord], None] | None = None,
         capture_frames: bool = False,
         progress: Callable[[float, float], None] | None = None,
         deterministic_kem: bool = True,
@@ -160,10 +162,15 @@ class Simulation:
         """``deterministic_kem=False`` lets OpenSSL draw the ML-KEM encapsulation's randomness (~40 µs
         instead of ~1.6 ms in pure Python per new session): faster, but the run is then no longer
         byte-identical across runs of the same scenario and seed (``relaysim bench sim --scale``).
+        ``relay_view`` is given every observation the relay makes, whole, as it makes it — what a
+        provider watching its own relay sees whatever its profile keeps (``relay-view.jsonl``,
+        ``sims.analysis.view.from_relay_view``).
         ``kem_prekey_batch``: one-time ML-KEM prekeys each phone publishes (and tops up by); 0 leaves
         only the last-resort one, which PQXDH then uses for every session (the spec allows it; each
         one-time KEM prekey costs a key generation, a signature and the relay's check of it)."""
         self.scenario = scenario
+        # The relay's clock at t = 0: the scenario's start, or SIM_EPOCH (sims.scenario.Scenario.epoch).
+        self.epoch = scenario.epoch
         self.deterministic_kem = deterministic_kem
         self.kem_prekey_batch = kem_prekey_batch
         self.sched = Scheduler()
@@ -184,13 +191,10 @@ class Simulation:
             keep_delivered=self.profile.keep_delivered,
             keep_contacts=self.profile.keep_contacts,
             keep_blocks=self.profile.keep_blocks,
+            keep_device_facts=self.profile.device_facts,
         )
         # [defences] padding, or the profile's: Signal's padding unless the profile turns it off.
-        self.padding = (
-            sc_padding
-            if (sc_padding := scenario.defences.padding) != "profile"
-            else ("signal" if self.profile.padding else "none")
-        )
+        self.padding = padding(scenario, self.profile)
         self.sealed = sealed_sender(scenario, self.profile)
         # Who holds the content keys when the profile is not end-to-end (relay.custody).
         self.content_key: ContentKey | None = None
@@ -216,6 +220,7 @@ class Simulation:
         # Without a transcript, the per-message event dicts are not built at all (at scale they
         # are most of the simulation glue's time and allocations).
         self.transcribing = transcript is not None
+        self.relay_view = relay_view
         self.frames_to_relay: list[bytes] | None = [] if capture_frames else None
         self.progress = progress
         self.devices: dict[str, SimDevice] = {}
@@ -223,6 +228,8 @@ class Simulation:
         self.by_address: dict[tuple[str, int], SimDevice] = {}
         self.messages: dict[int, MessageState] = {}
         self._group_sends: dict[int, tuple[bytes, tuple[str, ...]]] = {}  # message id → (group id, members)
+        self._group_parts_lost: dict[int, set[str]] = {}  # group message id → accounts a send to was lost
+        self._tick_at: dict[str, float] = {}  # device → when its agent's next retry receipt is due
         self.envelope_message: dict[bytes, int] = {}
         self.last_delivery: dict[bytes, dict[str, Any]] = {}
         self.record_counts: dict[str, int] = {}
@@ -252,6 +259,9 @@ class Simulation:
         self.device_signatures: dict[tuple[str, int], bytes] = {}
         # Sync copies of 1:1 messages to the sender's own other devices: envelope id → message id.
         self.sync_message: dict[bytes, int] = {}
+        self.synced: dict[
+            int, dict[str, float]
+        ] = {}  # message id → the sender's devices that read its copy, when
         # [defences] mailboxes = "ephemeral": sealed conversations' mailboxes, by account
         self.mailboxes: dict[str, SimDevice] = {}
         self._mailbox_of: dict[tuple[str, str], SimDevice] = {}  # (holder person, peer) → mailbox
@@ -262,13 +272,23 @@ class Simulation:
         self.added_devices: dict[str, SimDevice] = {}
         self._escrow_mandate: EscrowPublicKey | None = None
         self._content_key_mandate: ContentKey | None = None
+        # [[groups]] where the relay has a part (server-side membership, encrypted group state).
+        self.group_director = GroupDirector(
+            self.sched,
+            self.store,
+            self.by_address,
+            self._flush,  # type: ignore[arg-type]
+            server=self.profile.group_fanout == "server",
+            encrypted_state=self.profile.group_state_encrypted,
+            seed=scenario.seed,
+        )
         # Key escrow, a global key, ghost devices and seized phones (sims.access).
         self.interventions = Interventions(self)
 
     # --- set-up -------------------------------------------------------------------------------
 
     def _relay_clock(self) -> float:
-        return SIM_EPOCH + self.sched.now
+        return self.epoch + self.sched.now
 
     def _build_devices(self) -> None:
         sc = self.scenario
@@ -306,15 +326,19 @@ class Simulation:
                 unauthenticated_fetch=sc.defences.bundle_fetch == "unauthenticated",
                 identity_model=self.profile.identity_model,
                 key_verification=sc.defences.key_verification == "on",
-                device_signature=self.device_signature,
-                # Sync copies of 1:1 messages: only where a ghost is added, for now — the analyses'
-                # ground truth (pen registers, message logs, size analysis) does not count them yet.
-                sync_copies=any(getattr(e, "demand", None) == "ghost_device" for e in sc.events),
+                # Sync copies of 1:1 messages to the account's other devices, wherever it has any (its
+                # linked devices, or a ghost), as Signal's, WhatsApp's and iMessage's clients send them;
+                # the ground truth tells them apart (TrueControl "sync copy"), as it does receipts.
+                sync_copies=True,
                 key_transparency=sc.defences.key_transparency,
+                **registered_facts(sc.seed, spec),
+                group_fanout=self.profile.group_fanout,
             )
             self._link_identity(device)
             # a phone's batch of one-time prekeys, most never used: as bytes (~0.5 KiB less each)
             device.secrets.one_time_as_bytes = True
+            # "signed-devices": the primary signed it when linking; it registers with the signature
+            agent.device_signature = self.device_signatures.get((spec.person, spec.index))
             d = SimDevice(spec, agent, port=40000 + n % 20000)
             self.devices[spec.name] = d
             self.by_address[(spec.person, spec.index)] = d
@@ -327,7 +351,6 @@ class Simulation:
         primary = self.by_address.get((account, 1))
         if index == 1 or primary is None:
             return
-        primary.agent.linked_devices_known()  # it linked this one: sync copies from now on
         model = self.profile.identity_model
         if model == "account":
             device.secrets = PreKeySecrets(primary.agent.device.secrets.identity)
@@ -336,11 +359,6 @@ class Simulation:
             self.device_signatures[(account, index)] = A.sign_device(
                 primary.agent.device, device.identity_key, rng.randbytes
             )
-
-    def device_signature(self, account: str, device: int) -> bytes | None:
-        """ "signed-devices": the primary's signature over this companion device's identity key, as
-        the account's signed device list carries it (None: the primary never signed it)."""
-        return self.device_signatures.get((account, device))
 
     def _schedule(self) -> None:
         sc = self.scenario
@@ -374,6 +392,7 @@ class Simulation:
         next_id = last_id
         for g in self.scenario.groups:
             gid = group_distribution_id(g.name)
+            self.group_director.schedule(g, gid)
             # Members as the timeline stands when each message is written, in the file's order: a message
             # and a leave at the same moment happen in the order the timeline gives them (as they are run).
             current = set(g.members)
@@ -412,7 +431,7 @@ class Simulation:
         return self.sched.now
 
     def relay_time(self, t: float) -> float:
-        return SIM_EPOCH + t
+        return self.epoch + t
 
     def at(self, t: float, action: Callable[[], None]) -> None:
         self.sched.at(t, action)
@@ -509,6 +528,17 @@ class Simulation:
         """Bring a device added during the run online; it must already be registered."""
         self._come_online(self.added_devices[name], False)
 
+    def device_ready(self, name: str) -> bool:
+        """Whether the phone ``name`` is online and logged in (its requests can go now)."""
+        d = self.devices.get(name) or self.added_devices.get(name)
+        return d is not None and d.online and d.agent.authenticated
+
+    def flush_device(self, name: str) -> None:
+        """Carry what an intervention asked of the phone ``name``'s agent (its outbox) to the relay."""
+        d = self.devices.get(name) or self.added_devices.get(name)
+        if d is not None:
+            self._flush(d)
+
     # --- connections ----------------------------------------------------------------------------
 
     def _offline_now(self, d: SimDevice) -> bool:
@@ -579,6 +609,21 @@ class Simulation:
     def _flush(self, d: SimDevice) -> None:
         for frame in d.agent.take_outbox():
             self._to_relay(d, frame)
+        due = d.agent.retry_due()
+        if due is not None:
+            due -= self.epoch  # the agent's clock is the relay's (Unix seconds); the heap's is from 0
+        if due is not None and due < self._tick_at.get(d.name, math.inf):
+            # the agent's retry receipts (clients.agent): wake it when the next one is due
+            self._tick_at[d.name] = due
+            self.sched.at(max(due, self.sched.now), self._tick, d, due)
+
+    def _tick(self, d: SimDevice, due: float) -> None:
+        if self._tick_at.get(d.name) != due:
+            return  # superseded by an earlier wake-up
+        del self._tick_at[d.name]
+        if d.online and d.agent.authenticated:
+            d.agent.tick()
+            self._flush(d)
 
     def _to_relay(self, d: SimDevice, frame: wire.Request, owner: SimDevice | None = None) -> None:
         """Carry a frame from device ``d`` to the relay; ``owner`` gets the answer (default ``d``)."""
@@ -599,11 +644,30 @@ class Simulation:
         if link is None:
             return
         data = wire.encode(frame)
-        carries_envelopes = isinstance(frame, wire.Send | wire.SealedSend)
+        if self.transcribing and isinstance(
+            frame, wire.GetKeyLogHead | wire.GetKeyLogEntries | wire.GetKeyLogConsistency
+        ):
+            # key transparency over the wire: what the phone asked the relay's log (sims.access.key_transparency)
+            asked = {f.name: getattr(frame, f.name) for f in fields(frame) if f.name != "id"}
+            self.emit(
+                {
+                    "t": self.sched.now,
+                    "kind": "key_log_request",
+                    "device": owner.name,
+                    "request": frame.kind,
+                    **asked,
+                }
+            )
+        carries_envelopes = isinstance(frame, wire.Send | wire.SealedSend | wire.GroupSend)
         ref = owner.agent.message_ref(frame.id) if carries_envelopes else None
         if carries_envelopes:
             delays = self.net.transit(d.spec.region, self.relay_region, self.sched.now)
-            if not delays and isinstance(ref, int):
+            if not delays and isinstance(ref, int) and ref in self._group_sends:
+                # one account's part of a group message, or a resend to it (or, server-side fan-out, the
+                # one group send for all: GROUP_SEND_LOST): accounted per device at the end
+                to = frame.to if isinstance(frame, wire.Send | wire.SealedSend) else GROUP_SEND_LOST
+                self._group_parts_lost.setdefault(ref, set()).add(to)
+            elif not delays and isinstance(ref, int):
                 self._lost(ref, "the network lost the send")
         else:
             delays = [self.net.reliable(d.spec.region, self.relay_region, self.sched.now)]
@@ -622,6 +686,10 @@ class Simulation:
         frame = link.relay_decoder.next_frame()
         assert isinstance(frame, wire.Request)
         outputs = self.relay.handle(link.ctx, frame)
+        if isinstance(frame, wire.GroupSend) and isinstance(ref, int):  # server-side fan-out
+            for o in outputs:
+                if isinstance(o, Reply) and isinstance(o.frame, wire.GroupSent):
+                    self._group_fanned_out(ref, o.frame.envelope_ids, outputs)
         if isinstance(frame, wire.Send | wire.SealedSend):
             for o in outputs:
                 if isinstance(o, Reply) and isinstance(o.frame, wire.Sent):
@@ -629,6 +697,12 @@ class Simulation:
                         self._accepted(ref, o.frame.envelope_ids, outputs)
                     elif isinstance(ref, tuple) and ref[:1] == ("sync",):  # a sync copy to one's own devices
                         self._control_accepted[ref] = self._control_accepted.get(ref, 0) + 1
+                        if self._control_accepted[ref] == 1:
+                            # ground truth: an envelope nobody wrote to anyone, from the person to themself
+                            own = (owner.spec.person, owner.spec.person, "sync copy")
+                            self._control_truth.append(TrueControl(self._relay_clock(), *own))
+                            if self.transcribing:
+                                self._transcribe_control(own, outputs)
                         for eid in o.frame.envelope_ids:
                             self._control_copies[eid] = ref  # so a duplicated copy counts as one
                             if isinstance(ref[1], int):
@@ -662,8 +736,10 @@ class Simulation:
 
     def _count_record(self, r: MetadataRecord) -> None:
         self.record_counts[r.kind.value] = self.record_counts.get(r.kind.value, 0) + 1
+        if self.relay_view is not None:
+            self.relay_view(r)
         if self.transcribing and r.kind is RecordKind.DELIVERY and r.envelope_id is not None:
-            self.last_delivery[r.envelope_id] = record_view(r, SIM_EPOCH)
+            self.last_delivery[r.envelope_id] = record_view(r, self.epoch)
 
     def _to_device(self, d: SimDevice, link: Link, frame: wire.Response, *, push: bool) -> None:
         # Frames toward devices travel as the objects the relay core built: they are valid by
@@ -702,9 +778,30 @@ class Simulation:
             return
         if self.interventions.on_agent_event(d, event):
             return  # a ghost device's reads
-        if isinstance(event, A.IdentityChanged):
+        if isinstance(event, A.GroupMembershipChanged):
+            self.emit(
+                {
+                    "t": t,
+                    "kind": "group_membership_changed",
+                    "device": d.name,
+                    "group": event.group.hex(),
+                    "added": list(event.added),
+                    "removed": list(event.removed),
+                    "shown_to_user": event.shown,
+                }
+            )
+        elif isinstance(event, A.GroupUpdated):
+            pass  # the change the phone asked for; the relay's list shows it (group_membership_changed)
+        elif isinstance(event, A.IdentityChanged):
             self._identity_changed(d, event)
         elif isinstance(event, A.SentTranscript):
+            mid = self.sync_message.get(event.envelope_id)
+            state = self.messages.get(mid) if mid is not None else None
+            if state is not None:
+                # (its destination is the account it went to: under mailboxes = "ephemeral", the peer's mailbox)
+                if event.plaintext != state.planned.text.encode():
+                    self.mismatched += 1
+                self.synced.setdefault(state.planned.id, {}).setdefault(d.name, t)
             if self.transcribing:
                 self.emit(
                     {
@@ -712,8 +809,9 @@ class Simulation:
                         "kind": "sync_copy_received",
                         "device": d.name,
                         "from": f"{event.sender.account}/{event.sender.device}",
-                        "message": self.sync_message.get(event.envelope_id),
+                        "message": mid,
                         "to": event.destination,
+                        "plaintext": event.plaintext.decode("utf-8", "replace"),
                     }
                 )
         elif isinstance(event, A.DeviceListChanged):
@@ -744,6 +842,9 @@ class Simulation:
         elif isinstance(event, A.Registered):
             d.registered = True
             if d.spec.index != 1:  # a linked device now opens its own connection
+                primary = self.by_address.get((d.spec.person, 1))
+                if primary is not None:
+                    primary.agent.linked_devices_known()  # it linked this one: sync copies from now on
                 self._come_online(d, False)
                 return
             d.agent.login()
@@ -823,7 +924,7 @@ class Simulation:
                 "relay": {
                     "envelope_id": ev.envelope_id.hex(),
                     # the relay's timestamp (ms on its clock), as simulated seconds from the start
-                    "accepted": (ev.relay_timestamp_ms - SIM_EPOCH * 1000) / 1000,
+                    "accepted": (ev.relay_timestamp_ms - self.epoch * 1000) / 1000,
                     "sealed": ev.sealed,
                     "sender_shown_by_relay": None if ev.sealed else f"{ev.sender.account}/{ev.sender.device}",
                     "delivery": self.last_delivery.pop(ev.envelope_id, None),
@@ -1021,6 +1122,22 @@ class Simulation:
             self._go_offline(d, "changed network")
             self._come_online(d, False)
 
+    def _group_fanned_out(self, mid: int, envelope_ids: tuple[bytes, ...], outputs: list[Any]) -> None:
+        """Server-side fan-out: the message goes to the member devices the relay listed when it took
+        it (the phones' changes reach the relay when they do, not in the file's order), so those are
+        the devices that must receive it — the scenario's phones among them (a ghost's reads are its
+        intervention's to count)."""
+        state = self.messages[mid]
+        if state.accepted_at is None:
+            ids = set(envelope_ids)
+            state.recipients = tuple(
+                name
+                for r in outputs
+                if isinstance(r, MetadataRecord) and r.kind is RecordKind.SEND and r.envelope_id in ids
+                if (name := f"{r.recipient_account}/{r.recipient_device}") in self.devices
+            )
+        self._accepted(mid, envelope_ids, outputs)
+
     def _accepted(self, mid: int, envelope_ids: tuple[bytes, ...], outputs: list[Any]) -> None:
         state = self.messages[mid]
         for eid in envelope_ids:
@@ -1031,7 +1148,7 @@ class Simulation:
         state.envelope_ids = tuple(envelope_ids)
         if not self.transcribing:
             return
-        seen = _send_records(outputs)
+        seen = _send_records(outputs, self.epoch)
         self.emit(
             {
                 "t": self.sched.now,
@@ -1046,7 +1163,7 @@ class Simulation:
         """Ground truth for the scoring (sims.analysis_scoring): which envelopes the relay accepted were
         receipts or cover traffic, which it cannot tell from messages."""
         sender, to, kind = route
-        seen = _send_records(outputs)
+        seen = _send_records(outputs, self.epoch)
         self.emit(
             {
                 "t": self.sched.now,
@@ -1077,6 +1194,10 @@ class Simulation:
             return
         state.sent_at = self.sched.now
         group = self._group_sends.get(m.id)
+        if group is not None and not self.group_director.ready(group[0]):
+            state.sent_at = None
+            self.sched.after(GROUP_WAIT, self._app_send, m)  # the relay does not hold the group yet
+            return
         if group is not None:
             if self.transcribing:
                 self.emit(
@@ -1154,10 +1275,45 @@ class Simulation:
                     }
                 )
 
+    def _group_losses(self) -> None:
+        """At the end: why each group message recipient device that never read it did not."""
+        waiting: dict[tuple[str, bytes], int] = {}
+        for d in self.devices.values():
+            for w in d.agent.waiting_for_sender_keys():
+                waiting[(d.name, w.envelope_id)] = w.retries
+        for mid in self._group_sends:
+            state = self.messages[mid]
+            lost_parts = self._group_parts_lost.get(mid, set())
+            for name in state.recipients:
+                if name in state.delivered:
+                    continue
+                held = [
+                    r
+                    for (n, eid), r in waiting.items()
+                    if n == name and self.envelope_message.get(eid) == mid
+                ]
+                account = name.split("/")[0]
+                if held:
+                    why = (
+                        f"its sender key never came, and no resend answered the {max(held)} retry "
+                        "receipt(s) it sent"
+                    )
+                elif state.sent_at is None:
+                    why = "never sent: the sender's phone was not online again before the end"
+                elif account in lost_parts:
+                    why = f"the network lost the send to {account}"
+                elif GROUP_SEND_LOST in lost_parts:
+                    why = "the network lost the group send to the relay (server-side fan-out: one for all members)"
+                elif state.lost is not None:
+                    why = state.lost
+                else:
+                    why = "unexplained"
+                state.lost_for[name] = why
+
     def _truth(self) -> GroundTruth:
         msgs = tuple(
             TrueMessage(
-                SIM_EPOCH + (m.accepted_at if m.accepted_at is not None else m.planned.at),
+                self.epoch + (m.accepted_at if m.accepted_at is not None else m.planned.at),
                 m.planned.sender,
                 m.planned.recipient,
                 m.planned.text,
@@ -1191,6 +1347,7 @@ class Simulation:
             if self.progress is not None:
                 self.progress(t, end)
         self.timeline.finish()  # orders still running at the end are answered now
+        self._group_losses()
         exceptional = self.interventions.finish()
         queued = len(self.store.all_envelopes())
         self.store.close()
@@ -1214,11 +1371,30 @@ class Simulation:
             self._truth(),
             exceptional,
             dict(self.control),
+            {k: self.synced[k] for k in sorted(self.synced)},
         )
 
 
 def _planned_at(m: PlannedMessage) -> float:
     return m.at
+
+
+SIM_APP_VERSION = "1.0"  # the simulated app's version, as its registrations report it
+
+
+def registered_facts(seed: int, spec: DeviceSpec) -> dict[str, Any]:
+    """What a simulated device's app tells the relay about it when it registers (wire.Register's
+    optional fields; the relay keeps what its profile keeps): a push token (32 bytes, the size of
+    an APNs device token), its type (the first device a phone, ``android`` or ``ios``; a linked one
+    ``desktop``) and the app's version. From streams of their own, so no other draw moves."""
+    kind = (
+        _seeded(seed, "device-type", spec.name).choice(("android", "ios")) if spec.index == 1 else "desktop"
+    )
+    return {
+        "push_token": _seeded(seed, "push-token", spec.name).randbytes(32),
+        "device_type": kind,
+        "app_version": SIM_APP_VERSION,
+    }
 
 
 def address_books(scenario: Scenario, graph: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -1259,10 +1435,10 @@ def record_view(r: MetadataRecord, epoch: float | None = None) -> dict[str, Any]
     return out
 
 
-def _send_records(outputs: list[Any]) -> list[dict[str, Any]]:
+def _send_records(outputs: list[Any], epoch: float) -> list[dict[str, Any]]:
     """The relay's send records among a request's outputs, as the transcript shows them."""
     return [
-        record_view(r, SIM_EPOCH)
+        record_view(r, epoch)
         for r in outputs
         if isinstance(r, MetadataRecord) and r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND)
     ]

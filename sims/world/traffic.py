@@ -8,7 +8,8 @@ sentences, different from one another, so tests can look for any of them in what
 
 Rates are per day and hold for any duration. A person's messages arrive as a process whose
 intensity at time t is ``rate × w(hour of t) / 1 day``, where ``w`` is the daily rhythm scaled to
-average 1 over the day (t = 0 is midnight). Over a run of D seconds that person sends, on
+average 1 over the day (hours of the clock: t = 0 is midnight unless the scenario starts at a
+date-time, [scenario] start). Over a run of D seconds that person sends, on
 average, ``rate × activity_days(D)`` messages (``activity_days``: D / 1 d for a flat rhythm, the
 rhythm's weight over [0, D) otherwise). Each person's rate is drawn once from the log-normal;
 their count is rate × activity_days(D) rounded up or down at random (so its mean is exact), and
@@ -25,12 +26,14 @@ from relaysim.sims.scenario import DeviceSpec, PersonSpec, Scenario, generated_n
 
 __all__ = [
     "DEFAULT_RHYTHM",
+    "GroupStep",
     "PlannedMessage",
     "activity_days",
     "contact_graph",
     "expand_population",
     "organisation_accounts",
     "organisation_traits",
+    "plan_group_steps",
     "plan_messages",
     "plan_moves",
 ]
@@ -166,17 +169,20 @@ def _sentence(rng: random.Random, serial: int) -> str:
     return f"{' '.join(words)} #{serial}"
 
 
-def _activity(duration: float, rhythm: tuple[float, ...]) -> tuple[list[float], list[float]]:
-    """The run cut at every hour boundary: each piece's start and the cumulative activity (in days of
-    average activity) up to its end."""
+def _activity(
+    duration: float, rhythm: tuple[float, ...], offset: float = 0.0
+) -> tuple[list[float], list[float]]:
+    """The run cut at every hour boundary of the clock: each piece's start and the cumulative activity
+    (in days of average activity) up to its end. ``offset``: the clock's time of day (seconds after
+    midnight UTC) at t = 0, non-zero when the scenario starts at a date-time (Scenario.epoch)."""
     scale = 24 / sum(rhythm)  # so that the rhythm averages 1 over the day
     starts: list[float] = []
     cumulative: list[float] = []
     total = 0.0
     t = 0.0
     while t < duration:
-        hour = int(t // 3600)
-        end = min(duration, (hour + 1) * 3600.0)
+        hour = int((offset + t) // 3600)
+        end = min(duration, (hour + 1) * 3600.0 - offset)
         starts.append(t)
         total += rhythm[hour % 24] * scale * (end - t) / 86400
         cumulative.append(total)
@@ -204,7 +210,7 @@ def plan_messages(scenario: Scenario, graph: dict[str, list[str]] | None = None)
         contacts = contact_graph(scenario) if graph is None else graph
         rhythm = g.daily_rhythm or DEFAULT_RHYTHM
         duration = scenario.duration
-        starts, cumulative = _activity(duration, rhythm)
+        starts, cumulative = _activity(duration, rhythm, scenario.epoch % 86400)
         days = cumulative[-1] if cumulative else 0.0
         pieces = range(len(starts))
         sigma = g.messages_per_day_sigma
@@ -313,6 +319,48 @@ def _behaviour(
                 turn += 1
         extra.extend(answers)
     return extra
+
+
+GROUP_PREFIX = "group:"  # a group message's PlannedMessage.recipient: "group:<name>"
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStep:
+    """One step of a ``[[groups]]`` timeline as a run carries it: a message written to the group
+    (``message``, with the group's ``members`` when it is written and the devices that must read it),
+    or a member leaving (``leaver``: every device of that person forgets its sender key)."""
+
+    at: float
+    group: str
+    message: PlannedMessage | None = None
+    members: tuple[str, ...] = ()
+    recipients: tuple[str, ...] = ()  # device names: every member's devices but the writer's own phone
+    leaver: str | None = None
+
+
+def plan_group_steps(scenario: Scenario, last_id: int) -> list[GroupStep]:
+    """Every group's messages and leaves, group by group in the file's order (message ids after
+    ``last_id``, the 1:1 messages'). Members are taken as the timeline stands when each message is
+    written, in the file's order: a message and a leave at the same moment happen in the order the
+    timeline gives them. Joins need no step: a member added is simply addressed from then on."""
+    devices = {p.name: tuple(d.name for d in p.devices) for p in scenario.people}
+    steps = []
+    next_id = last_id
+    for g in scenario.groups:
+        current = set(g.members)
+        for c in g.timeline:
+            if c.kind == "join":
+                current.add(c.person)
+            elif c.kind == "leave":
+                current.discard(c.person)
+                steps.append(GroupStep(c.at, g.name, leaver=c.person))
+            elif c.kind == "message":
+                next_id += 1
+                members = tuple(sorted(current))
+                recipients = tuple(n for a in members for n in devices[a] if n != f"{c.person}/1")
+                m = PlannedMessage(next_id, c.at, c.person, f"{GROUP_PREFIX}{g.name}", c.text)
+                steps.append(GroupStep(c.at, g.name, m, members, recipients))
+    return steps
 
 
 def plan_moves(scenario: Scenario) -> list[tuple[float, str, str]]:

@@ -13,6 +13,7 @@ import socket
 import ssl
 import sys
 import time
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -53,7 +54,8 @@ def new_core(path: str | Path = ":memory:") -> RelayCore:
 
 
 def agent(account: str, trust_root: bytes, device: int = 1, seed: int = 0) -> DeviceAgent:
-    rng = seeded_rng(hash((account, device, seed)) & 0xFFFF)
+    # zlib.crc32, not hash(): str hashes differ per process (PYTHONHASHSEED), so keys would too.
+    rng = seeded_rng(zlib.crc32(f"{account}/{device}/{seed}".encode()))
     return DeviceAgent(
         Device(account, device, rng=rng),
         registration_id=1 + device,
@@ -481,6 +483,32 @@ async def test_a_linked_device_gets_messages_too() -> None:
             assert (got.plaintext, got.sender) == (b"to both", PeerAddress("bob", 1))
         with pytest.raises(ValueError, match="not a device of account"):
             await a.link_device(agent("bob", root, device=2))
+
+
+async def test_a_linked_device_reads_what_its_primary_sends_sealed() -> None:
+    """The phone that linked the laptop sends it a sync copy of each message it writes, sealed sender
+    or not (the relay's needs_sync comes only with an authenticated send: the phone knows anyway)."""
+    core = new_core()
+    root = core.trust_root_public
+    async with running(core) as server, two_devices(server.port, root) as (a, b):
+        laptop = agent("alice", root, device=2)
+        with trio.fail_after(20):
+            await a.link_device(laptop)
+        async with open_device_connection(laptop, "127.0.0.1", server.port) as a2:
+            with trio.fail_after(20):
+                await a2.login()
+                await a.send_text("bob", b"from the phone, sealed", sealed=True)
+            assert (await next_message(b)).plaintext == b"from the phone, sealed"
+            with trio.fail_after(10):
+                while not a2.synced:
+                    await a2.sync()
+            (copy,) = a2.synced
+            assert (copy.destination, copy.plaintext, copy.sender) == (
+                "bob",
+                b"from the phone, sealed",
+                PeerAddress("alice", 1),
+            )
+            assert not a.synced and not b.synced and not a.failures
 
 
 async def test_over_tls() -> None:

@@ -88,10 +88,16 @@ def check_against_store(d: Disclosure, desk: ComplianceDesk, store: Store) -> No
                 assert not store.reverse_contacts(target), where
             elif category == "blocked_users" and target:
                 assert not store.blocks_of(target), where
+            elif category == "group_membership" and target:
+                assert not store.groups_of(target), where
             elif category in ("ciphertext", "content"):
                 assert not bodies, where
             elif category == "subscriber_info":
                 assert not pr.subscriber_record, where
+        elif reason == "cryptographically_impossible" and category == "group_membership":
+            # no member list in the clear: only blobs the clients encrypted, which name no account
+            assert pr.group_state_encrypted and store.group_count() == 0, where
+            assert not target or not store.groups_of(target), where
         elif reason == "cryptographically_impossible":
             assert category == "content", where
             assert pr.custody != "provider", where
@@ -107,7 +113,10 @@ def check_against_store(d: Disclosure, desk: ComplianceDesk, store: Store) -> No
                 category not in pr.discloses.get(instrument.key, frozenset())
                 or (instrument.forward and not answers)
                 or d.response != "complied"
+                or instrument.builds  # a capability notice hands nothing over by itself
             ), where
+            if instrument.builds:  # ... and says so only of what the relay can already collect
+                assert pr.wiretap if instrument.copies_bodies else pr.pen_register, where
     assert set(d.provided) | set(d.reasons) == instrument.asks
     assert not set(d.provided) & set(d.reasons)
 
@@ -134,6 +143,17 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         )
     for (a, b), msgs in pairs.items():
         lines.append(f'[[conversations]]\nbetween = ["{a}", "{b}"]\nmessages = [{", ".join(msgs)}]')
+    if draw(st.booleans()):  # a group chat: its membership is what group_membership asks about
+        members = draw(st.permutations(people))[: draw(st.integers(2, n))]
+        times = sorted(draw(st.lists(st.integers(5, 170), min_size=1, max_size=3)))
+        said = ", ".join(
+            f'{{ at = "{at}m", from = "{draw(st.sampled_from(members))}", text = "g{k}" }}'
+            for k, at in enumerate(times)
+        )
+        listed = ", ".join(f'"{m}"' for m in members)
+        lines.append(
+            f'[[groups]]\nname = "club"\nmembers = [{listed}]\nadmins = ["{members[0]}"]\ntimeline = [{said}]'
+        )
     for k in range(draw(st.integers(1, 4))):
         instrument = INSTRUMENTS[draw(st.sampled_from(list(INSTRUMENTS)))]
         at = draw(st.integers(1, 150))
@@ -296,7 +316,6 @@ def test_a_new_instrument_is_one_row_uk_targeted_interception() -> None:
     (d,) = Simulation(sc, db_path=":memory:").run().disclosures
     assert d.to_json()["jurisdiction"] == "uk" and "Investigatory Powers Act 2016" in d.to_json()["statute"]
     # the message, and b's delivery receipt for it (opened too: the provider holds the key)
-    rows = [(r["from"], r["to"], r["text"]) for r in d.provided["content"]]
-    assert rows[0] == ("a", "b", "hello") and len(rows) == 2
-    assert rows[1][:2] == ("b", "a") and rows[1][2].startswith("\x00\ufffdD")  # clients.agent.CONTROL + D
+    rows = [(r["from"], r["to"], r["kind"], r.get("text")) for r in d.provided["content"]]
+    assert rows == [("a", "b", "message", "hello"), ("b", "a", "delivery receipt", None)]  # relay.content
     assert "United Kingdom" in d.to_markdown()

@@ -58,6 +58,25 @@ def test_a_recipients_queue_is_capped_with_a_clear_error_and_nothing_queued_is_l
     assert isinstance(refused, wire.ErrorFrame) and refused.code == E.RECIPIENT_QUEUE_FULL.value
 
 
+def test_a_full_queue_answers_a_blocked_sender_as_it_answers_everyone() -> None:
+    # Otherwise the one sender still told "sent" to a full queue would learn that it is blocked.
+    core = new_core(limits=dataclasses.replace(UNLIMITED, queue_envelopes=2, queue_bytes=10_000))
+    mallory, alice, bob = (
+        core_device(core, MALLORY, 1),
+        core_device(core, ALICE, 2),
+        core_device(core, BOB, 3),
+    )
+    assert reply(core.handle(bob, wire.Block(id=1, account="mallory"))) == wire.Blocked(id=1)
+    assert isinstance(reply(core.handle(mallory, _send("bob", rid=2))), wire.Sent)  # room: accepted, dropped
+    for i in range(2):
+        assert isinstance(reply(core.handle(alice, _send("bob", rid=10 + i))), wire.Sent)
+    answers = [reply(core.handle(who, _send("bob", rid=20))) for who in (alice, mallory)]
+    assert [(type(a).__name__, getattr(a, "code", None)) for a in answers] == [
+        ("ErrorFrame", E.RECIPIENT_QUEUE_FULL.value)
+    ] * 2
+    assert core.store.queue_length("bob", 1) == 2  # nothing accepted was lost, nothing blocked was kept
+
+
 def test_sends_are_a_token_bucket_per_account_with_a_retry_after() -> None:
     clock = Clock()
     core = new_core(clock, limits=dataclasses.replace(UNLIMITED, send_per_account=Rate(2.0, 3.0)))

@@ -10,8 +10,8 @@ import pytest
 
 from relaysim.relay import store as store_module
 from relaysim.relay.metadata import METADATA_FIELDS, KindRule, MetadataRecord, RecordKind
-from relaysim.relay.store import SCHEMA_VERSION, Store, StoredEnvelope, StoreError
-from relaysim.relay.wire import KemPrekey, Prekey
+from relaysim.relay.store import SCHEMA_VERSION, DeviceRecord, Store, StoredEnvelope, StoreError
+from relaysim.relay.wire import KemPrekey, Prekey, SignedPrekey
 
 
 def _envelope(n: int, account: str = "bob", device: int = 1, body: bytes = b"x") -> StoredEnvelope:
@@ -189,3 +189,92 @@ def test_a_failed_nested_transaction_undoes_only_its_own_writes() -> None:
         store.create_account("also-kept", 3.0)
     assert store.account_exists("kept") and store.account_exists("also-kept")
     assert not store.account_exists("undone")
+
+
+# --- what the relay asks on every send, answered from memory and kept right ------------------------
+
+
+def _statements(store: Store) -> list[str]:
+    """Every SQL statement the store runs from now on (sqlite3's trace callback)."""
+    seen: list[str] = []
+    store._db.set_trace_callback(seen.append)
+    return seen
+
+
+def _true_queue_size(store: Store, account: str, device: int) -> tuple[int, int]:
+    count, size = store._db.execute(
+        "SELECT count(*), coalesce(sum(length(body)), 0) FROM envelopes WHERE account = ? AND device = ?",
+        (account, device),
+    ).fetchone()
+    return count, size
+
+
+def test_queue_size_is_counted_once_then_kept_by_every_write_and_rollback() -> None:
+    store = Store()
+    store.enqueue([_envelope(n, body=bytes(n)) for n in range(1, 6)])  # before anyone asked
+    assert store.queue_size("bob", 1) == (5, 15)
+    statements = _statements(store)
+    assert store.queue_size("bob", 1) == (5, 15)
+    assert statements == []  # the second time, no query: the relay asks on every send
+    with store.transaction():
+        store.enqueue([_envelope(10, body=bytes(100))])
+        assert store.delete_envelopes("bob", 1, [(1).to_bytes(16, "big"), b"no such id".ljust(16)]) == 1
+    assert not any("count(" in s for s in statements)
+    assert store.queue_size("bob", 1) == _true_queue_size(store, "bob", 1) == (5, 114)
+    # A rolled-back write, in a savepoint or the whole transaction, leaves the count as the file has it.
+    with store.transaction():
+        store.enqueue([_envelope(11, body=bytes(7))])
+        with pytest.raises(RuntimeError), store.transaction():
+            store.enqueue([_envelope(12, body=bytes(9))])
+            store.delete_envelopes("bob", 1, [(2).to_bytes(16, "big")])
+            raise RuntimeError("refused")
+        assert store.queue_size("bob", 1) == _true_queue_size(store, "bob", 1) == (6, 121)
+    with pytest.raises(RuntimeError), store.transaction():
+        store.enqueue([_envelope(13, body=bytes(50))])
+        raise RuntimeError("refused")
+    assert store.queue_size("bob", 1) == _true_queue_size(store, "bob", 1) == (6, 121)
+    moved = store.archive_envelopes("bob", 1, [(3).to_bytes(16, "big")], archived_at=9.0, reason="kept")
+    assert moved == 1
+    assert store.queue_size("bob", 1) == _true_queue_size(store, "bob", 1) == (5, 118)
+    assert store.queue_size("carol", 1) == (0, 0)
+
+
+def _device(account: str, device: int, registration_id: int) -> DeviceRecord:
+    return DeviceRecord(
+        account,
+        device,
+        registration_id,
+        bytes(32),
+        SignedPrekey(1, bytes(32), bytes(64)),
+        KemPrekey(2, bytes(1568), bytes(64)),
+        1.0,
+    )
+
+
+def test_routing_is_answered_from_memory_and_sees_every_device_written() -> None:
+    store = Store()
+    store.create_account("bob", 1.0)
+    store.put_device(_device("bob", 1, 11))
+    assert store.registration_ids("bob") == {1: 11}
+    statements = _statements(store)
+    route = store.registration_ids("bob")
+    assert route == {1: 11} and statements == []  # no query for a send to a known account
+    route.pop(1)  # the caller's own copy
+    assert store.registration_ids("bob") == {1: 11}
+    # A device added straight into the store (a compelled provider's ghost: RelayCore.provision_device)
+    # is routed to at once.
+    store.put_device(_device("bob", 2, 22))
+    assert store.registration_ids("bob") == {1: 11, 2: 22}
+    # One added in a transaction that is rolled back is not.
+    with pytest.raises(RuntimeError), store.transaction():
+        store.put_device(_device("bob", 3, 33))
+        assert store.registration_ids("bob") == {1: 11, 2: 22, 3: 33}
+        raise RuntimeError("refused")
+    assert store.registration_ids("bob") == {1: 11, 2: 22}
+    with store.transaction():
+        with pytest.raises(RuntimeError), store.transaction():
+            store.put_device(_device("bob", 1, 99))  # a re-registration, undone
+            assert store.registration_ids("bob")[1] == 99
+            raise RuntimeError("refused")
+        assert store.registration_ids("bob") == {1: 11, 2: 22}
+    assert store.registration_ids("nobody") == {}

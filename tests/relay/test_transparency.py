@@ -306,3 +306,25 @@ def test_the_store_refuses_a_leaf_out_of_order() -> None:
         with pytest.raises(ValueError, match="leaf 2 appended to a log of 1 leaves"):
             store.append_key_log(2, b"b")
         assert store.key_log() == [b"a"]
+
+
+def test_key_log_entries_fit_one_frame_and_the_client_pages_on() -> None:
+    """get_key_log_entries answers at most what fits in a frame of the relay's size (the rest on the
+    next request, from where this answer stops), always at least one entry."""
+    from relaysim.relay.core import _FRAME_HEADROOM, ConnectionContext, Reply
+
+    core = new_core(max_frame_size=_FRAME_HEADROOM + 100)
+    for i in range(5):
+        conn = ConnectionContext(i + 1, ("192.0.2.1", 1000 + i))
+        core.connect(conn)
+        core.handle(conn, DeviceKeys.make(f"u{i}", 1).register())
+    conn = ConnectionContext(99, ("192.0.2.9", 1))
+    got: list[bytes] = []
+    while len(got) < 5:
+        ask = wire.GetKeyLogEntries(id=1, start=len(got), end=4)
+        (answer,) = [o.frame for o in core.handle(conn, ask) if isinstance(o, Reply)]
+        assert isinstance(answer, wire.KeyLogEntries) and answer.start == len(got)
+        assert 1 <= len(answer.entries) <= 2  # ~45-byte leaves in 100 bytes of room
+        assert len(wire.encode(answer)) <= core.max_frame_size
+        got += answer.entries
+    assert got == core.key_log.leaves()

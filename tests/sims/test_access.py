@@ -30,6 +30,7 @@ from relaysim.sims.access import (
     KINDS,
     DeviceSeizure,
     GhostDevice,
+    GhostParticipant,
     GlobalKey,
     KeyEscrow,
     RelaySwapsIdentity,
@@ -56,6 +57,7 @@ def test_the_package_exports_what_it_names_and_a_class_per_demand() -> None:
         KeyEscrow,
         GlobalKey,
         GhostDevice,
+        GhostParticipant,
     }
     assert INTERVENTIONS[(EscrowKeyStolen, None)] is KeyEscrow
     assert INTERVENTIONS[(SeizePhone, None)] is DeviceSeizure

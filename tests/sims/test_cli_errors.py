@@ -217,7 +217,18 @@ def test_version() -> None:
     assert res.stdout.strip() == f"relaysim {version('relaysim')}"
 
 
-SUBCOMMANDS = ["demo", "scenarios", "run", "show", "disclose", "chart", "bench", "relay"]
+SUBCOMMANDS = [
+    "demo",
+    "scenarios",
+    "run",
+    "show",
+    "disclose",
+    "analyze",
+    "chart",
+    "bench",
+    "relay",
+    "defences",
+]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
@@ -261,6 +272,7 @@ def test_force_removes_only_relaysims_files_and_no_stale_disclosure_survives(tmp
     assert main(["run", "two-friends", "--out", str(out), "--quiet"]) == 0
     old = {p.name for p in (out / "disclosures").iterdir()}
     assert old
+    assert main(["analyze", str(out)]) == 0 and (out / "analysis").is_dir()
     (out / "notes.txt").write_text("my notes\n", encoding="utf-8")
     (out / "mine").mkdir()
     (out / "mine" / "a.md").write_text("x", encoding="utf-8")
@@ -271,6 +283,7 @@ def test_force_removes_only_relaysims_files_and_no_stale_disclosure_survives(tmp
     assert old - new, "the second scenario serves different orders, so some disclosures are stale"
     for stale in old - new:
         assert not (out / "disclosures" / stale).exists(), stale
+    assert not (out / "analysis").exists()  # the earlier run's analysis pages went with it
     assert (out / "notes.txt").read_text(encoding="utf-8") == "my notes\n"
     assert (out / "mine" / "a.md").exists()
 
@@ -279,8 +292,10 @@ def test_force_clears_per_profile_folders_of_an_earlier_comparison(tmp_path: Pat
     out = tmp_path / "o"
     assert main(["run", "pakistan-2015", "--out", str(out), "--quiet"]) == 0
     assert (out / "bes" / "transcript.jsonl").exists()
+    assert (out / "counterfactual.md").exists() and (out / "counterfactual").is_dir()
     assert main(["run", "two-friends", "--out", str(out), "--quiet", "--force"]) == 0
     assert not (out / "bes").exists() and not (out / "comparison.md").exists()
+    assert not (out / "counterfactual").exists() and not (out / "counterfactual.md").exists()
     assert main(["show", str(out)]) == 0
 
 
@@ -318,3 +333,26 @@ def test_transcript_has_one_time_base(tf_run: Path) -> None:
             assert "accepted_ms" not in relay
             assert 0 <= relay["accepted"] <= e["t"]
             assert 0 <= relay["delivery"]["time"] <= e["t"] + 1e-6
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("profile_as_of", "May 2016", "profile_as_of: expected a date like 2016-05-01, got 'May 2016'"),
+        ("clock_epoch", "soon", "clock_epoch is not a number"),
+    ],
+)
+def test_disclose_with_a_bad_date_in_the_provider_file(
+    tmp_path: Path, tf_run: Path, field: str, value: str, needle: str
+) -> None:
+    """A dated run's provider.json names its calendar (clock_epoch) and its profile's date
+    (profile_as_of); a damaged one is named, field and value, not a traceback."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "relay.db").write_bytes((tf_run / "relay.db").read_bytes())
+    provider = json.loads((tf_run / "provider.json").read_text(encoding="utf-8"))
+    (run / "provider.json").write_text(json.dumps(provider | {field: value}), encoding="utf-8")
+    res = cli("disclose", "--db", str(run / "relay.db"), "--process", "subpoena", "--target", "amira")
+    assert_clean_error(res, "provider.json", needle)
+    if field == "clock_epoch":
+        assert_clean_error(cli("analyze", str(run)), "provider.json", "clock_epoch: expected Unix seconds")

@@ -314,6 +314,12 @@ CHART_REASONS = {
     ("threema", "subpoena", "ip_addresses"): "not_retained",
     ("signal", "subpoena", "ip_addresses"): "not_retained",
     ("signal", "subpoena", "subscriber_info"): "not_retained",
+    # group membership: Signal's server holds only encrypted group state (groups v2; signal.org/bigbrother,
+    # "no group membership"); WhatsApp's server holds the lists it fans out from, and its guide names no
+    # instrument that gets one; client-side fan-out keeps none
+    ("signal", "court_order_2703d", "group_membership"): "cryptographically_impossible",
+    ("whatsapp", "court_order_2703d", "group_membership"): "withheld_by_policy",
+    ("imessage", "court_order_2703d", "group_membership"): "not_retained",
 }
 
 
@@ -333,7 +339,9 @@ def test_look_back_orders_never_claim_no_capability_and_only_content_is_beyond_k
     _out, matrix = chart
     for profile, row in matrix.items():
         for process, cell in row.items():
-            assert set(cell["cryptographically_impossible"]) <= {"content"}, (profile, process)
+            # content, and the group state Signal's clients keep encrypted at the relay (groups v2)
+            beyond = {"content", "group_membership"} if profile == "signal" else {"content"}
+            assert set(cell["cryptographically_impossible"]) <= beyond, (profile, process)
             if process in ("subpoena", "court_order_2703d", "search_warrant"):
                 assert not cell["no_capability"], (profile, process)
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import sqlite3
 from dataclasses import replace
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +77,9 @@ def _receipts(run: Run, start: float, end: float) -> list[Any]:
     return [c for c in run.truth.control if _mine(c) and start <= c.time < end and c.kind.endswith("receipt")]
 
 
-RECEIPT_PREFIX = "\x00\ufffd"  # a receipt's body (clients.agent.CONTROL) as the desk decodes it
-
-
-def _is_receipt(text: str) -> bool:
-    return text.startswith(RECEIPT_PREFIX)
+def _is_receipt(row: dict[str, Any]) -> bool:
+    """A content row the desk read as a delivery receipt (relay.content), not as words."""
+    return row["kind"] == "delivery receipt" and "text" not in row
 
 
 # --- (a) the database file holds only what the profile records --------------------------------
@@ -168,18 +167,32 @@ def test_a_whatsapp_pen_register_is_exactly_the_targets_messages_from_service_on
     expected = [m for m in run.truth.messages if _mine(m) and start <= m.time < end]
     receipts = _receipts(run, start, end)
     assert receipts, "delivery receipts are on by default"
+    # the target has a linked device: each message it writes goes there too, as a sync copy
+    syncs = [c for c in run.truth.control if _mine(c) and start <= c.time < end and c.kind == "sync copy"]
+    assert syncs and all(c.sender == c.recipient == TARGET for c in syncs)
     rows = d.provided["realtime_routing"]
     got = {(round(r["time"], 3), r["account"], r["recipient_account"]) for r in rows}
-    # the provider cannot tell a receipt from a message: its routing rows are both
-    assert got == {(round(m.time, 3), m.sender, m.recipient) for m in [*expected, *receipts]}
-    # one row per recipient device, both directions, nothing from before service
-    assert len(rows) == sum(_devices(run.scenario, m.recipient) for m in [*expected, *receipts])
-    # and the score says how many of those "messages" were receipts
+    # the provider cannot tell a receipt from a message: its routing rows are both (and the sync copies)
+    assert got == {(round(m.time, 3), m.sender, m.recipient) for m in [*expected, *receipts, *syncs]}
+    # one row per recipient device (a sync copy: per other device), both directions, nothing from before service
+    assert len(rows) == sum(_devices(run.scenario, m.recipient) for m in [*expected, *receipts]) + len(
+        syncs
+    ) * (_devices(run.scenario, TARGET) - 1)
+    # and the score says how many of those "messages" were receipts, and how many sync copies
     from relaysim.sims.scoring import score
 
-    split = score(d.to_json(), run.truth)["routing_rows"]
+    scored = score(d.to_json(), run.truth)
+    split = scored["routing_rows"]
     assert split["messages"] == sum(_devices(run.scenario, m.recipient) for m in expected)
-    assert split["delivery_receipts"] == len(rows) - split["messages"] > 0 and split["unmatched"] == 0
+    assert split["sync_copies"] == split["true_sync_copies"] == len(syncs)
+    assert (
+        split["delivery_receipts"] == len(rows) - split["messages"] - len(syncs) > 0
+        and split["unmatched"] == 0
+    )
+    # a sync copy is not a contact: the target is never counted as its own
+    assert scored["contacts"]["true"] == len(
+        {m.recipient if m.sender == TARGET else m.sender for m in expected}
+    )
     assert {TARGET} < {r["account"] for r in rows} and {TARGET} < {r["recipient_account"] for r in rows}
     assert all(r["time"] >= d.process.served for r in rows)
     assert any(_mine(m) and m.time < start for m in run.truth.messages)  # there were earlier ones
@@ -199,7 +212,13 @@ def test_a_message_log_is_exactly_the_targets_messages_before_service(
     d = run.disclosure("court_order_2703d")
     written = [m for m in run.truth.messages if _mine(m) and m.time <= d.process.served]
     receipts = _receipts(run, float("-inf"), d.process.served + 1e-9)
-    expected = {(round(m.time, 3), m.sender, m.recipient) for m in [*written, *receipts]}
+    # and the sync copies of the target's messages to its linked device (none where the provider holds
+    # the content keys: its server keeps the messages for every device, its clients send no copies)
+    syncs = [
+        c for c in run.truth.control if _mine(c) and c.time <= d.process.served and c.kind == "sync copy"
+    ]
+    assert bool(syncs) == (run.result.scenario.relay.profile in ("viber", "keep-everything"))
+    expected = {(round(m.time, 3), m.sender, m.recipient) for m in [*written, *receipts, *syncs]}
     got = {(round(r["time"], 3), r["account"], r["recipient_account"]) for r in d.provided["message_log"]}
     assert got == expected and written and receipts  # the log holds both; it cannot tell them apart
 
@@ -280,12 +299,12 @@ def test_a_bbm_wiretap_reads_every_message_in_its_window(runs: dict[str, Run]) -
     start, end = d.process.window()
     expected = [m for m in run.truth.messages if _mine(m) and start <= m.time < end]
     receipts = _receipts(run, start, end)
-    got = [(r["from"], r["to"], r["text"]) for r in d.provided["content"] if not _is_receipt(r["text"])]
+    got = [(r["from"], r["to"], r["text"]) for r in d.provided["content"] if r["kind"] == "message"]
     # one copy per recipient device, each opened with the provider's key
     assert sorted(set(got)) == sorted({(m.sender, m.recipient, m.text) for m in expected})
     assert len(got) == sum(_devices(run.scenario, m.recipient) for m in expected)
     # the rest are the receipts, which the provider's key opens too (and so can tell apart)
-    opened = sorted((r["from"], r["to"]) for r in d.provided["content"] if _is_receipt(r["text"]))
+    opened = sorted((r["from"], r["to"]) for r in d.provided["content"] if _is_receipt(r))
     assert receipts and opened == sorted(
         (c.sender, c.recipient) for c in receipts for _ in range(_devices(run.scenario, c.recipient))
     )
@@ -411,8 +430,10 @@ def test_signal_2016_the_subpoena_gets_two_timestamps_and_nothing_else_exists() 
     (seen,) = d.provided["last_seen"]
     assert seen["last_seen"] % 86400 == 0  # the day, not the time
     online = [e["t"] for e in run.events if e["kind"] == "device_online" and e["device"] == "dana/1"]
-    assert (SIM_EPOCH + max(online)) % 86400 != 0  # so the rounding is visible
-    assert seen["last_seen"] == SIM_EPOCH + max(online) - (SIM_EPOCH + max(online)) % 86400
+    epoch = scenario.epoch  # the relay's clock starts on the scenario's date, 2016-05-01
+    assert (epoch + max(online)) % 86400 != 0  # so the rounding is visible
+    assert seen["last_seen"] == epoch + max(online) - (epoch + max(online)) % 86400
+    assert datetime.fromtimestamp(seen["last_seen"], UTC).date() == date(2016, 5, 3)
     # Everything else the subpoena asks for was never recorded. The one exception: the relay must
     # know an account's devices to deliver to them, so that is held, and not handed over.
     assert set(d.withheld) == {"device_info"}
@@ -480,8 +501,11 @@ def test_pakistan_2015_the_record_and_separately_the_counterfactual(tmp_path: Pa
     assert "content" in cf_bes["not_provided"]["cryptographically_impossible"]
     assert not any(t in json.dumps(cf_bes, ensure_ascii=False) for t in texts)
     assert len(cf_bbm["provided"]["content"]) == len(cf_bes["provided"]["ciphertext"]) > 0
-    words = {r["text"] for r in cf_bbm["provided"]["content"] if not _is_receipt(r["text"])}
-    assert words and words <= set(texts)  # the rest are delivery receipts
+    words = {r["text"] for r in cf_bbm["provided"]["content"] if r["kind"] == "message"}
+    assert words and words <= set(texts)
+    # the rest are delivery receipts, told apart by the provider that wrote the clients: no garbage words
+    assert all(_is_receipt(r) for r in cf_bbm["provided"]["content"] if r["kind"] != "message")
+    assert "\x00" not in (tmp_path / "counterfactual.md").read_text(encoding="utf-8")
     assert "COUNTERFACTUAL" in (tmp_path / "counterfactual" / "comparison.md").read_text(encoding="utf-8")
     told = (tmp_path / "counterfactual.md").read_text(encoding="utf-8")
     assert told.index("THE RECORD") < told.index("had the provider complied")

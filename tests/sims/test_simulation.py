@@ -25,6 +25,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relaysim.clients import groups, spec
+from relaysim.clients.agent import MAX_RETRY_RECEIPTS
+from relaysim.relay import wire
 from relaysim.relay.metadata import METADATA_FIELDS, METADATA_SCHEMA
 from relaysim.sims.scenario import (
     PADDING_MODES,
@@ -274,7 +276,7 @@ def test_same_scenario_and_seed_give_byte_identical_outputs(tmp_path: Path) -> N
     _run_cli(tmp_path / "a", "two-friends", "1")
     _run_cli(tmp_path / "b", "two-friends", "2")
     names = sorted(str(p.relative_to(tmp_path / "a")) for p in (tmp_path / "a").rglob("*") if p.is_file())
-    assert {"relay.db", "summary.json", "summary.md", "transcript.jsonl"} <= set(names)
+    assert {"relay.db", "relay-view.jsonl", "summary.json", "summary.md", "transcript.jsonl"} <= set(names)
     assert any(n.startswith("disclosures/") for n in names)
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
@@ -398,12 +400,9 @@ def group_scenarios(draw: st.DrawFn) -> Scenario:
         elif kind == "join_or_leave":
             members.add(who)
             changes.append(GroupChange(at, "join", who))
-    # No loss: a lost sender key distribution or a lost part of a client-side fan-out is not recovered
-    # yet (Signal's clients ask for a resend with a retry receipt), so the run keeps every send.
-    network = replace(
-        base.network, loss=0.0, partitions=tuple(replace(p, mode="hold") for p in base.network.partitions)
-    )
-    return replace(base, network=network, groups=(GroupSpec("g", start, (), tuple(changes)),))
+    # With loss: a lost sender key distribution is asked for again with retry receipts (clients.agent);
+    # a lost part of the client-side fan-out is lost for that account's devices (MessageState.lost_for).
+    return replace(base, groups=(GroupSpec("g", start, (), tuple(changes)),))
 
 
 @settings(deadline=None, max_examples=10)
@@ -433,10 +432,20 @@ def test_group_messages_reach_exactly_the_member_devices_and_the_relay_never_see
     assert result.mismatched == 0
     assert result.undecryptable == 0
     for m in result.messages:
-        if m.lost is None:
-            assert sorted(m.delivered) == sorted(m.recipients), (m.planned, m.delivered)
-        else:
+        if m.lost is not None:
             assert m.delivered == {}, m
+            continue
+        # every member device read it, or is accounted for, with the reason
+        assert not set(m.delivered) & set(m.lost_for), m
+        assert sorted([*m.delivered, *m.lost_for]) == sorted(m.recipients), (
+            m.planned,
+            m.delivered,
+            m.lost_for,
+        )
+        for why in m.lost_for.values():
+            assert why.startswith("the network lost the send to ") or (
+                why.startswith("its sender key never came") and f"the {MAX_RETRY_RECEIPTS} retry" in why
+            ), why
     haystacks = [*result.frames_to_relay, *files]
     for row in rows:
         haystacks.extend(v if isinstance(v, bytes) else str(v).encode() for v in row)
@@ -617,3 +626,112 @@ def test_simulated_phones_keep_their_one_time_prekeys_as_bytes(tmp_path: Path) -
     assert all(d.agent.device.secrets.one_time_as_bytes for d in sim.devices.values())
     result = sim.run()
     assert [sorted(m.delivered) for m in result.messages] == [["bo/1"], ["ana/1"], ["bo/1"]]
+
+
+class _DropHandouts(Simulation):
+    """Loses the first ``n`` sender key handouts ana's phone sends to ``to`` (their ``Send`` never
+    reaches the relay), and records every send's (device, to, ref) in ``refs_seen``."""
+
+    def __init__(self, scenario: Scenario, db: Path, to: str, n: int) -> None:
+        super().__init__(scenario, db_path=db, capture_frames=True)
+        self.to, self.left = to, n
+        self.refs_seen: list[tuple[str, str, object]] = []
+        self.dan_has_asked = False
+
+    def _to_relay(self, d: Any, frame: wire.Request, owner: Any = None) -> None:
+        if isinstance(frame, wire.Send):
+            ref = (owner or d).agent.message_ref(frame.id)
+            self.refs_seen.append((d.name, frame.to, ref))
+            handout = isinstance(ref, tuple) and ref[0] == "sender_key"
+            if handout and d.name == "ana/1" and frame.to == self.to and self.left > 0:
+                self.left -= 1
+                return
+        super()._to_relay(d, frame, owner)
+
+
+def _online_group(name: str, changes: tuple[GroupChange, ...]) -> Scenario:
+    """ana, bo and dan, always online, in group g; ana writes each of them at 50 s (sessions made)."""
+    people = tuple(
+        PersonSpec(who, (DeviceSpec(who, 1, "a", f"192.0.2.{i + 1}"),))
+        for i, who in enumerate(("ana", "bo", "dan"))
+    )
+    return Scenario(
+        name=name,
+        description="",
+        duration=2000.0,
+        seed=553,
+        people=people,
+        conversations=tuple(
+            Conversation(("ana", who), (ScriptedMessage(50.0 + i, "ana", who, f"WARM UP {i}"),))
+            for i, who in enumerate(("bo", "dan"))
+        ),
+        network=NetworkSpec(latency_ms=1.0, jitter_ms=0.0),
+        relay=RelaySpec(sealed_sender=False),
+        generate=None,
+        events=(),
+        groups=(GroupSpec("g", ("ana", "bo", "dan"), (), changes),),
+    )
+
+
+def test_a_lost_sender_key_handout_is_asked_for_again_with_a_retry_receipt(tmp_path: Path) -> None:
+    """ana's sender key handout to dan is lost: dan's phone holds her group messages, unreadable, then
+    (after RETRY_GRACE) sends her a retry receipt for each over their pairwise session; ana hands her
+    key over again and resends each message, and dan reads every message, the later ones with the key.
+    Before, dan never read any of them. Retry receipts and resends are envelopes like any other."""
+    sc = _online_group(
+        "lost-handout",
+        (
+            GroupChange(60.0, "message", "ana", "BEFORE DAN HAS HER KEY"),
+            GroupChange(61.0, "message", "ana", "STILL WITHOUT IT"),
+            GroupChange(700.0, "message", "ana", "AFTER THE RETRY"),
+        ),
+    )
+    sim = _DropHandouts(sc, tmp_path / "relay.db", "dan", 1)
+    result = sim.run()
+    assert sim.left == 0  # the handout was dropped
+    assert result.undecryptable == 0 and result.mismatched == 0
+    for m in result.messages[-3:]:
+        assert sorted(m.delivered) == ["bo/1", "dan/1"], (m.planned.text, m.delivered, m.lost_for)
+        assert m.lost_for == {}
+    first, second, after = result.messages[-3:]
+    for m in (first, second):
+        assert 10.0 <= m.delivered["dan/1"] - m.planned.at < 20.0  # after the grace, on the first retry
+    assert after.delivered["dan/1"] - after.planned.at < 1.0  # with the key handed over again
+    retries = [(who, to) for who, to, ref in sim.refs_seen if isinstance(ref, tuple) and ref[0] == "retry"]
+    assert retries == [("dan/1", "ana"), ("dan/1", "ana")]  # one per unreadable message
+    handouts = [ref for who, to, ref in sim.refs_seen if isinstance(ref, tuple) and ref[0] == "sender_key"]
+    assert len(handouts) == 2 + 1  # bo, dan (lost), dan again (once: the second receipt finds it sent)
+    resent = [
+        ref
+        for who, to, ref in sim.refs_seen
+        if who == "ana/1" and to == "dan" and ref in (first.planned.id, second.planned.id)
+    ]
+    assert len(resent) == 4  # the group message itself, and its resend
+
+
+def test_retry_receipts_are_bounded_when_every_answer_is_lost(tmp_path: Path) -> None:
+    """Every handout of ana's to dan is lost, and so is every resend: dan's phone sends at most
+    MAX_RETRY_RECEIPTS retry receipts per message and then waits; the run ends with the messages
+    accounted as lost for dan/1 and why, and read by everyone else."""
+
+    class DropResends(_DropHandouts):
+        def _to_relay(self, d: Any, frame: wire.Request, owner: Any = None) -> None:
+            if isinstance(frame, wire.Send):
+                ref = d.agent.message_ref(frame.id)
+                if d.name == "ana/1" and frame.to == "dan" and isinstance(ref, int) and self.dan_has_asked:
+                    self.refs_seen.append((d.name, frame.to, ref))
+                    return  # a resend, lost
+                if d.name == "dan/1" and isinstance(ref, tuple) and ref[0] == "retry":
+                    self.dan_has_asked = True
+            super()._to_relay(d, frame, owner)
+
+    sc = _online_group("every-answer-lost", (GroupChange(60.0, "message", "ana", "NEVER FOR DAN"),))
+    sim = DropResends(sc, tmp_path / "relay.db", "dan", 1000)
+    result = sim.run()
+    m = result.messages[-1]
+    assert sorted(m.delivered) == ["bo/1"]
+    assert list(m.lost_for) == ["dan/1"]
+    assert f"the {MAX_RETRY_RECEIPTS} retry receipt(s)" in m.lost_for["dan/1"]
+    retries = [ref for who, to, ref in sim.refs_seen if isinstance(ref, tuple) and ref[0] == "retry"]
+    assert len(retries) == MAX_RETRY_RECEIPTS
+    assert result.undecryptable == 0

@@ -163,7 +163,7 @@ def test_run_ends_with_one_line_per_legal_order(tmp_path: Path, capsys: pytest.C
         f" — {out}/disclosures/pen-register-amira.md",
         "legal order search-warrant-amira (search_warrant): complied; handed over: subscriber_info, "
         "account_created, last_seen, ip_addresses, device_info, contacts, reverse_contacts, blocked_users, "
-        "message_log, message_counts, lookup_log, location; not retained: ciphertext; "
+        "message_log, message_counts, lookup_log, location; not retained: group_membership, ciphertext; "
         f"cryptographically impossible: content — {out}/disclosures/search-warrant-amira.md",
     ]
     md = (out / "summary.md").read_text(encoding="utf-8")

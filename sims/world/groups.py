@@ -1,0 +1,149 @@
+"""[[groups]] where the relay has a part in the group (relay.profiles.Profile.group_fanout and
+group_state_encrypted): the phones tell the relay of each change as it happens.
+
+- Server-side membership (WhatsApp): the group's first admin creates the group at the relay once
+  every member's account exists, and makes the other admins admins; a join is the admin's
+  ``change_group`` (``add``), a leave the member's own (``remove`` itself). The relay fans every
+  group message out from the list it holds, so the list is what a member's messages reach.
+- Encrypted group state (Signal's groups v2): the phone that makes a change (the creator, the
+  admin who adds, the member who leaves) seals the new member list under the group's master key
+  (``clients.groups.seal_group_state``) and stores it at the relay, one version per change. The
+  master key is the members' secret (Signal's clients carry it in each group message's context);
+  here it is drawn from the seed and handed to them by the simulation.
+
+A phone that is offline, or not yet logged in, when its change is due does it once it is (every
+few seconds, it tries again). Nothing here reads the clock or draws randomness of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from relaysim.clients import agent as A
+from relaysim.clients.groups import seal_group_state
+from relaysim.relay.store import Store
+from relaysim.sims.scenario import GroupSpec
+from relaysim.sims.world.engine import Scheduler
+from relaysim.sims.world.util import seeded
+
+__all__ = ["GroupDirector", "group_distribution_id"]
+
+RETRY = 5.0  # seconds: a phone that cannot make its change yet tries again this long after
+
+
+def group_distribution_id(name: str) -> bytes:
+    """A group's 16-byte distribution id (clients.groups), derived from its name so runs repeat."""
+    return hashlib.sha256(b"relaysim group " + name.encode()).digest()[:16]
+
+
+class _Phone(Protocol):
+    @property
+    def agent(self) -> A.DeviceAgent: ...
+    @property
+    def online(self) -> bool: ...
+
+
+class GroupDirector:
+    """The relay's side of the scenario's groups, for the profile's design."""
+
+    def __init__(
+        self,
+        sched: Scheduler,
+        store: Store,
+        phones: Mapping[tuple[str, int], _Phone],
+        flush: Callable[[_Phone], None],
+        *,
+        server: bool,
+        encrypted_state: bool,
+        seed: int,
+    ) -> None:
+        self.sched, self.store, self.phones, self.flush = sched, store, phones, flush
+        self.server, self.encrypted_state, self.seed = server, encrypted_state, seed
+        self.versions: dict[bytes, int] = {}  # encrypted state: the version each group is at
+        self.members: dict[bytes, set[str]] = {}  # encrypted state: the members the phones know of
+
+    @property
+    def active(self) -> bool:
+        return self.server or self.encrypted_state
+
+    def master_key(self, name: str) -> bytes:
+        """The group's master key (encrypted state): the members' secret, the relay never has it."""
+        return seeded(self.seed, "group-master-key", name).randbytes(32)
+
+    def ready(self, group: bytes) -> bool:
+        """Whether a member's message can go to the group (server-side: the relay holds it)."""
+        return not self.server or self.store.group_epoch(group) is not None
+
+    def schedule(self, g: GroupSpec, group: bytes) -> None:
+        if not self.active:
+            return
+        creator = g.admins[0] if g.admins else sorted(g.members)[0]
+        self.sched.at(0.0, self._create, g, group, creator)
+        for c in g.timeline:
+            if c.kind == "join":
+                self.sched.at(c.at, self._join, g, group, c.by or creator, c.person)
+            elif c.kind == "leave":
+                self.sched.at(c.at, self._leave, g, group, c.person)
+
+    def _phone(self, person: str) -> _Phone | None:
+        """``person``'s primary phone, if it is online and logged in now."""
+        d = self.phones.get((person, 1))
+        return d if d is not None and d.online and d.agent.authenticated else None
+
+    def _create(self, g: GroupSpec, group: bytes, creator: str) -> None:
+        d = self._phone(creator)
+        if d is None or not all(self.store.account_exists(m) for m in g.members):
+            self.sched.after(RETRY, self._create, g, group, creator)
+            return
+        if self.server:
+            d.agent.create_group(group, [m for m in g.members if m != creator])
+            others = [a for a in g.admins if a != creator]
+            if others:
+                self.sched.after(RETRY, self._promote, group, creator, tuple(others))
+        if self.encrypted_state:
+            self.members[group] = set(g.members)
+            self._put_state(d, g, group)
+        self.flush(d)
+
+    def _promote(self, group: bytes, creator: str, admins: tuple[str, ...]) -> None:
+        d = self._phone(creator)
+        if d is None or self.store.group_epoch(group) is None:
+            self.sched.after(RETRY, self._promote, group, creator, admins)
+            return
+        d.agent.change_group(group, admins=admins)
+        self.flush(d)
+
+    def _is_admin(self, group: bytes, account: str) -> bool:
+        return any(m.account == account and m.admin for m in self.store.group_members(group))
+
+    def _join(self, g: GroupSpec, group: bytes, admin: str, person: str) -> None:
+        d = self._phone(admin)
+        if d is None or (self.server and not self._is_admin(group, admin)):
+            self.sched.after(RETRY, self._join, g, group, admin, person)
+            return
+        if self.server:
+            d.agent.change_group(group, add=[person])
+        if self.encrypted_state:
+            self.members.setdefault(group, set(g.members)).add(person)
+            self._put_state(d, g, group)
+        self.flush(d)
+
+    def _leave(self, g: GroupSpec, group: bytes, person: str) -> None:
+        d = self._phone(person)
+        if d is None or (self.server and self.store.group_epoch(group) is None):
+            self.sched.after(RETRY, self._leave, g, group, person)
+            return
+        if self.server:
+            d.agent.change_group(group, remove=[person])
+        if self.encrypted_state:
+            self.members.setdefault(group, set(g.members)).discard(person)
+            self._put_state(d, g, group)
+        self.flush(d)
+
+    def _put_state(self, d: _Phone, g: GroupSpec, group: bytes) -> None:
+        version = self.versions.get(group, -1) + 1
+        self.versions[group] = version
+        sealed = seal_group_state(self.master_key(g.name), group, version, self.members[group])
+        d.agent.put_group_state(group, version, sealed)

@@ -1,0 +1,152 @@
+"""Group messages fanned out by the relay from the membership list it holds (WhatsApp's design):
+the agent takes the members from the relay, hands its sender key out over the pairwise sessions,
+and sends one body; a member the provider adds itself gets the next messages, and the members see
+the change unless their client was changed not to show it."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from relaysim.clients.agent import (
+    Accepted,
+    DeviceAgent,
+    GroupMembershipChanged,
+    GroupUpdated,
+    LoggedIn,
+    Received,
+    Registered,
+)
+from relaysim.clients.session import Device
+from relaysim.relay import wire
+from relaysim.relay.core import ConnectionContext, RelayCore, Reply
+from relaysim.relay.store import Store
+from relaysim.sims.world.util import SimulationRandom
+from tests.helpers import T0
+
+G = bytes(range(16))
+
+
+def _agent(account: str, *, show: bool = True) -> DeviceAgent:
+    rng = SimulationRandom(account)
+    return DeviceAgent(
+        Device(account, 1, rng=rng.randbytes, deterministic=True),
+        registration_id=1 + rng.randrange(16000),
+        delivery_token=rng.randbytes(32),
+        rng=rng.randbytes,
+        clock=lambda: T0,
+        group_fanout="server",
+        show_group_changes=show,
+    )
+
+
+class _World:
+    def __init__(self, *accounts: str, show: bool = True) -> None:
+        self.core = RelayCore(Store(), clock=lambda: T0, rng=random.Random(3).randbytes)
+        self.agents = {a: _agent(a, show=show) for a in accounts}
+        self.conns = {a: ConnectionContext(i + 1) for i, a in enumerate(accounts)}
+        for a, agent in self.agents.items():
+            agent.register(one_time=4, kem_one_time=4)
+            agent.login()
+            assert [type(e) for e in self.pump(a)] == [Registered, LoggedIn]
+
+    def pump(self, account: str, before: Callable[[wire.Request], None] | None = None) -> list[object]:
+        """Carry ``account``'s requests to the relay and the answers back until both are quiet;
+        ``before`` sees each request first."""
+        agent, conn = self.agents[account], self.conns[account]
+        events: list[object] = []
+        while outbox := agent.take_outbox():
+            for request in outbox:
+                if before is not None:
+                    before(request)
+                for output in self.core.handle(conn, request):
+                    if isinstance(output, Reply) and output.connection == conn.id:
+                        events += agent.handle(output.frame)
+        return events
+
+    def read(self, account: str) -> list[bytes]:
+        """What ``account``'s device decrypts of the group's messages waiting for it."""
+        self.agents[account].receive()
+        got = [e for e in self.pump(account) if isinstance(e, Received) and e.group == G]
+        return [e.plaintext for e in got]
+
+
+def test_one_group_send_reaches_every_member_the_relay_lists() -> None:
+    w = _World("alice", "bob", "carol", "dave")
+    w.agents["alice"].create_group(G, ["bob", "carol"])
+    assert w.pump("alice") == [GroupUpdated(G, 0)]
+    assert w.agents["alice"].group_lists[G] == (0, ("alice", "bob", "carol"))
+    w.agents["alice"].send_group(G, ["ignored: the relay's list counts"], b"hello group", ref="m1")
+    events = w.pump("alice")
+    (accepted,) = [e for e in events if isinstance(e, Accepted) and e.ref == "m1"]
+    assert accepted.to == f"group:{G.hex()}" and len(accepted.envelope_ids) == 2
+    bodies = {e.body for e in w.core.store.all_envelopes() if e.id in accepted.envelope_ids}
+    assert len(bodies) == 1  # the same SenderKeyMessage for every member
+    assert w.read("bob") == [b"hello group"] and w.read("carol") == [b"hello group"]
+    assert w.read("dave") == []
+
+
+def test_a_member_the_provider_adds_reads_what_follows_and_the_members_see_it_added() -> None:
+    w = _World("alice", "bob", "ghost")
+    w.agents["alice"].create_group(G, ["bob"])
+    w.pump("alice")
+    w.agents["alice"].send_group(G, (), b"before", ref=1)
+    w.pump("alice")
+    assert w.read("bob") == [b"before"]  # and bob's phone looks the new group's members up
+    assert w.core.provision_group_member(G, "ghost") == 1
+    w.agents["alice"].send_group(G, (), b"after", ref=2)
+    events = w.pump("alice")
+    assert GroupMembershipChanged(G, ("ghost",), (), 1, True) in events
+    assert w.read("ghost") == [b"after"]  # handed alice's sender key like any member
+    assert w.read("bob") == [b"after"]
+    # bob, who never sent, sees the change the next time his phone logs in
+    w.core.disconnect(w.conns["bob"])
+    w.agents["bob"].connection_lost()
+    w.conns["bob"] = ConnectionContext(99)
+    w.agents["bob"].login()
+    assert GroupMembershipChanged(G, ("ghost",), (), 1, True) in w.pump("bob")
+
+
+def test_a_client_changed_not_to_show_membership_changes_hides_the_ghost() -> None:
+    w = _World("alice", "bob", "ghost", show=False)
+    w.agents["alice"].create_group(G, ["bob"])
+    w.pump("alice")
+    w.agents["alice"].send_group(G, (), b"first", ref=1)
+    w.pump("alice")
+    w.core.provision_group_member(G, "ghost")
+    w.agents["alice"].send_group(G, (), b"second", ref=2)
+    changes = [e for e in w.pump("alice") if isinstance(e, GroupMembershipChanged)]
+    assert changes == [GroupMembershipChanged(G, ("ghost",), (), 1, False)]
+    assert w.read("ghost") == [b"second"]
+
+
+def test_a_send_that_meets_a_changed_group_looks_the_members_up_again() -> None:
+    w = _World("alice", "bob", "carol")
+    w.agents["alice"].create_group(G, ["bob"])
+    w.pump("alice")
+    added = []
+
+    def add_carol_first(request: wire.Request) -> None:
+        if isinstance(request, wire.GroupSend) and not added:
+            added.append(w.core.provision_group_member(G, "carol"))
+
+    w.agents["alice"].send_group(G, (), b"raced", ref=1)
+    events = w.pump("alice", before=add_carol_first)
+    assert added == [1]
+    assert [e.ref for e in events if isinstance(e, Accepted) and isinstance(e.ref, int)] == [1]
+    assert w.read("carol") == [b"raced"] and w.read("bob") == [b"raced"]
+
+
+def test_a_removed_member_reads_nothing_sent_after_it_left() -> None:
+    w = _World("alice", "bob", "carol")
+    w.agents["alice"].create_group(G, ["bob", "carol"])
+    w.pump("alice")
+    w.agents["alice"].send_group(G, (), b"one", ref=1)
+    w.pump("alice")
+    assert w.read("carol") == [b"one"]
+    w.agents["alice"].change_group(G, remove=["carol"])
+    assert w.pump("alice") == [GroupUpdated(G, 1), GroupMembershipChanged(G, (), ("carol",), 1, True)]
+    w.agents["alice"].send_group(G, (), b"two", ref=2)
+    w.pump("alice")
+    assert w.read("carol") == [] and w.read("bob") == [b"one", b"two"]
+    assert [m.account for m in w.core.store.group_members(G)] == ["alice", "bob"]

@@ -1,0 +1,199 @@
+"""Groups at the relay: server-side membership and fan-out (WhatsApp), encrypted group state
+(Signal's groups v2), and the provider adding a member itself (the ghost participant)."""
+
+from __future__ import annotations
+
+import pytest
+
+from relaysim.relay import wire
+from relaysim.relay.core import ConnectionContext, Push, RelayCore
+from relaysim.relay.metadata import MetadataRecord, RecordKind
+from tests.helpers import DeviceKeys, assert_error, core_device, new_core, reply
+
+E = wire.ErrorCode
+ALICE, BOB, CAROL, DAVE = (DeviceKeys.make(a) for a in ("alice", "bob", "carol", "dave"))
+BOB2 = DeviceKeys.make("bob", 2)
+G = bytes(range(16))
+
+
+def _world() -> tuple[RelayCore, dict[str, ConnectionContext]]:
+    core = new_core()
+    conns = {k.account: core_device(core, k, i + 1) for i, k in enumerate((ALICE, BOB, CAROL, DAVE))}
+    return core, conns
+
+
+def _create(core: RelayCore, conn: ConnectionContext, *members: str) -> wire.Response:
+    return reply(core.handle(conn, wire.CreateGroup(id=10, group=G, members=members)))
+
+
+def test_a_group_send_is_one_body_fanned_out_to_every_member_device_but_the_senders() -> None:
+    core, c = _world()
+    assert isinstance(reply(core.handle(c["bob"], BOB2.register(5))), wire.Registered)  # bob links a device
+    created = _create(core, c["alice"], "bob", "carol")
+    assert created == wire.GroupUpdated(id=10, group=G, epoch=0)
+    outputs = core.handle(c["alice"], wire.GroupSend(id=11, group=G, epoch=0, body=b"sender key message"))
+    sent = reply(outputs)
+    assert isinstance(sent, wire.GroupSent) and len(sent.envelope_ids) == 3
+    queued = {(e.account, e.device): e for e in core.store.all_envelopes()}
+    assert set(queued) == {
+        ("bob", 1),
+        ("bob", 2),
+        ("carol", 1),
+    }  # every device; not dave (not a member), not alice/1 (the sender)
+    assert {e.body for e in queued.values()} == {b"sender key message"}  # the same ciphertext for all
+    assert all(e.source_account == "alice" and not e.sealed for e in queued.values())
+    # the relay records a send per recipient device, as for any send (WhatsApp's pen register returns)
+    sends = [o for o in outputs if isinstance(o, MetadataRecord) and o.kind is RecordKind.SEND]
+    assert sorted((r.account, r.recipient_account, r.recipient_device) for r in sends) == [
+        ("alice", "bob", 1),
+        ("alice", "bob", 2),
+        ("alice", "carol", 1),
+    ]
+    # connected members get it pushed
+    pushed = {o.device.account for o in outputs if isinstance(o, Push)}
+    assert pushed == {"bob", "carol"}
+
+
+def test_only_members_see_or_send_to_a_group_and_only_admins_change_it() -> None:
+    core, c = _world()
+    _create(core, c["alice"], "bob")
+    for request in (
+        wire.GetGroup(id=1, group=G),
+        wire.GroupSend(id=1, group=G, epoch=0, body=b"x"),
+        wire.ChangeGroup(id=1, group=G, add=("dave",)),
+    ):
+        assert_error(reply(core.handle(c["dave"], request)), E.UNKNOWN_GROUP, "group")
+    assert_error(
+        reply(core.handle(c["bob"], wire.ChangeGroup(id=1, group=G, add=("dave",)))), E.FORBIDDEN, "group"
+    )
+    assert_error(_create(core, c["carol"]), E.GROUP_EXISTS, "group")
+    assert_error(
+        reply(core.handle(c["alice"], wire.ChangeGroup(id=1, group=G, add=("nobody",)))),
+        E.UNKNOWN_ACCOUNT,
+        "add[0]",
+    )
+    assert_error(
+        reply(core.handle(c["alice"], wire.ChangeGroup(id=1, group=G, admins=("carol",)))),
+        E.INVALID_VALUE,
+        "admins[0]",
+    )
+    # refused changes left the group as it was
+    info = reply(core.handle(c["alice"], wire.GetGroup(id=2, group=G)))
+    assert isinstance(info, wire.GroupInfo) and info.epoch == 0
+    assert info.members == (wire.GroupMember("alice", True), wire.GroupMember("bob", False))
+    # a member may leave on its own
+    left = reply(core.handle(c["bob"], wire.ChangeGroup(id=3, group=G, remove=("bob",))))
+    assert left == wire.GroupUpdated(id=3, group=G, epoch=1)
+    assert [m.account for m in core.store.group_members(G)] == ["alice"]
+
+
+def test_a_send_for_an_old_membership_is_refused_as_stale() -> None:
+    core, c = _world()
+    _create(core, c["alice"], "bob")
+    assert reply(
+        core.handle(c["alice"], wire.ChangeGroup(id=1, group=G, add=("carol",)))
+    ) == wire.GroupUpdated(id=1, group=G, epoch=1)
+    error = assert_error(
+        reply(core.handle(c["bob"], wire.GroupSend(id=2, group=G, epoch=0, body=b"x"))),
+        E.STALE_GROUP,
+        "epoch",
+    )
+    assert "epoch 1" in error.message
+    assert core.store.all_envelopes() == []
+
+
+def test_the_provider_adds_a_member_no_admin_asked_for() -> None:
+    core, c = _world()
+    _create(core, c["alice"], "bob")
+    assert core.provision_group_member(G, "dave") == 1
+    (dave,) = [m for m in core.store.group_members(G) if m.account == "dave"]
+    assert dave.added_by is None and not dave.admin  # the store says nobody in the group added it
+    sent = reply(core.handle(c["alice"], wire.GroupSend(id=1, group=G, epoch=1, body=b"x")))
+    assert isinstance(sent, wire.GroupSent)
+    assert {e.account for e in core.store.all_envelopes()} == {"bob", "dave"}
+    with pytest.raises(ValueError, match="no membership list"):
+        core.provision_group_member(b"\x01" * 16, "dave")
+
+
+def test_encrypted_group_state_is_versioned_and_names_no_account() -> None:
+    core, c = _world()
+    put = wire.PutGroupState(id=1, group=G, version=0, state=b"\x00opaque")
+    outputs = core.handle(c["alice"], put)
+    assert reply(outputs) == wire.GroupStateStored(id=1, group=G, version=0)
+    assert not [o for o in outputs if isinstance(o, MetadataRecord)]
+    assert_error(reply(core.handle(c["bob"], put)), E.STALE_GROUP, "version")
+    assert reply(core.handle(c["bob"], wire.PutGroupState(id=2, group=G, version=1, state=b"v1"))) == (
+        wire.GroupStateStored(id=2, group=G, version=1)
+    )
+    assert core.store.group_state(G) == (1, b"v1")
+    got = reply(core.handle(c["carol"], wire.GetGroupState(id=3, group=G)))
+    assert got == wire.GroupState(id=3, group=G, version=1, state=b"v1")
+    assert_error(
+        reply(core.handle(c["carol"], wire.GetGroupState(id=4, group=b"\x09" * 16))), E.UNKNOWN_GROUP, "group"
+    )
+    assert core.store.group_members(G) == [] and core.store.group_count() == 0
+    row = core.store._db.execute("SELECT * FROM group_states").fetchall()
+    assert [len(r) for r in row] == [3]  # id, version, state: no account, no time
+
+
+def test_group_frames_are_bounded() -> None:
+    with pytest.raises(wire.LocalProtocolError, match="members"):
+        wire.CreateGroup(id=1, group=G, members=tuple(f"a{i}" for i in range(wire.MAX_GROUP_MEMBERS + 1)))
+    with pytest.raises(wire.LocalProtocolError, match="group must be 16 bytes"):
+        wire.GetGroup(id=1, group=b"short")
+    with pytest.raises(wire.LocalProtocolError, match="state"):
+        wire.PutGroupState(id=1, group=G, version=0, state=bytes(wire.MAX_GROUP_STATE + 1))
+    frame = wire.GroupSend(id=3, group=G, epoch=2, body=b"b")
+    decoder = wire.FrameDecoder("relay")
+    decoder.receive_data(wire.encode(frame))
+    assert decoder.next_frame() == frame
+
+
+def test_when_the_last_admin_leaves_the_longest_standing_member_becomes_admin() -> None:
+    clock = [1_000.0]
+    core = new_core(lambda: clock[0])
+    c = {k.account: core_device(core, k, i + 1) for i, k in enumerate((ALICE, BOB, CAROL, DAVE))}
+    _create(core, c["alice"], "carol")
+    clock[0] += 60
+    assert isinstance(
+        reply(core.handle(c["alice"], wire.ChangeGroup(id=2, group=G, add=("bob",)))), wire.GroupUpdated
+    )
+    left = reply(core.handle(c["alice"], wire.ChangeGroup(id=3, group=G, remove=("alice",))))
+    assert isinstance(left, wire.GroupUpdated)
+    members = {m.account: m.admin for m in core.store.group_members(G)}
+    assert members == {"bob": False, "carol": True}  # carol was there first
+    # and the group can still change: the new admin adds someone
+    added = reply(core.handle(c["carol"], wire.ChangeGroup(id=4, group=G, add=("dave",))))
+    assert isinstance(added, wire.GroupUpdated)
+    # a group whose last member leaves is simply empty, with no admin to promote
+    for who in ("bob", "carol", "dave"):
+        core.handle(c[who], wire.ChangeGroup(id=5, group=G, remove=(who,)))
+    assert core.store.group_members(G) == []
+
+
+def test_group_operations_spend_send_tokens() -> None:
+    import dataclasses
+
+    from relaysim.relay.limits import UNLIMITED, Rate
+
+    limits = dataclasses.replace(
+        UNLIMITED, send_per_account=Rate(0.001, 2.0), send_per_address=Rate(0.001, 3.0)
+    )
+    core = new_core(limits=limits)
+    alice, _ = core_device(core, ALICE, 1), core_device(core, BOB, 2)
+    assert isinstance(_create(core, alice, "bob"), wire.GroupUpdated)
+    assert isinstance(
+        reply(core.handle(alice, wire.ChangeGroup(id=2, group=G, admins=("bob",)))), wire.GroupUpdated
+    )
+    limited = reply(core.handle(alice, wire.ChangeGroup(id=3, group=G, remove=("bob",))))
+    assert isinstance(limited, wire.ErrorFrame) and limited.code == E.RATE_LIMITED.value
+    assert {m.account for m in core.store.group_members(G)} == {"alice", "bob"}  # refused whole
+    # an unauthenticated state upload spends its address's tokens (three, then refused)
+    anon = ConnectionContext(9, address=("198.51.100.7", 4000))
+    for v in range(3):
+        stored = reply(
+            core.handle(anon, wire.PutGroupState(id=4, group=bytes(16), version=v, state=b"sealed"))
+        )
+        assert isinstance(stored, wire.GroupStateStored)
+    again = reply(core.handle(anon, wire.PutGroupState(id=5, group=bytes(16), version=3, state=b"sealed")))
+    assert isinstance(again, wire.ErrorFrame) and again.code == E.RATE_LIMITED.value

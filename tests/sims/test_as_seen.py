@@ -1,0 +1,258 @@
+"""``relaysim analyze DIR --as-seen``: what a provider that watches its relay learns, whatever it keeps.
+
+The run writes ``relay-view.jsonl``: every observation the relay made, whole, before any retention
+policy. On a Signal-profile run (sealed sender on, almost nothing kept) the database holds no sealed
+send, but the view holds each one with the address and connection it came from: the address join
+names every sender. With fresh connections from exits, it names none correctly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relaysim.relay.metadata import METADATA_FIELDS
+from relaysim.sims.analysis.run import analyze, as_seen_view, run_views
+from relaysim.sims.analysis.view import RELAY_VIEW_FILE, AnalysisInputError, from_relay_view
+from relaysim.sims.analysis_scoring import read_truth, score_analysis
+from relaysim.sims.cli import main
+from relaysim.sims.report import run_to_dir
+from relaysim.sims.scenario import parse_scenario
+
+M = 60
+
+
+def _scenario(defences: str = "") -> str:
+    rows = {("alice", "bob"): [], ("carol", "dave"): []}  # type: dict[tuple[str, str], list[str]]
+    for i in range(12):
+        t = 5 * M + i * 4 * M
+        rows[("alice", "bob")] += [
+            f'{{ at = "{t}s", from = "alice", text = "alice writes {i:02d}" }}',
+            f'{{ at = "{t + 30}s", from = "bob", text = "bob answers {i:02d}" }}',
+        ]
+        rows[("carol", "dave")].append(
+            f'{{ at = "{t + 90}s", from = "carol", text = "carol writes {i:02d}" }}'
+        )
+    convs = "".join(
+        f'[[conversations]]\nbetween = ["{a}", "{b}"]\nmessages = [\n  ' + ",\n  ".join(r) + ",\n]\n\n"
+        for (a, b), r in rows.items()
+    )
+    people = "".join(
+        f'[[people]]\nname = "{name}"\ndevices = [{{ region = "us", address = "203.0.113.{i + 1}" }}]\n\n'
+        for i, name in enumerate(("alice", "bob", "carol", "dave"))
+    )
+    return f"""
+[scenario]
+name = "as-seen-test"
+duration = "1h"
+seed = 7
+
+[relay]
+region = "us"
+profile = "signal"
+
+[defences]
+{defences}
+
+{people}{convs}"""
+
+
+def _run(out: Path, defences: str = "") -> Path:
+    run_to_dir(parse_scenario(_scenario(defences), "as-seen-test.toml"), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _run(tmp_path_factory.mktemp("as-seen") / "run")
+
+
+@pytest.fixture(scope="module")
+def truth(run_dir: Path) -> Any:
+    return read_truth(run_dir / "transcript.jsonl")
+
+
+def test_the_signal_profile_keeps_no_sealed_send_but_the_relay_saw_every_one(
+    run_dir: Path, truth: Any
+) -> None:
+    kept = run_views(run_dir)["relay"]
+    seen = as_seen_view(run_dir)
+    assert not [o for o in kept.observations if o.kind == "sealed_send"]
+    sealed = [o for o in seen.observations if o.kind == "sealed_send"]
+    assert sealed and all(o.account is None and o.host and o.connection for o in sealed)
+    # every envelope of every message someone wrote (36) is in the view
+    assert len(truth.messages) == 36 and len(truth.envelopes) >= 36
+    assert set(truth.envelopes) <= {o.envelope_id for o in sealed}
+
+
+def test_as_seen_attribution_finds_every_sender_and_the_true_graph(run_dir: Path, truth: Any) -> None:
+    a = analyze(as_seen_view(run_dir))
+    score = score_analysis(a, truth)
+    assert score["attribution"]["precision"] == 1.0 and score["attribution"]["recall"] == 1.0
+    named = {x.envelope_id: x.sender for x in a.attributions if x.envelope_id in truth.envelopes}
+    assert len(named) == len(truth.envelopes)
+    assert all(truth.envelopes[e].sender == s for e, s in named.items())
+    assert a.graph.strong() == {frozenset(("alice", "bob")), frozenset(("carol", "dave"))}
+    # the timing attack alone (recipients and times) puts Alice first among Bob's correspondents
+    bob = next(r for r in a.sda.rankings if r.target == "bob")
+    assert bob.top(n=1)[0][0] == "alice"
+
+
+def test_fresh_connections_defeat_the_address_join(tmp_path: Path) -> None:
+    out = _run(tmp_path / "fresh", 'sealed_connection = "fresh"\nbundle_fetch = "unauthenticated"')
+    truth = read_truth(out / "transcript.jsonl")
+    a = analyze(as_seen_view(out))
+    score = score_analysis(a, truth)
+    assert score["attribution"]["sealed_records"] >= 36
+    assert score["attribution"]["correct"] == 0
+    assert all(x.evidence != "connection" for x in a.attributions)
+    assert a.graph.strong() == set()
+
+
+def test_the_view_holds_only_what_the_relay_saw(run_dir: Path, truth: Any) -> None:
+    """The fence, for the new input: only metadata fields, no plaintext, no sender of a sealed send."""
+    text = (run_dir / RELAY_VIEW_FILE).read_text(encoding="utf-8")
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert rows and {k for r in rows for k in r} <= {"kind", *METADATA_FIELDS}
+    transcript = [json.loads(line) for line in (run_dir / "transcript.jsonl").read_text().splitlines()]
+    plaintexts = {e["plaintext"] for e in transcript if "plaintext" in e}
+    assert len(plaintexts) == 36 and not [p for p in plaintexts if p in text]
+    assert "writes" not in text and "answers" not in text
+    for r in rows:
+        if r["kind"] == "sealed_send":
+            assert "account" not in r and "device" not in r  # the relay never learnt who sent it
+
+
+def test_cli_analyze_as_seen_writes_the_files(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["analyze", str(run_dir), "--as-seen"]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "relay as seen: sealed sender on: " in printed
+        and "analysis/as-seen/relay.json and relay.md" in printed
+    )
+    data = json.loads((run_dir / "analysis" / "as-seen" / "relay.json").read_text())
+    assert data["score"]["attribution"]["precision"] == 1.0
+    assert data["kept_beside_seen"]["by_kind"]["sealed_send"]["kept"] == 0
+    assert data["kept_beside_seen"]["by_kind"]["sealed_send"]["seen"] > 0
+    md = (run_dir / "analysis" / "as-seen" / "relay.md").read_text()
+    assert md.startswith("# What the relay saw: what a provider that watches (not keeps) learns")
+    assert "## Statistical disclosure attack on sealed sender" in md and "## Envelope sizes" in md
+    assert "precision 1.00, recall 1.00" in md
+
+
+def test_cli_analyze_as_seen_without_a_view_says_so(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("relay.db", "provider.json", "transcript.jsonl"):
+        (old / name).write_bytes((run_dir / name).read_bytes())
+    assert main(["analyze", str(old), "--as-seen"]) == 2
+    err = capsys.readouterr().err
+    assert f"{old / RELAY_VIEW_FILE}" in err and "run the scenario again" in err
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('{"kind":"sealed_send","time":"noon"}', "line 2.time: expected a number, got 'noon'"),
+        ('{"kind":"telepathy"}', "line 2.kind: expected one of registration"),
+        ('{"kind":"send","plaintext":"hi"}', "line 2.plaintext: not a metadata field"),
+        ('{"kind":"send","envelope_id":"zz"}', "line 2.envelope_id: expected hex, got 'zz'"),
+        ("not json", "line 2: not JSON"),
+    ],
+)
+def test_a_bad_relay_view_names_the_file_line_and_field(tmp_path: Path, line: str, expected: str) -> None:
+    f = tmp_path / RELAY_VIEW_FILE
+    f.write_text(
+        '{"kind":"connection","time":1.0,"connection":1,"host":"192.0.2.1","port":4000}\n' + line + "\n"
+    )
+    with pytest.raises(AnalysisInputError) as exc:
+        from_relay_view(f)
+    assert str(f) in str(exc.value) and expected in str(exc.value)
+
+
+# --- what each defence buys: relaysim defences ------------------------------------------------------------
+
+
+def test_the_defences_table_shows_what_fresh_connections_and_receipts_off_buy(tmp_path: Path) -> None:
+    from relaysim.sims.defences import VARIANTS, render, run_defences
+
+    scenario = parse_scenario(_scenario(), "as-seen-test.toml")
+    chosen = {k: VARIANTS[k] for k in ("as written", "receipts off", "fresh connection per sealed send")}
+    data = run_defences(scenario, tmp_path, workers=1, variants=chosen)
+    rows = {r["variant"]: r for r in data["variants"]}
+    written, off, fresh = (rows[k] for k in chosen)
+    # as written: every sealed message attributed by address, the graph rebuilt, first contacts by size
+    assert written["attribution"] == {
+        "sealed_message_records": 36,
+        "attributed": 36,
+        "correct": 36,
+        "precision": 1.0,
+        "recall": 1.0,
+    }
+    assert written["contact_graph"]["recall"] == 1.0 and written["first_contact_by_size"]["recall"] == 1.0
+    assert (
+        written["sda"]["linked_within_max_k"] >= 1 and written["cost"]["sealed_envelopes_per_message"] == 2.0
+    )
+    # fresh connections from exits: the address join names no sender correctly, at a latency cost
+    assert fresh["attribution"]["correct"] == 0 and fresh["contact_graph"]["recall"] == 0.0
+    assert fresh["cost"]["latency_p50_s"] > written["cost"]["latency_p50_s"] + 0.1
+    # receipts off: half the sealed envelopes
+    assert off["cost"]["sealed_envelopes_per_message"] == 1.0
+    table = render(data)
+    assert "| as written | 1.00 / 1.00 | 1.00 / 1.00 |" in table
+    assert "| fresh connection per sealed send | – / 0.00 | – / 0.00 |" in table
+    # each variant's run, analysed as seen, is kept
+    assert (tmp_path / "fresh-connections" / "analysis" / "as-seen" / "relay.md").exists()
+
+
+def test_cli_defences_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["defences", "no-such-scenario", "--out", str(tmp_path / "d")]) == 2
+    assert "no-such-scenario" in capsys.readouterr().err
+    assert main(["defences", "--workers", "0", "--out", str(tmp_path / "d")]) == 2
+    assert "--workers: expected at least 1, got 0" in capsys.readouterr().err
+
+
+def test_the_demo_ending_says_what_a_watching_operator_learns(run_dir: Path) -> None:
+    """``relaysim demo`` ends with an inference; on a relay that keeps no sealed send, the surprise is
+    what it saw of them."""
+    from relaysim.sims.demo import inference_lines
+
+    lines = " ".join(inference_lines(run_dir))
+    assert "rebuild none of the 2 pairs who talked: it keeps too little" in lines
+    assert "Its database keeps no sealed send, but its relay saw all 72 while it ran" in lines
+    assert "attributes 72 of them to their true sender by address (precision 1.00, recall 1.00)" in lines
+    assert "rebuilds 2 of 2 pairs who talked" in lines
+
+
+def test_one_length_class_is_not_a_padding_step_of_none(run_dir: Path) -> None:
+    assert main(["analyze", str(run_dir), "--as-seen"]) == 0
+    md = (run_dir / "analysis" / "as-seen" / "relay.md").read_text()
+    assert "steps of None" not in md
+    assert re.search(r"in length classes \d+ B × \d+ \(no step between classes", md), md
+
+
+def test_cli_defences_prints_and_writes_one_row_per_defence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from relaysim.sims.defences import VARIANTS
+
+    scenario = tmp_path / "as-seen-test.toml"
+    scenario.write_text(_scenario(), encoding="utf-8")
+    out = tmp_path / "d"
+    assert main(["defences", str(scenario), "--out", str(out), "--workers", "2"]) == 0
+    printed = capsys.readouterr().out
+    md = (out / "defences.md").read_text(encoding="utf-8")
+    assert md in printed and "# What each defence buys: as-seen-test (seed 7, profile signal)" in md
+    rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| defence")]
+    assert [r.split(" | ")[0][2:] for r in rows] == list(VARIANTS)
+    data = json.loads((out / "defences.json").read_text(encoding="utf-8"))
+    assert [r["variant"] for r in data["variants"]] == list(VARIANTS)
+    # the same folder again is refused without --force, and replaced with it
+    assert main(["defences", str(scenario), "--out", str(out)]) == 2
+    assert "pass --force" in capsys.readouterr().err

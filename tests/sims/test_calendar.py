@@ -1,0 +1,257 @@
+"""The run's calendar: a dated scenario's relay clock, transcript and disclosures read its own dates.
+
+``[scenario] start`` sets the relay clock's epoch (sims.scenario.Scenario.epoch): midnight UTC of a
+date, the instant of a date-time. Without it the clock starts at SIM_EPOCH, 2026-01-01T00:00:00Z,
+as before, so an undated run's files do not change.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+
+from relaysim.relay.store import Store
+from relaysim.sims.cli import main
+from relaysim.sims.report import run_calendar, run_to_dir
+from relaysim.sims.scenario import SIM_EPOCH, ScenarioError, parse_scenario, resolve_scenario
+from relaysim.sims.world.traffic import expand_population, plan_messages
+
+MAY_2016 = calendar.timegm((2016, 5, 1, 0, 0, 0))
+
+SMALL = """
+[scenario]
+name = "cal"
+duration = "2h"
+seed = 4
+{start}
+
+[[people]]
+name = "ann"
+devices = [{{ region = "us" }}]
+
+[[people]]
+name = "ben"
+devices = [{{ region = "us" }}]
+
+[[conversations]]
+between = ["ann", "ben"]
+messages = [{{ at = "10m", from = "ann", text = "hello" }}, {{ at = "20m", from = "ben", text = "hi" }}]
+
+[[events]]
+at = "1h"
+kind = "legal_process"
+process = "search_warrant"
+target = "ann"
+name = "warrant-ann"
+"""
+
+
+def _small(start: str = "") -> str:
+    return SMALL.format(start=start)
+
+
+def _run(tmp_path: Path, text: str, name: str = "run") -> Path:
+    out = tmp_path / name
+    run_to_dir(parse_scenario(text), out)
+    return out
+
+
+def _transcript(out: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in (out / "transcript.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def test_epoch_is_the_scenarios_start() -> None:
+    assert parse_scenario(_small()).epoch == SIM_EPOCH
+    assert parse_scenario(_small("start = 2016-05-01")).epoch == MAY_2016
+    at = parse_scenario(_small("start = 2016-05-01T09:30:00Z"))
+    assert (at.start, at.epoch) == (date(2016, 5, 1), MAY_2016 + 9.5 * 3600)
+    # a date-time without an offset is UTC; one with an offset is the same instant in UTC
+    assert parse_scenario(_small("start = 2016-05-01T09:30:00")).epoch == MAY_2016 + 9.5 * 3600
+    late = parse_scenario(_small("start = 2016-05-01T23:00:00-05:00"))
+    assert (late.start, late.epoch) == (date(2016, 5, 2), MAY_2016 + 28 * 3600)
+
+
+def test_a_start_before_the_unix_epoch_is_refused_by_name() -> None:
+    with pytest.raises(ScenarioError, match=r"scenario\.start: expected a date from 1970 on.*1969-12-31"):
+        parse_scenario(_small("start = 1969-12-31"))
+
+
+def test_a_dated_run_writes_its_own_dates_everywhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = _run(tmp_path, _small("start = 2016-05-01"))
+    events = _transcript(out)
+    assert all(str(e["at"]).startswith("2016-05-01T") for e in events)
+    provider = json.loads((out / "provider.json").read_text(encoding="utf-8"))
+    assert provider["clock_epoch"] == MAY_2016
+    assert provider["run_ended"] == MAY_2016 + 7200
+    assert provider["profile_as_of"] == "2016-05-01"
+    assert run_calendar(out) == (MAY_2016, True)
+    # the relay's own records: its clock started on the scenario's date
+    store = Store(out / "relay.db", durable=False)
+    try:
+        times = [r.time for r in store.metadata() if r.time is not None]
+    finally:
+        store.close()
+    assert times and all(MAY_2016 <= t <= MAY_2016 + 7200 for t in times)
+    # the order was served on that clock, and its disclosure says so in dates
+    warrant = json.loads((out / "disclosures" / "warrant-ann.json").read_text(encoding="utf-8"))
+    assert warrant["served"] == MAY_2016 + 3600
+    served = next(e for e in events if e["kind"] == "legal_process_served")
+    assert served["at"] == "2016-05-01T01:00:00.000000Z"
+    md = (out / "disclosures" / "warrant-ann.md").read_text(encoding="utf-8")
+    assert "- **Served at:** 2016-05-01 01:00:00 UTC;" in md
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["start"] == "2016-05-01T00:00:00Z"
+    assert main(["show", str(out)]) == 0
+    assert "starts 2016-05-01T00:00:00Z" in capsys.readouterr().out
+
+
+def test_an_undated_run_keeps_the_fixed_epoch(tmp_path: Path) -> None:
+    """What main wrote before runs had their own epoch: SIM_EPOCH, the relative clock in the
+    disclosures, and no profile_as_of in provider.json."""
+    out = _run(tmp_path, _small())
+    assert all(str(e["at"]).startswith("2026-01-01T") for e in _transcript(out))
+    provider = json.loads((out / "provider.json").read_text(encoding="utf-8"))
+    assert (provider["clock_epoch"], provider["run_ended"]) == (SIM_EPOCH, SIM_EPOCH + 7200)
+    assert "profile_as_of" not in provider
+    assert run_calendar(out) == (SIM_EPOCH, False)
+    md = (out / "disclosures" / "warrant-ann.md").read_text(encoding="utf-8")
+    assert "- **Served at:** 01:00:00;" in md
+    assert "start" not in json.loads((out / "summary.json").read_text(encoding="utf-8"))
+
+
+def test_the_same_people_on_another_date_differ_only_in_the_calendar(tmp_path: Path) -> None:
+    """Only the dates move: the same events at the same simulated times, the same texts."""
+    undated = _transcript(_run(tmp_path, _small(), "undated"))
+    dated = _transcript(_run(tmp_path, _small("start = 2016-05-01"), "dated"))
+    assert [(e["t"], e["kind"]) for e in undated] == [(e["t"], e["kind"]) for e in dated]
+
+
+def test_a_replay_discloses_in_its_year(tmp_path: Path) -> None:
+    out = tmp_path / "signal-2016"
+    run_to_dir(resolve_scenario("signal-subpoena-2016"), out)
+    md = (out / "disclosures" / "grand-jury-subpoena-dana.md").read_text(encoding="utf-8")
+    assert "- **Served at:** 2016-05-03 20:00:00 UTC;" in md
+    assert "created 2016-05-01 00:00:06 UTC" in md
+    assert "2026" not in md
+
+
+def test_disclose_on_a_dated_run_answers_as_the_provider_was_then(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``relaysim disclose`` serves on the run's own clock and the provider of the run's date: Signal
+    in 2016 (before sealed sender) kept no message log, and says so as the run's disclosure did."""
+    out = tmp_path / "signal-2016"
+    run_to_dir(resolve_scenario("signal-subpoena-2016"), out)
+    run = json.loads((out / "disclosures" / "grand-jury-subpoena-dana.json").read_text(encoding="utf-8"))
+    argv = ["disclose", "--db", str(out / "relay.db"), "--process", "subpoena", "--target", "dana"]
+    assert main([*argv, "--at", "2d20h", "--json", "-"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["served"] == run["served"] == MAY_2016 + 2 * 86400 + 20 * 3600
+    assert again["not_provided"] == run["not_provided"]
+    assert again["provided"] == run["provided"]
+    assert main([*argv, "--at", "2d20h"]) == 0
+    assert "- **Served at:** 2016-05-03 20:00:00 UTC;" in capsys.readouterr().out
+
+
+def test_the_daily_rhythm_follows_the_clock_of_a_date_time_start() -> None:
+    """People write only at noon (UTC); a run that starts at 10:00 sees their messages from t = 2 h."""
+    noon = ", ".join("1" if h == 12 else "0" for h in range(24))
+    text = f"""
+[scenario]
+name = "noon"
+duration = "4h"
+seed = 1
+start = 2016-05-01T10:00:00Z
+
+[generate]
+people = 30
+messages_per_day = {{ mean = 40, sigma = 0.5 }}
+daily_rhythm = [{noon}]
+"""
+    scenario = expand_population(parse_scenario(text))
+    times = [m.at for m in plan_messages(scenario)]
+    assert times and all(2 * 3600 <= t < 3 * 3600 for t in times)
+    assert datetime.fromtimestamp(scenario.epoch + times[0], UTC).hour == 12
+
+
+def test_pakistan_2015_is_served_in_july_and_withdrawn_on_31_december() -> None:
+    """The replay's dates are the record's: the PTA's demand served on 1 July 2015 and refused, a
+    court order that afternoon, the demand withdrawn on 31 December 2015 (PTA statement)."""
+    from dataclasses import replace
+
+    from relaysim.sims.world.simulation import Simulation
+
+    scenario = resolve_scenario("pakistan-2015")
+    result = Simulation(replace(scenario, relay=replace(scenario.relay, profile="bes"))).run()
+    day = {d.process.name: d for d in result.disclosures}
+
+    def on(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M")
+
+    demand = day["pta-blanket-demand"]
+    assert [(r, on(t)) for r, t in demand.history] == [
+        ("refused", "2015-07-01 07:30"),
+        ("withdrawn", "2015-12-31 07:00"),  # noon in Karachi
+    ]
+    assert on(day["court-order-saima"].process.served) == "2015-07-01 10:00"  # 3 pm in Karachi
+
+
+@pytest.mark.parametrize(
+    ("name", "years"),
+    [
+        ("pakistan-2015", {2015}),
+        ("signal-subpoena-2016", {2016}),
+        ("india-2010", {2012, 2013}),  # the Mumbai facility, from 2012
+        ("rcmp-clemenza", {2010, 2011, 2012}),  # Project Clemenza's interception
+    ],
+)
+def test_every_replay_is_set_in_its_years(name: str, years: set[int]) -> None:
+    """A replay of the record runs on its own calendar (and its provider as it was then)."""
+    scenario = resolve_scenario(name)
+    assert scenario.start is not None and scenario.start.year in years
+    assert datetime.fromtimestamp(scenario.epoch + scenario.duration, UTC).year in years
+
+
+def test_retry_receipts_wake_on_the_runs_own_clock(tmp_path: Path) -> None:
+    """A phone's retry receipts are due on the relay's clock; a dated run wakes it from its own
+    epoch: the same lost handout, asked for again after the same grace, in 2016 as in 2026."""
+    from dataclasses import replace
+
+    from relaysim.sims.scenario import GroupChange
+    from tests.sims.test_simulation import _DropHandouts, _online_group
+
+    changes = (
+        GroupChange(60.0, "message", "ana", "BEFORE DAN HAS HER KEY"),
+        GroupChange(700.0, "message", "ana", "AFTER THE RETRY"),
+    )
+    delivered = []
+    for start in (None, date(2016, 5, 1)):
+        sc = replace(_online_group("lost-handout", changes), start=start)
+        sim = _DropHandouts(sc, tmp_path / f"{start}.db", "dan", 1)
+        result = sim.run()
+        assert sim.left == 0  # the handout was lost
+        delivered.append([sorted(m.delivered.items()) for m in result.messages])
+        first = result.messages[-2]
+        assert 10.0 <= first.delivered["dan/1"] - first.planned.at < 20.0  # after the grace, not at once
+    assert delivered[0] == delivered[1]
+
+
+def test_an_exceptional_report_of_a_dated_run_names_its_calendar() -> None:
+    """The report's own times count from the start; under its title it says which start that is."""
+    from dataclasses import replace
+
+    from relaysim.sims.world.simulation import Simulation
+
+    scenario = resolve_scenario("rcmp-clemenza")
+    (report,) = Simulation(scenario).run().exceptional
+    lines = report.markdown.splitlines()
+    assert lines[2] == "_Times in this report count from the start of the run, 2011-06-01 16:00:00 UTC._"
+    # an undated run's report is as it was
+    (undated,) = Simulation(replace(scenario, start=None, start_at=None)).run().exceptional
+    assert undated.markdown == report.markdown.replace(lines[2] + "\n\n", "")

@@ -1,0 +1,94 @@
+"""The ghost as an extra group participant (sims.access.ghost_participant; Levy & Robinson, 2018):
+where the relay holds the member list (whatsapp) the provider adds it and it reads what follows, and
+the members' phones show it added unless their clients were changed; under signal's encrypted group
+state the provider has no list to add to."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relaysim.relay.profiles import get_profile
+from relaysim.sims.scenario import (
+    ExceptionalAccess,
+    LegalProcessEvent,
+    ScenarioError,
+    parse_scenario,
+    resolve_scenario,
+)
+from relaysim.sims.world.simulation import Simulation
+
+
+def _run(
+    tmp_path: Path, *, profile: str = "whatsapp", client_change: bool = False
+) -> tuple[dict[str, Any], Any]:
+    sc = resolve_scenario("ghost-participant")
+    events = tuple(
+        replace(e, client_change=client_change) if isinstance(e, ExceptionalAccess) else e for e in sc.events
+    )
+    sc = replace(sc, relay=replace(sc.relay, profile=profile), events=events)
+    sim = Simulation(sc, db_path=tmp_path / "relay.db")
+    result = sim.run()
+    (report,) = [r for r in result.exceptional if r.name == "ghost-participant"]
+    return report.data, result
+
+
+def test_the_ghost_reads_every_group_message_after_it_was_added_and_the_members_see_it(
+    tmp_path: Path,
+) -> None:
+    data, result = _run(tmp_path)
+    assert data["added_at"] == 7200.0 and data["refused"] is None
+    assert data["read"] == data["expected_after_added"] == [3, 4, 5]
+    assert data["matches_ground_truth"]
+    assert data["noticed_by"] == ["lena/1", "omar/1", "sam/1"]
+    assert all(s["shown_to_user"] and s["t"] > data["added_at"] for s in data["saw_it_added"])
+    # the members' own deliveries are untouched: every member device read every group message
+    assert all(m.lost is None and sorted(m.delivered) == sorted(m.recipients) for m in result.messages)
+
+
+def test_a_client_changed_not_to_show_membership_changes_leaves_no_one_noticing(tmp_path: Path) -> None:
+    data, _result = _run(tmp_path, client_change=True)
+    assert data["read"] == [3, 4, 5] and data["matches_ground_truth"]
+    assert data["noticed_by"] == []
+    assert len(data["saw_it_added"]) == 3 and not any(s["shown_to_user"] for s in data["saw_it_added"])
+
+
+def test_under_signal_the_server_has_no_member_list_to_add_a_ghost_to(tmp_path: Path) -> None:
+    data, result = _run(tmp_path, profile="signal")
+    assert data["added_at"] is None and data["read"] == []
+    assert "encrypted" in data["refused"] and "cannot add a member" in data["refused"]
+    assert data["saw_it_added"] == []
+    assert all(m.lost is None for m in result.messages)
+
+
+def test_a_ghost_participant_names_one_of_the_groups() -> None:
+    base = (Path(__file__).parents[2] / "sims" / "scenarios" / "ghost-participant.toml").read_text()
+    with pytest.raises(
+        ScenarioError,
+        match=r"events\[0\]\.group: expected the name of one of the \[\[groups\]\] \('newsroom'\), got 'club'",
+    ):
+        parse_scenario(base.replace('group = "newsroom"', 'group = "club"'), "gp.toml")
+    with pytest.raises(ScenarioError, match=r"events\[0\]\.group: only a ghost_participant names a group"):
+        parse_scenario(base.replace('demand = "ghost_participant"', 'demand = "key_escrow"'), "gp.toml")
+
+
+def test_a_disclosure_of_the_member_list_shows_the_member_no_admin_added(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where a provider hands member lists over (here WhatsApp's profile, opened up for the test), the
+    list it hands over is the one it fans out from: the ghost is in it, added by no admin."""
+    whatsapp = get_profile("whatsapp")
+    opened = replace(
+        whatsapp, discloses={**whatsapp.discloses, "court_order_2703d": frozenset({"group_membership"})}
+    )
+    monkeypatch.setattr("relaysim.sims.world.simulation.provider", lambda _sc: opened)
+    sc = resolve_scenario("ghost-participant")
+    order = LegalProcessEvent(at=3 * 3600.0, process="court_order_2703d", name="o", target="lena")
+    result = Simulation(replace(sc, events=(*sc.events, order)), db_path=tmp_path / "relay.db").run()
+    (d,) = result.disclosures
+    (row,) = d.provided["group_membership"]
+    assert row["members"] == ["ghost-newsroom", "lena", "omar", "sam"]
+    assert row["provider_added"] == ["ghost-newsroom"] and row["added_by"] == "omar"
