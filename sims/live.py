@@ -110,7 +110,7 @@ from relaysim.sims.world.simulation import (
     record_view,
     registered_facts,
 )
-from relaysim.sims.world.timeline import Timeline, padding, provider, sealed_sender
+from relaysim.sims.world.timeline import Receipts, Timeline, padding, provider, sealed_sender
 from relaysim.sims.world.traffic import (
     GROUP_PREFIX,
     PlannedMessage,
@@ -376,10 +376,11 @@ class _LiveRun:
             "fresh_connections": 0,
             "moves": 0,
         }
-        self._receipt_rng = seeded(scenario.seed, "receipts")
+        self.receipts: Receipts[_Phone] = Receipts(
+            scenario, seeded(scenario.seed, "receipts"), now=self.now, at=self._later, send=self._send_receipt
+        )
         self._cover_rng = seeded(scenario.seed, "cover")
         self._exit_rng = seeded(scenario.seed, "exits")
-        self._batches: dict[tuple[str, str, str], list[int]] = {}
         self._control_serial = 0
         self._control_in_flight: dict[tuple[object, ...], _Phone] = {}  # ref → the phone sending it
         self._control_route: dict[tuple[object, ...], tuple[str, str, str]] = {}  # ref → from, to, kind
@@ -820,42 +821,13 @@ class _LiveRun:
         action()
 
     def _after_delivery(self, phone: _Phone, ev: Received) -> None:
-        """The reading phone's receipts, as in the simulator (Simulation._after_delivery): a delivery
-        receipt at once (``defences.receipts`` delays, batches or drops it), and a read receipt when
-        the person reads it (``traffic.read_receipts``). None for what arrives after the end."""
-        to, stamp = ev.sender.account, ev.relay_timestamp_ms
-        if to == phone.spec.person or self.now() > self.scenario.duration:
+        """The reading phone's receipts, as in the simulator (sims.world.timeline.Receipts); none for
+        what arrives after the end."""
+        if self.now() > self.scenario.duration:
             return
-        if self.defences.receipts != "off":
-            self._receipt(phone, to, stamp, "delivery", 0.0)
-        if self.scenario.traffic.read_receipts:
-            read = self._receipt_rng.lognormvariate(
-                math.log(max(self.scenario.traffic.read_delay, 1e-3)), 1.0
-            )
-            self._receipt(phone, to, stamp, "read", read)
-
-    def _receipt(self, phone: _Phone, to: str, stamp: int, kind: str, after: float) -> None:
-        mode = self.defences.receipts
-        if mode == "delayed":
-            after += self._receipt_rng.uniform(0.0, self.defences.receipt_delay)
-        if mode == "batched":
-            key = (phone.name, to, kind)
-            batch = self._batches.setdefault(key, [])
-            batch.append(stamp)
-            if len(batch) == 1:
-                period = self.defences.receipt_batch
-                due = (math.floor((self.now() + after) / period) + 1) * period
-                self._later(due, partial(self._flush_batch, phone, key))
-            return
-        if after <= 0:
-            self._send_receipt(phone, to, (stamp,), kind)
-        else:
-            self._later(self.now() + after, partial(self._send_receipt, phone, to, (stamp,), kind))
-
-    def _flush_batch(self, phone: _Phone, key: tuple[str, str, str]) -> None:
-        stamps = self._batches.pop(key, [])
-        if stamps:
-            self._send_receipt(phone, key[1], tuple(stamps), key[2])
+        self.receipts.after_delivery(
+            phone, phone.name, phone.spec.person, ev.sender.account, ev.relay_timestamp_ms
+        )
 
     def _send_receipt(self, phone: _Phone, to: str, stamps: tuple[int, ...], kind: str) -> None:
         if not phone.online:

@@ -52,7 +52,7 @@ from relaysim.sims.scoring import GroundTruth, TrueControl, TrueMessage
 from relaysim.sims.world.engine import Scheduler
 from relaysim.sims.world.groups import GroupDirector, group_distribution_id
 from relaysim.sims.world.network import Network
-from relaysim.sims.world.timeline import Timeline, padding, provider, sealed_sender
+from relaysim.sims.world.timeline import Receipts, Timeline, padding, provider, sealed_sender
 from relaysim.sims.world.traffic import (
     GROUP_PREFIX,
     PlannedMessage,
@@ -245,10 +245,15 @@ class Simulation:
             "fresh_connections": 0,
             "moves": 0,
         }
-        self._receipt_rng = _seeded(seed, "receipts")
+        self.receipts: Receipts[SimDevice] = Receipts(
+            scenario,
+            _seeded(seed, "receipts"),
+            now=lambda: self.sched.now,
+            at=lambda t, action: self.sched.at(t, action),
+            send=self._send_receipt,
+        )
         self._cover_rng = _seeded(seed, "cover")
         self._exit_rng = _seeded(seed, "exits")
-        self._batches: dict[tuple[str, str, str], list[int]] = {}
         self._control_serial = 0
         self._control_copies: dict[bytes, tuple[object, ...]] = {}  # envelope id → its receipt/cover ref
         self._control_accepted: dict[tuple[object, ...], int] = {}  # ref → copies the relay accepted
@@ -936,43 +941,8 @@ class Simulation:
     # --- receipts, cover traffic, changes of network (sims.scenario's [traffic] and [defences]) ----------
 
     def _after_delivery(self, d: SimDevice, ev: A.Received) -> None:
-        """The receiving phone's receipts: a delivery receipt right after decrypting (Signal's clients
-        send one for every message; ``defences.receipts`` delays, batches or drops them), and a read
-        receipt when the person reads it (``traffic.read_receipts``)."""
-        to, stamp = ev.sender.account, ev.relay_timestamp_ms
-        if to == d.spec.person:
-            return
-        mode = self.defences.receipts
-        if mode != "off":
-            self._receipt(d, to, stamp, "delivery", 0.0)
-        if self.scenario.traffic.read_receipts:
-            read = self._receipt_rng.lognormvariate(
-                math.log(max(self.scenario.traffic.read_delay, 1e-3)), 1.0
-            )
-            self._receipt(d, to, stamp, "read", read)
-
-    def _receipt(self, d: SimDevice, to: str, stamp: int, kind: str, after: float) -> None:
-        mode = self.defences.receipts
-        if mode == "delayed":
-            after += self._receipt_rng.uniform(0.0, self.defences.receipt_delay)
-        if mode == "batched":
-            key = (d.name, to, kind)
-            batch = self._batches.setdefault(key, [])
-            batch.append(stamp)
-            if len(batch) == 1:
-                period = self.defences.receipt_batch
-                due = (math.floor((self.sched.now + after) / period) + 1) * period
-                self.sched.at(due, self._flush_batch, d, key)
-            return
-        if after <= 0:
-            self._send_receipt(d, to, (stamp,), kind)
-        else:
-            self.sched.after(after, self._send_receipt, d, to, (stamp,), kind)
-
-    def _flush_batch(self, d: SimDevice, key: tuple[str, str, str]) -> None:
-        stamps = self._batches.pop(key, [])
-        if stamps:
-            self._send_receipt(d, key[1], tuple(stamps), key[2])
+        """The receiving phone's receipts (sims.world.timeline.Receipts, shared with live runs)."""
+        self.receipts.after_delivery(d, d.name, d.spec.person, ev.sender.account, ev.relay_timestamp_ms)
 
     def _send_receipt(self, d: SimDevice, to: str, stamps: tuple[int, ...], kind: str) -> None:
         if not (d.online and d.agent.authenticated):

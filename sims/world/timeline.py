@@ -18,10 +18,12 @@ in-process ``RelayCore``; the live driver asks the relay process through its ope
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import Callable, Mapping
 from functools import partial
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from relaysim.relay.backup import disclose_backup
 from relaysim.relay.compliance import ComplianceDesk, Disclosure, LegalProcess
@@ -36,7 +38,16 @@ from relaysim.sims.scenario import (
 )
 from relaysim.sims.world.traffic import PlannedMessage
 
-__all__ = ["NONDISCLOSURE", "Driver", "MessageRecord", "Timeline", "padding", "provider", "sealed_sender"]
+__all__ = [
+    "NONDISCLOSURE",
+    "Driver",
+    "MessageRecord",
+    "Receipts",
+    "Timeline",
+    "padding",
+    "provider",
+    "sealed_sender",
+]
 
 NONDISCLOSURE = "18 U.S.C. 2705(b)"  # what a nondisclosure_order is issued under
 
@@ -62,6 +73,64 @@ def padding(scenario: Scenario, profile: Profile) -> str:
     padding unless the profile turns it off)."""
     chosen = scenario.defences.padding
     return chosen if chosen != "profile" else ("signal" if profile.padding else "none")
+
+
+PhoneT = TypeVar("PhoneT")
+
+
+class Receipts(Generic[PhoneT]):
+    """The receipts a reading phone sends, as both drivers make them: a delivery receipt right after
+    it decrypts a message (Signal's clients send one for every message; ``[defences] receipts``
+    delays, batches or drops them) and a read receipt when the person reads it (``[traffic]
+    read_receipts``, after a log-normal delay). The draws come from ``rng`` in the same order in
+    both drivers; ``at(t, action)`` runs ``action`` at time ``t`` on the driver's clock ``now``, and
+    ``send(phone, to, stamps, kind)`` sends one receipt for the relay timestamps ``stamps``."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        rng: random.Random,
+        now: Callable[[], float],
+        at: Callable[[float, Callable[[], None]], None],
+        send: Callable[[PhoneT, str, tuple[int, ...], str], None],
+    ) -> None:
+        self.defences, self.traffic = scenario.defences, scenario.traffic
+        self._rng, self._now, self._at, self._send = rng, now, at, send
+        self._batches: dict[tuple[str, str, str], list[int]] = {}
+
+    def after_delivery(self, phone: PhoneT, name: str, person: str, sender: str, stamp: int) -> None:
+        """``phone`` (device ``name`` of ``person``) read a message from ``sender`` that the relay
+        stamped ``stamp`` (ms): its receipts. None for one's own messages (a sync copy)."""
+        if sender == person:
+            return
+        if self.defences.receipts != "off":
+            self._receipt(phone, name, sender, stamp, "delivery", 0.0)
+        if self.traffic.read_receipts:
+            read = self._rng.lognormvariate(math.log(max(self.traffic.read_delay, 1e-3)), 1.0)
+            self._receipt(phone, name, sender, stamp, "read", read)
+
+    def _receipt(self, phone: PhoneT, name: str, to: str, stamp: int, kind: str, after: float) -> None:
+        mode = self.defences.receipts
+        if mode == "delayed":
+            after += self._rng.uniform(0.0, self.defences.receipt_delay)
+        if mode == "batched":
+            key = (name, to, kind)
+            batch = self._batches.setdefault(key, [])
+            batch.append(stamp)
+            if len(batch) == 1:
+                period = self.defences.receipt_batch
+                due = (math.floor((self._now() + after) / period) + 1) * period
+                self._at(due, partial(self._flush, phone, key))
+            return
+        if after <= 0:
+            self._send(phone, to, (stamp,), kind)
+        else:
+            self._at(self._now() + after, partial(self._send, phone, to, (stamp,), kind))
+
+    def _flush(self, phone: PhoneT, key: tuple[str, str, str]) -> None:
+        stamps = self._batches.pop(key, [])
+        if stamps:
+            self._send(phone, key[1], tuple(stamps), key[2])
 
 
 class MessageRecord(Protocol):
