@@ -436,6 +436,8 @@ class _Transaction:
     def __enter__(self) -> None:
         store = self._store
         depth = store._depth
+        if store._committing:
+            raise RuntimeError("the store is committing a group transaction in another thread; wait for it")
         if depth:
             self._name = _SAVEPOINTS[depth] if depth < len(_SAVEPOINTS) else f"sp{depth}"
             store._db.execute(f"SAVEPOINT {self._name}")
@@ -481,8 +483,11 @@ class Store:
         self.path = os.fspath(path)
         self.durable = durable
         # isolation_level=None: no implicit transactions; transaction() says BEGIN/COMMIT itself.
-        self._db = sqlite3.connect(self.path, isolation_level=None)
+        # check_same_thread=False: a group transaction's COMMIT may run in a worker thread
+        # (commit_group), while the owner waits for it and touches nothing else.
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._depth = 0
+        self._committing = False  # a group transaction's COMMIT is under way (commit_group)
         # Answers kept in memory for the relay's hot path (see "caches" below): each device's
         # queue size, each account's devices for routing. Every write that changes what one of
         # them answers updates or drops its entry there and then, and notes it in _journal, so
@@ -558,6 +563,49 @@ class Store:
         and one refused request must not leave half its writes behind).
         """
         return _Transaction(self)
+
+    # -- a group transaction whose COMMIT may run in another thread -----------------------------
+
+    def begin_group(self) -> None:
+        """Open an outermost transaction for a group of requests (each then a savepoint of it, via
+        :meth:`transaction`), to be ended by :meth:`commit_group` then :meth:`end_group`, or by
+        :meth:`abort_group`.
+
+        The relay server handles a batch of requests on its event loop, then runs
+        :meth:`commit_group` (the fsync) in a worker thread while the loop goes on reading the next
+        requests; nothing may use the store until :meth:`end_group` (a transaction raises)."""
+        if self._depth or self._committing:
+            raise RuntimeError("begin_group: a transaction is already open")
+        self._db.execute("BEGIN")
+        self._depth = 1
+
+    def commit_group(self) -> None:
+        """COMMIT the group transaction: the one call that may run in another thread (SQLite
+        releases the GIL while it writes and syncs the WAL). Raises what COMMIT raises; the
+        transaction is then rolled back by :meth:`end_group`."""
+        self._committing = True
+        self._db.execute("COMMIT")
+
+    def end_group(self, committed: bool) -> None:
+        """After :meth:`commit_group` (``committed``: it returned), back in the owner's thread: the
+        store is usable again. If the COMMIT failed, whatever is still open is rolled back and the
+        caches start again from what the file holds."""
+        self._committing = False
+        self._depth = 0
+        if committed:
+            self._journal.clear()
+            return
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        self._forget_since(0)
+
+    def abort_group(self) -> None:
+        """Roll the group transaction back without committing (nothing of it happened)."""
+        self._committing = False
+        self._depth = 0
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        self._forget_since(0)
 
     # -- caches: answers the hot path asks for on every send, kept consistent with the file --------
 

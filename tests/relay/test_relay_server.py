@@ -737,6 +737,83 @@ async def test_devices_sending_at_once_share_commits_and_one_failure_disturbs_no
     assert "the core failed on a send request" in caplog.text
 
 
+class _SlowCommits:
+    """Stands in for a Store's sqlite3 connection: every COMMIT takes ``delay`` seconds more (a
+    slow disk's fsync), and when each COMMIT returned is noted."""
+
+    def __init__(self, db: Any, delay: float) -> None:
+        self.db, self.delay = db, delay
+        self.committed: list[float] = []
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql == "COMMIT":
+            time.sleep(self.delay)  # blocks whichever thread commits
+            cursor = self.db.execute(sql, *args)
+            self.committed.append(time.monotonic())
+            return cursor
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+async def test_a_durable_commit_runs_beside_the_loop_and_what_arrives_meanwhile_is_one_batch(
+    tmp_path: Path,
+) -> None:
+    core = RelayCore(Store(tmp_path / "relay.db"), clock=time.time, rng=random.Random(7).randbytes)
+    server = RelayServer(core)
+    async with trio.open_nursery() as nursery:
+        alice, bob = await _memory_client(server, nursery), await _memory_client(server, nursery)
+        for client, keys in [(alice, ALICE), (bob, BOB)]:
+            await client.register(keys)
+            await client.authenticate(keys)
+        slow = _SlowCommits(core.store._db, 0.3)
+        core.store._db = slow
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await trio.sleep(0.01)
+                ticks += 1
+
+        nursery.start_soon(tick)
+        batches = server.batches
+        answers: list[wire.Frame] = []
+
+        async def bob_sends_two() -> None:
+            sends = [
+                wire.Send(id=50 + i, to="alice", envelopes=(wire.OutgoingEnvelope(1, b),))
+                for i, b in enumerate([b"one", b"two"])
+            ]
+            await bob.stream.send_all(b"".join(wire.encode(r) for r in sends))
+            while len(answers) < 2:
+                if not isinstance(frame := await bob.next_frame(), wire.Deliver):
+                    answers.append(frame)
+
+        alice_answered = 0.0
+
+        async def alice_sends() -> None:
+            nonlocal alice_answered
+            await alice.send("bob", [1], b"first")
+            alice_answered = time.monotonic()
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as both:
+                both.start_soon(alice_sends)
+                await trio.sleep(0.1)  # alice's batch is committing now
+                assert ticks >= 5  # the loop ran on during the fsync (it is not blocked by it)
+                both.start_soon(bob_sends_two)
+        assert answers[0].id == 50 and answers[1].id == 51 and all(isinstance(a, wire.Sent) for a in answers)
+        # alice's send, then bob's two, which arrived during its commit, in the next one.
+        assert server.batches - batches == 2
+        # Acknowledged only once durable: alice's answer came after her batch's COMMIT returned.
+        assert len(slow.committed) == 2 and slow.committed[0] <= alice_answered < slow.committed[1]
+        nursery.cancel_scope.cancel()
+    core.store._db = slow.db
+    core.store.close()
+
+
 # --- the direct write after a batch (plain TCP) ---------------------------------------------
 
 
