@@ -292,6 +292,37 @@ CREATE TABLE group_states (
 """
 
 
+# v9: the metadata table without AUTOINCREMENT. Its ``seq`` is still the order records were made
+# in (a new row gets a rowid above every row held), but an insert no longer updates the
+# ``sqlite_sequence`` table as well: a record is written on every send, delivery and ack. (Nothing
+# refers to a record by its seq; intercepts and archive keep their own.) The rows are copied
+# whole, in order; dropping the old table overwrites its pages (secure_delete).
+_V9 = """
+CREATE TABLE metadata_v9 (
+    seq                 INTEGER PRIMARY KEY,
+    kind                TEXT NOT NULL,
+    time                REAL,
+    connection          INTEGER,
+    host                TEXT,
+    port                INTEGER,
+    account             TEXT,
+    device              INTEGER,
+    recipient_account   TEXT,
+    recipient_device    INTEGER,
+    envelope_id         BLOB,
+    size                INTEGER,
+    count               INTEGER
+);
+INSERT INTO metadata_v9 (seq, kind, time, connection, host, port, account, device, recipient_account,
+    recipient_device, envelope_id, size, count)
+SELECT seq, kind, time, connection, host, port, account, device, recipient_account, recipient_device,
+    envelope_id, size, count FROM metadata ORDER BY seq;
+DROP TABLE metadata;
+ALTER TABLE metadata_v9 RENAME TO metadata;
+CREATE INDEX metadata_by_kind_time ON metadata (kind, time);
+"""
+
+
 def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
     def run(db: sqlite3.Connection) -> None:
         for statement in sql.split(";"):
@@ -310,6 +341,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _script(_V6),
     _script(_V7),
     _script(_V8),
+    _script(_V9),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
