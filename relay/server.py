@@ -23,11 +23,15 @@ writes the answers); one that leads waits for its batch, and so does one that ha
 one connection keep the order of its requests. If the core fails on a request, the batch stops
 that connection's reader.
 
-On a durable store in a file, a batch's COMMIT (the fsync) runs in a worker thread
-(``Store.commit_group``): the loop goes on reading and decoding, and what arrives meanwhile is
-the next batch, whose leader waits for the store. Nothing else uses the store meanwhile: a
-connection's connect and disconnect records are jobs in the same queue, and retention and the
-operator's orders (``RelayServer.call``) wait for the store between batches.
+On a durable store in a file, a batch's COMMIT only writes the WAL, and the fsync that makes it
+durable runs in a worker thread (``Store.defer_syncs``, ``Store.sync``): the store is free again
+at once, so the loop reads, decodes and handles the next batch during the fsync. A batch's
+answers are released after its fsync has returned, and after the answers of every batch
+committed before it (an fsync of the WAL covers every transaction written before it; so nothing
+a device is told, not even an envelope it receives, can be lost by a crash). Nothing uses the
+store beside a batch: a connection's connect and disconnect records are jobs in the same queue,
+and retention and the operator's orders (``RelayServer.call``) wait for the store between
+batches (their own transactions sync before they return).
 
 - A connection that sends nothing complete for ``read_timeout`` seconds (up to an eighth more)
   gets a ``timeout`` error and is closed. Its deadline is moved on only when it would fall due
@@ -341,10 +345,12 @@ class RelayServer:
         # wants it next waits for _store_free.
         self._store_busy = False
         self._store_free: trio.Event | None = None
-        # A durable store on a file commits in a worker thread: the loop reads and decodes the
-        # next requests during the fsync. (In memory, or not durable, COMMIT costs µs: inline.)
-        store = core.store
-        self.commit_in_thread = store.durable and store.path != ":memory:"
+        # A durable store on a file: a batch's COMMIT only writes the WAL, and its fsync runs in a
+        # worker thread (Store.defer_syncs) while the loop handles the next batch; its answers are
+        # released after the fsync, in the order of the commits. (In memory, or not durable: no
+        # fsync to wait for.)
+        self.sync_in_thread = core.store.defer_syncs()
+        self._released: trio.Event | None = None  # set once the last batch's answers are released
         self._unflushed: dict[int, _Connection] = {}  # connections with output queued since the last flush
 
     @property
@@ -556,7 +562,8 @@ class RelayServer:
         return conn.failed
 
     async def _turn(self) -> None:
-        """Return once every request queued so far is handled and committed."""
+        """Return once every request queued so far is handled, committed and durable, and its
+        answers released."""
         if self._leading:
             await self._batch_done.wait()  # the leader handles the whole queue
             return
@@ -566,10 +573,7 @@ class RelayServer:
         # cancelled (the cancellation is delivered afterwards).
         with trio.CancelScope(shield=True):
             try:
-                if self._store_busy:
-                    # The previous batch is committing: what arrives meanwhile joins this one.
-                    await self._acquire_store()
-                else:
+                if not self._store_busy:
                     # Everyone else with a request ready queues it now. A reader whose data had
                     # already arrived queues its request a scheduling round after it was woken,
                     # so wait while the queue still grows (a few rounds at most).
@@ -578,7 +582,8 @@ class RelayServer:
                         await trio.sleep(0)
                         if len(queue) == before or len(queue) >= MAX_BATCH:
                             break
-                    await self._acquire_store()
+                # (If the previous batch holds the store, what arrives meanwhile joins this one.)
+                await self._acquire_store()
             finally:
                 # From here on, what is queued is the next batch's, led by whoever queues it.
                 done = self._batch_done
@@ -586,14 +591,30 @@ class RelayServer:
                 self._batch_done = trio.Event()
                 items = queue[:]
                 queue.clear()
+                previous, released = self._released, trio.Event()
+                self._released = released
             try:
-                # As few commits as MAX_BATCH allows, of even sizes (not 256 + 2).
-                size = -(-len(items) // -(-len(items) // MAX_BATCH)) if items else 0
-                for start in range(0, len(items), size or 1):
-                    await self._run_batch(items[start : start + size])
-                self._flush()  # after every batch is committed: one write per connection
+                try:
+                    # As few commits as MAX_BATCH allows, of even sizes (not 256 + 2).
+                    size = -(-len(items) // -(-len(items) // MAX_BATCH)) if items else 1
+                    batches = [items[i : i + size] for i in range(0, len(items), size)]
+                    results = [self._commit_batch(batch) for batch in batches]
+                finally:
+                    self._release_store()  # the next batch may be handled now
+                if self.sync_in_thread and items:
+                    try:
+                        await trio.to_thread.run_sync(self.core.store.sync)
+                    except OSError:
+                        # Committed, but perhaps not on disk: acknowledge none of it.
+                        log.exception("fsync of the relay's database failed")
+                        results = [self._refuse_batch(batch) for batch in batches]
+                if previous is not None:
+                    await previous.wait()  # answers in the order of the commits
+                for batch, outputs in zip(batches, results, strict=True):
+                    self._release(batch, outputs)
+                self._flush()  # one write per connection
             finally:
-                self._release_store()
+                released.set()
                 done.set()
 
     async def call(self, fn: Callable[[], _T]) -> _T:
@@ -618,36 +639,42 @@ class RelayServer:
             self._store_free.set()
             self._store_free = None
 
-    async def _run_batch(self, batch: list[tuple[_Connection | None, Request | _Job]]) -> None:
-        """Handle ``batch`` in one transaction, then release its responses and pushes (the caller
-        holds the store). With ``commit_in_thread``, the COMMIT runs in a worker thread."""
+    def _commit_batch(self, batch: list[tuple[_Connection | None, Request | _Job]]) -> list[Sequence[Output]]:
+        """Handle ``batch`` in one transaction (the caller holds the store); its outputs, to be
+        released once it is durable (:meth:`_release`)."""
         results: list[Sequence[Output]] = []
         store = self.core.store
         try:
-            if self.commit_in_thread:
+            if self.sync_in_thread:
                 store.begin_group()
                 try:
                     self._handle_batch(batch, results)
                 except BaseException:
                     store.abort_group()
                     raise
-                committed = False
-                try:
-                    await trio.to_thread.run_sync(store.commit_group)
-                    committed = True
-                finally:
-                    store.end_group(committed)
+                store.commit_group()  # written, not yet synced: the caller syncs
             else:
                 with store.transaction():  # the core's own transactions nest as savepoints
                     self._handle_batch(batch, results)
         except Exception:
             # Nothing of the batch is durable, so nothing of it may be acknowledged.
             log.exception("committing a batch of %d requests failed", len(batch))
-            results = []
-            for conn, request in batch:
-                if isinstance(request, Request) and conn is not None and not conn.closed and not conn.failed:
-                    self._fail(conn)
-                    results.append([Reply(conn.ctx.id, _internal_error(request.id))])
+            return self._refuse_batch(batch)
+        return results
+
+    def _refuse_batch(self, batch: list[tuple[_Connection | None, Request | _Job]]) -> list[Sequence[Output]]:
+        """``internal_error`` to every request of a batch that is not durable; their connections stop."""
+        results: list[Sequence[Output]] = []
+        for conn, request in batch:
+            if isinstance(request, Request) and conn is not None and not conn.closed and not conn.failed:
+                self._fail(conn)
+                results.append([Reply(conn.ctx.id, _internal_error(request.id))])
+        return results
+
+    def _release(
+        self, batch: list[tuple[_Connection | None, Request | _Job]], results: list[Sequence[Output]]
+    ) -> None:
+        """The batch is durable: count its requests answered, and queue its answers and pushes."""
         self.batches += 1
         self.requests += len(batch)
         frame_size = self.core.max_frame_size

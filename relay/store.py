@@ -468,8 +468,6 @@ class _Transaction:
     def __enter__(self) -> None:
         store = self._store
         depth = store._depth
-        if store._committing:
-            raise RuntimeError("the store is committing a group transaction in another thread; wait for it")
         if depth:
             self._name = _SAVEPOINTS[depth] if depth < len(_SAVEPOINTS) else f"sp{depth}"
             store._db.execute(f"SAVEPOINT {self._name}")
@@ -500,6 +498,8 @@ class _Transaction:
             store._forget_since(0)  # whatever the file now holds, the caches start again from it
             raise
         store._journal.clear()
+        if store._wal_fd >= 0:  # defer_syncs: only a group's COMMIT waits for its sync
+            os.fsync(store._wal_fd)
 
 
 _SAVEPOINTS: Final = tuple(f"sp{i}" for i in range(16))
@@ -515,11 +515,9 @@ class Store:
         self.path = os.fspath(path)
         self.durable = durable
         # isolation_level=None: no implicit transactions; transaction() says BEGIN/COMMIT itself.
-        # check_same_thread=False: a group transaction's COMMIT may run in a worker thread
-        # (commit_group), while the owner waits for it and touches nothing else.
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(self.path, isolation_level=None)
         self._depth = 0
-        self._committing = False  # a group transaction's COMMIT is under way (commit_group)
+        self._wal_fd = -1  # with defer_syncs: the WAL file, which sync() fsyncs
         # Answers kept in memory for the relay's hot path (see "caches" below): each device's
         # queue size, each account's devices for routing. Every write that changes what one of
         # them answers updates or drops its entry there and then, and notes it in _journal, so
@@ -542,6 +540,9 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+        if self._wal_fd >= 0:
+            os.close(self._wal_fd)
+            self._wal_fd = -1
 
     def __enter__(self) -> Store:
         return self
@@ -596,44 +597,73 @@ class Store:
         """
         return _Transaction(self)
 
-    # -- a group transaction whose COMMIT may run in another thread -----------------------------
+    # -- group transactions, and the WAL's fsync on its own ------------------------------------
+
+    def defer_syncs(self) -> bool:
+        """Let a group transaction's COMMIT return before it is on disk, and :meth:`sync` make it so.
+
+        A durable store in a file switches to ``synchronous=NORMAL`` (a COMMIT writes the WAL but
+        does not wait for the disk) and fsyncs the WAL file itself: after :meth:`commit_group`, in
+        :meth:`sync`, which may run in a worker thread while the owner goes on using the store
+        (the relay server handles the next batch meanwhile). An fsync of the WAL puts every
+        transaction written to it before on disk: what ``synchronous=FULL`` does at each COMMIT
+        (SQLite docs, "PRAGMA synchronous" and "Write-Ahead Logging": the WAL is the database
+        file's name with ``-wal`` appended, and it stays while a connection is open). Every other
+        transaction (:meth:`transaction`) still returns only once durable: it syncs at once.
+        Returns whether syncs are now deferred (not in memory, nor with ``durable=False``)."""
+        if self._wal_fd >= 0:
+            return True
+        if not self.durable or self.path == ":memory:" or self._depth:
+            return False
+        self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the WAL exists from here on
+        wal = self.path + "-wal"
+        try:
+            fd = os.open(wal, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            directory = os.open(os.path.dirname(os.path.abspath(wal)), os.O_RDONLY)
+            try:
+                os.fsync(directory)  # the WAL's name, too, is on disk
+            finally:
+                os.close(directory)
+            os.fsync(fd)
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            os.close(fd)
+            raise
+        self._wal_fd = fd
+        return True
+
+    def sync(self) -> None:
+        """Put every transaction committed so far on disk (fsync of the WAL); nothing to do unless
+        :meth:`defer_syncs`. Touches no SQLite state: it may run in another thread."""
+        if self._wal_fd >= 0:
+            os.fsync(self._wal_fd)
 
     def begin_group(self) -> None:
         """Open an outermost transaction for a group of requests (each then a savepoint of it, via
-        :meth:`transaction`), to be ended by :meth:`commit_group` then :meth:`end_group`, or by
-        :meth:`abort_group`.
-
-        The relay server handles a batch of requests on its event loop, then runs
-        :meth:`commit_group` (the fsync) in a worker thread while the loop goes on reading the next
-        requests; nothing may use the store until :meth:`end_group` (a transaction raises)."""
-        if self._depth or self._committing:
+        :meth:`transaction`), ended by :meth:`commit_group` or :meth:`abort_group`."""
+        if self._depth:
             raise RuntimeError("begin_group: a transaction is already open")
         self._db.execute("BEGIN")
         self._depth = 1
 
     def commit_group(self) -> None:
-        """COMMIT the group transaction: the one call that may run in another thread (SQLite
-        releases the GIL while it writes and syncs the WAL). Raises what COMMIT raises; the
-        transaction is then rolled back by :meth:`end_group`."""
-        self._committing = True
-        self._db.execute("COMMIT")
-
-    def end_group(self, committed: bool) -> None:
-        """After :meth:`commit_group` (``committed``: it returned), back in the owner's thread: the
-        store is usable again. If the COMMIT failed, whatever is still open is rolled back and the
-        caches start again from what the file holds."""
-        self._committing = False
+        """COMMIT the group transaction. With :meth:`defer_syncs`, it is durable only after the next
+        :meth:`sync`. If COMMIT fails, the transaction is rolled back and the error raised."""
         self._depth = 0
-        if committed:
-            self._journal.clear()
-            return
-        if self._db.in_transaction:
-            self._db.execute("ROLLBACK")
-        self._forget_since(0)
+        try:
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self._forget_since(0)  # the caches start again from what the file holds
+            raise
+        self._journal.clear()
 
     def abort_group(self) -> None:
-        """Roll the group transaction back without committing (nothing of it happened)."""
-        self._committing = False
+        """Roll the group transaction back (nothing of it happened)."""
         self._depth = 0
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")

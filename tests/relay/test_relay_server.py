@@ -737,38 +737,27 @@ async def test_devices_sending_at_once_share_commits_and_one_failure_disturbs_no
     assert "the core failed on a send request" in caplog.text
 
 
-class _SlowCommits:
-    """Stands in for a Store's sqlite3 connection: every COMMIT takes ``delay`` seconds more (a
-    slow disk's fsync), and when each COMMIT returned is noted."""
-
-    def __init__(self, db: Any, delay: float) -> None:
-        self.db, self.delay = db, delay
-        self.committed: list[float] = []
-
-    def execute(self, sql: str, *args: Any) -> Any:
-        if sql == "COMMIT":
-            time.sleep(self.delay)  # blocks whichever thread commits
-            cursor = self.db.execute(sql, *args)
-            self.committed.append(time.monotonic())
-            return cursor
-        return self.db.execute(sql, *args)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.db, name)
-
-
-async def test_a_durable_commit_runs_beside_the_loop_and_what_arrives_meanwhile_is_one_batch(
-    tmp_path: Path,
+async def test_a_durable_batch_is_synced_beside_the_loop_while_the_next_is_handled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     core = RelayCore(Store(tmp_path / "relay.db"), clock=time.time, rng=random.Random(7).randbytes)
     server = RelayServer(core)
+    assert server.sync_in_thread
     async with trio.open_nursery() as nursery:
         alice, bob = await _memory_client(server, nursery), await _memory_client(server, nursery)
         for client, keys in [(alice, ALICE), (bob, BOB)]:
             await client.register(keys)
             await client.authenticate(keys)
-        slow = _SlowCommits(core.store._db, 0.3)
-        core.store._db = slow
+        syncs: list[tuple[float, float]] = []  # (start, end) of each fsync of the WAL
+        sync = core.store.sync
+
+        def slow_sync() -> None:  # a slow disk: each fsync takes 0.3 s more
+            start = time.monotonic()
+            time.sleep(0.3)
+            sync()
+            syncs.append((start, time.monotonic()))
+
+        monkeypatch.setattr(core.store, "sync", slow_sync)
         ticks = 0
 
         async def tick() -> None:
@@ -780,6 +769,12 @@ async def test_a_durable_commit_runs_beside_the_loop_and_what_arrives_meanwhile_
         nursery.start_soon(tick)
         batches = server.batches
         answers: list[wire.Frame] = []
+        alice_answered = 0.0
+
+        async def alice_sends() -> None:
+            nonlocal alice_answered
+            await alice.send("bob", [1], b"first")
+            alice_answered = time.monotonic()
 
         async def bob_sends_two() -> None:
             sends = [
@@ -791,26 +786,19 @@ async def test_a_durable_commit_runs_beside_the_loop_and_what_arrives_meanwhile_
                 if not isinstance(frame := await bob.next_frame(), wire.Deliver):
                     answers.append(frame)
 
-        alice_answered = 0.0
-
-        async def alice_sends() -> None:
-            nonlocal alice_answered
-            await alice.send("bob", [1], b"first")
-            alice_answered = time.monotonic()
-
         with trio.fail_after(10):
             async with trio.open_nursery() as both:
                 both.start_soon(alice_sends)
-                await trio.sleep(0.1)  # alice's batch is committing now
-                assert ticks >= 5  # the loop ran on during the fsync (it is not blocked by it)
+                await trio.sleep(0.1)  # alice's batch is being synced now
+                assert ticks >= 5  # the loop runs on during the fsync
                 both.start_soon(bob_sends_two)
-        assert answers[0].id == 50 and answers[1].id == 51 and all(isinstance(a, wire.Sent) for a in answers)
-        # alice's send, then bob's two, which arrived during its commit, in the next one.
-        assert server.batches - batches == 2
-        # Acknowledged only once durable: alice's answer came after her batch's COMMIT returned.
-        assert len(slow.committed) == 2 and slow.committed[0] <= alice_answered < slow.committed[1]
+        assert [a.id for a in answers] == [50, 51] and all(isinstance(a, wire.Sent) for a in answers)
+        assert server.batches - batches == 2  # alice's send; bob's two in the next batch
+        (start_a, end_a), (start_b, end_b) = syncs
+        assert start_a < start_b < end_a  # bob's batch was handled and committed during alice's fsync
+        # Acknowledged only once durable: alice's answer after her batch's fsync returned.
+        assert end_a <= alice_answered < end_b
         nursery.cancel_scope.cancel()
-    core.store._db = slow.db
     core.store.close()
 
 
