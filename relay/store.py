@@ -4,7 +4,10 @@ and what lawful access adds: intercepts, archived envelopes, address books and b
 One file (or ``":memory:"``), stdlib ``sqlite3``, WAL journal, ``synchronous=FULL``: a commit
 is on disk before ``transaction()`` returns, so the core can tell a sender its envelope is
 accepted only after the envelope is durable (SQLite docs, "PRAGMA synchronous": with WAL,
-FULL syncs the WAL on every commit; NORMAL may lose the last commits on power failure).
+FULL syncs the WAL on every commit; NORMAL may lose the last commits on power failure). The
+relay server's group transactions sync on their own instead (:meth:`Store.defer_syncs`): a
+group's COMMIT writes the WAL, and an fsync of the WAL, in a worker thread, makes it durable
+before anything of it is acknowledged.
 
 The schema is versioned with ``PRAGMA user_version``; :data:`MIGRATIONS` lists the steps, each
 run in its own transaction together with the version bump. A database newer than this code

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sqlite3
 from pathlib import Path
 
@@ -114,6 +115,37 @@ def test_v9_the_metadata_table_without_autoincrement_keeps_every_record_in_order
         with store.transaction():
             store.append_metadata([(records[1], KEEP_EVERYTHING.rules[RecordKind.SEND])])
         assert store.metadata() == [*records, records[1]]
+
+
+def test_deferred_syncs_a_group_is_durable_at_sync_every_other_transaction_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert not Store(":memory:").defer_syncs()  # nothing to sync
+    assert not Store(tmp_path / "volatile.db", durable=False).defer_syncs()
+    synced: list[int] = []
+    fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), fsync(fd)))
+    with Store(tmp_path / "relay.db") as store:
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert store.defer_syncs()
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: the WAL synced by us
+        wal = os.stat(str(tmp_path / "relay.db") + "-wal").st_ino
+        assert os.fstat(store._wal_fd).st_ino == wal
+        synced.clear()
+        with store.transaction():
+            store.create_account("alice", 1.0)
+        assert synced == [store._wal_fd]  # an ordinary transaction: durable when it returns
+        store.begin_group()
+        store.create_account("bob", 2.0)
+        store.commit_group()
+        assert synced == [store._wal_fd]  # a group: written, not synced
+        store.sync()
+        assert synced == [store._wal_fd] * 2
+        store.begin_group()
+        store.create_account("carol", 3.0)
+        store.abort_group()
+    with Store(tmp_path / "relay.db") as store:
+        assert [store.account_exists(a) for a in ("alice", "bob", "carol")] == [True, True, False]
 
 
 def test_state_survives_reopening(tmp_path: Path) -> None:
