@@ -147,22 +147,31 @@ class X25519Pair:
     """An X25519 key pair that keeps the ``cryptography`` object alive between uses.
 
     Rebuilding the private-key object from raw bytes on every DH costs as much as a
-    third of the DH itself, so the ratchet holds on to one of these.
+    third of the DH itself, so the ratchet holds on to one of these. A key used at most once
+    (a one-time prekey) is better kept as bytes until then (``stored``): the object is ~0.5 KiB,
+    and a phone holds a batch of them.
     """
 
     __slots__ = ("_key", "private", "public")
 
-    def __init__(self, key: X25519PrivateKey, private: bytes, public: bytes) -> None:
+    def __init__(self, key: X25519PrivateKey | None, private: bytes, public: bytes) -> None:
         self._key = key
         self.private = private
         self.public = public
 
+    def stored(self) -> X25519Pair:
+        """The same pair without its parsed private key (rebuilt from the bytes at its first DH)."""
+        return X25519Pair(None, self.private, self.public)
+
     def dh(self, their_public: bytes | X25519PublicKey) -> bytes:
         """X25519 with a peer key given as 32 bytes or as an already parsed ``x25519_public``."""
+        key = self._key
+        if key is None:
+            key = self._key = X25519PrivateKey.from_private_bytes(self.private)
         try:
             if isinstance(their_public, bytes):
                 their_public = X25519PublicKey.from_public_bytes(their_public)
-            return self._key.exchange(their_public)
+            return key.exchange(their_public)
         except ValueError as exc:  # wrong length, or an all-zero shared secret
             raise AuthenticationFailed() from exc
 

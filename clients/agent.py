@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import uuid as _uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -86,6 +87,11 @@ SIGNED_PREKEY_ROTATION = 2 * 86400.0
 PREKEY_ARCHIVE_AGE = 30 * 86400.0
 # Renew the sender certificate when less than this many seconds of it are left (ours: an hour).
 CERTIFICATE_RENEWAL = 3600.0
+# An envelope id is remembered (to drop a second copy of it unread) until this many seconds after the
+# relay confirmed our ack of it: an acked envelope is deleted and never delivered again, so only a
+# copy already in flight can still come (a push that crossed the fetch that acked it). One that
+# came later still would be refused by the ratchet, whose message keys are used once.
+SEEN_AFTER_ACK = 3600.0
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,9 @@ class Accepted:
     ref: object
     to: str
     envelope_ids: tuple[bytes, ...]
+    # A group send (server-side fan-out): the member accounts the relay's list named at the epoch the
+    # message was sent for (the relay refuses a send for any other), so the accounts it went to.
+    members: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -521,6 +530,7 @@ class DeviceAgent:
         self._devices: dict[str, tuple[int, ...]] = {}  # the recipient devices we last learnt of
         self._listed: dict[str, tuple[int, ...]] = {}  # ... kept across stale-device refetches
         self._seen: set[bytes] = set()
+        self._acked: deque[tuple[float, tuple[bytes, ...]]] = deque()  # (when confirmed, ids), oldest first
         self._events: list[AgentEvent] = []
         self.certificate: bytes | None = None
         self._certificate_expires = 0.0
@@ -941,12 +951,13 @@ class DeviceAgent:
         self, group_id: bytes, add: Iterable[str] = (), remove: Iterable[str] = (), admins: Iterable[str] = ()
     ) -> None:
         """Add, remove or promote members (an admin), or leave (``remove`` = this account)."""
+        removed = tuple(remove)
         self._request(
             wire.ChangeGroup,
-            context=("group", group_id),
+            context=("left" if self.account in removed else "group", group_id),
             group=group_id,
             add=tuple(add),
-            remove=tuple(remove),
+            remove=removed,
             admins=tuple(admins),
         )
 
@@ -1274,6 +1285,7 @@ class DeviceAgent:
         elif isinstance(context, _Audit | _Compare):
             self._key_log_answer(context, frame)
         elif isinstance(frame, wire.Registered):
+            self._last_register = None  # nothing left to prove (and ~5 KiB of public keys per phone)
             self._events.append(Registered())
         elif isinstance(frame, wire.Challenge):
             signature = self.device.secrets.identity.sign(
@@ -1321,7 +1333,11 @@ class DeviceAgent:
             self._events.append(ContactsFound(tuple(frame.registered)))
         elif isinstance(frame, wire.GroupUpdated):
             self._events.append(GroupUpdated(frame.group, frame.epoch))
-            self.refresh_group(frame.group)  # the list as it now stands: what later changes are shown against
+            if context == ("left", frame.group):  # we left: no list of it to keep, nor to ask for
+                self.group_lists.pop(frame.group, None)
+            else:
+                # the list as it now stands: what later changes are shown against
+                self.refresh_group(frame.group)
         elif isinstance(frame, wire.GroupInfo):
             members = self._group_listed(frame)
             if isinstance(context, _GroupSend):
@@ -1331,7 +1347,9 @@ class DeviceAgent:
         elif isinstance(frame, wire.GroupSent):
             assert isinstance(context, _GroupSend)
             to = f"group:{context.group_id.hex()}"
-            self._events.append(Accepted(context.ref, to, tuple(frame.envelope_ids)))
+            self._events.append(Accepted(context.ref, to, tuple(frame.envelope_ids), context.members))
+        elif isinstance(frame, wire.Acked) and isinstance(context, tuple):
+            self._forget_acked(context)
 
     def request_certificate(self) -> None:
         self._request(wire.GetSenderCertificate)
@@ -1738,8 +1756,18 @@ class DeviceAgent:
                 continue  # cover traffic: dropped
             self._events.append(Received(sender, plaintext, env.id, env.timestamp, env.sealed))
         if acks:
-            self._request(wire.Ack, envelope_ids=tuple(acks))
+            ids = tuple(acks)
+            self._request(wire.Ack, ids, envelope_ids=ids)
         self._top_up()
+
+    def _forget_acked(self, ids: tuple[bytes, ...]) -> None:
+        """The relay confirmed our ack of ``ids``: forget the ids acked more than SEEN_AFTER_ACK ago,
+        so that ``_seen`` holds what is unacked or recent, not every envelope ever received."""
+        now = self.clock()
+        acked = self._acked
+        acked.append((now, ids))
+        while acked[0][0] < now - SEEN_AFTER_ACK:
+            self._seen.difference_update(acked.popleft()[1])
 
     def _relay_low(self, prekeys_left: int | None) -> None:
         """The relay's ``prekeys_left`` notice: its stock of our one-time prekeys runs low (others

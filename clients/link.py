@@ -18,7 +18,11 @@ given. The driver (``clients.net``'s trio loop, or a test) does the I/O and tell
 
 Two channels carry frames: ``MAIN``, the connection the device logs in on, and ``ANON``, one that
 never authenticates, for sealed sends (docs/protocol.md: on an authenticated connection the relay
-knows who is sending anyway). ``wants_anon`` says when the driver should open it.
+knows who is sending anyway), and bundle fetches made with the recipient's delivery token.
+``wants_anon`` says when the driver should open it. With ``fresh_anon``, every sealed send (or
+such a fetch) has an anonymous connection of its own: the link writes one per
+connection, and once it is answered ``anon_open`` falls to False and the driver closes that
+connection (from another network address, the relay cannot join one sealed send to the next).
 
 What the link decides:
 
@@ -75,6 +79,14 @@ DEFAULT_KEEPALIVE: Final = 30.0
 _FOREIGN_IDS: Final = 2**48
 _HANDSHAKE: Final = (wire.AuthChallenge, wire.Authenticate)
 LOGIN_KINDS: Final = ("auth_challenge", "authenticate")
+
+
+def _anonymous(frame: wire.Request) -> bool:
+    """Whether ``frame`` goes over the connection that never logs in: a sealed send, or a bundle fetch
+    opened with the recipient's delivery token (as Signal's unauthenticated fetches are)."""
+    return isinstance(frame, wire.SealedSend) or (
+        isinstance(frame, wire.FetchBundle) and frame.delivery_token is not None
+    )
 
 
 @dataclass(frozen=True)
@@ -137,6 +149,7 @@ class DeviceLink:
         rng: random.Random,
         backoff: Backoff = Backoff(),  # frozen, so one shared default is safe
         keepalive: float | None = DEFAULT_KEEPALIVE,
+        fresh_anon: bool = False,
     ) -> None:
         if keepalive is not None and keepalive <= 0:
             raise ValueError(f"keepalive must be positive seconds or None, got {keepalive!r}")
@@ -144,6 +157,9 @@ class DeviceLink:
         self.rng = rng
         self.backoff = backoff
         self.keepalive = keepalive
+        self.fresh_anon = fresh_anon
+        self._sealed_waiting: list[wire.Request] = []  # fresh_anon: sealed sends for connections to come
+        self._anon_request: int | None = None  # fresh_anon: the one the open anonymous connection carries
         self.state = "connecting"
         self.connected = False
         self.logged_in = False
@@ -262,6 +278,9 @@ class DeviceLink:
         self._ping_at = None
         for buffer in self._out.values():
             buffer.clear()  # what they held is in _unanswered, and is requeued
+        self._queue = self._sealed_waiting + self._queue  # never written: queued again as they were
+        self._sealed_waiting = []
+        self._anon_request = None
         self._requeue()
         log.info("%s: connection closed: %s", self._name, self.last_drop or "closing")
         if worked:
@@ -277,6 +296,11 @@ class DeviceLink:
             raise RuntimeError(f"{self._name}: the anonymous connection needs a main one")
         self.anon_open = True
         self._decoders[ANON] = wire.FrameDecoder("device")
+        if self.fresh_anon and self._sealed_waiting:
+            frame = self._sealed_waiting.pop(0)
+            self._anon_request = frame.id
+            self._unanswered[frame.id] = frame
+            self._out[ANON] += wire.encode(frame)
 
     def receive_data(self, data: bytes, channel: Channel = MAIN) -> None:
         """Bytes from the relay on ``channel``; ``b""`` when the relay closed its side."""
@@ -305,7 +329,7 @@ class DeviceLink:
     def wants_anon(self) -> bool:
         """Whether the driver should open the anonymous connection: sealed sends wait for it."""
         self._move()
-        return self.connected and not self.anon_open and bool(self._out[ANON])
+        return self.connected and not self.anon_open and bool(self._out[ANON] or self._sealed_waiting)
 
     # --- timers -----------------------------------------------------------------------------------
 
@@ -359,8 +383,12 @@ class DeviceLink:
             if frames:
                 self._queue = [f for f in self._queue if not isinstance(f, _HANDSHAKE)]
         for frame in frames:
+            anonymous = _anonymous(frame)
+            if self.fresh_anon and anonymous:
+                self._sealed_waiting.append(frame)  # written when a connection of its own is open
+                continue
             self._unanswered[frame.id] = frame
-            self._out[ANON if isinstance(frame, wire.SealedSend) else MAIN] += wire.encode(frame)
+            self._out[ANON if anonymous else MAIN] += wire.encode(frame)
 
     def _requeue(self) -> None:
         """Put what the relay never answered back at the front of the queue, oldest first."""
@@ -399,7 +427,7 @@ class DeviceLink:
         return True
 
     def _closed_by_relay(self, channel: str) -> None:
-        idle = not any(isinstance(f, wire.SealedSend) for f in self._unanswered.values())
+        idle = not any(_anonymous(f) for f in self._unanswered.values())
         if channel == ANON and idle:
             # The relay closes an idle anonymous connection (its read timeout): open another when needed.
             self.anon_open = False
@@ -412,6 +440,9 @@ class DeviceLink:
             kind = None
         else:
             self._unanswered.pop(frame.id, None)
+            if self._anon_request is not None and frame.id == self._anon_request:
+                self._anon_request = None
+                self.anon_open = False  # its one request answered: the driver closes that connection
             if frame.id == 0 and isinstance(frame, wire.ErrorFrame):
                 level = logging.INFO if frame.code == wire.ErrorCode.TIMEOUT else logging.WARNING
                 log.log(level, "%s: the relay says %s: %s", self._name, frame.code, frame.message)

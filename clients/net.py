@@ -18,7 +18,12 @@ What the loop does:
 - Decrypted messages go to ``conn.received``, an unbounded memory channel: the agent has
   already acknowledged them, so they must not be dropped for want of a reader.
 - Sealed sends go over a second connection that never authenticates, opened when the link
-  asks for it (``link.wants_anon``).
+  asks for it (``link.wants_anon``); with ``fresh_address``, one such connection per sealed send,
+  each from the address ``fresh_address()`` gives (a proxy's or a Tor-like exit), closed once the
+  relay has answered it.
+- Sends that nobody awaits (``send_group``, ``send_receipt``, ``send_cover``) report how they
+  went through ``on_event``: an ``Accepted`` or a ``Failed`` with the caller's ``ref``; so do the
+  agent's other events (``ReceiptReceived``, ``IdentityChanged``...).
 - When the connection drops it reconnects when the link's back-off says so (see clients/link.py
   for what is written again and what is not).
 - One timer task sleeps until ``link.next_deadline()`` (back-off, keepalive pings).
@@ -38,7 +43,7 @@ import logging
 import math
 import random
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -47,6 +52,7 @@ import trio  # type: ignore[import-untyped,unused-ignore]  # trio 0.22 ships no 
 from relaysim.clients.agent import (
     PREKEY_BATCH,
     Accepted,
+    AgentEvent,
     DeviceAgent,
     Failed,
     LoggedIn,
@@ -187,6 +193,10 @@ class DeviceConnection:
     ``"logging_in"``, ``"connecting"``, ``"backoff"`` (waiting to reconnect) or ``"offline"``
     (disconnect() was called). ``open_stream``, if given, replaces the TCP (and TLS) connect:
     an async function returning a trio stream to the relay (tests use memory streams).
+    ``local_address``, if given, is the address the TCP connections are made from (on Linux any
+    of 127/8 reaches a relay on 127.0.0.1); ``move_to`` changes it. ``on_event``, if given, is
+    called with every agent event the connection does not consume itself (see ``send_group``).
+    ``fresh_address``, if given, gives the address each sealed send's own connection comes from.
     """
 
     def __init__(
@@ -204,6 +214,9 @@ class DeviceConnection:
         write_timeout: float = DEFAULT_WRITE_TIMEOUT,
         wire_tap: Callable[[bytes], None] | None = None,
         open_stream: StreamOpener | None = None,
+        local_address: str | None = None,
+        on_event: Callable[[AgentEvent], None] | None = None,
+        fresh_address: Callable[[], str] | None = None,
     ) -> None:
         self.agent = agent
         self.host, self.port = host, port
@@ -216,7 +229,12 @@ class DeviceConnection:
         self.write_timeout = write_timeout
         self.wire_tap = wire_tap  # sees every byte written to the relay (before TLS)
         self._opener = open_stream
-        self.link = DeviceLink(agent, rng=self.rng, backoff=backoff, keepalive=keepalive)
+        self.local_address = local_address
+        self.on_event = on_event
+        self.fresh_address = fresh_address
+        self.link = DeviceLink(
+            agent, rng=self.rng, backoff=backoff, keepalive=keepalive, fresh_anon=fresh_address is not None
+        )
         send, receive = trio.open_memory_channel(math.inf)
         self._deliver = send
         self.received = receive  # Received events, in the order the agent decrypted them
@@ -450,6 +468,48 @@ class DeviceConnection:
         self.agent.ping()
         await self._answer(self._expect(self._submit(), wire.Ping), "ping")
 
+    def send_group(self, group_id: bytes, members: Iterable[str], text: bytes, ref: object) -> None:
+        """Send ``text`` to group ``group_id`` (``DeviceAgent.send_group``: sender keys, one ``send``
+        per member account) without waiting. Each account's part the relay accepts is an ``Accepted``
+        with ``ref`` for ``on_event``, each refused one a ``Failed``. ``ref`` must not be an int
+        (those are the connection's own, for ``send_text``)."""
+        self._start(ref, lambda: self.agent.send_group(group_id, members, text, ref))
+
+    def send_receipt(
+        self, to: str, timestamps: Iterable[int], kind: str, ref: object, *, sealed: bool = False
+    ) -> None:
+        """A delivery or read receipt (``DeviceAgent.send_receipt``) to ``to``'s devices, without
+        waiting; its outcome goes to ``on_event`` as for ``send_group``."""
+        self._start(ref, lambda: self.agent.send_receipt(to, timestamps, kind, ref, sealed=sealed))
+
+    def send_cover(self, to: str, ref: object, *, sealed: bool = True) -> None:
+        """A dummy message (``DeviceAgent.send_cover``, cover traffic) to ``to``, without waiting; its
+        outcome goes to ``on_event`` as for ``send_group``."""
+        self._start(ref, lambda: self.agent.send_cover(to, ref=ref, sealed=sealed))
+
+    def _start(self, ref: object, action: Callable[[], None]) -> None:
+        self._check_open()
+        if isinstance(ref, int):
+            raise ValueError(f"{self._name}: int refs are the connection's own (send_text); got {ref!r}")
+        action()
+        self._submit()
+
+    def submit(self) -> None:
+        """Hand the link what the caller asked of the agent itself (``agent.create_group``,
+        ``agent.change_group``, ``agent.put_group_state``: sims.world.groups), without waiting, as
+        ``send_group`` does; what the agent makes of the answers goes to ``on_event``."""
+        self._check_open()
+        self._submit()
+
+    def move_to(self, local_address: str) -> None:
+        """The phone changes network: drop the connection (and the anonymous one) and make the next
+        ones from ``local_address``, logging in again as after any drop."""
+        self._check_open()
+        self.local_address = local_address
+        if self._session is not None:
+            self.link.abort(f"moved to {local_address}")
+            self._poke()
+
     async def link_device(self, other: DeviceAgent) -> None:
         """Register ``other`` as a new device of this account over this logged-in connection, as a
         primary phone provisions a linked one. ``other`` then opens its own connection and logs in."""
@@ -497,8 +557,12 @@ class DeviceConnection:
             send = self._sends.get(event.ref) if isinstance(event.ref, int) else None
             if send is not None:
                 send[0].set(event.envelope_ids)
+            elif self.on_event is not None:
+                self.on_event(event)
         elif isinstance(event, SentTranscript):
             self.synced.append(event)
+            if self.on_event is not None:
+                self.on_event(event)
         elif isinstance(event, Undecryptable):
             log.warning("%s: envelope %s could not be decrypted", self._name, event.envelope_id.hex())
             self.undecryptable.append(event)
@@ -506,8 +570,12 @@ class DeviceConnection:
             waiters, self._login_waiters = self._login_waiters, []
             for w in waiters:
                 w.set(None)
+            if self.on_event is not None:
+                self.on_event(event)  # every login, the ones after a reconnect too
         elif isinstance(event, Failed):
             self._on_failed(event)
+        elif self.on_event is not None:  # ReceiptReceived, IdentityChanged, ContactsFound...
+            self.on_event(event)
 
     def _on_failed(self, event: Failed) -> None:
         send = self._sends.get(event.ref) if isinstance(event.ref, int) else None
@@ -523,14 +591,17 @@ class DeviceConnection:
         else:
             log.warning("%s: the relay refused %s: %s: %s", self._name, event.ref, event.code, event.message)
             self.failures.append(event)
+            if self.on_event is not None:
+                self.on_event(event)
 
     # --- the tasks --------------------------------------------------------------------------------
 
-    async def _open_stream(self) -> Any:
+    async def _open_stream(self, local_address: str | None = None) -> Any:
         with trio.fail_after(self.connect_timeout):
             if self._opener is not None:
                 return await self._opener()
-            stream = await trio.open_tcp_stream(self.host, self.port)
+            local = local_address or self.local_address
+            stream = await trio.open_tcp_stream(self.host, self.port, local_address=local)
             if self.ssl_context is None:
                 return stream
             tls = trio.SSLStream(stream, self.ssl_context, server_hostname=self.server_hostname)
@@ -598,7 +669,8 @@ class DeviceConnection:
                 if data := self.link.data_to_send(MAIN):
                     await self._write(session.main, data)
                 elif self.link.wants_anon:
-                    session.anon = await self._open_stream()
+                    fresh = self.fresh_address() if self.fresh_address is not None else None
+                    session.anon = await self._open_stream(fresh)
                     self.link.anon_connection_made()
                     session.nursery.start_soon(self._reader, session, session.anon, ANON)
                 elif data := self.link.data_to_send(ANON):
@@ -625,6 +697,8 @@ class DeviceConnection:
                     self._poke()
                 if not data:
                     break
+                if channel == ANON and self.link.fresh_anon and not self.link.anon_open:
+                    break  # its one sealed send answered: closed below, the next one gets its own
         except _DROPPED as e:
             session.drop(f"reading failed: {e!r}")
             return
@@ -690,7 +764,7 @@ async def open_device_connection(
 
     Options are DeviceConnection's: ``ssl_context`` and ``server_hostname`` (TLS), ``rng`` (the
     back-off jitter), ``backoff``, ``keepalive`` (None for none), ``connect_timeout``,
-    ``write_timeout``, ``wire_tap``. Raises if the first connection cannot be made (see the module
+    ``write_timeout``, ``wire_tap``, ``local_address``, ``on_event``. Raises if the first connection cannot be made (see the module
     docstring). What the block raises comes out as itself, not wrapped in an ExceptionGroup;
     only when the connection fails too (LoginFailed) at the same time do both come out in one."""
     conn = DeviceConnection(agent, host, port, **options)

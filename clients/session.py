@@ -31,6 +31,8 @@ secrets, every session): what a forensic copy of the phone takes.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -68,6 +70,16 @@ _DEVICE_STATE_VERSION = 2
 _READABLE_STATE_VERSIONS = (1, 2)  # version 1: no pinned identities or seen base keys yet
 
 
+def remembered(initial: InitialMessage) -> InitialMessage:
+    """What Bob keeps of the header that made a session: all of it but the 1,568-byte ML-KEM
+    ciphertext, of which a SHA-256 digest is enough to know a repeat (it is never sent again; with
+    hundreds of thousands of sessions in a simulation, the ciphertexts were most of their memory)."""
+    ct = initial.kem_ciphertext
+    if ct is None or len(ct) <= 32:
+        return initial
+    return dataclasses.replace(initial, kem_ciphertext=hashlib.sha256(ct).digest())
+
+
 class Session:
     """One Double Ratchet session with one peer device, and the X3DH header still to attach."""
 
@@ -76,9 +88,15 @@ class Session:
     def __init__(self, ratchet: DoubleRatchet, peer_identity: bytes, initial: InitialMessage | None) -> None:
         self.ratchet = ratchet
         self.peer_identity = peer_identity
-        # Alice: the InitialMessage to attach until Bob answers. Bob: the one that made this session,
-        # so a repeat of it finds the session instead of running X3DH again.
+        # Alice: the InitialMessage to attach until Bob answers. Bob: the one that made this session
+        # (``remembered``: its ML-KEM ciphertext as a digest), so a repeat of it finds the session
+        # instead of running X3DH again (``made_by``).
         self.initial = initial
+
+    def made_by(self, initial: InitialMessage) -> bool:
+        """Whether ``initial`` is the X3DH header this session was made from (or attaches)."""
+        mine = self.initial
+        return mine is not None and (mine == initial or mine == remembered(initial))
 
     @property
     def awaiting_reply(self) -> bool:
@@ -234,7 +252,7 @@ class Device:
                 return plaintext
             raise DecryptionError()
         for session in self._candidates(peer):
-            if session.initial == initial:
+            if session.made_by(initial):
                 plaintext = session.ratchet.decrypt(body)
                 self._activate(peer, session)
                 return plaintext
@@ -263,7 +281,7 @@ class Device:
             self.secrets.one_time.pop(initial.one_time_prekey_id, None)
         if initial.kem_prekey_id is not None and self.secrets.kem.last_resort(initial.kem_prekey_id) is False:
             del self.secrets.kem[initial.kem_prekey_id]
-        self._activate(peer, Session(ratchet, initial.identity_key, initial))
+        self._activate(peer, Session(ratchet, initial.identity_key, remembered(initial)))
         return plaintext
 
     def _remember_base_key(self, signed_prekey_id: int, base_key: bytes) -> None:

@@ -1478,6 +1478,8 @@ class RelayCore:
 
     def _create_group(self, conn: ConnectionContext, req: CreateGroup, out: _Out) -> None:
         me = self._require_auth(conn, "create_group")
+        # Every group operation writes at the relay: it spends the sender's send tokens, as a send does.
+        self._limit("create_group", conn, ("send_per_account", me.account), ("send_per_address", _host(conn)))
         if self.store.group_epoch(req.group) is not None:
             raise _Refused(ErrorCode.GROUP_EXISTS, f"group {req.group.hex()} already exists", "group")
         self._check_accounts(req.members, "members")
@@ -1491,6 +1493,7 @@ class RelayCore:
 
     def _change_group(self, conn: ConnectionContext, req: ChangeGroup, out: _Out) -> None:
         me = self._require_auth(conn, "change_group")
+        self._limit("change_group", conn, ("send_per_account", me.account), ("send_per_address", _host(conn)))
         members = {m.account: m for m in self._members(req.group, me)}
         leaving = not req.add and not req.admins and req.remove == (me.account,)
         if not members[me.account].admin and not leaving:
@@ -1516,6 +1519,13 @@ class RelayCore:
                     f"admins[{i}]",
                 )
             self.store.put_group_member(dataclasses.replace(current[account], admin=True))
+        remaining = self.store.group_members(req.group)
+        if remaining and not any(m.admin for m in remaining):
+            # The last admin left (or removed itself with others): a group is never left with members
+            # and no admin. The longest-standing member is promoted (this relay's rule; the ties go to
+            # the account that sorts first), so someone can still add and remove members.
+            heir = min(remaining, key=lambda m: (m.added_at, m.account))
+            self.store.put_group_member(dataclasses.replace(heir, admin=True))
         epoch = self.store.bump_group_epoch(req.group)
         out.items.append(Reply(conn.id, GroupUpdated(id=req.id, group=req.group, epoch=epoch)))
 
@@ -1577,6 +1587,8 @@ class RelayCore:
             self._commit(conn, account, stored, out, now=now, source=me, dropped=dropped)
 
     def _put_group_state(self, conn: ConnectionContext, req: PutGroupState, out: _Out) -> None:
+        # Unauthenticated (the state names nobody), so bounded by the address's send tokens.
+        self._limit("put_group_state", conn, ("send_per_address", _host(conn)))
         held = self.store.group_state(req.group)
         expected = 0 if held is None else held[0] + 1
         if req.version != expected:

@@ -9,7 +9,21 @@
   primary, as in the simulator), logs in and, with sealed sender, fetches a certificate;
 - offline windows and ``device_offline``/``device_online`` events disconnect and reconnect the
   device's connection; while a phone is offline its app holds what it would send;
-- scripted and generated messages (``sims.world.traffic.plan_messages``) are sent when they are due;
+- scripted and generated messages (``sims.world.traffic.plan_messages``) are sent when they are due,
+  and ``[[groups]]`` messages (``plan_group_steps``) with sender keys over the pairwise sessions; a
+  member who leaves forgets its sender key. The profile says who fans them out: the phones, one send
+  per member account (client-side), or the relay, from the member list it holds (server-side,
+  WhatsApp); there, and where the clients keep the group's state encrypted at the relay (Signal), the
+  phones create, change and leave the group at the relay as the simulator's do (the same
+  ``sims.world.groups.GroupDirector``, on this run's clock and a reader of the relay's store);
+- the phones send what the simulator's do on their own: delivery and read receipts (``[defences]
+  receipts``: at once, delayed or batched; sealed under sealed sender) and cover traffic
+  (``[defences] cover_per_hour``), from generators seeded as the simulator's;
+- every phone connects from a loopback address of its own, one per address of the scenario
+  (``LOOPBACK``), so the relay records who came from where; a phone changing networks (``[traffic]
+  moves``, ``mobile``) drops its connections and logs in again from another; a fresh connection
+  per sealed send (``[defences] sealed_connection``) and a sealed conversation's mailbox
+  (``[defences] mailboxes``) come from exit addresses instead;
 - after the scenario's end it waits (at most ``DRAIN_TIMEOUT`` real seconds) for messages still
   in flight to phones that are online, lets every phone flush its acknowledgements, and stops
   the relay with SIGTERM, waiting for it to exit.
@@ -19,7 +33,8 @@ store), ``summary.json``, ``summary.md`` — plus ``relay.log``, the server's lo
 ``t`` are simulated seconds, real elapsed time divided by ``time_scale``. The ``relay`` parts of
 message events come from the relay's store after it has stopped; their ``time`` fields are the
 relay's real clock (Unix seconds), not simulated time. The scenario's network model (latency,
-loss, partitions) is not applied: the network is loopback.
+loss, partitions) is not applied: the network is loopback. What a live run does not carry yet,
+``simulated_only`` names, on stderr and in ``summary.json``.
 
 Live runs are not deterministic. trio's scheduler is randomised on purpose, the devices' keys
 come from ``os.urandom``, and the operating system decides when bytes arrive, so two runs of
@@ -29,7 +44,9 @@ is the same. Use ``relaysim run`` without ``--live`` for reproducible runs.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
+import ipaddress
 import itertools
 import json
 import logging
@@ -44,13 +61,36 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
 import trio  # type: ignore[import-untyped,unused-ignore]  # trio 0.22 ships no type information
 
-from relaysim.clients.agent import DeviceAgent, Received
-from relaysim.clients.net import DeviceConnection, SendFailed, open_device_connection, sole_exception
+from relaysim.clients.agent import (
+    Accepted,
+    AgentEvent,
+    DeviceAgent,
+    DeviceListChanged,
+    Failed,
+    GroupMembershipChanged,
+    GroupUpdated,
+    IdentityChanged,
+    KeyLogChecked,
+    LoggedIn,
+    ReceiptReceived,
+    Received,
+    SentTranscript,
+    sign_device,
+)
+from relaysim.clients.keys import PreKeySecrets
+from relaysim.clients.net import (
+    DeviceConnection,
+    NetError,
+    SendFailed,
+    open_device_connection,
+    sole_exception,
+)
 from relaysim.clients.session import Device
 from relaysim.relay.compliance import ComplianceDesk
 from relaysim.relay.core import Tap
@@ -60,15 +100,27 @@ from relaysim.relay.store import Store
 from relaysim.sims.progress import progress_bar
 from relaysim.sims.report import summarise, summary_markdown, transcript_writer
 from relaysim.sims.scenario import DeviceSpec, Scenario, TimelineEvent
+from relaysim.sims.world.groups import GroupDirector
 from relaysim.sims.world.simulation import (
+    GROUP_WAIT,
     MessageState,
     SimulationResult,
     address_books,
+    group_distribution_id,
     record_view,
     registered_facts,
 )
-from relaysim.sims.world.timeline import Timeline, provider, sealed_sender
-from relaysim.sims.world.traffic import PlannedMessage, contact_graph, expand_population, plan_messages
+from relaysim.sims.world.timeline import Timeline, padding, provider, sealed_sender
+from relaysim.sims.world.traffic import (
+    GROUP_PREFIX,
+    PlannedMessage,
+    contact_graph,
+    expand_population,
+    plan_group_steps,
+    plan_messages,
+    plan_moves,
+)
+from relaysim.sims.world.util import seeded
 
 __all__ = ["RelayProcess", "RelayStartError", "relay_process", "run_live"]
 
@@ -81,9 +133,19 @@ RELAY_STOP_TIMEOUT: Final = 10.0  # real seconds after SIGTERM before SIGKILL
 SETUP_TIMEOUT: Final = 120.0  # real seconds for every device to register and log in
 SETUP_CONCURRENCY: Final = 16  # devices setting up at once
 DRAIN_TIMEOUT: Final = 10.0  # real seconds after the end for messages still in flight
+DRAIN_POLL: Final = 0.05  # real seconds between looks at the relay's queue while draining
 # One socket per device (two with sealed sender) in this process, and Python cryptography for
 # every key: live runs are for small scenarios. Larger ones belong to the simulator.
 MAX_LIVE_DEVICES: Final = 200
+# Every phone connects from a loopback address of its own, one per address of the scenario (people
+# who share an address in the scenario share one here), so the relay records who came from where
+# as it would: on Linux all of 127/8 reaches a relay listening on 127.0.0.1. Phones are numbered
+# into PHONE_NET; fresh connections for sealed sends ([defences] sealed_connection = "fresh") come
+# from EXIT_NET, a few addresses many people share, as a proxy's or a Tor-like network's exits.
+LOOPBACK: Final = ipaddress.IPv4Network("127.0.0.0/8")
+PHONE_NET: Final = ipaddress.IPv4Network("127.1.0.0/16")
+EXIT_NET: Final = ipaddress.IPv4Network("127.2.0.0/24")
+EXITS: Final = 64
 
 
 class RelayStartError(RuntimeError):
@@ -222,10 +284,35 @@ class _Phone:
     ready: Any = field(default_factory=trio.Event)  # registered and logged in
     stop: Any = field(default_factory=trio.CancelScope)  # ends the app's read loop
     pending_app: list[PlannedMessage] = field(default_factory=list)
+    pending_receipts: list[tuple[str, tuple[int, ...], str]] = field(default_factory=list)
+    address: str = HOST  # the loopback address it connects from (see LOOPBACK)
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+
+@dataclass
+class _Mailbox:
+    """A sealed conversation's mailbox (``DeviceAgent.new_mailbox``): an account of its own, held by a
+    phone, on a connection of its own from an exit address while its holder is online."""
+
+    agent: DeviceAgent
+    holder: _Phone
+    conn: DeviceConnection | None = None
+    registered: bool = False
+    waiting: list[PlannedMessage] = field(default_factory=list)  # texts that wait for its registration
+    stop: Any = field(default_factory=trio.CancelScope)  # ends it at the end of the run, as a phone's
+    running: bool = False  # its connection's task is running
+
+
+def loopback_address(n: int, net: ipaddress.IPv4Network = PHONE_NET) -> str:
+    """The ``n``-th address (from 0) of ``net``, a part of 127/8; refuses anything outside 127/8,
+    so a live run never binds a socket to an address that reaches beyond this machine."""
+    address = net[1 + n]
+    if address not in LOOPBACK or address not in net or address == net.broadcast_address:
+        raise ValueError(f"address {n} of {net} is not a loopback address for a phone")
+    return str(address)
 
 
 class _LiveRun:
@@ -246,6 +333,7 @@ class _LiveRun:
         # The provider, sealed sender and the timeline, as the simulator reads them (sims.world.timeline).
         self.profile = provider(scenario)
         self.sealed = sealed_sender(scenario, self.profile)
+        self.padding = padding(scenario, self.profile)
         self.content_key: ContentKey | None = None
         if self.profile.custody != "devices":
             self.content_key = ContentKey(
@@ -259,6 +347,7 @@ class _LiveRun:
             self.profile,
             content_keys=[self.content_key] if self.content_key else [],
             geoip={d.address: d.region for d in scenario.devices()},
+            client_padding=self.padding != "none",
         )
         self.admin_path = admin
         self._admin_queue: list[dict[str, Any]] = []
@@ -271,16 +360,52 @@ class _LiveRun:
         self.events: list[dict[str, Any]] = []
         self.t0: float | None = None
         self.work: Any = None
+        self.nursery: Any = None  # the phones' (and mailboxes') tasks
         self.progress = trio.Event()
         self.limiter = trio.CapacityLimiter(SETUP_CONCURRENCY)
         self.duplicates_dropped = 0
         self.mismatched = 0
         self.envelope_message: dict[bytes, int] = {}
+        # Receipts, cover traffic and changes of network, as the simulator makes them (its
+        # Simulation._after_delivery, _cover, _move), from generators seeded the same way.
+        self.defences = scenario.defences
+        self.control: dict[str, int] = {
+            "receipts_sent": 0,
+            "receipts_received": 0,
+            "cover_sent": 0,
+            "fresh_connections": 0,
+            "moves": 0,
+        }
+        self._receipt_rng = seeded(scenario.seed, "receipts")
+        self._cover_rng = seeded(scenario.seed, "cover")
+        self._exit_rng = seeded(scenario.seed, "exits")
+        self._batches: dict[tuple[str, str, str], list[int]] = {}
+        self._control_serial = 0
+        self._control_in_flight: dict[tuple[object, ...], _Phone] = {}  # ref → the phone sending it
+        self._control_route: dict[tuple[object, ...], tuple[str, str, str]] = {}  # ref → from, to, kind
+        self._control_accepted: list[tuple[dict[str, Any], tuple[bytes, ...]]] = []  # event, envelope ids
+        self._addresses: dict[str, str] = {}  # the scenario's address → the loopback address for it
+        self.synced: dict[int, dict[str, float]] = {}  # message id → the sender's devices that read its copy
+        # [defences] mailboxes = "ephemeral": sealed conversations' mailboxes (Simulation's, carried live)
+        self.mailboxes: dict[str, _Mailbox] = {}  # by account
+        self._mailbox_of: dict[tuple[str, str], _Mailbox] = {}  # (holder person, peer) → mailbox
+        self._mailbox_rng = seeded(scenario.seed, "mailbox-exits")
         tokens = {p.name: os.urandom(32) for p in scenario.people}
         self.phones: dict[str, _Phone] = {}
         self.by_address: dict[tuple[str, int], _Phone] = {}
+        model = self.profile.identity_model
+        self.device_signatures: dict[tuple[str, int], bytes] = {}  # "signed-devices": the primary's
         for spec in scenario.devices():
-            device = Device(spec.person, spec.index)
+            device = Device(spec.person, spec.index, identity_policy=scenario.defences.identity_changes)
+            primary = self.by_address.get((spec.person, 1))
+            if spec.index != 1 and primary is not None:
+                # Linking, per the profile's identity model, as the simulator links (its _link_identity):
+                # the account's identity key from the primary, or the primary's signature over its own.
+                if model == "account":
+                    device.secrets = PreKeySecrets(primary.agent.device.secrets.identity)
+                elif model == "signed-devices":
+                    signature = sign_device(primary.agent.device, device.identity_key)
+                    self.device_signatures[(spec.person, spec.index)] = signature
             agent = DeviceAgent(
                 device,
                 registration_id=random.SystemRandom().randrange(1, 16380),
@@ -289,15 +414,51 @@ class _LiveRun:
                 clock=time.time,  # the relay's clock: sender certificates expire by it
                 tokens=tokens,
                 content_key=self.content_key,
+                padding=self.padding,
+                unauthenticated_fetch=scenario.defences.bundle_fetch == "unauthenticated",
+                identity_model=model,
+                key_verification=scenario.defences.key_verification == "on",
+                key_transparency=scenario.defences.key_transparency,
                 **registered_facts(scenario.seed, spec),
+                group_fanout=self.profile.group_fanout,
             )
+            # "signed-devices": the primary signed it when linking; it registers with the signature
+            agent.device_signature = self.device_signatures.get((spec.person, spec.index))
             phone = _Phone(spec, agent, random.Random(f"{scenario.seed}:backoff:{spec.name}"))
+            phone.address = self._loopback(spec.address, spec.region)
             self.phones[spec.name] = phone
             self.by_address[(spec.person, spec.index)] = phone
         self.messages: dict[int, MessageState] = {}
-        for m in plan_messages(scenario):
+        self.plan = plan_messages(scenario)
+        for m in self.plan:
             recipients = tuple(d.name for d in scenario.person(m.recipient).devices)
             self.messages[m.id] = MessageState(m, recipients)
+        # [[groups]]: sender keys over the pairwise sessions (DeviceAgent.send_group), fanned out by the
+        # phones or by the relay; the relay's part (its member list, the encrypted state) as the simulator's
+        self.group_director = GroupDirector(
+            self,
+            self.store,
+            self.by_address,
+            self._submit,
+            server=self.profile.group_fanout == "server",
+            encrypted_state=self.profile.group_state_encrypted,
+            seed=scenario.seed,
+        )
+        self.group_steps = plan_group_steps(scenario, len(self.plan))
+        self.group_sends: dict[int, tuple[bytes, tuple[str, ...]]] = {}  # message id → (group id, members)
+        for step in self.group_steps:
+            if step.message is not None:
+                self.messages[step.message.id] = MessageState(step.message, step.recipients)
+                self.group_sends[step.message.id] = (group_distribution_id(step.group), step.members)
+
+    def _loopback(self, address: str, region: str) -> str:
+        """The loopback address standing in for the scenario's ``address`` (the same for the same one),
+        known to the compliance desk's geolocation as the scenario's is."""
+        if address not in self._addresses:
+            self._addresses[address] = loopback_address(len(self._addresses))
+        here = self._addresses[address]
+        self.desk.geoip.setdefault(here, region)
+        return here
 
     # --- time and events --------------------------------------------------------------------------
 
@@ -321,7 +482,14 @@ class _LiveRun:
         if primary is not phone:
             await primary.ready.wait()  # a linked device is registered through its primary
         async with open_device_connection(
-            phone.agent, HOST, self.relay.port, rng=phone.rng, wire_tap=self.wire_tap
+            phone.agent,
+            HOST,
+            self.relay.port,
+            rng=phone.rng,
+            wire_tap=self.wire_tap,
+            local_address=phone.address,
+            on_event=partial(self._agent_event, phone),
+            fresh_address=self._exit if self.defences.sealed_connection == "fresh" else None,
         ) as conn:
             phone.conn = conn
             async with self.limiter:
@@ -349,6 +517,7 @@ class _LiveRun:
         phone.online = False
         assert phone.conn is not None
         phone.conn.set_online(False)
+        self._mailboxes_online(phone, False)
         self.emit({"kind": "device_offline", "device": phone.name, "why": why})
 
     def _come_online(self, phone: _Phone) -> None:
@@ -357,10 +526,14 @@ class _LiveRun:
         phone.online = True
         assert phone.conn is not None
         phone.conn.set_online(True)  # it logs in again before it writes anything else
+        self._mailboxes_online(phone, True)
         self.emit({"kind": "device_online", "device": phone.name})
         backlog, phone.pending_app = phone.pending_app, []
         for m in backlog:
             self._app_send(m)
+        receipts, phone.pending_receipts = phone.pending_receipts, []
+        for to, stamps, kind in receipts:
+            self._send_receipt(phone, to, stamps, kind)
 
     # --- messages -----------------------------------------------------------------------------------
 
@@ -369,7 +542,28 @@ class _LiveRun:
         if not phone.online:
             phone.pending_app.append(m)  # the app keeps it until the phone is back online
             return
+        if m.id not in self.group_sends and self._wait_for_mailbox(phone, m):
+            return
+        group = self.group_sends.get(m.id)
+        if group is not None and not self.group_director.ready(group[0]):
+            self.after(GROUP_WAIT, self._app_send, m)  # the relay does not hold the group yet
+            return
         self.messages[m.id].sent_at = self.now()
+        if group is not None:
+            self.emit(
+                {
+                    "kind": "group_message_sent",
+                    "message": m.id,
+                    "from": phone.name,
+                    "group": m.recipient[len(GROUP_PREFIX) :],
+                    "members": list(group[1]),
+                    "plaintext": m.text,
+                }
+            )
+            assert phone.conn is not None
+            # each member account's part, once the relay has it, comes back through _agent_event
+            phone.conn.send_group(group[0], group[1], m.text.encode(), ("group", m.id))
+            return
         self.emit(
             {
                 "kind": "message_sent",
@@ -393,13 +587,27 @@ class _LiveRun:
                 self.emit({"kind": "message_lost", "message": m.id, "why": state.lost})
             self._notify()
             return
-        state = self.messages[m.id]
-        state.accepted_at = self.now()
-        state.envelope_ids = ids
+        self._accepted(m.id, ids)
+
+    def _accepted(self, mid: int, ids: tuple[bytes, ...]) -> None:
+        """The relay accepted message ``mid`` (for a group message: one member account's part)."""
+        state = self.messages[mid]
         for eid in ids:
-            self.envelope_message[eid] = m.id
-        # "relay" (the relay's send records) is filled in from its store after the run.
-        self.emit({"kind": "message_accepted", "message": m.id, "plaintext": m.text, "relay": []})
+            self.envelope_message[eid] = mid
+        if state.accepted_at is None:
+            state.accepted_at = self.now()
+            state.envelope_ids = ids
+            # "relay" (the relay's send records) is filled in from its store after the run.
+            self.emit(
+                {"kind": "message_accepted", "message": mid, "plaintext": state.planned.text, "relay": []}
+            )
+        self._notify()
+
+    def _refused(self, mid: int, why: str) -> None:
+        state = self.messages[mid]
+        if state.lost is None and state.accepted_at is None:
+            state.lost = why
+            self.emit({"kind": "message_lost", "message": mid, "why": why})
         self._notify()
 
     def _match(self, phone: _Phone, ev: Received) -> int | None:
@@ -415,21 +623,27 @@ class _LiveRun:
                 and phone.name in state.recipients
                 and phone.name not in state.delivered
                 and m.sender == ev.sender.account
+                and (m.id in self.group_sends) == (ev.group is not None)
                 and m.text.encode() == ev.plaintext
             ):
                 return m.id
         return None
 
     def _received(self, phone: _Phone, ev: Received) -> None:
+        if self._delivered(phone, ev):
+            self._after_delivery(phone, ev)
+
+    def _delivered(self, phone: _Phone, ev: Received) -> bool:
+        """Account for a message a phone decrypted; True the first time this phone reads it."""
         mid = self._match(phone, ev)
         state = self.messages.get(mid) if mid is not None else None
         if state is None or phone.name not in state.recipients:
             log.warning("%s received a message nobody sent it: %r", phone.name, ev.plaintext[:40])
             self.mismatched += 1
-            return
+            return False
         if phone.name in state.delivered:
             self.duplicates_dropped += 1
-            return
+            return False
         self.envelope_message[ev.envelope_id] = state.planned.id
         if ev.plaintext != state.planned.text.encode() or ev.sender.account != state.planned.sender:
             self.mismatched += 1
@@ -452,6 +666,368 @@ class _LiveRun:
             }
         )
         self._notify()
+        return True
+
+    def _agent_event(self, phone: _Phone, event: AgentEvent) -> None:
+        """What a phone's agent reports beside the messages it reads (DeviceConnection's on_event): how
+        the sends nobody awaits went (group messages, receipts, cover), the receipts it gets, and what
+        it noticed of keys and devices (transcribed as the simulator does)."""
+        ref = getattr(event, "ref", None)
+        if isinstance(event, Accepted) and isinstance(ref, tuple):
+            if ref[:1] == ("group",):
+                state = self.messages[ref[1]]
+                if event.members and state.accepted_at is None:
+                    # server-side fan-out: to the devices of the members the relay listed when it took it
+                    # (the phones' changes reach the relay when they do), as the simulator's
+                    # _group_fanned_out; the sender's own other devices among them
+                    state.recipients = tuple(
+                        p.name
+                        for p in self.phones.values()
+                        if p.spec.person in event.members and p is not phone
+                    )
+                self._accepted(ref[1], event.envelope_ids)
+            elif ref in self._control_in_flight:
+                self._control_done(ref, event.envelope_ids)
+            elif ref[:1] == ("sync",):  # a sync copy to the account's other devices: ground truth, as above
+                me = phone.spec.person
+                event_ = {
+                    "kind": "control_accepted",
+                    "control": "sync copy",
+                    "from": me,
+                    "to": me,
+                    "relay": [],
+                }
+                self.emit(event_)
+                self._control_accepted.append((self.events[-1], event.envelope_ids))
+        elif isinstance(event, Failed) and isinstance(ref, tuple):
+            if ref[:1] == ("group",):
+                self._refused(ref[1], f"refused: {event.code}: {event.message}")
+            elif ref in self._control_in_flight:
+                self._control_done(ref, None)
+        elif isinstance(event, LoggedIn) and self.sealed and self.work is not None and phone.conn is not None:
+            # logged in again (back online, or from a new network): a fresh sender certificate, as the
+            # simulated phones fetch one at every login (set-up fetches the first)
+            self.work.start_soon(self._renew_certificate, phone.conn)
+        elif isinstance(event, SentTranscript):
+            self._sync_copy(phone, event)
+        elif isinstance(event, GroupMembershipChanged):
+            self.emit(
+                {
+                    "kind": "group_membership_changed",
+                    "device": phone.name,
+                    "group": event.group.hex(),
+                    "added": list(event.added),
+                    "removed": list(event.removed),
+                    "shown_to_user": event.shown,
+                }
+            )
+        elif isinstance(event, GroupUpdated):
+            pass  # the change the phone asked for; the relay's list shows it (group_membership_changed)
+        elif isinstance(event, IdentityChanged):
+            self.emit(
+                {
+                    "kind": "identity_changed",
+                    "device": phone.name,
+                    "peer": f"{event.peer.account}/{event.peer.device}",
+                    "via": event.via,
+                    "accepted": event.accepted,
+                    "was_verified": event.was_verified,
+                }
+            )
+        elif isinstance(event, DeviceListChanged):
+            self.emit(
+                {
+                    "kind": "device_list_changed",
+                    "device": phone.name,
+                    "account": event.account,
+                    "added": list(event.added),
+                    "removed": list(event.removed),
+                    "identity_changed": list(event.identity_changed),
+                }
+            )
+        elif isinstance(event, KeyLogChecked):
+            self.emit(
+                {
+                    "kind": "key_log_checked",
+                    "device": phone.name,
+                    "account": event.account,
+                    "tree_size": event.tree_size,
+                    "logged": list(event.logged),
+                    "unlogged": list(event.unlogged),
+                    "refused": event.reason,
+                }
+            )
+        elif isinstance(event, ReceiptReceived):
+            self.control["receipts_received"] += 1
+            self.emit(
+                {
+                    "kind": "receipt_received",
+                    "device": phone.name,
+                    "from": f"{event.sender.account}/{event.sender.device}",
+                    "receipt": event.kind,
+                    "for_ms": list(event.timestamps),
+                    "sealed": event.sealed,
+                }
+            )
+
+    def _sync_copy(self, phone: _Phone, event: SentTranscript) -> None:
+        """A sync copy of a 1:1 message another phone of this account sent, transcribed as the simulator
+        does (its message found by what it says and where it went: the sender's send and its copy's
+        envelope ids are not tied together here)."""
+        mid = next(
+            (
+                state.planned.id
+                for state in self.messages.values()
+                if state.sent_at is not None
+                and state.planned.sender == event.sender.account
+                and state.planned.recipient == event.destination
+                and state.planned.text.encode() == event.plaintext
+                and phone.name not in self.synced.get(state.planned.id, {})
+            ),
+            None,
+        )
+        if mid is not None:
+            self.synced.setdefault(mid, {})[phone.name] = self.now()
+        else:
+            self.mismatched += 1
+        self.emit(
+            {
+                "kind": "sync_copy_received",
+                "device": phone.name,
+                "from": f"{event.sender.account}/{event.sender.device}",
+                "message": mid,
+                "to": event.destination,
+                "plaintext": event.plaintext.decode("utf-8", "replace"),
+            }
+        )
+
+    async def _renew_certificate(self, conn: DeviceConnection) -> None:
+        with contextlib.suppress(NetError):  # closed at the end, or refused: the next login asks again
+            await conn.request_certificate()
+
+    # --- receipts, cover traffic, changes of network ([traffic] and [defences]) ---------------------
+
+    def _later(self, t: float, action: Callable[[], None]) -> None:
+        """Run ``action`` at simulated time ``t`` in a task of its own; never after the end (the
+        simulator runs nothing after it either)."""
+        if self.work is None or self.t0 is None or t > self.scenario.duration:
+            return
+        self.work.start_soon(self._sleep_then, t, action)
+
+    async def _sleep_then(self, t: float, action: Callable[[], None]) -> None:
+        assert self.t0 is not None
+        await trio.sleep_until(self.t0 + t * self.time_scale)
+        action()
+
+    def _after_delivery(self, phone: _Phone, ev: Received) -> None:
+        """The reading phone's receipts, as in the simulator (Simulation._after_delivery): a delivery
+        receipt at once (``defences.receipts`` delays, batches or drops it), and a read receipt when
+        the person reads it (``traffic.read_receipts``). None for what arrives after the end."""
+        to, stamp = ev.sender.account, ev.relay_timestamp_ms
+        if to == phone.spec.person or self.now() > self.scenario.duration:
+            return
+        if self.defences.receipts != "off":
+            self._receipt(phone, to, stamp, "delivery", 0.0)
+        if self.scenario.traffic.read_receipts:
+            read = self._receipt_rng.lognormvariate(
+                math.log(max(self.scenario.traffic.read_delay, 1e-3)), 1.0
+            )
+            self._receipt(phone, to, stamp, "read", read)
+
+    def _receipt(self, phone: _Phone, to: str, stamp: int, kind: str, after: float) -> None:
+        mode = self.defences.receipts
+        if mode == "delayed":
+            after += self._receipt_rng.uniform(0.0, self.defences.receipt_delay)
+        if mode == "batched":
+            key = (phone.name, to, kind)
+            batch = self._batches.setdefault(key, [])
+            batch.append(stamp)
+            if len(batch) == 1:
+                period = self.defences.receipt_batch
+                due = (math.floor((self.now() + after) / period) + 1) * period
+                self._later(due, partial(self._flush_batch, phone, key))
+            return
+        if after <= 0:
+            self._send_receipt(phone, to, (stamp,), kind)
+        else:
+            self._later(self.now() + after, partial(self._send_receipt, phone, to, (stamp,), kind))
+
+    def _flush_batch(self, phone: _Phone, key: tuple[str, str, str]) -> None:
+        stamps = self._batches.pop(key, [])
+        if stamps:
+            self._send_receipt(phone, key[1], tuple(stamps), key[2])
+
+    def _send_receipt(self, phone: _Phone, to: str, stamps: tuple[int, ...], kind: str) -> None:
+        if not phone.online:
+            phone.pending_receipts.append((to, stamps, kind))  # sent when the phone is back
+            return
+        self.control["receipts_sent"] += 1
+        self._control_serial += 1
+        ref = ("receipt", kind, self._control_serial)
+        self._control_started(phone, ref, to, f"{kind} receipt")
+        assert phone.conn is not None
+        phone.conn.send_receipt(to, stamps, kind, ref, sealed=self.sealed)
+
+    def _cover_gap(self) -> float:
+        return self._cover_rng.expovariate(self.defences.cover_per_hour / 3600)
+
+    async def _cover_loop(self) -> None:
+        """Cover traffic, every phone's in one chain by due time, so the shared generator is drawn in
+        the simulator's order whatever order trio wakes tasks in (two due at once may run either way)."""
+        assert self.t0 is not None
+        due: list[tuple[float, int, _Phone]] = []
+        for phone in self.phones.values():
+            if phone.spec.index == 1:
+                due.append((self._cover_gap(), len(due), phone))
+        heapq.heapify(due)
+        serial = itertools.count(len(due))
+        while due and due[0][0] <= self.scenario.duration:
+            t, _n, phone = heapq.heappop(due)
+            await trio.sleep_until(self.t0 + t * self.time_scale)
+            self._cover(phone)
+            heapq.heappush(due, (t + self._cover_gap(), next(serial), phone))
+
+    def _cover(self, phone: _Phone) -> None:
+        """One dummy message to a random contact (Loopix's Poisson cover traffic)."""
+        book = self.contacts.get(phone.spec.person) or [
+            p.name for p in self.scenario.people if p.name != phone.spec.person
+        ]
+        if book and phone.online:
+            self.control["cover_sent"] += 1
+            self._control_serial += 1
+            ref: tuple[object, ...] = ("cover", self._control_serial)
+            to = self._cover_rng.choice(book)
+            self._control_started(phone, ref, to, "cover")
+            assert phone.conn is not None
+            phone.conn.send_cover(to, ref, sealed=self.sealed)
+
+    def _control_started(self, phone: _Phone, ref: tuple[object, ...], to: str, kind: str) -> None:
+        self._control_in_flight[ref] = phone
+        self._control_route[ref] = (phone.spec.person, to, kind)
+
+    def _control_done(self, ref: tuple[object, ...], ids: tuple[bytes, ...] | None) -> None:
+        """A receipt or cover message the relay accepted (``ids``) or refused (None). Its ground truth
+        goes to the transcript as the simulator's does (``control_accepted``), for the analyses' scoring."""
+        self._control_in_flight.pop(ref, None)
+        sender, to, kind = self._control_route[ref]
+        if ids is not None:
+            event = {"kind": "control_accepted", "control": kind, "from": sender, "to": to, "relay": []}
+            self.emit(event)
+            self._control_accepted.append((self.events[-1], ids))
+        self._notify()
+
+    # --- sealed conversations: ephemeral mailboxes ([defences] mailboxes), as Simulation's ----------
+
+    def _wait_for_mailbox(self, phone: _Phone, m: PlannedMessage) -> bool:
+        """Before a text goes out under ``mailboxes = "ephemeral"`` (Simulation._wait_for_mailbox): a
+        text to a peer's mailbox is for the phone holding it; the first text to someone who gave us no
+        mailbox opens one and waits until the relay has registered it. True: the text waits."""
+        if self.defences.mailboxes != "ephemeral":
+            return False
+        peer = m.recipient
+        target = phone.agent.reply_to.get(peer)
+        if target is not None and target in self.mailboxes:
+            self.messages[m.id].recipients = (self.mailboxes[target].holder.name,)
+            return False
+        if peer == phone.spec.person:
+            return False
+        box = self._mailbox_of.get((phone.spec.person, peer))
+        if box is None:
+            box = self._open_mailbox(phone, peer)
+        if box.registered:
+            return False
+        box.waiting.append(m)
+        return True
+
+    def _open_mailbox(self, phone: _Phone, peer: str) -> _Mailbox:
+        agent = phone.agent.new_mailbox(
+            peer, seeded(self.scenario.seed, "mailbox", phone.spec.person, peer).randbytes
+        )
+        box = _Mailbox(agent, phone)
+        self.mailboxes[agent.account] = box
+        self._mailbox_of[(phone.spec.person, peer)] = box
+        self.emit({"kind": "mailbox_opened", "device": phone.name, "peer": peer, "mailbox": agent.account})
+        self._mailbox_connect(box)
+        return box
+
+    def _mailbox_connect(self, box: _Mailbox) -> None:
+        """The mailbox's own connection, from an exit address: from the phone's, the relay would join
+        the mailbox to its holder. It is online while its holder is (_mailboxes_online)."""
+        if self.nursery is not None and not box.running:  # beside the phones: it flushes as they do
+            box.running = True
+            self.nursery.start_soon(self._mailbox_task, box)
+
+    async def _mailbox_task(self, box: _Mailbox) -> None:
+        exit_address = loopback_address(self._mailbox_rng.randrange(EXITS), EXIT_NET)
+        try:
+            async with open_device_connection(
+                box.agent,
+                HOST,
+                self.relay.port,
+                rng=random.Random(f"{self.scenario.seed}:backoff:{box.agent.account}"),
+                wire_tap=self.wire_tap,
+                local_address=exit_address,
+                on_event=partial(self._mailbox_event, box),
+            ) as conn:
+                box.conn = conn
+                with box.stop:
+                    if not box.registered:
+                        await conn.register()
+                        box.registered = True
+                    await conn.login()
+                    waiting, box.waiting = box.waiting, []
+                    for m in waiting:
+                        self._app_send(m)
+                    async for event in conn.received:
+                        box.holder.agent.mailbox_answered(event.sender.account)
+                        self._received(box.holder, event)
+        except (NetError, OSError, trio.TooSlowError) as e:  # (its holder went offline while it registered,
+            # or the relay could not be reached): again when its holder is next back online
+            log.warning("mailbox %s of %s: %s", box.agent.account, box.holder.name, e)
+        finally:
+            box.conn = None
+            box.running = False
+
+    def _mailbox_event(self, box: _Mailbox, event: AgentEvent) -> None:
+        """What a mailbox's agent reports beside what it reads: the receipts it gets are its holder's."""
+        if isinstance(event, ReceiptReceived):
+            box.holder.agent.mailbox_answered(event.sender.account)
+            self._agent_event(box.holder, event)
+
+    def _mailboxes_online(self, phone: _Phone, online: bool) -> None:
+        for box in self.mailboxes.values():
+            if box.holder is not phone:
+                continue
+            if box.conn is not None:
+                box.conn.set_online(online)
+            elif online:
+                self._mailbox_connect(box)
+
+    def _exit(self) -> str:
+        """``[defences] sealed_connection = "fresh"``: the address a sealed send's own connection comes
+        from, one of a few exits many people share (as Simulation._open's 185.220.101.x)."""
+        self.control["fresh_connections"] += 1
+        return loopback_address(self._exit_rng.randrange(EXITS), EXIT_NET)
+
+    def _move(self, phone: _Phone, address: str) -> None:
+        """The phone changes network: its connections drop and it reconnects from the loopback address
+        standing in for ``address`` (as Simulation._move, with the same transcript events)."""
+        self.control["moves"] += 1
+        phone.address = self._loopback(address, phone.spec.region)
+        self.emit({"kind": "device_moved", "device": phone.name, "address": address})
+        assert phone.conn is not None
+        phone.conn.local_address = phone.address
+        if phone.online:
+            phone.conn.move_to(phone.address)
+            self.emit({"kind": "device_offline", "device": phone.name, "why": "changed network"})
+            self.emit({"kind": "device_online", "device": phone.name})
+
+    def _leave(self, person: str, group: str) -> None:
+        """``person`` leaves ``group``: each of their phones forgets its own sender key for it."""
+        gid = group_distribution_id(group)
+        for phone in self.phones.values():
+            if phone.spec.person == person:
+                phone.agent.leave_group(gid)
 
     # --- the timeline -------------------------------------------------------------------------------
 
@@ -460,8 +1036,16 @@ class _LiveRun:
     def relay_time(self, t: float) -> float:
         return self.wall_t0 + t * self.time_scale
 
-    def at(self, t: float, action: Callable[[], None]) -> None:
-        heapq.heappush(self._actions, (t, next(self._serial), action))
+    def at(self, t: float, action: Callable[..., None], *args: Any) -> None:
+        heapq.heappush(self._actions, (t, next(self._serial), partial(action, *args) if args else action))
+
+    def after(self, delay: float, action: Callable[..., None], *args: Any) -> None:
+        self.at(self.now() + delay, action, *args)
+
+    def _submit(self, phone: _Phone) -> None:
+        """What ``phone``'s agent was asked outside its connection's methods (GroupDirector's changes)."""
+        if phone.conn is not None:
+            phone.conn.submit()
 
     def go_offline(self, device: str, why: str) -> None:
         phone = self.phones.get(device)
@@ -532,9 +1116,36 @@ class _LiveRun:
             else:
                 self.emit({"kind": "device_online", "device": phone.name})
 
+    def _schedule(self) -> None:
+        """What the simulator schedules at the start (Simulation._schedule), in its order: changes of
+        network, cover traffic, the messages, then the groups: the relay's part (GroupDirector), their
+        messages and leaves."""
+        sc = self.scenario
+        for at, device, address in plan_moves(sc):
+            if device in self.phones and at < sc.duration:
+                self.at(at, partial(self._move, self.phones[device], address))
+        if self.defences.cover_per_hour > 0:
+            self.work.start_soon(self._cover_loop)
+        self.timeline.schedule_messages(self.plan)
+        for g in sc.groups:
+            self.group_director.schedule(g, group_distribution_id(g.name))
+        for step in self.group_steps:
+            if step.message is not None:
+                self.at(step.at, partial(self._app_send, step.message))
+            else:
+                assert step.leaver is not None
+                self.at(step.at, partial(self._leave, step.leaver, step.group))
+
     def _settled(self) -> bool:
         """Nothing more can arrive: every message accepted has reached its recipients that are
-        online, and none is still on its way from a phone that is online."""
+        online, none is still on its way from a phone that is online, no receipt or cover message
+        either, and the relay holds nothing for a phone that is online (sender keys, receipts)."""
+        if any(phone.online for phone in self._control_in_flight.values()):
+            return False
+        online = {(p.spec.person, p.spec.index) for p in self.phones.values() if p.online}
+        online |= {(a, 1) for a, box in self.mailboxes.items() if box.holder.online}
+        if any((e.account, e.device) in online for e in self.store.all_envelopes()):
+            return False
         for state in self.messages.values():
             if state.lost is not None:
                 continue
@@ -549,6 +1160,7 @@ class _LiveRun:
 
     async def run(self) -> None:
         async with trio.open_nursery() as phones:
+            self.nursery = phones
             for phone in self.phones.values():
                 phones.start_soon(self._phone, phone)
             with trio.move_on_after(SETUP_TIMEOUT) as setup:
@@ -562,15 +1174,18 @@ class _LiveRun:
                 self._start_clock()
                 assert self.t0 is not None
                 self.timeline.schedule_events()
-                self.timeline.schedule_messages([state.planned for state in self.messages.values()])
+                self._schedule()
                 await self._play()
                 await trio.sleep_until(self.t0 + self.scenario.duration * self.time_scale)
                 with trio.move_on_after(DRAIN_TIMEOUT):
                     while not self._settled():
-                        await self.progress.wait()
+                        with trio.move_on_after(DRAIN_POLL):  # the relay's queue is read, not told
+                            await self.progress.wait()
                 work.cancel_scope.cancel()  # sends still waiting for an offline phone stay unsent
             for phone in self.phones.values():
                 phone.stop.cancel()  # each phone flushes its acknowledgements and closes
+            for box in self.mailboxes.values():
+                box.stop.cancel()
         self.timeline.finish()  # orders still running at the end are answered now
         await self._operator()
         if self.report_progress is not None:
@@ -606,7 +1221,15 @@ class _LiveRun:
                     if r.kind is RecordKind.DELIVERY and (r.account, r.device) == (person, int(index))
                 ]
                 e["relay"]["delivery"] = record_view(deliveries[-1]) if deliveries else None
-        undecryptable = sum(len(p.conn.undecryptable) for p in self.phones.values() if p.conn is not None)
+        for e, ids in self._control_accepted:
+            e["relay"] = [
+                record_view(r)
+                for eid in ids
+                for r in by_envelope.get(eid, [])
+                if r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND)
+            ]
+        conns = [p.conn for p in self.phones.values()] + [b.conn for b in self.mailboxes.values()]
+        undecryptable = sum(len(c.undecryptable) for c in conns if c is not None)
         return SimulationResult(
             self.scenario,
             [self.messages[k] for k in sorted(self.messages)],
@@ -619,6 +1242,8 @@ class _LiveRun:
             queued,
             None,
             list(self.timeline.disclosures),
+            control=dict(self.control),
+            synced={k: dict(v) for k, v in sorted(self.synced.items())},
         )
 
 
@@ -686,22 +1311,16 @@ def live_refusal(scenario: Scenario) -> str | None:
 
 
 def simulated_only(scenario: Scenario) -> list[str]:
-    """What ``scenario`` asks for that a live run does not carry yet: the phones' automatic traffic
-    and the network tricks of ``[defences]``/``[traffic]`` (receipts, cover traffic, fresh connections
-    per sealed send, moving phones) and ``[[groups]]``. A live run goes ahead without them and says
-    so on stderr and in summary.json (``live.not_carried``); the simulator runs them all."""
-    d, tr = scenario.defences, scenario.traffic
+    """What ``scenario`` asks for that a live run does not carry yet. Receipts, cover traffic, a
+    fresh connection per sealed send, bundle fetches with the recipient's delivery token, ephemeral
+    mailboxes, phones changing networks and ``[[groups]]`` (under every profile: the phones' fan-out, the
+    relay's member list, the encrypted group state) are carried. A
+    live run goes ahead without what is listed here and says so on stderr and in summary.json
+    (``live.not_carried``); the simulator runs it all."""
+    d = scenario.defences
     out = []
-    if d.receipts != "off" or tr.read_receipts:
-        out.append(f"receipts ([defences] receipts = {d.receipts!r}, read receipts {tr.read_receipts})")
-    if d.cover_per_hour > 0:
-        out.append("cover traffic ([defences] cover_per_hour)")
-    if d.sealed_connection != "shared":
-        out.append("a fresh connection per sealed send ([defences] sealed_connection)")
-    if tr.mobile > 0 or tr.moves:
-        out.append("phones changing networks ([traffic] mobile, moves)")
-    if scenario.groups:
-        out.append("[[groups]]")
+    if d.exit_latency_ms and (d.sealed_connection == "fresh" or d.mailboxes == "ephemeral"):
+        out.append("the exits' latency ([defences] exit_latency_ms): loopback has none")
     return out
 
 

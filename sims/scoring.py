@@ -40,7 +40,7 @@ _ROW_KINDS = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per message: a run's ground truth holds a million of them
 class TrueMessage:
     time: float  # relay clock seconds
     sender: str
@@ -48,7 +48,7 @@ class TrueMessage:
     text: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TrueControl:
     """An envelope the relay accepted that nobody wrote: a phone's delivery or read receipt, cover
     traffic, or a sync copy of a message to the sender's own other devices (sender = recipient). The

@@ -32,6 +32,7 @@ from relaysim.relay.core import ConnectionContext, RelayCore, Reply
 from relaysim.relay.limits import UNLIMITED
 from relaysim.relay.server import RelayServer, serve
 from relaysim.relay.store import Store
+from relaysim.sims.scenario import Scenario
 
 RNG = Callable[[int], bytes]
 
@@ -267,3 +268,142 @@ class WireClient:
                 assert isinstance(acked, wire.Acked), acked
             if not answer.more:
                 return got
+
+
+# --- scenarios run by both drivers (tests/sims/test_one_world.py, tests/sims/test_live.py) ------------
+
+# A group chat (sender keys, client-side fan-out) with a linked device (sync copies of group messages),
+# a join, a leave, a member offline while the group writes, delivery receipts (on by default) and a
+# pen register on the group's admin. Every phone gets at most four new sessions, so none runs low on
+# one-time prekeys in either driver (tests/sims/test_one_world.py runs it in both drivers).
+BOOK_CLUB = """
+[scenario]
+name = "book-club"
+duration = "30m"
+seed = 7
+
+[[people]]
+name = "ana"
+devices = [{ region = "us", address = "192.0.2.1" }, { region = "us", address = "192.0.2.2" }]
+
+[[people]]
+name = "bo"
+devices = [{ region = "us", address = "192.0.2.5", offline = [["10m", "14m"]] }]
+
+[[people]]
+name = "cy"
+devices = [{ region = "eu", address = "198.51.100.9" }]
+
+[[people]]
+name = "dan"
+devices = [{ region = "us", address = "192.0.2.13" }]
+
+[[conversations]]
+between = ["ana", "bo"]
+messages = [{ at = "1m", from = "bo", text = "see you at the club" }]
+
+[[groups]]
+name = "book-club"
+members = ["ana", "bo", "cy"]
+admins = ["ana"]
+timeline = [
+  { at = "2m", from = "ana", text = "chapter one tonight" },
+  { at = "3m", from = "bo", text = "I have not started it" },
+  { at = "5m", join = "dan", by = "ana" },
+  { at = "6m", from = "ana", text = "welcome, dan" },
+  { at = "11m", from = "dan", text = "bo is away" },
+  { at = "16m", leave = "cy" },
+  { at = "18m", from = "ana", text = "after cy left" },
+]
+
+[[events]]
+at = "30s"
+kind = "legal_process"
+process = "pen_register"
+target = "ana"
+to = "29m"
+name = "pen-register-ana"
+"""
+
+
+# The same, busier: read receipts, cover traffic and two phones changing networks. Which of two
+# messages crossing each other starts a session (a ~1.9 kB PQXDH message instead of a ~0.2 kB one)
+# is a race the two drivers run at different speeds, so the records are compared without sizes. Read
+# receipts' delays are drawn in the order phones read, which differs too; the pen register's window
+# is wide enough that no receipt falls near its ends.
+BUSY_BOOK_CLUB = BOOK_CLUB.replace(
+    "[[people]]",
+    """[traffic]
+read_receipts = true
+read_delay = "20s"
+moves = [
+  { device = "dan/1", at = "8m", address = "100.64.0.9" },
+  { device = "ana/2", at = "12m", address = "100.64.0.10" },
+]
+
+[defences]
+cover_per_hour = 6
+
+[[people]]""",
+    1,
+)
+
+
+def fresh_connections(scenario: Scenario) -> Scenario:
+    """``scenario`` under sealed sender, every sealed send and bundle fetch (with the recipient's
+    delivery token) on a fresh connection from an exit (with no latency of its own: loopback has
+    none), and power-of-two padding."""
+    return dataclasses.replace(
+        scenario,
+        relay=dataclasses.replace(scenario.relay, sealed_sender=True),
+        defences=dataclasses.replace(
+            scenario.defences,
+            sealed_connection="fresh",
+            exit_latency_ms=0.0,
+            padding="pow2",
+            bundle_fetch="unauthenticated",
+        ),
+    )
+
+
+# Sealed conversations with ephemeral mailboxes (Martiny et al., NDSS 2021): amira's first text opens a
+# mailbox for ben's replies; ben goes offline while she writes again. Each message comes minutes after
+# the last, so the mailbox is registered before anyone answers in either driver.
+MAILBOXES = """
+[scenario]
+name = "mailboxes"
+duration = "15m"
+seed = 11
+
+[relay]
+sealed_sender = true
+
+[defences]
+mailboxes = "ephemeral"
+exit_latency_ms = 0  # the mailboxes' exits add none (loopback has none)
+
+[[people]]
+name = "amira"
+devices = [{ region = "pk", address = "203.0.113.24" }]
+
+[[people]]
+name = "ben"
+devices = [{ region = "ca", address = "198.51.100.77", offline = [["6m", "8m"]] }]
+
+[[conversations]]
+between = ["amira", "ben"]
+messages = [
+  { at = "1m", from = "amira", text = "Hi Ben, write to my mailbox" },
+  { at = "4m", from = "ben", text = "Writing to it now" },
+  { at = "7m", from = "amira", text = "While you were away" },
+  { at = "10m", from = "ben", text = "Back, and writing to it again" },
+]
+
+[[events]]
+at = "30s"
+kind = "legal_process"
+process = "pen_register"
+target = "amira"
+to = "14m"
+name = "pen-register-amira"
+"""

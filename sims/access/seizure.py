@@ -311,7 +311,7 @@ def _how(
 ) -> str:
     """What the copy's state says about a message before it tries it."""
     sessions = copy.sessions_with(peer)
-    if initial is not None and not any(s.initial == initial for s in sessions):
+    if initial is not None and not any(s.made_by(initial) for s in sessions):
         return "new_session"
     if any(s.ratchet.has_skipped_key(header) for s in sessions):
         return "skipped"

@@ -55,6 +55,7 @@ import cProfile
 import gc
 import json
 import os
+import platform
 import pstats
 import resource
 import signal
@@ -93,7 +94,7 @@ from relaysim.sims.scenario import (
     Scenario,
     ScriptedMessage,
 )
-from relaysim.sims.world.simulation import Simulation
+from relaysim.sims.world.simulation import SIM_PREKEY_BATCH, Simulation
 from relaysim.sims.world.traffic import expand_population
 from relaysim.sims.world.util import SimulationRandom
 
@@ -546,8 +547,15 @@ def mlkem_encapsulation_us() -> dict[str, float]:
 # --- (b) scale ------------------------------------------------------------------------------------
 
 
-def scale_scenario(devices: int, messages: int, seed: int) -> Scenario:
-    """A generated population of ``devices`` people with one phone each, ~``messages`` over one day."""
+SCALE_RECEIPTS: Final = "off"  # the scale runs' delivery receipts, unless --receipts on
+
+
+def scale_scenario(devices: int, messages: int, seed: int, receipts: str = SCALE_RECEIPTS) -> Scenario:
+    """A generated population of ``devices`` people with one phone each, ~``messages`` over one day.
+
+    Delivery receipts are off unless ``receipts="on"``: the target counts messages people write, and
+    with receipts on every one of them brings a second envelope back (and, as the receipt goes the
+    other way, a DH ratchet step on the next message)."""
     generate = GenerateSpec(
         people=devices,
         devices_per_person=((1, 1.0),),
@@ -568,6 +576,7 @@ def scale_scenario(devices: int, messages: int, seed: int) -> Scenario:
         relay=RelaySpec(region="us"),
         generate=generate,
         events=(),
+        defences=DefenceSpec(receipts=receipts),
     )
     return expand_population(base)
 
@@ -607,14 +616,23 @@ def _current_rss_bytes() -> int:
     return _peak_rss_bytes() if rss is None else rss
 
 
-def scale_child(devices: int, messages: int, seed: int, budget: float) -> dict[str, Any]:
-    """One scale run in this (fresh) process; stopped by SIGALRM after ``budget`` seconds."""
+def scale_child(
+    devices: int,
+    messages: int,
+    seed: int,
+    budget: float,
+    receipts: str = SCALE_RECEIPTS,
+    report: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """One scale run in this (fresh) process; stopped by SIGALRM after ``budget`` seconds. ``report``
+    is told how far the run has got (every 10 % of the simulated day)."""
     import networkx  # the population's graph generator; importing it is not the simulation's work
 
     del networkx
     gc.collect()
     rss_start = _current_rss_bytes()
     started = time.perf_counter()
+    cpu_started = time.process_time()
 
     stopped_in: list[str] = []
 
@@ -629,13 +647,20 @@ def scale_child(devices: int, messages: int, seed: int, budget: float) -> dict[s
     phases: dict[str, float] = {}
     run_started = 0.0
 
-    def first_step(_t: float, _end: float) -> None:
+    def first_step(t: float, end: float) -> None:
         if "to_first_step" not in phases:  # scheduling, every phone registering, 1 % of the day
             phases["to_first_step"] = time.perf_counter() - run_started
+        if report is not None and sim is not None and round(100 * t / end) % 10 == 0:
+            report(
+                f"  {t / end:4.0%} of the day simulated, {time.perf_counter() - started:7.1f} s wall, "
+                f"{time.process_time() - cpu_started:7.1f} s CPU, "
+                f"{sum(len(m.delivered) for m in sim.messages.values()):,} delivered, "
+                f"RSS {_current_rss_bytes() / 2**20:,.0f} MiB"
+            )
 
     with tempfile.TemporaryDirectory(prefix="relaysim-bench-scale-") as directory:
         try:
-            scenario = scale_scenario(devices, messages, seed)
+            scenario = scale_scenario(devices, messages, seed, receipts)
             phases["population"] = time.perf_counter() - started
             t = time.perf_counter()
             sim = Simulation(
@@ -643,6 +668,7 @@ def scale_child(devices: int, messages: int, seed: int, budget: float) -> dict[s
                 db_path=os.path.join(directory, "relay.db"),
                 progress=first_step,
                 deterministic_kem=False,  # OpenSSL's encapsulation: see SCALE_KEM_NOTE
+                kem_prekey_batch=SCALE_KEM_PREKEY_BATCH,
             )
             phases["build_devices"] = time.perf_counter() - t
             run_started = time.perf_counter()
@@ -654,8 +680,12 @@ def scale_child(devices: int, messages: int, seed: int, budget: float) -> dict[s
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
     wall = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
     states = list(sim.messages.values()) if sim is not None else []
-    pairs = {frozenset((m.planned.sender, m.planned.recipient)) for m in states}
+    # (tuples, not frozensets: a quarter of the size, for a count taken at the run's peak memory)
+    pairs = {
+        (a, b) if a < b else (b, a) for a, b in ((m.planned.sender, m.planned.recipient) for m in states)
+    }
     return {
         "devices": devices,
         "messages_requested": messages,
@@ -663,8 +693,11 @@ def scale_child(devices: int, messages: int, seed: int, budget: float) -> dict[s
         "sessions": len(pairs),
         "finished": finished,
         "deterministic_kem": False,
+        "receipts": receipts,
         "stopped_in": stopped_in,
         "seconds": wall,
+        # on a shared machine the wall time includes waiting for a core: the CPU time does not
+        "cpu_seconds": cpu,
         "phases": phases,
         "simulated_seconds_reached": sim.sched.now if sim is not None else 0.0,
         "devices_registered": sum(1 for d in sim.devices.values() if d.registered) if sim is not None else 0,
@@ -686,16 +719,69 @@ def _project_stack(frame: FrameType | None) -> list[str]:
     return out[::-1]
 
 
-def run_scale_child(devices: int, messages: int, seed: int, budget: float) -> dict[str, Any]:
+def run_scale_child(
+    devices: int, messages: int, seed: int, budget: float, receipts: str = SCALE_RECEIPTS
+) -> dict[str, Any]:
     """``scale_child`` in a fresh interpreter, so that its peak RSS is its own."""
     cmd, env = harness.module_command(
-        "sims.bench.sim", "--scale-child", str(devices), str(messages), str(seed), str(budget)
+        "sims.bench.sim", "--scale-child", str(devices), str(messages), str(seed), str(budget), receipts
     )
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=budget + 300)
     if done.returncode != 0:
         raise harness.BenchError(f"the scale run ({devices} devices) failed:\n{done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+def format_scale_run(r: dict[str, Any], load: dict[str, float | None]) -> str:
+    """One scale run's own output: what it ran, wall time, peak RSS, messages delivered."""
+    verdict = (
+        "within"
+        if r["finished"] and r["seconds"] <= TARGET_SECONDS and r["peak_rss_bytes"] <= TARGET_RSS_BYTES
+        else "NOT within"
+    )
+    phases = ", ".join(f"{k} {v:.1f} s" for k, v in r["phases"].items())
+    return "\n".join(
+        [
+            f"relaysim bench sim --scale-run — Python {platform.python_version()}, {os.cpu_count()} CPUs"
+            f"{harness.load_text(load)}",
+            f"  {r['devices']:,} phones, {r['messages']:,} messages planned over one simulated day "
+            f"(seed {r['seed']}, receipts {r['receipts']})",
+            f"  {SCALE_KEM_NOTE}; {SCALE_PREKEY_NOTE}",
+            f"  finished: {'yes' if r['finished'] else 'no'}, {r['simulated_seconds_reached']:,.0f} s simulated",
+            f"  wall time {r['seconds']:.1f} s ({r['seconds'] / 60:.2f} min; {phases}); "
+            f"CPU time {r['cpu_seconds']:.1f} s (wall − CPU: waiting for a core on a shared machine)",
+            f"  peak RSS {r['peak_rss_bytes'] / 2**20:,.0f} MiB ({r['peak_rss_bytes'] / 1e9:.2f} GB)",
+            f"  messages delivered {r['deliveries']:,} of {r['messages']:,}; "
+            f"{r['devices_registered']:,} phones registered; {r['sessions']:,} conversations",
+            f"  target (≤ {TARGET_SECONDS / 60:.0f} min, ≤ {TARGET_RSS_BYTES / 1e9:.0f} GB): {verdict}",
+        ]
+    )
+
+
+def scale_run(args: argparse.Namespace) -> int:
+    """``--scale-run``: one scale run in this process, its progress on stderr, its result on stdout
+    (and as JSON with --json). Exit 1 if it did not finish, or with --check missed the target."""
+    load: dict[str, float | None] = {"before": harness.load_average()}
+
+    def tell(text: str) -> None:
+        if not args.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+    r = scale_child(args.devices, args.messages_at_scale, args.seed, args.budget, args.receipts, tell)
+    load["after"] = harness.load_average()
+    r["seed"] = args.seed
+    r["load_average"] = load
+    text = format_scale_run(r, load)
+    if args.json == "-":
+        print(json.dumps(r, indent=2))
+        print(text, file=sys.stderr)
+    else:
+        print(text)
+        if args.json:
+            Path(args.json).write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")
+    within = r["seconds"] <= TARGET_SECONDS and r["peak_rss_bytes"] <= TARGET_RSS_BYTES
+    return 0 if r["finished"] and (within or not args.check) else 1
 
 
 def fit_scale(base: dict[str, Any], one: dict[str, Any], two: dict[str, Any]) -> dict[str, float] | None:
@@ -844,11 +930,11 @@ def scale_ratio(one: dict[str, Any], two: dict[str, Any]) -> dict[str, float] | 
 
 def run_scale(args: argparse.Namespace, report: Report, progress: harness.Progress) -> None:
     devices, messages = args.devices, args.messages_at_scale
-    base = run_scale_child(BASE_DEVICES, BASE_MESSAGES, args.seed, args.budget)
-    runs = {"1x": run_scale_child(devices, messages, args.seed, args.budget)}
+    base = run_scale_child(BASE_DEVICES, BASE_MESSAGES, args.seed, args.budget, args.receipts)
+    runs = {"1x": run_scale_child(devices, messages, args.seed, args.budget, args.receipts)}
     progress(f"scale run 1×: {runs['1x']['seconds']:.1f} s")
     if runs["1x"]["finished"]:
-        runs["2x"] = run_scale_child(devices, 2 * messages, args.seed, args.budget)
+        runs["2x"] = run_scale_child(devices, 2 * messages, args.seed, args.budget, args.receipts)
         progress(f"scale run 2×: {runs['2x']['seconds']:.1f} s")
     ratio = scale_ratio(runs["1x"], runs["2x"]) if "2x" in runs else None
     calibration = None
@@ -857,8 +943,8 @@ def run_scale(args: argparse.Namespace, report: Report, progress: harness.Progre
         small_devices = min(CALIBRATION_DEVICES, max(2 * BASE_DEVICES, devices // 4))
         small_messages = small_devices * max(1, messages // devices)
         calibration = {
-            "1x": run_scale_child(small_devices, small_messages, args.seed, args.budget),
-            "2x": run_scale_child(small_devices, 2 * small_messages, args.seed, args.budget),
+            "1x": run_scale_child(small_devices, small_messages, args.seed, args.budget, args.receipts),
+            "2x": run_scale_child(small_devices, 2 * small_messages, args.seed, args.budget, args.receipts),
         }
         progress("calibration runs done")
         ratio = scale_ratio(calibration["1x"], calibration["2x"])
@@ -886,6 +972,13 @@ def run_scale(args: argparse.Namespace, report: Report, progress: harness.Progre
 SCALE_KEM_NOTE: Final = (
     "OpenSSL ML-KEM encapsulation: not byte-identical across runs (Simulation(deterministic_kem=False); "
     "relaysim run stays deterministic)"
+)
+# The scale runs' phones publish no one-time ML-KEM prekeys, only the last-resort one (Signal's
+# clients publish 100 one-time ones; ``relaysim run`` phones 2): see SCALE_PREKEY_NOTE.
+SCALE_KEM_PREKEY_BATCH: Final = 0
+SCALE_PREKEY_NOTE: Final = (
+    f"phones publish {SIM_PREKEY_BATCH} one-time X25519 prekeys and only the last-resort ML-KEM prekey (Signal's clients "
+    "publish 100 of each), so every PQXDH session encapsulates to the last-resort key"
 )
 CALIBRATION_DEVICES: Final = 2000
 BASE_DEVICES: Final = 10  # the tiny run that gives the fit its intercepts
@@ -972,7 +1065,7 @@ def format_report(report: Report) -> str:
             "",
             "(b) scale — generated population (Barabási–Albert m = 3, one phone each), one simulated day, "
             "real crypto; each run in a fresh process",
-            f"  {SCALE_KEM_NOTE}",
+            f"  {SCALE_KEM_NOTE}; {SCALE_PREKEY_NOTE}",
             f"  {'run':26s} {'devices':>8s} {'messages':>9s} {'sessions':>9s} {'wall s':>8s} {'peak RSS':>9s}  finished",
         ]
         rows = [("base (intercepts)", sc["base_run"]), *sc["runs"].items()]
@@ -1028,6 +1121,7 @@ def _parser() -> argparse.ArgumentParser:
             "relaysim bench sim",
             "relaysim bench sim --scale --devices 5000 --messages 50000 --json sim.json",
             "relaysim bench sim --scale            # the target's size, each run stopped after --budget s",
+            "relaysim bench sim --scale-run        # one run at the target's size: wall time, peak RSS, delivered",
             "relaysim bench sim --no-scale --json - --check > sim.json",
         ],
     )
@@ -1069,6 +1163,19 @@ def _parser() -> argparse.ArgumentParser:
         help="(b) seconds before a run is stopped (600)",
     )
     p.add_argument("--no-scale", action="store_true", help="skip (b)")
+    p.add_argument(
+        "--scale-run",
+        action="store_true",
+        help="only one scale run, in this process, at --devices and --messages (the target's size "
+        "unless given): prints its progress, then wall time, peak RSS and messages delivered",
+    )
+    p.add_argument(
+        "--receipts",
+        choices=("off", "on"),
+        default=SCALE_RECEIPTS,
+        help=f"(b) delivery receipts in the scale runs ({SCALE_RECEIPTS}: the target counts the "
+        "messages people write; on, each brings a receipt back)",
+    )
     p.add_argument("--seed", type=int, default=1, help="seed of the scenarios (1)")
     harness.add_common_options(p)
     return p
@@ -1078,16 +1185,17 @@ def main(argv: list[str]) -> int:
     """``relaysim bench sim [options]``; the exit status (0; 1 if a run went wrong or, with --check, a
     target was not met; 2 on bad options)."""
     if argv[:1] == ["--scale-child"]:
-        devices, messages, seed, budget = argv[1:5]
-        print(json.dumps(scale_child(int(devices), int(messages), int(seed), float(budget))))
+        devices, messages, seed, budget, receipts = argv[1:6]
+        print(json.dumps(scale_child(int(devices), int(messages), int(seed), float(budget), receipts)))
         return 0
     parser = _parser()
     args = parser.parse_args(argv)
+    at_target = args.scale or args.scale_run
     if args.devices is None:
-        args.devices = TARGET_DEVICES if args.scale else SMALL_DEVICES
+        args.devices = TARGET_DEVICES if at_target else SMALL_DEVICES
     args.messages_at_scale = args.messages
     if args.messages_at_scale is None:
-        args.messages_at_scale = TARGET_MESSAGES if args.scale else SMALL_MESSAGES
+        args.messages_at_scale = TARGET_MESSAGES if at_target else SMALL_MESSAGES
     if (
         min(args.pairs, args.timed_messages, args.repeat, args.registration_phones, args.messages_at_scale)
         < 1
@@ -1096,6 +1204,8 @@ def main(argv: list[str]) -> int:
     if args.devices < 4 or args.budget <= 0:
         parser.error("--devices must be at least 4 and --budget positive")
 
+    if args.scale_run:
+        return scale_run(args)
     report = Report(
         {
             "pairs": args.pairs,

@@ -12,23 +12,24 @@ group_state_encrypted): the phones tell the relay of each change as it happens.
   here it is drawn from the seed and handed to them by the simulation.
 
 A phone that is offline, or not yet logged in, when its change is due does it once it is (every
-few seconds, it tries again). Nothing here reads the clock or draws randomness of its own.
+few seconds, it tries again). Nothing here reads the clock or draws randomness of its own: both
+drivers run it, the simulator (sims.world.simulation, on its Scheduler and the relay core's store)
+and a live run (sims.live, on its timeline of actions and a reader of the relay process's store).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from relaysim.clients import agent as A
 from relaysim.clients.groups import seal_group_state
 from relaysim.relay.store import Store
 from relaysim.sims.scenario import GroupSpec
-from relaysim.sims.world.engine import Scheduler
 from relaysim.sims.world.util import seeded
 
-__all__ = ["GroupDirector", "group_distribution_id"]
+__all__ = ["GroupDirector", "group_distribution_id", "group_master_key"]
 
 RETRY = 5.0  # seconds: a phone that cannot make its change yet tries again this long after
 
@@ -38,6 +39,11 @@ def group_distribution_id(name: str) -> bytes:
     return hashlib.sha256(b"relaysim group " + name.encode()).digest()[:16]
 
 
+def group_master_key(seed: int, name: str) -> bytes:
+    """Group ``name``'s master key (encrypted state): the members' secret, the relay never has it."""
+    return seeded(seed, "group-master-key", name).randbytes(32)
+
+
 class _Phone(Protocol):
     @property
     def agent(self) -> A.DeviceAgent: ...
@@ -45,15 +51,26 @@ class _Phone(Protocol):
     def online(self) -> bool: ...
 
 
-class GroupDirector:
-    """The relay's side of the scenario's groups, for the profile's design."""
+class _Timeline(Protocol):
+    """When the director's steps run: the simulator's Scheduler, or a live run's actions."""
+
+    def at(self, when: float, fn: Callable[..., None], *args: Any) -> None: ...
+    def after(self, delay: float, fn: Callable[..., None], *args: Any) -> None: ...
+
+
+P = TypeVar("P", bound=_Phone)
+
+
+class GroupDirector(Generic[P]):
+    """The relay's side of the scenario's groups, for the profile's design. ``flush`` hands what a
+    phone's agent queued to the relay (the driver's own)."""
 
     def __init__(
         self,
-        sched: Scheduler,
+        sched: _Timeline,
         store: Store,
-        phones: Mapping[tuple[str, int], _Phone],
-        flush: Callable[[_Phone], None],
+        phones: Mapping[tuple[str, int], P],
+        flush: Callable[[P], None],
         *,
         server: bool,
         encrypted_state: bool,
@@ -70,7 +87,7 @@ class GroupDirector:
 
     def master_key(self, name: str) -> bytes:
         """The group's master key (encrypted state): the members' secret, the relay never has it."""
-        return seeded(self.seed, "group-master-key", name).randbytes(32)
+        return group_master_key(self.seed, name)
 
     def ready(self, group: bytes) -> bool:
         """Whether a member's message can go to the group (server-side: the relay holds it)."""
@@ -87,7 +104,7 @@ class GroupDirector:
             elif c.kind == "leave":
                 self.sched.at(c.at, self._leave, g, group, c.person)
 
-    def _phone(self, person: str) -> _Phone | None:
+    def _phone(self, person: str) -> P | None:
         """``person``'s primary phone, if it is online and logged in now."""
         d = self.phones.get((person, 1))
         return d if d is not None and d.online and d.agent.authenticated else None
@@ -142,7 +159,7 @@ class GroupDirector:
             self._put_state(d, g, group)
         self.flush(d)
 
-    def _put_state(self, d: _Phone, g: GroupSpec, group: bytes) -> None:
+    def _put_state(self, d: P, g: GroupSpec, group: bytes) -> None:
         version = self.versions.get(group, -1) + 1
         self.versions[group] = version
         sealed = seal_group_state(self.master_key(g.name), group, version, self.members[group])

@@ -52,8 +52,9 @@ from relaysim.sims.scoring import GroundTruth, TrueControl, TrueMessage
 from relaysim.sims.world.engine import Scheduler
 from relaysim.sims.world.groups import GroupDirector, group_distribution_id
 from relaysim.sims.world.network import Network
-from relaysim.sims.world.timeline import Timeline, provider, sealed_sender
+from relaysim.sims.world.timeline import Timeline, padding, provider, sealed_sender
 from relaysim.sims.world.traffic import (
+    GROUP_PREFIX,
     PlannedMessage,
     contact_graph,
     organisation_traits,
@@ -74,7 +75,6 @@ REDELIVERY_DELAY = 30.0  # a lost push is fetched again this long after (the app
 TranscriptSink = Callable[[dict[str, Any]], None]
 GROUP_SEND_LOST = "*"  # in _group_parts_lost: a group_send (server-side fan-out) the network lost
 GROUP_WAIT = 5.0  # seconds a group message waits, and waits again, for its group to exist at the relay
-GROUP_PREFIX = "group:"  # a group message's PlannedMessage.recipient: "group:<name>"
 
 
 @dataclass
@@ -157,17 +157,22 @@ class Simulation:
         capture_frames: bool = False,
         progress: Callable[[float, float], None] | None = None,
         deterministic_kem: bool = True,
+        kem_prekey_batch: int = SIM_KEM_PREKEY_BATCH,
     ) -> None:
         """``deterministic_kem=False`` lets OpenSSL draw the ML-KEM encapsulation's randomness (~40 µs
         instead of ~1.6 ms in pure Python per new session): faster, but the run is then no longer
         byte-identical across runs of the same scenario and seed (``relaysim bench sim --scale``).
         ``relay_view`` is given every observation the relay makes, whole, as it makes it — what a
         provider watching its own relay sees whatever its profile keeps (``relay-view.jsonl``,
-        ``sims.analysis.view.from_relay_view``)."""
+        ``sims.analysis.view.from_relay_view``).
+        ``kem_prekey_batch``: one-time ML-KEM prekeys each phone publishes (and tops up by); 0 leaves
+        only the last-resort one, which PQXDH then uses for every session (the spec allows it; each
+        one-time KEM prekey costs a key generation, a signature and the relay's check of it)."""
         self.scenario = scenario
         # The relay's clock at t = 0: the scenario's start, or SIM_EPOCH (sims.scenario.Scenario.epoch).
         self.epoch = scenario.epoch
         self.deterministic_kem = deterministic_kem
+        self.kem_prekey_batch = kem_prekey_batch
         self.sched = Scheduler()
         seed = scenario.seed
         self.net = Network(scenario.network, _seeded(seed, "network"))
@@ -189,11 +194,7 @@ class Simulation:
             keep_device_facts=self.profile.device_facts,
         )
         # [defences] padding, or the profile's: Signal's padding unless the profile turns it off.
-        self.padding = (
-            sc_padding
-            if (sc_padding := scenario.defences.padding) != "profile"
-            else ("signal" if self.profile.padding else "none")
-        )
+        self.padding = padding(scenario, self.profile)
         self.sealed = sealed_sender(scenario, self.profile)
         # Who holds the content keys when the profile is not end-to-end (relay.custody).
         self.content_key: ContentKey | None = None
@@ -276,7 +277,7 @@ class Simulation:
             self.sched,
             self.store,
             self.by_address,
-            self._flush,  # type: ignore[arg-type]
+            self._flush,
             server=self.profile.group_fanout == "server",
             encrypted_state=self.profile.group_state_encrypted,
             seed=scenario.seed,
@@ -316,7 +317,7 @@ class Simulation:
                 # clients upload 100) and top up as real ones do: registration is most of a
                 # phone's set-up cost here (XEdDSA signatures, ML-KEM key generation).
                 prekey_batch=SIM_PREKEY_BATCH,
-                kem_prekey_batch=SIM_KEM_PREKEY_BATCH,
+                kem_prekey_batch=self.kem_prekey_batch,
                 # ... which is below the relay's prekeys_left mark (10), so that notice would make
                 # every login upload, as live phones (PREKEY_BATCH keys) do not: they top up by
                 # their own count alone (tests/sims/test_one_world.py compares the two).
@@ -334,6 +335,8 @@ class Simulation:
                 group_fanout=self.profile.group_fanout,
             )
             self._link_identity(device)
+            # a phone's batch of one-time prekeys, most never used: as bytes (~0.5 KiB less each)
+            device.secrets.one_time_as_bytes = True
             # "signed-devices": the primary signed it when linking; it registers with the signature
             agent.device_signature = self.device_signatures.get((spec.person, spec.index))
             d = SimDevice(spec, agent, port=40000 + n % 20000)
@@ -376,7 +379,9 @@ class Simulation:
         plan = plan_messages(sc, self.graph)
         for m in plan:
             self.messages[m.id] = MessageState(m, device_names[m.recipient])
-        self.timeline.schedule_messages(plan)
+        # (as timeline.schedule_messages would, one event per message, but handed to the heap one at a
+        # time: the plan is in time order, and at scale the scheduled copies were a quarter of a GB)
+        self.sched.stream(plan, _planned_at, self._app_send)
         self._schedule_groups(len(plan), device_names)
         self._transcribe_traits()
 
@@ -1368,6 +1373,10 @@ class Simulation:
             dict(self.control),
             {k: self.synced[k] for k in sorted(self.synced)},
         )
+
+
+def _planned_at(m: PlannedMessage) -> float:
+    return m.at
 
 
 SIM_APP_VERSION = "1.0"  # the simulated app's version, as its registrations report it

@@ -8,7 +8,8 @@ Everything a legal_process event means is decided here: one order per named acco
 instrument's kind (a preservation freezes, a forward-looking order taps until it expires or is
 withdrawn, a backup warrant goes to the backup's custodian, the rest look back), the windows on
 the relay's clock, and the disclosures, answered by the driver's ``relay.compliance.ComplianceDesk``.
-``provider`` and ``sealed_sender`` are the relay profile and the sealed-sender choice both drivers run.
+``provider``, ``sealed_sender`` and ``padding`` are the relay profile, the sealed-sender choice and the
+phones' padding both drivers run.
 
 What differs between the drivers is only how a step is carried out: the simulation calls its
 in-process ``RelayCore``; the live driver asks the relay process through its operator socket
@@ -35,7 +36,7 @@ from relaysim.sims.scenario import (
 )
 from relaysim.sims.world.traffic import PlannedMessage
 
-__all__ = ["NONDISCLOSURE", "Driver", "MessageRecord", "Timeline", "provider", "sealed_sender"]
+__all__ = ["NONDISCLOSURE", "Driver", "MessageRecord", "Timeline", "padding", "provider", "sealed_sender"]
 
 NONDISCLOSURE = "18 U.S.C. 2705(b)"  # what a nondisclosure_order is issued under
 
@@ -54,6 +55,13 @@ def provider(scenario: Scenario) -> Profile:
 def sealed_sender(scenario: Scenario, profile: Profile) -> bool:
     """Whether devices send sealed: the scenario's [relay] sealed_sender, else the profile's default."""
     return scenario.relay.sealed_sender if scenario.relay.sealed_sender is not None else profile.sealed_sender
+
+
+def padding(scenario: Scenario, profile: Profile) -> str:
+    """How the phones pad plaintexts: the scenario's [defences] padding, else the profile's (Signal's
+    padding unless the profile turns it off)."""
+    chosen = scenario.defences.padding
+    return chosen if chosen != "profile" else ("signal" if profile.padding else "none")
 
 
 class MessageRecord(Protocol):

@@ -26,12 +26,14 @@ from relaysim.sims.scenario import DeviceSpec, PersonSpec, Scenario, generated_n
 
 __all__ = [
     "DEFAULT_RHYTHM",
+    "GroupStep",
     "PlannedMessage",
     "activity_days",
     "contact_graph",
     "expand_population",
     "organisation_accounts",
     "organisation_traits",
+    "plan_group_steps",
     "plan_messages",
     "plan_moves",
 ]
@@ -317,6 +319,48 @@ def _behaviour(
                 turn += 1
         extra.extend(answers)
     return extra
+
+
+GROUP_PREFIX = "group:"  # a group message's PlannedMessage.recipient: "group:<name>"
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStep:
+    """One step of a ``[[groups]]`` timeline as a run carries it: a message written to the group
+    (``message``, with the group's ``members`` when it is written and the devices that must read it),
+    or a member leaving (``leaver``: every device of that person forgets its sender key)."""
+
+    at: float
+    group: str
+    message: PlannedMessage | None = None
+    members: tuple[str, ...] = ()
+    recipients: tuple[str, ...] = ()  # device names: every member's devices but the writer's own phone
+    leaver: str | None = None
+
+
+def plan_group_steps(scenario: Scenario, last_id: int) -> list[GroupStep]:
+    """Every group's messages and leaves, group by group in the file's order (message ids after
+    ``last_id``, the 1:1 messages'). Members are taken as the timeline stands when each message is
+    written, in the file's order: a message and a leave at the same moment happen in the order the
+    timeline gives them. Joins need no step: a member added is simply addressed from then on."""
+    devices = {p.name: tuple(d.name for d in p.devices) for p in scenario.people}
+    steps = []
+    next_id = last_id
+    for g in scenario.groups:
+        current = set(g.members)
+        for c in g.timeline:
+            if c.kind == "join":
+                current.add(c.person)
+            elif c.kind == "leave":
+                current.discard(c.person)
+                steps.append(GroupStep(c.at, g.name, leaver=c.person))
+            elif c.kind == "message":
+                next_id += 1
+                members = tuple(sorted(current))
+                recipients = tuple(n for a in members for n in devices[a] if n != f"{c.person}/1")
+                m = PlannedMessage(next_id, c.at, c.person, f"{GROUP_PREFIX}{g.name}", c.text)
+                steps.append(GroupStep(c.at, g.name, m, members, recipients))
+    return steps
 
 
 def plan_moves(scenario: Scenario) -> list[tuple[float, str, str]]:

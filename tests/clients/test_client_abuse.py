@@ -48,6 +48,10 @@ def test_the_relay_announces_the_difficulty_and_the_agent_asks_for_a_stamp() -> 
     assert dataclasses.replace(again, id=frame.id, proof=None) == frame  # the same keys
     (ok,) = [r.frame for r in core.handle(conn, again) if isinstance(r, Reply)]
     assert isinstance(ok, wire.Registered)
+    alice.handle(ok)
+    # registered: the register frame (three ML-KEM public keys, ~5 KiB) is no longer kept to send again
+    with pytest.raises(ValueError, match="no register was sent to send again"):
+        alice.prove_registration(stamp)
 
 
 async def test_a_device_registers_on_a_relay_that_asks_for_a_stamp() -> None:

@@ -359,6 +359,40 @@ def test_sealed_sends_wait_for_the_anonymous_connection() -> None:
     assert link.drop_reason == "the relay closed the connection"
 
 
+def test_with_fresh_anon_each_sealed_send_and_token_fetch_has_an_anonymous_connection_of_its_own() -> None:
+    """``fresh_anon``: one request per anonymous connection. Once the relay has answered it,
+    ``anon_open`` falls (the driver closes that connection) and the next request waits for another;
+    on a drop, the ones not yet written are queued again in order, with the unanswered one."""
+    link = new_link(keepalive=None, fresh_anon=True)
+    link.connection_made(0.0)
+    body = (wire.OutgoingEnvelope(device=1, body=b"x"),)
+    first = wire.SealedSend(id=5, to="bob", delivery_token=TOKENS["bob"], envelopes=body)
+    fetch = wire.FetchBundle(id=6, account="bob", delivery_token=TOKENS["bob"])
+    second = wire.SealedSend(id=7, to="bob", delivery_token=TOKENS["bob"], envelopes=body)
+    link._queue += [first, fetch, second]  # as the agent's sends would (they need a certificate first)
+    assert link.data_to_send(MAIN) == b"" and link.wants_anon
+    link.anon_connection_made()
+    assert not link.wants_anon and requests(link.data_to_send(ANON)) == [first]
+    link.receive_data(wire.encode(wire.Sent(id=5, envelope_ids=(bytes(wire.ENVELOPE_ID_SIZE),))), ANON)
+    events(link)
+    assert not link.anon_open and link.wants_anon  # answered: that connection is done, the next one
+    assert link.data_to_send(ANON) == b""
+    link.anon_connection_made()
+    assert requests(link.data_to_send(ANON)) == [fetch]
+    link.connection_lost(1.0, "reading failed")  # before the relay answered the fetch
+    link.handle_timeout(link.next_deadline() or 0.0)
+    link.connection_made(2.0)
+    assert link.data_to_send(MAIN) == b"" and link.wants_anon
+    link.anon_connection_made()
+    assert requests(link.data_to_send(ANON)) == [fetch]
+    # Without fresh_anon, all of them share one anonymous connection, as before.
+    shared = new_link(keepalive=None)
+    shared.connection_made(0.0)
+    shared._queue += [first, fetch, second]
+    shared.anon_connection_made()
+    assert requests(shared.data_to_send(ANON)) == [first, fetch, second]
+
+
 def test_connection_made_and_lost_out_of_turn_are_the_drivers_bugs() -> None:
     link = new_link(keepalive=None)
     with pytest.raises(RuntimeError, match="not connected"):

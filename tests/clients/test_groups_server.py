@@ -80,6 +80,7 @@ def test_one_group_send_reaches_every_member_the_relay_lists() -> None:
     events = w.pump("alice")
     (accepted,) = [e for e in events if isinstance(e, Accepted) and e.ref == "m1"]
     assert accepted.to == f"group:{G.hex()}" and len(accepted.envelope_ids) == 2
+    assert accepted.members == ("alice", "bob", "carol")  # the relay's list it went to (dave is not on it)
     bodies = {e.body for e in w.core.store.all_envelopes() if e.id in accepted.envelope_ids}
     assert len(bodies) == 1  # the same SenderKeyMessage for every member
     assert w.read("bob") == [b"hello group"] and w.read("carol") == [b"hello group"]
@@ -150,3 +151,20 @@ def test_a_removed_member_reads_nothing_sent_after_it_left() -> None:
     w.pump("alice")
     assert w.read("carol") == [] and w.read("bob") == [b"one", b"two"]
     assert [m.account for m in w.core.store.group_members(G)] == ["alice", "bob"]
+
+
+def test_a_member_who_leaves_does_not_ask_for_the_list_it_left() -> None:
+    """After its own leave the relay's answer is the last word: asking for the members again would
+    only be refused (a non-member is not told the group exists)."""
+    w = _World("alice", "bob")
+    w.agents["alice"].create_group(G, ["bob"])
+    w.pump("alice")
+    w.agents["bob"].refresh_group(G)
+    w.pump("bob")
+    assert G in w.agents["bob"].group_lists
+    w.agents["bob"].change_group(G, remove=["bob"])
+    asked: list[wire.Request] = []
+    assert w.pump("bob", before=asked.append) == [GroupUpdated(G, 1)]
+    assert [r.kind for r in asked] == ["change_group"]
+    assert G not in w.agents["bob"].group_lists  # nor at its next login
+    assert [m.account for m in w.core.store.group_members(G)] == ["alice"]

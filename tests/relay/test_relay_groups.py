@@ -147,3 +147,53 @@ def test_group_frames_are_bounded() -> None:
     decoder = wire.FrameDecoder("relay")
     decoder.receive_data(wire.encode(frame))
     assert decoder.next_frame() == frame
+
+
+def test_when_the_last_admin_leaves_the_longest_standing_member_becomes_admin() -> None:
+    clock = [1_000.0]
+    core = new_core(lambda: clock[0])
+    c = {k.account: core_device(core, k, i + 1) for i, k in enumerate((ALICE, BOB, CAROL, DAVE))}
+    _create(core, c["alice"], "carol")
+    clock[0] += 60
+    assert isinstance(
+        reply(core.handle(c["alice"], wire.ChangeGroup(id=2, group=G, add=("bob",)))), wire.GroupUpdated
+    )
+    left = reply(core.handle(c["alice"], wire.ChangeGroup(id=3, group=G, remove=("alice",))))
+    assert isinstance(left, wire.GroupUpdated)
+    members = {m.account: m.admin for m in core.store.group_members(G)}
+    assert members == {"bob": False, "carol": True}  # carol was there first
+    # and the group can still change: the new admin adds someone
+    added = reply(core.handle(c["carol"], wire.ChangeGroup(id=4, group=G, add=("dave",))))
+    assert isinstance(added, wire.GroupUpdated)
+    # a group whose last member leaves is simply empty, with no admin to promote
+    for who in ("bob", "carol", "dave"):
+        core.handle(c[who], wire.ChangeGroup(id=5, group=G, remove=(who,)))
+    assert core.store.group_members(G) == []
+
+
+def test_group_operations_spend_send_tokens() -> None:
+    import dataclasses
+
+    from relaysim.relay.limits import UNLIMITED, Rate
+
+    limits = dataclasses.replace(
+        UNLIMITED, send_per_account=Rate(0.001, 2.0), send_per_address=Rate(0.001, 3.0)
+    )
+    core = new_core(limits=limits)
+    alice, _ = core_device(core, ALICE, 1), core_device(core, BOB, 2)
+    assert isinstance(_create(core, alice, "bob"), wire.GroupUpdated)
+    assert isinstance(
+        reply(core.handle(alice, wire.ChangeGroup(id=2, group=G, admins=("bob",)))), wire.GroupUpdated
+    )
+    limited = reply(core.handle(alice, wire.ChangeGroup(id=3, group=G, remove=("bob",))))
+    assert isinstance(limited, wire.ErrorFrame) and limited.code == E.RATE_LIMITED.value
+    assert {m.account for m in core.store.group_members(G)} == {"alice", "bob"}  # refused whole
+    # an unauthenticated state upload spends its address's tokens (three, then refused)
+    anon = ConnectionContext(9, address=("198.51.100.7", 4000))
+    for v in range(3):
+        stored = reply(
+            core.handle(anon, wire.PutGroupState(id=4, group=bytes(16), version=v, state=b"sealed"))
+        )
+        assert isinstance(stored, wire.GroupStateStored)
+    again = reply(core.handle(anon, wire.PutGroupState(id=5, group=bytes(16), version=3, state=b"sealed")))
+    assert isinstance(again, wire.ErrorFrame) and again.code == E.RATE_LIMITED.value

@@ -90,3 +90,12 @@ def test_server_identity_is_deterministic_under_a_seeded_rng() -> None:
     b = ServerIdentity.generate(random.Random(1).randbytes)
     assert a.trust_root_public == b.trust_root_public
     assert a.server_certificate == b.server_certificate
+
+
+@given(st.integers(1, P - 1))
+def test_the_square_test_is_eulers_criterion(a: int) -> None:
+    """relay.identity decides on_curve by the Jacobi symbol; for the prime p that is Euler's criterion."""
+    from relaysim.relay.identity import _is_square
+
+    assert _is_square(a) is (pow(a, (P - 1) // 2, P) == 1)
+    assert _is_square(a * a % P)  # every square is one

@@ -130,3 +130,17 @@ def test_relaysim_bench_sim_reaches_this_benchmark(capsys: pytest.CaptureFixture
         relaysim(["bench", "sim", "--help"])
     assert exc.value.code == 0
     assert "relaysim bench sim" in capsys.readouterr().out
+
+
+def test_one_scale_run_prints_its_wall_time_peak_rss_and_messages_delivered(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert sim.main(["--scale-run", "--devices", "8", "--messages", "30", "--json", "-", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    run = json.loads(captured.out)
+    assert run["finished"] and run["devices"] == 8 and run["receipts"] == "off"
+    assert run["deliveries"] == run["messages"] > 0 and run["cpu_seconds"] > 0
+    text = captured.err
+    assert "wall time" in text and "peak RSS" in text and "CPU time" in text
+    assert f"messages delivered {run['deliveries']:,} of {run['messages']:,}" in text
+    assert "receipts off" in text and "load average" in text

@@ -17,12 +17,15 @@ from typing import Any
 import pytest
 import trio
 
+from relaysim.relay.metadata import RecordKind
+from relaysim.relay.store import Store
 from relaysim.sims import live
 from relaysim.sims.cli import main as relaysim
 from relaysim.sims.live import RelayStartError, relay_process, run_live
 from relaysim.sims.report import render_show
 from relaysim.sims.scenario import Scenario, parse_scenario, resolve_scenario
-from relaysim.sims.world.traffic import plan_messages
+from relaysim.sims.world.traffic import plan_group_steps, plan_messages
+from tests.helpers import BUSY_BOOK_CLUB, MAILBOXES, fresh_connections
 
 TIME_SCALE = 0.0002  # real seconds per simulated second: two-friends' 5 h in 3.6 s
 RUN = 8  # bytes: no run this long of any plaintext may appear in what the relay holds or receives
@@ -173,9 +176,18 @@ device = "alice/2"
 """
 
 
-def test_a_linked_device_and_timeline_events_live(tmp_path: Path) -> None:
+@pytest.mark.parametrize("profile", [None, "signal", "whatsapp"])
+def test_a_linked_device_and_timeline_events_live(tmp_path: Path, profile: str | None) -> None:
+    """A linked device as the profile's identity model links it (as the simulator does): under Signal's
+    ("account") it holds the account's identity key, under WhatsApp's ("signed-devices") a key of its
+    own that bob accepts only with alice's primary's signature; either way it reads every message."""
     scenario = parse_scenario(LINKED, source="linked.toml")
+    if profile is not None:
+        scenario = dataclasses.replace(scenario, relay=dataclasses.replace(scenario.relay, profile=profile))
     assert run_live(scenario, tmp_path, time_scale=0.002) == 0
+    with Store(tmp_path / "relay.db") as store:
+        keys = [d.identity_key for d in store.devices("alice")]
+    assert len(keys) == 2 and (keys[0] == keys[1]) == (profile == "signal")
     events = _events(tmp_path)
     received = Counter((e["message"], e["device"]) for e in events if e["kind"] == "message_received")
     assert received == {
@@ -193,6 +205,130 @@ def test_a_linked_device_and_timeline_events_live(tmp_path: Path) -> None:
         if e["kind"] == "message_received" and e["device"] == "alice/2" and e["message"] == 2
     )
     assert late["t"] >= 8 * 60  # held by the relay until the laptop came back
+    # What alice wrote from her phone reaches her laptop too, as a sync copy, once it is back.
+    synced = [e for e in events if e["kind"] == "sync_copy_received"]
+    assert [(e["device"], e["message"], e["to"], e["plaintext"]) for e in synced] == [
+        ("alice/2", 3, "bob", "from the phone")
+    ]
+    assert synced[0]["t"] >= 8 * 60
+    copies = [e for e in events if e["kind"] == "control_accepted" and e["control"] == "sync copy"]
+    assert [(e["from"], e["to"]) for e in copies] == [("alice", "alice")]
+    if profile is None:  # (a profile that keeps less may keep no record of it)
+        assert [r["recipient_device"] for r in copies[0]["relay"]] == [2]
+
+
+def test_a_group_with_receipts_cover_and_moves_live_under_sealed_sender(tmp_path: Path) -> None:
+    """[[groups]] (sender keys over the pairwise sessions, one send per member account), delivery and
+    read receipts and cover traffic (sealed), and two phones changing networks, all in one live run:
+    every message reaches exactly the devices it is for, once and unchanged; nothing the relay
+    receives or stores holds a plaintext; the relay sees the moved phones come from new addresses."""
+    base = parse_scenario(BUSY_BOOK_CLUB, source="book-club-busy.toml")
+    scenario = dataclasses.replace(base, relay=dataclasses.replace(base.relay, sealed_sender=True))
+    written: list[bytes] = []
+    assert run_live(scenario, tmp_path, time_scale=0.002, wire_tap=written.append) == 0
+    events = _events(tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    assert summary["live"]["not_carried"] == []
+
+    direct = plan_messages(scenario)
+    steps = [s for s in plan_group_steps(scenario, len(direct)) if s.message is not None]
+    group = [s.message for s in steps if s.message is not None]
+    expected = {(m.id, d.name) for m in direct for d in scenario.person(m.recipient).devices}
+    expected |= {(m.id, device) for m, s in zip(group, steps, strict=True) for device in s.recipients}
+    # the group as each message was written: dan once he joined, cy no more once she left
+    assert {d for m, d in expected if m == group[-1].id} == {"ana/2", "bo/1", "dan/1"}
+    received = Counter((e["message"], e["device"]) for e in events if e["kind"] == "message_received")
+    assert received == dict.fromkeys(expected, 1)
+    texts = {m.id: m.text for m in [*direct, *group]}
+    assert all(e["plaintext"] == texts[e["message"]] for e in events if e["kind"] == "message_received")
+    sent = {e["message"] for e in events if e["kind"] == "group_message_sent"}
+    assert sent == {m.id for m in group}
+
+    plaintexts = [t.encode() for t in texts.values()]
+    files = {p.name: p.read_bytes() for p in tmp_path.glob("relay.db*")}
+    for name, blob in [("bytes the relay received", b"".join(written)), *files.items()]:
+        assert _plaintext_runs(plaintexts, blob) == [], f"plaintext in {name}"
+
+    # Receipts and cover, sealed: the relay recorded no sender for any of them.
+    receipts = [e for e in events if e["kind"] == "receipt_received"]
+    assert {e["receipt"] for e in receipts} == {"delivery", "read"}
+    assert all(e["sealed"] for e in receipts)
+    control = [e for e in events if e["kind"] == "control_accepted"]
+    assert {e["control"] for e in control} == {"delivery receipt", "read receipt", "cover"}
+    for e in control:
+        assert e["relay"] and all(r["kind"] == "sealed_send" and "account" not in r for r in e["relay"])
+
+    # Each move: the phone logs in again from the loopback address standing in for its new network.
+    assert [e["device"] for e in events if e["kind"] == "device_moved"] == ["dan/1", "ana/2"]
+    with Store(tmp_path / "relay.db") as store:
+        logins = store.metadata(RecordKind.AUTHENTICATION)
+    for device in (("dan", 1), ("ana", 2)):
+        hosts = {r.host for r in logins if (r.account, r.device) == device}
+        assert len(hosts) == 2 and all(h is not None and h.startswith("127.1.") for h in hosts), hosts
+
+
+def test_a_fresh_connection_from_an_exit_for_each_sealed_send_live(tmp_path: Path) -> None:
+    """``[defences] sealed_connection = "fresh"``: every sealed send (messages and receipts) and every
+    bundle fetch (``bundle_fetch = "unauthenticated"``) comes over a connection of its own, from one of
+    the exits' loopback addresses, never from the sender's; the relay cannot join two of them by
+    connection or by the phone's address."""
+    scenario = fresh_connections(resolve_scenario("two-friends"))
+    assert run_live(scenario, tmp_path, time_scale=TIME_SCALE) == 0
+    events = _assert_each_message_arrived_once(scenario, tmp_path)
+    assert {e["receipt"] for e in events if e["kind"] == "receipt_received"} == {"delivery"}
+    with Store(tmp_path / "relay.db") as store:
+        records = store.metadata()
+    sealed = [r for r in records if r.kind is RecordKind.SEALED_SEND]
+    phones = {r.host for r in records if r.kind is RecordKind.AUTHENTICATION}
+    assert len(sealed) == 24  # 12 messages and 12 delivery receipts, one device each
+    assert len({r.connection for r in sealed}) == len(sealed)
+    assert all(r.host is not None and r.host.startswith("127.2.0.") for r in sealed)
+    assert phones and all(h is not None and h.startswith("127.1.") for h in phones)
+    assert all(r.account is None for r in sealed)
+    # bundles fetched with the recipient's delivery token, each over an exit's connection of its own
+    fetches = [r for r in records if r.kind is RecordKind.BUNDLE_FETCH]
+    assert fetches and all(r.account is None and str(r.host).startswith("127.2.0.") for r in fetches)
+    assert len({r.connection for r in [*sealed, *fetches]}) == len(sealed) + len(fetches)
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    assert summary["live"]["not_carried"] == []
+
+
+def test_key_transparency_live_checks_every_bundle_against_the_relays_key_log(tmp_path: Path) -> None:
+    """``[defences] key_transparency``: live phones ask for the log's proofs with each bundle and check
+    every key's inclusion under a signed head, and the transcript says so as the simulator's does."""
+    plain = resolve_scenario("two-friends")
+    scenario = dataclasses.replace(plain, defences=dataclasses.replace(plain.defences, key_transparency=True))
+    assert run_live(scenario, tmp_path, time_scale=TIME_SCALE) == 0
+    _assert_each_message_arrived_once(scenario, tmp_path)
+    checked = [e for e in _events(tmp_path) if e["kind"] == "key_log_checked"]
+    assert {(e["device"], e["account"]) for e in checked} == {("amira/1", "ben"), ("ben/1", "amira")}
+    assert all(e["logged"] == [1] and e["unlogged"] == [] and e["refused"] is None for e in checked)
+    assert all(e["tree_size"] >= 2 for e in checked)
+
+
+def test_ephemeral_mailboxes_live(tmp_path: Path) -> None:
+    """``[defences] mailboxes = "ephemeral"``: amira's first text opens a mailbox (an account of its own,
+    registered and logged in from an exit's address, never from her phone's); ben's replies go to it
+    and reach her phone, also while his phone was away; the relay sees them addressed to the mailbox."""
+    scenario = parse_scenario(MAILBOXES, source="mailboxes.toml")
+    written: list[bytes] = []
+    assert run_live(scenario, tmp_path, time_scale=0.002, wire_tap=written.append) == 0
+    events = _events(tmp_path)
+    received = Counter((e["message"], e["device"]) for e in events if e["kind"] == "message_received")
+    assert received == {(1, "ben/1"): 1, (2, "amira/1"): 1, (3, "ben/1"): 1, (4, "amira/1"): 1}
+    (opened,) = [e for e in events if e["kind"] == "mailbox_opened"]
+    assert (opened["device"], opened["peer"]) == ("amira/1", "ben")
+    mailbox = opened["mailbox"]
+    with Store(tmp_path / "relay.db") as store:
+        records = store.metadata()
+    to_mailbox = [r for r in records if r.kind is RecordKind.SEALED_SEND and r.recipient_account == mailbox]
+    to_amira = [r for r in records if r.kind is RecordKind.SEALED_SEND and r.recipient_account == "amira"]
+    assert len(to_mailbox) >= 2 and to_amira == []  # ben's texts (and receipts) all went to the mailbox
+    own = [r for r in records if r.account == mailbox and r.kind is not RecordKind.DISCONNECT]
+    assert {r.kind for r in own} >= {RecordKind.REGISTRATION, RecordKind.AUTHENTICATION}
+    assert all(str(r.host).startswith("127.2.0.") for r in own if r.host is not None)
+    plaintexts = [m.text.encode() for m in plan_messages(scenario)]
+    assert _plaintext_runs(plaintexts, b"".join(written)) == []
 
 
 async def test_a_relay_that_cannot_listen_raises_relay_start_error_itself(tmp_path: Path) -> None:

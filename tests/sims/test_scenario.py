@@ -150,6 +150,44 @@ def test_scheduler_breaks_ties_in_scheduling_order() -> None:
     assert seen == ["a", "b", "c", "d"]
 
 
+@given(
+    st.lists(st.integers(0, 6), max_size=12),
+    st.lists(st.integers(0, 6), max_size=12),
+    st.lists(st.tuples(st.integers(0, 6), st.integers(0, 3)), max_size=12),
+    st.integers(0, 7),
+)
+def test_a_stream_runs_in_the_order_at_would_have_ties_included(
+    before: list[int], streamed: list[int], during: list[tuple[int, int]], until: int
+) -> None:
+    """Scheduler.stream(items) is ``for i in items: at(when(i), fn, i)``: the same order of events, ties
+    with events scheduled before, after and while it runs included, and across run(until=…) calls."""
+
+    def trace(use_stream: bool) -> list[object]:
+        s = Scheduler()
+        seen: list[object] = []
+
+        def spawn(label: str, delay: int) -> None:
+            seen.append(label)
+            s.after(delay, seen.append, f"{label}+{delay}")
+
+        for i, t in enumerate(before):
+            s.at(float(t), seen.append, f"before{i}")
+        items = sorted(float(t) for t in streamed)
+        if use_stream:
+            s.stream(items, float, seen.append)
+        else:
+            for at in items:
+                s.at(at, seen.append, at)
+        for i, (t, delay) in enumerate(during):
+            s.at(float(t), spawn, f"during{i}", delay)
+        s.run(until=float(until))
+        seen.append(("len", len(s)))
+        s.run(until=20.0)
+        return seen
+
+    assert trace(use_stream=True) == trace(use_stream=False)
+
+
 def test_network_partitions_and_loss_are_counted() -> None:
     import random
 

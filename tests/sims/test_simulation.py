@@ -597,6 +597,37 @@ def test_a_group_message_written_the_moment_its_sender_leaves_reaches_the_sender
     assert sorted(written.delivered) == ["u0/1", "u1/2"]
 
 
+def test_phones_may_publish_only_the_last_resort_kem_prekey(tmp_path: Path) -> None:
+    """``Simulation(kem_prekey_batch=0)`` (the scale bench's setting): no one-time ML-KEM prekeys are
+    made or uploaded, and every PQXDH session uses the last-resort one, as the spec allows."""
+    db = tmp_path / "relay.db"
+    result = Simulation(_two_people(), db_path=str(db), kem_prekey_batch=0).run()
+    assert [sorted(m.delivered) for m in result.messages] == [["bo/1"], ["ana/1"], ["bo/1"]]
+    assert result.mismatched == result.undecryptable == 0
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT count(*) FROM kem_prekeys").fetchone() == (0,)
+        assert con.execute("SELECT count(*) FROM devices").fetchone() == (2,)
+    default = tmp_path / "default.db"
+    Simulation(_two_people(), db_path=str(default)).run()
+    with sqlite3.connect(default) as con:  # by default each phone keeps one-time KEM prekeys there
+        assert con.execute("SELECT count(*) FROM kem_prekeys").fetchone()[0] > 0
+
+
+def test_the_ground_truth_keeps_each_message_without_an_instance_dict(tmp_path: Path) -> None:
+    """A run's ground truth holds one TrueMessage per message (a million at the scale target): slots,
+    no per-instance dict."""
+    result = Simulation(_two_people(), db_path=str(tmp_path / "relay.db")).run()
+    assert result.truth is not None and len(result.truth.messages) == 3
+    assert not any(hasattr(m, "__dict__") for m in result.truth.messages)
+
+
+def test_simulated_phones_keep_their_one_time_prekeys_as_bytes(tmp_path: Path) -> None:
+    sim = Simulation(_two_people(), db_path=str(tmp_path / "relay.db"))
+    assert all(d.agent.device.secrets.one_time_as_bytes for d in sim.devices.values())
+    result = sim.run()
+    assert [sorted(m.delivered) for m in result.messages] == [["bo/1"], ["ana/1"], ["bo/1"]]
+
+
 class _DropHandouts(Simulation):
     """Loses the first ``n`` sender key handouts ana's phone sends to ``to`` (their ``Send`` never
     reaches the relay), and records every send's (device, to, ref) in ``refs_seen``."""
