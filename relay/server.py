@@ -351,6 +351,7 @@ class RelayServer:
         # fsync to wait for.)
         self.sync_in_thread = core.store.defer_syncs()
         self._released: trio.Event | None = None  # set once the last batch's answers are released
+        self.disk_failed = False  # an fsync failed: every request is refused from then on
         self._unflushed: dict[int, _Connection] = {}  # connections with output queued since the last flush
 
     @property
@@ -605,8 +606,13 @@ class RelayServer:
                     try:
                         await trio.to_thread.run_sync(self.core.store.sync)
                     except OSError:
-                        # Committed, but perhaps not on disk: acknowledge none of it.
-                        log.exception("fsync of the relay's database failed")
+                        # Committed, but perhaps not on disk; and after a failed fsync a later
+                        # one may succeed without the lost pages (the kernel may have dropped
+                        # them): acknowledge nothing of it, nor anything from now on.
+                        log.critical(
+                            "fsync of the relay's database failed; acknowledging nothing more", exc_info=True
+                        )
+                        self.disk_failed = True
                         results = [self._refuse_batch(batch) for batch in batches]
                 if previous is not None:
                     await previous.wait()  # answers in the order of the commits
@@ -642,6 +648,8 @@ class RelayServer:
     def _commit_batch(self, batch: list[tuple[_Connection | None, Request | _Job]]) -> list[Sequence[Output]]:
         """Handle ``batch`` in one transaction (the caller holds the store); its outputs, to be
         released once it is durable (:meth:`_release`)."""
+        if self.disk_failed:
+            return self._refuse_batch(batch)
         results: list[Sequence[Output]] = []
         store = self.core.store
         try:

@@ -802,6 +802,38 @@ async def test_a_durable_batch_is_synced_beside_the_loop_while_the_next_is_handl
     core.store.close()
 
 
+async def test_after_a_failed_fsync_nothing_is_acknowledged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    core = RelayCore(Store(tmp_path / "relay.db"), clock=time.time, rng=random.Random(7).randbytes)
+    server = RelayServer(core)
+    async with trio.open_nursery() as nursery:
+        alice, bob = await _memory_client(server, nursery), await _memory_client(server, nursery)
+        for client, keys in [(alice, ALICE), (bob, BOB)]:
+            await client.register(keys)
+            await client.authenticate(keys)
+        fail = [True]
+        sync = core.store.sync
+
+        def failing_sync() -> None:
+            if fail.pop() if fail else False:
+                raise OSError(5, "Input/output error")
+            sync()
+
+        monkeypatch.setattr(core.store, "sync", failing_sync)
+        with trio.fail_after(5):
+            answer = await alice.request(
+                lambda i: wire.Send(id=i, to="bob", envelopes=(wire.OutgoingEnvelope(1, b"lost?"),))
+            )
+            assert isinstance(answer, wire.ErrorFrame) and answer.code == "internal_error"
+            # The next fsync would succeed, but what the failed one held may be gone: no more answers.
+            answer = await bob.request(lambda i: wire.Ping(id=i))
+            assert isinstance(answer, wire.ErrorFrame) and answer.code == "internal_error"
+        assert server.disk_failed and "fsync of the relay's database failed" in caplog.text
+        nursery.cancel_scope.cancel()
+    core.store.close()
+
+
 # --- the direct write after a batch (plain TCP) ---------------------------------------------
 
 
