@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import trio  # type: ignore[import-untyped,unused-ignore]
@@ -61,7 +63,15 @@ def apply(core: RelayCore, command: object) -> dict[str, Any]:
     return {"ok": True}
 
 
-async def _session(core: RelayCore, stream: trio.SocketStream) -> None:
+async def _call(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    return fn()
+
+
+async def _session(
+    core: RelayCore,
+    stream: trio.SocketStream,
+    run: Callable[[Callable[[], dict[str, Any]]], Awaitable[dict[str, Any]]],
+) -> None:
     buffer = b""
     async with stream:
         while chunk := await stream.receive_some(65536):
@@ -76,12 +86,21 @@ async def _session(core: RelayCore, stream: trio.SocketStream) -> None:
                 except ValueError as e:
                     answer: dict[str, Any] = {"ok": False, "error": f"not JSON: {e}"}
                 else:
-                    answer = apply(core, command)
+                    answer = await run(partial(apply, core, command))
                 await stream.send_all(json.dumps(answer).encode() + b"\n")
 
 
-async def serve_admin(core: RelayCore, path: str, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    """Listen on the Unix socket ``path`` (mode 0600) for operator commands until cancelled."""
+async def serve_admin(
+    core: RelayCore,
+    path: str,
+    *,
+    run: Callable[[Callable[[], dict[str, Any]]], Awaitable[dict[str, Any]]] = _call,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on the Unix socket ``path`` (mode 0600) for operator commands until cancelled.
+
+    ``run`` carries out each command (a call on ``core``); a relay server passes its ``call``, so
+    that orders are carried out between its batches, never while one is using the store."""
     sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
     if os.path.exists(path):
         os.unlink(path)
@@ -98,7 +117,7 @@ async def serve_admin(core: RelayCore, path: str, *, task_status: Any = trio.TAS
             task_status.started()
             while True:
                 stream = await listener.accept()
-                nursery.start_soon(_session, core, stream)
+                nursery.start_soon(_session, core, stream, run)
     finally:
         with trio.CancelScope(shield=True):
             await listener.aclose()

@@ -23,6 +23,16 @@ writes the answers); one that leads waits for its batch, and so does one that ha
 one connection keep the order of its requests. If the core fails on a request, the batch stops
 that connection's reader.
 
+On a durable store in a file, a batch's COMMIT only writes the WAL, and the fsync that makes it
+durable runs in a worker thread (``Store.defer_syncs``, ``Store.sync``): the store is free again
+at once, so the loop reads, decodes and handles the next batch during the fsync. A batch's
+answers are released after its fsync has returned, and after the answers of every batch
+committed before it (an fsync of the WAL covers every transaction written before it; so nothing
+a device is told, not even an envelope it receives, can be lost by a crash). Nothing uses the
+store beside a batch: a connection's connect and disconnect records are jobs in the same queue,
+and retention and the operator's orders (``RelayServer.call``) wait for the store between
+batches (their own transactions sync before they return).
+
 - A connection that sends nothing complete for ``read_timeout`` seconds (up to an eighth more)
   gets a ``timeout`` error and is closed. Its deadline is moved on only when it would fall due
   within ``read_timeout``, then to ``read_timeout`` and an eighth: not on every frame (moving a
@@ -63,7 +73,7 @@ import ssl
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Final
+from typing import Final, TypeVar
 
 import trio  # type: ignore[import-untyped,unused-ignore]  # trio 0.22 ships no type information
 
@@ -284,6 +294,10 @@ class _Connection:
                 await self.wait_progress()
 
 
+_T = TypeVar("_T")
+_Job = Callable[[], Sequence[Output]]  # a core call the server queues for itself (connect, disconnect)
+
+
 def _internal_error(request_id: int) -> ErrorFrame:
     return ErrorFrame(id=request_id, code=ErrorCode.INTERNAL_ERROR.value, message="internal error; closing")
 
@@ -322,9 +336,22 @@ class RelayServer:
         self.requests = 0  # requests handled in them
         self._connections: dict[int, _Connection] = {}
         self._ids = itertools.count(1)
-        self._queue: list[tuple[_Connection, Request]] = []  # for the next batch
+        # For the next batch: a connection's request, or (None, job) a core call made for the server
+        # itself (a connection's connect and disconnect records), handled in order with the rest.
+        self._queue: list[tuple[_Connection | None, Request | _Job]] = []
         self._leading = False  # a reader has taken the lead of the next batch
         self._batch_done = trio.Event()  # set when the batch being led is committed
+        # The store is in use by a batch (handled, then committing) or by retention: whoever
+        # wants it next waits for _store_free.
+        self._store_busy = False
+        self._store_free: trio.Event | None = None
+        # A durable store on a file: a batch's COMMIT only writes the WAL, and its fsync runs in a
+        # worker thread (Store.defer_syncs) while the loop handles the next batch; its answers are
+        # released after the fsync, in the order of the commits. (In memory, or not durable: no
+        # fsync to wait for.)
+        self.sync_in_thread = core.store.defer_syncs()
+        self._released: trio.Event | None = None  # set once the last batch's answers are released
+        self.disk_failed = False  # an fsync failed: every request is refused from then on
         self._unflushed: dict[int, _Connection] = {}  # connections with output queued since the last flush
 
     @property
@@ -353,8 +380,9 @@ class RelayServer:
             conn = _Connection(ctx, stream, self)
             self._connections[ctx.id] = conn
             try:
-                self._dispatch(self.core.connect(ctx))
-                self._flush()
+                # The connection record, in the next batch's transaction, before any request.
+                self._queue.append((None, partial(self.core.connect, ctx)))
+                await self._turn()
                 failed = await self._read_loop(conn)
                 if conn.write_error is not None:
                     raise conn.write_error
@@ -374,8 +402,10 @@ class RelayServer:
                         self._per_address[host] = left
                     else:
                         del self._per_address[host]
-                self._dispatch(self.core.disconnect(ctx))
-                self._flush()
+                # The disconnect record, after whatever the connection queued (skipped: closed).
+                self._queue.append((None, partial(self.core.disconnect, ctx)))
+                with trio.CancelScope(shield=True):  # also when the server is being stopped
+                    await self._turn()
         except Exception:
             log.exception("connection handler failed")
         finally:
@@ -533,67 +563,156 @@ class RelayServer:
         return conn.failed
 
     async def _turn(self) -> None:
-        """Return once every request queued so far is handled and committed."""
+        """Return once every request queued so far is handled, committed and durable, and its
+        answers released."""
         if self._leading:
             await self._batch_done.wait()  # the leader handles the whole queue
             return
         self._leading = True
-        done = self._batch_done
         queue = self._queue
-        try:
-            # Everyone else with a request ready queues it now. A reader whose data had
-            # already arrived queues its request a scheduling round after it was woken, so
-            # wait while the queue still grows (a few rounds at most).
-            for _ in range(_GATHER_ROUNDS):
-                before = len(queue)
-                await trio.sleep(0)
-                if len(queue) == before or len(queue) >= MAX_BATCH:
-                    break
-        finally:
-            # Even when cancelled: others wait on this batch. Nothing here awaits.
-            self._leading = False
-            self._batch_done = trio.Event()
-            # As few commits as MAX_BATCH allows, of even sizes (not 256 + 2).
-            size = -(-len(queue) // -(-len(queue) // MAX_BATCH)) if queue else 0
-            while queue:
-                batch = queue[:size]
-                del queue[:size]
-                self._run_batch(batch)
-            self._flush()  # after every batch is committed: one write per connection
-            done.set()
-
-    def _run_batch(self, batch: list[tuple[_Connection, Request]]) -> None:
-        """Handle ``batch`` in one transaction, then release its responses and pushes."""
-        results: list[Sequence[Output]] = []
-        try:
-            with self.core.store.transaction():  # the core's own transactions nest as savepoints
-                for conn, request in batch:
-                    if conn.closed or conn.failed:
-                        continue
+        # Shielded: others wait on this batch, so it is led to the end even if this task is
+        # cancelled (the cancellation is delivered afterwards).
+        with trio.CancelScope(shield=True):
+            try:
+                if not self._store_busy:
+                    # Everyone else with a request ready queues it now. A reader whose data had
+                    # already arrived queues its request a scheduling round after it was woken,
+                    # so wait while the queue still grows (a few rounds at most).
+                    for _ in range(_GATHER_ROUNDS):
+                        before = len(queue)
+                        await trio.sleep(0)
+                        if len(queue) == before or len(queue) >= MAX_BATCH:
+                            break
+                # (If the previous batch holds the store, what arrives meanwhile joins this one.)
+                await self._acquire_store()
+            finally:
+                # From here on, what is queued is the next batch's, led by whoever queues it.
+                done = self._batch_done
+                self._leading = False
+                self._batch_done = trio.Event()
+                items = queue[:]
+                queue.clear()
+                previous, released = self._released, trio.Event()
+                self._released = released
+            try:
+                try:
+                    # As few commits as MAX_BATCH allows, of even sizes (not 256 + 2).
+                    size = -(-len(items) // -(-len(items) // MAX_BATCH)) if items else 1
+                    batches = [items[i : i + size] for i in range(0, len(items), size)]
+                    results = [self._commit_batch(batch) for batch in batches]
+                finally:
+                    self._release_store()  # the next batch may be handled now
+                if self.sync_in_thread and items:
                     try:
-                        results.append(self.core.handle(conn.ctx, request))
-                    except Exception:
-                        log.exception(
-                            "connection %d: the core failed on a %s request", conn.ctx.id, request.kind
+                        await trio.to_thread.run_sync(self.core.store.sync)
+                    except OSError:
+                        # Committed, but perhaps not on disk; and after a failed fsync a later
+                        # one may succeed without the lost pages (the kernel may have dropped
+                        # them): acknowledge nothing of it, nor anything from now on.
+                        log.critical(
+                            "fsync of the relay's database failed; acknowledging nothing more", exc_info=True
                         )
-                        self._fail(conn)
-                        results.append([Reply(conn.ctx.id, _internal_error(request.id))])
+                        self.disk_failed = True
+                        results = [self._refuse_batch(batch) for batch in batches]
+                if previous is not None:
+                    await previous.wait()  # answers in the order of the commits
+                for batch, outputs in zip(batches, results, strict=True):
+                    self._release(batch, outputs)
+                self._flush()  # one write per connection
+            finally:
+                released.set()
+                done.set()
+
+    async def call(self, fn: Callable[[], _T]) -> _T:
+        """Run ``fn`` (a synchronous call that may use the core and its store: an operator's order)
+        between batches, when no batch is using the store."""
+        await self._acquire_store()
+        try:
+            return fn()
+        finally:
+            self._release_store()
+
+    async def _acquire_store(self) -> None:
+        while self._store_busy:
+            if self._store_free is None:
+                self._store_free = trio.Event()
+            await self._store_free.wait()
+        self._store_busy = True
+
+    def _release_store(self) -> None:
+        self._store_busy = False
+        if self._store_free is not None:
+            self._store_free.set()
+            self._store_free = None
+
+    def _commit_batch(self, batch: list[tuple[_Connection | None, Request | _Job]]) -> list[Sequence[Output]]:
+        """Handle ``batch`` in one transaction (the caller holds the store); its outputs, to be
+        released once it is durable (:meth:`_release`)."""
+        if self.disk_failed:
+            return self._refuse_batch(batch)
+        results: list[Sequence[Output]] = []
+        store = self.core.store
+        try:
+            if self.sync_in_thread:
+                store.begin_group()
+                try:
+                    self._handle_batch(batch, results)
+                except BaseException:
+                    store.abort_group()
+                    raise
+                store.commit_group()  # written, not yet synced: the caller syncs
+            else:
+                with store.transaction():  # the core's own transactions nest as savepoints
+                    self._handle_batch(batch, results)
         except Exception:
             # Nothing of the batch is durable, so nothing of it may be acknowledged.
             log.exception("committing a batch of %d requests failed", len(batch))
-            results = []
-            for conn, request in batch:
-                if not conn.closed and not conn.failed:
-                    self._fail(conn)
-                    results.append([Reply(conn.ctx.id, _internal_error(request.id))])
+            return self._refuse_batch(batch)
+        return results
+
+    def _refuse_batch(self, batch: list[tuple[_Connection | None, Request | _Job]]) -> list[Sequence[Output]]:
+        """``internal_error`` to every request of a batch that is not durable; their connections stop."""
+        results: list[Sequence[Output]] = []
+        for conn, request in batch:
+            if isinstance(request, Request) and conn is not None and not conn.closed and not conn.failed:
+                self._fail(conn)
+                results.append([Reply(conn.ctx.id, _internal_error(request.id))])
+        return results
+
+    def _release(
+        self, batch: list[tuple[_Connection | None, Request | _Job]], results: list[Sequence[Output]]
+    ) -> None:
+        """The batch is durable: count its requests answered, and queue its answers and pushes."""
         self.batches += 1
         self.requests += len(batch)
         frame_size = self.core.max_frame_size
         for conn, request in batch:
-            conn.pending -= 1
-            conn.reserved -= frame_size if request.kind in _LARGE_ANSWERS else _SMALL_ANSWER
+            if conn is not None and isinstance(request, Request):
+                conn.pending -= 1
+                conn.reserved -= frame_size if request.kind in _LARGE_ANSWERS else _SMALL_ANSWER
         for outputs in results:
             self._dispatch(outputs)
+
+    def _handle_batch(
+        self, batch: list[tuple[_Connection | None, Request | _Job]], results: list[Sequence[Output]]
+    ) -> None:
+        """Each request of ``batch`` through the core (each its own savepoint), in order."""
+        handle = self.core.handle
+        for conn, request in batch:
+            if conn is None or not isinstance(request, Request):  # a job of the server's own
+                try:
+                    results.append(request())  # type: ignore[operator]  # (a job, not a request)
+                except Exception:
+                    log.exception("the core failed on %r", request)
+                continue
+            if conn.closed or conn.failed:
+                continue
+            try:
+                results.append(handle(conn.ctx, request))
+            except Exception:
+                log.exception("connection %d: the core failed on a %s request", conn.ctx.id, request.kind)
+                self._fail(conn)
+                results.append([Reply(conn.ctx.id, _internal_error(request.id))])
 
     @staticmethod
     def _fail(conn: _Connection) -> None:
@@ -648,8 +767,13 @@ class RelayServer:
     async def retention_loop(self, interval: float) -> None:
         while True:
             await trio.sleep(interval)
-            deleted = self.core.expire()
-            self.core.store.checkpoint()
+            # The store is the batches' while one is handled or committing: wait for it.
+            await self._acquire_store()
+            try:
+                deleted = self.core.expire()
+                await trio.to_thread.run_sync(self.core.store.checkpoint)
+            finally:
+                self._release_store()
             if deleted:
                 log.info("retention: deleted %d metadata records", deleted)
 
@@ -960,7 +1084,7 @@ async def _run(opts: argparse.Namespace, limits: Limits, token: bytes | None) ->
         log.info("trust root public key: %s", core.trust_root_public.hex())
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
-                await nursery.start(
+                server = await nursery.start(
                     partial(
                         serve,
                         core,
@@ -977,7 +1101,8 @@ async def _run(opts: argparse.Namespace, limits: Limits, token: bytes | None) ->
                 if opts.admin:
                     from relaysim.relay.admin import serve_admin
 
-                    await nursery.start(serve_admin, core, opts.admin)
+                    # Orders are carried out between the server's batches (it holds the store).
+                    await nursery.start(partial(serve_admin, core, opts.admin, run=server.call))
                 async for signum in signals:
                     log.info("%s received; shutting down", signal.Signals(signum).name)
                     nursery.cancel_scope.cancel()

@@ -4,7 +4,10 @@ and what lawful access adds: intercepts, archived envelopes, address books and b
 One file (or ``":memory:"``), stdlib ``sqlite3``, WAL journal, ``synchronous=FULL``: a commit
 is on disk before ``transaction()`` returns, so the core can tell a sender its envelope is
 accepted only after the envelope is durable (SQLite docs, "PRAGMA synchronous": with WAL,
-FULL syncs the WAL on every commit; NORMAL may lose the last commits on power failure).
+FULL syncs the WAL on every commit; NORMAL may lose the last commits on power failure). The
+relay server's group transactions sync on their own instead (:meth:`Store.defer_syncs`): a
+group's COMMIT writes the WAL, and an fsync of the WAL, in a worker thread, makes it durable
+before anything of it is acknowledged.
 
 The schema is versioned with ``PRAGMA user_version``; :data:`MIGRATIONS` lists the steps, each
 run in its own transaction together with the version bump. A database newer than this code
@@ -292,6 +295,37 @@ CREATE TABLE group_states (
 """
 
 
+# v9: the metadata table without AUTOINCREMENT. Its ``seq`` is still the order records were made
+# in (a new row gets a rowid above every row held), but an insert no longer updates the
+# ``sqlite_sequence`` table as well: a record is written on every send, delivery and ack. (Nothing
+# refers to a record by its seq; intercepts and archive keep their own.) The rows are copied
+# whole, in order; dropping the old table overwrites its pages (secure_delete).
+_V9 = """
+CREATE TABLE metadata_v9 (
+    seq                 INTEGER PRIMARY KEY,
+    kind                TEXT NOT NULL,
+    time                REAL,
+    connection          INTEGER,
+    host                TEXT,
+    port                INTEGER,
+    account             TEXT,
+    device              INTEGER,
+    recipient_account   TEXT,
+    recipient_device    INTEGER,
+    envelope_id         BLOB,
+    size                INTEGER,
+    count               INTEGER
+);
+INSERT INTO metadata_v9 (seq, kind, time, connection, host, port, account, device, recipient_account,
+    recipient_device, envelope_id, size, count)
+SELECT seq, kind, time, connection, host, port, account, device, recipient_account, recipient_device,
+    envelope_id, size, count FROM metadata ORDER BY seq;
+DROP TABLE metadata;
+ALTER TABLE metadata_v9 RENAME TO metadata;
+CREATE INDEX metadata_by_kind_time ON metadata (kind, time);
+"""
+
+
 def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
     def run(db: sqlite3.Connection) -> None:
         for statement in sql.split(";"):
@@ -310,6 +344,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _script(_V6),
     _script(_V7),
     _script(_V8),
+    _script(_V9),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -466,6 +501,8 @@ class _Transaction:
             store._forget_since(0)  # whatever the file now holds, the caches start again from it
             raise
         store._journal.clear()
+        if store._wal_fd >= 0:  # defer_syncs: only a group's COMMIT waits for its sync
+            os.fsync(store._wal_fd)
 
 
 _SAVEPOINTS: Final = tuple(f"sp{i}" for i in range(16))
@@ -483,6 +520,7 @@ class Store:
         # isolation_level=None: no implicit transactions; transaction() says BEGIN/COMMIT itself.
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._depth = 0
+        self._wal_fd = -1  # with defer_syncs: the WAL file, which sync() fsyncs
         # Answers kept in memory for the relay's hot path (see "caches" below): each device's
         # queue size, each account's devices for routing. Every write that changes what one of
         # them answers updates or drops its entry there and then, and notes it in _journal, so
@@ -505,6 +543,9 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+        if self._wal_fd >= 0:
+            os.close(self._wal_fd)
+            self._wal_fd = -1
 
     def __enter__(self) -> Store:
         return self
@@ -558,6 +599,78 @@ class Store:
         and one refused request must not leave half its writes behind).
         """
         return _Transaction(self)
+
+    # -- group transactions, and the WAL's fsync on its own ------------------------------------
+
+    def defer_syncs(self) -> bool:
+        """Let a group transaction's COMMIT return before it is on disk, and :meth:`sync` make it so.
+
+        A durable store in a file switches to ``synchronous=NORMAL`` (a COMMIT writes the WAL but
+        does not wait for the disk) and fsyncs the WAL file itself: after :meth:`commit_group`, in
+        :meth:`sync`, which may run in a worker thread while the owner goes on using the store
+        (the relay server handles the next batch meanwhile). An fsync of the WAL puts every
+        transaction written to it before on disk: what ``synchronous=FULL`` does at each COMMIT
+        (SQLite docs, "PRAGMA synchronous" and "Write-Ahead Logging": the WAL is the database
+        file's name with ``-wal`` appended, and it stays while a connection is open). Every other
+        transaction (:meth:`transaction`) still returns only once durable: it syncs at once.
+        Returns whether syncs are now deferred (not in memory, nor with ``durable=False``)."""
+        if self._wal_fd >= 0:
+            return True
+        if not self.durable or self.path == ":memory:" or self._depth:
+            return False
+        self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the WAL exists from here on
+        wal = self.path + "-wal"
+        try:
+            fd = os.open(wal, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            directory = os.open(os.path.dirname(os.path.abspath(wal)), os.O_RDONLY)
+            try:
+                os.fsync(directory)  # the WAL's name, too, is on disk
+            finally:
+                os.close(directory)
+            os.fsync(fd)
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            os.close(fd)
+            raise
+        self._wal_fd = fd
+        return True
+
+    def sync(self) -> None:
+        """Put every transaction committed so far on disk (fsync of the WAL); nothing to do unless
+        :meth:`defer_syncs`. Touches no SQLite state: it may run in another thread."""
+        if self._wal_fd >= 0:
+            os.fsync(self._wal_fd)
+
+    def begin_group(self) -> None:
+        """Open an outermost transaction for a group of requests (each then a savepoint of it, via
+        :meth:`transaction`), ended by :meth:`commit_group` or :meth:`abort_group`."""
+        if self._depth:
+            raise RuntimeError("begin_group: a transaction is already open")
+        self._db.execute("BEGIN")
+        self._depth = 1
+
+    def commit_group(self) -> None:
+        """COMMIT the group transaction. With :meth:`defer_syncs`, it is durable only after the next
+        :meth:`sync`. If COMMIT fails, the transaction is rolled back and the error raised."""
+        self._depth = 0
+        try:
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self._forget_since(0)  # the caches start again from what the file holds
+            raise
+        self._journal.clear()
+
+    def abort_group(self) -> None:
+        """Roll the group transaction back (nothing of it happened)."""
+        self._depth = 0
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        self._forget_since(0)
 
     # -- caches: answers the hot path asks for on every send, kept consistent with the file --------
 

@@ -11,8 +11,9 @@ Contenders, each with --connections device connections (default 1,000) held open
 
 * relay, durable — ``relay.server.serve`` over ``RelayCore`` over a temporary SQLite file (in the
   system's temporary directory) with
-  ``Store(durable=True)`` (synchronous=FULL: every request's commit is on disk before its
-  answer leaves), the real relay's setting. This is the contender the target judges.
+  ``Store(durable=True)``, the real relay's setting: every request's batch is on disk before its
+  answer leaves (the server has the WAL fsynced in a worker thread while it handles the next
+  batch: ``Store.defer_syncs``). This is the contender the target judges.
 * relay, not durable — the same with ``Store(durable=False)``, for information (what the
   fsyncs cost).
 * echo — a bare trio echo server with the same framing: it reads 4-byte-length-prefixed

@@ -737,6 +737,103 @@ async def test_devices_sending_at_once_share_commits_and_one_failure_disturbs_no
     assert "the core failed on a send request" in caplog.text
 
 
+async def test_a_durable_batch_is_synced_beside_the_loop_while_the_next_is_handled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core = RelayCore(Store(tmp_path / "relay.db"), clock=time.time, rng=random.Random(7).randbytes)
+    server = RelayServer(core)
+    assert server.sync_in_thread
+    async with trio.open_nursery() as nursery:
+        alice, bob = await _memory_client(server, nursery), await _memory_client(server, nursery)
+        for client, keys in [(alice, ALICE), (bob, BOB)]:
+            await client.register(keys)
+            await client.authenticate(keys)
+        syncs: list[tuple[float, float]] = []  # (start, end) of each fsync of the WAL
+        sync = core.store.sync
+
+        def slow_sync() -> None:  # a slow disk: each fsync takes 0.3 s more
+            start = time.monotonic()
+            time.sleep(0.3)
+            sync()
+            syncs.append((start, time.monotonic()))
+
+        monkeypatch.setattr(core.store, "sync", slow_sync)
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await trio.sleep(0.01)
+                ticks += 1
+
+        nursery.start_soon(tick)
+        batches = server.batches
+        answers: list[wire.Frame] = []
+        alice_answered = 0.0
+
+        async def alice_sends() -> None:
+            nonlocal alice_answered
+            await alice.send("bob", [1], b"first")
+            alice_answered = time.monotonic()
+
+        async def bob_sends_two() -> None:
+            sends = [
+                wire.Send(id=50 + i, to="alice", envelopes=(wire.OutgoingEnvelope(1, b),))
+                for i, b in enumerate([b"one", b"two"])
+            ]
+            await bob.stream.send_all(b"".join(wire.encode(r) for r in sends))
+            while len(answers) < 2:
+                if not isinstance(frame := await bob.next_frame(), wire.Deliver):
+                    answers.append(frame)
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as both:
+                both.start_soon(alice_sends)
+                await trio.sleep(0.1)  # alice's batch is being synced now
+                assert ticks >= 5  # the loop runs on during the fsync
+                both.start_soon(bob_sends_two)
+        assert [a.id for a in answers] == [50, 51] and all(isinstance(a, wire.Sent) for a in answers)
+        assert server.batches - batches == 2  # alice's send; bob's two in the next batch
+        (start_a, end_a), (start_b, end_b) = syncs
+        assert start_a < start_b < end_a  # bob's batch was handled and committed during alice's fsync
+        # Acknowledged only once durable: alice's answer after her batch's fsync returned.
+        assert end_a <= alice_answered < end_b
+        nursery.cancel_scope.cancel()
+    core.store.close()
+
+
+async def test_after_a_failed_fsync_nothing_is_acknowledged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    core = RelayCore(Store(tmp_path / "relay.db"), clock=time.time, rng=random.Random(7).randbytes)
+    server = RelayServer(core)
+    async with trio.open_nursery() as nursery:
+        alice, bob = await _memory_client(server, nursery), await _memory_client(server, nursery)
+        for client, keys in [(alice, ALICE), (bob, BOB)]:
+            await client.register(keys)
+            await client.authenticate(keys)
+        fail = [True]
+        sync = core.store.sync
+
+        def failing_sync() -> None:
+            if fail.pop() if fail else False:
+                raise OSError(5, "Input/output error")
+            sync()
+
+        monkeypatch.setattr(core.store, "sync", failing_sync)
+        with trio.fail_after(5):
+            answer = await alice.request(
+                lambda i: wire.Send(id=i, to="bob", envelopes=(wire.OutgoingEnvelope(1, b"lost?"),))
+            )
+            assert isinstance(answer, wire.ErrorFrame) and answer.code == "internal_error"
+            # The next fsync would succeed, but what the failed one held may be gone: no more answers.
+            answer = await bob.request(lambda i: wire.Ping(id=i))
+            assert isinstance(answer, wire.ErrorFrame) and answer.code == "internal_error"
+        assert server.disk_failed and "fsync of the relay's database failed" in caplog.text
+        nursery.cancel_scope.cancel()
+    core.store.close()
+
+
 # --- the direct write after a batch (plain TCP) ---------------------------------------------
 
 

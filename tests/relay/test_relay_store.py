@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from relaysim.relay import store as store_module
-from relaysim.relay.metadata import METADATA_FIELDS, KindRule, MetadataRecord, RecordKind
+from relaysim.relay.metadata import KEEP_EVERYTHING, METADATA_FIELDS, KindRule, MetadataRecord, RecordKind
 from relaysim.relay.store import SCHEMA_VERSION, DeviceRecord, Store, StoredEnvelope, StoreError
 from relaysim.relay.wire import KemPrekey, Prekey, SignedPrekey
 
@@ -87,6 +88,64 @@ def test_a_failing_migration_leaves_the_database_as_it_was(
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert "half" not in [r[1] for r in db.execute("PRAGMA table_info(accounts)")]
+
+
+def test_v9_the_metadata_table_without_autoincrement_keeps_every_record_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "relay.db"
+    monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:8])  # a relay of schema v8
+    records = [
+        MetadataRecord(RecordKind.CONNECTION, time=1.0, connection=1, host="10.0.0.1", port=5),
+        MetadataRecord(RecordKind.SEND, time=2.0, account="alice", recipient_account="bob", size=10),
+        MetadataRecord(RecordKind.CONNECTION, time=3.0, connection=2),
+    ]
+    with Store(path) as store, store.transaction():
+        store.append_metadata((r, KEEP_EVERYTHING.rules[r.kind]) for r in records)
+    monkeypatch.undo()
+    with Store(path) as store:
+        assert store.schema_version == 9
+        assert store.metadata() == records  # every column, in the order recorded
+        assert store.metadata(RecordKind.CONNECTION) == [records[0], records[2]]
+        (sql,) = store._db.execute("SELECT sql FROM sqlite_master WHERE name = 'metadata'").fetchone()
+        assert "AUTOINCREMENT" not in sql.upper()  # no sqlite_sequence update per insert
+        assert store._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'metadata_by_kind_time'"
+        ).fetchone()
+        with store.transaction():
+            store.append_metadata([(records[1], KEEP_EVERYTHING.rules[RecordKind.SEND])])
+        assert store.metadata() == [*records, records[1]]
+
+
+def test_deferred_syncs_a_group_is_durable_at_sync_every_other_transaction_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert not Store(":memory:").defer_syncs()  # nothing to sync
+    assert not Store(tmp_path / "volatile.db", durable=False).defer_syncs()
+    synced: list[int] = []
+    fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), fsync(fd)))
+    with Store(tmp_path / "relay.db") as store:
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert store.defer_syncs()
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: the WAL synced by us
+        wal = os.stat(str(tmp_path / "relay.db") + "-wal").st_ino
+        assert os.fstat(store._wal_fd).st_ino == wal
+        synced.clear()
+        with store.transaction():
+            store.create_account("alice", 1.0)
+        assert synced == [store._wal_fd]  # an ordinary transaction: durable when it returns
+        store.begin_group()
+        store.create_account("bob", 2.0)
+        store.commit_group()
+        assert synced == [store._wal_fd]  # a group: written, not synced
+        store.sync()
+        assert synced == [store._wal_fd] * 2
+        store.begin_group()
+        store.create_account("carol", 3.0)
+        store.abort_group()
+    with Store(tmp_path / "relay.db") as store:
+        assert [store.account_exists(a) for a in ("alice", "bob", "carol")] == [True, True, False]
 
 
 def test_state_survives_reopening(tmp_path: Path) -> None:
