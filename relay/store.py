@@ -326,6 +326,15 @@ CREATE INDEX metadata_by_kind_time ON metadata (kind, time);
 """
 
 
+# v10: an index for the storage rules that keep one record per account ("first": account creation;
+# "latest": the last connection, as Signal and WhatsApp keep them, relay.profiles). Their lookup is
+# ``kind = ? AND account IS ?``, which the (kind, time) index narrowed only to every row of the
+# kind: one row per account, so each login scanned every account's row.
+_V10 = """
+CREATE INDEX metadata_by_kind_account ON metadata (kind, account);
+"""
+
+
 def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
     def run(db: sqlite3.Connection) -> None:
         for statement in sql.split(";"):
@@ -345,6 +354,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _script(_V7),
     _script(_V8),
     _script(_V9),
+    _script(_V10),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -104,7 +104,7 @@ def test_v9_the_metadata_table_without_autoincrement_keeps_every_record_in_order
         store.append_metadata((r, KEEP_EVERYTHING.rules[r.kind]) for r in records)
     monkeypatch.undo()
     with Store(path) as store:
-        assert store.schema_version == 9
+        assert store.schema_version == store_module.SCHEMA_VERSION
         assert store.metadata() == records  # every column, in the order recorded
         assert store.metadata(RecordKind.CONNECTION) == [records[0], records[2]]
         (sql,) = store._db.execute("SELECT sql FROM sqlite_master WHERE name = 'metadata'").fetchone()
@@ -115,6 +115,31 @@ def test_v9_the_metadata_table_without_autoincrement_keeps_every_record_in_order
         with store.transaction():
             store.append_metadata([(records[1], KEEP_EVERYTHING.rules[RecordKind.SEND])])
         assert store.metadata() == [*records, records[1]]
+
+
+def test_a_record_kept_once_per_account_is_found_by_index_not_by_a_scan() -> None:
+    # "latest" (last connection) and "first" (account creation) look up the account's earlier record
+    # on every write: with one row per account, a scan costs a row per account on every login.
+    from relaysim.relay.profiles import get_profile
+
+    rules = get_profile("signal").policy.rules
+    latest = next(k for k, r in rules.items() if r.keep == "latest" and r.key == ("account",))
+    with Store(":memory:") as store:
+        with store.transaction():
+            store.append_metadata(
+                (MetadataRecord(latest, time=float(i), account=f"a{i}"), rules[latest]) for i in range(50)
+            )
+            store.append_metadata([(MetadataRecord(latest, time=99.0, account="a7"), rules[latest])])
+        kept = store.metadata(latest)
+        assert len(kept) == 50 and [r.time for r in kept if r.account == "a7"] == [99.0]
+        plan = " ".join(
+            str(row[-1])
+            for row in store._db.execute(
+                "EXPLAIN QUERY PLAN DELETE FROM metadata WHERE kind = ? AND account IS ?",
+                (latest.value, "a7"),
+            )
+        )
+        assert "metadata_by_kind_account" in plan, plan
 
 
 def test_deferred_syncs_a_group_is_durable_at_sync_every_other_transaction_at_once(
