@@ -125,29 +125,30 @@ def _cbd2(nibble: int) -> int:
 
 
 # PRF byte → [coefficient 2i (low nibble), coefficient 2i+1 (high nibble)].
-_CBD2_BY_BYTE: Floats = np.array(
-    [[_cbd2(b & 15) for b in range(256)], [_cbd2(b >> 4) for b in range(256)]], dtype=np.float64
-)
+_CBD2_BY_BYTE: Floats = np.array([[_cbd2(b & 15), _cbd2(b >> 4)] for b in range(256)], dtype=np.float64)
 
 # Âᵀ[i][j] = Â[j][i] = SampleNTT(ρ‖i‖j) (Alg 14, lines 4–8), in the order i, j.
 _A_T_SUFFIXES = tuple(bytes((i, j)) for i in range(K) for j in range(K))
-_ROW_OFFSETS = np.arange(K * K, dtype=np.int64) * (2 * _XOF_BYTES // 3)
+_ROW_BOUNDS = np.arange(K * K + 1, dtype=np.int64) * (
+    2 * _XOF_BYTES // 3
+)  # each row's first candidate, and the end
 _FIRST_N = np.arange(N, dtype=np.int64)
 
 # --- byte packing (Alg 5/6) -----------------------------------------------------------------
 
 
-def _unpack12(buf: bytes) -> npt.NDArray[np.uint16]:
-    """The 12-bit little-endian fields of buf (len divisible by 3), in order, not reduced mod q."""
-    b = np.frombuffer(buf, dtype=np.uint8).reshape(-1, 3).astype(np.uint16)
-    out = np.empty((b.shape[0], 2), dtype=np.uint16)
-    lo = out[:, 0]
-    hi = out[:, 1]
-    np.bitwise_and(b[:, 1], 15, out=lo)
-    lo <<= 8
-    lo |= b[:, 0]
-    np.left_shift(b[:, 2], 4, out=hi)
-    hi |= b[:, 1] >> 4
+def _unpack12(buf: bytes) -> npt.NDArray[np.uint32]:
+    """The 12-bit little-endian fields of buf (len divisible by 3), in order, not reduced mod q.
+
+    Chunk i is read as the little-endian 32-bit word at byte 3i (a view with a stride of 3 bytes,
+    over buf and one byte of padding): its low 12 bits are field 2i, the next 12 field 2i + 1.
+    """
+    chunks = len(buf) // 3
+    words = np.ndarray((chunks,), dtype="<u4", buffer=buf + b"\0", strides=(3,))
+    out = np.empty((chunks, 2), dtype=np.uint32)
+    out[:, 0] = words
+    out[:, 1] = words >> 12
+    out &= 0xFFF
     return out.reshape(-1)
 
 
@@ -160,7 +161,7 @@ def _pack(vals: npt.NDArray[np.integer], d: int) -> bytes:
 # --- sampling (Alg 7/8) ---------------------------------------------------------------------
 
 
-def _sample_ntt_long(seed: bytes) -> npt.NDArray[np.uint16]:
+def _sample_ntt_long(seed: bytes) -> npt.NDArray[np.uint32]:
     """SampleNTT (Alg 7) on one seed, squeezing one more block at a time until 256 are accepted."""
     nbytes = _XOF_BYTES
     while True:
@@ -171,7 +172,7 @@ def _sample_ntt_long(seed: bytes) -> npt.NDArray[np.uint16]:
             return c[:N]
 
 
-def _sample_ntt(rho: bytes) -> npt.NDArray[np.uint16]:
+def _sample_ntt(rho: bytes) -> npt.NDArray[np.uint32]:
     """Âᵀ as a (16, 256) array: row 4i + j is SampleNTT(ρ‖i‖j) (Alg 7), the first 256 candidates below q.
 
     All 16 rows are squeezed 504 bytes and unpacked at once; ``accepted`` lists the candidates
@@ -180,8 +181,11 @@ def _sample_ntt(rho: bytes) -> npt.NDArray[np.uint16]:
     """
     c = _unpack12(b"".join([hashlib.shake_128(rho + s).digest(_XOF_BYTES) for s in _A_T_SUFFIXES]))
     accepted = np.flatnonzero(c < Q)
-    starts = np.searchsorted(accepted, _ROW_OFFSETS)
-    counts = np.diff(starts, append=accepted.size)
+    bounds = np.searchsorted(accepted, _ROW_BOUNDS)
+    starts = bounds[:-1]
+    counts = bounds[1:] - starts
+    if counts.min() >= N:
+        return c[accepted[starts[:, None] + _FIRST_N]]
     short = np.flatnonzero(counts < N)
     starts[short] = 0  # placeholders, replaced below
     rows = c[accepted[starts[:, None] + _FIRST_N]]
@@ -193,11 +197,12 @@ def _sample_ntt(rho: bytes) -> npt.NDArray[np.uint16]:
 def _sample_cbd2(r: bytes) -> Floats:
     """SamplePolyCBD_2(PRF_2(r, b)) (Alg 8) for b = 0 … 2k, as [even coefficients, odd ones].
 
-    Shape (2, 9, 128): [p][b][i] is coefficient 2i + p of polynomial b (y: b < k; e1: k ≤ b < 2k;
-    e2: b = 2k), a small signed value in [−2, 2].
+    Shape (9, 2, 128) (a strided view): [b][p][i] is coefficient 2i + p of polynomial b (y: b < k;
+    e1: k ≤ b < 2k; e2: b = 2k), a small signed value in [−2, 2].
     """
     buf = b"".join([hashlib.shake_256(r + bytes((b,))).digest(64 * ETA1) for b in range(2 * K + 1)])
-    return _CBD2_BY_BYTE[:, np.frombuffer(buf, dtype=np.uint8).reshape(2 * K + 1, 64 * ETA1)]
+    prf = np.frombuffer(buf, dtype=np.uint8).reshape(2 * K + 1, 64 * ETA1)
+    return np.take(_CBD2_BY_BYTE, prf, axis=0).transpose(0, 2, 1)
 
 
 # --- the encapsulation key (§7.2) -----------------------------------------------------------
@@ -209,7 +214,7 @@ def _as_bytes(value: object, what: str) -> bytes:
     return bytes(value)
 
 
-def _parse_ek(ek: bytes) -> tuple[npt.NDArray[np.uint16], bytes]:
+def _parse_ek(ek: bytes) -> tuple[npt.NDArray[np.uint32], bytes]:
     """Check ek (§7.2) and return (t̂ as 1024 coefficients, ρ). Raises ValueError if it fails."""
     if len(ek) != EK_SIZE:
         raise ValueError(
@@ -228,7 +233,7 @@ def _parse_ek(ek: bytes) -> tuple[npt.NDArray[np.uint16], bytes]:
 # --- K-PKE.Encrypt (Alg 14) and ML-KEM.Encaps_internal (Alg 17) -----------------------------
 
 
-def _k_pke_encrypt(t_hat: npt.NDArray[np.uint16], rho: bytes, m: bytes, r: bytes) -> bytes:
+def _k_pke_encrypt(t_hat: npt.NDArray[np.uint32], rho: bytes, m: bytes, r: bytes) -> bytes:
     """K-PKE.Encrypt(ek, m, r) (Alg 14), with ek already parsed into t̂ and ρ."""
     # Lines 4–8 and the t̂ of line 2: rows 0–3 of the block are Âᵀ, row 4 is t̂; [i][t][j][k] is
     # coefficient 2k + t of polynomial j of row i.
@@ -237,19 +242,20 @@ def _k_pke_encrypt(t_hat: npt.NDArray[np.uint16], rho: bytes, m: bytes, r: bytes
     # Lines 9–17: y, e1 from PRF_η(r, N) for N = 0 … 2k−1, e2 from PRF_η2(r, 2k).
     s = _sample_cbd2(r)
     # Line 18: ŷ = NTT(y), as ŷ_even = y_even·V and ŷ_odd = y_odd·V (unreduced, exact).
-    y_hat = s[:, :K] @ _NTT_V  # (2, k, 128)
+    # (Contiguous 2-D operands: numpy 1.26 multiplies a strided 3-D one without BLAS, 20 × slower.)
+    y_hat = (np.ascontiguousarray(s[:K]).reshape(2 * K, _HALF) @ _NTT_V).reshape(K, 2, _HALF)
     # BaseCaseMultiply (Alg 12) summed over j: even = Σ a0·b0 + a1·(b1·γ), odd = Σ a0·b1 + a1·b0.
     # terms[j][s][t][k] is the factor of row coefficient t in output coefficient s.
     terms = np.empty((K, 2, 2, _HALF), dtype=np.float64)
-    terms[:, 0, 0] = y_hat[0]
-    terms[:, 0, 1] = y_hat[1] * _GAMMA_ROW
-    terms[:, 1, 0] = y_hat[1]
-    terms[:, 1, 1] = y_hat[0]
+    terms[:, 0, 0] = y_hat[:, 0]
+    terms[:, 0, 1] = y_hat[:, 1] * _GAMMA_ROW
+    terms[:, 1, 0] = y_hat[:, 1]
+    terms[:, 1, 1] = y_hat[:, 0]
     prod = np.einsum("itjk,jstk->isk", mat, terms).astype(np.int64)  # below 3.8e13: exact
     prod %= Q
     # Lines 19–21: u = NTT⁻¹(Âᵀ∘ŷ) + e1, v = NTT⁻¹(t̂ᵀ∘ŷ) + e2 + μ, μ = Decompress_1(ByteDecode_1(m)).
     w = (prod.astype(np.float64).reshape(2 * (K + 1), _HALF) @ _NTT_V_INV).reshape(K + 1, 2, _HALF)
-    w += s[:, K:].transpose(1, 0, 2)
+    w += s[K:]
     mu = np.unpackbits(np.frombuffer(m, dtype=np.uint8), bitorder="little").reshape(_HALF, 2).T
     w[K] += mu * _DECOMPRESS_1
     out = w.astype(np.int64)

@@ -410,13 +410,13 @@ def test_sample_ntt_when_three_blocks_are_not_enough() -> None:
 @given(st.binary(min_size=32, max_size=32))
 def test_sample_cbd2(r: bytes) -> None:
     got = _mlkem._sample_cbd2(r)
-    assert got.shape == (2, 9, 128)
+    assert got.shape == (9, 2, 128)
     for b in range(9):
         prf = hashlib.shake_256(r + bytes([b])).digest(128)
         bits = [(byte >> j) & 1 for byte in prf for j in range(8)]
         expected = [bits[4 * i] + bits[4 * i + 1] - bits[4 * i + 2] - bits[4 * i + 3] for i in range(N)]
-        assert got[0, b].tolist() == expected[0::2]
-        assert got[1, b].tolist() == expected[1::2]
+        assert got[b, 0].tolist() == expected[0::2]
+        assert got[b, 1].tolist() == expected[1::2]
 
 
 @PIECES
