@@ -160,7 +160,7 @@ class Simulation:
         kem_prekey_batch: int = SIM_KEM_PREKEY_BATCH,
     ) -> None:
         """``deterministic_kem=False`` lets OpenSSL draw the ML-KEM encapsulation's randomness (~40 µs
-        instead of ~1.6 ms in pure Python per new session): faster, but the run is then no longer
+        instead of ~0.2 ms with numpy per new session): faster, but the run is then no longer
         byte-identical across runs of the same scenario and seed (``relaysim bench sim --scale``).
         ``relay_view`` is given every observation the relay makes, whole, as it makes it — what a
         provider watching its own relay sees whatever its profile keeps (``relay-view.jsonl``,
