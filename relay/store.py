@@ -735,6 +735,14 @@ class Store:
         dict the caller may change. Kept in memory after the first query; :meth:`put_device` (the
         only write to ``devices``, for registrations and for a provider's compelled additions alike)
         drops the account's entry."""
+        return dict(self._route(account))
+
+    def device_count(self, account: str) -> int:
+        """How many devices the account has (0: no such account), from the same cache."""
+        return len(self._route(account))
+
+    def _route(self, account: str) -> dict[int, int]:
+        """The cached device id → registration id map of the account: never to be changed."""
         route = self._routes.get(account)
         if route is None:
             rows = self._db.execute(
@@ -745,7 +753,7 @@ class Store:
                 self._routes.clear()
             self._routes[account] = route
             self._touched(self._routes, account)  # read inside a transaction that may roll back
-        return dict(route)
+        return route
 
     def device_ids(self, account: str) -> list[int]:
         rows = self._db.execute("SELECT device FROM devices WHERE account = ? ORDER BY device", (account,))
@@ -1035,6 +1043,15 @@ class Store:
             self._db.execute(_METADATA_INSERT, values)
         if appended:
             self._db.executemany(_METADATA_INSERT, appended)
+
+    def append_records(self, records: Sequence[MetadataRecord]) -> None:
+        """Append records whole, in order: what :meth:`append_metadata` does with rules that keep
+        every field of every record (``RetentionPolicy.appended_whole``), without a rule to ask."""
+        if len(records) == 1:
+            record = records[0]
+            self._db.execute(_METADATA_INSERT, (record.kind.value, *_metadata_values(record)))
+        else:
+            self._db.executemany(_METADATA_INSERT, [(r.kind.value, *_metadata_values(r)) for r in records])
 
     def metadata(self, kind: RecordKind | None = None) -> list[MetadataRecord]:
         """The records kept, oldest first (what a compelled provider could hand over)."""
