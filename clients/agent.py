@@ -1111,6 +1111,8 @@ class DeviceAgent:
 
     def retry_due(self) -> float | None:
         """When (clock seconds) ``tick`` has a retry receipt to send; None when nothing waits for one."""
+        if not self._group_backlog:
+            return None
         due = [b.next_retry for b in self._group_backlog if b.retries < MAX_RETRY_RECEIPTS]
         return min(due) if due else None
 
@@ -1214,10 +1216,13 @@ class DeviceAgent:
         entry = _Logged(out.ref, out.plaintext, frozenset((out.to,)), now)
         for eid in envelope_ids:
             self._pairwise_log[eid] = entry
-        for old in list(self._pairwise_log):
-            if len(self._pairwise_log) <= SEND_LOG_SIZE and now - self._pairwise_log[old].at <= SEND_LOG_AGE:
+        log = self._pairwise_log
+        # oldest first (insertion order): drop from the front, without copying the keys each time
+        while log:
+            old = next(iter(log))
+            if len(log) <= SEND_LOG_SIZE and now - log[old].at <= SEND_LOG_AGE:
                 break
-            del self._pairwise_log[old]
+            del log[old]
 
     def _pairwise_retry_asked(self, requester: PeerAddress, envelope_id: bytes) -> None:
         """A retry receipt for the 1:1 message we sent as ``envelope_id``: send it again to the
@@ -1273,13 +1278,23 @@ class DeviceAgent:
         self.device.identities.approve(peer, key)
 
     def _handle(self, frame: wire.Response) -> None:
-        if isinstance(frame, wire.Deliver):
-            self._envelopes((frame.envelope,))
+        cls = type(frame)
+        if cls is wire.Deliver or isinstance(frame, wire.Deliver):
+            self._envelopes((frame.envelope,))  # type: ignore[attr-defined]
             return
         pending = self._pending.pop(frame.id, None)
         if pending is None:
             return  # a late answer to a request we no longer track
         kind, context = pending
+        # The answers to every message, first: the same branches as below, without the chain of
+        # isinstance checks (a context of these types is never an _Audit or a _Compare).
+        context_type = type(context)
+        if cls is wire.Acked and context_type is tuple:
+            self._forget_acked(context)  # type: ignore[arg-type]
+            return
+        if cls is wire.Sent and context_type is _Outgoing:
+            self._sent(context, frame)  # type: ignore[arg-type]
+            return
         if isinstance(frame, wire.ErrorFrame):
             self._error(kind, context, frame)
         elif isinstance(context, _Audit | _Compare):
@@ -1319,11 +1334,7 @@ class DeviceAgent:
             if context == _SENDER_KEY:
                 return  # a sender key distribution went out
             assert isinstance(context, _Outgoing)
-            self._events.append(Accepted(context.ref, context.to, tuple(frame.envelope_ids)))
-            self._log_sent_pairwise(context, tuple(frame.envelope_ids))
-            if frame.needs_sync:
-                self._multi_device = True
-            self._sync(context)
+            self._sent(context, frame)
         elif isinstance(frame, wire.Envelopes):
             self._envelopes(frame.envelopes)
             self._relay_low(frame.prekeys_left)
@@ -1350,6 +1361,15 @@ class DeviceAgent:
             self._events.append(Accepted(context.ref, to, tuple(frame.envelope_ids), context.members))
         elif isinstance(frame, wire.Acked) and isinstance(context, tuple):
             self._forget_acked(context)
+
+    def _sent(self, context: _Outgoing, frame: wire.Sent) -> None:
+        """The relay took a message we sent (its ``sent``)."""
+        ids = tuple(frame.envelope_ids)
+        self._events.append(Accepted(context.ref, context.to, ids))
+        self._log_sent_pairwise(context, ids)
+        if frame.needs_sync:
+            self._multi_device = True
+        self._sync(context)
 
     def request_certificate(self) -> None:
         self._request(wire.GetSenderCertificate)
