@@ -331,6 +331,8 @@ _RETRY = content.RETRY
 _RESEND = (
     content.RESEND
 )  # a group message resent over the pairwise session: distribution id ‖ chain id ‖ iteration ‖ text
+_MAILBOX_PREFIX = CONTROL + _MAILBOX
+_SENDER_KEY_BODY = bytes((SENDER_KEY_VERSION,))  # the first byte of a group (sender key) message's body
 MAX_GROUP_BACKLOG = 256  # group messages kept while their sender key has not arrived yet
 # Retry receipts (ours, in the spirit of Signal's DecryptionErrorMessage and WhatsApp's retry receipt):
 # a group message whose sender key has not come within RETRY_GRACE seconds (the distribution message
@@ -745,11 +747,15 @@ class DeviceAgent:
         to, plaintext = self._mailbox_route(to, plaintext)
         out = _Outgoing(ref, to, plaintext, sealed)
         devices = self._devices.get(to)
-        if devices is None or (
-            self.content_key is None and not all(self.device.has_session(PeerAddress(to, d)) for d in devices)
-        ):
+        if devices is None:
             self._fetch(to, out)
             return
+        if self.content_key is None:
+            has_session = self.device.has_session
+            for d in devices:
+                if not has_session(PeerAddress(to, d)):
+                    self._fetch(to, out)
+                    return
         self._send(out)
 
     def send_receipt(
@@ -1728,7 +1734,7 @@ class DeviceAgent:
                     if opened is None or env.source_account is None or env.source_device is None:
                         raise DecryptionError()
                     sender, plaintext = PeerAddress(env.source_account, env.source_device), opened
-                elif not env.sealed and env.body[:1] == bytes((SENDER_KEY_VERSION,)):
+                elif not env.sealed and env.body[:1] == _SENDER_KEY_BODY:
                     self._group_receive(env)
                     continue
                 elif env.sealed:
@@ -1747,7 +1753,7 @@ class DeviceAgent:
                     self._ask_pairwise_resend(sessionless, env.id)
                 self._events.append(Undecryptable(env.id, env.sealed))
                 continue
-            if plaintext.startswith(CONTROL + _MAILBOX):
+            if plaintext.startswith(_MAILBOX_PREFIX):
                 plaintext = self._mailbox_introduced(sender.account, plaintext)
             if plaintext.startswith(CONTROL):
                 code, rest = plaintext[2:3], plaintext[3:]

@@ -291,6 +291,7 @@ class Simulation:
         )
         # Key escrow, a global key, ghost devices and seized phones (sims.access).
         self.interventions = Interventions(self)
+        self._intervening = bool(self.interventions)  # made from the scenario's events: fixed for the run
 
     # --- set-up -------------------------------------------------------------------------------
 
@@ -725,7 +726,8 @@ class Simulation:
                                 self._transcribe_control(route, outputs)
                         for eid in o.frame.envelope_ids:
                             self._control_copies[eid] = ref
-                    self.interventions.on_accepted(owner, frame, tuple(o.frame.envelope_ids))
+                    if self._intervening:
+                        self.interventions.on_accepted(owner, frame, tuple(o.frame.envelope_ids))
         self._relay_outputs(outputs, owner)
 
     def _relay_outputs(
@@ -791,7 +793,7 @@ class Simulation:
         if d.holder is not None:
             self._mailbox_event(d, event)
             return
-        if self.interventions.on_agent_event(d, event):
+        if self._intervening and self.interventions.on_agent_event(d, event):
             return  # a ghost device's reads
         cls = type(event)  # clients.agent's own event classes, never subclassed
         if cls is A.Accepted:
