@@ -1284,22 +1284,20 @@ class DeviceAgent:
         self.device.identities.approve(peer, key)
 
     def _handle(self, frame: wire.Response) -> None:
-        cls = type(frame)
-        if cls is wire.Deliver or isinstance(frame, wire.Deliver):
-            self._envelopes((frame.envelope,))  # type: ignore[attr-defined]
+        if isinstance(frame, wire.Deliver):
+            self._envelopes((frame.envelope,))
             return
         pending = self._pending.pop(frame.id, None)
         if pending is None:
             return  # a late answer to a request we no longer track
         kind, context = pending
-        # The answers to every message, first: the same branches as below, without the chain of
+        # The answers every message brings, first: the same branches as below, without the chain of
         # isinstance checks (a context of these types is never an _Audit or a _Compare).
-        context_type = type(context)
-        if cls is wire.Acked and context_type is tuple:
-            self._forget_acked(context)  # type: ignore[arg-type]
+        if type(frame) is wire.Acked and type(context) is tuple:
+            self._forget_acked(context)
             return
-        if cls is wire.Sent and context_type is _Outgoing:
-            self._sent(context, frame)  # type: ignore[arg-type]
+        if type(frame) is wire.Sent and type(context) is _Outgoing:
+            self._sent(context, frame)
             return
         if isinstance(frame, wire.ErrorFrame):
             self._error(kind, context, frame)

@@ -795,12 +795,13 @@ class Simulation:
             return
         if self._intervening and self.interventions.on_agent_event(d, event):
             return  # a ghost device's reads
-        cls = type(event)  # clients.agent's own event classes, never subclassed
-        if cls is A.Accepted:
+        # clients.agent's own event classes, never subclassed: the common cases first, by their exact
+        # type, then the same chain as before
+        if type(event) is A.Accepted:
             return  # the relay's word reached the phone; the simulation counted it when the relay took it
-        if cls is A.Received:  # the common case first, then the same chain as before
-            if self._received(d, event):  # type: ignore[arg-type]
-                self._after_delivery(d, event)  # type: ignore[arg-type]
+        if type(event) is A.Received:
+            if self._received(d, event):
+                self._after_delivery(d, event)
             return
         if isinstance(event, A.GroupMembershipChanged):
             self.emit(
