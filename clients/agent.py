@@ -331,6 +331,8 @@ _RETRY = content.RETRY
 _RESEND = (
     content.RESEND
 )  # a group message resent over the pairwise session: distribution id ‖ chain id ‖ iteration ‖ text
+_MAILBOX_PREFIX = CONTROL + _MAILBOX
+_SENDER_KEY_BODY = bytes((SENDER_KEY_VERSION,))  # the first byte of a group (sender key) message's body
 MAX_GROUP_BACKLOG = 256  # group messages kept while their sender key has not arrived yet
 # Retry receipts (ours, in the spirit of Signal's DecryptionErrorMessage and WhatsApp's retry receipt):
 # a group message whose sender key has not come within RETRY_GRACE seconds (the distribution message
@@ -745,11 +747,15 @@ class DeviceAgent:
         to, plaintext = self._mailbox_route(to, plaintext)
         out = _Outgoing(ref, to, plaintext, sealed)
         devices = self._devices.get(to)
-        if devices is None or (
-            self.content_key is None and not all(self.device.has_session(PeerAddress(to, d)) for d in devices)
-        ):
+        if devices is None:
             self._fetch(to, out)
             return
+        if self.content_key is None:
+            has_session = self.device.has_session
+            for d in devices:
+                if not has_session(PeerAddress(to, d)):
+                    self._fetch(to, out)
+                    return
         self._send(out)
 
     def send_receipt(
@@ -1111,6 +1117,8 @@ class DeviceAgent:
 
     def retry_due(self) -> float | None:
         """When (clock seconds) ``tick`` has a retry receipt to send; None when nothing waits for one."""
+        if not self._group_backlog:
+            return None
         due = [b.next_retry for b in self._group_backlog if b.retries < MAX_RETRY_RECEIPTS]
         return min(due) if due else None
 
@@ -1214,10 +1222,13 @@ class DeviceAgent:
         entry = _Logged(out.ref, out.plaintext, frozenset((out.to,)), now)
         for eid in envelope_ids:
             self._pairwise_log[eid] = entry
-        for old in list(self._pairwise_log):
-            if len(self._pairwise_log) <= SEND_LOG_SIZE and now - self._pairwise_log[old].at <= SEND_LOG_AGE:
+        log = self._pairwise_log
+        # oldest first (insertion order): drop from the front, without copying the keys each time
+        while log:
+            old = next(iter(log))
+            if len(log) <= SEND_LOG_SIZE and now - log[old].at <= SEND_LOG_AGE:
                 break
-            del self._pairwise_log[old]
+            del log[old]
 
     def _pairwise_retry_asked(self, requester: PeerAddress, envelope_id: bytes) -> None:
         """A retry receipt for the 1:1 message we sent as ``envelope_id``: send it again to the
@@ -1280,6 +1291,14 @@ class DeviceAgent:
         if pending is None:
             return  # a late answer to a request we no longer track
         kind, context = pending
+        # The answers every message brings, first: the same branches as below, without the chain of
+        # isinstance checks (a context of these types is never an _Audit or a _Compare).
+        if type(frame) is wire.Acked and type(context) is tuple:
+            self._forget_acked(context)
+            return
+        if type(frame) is wire.Sent and type(context) is _Outgoing:
+            self._sent(context, frame)
+            return
         if isinstance(frame, wire.ErrorFrame):
             self._error(kind, context, frame)
         elif isinstance(context, _Audit | _Compare):
@@ -1319,11 +1338,7 @@ class DeviceAgent:
             if context == _SENDER_KEY:
                 return  # a sender key distribution went out
             assert isinstance(context, _Outgoing)
-            self._events.append(Accepted(context.ref, context.to, tuple(frame.envelope_ids)))
-            self._log_sent_pairwise(context, tuple(frame.envelope_ids))
-            if frame.needs_sync:
-                self._multi_device = True
-            self._sync(context)
+            self._sent(context, frame)
         elif isinstance(frame, wire.Envelopes):
             self._envelopes(frame.envelopes)
             self._relay_low(frame.prekeys_left)
@@ -1350,6 +1365,15 @@ class DeviceAgent:
             self._events.append(Accepted(context.ref, to, tuple(frame.envelope_ids), context.members))
         elif isinstance(frame, wire.Acked) and isinstance(context, tuple):
             self._forget_acked(context)
+
+    def _sent(self, context: _Outgoing, frame: wire.Sent) -> None:
+        """The relay took a message we sent (its ``sent``)."""
+        ids = tuple(frame.envelope_ids)
+        self._events.append(Accepted(context.ref, context.to, ids))
+        self._log_sent_pairwise(context, ids)
+        if frame.needs_sync:
+            self._multi_device = True
+        self._sync(context)
 
     def request_certificate(self) -> None:
         self._request(wire.GetSenderCertificate)
@@ -1708,7 +1732,7 @@ class DeviceAgent:
                     if opened is None or env.source_account is None or env.source_device is None:
                         raise DecryptionError()
                     sender, plaintext = PeerAddress(env.source_account, env.source_device), opened
-                elif not env.sealed and env.body[:1] == bytes((SENDER_KEY_VERSION,)):
+                elif not env.sealed and env.body[:1] == _SENDER_KEY_BODY:
                     self._group_receive(env)
                     continue
                 elif env.sealed:
@@ -1727,7 +1751,7 @@ class DeviceAgent:
                     self._ask_pairwise_resend(sessionless, env.id)
                 self._events.append(Undecryptable(env.id, env.sealed))
                 continue
-            if plaintext.startswith(CONTROL + _MAILBOX):
+            if plaintext.startswith(_MAILBOX_PREFIX):
                 plaintext = self._mailbox_introduced(sender.account, plaintext)
             if plaintext.startswith(CONTROL):
                 code, rest = plaintext[2:3], plaintext[3:]

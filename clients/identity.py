@@ -18,16 +18,20 @@ undoes the verification and waits for the user, whatever the policy.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from relaysim.clients.errors import DecryptionError
 
 __all__ = ["IDENTITY_POLICIES", "IdentityChanged", "IdentityStore", "PeerAddress", "UntrustedIdentity"]
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class PeerAddress:
-    """One device of one account (re-exported by ``clients.session``)."""
+class PeerAddress(NamedTuple):
+    """One device of one account (re-exported by ``clients.session``).
+
+    A named tuple rather than a frozen dataclass: the same fields, order, equality between addresses
+    and hash (that of ``(account, device)``), but made, hashed and compared in C. A device looks its
+    sessions and pinned keys up by address several times per message, and the dataclass's Python
+    ``__init__``, ``__hash__`` and ``__eq__`` cost ~0.6 µs each time."""
 
     account: str
     device: int

@@ -19,6 +19,8 @@ from typing import Any
 
 __all__ = ["Scheduler"]
 
+_heappush = heapq.heappush
+
 
 class Scheduler:
     __slots__ = ("_heap", "_seq", "_streams", "events_run", "now")
@@ -35,8 +37,8 @@ class Scheduler:
         """Run ``fn(*args)`` at virtual time ``when`` (never earlier than now)."""
         if when < self.now:
             when = self.now
-        self._seq += 1
-        heapq.heappush(self._heap, (when, self._seq, fn, args))
+        seq = self._seq = self._seq + 1
+        _heappush(self._heap, (when, seq, fn, args))
 
     def stream(self, items: Sequence[Any], when: Callable[[Any], float], fn: Callable[[Any], None]) -> None:
         """Run ``fn(item)`` at ``when(item)`` for every item, as ``for i in items: at(when(i), fn, i)``
@@ -70,8 +72,23 @@ class Scheduler:
         streams = self._streams
         pop = heapq.heappop
         n = 0
+        # ``every`` events between progress calls; without a progress callback, never
+        countdown = every if progress is not None else -1
         while True:
-            if streams and streams[0][0] <= until and (not heap or streams[0][:2] < heap[0][:2]):
+            # the earlier of the heap's and the streams' next events, by (time, sequence); sequence
+            # numbers are never shared, so the times decide unless they are equal
+            if streams:
+                s0 = streams[0]
+                if heap:
+                    h0 = heap[0]
+                    from_stream = s0[0] < h0[0] or (s0[0] == h0[0] and s0[1] < h0[1])
+                else:
+                    from_stream = True
+            else:
+                from_stream = False
+            if from_stream:
+                if s0[0] > until:
+                    break
                 when, _seq, one, item, s, i = pop(streams)
                 self.now = when
                 if i + 1 < len(s.items):
@@ -84,7 +101,10 @@ class Scheduler:
             else:
                 break
             n += 1
-            if progress is not None and n % every == 0:
+            countdown -= 1
+            if not countdown:
+                countdown = every
+                assert progress is not None
                 progress(when)
         self.events_run += n
         self.now = max(self.now, until)

@@ -34,16 +34,24 @@ class Network:
             a, b = rule.between
             self._latency[(a, b)] = self._latency[(b, a)] = rule.ms / 1000.0
         self._default = spec.latency_ms / 1000.0
+        self._base: dict[tuple[str, str], float] = {}  # base_latency, per path asked for
         self.jitter = spec.jitter_ms / 1000.0
+        # what every packet asks of the spec, read once (NetworkSpec is frozen)
+        self._partitions = bool(spec.partitions)
+        self._loss = spec.loss
+        self._duplication = spec.duplication
         self.lost = 0
         self.duplicated = 0
         self.partitioned = 0
         self.held = 0
 
     def base_latency(self, src: str, dst: str) -> float:
-        if src == dst:
-            return self._latency.get((src, dst), self._default / 2)
-        return self._latency.get((src, dst), self._default)
+        path = (src, dst)
+        base = self._base.get(path)
+        if base is None:
+            base = self._latency.get(path, self._default / 2 if src == dst else self._default)
+            self._base[path] = base
+        return base
 
     def cut(self, src: str, dst: str, now: float) -> bool:
         """True when a partition separates the two regions at ``now``."""
@@ -71,7 +79,7 @@ class Network:
 
     def transit(self, src: str, dst: str, now: float) -> list[float]:
         """Delays (seconds) after which the copies of one packet arrive; [] if it never does."""
-        departs = self.departure(src, dst, now) if self.spec.partitions else now
+        departs = self.departure(src, dst, now) if self._partitions else now
         if departs is None:
             self.partitioned += 1
             return []
@@ -79,13 +87,14 @@ class Network:
         if wait:
             self.held += 1
         rng = self.rng
-        spec = self.spec
-        if spec.loss and rng.random() < spec.loss:
+        if self._loss and rng.random() < self._loss:
             self.lost += 1
             return []
-        base = self.base_latency(src, dst)
+        base = self._base.get((src, dst))
+        if base is None:
+            base = self.base_latency(src, dst)
         delay = wait + base + (rng.random() * self.jitter if self.jitter else 0.0)
-        if spec.duplication and rng.random() < spec.duplication:
+        if self._duplication and rng.random() < self._duplication:
             self.duplicated += 1
             return [delay, delay + base + rng.random() * max(self.jitter, 0.001)]
         return [delay]
@@ -94,10 +103,13 @@ class Network:
         """The delay (seconds) of a frame on a connection that retransmits: never lost, only delayed,
         and held while a "hold" partition cuts the path."""
         wait = 0.0
-        if self.spec.partitions:
+        if self._partitions:
             departs = self.departure(src, dst, now, reliable=True)
             assert departs is not None
             wait = departs - now
             if wait:
                 self.held += 1
-        return wait + self.base_latency(src, dst) + self.rng.random() * self.jitter
+        base = self._base.get((src, dst))
+        if base is None:
+            base = self.base_latency(src, dst)
+        return wait + base + self.rng.random() * self.jitter

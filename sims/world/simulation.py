@@ -75,6 +75,8 @@ REDELIVERY_DELAY = 30.0  # a lost push is fetched again this long after (the app
 TranscriptSink = Callable[[dict[str, Any]], None]
 GROUP_SEND_LOST = "*"  # in _group_parts_lost: a group_send (server-side fan-out) the network lost
 GROUP_WAIT = 5.0  # seconds a group message waits, and waits again, for its group to exist at the relay
+_CARRY_ENVELOPES = frozenset((wire.Send, wire.SealedSend, wire.GroupSend))  # the frames the network may lose
+_SENDS = (wire.Send, wire.SealedSend)
 
 
 @dataclass
@@ -97,16 +99,16 @@ class SimDevice:
 
 
 class Link:
-    """One simulated connection: the relay's context for it and the relay's frame decoder."""
+    """One simulated connection: the relay's context for it. (The relay reads each frame whole from
+    its bytes: the simulation carries one frame per packet, length prefix included.)"""
 
-    __slots__ = ("ctx", "device", "extra_latency", "fresh", "open", "relay_decoder")
+    __slots__ = ("ctx", "device", "extra_latency", "fresh", "open")
 
     def __init__(
         self, ctx: ConnectionContext, device: SimDevice, fresh: bool = False, extra: float = 0.0
     ) -> None:
         self.ctx = ctx
         self.device = device
-        self.relay_decoder = wire.FrameDecoder("relay")
         self.open = True
         self.fresh = fresh  # one request's connection through an exit (defences.sealed_connection = "fresh")
         self.extra_latency = extra  # what the exit adds each way
@@ -232,7 +234,7 @@ class Simulation:
         self._tick_at: dict[str, float] = {}  # device → when its agent's next retry receipt is due
         self.envelope_message: dict[bytes, int] = {}
         self.last_delivery: dict[bytes, dict[str, Any]] = {}
-        self.record_counts: dict[str, int] = {}
+        self.record_counts: dict[RecordKind, int] = {}  # by kind; named by value in the result
         self.undecryptable = 0
         self.duplicates_dropped = 0
         self.mismatched = 0
@@ -289,6 +291,7 @@ class Simulation:
         )
         # Key escrow, a global key, ghost devices and seized phones (sims.access).
         self.interventions = Interventions(self)
+        self._intervening = bool(self.interventions)  # made from the scenario's events: fixed for the run
 
     # --- set-up -------------------------------------------------------------------------------
 
@@ -633,7 +636,8 @@ class Simulation:
     def _to_relay(self, d: SimDevice, frame: wire.Request, owner: SimDevice | None = None) -> None:
         """Carry a frame from device ``d`` to the relay; ``owner`` gets the answer (default ``d``)."""
         owner = owner or d
-        unauthenticated = isinstance(frame, wire.SealedSend) or (
+        cls = type(frame)  # the agents build frames of wire's own classes, never of subclasses
+        unauthenticated = cls is wire.SealedSend or (
             isinstance(frame, wire.FetchBundle) and frame.delivery_token is not None and d.agent.authenticated
         )
         if unauthenticated and self.defences.sealed_connection == "fresh" and d.online:
@@ -663,21 +667,23 @@ class Simulation:
                     **asked,
                 }
             )
-        carries_envelopes = isinstance(frame, wire.Send | wire.SealedSend | wire.GroupSend)
-        ref = owner.agent.message_ref(frame.id) if carries_envelopes else None
-        if carries_envelopes:
-            delays = self.net.transit(d.spec.region, self.relay_region, self.sched.now)
-            if not delays and isinstance(ref, int) and ref in self._group_sends:
-                # one account's part of a group message, or a resend to it (or, server-side fan-out, the
-                # one group send for all: GROUP_SEND_LOST): accounted per device at the end
-                to = frame.to if isinstance(frame, wire.Send | wire.SealedSend) else GROUP_SEND_LOST
-                self._group_parts_lost.setdefault(ref, set()).add(to)
-            elif not delays and isinstance(ref, int):
-                self._lost(ref, "the network lost the send")
-        else:
-            delays = [self.net.reliable(d.spec.region, self.relay_region, self.sched.now)]
+        sched = self.sched
+        if cls not in _CARRY_ENVELOPES:
+            # a control frame on a connection that retransmits: one copy, only delayed
+            delay = self.net.reliable(d.spec.region, self.relay_region, sched.now)
+            sched.at(sched.now + (delay + link.extra_latency), self._relay_receive, link, data, owner, None)
+            return
+        ref = owner.agent.message_ref(frame.id)
+        delays = self.net.transit(d.spec.region, self.relay_region, sched.now)
+        if not delays and isinstance(ref, int) and ref in self._group_sends:
+            # one account's part of a group message, or a resend to it (or, server-side fan-out, the
+            # one group send for all: GROUP_SEND_LOST): accounted per device at the end
+            to = frame.to if isinstance(frame, wire.Send | wire.SealedSend) else GROUP_SEND_LOST
+            self._group_parts_lost.setdefault(ref, set()).add(to)
+        elif not delays and isinstance(ref, int):
+            self._lost(ref, "the network lost the send")
         for delay in delays:
-            self.sched.after(delay + link.extra_latency, self._relay_receive, link, data, owner, ref)
+            sched.at(sched.now + (delay + link.extra_latency), self._relay_receive, link, data, owner, ref)
 
     def _relay_receive(self, link: Link, data: bytes, owner: SimDevice, ref: object) -> None:
         if not link.open:
@@ -687,17 +693,16 @@ class Simulation:
             return
         if self.frames_to_relay is not None:
             self.frames_to_relay.append(data)
-        link.relay_decoder.receive_data(data)
-        frame = link.relay_decoder.next_frame()
-        assert isinstance(frame, wire.Request)
+        frame = _relay_reads(data)
         outputs = self.relay.handle(link.ctx, frame)
-        if isinstance(frame, wire.GroupSend) and isinstance(ref, int):  # server-side fan-out
+        cls = type(frame)  # decoded: always one of wire's own classes
+        if cls is wire.GroupSend and isinstance(ref, int):  # server-side fan-out
             for o in outputs:
                 if isinstance(o, Reply) and isinstance(o.frame, wire.GroupSent):
                     self._group_fanned_out(ref, o.frame.envelope_ids, outputs)
-        if isinstance(frame, wire.Send | wire.SealedSend):
+        if cls in _SENDS:
             for o in outputs:
-                if isinstance(o, Reply) and isinstance(o.frame, wire.Sent):
+                if type(o) is Reply and type(o.frame) is wire.Sent and isinstance(frame, _SENDS):
                     if isinstance(ref, int):
                         self._accepted(ref, o.frame.envelope_ids, outputs)
                     elif isinstance(ref, tuple) and ref[:1] == ("sync",):  # a sync copy to one's own devices
@@ -721,26 +726,31 @@ class Simulation:
                                 self._transcribe_control(route, outputs)
                         for eid in o.frame.envelope_ids:
                             self._control_copies[eid] = ref
-                    self.interventions.on_accepted(owner, frame, tuple(o.frame.envelope_ids))
+                    if self._intervening:
+                        self.interventions.on_accepted(owner, frame, tuple(o.frame.envelope_ids))
         self._relay_outputs(outputs, owner)
 
     def _relay_outputs(
         self, outputs: list[Reply | Push | MetadataRecord], owner: SimDevice | None = None
     ) -> None:
+        links = self.links
         for o in outputs:
-            if isinstance(o, MetadataRecord):
+            # relay.core's own classes (relay.core.Output), never subclassed: no isinstance chain
+            if type(o) is MetadataRecord:
                 self._count_record(o)
                 continue
-            link = self.links.get(o.connection)
-            if link is None:
-                continue
-            if isinstance(o, Reply):
-                self._to_device(owner or link.device, link, o.frame, push=False)
-            else:
-                self._to_device(link.device, link, o.frame, push=True)
+            if type(o) is Reply:
+                link = links.get(o.connection)
+                if link is not None:
+                    self._to_device(owner or link.device, link, o.frame, push=False)
+            elif type(o) is Push:
+                link = links.get(o.connection)
+                if link is not None:
+                    self._to_device(link.device, link, o.frame, push=True)
 
     def _count_record(self, r: MetadataRecord) -> None:
-        self.record_counts[r.kind.value] = self.record_counts.get(r.kind.value, 0) + 1
+        counts = self.record_counts
+        counts[r.kind] = counts.get(r.kind, 0) + 1
         if self.relay_view is not None:
             self.relay_view(r)
         if self.transcribing and r.kind is RecordKind.DELIVERY and r.envelope_id is not None:
@@ -751,14 +761,16 @@ class Simulation:
         # construction, nothing in the simulation inspects their bytes, and encoding and
         # decoding them again would double the cost of the wire format. (Frames toward the
         # relay are carried as bytes and decoded by the relay, which must never trust a device.)
+        sched = self.sched
         if push:
-            delays = self.net.transit(self.relay_region, d.spec.region, self.sched.now)[:1]
+            delays = self.net.transit(self.relay_region, d.spec.region, sched.now)
             if not delays:  # lost push: the envelope stays queued; the app receives again later
-                self.sched.after(REDELIVERY_DELAY, self._poll, d)
+                sched.at(sched.now + REDELIVERY_DELAY, self._poll, d)
                 return
+            delay = delays[0]
         else:
-            delays = [self.net.reliable(self.relay_region, d.spec.region, self.sched.now)]
-        self.sched.after(delays[0] + link.extra_latency, self._device_receive, d, link, frame)
+            delay = self.net.reliable(self.relay_region, d.spec.region, sched.now)
+        sched.at(sched.now + (delay + link.extra_latency), self._device_receive, d, link, frame)
 
     def _poll(self, d: SimDevice) -> None:
         if d.online and d.agent.authenticated:
@@ -781,8 +793,16 @@ class Simulation:
         if d.holder is not None:
             self._mailbox_event(d, event)
             return
-        if self.interventions.on_agent_event(d, event):
+        if self._intervening and self.interventions.on_agent_event(d, event):
             return  # a ghost device's reads
+        # clients.agent's own event classes, never subclassed: the common cases first, by their exact
+        # type, then the same chain as before
+        if type(event) is A.Accepted:
+            return  # the relay's word reached the phone; the simulation counted it when the relay took it
+        if type(event) is A.Received:
+            if self._received(d, event):
+                self._after_delivery(d, event)
+            return
         if isinstance(event, A.GroupMembershipChanged):
             self.emit(
                 {
@@ -1324,7 +1344,7 @@ class Simulation:
         return SimulationResult(
             self.scenario,
             [self.messages[k] for k in sorted(self.messages)],
-            dict(sorted(self.record_counts.items())),
+            dict(sorted((k.value, n) for k, n in self.record_counts.items())),
             {
                 "lost": self.net.lost,
                 "duplicated": self.net.duplicated,
@@ -1343,6 +1363,21 @@ class Simulation:
             dict(self.control),
             {k: self.synced[k] for k in sorted(self.synced)},
         )
+
+
+def _relay_reads(data: bytes) -> wire.Request:
+    """The relay's reading of one frame the simulation carried: the bytes of exactly one whole frame
+    (``wire.encode``), so its body is decoded straight away, every field checked as the server's
+    ``wire.FrameDecoder`` checks it, without a stream buffer; a frame over the size limit goes through
+    a ``FrameDecoder`` to be refused as the server refuses it."""
+    if len(data) - wire.PREFIX_SIZE > wire.DEFAULT_MAX_FRAME_SIZE:
+        decoder = wire.FrameDecoder("relay")
+        decoder.receive_data(data)
+        frame = decoder.next_frame()
+    else:
+        frame = wire.decode_body(data[wire.PREFIX_SIZE :], wire.REQUEST_KINDS)
+    assert isinstance(frame, wire.Request)
+    return frame
 
 
 def _planned_at(m: PlannedMessage) -> float:
