@@ -592,6 +592,13 @@ def _valid_expr(spec: _Spec, v: str, env: dict[str, Any]) -> str | None:
         assert isinstance(spec, _Optional)
         inner = _valid_expr(spec.inner, v, env)
         return None if inner is None else f"({v} is None or {inner})"
+    if kind is _List:  # a tuple of valid items passes as it is; a list is made a tuple by check
+        assert isinstance(spec, _List)
+        x = f"x{v.count('x')}"  # (a fresh name inside nested lists)
+        item = _valid_expr(spec.item, x, env)
+        if item is None:
+            return None
+        return f"(type({v}) is tuple and {spec.min_items} <= len({v}) <= {spec.max_items} and all({item} for {x} in {v}))"
     return None
 
 
@@ -786,7 +793,7 @@ def _fast_convert(spec: _Spec, v: str, env: dict[str, Any], pad: str) -> list[st
             env[name] = fast
             return [head, f"{pad}{v} = tuple(map({name}, {v}))"]
         cond = _valid_expr(item, "x", env)
-        if cond is None or type(item) is _Optional:
+        if cond is None or type(item) in (_Optional, _List):
             return None
         return [head, f"{pad}for x in {v}:", f"{pad}    if not {cond}: raise _Slow", f"{pad}{v} = tuple({v})"]
     if kind is _Optional:
