@@ -802,19 +802,25 @@ class RelayCore:
     def _write_records(self, outputs: list[Output], bodies: Mapping[bytes, bytes] | None = None) -> None:
         """The observations among ``outputs``, as the policy reduces them, into the store; and,
         whole, into the intercepts of every tap that covers them (``bodies`` by envelope id)."""
-        kept = []
-        intercepted: list[tuple[str, MetadataRecord, bytes | None]] = []
-        for record in outputs:
-            if isinstance(record, MetadataRecord):
-                reduced = self.policy.apply(record)
+        policy = self.policy
+        records = [o for o in outputs if type(o) is MetadataRecord]
+        if not records:
+            return
+        whole = policy.appended_whole
+        if all(r.kind in whole for r in records):  # the common case: each written as it is
+            self.store.append_records(records)
+        else:
+            kept = []
+            for record in records:
+                reduced = policy.apply(record)
                 if reduced is not None:
-                    kept.append((reduced, self.policy.rules[record.kind]))
-                if self._taps:
-                    intercepted.extend(self._intercept(record, bodies or {}))
-        if kept:
-            self.store.append_metadata(kept)
-        if intercepted:
-            self.store.append_intercepts(intercepted)
+                    kept.append((reduced, policy.rules[record.kind]))
+            if kept:
+                self.store.append_metadata(kept)
+        if self._taps:
+            intercepted = [row for record in records for row in self._intercept(record, bodies or {})]
+            if intercepted:
+                self.store.append_intercepts(intercepted)
 
     def _intercept(
         self, record: MetadataRecord, bodies: Mapping[bytes, bytes]
@@ -833,19 +839,28 @@ class RelayCore:
         who: DeviceAddress | None,
         *,
         now: float | None = None,
-        **fields: object,
+        recipient_account: str | None = None,
+        recipient_device: int | None = None,
+        envelope_id: bytes | None = None,
+        size: int | None = None,
+        count: int | None = None,
     ) -> MetadataRecord:
         """A record of what ``conn`` did, ``who`` being the device the relay knows it as."""
-        host, port = conn.address if conn.address is not None else (None, None)
+        address = conn.address
+        # Positional, in MetadataRecord's field order (a record per send, delivery and ack).
         return MetadataRecord(
-            kind=kind,
-            time=self.clock() if now is None else now,
-            connection=conn.id,
-            host=host,
-            port=port,
-            account=who.account if who else None,
-            device=who.device if who else None,
-            **fields,  # type: ignore[arg-type]
+            kind,
+            self.clock() if now is None else now,
+            conn.id,
+            address[0] if address is not None else None,
+            address[1] if address is not None else None,
+            who.account if who is not None else None,
+            who.device if who is not None else None,
+            recipient_account,
+            recipient_device,
+            envelope_id,
+            size,
+            count,
         )
 
     @staticmethod
@@ -1299,9 +1314,7 @@ class RelayCore:
             for e in envelopes
         ]
         needs_sync = (
-            source is not None
-            and source.account != to
-            and len(self.store.registration_ids(source.account)) > 1
+            source is not None and source.account != to and self.store.device_count(source.account) > 1
         )
         out.items.append(
             Reply(
@@ -1328,32 +1341,42 @@ class RelayCore:
     ) -> None:
         """Queue envelopes accepted for ``to`` (unless ``dropped``: a block), record each send, and
         push them to the recipient devices that are connected."""
-        out.bodies.update((s.id, s.body) for s in stored)
+        if self._taps:
+            out.bodies.update((s.id, s.body) for s in stored)
         if not dropped:
             self.store.enqueue(stored)
         kind = RecordKind.SEND if source is not None else RecordKind.SEALED_SEND
+        # Records made directly, positional in MetadataRecord's field order (as _observe makes them).
+        address = conn.address
+        host, port = (address[0], address[1]) if address is not None else (None, None)
+        who = conn.authenticated  # for a sealed send too: if it is known, it is seen
+        account, device = (who.account, who.device) if who is not None else (None, None)
+        items = out.items
         for s in stored:
-            out.record(
-                self._observe(
-                    kind,
-                    conn,
-                    conn.authenticated,  # for a sealed send too: if it is known, it is seen
-                    now=now,
-                    recipient_account=to,
-                    recipient_device=s.device,
-                    envelope_id=s.id,
-                    size=len(s.body),
+            items.append(
+                MetadataRecord(
+                    kind, now, conn.id, host, port, account, device, to, s.device, s.id, len(s.body)
                 )
             )
-        for s in () if dropped else stored:
-            address = DeviceAddress(to, s.device)
-            for target in self._online.get(address, {}).values():
-                out.items.append(Push(address, target.id, Deliver(id=0, envelope=s.to_wire())))
-                out.record(
-                    self._observe(
-                        RecordKind.DELIVERY, target, address, now=now, envelope_id=s.id, size=len(s.body)
+        if dropped:
+            return
+        online = self._online
+        for s in stored:
+            recipient = DeviceAddress(to, s.device)
+            targets = online.get(recipient)
+            if targets:
+                for target in targets.values():
+                    items.append(Push(recipient, target.id, Deliver(id=0, envelope=s.to_wire())))
+                    items.append(
+                        self._observe(
+                            RecordKind.DELIVERY,
+                            target,
+                            recipient,
+                            now=now,
+                            envelope_id=s.id,
+                            size=len(s.body),
+                        )
                     )
-                )
 
     def _receive(self, conn: ConnectionContext, req: Receive, out: _Out) -> None:
         me = self._require_auth(conn, "receive")
@@ -1388,7 +1411,7 @@ class RelayCore:
         count = 0
         if self.keep_delivered:
             count += self.store.archive_envelopes(me.account, me.device, ids, archived_at=now, reason="kept")
-        elif frozen := self._frozen_at(now):
+        elif self._preserved and (frozen := self._frozen_at(now)):
             # held at the service of a preservation request on the recipient or the (known) sender
             origins = self.store.envelope_origins(me.account, me.device, ids)
             ids = tuple(
@@ -1402,9 +1425,15 @@ class RelayCore:
             )
         else:
             count += self.store.delete_envelopes(me.account, me.device, ids)
-        out.items.append(Reply(conn.id, Acked(id=req.id, count=count)))
-        for envelope_id in req.envelope_ids:
-            out.record(self._observe(RecordKind.ACKNOWLEDGEMENT, conn, me, now=now, envelope_id=envelope_id))
+        items = out.items
+        items.append(Reply(conn.id, Acked(id=req.id, count=count)))
+        address = conn.address
+        host, port = (address[0], address[1]) if address is not None else (None, None)
+        kind, account, device = RecordKind.ACKNOWLEDGEMENT, me.account, me.device
+        for envelope_id in req.envelope_ids:  # made as _observe makes them, positional
+            items.append(
+                MetadataRecord(kind, now, conn.id, host, port, account, device, None, None, envelope_id)
+            )
 
     def _ping(self, conn: ConnectionContext, req: Ping, out: _Out) -> None:
         out.items.append(Reply(conn.id, Pong(id=req.id)))

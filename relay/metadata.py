@@ -170,6 +170,9 @@ class RetentionPolicy:
     rules: Mapping[RecordKind, KindRule]
     _dropped: dict[RecordKind, tuple[str, ...]] = field(init=False, repr=False, compare=False)
     _whole: frozenset[RecordKind] = field(init=False, repr=False, compare=False)
+    appended_whole: frozenset[RecordKind] = field(init=False, repr=False, compare=False)
+    """Kinds whose every record is written whole and appended (no field dropped or rounded, keep
+    "all"): the store takes such a record as it is, with no rule to consult (the hot path)."""
 
     def __post_init__(self) -> None:
         for kind, rule in self.rules.items():
@@ -186,6 +189,8 @@ class RetentionPolicy:
         # Kinds kept whole: apply() hands those records through untouched (the common case).
         whole = frozenset(k for k, r in self.rules.items() if not dropped[k] and not r.granularity)
         object.__setattr__(self, "_whole", whole)
+        appended = frozenset(k for k in whole if self.rules[k].keep == "all")
+        object.__setattr__(self, "appended_whole", appended)
 
     def rule(self, kind: RecordKind) -> KindRule | None:
         return self.rules.get(kind)

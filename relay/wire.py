@@ -21,6 +21,7 @@ import enum
 import hashlib
 import itertools
 import struct
+import threading
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -128,6 +129,20 @@ PROTOCOL_VERSION: Final = 1
 DEFAULT_MAX_FRAME_SIZE: Final = 256 * 1024
 
 _PREFIX = struct.Struct(">I")
+_unpackb = msgpack.unpackb
+# msgpack.packb makes a Packer (and its buffer) per call, as long as packing a small map takes;
+# each thread keeps one instead (a Packer is not to be shared between threads).
+_packers = threading.local()
+
+
+def _pack(obj: Any) -> bytes:
+    try:
+        packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+    return packer.pack(obj)
+
+
 PREFIX_SIZE: Final = _PREFIX.size
 
 # Sizes of the things the relay checks but never interprets.
@@ -678,6 +693,17 @@ class Message:
     @classmethod
     def from_wire(cls: type[_M], raw: Mapping[Any, Any]) -> _M:
         """Build from a decoded msgpack map (checked, so it raises LocalProtocolError)."""
+        fast = _FAST_DECODERS[cls, False] if (cls, False) in _FAST_DECODERS else _fast_decoder(cls)
+        if fast is not None:
+            try:
+                return fast(raw)
+            except _Slow:
+                pass  # the checked path names what is wrong
+        return cls._from_wire_checked(raw)
+
+    @classmethod
+    def _from_wire_checked(cls: type[_M], raw: Mapping[Any, Any]) -> _M:
+        """``from_wire`` without the fast path: field by field, each error its own."""
         names, fields, plain = cls._decode_plan()
         for key in raw:
             if key not in names:
@@ -713,6 +739,176 @@ class Message:
             if value is not None:
                 out[name] = spec.to_wire(value)
         return out
+
+
+# --- the decoding and encoding fast paths ----------------------------------------------------
+# Decoding and encoding are on every frame (two in and three out per envelope at the relay), so
+# each class gets two more generated functions, built on first use from the same field specs:
+# one that turns a decoded msgpack map into a message in one pass (the unknown-field and
+# required-field checks as two set comparisons, each field's spec as an inline condition, no
+# call per field), and one that builds the map to pack. The fast decoder only ever accepts: at
+# the first thing it does not like it raises _Slow, and the checked path (``Message.from_wire``'s
+# loop over the specs, ``decode_body``'s envelope checks) decides again from the start and raises
+# its specific error. So every error is still the checked path's, and a frame the fast path
+# accepts is the one the checked path would build (tests/relay/test_wire_checks.py holds the two
+# to the same outcome).
+
+
+class _Slow(Exception):
+    """The fast decoder does not accept this map; the checked path decides (and names the error)."""
+
+
+_ABSENT: Final = object()
+
+
+def _fast_convert(spec: _Spec, v: str, env: dict[str, Any], pad: str) -> list[str] | None:
+    """Statements that check the decoded msgpack value in variable ``v`` against ``spec`` and leave
+    in ``v`` what ``spec.from_wire`` then ``spec.check`` would (a tuple for a list, a message for a
+    map), raising _Slow where either would raise; None for a spec with no fast form."""
+    kind = type(spec)
+    if kind is _Struct:
+        assert isinstance(spec, _Struct)
+        fast = _fast_decoder(spec.cls)
+        if fast is None:
+            return None
+        name = f"dec_{len(env)}"
+        env[name] = fast
+        return [f"{pad}{v} = {name}({v})"]  # it checks that v is a dict
+    if kind is _List:
+        assert isinstance(spec, _List)
+        head = f"{pad}if type({v}) is not list or not {spec.min_items} <= len({v}) <= {spec.max_items}: raise _Slow"
+        item = spec.item
+        if type(item) is _Struct:
+            fast = _fast_decoder(item.cls)
+            if fast is None:
+                return None
+            name = f"dec_{len(env)}"
+            env[name] = fast
+            return [head, f"{pad}{v} = tuple(map({name}, {v}))"]
+        cond = _valid_expr(item, "x", env)
+        if cond is None or type(item) is _Optional:
+            return None
+        return [head, f"{pad}for x in {v}:", f"{pad}    if not {cond}: raise _Slow", f"{pad}{v} = tuple({v})"]
+    if kind is _Optional:
+        assert isinstance(spec, _Optional)
+        inner = _fast_convert(spec.inner, v, env, pad + "    ")
+        return None if inner is None else [f"{pad}if {v} is not None:", *inner]
+    cond = _valid_expr(spec, v, env)
+    return None if cond is None else [f"{pad}if not {cond}: raise _Slow"]
+
+
+def _fast_decoder(cls: type[Message], frame: bool = False) -> Callable[[Any], Any] | None:
+    """``cls``'s fast decoder (cached): a function of a decoded msgpack map that returns the
+    message or raises _Slow; None if the class has none (a check of its own, an unusual spec).
+    ``frame``: the map is a whole frame's, with ``v`` and ``kind`` beside the fields."""
+    key = (cls, frame)
+    if key in _FAST_DECODERS:
+        return _FAST_DECODERS[key]
+    _FAST_DECODERS[key] = None  # (while it is being built)
+    names, fields, plain = cls._decode_plan()
+    env: dict[str, Any] = {
+        "_Slow": _Slow,
+        "_ABSENT": _ABSENT,
+        "_new": object.__new__,
+        "_set": object.__setattr__,
+    }
+    allowed = set(names)
+    required = {name for name, _, default in fields if default is _NO_DEFAULT}
+    if frame:
+        allowed |= {"v", "kind"}
+        required |= {"v", "kind"}
+    env["cls"], env["allowed"], env["required"] = cls, frozenset(allowed), frozenset(required)
+    lines = [
+        "def _decode(raw):",
+        "    if type(raw) is not dict: raise _Slow",
+        "    keys = raw.keys()",
+        "    if not (keys <= allowed and keys >= required): raise _Slow",
+    ]
+    if frame:
+        lines.append(f"    v = raw['v']\n    if type(v) is not int or v != {PROTOCOL_VERSION}: raise _Slow")
+    built = plain
+    for i, (name, spec, default) in enumerate(fields):
+        var = f"f{i}"
+        convert = _fast_convert(spec, var, env, "        ")
+        if convert is None:
+            built = False
+            break
+        if default is _NO_DEFAULT:
+            lines.append(f"    {var} = raw[{name!r}]")
+            lines.extend(line[4:] for line in convert)
+            continue
+        if type(default) is _Factory or spec.check(default, name) is not default:
+            built = False  # (a default that is not its own wire value: the checked path makes it)
+            break
+        if default is None and type(spec) is _Optional:  # absent or nil: None
+            lines.append(f"    {var} = raw.get({name!r})")
+            lines.extend(line[4:] for line in convert)
+            continue
+        env[f"default_{i}"] = default
+        lines.append(f"    {var} = raw.get({name!r}, _ABSENT)")
+        lines.append(f"    if {var} is _ABSENT:\n        {var} = default_{i}\n    else:")
+        lines.extend(convert)
+    if not built:
+        return None
+    lines.append("    obj = _new(cls)")
+    lines.extend(f"    _set(obj, {name!r}, f{i})" for i, (name, _, _) in enumerate(fields))
+    lines.append("    return obj")
+    exec("\n".join(lines), env)  # generated from the class's own field specs, nothing else
+    decoder: Callable[[Any], Any] = env["_decode"]
+    _FAST_DECODERS[key] = decoder
+    return decoder
+
+
+_FAST_DECODERS: dict[tuple[type, bool], Callable[[Any], Any] | None] = {}
+
+
+def _fast_wire_expr(spec: _Spec, value: str, env: dict[str, Any], depth: int = 0) -> str:
+    """An expression for ``spec.to_wire(value)`` (value not None), as msgpack packs it: a tuple
+    of plain values is left a tuple (it packs as the list ``to_wire`` makes)."""
+    kind = type(spec)
+    if kind is _Struct:
+        assert isinstance(spec, _Struct)
+        name = f"enc_{len(env)}"
+        env[name] = _fast_encoder(spec.cls)
+        return f"{name}({value})"
+    if kind is _List:
+        assert isinstance(spec, _List)
+        item = _fast_wire_expr(spec.item, f"x{depth}", env, depth + 1)
+        return value if item == f"x{depth}" else f"[{item} for x{depth} in {value}]"
+    if kind is _Optional:
+        assert isinstance(spec, _Optional)
+        return f"(None if {value} is None else {_fast_wire_expr(spec.inner, value, env, depth)})"
+    return value
+
+
+def _fast_encoder(cls: type[Message], frame: bool = False) -> Callable[[Any], dict[str, Any]]:
+    """``cls.to_wire`` as one generated function (cached): the fields in order, None left out.
+    ``frame``: the whole frame's map, ``v``, ``id`` and ``kind`` first, as ``encode_body`` has it."""
+    key = (cls, frame)
+    encoder = _FAST_ENCODERS.get(key)
+    if encoder is not None:
+        return encoder
+    env: dict[str, Any] = {}
+    kind = getattr(cls, "kind", None)
+    items = [f"'v': {PROTOCOL_VERSION}", "'id': m.id", f"'kind': {kind!r}"] if frame else []
+    optional = []
+    for name, spec, _ in cls._specs():
+        if frame and name == "id":
+            continue
+        if type(spec) is _Optional:
+            assert isinstance(spec, _Optional)
+            expr = _fast_wire_expr(spec.inner, "x", env)
+            optional.append(f"    x = m.{name}\n    if x is not None:\n        out[{name!r}] = {expr}")
+        else:  # a checked message holds no None in a field that is not optional
+            items.append(f"{name!r}: {_fast_wire_expr(spec, f'm.{name}', env)}")
+    lines = ["def _encode(m):", "    out = {" + ", ".join(items) + "}", *optional, "    return out"]
+    exec("\n".join(lines), env)  # generated from the class's own field specs, nothing else
+    made: Callable[[Any], dict[str, Any]] = env["_encode"]
+    _FAST_ENCODERS[key] = made
+    return made
+
+
+_FAST_ENCODERS: dict[tuple[type, bool], Callable[[Any], dict[str, Any]]] = {}
 
 
 # --- structures inside frames ----------------------------------------------------------------
@@ -1360,9 +1556,8 @@ _ENVELOPE_KEYS: Final = frozenset({"v", "id", "kind"})
 
 def encode_body(frame: Frame) -> bytes:
     """The msgpack map of a frame, without the length prefix."""
-    body: dict[str, Any] = {"v": PROTOCOL_VERSION, "id": frame.id, "kind": frame.kind}
-    body.update(frame.to_wire())
-    return msgpack.packb(body, use_bin_type=True)
+    encoder = _FAST_ENCODERS.get((type(frame), True)) or _fast_encoder(type(frame), True)
+    return _pack(encoder(frame))
 
 
 def encode(frame: Frame) -> bytes:
@@ -1395,13 +1590,31 @@ def _decode_error(e: ProtocolError, request_id: int) -> RemoteProtocolError:
 def decode_body(body: bytes, kinds: Mapping[str, type[Frame]]) -> Frame:
     """Parse one frame body (the msgpack map). Raises RemoteProtocolError."""
     try:
-        raw = msgpack.unpackb(body, raw=False, strict_map_key=False)
+        raw = _unpackb(body, raw=False, strict_map_key=False)
     except (
         Exception
     ) as e:  # msgpack raises ValueError, FormatError, StackError, ExtraData, UnicodeDecodeError…
         raise RemoteProtocolError(
             ErrorCode.MALFORMED_MSGPACK, f"frame body is not one msgpack value: {e}"
         ) from None
+    if type(raw) is dict:
+        kind = raw.get("kind")
+        if type(kind) is str:
+            cls = kinds.get(kind)
+            if cls is not None:
+                fast = (
+                    _FAST_DECODERS[cls, True] if (cls, True) in _FAST_DECODERS else _fast_decoder(cls, True)
+                )
+                if fast is not None:
+                    try:
+                        return fast(raw)
+                    except _Slow:
+                        pass  # the checked path names what is wrong
+    return _decode_map(raw, kinds)
+
+
+def _decode_map(raw: Any, kinds: Mapping[str, type[Frame]]) -> Frame:
+    """``decode_body`` after msgpack, without the fast path: each check in turn, each error its own."""
     if type(raw) is not dict:
         raise RemoteProtocolError(
             ErrorCode.NOT_A_MAP, f"frame body must be a msgpack map, got {_type_name(raw)}"

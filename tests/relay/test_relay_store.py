@@ -362,3 +362,82 @@ def test_routing_is_answered_from_memory_and_sees_every_device_written() -> None
             raise RuntimeError("refused")
         assert store.registration_ids("bob") == {1: 11, 2: 22}
     assert store.registration_ids("nobody") == {}
+
+
+# --- metadata rows written once per transaction ---------------------------------------------------
+
+
+def _rec(n: int, kind: RecordKind = RecordKind.SEND) -> MetadataRecord:
+    return MetadataRecord(kind, time=float(n), account="a", size=n)
+
+
+def _file_rows(path: Path) -> list[tuple[str, float]]:
+    """What another connection (a compliance desk reading the file) sees: committed rows."""
+    with sqlite3.connect(path) as other:
+        return [(k, t) for k, t in other.execute("SELECT kind, time FROM metadata ORDER BY seq")]
+
+
+def test_records_of_a_transaction_are_written_in_one_statement_at_commit(tmp_path: Path) -> None:
+    store = Store(tmp_path / "relay.db")
+    statements = _statements(store)
+    store.begin_group()
+    for n in range(1, 4):
+        with store.transaction():  # a request: its savepoint
+            store.append_records([_rec(n)])
+    assert not [s for s in statements if "INTO metadata" in s]  # waiting, not yet written
+    store.commit_group()
+    inserts = [s for s in statements if "INTO metadata" in s]
+    commit = statements.index("COMMIT")
+    assert len(inserts) == 3 and all(statements.index(s) < commit for s in inserts)  # one executemany
+    assert _file_rows(tmp_path / "relay.db") == [("send", 1.0), ("send", 2.0), ("send", 3.0)]
+    store.append_records([_rec(4)])  # outside a transaction: written at once
+    assert _file_rows(tmp_path / "relay.db")[-1] == ("send", 4.0)
+    store.close()
+
+
+def test_records_waiting_are_seen_by_every_reader_in_order_and_a_rollback_drops_them() -> None:
+    store = Store()
+    latest = KindRule(fields=frozenset({"time", "account"}), keep="latest", key=("account",))
+    with store.transaction():
+        store.append_records([_rec(1)])
+        # a "latest" record replaces what is there, the waiting row included, and comes after it
+        store.append_metadata([(_rec(2, RecordKind.AUTHENTICATION), latest)])
+        store.append_records([_rec(3)])
+        assert [r.time for r in store.metadata()] == [1.0, 2.0, 3.0]  # a read inside sees them
+        store.append_metadata([(_rec(4, RecordKind.AUTHENTICATION), latest)])
+        assert [(r.kind, r.time) for r in store.metadata()] == [
+            (RecordKind.SEND, 1.0),
+            (RecordKind.SEND, 3.0),
+            (RecordKind.AUTHENTICATION, 4.0),
+        ]
+        store.append_records([_rec(5)])
+        assert store.expire_metadata(100.0, KEEP_EVERYTHING) == 0  # sees them too (keeps forever)
+    assert [r.time for r in store.metadata()] == [1.0, 3.0, 4.0, 5.0]
+    with pytest.raises(RuntimeError), store.transaction():
+        store.append_records([_rec(6)])
+        raise RuntimeError("refused")
+    store.begin_group()
+    store.append_records([_rec(7)])
+    store.abort_group()
+    assert [r.time for r in store.metadata()] == [1.0, 3.0, 4.0, 5.0]
+
+
+def test_a_refused_request_takes_back_only_its_own_records_even_after_a_read_wrote_them() -> None:
+    store = Store()
+    with store.transaction():  # a group
+        with store.transaction():  # request 1: done, its record waits
+            store.append_records([_rec(1)])
+        with pytest.raises(RuntimeError), store.transaction():  # request 2, refused after
+            store.append_records([_rec(2)])
+            assert len(store.metadata()) == 2  # a read: both rows written inside request 2's savepoint
+            store.append_records([_rec(3)])
+            raise RuntimeError("refused")
+        with store.transaction():  # request 3
+            with pytest.raises(RuntimeError), store.transaction():  # nested, refused
+                store.append_records([_rec(4)])
+                store.metadata()
+                raise RuntimeError("refused")
+            store.append_records([_rec(5)])
+    # request 1's record was written inside request 2's savepoint, which rolled back: it is
+    # written again at commit, in its place
+    assert [r.time for r in store.metadata()] == [1.0, 5.0]
