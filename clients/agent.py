@@ -434,7 +434,7 @@ class _Backlogged:
     retries: int = 0  # retry receipts sent for it
 
 
-@dataclass
+@dataclass(slots=True)
 class _Logged:
     """A group message this device sent, kept to answer retry receipts (Signal's message send log)."""
 
