@@ -621,6 +621,28 @@ def test_the_ground_truth_keeps_each_message_without_an_instance_dict(tmp_path: 
     assert not any(hasattr(m, "__dict__") for m in result.truth.messages)
 
 
+def test_the_ground_truth_holds_no_true_message_objects_until_read(tmp_path: Path) -> None:
+    """The end of a run is its memory peak: ground truth's messages are made when read, from the
+    message states the result holds anyway, with the values an eager tuple would have."""
+    import gc
+
+    from relaysim.sims.scoring import TrueMessage
+
+    sim = Simulation(_two_people(), db_path=str(tmp_path / "relay.db"))
+    result = sim.run()
+    assert result.truth is not None
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, TrueMessage)]
+    eager = tuple(
+        TrueMessage(sim.epoch + m.accepted_at, m.planned.sender, m.planned.recipient, m.planned.text)
+        for m in result.messages
+        if m.accepted_at is not None
+    )
+    truth = result.truth.messages
+    assert len(truth) == 3 and tuple(truth) == eager and truth == eager
+    assert truth[1] == eager[1] and truth[-1] == eager[-1] and truth[1:] == eager[1:]
+
+
 def test_simulated_phones_keep_their_one_time_prekeys_as_bytes(tmp_path: Path) -> None:
     sim = Simulation(_two_people(), db_path=str(tmp_path / "relay.db"))
     assert all(d.agent.device.secrets.one_time_as_bytes for d in sim.devices.values())
