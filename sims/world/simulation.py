@@ -33,7 +33,8 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, overload
+from types import MappingProxyType
+from typing import Any, Final, overload
 
 from relaysim.clients import agent as A
 from relaysim.clients.escrow import EscrowPublicKey
@@ -122,7 +123,12 @@ class MessageState:
     delivered: dict[str, float] = field(default_factory=dict)
     lost: str | None = None
     # A group message: the recipient devices that never read it, and why (Simulation._group_losses).
-    lost_for: dict[str, str] = field(default_factory=dict)
+    # Until there is one, every state shares one empty read-only mapping: an empty dict per message
+    # is 64 MB at 1,000,000 messages.
+    lost_for: Mapping[str, str] = field(default_factory=lambda: NO_LOSSES)
+
+
+NO_LOSSES: Final[Mapping[str, str]] = MappingProxyType({})
 
 
 class TrueMessages(Sequence[TrueMessage]):
@@ -1321,6 +1327,9 @@ class Simulation:
                     why = state.lost
                 else:
                     why = "unexplained"
+                if state.lost_for is NO_LOSSES:
+                    state.lost_for = {}
+                assert isinstance(state.lost_for, dict)
                 state.lost_for[name] = why
 
     def _truth(self, states: list[MessageState]) -> GroundTruth:

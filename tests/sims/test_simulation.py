@@ -643,6 +643,16 @@ def test_the_ground_truth_holds_no_true_message_objects_until_read(tmp_path: Pat
     assert truth[1] == eager[1] and truth[-1] == eager[-1] and truth[1:] == eager[1:]
 
 
+def test_message_states_without_losses_share_one_empty_lost_for(tmp_path: Path) -> None:
+    """An empty dict per message is 64 MB at a million messages: the states share one read-only one."""
+    result = Simulation(_two_people(), db_path=str(tmp_path / "relay.db")).run()
+    assert len(result.messages) == 3
+    assert len({id(m.lost_for) for m in result.messages}) == 1
+    assert all(m.lost_for == {} for m in result.messages)
+    with pytest.raises(TypeError):
+        result.messages[0].lost_for["x"] = "y"  # type: ignore[index]
+
+
 def test_simulated_phones_keep_their_one_time_prekeys_as_bytes(tmp_path: Path) -> None:
     sim = Simulation(_two_people(), db_path=str(tmp_path / "relay.db"))
     assert all(d.agent.device.secrets.one_time_as_bytes for d in sim.devices.values())
