@@ -924,8 +924,18 @@ def scale_ratio(one: dict[str, Any], two: dict[str, Any]) -> dict[str, float] | 
     exactly twice the 1× run's messages (it equals ``raw`` when the counts are exactly 1:2)."""
     if not (one["finished"] and two["finished"]) or two["messages"] <= one["messages"]:
         return None
-    t1, t2, m1, m2 = one["seconds"], two["seconds"], one["messages"], two["messages"]
-    return {"raw": t2 / t1, "message_ratio": m2 / m1, "at_2x": (t1 + (t2 - t1) * m1 / (m2 - m1)) / t1}
+    m1, m2 = one["messages"], two["messages"]
+
+    def at_2x(t1: float, t2: float) -> float:
+        return (t1 + (t2 - t1) * m1 / (m2 - m1)) / t1
+
+    t1, t2 = one["seconds"], two["seconds"]
+    out = {"raw": t2 / t1, "message_ratio": m2 / m1, "at_2x": at_2x(t1, t2)}
+    # On a machine shared with other work the wall times include waiting for a core, which the
+    # CPU times do not: their ratio, the same way, is given beside (information, not the target).
+    if one.get("cpu_seconds") and two.get("cpu_seconds"):
+        out["cpu_at_2x"] = at_2x(one["cpu_seconds"], two["cpu_seconds"])
+    return out
 
 
 def run_scale(args: argparse.Namespace, report: Report, progress: harness.Progress) -> None:
@@ -995,9 +1005,12 @@ def _scale_note(row: Any) -> list[str]:
     detail = row.get("detail")
     if not detail:
         return []
+    cpu = detail.get("cpu_at_2x")
     return [
         f"    (measured {detail['raw']:.2f}× the time for {detail['message_ratio']:.2f}× the messages; "
-        "the value is interpolated to exactly 2×)"
+        "the value is interpolated to exactly 2×"
+        + ("" if cpu is None else f"; in CPU time, interpolated the same way, {cpu:.2f}×")
+        + ")"
     ]
 
 
