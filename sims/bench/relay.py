@@ -862,10 +862,9 @@ def _pct(v: float | None) -> str:
 
 def _cpu_lines(res: dict[str, dict[str, Any]]) -> list[str]:
     """The server's CPU per envelope, and the echo/relay ratio per frame by CPU (information)."""
-    cpu = {kind: res[kind].get("server_cpu_us_per_envelope") for kind in CONTENDERS}
-    if any(v is None for v in cpu.values()):
+    durable, volatile, echo = (res[kind].get("server_cpu_us_per_envelope") for kind in CONTENDERS)
+    if durable is None or volatile is None or echo is None:
         return []  # (no CPU times off Linux)
-    durable, volatile, echo = cpu[RELAY_DURABLE], cpu[RELAY_VOLATILE], cpu[ECHO]
     per_frame = (echo / FRAMES_PER_ENVELOPE[ECHO]) / (durable / FRAMES_PER_ENVELOPE[RELAY_DURABLE])
     return [
         f"  server CPU per envelope: relay durable {durable:.1f} µs, not durable {volatile:.1f} µs, "
