@@ -238,6 +238,12 @@ TAPPED_KINDS: Final = frozenset(
 _CONTENT_KINDS: Final = frozenset({RecordKind.SEND, RecordKind.SEALED_SEND})
 
 
+# Requests whose handlers refuse only before their first write to the store, and whose writes (the
+# envelopes queued, the metadata records) wait in memory until the transaction commits (tests hold
+# them to it): each runs without a savepoint of its own (Store.without_savepoint). Should one fail
+# after writing to the file after all, the whole group transaction is rolled back.
+_REFUSED_BEFORE_WRITING: Final = frozenset({Send, SealedSend})
+
 _ABSENT_U: Final = (9).to_bytes(32, "little")  # the X25519 base point: stands in for an absent key
 
 
@@ -710,8 +716,11 @@ class RelayCore:
         if handler is None:
             raise TypeError(f"not a request the relay handles: {type(request).__name__}")
         out = _Out()
+        store = self.store
         try:
-            with self.store.transaction():
+            with (
+                store.without_savepoint() if type(request) in _REFUSED_BEFORE_WRITING else store.transaction()
+            ):
                 handler(conn, request, out)
                 self._write_records(out.items, out.bodies)
         except _Refused as refused:

@@ -473,20 +473,25 @@ class _Transaction:
     A rollback also drops the cache entries the rolled-back writes touched (Store._forget_since),
     and the rows it made that are still waiting to be written (Store._metadata_rows, _envelope_rows)."""
 
-    __slots__ = ("_mark", "_name", "_rows", "_store")
+    __slots__ = ("_changes", "_mark", "_name", "_rows", "_savepoint", "_store")
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, savepoint: bool = True) -> None:
         self._store = store
+        self._savepoint = savepoint
         self._name = ""
         self._mark = 0
         self._rows = (0, 0, 0, 0)
+        self._changes = -1  # nested without a savepoint: the file's total_changes at the start
 
     def __enter__(self) -> None:
         store = self._store
         depth = store._depth
         if depth:
-            self._name = _SAVEPOINTS[depth] if depth < len(_SAVEPOINTS) else f"sp{depth}"
-            store._db.execute(f"SAVEPOINT {self._name}")
+            if self._savepoint:
+                self._name = _SAVEPOINTS[depth] if depth < len(_SAVEPOINTS) else f"sp{depth}"
+                store._db.execute(f"SAVEPOINT {self._name}")
+            else:
+                self._changes = store._db.total_changes
             self._mark = len(store._journal)
             m, e = store._metadata_rows, store._envelope_rows
             self._rows = (len(m.rows), m.written, len(e.rows), e.written)
@@ -498,6 +503,22 @@ class _Transaction:
         store = self._store
         store._depth -= 1
         db = store._db
+        if self._changes >= 0:
+            if kind is not None:
+                m, m_written, e, e_written = self._rows
+                if (
+                    db.total_changes != self._changes
+                    or store._metadata_rows.written > m_written
+                    or store._envelope_rows.written > e_written
+                ):
+                    # It wrote to the file before it failed, and only the whole transaction can
+                    # take that back: its commit will roll it back and raise.
+                    store._broken = True
+                    return
+                store._forget_since(self._mark)
+                store._metadata_rows.rollback_to(m, m_written)
+                store._envelope_rows.rollback_to(e, e_written)
+            return
         if self._name:
             if kind is not None:
                 db.execute(f"ROLLBACK TO {self._name}")
@@ -517,6 +538,7 @@ class _Transaction:
             store._drop_records()
             return
         try:
+            store._check_not_broken()
             store._write_pending()
             db.execute("COMMIT")
         except BaseException:
@@ -594,6 +616,9 @@ class Store:
         # back what it made and wrote (_Rows).
         self._metadata_rows = _Rows(_METADATA_INSERT)
         self._envelope_rows = _Rows(_ENQUEUE)
+        # Set when a part without a savepoint (without_savepoint()) failed after it had written
+        # to the file: the transaction can then only be rolled back whole.
+        self._broken = False
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
@@ -656,6 +681,19 @@ class Store:
         """The note :meth:`mark_simulation_keys` left, or None for a store with real keys."""
         row = self._db.execute("SELECT value FROM meta WHERE key = 'simulation_keys'").fetchone()
         return None if row is None else str(row[0])
+
+    def without_savepoint(self) -> _Transaction:
+        """A nested part of the transaction under way without SAVEPOINT and RELEASE, for work that
+        refuses only before it writes and whose writes wait in memory until the transaction
+        commits (the relay's send: its envelopes and metadata records).
+
+        If it fails having written nothing to the file (a refusal), the transaction goes on as
+        after a savepoint's rollback: the rows it made are dropped. If it fails after writing to
+        the file (a record kept "first" or "latest", a tap's intercept, a read that wrote the rows
+        waiting), only the whole transaction can be undone: its COMMIT (or :meth:`commit_group`)
+        then rolls it back and raises :class:`StoreError` — nothing of it is kept, so nothing of it
+        was acknowledged. Outside a transaction it is one, as :meth:`transaction`."""
+        return _Transaction(self, savepoint=False)
 
     def transaction(self) -> _Transaction:
         """One atomic, durable unit of work (a context manager).
@@ -723,6 +761,7 @@ class Store:
         :meth:`sync`. If COMMIT fails, the transaction is rolled back and the error raised."""
         self._depth = 0
         try:
+            self._check_not_broken()
             self._write_pending()
             self._db.execute("COMMIT")
         except BaseException:
@@ -1137,9 +1176,17 @@ class Store:
         self._metadata_rows.write(self._db, self._depth)
 
     def _drop_records(self) -> None:
-        """The transaction rolled back: the rows waiting are not written."""
+        """The transaction rolled back: the rows waiting are not written, and it is whole again."""
         self._metadata_rows.drop()
         self._envelope_rows.drop()
+        self._broken = False
+
+    def _check_not_broken(self) -> None:
+        if self._broken:
+            raise StoreError(
+                "a part of this transaction failed after writing, without a savepoint to undo it: "
+                "the whole transaction is rolled back"
+            )
 
     def metadata(self, kind: RecordKind | None = None) -> list[MetadataRecord]:
         """The records kept, oldest first (what a compelled provider could hand over)."""

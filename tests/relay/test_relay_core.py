@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from relaysim.relay import wire
 from relaysim.relay.certificates import SenderCertificate
 from relaysim.relay.core import ConnectionContext, DeviceAddress, Push, RelayCore, Reply
+from relaysim.relay.limits import UNLIMITED, Rate
 from relaysim.relay.metadata import (
     KEEP_EVERYTHING,
     METADATA_SCHEMA,
@@ -565,3 +567,52 @@ def test_any_request_from_anyone_gets_exactly_one_reply(steps: list[tuple[int, w
         for push in (o for o in outputs if isinstance(o, Push)):
             assert push.connection in {c.id for c in connections if c.authenticated == push.device}
         _conforms(outputs)
+
+
+# --- send and sealed send refuse before they write (they run without a savepoint each) -------------
+
+
+def test_send_and_sealed_send_refusals_leave_the_group_they_are_in_whole(tmp_path: Path) -> None:
+    limits = dataclasses.replace(UNLIMITED, queue_envelopes=1, send_per_account=Rate(1.0, 4.0))
+    now = Clock()
+    core = RelayCore(Store(tmp_path / "relay.db"), clock=now, rng=random.Random(3).randbytes, limits=limits)
+    alice, bob = core_device(core, DeviceKeys.make("alice"), 1), core_device(core, DeviceKeys.make("bob"), 2)
+    core_device(core, DeviceKeys.make("carol"), 4)
+    stranger = ConnectionContext(3, ("192.0.2.9", 1))
+    core.store.begin_group()
+    sent = reply(core.handle(alice, _send("bob", 1)))  # queued and recorded, waiting for the commit
+    assert isinstance(sent, wire.Sent)
+    refusals = [
+        (stranger, _send("bob", 1), E.NOT_AUTHENTICATED),
+        (alice, _send("nobody", 1), E.UNKNOWN_ACCOUNT),
+        (alice, _send("bob", 1, 2), E.STALE_DEVICES),
+        (alice, _send("bob", 1), E.RECIPIENT_QUEUE_FULL),
+        (alice, _send("bob", 1), E.RATE_LIMITED),  # alice's 5th send, the bucket holds 4
+        (stranger, _sealed("bob", bytes(32)), E.INVALID_DELIVERY_TOKEN),
+    ]
+    for conn, request, code in refusals:
+        assert_error(reply(core.handle(conn, request)), code)
+    acked = reply(core.handle(bob, wire.Ack(id=7, envelope_ids=sent.envelope_ids)))
+    assert isinstance(acked, wire.Acked) and acked.count == 1
+    core.store.commit_group()  # would raise StoreError had a refusal come after a write to the file
+    kinds = [r.kind for r in core.store.metadata()]
+    assert kinds[-3:] == [RecordKind.SEND, RecordKind.DELIVERY, RecordKind.ACKNOWLEDGEMENT]
+    # a send that fails before it writes to the file (here: making its records) leaves nothing
+    # behind, and the rest of its group whole
+    now.now += 60  # the bucket full again
+    core.store.begin_group()
+    assert isinstance(reply(core.handle(alice, _send("carol", 1, body=b"kept"))), wire.Sent)
+    core.store.append_records = _fail  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        core.handle(alice, _send("bob", 1))  # bob's queue counted already: nothing read back
+    del core.store.append_records
+    core.store.commit_group()
+    assert [e.body for e in core.store.all_envelopes()] == [b"kept"]
+
+
+def _sealed(to: str, token: bytes) -> wire.SealedSend:
+    return wire.SealedSend(id=5, to=to, delivery_token=token, envelopes=(wire.OutgoingEnvelope(1, b"x"),))
+
+
+def _fail(records: object) -> None:
+    raise RuntimeError("the disk is full")

@@ -482,3 +482,55 @@ def test_envelopes_queued_in_a_transaction_are_written_at_commit_and_seen_by_eve
         store.commit_group()
     assert [e.id[-1] for e in store.all_envelopes()] == [2, 3, 5, 6]
     store.close()
+
+
+# --- a nested part without a savepoint ------------------------------------------------------------
+
+
+def test_a_part_without_a_savepoint_that_fails_before_writing_leaves_the_rest(tmp_path: Path) -> None:
+    store = Store(tmp_path / "relay.db")
+    statements = _statements(store)
+    store.begin_group()
+    store.create_account("kept", 1.0)
+    assert store.queue_size("bob", 1) == (0, 0)
+    with pytest.raises(RuntimeError), store.without_savepoint():
+        store.append_records([_rec(1)])  # waiting, not in the file: dropped with the part
+        store.enqueue([_envelope(1)])
+        assert store.account_exists("kept") and store.queue_size("bob", 1) == (1, 1)
+        raise RuntimeError("refused")
+    with store.without_savepoint():
+        store.append_records([_rec(2)])
+        store.enqueue([_envelope(2)])
+    store.commit_group()
+    assert not [s for s in statements if "SAVEPOINT" in s or "RELEASE" in s]
+    assert store.account_exists("kept") and _file_rows(tmp_path / "relay.db") == [("send", 2.0)]
+    assert [e.id for e in store.all_envelopes()] == [_envelope(2).id] and store.queue_size("bob", 1) == (1, 1)
+    store.close()
+
+
+def test_a_part_without_a_savepoint_that_fails_after_writing_rolls_the_whole_group_back(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "relay.db")
+    store.begin_group()
+    store.create_account("before", 1.0)
+    with pytest.raises(RuntimeError), store.without_savepoint():
+        store.create_account("half", 2.0)
+        raise RuntimeError("failed after its write")
+    store.create_account("after", 3.0)
+    with pytest.raises(StoreError, match="rolled back"):
+        store.commit_group()
+    assert not any(store.account_exists(a) for a in ("before", "half", "after"))
+    # the same through transaction(), with a read that wrote the waiting rows; the store goes on
+    with pytest.raises(StoreError), store.transaction():
+        store.enqueue([_envelope(1)])
+        with pytest.raises(RuntimeError), store.without_savepoint():
+            store.enqueue([_envelope(2)])
+            assert len(store.all_envelopes()) == 2  # a read: both are in the file now
+            raise RuntimeError("failed after its write")
+    assert store.all_envelopes() == [] and store.queue_size("bob", 1) == (0, 0)
+    with store.transaction():
+        store.create_account("next", 4.0)
+    store.close()
+    with Store(tmp_path / "relay.db") as again:
+        assert again.account_exists("next") and not again.account_exists("before")
