@@ -4,7 +4,8 @@ XEdDSA lets one X25519 key pair also sign: the Montgomery private scalar ``k`` i
 Edwards25519 scalar, its public point is forced to have sign bit 0 (negating ``a`` if needed),
 and the signature is an ordinary Ed25519 signature over that point. So verification is just
 "convert the Montgomery ``u`` to the Edwards ``y`` with sign 0, then run Ed25519 verify", and
-that second step goes through ``clients._primitives.ed25519_verify`` (OpenSSL).
+that second step goes through ``clients._primitives.ed25519_verify`` (libsodium, and OpenSSL for
+what libsodium refuses: OpenSSL's answer on every input).
 
 Signing has no one-call API anywhere (``cryptography`` cannot sign with an X25519 key), so it is
 composed here from libsodium's Ed25519 group and scalar operations, through PyNaCl's bindings,

@@ -290,9 +290,10 @@ class PreKeySecrets:
     def new_one_time_prekeys(self, count: int, rng: RNG = os.urandom) -> list[OneTimePreKey]:
         out = []
         for _ in range(count):
-            pair = spec.generate_dh(rng)
+            # §5.2 GENERATE_DH(); kept as bytes, the pair's public key comes from libsodium (half the time)
+            pair = _p.x25519_pair_stored(rng(32)) if self.one_time_as_bytes else spec.generate_dh(rng)
             opk = OneTimePreKey(self._take_id(), pair.public)
-            self.one_time[opk.id] = pair.stored() if self.one_time_as_bytes else pair
+            self.one_time[opk.id] = pair
             out.append(opk)
         return out
 

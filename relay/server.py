@@ -484,6 +484,7 @@ class RelayServer:
         fd, wait_readable = conn.fd, trio.lowlevel.wait_readable
         read_timeout = self.read_timeout
         limit = max(self.max_queued_bytes_per_device, frame_size)
+        drained = False  # the last read took less than it asked for: the socket was empty then
         while True:
             queued = 0
             while True:
@@ -524,6 +525,15 @@ class RelayServer:
                 # A plain TCP socket (non-blocking, as trio made it): read its descriptor, and wait
                 # only when there is nothing to read. What SocketStream.receive_some does, without
                 # its layers of wrappers (a few µs a read, and ~1 KiB of frames per idle connection).
+                # When the last read drained the socket (it took less than it asked for), the next
+                # one would most likely find nothing (a device waits for the answer before it sends
+                # again): wait first, and save a failed read (a system call and an exception) per
+                # request. epoll is level-triggered: what arrived since is reported at once.
+                if drained:
+                    try:
+                        await wait_readable(fd)
+                    except trio.ClosedResourceError:
+                        return None
                 try:
                     got: bytes | None = os.read(fd, _RECEIVE_SIZE)
                 except BlockingIOError:
@@ -531,11 +541,13 @@ class RelayServer:
                 except OSError:  # reset by the peer, say: as receive_some's BrokenResourceError
                     return None
                 if got is None:
+                    drained = False
                     try:
                         await wait_readable(fd)
                     except trio.ClosedResourceError:
                         return None
                 else:
+                    drained = len(got) < _RECEIVE_SIZE
                     decoder.receive_data(got)
                 continue
             try:

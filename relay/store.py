@@ -418,6 +418,7 @@ _DEVICE_COLUMNS = (
     "last_resort_id, last_resort_public, last_resort_signature, registered_at"
 )
 _ENVELOPE_COLUMNS = "id, account, device, body, timestamp, sealed, source_account, source_device"
+_ENQUEUE: Final = f"INSERT INTO envelopes ({_ENVELOPE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _METADATA_COLUMNS = ", ".join(("kind", *METADATA_FIELDS))
 # A record's columns after kind, in METADATA_FIELDS order, in one C call (a record per event).
 _metadata_values: Final = operator.attrgetter(*METADATA_FIELDS)
@@ -470,16 +471,15 @@ class _Transaction:
     A class rather than a generator: the relay enters one per request (a savepoint inside its
     batch's transaction), and a generator-based context manager costs several µs more each time.
     A rollback also drops the cache entries the rolled-back writes touched (Store._forget_since),
-    and the metadata records it made that are still waiting to be written (Store._records)."""
+    and the rows it made that are still waiting to be written (Store._metadata_rows, _envelope_rows)."""
 
-    __slots__ = ("_mark", "_name", "_records", "_store", "_written")
+    __slots__ = ("_mark", "_name", "_rows", "_store")
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._name = ""
         self._mark = 0
-        self._records = 0
-        self._written = 0
+        self._rows = (0, 0, 0, 0)
 
     def __enter__(self) -> None:
         store = self._store
@@ -488,8 +488,8 @@ class _Transaction:
             self._name = _SAVEPOINTS[depth] if depth < len(_SAVEPOINTS) else f"sp{depth}"
             store._db.execute(f"SAVEPOINT {self._name}")
             self._mark = len(store._journal)
-            self._records = len(store._records)
-            self._written = store._records_written
+            m, e = store._metadata_rows, store._envelope_rows
+            self._rows = (len(m.rows), m.written, len(e.rows), e.written)
         else:
             store._db.execute("BEGIN")
         store._depth = depth + 1
@@ -503,10 +503,11 @@ class _Transaction:
                 db.execute(f"ROLLBACK TO {self._name}")
                 db.execute(f"RELEASE {self._name}")
                 store._forget_since(self._mark)
-                # The file is back where it was: records written since are not there any more
+                # The file is back where it was: rows written since are not there any more
                 # (they wait again), and the ones made since are dropped.
-                del store._records[self._records :]
-                store._records_written = min(store._records_written, self._written)
+                m, m_written, e, e_written = self._rows
+                store._metadata_rows.rollback_to(m, m_written)
+                store._envelope_rows.rollback_to(e, e_written)
             else:
                 db.execute(f"RELEASE {self._name}")
             return
@@ -516,7 +517,7 @@ class _Transaction:
             store._drop_records()
             return
         try:
-            store._write_pending_records()
+            store._write_pending()
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -530,6 +531,40 @@ class _Transaction:
 
 
 _SAVEPOINTS: Final = tuple(f"sp{i}" for i in range(16))
+
+
+class _Rows:
+    """Rows for one table made inside a transaction, inserted in order (one executemany) when it
+    commits or something reads the table. ``written`` of them are in the file already (a read
+    made them so): while a savepoint is open they are kept, for its rollback may take them back
+    (:meth:`rollback_to`); with none open they are forgotten once written."""
+
+    __slots__ = ("rows", "sql", "written")
+
+    def __init__(self, sql: str) -> None:
+        self.sql = sql
+        self.rows: list[tuple[object, ...]] = []
+        self.written = 0
+
+    def write(self, db: sqlite3.Connection, depth: int) -> None:
+        rows, written = self.rows, self.written
+        if written < len(rows):
+            db.executemany(self.sql, rows[written:] if written else rows)
+        if depth <= 1:  # no savepoint open that could take them back
+            rows.clear()
+            self.written = 0
+        else:
+            self.written = len(rows)
+
+    def rollback_to(self, length: int, written: int) -> None:
+        """A savepoint opened when there were ``length`` rows, ``written`` of them in the file, was
+        rolled back: the rows made since are dropped, the ones written since wait again."""
+        del self.rows[length:]
+        self.written = min(self.written, written)
+
+    def drop(self) -> None:
+        self.rows.clear()
+        self.written = 0
 
 
 class Store:
@@ -552,13 +587,13 @@ class Store:
         self._queue_sizes: dict[tuple[str, int], tuple[int, int]] = {}
         self._routes: dict[str, dict[int, int]] = {}
         self._journal: list[tuple[dict[Any, Any], Any]] = []
-        # Metadata rows appended inside the transaction under way, written to the file all at
-        # once (one executemany) before COMMIT and before anything reads the metadata table:
-        # rows of one table inserted together cost a third of rows inserted one request at a time
-        # between the envelope queue's writes. _records_written of them are in the file already
-        # (a read made them so); a savepoint's rollback takes back what it made and wrote.
-        self._records: list[tuple[object, ...]] = []
-        self._records_written = 0
+        # Metadata rows and queued envelopes appended inside the transaction under way, written
+        # to the file table by table (one executemany each) before COMMIT and before anything
+        # reads their table: rows of one table inserted together cost a third of rows inserted one
+        # request at a time, each between the other table's writes. A savepoint's rollback takes
+        # back what it made and wrote (_Rows).
+        self._metadata_rows = _Rows(_METADATA_INSERT)
+        self._envelope_rows = _Rows(_ENQUEUE)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
@@ -688,7 +723,7 @@ class Store:
         :meth:`sync`. If COMMIT fails, the transaction is rolled back and the error raised."""
         self._depth = 0
         try:
-            self._write_pending_records()
+            self._write_pending()
             self._db.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:
@@ -887,9 +922,10 @@ class Store:
     # -- envelopes ---------------------------------------------------------------------------
 
     def enqueue(self, envelopes: Iterable[StoredEnvelope]) -> None:
+        """Queue envelopes, in order. Inside a transaction they are written when it commits (or
+        something reads the queue); outside, at once."""
         envelopes = list(envelopes)
-        self._db.executemany(
-            f"INSERT INTO envelopes ({_ENVELOPE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        self._envelope_rows.rows.extend(
             [
                 (
                     e.id,
@@ -902,8 +938,10 @@ class Store:
                     e.source_device,
                 )
                 for e in envelopes
-            ],
+            ]
         )
+        if not self._depth:
+            self._write_pending_envelopes()
         sizes = self._queue_sizes
         for e in envelopes:
             key = (e.account, e.device)
@@ -912,12 +950,18 @@ class Store:
                 sizes[key] = (known[0] + 1, known[1] + len(e.body))
                 self._touched(sizes, key)
 
+    def _write_pending_envelopes(self) -> None:
+        """Write the queued envelopes still waiting: before anything reads the queue."""
+        if self._envelope_rows.rows:
+            self._envelope_rows.write(self._db, self._depth)
+
     def queue_size(self, account: str, device: int) -> tuple[int, int]:
         """(envelopes, bytes of their bodies) queued for one device: counted once, then kept up
         to date by every write to the queue (the relay asks on every send, for its queue cap)."""
         key = (account, device)
         known = self._queue_sizes.get(key)
         if known is None:
+            self._write_pending_envelopes()
             count, size = self._db.execute(
                 "SELECT count(*), coalesce(sum(length(body)), 0) FROM envelopes WHERE account = ? AND device = ?",
                 key,
@@ -935,6 +979,7 @@ class Store:
         """Oldest first: at most ``limit`` envelopes whose sizes (body + source account +
         ``overhead`` each) add up to at most ``max_bytes`` — but always at least one if any is
         queued. Returns (envelopes, whether more are queued)."""
+        self._write_pending_envelopes()
         cursor = self._db.execute(
             f"SELECT {_ENVELOPE_COLUMNS} FROM envelopes WHERE account = ? AND device = ? ORDER BY seq",
             (account, device),
@@ -955,6 +1000,7 @@ class Store:
 
     def delete_envelopes(self, account: str, device: int, ids: Iterable[bytes]) -> int:
         """Delete the given ids from this device's queue only; returns how many were there."""
+        self._write_pending_envelopes()
         key = (account, device)
         known = self._queue_sizes.get(key)
         if known is None:
@@ -979,6 +1025,7 @@ class Store:
         return deleted
 
     def queue_length(self, account: str, device: int) -> int:
+        self._write_pending_envelopes()
         (n,) = self._db.execute(
             "SELECT count(*) FROM envelopes WHERE account = ? AND device = ?", (account, device)
         ).fetchone()
@@ -986,6 +1033,7 @@ class Store:
 
     def all_envelopes(self) -> list[StoredEnvelope]:
         """Every queued envelope, in acceptance order (for inspection and tests)."""
+        self._write_pending_envelopes()
         return [
             _envelope(r) for r in self._db.execute(f"SELECT {_ENVELOPE_COLUMNS} FROM envelopes ORDER BY seq")
         ]
@@ -995,6 +1043,7 @@ class Store:
     ) -> dict[bytes, tuple[str | None, int]]:
         """Envelope id → (source account or None if sealed, acceptance time in ms) for the given ids
         in this device's queue."""
+        self._write_pending_envelopes()
         origins: dict[bytes, tuple[str | None, int]] = {}
         for i in ids:
             row = self._db.execute(
@@ -1014,6 +1063,7 @@ class Store:
 
         The queue rows are deleted as :meth:`delete_envelopes` deletes (overwritten on disk); the
         body lives on in ``archive``."""
+        self._write_pending_envelopes()
         if reason not in ARCHIVE_REASONS:
             raise ValueError(f"reason must be one of {ARCHIVE_REASONS}, got {reason!r}")
         self._queue_sizes.pop((account, device), None)  # counted again when next asked
@@ -1073,25 +1123,23 @@ class Store:
         """Append records whole, in order: what :meth:`append_metadata` does with rules that keep
         every field of every record (``RetentionPolicy.appended_whole``), without a rule to ask.
         Inside a transaction they are written when it commits (or something reads the metadata)."""
-        self._records.extend([(r.kind.value, *_metadata_values(r)) for r in records])
+        self._metadata_rows.rows.extend([(r.kind.value, *_metadata_values(r)) for r in records])
         if not self._depth:
             self._write_pending_records()
 
     def _write_pending_records(self) -> None:
         """Write the metadata rows still waiting (in order, after every row written before)."""
-        records = self._records
-        if self._records_written < len(records):
-            self._db.executemany(_METADATA_INSERT, records[self._records_written :])
-        if self._depth <= 1:  # no savepoint open that could take them back: forget them
-            records.clear()
-            self._records_written = 0
-        else:
-            self._records_written = len(records)
+        self._metadata_rows.write(self._db, self._depth)
+
+    def _write_pending(self) -> None:
+        """Write every row still waiting (the transaction commits)."""
+        self._envelope_rows.write(self._db, self._depth)
+        self._metadata_rows.write(self._db, self._depth)
 
     def _drop_records(self) -> None:
         """The transaction rolled back: the rows waiting are not written."""
-        self._records.clear()
-        self._records_written = 0
+        self._metadata_rows.drop()
+        self._envelope_rows.drop()
 
     def metadata(self, kind: RecordKind | None = None) -> list[MetadataRecord]:
         """The records kept, oldest first (what a compelled provider could hand over)."""

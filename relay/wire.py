@@ -592,6 +592,13 @@ def _valid_expr(spec: _Spec, v: str, env: dict[str, Any]) -> str | None:
         assert isinstance(spec, _Optional)
         inner = _valid_expr(spec.inner, v, env)
         return None if inner is None else f"({v} is None or {inner})"
+    if kind is _List:  # a tuple of valid items passes as it is; a list is made a tuple by check
+        assert isinstance(spec, _List)
+        x = f"x{v.count('x')}"  # (a fresh name inside nested lists)
+        item = _valid_expr(spec.item, x, env)
+        if item is None:
+            return None
+        return f"(type({v}) is tuple and {spec.min_items} <= len({v}) <= {spec.max_items} and all({item} for {x} in {v}))"
     return None
 
 
@@ -786,7 +793,7 @@ def _fast_convert(spec: _Spec, v: str, env: dict[str, Any], pad: str) -> list[st
             env[name] = fast
             return [head, f"{pad}{v} = tuple(map({name}, {v}))"]
         cond = _valid_expr(item, "x", env)
-        if cond is None or type(item) is _Optional:
+        if cond is None or type(item) in (_Optional, _List):
             return None
         return [head, f"{pad}for x in {v}:", f"{pad}    if not {cond}: raise _Slow", f"{pad}{v} = tuple({v})"]
     if kind is _Optional:
@@ -1587,7 +1594,7 @@ def _decode_error(e: ProtocolError, request_id: int) -> RemoteProtocolError:
     return RemoteProtocolError(e.code, e.message, field=e.field, request_id=request_id)
 
 
-def decode_body(body: bytes, kinds: Mapping[str, type[Frame]]) -> Frame:
+def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Frame:
     """Parse one frame body (the msgpack map). Raises RemoteProtocolError."""
     try:
         raw = _unpackb(body, raw=False, strict_map_key=False)
@@ -1663,6 +1670,8 @@ class FrameDecoder:
     body is buffered.
     """
 
+    __slots__ = ("_buf", "_eof", "_error", "_pos", "kinds", "max_frame_size")  # one per connection
+
     def __init__(
         self, role: Literal["relay", "device"] = "relay", *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     ):
@@ -1670,7 +1679,10 @@ class FrameDecoder:
             raise ValueError(f"role must be 'relay' or 'device', got {role!r}")
         self.kinds = REQUEST_KINDS if role == "relay" else RESPONSE_KINDS
         self.max_frame_size = max_frame_size
-        self._buf = bytearray()
+        # What has arrived and not been returned, from _pos on: the bytes of the last read as they
+        # came when nothing was held before it (most reads hold whole frames: no copy), else a
+        # bytearray that collects the reads of a frame split across them.
+        self._buf: bytes | bytearray = b""
         self._pos = 0
         self._eof = False
         self._error: RemoteProtocolError | None = None
@@ -1684,10 +1696,16 @@ class FrameDecoder:
         """Add bytes from the peer. ``b""`` means the peer closed its side."""
         if self._eof and data:
             raise RuntimeError("received data after end of stream")
-        if data:
-            self._buf += data
-        else:
+        if not data:
             self._eof = True
+        elif self._pos == len(self._buf):
+            self._buf = data if type(data) is bytes else bytes(data)
+            self._pos = 0
+        else:
+            if type(self._buf) is bytes:  # a frame split across reads: collect them
+                self._buf = bytearray(memoryview(self._buf)[self._pos :])
+                self._pos = 0
+            self._buf += data
 
     def next_frame(self) -> Frame | Literal[_Event.NEED_DATA, _Event.CLOSED]:
         """The next complete frame, NEED_DATA, or CLOSED; raises RemoteProtocolError."""
@@ -1713,12 +1731,12 @@ class FrameDecoder:
         if available < PREFIX_SIZE + length:
             return self._at_end(available)
         start = self._pos + PREFIX_SIZE
-        body = bytes(self._buf[start : start + length])
+        body = self._buf[start : start + length]  # (one copy; msgpack reads a bytearray as well)
         self._pos = start + length
         if self._pos == len(self._buf):
-            self._buf.clear()
+            self._buf = b""
             self._pos = 0
-        elif self._pos > 65536 and self._pos * 2 > len(self._buf):
+        elif self._pos > 65536 and self._pos * 2 > len(self._buf) and type(self._buf) is bytearray:
             del self._buf[: self._pos]  # compact now and then, not on every frame
             self._pos = 0
         return decode_body(body, self.kinds)

@@ -24,7 +24,7 @@ address), and what the messages said. A disclosure is scored by the share of eac
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +63,9 @@ class TrueControl:
 
 @dataclass(frozen=True)
 class GroundTruth:
-    messages: tuple[TrueMessage, ...]
+    # 1:1 messages people wrote that the relay accepted, in message order (a simulation's are made
+    # when read: sims.world.simulation.TrueMessages)
+    messages: Sequence[TrueMessage]
     regions: Mapping[str, frozenset[str]]  # person → regions of their devices
     people: frozenset[str]
     control: tuple[TrueControl, ...] = ()  # receipts and cover traffic the relay accepted

@@ -775,6 +775,13 @@ def summarise(kind: str, slices: list[SliceResult]) -> dict[str, Any]:
     per_s = [s.envelopes_per_s for s in slices]
     latencies = [x for s in slices for x in s.latencies_ms]
     server_cpu = [s.server_cpu for s in slices if s.server_cpu is not None]
+    # CPU per envelope (share of a core × slice seconds / envelopes): unlike throughput, it holds
+    # when other processes share the cores and the server gets less than a whole one.
+    cpu_per_envelope = [
+        s.server_cpu * s.seconds * 1e6 / s.envelopes
+        for s in slices
+        if s.server_cpu is not None and s.envelopes
+    ]
     median = statistics.median(per_s)
     return {
         "label": LABELS[kind],
@@ -789,6 +796,7 @@ def summarise(kind: str, slices: list[SliceResult]) -> dict[str, Any]:
             "samples": len(latencies),
         },
         "server_cpu_share": statistics.median(server_cpu) if server_cpu else None,
+        "server_cpu_us_per_envelope": statistics.median(cpu_per_envelope) if cpu_per_envelope else None,
         "client_cpu_share": statistics.median(s.client_cpu for s in slices),
     }
 
@@ -852,6 +860,20 @@ def _pct(v: float | None) -> str:
     return "—" if v is None else f"{v:.0%}"
 
 
+def _cpu_lines(res: dict[str, dict[str, Any]]) -> list[str]:
+    """The server's CPU per envelope, and the echo/relay ratio per frame by CPU (information)."""
+    durable, volatile, echo = (res[kind].get("server_cpu_us_per_envelope") for kind in CONTENDERS)
+    if durable is None or volatile is None or echo is None:
+        return []  # (no CPU times off Linux)
+    per_frame = (echo / FRAMES_PER_ENVELOPE[ECHO]) / (durable / FRAMES_PER_ENVELOPE[RELAY_DURABLE])
+    return [
+        f"  server CPU per envelope: relay durable {durable:.1f} µs, not durable {volatile:.1f} µs, "
+        f"echo {echo:.1f} µs; echo / relay (durable) CPU per frame {per_frame:.2f}",
+        "  (information: on a shared machine the throughput ratio swings with what the servers get of "
+        "a core; CPU per envelope does much less)",
+    ]
+
+
 def format_report(report: dict[str, Any]) -> str:
     cfg, res = report["config"], report["results"]
     lines = [
@@ -875,6 +897,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines += [
         "  (env/s: sent, pushed and acknowledged; frames/s at the server, in + out; latency: send → "
         "deliver; server, client: CPU share of one core)",
+        *_cpu_lines(res),
         "",
         "memory per idle connection (server RSS after all connections are open and authenticated, "
         "minus before, / connections)",

@@ -137,3 +137,14 @@ def test_hmac_over_hashlib_pads_is_hmac(key: bytes, data: bytes) -> None:
 def test_hkdf_is_rfc5869(ikm: bytes, salt: bytes, info: bytes, length: int) -> None:
     expected = HKDF(hashes.SHA256(), length, salt=salt or None, info=info).derive(ikm)
     assert p.hkdf_sha256(ikm, salt, info, length) == expected
+
+
+@given(st.binary(min_size=32, max_size=32))
+def test_a_pair_kept_as_bytes_has_openssls_public_key_and_dh(private: bytes) -> None:
+    """One-time prekeys kept as bytes take their public key from libsodium: the same bytes as
+    OpenSSL's X25519(k, 9), clamping included, and the same DH once parsed."""
+    stored = p.x25519_pair_stored(private)
+    parsed = p.x25519_pair_from_private(private)
+    assert stored.public == parsed.public
+    peer = p.x25519_pair_from_private(bytes(31) + b"\x01")
+    assert stored.dh(peer.public) == parsed.dh(peer.public)

@@ -291,3 +291,48 @@ def test_signatures_are_byte_identical_to_the_pure_python_signer(
     # Known answers recorded from the earlier pure-Python Edwards arithmetic (same k, M, Z): the
     # move to libsodium changes no signature, so seeded simulations keep their bytes.
     assert xeddsa_sign(k, message, z).hex() == expected
+
+
+class _NoOpenSSL:
+    """Stands in for OpenSSL's Ed25519PublicKey: any use of it fails the test."""
+
+    @staticmethod
+    def from_public_bytes(_public: bytes) -> None:
+        raise AssertionError("OpenSSL was asked about a signature libsodium accepts")
+
+
+def test_a_valid_signature_is_settled_by_libsodium_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the speed of session set-up and registration: libsodium verifies in half OpenSSL's time
+    from relaysim.clients import _primitives
+
+    k = bytes(range(32))
+    u = X25519PrivateKey.from_private_bytes(k).public_key().public_bytes_raw()
+    signature = xeddsa_sign(k, b"signed prekey", bytes(64))
+    monkeypatch.setattr(_primitives, "Ed25519PublicKey", _NoOpenSSL)
+    assert xeddsa_verify(u, b"signed prekey", signature)
+
+
+@given(st.binary(min_size=32, max_size=32), st.binary(max_size=64), st.data())
+def test_ed25519_verify_gives_openssls_answer(seed: bytes, message: bytes, data: st.DataObject) -> None:
+    """libsodium first, OpenSSL for what it refuses: the answer is OpenSSL's, for valid signatures,
+    tampered ones, and keys libsodium refuses outright (small order, non-canonical)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from relaysim.clients._primitives import ed25519_verify
+
+    key = Ed25519PrivateKey.from_private_bytes(seed)
+    public = key.public_key().public_bytes_raw()
+    signature = key.sign(message)
+    small_order = [bytes(32), (1).to_bytes(32, "little"), bytes(31) + b"\x80", b"\xff" * 31 + b"\x7f"]
+    public = data.draw(st.sampled_from([public, *small_order]))
+    flip = data.draw(st.none() | st.integers(0, 8 * 64 - 1))
+    if flip is not None:
+        signature = bytearray(signature)
+        signature[flip // 8] ^= 1 << (flip % 8)
+        signature = bytes(signature)
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+        openssl = True
+    except (InvalidSignature, ValueError):
+        openssl = False
+    assert ed25519_verify(public, message, signature) is openssl

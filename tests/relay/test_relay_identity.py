@@ -99,3 +99,20 @@ def test_the_square_test_is_eulers_criterion(a: int) -> None:
 
     assert _is_square(a) is (pow(a, (P - 1) // 2, P) == 1)
     assert _is_square(a * a % P)  # every square is one
+
+
+def test_a_valid_signature_is_settled_by_libsodium_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The relay checks three XEdDSA signatures per registration: libsodium's half-price check
+    settles every valid one; OpenSSL is only asked about what libsodium refuses."""
+    from relaysim.relay import _primitives
+
+    class NoOpenSSL:
+        @staticmethod
+        def from_public_bytes(_public: bytes) -> None:
+            raise AssertionError("OpenSSL was asked about a signature libsodium accepts")
+
+    k = bytes(range(32))
+    u = X25519PrivateKey.from_private_bytes(k).public_key().public_bytes_raw()
+    signature = xeddsa_sign(k, b"challenge", bytes(64))
+    monkeypatch.setattr(_primitives, "Ed25519PublicKey", NoOpenSSL)
+    assert xeddsa_verify(u, b"challenge", signature)

@@ -940,3 +940,28 @@ def test_a_fresh_store_has_no_simulation_mark(tmp_path: Path) -> None:
         store.mark_simulation_keys("seed 7")
     with Store(tmp_path / "relay.db") as store:
         assert store.simulation_keys == "seed 7"
+
+
+async def test_a_drained_socket_is_waited_on_before_it_is_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a read that emptied the socket, the reader waits for readability before reading again:
+    a device sends its next request only after the answer, so reading at once would find nothing
+    (a failed system call and an exception per request)."""
+    failed: list[int] = []
+    real_read = os.read
+
+    def counting_read(fd: int, n: int) -> bytes:
+        try:
+            return real_read(fd, n)
+        except BlockingIOError:
+            failed.append(fd)
+            raise
+
+    async with running(new_core()) as server:
+        client = await WireClient.connect(server.port)
+        await client.request(lambda i: wire.Ping(id=i))  # the connection is set up
+        monkeypatch.setattr(os, "read", counting_read)
+        for _ in range(20):
+            assert isinstance(await client.request(lambda i: wire.Ping(id=i)), wire.Pong)
+        monkeypatch.undo()
+        await client.aclose()
+    assert len(failed) <= 1  # (before: one failed read per request, 20)

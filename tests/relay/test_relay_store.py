@@ -441,3 +441,44 @@ def test_a_refused_request_takes_back_only_its_own_records_even_after_a_read_wro
     # request 1's record was written inside request 2's savepoint, which rolled back: it is
     # written again at commit, in its place
     assert [r.time for r in store.metadata()] == [1.0, 5.0]
+
+
+def test_envelopes_queued_in_a_transaction_are_written_at_commit_and_seen_by_every_reader(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "relay.db")
+    statements = _statements(store)
+    store.begin_group()
+    for n in range(1, 4):
+        with store.transaction():
+            store.enqueue([_envelope(n, body=bytes(n))])
+    assert not [s for s in statements if "INTO envelopes" in s]  # waiting
+    assert store.queue_size("bob", 1) == (3, 6)  # counted with the waiting ones
+    with pytest.raises(RuntimeError), store.transaction():  # a refused request: its envelope goes
+        store.enqueue([_envelope(4)])
+        raise RuntimeError("refused")
+    with store.transaction():
+        store.enqueue([_envelope(5)])
+        assert [e.id[-1] for e in store.queued("bob", 1, limit=10, max_bytes=1000)[0]] == [1, 2, 3, 5]
+    store.commit_group()
+    with sqlite3.connect(tmp_path / "relay.db") as other:  # what the file holds
+        assert [r[0][-1] for r in other.execute("SELECT id FROM envelopes ORDER BY seq")] == [1, 2, 3, 5]
+    # a request that reads the queue (and so writes what waited) and is then refused
+    with store.transaction():
+        with store.transaction():
+            store.enqueue([_envelope(6)])
+        with pytest.raises(RuntimeError), store.transaction():
+            store.enqueue([_envelope(7)])
+            assert store.queue_length("bob", 1) == 6
+            raise RuntimeError("refused")
+        assert store.delete_envelopes("bob", 1, [_envelope(1).id]) == 1
+    assert [e.id[-1] for e in store.all_envelopes()] == [2, 3, 5, 6]
+    assert store.queue_size("bob", 1) == (4, 2 + 3 + 1 + 1)
+    # a group whose writes fail at commit (an id taken twice) keeps nothing of it
+    store.begin_group()
+    store.enqueue([_envelope(8)])
+    store.enqueue([_envelope(2)])
+    with pytest.raises(sqlite3.IntegrityError):
+        store.commit_group()
+    assert [e.id[-1] for e in store.all_envelopes()] == [2, 3, 5, 6]
+    store.close()

@@ -35,6 +35,10 @@ VALUES = st.one_of(
     st.sampled_from([bytes(32), bytes(33), bytes(64), bytes(16), bytes(1568)]),
     st.lists(st.integers(0, 5), max_size=3),
     st.just(()),
+    # tuples (a checked list is one) of items right for some list field and wrong for others
+    st.lists(
+        st.sampled_from([bytes(16), bytes(32), "bob", "", 1, 0, None, True]), min_size=1, max_size=3
+    ).map(tuple),
     st.floats(allow_nan=False),
 )
 

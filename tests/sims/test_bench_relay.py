@@ -44,6 +44,8 @@ def test_runs_on_the_installed_trio_json_has_every_contender_and_check_names_wha
         latency = r["latency_ms"]
         assert latency["samples"] > 0 and 0 < latency["p50"] <= latency["p99"], kind
         assert r["client_cpu_share"] > 0, kind
+        cpu = r["server_cpu_us_per_envelope"]  # None only where the server's CPU time is not known
+        assert (cpu is None) is (r["server_cpu_share"] is None) and (cpu is None or cpu > 0), kind
         memory = report["memory"][kind]
         assert memory["bytes_per_connection"] is None or math.isfinite(memory["bytes_per_connection"])
 
@@ -74,6 +76,8 @@ def test_runs_on_the_installed_trio_json_has_every_contender_and_check_names_wha
     table = captured.err  # the table goes to stderr when the JSON goes to stdout
     assert "targets (docs/performance.md)" in table and "where the time goes" in table
     assert "memory per idle connection" in table
+    if results[relay.RELAY_DURABLE]["server_cpu_us_per_envelope"] is not None:
+        assert "server CPU per envelope: relay durable" in table
     for kind in relay.CONTENDERS:
         assert results[kind]["label"] in table
 

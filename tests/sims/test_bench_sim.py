@@ -146,3 +146,12 @@ def test_one_scale_run_prints_its_wall_time_peak_rss_and_messages_delivered(
     assert "wall time" in text and "peak RSS" in text and "CPU time" in text
     assert f"messages delivered {run['deliveries']:,} of {run['messages']:,}" in text
     assert "receipts off" in text and "load average" in text
+
+
+def test_the_2x_ratio_is_also_given_in_cpu_time() -> None:
+    """On a shared machine wall time includes waiting for a core: the CPU-time ratio is given beside."""
+    one = {"finished": True, "seconds": 100.0, "cpu_seconds": 50.0, "messages": 1000}
+    two = {"finished": True, "seconds": 300.0, "cpu_seconds": 100.0, "messages": 2000}
+    ratio = sim.scale_ratio(one, two)
+    assert ratio is not None and ratio["at_2x"] == 3.0 and ratio["cpu_at_2x"] == 2.0
+    assert "in CPU time, interpolated the same way, 2.00×" in "\n".join(sim._scale_note({"detail": ratio}))

@@ -621,6 +621,38 @@ def test_the_ground_truth_keeps_each_message_without_an_instance_dict(tmp_path: 
     assert not any(hasattr(m, "__dict__") for m in result.truth.messages)
 
 
+def test_the_ground_truth_holds_no_true_message_objects_until_read(tmp_path: Path) -> None:
+    """The end of a run is its memory peak: ground truth's messages are made when read, from the
+    message states the result holds anyway, with the values an eager tuple would have."""
+    import gc
+
+    from relaysim.sims.scoring import TrueMessage
+
+    sim = Simulation(_two_people(), db_path=str(tmp_path / "relay.db"))
+    result = sim.run()
+    assert result.truth is not None
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, TrueMessage)]
+    eager = tuple(
+        TrueMessage(sim.epoch + m.accepted_at, m.planned.sender, m.planned.recipient, m.planned.text)
+        for m in result.messages
+        if m.accepted_at is not None
+    )
+    truth = result.truth.messages
+    assert len(truth) == 3 and tuple(truth) == eager and truth == eager
+    assert truth[1] == eager[1] and truth[-1] == eager[-1] and truth[1:] == eager[1:]
+
+
+def test_message_states_without_losses_share_one_empty_lost_for(tmp_path: Path) -> None:
+    """An empty dict per message is 64 MB at a million messages: the states share one read-only one."""
+    result = Simulation(_two_people(), db_path=str(tmp_path / "relay.db")).run()
+    assert len(result.messages) == 3
+    assert len({id(m.lost_for) for m in result.messages}) == 1
+    assert all(m.lost_for == {} for m in result.messages)
+    with pytest.raises(TypeError):
+        result.messages[0].lost_for["x"] = "y"  # type: ignore[index]
+
+
 def test_simulated_phones_keep_their_one_time_prekeys_as_bytes(tmp_path: Path) -> None:
     sim = Simulation(_two_people(), db_path=str(tmp_path / "relay.db"))
     assert all(d.agent.device.secrets.one_time_as_bytes for d in sim.devices.values())
