@@ -38,6 +38,7 @@ def test_json_has_both_contenders_the_scale_runs_and_the_ratios_and_check_names_
     for key, r in results.items():
         assert r["samples"] and all(math.isfinite(s) and s > 0 for s in r["samples"]), key
         assert r["us_per_message"] == pytest.approx(statistics.median(r["samples"])), key
+        assert math.isfinite(r["cpu_us_per_message"]) and r["cpu_us_per_message"] > 0, key  # for information
     sim_us, ratchet_us = results[sim.SIM]["us_per_message"], results[sim.RATCHET]["us_per_message"]
     ratio = report["ratios"]["sim_vs_ratchet"]
     assert ratio["value"] == pytest.approx(sim_us / ratchet_us)
@@ -82,6 +83,7 @@ def test_json_has_both_contenders_the_scale_runs_and_the_ratios_and_check_names_
     assert (
         "targets (docs/performance.md)" in table and "where the time goes" in table and "(b) scale" in table
     )
+    assert "in this process's CPU time" in table
 
 
 def test_the_steady_scenario_sends_one_way_after_three_warm_up_messages() -> None:
