@@ -1000,11 +1000,18 @@ class Store:
         key = (account, device)
         known = self._queue_sizes.get(key)
         if known is None:
-            self._write_pending_envelopes()
             count, size = self._db.execute(
                 "SELECT count(*), coalesce(sum(length(body)), 0) FROM envelopes WHERE account = ? AND device = ?",
                 key,
             ).fetchone()
+            # The envelopes still waiting to be written are counted where they wait, not written
+            # first: a send asks this before it may refuse, and a send that refused after writing
+            # to the file would take its whole group with it (Store.without_savepoint).
+            pending = self._envelope_rows
+            for row in pending.rows[pending.written :]:
+                if row[1] == account and row[2] == device:
+                    count += 1
+                    size += len(row[3])  # type: ignore[arg-type]
             known = (int(count), int(size))
             if len(self._queue_sizes) >= self._CACHE_ENTRIES:
                 self._queue_sizes.clear()

@@ -616,3 +616,24 @@ def _sealed(to: str, token: bytes) -> wire.SealedSend:
 
 def _fail(records: object) -> None:
     raise RuntimeError("the disk is full")
+
+
+def test_a_full_queue_counted_afresh_mid_group_refuses_that_send_alone(tmp_path: Path) -> None:
+    # After a restart the relay counts a device's queue when first asked. Counting it must not
+    # write the group's waiting envelopes to the file: a send refused after such a write would
+    # take the whole group down with it (every request of the batch answered internal_error).
+    limits = dataclasses.replace(UNLIMITED, queue_envelopes=1)
+    path = tmp_path / "relay.db"
+    core = RelayCore(Store(path), clock=Clock(), rng=random.Random(5).randbytes, limits=limits)
+    alice, _ = core_device(core, DeviceKeys.make("alice"), 1), core_device(core, DeviceKeys.make("bob"), 2)
+    core_device(core, DeviceKeys.make("carol"), 3)
+    assert isinstance(reply(core.handle(alice, _send("bob", 1, body=b"fills bob's queue"))), wire.Sent)
+    core.store.close()
+    core = RelayCore(Store(path), clock=Clock(), rng=random.Random(6).randbytes, limits=limits)
+    alice = core_device(core, DeviceKeys.make("alice"), 1, register=False)
+    core.store.begin_group()
+    assert isinstance(reply(core.handle(alice, _send("carol", 1, body=b"kept"))), wire.Sent)
+    assert_error(reply(core.handle(alice, _send("bob", 1))), E.RECIPIENT_QUEUE_FULL)
+    core.store.commit_group()  # raised StoreError when counting bob's queue wrote carol's envelope
+    assert sorted(e.body for e in core.store.all_envelopes()) == [b"fills bob's queue", b"kept"]
+    assert core.store.queue_size("carol", 1) == (1, 4)

@@ -286,6 +286,7 @@ def _statements(store: Store) -> list[str]:
 
 
 def _true_queue_size(store: Store, account: str, device: int) -> tuple[int, int]:
+    store._write_pending_envelopes()  # what waits for the commit is queued too
     count, size = store._db.execute(
         "SELECT count(*), coalesce(sum(length(body)), 0) FROM envelopes WHERE account = ? AND device = ?",
         (account, device),
