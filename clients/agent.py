@@ -440,9 +440,13 @@ class _Logged:
 
     ref: object
     plaintext: bytes
-    accounts: frozenset[str]
+    # a group's member accounts; a 1:1 text's one account as a 1-tuple (a frozenset is 216 B, and a
+    # day's log holds each 1:1 text sent that day: a million of them at the scale target)
+    accounts: frozenset[str] | tuple[str]
     at: float
-    answered: dict[PeerAddress, tuple[int, float]] = field(default_factory=dict)  # device → (count, last)
+    answered: dict[PeerAddress, tuple[int, float]] | None = (
+        None  # device → (count, last), from the first retry
+    )
 
 
 @dataclass(frozen=True)
@@ -1179,10 +1183,11 @@ class DeviceAgent:
         now = self.clock()
         if entry is None or requester.account not in entry.accounts or now - entry.at > SEND_LOG_AGE:
             return  # not ours to resend (too old, or never sent to that account)
-        count, last = entry.answered.get(requester, (0, -RETRY_INTERVAL))
+        answered = entry.answered = entry.answered or {}
+        count, last = answered.get(requester, (0, -RETRY_INTERVAL))
         if count >= MAX_RETRY_RECEIPTS or now - last < RETRY_INTERVAL / 2:
             return  # answered enough, or just now (the receipts queued while we were offline)
-        entry.answered[requester] = (count + 1, now)
+        answered[requester] = (count + 1, now)
         own = self.groups.own.get(group)
         if (
             own is not None
@@ -1219,7 +1224,7 @@ class DeviceAgent:
         if out.group is not None or out.sealed or out.plaintext.startswith(CONTROL) or out.to == self.account:
             return
         now = self.clock()
-        entry = _Logged(out.ref, out.plaintext, frozenset((out.to,)), now)
+        entry = _Logged(out.ref, out.plaintext, (out.to,), now)
         for eid in envelope_ids:
             self._pairwise_log[eid] = entry
         log = self._pairwise_log
@@ -1237,10 +1242,11 @@ class DeviceAgent:
         now = self.clock()
         if entry is None or requester.account not in entry.accounts or now - entry.at > SEND_LOG_AGE:
             return
-        count, _last = entry.answered.get(requester, (0, 0.0))
+        answered = entry.answered = entry.answered or {}
+        count, _last = answered.get(requester, (0, 0.0))
         if count >= 1:
             return  # answered once: the receiver asks once per message
-        entry.answered[requester] = (1, now)
+        answered[requester] = (1, now)
         self.send_text(requester.account, entry.plaintext, entry.ref)
 
     def _resent(self, sender: PeerAddress, rest: bytes, env: wire.Envelope) -> None:

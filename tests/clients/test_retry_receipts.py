@@ -118,3 +118,23 @@ def test_a_pairwise_retry_receipt_is_answered_once() -> None:
         bob.send_text("alice", b"\x00\xfeE" + (1).to_bytes(4, "big") + b"P" + eid, ref=9)
         p.pump()
         assert [w for w, _f in p.sends[before:]] == ["bob"]  # the receipt went out; alice sent nothing
+
+
+def test_the_pairwise_send_log_keeps_each_text_small_until_a_retry() -> None:
+    """A day's 1:1 send log holds every text sent that day (a million at the scale target): its one
+    recipient account as a 1-tuple (a frozenset is 216 B), no answered dict until a retry receipt."""
+    p = Phones()
+    alice, bob = p.agent("alice"), p.agent("bob")
+    alice.send_text("bob", b"FIRST", ref=1)
+    p.pump()
+    bob.send_text("alice", b"ACK", ref=2)
+    p.pump()
+    entries = list(alice._pairwise_log.values())
+    assert entries and all(e.accounts == ("bob",) and e.answered is None for e in entries)
+    a = PeerAddress("alice", 1)
+    bob.device.sessions.pop(a)
+    bob.device.inactive.pop(a, None)
+    alice.send_text("bob", b"SECOND", ref=3)
+    p.pump()
+    (asked,) = bob._asked_again
+    assert alice._pairwise_log[asked].answered == {PeerAddress("bob", 1): (1, NOW)}  # answered once

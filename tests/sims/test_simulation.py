@@ -767,3 +767,13 @@ def test_retry_receipts_are_bounded_when_every_answer_is_lost(tmp_path: Path) ->
     retries = [ref for who, to, ref in sim.refs_seen if isinstance(ref, tuple) and ref[0] == "retry"]
     assert len(retries) == MAX_RETRY_RECEIPTS
     assert result.undecryptable == 0
+
+
+def test_deliveries_are_keyed_by_one_name_string_per_device(tmp_path: Path) -> None:
+    """MessageState.delivered is keyed by the device's name: one string per device, not a new one per
+    delivery (56 B a message at the scale target)."""
+    sim = Simulation(_two_people(), db_path=str(tmp_path / "relay.db"))
+    result = sim.run()
+    keys = [k for m in result.messages for k in m.delivered]
+    assert len(keys) == 3
+    assert all(any(k is d.name for d in sim.devices.values()) for k in keys)
