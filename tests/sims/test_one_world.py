@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,9 @@ _REPEATABLE = frozenset(
 )
 
 
+_RECEIVED = (RecordKind.DELIVERY.value, RecordKind.ACKNOWLEDGEMENT.value)
+
+
 def _dropped(events: list[dict[str, Any]]) -> set[tuple[str, int]]:
     """The (account, device) pairs whose connection the live run dropped: phones that went offline or
     changed networks, and the mailboxes (an account of their own, device 1) those phones hold."""
@@ -106,20 +110,42 @@ def _without_repeats(
     """``live`` and ``sim`` without the records a dropped connection may repeat (_REPEATABLE), once
     those are checked: the same records in both, the live relay's at least as often, and no more extra
     copies than the live relay's records repeat one of the same size (a repeat is the same bytes again;
-    sizes themselves are not compared here, see BUSY_BOOK_CLUB). Also the extra copies, by (kind,
-    account, device, recipient account, recipient device)."""
+    sizes themselves are not compared here, see BUSY_BOOK_CLUB). A repeated send is an envelope more
+    for its recipient device, which the relay delivers and the device acknowledges (and refuses): those
+    may repeat too, once per repeated send to it. Also the extra copies, by (kind, account, device,
+    recipient account, recipient device)."""
 
     def repeatable(r: tuple[Any, ...]) -> bool:
         return r[0] in _REPEATABLE and (r[1], r[2]) in dropped
 
-    again = Counter(r for r in live if repeatable(r))
-    once = Counter(r for r in sim if repeatable(r))
-    assert set(again) == set(once) and all(again[r] >= n for r, n in once.items()), (again, once)
-    extra = Counter({r[:5]: n for r, n in (again - once).items()})
-    sized = [r for r in live_sized if repeatable(r)]
-    copies = Counter(r[:5] for r in sized) - Counter(r[:5] for r in set(sized))
-    assert extra <= copies, (extra, copies)  # each extra copy is a same-sized copy of another
-    return [r for r in live if not repeatable(r)], [r for r in sim if not repeatable(r)], extra
+    def _check(is_it: Callable[[tuple[Any, ...]], bool]) -> Counter[tuple[Any, ...]]:
+        again = Counter(r for r in live if is_it(r))
+        once = Counter(r for r in sim if is_it(r))
+        assert set(again) == set(once) and all(again[r] >= n for r, n in once.items()), (again, once)
+        sized = [r for r in live_sized if is_it(r)]
+        extra = Counter({r[:5]: n for r, n in (again - once).items()})
+        copies = Counter(r[:5] for r in sized) - Counter(r[:5] for r in set(sized))
+        assert extra <= copies, (extra, copies)  # each extra copy is a same-sized copy of another
+        return extra
+
+    extra = _check(repeatable)
+    sent_again: Counter[tuple[Any, ...]] = Counter()
+    for r, n in extra.items():
+        if r[0] == RecordKind.SEND.value:
+            sent_again[(r[3], r[4])] += n
+
+    def received_again(r: tuple[Any, ...]) -> bool:
+        return r[0] in _RECEIVED and (r[1], r[2]) in sent_again and not repeatable(r)
+
+    more = _check(received_again)
+    for kind in _RECEIVED:
+        per_device: Counter[tuple[Any, ...]] = Counter()
+        for r, n in more.items():
+            if r[0] == kind:
+                per_device[r[1:3]] += n
+        assert per_device <= sent_again, (kind, per_device, sent_again)
+    keep = [r for r in live if not repeatable(r) and not received_again(r)]
+    return keep, [r for r in sim if not repeatable(r) and not received_again(r)], extra + more
 
 
 def _records(db: Path, until: float, *, sizes: bool = True) -> list[tuple[Any, ...]]:
