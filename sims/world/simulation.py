@@ -30,6 +30,7 @@ scenario and seed give byte-identical outputs.
 from __future__ import annotations
 
 import functools
+import gc
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -1375,6 +1376,22 @@ class Simulation:
     # --- run ------------------------------------------------------------------------------------
 
     def run(self) -> SimulationResult:
+        # Most of what a run makes lives until its end (phones, sessions, queues, message states),
+        # yet each of Python's full garbage collections walks every object the process holds: in a
+        # city-sized run they took about a quarter of the time. So after each step what is alive is
+        # moved out of the collector's view (gc.freeze) and put back when the run ends, unless the
+        # process froze objects of its own before. Objects still go when their last reference does;
+        # only a cycle made before a freeze waits for the end of the run (runs make few: the
+        # collector found about 10,000 unreachable objects in a 10,000-phone day of 100,000
+        # messages, against its ~1.26 million live ones).
+        freezing = gc.get_freeze_count() == 0
+        try:
+            return self._run(freezing)
+        finally:
+            if freezing:
+                gc.unfreeze()
+
+    def _run(self, freezing: bool) -> SimulationResult:
         self._schedule()
         end = self.scenario.duration
         step = max(end / 100, 1.0)
@@ -1385,6 +1402,8 @@ class Simulation:
             # (relay.store.Store.transaction): the same writes, without a commit per request.
             with self.store.transaction():
                 self.sched.run(until=t)
+            if freezing:
+                gc.freeze()
             if self.progress is not None:
                 self.progress(t, end)
         self.timeline.finish()  # orders still running at the end are answered now

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sqlite3
 import subprocess
@@ -777,3 +778,35 @@ def test_deliveries_are_keyed_by_one_name_string_per_device(tmp_path: Path) -> N
     keys = [k for m in result.messages for k in m.delivered]
     assert len(keys) == 3
     assert all(any(k is d.name for d in sim.devices.values()) for k in keys)
+
+
+def test_a_run_keeps_what_it_made_out_of_the_collectors_view_until_it_ends(tmp_path: Path) -> None:
+    """Full garbage collections walk every object the process holds, so a run freezes what is alive
+    after each step (gc.freeze) and gives it back when it ends, even when it ends by an exception;
+    a process that froze objects of its own keeps its freeze as it was."""
+    assert gc.get_freeze_count() == 0
+    seen: list[int] = []
+    sim = Simulation(
+        _two_people(),
+        db_path=str(tmp_path / "a.db"),
+        progress=lambda t, end: seen.append(gc.get_freeze_count()),
+    )
+    sim.run()
+    assert seen and min(seen) > 0  # frozen from the first step on
+    assert gc.get_freeze_count() == 0
+
+    def stop(t: float, end: float) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Simulation(_two_people(), db_path=str(tmp_path / "b.db"), progress=stop).run()
+    assert gc.get_freeze_count() == 0
+    mine = [object()]
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        Simulation(_two_people(), db_path=str(tmp_path / "c.db")).run()
+        assert gc.get_freeze_count() == frozen  # not frozen further, not unfrozen
+    finally:
+        gc.unfreeze()
+    del mine
