@@ -65,6 +65,21 @@ class Phones:
                             self.events[target.account] += target.handle(out.frame)
 
 
+def _bob_loses_his_session(p: Phones) -> tuple[DeviceAgent, DeviceAgent]:
+    """alice writes, bob answers (so alice's session no longer carries the prekey header: plain
+    Double Ratchet messages from then on), then bob's phone loses its session with alice (restored
+    from an old backup) and alice does not know."""
+    alice, bob = p.agent("alice"), p.agent("bob")
+    alice.send_text("bob", b"FIRST", ref=1)
+    p.pump()
+    bob.send_text("alice", b"ACK", ref=2)
+    p.pump()
+    a = PeerAddress("alice", 1)
+    bob.device.sessions.pop(a)
+    bob.device.inactive.pop(a, None)
+    return alice, bob
+
+
 def test_a_message_that_finds_no_session_is_asked_for_again_and_read() -> None:
     p = Phones()
     alice, bob = p.agent("alice"), p.agent("bob")
@@ -102,14 +117,7 @@ def test_a_pairwise_retry_receipt_is_answered_once() -> None:
     """A second receipt for the same message (repeated, or forged by someone holding a session with
     alice) gets no second resend; nor does one naming an envelope alice never sent."""
     p = Phones()
-    alice, bob = p.agent("alice"), p.agent("bob")
-    alice.send_text("bob", b"FIRST", ref=1)
-    p.pump()
-    bob.send_text("alice", b"ACK", ref=2)
-    p.pump()
-    a = PeerAddress("alice", 1)
-    bob.device.sessions.pop(a)
-    bob.device.inactive.pop(a, None)
+    alice, bob = _bob_loses_his_session(p)
     alice.send_text("bob", b"SECOND", ref=3)
     p.pump()
     (asked,) = bob._asked_again  # the envelope bob asked for again, and read from alice's resend
@@ -124,16 +132,9 @@ def test_the_pairwise_send_log_keeps_each_text_small_until_a_retry() -> None:
     """A day's 1:1 send log holds every text sent that day (a million at the scale target): its one
     recipient account as a 1-tuple (a frozenset is 216 B), no answered dict until a retry receipt."""
     p = Phones()
-    alice, bob = p.agent("alice"), p.agent("bob")
-    alice.send_text("bob", b"FIRST", ref=1)
-    p.pump()
-    bob.send_text("alice", b"ACK", ref=2)
-    p.pump()
+    alice, bob = _bob_loses_his_session(p)
     entries = list(alice._pairwise_log.values())
     assert entries and all(e.accounts == ("bob",) and e.answered is None for e in entries)
-    a = PeerAddress("alice", 1)
-    bob.device.sessions.pop(a)
-    bob.device.inactive.pop(a, None)
     alice.send_text("bob", b"SECOND", ref=3)
     p.pump()
     (asked,) = bob._asked_again
