@@ -1377,10 +1377,11 @@ class Simulation:
 
     def run(self) -> SimulationResult:
         # Most of what a run makes lives until its end (phones, sessions, queues, message states),
-        # yet each of Python's full garbage collections walks every object the process holds: in a
-        # city-sized run they took about a quarter of the time. So after each step what is alive is
-        # moved out of the collector's view (gc.freeze) and put back when the run ends, unless the
-        # process froze objects of its own before. Objects still go when their last reference does;
+        # yet each of Python's full garbage collections walks every object the process holds (in a
+        # run of 10,000 phones and 100,000 messages the collector took 8 % of the CPU time, 3 %
+        # with this; the 100,000-phone day 2 % less CPU in all). So after each step what is alive
+        # is moved out of the collector's view (gc.freeze) and put back when the run ends, unless
+        # the process froze objects of its own before. Objects still go when their last reference does;
         # only a cycle made before a freeze waits for the end of the run (runs make few: the
         # collector found about 10,000 unreachable objects in a 10,000-phone day of 100,000
         # messages, against its ~1.26 million live ones).
