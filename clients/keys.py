@@ -269,9 +269,6 @@ class PreKeySecrets:
     kem: KemPreKeys = field(default_factory=KemPreKeys)  # seed, public part
     current_signed_id: int = -1
     next_id: int = 1
-    # Keep new one-time prekeys as bytes until their one DH (X25519Pair.stored): ~0.5 KiB less per
-    # key, for a parse (~20 µs) when one is used. For simulations of many phones; off by default.
-    one_time_as_bytes: bool = False
 
     def _take_id(self) -> int:
         i = self.next_id
@@ -290,8 +287,7 @@ class PreKeySecrets:
     def new_one_time_prekeys(self, count: int, rng: RNG = os.urandom) -> list[OneTimePreKey]:
         out = []
         for _ in range(count):
-            # §5.2 GENERATE_DH(); kept as bytes, the pair's public key comes from libsodium (half the time)
-            pair = _p.x25519_pair_stored(rng(32)) if self.one_time_as_bytes else spec.generate_dh(rng)
+            pair = spec.generate_dh(rng)  # §5.2 GENERATE_DH()
             opk = OneTimePreKey(self._take_id(), pair.public)
             self.one_time[opk.id] = pair
             out.append(opk)

@@ -334,7 +334,7 @@ class DoubleRatchet:
             assert self.dhr is not None
             self._skip(self.ckr, self.nr, pn, self.dhr, skipped)
         try:
-            their = _p.x25519_public(dh_pub)  # parsed once for both DHs of the step
+            their = _p.x25519_public(dh_pub)  # checked once for both DHs of the step
             rk, ckr = spec.kdf_rk(self.rk, self.dhs.dh(their), self.config.root_info)
         except _p.AuthenticationFailed:
             raise DecryptionError() from None

@@ -397,8 +397,6 @@ class Simulation:
                 group_fanout=self.profile.group_fanout,
             )
             self._link_identity(device)
-            # a phone's batch of one-time prekeys, most never used: as bytes (~0.5 KiB less each)
-            device.secrets.one_time_as_bytes = True
             # "signed-devices": the primary signed it when linking; it registers with the signature
             agent.device_signature = self.device_signatures.get((spec.person, spec.index))
             d = SimDevice(spec, agent, port=40000 + n % 20000)

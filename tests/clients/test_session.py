@@ -164,29 +164,6 @@ def test_simultaneous_initiation_both_sessions_keep_working() -> None:
     assert len(u0.inactive[u1.address]) == 1
 
 
-def test_one_time_prekeys_are_kept_as_bytes_until_their_one_use_when_asked() -> None:
-    """A parsed X25519 private key is ~0.5 KiB; a simulated phone holds a batch of one-time prekeys it
-    may never use, so the simulation keeps them as bytes (``one_time_as_bytes``), parsed at their DH
-    (the session still agrees). By default they are parsed when made (a set-up is faster)."""
-    from relaysim.clients import _primitives as _p
-
-    default = Device("carol", 1, rng=seeded_rng(5))
-    opk = default.generate_prekeys(1, 0).one_time_prekey
-    assert opk is not None and default.secrets.one_time[opk.id]._key is not None
-    alice = Device("alice", 1, rng=seeded_rng(1))
-    bob = Device("bob", 1, rng=seeded_rng(2))
-    bob.secrets.one_time_as_bytes = True  # as the simulation's phones do
-    bundle = bob.generate_prekeys(3, 1)
-    assert bundle.one_time_prekey is not None
-    held = bob.secrets.one_time[bundle.one_time_prekey.id]
-    assert held._key is None  # not parsed
-    pair = _p.x25519_pair_from_private(held.private)
-    peer = _p.x25519_pair_from_private(bytes(range(32)))
-    assert held.stored().dh(peer.public) == pair.dh(peer.public) == peer.dh(held.public)
-    alice.start_session(bob.address, bundle)
-    assert bob.decrypt(alice.address, alice.encrypt(bob.address, b"hi")) == b"hi"
-
-
 def test_bob_keeps_a_digest_of_the_kem_ciphertext_and_still_knows_the_header_again() -> None:
     alice = Device("alice", 1, rng=seeded_rng(3))
     bob = Device("bob", 1, rng=seeded_rng(4))

@@ -654,13 +654,6 @@ def test_message_states_without_losses_share_one_empty_lost_for(tmp_path: Path) 
         result.messages[0].lost_for["x"] = "y"  # type: ignore[index]
 
 
-def test_simulated_phones_keep_their_one_time_prekeys_as_bytes(tmp_path: Path) -> None:
-    sim = Simulation(_two_people(), db_path=str(tmp_path / "relay.db"))
-    assert all(d.agent.device.secrets.one_time_as_bytes for d in sim.devices.values())
-    result = sim.run()
-    assert [sorted(m.delivered) for m in result.messages] == [["bo/1"], ["ana/1"], ["bo/1"]]
-
-
 class _DropHandouts(Simulation):
     """Loses the first ``n`` sender key handouts ana's phone sends to ``to`` (their ``Send`` never
     reaches the relay), and records every send's (device, to, ref) in ``refs_seen``."""
