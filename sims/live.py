@@ -72,6 +72,7 @@ from relaysim.clients.agent import (
     AgentEvent,
     DeviceAgent,
     DeviceListChanged,
+    Duplicate,
     Failed,
     GroupMembershipChanged,
     GroupUpdated,
@@ -81,6 +82,7 @@ from relaysim.clients.agent import (
     ReceiptReceived,
     Received,
     SentTranscript,
+    Undecryptable,
     sign_device,
 )
 from relaysim.clients.keys import PreKeySecrets
@@ -364,6 +366,8 @@ class _LiveRun:
         self.progress = trio.Event()
         self.limiter = trio.CapacityLimiter(SETUP_CONCURRENCY)
         self.duplicates_dropped = 0
+        # envelopes the phones could not read: (phone, envelope id, when), told apart at the end
+        self._unread: list[tuple[str, bytes, float]] = []
         self.mismatched = 0
         self.envelope_message: dict[bytes, int] = {}
         # Receipts, cover traffic and changes of network, as the simulator makes them (its
@@ -673,6 +677,9 @@ class _LiveRun:
         """What a phone's agent reports beside the messages it reads (DeviceConnection's on_event): how
         the sends nobody awaits went (group messages, receipts, cover), the receipts it gets, and what
         it noticed of keys and devices (transcribed as the simulator does)."""
+        if isinstance(event, Duplicate | Undecryptable):
+            self._unreadable(phone, event)
+            return
         ref = getattr(event, "ref", None)
         if isinstance(event, Accepted) and isinstance(ref, tuple):
             if ref[:1] == ("group",):
@@ -770,6 +777,32 @@ class _LiveRun:
                     "sealed": event.sealed,
                 }
             )
+
+    def _unreadable(self, phone: _Phone, event: Duplicate | Undecryptable) -> None:
+        """An envelope a phone could not read, counted as the simulator counts one (its _agent_event): a
+        ``Duplicate`` (by its header, a second copy of a message read: a send the sender's link wrote
+        again after a dropped connection, which the relay carried out twice) is a duplicate dropped;
+        an ``Undecryptable`` is too if the world knows the phone had read that message already (a copy on
+        a receiving chain the phone no longer holds), else undecryptable. That is decided at the end of
+        the run (``_unread_counts``): the relay's ids for a copy reach its sender's driver when they do."""
+        if isinstance(event, Duplicate):
+            self.duplicates_dropped += 1
+            mid = self.envelope_message.get(event.envelope_id)
+            self.emit({"kind": "duplicate_dropped", "device": phone.name, "message": mid})
+        else:
+            self._unread.append((phone.name, event.envelope_id, self.now()))
+
+    def _unread_counts(self) -> tuple[int, int]:
+        """(undecryptable, duplicates) among the ``Undecryptable`` envelopes (see ``_unreadable``)."""
+        undecryptable = duplicates = 0
+        for name, eid, t in self._unread:
+            mid = self.envelope_message.get(eid)
+            read = self.messages[mid].delivered.get(name) if mid is not None else None
+            if read is not None and read <= t:
+                duplicates += 1
+            else:
+                undecryptable += 1
+        return undecryptable, duplicates
 
     def _sync_copy(self, phone: _Phone, event: SentTranscript) -> None:
         """A sync copy of a 1:1 message another phone of this account sent, transcribed as the simulator
@@ -964,6 +997,8 @@ class _LiveRun:
         """What a mailbox's agent reports beside what it reads: the receipts it gets are its holder's."""
         if isinstance(event, ReceiptReceived):
             box.holder.agent.mailbox_answered(event.sender.account)
+            self._agent_event(box.holder, event)
+        elif isinstance(event, Duplicate | Undecryptable):
             self._agent_event(box.holder, event)
 
     def _mailboxes_online(self, phone: _Phone, online: bool) -> None:
@@ -1200,15 +1235,14 @@ class _LiveRun:
                 for r in by_envelope.get(eid, [])
                 if r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND)
             ]
-        conns = [p.conn for p in self.phones.values()] + [b.conn for b in self.mailboxes.values()]
-        undecryptable = sum(len(c.undecryptable) for c in conns if c is not None)
+        undecryptable, duplicates = self._unread_counts()
         return SimulationResult(
             self.scenario,
             [self.messages[k] for k in sorted(self.messages)],
             dict(sorted(counts.items())),
             {"lost": 0, "duplicated": 0, "partitioned": 0},  # loopback: no simulated network
             undecryptable,
-            self.duplicates_dropped,
+            self.duplicates_dropped + duplicates,
             self.mismatched,
             len(self.events),
             queued,

@@ -958,22 +958,30 @@ class Simulation:
                         "sealed": event.sealed,
                     }
                 )
-        elif isinstance(event, A.Undecryptable):
+        elif isinstance(event, A.Duplicate | A.Undecryptable):
             mid = self.envelope_message.get(event.envelope_id)
-            control = self._control_copies.get(event.envelope_id)
-            if (mid is not None and d.name in self.messages[mid].delivered) or (
-                control is not None and self._control_accepted.get(control, 0) > 1
-            ):
+            if isinstance(event, A.Duplicate) or self._read_already(d, event.envelope_id, mid):
                 self.duplicates_dropped += 1  # the network duplicated the send: a second copy
+                self.emit({"t": t, "kind": "duplicate_dropped", "device": d.name, "message": mid})
             else:
                 self.undecryptable += 1
-            self.emit({"t": t, "kind": "undecryptable", "device": d.name, "message": mid})
+                self.emit({"t": t, "kind": "undecryptable", "device": d.name, "message": mid})
         elif isinstance(event, A.Failed):
             if isinstance(event.ref, int):
                 self._lost(event.ref, f"refused: {event.code}: {event.message}")
             self.emit(
                 {"t": t, "kind": "failure", "device": d.name, "code": event.code, "message": event.message}
             )
+
+    def _read_already(self, d: SimDevice, envelope_id: bytes, mid: int | None) -> bool:
+        """Whether an envelope ``d`` could not read carries what it read already, as the world knows: a
+        copy of a send the network duplicated that the device did not know for one (``A.Duplicate``: its
+        header names a message number whose key was used), as one on a receiving chain it no longer
+        holds (the sender's ratchet turned between the copies). Counted as the duplicate it is."""
+        control = self._control_copies.get(envelope_id)
+        return (mid is not None and d.name in self.messages[mid].delivered) or (
+            control is not None and self._control_accepted.get(control, 0) > 1
+        )
 
     def _received(self, d: SimDevice, ev: A.Received) -> bool:
         """Account for a message a device decrypted; True the first time this device gets it."""
@@ -1152,7 +1160,7 @@ class Simulation:
         elif isinstance(event, A.Received | A.ReceiptReceived):
             holder.agent.mailbox_answered(event.sender.account)
             self._agent_event(holder, event)
-        elif isinstance(event, A.Undecryptable):
+        elif isinstance(event, A.Undecryptable | A.Duplicate):
             self._agent_event(holder, event)
 
     def _move(self, d: SimDevice, address: str) -> None:
