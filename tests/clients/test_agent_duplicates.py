@@ -181,3 +181,25 @@ def test_a_forgery_bearing_a_used_number_gains_nothing() -> None:
     assert [(type(e), e.plaintext) for e in events if isinstance(e, Received)] == [
         (Received, b"not read yet")
     ]
+
+
+def test_a_replayed_group_message_is_a_duplicate_and_asks_for_no_resend() -> None:
+    """A sender-key message sent twice (client-side fan-out: one ``send`` per member account): the
+    second copy names a sender key and iteration bob has read, so it is a duplicate, not a message to
+    ask its sender to resend (no retry receipt, now or later)."""
+    w = World()
+    alice, bob = w.join("alice"), w.join("bob")
+    group = bytes(range(16))
+    alice.send_group(group, ["bob"], b"to the group")
+    w.pump()
+    handout, first = w.pushes  # the sender key (over the pairwise session), then the group message
+    w.pushes.clear()
+    w.replay_last_send()  # the group message's send, written again
+    second = w.take()
+    assert _kinds(w.deliver(*handout)[0]) == []
+    assert first[1].body == second[1].body and first[1].id != second[1].id
+    assert _kinds(w.deliver(*first)[0]) == ["Received"]
+    events, answered = w.deliver(*second)
+    assert _kinds(events) == ["Duplicate"]
+    assert [type(f) for f in answered] == [wire.Ack]
+    assert bob.retry_due() is None
