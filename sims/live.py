@@ -366,8 +366,8 @@ class _LiveRun:
         self.progress = trio.Event()
         self.limiter = trio.CapacityLimiter(SETUP_CONCURRENCY)
         self.duplicates_dropped = 0
-        # envelopes the phones could not read: (phone, envelope id, when), told apart at the end
-        self._unread: list[tuple[str, bytes, float]] = []
+        # envelopes the phones could not read: (phone, envelope id, when, a Duplicate), counted at the end
+        self._unread: list[tuple[str, bytes, float, bool]] = []
         self.mismatched = 0
         self.envelope_message: dict[bytes, int] = {}
         # Receipts, cover traffic and changes of network, as the simulator makes them (its
@@ -779,26 +779,26 @@ class _LiveRun:
             )
 
     def _unreadable(self, phone: _Phone, event: Duplicate | Undecryptable) -> None:
-        """An envelope a phone could not read, counted as the simulator counts one (its _agent_event): a
-        ``Duplicate`` (by its header, a second copy of a message read: a send the sender's link wrote
-        again after a dropped connection, which the relay carried out twice) is a duplicate dropped;
-        an ``Undecryptable`` is too if the world knows the phone had read that message already (a copy on
-        a receiving chain the phone no longer holds), else undecryptable. That is decided at the end of
-        the run (``_unread_counts``): the relay's ids for a copy reach its sender's driver when they do."""
-        if isinstance(event, Duplicate):
-            self.duplicates_dropped += 1
-            mid = self.envelope_message.get(event.envelope_id)
-            self.emit({"kind": "duplicate_dropped", "device": phone.name, "message": mid})
-        else:
-            self._unread.append((phone.name, event.envelope_id, self.now()))
+        """An envelope a phone could not read: a ``Duplicate`` (by its header, a second copy of a message
+        it read, as a send its sender's link wrote again after a dropped connection and the relay carried
+        out twice) or an ``Undecryptable``. Counted at the end of the run (``_unread_counts``), when the
+        relay's ids for every copy have reached the senders' drivers."""
+        self._unread.append((phone.name, event.envelope_id, self.now(), isinstance(event, Duplicate)))
 
     def _unread_counts(self) -> tuple[int, int]:
-        """(undecryptable, duplicates) among the ``Undecryptable`` envelopes (see ``_unreadable``)."""
+        """(undecryptable, duplicates dropped) among the envelopes the phones could not read, counted as
+        the simulator counts them (Simulation._read_already): for a planned message, a duplicate if the
+        phone had read it by then, whatever its agent made of the copy; for any other envelope, as the
+        agent reported it. (The simulator also knows how often the relay accepted a receipt or a cover
+        message; the live driver cannot tie a copy whose answer was lost to its message, so there too it
+        takes the agent's word.)"""
         undecryptable = duplicates = 0
-        for name, eid, t in self._unread:
+        for name, eid, t, duplicate in self._unread:
             mid = self.envelope_message.get(eid)
-            read = self.messages[mid].delivered.get(name) if mid is not None else None
-            if read is not None and read <= t:
+            if mid is not None:
+                read = self.messages[mid].delivered.get(name)
+                duplicate = read is not None and read <= t
+            if duplicate:
                 duplicates += 1
             else:
                 undecryptable += 1

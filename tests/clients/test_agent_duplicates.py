@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from relaysim.clients.agent import DeviceAgent, Duplicate, Received, Undecryptable
+from relaysim.clients.errors import DecryptionError
+from relaysim.clients.ratchet import RatchetConfig
 from relaysim.clients.session import Device
 from relaysim.relay import wire
 from relaysim.relay.core import ConnectionContext, Push, RelayCore, Reply
+from tests.clients.test_ratchet import make_pair
 from tests.conftest import seeded_rng
 from tests.helpers import Clock, new_core
 
@@ -203,3 +208,25 @@ def test_a_replayed_group_message_is_a_duplicate_and_asks_for_no_resend() -> Non
     assert _kinds(events) == ["Duplicate"]
     assert [type(f) for f in answered] == [wire.Ack]
     assert bob.retry_due() is None
+
+
+@pytest.mark.parametrize("header_encryption", [False, True])
+def test_already_used_names_the_numbers_whose_keys_were_used_and_no_other(header_encryption: bool) -> None:
+    """``DoubleRatchet.already_used``: a number behind the receiving chain whose key is not among the
+    skipped ones; not a skipped message still to come, not one ahead, not one on a chain it does not hold
+    (with header encryption: only under a header key it holds)."""
+    alice, bob = make_pair(RatchetConfig(header_encryption=header_encryption), 5)
+    m0, m1, m2 = (alice.encrypt(b"message %d" % i) for i in range(3))
+    assert not bob.already_used(m0)  # no receiving chain yet
+    bob.decrypt(m0)
+    bob.decrypt(m2)  # m1 is skipped: its key is kept
+    assert [bob.already_used(m) for m in (m0, m1, m2)] == [True, False, True]
+    m3 = alice.encrypt(b"message 3")
+    assert not bob.already_used(m3)
+    bob.decrypt(m1)
+    assert bob.already_used(m1)
+    with pytest.raises(DecryptionError):
+        bob.decrypt(m1)  # and decrypt refuses what already_used names
+    assert not bob.already_used(b"\x00" * 200)  # another chain (or no header key of its)
+    alice.decrypt(bob.encrypt(b"a reply"))  # alice turns her ratchet: a new chain, unknown to bob yet
+    assert not bob.already_used(alice.encrypt(b"on a new chain"))

@@ -64,8 +64,6 @@ def _assert_each_message_arrived_once(scenario: Scenario, out: Path) -> list[dic
     # have been carried out twice: its recipient drops the second copy (a duplicate), no more often than
     # the relay recorded a send again (the same sender, recipient device and size as another)
     assert m["duplicates_dropped"] <= _sent_again(out)
-    dropped = [e for e in events if e["kind"] == "duplicate_dropped"]
-    assert all((e["message"], e["device"]) in copies for e in dropped if e["message"] is not None)
     assert summary["relay_queued_at_end"] == 0  # every envelope acknowledged, so deleted
     assert summary["live"]["relay_exit_code"] == 0
     # Ben's hour offline happened, and messages waited for him.
