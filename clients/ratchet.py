@@ -485,6 +485,32 @@ class DoubleRatchet:
             return None
         return "behind" if header.n < self.nr else "ahead"
 
+    def already_used(self, message: bytes) -> bool:
+        """Whether ``message``'s header names a message number this side has already gone past on its
+        current receiving chain, with no skipped key stored for it: the number's key was used (the
+        message, or a copy of it, was read) or dropped, so no message with that number can be read
+        any more. libsignal calls this a DuplicatedMessage (rust/protocol/src/session_cipher.rs,
+        ``get_or_create_message_key``), found from the header before any decryption: nothing here
+        authenticates ``message`` (with header encryption only its header), so a forgery bearing an
+        old number answers True too, and ``decrypt`` would refuse it all the same. Read only."""
+        if self.ckr is None:
+            return False
+        if self.config.header_encryption:
+            if len(message) < ENC_HEADER_LEN:
+                return False
+            header = spec.hdecrypt(self.hkr, message[:ENC_HEADER_LEN])
+            if header is None:
+                return False
+            chain_id: bytes | None = self.hkr
+            n = _unpack_header(header)[2]
+        else:
+            if len(message) < HEADER_LEN:
+                return False
+            chain_id, _pn, n = _unpack_header(message[:HEADER_LEN])
+            if chain_id != self.dhr:
+                return False
+        return n < self.nr and (chain_id, n) not in self.mkskipped
+
     def sending_chain(self) -> SendingChain | None:
         """A copy of the current sending chain, or None (none yet, or header encryption is on)."""
         if self.cks is None or self.dhs is None or self.config.header_encryption:
