@@ -965,3 +965,40 @@ async def test_a_drained_socket_is_waited_on_before_it_is_read_again(monkeypatch
         monkeypatch.undo()
         await client.aclose()
     assert len(failed) <= 1  # (before: one failed read per request, 20)
+
+
+class _HandlerSteps(trio.abc.Instrument):  # type: ignore[misc]
+    """Counts the steps run by connection handler tasks (serve_listeners' _run_handler)."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += task.name.endswith("_run_handler")
+
+
+async def test_requests_over_tcp_are_read_without_waking_their_connections_tasks() -> None:
+    """One task, the pump, reads every plain TCP connection and queues its requests: a connection's
+    own task wakes at its start and end (or to wait for room for an answer), not to read each
+    request and again to wait for its answer."""
+    steps = _HandlerSteps()
+    async with running(new_core(clock=time.time)) as server:
+        clients = [await WireClient.connect(server.port) for _ in range(4)]
+        for client in clients:
+            await client.request(lambda i: wire.Ping(id=i))  # the connection is set up
+
+        async def pings(client: WireClient) -> None:
+            for _ in range(25):
+                assert isinstance(await client.request(lambda i: wire.Ping(id=i)), wire.Pong)
+
+        trio.lowlevel.add_instrument(steps)
+        try:
+            with trio.fail_after(10):
+                async with trio.open_nursery() as nursery:
+                    for client in clients:
+                        nursery.start_soon(pings, client)
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+        for client in clients:
+            await client.aclose()
+    assert steps.steps <= 4  # (before: two or more per request, 200 or more)
