@@ -70,6 +70,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn, TypeAlias
 
+from relaysim.relay._frozen import quick_init
 from relaysim.relay.certificates import ServerCertificate
 from relaysim.relay.identity import ServerIdentity, XEdDSAPublicKey
 from relaysim.relay.limits import DEFAULT_LIMITS, Limits, RateLimiter
@@ -186,6 +187,7 @@ _ENVELOPE_OVERHEAD: Final = 128
 _FRAME_HEADROOM: Final = 256 + 4 * MAX_ACCOUNT_LEN
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class DeviceAddress:
     account: str
@@ -204,6 +206,7 @@ class ConnectionContext:
     authenticated: DeviceAddress | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Reply:
     """A frame for the connection that made the request."""
@@ -212,6 +215,7 @@ class Reply:
     frame: Response
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Push:
     """A frame for a connected device (``connection`` is one of its live connections)."""

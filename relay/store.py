@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from relaysim.relay._frozen import quick_init
 from relaysim.relay.metadata import METADATA_FIELDS, KindRule, MetadataRecord, RecordKind, RetentionPolicy
 from relaysim.relay.wire import Envelope, KemPrekey, Prekey, SignedPrekey
 
@@ -389,6 +390,7 @@ class DeviceFacts:
         return any(v is not None for v in (self.push_token, self.device_type, self.app_version))
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class StoredEnvelope:
     """A queued envelope: recipient (account, device), opaque body, and what the relay knew."""
