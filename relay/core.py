@@ -66,8 +66,9 @@ import math
 import os
 import time
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Final, NoReturn, TypeAlias
 
 from relaysim.relay._frozen import quick_init
@@ -251,6 +252,15 @@ _REFUSED_BEFORE_WRITING: Final = frozenset({Send, SealedSend})
 _ABSENT_U: Final = (9).to_bytes(32, "little")  # the X25519 base point: stands in for an absent key
 
 
+def _buffered_ids() -> Iterator[bytes]:
+    """Envelope ids from ``os.urandom``, read 256 at a time."""
+    size = ENVELOPE_ID_SIZE
+    while True:
+        block = os.urandom(256 * size)
+        for i in range(0, len(block), size):
+            yield block[i : i + size]
+
+
 def _host(conn: ConnectionContext) -> str | None:
     return conn.address[0] if conn.address is not None else None
 
@@ -397,6 +407,11 @@ class RelayCore:
         self._absent_key = XEdDSAPublicKey.from_x25519((9).to_bytes(32, "little"))
         self.clock = clock
         self.rng = rng
+        # Envelope ids: from the system's CSPRNG, 256 at a time (one getrandom call instead of one
+        # per envelope); a given rng (a seeded simulation's) is asked for each, as for everything.
+        self._envelope_id: Callable[[], bytes] = (
+            _buffered_ids().__next__ if rng is os.urandom else partial(rng, ENVELOPE_ID_SIZE)
+        )
         self.policy = policy
         self.challenge_ttl = challenge_ttl
         self.certificate_ttl = certificate_ttl
@@ -656,7 +671,7 @@ class RelayCore:
         if it is online: what a malicious (or compelled) relay can always do (the simulator's
         ``sims.access.identity_swap``). No metadata record. Returns the envelope id and the pushes."""
         stored = StoredEnvelope(
-            id=self.rng(ENVELOPE_ID_SIZE),
+            id=self._envelope_id(),
             account=account,
             device=device,
             body=body,
@@ -1315,7 +1330,7 @@ class RelayCore:
         timestamp = int(now * 1000)
         stored = [
             StoredEnvelope(
-                id=self.rng(ENVELOPE_ID_SIZE),
+                id=self._envelope_id(),
                 account=to,
                 device=e.device,
                 body=e.body,
@@ -1611,7 +1626,7 @@ class RelayCore:
                 )
             stored = [
                 StoredEnvelope(
-                    id=self.rng(ENVELOPE_ID_SIZE),
+                    id=self._envelope_id(),
                     account=m.account,
                     device=d,
                     body=req.body,
