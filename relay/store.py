@@ -33,6 +33,7 @@ from __future__ import annotations
 import operator
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -602,6 +603,7 @@ class Store:
         self.durable = durable
         # isolation_level=None: no implicit transactions; transaction() says BEGIN/COMMIT itself.
         self._db = sqlite3.connect(self.path, isolation_level=None)
+        self._thread = threading.get_ident()  # the thread that may use _db
         self._depth = 0
         self._wal_fd = -1  # with defer_syncs: the WAL file, which sync() fsyncs
         # Answers kept in memory for the relay's hot path (see "caches" below): each device's
@@ -647,8 +649,19 @@ class Store:
         self.close()
 
     def checkpoint(self) -> None:
-        """Copy the WAL into the main file and truncate it (old page images in the WAL go too)."""
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        """Copy the WAL into the main file and truncate it (old page images in the WAL go too).
+
+        It may run in another thread while the owner leaves the store alone (the relay server runs
+        its retention sweep's checkpoint in a worker thread): a SQLite connection may be used only
+        in the thread that made it, so there it goes through a connection of its own."""
+        if threading.get_ident() == self._thread or self.path == ":memory:":
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return
+        db = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            db.close()
 
     @property
     def schema_version(self) -> int:

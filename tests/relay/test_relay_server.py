@@ -1002,3 +1002,23 @@ async def test_requests_over_tcp_are_read_without_waking_their_connections_tasks
         for client in clients:
             await client.aclose()
     assert steps.steps <= 4  # (before: two or more per request, 200 or more)
+
+
+async def test_the_retention_sweep_checkpoints_the_database_in_a_worker_thread(tmp_path: Path) -> None:
+    """The server's retention sweep runs the WAL checkpoint in a worker thread: through a connection
+    of that thread's own (a SQLite connection may be used only in the thread that made it), not the
+    store's. (Before: every sweep raised ProgrammingError, which stopped the server at its first
+    sweep, 60 s after it started.)"""
+    path = tmp_path / "relay.db"
+    with Store(path) as store:
+        core = RelayCore(store, clock=time.time)
+        async with running(core, retention_interval=0.05) as server:
+            client = await WireClient.connect(server.port)
+            await client.register(ALICE)
+            await client.authenticate(ALICE)
+            with trio.fail_after(5):
+                while os.path.getsize(f"{path}-wal"):  # the sweep truncates the WAL
+                    await trio.sleep(0.02)
+            await trio.sleep(0.2)  # several sweeps later, still serving
+            assert isinstance(await client.request(lambda i: wire.Ping(id=i)), wire.Pong)
+            await client.aclose()
