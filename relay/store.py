@@ -556,6 +556,9 @@ class _Transaction:
 
 
 _SAVEPOINTS: Final = tuple(f"sp{i}" for i in range(16))
+# With defer_syncs, the WAL pages past which the owner's own COMMIT checkpoints (a fallback: the
+# relay server checkpoints beside its loop, Store.checkpoint_beside); SQLite's default is 1,000.
+_FALLBACK_CHECKPOINT_PAGES: Final = 16384
 
 
 class _Rows:
@@ -751,11 +754,31 @@ class Store:
                 os.close(directory)
             os.fsync(fd)
             self._db.execute("PRAGMA synchronous=NORMAL")
+            # The owner's COMMIT checkpoints the WAL only past this many pages: the owner is
+            # expected to call checkpoint_beside() in another thread well before (the relay server
+            # does, a few times a second), so that copying pages into the main file, and its
+            # fsync, do not hold up the owner's thread.
+            self._db.execute(f"PRAGMA wal_autocheckpoint={_FALLBACK_CHECKPOINT_PAGES}")
         except BaseException:
             os.close(fd)
             raise
         self._wal_fd = fd
         return True
+
+    def checkpoint_beside(self) -> None:
+        """Copy the transactions the WAL holds into the main file without waiting for anyone (a
+        PASSIVE checkpoint), through a connection of the calling thread's own: it may run in a
+        worker thread while the owner goes on writing (SQLite lets a checkpoint run beside a
+        writer in WAL mode). What it copies is on disk before the WAL may be reused (a checkpoint
+        fsyncs the WAL before it copies and the main file after). Nothing to do unless
+        :meth:`defer_syncs`."""
+        if self._wal_fd < 0:
+            return
+        db = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            db.close()
 
     def sync(self) -> None:
         """Put every transaction committed so far on disk (fsync of the WAL); nothing to do unless

@@ -1022,3 +1022,36 @@ async def test_the_retention_sweep_checkpoints_the_database_in_a_worker_thread(t
             await trio.sleep(0.2)  # several sweeps later, still serving
             assert isinstance(await client.request(lambda i: wire.Ping(id=i)), wire.Pong)
             await client.aclose()
+
+
+async def test_a_durable_store_is_checkpointed_beside_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The WAL's checkpoints (its pages copied into the main file, which is then fsynced) run in a
+    worker thread beside the loop; the loop's own COMMITs checkpoint only past a fallback size,
+    not every 1,000 pages (SQLite's default), which held the loop up for an fsync each time."""
+    import threading
+
+    store = Store(tmp_path / "relay.db")
+    core = RelayCore(store, clock=time.time)
+    threads: list[int] = []
+    beside = store.checkpoint_beside
+
+    def spy() -> None:
+        threads.append(threading.get_ident())
+        beside()
+
+    monkeypatch.setattr(store, "checkpoint_beside", spy)
+    async with running(core) as server:
+        (pages,) = store._db.execute("PRAGMA wal_autocheckpoint").fetchone()
+        assert pages > 1000
+        client = await WireClient.connect(server.port)
+        await client.register(ALICE)
+        await client.authenticate(ALICE)
+        with trio.fail_after(5):
+            while not threads:
+                await client.request(lambda i: wire.Ping(id=i))
+                await trio.sleep(0.01)
+        await client.aclose()
+    store.close()
+    assert threading.get_ident() not in threads
