@@ -636,7 +636,8 @@ class RelayServer:
                 conn.reserved += answer
                 self._take_frames(conn, limit)
                 if conn.held is None and not conn.ended:
-                    epoll.modify(fd, select.EPOLLIN)  # the pump reads it again
+                    with contextlib.suppress(OSError, ValueError):  # (ValueError: the pump has stopped)
+                        epoll.register(fd, select.EPOLLIN)  # the pump reads it again
                 if not self._leading and await self._wait_for_answers(conn):
                     return None
         finally:
@@ -686,8 +687,10 @@ class RelayServer:
         if conn.held is None:
             conn.ended, conn.end_error = True, error
         if self._epoll is not None:
+            # Out of the set, not merely without EPOLLIN: epoll reports a hang-up whatever the
+            # events asked for, and a level-triggered one would wake the pump on every pass.
             with contextlib.suppress(OSError, ValueError):
-                self._epoll.modify(conn.fd, 0)
+                self._epoll.unregister(conn.fd)
         conn.wake()
 
     async def run_pump(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -1055,3 +1055,38 @@ async def test_a_durable_store_is_checkpointed_beside_the_loop(
         await client.aclose()
     store.close()
     assert threading.get_ident() not in threads
+
+
+async def test_a_long_pipeline_over_tcp_waits_for_room_and_is_answered_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """More pipelined requests than their answers' room (the connection's output bound over a
+    small answer's size) are all answered, in order: the pump holds the
+    first that does not fit back, and the connection's task queues it once there is room."""
+    from relaysim.relay import server as server_module
+
+    held: list[int] = []
+    take_frames = server_module.RelayServer._take_frames
+
+    def spying(self: RelayServer, conn: Any, limit: int) -> int:
+        queued = take_frames(self, conn, limit)
+        if conn.held is not None:
+            held.append(conn.held.id)
+        return queued
+
+    monkeypatch.setattr(server_module.RelayServer, "_take_frames", spying)
+    # The bound: the larger of max_queued_bytes_per_device and a frame, 256 KiB: 64 small answers.
+    async with running(new_core(clock=time.time), max_queued_bytes_per_device=1000) as server:
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        count = 700
+        await stream.send_all(b"".join(wire.encode(wire.Ping(id=i)) for i in range(1, count + 1)))
+        decoder = wire.FrameDecoder("device")
+        pongs: list[wire.Frame] = []
+        with trio.fail_after(10):
+            while len(pongs) < count:
+                decoder.receive_data(await stream.receive_some())
+                while (frame := decoder.next_frame()) is not wire.NEED_DATA:
+                    pongs.append(frame)
+        assert pongs == [wire.Pong(id=i) for i in range(1, count + 1)]
+        await stream.aclose()
+    assert held  # the pump held a request back at least once
