@@ -835,16 +835,18 @@ class RelayCore:
         if not records:
             return
         whole = policy.appended_whole
-        if all(r.kind in whole for r in records):  # the common case: each written as it is
+        for r in records:
+            if r.kind not in whole:
+                kept = []
+                for record in records:
+                    reduced = policy.apply(record)
+                    if reduced is not None:
+                        kept.append((reduced, policy.rules[record.kind]))
+                if kept:
+                    self.store.append_metadata(kept)
+                break
+        else:  # the common case: each written as it is
             self.store.append_records(records)
-        else:
-            kept = []
-            for record in records:
-                reduced = policy.apply(record)
-                if reduced is not None:
-                    kept.append((reduced, policy.rules[record.kind]))
-            if kept:
-                self.store.append_metadata(kept)
         if self._taps:
             intercepted = [row for record in records for row in self._intercept(record, bodies or {})]
             if intercepted:
@@ -1389,20 +1391,28 @@ class RelayCore:
         if dropped:
             return
         online = self._online
+        delivery = RecordKind.DELIVERY
         for s in stored:
             recipient = DeviceAddress(to, s.device)
             targets = online.get(recipient)
             if targets:
                 for target in targets.values():
                     items.append(Push(recipient, target.id, Deliver(id=0, envelope=s.to_wire())))
+                    # As _observe(DELIVERY, target, recipient, ...) makes it, positional.
+                    address = target.address
                     items.append(
-                        self._observe(
-                            RecordKind.DELIVERY,
-                            target,
-                            recipient,
-                            now=now,
-                            envelope_id=s.id,
-                            size=len(s.body),
+                        MetadataRecord(
+                            delivery,
+                            now,
+                            target.id,
+                            address[0] if address is not None else None,
+                            address[1] if address is not None else None,
+                            to,
+                            s.device,
+                            None,
+                            None,
+                            s.id,
+                            len(s.body),
                         )
                     )
 

@@ -964,12 +964,12 @@ class RelayServer:
 
     def _dispatch(self, outputs: Sequence[Output]) -> None:
         for output in outputs:
-            if isinstance(output, Reply):
+            if type(output) is Reply:
                 conn = self._connections.get(output.connection)
                 if conn is not None:
                     conn.queue(encode(output.frame))
                     self._unflushed[conn.ctx.id] = conn
-            elif isinstance(output, Push):
+            elif type(output) is Push:
                 target = self._connections.get(output.connection)
                 if target is None:
                     continue
