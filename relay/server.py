@@ -8,11 +8,11 @@ readable one once, decodes and queues its requests, and starts a task to lead th
 none does; the handler task sleeps meanwhile, woken only at the connection's end (the peer
 closed, a framing error) or when a request's answer does not fit in its output's bound
 (back-pressure, below). A request then costs no task wake-up to read it nor another to wait for
-its answers, and no ``epoll_ctl`` (trio arms a descriptor anew for each wait): ~15 % of the server's CPU
-per envelope in ``relaysim bench relay``. After each batch commits, everything it queued for a
-connection (responses to pipelined requests and pushes coalesce) goes out in one write: on a
-plain TCP socket, a non-blocking write on the spot, which the kernel's send buffer nearly
-always takes whole, with no task switch. Only what the kernel does not take at once, and
+its answers, and no ``epoll_ctl`` (trio arms a descriptor anew for each wait): ~15 % of the
+server's CPU per envelope in ``relaysim bench relay``. After each batch commits, everything it
+queued for a connection (responses to pipelined requests and pushes coalesce) goes out in one
+write: on a plain TCP socket, a non-blocking write on the spot, which the kernel's send buffer
+nearly always takes whole, with no task switch. Only what the kernel does not take at once, and
 everything on TLS or other streams, goes through a writer task, started for it and gone once it
 has sent everything (see ``_Connection.flush``): an idle connection costs one task, not two and
 a nursery.
@@ -28,9 +28,9 @@ nothing is acknowledged before it is durable. A reader that queues requests whil
 being gathered goes back to reading at once (the leader takes the whole queue, in order, and
 writes the answers); one that leads waits for its batch, and so does one that has queued
 ``_FRAMES_PER_TURN`` requests in a row. (The pump reads a connection at most once per pass, at
-most ``_RECEIVE_SIZE`` bytes, so no connection's pipeline crowds out the others either.) The queue is first in, first out, so the responses of
-one connection keep the order of its requests. If the core fails on a request, the batch stops
-that connection's reader.
+most ``_RECEIVE_SIZE`` bytes, so no connection's pipeline crowds out the others either.) The
+queue is first in, first out, so the responses of one connection keep the order of its requests.
+If the core fails on a request, the batch stops that connection's reader.
 
 On a durable store in a file, a batch's COMMIT only writes the WAL, and the fsync that makes it
 durable runs in a worker thread (``Store.defer_syncs``, ``Store.sync``): the store is free again
@@ -40,7 +40,9 @@ committed before it (an fsync of the WAL covers every transaction written before
 a device is told, not even an envelope it receives, can be lost by a crash). Nothing uses the
 store beside a batch: a connection's connect and disconnect records are jobs in the same queue,
 and retention and the operator's orders (``RelayServer.call``) wait for the store between
-batches (their own transactions sync before they return).
+batches (their own transactions sync before they return). Only the WAL's checkpoints run beside
+the loop, every ``_CHECKPOINT_INTERVAL`` seconds, in a worker thread through a connection of
+their own (``Store.checkpoint_beside``): SQLite lets a checkpoint run beside a writer.
 
 - A connection that sends nothing complete for ``read_timeout`` seconds (up to an eighth more)
   gets a ``timeout`` error and is closed. Its deadline is moved on only when it would fall due
