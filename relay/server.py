@@ -837,9 +837,12 @@ class RelayServer:
         now = trio.current_time()
         if nursery is None or self._checkpointing or now < self._next_checkpoint:
             return
+        try:
+            nursery.start_soon(self._run_checkpoint)
+        except RuntimeError:  # closed: the server is stopping (its last batches run shielded)
+            return
         self._checkpointing = True
         self._next_checkpoint = now + _CHECKPOINT_INTERVAL
-        nursery.start_soon(self._run_checkpoint)
 
     async def _run_checkpoint(self) -> None:
         try:

@@ -1090,3 +1090,16 @@ async def test_a_long_pipeline_over_tcp_waits_for_room_and_is_answered_in_order(
         assert pongs == [wire.Pong(id=i) for i in range(1, count + 1)]
         await stream.aclose()
     assert held  # the pump held a request back at least once
+
+
+async def test_no_checkpoint_is_started_once_the_server_is_stopping(tmp_path: Path) -> None:
+    """A batch led while the server stops (a connection's disconnect record, shielded) may find the
+    pump's nursery closed already: it skips the checkpoint beside the loop rather than failing."""
+    with Store(tmp_path / "relay.db") as store:
+        server = RelayServer(RelayCore(store, clock=time.time))
+        assert server.sync_in_thread
+        async with trio.open_nursery() as nursery:
+            pass  # closed from here on
+        server._pump_nursery = nursery
+        server._checkpoint_beside()  # (before: RuntimeError, nursery closed to new arrivals)
+        assert not server._checkpointing
