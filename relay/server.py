@@ -1,7 +1,8 @@
 """The relay over TCP (optionally TLS), with trio: a thin loop around ``RelayCore``.
 
 Per connection there is one task, its handler. On TLS and other streams it is also the reader:
-it feeds a :class:`~relay.wire.FrameDecoder` and queues each request for the core. Plain TCP
+it feeds a :class:`~relay.wire.FrameDecoder` and queues each request for the core. Where the
+system has epoll (Linux; elsewhere they are read as TLS ones are), plain TCP
 connections are read by one task for all of them, the pump (``RelayServer.run_pump``, which
 ``serve`` runs): it waits on an epoll set of its own until any of them is readable, reads each
 readable one once, decodes and queues its requests, and starts a task to lead the next batch if
@@ -138,6 +139,7 @@ _GATHER_ROUNDS: Final = 4  # scheduling rounds a batch's leader waits for more r
 _LINGER: Final = 1.0  # seconds to drain a peer we are cutting off
 _CHECKPOINT_INTERVAL: Final = 0.25  # seconds between checkpoints of the WAL beside the loop
 _DEADLINE_SLACK: Final = 1.125  # a read deadline, when moved, is moved this many read_timeouts on
+_POSIX: Final = os.name == "posix"  # sockets are file descriptors: read and written with os.read/write
 
 
 POLICIES: Final[dict[str, RetentionPolicy]] = {p.name: p for p in (KEEP_EVERYTHING, KEEP_NOTHING)}
@@ -225,7 +227,8 @@ class _Connection:
         self.write_error: Exception | None = None  # the writer failed unexpectedly: the handler raises it
         # A plain TCP socket can be written without the writer task (see flush); TLS and
         # other streams always go through the writer.
-        self.fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
+        # A POSIX file descriptor, which os.read / os.write take (on Windows a socket is not one)
+        self.fd = stream.socket.fileno() if type(stream) is trio.SocketStream and _POSIX else -1
         # Read by the server's pump (RelayServer.run_pump), not by a task of its own: its decoder,
         # a request it took but could not queue yet (back-pressure), whether its reading has ended
         # and with what framing error, and its handler task while that waits for any of these.
@@ -1042,7 +1045,8 @@ async def serve(
     if ssl_context is not None:
         listeners = [trio.SSLListener(lst, ssl_context, https_compatible=False) for lst in tcp]
     async with trio.open_nursery() as nursery:
-        await nursery.start(server.run_pump)
+        if hasattr(select, "epoll"):  # Linux; elsewhere each connection's task reads it, as TLS ones are
+            await nursery.start(server.run_pump)
         await nursery.start(trio.serve_listeners, server.handle_stream, listeners)
         nursery.start_soon(server.retention_loop, retention_interval)
         for h, p in server.addresses:

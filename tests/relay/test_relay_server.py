@@ -267,6 +267,19 @@ async def test_two_devices_exchange_envelopes_over_loopback() -> None:
                 await trio.sleep(0.01)
 
 
+async def test_without_epoll_each_connection_reads_its_own_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where there is no epoll (macOS, the BSDs), serve starts no pump: every connection's task reads
+    its socket, as a TLS connection's does, and the devices still talk."""
+    import select
+
+    monkeypatch.delattr(select, "epoll")
+    async with running(new_core(clock=time.time)) as server:
+        alice, bob = await _pair(server.port)
+        await _exchange(alice, bob)
+        await alice.aclose()
+        await bob.aclose()
+
+
 async def test_the_key_log_is_served_over_loopback_to_a_connection_that_never_logs_in() -> None:
     """A witness's view: the signed head, every entry (in pages when the log is longer than a page)
     and a consistency proof, over a real socket, with no account."""
