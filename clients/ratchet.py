@@ -189,6 +189,7 @@ class DoubleRatchet:
         "dhs",
         "hkr",
         "hks",
+        "keys_as_bytes",
         "mkskipped",
         "nhkr",
         "nhks",
@@ -199,10 +200,14 @@ class DoubleRatchet:
         "rng",
     )
 
-    def __init__(self, config: RatchetConfig, ad: bytes, rng: RNG) -> None:
+    def __init__(self, config: RatchetConfig, ad: bytes, rng: RNG, keys_as_bytes: bool = False) -> None:
         self.config = config
         self.ad = ad  # X3DH §3.3 AD = Encode(IK_A) ‖ Encode(IK_B), bound into every message
         self.rng = rng
+        # New ratchet key pairs kept as bytes (X25519Pair.stored, DHs by libsodium) instead of with
+        # their OpenSSL object (~0.4 KiB each, outside Python's heap): for simulations holding
+        # hundreds of thousands of sessions. The same keys and outputs either way; not saved state.
+        self.keys_as_bytes = keys_as_bytes
         self.dhs: _p.X25519Pair | None = None
         self.dhr: bytes | None = None
         self.rk = b""
@@ -232,10 +237,11 @@ class DoubleRatchet:
         rng: RNG = os.urandom,
         shared_hka: bytes | None = None,
         shared_nhkb: bytes | None = None,
+        keys_as_bytes: bool = False,
     ) -> DoubleRatchet:
         """RatchetInitAlice (§3.3) / RatchetInitAliceHE (§4.3)."""
-        s = cls(config, ad, rng)
-        s.dhs = spec.generate_dh(rng)
+        s = cls(config, ad, rng, keys_as_bytes)
+        s.dhs = s._generate_dh()
         s.dhr = bob_dh_public
         dh_out = s.dhs.dh(bob_dh_public)
         if config.header_encryption:
@@ -259,9 +265,10 @@ class DoubleRatchet:
         rng: RNG = os.urandom,
         shared_hka: bytes | None = None,
         shared_nhkb: bytes | None = None,
+        keys_as_bytes: bool = False,
     ) -> DoubleRatchet:
         """RatchetInitBob (§3.3) / RatchetInitBobHE (§4.3). Bob's first ratchet key is his SPK."""
-        s = cls(config, ad, rng)
+        s = cls(config, ad, rng, keys_as_bytes)
         s.dhs = bob_dh_pair
         s.rk = sk
         if config.header_encryption:
@@ -270,6 +277,12 @@ class DoubleRatchet:
             s.nhks = shared_nhkb
             s.nhkr = shared_hka
         return s
+
+    def _generate_dh(self) -> _p.X25519Pair:
+        """§5.2 GENERATE_DH() from the ratchet's RNG (the same 32 bytes drawn either way)."""
+        if self.keys_as_bytes:
+            return _p.x25519_pair_stored(self.rng(32))
+        return spec.generate_dh(self.rng)
 
     # --- RatchetEncrypt -------------------------------------------------------------------
 
@@ -334,7 +347,8 @@ class DoubleRatchet:
             assert self.dhr is not None
             self._skip(self.ckr, self.nr, pn, self.dhr, skipped)
         try:
-            their = _p.x25519_public(dh_pub)  # parsed once for both DHs of the step
+            # parsed once for both DHs of the step (a stored pair's libsodium DH takes the bytes)
+            their = dh_pub if self.keys_as_bytes else _p.x25519_public(dh_pub)
             rk, ckr = spec.kdf_rk(self.rk, self.dhs.dh(their), self.config.root_info)
         except _p.AuthenticationFailed:
             raise DecryptionError() from None
@@ -342,7 +356,7 @@ class DoubleRatchet:
         ckr, mk = spec.kdf_ck(ckr)
         plaintext = spec.decrypt(mk, body, aead_ad, info)
         # Authenticated: commit the DH ratchet step (§3.5 DHRatchet).
-        new_dhs = spec.generate_dh(self.rng)
+        new_dhs = self._generate_dh()
         rk, cks = spec.kdf_rk(rk, new_dhs.dh(their), self.config.root_info)
         self.pn = self.ns
         self.ns = 0
@@ -402,7 +416,7 @@ class DoubleRatchet:
             self._skip(self.ckr, self.nr, pn, self.hkr, skipped)
         root_info = self.config.root_info
         try:
-            their = _p.x25519_public(dh_pub)
+            their = dh_pub if self.keys_as_bytes else _p.x25519_public(dh_pub)
             rk, ckr, nhkr = spec.kdf_rk_he(self.rk, self.dhs.dh(their), root_info)
         except _p.AuthenticationFailed:
             raise DecryptionError() from None
@@ -412,7 +426,7 @@ class DoubleRatchet:
         ckr, mk = spec.kdf_ck(ckr)
         plaintext = spec.decrypt(mk, body, aead_ad, info)
         # Authenticated: commit DHRatchetHE (§4.5).
-        new_dhs = spec.generate_dh(self.rng)
+        new_dhs = self._generate_dh()
         rk, cks, nhks = spec.kdf_rk_he(rk, new_dhs.dh(their), root_info)
         self.pn = self.ns
         self.ns = 0

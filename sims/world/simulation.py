@@ -399,6 +399,8 @@ class Simulation:
             self._link_identity(device)
             # a phone's batch of one-time prekeys, most never used: as bytes (~0.5 KiB less each)
             device.secrets.one_time_as_bytes = True
+            # and its sessions' ratchet keys (~0.4 KiB of OpenSSL object less each, as many as sessions)
+            device.ratchet_keys_as_bytes = True
             # "signed-devices": the primary signed it when linking; it registers with the signature
             agent.device_signature = self.device_signatures.get((spec.person, spec.index))
             d = SimDevice(spec, agent, port=40000 + n % 20000)

@@ -204,3 +204,38 @@ def test_bob_keeps_a_digest_of_the_kem_ciphertext_and_still_knows_the_header_aga
     (copied,) = copy.sessions_with(alice.address)
     initial = parse_ciphertext(first)[0]
     assert initial is not None and copied.made_by(initial)
+
+
+@pytest.mark.parametrize("he", [False, True])
+def test_ratchet_keys_as_bytes_give_the_same_bytes_and_hold_no_parsed_key(he: bool) -> None:
+    """A simulated phone holds a session per contact, each with a ratchet key pair: parsed, the
+    OpenSSL object is ~0.4 KiB outside Python's heap. With ``ratchet_keys_as_bytes`` the pairs stay
+    bytes (libsodium's X25519 from the bytes), and every ciphertext is byte-identical to the default's."""
+    transcripts = []
+    for as_bytes in (False, True):
+        cfg = RatchetConfig(header_encryption=he)
+        alice = Device("alice", 1, config=cfg, rng=seeded_rng(7), deterministic=True)
+        bob = Device("bob", 1, config=cfg, rng=seeded_rng(8), deterministic=True)
+        alice.ratchet_keys_as_bytes = bob.ratchet_keys_as_bytes = as_bytes
+        alice.start_session(bob.address, bob.generate_prekeys(2, 1))
+        out = []
+        for i, (a, b) in enumerate([(alice, bob), (alice, bob), (bob, alice), (alice, bob), (bob, alice)]):
+            m = a.encrypt(b.address, b"m%d" % i)
+            assert b.decrypt(a.address, m) == b"m%d" % i
+            out.append(m)
+        held = [s.ratchet.dhs for d in (alice, bob) for s in d.sessions.values()]
+        assert len(held) == 2 and all(p is not None and (p._key is None) == as_bytes for p in held)
+        transcripts.append(out)
+    assert transcripts[0] == transcripts[1]
+
+
+def test_a_stored_pair_agrees_with_openssl_and_refuses_a_low_order_point() -> None:
+    from relaysim.clients import _primitives as _p
+
+    mine = _p.x25519_pair_stored(bytes(range(32)))
+    peer = _p.x25519_pair_from_private(bytes(range(1, 33)))
+    assert mine.dh(peer.public) == mine.dh(_p.x25519_public(peer.public)) == peer.dh(mine.public)
+    assert mine._key is None  # nothing parsed, nothing kept
+    for bad in (bytes(32), b"\x01" + bytes(31), bytes(31)):
+        with pytest.raises(_p.AuthenticationFailed):
+            mine.dh(bad)

@@ -659,6 +659,9 @@ def test_simulated_phones_keep_their_one_time_prekeys_as_bytes(tmp_path: Path) -
     assert all(d.agent.device.secrets.one_time_as_bytes for d in sim.devices.values())
     result = sim.run()
     assert [sorted(m.delivered) for m in result.messages] == [["bo/1"], ["ana/1"], ["bo/1"]]
+    # ... and their sessions' ratchet keys (an OpenSSL object each would be ~0.4 KiB per session)
+    held = [s.ratchet.dhs for d in sim.devices.values() for _p, s in d.agent.device.held_sessions()]
+    assert held and all(p is not None and p._key is None for p in held)
 
 
 class _DropHandouts(Simulation):
