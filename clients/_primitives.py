@@ -169,6 +169,11 @@ class X25519Pair:
         self.private = private
         self.public = public
 
+    @property
+    def parsed(self) -> bool:
+        """Whether the pair holds its OpenSSL key object (else it is ``stored``: bytes only)."""
+        return self._key is not None
+
     def stored(self) -> X25519Pair:
         """The same pair without its parsed private key (its DHs then run on the bytes: ``dh``)."""
         return X25519Pair(None, self.private, self.public)

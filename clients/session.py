@@ -47,6 +47,7 @@ from relaysim.clients.keys import (
     IdentityKeyPair,
     KemPreKey,
     KemPreKeys,
+    OneTimePreKeys,
     PreKeyBundle,
     PreKeySecrets,
     SignedPreKey,
@@ -414,7 +415,7 @@ class Device:
         for i, private, public, signature in d["signed"]:
             s.signed[i] = (_p.x25519_pair_from_private(private), SignedPreKey(i, public, signature))
         s.current_signed_id = d["current_signed_id"]
-        s.one_time = {i: _p.x25519_pair_from_private(private) for i, private in d["one_time"]}
+        s.one_time = OneTimePreKeys({i: _p.x25519_pair_from_private(private) for i, private in d["one_time"]})
         s.kem = KemPreKeys(
             {i: (seed, KemPreKey(i, public, sig, last)) for i, seed, public, sig, last in d["kem"]}
         )

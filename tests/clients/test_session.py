@@ -180,6 +180,12 @@ def test_one_time_prekeys_are_kept_as_bytes_until_their_one_use_when_asked() -> 
     assert bundle.one_time_prekey is not None
     held = bob.secrets.one_time[bundle.one_time_prekey.id]
     assert held._key is None  # not parsed
+    # ... and held as one 64-byte string each (private ‖ public), not a pair object and two strings
+    assert [len(e) for e in bob.secrets.one_time._entries.values()] == [64, 64, 64]  # type: ignore[arg-type]
+    assert (
+        bob.secrets.one_time[bundle.one_time_prekey.id] == held
+        and held.public == bundle.one_time_prekey.public
+    )
     pair = _p.x25519_pair_from_private(held.private)
     peer = _p.x25519_pair_from_private(bytes(range(32)))
     assert held.stored().dh(peer.public) == pair.dh(peer.public) == peer.dh(held.public)
