@@ -245,3 +245,13 @@ def test_a_stored_pair_agrees_with_openssl_and_refuses_a_low_order_point() -> No
     for bad in (bytes(32), b"\x01" + bytes(31), bytes(31)):
         with pytest.raises(_p.AuthenticationFailed):
             mine.dh(bad)
+
+
+def test_a_peer_without_inactive_sessions_holds_no_empty_list_and_the_state_still_names_it() -> None:
+    """Most peers never have an inactive session: an empty list each is ~0.1 KiB per peer per phone.
+    The state as data (a forensic copy) still lists every peer with a session, as it did."""
+    alice, bob = pair()
+    assert bob.decrypt(alice.address, alice.encrypt(bob.address, b"hi")) == b"hi"
+    assert alice.inactive == {} and bob.inactive == {}
+    assert alice.to_dict()["inactive"] == [["bob", 1, []]]
+    assert Device.from_dict(alice.to_dict()).to_dict() == alice.to_dict()
