@@ -687,6 +687,7 @@ def scale_child(
                 db_path=os.path.join(directory, "relay.db"),
                 progress=first_step,
                 deterministic_kem=False,  # OpenSSL's encapsulation: see SCALE_KEM_NOTE
+                compact_device_rng=True,  # a KeyStream per phone: see SCALE_RNG_NOTE
                 kem_prekey_batch=SCALE_KEM_PREKEY_BATCH,
             )
             phases["build_devices"] = time.perf_counter() - t
@@ -771,7 +772,7 @@ def format_scale_run(r: dict[str, Any], load: dict[str, float | None]) -> str:
             f"{harness.load_text(load)}",
             f"  {r['devices']:,} phones, {r['messages']:,} messages planned over one simulated day "
             f"(seed {r['seed']}, receipts {r['receipts']})",
-            f"  {SCALE_KEM_NOTE}; {SCALE_PREKEY_NOTE}",
+            f"  {SCALE_KEM_NOTE}; {SCALE_RNG_NOTE}; {SCALE_PREKEY_NOTE}",
             f"  finished: {'yes' if r['finished'] else 'no'}, {r['simulated_seconds_reached']:,.0f} s simulated",
             f"  wall time {r['seconds']:.1f} s ({r['seconds'] / 60:.2f} min; {phases}); "
             f"CPU time {r['cpu_seconds']:.1f} s (wall − CPU: waiting for a core on a shared machine)",
@@ -1019,6 +1020,10 @@ SCALE_KEM_NOTE: Final = (
 # The scale runs' phones publish no one-time ML-KEM prekeys, only the last-resort one (Signal's
 # clients publish 100 one-time ones; ``relaysim run`` phones 2): see SCALE_PREKEY_NOTE.
 SCALE_KEM_PREKEY_BATCH: Final = 0
+SCALE_RNG_NOTE: Final = (
+    "each phone draws its keys from a KeyStream (SHAKE-256, ~0.1 KiB; Simulation(compact_device_rng=True)) "
+    "instead of its own Mersenne Twister (2.5 KiB): deterministic, other keys than relaysim run's"
+)
 SCALE_PREKEY_NOTE: Final = (
     f"phones publish {SIM_PREKEY_BATCH} one-time X25519 prekeys and only the last-resort ML-KEM prekey (Signal's clients "
     "publish 100 of each), so every PQXDH session encapsulates to the last-resort key"
@@ -1117,7 +1122,7 @@ def format_report(report: Report) -> str:
             "",
             "(b) scale — generated population (Barabási–Albert m = 3, one phone each), one simulated day, "
             "real crypto; each run in a fresh process",
-            f"  {SCALE_KEM_NOTE}; {SCALE_PREKEY_NOTE}",
+            f"  {SCALE_KEM_NOTE}; {SCALE_RNG_NOTE}; {SCALE_PREKEY_NOTE}",
             f"  {'run':26s} {'devices':>8s} {'messages':>9s} {'sessions':>9s} {'wall s':>8s} {'peak RSS':>9s}  finished",
         ]
         rows = [("base (intercepts)", sc["base_run"]), *sc["runs"].items()]

@@ -64,6 +64,7 @@ from relaysim.sims.world.traffic import (
     plan_messages,
     plan_moves,
 )
+from relaysim.sims.world.util import KeyStream
 from relaysim.sims.world.util import seeded as _seeded
 
 __all__ = ["SIM_EPOCH", "Simulation", "SimulationResult", "address_books", "registered_facts"]
@@ -269,6 +270,7 @@ class Simulation:
         progress: Callable[[float, float], None] | None = None,
         deterministic_kem: bool = True,
         kem_prekey_batch: int = SIM_KEM_PREKEY_BATCH,
+        compact_device_rng: bool = False,
     ) -> None:
         """``deterministic_kem=False`` lets OpenSSL draw the ML-KEM encapsulation's randomness (~40 µs
         instead of ~0.2 ms with numpy per new session): faster, but the run is then no longer
@@ -278,12 +280,17 @@ class Simulation:
         ``sims.analysis.view.from_relay_view``).
         ``kem_prekey_batch``: one-time ML-KEM prekeys each phone publishes (and tops up by); 0 leaves
         only the last-resort one, which PQXDH then uses for every session (the spec allows it; each
-        one-time KEM prekey costs a key generation, a signature and the relay's check of it)."""
+        one-time KEM prekey costs a key generation, a signature and the relay's check of it).
+        ``compact_device_rng=True`` gives each phone a ``KeyStream`` (~0.1 KiB) seeded from its own
+        generator's first 32 bytes instead of keeping that generator (a Mersenne Twister, 2.5 KiB:
+        240 MiB at 100,000 phones): still deterministic, but other keys, so other ciphertexts, than the
+        default's (``relaysim bench sim --scale``)."""
         self.scenario = scenario
         # The relay's clock at t = 0: the scenario's start, or SIM_EPOCH (sims.scenario.Scenario.epoch).
         self.epoch = scenario.epoch
         self.deterministic_kem = deterministic_kem
         self.kem_prekey_batch = kem_prekey_batch
+        self.compact_device_rng = compact_device_rng
         self.sched = Scheduler()
         seed = scenario.seed
         self.net = Network(scenario.network, _seeded(seed, "network"))
@@ -413,19 +420,24 @@ class Simulation:
         tokens = {p.name: _seeded(sc.seed, "token", p.name).randbytes(32) for p in sc.people}
         for n, spec in enumerate(sc.devices()):
             rng = _seeded(sc.seed, "device", spec.name)
+            draw: Callable[[int], bytes] = rng.randbytes
+            registration_id = 0
+            if self.compact_device_rng:  # the phone keeps a KeyStream, not its 2.5 KiB generator
+                registration_id = rng.randrange(1, 16380)
+                draw = KeyStream(rng.randbytes(32)).randbytes
             device = Device(
                 spec.person,
                 spec.index,
-                rng=rng.randbytes,
+                rng=draw,
                 pq=True,
                 deterministic=self.deterministic_kem,
                 identity_policy=sc.defences.identity_changes,
             )
             agent = A.DeviceAgent(
                 device,
-                registration_id=rng.randrange(1, 16380),
+                registration_id=registration_id or rng.randrange(1, 16380),
                 delivery_token=tokens[spec.person],
-                rng=rng.randbytes,
+                rng=draw,
                 trust_root=trust_root,
                 clock=self._relay_clock,
                 tokens=tokens,
