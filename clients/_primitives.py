@@ -1,5 +1,6 @@
 """The only module in ``clients`` that touches ``cryptography``'s hazmat layer (PyNaCl here only
-speeds up two operations with the same answers: Ed25519 verification and X25519 public keys).
+speeds up operations with the same answers: Ed25519 verification, and X25519, RFC 7748, whose
+key generation costs libsodium about half what OpenSSL's does, with no parsed key object to keep).
 
 Everything here is a thin, fast wrapper around one primitive. Nothing here picks a protocol
 constant or a key: callers above (``clients.spec``, the ratchet, X3DH) do, and callers above
@@ -20,7 +21,6 @@ from collections.abc import Callable
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM1024PrivateKey, MLKEM1024PublicKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -28,7 +28,6 @@ from nacl.bindings import crypto_scalarmult as _sodium_scalarmult
 from nacl.bindings import crypto_scalarmult_base as _sodium_scalarmult_base
 from nacl.bindings import crypto_sign_open as _sodium_sign_open
 from nacl.exceptions import BadSignatureError as _SodiumBadSignature
-from nacl.exceptions import RuntimeError as _SodiumError
 
 from relaysim.clients.errors import UsageError
 
@@ -51,7 +50,6 @@ __all__ = [
     "siv_decrypt",
     "siv_encrypt",
     "x25519_pair_from_private",
-    "x25519_pair_stored",
     "x25519_public",
 ]
 
@@ -151,48 +149,33 @@ def constant_time_equal(a: bytes, b: bytes) -> bool:
 
 
 class X25519Pair:
-    """An X25519 key pair that keeps the ``cryptography`` object alive between uses.
+    """An X25519 key pair, as its two 32-byte halves.
 
-    Rebuilding the private-key object from raw bytes on every DH costs as much as a
-    third of the DH itself, so the ratchet holds on to one of these. A key used at most once
-    (a one-time prekey), or held by the hundred thousand (simulated phones' ratchet keys), is
-    better kept as bytes (``stored``): the OpenSSL object is ~0.4 KiB outside Python's heap. A
-    stored pair's DH is libsodium's X25519 straight from the bytes (RFC 7748, the same output as
-    OpenSSL's, tested), which costs about what parsing the key and OpenSSL's DH cost together,
-    and leaves no object behind.
+    X25519 (RFC 7748) runs on libsodium (PyNaCl): the public key is X25519(k, 9) by its fixed-base
+    multiplication, about half the time of OpenSSL's key import (which computes the public key as it
+    parses the private one), and a DH is one call on the bytes, as fast as OpenSSL's exchange on
+    parsed keys — so a pair keeps no parsed key object (OpenSSL's is ~0.5 KiB, and a phone keeps a
+    pair per session and a batch of one-time prekeys). The outputs are RFC 7748's, byte for byte the
+    same as OpenSSL's, clamping and the masked top bit of u included; an all-zero shared secret (a
+    small-order peer key) is refused, as OpenSSL refuses it (tests/clients/test_spec_vectors.py).
     """
 
-    __slots__ = ("_key", "private", "public")
+    __slots__ = ("private", "public")
 
-    def __init__(self, key: X25519PrivateKey | None, private: bytes, public: bytes) -> None:
-        self._key = key
+    def __init__(self, private: bytes, public: bytes) -> None:
         self.private = private
         self.public = public
 
-    @property
-    def parsed(self) -> bool:
-        """Whether the pair holds its OpenSSL key object (else it is ``stored``: bytes only)."""
-        return self._key is not None
-
-    def stored(self) -> X25519Pair:
-        """The same pair without its parsed private key (its DHs then run on the bytes: ``dh``)."""
-        return X25519Pair(None, self.private, self.public)
-
-    def dh(self, their_public: bytes | X25519PublicKey) -> bytes:
-        """X25519 with a peer key given as 32 bytes or as an already parsed ``x25519_public``."""
-        key = self._key
-        if key is None:
-            if not isinstance(their_public, bytes):
-                their_public = their_public.public_bytes_raw()
-            try:
-                return _sodium_scalarmult(self.private, their_public)
-            except (_SodiumError, TypeError) as exc:  # wrong length, or an all-zero shared secret
-                raise AuthenticationFailed() from exc
+    def dh(self, their_public: bytes) -> bytes:
+        """X25519(our private, their public): 32 bytes. A peer key that is not 32 bytes, or that
+        gives the all-zero shared secret, raises AuthenticationFailed."""
+        # PyNaCl's binding checks no lengths (libsodium would read 32 bytes from whatever it is
+        # given): the check is here. libsodium refuses an all-zero output with -1 (RuntimeError).
+        if not isinstance(their_public, bytes) or len(their_public) != 32:
+            raise AuthenticationFailed()
         try:
-            if isinstance(their_public, bytes):
-                their_public = X25519PublicKey.from_public_bytes(their_public)
-            return key.exchange(their_public)
-        except ValueError as exc:  # wrong length, or an all-zero shared secret
+            return _sodium_scalarmult(self.private, their_public)
+        except RuntimeError as exc:
             raise AuthenticationFailed() from exc
 
     def __eq__(self, other: object) -> bool:
@@ -205,28 +188,20 @@ class X25519Pair:
         return f"X25519Pair(public={self.public.hex()[:16]}…)"
 
 
-def x25519_public(public: bytes) -> X25519PublicKey:
-    """Parse a peer's X25519 public key once, for several DHs with it."""
-    try:
-        return X25519PublicKey.from_public_bytes(public)
-    except ValueError as exc:
-        raise AuthenticationFailed() from exc
-
-
-def x25519_pair_stored(private: bytes) -> X25519Pair:
-    """``x25519_pair_from_private(private).stored()`` in half the time: the public key X25519(k, 9)
-    from libsodium's fixed-base multiplication (RFC 7748; the same bytes as OpenSSL's, tested), and
-    no parsed private key until the pair's first DH. For keys that are kept as bytes (one-time prekeys)."""
-    if len(private) != 32:
-        raise ValueError(f"an X25519 private key is 32 bytes, not {len(private)}")
-    private = bytes(private)
-    return X25519Pair(None, private, _sodium_scalarmult_base(private))
+def x25519_public(public: bytes) -> bytes:
+    """A peer's X25519 public key, checked for length once for several DHs with it."""
+    if not isinstance(public, bytes) or len(public) != 32:
+        raise AuthenticationFailed()
+    return public
 
 
 def x25519_pair_from_private(private: bytes) -> X25519Pair:
-    key = X25519PrivateKey.from_private_bytes(private)
-    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return X25519Pair(key, private, public)
+    """The pair of a 32-byte X25519 private key (clamped as RFC 7748 §5 says, inside the scalar
+    multiplication; the bytes are kept as given)."""
+    private = bytes(private)
+    if len(private) != 32:  # (libsodium reads 32 bytes whatever it is given)
+        raise ValueError(f"an X25519 private key is 32 bytes, not {len(private)}")
+    return X25519Pair(private, _sodium_scalarmult_base(private))
 
 
 # --- Ed25519 (XEdDSA signing of X25519 identity keys lives in _xeddsa on top of this) ---------

@@ -12,7 +12,9 @@ What the agent does on its own, as Signal's clients do:
 - fetches a recipient's bundles and runs PQXDH for each of their devices it has no session with;
 - answers a stale-devices error by fetching the bundles again and re-sending;
 - drops an envelope it has already processed (delivery is at-least-once), and acknowledges it;
-- acknowledges an envelope it cannot decrypt (a replay or a forgery) and reports it;
+- acknowledges an envelope it cannot decrypt and reports it: a second copy of a message it read
+  (``Duplicate``, known from the header: the message number's key was used) apart from the rest
+  (``Undecryptable``: a forgery, a message for a session it no longer holds);
 - tops up its one-time prekeys on the relay when they run low;
 - reports when a known peer device presents another identity key than the one pinned at first
   contact (``IdentityChanged``, see ``clients.identity``); under the ``block`` policy, or once the
@@ -56,6 +58,7 @@ __all__ = [
     "ContactsFound",
     "DeviceAgent",
     "DeviceListChanged",
+    "Duplicate",
     "Failed",
     "GroupMembershipChanged",
     "GroupUpdated",
@@ -89,7 +92,7 @@ CERTIFICATE_RENEWAL = 3600.0
 # An envelope id is remembered (to drop a second copy of it unread) until this many seconds after the
 # relay confirmed our ack of it: an acked envelope is deleted and never delivered again, so only a
 # copy already in flight can still come (a push that crossed the fetch that acked it). One that
-# came later still would be refused by the ratchet, whose message keys are used once.
+# came later still would be refused by the ratchet, whose message keys are used once (a ``Duplicate``).
 SEEN_AFTER_ACK = 3600.0
 
 
@@ -150,6 +153,23 @@ class Accepted:
 
 @dataclass(frozen=True)
 class Undecryptable:
+    """An envelope the device could not read (a forgery, a message for a session it no longer holds...):
+    acknowledged and dropped. Which check refused it is not said (clients.errors.DecryptionError)."""
+
+    envelope_id: bytes
+    sealed: bool
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """An envelope the device could not read because, by its header, it is a second copy of a message
+    read already: a send the network or a reconnecting phone carried twice (clients/link.py replays a
+    request whose answer was lost), delivered under a new envelope id. Found before any decryption,
+    from the header alone (``Device.replayed``: the message number's key was used; a group message's
+    sender key and iteration were read), as libsignal reports a DuplicatedMessage and Signal's clients
+    drop it silently: acknowledged and dropped, with no retry receipt. A forgery bearing a used number
+    is reported so too; it could not have been read either, and changes nothing."""
+
     envelope_id: bytes
     sealed: bool
 
@@ -304,6 +324,7 @@ AgentEvent = (
     | ReceiptReceived
     | Accepted
     | Undecryptable
+    | Duplicate
     | Failed
     | ContactsFound
     | DeviceListChanged
@@ -1066,7 +1087,7 @@ class DeviceAgent:
             self._events.append(Undecryptable(env.id, env.sealed))
             return
         if (sender, key) in self._read_group:  # a repeat, or the original of a resend we read, come late
-            self._events.append(Undecryptable(env.id, env.sealed))
+            self._events.append(Duplicate(env.id, env.sealed))
             return
         try:
             group, plaintext = self.groups.decrypt(sender, env.body)
@@ -1721,6 +1742,19 @@ class DeviceAgent:
             return spec.xeddsa_verify(primary, DEVICE_LIST_PREFIX + key, signature)
         return True
 
+    def _replayed(self, env: wire.Envelope) -> bool:
+        """Whether an envelope the device could not read is, by its header, a copy of a message it read
+        (``Duplicate``). Asked only after a refusal, so reading costs nothing more."""
+        if self.content_key is not None and env.body[:1] == CUSTODY_TAG:
+            return False  # no message numbers under a content key
+        if env.sealed:
+            return self.trust_root is not None and self.device.sealed_replayed(
+                env.body, self.trust_root, int(self.clock())
+            )
+        if env.source_account is None or env.source_device is None:
+            return False
+        return self.device.replayed(PeerAddress(env.source_account, env.source_device), env.body)
+
     def _envelopes(self, envelopes: tuple[wire.Envelope, ...]) -> None:
         acks = []
         for env in envelopes:
@@ -1751,6 +1785,9 @@ class DeviceAgent:
                     plaintext = self.device.decrypt(sender, env.body)
                 plaintext = unpad(plaintext, self.padding)
             except DecryptionError:
+                if self._replayed(env):
+                    self._events.append(Duplicate(env.id, env.sealed))  # no retry receipt: it was read
+                    continue
                 if sessionless is not None:
                     self._ask_pairwise_resend(sessionless, env.id)
                 self._events.append(Undecryptable(env.id, env.sealed))

@@ -263,26 +263,24 @@ class KemPreKeys(MutableMapping[int, tuple[bytes, KemPreKey]]):
 class OneTimePreKeys(MutableMapping[int, _p.X25519Pair]):
     """A device's one-time X25519 prekeys by id, as a dict of ``X25519Pair`` would hold them.
 
-    A pair kept as bytes (``X25519Pair.stored``: no parsed key) is held as one 64-byte string,
-    private key then public key (97 B instead of 202 B for the pair and its two strings; a simulated
-    phone holds a batch it mostly never uses), and made into a stored pair again when read.
+    Each is held as one 64-byte string, private key then public key (97 B instead of ~180 B for a
+    pair and its two strings; a simulated phone holds a batch it mostly never uses), and made into
+    a pair again when read.
     """
 
     __slots__ = ("_entries",)
 
     def __init__(self, entries: dict[int, _p.X25519Pair] | None = None) -> None:
-        self._entries: dict[int, _p.X25519Pair | bytes] = {}
+        self._entries: dict[int, bytes] = {}
         for key, pair in (entries or {}).items():
             self[key] = pair
 
     def __getitem__(self, key: int) -> _p.X25519Pair:
         entry = self._entries[key]
-        if isinstance(entry, bytes):
-            return _p.X25519Pair(None, entry[:32], entry[32:])
-        return entry
+        return _p.X25519Pair(entry[:32], entry[32:])
 
     def __setitem__(self, key: int, value: _p.X25519Pair) -> None:
-        self._entries[key] = value if value.parsed else value.private + value.public
+        self._entries[key] = value.private + value.public
 
     def __delitem__(self, key: int) -> None:
         del self._entries[key]
@@ -310,9 +308,6 @@ class PreKeySecrets:
     kem: KemPreKeys = field(default_factory=KemPreKeys)  # seed, public part
     current_signed_id: int = -1
     next_id: int = 1
-    # Keep new one-time prekeys as bytes (X25519Pair.stored; their one DH is libsodium's from the
-    # bytes): ~0.6 KiB less per key. For simulations of many phones; off by default.
-    one_time_as_bytes: bool = False
 
     def _take_id(self) -> int:
         i = self.next_id
@@ -331,8 +326,7 @@ class PreKeySecrets:
     def new_one_time_prekeys(self, count: int, rng: RNG = os.urandom) -> list[OneTimePreKey]:
         out = []
         for _ in range(count):
-            # §5.2 GENERATE_DH(); kept as bytes, the pair's public key comes from libsodium (half the time)
-            pair = _p.x25519_pair_stored(rng(32)) if self.one_time_as_bytes else spec.generate_dh(rng)
+            pair = spec.generate_dh(rng)  # §5.2 GENERATE_DH()
             opk = OneTimePreKey(self._take_id(), pair.public)
             self.one_time[opk.id] = pair
             out.append(opk)

@@ -34,7 +34,8 @@ What the link decides:
   ``connection_lost``: nothing it waits on is lost). The handshake is begun afresh instead, and a
   ``register`` is not repeated blindly (it may have happened): it becomes ``RequestLost``. A
   replayed send the relay had in fact accepted reaches the recipient twice; the recipient's
-  ratchet refuses the second copy as a replay, so each plaintext is still delivered at most once.
+  ratchet refuses the second copy, which its agent reports as a ``Duplicate`` (not
+  ``Undecryptable``), so each plaintext is still delivered at most once.
 - Reconnection attempts are spaced by ``Backoff`` (exponential, capped, jittered from the
   injected RNG); the schedule starts again from the bottom only after a connection that worked
   (the relay answered, and the login, if one is wanted, succeeded).

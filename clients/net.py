@@ -54,6 +54,7 @@ from relaysim.clients.agent import (
     Accepted,
     AgentEvent,
     DeviceAgent,
+    Duplicate,
     Failed,
     LoggedIn,
     Received,
@@ -239,6 +240,8 @@ class DeviceConnection:
         self._deliver = send
         self.received = receive  # Received events, in the order the agent decrypted them
         self.undecryptable: list[Undecryptable] = []
+        # second copies of messages read already (a send replayed after a dropped connection): dropped
+        self.duplicates: list[Duplicate] = []
         self.synced: list[SentTranscript] = []  # sync copies of what this account's other devices sent
         self.failures: list[Failed] = []  # refusals of requests nobody was waiting for
         self._changed = trio.Event()
@@ -566,6 +569,17 @@ class DeviceConnection:
         elif isinstance(event, Undecryptable):
             log.warning("%s: envelope %s could not be decrypted", self._name, event.envelope_id.hex())
             self.undecryptable.append(event)
+            if self.on_event is not None:
+                self.on_event(event)
+        elif isinstance(event, Duplicate):
+            log.info(
+                "%s: envelope %s is a second copy of a message read: dropped",
+                self._name,
+                event.envelope_id.hex(),
+            )
+            self.duplicates.append(event)
+            if self.on_event is not None:
+                self.on_event(event)
         elif isinstance(event, LoggedIn):
             waiters, self._login_waiters = self._login_waiters, []
             for w in waiters:

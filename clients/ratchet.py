@@ -193,7 +193,6 @@ class DoubleRatchet:
         "dhs",
         "hkr",
         "hks",
-        "keys_as_bytes",
         "mkskipped",
         "nhkr",
         "nhks",
@@ -204,14 +203,10 @@ class DoubleRatchet:
         "rng",
     )
 
-    def __init__(self, config: RatchetConfig, ad: bytes, rng: RNG, keys_as_bytes: bool = False) -> None:
+    def __init__(self, config: RatchetConfig, ad: bytes, rng: RNG) -> None:
         self.config = config
         self.ad = ad  # X3DH §3.3 AD = Encode(IK_A) ‖ Encode(IK_B), bound into every message
         self.rng = rng
-        # New ratchet key pairs kept as bytes (X25519Pair.stored, DHs by libsodium) instead of with
-        # their OpenSSL object (~0.4 KiB each, outside Python's heap): for simulations holding
-        # hundreds of thousands of sessions. The same keys and outputs either way; not saved state.
-        self.keys_as_bytes = keys_as_bytes
         self.dhs: _p.X25519Pair | None = None
         self.dhr: bytes | None = None
         self.rk = b""
@@ -241,11 +236,10 @@ class DoubleRatchet:
         rng: RNG = os.urandom,
         shared_hka: bytes | None = None,
         shared_nhkb: bytes | None = None,
-        keys_as_bytes: bool = False,
     ) -> DoubleRatchet:
         """RatchetInitAlice (§3.3) / RatchetInitAliceHE (§4.3)."""
-        s = cls(config, ad, rng, keys_as_bytes)
-        s.dhs = s._generate_dh()
+        s = cls(config, ad, rng)
+        s.dhs = spec.generate_dh(rng)
         s.dhr = bob_dh_public
         dh_out = s.dhs.dh(bob_dh_public)
         if config.header_encryption:
@@ -269,10 +263,9 @@ class DoubleRatchet:
         rng: RNG = os.urandom,
         shared_hka: bytes | None = None,
         shared_nhkb: bytes | None = None,
-        keys_as_bytes: bool = False,
     ) -> DoubleRatchet:
         """RatchetInitBob (§3.3) / RatchetInitBobHE (§4.3). Bob's first ratchet key is his SPK."""
-        s = cls(config, ad, rng, keys_as_bytes)
+        s = cls(config, ad, rng)
         s.dhs = bob_dh_pair
         s.rk = sk
         if config.header_encryption:
@@ -281,12 +274,6 @@ class DoubleRatchet:
             s.nhks = shared_nhkb
             s.nhkr = shared_hka
         return s
-
-    def _generate_dh(self) -> _p.X25519Pair:
-        """§5.2 GENERATE_DH() from the ratchet's RNG (the same 32 bytes drawn either way)."""
-        if self.keys_as_bytes:
-            return _p.x25519_pair_stored(self.rng(32))
-        return spec.generate_dh(self.rng)
 
     # --- RatchetEncrypt -------------------------------------------------------------------
 
@@ -351,8 +338,7 @@ class DoubleRatchet:
             assert self.dhr is not None
             self._skip(self.ckr, self.nr, pn, self.dhr, skipped)
         try:
-            # parsed once for both DHs of the step (a stored pair's libsodium DH takes the bytes)
-            their = dh_pub if self.keys_as_bytes else _p.x25519_public(dh_pub)
+            their = _p.x25519_public(dh_pub)  # checked once for both DHs of the step
             rk, ckr = spec.kdf_rk(self.rk, self.dhs.dh(their), self.config.root_info)
         except _p.AuthenticationFailed:
             raise DecryptionError() from None
@@ -360,7 +346,7 @@ class DoubleRatchet:
         ckr, mk = spec.kdf_ck(ckr)
         plaintext = spec.decrypt(mk, body, aead_ad, info)
         # Authenticated: commit the DH ratchet step (§3.5 DHRatchet).
-        new_dhs = self._generate_dh()
+        new_dhs = spec.generate_dh(self.rng)
         rk, cks = spec.kdf_rk(rk, new_dhs.dh(their), self.config.root_info)
         self.pn = self.ns
         self.ns = 0
@@ -420,7 +406,7 @@ class DoubleRatchet:
             self._skip(self.ckr, self.nr, pn, self.hkr, skipped)
         root_info = self.config.root_info
         try:
-            their = dh_pub if self.keys_as_bytes else _p.x25519_public(dh_pub)
+            their = _p.x25519_public(dh_pub)
             rk, ckr, nhkr = spec.kdf_rk_he(self.rk, self.dhs.dh(their), root_info)
         except _p.AuthenticationFailed:
             raise DecryptionError() from None
@@ -430,7 +416,7 @@ class DoubleRatchet:
         ckr, mk = spec.kdf_ck(ckr)
         plaintext = spec.decrypt(mk, body, aead_ad, info)
         # Authenticated: commit DHRatchetHE (§4.5).
-        new_dhs = self._generate_dh()
+        new_dhs = spec.generate_dh(self.rng)
         rk, cks, nhks = spec.kdf_rk_he(rk, new_dhs.dh(their), root_info)
         self.pn = self.ns
         self.ns = 0
@@ -511,6 +497,32 @@ class DoubleRatchet:
         if header.dh != self.dhr or self.ckr is None:
             return None
         return "behind" if header.n < self.nr else "ahead"
+
+    def already_used(self, message: bytes) -> bool:
+        """Whether ``message``'s header names a message number this side has already gone past on its
+        current receiving chain, with no skipped key stored for it: the number's key was used (the
+        message, or a copy of it, was read) or dropped, so no message with that number can be read
+        any more. libsignal calls this a DuplicatedMessage (rust/protocol/src/session_cipher.rs,
+        ``get_or_create_message_key``), found from the header before any decryption: nothing here
+        authenticates ``message`` (with header encryption only its header), so a forgery bearing an
+        old number answers True too, and ``decrypt`` would refuse it all the same. Read only."""
+        if self.ckr is None:
+            return False
+        if self.config.header_encryption:
+            if len(message) < ENC_HEADER_LEN:
+                return False
+            header = spec.hdecrypt(self.hkr, message[:ENC_HEADER_LEN])
+            if header is None:
+                return False
+            chain_id: bytes | None = self.hkr
+            n = _unpack_header(header)[2]
+        else:
+            if len(message) < HEADER_LEN:
+                return False
+            chain_id, _pn, n = _unpack_header(message[:HEADER_LEN])
+            if chain_id != self.dhr:
+                return False
+        return n < self.nr and (chain_id, n) not in self.mkskipped
 
     def sending_chain(self) -> SendingChain | None:
         """A copy of the current sending chain, or None (none yet, or header encryption is on)."""

@@ -165,9 +165,6 @@ class Device:
         # Base keys (EK_A) of accepted prekey messages made without a one-time prekey, per signed
         # prekey id: a replay of one, under any address, is refused (libsignal keeps these too).
         self.seen_base_keys: dict[int, set[bytes]] = {}
-        # New sessions keep their ratchet keys as bytes (DoubleRatchet.keys_as_bytes): ~0.4 KiB less
-        # per session outside Python's heap. For simulations of many phones; off by default.
-        self.ratchet_keys_as_bytes = False
 
     @property
     def identity_key(self) -> bytes:
@@ -203,7 +200,6 @@ class Device:
             agreement.ad,
             config=self.config,
             rng=self.rng,
-            keys_as_bytes=self.ratchet_keys_as_bytes,
             **_header_keys(self.config, agreement),
         )
         self._activate(peer, Session(ratchet, bundle.identity_key, initial))
@@ -272,7 +268,6 @@ class Device:
             agreement.ad,
             config=self.config,
             rng=self.rng,
-            keys_as_bytes=self.ratchet_keys_as_bytes,
             **_header_keys(self.config, agreement),
         )
         plaintext = ratchet.decrypt(body)
@@ -289,6 +284,44 @@ class Device:
             del self.secrets.kem[initial.kem_prekey_id]
         self._activate(peer, Session(ratchet, initial.identity_key, remembered(initial)))
         return plaintext
+
+    def replayed(self, peer: PeerAddress, ciphertext: bytes, identity: bytes | None = None) -> bool:
+        """Whether ``ciphertext`` from ``peer`` is on a session this device holds at a message number
+        whose key that session has already used (``DoubleRatchet.already_used``), or is a prekey
+        message whose base key already made a session: a second copy of a message read already, as
+        far as its header tells. Read only, and asked only of a message ``decrypt`` refused; the
+        sessions are the ones ``decrypt`` tries (``identity``: a sealed message's, see ``open_sealed``)."""
+        try:
+            initial, body = parse_ciphertext(_escrow.strip(ciphertext))
+        except DecryptionError:
+            return False
+        if initial is None:
+            sessions = self._candidates(peer)[:MAX_TRIAL_DECRYPTIONS]
+            return any(
+                s.ratchet.already_used(body)
+                for s in sessions
+                if identity is None or s.peer_identity == identity
+            )
+        if identity is not None and initial.identity_key != identity:
+            return False
+        for session in self._candidates(peer):
+            if session.made_by(initial):
+                return session.ratchet.already_used(body)
+        return initial.one_time_prekey_id is None and initial.ephemeral_key in self.seen_base_keys.get(
+            initial.signed_prekey_id, ()
+        )
+
+    def sealed_replayed(self, envelope: bytes, trust_root: bytes, now: int) -> bool:
+        """``replayed`` for a sealed envelope ``open_sealed`` refused: its outer layer and certificate
+        must open and check (as there), then the inner message is asked about. Read only."""
+        try:
+            certificate, inner = sealed.open_envelope(
+                self.secrets.identity, _escrow.strip(envelope), trust_root, now
+            )
+        except DecryptionError:
+            return False
+        peer = PeerAddress(certificate.sender, certificate.device)
+        return self.replayed(peer, inner, certificate.identity_key)
 
     def _remember_base_key(self, signed_prekey_id: int, base_key: bytes) -> None:
         # Kept for the signed prekey's lifetime: drop the sets of signed prekeys no longer held.

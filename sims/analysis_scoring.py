@@ -462,6 +462,12 @@ def to_markdown(
         lines.append(
             f"- {sz['first_contacts']:,} envelopes above {sz['first_contact_threshold_bytes']:.0f} bytes: a PQXDH first "
             "message, someone new writing (or writing again before any reply)"
+            + (
+                f"; {own:,} of them from an account to its own other device (a sync copy opening a session, "
+                "not a new correspondent)"
+                if (own := sz.get("first_contacts_to_own_devices", 0))
+                else ""
+            )
         )
     classes = ", ".join(f"{c['size']} B × {c['envelopes']}" for c in sz["length_classes"][:8])
     lines.append(

@@ -72,6 +72,7 @@ from relaysim.clients.agent import (
     AgentEvent,
     DeviceAgent,
     DeviceListChanged,
+    Duplicate,
     Failed,
     GroupMembershipChanged,
     GroupUpdated,
@@ -81,6 +82,7 @@ from relaysim.clients.agent import (
     ReceiptReceived,
     Received,
     SentTranscript,
+    Undecryptable,
     sign_device,
 )
 from relaysim.clients.keys import PreKeySecrets
@@ -364,6 +366,8 @@ class _LiveRun:
         self.progress = trio.Event()
         self.limiter = trio.CapacityLimiter(SETUP_CONCURRENCY)
         self.duplicates_dropped = 0
+        # envelopes the phones could not read: (phone, envelope id, when, a Duplicate), counted at the end
+        self._unread: list[tuple[str, bytes, float, bool]] = []
         self.mismatched = 0
         self.envelope_message: dict[bytes, int] = {}
         # Receipts, cover traffic and changes of network, as the simulator makes them (its
@@ -673,6 +677,9 @@ class _LiveRun:
         """What a phone's agent reports beside the messages it reads (DeviceConnection's on_event): how
         the sends nobody awaits went (group messages, receipts, cover), the receipts it gets, and what
         it noticed of keys and devices (transcribed as the simulator does)."""
+        if isinstance(event, Duplicate | Undecryptable):
+            self._unreadable(phone, event)
+            return
         ref = getattr(event, "ref", None)
         if isinstance(event, Accepted) and isinstance(ref, tuple):
             if ref[:1] == ("group",):
@@ -770,6 +777,32 @@ class _LiveRun:
                     "sealed": event.sealed,
                 }
             )
+
+    def _unreadable(self, phone: _Phone, event: Duplicate | Undecryptable) -> None:
+        """An envelope a phone could not read: a ``Duplicate`` (by its header, a second copy of a message
+        it read, as a send its sender's link wrote again after a dropped connection and the relay carried
+        out twice) or an ``Undecryptable``. Counted at the end of the run (``_unread_counts``), when the
+        relay's ids for every copy have reached the senders' drivers."""
+        self._unread.append((phone.name, event.envelope_id, self.now(), isinstance(event, Duplicate)))
+
+    def _unread_counts(self) -> tuple[int, int]:
+        """(undecryptable, duplicates dropped) among the envelopes the phones could not read, counted as
+        the simulator counts them (Simulation._read_already): for a planned message, a duplicate if the
+        phone had read it by then, whatever its agent made of the copy; for any other envelope, as the
+        agent reported it. (The simulator also knows how often the relay accepted a receipt or a cover
+        message; the live driver cannot tie a copy whose answer was lost to its message, so there too it
+        takes the agent's word.)"""
+        undecryptable = duplicates = 0
+        for name, eid, t, duplicate in self._unread:
+            mid = self.envelope_message.get(eid)
+            if mid is not None:
+                read = self.messages[mid].delivered.get(name)
+                duplicate = read is not None and read <= t
+            if duplicate:
+                duplicates += 1
+            else:
+                undecryptable += 1
+        return undecryptable, duplicates
 
     def _sync_copy(self, phone: _Phone, event: SentTranscript) -> None:
         """A sync copy of a 1:1 message another phone of this account sent, transcribed as the simulator
@@ -964,6 +997,8 @@ class _LiveRun:
         """What a mailbox's agent reports beside what it reads: the receipts it gets are its holder's."""
         if isinstance(event, ReceiptReceived):
             box.holder.agent.mailbox_answered(event.sender.account)
+            self._agent_event(box.holder, event)
+        elif isinstance(event, Duplicate | Undecryptable):
             self._agent_event(box.holder, event)
 
     def _mailboxes_online(self, phone: _Phone, online: bool) -> None:
@@ -1200,15 +1235,14 @@ class _LiveRun:
                 for r in by_envelope.get(eid, [])
                 if r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND)
             ]
-        conns = [p.conn for p in self.phones.values()] + [b.conn for b in self.mailboxes.values()]
-        undecryptable = sum(len(c.undecryptable) for c in conns if c is not None)
+        undecryptable, duplicates = self._unread_counts()
         return SimulationResult(
             self.scenario,
             [self.messages[k] for k in sorted(self.messages)],
             dict(sorted(counts.items())),
             {"lost": 0, "duplicated": 0, "partitioned": 0},  # loopback: no simulated network
             undecryptable,
-            self.duplicates_dropped,
+            self.duplicates_dropped + duplicates,
             self.mismatched,
             len(self.events),
             queued,

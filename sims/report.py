@@ -661,6 +661,9 @@ def show_rows(events: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
             phones = f"message {e['message']} lost: {e['why']}"
         elif kind == "undecryptable":
             phones = f"{e['device']} could not decrypt message {e['message']}"
+        elif kind == "duplicate_dropped":
+            copy = "a receipt or other control message" if e["message"] is None else f"message {e['message']}"
+            phones = f"{e['device']} dropped a second copy of {copy}"
         elif kind == "exceptional_access":
             demand = e["demand"]
             if demand == "ghost_device":

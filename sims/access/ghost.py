@@ -220,7 +220,7 @@ class GhostDevice(Intervention):
         if isinstance(event, A.Undecryptable):
             self.undecryptable += 1
             return True
-        return False
+        return isinstance(event, A.Duplicate)  # a second copy of what the ghost read: dropped
 
     def finish(self) -> list[ExceptionalReport]:
         if self.device is None or self.target is None or self.added_at is None:

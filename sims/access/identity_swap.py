@@ -122,7 +122,7 @@ class RelaySwapsIdentity(Intervention):
                         self.world.relay, str(self.victim), 1, self.attacker.identity_key
                     )
             return False  # the world writes it to the transcript
-        if isinstance(event, A.Received | A.Undecryptable) and event.envelope_id in self.forged:
+        if isinstance(event, A.Received | A.Undecryptable | A.Duplicate) and event.envelope_id in self.forged:
             received = isinstance(event, A.Received)
             self.outcomes[device.name] = {
                 "t": t,

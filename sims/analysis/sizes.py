@@ -4,7 +4,10 @@
   identity and ephemeral keys and an ML-KEM-1024 ciphertext of 1,568 bytes (FIPS 203), so they
   stand more than a kilobyte above everything else. Split at the widest gap in the sizes seen
   (when it is at least :data:`MIN_GAP` bytes), every envelope above it marks someone writing to
-  that device for the first time — or, until they get a reply, again.
+  that device for the first time — or, until they get a reply, again. A first contact from an
+  account to its own other device (a phone's first sync copy to a newly linked desktop) is a new
+  session, not a new correspondent: it is counted apart (:attr:`FirstContact.own_devices`) where
+  the record names the sender or the attribution found it.
 - **Length classes.** The rest differ only by the length of what is inside, in steps of the
   padding block: the steps between the sizes seen are the block, and each class is a range of
   plaintext lengths.
@@ -34,6 +37,11 @@ class FirstContact:
     size: int
     envelope_id: str | None
 
+    @property
+    def own_devices(self) -> bool:
+        """From an account to one of its own devices: a sync copy opening a session, not someone new."""
+        return self.sender is not None and self.sender == self.recipient
+
     def to_json(self) -> dict[str, Any]:
         return {
             "time": self.time,
@@ -42,6 +50,7 @@ class FirstContact:
             "sender": self.sender,
             "size": self.size,
             "envelope_id": self.envelope_id,
+            "own_devices": self.own_devices,
         }
 
 
@@ -54,10 +63,11 @@ class SizeReport:
     step: int | None  # the padding block the other sizes move in
 
     def new_correspondents(self) -> dict[str, int]:
-        """Per recipient, how many first-contact envelopes reached them."""
+        """Per recipient, how many first-contact envelopes reached them from someone else (an
+        account's first sync copies to its own devices are not new correspondents)."""
         out: dict[str, int] = {}
         for f in self.first_contacts:
-            if f.recipient is not None:
+            if f.recipient is not None and not f.own_devices:
                 out[f.recipient] = out.get(f.recipient, 0) + 1
         return dict(sorted(out.items(), key=lambda x: (-x[1], x[0])))
 
@@ -66,6 +76,7 @@ class SizeReport:
             "envelopes_with_size": self.envelopes,
             "first_contact_threshold_bytes": self.threshold,
             "first_contacts": len(self.first_contacts),
+            "first_contacts_to_own_devices": sum(1 for f in self.first_contacts if f.own_devices),
             "first_contact_envelopes": [f.to_json() for f in self.first_contacts],
             "first_contacts_by_recipient": self.new_correspondents(),
             "length_classes": [{"size": s, "envelopes": n} for s, n in self.classes],

@@ -464,10 +464,6 @@ class Simulation:
                 group_fanout=self.profile.group_fanout,
             )
             self._link_identity(device)
-            # a phone's batch of one-time prekeys, most never used: as bytes (~0.5 KiB less each)
-            device.secrets.one_time_as_bytes = True
-            # and its sessions' ratchet keys (~0.4 KiB of OpenSSL object less each, as many as sessions)
-            device.ratchet_keys_as_bytes = True
             # "signed-devices": the primary signed it when linking; it registers with the signature
             agent.device_signature = self.device_signatures.get((spec.person, spec.index))
             d = SimDevice(spec, agent, port=40000 + n % 20000)
@@ -1027,22 +1023,35 @@ class Simulation:
                         "sealed": event.sealed,
                     }
                 )
-        elif isinstance(event, A.Undecryptable):
+        elif isinstance(event, A.Duplicate | A.Undecryptable):
             mid = self.envelope_message.get(event.envelope_id)
-            control = self._control_copies.get(event.envelope_id)
-            if (mid is not None and d.name in self.messages[mid].delivered) or (
-                control is not None and self._control_accepted.get(control, 0) > 1
-            ):
+            if self._read_already(d, event, mid):
                 self.duplicates_dropped += 1  # the network duplicated the send: a second copy
+                self.emit({"t": t, "kind": "duplicate_dropped", "device": d.name, "message": mid})
             else:
                 self.undecryptable += 1
-            self.emit({"t": t, "kind": "undecryptable", "device": d.name, "message": mid})
+                self.emit({"t": t, "kind": "undecryptable", "device": d.name, "message": mid})
         elif isinstance(event, A.Failed):
             if isinstance(event.ref, int):
                 self._lost(event.ref, f"refused: {event.code}: {event.message}")
             self.emit(
                 {"t": t, "kind": "failure", "device": d.name, "code": event.code, "message": event.message}
             )
+
+    def _read_already(self, d: SimDevice, event: A.Duplicate | A.Undecryptable, mid: int | None) -> bool:
+        """Whether an envelope ``d`` could not read carried what it had read already, so is counted as a
+        duplicate dropped: as the world knows it for a planned message (``d`` read it) or a receipt or
+        cover message (the relay accepted it more than once), whatever the device made of it (a copy on
+        a receiving chain it no longer holds is ``A.Undecryptable``; a message whose skipped key it
+        dropped, never read, is ``A.Duplicate``); for any other envelope (a sender key handout, a sync
+        copy, an intervention's), as the device reports it (``A.Duplicate``: by its header, a copy of a
+        message it read). sims/live.py counts the same way."""
+        if mid is not None:
+            return d.name in self.messages[mid].delivered
+        control = self._control_copies.get(event.envelope_id)
+        if control is not None:
+            return self._control_accepted.get(control, 0) > 1
+        return isinstance(event, A.Duplicate)
 
     def _received(self, d: SimDevice, ev: A.Received) -> bool:
         """Account for a message a device decrypted; True the first time this device gets it."""
@@ -1221,7 +1230,7 @@ class Simulation:
         elif isinstance(event, A.Received | A.ReceiptReceived):
             holder.agent.mailbox_answered(event.sender.account)
             self._agent_event(holder, event)
-        elif isinstance(event, A.Undecryptable):
+        elif isinstance(event, A.Undecryptable | A.Duplicate):
             self._agent_event(holder, event)
 
     def _move(self, d: SimDevice, address: str) -> None:

@@ -1,10 +1,11 @@
 """The agent drops a second copy of an envelope unread, and forgets the ids the relay confirmed acked
 once SEEN_AFTER_ACK has passed (the relay never delivers an acked envelope again), so a phone's memory
-of envelopes stays bounded; a copy that came later still would be refused by the ratchet."""
+of envelopes stays bounded; a copy that came later still would be refused by the ratchet, and reported
+as the duplicate it is (``Duplicate``: its header names a message number whose key was used)."""
 
 from __future__ import annotations
 
-from relaysim.clients.agent import SEEN_AFTER_ACK, DeviceAgent, Received, Undecryptable
+from relaysim.clients.agent import SEEN_AFTER_ACK, DeviceAgent, Duplicate, Received
 from relaysim.clients.session import Device
 from relaysim.relay import wire
 from relaysim.relay.core import ConnectionContext, Push, RelayCore, Reply
@@ -85,5 +86,6 @@ def test_a_second_copy_is_dropped_unread_and_acked_ids_are_forgotten_after_a_whi
     (second,) = w.pushes
     assert [type(e) for e in w.deliver(second)] == [Received]
     assert len(bob._seen) == 1  # only the recent one
-    # the relay never sends an acked envelope again; if a copy came anyway, the ratchet refuses it
-    assert [type(e) for e in w.deliver(first)] == [Undecryptable]
+    # the relay never sends an acked envelope again; if a copy came anyway, the ratchet refuses it, and
+    # the device reports it as the duplicate it is
+    assert [type(e) for e in w.deliver(first)] == [Duplicate]

@@ -411,10 +411,11 @@ async def test_a_send_whose_answer_was_lost_is_written_again_and_read_once() -> 
         got = await next_message(b)
         assert got.plaintext == b"the answer to this was lost" and (got.envelope_id,) != ids
         # The relay took the send twice (same ciphertext, two envelopes); bob's ratchet refuses
-        # the second copy as a replay, so he reads the message once.
+        # the second copy, so he reads the message once, and reports it as the duplicate it is.
         await assert_nothing_more(b)
         assert len(core.store.metadata(RecordKind.SEND)) == 3
-        assert [u.envelope_id for u in b.undecryptable] == list(ids)
+        assert [u.envelope_id for u in b.duplicates] == list(ids)
+        assert b.undecryptable == []
     assert core.store.all_envelopes() == []
 
 

@@ -164,33 +164,21 @@ def test_simultaneous_initiation_both_sessions_keep_working() -> None:
     assert len(u0.inactive[u1.address]) == 1
 
 
-def test_one_time_prekeys_are_kept_as_bytes_until_their_one_use_when_asked() -> None:
-    """A parsed X25519 private key is ~0.5 KiB; a simulated phone holds a batch of one-time prekeys it
-    may never use, so the simulation keeps them as bytes (``one_time_as_bytes``), parsed at their DH
-    (the session still agrees). By default they are parsed when made (a set-up is faster)."""
+def test_one_time_prekeys_are_held_as_one_64_byte_string_each() -> None:
+    """A simulated phone holds a batch of one-time prekeys it mostly never uses: one string each
+    (private ‖ public, 97 B) rather than a pair and two strings; read, each is its pair again."""
     from relaysim.clients import _primitives as _p
 
-    default = Device("carol", 1, rng=seeded_rng(5))
-    opk = default.generate_prekeys(1, 0).one_time_prekey
-    assert opk is not None and default.secrets.one_time[opk.id]._key is not None
     alice = Device("alice", 1, rng=seeded_rng(1))
     bob = Device("bob", 1, rng=seeded_rng(2))
-    bob.secrets.one_time_as_bytes = True  # as the simulation's phones do
     bundle = bob.generate_prekeys(3, 1)
     assert bundle.one_time_prekey is not None
+    assert [len(e) for e in bob.secrets.one_time._entries.values()] == [64, 64, 64]
     held = bob.secrets.one_time[bundle.one_time_prekey.id]
-    assert held._key is None  # not parsed
-    # ... and held as one 64-byte string each (private ‖ public), not a pair object and two strings
-    assert [len(e) for e in bob.secrets.one_time._entries.values()] == [64, 64, 64]  # type: ignore[arg-type]
-    assert (
-        bob.secrets.one_time[bundle.one_time_prekey.id] == held
-        and held.public == bundle.one_time_prekey.public
-    )
-    pair = _p.x25519_pair_from_private(held.private)
-    peer = _p.x25519_pair_from_private(bytes(range(32)))
-    assert held.stored().dh(peer.public) == pair.dh(peer.public) == peer.dh(held.public)
+    assert held == _p.x25519_pair_from_private(held.private) and held.public == bundle.one_time_prekey.public
     alice.start_session(bob.address, bundle)
     assert bob.decrypt(alice.address, alice.encrypt(bob.address, b"hi")) == b"hi"
+    assert len(bob.secrets.one_time) == 2 and bundle.one_time_prekey.id not in bob.secrets.one_time
 
 
 def test_bob_keeps_a_digest_of_the_kem_ciphertext_and_still_knows_the_header_again() -> None:
@@ -210,41 +198,6 @@ def test_bob_keeps_a_digest_of_the_kem_ciphertext_and_still_knows_the_header_aga
     (copied,) = copy.sessions_with(alice.address)
     initial = parse_ciphertext(first)[0]
     assert initial is not None and copied.made_by(initial)
-
-
-@pytest.mark.parametrize("he", [False, True])
-def test_ratchet_keys_as_bytes_give_the_same_bytes_and_hold_no_parsed_key(he: bool) -> None:
-    """A simulated phone holds a session per contact, each with a ratchet key pair: parsed, the
-    OpenSSL object is ~0.4 KiB outside Python's heap. With ``ratchet_keys_as_bytes`` the pairs stay
-    bytes (libsodium's X25519 from the bytes), and every ciphertext is byte-identical to the default's."""
-    transcripts = []
-    for as_bytes in (False, True):
-        cfg = RatchetConfig(header_encryption=he)
-        alice = Device("alice", 1, config=cfg, rng=seeded_rng(7), deterministic=True)
-        bob = Device("bob", 1, config=cfg, rng=seeded_rng(8), deterministic=True)
-        alice.ratchet_keys_as_bytes = bob.ratchet_keys_as_bytes = as_bytes
-        alice.start_session(bob.address, bob.generate_prekeys(2, 1))
-        out = []
-        for i, (a, b) in enumerate([(alice, bob), (alice, bob), (bob, alice), (alice, bob), (bob, alice)]):
-            m = a.encrypt(b.address, b"m%d" % i)
-            assert b.decrypt(a.address, m) == b"m%d" % i
-            out.append(m)
-        held = [s.ratchet.dhs for d in (alice, bob) for s in d.sessions.values()]
-        assert len(held) == 2 and all(p is not None and (p._key is None) == as_bytes for p in held)
-        transcripts.append(out)
-    assert transcripts[0] == transcripts[1]
-
-
-def test_a_stored_pair_agrees_with_openssl_and_refuses_a_low_order_point() -> None:
-    from relaysim.clients import _primitives as _p
-
-    mine = _p.x25519_pair_stored(bytes(range(32)))
-    peer = _p.x25519_pair_from_private(bytes(range(1, 33)))
-    assert mine.dh(peer.public) == mine.dh(_p.x25519_public(peer.public)) == peer.dh(mine.public)
-    assert mine._key is None  # nothing parsed, nothing kept
-    for bad in (bytes(32), b"\x01" + bytes(31), bytes(31)):
-        with pytest.raises(_p.AuthenticationFailed):
-            mine.dh(bad)
 
 
 def test_a_peer_without_inactive_sessions_holds_no_empty_list_and_the_state_still_names_it() -> None:

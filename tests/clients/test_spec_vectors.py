@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+import pytest
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given
@@ -139,12 +141,61 @@ def test_hkdf_is_rfc5869(ikm: bytes, salt: bytes, info: bytes, length: int) -> N
     assert p.hkdf_sha256(ikm, salt, info, length) == expected
 
 
-@given(st.binary(min_size=32, max_size=32))
-def test_a_pair_kept_as_bytes_has_openssls_public_key_and_dh(private: bytes) -> None:
-    """One-time prekeys kept as bytes take their public key from libsodium: the same bytes as
-    OpenSSL's X25519(k, 9), clamping included, and the same DH once parsed."""
-    stored = p.x25519_pair_stored(private)
-    parsed = p.x25519_pair_from_private(private)
-    assert stored.public == parsed.public
-    peer = p.x25519_pair_from_private(bytes(31) + b"\x01")
-    assert stored.dh(peer.public) == parsed.dh(peer.public)
+# Curve25519 points of small order (and their encodings with u >= p, or the top bit set): X25519
+# with any of them gives the all-zero shared secret, which both libraries refuse.
+_SMALL_ORDER = [
+    H("00" * 32),
+    H("01" + "00" * 31),
+    H("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+    H("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"),
+    H("ec" + "ff" * 30 + "7f"),  # p - 1
+    H("ed" + "ff" * 30 + "7f"),  # p
+    H("ee" + "ff" * 30 + "7f"),  # p + 1
+]
+_SMALL_ORDER += [u[:31] + bytes((u[31] | 0x80,)) for u in _SMALL_ORDER]
+
+
+def test_x25519_rfc7748_known_answers() -> None:
+    # RFC 7748 §5.2 (the first scalar multiplication test vector) and §6.1 (the X25519 DH).
+    k = H("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4")
+    u = H("e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c")
+    assert p.x25519_pair_from_private(k).dh(u) == H(
+        "c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552"
+    )
+    alice = p.x25519_pair_from_private(H("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"))
+    bob = p.x25519_pair_from_private(H("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb"))
+    assert alice.public == H("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
+    assert bob.public == H("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
+    shared = H("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742")
+    assert alice.dh(bob.public) == bob.dh(alice.public) == shared
+
+
+@given(
+    st.binary(min_size=32, max_size=32),
+    st.one_of(st.binary(min_size=32, max_size=32), st.sampled_from(_SMALL_ORDER)),
+)
+def test_x25519_gives_openssls_answers(private: bytes, peer: bytes) -> None:
+    """X25519 runs on libsodium: the same public key as OpenSSL's X25519(k, 9), clamping included,
+    the same DH with any 32 bytes as the peer's key (u >= p and a set top bit included), and a
+    refusal wherever OpenSSL refuses (the all-zero shared secret)."""
+    ours = p.x25519_pair_from_private(private)
+    openssl = X25519PrivateKey.from_private_bytes(private)
+    assert ours.public == openssl.public_key().public_bytes_raw()
+    try:
+        expected: bytes | None = openssl.exchange(X25519PublicKey.from_public_bytes(peer))
+    except ValueError:
+        expected = None
+    if expected is None:
+        with pytest.raises(p.AuthenticationFailed):
+            ours.dh(peer)
+    else:
+        assert ours.dh(peer) == expected == ours.dh(p.x25519_public(peer))
+
+
+def test_x25519_refuses_a_peer_key_of_the_wrong_length() -> None:
+    pair = p.x25519_pair_from_private(bytes(range(32)))
+    for bad in (b"", bytes(31), bytes(33)):
+        with pytest.raises(p.AuthenticationFailed):
+            pair.dh(bad)
+        with pytest.raises(p.AuthenticationFailed):
+            p.x25519_public(bad)

@@ -321,6 +321,53 @@ def test_first_contacts_stand_out_by_size(relay_view: ProviderView, truth: Any) 
     assert correlation is None or correlation != correlation or abs(correlation) < 0.2, correlation
 
 
+def test_a_first_sync_copy_to_an_own_device_is_not_a_new_correspondent() -> None:
+    # A phone's first sync copy to a newly linked desktop opens a session, so it is as large as any
+    # first contact; from the account to itself, it is not someone new writing.
+    obs = [
+        Obs(
+            "send",
+            time=10.0,
+            account="amira",
+            device=1,
+            recipient_account="bilal",
+            recipient_device=1,
+            size=1900,
+        ),
+        Obs(
+            "send",
+            time=11.0,
+            account="amira",
+            device=1,
+            recipient_account="amira",
+            recipient_device=2,
+            size=1900,
+        ),
+        Obs(
+            "sealed_send",
+            time=12.0,
+            recipient_account="bilal",
+            recipient_device=1,
+            envelope_id="e3",
+            size=1900,
+        ),
+        Obs(
+            "send",
+            time=20.0,
+            account="bilal",
+            device=1,
+            recipient_account="amira",
+            recipient_device=1,
+            size=200,
+        ),
+    ]
+    report = size_channels(ProviderView("synthetic", tuple(obs)), attributed={"e3": "bilal"})
+    assert [f.own_devices for f in report.first_contacts] == [False, True, True]
+    assert report.new_correspondents() == {"bilal": 1}
+    assert report.to_json()["first_contacts_to_own_devices"] == 2
+    assert report.to_json()["first_contacts"] == 3
+
+
 def test_without_padding_sizes_follow_the_plaintext_length(tmp_path: Path) -> None:
     # [defences] padding = "none" (or a profile with padding = false): sizes leak lengths again.
     out = tmp_path / "run"

@@ -718,16 +718,6 @@ def test_compact_device_rng_keeps_a_small_key_stream_per_phone_and_stays_determi
     assert sys.getsizeof(KeyStream(bytes(32))) + 65 < sys.getsizeof(SimulationRandom(1)) // 10
 
 
-def test_simulated_phones_keep_their_one_time_prekeys_as_bytes(tmp_path: Path) -> None:
-    sim = Simulation(_two_people(), db_path=str(tmp_path / "relay.db"))
-    assert all(d.agent.device.secrets.one_time_as_bytes for d in sim.devices.values())
-    result = sim.run()
-    assert [sorted(m.delivered) for m in result.messages] == [["bo/1"], ["ana/1"], ["bo/1"]]
-    # ... and their sessions' ratchet keys (an OpenSSL object each would be ~0.4 KiB per session)
-    held = [s.ratchet.dhs for d in sim.devices.values() for _p, s in d.agent.device.held_sessions()]
-    assert held and all(p is not None and p._key is None for p in held)
-
-
 class _DropHandouts(Simulation):
     """Loses the first ``n`` sender key handouts ana's phone sends to ``to`` (their ``Send`` never
     reaches the relay), and records every send's (device, to, ref) in ``refs_seen``."""
