@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import uuid as _uuid
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -557,13 +556,13 @@ class DeviceAgent:
         self._devices: dict[str, tuple[int, ...]] = {}  # the recipient devices we last learnt of
         self._listed: dict[str, tuple[int, ...]] = {}  # ... kept across stale-device refetches
         self._seen: set[bytes] = set()
-        self._acked: deque[tuple[float, tuple[bytes, ...]]] = deque()  # (when confirmed, ids), oldest first
+        # (when confirmed, ids), oldest first; a list, as a deque is 760 B even empty (one per phone)
+        self._acked: list[tuple[float, tuple[bytes, ...]]] = []
         self._events: list[AgentEvent] = []
         self.certificate: bytes | None = None
         self._certificate_expires = 0.0
         self._waiting_certificate: list[_Outgoing] = []
         self.authenticated = False
-        self._uploaded_one_time: set[int] = set()
         self.groups = GroupKeys(self.device.address, self.rng)
         self._group_backlog: list[_Backlogged] = []
         self._send_log: dict[GroupMessageKey, _Logged] = {}  # the group messages we sent, to resend
@@ -656,7 +655,6 @@ class DeviceAgent:
         )
         s = self.device.secrets
         last_resort = next(k for _seed, k in s.kem.values() if k.last_resort)
-        self._uploaded_one_time = set(s.one_time)
         self._request(
             wire.Register,
             account=self.account,
@@ -1833,8 +1831,12 @@ class DeviceAgent:
         now = self.clock()
         acked = self._acked
         acked.append((now, ids))
-        while acked[0][0] < now - SEEN_AFTER_ACK:
-            self._seen.difference_update(acked.popleft()[1])
+        cutoff, n = now - SEEN_AFTER_ACK, 0
+        while acked[n][0] < cutoff:  # stops at the entry just added, at the latest
+            self._seen.difference_update(acked[n][1])
+            n += 1
+        if n:
+            del acked[:n]
 
     def _relay_low(self, prekeys_left: int | None) -> None:
         """The relay's ``prekeys_left`` notice: its stock of our one-time prekeys runs low (others

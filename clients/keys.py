@@ -31,6 +31,7 @@ __all__ = [
     "KemPreKey",
     "KemPreKeys",
     "OneTimePreKey",
+    "OneTimePreKeys",
     "PreKeyBundle",
     "PreKeySecrets",
     "SignedPreKey",
@@ -259,13 +260,51 @@ class KemPreKeys(MutableMapping[int, tuple[bytes, KemPreKey]]):
                 entries[key] = (seed, k.signature, k.last_resort)
 
 
+class OneTimePreKeys(MutableMapping[int, _p.X25519Pair]):
+    """A device's one-time X25519 prekeys by id, as a dict of ``X25519Pair`` would hold them.
+
+    Each is held as one 64-byte string, private key then public key (97 B instead of ~180 B for a
+    pair and its two strings; a simulated phone holds a batch it mostly never uses), and made into
+    a pair again when read.
+    """
+
+    __slots__ = ("_entries",)
+
+    def __init__(self, entries: dict[int, _p.X25519Pair] | None = None) -> None:
+        self._entries: dict[int, bytes] = {}
+        for key, pair in (entries or {}).items():
+            self[key] = pair
+
+    def __getitem__(self, key: int) -> _p.X25519Pair:
+        entry = self._entries[key]
+        return _p.X25519Pair(entry[:32], entry[32:])
+
+    def __setitem__(self, key: int, value: _p.X25519Pair) -> None:
+        self._entries[key] = value.private + value.public
+
+    def __delitem__(self, key: int) -> None:
+        del self._entries[key]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __repr__(self) -> str:
+        return f"OneTimePreKeys({sorted(self._entries)})"
+
+
 @dataclass
 class PreKeySecrets:
     """The private halves of a device's prekeys, and the counters that name new ones."""
 
     identity: IdentityKeyPair
     signed: dict[int, tuple[_p.X25519Pair, SignedPreKey]] = field(default_factory=dict)
-    one_time: dict[int, _p.X25519Pair] = field(default_factory=dict)
+    one_time: OneTimePreKeys = field(default_factory=OneTimePreKeys)
     kem: KemPreKeys = field(default_factory=KemPreKeys)  # seed, public part
     current_signed_id: int = -1
     next_id: int = 1

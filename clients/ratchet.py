@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from types import MappingProxyType
+from typing import Any, Final, NamedTuple
 
 from relaysim.clients import _primitives as _p
 from relaysim.clients import spec
@@ -58,6 +59,9 @@ _unpack_header = HEADER.unpack
 _STATE_VERSION = 1
 
 RNG = Callable[[int], bytes]
+# MKSKIPPED while it holds nothing, as most sessions' does: one shared read-only mapping (an empty
+# dict per session is 64 B, for hundreds of thousands of sessions in a simulation).
+_NO_SKIPPED: Final[Mapping[tuple[bytes, int], bytes]] = MappingProxyType({})
 
 
 class RatchetConfig:
@@ -213,7 +217,7 @@ class DoubleRatchet:
         self.pn = 0
         # (chain id, N) → message key. The chain id is the ratchet public key, or with header
         # encryption the header key (§4.3). Insertion order is age order: the oldest go first.
-        self.mkskipped: dict[tuple[bytes, int], bytes] = {}
+        self.mkskipped: Mapping[tuple[bytes, int], bytes] = _NO_SKIPPED
         self.hks: bytes | None = None
         self.hkr: bytes | None = None
         self.nhks: bytes | None = None
@@ -312,7 +316,7 @@ class DoubleRatchet:
         mk = self.mkskipped.get((dh_pub, n))
         if mk is not None:
             plaintext = spec.decrypt(mk, body, aead_ad, info)
-            del self.mkskipped[(dh_pub, n)]
+            self._drop_skipped((dh_pub, n))
             return plaintext
 
         if dh_pub == self.dhr and self.ckr is not None:
@@ -376,7 +380,7 @@ class DoubleRatchet:
                 if mk is None:  # this header key's chain, but not a skipped message: go on
                     break
                 plaintext = spec.decrypt(mk, body, aead_ad, info)
-                del self.mkskipped[(hk, n)]
+                self._drop_skipped((hk, n))
                 return plaintext
 
         header = spec.hdecrypt(self.hkr, enc_header)
@@ -456,12 +460,21 @@ class DoubleRatchet:
     def _store_skipped(self, skipped: list[tuple[tuple[bytes, int], bytes]]) -> None:
         if not skipped:
             return
-        store = self.mkskipped
+        held = self.mkskipped
+        store = held if isinstance(held, dict) else {}
         store.update(skipped)
         excess = len(store) - self.config.max_stored_skipped
         if excess > 0:  # drop the oldest; they can no longer be decrypted
             for key in list(store)[:excess]:
                 del store[key]
+        self.mkskipped = store or _NO_SKIPPED
+
+    def _drop_skipped(self, key: tuple[bytes, int]) -> None:
+        store = self.mkskipped
+        assert isinstance(store, dict)  # it held the key
+        del store[key]
+        if not store:
+            self.mkskipped = _NO_SKIPPED
 
     # --- what the state holds for a message (read only) -----------------------------------------
 
@@ -553,7 +566,7 @@ class DoubleRatchet:
         s.ns = d["ns"]
         s.nr = d["nr"]
         s.pn = d["pn"]
-        s.mkskipped = {(cid, n): mk for cid, n, mk in d["mkskipped"]}
+        s.mkskipped = {(cid, n): mk for cid, n, mk in d["mkskipped"]} or _NO_SKIPPED
         s.hks = d["hks"]
         s.hkr = d["hkr"]
         s.nhks = d["nhks"]

@@ -47,6 +47,7 @@ from relaysim.clients.keys import (
     IdentityKeyPair,
     KemPreKey,
     KemPreKeys,
+    OneTimePreKeys,
     PreKeyBundle,
     PreKeySecrets,
     SignedPreKey,
@@ -341,7 +342,10 @@ class Device:
         inactive = [s for s in self.inactive.get(peer, []) if s is not session]
         if previous is not None:
             inactive.insert(0, previous)
-        self.inactive[peer] = inactive[:MAX_INACTIVE_SESSIONS]
+        if inactive:
+            self.inactive[peer] = inactive[:MAX_INACTIVE_SESSIONS]
+        else:  # no empty list per peer (most have no inactive session): ~0.1 KiB per peer less
+            self.inactive.pop(peer, None)
         self.sessions[peer] = session
 
     def sessions_with(self, peer: PeerAddress) -> list[Session]:
@@ -423,7 +427,9 @@ class Device:
             "next_id": s.next_id,
             "sessions": [[p.account, p.device, x.to_dict()] for p, x in sorted(self.sessions.items())],
             "inactive": [
-                [p.account, p.device, [x.to_dict() for x in xs]] for p, xs in sorted(self.inactive.items())
+                # every peer with a session, as when each held a list of inactive ones, empty or not
+                [p.account, p.device, [x.to_dict() for x in self.inactive.get(p, [])]]
+                for p in sorted(self.sessions.keys() | self.inactive.keys())
             ],
             "identities": self.identities.to_dict(),
             "seen_base_keys": [[i, sorted(ks)] for i, ks in sorted(self.seen_base_keys.items())],
@@ -447,7 +453,7 @@ class Device:
         for i, private, public, signature in d["signed"]:
             s.signed[i] = (_p.x25519_pair_from_private(private), SignedPreKey(i, public, signature))
         s.current_signed_id = d["current_signed_id"]
-        s.one_time = {i: _p.x25519_pair_from_private(private) for i, private in d["one_time"]}
+        s.one_time = OneTimePreKeys({i: _p.x25519_pair_from_private(private) for i, private in d["one_time"]})
         s.kem = KemPreKeys(
             {i: (seed, KemPreKey(i, public, sig, last)) for i, seed, public, sig, last in d["kem"]}
         )

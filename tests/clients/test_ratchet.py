@@ -167,6 +167,23 @@ def test_skip_beyond_max_skip_is_refused_and_changes_nothing(he: bool) -> None:
 
 
 @pytest.mark.parametrize("he", [False, True])
+def test_sessions_without_skipped_keys_share_one_read_only_empty_store(he: bool) -> None:
+    """An empty dict per session is 64 B, for a simulation's hundreds of thousands of sessions: while
+    MKSKIPPED is empty it is one shared read-only mapping, a dict of its own only while it holds keys."""
+    alice, bob = make_pair(RatchetConfig(header_encryption=he), 9)
+    other, _ = make_pair(RatchetConfig(header_encryption=he), 10)
+    assert alice.mkskipped is bob.mkskipped is other.mkskipped and len(bob.mkskipped) == 0
+    with pytest.raises(TypeError):
+        bob.mkskipped[(b"k", 0)] = b"v"  # type: ignore[index]
+    msgs = [alice.encrypt(b"m%d" % i) for i in range(3)]
+    assert bob.decrypt(msgs[2]) == b"m2"
+    assert len(bob.mkskipped) == 2 and alice.mkskipped is other.mkskipped is not bob.mkskipped
+    assert [bob.decrypt(m) for m in msgs[:2]] == [b"m0", b"m1"]
+    assert bob.mkskipped is other.mkskipped  # emptied: shared again
+    assert DoubleRatchet.from_dict(bob.to_dict()).mkskipped is other.mkskipped
+
+
+@pytest.mark.parametrize("he", [False, True])
 def test_stored_skipped_keys_are_capped_oldest_first(he: bool) -> None:
     alice, bob = make_pair(RatchetConfig(max_skip=100, max_stored_skipped=3, header_encryption=he), 8)
     msgs = [alice.encrypt(b"m%d" % i) for i in range(6)]

@@ -164,6 +164,23 @@ def test_simultaneous_initiation_both_sessions_keep_working() -> None:
     assert len(u0.inactive[u1.address]) == 1
 
 
+def test_one_time_prekeys_are_held_as_one_64_byte_string_each() -> None:
+    """A simulated phone holds a batch of one-time prekeys it mostly never uses: one string each
+    (private ‖ public, 97 B) rather than a pair and two strings; read, each is its pair again."""
+    from relaysim.clients import _primitives as _p
+
+    alice = Device("alice", 1, rng=seeded_rng(1))
+    bob = Device("bob", 1, rng=seeded_rng(2))
+    bundle = bob.generate_prekeys(3, 1)
+    assert bundle.one_time_prekey is not None
+    assert [len(e) for e in bob.secrets.one_time._entries.values()] == [64, 64, 64]
+    held = bob.secrets.one_time[bundle.one_time_prekey.id]
+    assert held == _p.x25519_pair_from_private(held.private) and held.public == bundle.one_time_prekey.public
+    alice.start_session(bob.address, bundle)
+    assert bob.decrypt(alice.address, alice.encrypt(bob.address, b"hi")) == b"hi"
+    assert len(bob.secrets.one_time) == 2 and bundle.one_time_prekey.id not in bob.secrets.one_time
+
+
 def test_bob_keeps_a_digest_of_the_kem_ciphertext_and_still_knows_the_header_again() -> None:
     alice = Device("alice", 1, rng=seeded_rng(3))
     bob = Device("bob", 1, rng=seeded_rng(4))
@@ -181,3 +198,13 @@ def test_bob_keeps_a_digest_of_the_kem_ciphertext_and_still_knows_the_header_aga
     (copied,) = copy.sessions_with(alice.address)
     initial = parse_ciphertext(first)[0]
     assert initial is not None and copied.made_by(initial)
+
+
+def test_a_peer_without_inactive_sessions_holds_no_empty_list_and_the_state_still_names_it() -> None:
+    """Most peers never have an inactive session: an empty list each is ~0.1 KiB per peer per phone.
+    The state as data (a forensic copy) still lists every peer with a session, as it did."""
+    alice, bob = pair()
+    assert bob.decrypt(alice.address, alice.encrypt(bob.address, b"hi")) == b"hi"
+    assert alice.inactive == {} and bob.inactive == {}
+    assert alice.to_dict()["inactive"] == [["bob", 1, []]]
+    assert Device.from_dict(alice.to_dict()).to_dict() == alice.to_dict()
