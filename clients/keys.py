@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 
@@ -194,7 +194,33 @@ class PreKeyBundle:
         return cls.from_wire(obj)
 
 
-class KemPreKeys(MutableMapping[int, tuple[bytes, KemPreKey]]):
+_V = TypeVar("_V")
+
+
+class _HeldByKey(MutableMapping[int, _V]):
+    """A mapping by key id that holds its values in a compact form of its own (``_entries``):
+    the subclasses say how a value is kept and made again."""
+
+    __slots__ = ("_entries",)
+    _entries: dict[int, Any]
+
+    def __delitem__(self, key: int) -> None:
+        del self._entries[key]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({sorted(self._entries)})"
+
+
+class KemPreKeys(_HeldByKey[tuple[bytes, KemPreKey]]):
     """A device's ML-KEM prekeys by id: ``(seed, KemPreKey)``, as a dict of them would hold.
 
     The 1568-byte public key is kept only until ``forget_publics`` (the device calls it once the
@@ -204,7 +230,7 @@ class KemPreKeys(MutableMapping[int, tuple[bytes, KemPreKey]]):
     re-derive anything.
     """
 
-    __slots__ = ("_entries",)
+    __slots__ = ()
 
     def __init__(self, entries: dict[int, tuple[bytes, KemPreKey]] | None = None) -> None:
         # (seed, KemPreKey) while the public key is kept, else (seed, signature, last_resort)
@@ -220,21 +246,6 @@ class KemPreKeys(MutableMapping[int, tuple[bytes, KemPreKey]]):
 
     def __setitem__(self, key: int, value: tuple[bytes, KemPreKey]) -> None:
         self._entries[key] = value
-
-    def __delitem__(self, key: int) -> None:
-        del self._entries[key]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._entries)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._entries
-
-    def __repr__(self) -> str:
-        return f"KemPreKeys({sorted(self._entries)})"
 
     def seed(self, key: int) -> bytes | None:
         """The private seed of prekey ``key``, or None."""
@@ -260,7 +271,7 @@ class KemPreKeys(MutableMapping[int, tuple[bytes, KemPreKey]]):
                 entries[key] = (seed, k.signature, k.last_resort)
 
 
-class OneTimePreKeys(MutableMapping[int, _p.X25519Pair]):
+class OneTimePreKeys(_HeldByKey[_p.X25519Pair]):
     """A device's one-time X25519 prekeys by id, as a dict of ``X25519Pair`` would hold them.
 
     Each is held as one 64-byte string, private key then public key (97 B instead of ~180 B for a
@@ -268,7 +279,7 @@ class OneTimePreKeys(MutableMapping[int, _p.X25519Pair]):
     a pair again when read.
     """
 
-    __slots__ = ("_entries",)
+    __slots__ = ()
 
     def __init__(self, entries: dict[int, _p.X25519Pair] | None = None) -> None:
         self._entries: dict[int, bytes] = {}
@@ -281,21 +292,6 @@ class OneTimePreKeys(MutableMapping[int, _p.X25519Pair]):
 
     def __setitem__(self, key: int, value: _p.X25519Pair) -> None:
         self._entries[key] = value.private + value.public
-
-    def __delitem__(self, key: int) -> None:
-        del self._entries[key]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._entries)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._entries
-
-    def __repr__(self) -> str:
-        return f"OneTimePreKeys({sorted(self._entries)})"
 
 
 @dataclass
