@@ -667,12 +667,16 @@ class Simulation:
     # --- frames -------------------------------------------------------------------------------
 
     def _flush(self, d: SimDevice) -> None:
-        for frame in d.agent.take_outbox():
-            self._to_relay(d, frame)
-        due = d.agent.retry_due()
-        if due is not None:
-            due -= self.epoch  # the agent's clock is the relay's (Unix seconds); the heap's is from 0
-        if due is not None and due < self._tick_at.get(d.name, math.inf):
+        agent = d.agent
+        outbox = agent.take_outbox()
+        if outbox:
+            for frame in outbox:
+                self._to_relay(d, frame)
+        due = agent.retry_due()
+        if due is None:
+            return
+        due -= self.epoch  # the agent's clock is the relay's (Unix seconds); the heap's is from 0
+        if due < self._tick_at.get(d.name, math.inf):
             # the agent's retry receipts (clients.agent): wake it when the next one is due
             self._tick_at[d.name] = due
             self.sched.at(max(due, self.sched.now), self._tick, d, due)
