@@ -66,10 +66,12 @@ import math
 import os
 import time
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Final, NoReturn, TypeAlias
 
+from relaysim.relay._frozen import quick_init
 from relaysim.relay.certificates import ServerCertificate
 from relaysim.relay.identity import ServerIdentity, XEdDSAPublicKey
 from relaysim.relay.limits import DEFAULT_LIMITS, Limits, RateLimiter
@@ -186,6 +188,7 @@ _ENVELOPE_OVERHEAD: Final = 128
 _FRAME_HEADROOM: Final = 256 + 4 * MAX_ACCOUNT_LEN
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class DeviceAddress:
     account: str
@@ -204,6 +207,7 @@ class ConnectionContext:
     authenticated: DeviceAddress | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Reply:
     """A frame for the connection that made the request."""
@@ -212,6 +216,7 @@ class Reply:
     frame: Response
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Push:
     """A frame for a connected device (``connection`` is one of its live connections)."""
@@ -247,6 +252,15 @@ _CONTENT_KINDS: Final = frozenset({RecordKind.SEND, RecordKind.SEALED_SEND})
 _REFUSED_BEFORE_WRITING: Final = frozenset({Send, SealedSend, Ack})
 
 _ABSENT_U: Final = (9).to_bytes(32, "little")  # the X25519 base point: stands in for an absent key
+
+
+def _buffered_ids() -> Iterator[bytes]:
+    """Envelope ids from ``os.urandom``, read 256 at a time."""
+    size = ENVELOPE_ID_SIZE
+    while True:
+        block = os.urandom(256 * size)
+        for i in range(0, len(block), size):
+            yield block[i : i + size]
 
 
 def _host(conn: ConnectionContext) -> str | None:
@@ -395,6 +409,11 @@ class RelayCore:
         self._absent_key = XEdDSAPublicKey.from_x25519((9).to_bytes(32, "little"))
         self.clock = clock
         self.rng = rng
+        # Envelope ids: from the system's CSPRNG, 256 at a time (one getrandom call instead of one
+        # per envelope); a given rng (a seeded simulation's) is asked for each, as for everything.
+        self._envelope_id: Callable[[], bytes] = (
+            _buffered_ids().__next__ if rng is os.urandom else partial(rng, ENVELOPE_ID_SIZE)
+        )
         self.policy = policy
         self.challenge_ttl = challenge_ttl
         self.certificate_ttl = certificate_ttl
@@ -654,7 +673,7 @@ class RelayCore:
         if it is online: what a malicious (or compelled) relay can always do (the simulator's
         ``sims.access.identity_swap``). No metadata record. Returns the envelope id and the pushes."""
         stored = StoredEnvelope(
-            id=self.rng(ENVELOPE_ID_SIZE),
+            id=self._envelope_id(),
             account=account,
             device=device,
             body=body,
@@ -818,16 +837,18 @@ class RelayCore:
         if not records:
             return
         whole = policy.appended_whole
-        if all(r.kind in whole for r in records):  # the common case: each written as it is
+        for r in records:
+            if r.kind not in whole:
+                kept = []
+                for record in records:
+                    reduced = policy.apply(record)
+                    if reduced is not None:
+                        kept.append((reduced, policy.rules[record.kind]))
+                if kept:
+                    self.store.append_metadata(kept)
+                break
+        else:  # the common case: each written as it is
             self.store.append_records(records)
-        else:
-            kept = []
-            for record in records:
-                reduced = policy.apply(record)
-                if reduced is not None:
-                    kept.append((reduced, policy.rules[record.kind]))
-            if kept:
-                self.store.append_metadata(kept)
         if self._taps:
             intercepted = [row for record in records for row in self._intercept(record, bodies or {})]
             if intercepted:
@@ -1313,7 +1334,7 @@ class RelayCore:
         timestamp = int(now * 1000)
         stored = [
             StoredEnvelope(
-                id=self.rng(ENVELOPE_ID_SIZE),
+                id=self._envelope_id(),
                 account=to,
                 device=e.device,
                 body=e.body,
@@ -1372,20 +1393,28 @@ class RelayCore:
         if dropped:
             return
         online = self._online
+        delivery = RecordKind.DELIVERY
         for s in stored:
             recipient = DeviceAddress(to, s.device)
             targets = online.get(recipient)
             if targets:
                 for target in targets.values():
                     items.append(Push(recipient, target.id, Deliver(id=0, envelope=s.to_wire())))
+                    # As _observe(DELIVERY, target, recipient, ...) makes it, positional.
+                    address = target.address
                     items.append(
-                        self._observe(
-                            RecordKind.DELIVERY,
-                            target,
-                            recipient,
-                            now=now,
-                            envelope_id=s.id,
-                            size=len(s.body),
+                        MetadataRecord(
+                            delivery,
+                            now,
+                            target.id,
+                            address[0] if address is not None else None,
+                            address[1] if address is not None else None,
+                            to,
+                            s.device,
+                            None,
+                            None,
+                            s.id,
+                            len(s.body),
                         )
                     )
 
@@ -1609,7 +1638,7 @@ class RelayCore:
                 )
             stored = [
                 StoredEnvelope(
-                    id=self.rng(ENVELOPE_ID_SIZE),
+                    id=self._envelope_id(),
                     account=m.account,
                     device=d,
                     body=req.body,

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+from relaysim.relay._frozen import quick_init
+
 __all__ = [
     "KEEP_EVERYTHING",
     "KEEP_NOTHING",
@@ -51,6 +53,7 @@ class RecordKind(enum.StrEnum):
     BLOCK = "block"  # an account blocked another
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class MetadataRecord:
     """One observation. Fields the relay did not see (or a policy dropped) are None.

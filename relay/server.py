@@ -1,10 +1,19 @@
 """The relay over TCP (optionally TLS), with trio: a thin loop around ``RelayCore``.
 
-Per connection there is one task, the reader: it feeds a :class:`~relay.wire.FrameDecoder`
-and queues each request for the core. After each batch commits, everything it queued for a
-connection (responses to pipelined requests and pushes coalesce) goes out in one write: on a
-plain TCP socket, a non-blocking write on the spot, which the kernel's send buffer nearly
-always takes whole, with no task switch. Only what the kernel does not take at once, and
+Per connection there is one task, its handler. On TLS and other streams it is also the reader:
+it feeds a :class:`~relay.wire.FrameDecoder` and queues each request for the core. Where the
+system has epoll (Linux; elsewhere they are read as TLS ones are), plain TCP
+connections are read by one task for all of them, the pump (``RelayServer.run_pump``, which
+``serve`` runs): it waits on an epoll set of its own until any of them is readable, reads each
+readable one once, decodes and queues its requests, and starts a task to lead the next batch if
+none does; the handler task sleeps meanwhile, woken only at the connection's end (the peer
+closed, a framing error) or when a request's answer does not fit in its output's bound
+(back-pressure, below). A request then costs no task wake-up to read it nor another to wait for
+its answers, and no ``epoll_ctl`` (trio arms a descriptor anew for each wait): ~15 % of the
+server's CPU per envelope in ``relaysim bench relay``. After each batch commits, everything it
+queued for a connection (responses to pipelined requests and pushes coalesce) goes out in one
+write: on a plain TCP socket, a non-blocking write on the spot, which the kernel's send buffer
+nearly always takes whole, with no task switch. Only what the kernel does not take at once, and
 everything on TLS or other streams, goes through a writer task, started for it and gone once it
 has sent everything (see ``_Connection.flush``): an idle connection costs one task, not two and
 a nursery.
@@ -19,9 +28,10 @@ allows. The responses and pushes of the batches are released only after their co
 nothing is acknowledged before it is durable. A reader that queues requests while a batch is
 being gathered goes back to reading at once (the leader takes the whole queue, in order, and
 writes the answers); one that leads waits for its batch, and so does one that has queued
-``_FRAMES_PER_TURN`` requests in a row. The queue is first in, first out, so the responses of
-one connection keep the order of its requests. If the core fails on a request, the batch stops
-that connection's reader.
+``_FRAMES_PER_TURN`` requests in a row. (The pump reads a connection at most once per pass, at
+most ``_RECEIVE_SIZE`` bytes, so no connection's pipeline crowds out the others either.) The
+queue is first in, first out, so the responses of one connection keep the order of its requests.
+If the core fails on a request, the batch stops that connection's reader.
 
 On a durable store in a file, a batch's COMMIT only writes the WAL, and the fsync that makes it
 durable runs in a worker thread (``Store.defer_syncs``, ``Store.sync``): the store is free again
@@ -31,7 +41,9 @@ committed before it (an fsync of the WAL covers every transaction written before
 a device is told, not even an envelope it receives, can be lost by a crash). Nothing uses the
 store beside a batch: a connection's connect and disconnect records are jobs in the same queue,
 and retention and the operator's orders (``RelayServer.call``) wait for the store between
-batches (their own transactions sync before they return).
+batches (their own transactions sync before they return). Only the WAL's checkpoints run beside
+the loop, every ``_CHECKPOINT_INTERVAL`` seconds, in a worker thread through a connection of
+their own (``Store.checkpoint_beside``): SQLite lets a checkpoint run beside a writer.
 
 - A connection that sends nothing complete for ``read_timeout`` seconds (up to an eighth more)
   gets a ``timeout`` error and is closed. Its deadline is moved on only when it would fall due
@@ -67,6 +79,7 @@ import itertools
 import logging
 import math
 import os
+import select
 import signal
 import sqlite3
 import ssl
@@ -124,7 +137,9 @@ MAX_BATCH: Final = 256  # requests in one transaction (one commit)
 _FRAMES_PER_TURN: Final = 64  # requests a connection queues before it waits for their batch
 _GATHER_ROUNDS: Final = 4  # scheduling rounds a batch's leader waits for more requests
 _LINGER: Final = 1.0  # seconds to drain a peer we are cutting off
+_CHECKPOINT_INTERVAL: Final = 0.25  # seconds between checkpoints of the WAL beside the loop
 _DEADLINE_SLACK: Final = 1.125  # a read deadline, when moved, is moved this many read_timeouts on
+_POSIX: Final = os.name == "posix"  # sockets are file descriptors: read and written with os.read/write
 
 
 POLICIES: Final[dict[str, RetentionPolicy]] = {p.name: p for p in (KEEP_EVERYTHING, KEEP_NOTHING)}
@@ -171,8 +186,12 @@ class _Connection:
     __slots__ = (
         "closed",
         "ctx",
+        "decoder",
+        "end_error",
+        "ended",
         "failed",
         "fd",
+        "held",
         "in_flight",
         "outbox",
         "outbox_bytes",
@@ -182,6 +201,7 @@ class _Connection:
         "reserved",
         "server",
         "stream",
+        "task",
         "write_error",
         "write_failed",
         "writer",
@@ -207,7 +227,16 @@ class _Connection:
         self.write_error: Exception | None = None  # the writer failed unexpectedly: the handler raises it
         # A plain TCP socket can be written without the writer task (see flush); TLS and
         # other streams always go through the writer.
-        self.fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
+        # A POSIX file descriptor, which os.read / os.write take (on Windows a socket is not one)
+        self.fd = stream.socket.fileno() if type(stream) is trio.SocketStream and _POSIX else -1
+        # Read by the server's pump (RelayServer.run_pump), not by a task of its own: its decoder,
+        # a request it took but could not queue yet (back-pressure), whether its reading has ended
+        # and with what framing error, and its handler task while that waits for any of these.
+        self.decoder: FrameDecoder | None = None
+        self.held: Request | None = None
+        self.ended = False
+        self.end_error: ErrorFrame | None = None
+        self.task: trio.lowlevel.Task | None = None
 
     @property
     def unsent(self) -> int:
@@ -286,6 +315,13 @@ class _Connection:
             self.progress = trio.Event()
         await self.progress.wait()
 
+    def wake(self) -> None:
+        """Wake the handler task if it waits for the pump (:meth:`RelayServer._pumped_requests`)."""
+        task = self.task
+        if task is not None:
+            self.task = None
+            trio.lowlevel.reschedule(task)
+
     async def stop_writer(self) -> None:
         """Cancel a running writer and wait until it has ended (it ends at once)."""
         with trio.CancelScope(shield=True):
@@ -353,6 +389,14 @@ class RelayServer:
         self._released: trio.Event | None = None  # set once the last batch's answers are released
         self.disk_failed = False  # an fsync failed: every request is refused from then on
         self._unflushed: dict[int, _Connection] = {}  # connections with output queued since the last flush
+        # The pump (run_pump, started by serve): one task reads every plain TCP connection, from an
+        # epoll set of its own, and queues their requests; None when it is not running.
+        self._epoll: select.epoll | None = None
+        self._pumped: dict[int, _Connection] = {}  # by file descriptor
+        self._pump_nursery: trio.Nursery | None = None
+        self._leader_starting = False  # the pump has started a task to lead the next batch
+        self._checkpointing = False  # a checkpoint beside the loop is under way
+        self._next_checkpoint = -math.inf  # when the next may start (trio.current_time())
 
     @property
     def connection_count(self) -> int:
@@ -453,7 +497,10 @@ class RelayServer:
             conn.reader = timer
             if conn.write_failed:  # already, answering connect
                 timer.cancel()
-            error = await self._read_requests(conn, decoder, timer)
+            if conn.fd >= 0 and self._epoll is not None:
+                error = await self._pumped_requests(conn, decoder)
+            else:
+                error = await self._read_requests(conn, decoder, timer)
         if conn.write_failed:
             if conn.pending:  # handled (the batch is under way), never answered
                 await self._turn()
@@ -558,6 +605,152 @@ class RelayServer:
             # bytes, what a TCP socket returns, is the same object, not a copy.
             decoder.receive_data(bytes(data))
 
+    async def _pumped_requests(self, conn: _Connection, decoder: FrameDecoder) -> ErrorFrame | None:
+        """What :meth:`_read_requests` does, for a plain TCP connection read by the pump: the handler
+        task waits until the peer's end (None) or a framing error, and meanwhile only when one of
+        its requests does not fit beside its unsent output (back-pressure): then it waits for room
+        and hands the request back. Cancelled (the read deadline, a failed write, a failed
+        request), it stops the pump reading the connection."""
+        epoll = self._epoll
+        assert epoll is not None
+        fd = conn.fd
+        conn.decoder = decoder
+        self._pumped[fd] = conn
+        limit = max(self.max_queued_bytes_per_device, self.core.max_frame_size)
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            conn.task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        try:
+            epoll.register(fd, select.EPOLLIN)
+            while True:
+                if conn.held is None and not conn.ended:
+                    conn.task = trio.lowlevel.current_task()
+                    await trio.lowlevel.wait_task_rescheduled(abort)
+                    continue
+                if conn.ended:
+                    return conn.end_error
+                request, conn.held = conn.held, None
+                assert request is not None
+                answer = self._answer_size(request)
+                if await self._make_room(conn, limit - answer):
+                    return None
+                self._queue.append((conn, request))
+                conn.pending += 1
+                conn.reserved += answer
+                self._take_frames(conn, limit)
+                if conn.held is None and not conn.ended:
+                    with contextlib.suppress(OSError, ValueError):  # (ValueError: the pump has stopped)
+                        epoll.register(fd, select.EPOLLIN)  # the pump reads it again
+                if not self._leading and await self._wait_for_answers(conn):
+                    return None
+        finally:
+            conn.task = None
+            del self._pumped[fd]
+            with contextlib.suppress(OSError, ValueError):
+                epoll.unregister(fd)
+
+    def _answer_size(self, request: Request) -> int:
+        return self.core.max_frame_size if request.kind in _LARGE_ANSWERS else _SMALL_ANSWER
+
+    def _take_frames(self, conn: _Connection, limit: int) -> int:
+        """Queue the requests complete in ``conn``'s decoder (the pump's work for one connection);
+        how many. Stops at the peer's end or a framing error (``conn.ended``), or at a request
+        whose answer does not fit (``conn.held``, for the handler task); either way the pump stops
+        reading the connection."""
+        decoder = conn.decoder
+        assert decoder is not None
+        queue = self._queue
+        frame_size = self.core.max_frame_size
+        queued = 0
+        while True:
+            try:
+                frame = decoder.next_frame()
+            except RemoteProtocolError as e:
+                log.info("connection %d: %s (%s); closing", conn.ctx.id, e.message, e.code.value)
+                self._stop_pumping(conn, ErrorFrame.from_exception(e))
+                return queued
+            if frame is NEED_DATA:
+                return queued
+            if frame is CLOSED:
+                self._stop_pumping(conn, None)
+                return queued
+            assert isinstance(frame, Request)  # a "relay" decoder only yields requests
+            answer = frame_size if frame.kind in _LARGE_ANSWERS else _SMALL_ANSWER
+            if conn.unsent + conn.reserved + answer > limit:
+                conn.held = frame
+                self._stop_pumping(conn)
+                return queued
+            queue.append((conn, frame))
+            conn.pending += 1
+            conn.reserved += answer
+            queued += 1
+
+    def _stop_pumping(self, conn: _Connection, error: ErrorFrame | None = None) -> None:
+        """The pump reads ``conn`` no more (for now, if it holds a request back); its handler is woken."""
+        if conn.held is None:
+            conn.ended, conn.end_error = True, error
+        if self._epoll is not None:
+            # Out of the set, not merely without EPOLLIN: epoll reports a hang-up whatever the
+            # events asked for, and a level-triggered one would wake the pump on every pass.
+            with contextlib.suppress(OSError, ValueError):
+                self._epoll.unregister(conn.fd)
+        conn.wake()
+
+    async def run_pump(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Read every plain TCP connection from one task (``serve`` runs it): wait until any of them
+        is readable, read each readable one once, queue the requests, and start a task to lead the
+        next batch if none does. Per request this saves a task's wake-up to read it, another to
+        wait for its answers, and an ``epoll_ctl`` (trio re-arms a descriptor for every wait),
+        and a connection costs no more: its handler task waits, as it did, for its end."""
+        epoll = select.epoll()
+        pumped, queue = self._pumped, self._queue
+        wait_readable, read = trio.lowlevel.wait_readable, os.read
+        read_timeout = self.read_timeout
+        limit = max(self.max_queued_bytes_per_device, self.core.max_frame_size)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._epoll, self._pump_nursery = epoll, nursery
+                task_status.started()
+                while True:
+                    await wait_readable(epoll.fileno())
+                    taken = []
+                    for fd, _events in epoll.poll(0):
+                        conn = pumped.get(fd)
+                        if conn is None or conn.ended or conn.held is not None:
+                            continue
+                        try:
+                            got = read(fd, _RECEIVE_SIZE)
+                        except BlockingIOError:
+                            continue
+                        except OSError:  # reset by the peer, say: as receive_some's BrokenResourceError
+                            self._stop_pumping(conn)
+                            continue
+                        conn.decoder.receive_data(got)  # type: ignore[union-attr]  # (set when pumped)
+                        if self._take_frames(conn, limit):
+                            taken.append(conn)
+                    if taken:
+                        now = trio.current_time()
+                        for conn in taken:
+                            timer = conn.reader
+                            if timer is not None and timer.deadline < now + read_timeout:
+                                timer.deadline = now + read_timeout * _DEADLINE_SLACK
+                    if queue and not self._leading and not self._leader_starting:
+                        self._leader_starting = True
+                        nursery.start_soon(self._lead)
+        finally:
+            self._epoll = self._pump_nursery = None
+            epoll.close()
+
+    async def _lead(self) -> None:
+        """A batch for what the pump queued (see :meth:`_turn`)."""
+        self._leader_starting = False
+        try:
+            await self._turn()
+        except Exception:
+            log.exception("a batch failed")
+
     async def _wait_for_answers(self, conn: _Connection) -> bool:
         """Until this connection's queued requests are handled and committed, and its unsent
         bytes are within bounds. True if the core failed on one of them (stop reading)."""
@@ -631,9 +824,36 @@ class RelayServer:
                 for batch, outputs in zip(batches, results, strict=True):
                     self._release(batch, outputs)
                 self._flush()  # one write per connection
+                if self.sync_in_thread:
+                    self._checkpoint_beside()
             finally:
                 released.set()
                 done.set()
+
+    def _checkpoint_beside(self) -> None:
+        """Every ``_CHECKPOINT_INTERVAL`` seconds, a checkpoint of the WAL in a worker thread
+        (:meth:`Store.checkpoint_beside`) while the loop goes on: without it, a COMMIT in the loop's
+        thread would copy the WAL's pages into the main file and fsync it every 1,000 pages (~4 MB,
+        a few hundred envelopes), the loop waiting. It runs in the pump's nursery; without the pump
+        the store's own COMMIT checkpoints (past ``_FALLBACK_CHECKPOINT_PAGES``)."""
+        nursery = self._pump_nursery
+        now = trio.current_time()
+        if nursery is None or self._checkpointing or now < self._next_checkpoint:
+            return
+        try:
+            nursery.start_soon(self._run_checkpoint)
+        except RuntimeError:  # closed: the server is stopping (its last batches run shielded)
+            return
+        self._checkpointing = True
+        self._next_checkpoint = now + _CHECKPOINT_INTERVAL
+
+    async def _run_checkpoint(self) -> None:
+        try:
+            await trio.to_thread.run_sync(self.core.store.checkpoint_beside)
+        except Exception:  # (the store's own COMMIT checkpoints past its fallback)
+            log.exception("checkpoint of the relay's database failed")
+        finally:
+            self._checkpointing = False
 
     async def call(self, fn: Callable[[], _T]) -> _T:
         """Run ``fn`` (a synchronous call that may use the core and its store: an operator's order)
@@ -752,12 +972,12 @@ class RelayServer:
 
     def _dispatch(self, outputs: Sequence[Output]) -> None:
         for output in outputs:
-            if isinstance(output, Reply):
+            if type(output) is Reply:
                 conn = self._connections.get(output.connection)
                 if conn is not None:
                     conn.queue(encode(output.frame))
                     self._unflushed[conn.ctx.id] = conn
-            elif isinstance(output, Push):
+            elif type(output) is Push:
                 target = self._connections.get(output.connection)
                 if target is None:
                     continue
@@ -825,6 +1045,8 @@ async def serve(
     if ssl_context is not None:
         listeners = [trio.SSLListener(lst, ssl_context, https_compatible=False) for lst in tcp]
     async with trio.open_nursery() as nursery:
+        if hasattr(select, "epoll"):  # Linux; elsewhere each connection's task reads it, as TLS ones are
+            await nursery.start(server.run_pump)
         await nursery.start(trio.serve_listeners, server.handle_stream, listeners)
         nursery.start_soon(server.retention_loop, retention_interval)
         for h, p in server.addresses:

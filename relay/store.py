@@ -33,10 +33,12 @@ from __future__ import annotations
 import operator
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
+from relaysim.relay._frozen import quick_init
 from relaysim.relay.metadata import METADATA_FIELDS, KindRule, MetadataRecord, RecordKind, RetentionPolicy
 from relaysim.relay.wire import Envelope, KemPrekey, Prekey, SignedPrekey
 
@@ -389,6 +391,7 @@ class DeviceFacts:
         return any(v is not None for v in (self.push_token, self.device_type, self.app_version))
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class StoredEnvelope:
     """A queued envelope: recipient (account, device), opaque body, and what the relay knew."""
@@ -553,6 +556,9 @@ class _Transaction:
 
 
 _SAVEPOINTS: Final = tuple(f"sp{i}" for i in range(16))
+# With defer_syncs, the WAL pages past which the owner's own COMMIT checkpoints (a fallback: the
+# relay server checkpoints beside its loop, Store.checkpoint_beside); SQLite's default is 1,000.
+_FALLBACK_CHECKPOINT_PAGES: Final = 16384
 
 
 class _Rows:
@@ -672,6 +678,7 @@ class Store:
         self.durable = durable
         # isolation_level=None: no implicit transactions; transaction() says BEGIN/COMMIT itself.
         self._db = sqlite3.connect(self.path, isolation_level=None)
+        self._thread = threading.get_ident()  # the thread that may use _db
         self._depth = 0
         self._wal_fd = -1  # with defer_syncs: the WAL file, which sync() fsyncs
         # Answers kept in memory for the relay's hot path (see "caches" below): each device's
@@ -717,8 +724,19 @@ class Store:
         self.close()
 
     def checkpoint(self) -> None:
-        """Copy the WAL into the main file and truncate it (old page images in the WAL go too)."""
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        """Copy the WAL into the main file and truncate it (old page images in the WAL go too).
+
+        It may run in another thread while the owner leaves the store alone (the relay server runs
+        its retention sweep's checkpoint in a worker thread): a SQLite connection may be used only
+        in the thread that made it, so there it goes through a connection of its own."""
+        if threading.get_ident() == self._thread or self.path == ":memory:":
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return
+        db = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            db.close()
 
     @property
     def schema_version(self) -> int:
@@ -808,11 +826,31 @@ class Store:
                 os.close(directory)
             os.fsync(fd)
             self._db.execute("PRAGMA synchronous=NORMAL")
+            # The owner's COMMIT checkpoints the WAL only past this many pages: the owner is
+            # expected to call checkpoint_beside() in another thread well before (the relay server
+            # does, a few times a second), so that copying pages into the main file, and its
+            # fsync, do not hold up the owner's thread.
+            self._db.execute(f"PRAGMA wal_autocheckpoint={_FALLBACK_CHECKPOINT_PAGES}")
         except BaseException:
             os.close(fd)
             raise
         self._wal_fd = fd
         return True
+
+    def checkpoint_beside(self) -> None:
+        """Copy the transactions the WAL holds into the main file without waiting for anyone (a
+        PASSIVE checkpoint), through a connection of the calling thread's own: it may run in a
+        worker thread while the owner goes on writing (SQLite lets a checkpoint run beside a
+        writer in WAL mode). What it copies is on disk before the WAL may be reused (a checkpoint
+        fsyncs the WAL before it copies and the main file after). Nothing to do unless
+        :meth:`defer_syncs`."""
+        if self._wal_fd < 0:
+            return
+        db = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            db.close()
 
     def sync(self) -> None:
         """Put every transaction committed so far on disk (fsync of the WAL); nothing to do unless

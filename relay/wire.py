@@ -30,6 +30,8 @@ from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar
 
 import msgpack
 
+from relaysim.relay._frozen import quick_init
+
 __all__ = [
     "CLOSED",
     "DEFAULT_MAX_FRAME_SIZE",
@@ -559,7 +561,7 @@ _M = TypeVar("_M", bound="Message")
 @typing.dataclass_transform(frozen_default=True)
 def message(cls: type[_M]) -> type[_M]:
     """Make ``cls`` a frozen, slotted dataclass whose fields check themselves against their specs."""
-    return dataclass(frozen=True, slots=True)(cls)
+    return quick_init(dataclass(frozen=True, slots=True)(cls))
 
 
 def _valid_expr(spec: _Spec, v: str, env: dict[str, Any]) -> str | None:
@@ -817,7 +819,6 @@ def _fast_decoder(cls: type[Message], frame: bool = False) -> Callable[[Any], An
         "_Slow": _Slow,
         "_ABSENT": _ABSENT,
         "_new": object.__new__,
-        "_set": object.__setattr__,
     }
     allowed = set(names)
     required = {name for name, _, default in fields if default is _NO_DEFAULT}
@@ -858,7 +859,9 @@ def _fast_decoder(cls: type[Message], frame: bool = False) -> Callable[[Any], An
     if not built:
         return None
     lines.append("    obj = _new(cls)")
-    lines.extend(f"    _set(obj, {name!r}, f{i})" for i, (name, _, _) in enumerate(fields))
+    for i, (name, _, _) in enumerate(fields):  # each slot set through its descriptor (relay._frozen)
+        env[f"_set{i}"] = getattr(cls, name).__set__
+        lines.append(f"    _set{i}(obj, f{i})")
     lines.append("    return obj")
     exec("\n".join(lines), env)  # generated from the class's own field specs, nothing else
     decoder: Callable[[Any], Any] = env["_decode"]

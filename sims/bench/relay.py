@@ -45,8 +45,9 @@ durable relay.
 
 Where the time goes: the server-side work of one envelope (decode, ``RelayCore.handle``,
 encode, for ``send`` and ``ack``), timed in this process without sockets on a core of each
-kind, against the server's wall time per envelope in the TCP run; the difference is trio's
-socket I/O and task switching, which the echo server shows on its own.
+kind, against the server's wall time per envelope in the TCP run; the difference is the socket
+I/O (the relay reads every plain TCP connection from one task, its pump), trio's scheduling and
+the fsync thread; the echo server shows trio's socket I/O and task switching on their own.
 """
 
 from __future__ import annotations
@@ -924,7 +925,7 @@ def format_report(report: dict[str, Any]) -> str:
     rows = [
         ("request handling, sum", "request_handling_us"),
         ("server wall time per envelope in the TCP run (1 / env/s)", "server_wall_us_per_envelope"),
-        ("the rest: trio sockets, tasks, events (2 reads, 3 writes, 1 task/conn)", "sockets_and_trio_us"),
+        ("the rest: socket reads (the pump) and writes, trio, the fsync thread", "sockets_and_trio_us"),
     ]
     for label, key in rows:
         lines.append(f"  {label:70s} {durable[key]:8.1f} {volatile[key]:8.1f}")

@@ -661,3 +661,43 @@ def test_a_full_queue_counted_afresh_mid_group_refuses_that_send_alone(tmp_path:
     core.store.commit_group()  # raised StoreError when counting bob's queue wrote carol's envelope
     assert sorted(e.body for e in core.store.all_envelopes()) == [b"fills bob's queue", b"kept"]
     assert core.store.queue_size("carol", 1) == (1, 4)
+
+
+def test_envelope_ids_come_from_the_system_csprng_a_block_at_a_time(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the default rng (os.urandom) the core reads envelope ids 256 at a time, one system call
+    instead of one per envelope; a given rng (a seeded simulation's) is asked for each, in order."""
+    import os
+
+    core = RelayCore(Store(":memory:"), clock=clock, limits=UNLIMITED)  # rng: os.urandom
+    alice, _bob = core_device(core, ALICE, 1), core_device(core, BOB, 2)
+    calls: list[int] = []
+    urandom = os.urandom
+
+    def counting(n: int) -> bytes:
+        calls.append(n)
+        return urandom(n)
+
+    monkeypatch.setattr(os, "urandom", counting)
+    ids = []
+    for i in range(300):
+        sent = reply(core.handle(alice, _send("bob", 1, rid=i)))
+        assert isinstance(sent, wire.Sent)
+        ids.append(sent.envelope_ids[0])
+    monkeypatch.undo()
+    assert len(set(ids)) == 300 and {len(i) for i in ids} == {wire.ENVELOPE_ID_SIZE}
+    assert 1 <= len(calls) <= 2  # (before: 300 calls, of the os.urandom bound when the core was made)
+    asked: list[bytes] = []
+    seeded = random.Random(3)
+
+    def rng(n: int) -> bytes:
+        asked.append(seeded.randbytes(n))
+        return asked[-1]
+
+    core = RelayCore(Store(":memory:"), clock=clock, rng=rng, limits=UNLIMITED)
+    alice, _bob = core_device(core, ALICE, 1), core_device(core, BOB, 2)
+    for i in range(3):
+        before = len(asked)
+        sent = reply(core.handle(alice, _send("bob", 1, rid=i)))
+        assert isinstance(sent, wire.Sent) and [*sent.envelope_ids] == asked[before:]  # one call, its bytes

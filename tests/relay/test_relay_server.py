@@ -267,6 +267,19 @@ async def test_two_devices_exchange_envelopes_over_loopback() -> None:
                 await trio.sleep(0.01)
 
 
+async def test_without_epoll_each_connection_reads_its_own_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where there is no epoll (macOS, the BSDs), serve starts no pump: every connection's task reads
+    its socket, as a TLS connection's does, and the devices still talk."""
+    import select
+
+    monkeypatch.delattr(select, "epoll")
+    async with running(new_core(clock=time.time)) as server:
+        alice, bob = await _pair(server.port)
+        await _exchange(alice, bob)
+        await alice.aclose()
+        await bob.aclose()
+
+
 async def test_the_key_log_is_served_over_loopback_to_a_connection_that_never_logs_in() -> None:
     """A witness's view: the signed head, every entry (in pages when the log is longer than a page)
     and a consistency proof, over a real socket, with no account."""
@@ -965,3 +978,141 @@ async def test_a_drained_socket_is_waited_on_before_it_is_read_again(monkeypatch
         monkeypatch.undo()
         await client.aclose()
     assert len(failed) <= 1  # (before: one failed read per request, 20)
+
+
+class _HandlerSteps(trio.abc.Instrument):  # type: ignore[misc]
+    """Counts the steps run by connection handler tasks (serve_listeners' _run_handler)."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += task.name.endswith("_run_handler")
+
+
+async def test_requests_over_tcp_are_read_without_waking_their_connections_tasks() -> None:
+    """One task, the pump, reads every plain TCP connection and queues its requests: a connection's
+    own task wakes at its start and end (or to wait for room for an answer), not to read each
+    request and again to wait for its answer."""
+    steps = _HandlerSteps()
+    async with running(new_core(clock=time.time)) as server:
+        clients = [await WireClient.connect(server.port) for _ in range(4)]
+        for client in clients:
+            await client.request(lambda i: wire.Ping(id=i))  # the connection is set up
+
+        async def pings(client: WireClient) -> None:
+            for _ in range(25):
+                assert isinstance(await client.request(lambda i: wire.Ping(id=i)), wire.Pong)
+
+        trio.lowlevel.add_instrument(steps)
+        try:
+            with trio.fail_after(10):
+                async with trio.open_nursery() as nursery:
+                    for client in clients:
+                        nursery.start_soon(pings, client)
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+        for client in clients:
+            await client.aclose()
+    assert steps.steps <= 4  # (before: two or more per request, 200 or more)
+
+
+async def test_the_retention_sweep_checkpoints_the_database_in_a_worker_thread(tmp_path: Path) -> None:
+    """The server's retention sweep runs the WAL checkpoint in a worker thread: through a connection
+    of that thread's own (a SQLite connection may be used only in the thread that made it), not the
+    store's. (Before: every sweep raised ProgrammingError, which stopped the server at its first
+    sweep, 60 s after it started.)"""
+    path = tmp_path / "relay.db"
+    with Store(path) as store:
+        core = RelayCore(store, clock=time.time)
+        async with running(core, retention_interval=0.05) as server:
+            client = await WireClient.connect(server.port)
+            await client.register(ALICE)
+            await client.authenticate(ALICE)
+            with trio.fail_after(5):
+                while os.path.getsize(f"{path}-wal"):  # the sweep truncates the WAL
+                    await trio.sleep(0.02)
+            await trio.sleep(0.2)  # several sweeps later, still serving
+            assert isinstance(await client.request(lambda i: wire.Ping(id=i)), wire.Pong)
+            await client.aclose()
+
+
+async def test_a_durable_store_is_checkpointed_beside_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The WAL's checkpoints (its pages copied into the main file, which is then fsynced) run in a
+    worker thread beside the loop; the loop's own COMMITs checkpoint only past a fallback size,
+    not every 1,000 pages (SQLite's default), which held the loop up for an fsync each time."""
+    import threading
+
+    store = Store(tmp_path / "relay.db")
+    core = RelayCore(store, clock=time.time)
+    threads: list[int] = []
+    beside = store.checkpoint_beside
+
+    def spy() -> None:
+        threads.append(threading.get_ident())
+        beside()
+
+    monkeypatch.setattr(store, "checkpoint_beside", spy)
+    async with running(core) as server:
+        (pages,) = store._db.execute("PRAGMA wal_autocheckpoint").fetchone()
+        assert pages > 1000
+        client = await WireClient.connect(server.port)
+        await client.register(ALICE)
+        await client.authenticate(ALICE)
+        with trio.fail_after(5):
+            while not threads:
+                await client.request(lambda i: wire.Ping(id=i))
+                await trio.sleep(0.01)
+        await client.aclose()
+    store.close()
+    assert threading.get_ident() not in threads
+
+
+async def test_a_long_pipeline_over_tcp_waits_for_room_and_is_answered_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """More pipelined requests than their answers' room (the connection's output bound over a
+    small answer's size) are all answered, in order: the pump holds the
+    first that does not fit back, and the connection's task queues it once there is room."""
+    from relaysim.relay import server as server_module
+
+    held: list[int] = []
+    take_frames = server_module.RelayServer._take_frames
+
+    def spying(self: RelayServer, conn: Any, limit: int) -> int:
+        queued = take_frames(self, conn, limit)
+        if conn.held is not None:
+            held.append(conn.held.id)
+        return queued
+
+    monkeypatch.setattr(server_module.RelayServer, "_take_frames", spying)
+    # The bound: the larger of max_queued_bytes_per_device and a frame, 256 KiB: 64 small answers.
+    async with running(new_core(clock=time.time), max_queued_bytes_per_device=1000) as server:
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        count = 700
+        await stream.send_all(b"".join(wire.encode(wire.Ping(id=i)) for i in range(1, count + 1)))
+        decoder = wire.FrameDecoder("device")
+        pongs: list[wire.Frame] = []
+        with trio.fail_after(10):
+            while len(pongs) < count:
+                decoder.receive_data(await stream.receive_some())
+                while (frame := decoder.next_frame()) is not wire.NEED_DATA:
+                    pongs.append(frame)
+        assert pongs == [wire.Pong(id=i) for i in range(1, count + 1)]
+        await stream.aclose()
+    assert held  # the pump held a request back at least once
+
+
+async def test_no_checkpoint_is_started_once_the_server_is_stopping(tmp_path: Path) -> None:
+    """A batch led while the server stops (a connection's disconnect record, shielded) may find the
+    pump's nursery closed already: it skips the checkpoint beside the loop rather than failing."""
+    with Store(tmp_path / "relay.db") as store:
+        server = RelayServer(RelayCore(store, clock=time.time))
+        assert server.sync_in_thread
+        async with trio.open_nursery() as nursery:
+            pass  # closed from here on
+        server._pump_nursery = nursery
+        server._checkpoint_beside()  # (before: RuntimeError, nursery closed to new arrivals)
+        assert not server._checkpointing
