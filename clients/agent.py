@@ -876,11 +876,14 @@ class DeviceAgent:
                 envelopes=envelopes,
             )
         else:
+            encrypt, to = self.device.encrypt, out.to
             envelopes = tuple(
-                wire.OutgoingEnvelope(device=d, body=self.device.encrypt(PeerAddress(out.to, d), plaintext))
-                for d in devices
+                [
+                    wire.OutgoingEnvelope(device=d, body=encrypt(PeerAddress(to, d), plaintext))
+                    for d in devices
+                ]
             )
-            self._request(wire.Send, context=out, to=out.to, envelopes=envelopes)
+            self._request(wire.Send, context=out, to=to, envelopes=envelopes)
 
     # --- sealed conversations: ephemeral mailboxes (Martiny et al., NDSS 2021) -------------------
 
@@ -1290,10 +1293,13 @@ class DeviceAgent:
         """Process one frame from the relay. Returns events (with any from earlier calls that failed);
         follow-up requests go to the outbox."""
         self._handle(frame)
-        due = self.retry_due()
-        if due is not None and due <= self.clock():
-            self.tick()
-        self._events.extend(self.device.identities.take_changes())
+        if self._group_backlog:  # (retry_due is None without one)
+            due = self.retry_due()
+            if due is not None and due <= self.clock():
+                self.tick()
+        changes = self.device.identities.take_changes()
+        if changes:
+            self._events.extend(changes)
         events, self._events = self._events, []
         return events
 

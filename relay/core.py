@@ -244,10 +244,12 @@ _CONTENT_KINDS: Final = frozenset({RecordKind.SEND, RecordKind.SEALED_SEND})
 
 
 # Requests whose handlers refuse only before their first write to the store, and whose writes (the
-# envelopes queued, the metadata records) wait in memory until the transaction commits (tests hold
-# them to it): each runs without a savepoint of its own (Store.without_savepoint). Should one fail
-# after writing to the file after all, the whole group transaction is rolled back.
-_REFUSED_BEFORE_WRITING: Final = frozenset({Send, SealedSend})
+# envelopes queued, the metadata records; an ack's envelopes still waiting are taken back there)
+# wait in memory until the transaction commits, or are undone in memory (tests hold them to it):
+# each runs without a savepoint of its own (Store.without_savepoint). Should one fail after writing
+# to the file after all (an ack of envelopes already in the file), the whole group transaction is
+# rolled back.
+_REFUSED_BEFORE_WRITING: Final = frozenset({Send, SealedSend, Ack})
 
 _ABSENT_U: Final = (9).to_bytes(32, "little")  # the X25519 base point: stands in for an absent key
 

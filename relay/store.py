@@ -36,7 +36,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from relaysim.relay._frozen import quick_init
 from relaysim.relay.metadata import METADATA_FIELDS, KindRule, MetadataRecord, RecordKind, RetentionPolicy
@@ -483,7 +483,7 @@ class _Transaction:
         self._savepoint = savepoint
         self._name = ""
         self._mark = 0
-        self._rows = (0, 0, 0, 0)
+        self._rows = (0, 0, 0, 0, 0)
         self._changes = -1  # nested without a savepoint: the file's total_changes at the start
 
     def __enter__(self) -> None:
@@ -497,7 +497,7 @@ class _Transaction:
                 self._changes = store._db.total_changes
             self._mark = len(store._journal)
             m, e = store._metadata_rows, store._envelope_rows
-            self._rows = (len(m.rows), m.written, len(e.rows), e.written)
+            self._rows = (len(m.rows), m.written, len(e.rows), e.written, len(e.taken))
         else:
             store._db.execute("BEGIN")
         store._depth = depth + 1
@@ -508,7 +508,7 @@ class _Transaction:
         db = store._db
         if self._changes >= 0:
             if kind is not None:
-                m, m_written, e, e_written = self._rows
+                m, m_written, e, e_written, e_taken = self._rows
                 if (
                     db.total_changes != self._changes
                     or store._metadata_rows.written > m_written
@@ -519,8 +519,8 @@ class _Transaction:
                     store._broken = True
                     return
                 store._forget_since(self._mark)
-                store._metadata_rows.rollback_to(m, m_written)
-                store._envelope_rows.rollback_to(e, e_written)
+                store._metadata_rows.rollback_to(m, m_written, 0)
+                store._envelope_rows.rollback_to(e, e_written, e_taken)
             return
         if self._name:
             if kind is not None:
@@ -529,9 +529,9 @@ class _Transaction:
                 store._forget_since(self._mark)
                 # The file is back where it was: rows written since are not there any more
                 # (they wait again), and the ones made since are dropped.
-                m, m_written, e, e_written = self._rows
-                store._metadata_rows.rollback_to(m, m_written)
-                store._envelope_rows.rollback_to(e, e_written)
+                m, m_written, e, e_written, e_taken = self._rows
+                store._metadata_rows.rollback_to(m, m_written, 0)
+                store._envelope_rows.rollback_to(e, e_written, e_taken)
             else:
                 db.execute(f"RELEASE {self._name}")
             return
@@ -565,33 +565,105 @@ class _Rows:
     """Rows for one table made inside a transaction, inserted in order (one executemany) when it
     commits or something reads the table. ``written`` of them are in the file already (a read
     made them so): while a savepoint is open they are kept, for its rollback may take them back
-    (:meth:`rollback_to`); with none open they are forgotten once written."""
+    (:meth:`rollback_to`); with none open they are forgotten once written.
 
-    __slots__ = ("rows", "sql", "written")
+    ``keyed`` (the envelope queue): a row still waiting can be taken back by its first column, the
+    envelope id (:meth:`take`: an envelope acknowledged before its transaction commits is never
+    written, instead of written and deleted); its place holds None, and ``taken`` lists what was
+    taken, in order, so that a rollback puts it back."""
 
-    def __init__(self, sql: str) -> None:
+    __slots__ = ("index", "rows", "sql", "taken", "written")
+
+    def __init__(self, sql: str, *, keyed: bool = False) -> None:
         self.sql = sql
-        self.rows: list[tuple[object, ...]] = []
+        self.rows: list[tuple[Any, ...] | None] = []
         self.written = 0
+        # keyed: first column -> place in rows, for the rows not in the file yet
+        self.index: dict[object, int] | None = {} if keyed else None
+        self.taken: list[tuple[int, tuple[Any, ...]]] = []
+
+    def add(self, rows: list[tuple[Any, ...]]) -> None:
+        mine = self.rows
+        index = self.index
+        if index is not None:
+            at = len(mine)
+            for row in rows:
+                index[row[0]] = at
+                at += 1
+        mine.extend(rows)
+
+    def take(self, key: object, account: str, device: int) -> tuple[Any, ...] | None:
+        """Take back the waiting row ``key`` queued for ``account``'s ``device``. Returns it; an empty
+        tuple if it waits for another device (so it is not in the file either); None if it does not
+        wait."""
+        index = self.index
+        if index is None:
+            return None
+        at = index.get(key)
+        if at is None:
+            return None
+        row = self.rows[at]
+        if row is None:
+            return None
+        if row[1] != account or row[2] != device:
+            return ()
+        del index[key]
+        self.rows[at] = None
+        self.taken.append((at, row))
+        return row
+
+    def waiting(self) -> list[tuple[Any, ...]]:
+        """The rows not in the file yet, in order."""
+        rows = self.rows[self.written :]
+        return [r for r in rows if r is not None] if self.taken else cast("list[tuple[Any, ...]]", rows)
 
     def write(self, db: sqlite3.Connection, depth: int) -> None:
         rows, written = self.rows, self.written
         if written < len(rows):
-            db.executemany(self.sql, rows[written:] if written else rows)
+            pending = self.waiting() if self.taken or written else cast("list[tuple[Any, ...]]", rows)
+            if pending:
+                db.executemany(self.sql, pending)
+        if self.index:
+            self.index.clear()  # in the file now: a delete deletes them there
         if depth <= 1:  # no savepoint open that could take them back
             rows.clear()
+            self.taken.clear()
             self.written = 0
         else:
             self.written = len(rows)
 
-    def rollback_to(self, length: int, written: int) -> None:
-        """A savepoint opened when there were ``length`` rows, ``written`` of them in the file, was
-        rolled back: the rows made since are dropped, the ones written since wait again."""
-        del self.rows[length:]
+    def rollback_to(self, length: int, written: int, taken: int) -> None:
+        """A savepoint opened when there were ``length`` rows, ``written`` of them in the file, and
+        ``taken`` taken back, was rolled back: the rows taken since are back, the ones made since are
+        dropped, the ones written since wait again."""
+        rows = self.rows
+        restored = self.taken[taken:]
+        for at, row in reversed(restored):
+            rows[at] = row
+        del self.taken[taken:]
+        dropped = rows[length:]
+        del rows[length:]
+        moved = written < self.written
         self.written = min(self.written, written)
+        index = self.index
+        if index is None:
+            return
+        if restored or moved:
+            index.clear()
+            for at in range(self.written, len(rows)):
+                row = rows[at]
+                if row is not None:
+                    index[row[0]] = at
+        else:
+            for row in dropped:
+                if row is not None:
+                    index.pop(row[0], None)
 
     def drop(self) -> None:
         self.rows.clear()
+        self.taken.clear()
+        if self.index is not None:
+            self.index.clear()
         self.written = 0
 
 
@@ -622,7 +694,7 @@ class Store:
         # request at a time, each between the other table's writes. A savepoint's rollback takes
         # back what it made and wrote (_Rows).
         self._metadata_rows = _Rows(_METADATA_INSERT)
-        self._envelope_rows = _Rows(_ENQUEUE)
+        self._envelope_rows = _Rows(_ENQUEUE, keyed=True)
         # Set when a part without a savepoint (without_savepoint()) failed after it had written
         # to the file: the transaction can then only be rolled back whole.
         self._broken = False
@@ -1002,7 +1074,7 @@ class Store:
         """Queue envelopes, in order. Inside a transaction they are written when it commits (or
         something reads the queue); outside, at once."""
         envelopes = list(envelopes)
-        self._envelope_rows.rows.extend(
+        self._envelope_rows.add(
             [
                 (
                     e.id,
@@ -1045,11 +1117,10 @@ class Store:
             # The envelopes still waiting to be written are counted where they wait, not written
             # first: a send asks this before it may refuse, and a send that refused after writing
             # to the file would take its whole group with it (Store.without_savepoint).
-            pending = self._envelope_rows
-            for row in pending.rows[pending.written :]:
+            for row in self._envelope_rows.waiting():
                 if row[1] == account and row[2] == device:
                     count += 1
-                    size += len(row[3])  # type: ignore[arg-type]
+                    size += len(row[3])
             known = (int(count), int(size))
             if len(self._queue_sizes) >= self._CACHE_ENTRIES:
                 self._queue_sizes.clear()
@@ -1083,29 +1154,43 @@ class Store:
         return out, False
 
     def delete_envelopes(self, account: str, device: int, ids: Iterable[bytes]) -> int:
-        """Delete the given ids from this device's queue only; returns how many were there."""
-        self._write_pending_envelopes()
+        """Delete the given ids from this device's queue only; returns how many were there.
+
+        An envelope queued in the transaction under way and not written yet is taken back from the
+        rows waiting (it never reaches the file); the others are deleted from the file."""
+        pending = self._envelope_rows
+        deleted = 0
+        size = 0
+        rest = []
+        for i in dict.fromkeys(ids):  # each once (a second DELETE of one id finds nothing)
+            row = pending.take(i, account, device)
+            if row is None:
+                rest.append(i)
+            elif row:
+                deleted += 1
+                size -= len(row[3])
         key = (account, device)
         known = self._queue_sizes.get(key)
-        if known is None:
-            cursor = self._db.executemany(
-                "DELETE FROM envelopes WHERE account = ? AND device = ? AND id = ?",
-                [(account, device, i) for i in ids],
-            )
-            return cursor.rowcount
-        count, size = known
-        deleted = 0
-        execute = self._db.execute
-        for i in ids:
-            row = execute(
-                "DELETE FROM envelopes WHERE account = ? AND device = ? AND id = ? RETURNING length(body)",
-                (account, device, i),
-            ).fetchone()
-            if row is not None:
-                deleted += 1
-                size -= row[0]
-        self._queue_sizes[key] = (count - deleted, size)
-        self._touched(self._queue_sizes, key)
+        if rest:
+            self._write_pending_envelopes()
+            if known is None:
+                cursor = self._db.executemany(
+                    "DELETE FROM envelopes WHERE account = ? AND device = ? AND id = ?",
+                    [(account, device, i) for i in rest],
+                )
+                return deleted + cursor.rowcount
+            execute = self._db.execute
+            for i in rest:
+                found = execute(
+                    "DELETE FROM envelopes WHERE account = ? AND device = ? AND id = ? RETURNING length(body)",
+                    (account, device, i),
+                ).fetchone()
+                if found is not None:
+                    deleted += 1
+                    size -= found[0]
+        if known is not None and deleted:
+            self._queue_sizes[key] = (known[0] - deleted, known[1] + size)
+            self._touched(self._queue_sizes, key)
         return deleted
 
     def queue_length(self, account: str, device: int) -> int:
@@ -1207,7 +1292,7 @@ class Store:
         """Append records whole, in order: what :meth:`append_metadata` does with rules that keep
         every field of every record (``RetentionPolicy.appended_whole``), without a rule to ask.
         Inside a transaction they are written when it commits (or something reads the metadata)."""
-        self._metadata_rows.rows.extend([(r.kind.value, *_metadata_values(r)) for r in records])
+        self._metadata_rows.add([(r.kind.value, *_metadata_values(r)) for r in records])
         if not self._depth:
             self._write_pending_records()
 

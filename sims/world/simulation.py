@@ -356,6 +356,7 @@ class Simulation:
         self.mismatched = 0
         self._next_conn = 1
         self.defences = scenario.defences
+        self._mailboxes = self.defences.mailboxes == "ephemeral"  # (fixed for the run: _app_send asks first)
         self.control: dict[str, int] = {
             "receipts_sent": 0,
             "receipts_received": 0,
@@ -734,12 +735,16 @@ class Simulation:
     # --- frames -------------------------------------------------------------------------------
 
     def _flush(self, d: SimDevice) -> None:
-        for frame in d.agent.take_outbox():
-            self._to_relay(d, frame)
-        due = d.agent.retry_due()
-        if due is not None:
-            due -= self.epoch  # the agent's clock is the relay's (Unix seconds); the heap's is from 0
-        if due is not None and due < self._tick_at.get(d.name, math.inf):
+        agent = d.agent
+        outbox = agent.take_outbox()
+        if outbox:
+            for frame in outbox:
+                self._to_relay(d, frame)
+        due = agent.retry_due()
+        if due is None:
+            return
+        due -= self.epoch  # the agent's clock is the relay's (Unix seconds); the heap's is from 0
+        if due < self._tick_at.get(d.name, math.inf):
             # the agent's retry receipts (clients.agent): wake it when the next one is due
             self._tick_at[d.name] = due
             self.sched.at(max(due, self.sched.now), self._tick, d, due)
@@ -853,10 +858,16 @@ class Simulation:
         self, outputs: list[Reply | Push | MetadataRecord], owner: SimDevice | None = None
     ) -> None:
         links = self.links
+        counts = self.record_counts
+        plain = self.relay_view is None and not self.transcribing  # only counted (_count_record)
         for o in outputs:
             # relay.core's own classes (relay.core.Output), never subclassed: no isinstance chain
             if type(o) is MetadataRecord:
-                self._count_record(o)
+                if plain:
+                    kind = o.kind
+                    counts[kind] = counts.get(kind, 0) + 1
+                else:
+                    self._count_record(o)
                 continue
             if type(o) is Reply:
                 link = links.get(o.connection)
@@ -1312,7 +1323,7 @@ class Simulation:
         if not (d.online and d.agent.authenticated):
             d.pending_app.append(m)  # the app keeps it until the phone is back online
             return
-        if m.id not in self._group_sends and self._wait_for_mailbox(d, m):
+        if self._mailboxes and m.id not in self._group_sends and self._wait_for_mailbox(d, m):
             return
         state.sent_at = self.sched.now
         group = self._group_sends.get(m.id)

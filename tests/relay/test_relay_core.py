@@ -610,6 +610,30 @@ def test_send_and_sealed_send_refusals_leave_the_group_they_are_in_whole(tmp_pat
     assert [e.body for e in core.store.all_envelopes()] == [b"kept"]
 
 
+def test_an_ack_runs_without_a_savepoint_and_its_refusal_leaves_the_group_whole(tmp_path: Path) -> None:
+    core = RelayCore(Store(tmp_path / "relay.db"), clock=Clock(), rng=random.Random(4).randbytes)
+    alice, bob = core_device(core, DeviceKeys.make("alice"), 1), core_device(core, DeviceKeys.make("bob"), 2)
+    stranger = ConnectionContext(3, ("192.0.2.9", 1))
+    statements: list[str] = []
+    core.store._db.set_trace_callback(statements.append)
+    core.store.begin_group()
+    first, second = (reply(core.handle(alice, _send("bob", 1, body=b))) for b in (b"one", b"two"))
+    assert isinstance(first, wire.Sent) and isinstance(second, wire.Sent)
+    ids = first.envelope_ids + second.envelope_ids
+    assert_error(reply(core.handle(stranger, wire.Ack(id=6, envelope_ids=ids))), E.NOT_AUTHENTICATED)
+    acked = reply(core.handle(bob, wire.Ack(id=7, envelope_ids=first.envelope_ids)))
+    assert isinstance(acked, wire.Acked) and acked.count == 1
+    core.store.commit_group()
+    assert not [s for s in statements if "SAVEPOINT" in s or "RELEASE" in s]
+    assert [e.body for e in core.store.all_envelopes()] == [b"two"]  # the acked one never written
+    assert [r.kind for r in core.store.metadata()][-1] == RecordKind.ACKNOWLEDGEMENT
+    # acked from the file, in a group of its own
+    core.store.begin_group()
+    acked = reply(core.handle(bob, wire.Ack(id=8, envelope_ids=second.envelope_ids)))
+    core.store.commit_group()
+    assert isinstance(acked, wire.Acked) and acked.count == 1 and core.store.all_envelopes() == []
+
+
 def _sealed(to: str, token: bytes) -> wire.SealedSend:
     return wire.SealedSend(id=5, to=to, delivery_token=token, envelopes=(wire.OutgoingEnvelope(1, b"x"),))
 

@@ -535,3 +535,68 @@ def test_a_part_without_a_savepoint_that_fails_after_writing_rolls_the_whole_gro
     store.close()
     with Store(tmp_path / "relay.db") as again:
         assert again.account_exists("next") and not again.account_exists("before")
+
+
+# --- an envelope acknowledged before its transaction commits --------------------------------------
+
+
+def _file_envelopes(path: Path) -> list[int]:
+    with sqlite3.connect(path) as other:
+        return [r[0][-1] for r in other.execute("SELECT id FROM envelopes ORDER BY seq")]
+
+
+def test_an_envelope_acknowledged_while_waiting_is_never_written(tmp_path: Path) -> None:
+    store = Store(tmp_path / "relay.db")
+    statements = _statements(store)
+    store.begin_group()
+    with store.without_savepoint():
+        store.enqueue([_envelope(1, body=bytes(3)), _envelope(2, body=bytes(5))])
+    assert store.queue_size("bob", 1) == (2, 8)
+    with store.transaction():
+        # only the recipient device's own envelope is taken back; another device's id is not found
+        assert store.delete_envelopes("bob", 2, [_envelope(1).id]) == 0
+        assert store.delete_envelopes("bob", 1, [_envelope(1).id, _envelope(1).id]) == 1
+    assert store.queue_size("bob", 1) == (1, 5)
+    assert not [s for s in statements if "INTO envelopes" in s or "DELETE" in s]
+    store.commit_group()
+    assert _file_envelopes(tmp_path / "relay.db") == [2]
+    assert store.queue_size("bob", 1) == _true_queue_size(store, "bob", 1) == (1, 5)
+    # a mix: one in the file, one waiting
+    with store.transaction():
+        store.enqueue([_envelope(3)])
+        assert store.delete_envelopes("bob", 1, [_envelope(2).id, _envelope(3).id]) == 2
+    assert _file_envelopes(tmp_path / "relay.db") == [] and store.queue_size("bob", 1) == (0, 0)
+    store.close()
+
+
+@pytest.mark.parametrize("part", ["savepoint", "without_savepoint"])
+@pytest.mark.parametrize("read_after", [False, True])
+def test_a_rolled_back_acknowledgement_puts_the_waiting_envelope_back(
+    tmp_path: Path, part: str, read_after: bool
+) -> None:
+    store = Store(tmp_path / "relay.db")
+    store.begin_group()
+    store.enqueue([_envelope(1), _envelope(2, body=bytes(4))])
+    assert store.queue_size("bob", 1) == (2, 5)
+    with pytest.raises(RuntimeError), getattr(store, "transaction" if part == "savepoint" else part)():
+        assert store.delete_envelopes("bob", 1, [_envelope(2).id]) == 1
+        store.enqueue([_envelope(3)])
+        if read_after:  # a read writes what waits (the taken one is not among it)
+            assert store.queue_length("bob", 1) == 2
+        raise RuntimeError("refused")
+    if part == "without_savepoint" and read_after:
+        with pytest.raises(StoreError, match="rolled back"):  # it wrote, then failed: all of it goes
+            store.commit_group()
+        assert _file_envelopes(tmp_path / "relay.db") == []
+        store.close()
+        return
+    assert store.queue_size("bob", 1) == (2, 5)
+    with store.transaction():  # taken back again, then the commit writes only envelope 1
+        assert store.delete_envelopes("bob", 1, [_envelope(2).id]) == 1
+    with pytest.raises(RuntimeError), store.transaction():
+        assert store.delete_envelopes("bob", 1, [_envelope(1).id]) == 1
+        raise RuntimeError("refused")
+    store.commit_group()
+    assert _file_envelopes(tmp_path / "relay.db") == [1]
+    assert store.queue_size("bob", 1) == _true_queue_size(store, "bob", 1) == (1, 1)
+    store.close()
