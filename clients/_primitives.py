@@ -153,9 +153,10 @@ class X25519Pair:
 
     X25519 (RFC 7748) runs on libsodium (PyNaCl): the public key is X25519(k, 9) by its fixed-base
     multiplication, about half the time of OpenSSL's key import (which computes the public key as it
-    parses the private one), and a DH is one call on the bytes, as fast as OpenSSL's exchange on
-    parsed keys — so a pair keeps no parsed key object (OpenSSL's is ~0.5 KiB, and a phone keeps a
-    pair per session and a batch of one-time prekeys). The outputs are RFC 7748's, byte for byte the
+    parses the private one), and a DH is one call on the bytes, within a few per cent of OpenSSL's
+    exchange on parsed keys (41.7 against 39.4 µs, quiet, docs/performance.md) — so a pair keeps no
+    parsed key object (OpenSSL's is ~0.4 KiB, and a phone keeps a pair per session and a batch of
+    one-time prekeys). The outputs are RFC 7748's, byte for byte the
     same as OpenSSL's, clamping and the masked top bit of u included; an all-zero shared secret (a
     small-order peer key) is refused, as OpenSSL refuses it (tests/clients/test_spec_vectors.py).
     """
