@@ -34,7 +34,11 @@ plaintext it decrypted.
   how many X25519 generations and exchanges, XEdDSA verifications, ML-KEM operations and KDF
   calls (X3DH's KDF, KDF_RK, KDF_CK, and the two messages' ENCRYPT and DECRYPT) it makes
   (counted in one untimed run) times what each costs. That sum, slice by slice, is the
-  protocol's own floor for a set-up, the row the set-up targets are judged against.
+  protocol's own floor for a set-up, the row the set-up targets are judged against. After the
+  repeats, one more pass of 4 × --setups set-ups (not judged) times every step where it runs
+  (the "in situ" column), which splits what the floor leaves out in two: the steps costing more
+  inside a set-up than in a loop of their own (the caches and branch predictors they find there
+  are the rest of the set-up's), and the time outside every step (the Python around them).
 
 Targets (docs/performance.md) are ratios, so they are judged on the ratio of
 the medians measured side by side in this run (the median of the per-slice ratios is shown too):
@@ -683,27 +687,43 @@ SETUP_FLOORS: Final = {"setup_x3dh": ("floor_setup_x3dh", False), "setup_pqxdh":
 
 
 class _Counting:
-    """Counts calls of the setup's expensive steps while one untimed setup runs, then restores them.
+    """Counts calls of the setup's expensive steps while untimed setups run, then restores them.
 
     It wraps the module attributes the clients call through (``spec.generate_dh``,
     ``spec.xeddsa_verify``, ``_p.mlkem_*``, ``X25519Pair.dh``); a call that bypasses them is not
-    counted and lands in the "everything else" row.
+    counted and lands in the "everything else" row. Given a ``clock``, each call is also timed where
+    it runs (``ns``: nanoseconds per step, summed over the calls).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], int] | None = None) -> None:
         self.counts = dict.fromkeys((key for key, _label in SETUP_ROWS), 0)
+        self.ns = dict.fromkeys(self.counts, 0)
+        self.clock = clock
         self._saved: list[tuple[object, str, Any]] = []
+
+    def wrapper(self, original: Callable[..., Any], key: str) -> Callable[..., Any]:
+        counts, ns, clock = self.counts, self.ns, self.clock
+        if clock is None:
+
+            def counted(*args: Any, **kwargs: Any) -> Any:
+                counts[key] += 1
+                return original(*args, **kwargs)
+
+            return counted
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            counts[key] += 1
+            start = clock()
+            out = original(*args, **kwargs)
+            ns[key] += clock() - start
+            return out
+
+        return timed
 
     def _wrap(self, owner: object, name: str, key: str) -> None:
         original = getattr(owner, name)
-        counts = self.counts
-
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            counts[key] += 1
-            return original(*args, **kwargs)
-
         self._saved.append((owner, name, original))
-        setattr(owner, name, counted)
+        setattr(owner, name, self.wrapper(original, key))
 
     def __enter__(self) -> dict[str, int]:
         self._wrap(spec, "generate_dh", "generate_dh")
@@ -721,6 +741,7 @@ class _Counting:
     def __exit__(self, *exc: object) -> None:
         for owner, name, original in reversed(self._saved):
             setattr(owner, name, original)
+        self._saved.clear()
 
 
 def setup_floor_samples(samples: dict[str, list[float]], counts: dict[str, int]) -> list[float] | None:
@@ -740,6 +761,67 @@ def count_setup_steps(pq: bool) -> dict[str, int]:
     with _Counting() as counts:
         setup.run(1)
     return dict(counts)
+
+
+def _timer_overheads(clock: Callable[[], int], calls: int = 20_000) -> tuple[float, float]:
+    """What ``_Counting``'s timing wrapper adds, in ns per call, measured around a step that does
+    nothing: (inside the bracket, which inflates the step's own time; the whole wrapper, which
+    inflates the set-up's)."""
+    meter = _Counting(clock)
+
+    def nothing(*_args: Any) -> None:
+        return None
+
+    wrapped = meter.wrapper(nothing, "kdf_ck")
+    start = clock()
+    for _ in range(calls):
+        nothing()
+    bare = clock() - start
+    start = clock()
+    for _ in range(calls):
+        wrapped()
+    whole = clock() - start - bare
+    return meter.ns["kdf_ck"] / calls, max(whole, 0) / calls
+
+
+def time_setup_in_situ(
+    pq: bool, setups: int = 200, clock: Callable[[], int] = time.perf_counter_ns
+) -> dict[str, Any]:
+    """One more pass of ``setups`` set-ups, after the timed repeats and not part of the targets,
+    with every counted step timed where it runs. It splits what the floor leaves out ("everything
+    else") in two: the steps themselves costing more inside a set-up than in a loop of their own
+    (the caches and branch predictors they find there are the rest of the set-up's, not their own),
+    and the time outside every step — the Python around them (state, framing, checks). The
+    wrapper's own cost, measured around a step that does nothing, is taken off both."""
+    setup = OurSetup(pq)
+    setup.prepare(setups)
+    inside, whole = _timer_overheads(clock)
+    meter = _Counting(clock)
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        with meter:
+            start = clock()
+            setup.run(setups)
+            total = clock() - start
+    finally:
+        if enabled:
+            gc.enable()
+    calls = sum(meter.counts.values())
+    steps = {
+        key: (meter.ns[key] - n * inside) / n / 1000.0 for key, n in meter.counts.items() if n
+    }  # µs per call, in situ
+    steps_total = sum(meter.ns.values()) - calls * inside
+    total_adjusted = total - calls * whole
+    return {
+        "setups": setups,
+        "us_per_setup": total_adjusted / setups / 1000.0,
+        "steps_us_per_setup": steps_total / setups / 1000.0,
+        "outside_steps_us_per_setup": (total_adjusted - steps_total) / setups / 1000.0,
+        "us_per_call": steps,
+        "timer_ns_per_call": {"inside": inside, "whole": whole},
+    }
 
 
 # --- the contenders, the run, the ratios ----------------------------------------------------------
@@ -1023,8 +1105,9 @@ def compute_ratios(
     return out
 
 
-def compute_breakdown(medians: dict[str, float]) -> dict[str, Any]:
-    """Our one-direction message, piece by piece (µs per message), and what the state machine adds."""
+def compute_breakdown(medians: dict[str, float], in_situ_setups: int = 0) -> dict[str, Any]:
+    """Our one-direction message, piece by piece (µs per message), and what the state machine adds;
+    each set-up's steps, and with ``in_situ_setups`` the pass that times them where they run."""
     ours = medians["ours_one_direction"]
     rows: list[dict[str, Any]] = []
     for key, label, calls, indent in BREAKDOWN_ROWS:
@@ -1068,6 +1151,11 @@ def compute_breakdown(medians: dict[str, float]) -> dict[str, Any]:
             "parts": parts,
             "everything_else": total - sum(p["us_per_setup"] for p in parts),
         }
+        if in_situ_setups:
+            situ = time_setup_in_situ(pq, in_situ_setups)
+            for p in parts:
+                p["us_per_call_in_situ"] = situ["us_per_call"].get(p["part"])
+            setups[key]["in_situ"] = situ
     return {
         "setup": setups,
         "ours_one_direction": ours,
@@ -1149,18 +1237,32 @@ def format_report(report: dict[str, Any]) -> str:
             "",
             f"where the time goes — our {title} session setup, {total:.0f} µs (steps counted in one run, "
             "each timed alone)",
-            f"  {'step':56s} {'µs/call':>8s} {'calls':>5s} {'µs':>8s} {'of it':>7s}",
+            f"  {'step':56s} {'µs/call':>8s} {'calls':>5s} {'µs':>8s} {'of it':>7s} {'in situ':>8s}",
         ]
         for row in st["parts"]:
+            situ = row.get("us_per_call_in_situ")
             lines.append(
                 f"  {row['label']:56s} {row['us_per_call']:8.2f} {row['calls_per_setup']:5d} "
                 f"{row['us_per_setup']:8.1f} {row['us_per_setup'] / total:7.0%}"
+                + ("" if situ is None else f" {situ:8.2f}")
             )
         rest = st["everything_else"]
         lines.append(
-            f"  {'everything else (HKDF/HMAC/AES, msgpack, bookkeeping)':56s} {'':8s} {'':5s} "
+            f"  {'everything else: total − the steps timed alone':56s} {'':8s} {'':5s} "
             f"{rest:8.1f} {rest / total:7.0%}"
         )
+        situ_pass = st.get("in_situ")
+        if situ_pass is not None:
+            alone = sum(row["us_per_setup"] for row in st["parts"])
+            steps, outside = situ_pass["steps_us_per_setup"], situ_pass["outside_steps_us_per_setup"]
+            lines += [
+                f"  in one more pass of {situ_pass['setups']} set-ups ({situ_pass['us_per_setup']:.0f} µs each), "
+                "each step timed where it runs (the 'in situ' column):",
+                f"    · {'the steps themselves':52s} {'':8s} {'':5s} {steps:8.1f} "
+                f"{steps / situ_pass['us_per_setup']:7.0%}  (timed alone {alone:.0f}: +{steps - alone:.0f})",
+                f"    · {'outside every step (Python: state, framing, checks)':52s} {'':8s} {'':5s} "
+                f"{outside:8.1f} {outside / situ_pass['us_per_setup']:7.0%}",
+            ]
     return "\n".join(lines)
 
 
@@ -1200,7 +1302,7 @@ def build_report(
         },
         "results": results,
         "ratios": compute_ratios(medians, samples),
-        "breakdown": compute_breakdown(medians),
+        "breakdown": compute_breakdown(medians, in_situ_setups=4 * args.setups),
     }
 
 

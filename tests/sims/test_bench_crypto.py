@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import math
 import statistics
@@ -282,3 +283,37 @@ def test_no_progress_off_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
     captured = capsys.readouterr()
     json.loads(captured.out)
     assert "bench crypto:" not in captured.err and "ETA" not in captured.err
+
+
+def test_the_in_situ_pass_charges_each_step_its_own_time_and_takes_the_timer_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A clock that moves one tick per reading: every step costs nothing but its own readings, except
+    KDF_CK, which reads it ten more times (ten ticks of work). The pass must put those ticks in
+    KDF_CK's column and none outside the steps: the wrapper's two readings per call are its own cost,
+    measured and taken off. Afterwards every wrapped function is the original again."""
+    ticks = itertools.count()
+    clock = ticks.__next__
+    original_kdf_ck = crypto.spec.kdf_ck
+
+    def slow_kdf_ck(ck: bytes) -> tuple[bytes, bytes]:
+        for _ in range(10):
+            clock()
+        return original_kdf_ck(ck)
+
+    monkeypatch.setattr(crypto.spec, "kdf_ck", slow_kdf_ck)
+    originals = (crypto.spec.generate_dh, crypto._p.X25519Pair.dh, crypto.spec.encrypt, crypto.spec.kdf_ck)
+    out = crypto.time_setup_in_situ(False, setups=3, clock=clock)
+    counts = crypto.count_setup_steps(False)
+    assert set(out["us_per_call"]) == {k for k, n in counts.items() if n}
+    assert out["us_per_call"]["kdf_ck"] == pytest.approx(10 / 1000)  # ten ticks = 10 ns, in µs
+    assert all(v == pytest.approx(0) for k, v in out["us_per_call"].items() if k != "kdf_ck")
+    assert out["steps_us_per_setup"] == pytest.approx(counts["kdf_ck"] * 10 / 1000)
+    assert abs(out["outside_steps_us_per_setup"]) < 0.001  # the run's own closing reading, no more
+    assert out["timer_ns_per_call"] == {"inside": 1, "whole": 2}
+    assert (
+        crypto.spec.generate_dh,
+        crypto._p.X25519Pair.dh,
+        crypto.spec.encrypt,
+        crypto.spec.kdf_ck,
+    ) == originals
