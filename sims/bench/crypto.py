@@ -1011,6 +1011,24 @@ RATIOS: list[Ratio] = [
         "ours_alternating",
         "floor_alternating",
     ),
+    # How far below vodozemac the floor itself is: no state machine can beat its own floor, so when
+    # floor / vodozemac is above a vodozemac target, that target is out of reach of these primitives.
+    Ratio(
+        "one_direction_floor_vs_vodozemac",
+        "one direction: floor / vodozemac",
+        "<=",
+        None,
+        "floor_one_direction",
+        "vodozemac_one_direction",
+    ),
+    Ratio(
+        "alternating_floor_vs_vodozemac",
+        "alternating: floor / vodozemac",
+        "<=",
+        None,
+        "floor_alternating",
+        "vodozemac_alternating",
+    ),
     Ratio(
         "setup_x3dh_vs_vodozemac_signed_otk",
         "setup: ours X3DH / vodozemac with OTK signature check",
