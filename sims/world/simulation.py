@@ -369,6 +369,7 @@ class Simulation:
         self.record_counts: dict[RecordKind, int] = {}  # by kind; named by value in the result
         self.undecryptable = 0
         self.duplicates_dropped = 0
+        self.deliveries = 0  # first reads of a message by one of its recipient devices, so far
         self.mismatched = 0
         self._next_conn = 1
         self.defences = scenario.defences
@@ -1134,6 +1135,7 @@ class Simulation:
         if ev.plaintext != state.planned.text.encode():
             self.mismatched += 1
         state.delivered[d.name] = self.sched.now
+        self.deliveries += 1
         if not self.transcribing:
             return True
         self.emit(
