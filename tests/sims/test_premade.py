@@ -11,7 +11,7 @@ import pytest
 from relaysim.clients.keys import PremadeKeys, PreKeySecrets
 from relaysim.clients.session import Device
 from relaysim.sims.bench.sim import scale_scenario
-from relaysim.sims.world.premade import PremadeSource, premade_keys
+from relaysim.sims.world.premade import SKIP_AHEAD, PremadeSource, premade_keys
 from relaysim.sims.world.simulation import SIM_KEM_PREKEY_BATCH, SIM_PREKEY_BATCH, Simulation
 from relaysim.sims.world.util import KeyStream
 
@@ -74,6 +74,20 @@ def test_the_worker_sends_each_phones_table_and_says_what_it_cost() -> None:
     finally:
         stats = source.close()
     assert stats["given"] == 3 and stats["missed"] == 1 and stats["worker_cpu_seconds"] > 0
+
+
+def test_a_worker_that_is_behind_skips_ahead_of_the_phone_that_asked_in_vain() -> None:
+    jobs = [(f"p{i}/1", f"p{i}", 1, i.to_bytes(32, "big")) for i in range(SKIP_AHEAD + 40)]
+    source = PremadeSource(jobs, 1, 0)
+    try:
+        assert source.take("p0/1") is None  # asked before the worker has even started
+        last = source.take(jobs[-1][0], wait=60.0)
+        assert last is not None and len(last.x25519) == 2
+        assert source.take(jobs[SKIP_AHEAD][0], wait=60.0) is not None
+        assert source.take(jobs[SKIP_AHEAD - 1][0], wait=1.0) is None  # skipped, never made
+    finally:
+        source.close()
+    assert source.received == 40
 
 
 class _Waiting(Simulation):
