@@ -48,6 +48,7 @@ from relaysim.clients.identity import IdentityChanged, UntrustedIdentity
 from relaysim.clients.keys import BundleError, KemPreKey, OneTimePreKey, PreKeyBundle, SignedPreKey
 from relaysim.clients.session import Device, PeerAddress
 from relaysim.relay import content, wire
+from relaysim.relay._frozen import quick_init
 from relaysim.relay.certificates import CertificateError, SenderCertificate, ServerCertificate
 from relaysim.relay.content import CONTROL
 from relaysim.relay.custody import CUSTODY_TAG, ContentKey, route_ad
@@ -116,7 +117,8 @@ class LoggedIn:
     pass
 
 
-@dataclass(frozen=True)
+@quick_init
+@dataclass(frozen=True, slots=True)
 class Received:
     sender: PeerAddress  # from the relay's envelope, or from the sealed sender certificate
     plaintext: bytes
@@ -139,7 +141,8 @@ class ReceiptReceived:
     sealed: bool
 
 
-@dataclass(frozen=True)
+@quick_init
+@dataclass(frozen=True, slots=True)
 class Accepted:
     """The relay has durably accepted a message's envelopes (one per recipient device)."""
 

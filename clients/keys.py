@@ -34,6 +34,7 @@ __all__ = [
     "OneTimePreKeys",
     "PreKeyBundle",
     "PreKeySecrets",
+    "PremadeKeys",
     "SignedPreKey",
     "encode_kem_public_key",
 ]
@@ -78,9 +79,13 @@ class IdentityKeyPair:
 
     def sign(self, message: bytes, rng: RNG = os.urandom) -> bytes:
         """XEdDSA (spec.xeddsa_sign), keeping the Edwards key pair between signatures."""
+        return self.sign_with(message, rng(64))
+
+    def sign_with(self, message: bytes, random64: bytes) -> bytes:
+        """XEdDSA with the signature's 64 random bytes (Z) given."""
         if self._edwards is None:
             self._edwards = _xeddsa.calculate_key_pair(self.pair.private)
-        return _xeddsa.xeddsa_sign(self.pair.private, message, rng(64), key_pair=self._edwards)
+        return _xeddsa.xeddsa_sign(self.pair.private, message, random64, key_pair=self._edwards)
 
 
 def _check_len(name: str, value: object, n: int) -> bytes:
@@ -149,13 +154,15 @@ class PreKeyBundle:
 
     def verify(self) -> None:
         """Check every signature in the bundle against its identity key (X3DH §3.3, PQXDH §3.3)."""
-        spk = self.signed_prekey
-        if not spec.xeddsa_verify(self.identity_key, spec.encode_public_key(spk.public), spk.signature):
+        spk, kem = self.signed_prekey, self.kem_prekey
+        signed = [(spec.encode_public_key(spk.public), spk.signature)]
+        if kem is not None:
+            signed.append((encode_kem_public_key(kem.public), kem.signature))
+        # (XEdDSA verification, the identity key converted to its Edwards form once for both)
+        good = _xeddsa.xeddsa_verify_each(self.identity_key, signed)
+        if not good[0]:
             raise BundleError("signed_prekey.signature does not verify with identity_key")
-        kem = self.kem_prekey
-        if kem is not None and not spec.xeddsa_verify(
-            self.identity_key, encode_kem_public_key(kem.public), kem.signature
-        ):
+        if kem is not None and not good[1]:
             raise BundleError("kem_prekey.signature does not verify with identity_key")
 
     def to_wire(self) -> list[Any]:
@@ -294,6 +301,85 @@ class OneTimePreKeys(_HeldByKey[_p.X25519Pair]):
         self._entries[key] = value.private + value.public
 
 
+class PremadeKeys:
+    """What a device's prekey generation computes from its random bytes, computed ahead of time
+    from the same bytes (a simulation's worker process does it for its phones: the device's own
+    key stream replayed, ``sims.world.premade``): X25519 public keys by private key, ML-KEM-1024
+    public keys by seed, XEdDSA signatures by (identity private key, Z, message), and the identity
+    key's Edwards pair (``_xeddsa.calculate_key_pair``). Each is keyed by the whole input of the
+    function that makes it, so whatever the device then draws, it gets the bytes it would have
+    computed: a draw the table does not hold is computed as usual. An entry is used once.
+
+    ``recording=True``: the table fills itself with what the generation computes (the worker's side).
+    """
+
+    __slots__ = ("edwards", "hits", "misses", "mlkem", "recording", "signatures", "x25519")
+
+    def __init__(self, *, recording: bool = False) -> None:
+        self.x25519: dict[bytes, bytes] = {}
+        self.mlkem: dict[bytes, bytes] = {}
+        self.signatures: dict[tuple[bytes, bytes, bytes], bytes] = {}
+        self.edwards: tuple[bytes, bytes, bytes] | None = None  # (private, A, a)
+        self.recording = recording
+        self.hits = 0
+        self.misses = 0
+
+    def __getstate__(self) -> tuple[object, ...]:
+        return (self.x25519, self.mlkem, self.signatures, self.edwards)
+
+    def __setstate__(self, state: tuple[object, ...]) -> None:
+        self.x25519, self.mlkem, self.signatures, self.edwards = state  # type: ignore[assignment]
+        self.recording = False
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self.x25519) + len(self.mlkem) + len(self.signatures)
+
+    def generate_dh(self, rng: RNG) -> _p.X25519Pair:
+        """Double Ratchet §5.2 GENERATE_DH() (``spec.generate_dh``: the same draw)."""
+        private = rng(32)
+        public = None if self.recording else self.x25519.pop(private, None)
+        if public is not None:
+            self.hits += 1
+            return _p.X25519Pair(private, public)
+        pair = _p.x25519_pair_from_private(private)
+        self._computed(self.x25519, private, pair.public)
+        return pair
+
+    def mlkem_public(self, seed: bytes) -> bytes:
+        """The ML-KEM-1024 public key of ``seed`` (``_p.mlkem_keypair_from_seed``)."""
+        public = None if self.recording else self.mlkem.pop(seed, None)
+        if public is not None:
+            self.hits += 1
+            return public
+        _key, public = _p.mlkem_keypair_from_seed(seed)
+        self._computed(self.mlkem, seed, public)
+        return public
+
+    def sign(self, identity: IdentityKeyPair, message: bytes, rng: RNG) -> bytes:
+        """``identity.sign(message, rng)``: the same draw of Z."""
+        z = rng(64)
+        edwards = self.edwards
+        if identity._edwards is None and edwards is not None and edwards[0] == identity.private:
+            identity._edwards = edwards[1:]  # kept by the identity, for its later signatures (a login's)
+        key = (identity.private, z, bytes(message))
+        signature = None if self.recording else self.signatures.pop(key, None)
+        if signature is not None:
+            self.hits += 1
+            return signature
+        signature = identity.sign_with(message, z)
+        self._computed(self.signatures, key, signature)
+        if self.recording and identity._edwards is not None:
+            self.edwards = (identity.private, *identity._edwards)
+        return signature
+
+    def _computed(self, table: dict[Any, Any], key: Any, value: Any) -> None:
+        if self.recording:
+            table[key] = value
+        else:
+            self.misses += 1
+
+
 @dataclass
 class PreKeySecrets:
     """The private halves of a device's prekeys, and the counters that name new ones."""
@@ -304,17 +390,27 @@ class PreKeySecrets:
     kem: KemPreKeys = field(default_factory=KemPreKeys)  # seed, public part
     current_signed_id: int = -1
     next_id: int = 1
+    # Key generation made ahead from this device's own random bytes (PremadeKeys), while it lasts.
+    premade: PremadeKeys | None = None
 
     def _take_id(self) -> int:
         i = self.next_id
         self.next_id += 1
         return i
 
-    def new_signed_prekey(self, rng: RNG = os.urandom) -> SignedPreKey:
-        pair = spec.generate_dh(rng)
-        spk = SignedPreKey(
-            self._take_id(), pair.public, self.identity.sign(spec.encode_public_key(pair.public), rng)
+    def _generate_dh(self, rng: RNG) -> _p.X25519Pair:
+        premade = self.premade
+        return spec.generate_dh(rng) if premade is None else premade.generate_dh(rng)
+
+    def _sign(self, message: bytes, rng: RNG) -> bytes:
+        premade = self.premade
+        return (
+            self.identity.sign(message, rng) if premade is None else premade.sign(self.identity, message, rng)
         )
+
+    def new_signed_prekey(self, rng: RNG = os.urandom) -> SignedPreKey:
+        pair = self._generate_dh(rng)
+        spk = SignedPreKey(self._take_id(), pair.public, self._sign(spec.encode_public_key(pair.public), rng))
         self.signed[spk.id] = (pair, spk)
         self.current_signed_id = spk.id
         return spk
@@ -322,7 +418,7 @@ class PreKeySecrets:
     def new_one_time_prekeys(self, count: int, rng: RNG = os.urandom) -> list[OneTimePreKey]:
         out = []
         for _ in range(count):
-            pair = spec.generate_dh(rng)  # §5.2 GENERATE_DH()
+            pair = self._generate_dh(rng)  # §5.2 GENERATE_DH()
             opk = OneTimePreKey(self._take_id(), pair.public)
             self.one_time[opk.id] = pair
             out.append(opk)
@@ -334,8 +430,11 @@ class PreKeySecrets:
         out = []
         for _ in range(count):
             seed = rng(_p.MLKEM1024_SEED_SIZE)
-            _key, public = _p.mlkem_keypair_from_seed(seed)
-            sig = self.identity.sign(encode_kem_public_key(public), rng)
+            if self.premade is None:
+                _key, public = _p.mlkem_keypair_from_seed(seed)
+            else:
+                public = self.premade.mlkem_public(seed)
+            sig = self._sign(encode_kem_public_key(public), rng)
             kpk = KemPreKey(self._take_id(), public, sig, last_resort)
             self.kem[kpk.id] = (seed, kpk)
             out.append(kpk)

@@ -235,7 +235,24 @@ class Device:
     def _decrypt(self, peer: PeerAddress, ciphertext: bytes, identity: bytes | None) -> bytes:
         initial, body = parse_ciphertext(_escrow.strip(ciphertext))
         if initial is None:
+            active = self.sessions.get(peer)
+            if active is not None and (identity is None or active.peer_identity == identity):
+                # The common case first: the active session reads it (no list of candidates to make,
+                # nothing to activate). Otherwise the same trials as below, the active one skipped.
+                waiting = active.awaiting_reply
+                try:
+                    plaintext = active.ratchet.decrypt(body)
+                except DecryptionError:
+                    pass
+                else:
+                    self.identities.check(peer, active.peer_identity, "message")
+                    self.identities.pin(peer, active.peer_identity)
+                    if waiting:
+                        active.initial = None  # Alice: Bob has answered; stop attaching the X3DH header
+                    return plaintext
             for session in self._candidates(peer)[:MAX_TRIAL_DECRYPTIONS]:
+                if session is active:
+                    continue  # tried above (or not, for want of the sealed certificate's identity key)
                 if identity is not None and session.peer_identity != identity:
                     continue  # sealed: only a session with the certificate's identity key may decrypt it
                 waiting = session.awaiting_reply

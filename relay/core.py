@@ -916,17 +916,14 @@ class RelayCore:
         now = self.clock()
         limits = self.limits
         chosen = [(name, key, getattr(limits, name)) for name, key in buckets if key is not None]
-        for name, key, rate in chosen:
-            wait = self._limiter.wait(name, key, rate, now)
-            if wait > 0:
-                raise _Refused(
-                    ErrorCode.RATE_LIMITED,
-                    f"{what}: over this relay's limit {name.replace('_', ' ')} ({rate}); "
-                    f"retry in {wait:.3f} s",
-                    retry_after=wait,
-                )
-        for name, key, rate in chosen:
-            self._limiter.take(name, key, rate, now)
+        refused = self._limiter.take_all(chosen, now)  # each bucket computed once (relay.limits)
+        if refused is not None:
+            name, rate, wait = refused
+            raise _Refused(
+                ErrorCode.RATE_LIMITED,
+                f"{what}: over this relay's limit {name.replace('_', ' ')} ({rate}); retry in {wait:.3f} s",
+                retry_after=wait,
+            )
 
     def _check_queue_room(self, to: str, envelopes: tuple[OutgoingEnvelope, ...]) -> None:
         max_count, max_bytes = self.limits.queue_envelopes, self.limits.queue_bytes

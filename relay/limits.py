@@ -151,6 +151,33 @@ class RateLimiter:
         if self._taken % _PRUNE_EVERY == 0:
             self._prune(now)
 
+    def take_all(
+        self, buckets: list[tuple[str, object, Rate | None]], now: float
+    ) -> tuple[str, Rate, float] | None:
+        """Take one token from each of ``buckets`` ((name, key, rate)), or, if one of them has none
+        now, none at all: then the first such bucket's name, rate and wait (seconds). The same as
+        :meth:`wait` on each and then :meth:`take` on each, with each bucket's tokens computed once."""
+        held = self._buckets
+        counted: list[tuple[tuple[str, object], float, Rate]] = []
+        for name, key, rate in buckets:
+            if rate is None:
+                continue
+            bucket = (name, key)
+            entry = held.get(bucket)
+            if entry is None:
+                tokens = rate.burst
+            else:
+                tokens = min(rate.burst, entry[0] + max(0.0, now - entry[1]) * rate.per_second)
+            if tokens < 1.0:
+                return name, rate, (1.0 - tokens) / rate.per_second
+            counted.append((bucket, tokens, rate))
+        for bucket, tokens, rate in counted:
+            held[bucket] = (tokens - 1.0, now, rate)
+            self._taken += 1
+            if self._taken % _PRUNE_EVERY == 0:
+                self._prune(now)
+        return None
+
     def _tokens(self, name: str, key: object, rate: Rate, now: float) -> float:
         held = self._buckets.get((name, key))
         if held is None:

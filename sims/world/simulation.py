@@ -55,6 +55,7 @@ from relaysim.sims.scoring import GroundTruth, TrueControl, TrueMessage
 from relaysim.sims.world.engine import Scheduler
 from relaysim.sims.world.groups import GroupDirector, group_distribution_id
 from relaysim.sims.world.network import Network
+from relaysim.sims.world.premade import PremadeSource
 from relaysim.sims.world.timeline import Receipts, Timeline, padding, provider, sealed_sender
 from relaysim.sims.world.traffic import (
     GROUP_PREFIX,
@@ -259,6 +260,8 @@ class SimulationResult:
 
 
 class Simulation:
+    _premade_wait = 0.0  # seconds a phone would wait for its premade keys: never (a test's subclass may)
+
     def __init__(
         self,
         scenario: Scenario,
@@ -271,6 +274,7 @@ class Simulation:
         deterministic_kem: bool = True,
         kem_prekey_batch: int = SIM_KEM_PREKEY_BATCH,
         compact_device_rng: bool = False,
+        premade_keys: bool = False,
     ) -> None:
         """``deterministic_kem=False`` lets OpenSSL draw the ML-KEM encapsulation's randomness (~40 µs
         instead of ~0.2 ms with numpy per new session): faster, but the run is then no longer
@@ -284,13 +288,25 @@ class Simulation:
         ``compact_device_rng=True`` gives each phone a ``KeyStream`` (~0.1 KiB) seeded from its own
         generator's first 32 bytes instead of keeping that generator (a Mersenne Twister, 2.5 KiB:
         240 MiB at 100,000 phones): still deterministic, but other keys, so other ciphertexts, than the
-        default's (``relaysim bench sim --scale``)."""
+        default's (``relaysim bench sim --scale``).
+        ``premade_keys=True`` (with ``compact_device_rng``): a worker process replays each phone's
+        key stream and makes its registration keys ahead on the other core (``sims.world.premade``);
+        the same bytes either way, only the main process's CPU time changes."""
+        if premade_keys and not compact_device_rng:
+            raise ValueError(
+                "Simulation(premade_keys=True) needs compact_device_rng=True: the worker replays each "
+                "phone's KeyStream"
+            )
         self.scenario = scenario
         # The relay's clock at t = 0: the scenario's start, or SIM_EPOCH (sims.scenario.Scenario.epoch).
         self.epoch = scenario.epoch
         self.deterministic_kem = deterministic_kem
         self.kem_prekey_batch = kem_prekey_batch
         self.compact_device_rng = compact_device_rng
+        self.premade_keys = premade_keys
+        self._stream_seeds: dict[str, bytes] = {}  # device → its KeyStream's seed, for the worker
+        self._premade: PremadeSource | None = None
+        self.premade_stats: dict[str, float] = {}  # the worker's CPU time and tables given, after the run
         self.sched = Scheduler()
         seed = scenario.seed
         self.net = Network(scenario.network, _seeded(seed, "network"))
@@ -353,6 +369,7 @@ class Simulation:
         self.record_counts: dict[RecordKind, int] = {}  # by kind; named by value in the result
         self.undecryptable = 0
         self.duplicates_dropped = 0
+        self.deliveries = 0  # first reads of a message by one of its recipient devices, so far
         self.mismatched = 0
         self._next_conn = 1
         self.defences = scenario.defences
@@ -425,7 +442,10 @@ class Simulation:
             registration_id = 0
             if self.compact_device_rng:  # the phone keeps a KeyStream, not its 2.5 KiB generator
                 registration_id = rng.randrange(1, 16380)
-                draw = KeyStream(rng.randbytes(32)).randbytes
+                stream_seed = rng.randbytes(32)
+                draw = KeyStream(stream_seed).randbytes
+                if self.premade_keys and spec.index == 1:
+                    self._stream_seeds[spec.name] = stream_seed
             device = Device(
                 spec.person,
                 spec.index,
@@ -491,10 +511,14 @@ class Simulation:
     def _schedule(self) -> None:
         sc = self.scenario
         setup = _seeded(sc.seed, "setup")
+        starts = []
         for d in self.devices.values():
             # primaries first; a linked device waits for its primary (see _come_online)
             start = setup.random() * SETUP_SPREAD + (0.0 if d.spec.index == 1 else SETUP_SPREAD)
             self.sched.at(start, self._come_online, d, True)
+            starts.append((start, d.name))
+        if self._stream_seeds:
+            self._start_premade(starts)
         self.timeline.schedule_events()
         for at, device, address in plan_moves(sc):
             if device in self.devices and at < sc.duration:
@@ -512,6 +536,38 @@ class Simulation:
         self.sched.stream(plan, _planned_at, self._app_send)
         self._schedule_groups(len(plan), device_names)
         self._transcribe_traits()
+
+    def _start_premade(self, starts: list[tuple[float, str]]) -> None:
+        """The worker that makes the phones' registration keys, in the order they come online (by
+        start time, ties in scheduling order: the heap's)."""
+        seeds, self._stream_seeds = self._stream_seeds, {}
+        jobs = []
+        for _start, name in sorted(starts, key=lambda s: s[0]):
+            seed = seeds.get(name)
+            if seed is not None:
+                d = self.devices[name]
+                jobs.append((name, d.spec.person, d.spec.index, seed))
+        self._premade = PremadeSource(jobs, SIM_PREKEY_BATCH, self.kem_prekey_batch)
+
+    def _register(self, d: SimDevice) -> None:
+        """The phone publishes its keys (``DeviceAgent.register``), with the worker's table if it came."""
+        premade = self._premade
+        if premade is None or d.spec.index != 1:
+            d.agent.register()
+            return
+        secrets = d.agent.device.secrets
+        secrets.premade = table = premade.take(d.name, wait=self._premade_wait)
+        try:
+            d.agent.register()
+        finally:
+            secrets.premade = None
+        if table is not None:
+            premade.used(table)
+
+    def _close_premade(self) -> None:
+        if self._premade is not None:
+            self.premade_stats = self._premade.close()
+            self._premade = None
 
     def _schedule_groups(self, last_id: int, device_names: dict[str, tuple[str, ...]]) -> None:
         """[[groups]]: each group message is planned like any other (ids after the 1:1 messages); its
@@ -706,7 +762,7 @@ class Simulation:
             if not (primary.registered and primary.online and primary.agent.authenticated):
                 self.sched.after(5.0, self._come_online, d, first)
                 return
-            d.agent.register()
+            self._register(d)
             for frame in d.agent.take_outbox():
                 self._to_relay(primary, frame, owner=d)
             return
@@ -716,7 +772,7 @@ class Simulation:
         if d.registered:
             d.agent.login()
         else:
-            d.agent.register()
+            self._register(d)
         self._flush(d)
         self._mailboxes_online(d)
 
@@ -1079,6 +1135,7 @@ class Simulation:
         if ev.plaintext != state.planned.text.encode():
             self.mismatched += 1
         state.delivered[d.name] = self.sched.now
+        self.deliveries += 1
         if not self.transcribing:
             return True
         self.emit(
@@ -1478,6 +1535,7 @@ class Simulation:
         try:
             return self._run(freezing)
         finally:
+            self._close_premade()
             if freezing:
                 gc.unfreeze()
 

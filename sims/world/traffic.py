@@ -18,6 +18,7 @@ each message's time is drawn from the same intensity. People with no contacts se
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 from dataclasses import dataclass, replace
@@ -164,7 +165,8 @@ def contact_graph(scenario: Scenario) -> dict[str, list[str]]:
 
 
 def _sentence(rng: random.Random, serial: int) -> str:
-    words = [rng.choice(_WORDS) for _ in range(rng.randint(3, 9))]
+    choice = rng.choice
+    words = [choice(_WORDS) for _ in range(rng.randint(3, 9))]
     # a serial number keeps every text distinct, so each can be looked for on its own
     return f"{' '.join(words)} #{serial}"
 
@@ -220,20 +222,26 @@ def plan_messages(scenario: Scenario, graph: dict[str, list[str]] | None = None)
         # doubling the mean doubles every rate.
         rates = _rng(scenario.seed, "rates")
         serial = 0
+        # rng.choices(pieces, cum_weights=cumulative)[0], as random.Random.choices computes it (the
+        # same one draw): a bisection of the cumulative weights, without its per-call checks (a
+        # million messages at the scale target)
+        total, last = (cumulative[-1] + 0.0, len(pieces) - 1) if pieces else (0.0, 0)
+        random_, choice = rng.random, rng.choice
+        latest = math.nextafter(duration, 0.0)
         for person, friends in contacts.items():
             rate = rates.lognormvariate(mu, sigma)
             if not friends:
                 continue
             expected = rate * days
-            n = int(expected) + (1 if rng.random() < expected - int(expected) else 0)
+            n = int(expected) + (1 if random_() < expected - int(expected) else 0)
             for _ in range(n):
                 # a piece of the run in proportion to its activity, then a uniform time within it
-                i = rng.choices(pieces, cum_weights=cumulative)[0]
+                i = bisect.bisect(cumulative, random_() * total, 0, last)
                 start = starts[i]
-                end = starts[i + 1] if i + 1 < len(starts) else duration
-                at = min(start + rng.random() * (end - start), math.nextafter(duration, 0.0))
+                end = starts[i + 1] if i < last else duration
+                at = min(start + random_() * (end - start), latest)
                 serial += 1
-                planned.append((at, person, rng.choice(friends), _sentence(rng, serial)))
+                planned.append((at, person, choice(friends), _sentence(rng, serial)))
         planned.extend(_organisation_visits(scenario, list(contacts)))
         planned.extend(_behaviour(scenario, planned, list(contacts)))
     planned.sort(key=lambda p: p[0])

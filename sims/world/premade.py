@@ -1,0 +1,208 @@
+"""The phones' registration keys made on the second core: a worker process replays each phone's own
+key stream and hands back what its prekey generation will compute (``clients.keys.PremadeKeys``).
+
+A scale run's phones each draw their keys from a ``KeyStream`` (``Simulation(compact_device_rng=True)``),
+a function of a 32-byte seed and a counter, so what a phone's first ``generate_prekeys`` computes —
+its signed prekey and one-time X25519 prekeys (a fixed-base multiplication each), its last-resort
+ML-KEM-1024 key (key generation from a seed, ~0.16 ms), their XEdDSA signatures, the identity key's
+Edwards pair — is known before the run starts. The worker (a fresh interpreter, ``python -m
+relaysim.sims.world.premade``) makes a ``Device`` on the same stream and runs the same
+``generate_prekeys``, recording each result by its whole input; the simulation hands the table to
+the phone just before it registers. A table is only a memo of deterministic functions: a phone that
+draws anything else computes it as usual, and a phone whose table has not come yet (the worker
+behind, or gone) computes all of it, so the run's every byte is the same with or without it. The
+main process never waits for the worker: it reads only what is already in the pipe, and a phone
+that finds no table tells the worker to skip ahead (on a busy machine it may fall behind).
+
+Tables go in the order the phones come online, a few at a time; the pipe's buffer and the batch
+in hand bound what is held (~2.5 KiB a phone).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from relaysim.clients.keys import PremadeKeys
+from relaysim.clients.session import Device
+from relaysim.sims.world.util import KeyStream
+
+__all__ = ["PremadeSource", "premade_keys"]
+
+BATCH = 16  # phones per message from the worker
+SKIP_AHEAD = 64  # phones a worker that fell behind skips past the one that asked in vain
+
+# (device name, account, device id, the KeyStream's seed)
+Job = tuple[str, str, int, bytes]
+
+
+def premade_keys(
+    account: str, device_id: int, stream_seed: bytes, one_time: int, kem_one_time: int
+) -> PremadeKeys:
+    """What ``Device.generate_prekeys(one_time, kem_one_time)`` computes for a phone on ``KeyStream(stream_seed)``
+    made as the simulation makes it (its identity key first, then the prekeys)."""
+    device = Device(account, device_id, rng=KeyStream(stream_seed).randbytes, pq=True)
+    table = PremadeKeys(recording=True)
+    device.secrets.premade = table
+    device.generate_prekeys(one_time, kem_one_time)
+    device.secrets.premade = None
+    table.recording = False
+    return table
+
+
+def _serve() -> None:
+    """The worker: the job list from the file named by its argument; batches of ``(name, PremadeKeys)``
+    on its stdout, and None at the end; on its stdin, positions to skip to. (Its stdout is the pipe
+    alone: anything printed goes to stderr.)"""
+    out_fd = os.dup(1)
+    os.dup2(2, 1)
+    with open(sys.argv[1], "rb") as f:
+        one_time, kem_one_time, jobs = pickle.load(f)
+    inbox = Connection(0, writable=False)  # where the simulation has got to, when it is ahead
+    outbox = Connection(out_fd, readable=False)
+    batch: list[tuple[str, PremadeKeys]] = []
+    i = 0
+    try:
+        while i < len(jobs):
+            while inbox.poll():
+                i = max(i, inbox.recv())  # phones before i have registered already: skip them
+            if i >= len(jobs):
+                break
+            name, account, device_id, seed = jobs[i]
+            batch.append((name, premade_keys(account, device_id, seed, one_time, kem_one_time)))
+            i += 1
+            if len(batch) >= BATCH:
+                outbox.send(batch)
+                batch = []
+        outbox.send(batch)
+        outbox.send(None)
+    except (BrokenPipeError, ConnectionResetError, EOFError):
+        pass  # the simulation has ended (or no longer reads)
+
+
+class PremadeSource:
+    """The simulation's side: starts the worker on ``jobs`` (in the order the phones will register)
+    and gives each phone its table when asked, if it has come."""
+
+    def __init__(self, jobs: Sequence[Job], one_time: int, kem_one_time: int) -> None:
+        root = str(Path(__file__).resolve().parents[2])  # the folder that holds the relaysim package
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        # The job list goes in a file (8 MB at 100,000 phones): through the pipe, the simulation
+        # would wait for the worker to start up and read it.
+        fd, self._jobs_file = tempfile.mkstemp(prefix="relaysim-premade-", suffix=".pickle")
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump((one_time, kem_one_time, list(jobs)), f, protocol=pickle.HIGHEST_PROTOCOL)
+        self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+            [sys.executable, "-m", "relaysim.sims.world.premade", self._jobs_file],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._to: Connection | None = Connection(os.dup(self._proc.stdin.fileno()), readable=False)
+        self._from: Connection | None = Connection(os.dup(self._proc.stdout.fileno()), writable=False)
+        self._proc.stdin.close()
+        self._proc.stdout.close()
+        self._position = {job[0]: i for i, job in enumerate(jobs)}
+        self._told = 0  # the furthest position the worker was told to skip to
+        self._ready: dict[str, PremadeKeys] = {}
+        self._passed: set[str] = set()  # phones that asked before their table came
+        self.given = 0  # tables handed to phones
+        self.received = 0  # tables that came from the worker
+        self.missed = 0  # phones that asked before their table came
+        self.hits = 0  # results the phones given a table took from it
+        self.computed = 0  # ... and computed themselves (their draws were not the worker's)
+
+    def take(self, name: str, *, wait: float = 0.0) -> PremadeKeys | None:
+        """The table for device ``name``, if the worker has sent it; None otherwise. The simulation
+        never waits (``wait=0``); a test may, up to ``wait`` seconds for each batch."""
+        table = self._ready.pop(name, None)
+        conn = self._from
+        while table is None and conn is not None and conn.poll(wait):
+            try:
+                batch = conn.recv()
+            except (EOFError, OSError):
+                batch = None
+            if batch is None:  # the worker is done (or gone)
+                self._end_reading()
+                break
+            self.received += len(batch)
+            for n, t in batch:
+                if n not in self._passed:
+                    self._ready[n] = t
+            table = self._ready.pop(name, None)
+        if table is None:
+            self._passed.add(name)
+            self.missed += 1
+            self._behind(name)
+        else:
+            self.given += 1
+        return table
+
+    def used(self, table: PremadeKeys) -> None:
+        """Count what a phone's registration took from its table, and what it computed itself."""
+        self.hits += table.hits
+        self.computed += table.misses
+
+    def _behind(self, name: str) -> None:
+        """The worker is behind (on a busy machine, say): tell it to go on from SKIP_AHEAD phones
+        past this one, so that its tables come before their phones again."""
+        position = self._position.get(name)
+        to = self._to
+        if position is None or to is None or position + SKIP_AHEAD <= self._told:
+            return
+        self._told = position + SKIP_AHEAD
+        try:
+            to.send(self._told)
+        except OSError:  # the worker is gone
+            to.close()
+            self._to = None
+
+    def _end_reading(self) -> None:
+        if self._from is not None:
+            self._from.close()
+            self._from = None
+
+    def close(self) -> dict[str, float]:
+        """Stop the worker (if it still runs); its CPU time (user + system seconds) and the counts."""
+        self._end_reading()
+        if self._to is not None:
+            self._to.close()
+            self._to = None
+        with contextlib.suppress(OSError):
+            os.unlink(self._jobs_file)
+        self._ready.clear()
+        self._position.clear()
+        cpu = 0.0
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            # (not through Popen's methods: they reap the process, and with it its resource usage)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)  # done already, or not needed any more
+            try:
+                _pid, status, usage = os.wait4(proc.pid, 0)
+            except ChildProcessError:  # reaped elsewhere
+                proc.wait()
+            else:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                cpu = usage.ru_utime + usage.ru_stime
+        return {
+            "worker_cpu_seconds": cpu,
+            "given": self.given,
+            "missed": self.missed,
+            "hits": self.hits,
+            "computed": self.computed,
+        }
+
+
+if __name__ == "__main__":
+    _serve()
