@@ -337,6 +337,18 @@ CREATE INDEX metadata_by_kind_account ON metadata (kind, account);
 """
 
 
+# v11: no index by (kind, account) over every record. Three records are written per envelope (send,
+# delivery, acknowledgement), each also into that index at the place of its account: a random page
+# per record, written to the WAL at every commit and, once the index outgrows SQLite's page cache,
+# read from the file first. Only the lookups of records kept once per key (Store.append_metadata)
+# need one, so each kind kept that way gets an index of its own, over its records alone (a partial
+# index, SQLite docs "Partial Indexes"), made by the first such lookup: records kept whole are in
+# none but (kind, time), which takes them in time order.
+_V11 = """
+DROP INDEX IF EXISTS metadata_by_kind_account;
+"""
+
+
 def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
     def run(db: sqlite3.Connection) -> None:
         for statement in sql.split(";"):
@@ -357,6 +369,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _script(_V8),
     _script(_V9),
     _script(_V10),
+    _script(_V11),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -687,6 +700,7 @@ class Store:
         # that a rolled-back transaction (or savepoint) drops what it touched.
         self._queue_sizes: dict[tuple[str, int], tuple[int, int]] = {}
         self._routes: dict[str, dict[int, int]] = {}
+        self._key_indexes: dict[str, bool] = {}  # the per-kind metadata indexes known to exist (v11)
         self._journal: list[tuple[dict[Any, Any], Any]] = []
         # Metadata rows and queued envelopes appended inside the transaction under way, written
         # to the file table by table (one executemany each) before COMMIT and before anything
@@ -1277,16 +1291,32 @@ class Store:
             if appended:  # keep the order of records
                 self._db.executemany(_METADATA_INSERT, appended)
                 appended = []
-            where = " AND ".join(f"{k} IS ?" for k in rule.key)
-            params = (record.kind.value, *(getattr(record, k) for k in rule.key))
+            # The kind as a literal (an enum value), so that SQLite may use the kind's own index.
+            where = f"kind = '{record.kind.value}' AND " + " AND ".join(f"{k} IS ?" for k in rule.key)
+            params = tuple(getattr(record, k) for k in rule.key)
+            self._key_index(record.kind, rule.key)
             if rule.keep == "first":
-                if self._db.execute(f"SELECT 1 FROM metadata WHERE kind = ? AND {where}", params).fetchone():
+                if self._db.execute(f"SELECT 1 FROM metadata WHERE {where} LIMIT 1", params).fetchone():
                     continue
             else:
-                self._db.execute(f"DELETE FROM metadata WHERE kind = ? AND {where}", params)
+                self._db.execute(f"DELETE FROM metadata WHERE {where}", params)
             self._db.execute(_METADATA_INSERT, values)
         if appended:
             self._db.executemany(_METADATA_INSERT, appended)
+
+    def _key_index(self, kind: RecordKind, key: tuple[str, ...]) -> None:
+        """Make sure the records of ``kind`` have an index by ``key`` (for a rule that keeps one record
+        per key): ``metadata_<kind>_by_<key>``, over that kind's records alone. Made once per file
+        (it stays in it); made again if the transaction that made it is rolled back."""
+        name = f"metadata_{kind.value}_by_{'_'.join(key)}"
+        if name in self._key_indexes:
+            return
+        # Names and columns from RecordKind values and MetadataRecord fields (KindRule.check).
+        self._db.execute(
+            f"CREATE INDEX IF NOT EXISTS {name} ON metadata ({', '.join(key)}) WHERE kind = '{kind.value}'"
+        )
+        self._key_indexes[name] = True
+        self._touched(self._key_indexes, name)
 
     def append_records(self, records: Sequence[MetadataRecord]) -> None:
         """Append records whole, in order: what :meth:`append_metadata` does with rules that keep

@@ -135,11 +135,90 @@ def test_a_record_kept_once_per_account_is_found_by_index_not_by_a_scan() -> Non
         plan = " ".join(
             str(row[-1])
             for row in store._db.execute(
-                "EXPLAIN QUERY PLAN DELETE FROM metadata WHERE kind = ? AND account IS ?",
-                (latest.value, "a7"),
+                f"EXPLAIN QUERY PLAN DELETE FROM metadata WHERE kind = '{latest.value}' AND account IS ?",
+                ("a7",),
             )
         )
-        assert "metadata_by_kind_account" in plan, plan
+        assert f"metadata_{latest.value}_by_account" in plan, plan
+
+
+def _metadata_indexes(store: Store) -> dict[str, str]:
+    return dict(
+        store._db.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'metadata'"
+        )
+    )
+
+
+def test_records_kept_whole_are_in_no_index_by_account(tmp_path: Path) -> None:
+    # A send, delivery and acknowledgement record is written for every envelope: an index by account
+    # would take an insert at a random place for each (a page written per record), and only the
+    # lookups of records kept once per key need one. Those kinds get an index of their own, made by
+    # the first such lookup; the kinds every record of which is appended are in none.
+    from relaysim.relay.profiles import get_profile
+
+    rules = get_profile("signal").policy.rules
+    first = next(k for k, r in rules.items() if r.keep == "first" and r.key == ("account",))
+    with Store(tmp_path / "relay.db") as store:
+        with store.transaction():
+            store.append_metadata(
+                (MetadataRecord(kind, time=1.0, account="alice"), KEEP_EVERYTHING.rules[kind])
+                for kind in (RecordKind.SEND, RecordKind.DELIVERY, RecordKind.ACKNOWLEDGEMENT)
+            )
+        assert set(_metadata_indexes(store)) == {"metadata_by_kind_time"}
+        with store.transaction():
+            store.append_metadata([(MetadataRecord(first, time=2.0, account="alice"), rules[first])])
+            store.append_metadata([(MetadataRecord(first, time=3.0, account="alice"), rules[first])])
+        indexes = _metadata_indexes(store)
+        assert set(indexes) == {"metadata_by_kind_time", f"metadata_{first.value}_by_account"}
+        assert f"WHERE kind = '{first.value}'" in indexes[f"metadata_{first.value}_by_account"]
+        assert [r.time for r in store.metadata(first)] == [2.0]
+    with Store(tmp_path / "relay.db") as store, store.transaction():  # the index stays with the file
+        store.append_metadata([(MetadataRecord(first, time=4.0, account="alice"), rules[first])])
+        assert [r.time for r in store.metadata(first)] == [2.0]
+
+
+def test_a_rolled_back_index_is_made_again(tmp_path: Path) -> None:
+    rule = KindRule(frozenset({"time", "account"}), keep="latest", key=("account",))
+    kind = RecordKind.AUTHENTICATION
+    with Store(tmp_path / "relay.db") as store:
+        with store.transaction():
+            with pytest.raises(RuntimeError), store.transaction():
+                store.append_metadata([(MetadataRecord(kind, time=1.0, account="a"), rule)])
+                raise RuntimeError("refused")
+            assert f"metadata_{kind.value}_by_account" not in _metadata_indexes(store)
+            store.append_metadata([(MetadataRecord(kind, time=2.0, account="a"), rule)])
+            store.append_metadata([(MetadataRecord(kind, time=3.0, account="a"), rule)])
+        assert f"metadata_{kind.value}_by_account" in _metadata_indexes(store)
+        assert [r.time for r in store.metadata(kind)] == [3.0]
+
+
+def test_v11_a_v10_database_loses_the_index_by_kind_and_account_and_keeps_its_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "relay.db"
+    rule = KindRule(frozenset({"time", "account"}), keep="latest", key=("account",))
+    kind = RecordKind.AUTHENTICATION
+    monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:10])
+    with Store(path) as store, store.transaction():
+        store.append_metadata(
+            (MetadataRecord(kind, time=float(i), account=f"a{i % 3}"), rule) for i in range(6)
+        )
+        store.append_metadata(
+            [
+                (
+                    MetadataRecord(RecordKind.SEND, time=9.0, account="a0"),
+                    KEEP_EVERYTHING.rules[RecordKind.SEND],
+                )
+            ]
+        )
+    monkeypatch.undo()
+    with Store(path) as store:
+        assert "metadata_by_kind_account" not in _metadata_indexes(store)
+        with store.transaction():
+            store.append_metadata([(MetadataRecord(kind, time=10.0, account="a1"), rule)])
+        assert [(r.account, r.time) for r in store.metadata(kind)] == [("a0", 3.0), ("a2", 5.0), ("a1", 10.0)]
+        assert len(store.metadata(RecordKind.SEND)) == 1
 
 
 def test_deferred_syncs_a_group_is_durable_at_sync_every_other_transaction_at_once(
