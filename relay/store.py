@@ -1171,7 +1171,9 @@ class Store:
         """Delete the given ids from this device's queue only; returns how many were there.
 
         An envelope queued in the transaction under way and not written yet is taken back from the
-        rows waiting (it never reaches the file); the others are deleted from the file."""
+        rows waiting (it never reaches the file); the others are deleted from the file, and the rows
+        still waiting wait on (none of them has one of those ids, so a DELETE cannot meet them): an
+        ack between sends does not split the group's envelopes into one INSERT per request."""
         pending = self._envelope_rows
         deleted = 0
         size = 0
@@ -1186,7 +1188,6 @@ class Store:
         key = (account, device)
         known = self._queue_sizes.get(key)
         if rest:
-            self._write_pending_envelopes()
             if known is None:
                 cursor = self._db.executemany(
                     "DELETE FROM envelopes WHERE account = ? AND device = ? AND id = ?",

@@ -648,6 +648,31 @@ def test_an_envelope_acknowledged_while_waiting_is_never_written(tmp_path: Path)
     store.close()
 
 
+def test_an_acknowledgement_of_envelopes_in_the_file_leaves_the_waiting_ones_waiting(tmp_path: Path) -> None:
+    # Sends and acks interleave in a group: the acks of earlier envelopes delete them from the file
+    # without writing the envelopes queued since, which all go in with one executemany at the commit.
+    store = Store(tmp_path / "relay.db")
+    with store.transaction():
+        store.enqueue([_envelope(1), _envelope(2, body=bytes(4))])
+    statements = _statements(store)
+    store.begin_group()
+    with store.without_savepoint():
+        store.enqueue([_envelope(3)])
+    with store.without_savepoint():
+        assert store.delete_envelopes("bob", 1, [_envelope(1).id, _envelope(9).id]) == 1
+    with store.without_savepoint():
+        store.enqueue([_envelope(4)])
+    with store.without_savepoint():
+        assert store.delete_envelopes("bob", 1, [_envelope(2).id]) == 1
+    assert store.queue_size("bob", 1) == (2, 2)
+    assert not [s for s in statements if "INTO envelopes" in s]
+    assert len([s for s in statements if "DELETE" in s]) == 3
+    store.commit_group()
+    assert _file_envelopes(tmp_path / "relay.db") == [3, 4]
+    assert store.queue_size("bob", 1) == _true_queue_size(store, "bob", 1) == (2, 2)
+    store.close()
+
+
 @pytest.mark.parametrize("part", ["savepoint", "without_savepoint"])
 @pytest.mark.parametrize("read_after", [False, True])
 def test_a_rolled_back_acknowledgement_puts_the_waiting_envelope_back(
