@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from relaysim.relay import store as store_module
-from relaysim.relay.metadata import KEEP_EVERYTHING, METADATA_FIELDS, KindRule, MetadataRecord, RecordKind
+from relaysim.relay.metadata import (
+    KEEP_EVERYTHING,
+    METADATA_FIELDS,
+    KindRule,
+    MetadataRecord,
+    RecordKind,
+    RetentionPolicy,
+)
 from relaysim.relay.store import SCHEMA_VERSION, DeviceRecord, Store, StoredEnvelope, StoreError
 from relaysim.relay.wire import KemPrekey, Prekey, SignedPrekey
 
@@ -142,6 +149,15 @@ def test_a_record_kept_once_per_account_is_found_by_index_not_by_a_scan() -> Non
         assert f"metadata_{latest.value}_by_account" in plan, plan
 
 
+# The kinds recorded per envelope: in no index unless a policy expires them (v12).
+_PER_ENVELOPE = {RecordKind.SEND, RecordKind.SEALED_SEND, RecordKind.DELIVERY, RecordKind.ACKNOWLEDGEMENT}
+_TIME_INDEXES = {"metadata_by_kind_time"}
+
+
+def _plan(store: Store, sql: str, *params: object) -> str:
+    return " ".join(str(row[-1]) for row in store._db.execute("EXPLAIN QUERY PLAN " + sql, params))
+
+
 def _metadata_indexes(store: Store) -> dict[str, str]:
     return dict(
         store._db.execute(
@@ -165,17 +181,69 @@ def test_records_kept_whole_are_in_no_index_by_account(tmp_path: Path) -> None:
                 (MetadataRecord(kind, time=1.0, account="alice"), KEEP_EVERYTHING.rules[kind])
                 for kind in (RecordKind.SEND, RecordKind.DELIVERY, RecordKind.ACKNOWLEDGEMENT)
             )
-        assert set(_metadata_indexes(store)) == {"metadata_by_kind_time"}
+        assert set(_metadata_indexes(store)) == _TIME_INDEXES
         with store.transaction():
             store.append_metadata([(MetadataRecord(first, time=2.0, account="alice"), rules[first])])
             store.append_metadata([(MetadataRecord(first, time=3.0, account="alice"), rules[first])])
         indexes = _metadata_indexes(store)
-        assert set(indexes) == {"metadata_by_kind_time", f"metadata_{first.value}_by_account"}
+        assert set(indexes) == {*_TIME_INDEXES, f"metadata_{first.value}_by_account"}
         assert f"WHERE kind = '{first.value}'" in indexes[f"metadata_{first.value}_by_account"]
         assert [r.time for r in store.metadata(first)] == [2.0]
     with Store(tmp_path / "relay.db") as store, store.transaction():  # the index stays with the file
         store.append_metadata([(MetadataRecord(first, time=4.0, account="alice"), rules[first])])
         assert [r.time for r in store.metadata(first)] == [2.0]
+
+
+def test_records_made_per_envelope_are_in_no_index_and_the_others_in_one_by_kind_and_time(
+    tmp_path: Path,
+) -> None:
+    # Three records per envelope (send, delivery, acknowledgement): one b-tree insert each, not two.
+    with Store(tmp_path / "relay.db") as store:
+        (sql,) = _metadata_indexes(store).values()
+        assert "ON metadata (kind, time)" in sql
+        with store.transaction():
+            store.append_metadata(
+                (MetadataRecord(kind, time=float(i), account="a"), KEEP_EVERYTHING.rules[kind])
+                for i, kind in enumerate(RecordKind)
+            )
+        indexed = store._db.execute(
+            "SELECT count(*) FROM metadata INDEXED BY metadata_by_kind_time WHERE "
+            + sql.split(" WHERE ", 1)[1]
+        ).fetchone()[0]
+        assert indexed == len(RecordKind) - len(_PER_ENVELOPE)
+        for i, kind in enumerate(RecordKind):  # each kind's records, found with or without the index
+            assert [r.time for r in store.metadata(kind)] == [float(i)]
+        assert [r.kind for r in store.metadata()] == list(RecordKind)
+        # what the store asks of a kind in the index, and of one not in it
+        term = store_module._kind_term(RecordKind.BLOCK)
+        assert "metadata_by_kind_time" in _plan(store, f"SELECT seq FROM metadata WHERE {term} ORDER BY seq")
+        assert "metadata_by_kind_time" in _plan(store, f"DELETE FROM metadata WHERE {term} AND time < ?", 1.0)
+        term = store_module._kind_term(RecordKind.SEND)
+        assert "SCAN metadata" in _plan(store, f"SELECT seq FROM metadata WHERE {term} ORDER BY seq")
+
+
+def test_expiring_a_kind_made_per_envelope_gives_it_an_index_by_time(tmp_path: Path) -> None:
+    policy = RetentionPolicy(
+        "expires-sends",
+        {
+            RecordKind.SEND: KindRule(frozenset({"time", "account"}), keep_for=10.0),
+            RecordKind.DELIVERY: KindRule(frozenset({"time", "account"})),
+        },
+    )
+    with Store(tmp_path / "relay.db") as store:
+        with store.transaction():
+            store.append_metadata(
+                (MetadataRecord(kind, time=float(t), account="a"), policy.rules[kind])
+                for t in range(20)
+                for kind in (RecordKind.SEND, RecordKind.DELIVERY)
+            )
+        assert "metadata_send_by_time" not in _metadata_indexes(store)
+        with store.transaction():
+            assert store.expire_metadata(25.0, policy) == 15
+        assert "metadata_send_by_time" in _metadata_indexes(store)
+        assert [r.time for r in store.metadata(RecordKind.SEND)] == [15.0, 16.0, 17.0, 18.0, 19.0]
+        assert len(store.metadata(RecordKind.DELIVERY)) == 20
+        assert "metadata_delivery_by_time" not in _metadata_indexes(store)
 
 
 def test_a_rolled_back_index_is_made_again(tmp_path: Path) -> None:
