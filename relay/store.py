@@ -337,6 +337,42 @@ CREATE INDEX metadata_by_kind_account ON metadata (kind, account);
 """
 
 
+# v11: no index by (kind, account) over every record. Three records are written per envelope (send,
+# delivery, acknowledgement), each also into that index at the place of its account: a random page
+# per record, written to the WAL at every commit and, once the index outgrows SQLite's page cache,
+# read from the file first. Only the lookups of records kept once per key (Store.append_metadata)
+# need one, so each kind kept that way gets an index of its own, over its records alone (a partial
+# index, SQLite docs "Partial Indexes"), made by the first such lookup: records kept whole are in
+# none but (kind, time), which takes them in time order.
+_V11 = """
+DROP INDEX IF EXISTS metadata_by_kind_account;
+"""
+
+
+# v12: the records made per envelope (send, sealed send, delivery, acknowledgement: three an
+# envelope) are out of the (kind, time) index. Each went into it as well as into the table, a second
+# b-tree insert (~1 us a record), and what uses the index asks about one kind at a time: the retention
+# sweep and the compliance desk (Store.metadata(kind)). It is now a partial index (SQLite docs,
+# "Partial Indexes") over the other kinds' records, the ones made a few times per device
+# (registrations, connections, logins, fetches, ...); a query may use it when its WHERE clause has the
+# index's own terms (_TIME_INDEXED_TERM). A kind made per envelope gets an index of its own from the
+# first sweep of a rule that expires it (Store.expire_metadata); as long as none does, a read of one
+# scans the table, in order. SQLite evaluates a partial index's WHERE on every insert: one partial
+# index per kind would cost more than the index it replaces, and so does ``kind NOT IN (...)``, whose
+# list becomes a table made anew for each row of an executemany; four ``<>`` cost ~0.2 us a row.
+_TIME_INDEXED_TERM: Final = (
+    "kind <> 'send' AND kind <> 'sealed_send' AND kind <> 'delivery' AND kind <> 'acknowledgement'"
+)
+_PER_ENVELOPE_KINDS: Final = frozenset(
+    {RecordKind.SEND, RecordKind.SEALED_SEND, RecordKind.DELIVERY, RecordKind.ACKNOWLEDGEMENT}
+)
+_V12 = """
+DROP INDEX IF EXISTS metadata_by_kind_time;
+CREATE INDEX metadata_by_kind_time ON metadata (kind, time)
+    WHERE kind <> 'send' AND kind <> 'sealed_send' AND kind <> 'delivery' AND kind <> 'acknowledgement';
+"""
+
+
 def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
     def run(db: sqlite3.Connection) -> None:
         for statement in sql.split(";"):
@@ -357,6 +393,8 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _script(_V8),
     _script(_V9),
     _script(_V10),
+    _script(_V11),
+    _script(_V12),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -466,6 +504,13 @@ def _device(row: Any) -> DeviceRecord:
 def _envelope(row: Any) -> StoredEnvelope:
     eid, a, d, body, ts, sealed, sa, sd = row
     return StoredEnvelope(eid, a, d, body, ts, bool(sealed), sa, sd)
+
+
+def _kind_term(kind: RecordKind) -> str:
+    """``kind = '<kind>'`` (a literal: an enum value), with the (kind, time) index's own term for the
+    kinds it holds, so that SQLite may use it (v12)."""
+    term = f"kind = '{kind.value}'"
+    return term if kind in _PER_ENVELOPE_KINDS else f"{term} AND {_TIME_INDEXED_TERM}"
 
 
 class _Transaction:
@@ -687,6 +732,7 @@ class Store:
         # that a rolled-back transaction (or savepoint) drops what it touched.
         self._queue_sizes: dict[tuple[str, int], tuple[int, int]] = {}
         self._routes: dict[str, dict[int, int]] = {}
+        self._key_indexes: dict[str, bool] = {}  # the per-kind metadata indexes known to exist (v11)
         self._journal: list[tuple[dict[Any, Any], Any]] = []
         # Metadata rows and queued envelopes appended inside the transaction under way, written
         # to the file table by table (one executemany each) before COMMIT and before anything
@@ -1157,7 +1203,9 @@ class Store:
         """Delete the given ids from this device's queue only; returns how many were there.
 
         An envelope queued in the transaction under way and not written yet is taken back from the
-        rows waiting (it never reaches the file); the others are deleted from the file."""
+        rows waiting (it never reaches the file); the others are deleted from the file, and the rows
+        still waiting wait on (none of them has one of those ids, so a DELETE cannot meet them): an
+        ack between sends does not split the group's envelopes into one INSERT per request."""
         pending = self._envelope_rows
         deleted = 0
         size = 0
@@ -1172,7 +1220,6 @@ class Store:
         key = (account, device)
         known = self._queue_sizes.get(key)
         if rest:
-            self._write_pending_envelopes()
             if known is None:
                 cursor = self._db.executemany(
                     "DELETE FROM envelopes WHERE account = ? AND device = ? AND id = ?",
@@ -1277,16 +1324,34 @@ class Store:
             if appended:  # keep the order of records
                 self._db.executemany(_METADATA_INSERT, appended)
                 appended = []
-            where = " AND ".join(f"{k} IS ?" for k in rule.key)
-            params = (record.kind.value, *(getattr(record, k) for k in rule.key))
+            # The kind as a literal (an enum value), so that SQLite may use the kind's own index.
+            where = f"kind = '{record.kind.value}' AND " + " AND ".join(f"{k} IS ?" for k in rule.key)
+            params = tuple(getattr(record, k) for k in rule.key)
+            self._key_index(record.kind, rule.key)
             if rule.keep == "first":
-                if self._db.execute(f"SELECT 1 FROM metadata WHERE kind = ? AND {where}", params).fetchone():
+                if self._db.execute(f"SELECT 1 FROM metadata WHERE {where} LIMIT 1", params).fetchone():
                     continue
             else:
-                self._db.execute(f"DELETE FROM metadata WHERE kind = ? AND {where}", params)
+                self._db.execute(f"DELETE FROM metadata WHERE {where}", params)
             self._db.execute(_METADATA_INSERT, values)
         if appended:
             self._db.executemany(_METADATA_INSERT, appended)
+
+    def _key_index(self, kind: RecordKind, key: tuple[str, ...], columns: tuple[str, ...] = ()) -> None:
+        """Make sure the records of ``kind`` have an index by ``key`` (for a rule that keeps one record
+        per key; ``("time",)`` for the retention sweep): ``metadata_<kind>_by_<key>``, on ``columns``
+        (by default the key's), over that kind's records alone. Made once per file (it stays in it);
+        made again if the transaction that made it is rolled back."""
+        name = f"metadata_{kind.value}_by_{'_'.join(key)}"
+        if name in self._key_indexes:
+            return
+        # Names and columns from RecordKind values and MetadataRecord fields (KindRule.check).
+        self._db.execute(
+            f"CREATE INDEX IF NOT EXISTS {name} ON metadata ({', '.join(columns or key)}) "
+            f"WHERE kind = '{kind.value}'"
+        )
+        self._key_indexes[name] = True
+        self._touched(self._key_indexes, name)
 
     def append_records(self, records: Sequence[MetadataRecord]) -> None:
         """Append records whole, in order: what :meth:`append_metadata` does with rules that keep
@@ -1325,7 +1390,7 @@ class Store:
         rows = (
             self._db.execute(sql + " ORDER BY seq")
             if kind is None
-            else self._db.execute(sql + " WHERE kind = ? ORDER BY seq", (kind.value,))
+            else self._db.execute(sql + f" WHERE {_kind_term(RecordKind(kind))} ORDER BY seq")
         )
         return [MetadataRecord(RecordKind(r[0]), *r[1:]) for r in rows]
 
@@ -1344,9 +1409,11 @@ class Store:
         deleted = 0
         for kind, rule in policy.rules.items():
             if rule.keep_for is not None:
+                if kind in _PER_ENVELOPE_KINDS:
+                    self._key_index(kind, ("time",), ("kind", "time"))  # the kind's own (v12)
                 cursor = self._db.execute(
-                    "DELETE FROM metadata WHERE kind = ? AND time < ?" + spare,
-                    (kind.value, now - rule.keep_for, *spared),
+                    f"DELETE FROM metadata WHERE {_kind_term(kind)} AND time < ?" + spare,
+                    (now - rule.keep_for, *spared),
                 )
                 deleted += cursor.rowcount
         return deleted

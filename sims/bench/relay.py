@@ -19,6 +19,9 @@ Contenders, each with --connections device connections (default 1,000) held open
 * echo — a bare trio echo server with the same framing: it reads 4-byte-length-prefixed
   msgpack frames, unpacks each frame's map, and writes the frames back in one ``send_all``.
 
+Every server process sets the garbage collector as ``relay serve`` does
+(``relay.server.tune_gc_for_serving``).
+
 Set-up (not timed). The devices are registered before the servers listen, through the real
 ``RelayCore.handle(Register)`` path in the server process (real XEdDSA signatures, verified
 by the relay; no sockets), to save a round of connections; each connection then
@@ -79,7 +82,7 @@ from relaysim.clients.keys import IdentityKeyPair
 from relaysim.relay import wire
 from relaysim.relay.core import ConnectionContext, Push, RelayCore, Reply
 from relaysim.relay.limits import UNLIMITED
-from relaysim.relay.server import serve
+from relaysim.relay.server import serve, tune_gc_for_serving
 from relaysim.relay.store import Store
 from relaysim.sims.bench import harness
 
@@ -162,6 +165,8 @@ def child_main(argv: list[str]) -> int:
     """A server process: set up, print ``READY <port>``, serve until stdin closes."""
     args = _child_parser().parse_args(argv)
     harness.raise_fd_limit(args.connections + 256)
+    # As `relay serve` sets it, for every contender alike (the echo server allocates little per frame).
+    tune_gc_for_serving()
 
     if args.child == ECHO:
 

@@ -533,6 +533,26 @@ def test_main_reports_a_port_in_use_and_exits_1(tmp_path: Path, caplog: pytest.L
     assert errors[0].startswith("cannot serve: ") and "in use" in errors[0].lower(), errors  # trio words it
 
 
+def test_main_sets_the_collector_for_serving(tmp_path: Path) -> None:
+    import gc
+
+    from relaysim.relay.server import SERVING_GC_THRESHOLD
+
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        with socket.socket() as taken:  # it stops at once, having set up as it serves
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            main(
+                ["--host", "127.0.0.1", "--port", str(taken.getsockname()[1]), "--db", str(tmp_path / "r.db")]
+            )
+        assert gc.get_threshold() == SERVING_GC_THRESHOLD
+        assert SERVING_GC_THRESHOLD[0] >= 10_000
+    finally:
+        gc.set_threshold(*before)
+
+
 class RelayProcess:
     """``python -m relay.server`` on a database; stderr goes to a file we read the port from."""
 

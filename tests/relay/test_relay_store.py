@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from relaysim.relay import store as store_module
-from relaysim.relay.metadata import KEEP_EVERYTHING, METADATA_FIELDS, KindRule, MetadataRecord, RecordKind
+from relaysim.relay.metadata import (
+    KEEP_EVERYTHING,
+    METADATA_FIELDS,
+    KindRule,
+    MetadataRecord,
+    RecordKind,
+    RetentionPolicy,
+)
 from relaysim.relay.store import SCHEMA_VERSION, DeviceRecord, Store, StoredEnvelope, StoreError
 from relaysim.relay.wire import KemPrekey, Prekey, SignedPrekey
 
@@ -135,11 +142,151 @@ def test_a_record_kept_once_per_account_is_found_by_index_not_by_a_scan() -> Non
         plan = " ".join(
             str(row[-1])
             for row in store._db.execute(
-                "EXPLAIN QUERY PLAN DELETE FROM metadata WHERE kind = ? AND account IS ?",
-                (latest.value, "a7"),
+                f"EXPLAIN QUERY PLAN DELETE FROM metadata WHERE kind = '{latest.value}' AND account IS ?",
+                ("a7",),
             )
         )
-        assert "metadata_by_kind_account" in plan, plan
+        assert f"metadata_{latest.value}_by_account" in plan, plan
+
+
+# The kinds recorded per envelope: in no index unless a policy expires them (v12).
+_PER_ENVELOPE = {RecordKind.SEND, RecordKind.SEALED_SEND, RecordKind.DELIVERY, RecordKind.ACKNOWLEDGEMENT}
+_TIME_INDEXES = {"metadata_by_kind_time"}
+
+
+def _plan(store: Store, sql: str, *params: object) -> str:
+    return " ".join(str(row[-1]) for row in store._db.execute("EXPLAIN QUERY PLAN " + sql, params))
+
+
+def _metadata_indexes(store: Store) -> dict[str, str]:
+    return dict(
+        store._db.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'metadata'"
+        )
+    )
+
+
+def test_records_kept_whole_are_in_no_index_by_account(tmp_path: Path) -> None:
+    # A send, delivery and acknowledgement record is written for every envelope: an index by account
+    # would take an insert at a random place for each (a page written per record), and only the
+    # lookups of records kept once per key need one. Those kinds get an index of their own, made by
+    # the first such lookup; the kinds every record of which is appended are in none.
+    from relaysim.relay.profiles import get_profile
+
+    rules = get_profile("signal").policy.rules
+    first = next(k for k, r in rules.items() if r.keep == "first" and r.key == ("account",))
+    with Store(tmp_path / "relay.db") as store:
+        with store.transaction():
+            store.append_metadata(
+                (MetadataRecord(kind, time=1.0, account="alice"), KEEP_EVERYTHING.rules[kind])
+                for kind in (RecordKind.SEND, RecordKind.DELIVERY, RecordKind.ACKNOWLEDGEMENT)
+            )
+        assert set(_metadata_indexes(store)) == _TIME_INDEXES
+        with store.transaction():
+            store.append_metadata([(MetadataRecord(first, time=2.0, account="alice"), rules[first])])
+            store.append_metadata([(MetadataRecord(first, time=3.0, account="alice"), rules[first])])
+        indexes = _metadata_indexes(store)
+        assert set(indexes) == {*_TIME_INDEXES, f"metadata_{first.value}_by_account"}
+        assert f"WHERE kind = '{first.value}'" in indexes[f"metadata_{first.value}_by_account"]
+        assert [r.time for r in store.metadata(first)] == [2.0]
+    with Store(tmp_path / "relay.db") as store, store.transaction():  # the index stays with the file
+        store.append_metadata([(MetadataRecord(first, time=4.0, account="alice"), rules[first])])
+        assert [r.time for r in store.metadata(first)] == [2.0]
+
+
+def test_records_made_per_envelope_are_in_no_index_and_the_others_in_one_by_kind_and_time(
+    tmp_path: Path,
+) -> None:
+    # Three records per envelope (send, delivery, acknowledgement): one b-tree insert each, not two.
+    with Store(tmp_path / "relay.db") as store:
+        (sql,) = _metadata_indexes(store).values()
+        assert "ON metadata (kind, time)" in sql
+        with store.transaction():
+            store.append_metadata(
+                (MetadataRecord(kind, time=float(i), account="a"), KEEP_EVERYTHING.rules[kind])
+                for i, kind in enumerate(RecordKind)
+            )
+        indexed = store._db.execute(
+            "SELECT count(*) FROM metadata INDEXED BY metadata_by_kind_time WHERE "
+            + sql.split(" WHERE ", 1)[1]
+        ).fetchone()[0]
+        assert indexed == len(RecordKind) - len(_PER_ENVELOPE)
+        for i, kind in enumerate(RecordKind):  # each kind's records, found with or without the index
+            assert [r.time for r in store.metadata(kind)] == [float(i)]
+        assert [r.kind for r in store.metadata()] == list(RecordKind)
+        # what the store asks of a kind in the index, and of one not in it
+        term = store_module._kind_term(RecordKind.BLOCK)
+        assert "metadata_by_kind_time" in _plan(store, f"SELECT seq FROM metadata WHERE {term} ORDER BY seq")
+        assert "metadata_by_kind_time" in _plan(store, f"DELETE FROM metadata WHERE {term} AND time < ?", 1.0)
+        term = store_module._kind_term(RecordKind.SEND)
+        assert "SCAN metadata" in _plan(store, f"SELECT seq FROM metadata WHERE {term} ORDER BY seq")
+
+
+def test_expiring_a_kind_made_per_envelope_gives_it_an_index_by_time(tmp_path: Path) -> None:
+    policy = RetentionPolicy(
+        "expires-sends",
+        {
+            RecordKind.SEND: KindRule(frozenset({"time", "account"}), keep_for=10.0),
+            RecordKind.DELIVERY: KindRule(frozenset({"time", "account"})),
+        },
+    )
+    with Store(tmp_path / "relay.db") as store:
+        with store.transaction():
+            store.append_metadata(
+                (MetadataRecord(kind, time=float(t), account="a"), policy.rules[kind])
+                for t in range(20)
+                for kind in (RecordKind.SEND, RecordKind.DELIVERY)
+            )
+        assert "metadata_send_by_time" not in _metadata_indexes(store)
+        with store.transaction():
+            assert store.expire_metadata(25.0, policy) == 15
+        assert "metadata_send_by_time" in _metadata_indexes(store)
+        assert [r.time for r in store.metadata(RecordKind.SEND)] == [15.0, 16.0, 17.0, 18.0, 19.0]
+        assert len(store.metadata(RecordKind.DELIVERY)) == 20
+        assert "metadata_delivery_by_time" not in _metadata_indexes(store)
+
+
+def test_a_rolled_back_index_is_made_again(tmp_path: Path) -> None:
+    rule = KindRule(frozenset({"time", "account"}), keep="latest", key=("account",))
+    kind = RecordKind.AUTHENTICATION
+    with Store(tmp_path / "relay.db") as store:
+        with store.transaction():
+            with pytest.raises(RuntimeError), store.transaction():
+                store.append_metadata([(MetadataRecord(kind, time=1.0, account="a"), rule)])
+                raise RuntimeError("refused")
+            assert f"metadata_{kind.value}_by_account" not in _metadata_indexes(store)
+            store.append_metadata([(MetadataRecord(kind, time=2.0, account="a"), rule)])
+            store.append_metadata([(MetadataRecord(kind, time=3.0, account="a"), rule)])
+        assert f"metadata_{kind.value}_by_account" in _metadata_indexes(store)
+        assert [r.time for r in store.metadata(kind)] == [3.0]
+
+
+def test_v11_a_v10_database_loses_the_index_by_kind_and_account_and_keeps_its_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "relay.db"
+    rule = KindRule(frozenset({"time", "account"}), keep="latest", key=("account",))
+    kind = RecordKind.AUTHENTICATION
+    monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:10])
+    with Store(path) as store, store.transaction():
+        store.append_metadata(
+            (MetadataRecord(kind, time=float(i), account=f"a{i % 3}"), rule) for i in range(6)
+        )
+        store.append_metadata(
+            [
+                (
+                    MetadataRecord(RecordKind.SEND, time=9.0, account="a0"),
+                    KEEP_EVERYTHING.rules[RecordKind.SEND],
+                )
+            ]
+        )
+    monkeypatch.undo()
+    with Store(path) as store:
+        assert "metadata_by_kind_account" not in _metadata_indexes(store)
+        with store.transaction():
+            store.append_metadata([(MetadataRecord(kind, time=10.0, account="a1"), rule)])
+        assert [(r.account, r.time) for r in store.metadata(kind)] == [("a0", 3.0), ("a2", 5.0), ("a1", 10.0)]
+        assert len(store.metadata(RecordKind.SEND)) == 1
 
 
 def test_deferred_syncs_a_group_is_durable_at_sync_every_other_transaction_at_once(
@@ -566,6 +713,31 @@ def test_an_envelope_acknowledged_while_waiting_is_never_written(tmp_path: Path)
         store.enqueue([_envelope(3)])
         assert store.delete_envelopes("bob", 1, [_envelope(2).id, _envelope(3).id]) == 2
     assert _file_envelopes(tmp_path / "relay.db") == [] and store.queue_size("bob", 1) == (0, 0)
+    store.close()
+
+
+def test_an_acknowledgement_of_envelopes_in_the_file_leaves_the_waiting_ones_waiting(tmp_path: Path) -> None:
+    # Sends and acks interleave in a group: the acks of earlier envelopes delete them from the file
+    # without writing the envelopes queued since, which all go in with one executemany at the commit.
+    store = Store(tmp_path / "relay.db")
+    with store.transaction():
+        store.enqueue([_envelope(1), _envelope(2, body=bytes(4))])
+    statements = _statements(store)
+    store.begin_group()
+    with store.without_savepoint():
+        store.enqueue([_envelope(3)])
+    with store.without_savepoint():
+        assert store.delete_envelopes("bob", 1, [_envelope(1).id, _envelope(9).id]) == 1
+    with store.without_savepoint():
+        store.enqueue([_envelope(4)])
+    with store.without_savepoint():
+        assert store.delete_envelopes("bob", 1, [_envelope(2).id]) == 1
+    assert store.queue_size("bob", 1) == (2, 2)
+    assert not [s for s in statements if "INTO envelopes" in s]
+    assert len([s for s in statements if "DELETE" in s]) == 3
+    store.commit_group()
+    assert _file_envelopes(tmp_path / "relay.db") == [3, 4]
+    assert store.queue_size("bob", 1) == _true_queue_size(store, "bob", 1) == (2, 2)
     store.close()
 
 
