@@ -159,7 +159,7 @@ class PreKeyBundle:
         if kem is not None:
             signed.append((encode_kem_public_key(kem.public), kem.signature))
         # (XEdDSA verification, the identity key converted to its Edwards form once for both)
-        good = _xeddsa.xeddsa_verify_each(self.identity_key, signed)
+        good = spec.xeddsa_verify_each(self.identity_key, signed)
         if not good[0]:
             raise BundleError("signed_prekey.signature does not verify with identity_key")
         if kem is not None and not good[1]:

@@ -20,7 +20,7 @@ is what the simulated phones run.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from relaysim.clients import _primitives as _p
 from relaysim.clients.errors import DecryptionError
@@ -41,6 +41,7 @@ __all__ = [
     "x3dh_kdf",
     "xeddsa_sign",
     "xeddsa_verify",
+    "xeddsa_verify_each",
 ]
 
 HASH_LEN = 32
@@ -177,3 +178,11 @@ def xeddsa_verify(x25519_public_raw: bytes, message: bytes, signature: bytes) ->
     from relaysim.clients._xeddsa import xeddsa_verify as _verify
 
     return _verify(x25519_public_raw, message, signature)
+
+
+def xeddsa_verify_each(x25519_public_raw: bytes, signed: Sequence[tuple[bytes, bytes]]) -> list[bool]:
+    """``xeddsa_verify`` of each (M, signature) of ``signed``, all by one key: u converted to its
+    Edwards form once (a prekey bundle's signed prekey and KEM prekey)."""
+    from relaysim.clients._xeddsa import xeddsa_verify_each as _verify_each
+
+    return _verify_each(x25519_public_raw, signed)
