@@ -30,9 +30,13 @@ def test_a_forged_message_costs_a_bounded_number_of_trial_decryptions(
     alice.start_session(bob.address, bob.generate_prekeys(2, 2))
     assert bob.decrypt(alice.address, alice.encrypt(bob.address, b"hi")) == b"hi"
     assert alice.decrypt(bob.address, bob.encrypt(alice.address, b"hello")) == b"hello"
-    # bob holds the most sessions with alice a device keeps: the active one and 8 inactive ones.
+    # bob holds the most sessions with alice a device keeps: the active one and 8 inactive ones
+    # (8 more sessions on the same ratchet state: each a trial of its own)
     active = bob.sessions[alice.address]
-    bob.inactive[alice.address] = [active] * session_module.MAX_INACTIVE_SESSIONS
+    bob.inactive[alice.address] = [
+        session_module.Session(active.ratchet, active.peer_identity, active.initial)
+        for _ in range(session_module.MAX_INACTIVE_SESSIONS)
+    ]
     genuine = alice.encrypt(bob.address, b"again")
     forged = genuine[:-1] + bytes([genuine[-1] ^ 1])  # a bad tag: every trial fails
     tried = 0
