@@ -1226,15 +1226,19 @@ class Store:
                     [(account, device, i) for i in rest],
                 )
                 return deleted + cursor.rowcount
+            # The queue's size is known: the body's length too, read before the row goes. (A
+            # SELECT, then a DELETE by rowid: ~5.6 us an envelope, where one DELETE ... RETURNING
+            # took ~6.8 us; SQLite gathers a RETURNING clause's rows in a table of their own.)
             execute = self._db.execute
             for i in rest:
                 found = execute(
-                    "DELETE FROM envelopes WHERE account = ? AND device = ? AND id = ? RETURNING length(body)",
+                    "SELECT seq, length(body) FROM envelopes WHERE account = ? AND device = ? AND id = ?",
                     (account, device, i),
                 ).fetchone()
                 if found is not None:
+                    execute("DELETE FROM envelopes WHERE seq = ?", (found[0],))
                     deleted += 1
-                    size -= found[0]
+                    size -= found[1]
         if known is not None and deleted:
             self._queue_sizes[key] = (known[0] - deleted, known[1] + size)
             self._touched(self._queue_sizes, key)
