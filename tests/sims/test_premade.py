@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from relaysim.clients.keys import PremadeKeys, PreKeySecrets
+from relaysim.clients.keys import PreKeySecrets, PremadeKeys
 from relaysim.clients.session import Device
 from relaysim.sims.bench.sim import scale_scenario
 from relaysim.sims.world.premade import SKIP_AHEAD, PremadeSource, premade_keys
