@@ -37,7 +37,6 @@ Checked for interoperability against libxeddsa, OpenSSL and libsignal's known an
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 
 from nacl.bindings import (
     crypto_core_ed25519_add,
@@ -55,7 +54,6 @@ __all__ = [
     "convert_mont",
     "xeddsa_sign",
     "xeddsa_verify",
-    "xeddsa_verify_each",
 ]
 
 # --- curve constants (public values only) ---------------------------------------------------
@@ -172,28 +170,14 @@ def xeddsa_verify(x25519_public: bytes, message: bytes, signature: bytes) -> boo
     it to be fully reduced"); R is compared as bytes with the canonical encoding of sB − hA.
     One departure, libsignal's: bit 255 of s set means "A has sign bit 1" (module docstring).
     """
-    if len(x25519_public) != 32 or int.from_bytes(x25519_public, "little") >= P:
-        return False
-    return _verify(convert_mont(x25519_public), message, signature)
-
-
-def xeddsa_verify_each(x25519_public: bytes, signed: Sequence[tuple[bytes, bytes]]) -> list[bool]:
-    """``xeddsa_verify(u, M, sig)`` for each (M, sig) of ``signed``, all by one key: u converted to
-    its Edwards form once (a prekey bundle's signed prekey and KEM prekey; convert_mont is ~16 µs of
-    a ~75 µs verification)."""
-    if len(x25519_public) != 32 or int.from_bytes(x25519_public, "little") >= P:
-        return [False] * len(signed)
-    a_edwards = convert_mont(x25519_public)
-    return [_verify(a_edwards, message, signature) for message, signature in signed]
-
-
-def _verify(a_edwards: bytes, message: bytes, signature: bytes) -> bool:
-    """xeddsa_verify's steps after convert_mont(u)."""
-    if len(signature) != 64:
+    if len(x25519_public) != 32 or len(signature) != 64:
         return False
     signature = bytes(signature)
+    if int.from_bytes(x25519_public, "little") >= P:
+        return False
     # R.y ≥ 2^|p| cannot happen in 32 bytes; a non-canonical R never equals Rcheck's encoding.
     s = int.from_bytes(signature[32:], "little")
+    a_edwards = convert_mont(x25519_public)
     if s >> 255:  # libsignal's convention (module docstring): A's sign bit travels in bit 255 of s
         s ^= 1 << 255
         a_edwards = a_edwards[:31] + bytes([a_edwards[31] | 0x80])

@@ -154,15 +154,13 @@ class PreKeyBundle:
 
     def verify(self) -> None:
         """Check every signature in the bundle against its identity key (X3DH §3.3, PQXDH §3.3)."""
-        spk, kem = self.signed_prekey, self.kem_prekey
-        signed = [(spec.encode_public_key(spk.public), spk.signature)]
-        if kem is not None:
-            signed.append((encode_kem_public_key(kem.public), kem.signature))
-        # (XEdDSA verification, the identity key converted to its Edwards form once for both)
-        good = _xeddsa.xeddsa_verify_each(self.identity_key, signed)
-        if not good[0]:
+        spk = self.signed_prekey
+        if not spec.xeddsa_verify(self.identity_key, spec.encode_public_key(spk.public), spk.signature):
             raise BundleError("signed_prekey.signature does not verify with identity_key")
-        if kem is not None and not good[1]:
+        kem = self.kem_prekey
+        if kem is not None and not spec.xeddsa_verify(
+            self.identity_key, encode_kem_public_key(kem.public), kem.signature
+        ):
             raise BundleError("kem_prekey.signature does not verify with identity_key")
 
     def to_wire(self) -> list[Any]:

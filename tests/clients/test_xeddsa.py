@@ -336,20 +336,3 @@ def test_ed25519_verify_gives_openssls_answer(seed: bytes, message: bytes, data:
     except (InvalidSignature, ValueError):
         openssl = False
     assert ed25519_verify(public, message, signature) is openssl
-
-
-@EXAMPLES
-@given(keys, st.lists(st.tuples(messages, nonces, st.integers(-1, 511)), max_size=3), st.data())
-def test_verify_each_answers_as_verify_does_for_each_signature(
-    k: bytes, signed: list[tuple[bytes, bytes, int]], data: st.DataObject
-) -> None:
-    """xeddsa_verify_each (one key, several signatures: a bundle's two) converts u once and gives
-    xeddsa_verify's answer for every signature, good, with a flipped bit, or under a key u ≥ p."""
-    u = x25519_public(k)
-    if data.draw(st.booleans()):
-        u = flip(u, 255)  # u >= p: every answer False
-    pairs = []
-    for message, z, bit in signed:
-        signature = xeddsa_sign(k, message, z)
-        pairs.append((message, signature if bit < 0 else flip(signature, bit)))
-    assert _xeddsa.xeddsa_verify_each(u, pairs) == [xeddsa_verify(u, m, s) for m, s in pairs]
