@@ -250,9 +250,9 @@ class Device:
                     if waiting:
                         active.initial = None  # Alice: Bob has answered; stop attaching the X3DH header
                     return plaintext
-            for session in self._candidates(peer)[:MAX_TRIAL_DECRYPTIONS]:
-                if session is active:
-                    continue  # tried above (or not, for want of the sealed certificate's identity key)
+            # (the active session, first of the candidates, was tried above, or cannot be for want of
+            # the sealed certificate's identity key)
+            for session in self._candidates(peer)[1 if active is not None else 0 : MAX_TRIAL_DECRYPTIONS]:
                 if identity is not None and session.peer_identity != identity:
                     continue  # sealed: only a session with the certificate's identity key may decrypt it
                 waiting = session.awaiting_reply
