@@ -47,10 +47,13 @@ the first one, over the number of connections (Linux /proc); the target is ≤ 8
 durable relay.
 
 Where the time goes: the server-side work of one envelope (decode, ``RelayCore.handle``,
-encode, for ``send`` and ``ack``), timed in this process without sockets on a core of each
-kind, against the server's wall time per envelope in the TCP run; the difference is the socket
-I/O (the relay reads every plain TCP connection from one task, its pump), trio's scheduling and
-the fsync thread; the echo server shows trio's socket I/O and task switching on their own.
+encode, for ``send`` and ``ack``, and the COMMIT of each batch), timed in this process without
+sockets in batches of 100 requests as the server's loop runs them (a batch's sends with the acks of
+the batch before), on a store of each kind, against the server's wall time per envelope in the TCP
+run; the difference is the socket I/O (the relay reads every plain TCP connection from one task,
+its pump) and trio's scheduling. The fsync after each durable batch, which the server runs in a
+worker thread beside its loop, is shown apart; the echo server shows trio's socket I/O and task
+switching on their own.
 """
 
 from __future__ import annotations
@@ -560,13 +563,16 @@ class LoadGenerator:
 
 STEP_LABELS: Final = {
     "decode_send": "decode send (FrameDecoder: msgpack + field checks)",
-    "core_send": "RelayCore.handle(send): route, enqueue, 2 metadata records, commit",
+    "core_send": "RelayCore.handle(send): route, enqueue, 2 metadata records",
     "encode_sent_deliver": "encode sent + deliver",
     "decode_ack": "decode ack",
-    "core_ack": "RelayCore.handle(ack): delete, metadata record, commit",
+    "core_ack": "RelayCore.handle(ack): delete, metadata record",
     "encode_acked": "encode acked",
+    "commit": "COMMIT of the batch (its rows written), per envelope",
 }
-GROUP: Final = 100  # envelopes per transaction in the group-commit what-if
+# Not in the server loop's own time: the batch's fsync runs in a worker thread beside it.
+SYNC_LABEL: Final = "fsync of the WAL after each batch (a worker thread), per envelope"
+GROUP: Final = 100  # envelopes per batch (one transaction) in the steps and the group-commit what-if
 
 
 class StepRig:
@@ -590,6 +596,9 @@ class StepRig:
         self.decoder = wire.FrameDecoder("relay")
         self.padding = bytes(max(0, body_size - _SEQ.size))
         self.seq = 0
+        # As the server: a durable batch's COMMIT writes the WAL, its fsync comes after (Store.sync,
+        # in the server's worker thread); other transactions still sync at once.
+        self.store.defer_syncs()
 
     def _send_bytes(self) -> bytes:
         self.seq += 1
@@ -599,45 +608,84 @@ class StepRig:
         )
 
     def steps(self, n: int) -> dict[str, float]:
-        """Run ``n`` envelopes, one request per transaction as the server does; µs per envelope per step."""
-        core, decoder, clock = self.core, self.decoder, time.perf_counter
+        """Run ``n`` envelopes as the server's loop does, in batches of GROUP requests, each batch one
+        transaction (``Store.begin_group``: every request a savepoint of it) holding GROUP sends and
+        the acks of the batch before (an ack comes back a round trip after its send); µs per envelope
+        per step, the batch's COMMIT and its fsync (``sync``) among them."""
+        core, decoder, clock, store = self.core, self.decoder, time.perf_counter, self.store
         sender, recipient = self.ctxs
-        acc = dict.fromkeys(STEP_LABELS, 0.0)
-        for _ in range(n):
-            data = self._send_bytes()
-            t0 = clock()
-            decoder.receive_data(data)
-            frame = decoder.next_frame()
-            t1 = clock()
-            assert isinstance(frame, wire.Send)
-            outputs = core.handle(sender, frame)
-            t2 = clock()
-            pushed = b""
-            for o in outputs:
-                if isinstance(o, Reply | Push):
-                    pushed = wire.encode(o.frame)
-            t3 = clock()
-            deliver = wire.decode_body(pushed[4:], wire.RESPONSE_KINDS)
-            assert isinstance(deliver, wire.Deliver)
-            ack = _frame({"v": 1, "id": self.seq, "kind": "ack", "envelope_ids": [deliver.envelope.id]})
-            t4 = clock()
-            decoder.receive_data(ack)
-            frame = decoder.next_frame()
-            t5 = clock()
-            assert isinstance(frame, wire.Ack)
-            outputs = core.handle(recipient, frame)
-            t6 = clock()
-            for o in outputs:
-                if isinstance(o, Reply):
-                    wire.encode(o.frame)
-            t7 = clock()
-            acc["decode_send"] += t1 - t0
-            acc["core_send"] += t2 - t1
-            acc["encode_sent_deliver"] += t3 - t2
-            acc["decode_ack"] += t5 - t4
-            acc["core_ack"] += t6 - t5
-            acc["encode_acked"] += t7 - t6
+        acc = dict.fromkeys([*STEP_LABELS, "sync"], 0.0)
+        acks: list[bytes] = []
+        done = 0
+        while done < n or acks:
+            store.begin_group()
+            later: list[bytes] = []
+            for _ in range(min(GROUP, n - done)):
+                data = self._send_bytes()
+                t0 = clock()
+                decoder.receive_data(data)
+                frame = decoder.next_frame()
+                t1 = clock()
+                assert isinstance(frame, wire.Send)
+                outputs = core.handle(sender, frame)
+                t2 = clock()
+                pushed = b""
+                for o in outputs:
+                    if isinstance(o, Reply | Push):
+                        pushed = wire.encode(o.frame)
+                t3 = clock()
+                acc["decode_send"] += t1 - t0
+                acc["core_send"] += t2 - t1
+                acc["encode_sent_deliver"] += t3 - t2
+                deliver = wire.decode_body(pushed[4:], wire.RESPONSE_KINDS)
+                assert isinstance(deliver, wire.Deliver)
+                later.append(
+                    _frame({"v": 1, "id": self.seq, "kind": "ack", "envelope_ids": [deliver.envelope.id]})
+                )
+                done += 1
+            for ack in acks:
+                t4 = clock()
+                decoder.receive_data(ack)
+                frame = decoder.next_frame()
+                t5 = clock()
+                assert isinstance(frame, wire.Ack)
+                outputs = core.handle(recipient, frame)
+                t6 = clock()
+                for o in outputs:
+                    if isinstance(o, Reply):
+                        wire.encode(o.frame)
+                t7 = clock()
+                acc["decode_ack"] += t5 - t4
+                acc["core_ack"] += t6 - t5
+                acc["encode_acked"] += t7 - t6
+            t8 = clock()
+            store.commit_group()
+            t9 = clock()
+            store.sync()
+            acc["commit"] += t9 - t8
+            acc["sync"] += clock() - t9
+            acks = later
         return {k: v / n * 1e6 for k, v in acc.items()}
+
+    def one_per_transaction(self, n: int) -> float:
+        """µs per envelope of ``core.handle(send)`` + ``core.handle(ack)``, each request a durable
+        transaction of its own (what the server did before it grouped requests)."""
+        core, decoder = self.core, self.decoder
+        sender, recipient = self.ctxs
+        total = 0.0
+        for _ in range(n):
+            decoder.receive_data(self._send_bytes())
+            frame = decoder.next_frame()
+            assert isinstance(frame, wire.Send)
+            start = time.perf_counter()
+            reply = core.handle(sender, frame)[0]
+            total += time.perf_counter() - start
+            assert isinstance(reply, Reply) and isinstance(reply.frame, wire.Sent)
+            ack = wire.Ack(id=1, envelope_ids=(reply.frame.envelope_ids[0],))
+            start = time.perf_counter()
+            core.handle(recipient, ack)
+            total += time.perf_counter() - start
+        return total / n * 1e6
 
     def grouped(self, n: int) -> float:
         """µs per envelope of ``core.handle(send)`` + ``core.handle(ack)`` with GROUP envelopes per
@@ -675,6 +723,7 @@ def measure_server_steps(envelopes: int, body_size: int, directory: str, chunks:
     try:
         for rig in rigs.values():  # warm caches and code paths
             rig.steps(20)
+            rig.one_per_transaction(20)
             rig.grouped(GROUP)
         per_chunk = max(1, envelopes // chunks)
         group_chunk = max(GROUP, per_chunk // GROUP * GROUP)
@@ -684,6 +733,9 @@ def measure_server_steps(envelopes: int, body_size: int, directory: str, chunks:
                 for key, us in rig.steps(per_chunk).items():
                     samples[kind].setdefault(key, []).append(us)
                 samples[kind].setdefault("group_commit", []).append(rig.grouped(group_chunk))
+                samples[kind].setdefault("one_per_transaction", []).append(
+                    rig.one_per_transaction(max(1, per_chunk // 10))
+                )
     finally:
         for rig in rigs.values():
             rig.close()
@@ -845,7 +897,8 @@ def compute_breakdown(
             "request_handling_us": handled,
             "server_wall_us_per_envelope": wall,
             "sockets_and_trio_us": wall - handled,
-            "core_one_per_transaction_us": parts["core_send"] + parts["core_ack"],
+            "core_one_per_transaction_us": steps[kind]["one_per_transaction"],
+            "sync_us": steps[kind]["sync"],
             "core_group_commit_us": steps[kind]["group_commit"],
         }
     rate = results[ECHO]["envelopes_per_s"]
@@ -922,7 +975,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines += [
         "",
         "where the time goes — the server's work per envelope, each step timed in this process without "
-        "sockets (µs), against its wall time per envelope in the run above",
+        f"sockets, in batches of {GROUP} requests as the server's loop runs them (µs), against its wall "
+        "time per envelope in the run above",
         f"  {'step':70s} {'durable':>8s} {'not dur.':>8s}",
     ]
     for key, label in STEP_LABELS.items():
@@ -930,7 +984,8 @@ def format_report(report: dict[str, Any]) -> str:
     rows = [
         ("request handling, sum", "request_handling_us"),
         ("server wall time per envelope in the TCP run (1 / env/s)", "server_wall_us_per_envelope"),
-        ("the rest: socket reads (the pump) and writes, trio, the fsync thread", "sockets_and_trio_us"),
+        ("the rest: socket reads (the pump) and writes, trio", "sockets_and_trio_us"),
+        (SYNC_LABEL, "sync_us"),
     ]
     for label, key in rows:
         lines.append(f"  {label:70s} {durable[key]:8.1f} {volatile[key]:8.1f}")

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from pathlib import Path
 
 import pytest
 
+from relaysim.relay.core import ConnectionContext, Push, Reply
+from relaysim.relay.metadata import MetadataRecord
+from relaysim.relay.wire import Request
 from relaysim.sims.bench import relay
 
 
@@ -151,3 +155,44 @@ def test_the_attack_bench_runs_every_attack_against_a_relay_with_its_defaults(
     memory = report["memory"]
     assert 0 < memory["peak_rss_kb"] < memory["ceiling_kb"]
     assert report["ratios"]["peak_rss_kb"]["met"] is True
+
+
+def test_the_steps_run_in_batches_as_the_server_does_each_ack_a_batch_after_its_send(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The breakdown times the server's work as its loop does it: GROUP requests to a transaction
+    (``begin_group`` … ``commit_group``), the acks of one batch's envelopes in the next one (they come
+    back a round trip later), and the batch's COMMIT and fsync as steps of their own."""
+    rig = relay.StepRig(True, 64, str(tmp_path))
+    batch = 0
+    sent_in: dict[bytes, int] = {}
+    acked_in: dict[bytes, int] = {}
+    begin, handle = rig.store.begin_group, rig.core.handle
+
+    def counting_begin() -> None:
+        nonlocal batch
+        batch += 1
+        begin()
+
+    def recording_handle(ctx: ConnectionContext, frame: Request) -> list[Reply | Push | MetadataRecord]:
+        outputs = handle(ctx, frame)
+        if isinstance(frame, relay.wire.Ack):
+            for envelope_id in frame.envelope_ids:
+                acked_in[envelope_id] = batch
+        for o in outputs:
+            if isinstance(o, Reply) and isinstance(o.frame, relay.wire.Sent):
+                for envelope_id in o.frame.envelope_ids:
+                    sent_in[envelope_id] = batch
+        return outputs
+
+    monkeypatch.setattr(rig.store, "begin_group", counting_begin)
+    monkeypatch.setattr(rig.core, "handle", recording_handle)
+    try:
+        steps = rig.steps(relay.GROUP + 30)
+    finally:
+        rig.close()  # asserts that every envelope was acknowledged
+    assert set(steps) == {*relay.STEP_LABELS, "sync"}
+    assert all(v >= 0 for v in steps.values()) and steps["commit"] > 0
+    assert batch == 3  # 100 sends; 30 sends + 100 acks; 30 acks
+    assert len(sent_in) == relay.GROUP + 30 and set(acked_in) == set(sent_in)
+    assert all(acked_in[e] == sent_in[e] + 1 for e in sent_in)
