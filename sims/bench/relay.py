@@ -570,6 +570,8 @@ STEP_LABELS: Final = {
     "encode_acked": "encode acked",
     "commit": "COMMIT of the batch (its rows written), per envelope",
 }
+_SEND_STEPS: Final = ("decode_send", "core_send", "encode_sent_deliver")
+_ACK_STEPS: Final = ("decode_ack", "core_ack", "encode_acked")
 # Not in the server loop's own time: the batch's fsync runs in a worker thread beside it.
 SYNC_LABEL: Final = "fsync of the WAL after each batch (a worker thread), per envelope"
 GROUP: Final = 100  # envelopes per batch (one transaction) in the steps and the group-commit what-if
@@ -612,7 +614,7 @@ class StepRig:
         transaction (``Store.begin_group``: every request a savepoint of it) holding GROUP sends and
         the acks of the batch before (an ack comes back a round trip after its send); µs per envelope
         per step, the batch's COMMIT and its fsync (``sync``) among them."""
-        core, decoder, clock, store = self.core, self.decoder, time.perf_counter, self.store
+        clock, store = time.perf_counter, self.store
         sender, recipient = self.ctxs
         acc = dict.fromkeys([*STEP_LABELS, "sync"], 0.0)
         acks: list[bytes] = []
@@ -621,43 +623,15 @@ class StepRig:
             store.begin_group()
             later: list[bytes] = []
             for _ in range(min(GROUP, n - done)):
-                data = self._send_bytes()
-                t0 = clock()
-                decoder.receive_data(data)
-                frame = decoder.next_frame()
-                t1 = clock()
-                assert isinstance(frame, wire.Send)
-                outputs = core.handle(sender, frame)
-                t2 = clock()
-                pushed = b""
-                for o in outputs:
-                    if isinstance(o, Reply | Push):
-                        pushed = wire.encode(o.frame)
-                t3 = clock()
-                acc["decode_send"] += t1 - t0
-                acc["core_send"] += t2 - t1
-                acc["encode_sent_deliver"] += t3 - t2
-                deliver = wire.decode_body(pushed[4:], wire.RESPONSE_KINDS)
+                pushed = self._timed(sender, self._send_bytes(), wire.Send, _SEND_STEPS, acc)
+                deliver = wire.decode_body(pushed[4:], wire.RESPONSE_KINDS)  # the last output: deliver
                 assert isinstance(deliver, wire.Deliver)
                 later.append(
                     _frame({"v": 1, "id": self.seq, "kind": "ack", "envelope_ids": [deliver.envelope.id]})
                 )
                 done += 1
             for ack in acks:
-                t4 = clock()
-                decoder.receive_data(ack)
-                frame = decoder.next_frame()
-                t5 = clock()
-                assert isinstance(frame, wire.Ack)
-                outputs = core.handle(recipient, frame)
-                t6 = clock()
-                for o in outputs:
-                    if isinstance(o, Reply):
-                        wire.encode(o.frame)
-                t7 = clock()
-                acc["decode_ack"] += t5 - t4
-                acc["core_ack"] += t6 - t5
-                acc["encode_acked"] += t7 - t6
+                self._timed(recipient, ack, wire.Ack, _ACK_STEPS, acc)
             t8 = clock()
             store.commit_group()
             t9 = clock()
@@ -666,6 +640,34 @@ class StepRig:
             acc["sync"] += clock() - t9
             acks = later
         return {k: v / n * 1e6 for k, v in acc.items()}
+
+    def _timed(
+        self,
+        ctx: ConnectionContext,
+        data: bytes,
+        expected: type[wire.Request],
+        steps: tuple[str, str, str],
+        acc: dict[str, float],
+    ) -> bytes:
+        """Decode one request's bytes, handle it, encode what it answers, each step's seconds added to
+        ``acc`` under ``steps`` (decode, handle, encode); the last frame encoded."""
+        clock = time.perf_counter
+        t0 = clock()
+        self.decoder.receive_data(data)
+        frame = self.decoder.next_frame()
+        t1 = clock()
+        assert isinstance(frame, expected)
+        outputs = self.core.handle(ctx, frame)
+        t2 = clock()
+        encoded = b""
+        for o in outputs:
+            if isinstance(o, Reply | Push):
+                encoded = wire.encode(o.frame)
+        t3 = clock()
+        acc[steps[0]] += t1 - t0
+        acc[steps[1]] += t2 - t1
+        acc[steps[2]] += t3 - t2
+        return encoded
 
     def one_per_transaction(self, n: int) -> float:
         """µs per envelope of ``core.handle(send)`` + ``core.handle(ack)``, each request a durable
