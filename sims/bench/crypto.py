@@ -1283,7 +1283,7 @@ def format_report(report: dict[str, Any]) -> str:
                 f"  in one more pass of {situ_pass['setups']} set-ups ({situ_pass['us_per_setup']:.0f} µs each), "
                 "each step timed where it runs (the 'in situ' column):",
                 f"    · {'the steps themselves':52s} {'':8s} {'':5s} {steps:8.1f} "
-                f"{steps / situ_pass['us_per_setup']:7.0%}  (timed alone {alone:.0f}: +{steps - alone:.0f})",
+                f"{steps / situ_pass['us_per_setup']:7.0%}  (timed alone {alone:.0f}: {steps - alone:+.0f})",
                 f"    · {'outside every step (Python: state, framing, checks)':52s} {'':8s} {'':5s} "
                 f"{outside:8.1f} {outside / situ_pass['us_per_setup']:7.0%}",
             ]
