@@ -145,11 +145,7 @@ class RateLimiter:
         """Take ``cost`` tokens (call :meth:`wait` first: this may leave the bucket negative)."""
         if rate is None:
             return
-        tokens = self._tokens(name, key, rate, now)
-        self._buckets[(name, key)] = (tokens - cost, now, rate)
-        self._taken += 1
-        if self._taken % _PRUNE_EVERY == 0:
-            self._prune(now)
+        self._put((name, key), self._tokens(name, key, rate, now) - cost, now, rate)
 
     def take_all(
         self, buckets: list[tuple[str, object, Rate | None]], now: float
@@ -157,26 +153,24 @@ class RateLimiter:
         """Take one token from each of ``buckets`` ((name, key, rate)), or, if one of them has none
         now, none at all: then the first such bucket's name, rate and wait (seconds). The same as
         :meth:`wait` on each and then :meth:`take` on each, with each bucket's tokens computed once."""
-        held = self._buckets
         counted: list[tuple[tuple[str, object], float, Rate]] = []
         for name, key, rate in buckets:
             if rate is None:
                 continue
-            bucket = (name, key)
-            entry = held.get(bucket)
-            if entry is None:
-                tokens = rate.burst
-            else:
-                tokens = min(rate.burst, entry[0] + max(0.0, now - entry[1]) * rate.per_second)
+            tokens = self._tokens(name, key, rate, now)
             if tokens < 1.0:
                 return name, rate, (1.0 - tokens) / rate.per_second
-            counted.append((bucket, tokens, rate))
+            counted.append(((name, key), tokens, rate))
         for bucket, tokens, rate in counted:
-            held[bucket] = (tokens - 1.0, now, rate)
-            self._taken += 1
-            if self._taken % _PRUNE_EVERY == 0:
-                self._prune(now)
+            self._put(bucket, tokens - 1.0, now, rate)
         return None
+
+    def _put(self, bucket: tuple[str, object], tokens: float, now: float, rate: Rate) -> None:
+        """What is left in ``bucket`` after a take at ``now``; every so many takes, full buckets go."""
+        self._buckets[bucket] = (tokens, now, rate)
+        self._taken += 1
+        if self._taken % _PRUNE_EVERY == 0:
+            self._prune(now)
 
     def _tokens(self, name: str, key: object, rate: Rate, now: float) -> float:
         held = self._buckets.get((name, key))
