@@ -26,7 +26,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar, cast
 
 import msgpack
 
@@ -116,6 +116,7 @@ __all__ = [
     "kt_leaf",
     "kt_leaf_decode",
     "kt_tree_head_body",
+    "prechecked",
     "signed_prekey_message",
 ]
 
@@ -919,6 +920,30 @@ def _fast_encoder(cls: type[Message], frame: bool = False) -> Callable[[Any], di
 
 
 _FAST_ENCODERS: dict[tuple[type, bool], Callable[[Any], dict[str, Any]]] = {}
+
+
+def prechecked(cls: type[_M]) -> Callable[..., _M]:
+    """A maker of ``cls`` from its fields, positional, that skips the checks of ``__post_init__``
+    (cached): for the relay's own answers on its hot path, made only of values that have passed
+    the same checks already (a request's decoded fields, the relay's own envelope ids and counts).
+    The object is the one ``cls(...)`` makes from the same values (tests hold it to that); anything
+    made from values not known to be valid goes through ``cls(...)``."""
+    maker = _PRECHECKED.get(cls)
+    if maker is not None:
+        return cast("Callable[..., _M]", maker)
+    env: dict[str, Any] = {"_new": object.__new__, "cls": cls}
+    args, lines = [], []
+    for i, (name, _, _) in enumerate(cls._specs()):
+        env[f"_set{i}"] = getattr(cls, name).__set__  # each slot through its descriptor (relay._frozen)
+        args.append(f"f{i}")
+        lines.append(f"    _set{i}(obj, f{i})")
+    source = f"def _make({', '.join(args)}):\n    obj = _new(cls)\n" + "\n".join(lines) + "\n    return obj"
+    exec(source, env)  # generated from the class's own field names, nothing else
+    _PRECHECKED[cls] = env["_make"]
+    return cast("Callable[..., _M]", env["_make"])
+
+
+_PRECHECKED: dict[type, Callable[..., Any]] = {}
 
 
 # --- structures inside frames ----------------------------------------------------------------
