@@ -1261,13 +1261,21 @@ class RelayCore:
             )
         self._route(conn, req.id, req.to, req.envelopes, out, source=None)
 
-    def _envelopes_match(self, current: dict[int, int], envelopes: tuple[OutgoingEnvelope, ...]) -> bool:
+    def _envelopes_match(self, current: Mapping[int, int], envelopes: tuple[OutgoingEnvelope, ...]) -> bool:
         """Whether ``envelopes`` name each current device once, with its registration id if they
         give one, and every body fits: the common case, checked in one pass (a send to one device
         is most sends). When not, :meth:`_refuse_envelopes` says exactly what is wrong."""
         if len(envelopes) != len(current):
             return False
         limit = self.max_body_size
+        if len(envelopes) == 1:  # (most sends: no set of the devices seen)
+            e = envelopes[0]
+            registration_id = current.get(e.device)
+            return (
+                registration_id is not None
+                and len(e.body) <= limit
+                and (e.registration_id is None or e.registration_id == registration_id)
+            )
         seen = set()
         for e in envelopes:
             registration_id = current.get(e.device)
@@ -1282,7 +1290,7 @@ class RelayCore:
         return True
 
     def _refuse_envelopes(
-        self, to: str, current: dict[int, int], envelopes: tuple[OutgoingEnvelope, ...]
+        self, to: str, current: Mapping[int, int], envelopes: tuple[OutgoingEnvelope, ...]
     ) -> NoReturn:
         """Raise the refusal that says what is wrong with ``envelopes`` for the devices ``current``."""
         named: set[int] = set()
@@ -1333,11 +1341,13 @@ class RelayCore:
         *,
         source: DeviceAddress | None,
     ) -> None:
-        current = self.store.registration_ids(to)
+        current: Mapping[int, int] = self.store.routes(to)  # (read only: a copy only to change it)
         if not current:
             raise _Refused(ErrorCode.UNKNOWN_ACCOUNT, f"no account {to!r}", "to")
         if source is not None and source.account == to:
-            current.pop(source.device, None)  # to one's own other devices: not back to oneself
+            mine = dict(current)
+            mine.pop(source.device, None)  # to one's own other devices: not back to oneself
+            current = mine
         if not self._envelopes_match(current, envelopes):
             self._refuse_envelopes(to, current, envelopes)
         # A send from an account the recipient has blocked is accepted and then dropped: the

@@ -1061,6 +1061,11 @@ class Store:
         drops the account's entry."""
         return dict(self._route(account))
 
+    def routes(self, account: str) -> Mapping[int, int]:
+        """What :meth:`registration_ids` answers, without the copy: the cached map itself, which
+        the caller must not change (the relay's send reads it; a send to its own account copies)."""
+        return self._route(account)
+
     def device_count(self, account: str) -> int:
         """How many devices the account has (0: no such account), from the same cache."""
         return len(self._route(account))
@@ -1189,7 +1194,8 @@ class Store:
     def enqueue(self, envelopes: Iterable[StoredEnvelope]) -> None:
         """Queue envelopes, in order. Inside a transaction they are written when it commits (or
         something reads the queue); outside, at once."""
-        envelopes = list(envelopes)
+        if type(envelopes) is not list:
+            envelopes = list(envelopes)
         self._envelope_rows.add(
             [
                 (
@@ -1208,7 +1214,7 @@ class Store:
         if not self._depth:
             self._write_pending_envelopes()
         sizes = self._queue_sizes
-        for e in envelopes:
+        for e in envelopes if sizes else ():  # (no queue's size asked for yet: none to keep)
             key = (e.account, e.device)
             known = sizes.get(key)
             if known is not None:

@@ -1591,8 +1591,16 @@ _ENVELOPE_KEYS: Final = frozenset({"v", "id", "kind"})
 
 def encode_body(frame: Frame) -> bytes:
     """The msgpack map of a frame, without the length prefix."""
-    encoder = _FAST_ENCODERS.get((type(frame), True)) or _fast_encoder(type(frame), True)
+    encoder = _FRAME_ENCODERS.get(type(frame))
+    if encoder is None:
+        encoder = _FRAME_ENCODERS[type(frame)] = _fast_encoder(type(frame), True)
     return _pack(encoder(frame))
+
+
+# A frame class's encoder (_fast_encoder(cls, True)) and decoder (_fast_decoder(cls, True), None when
+# it has none), by class alone: looked up for every frame.
+_FRAME_ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {}
+_FRAME_DECODERS: dict[type, Callable[[Any], Any] | None] = {}
 
 
 def encode(frame: Frame) -> bytes:
@@ -1637,9 +1645,10 @@ def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Fr
         if type(kind) is str:
             cls = kinds.get(kind)
             if cls is not None:
-                fast = (
-                    _FAST_DECODERS[cls, True] if (cls, True) in _FAST_DECODERS else _fast_decoder(cls, True)
-                )
+                if cls in _FRAME_DECODERS:
+                    fast = _FRAME_DECODERS[cls]
+                else:
+                    fast = _FRAME_DECODERS[cls] = _fast_decoder(cls, True)
                 if fast is not None:
                     try:
                         return fast(raw)
