@@ -67,7 +67,7 @@ import os
 import time
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final, NoReturn, TypeAlias
 
@@ -114,6 +114,7 @@ from relaysim.relay.wire import (
     Deliver,
     DeviceBundle,
     DiscoverContacts,
+    Envelope,
     Envelopes,
     ErrorCode,
     ErrorFrame,
@@ -159,6 +160,7 @@ from relaysim.relay.wire import (
     auth_message,
     kem_prekey_message,
     kt_leaf,
+    prechecked,
     registration_pow_ok,
     signed_prekey_message,
 )
@@ -251,7 +253,13 @@ _CONTENT_KINDS: Final = frozenset({RecordKind.SEND, RecordKind.SEALED_SEND})
 # rolled back.
 _REFUSED_BEFORE_WRITING: Final = frozenset({Send, SealedSend, Ack})
 
-_ABSENT_U: Final = (9).to_bytes(32, "little")  # the X25519 base point: stands in for an absent key
+_ABSENT_U: Final = (9).to_bytes(32, "little")
+
+# The answers made on every send and ack, from values already checked (wire.prechecked).
+_make_sent: Final = prechecked(Sent)
+_make_envelope: Final = prechecked(Envelope)
+_make_deliver: Final = prechecked(Deliver)
+_make_acked: Final = prechecked(Acked)  # the X25519 base point: stands in for an absent key
 
 
 def _buffered_ids() -> Iterator[bytes]:
@@ -351,13 +359,15 @@ class _Pending:
     expires: float
 
 
-@dataclass(slots=True)
 class _Out:
     """Outputs of one request, in the order they happened."""
 
-    items: list[Output] = field(default_factory=list)
-    bodies: dict[bytes, bytes] = field(default_factory=dict)  # envelope id → body, for wiretaps
-    after: list[Callable[[], None]] = field(default_factory=list)  # in-memory changes, on commit
+    __slots__ = ("after", "bodies", "items")
+
+    def __init__(self) -> None:  # (plain: one is made per request)
+        self.items: list[Output] = []
+        self.bodies: dict[bytes, bytes] = {}  # envelope id → body, for wiretaps
+        self.after: list[Callable[[], None]] = []  # in-memory changes, on commit
 
     def record(self, record: MetadataRecord) -> None:
         self.items.append(record)
@@ -457,7 +467,9 @@ class RelayCore:
         self._split_logs: dict[str, tuple[MerkleLog, int]] = {}  # the view, and how much of the log it covers
         self._split_heads: dict[tuple[int, bytes], SignedTreeHead] = {}
         self._challenges: dict[int, _Pending] = {}  # by connection id: one outstanding each
-        self._online: dict[DeviceAddress, dict[int, ConnectionContext]] = {}
+        # (account, device) → its authenticated connections by id: a plain tuple key, hashed in C (a
+        # lookup per envelope routed); every connection in an entry is authenticated as its key.
+        self._online: dict[tuple[str, int], dict[int, ConnectionContext]] = {}
         # One handler per request kind, named after it: _register, _send, ... (checked here).
         self._handlers: dict[type[Request], Callable[[ConnectionContext, Any, _Out], None]] = {
             cls: getattr(self, f"_{kind}") for kind, cls in REQUEST_KINDS.items()
@@ -686,7 +698,7 @@ class RelayCore:
         address = DeviceAddress(account, device)
         pushes: list[Output] = [
             Push(address, target.id, Deliver(id=0, envelope=stored.to_wire()))
-            for target in self._online.get(address, {}).values()
+            for target in self._online.get((account, device), {}).values()
         ]
         return stored.id, pushes
 
@@ -712,7 +724,7 @@ class RelayCore:
 
     def online(self, device: DeviceAddress) -> list[int]:
         """Ids of the connections authenticated as ``device``."""
-        return list(self._online.get(device, ()))
+        return list(self._online.get((device.account, device.device), ()))
 
     # -- connection lifecycle ----------------------------------------------------------------
 
@@ -721,12 +733,14 @@ class RelayCore:
 
     def disconnect(self, conn: ConnectionContext) -> list[Output]:
         self._challenges.pop(conn.id, None)
-        if conn.authenticated is not None:
-            live = self._online.get(conn.authenticated)
+        who = conn.authenticated
+        if who is not None:
+            key = (who.account, who.device)
+            live = self._online.get(key)
             if live is not None:
                 live.pop(conn.id, None)
                 if not live:
-                    del self._online[conn.authenticated]
+                    del self._online[key]
         outputs = self._note(self._observe(RecordKind.DISCONNECT, conn, conn.authenticated))
         conn.authenticated = None
         return outputs
@@ -1198,7 +1212,7 @@ class RelayCore:
                 "signature",
             )
         conn.authenticated = who
-        self._online.setdefault(who, {})[conn.id] = conn
+        self._online.setdefault((who.account, who.device), {})[conn.id] = conn
         out.items.append(
             Reply(
                 conn.id,
@@ -1224,17 +1238,21 @@ class RelayCore:
 
     def _send(self, conn: ConnectionContext, req: Send, out: _Out) -> None:
         me = self._require_auth(conn, "send")
-        self._limit("send", conn, ("send_per_account", me.account), ("send_per_address", _host(conn)))
+        limits = self.limits  # (a relay without send limits skips the limiter)
+        if limits.send_per_account is not None or limits.send_per_address is not None:
+            self._limit("send", conn, ("send_per_account", me.account), ("send_per_address", _host(conn)))
         self._route(conn, req.id, req.to, req.envelopes, out, source=me)
 
     def _sealed_send(self, conn: ConnectionContext, req: SealedSend, out: _Out) -> None:
         me = conn.authenticated
-        self._limit(
-            "sealed_send",
-            conn,
-            ("send_per_account", me.account if me is not None else None),
-            ("send_per_address", _host(conn)),
-        )
+        limits = self.limits
+        if limits.send_per_account is not None or limits.send_per_address is not None:
+            self._limit(
+                "sealed_send",
+                conn,
+                ("send_per_account", me.account if me is not None else None),
+                ("send_per_address", _host(conn)),
+            )
         if not self._token_matches(req.to, req.delivery_token):
             raise _Refused(
                 ErrorCode.INVALID_DELIVERY_TOKEN,
@@ -1243,13 +1261,21 @@ class RelayCore:
             )
         self._route(conn, req.id, req.to, req.envelopes, out, source=None)
 
-    def _envelopes_match(self, current: dict[int, int], envelopes: tuple[OutgoingEnvelope, ...]) -> bool:
+    def _envelopes_match(self, current: Mapping[int, int], envelopes: tuple[OutgoingEnvelope, ...]) -> bool:
         """Whether ``envelopes`` name each current device once, with its registration id if they
         give one, and every body fits: the common case, checked in one pass (a send to one device
         is most sends). When not, :meth:`_refuse_envelopes` says exactly what is wrong."""
         if len(envelopes) != len(current):
             return False
         limit = self.max_body_size
+        if len(envelopes) == 1:  # (most sends: no set of the devices seen)
+            e = envelopes[0]
+            registration_id = current.get(e.device)
+            return (
+                registration_id is not None
+                and len(e.body) <= limit
+                and (e.registration_id is None or e.registration_id == registration_id)
+            )
         seen = set()
         for e in envelopes:
             registration_id = current.get(e.device)
@@ -1264,7 +1290,7 @@ class RelayCore:
         return True
 
     def _refuse_envelopes(
-        self, to: str, current: dict[int, int], envelopes: tuple[OutgoingEnvelope, ...]
+        self, to: str, current: Mapping[int, int], envelopes: tuple[OutgoingEnvelope, ...]
     ) -> NoReturn:
         """Raise the refusal that says what is wrong with ``envelopes`` for the devices ``current``."""
         named: set[int] = set()
@@ -1315,44 +1341,39 @@ class RelayCore:
         *,
         source: DeviceAddress | None,
     ) -> None:
-        current = self.store.registration_ids(to)
+        current: Mapping[int, int] = self.store.routes(to)  # (read only: a copy only to change it)
         if not current:
             raise _Refused(ErrorCode.UNKNOWN_ACCOUNT, f"no account {to!r}", "to")
         if source is not None and source.account == to:
-            current.pop(source.device, None)  # to one's own other devices: not back to oneself
+            mine = dict(current)
+            mine.pop(source.device, None)  # to one's own other devices: not back to oneself
+            current = mine
         if not self._envelopes_match(current, envelopes):
             self._refuse_envelopes(to, current, envelopes)
         # A send from an account the recipient has blocked is accepted and then dropped: the
         # sender is not told (as messaging services do). Sealed sends name no sender to check.
         # A full queue refuses it as it refuses everyone's, or the refusal would tell the block.
-        dropped = source is not None and source.account in self._blocks.get(to, {})
+        dropped = source is not None and source.account in self._blocks.get(to, ())
         self._check_queue_room(to, envelopes)
         now = self.clock()
         timestamp = int(now * 1000)
+        sealed = source is None
+        source_account, source_device = (None, None) if source is None else (source.account, source.device)
+        new_id = self._envelope_id
+        # Positional, in StoredEnvelope's field order (one per recipient device).
         stored = [
-            StoredEnvelope(
-                id=self._envelope_id(),
-                account=to,
-                device=e.device,
-                body=e.body,
-                timestamp=timestamp,
-                sealed=source is None,
-                source_account=source.account if source else None,
-                source_device=source.device if source else None,
-            )
+            StoredEnvelope(new_id(), to, e.device, e.body, timestamp, sealed, source_account, source_device)
             for e in envelopes
         ]
         needs_sync = (
             source is not None and source.account != to and self.store.device_count(source.account) > 1
         )
+        # The answer from checked values alone (the request's id, fresh envelope ids): made without
+        # checking them again (wire.prechecked).
         out.items.append(
             Reply(
                 conn.id,
-                Sent(
-                    id=request_id,
-                    envelope_ids=tuple(s.id for s in stored),
-                    needs_sync=True if needs_sync else None,
-                ),
+                _make_sent(request_id, tuple([s.id for s in stored]), True if needs_sync else None),
             )
         )
         self._commit(conn, to, stored, out, now=now, source=source, dropped=dropped)
@@ -1392,11 +1413,17 @@ class RelayCore:
         online = self._online
         delivery = RecordKind.DELIVERY
         for s in stored:
-            recipient = DeviceAddress(to, s.device)
-            targets = online.get(recipient)
+            targets = online.get((to, s.device))
             if targets:
+                # The envelope as the device gets it, from the checked request's fields and the
+                # relay's own id and time (wire.prechecked): as s.to_wire() makes it.
+                envelope = _make_envelope(
+                    s.id, s.body, s.timestamp, s.sealed, s.source_account, s.source_device
+                )
                 for target in targets.values():
-                    items.append(Push(recipient, target.id, Deliver(id=0, envelope=s.to_wire())))
+                    recipient = target.authenticated  # (to, s.device), as the connection proved
+                    assert recipient is not None
+                    items.append(Push(recipient, target.id, _make_deliver(0, envelope)))
                     # As _observe(DELIVERY, target, recipient, ...) makes it, positional.
                     address = target.address
                     items.append(
@@ -1463,7 +1490,7 @@ class RelayCore:
         else:
             count += self.store.delete_envelopes(me.account, me.device, ids)
         items = out.items
-        items.append(Reply(conn.id, Acked(id=req.id, count=count)))
+        items.append(Reply(conn.id, _make_acked(req.id, count)))  # (a count of ids: at most MAX_ACK_IDS)
         address = conn.address
         host, port = (address[0], address[1]) if address is not None else (None, None)
         kind, account, device = RecordKind.ACKNOWLEDGEMENT, me.account, me.device
@@ -1678,11 +1705,12 @@ class RelayCore:
 
     def _end_sessions(self, device: DeviceAddress, keep: int) -> None:
         """Log out every connection authenticated as ``device`` but ``keep``."""
-        live = self._online.get(device, {})
+        key = (device.account, device.device)
+        live = self._online.get(key, {})
         for cid in [c for c in live if c != keep]:
             live.pop(cid).authenticated = None
         if not live:
-            self._online.pop(device, None)
+            self._online.pop(key, None)
 
     def _remember_block(self, account: str, blocked: str, since: float) -> None:
         self._blocks.setdefault(account, {}).setdefault(blocked, since)

@@ -39,7 +39,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
 from relaysim.relay._frozen import quick_init
-from relaysim.relay.metadata import METADATA_FIELDS, KindRule, MetadataRecord, RecordKind, RetentionPolicy
+from relaysim.relay.metadata import (
+    METADATA_FIELDS,
+    METADATA_SCHEMA,
+    KindRule,
+    MetadataRecord,
+    RecordKind,
+    RetentionPolicy,
+)
 from relaysim.relay.wire import Envelope, KemPrekey, Prekey, SignedPrekey
 
 __all__ = [
@@ -466,6 +473,72 @@ _metadata_values: Final = operator.attrgetter(*METADATA_FIELDS)
 _METADATA_INSERT = (
     f"INSERT INTO metadata ({_METADATA_COLUMNS}) VALUES ({', '.join('?' * (len(METADATA_FIELDS) + 1))})"
 )
+# A blob made on every envelope (its id: in its queue row, in its records, in its deletion) is bound
+# as a bytearray: sqlite3 binds an int, float, str or bytearray as it is, and looks up adapters for
+# any other type first, bytes included (CPython, Modules/_sqlite/cursor.c, need_adapt: two attribute
+# lookups, ~3,000 instructions a value, against ~300 for the copy). The same blob in the file.
+_blob: Final = bytearray
+
+
+# The records made on every send, delivery and ack are written with their seq given (their order)
+# and only the columns their kind may carry (metadata.METADATA_SCHEMA), the kind a literal: a None
+# bound to a statement costs sqlite3 a lookup of adapters (~0.3 us), a literal NULL nothing, and a
+# record per envelope carried 1 to 4 of them. One statement per kind, rows of a transaction
+# inserted kind by kind (Store._insert_metadata), each at the place its seq gives it.
+_METADATA_INSERT_SEQ: Final = (
+    f"INSERT INTO metadata (seq, {_METADATA_COLUMNS}) VALUES ({', '.join('?' * (len(METADATA_FIELDS) + 2))})"
+)
+
+
+def _getter(names: Sequence[str]) -> Callable[[Any], tuple[Any, ...]]:
+    """``operator.attrgetter`` of ``names`` that returns a tuple even of one name (or none)."""
+    if len(names) == 1:
+        name = names[0]
+        return lambda obj: (getattr(obj, name),)
+    if not names:
+        return lambda obj: ()
+    return operator.attrgetter(*names)
+
+
+def _kind_insert(
+    kind: RecordKind,
+) -> tuple[str, Callable[[Any], tuple[Any, ...]], tuple[None, ...], Callable[[Any], tuple[Any, ...]], bool]:
+    """(statement, getter of the fields ``kind`` never carries, as many Nones, getter of those it may
+    but the envelope id, whether it may carry an envelope id: the statement's last column then)."""
+    carried = [f for f in METADATA_FIELDS if f in METADATA_SCHEMA[kind] and f != "envelope_id"]
+    never = [f for f in METADATA_FIELDS if f not in METADATA_SCHEMA[kind]]
+    with_id = "envelope_id" in METADATA_SCHEMA[kind]
+    columns = [*carried, "envelope_id"] if with_id else carried
+    sql = (
+        f"INSERT INTO metadata (seq, kind, {', '.join(columns)}) "
+        f"VALUES (?, '{kind.value}', {', '.join('?' * len(columns))})"
+    )
+    return sql, _getter(never), (None,) * len(never), _getter(carried), with_id
+
+
+_KIND_INSERTS: Final = {kind: _kind_insert(kind) for kind in RecordKind}
+
+
+def _insert_metadata(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Rows made by :meth:`Store.append_records` ((statement, seq, values...)): one executemany per
+    statement, in the order of their first rows."""
+    groups: dict[str, list[tuple[Any, ...]]] = {}
+    for row in rows:
+        group = groups.get(row[0])
+        if group is None:
+            group = groups[row[0]] = []
+        group.append(row[1:])
+    for sql, group in groups.items():
+        db.executemany(sql, group)
+
+
+def _insert_envelopes(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Queued envelopes' rows (id first, as bytes: the key they wait under), the id bound as a bytearray."""
+    db.executemany(
+        _ENQUEUE, [(_blob(i), a, d, body, ts, sealed, sa, sd) for i, a, d, body, ts, sealed, sa, sd in rows]
+    )
+
+
 _INTERCEPT_INSERT = (
     f"INSERT INTO intercepts (tap_id, {_METADATA_COLUMNS}, body) "
     f"VALUES ({', '.join('?' * (len(METADATA_FIELDS) + 3))})"
@@ -617,10 +690,18 @@ class _Rows:
     written, instead of written and deleted); its place holds None, and ``taken`` lists what was
     taken, in order, so that a rollback puts it back."""
 
-    __slots__ = ("index", "rows", "sql", "taken", "written")
+    __slots__ = ("index", "insert", "rows", "sql", "taken", "written")
 
-    def __init__(self, sql: str, *, keyed: bool = False) -> None:
+    def __init__(
+        self,
+        sql: str,
+        *,
+        keyed: bool = False,
+        insert: Callable[[sqlite3.Connection, list[tuple[Any, ...]]], None] | None = None,
+    ) -> None:
         self.sql = sql
+        # How the rows are inserted: one executemany of ``sql``, unless ``insert`` says otherwise.
+        self.insert = insert
         self.rows: list[tuple[Any, ...] | None] = []
         self.written = 0
         # keyed: first column -> place in rows, for the rows not in the file yet
@@ -667,7 +748,10 @@ class _Rows:
         if written < len(rows):
             pending = self.waiting() if self.taken or written else cast("list[tuple[Any, ...]]", rows)
             if pending:
-                db.executemany(self.sql, pending)
+                if self.insert is None:
+                    db.executemany(self.sql, pending)
+                else:
+                    self.insert(db, pending)
         if self.index:
             self.index.clear()  # in the file now: a delete deletes them there
         if depth <= 1:  # no savepoint open that could take them back
@@ -739,8 +823,11 @@ class Store:
         # reads their table: rows of one table inserted together cost a third of rows inserted one
         # request at a time, each between the other table's writes. A savepoint's rollback takes
         # back what it made and wrote (_Rows).
-        self._metadata_rows = _Rows(_METADATA_INSERT)
-        self._envelope_rows = _Rows(_ENQUEUE, keyed=True)
+        self._metadata_rows = _Rows(_METADATA_INSERT_SEQ, insert=_insert_metadata)
+        # The seq the next record appended gets (0: read from the file first, past its last one).
+        # Records wait in memory with their seqs until written; one rolled back leaves a gap.
+        self._metadata_seq = 0
+        self._envelope_rows = _Rows(_ENQUEUE, keyed=True, insert=_insert_envelopes)
         # Set when a part without a savepoint (without_savepoint()) failed after it had written
         # to the file: the transaction can then only be rolled back whole.
         self._broken = False
@@ -991,6 +1078,11 @@ class Store:
         drops the account's entry."""
         return dict(self._route(account))
 
+    def routes(self, account: str) -> Mapping[int, int]:
+        """What :meth:`registration_ids` answers, without the copy: the cached map itself, which
+        the caller must not change (the relay's send reads it; a send to its own account copies)."""
+        return self._route(account)
+
     def device_count(self, account: str) -> int:
         """How many devices the account has (0: no such account), from the same cache."""
         return len(self._route(account))
@@ -1119,7 +1211,8 @@ class Store:
     def enqueue(self, envelopes: Iterable[StoredEnvelope]) -> None:
         """Queue envelopes, in order. Inside a transaction they are written when it commits (or
         something reads the queue); outside, at once."""
-        envelopes = list(envelopes)
+        if type(envelopes) is not list:
+            envelopes = list(envelopes)
         self._envelope_rows.add(
             [
                 (
@@ -1138,7 +1231,7 @@ class Store:
         if not self._depth:
             self._write_pending_envelopes()
         sizes = self._queue_sizes
-        for e in envelopes:
+        for e in envelopes if sizes else ():  # (no queue's size asked for yet: none to keep)
             key = (e.account, e.device)
             known = sizes.get(key)
             if known is not None:
@@ -1223,7 +1316,7 @@ class Store:
             if known is None:
                 cursor = self._db.executemany(
                     "DELETE FROM envelopes WHERE account = ? AND device = ? AND id = ?",
-                    [(account, device, i) for i in rest],
+                    [(account, device, _blob(i)) for i in rest],
                 )
                 return deleted + cursor.rowcount
             # The queue's size is known: the body's length too, read before the row goes. (A
@@ -1233,7 +1326,7 @@ class Store:
             for i in rest:
                 found = execute(
                     "SELECT seq, length(body) FROM envelopes WHERE account = ? AND device = ? AND id = ?",
-                    (account, device, i),
+                    (account, device, _blob(i)),
                 ).fetchone()
                 if found is not None:
                     execute("DELETE FROM envelopes WHERE seq = ?", (found[0],))
@@ -1340,6 +1433,7 @@ class Store:
             self._db.execute(_METADATA_INSERT, values)
         if appended:
             self._db.executemany(_METADATA_INSERT, appended)
+        self._metadata_seq = 0  # rows given the next seqs by SQLite: read the last one again
 
     def _key_index(self, kind: RecordKind, key: tuple[str, ...], columns: tuple[str, ...] = ()) -> None:
         """Make sure the records of ``kind`` have an index by ``key`` (for a rule that keeps one record
@@ -1361,7 +1455,25 @@ class Store:
         """Append records whole, in order: what :meth:`append_metadata` does with rules that keep
         every field of every record (``RetentionPolicy.appended_whole``), without a rule to ask.
         Inside a transaction they are written when it commits (or something reads the metadata)."""
-        self._metadata_rows.add([(r.kind.value, *_metadata_values(r)) for r in records])
+        seq = self._metadata_seq
+        if not seq:  # (nothing waits to be written then: see _metadata_seq)
+            (last,) = self._db.execute("SELECT max(seq) FROM metadata").fetchone()
+            seq = 1 if last is None else last + 1
+        inserts = _KIND_INSERTS
+        rows = []
+        for r in records:
+            sql, never, nones, carried, with_id = inserts[r.kind]
+            if never(r) == nones:
+                if with_id:  # (bound as a bytearray: see _blob)
+                    envelope_id = r.envelope_id
+                    rows.append((sql, seq, *carried(r), None if envelope_id is None else _blob(envelope_id)))
+                else:
+                    rows.append((sql, seq, *carried(r)))
+            else:  # a field its kind never carries: written as it is all the same
+                rows.append((_METADATA_INSERT_SEQ, seq, r.kind.value, *_metadata_values(r)))
+            seq += 1
+        self._metadata_seq = seq
+        self._metadata_rows.add(rows)
         if not self._depth:
             self._write_pending_records()
 
@@ -1377,6 +1489,7 @@ class Store:
     def _drop_records(self) -> None:
         """The transaction rolled back: the rows waiting are not written, and it is whole again."""
         self._metadata_rows.drop()
+        self._metadata_seq = 0
         self._envelope_rows.drop()
         self._broken = False
 

@@ -26,7 +26,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar, cast
 
 import msgpack
 
@@ -116,6 +116,7 @@ __all__ = [
     "kt_leaf",
     "kt_leaf_decode",
     "kt_tree_head_body",
+    "prechecked",
     "signed_prekey_message",
 ]
 
@@ -921,6 +922,30 @@ def _fast_encoder(cls: type[Message], frame: bool = False) -> Callable[[Any], di
 _FAST_ENCODERS: dict[tuple[type, bool], Callable[[Any], dict[str, Any]]] = {}
 
 
+def prechecked(cls: type[_M]) -> Callable[..., _M]:
+    """A maker of ``cls`` from its fields, positional, that skips the checks of ``__post_init__``
+    (cached): for the relay's own answers on its hot path, made only of values that have passed
+    the same checks already (a request's decoded fields, the relay's own envelope ids and counts).
+    The object is the one ``cls(...)`` makes from the same values (tests hold it to that); anything
+    made from values not known to be valid goes through ``cls(...)``."""
+    maker = _PRECHECKED.get(cls)
+    if maker is not None:
+        return cast("Callable[..., _M]", maker)
+    env: dict[str, Any] = {"_new": object.__new__, "cls": cls}
+    args, lines = [], []
+    for i, (name, _, _) in enumerate(cls._specs()):
+        env[f"_set{i}"] = getattr(cls, name).__set__  # each slot through its descriptor (relay._frozen)
+        args.append(f"f{i}")
+        lines.append(f"    _set{i}(obj, f{i})")
+    source = f"def _make({', '.join(args)}):\n    obj = _new(cls)\n" + "\n".join(lines) + "\n    return obj"
+    exec(source, env)  # generated from the class's own field names, nothing else
+    _PRECHECKED[cls] = env["_make"]
+    return cast("Callable[..., _M]", env["_make"])
+
+
+_PRECHECKED: dict[type, Callable[..., Any]] = {}
+
+
 # --- structures inside frames ----------------------------------------------------------------
 
 
@@ -1566,8 +1591,16 @@ _ENVELOPE_KEYS: Final = frozenset({"v", "id", "kind"})
 
 def encode_body(frame: Frame) -> bytes:
     """The msgpack map of a frame, without the length prefix."""
-    encoder = _FAST_ENCODERS.get((type(frame), True)) or _fast_encoder(type(frame), True)
+    encoder = _FRAME_ENCODERS.get(type(frame))
+    if encoder is None:
+        encoder = _FRAME_ENCODERS[type(frame)] = _fast_encoder(type(frame), True)
     return _pack(encoder(frame))
+
+
+# A frame class's encoder (_fast_encoder(cls, True)) and decoder (_fast_decoder(cls, True), None when
+# it has none), by class alone: looked up for every frame.
+_FRAME_ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {}
+_FRAME_DECODERS: dict[type, Callable[[Any], Any] | None] = {}
 
 
 def encode(frame: Frame) -> bytes:
@@ -1612,9 +1645,10 @@ def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Fr
         if type(kind) is str:
             cls = kinds.get(kind)
             if cls is not None:
-                fast = (
-                    _FAST_DECODERS[cls, True] if (cls, True) in _FAST_DECODERS else _fast_decoder(cls, True)
-                )
+                if cls in _FRAME_DECODERS:
+                    fast = _FRAME_DECODERS[cls]
+                else:
+                    fast = _FRAME_DECODERS[cls] = _fast_decoder(cls, True)
                 if fast is not None:
                     try:
                         return fast(raw)

@@ -543,6 +543,65 @@ def test_records_of_a_transaction_are_written_in_one_statement_at_commit(tmp_pat
     store.close()
 
 
+def test_records_of_every_kind_come_back_whole_in_the_order_made_each_kind_with_its_own_columns(
+    tmp_path: Path,
+) -> None:
+    """A transaction's records are inserted kind by kind, each with its seq (its place) and only the
+    columns its kind carries (no NULL bound for the others); one that carries a field its kind
+    never does is written whole all the same. Read back, they are what was appended, in order,
+    and a store opened again on the file goes on after the last of them."""
+    path = tmp_path / "relay.db"
+    where = {
+        "time": 5.0,
+        "connection": 7,
+        "host": "192.0.2.1",
+        "port": 40000,
+        "account": "alice",
+        "device": 1,
+    }
+    made = [
+        MetadataRecord(
+            RecordKind.SEND,
+            **where,
+            recipient_account="bob",
+            recipient_device=2,
+            envelope_id=bytes(16),
+            size=160,
+        ),
+        MetadataRecord(
+            RecordKind.DELIVERY, **{**where, "account": "bob", "device": 2}, envelope_id=bytes(16), size=160
+        ),
+        MetadataRecord(RecordKind.CONNECTION, time=6.0, connection=8),
+        MetadataRecord(RecordKind.ACKNOWLEDGEMENT, **{**where, "account": "bob"}, envelope_id=bytes(16)),
+        MetadataRecord(RecordKind.ACKNOWLEDGEMENT, time=7.0, size=3, count=4),  # fields acks never carry
+        MetadataRecord(RecordKind.SEALED_SEND, time=8.0, recipient_account="bob", recipient_device=2, size=1),
+        MetadataRecord(RecordKind.SEND, time=9.0),
+    ]
+    store = Store(path)
+    statements = _statements(store)
+    store.begin_group()
+    for record in made:
+        with store.transaction():
+            store.append_records([record])
+    store.commit_group()
+    assert store.metadata() == made
+    assert [r.kind for r in store.metadata(RecordKind.ACKNOWLEDGEMENT)] == [RecordKind.ACKNOWLEDGEMENT] * 2
+    inserts = [s for s in statements if "INTO metadata" in s]
+    assert len(inserts) == len(made)
+    acks = sorted(
+        s.split("(", 1)[1].split(")", 1)[0].split(", ") for s in inserts if "'acknowledgement'" in s
+    )
+    assert acks == [
+        ["seq", "kind", "time", "connection", "host", "port", "account", "device", "envelope_id"],
+        ["seq", "kind", *METADATA_FIELDS],  # the one with a size and a count: every column
+    ]
+    store.close()
+    with Store(path) as again:
+        again.append_records([MetadataRecord(RecordKind.CONNECTION, time=10.0)])
+        assert again.metadata() == [*made, MetadataRecord(RecordKind.CONNECTION, time=10.0)]
+    assert [t for _, t in _file_rows(path)] == [5.0, 5.0, 6.0, 5.0, 7.0, 8.0, 9.0, 10.0]
+
+
 def test_records_waiting_are_seen_by_every_reader_in_order_and_a_rollback_drops_them() -> None:
     store = Store()
     latest = KindRule(fields=frozenset({"time", "account"}), keep="latest", key=("account",))
