@@ -275,9 +275,11 @@ def mlkem_encapsulate(public: bytes, m: bytes | None = None) -> tuple[bytes, byt
     return pk.encapsulate()
 
 
-def mlkem_decapsulate(seed: bytes, ciphertext: bytes) -> bytes:
+def mlkem_decapsulate(seed: bytes | MLKEM1024PrivateKey, ciphertext: bytes) -> bytes:
+    """The shared secret of ``ciphertext`` under the key of ``seed`` (or that key, made already)."""
     try:
-        return MLKEM1024PrivateKey.from_seed_bytes(seed).decapsulate(ciphertext)
+        key = seed if isinstance(seed, MLKEM1024PrivateKey) else MLKEM1024PrivateKey.from_seed_bytes(seed)
+        return key.decapsulate(ciphertext)
     except ValueError as exc:
         raise AuthenticationFailed() from exc
 

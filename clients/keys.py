@@ -14,6 +14,7 @@ where the relay checks the same signatures.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -227,6 +228,46 @@ class _HeldByKey(MutableMapping[int, _V]):
         return f"{type(self).__name__}({sorted(self._entries)})"
 
 
+class DecapsulationKeys:
+    """ML-KEM-1024 decapsulation keys made from their seeds, the ``size`` most recently used kept
+    (a simulation's, shared by its phones: ``KemPreKeys.cache``).
+
+    Making the key from its 64-byte seed is FIPS 203 key generation (~0.11 ms, the matrix Â
+    expanded from ρ included), three times a decapsulation's own cost (~0.04 ms); a phone's
+    last-resort KEM prekey answers every PQXDH session begun without a one-time one, so a busy
+    phone makes the same key again and again. Only last-resort keys come here (a one-time KEM
+    prekey is used once, then deleted). Each kept key is ~13 KiB (OpenSSL's expanded form).
+    """
+
+    __slots__ = ("_keys", "hits", "misses", "size")
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"DecapsulationKeys(size={size}): size must be at least 1")
+        self._keys: OrderedDict[bytes, Any] = OrderedDict()
+        self.size = size
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def get(self, seed: bytes) -> Any:
+        """The decapsulation key of ``seed`` (an ``MLKEM1024PrivateKey``)."""
+        keys = self._keys
+        key = keys.get(seed)
+        if key is not None:
+            keys.move_to_end(seed)
+            self.hits += 1
+            return key
+        self.misses += 1
+        key, _public = _p.mlkem_keypair_from_seed(seed)
+        keys[seed] = key
+        if len(keys) > self.size:
+            keys.popitem(last=False)
+        return key
+
+
 class KemPreKeys(_HeldByKey[tuple[bytes, KemPreKey]]):
     """A device's ML-KEM prekeys by id: ``(seed, KemPreKey)``, as a dict of them would hold.
 
@@ -237,11 +278,13 @@ class KemPreKeys(_HeldByKey[tuple[bytes, KemPreKey]]):
     re-derive anything.
     """
 
-    __slots__ = ()
+    __slots__ = ("cache",)
 
     def __init__(self, entries: dict[int, tuple[bytes, KemPreKey]] | None = None) -> None:
         # (seed, KemPreKey) while the public key is kept, else (seed, signature, last_resort)
         self._entries: dict[int, tuple[bytes, KemPreKey] | tuple[bytes, bytes, bool]] = dict(entries or {})
+        # where the last-resort key's decapsulation key is kept between sessions (a simulation's)
+        self.cache: DecapsulationKeys | None = None
 
     def __getitem__(self, key: int) -> tuple[bytes, KemPreKey]:
         entry = self._entries[key]
@@ -258,6 +301,17 @@ class KemPreKeys(_HeldByKey[tuple[bytes, KemPreKey]]):
         """The private seed of prekey ``key``, or None."""
         entry = self._entries.get(key)
         return None if entry is None else entry[0]
+
+    def decapsulation_key(self, key: int) -> Any:
+        """What ``_p.mlkem_decapsulate`` takes for prekey ``key``: its seed, or, for the last-resort
+        prekey when a ``cache`` is set, the decapsulation key made from it; None if there is none."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        cache = self.cache
+        if cache is None or not (entry[1].last_resort if len(entry) == 2 else entry[2]):
+            return entry[0]
+        return cache.get(entry[0])
 
     def last_resort(self, key: int) -> bool | None:
         """Whether prekey ``key`` is the last-resort one, or None if there is no such prekey."""
