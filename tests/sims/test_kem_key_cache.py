@@ -63,10 +63,16 @@ def test_a_run_with_the_kem_key_cache_is_byte_identical_to_one_without(tmp_path:
     for i, size in enumerate((0, 3)):
         sim = Simulation(scenario, db_path=str(tmp_path / f"{i}.db"), capture_frames=True, kem_key_cache=size)
         result = sim.run()
-        runs.append((result.frames_to_relay, [dict(m.delivered) for m in result.messages], sim.kem_keys))
-    (frames0, delivered0, none), (frames, delivered, cache) = runs
-    assert none is None and cache is not None
-    # a small cache: keys both found and evicted (made again) in the run
-    assert cache.hits > 0 and cache.misses > len(cache) == 3
+        runs.append((result.frames_to_relay, [dict(m.delivered) for m in result.messages], sim))
+    (frames0, delivered0, sim0), (frames, delivered, sim) = runs
+    cache = sim.kem_keys
+    assert sim0.kem_keys is None and cache is not None
+    # the phones of the three people with the most contacts keep their key, and no others
+    contacts = {p: len(c) for p, c in sim.graph.items()}
+    keeping = sorted(contacts, key=lambda p: (-contacts[p], p))[:3]
+    assert {d.spec.person for d in sim.devices.values() if d.agent.device.secrets.kem.cache is cache} == set(
+        keeping
+    )
+    assert cache.hits > 0 and 0 < len(cache) <= 6
     assert frames == frames0 and delivered == delivered0 and sum(map(len, delivered)) > 0
     assert (tmp_path / "0.db").read_bytes() == (tmp_path / "1.db").read_bytes()
