@@ -76,6 +76,7 @@ SETUP_SPREAD = 30.0  # seconds over which devices first come online, so they do 
 SIM_PREKEY_BATCH = 8
 SIM_KEM_PREKEY_BATCH = 2
 REDELIVERY_DELAY = 30.0  # a lost push is fetched again this long after (the app's next receive)
+RUN_GC_THRESHOLD = 20_000  # the garbage collector's youngest generation during a run (Simulation.run)
 
 TranscriptSink = Callable[[dict[str, Any]], None]
 GROUP_SEND_LOST = "*"  # in _group_parts_lost: a group_send (server-side fan-out) the network lost
@@ -1552,10 +1553,21 @@ class Simulation:
         # only a cycle made before a freeze waits for the end of the run (runs make few: the
         # collector found about 10,000 unreachable objects in a 10,000-phone day of 100,000
         # messages, against its ~1.26 million live ones).
+        #
+        # And the youngest generation is collected after RUN_GC_THRESHOLD net allocations instead of
+        # Python's 700: what a message's events make (frames, pending requests, events) lives for a
+        # few events, so a collection every 700 allocations found much of it still alive, moved it
+        # to the older generations and walked it again there. After 20,000 most of it has gone by
+        # reference counting (at 3,000 phones and 30,000 messages the collector took 0.71 s of
+        # 24.3 s CPU, 937 + 51 + 6 collections; with this 0.13 s, 18 + 1 + 1, the same peak RSS).
+        # Put back when the run ends; a process's own higher threshold is kept.
         freezing = gc.get_freeze_count() == 0
+        thresholds = gc.get_threshold()
+        gc.set_threshold(max(thresholds[0], RUN_GC_THRESHOLD), *thresholds[1:])
         try:
             return self._run(freezing)
         finally:
+            gc.set_threshold(*thresholds)
             self._close_premade()
             if freezing:
                 gc.unfreeze()
