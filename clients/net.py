@@ -644,15 +644,34 @@ class DeviceConnection:
                 stream = None
 
     async def _timer(self) -> None:
-        """Call the link's handle_timeout when its next deadline comes (back-off, keepalive)."""
+        """Call the link's handle_timeout when its next deadline comes (back-off, keepalive), and the
+        agent's ``tick`` when a retry receipt is due (``DeviceAgent.retry_due``: a group message
+        it cannot read yet, whose sender it asks to resend), as the simulator does."""
         while True:
             changed = self._changed
             deadline = self.link.next_deadline()
-            with trio.move_on_at(math.inf if deadline is None else deadline):
+            retry_at = self._retry_deadline()
+            wake = min((d for d in (deadline, retry_at) if d is not None), default=math.inf)
+            with trio.move_on_at(wake):
                 await changed.wait()
-            if deadline is not None and trio.current_time() >= deadline:
-                self.link.handle_timeout(trio.current_time())
+            now = trio.current_time()
+            if deadline is not None and now >= deadline:
+                self.link.handle_timeout(now)
                 self._poke()
+            if retry_at is not None and now >= retry_at:
+                self.agent.tick()
+                self._submit()
+
+    def _retry_deadline(self) -> float | None:
+        """When (trio's clock) the agent's next retry receipt is due, while it is logged in (it sends
+        none before: ``tick`` waits for the login, and so does this, so as not to wake for nothing).
+        The agent's clock (the relay's, Unix seconds) is read for how far off that is."""
+        if not (self.logged_in and self.agent.authenticated):
+            return None
+        due = self.agent.retry_due()
+        if due is None:
+            return None
+        return trio.current_time() + max(0.0, due - self.agent.clock())
 
     async def _run_session(self, stream: Any) -> None:
         """Serve one connection until it drops."""

@@ -35,6 +35,7 @@ __all__ = [
     "ENC_HEADER_LEN",
     "HEADER",
     "HEADER_LEN",
+    "MAX_RECEIVING_CHAINS",
     "DoubleRatchet",
     "MessageHeader",
     "RatchetConfig",
@@ -47,6 +48,11 @@ __all__ = [
 # MAX_MESSAGE_KEYS = 2_000 stored skipped keys per session.
 DEFAULT_MAX_SKIP = 25_000
 DEFAULT_MAX_STORED_SKIPPED = 2_000
+# ... and MAX_RECEIVER_CHAINS = 5 receiving chains per session. Here only the current one can still
+# derive keys (an earlier chain's messages to come are the skipped keys kept for it), but a session
+# remembers where each of the four chains before it ended, so that a second copy of a message read on
+# one of them is still known as one (``already_used``) after the sender's ratchet has turned.
+MAX_RECEIVING_CHAINS = 5
 
 # The header layout (see the module docstring), defined here only: whatever else reads or builds
 # a header (the simulator's analyses, the benchmarks) uses HEADER.
@@ -191,6 +197,7 @@ class DoubleRatchet:
         "config",
         "dhr",
         "dhs",
+        "ended",
         "hkr",
         "hks",
         "mkskipped",
@@ -218,6 +225,10 @@ class DoubleRatchet:
         # (chain id, N) → message key. The chain id is the ratchet public key, or with header
         # encryption the header key (§4.3). Insertion order is age order: the oldest go first.
         self.mkskipped: Mapping[tuple[bytes, int], bytes] = _NO_SKIPPED
+        # The receiving chains before the current one, oldest first: (chain id, the number the chain
+        # ended at: the PN of the message that turned it). Every number below that was read or its
+        # key is among the skipped ones (or was dropped from them).
+        self.ended: tuple[tuple[bytes, int], ...] = ()
         self.hks: bytes | None = None
         self.hkr: bytes | None = None
         self.nhks: bytes | None = None
@@ -348,6 +359,8 @@ class DoubleRatchet:
         # Authenticated: commit the DH ratchet step (§3.5 DHRatchet).
         new_dhs = spec.generate_dh(self.rng)
         rk, cks = spec.kdf_rk(rk, new_dhs.dh(their), self.config.root_info)
+        if self.dhr is not None and self.ckr is not None:
+            self.ended = (*self.ended, (self.dhr, pn))[1 - MAX_RECEIVING_CHAINS :]
         self.pn = self.ns
         self.ns = 0
         self.nr = n + 1
@@ -418,6 +431,8 @@ class DoubleRatchet:
         # Authenticated: commit DHRatchetHE (§4.5).
         new_dhs = spec.generate_dh(self.rng)
         rk, cks, nhks = spec.kdf_rk_he(rk, new_dhs.dh(their), root_info)
+        if self.hkr is not None and self.ckr is not None:
+            self.ended = (*self.ended, (self.hkr, pn))[1 - MAX_RECEIVING_CHAINS :]
         self.pn = self.ns
         self.ns = 0
         self.nr = n + 1
@@ -500,7 +515,8 @@ class DoubleRatchet:
 
     def already_used(self, message: bytes) -> bool:
         """Whether ``message``'s header names a message number this side has already gone past on its
-        current receiving chain, with no skipped key stored for it: the number's key was used (the
+        current receiving chain, or on one of the chains before it that it remembers the end of
+        (``MAX_RECEIVING_CHAINS``), with no skipped key stored for it: the number's key was used (the
         message, or a copy of it, was read) or dropped, so no message with that number can be read
         any more. libsignal calls this a DuplicatedMessage (rust/protocol/src/session_cipher.rs,
         ``get_or_create_message_key``), found from the header before any decryption: nothing here
@@ -508,21 +524,23 @@ class DoubleRatchet:
         old number answers True too, and ``decrypt`` would refuse it all the same. Read only."""
         if self.ckr is None:
             return False
+        chains = ((self.hkr if self.config.header_encryption else self.dhr, self.nr), *reversed(self.ended))
         if self.config.header_encryption:
             if len(message) < ENC_HEADER_LEN:
                 return False
-            header = spec.hdecrypt(self.hkr, message[:ENC_HEADER_LEN])
-            if header is None:
-                return False
-            chain_id: bytes | None = self.hkr
-            n = _unpack_header(header)[2]
-        else:
-            if len(message) < HEADER_LEN:
-                return False
-            chain_id, _pn, n = _unpack_header(message[:HEADER_LEN])
-            if chain_id != self.dhr:
-                return False
-        return n < self.nr and (chain_id, n) not in self.mkskipped
+            for chain_id, end in chains:
+                header = spec.hdecrypt(chain_id, message[:ENC_HEADER_LEN])
+                if header is not None:
+                    n = _unpack_header(header)[2]
+                    return n < end and (chain_id, n) not in self.mkskipped
+            return False
+        if len(message) < HEADER_LEN:
+            return False
+        dh, _pn, n = _unpack_header(message[:HEADER_LEN])
+        for chain_id, end in chains:
+            if chain_id == dh:
+                return n < end and (chain_id, n) not in self.mkskipped
+        return False
 
     def sending_chain(self) -> SendingChain | None:
         """A copy of the current sending chain, or None (none yet, or header encryption is on)."""
@@ -547,6 +565,7 @@ class DoubleRatchet:
             "nr": self.nr,
             "pn": self.pn,
             "mkskipped": [[cid, n, mk] for (cid, n), mk in self.mkskipped.items()],
+            "ended": [[cid, end] for cid, end in self.ended],
             "hks": self.hks,
             "hkr": self.hkr,
             "nhks": self.nhks,
@@ -567,6 +586,7 @@ class DoubleRatchet:
         s.nr = d["nr"]
         s.pn = d["pn"]
         s.mkskipped = {(cid, n): mk for cid, n, mk in d["mkskipped"]} or _NO_SKIPPED
+        s.ended = tuple((cid, end) for cid, end in d.get("ended", ()))  # (absent from older states)
         s.hks = d["hks"]
         s.hkr = d["hkr"]
         s.nhks = d["nhks"]

@@ -2,4 +2,5 @@
 
 from relaysim.sims.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when imported (a spawned worker's preparation, a test)
+    raise SystemExit(main())

@@ -163,13 +163,18 @@ def prepare_out_dir(out: Path, *, force: bool) -> None:
         raise OutputDirError(f"cannot write to {out}: {exc.strerror or exc}") from exc
 
 
+_LEAVES: frozenset[type] = frozenset({str, int, bool, type(None), bytes})
+"""Types ``_round`` hands back as they are, checked by exact type before any call (most values)."""
+
+
 def _round(obj: Any) -> Any:
+    """``obj`` with every float rounded to 6 decimals, in dicts and lists at any depth (a copy)."""
     if isinstance(obj, float):
         return round(obj, 6)
     if isinstance(obj, dict):
-        return {k: _round(v) for k, v in obj.items()}
+        return {k: v if type(v) in _LEAVES else _round(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_round(v) for v in obj]
+        return [v if type(v) in _LEAVES else _round(v) for v in obj]
     return obj
 
 
@@ -513,10 +518,10 @@ def _routing_rows_line(rows: dict[str, Any] | None) -> list[str]:
 def relay_view_writer(f: TextIO) -> Callable[[MetadataRecord], None]:
     """A sink writing each observation the relay makes as one line of ``relay-view.jsonl``
     (:func:`sims.analysis.view.record_json`)."""
-    dumps = json.dumps
+    encode = _LINE_ENCODER.encode
 
     def write(r: MetadataRecord) -> None:
-        f.write(dumps(record_json(r), separators=(",", ":"), ensure_ascii=False))
+        f.write(encode(record_json(r)))
         f.write("\n")
 
     return write
@@ -533,16 +538,49 @@ def transcript_writer(f: TextIO, *, epoch: float = SIM_EPOCH) -> Callable[[dict[
     relay's record ``time`` fields under ``relay``, ``relay.accepted`` (when the relay accepted the
     envelope, as its timestamp says, to the millisecond), ``latency`` (a duration), and the times in
     exceptional-access events (``seized_at``, ``added_at``, …)."""
-    dumps = json.dumps
-    start = datetime.fromtimestamp(epoch, UTC)
+    encode = _LINE_ENCODER.encode
+    at = calendar_time(epoch)
 
     def write(event: dict[str, Any]) -> None:
         event = _round(event)
-        at = (start + timedelta(seconds=event["t"])).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        f.write(dumps({"t": event["t"], "at": at, **event}, separators=(",", ":"), ensure_ascii=False))
+        f.write(encode({"t": event["t"], "at": at(event["t"]), **event}))
         f.write("\n")
 
     return write
+
+
+# One line of JSON, as json.dumps(..., separators=(",", ":"), ensure_ascii=False) writes it, from an
+# encoder made once rather than per line (json.dumps builds a new JSONEncoder for such arguments).
+_LINE_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def calendar_time(epoch: float) -> Callable[[float], str]:
+    """A function from simulated seconds ``t`` to the instant ``epoch + t`` in ISO 8601 UTC to the
+    microsecond (``2026-01-01T00:10:00.552554Z``): ``(epoch as a datetime + timedelta(seconds=t))
+    .strftime("%Y-%m-%dT%H:%M:%S.%fZ")``, character for character, with the whole seconds' text
+    kept from one call to the next (a transcript's events come in time order, many in one second).
+    The microseconds are timedelta's: the fraction of ``t`` times 10**6, rounded half to even."""
+    start = datetime.fromtimestamp(epoch, UTC)
+    last: list[Any] = [None, ""]  # the whole second last formatted, and its text
+
+    def slow(t: float) -> str:
+        return (start + timedelta(seconds=t)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    if start.microsecond:
+        return slow
+
+    def at(t: float) -> str:
+        if type(t) is not float or not 0.0 <= t < 1e12:
+            return slow(t)
+        whole = int(t)
+        micro = round((t - whole) * 1e6)  # t - whole is exact; as timedelta rounds the rest
+        if micro == 1_000_000:
+            whole, micro = whole + 1, 0
+        if whole != last[0]:
+            last[0], last[1] = whole, (start + timedelta(seconds=whole)).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{last[1]}.{micro:06d}Z"
+
+    return at
 
 
 # --- the teaching view --------------------------------------------------------------------------

@@ -655,7 +655,7 @@ BREAKDOWN_ROWS: list[tuple[str, str, int, int]] = [
     ("header_pack", "header pack (struct)", 1, 0),
     ("spec_encrypt", "spec.encrypt (ENCRYPT, 100 B)", 1, 0),
     ("hkdf_80", "HKDF-SHA256 → 80 B message keys", 1, 1),
-    ("aes_cbc_encrypt", "AES-256-CBC encrypt (Cipher set-up + 112 B)", 1, 1),
+    ("aes_cbc_encrypt", "AES-256-CBC encrypt (context set-up + 112 B)", 1, 1),
     ("hmac_tag", "HMAC-SHA256 tag over AD ‖ header ‖ ciphertext", 1, 1),
     ("spec_decrypt", "spec.decrypt (DECRYPT)", 1, 0),
     ("hkdf_80", "HKDF-SHA256 → 80 B message keys", 1, 1),

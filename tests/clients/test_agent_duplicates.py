@@ -16,7 +16,7 @@ import pytest
 
 from relaysim.clients.agent import DeviceAgent, Duplicate, Received, Undecryptable
 from relaysim.clients.errors import DecryptionError
-from relaysim.clients.ratchet import RatchetConfig
+from relaysim.clients.ratchet import MAX_RECEIVING_CHAINS, DoubleRatchet, RatchetConfig
 from relaysim.clients.session import Device
 from relaysim.relay import wire
 from relaysim.relay.core import ConnectionContext, Push, RelayCore, Reply
@@ -230,3 +230,64 @@ def test_already_used_names_the_numbers_whose_keys_were_used_and_no_other(header
     assert not bob.already_used(b"\x00" * 200)  # another chain (or no header key of its)
     alice.decrypt(bob.encrypt(b"a reply"))  # alice turns her ratchet: a new chain, unknown to bob yet
     assert not bob.already_used(alice.encrypt(b"on a new chain"))
+
+
+@pytest.mark.parametrize("header_encryption", [False, True])
+def test_a_copy_read_on_a_chain_the_sender_has_turned_from_is_still_known(header_encryption: bool) -> None:
+    """``already_used`` after the DH ratchet has turned: the session remembers where each of the
+    chains before the current one ended (four of them: five receiving chains in all, as libsignal's
+    MAX_RECEIVER_CHAINS), so a copy of a message read on one of them is still a used number; a message
+    of such a chain whose key is skipped is not; beyond the chain's end (its PN) nothing was sent; and a
+    chain five turns back is forgotten. The memory survives to_dict / from_dict."""
+    alice, bob = make_pair(RatchetConfig(header_encryption=header_encryption), 6)
+    old_read, old_skipped = alice.encrypt(b"read"), alice.encrypt(b"skipped, to come")
+    bob.decrypt(old_read)
+    turns = []
+    for i in range(MAX_RECEIVING_CHAINS):
+        alice.decrypt(bob.encrypt(b"reply %d" % i))  # alice turns her ratchet
+        m = alice.encrypt(b"on chain %d" % i)
+        bob.decrypt(m)  # bob's receiving chain turns too
+        turns.append(m)
+        if i == 0:
+            assert bob.already_used(old_read)  # a copy from before the turn
+            assert not bob.already_used(old_skipped)  # its key is kept: it can still be read
+            restored = DoubleRatchet.from_dict(bob.to_dict())
+            assert restored.already_used(old_read) and not restored.already_used(old_skipped)
+            assert restored == bob
+    assert [bob.already_used(m) for m in turns] == [True] * MAX_RECEIVING_CHAINS
+    # the first chain is now five turns back: forgotten (what a decrypt refuses, as before: Undecryptable)
+    assert not bob.already_used(old_read)
+    assert bob.decrypt(old_skipped) == b"skipped, to come"  # its skipped key was kept all along
+
+
+def test_a_copy_arriving_after_the_turn_is_a_duplicate_at_the_agent() -> None:
+    """The agent's view of it: alice's message is written twice (a send replayed), bob reads the first,
+    the two then trade messages (both ratchets turn), and the second copy arrives: a Duplicate, acked,
+    with no retry receipt — before, bob's session knew only its current chain and called it
+    Undecryptable, and asked alice to resend a message he had read."""
+    w = World()
+    alice, bob = w.join("alice"), w.join("bob")
+    alice.send_text("bob", b"hi")
+    w.pump()
+    w.deliver(*w.take())
+    bob.send_text("alice", b"hello")
+    w.pump()
+    w.deliver(*w.take())
+    alice.send_text("bob", b"once only")
+    w.pump()
+    first = w.take()
+    w.replay_last_send()
+    second = w.take()
+    assert _kinds(w.deliver(*first)[0]) == ["Received"]
+    bob.send_text("alice", b"got it")
+    w.pump()
+    w.deliver(*w.take())
+    alice.send_text("bob", b"good")  # on alice's next chain: bob's ratchet turns as he reads it
+    w.pump()
+    assert _kinds(w.deliver(*w.take())[0]) == ["Received"]
+    state = bob.device.to_dict()
+    events, answered = w.deliver(*second)
+    assert _kinds(events) == ["Duplicate"]
+    assert [type(f) for f in answered] == [wire.Ack]
+    assert bob.device.to_dict() == state
+    assert bob.retry_due() is None

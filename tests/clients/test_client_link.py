@@ -518,3 +518,54 @@ async def test_the_trio_loop_pings_on_the_keepalive_interval(autojump_clock: tri
             assert trio.current_time() - start == 95  # virtual seconds: the test took none
         nursery.cancel_scope.cancel()
     assert [f.kind for f in fake.seen] == ["ping"] * 3 + ["ping"]  # three keepalives, the closing sync
+
+
+class RetryAgent(DeviceAgent):
+    """A real agent whose retry receipts (``retry_due`` / ``tick``, clients.agent: a group message it
+    cannot read yet) come from a list of due times, so that only the connection's part is tested: that
+    it calls ``tick`` when one is due, only while logged in, and writes what ``tick`` queued."""
+
+    def __init__(self) -> None:
+        rng = seeded_rng(77)
+        super().__init__(
+            Device("alice", 1, rng=rng),
+            registration_id=2,
+            delivery_token=TOKENS["alice"],
+            rng=rng,
+            tokens=dict(TOKENS),
+            clock=trio.current_time,  # the agent's clock is the mock clock here
+        )
+        self.due: list[float] = []
+        self.ticks: list[float] = []
+
+    def retry_due(self) -> float | None:
+        return self.due[0] if self.due else None
+
+    def tick(self) -> None:
+        if not self.authenticated:
+            return
+        now = self.clock()
+        self.ticks.append(now)
+        while self.due and self.due[0] <= now:
+            self.due.pop(0)
+            self.ping()  # stands for the retry receipt's send
+
+
+async def test_the_trio_loop_ticks_the_agent_when_a_retry_receipt_is_due(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = FakeRelay()
+    agent = RetryAgent()
+    async with trio.open_nursery() as nursery:
+        relay = RelayTask(nursery, fake, "alice")
+        async with connection(relay, agent) as conn:
+            start = trio.current_time()
+            agent.due = [start + 30, start + 90]
+            await trio.sleep(10)
+            assert agent.ticks == []  # not logged in: nothing would be sent, so no wake-up either
+            await conn.register()
+            await conn.login()
+            await trio.sleep(190)
+            assert agent.ticks == [start + 30, start + 90] and agent.due == []
+            assert [f.kind for f in fake.seen].count("ping") == 2  # what each tick queued was written
+        nursery.cancel_scope.cancel()

@@ -141,6 +141,33 @@ def test_hkdf_is_rfc5869(ikm: bytes, salt: bytes, info: bytes, length: int) -> N
     assert p.hkdf_sha256(ikm, salt, info, length) == expected
 
 
+@given(
+    key=st.binary(min_size=32, max_size=32),
+    iv=st.binary(min_size=16, max_size=16),
+    plaintext=st.binary(max_size=100),
+)
+def test_aes_cbc_is_aes_256_cbc_with_pkcs7(key: bytes, iv: bytes, plaintext: bytes) -> None:
+    # The contexts come from cryptography's Rust binding (checked at import): the same bytes as
+    # the public Cipher API with PKCS#7 padding, both ways.
+    pad = 16 - len(plaintext) % 16
+    enc = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    expected = enc.update(plaintext + bytes([pad]) * pad) + enc.finalize()
+    assert p.aes_cbc_encrypt(key, iv, plaintext) == expected
+    assert p.aes_cbc_decrypt(key, iv, expected) == plaintext
+
+
+def test_aes_cbc_contexts_come_from_the_binding_and_the_public_path_agrees() -> None:
+    # On the cryptography releases pyproject allows (48 and up), the import-time check takes the
+    # binding; were it to fail, AES_CONTEXTS would say "public" and this test would say so.
+    assert p.AES_CONTEXTS == "binding"
+    key, iv = bytes(range(32)), bytes(16)
+    fast = p._new_encryptor(algorithms.AES(key), modes.CBC(iv))
+    public = p._public_encryptor(algorithms.AES(key), modes.CBC(iv))
+    assert fast.update(bytes(64)) + fast.finalize() == public.update(bytes(64)) + public.finalize()
+    with pytest.raises(p.AuthenticationFailed):
+        p.aes_cbc_decrypt(key, iv, bytes(15))
+
+
 # Curve25519 points of small order (and their encodings with u >= p, or the top bit set): X25519
 # with any of them gives the all-zero shared secret, which both libraries refuse.
 _SMALL_ORDER = [

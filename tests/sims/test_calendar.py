@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import calendar
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from relaysim.relay.store import Store
 from relaysim.sims.cli import main
-from relaysim.sims.report import run_calendar, run_to_dir
+from relaysim.sims.report import _round, calendar_time, run_calendar, run_to_dir
 from relaysim.sims.scenario import SIM_EPOCH, ScenarioError, parse_scenario, resolve_scenario
 from relaysim.sims.world.traffic import expand_population, plan_messages
 
@@ -255,3 +257,26 @@ def test_an_exceptional_report_of_a_dated_run_names_its_calendar() -> None:
     # an undated run's report is as it was
     (undated,) = Simulation(replace(scenario, start=None, start_at=None)).run().exceptional
     assert undated.markdown == report.markdown.replace(lines[2] + "\n\n", "")
+
+
+@given(
+    t=st.one_of(
+        st.floats(0, 10 * 86_400, allow_nan=False).map(lambda x: round(x, 6)),
+        st.integers(0, 10 * 86_400).map(lambda n: n + 0.5e-6),  # exactly halfway, as near as a float gets
+        st.integers(0, 86_400 * 10**6).map(lambda n: n / 10**6),
+        st.just(59.9999996),  # rounds up into the next second
+    ),
+    epoch=st.sampled_from([SIM_EPOCH, MAY_2016, 0.0, 1_000_000_000.25]),
+)
+def test_the_transcripts_calendar_time_is_timedeltas_to_the_character(t: float, epoch: float) -> None:
+    # calendar_time keeps the whole seconds' text from call to call: the same text as formatting
+    # start + timedelta(seconds=t) each time, rounding to the microsecond included.
+    at = calendar_time(epoch)
+    start = datetime.fromtimestamp(epoch, UTC)
+    for u in (t, t + 1.0, t, float(int(t))):
+        assert at(u) == (start + timedelta(seconds=u)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_the_transcripts_rounding_keeps_every_float_and_leaves_the_rest() -> None:
+    event = {"t": 1.23456789, "a": [1, True, None, "x", 2.0000004, {"b": [0.1234567]}], "c": b"z"}
+    assert _round(event) == {"t": 1.234568, "a": [1, True, None, "x", 2.0, {"b": [0.123457]}], "c": b"z"}
