@@ -557,17 +557,18 @@ _LINE_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 def calendar_time(epoch: float) -> Callable[[float], str]:
     """A function from simulated seconds ``t`` to the instant ``epoch + t`` in ISO 8601 UTC to the
     microsecond (``2026-01-01T00:10:00.552554Z``): ``(epoch as a datetime + timedelta(seconds=t))
-    .strftime("%Y-%m-%dT%H:%M:%S.%fZ")``, character for character, with the whole seconds' text
-    kept from one call to the next (a transcript's events come in time order, many in one second).
+    .strftime("%Y-%m-%dT%H:%M:%S.%fZ")``, character for character, with the date's text kept from
+    one call to the next (a transcript's events come in time order) and the time of day counted.
     The microseconds are timedelta's: the fraction of ``t`` times 10**6, rounded half to even."""
     start = datetime.fromtimestamp(epoch, UTC)
-    last: list[Any] = [None, ""]  # the whole second last formatted, and its text
+    last: list[Any] = [None, ""]  # the day (days since 1970-01-01) last formatted, and its date
 
     def slow(t: float) -> str:
         return (start + timedelta(seconds=t)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
     if start.microsecond:
         return slow
+    base = int(start.timestamp())  # whole seconds: UTC has no leap seconds here, a day is 86,400
 
     def at(t: float) -> str:
         if type(t) is not float or not 0.0 <= t < 1e12:
@@ -576,9 +577,12 @@ def calendar_time(epoch: float) -> Callable[[float], str]:
         micro = round((t - whole) * 1e6)  # t - whole is exact; as timedelta rounds the rest
         if micro == 1_000_000:
             whole, micro = whole + 1, 0
-        if whole != last[0]:
-            last[0], last[1] = whole, (start + timedelta(seconds=whole)).strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{last[1]}.{micro:06d}Z"
+        day, second = divmod(base + whole, 86_400)
+        if day != last[0]:
+            last[0], last[1] = day, (datetime(1970, 1, 1) + timedelta(days=day)).strftime("%Y-%m-%dT")
+        hour, second = divmod(second, 3600)
+        minute, second = divmod(second, 60)
+        return f"{last[1]}{hour:02d}:{minute:02d}:{second:02d}.{micro:06d}Z"
 
     return at
 
