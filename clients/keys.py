@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgpack
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM1024PrivateKey
 
 from relaysim.clients import _primitives as _p
 from relaysim.clients import _xeddsa, spec
@@ -295,7 +296,7 @@ class DecapsulationKeys:
     def __init__(self, size: int) -> None:
         if size < 1:
             raise ValueError(f"DecapsulationKeys(size={size}): size must be at least 1")
-        self._keys: OrderedDict[bytes, Any] = OrderedDict()
+        self._keys: OrderedDict[bytes, MLKEM1024PrivateKey] = OrderedDict()
         self.size = size
         self.hits = 0
         self.misses = 0
@@ -303,8 +304,8 @@ class DecapsulationKeys:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def get(self, seed: bytes) -> Any:
-        """The decapsulation key of ``seed`` (an ``MLKEM1024PrivateKey``)."""
+    def get(self, seed: bytes) -> MLKEM1024PrivateKey:
+        """The decapsulation key of ``seed``."""
         keys = self._keys
         key = keys.get(seed)
         if key is not None:
@@ -312,7 +313,7 @@ class DecapsulationKeys:
             self.hits += 1
             return key
         self.misses += 1
-        key, _public = _p.mlkem_keypair_from_seed(seed)
+        key = MLKEM1024PrivateKey.from_seed_bytes(seed)  # (the key alone: no public key serialised)
         keys[seed] = key
         if len(keys) > self.size:
             keys.popitem(last=False)
