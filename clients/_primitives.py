@@ -47,6 +47,7 @@ __all__ = [
     "mlkem_decapsulate",
     "mlkem_encapsulate",
     "mlkem_keypair_from_seed",
+    "mlkem_private_key",
     "require_key_source",
     "siv_decrypt",
     "siv_encrypt",
@@ -253,6 +254,11 @@ def mlkem_keypair_from_seed(seed: bytes) -> tuple[MLKEM1024PrivateKey, bytes]:
     """The 64-byte (d ‖ z) seed form of FIPS 203 key generation."""
     key = MLKEM1024PrivateKey.from_seed_bytes(seed)
     return key, key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def mlkem_private_key(seed: bytes) -> MLKEM1024PrivateKey:
+    """The decapsulation key of a 64-byte (d ‖ z) seed, without its public key (``mlkem_keypair_from_seed``)."""
+    return MLKEM1024PrivateKey.from_seed_bytes(seed)
 
 
 def mlkem_encapsulate(public: bytes, m: bytes | None = None) -> tuple[bytes, bytes]:

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgpack
-from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM1024PrivateKey
 
 from relaysim.clients import _primitives as _p
 from relaysim.clients import _xeddsa, spec
@@ -296,7 +295,7 @@ class DecapsulationKeys:
     def __init__(self, size: int) -> None:
         if size < 1:
             raise ValueError(f"DecapsulationKeys(size={size}): size must be at least 1")
-        self._keys: OrderedDict[bytes, MLKEM1024PrivateKey] = OrderedDict()
+        self._keys: OrderedDict[bytes, _p.MLKEM1024PrivateKey] = OrderedDict()
         self.size = size
         self.hits = 0
         self.misses = 0
@@ -304,7 +303,7 @@ class DecapsulationKeys:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def get(self, seed: bytes) -> MLKEM1024PrivateKey:
+    def get(self, seed: bytes) -> _p.MLKEM1024PrivateKey:
         """The decapsulation key of ``seed``."""
         keys = self._keys
         key = keys.get(seed)
@@ -313,7 +312,7 @@ class DecapsulationKeys:
             self.hits += 1
             return key
         self.misses += 1
-        key = MLKEM1024PrivateKey.from_seed_bytes(seed)  # (the key alone: no public key serialised)
+        key = _p.mlkem_private_key(seed)  # (the key alone: no public key serialised)
         keys[seed] = key
         if len(keys) > self.size:
             keys.popitem(last=False)
