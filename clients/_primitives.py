@@ -47,6 +47,7 @@ __all__ = [
     "mlkem_decapsulate",
     "mlkem_encapsulate",
     "mlkem_keypair_from_seed",
+    "mlkem_private_key",
     "require_key_source",
     "siv_decrypt",
     "siv_encrypt",
@@ -255,6 +256,11 @@ def mlkem_keypair_from_seed(seed: bytes) -> tuple[MLKEM1024PrivateKey, bytes]:
     return key, key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
+def mlkem_private_key(seed: bytes) -> MLKEM1024PrivateKey:
+    """The decapsulation key of a 64-byte (d ‖ z) seed, without its public key (``mlkem_keypair_from_seed``)."""
+    return MLKEM1024PrivateKey.from_seed_bytes(seed)
+
+
 def mlkem_encapsulate(public: bytes, m: bytes | None = None) -> tuple[bytes, bytes]:
     """Returns (shared_secret, ciphertext).
 
@@ -276,9 +282,11 @@ def mlkem_encapsulate(public: bytes, m: bytes | None = None) -> tuple[bytes, byt
     return pk.encapsulate()
 
 
-def mlkem_decapsulate(seed: bytes, ciphertext: bytes) -> bytes:
+def mlkem_decapsulate(seed: bytes | MLKEM1024PrivateKey, ciphertext: bytes) -> bytes:
+    """The shared secret of ``ciphertext`` under the key of ``seed`` (or that key, made already)."""
     try:
-        return MLKEM1024PrivateKey.from_seed_bytes(seed).decapsulate(ciphertext)
+        key = seed if isinstance(seed, MLKEM1024PrivateKey) else MLKEM1024PrivateKey.from_seed_bytes(seed)
+        return key.decapsulate(ciphertext)
     except ValueError as exc:
         raise AuthenticationFailed() from exc
 

@@ -95,9 +95,23 @@ class Session:
         self.initial = initial
 
     def made_by(self, initial: InitialMessage) -> bool:
-        """Whether ``initial`` is the X3DH header this session was made from (or attaches)."""
+        """Whether ``initial`` is the X3DH header this session was made from (or attaches): equal
+        to it, or to ``remembered(initial)`` (compared field by field, without making that copy)."""
         mine = self.initial
-        return mine is not None and (mine == initial or mine == remembered(initial))
+        if mine is None or mine.ephemeral_key != initial.ephemeral_key:
+            return False  # (a fresh EK_A per header: the common answer, at once)
+        if mine == initial:
+            return True
+        ct = initial.kem_ciphertext
+        return (
+            ct is not None
+            and len(ct) > 32
+            and mine.kem_ciphertext == hashlib.sha256(ct).digest()
+            and mine.identity_key == initial.identity_key
+            and mine.signed_prekey_id == initial.signed_prekey_id
+            and mine.one_time_prekey_id == initial.one_time_prekey_id
+            and mine.kem_prekey_id == initial.kem_prekey_id
+        )
 
     @property
     def awaiting_reply(self) -> bool:

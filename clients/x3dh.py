@@ -164,7 +164,8 @@ def respond(secrets: PreKeySecrets, message: InitialMessage) -> tuple[KeyAgreeme
             km += opk.dh(message.ephemeral_key)
         info = X3DH_INFO
         if message.kem_prekey_id is not None:
-            seed = secrets.kem.seed(message.kem_prekey_id)  # the seed alone: no public key re-derived
+            # the seed (or the key made from it, kept): no public key re-derived
+            seed = secrets.kem.decapsulation_key(message.kem_prekey_id)
             if seed is None or message.kem_ciphertext is None:
                 raise DecryptionError()
             km += _p.mlkem_decapsulate(seed, message.kem_ciphertext)

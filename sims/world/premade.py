@@ -16,17 +16,26 @@ that finds no table tells the worker to skip ahead (on a busy machine it may fal
 
 Tables go in the order the phones come online, a few at a time; the pipe's buffer and the batch
 in hand bound what is held (~2.5 KiB a phone).
+
+The simulation reads the pipe without ever blocking (``Frames``): it takes what bytes are there and
+unpickles only whole batches. (Through ``multiprocessing.connection``, a batch of 16 tables is
+~69 KB, more than a pipe holds: the reader, told that bytes were there, then waited in ``recv`` for
+the worker to be scheduled and write the rest — at 3,000 phones, 1.9 s of wall time in a 6.5 s run,
+for 0.09 s of CPU time.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pickle
+import select
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -40,8 +49,62 @@ __all__ = ["PremadeSource", "premade_keys"]
 BATCH = 16  # phones per message from the worker
 SKIP_AHEAD = 64  # phones a worker that fell behind skips past the one that asked in vain
 
+PIPE_SIZE = 1 << 20  # the worker's pipe to the simulation, asked of Linux (F_SETPIPE_SZ): ~250 phones
+_HEADER = 4  # each frame on that pipe: its length (4 bytes, big-endian), then a pickle
+
 # (device name, account, device id, the KeyStream's seed)
 Job = tuple[str, str, int, bytes]
+
+
+def send_frame(fd: int, obj: object) -> None:
+    """Write ``obj`` as one frame (length, pickle) to the blocking file descriptor ``fd``."""
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    view = memoryview(len(data).to_bytes(_HEADER, "big") + data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class Frames:
+    """The reading end of a pipe of frames (``send_frame``), read without blocking: ``read`` takes
+    the bytes the pipe holds and returns the objects whose frames are now whole; a frame's first
+    part waits in the buffer for the rest. ``ended``: the writer has closed its end."""
+
+    def __init__(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self.fd = fd
+        self._buf = bytearray()
+        self.ended = False
+
+    def read(self, wait: float = 0.0) -> list[object]:
+        """The objects whose frames are whole; with ``wait``, up to that many seconds for the pipe to
+        hold something (once: a frame may still be incomplete after it)."""
+        if wait > 0 and not self.ended:
+            select.select([self.fd], [], [], wait)
+        buf = self._buf
+        while not self.ended:
+            try:
+                chunk = os.read(self.fd, 1 << 20)
+            except BlockingIOError:
+                break
+            if not chunk:
+                self.ended = True
+            buf += chunk
+        out: list[object] = []
+        start = 0
+        while len(buf) - start >= _HEADER:
+            end = start + _HEADER + int.from_bytes(buf[start : start + _HEADER], "big")
+            if end > len(buf):
+                break
+            out.append(pickle.loads(buf[start + _HEADER : end]))
+            start = end
+        if start:
+            del buf[:start]
+        return out
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        self.ended = True
 
 
 def premade_keys(
@@ -67,7 +130,6 @@ def _serve() -> None:
     with open(sys.argv[1], "rb") as f:
         one_time, kem_one_time, jobs = pickle.load(f)
     inbox = Connection(0, writable=False)  # where the simulation has got to, when it is ahead
-    outbox = Connection(out_fd, readable=False)
     batch: list[tuple[str, PremadeKeys]] = []
     i = 0
     try:
@@ -80,10 +142,10 @@ def _serve() -> None:
             batch.append((name, premade_keys(account, device_id, seed, one_time, kem_one_time)))
             i += 1
             if len(batch) >= BATCH:
-                outbox.send(batch)
+                send_frame(out_fd, batch)
                 batch = []
-        outbox.send(batch)
-        outbox.send(None)
+        send_frame(out_fd, batch)
+        send_frame(out_fd, None)
     except (BrokenPipeError, ConnectionResetError, EOFError):
         pass  # the simulation has ended (or no longer reads)
 
@@ -109,7 +171,9 @@ class PremadeSource:
         )
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._to: Connection | None = Connection(os.dup(self._proc.stdin.fileno()), readable=False)
-        self._from: Connection | None = Connection(os.dup(self._proc.stdout.fileno()), writable=False)
+        with contextlib.suppress(OSError, AttributeError):  # a larger pipe, where Linux allows it
+            fcntl.fcntl(self._proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        self._from: Frames | None = Frames(os.dup(self._proc.stdout.fileno()))
         self._proc.stdin.close()
         self._proc.stdout.close()
         self._position = {job[0]: i for i, job in enumerate(jobs)}
@@ -126,20 +190,28 @@ class PremadeSource:
         """The table for device ``name``, if the worker has sent it; None otherwise. The simulation
         never waits (``wait=0``); a test may, up to ``wait`` seconds for each batch."""
         table = self._ready.pop(name, None)
-        conn = self._from
-        while table is None and conn is not None and conn.poll(wait):
-            try:
-                batch = conn.recv()
-            except (EOFError, OSError):
-                batch = None
-            if batch is None:  # the worker is done (or gone)
-                self._end_reading()
-                break
-            self.received += len(batch)
-            for n, t in batch:
-                if n not in self._passed:
-                    self._ready[n] = t
-            table = self._ready.pop(name, None)
+        frames = self._from
+        if table is None and frames is not None:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    batches = frames.read(max(0.0, deadline - time.monotonic()) if wait else 0.0)
+                except OSError:
+                    batches = [None]
+                for batch in batches:
+                    if batch is None:  # the worker is done
+                        break
+                    assert isinstance(batch, list)
+                    self.received += len(batch)
+                    for n, t in batch:
+                        if n not in self._passed:
+                            self._ready[n] = t
+                table = self._ready.pop(name, None)
+                if None in batches or frames.ended:  # done (or gone)
+                    self._end_reading()
+                    break
+                if table is not None or not wait or time.monotonic() >= deadline:
+                    break
         if table is None:
             self._passed.add(name)
             self.missed += 1

@@ -208,3 +208,46 @@ def test_a_peer_without_inactive_sessions_holds_no_empty_list_and_the_state_stil
     assert alice.inactive == {} and bob.inactive == {}
     assert alice.to_dict()["inactive"] == [["bob", 1, []]]
     assert Device.from_dict(alice.to_dict()).to_dict() == alice.to_dict()
+
+
+_HEADER_FIELDS = ("identity_key", "ephemeral_key", "signed_prekey_id", "one_time_prekey_id", "kem_prekey_id")
+
+
+@given(
+    field=st.sampled_from((*_HEADER_FIELDS, "kem_ciphertext", None)),
+    kept_whole=st.booleans(),
+    pq=st.booleans(),
+)
+def test_made_by_is_equality_with_the_header_or_with_what_bob_remembers_of_it(
+    field: str | None, kept_whole: bool, pq: bool
+) -> None:
+    """``Session.made_by`` compares field by field: the same answer as ``mine == initial or mine ==
+    remembered(initial)``, whichever field of the header differs."""
+    import dataclasses
+
+    from relaysim.clients.session import remembered
+    from relaysim.clients.x3dh import InitialMessage
+
+    base = InitialMessage(
+        b"i" * 32,
+        b"e" * 32,
+        7,
+        3 if pq else None,
+        9 if pq else None,
+        bytes(range(256)) * 6 + b"c" * 32 if pq else None,
+    )
+    mine = base if kept_whole else remembered(base)
+    other = base
+    if field is not None:
+        value = getattr(base, field)
+        if isinstance(value, bytes):
+            changed: object = bytes([value[0] ^ 1]) + value[1:]
+        elif field == "kem_ciphertext":
+            changed = b"c" * 32
+        else:
+            changed = 4 if value is None else None if field != "signed_prekey_id" else value + 1
+        other = dataclasses.replace(base, **{field: changed})
+    session = Session.__new__(Session)
+    session.initial = mine
+    assert session.made_by(other) == (mine == other or mine == remembered(other))
+    assert session.made_by(base)

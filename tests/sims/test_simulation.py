@@ -869,3 +869,35 @@ def test_a_run_keeps_what_it_made_out_of_the_collectors_view_until_it_ends(tmp_p
     finally:
         gc.unfreeze()
     del mine
+
+
+def test_a_run_collects_its_youngest_objects_less_often_and_puts_the_threshold_back(tmp_path: Path) -> None:
+    """During a run the collector's youngest generation waits for RUN_GC_THRESHOLD allocations (what
+    a message's events make has mostly gone by then); before and after, the process's own
+    thresholds, and a higher one of its own is kept during the run too."""
+    from relaysim.sims.world.simulation import RUN_GC_THRESHOLD
+
+    before = gc.get_threshold()
+    assert before[0] < RUN_GC_THRESHOLD
+    seen: list[tuple[int, ...]] = []
+
+    def progress(t: float, end: float) -> None:
+        seen.append(gc.get_threshold())
+
+    Simulation(_two_people(), db_path=str(tmp_path / "a.db"), progress=progress).run()
+    assert seen and set(seen) == {(RUN_GC_THRESHOLD, *before[1:])}
+    assert gc.get_threshold() == before
+
+    def stop(t: float, end: float) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Simulation(_two_people(), db_path=str(tmp_path / "b.db"), progress=stop).run()
+    assert gc.get_threshold() == before
+    gc.set_threshold(RUN_GC_THRESHOLD * 2, *before[1:])
+    try:
+        seen.clear()
+        Simulation(_two_people(), db_path=str(tmp_path / "c.db"), progress=progress).run()
+        assert set(seen) == {(RUN_GC_THRESHOLD * 2, *before[1:])}
+    finally:
+        gc.set_threshold(*before)
