@@ -45,14 +45,7 @@ from relaysim.clients.escrow import EscrowPublicKey
 from relaysim.clients.groups import VERSION as SENDER_KEY_VERSION
 from relaysim.clients.groups import GroupKeys, parse_sender_key_message
 from relaysim.clients.identity import IdentityChanged, UntrustedIdentity
-from relaysim.clients.keys import (
-    BundleError,
-    KemPreKey,
-    OneTimePreKey,
-    PreKeyBundle,
-    SignedPreKey,
-    VerifiedBundles,
-)
+from relaysim.clients.keys import BundleError, KemPreKey, OneTimePreKey, PreKeyBundle, SignedPreKey
 from relaysim.clients.session import Device, PeerAddress
 from relaysim.relay import content, wire
 from relaysim.relay._frozen import quick_init
@@ -598,8 +591,6 @@ class DeviceAgent:
         self._stamped = False  # a stamp was sent with it: a second refusal is final
         self._signed_made_at: float | None = None  # when the current signed prekey was published
         self._retired: dict[tuple[str, int], float] = {}  # ("spk"|"kem", id) -> when replaced
-        # bundles already verified, shared with other devices (a simulation's: keys.VerifiedBundles)
-        self.verified_bundles: VerifiedBundles | None = None
 
     def linked_devices_known(self) -> None:
         """This device knows its account has other devices (it linked one): sync copies from now on,
@@ -1702,7 +1693,7 @@ class DeviceAgent:
                 if known is not None and known != b.identity_key:
                     changed.append(b.device)
                 if known is None or known != b.identity_key or not self.device.has_session(peer):
-                    self.device.start_session(peer, _bundle(b, self.verified_bundles))
+                    self.device.start_session(peer, _bundle(b))
         except BundleError as exc:  # a forged bundle: send nothing
             for out in waiting:
                 self._fail(out, "bad_bundle", str(exc))
@@ -1894,7 +1885,7 @@ def _kem(k: KemPreKey) -> wire.KemPrekey:
     return wire.KemPrekey(id=k.id, public=k.public, signature=k.signature)
 
 
-def _bundle(b: wire.DeviceBundle, verified: VerifiedBundles | None = None) -> PreKeyBundle:
+def _bundle(b: wire.DeviceBundle) -> PreKeyBundle:
     """The relay's per-device bundle as the device's own PreKeyBundle (checked again there)."""
     opk = b.one_time_prekey
     return PreKeyBundle(
@@ -1904,5 +1895,4 @@ def _bundle(b: wire.DeviceBundle, verified: VerifiedBundles | None = None) -> Pr
         kem_prekey=KemPreKey(
             b.kem_prekey.id, b.kem_prekey.public, b.kem_prekey.signature, b.kem_prekey_last_resort
         ),
-        verified=verified,
     )

@@ -13,7 +13,6 @@ where the relay checks the same signatures.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, MutableMapping
@@ -142,40 +141,6 @@ class KemPreKey:
             raise BundleError("kem_prekey.last_resort must be a boolean")
 
 
-class VerifiedBundles:
-    """The signed parts of the prekey bundles whose signatures verified, each by a SHA-256 digest of
-    every byte its verification reads (identity key, signed prekey and KEM prekey with their
-    signatures): a simulation's, shared by its phones (``PreKeyBundle.verified``).
-
-    The relay hands the same signed prekeys to every phone that starts a session with one phone,
-    and each would verify the same two XEdDSA signatures again (~0.15 ms); a memo of that pure
-    function gives each the same answer. Only successes are kept: a bundle with any other byte
-    (a forged signature, a swapped key) is a different digest and is verified in full. At most
-    ``size`` digests (~0.1 KiB each); then it starts again empty.
-    """
-
-    __slots__ = ("_seen", "hits", "misses", "size")
-
-    def __init__(self, size: int = 1_000_000) -> None:
-        if size < 1:
-            raise ValueError(f"VerifiedBundles(size={size}): size must be at least 1")
-        self._seen: set[bytes] = set()
-        self.size = size
-        self.hits = 0
-        self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-    def __contains__(self, digest: object) -> bool:
-        return digest in self._seen
-
-    def add(self, digest: bytes) -> None:
-        if len(self._seen) >= self.size:
-            self._seen.clear()
-        self._seen.add(digest)
-
-
 @dataclass(frozen=True, slots=True)
 class PreKeyBundle:
     """What a device publishes and the relay hands to whoever wants to start a session."""
@@ -184,8 +149,6 @@ class PreKeyBundle:
     signed_prekey: SignedPreKey
     one_time_prekey: OneTimePreKey | None = None
     kem_prekey: KemPreKey | None = None
-    # where bundles already verified are remembered (a simulation's phones share one), or None
-    verified: VerifiedBundles | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         _check_len("identity_key", self.identity_key, 32)
@@ -193,18 +156,6 @@ class PreKeyBundle:
     def verify(self) -> None:
         """Check every signature in the bundle against its identity key (X3DH §3.3, PQXDH §3.3)."""
         spk, kem = self.signed_prekey, self.kem_prekey
-        memo = self.verified
-        digest = b""
-        if memo is not None:
-            # fixed lengths (checked when made: 32, 32, 64, 1568, 64), so the concatenation is unambiguous
-            signed_bytes = self.identity_key + spk.public + spk.signature
-            if kem is not None:
-                signed_bytes += kem.public + kem.signature
-            digest = hashlib.sha256(signed_bytes).digest()
-            if digest in memo:
-                memo.hits += 1
-                return
-            memo.misses += 1
         signed = [(spec.encode_public_key(spk.public), spk.signature)]
         if kem is not None:
             signed.append((encode_kem_public_key(kem.public), kem.signature))
@@ -214,8 +165,6 @@ class PreKeyBundle:
             raise BundleError("signed_prekey.signature does not verify with identity_key")
         if kem is not None and not good[1]:
             raise BundleError("kem_prekey.signature does not verify with identity_key")
-        if memo is not None:
-            memo.add(digest)
 
     def to_wire(self) -> list[Any]:
         spk, opk, kem = self.signed_prekey, self.one_time_prekey, self.kem_prekey

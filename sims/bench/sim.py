@@ -694,7 +694,6 @@ def scale_child(
                 kem_prekey_batch=SCALE_KEM_PREKEY_BATCH,
                 premade_keys=True,  # registration keys made on the other core: see SCALE_PREMADE_NOTE
                 kem_key_cache=SCALE_KEM_KEY_CACHE,  # see SCALE_KEM_CACHE_NOTE
-                share_verified_bundles=True,  # see SCALE_VERIFIED_NOTE
             )
             phases["build_devices"] = time.perf_counter() - t
             run_started = time.perf_counter()
@@ -730,12 +729,6 @@ def scale_child(
         "kem_key_cache": (
             {"size": sim.kem_keys.size, "hits": sim.kem_keys.hits, "misses": sim.kem_keys.misses}
             if sim is not None and sim.kem_keys is not None
-            else {}
-        ),
-        # the bundles' signatures the phones' shared memo answered (clients.keys.VerifiedBundles)
-        "verified_bundles": (
-            {"hits": sim.verified_bundles.hits, "misses": sim.verified_bundles.misses}
-            if sim is not None and sim.verified_bundles is not None
             else {}
         ),
         "peak_rss_bytes": _peak_rss_bytes(),
@@ -793,10 +786,7 @@ def format_scale_run(r: dict[str, Any], load: dict[str, float | None]) -> str:
             f"  {r['devices']:,} phones, {r['messages']:,} messages planned over one simulated day "
             f"(seed {r['seed']}, receipts {r['receipts']})",
             f"  {SCALE_KEM_NOTE}; {SCALE_RNG_NOTE}; {SCALE_PREKEY_NOTE}; {SCALE_PREMADE_NOTE}; "
-            f"{SCALE_KEM_CACHE_NOTE}"
-            + _kem_cache_text(r.get("kem_key_cache") or {})
-            + f"; {SCALE_VERIFIED_NOTE}"
-            + _verified_text(r.get("verified_bundles") or {}),
+            f"{SCALE_KEM_CACHE_NOTE}" + _kem_cache_text(r.get("kem_key_cache") or {}),
             f"  finished: {'yes' if r['finished'] else 'no'}, {r['simulated_seconds_reached']:,.0f} s simulated",
             f"  wall time {r['seconds']:.1f} s ({r['seconds'] / 60:.2f} min; {phases}); "
             f"CPU time {r['cpu_seconds']:.1f} s (wall − CPU: waiting for a core on a shared machine)"
@@ -814,12 +804,6 @@ def _kem_cache_text(c: dict[str, Any]) -> str:
         return ""
     used = c["hits"] + c["misses"]
     return f" ({c['hits']:,} of {used:,} decapsulations found their key kept)"
-
-
-def _verified_text(c: dict[str, Any]) -> str:
-    if not c:
-        return ""
-    return f" ({c['hits']:,} of {c['hits'] + c['misses']:,} bundles verified before)"
 
 
 def _premade_text(p: dict[str, Any]) -> str:
@@ -1088,11 +1072,6 @@ SCALE_KEM_CACHE_NOTE: Final = (
     f"the phones of the {SCALE_KEM_KEY_CACHE:,} people with the most contacts keep their last-resort ML-KEM "
     "decapsulation key (Simulation(kem_key_cache=...)) instead of making it from its seed for each new "
     "session; the same bytes"
-)
-SCALE_VERIFIED_NOTE: Final = (
-    "the phones share a memo of the prekey bundles whose signatures verified (Simulation("
-    "share_verified_bundles=True)): a bundle of the very bytes another phone verified is not verified "
-    "again, any other is; the same bytes"
 )
 CALIBRATION_DEVICES: Final = 2000
 BASE_DEVICES: Final = 10  # the tiny run that gives the fit its intercepts

@@ -41,7 +41,7 @@ from typing import Any, Final, overload
 from relaysim.clients import agent as A
 from relaysim.clients.escrow import EscrowPublicKey
 from relaysim.clients.fingerprint import safety_number
-from relaysim.clients.keys import DecapsulationKeys, PreKeySecrets, VerifiedBundles
+from relaysim.clients.keys import DecapsulationKeys, PreKeySecrets
 from relaysim.clients.session import Device, PeerAddress
 from relaysim.relay import wire
 from relaysim.relay.compliance import ComplianceDesk, Disclosure, LegalProcess
@@ -277,7 +277,6 @@ class Simulation:
         compact_device_rng: bool = False,
         premade_keys: bool = False,
         kem_key_cache: int = 0,
-        share_verified_bundles: bool = False,
     ) -> None:
         """``deterministic_kem=False`` lets OpenSSL draw the ML-KEM encapsulation's randomness (~40 µs
         instead of ~0.2 ms with numpy per new session): faster, but the run is then no longer
@@ -298,11 +297,7 @@ class Simulation:
         ``kem_key_cache=N``: the phones of the N people with the most contacts (those most often
         asked to answer a new PQXDH session) keep their last-resort ML-KEM decapsulation key
         (``clients.keys.DecapsulationKeys``, ~13 KiB each) instead of making it again from its seed
-        for each session (~0.11 ms); the same bytes, less CPU time.
-        ``share_verified_bundles=True``: the phones share one memo of the prekey bundles whose
-        signatures verified (``clients.keys.VerifiedBundles``): a phone handed the very bytes another
-        verified takes its answer instead of verifying the two XEdDSA signatures again (~0.15 ms);
-        any other bundle is verified in full. The same bytes, less CPU time."""
+        for each session (~0.11 ms); the same bytes, less CPU time."""
         if premade_keys and not compact_device_rng:
             raise ValueError(
                 "Simulation(premade_keys=True) needs compact_device_rng=True: the worker replays each "
@@ -322,7 +317,6 @@ class Simulation:
             DecapsulationKeys(2 * kem_key_cache) if kem_key_cache else None
         )  # (room for rotations)
         self._kem_key_cache = kem_key_cache
-        self.verified_bundles = VerifiedBundles() if share_verified_bundles else None
         self.sched = Scheduler()
         seed = scenario.seed
         self.net = Network(scenario.network, _seeded(seed, "network"))
@@ -506,7 +500,6 @@ class Simulation:
             self._link_identity(device)
             if spec.person in keeping:
                 device.secrets.kem.cache = self.kem_keys
-            agent.verified_bundles = self.verified_bundles
             # "signed-devices": the primary signed it when linking; it registers with the signature
             agent.device_signature = self.device_signatures.get((spec.person, spec.index))
             d = SimDevice(spec, agent, port=40000 + n % 20000)
