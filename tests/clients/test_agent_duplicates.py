@@ -91,6 +91,16 @@ class World:
         )
         self.carry(cid, frame)
 
+    def greet(self, a: DeviceAgent, b: DeviceAgent) -> None:
+        """``a`` writes to ``b`` and ``b`` answers, each read: both hold the session, and the next
+        message is a normal ratchet message, not a prekey message."""
+        a.send_text(b.account, b"hi")
+        self.pump()
+        self.deliver(*self.take())
+        b.send_text(a.account, b"hello")
+        self.pump()
+        self.deliver(*self.take())
+
     def take(self) -> tuple[DeviceAgent, wire.Envelope]:
         (push,) = self.pushes
         self.pushes.clear()
@@ -156,12 +166,7 @@ def test_a_forgery_bearing_a_used_number_gains_nothing() -> None:
     nothing: the genuine message with that number is read after it."""
     w = World()
     alice, bob = w.join("alice"), w.join("bob")
-    alice.send_text("bob", b"hi")
-    w.pump()
-    w.deliver(*w.take())
-    bob.send_text("alice", b"hello")
-    w.pump()
-    w.deliver(*w.take())
+    w.greet(alice, bob)
     alice.send_text("bob", b"read")
     w.pump()
     _, read = w.take()
@@ -267,12 +272,7 @@ def test_a_copy_arriving_after_the_turn_is_a_duplicate_at_the_agent() -> None:
     Undecryptable, and asked alice to resend a message he had read."""
     w = World()
     alice, bob = w.join("alice"), w.join("bob")
-    alice.send_text("bob", b"hi")
-    w.pump()
-    w.deliver(*w.take())
-    bob.send_text("alice", b"hello")
-    w.pump()
-    w.deliver(*w.take())
+    w.greet(alice, bob)
     alice.send_text("bob", b"once only")
     w.pump()
     first = w.take()
