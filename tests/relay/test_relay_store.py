@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import sqlite3
 from pathlib import Path
 
@@ -831,3 +832,83 @@ def test_a_rolled_back_acknowledgement_puts_the_waiting_envelope_back(
     assert _file_envelopes(tmp_path / "relay.db") == [1]
     assert store.queue_size("bob", 1) == _true_queue_size(store, "bob", 1) == (1, 1)
     store.close()
+
+
+def _devices_with_distinct_keys(n: int) -> list[DeviceRecord]:
+    """``n`` devices over a few accounts, each key and signature its own bytes, as a relay holds them."""
+    rng = random.Random(13)
+    return [
+        DeviceRecord(
+            f"+1555{i // 3:07d}",
+            1 + i % 3,
+            rng.randrange(1, 1 << 14),
+            rng.randbytes(32),
+            SignedPrekey(rng.randrange(1 << 24), rng.randbytes(32), rng.randbytes(64)),
+            KemPrekey(rng.randrange(1 << 24), rng.randbytes(1568), rng.randbytes(64)),
+            1000.0 + i / 7,
+        )
+        for i in range(n)
+    ]
+
+
+def _devices_pages(path: Path) -> int:
+    """Pages of the file's ``devices`` b-trees (table and index), overflow pages included: the file's
+    pages in use with the table minus without it."""
+    db = sqlite3.connect(path)
+    try:
+        used = (
+            db.execute("PRAGMA page_count").fetchone()[0] - db.execute("PRAGMA freelist_count").fetchone()[0]
+        )
+        db.execute("DROP TABLE devices")
+        left = (
+            db.execute("PRAGMA page_count").fetchone()[0] - db.execute("PRAGMA freelist_count").fetchone()[0]
+        )
+        db.rollback()
+        return int(used - left)
+    finally:
+        db.close()
+
+
+def test_a_device_row_fits_in_its_page_without_overflow(tmp_path: Path) -> None:
+    # A device's row carries its last-resort ML-KEM key (1,568 bytes) and signature: in a WITHOUT ROWID
+    # table a row over ~1 KB spills to an overflow page of its own (SQLite docs, "Database File Format"
+    # 1.6), so 50,000 devices took 57,416 pages. In a rowid table (v13) two rows share a page.
+    path = tmp_path / "relay.db"
+    devices = _devices_with_distinct_keys(300)
+    with Store(path) as store, store.transaction():
+        for d in devices:
+            store.put_device(d)
+    assert _devices_pages(path) < 0.6 * len(devices)  # was 1.15 a device
+
+
+def test_v13_a_relay_db_of_schema_v12_keeps_every_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "relay.db"
+    devices = _devices_with_distinct_keys(40)
+    with monkeypatch.context() as m:
+        m.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:12])  # the relay before v13
+        with Store(path) as old, old.transaction():
+            for d in devices:
+                if d.device == 1:
+                    old.create_account(d.account, 1.0)
+                old.put_device(d)
+            old.put_device(dataclasses.replace(devices[4], registration_id=77))  # replaced: the later one
+    devices[4] = dataclasses.replace(devices[4], registration_id=77)
+    peek = sqlite3.connect(path)
+    assert peek.execute("PRAGMA user_version").fetchone()[0] == 12
+    peek.close()
+    with Store(path) as store:
+        assert store.schema_version == SCHEMA_VERSION == 13
+        accounts = sorted({d.account for d in devices})
+        assert [r for a in accounts for r in store.devices(a)] == devices
+        assert all(store.device(d.account, d.device) == d for d in devices)
+        assert store.registration_ids(devices[4].account)[devices[4].device] == 77
+        (sql,) = store._db.execute("SELECT sql FROM sqlite_master WHERE name = 'devices'").fetchone()
+        assert "WITHOUT ROWID" not in sql.upper()
+        with store.transaction():  # and the table takes writes as before
+            store.put_device(dataclasses.replace(devices[0], registration_id=5))
+        assert store.device(devices[0].account, devices[0].device) == dataclasses.replace(
+            devices[0], registration_id=5
+        )
+    assert _devices_pages(path) < 0.6 * len(devices) + 2
