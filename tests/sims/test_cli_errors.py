@@ -110,6 +110,9 @@ def test_ctrl_c_during_a_long_run_exits_130_with_one_line(tmp_path: Path) -> Non
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
+        # SIGINT as a terminal's Ctrl-C delivers it, whoever runs the tests: a shell's background job
+        # (pytest ... &) ignores SIGINT, a child inherits that, and Python leaves it ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while not (out / "transcript.jsonl").exists() and time.monotonic() < deadline:
