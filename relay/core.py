@@ -253,13 +253,13 @@ _CONTENT_KINDS: Final = frozenset({RecordKind.SEND, RecordKind.SEALED_SEND})
 # rolled back.
 _REFUSED_BEFORE_WRITING: Final = frozenset({Send, SealedSend, Ack})
 
-_ABSENT_U: Final = (9).to_bytes(32, "little")
+_ABSENT_U: Final = (9).to_bytes(32, "little")  # the X25519 base point: stands in for an absent key
 
 # The answers made on every send and ack, from values already checked (wire.prechecked).
 _make_sent: Final = prechecked(Sent)
 _make_envelope: Final = prechecked(Envelope)
 _make_deliver: Final = prechecked(Deliver)
-_make_acked: Final = prechecked(Acked)  # the X25519 base point: stands in for an absent key
+_make_acked: Final = prechecked(Acked)
 
 
 def _buffered_ids() -> Iterator[bytes]:
