@@ -295,8 +295,8 @@ def mlkem_decapsulate(seed: bytes | MLKEM1024PrivateKey, ciphertext: bytes) -> b
 
 # A cipher context comes straight from the two functions of ``cryptography``'s Rust binding that
 # ``Cipher.encryptor()`` and ``.decryptor()`` call (``create_encryption_ctx`` and
-# ``create_decryption_ctx``, the same in 48 and 50), without the ``Cipher`` object in between: ~1.5 µs less per message key, two of
-# them per message (``bench crypto``'s AES-256-CBC parts). ``Cipher``'s own check — the IV as long
+# ``create_decryption_ctx``, the same in 48 and 50), without the ``Cipher`` object in between:
+# ~1.5 µs less per message key, two of them per message (``bench crypto``'s AES-256-CBC parts). ``Cipher``'s own check — the IV as long
 # as the block — holds by construction here (every key is 32 bytes and every IV 16, cut from one
 # HKDF output), and ``algorithms.AES`` and ``modes.CBC`` still check the key and the IV. The binding
 # is not a public API, so it is taken only when it imports and gives the public path's bytes on a

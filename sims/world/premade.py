@@ -27,7 +27,6 @@ for 0.09 s of CPU time.)
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import pickle
 import select
@@ -171,7 +170,10 @@ class PremadeSource:
         )
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._to: Connection | None = Connection(os.dup(self._proc.stdin.fileno()), readable=False)
-        with contextlib.suppress(OSError, AttributeError):  # a larger pipe, where Linux allows it
+        # a larger pipe, where Linux allows it
+        with contextlib.suppress(OSError, AttributeError, ImportError):
+            import fcntl  # (not on every system: the simulation imports this module everywhere)
+
             fcntl.fcntl(self._proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         self._from: Frames | None = Frames(os.dup(self._proc.stdout.fileno()))
         self._proc.stdin.close()
