@@ -144,13 +144,16 @@ _POSIX: Final = os.name == "posix"  # sockets are file descriptors: read and wri
 
 
 POLICIES: Final[dict[str, RetentionPolicy]] = {p.name: p for p in (KEEP_EVERYTHING, KEEP_NOTHING)}
-# The cyclic garbage collector in a serving process. CPython's default runs a young-generation
-# collection every 700 container objects allocated and not yet freed, and the relay allocates a few
-# dozen per envelope (requests, outputs, records, rows), nearly all freed by reference counting the
-# moment their batch is answered: with the default, collections that find next to nothing took ~7 %
-# of the server's CPU in ``relaysim bench relay`` (perf). 10,000 makes them ~14 times rarer; the
-# older generations keep their ratios, so cyclic garbage is still collected, a little later.
-SERVING_GC_THRESHOLD: Final = (10_000, 10, 10)
+# The cyclic garbage collector in a serving process. CPython runs a young-generation collection
+# whenever the container objects allocated and not yet freed grow past the first threshold (700 by
+# default), and the relay allocates a few dozen per envelope (requests, outputs, records, rows),
+# nearly all freed by reference counting the moment their batch is answered: with the default,
+# collections that find next to nothing took ~7 % of the server's CPU in ``relaysim bench relay``
+# (perf). At 10,000 a batch's own objects still crossed it: 119 young collections of ~1.9 ms each
+# (the batch's live objects walked every time) in one bench run, ~1.6 us an envelope, ~2 % of the
+# server's CPU; at 50,000 the same run made one. Cyclic garbage still counts towards it, so it is
+# still collected, after at most 50,000 such objects; the older generations keep their ratios.
+SERVING_GC_THRESHOLD: Final = (50_000, 10, 10)
 
 
 def tune_gc_for_serving() -> None:
