@@ -26,6 +26,7 @@ from typing import Any, Final, Literal
 from relaysim.relay._frozen import quick_init
 
 __all__ = [
+    "DEVICE_FACTS",
     "KEEP_EVERYTHING",
     "KEEP_NOTHING",
     "METADATA_FIELDS",
@@ -35,6 +36,10 @@ __all__ = [
     "RecordKind",
     "RetentionPolicy",
 ]
+
+# The facts a registration may carry about its device beyond its keys (relay.store.DeviceFacts'
+# fields), which a provider may keep (relay.profiles; RelayCore(keep_device_facts=...)).
+DEVICE_FACTS: Final = frozenset({"push_token", "device_type", "app_version"})
 
 
 class RecordKind(enum.StrEnum):

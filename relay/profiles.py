@@ -23,8 +23,7 @@ from typing import Any, Final, Literal
 
 from relaysim.relay.legal import CATEGORIES as LEGAL_CATEGORIES
 from relaysim.relay.legal import INSTRUMENTS, Instrument, Response
-from relaysim.relay.metadata import KEEP_EVERYTHING, KindRule, RecordKind, RetentionPolicy
-from relaysim.relay.store import DEVICE_FACTS
+from relaysim.relay.metadata import DEVICE_FACTS, KEEP_EVERYTHING, KindRule, RecordKind, RetentionPolicy
 
 __all__ = [
     "CATEGORIES",
@@ -96,7 +95,7 @@ class Profile:
     backup: str = "none"  # where its users' phones back up their history by default (relay/backup.py)
     public_keys: bool = False  # device info includes each device's public identity key (Threema)
     # Which of a registration's facts about the device the relay keeps and device info hands over
-    # (relay.store.DEVICE_FACTS): Threema's push token; Wickr's device type and app version.
+    # (relay.metadata.DEVICE_FACTS): Threema's push token; Wickr's device type and app version.
     device_facts: frozenset[str] = frozenset()
     external_id_count: bool = False  # message counts come with the number of external ids (Wickr)
     # How its clients tie devices to an account, and so whether a device the provider adds on its

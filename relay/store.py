@@ -40,6 +40,7 @@ from typing import Any, Final, cast
 
 from relaysim.relay._frozen import quick_init
 from relaysim.relay.metadata import (
+    DEVICE_FACTS,
     METADATA_FIELDS,
     METADATA_SCHEMA,
     KindRule,
@@ -453,10 +454,6 @@ class DeviceRecord:
     signed_prekey: SignedPrekey
     last_resort_kem_prekey: KemPrekey
     registered_at: float
-
-
-# The facts a registration may carry about its device beyond its keys (DeviceFacts' fields).
-DEVICE_FACTS: Final = frozenset({"push_token", "device_type", "app_version"})
 
 
 @dataclass(frozen=True, slots=True)

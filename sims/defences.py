@@ -31,9 +31,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from relaysim.sims.analysis.run import as_seen_view
-from relaysim.sims.analysis.sda import statistical_disclosure
-from relaysim.sims.analysis_scoring import AS_SEEN, read_truth, write_analysis
 from relaysim.sims.scenario import Scenario, ScenarioError, resolve_scenario
 
 __all__ = ["DEFAULT_SCENARIO", "MAX_K", "VARIANTS", "measure", "render", "run_defences"]
@@ -68,6 +65,12 @@ def _ratio(a: int, b: int) -> float | None:
 
 def measure(run: Path) -> dict[str, Any]:
     """``relaysim analyze RUN --as-seen``, then one row of the table from its files and the transcript."""
+    # Imported here, not with the module: the CLI imports this module to build its parser, and the
+    # analyses bring numpy and networkx (~0.2 s of every command's start-up, --help's too).
+    from relaysim.sims.analysis.run import as_seen_view
+    from relaysim.sims.analysis.sda import statistical_disclosure
+    from relaysim.sims.analysis_scoring import AS_SEEN, read_truth, write_analysis
+
     write_analysis(run, as_seen=True)
     data = json.loads((run / "analysis" / AS_SEEN / "relay.json").read_text(encoding="utf-8"))
     score, analysis = data["score"], data["analysis"]
