@@ -136,6 +136,17 @@ class Profile:
         for that instrument says otherwise."""
         return self.responses.get(instrument.key, "complied")
 
+    def relay_options(self) -> dict[str, Any]:
+        """What the provider's relay keeps, as ``RelayCore``'s keyword arguments: its retention
+        policy, delivered bodies, contacts, blocks and device facts (``relay serve --profile``)."""
+        return {
+            "policy": self.policy,
+            "keep_delivered": self.keep_delivered,
+            "keep_contacts": self.keep_contacts,
+            "keep_blocks": self.keep_blocks,
+            "keep_device_facts": self.device_facts,
+        }
+
     def holds_records(self, kind: RecordKind, *fields: str) -> bool:
         rule = self.policy.rules.get(kind)
         return rule is not None and all(f in rule.fields for f in fields)

@@ -1320,12 +1320,8 @@ async def _run(opts: argparse.Namespace, limits: Limits, token: bytes | None) ->
     with Store(opts.db) as store:
         core = RelayCore(
             store,
-            policy=policy,
+            **{**profile.relay_options(), "policy": policy},
             max_frame_size=opts.max_frame_size,
-            keep_delivered=profile.keep_delivered,
-            keep_contacts=profile.keep_contacts,
-            keep_blocks=profile.keep_blocks,
-            keep_device_facts=profile.device_facts,
             limits=limits,
             registration_pow=0 if token is not None else opts.registration_pow,
             registration_token=token,

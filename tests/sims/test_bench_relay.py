@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from relaysim.relay.core import ConnectionContext, Push, Reply
-from relaysim.relay.metadata import MetadataRecord
+from relaysim.relay.metadata import MetadataRecord, RecordKind
 from relaysim.relay.wire import Request
 from relaysim.sims.bench import relay
 
@@ -196,3 +196,53 @@ def test_the_steps_run_in_batches_as_the_server_does_each_ack_a_batch_after_its_
     assert batch == 3  # 100 sends; 30 sends + 100 acks; 30 acks
     assert len(sent_in) == relay.GROUP + 30 and set(acked_in) == set(sent_in)
     assert all(acked_in[e] == sent_in[e] + 1 for e in sent_in)
+
+
+# --- --profile: the relays keep what `relay serve --profile NAME` keeps (information) ------------
+
+
+@pytest.mark.parametrize(("profile", "per_envelope"), [(None, 3), ("signal", 0)])
+def test_the_step_rig_keeps_what_the_profile_keeps(
+    tmp_path: Path, profile: str | None, per_envelope: int
+) -> None:
+    """Without a profile every envelope leaves its send, delivery and acknowledgement records (the
+    case the target judges); under ``signal`` none of them (no who-messaged-whom row)."""
+    rig = relay.StepRig(True, 64, str(tmp_path), profile)
+    try:
+        rig.steps(10)
+        kinds = (RecordKind.SEND, RecordKind.DELIVERY, RecordKind.ACKNOWLEDGEMENT)
+        kept = sum(len(rig.store.metadata(kind)) for kind in kinds)
+    finally:
+        rig.close()
+    assert kept == 10 * per_envelope
+
+
+def test_a_profile_run_says_so_and_check_is_refused_with_one(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--connections", "4", "--duration", "0.2", "--warmup", "0", "--repeat", "1", "--steps", "10"]
+    with pytest.raises(SystemExit) as exc:
+        relay.main([*argv, "--profile", "signal", "--check"])
+    assert exc.value.code == 2
+    assert "--check judges the targets" in capsys.readouterr().err
+    assert relay.main([*argv, "--profile", "signal", "--json", "-", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["config"]["profile"] == "signal"
+    assert "the relays keep what `relay serve --profile signal` keeps" in captured.err
+    with pytest.raises(SystemExit) as exc:
+        relay.main([*argv, "--profile", "no-such-provider"])
+    assert exc.value.code == 2
+
+
+def test_the_servers_are_given_the_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+
+    class _Popen:  # the command only: no process
+        def __init__(self, cmd: list[str], **_kwargs: object) -> None:
+            seen.append(cmd)
+
+    monkeypatch.setattr(relay.subprocess, "Popen", _Popen)
+    relay.ServerProcess(relay.RELAY_DURABLE, 4, 1, "x.db", "signal")
+    cmd = seen[0]
+    args = relay._child_parser().parse_args(cmd[cmd.index("--child") :])
+    assert args.profile == "signal"
+    assert relay.relay_options(args.profile)["policy"] is relay.PROFILES["signal"].policy
+    assert relay.relay_options(None) == {}
