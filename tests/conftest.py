@@ -7,8 +7,9 @@ deadline, sized so the whole suite stays well under 15 minutes on 2 cores), ``th
 
 from __future__ import annotations
 
+import gc
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -48,3 +49,12 @@ def seeded_rng(seed: int) -> Callable[[int], bytes]:
 @pytest.fixture
 def rng() -> Callable[[int], bytes]:
     return seeded_rng(1234)
+
+
+@pytest.fixture(autouse=True)
+def _collector_thresholds_put_back() -> Iterator[None]:
+    """The garbage collector's thresholds are process-wide: what a test sets (``relay serve``'s
+    main sets SERVING_GC_THRESHOLD, say) must not reach the tests after it."""
+    before = gc.get_threshold()
+    yield
+    gc.set_threshold(*before)
