@@ -1505,7 +1505,8 @@ class RelayCore:
     def _discover_contacts(self, conn: ConnectionContext, req: DiscoverContacts, out: _Out) -> None:
         me = self._require_auth(conn, "discover_contacts")
         asked = tuple(dict.fromkeys(req.contacts))  # each once, in the order given
-        registered = tuple(c for c in asked if self.store.account_exists(c))
+        existing = self.store.existing_accounts(asked)
+        registered = tuple(c for c in asked if c in existing)
         if self.keep_contacts:
             self.store.set_contacts(me.account, asked)
         out.items.append(Reply(conn.id, ContactsFound(id=req.id, registered=registered)))

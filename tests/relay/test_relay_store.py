@@ -912,3 +912,19 @@ def test_v13_a_relay_db_of_schema_v12_keeps_every_device(
             devices[0], registration_id=5
         )
     assert _devices_pages(path) < 0.6 * len(devices) + 2
+
+
+def test_existing_accounts_answers_as_account_exists_does_name_by_name_past_one_chunk() -> None:
+    """A contact discovery asks about its whole list in one query (chunked below SQLite's bound on
+    parameters): the same answer as one account_exists per name, repeats and absent names included."""
+    rng = random.Random(7)
+    with Store() as store:
+        with store.transaction():
+            for i in range(0, 1300, 2):
+                store.create_account(f"user{i:04d}", 0.0)
+        asked = [f"user{rng.randrange(1400):04d}" for _ in range(store_module._IN_CHUNK * 2 + 37)]
+        expected = {a for a in asked if store.account_exists(a)}
+        assert 0 < len(expected) < len(set(asked))
+        assert store.existing_accounts(asked) == expected
+        assert store.existing_accounts(asked[:1]) == expected & {asked[0]}
+        assert store.existing_accounts([]) == set()
