@@ -770,7 +770,8 @@ class DeviceAgent:
 
     def send_text(self, to: str, plaintext: bytes, ref: object = None, *, sealed: bool = False) -> None:
         """Send ``plaintext`` to every device of account ``to`` (fetching bundles first if needed)."""
-        to, plaintext = self._mailbox_route(to, plaintext)
+        if self._introducing or self.reply_to:  # (no mailboxes: nowhere else to route it)
+            to, plaintext = self._mailbox_route(to, plaintext)
         out = _Outgoing(ref, to, plaintext, sealed)
         devices = self._devices.get(to)
         if devices is None:
