@@ -667,7 +667,7 @@ class DeviceAgent:
             registration_id=self.registration_id,
             identity_key=self.device.identity_key,
             signed_prekey=_signed(bundle.signed_prekey),
-            one_time_prekeys=tuple(wire.Prekey(id=i, public=p.public) for i, p in sorted(s.one_time.items())),
+            one_time_prekeys=tuple(wire.Prekey(id=i, public=public) for i, public in s.one_time.publics()),
             kem_prekeys=tuple(_kem(k) for _i, (_seed, k) in sorted(s.kem.items()) if not k.last_resort),
             last_resort_kem_prekey=_kem(last_resort),
             delivery_token=self.delivery_token,
