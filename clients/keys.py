@@ -354,6 +354,10 @@ class OneTimePreKeys(_HeldByKey[_p.X25519Pair]):
     def __setitem__(self, key: int, value: _p.X25519Pair) -> None:
         self._entries[key] = value.private + value.public
 
+    def publics(self) -> list[tuple[int, bytes]]:
+        """(id, public key) of each, by id: what a registration uploads, without a pair made for each."""
+        return [(key, entry[32:]) for key, entry in sorted(self._entries.items())]
+
 
 class PremadeKeys:
     """What a device's prekey generation computes from its random bytes, computed ahead of time

@@ -75,19 +75,11 @@ class Scheduler:
         # ``every`` events between progress calls; without a progress callback, never
         countdown = every if progress is not None else -1
         while True:
-            # the earlier of the heap's and the streams' next events, by (time, sequence); sequence
-            # numbers are never shared, so the times decide unless they are equal
-            if streams:
-                s0 = streams[0]
-                if heap:
-                    h0 = heap[0]
-                    from_stream = s0[0] < h0[0] or (s0[0] == h0[0] and s0[1] < h0[1])
-                else:
-                    from_stream = True
-            else:
-                from_stream = False
-            if from_stream:
-                if s0[0] > until:
+            # the earlier of the heap's and the streams' next events, by (time, sequence): one tuple
+            # comparison, as sequence numbers are never shared (the entries' third items, functions,
+            # are never compared)
+            if streams and (not heap or streams[0] < heap[0]):
+                if streams[0][0] > until:
                     break
                 when, _seq, one, item, s, i = pop(streams)
                 self.now = when

@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import gc
 import math
+import operator
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -835,7 +836,7 @@ class Simulation:
         owner = owner or d
         cls = type(frame)  # the agents build frames of wire's own classes, never of subclasses
         unauthenticated = cls is wire.SealedSend or (
-            isinstance(frame, wire.FetchBundle) and frame.delivery_token is not None and d.agent.authenticated
+            type(frame) is wire.FetchBundle and frame.delivery_token is not None and d.agent.authenticated
         )
         if unauthenticated and self.defences.sealed_connection == "fresh" and d.online:
             link: Link | None = self._open(d, fresh=True)  # one connection per request, from an exit
@@ -899,7 +900,7 @@ class Simulation:
                     self._group_fanned_out(ref, o.frame.envelope_ids, outputs)
         if cls in _SENDS:
             for o in outputs:
-                if type(o) is Reply and type(o.frame) is wire.Sent and isinstance(frame, _SENDS):
+                if type(o) is Reply and type(o.frame) is wire.Sent:
                     if isinstance(ref, int):
                         self._accepted(ref, o.frame.envelope_ids, outputs)
                     elif isinstance(ref, tuple) and ref[:1] == ("sync",):  # a sync copy to one's own devices
@@ -924,6 +925,7 @@ class Simulation:
                         for eid in o.frame.envelope_ids:
                             self._control_copies[eid] = ref
                     if self._intervening:
+                        assert isinstance(frame, _SENDS)  # (cls is one of them)
                         self.interventions.on_accepted(owner, frame, tuple(o.frame.envelope_ids))
         self._relay_outputs(outputs, owner)
 
@@ -992,7 +994,6 @@ class Simulation:
     # --- what the devices report ------------------------------------------------------------------
 
     def _agent_event(self, d: SimDevice, event: A.AgentEvent) -> None:
-        t = self.sched.now
         if d.holder is not None:
             self._mailbox_event(d, event)
             return
@@ -1006,6 +1007,7 @@ class Simulation:
             if self._received(d, event):
                 self._after_delivery(d, event)
             return
+        t = self.sched.now
         if isinstance(event, A.GroupMembershipChanged):
             self.emit(
                 {
@@ -1612,23 +1614,28 @@ class Simulation:
         )
 
 
+_PREFIX_SIZE: Final = wire.PREFIX_SIZE  # (read once: two frames a message come through here)
+_MAX_FRAME_SIZE: Final = wire.DEFAULT_MAX_FRAME_SIZE
+_REQUEST_KINDS: Final = wire.REQUEST_KINDS
+_decode_body: Final = wire.decode_body
+
+
 def _relay_reads(data: bytes) -> wire.Request:
     """The relay's reading of one frame the simulation carried: the bytes of exactly one whole frame
     (``wire.encode``), so its body is decoded straight away, every field checked as the server's
     ``wire.FrameDecoder`` checks it, without a stream buffer; a frame over the size limit goes through
     a ``FrameDecoder`` to be refused as the server refuses it."""
-    if len(data) - wire.PREFIX_SIZE > wire.DEFAULT_MAX_FRAME_SIZE:
+    if len(data) - _PREFIX_SIZE > _MAX_FRAME_SIZE:
         decoder = wire.FrameDecoder("relay")
         decoder.receive_data(data)
         frame = decoder.next_frame()
     else:
-        frame = wire.decode_body(data[wire.PREFIX_SIZE :], wire.REQUEST_KINDS)
+        frame = _decode_body(data[_PREFIX_SIZE:], _REQUEST_KINDS)
     assert isinstance(frame, wire.Request)
     return frame
 
 
-def _planned_at(m: PlannedMessage) -> float:
-    return m.at
+_planned_at: Callable[[PlannedMessage], float] = operator.attrgetter("at")  # (in C: one call a message)
 
 
 SIM_APP_VERSION = "1.0"  # the simulated app's version, as its registrations report it

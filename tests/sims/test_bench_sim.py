@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from relaysim.relay import identity as relay_identity
 from relaysim.sims.bench import harness, sim
 from relaysim.sims.world.simulation import Simulation
 
@@ -155,3 +156,17 @@ def test_the_2x_ratio_is_also_given_in_cpu_time() -> None:
     ratio = sim.scale_ratio(one, two)
     assert ratio is not None and ratio["at_2x"] == 3.0 and ratio["cpu_at_2x"] == 2.0
     assert "in CPU time, interpolated the same way, 2.00×" in "\n".join(sim._scale_note({"detail": ratio}))
+
+
+def test_the_relays_identity_key_conversion_is_timed_on_keys_it_has_not_converted_before(
+    tmp_path: Path,
+) -> None:
+    """relay.identity keeps the last identity keys it converted (a registration's key, converted again
+    at the login moments later): timing one key over and over times the kept one. A phone's first
+    conversion is the whole computation; the breakdown counts each kind and times each on its own."""
+    relay_identity._edwards.cache_clear()  # (the rig's phones have the same keys in every run)
+    breakdown = sim.registration_breakdown(1, str(tmp_path))
+    part = next(p for p in breakdown["parts"] if p["op"] == "relay_identity_key")
+    assert part["calls"] == 2 and part["first_conversions"] == 1  # the registration's; the login's is kept
+    assert part["us"] == pytest.approx(part["us_first"] + part["us_kept"])
+    assert part["us_per_call"] == pytest.approx(part["us"] / part["calls"])
