@@ -338,16 +338,76 @@ AES_CONTEXTS = "binding" if _BINDING else "public"
 import) or ``"public"`` (``Cipher(...).encryptor()``)."""
 
 
+# The context's two arguments, ``algorithms.AES(key)`` and ``modes.CBC(iv)``, are made without their
+# ``__init__`` when that gives the same objects: each ``__init__`` only checks that its argument is
+# bytes-like (and AES's, that the key is 128, 192, 256 or 512 bits) and keeps it in one attribute.
+# Every key and IV here is cut from one HKDF output as bytes of the right length (the binding finds
+# no cipher for a key of a size AES does not have; the IV's length holds by construction, as for the
+# contexts above: ``Cipher`` checked it, the binding does not). ~0.4 µs less per message key (2.4 -> 2.0 µs a context with its 112 B), two
+# per message. Taken only when the public constructors set exactly those attributes and the bare
+# objects give the same bytes (``AES_OBJECTS`` says which).
+_AES, _CBC, _object_new = algorithms.AES, modes.CBC, object.__new__
+
+
+def _bare_aes(key: bytes) -> algorithms.AES:
+    algorithm = _object_new(_AES)
+    algorithm.key = key
+    return algorithm
+
+
+def _bare_cbc(iv: bytes) -> modes.CBC:
+    mode = _object_new(_CBC)
+    mode._initialization_vector = iv
+    return mode
+
+
+def _bare_objects_agree() -> bool:
+    try:
+        key, iv, block = bytes(range(32)), bytes(range(16)), bytes(range(48))
+        if vars(_AES(key)) != vars(_bare_aes(key)) or vars(_CBC(iv)) != vars(_bare_cbc(iv)):
+            return False
+        public, bare = _new_encryptor(_AES(key), _CBC(iv)), _new_encryptor(_bare_aes(key), _bare_cbc(iv))
+        ciphertext = bare.update(block) + bare.finalize()
+        if ciphertext != public.update(block) + public.finalize():
+            return False
+        dec = _new_decryptor(_bare_aes(key), _bare_cbc(iv))
+        return bool(dec.update(ciphertext) + dec.finalize() == block)
+    except Exception:  # an attribute or a check that changed: the public constructors
+        return False
+
+
+AES_OBJECTS = "bare" if _bare_objects_agree() else "public"
+"""How ``aes_cbc_*`` make AES and CBC objects: ``"bare"`` (without ``__init__``, checked at import) or
+``"public"`` (``algorithms.AES(key)``, ``modes.CBC(iv)``)."""
+
+
+_BARE = AES_OBJECTS == "bare"
+
+
 def aes_cbc_encrypt(key: bytes, iv: bytes, plaintext: bytes) -> bytes:
     pad = 16 - (len(plaintext) & 15)
-    enc = _new_encryptor(algorithms.AES(key), modes.CBC(iv))
+    if _BARE:
+        algorithm = _object_new(_AES)
+        algorithm.key = key
+        mode = _object_new(_CBC)
+        mode._initialization_vector = iv
+    else:
+        algorithm, mode = _AES(key), _CBC(iv)
+    enc = _new_encryptor(algorithm, mode)
     return enc.update(plaintext + bytes((pad,)) * pad) + enc.finalize()
 
 
 def aes_cbc_decrypt(key: bytes, iv: bytes, ciphertext: bytes) -> bytes:
     if not ciphertext or len(ciphertext) & 15:
         raise AuthenticationFailed()
-    dec = _new_decryptor(algorithms.AES(key), modes.CBC(iv))
+    if _BARE:
+        algorithm = _object_new(_AES)
+        algorithm.key = key
+        mode = _object_new(_CBC)
+        mode._initialization_vector = iv
+    else:
+        algorithm, mode = _AES(key), _CBC(iv)
+    dec = _new_decryptor(algorithm, mode)
     padded = dec.update(ciphertext) + dec.finalize()
     pad = padded[-1]
     if not 1 <= pad <= 16 or padded[-pad:] != bytes((pad,)) * pad:
