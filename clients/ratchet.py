@@ -333,12 +333,13 @@ class DoubleRatchet:
         aead_ad = self.ad + header
         info = self.config.aead_info
 
-        # TrySkippedMessageKeys
-        mk = self.mkskipped.get((dh_pub, n))
-        if mk is not None:
-            plaintext = spec.decrypt(mk, body, aead_ad, info)
-            self._drop_skipped((dh_pub, n))
-            return plaintext
+        # TrySkippedMessageKeys (most sessions hold none: then no key to make and look up)
+        if self.mkskipped:
+            mk = self.mkskipped.get((dh_pub, n))
+            if mk is not None:
+                plaintext = spec.decrypt(mk, body, aead_ad, info)
+                self._drop_skipped((dh_pub, n))
+                return plaintext
 
         if dh_pub == self.dhr and self.ckr is not None:
             # Same receiving chain: skip ahead in it, then decrypt.
