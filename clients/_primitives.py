@@ -127,17 +127,22 @@ def hmac_sha256_pair(key: bytes, d1: bytes, d2: bytes) -> tuple[bytes, bytes]:
     )
 
 
+_COUNTERS = tuple(bytes((i,)) for i in range(256))  # HKDF-Expand's one-octet block counter
+
+
 def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
     """RFC 5869 HKDF with SHA-256. An empty salt means HashLen zero bytes (RFC 5869 §2.2)."""
     if length > 255 * 32:
         raise ValueError("HKDF-SHA256 output is limited to 8160 bytes")
     ipad, opad = _pads(salt) if salt and salt != _ZERO32 else _ZERO_SALT_PADS
-    prk = _sha256(opad + _sha256(ipad + ikm).digest()).digest()
-    ipad, opad = _pads(prk)
-    out = block = b""
-    counter = 1
+    prk = _sha256(opad + _sha256(ipad + ikm).digest()).digest().ljust(64, b"\0")  # (as _pads(prk))
+    ipad, opad = prk.translate(_IPAD), prk.translate(_OPAD)
+    # T(1) = HMAC(PRK, info ‖ 0x01), T(i) = HMAC(PRK, T(i−1) ‖ info ‖ i): the first block written out,
+    # the counters made once (~0.3 µs less for 32 bytes, ~0.9 for the 80 of a message key)
+    block = out = _sha256(opad + _sha256(ipad + info + b"\x01").digest()).digest()
+    counter = 2
     while len(out) < length:
-        block = _sha256(opad + _sha256(ipad + block + info + bytes((counter,))).digest()).digest()
+        block = _sha256(opad + _sha256(ipad + block + info + _COUNTERS[counter]).digest()).digest()
         out += block
         counter += 1
     return out[:length]
