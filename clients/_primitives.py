@@ -114,13 +114,18 @@ _ZERO_SALT_PADS = _pads(_ZERO32)
 
 
 def hmac_sha256(key: bytes, data: bytes) -> bytes:
-    ipad, opad = _pads(key)
-    return _sha256(opad + _sha256(ipad + data).digest()).digest()
+    if len(key) > 64:  # (_pads, written out: a call less per HMAC)
+        key = _sha256(key).digest()
+    key = key.ljust(64, b"\0")
+    return _sha256(key.translate(_OPAD) + _sha256(key.translate(_IPAD) + data).digest()).digest()
 
 
 def hmac_sha256_pair(key: bytes, d1: bytes, d2: bytes) -> tuple[bytes, bytes]:
     """HMAC-SHA256 of two messages under one key, padding the key once."""
-    ipad, opad = _pads(key)
+    if len(key) > 64:  # (_pads, written out)
+        key = _sha256(key).digest()
+    key = key.ljust(64, b"\0")
+    ipad, opad = key.translate(_IPAD), key.translate(_OPAD)
     return (
         _sha256(opad + _sha256(ipad + d1).digest()).digest(),
         _sha256(opad + _sha256(ipad + d2).digest()).digest(),
