@@ -114,17 +114,25 @@ _ZERO_SALT_PADS = _pads(_ZERO32)
 
 
 def hmac_sha256(key: bytes, data: bytes) -> bytes:
-    ipad, opad = _pads(key)
-    return _sha256(opad + _sha256(ipad + data).digest()).digest()
+    if len(key) > 64:  # (_pads, written out: a call less per HMAC)
+        key = _sha256(key).digest()
+    key = key.ljust(64, b"\0")
+    return _sha256(key.translate(_OPAD) + _sha256(key.translate(_IPAD) + data).digest()).digest()
 
 
 def hmac_sha256_pair(key: bytes, d1: bytes, d2: bytes) -> tuple[bytes, bytes]:
     """HMAC-SHA256 of two messages under one key, padding the key once."""
-    ipad, opad = _pads(key)
+    if len(key) > 64:  # (_pads, written out)
+        key = _sha256(key).digest()
+    key = key.ljust(64, b"\0")
+    ipad, opad = key.translate(_IPAD), key.translate(_OPAD)
     return (
         _sha256(opad + _sha256(ipad + d1).digest()).digest(),
         _sha256(opad + _sha256(ipad + d2).digest()).digest(),
     )
+
+
+_COUNTERS = tuple(bytes((i,)) for i in range(256))  # HKDF-Expand's one-octet block counter
 
 
 def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
@@ -132,12 +140,14 @@ def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
     if length > 255 * 32:
         raise ValueError("HKDF-SHA256 output is limited to 8160 bytes")
     ipad, opad = _pads(salt) if salt and salt != _ZERO32 else _ZERO_SALT_PADS
-    prk = _sha256(opad + _sha256(ipad + ikm).digest()).digest()
-    ipad, opad = _pads(prk)
-    out = block = b""
-    counter = 1
+    prk = _sha256(opad + _sha256(ipad + ikm).digest()).digest().ljust(64, b"\0")  # (as _pads(prk))
+    ipad, opad = prk.translate(_IPAD), prk.translate(_OPAD)
+    # T(1) = HMAC(PRK, info ‖ 0x01), T(i) = HMAC(PRK, T(i−1) ‖ info ‖ i): the first block written out,
+    # the counters made once (~0.3 µs less for 32 bytes, ~0.9 for the 80 of a message key)
+    block = out = _sha256(opad + _sha256(ipad + info + b"\x01").digest()).digest()
+    counter = 2
     while len(out) < length:
-        block = _sha256(opad + _sha256(ipad + block + info + bytes((counter,))).digest()).digest()
+        block = _sha256(opad + _sha256(ipad + block + info + _COUNTERS[counter]).digest()).digest()
         out += block
         counter += 1
     return out[:length]
@@ -338,16 +348,76 @@ AES_CONTEXTS = "binding" if _BINDING else "public"
 import) or ``"public"`` (``Cipher(...).encryptor()``)."""
 
 
+# The context's two arguments, ``algorithms.AES(key)`` and ``modes.CBC(iv)``, are made without their
+# ``__init__`` when that gives the same objects: each ``__init__`` only checks that its argument is
+# bytes-like (and AES's, that the key is 128, 192, 256 or 512 bits) and keeps it in one attribute.
+# Every key and IV here is cut from one HKDF output as bytes of the right length (the binding finds
+# no cipher for a key of a size AES does not have; the IV's length holds by construction, as for the
+# contexts above: ``Cipher`` checked it, the binding does not). ~0.4 µs less per message key (2.4 -> 2.0 µs a context with its 112 B), two
+# per message. Taken only when the public constructors set exactly those attributes and the bare
+# objects give the same bytes (``AES_OBJECTS`` says which).
+_AES, _CBC, _object_new = algorithms.AES, modes.CBC, object.__new__
+
+
+def _bare_aes(key: bytes) -> algorithms.AES:
+    algorithm = _object_new(_AES)
+    algorithm.key = key
+    return algorithm
+
+
+def _bare_cbc(iv: bytes) -> modes.CBC:
+    mode = _object_new(_CBC)
+    mode._initialization_vector = iv
+    return mode
+
+
+def _bare_objects_agree() -> bool:
+    try:
+        key, iv, block = bytes(range(32)), bytes(range(16)), bytes(range(48))
+        if vars(_AES(key)) != vars(_bare_aes(key)) or vars(_CBC(iv)) != vars(_bare_cbc(iv)):
+            return False
+        public, bare = _new_encryptor(_AES(key), _CBC(iv)), _new_encryptor(_bare_aes(key), _bare_cbc(iv))
+        ciphertext = bare.update(block) + bare.finalize()
+        if ciphertext != public.update(block) + public.finalize():
+            return False
+        dec = _new_decryptor(_bare_aes(key), _bare_cbc(iv))
+        return bool(dec.update(ciphertext) + dec.finalize() == block)
+    except Exception:  # an attribute or a check that changed: the public constructors
+        return False
+
+
+AES_OBJECTS = "bare" if _bare_objects_agree() else "public"
+"""How ``aes_cbc_*`` make AES and CBC objects: ``"bare"`` (without ``__init__``, checked at import) or
+``"public"`` (``algorithms.AES(key)``, ``modes.CBC(iv)``)."""
+
+
+_BARE = AES_OBJECTS == "bare"
+
+
 def aes_cbc_encrypt(key: bytes, iv: bytes, plaintext: bytes) -> bytes:
     pad = 16 - (len(plaintext) & 15)
-    enc = _new_encryptor(algorithms.AES(key), modes.CBC(iv))
+    if _BARE:
+        algorithm = _object_new(_AES)
+        algorithm.key = key
+        mode = _object_new(_CBC)
+        mode._initialization_vector = iv
+    else:
+        algorithm, mode = _AES(key), _CBC(iv)
+    enc = _new_encryptor(algorithm, mode)
     return enc.update(plaintext + bytes((pad,)) * pad) + enc.finalize()
 
 
 def aes_cbc_decrypt(key: bytes, iv: bytes, ciphertext: bytes) -> bytes:
     if not ciphertext or len(ciphertext) & 15:
         raise AuthenticationFailed()
-    dec = _new_decryptor(algorithms.AES(key), modes.CBC(iv))
+    if _BARE:
+        algorithm = _object_new(_AES)
+        algorithm.key = key
+        mode = _object_new(_CBC)
+        mode._initialization_vector = iv
+    else:
+        algorithm, mode = _AES(key), _CBC(iv)
+    dec = _new_decryptor(algorithm, mode)
     padded = dec.update(ciphertext) + dec.finalize()
     pad = padded[-1]
     if not 1 <= pad <= 16 or padded[-pad:] != bytes((pad,)) * pad:

@@ -290,7 +290,17 @@ class DoubleRatchet:
 
     def encrypt(self, plaintext: bytes) -> bytes:
         """RatchetEncrypt (§3.4) / RatchetEncryptHE (§4.4)."""
-        return self._encrypt(plaintext)[0]
+        config = self.config
+        if config.header_encryption:
+            return self._encrypt(plaintext)[0]
+        # ``_encrypt`` without header encryption, written out: no tuple to make and take apart
+        cks, dhs = self.cks, self.dhs
+        if cks is None or dhs is None:
+            raise UsageError("this side has no sending chain yet: it must receive a message first")
+        self.cks, mk = spec.kdf_ck(cks)
+        header = _pack_header(dhs.public, self.pn, self.ns)
+        self.ns += 1
+        return header + spec.encrypt(mk, plaintext, self.ad + header, config.aead_info)
 
     def encrypt_keeping_key(self, plaintext: bytes) -> tuple[bytes, UsedKey]:
         """``encrypt``, also returning a copy of the message key it used (for key escrow)."""
@@ -323,43 +333,52 @@ class DoubleRatchet:
         aead_ad = self.ad + header
         info = self.config.aead_info
 
-        # TrySkippedMessageKeys
-        mk = self.mkskipped.get((dh_pub, n))
-        if mk is not None:
-            plaintext = spec.decrypt(mk, body, aead_ad, info)
-            self._drop_skipped((dh_pub, n))
-            return plaintext
+        # TrySkippedMessageKeys (most sessions hold none: then no key to make and look up)
+        if self.mkskipped:
+            mk = self.mkskipped.get((dh_pub, n))
+            if mk is not None:
+                plaintext = spec.decrypt(mk, body, aead_ad, info)
+                self._drop_skipped((dh_pub, n))
+                return plaintext
 
         if dh_pub == self.dhr and self.ckr is not None:
             # Same receiving chain: skip ahead in it, then decrypt.
+            # (SkipMessageKeys only when the message is not the next one: a number below NR, not
+            # among the skipped keys, is a duplicate or a replay, which _skip refuses)
             skipped: list[tuple[tuple[bytes, int], bytes]] = []
-            ckr = self._skip(self.ckr, self.nr, n, dh_pub, skipped)
+            ckr = self.ckr
+            if n != self.nr:
+                ckr = self._skip(ckr, self.nr, n, dh_pub, skipped)
             ckr, mk = spec.kdf_ck(ckr)
             plaintext = spec.decrypt(mk, body, aead_ad, info)
             self.ckr = ckr
             self.nr = n + 1
-            self._store_skipped(skipped)
+            if skipped:
+                self._store_skipped(skipped)
             return plaintext
 
         # A new ratchet public key: SkipMessageKeys(PN) on the old chain, then DHRatchet.
-        if self.dhs is None:
+        dhs, old_ckr = self.dhs, self.ckr
+        if dhs is None:
             raise DecryptionError()
         skipped = []
-        if self.ckr is not None:
+        if old_ckr is not None and pn != self.nr:
             assert self.dhr is not None
-            self._skip(self.ckr, self.nr, pn, self.dhr, skipped)
+            self._skip(old_ckr, self.nr, pn, self.dhr, skipped)
+        root_info = self.config.root_info
         try:
             their = _p.x25519_public(dh_pub)  # checked once for both DHs of the step
-            rk, ckr = spec.kdf_rk(self.rk, self.dhs.dh(their), self.config.root_info)
+            rk, ckr = spec.kdf_rk(self.rk, dhs.dh(their), root_info)
         except _p.AuthenticationFailed:
             raise DecryptionError() from None
-        ckr = self._skip(ckr, 0, n, dh_pub, skipped)
+        if n:
+            ckr = self._skip(ckr, 0, n, dh_pub, skipped)
         ckr, mk = spec.kdf_ck(ckr)
         plaintext = spec.decrypt(mk, body, aead_ad, info)
         # Authenticated: commit the DH ratchet step (§3.5 DHRatchet).
         new_dhs = spec.generate_dh(self.rng)
-        rk, cks = spec.kdf_rk(rk, new_dhs.dh(their), self.config.root_info)
-        if self.dhr is not None and self.ckr is not None:
+        rk, cks = spec.kdf_rk(rk, new_dhs.dh(their), root_info)
+        if old_ckr is not None and self.dhr is not None:
             self.ended = (*self.ended, (self.dhr, pn))[1 - MAX_RECEIVING_CHAINS :]
         self.pn = self.ns
         self.ns = 0
@@ -369,7 +388,8 @@ class DoubleRatchet:
         self.rk = rk
         self.ckr = ckr
         self.cks = cks
-        self._store_skipped(skipped)
+        if skipped:
+            self._store_skipped(skipped)
         return plaintext
 
     def _decrypt_he(self, message: bytes) -> bytes:

@@ -31,7 +31,6 @@ secrets, every session): what a forensic copy of the phone takes.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 from collections.abc import Callable
@@ -41,7 +40,13 @@ from relaysim.clients import _primitives as _p
 from relaysim.clients import escrow as _escrow
 from relaysim.clients import sealed
 from relaysim.clients.errors import DecryptionError, UsageError
-from relaysim.clients.framing import TYPE_MESSAGE, TYPE_PREKEY, frame_ciphertext, parse_ciphertext
+from relaysim.clients.framing import (
+    MESSAGE_PREFIX,
+    TYPE_MESSAGE,
+    TYPE_PREKEY,
+    frame_ciphertext,
+    parse_ciphertext,
+)
 from relaysim.clients.identity import IdentityStore, PeerAddress
 from relaysim.clients.keys import (
     IdentityKeyPair,
@@ -78,7 +83,14 @@ def remembered(initial: InitialMessage) -> InitialMessage:
     ct = initial.kem_ciphertext
     if ct is None or len(ct) <= 32:
         return initial
-    return dataclasses.replace(initial, kem_ciphertext=hashlib.sha256(ct).digest())
+    return InitialMessage(
+        initial.identity_key,
+        initial.ephemeral_key,
+        initial.signed_prekey_id,
+        initial.one_time_prekey_id,
+        initial.kem_prekey_id,
+        hashlib.sha256(ct).digest(),
+    )
 
 
 class Session:
@@ -118,7 +130,14 @@ class Session:
         return self.initial is not None and self.ratchet.cks is not None and self.ratchet.ckr is None
 
     def encrypt(self, plaintext: bytes) -> bytes:
-        return self._frame(self.ratchet.encrypt(plaintext))
+        ratchet = self.ratchet
+        body = ratchet.encrypt(plaintext)
+        initial = self.initial
+        # ``_frame``, written out: after an encryption the sending chain exists, so awaiting a reply
+        # is holding an X3DH header with no receiving chain yet
+        if initial is None or ratchet.ckr is not None:
+            return MESSAGE_PREFIX + body
+        return frame_ciphertext(initial, body)
 
     def encrypt_keeping_key(self, plaintext: bytes) -> tuple[bytes, UsedKey]:
         """``encrypt``, and a copy of the message key it used (for ``clients.escrow``)."""
@@ -208,14 +227,20 @@ class Device:
         agreement, initial = initiate(
             self.secrets.identity.pair, bundle, pq=self.pq, rng=self.rng, deterministic_kem=self.deterministic
         )
-        ratchet = DoubleRatchet.init_alice(
-            agreement.sk,
-            bundle.signed_prekey.public,
-            agreement.ad,
-            config=self.config,
-            rng=self.rng,
-            **_header_keys(self.config, agreement),
-        )
+        config = self.config
+        if config.header_encryption:
+            ratchet = DoubleRatchet.init_alice(
+                agreement.sk,
+                bundle.signed_prekey.public,
+                agreement.ad,
+                config=config,
+                rng=self.rng,
+                **_header_keys(config, agreement),
+            )
+        else:
+            ratchet = DoubleRatchet.init_alice(
+                agreement.sk, bundle.signed_prekey.public, agreement.ad, config=config, rng=self.rng
+            )
         self._activate(peer, Session(ratchet, bundle.identity_key, initial))
         self.identities.pin(peer, bundle.identity_key)
 
@@ -223,7 +248,9 @@ class Device:
         return peer in self.sessions
 
     def encrypt(self, peer: PeerAddress, plaintext: bytes) -> bytes:
-        session = self._session(peer)
+        session = self.sessions.get(peer)
+        if session is None:
+            session = self._session(peer)  # (raises the UsageError)
         if self.escrow is None:
             return session.encrypt(plaintext)
         ciphertext, used = session.encrypt_keeping_key(plaintext)
@@ -247,20 +274,25 @@ class Device:
         return self._decrypt(peer, ciphertext, None)
 
     def _decrypt(self, peer: PeerAddress, ciphertext: bytes, identity: bytes | None) -> bytes:
-        initial, body = parse_ciphertext(_escrow.strip(ciphertext))
+        if ciphertext and ciphertext[0] == _escrow.ESCROW_TAG:  # (``strip``'s test, without its two calls)
+            ciphertext = _escrow.strip(ciphertext)
+        initial, body = parse_ciphertext(ciphertext)
         if initial is None:
             active = self.sessions.get(peer)
             if active is not None and (identity is None or active.peer_identity == identity):
                 # The common case first: the active session reads it (no list of candidates to make,
                 # nothing to activate). Otherwise the same trials as below, the active one skipped.
-                waiting = active.awaiting_reply
+                ratchet = active.ratchet
+                waiting = active.initial is not None and ratchet.cks is not None and ratchet.ckr is None
                 try:
-                    plaintext = active.ratchet.decrypt(body)
+                    plaintext = ratchet.decrypt(body)
                 except DecryptionError:
                     pass
                 else:
-                    self.identities.check(peer, active.peer_identity, "message")
-                    self.identities.pin(peer, active.peer_identity)
+                    key, identities = active.peer_identity, self.identities
+                    if identities.pinned(peer) != key:  # (the pinned key: nothing to check or pin)
+                        identities.check(peer, key, "message")
+                        identities.pin(peer, key)
                     if waiting:
                         active.initial = None  # Alice: Bob has answered; stop attaching the X3DH header
                     return plaintext
@@ -283,24 +315,31 @@ class Device:
                 self._activate(peer, session)
                 return plaintext
             raise DecryptionError()
-        for session in self._candidates(peer):
-            if session.made_by(initial):
-                plaintext = session.ratchet.decrypt(body)
-                self._activate(peer, session)
-                return plaintext
+        if peer in self.sessions or peer in self.inactive:
+            for session in self._candidates(peer):
+                if session.made_by(initial):
+                    plaintext = session.ratchet.decrypt(body)
+                    self._activate(peer, session)
+                    return plaintext
         # A new session from a prekey message (X3DH §3.4, Bob's side).
         replayable = initial.one_time_prekey_id is None
         if replayable and initial.ephemeral_key in self.seen_base_keys.get(initial.signed_prekey_id, ()):
             raise DecryptionError()  # a replay: this base key already made a session
         agreement, spk_pair = respond(self.secrets, initial)
-        ratchet = DoubleRatchet.init_bob(
-            agreement.sk,
-            spk_pair,
-            agreement.ad,
-            config=self.config,
-            rng=self.rng,
-            **_header_keys(self.config, agreement),
-        )
+        config = self.config
+        if config.header_encryption:
+            ratchet = DoubleRatchet.init_bob(
+                agreement.sk,
+                spk_pair,
+                agreement.ad,
+                config=config,
+                rng=self.rng,
+                **_header_keys(config, agreement),
+            )
+        else:
+            ratchet = DoubleRatchet.init_bob(
+                agreement.sk, spk_pair, agreement.ad, config=config, rng=self.rng
+            )
         plaintext = ratchet.decrypt(body)
         # Only now that it authenticated: is this the identity key pinned for ``peer``? (Checked
         # after decryption so that a forgery cannot raise a notice; a refusal changes nothing.)
@@ -309,8 +348,11 @@ class Device:
         if replayable:
             self._remember_base_key(initial.signed_prekey_id, initial.ephemeral_key)
         # Burn the one-time prekeys it used (X3DH §3.4).
-        if initial.one_time_prekey_id is not None:
-            self.secrets.one_time.pop(initial.one_time_prekey_id, None)
+        opk_id = initial.one_time_prekey_id
+        if opk_id is not None:
+            one_time = self.secrets.one_time
+            if opk_id in one_time:  # (``pop`` would make the pair again, to throw it away)
+                del one_time[opk_id]
         if initial.kem_prekey_id is not None and self.secrets.kem.last_resort(initial.kem_prekey_id) is False:
             del self.secrets.kem[initial.kem_prekey_id]
         self._activate(peer, Session(ratchet, initial.identity_key, remembered(initial)))
@@ -369,6 +411,9 @@ class Device:
         """Make ``session`` the active one for ``peer``; the previous active one becomes inactive."""
         previous = self.sessions.get(peer)
         if previous is session:
+            return
+        if previous is None and peer not in self.inactive:  # a first session with ``peer``
+            self.sessions[peer] = session
             return
         inactive = [s for s in self.inactive.get(peer, []) if s is not session]
         if previous is not None:

@@ -168,6 +168,15 @@ def test_aes_cbc_contexts_come_from_the_binding_and_the_public_path_agrees() -> 
         p.aes_cbc_decrypt(key, iv, bytes(15))
 
 
+def test_aes_cbc_objects_made_without_init_are_the_public_ones() -> None:
+    # aes_cbc_* make algorithms.AES and modes.CBC without __init__ (checked at import): the same
+    # attributes as the public constructors set (the bytes: test_aes_cbc_is_aes_256_cbc_with_pkcs7).
+    assert p.AES_OBJECTS == "bare"
+    key, iv = bytes(range(32)), bytes(range(16))
+    assert vars(p._bare_aes(key)) == vars(algorithms.AES(key))
+    assert vars(p._bare_cbc(iv)) == vars(modes.CBC(iv))
+
+
 # Curve25519 points of small order (and their encodings with u >= p, or the top bit set): X25519
 # with any of them gives the all-zero shared secret, which both libraries refuse.
 _SMALL_ORDER = [
