@@ -21,7 +21,12 @@ plaintext it decrypted.
   decrypts it, replies, and the initiator decrypts the reply. Ours with X3DH and with PQXDH
   (``clients.session.Device``, which also verifies the bundle's XEdDSA signatures), vodozemac's
   with an outbound session to a published one-time key and an inbound session from the prekey
-  message. µs per setup.
+  message. µs per setup. --setups is 200 by default, 20 to a slice: a slice's first set-up finds
+  the caches as the other contenders' slices left them and pays ~0.5 ms to fill them again (on
+  this machine kind), which 5 set-ups to a slice (the default before) spread at ~0.1 ms each,
+  while the floor's parts, timed 50 calls to a slice in small loops, spread theirs to nothing:
+  at 5 a slice X3DH read 1.17–1.22 × its floor on a quiet machine, at 20 1.08–1.10, the code and
+  the floor the same.
 * group message, sender keys against pairwise fan-out (issue #13 item 4): the sender's cost of one
   message to a group of 2, 10, 100 and 1,000 members (``--group-messages`` per repeat). With sender
   keys (``clients.groups.GroupKeys.encrypt``: one chain step, one AES-256-CBC encryption and one
@@ -1340,7 +1345,11 @@ def _parser() -> argparse.ArgumentParser:
         "--messages", type=int, default=500, metavar="N", help="messages per contender per repeat (500)"
     )
     p.add_argument(
-        "--setups", type=int, default=50, metavar="S", help="session setups per contender per repeat (50)"
+        "--setups",
+        type=int,
+        default=200,
+        metavar="S",
+        help="session setups per contender per repeat (200: 20 to a slice; see above)",
     )
     p.add_argument(
         "--group-messages",
