@@ -706,14 +706,6 @@ class _Transaction:
 
 
 _SAVEPOINTS: Final = tuple(f"sp{i}" for i in range(16))
-# The page cache of a store with durable=False (a simulation's): 64 MiB where SQLite's default is
-# 2 MiB. A simulation holds one transaction open for each 1 % of its simulated time, writing
-# envelopes and records all the while, and reads devices, prekeys and accounts at random between
-# (a bundle fetch, a login): with 2 MiB those reads missed the cache, ~40 us a Store.devices call
-# inside a 10,000-phone run against ~13 alone. 10,000 phones, 100,118 messages (two pairs, load
-# ~2): CPU 73.4 / 75.6 -> 70.9 / 70.3 s, peak RSS 447 -> 507 MiB. The relay server keeps SQLite's
-# default (its hot path reads what the store keeps in memory).
-_SIMULATION_CACHE_KIB: Final = 65536
 _IN_CHUNK: Final = 500  # names in one ``IN (...)`` (SQLite allows 32,766 parameters since 3.32; 999 before)
 # With defer_syncs, the WAL pages past which the owner's own COMMIT checkpoints (a fallback: the
 # relay server checkpoints beside its loop, Store.checkpoint_beside); SQLite's default is 1,000.
@@ -878,8 +870,6 @@ class Store:
             # Overwrite deleted rows (acknowledged envelopes, expired metadata) with zeros instead
             # of leaving them in free pages, where a copy of the file would still show them.
             self._db.execute("PRAGMA secure_delete=ON")
-            if not durable:
-                self._db.execute(f"PRAGMA cache_size=-{_SIMULATION_CACHE_KIB}")
             self._migrate()
         except BaseException:
             self._db.close()

@@ -928,11 +928,3 @@ def test_existing_accounts_answers_as_account_exists_does_name_by_name_past_one_
         assert store.existing_accounts(asked) == expected
         assert store.existing_accounts(asked[:1]) == expected & {asked[0]}
         assert store.existing_accounts([]) == set()
-
-
-def test_a_simulations_store_has_the_larger_page_cache_and_the_relays_keeps_sqlites(tmp_path: Path) -> None:
-    with Store(tmp_path / "sim.db", durable=False) as sim, Store(tmp_path / "relay.db") as relay:
-        (sim_cache,) = sim._db.execute("PRAGMA cache_size").fetchone()
-        (relay_cache,) = relay._db.execute("PRAGMA cache_size").fetchone()
-    assert sim_cache == -store_module._SIMULATION_CACHE_KIB
-    assert relay_cache == sqlite3.connect(":memory:").execute("PRAGMA cache_size").fetchone()[0]
