@@ -391,18 +391,24 @@ AES_OBJECTS = "bare" if _bare_objects_agree() else "public"
 ``"public"`` (``algorithms.AES(key)``, ``modes.CBC(iv)``)."""
 
 
-_BARE = AES_OBJECTS == "bare"
+def _bare_pair(key: bytes, iv: bytes) -> tuple[algorithms.AES, modes.CBC]:
+    algorithm = _object_new(_AES)
+    algorithm.key = key
+    mode = _object_new(_CBC)
+    mode._initialization_vector = iv
+    return algorithm, mode
+
+
+def _public_pair(key: bytes, iv: bytes) -> tuple[algorithms.AES, modes.CBC]:
+    return _AES(key), _CBC(iv)
+
+
+_cbc_objects = _bare_pair if AES_OBJECTS == "bare" else _public_pair
 
 
 def aes_cbc_encrypt(key: bytes, iv: bytes, plaintext: bytes) -> bytes:
     pad = 16 - (len(plaintext) & 15)
-    if _BARE:
-        algorithm = _object_new(_AES)
-        algorithm.key = key
-        mode = _object_new(_CBC)
-        mode._initialization_vector = iv
-    else:
-        algorithm, mode = _AES(key), _CBC(iv)
+    algorithm, mode = _cbc_objects(key, iv)
     enc = _new_encryptor(algorithm, mode)
     return enc.update(plaintext + bytes((pad,)) * pad) + enc.finalize()
 
@@ -410,13 +416,7 @@ def aes_cbc_encrypt(key: bytes, iv: bytes, plaintext: bytes) -> bytes:
 def aes_cbc_decrypt(key: bytes, iv: bytes, ciphertext: bytes) -> bytes:
     if not ciphertext or len(ciphertext) & 15:
         raise AuthenticationFailed()
-    if _BARE:
-        algorithm = _object_new(_AES)
-        algorithm.key = key
-        mode = _object_new(_CBC)
-        mode._initialization_vector = iv
-    else:
-        algorithm, mode = _AES(key), _CBC(iv)
+    algorithm, mode = _cbc_objects(key, iv)
     dec = _new_decryptor(algorithm, mode)
     padded = dec.update(ciphertext) + dec.finalize()
     pad = padded[-1]
