@@ -332,11 +332,7 @@ class Simulation:
             self.store,
             clock=self._relay_clock,
             rng=relay_rng.randbytes,
-            policy=self.profile.policy,
-            keep_delivered=self.profile.keep_delivered,
-            keep_contacts=self.profile.keep_contacts,
-            keep_blocks=self.profile.keep_blocks,
-            keep_device_facts=self.profile.device_facts,
+            **self.profile.relay_options(),  # what the provider's relay keeps
         )
         # [defences] padding, or the profile's: Signal's padding unless the profile turns it off.
         self.padding = padding(scenario, self.profile)
