@@ -77,7 +77,6 @@ SETUP_SPREAD = 30.0  # seconds over which devices first come online, so they do 
 SIM_PREKEY_BATCH = 8
 SIM_KEM_PREKEY_BATCH = 2
 REDELIVERY_DELAY = 30.0  # a lost push is fetched again this long after (the app's next receive)
-RUN_GC_THRESHOLD = 20_000  # the garbage collector's youngest generation during a run (Simulation.run)
 
 TranscriptSink = Callable[[dict[str, Any]], None]
 GROUP_SEND_LOST = "*"  # in _group_parts_lost: a group_send (server-side fan-out) the network lost
@@ -1537,35 +1536,27 @@ class Simulation:
     # --- run ------------------------------------------------------------------------------------
 
     def run(self) -> SimulationResult:
-        # Most of what a run makes lives until its end (phones, sessions, queues, message states),
-        # yet each of Python's full garbage collections walks every object the process holds (in a
-        # run of 10,000 phones and 100,000 messages the collector took 8 % of the CPU time, 3 %
-        # with this; the 100,000-phone day 2 % less CPU in all). So after each step what is alive
-        # is moved out of the collector's view (gc.freeze) and put back when the run ends, unless
-        # the process froze objects of its own before. Objects still go when their last reference does;
-        # only a cycle made before a freeze waits for the end of the run (runs make few: the
-        # collector found about 10,000 unreachable objects in a 10,000-phone day of 100,000
-        # messages, against its ~1.26 million live ones).
-        #
-        # And the youngest generation is collected after RUN_GC_THRESHOLD net allocations instead of
-        # Python's 700: what a message's events make (frames, pending requests, events) lives for a
-        # few events, so a collection every 700 allocations found much of it still alive, moved it
-        # to the older generations and walked it again there. After 20,000 most of it has gone by
-        # reference counting (at 3,000 phones and 30,000 messages the collector took 0.71 s of
-        # 24.3 s CPU, 937 + 51 + 6 collections; with this 0.13 s, 18 + 1 + 1, the same peak RSS).
-        # Put back when the run ends; a process's own higher threshold is kept.
-        freezing = gc.get_freeze_count() == 0
-        thresholds = gc.get_threshold()
-        gc.set_threshold(max(thresholds[0], RUN_GC_THRESHOLD), *thresholds[1:])
+        # The garbage collector does not run during a run (gc.disable; turned back on when the run
+        # ends, however it ends, unless the process had turned it off itself). Most of what a run
+        # makes lives until its end (phones, sessions, queues, message states) and it makes next to
+        # no cyclic garbage (about 10,000 unreachable objects in a 10,000-phone day, against ~1.26
+        # million live ones), yet each collection walks what it looks at and what that points to,
+        # spread over a heap of gigabytes. At 100,000 phones and 1,000,000 messages (sims/bench/sim.py
+        # --scale-run, 2026-12-02), with the youngest generation collected every 20,000 net
+        # allocations and what was alive frozen (gc.freeze) after each 1 % step, the collector still
+        # took 53 s of 811 s CPU (~1,250 young collections of ~25 ms); every 200,000, 28 s; off,
+        # 4 s (all of it before the run), the peak RSS the same (3,221 and 3,219 MiB). What cycles a
+        # run makes are collected after it.
+        enabled = gc.isenabled()
+        gc.disable()
         try:
-            return self._run(freezing)
+            return self._run()
         finally:
-            gc.set_threshold(*thresholds)
+            if enabled:
+                gc.enable()
             self._close_premade()
-            if freezing:
-                gc.unfreeze()
 
-    def _run(self, freezing: bool) -> SimulationResult:
+    def _run(self) -> SimulationResult:
         self._schedule()
         end = self.scenario.duration
         step = max(end / 100, 1.0)
@@ -1576,8 +1567,6 @@ class Simulation:
             # (relay.store.Store.transaction): the same writes, without a commit per request.
             with self.store.transaction():
                 self.sched.run(until=t)
-            if freezing:
-                gc.freeze()
             if self.progress is not None:
                 self.progress(t, end)
         self.timeline.finish()  # orders still running at the end are answered now

@@ -839,65 +839,30 @@ def test_deliveries_are_keyed_by_one_name_string_per_device(tmp_path: Path) -> N
     assert all(any(k is d.name for d in sim.devices.values()) for k in keys)
 
 
-def test_a_run_keeps_what_it_made_out_of_the_collectors_view_until_it_ends(tmp_path: Path) -> None:
-    """Full garbage collections walk every object the process holds, so a run freezes what is alive
-    after each step (gc.freeze) and gives it back when it ends, even when it ends by an exception;
-    a process that froze objects of its own keeps its freeze as it was."""
-    assert gc.get_freeze_count() == 0
-    seen: list[int] = []
+def test_the_collector_is_off_during_a_run_and_back_on_after_it_however_it_ends(tmp_path: Path) -> None:
+    """Collections walk a heap that a run fills with objects that live until it ends (and it makes
+    next to no cyclic garbage), so the collector is off during a run and turned back on after it,
+    even when it ends by an exception; a process that had turned it off keeps it off."""
+    assert gc.isenabled()
+    seen: list[bool] = []
     sim = Simulation(
         _two_people(),
         db_path=str(tmp_path / "a.db"),
-        progress=lambda t, end: seen.append(gc.get_freeze_count()),
+        progress=lambda t, end: seen.append(gc.isenabled()),
     )
     sim.run()
-    assert seen and min(seen) > 0  # frozen from the first step on
-    assert gc.get_freeze_count() == 0
+    assert seen and not any(seen)
+    assert gc.isenabled()
 
     def stop(t: float, end: float) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         Simulation(_two_people(), db_path=str(tmp_path / "b.db"), progress=stop).run()
-    assert gc.get_freeze_count() == 0
-    mine = [object()]
-    gc.freeze()
+    assert gc.isenabled()
+    gc.disable()
     try:
-        frozen = gc.get_freeze_count()
         Simulation(_two_people(), db_path=str(tmp_path / "c.db")).run()
-        assert gc.get_freeze_count() == frozen  # not frozen further, not unfrozen
+        assert not gc.isenabled()
     finally:
-        gc.unfreeze()
-    del mine
-
-
-def test_a_run_collects_its_youngest_objects_less_often_and_puts_the_threshold_back(tmp_path: Path) -> None:
-    """During a run the collector's youngest generation waits for RUN_GC_THRESHOLD allocations (what
-    a message's events make has mostly gone by then); before and after, the process's own
-    thresholds, and a higher one of its own is kept during the run too."""
-    from relaysim.sims.world.simulation import RUN_GC_THRESHOLD
-
-    before = gc.get_threshold()
-    assert before[0] < RUN_GC_THRESHOLD
-    seen: list[tuple[int, ...]] = []
-
-    def progress(t: float, end: float) -> None:
-        seen.append(gc.get_threshold())
-
-    Simulation(_two_people(), db_path=str(tmp_path / "a.db"), progress=progress).run()
-    assert seen and set(seen) == {(RUN_GC_THRESHOLD, *before[1:])}
-    assert gc.get_threshold() == before
-
-    def stop(t: float, end: float) -> None:
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        Simulation(_two_people(), db_path=str(tmp_path / "b.db"), progress=stop).run()
-    assert gc.get_threshold() == before
-    gc.set_threshold(RUN_GC_THRESHOLD * 2, *before[1:])
-    try:
-        seen.clear()
-        Simulation(_two_people(), db_path=str(tmp_path / "c.db"), progress=progress).run()
-        assert set(seen) == {(RUN_GC_THRESHOLD * 2, *before[1:])}
-    finally:
-        gc.set_threshold(*before)
+        gc.enable()
