@@ -33,10 +33,16 @@ from nacl.exceptions import BadSignatureError as _SodiumBadSignature
 from relaysim.clients.errors import UsageError
 
 __all__ = [
+    "AHEAD_BASE",
+    "AHEAD_DH",
+    "AHEAD_KEM",
+    "AHEAD_VERIFY",
+    "Ahead",
     "AuthenticationFailed",
     "X25519Pair",
     "aes_cbc_decrypt",
     "aes_cbc_encrypt",
+    "compute_ahead",
     "constant_time_equal",
     "ed25519_public",
     "ed25519_sign",
@@ -51,6 +57,7 @@ __all__ = [
     "require_key_source",
     "siv_decrypt",
     "siv_encrypt",
+    "use_ahead",
     "x25519_pair_from_private",
     "x25519_public",
 ]
@@ -186,6 +193,10 @@ class X25519Pair:
         # given): the check is here. libsodium refuses an all-zero output with -1 (RuntimeError).
         if not isinstance(their_public, bytes) or len(their_public) != 32:
             raise AuthenticationFailed()
+        if _ahead is not None:
+            out = _ahead.take(_ahead.dh, (self.private, their_public))
+            if out is not None:
+                return out
         try:
             return _sodium_scalarmult(self.private, their_public)
         except RuntimeError as exc:
@@ -214,7 +225,96 @@ def x25519_pair_from_private(private: bytes) -> X25519Pair:
     private = bytes(private)
     if len(private) != 32:  # (libsodium reads 32 bytes whatever it is given)
         raise ValueError(f"an X25519 private key is 32 bytes, not {len(private)}")
+    if _ahead is not None:
+        public = _ahead.take(_ahead.base, private)
+        if public is not None:
+            return X25519Pair(private, public)
     return X25519Pair(private, _sodium_scalarmult_base(private))
+
+
+# --- results computed ahead, elsewhere (a simulation's second core) ----------------------------
+
+# Job kinds for ``compute_ahead``: X25519(k, u); the public key of k; ML-KEM-1024 decapsulation;
+# an XEdDSA signature's check (``_xeddsa.xeddsa_verify``).
+AHEAD_DH = 0
+AHEAD_BASE = 1
+AHEAD_KEM = 2
+AHEAD_VERIFY = 3
+_VERIFIED = b"\x01"  # the answer a good signature is held under (a bad one is never held)
+
+
+class Ahead:
+    """Answers of this module's costliest pure functions, computed before they are asked for by
+    another process (a simulation's worker on the other core, ``sims.world.ahead``) from the same
+    inputs, each kept under the function's whole input: ``X25519Pair.dh`` under (private key, peer
+    key), ``x25519_pair_from_private``'s public key under the private key, ``mlkem_decapsulate``
+    under (seed, ciphertext), and ``_xeddsa.xeddsa_verify_each``'s answer for a good signature under
+    (public key, message, signature). A call whose input is held returns the held answer (and
+    forgets it); any other computes as always. So every answer is the same bytes with or without it: only where
+    it is computed changes. A refusal (an all-zero X25519 output, a bad ciphertext) is never held:
+    the caller computes it and refuses it itself.
+
+    ``refill`` (its owner's) is called once on a miss whose input is ``pending`` (asked for, its
+    answer still to come), to take in what has come since. Installed for a run with ``use_ahead``; None (the default) costs
+    each of those calls one test."""
+
+    __slots__ = ("base", "dh", "hits", "kem", "misses", "pending", "refill", "verified")
+
+    def __init__(self, refill: Callable[[], None] | None = None) -> None:
+        self.dh: dict[tuple[bytes, bytes], bytes] = {}
+        self.base: dict[bytes, bytes] = {}
+        self.kem: dict[tuple[bytes, bytes], bytes] = {}
+        self.verified: dict[tuple[bytes, bytes, bytes], bytes] = {}
+        self.pending: dict[Any, int] = {}  # inputs asked for whose answers have not come, and how often
+        self.refill = refill
+        self.hits = 0
+        self.misses = 0
+
+    def take(self, table: dict[Any, bytes], key: Any) -> bytes | None:
+        out = table.pop(key, None)
+        if out is None and key in self.pending and self.refill is not None:
+            self.refill()
+            out = table.pop(key, None)
+        if out is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return out
+
+
+_ahead: Ahead | None = None
+
+
+def use_ahead(ahead: Ahead | None) -> Ahead | None:
+    """Install ``ahead`` (None: none) for this process's calls; returns the one it replaces."""
+    global _ahead
+    previous, _ahead = _ahead, ahead
+    return previous
+
+
+def compute_ahead(jobs: list[tuple[Any, ...]]) -> list[bytes | None]:
+    """The answers to ``jobs`` — ``(AHEAD_DH, k, u)``, ``(AHEAD_BASE, k)``, ``(AHEAD_KEM, seed,
+    ciphertext)``, ``(AHEAD_VERIFY, u, message, signature)`` — in order; None where the function
+    would refuse (or a job is malformed): the asking side then computes it, and refuses it, itself."""
+    from relaysim.clients._xeddsa import xeddsa_verify  # (it imports this module)
+
+    out: list[bytes | None] = []
+    for job in jobs:
+        answer: bytes | None = None
+        try:
+            kind = job[0]
+            if kind == AHEAD_DH and len(job[1]) == 32 and len(job[2]) == 32:
+                answer = _sodium_scalarmult(job[1], job[2])
+            elif kind == AHEAD_BASE and len(job[1]) == 32:
+                answer = _sodium_scalarmult_base(job[1])
+            elif kind == AHEAD_KEM:
+                answer = MLKEM1024PrivateKey.from_seed_bytes(job[1]).decapsulate(job[2])
+            elif kind == AHEAD_VERIFY and xeddsa_verify(job[1], job[2], job[3]):
+                answer = _VERIFIED
+        except Exception:  # (libsodium's RuntimeError on an all-zero output; OpenSSL's ValueError)
+            answer = None
+        out.append(answer)
+    return out
 
 
 # --- Ed25519 (XEdDSA signing of X25519 identity keys lives in _xeddsa on top of this) ---------
@@ -294,6 +394,10 @@ def mlkem_encapsulate(public: bytes, m: bytes | None = None) -> tuple[bytes, byt
 
 def mlkem_decapsulate(seed: bytes | MLKEM1024PrivateKey, ciphertext: bytes) -> bytes:
     """The shared secret of ``ciphertext`` under the key of ``seed`` (or that key, made already)."""
+    if _ahead is not None and type(seed) is bytes and type(ciphertext) is bytes:
+        secret = _ahead.take(_ahead.kem, (seed, ciphertext))
+        if secret is not None:
+            return secret
     try:
         key = seed if isinstance(seed, MLKEM1024PrivateKey) else MLKEM1024PrivateKey.from_seed_bytes(seed)
         return key.decapsulate(ciphertext)

@@ -37,7 +37,7 @@ import os
 import uuid as _uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from relaysim.clients import _primitives as _p
 from relaysim.clients import spec
@@ -1728,6 +1728,34 @@ class DeviceAgent:
         self._devices[account] = devices
         for out in waiting:
             self._send(out)
+
+    def bundle_exchanges_ahead(
+        self, frame: wire.Bundle, peek: Callable[[int, int], bytes] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """What receiving ``frame`` (a bundle this agent asked for) would compute as it starts its
+        sessions (``Device.session_exchanges_ahead`` for each device it has no session with),
+        as jobs for a simulation's worker to compute ahead. ``peek(n, k)``: the n bytes the device's
+        RNG will give at its k-th draw from now (0: the next), if the caller can tell. A guess: it
+        changes nothing, and trusts nothing it is given."""
+        account = frame.account
+        if self.content_key is not None:
+            return []
+        jobs: list[tuple[Any, ...]] = []
+        draw = 0
+        for b in frame.devices:
+            if account == self.account and b.device == self.device_id:
+                continue
+            peer = PeerAddress(account, b.device)
+            if self.device.has_session(peer) and self.device.peer_identity(peer) == b.identity_key:
+                continue
+            try:
+                bundle = _bundle(b)
+            except (BundleError, ValueError, TypeError):
+                continue
+            draws = (peek(32, draw), peek(32, draw + 1)) if peek is not None else ()
+            draw += 2  # (EK_A, then the ratchet's first pair: X3DH's and the ratchet's draws)
+            jobs += self.device.session_exchanges_ahead(bundle, draws)
+        return jobs
 
     def _device_trusted(self, frame: wire.Bundle, peer: PeerAddress, key: bytes) -> bool:
         """The identity model's check of one served device of another account, before any session

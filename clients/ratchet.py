@@ -321,6 +321,14 @@ class DoubleRatchet:
 
     # --- RatchetDecrypt -------------------------------------------------------------------
 
+    def exchanges_ahead(self, message: bytes, peek: Callable[[int], bytes] | None) -> list[tuple[Any, ...]]:
+        """What ``decrypt(message)`` would hand to ``_primitives.compute_ahead`` if it ran now: the
+        two DH outputs of a DH ratchet step (§3.5 DHRatchet) when the header names a new ratchet
+        key — DH(DHs, key) and, if ``peek(32)`` gives the 32 bytes GENERATE_DH() will draw, the
+        new pair's public key and DH(new, key) — else nothing. A guess, for a worker to compute ahead:
+        it decrypts nothing, changes nothing, and a wrong one only costs the worker's time."""
+        return ratchet_step_ahead(message, self.dhs, self.dhr, peek, self.config.header_encryption)
+
     def decrypt(self, message: bytes) -> bytes:
         """RatchetDecrypt (§3.5) / RatchetDecryptHE (§4.5). Raises only ``DecryptionError``."""
         if self.config.header_encryption:
@@ -619,3 +627,26 @@ class DoubleRatchet:
         return self.to_dict() == other.to_dict()
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def ratchet_step_ahead(
+    message: bytes,
+    dhs: _p.X25519Pair | None,
+    dhr: bytes | None,
+    peek: Callable[[int], bytes] | None,
+    header_encryption: bool,
+) -> list[tuple[Any, ...]]:
+    """``DoubleRatchet.exchanges_ahead`` for a ratchet whose sending pair is ``dhs`` and whose
+    last received ratchet key is ``dhr`` (a responder's new ratchet: its signed prekey and None).
+    An encrypted header (§4) hides the key: nothing then."""
+    if header_encryption or dhs is None or len(message) < HEADER_LEN:
+        return []
+    their = bytes(message[:32])  # the header's first field: the sender's ratchet public key
+    if their == dhr:
+        return []
+    jobs: list[tuple[Any, ...]] = [(_p.AHEAD_DH, dhs.private, their)]
+    if peek is not None:
+        draw = peek(32)
+        jobs.append((_p.AHEAD_BASE, draw))
+        jobs.append((_p.AHEAD_DH, draw, their))
+    return jobs

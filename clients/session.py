@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from relaysim.clients import _primitives as _p
 from relaysim.clients import escrow as _escrow
-from relaysim.clients import sealed
+from relaysim.clients import sealed, spec
 from relaysim.clients.errors import DecryptionError, UsageError
 from relaysim.clients.framing import (
     MESSAGE_PREFIX,
@@ -56,8 +56,9 @@ from relaysim.clients.keys import (
     PreKeyBundle,
     PreKeySecrets,
     SignedPreKey,
+    encode_kem_public_key,
 )
-from relaysim.clients.ratchet import DEFAULT_CONFIG, DoubleRatchet, RatchetConfig, UsedKey
+from relaysim.clients.ratchet import DEFAULT_CONFIG, DoubleRatchet, RatchetConfig, UsedKey, ratchet_step_ahead
 from relaysim.clients.x3dh import InitialMessage, KeyAgreement, initiate, respond
 
 __all__ = ["TYPE_MESSAGE", "TYPE_PREKEY", "Device", "PeerAddress", "Session", "parse_ciphertext"]
@@ -357,6 +358,86 @@ class Device:
             del self.secrets.kem[initial.kem_prekey_id]
         self._activate(peer, Session(ratchet, initial.identity_key, remembered(initial)))
         return plaintext
+
+    def exchanges_ahead(
+        self, peer: PeerAddress, ciphertext: bytes, peek: Callable[[int], bytes] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """The costliest steps ``decrypt(peer, ciphertext)`` would take if it ran now, as jobs for
+        ``_primitives.compute_ahead``, so that a simulation's worker can compute them on another core
+        while the message travels: for a prekey message, X3DH's four DHs on Bob's side (§3.3) and
+        PQXDH's decapsulation; for any message, the DH ratchet step's two DHs and the new pair's
+        public key (``DoubleRatchet.exchanges_ahead``; ``peek(n)``: the n bytes the device's RNG will
+        give next, without drawing them, if the caller can tell). A guess from the state now: it decrypts nothing,
+        changes nothing, raises nothing, and a wrong one only costs the worker's time."""
+        try:
+            if ciphertext and ciphertext[0] == _escrow.ESCROW_TAG:
+                ciphertext = _escrow.strip(ciphertext)
+            initial, body = parse_ciphertext(ciphertext)
+        except (DecryptionError, ValueError):
+            return []
+        he = self.config.header_encryption
+        if initial is None:
+            session = self.sessions.get(peer)
+            if session is None:
+                return []
+            return session.ratchet.exchanges_ahead(body, peek)
+        for session in self._candidates(peer) if (peer in self.sessions or peer in self.inactive) else ():
+            if session.made_by(initial):
+                return session.ratchet.exchanges_ahead(body, peek)
+        secrets = self.secrets
+        signed = secrets.signed.get(initial.signed_prekey_id)
+        if signed is None:
+            return []
+        spk, ik, ek = signed[0], secrets.identity.pair, initial.ephemeral_key
+        jobs: list[tuple[Any, ...]] = [
+            (_p.AHEAD_DH, spk.private, initial.identity_key),
+            (_p.AHEAD_DH, ik.private, ek),
+            (_p.AHEAD_DH, spk.private, ek),
+        ]
+        if initial.one_time_prekey_id is not None:
+            opk = secrets.one_time.get(initial.one_time_prekey_id)
+            if opk is not None:
+                jobs.append((_p.AHEAD_DH, opk.private, ek))
+        kem = secrets.kem
+        if initial.kem_prekey_id is not None and initial.kem_ciphertext is not None:
+            seed = kem.seed(initial.kem_prekey_id)
+            # (a last-resort key a cache keeps is decapsulated with the kept key, not from the seed)
+            if seed is not None and (kem.cache is None or kem.last_resort(initial.kem_prekey_id) is False):
+                jobs.append((_p.AHEAD_KEM, seed, bytes(initial.kem_ciphertext)))
+        return jobs + ratchet_step_ahead(body, spk, None, peek, he)
+
+    def session_exchanges_ahead(
+        self, bundle: PreKeyBundle, draws: Sequence[bytes] = ()
+    ) -> list[tuple[Any, ...]]:
+        """The costliest steps ``start_session(peer, bundle)`` would take if it ran now (X3DH §3.3 on
+        Alice's side, and the Double Ratchet's first DH), as jobs for ``_primitives.compute_ahead``:
+        the bundle's signature checks, DH(IK_A, SPK_B), and, given ``draws`` — the 32-byte draws the
+        device's RNG will give next, for EK_A and then for the ratchet's first pair — their public
+        keys and the DHs with them. A guess, like ``exchanges_ahead``: it checks, changes and raises
+        nothing."""
+        spk, opk, kem, ik = (
+            bundle.signed_prekey,
+            bundle.one_time_prekey,
+            bundle.kem_prekey,
+            bundle.identity_key,
+        )
+        try:
+            jobs: list[tuple[Any, ...]] = [
+                (_p.AHEAD_VERIFY, ik, spec.encode_public_key(spk.public), spk.signature)
+            ]
+        except ValueError:
+            return []
+        if kem is not None:
+            jobs.append((_p.AHEAD_VERIFY, ik, encode_kem_public_key(kem.public), kem.signature))
+        jobs.append((_p.AHEAD_DH, self.secrets.identity.pair.private, spk.public))
+        if draws:
+            ek = draws[0]
+            jobs += [(_p.AHEAD_BASE, ek), (_p.AHEAD_DH, ek, ik), (_p.AHEAD_DH, ek, spk.public)]
+            if opk is not None:
+                jobs.append((_p.AHEAD_DH, ek, opk.public))
+        if len(draws) > 1:
+            jobs += [(_p.AHEAD_BASE, draws[1]), (_p.AHEAD_DH, draws[1], spk.public)]
+        return jobs
 
     def replayed(self, peer: PeerAddress, ciphertext: bytes, identity: bytes | None = None) -> bool:
         """Whether ``ciphertext`` from ``peer`` is on a session this device holds at a message number

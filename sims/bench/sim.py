@@ -19,7 +19,8 @@ The baseline, measured in the same run: ``clients.ratchet.DoubleRatchet``, one d
 (Alice encrypts, Bob decrypts) on a 100-byte plaintext, the length of the simulated texts. After
 each timed step of the simulation, a slice of as many ratchet messages runs, timed on its own, so
 both share the machine's noise; medians over the steps. Target (docs/performance.md): simulated
-message ≤ 2 × the ratchet-only encrypt + decrypt. The garbage collector stays on, as in a real run.
+message ≤ 2 × the ratchet-only encrypt + decrypt. The garbage collector is as in a real run: off during it
+(``Simulation.run``).
 
 Where the time goes: the same scenario again under cProfile, the profiler on for the timed phase
 only; every function's own time is charged to a component by its module (crypto, device agent,
@@ -711,6 +712,7 @@ def scale_child(
                 kem_prekey_batch=SCALE_KEM_PREKEY_BATCH,
                 premade_keys=True,  # registration keys made on the other core: see SCALE_PREMADE_NOTE
                 kem_key_cache=SCALE_KEM_KEY_CACHE,  # see SCALE_KEM_CACHE_NOTE
+                exchanges_ahead=True,  # the recipients' exchanges on the other core: see SCALE_AHEAD_NOTE
             )
             phases["build_devices"] = time.perf_counter() - t
             run_started = time.perf_counter()
@@ -742,6 +744,8 @@ def scale_child(
         "deliveries": sum(len(m.delivered) for m in states),
         # the worker that made the registration keys (sims.world.premade): its CPU time, tables used
         "premade": sim.premade_stats if sim is not None else {},
+        # the recipients' exchanges computed ahead on the other core (sims.world.ahead): its CPU time, counts
+        "ahead": sim.ahead_stats if sim is not None else {},
         # the last-resort decapsulation keys kept (clients.keys.DecapsulationKeys): found, made
         "kem_key_cache": (
             {"size": sim.kem_keys.size, "hits": sim.kem_keys.hits, "misses": sim.kem_keys.misses}
@@ -803,7 +807,10 @@ def format_scale_run(r: dict[str, Any], load: dict[str, float | None]) -> str:
             f"  {r['devices']:,} phones, {r['messages']:,} messages planned over one simulated day "
             f"(seed {r['seed']}, receipts {r['receipts']})",
             f"  {SCALE_KEM_NOTE}; {SCALE_RNG_NOTE}; {SCALE_PREKEY_NOTE}; {SCALE_PREMADE_NOTE}; "
-            f"{SCALE_KEM_CACHE_NOTE}" + _kem_cache_text(r.get("kem_key_cache") or {}),
+            f"{SCALE_KEM_CACHE_NOTE}"
+            + _kem_cache_text(r.get("kem_key_cache") or {})
+            + f"; {SCALE_AHEAD_NOTE}"
+            + _ahead_text(r.get("ahead") or {}),
             f"  finished: {'yes' if r['finished'] else 'no'}, {r['simulated_seconds_reached']:,.0f} s simulated",
             f"  wall time {r['seconds']:.1f} s ({r['seconds'] / 60:.2f} min; {phases}); "
             f"CPU time {r['cpu_seconds']:.1f} s (wall − CPU: waiting for a core on a shared machine)"
@@ -821,6 +828,16 @@ def _kem_cache_text(c: dict[str, Any]) -> str:
         return ""
     used = c["hits"] + c["misses"]
     return f" ({c['hits']:,} of {used:,} decapsulations found their key kept)"
+
+
+def _ahead_text(a: dict[str, Any]) -> str:
+    if not a:
+        return ""
+    return (
+        f" ({a['taken']:,} of {a['answered']:,} answers taken, {a['asked'] - a['answered']:,} not back or "
+        f"refused, {a['dropped']:,} questions dropped; the phones computed {a['computed']:,} themselves; "
+        f"the worker {a['worker_cpu_seconds']:.1f} s CPU on the other core)"
+    )
 
 
 def _premade_text(p: dict[str, Any]) -> str:
@@ -1080,6 +1097,11 @@ SCALE_PREMADE_NOTE: Final = (
     "a worker process replays each phone's KeyStream and makes its registration keys (prekeys, "
     "their signatures) ahead on the other core (Simulation(premade_keys=True), sims.world.premade): "
     "the same bytes, less CPU time in the simulation's process"
+)
+SCALE_AHEAD_NOTE: Final = (
+    "when a phone sends, a worker process computes on the other core the X25519 exchanges, key pair and "
+    "ML-KEM decapsulation the recipient's phone will make to read it (Simulation(exchanges_ahead=True), "
+    "sims.world.ahead); a phone takes an answer only under its exchange's whole input: the same bytes"
 )
 # The phones of this many people, those with the most contacts, keep their last-resort ML-KEM
 # decapsulation key (~13 KiB each, ~110 MB). At 100,000 phones, ~96,000 of the 246,089 sessions

@@ -37,9 +37,10 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequenc
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, overload
+from typing import Any, Final, cast, overload
 
 from relaysim.clients import agent as A
+from relaysim.clients.ahead import use_ahead
 from relaysim.clients.escrow import EscrowPublicKey
 from relaysim.clients.fingerprint import safety_number
 from relaysim.clients.keys import DecapsulationKeys, PreKeySecrets
@@ -53,6 +54,7 @@ from relaysim.relay.store import Store
 from relaysim.sims.access import ExceptionalReport, Interventions
 from relaysim.sims.scenario import SIM_EPOCH, DeviceSpec, Scenario, TimelineEvent, VerifySafetyNumber
 from relaysim.sims.scoring import GroundTruth, TrueControl, TrueMessage
+from relaysim.sims.world.ahead import AheadWorker
 from relaysim.sims.world.engine import Scheduler
 from relaysim.sims.world.groups import GroupDirector, group_distribution_id
 from relaysim.sims.world.network import Network
@@ -262,6 +264,7 @@ class SimulationResult:
 
 class Simulation:
     _premade_wait = 0.0  # seconds a phone would wait for its premade keys: never (a test's subclass may)
+    _ahead_wait = 0.0  # ... and for the answers of sims.world.ahead's worker: never (a test's may)
 
     def __init__(
         self,
@@ -277,6 +280,7 @@ class Simulation:
         compact_device_rng: bool = False,
         premade_keys: bool = False,
         kem_key_cache: int = 0,
+        exchanges_ahead: bool = False,
     ) -> None:
         """``deterministic_kem=False`` lets OpenSSL draw the ML-KEM encapsulation's randomness (~40 µs
         instead of ~0.2 ms with numpy per new session): faster, but the run is then no longer
@@ -297,7 +301,11 @@ class Simulation:
         ``kem_key_cache=N``: the phones of the N people with the most contacts (those most often
         asked to answer a new PQXDH session) keep their last-resort ML-KEM decapsulation key
         (``clients.keys.DecapsulationKeys``, ~13 KiB each) instead of making it again from its seed
-        for each session (~0.11 ms); the same bytes, less CPU time."""
+        for each session (~0.11 ms); the same bytes, less CPU time.
+        ``exchanges_ahead=True`` (with ``compact_device_rng``): when a phone sends, a worker process
+        computes on the other core the X25519 exchanges, key pair and ML-KEM decapsulation the
+        recipient's phone will make to read it (``sims.world.ahead``); the same bytes either way,
+        only the main process's CPU time changes."""
         if premade_keys and not compact_device_rng:
             raise ValueError(
                 "Simulation(premade_keys=True) needs compact_device_rng=True: the worker replays each "
@@ -313,6 +321,14 @@ class Simulation:
         self._stream_seeds: dict[str, bytes] = {}  # device → its KeyStream's seed, for the worker
         self._premade: PremadeSource | None = None
         self.premade_stats: dict[str, float] = {}  # the worker's CPU time and tables given, after the run
+        if exchanges_ahead and not compact_device_rng:
+            raise ValueError(
+                "Simulation(exchanges_ahead=True) needs compact_device_rng=True: the worker's key pairs "
+                "are drawn ahead from each phone's KeyStream"
+            )
+        self.exchanges_ahead = exchanges_ahead
+        self._ahead: AheadWorker | None = None
+        self.ahead_stats: dict[str, float] = {}  # the exchanges' worker: CPU time and counts, after the run
         self.kem_keys = (
             DecapsulationKeys(2 * kem_key_cache) if kem_key_cache else None
         )  # (room for rotations)
@@ -846,6 +862,8 @@ class Simulation:
         if link is None:
             return
         data = wire.encode(frame)
+        if self._ahead is not None and cls is wire.Send:
+            self._ask_ahead(d, cast(wire.Send, frame))
         if self.transcribing and isinstance(
             frame, wire.GetKeyLogHead | wire.GetKeyLogEntries | wire.GetKeyLogConsistency
         ):
@@ -877,6 +895,32 @@ class Simulation:
             self._lost(ref, "the network lost the send")
         for delay in delays:
             sched.at(sched.now + (delay + link.extra_latency), self._relay_receive, link, data, owner, ref)
+
+    def _ask_ahead(self, d: SimDevice, frame: wire.Send) -> None:
+        """Ask the worker now for what the recipient's phones will compute to read ``frame``
+        (``sims.world.ahead``): its answers are the same bytes the phones would compute."""
+        assert self._ahead is not None
+        sender = PeerAddress(d.spec.person, d.spec.index)
+        jobs: list[tuple[Any, ...]] = []
+        for env in frame.envelopes:
+            r = self.by_address.get((frame.to, env.device))
+            if r is None:
+                continue
+            device = r.agent.device
+            stream = getattr(device.rng, "__self__", None)  # the phone's KeyStream (compact_device_rng)
+            jobs += device.exchanges_ahead(
+                sender, env.body, stream.peek if type(stream) is KeyStream else None
+            )
+        self._ahead.ask(jobs)
+
+    def _ask_bundle_ahead(self, d: SimDevice, frame: wire.Bundle) -> None:
+        """Ask the worker now for what phone ``d`` will compute when ``frame`` reaches it and it
+        starts its sessions (``DeviceAgent.bundle_exchanges_ahead``)."""
+        assert self._ahead is not None
+        stream = getattr(d.agent.device.rng, "__self__", None)  # the phone's KeyStream (compact_device_rng)
+        self._ahead.ask(
+            d.agent.bundle_exchanges_ahead(frame, stream.peek if type(stream) is KeyStream else None)
+        )
 
     def _relay_receive(self, link: Link, data: bytes, owner: SimDevice, ref: object) -> None:
         if not link.open:
@@ -942,6 +986,8 @@ class Simulation:
             if type(o) is Reply:
                 link = links.get(o.connection)
                 if link is not None:
+                    if type(o.frame) is wire.Bundle and self._ahead is not None:
+                        self._ask_bundle_ahead(owner or link.device, o.frame)
                     self._to_device(owner or link.device, link, o.frame, push=False)
             elif type(o) is Push:
                 link = links.get(o.connection)
@@ -1549,12 +1595,20 @@ class Simulation:
         # run makes are collected after it.
         enabled = gc.isenabled()
         gc.disable()
+        previous = None
         try:
+            if self.exchanges_ahead:
+                self._ahead = AheadWorker(wait=self._ahead_wait)
+                previous = use_ahead(self._ahead.table)
             return self._run()
         finally:
             if enabled:
                 gc.enable()
             self._close_premade()
+            if self._ahead is not None:
+                use_ahead(previous)
+                self.ahead_stats = self._ahead.close()
+                self._ahead = None
 
     def _run(self) -> SimulationResult:
         self._schedule()

@@ -49,6 +49,11 @@ class KeyStream:
         self._count += 1
         return hashlib.shake_256(self._seed + self._count.to_bytes(8, "big")).digest(n)
 
+    def peek(self, n: int, later: int = 0) -> bytes:
+        """What ``randbytes(n)`` will return at the next draw (``later``: that many draws after it),
+        without drawing anything."""
+        return hashlib.shake_256(self._seed + (self._count + 1 + later).to_bytes(8, "big")).digest(n)
+
 
 def clock(t: float, *, day: bool | None = None) -> str:
     """Simulated seconds as a time of day: ``"14:05:00"``, ``"day 2 14:05:00"``.
