@@ -35,6 +35,7 @@ from relaysim.clients.errors import UsageError
 __all__ = [
     "AHEAD_BASE",
     "AHEAD_DH",
+    "AHEAD_ENCAPS",
     "AHEAD_KEM",
     "AHEAD_VERIFY",
     "Ahead",
@@ -235,11 +236,12 @@ def x25519_pair_from_private(private: bytes) -> X25519Pair:
 # --- results computed ahead, elsewhere (a simulation's second core) ----------------------------
 
 # Job kinds for ``compute_ahead``: X25519(k, u); the public key of k; ML-KEM-1024 decapsulation;
-# an XEdDSA signature's check (``_xeddsa.xeddsa_verify``).
+# an XEdDSA signature's check (``_xeddsa.xeddsa_verify``); ML-KEM-1024 encapsulation.
 AHEAD_DH = 0
 AHEAD_BASE = 1
 AHEAD_KEM = 2
 AHEAD_VERIFY = 3
+AHEAD_ENCAPS = 4
 _VERIFIED = b"\x01"  # the answer a good signature is held under (a bad one is never held)
 
 
@@ -248,8 +250,10 @@ class Ahead:
     another process (a simulation's worker on the other core, ``sims.world.ahead``) from the same
     inputs, each kept under the function's whole input: ``X25519Pair.dh`` under (private key, peer
     key), ``x25519_pair_from_private``'s public key under the private key, ``mlkem_decapsulate``
-    under (seed, ciphertext), and ``_xeddsa.xeddsa_verify_each``'s answer for a good signature under
-    (public key, message, signature). A call whose input is held returns the held answer (and
+    under (seed, ciphertext), ``_xeddsa.xeddsa_verify_each``'s answer for a good signature under
+    (public key, message, signature), and ``mlkem_encapsulate``'s under (public key, m) — with m
+    None, an encapsulation with fresh randomness from the other process's OpenSSL, as random as
+    one made here, and like every answer taken once. A call whose input is held returns the held answer (and
     forgets it); any other computes as always. So every answer is the same bytes with or without it: only where
     it is computed changes. A refusal (an all-zero X25519 output, a bad ciphertext) is never held:
     the caller computes it and refuses it itself.
@@ -258,13 +262,14 @@ class Ahead:
     answer still to come), to take in what has come since. Installed for a run with ``use_ahead``; None (the default) costs
     each of those calls one test."""
 
-    __slots__ = ("base", "dh", "hits", "kem", "misses", "pending", "refill", "verified")
+    __slots__ = ("base", "dh", "encaps", "hits", "kem", "misses", "pending", "refill", "verified")
 
     def __init__(self, refill: Callable[[], None] | None = None) -> None:
         self.dh: dict[tuple[bytes, bytes], bytes] = {}
         self.base: dict[bytes, bytes] = {}
         self.kem: dict[tuple[bytes, bytes], bytes] = {}
         self.verified: dict[tuple[bytes, bytes, bytes], bytes] = {}
+        self.encaps: dict[tuple[bytes, bytes | None], bytes] = {}  # shared secret ‖ ciphertext
         self.pending: dict[Any, int] = {}  # inputs asked for whose answers have not come, and how often
         self.refill = refill
         self.hits = 0
@@ -294,7 +299,8 @@ def use_ahead(ahead: Ahead | None) -> Ahead | None:
 
 def compute_ahead(jobs: list[tuple[Any, ...]]) -> list[bytes | None]:
     """The answers to ``jobs`` — ``(AHEAD_DH, k, u)``, ``(AHEAD_BASE, k)``, ``(AHEAD_KEM, seed,
-    ciphertext)``, ``(AHEAD_VERIFY, u, message, signature)`` — in order; None where the function
+    ciphertext)``, ``(AHEAD_VERIFY, u, message, signature)``, ``(AHEAD_ENCAPS, public, m or None)``
+    (the shared secret and the ciphertext, as one string) — in order; None where the function
     would refuse (or a job is malformed): the asking side then computes it, and refuses it, itself."""
     from relaysim.clients._xeddsa import xeddsa_verify  # (it imports this module)
 
@@ -311,6 +317,9 @@ def compute_ahead(jobs: list[tuple[Any, ...]]) -> list[bytes | None]:
                 answer = MLKEM1024PrivateKey.from_seed_bytes(job[1]).decapsulate(job[2])
             elif kind == AHEAD_VERIFY and xeddsa_verify(job[1], job[2], job[3]):
                 answer = _VERIFIED
+            elif kind == AHEAD_ENCAPS:
+                secret, ciphertext = mlkem_encapsulate(job[1], job[2])
+                answer = secret + ciphertext
         except Exception:  # (libsodium's RuntimeError on an all-zero output; OpenSSL's ValueError)
             answer = None
         out.append(answer)
@@ -378,6 +387,10 @@ def mlkem_encapsulate(public: bytes, m: bytes | None = None) -> tuple[bytes, byt
     it is FIPS 203's derandomized ML-KEM.Encaps_internal with numpy (``clients._mlkem``,
     ~0.2 ms), so that a seeded simulation produces the same bytes every run.
     """
+    if _ahead is not None and type(public) is bytes:
+        held = _ahead.take(_ahead.encaps, (public, m))
+        if held is not None:
+            return held[:32], held[32:]
     if m is not None:
         from relaysim.clients._mlkem import encapsulate_derand
 

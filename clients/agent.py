@@ -1752,9 +1752,9 @@ class DeviceAgent:
                 bundle = _bundle(b)
             except (BundleError, ValueError, TypeError):
                 continue
-            draws = (peek(32, draw), peek(32, draw + 1)) if peek is not None else ()
-            draw += 2  # (EK_A, then the ratchet's first pair: X3DH's and the ratchet's draws)
-            jobs += self.device.session_exchanges_ahead(bundle, draws)
+            more, used = self.device.session_exchanges_ahead(bundle, peek, draw)
+            jobs += more
+            draw += used
         return jobs
 
     def _device_trusted(self, frame: wire.Bundle, peer: PeerAddress, key: bytes) -> bool:

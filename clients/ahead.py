@@ -5,13 +5,14 @@
 ``Device.session_exchanges_ahead`` what starting a session from a bundle would;
 ``compute_ahead`` answers jobs (in the worker); ``Ahead`` holds the answers under each function's
 whole input and ``use_ahead`` installs it, so that ``X25519Pair.dh``, ``x25519_pair_from_private``,
-``mlkem_decapsulate`` and ``_xeddsa.xeddsa_verify_each`` take a held answer instead of computing
+``mlkem_decapsulate``, ``mlkem_encapsulate`` and ``_xeddsa.xeddsa_verify_each`` take a held answer instead of computing
 it: the same answers either way.
 """
 
 from relaysim.clients._primitives import (
     AHEAD_BASE,
     AHEAD_DH,
+    AHEAD_ENCAPS,
     AHEAD_KEM,
     AHEAD_VERIFY,
     Ahead,
@@ -19,4 +20,13 @@ from relaysim.clients._primitives import (
     use_ahead,
 )
 
-__all__ = ["AHEAD_BASE", "AHEAD_DH", "AHEAD_KEM", "AHEAD_VERIFY", "Ahead", "compute_ahead", "use_ahead"]
+__all__ = [
+    "AHEAD_BASE",
+    "AHEAD_DH",
+    "AHEAD_ENCAPS",
+    "AHEAD_KEM",
+    "AHEAD_VERIFY",
+    "Ahead",
+    "compute_ahead",
+    "use_ahead",
+]

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from relaysim.clients import _primitives as _p
@@ -407,37 +407,47 @@ class Device:
         return jobs + ratchet_step_ahead(body, spk, None, peek, he)
 
     def session_exchanges_ahead(
-        self, bundle: PreKeyBundle, draws: Sequence[bytes] = ()
-    ) -> list[tuple[Any, ...]]:
+        self, bundle: PreKeyBundle, peek: Callable[[int, int], bytes] | None = None, first: int = 0
+    ) -> tuple[list[tuple[Any, ...]], int]:
         """The costliest steps ``start_session(peer, bundle)`` would take if it ran now (X3DH §3.3 on
-        Alice's side, and the Double Ratchet's first DH), as jobs for ``_primitives.compute_ahead``:
-        the bundle's signature checks, DH(IK_A, SPK_B), and, given ``draws`` — the 32-byte draws the
-        device's RNG will give next, for EK_A and then for the ratchet's first pair — their public
-        keys and the DHs with them. A guess, like ``exchanges_ahead``: it checks, changes and raises
-        nothing."""
+        Alice's side, PQXDH's encapsulation, the Double Ratchet's first DH), as jobs for
+        ``_primitives.compute_ahead``, and how many draws of the device's RNG it makes: the bundle's
+        signature checks, DH(IK_A, SPK_B), PQXDH's encapsulation, and — given ``peek(n, k)``, the n
+        bytes of the RNG's k-th draw from now, ``first`` the first of this session's — the key pairs
+        for EK_A and the ratchet and the DHs with them. A guess, like ``exchanges_ahead``: it
+        checks, changes and raises nothing."""
         spk, opk, kem, ik = (
             bundle.signed_prekey,
             bundle.one_time_prekey,
             bundle.kem_prekey,
             bundle.identity_key,
         )
+        pq = self.pq and kem is not None
+        # the draws: EK_A; with a deterministic encapsulation, its randomness m; the ratchet's pair
+        draws = 3 if pq and self.deterministic else 2
         try:
             jobs: list[tuple[Any, ...]] = [
                 (_p.AHEAD_VERIFY, ik, spec.encode_public_key(spk.public), spk.signature)
             ]
         except ValueError:
-            return []
+            return [], draws
         if kem is not None:
             jobs.append((_p.AHEAD_VERIFY, ik, encode_kem_public_key(kem.public), kem.signature))
         jobs.append((_p.AHEAD_DH, self.secrets.identity.pair.private, spk.public))
-        if draws:
-            ek = draws[0]
+        if pq and not self.deterministic:
+            assert kem is not None
+            jobs.append((_p.AHEAD_ENCAPS, kem.public, None))
+        if peek is not None:
+            ek = peek(32, first)
             jobs += [(_p.AHEAD_BASE, ek), (_p.AHEAD_DH, ek, ik), (_p.AHEAD_DH, ek, spk.public)]
             if opk is not None:
                 jobs.append((_p.AHEAD_DH, ek, opk.public))
-        if len(draws) > 1:
-            jobs += [(_p.AHEAD_BASE, draws[1]), (_p.AHEAD_DH, draws[1], spk.public)]
-        return jobs
+            if pq and self.deterministic:
+                assert kem is not None
+                jobs.append((_p.AHEAD_ENCAPS, kem.public, peek(32, first + 1)))
+            pair = peek(32, first + draws - 1)
+            jobs += [(_p.AHEAD_BASE, pair), (_p.AHEAD_DH, pair, spk.public)]
+        return jobs, draws
 
     def replayed(self, peer: PeerAddress, ciphertext: bytes, identity: bytes | None = None) -> bool:
         """Whether ``ciphertext`` from ``peer`` is on a session this device holds at a message number

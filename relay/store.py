@@ -832,10 +832,21 @@ class _Rows:
 class Store:
     """All of the relay's state. Not thread-safe; one owner (the core) calls it."""
 
-    def __init__(self, path: str | os.PathLike[str] = ":memory:", *, durable: bool = True) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] = ":memory:", *, durable: bool = True, cache_entries: int = 1 << 16
+    ) -> None:
         """``durable=False`` (synchronous=OFF) is for simulations, whose "crash" is the end of the
         process: every commit still happens in order, but SQLite does not wait for the disk. A
-        relay that acknowledges envelopes to real senders keeps the default."""
+        relay that acknowledges envelopes to real senders keeps the default.
+
+        ``cache_entries``: how many devices' queue sizes and accounts' routes the hot path keeps in
+        memory, each (past it, a cache starts again from empty: a bound on what lookups of accounts
+        that do not exist can make it hold). A simulation of more accounts than that gives more
+        room: one that starts again keeps asking the file, and each queue size asked again also
+        walks the envelopes waiting to be written."""
+        if cache_entries < 1:
+            raise ValueError(f"Store(cache_entries={cache_entries}): must be at least 1")
+        self._cache_entries = cache_entries
         self.path = os.fspath(path)
         self.durable = durable
         # isolation_level=None: no implicit transactions; transaction() says BEGIN/COMMIT itself.
@@ -1058,8 +1069,6 @@ class Store:
 
     # -- caches: answers the hot path asks for on every send, kept consistent with the file --------
 
-    _CACHE_ENTRIES: Final = 1 << 16  # per cache; past it the cache starts again from empty
-
     def _touched(self, cache: dict[Any, Any], key: Any) -> None:
         """``cache[key]`` was changed or dropped by a write of the transaction under way: if the
         transaction (or the savepoint) is rolled back, drop the entry (it is read again when asked)."""
@@ -1140,7 +1149,7 @@ class Store:
                 "SELECT device, registration_id FROM devices WHERE account = ?", (account,)
             )
             route = dict(rows.fetchall())
-            if len(self._routes) >= self._CACHE_ENTRIES:
+            if len(self._routes) >= self._cache_entries:
                 self._routes.clear()
             self._routes[account] = route
             self._touched(self._routes, account)  # read inside a transaction that may roll back
@@ -1306,7 +1315,7 @@ class Store:
                     count += 1
                     size += len(row[3])
             known = (int(count), int(size))
-            if len(self._queue_sizes) >= self._CACHE_ENTRIES:
+            if len(self._queue_sizes) >= self._cache_entries:
                 self._queue_sizes.clear()
             self._queue_sizes[key] = known
             self._touched(self._queue_sizes, key)

@@ -8,8 +8,10 @@ decapsulations of the phones that keep no decapsulation key. ``Device.exchanges_
 them from the recipient's state when the message is sent (the next 32 bytes of the phone's
 ``KeyStream`` stand for the key pair it will draw). Likewise, when the relay answers a phone's
 bundle fetch, what the phone will compute as it starts its sessions: the bundle's two XEdDSA
-signature checks, X3DH's four exchanges on Alice's side and the ratchet's first, and its two new
-key pairs (``DeviceAgent.bundle_exchanges_ahead``). A worker process (a fresh interpreter,
+signature checks, X3DH's four exchanges on Alice's side and the ratchet's first, its two new key
+pairs and PQXDH's encapsulation (``DeviceAgent.bundle_exchanges_ahead``; an encapsulation made
+with OpenSSL's randomness, as a scale run makes them, is made with the worker's: as random, and
+taken once). A worker process (a fresh interpreter,
 ``python -m relaysim.sims.world.ahead``) computes them with the same functions
 (``clients.ahead.compute_ahead``) while the message crosses the simulated network, and the
 answers wait in ``clients.ahead.Ahead`` under each function's whole input. The phone then
@@ -176,6 +178,8 @@ class AheadWorker:
                     else table.kem
                     if kind == _p.AHEAD_KEM
                     else table.verified
+                    if kind == _p.AHEAD_VERIFY
+                    else table.encaps
                 )
                 left = pending.pop(key, 1) - 1
                 if left > 0:
@@ -211,6 +215,7 @@ class AheadWorker:
         table.base.clear()
         table.kem.clear()
         table.verified.clear()
+        table.encaps.clear()
         self._kept.clear()
         self._asked.clear()
         cpu = 0.0

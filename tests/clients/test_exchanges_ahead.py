@@ -10,7 +10,16 @@ from contextlib import contextmanager
 import pytest
 
 from relaysim.clients import _primitives as _p
-from relaysim.clients.ahead import AHEAD_BASE, AHEAD_DH, AHEAD_KEM, Ahead, compute_ahead, use_ahead
+from relaysim.clients.ahead import (
+    AHEAD_BASE,
+    AHEAD_DH,
+    AHEAD_ENCAPS,
+    AHEAD_KEM,
+    AHEAD_VERIFY,
+    Ahead,
+    compute_ahead,
+    use_ahead,
+)
 from relaysim.clients.session import Device, PeerAddress
 from relaysim.sims.world.util import KeyStream
 
@@ -155,22 +164,41 @@ def test_a_guess_from_garbage_is_empty() -> None:
     assert ben.exchanges_ahead(PeerAddress("nobody", 1), b"\x01" + bytes(100), peek) == []
 
 
+def _held(jobs: list[tuple[object, ...]]) -> Ahead:
+    """A table holding the answers of ``jobs``, as the worker's would."""
+    table = Ahead()
+    for job, answer in zip(jobs, compute_ahead(jobs), strict=True):
+        assert answer is not None
+        where = {
+            AHEAD_DH: table.dh,
+            AHEAD_BASE: table.base,
+            AHEAD_KEM: table.kem,
+            AHEAD_VERIFY: table.verified,
+            AHEAD_ENCAPS: table.encaps,
+        }[job[0]]  # type: ignore[index]
+        where[job[1] if job[0] == AHEAD_BASE else job[1:]] = answer  # type: ignore[index]
+    return table
+
+
 def test_the_steps_listed_for_a_new_session_are_those_starting_it_makes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from relaysim.clients import _xeddsa
-    from relaysim.clients.ahead import AHEAD_VERIFY
 
     stream = KeyStream(bytes([9]) * 32)
     ana = Device("ana", 1, rng=stream.randbytes, pq=True, deterministic=False)
     ana.generate_prekeys(4, 0)
     ben = Device("ben", 1, rng=KeyStream(bytes([10]) * 32).randbytes, pq=True)
     bundle = ben.generate_prekeys(4, 0)
-    ahead = ana.session_exchanges_ahead(bundle, (stream.peek(32), stream.peek(32, 1)))
-    assert [j[0] for j in ahead] == [AHEAD_VERIFY] * 2 + [AHEAD_DH, AHEAD_BASE] + [AHEAD_DH] * 3 + [
+    ahead, draws = ana.session_exchanges_ahead(bundle, stream.peek)
+    assert draws == 2
+    assert [j[0] for j in ahead] == [AHEAD_VERIFY] * 2 + [AHEAD_DH, AHEAD_ENCAPS, AHEAD_BASE] + [
+        AHEAD_DH
+    ] * 3 + [
         AHEAD_BASE,
         AHEAD_DH,
     ]
+    assert bundle.kem_prekey is not None and (AHEAD_ENCAPS, bundle.kem_prekey.public, None) in ahead
     checked: list[tuple[object, ...]] = []
     each = _xeddsa.xeddsa_verify_each
 
@@ -181,28 +209,46 @@ def test_the_steps_listed_for_a_new_session_are_those_starting_it_makes(
     monkeypatch.setattr(_xeddsa, "xeddsa_verify_each", verify_each)
     with _recorded(monkeypatch) as made:
         ana.start_session(BEN, bundle)
-    assert sorted(ahead, key=repr) == sorted(checked + made, key=repr)
+    listed = [j for j in ahead if j[0] != AHEAD_ENCAPS]
+    assert sorted(listed, key=repr) == sorted(checked + made, key=repr)
     # and the answers, held, are what starting the session takes: every one of them
     twin = Device("ana", 1, rng=KeyStream(bytes([9]) * 32).randbytes, pq=True, deterministic=False)
     twin.generate_prekeys(4, 0)
-    twin_stream = twin.rng.__self__  # type: ignore[attr-defined]
-    jobs = twin.session_exchanges_ahead(bundle, (twin_stream.peek(32), twin_stream.peek(32, 1)))
-    table = Ahead()
-    for job, answer in zip(jobs, compute_ahead(jobs), strict=True):
-        assert answer is not None
-        where = {AHEAD_DH: table.dh, AHEAD_BASE: table.base, AHEAD_VERIFY: table.verified}[job[0]]
-        where[job[1] if job[0] == AHEAD_BASE else job[1:]] = answer
+    jobs, _ = twin.session_exchanges_ahead(bundle, twin.rng.__self__.peek)  # type: ignore[attr-defined]
+    table = _held(jobs)
     previous = use_ahead(table)
     try:
         twin.start_session(BEN, bundle)
     finally:
         use_ahead(previous)
-    assert table.hits == len(jobs) and not (table.dh or table.base or table.verified)
+    assert table.hits == len(jobs) and not (table.dh or table.base or table.verified or table.encaps)
+    # Ben reads the first message made with the worker's encapsulation
+    assert ben.decrypt(ANA, twin.encrypt(BEN, b"hello")) == b"hello"
+
+
+def test_with_a_deterministic_encapsulation_its_randomness_is_the_draw_between_the_two_pairs() -> None:
+    def ana() -> Device:
+        device = Device("ana", 1, rng=KeyStream(bytes([12]) * 32).randbytes, pq=True, deterministic=True)
+        device.generate_prekeys(4, 0)
+        return device
+
+    ben = Device("ben", 1, rng=KeyStream(bytes([13]) * 32).randbytes, pq=True, deterministic=True)
+    bundle = ben.generate_prekeys(4, 0)
+    with_table, without = ana(), ana()
+    jobs, draws = with_table.session_exchanges_ahead(bundle, with_table.rng.__self__.peek)  # type: ignore[attr-defined]
+    assert draws == 3 and [j[0] for j in jobs].count(AHEAD_ENCAPS) == 1
+    table = _held(jobs)
+    previous = use_ahead(table)
+    try:
+        with_table.start_session(BEN, bundle)
+    finally:
+        use_ahead(previous)
+    without.start_session(BEN, bundle)
+    assert table.hits == len(jobs) and table.misses == 0
+    assert with_table.encrypt(BEN, b"hello") == without.encrypt(BEN, b"hello")  # byte for byte
 
 
 def test_a_forged_signature_is_never_held_as_checked() -> None:
-    from relaysim.clients.ahead import AHEAD_VERIFY
-
     ben = Device("ben", 1, rng=KeyStream(bytes([11]) * 32).randbytes, pq=True)
     bundle = ben.generate_prekeys(4, 0)
     spk = bundle.signed_prekey

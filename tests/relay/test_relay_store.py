@@ -928,3 +928,19 @@ def test_existing_accounts_answers_as_account_exists_does_name_by_name_past_one_
         assert store.existing_accounts(asked) == expected
         assert store.existing_accounts(asked[:1]) == expected & {asked[0]}
         assert store.existing_accounts([]) == set()
+
+
+def test_the_hot_path_caches_hold_as_many_entries_as_the_store_is_given_room_for() -> None:
+    with pytest.raises(ValueError, match="cache_entries=0"):
+        Store(cache_entries=0)
+    for room, asked_again in ((2, True), (3, False)):
+        store = Store(cache_entries=room)
+        for account in ("a", "b", "c"):
+            store.create_account(account, 1.0)
+            store.put_device(_device(account, 1, 11))
+            assert store.registration_ids(account) == {1: 11}
+            assert store.queue_size(account, 1) == (0, 0)
+        statements = _statements(store)
+        assert store.registration_ids("a") == {1: 11} and store.queue_size("a", 1) == (0, 0)
+        # with room for two, the third account's entry started each cache again: "a" is asked again
+        assert bool(statements) is asked_again
