@@ -43,7 +43,6 @@ __all__ = [
     "X25519Pair",
     "aes_cbc_decrypt",
     "aes_cbc_encrypt",
-    "compute_ahead",
     "constant_time_equal",
     "ed25519_public",
     "ed25519_sign",
@@ -235,14 +234,13 @@ def x25519_pair_from_private(private: bytes) -> X25519Pair:
 
 # --- results computed ahead, elsewhere (a simulation's second core) ----------------------------
 
-# Job kinds for ``compute_ahead``: X25519(k, u); the public key of k; ML-KEM-1024 decapsulation;
+# Job kinds for ``clients.ahead.compute_ahead``: X25519(k, u); the public key of k; ML-KEM-1024 decapsulation;
 # an XEdDSA signature's check (``_xeddsa.xeddsa_verify``); ML-KEM-1024 encapsulation.
 AHEAD_DH = 0
 AHEAD_BASE = 1
 AHEAD_KEM = 2
 AHEAD_VERIFY = 3
 AHEAD_ENCAPS = 4
-_VERIFIED = b"\x01"  # the answer a good signature is held under (a bad one is never held)
 
 
 class Ahead:
@@ -295,35 +293,6 @@ def use_ahead(ahead: Ahead | None) -> Ahead | None:
     global _ahead
     previous, _ahead = _ahead, ahead
     return previous
-
-
-def compute_ahead(jobs: list[tuple[Any, ...]]) -> list[bytes | None]:
-    """The answers to ``jobs`` — ``(AHEAD_DH, k, u)``, ``(AHEAD_BASE, k)``, ``(AHEAD_KEM, seed,
-    ciphertext)``, ``(AHEAD_VERIFY, u, message, signature)``, ``(AHEAD_ENCAPS, public, m or None)``
-    (the shared secret and the ciphertext, as one string) — in order; None where the function
-    would refuse (or a job is malformed): the asking side then computes it, and refuses it, itself."""
-    from relaysim.clients._xeddsa import xeddsa_verify  # (it imports this module)
-
-    out: list[bytes | None] = []
-    for job in jobs:
-        answer: bytes | None = None
-        try:
-            kind = job[0]
-            if kind == AHEAD_DH and len(job[1]) == 32 and len(job[2]) == 32:
-                answer = _sodium_scalarmult(job[1], job[2])
-            elif kind == AHEAD_BASE and len(job[1]) == 32:
-                answer = _sodium_scalarmult_base(job[1])
-            elif kind == AHEAD_KEM:
-                answer = MLKEM1024PrivateKey.from_seed_bytes(job[1]).decapsulate(job[2])
-            elif kind == AHEAD_VERIFY and xeddsa_verify(job[1], job[2], job[3]):
-                answer = _VERIFIED
-            elif kind == AHEAD_ENCAPS:
-                secret, ciphertext = mlkem_encapsulate(job[1], job[2])
-                answer = secret + ciphertext
-        except Exception:  # (libsodium's RuntimeError on an all-zero output; OpenSSL's ValueError)
-            answer = None
-        out.append(answer)
-    return out
 
 
 # --- Ed25519 (XEdDSA signing of X25519 identity keys lives in _xeddsa on top of this) ---------

@@ -32,14 +32,12 @@ import os
 import pickle
 import signal
 import subprocess
-import sys
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any
 
 from relaysim.clients import ahead as _p
-from relaysim.sims.world.premade import PIPE_SIZE, Frames, send_frame
+from relaysim.sims.world.premade import PIPE_SIZE, Frames, send_frame, start_worker, stop_worker
 
 __all__ = ["AheadWorker"]
 
@@ -89,21 +87,12 @@ class AheadWorker:
         """``wait``: seconds a miss may wait for answers still to come (0: never, as a simulation runs;
         a test may, so that every answer is back before it is asked for)."""
         self._wait = wait
-        root = str(Path(__file__).resolve().parents[2])  # the folder that holds the relaysim package
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-            [sys.executable, "-m", "relaysim.sims.world.ahead"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-        )
+        self._proc: subprocess.Popen[bytes] | None = start_worker("relaysim.sims.world.ahead")
         assert self._proc.stdin is not None and self._proc.stdout is not None
-        for pipe in (self._proc.stdin, self._proc.stdout):
-            with contextlib.suppress(OSError, AttributeError, ImportError):
-                import fcntl  # (not on every system)
+        with contextlib.suppress(OSError, AttributeError, ImportError):
+            import fcntl  # (not on every system)
 
-                fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+            fcntl.fcntl(self._proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)  # questions too
         self._to = os.dup(self._proc.stdin.fileno())
         os.set_blocking(self._to, False)
         self._from: Frames | None = Frames(os.dup(self._proc.stdout.fileno()))
@@ -218,20 +207,9 @@ class AheadWorker:
         table.encaps.clear()
         self._kept.clear()
         self._asked.clear()
-        cpu = 0.0
         proc, self._proc = self._proc, None
-        if proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                _pid, status, usage = os.wait4(proc.pid, 0)
-            except ChildProcessError:
-                proc.wait()
-            else:
-                proc.returncode = os.waitstatus_to_exitcode(status)
-                cpu = usage.ru_utime + usage.ru_stime
         return {
-            "worker_cpu_seconds": cpu,
+            "worker_cpu_seconds": 0.0 if proc is None else stop_worker(proc),
             "asked": self.asked,
             "answered": self.answered,
             "dropped": self.dropped,

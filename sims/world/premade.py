@@ -43,7 +43,7 @@ from relaysim.clients.keys import PremadeKeys
 from relaysim.clients.session import Device
 from relaysim.sims.world.util import KeyStream
 
-__all__ = ["PremadeSource", "premade_keys"]
+__all__ = ["PremadeSource", "premade_keys", "start_worker", "stop_worker"]
 
 BATCH = 16  # phones per message from the worker
 SKIP_AHEAD = 64  # phones a worker that fell behind skips past the one that asked in vain
@@ -149,32 +149,52 @@ def _serve() -> None:
         pass  # the simulation has ended (or no longer reads)
 
 
+def start_worker(module: str, *args: str) -> subprocess.Popen[bytes]:
+    """``python -m module args`` in a fresh interpreter that finds this relaysim package, its stdin
+    and stdout pipes to this process (the stdout pipe made larger, where Linux allows it)."""
+    root = str(Path(__file__).resolve().parents[2])  # the folder that holds the relaysim package
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    with contextlib.suppress(OSError, AttributeError, ImportError):
+        import fcntl  # (not on every system: the simulation imports this module everywhere)
+
+        fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    return proc
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> float:
+    """Stop a worker (done already, or not needed any more) and reap it: its CPU time, user + system
+    seconds. (Not through Popen's methods: they reap the process, and with it its resource usage.)"""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        _pid, status, usage = os.wait4(proc.pid, 0)
+    except ChildProcessError:  # reaped elsewhere
+        proc.wait()
+        return 0.0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_utime + usage.ru_stime
+
+
 class PremadeSource:
     """The simulation's side: starts the worker on ``jobs`` (in the order the phones will register)
     and gives each phone its table when asked, if it has come."""
 
     def __init__(self, jobs: Sequence[Job], one_time: int, kem_one_time: int) -> None:
-        root = str(Path(__file__).resolve().parents[2])  # the folder that holds the relaysim package
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         # The job list goes in a file (8 MB at 100,000 phones): through the pipe, the simulation
         # would wait for the worker to start up and read it.
         fd, self._jobs_file = tempfile.mkstemp(prefix="relaysim-premade-", suffix=".pickle")
         with os.fdopen(fd, "wb") as f:
             pickle.dump((one_time, kem_one_time, list(jobs)), f, protocol=pickle.HIGHEST_PROTOCOL)
-        self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-            [sys.executable, "-m", "relaysim.sims.world.premade", self._jobs_file],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
+        self._proc: subprocess.Popen[bytes] | None = start_worker(
+            "relaysim.sims.world.premade", self._jobs_file
         )
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._to: Connection | None = Connection(os.dup(self._proc.stdin.fileno()), readable=False)
-        # a larger pipe, where Linux allows it
-        with contextlib.suppress(OSError, AttributeError, ImportError):
-            import fcntl  # (not on every system: the simulation imports this module everywhere)
-
-            fcntl.fcntl(self._proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         self._from: Frames | None = Frames(os.dup(self._proc.stdout.fileno()))
         self._proc.stdin.close()
         self._proc.stdout.close()
@@ -256,21 +276,9 @@ class PremadeSource:
             os.unlink(self._jobs_file)
         self._ready.clear()
         self._position.clear()
-        cpu = 0.0
         proc, self._proc = self._proc, None
-        if proc is not None:
-            # (not through Popen's methods: they reap the process, and with it its resource usage)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)  # done already, or not needed any more
-            try:
-                _pid, status, usage = os.wait4(proc.pid, 0)
-            except ChildProcessError:  # reaped elsewhere
-                proc.wait()
-            else:
-                proc.returncode = os.waitstatus_to_exitcode(status)
-                cpu = usage.ru_utime + usage.ru_stime
         return {
-            "worker_cpu_seconds": cpu,
+            "worker_cpu_seconds": 0.0 if proc is None else stop_worker(proc),
             "given": self.given,
             "missed": self.missed,
             "hits": self.hits,
