@@ -73,7 +73,7 @@ from typing import Any, Final, NoReturn, TypeAlias
 
 from relaysim.relay._frozen import quick_init
 from relaysim.relay.certificates import ServerCertificate
-from relaysim.relay.identity import ServerIdentity, XEdDSAPublicKey, verified_ahead
+from relaysim.relay.identity import ServerIdentity, XEdDSAPublicKey
 from relaysim.relay.limits import DEFAULT_LIMITS, Limits, RateLimiter
 from relaysim.relay.metadata import (
     KEEP_EVERYTHING,
@@ -1000,21 +1000,6 @@ class RelayCore:
     ) -> None:
         if not self.verify_prekey_signatures:
             return
-        if verified_ahead(
-            [
-                (identity_key, message, signature)
-                for message, signature in (
-                    *(() if signed is None else ((signed_prekey_message(signed.public), signed.signature),)),
-                    *(
-                        ()
-                        if last_resort is None
-                        else ((kem_prekey_message(last_resort.public), last_resort.signature),)
-                    ),
-                    *((kem_prekey_message(k.public), k.signature) for k in kem),
-                )
-            ]
-        ):
-            return  # (a simulation's: every one checked ahead on another core, relay.identity)
         key = XEdDSAPublicKey.from_x25519(identity_key)
         if key is None:
             raise _Refused(
@@ -1216,12 +1201,9 @@ class RelayCore:
         who = pending.device
         device = self.store.device(who.account, who.device)
         # The same work for an absent device as for a present one (a conversion, a verification).
+        key = XEdDSAPublicKey.from_x25519(device.identity_key if device is not None else _ABSENT_U)
         message = auth_message(pending.nonce, who.account, who.device)
-        if device is not None and verified_ahead([(device.identity_key, message, req.signature)]):
-            verified = True  # (a simulation's: checked ahead on another core, relay.identity)
-        else:
-            key = XEdDSAPublicKey.from_x25519(device.identity_key if device is not None else _ABSENT_U)
-            verified = key is not None and key.verify(message, req.signature)
+        verified = key is not None and key.verify(message, req.signature)
         if device is None or not verified:
             # One answer for "no such device" and "wrong signature", as Fernet's InvalidToken.
             raise _Refused(

@@ -37,36 +37,14 @@ from collections import deque
 from typing import Any
 
 from relaysim.clients import ahead as _p
-from relaysim.relay.identity import xeddsa_verify as relay_xeddsa_verify
 from relaysim.sims.world.premade import PIPE_SIZE, Frames, send_frame, start_worker, stop_worker
 
-__all__ = ["RELAY_VERIFY", "AheadWorker", "compute"]
+__all__ = ["AheadWorker"]
 
 MAX_UNSENT = 1 << 20  # bytes of questions waiting for room in the pipe; past it, questions are dropped
 SPIN = 0.005  # seconds the worker polls for questions after the last one before it sleeps
 KEEP = 1 << 16  # answers held, newest first: older ones not taken by then are forgotten
 _HEADER = 4  # a frame's length prefix, as sims.world.premade writes it
-
-
-RELAY_VERIFY = 10  # a job for the relay: relay.identity.xeddsa_verify(u, message, signature)
-
-
-def compute(jobs: list[tuple[Any, ...]]) -> list[bytes | None]:
-    """The answers to ``jobs``: the device's (``clients.ahead.compute_ahead``) and the relay's
-    signature checks (``RELAY_VERIFY``, by the relay's own ``relay.identity.xeddsa_verify``)."""
-    if not any(job[0] == RELAY_VERIFY for job in jobs):
-        return _p.compute_ahead(jobs)
-    out: list[bytes | None] = []
-    for job in jobs:
-        if job[0] != RELAY_VERIFY:
-            out += _p.compute_ahead([job])
-            continue
-        try:
-            good = relay_xeddsa_verify(job[1], job[2], job[3])
-        except (ValueError, TypeError, IndexError):
-            good = False
-        out.append(b"\x01" if good else None)
-    return out
 
 
 def _serve() -> None:
@@ -90,7 +68,7 @@ def _serve() -> None:
                 continue
             for jobs in batches:
                 assert isinstance(jobs, list)
-                send_frame(out_fd, compute(jobs))
+                send_frame(out_fd, _p.compute_ahead(jobs))
             busy = time.monotonic()
     except (BrokenPipeError, ConnectionResetError):
         pass  # the simulation has ended (or no longer reads)
@@ -122,10 +100,8 @@ class AheadWorker:
         self._proc.stdout.close()
         self._unsent = bytearray()
         self._asked: deque[list[tuple[Any, ...]]] = deque()  # batches sent, their answers to come
-        self._kept: deque[tuple[dict[Any, Any], Any]] = deque()  # answers held, oldest first
+        self._kept: deque[tuple[dict[Any, bytes], Any]] = deque()  # answers held, oldest first
         self.table = _p.Ahead(refill=self.refill)
-        # the relay's signature checks answered ahead (relay.identity.use_verified_ahead)
-        self.relay_verified: dict[tuple[bytes, bytes, bytes], bool] = {}
         self.asked = 0  # questions sent
         self.answered = 0  # answers taken in
         self.dropped = 0  # questions not sent: the worker was too far behind
@@ -183,13 +159,6 @@ class AheadWorker:
             assert isinstance(answers, list)
             for job, answer in zip(jobs, answers, strict=True):
                 kind, key = job[0], _key(job)
-                if kind == RELAY_VERIFY:
-                    pending.pop(key, None)
-                    if answer is not None:
-                        self.relay_verified[key] = True
-                        kept.append((self.relay_verified, key))
-                        self.answered += 1
-                    continue
                 where: dict[Any, bytes] = (
                     table.dh
                     if kind == _p.AHEAD_DH
@@ -230,14 +199,12 @@ class AheadWorker:
             self._from.close()
             self._from = None
         table = self.table
-        relay_left = len(self.relay_verified)  # the relay's answers never taken
         table.pending.clear()
         table.dh.clear()
         table.base.clear()
         table.kem.clear()
         table.verified.clear()
         table.encaps.clear()
-        self.relay_verified.clear()
         self._kept.clear()
         self._asked.clear()
         proc, self._proc = self._proc, None
@@ -248,7 +215,6 @@ class AheadWorker:
             "dropped": self.dropped,
             "taken": table.hits,
             "computed": table.misses,
-            "relay_left": relay_left,
         }
 
 

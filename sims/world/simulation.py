@@ -49,14 +49,12 @@ from relaysim.relay import wire
 from relaysim.relay.compliance import ComplianceDesk, Disclosure, LegalProcess
 from relaysim.relay.core import ConnectionContext, Push, RelayCore, Reply, Tap
 from relaysim.relay.custody import ContentKey
-from relaysim.relay.identity import use_verified_ahead
 from relaysim.relay.metadata import MetadataRecord, RecordKind
 from relaysim.relay.store import Store
-from relaysim.relay.wire import auth_message, kem_prekey_message, signed_prekey_message
 from relaysim.sims.access import ExceptionalReport, Interventions
 from relaysim.sims.scenario import SIM_EPOCH, DeviceSpec, Scenario, TimelineEvent, VerifySafetyNumber
 from relaysim.sims.scoring import GroundTruth, TrueControl, TrueMessage
-from relaysim.sims.world.ahead import RELAY_VERIFY, AheadWorker
+from relaysim.sims.world.ahead import AheadWorker
 from relaysim.sims.world.engine import Scheduler
 from relaysim.sims.world.groups import GroupDirector, group_distribution_id
 from relaysim.sims.world.network import Network
@@ -867,11 +865,8 @@ class Simulation:
         if link is None:
             return
         data = wire.encode(frame)
-        if self._ahead is not None:
-            if cls is wire.Send:
-                self._ask_ahead(d, cast(wire.Send, frame))
-            elif cls is wire.Register or cls is wire.Authenticate:
-                self._ask_relay_ahead(owner, frame)
+        if self._ahead is not None and cls is wire.Send:
+            self._ask_ahead(d, cast(wire.Send, frame))
         if self.transcribing and isinstance(
             frame, wire.GetKeyLogHead | wire.GetKeyLogEntries | wire.GetKeyLogConsistency
         ):
@@ -921,22 +916,6 @@ class Simulation:
             )
         self._ahead.ask(jobs)
 
-    def _ask_relay_ahead(self, d: SimDevice, frame: wire.Request) -> None:
-        """Ask the worker now for the relay's checks of the signatures in ``frame`` (a registration's
-        prekey signatures, a login's signature of its challenge), by the relay's own function
-        (``relay.identity.xeddsa_verify``); the relay takes a good answer held under the whole input."""
-        assert self._ahead is not None
-        if type(frame) is wire.Register:
-            ik = frame.identity_key
-            signed = [(signed_prekey_message(frame.signed_prekey.public), frame.signed_prekey.signature)]
-            lr = frame.last_resort_kem_prekey
-            signed.append((kem_prekey_message(lr.public), lr.signature))
-            signed += [(kem_prekey_message(k.public), k.signature) for k in frame.kem_prekeys]
-            self._ahead.ask([(RELAY_VERIFY, ik, m, sig) for m, sig in signed])
-        elif type(frame) is wire.Authenticate:
-            message = auth_message(frame.nonce, d.spec.person, d.spec.index)
-            self._ahead.ask([(RELAY_VERIFY, d.agent.device.identity_key, message, frame.signature)])
-
     def _ask_bundle_ahead(self, d: SimDevice, frame: wire.Bundle) -> None:
         """Ask the worker now for what phone ``d`` will compute when ``frame`` reaches it and it
         starts its sessions (``DeviceAgent.bundle_exchanges_ahead``)."""
@@ -955,8 +934,6 @@ class Simulation:
         if self.frames_to_relay is not None:
             self.frames_to_relay.append(data)
         frame = _relay_reads(data)
-        if self._ahead is not None and (type(frame) is wire.Register or type(frame) is wire.Authenticate):
-            self._ahead.refill()  # (the relay's checks answered ahead: taken in before it looks)
         outputs = self.relay.handle(link.ctx, frame)
         cls = type(frame)  # decoded: always one of wire's own classes
         if cls is wire.GroupSend and isinstance(ref, int):  # server-side fan-out
@@ -1626,7 +1603,6 @@ class Simulation:
             if self.exchanges_ahead:
                 self._ahead = AheadWorker(wait=self._ahead_wait)
                 previous = use_ahead(self._ahead.table)
-                use_verified_ahead(self._ahead.relay_verified)
             return self._run()
         finally:
             if enabled:
@@ -1634,7 +1610,6 @@ class Simulation:
             self._close_premade()
             if self._ahead is not None:
                 use_ahead(previous)
-                use_verified_ahead(None)
                 self.ahead_stats = self._ahead.close()
                 self._ahead = None
 

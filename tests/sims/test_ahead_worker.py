@@ -57,7 +57,6 @@ def test_a_run_with_exchanges_ahead_is_byte_identical_to_one_without(tmp_path: P
     assert stats0 == {} and stats["asked"] > 0 and stats["dropped"] == 0
     # every answer was back in time, and most were taken (a guess can be wrong: another draw first)
     assert stats["answered"] > 0 and stats["taken"] >= 0.5 * stats["answered"]
-    assert stats["relay_left"] == 0  # the relay's checks of registrations and logins: all taken
     assert frames == frames0 and delivered == delivered0 and sum(map(len, delivered)) == len(delivered) > 0
     assert (tmp_path / "0.db").read_bytes() == (tmp_path / "1.db").read_bytes()
 
