@@ -407,3 +407,26 @@ target = "amira"
 to = "14m"
 name = "pen-register-amira"
 """
+
+
+def run_with_and_without(
+    scenario: Any, tmp_path: Any, with_cls: type, without_cls: type, option: str, stats: str
+) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """A scenario run twice on compact key streams, with the simulation option ``option`` on (as
+    ``with_cls``) and off (``without_cls``): each run's frames to the relay, deliveries and the
+    option's ``stats`` attribute, for tests that an option changes no byte (its relay.db files are
+    ``tmp_path / "0.db"`` and ``"1.db"``)."""
+    runs = []
+    for i, (cls, on) in enumerate(((with_cls, True), (without_cls, False))):
+        sim = cls(
+            scenario,
+            db_path=str(tmp_path / f"{i}.db"),
+            capture_frames=True,
+            compact_device_rng=True,
+            **{option: on},
+        )
+        result = sim.run()
+        runs.append(
+            (result.frames_to_relay, [dict(m.delivered) for m in result.messages], getattr(sim, stats))
+        )
+    return runs[0], runs[1]

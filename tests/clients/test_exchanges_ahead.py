@@ -51,6 +51,16 @@ def _recorded(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[object, ..
         yield made
 
 
+@contextmanager
+def _installed(table: Ahead) -> Iterator[None]:
+    """``table`` installed for the calls inside (``use_ahead``), the one before it put back."""
+    previous = use_ahead(table)
+    try:
+        yield
+    finally:
+        assert use_ahead(previous) is table
+
+
 def _pair(seed: int) -> tuple[Device, Device, KeyStream]:
     streams = KeyStream(bytes([seed]) * 32), KeyStream(bytes([seed + 1]) * 32)
     ana = Device("ana", 1, rng=streams[0].randbytes, pq=True, deterministic=True)
@@ -114,11 +124,8 @@ def test_answers_held_ahead_are_taken_and_give_the_same_bytes() -> None:
             table.base[job[1]] = answer
         else:
             table.kem[(job[1], job[2])] = answer
-    previous = use_ahead(table)
-    try:
+    with _installed(table):
         assert ben.decrypt(ANA, first) == b"hello"
-    finally:
-        assert use_ahead(previous) is table
     assert twin_ben.decrypt(ANA, twin_first) == b"hello"
     assert table.hits == len(jobs) and not (table.dh or table.base or table.kem)
     assert ben.encrypt(ANA, b"reply") == twin_ben.encrypt(ANA, b"reply")  # the same state after
@@ -130,11 +137,8 @@ def test_a_table_holds_only_what_it_was_given() -> None:
     wrong = Ahead()
     # an answer under some other input (a guess that was wrong) is never used
     wrong.dh[(bytes(32), bytes(32))] = bytes(32)
-    previous = use_ahead(wrong)
-    try:
+    with _installed(wrong):
         assert ben.decrypt(ANA, first) == b"hello"
-    finally:
-        use_ahead(previous)
     assert wrong.hits == 0 and wrong.misses > 0 and len(wrong.dh) == 1
 
 
@@ -216,11 +220,8 @@ def test_the_steps_listed_for_a_new_session_are_those_starting_it_makes(
     twin.generate_prekeys(4, 0)
     jobs, _ = twin.session_exchanges_ahead(bundle, twin.rng.__self__.peek)  # type: ignore[attr-defined]
     table = _held(jobs)
-    previous = use_ahead(table)
-    try:
+    with _installed(table):
         twin.start_session(BEN, bundle)
-    finally:
-        use_ahead(previous)
     assert table.hits == len(jobs) and not (table.dh or table.base or table.verified or table.encaps)
     # Ben reads the first message made with the worker's encapsulation
     assert ben.decrypt(ANA, twin.encrypt(BEN, b"hello")) == b"hello"
@@ -238,11 +239,8 @@ def test_with_a_deterministic_encapsulation_its_randomness_is_the_draw_between_t
     jobs, draws = with_table.session_exchanges_ahead(bundle, with_table.rng.__self__.peek)  # type: ignore[attr-defined]
     assert draws == 3 and [j[0] for j in jobs].count(AHEAD_ENCAPS) == 1
     table = _held(jobs)
-    previous = use_ahead(table)
-    try:
+    with _installed(table):
         with_table.start_session(BEN, bundle)
-    finally:
-        use_ahead(previous)
     without.start_session(BEN, bundle)
     assert table.hits == len(jobs) and table.misses == 0
     assert with_table.encrypt(BEN, b"hello") == without.encrypt(BEN, b"hello")  # byte for byte

@@ -12,6 +12,7 @@ from relaysim.clients.ahead import AHEAD_BASE, AHEAD_DH, compute_ahead
 from relaysim.sims.bench.sim import scale_scenario
 from relaysim.sims.world.ahead import AheadWorker
 from relaysim.sims.world.simulation import Simulation
+from tests.helpers import run_with_and_without
 
 
 def test_the_worker_answers_in_order_and_says_what_it_cost() -> None:
@@ -41,19 +42,9 @@ class _Waiting(Simulation):
 
 
 def test_a_run_with_exchanges_ahead_is_byte_identical_to_one_without(tmp_path: Path) -> None:
-    scenario = scale_scenario(12, 80, 7)
-    runs = []
-    for i, cls in enumerate((_Waiting, Simulation)):
-        sim = cls(
-            scenario,
-            db_path=str(tmp_path / f"{i}.db"),
-            capture_frames=True,
-            compact_device_rng=True,
-            exchanges_ahead=cls is _Waiting,
-        )
-        result = sim.run()
-        runs.append((result.frames_to_relay, [dict(m.delivered) for m in result.messages], sim.ahead_stats))
-    (frames, delivered, stats), (frames0, delivered0, stats0) = runs
+    (frames, delivered, stats), (frames0, delivered0, stats0) = run_with_and_without(
+        scale_scenario(12, 80, 7), tmp_path, _Waiting, Simulation, "exchanges_ahead", "ahead_stats"
+    )
     assert stats0 == {} and stats["asked"] > 0 and stats["dropped"] == 0
     # every answer was back in time, and most were taken (a guess can be wrong: another draw first)
     assert stats["answered"] > 0 and stats["taken"] >= 0.5 * stats["answered"]

@@ -14,6 +14,7 @@ from relaysim.sims.bench.sim import scale_scenario
 from relaysim.sims.world.premade import SKIP_AHEAD, PremadeSource, premade_keys
 from relaysim.sims.world.simulation import SIM_KEM_PREKEY_BATCH, SIM_PREKEY_BATCH, Simulation
 from relaysim.sims.world.util import KeyStream
+from tests.helpers import run_with_and_without
 
 SEED = bytes(range(32))
 
@@ -95,19 +96,9 @@ class _Waiting(Simulation):
 
 
 def test_a_run_with_premade_keys_is_byte_identical_to_one_without(tmp_path: Path) -> None:
-    scenario = scale_scenario(12, 60, 7)
-    runs = []
-    for i, cls in enumerate((_Waiting, Simulation)):
-        sim = cls(
-            scenario,
-            db_path=str(tmp_path / f"{i}.db"),
-            capture_frames=True,
-            compact_device_rng=True,
-            premade_keys=cls is _Waiting,
-        )
-        result = sim.run()
-        runs.append((result.frames_to_relay, [dict(m.delivered) for m in result.messages], sim.premade_stats))
-    (frames, delivered, stats), (frames0, delivered0, _) = runs
+    (frames, delivered, stats), (frames0, delivered0, _) = run_with_and_without(
+        scale_scenario(12, 60, 7), tmp_path, _Waiting, Simulation, "premade_keys", "premade_stats"
+    )
     # each phone: its signed and one-time X25519 prekeys, its ML-KEM prekeys and a signature of each
     per_phone = 1 + SIM_PREKEY_BATCH + 2 * (SIM_KEM_PREKEY_BATCH + 1) + 1
     assert (
