@@ -1,4 +1,4 @@
-"""A receiving phone's costliest steps computed on the second core while its message travels.
+"""A phone's costliest steps computed on the second core while the message (or bundle) it will read travels.
 
 A message's sender knows, when it sends, what the recipient's phone will compute to read it: the
 Double Ratchet's DH ratchet step when the header carries a new ratchet key (two X25519 exchanges
@@ -156,7 +156,8 @@ class AheadWorker:
         table, kept, pending = self.table, self._kept, self.table.pending
         for answers in batches:
             jobs = self._asked.popleft()
-            assert isinstance(answers, list)
+            if not isinstance(answers, list) or len(answers) != len(jobs):
+                answers = [None] * len(jobs)  # (not the worker's answers: none taken, each computed here)
             for job, answer in zip(jobs, answers, strict=True):
                 kind, key = job[0], _key(job)
                 where: dict[Any, bytes] = (

@@ -305,8 +305,10 @@ class Simulation:
         for each session (~0.11 ms); the same bytes, less CPU time.
         ``exchanges_ahead=True`` (with ``compact_device_rng``): when a phone sends, a worker process
         computes on the other core the X25519 exchanges, key pair and ML-KEM decapsulation the
-        recipient's phone will make to read it (``sims.world.ahead``); the same bytes either way,
-        only the main process's CPU time changes."""
+        recipient's phone will make to read it, and when the relay answers a bundle fetch, the
+        signature checks, exchanges, key pairs and encapsulation the phone will make to start its
+        sessions (``sims.world.ahead``); the same bytes either way (an OpenSSL encapsulation's
+        randomness is then the worker's), only the main process's CPU time changes."""
         if premade_keys and not compact_device_rng:
             raise ValueError(
                 "Simulation(premade_keys=True) needs compact_device_rng=True: the worker replays each "
