@@ -234,8 +234,8 @@ def x25519_pair_from_private(private: bytes) -> X25519Pair:
 
 # --- results computed ahead, elsewhere (a simulation's second core) ----------------------------
 
-# Job kinds for ``clients.ahead.compute_ahead``: X25519(k, u); the public key of k; ML-KEM-1024 decapsulation;
-# an XEdDSA signature's check (``_xeddsa.xeddsa_verify``); ML-KEM-1024 encapsulation.
+# Job kinds for ``clients.ahead.compute_ahead``: X25519(k, u); the public key of k; ML-KEM-1024
+# decapsulation; an XEdDSA signature's check (``_xeddsa.xeddsa_verify``); ML-KEM-1024 encapsulation.
 AHEAD_DH = 0
 AHEAD_BASE = 1
 AHEAD_KEM = 2
@@ -250,15 +250,17 @@ class Ahead:
     key), ``x25519_pair_from_private``'s public key under the private key, ``mlkem_decapsulate``
     under (seed, ciphertext), ``_xeddsa.xeddsa_verify_each``'s answer for a good signature under
     (public key, message, signature), and ``mlkem_encapsulate``'s under (public key, m) — with m
-    None, an encapsulation with fresh randomness from the other process's OpenSSL, as random as
-    one made here, and like every answer taken once. A call whose input is held returns the held answer (and
-    forgets it); any other computes as always. So every answer is the same bytes with or without it: only where
-    it is computed changes. A refusal (an all-zero X25519 output, a bad ciphertext) is never held:
-    the caller computes it and refuses it itself.
+    None, an encapsulation with fresh randomness from the other process's OpenSSL, as random as one
+    made here. A call whose input is held returns the held answer and forgets it (each is taken
+    once); any other computes as always. So every answer is the same with or without it: only where
+    it is computed changes. A refusal (an all-zero X25519 output, a bad ciphertext, a forged
+    signature) is never held: the caller computes it and refuses it itself.
 
     ``refill`` (its owner's) is called once on a miss whose input is ``pending`` (asked for, its
-    answer still to come), to take in what has come since. Installed for a run with ``use_ahead``; None (the default) costs
-    each of those calls one test."""
+    answer still to come), to take in what has come since. Installed for a run with ``use_ahead``;
+    None (the default) costs each of those calls one test. A simulation's hook: nothing else
+    installs one.
+    """
 
     __slots__ = ("base", "dh", "encaps", "hits", "kem", "misses", "pending", "refill", "verified")
 

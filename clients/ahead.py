@@ -4,9 +4,10 @@
 ``Device.exchanges_ahead`` lists, as jobs, what decrypting a message would compute, and
 ``Device.session_exchanges_ahead`` what starting a session from a bundle would;
 ``compute_ahead`` answers jobs (in the worker); ``Ahead`` holds the answers under each function's
-whole input and ``use_ahead`` installs it, so that ``X25519Pair.dh``, ``x25519_pair_from_private``,
-``mlkem_decapsulate``, ``mlkem_encapsulate`` and ``_xeddsa.xeddsa_verify_each`` take a held answer instead of computing
-it: the same answers either way.
+whole input and ``use_ahead`` installs it, so that ``X25519Pair.dh``,
+``x25519_pair_from_private``, ``mlkem_decapsulate``, ``mlkem_encapsulate`` and
+``_xeddsa.xeddsa_verify_each`` take a held answer instead of computing it: the same answers either
+way.
 """
 
 from __future__ import annotations

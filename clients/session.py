@@ -367,8 +367,9 @@ class Device:
         while the message travels: for a prekey message, X3DH's four DHs on Bob's side (§3.3) and
         PQXDH's decapsulation; for any message, the DH ratchet step's two DHs and the new pair's
         public key (``DoubleRatchet.exchanges_ahead``; ``peek(n)``: the n bytes the device's RNG will
-        give next, without drawing them, if the caller can tell). A guess from the state now: it decrypts nothing,
-        changes nothing, raises nothing, and a wrong one only costs the worker's time."""
+        give next, without drawing them, if the caller can tell). A guess from the state now: it
+        decrypts nothing, changes nothing, raises nothing, and a wrong one only costs the worker's
+        time."""
         try:
             if ciphertext and ciphertext[0] == _escrow.ESCROW_TAG:
                 ciphertext = _escrow.strip(ciphertext)
