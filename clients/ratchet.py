@@ -322,7 +322,7 @@ class DoubleRatchet:
     # --- RatchetDecrypt -------------------------------------------------------------------
 
     def exchanges_ahead(self, message: bytes, peek: Callable[[int], bytes] | None) -> list[tuple[Any, ...]]:
-        """What ``decrypt(message)`` would hand to ``_primitives.compute_ahead`` if it ran now: the
+        """What ``decrypt(message)`` would hand to ``clients.ahead.compute_ahead`` if it ran now: the
         two DH outputs of a DH ratchet step (§3.5 DHRatchet) when the header names a new ratchet
         key — DH(DHs, key) and, if ``peek(32)`` gives the 32 bytes GENERATE_DH() will draw, the
         new pair's public key and DH(new, key) — else nothing. A guess, for a worker to compute ahead:

@@ -363,7 +363,7 @@ class Device:
         self, peer: PeerAddress, ciphertext: bytes, peek: Callable[[int], bytes] | None = None
     ) -> list[tuple[Any, ...]]:
         """The costliest steps ``decrypt(peer, ciphertext)`` would take if it ran now, as jobs for
-        ``_primitives.compute_ahead``, so that a simulation's worker can compute them on another core
+        ``clients.ahead.compute_ahead``, so that a simulation's worker can compute them on another core
         while the message travels: for a prekey message, X3DH's four DHs on Bob's side (§3.3) and
         PQXDH's decapsulation; for any message, the DH ratchet step's two DHs and the new pair's
         public key (``DoubleRatchet.exchanges_ahead``; ``peek(n)``: the n bytes the device's RNG will
@@ -412,7 +412,7 @@ class Device:
     ) -> tuple[list[tuple[Any, ...]], int]:
         """The costliest steps ``start_session(peer, bundle)`` would take if it ran now (X3DH §3.3 on
         Alice's side, PQXDH's encapsulation, the Double Ratchet's first DH), as jobs for
-        ``_primitives.compute_ahead``, and how many draws of the device's RNG it makes: the bundle's
+        ``clients.ahead.compute_ahead``, and how many draws of the device's RNG it makes: the bundle's
         signature checks, DH(IK_A, SPK_B), PQXDH's encapsulation, and — given ``peek(n, k)``, the n
         bytes of the RNG's k-th draw from now, ``first`` the first of this session's — the key pairs
         for EK_A and the ratchet and the DHs with them. A guess, like ``exchanges_ahead``: it

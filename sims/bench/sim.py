@@ -712,7 +712,7 @@ def scale_child(
                 kem_prekey_batch=SCALE_KEM_PREKEY_BATCH,
                 premade_keys=True,  # registration keys made on the other core: see SCALE_PREMADE_NOTE
                 kem_key_cache=SCALE_KEM_KEY_CACHE,  # see SCALE_KEM_CACHE_NOTE
-                exchanges_ahead=True,  # the recipients' exchanges on the other core: see SCALE_AHEAD_NOTE
+                exchanges_ahead=True,  # the phones' exchanges ahead on the other core: see SCALE_AHEAD_NOTE
             )
             phases["build_devices"] = time.perf_counter() - t
             run_started = time.perf_counter()

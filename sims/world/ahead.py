@@ -107,7 +107,7 @@ class AheadWorker:
         self.dropped = 0  # questions not sent: the worker was too far behind
 
     def ask(self, jobs: list[tuple[Any, ...]]) -> None:
-        """Send ``jobs`` (``_p.compute_ahead``'s) to the worker, unless it is too far behind."""
+        """Send ``jobs`` (``clients.ahead.compute_ahead``'s) to the worker, unless it is too far behind."""
         if not jobs or self._to < 0:
             return
         if len(self._unsent) > MAX_UNSENT:
