@@ -275,6 +275,30 @@ class Ahead:
         self.hits = 0
         self.misses = 0
 
+    @staticmethod
+    def key(job: tuple[Any, ...]) -> Any:
+        """The input a job's answer is held under: the job without its kind (a key pair's public
+        key: the private key alone)."""
+        return job[1] if job[0] == AHEAD_BASE else job[1:]
+
+    def hold(self, job: tuple[Any, ...], answer: bytes) -> tuple[dict[Any, bytes], Any]:
+        """Hold ``answer`` to ``job`` (``clients.ahead.compute_ahead``'s) under its input; where it is held."""
+        kind = job[0]
+        table = (
+            self.dh
+            if kind == AHEAD_DH
+            else self.base
+            if kind == AHEAD_BASE
+            else self.kem
+            if kind == AHEAD_KEM
+            else self.verified
+            if kind == AHEAD_VERIFY
+            else self.encaps
+        )
+        key = self.key(job)
+        table[key] = answer
+        return table, key
+
     def take(self, table: dict[Any, bytes], key: Any) -> bytes | None:
         out = table.pop(key, None)
         if out is None and key in self.pending and self.refill is not None:

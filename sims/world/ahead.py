@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import signal
 import subprocess
 import time
@@ -37,14 +36,13 @@ from collections import deque
 from typing import Any
 
 from relaysim.clients import ahead as _p
-from relaysim.sims.world.premade import PIPE_SIZE, Frames, send_frame, start_worker, stop_worker
+from relaysim.sims.world.premade import PIPE_SIZE, Frames, frame, send_frame, start_worker, stop_worker
 
 __all__ = ["AheadWorker"]
 
 MAX_UNSENT = 1 << 20  # bytes of questions waiting for room in the pipe; past it, questions are dropped
 SPIN = 0.005  # seconds the worker polls for questions after the last one before it sleeps
 KEEP = 1 << 16  # answers held, newest first: older ones not taken by then are forgotten
-_HEADER = 4  # a frame's length prefix, as sims.world.premade writes it
 
 
 def _serve() -> None:
@@ -72,11 +70,6 @@ def _serve() -> None:
             busy = time.monotonic()
     except (BrokenPipeError, ConnectionResetError):
         pass  # the simulation has ended (or no longer reads)
-
-
-def _key(job: tuple[Any, ...]) -> Any:
-    """The input an answer is held under (``clients.ahead.Ahead``): the job without its kind."""
-    return job[1] if job[0] == _p.AHEAD_BASE else job[1:]
 
 
 class AheadWorker:
@@ -113,13 +106,11 @@ class AheadWorker:
         if len(self._unsent) > MAX_UNSENT:
             self.dropped += len(jobs)
             return
-        data = pickle.dumps(jobs, protocol=pickle.HIGHEST_PROTOCOL)
-        self._unsent += len(data).to_bytes(_HEADER, "big")
-        self._unsent += data
+        self._unsent += frame(jobs)
         self._asked.append(jobs)
-        pending = self.table.pending
+        pending, key_of = self.table.pending, self.table.key
         for job in jobs:
-            key = _key(job)
+            key = key_of(job)
             pending[key] = pending.get(key, 0) + 1
         self.asked += len(jobs)
         self._write()
@@ -159,24 +150,13 @@ class AheadWorker:
             if not isinstance(answers, list) or len(answers) != len(jobs):
                 answers = [None] * len(jobs)  # (not the worker's answers: none taken, each computed here)
             for job, answer in zip(jobs, answers, strict=True):
-                kind, key = job[0], _key(job)
-                where: dict[Any, bytes] = (
-                    table.dh
-                    if kind == _p.AHEAD_DH
-                    else table.base
-                    if kind == _p.AHEAD_BASE
-                    else table.kem
-                    if kind == _p.AHEAD_KEM
-                    else table.verified
-                    if kind == _p.AHEAD_VERIFY
-                    else table.encaps
-                )
+                key = table.key(job)
                 left = pending.pop(key, 1) - 1
                 if left > 0:
                     pending[key] = left
                 if answer is None:
                     continue
-                where[key] = answer
+                where, key = table.hold(job, answer)
                 kept.append((where, key))
                 self.answered += 1
         while len(kept) > KEEP:

@@ -43,7 +43,7 @@ from relaysim.clients.keys import PremadeKeys
 from relaysim.clients.session import Device
 from relaysim.sims.world.util import KeyStream
 
-__all__ = ["PremadeSource", "premade_keys", "start_worker", "stop_worker"]
+__all__ = ["PremadeSource", "frame", "premade_keys", "send_frame", "start_worker", "stop_worker"]
 
 BATCH = 16  # phones per message from the worker
 SKIP_AHEAD = 64  # phones a worker that fell behind skips past the one that asked in vain
@@ -55,10 +55,15 @@ _HEADER = 4  # each frame on that pipe: its length (4 bytes, big-endian), then a
 Job = tuple[str, str, int, bytes]
 
 
-def send_frame(fd: int, obj: object) -> None:
-    """Write ``obj`` as one frame (length, pickle) to the blocking file descriptor ``fd``."""
+def frame(obj: object) -> bytes:
+    """``obj`` as one frame: its pickle's length (4 bytes, big-endian), then the pickle."""
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    view = memoryview(len(data).to_bytes(_HEADER, "big") + data)
+    return len(data).to_bytes(_HEADER, "big") + data
+
+
+def send_frame(fd: int, obj: object) -> None:
+    """Write ``obj`` as one frame to the blocking file descriptor ``fd``."""
+    view = memoryview(frame(obj))
     while view:
         view = view[os.write(fd, view) :]
 

@@ -991,7 +991,7 @@ class Simulation:
             if type(o) is Reply:
                 link = links.get(o.connection)
                 if link is not None:
-                    if type(o.frame) is wire.Bundle and self._ahead is not None:
+                    if self._ahead is not None and type(o.frame) is wire.Bundle:
                         self._ask_bundle_ahead(owner or link.device, o.frame)
                     self._to_device(owner or link.device, link, o.frame, push=False)
             elif type(o) is Push:

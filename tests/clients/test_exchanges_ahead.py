@@ -115,15 +115,7 @@ def test_answers_held_ahead_are_taken_and_give_the_same_bytes() -> None:
     first, twin_first = ana.encrypt(BEN, b"hello"), twin_ana.encrypt(BEN, b"hello")
     assert first == twin_first
     jobs = ben.exchanges_ahead(ANA, first, ben_stream.peek)
-    table = Ahead()
-    for job, answer in zip(jobs, compute_ahead(jobs), strict=True):
-        assert answer is not None
-        if job[0] == AHEAD_DH:
-            table.dh[(job[1], job[2])] = answer
-        elif job[0] == AHEAD_BASE:
-            table.base[job[1]] = answer
-        else:
-            table.kem[(job[1], job[2])] = answer
+    table = _held(jobs)
     with _installed(table):
         assert ben.decrypt(ANA, first) == b"hello"
     assert twin_ben.decrypt(ANA, twin_first) == b"hello"
@@ -173,14 +165,7 @@ def _held(jobs: list[tuple[object, ...]]) -> Ahead:
     table = Ahead()
     for job, answer in zip(jobs, compute_ahead(jobs), strict=True):
         assert answer is not None
-        where = {
-            AHEAD_DH: table.dh,
-            AHEAD_BASE: table.base,
-            AHEAD_KEM: table.kem,
-            AHEAD_VERIFY: table.verified,
-            AHEAD_ENCAPS: table.encaps,
-        }[job[0]]  # type: ignore[index]
-        where[job[1] if job[0] == AHEAD_BASE else job[1:]] = answer  # type: ignore[index]
+        table.hold(job, answer)
     return table
 
 
