@@ -1597,7 +1597,11 @@ class Simulation:
         # allocations and what was alive frozen (gc.freeze) after each 1 % step, the collector still
         # took 53 s of 811 s CPU (~1,250 young collections of ~25 ms); every 200,000, 28 s; off,
         # 4 s (all of it before the run), the peak RSS the same (3,221 and 3,219 MiB). What cycles a
-        # run makes are collected after it.
+        # run makes are collected after it, with the oldest generation: turned back on as it was,
+        # the collector would take everything made during the run for young objects and walk it
+        # all at the next allocation (10 s of the same run's 650, in whatever ran next, 2026-12-02),
+        # so it first moves them to the oldest generation, where a run with the collector on would
+        # have put them (gc.freeze then gc.unfreeze: two list splices, no walk).
         enabled = gc.isenabled()
         gc.disable()
         previous = None
@@ -1608,6 +1612,8 @@ class Simulation:
             return self._run()
         finally:
             if enabled:
+                gc.freeze()
+                gc.unfreeze()
                 gc.enable()
             self._close_premade()
             if self._ahead is not None:
