@@ -281,10 +281,9 @@ class Ahead:
         key: the private key alone)."""
         return job[1] if job[0] == AHEAD_BASE else job[1:]
 
-    def hold(self, job: tuple[Any, ...], answer: bytes) -> tuple[dict[Any, bytes], Any]:
-        """Hold ``answer`` to ``job`` (``clients.ahead.compute_ahead``'s) under its input; where it is held."""
-        kind = job[0]
-        table = (
+    def table(self, kind: str) -> dict[Any, bytes]:
+        """Where the answers of a job of ``kind`` are held."""
+        return (
             self.dh
             if kind == AHEAD_DH
             else self.base
@@ -295,9 +294,18 @@ class Ahead:
             if kind == AHEAD_VERIFY
             else self.encaps
         )
+
+    def hold(self, job: tuple[Any, ...], answer: bytes) -> tuple[dict[Any, bytes], Any]:
+        """Hold ``answer`` to ``job`` (``clients.ahead.compute_ahead``'s) under its input; where it is held."""
+        table = self.table(job[0])
         key = self.key(job)
         table[key] = answer
         return table, key
+
+    def known(self, job: tuple[Any, ...]) -> bool:
+        """Whether ``job``'s answer is held, or asked for and still to come."""
+        key = self.key(job)
+        return key in self.pending or key in self.table(job[0])
 
     def take(self, table: dict[Any, bytes], key: Any) -> bytes | None:
         out = table.pop(key, None)

@@ -1101,7 +1101,8 @@ SCALE_PREMADE_NOTE: Final = (
 SCALE_AHEAD_NOTE: Final = (
     "when a phone sends, a worker process computes on the other core the X25519 exchanges, key pair and "
     "ML-KEM decapsulation the recipient's phone will make to read it, and when the relay answers a bundle "
-    "fetch, the signature checks, exchanges, key pairs and encapsulation the phone will make to start the "
+    "fetch (most of it already when the message that will start the session is a few planned messages "
+    "away), the signature checks, exchanges, key pairs and encapsulation the phone will make to start the "
     "session (Simulation(exchanges_ahead=True), sims.world.ahead); a phone takes an answer only under its "
     "function's whole input, once, and computes the rest itself: the same bytes (an encapsulation's "
     "randomness, OpenSSL's here, is then the worker's)"

@@ -11,7 +11,9 @@ bundle fetch, what the phone will compute as it starts its sessions: the bundle'
 signature checks, X3DH's four exchanges on Alice's side and the ratchet's first, its two new key
 pairs and PQXDH's encapsulation (``DeviceAgent.bundle_exchanges_ahead``; an encapsulation made
 with OpenSSL's randomness, as a scale run makes them, is made with the worker's: as random, and
-taken once). A worker process (a fresh interpreter,
+taken once). Most of those are asked earlier still, ``SESSION_LOOKAHEAD`` planned messages before
+the one that starts the session (``Simulation._ask_session_ahead``), from the keys the recipient's
+phone publishes: asked only when the bundle comes, they came back too late. A worker process (a fresh interpreter,
 ``python -m relaysim.sims.world.ahead``) computes them with the same functions
 (``clients.ahead.compute_ahead``) while the message crosses the simulated network, and the
 answers wait in ``clients.ahead.Ahead`` under each function's whole input. The phone then
@@ -99,8 +101,12 @@ class AheadWorker:
         self.answered = 0  # answers taken in
         self.dropped = 0  # questions not sent: the worker was too far behind
 
-    def ask(self, jobs: list[tuple[Any, ...]]) -> None:
-        """Send ``jobs`` (``clients.ahead.compute_ahead``'s) to the worker, unless it is too far behind."""
+    def ask(self, jobs: list[tuple[Any, ...]], *, new_only: bool = False) -> None:
+        """Send ``jobs`` (``clients.ahead.compute_ahead``'s) to the worker, unless it is too far behind.
+        ``new_only``: not those whose answers are held or still to come (asked already)."""
+        if new_only:
+            known = self.table.known
+            jobs = [job for job in jobs if not known(job)]
         if not jobs or self._to < 0:
             return
         if len(self._unsent) > MAX_UNSENT:

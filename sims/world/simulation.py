@@ -41,6 +41,7 @@ from typing import Any, Final, cast, overload
 
 from relaysim.clients import agent as A
 from relaysim.clients.ahead import use_ahead
+from relaysim.clients.errors import UsageError
 from relaysim.clients.escrow import EscrowPublicKey
 from relaysim.clients.fingerprint import safety_number
 from relaysim.clients.keys import DecapsulationKeys, PreKeySecrets
@@ -84,6 +85,9 @@ REDELIVERY_DELAY = 30.0  # a lost push is fetched again this long after (the app
 TranscriptSink = Callable[[dict[str, Any]], None]
 GROUP_SEND_LOST = "*"  # in _group_parts_lost: a group_send (server-side fan-out) the network lost
 GROUP_WAIT = 5.0  # seconds a group message waits, and waits again, for its group to exist at the relay
+# With exchanges_ahead: how many planned messages ahead the worker is asked for what a session a
+# message will start can be computed from (Simulation._ask_session_ahead).
+SESSION_LOOKAHEAD = 256
 _CARRY_ENVELOPES = frozenset((wire.Send, wire.SealedSend, wire.GroupSend))  # the frames the network may lose
 _SENDS = (wire.Send, wire.SealedSend)
 
@@ -331,6 +335,7 @@ class Simulation:
             )
         self.exchanges_ahead = exchanges_ahead
         self._ahead: AheadWorker | None = None
+        self._plan: list[PlannedMessage] = []  # the planned messages, in time order (_schedule)
         self.ahead_stats: dict[str, float] = {}  # the exchanges' worker: CPU time and counts, after the run
         self.kem_keys = (
             DecapsulationKeys(2 * kem_key_cache) if kem_key_cache else None
@@ -568,6 +573,7 @@ class Simulation:
         # (as timeline.schedule_messages would, one event per message, but handed to the heap one at a
         # time: the plan is in time order, and at scale the scheduled copies were a quarter of a GB)
         self.sched.stream(plan, _planned_at, self._app_send)
+        self._plan = plan  # (for _ask_session_ahead: plan[i] has id i + 1)
         self._schedule_groups(len(plan), device_names)
         self._transcribe_traits()
 
@@ -920,12 +926,47 @@ class Simulation:
 
     def _ask_bundle_ahead(self, d: SimDevice, frame: wire.Bundle) -> None:
         """Ask the worker now for what phone ``d`` will compute when ``frame`` reaches it and it
-        starts its sessions (``DeviceAgent.bundle_exchanges_ahead``)."""
+        starts its sessions (``DeviceAgent.bundle_exchanges_ahead``), but what was asked already
+        (``_ask_session_ahead``)."""
         assert self._ahead is not None
         stream = getattr(d.agent.device.rng, "__self__", None)  # the phone's KeyStream (compact_device_rng)
         self._ahead.ask(
-            d.agent.bundle_exchanges_ahead(frame, stream.peek if type(stream) is KeyStream else None)
+            d.agent.bundle_exchanges_ahead(frame, stream.peek if type(stream) is KeyStream else None),
+            new_only=True,
         )
+
+    def _ask_session_ahead(self, m: PlannedMessage) -> None:
+        """Ask the worker now, SESSION_LOOKAHEAD planned messages before ``m`` is written, for what
+        the sessions it will start (if its sender has none with the recipient's phones) will
+        compute (``Device.session_exchanges_ahead``): the bundle's two signature checks, X3DH's
+        exchanges on Alice's side but the one with the one-time prekey, PQXDH's encapsulation, the
+        ratchet's first key pair and exchange, from the keys the recipient's phones publish
+        (``PreKeySecrets.bundle``) and the sender's next draws as if it drew nothing before then.
+        Asked only when the relay's bundle comes (``_ask_bundle_ahead``, which then asks only what
+        was not asked here), most came back too late: a phone starts its session the moment the
+        bundle reaches it. A guess: a session made by then, a draw in between or keys changed
+        since leave answers nobody takes."""
+        assert self._ahead is not None
+        d = self.by_address.get((m.sender, 1))
+        if d is None or d.agent.content_key is not None:
+            return
+        device = d.agent.device
+        stream = getattr(device.rng, "__self__", None)  # the phone's KeyStream (compact_device_rng)
+        peek = stream.peek if type(stream) is KeyStream else None
+        jobs: list[tuple[Any, ...]] = []
+        index = draw = 0
+        while (r := self.by_address.get((m.recipient, index + 1))) is not None:
+            index += 1
+            if not r.registered or device.has_session(PeerAddress(m.recipient, r.spec.index)):
+                continue
+            try:
+                bundle = r.agent.device.secrets.bundle(one_time=False)
+            except UsageError:
+                continue
+            more, used = device.session_exchanges_ahead(bundle, peek, draw)
+            jobs += more
+            draw += used
+        self._ahead.ask(jobs, new_only=True)
 
     def _relay_receive(self, link: Link, data: bytes, owner: SimDevice, ref: object) -> None:
         if not link.open:
@@ -1440,6 +1481,8 @@ class Simulation:
     # --- the application and the timeline ------------------------------------------------------
 
     def _app_send(self, m: PlannedMessage) -> None:
+        if self._ahead is not None and m.id - 1 + SESSION_LOOKAHEAD < len(self._plan):
+            self._ask_session_ahead(self._plan[m.id - 1 + SESSION_LOOKAHEAD])
         d = self.by_address[(m.sender, 1)]
         state = self.messages[m.id]
         if not (d.online and d.agent.authenticated):

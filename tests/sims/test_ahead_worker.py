@@ -5,11 +5,13 @@ or without it."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 
-from relaysim.clients.ahead import AHEAD_BASE, AHEAD_DH, compute_ahead
+from relaysim.clients.ahead import AHEAD_BASE, AHEAD_DH, AHEAD_VERIFY, compute_ahead
 from relaysim.sims.bench.sim import scale_scenario
+from relaysim.sims.world import simulation as simulation_module
 from relaysim.sims.world.ahead import AheadWorker
 from relaysim.sims.world.simulation import Simulation
 from tests.helpers import run_with_and_without
@@ -37,10 +39,82 @@ def test_the_worker_answers_in_order_and_says_what_it_cost() -> None:
     assert worker.asked == len(jobs)
 
 
+def test_a_question_asked_already_is_asked_again_only_once_its_answer_is_taken() -> None:
+    keys = [bytes([i]) * 32 for i in range(1, 4)]
+    jobs = [(AHEAD_BASE, k) for k in keys]
+    worker = AheadWorker(wait=60.0)
+    try:
+        worker.ask(jobs[:2])
+        worker.ask(jobs, new_only=True)  # two of them asked already (their answers still to come or held)
+        assert worker.asked == 3
+        worker.refill()
+        assert worker.table.known(jobs[0]) and worker.table.take(worker.table.base, keys[0]) is not None
+        worker.ask(jobs, new_only=True)  # the one taken is asked again; the two held are not
+        assert worker.asked == 4
+        worker.ask(jobs)  # without new_only, every one
+        assert worker.asked == 7
+    finally:
+        worker.close()
+
+
 class _Waiting(Simulation):
     _ahead_wait = 60.0  # every answer is back before it is asked for, however slow the worker
 
 
+@pytest.fixture
+def short_lookahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sessions' questions asked 8 planned messages ahead (a test scenario has fewer than the default)."""
+    monkeypatch.setattr(simulation_module, "SESSION_LOOKAHEAD", 8)
+
+
+class _CountingWorker(AheadWorker):
+    """Counts the signature checks it sends the worker, by the hook that asks (``hook``)."""
+
+    hook = "recipient"
+    checks: ClassVar[dict[str, int]] = {}
+
+    def ask(self, jobs: list[tuple[Any, ...]], *, new_only: bool = False) -> None:
+        if new_only:
+            jobs = [job for job in jobs if not self.table.known(job)]
+        self.checks[self.hook] = self.checks.get(self.hook, 0) + sum(
+            1 for job in jobs if job[0] == AHEAD_VERIFY
+        )
+        super().ask(jobs)
+
+
+class _Counting(_Waiting):
+    def _ask_session_ahead(self, m: Any) -> None:
+        _CountingWorker.hook = "planned"
+        super()._ask_session_ahead(m)
+        _CountingWorker.hook = "recipient"
+
+    def _ask_bundle_ahead(self, d: Any, frame: Any) -> None:
+        _CountingWorker.hook = "bundle"
+        super()._ask_bundle_ahead(d, frame)
+        _CountingWorker.hook = "recipient"
+
+
+def test_a_planned_message_s_session_is_asked_for_before_its_bundle_comes(
+    tmp_path: Path, short_lookahead: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What starting a session needs that depends neither on the bundle's one-time prekey nor on the
+    sender's draws (the bundle's signature checks among it) is asked SESSION_LOOKAHEAD planned
+    messages ahead; when the bundle comes, only what was not asked then is asked."""
+    monkeypatch.setattr(simulation_module, "AheadWorker", _CountingWorker)
+    monkeypatch.setattr(_CountingWorker, "checks", {})
+    sim = _Counting(
+        scale_scenario(12, 80, 7),
+        db_path=str(tmp_path / "r.db"),
+        compact_device_rng=True,
+        exchanges_ahead=True,
+    )
+    sim.run()
+    checks = _CountingWorker.checks
+    assert checks.get("planned", 0) > 0 and checks.get("bundle", 0) < checks["planned"]
+    assert sim.ahead_stats["taken"] >= 0.5 * sim.ahead_stats["answered"]
+
+
+@pytest.mark.usefixtures("short_lookahead")
 def test_a_run_with_exchanges_ahead_is_byte_identical_to_one_without(tmp_path: Path) -> None:
     (frames, delivered, stats), (frames0, delivered0, stats0) = run_with_and_without(
         scale_scenario(12, 80, 7), tmp_path, _Waiting, Simulation, "exchanges_ahead", "ahead_stats"
