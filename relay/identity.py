@@ -28,6 +28,8 @@ from relaysim.relay.certificates import SenderCertificate, ServerCertificate, Se
 __all__ = [
     "ServerIdentity",
     "XEdDSAPublicKey",
+    "use_verified_ahead",
+    "verified_ahead",
     "xeddsa_verify",
 ]
 
@@ -133,6 +135,35 @@ def xeddsa_verify(x25519_public: bytes, message: bytes, signature: bytes) -> boo
     """True when ``signature`` is a valid XEdDSA signature of ``message`` by ``x25519_public``."""
     key = XEdDSAPublicKey.from_x25519(x25519_public)
     return key is not None and key.verify(message, signature)
+
+
+# Signatures this process's relay will check, checked ahead by another process with
+# ``xeddsa_verify`` (a simulation's worker on the other core: the one that makes the phones'
+# registration keys, sims.world.premade, checks their signatures as the relay will): a good one is
+# held under its whole input (key, message, signature), taken once. None (the default): none held.
+# The relay then skips its own check of a held one — a timing a simulated relay shows no one.
+_verified_ahead: dict[tuple[bytes, bytes, bytes], bool] | None = None
+
+
+def use_verified_ahead(
+    table: dict[tuple[bytes, bytes, bytes], bool] | None,
+) -> dict[tuple[bytes, bytes, bytes], bool] | None:
+    """Install ``table`` (None: none) for this process's relay; returns the one it replaces."""
+    global _verified_ahead
+    previous, _verified_ahead = _verified_ahead, table
+    return previous
+
+
+def verified_ahead(checks: list[tuple[bytes, bytes, bytes]]) -> bool:
+    """Whether every (key, message, signature) of ``checks`` was verified ahead (each then forgotten)."""
+    table = _verified_ahead
+    if table is None or not checks:
+        return False
+    try:
+        held = [table.pop(check, False) for check in checks]
+    except TypeError:  # (an input that is not bytes: never held)
+        return False
+    return all(held)
 
 
 class ServerIdentity:

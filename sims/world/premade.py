@@ -8,7 +8,9 @@ ML-KEM-1024 key (key generation from a seed, ~0.16 ms), their XEdDSA signatures,
 Edwards pair — is known before the run starts. The worker (a fresh interpreter, ``python -m
 relaysim.sims.world.premade``) makes a ``Device`` on the same stream and runs the same
 ``generate_prekeys``, recording each result by its whole input; the simulation hands the table to
-the phone just before it registers. A table is only a memo of deterministic functions: a phone that
+the phone just before it registers. The worker also checks the signatures the registration will
+carry as the relay checks them (``relay.identity.xeddsa_verify``), and the relay takes those
+answers (``relay.identity.use_verified_ahead``) instead of checking them again. A table is only a memo of deterministic functions: a phone that
 draws anything else computes it as usual, and a phone whose table has not come yet (the worker
 behind, or gone) computes all of it, so the run's every byte is the same with or without it. The
 main process never waits for the worker: it reads only what is already in the pipe, and a phone
@@ -41,6 +43,8 @@ from pathlib import Path
 
 from relaysim.clients.keys import PremadeKeys
 from relaysim.clients.session import Device
+from relaysim.relay.identity import xeddsa_verify
+from relaysim.relay.wire import kem_prekey_message, signed_prekey_message
 from relaysim.sims.world.util import KeyStream
 
 __all__ = ["PremadeSource", "frame", "premade_keys", "send_frame", "start_worker", "stop_worker"]
@@ -116,13 +120,26 @@ def premade_keys(
 ) -> PremadeKeys:
     """What ``Device.generate_prekeys(one_time, kem_one_time)`` computes for a phone on ``KeyStream(stream_seed)``
     made as the simulation makes it (its identity key first, then the prekeys)."""
+    return _premade(account, device_id, stream_seed, one_time, kem_one_time)[0]
+
+
+def _premade(
+    account: str, device_id: int, stream_seed: bytes, one_time: int, kem_one_time: int
+) -> tuple[PremadeKeys, list[tuple[bytes, bytes, bytes]]]:
+    """``premade_keys``, and the relay's checks of the signatures the phone's registration will
+    carry (its signed prekey's, its KEM prekeys'), each (identity key, message, signature) that
+    ``relay.identity.xeddsa_verify`` — the relay's own check — accepts."""
     device = Device(account, device_id, rng=KeyStream(stream_seed).randbytes, pq=True)
     table = PremadeKeys(recording=True)
     device.secrets.premade = table
-    device.generate_prekeys(one_time, kem_one_time)
+    bundle = device.generate_prekeys(one_time, kem_one_time)
     device.secrets.premade = None
     table.recording = False
-    return table
+    identity = device.identity_key
+    signed = [(signed_prekey_message(bundle.signed_prekey.public), bundle.signed_prekey.signature)]
+    signed += [(kem_prekey_message(k.public), k.signature) for _seed, k in device.secrets.kem.values()]
+    checks = [(identity, m, sig) for m, sig in signed if xeddsa_verify(identity, m, sig)]
+    return table, checks
 
 
 def _serve() -> None:
@@ -134,7 +151,7 @@ def _serve() -> None:
     with open(sys.argv[1], "rb") as f:
         one_time, kem_one_time, jobs = pickle.load(f)
     inbox = Connection(0, writable=False)  # where the simulation has got to, when it is ahead
-    batch: list[tuple[str, PremadeKeys]] = []
+    batch: list[tuple[str, PremadeKeys, list[tuple[bytes, bytes, bytes]]]] = []
     i = 0
     try:
         while i < len(jobs):
@@ -143,7 +160,7 @@ def _serve() -> None:
             if i >= len(jobs):
                 break
             name, account, device_id, seed = jobs[i]
-            batch.append((name, premade_keys(account, device_id, seed, one_time, kem_one_time)))
+            batch.append((name, *_premade(account, device_id, seed, one_time, kem_one_time)))
             i += 1
             if len(batch) >= BATCH:
                 send_frame(out_fd, batch)
@@ -205,20 +222,25 @@ class PremadeSource:
         self._proc.stdout.close()
         self._position = {job[0]: i for i, job in enumerate(jobs)}
         self._told = 0  # the furthest position the worker was told to skip to
-        self._ready: dict[str, PremadeKeys] = {}
+        self._ready: dict[str, tuple[PremadeKeys, list[tuple[bytes, bytes, bytes]]]] = {}
+        # The relay's checks of the signatures in the registrations of the phones given their
+        # tables, made by the worker (_premade): for relay.identity.use_verified_ahead.
+        self.verified: dict[tuple[bytes, bytes, bytes], bool] = {}
         self._passed: set[str] = set()  # phones that asked before their table came
         self.given = 0  # tables handed to phones
         self.received = 0  # tables that came from the worker
         self.missed = 0  # phones that asked before their table came
         self.hits = 0  # results the phones given a table took from it
         self.computed = 0  # ... and computed themselves (their draws were not the worker's)
+        self.checks = 0  # the relay's signature checks handed over in ``verified``
 
     def take(self, name: str, *, wait: float = 0.0) -> PremadeKeys | None:
         """The table for device ``name``, if the worker has sent it; None otherwise. The simulation
-        never waits (``wait=0``); a test may, up to ``wait`` seconds for each batch."""
-        table = self._ready.pop(name, None)
+        never waits (``wait=0``); a test may, up to ``wait`` seconds for each batch. The relay's
+        checks of the signatures its registration will carry go in ``verified``."""
+        ready = self._ready.pop(name, None)
         frames = self._from
-        if table is None and frames is not None:
+        if ready is None and frames is not None:
             deadline = time.monotonic() + wait
             while True:
                 try:
@@ -230,21 +252,25 @@ class PremadeSource:
                         break
                     assert isinstance(batch, list)
                     self.received += len(batch)
-                    for n, t in batch:
+                    for n, t, checks in batch:
                         if n not in self._passed:
-                            self._ready[n] = t
-                table = self._ready.pop(name, None)
+                            self._ready[n] = (t, checks)
+                ready = self._ready.pop(name, None)
                 if None in batches or frames.ended:  # done (or gone)
                     self._end_reading()
                     break
-                if table is not None or not wait or time.monotonic() >= deadline:
+                if ready is not None or not wait or time.monotonic() >= deadline:
                     break
-        if table is None:
+        if ready is None:
             self._passed.add(name)
             self.missed += 1
             self._behind(name)
-        else:
-            self.given += 1
+            return None
+        self.given += 1
+        table, checks = ready
+        for check in checks:
+            self.verified[check] = True
+        self.checks += len(checks)
         return table
 
     def used(self, table: PremadeKeys) -> None:
@@ -280,6 +306,8 @@ class PremadeSource:
         with contextlib.suppress(OSError):
             os.unlink(self._jobs_file)
         self._ready.clear()
+        checks_left = len(self.verified)  # (not taken by the relay: registrations not made, or refused)
+        self.verified.clear()
         self._position.clear()
         proc, self._proc = self._proc, None
         return {
@@ -288,6 +316,8 @@ class PremadeSource:
             "missed": self.missed,
             "hits": self.hits,
             "computed": self.computed,
+            "checks": self.checks,
+            "checks_left": checks_left,
         }
 
 

@@ -50,6 +50,7 @@ from relaysim.relay import wire
 from relaysim.relay.compliance import ComplianceDesk, Disclosure, LegalProcess
 from relaysim.relay.core import ConnectionContext, Push, RelayCore, Reply, Tap
 from relaysim.relay.custody import ContentKey
+from relaysim.relay.identity import use_verified_ahead
 from relaysim.relay.metadata import MetadataRecord, RecordKind
 from relaysim.relay.store import Store
 from relaysim.sims.access import ExceptionalReport, Interventions
@@ -327,6 +328,7 @@ class Simulation:
         self.premade_keys = premade_keys
         self._stream_seeds: dict[str, bytes] = {}  # device → its KeyStream's seed, for the worker
         self._premade: PremadeSource | None = None
+        self._verified_before: dict[tuple[bytes, bytes, bytes], bool] | None = None
         self.premade_stats: dict[str, float] = {}  # the worker's CPU time and tables given, after the run
         if exchanges_ahead and not compact_device_rng:
             raise ValueError(
@@ -588,6 +590,9 @@ class Simulation:
                 d = self.devices[name]
                 jobs.append((name, d.spec.person, d.spec.index, seed))
         self._premade = PremadeSource(jobs, SIM_PREKEY_BATCH, self.kem_prekey_batch)
+        # The relay takes the worker's checks of the registrations' signatures (made with its own
+        # function, held under their whole input) instead of making them again, until the run ends.
+        self._verified_before = use_verified_ahead(self._premade.verified)
 
     def _register(self, d: SimDevice) -> None:
         """The phone publishes its keys (``DeviceAgent.register``), with the worker's table if it came."""
@@ -606,6 +611,7 @@ class Simulation:
 
     def _close_premade(self) -> None:
         if self._premade is not None:
+            use_verified_ahead(self._verified_before)
             self.premade_stats = self._premade.close()
             self._premade = None
 

@@ -116,3 +116,21 @@ def test_a_valid_signature_is_settled_by_libsodium_alone(monkeypatch: pytest.Mon
     signature = xeddsa_sign(k, b"challenge", bytes(64))
     monkeypatch.setattr(_primitives, "Ed25519PublicKey", NoOpenSSL)
     assert xeddsa_verify(u, b"challenge", signature)
+
+
+def test_signatures_checked_ahead_are_taken_once_and_only_whole() -> None:
+    from relaysim.relay.identity import use_verified_ahead, verified_ahead
+
+    a, b = (bytes([1]) * 32, b"m", bytes(64)), (bytes([2]) * 32, b"n", bytes(64))
+    assert verified_ahead([a]) is False  # none installed
+    table = {a: True}
+    assert use_verified_ahead(table) is None
+    try:
+        assert verified_ahead([]) is False  # nothing to check is not "checked"
+        assert verified_ahead([a, b]) is False  # not every one held: the relay checks them all itself
+        assert table == {}  # (and what was held is gone: each answer is taken once)
+        table[a] = True
+        assert verified_ahead([a]) is True and verified_ahead([a]) is False
+        assert verified_ahead([(bytearray(32), b"m", bytes(64))]) is False  # type: ignore[list-item]
+    finally:
+        assert use_verified_ahead(None) is table

@@ -10,6 +10,7 @@ import pytest
 
 from relaysim.clients.keys import PreKeySecrets, PremadeKeys
 from relaysim.clients.session import Device
+from relaysim.relay.identity import xeddsa_verify
 from relaysim.sims.bench.sim import scale_scenario
 from relaysim.sims.world.premade import SKIP_AHEAD, PremadeSource, premade_keys
 from relaysim.sims.world.simulation import SIM_KEM_PREKEY_BATCH, SIM_PREKEY_BATCH, Simulation
@@ -72,9 +73,14 @@ def test_the_worker_sends_each_phones_table_and_says_what_it_cost() -> None:
                 local.edwards,
             )
         assert source.take("nobody/1") is None
+        # the relay's checks of each phone's signed prekey and last-resort KEM prekey signatures,
+        # each one the relay's own function accepts
+        assert len(source.verified) == 3 * 2 == source.checks
+        assert all(xeddsa_verify(*check) for check in source.verified)
     finally:
         stats = source.close()
     assert stats["given"] == 3 and stats["missed"] == 1 and stats["worker_cpu_seconds"] > 0
+    assert stats["checks"] == 6 and stats["checks_left"] == 6 and source.verified == {}
 
 
 def test_a_worker_that_is_behind_skips_ahead_of_the_phone_that_asked_in_vain() -> None:
@@ -107,6 +113,9 @@ def test_a_run_with_premade_keys_is_byte_identical_to_one_without(tmp_path: Path
         and stats["hits"] == 12 * per_phone
         and stats["computed"] == 0
     )
+    # the relay took the worker's checks of every registration's signatures (its signed prekey's,
+    # its KEM prekeys') instead of making them itself
+    assert stats["checks"] == 12 * (1 + SIM_KEM_PREKEY_BATCH + 1) and stats["checks_left"] == 0
     assert frames == frames0 and delivered == delivered0 and sum(map(len, delivered)) == len(delivered) > 0
     assert (tmp_path / "0.db").read_bytes() == (tmp_path / "1.db").read_bytes()
 
