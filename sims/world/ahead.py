@@ -9,17 +9,17 @@ them from the recipient's state when the message is sent (the next 32 bytes of t
 ``KeyStream`` stand for the key pair it will draw). Likewise, when the relay answers a phone's
 bundle fetch, what the phone will compute as it starts its sessions: the bundle's two XEdDSA
 signature checks, X3DH's four exchanges on Alice's side and the ratchet's first, its two new key
-pairs and PQXDH's encapsulation (``DeviceAgent.bundle_exchanges_ahead``; an encapsulation made
-with OpenSSL's randomness, as a scale run makes them, is made with the worker's: as random, and
-taken once). Most of those are asked earlier still, ``SESSION_LOOKAHEAD`` planned messages before
-the one that starts the session (``Simulation._ask_session_ahead``), from the keys the recipient's
-phone publishes: asked only when the bundle comes, they came back too late. A worker process (a fresh interpreter,
-``python -m relaysim.sims.world.ahead``) computes them with the same functions
-(``clients.ahead.compute_ahead``) while the message crosses the simulated network, and the
-answers wait in ``clients.ahead.Ahead`` under each function's whole input. The phone then
-decrypts as always: each exchange whose input is held takes the held bytes, any other (a guess
-that was wrong, an answer not back yet) is computed as usual. So every byte of a run is the same
-with or without it; only the simulation process's CPU time changes (``Simulation(exchanges_ahead=True)``).
+pairs and PQXDH's encapsulation (``DeviceAgent.bundle_exchanges_ahead``; an encapsulation made with
+OpenSSL's randomness, as a scale run makes them, is made with the worker's: as random, and taken
+once). Most of those are asked earlier still, ``SESSION_LOOKAHEAD`` planned messages before the one
+that starts the session (``Simulation._ask_session_ahead``), from the keys the recipient's phone
+publishes: asked only when the bundle comes, they came back too late. A worker process (a fresh
+interpreter, ``python -m relaysim.sims.world.ahead``) computes them with the same functions
+(``clients.ahead.compute_ahead``) while the message crosses the simulated network, and the answers
+wait in ``clients.ahead.Ahead`` under each function's whole input. The phone then decrypts as
+always: each exchange whose input is held takes the held bytes, any other (a guess that was wrong,
+an answer not back yet) is computed as usual. So every byte of a run is the same with or without it;
+only the simulation process's CPU time changes (``Simulation(exchanges_ahead=True)``).
 
 The simulation never waits for the worker: questions go out on a pipe it never blocks on (what
 does not fit waits in a buffer; past ``MAX_UNSENT`` bytes, questions are dropped), and answers

@@ -1,20 +1,21 @@
 """The phones' registration keys made on the second core: a worker process replays each phone's own
 key stream and hands back what its prekey generation will compute (``clients.keys.PremadeKeys``).
 
-A scale run's phones each draw their keys from a ``KeyStream`` (``Simulation(compact_device_rng=True)``),
-a function of a 32-byte seed and a counter, so what a phone's first ``generate_prekeys`` computes —
-its signed prekey and one-time X25519 prekeys (a fixed-base multiplication each), its last-resort
-ML-KEM-1024 key (key generation from a seed, ~0.16 ms), their XEdDSA signatures, the identity key's
-Edwards pair — is known before the run starts. The worker (a fresh interpreter, ``python -m
-relaysim.sims.world.premade``) makes a ``Device`` on the same stream and runs the same
-``generate_prekeys``, recording each result by its whole input; the simulation hands the table to
-the phone just before it registers. The worker also checks the signatures the registration will
-carry as the relay checks them (``relay.identity.xeddsa_verify``), and the relay takes those
-answers (``relay.identity.use_verified_ahead``) instead of checking them again. A table is only a memo of deterministic functions: a phone that
-draws anything else computes it as usual, and a phone whose table has not come yet (the worker
-behind, or gone) computes all of it, so the run's every byte is the same with or without it. The
-main process never waits for the worker: it reads only what is already in the pipe, and a phone
-that finds no table tells the worker to skip ahead (on a busy machine it may fall behind).
+A scale run's phones each draw their keys from a ``KeyStream``
+(``Simulation(compact_device_rng=True)``), a function of a 32-byte seed and a counter, so what a
+phone's first ``generate_prekeys`` computes — its signed prekey and one-time X25519 prekeys (a
+fixed-base multiplication each), its last-resort ML-KEM-1024 key (key generation from a seed,
+~0.16 ms), their XEdDSA signatures, the identity key's Edwards pair — is known before the run starts. The
+worker (a fresh interpreter, ``python -m relaysim.sims.world.premade``) makes a ``Device`` on the
+same stream and runs the same ``generate_prekeys``, recording each result by its whole input; the
+simulation hands the table to the phone just before it registers. The worker also checks the
+signatures the registration will carry as the relay checks them (``relay.identity.xeddsa_verify``),
+and the relay takes those answers (``relay.identity.use_verified_ahead``) instead of checking them
+again. A table is only a memo of deterministic functions: a phone that draws anything else computes
+it as usual, and a phone whose table has not come yet (the worker behind, or gone) computes all of
+it, so the run's every byte is the same with or without it. The main process never waits for the
+worker: it reads only what is already in the pipe, and a phone that finds no table tells the worker
+to skip ahead (on a busy machine it may fall behind).
 
 Tables go in the order the phones come online, a few at a time; the pipe's buffer and the batch
 in hand bound what is held (~2.5 KiB a phone).
