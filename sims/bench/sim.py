@@ -1095,16 +1095,17 @@ SCALE_PREKEY_NOTE: Final = (
 )
 SCALE_PREMADE_NOTE: Final = (
     "a worker process replays each phone's KeyStream and makes its registration keys (prekeys, "
-    "their signatures) ahead on the other core, and checks those signatures as the relay will, the relay "
-    "taking its answers (Simulation(premade_keys=True), sims.world.premade, relay.identity.use_verified_ahead): "
-    "the same bytes, less CPU time in the simulation's process"
+    "their signatures) ahead on the other core, and checks those signatures as the relay will, the "
+    "relay taking its answers (Simulation(premade_keys=True), sims.world.premade, "
+    "relay.identity.use_verified_ahead): the same bytes, less CPU time in the simulation's process"
 )
 SCALE_AHEAD_NOTE: Final = (
     "when a phone sends, a worker process computes on the other core the X25519 exchanges, key pair and "
     "ML-KEM decapsulation the recipient's phone will make to read it, and when the relay answers a bundle "
     "fetch (most of it already when the message that will start the session is "
-    f"{SESSION_LOOKAHEAD} planned messages away), the signature checks, exchanges, key pairs and encapsulation the phone will make to start the "
-    "session (Simulation(exchanges_ahead=True), sims.world.ahead); a phone takes an answer only under its "
+    f"{SESSION_LOOKAHEAD} planned messages away), the signature checks, exchanges, key pairs and "
+    "encapsulation the phone will make to start the session (Simulation(exchanges_ahead=True), "
+    "sims.world.ahead); a phone takes an answer only under its "
     "function's whole input, once, and computes the rest itself: the same bytes (an encapsulation's "
     "randomness, OpenSSL's here, is then the worker's)"
 )

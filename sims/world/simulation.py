@@ -86,8 +86,8 @@ REDELIVERY_DELAY = 30.0  # a lost push is fetched again this long after (the app
 TranscriptSink = Callable[[dict[str, Any]], None]
 GROUP_SEND_LOST = "*"  # in _group_parts_lost: a group_send (server-side fan-out) the network lost
 GROUP_WAIT = 5.0  # seconds a group message waits, and waits again, for its group to exist at the relay
-# With exchanges_ahead: how many planned messages ahead the worker is asked for what a session a
-# message will start can be computed from (Simulation._ask_session_ahead).
+# With exchanges_ahead: how many planned messages before the one that starts a session the worker is
+# asked for what that session will compute (Simulation._ask_session_ahead).
 SESSION_LOOKAHEAD = 256
 _CARRY_ENVELOPES = frozenset((wire.Send, wire.SealedSend, wire.GroupSend))  # the frames the network may lose
 _SENDS = (wire.Send, wire.SealedSend)

@@ -97,9 +97,9 @@ class _Counting(_Waiting):
 def test_a_planned_message_s_session_is_asked_for_before_its_bundle_comes(
     tmp_path: Path, short_lookahead: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What starting a session needs that depends neither on the bundle's one-time prekey nor on the
-    sender's draws (the bundle's signature checks among it) is asked SESSION_LOOKAHEAD planned
-    messages ahead; when the bundle comes, only what was not asked then is asked."""
+    """Most of what starting a session will compute (the bundle's signature checks among it) is
+    asked SESSION_LOOKAHEAD planned messages before the message that starts it; when the bundle
+    comes, only what was not asked then is asked."""
     monkeypatch.setattr(simulation_module, "AheadWorker", _CountingWorker)
     monkeypatch.setattr(_CountingWorker, "checks", {})
     sim = _Counting(
