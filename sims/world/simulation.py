@@ -924,10 +924,7 @@ class Simulation:
             if r is None:
                 continue
             device = r.agent.device
-            stream = getattr(device.rng, "__self__", None)  # the phone's KeyStream (compact_device_rng)
-            jobs += device.exchanges_ahead(
-                sender, env.body, stream.peek if type(stream) is KeyStream else None
-            )
+            jobs += device.exchanges_ahead(sender, env.body, _peek(device))
         self._ahead.ask(jobs)
 
     def _ask_bundle_ahead(self, d: SimDevice, frame: wire.Bundle) -> None:
@@ -935,11 +932,7 @@ class Simulation:
         starts its sessions (``DeviceAgent.bundle_exchanges_ahead``), but what was asked already
         (``_ask_session_ahead``)."""
         assert self._ahead is not None
-        stream = getattr(d.agent.device.rng, "__self__", None)  # the phone's KeyStream (compact_device_rng)
-        self._ahead.ask(
-            d.agent.bundle_exchanges_ahead(frame, stream.peek if type(stream) is KeyStream else None),
-            new_only=True,
-        )
+        self._ahead.ask(d.agent.bundle_exchanges_ahead(frame, _peek(d.agent.device)), new_only=True)
 
     def _ask_session_ahead(self, m: PlannedMessage) -> None:
         """Ask the worker now, SESSION_LOOKAHEAD planned messages before ``m`` is written, for what
@@ -957,8 +950,7 @@ class Simulation:
         if d is None or d.agent.content_key is not None:
             return
         device = d.agent.device
-        stream = getattr(device.rng, "__self__", None)  # the phone's KeyStream (compact_device_rng)
-        peek = stream.peek if type(stream) is KeyStream else None
+        peek = _peek(device)
         jobs: list[tuple[Any, ...]] = []
         index = draw = 0
         while (r := self.by_address.get((m.recipient, index + 1))) is not None:
@@ -1717,6 +1709,13 @@ _PREFIX_SIZE: Final = wire.PREFIX_SIZE  # (read once: two frames a message come 
 _MAX_FRAME_SIZE: Final = wire.DEFAULT_MAX_FRAME_SIZE
 _REQUEST_KINDS: Final = wire.REQUEST_KINDS
 _decode_body: Final = wire.decode_body
+
+
+def _peek(device: Device) -> Callable[..., bytes] | None:
+    """What the phone's RNG will give at its k-th draw from now, without drawing: its ``KeyStream``'s
+    ``peek`` (``Simulation(compact_device_rng=True)``), else None (nothing to tell)."""
+    stream = getattr(device.rng, "__self__", None)
+    return stream.peek if type(stream) is KeyStream else None
 
 
 def _relay_reads(data: bytes) -> wire.Request:
