@@ -29,6 +29,14 @@ in C (sqlite3, msgpack, OpenSSL, hashlib, dataclass-made __init__) to the compon
 it. cProfile inflates many small Python calls more than a few C calls, so read the shares as
 indicative; µs per message are the shares times the unprofiled median.
 
+The floor, for information: the scenario once more, recording what its timed phase asks of the
+parts this design cannot do without — every statement the relay's store issues to SQLite (the
+database copied as the phase begins), every frame carried to the relay as bytes, every event the
+scheduler runs — and then each replayed alone: the statements bare on the copy, the frames' bodies
+unpacked and packed again with msgpack, a push, a pop and a random draw on a heap per event. Their
+sum with the ratchet is what no code with these parts can beat; the relay core, the frames' checks,
+the device side and the simulation's glue are not in it.
+
 (b) Scale: a generated population (Barabási–Albert graph, m = 3, one phone each, log-normal
 messages per person over one simulated day, ``sims.scenario.GenerateSpec``) of --devices phones
 and about --messages messages, then the same population with twice the messages, each in a fresh
@@ -55,12 +63,14 @@ import argparse
 import bisect
 import cProfile
 import gc
+import heapq
 import json
 import os
 import platform
 import pstats
 import resource
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -72,6 +82,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
+
+import msgpack
 
 from relaysim.clients import _primitives as _p
 from relaysim.clients import _xeddsa, spec
@@ -97,7 +109,12 @@ from relaysim.sims.scenario import (
     Scenario,
     ScriptedMessage,
 )
-from relaysim.sims.world.simulation import SESSION_LOOKAHEAD, SIM_PREKEY_BATCH, Simulation
+from relaysim.sims.world.simulation import (
+    SESSION_LOOKAHEAD,
+    SIM_PREKEY_BATCH,
+    SIM_STORE_CACHE_ENTRIES,
+    Simulation,
+)
 from relaysim.sims.world.traffic import expand_population
 from relaysim.sims.world.util import SimulationRandom
 
@@ -373,6 +390,182 @@ def profile_steady(scenario: Scenario, timed_at: list[float], directory: str) ->
     run_steady(scenario, stepper, directory)
     totals, top = attribute_profile(pstats.Stats(profiler))
     return {"seconds": totals, "top_functions": top, "messages": len(timed_at)}
+
+
+# --- the floor: what one timed message requires in this design, each part timed alone ----------
+
+
+class _RecordingConnection:
+    """Stands in for the relay store's ``sqlite3.Connection`` in the floor's run: every ``execute``
+    and ``executemany``, with its arguments, is kept (to be replayed bare) and passed on."""
+
+    __slots__ = ("_db", "calls")
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self.calls: list[tuple[bool, str, Any]] = []  # (many, sql, parameters or rows)
+
+    def execute(self, sql: str, parameters: Any = ()) -> sqlite3.Cursor:
+        self.calls.append((False, sql, parameters))
+        return self._db.execute(sql, parameters)
+
+    def executemany(self, sql: str, rows: Any) -> sqlite3.Cursor:
+        rows = list(rows)
+        self.calls.append((True, sql, rows))
+        return self._db.executemany(sql, rows)
+
+    def __getattr__(self, name: str) -> Any:  # total_changes, in_transaction, close, ...
+        return getattr(self._db, name)
+
+
+class FloorRecorder:
+    """The steady scenario's progress callback for the floor's run: at TIMED_START it copies the
+    relay's database (SQLite's backup) and from then to the end keeps every statement the store
+    issues (``_RecordingConnection``), every frame carried to the relay (``Simulation.frames_to_relay``)
+    and how many events the scheduler runs."""
+
+    def __init__(self, copy_path: str) -> None:
+        self.copy_path = copy_path
+        self.db_path = ""  # the run's own database
+        self.sim: Simulation | None = None
+        self.recording: _RecordingConnection | None = None
+        self.calls: list[tuple[bool, str, Any]] = []
+        self.frames: list[bytes] = []
+        self.events = 0
+        self.heap_size = 0
+        self._events_at_start = 0
+
+    def __call__(self, t: float, end: float) -> None:
+        sim = self.sim
+        assert sim is not None
+        store = sim.store
+        if t >= TIMED_START and self.recording is None and t < end:
+            copy = sqlite3.connect(self.copy_path)
+            try:
+                store._db.backup(copy)  # between two steps: every step's transaction is committed
+            finally:
+                copy.close()
+            self.recording = _RecordingConnection(store._db)
+            store._db = self.recording  # type: ignore[assignment]
+            sim.frames_to_relay = []
+            self._events_at_start = sim.sched.events_run
+            self.heap_size = len(sim.sched._heap)
+        elif t >= end and self.recording is not None:
+            store._db = self.recording._db
+            self.calls = self.recording.calls
+            self.frames = sim.frames_to_relay or []
+            sim.frames_to_relay = None
+            self.events = sim.sched.events_run - self._events_at_start
+
+
+def record_floor(scenario: Scenario, directory: str) -> FloorRecorder:
+    """Run the steady scenario once, recording what its timed phase asked of SQLite, msgpack and the
+    event heap (``FloorRecorder``); the database as it was at TIMED_START is at ``recorder.copy_path``."""
+    stamp = time.monotonic_ns()
+    recorder = FloorRecorder(os.path.join(directory, f"floor-copy-{stamp}.db"))
+    recorder.db_path = os.path.join(directory, f"floor-{stamp}.db")
+    sim = Simulation(scenario, db_path=recorder.db_path, progress=recorder)
+    recorder.sim = sim
+    planned = sum(len(c.messages) for c in scenario.conversations)
+    _check_result(sim.run(), planned)
+    recorder.sim = None
+    return recorder
+
+
+def replay_statements(calls: list[tuple[bool, str, Any]], path: str) -> float:
+    """Seconds that SQLite takes for ``calls`` alone, replayed in order on the database at ``path``
+    (opened as the simulation opens its store: ``Store(durable=False)``, the same pragmas), with
+    nothing of the store's Python around them."""
+    store = Store(path, durable=False, cache_entries=SIM_STORE_CACHE_ENTRIES)
+    db = store._db
+    try:
+        clock = time.perf_counter
+        t0 = clock()
+        for many, sql, args in calls:
+            if many:
+                db.executemany(sql, args)
+            else:
+                db.execute(sql, args).fetchall()
+        return clock() - t0
+    finally:
+        store.close()
+
+
+def msgpack_seconds(frames: list[bytes]) -> float:
+    """Seconds to unpack every frame's body (the relay's reading) and pack it again (the device's
+    writing) with bare msgpack, as ``relay.wire`` calls it, without the frames' field checks."""
+    bodies = [f[wire.PREFIX_SIZE :] for f in frames]
+    unpackb = msgpack.unpackb
+    pack = msgpack.Packer(use_bin_type=True).pack
+    clock = time.perf_counter
+    t0 = clock()
+    objects = [unpackb(b, raw=False, strict_map_key=False) for b in bodies]
+    for o in objects:
+        pack(o)
+    return clock() - t0
+
+
+def event_seconds(events: int, heap_size: int) -> float:
+    """Seconds for ``events`` events' bare scheduling: a push onto and a pop off an event heap of the
+    run's size (``sims.world.engine.Scheduler``'s entries), and one random draw (the network
+    model's delay) each."""
+    heap: list[tuple[float, int, Any, tuple[Any, ...]]] = [(float(i), i, None, ()) for i in range(heap_size)]
+    draw = SimulationRandom(1).random
+    push, pop = heapq.heappush, heapq.heappop
+    seq = heap_size
+    clock = time.perf_counter
+    t0 = clock()
+    for _ in range(events):
+        seq += 1
+        push(heap, (seq + draw(), seq, None, ()))
+        pop(heap)
+    return clock() - t0
+
+
+FLOOR_PARTS: Final = {
+    "ratchet": "the ratchet: encrypt + decrypt (the baseline, above)",
+    "sqlite": "SQLite: the statements the relay's store issued, replayed bare",
+    "msgpack": "msgpack: the frames carried to the relay, unpacked and packed",
+    "events": "event heap: a push, a pop and a random draw per event",
+}
+
+
+def measure_floor(
+    scenario: Scenario, timed_messages: int, ratchet_us: float, directory: str
+) -> dict[str, Any]:
+    """The floor of a timed message in this design: the ratchet (measured above) and the bare work
+    of what the design requires around it — the SQL its store issues, the msgpack of the frames the
+    relay reads, the event heap's operations — recorded in one run of the steady scenario's timed
+    phase and replayed alone (the median of 3 replays each). It leaves out everything the design's
+    Python does around them: the relay core, the frames' checks, the device side, the simulation's
+    glue. A target below it is out of reach of any code with these parts."""
+    recorder = record_floor(scenario, directory)
+    n = timed_messages
+    runs: dict[str, list[float]] = {"sqlite": [], "msgpack": [], "events": []}
+    for r in range(3):
+        copy = os.path.join(directory, f"floor-replay-{time.monotonic_ns()}-{r}.db")
+        source = sqlite3.connect(recorder.copy_path)
+        target = sqlite3.connect(copy)
+        try:
+            source.backup(target)
+        finally:
+            source.close()
+            target.close()
+        runs["sqlite"].append(replay_statements(recorder.calls, copy) / n * 1e6)
+        runs["msgpack"].append(msgpack_seconds(recorder.frames) / n * 1e6)
+        runs["events"].append(event_seconds(recorder.events, recorder.heap_size) / n * 1e6)
+    parts = {"ratchet": ratchet_us, **{k: statistics.median(v) for k, v in runs.items()}}
+    total = sum(parts.values())
+    return {
+        "parts": [{"part": k, "label": FLOOR_PARTS[k], "us_per_message": v} for k, v in parts.items()],
+        "per_message": {
+            "sqlite": sum(len(args) if many else 1 for many, _sql, args in recorder.calls) / n,
+            "msgpack": len(recorder.frames) / n,
+            "events": recorder.events / n,
+        },
+        "us_per_message": total,
+        "vs_ratchet": total / ratchet_us,
+    }
 
 
 # --- set-up costs, piece by piece ---------------------------------------------------------------
@@ -939,6 +1132,11 @@ class Report:
     setup: dict[str, Any] = field(default_factory=dict)
     breakdown: dict[str, Any] = field(default_factory=dict)
     scale: dict[str, Any] = field(default_factory=dict)
+    floor: dict[str, Any] = field(default_factory=dict)
+
+
+def _target_bound(key: str) -> float | None:
+    return next(r for r in RATIOS if r.key == key).bound
 
 
 def _ratio(key: str, value: float | None, paired: float | None = None) -> dict[str, Any]:
@@ -982,6 +1180,8 @@ def run_message_cost(args: argparse.Namespace, report: Report, progress: harness
         if not args.no_profile:
             report.breakdown = profile_steady(scenario, timed_at, directory)
             progress("profiled run done")
+        report.floor = measure_floor(scenario, len(timed_at), statistics.median(ratchet_samples), directory)
+        progress("the floor measured")
         report.setup = {
             "registration_us_per_phone_in_sim": statistics.median(warm["registration_us_per_phone"]),
             "warmup_us_per_pair_in_sim": statistics.median(warm["warmup_us_per_pair"]),
@@ -1188,6 +1388,23 @@ def format_report(report: Report) -> str:
             lines.append(
                 f"    {f['seconds']:7.3f} s {f['calls']:>8,}  {f['function'][:80]:80s} [{f['component']}]"
             )
+    f = report.floor
+    if f:
+        bound = _target_bound("sim_vs_ratchet")
+        lines += [
+            "",
+            f"the floor — what one timed message requires in this design, {f['us_per_message']:.1f} µs = "
+            f"{f['vs_ratchet']:.2f} × the ratchet"
+            + ("" if bound is None else f" (the target: ≤ {bound:.2f} ×)"),
+            "  (recorded in one run of the timed phase, each part replayed alone; the relay core, the frames'",
+            "  checks, the device side and the simulation's glue are not in it: no code with these parts is faster)",
+            f"  {'part':62s} {'per msg':>8s} {'µs/msg':>8s}",
+        ]
+        counts = f["per_message"]
+        for part in f["parts"]:
+            count = counts.get(part["part"])
+            shown = "" if count is None else f"{count:8.1f}"
+            lines.append(f"  {part['label']:62s} {shown:>8s} {part['us_per_message']:8.1f}")
     reg = s["registration"]
     lines += [
         "",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 import statistics
 from pathlib import Path
 
@@ -59,6 +60,15 @@ def test_json_has_both_contenders_the_scale_runs_and_the_ratios_and_check_names_
     assert sum(c["share"] for c in components) == pytest.approx(1.0)
     assert sum(c["us_per_message"] for c in components) == pytest.approx(sim_us)
 
+    floor = report["floor"]
+    parts = {p["part"]: p["us_per_message"] for p in floor["parts"]}
+    assert set(parts) == set(sim.FLOOR_PARTS) and all(v > 0 for v in parts.values())
+    assert parts["ratchet"] == pytest.approx(ratchet_us)  # the baseline's own median
+    assert floor["us_per_message"] == pytest.approx(sum(parts.values()))
+    assert floor["vs_ratchet"] == pytest.approx(floor["us_per_message"] / ratchet_us)
+    assert floor["per_message"]["msgpack"] == 2.0  # a send and its ack reach the relay as bytes
+    assert floor["per_message"]["sqlite"] > 0 and floor["per_message"]["events"] >= 5
+
     scale = report["scale"]
     one, two = scale["runs"]["1x"], scale["runs"]["2x"]
     for run in (scale["base_run"], one, two):
@@ -85,6 +95,7 @@ def test_json_has_both_contenders_the_scale_runs_and_the_ratios_and_check_names_
         "targets (docs/performance.md)" in table and "where the time goes" in table and "(b) scale" in table
     )
     assert "in this process's CPU time" in table
+    assert "the floor — what one timed message requires in this design" in table
 
 
 def test_the_steady_scenario_sends_one_way_after_three_warm_up_messages() -> None:
@@ -170,3 +181,29 @@ def test_the_relays_identity_key_conversion_is_timed_on_keys_it_has_not_converte
     assert part["calls"] == 2 and part["first_conversions"] == 1  # the registration's; the login's is kept
     assert part["us"] == pytest.approx(part["us_first"] + part["us_kept"])
     assert part["us_per_call"] == pytest.approx(part["us"] / part["calls"])
+
+
+def _rows(path: str, table: str, order: str) -> list[tuple[object, ...]]:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
+    finally:
+        db.close()
+
+
+def test_the_floor_replays_exactly_what_the_timed_phase_asked_of_sqlite(tmp_path: Path) -> None:
+    """The floor's SQLite part replays the statements recorded in the timed phase on the database as it
+    was when the phase began: replayed, they must leave it as the run left it (a statement missed or
+    recorded twice would not), and the frames and events counted are the phase's own."""
+    messages = 24
+    scenario = sim.steady_scenario(pairs=3, messages=messages)
+    recorder = sim.record_floor(scenario, str(tmp_path))
+    assert recorder.calls
+    assert len(recorder.frames) == 2 * messages  # a send and its ack each, nothing else in the phase
+    assert recorder.events >= 5 * messages  # app send, send, sent, deliver, ack, acked: each an event
+    before = _rows(recorder.copy_path, "metadata", "seq")
+    after_run = _rows(recorder.db_path, "metadata", "seq")
+    assert len(after_run) >= len(before) + 3 * messages  # send, delivery, acknowledgement records
+    assert sim.replay_statements(recorder.calls, recorder.copy_path) > 0
+    assert _rows(recorder.copy_path, "metadata", "seq") == after_run
+    assert _rows(recorder.copy_path, "envelopes", "id") == _rows(recorder.db_path, "envelopes", "id")
