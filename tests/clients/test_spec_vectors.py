@@ -168,6 +168,18 @@ def test_aes_cbc_contexts_come_from_the_binding_and_the_public_path_agrees() -> 
         p.aes_cbc_decrypt(key, iv, bytes(15))
 
 
+@pytest.mark.parametrize(("key_len", "iv_len"), [(32, 15), (32, 17), (32, 0), (31, 16), (16, 16), (64, 16)])
+def test_aes_cbc_refuses_a_key_or_iv_of_the_wrong_length(key_len: int, iv_len: int) -> None:
+    # The binding takes a longer IV's first 16 bytes and aborts the process on a shorter one (a
+    # Rust panic, not an exception a caller can handle); AES-256 is the spec's cipher, so a 16- or
+    # 64-byte key, which AES or its binding would take, is refused too.
+    key, iv = bytes(key_len), bytes(iv_len)
+    with pytest.raises(ValueError, match="32-byte key and a 16-byte IV"):
+        p.aes_cbc_encrypt(key, iv, b"plaintext")
+    with pytest.raises(p.AuthenticationFailed):
+        p.aes_cbc_decrypt(key, iv, bytes(32))
+
+
 def test_aes_cbc_objects_made_without_init_are_the_public_ones() -> None:
     # aes_cbc_* make algorithms.AES and modes.CBC without __init__ (checked at import): the same
     # attributes as the public constructors set (the bytes: test_aes_cbc_is_aes_256_cbc_with_pkcs7).
