@@ -11,6 +11,8 @@
     relaysim bench crypto              the ratchet and session set-up against their peers
     relaysim bench relay               the relay over loopback TCP against a bare trio echo server
     relaysim bench sim                 a simulated message against the ratchet alone; simulation scale
+    relaysim bench analysis            the statistical disclosure attack over 1,000,000 sealed messages
+    relaysim bench sweep               a sweep of small runs on one core and on two
     relaysim relay serve --port 7465   run a relay on loopback
     relaysim sweep two-friends --param network.loss=0,0.1 --seeds 5
                                        a grid of runs: means with 95% intervals, and a plot
@@ -558,6 +560,14 @@ def _bench(args: argparse.Namespace, rest: list[str]) -> int:
         from relaysim.sims.bench.sim import main as bench_sim
 
         return bench_sim(rest)
+    if args.what == "analysis":
+        from relaysim.sims.bench.analysis import main as bench_analysis
+
+        return bench_analysis(rest)
+    if args.what == "sweep":
+        from relaysim.sims.bench.sweep import main as bench_sweep
+
+        return bench_sweep(rest)
     raise AssertionError(args.what)
 
 
@@ -701,12 +711,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmarks. Each prints absolute times and, more usefully, ratios to baselines run alongside.",
         epilog=(
             "examples:\n  relaysim bench crypto\n  relaysim bench crypto --help\n  relaysim bench relay\n"
-            "  relaysim bench sim --scale --devices 5000 --messages 50000"
+            "  relaysim bench sim --scale --devices 5000 --messages 50000\n"
+            "  relaysim bench analysis --messages 1000000\n  relaysim bench sweep --runs 100"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     bench.add_argument(
-        "what", choices=["crypto", "relay", "sim"], help="which benchmark; its own options follow"
+        "what",
+        choices=["crypto", "relay", "sim", "analysis", "sweep"],
+        help="which benchmark (crypto, relay, sim, analysis: the statistical disclosure attack, sweep: "
+        "a sweep on both cores); its own options follow",
     )
     bench.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 

@@ -1,4 +1,4 @@
-"""``python -m relaysim.sims.bench.sweep``: does a sweep of small runs use every core?
+"""``relaysim bench sweep`` (or ``python -m relaysim.sims.bench.sweep``): does a sweep of small runs use every core?
 
 The same sweep (``sims.sweep.run_sweep``: a tiny two-phone scenario, five values of
 ``network.loss`` × --runs / 5 seeds, 100 runs by default) twice, each into a fresh directory so
@@ -102,9 +102,9 @@ def _timed(scenario: Path, seeds: int, workers: int, out: Path) -> tuple[float, 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m relaysim.sims.bench.sweep",
+        prog="relaysim bench sweep",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
-        epilog="example:\n  python -m relaysim.sims.bench.sweep --runs 100 --workers 2",
+        epilog="example:\n  relaysim bench sweep --runs 100 --workers 2",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(

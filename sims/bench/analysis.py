@@ -1,0 +1,204 @@
+"""``relaysim bench analysis``: what the statistical disclosure attack costs on a day of a big provider's traffic.
+
+The attack on sealed sender (``sims.analysis.sda``; Martiny et al., NDSS 2021) over --messages
+sealed messages (1,000,000 by default), from one day of synthetic traffic: --people accounts
+(10,000) on a Barabási–Albert graph (m = 3, networkx; the model of the generated populations), each
+message written by a person drawn at random to one of their contacts, at the times of a Poisson
+process over the day, and each answered by a delivery receipt — itself a sealed message, back to
+the writer 0.5 to 0.9 s later, as Signal's phones send them — so half the messages are receipts.
+Of each, the provider's view holds what the relay sees: its recipient and its time (a
+``sims.analysis.view.Obs`` of kind ``sealed_send``, no sender). The attack runs on that view with
+its defaults (the 150 accounts that received the most, Martiny et al.'s one-second epochs:
+``statistical_disclosure(view, receipts=True)``), --repeat times; the median is judged. Building the
+view is timed apart, for information (``relaysim analyze`` reads it from a run's relay.db instead).
+
+Target (issue #11, docs/performance.md): the attack over 1,000,000 sealed messages in under a
+minute on this machine; judged only at that many messages or more. Beside it, what the attack found
+on this traffic: the share of its targets whose best-ranked account is one of their contacts (a
+bench whose traffic the attack could not read would be timing the wrong thing).
+
+A sweep's use of both cores, the other speed target of issue #11, has a benchmark of its own:
+``relaysim bench sweep`` (``sims/bench/sweep.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import networkx as nx
+
+from relaysim.sims.analysis.sda import statistical_disclosure
+from relaysim.sims.analysis.view import Obs, ProviderView
+from relaysim.sims.bench import harness
+
+__all__ = ["TARGET", "main", "synthetic_day"]
+
+DAY: Final = 86_400.0
+TARGET_MESSAGES: Final = 1_000_000
+TARGET = harness.Target("sda_seconds", "SDA over the sealed messages: seconds (median)", "<=", 60.0)
+RECEIPT_DELAY: Final = (0.5, 0.9)  # seconds after the message, the receipt's sealed send
+
+
+def synthetic_day(people: int, messages: int, seed: int = 1) -> tuple[ProviderView, dict[str, set[str]]]:
+    """One day of sealed traffic among ``people`` on a Barabási–Albert graph (m = 3): ``messages``
+    sealed sends in all, each written message followed by its delivery receipt; the provider's view
+    (recipient and time of each, in time order) and everyone's contacts (the ground truth)."""
+    graph = nx.barabasi_albert_graph(people, 3, seed=seed)
+    names = [f"p{i:06d}" for i in range(people)]
+    contacts = [list(graph.neighbors(i)) for i in range(people)]
+    rng = random.Random(seed)
+    written = messages // 2
+    rate = written / DAY
+    lo, hi = RECEIPT_DELAY
+    obs: list[Obs] = []
+    t = 0.0
+    for _ in range(written):
+        t += rng.expovariate(rate)
+        writer = rng.randrange(people)
+        reader = rng.choice(contacts[writer])
+        obs.append(Obs("sealed_send", t, recipient_account=names[reader], recipient_device=1))
+        receipt_at = t + lo + rng.random() * (hi - lo)
+        obs.append(Obs("sealed_send", receipt_at, recipient_account=names[writer], recipient_device=1))
+    if messages % 2:  # an odd count: one last message without its receipt
+        t += rng.expovariate(rate)
+        writer = rng.randrange(people)
+        obs.append(Obs("sealed_send", t, recipient_account=names[rng.choice(contacts[writer])]))
+    obs.sort(key=lambda o: o.time or 0.0)
+    truth = {names[i]: {names[j] for j in contacts[i]} for i in range(people)}
+    return ProviderView("bench analysis: a synthetic day", tuple(obs)), truth
+
+
+@dataclass
+class Report:
+    config: dict[str, Any]
+    results: dict[str, Any] = field(default_factory=dict)
+    ratios: dict[str, Any] = field(default_factory=dict)
+
+
+def _target_for(messages: int) -> harness.Target:
+    """The target, judged only at the size it is set for (below it: for information)."""
+    bound = TARGET.bound if messages >= TARGET_MESSAGES else None
+    label = f"SDA over {messages:,} sealed messages: seconds (median)"
+    return harness.Target(TARGET.key, label, TARGET.comparison, bound)
+
+
+def measure(args: argparse.Namespace, report: Report, progress: harness.Progress) -> None:
+    progress("making the day's traffic")
+    t0 = time.perf_counter()
+    view, truth = synthetic_day(args.people, args.messages, args.seed)
+    built = time.perf_counter() - t0
+    runs: list[float] = []
+    result = None
+    for r in range(args.repeat):
+        progress(f"the attack, run {r + 1} of {args.repeat}", r, args.repeat)
+        t0 = time.perf_counter()
+        result = statistical_disclosure(view, receipts=True)
+        runs.append(time.perf_counter() - t0)
+    assert result is not None
+    progress("done", args.repeat, args.repeat)
+    found = sum(1 for t in result.rankings if (top := t.top(n=1)) and top[0][0] in truth.get(t.target, ()))
+    seconds = statistics.median(runs)
+    report.results = {
+        "messages": len(view.observations),
+        "people": args.people,
+        "view_seconds": built,
+        "attack_seconds": runs,
+        "attack_median_seconds": seconds,
+        "targets": len(result.rankings),
+        "targets_best_ranked_a_contact": found,
+        "epoch_seconds": result.epoch,
+    }
+    report.ratios[TARGET.key] = harness.target_row(_target_for(args.messages), seconds)
+
+
+def format_report(report: Report) -> str:
+    cfg, r = report.config, report.results
+    share = r["targets_best_ranked_a_contact"] / r["targets"] if r["targets"] else 0.0
+    runs = " ".join(f"{s:.2f}" for s in r["attack_seconds"])
+    lines = [
+        f"relaysim bench analysis — Python {cfg['python']}, {cfg['machine']}{harness.load_text(cfg.get('load_average'))}",
+        "",
+        f"the statistical disclosure attack on sealed sender — {r['messages']:,} sealed messages (each "
+        f"written one followed by its receipt) among {r['people']:,} people, one day",
+        f"  the attack: {r['targets']} targets, {r['epoch_seconds']:g}-second epochs: "
+        f"{r['attack_median_seconds']:.2f} s (median of {len(r['attack_seconds'])} runs: {runs})",
+        f"  building the provider's view, for information: {r['view_seconds']:.2f} s",
+        f"  targets whose best-ranked account is one of their contacts: {r['targets_best_ranked_a_contact']} "
+        f"of {r['targets']} ({share:.0%})",
+        "",
+    ]
+    row = report.ratios[TARGET.key]
+    if row["target"] is None:
+        lines.append(
+            f"target ({harness.DOC}): the attack over {TARGET_MESSAGES:,} sealed messages ≤ {TARGET.bound:.0f} s — "
+            f"not judged at {r['messages']:,} (information)"
+        )
+    else:
+        verdict = "met" if row["met"] else "MISSED"
+        lines.append(
+            f"target ({harness.DOC}): the attack over {TARGET_MESSAGES:,} sealed messages ≤ {row['target']:.0f} s — "
+            f"{verdict} ({row['value']:.2f} s at {r['messages']:,})"
+        )
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = harness.make_parser(
+        "relaysim bench analysis",
+        __doc__,
+        [
+            "relaysim bench analysis",
+            "relaysim bench analysis --messages 200000 --people 2000 --json sda.json",
+            "relaysim bench analysis --check",
+        ],
+    )
+    p.add_argument(
+        "--messages",
+        type=int,
+        default=TARGET_MESSAGES,
+        metavar="M",
+        help=f"sealed messages in the day, receipts included ({TARGET_MESSAGES:,})",
+    )
+    p.add_argument("--people", type=int, default=10_000, metavar="N", help="accounts (10,000)")
+    p.add_argument("--repeat", type=int, default=3, metavar="R", help="runs of the attack (3)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the graph and the traffic (1)")
+    harness.add_common_options(p)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """``relaysim bench analysis [options]``; the exit status (0; 1 if, with --check, the target was
+    not met; 2 on bad options)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.messages < 1 or args.repeat < 1:
+        parser.error("--messages and --repeat must be at least 1")
+    if args.people < 4:
+        parser.error("--people must be at least 4 (a Barabási–Albert graph with m = 3 needs more than 3)")
+    report = Report(
+        {
+            "messages": args.messages,
+            "people": args.people,
+            "repeat": args.repeat,
+            "seed": args.seed,
+            **harness.machine_config(),
+        }
+    )
+
+    def run(progress: harness.Progress) -> dict[str, Any]:
+        measure(args, report, progress)
+        return report.__dict__
+
+    return harness.run_bench(
+        "analysis", args, run, lambda _d: format_report(report), lambda _d: list(report.ratios.values())
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,68 @@
+"""``relaysim bench analysis`` runs end to end at a small size and reports what it measured (no timing claims)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from relaysim.sims import cli
+from relaysim.sims.bench import analysis, harness
+
+
+def test_the_synthetic_day_is_sealed_messages_and_their_receipts_in_time_order() -> None:
+    view, truth = analysis.synthetic_day(people=50, messages=401, seed=3)
+    obs = view.observations
+    assert len(obs) == 401 and all(o.sealed and o.kind == "sealed_send" for o in obs)
+    times = [o.time for o in obs if o.time is not None]
+    assert len(times) == 401 and times == sorted(times)
+    assert times[0] > 0 and times[-1] < analysis.DAY + 1  # one day (a receipt may come just after it)
+    assert all(o.account is None and o.host is None for o in obs)  # nothing of the sender
+    assert len(truth) == 50 and all(len(c) >= 3 for c in truth.values())  # Barabási–Albert, m = 3
+    # the same seed, the same day
+    again, _ = analysis.synthetic_day(people=50, messages=401, seed=3)
+    assert again.observations == obs
+
+
+def test_json_has_the_attack_s_runs_what_it_found_and_the_target_judged_only_at_its_size(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["--messages", "20000", "--people", "300", "--repeat", "2", "--json", "-", "--quiet", "--check"]
+    assert analysis.main(argv) == 0  # --check: below the target's size, nothing is judged
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    r = report["results"]
+    assert r["messages"] == 20000 and r["people"] == 300 and len(r["attack_seconds"]) == 2
+    assert r["attack_median_seconds"] == pytest.approx(statistics.median(r["attack_seconds"]))
+    assert r["targets"] == 150 and r["epoch_seconds"] == 1.0
+    # with each message's receipt in its epoch, the writers come out on top
+    assert r["targets_best_ranked_a_contact"] >= 0.8 * r["targets"]
+    row = report["ratios"]["sda_seconds"]
+    assert row["target"] is None and row["met"] is None  # set for 1,000,000 messages
+    assert "not judged at 20,000" in captured.err and "target not judged" not in captured.err
+
+
+def test_at_the_target_s_size_the_target_is_judged(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(analysis, "TARGET_MESSAGES", 2000)
+    monkeypatch.setattr(
+        analysis, "TARGET", harness.Target("sda_seconds", "SDA", "<=", 0.0)
+    )  # none can meet it
+    assert (
+        analysis.main(["--messages", "2000", "--people", "100", "--repeat", "1", "--quiet", "--check"]) == 1
+    )
+    captured = capsys.readouterr()
+    assert "MISSED" in captured.out and "target MISSED: SDA over 2,000 sealed messages" in captured.err
+
+
+def test_relaysim_bench_reaches_the_analysis_and_sweep_benchmarks(capsys: pytest.CaptureFixture[str]) -> None:
+    for what, words in (
+        ("analysis", "The attack on sealed sender"),
+        ("sweep", "once on a pool of one worker process"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["bench", what, "--help"])
+        assert exc.value.code == 0
+        assert words in capsys.readouterr().out, what
