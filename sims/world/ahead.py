@@ -44,6 +44,21 @@ __all__ = ["AheadWorker"]
 
 MAX_UNSENT = 1 << 20  # bytes of questions waiting for room in the pipe; past it, questions are dropped
 SPIN = 0.005  # seconds the worker polls for questions after the last one before it sleeps
+
+
+def spin_seconds(cores: int) -> float:
+    """How long the worker polls after a question: ``SPIN`` where it has a core of its own to spin
+    on, none on one core (there, polling would take the core from the simulation it serves)."""
+    return SPIN if cores >= 2 else 0.0
+
+
+def _cores() -> int:
+    """The cores this process may run on (its affinity where the system says; else the machine's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 KEEP = 1 << 16  # answers held, newest first: older ones not taken by then are forgotten
 
 
@@ -54,13 +69,14 @@ def _serve() -> None:
     os.dup2(2, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # (the simulation stops it; a ^C is the simulation's)
     frames = Frames(0)
+    spin = spin_seconds(_cores())
     busy = time.monotonic()  # when the last question came
     try:
         while not frames.ended:
             # While questions keep coming, poll for the next one instead of sleeping in select: a
             # sleeping worker wakes up too late for a message that arrives a fraction of a
             # millisecond after it was sent (a core that yields to whatever else wants it).
-            idle = time.monotonic() - busy > SPIN
+            idle = time.monotonic() - busy > spin
             batches = frames.read(wait=1.0 if idle else 0.0)
             if not batches:
                 if not idle:

@@ -12,7 +12,7 @@ import pytest
 from relaysim.clients.ahead import AHEAD_BASE, AHEAD_DH, AHEAD_VERIFY, compute_ahead
 from relaysim.sims.bench.sim import scale_scenario
 from relaysim.sims.world import simulation as simulation_module
-from relaysim.sims.world.ahead import AheadWorker
+from relaysim.sims.world.ahead import SPIN, AheadWorker, spin_seconds
 from relaysim.sims.world.simulation import Simulation
 from tests.helpers import run_with_and_without
 
@@ -37,6 +37,13 @@ def test_the_worker_answers_in_order_and_says_what_it_cost() -> None:
     assert stats["asked"] == len(jobs) and stats["dropped"] == 0 and stats["worker_cpu_seconds"] > 0
     worker.ask(jobs)  # after close: nothing is sent, nothing fails
     assert worker.asked == len(jobs)
+
+
+def test_the_worker_polls_for_questions_only_with_a_core_of_its_own() -> None:
+    # On one core, a worker polling for 5 ms after each question would take the core from the
+    # simulation it serves: there it waits in select instead.
+    assert spin_seconds(1) == 0.0
+    assert spin_seconds(2) == spin_seconds(64) == SPIN > 0
 
 
 def test_a_question_asked_already_is_asked_again_only_once_its_answer_is_taken() -> None:
