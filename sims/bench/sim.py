@@ -1394,20 +1394,20 @@ def format_report(report: Report) -> str:
             lines.append(
                 f"    {f['seconds']:7.3f} s {f['calls']:>8,}  {f['function'][:80]:80s} [{f['component']}]"
             )
-    f = report.floor
-    if f:
+    floor = report.floor
+    if floor:
         bound = _target_bound("sim_vs_ratchet")
         lines += [
             "",
-            f"the floor — what one timed message requires in this design, {f['us_per_message']:.1f} µs = "
-            f"{f['vs_ratchet']:.2f} × the ratchet"
+            f"the floor — what one timed message requires in this design, {floor['us_per_message']:.1f} µs = "
+            f"{floor['vs_ratchet']:.2f} × the ratchet"
             + ("" if bound is None else f" (the target: ≤ {bound:.2f} ×)"),
             "  (recorded in one run of the timed phase, each part replayed alone; the relay core, the frames'",
             "  checks, the device side and the simulation's glue are not in it: no code with these parts is faster)",
             f"  {'part':62s} {'per msg':>8s} {'µs/msg':>8s}",
         ]
-        counts = f["per_message"]
-        for part in f["parts"]:
+        counts = floor["per_message"]
+        for part in floor["parts"]:
             count = counts.get(part["part"])
             shown = "" if count is None else f"{count:8.1f}"
             lines.append(f"  {part['label']:62s} {shown:>8s} {part['us_per_message']:8.1f}")

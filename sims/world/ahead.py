@@ -44,6 +44,7 @@ __all__ = ["AheadWorker"]
 
 MAX_UNSENT = 1 << 20  # bytes of questions waiting for room in the pipe; past it, questions are dropped
 SPIN = 0.005  # seconds the worker polls for questions after the last one before it sleeps
+KEEP = 1 << 16  # answers held, newest first: older ones not taken by then are forgotten
 
 
 def spin_seconds(cores: int) -> float:
@@ -57,9 +58,6 @@ def _cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
-
-
-KEEP = 1 << 16  # answers held, newest first: older ones not taken by then are forgotten
 
 
 def _serve() -> None:
