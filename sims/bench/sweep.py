@@ -7,23 +7,29 @@ Both times are wall time from the call to the written table, the pools' start-up
 both, the cores each kept busy on average (CPU seconds of the process and its workers / wall
 seconds; the load average before the bench says whether other work shared them), and the ratio;
 beside it, measured in the same run, the machine's ceiling: a pure CPU burn on --workers processes
-against one (on a shared machine it can be far below 2×, and the sweep's ratio is bounded by it); the target (issue #11) is ≥ 1.7× on two cores. The two tables must also be
+against one (on a shared machine it can be far below 2×, and the sweep's ratio is bounded by it);
+the target (issue #11, docs/performance.md) is ≥ 1.7× on two cores. The two tables must also be
 byte for byte the same (a sweep is deterministic whatever runs it); the exit status is 1 if not.
+--json FILE (or - for stdout) keeps every number; --check exits 1 unless the speed-up meets the target.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+from relaysim.sims.bench import harness
 from relaysim.sims.sweep import run_sweep
 
 TARGET = 1.7
+SPEEDUP = harness.Target(
+    "sweep_speedup", "sweep of small runs: speed-up on the workers against one", ">=", TARGET
+)
 LOSSES = [0.0, 0.05, 0.1, 0.15, 0.2]
 
 SCENARIO = """\
@@ -101,11 +107,12 @@ def _timed(scenario: Path, seeds: int, workers: int, out: Path) -> tuple[float, 
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="relaysim bench sweep",
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
-        epilog="example:\n  relaysim bench sweep --runs 100 --workers 2",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    """``relaysim bench sweep [options]``; the exit status (0; 1 if the two tables differ or, with
+    --check, the speed-up missed its target; 2 on bad options)."""
+    parser = harness.make_parser(
+        "relaysim bench sweep",
+        __doc__,
+        ["relaysim bench sweep --runs 100 --workers 2", "relaysim bench sweep --json sweep.json --check"],
     )
     parser.add_argument(
         "--runs", type=int, default=100, help="runs per sweep, a multiple of 5 (default: 100)"
@@ -114,35 +121,56 @@ def main(argv: list[str]) -> int:
         "--workers", type=int, default=2, help="worker processes of the parallel pool (default: 2)"
     )
     parser.add_argument("--messages", type=int, default=100, help="messages per run (default: 100)")
+    harness.add_common_options(parser)
     args = parser.parse_args(argv)
     if args.runs < 5 or args.runs % 5 or args.workers < 2 or args.messages < 1:
         parser.error("--runs must be a positive multiple of 5, --workers at least 2, --messages at least 1")
     seeds = args.runs // len(LOSSES)
+    load_before = harness.load_average()
     with tempfile.TemporaryDirectory(prefix="relaysim-bench-sweep-") as tmp:
         root = Path(tmp)
         scenario = root / "bench-sweep.toml"
         scenario.write_text(_scenario(args.messages), encoding="utf-8")
-        load = os.getloadavg()[0]
         one, one_busy = _timed(scenario, seeds, 1, root / "one")
         many, many_busy = _timed(scenario, seeds, args.workers, root / "many")
         same = (root / "one" / "sweep.json").read_bytes() == (root / "many" / "sweep.json").read_bytes()
     ceiling = _ceiling(args.workers)
     ratio = one / many
     what = f"sweep of {args.runs} runs ({args.messages} messages each)"
-    print(f"{what}, 1 worker:  {one:7.2f} s, {one_busy:.2f} cores busy")
-    print(f"{what}, {args.workers} workers: {many:7.2f} s, {many_busy:.2f} cores busy")
     verdict = "met" if ratio >= TARGET else "NOT met"
-    print(f"speed-up {ratio:.2f}× (target ≥ {TARGET}× on two cores: {verdict}); tables identical: {same}")
-    print(
+    lines = [
+        f"{what}, 1 worker:  {one:7.2f} s, {one_busy:.2f} cores busy",
+        f"{what}, {args.workers} workers: {many:7.2f} s, {many_busy:.2f} cores busy",
+        f"speed-up {ratio:.2f}× (target ≥ {TARGET}× on two cores: {verdict}); tables identical: {same}",
         f"the machine's ceiling now: {ceiling:.2f}× (a pure CPU burn on {args.workers} processes against one); "
-        f"the sweep reaches {ratio / ceiling:.0%} of it"
-    )
+        f"the sweep reaches {ratio / ceiling:.0%} of it",
+    ]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if load > 0.5:
-        print(
-            f"(the load average before the bench was {load:.1f} on {cores} cores: other work may have shared them)"
+    if load_before is not None and load_before > 0.5:
+        lines.append(
+            f"(the load average before the bench was {load_before:.1f} on {cores} cores: other work may have "
+            "shared them)"
         )
-    return 0 if same else 1
+    report: dict[str, Any] = {
+        "config": {
+            "runs": args.runs,
+            "workers": args.workers,
+            "messages": args.messages,
+            **harness.machine_config(),
+            "load_average": {"before": load_before, "after": harness.load_average()},
+        },
+        "results": {
+            "one_worker_seconds": one,
+            "one_worker_cores_busy": one_busy,
+            "workers_seconds": many,
+            "workers_cores_busy": many_busy,
+            "machine_ceiling": ceiling,
+            "tables_identical": same,
+        },
+        "ratios": {SPEEDUP.key: harness.target_row(SPEEDUP, ratio)},
+    }
+    status = harness.finish("sweep", report, "\n".join(lines), args, list(report["ratios"].values()))
+    return status if same else 1
 
 
 if __name__ == "__main__":

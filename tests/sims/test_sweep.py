@@ -240,19 +240,31 @@ def test_sweep_help_has_an_example() -> None:
     assert "sweep     run a scenario over a grid" in top.stdout and "relaysim sweep two-friends" in top.stdout
 
 
-def test_the_sweep_bench_prints_the_speed_up_and_checks_the_tables_agree() -> None:
+def test_the_sweep_bench_prints_the_speed_up_and_checks_the_tables_agree(tmp_path: Path) -> None:
+    out = tmp_path / "sweep.json"
     res = subprocess.run(
-        [sys.executable, "-m", "relaysim.sims.bench.sweep", "--runs", "5", "--messages", "2"],
+        [
+            *(sys.executable, "-m", "relaysim.sims.bench.sweep", "--runs", "5", "--messages", "2"),
+            *("--json", str(out), "--check"),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=180,
     )
-    assert res.returncode == 0, res.stderr
     assert (
         "speed-up" in res.stdout and "target ≥ 1.7×" in res.stdout and "tables identical: True" in res.stdout
     )
     assert res.stdout.count("cores busy") == 2 and "the machine's ceiling now" in res.stdout
+    report = json.loads(out.read_text(encoding="utf-8"))
+    r, row = report["results"], report["ratios"]["sweep_speedup"]
+    assert r["tables_identical"] is True and r["one_worker_seconds"] > 0 and r["workers_seconds"] > 0
+    assert (
+        row["value"] == pytest.approx(r["one_worker_seconds"] / r["workers_seconds"]) and row["target"] == 1.7
+    )
+    # --check: exit 1 exactly when the speed-up missed (five tiny runs may not pay for a pool's start)
+    assert res.returncode == (0 if row["met"] else 1), res.stderr
+    assert ("target MISSED: sweep of small runs" in res.stderr) is (not row["met"])
 
 
 def test_without_params_one_cell_and_a_metric_that_is_nowhere_is_named(
