@@ -41,6 +41,7 @@ def test_json_has_the_attack_s_runs_what_it_found_and_the_target_judged_only_at_
     row = report["ratios"]["sda_seconds"]
     assert row["target"] is None and row["met"] is None  # set for 1,000,000 messages
     assert "not judged at 20,000" in captured.err and "target not judged" not in captured.err
+    assert "no target is judged by this run" in captured.err and "every target met" not in captured.err
 
 
 def test_at_the_target_s_size_the_target_is_judged(
