@@ -67,6 +67,9 @@ def test_json_has_both_contenders_the_scale_runs_and_the_ratios_and_check_names_
     assert floor["vs_ratchet"] == pytest.approx(floor["us_per_message"] / parts["ratchet"])
     assert floor["per_message"]["msgpack"] == 2.0  # a send and its ack reach the relay as bytes
     assert floor["per_message"]["sqlite"] > 0 and floor["per_message"]["events"] >= 5
+    to_floor = report["ratios"]["sim_vs_floor"]  # each against the ratchet timed beside it
+    assert to_floor["value"] == pytest.approx(ratio["value"] / floor["vs_ratchet"])
+    assert to_floor["target"] is None and to_floor["met"] is None  # information: --check ignores it
 
     scale = report["scale"]
     one, two = scale["runs"]["1x"], scale["runs"]["2x"]
@@ -131,6 +134,7 @@ def test_help_says_what_is_measured_with_an_example(capsys: pytest.CaptureFixtur
 def test_the_default_targets_are_those_of_docs_performance_md() -> None:
     assert {r.key: (r.comparison, r.bound) for r in sim.RATIOS} == {
         "sim_vs_ratchet": ("<=", 2.0),
+        "sim_vs_floor": ("<=", None),  # for information
         "scale_2x_vs_1x": ("<=", 2.2),
     }
     assert [(t.comparison, t.bound) for t in sim.SCALE_TARGETS] == [("<=", 10.0), ("<=", 4.0)]
