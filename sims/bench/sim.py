@@ -419,6 +419,15 @@ class _RecordingConnection:
         return getattr(self._db, name)
 
 
+def _copy_database(source: sqlite3.Connection, path: str) -> None:
+    """``source``'s database, whole, into a new file at ``path`` (SQLite's online backup)."""
+    copy = sqlite3.connect(path)
+    try:
+        source.backup(copy)
+    finally:
+        copy.close()
+
+
 class FloorRecorder:
     """The steady scenario's progress callback for the floor's run: at TIMED_START it copies the
     relay's database (SQLite's backup) and from then to the end keeps every statement the store
@@ -441,11 +450,8 @@ class FloorRecorder:
         assert sim is not None
         store = sim.store
         if t >= TIMED_START and self.recording is None and t < end:
-            copy = sqlite3.connect(self.copy_path)
-            try:
-                store._db.backup(copy)  # between two steps: every step's transaction is committed
-            finally:
-                copy.close()
+            # between two steps: each step's transaction is committed
+            _copy_database(store._db, self.copy_path)
             self.recording = _RecordingConnection(store._db)
             store._db = self.recording  # type: ignore[assignment]
             sim.frames_to_relay = []
@@ -550,12 +556,10 @@ def measure_floor(scenario: Scenario, timed_messages: int, directory: str) -> di
         runs["ratchet"].append((time.perf_counter() - t0) / n * 1e6)
         copy = os.path.join(directory, f"floor-replay-{time.monotonic_ns()}-{r}.db")
         source = sqlite3.connect(recorder.copy_path)
-        target = sqlite3.connect(copy)
         try:
-            source.backup(target)
+            _copy_database(source, copy)
         finally:
             source.close()
-            target.close()
         runs["sqlite"].append(replay_statements(recorder.calls, copy) / n * 1e6)
         runs["msgpack"].append(msgpack_seconds(recorder.frames) / n * 1e6)
         runs["events"].append(event_seconds(recorder.events, recorder.heap_size) / n * 1e6)
@@ -1144,12 +1148,12 @@ class Report:
     floor: dict[str, Any] = field(default_factory=dict)
 
 
-def _target_bound(key: str) -> float | None:
-    return next(r for r in RATIOS if r.key == key).bound
+def _target(key: str) -> harness.Target:
+    return next(r for r in RATIOS if r.key == key)
 
 
 def _ratio(key: str, value: float | None, paired: float | None = None) -> dict[str, Any]:
-    return harness.target_row(next(r for r in RATIOS if r.key == key), value, paired)
+    return harness.target_row(_target(key), value, paired)
 
 
 def judged_targets(report: Report) -> list[dict[str, Any]]:
@@ -1400,7 +1404,7 @@ def format_report(report: Report) -> str:
             )
     floor = report.floor
     if floor:
-        bound = _target_bound("sim_vs_ratchet")
+        bound = _target("sim_vs_ratchet").bound
         lines += [
             "",
             f"the floor — what one timed message requires in this design, {floor['us_per_message']:.1f} µs = "
