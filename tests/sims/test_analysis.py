@@ -7,7 +7,6 @@ import json
 import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -285,7 +284,8 @@ def test_sda_ranks_count_ties_against_the_attacker() -> None:
     assert r.rank("z") == 5
 
 
-def test_sda_over_many_messages_is_fast_and_finds_a_planted_contact() -> None:
+def test_sda_over_many_messages_finds_a_planted_contact() -> None:
+    # (how fast it is over a million messages is `relaysim bench analysis`'s to say, not a test's)
     rng = random.Random(1)
     n_people, n_msgs = 5000, 200_000
     obs = []
@@ -298,12 +298,9 @@ def test_sda_over_many_messages_is_fast_and_finds_a_planted_contact() -> None:
         obs.append(Obs("sealed_send", time=t, recipient_account="bob"))
         obs.append(Obs("sealed_send", time=t + 5, recipient_account="alice"))
     view = ProviderView("synthetic", tuple(obs))
-    started = time.perf_counter()
     result = statistical_disclosure(view, targets=["bob"], epoch=10.0)
-    took = time.perf_counter() - started
     assert result.rankings[0].rank("alice") == 1
     assert result.rankings[0].rank("alice", 5) == 1
-    assert took < 10, took
 
 
 def test_first_contacts_stand_out_by_size(relay_view: ProviderView, truth: Any) -> None:
