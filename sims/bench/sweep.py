@@ -20,10 +20,12 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from relaysim.sims.bench import harness
+from relaysim.sims.progress import progress_bar
 from relaysim.sims.sweep import run_sweep
 
 TARGET = 1.7
@@ -98,10 +100,13 @@ def _cpu() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _timed(scenario: Path, seeds: int, workers: int, out: Path) -> tuple[float, float]:
-    """Wall seconds, and the cores kept busy on average (CPU seconds / wall seconds)."""
+def _timed(
+    scenario: Path, seeds: int, workers: int, out: Path, step: Callable[[int, int], None] | None = None
+) -> tuple[float, float]:
+    """Wall seconds, and the cores kept busy on average (CPU seconds / wall seconds); ``step`` gets
+    (runs finished, runs in all) as ``run_sweep`` gives them."""
     started, cpu = time.perf_counter(), _cpu()
-    run_sweep(str(scenario), [("network.loss", LOSSES)], seeds, out, workers=workers)
+    run_sweep(str(scenario), [("network.loss", LOSSES)], seeds, out, workers=workers, step=step)
     wall = time.perf_counter() - started
     return wall, (_cpu() - cpu) / wall
 
@@ -127,14 +132,25 @@ def main(argv: list[str]) -> int:
         parser.error("--runs must be a positive multiple of 5, --workers at least 2, --messages at least 1")
     seeds = args.runs // len(LOSSES)
     load_before = harness.load_average()
-    with tempfile.TemporaryDirectory(prefix="relaysim-bench-sweep-") as tmp:
+    runs = seeds * len(LOSSES)
+    # one bar over both sweeps (on stderr, only on a terminal and without --quiet), then the ceiling
+    bar_on = False if args.quiet else None
+    with (
+        tempfile.TemporaryDirectory(prefix="relaysim-bench-sweep-") as tmp,
+        progress_bar("bench sweep", 2 * runs, enabled=bar_on, unit="runs") as bar,
+    ):
         root = Path(tmp)
         scenario = root / "bench-sweep.toml"
         scenario.write_text(_scenario(args.messages), encoding="utf-8")
-        one, one_busy = _timed(scenario, seeds, 1, root / "one")
-        many, many_busy = _timed(scenario, seeds, args.workers, root / "many")
+        bar.describe("bench sweep: on 1 worker")
+        one, one_busy = _timed(scenario, seeds, 1, root / "one", lambda done, _: bar.update(done))
+        bar.describe(f"bench sweep: on {args.workers} workers")
+        many, many_busy = _timed(
+            scenario, seeds, args.workers, root / "many", lambda done, _: bar.update(runs + done)
+        )
         same = (root / "one" / "sweep.json").read_bytes() == (root / "many" / "sweep.json").read_bytes()
-    ceiling = _ceiling(args.workers)
+        bar.describe("bench sweep: the machine's ceiling")
+        ceiling = _ceiling(args.workers)
     ratio = one / many
     what = f"sweep of {args.runs} runs ({args.messages} messages each)"
     verdict = "met" if ratio >= TARGET else "NOT met"

@@ -303,3 +303,19 @@ def test_dask_without_distributed_installed_is_a_clear_error(
     ]
     assert main(argv) == 2
     assert "--dask needs dask's distributed package" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_the_sweep_bench_shows_its_progress_on_a_terminal_unless_quiet(
+    quiet: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from relaysim.sims.bench import sweep as bench_sweep
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # stderr "is" a terminal
+    argv = ["--runs", "5", "--messages", "2", "--json", "-", *(["--quiet"] if quiet else [])]
+    assert bench_sweep.main(argv) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["results"]["tables_identical"] is True  # stdout: the JSON alone
+    shown = "bench sweep: the machine's ceiling" in captured.err and "ETA" in captured.err
+    assert shown is not quiet, captured.err
+    assert ("10/10" in captured.err) is not quiet  # both sweeps' runs counted on one bar
