@@ -68,7 +68,8 @@ def synthetic_day(people: int, messages: int, seed: int = 1) -> tuple[ProviderVi
     if messages % 2:  # an odd count: one last message without its receipt
         t += rng.expovariate(rate)
         writer = rng.randrange(people)
-        obs.append(Obs("sealed_send", t, recipient_account=names[rng.choice(contacts[writer])]))
+        reader = rng.choice(contacts[writer])
+        obs.append(Obs("sealed_send", t, recipient_account=names[reader], recipient_device=1))
     obs.sort(key=lambda o: o.time or 0.0)
     truth = {names[i]: {names[j] for j in contacts[i]} for i in range(people)}
     return ProviderView("bench analysis: a synthetic day", tuple(obs)), truth

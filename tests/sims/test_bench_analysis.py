@@ -19,6 +19,7 @@ def test_the_synthetic_day_is_sealed_messages_and_their_receipts_in_time_order()
     assert len(times) == 401 and times == sorted(times)
     assert times[0] > 0 and times[-1] < analysis.DAY + 1  # one day (a receipt may come just after it)
     assert all(o.account is None and o.host is None for o in obs)  # nothing of the sender
+    assert {o.recipient_device for o in obs} == {1}  # the odd count's last message too
     assert len(truth) == 50 and all(len(c) >= 3 for c in truth.values())  # Barabási–Albert, m = 3
     # the same seed, the same day
     again, _ = analysis.synthetic_day(people=50, messages=401, seed=3)
