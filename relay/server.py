@@ -128,10 +128,20 @@ DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: Final = 64
 DEFAULT_CONNECTION_RATE: Final = Rate(2.0, 64.0)  # new connections per address: 2/s, burst 64
 DEFAULT_RETENTION_INTERVAL: Final = 60.0  # seconds between retention sweeps
 _RECEIVE_SIZE: Final = 65536
-# Requests whose answer may fill a frame; any other answer (an ack, an error, a certificate)
-# takes at most _SMALL_ANSWER bytes.
+# Requests whose answer may fill a frame (a group's state is up to 128 KiB, its member list up to
+# 1,024 names, a group send's answer up to 8,192 envelope ids); any other answer (an ack, an error,
+# a certificate) takes at most _SMALL_ANSWER bytes.
 _LARGE_ANSWERS: Final = frozenset(
-    {"receive", "fetch_bundle", "discover_contacts", "get_key_log_entries", "get_key_log_consistency"}
+    {
+        "receive",
+        "fetch_bundle",
+        "discover_contacts",
+        "get_key_log_entries",
+        "get_key_log_consistency",
+        "get_group",
+        "get_group_state",
+        "group_send",
+    }
 )
 _SMALL_ANSWER: Final = 4096
 MAX_BATCH: Final = 256  # requests in one transaction (one commit)

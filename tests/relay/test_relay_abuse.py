@@ -316,6 +316,34 @@ async def test_a_connection_that_pipelines_receives_and_never_reads_is_held_to_i
         nursery.cancel_scope.cancel()
 
 
+async def test_a_connection_that_pipelines_group_state_reads_and_never_reads_is_held_to_its_ceiling() -> None:
+    """A group's state answers with up to 128 KiB: each request taken must count a whole frame
+    against the connection's bound, not a small answer's 4 KiB (then ~128 requests were taken at
+    once, each answered with 128 KiB: ~16 MiB held for one connection that needs no account)."""
+    core = new_core(clock=time.time)
+    group = bytes(range(16))
+    bound = 512 * 1024
+    ceiling = bound + 2 * core.max_frame_size + 65536
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(serve, core, "127.0.0.1", 0, max_queued_bytes_per_device=bound))
+        client = await WireClient.connect(server.port)
+        state = bytes(wire.MAX_GROUP_STATE)
+        stored = await client.request(lambda i: wire.PutGroupState(id=i, group=group, version=0, state=state))
+        assert isinstance(stored, wire.GroupStateStored)
+        await client.stream.send_all(
+            b"".join(wire.encode(wire.GetGroupState(id=100 + i, group=group)) for i in range(400))
+        )
+        peak = 0
+        with trio.move_on_after(1.5):
+            while True:
+                await trio.sleep(0.01)
+                for c in server._connections.values():
+                    peak = max(peak, c.unsent + len(b"".join(c.outbox)))
+        assert 0 < peak <= ceiling, (peak, ceiling)
+        await client.aclose()
+        nursery.cancel_scope.cancel()
+
+
 async def test_one_address_cannot_take_every_connection_slot() -> None:
     core = new_core(clock=time.time)
     ports: set[int] = set()
