@@ -95,6 +95,9 @@ from relaysim.relay.wire import (
     DEFAULT_MAX_FRAME_SIZE,
     ENVELOPE_ID_SIZE,
     MAX_ACCOUNT_LEN,
+    MAX_DEVICES_PER_ACCOUNT,
+    MAX_GROUP_FANOUT,
+    MAX_GROUP_MEMBERS,
     MAX_KEY_LOG_ENTRIES,
     NONCE_SIZE,
     REQUEST_KINDS,
@@ -252,6 +255,17 @@ _CONTENT_KINDS: Final = frozenset({RecordKind.SEND, RecordKind.SEALED_SEND})
 # to the file after all (an ack of envelopes already in the file), the whole group transaction is
 # rolled back.
 _REFUSED_BEFORE_WRITING: Final = frozenset({Send, SealedSend, Ack})
+
+
+def _check_distinct(accounts: tuple[str, ...], field: str) -> None:
+    """Refuse a list of accounts that names one twice (the second is named)."""
+    if len(set(accounts)) != len(accounts):
+        seen: set[str] = set()
+        for i, account in enumerate(accounts):
+            if account in seen:
+                raise _Refused(ErrorCode.INVALID_VALUE, f"{account!r} is named twice", f"{field}[{i}]")
+            seen.add(account)
+
 
 _ABSENT_U: Final = (9).to_bytes(32, "little")  # the X25519 base point: stands in for an absent key
 
@@ -1067,6 +1081,13 @@ class RelayCore:
                     f"device {target} exists; only that device may re-register it (this connection is {me})",
                     "device",
                 )
+            if req.device not in existing and len(existing) >= MAX_DEVICES_PER_ACCOUNT:
+                # A bundle, and a send to every device of an account, hold at most this many.
+                raise _Refused(
+                    ErrorCode.TOO_MANY_DEVICES,
+                    f"account {req.account!r} has {len(existing)} devices, the most one account may have",
+                    "device",
+                )
             self._check_signed_prekeys(
                 req.identity_key, req.signed_prekey, req.kem_prekeys, req.last_resort_kem_prekey
             )
@@ -1568,9 +1589,21 @@ class RelayCore:
         return members
 
     def _check_accounts(self, accounts: tuple[str, ...], field: str) -> None:
+        _check_distinct(accounts, field)
         for i, account in enumerate(accounts):
             if not self.store.account_exists(account):
                 raise _Refused(ErrorCode.UNKNOWN_ACCOUNT, f"no account {account!r}", f"{field}[{i}]")
+
+    @staticmethod
+    def _check_group_size(group: bytes, members: int, field: str) -> None:
+        """A group's member list travels whole in one ``group_info``: at most MAX_GROUP_MEMBERS."""
+        if members > MAX_GROUP_MEMBERS:
+            raise _Refused(
+                ErrorCode.INVALID_VALUE,
+                f"group {group.hex()} would have {members} members; the most a group may have is "
+                f"{MAX_GROUP_MEMBERS}",
+                field,
+            )
 
     def _create_group(self, conn: ConnectionContext, req: CreateGroup, out: _Out) -> None:
         me = self._require_auth(conn, "create_group")
@@ -1579,10 +1612,11 @@ class RelayCore:
         if self.store.group_epoch(req.group) is not None:
             raise _Refused(ErrorCode.GROUP_EXISTS, f"group {req.group.hex()} already exists", "group")
         self._check_accounts(req.members, "members")
+        self._check_group_size(req.group, len({me.account, *req.members}), "members")
         now = self.clock()
         self.store.create_group(req.group, me.account, now)
         self.store.put_group_member(GroupMemberRecord(req.group, me.account, True, now, me.account))
-        for account in dict.fromkeys(req.members):
+        for account in req.members:
             if account != me.account:
                 self.store.put_group_member(GroupMemberRecord(req.group, account, False, now, me.account))
         out.items.append(Reply(conn.id, GroupUpdated(id=req.id, group=req.group, epoch=0)))
@@ -1600,6 +1634,17 @@ class RelayCore:
                 "group",
             )
         self._check_accounts(req.add, "add")
+        _check_distinct(req.remove, "remove")
+        _check_distinct(req.admins, "admins")
+        for i, account in enumerate(req.remove):
+            if account in req.add:
+                raise _Refused(
+                    ErrorCode.INVALID_VALUE,
+                    f"{account!r} is both added and removed; one change says one of the two",
+                    f"remove[{i}]",
+                )
+        after = (members.keys() - set(req.remove)) | set(req.add)
+        self._check_group_size(req.group, len(after), "add")
         now = self.clock()
         for account in req.remove:
             self.store.remove_group_member(req.group, account)
@@ -1654,10 +1699,19 @@ class RelayCore:
         now = self.clock()
         timestamp = int(now * 1000)
         fanout: list[tuple[str, list[StoredEnvelope], bool]] = []
+        copies = 0
         for m in members:
             devices = [d for d in self.store.device_ids(m.account) if DeviceAddress(m.account, d) != me]
             if not devices:
                 continue
+            copies += len(devices)
+            if copies > MAX_GROUP_FANOUT:  # the ids of every copy travel back in one group_sent
+                raise _Refused(
+                    ErrorCode.INVALID_VALUE,
+                    f"group {req.group.hex()} has more than {MAX_GROUP_FANOUT} member devices, the most one "
+                    "group_send reaches; send to the members pairwise instead",
+                    "group",
+                )
             dropped = m.account != me.account and me.account in self._blocks.get(m.account, {})
             if not dropped:
                 self._check_queue_room(

@@ -160,6 +160,7 @@ TOKEN_SIZE: Final = 32
 # clients upload 100 at a time (libsignal-service PREKEY_BATCH_SIZE = 100); we allow that many.
 MAX_PREKEYS_PER_UPLOAD: Final = 100
 MAX_DEVICES_PER_SEND: Final = 64
+MAX_DEVICES_PER_ACCOUNT: Final = MAX_DEVICES_PER_SEND  # so one send and one bundle reach them all
 MAX_ACK_IDS: Final = 1000
 MAX_ACCOUNT_LEN: Final = 128  # characters; Signal's account ids are 36-character UUIDs
 # Contact discovery answers at most this many accounts per request. Signal's CDSI takes a client's
@@ -279,6 +280,7 @@ class ErrorCode(enum.StrEnum):
     INVALID_DELIVERY_TOKEN = "invalid_delivery_token"
     ENVELOPE_TOO_LARGE = "envelope_too_large"
     DUPLICATE_DEVICE = "duplicate_device"
+    TOO_MANY_DEVICES = "too_many_devices"  # register: the account has MAX_DEVICES_PER_ACCOUNT already
     RATE_LIMITED = "rate_limited"  # retry_after_ms says when to try again
     RECIPIENT_QUEUE_FULL = "recipient_queue_full"  # the recipient's device has too much waiting
     REGISTRATION_PROOF = "registration_proof"  # a new account needs the relay's proof (see Register)

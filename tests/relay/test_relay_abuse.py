@@ -23,7 +23,15 @@ from relaysim.relay.identity import XEdDSAPublicKey
 from relaysim.relay.limits import DEFAULT_LIMITS, UNLIMITED, Limits, Rate
 from relaysim.relay.server import RelayServer, peer_address, serve
 from relaysim.relay.store import StoredEnvelope
-from tests.helpers import DeviceKeys, WireClient, core_authenticate, core_device, new_core, reply
+from tests.helpers import (
+    DeviceKeys,
+    WireClient,
+    assert_error,
+    core_authenticate,
+    core_device,
+    new_core,
+    reply,
+)
 
 E = wire.ErrorCode
 ALICE, BOB, MALLORY = DeviceKeys.make("alice"), DeviceKeys.make("bob"), DeviceKeys.make("mallory")
@@ -228,6 +236,26 @@ def test_authenticate_does_the_same_work_for_an_absent_device_as_for_a_present_o
     absent = wrong_signature(DeviceKeys.make("nobody"), 3)
     assert present == absent
     assert present[0] == [("lookup", True), ("convert gives a key", True), ("verify", False)]
+
+
+def test_an_account_holds_at_most_the_devices_one_bundle_and_one_send_reach() -> None:
+    """A 65th device was taken, and then every fetch_bundle of the account failed inside the relay
+    (a bundle lists at most 64 devices), so nobody could write to it again."""
+    core = new_core()
+    alice = core_device(core, ALICE, 1)
+    first = core.store.device("alice", 1)
+    assert first is not None
+    with core.store.transaction():  # 63 more devices, straight in the store (no keys to check)
+        for d in range(2, wire.MAX_DEVICES_PER_ACCOUNT + 1):
+            core.store.put_device(dataclasses.replace(first, device=d))
+    extra = DeviceKeys.make("alice", wire.MAX_DEVICES_PER_ACCOUNT + 1)
+    refused = reply(core.handle(alice, extra.register()))
+    assert "the most one account may have" in assert_error(refused, E.TOO_MANY_DEVICES, "device").message
+    assert len(core.store.device_ids("alice")) == wire.MAX_DEVICES_PER_ACCOUNT
+    bundle = reply(core.handle(core_device(core, BOB, 2), wire.FetchBundle(id=3, account="alice")))
+    assert isinstance(bundle, wire.Bundle) and len(bundle.devices) == wire.MAX_DEVICES_PER_ACCOUNT
+    # a device already there may still register again (new keys, the same slot)
+    assert isinstance(reply(core.handle(alice, ALICE.register(4))), wire.Registered)
 
 
 def test_re_registering_with_a_new_identity_ends_the_old_identitys_sessions() -> None:

@@ -197,3 +197,68 @@ def test_group_operations_spend_send_tokens() -> None:
         assert isinstance(stored, wire.GroupStateStored)
     again = reply(core.handle(anon, wire.PutGroupState(id=5, group=bytes(16), version=3, state=b"sealed")))
     assert isinstance(again, wire.ErrorFrame) and again.code == E.RATE_LIMITED.value
+
+
+def _accounts(core: RelayCore, n: int, devices: int = 0) -> list[str]:
+    """``n`` more accounts straight in the store (cheap: no keys checked), each with ``devices``
+    copies of bob's device record."""
+    import dataclasses
+
+    bob = core.store.device("bob", 1)
+    assert bob is not None
+    names = [f"m{i:05d}" for i in range(n)]
+    with core.store.transaction():
+        for name in names:
+            core.store.create_account(name, 0.0)
+            for d in range(1, devices + 1):
+                core.store.put_device(dataclasses.replace(bob, account=name, device=d))
+    return names
+
+
+def test_a_group_holds_at_most_what_one_group_info_lists() -> None:
+    core, c = _world()
+    names = _accounts(core, wire.MAX_GROUP_MEMBERS)
+    # alice and 1,023 others: the most one group_info lists, so get_group answers with all of them
+    assert isinstance(_create(core, c["alice"], *names[:-1]), wire.GroupUpdated)
+    info = reply(core.handle(c["alice"], wire.GetGroup(id=2, group=G)))
+    assert isinstance(info, wire.GroupInfo) and len(info.members) == wire.MAX_GROUP_MEMBERS
+    # one more, by adding or at creation, is refused (it was taken, and get_group then failed)
+    over = reply(core.handle(c["alice"], wire.ChangeGroup(id=3, group=G, add=(names[-1],))))
+    assert "most a group may have is 1024" in assert_error(over, E.INVALID_VALUE, "add").message
+    swap = reply(
+        core.handle(c["alice"], wire.ChangeGroup(id=4, group=G, add=(names[-1],), remove=(names[0],)))
+    )
+    assert isinstance(swap, wire.GroupUpdated)  # one in, one out: still 1,024
+    other = bytes(16)
+    too_big = reply(core.handle(c["bob"], wire.CreateGroup(id=5, group=other, members=tuple(names))))
+    assert "would have 1025 members" in assert_error(too_big, E.INVALID_VALUE, "members").message
+    assert core.store.group_epoch(other) is None  # refused whole
+
+
+def test_group_lists_name_each_account_once_and_a_change_does_not_both_add_and_remove() -> None:
+    core, c = _world()
+    twice = reply(core.handle(c["alice"], wire.CreateGroup(id=1, group=G, members=("bob", "carol", "bob"))))
+    assert "'bob' is named twice" in assert_error(twice, E.INVALID_VALUE, "members[2]").message
+    _create(core, c["alice"], "bob")
+    for change, field in (
+        (wire.ChangeGroup(id=2, group=G, add=("carol", "carol")), "add[1]"),
+        (wire.ChangeGroup(id=3, group=G, remove=("bob", "bob")), "remove[1]"),
+        (wire.ChangeGroup(id=4, group=G, admins=("bob", "bob")), "admins[1]"),
+        (wire.ChangeGroup(id=5, group=G, add=("carol",), remove=("carol",)), "remove[0]"),
+    ):
+        assert_error(reply(core.handle(c["alice"], change)), E.INVALID_VALUE, field)
+    assert {m.account for m in core.store.group_members(G)} == {"alice", "bob"}
+    assert core.store.group_epoch(G) == 0  # nothing refused moved the epoch
+
+
+def test_a_group_send_reaches_at_most_what_one_group_sent_lists() -> None:
+    core, c = _world()
+    per = wire.MAX_DEVICES_PER_ACCOUNT
+    names = _accounts(core, wire.MAX_GROUP_FANOUT // per + 1, devices=per)  # 8,256 devices
+    _create(core, c["alice"], *names)
+    refused = reply(core.handle(c["alice"], wire.GroupSend(id=2, group=G, epoch=0, body=b"skm")))
+    assert "more than 8192 member devices" in assert_error(refused, E.INVALID_VALUE, "group").message
+    assert core.store.all_envelopes() == []
+    core.handle(c["alice"], wire.ChangeGroup(id=3, group=G, remove=(names[0],)))  # 8,192 devices now
+    sent = reply(core.handle(c["alice"], wire.GroupSend(id=4, group=G, epoch=1, body=b"skm")))
+    assert isinstance(sent, wire.GroupSent) and len(sent.envelope_ids) == wire.MAX_GROUP_FANOUT
