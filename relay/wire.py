@@ -718,10 +718,14 @@ class Message:
         """``from_wire`` without the fast path: field by field, each error its own."""
         names, fields, plain = cls._decode_plan()
         for key in raw:
-            if key not in names:
-                shown = key if isinstance(key, str) else repr(key)
+            if type(key) is not str:  # (no field to name: a key that is no string is no field's)
                 raise LocalProtocolError(
-                    ErrorCode.UNKNOWN_FIELD, f"unknown field {shown!r} in {cls.__name__}", field=str(shown)
+                    ErrorCode.WRONG_TYPE,
+                    f"the keys of {cls.__name__} must be strings; got the {_type_name(key)} key {key!r}",
+                )
+            if key not in names:
+                raise LocalProtocolError(
+                    ErrorCode.UNKNOWN_FIELD, f"unknown field {key!r} in {cls.__name__}", field=key
                 )
         values: list[tuple[str, _Spec, Any]] = []
         for name, spec, default in fields:
@@ -1634,15 +1638,27 @@ def _decode_error(e: ProtocolError, request_id: int) -> RemoteProtocolError:
 
 def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Frame:
     """Parse one frame body (the msgpack map). Raises RemoteProtocolError."""
+    if not body:
+        raise RemoteProtocolError(
+            ErrorCode.MALFORMED_MSGPACK,
+            "frame body is empty (length 0): expected a msgpack map",
+            field="length",
+        )
     try:
         raw = _unpackb(body, raw=False, strict_map_key=False)
     except (
         Exception
     ) as e:  # msgpack raises ValueError, FormatError, StackError, ExtraData, UnicodeDecodeError…
+        reason = str(e) or ("nested too deeply" if isinstance(e, msgpack.StackError) else type(e).__name__)
         raise RemoteProtocolError(
-            ErrorCode.MALFORMED_MSGPACK, f"frame body is not one msgpack value: {e}"
+            ErrorCode.MALFORMED_MSGPACK, f"frame body is not one msgpack value: {reason}"
         ) from None
     if type(raw) is dict:
+        head = body[0]
+        # A map that names a key twice unpacks to a dict with the last value: refuse it rather
+        # than read a frame other than the one a reader that keeps the first value would see.
+        if (len(raw) != head & 0x0F) if 0x80 <= head <= 0x8F else head in (0xDE, 0xDF):
+            _check_keys_once(body)
         kind = raw.get("kind")
         if type(kind) is str:
             cls = kinds.get(kind)
@@ -1657,6 +1673,21 @@ def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Fr
                     except _Slow:
                         pass  # the checked path names what is wrong
     return _decode_map(raw, kinds)
+
+
+def _check_keys_once(body: bytes | bytearray) -> None:
+    """Refuse a frame body whose top-level map names a key more than once (the first such key)."""
+    pairs = _unpackb(body, raw=False, strict_map_key=False, object_pairs_hook=list)
+    seen: set[Any] = set()
+    for key, _ in pairs:
+        if key in seen:
+            shown = key if type(key) is str else repr(key)
+            raise RemoteProtocolError(
+                ErrorCode.INVALID_VALUE,
+                f"frame body names the key {shown!r} more than once; each key once",
+                field=str(shown),
+            )
+        seen.add(key)
 
 
 def _decode_map(raw: Any, kinds: Mapping[str, type[Frame]]) -> Frame:

@@ -167,7 +167,8 @@ BASE = {"v": 1, "id": 9, "kind": "ping"}
     ("body", "code", "field", "words"),
     [
         (b"\xc1", wire.ErrorCode.MALFORMED_MSGPACK, None, "msgpack"),  # 0xc1 is never used
-        (b"", wire.ErrorCode.MALFORMED_MSGPACK, None, "msgpack"),
+        (b"", wire.ErrorCode.MALFORMED_MSGPACK, "length", "empty (length 0)"),
+        (b"\x91" * 5000 + b"\xc0", wire.ErrorCode.MALFORMED_MSGPACK, None, "nested too deeply"),
         (msgpack.packb(BASE) + b"\x00", wire.ErrorCode.MALFORMED_MSGPACK, None, "msgpack"),  # trailing data
         (msgpack.packb([1, 2]), wire.ErrorCode.NOT_A_MAP, None, "array"),
         (msgpack.packb({"id": 1, "kind": "ping"}), wire.ErrorCode.MISSING_FIELD, "v", "'v'"),
@@ -181,7 +182,25 @@ BASE = {"v": 1, "id": 9, "kind": "ping"}
         (msgpack.packb({**BASE, "kind": "launch"}), wire.ErrorCode.UNKNOWN_KIND, "kind", "'launch'"),
         (msgpack.packb({**BASE, "kind": "pong"}), wire.ErrorCode.UNKNOWN_KIND, "kind", "'pong'"),  # wrong way
         (msgpack.packb({**BASE, "extra": 1}), wire.ErrorCode.UNKNOWN_FIELD, "extra", "'extra'"),
-        (msgpack.packb({**BASE, 5: 1}), wire.ErrorCode.UNKNOWN_FIELD, "5", "5"),
+        (
+            msgpack.packb({**BASE, 5: 1}),
+            wire.ErrorCode.WRONG_TYPE,
+            None,
+            "must be strings; got the int key 5",
+        ),
+        # a key named twice: refused, not read as its last value (a reader keeping the first would differ)
+        (
+            b"\x84\xa1v\x02\xa2id\x01\xa4kind\xa4ping\xa1v\x01",
+            wire.ErrorCode.INVALID_VALUE,
+            "v",
+            "'v' more than once",
+        ),
+        (
+            b"\xde\x00\x04\xa1v\x01\xa2id\x01\xa4kind\xa4ping\xa4kind\xa4ping",
+            wire.ErrorCode.INVALID_VALUE,
+            "kind",
+            "once",
+        ),
         (
             msgpack.packb({"v": 1, "id": 9, "kind": "auth_challenge", "account": "a"}),
             wire.ErrorCode.MISSING_FIELD,
