@@ -257,6 +257,21 @@ _CONTENT_KINDS: Final = frozenset({RecordKind.SEND, RecordKind.SEALED_SEND})
 _REFUSED_BEFORE_WRITING: Final = frozenset({Send, SealedSend, Ack})
 
 
+def _check_key_ids(ids: list[int], field: str) -> None:
+    """Refuse an upload that gives one key id twice (the store would keep one of the two, and the
+    device believe it had uploaded both)."""
+    if len(set(ids)) != len(ids):
+        seen: set[int] = set()
+        for i, key_id in enumerate(ids):
+            if key_id in seen:
+                raise _Refused(
+                    ErrorCode.INVALID_VALUE,
+                    f"key id {key_id} is given twice; each key its own id",
+                    f"{field}[{i}].id",
+                )
+            seen.add(key_id)
+
+
 def _check_distinct(accounts: tuple[str, ...], field: str) -> None:
     """Refuse a list of accounts that names one twice (the second is named)."""
     if len(set(accounts)) != len(accounts):
@@ -1047,6 +1062,10 @@ class RelayCore:
     # -- handlers ----------------------------------------------------------------------------
 
     def _register(self, conn: ConnectionContext, req: Register, out: _Out) -> None:
+        _check_key_ids(
+            [k.id for k in req.one_time_prekeys], "one_time_prekeys"
+        )  # (says nothing about the account)
+        _check_key_ids([k.id for k in req.kem_prekeys], "kem_prekeys")
         target = DeviceAddress(req.account, req.device)
         me = conn.authenticated
         if me is None or me.account != req.account:
@@ -1107,6 +1126,8 @@ class RelayCore:
 
     def _upload_prekeys(self, conn: ConnectionContext, req: UploadPrekeys, out: _Out) -> None:
         device = self._my_device(conn, "upload_prekeys")
+        _check_key_ids([k.id for k in req.one_time_prekeys], "one_time_prekeys")
+        _check_key_ids([k.id for k in req.kem_prekeys], "kem_prekeys")
         me = DeviceAddress(device.account, device.device)
         self._check_signed_prekeys(
             device.identity_key, req.signed_prekey, req.kem_prekeys, req.last_resort_kem_prekey

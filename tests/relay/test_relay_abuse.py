@@ -258,6 +258,31 @@ def test_an_account_holds_at_most_the_devices_one_bundle_and_one_send_reach() ->
     assert isinstance(reply(core.handle(alice, ALICE.register(4))), wire.Registered)
 
 
+def test_an_upload_that_gives_one_key_id_twice_is_refused_and_nothing_of_it_is_kept() -> None:
+    core = new_core()
+    alice = core_device(core, ALICE, 1)
+    before = core.store.prekey_counts("alice", 1)
+    one, two = ALICE.prekeys(2)
+    twice = dataclasses.replace(two, id=one.id)
+    kem = ALICE.kem_prekeys(2)
+    for request, field in (
+        (wire.UploadPrekeys(id=2, one_time_prekeys=(one, twice)), "one_time_prekeys[1].id"),
+        (wire.UploadPrekeys(id=3, kem_prekeys=(kem[0], kem[1], kem[0])), "kem_prekeys[2].id"),
+        (
+            dataclasses.replace(ALICE.register(4), one_time_prekeys=(one, two, twice)),
+            "one_time_prekeys[2].id",
+        ),
+    ):
+        refused = assert_error(reply(core.handle(alice, request)), E.INVALID_VALUE, field)
+        assert "is given twice" in refused.message
+    assert core.store.prekey_counts("alice", 1) == before  # (it kept one of the two, and said "1")
+    fresh = ConnectionContext(2, ("192.0.2.1", 40002))  # a new account: refused before anything else
+    core.connect(fresh)
+    new = dataclasses.replace(BOB.register(5), kem_prekeys=(kem[1], kem[1]))
+    assert_error(reply(core.handle(fresh, new)), E.INVALID_VALUE, "kem_prekeys[1].id")
+    assert not core.store.account_exists("bob")
+
+
 def test_re_registering_with_a_new_identity_ends_the_old_identitys_sessions() -> None:
     core = new_core()
     first, second = core_device(core, ALICE, 1), core_device(core, ALICE, 2, register=False)
