@@ -1549,6 +1549,18 @@ class RelayCore:
     def _discover_contacts(self, conn: ConnectionContext, req: DiscoverContacts, out: _Out) -> None:
         me = self._require_auth(conn, "discover_contacts")
         asked = tuple(dict.fromkeys(req.contacts))  # each once, in the order given
+        rate = self.limits.discover_per_account
+        if rate is not None:  # a token a name (a request larger than the burst takes all of it)
+            now, cost = self.clock(), min(float(len(asked)), rate.burst)
+            wait = self._limiter.wait("discover_per_account", me.account, rate, now, cost)
+            if wait:
+                raise _Refused(
+                    ErrorCode.RATE_LIMITED,
+                    f"discover_contacts: over this relay's limit discover per account ({rate}, a token a "
+                    f"name; {len(asked)} asked); retry in {wait:.3f} s",
+                    retry_after=wait,
+                )
+            self._limiter.take("discover_per_account", me.account, rate, now, cost)
         existing = self.store.existing_accounts(asked)
         registered = tuple(c for c in asked if c in existing)
         if self.keep_contacts:

@@ -92,6 +92,10 @@ class Limits:
     # (its account when logged in, else its address) and per target account.
     fetch_per_requester: Rate | None = Rate(1.0, 60.0)
     fetch_per_target: Rate | None = Rate(6 / 60, 10.0)
+    # Contact discovery, per account: each name looked up takes a token (the first upload of a
+    # whole address book fits in the burst; after it, about 86,000 names a day), so that no one
+    # account can walk the directory of who is registered.
+    discover_per_account: Rate | None = Rate(1.0, 5000.0)
     # Below this many one-time prekeys, a device is told so (``prekeys_left`` in Authenticated
     # and Envelopes) and should upload more.
     prekeys_low: int = 10
@@ -117,6 +121,7 @@ UNLIMITED: Final = Limits(
     register_per_address=None,
     fetch_per_requester=None,
     fetch_per_target=None,
+    discover_per_account=None,
     prekeys_low=0,
 )
 """No limits at all (a simulation of many people behind one address, a benchmark of the core)."""

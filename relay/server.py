@@ -1242,6 +1242,11 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
             "fetch_per_target",
             "bundle fetches with one-time prekeys per target account (past it: bundles without them)",
         ),
+        (
+            "--discover-rate-account",
+            "discover_per_account",
+            "names looked up with discover_contacts per account, a token a name",
+        ),
     ):
         g.add_argument(
             flag,
@@ -1411,6 +1416,7 @@ def main(args: list[str]) -> int:
             register_per_address=opts.register_per_address,
             fetch_per_requester=opts.fetch_per_requester,
             fetch_per_target=opts.fetch_per_target,
+            discover_per_account=opts.discover_per_account,
             prekeys_low=opts.prekeys_low,
         )
     except ValueError as e:

@@ -283,6 +283,36 @@ def test_an_upload_that_gives_one_key_id_twice_is_refused_and_nothing_of_it_is_k
     assert not core.store.account_exists("bob")
 
 
+def test_contact_discovery_is_a_token_a_name_per_account_with_a_retry_after() -> None:
+    """500 requests of 1,000 names each were all answered: the directory of who is registered
+    could be walked by one account."""
+    limits = dataclasses.replace(UNLIMITED, discover_per_account=Rate(2.0, 10.0))
+    clock = [1_000.0]
+    core = new_core(lambda: clock[0], limits=limits)
+    alice, bob = core_device(core, ALICE, 1), core_device(core, BOB, 2)
+    names = ("bob", *(f"n{i}" for i in range(7)), "bob")  # eight names: "bob" counts once
+    found = reply(core.handle(alice, wire.DiscoverContacts(id=2, contacts=names)))
+    assert isinstance(found, wire.ContactsFound) and found.registered == ("bob",)
+    over = assert_error(
+        reply(core.handle(alice, wire.DiscoverContacts(id=3, contacts=("a", "b", "c")))), E.RATE_LIMITED, None
+    )
+    assert over.retry_after_ms == 500 and "a token a name" in over.message  # one name short, at 2 a second
+    # another account has its own tokens
+    assert isinstance(
+        reply(core.handle(bob, wire.DiscoverContacts(id=4, contacts=("alice",)))), wire.ContactsFound
+    )
+    clock[0] += 0.5
+    assert isinstance(
+        reply(core.handle(alice, wire.DiscoverContacts(id=5, contacts=("a", "b", "c")))), wire.ContactsFound
+    )
+    # a request larger than the burst is not refused for ever: it takes the whole bucket
+    clock[0] += 10
+    many = tuple(f"m{i}" for i in range(50))
+    assert isinstance(
+        reply(core.handle(alice, wire.DiscoverContacts(id=6, contacts=many))), wire.ContactsFound
+    )
+
+
 def test_re_registering_with_a_new_identity_ends_the_old_identitys_sessions() -> None:
     core = new_core()
     first, second = core_device(core, ALICE, 1), core_device(core, ALICE, 2, register=False)
