@@ -953,13 +953,15 @@ class RelayCore:
         assert device is not None, "devices are replaced, never deleted, so an authenticated one exists"
         return device
 
-    def _limit(self, what: str, conn: ConnectionContext, *buckets: tuple[str, object]) -> None:
-        """Take a token from each named bucket (a Limits field, keyed), or refuse with
-        rate_limited and the wait, taking none. A None key (no account, no address) is not limited."""
+    def _limit(
+        self, what: str, conn: ConnectionContext, *buckets: tuple[str, object], cost: float = 1.0
+    ) -> None:
+        """Take a token (or ``cost`` tokens) from each named bucket (a Limits field, keyed), or refuse
+        with rate_limited and the wait, taking none. A None key (no account, no address) is not limited."""
         now = self.clock()
         limits = self.limits
         chosen = [(name, key, getattr(limits, name)) for name, key in buckets if key is not None]
-        refused = self._limiter.take_all(chosen, now)  # each bucket computed once (relay.limits)
+        refused = self._limiter.take_all(chosen, now, cost)  # each bucket computed once (relay.limits)
         if refused is not None:
             name, rate, wait = refused
             raise _Refused(
@@ -1764,6 +1766,22 @@ class RelayCore:
                 for d in devices
             ]
             fanout.append((m.account, stored, dropped))
+        # One token carried the request; what it stores past one frame's worth spends more, a token a
+        # frame, as the pairwise sends that would store it would (each carries at most a frame).
+        extra = -(-len(req.body) * copies // self.max_frame_size) - 1
+        if extra > 0:
+            senders = (("send_per_account", me.account), ("send_per_address", _host(conn)))
+            bursts = [r.burst for name, _ in senders if (r := getattr(self.limits, name)) is not None]
+            if bursts and extra > min(bursts) - 1:
+                raise _Refused(
+                    ErrorCode.ENVELOPE_TOO_LARGE,
+                    f"group_send would store {len(req.body)} bytes for each of {copies} devices, "
+                    f"{len(req.body) * copies} in all; the most one request may make this relay store is "
+                    f"{int(min(bursts))} frames' worth ({int(min(bursts)) * self.max_frame_size} bytes): send a "
+                    "smaller body",
+                    "body",
+                )
+            self._limit("group_send", conn, *senders, cost=extra)
         ids = tuple(s.id for _, stored, _ in fanout for s in stored)
         out.items.append(Reply(conn.id, GroupSent(id=req.id, envelope_ids=ids)))
         for account, stored, dropped in fanout:

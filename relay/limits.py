@@ -153,21 +153,22 @@ class RateLimiter:
         self._put((name, key), self._tokens(name, key, rate, now) - cost, now, rate)
 
     def take_all(
-        self, buckets: list[tuple[str, object, Rate | None]], now: float
+        self, buckets: list[tuple[str, object, Rate | None]], now: float, cost: float = 1.0
     ) -> tuple[str, Rate, float] | None:
-        """Take one token from each of ``buckets`` ((name, key, rate)), or, if one of them has none
-        now, none at all: then the first such bucket's name, rate and wait (seconds). The same as
-        :meth:`wait` on each and then :meth:`take` on each, with each bucket's tokens computed once."""
+        """Take ``cost`` tokens (one by default) from each of ``buckets`` ((name, key, rate)), or, if
+        one of them has too few now, none at all: then the first such bucket's name, rate and wait
+        (seconds). The same as :meth:`wait` on each and then :meth:`take` on each, with each
+        bucket's tokens computed once. (A cost above a bucket's burst is never met: check first.)"""
         counted: list[tuple[tuple[str, object], float, Rate]] = []
         for name, key, rate in buckets:
             if rate is None:
                 continue
             tokens = self._tokens(name, key, rate, now)
-            if tokens < 1.0:
-                return name, rate, (1.0 - tokens) / rate.per_second
+            if tokens < cost:
+                return name, rate, (cost - tokens) / rate.per_second
             counted.append(((name, key), tokens, rate))
         for bucket, tokens, rate in counted:
-            self._put(bucket, tokens - 1.0, now, rate)
+            self._put(bucket, tokens - cost, now, rate)
         return None
 
     def _put(self, bucket: tuple[str, object], tokens: float, now: float, rate: Rate) -> None:

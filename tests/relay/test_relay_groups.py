@@ -262,3 +262,30 @@ def test_a_group_send_reaches_at_most_what_one_group_sent_lists() -> None:
     core.handle(c["alice"], wire.ChangeGroup(id=3, group=G, remove=(names[0],)))  # 8,192 devices now
     sent = reply(core.handle(c["alice"], wire.GroupSend(id=4, group=G, epoch=1, body=b"skm")))
     assert isinstance(sent, wire.GroupSent) and len(sent.envelope_ids) == wire.MAX_GROUP_FANOUT
+
+
+def test_a_group_send_spends_a_send_token_for_each_frame_s_worth_it_makes_the_relay_store() -> None:
+    """One group_send of a 261 KB body to 1,023 members stored ~260 MB for one token: five of them
+    grew the database by 1.5 GiB. Now it costs what the pairwise sends storing as much would."""
+    import dataclasses
+
+    from relaysim.relay.limits import UNLIMITED, Rate
+
+    core = new_core(limits=dataclasses.replace(UNLIMITED, send_per_account=Rate(0.001, 5.0)))
+    c = {k.account: core_device(core, k, i + 1) for i, k in enumerate((ALICE, BOB, CAROL, DAVE))}
+    _create(core, c["alice"], "bob", "carol", "dave")  # one token
+    small = reply(core.handle(c["alice"], wire.GroupSend(id=2, group=G, epoch=0, body=bytes(1000))))
+    assert isinstance(small, wire.GroupSent)  # 3 KB stored: one token, as before (3 left)
+    body = bytes(150_000)  # 3 copies, 450 KB: two frames' worth, so one token more (1 left)
+    assert isinstance(
+        reply(core.handle(c["alice"], wire.GroupSend(id=3, group=G, epoch=0, body=body))), wire.GroupSent
+    )
+    again = reply(core.handle(c["alice"], wire.GroupSend(id=4, group=G, epoch=0, body=body)))
+    assert assert_error(again, E.RATE_LIMITED, None).retry_after_ms is not None
+    assert len(core.store.all_envelopes()) == 6  # the refused send stored nothing
+    # more than the burst could ever pay for: refused as too large, not "retry later"
+    names = _accounts(core, 20, devices=1)
+    other = bytes(16)
+    core.handle(c["bob"], wire.CreateGroup(id=5, group=other, members=tuple(names)))
+    huge = reply(core.handle(c["bob"], wire.GroupSend(id=6, group=other, epoch=0, body=bytes(200_000))))
+    assert "send a smaller body" in assert_error(huge, E.ENVELOPE_TOO_LARGE, "body").message
