@@ -29,6 +29,7 @@ shows where).
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -193,6 +194,7 @@ def _say_report(out: Path, write: bool) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from relaysim.sims.analysis.view import AnalysisInputError
     from relaysim.sims.reports.html import ReportError, write_report
 
     out = Path(args.dir)
@@ -200,7 +202,7 @@ def _report(args: argparse.Namespace) -> int:
         raise CliError(f"{out}: no such folder; give the --out folder of a finished run")
     try:
         path = write_report(out)
-    except ReportError as exc:
+    except (ReportError, AnalysisInputError) as exc:
         raise CliError(str(exc)) from None
     print(f"wrote {path} (one file; open it in a browser, no network needed)")
     return 0
@@ -905,6 +907,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
+    except OSError as exc:
+        # The file system said no (a read-only folder, a file where a folder belongs, a full
+        # disk): the user's to fix, with the path and the system's reason; not a bug.
+        _flush_quietly()
+        print(f"{command}: {_os_error_text(exc)}", file=sys.stderr)
+        return 2
     except Exception as exc:  # the last resort: a bug, not a user error
         if os.environ.get("RELAYSIM_TRACEBACK"):
             raise
@@ -915,6 +923,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _os_error_text(exc: OSError) -> str:
+    """``cannot write out/x/report.html: Read-only file system``, or the error as it is."""
+    if exc.filename is None:
+        return str(exc)
+    reason = exc.strerror or str(exc)
+    path = exc.filename if exc.filename2 is None else f"{exc.filename} → {exc.filename2}"
+    hint = {
+        errno.EROFS: "; copy the folder somewhere writable, or give another folder",
+        errno.EACCES: "; check its permissions, or give another folder",
+        errno.ENOTDIR: "; a file stands where a folder belongs: give another path",
+        errno.EEXIST: "; a file stands where a folder belongs: move it, or give another path",
+        errno.EISDIR: "; a folder stands where a file belongs: give a file's path",
+        errno.ENOSPC: "; free some space, or give a folder on another disk",
+    }.get(exc.errno or 0, "")
+    return f"{path}: {reason}{hint}"
 
 
 def _flush_quietly() -> None:

@@ -16,6 +16,7 @@ databases are opened read-only, so analysing a run never changes it.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -111,9 +112,22 @@ def _obs(r: MetadataRecord) -> Obs:
 def _connect(db: Path) -> sqlite3.Connection:
     if not db.is_file():
         raise AnalysisInputError(f"{db}: no such file; expected a run's relay.db")
+    uri = db.resolve().as_uri()
     try:
-        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True)
         conn.execute("SELECT 1 FROM metadata LIMIT 1")
+    except sqlite3.OperationalError as exc:
+        # A finished run's store on read-only media: SQLite cannot make the shared-memory file a
+        # WAL database is read through. With no write-ahead log beside it the file is whole, so it
+        # is read as immutable (no locks, no -shm); with one, what it holds would be missed.
+        wal = db.with_name(db.name + "-wal")
+        if os.access(db.parent, os.W_OK) or (wal.exists() and wal.stat().st_size > 0):
+            raise AnalysisInputError(f"{db}: cannot read it as a relay store ({exc})") from None
+        try:
+            conn = sqlite3.connect(f"{uri}?immutable=1", uri=True)
+            conn.execute("SELECT 1 FROM metadata LIMIT 1")
+        except sqlite3.DatabaseError as again:
+            raise AnalysisInputError(f"{db}: cannot read it as a relay store ({again})") from None
     except sqlite3.DatabaseError as exc:
         raise AnalysisInputError(f"{db}: cannot read it as a relay store ({exc})") from None
     return conn

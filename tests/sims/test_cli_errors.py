@@ -359,3 +359,77 @@ def test_disclose_with_a_bad_date_in_the_provider_file(
     assert_clean_error(res, "provider.json", needle)
     if field == "clock_epoch":
         assert_clean_error(cli("analyze", str(run)), "provider.json", "clock_epoch: expected Unix seconds")
+
+
+# --- the file system says no: a clear line with the path and the reason, exit 2 ---------------------
+
+
+def test_a_file_where_a_folder_belongs_is_the_users_to_fix_not_an_internal_error(
+    tmp_path: Path, tf_run: Path
+) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder\n", encoding="utf-8")
+    res = cli(
+        "sweep", "two-friends", "--param", "network.loss=0", "--seeds", "1", "--out", str(blocker), "--quiet"
+    )
+    assert_clean_error(res, f"{blocker}/runs", "a file stands where a folder belongs")
+    assert "internal error" not in res.stderr
+    run = tmp_path / "tf"
+    run.mkdir()
+    for name in ("relay.db", "provider.json", "summary.json", "transcript.jsonl"):
+        (run / name).write_bytes((tf_run / name).read_bytes())
+    (run / "analysis").write_text("a file, not the folder analyze writes\n", encoding="utf-8")
+    res = cli("analyze", str(run))
+    assert_clean_error(res, f"{run}/analysis", "a file stands where a folder belongs")
+
+
+def test_report_on_a_run_folder_without_its_database_says_so(tmp_path: Path, tf_run: Path) -> None:
+    run = tmp_path / "nodb"
+    run.mkdir()
+    for name in ("provider.json", "summary.json", "transcript.jsonl"):
+        (run / name).write_bytes((tf_run / name).read_bytes())
+    res = cli("report", str(run))
+    assert_clean_error(res, f"{run}/relay.db", "no such file")
+    assert "internal error" not in res.stderr
+
+
+def test_a_bench_json_path_that_cannot_be_written_is_refused_before_anything_is_measured(
+    tmp_path: Path,
+) -> None:
+    res = cli("bench", "sweep", "--runs", "5", "--json", str(tmp_path / "missing" / "x.json"), timeout=30)
+    assert_clean_error(res, "--json", "does not exist")
+    assert "speed-up" not in res.stdout  # nothing ran
+    res = cli("bench", "crypto", "--json", str(tmp_path), timeout=30)
+    assert_clean_error(res, "--json", "is a folder")
+
+
+def test_a_finished_run_on_read_only_media_is_read_without_its_shared_memory_file(
+    tmp_path: Path, tf_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite cannot read a WAL database in mode=ro where it cannot make the -shm file (a read-only
+    mount, a USB stick): "unable to open database file", blaming a healthy store. With no write-ahead
+    log beside it the store is whole and is read as immutable."""
+    import sqlite3
+
+    from relaysim.sims.analysis import view
+
+    db = tmp_path / "relay.db"
+    db.write_bytes((tf_run / "relay.db").read_bytes())
+    real = sqlite3.connect
+    opened: list[str] = []
+
+    def connect(database: str, **kwargs: object) -> sqlite3.Connection:
+        opened.append(database.rpartition("?")[2])
+        if database.endswith("?mode=ro"):
+            raise sqlite3.OperationalError("unable to open database file")  # as on a read-only mount
+        return real(database, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(view.sqlite3, "connect", connect)
+    monkeypatch.setattr(view.os, "access", lambda path, mode: False)  # the folder is read-only
+    conn = view._connect(db)
+    assert conn.execute("SELECT count(*) FROM metadata").fetchone()[0] > 0
+    assert opened == ["mode=ro", "immutable=1"]
+    # with a write-ahead log that holds writes, reading past it would miss them: refused, said why
+    (tmp_path / "relay.db-wal").write_bytes(b"\0" * 32)
+    with pytest.raises(view.AnalysisInputError, match="cannot read it as a relay store"):
+        view._connect(db)
