@@ -377,7 +377,11 @@ def _disclose(args: argparse.Namespace) -> int:
         if value is None:
             return None
         try:
-            return epoch + parse_duration(value)
+            number: float | None = float(value)  # bare seconds, as a scenario's numbers are
+        except ValueError:
+            number = None
+        try:
+            return epoch + parse_duration(value if number is None else number)
         except ValueError as exc:
             raise CliError(f"{option} {value!r}: {exc} (simulated time since the start of the run)") from None
 
@@ -409,6 +413,12 @@ def _disclose(args: argparse.Namespace) -> int:
                     + (f"{len(known)}: {listed})" if known else "none)")
                 )
             served = at if at is not None else float(provider.get("run_ended", _latest_time(store, epoch)))
+            if start is not None and start >= served:
+                raise CliError(
+                    f"--from {args.start!r}: the reporting period would start at or after the order is served "
+                    f"({'--at ' + repr(args.at) if args.at is not None else 'the end of the run'}); give an earlier "
+                    "--from, or a later --at"
+                )
             order = LegalProcess(
                 name=args.name or f"{args.process}-{args.target or 'everyone'}",
                 process=args.process,

@@ -173,11 +173,35 @@ def test_disclose_on_an_account_the_relay_never_had(tf_run: Path) -> None:
             ["--to", "after"],
         ),
         (["--process", "subpoena", "--target", "amira", "--at", "-1h"], ["--at"]),
+        (["--process", "subpoena", "--target", "amira", "--at", "nan"], ["--at 'nan'", "non-negative"]),
+        # a reporting period that would start after service (it printed "from 02:00:00 to 01:00:00")
+        (
+            ["--process", "court_order_2703d", "--target", "amira", "--at", "1h", "--from", "2h"],
+            ["--from '2h'", "at or after the order is served"],
+        ),
     ],
 )
 def test_disclose_refuses_wrong_options(tf_run: Path, extra: list[str], needles: list[str]) -> None:
     res = cli("disclose", "--db", str(tf_run / "relay.db"), *extra)
     assert_clean_error(res, *needles)
+
+
+def test_disclose_takes_bare_seconds_as_the_readme_says(tf_run: Path) -> None:
+    res = cli(
+        "disclose",
+        "--db",
+        str(tf_run / "relay.db"),
+        "--process",
+        "court_order_2703d",
+        "--target",
+        "ben",
+        "--at",
+        "90",
+        "--from",
+        "0",
+    )
+    assert res.returncode == 0, res.stderr
+    assert "Served at:** 00:01:30" in res.stdout and "from 00:00:00" in res.stdout
 
 
 def test_disclose_on_a_missing_or_wrong_db(tmp_path: Path) -> None:
