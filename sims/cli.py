@@ -401,9 +401,15 @@ def _disclose(args: argparse.Namespace) -> int:
             if src.exists():
                 Path(str(copy) + suffix).write_bytes(src.read_bytes())
         try:
-            store = Store(copy, durable=False)
+            missing = _missing_relay_tables(copy)
+            store = Store(copy, durable=False) if not missing else None
         except (StoreError, sqlite3.DatabaseError) as exc:
             raise CliError(f"--db {db}: cannot open it as a relay store: {exc}") from None
+        if store is None:
+            raise CliError(
+                f"--db {db}: not a relaysim relay store (it has no {' or '.join(missing)} table); give the "
+                "relay.db in a run's --out folder"
+            )
         try:
             if args.target and not store.account_exists(args.target):
                 known = _accounts(copy)
@@ -455,6 +461,19 @@ def _disclose(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _missing_relay_tables(db: Path) -> list[str]:
+    """Which of a relay store's own tables ``db`` lacks (any SQLite file, even an empty one, would
+    otherwise be opened, given the store's tables, and answer as a relay that never had anyone)."""
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        have = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        con.close()
+    return [t for t in ("accounts", "devices", "metadata") if t not in have]
 
 
 def _accounts(db: Path) -> list[str]:

@@ -211,6 +211,19 @@ def test_disclose_on_a_missing_or_wrong_db(tmp_path: Path) -> None:
     junk.write_text("not a database\n" * 100, encoding="utf-8")
     res = cli("disclose", "--db", str(junk), "--profile", "signal", "--process", "subpoena", "--target", "a")
     assert_clean_error(res, "junk.db")
+    # a database, but not a relay's (or an empty file, which SQLite takes for an empty database): it
+    # answered as a relay that never had anyone ("complied" to a demand on everyone)
+    import sqlite3
+
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as con:
+        con.execute("CREATE TABLE foo (x)")
+    con.close()
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    for db in (other, empty):
+        res = cli("disclose", "--db", str(db), "--profile", "signal", "--process", "pta_demand")
+        assert_clean_error(res, db.name, "not a relaysim relay store")
 
 
 def test_disclose_with_a_damaged_provider_file(tmp_path: Path, tf_run: Path) -> None:
