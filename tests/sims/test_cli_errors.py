@@ -470,3 +470,13 @@ def test_a_finished_run_on_read_only_media_is_read_without_its_shared_memory_fil
     (tmp_path / "relay.db-wal").write_bytes(b"\0" * 32)
     with pytest.raises(view.AnalysisInputError, match="cannot read it as a relay store"):
         view._connect(db)
+
+
+def test_disclose_on_a_phone_number_with_no_account_answers_no_such_account(tf_run: Path) -> None:
+    """As Signal answered the 2016 grand-jury subpoena for a number it had no account for (the
+    built-in signal-subpoena-2016 shows it); a name that is no account is still refused as a slip."""
+    res = cli(
+        "disclose", "--db", str(tf_run / "relay.db"), "--process", "subpoena", "--target", "+17035550143"
+    )
+    assert res.returncode == 0, res.stderr
+    assert "no such account: no account is registered to `+17035550143`" in res.stdout
