@@ -75,7 +75,7 @@ def _at_least(minimum: int, what: str) -> Callable[[str], int]:
     return parse
 
 
-_columns = _at_least(40, "columns")
+_columns = _at_least(40, "columns")  # sims.term.MIN_WIDTH (not imported here: it loads rich)
 _rows = _at_least(1, "rows")
 
 

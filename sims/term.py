@@ -65,9 +65,14 @@ def outcome_style(outcome: str) -> str:
     return OUTCOME_COLOURS[outcome] if truecolor() else OUTCOME_STANDARD[outcome]
 
 
+MIN_WIDTH = 40  # the narrowest the views lay out (``--width`` refuses less)
+
+
 def terminal_width(default: int = 100) -> int:
-    """The terminal's width in columns: ``COLUMNS`` if set, the terminal's own, else ``default``."""
-    return shutil.get_terminal_size((default, 24)).columns
+    """The terminal's width in columns: ``COLUMNS`` if set, the terminal's own, else ``default``;
+    never below MIN_WIDTH (a narrower one gets MIN_WIDTH's layout, wrapped by the terminal, rather
+    than columns of one character each)."""
+    return max(MIN_WIDTH, shutil.get_terminal_size((default, 24)).columns)
 
 
 def use_color(stream: object = None) -> bool:

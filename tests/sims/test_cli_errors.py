@@ -480,3 +480,14 @@ def test_disclose_on_a_phone_number_with_no_account_answers_no_such_account(tf_r
     )
     assert res.returncode == 0, res.stderr
     assert "no such account: no account is registered to `+17035550143`" in res.stdout
+
+
+def test_a_columns_narrower_than_the_views_take_gets_their_narrowest_layout(
+    tf_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--width 10 is refused; COLUMNS=10 laid the view out one character a line, its columns empty."""
+    monkeypatch.setenv("COLUMNS", "10")
+    res = cli("show", str(tf_run), "--limit", "2")
+    assert res.returncode == 0, res.stderr
+    assert max(len(line) for line in res.stdout.splitlines()) == 40
+    assert "ben/1" in res.stdout
