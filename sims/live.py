@@ -54,6 +54,7 @@ import math
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,7 +101,7 @@ from relaysim.relay.custody import ContentKey
 from relaysim.relay.metadata import MetadataRecord, RecordKind
 from relaysim.relay.store import Store
 from relaysim.sims.progress import progress_bar
-from relaysim.sims.report import summarise, summary_markdown, transcript_writer
+from relaysim.sims.report import summarise, summary_markdown, transcript_writer, write_disclosures
 from relaysim.sims.scenario import DeviceSpec, Scenario, TimelineEvent
 from relaysim.sims.world.groups import GroupDirector
 from relaysim.sims.world.simulation import (
@@ -1261,6 +1262,7 @@ class _Outcome:
     reconnects: int
     real_seconds: float
     relay_end: float  # the relay's clock at the scenario's end: later records are the phones hanging up
+    relay_start: float  # the relay's clock (the wall clock) at the scenario's t = 0
 
 
 async def _run_live(
@@ -1295,6 +1297,7 @@ async def _run_live(
         reconnects,
         trio.current_time() - started,
         run.relay_time(scenario.duration),
+        run.relay_time(0.0),
     )
 
 
@@ -1371,6 +1374,7 @@ def run_live(
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("relay.db", "relay.db-wal", "relay.db-shm", "relay.log", "relay.admin"):
         (out / stale).unlink(missing_ok=True)
+    shutil.rmtree(out / "disclosures", ignore_errors=True)  # no earlier run's beside this one's
 
     try:
         with progress_bar(
@@ -1385,6 +1389,11 @@ def run_live(
         for event in outcome.events:
             write(event)
     summary = summarise(outcome.result)
+    if outcome.result.disclosures:  # each order served in the timeline, as a simulated run writes it
+        t0, epoch = outcome.relay_start, scenario.epoch
+        summary["disclosures"] = write_disclosures(
+            outcome.result, out / "disclosures", relay_to_sim=lambda t: epoch + (t - t0) / time_scale
+        )
     summary["live"] = {
         "not_carried": not_carried,
         "time_scale": time_scale,

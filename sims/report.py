@@ -447,8 +447,12 @@ def disclosure_json(d: Disclosure) -> dict[str, Any]:
     return dict(_round(d.to_json()))
 
 
-def write_disclosures(result: SimulationResult, folder: Path) -> list[dict[str, Any]]:
-    """``NAME.json`` and ``NAME.md`` per disclosure, each scored against ground truth."""
+def write_disclosures(
+    result: SimulationResult, folder: Path, relay_to_sim: Callable[[float], float] | None = None
+) -> list[dict[str, Any]]:
+    """``NAME.json`` and ``NAME.md`` per disclosure, each scored against ground truth.
+    ``relay_to_sim``: the relay clock to the run's (a live run's relay keeps the wall clock, its
+    timeline scaled); the Markdown shows times on the run's, the JSON the relay's own."""
     from relaysim.sims.scoring import score
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -462,8 +466,8 @@ def write_disclosures(result: SimulationResult, folder: Path) -> list[dict[str, 
         )
         multi_day = result.scenario.duration > 86400
         md = d.to_markdown(
-            lambda t, _m=multi_day: _sim_clock(
-                t, _m, result.scenario.epoch, result.scenario.start is not None
+            lambda t, _m=multi_day, _to=relay_to_sim: _sim_clock(
+                _to(t) if _to else t, _m, result.scenario.epoch, result.scenario.start is not None
             )
         )
         if "score" in data:

@@ -114,6 +114,19 @@ def test_two_friends_live_every_message_once_and_no_plaintext_at_the_relay(tmp_p
         e["relay"]["delivery"]["kind"] == "delivery" for e in events if e["kind"] == "message_received"
     )
 
+    # Each order the timeline served is written as a simulated run writes it (they were served and
+    # answered, but neither the files nor the summary had them: the report said none was served).
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    served = [e.name for e in scenario.events if e.kind == "legal_process"]  # type: ignore[attr-defined]
+    assert served and [o["name"] for o in summary["disclosures"]] == served
+    for name in served:
+        md = (tmp_path / "disclosures" / f"{name}.md").read_text(encoding="utf-8")
+        assert "**Response:**" in md
+    # its times on the run's clock, not the relay's wall clock (the pen register is served at 01:30)
+    assert "Served at:** 01:30:0" in (tmp_path / "disclosures" / f"{served[0]}.md").read_text(
+        encoding="utf-8"
+    )
+
 
 @pytest.mark.parametrize("sealed", [False, True])
 def test_a_send_the_relay_carried_out_twice_is_counted_as_a_duplicate(
