@@ -359,6 +359,13 @@ def _disclose(args: argparse.Namespace) -> int:
         profile = profile_as_of(profile_name, day)
     except ValueError as exc:
         raise CliError(f"{provider_file}: {exc}") from None
+    if not provider_file.exists():
+        print(
+            f"relaysim disclose: warning: no {provider_file} beside the database: times are read from the "
+            "simulator's own start (no calendar date), addresses have no region, and keys the provider held "
+            "are unknown; keep provider.json with relay.db to read it as the run did",
+            file=sys.stderr,
+        )
     if recorded is not None and recorded != profile.name:
         print(
             f"relaysim disclose: warning: {db} was recorded under the {recorded!r} profile; answering as "

@@ -491,3 +491,29 @@ def test_a_columns_narrower_than_the_views_take_gets_their_narrowest_layout(
     assert res.returncode == 0, res.stderr
     assert max(len(line) for line in res.stdout.splitlines()) == 40
     assert "ben/1" in res.stdout
+
+
+def test_disclose_on_a_database_without_its_provider_file_warns_what_is_lost(
+    tmp_path: Path, tf_run: Path
+) -> None:
+    """Handed only relay.db, a lawyer got "day -5327" dates and "region unknown" without a word."""
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "relay.db").write_bytes((tf_run / "relay.db").read_bytes())
+    res = cli(
+        "disclose",
+        "--db",
+        str(lone / "relay.db"),
+        "--profile",
+        "signal",
+        "--process",
+        "subpoena",
+        "--target",
+        "amira",
+    )
+    assert res.returncode == 0, res.stderr
+    assert "warning: no" in res.stderr and "provider.json" in res.stderr and "no region" in res.stderr
+    with_file = cli(
+        "disclose", "--db", str(tf_run / "relay.db"), "--process", "subpoena", "--target", "amira"
+    )
+    assert with_file.returncode == 0 and "warning" not in with_file.stderr
