@@ -266,6 +266,7 @@ def main(args: argparse.Namespace) -> int:
         out = Path(args.out or f"out/defences-{scenario.name}")
         if out.exists() and not out.is_dir():
             raise DefencesError(f"--out {out} is a file, not a folder")
+        prepare_out_dir(out, force=args.force)  # no run of another command beside the variants' folders
         for folder, _ in VARIANTS.values():
             prepare_out_dir(out / folder, force=args.force)
         data = run_defences(scenario, out, workers=args.workers)

@@ -439,6 +439,7 @@ def run_sweep(
     for cell in cells:  # every bad key or value is reported before anything runs
         build_scenario(text, source, cell)
 
+    _check_out_is_this_sweeps(out, base.name, source)
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     jobs = [
@@ -504,6 +505,22 @@ def run_sweep(
     _write_atomic(out / "sweep.md", render_markdown(data))
     _write_atomic(out / "sweep.svg", render_svg(data))
     return SweepResult(data, ran=len(todo), reused=len(jobs) - len(todo))
+
+
+def _check_out_is_this_sweeps(out: Path, scenario: str, source: str) -> None:
+    """A sweep's folder is its own: it resumes a sweep of the same scenario there (its finished runs
+    are reused), but never writes beside a run, or over another scenario's sweep."""
+    if (out / "relay.db").exists() or (out / "transcript.jsonl").exists():
+        raise SweepError(f"--out {out} holds a run, not a sweep; give the sweep a folder of its own")
+    try:
+        held = json.loads((out / "sweep.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # no sweep there yet (or one cut short before its table): this one may write
+    if isinstance(held, dict) and (held.get("scenario"), held.get("source")) != (scenario, source):
+        raise SweepError(
+            f"--out {out} holds a sweep of {held.get('scenario')!r} ({held.get('source')}), not of {scenario!r} "
+            f"({source}); give this sweep a folder of its own"
+        )
 
 
 def _cpus() -> int:

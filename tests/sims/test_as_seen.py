@@ -216,6 +216,13 @@ def test_cli_defences_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "no-such-scenario" in capsys.readouterr().err
     assert main(["defences", "--workers", "0", "--out", str(tmp_path / "d")]) == 2
     assert "--workers: expected at least 1, got 0" in capsys.readouterr().err
+    # a folder holding another command's run is not written beside (it was: rc 0, two runs mixed)
+    held = tmp_path / "held"
+    held.mkdir()
+    (held / "summary.json").write_text("{}\n", encoding="utf-8")
+    assert main(["defences", "two-friends", "--out", str(held), "--workers", "1"]) == 2
+    assert "already holds a run (summary.json)" in capsys.readouterr().err
+    assert sorted(p.name for p in held.iterdir()) == ["summary.json"]
 
 
 def test_the_demo_ending_says_what_a_watching_operator_learns(run_dir: Path) -> None:

@@ -210,6 +210,24 @@ def test_a_sweep_resumes_from_the_runs_it_saved(tiny: Path, tmp_path: Path) -> N
     assert cell["values"][0] == 1000 and cell["n"] == 3
 
 
+def test_a_sweep_never_writes_beside_a_run_or_over_another_scenarios_sweep(
+    tiny: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "sw"
+    run_sweep(str(tiny), [("network.loss", [0])], 1, out, workers=1)
+    other = tmp_path / "other.toml"
+    other.write_text(TINY.replace('name = "tiny"', 'name = "other"'), encoding="utf-8")
+    assert 'name = "other"' in other.read_text(encoding="utf-8")
+    with pytest.raises(SweepError, match=r"holds a sweep of 'tiny'.*not of 'other'"):
+        run_sweep(str(other), [("network.loss", [0])], 1, out, workers=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "transcript.jsonl").write_text("", encoding="utf-8")
+    with pytest.raises(SweepError, match="holds a run, not a sweep"):
+        run_sweep(str(tiny), [("network.loss", [0])], 1, run, workers=1)
+    assert not (run / "runs").exists()
+
+
 def test_bad_keys_and_values_get_the_validators_error_and_exit_2(
     tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
