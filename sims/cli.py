@@ -184,7 +184,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _say_report(out: Path, write: bool) -> None:
     """Where the HTML report is: written now (``--report``), or how to write it."""
     if not write:
-        print(f"for a browser or a projector: relaysim report {out}")
+        print(f"for a browser or a projector: relaysim report {_q(out)}")
         return
     from relaysim.sims.reports.html import ReportError, write_report
 
@@ -251,7 +251,7 @@ def _run(args: argparse.Namespace) -> int:
         f"{time.monotonic() - started:.1f} s of real time."
     )
     print(
-        f"wrote {out}/transcript.jsonl, relay.db, summary.json, summary.md — see it with: relaysim show {out}"
+        f"wrote {out}/transcript.jsonl, relay.db, summary.json, summary.md — see it with: relaysim show {_q(out)}"
     )
     _say_report(out, args.report)
     _say_orders(summary, out)
@@ -302,7 +302,7 @@ def _show(args: argparse.Namespace) -> int:
         # a scenario run under several profiles keeps one run per profile in a folder of its own
         print(
             f"relaysim show: {out} holds one run per relay profile; show one of them, e.g.: "
-            f"relaysim show {out / runs[0]}   (runs: {', '.join(runs)})",
+            f"relaysim show {_q(out / runs[0])}   (runs: {', '.join(runs)})",
             file=sys.stderr,
         )
         return 2
@@ -572,7 +572,7 @@ def _chart(args: argparse.Namespace) -> int:
         table = render_terminal(matrix, width=args.width, color=use_color())
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CliError(
-            f"{matrix_file} cannot be read as the chart ({exc!r}); run it again with: relaysim chart {out} --rerun"
+            f"{matrix_file} cannot be read as the chart ({exc!r}); run it again with: relaysim chart {_q(out)} --rerun"
         ) from None
     print(table)
     print(
@@ -593,6 +593,8 @@ def _held_scenario(out: Path) -> str | None:
 
 
 def _bench(args: argparse.Namespace, rest: list[str]) -> int:
+    if args.what is None:
+        raise CliError("say which benchmark: crypto, relay, sim, analysis or sweep (relaysim bench --help)")
     if args.what == "crypto":
         from relaysim.sims.bench.crypto import main as bench_crypto
 
@@ -617,6 +619,8 @@ def _bench(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _relay(args: argparse.Namespace, rest: list[str]) -> int:
+    if args.action is None:
+        raise CliError("say what to do: serve (relaysim relay serve --help)")
     from relaysim.relay.server import main as relay_main
 
     return relay_main(rest)
@@ -763,11 +767,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "what",
+        nargs="?",  # (missing: _bench says which there are, not argparse's "required: what, rest")
+        metavar="BENCHMARK",
         choices=["crypto", "relay", "sim", "analysis", "sweep"],
         help="which benchmark (crypto, relay, sim, analysis: the statistical disclosure attack, sweep: "
         "a sweep on both cores); its own options follow",
     )
-    bench.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    bench.add_argument("rest", nargs=argparse.REMAINDER, metavar="...", help=argparse.SUPPRESS)
 
     from relaysim.relay.profiles import PROCESSES, PROFILES
 
@@ -909,8 +915,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  relaysim relay serve --host 127.0.0.1 --port 7465 --db relay.db",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    relay.add_argument("action", choices=["serve"], help="what to do; its own options follow")
-    relay.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    relay.add_argument(
+        "action", nargs="?", metavar="ACTION", choices=["serve"], help="serve; its own options follow"
+    )
+    relay.add_argument("rest", nargs=argparse.REMAINDER, metavar="...", help=argparse.SUPPRESS)
 
     from relaysim.sims.sweep import add_parser as add_sweep_parser
 
@@ -966,6 +974,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _q(path: Path | str) -> str:
+    """``path`` as a shell word, so that a suggested command works when pasted."""
+    import shlex
+
+    return shlex.quote(str(path))
 
 
 def _os_error_text(exc: OSError) -> str:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -830,7 +831,7 @@ def _render_show(
         tail.insert(
             0,
             f"… {left_out} more row{'s' if left_out != 1 else ''} not shown (of {len(rows)}): "
-            f"relaysim show {out} --all",
+            f"relaysim show {shlex.quote(str(out))} --all",
         )
     exceptional = _exceptional_lines(events, out)
     if exceptional:
@@ -889,7 +890,7 @@ def render_demo(out: Path, *, width: int | None = None, color: bool = False) -> 
         parts += ["", f"Full disclosures: {out}/disclosures/*.md"]
     parts += [
         "",
-        f"Everything is in {out}/ (transcript.jsonl, relay.db, summary.md). Run it again: relaysim show {out}",
+        f"Everything is in {out}/ (transcript.jsonl, relay.db, summary.md). Run it again: relaysim show {shlex.quote(str(out))}",
     ]
     return render(*parts, width=width, color=color)
 

@@ -128,8 +128,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--messages", type=int, default=100, help="messages per run (default: 100)")
     harness.add_common_options(parser)
     args = parser.parse_args(argv)
-    if args.runs < 5 or args.runs % 5 or args.workers < 2 or args.messages < 1:
-        parser.error("--runs must be a positive multiple of 5, --workers at least 2, --messages at least 1")
+    if args.runs < 5 or args.runs % 5:
+        parser.error(
+            f"--runs {args.runs}: expected a positive multiple of 5 (one seed for each of the 5 losses)"
+        )
+    if args.workers < 2:
+        parser.error(f"--workers {args.workers}: expected at least 2 (the pool is set against one worker)")
+    if args.messages < 1:
+        parser.error(f"--messages {args.messages}: expected at least 1")
     seeds = args.runs // len(LOSSES)
     load_before = harness.load_average()
     runs = seeds * len(LOSSES)

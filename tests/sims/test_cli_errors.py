@@ -517,3 +517,21 @@ def test_disclose_on_a_database_without_its_provider_file_warns_what_is_lost(
         "disclose", "--db", str(tf_run / "relay.db"), "--process", "subpoena", "--target", "amira"
     )
     assert with_file.returncode == 0 and "warning" not in with_file.stderr
+
+
+def test_bench_and_relay_without_a_word_say_which_words_there_are() -> None:
+    """They said "the following arguments are required: what, rest" (the parser's own names)."""
+    res = cli("bench")
+    assert_clean_error(res, "say which benchmark: crypto, relay, sim, analysis or sweep")
+    assert "rest" not in res.stderr
+    assert_clean_error(cli("relay"), "say what to do: serve")
+    res = cli("bench", "sweep", "--runs", "7")
+    assert_clean_error(res, "--runs 7: expected a positive multiple of 5")
+    assert "--workers" not in res.stderr.splitlines()[-1]
+
+
+def test_a_suggested_command_can_be_pasted_when_the_folder_has_a_space(tmp_path: Path) -> None:
+    out = tmp_path / "out dir" / "tf"
+    assert main(["run", "two-friends", "--out", str(out), "--quiet"]) == 0
+    res = cli("run", "two-friends", "--out", str(out), "--quiet", "--force")
+    assert f"see it with: relaysim show '{out}'" in res.stdout
