@@ -75,6 +75,9 @@ def _at_least(minimum: int, what: str) -> Callable[[str], int]:
     return parse
 
 
+DEMO_WIRE_SEED = 2015  # demo --wire: the phones' keys
+LIVE_TIME_SCALE = 0.001  # run --live: real seconds per simulated second
+
 _columns = _at_least(40, "columns")  # sims.term.MIN_WIDTH (not imported here: it loads rich)
 _rows = _at_least(1, "rows")
 
@@ -148,9 +151,15 @@ EPILOG = """examples:
 """
 
 
+def _ignored(command: str, option: str, needs: str) -> None:
+    print(f"relaysim {command}: warning: {option} is for {needs}, and is ignored without it", file=sys.stderr)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from relaysim.sims.term import use_color
 
+    if args.seed != DEMO_WIRE_SEED and not args.wire:
+        _ignored("demo", "--seed", "--wire (the two phones' keys); the scenario's own seed runs the demo")
     if args.wire:
         from relaysim.sims.demo import render, run_demo
 
@@ -227,6 +236,8 @@ def _run(args: argparse.Namespace) -> int:
         scenario = scenario.with_seed(args.seed)
     out = Path(args.out or f"out/{scenario.name}")
     _prepare_out(out, args.force)
+    if args.time_scale != LIVE_TIME_SCALE and not args.live:
+        _ignored("run", "--time-scale", "--live (a simulated run takes no real time per simulated second)")
     if args.live:
         from relaysim.sims.live import run_live
 
@@ -536,7 +547,12 @@ def _analyze(args: argparse.Namespace) -> int:
             "(what a provider that watches, not keeps, learns)"
         )
     else:
-        print(f"wrote {out}/analysis/NAME.json and NAME.md (relay: the relay's database; one per disclosure)")
+        names = sorted(p.stem for p in (out / "analysis").glob("*.json"))
+        shown = ", ".join(names[:6]) + (f", … ({len(names)} in all)" if len(names) > 6 else "")
+        print(
+            f"wrote {out}/analysis/: a .json and a .md for each of {shown} (relay: the relay's database; "
+            "the others: one per disclosure)"
+        )
     return 0
 
 
@@ -671,7 +687,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--wire", action="store_true", help="show the packet-level demo of two phones instead")
     demo.add_argument(
-        "--seed", type=int, default=2015, help="with --wire: seed for the phones' keys (default: 2015)"
+        "--seed",
+        type=int,
+        default=DEMO_WIRE_SEED,
+        help=f"with --wire: seed for the phones' keys (default: {DEMO_WIRE_SEED})",
     )
     demo.add_argument(
         "--width", type=_columns, help="width in columns, at least 40 (default: the terminal's, or COLUMNS)"
@@ -725,7 +744,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--time-scale",
         type=float,  # sims.live refuses one that is not positive
-        default=0.001,
+        default=LIVE_TIME_SCALE,
         metavar="SECONDS",
         help="with --live, real seconds per simulated second (default: 0.001, so 5 simulated hours take 18 s)",
     )

@@ -149,7 +149,7 @@ def prepare_out_dir(out: Path, *, force: bool) -> None:
     with ``force`` those files are removed and everything else in the folder is left alone. So a
     folder never holds one run's disclosures beside another's."""
     if out.exists() and not out.is_dir():
-        raise OutputDirError(f"{out} is a file, not a folder; give --out a folder (it is made if missing)")
+        raise OutputDirError(f"{out} is a file, not a folder; give a folder (it is made if missing)")
     earlier = relaysim_outputs(out)
     if earlier and not force:
         names = ", ".join(p.name + ("/" if p.is_dir() else "") for p in earlier[:5])

@@ -535,3 +535,14 @@ def test_a_suggested_command_can_be_pasted_when_the_folder_has_a_space(tmp_path:
     assert main(["run", "two-friends", "--out", str(out), "--quiet"]) == 0
     res = cli("run", "two-friends", "--out", str(out), "--quiet", "--force")
     assert f"see it with: relaysim show '{out}'" in res.stdout
+
+
+def test_an_option_that_only_works_with_another_says_so_when_given_alone(tmp_path: Path) -> None:
+    res = cli("run", "two-friends", "--time-scale", "5", "--out", str(tmp_path / "r"), "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert "relaysim run: warning: --time-scale is for --live" in res.stderr
+    res = cli("demo", "--seed", "5", "--out", str(tmp_path / "d"))
+    assert res.returncode == 0, res.stderr
+    assert "relaysim demo: warning: --seed is for --wire" in res.stderr
+    quiet = cli("run", "two-friends", "--out", str(tmp_path / "r2"), "--quiet")
+    assert "warning" not in quiet.stderr
