@@ -24,7 +24,11 @@ line) rather than run doing something other than what it says. In particular:
   at or after the end of the run is refused, as is a legal process's ``to`` after the end (a
   running order that reaches the end of the run is answered then; one that would expire later
   cannot be). A window that starts within the run may end after it. A device's offline windows
-  may not overlap. Scripted messages are sent before the end; events happen by the end.
+  may not overlap. A legal process's times are read as its instrument reads them: one that looks
+  forward (a pen register, a wiretap) collects from service (``at``, or ``from`` if later) until
+  ``to`` or ``withdrawn``, which therefore come after both (``withdrawn`` by the end of the run);
+  one that looks back covers what is held at service, so its ``from`` is before ``at``. Scripted
+  messages are sent before the end; events happen by the end.
 - Regions are names you choose. The regions of a scenario are the relay's and its devices'
   (``[[people]]`` devices and ``[generate]`` regions); a latency rule or a partition that names
   any other region is refused (it would silently do nothing). When ``network.latency`` gives
@@ -1115,18 +1119,13 @@ def _events(
             raise r.fail(f"{path}.kind", f"expected one of {', '.join(map(repr, EVENT_KINDS))}, got {kind!r}")
         params = {k: v for k, v in t.items() if k not in ("at", "kind")}
         if kind == "legal_process":
-            params = _legal_process(r, params, path, everyone, i, duration)
+            params = _legal_process(r, params, path, everyone, i, duration, at)
             first = orders.setdefault(params["name"], i)
             if first != i:
                 raise r.fail(
                     f"{path}.name",
                     f"expected a name of its own (its disclosure is filed under it), "
                     f"got {params['name']!r}, already the name of events[{first}]",
-                )
-            if params["withdrawn"] is not None and params["withdrawn"] <= at:
-                raise r.fail(
-                    f"{path}.withdrawn",
-                    f"expected a time after the demand is served ({at:g} s), got {params['withdrawn']:g} s",
                 )
         elif kind == "exceptional_access":
             r.known(params, path, ["demand", "target", "client_change", "fork", "group"])
@@ -1254,8 +1253,18 @@ def _typed(kind: str, at: float, params: Mapping[str, Any]) -> Event:
 
 
 def _legal_process(
-    r: _Reader, params: dict[str, Any], path: str, everyone: _Everyone, index: int, duration: float
+    r: _Reader,
+    params: dict[str, Any],
+    path: str,
+    everyone: _Everyone,
+    index: int,
+    duration: float,
+    at: float,
 ) -> dict[str, Any]:
+    """One legal_process event's keys, checked against how its instrument reads them: an order that
+    looks back covers ``from`` (before service) to ``to`` or service, whichever is first; one that
+    looks forward collects from service (or ``from``, if later) until ``to`` or ``withdrawn``,
+    which are therefore after both."""
     from relaysim.relay.legal import resolve_instrument
 
     r.known(
@@ -1309,6 +1318,19 @@ def _legal_process(
         raise r.fail(f"{path}.to", f"expected a time by the end of the run ({duration:g} s), got {end:g} s")
     if start is not None and end is not None and end <= start:
         raise r.fail(f"{path}.to", f"expected a time after 'from' ({start:g} s), got {end:g} s")
+    if instrument.forward:
+        if end is not None and end <= at:
+            raise r.fail(
+                f"{path}.to",
+                f"expected a time after the order is served ({at:g} s; a {instrument.name} collects "
+                f"from service on), got {end:g} s",
+            )
+    elif instrument.looks == "back" and start is not None and start >= at:
+        raise r.fail(
+            f"{path}.from",
+            f"expected a time before the order is served ({at:g} s; a {instrument.name} covers what "
+            f"is held then), got {start:g} s",
+        )
     name = r.get(params, "name", path, str, f"{process}-{target or 'everyone'}-{index}")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,80}", name):
         raise r.fail(
@@ -1320,6 +1342,18 @@ def _legal_process(
             f"{path}.withdrawn",
             f"a {instrument.name} is answered at service; only a demand in force from service on "
             "(a forward-looking instrument) can be withdrawn later",
+        )
+    if withdrawn is not None and withdrawn <= at:
+        raise r.fail(
+            f"{path}.withdrawn",
+            f"expected a time after the demand is served ({at:g} s), got {withdrawn:g} s",
+        )
+    if withdrawn is not None and start is not None and withdrawn <= start:
+        raise r.fail(f"{path}.withdrawn", f"expected a time after 'from' ({start:g} s), got {withdrawn:g} s")
+    if withdrawn is not None and withdrawn > duration:
+        raise r.fail(
+            f"{path}.withdrawn",
+            f"expected a time by the end of the run ({duration:g} s), got {withdrawn:g} s",
         )
     counterfactual = r.get(params, "counterfactual", path, str, None)
     if counterfactual is not None and counterfactual not in COUNTERFACTUALS:

@@ -344,6 +344,39 @@ def _partition(text: str) -> str:
             "events[1].target: a key_escrow demand covers everyone; only a ghost_device names a target",
         ),
         ('events]]\nat = "3h"', 'events]]\nat = "5h"', "events[0].at: expected a time within the scenario"),
+        # a legal process's window, read as its instrument reads it (served at 1h = 3600 s)
+        (
+            _EVENT_END,
+            _order('to = "30m"', process="pen_register"),
+            "events[1].to: expected a time after the order is served (3600 s; a pen register collects from "
+            "service on), got 1800 s",
+        ),
+        (
+            _EVENT_END,
+            _order('from = "10m"\nto = "1h"', process="wiretap"),
+            "events[1].to: expected a time after the order is served (3600 s; a wiretap order collects",
+        ),
+        (
+            _EVENT_END,
+            _order('from = "2h"\nto = "3h"', process="search_warrant"),
+            "events[1].from: expected a time before the order is served (3600 s; a search warrant covers what "
+            "is held then), got 7200 s",
+        ),
+        (
+            _EVENT_END,
+            _order('from = "1h"', process="subpoena"),
+            "events[1].from: expected a time before the order is served (3600 s;",
+        ),
+        (
+            _EVENT_END,
+            _order('from = "2h"\nwithdrawn = "1h30m"', process="pen_register"),
+            "events[1].withdrawn: expected a time after 'from' (7200 s), got 5400 s",
+        ),
+        (
+            _EVENT_END,
+            _order('withdrawn = "5h"', process="pen_register"),
+            "events[1].withdrawn: expected a time by the end of the run (14400 s), got 18000 s",
+        ),
     ],
 )
 def test_every_wrong_scenario_is_refused(old: str, new: str, expected: str) -> None:
