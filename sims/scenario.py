@@ -1462,6 +1462,7 @@ def resolve_scenario(name_or_path: str) -> Scenario:
 #     mailboxes = "none"           # or ephemeral: sealed conversations (Martiny et al., NDSS 2021)
 
 RECEIPT_MODES = ("on", "off", "delayed", "batched")
+MIN_RECEIPT_BATCH = 0.001  # [defences] receipt_batch: a millisecond; 0 (or nearly) has no next multiple
 PADDING_MODES = ("profile", "none", "signal", "pow2")
 
 
@@ -1589,10 +1590,17 @@ def _defences(r: _Reader, raw: object) -> DefenceSpec:
     t = r.table(raw, "defences")
     r.known(t, "defences", [f for f in DefenceSpec.__dataclass_fields__])
     d = DefenceSpec()
+    batch = r.duration(t, "receipt_batch", "defences", d.receipt_batch)
+    if batch < MIN_RECEIPT_BATCH:
+        # receipts wait for the next multiple of it (sims.world.timeline): 0 has none
+        raise r.fail(
+            "defences.receipt_batch",
+            f"expected a positive duration (at least {MIN_RECEIPT_BATCH:g} s), got {batch:g} s",
+        )
     return DefenceSpec(
         receipts=_choice(r, t, "receipts", "defences", RECEIPT_MODES, d.receipts),
         receipt_delay=r.duration(t, "receipt_delay", "defences", d.receipt_delay),
-        receipt_batch=r.duration(t, "receipt_batch", "defences", d.receipt_batch),
+        receipt_batch=batch,
         padding=_choice(r, t, "padding", "defences", PADDING_MODES, d.padding),
         sealed_connection=_choice(
             r, t, "sealed_connection", "defences", ("shared", "fresh"), d.sealed_connection

@@ -377,6 +377,17 @@ def _partition(text: str) -> str:
             _order('withdrawn = "5h"', process="pen_register"),
             "events[1].withdrawn: expected a time by the end of the run (14400 s), got 18000 s",
         ),
+        # receipts batched every 0 s have no next batch
+        (
+            _RELAY,
+            f'[defences]\nreceipts = "batched"\nreceipt_batch = 0\n\n{_RELAY}',
+            "defences.receipt_batch: expected a positive duration (at least 0.001 s), got 0 s",
+        ),
+        (
+            _RELAY,
+            f'[defences]\nreceipt_batch = "0s"\n\n{_RELAY}',
+            "defences.receipt_batch: expected a positive duration",
+        ),
     ],
 )
 def test_every_wrong_scenario_is_refused(old: str, new: str, expected: str) -> None:

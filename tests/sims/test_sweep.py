@@ -112,6 +112,13 @@ def test_a_param_goes_into_the_parsed_file_before_validation() -> None:
     assert sc.network.loss == 0.3 and sc.relay.profile == "signal"
 
 
+def test_a_param_is_validated_as_the_file_would_be() -> None:
+    from relaysim.sims.scenario import ScenarioError
+
+    with pytest.raises(ScenarioError, match=r"defences\.receipt_batch: expected a positive duration"):
+        build_scenario(TINY, "tiny.toml", [("defences.receipt_batch", 0)])
+
+
 def test_student_t_quantiles_and_intervals() -> None:
     assert t_quantile_975(1) == pytest.approx(12.7062, abs=1e-4)
     assert t_quantile_975(9) == pytest.approx(2.2622, abs=1e-4)
