@@ -446,6 +446,9 @@ class Scenario:
     traffic: TrafficSpec = field(default_factory=lambda: TrafficSpec())  # [traffic]: how people behave
     defences: DefenceSpec = field(default_factory=lambda: DefenceSpec())  # [defences]: one design choice each
     groups: tuple[GroupSpec, ...] = ()  # [[groups]]: group chats (sender keys), see _groups
+    # Where each of ``events`` is in the file ("events[3]"), for errors found once the population
+    # is known (sims.world.traffic.check_population); () for a scenario not read from a file.
+    event_paths: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def epoch(self) -> float:
@@ -626,7 +629,7 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
         if isinstance(groups_raw, list)
         else set()
     )
-    events = _events(r, data.get("events", []), everyone, duration, group_names)
+    events, event_paths = _events(r, data.get("events", []), everyone, duration, group_names)
     return Scenario(
         name,
         description,
@@ -646,6 +649,7 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
         traffic=_traffic(r, data.get("traffic", {})),
         defences=_defences(r, data.get("defences", {})),
         groups=_groups(r, data.get("groups", []), names, duration),
+        event_paths=event_paths,
     )
 
 
@@ -1103,7 +1107,8 @@ def _events(
     everyone: _Everyone,
     duration: float,
     group_names: set[str] = frozenset(),  # type: ignore[assignment]
-) -> tuple[Event, ...]:
+) -> tuple[tuple[Event, ...], tuple[str, ...]]:
+    """The events in time order (events at one time in file order), and each one's key path."""
     if not isinstance(raw, list):
         raise r.fail("events", f"expected an array of tables ([[events]]), got {_show(raw)}")
     out = []
@@ -1187,8 +1192,9 @@ def _events(
                     f"{path}.device",
                     f"expected a device like 'alice/1' ({everyone.describe_devices()}), got {device!r}",
                 )
-        out.append(_typed(kind, at, params))
-    return tuple(sorted(out, key=lambda e: e.at))
+        out.append((_typed(kind, at, params), path))
+    ordered = sorted(out, key=lambda e: e[0].at)
+    return tuple(e for e, _ in ordered), tuple(p for _, p in ordered)
 
 
 IDENTITY_EVENT_PEOPLE = {
@@ -1582,7 +1588,7 @@ def _traffic(r: _Reader, raw: object) -> TrafficSpec:
         mobile=r.probability(t, "mobile", "traffic", d.mobile),
         moves_per_day=_rate(r, t, "moves_per_day", "traffic", d.moves_per_day),
         households=r.probability(t, "households", "traffic", d.households),
-        moves=tuple(sorted(moves, key=lambda m: (m.at, m.device))),
+        moves=tuple(moves),  # in file order (traffic.moves[i]); sims.world.traffic.plan_moves sorts them
     )
 
 

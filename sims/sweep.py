@@ -436,8 +436,12 @@ def run_sweep(
     base = build_scenario(text, source, [])
     seed_list = [base.seed + i for i in range(seeds)]
     cells = [list(zip(keys, combo, strict=True)) for combo in itertools.product(*(v for _, v in params))]
+    from relaysim.sims.world.traffic import check_population
+
     for cell in cells:  # every bad key or value is reported before anything runs
-        build_scenario(text, source, cell)
+        cell_scenario = build_scenario(text, source, cell)
+        for seed in seed_list:  # and every device an event names, as each seed makes the people
+            check_population(cell_scenario.with_seed(seed))
 
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)

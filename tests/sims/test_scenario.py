@@ -491,6 +491,37 @@ def test_generated_scenarios_refuse_names_of_nobody(old: str, new: str, expected
     assert str(info.value).startswith(f"gen.toml: {expected}"), str(info.value)
 
 
+def test_an_event_on_a_generated_device_the_seed_did_not_make_is_refused_before_running(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from relaysim.sims.cli import main
+    from relaysim.sims.world.traffic import check_population, expand_population
+
+    # p04 has two devices with seed 0 (the file's), one with seed 1: p04/2 is a device it may have
+    for kind in ("device_offline", "seize_phone"):
+        text = GENERATED.replace(
+            'kind = "device_offline"\ndevice = "p03/2"', f'kind = "{kind}"\ndevice = "p04/2"'
+        )
+        ok = parse_scenario(text, "gen.toml")
+        check_population(ok)
+        assert "p04/2" in {d.name for d in expand_population(ok).devices()}
+        bad = ok.with_seed(1)
+        expected = (
+            "gen.toml: events[1].device: expected a device the seed generated (with seed 1, p04 has 1 device; "
+            "how many devices a generated person has depends on the seed), got 'p04/2'"
+        )
+        with pytest.raises(ScenarioError) as info:
+            check_population(bad)
+        assert str(info.value) == expected
+        with pytest.raises(ScenarioError):
+            expand_population(bad)
+        path = tmp_path / "gen.toml"
+        path.write_text(text, encoding="utf-8")
+        assert main(["run", str(path), "--seed", "1", "--out", str(tmp_path / "out"), "--quiet"]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [f"relaysim run: {expected}"]
+        assert not (tmp_path / "out").exists()
+
+
 def test_a_persons_region_and_address_are_their_devices_defaults() -> None:
     text = GOOD.replace('name = "bob"', 'name = "bob"\nregion = "pk"\naddress = "2001:db8::7"')
     bob = parse_scenario(text, "good.toml").person("bob")
