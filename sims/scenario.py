@@ -35,6 +35,9 @@ line) rather than run doing something other than what it says. In particular:
   rules, every device's region must be one a rule names or the relay's: a device in any other
   region would silently get the default latency.
 - Addresses (a device's, the relay's) are IPv4 or IPv6 addresses.
+- A scripted text fits the frames that carry it (``max_text_bytes``): a send carries one envelope
+  per device of its recipient, and a frame is at most ``relay.wire.DEFAULT_MAX_FRAME_SIZE`` bytes
+  (256 KiB; about 252 KiB of text to a single device, less to several or under ``pow2`` padding).
 - Names are unique: people, legal processes (each names its disclosure's files), latency rules
   (one per pair of regions). The scenario's name names its output folder: letters, digits, '_',
   '.', '-'. Events, legal process targets and ghost devices name someone in the scenario; with
@@ -265,7 +268,6 @@ class RelaySpec:
     address: str = "198.51.100.1"
     profile: str = "keep-everything"
     sealed_sender: bool | None = None  # None: the profile's default
-    max_frame_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -630,6 +632,9 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
         else set()
     )
     events, event_paths = _events(r, data.get("events", []), everyone, duration, group_names)
+    defences = _defences(r, data.get("defences", {}))
+    groups = _groups(r, data.get("groups", []), names, duration)
+    _text_sizes(r, people, conversations, groups, defences)
     return Scenario(
         name,
         description,
@@ -647,8 +652,8 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
         start=start,
         start_at=start_at,
         traffic=_traffic(r, data.get("traffic", {})),
-        defences=_defences(r, data.get("defences", {})),
-        groups=_groups(r, data.get("groups", []), names, duration),
+        defences=defences,
+        groups=groups,
         event_paths=event_paths,
     )
 
@@ -894,10 +899,16 @@ def _network(r: _Reader, raw: object, duration: float) -> NetworkSpec:
 
 def _relay(r: _Reader, raw: object) -> RelaySpec:
     t = r.table(raw, "relay")
-    r.known(t, "relay", ["region", "address", "profile", "sealed_sender", "max_frame_bytes"])
-    max_frame = r.get(t, "max_frame_bytes", "relay", int, None)
-    if max_frame is not None and max_frame < 1024:
-        raise r.fail("relay.max_frame_bytes", f"expected at least 1024, got {max_frame}")
+    if "max_frame_bytes" in t:
+        from relaysim.relay.wire import DEFAULT_MAX_FRAME_SIZE
+
+        raise r.fail(
+            "relay.max_frame_bytes",
+            f"not a setting of the simulated relay: its frames are at most {DEFAULT_MAX_FRAME_SIZE} bytes, as "
+            "its phones expect (relay.wire.DEFAULT_MAX_FRAME_SIZE; a real relay takes "
+            "relaysim relay serve --max-frame-size)",
+        )
+    r.known(t, "relay", ["region", "address", "profile", "sealed_sender"])
     from relaysim.relay.profiles import PROFILES
 
     profile = r.get(t, "profile", "relay", str, "keep-everything")
@@ -909,7 +920,6 @@ def _relay(r: _Reader, raw: object) -> RelaySpec:
         _address(r, r.get(t, "address", "relay", str, "198.51.100.1"), "relay.address"),
         profile,
         r.get(t, "sealed_sender", "relay", bool, None),
-        max_frame,
     )
 
 
@@ -1023,6 +1033,77 @@ def _conversations(r: _Reader, raw: object, names: set[str], duration: float) ->
             messages.append(ScriptedMessage(at, sender, recipient, r.get(mt, "text", mpath, str)))
         out.append(Conversation((between[0], between[1]), tuple(messages)))
     return tuple(out)
+
+
+# Room for what a phone adds to a text in one envelope: the ratchet's header and MAC, a PQXDH prekey
+# message's keys and ML-KEM ciphertext, sealed sender's certificate and wrapping (measured: at most
+# ~2.2 KiB, a sealed first message). With it a short text still reaches 64 devices in one send.
+ENVELOPE_ALLOWANCE = 3072
+
+
+def max_text_bytes(devices: int, padding: str) -> int:
+    """The longest text (UTF-8 bytes) whose envelopes to ``devices`` devices fit in one frame: a send
+    carries one envelope per device of its recipient (relay.wire.Send), and a frame is at most
+    relay.wire.DEFAULT_MAX_FRAME_SIZE bytes with the relay's headroom around the bodies. ``padding``
+    is the phones' ([defences] padding; "profile" counts as "signal", the larger)."""
+    from relaysim.relay.core import _FRAME_HEADROOM
+    from relaysim.relay.wire import DEFAULT_MAX_FRAME_SIZE
+
+    room = (DEFAULT_MAX_FRAME_SIZE - _FRAME_HEADROOM) // max(devices, 1) - ENVELOPE_ALLOWANCE
+    if padding == "pow2":  # padded to the next power of two above the text
+        return (1 << (room.bit_length() - 1)) - 1
+    if padding == "none":
+        return room
+    from relaysim.clients.agent import SIGNAL_PAD_BLOCK
+
+    return room - SIGNAL_PAD_BLOCK  # a 0x80, then zeros to a multiple of 160 (less one)
+
+
+def _text_sizes(
+    r: _Reader,
+    people: tuple[PersonSpec, ...],
+    conversations: tuple[Conversation, ...],
+    groups: tuple[GroupSpec, ...],
+    defences: DefenceSpec,
+) -> None:
+    """Every scripted text fits the frames that carry it (else the relay refuses the frame mid-run)."""
+    from relaysim.relay.content import CONTROL, SYNC
+
+    devices = {p.name: len(p.devices) for p in people}
+    for i, c in enumerate(conversations):
+        for j, m in enumerate(c.messages):
+            size = len(m.text.encode("utf-8"))
+            # one send to each of the recipient's devices; a sync copy (the text behind a header that
+            # names the recipient, relay.content.SYNC) to each of the sender's other devices
+            sends = [(m.recipient, devices[m.recipient], 0)]
+            if devices[m.sender] > 1:
+                sends.append((m.sender, devices[m.sender] - 1, len(CONTROL + SYNC) + 1 + len(m.recipient)))
+            for who, n, header in sends:
+                limit = max_text_bytes(n, defences.padding) - header
+                if size > limit:
+                    mine = "other " if who == m.sender else ""
+                    raise r.fail(
+                        f"conversations[{i}].messages[{j}].text",
+                        f"expected at most {limit} bytes (UTF-8), so that its envelopes to {who}'s {n} "
+                        f"{mine}device{'s' if n > 1 else ''} fit in one frame of the relay's (at most "
+                        f"{_max_frame()} bytes), got {size} bytes",
+                    )
+    limit = max_text_bytes(1, defences.padding)  # one body for the whole group (relay.wire.GroupSend)
+    for i, g in enumerate(groups):
+        for j, change in enumerate(g.timeline):
+            size = len(change.text.encode("utf-8"))
+            if size > limit:
+                raise r.fail(
+                    f"groups[{i}].timeline[{j}].text",
+                    f"expected at most {limit} bytes (UTF-8), so that it fits in one frame of the "
+                    f"relay's (at most {_max_frame()} bytes), got {size} bytes",
+                )
+
+
+def _max_frame() -> int:
+    from relaysim.relay.wire import DEFAULT_MAX_FRAME_SIZE
+
+    return int(DEFAULT_MAX_FRAME_SIZE)
 
 
 def _weights(r: _Reader, raw: object, path: str) -> dict[str, float]:

@@ -377,6 +377,25 @@ def _partition(text: str) -> str:
             _order('withdrawn = "5h"', process="pen_register"),
             "events[1].withdrawn: expected a time by the end of the run (14400 s), got 18000 s",
         ),
+        # a text too large for the frame that carries it; a frame size the simulation does not take
+        (
+            'text = "hi"',
+            f'text = "{"x" * 258145}"',
+            "conversations[0].messages[0].text: expected at most 258144 bytes (UTF-8), so that its envelopes to "
+            "bob's 1 device fit in one frame of the relay's (at most 262144 bytes), got 258145 bytes",
+        ),
+        (
+            _RELAY,
+            f'[defences]\npadding = "pow2"\n\n[[groups]]\nname = "g"\nmembers = ["alice", "bob"]\n'
+            f'timeline = [{{ at = "1m", from = "bob", text = "{"é" * 65536}" }}]\n\n{_RELAY}',
+            "groups[0].timeline[0].text: expected at most 131071 bytes (UTF-8), so that it fits in one frame of "
+            "the relay's (at most 262144 bytes), got 131072 bytes",
+        ),
+        (
+            _RELAY,
+            f"[relay]\nmax_frame_bytes = 4096\n\n{_RELAY}",
+            "relay.max_frame_bytes: not a setting of the simulated relay: its frames are at most 262144 bytes",
+        ),
         # receipts batched every 0 s have no next batch
         (
             _RELAY,
@@ -520,6 +539,30 @@ def test_an_event_on_a_generated_device_the_seed_did_not_make_is_refused_before_
         assert main(["run", str(path), "--seed", "1", "--out", str(tmp_path / "out"), "--quiet"]) == 2
         assert capsys.readouterr().err.strip().splitlines() == [f"relaysim run: {expected}"]
         assert not (tmp_path / "out").exists()
+
+
+def test_a_text_at_the_limit_fits_its_frames(tmp_path: Path) -> None:
+    from relaysim.sims.scenario import max_text_bytes
+    from relaysim.sims.world.simulation import Simulation
+
+    # bob has two devices, alice three: her text goes to his two in one send and to her other two
+    # as sync copies (a header naming bob before it) in another, all sealed, the first a prekey message
+    limit = max_text_bytes(2, "signal") - len(b"\x00\xfeS\x03bob")
+    text = (
+        GOOD.replace(_RELAY, f'[relay]\nprofile = "signal"\nsealed_sender = true\n\n{_RELAY}', 1)
+        .replace(
+            'region = "pk", offline = [["1h", "2h"]] }',
+            'region = "pk" }, { region = "pk" }, { region = "pk" }',
+        )
+        .replace('name = "bob"', 'name = "bob"\ndevices = [{ region = "pk" }, { region = "pk" }]')
+        .replace('text = "hi"', f'text = "{"x" * limit}"')
+    )
+    with pytest.raises(ScenarioError, match=rf"expected at most {limit} bytes .* alice's 2 other devices"):
+        parse_scenario(text.replace("x" * limit, "x" * (limit + 1)), "big.toml")
+    result = Simulation(parse_scenario(text, "big.toml"), db_path=tmp_path / "relay.db").run()
+    big = next(m for m in result.messages if len(m.planned.text) == limit)
+    assert sorted(big.delivered) == ["bob/1", "bob/2"]
+    assert sorted(result.synced[big.planned.id]) == ["alice/2", "alice/3"]
 
 
 def test_a_persons_region_and_address_are_their_devices_defaults() -> None:
