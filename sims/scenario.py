@@ -173,7 +173,9 @@ SIM_EPOCH = 1_767_225_600
 DEVICE_COUNTS = {"one": 1, "two": 2, "three": 3, "four": 4}
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+# d, h, m and s, each at most once and in that order ("1h30m", not "30m1h" or "1h1h"); ASCII digits only
+_NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
+_DURATION = re.compile("".join(f"(?:{_NUMBER}{unit})?" for unit in "dhms"))
 
 
 class ScenarioError(ValueError):
@@ -186,7 +188,9 @@ class ScenarioError(ValueError):
 
 
 def parse_duration(value: object) -> float:
-    """Seconds from a number or a string like ``"1h30m"``. Raises ValueError saying what it wanted."""
+    """Seconds from a number or a string like ``"1h30m"``: days, hours, minutes and seconds (``d``,
+    ``h``, ``m``, ``s``), each at most once and in that order, each an ASCII number (``1.5h``).
+    Raises ValueError saying what it wanted."""
     if isinstance(value, bool):
         raise ValueError(f'expected a duration like 90, "15m" or "1h30m", got {value!r}')
     if isinstance(value, int | float):
@@ -195,9 +199,15 @@ def parse_duration(value: object) -> float:
         return float(value)
     if isinstance(value, str):
         text = value.strip().replace(" ", "")
-        parts = _DURATION.findall(text)
-        if parts and "".join(n + u for n, u in parts) == text:
-            return float(sum(float(n) * _UNITS[u] for n, u in parts))
+        match = _DURATION.fullmatch(text)
+        if text and match:
+            seconds = float(
+                sum(float(n) * _UNITS[u] for n, u in zip(match.groups(), "dhms", strict=True) if n)
+            )
+            if not math.isfinite(seconds):
+                shown = repr(value) if len(value) <= 40 else f"{value[:40]!r}…"
+                raise ValueError(f"expected a finite duration, got {shown} (too large for a number)")
+            return seconds
     raise ValueError(f'expected a duration like 90, "15m" or "1h30m", got {value!r}')
 
 

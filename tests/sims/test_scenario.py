@@ -137,6 +137,32 @@ def test_durations(seconds: int, minutes: int, hours: int) -> None:
     assert parse_duration(f"{hours}h{minutes}m{seconds}s") == hours * 3600 + minutes * 60 + seconds
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "1h1h",  # a unit twice
+        "30m1h",  # units out of order (d, h, m, s)
+        "1s1m",
+        "\u0661\u0662m",  # Arabic-Indic digits: \\d would take them
+        "\uff11\uff12m",  # full-width digits
+        "",
+        "m",
+        "1.h",
+    ],
+)
+def test_a_duration_is_days_hours_minutes_seconds_in_order_in_ascii_digits(bad: str) -> None:
+    with pytest.raises(ValueError, match=r'^expected a duration like 90, "15m" or "1h30m", got'):
+        parse_duration(bad)
+
+
+def test_a_duration_too_large_for_a_number_is_refused() -> None:
+    assert parse_duration("1d2h3m4.5s") == 93784.5
+    with pytest.raises(ValueError, match=r"^expected a finite duration, got '9999"):
+        parse_duration("9" * 400 + "s")
+    with pytest.raises(ScenarioError, match=r"^bad\.toml: events\[0\]\.at: expected a finite duration"):
+        parse_scenario(GOOD.replace('at = "3h"', f'at = "{"9" * 400}m"'), "bad.toml")
+
+
 def test_scheduler_breaks_ties_in_scheduling_order() -> None:
     s = Scheduler()
     seen: list[str] = []
