@@ -624,6 +624,16 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
     seed = r.get(head, "seed", "scenario", int, 0)
     compare, matrix = _comparison(r, head, data)
     start, start_at = _start(r, head)
+    if start is not None:
+        first = start_at if start_at is not None else calendar.timegm(start.timetuple())
+        try:
+            datetime.fromtimestamp(first + duration, UTC)
+        except (OverflowError, ValueError, OSError):
+            raise r.fail(
+                "scenario.start",
+                f"expected a start from which the run ({duration:g} s) ends by {datetime.max:%Y-%m-%d} (the "
+                f"last day the calendar has), got {head['start']}",
+            ) from None
 
     network = _network(r, data.get("network", {}), duration)
     relay = _relay(r, data.get("relay", {}))

@@ -422,6 +422,18 @@ def _partition(text: str) -> str:
             f"[relay]\nmax_frame_bytes = 4096\n\n{_RELAY}",
             "relay.max_frame_bytes: not a setting of the simulated relay: its frames are at most 262144 bytes",
         ),
+        # a run that would end after the calendar's last day
+        (
+            "seed = 3",
+            "seed = 3\nstart = 9999-12-31T22:00:00Z",
+            "scenario.start: expected a start from which the run (14400 s) ends by 9999-12-31 (the last day the "
+            "calendar has), got 9999-12-31 22:00:00+00:00",
+        ),
+        (
+            "seed = 3",
+            "seed = 3\nstart = 9999-12-31T21:00:00",
+            "scenario.start: expected a start from which the run",
+        ),
         # receipts batched every 0 s have no next batch
         (
             _RELAY,
