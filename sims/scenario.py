@@ -150,6 +150,7 @@ __all__ = [
     "load_scenario",
     "parse_duration",
     "parse_scenario",
+    "read_scenario_text",
     "scenario_from_data",
 ]
 
@@ -566,13 +567,25 @@ def _show(value: object) -> str:
     return f"{kind.get(type(value), type(value).__name__)} {value!r}"
 
 
-def load_scenario(path: str | Path) -> Scenario:
+def read_scenario_text(path: str | Path) -> str:
+    """A scenario file's text: UTF-8 (a byte-order mark at the start is dropped, as TOML allows none).
+    ScenarioError naming the file if it cannot be read or is not UTF-8 text."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        data = p.read_bytes()
     except OSError as exc:
         raise ScenarioError(str(p), "", f"cannot read the file: {exc.strerror}") from None
-    return parse_scenario(text, source=p.name)
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(
+            p.name, "", f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        ) from None
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    return parse_scenario(read_scenario_text(path), source=Path(path).name)
 
 
 def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:

@@ -331,7 +331,7 @@ class SweepResult:
 
 def _scenario_text(name_or_path: str) -> tuple[str, str]:
     """The text and file name of a built-in scenario or a scenario file."""
-    from relaysim.sims.scenario import ScenarioError, builtin_scenarios
+    from relaysim.sims.scenario import ScenarioError, builtin_scenarios, read_scenario_text
 
     builtin = builtin_scenarios()
     path = builtin.get(name_or_path) or Path(name_or_path)
@@ -339,10 +339,7 @@ def _scenario_text(name_or_path: str) -> tuple[str, str]:
         raise ScenarioError(
             name_or_path, "", f"no such built-in scenario or file; built-in ones: {', '.join(builtin)}"
         )
-    try:
-        return path.read_text(encoding="utf-8"), path.name
-    except OSError as exc:
-        raise ScenarioError(str(path), "", f"cannot read the file: {exc.strerror}") from None
+    return read_scenario_text(path), path.name
 
 
 def _label(params: Sequence[tuple[str, Any]]) -> str:

@@ -126,6 +126,19 @@ def test_a_scenario_without_people_is_refused() -> None:
         parse_scenario(text, "bad.toml")
 
 
+def test_a_file_not_in_utf_8_is_refused_and_a_byte_order_mark_is_dropped(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"#\xff\n" + GOOD.encode())
+    with pytest.raises(ScenarioError, match=r"^bad\.toml: not UTF-8 text \(byte 0xff at offset 1\)$"):
+        load_scenario(bad)
+    bad.write_bytes(GOOD.replace("alice", "al\u00e9").encode("latin-1"))
+    with pytest.raises(ScenarioError, match=r"^bad\.toml: not UTF-8 text \(byte 0xe9 at offset \d+\)$"):
+        load_scenario(bad)
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
+    assert load_scenario(bom) == parse_scenario(GOOD, "bom.toml")
+
+
 def test_invalid_toml_names_the_file() -> None:
     with pytest.raises(ScenarioError, match=r"^bad\.toml: not valid TOML"):
         parse_scenario("[scenario\n", "bad.toml")
