@@ -668,6 +668,8 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
     defences = _defences(r, data.get("defences", {}))
     groups = _groups(r, data.get("groups", []), names, duration)
     _text_sizes(r, people, conversations, groups, defences)
+    traffic = _traffic(r, data.get("traffic", {}))
+    _budget(r, duration, people, generate, traffic, defences)
     return Scenario(
         name,
         description,
@@ -684,7 +686,7 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
         matrix,
         start=start,
         start_at=start_at,
-        traffic=_traffic(r, data.get("traffic", {})),
+        traffic=traffic,
         defences=defences,
         groups=groups,
         event_paths=event_paths,
@@ -1139,6 +1141,54 @@ def _max_frame() -> int:
     return int(DEFAULT_MAX_FRAME_SIZE)
 
 
+# The most messages (and cover messages, and moves) one source may plan over a run, on average: ten
+# times the scale target's day (docs/performance.md: 100,000 phones, 1,000,000 messages a day, in at
+# most 10 minutes). A rate with no bound planned until memory ran out.
+MAX_PLANNED = 10_000_000
+MAX_SIGMA = (
+    3.0  # generate.messages_per_day.sigma: at 3 the busiest of a million people sends ~27,000 × the mean
+)
+
+
+def _budget(
+    r: _Reader,
+    duration: float,
+    people: tuple[PersonSpec, ...],
+    generate: GenerateSpec | None,
+    traffic: TrafficSpec,
+    defences: DefenceSpec,
+) -> None:
+    """Every rate plans at most MAX_PLANNED of what it makes over the run, on average."""
+    hours, days = duration / 3600, duration / 86400
+    generated = 0 if generate is None else generate.people
+    accounts = (
+        len(people) + generated + (0 if generate is None else sum(n for _k, n in generate.organisations))
+    )
+    checks = []
+    if generate is not None:
+        checks.append(
+            ("generate.messages_per_day.mean", generate.messages_per_day_mean, generated * days, "messages")
+        )
+    checks += [
+        (
+            "traffic.popular_messages_per_hour",
+            traffic.popular_messages_per_hour,
+            traffic.popular * hours,
+            "messages",
+        ),
+        ("traffic.background_per_hour", traffic.background_per_hour, hours, "messages"),
+        ("defences.cover_per_hour", defences.cover_per_hour, accounts * hours, "cover messages"),
+        ("traffic.moves_per_day", traffic.moves_per_day, traffic.mobile * generated * days, "moves"),
+    ]
+    for path, rate, per_unit, what in checks:
+        if per_unit > 0 and rate * per_unit > MAX_PLANNED:
+            raise r.fail(
+                path,
+                f"expected at most {MAX_PLANNED / per_unit:.6g}, so that the run plans at most {MAX_PLANNED:,} "
+                f"{what} (about {rate * per_unit:.3g} at {rate:g}), got {rate:g}",
+            )
+
+
 def _weights(r: _Reader, raw: object, path: str) -> dict[str, float]:
     t = r.table(raw, path)
     out = {}
@@ -1190,6 +1240,11 @@ def _generate(r: _Reader, raw: object) -> GenerateSpec:
     if mean <= 0 or sigma < 0:
         raise r.fail(
             "generate.messages_per_day", f"expected mean > 0 and sigma >= 0, got mean={mean}, sigma={sigma}"
+        )
+    if sigma > MAX_SIGMA:
+        raise r.fail(
+            "generate.messages_per_day.sigma",
+            f"expected at most {MAX_SIGMA:g} (the spread of a log-normal; real volumes are near 1), got {sigma:g}",
         )
     regions = _weights(r, t.get("regions", {"us": 1.0}), "generate.regions")
     rhythm = r.get(t, "daily_rhythm", "generate", list, [])

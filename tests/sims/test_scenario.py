@@ -494,6 +494,14 @@ device = "p03/2"
 """
 
 
+def test_the_scale_target_stays_within_the_budget() -> None:
+    # docs/performance.md: 100,000 phones and 1,000,000 messages a day
+    text = GENERATED[: GENERATED.index("[[events]]")].replace("people = 10", "people = 100000")
+    text = text.replace('duration = "2h"', 'duration = "1d"')
+    s = parse_scenario(text.replace("mean = 20", "mean = 10"), "scale.toml")
+    assert s.generate is not None and s.generate.people == 100_000
+
+
 def test_a_generated_scenario_names_its_generated_people() -> None:
     s = parse_scenario(GENERATED, "gen.toml")
     first, second = s.events[0], s.events[1]
@@ -522,6 +530,30 @@ def test_a_generated_scenario_names_its_generated_people() -> None:
             'process = "subpoena"\ntarget = "p03"\nto = "2h"\n\n[[events]]\nat = "1h"\nkind = "exceptional_access"\n'
             'demand = "ghost_device"\ntarget = "mallory"',
             "events[1].target: expected one of the people (generated p00 to p09), got 'mallory'",
+        ),
+        # rates that would plan more than a run can hold (10 people for 2 h)
+        (
+            "mean = 20",
+            "mean = 1e300",
+            "generate.messages_per_day.mean: expected at most 1.2e+07, so that the run plans at most 10,000,000 "
+            "messages (about 8.33e+299 at 1e+300), got 1e+300",
+        ),
+        ("sigma = 1.0", "sigma = 1000", "generate.messages_per_day.sigma: expected at most 3"),
+        (
+            'duration = "2h"',
+            'duration = "2h"\n\n[traffic]\nbackground_per_hour = 1e15',
+            "traffic.background_per_hour: expected at most 5e+06, so that the run plans at most 10,000,000",
+        ),
+        (
+            'duration = "2h"',
+            'duration = "2h"\n\n[traffic]\npopular = 2\npopular_messages_per_hour = 1e12',
+            "traffic.popular_messages_per_hour: expected at most 2.5e+06, so that",
+        ),
+        (
+            'duration = "2h"',
+            'duration = "2h"\n\n[defences]\ncover_per_hour = 1e12',
+            "defences.cover_per_hour: expected at most 500000, so that the run plans at most 10,000,000 cover "
+            "messages",
         ),
         ("people = 10", "people = true", "generate.people: expected an integer, got boolean True"),
         ("people = 10", "people = 0", "generate.people: expected from 2 to 1,000,000 people"),
