@@ -655,6 +655,7 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
     if not people and generate is None:
         raise r.fail("people", "no people: give [[people]] or a [generate] table")
     _regions(r, network, relay, people, generate)
+    _generated_names_free(r, people, generate)
     names = {p.name for p in people}
     conversations = _conversations(r, data.get("conversations", []), names, duration)
     everyone = _Everyone(people, generate)
@@ -768,6 +769,26 @@ def _regions(
                     f"network.partitions[{i}].regions[{j}]",
                     f"expected a region where the relay or a device is ({known}), got {region!r}",
                 )
+
+
+def _generated_names_free(r: _Reader, people: tuple[PersonSpec, ...], generate: GenerateSpec | None) -> None:
+    """No one of ``[[people]]`` has the name of a generated person or organisation (they would be merged)."""
+    if generate is None:
+        return
+    everyone = _Everyone((), generate)
+    organisations = {f"{kind}-{i + 1}" for kind, n in generate.organisations for i in range(n)}
+    for i, p in enumerate(people):
+        if everyone.person(p.name):
+            first, last = everyone._first_last()
+            raise r.fail(
+                f"people[{i}].name",
+                f"{p.name!r} is already the name of a generated person ([generate] names {first} to {last})",
+            )
+        if p.name in organisations:
+            raise r.fail(
+                f"people[{i}].name",
+                f"{p.name!r} is already the name of a generated organisation (generate.organisations)",
+            )
 
 
 def generated_names(count: int) -> list[str]:

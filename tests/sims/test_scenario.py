@@ -555,6 +555,17 @@ def test_a_generated_scenario_names_its_generated_people() -> None:
             "defences.cover_per_hour: expected at most 500000, so that the run plans at most 10,000,000 cover "
             "messages",
         ),
+        # a person of [[people]] named as a generated person or organisation would be merged with it
+        (
+            'duration = "2h"',
+            'duration = "2h"\n\n[[people]]\nname = "p03"',
+            "people[0].name: 'p03' is already the name of a generated person ([generate] names p00 to p09)",
+        ),
+        (
+            "regions = { us = 1 }",
+            'regions = { us = 1 }\norganisations = { clinic = 2 }\n\n[[people]]\nname = "clinic-2"',
+            "people[0].name: 'clinic-2' is already the name of a generated organisation (generate.organisations)",
+        ),
         ("people = 10", "people = true", "generate.people: expected an integer, got boolean True"),
         ("people = 10", "people = 0", "generate.people: expected from 2 to 1,000,000 people"),
         ("mean = 20", "mean = nan", "generate.messages_per_day.mean: expected a finite number, got nan"),
