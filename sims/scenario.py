@@ -669,7 +669,7 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
     defences = _defences(r, data.get("defences", {}))
     groups = _groups(r, data.get("groups", []), names, duration)
     _text_sizes(r, people, conversations, groups, defences)
-    traffic = _traffic(r, data.get("traffic", {}))
+    traffic = _traffic(r, data.get("traffic", {}), everyone, duration)
     _budget(r, duration, people, generate, traffic, defences)
     return Scenario(
         name,
@@ -1741,7 +1741,7 @@ def _rate(r: _Reader, t: Mapping[str, Any], key: str, path: str, default: float)
     return v
 
 
-def _traffic(r: _Reader, raw: object) -> TrafficSpec:
+def _traffic(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> TrafficSpec:
     t = r.table(raw, "traffic")
     fields = [f for f in TrafficSpec.__dataclass_fields__]
     r.known(t, "traffic", fields)
@@ -1763,7 +1763,18 @@ def _traffic(r: _Reader, raw: object) -> TrafficSpec:
             raise r.fail(
                 f"{path}.device", f"expected a device as person/index (e.g. 'bob/1'), got {device!r}"
             )
-        moves.append(AddressMove(device, r.duration(mt, "at", path), r.get(mt, "address", path, str)))
+        if not everyone.device(device):
+            raise r.fail(
+                f"{path}.device",
+                f"expected a device like 'alice/1' ({everyone.describe_devices()}), got {device!r}",
+            )
+        at = r.duration(mt, "at", path)
+        if at >= duration:
+            raise r.fail(
+                f"{path}.at", f"expected a time before the end of the run ({duration:g} s), got {at:g} s"
+            )
+        address = _address(r, r.get(mt, "address", path, str), f"{path}.address")
+        moves.append(AddressMove(device, at, address))
     return TrafficSpec(
         reply_probability=r.probability(t, "reply_probability", "traffic", d.reply_probability),
         reply_delay=r.duration(t, "reply_delay", "traffic", d.reply_delay),

@@ -447,6 +447,22 @@ def _partition(text: str) -> str:
             "seed = 3\nstart = 9999-12-31T21:00:00",
             "scenario.start: expected a start from which the run",
         ),
+        # a move of a device nobody has, after the end, or to what is not an address
+        (
+            _RELAY,
+            f'[traffic]\nmoves = [{{ device = "zed/1", at = "1h", address = "100.64.0.9" }}]\n\n{_RELAY}',
+            "traffic.moves[0].device: expected a device like 'alice/1' (alice/1, bob/1), got 'zed/1'",
+        ),
+        (
+            _RELAY,
+            f'[traffic]\nmoves = [{{ device = "bob/1", at = "4h", address = "100.64.0.9" }}]\n\n{_RELAY}',
+            "traffic.moves[0].at: expected a time before the end of the run (14400 s), got 14400 s",
+        ),
+        (
+            _RELAY,
+            f'[traffic]\nmoves = [{{ device = "bob/1", at = "1h", address = "not-an-ip" }}]\n\n{_RELAY}',
+            "traffic.moves[0].address: expected an IPv4 or IPv6 address, got 'not-an-ip'",
+        ),
         # receipts batched every 0 s have no next batch
         (
             _RELAY,
