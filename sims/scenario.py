@@ -1498,12 +1498,12 @@ def _legal_process(
     targets = _targets(r, params, path, everyone)
     if targets and target is not None:
         raise r.fail(f"{path}.targets", "give either 'target' or 'targets', not both")
-    if targets:
-        target = targets[0]
-    if target is None and instrument.needs_target:
-        raise r.fail(f"{path}.target", f"missing; a {instrument.name} names the account it is served on")
     if target is not None and not everyone.person(target):
         raise r.fail(f"{path}.target", f"expected one of the people ({everyone.describe()}), got {target!r}")
+    if targets:
+        target = targets[0]  # each checked by _targets: one of the people or a phone number
+    if target is None and instrument.needs_target:
+        raise r.fail(f"{path}.target", f"missing; a {instrument.name} names the account it is served on")
     start = r.duration(params, "from", path) if "from" in params else None
     end = r.duration(params, "to", path) if "to" in params else None
     if start is not None and start >= duration:
@@ -1527,7 +1527,7 @@ def _legal_process(
             f"expected a time before the order is served ({at:g} s; a {instrument.name} covers what "
             f"is held then), got {start:g} s",
         )
-    name = r.get(params, "name", path, str, f"{process}-{target or 'everyone'}-{index}")
+    name = r.get(params, "name", path, str, f"{process}-{(target or 'everyone').lstrip('+')}-{index}")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,80}", name):
         raise r.fail(
             f"{path}.name", f"expected letters, digits, '_', '.' or '-' (it names output files), got {name!r}"

@@ -518,6 +518,15 @@ def test_the_scale_target_stays_within_the_budget() -> None:
     assert s.generate is not None and s.generate.people == 100_000
 
 
+def test_a_legal_process_may_name_a_phone_number_first_among_its_targets() -> None:
+    order = _order("").replace('target = "alice"\n', 'targets = ["+12025550143", "alice"]\n')
+    s = parse_scenario(GOOD.replace(_EVENT_END, order), "good.toml")
+    ev = next(e for e in s.events if isinstance(e, LegalProcessEvent))
+    assert ev.targets == ("+12025550143", "alice") and ev.target == "+12025550143"
+    unnamed = parse_scenario(GOOD.replace(_EVENT_END, order.replace('name = "order"\n', "")), "good.toml")
+    assert [e.name for e in unnamed.events if isinstance(e, LegalProcessEvent)] == ["subpoena-12025550143-1"]
+
+
 def test_a_generated_scenario_names_its_generated_people() -> None:
     s = parse_scenario(GENERATED, "gen.toml")
     first, second = s.events[0], s.events[1]
