@@ -617,7 +617,9 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
         ],
     )
 
-    head = r.table(data.get("scenario"), "scenario") if "scenario" in data else r.table(None, "scenario")
+    if "scenario" not in data:
+        raise r.fail("", "missing the [scenario] table (its name and duration)")
+    head = r.table(data["scenario"], "scenario")
     r.known(
         head, "scenario", ["name", "description", "duration", "seed", "compare_profiles", "matrix", "start"]
     )
@@ -1323,7 +1325,7 @@ def _events(
                     f"got {params['name']!r}, already the name of events[{first}]",
                 )
         elif kind == "exceptional_access":
-            r.known(params, path, ["demand", "target", "client_change", "fork", "group"])
+            r.known(params, path, [*_EVENT_KEYS, "demand", "target", "client_change", "fork", "group"])
             demand = r.get(params, "demand", path, str)
             if demand not in EXCEPTIONAL_DEMANDS:
                 raise r.fail(
@@ -1371,11 +1373,11 @@ def _events(
                         f"{path}.fork", f"only a ghost_device demand can fork the key log, not {demand}"
                     )
         elif kind == "escrow_key_stolen":
-            r.known(params, path, [])
+            r.known(params, path, _EVENT_KEYS)
         elif kind in IDENTITY_EVENT_PEOPLE:
             _identity_event(r, kind, params, path, everyone)
         if kind in ("device_offline", "device_online", "seize_phone"):
-            r.known(params, path, ["device"])
+            r.known(params, path, [*_EVENT_KEYS, "device"])
             device = r.get(params, "device", path, str)
             if not everyone.device(device):
                 raise r.fail(
@@ -1387,6 +1389,7 @@ def _events(
     return tuple(e for e, _ in ordered), tuple(p for _, p in ordered)
 
 
+_EVENT_KEYS = ("at", "kind")  # every event's; the rest are its kind's (named in its "unknown key" error)
 IDENTITY_EVENT_PEOPLE = {
     "relay_swaps_identity": ("victim", "contact"),
     "verify_safety_number": ("who", "whom"),
@@ -1396,7 +1399,13 @@ IDENTITY_EVENT_PEOPLE = {
 def _identity_event(r: _Reader, kind: str, params: Mapping[str, Any], path: str, everyone: _Everyone) -> None:
     """A relay's identity swap, or a safety-number check: two different people (and a text for a swap)."""
     first, second = IDENTITY_EVENT_PEOPLE[kind]
-    r.known(params, path, [first, second, "text"] if kind == "relay_swaps_identity" else [first, second])
+    r.known(
+        params,
+        path,
+        [*_EVENT_KEYS, first, second, "text"]
+        if kind == "relay_swaps_identity"
+        else [*_EVENT_KEYS, first, second],
+    )
     for key in (first, second):
         name = r.get(params, key, path, str)
         if not everyone.person(name):
@@ -1467,6 +1476,7 @@ def _legal_process(
         params,
         path,
         [
+            *_EVENT_KEYS,
             "process",
             "jurisdiction",
             "target",

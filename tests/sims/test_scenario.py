@@ -139,6 +139,28 @@ def test_a_file_not_in_utf_8_is_refused_and_a_byte_order_mark_is_dropped(tmp_pat
     assert load_scenario(bom) == parse_scenario(GOOD, "bom.toml")
 
 
+def test_a_file_without_a_scenario_table_says_so() -> None:
+    for text in ("", GOOD[GOOD.index("[network]") :]):
+        with pytest.raises(ScenarioError) as info:
+            parse_scenario(text, "bad.toml")
+        assert str(info.value) == "bad.toml: missing the [scenario] table (its name and duration)"
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("escrow_key_stolen", "expected one of 'at', 'kind'"),
+        ('device_offline"\ndevice = "bob/1', "expected one of 'at', 'kind', 'device'"),
+        ('verify_safety_number"\nwho = "alice"\nwhom = "bob', "expected one of 'at', 'kind', 'who', 'whom'"),
+    ],
+)
+def test_an_unknown_key_of_an_event_lists_every_key_it_may_have(kind: str, expected: str) -> None:
+    text = GOOD.replace(_EVENT_END, f'{_EVENT_END}\n[[events]]\nat = "1h"\nkind = "{kind}"\ncolour = 1\n')
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(text, "bad.toml")
+    assert str(info.value) == f"bad.toml: events[1].colour: unknown key; {expected}"
+
+
 def test_invalid_toml_names_the_file() -> None:
     with pytest.raises(ScenarioError, match=r"^bad\.toml: not valid TOML"):
         parse_scenario("[scenario\n", "bad.toml")
