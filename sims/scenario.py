@@ -1538,7 +1538,7 @@ def _legal_process(
             f"is held then), got {start:g} s",
         )
     name = r.get(params, "name", path, str, f"{process}-{(target or 'everyone').lstrip('+')}-{index}")
-    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,80}", name):
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,80}", name) or set(name) == {"."}:
         raise r.fail(
             f"{path}.name", f"expected letters, digits, '_', '.' or '-' (it names output files), got {name!r}"
         )

@@ -397,6 +397,8 @@ def _partition(text: str) -> str:
         # the scenario's name names its output folder
         ('name = "t"', 'name = "../../etc"', "scenario.name: expected letters, digits, '_', '.' or '-'"),
         ('name = "t"', 'name = ".."', "scenario.name: expected letters, digits, '_', '.' or '-'"),
+        (_EVENT_END, _order("", name=".."), "events[1].name: expected letters, digits, '_', '.' or '-'"),
+        (_EVENT_END, _order("", name="."), "events[1].name: expected letters, digits, '_', '.' or '-'"),
         # an exceptional-access demand that covers everyone names no target
         (
             _EVENT_END,
