@@ -234,6 +234,13 @@ def _run(args: argparse.Namespace) -> int:
     scenario = _scenario(args.scenario)
     if args.seed is not None:
         scenario = scenario.with_seed(args.seed)
+    from relaysim.sims.scenario import ScenarioError
+    from relaysim.sims.world.traffic import check_population
+
+    try:
+        check_population(scenario)  # the devices events name, once the seed has made the people
+    except ScenarioError as exc:
+        raise CliError(str(exc)) from None
     out = Path(args.out or f"out/{scenario.name}")
     _prepare_out(out, args.force)
     if args.time_scale != LIVE_TIME_SCALE and not args.live:

@@ -24,13 +24,20 @@ line) rather than run doing something other than what it says. In particular:
   at or after the end of the run is refused, as is a legal process's ``to`` after the end (a
   running order that reaches the end of the run is answered then; one that would expire later
   cannot be). A window that starts within the run may end after it. A device's offline windows
-  may not overlap. Scripted messages are sent before the end; events happen by the end.
+  may not overlap. A legal process's times are read as its instrument reads them: one that looks
+  forward (a pen register, a wiretap) collects from service (``at``, or ``from`` if later) until
+  ``to`` or ``withdrawn``, which therefore come after both (``withdrawn`` by the end of the run);
+  one that looks back covers what is held at service, so its ``from`` is before ``at``. Scripted
+  messages are sent before the end; events happen by the end.
 - Regions are names you choose. The regions of a scenario are the relay's and its devices'
   (``[[people]]`` devices and ``[generate]`` regions); a latency rule or a partition that names
   any other region is refused (it would silently do nothing). When ``network.latency`` gives
   rules, every device's region must be one a rule names or the relay's: a device in any other
   region would silently get the default latency.
 - Addresses (a device's, the relay's) are IPv4 or IPv6 addresses.
+- A scripted text fits the frames that carry it (``max_text_bytes``): a send carries one envelope
+  per device of its recipient, and a frame is at most ``relay.wire.DEFAULT_MAX_FRAME_SIZE`` bytes
+  (256 KiB; about 252 KiB of text to a single device, less to several or under ``pow2`` padding).
 - Names are unique: people, legal processes (each names its disclosure's files), latency rules
   (one per pair of regions). The scenario's name names its output folder: letters, digits, '_',
   '.', '-'. Events, legal process targets and ghost devices name someone in the scenario; with
@@ -143,6 +150,7 @@ __all__ = [
     "load_scenario",
     "parse_duration",
     "parse_scenario",
+    "read_scenario_text",
     "scenario_from_data",
 ]
 
@@ -166,7 +174,9 @@ SIM_EPOCH = 1_767_225_600
 DEVICE_COUNTS = {"one": 1, "two": 2, "three": 3, "four": 4}
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+# d, h, m and s, each at most once and in that order ("1h30m", not "30m1h" or "1h1h"); ASCII digits only
+_NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
+_DURATION = re.compile("".join(f"(?:{_NUMBER}{unit})?" for unit in "dhms"))
 
 
 class ScenarioError(ValueError):
@@ -179,7 +189,9 @@ class ScenarioError(ValueError):
 
 
 def parse_duration(value: object) -> float:
-    """Seconds from a number or a string like ``"1h30m"``. Raises ValueError saying what it wanted."""
+    """Seconds from a number or a string like ``"1h30m"``: days, hours, minutes and seconds (``d``,
+    ``h``, ``m``, ``s``), each at most once and in that order, each an ASCII number (``1.5h``).
+    Raises ValueError saying what it wanted."""
     if isinstance(value, bool):
         raise ValueError(f'expected a duration like 90, "15m" or "1h30m", got {value!r}')
     if isinstance(value, int | float):
@@ -188,9 +200,15 @@ def parse_duration(value: object) -> float:
         return float(value)
     if isinstance(value, str):
         text = value.strip().replace(" ", "")
-        parts = _DURATION.findall(text)
-        if parts and "".join(n + u for n, u in parts) == text:
-            return float(sum(float(n) * _UNITS[u] for n, u in parts))
+        match = _DURATION.fullmatch(text)
+        if text and match:
+            seconds = float(
+                sum(float(n) * _UNITS[u] for n, u in zip(match.groups(), "dhms", strict=True) if n)
+            )
+            if not math.isfinite(seconds):
+                shown = repr(value) if len(value) <= 40 else f"{value[:40]!r}…"
+                raise ValueError(f"expected a finite duration, got {shown} (too large for a number)")
+            return seconds
     raise ValueError(f'expected a duration like 90, "15m" or "1h30m", got {value!r}')
 
 
@@ -261,7 +279,6 @@ class RelaySpec:
     address: str = "198.51.100.1"
     profile: str = "keep-everything"
     sealed_sender: bool | None = None  # None: the profile's default
-    max_frame_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -442,6 +459,9 @@ class Scenario:
     traffic: TrafficSpec = field(default_factory=lambda: TrafficSpec())  # [traffic]: how people behave
     defences: DefenceSpec = field(default_factory=lambda: DefenceSpec())  # [defences]: one design choice each
     groups: tuple[GroupSpec, ...] = ()  # [[groups]]: group chats (sender keys), see _groups
+    # Where each of ``events`` is in the file ("events[3]"), for errors found once the population
+    # is known (sims.world.traffic.check_population); () for a scenario not read from a file.
+    event_paths: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def epoch(self) -> float:
@@ -547,13 +567,25 @@ def _show(value: object) -> str:
     return f"{kind.get(type(value), type(value).__name__)} {value!r}"
 
 
-def load_scenario(path: str | Path) -> Scenario:
+def read_scenario_text(path: str | Path) -> str:
+    """A scenario file's text: UTF-8 (a byte-order mark at the start is dropped, as TOML allows none).
+    ScenarioError naming the file if it cannot be read or is not UTF-8 text."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        data = p.read_bytes()
     except OSError as exc:
         raise ScenarioError(str(p), "", f"cannot read the file: {exc.strerror}") from None
-    return parse_scenario(text, source=p.name)
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(
+            p.name, "", f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        ) from None
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    return parse_scenario(read_scenario_text(path), source=Path(path).name)
 
 
 def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
@@ -585,7 +617,9 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
         ],
     )
 
-    head = r.table(data.get("scenario"), "scenario") if "scenario" in data else r.table(None, "scenario")
+    if "scenario" not in data:
+        raise r.fail("", "missing the [scenario] table (its name and duration)")
+    head = r.table(data["scenario"], "scenario")
     r.known(
         head, "scenario", ["name", "description", "duration", "seed", "compare_profiles", "matrix", "start"]
     )
@@ -605,6 +639,16 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
     seed = r.get(head, "seed", "scenario", int, 0)
     compare, matrix = _comparison(r, head, data)
     start, start_at = _start(r, head)
+    if start is not None:
+        first = start_at if start_at is not None else calendar.timegm(start.timetuple())
+        try:
+            datetime.fromtimestamp(first + duration, UTC)
+        except (OverflowError, ValueError, OSError):
+            raise r.fail(
+                "scenario.start",
+                f"expected a start from which the run ({duration:g} s) ends by {datetime.max:%Y-%m-%d} (the "
+                f"last day the calendar has), got {head['start']}",
+            ) from None
 
     network = _network(r, data.get("network", {}), duration)
     relay = _relay(r, data.get("relay", {}))
@@ -613,6 +657,7 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
     if not people and generate is None:
         raise r.fail("people", "no people: give [[people]] or a [generate] table")
     _regions(r, network, relay, people, generate)
+    _generated_names_free(r, people, generate)
     names = {p.name for p in people}
     conversations = _conversations(r, data.get("conversations", []), names, duration)
     everyone = _Everyone(people, generate)
@@ -622,7 +667,12 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
         if isinstance(groups_raw, list)
         else set()
     )
-    events = _events(r, data.get("events", []), everyone, duration, group_names)
+    events, event_paths = _events(r, data.get("events", []), everyone, duration, group_names)
+    defences = _defences(r, data.get("defences", {}))
+    groups = _groups(r, data.get("groups", []), names, duration)
+    _text_sizes(r, people, conversations, groups, defences)
+    traffic = _traffic(r, data.get("traffic", {}), everyone, duration)
+    _budget(r, duration, people, generate, traffic, defences)
     return Scenario(
         name,
         description,
@@ -639,9 +689,10 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
         matrix,
         start=start,
         start_at=start_at,
-        traffic=_traffic(r, data.get("traffic", {})),
-        defences=_defences(r, data.get("defences", {})),
-        groups=_groups(r, data.get("groups", []), names, duration),
+        traffic=traffic,
+        defences=defences,
+        groups=groups,
+        event_paths=event_paths,
     )
 
 
@@ -720,6 +771,26 @@ def _regions(
                     f"network.partitions[{i}].regions[{j}]",
                     f"expected a region where the relay or a device is ({known}), got {region!r}",
                 )
+
+
+def _generated_names_free(r: _Reader, people: tuple[PersonSpec, ...], generate: GenerateSpec | None) -> None:
+    """No one of ``[[people]]`` has the name of a generated person or organisation (they would be merged)."""
+    if generate is None:
+        return
+    everyone = _Everyone((), generate)
+    organisations = {f"{kind}-{i + 1}" for kind, n in generate.organisations for i in range(n)}
+    for i, p in enumerate(people):
+        if everyone.person(p.name):
+            first, last = everyone._first_last()
+            raise r.fail(
+                f"people[{i}].name",
+                f"{p.name!r} is already the name of a generated person ([generate] names {first} to {last})",
+            )
+        if p.name in organisations:
+            raise r.fail(
+                f"people[{i}].name",
+                f"{p.name!r} is already the name of a generated organisation (generate.organisations)",
+            )
 
 
 def generated_names(count: int) -> list[str]:
@@ -886,10 +957,16 @@ def _network(r: _Reader, raw: object, duration: float) -> NetworkSpec:
 
 def _relay(r: _Reader, raw: object) -> RelaySpec:
     t = r.table(raw, "relay")
-    r.known(t, "relay", ["region", "address", "profile", "sealed_sender", "max_frame_bytes"])
-    max_frame = r.get(t, "max_frame_bytes", "relay", int, None)
-    if max_frame is not None and max_frame < 1024:
-        raise r.fail("relay.max_frame_bytes", f"expected at least 1024, got {max_frame}")
+    if "max_frame_bytes" in t:
+        from relaysim.relay.wire import DEFAULT_MAX_FRAME_SIZE
+
+        raise r.fail(
+            "relay.max_frame_bytes",
+            f"not a setting of the simulated relay: its frames are at most {DEFAULT_MAX_FRAME_SIZE} bytes, as "
+            "its phones expect (relay.wire.DEFAULT_MAX_FRAME_SIZE; a real relay takes "
+            "relaysim relay serve --max-frame-size)",
+        )
+    r.known(t, "relay", ["region", "address", "profile", "sealed_sender"])
     from relaysim.relay.profiles import PROFILES
 
     profile = r.get(t, "profile", "relay", str, "keep-everything")
@@ -901,7 +978,6 @@ def _relay(r: _Reader, raw: object) -> RelaySpec:
         _address(r, r.get(t, "address", "relay", str, "198.51.100.1"), "relay.address"),
         profile,
         r.get(t, "sealed_sender", "relay", bool, None),
-        max_frame,
     )
 
 
@@ -1017,6 +1093,125 @@ def _conversations(r: _Reader, raw: object, names: set[str], duration: float) ->
     return tuple(out)
 
 
+# Room for what a phone adds to a text in one envelope: the ratchet's header and MAC, a PQXDH prekey
+# message's keys and ML-KEM ciphertext, sealed sender's certificate and wrapping (measured: at most
+# ~2.2 KiB, a sealed first message). With it a short text still reaches 64 devices in one send.
+ENVELOPE_ALLOWANCE = 3072
+
+
+def max_text_bytes(devices: int, padding: str) -> int:
+    """The longest text (UTF-8 bytes) whose envelopes to ``devices`` devices fit in one frame: a send
+    carries one envelope per device of its recipient (relay.wire.Send), and a frame is at most
+    relay.wire.DEFAULT_MAX_FRAME_SIZE bytes with the relay's headroom around the bodies. ``padding``
+    is the phones' ([defences] padding; "profile" counts as "signal", the larger)."""
+    from relaysim.relay.core import _FRAME_HEADROOM
+    from relaysim.relay.wire import DEFAULT_MAX_FRAME_SIZE
+
+    room = (DEFAULT_MAX_FRAME_SIZE - _FRAME_HEADROOM) // max(devices, 1) - ENVELOPE_ALLOWANCE
+    if padding == "pow2":  # padded to the next power of two above the text
+        return (1 << (room.bit_length() - 1)) - 1
+    if padding == "none":
+        return room
+    from relaysim.clients.agent import SIGNAL_PAD_BLOCK
+
+    return room - SIGNAL_PAD_BLOCK  # a 0x80, then zeros to a multiple of 160 (less one)
+
+
+def _text_sizes(
+    r: _Reader,
+    people: tuple[PersonSpec, ...],
+    conversations: tuple[Conversation, ...],
+    groups: tuple[GroupSpec, ...],
+    defences: DefenceSpec,
+) -> None:
+    """Every scripted text fits the frames that carry it (else the relay refuses the frame mid-run)."""
+    from relaysim.relay.content import CONTROL, SYNC
+
+    devices = {p.name: len(p.devices) for p in people}
+    for i, c in enumerate(conversations):
+        for j, m in enumerate(c.messages):
+            size = len(m.text.encode("utf-8"))
+            # one send to each of the recipient's devices; a sync copy (the text behind a header that
+            # names the recipient, relay.content.SYNC) to each of the sender's other devices
+            sends = [(m.recipient, devices[m.recipient], 0)]
+            if devices[m.sender] > 1:
+                sends.append((m.sender, devices[m.sender] - 1, len(CONTROL + SYNC) + 1 + len(m.recipient)))
+            for who, n, header in sends:
+                limit = max_text_bytes(n, defences.padding) - header
+                if size > limit:
+                    mine = "other " if who == m.sender else ""
+                    raise r.fail(
+                        f"conversations[{i}].messages[{j}].text",
+                        f"expected at most {limit} bytes (UTF-8), so that its envelopes to {who}'s {n} "
+                        f"{mine}device{'s' if n > 1 else ''} fit in one frame of the relay's (at most "
+                        f"{_max_frame()} bytes), got {size} bytes",
+                    )
+    limit = max_text_bytes(1, defences.padding)  # one body for the whole group (relay.wire.GroupSend)
+    for i, g in enumerate(groups):
+        for j, change in enumerate(g.timeline):
+            size = len(change.text.encode("utf-8"))
+            if size > limit:
+                raise r.fail(
+                    f"groups[{i}].timeline[{j}].text",
+                    f"expected at most {limit} bytes (UTF-8), so that it fits in one frame of the "
+                    f"relay's (at most {_max_frame()} bytes), got {size} bytes",
+                )
+
+
+def _max_frame() -> int:
+    from relaysim.relay.wire import DEFAULT_MAX_FRAME_SIZE
+
+    return int(DEFAULT_MAX_FRAME_SIZE)
+
+
+# The most messages (and cover messages, and moves) one source may plan over a run, on average: ten
+# times the scale target's day (docs/performance.md: 100,000 phones, 1,000,000 messages a day, in at
+# most 10 minutes). A rate with no bound planned until memory ran out.
+MAX_PLANNED = 10_000_000
+MAX_SIGMA = (
+    3.0  # generate.messages_per_day.sigma: at 3 the busiest of a million people sends ~27,000 × the mean
+)
+
+
+def _budget(
+    r: _Reader,
+    duration: float,
+    people: tuple[PersonSpec, ...],
+    generate: GenerateSpec | None,
+    traffic: TrafficSpec,
+    defences: DefenceSpec,
+) -> None:
+    """Every rate plans at most MAX_PLANNED of what it makes over the run, on average."""
+    hours, days = duration / 3600, duration / 86400
+    generated = 0 if generate is None else generate.people
+    accounts = (
+        len(people) + generated + (0 if generate is None else sum(n for _k, n in generate.organisations))
+    )
+    checks = []
+    if generate is not None:
+        checks.append(
+            ("generate.messages_per_day.mean", generate.messages_per_day_mean, generated * days, "messages")
+        )
+    checks += [
+        (
+            "traffic.popular_messages_per_hour",
+            traffic.popular_messages_per_hour,
+            traffic.popular * hours,
+            "messages",
+        ),
+        ("traffic.background_per_hour", traffic.background_per_hour, hours, "messages"),
+        ("defences.cover_per_hour", defences.cover_per_hour, accounts * hours, "cover messages"),
+        ("traffic.moves_per_day", traffic.moves_per_day, traffic.mobile * generated * days, "moves"),
+    ]
+    for path, rate, per_unit, what in checks:
+        if per_unit > 0 and rate * per_unit > MAX_PLANNED:
+            raise r.fail(
+                path,
+                f"expected at most {MAX_PLANNED / per_unit:.6g}, so that the run plans at most {MAX_PLANNED:,} "
+                f"{what} (about {rate * per_unit:.3g} at {rate:g}), got {rate:g}",
+            )
+
+
 def _weights(r: _Reader, raw: object, path: str) -> dict[str, float]:
     t = r.table(raw, path)
     out = {}
@@ -1069,6 +1264,11 @@ def _generate(r: _Reader, raw: object) -> GenerateSpec:
         raise r.fail(
             "generate.messages_per_day", f"expected mean > 0 and sigma >= 0, got mean={mean}, sigma={sigma}"
         )
+    if sigma > MAX_SIGMA:
+        raise r.fail(
+            "generate.messages_per_day.sigma",
+            f"expected at most {MAX_SIGMA:g} (the spread of a log-normal; real volumes are near 1), got {sigma:g}",
+        )
     regions = _weights(r, t.get("regions", {"us": 1.0}), "generate.regions")
     rhythm = r.get(t, "daily_rhythm", "generate", list, [])
     if rhythm and (
@@ -1099,7 +1299,8 @@ def _events(
     everyone: _Everyone,
     duration: float,
     group_names: set[str] = frozenset(),  # type: ignore[assignment]
-) -> tuple[Event, ...]:
+) -> tuple[tuple[Event, ...], tuple[str, ...]]:
+    """The events in time order (events at one time in file order), and each one's key path."""
     if not isinstance(raw, list):
         raise r.fail("events", f"expected an array of tables ([[events]]), got {_show(raw)}")
     out = []
@@ -1115,7 +1316,7 @@ def _events(
             raise r.fail(f"{path}.kind", f"expected one of {', '.join(map(repr, EVENT_KINDS))}, got {kind!r}")
         params = {k: v for k, v in t.items() if k not in ("at", "kind")}
         if kind == "legal_process":
-            params = _legal_process(r, params, path, everyone, i, duration)
+            params = _legal_process(r, params, path, everyone, i, duration, at)
             first = orders.setdefault(params["name"], i)
             if first != i:
                 raise r.fail(
@@ -1123,13 +1324,8 @@ def _events(
                     f"expected a name of its own (its disclosure is filed under it), "
                     f"got {params['name']!r}, already the name of events[{first}]",
                 )
-            if params["withdrawn"] is not None and params["withdrawn"] <= at:
-                raise r.fail(
-                    f"{path}.withdrawn",
-                    f"expected a time after the demand is served ({at:g} s), got {params['withdrawn']:g} s",
-                )
         elif kind == "exceptional_access":
-            r.known(params, path, ["demand", "target", "client_change", "fork", "group"])
+            r.known(params, path, [*_EVENT_KEYS, "demand", "target", "client_change", "fork", "group"])
             demand = r.get(params, "demand", path, str)
             if demand not in EXCEPTIONAL_DEMANDS:
                 raise r.fail(
@@ -1177,21 +1373,23 @@ def _events(
                         f"{path}.fork", f"only a ghost_device demand can fork the key log, not {demand}"
                     )
         elif kind == "escrow_key_stolen":
-            r.known(params, path, [])
+            r.known(params, path, _EVENT_KEYS)
         elif kind in IDENTITY_EVENT_PEOPLE:
             _identity_event(r, kind, params, path, everyone)
         if kind in ("device_offline", "device_online", "seize_phone"):
-            r.known(params, path, ["device"])
+            r.known(params, path, [*_EVENT_KEYS, "device"])
             device = r.get(params, "device", path, str)
             if not everyone.device(device):
                 raise r.fail(
                     f"{path}.device",
                     f"expected a device like 'alice/1' ({everyone.describe_devices()}), got {device!r}",
                 )
-        out.append(_typed(kind, at, params))
-    return tuple(sorted(out, key=lambda e: e.at))
+        out.append((_typed(kind, at, params), path))
+    ordered = sorted(out, key=lambda e: e[0].at)
+    return tuple(e for e, _ in ordered), tuple(p for _, p in ordered)
 
 
+_EVENT_KEYS = ("at", "kind")  # every event's; the rest are its kind's (named in its "unknown key" error)
 IDENTITY_EVENT_PEOPLE = {
     "relay_swaps_identity": ("victim", "contact"),
     "verify_safety_number": ("who", "whom"),
@@ -1201,7 +1399,13 @@ IDENTITY_EVENT_PEOPLE = {
 def _identity_event(r: _Reader, kind: str, params: Mapping[str, Any], path: str, everyone: _Everyone) -> None:
     """A relay's identity swap, or a safety-number check: two different people (and a text for a swap)."""
     first, second = IDENTITY_EVENT_PEOPLE[kind]
-    r.known(params, path, [first, second, "text"] if kind == "relay_swaps_identity" else [first, second])
+    r.known(
+        params,
+        path,
+        [*_EVENT_KEYS, first, second, "text"]
+        if kind == "relay_swaps_identity"
+        else [*_EVENT_KEYS, first, second],
+    )
     for key in (first, second):
         name = r.get(params, key, path, str)
         if not everyone.person(name):
@@ -1254,14 +1458,25 @@ def _typed(kind: str, at: float, params: Mapping[str, Any]) -> Event:
 
 
 def _legal_process(
-    r: _Reader, params: dict[str, Any], path: str, everyone: _Everyone, index: int, duration: float
+    r: _Reader,
+    params: dict[str, Any],
+    path: str,
+    everyone: _Everyone,
+    index: int,
+    duration: float,
+    at: float,
 ) -> dict[str, Any]:
+    """One legal_process event's keys, checked against how its instrument reads them: an order that
+    looks back covers ``from`` (before service) to ``to`` or service, whichever is first; one that
+    looks forward collects from service (or ``from``, if later) until ``to`` or ``withdrawn``,
+    which are therefore after both."""
     from relaysim.relay.legal import resolve_instrument
 
     r.known(
         params,
         path,
         [
+            *_EVENT_KEYS,
             "process",
             "jurisdiction",
             "target",
@@ -1293,12 +1508,12 @@ def _legal_process(
     targets = _targets(r, params, path, everyone)
     if targets and target is not None:
         raise r.fail(f"{path}.targets", "give either 'target' or 'targets', not both")
-    if targets:
-        target = targets[0]
-    if target is None and instrument.needs_target:
-        raise r.fail(f"{path}.target", f"missing; a {instrument.name} names the account it is served on")
     if target is not None and not everyone.person(target):
         raise r.fail(f"{path}.target", f"expected one of the people ({everyone.describe()}), got {target!r}")
+    if targets:
+        target = targets[0]  # each checked by _targets: one of the people or a phone number
+    if target is None and instrument.needs_target:
+        raise r.fail(f"{path}.target", f"missing; a {instrument.name} names the account it is served on")
     start = r.duration(params, "from", path) if "from" in params else None
     end = r.duration(params, "to", path) if "to" in params else None
     if start is not None and start >= duration:
@@ -1309,8 +1524,21 @@ def _legal_process(
         raise r.fail(f"{path}.to", f"expected a time by the end of the run ({duration:g} s), got {end:g} s")
     if start is not None and end is not None and end <= start:
         raise r.fail(f"{path}.to", f"expected a time after 'from' ({start:g} s), got {end:g} s")
-    name = r.get(params, "name", path, str, f"{process}-{target or 'everyone'}-{index}")
-    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,80}", name):
+    if instrument.forward:
+        if end is not None and end <= at:
+            raise r.fail(
+                f"{path}.to",
+                f"expected a time after the order is served ({at:g} s; a {instrument.name} collects "
+                f"from service on), got {end:g} s",
+            )
+    elif instrument.looks == "back" and start is not None and start >= at:
+        raise r.fail(
+            f"{path}.from",
+            f"expected a time before the order is served ({at:g} s; a {instrument.name} covers what "
+            f"is held then), got {start:g} s",
+        )
+    name = r.get(params, "name", path, str, f"{process}-{(target or 'everyone').lstrip('+')}-{index}")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,80}", name) or set(name) == {"."}:
         raise r.fail(
             f"{path}.name", f"expected letters, digits, '_', '.' or '-' (it names output files), got {name!r}"
         )
@@ -1320,6 +1548,18 @@ def _legal_process(
             f"{path}.withdrawn",
             f"a {instrument.name} is answered at service; only a demand in force from service on "
             "(a forward-looking instrument) can be withdrawn later",
+        )
+    if withdrawn is not None and withdrawn <= at:
+        raise r.fail(
+            f"{path}.withdrawn",
+            f"expected a time after the demand is served ({at:g} s), got {withdrawn:g} s",
+        )
+    if withdrawn is not None and start is not None and withdrawn <= start:
+        raise r.fail(f"{path}.withdrawn", f"expected a time after 'from' ({start:g} s), got {withdrawn:g} s")
+    if withdrawn is not None and withdrawn > duration:
+        raise r.fail(
+            f"{path}.withdrawn",
+            f"expected a time by the end of the run ({duration:g} s), got {withdrawn:g} s",
         )
     counterfactual = r.get(params, "counterfactual", path, str, None)
     if counterfactual is not None and counterfactual not in COUNTERFACTUALS:
@@ -1428,6 +1668,7 @@ def resolve_scenario(name_or_path: str) -> Scenario:
 #     mailboxes = "none"           # or ephemeral: sealed conversations (Martiny et al., NDSS 2021)
 
 RECEIPT_MODES = ("on", "off", "delayed", "batched")
+MIN_RECEIPT_BATCH = 0.001  # [defences] receipt_batch: a millisecond; 0 (or nearly) has no next multiple
 PADDING_MODES = ("profile", "none", "signal", "pow2")
 
 
@@ -1510,7 +1751,7 @@ def _rate(r: _Reader, t: Mapping[str, Any], key: str, path: str, default: float)
     return v
 
 
-def _traffic(r: _Reader, raw: object) -> TrafficSpec:
+def _traffic(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> TrafficSpec:
     t = r.table(raw, "traffic")
     fields = [f for f in TrafficSpec.__dataclass_fields__]
     r.known(t, "traffic", fields)
@@ -1532,7 +1773,18 @@ def _traffic(r: _Reader, raw: object) -> TrafficSpec:
             raise r.fail(
                 f"{path}.device", f"expected a device as person/index (e.g. 'bob/1'), got {device!r}"
             )
-        moves.append(AddressMove(device, r.duration(mt, "at", path), r.get(mt, "address", path, str)))
+        if not everyone.device(device):
+            raise r.fail(
+                f"{path}.device",
+                f"expected a device like 'alice/1' ({everyone.describe_devices()}), got {device!r}",
+            )
+        at = r.duration(mt, "at", path)
+        if at >= duration:
+            raise r.fail(
+                f"{path}.at", f"expected a time before the end of the run ({duration:g} s), got {at:g} s"
+            )
+        address = _address(r, r.get(mt, "address", path, str), f"{path}.address")
+        moves.append(AddressMove(device, at, address))
     return TrafficSpec(
         reply_probability=r.probability(t, "reply_probability", "traffic", d.reply_probability),
         reply_delay=r.duration(t, "reply_delay", "traffic", d.reply_delay),
@@ -1547,7 +1799,7 @@ def _traffic(r: _Reader, raw: object) -> TrafficSpec:
         mobile=r.probability(t, "mobile", "traffic", d.mobile),
         moves_per_day=_rate(r, t, "moves_per_day", "traffic", d.moves_per_day),
         households=r.probability(t, "households", "traffic", d.households),
-        moves=tuple(sorted(moves, key=lambda m: (m.at, m.device))),
+        moves=tuple(moves),  # in file order (traffic.moves[i]); sims.world.traffic.plan_moves sorts them
     )
 
 
@@ -1555,10 +1807,17 @@ def _defences(r: _Reader, raw: object) -> DefenceSpec:
     t = r.table(raw, "defences")
     r.known(t, "defences", [f for f in DefenceSpec.__dataclass_fields__])
     d = DefenceSpec()
+    batch = r.duration(t, "receipt_batch", "defences", d.receipt_batch)
+    if batch < MIN_RECEIPT_BATCH:
+        # receipts wait for the next multiple of it (sims.world.timeline): 0 has none
+        raise r.fail(
+            "defences.receipt_batch",
+            f"expected a positive duration (at least {MIN_RECEIPT_BATCH:g} s), got {batch:g} s",
+        )
     return DefenceSpec(
         receipts=_choice(r, t, "receipts", "defences", RECEIPT_MODES, d.receipts),
         receipt_delay=r.duration(t, "receipt_delay", "defences", d.receipt_delay),
-        receipt_batch=r.duration(t, "receipt_batch", "defences", d.receipt_batch),
+        receipt_batch=batch,
         padding=_choice(r, t, "padding", "defences", PADDING_MODES, d.padding),
         sealed_connection=_choice(
             r, t, "sealed_connection", "defences", ("shared", "fresh"), d.sealed_connection

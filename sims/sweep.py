@@ -331,7 +331,7 @@ class SweepResult:
 
 def _scenario_text(name_or_path: str) -> tuple[str, str]:
     """The text and file name of a built-in scenario or a scenario file."""
-    from relaysim.sims.scenario import ScenarioError, builtin_scenarios
+    from relaysim.sims.scenario import ScenarioError, builtin_scenarios, read_scenario_text
 
     builtin = builtin_scenarios()
     path = builtin.get(name_or_path) or Path(name_or_path)
@@ -339,10 +339,7 @@ def _scenario_text(name_or_path: str) -> tuple[str, str]:
         raise ScenarioError(
             name_or_path, "", f"no such built-in scenario or file; built-in ones: {', '.join(builtin)}"
         )
-    try:
-        return path.read_text(encoding="utf-8"), path.name
-    except OSError as exc:
-        raise ScenarioError(str(path), "", f"cannot read the file: {exc.strerror}") from None
+    return read_scenario_text(path), path.name
 
 
 def _label(params: Sequence[tuple[str, Any]]) -> str:
@@ -436,8 +433,12 @@ def run_sweep(
     base = build_scenario(text, source, [])
     seed_list = [base.seed + i for i in range(seeds)]
     cells = [list(zip(keys, combo, strict=True)) for combo in itertools.product(*(v for _, v in params))]
+    from relaysim.sims.world.traffic import check_population
+
     for cell in cells:  # every bad key or value is reported before anything runs
-        build_scenario(text, source, cell)
+        cell_scenario = build_scenario(text, source, cell)
+        for seed in seed_list:  # and every device an event names, as each seed makes the people
+            check_population(cell_scenario.with_seed(seed))
 
     _check_out_is_this_sweeps(out, base.name, source)
     runs_dir = out / "runs"

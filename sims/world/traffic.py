@@ -23,13 +23,23 @@ import math
 import random
 from dataclasses import dataclass, replace
 
-from relaysim.sims.scenario import DeviceSpec, PersonSpec, Scenario, generated_names
+from relaysim.sims.scenario import (
+    DeviceOffline,
+    DeviceOnline,
+    DeviceSpec,
+    PersonSpec,
+    Scenario,
+    ScenarioError,
+    SeizePhone,
+    generated_names,
+)
 
 __all__ = [
     "DEFAULT_RHYTHM",
     "GroupStep",
     "PlannedMessage",
     "activity_days",
+    "check_population",
     "contact_graph",
     "expand_population",
     "organisation_accounts",
@@ -145,7 +155,52 @@ def expand_population(scenario: Scenario) -> Scenario:
     # labelled organisations go before the generated people (who are always the last g.people)
     first = len(scenario.people)
     people[first:first] = _organisation_people(scenario)
+    _check_named_devices(scenario, people)
     return replace(scenario, people=tuple(_households(scenario, people, g.people)))
+
+
+def _named_devices(scenario: Scenario) -> list[tuple[str, str]]:
+    """(key path, device) of every device an event or a ``traffic.moves`` entry names that is not
+    one of the ``[[people]]``'s: a generated one, which exists only if the seed made it."""
+    given = {d.name for p in scenario.people for d in p.devices}
+    paths = scenario.event_paths or tuple(f"events[{i}]" for i in range(len(scenario.events)))
+    out = [
+        (f"{path}.device", ev.device)
+        for ev, path in zip(scenario.events, paths, strict=True)
+        if isinstance(ev, DeviceOffline | DeviceOnline | SeizePhone)
+    ]
+    out += [(f"traffic.moves[{i}].device", m.device) for i, m in enumerate(scenario.traffic.moves)]
+    return [(path, device) for path, device in out if device not in given]
+
+
+def _check_named_devices(scenario: Scenario, people: list[PersonSpec]) -> None:
+    named = _named_devices(scenario)
+    if not named:
+        return
+    by_name = {p.name: p for p in people}
+    have = {d.name for p in people for d in p.devices}
+    for path, device in named:
+        if device in have:
+            continue
+        person = by_name.get(device.rpartition("/")[0])
+        has = (
+            f"{person.name} has {len(person.devices)} device{'s' if len(person.devices) > 1 else ''}"
+            if person is not None
+            else "no such person"
+        )
+        raise ScenarioError(
+            scenario.source,
+            path,
+            f"expected a device the seed generated (with seed {scenario.seed}, {has}; how many devices a "
+            f"generated person has depends on the seed), got {device!r}",
+        )
+
+
+def check_population(scenario: Scenario) -> None:
+    """Raise ScenarioError, before anything runs, if an event or a move names a generated device that
+    the scenario's seed does not make (``expand_population`` checks the same as it builds)."""
+    if scenario.generate is not None and _named_devices(scenario):
+        expand_population(scenario)
 
 
 def contact_graph(scenario: Scenario) -> dict[str, list[str]]:

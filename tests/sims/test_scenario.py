@@ -126,6 +126,41 @@ def test_a_scenario_without_people_is_refused() -> None:
         parse_scenario(text, "bad.toml")
 
 
+def test_a_file_not_in_utf_8_is_refused_and_a_byte_order_mark_is_dropped(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"#\xff\n" + GOOD.encode())
+    with pytest.raises(ScenarioError, match=r"^bad\.toml: not UTF-8 text \(byte 0xff at offset 1\)$"):
+        load_scenario(bad)
+    bad.write_bytes(GOOD.replace("alice", "al\u00e9").encode("latin-1"))
+    with pytest.raises(ScenarioError, match=r"^bad\.toml: not UTF-8 text \(byte 0xe9 at offset \d+\)$"):
+        load_scenario(bad)
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
+    assert load_scenario(bom) == parse_scenario(GOOD, "bom.toml")
+
+
+def test_a_file_without_a_scenario_table_says_so() -> None:
+    for text in ("", GOOD[GOOD.index("[network]") :]):
+        with pytest.raises(ScenarioError) as info:
+            parse_scenario(text, "bad.toml")
+        assert str(info.value) == "bad.toml: missing the [scenario] table (its name and duration)"
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("escrow_key_stolen", "expected one of 'at', 'kind'"),
+        ('device_offline"\ndevice = "bob/1', "expected one of 'at', 'kind', 'device'"),
+        ('verify_safety_number"\nwho = "alice"\nwhom = "bob', "expected one of 'at', 'kind', 'who', 'whom'"),
+    ],
+)
+def test_an_unknown_key_of_an_event_lists_every_key_it_may_have(kind: str, expected: str) -> None:
+    text = GOOD.replace(_EVENT_END, f'{_EVENT_END}\n[[events]]\nat = "1h"\nkind = "{kind}"\ncolour = 1\n')
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(text, "bad.toml")
+    assert str(info.value) == f"bad.toml: events[1].colour: unknown key; {expected}"
+
+
 def test_invalid_toml_names_the_file() -> None:
     with pytest.raises(ScenarioError, match=r"^bad\.toml: not valid TOML"):
         parse_scenario("[scenario\n", "bad.toml")
@@ -135,6 +170,32 @@ def test_invalid_toml_names_the_file() -> None:
 def test_durations(seconds: int, minutes: int, hours: int) -> None:
     assert parse_duration(seconds) == seconds
     assert parse_duration(f"{hours}h{minutes}m{seconds}s") == hours * 3600 + minutes * 60 + seconds
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "1h1h",  # a unit twice
+        "30m1h",  # units out of order (d, h, m, s)
+        "1s1m",
+        "\u0661\u0662m",  # Arabic-Indic digits: \\d would take them
+        "\uff11\uff12m",  # full-width digits
+        "",
+        "m",
+        "1.h",
+    ],
+)
+def test_a_duration_is_days_hours_minutes_seconds_in_order_in_ascii_digits(bad: str) -> None:
+    with pytest.raises(ValueError, match=r'^expected a duration like 90, "15m" or "1h30m", got'):
+        parse_duration(bad)
+
+
+def test_a_duration_too_large_for_a_number_is_refused() -> None:
+    assert parse_duration("1d2h3m4.5s") == 93784.5
+    with pytest.raises(ValueError, match=r"^expected a finite duration, got '9999"):
+        parse_duration("9" * 400 + "s")
+    with pytest.raises(ScenarioError, match=r"^bad\.toml: events\[0\]\.at: expected a finite duration"):
+        parse_scenario(GOOD.replace('at = "3h"', f'at = "{"9" * 400}m"'), "bad.toml")
 
 
 def test_scheduler_breaks_ties_in_scheduling_order() -> None:
@@ -336,6 +397,8 @@ def _partition(text: str) -> str:
         # the scenario's name names its output folder
         ('name = "t"', 'name = "../../etc"', "scenario.name: expected letters, digits, '_', '.' or '-'"),
         ('name = "t"', 'name = ".."', "scenario.name: expected letters, digits, '_', '.' or '-'"),
+        (_EVENT_END, _order("", name=".."), "events[1].name: expected letters, digits, '_', '.' or '-'"),
+        (_EVENT_END, _order("", name="."), "events[1].name: expected letters, digits, '_', '.' or '-'"),
         # an exceptional-access demand that covers everyone names no target
         (
             _EVENT_END,
@@ -344,6 +407,97 @@ def _partition(text: str) -> str:
             "events[1].target: a key_escrow demand covers everyone; only a ghost_device names a target",
         ),
         ('events]]\nat = "3h"', 'events]]\nat = "5h"', "events[0].at: expected a time within the scenario"),
+        # a legal process's window, read as its instrument reads it (served at 1h = 3600 s)
+        (
+            _EVENT_END,
+            _order('to = "30m"', process="pen_register"),
+            "events[1].to: expected a time after the order is served (3600 s; a pen register collects from "
+            "service on), got 1800 s",
+        ),
+        (
+            _EVENT_END,
+            _order('from = "10m"\nto = "1h"', process="wiretap"),
+            "events[1].to: expected a time after the order is served (3600 s; a wiretap order collects",
+        ),
+        (
+            _EVENT_END,
+            _order('from = "2h"\nto = "3h"', process="search_warrant"),
+            "events[1].from: expected a time before the order is served (3600 s; a search warrant covers what "
+            "is held then), got 7200 s",
+        ),
+        (
+            _EVENT_END,
+            _order('from = "1h"', process="subpoena"),
+            "events[1].from: expected a time before the order is served (3600 s;",
+        ),
+        (
+            _EVENT_END,
+            _order('from = "2h"\nwithdrawn = "1h30m"', process="pen_register"),
+            "events[1].withdrawn: expected a time after 'from' (7200 s), got 5400 s",
+        ),
+        (
+            _EVENT_END,
+            _order('withdrawn = "5h"', process="pen_register"),
+            "events[1].withdrawn: expected a time by the end of the run (14400 s), got 18000 s",
+        ),
+        # a text too large for the frame that carries it; a frame size the simulation does not take
+        (
+            'text = "hi"',
+            f'text = "{"x" * 258145}"',
+            "conversations[0].messages[0].text: expected at most 258144 bytes (UTF-8), so that its envelopes to "
+            "bob's 1 device fit in one frame of the relay's (at most 262144 bytes), got 258145 bytes",
+        ),
+        (
+            _RELAY,
+            f'[defences]\npadding = "pow2"\n\n[[groups]]\nname = "g"\nmembers = ["alice", "bob"]\n'
+            f'timeline = [{{ at = "1m", from = "bob", text = "{"é" * 65536}" }}]\n\n{_RELAY}',
+            "groups[0].timeline[0].text: expected at most 131071 bytes (UTF-8), so that it fits in one frame of "
+            "the relay's (at most 262144 bytes), got 131072 bytes",
+        ),
+        (
+            _RELAY,
+            f"[relay]\nmax_frame_bytes = 4096\n\n{_RELAY}",
+            "relay.max_frame_bytes: not a setting of the simulated relay: its frames are at most 262144 bytes",
+        ),
+        # a run that would end after the calendar's last day
+        (
+            "seed = 3",
+            "seed = 3\nstart = 9999-12-31T22:00:00Z",
+            "scenario.start: expected a start from which the run (14400 s) ends by 9999-12-31 (the last day the "
+            "calendar has), got 9999-12-31 22:00:00+00:00",
+        ),
+        (
+            "seed = 3",
+            "seed = 3\nstart = 9999-12-31T21:00:00",
+            "scenario.start: expected a start from which the run",
+        ),
+        # a move of a device nobody has, after the end, or to what is not an address
+        (
+            _RELAY,
+            f'[traffic]\nmoves = [{{ device = "zed/1", at = "1h", address = "100.64.0.9" }}]\n\n{_RELAY}',
+            "traffic.moves[0].device: expected a device like 'alice/1' (alice/1, bob/1), got 'zed/1'",
+        ),
+        (
+            _RELAY,
+            f'[traffic]\nmoves = [{{ device = "bob/1", at = "4h", address = "100.64.0.9" }}]\n\n{_RELAY}',
+            "traffic.moves[0].at: expected a time before the end of the run (14400 s), got 14400 s",
+        ),
+        (
+            _RELAY,
+            f'[traffic]\nmoves = [{{ device = "bob/1", at = "1h", address = "not-an-ip" }}]\n\n{_RELAY}',
+            "traffic.moves[0].address: expected an IPv4 or IPv6 address, got 'not-an-ip'",
+        ),
+        # receipts batched every 0 s have no next batch
+        (
+            _RELAY,
+            f'[defences]\nreceipts = "batched"\nreceipt_batch = 0\n\n{_RELAY}',
+            "defences.receipt_batch: expected a positive duration (at least 0.001 s), got 0 s",
+        ),
+        (
+            _RELAY,
+            f'[defences]\nreceipt_batch = "0s"\n\n{_RELAY}',
+            "defences.receipt_batch: expected a positive duration",
+        ),
     ],
 )
 def test_every_wrong_scenario_is_refused(old: str, new: str, expected: str) -> None:
@@ -380,6 +534,23 @@ device = "p03/2"
 """
 
 
+def test_the_scale_target_stays_within_the_budget() -> None:
+    # docs/performance.md: 100,000 phones and 1,000,000 messages a day
+    text = GENERATED[: GENERATED.index("[[events]]")].replace("people = 10", "people = 100000")
+    text = text.replace('duration = "2h"', 'duration = "1d"')
+    s = parse_scenario(text.replace("mean = 20", "mean = 10"), "scale.toml")
+    assert s.generate is not None and s.generate.people == 100_000
+
+
+def test_a_legal_process_may_name_a_phone_number_first_among_its_targets() -> None:
+    order = _order("").replace('target = "alice"\n', 'targets = ["+12025550143", "alice"]\n')
+    s = parse_scenario(GOOD.replace(_EVENT_END, order), "good.toml")
+    ev = next(e for e in s.events if isinstance(e, LegalProcessEvent))
+    assert ev.targets == ("+12025550143", "alice") and ev.target == "+12025550143"
+    unnamed = parse_scenario(GOOD.replace(_EVENT_END, order.replace('name = "order"\n', "")), "good.toml")
+    assert [e.name for e in unnamed.events if isinstance(e, LegalProcessEvent)] == ["subpoena-12025550143-1"]
+
+
 def test_a_generated_scenario_names_its_generated_people() -> None:
     s = parse_scenario(GENERATED, "gen.toml")
     first, second = s.events[0], s.events[1]
@@ -408,6 +579,41 @@ def test_a_generated_scenario_names_its_generated_people() -> None:
             'process = "subpoena"\ntarget = "p03"\nto = "2h"\n\n[[events]]\nat = "1h"\nkind = "exceptional_access"\n'
             'demand = "ghost_device"\ntarget = "mallory"',
             "events[1].target: expected one of the people (generated p00 to p09), got 'mallory'",
+        ),
+        # rates that would plan more than a run can hold (10 people for 2 h)
+        (
+            "mean = 20",
+            "mean = 1e300",
+            "generate.messages_per_day.mean: expected at most 1.2e+07, so that the run plans at most 10,000,000 "
+            "messages (about 8.33e+299 at 1e+300), got 1e+300",
+        ),
+        ("sigma = 1.0", "sigma = 1000", "generate.messages_per_day.sigma: expected at most 3"),
+        (
+            'duration = "2h"',
+            'duration = "2h"\n\n[traffic]\nbackground_per_hour = 1e15',
+            "traffic.background_per_hour: expected at most 5e+06, so that the run plans at most 10,000,000",
+        ),
+        (
+            'duration = "2h"',
+            'duration = "2h"\n\n[traffic]\npopular = 2\npopular_messages_per_hour = 1e12',
+            "traffic.popular_messages_per_hour: expected at most 2.5e+06, so that",
+        ),
+        (
+            'duration = "2h"',
+            'duration = "2h"\n\n[defences]\ncover_per_hour = 1e12',
+            "defences.cover_per_hour: expected at most 500000, so that the run plans at most 10,000,000 cover "
+            "messages",
+        ),
+        # a person of [[people]] named as a generated person or organisation would be merged with it
+        (
+            'duration = "2h"',
+            'duration = "2h"\n\n[[people]]\nname = "p03"',
+            "people[0].name: 'p03' is already the name of a generated person ([generate] names p00 to p09)",
+        ),
+        (
+            "regions = { us = 1 }",
+            'regions = { us = 1 }\norganisations = { clinic = 2 }\n\n[[people]]\nname = "clinic-2"',
+            "people[0].name: 'clinic-2' is already the name of a generated organisation (generate.organisations)",
         ),
         ("people = 10", "people = true", "generate.people: expected an integer, got boolean True"),
         ("people = 10", "people = 0", "generate.people: expected from 2 to 1,000,000 people"),
@@ -445,6 +651,61 @@ def test_generated_scenarios_refuse_names_of_nobody(old: str, new: str, expected
     with pytest.raises(ScenarioError) as info:
         parse_scenario(GENERATED.replace(old, new, 1), "gen.toml")
     assert str(info.value).startswith(f"gen.toml: {expected}"), str(info.value)
+
+
+def test_an_event_on_a_generated_device_the_seed_did_not_make_is_refused_before_running(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from relaysim.sims.cli import main
+    from relaysim.sims.world.traffic import check_population, expand_population
+
+    # p04 has two devices with seed 0 (the file's), one with seed 1: p04/2 is a device it may have
+    for kind in ("device_offline", "seize_phone"):
+        text = GENERATED.replace(
+            'kind = "device_offline"\ndevice = "p03/2"', f'kind = "{kind}"\ndevice = "p04/2"'
+        )
+        ok = parse_scenario(text, "gen.toml")
+        check_population(ok)
+        assert "p04/2" in {d.name for d in expand_population(ok).devices()}
+        bad = ok.with_seed(1)
+        expected = (
+            "gen.toml: events[1].device: expected a device the seed generated (with seed 1, p04 has 1 device; "
+            "how many devices a generated person has depends on the seed), got 'p04/2'"
+        )
+        with pytest.raises(ScenarioError) as info:
+            check_population(bad)
+        assert str(info.value) == expected
+        with pytest.raises(ScenarioError):
+            expand_population(bad)
+        path = tmp_path / "gen.toml"
+        path.write_text(text, encoding="utf-8")
+        assert main(["run", str(path), "--seed", "1", "--out", str(tmp_path / "out"), "--quiet"]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [f"relaysim run: {expected}"]
+        assert not (tmp_path / "out").exists()
+
+
+def test_a_text_at_the_limit_fits_its_frames(tmp_path: Path) -> None:
+    from relaysim.sims.scenario import max_text_bytes
+    from relaysim.sims.world.simulation import Simulation
+
+    # bob has two devices, alice three: her text goes to his two in one send and to her other two
+    # as sync copies (a header naming bob before it) in another, all sealed, the first a prekey message
+    limit = max_text_bytes(2, "signal") - len(b"\x00\xfeS\x03bob")
+    text = (
+        GOOD.replace(_RELAY, f'[relay]\nprofile = "signal"\nsealed_sender = true\n\n{_RELAY}', 1)
+        .replace(
+            'region = "pk", offline = [["1h", "2h"]] }',
+            'region = "pk" }, { region = "pk" }, { region = "pk" }',
+        )
+        .replace('name = "bob"', 'name = "bob"\ndevices = [{ region = "pk" }, { region = "pk" }]')
+        .replace('text = "hi"', f'text = "{"x" * limit}"')
+    )
+    with pytest.raises(ScenarioError, match=rf"expected at most {limit} bytes .* alice's 2 other devices"):
+        parse_scenario(text.replace("x" * limit, "x" * (limit + 1)), "big.toml")
+    result = Simulation(parse_scenario(text, "big.toml"), db_path=tmp_path / "relay.db").run()
+    big = next(m for m in result.messages if len(m.planned.text) == limit)
+    assert sorted(big.delivered) == ["bob/1", "bob/2"]
+    assert sorted(result.synced[big.planned.id]) == ["alice/2", "alice/3"]
 
 
 def test_a_persons_region_and_address_are_their_devices_defaults() -> None:

@@ -112,6 +112,31 @@ def test_a_param_goes_into_the_parsed_file_before_validation() -> None:
     assert sc.network.loss == 0.3 and sc.relay.profile == "signal"
 
 
+def test_a_param_is_validated_as_the_file_would_be() -> None:
+    from relaysim.sims.scenario import ScenarioError
+
+    with pytest.raises(ScenarioError, match=r"defences\.receipt_batch: expected a positive duration"):
+        build_scenario(TINY, "tiny.toml", [("defences.receipt_batch", 0)])
+
+
+def test_a_device_some_seed_does_not_generate_is_refused_before_any_run(tmp_path: Path) -> None:
+    from relaysim.sims.scenario import ScenarioError
+
+    scenario = tmp_path / "gen.toml"
+    scenario.write_text(
+        '[scenario]\nname = "g"\nduration = "1h"\n\n[generate]\npeople = 10\n'
+        "devices_per_person = { one = 0.5, two = 0.5 }\ngraph = { m = 2 }\n\n"
+        '[[events]]\nat = "30m"\nkind = "device_offline"\ndevice = "p04/2"\n',
+        encoding="utf-8",
+    )
+    # p04 has two devices with seed 0, one with seed 1
+    with pytest.raises(
+        ScenarioError, match=r"events\[0\]\.device: expected a device the seed generated \(with seed 1"
+    ):
+        run_sweep(str(scenario), [("network.loss", [0.0])], 2, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_student_t_quantiles_and_intervals() -> None:
     assert t_quantile_975(1) == pytest.approx(12.7062, abs=1e-4)
     assert t_quantile_975(9) == pytest.approx(2.2622, abs=1e-4)
