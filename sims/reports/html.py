@@ -180,7 +180,7 @@ SCRIPT = """
         var show=(who===''||people.indexOf(who)>=0);
         rows[i].hidden=!show; if(show){shown++;}
       }
-      document.getElementById(id+'-shown').textContent=shown;
+      document.getElementById(sel.getAttribute('data-shown')).textContent=shown;
     });
   });
 })();
@@ -199,7 +199,7 @@ def _chip(outcome: str, category: str, *, short: bool = False) -> str:
     )
 
 
-def _legend() -> str:
+def _legend(prefix: str = "") -> str:
     items = []
     for key, (code, words, colour, tint) in OUTCOMES.items():
         meaning = GIVEN_MEANING if key == "provided" else REASONS[key]  # type: ignore[index]
@@ -207,7 +207,7 @@ def _legend() -> str:
             f'<li><span class="chip" style="border-color:{colour};background:{tint}"><b>{_e(code)}</b>'
             f"{_e(words)}</span> <span class='why'>{_e(meaning)}</span></li>"
         )
-    return '<ul class="legend" id="legend" style="flex-direction:column">' + "".join(items) + "</ul>"
+    return f'<ul class="legend" id="{prefix}legend" style="flex-direction:column">' + "".join(items) + "</ul>"
 
 
 def _response(resp: str | None) -> str:
@@ -378,9 +378,9 @@ def _timeline(events: list[dict[str, Any]], days: bool, source: str, prefix: str
         "sender the relay's <b>from</b> is empty (the hatched box): it routed the envelope without learning "
         "who sent it.</p>"
         f'<label for="{prefix}filter">Show one person: </label><select class="filter" id="{prefix}filter" '
-        f'data-for="{prefix}timeline"><option value="">everyone</option>'
+        f'data-for="{prefix}timeline-table" data-shown="{prefix}timeline-shown"><option value="">everyone</option>'
         f'{options}</select> <span class="muted">(<span id="{prefix}timeline-shown">{len(rows)}</span> rows)</span>'
-        f'<div class="timeline scroll"><table class="timeline-table" id="{prefix}timeline"><thead><tr><th>time</th>'
+        f'<div class="timeline scroll"><table class="timeline-table" id="{prefix}timeline-table"><thead><tr><th>time</th>'
         '<th class="phone">what the phones saw</th><th class="relay">what the relay saw</th></tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div>{more}"
     )
@@ -517,7 +517,7 @@ def _svg(nodes: list[str], edges: list[tuple[str, str, str]], label: str) -> str
     )
 
 
-def _graph(run: Path) -> str:
+def _graph(run: Path, prefix: str = "") -> str:
     truth = _true_pairs(run)
     analyses = _analyses(run)
     name = "relay" if "relay" in analyses else (sorted(analyses)[0] if analyses else None)
@@ -548,9 +548,9 @@ def _graph(run: Path) -> str:
         inf_edges += [(a, b, "wrong") for a, b in wrong]
         inf_svg = _svg(nodes, inf_edges, "the contact graph the analyst rebuilt")
         parts.append(
-            f'<div class="graphs"><figure id="graph-true"><figcaption>Who really talked ({len(truth)} pairs)'
+            f'<div class="graphs"><figure id="{prefix}graph-true"><figcaption>Who really talked ({len(truth)} pairs)'
             f"</figcaption>{true_svg}</figure>"
-            f'<figure id="graph-inferred"><figcaption>What the analyst rebuilt ({len(inferred)} pairs)</figcaption>'
+            f'<figure id="{prefix}graph-inferred"><figcaption>What the analyst rebuilt ({len(inferred)} pairs)</figcaption>'
             f"{inf_svg}</figure></div>"
         )
 
@@ -767,8 +767,8 @@ def _single_sections(run: Path, summary: dict[str, Any], prefix: str = "") -> li
     source = f"{prefix.rstrip('-') + '/' if prefix else ''}transcript.jsonl"
     sections = [
         ("timeline", "Timeline: the phones and the relay", _timeline(events, days, source, prefix)),
-        ("orders", "Legal orders: asked, given, and why not", _legend() + _orders(run, days)),
-        ("graph", "The contact graph: true and rebuilt", _graph(run)),
+        ("orders", "Legal orders: asked, given, and why not", _legend(prefix) + _orders(run, days)),
+        ("graph", "The contact graph: true and rebuilt", _graph(run, prefix)),
     ]
     if (run / "exceptional").is_dir():
         sections.append(("exceptional", "Exceptional access", _exceptional(run)))

@@ -145,6 +145,24 @@ def test_contact_graph_uses_the_analysts_files_when_present(run: Path, tmp_path:
     assert "<b>Wrong (1):</b> amira–chen" in graph and "<b>Missed (1):</b> ben–chen" in graph
 
 
+def _repeated_ids(page: str) -> list[str]:
+    import collections
+
+    counts = collections.Counter(re.findall(r'\sid="([^"]+)"', page))
+    return sorted(i for i, n in counts.items() if n > 1)
+
+
+def test_every_element_id_is_used_once(run: Path, tmp_path: Path) -> None:
+    """A single run had "timeline" on its section and its table; pakistan-2015's comparison had each
+    profile's timeline, the legend (three times) and the graphs twice."""
+    page = write_report(run).read_text(encoding="utf-8")
+    assert 'id="timeline"' in page and _repeated_ids(page) == []
+    out = tmp_path / "pk"
+    run_to_dir(resolve_scenario("pakistan-2015"), out)
+    page = write_report(out).read_text(encoding="utf-8")
+    assert 'id="bes-legend"' in page and _repeated_ids(page) == []
+
+
 def test_cli_report(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(run)]) == 0
     assert f"wrote {run / 'report.html'}" in capsys.readouterr().out
