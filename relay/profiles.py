@@ -508,6 +508,13 @@ _BB_COURT_ORDER = ASKS["pk_court_order"] - {"ciphertext", "content"}
 # Pakistan, 2015: BlackBerry refused the PTA's demand to monitor all BES traffic and said it would
 # leave; no bulk hand-over happened (the PTA withdrew the demand on 2015-12-31).
 _BB_RESPONSES: Mapping[str, Response] = {"pta_demand": "refused"}
+# The same reported policy ("under a court order ... not the correspondence itself") for every
+# targeted order of the US and Pakistan: the words and the ciphertext are withheld, for consumer
+# BBM too, where one global key the provider holds would open them — only policy protects them.
+# Not for India's interception orders: the Mumbai facility (2012) covers consumer BBM and BIS e-mail;
+# nor for Canada's Part VI authorization, modelled on Project Clemenza, where the police read the
+# intercepted PIN messages with the global key (sims/scenarios/rcmp-clemenza.toml says how).
+_BB_NOT_THE_CORRESPONDENCE: Final = ("search_warrant", "wiretap", "ifta_warrant")
 
 BBM_CONSUMER = Profile(
     name="bbm-consumer",
@@ -527,11 +534,17 @@ BBM_CONSUMER = Profile(
         "and decrypted about a million PIN messages (Project Clemenza, reported 2016-04)",
         "India 2012: an interception facility in Mumbai covers BBM and BIS e-mail, not BES",
     ),
-    discloses={**{p: ASKS[p] for p in ASKS}, "subpoena": _BB_SUBPOENA, "pk_court_order": _BB_COURT_ORDER},
+    discloses={
+        **{p: ASKS[p] for p in ASKS},
+        **{p: ASKS[p] - {"ciphertext", "content"} for p in _BB_NOT_THE_CORRESPONDENCE},
+        "subpoena": _BB_SUBPOENA,
+        "pk_court_order": _BB_COURT_ORDER,
+    },
     responses=_BB_RESPONSES,
     notes={
         "content": "BlackBerry's policy as reported (John Chen, December 2015) never hands over the "
-        "correspondence, although one global key, held by the provider, opens every consumer message",
+        "correspondence, although one global key, held by the provider, opens every consumer message "
+        "(India's interception facility, 2012, covers consumer BBM: there the words are handed over)",
         "ciphertext": "BlackBerry's policy as reported (December 2015) hands over location, who contacted "
         "whom and certain metadata, not the correspondence",
     },
@@ -559,13 +572,20 @@ BES = Profile(
     ),
     discloses={
         **{p: ASKS[p] - {"content"} for p in ASKS},
+        **{p: ASKS[p] - {"ciphertext", "content"} for p in _BB_NOT_THE_CORRESPONDENCE},
+        # India's interception facility (2012) covers consumer BBM and BIS e-mail, not BES: India
+        # accepted in 2013 that enterprise data comes from the enterprise
+        **{p: ASKS[p] - {"ciphertext", "content"} for p in ("telegraph_act_5_2", "it_act_69")},
         "subpoena": _BB_SUBPOENA,
         "pk_court_order": _BB_COURT_ORDER,
     },
     responses=_BB_RESPONSES,
     notes={
         "content": "the keys are generated and held by the enterprise's own BES server, not by BlackBerry: "
-        "the order has to be served on the enterprise"
+        "the order has to be served on the enterprise",
+        "ciphertext": "BlackBerry's policy as reported (December 2015) hands over location, who contacted "
+        "whom and certain metadata, not the correspondence; India's interception facility (2012) does "
+        "not cover BES: enterprise data comes from the enterprise",
     },
 )
 

@@ -184,11 +184,16 @@ def test_only_whatsapp_returns_anything_in_real_time(chart: tuple[Path, dict[str
 
 def test_blackberry_rows_the_chart_does_not_have(chart: tuple[Path, dict[str, Any]]) -> None:
     """Not on the chart; from the reporting on BlackBerry (relay/profiles.py): consumer messages are
-    readable by the provider, BES messages are not, and who-contacted-whom comes with a court order."""
+    readable by the provider, BES messages are not, who-contacted-whom comes with a court order, and
+    the correspondence never does (John Chen, December 2015): for consumer BBM only policy keeps the
+    words back — "will not" — for BES no key BlackBerry holds opens them — "cannot"."""
     _out, matrix = chart
-    assert "content" in provided(matrix, "bbm-consumer", "wiretap")
-    assert "content" in provided(matrix, "bbm-consumer", "search_warrant")
+    for process in ("wiretap", "search_warrant"):
+        assert "content" not in provided(matrix, "bbm-consumer", process)
+        assert {"content", "ciphertext"} <= set(matrix["bbm-consumer"][process]["withheld_by_policy"])
+    assert "realtime_routing" in provided(matrix, "bbm-consumer", "wiretap")
     assert "content" in matrix["bes"]["wiretap"]["cryptographically_impossible"]
+    assert "ciphertext" in matrix["bes"]["wiretap"]["withheld_by_policy"]
     assert "message_log" in provided(matrix, "bes", "court_order_2703d")
     assert "message_log" in matrix["bes"]["subpoena"]["withheld_by_policy"]
 

@@ -236,20 +236,59 @@ def _waiting_at(run: Run, served: float) -> list[Any]:
     ]
 
 
-@pytest.mark.parametrize("profile", ["bbm-consumer", "bes", "keep-everything"])
-def test_a_search_warrant_gets_the_bodies_still_waiting_at_service(
-    runs: dict[str, Run], profile: str
-) -> None:
-    run = runs[profile]
+BBM_HANDING_OVER = "bbm-handing-over"
+
+
+@pytest.fixture
+def bbm_handing_over(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Consumer BBM with a policy that hands over all an order asks for, the words too: what its
+    global key would give any order, were it not for BlackBerry's reported policy (relay/profiles.py)."""
+    profile = replace(get_profile("bbm-consumer"), name=BBM_HANDING_OVER, discloses=dict(ASKS))
+    monkeypatch.setitem(PROFILES, BBM_HANDING_OVER, profile)
+    return BBM_HANDING_OVER
+
+
+def _assert_the_waiting_bodies(run: Run) -> None:
     d = run.disclosure("search_warrant")
     waiting = _waiting_at(run, d.process.served)
     assert waiting, "the scenario keeps Omar offline so that something waits"
     expected = {(m.planned.sender, m.planned.recipient) for m in waiting}
     assert {(r["from"], r["to"]) for r in d.provided["ciphertext"]} == expected
-    if get_profile(profile).custody == "provider":
+    if get_profile(run.scenario.relay.profile).custody == "provider":
         assert sorted(r["text"] for r in d.provided["content"]) == sorted(m.planned.text for m in waiting)
     else:
         assert d.reasons["content"][0] == "cryptographically_impossible" and "content" not in d.provided
+
+
+def test_a_search_warrant_gets_the_bodies_still_waiting_at_service(runs: dict[str, Run]) -> None:
+    _assert_the_waiting_bodies(runs["keep-everything"])
+
+
+def test_a_provider_key_opens_the_bodies_still_waiting_when_its_policy_hands_them_over(
+    bbm_handing_over: str,
+) -> None:
+    _assert_the_waiting_bodies(Run(under(bbm_handing_over)))
+
+
+@pytest.mark.parametrize("profile", ["bbm-consumer", "bes"])
+def test_blackberry_hands_over_who_contacted_whom_never_the_correspondence(
+    runs: dict[str, Run], profile: str
+) -> None:
+    """John Chen, December 2015 (relay/profiles.py): under a court order, location, who contacted
+    whom and certain metadata, not the correspondence itself — for consumer BBM too, although one
+    global key BlackBerry holds opens it: there only policy keeps the words back ("will not"); on
+    BES no key BlackBerry holds opens them ("cannot")."""
+    run = runs[profile]
+    for name in ("search_warrant", "wiretap"):
+        d = run.disclosure(name)
+        assert "ciphertext" not in d.provided and "content" not in d.provided
+        assert d.reasons["ciphertext"][0] == "withheld_by_policy"
+        want = "withheld_by_policy" if profile == "bbm-consumer" else "cryptographically_impossible"
+        assert d.reasons["content"][0] == want
+        blob = json.dumps(d.to_json(), ensure_ascii=False) + d.to_markdown()
+        assert not any(t in blob for t in run.texts())
+    assert run.disclosure("search_warrant").provided["message_log"]  # who contacted whom
+    assert run.disclosure("wiretap").provided["realtime_routing"]
 
 
 def test_sealed_sender_hides_whose_waiting_messages_they_are(runs: dict[str, Run]) -> None:
@@ -293,8 +332,8 @@ def test_a_provider_that_would_hand_nothing_over_collects_nothing(tmp_path: Path
     assert bes.response == "complied" and bes.provided["realtime_routing"]
 
 
-def test_a_bbm_wiretap_reads_every_message_in_its_window(runs: dict[str, Run]) -> None:
-    run = runs["bbm-consumer"]
+def test_a_provider_key_wiretap_reads_every_message_in_its_window(bbm_handing_over: str) -> None:
+    run = Run(under(bbm_handing_over))
     d = run.disclosure("wiretap")
     start, end = d.process.window()
     expected = [m for m in run.truth.messages if _mine(m) and start <= m.time < end]
@@ -405,8 +444,10 @@ def test_no_plaintext_ever_appears_in_a_disclosure_under_an_end_to_end_profile(s
         assert not any(a["opened"] for a in d.decryption)
 
 
-def test_plaintext_does_appear_under_the_provider_key_profiles(runs: dict[str, Run]) -> None:
-    run = runs["bbm-consumer"]
+def test_plaintext_does_appear_under_a_provider_key_whose_policy_hands_it_over(
+    runs: dict[str, Run], bbm_handing_over: str
+) -> None:
+    run = Run(under(bbm_handing_over))
     for name in ("wiretap", "search_warrant"):
         blob = json.dumps(run.disclosure(name).to_json(), ensure_ascii=False)
         assert any(t in blob for t in run.texts()), name
@@ -568,12 +609,7 @@ def test_the_options_load() -> None:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The fbi-chart afternoon on consumer BBM, with Omar's phone off from 2 pm to past the end."""
-    out = tmp_path_factory.mktemp("finished")
-    omar = FBI.person("omar")
-    away = replace(omar, devices=tuple(replace(d, offline=((7200.0, 86400.0),)) for d in omar.devices))
-    people = tuple(away if p.name == "omar" else p for p in FBI.people)
-    run_to_dir(replace(under("bbm-consumer"), people=people), out)
-    return out
+    return _finished_under("bbm-consumer", tmp_path_factory.mktemp("finished"))
 
 
 def _digest(path: Path) -> tuple[str, int]:
@@ -604,6 +640,27 @@ def test_disclose_serves_a_finished_run_without_touching_its_file(
     )
     assert ("01:40:00 tariq → farah" in md) or "more (all of them are in the JSON file)" in md
     assert _digest(db) == before and sorted(p.name for p in finished.iterdir()) == files
+    # BlackBerry's policy keeps the words back from a search warrant, although its key would open them
+    assert main(["disclose", "--db", str(db), "--process", "search_warrant", "--target", "omar"]) == 0
+    md = capsys.readouterr().out
+    assert "Call me when you land." not in md and "withheld by policy" in md
+    assert _digest(db) == before
+
+
+def _finished_under(profile: str, out: Path) -> Path:
+    """The fbi-chart afternoon under ``profile``, with Omar's phone off from 2 pm to past the end."""
+    omar = FBI.person("omar")
+    away = replace(omar, devices=tuple(replace(d, offline=((7200.0, 86400.0),)) for d in omar.devices))
+    people = tuple(away if p.name == "omar" else p for p in FBI.people)
+    run_to_dir(replace(under(profile), people=people), out)
+    return out
+
+
+def test_disclose_opens_what_waits_with_the_key_provider_json_names(
+    bbm_handing_over: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = _finished_under(bbm_handing_over, tmp_path / "run") / "relay.db"
+    before = _digest(db)
     # the provider's key comes from provider.json: what still waited for Omar at the end, decrypted
     assert main(["disclose", "--db", str(db), "--process", "search_warrant", "--target", "omar"]) == 0
     md = capsys.readouterr().out
