@@ -18,9 +18,13 @@ the relay runs (``sims.live``), or after it has stopped (``relaysim disclose``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import os
+import socket
+import stat
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -29,34 +33,90 @@ import trio  # type: ignore[import-untyped,unused-ignore]
 
 from relaysim.relay.core import RelayCore, Tap
 
-__all__ = ["MAX_LINE", "apply", "serve_admin"]
+__all__ = ["MAX_LINE", "AdminPathError", "apply", "prepare_admin_path", "serve_admin"]
 
 log = logging.getLogger("relay.admin")
 MAX_LINE = 64 * 1024
 
 
+class _Refused(ValueError):
+    """A command that names a field wrongly: its answer says which field and what was expected."""
+
+
+_OPS = ("add_tap", "remove_tap", "preserve")
+_FIELDS: dict[str, frozenset[str]] = {
+    "add_tap": frozenset({"op", "id", "target", "start", "end", "content"}),
+    "remove_tap": frozenset({"op", "id"}),
+    "preserve": frozenset({"op", "account", "since"}),
+}
+
+
+def _text(command: dict[str, Any], key: str, *, optional: bool = False) -> str | None:
+    """``command[key]``, a non-empty string (absent or null: None, where ``optional``)."""
+    value = command.get(key)
+    if value is None and optional:
+        return None
+    if key not in command:
+        raise _Refused(f"{key}: missing")
+    if type(value) is not str or not value:
+        raise _Refused(f"{key}: expected a non-empty string, got {json.dumps(value)[:60]}")
+    return value
+
+
+def _name(command: dict[str, Any], key: str) -> str:
+    value = _text(command, key)
+    assert value is not None
+    return value
+
+
+def _time(command: dict[str, Any], key: str) -> float:
+    if key not in command:
+        raise _Refused(f"{key}: missing")
+    value = command[key]
+    if type(value) not in (int, float):  # (bool is not a time)
+        raise _Refused(f"{key}: expected a time in Unix seconds (a number), got {json.dumps(value)[:60]}")
+    try:
+        seconds = float(value)
+    except OverflowError:
+        raise _Refused(f"{key}: {str(value)[:20]}… is no time the relay's clock reaches") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise _Refused(f"{key}: expected a time in Unix seconds, got {value}")
+    return seconds
+
+
 def apply(core: RelayCore, command: object) -> dict[str, Any]:
-    """Carry out one operator command on ``core``; the answer to send back."""
+    """Carry out one operator command on ``core``; the answer to send back. Every field must be of
+    its own type: nothing is converted (``"content": "false"`` is refused, not read as true)."""
     try:
         if not isinstance(command, dict):
-            raise ValueError(f"expected a JSON object, got {type(command).__name__}")
+            raise _Refused(f"expected a JSON object, got {type(command).__name__}")
         op = command.get("op")
+        if op not in _OPS:
+            raise _Refused(f"op: expected 'add_tap', 'remove_tap' or 'preserve', got {json.dumps(op)[:60]}")
+        unknown = sorted(set(command) - _FIELDS[op])
+        if unknown:
+            raise _Refused(
+                f"{unknown[0]}: not a field of {op} (its fields: {', '.join(sorted(_FIELDS[op]))})"
+            )
         if op == "add_tap":
+            content = command.get("content", False)
+            if type(content) is not bool:
+                raise _Refused(f"content: expected true or false, got {json.dumps(content)[:60]}")
             core.add_tap(
                 Tap(
-                    str(command["id"]),
-                    None if command.get("target") is None else str(command["target"]),
-                    float(command["start"]),
-                    float(command["end"]),
-                    bool(command.get("content", False)),
+                    _name(command, "id"),
+                    _text(command, "target", optional=True),
+                    _time(command, "start"),
+                    _time(command, "end"),
+                    content,
                 )
             )
         elif op == "remove_tap":
-            core.remove_tap(str(command["id"]))
-        elif op == "preserve":
-            core.preserve(str(command["account"]), float(command["since"]))
+            core.remove_tap(_name(command, "id"))
         else:
-            raise ValueError(f"op: expected 'add_tap', 'remove_tap' or 'preserve', got {op!r}")
+            core.preserve(_name(command, "account"), _time(command, "since"))
+    except _Refused as e:
+        return {"ok": False, "error": str(e)}
     except (KeyError, TypeError, ValueError) as e:
         return {"ok": False, "error": f"{type(e).__name__}: {e}"}
     log.info("operator: %s", json.dumps(command, sort_keys=True))
@@ -83,8 +143,9 @@ async def _session(
                 line, buffer = buffer.split(b"\n", 1)
                 try:
                     command = json.loads(line)
-                except ValueError as e:
-                    answer: dict[str, Any] = {"ok": False, "error": f"not JSON: {e}"}
+                except (ValueError, RecursionError) as e:  # (nesting past the parser's depth)
+                    reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+                    answer: dict[str, Any] = {"ok": False, "error": f"not JSON: {reason}"}
                 else:
                     answer = await run(partial(apply, core, command))
                 await stream.send_all(json.dumps(answer).encode() + b"\n")
@@ -102,13 +163,13 @@ async def serve_admin(
     ``run`` carries out each command (a call on ``core``); a relay server passes its ``call``, so
     that orders are carried out between its batches, never while one is using the store."""
     sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
-    if os.path.exists(path):
-        os.unlink(path)
+    prepare_admin_path(path)
     old = os.umask(0o177)
     try:
         await sock.bind(path)
     finally:
         os.umask(old)
+    bound = os.stat(path)
     sock.listen()
     listener = trio.SocketListener(sock)
     log.info("operator socket on %s", path)
@@ -121,5 +182,31 @@ async def serve_admin(
     finally:
         with trio.CancelScope(shield=True):
             await listener.aclose()
-        if os.path.exists(path):
-            os.unlink(path)
+        # only the socket this relay made: not a file put there since, nor another relay's socket
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_ino == bound.st_ino and os.stat(path).st_dev == bound.st_dev:
+                os.unlink(path)
+
+
+def prepare_admin_path(path: str) -> None:
+    """Remove a socket a stopped relay left at ``path``; refuse anything else there (a file — the
+    relay's own database, say — or the socket of a relay still listening on it)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise AdminPathError(f"--admin {path}: a file is there that is not a socket; give another path")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)  # nobody listens: a socket left by a relay that stopped without cleaning up
+    else:
+        raise AdminPathError(f"--admin {path}: another relay is listening there; give another path")
+    finally:
+        probe.close()
+
+
+class AdminPathError(Exception):
+    """The operator socket's path cannot be used; the message says why."""

@@ -1399,6 +1399,18 @@ def main(args: list[str]) -> int:
         print(f"{parser.prog}: error: {message}", file=sys.stderr)
         return 2
 
+    if opts.admin:
+        from relaysim.relay.admin import AdminPathError, prepare_admin_path
+
+        if os.path.abspath(opts.admin) in {os.path.abspath(opts.db + s) for s in ("", "-wal", "-shm")}:
+            return usage(
+                f"--admin {opts.admin} is the database's own file; give the socket a path of its own"
+            )
+        try:
+            prepare_admin_path(opts.admin)  # (a file there is refused, never removed)
+        except AdminPathError as e:
+            return usage(str(e))
+
     if bool(opts.tls_cert) != bool(opts.tls_key):
         return usage("--tls-cert and --tls-key go together")
     if not opts.tls_cert and not opts.insecure and not _is_loopback(opts.host):
