@@ -1574,6 +1574,7 @@ class RelayCore:
         me = self._require_auth(conn, "block")
         if req.account == me.account:
             raise _Refused(ErrorCode.FORBIDDEN, "an account cannot block itself", "account")
+        self._lookups("block", conn, me, 1)  # its answer says whether the account exists
         if not self.store.account_exists(req.account):
             raise _Refused(ErrorCode.UNKNOWN_ACCOUNT, f"no account {req.account!r}", "account")
         now = self.clock()
@@ -1623,8 +1624,19 @@ class RelayCore:
             )
         return members
 
-    def _check_accounts(self, accounts: tuple[str, ...], field: str) -> None:
+    def _lookups(self, what: str, conn: ConnectionContext, me: DeviceAddress, names: int) -> None:
+        """Spend the account's discovery tokens, a token a name, on a request whose answer says
+        whether accounts exist (block, a group's members), as discover_contacts does: else each
+        would be a way round its limit. A request naming more than the burst takes all of it."""
+        rate = self.limits.discover_per_account
+        if rate is not None and names:
+            self._limit(what, conn, ("discover_per_account", me.account), cost=min(float(names), rate.burst))
+
+    def _check_accounts(
+        self, accounts: tuple[str, ...], field: str, conn: ConnectionContext, me: DeviceAddress
+    ) -> None:
         _check_distinct(accounts, field)
+        self._lookups(field, conn, me, len(accounts))
         for i, account in enumerate(accounts):
             if not self.store.account_exists(account):
                 raise _Refused(ErrorCode.UNKNOWN_ACCOUNT, f"no account {account!r}", f"{field}[{i}]")
@@ -1646,7 +1658,7 @@ class RelayCore:
         self._limit("create_group", conn, ("send_per_account", me.account), ("send_per_address", _host(conn)))
         if self.store.group_epoch(req.group) is not None:
             raise _Refused(ErrorCode.GROUP_EXISTS, f"group {req.group.hex()} already exists", "group")
-        self._check_accounts(req.members, "members")
+        self._check_accounts(req.members, "members", conn, me)
         self._check_group_size(req.group, len({me.account, *req.members}), "members")
         now = self.clock()
         self.store.create_group(req.group, me.account, now)
@@ -1668,7 +1680,7 @@ class RelayCore:
                 f"{me.account!r} may only remove itself (leave)",
                 "group",
             )
-        self._check_accounts(req.add, "add")
+        self._check_accounts(req.add, "add", conn, me)
         _check_distinct(req.remove, "remove")
         _check_distinct(req.admins, "admins")
         for i, account in enumerate(req.remove):

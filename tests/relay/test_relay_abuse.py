@@ -311,6 +311,16 @@ def test_contact_discovery_is_a_token_a_name_per_account_with_a_retry_after() ->
     assert isinstance(
         reply(core.handle(alice, wire.DiscoverContacts(id=6, contacts=many))), wire.ContactsFound
     )
+    # block, and a group's member list, say whether accounts exist: they spend the same tokens (2,000
+    # blocks in under a second told which of 2,000 names had an account)
+    clock[0] += 10
+    answers = [reply(core.handle(alice, wire.Block(id=7, account=f"nobody{i}"))) for i in range(12)]
+    codes = [a.code for a in answers if isinstance(a, wire.ErrorFrame)]
+    assert codes == ["unknown_account"] * 10 + ["rate_limited"] * 2
+    group = wire.CreateGroup(id=8, group=bytes(16), members=("x0", "x1", "x2"))
+    assert_error(reply(core.handle(alice, group)), E.RATE_LIMITED, None)  # three names, no token left
+    clock[0] += 1.5
+    assert_error(reply(core.handle(alice, group)), E.UNKNOWN_ACCOUNT, "members[0]")  # three tokens back
 
 
 def test_re_registering_with_a_new_identity_ends_the_old_identitys_sessions() -> None:
