@@ -1109,6 +1109,37 @@ def _cap(text: str) -> int | None:
     return value
 
 
+def _whole(minimum: int, maximum: int, what: str) -> Callable[[str], int]:
+    """An option's type: a whole number from ``minimum`` to ``maximum``, else a usage error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ({what})") from None
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: {what}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of seconds")
+    return value
+
+
+# The smallest frame this relay will serve with: room for a request's fields beside a body, and for
+# a bundle with a few devices' ML-KEM-1024 keys (1,568 bytes each); the largest the 4-byte length says.
+MIN_FRAME_SIZE: Final = 16 * 1024
+MAX_FRAME_SIZE: Final = 2**32 - 1
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -1141,7 +1172,10 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default: %(default)s)")
     parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help="TCP port; 0 picks one (default: %(default)s)"
+        "--port",
+        type=_whole(0, 65535, "a TCP port is 0 to 65535"),
+        default=DEFAULT_PORT,
+        help="TCP port; 0 picks one (default: %(default)s)",
     )
     parser.add_argument(
         "--db", default="relay.db", help="SQLite database file, created if absent (default: %(default)s)"
@@ -1167,23 +1201,23 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--read-timeout",
-        type=float,
+        type=_seconds,
         default=DEFAULT_READ_TIMEOUT,
         help="seconds a connection may go without a complete frame (default: %(default)s)",
     )
-    g = parser.add_argument_group("limits (each takes off to turn it off)")
+    g = parser.add_argument_group("limits (a rate, and a cap that says so, takes off to turn it off)")
     g.add_argument(
         "--max-connections",
-        type=int,
+        type=_whole(1, 2**31 - 1, "at least one connection"),
         default=DEFAULT_MAX_CONNECTIONS,
-        help="concurrent connections (default: %(default)s)",
+        help="concurrent connections, at least 1 (default: %(default)s)",
     )
     g.add_argument(
         "--max-connections-per-address",
         type=_cap,
         default=DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
         metavar="N",
-        help="concurrent connections from one address (default: %(default)s)",
+        help="concurrent connections from one address, or off (default: %(default)s)",
     )
     g.add_argument(
         "--connection-rate",
@@ -1194,16 +1228,16 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--max-queued-bytes",
-        type=int,
+        type=_whole(1, 2**62, "at least one byte"),
         default=DEFAULT_MAX_QUEUED_BYTES,
         help="unsent bytes per connection: past it, its requests are not read and pushes to it are "
         "dropped (default: %(default)s)",
     )
     g.add_argument(
         "--max-frame-size",
-        type=int,
+        type=_whole(MIN_FRAME_SIZE, MAX_FRAME_SIZE, f"a frame is {MIN_FRAME_SIZE} to {MAX_FRAME_SIZE} bytes"),
         default=DEFAULT_MAX_FRAME_SIZE,
-        help="largest frame accepted, in bytes (default: %(default)s)",
+        help=f"largest frame accepted, in bytes, {MIN_FRAME_SIZE} to 2^32 - 1 (default: %(default)s)",
     )
     parser.add_argument(
         "--allow-simulation-keys",

@@ -518,6 +518,28 @@ def test_main_help_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert "go together" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--port", "65536", "a TCP port is 0 to 65535"),  # it listened on a random port (mod 65536)
+        ("--port", "-1", "a TCP port is 0 to 65535"),
+        ("--read-timeout", "nan", "positive number of seconds"),  # every connection died in the loop
+        ("--read-timeout", "0", "positive number of seconds"),
+        ("--max-connections", "0", "at least one connection"),  # every connection was refused
+        ("--max-queued-bytes", "-5", "at least one byte"),
+        ("--max-frame-size", "0", "a frame is 16384 to 4294967295 bytes"),  # was an "internal error"
+        ("--max-frame-size", "4294967296", "a frame is 16384 to 4294967295 bytes"),
+    ],
+)
+def test_an_option_out_of_its_range_is_a_usage_error_naming_the_range(
+    option: str, value: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--db", str(tmp_path / "relay.db"), option, value]) == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}:" in err and says in err
+    assert not (tmp_path / "relay.db").exists()  # refused before anything was opened
+
+
 def test_main_reports_a_port_in_use_and_exits_1(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     # trio >= 0.25 hands the OSError out of the nursery inside an ExceptionGroup: still a clean error.
     with socket.socket() as taken:
