@@ -983,7 +983,11 @@ def _cell(d: Any, category: str) -> str:
     if category in d.provided:
         rows = d.provided[category]
         if category == "content":
-            return f"**handed over, decrypted**: {len(rows)} message(s) in the clear"
+            # content rows are messages and the phones' receipts and sync copies, opened alike
+            written = sum(1 for r in rows if r.get("kind") == "message")
+            other = len(rows) - written
+            besides = f" (besides {other} receipt(s) and other control messages)" if other else ""
+            return f"**handed over, decrypted**: {written} message(s) in the clear{besides}"
         return (
             f"handed over ({len(rows)} record{'s' if len(rows) != 1 else ''})"
             if rows

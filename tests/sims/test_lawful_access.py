@@ -560,6 +560,10 @@ def test_india_2010_the_interception_facility_reads_bbm_but_not_bes(tmp_path: Pa
     for row in summary["comparison"]:
         assert "content" in row["profiles"]["bbm-consumer"]["provided"]
         assert "content" in row["profiles"]["bes"]["cryptographically_impossible"]
+    # the words the phones wrote, counted apart from the receipts the same key opens (it said "8
+    # message(s) in the clear" where 4 were written)
+    md = (tmp_path / "comparison.md").read_text(encoding="utf-8")
+    assert md.count("**handed over, decrypted**: 4 message(s) in the clear (besides 4 receipt(s)") == 2
     d = json.loads((tmp_path / "bes" / "disclosures" / "interception-order-arjun.json").read_text("utf-8"))
     assert d["jurisdiction"] == "in" and "s.69" in d["statute"] and d["response"] == "complied"
 
