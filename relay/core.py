@@ -255,6 +255,9 @@ _CONTENT_KINDS: Final = frozenset({RecordKind.SEND, RecordKind.SEALED_SEND})
 # to the file after all (an ack of envelopes already in the file), the whole group transaction is
 # rolled back.
 _REFUSED_BEFORE_WRITING: Final = frozenset({Send, SealedSend, Ack})
+# 18 U.S.C. 2703(f)(2): records preserved "shall be retained for a period of 90 days, which shall be
+# extended for an additional 90-day period upon a renewed request" (a renewal is a new request here).
+PRESERVATION_PERIOD: Final = 90 * 86400.0
 
 
 def _check_key_ids(ids: list[int], field: str) -> None:
@@ -838,7 +841,8 @@ class RelayCore:
         recorded after service is captured (a request preserves records "in its possession";
         "prospective preservation" is a contested practice, not this). Sealed envelopes from the
         account are covered only when the relay knew the sender. The request is kept in the store:
-        a relay that restarts still honours it."""
+        a relay that restarts still honours it — for PRESERVATION_PERIOD (90 days, 18 U.S.C.
+        2703(f)(2)) from service; a renewal is a new request."""
         if type(account) is not str or not account:
             raise ValueError(f"account must be a non-empty string, got {account!r}")
         if not _is_time(since):
@@ -855,7 +859,7 @@ class RelayCore:
         still held)."""
         frozen = {}
         for account, served in self._preserved.items():
-            in_effect = [s for s in served if s <= now]
+            in_effect = [s for s in served if s <= now < s + PRESERVATION_PERIOD]
             if in_effect:
                 frozen[account] = in_effect[-1]
         return frozen

@@ -297,6 +297,31 @@ def test_preserved_accounts_metadata_does_not_expire() -> None:
     assert core.preservations == {"alice": (T0 + 86400,)}
 
 
+def test_a_preservation_lapses_after_90_days_unless_renewed() -> None:
+    """18 U.S.C. 2703(f)(2): retained "for a period of 90 days, which shall be extended for an
+    additional 90-day period upon a renewed request" (it froze the records for good)."""
+    from relaysim.relay.core import PRESERVATION_PERIOD
+
+    assert PRESERVATION_PERIOD == 90 * 86400
+    clock = Clock()
+    week = RetentionPolicy(
+        "week",
+        {RecordKind.SEND: KindRule(frozenset({"time", "account", "recipient_account"}), keep_for=7 * 86400)},
+    )
+    for renewed in (False, True):
+        core = _core(clock=clock, policy=week)
+        alice, _bob = core_device(core, ALICE, 1), core_device(core, BOB, 2)
+        clock.now = T0
+        core.handle(alice, _send("bob", b"1"))
+        core.preserve("alice", since=T0 + 86400)
+        if renewed:
+            core.preserve("alice", since=T0 + 80 * 86400)  # a renewed request before it lapses
+        clock.now = T0 + 86400 + PRESERVATION_PERIOD - 1
+        assert core.expire() == 0  # still preserved on day 90
+        clock.now = T0 + 86400 + PRESERVATION_PERIOD
+        assert core.expire() == (0 if renewed else 1)
+
+
 def test_a_preservation_in_the_future_is_not_yet_in_effect() -> None:
     clock = Clock()
     core = _core(clock=clock)
