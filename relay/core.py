@@ -1068,9 +1068,8 @@ class RelayCore:
     # -- handlers ----------------------------------------------------------------------------
 
     def _register(self, conn: ConnectionContext, req: Register, out: _Out) -> None:
-        _check_key_ids(
-            [k.id for k in req.one_time_prekeys], "one_time_prekeys"
-        )  # (says nothing about the account)
+        # first: a refusal for the request's own lists says nothing about the account
+        _check_key_ids([k.id for k in req.one_time_prekeys], "one_time_prekeys")
         _check_key_ids([k.id for k in req.kem_prekeys], "kem_prekeys")
         target = DeviceAddress(req.account, req.device)
         me = conn.authenticated
