@@ -339,11 +339,16 @@ def test_force_clears_per_profile_folders_of_an_earlier_comparison(tmp_path: Pat
     assert main(["show", str(out)]) == 0
 
 
+def _part_of(run: Path, folder: Path, *names: str) -> Path:
+    """``folder``, made, holding copies of ``names`` from the finished ``run`` (and nothing else)."""
+    folder.mkdir()
+    for name in names:
+        (folder / name).write_bytes((run / name).read_bytes())
+    return folder
+
+
 def test_chart_never_overwrites_another_runs_summary(tmp_path: Path, tf_run: Path) -> None:
-    out = tmp_path / "tf"
-    out.mkdir()
-    for name in ("summary.json", "transcript.jsonl", "relay.db"):
-        (out / name).write_bytes((tf_run / name).read_bytes())
+    out = _part_of(tf_run, tmp_path / "tf", "summary.json", "transcript.jsonl", "relay.db")
     res = cli("chart", str(out))
     assert_clean_error(res, str(out))
     assert (out / "summary.json").read_bytes() == (tf_run / "summary.json").read_bytes()
@@ -411,20 +416,14 @@ def test_a_file_where_a_folder_belongs_is_the_users_to_fix_not_an_internal_error
     )
     assert_clean_error(res, f"{blocker}/runs", "a file stands where a folder belongs")
     assert "internal error" not in res.stderr
-    run = tmp_path / "tf"
-    run.mkdir()
-    for name in ("relay.db", "provider.json", "summary.json", "transcript.jsonl"):
-        (run / name).write_bytes((tf_run / name).read_bytes())
+    run = _part_of(tf_run, tmp_path / "tf", "relay.db", "provider.json", "summary.json", "transcript.jsonl")
     (run / "analysis").write_text("a file, not the folder analyze writes\n", encoding="utf-8")
     res = cli("analyze", str(run))
     assert_clean_error(res, f"{run}/analysis", "a file stands where a folder belongs")
 
 
 def test_report_on_a_run_folder_without_its_database_says_so(tmp_path: Path, tf_run: Path) -> None:
-    run = tmp_path / "nodb"
-    run.mkdir()
-    for name in ("provider.json", "summary.json", "transcript.jsonl"):
-        (run / name).write_bytes((tf_run / name).read_bytes())
+    run = _part_of(tf_run, tmp_path / "nodb", "provider.json", "summary.json", "transcript.jsonl")
     res = cli("report", str(run))
     assert_clean_error(res, f"{run}/relay.db", "no such file")
     assert "internal error" not in res.stderr
@@ -497,9 +496,7 @@ def test_disclose_on_a_database_without_its_provider_file_warns_what_is_lost(
     tmp_path: Path, tf_run: Path
 ) -> None:
     """Handed only relay.db, a lawyer got "day -5327" dates and "region unknown" without a word."""
-    lone = tmp_path / "lone"
-    lone.mkdir()
-    (lone / "relay.db").write_bytes((tf_run / "relay.db").read_bytes())
+    lone = _part_of(tf_run, tmp_path / "lone", "relay.db")
     res = cli(
         "disclose",
         "--db",
