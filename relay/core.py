@@ -66,7 +66,7 @@ import math
 import os
 import time
 import types
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final, NoReturn, TypeAlias
@@ -260,29 +260,33 @@ _REFUSED_BEFORE_WRITING: Final = frozenset({Send, SealedSend, Ack})
 PRESERVATION_PERIOD: Final = 90 * 86400.0
 
 
+def _first_repeat(items: Sequence[object]) -> int | None:
+    """The index of the first item that repeats an earlier one, or None."""
+    if len(set(items)) == len(items):
+        return None
+    seen: set[object] = set()
+    for i, item in enumerate(items):
+        if item in seen:
+            return i
+        seen.add(item)
+    return None  # (unreachable: the lengths differed)
+
+
 def _check_key_ids(ids: list[int], field: str) -> None:
     """Refuse an upload that gives one key id twice (the store would keep one of the two, and the
     device believe it had uploaded both)."""
-    if len(set(ids)) != len(ids):
-        seen: set[int] = set()
-        for i, key_id in enumerate(ids):
-            if key_id in seen:
-                raise _Refused(
-                    ErrorCode.INVALID_VALUE,
-                    f"key id {key_id} is given twice; each key its own id",
-                    f"{field}[{i}].id",
-                )
-            seen.add(key_id)
+    if (i := _first_repeat(ids)) is not None:
+        raise _Refused(
+            ErrorCode.INVALID_VALUE,
+            f"key id {ids[i]} is given twice; each key its own id",
+            f"{field}[{i}].id",
+        )
 
 
 def _check_distinct(accounts: tuple[str, ...], field: str) -> None:
     """Refuse a list of accounts that names one twice (the second is named)."""
-    if len(set(accounts)) != len(accounts):
-        seen: set[str] = set()
-        for i, account in enumerate(accounts):
-            if account in seen:
-                raise _Refused(ErrorCode.INVALID_VALUE, f"{account!r} is named twice", f"{field}[{i}]")
-            seen.add(account)
+    if (i := _first_repeat(accounts)) is not None:
+        raise _Refused(ErrorCode.INVALID_VALUE, f"{accounts[i]!r} is named twice", f"{field}[{i}]")
 
 
 _ABSENT_U: Final = (9).to_bytes(32, "little")  # the X25519 base point: stands in for an absent key
@@ -1554,18 +1558,7 @@ class RelayCore:
     def _discover_contacts(self, conn: ConnectionContext, req: DiscoverContacts, out: _Out) -> None:
         me = self._require_auth(conn, "discover_contacts")
         asked = tuple(dict.fromkeys(req.contacts))  # each once, in the order given
-        rate = self.limits.discover_per_account
-        if rate is not None:  # a token a name (a request larger than the burst takes all of it)
-            now, cost = self.clock(), min(float(len(asked)), rate.burst)
-            wait = self._limiter.wait("discover_per_account", me.account, rate, now, cost)
-            if wait:
-                raise _Refused(
-                    ErrorCode.RATE_LIMITED,
-                    f"discover_contacts: over this relay's limit discover per account ({rate}, a token a "
-                    f"name; {len(asked)} asked); retry in {wait:.3f} s",
-                    retry_after=wait,
-                )
-            self._limiter.take("discover_per_account", me.account, rate, now, cost)
+        self._lookups("discover_contacts", conn, me, len(asked))
         existing = self.store.existing_accounts(asked)
         registered = tuple(c for c in asked if c in existing)
         if self.keep_contacts:
@@ -1633,7 +1626,8 @@ class RelayCore:
         would be a way round its limit. A request naming more than the burst takes all of it."""
         rate = self.limits.discover_per_account
         if rate is not None and names:
-            self._limit(what, conn, ("discover_per_account", me.account), cost=min(float(names), rate.burst))
+            cost = min(float(names), rate.burst)
+            self._limit(f"{what}, a token a name", conn, ("discover_per_account", me.account), cost=cost)
 
     def _check_accounts(
         self, accounts: tuple[str, ...], field: str, conn: ConnectionContext, me: DeviceAddress
