@@ -255,6 +255,75 @@ def test_nested_errors_name_the_path() -> None:
     assert _decoding_error(_frame(body)).field == "one_time_prekeys"
 
 
+def _map(*pairs: tuple[object, bytes]) -> bytes:
+    """A msgpack map of (key, packed value) pairs as given, a key named twice kept twice (which
+    msgpack.packb cannot write)."""
+    assert len(pairs) < 16
+    return bytes([0x80 | len(pairs)]) + b"".join(msgpack.packb(k) + v for k, v in pairs)
+
+
+def _array(*packed: bytes) -> bytes:
+    assert len(packed) < 16
+    return bytes([0x90 | len(packed)]) + b"".join(packed)
+
+
+def _send_body(second: bytes, packed_id: bytes = msgpack.packb(9)) -> bytes:
+    """A send frame's body whose second envelope is the packed map ``second``."""
+    first = msgpack.packb({"device": 1, "body": b"c1"})
+    p = msgpack.packb
+    return _map(
+        ("v", p(1)),
+        ("id", packed_id),
+        ("kind", p("send")),
+        ("to", p("bob")),
+        ("envelopes", _array(first, second)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("second", "field"),
+    [
+        # one envelope naming its device twice: which device would the relay store it for?
+        (
+            _map(("device", b"\x02"), ("body", msgpack.packb(b"c2")), ("device", b"\x03")),
+            "envelopes[1].device",
+        ),
+        (
+            _map(("device", b"\x02"), ("body", msgpack.packb(b"c2")), ("body", msgpack.packb(b"c3"))),
+            "envelopes[1].body",
+        ),
+    ],
+    ids=["device", "body"],
+)
+def test_a_key_named_twice_inside_a_nested_map_is_refused_by_its_path(second: bytes, field: str) -> None:
+    err = _decoding_error(_frame(_send_body(second), raw=True))
+    assert (err.code, err.field) == (wire.ErrorCode.INVALID_VALUE, field)
+    assert "more than once" in err.message and field in err.message
+
+
+def test_a_prekey_naming_its_id_twice_is_refused() -> None:
+    body = msgpack.unpackb(wire.encode(KEYS.register(4, one_time=3))[4:])
+    prekeys = [msgpack.packb(k) for k in body["one_time_prekeys"]]
+    third = body["one_time_prekeys"][2]
+    prekeys[2] = _map(
+        *((k, msgpack.packb(v)) for k, v in third.items()), ("id", msgpack.packb(third["id"] + 1))
+    )
+    pairs = [(k, msgpack.packb(v)) for k, v in body.items() if k != "one_time_prekeys"]
+    raw = _map(*pairs, ("one_time_prekeys", b"\xdc" + len(prekeys).to_bytes(2, "big") + b"".join(prekeys)))
+    err = _decoding_error(_frame(raw, raw=True))
+    assert (err.code, err.field) == (wire.ErrorCode.INVALID_VALUE, "one_time_prekeys[2].id")
+
+
+def test_bodies_in_another_encoder_s_longer_forms_still_decode() -> None:
+    """The nested-key check packs the decoded frame again and compares; a body in longer msgpack forms
+    (an id as uint32, as another client's encoder may write it) differs from that but is read
+    again map by map, and accepted when no key repeats."""
+    body = _send_body(msgpack.packb({"device": 2, "body": b"c2"}), packed_id=b"\xce\x00\x00\x00\x09")
+    frame = wire.decode_body(body, wire.REQUEST_KINDS)
+    assert isinstance(frame, wire.Send) and frame.id == 9
+    assert [e.device for e in frame.envelopes] == [1, 2]
+
+
 def test_truncated_frame_at_end_of_stream() -> None:
     data = wire.encode(wire.Ping(id=1))
     decoder = wire.FrameDecoder()
