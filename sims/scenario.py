@@ -1971,8 +1971,9 @@ def _groups(r: _Reader, raw: object, names: set[str], duration: float) -> tuple[
 #     organisations = { clinic = 2, pharmacy = 2, lawyer = 1, worship = 2, gunshop = 1 }
 #     trait_probability = { worship = 0.25 }   # overrides ORGANISATION_KINDS' defaults
 #
-# Each kind makes that many accounts (``clinic-1``, ``clinic-2``, …) that write to no one; each
-# generated person, with the kind's probability, has the trait and contacts one of them
+# Each kind makes that many accounts (``clinic-1``, ``clinic-2``, …) that write to no one; the kind's
+# share of the generated people (its trait_probability, rounded to whole people, at least one if
+# above 0), drawn at random, have the trait and contact one of them
 # (sims.world.traffic.organisation_traits). The defaults are the shares of MetaPhone's
 # participants whose calls reached such a number (Mayer, Mutchler and Mitchell, PNAS 113(20), 2016):
 # health services 57 %, financial services 40 %, pharmacies 30 %, legal services 10 %, firearms

@@ -469,8 +469,10 @@ def _organisation_people(scenario: Scenario) -> list[PersonSpec]:
 
 
 def organisation_traits(scenario: Scenario) -> dict[str, dict[str, str]]:
-    """Ground truth: generated person → {kind: the organisation of that kind they contact}. Each person
-    has each kind's trait with ``[generate] trait_probability`` (a stream of its own)."""
+    """Ground truth: generated person → {kind: the organisation of that kind they contact}. Each kind's
+    ``[generate] trait_probability`` is the share of the generated people who hold its trait: exactly
+    that share of them, rounded (at least one for a share above 0), drawn at random from a stream of
+    its own, so a small population shows the paper's shares rather than a draw's distance from them."""
     g = scenario.generate
     if g is None or not g.organisations:
         return {}
@@ -478,12 +480,18 @@ def organisation_traits(scenario: Scenario) -> dict[str, dict[str, str]]:
     by_kind: dict[str, list[str]] = {}
     for account, kind in organisation_accounts(scenario).items():
         by_kind.setdefault(kind, []).append(account)
+    people = generated_names(g.people)
     out: dict[str, dict[str, str]] = {}
-    for person in generated_names(g.people):
-        for kind, p in g.trait_probability:
-            if rng.random() < p:
-                out.setdefault(person, {})[kind] = rng.choice(by_kind[kind])
-    return out
+    for kind, share in g.trait_probability:
+        holders = trait_holders(share, len(people))
+        for person in sorted(rng.sample(people, holders), key=people.index):
+            out.setdefault(person, {})[kind] = rng.choice(by_kind[kind])
+    return {person: out[person] for person in people if person in out}
+
+
+def trait_holders(share: float, people: int) -> int:
+    """How many of ``people`` hold a trait of ``share``: the share, rounded, and at least one if above 0."""
+    return 0 if share <= 0 else min(people, max(1, round(share * people)))
 
 
 def _organisation_visits(scenario: Scenario, names: list[str]) -> list[tuple[float, str, str, str]]:

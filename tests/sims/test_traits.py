@@ -8,11 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from relaysim.sims.analysis.traits import sensitive_traits
+from relaysim.sims.analysis.traits import PAPER_SHARES, sensitive_traits
 from relaysim.sims.analysis_scoring import write_analysis
 from relaysim.sims.report import run_to_dir
 from relaysim.sims.scenario import ScenarioError, parse_scenario, resolve_scenario
-from relaysim.sims.world.traffic import expand_population, organisation_accounts, organisation_traits
+from relaysim.sims.world.traffic import (
+    expand_population,
+    organisation_accounts,
+    organisation_traits,
+    trait_holders,
+)
 
 BASE = """
 [scenario]
@@ -47,7 +52,26 @@ def test_organisations_are_accounts_and_traits_are_drawn_per_person() -> None:
     traits = organisation_traits(sc)
     assert set(traits) == {f"p{i}" for i in range(8)}  # clinic = 1.0: everyone
     assert all(t["clinic"] == "clinic-1" and "gunshop" not in t for t in traits.values())
-    assert 0 < sum("worship" in t for t in traits.values()) < 8
+    assert sum("worship" in t for t in traits.values()) == 4  # 0.5 of 8: exactly that share
+
+
+@pytest.mark.parametrize(
+    ("share", "people", "holders"), [(0.57, 40, 23), (0.07, 40, 3), (0.01, 40, 1), (0.0, 40, 0), (1.0, 3, 3)]
+)
+def test_a_trait_s_share_gives_that_many_holders(share: float, people: int, holders: int) -> None:
+    assert trait_holders(share, people) == holders
+
+
+def test_the_builtin_metaphone_population_holds_the_paper_s_shares() -> None:
+    """Each kind's holders among metaphone's generated people are the paper's share of them, to the
+    nearest person (Mayer, Mutchler and Mitchell, PNAS 2016), not a draw around it."""
+    sc = expand_population(resolve_scenario("metaphone"))
+    g = sc.generate
+    assert g is not None
+    traits = organisation_traits(sc)
+    for kind, (_label, share) in PAPER_SHARES.items():
+        held = sum(kind in t for t in traits.values())
+        assert abs(held / g.people - share) <= 0.5 / g.people, (kind, held, share)
 
 
 def test_the_analysis_infers_who_contacts_which_kind_and_the_scoring_checks_it(tmp_path: Path) -> None:
