@@ -594,12 +594,21 @@ class ComplianceDesk:
             if pr.group_fanout == "server":
                 return None  # the relay fans group messages out from the member lists it holds
             if pr.group_state_encrypted:
+                # The reason is what the store holds: encrypted states no key of the provider's opens
+                # ("cannot"), or none at all, so nothing exists to hand over ("not retained").
+                said = f" ({note})" if note else ""
                 held = len(self.store.group_states())
+                if held:
+                    return (
+                        "cryptographically_impossible",
+                        f"{pr.title}'s clients keep each group's state, its members, encrypted under a key only "
+                        f"the members hold; the relay holds {held} such encrypted group state(s), no key that "
+                        f"opens them and no member list in the clear{said}",
+                    )
                 return (
-                    "cryptographically_impossible",
-                    f"{pr.title}'s clients keep each group's state, its members, encrypted under a key only the "
-                    f"members hold; the relay holds {held} such encrypted group state(s), no key that opens "
-                    "them and no member list in the clear",
+                    "not_retained",
+                    f"the relay holds no group's state: {pr.title}'s clients would keep a group's members there "
+                    f"only encrypted under a key only the members hold, and no group was made{said}",
                 )
             return kept(
                 False,

@@ -11,7 +11,12 @@ observations before the store sees them; nothing is hidden at disclosure time.
 Every profile cites its sources: the FBI "Lawful Access" chart of 2021-01-07 (FOIA release
 2021-11-19; justsecurity.org/79549), providers' published law
 enforcement guidelines, Signal's published subpoena responses, court records, reporting on
-BlackBerry). Where a source says nothing, the profile says what we assumed.
+BlackBerry). Where a source says nothing, the profile says what we assumed (``Profile.assumptions``):
+every disclosure under that instrument carries it as an "Assumption", and the FBI chart's matrix
+lists it apart. The one such assumption today: WhatsApp's wiretap order returns the ciphertext its
+relay routes. No source shows WhatsApp returning ciphertext to a wiretap order; the one reported fight
+over an end-to-end wiretap, In re Facebook Messenger (E.D. Cal. 2018), ended with the court refusing
+DOJ's motion to hold Facebook in contempt for not wiretapping Messenger voice calls.
 """
 
 from __future__ import annotations
@@ -158,6 +163,16 @@ _FBI_CHART = "FBI, 'Lawful Access' chart, 2021-01-07 (FOIA release 2021-11-19; j
 # wiretap either (a wiretap collects everything a pen register does, and the bodies besides).
 _NOT_REALTIME = "the FBI chart (2021) shows real-time returns only for WhatsApp"
 
+# Signal's own words on groups, in its published responses (signal.org/bigbrother): what the desk
+# says beside "not retained" (no group state on the relay) or "cryptographically impossible" (only
+# encrypted group state, groups v2).
+_SIGNAL_GROUPS_RECORD = (
+    "Signal, 2016: things it does not have stored include 'anything about a user's groups (such as how many "
+    "groups a user is in, which groups a user is in, the membership lists of a user's groups)' "
+    "(signal.org/bigbrother, E.D. Va. grand-jury subpoena); 2021: Signal 'doesn't have access to' a user's "
+    "messages, chat list, groups or contacts (signal.org/bigbrother, Santa Clara County warrant)"
+)
+
 SIGNAL = Profile(
     name="signal",
     title="Signal",
@@ -191,10 +206,11 @@ SIGNAL = Profile(
         "Signal's groups v2 (Chase, Perrin and Zaverucha, 'The Signal Private Group System', CCS 2020; "
         "signal.org/blog/signal-private-group-system, 2019-12-09): the server stores each group's state "
         "encrypted and cannot read its members; group messages are fanned out by the sender's client; "
-        "signal.org/bigbrother (2021): no group membership is kept"
+        f"{_SIGNAL_GROUPS_RECORD}"
     ),
     notes={
         "last_seen": "Signal keeps only the day of the last connection",
+        "group_membership": _SIGNAL_GROUPS_RECORD,
         "device_info": "the server must know the account's devices to deliver to each of them, but Signal's "
         "responses name only the two timestamps",
         "subscriber_info": "Signal asks for nothing at sign-up but the phone number, which the order already "
@@ -203,6 +219,9 @@ SIGNAL = Profile(
     },
 )
 
+# WhatsApp. Sourced: the subpoena, 2703(d) order, search warrant and pen register columns (its
+# law-enforcement FAQ, the FBI chart, In re WhatsApp, E.D. Cal. 2022). ASSUMED, not sourced: that a
+# wiretap order gets the ciphertext the relay routes (``assumptions["wiretap"]``; see the docstring).
 WHATSAPP = Profile(
     name="whatsapp",
     title="WhatsApp",
