@@ -436,7 +436,14 @@ class ComplianceDesk:
                 "target at service, so that further process can reach it, and captures nothing after it."
             )
             return d
+        assumed = self.profile.assumptions.get(instrument.key)
+        if assumed:  # said however the provider answers (a refusal can be assumed too)
+            d.notes.append(f"Assumption: {assumed}.")
         if d.response != "complied":
+            record = self.profile.response_record.get(instrument.key)
+            declined = f"{self.profile.title}'s response to the demand as a whole: {d.response}" + (
+                f" ({record})" if record else ""
+            )
             for category in in_order(instrument.asks):
                 # what could not be produced even by complying keeps its own reason (no key opens it,
                 # or no way to collect it); the rest the provider has, or could collect, and declines
@@ -444,11 +451,7 @@ class ComplianceDesk:
                 if missing is not None and missing[0] in ("cryptographically_impossible", "no_capability"):
                     d.refuse(category, *missing)
                 else:
-                    d.refuse(
-                        category,
-                        "withheld_by_policy",
-                        f"{self.profile.title}'s response to the demand as a whole: {d.response}",
-                    )
+                    d.refuse(category, "withheld_by_policy", declined)
             if process.withdrawn is not None:
                 d.notes.append(
                     f"{self.profile.title} {d.response} the demand; the authority withdrew it, and nothing was "
@@ -481,9 +484,6 @@ class ComplianceDesk:
                 "covers passes (in a scenario, a legal_process event in the timeline)."
             )
             return d
-        assumed = self.profile.assumptions.get(instrument.key)
-        if assumed:
-            d.notes.append(f"Assumption: {assumed}.")
         discloses = self._discloses(instrument)
         for category in in_order(instrument.asks):
             missing = self._missing(category, process)

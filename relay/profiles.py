@@ -128,8 +128,10 @@ class Profile:
     # Per instrument, what the profile assumes where no source says what the provider returns
     # (each disclosure under that instrument says so).
     assumptions: Mapping[str, str] = field(default_factory=dict)
-    # Per instrument, how the provider answered the demand as a whole, where it did not comply.
+    # Per instrument, how the provider answered the demand as a whole, where it did not comply, and
+    # (``response_record``) what the record says of that answer, said beside it in the disclosure.
     responses: Mapping[str, Response] = field(default_factory=dict)
+    response_record: Mapping[str, str] = field(default_factory=dict)
     # Per category, how far back (seconds before service) the provider's policy reaches when it
     # hands that category over, where it reaches less far than it keeps.
     lookback: Mapping[str, float] = field(default_factory=dict)
@@ -525,8 +527,18 @@ _BB_SUBPOENA = ASKS["subpoena"] - {"message_log"}
 # and certain metadata", never the correspondence (neither the words nor the ciphertext).
 _BB_COURT_ORDER = ASKS["pk_court_order"] - {"ciphertext", "content"}
 # Pakistan, 2015: BlackBerry refused the PTA's demand to monitor all BES traffic and said it would
-# leave; no bulk hand-over happened (the PTA withdrew the demand on 2015-12-31).
+# leave; no bulk hand-over happened (the PTA withdrew the demand on 2015-12-31). The demand named BES
+# ("every BES e-mail and BES BBM message"), not consumer BBM: what consumer BBM would have answered
+# one is the project's assumption (BBM_CONSUMER.assumptions), the same refusal.
 _BB_RESPONSES: Mapping[str, Response] = {"pta_demand": "refused"}
+_PTA_RECORD = (
+    "BlackBerry refused the PTA's demand to monitor 'every BES e-mail and BES BBM message' and said on "
+    "2015-11-30 that it would leave Pakistan rather than comply; on 2015-12-31 the PTA withdrew the demand, "
+    "'accepting BlackBerry's position that we cannot provide the content of our customers' BES traffic, nor "
+    "will we provide any so-called back doors to our BES servers', and BlackBerry did not have to leave. No "
+    "bulk hand-over of BES metadata happened: the metadata it holds it would not give (PTA statement, "
+    "2015-12-31; BlackBerry, 2015-11-30)"
+)
 # The same reported policy ("under a court order ... not the correspondence itself") for every
 # targeted order of the US and Pakistan: the words and the ciphertext are withheld, for consumer
 # BBM too, where one global key the provider holds would open them — only policy protects them.
@@ -560,6 +572,11 @@ BBM_CONSUMER = Profile(
         "pk_court_order": _BB_COURT_ORDER,
     },
     responses=_BB_RESPONSES,
+    assumptions={
+        "pta_demand": "the PTA's 2015 demand named BlackBerry Enterprise Server traffic ('every BES e-mail and "
+        "BES BBM message'), not consumer BBM, and no source says how BlackBerry would have answered one on "
+        "consumer BBM; this profile assumes the same refusal"
+    },
     notes={
         "content": "BlackBerry's policy as reported (John Chen, December 2015) never hands over the "
         "correspondence, although one global key, held by the provider, opens every consumer message "
@@ -599,9 +616,12 @@ BES = Profile(
         "pk_court_order": _BB_COURT_ORDER,
     },
     responses=_BB_RESPONSES,
+    response_record={"pta_demand": _PTA_RECORD},
     notes={
         "content": "the keys are generated and held by the enterprise's own BES server, not by BlackBerry: "
-        "the order has to be served on the enterprise",
+        "the order has to be served on the enterprise (RIM, August 2010: 'no master key or back door'; "
+        "BlackBerry's position as the PTA accepted it on 2015-12-31: 'we cannot provide the content of our "
+        "customers' BES traffic')",
         "ciphertext": "BlackBerry's policy as reported (December 2015) hands over location, who contacted "
         "whom and certain metadata, not the correspondence; India's interception facility (2012) does "
         "not cover BES: enterprise data comes from the enterprise",
