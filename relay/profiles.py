@@ -343,6 +343,10 @@ IMESSAGE = Profile(
         "search_warrant": frozenset(
             {"subscriber_info", "account_created", "last_seen", "lookup_log", "content"}
         ),
+        # The FBI chart: "no capability". Apple's FAQ (The Intercept, 2016-09-28) has pen/trap orders
+        # answered with look-up logs, which are stored, not collected in real time: relaysim's pen
+        # register asks for real-time routing and addresses, and the logs are the 2703(d) order's
+        # look-up log (see notes["realtime_routing"]).
         "pen_register": frozenset(),
         "wiretap": frozenset(),
     },
@@ -351,7 +355,11 @@ IMESSAGE = Profile(
     notes={
         "content": "with iCloud Backup on (and Advanced Data Protection off) Apple holds the backup's keys: "
         "the history is reached by a search warrant on the backup custodian (backup_warrant), not on the relay",
-        "realtime_routing": "the FBI chart lists no pen-register capability for iMessage",
+        "realtime_routing": "the FBI chart (capabilities as of November 2020) lists no pen-register capability "
+        "for iMessage: nothing in real time. Apple's iMessage FAQ for law enforcement (published by The "
+        "Intercept, 2016-09-28) shows look-up logs produced to pen register / trap-and-trace orders, but those "
+        "are logs of directory look-ups, kept about 30 days and not made in real time, not the routing of "
+        "messages: here they are the look-up log, handed over to a 2703(d) order",
         "lookup_log": "Apple keeps look-ups about 30 days and hands over 25 days of them to a 2703(d) order (FBI "
         "chart); a look-up is not a message: Apple says it \"doesn't prove that any communication actually "
         "took place\" (Apple's iMessage FAQ for law enforcement, published by The Intercept, 2016-09-28)",
