@@ -436,7 +436,14 @@ class ComplianceDesk:
                 "target at service, so that further process can reach it, and captures nothing after it."
             )
             return d
+        assumed = self.profile.assumptions.get(instrument.key)
+        if assumed:  # said however the provider answers (a refusal can be assumed too)
+            d.notes.append(f"Assumption: {assumed}.")
         if d.response != "complied":
+            record = self.profile.response_record.get(instrument.key)
+            declined = f"{self.profile.title}'s response to the demand as a whole: {d.response}" + (
+                f" ({record})" if record else ""
+            )
             for category in in_order(instrument.asks):
                 # what could not be produced even by complying keeps its own reason (no key opens it,
                 # or no way to collect it); the rest the provider has, or could collect, and declines
@@ -444,11 +451,7 @@ class ComplianceDesk:
                 if missing is not None and missing[0] in ("cryptographically_impossible", "no_capability"):
                     d.refuse(category, *missing)
                 else:
-                    d.refuse(
-                        category,
-                        "withheld_by_policy",
-                        f"{self.profile.title}'s response to the demand as a whole: {d.response}",
-                    )
+                    d.refuse(category, "withheld_by_policy", declined)
             if process.withdrawn is not None:
                 d.notes.append(
                     f"{self.profile.title} {d.response} the demand; the authority withdrew it, and nothing was "
@@ -481,9 +484,6 @@ class ComplianceDesk:
                 "covers passes (in a scenario, a legal_process event in the timeline)."
             )
             return d
-        assumed = self.profile.assumptions.get(instrument.key)
-        if assumed:
-            d.notes.append(f"Assumption: {assumed}.")
         discloses = self._discloses(instrument)
         for category in in_order(instrument.asks):
             missing = self._missing(category, process)
@@ -594,12 +594,21 @@ class ComplianceDesk:
             if pr.group_fanout == "server":
                 return None  # the relay fans group messages out from the member lists it holds
             if pr.group_state_encrypted:
+                # The reason is what the store holds: encrypted states no key of the provider's opens
+                # ("cannot"), or none at all, so nothing exists to hand over ("not retained").
+                said = f" ({note})" if note else ""
                 held = len(self.store.group_states())
+                if held:
+                    return (
+                        "cryptographically_impossible",
+                        f"{pr.title}'s clients keep each group's state, its members, encrypted under a key only "
+                        f"the members hold; the relay holds {held} such encrypted group state(s), no key that "
+                        f"opens them and no member list in the clear{said}",
+                    )
                 return (
-                    "cryptographically_impossible",
-                    f"{pr.title}'s clients keep each group's state, its members, encrypted under a key only the "
-                    f"members hold; the relay holds {held} such encrypted group state(s), no key that opens "
-                    "them and no member list in the clear",
+                    "not_retained",
+                    f"the relay holds no group's state: {pr.title}'s clients would keep a group's members there "
+                    f"only encrypted under a key only the members hold, and no group was made{said}",
                 )
             return kept(
                 False,

@@ -11,7 +11,12 @@ observations before the store sees them; nothing is hidden at disclosure time.
 Every profile cites its sources: the FBI "Lawful Access" chart of 2021-01-07 (FOIA release
 2021-11-19; justsecurity.org/79549), providers' published law
 enforcement guidelines, Signal's published subpoena responses, court records, reporting on
-BlackBerry). Where a source says nothing, the profile says what we assumed.
+BlackBerry). Where a source says nothing, the profile says what we assumed (``Profile.assumptions``):
+every disclosure under that instrument carries it as an "Assumption", and the FBI chart's matrix
+lists it apart. The one such assumption today: WhatsApp's wiretap order returns the ciphertext its
+relay routes. No source shows WhatsApp returning ciphertext to a wiretap order; the one reported fight
+over an end-to-end wiretap, In re Facebook Messenger (E.D. Cal. 2018), ended with the court refusing
+DOJ's motion to hold Facebook in contempt for not wiretapping Messenger voice calls.
 """
 
 from __future__ import annotations
@@ -123,8 +128,10 @@ class Profile:
     # Per instrument, what the profile assumes where no source says what the provider returns
     # (each disclosure under that instrument says so).
     assumptions: Mapping[str, str] = field(default_factory=dict)
-    # Per instrument, how the provider answered the demand as a whole, where it did not comply.
+    # Per instrument, how the provider answered the demand as a whole, where it did not comply, and
+    # (``response_record``) what the record says of that answer, said beside it in the disclosure.
     responses: Mapping[str, Response] = field(default_factory=dict)
+    response_record: Mapping[str, str] = field(default_factory=dict)
     # Per category, how far back (seconds before service) the provider's policy reaches when it
     # hands that category over, where it reaches less far than it keeps.
     lookback: Mapping[str, float] = field(default_factory=dict)
@@ -157,6 +164,16 @@ _FBI_CHART = "FBI, 'Lawful Access' chart, 2021-01-07 (FOIA release 2021-11-19; j
 # fact". So no provider on it but WhatsApp collects anything in real time: no pen register, and no
 # wiretap either (a wiretap collects everything a pen register does, and the bodies besides).
 _NOT_REALTIME = "the FBI chart (2021) shows real-time returns only for WhatsApp"
+
+# Signal's own words on groups, in its published responses (signal.org/bigbrother): what the desk
+# says beside "not retained" (no group state on the relay) or "cryptographically impossible" (only
+# encrypted group state, groups v2).
+_SIGNAL_GROUPS_RECORD = (
+    "Signal, 2016: things it does not have stored include 'anything about a user's groups (such as how many "
+    "groups a user is in, which groups a user is in, the membership lists of a user's groups)' "
+    "(signal.org/bigbrother, E.D. Va. grand-jury subpoena); 2021: Signal 'doesn't have access to' a user's "
+    "messages, chat list, groups or contacts (signal.org/bigbrother, Santa Clara County warrant)"
+)
 
 SIGNAL = Profile(
     name="signal",
@@ -191,10 +208,11 @@ SIGNAL = Profile(
         "Signal's groups v2 (Chase, Perrin and Zaverucha, 'The Signal Private Group System', CCS 2020; "
         "signal.org/blog/signal-private-group-system, 2019-12-09): the server stores each group's state "
         "encrypted and cannot read its members; group messages are fanned out by the sender's client; "
-        "signal.org/bigbrother (2021): no group membership is kept"
+        f"{_SIGNAL_GROUPS_RECORD}"
     ),
     notes={
         "last_seen": "Signal keeps only the day of the last connection",
+        "group_membership": _SIGNAL_GROUPS_RECORD,
         "device_info": "the server must know the account's devices to deliver to each of them, but Signal's "
         "responses name only the two timestamps",
         "subscriber_info": "Signal asks for nothing at sign-up but the phone number, which the order already "
@@ -203,6 +221,9 @@ SIGNAL = Profile(
     },
 )
 
+# WhatsApp. Sourced: the subpoena, 2703(d) order, search warrant and pen register columns (its
+# law-enforcement FAQ, the FBI chart, In re WhatsApp, E.D. Cal. 2022). ASSUMED, not sourced: that a
+# wiretap order gets the ciphertext the relay routes (``assumptions["wiretap"]``; see the docstring).
 WHATSAPP = Profile(
     name="whatsapp",
     title="WhatsApp",
@@ -322,6 +343,10 @@ IMESSAGE = Profile(
         "search_warrant": frozenset(
             {"subscriber_info", "account_created", "last_seen", "lookup_log", "content"}
         ),
+        # The FBI chart: "no capability". Apple's FAQ (The Intercept, 2016-09-28) has pen/trap orders
+        # answered with look-up logs, which are stored, not collected in real time: relaysim's pen
+        # register asks for real-time routing and addresses, and the logs are the 2703(d) order's
+        # look-up log (see notes["realtime_routing"]).
         "pen_register": frozenset(),
         "wiretap": frozenset(),
     },
@@ -330,7 +355,11 @@ IMESSAGE = Profile(
     notes={
         "content": "with iCloud Backup on (and Advanced Data Protection off) Apple holds the backup's keys: "
         "the history is reached by a search warrant on the backup custodian (backup_warrant), not on the relay",
-        "realtime_routing": "the FBI chart lists no pen-register capability for iMessage",
+        "realtime_routing": "the FBI chart (capabilities as of November 2020) lists no pen-register capability "
+        "for iMessage: nothing in real time. Apple's iMessage FAQ for law enforcement (published by The "
+        "Intercept, 2016-09-28) shows look-up logs produced to pen register / trap-and-trace orders, but those "
+        "are logs of directory look-ups, kept about 30 days and not made in real time, not the routing of "
+        "messages: here they are the look-up log, handed over to a 2703(d) order",
         "lookup_log": "Apple keeps look-ups about 30 days and hands over 25 days of them to a 2703(d) order (FBI "
         "chart); a look-up is not a message: Apple says it \"doesn't prove that any communication actually "
         "took place\" (Apple's iMessage FAQ for law enforcement, published by The Intercept, 2016-09-28)",
@@ -506,8 +535,18 @@ _BB_SUBPOENA = ASKS["subpoena"] - {"message_log"}
 # and certain metadata", never the correspondence (neither the words nor the ciphertext).
 _BB_COURT_ORDER = ASKS["pk_court_order"] - {"ciphertext", "content"}
 # Pakistan, 2015: BlackBerry refused the PTA's demand to monitor all BES traffic and said it would
-# leave; no bulk hand-over happened (the PTA withdrew the demand on 2015-12-31).
+# leave; no bulk hand-over happened (the PTA withdrew the demand on 2015-12-31). The demand named BES
+# ("every BES e-mail and BES BBM message"), not consumer BBM: what consumer BBM would have answered
+# one is the project's assumption (BBM_CONSUMER.assumptions), the same refusal.
 _BB_RESPONSES: Mapping[str, Response] = {"pta_demand": "refused"}
+_PTA_RECORD = (
+    "BlackBerry refused the PTA's demand to monitor 'every BES e-mail and BES BBM message' and said on "
+    "2015-11-30 that it would leave Pakistan rather than comply; on 2015-12-31 the PTA withdrew the demand, "
+    "'accepting BlackBerry's position that we cannot provide the content of our customers' BES traffic, nor "
+    "will we provide any so-called back doors to our BES servers', and BlackBerry did not have to leave. No "
+    "bulk hand-over of BES metadata happened: the metadata it holds it would not give (PTA statement, "
+    "2015-12-31; BlackBerry, 2015-11-30)"
+)
 # The same reported policy ("under a court order ... not the correspondence itself") for every
 # targeted order of the US and Pakistan: the words and the ciphertext are withheld, for consumer
 # BBM too, where one global key the provider holds would open them — only policy protects them.
@@ -541,6 +580,11 @@ BBM_CONSUMER = Profile(
         "pk_court_order": _BB_COURT_ORDER,
     },
     responses=_BB_RESPONSES,
+    assumptions={
+        "pta_demand": "the PTA's 2015 demand named BlackBerry Enterprise Server traffic ('every BES e-mail and "
+        "BES BBM message'), not consumer BBM, and no source says how BlackBerry would have answered one on "
+        "consumer BBM; this profile assumes the same refusal"
+    },
     notes={
         "content": "BlackBerry's policy as reported (John Chen, December 2015) never hands over the "
         "correspondence, although one global key, held by the provider, opens every consumer message "
@@ -580,9 +624,12 @@ BES = Profile(
         "pk_court_order": _BB_COURT_ORDER,
     },
     responses=_BB_RESPONSES,
+    response_record={"pta_demand": _PTA_RECORD},
     notes={
         "content": "the keys are generated and held by the enterprise's own BES server, not by BlackBerry: "
-        "the order has to be served on the enterprise",
+        "the order has to be served on the enterprise (RIM, August 2010: 'no master key or back door'; "
+        "BlackBerry's position as the PTA accepted it on 2015-12-31: 'we cannot provide the content of our "
+        "customers' BES traffic')",
         "ciphertext": "BlackBerry's policy as reported (December 2015) hands over location, who contacted "
         "whom and certain metadata, not the correspondence; India's interception facility (2012) does "
         "not cover BES: enterprise data comes from the enterprise",

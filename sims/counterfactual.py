@@ -3,12 +3,14 @@
 A ``legal_process`` event with ``counterfactual = "complied"`` is served as it happened in the
 scenario's own run (the record). ``relaysim run`` then runs the same scenario a second time,
 separately, into ``DIR/counterfactual/``, with one change: the provider complies with that
-instrument in full — it answers the demand ("complied" instead of its recorded response), its
+instrument in full (on the operators it was served on: one the record shows made on some
+providers only, ``profiles``, is served on no other here either) — it answers the demand ("complied" instead of its recorded response), its
 policy hands over everything the instrument asks for, and no withdrawal follows. Everything else
 is the same: the same people, messages, seed and capabilities, so the difference between the two
 runs is the provider's decision and nothing else. On BlackBerry Enterprise Server compliance
 yields routing metadata and ciphertext nobody at BlackBerry can open; on consumer BBM, where only
-policy protected the words, the provider's own (global) key opens them.
+policy protected the words, the provider's own (global) key would open them (a demand on consumer
+BBM is not in the record of pakistan-2015: the PTA's demand named BES).
 
 The counterfactual run's scenario description begins "COUNTERFACTUAL", its outputs live in their
 own folder, and ``counterfactual.md`` says which demand was changed and how: it is never mixed
@@ -63,12 +65,15 @@ def complied_profile(profile: Profile, scenario: Scenario) -> Profile:
     """``profile`` as if it had complied in full with each counterfactual demand of ``scenario``."""
     responses = dict(profile.responses)
     discloses = dict(profile.discloses)
+    assumptions = dict(profile.assumptions)
     for _name, process, what in counterfactual_events(scenario):
         assert what == "complied", what
         instrument = get_instrument(process)
+        if responses.get(process, "complied") != "complied":
+            assumptions.pop(process, None)  # what it assumed was the answer, now replaced
         responses[process] = "complied"
         discloses[process] = instrument.asks
-    return replace(profile, responses=responses, discloses=discloses)
+    return replace(profile, responses=responses, discloses=discloses, assumptions=assumptions)
 
 
 def _disclosure(folder: Path, name: str) -> dict[str, Any] | None:
@@ -116,12 +121,22 @@ def render_counterfactual(scenario: Scenario, out: Path, *, quotes: int = 3) -> 
         "counterfactual is a separate run of the same people, messages and seed in `counterfactual/`, in "
         "which the provider complies in full with the demand(s) below; nothing else changes.",
     ]
+    events = {e.name: e for e in scenario.events if isinstance(e, LegalProcessEvent)}
     for name, process, _what in counterfactual_events(scenario):
         lines += ["", f"## {name}: {get_instrument(process).name}", ""]
         for profile in profiles:
             record_dir = out / profile if nested else out
             cf_dir = out / "counterfactual" / profile if nested else out / "counterfactual"
             lines.append(f"### {profile}")
+            if not events[name].served_under(profile):
+                # the counterfactual changes the provider's answer, never whom the demand was made on
+                made_on = ", ".join(events[name].profiles)
+                lines += [
+                    "",
+                    f"    not served on this operator, in the record or here: the demand was made on {made_on}",
+                    "",
+                ]
+                continue
             lines += ["", "THE RECORD (what happened):", ""]
             lines += [f"    {x}" for x in _answer(_disclosure(record_dir, name), quotes)]
             lines += ["", f"{LABEL} (had the provider complied):", ""]

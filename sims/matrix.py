@@ -29,7 +29,7 @@ from rich.text import Text
 
 from relaysim.relay.compliance import Disclosure, in_order
 from relaysim.relay.legal import CATEGORIES, INSTRUMENTS, REASON_LABELS, REASONS
-from relaysim.relay.profiles import REAL_PROFILES, get_profile
+from relaysim.relay.profiles import REAL_PROFILES, get_profile, profile_as_of
 from relaysim.sims.scenario import LegalProcessEvent, Scenario
 from relaysim.sims.term import outcome_style, render, table
 from relaysim.sims.world.simulation import SimulationResult
@@ -169,7 +169,12 @@ def render_markdown(
         f"Every order was served on `{target}`. Each cell is read off the disclosure that profile's compliance "
         f"desk produced from its own relay's store (`<profile>/disclosures/<process>.md` has the records and "
         "the reasons). A subpoena, 2703(d) order and search warrant look back at what is held at service; a pen "
-        "register and a wiretap order collect from service until they expire.",
+        "register and a wiretap order collect from service until they expire."
+        + (
+            f" Each provider is run as it was on {scenario.start.isoformat()} (`[scenario] start`)."
+            if scenario.start is not None
+            else ""
+        ),
         "",
         "## Handed over",
         "",
@@ -182,6 +187,7 @@ def render_markdown(
             for reason, meaning in REASONS.items()
             for line in (f"## Not handed over: {REASON_LABELS[reason]} ({meaning})", "", *table(reason), "")
         ],
+        *_assumptions(matrix, scenario),
         "## Legend",
         "",
         "| in the cells | category | meaning |",
@@ -194,6 +200,20 @@ def render_markdown(
         "",
     ]
     return "\n".join(lines)
+
+
+def _assumptions(matrix: Matrix, scenario: Scenario) -> list[str]:
+    """The cells that rest on the project's assumption, not on a source (``Profile.assumptions``),
+    each with what is assumed, so that a reader holds no such cell against the chart as a fact."""
+    rows = [
+        f"- {get_profile(profile).title} (`{profile}`), {INSTRUMENTS[p].name}: {assumed}."
+        for profile in matrix
+        for p, assumed in profile_as_of(profile, scenario.start).assumptions.items()
+        if p in MATRIX_PROCESSES
+    ]
+    if not rows:
+        return []
+    return ["## Assumptions (no source says so)", "", *rows, ""]
 
 
 def render_terminal(matrix: Matrix, width: int | None = None, *, color: bool = False) -> str:

@@ -1031,6 +1031,10 @@ def _glance(d: Any) -> str:
     return f"**{label}**: {why} ({cipher} ciphertext(s) handed over, unreadable)"
 
 
+# A comparison's cell for an order the scenario served on other operators only (``profiles``).
+NOT_SERVED = "not served on this operator"
+
+
 def render_comparison(scenario: Scenario, runs: dict[str, tuple[SimulationResult, dict[str, Any]]]) -> str:
     """``comparison.md``: per order, what each profile's operator could produce, side by side."""
     from relaysim.relay.compliance import in_order
@@ -1041,13 +1045,20 @@ def render_comparison(scenario: Scenario, runs: dict[str, tuple[SimulationResult
 
     names = list(runs)
     titles = [get_profile(n).title for n in names]
+    orders = _disclosures_by_order(runs)
+    served = (
+        "Each order below was served on each operator"
+        if all(len(by_profile) == len(names) for by_profile in orders.values())
+        else "Each order below was served on each operator, except where a column says it was not (an order "
+        "the record shows made on one provider's service only)"
+    )
     lines = [
         f"# {scenario.name}: the same people, {len(names)} ways of running the relay",
         "",
         scenario.description,
         "",
         "The same people send the same messages at the same times in each run; only the relay's profile "
-        f"changes ({', '.join(f'`{n}`' for n in names)}). Each order below was served on each operator, "
+        f"changes ({', '.join(f'`{n}`' for n in names)}). {served}, "
         "and each column is what that operator's compliance desk produced from its own store. "
         "**Withheld by policy** means the operator has it, or could collect it, and does not hand it over; "
         "**not retained** means it could have been kept and was not; **no capability**, that the relay "
@@ -1062,14 +1073,14 @@ def render_comparison(scenario: Scenario, runs: dict[str, tuple[SimulationResult
         "| order | " + " | ".join(titles) + " |",
         "|---|" + "---|" * len(names),
     ]
-    for order, by_profile in _disclosures_by_order(runs).items():
+    for order, by_profile in orders.items():
         first = next(iter(by_profile.values()))
         if "content" not in ASKS[first.process.process]:
             continue
-        cells = [_glance(by_profile[n]) if n in by_profile else "–" for n in names]
+        cells = [_glance(by_profile[n]) if n in by_profile else NOT_SERVED for n in names]
         lines.append(f"| {order} ({PROCESS_NAMES[first.process.process]}) | " + " | ".join(cells) + " |")
     lines.append("")
-    for order, by_profile in _disclosures_by_order(runs).items():
+    for order, by_profile in orders.items():
         first = next(iter(by_profile.values()))
         p = first.process
         lines += [
@@ -1084,7 +1095,7 @@ def render_comparison(scenario: Scenario, runs: dict[str, tuple[SimulationResult
         for d in by_profile.values():
             asked |= set(d.provided) | set(d.reasons)
         for cat in in_order(asked):
-            cells = [_cell(by_profile[n], cat) if n in by_profile else "–" for n in names]
+            cells = [_cell(by_profile[n], cat) if n in by_profile else NOT_SERVED for n in names]
             label = cat.replace("_", " ").replace("ip addresses", "IP addresses")
             lines.append(f"| {label} | " + " | ".join(c.replace("|", "/") for c in cells) + " |")
         lines.append("")
@@ -1137,21 +1148,30 @@ def render_demo_comparison(
         "WHAT EACH OPERATOR COULD PRODUCE (THE RECORD)",
         "",
     ]
-    summary = json.loads((first / "summary.json").read_text(encoding="utf-8"))
-    names = [o["name"] for o in summary.get("disclosures", [])]
+    names: list[str] = []  # every order, on whichever operators it was served
+    for profile in profiles:
+        summary = json.loads((out / profile / "summary.json").read_text(encoding="utf-8"))
+        names += [o["name"] for o in summary.get("disclosures", []) if o["name"] not in names]
 
-    def load(profile: str, name: str) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(
-            (out / profile / "disclosures" / f"{name}.json").read_text(encoding="utf-8")
-        )
+    def load(profile: str, name: str) -> dict[str, Any] | None:
+        path = out / profile / "disclosures" / f"{name}.json"
+        if not path.exists():  # served on the other operators only
+            return None
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         return data
 
-    for name in sorted(names, key=lambda n: load(profiles[0], n)["served"]):
-        head = load(profiles[0], name)
+    def head_of(name: str) -> dict[str, Any]:
+        return next(d for d in (load(p, name) for p in profiles) if d is not None)
+
+    for name in sorted(names, key=lambda n: head_of(n)["served"]):
+        head = head_of(name)
         parts.append(f"{name} — {head['process'].replace('_', ' ')} on {head['target'] or 'everyone'}:")
         rows: list[tuple[str, str]] = []
         for profile in profiles:
             data = load(profile, name)
+            if data is None:
+                rows.append((profile, NOT_SERVED))
+                continue
             if data["response"] != "complied":  # the demand's course: refused, then withdrawn
                 course = " then ".join(h["response"] for h in data.get("history") or [data])
                 rows.append((profile, f"response: {course.replace('withdrawn', 'demand withdrawn')}"))

@@ -158,7 +158,8 @@ EVENT_KINDS = {
     "device_offline": "a device loses its connection until a matching device_online",
     "device_online": "a device reconnects and drains its queue",
     "seize_phone": "a device is seized: its stored keys and history are copied at that moment",
-    "legal_process": "legal process is served on the relay's operator (process, jurisdiction, target, from, to, name)",
+    "legal_process": "legal process is served on the relay's operator (process, jurisdiction, target, from, to, name, "
+    "profiles)",
     "exceptional_access": "the provider is made to change its design: key_escrow, global_key, ghost_device or "
     "ghost_participant",
     "escrow_key_stolen": "the escrow agent's private key leaks: whoever has it opens every escrowed message",
@@ -346,7 +347,9 @@ class LegalProcessEvent(TimelineEvent):
     """Legal process served on the relay's operator. ``process`` is the instrument's key
     (relay.legal.INSTRUMENTS, the jurisdiction resolved); ``start``/``end`` are the file's
     ``from``/``to`` (simulated seconds, None: open); ``targets`` the accounts when it names
-    several (``target`` is then the first)."""
+    several (``target`` is then the first); ``profiles`` the relay profiles whose operator it is
+    served on, in a scenario run under several (() : every one) — a demand the record shows made
+    on one provider's service only (the PTA's 2015 demand named BES, not consumer BBM)."""
 
     kind: ClassVar[str] = "legal_process"
     process: str
@@ -358,6 +361,11 @@ class LegalProcessEvent(TimelineEvent):
     withdrawn: float | None = None
     counterfactual: str | None = None
     nondisclosure_order: bool = False
+    profiles: tuple[str, ...] = ()
+
+    def served_under(self, profile: str) -> bool:
+        """Whether the order is served on the operator of a relay run under ``profile``."""
+        return not self.profiles or profile in self.profiles
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -668,6 +676,7 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
         else set()
     )
     events, event_paths = _events(r, data.get("events", []), everyone, duration, group_names)
+    _order_profiles_run(r, events, event_paths, compare, matrix, relay)
     defences = _defences(r, data.get("defences", {}))
     groups = _groups(r, data.get("groups", []), names, duration)
     _text_sizes(r, people, conversations, groups, defences)
@@ -1430,6 +1439,7 @@ def _typed(kind: str, at: float, params: Mapping[str, Any]) -> Event:
             withdrawn=params["withdrawn"],
             counterfactual=params["counterfactual"],
             nondisclosure_order=params["nondisclosure_order"],
+            profiles=params["profiles"],
         )
     if kind == "exceptional_access":
         return ExceptionalAccess(
@@ -1487,6 +1497,7 @@ def _legal_process(
             "withdrawn",
             "counterfactual",
             "nondisclosure_order",
+            "profiles",
         ],
     )
     process = r.get(params, "process", path, str)
@@ -1575,6 +1586,7 @@ def _legal_process(
             f"an instrument of {instrument.jurisdiction!r}",
         )
     return {
+        "profiles": _order_profiles(r, params, path),
         "process": process,
         "target": target,
         "targets": targets or None,
@@ -1585,6 +1597,54 @@ def _legal_process(
         "counterfactual": counterfactual,
         "nondisclosure_order": gag,
     }
+
+
+def _order_profiles(r: _Reader, params: Mapping[str, Any], path: str) -> tuple[str, ...]:
+    """``profiles``: the relay profiles whose operator the order is served on (each once, at least one);
+    whether the scenario runs under them is checked once the whole file is read (_order_profiles_run)."""
+    from relaysim.relay.profiles import PROFILES
+
+    if "profiles" not in params:
+        return ()
+    raw = r.get(params, "profiles", path, list)
+    for i, name in enumerate(raw):
+        if not isinstance(name, str) or name not in PROFILES:
+            raise r.fail(
+                f"{path}.profiles[{i}]",
+                f"expected one of {', '.join(map(repr, PROFILES))}, got {_show(name)}",
+            )
+    if not raw:
+        raise r.fail(f"{path}.profiles", "expected at least one profile the order is served under, got []")
+    if len(set(raw)) != len(raw):
+        raise r.fail(f"{path}.profiles", f"expected different profiles, got {raw!r}")
+    return tuple(raw)
+
+
+def _order_profiles_run(
+    r: _Reader,
+    events: Sequence[Event],
+    paths: Sequence[str],
+    compare: Sequence[str],
+    matrix: bool,
+    relay: RelaySpec,
+) -> None:
+    """Each order's ``profiles`` against the profiles the scenario runs under: an order served under
+    none of them would silently never be served, and a matrix serves every order under every profile."""
+    for ev, path in zip(events, paths, strict=True):
+        if not isinstance(ev, LegalProcessEvent) or not ev.profiles:
+            continue
+        if matrix:
+            raise r.fail(
+                f"{path}.profiles",
+                "a matrix scenario serves every order under every profile; remove profiles",
+            )
+        runs = tuple(compare) or (relay.profile,)
+        if not set(ev.profiles) <= set(runs):
+            outside = [p for p in ev.profiles if p not in runs]
+            raise r.fail(
+                f"{path}.profiles",
+                f"expected profiles the scenario runs under ({', '.join(map(repr, runs))}), got {outside[0]!r}",
+            )
 
 
 # What a legal_process event's ``counterfactual`` may ask: "complied" runs the scenario a second

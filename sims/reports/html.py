@@ -595,19 +595,31 @@ def _cell(outcome: dict[str, Any], *, short: bool) -> str:
     return head + ("".join(chips) or "<span class='muted'>nothing asked</span>")
 
 
+NOT_SERVED = "not served on this operator"
+
+
 def _comparison(out: Path, data: list[dict[str, Any]]) -> str:
     profiles: list[str] = []
     for row in data:
         for p in row.get("profiles", {}):
             if p not in profiles:
                 profiles.append(p)
+    everywhere = all(p in row.get("profiles", {}) for row in data for p in profiles)
+    served = (
+        "each order was served on each operator"
+        if everywhere
+        else "each order was served on each operator, except where a column says it was not (an order the "
+        "record shows made on one provider's service only)"
+    )
     parts = [
         "<p class='lead'>The same people send the same messages at the same times under each relay profile; "
-        "each order was served on each operator. Each column is what that operator produced from its own store.</p>"
+        f"{served}. Each column is what that operator produced from its own store.</p>"
     ]
     for row in data:
         cells = "".join(
-            f"<td>{_cell(row['profiles'][p], short=False)}</td>" if p in row["profiles"] else "<td>–</td>"
+            f"<td>{_cell(row['profiles'][p], short=False)}</td>"
+            if p in row["profiles"]
+            else f"<td class='muted'>{NOT_SERVED}</td>"
             for p in profiles
         )
         parts.append(

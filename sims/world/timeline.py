@@ -224,7 +224,10 @@ class Timeline:
     # --- legal process -------------------------------------------------------------------------
 
     def serve(self, ev: LegalProcessEvent) -> None:
-        """One legal_process event: one order per account it names."""
+        """One legal_process event: one order per account it names. An order the scenario serves on
+        other profiles' operators only (``profiles``) is not served on this one: nothing happens."""
+        if not ev.served_under(self.driver.scenario.relay.profile):
+            return
         if ev.targets:
             for target in ev.targets:
                 self._serve(ev, target, f"{ev.name}-{target.lstrip('+')}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,9 @@ CHART_SUBPOENA = {
         "last_seen",
         "ip_addresses",
     },  # "basic subscriber records"
-    "telegram-cloud": {"subscriber_info", "ip_addresses"},  # "IP address and phone number"
+    # "IP address and phone number, only for confirmed terror investigations": the orders served here are
+    # ordinary criminal process, so nothing (the scenario runs Telegram as of the chart, 2021-01-07)
+    "telegram-cloud": set(),
     # "hash of phone/email, push token, ID creation date, last login date"
     "threema": {"subscriber_info", "account_created", "last_seen", "device_info"},
     # "registration data, IP at creation; message history: time, date, source, destination"
@@ -113,6 +116,34 @@ def test_the_subpoena_column(chart: tuple[Path, dict[str, Any]], profile: str) -
     assert provided(matrix, profile, "subpoena") == CHART_SUBPOENA[profile]
 
 
+def test_the_chart_is_replayed_as_of_its_own_date(chart: tuple[Path, dict[str, Any]]) -> None:
+    """Telegram's policy of September 2024 (IP address and phone number to any order naming a criminal
+    suspect) is not the chart's: in 2021 it handed them over only in confirmed terror investigations."""
+    out, matrix = chart
+    assert resolve_scenario("fbi-chart").start == date(2021, 1, 7)
+    assert (
+        json.loads((out / "telegram-cloud" / "provider.json").read_text(encoding="utf-8"))["profile_as_of"]
+        == "2021-01-07"
+    )
+    withheld = disclosure(out, "telegram-cloud", "subpoena")["not_provided"]["withheld_by_policy"]
+    for category in ("subscriber_info", "ip_addresses"):
+        assert "only for confirmed terror investigations" in withheld[category]
+    assert not any(provided(matrix, "telegram-cloud", p) for p in MATRIX_PROCESSES)
+    assert "Each provider is run as it was on 2021-01-07" in (out / "matrix.md").read_text(encoding="utf-8")
+
+
+def test_signal_holds_no_group_state_here_and_says_so_in_its_own_words(
+    chart: tuple[Path, dict[str, Any]],
+) -> None:
+    """Nobody in the chart's afternoon is in a group: the relay holds no group state, encrypted or not,
+    so Signal's group membership is not retained (not "cryptographically impossible": nothing is held
+    that a key could open), in the words of Signal's published responses."""
+    out, _matrix = chart
+    why = disclosure(out, "signal", "court_order_2703d")["not_provided"]["not_retained"]["group_membership"]
+    assert "anything about a user's groups" in why and "doesn't have access to" in why
+    assert "signal.org/bigbrother" in why
+
+
 def test_imessage_row(chart: tuple[Path, dict[str, Any]]) -> None:
     out, matrix = chart
     # subpoena: "basic subscriber info"
@@ -126,9 +157,12 @@ def test_imessage_row(chart: tuple[Path, dict[str, Any]]) -> None:
     warrant = disclosure(out, "imessage", "search_warrant")
     assert "content" not in warrant["provided"]
     assert "iCloud Backup" in warrant["not_provided"]["cryptographically_impossible"]["content"]
-    # pen register: "no capability"
+    # pen register: "no capability"; and why Apple's FAQ (look-up logs to pen/trap orders) does not
+    # contradict it: those logs are stored, not real time, and come as the 2703(d) order's look-up log
     assert provided(matrix, "imessage", "pen_register") == set()
     assert "realtime_routing" in matrix["imessage"]["pen_register"]["no_capability"]
+    why = disclosure(out, "imessage", "pen_register")["not_provided"]["no_capability"]["realtime_routing"]
+    assert "FBI chart" in why and "The Intercept, 2016-09-28" in why and "not made in real time" in why
 
 
 def test_whatsapp_row(chart: tuple[Path, dict[str, Any]]) -> None:
@@ -322,7 +356,7 @@ CHART_REASONS = {
     # group membership: Signal's server holds only encrypted group state (groups v2; signal.org/bigbrother,
     # "no group membership"); WhatsApp's server holds the lists it fans out from, and its guide names no
     # instrument that gets one; client-side fan-out keeps none
-    ("signal", "court_order_2703d", "group_membership"): "cryptographically_impossible",
+    ("signal", "court_order_2703d", "group_membership"): "not_retained",
     ("whatsapp", "court_order_2703d", "group_membership"): "withheld_by_policy",
     ("imessage", "court_order_2703d", "group_membership"): "not_retained",
 }
@@ -364,6 +398,11 @@ def test_whatsapps_wiretap_return_is_marked_as_an_assumption(chart: tuple[Path, 
     notes = " ".join(disclosure(out, "whatsapp", "wiretap")["notes"])
     assert "Assumption" in notes and "In re Facebook Messenger" in notes and "E.D. Cal. 2018" in notes
     assert "Assumption" not in " ".join(disclosure(out, "whatsapp", "pen_register")["notes"])
+    # ... and so does the matrix, where the cell is read beside the chart
+    assumed = (out / "matrix.md").read_text(encoding="utf-8").split("## Assumptions (no source says so)")[1]
+    assumed = assumed.split("## Legend")[0]
+    assert "WhatsApp (`whatsapp`), wiretap order: no source shows WhatsApp returning ciphertext" in assumed
+    assert assumed.count("\n- ") == 1  # no other cell rests on an assumption
 
 
 def test_the_subpoena_cells_details_threema_wickr_line_wechat(chart: tuple[Path, dict[str, Any]]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 from dataclasses import replace
 from datetime import UTC, date, datetime
@@ -26,10 +27,17 @@ from relaysim.relay.metadata import METADATA_FIELDS
 from relaysim.relay.profiles import ASKS, PROCESSES, PROFILES, get_profile
 from relaysim.sims.cli import main
 from relaysim.sims.report import run_to_dir
-from relaysim.sims.scenario import Scenario, ScenarioError, parse_scenario, resolve_scenario
-from relaysim.sims.world.simulation import SIM_EPOCH, Simulation, SimulationResult
+from relaysim.sims.scenario import (
+    LegalProcessEvent,
+    Scenario,
+    ScenarioError,
+    parse_scenario,
+    resolve_scenario,
+)
+from relaysim.sims.world.simulation import Simulation, SimulationResult
 
 FBI = resolve_scenario("fbi-chart")
+EPOCH = FBI.epoch  # the relay's clock at t = 0: midnight UTC of the chart's date (its [scenario] start)
 TARGET = "tariq"
 END_TO_END = [name for name, p in PROFILES.items() if p.custody != "provider"]
 
@@ -225,7 +233,7 @@ def test_a_message_log_is_exactly_the_targets_messages_before_service(
 
 def _waiting_at(run: Run, served: float) -> list[Any]:
     """Messages to or from the target accepted before ``served`` and not yet on every recipient device."""
-    t = served - SIM_EPOCH
+    t = served - run.scenario.epoch
     return [
         m
         for m in run.result.messages
@@ -312,9 +320,20 @@ def test_a_search_warrant_on_a_relay_with_nothing_waiting_says_so() -> None:
     assert "deleted" in d.reasons["content"][1] and "acknowledges" in d.reasons["content"][1]
 
 
+def _served_on_every_profile(scenario: Scenario) -> Scenario:
+    """``scenario`` with every legal_process event served whatever the profile (no ``profiles``)."""
+    return replace(
+        scenario,
+        events=tuple(
+            replace(e, profiles=()) if isinstance(e, LegalProcessEvent) else e for e in scenario.events
+        ),
+    )
+
+
 def test_a_provider_that_would_hand_nothing_over_collects_nothing(tmp_path: Path) -> None:
-    """WhatsApp can run a pen register, but its policy answers no PTA demand: no tap."""
-    pk = under("whatsapp", resolve_scenario("pakistan-2015"))
+    """WhatsApp can run a pen register, but its policy answers no PTA demand: no tap. (A PTA demand on
+    WhatsApp is not in the record: the scenario's demand, made on BES alone, is served on everyone here.)"""
+    pk = under("whatsapp", _served_on_every_profile(resolve_scenario("pakistan-2015")))
     run = Run(pk, tmp_path / "relay.db")
     d = run.disclosure("pta-blanket-demand")
     assert d.process.process == "pta_demand" and d.process.instrument.jurisdiction == "pk"
@@ -371,16 +390,16 @@ def test_subscriber_times_match_the_devices_first_and_last_connections(runs: dic
             if e["kind"] == "device_online" and e["device"].startswith(f"{TARGET}/")
         ]
         (created,) = d.provided["account_created"]
-        assert 0 <= created["created"] - (SIM_EPOCH + min(online)) < 5
+        assert 0 <= created["created"] - (EPOCH + min(online)) < 5
         (seen,) = d.provided["last_seen"]
-        last = SIM_EPOCH + max(t for t in online if SIM_EPOCH + t <= d.process.served)
+        last = EPOCH + max(t for t in online if EPOCH + t <= d.process.served)
         if profile == "signal":  # the day of the last connection (signal.org/bigbrother)
             assert seen["last_seen"] == last - last % 86400
         else:  # WhatsApp's "last seen" is the last activity, not the last login (faq.whatsapp.com)
             active = [
-                SIM_EPOCH + e["t"]
+                EPOCH + e["t"]
                 for e in run.events
-                if SIM_EPOCH + e["t"] <= d.process.served
+                if EPOCH + e["t"] <= d.process.served
                 and (
                     (e["kind"] == "message_received" and e["device"].startswith(f"{TARGET}/"))
                     or (e["kind"] == "message_sent" and str(e.get("from")).startswith(f"{TARGET}/"))
@@ -494,9 +513,9 @@ def test_signal_2016_the_subpoena_gets_two_timestamps_and_nothing_else_exists() 
 
 
 def test_pakistan_2015_the_record_and_separately_the_counterfactual(tmp_path: Path) -> None:
-    """The PTA's demand refused, then withdrawn; a Pakistani court order gets location, who contacted
-    whom and metadata, never the words; had BlackBerry complied, consumer BBM's words (its separate,
-    labelled run), while BES stays unreadable."""
+    """The PTA's demand, made on BES, refused, then withdrawn; a Pakistani court order gets location,
+    who contacted whom and metadata, never the words; had BlackBerry complied (its separate, labelled
+    run), BES's routing and ciphertext, still unreadable."""
     scenario = resolve_scenario("pakistan-2015")
     _result, summary = run_to_dir(scenario, tmp_path)
     texts = [m.text for c in scenario.conversations for m in c.messages]
@@ -505,17 +524,31 @@ def test_pakistan_2015_the_record_and_separately_the_counterfactual(tmp_path: Pa
         data: dict[str, Any] = json.loads(tmp_path.joinpath(*parts).read_text(encoding="utf-8"))
         return data
 
+    demand = load("bes", "disclosures", "pta-blanket-demand.json")
+    assert demand["jurisdiction"] == "pk" and "Re-organization) Act 1996" in demand["statute"]
+    assert [h["response"] for h in demand["history"]] == ["refused", "withdrawn"]
+    assert demand["response"] == "withdrawn" and not demand["provided"]
+    # the metadata BlackBerry holds is not handed over in bulk: withheld ("will not"), by its refusal,
+    # in the record's words; the content it cannot provide
+    withheld = demand["not_provided"]["withheld_by_policy"]
+    assert set(withheld) == ASKS["pta_demand"] - {"content"}
+    for why in withheld.values():
+        assert "nor will we provide any so-called back doors to our BES servers" in why
+        assert "No bulk hand-over of BES metadata happened" in why
+    assert (
+        "we cannot provide the content of our customers' BES traffic"
+        in (demand["not_provided"]["cryptographically_impossible"]["content"])
+    )
+    md = (tmp_path / "bes" / "disclosures" / "pta-blanket-demand.md").read_text(encoding="utf-8")
+    assert "demand withdrawn at" in md and "U.S.C." not in md.split("## Handed over")[0]
+    # the demand named BES, not consumer BBM: on consumer BBM nothing was served, nor refused
+    assert not (tmp_path / "bbm-consumer" / "disclosures" / "pta-blanket-demand.json").exists()
+    events = (tmp_path / "bbm-consumer" / "transcript.jsonl").read_text(encoding="utf-8")
+    assert "pta-blanket-demand" not in events
+    assert {row["name"]: set(row["profiles"]) for row in summary["comparison"]}["pta-blanket-demand"] == {
+        "bes"
+    }
     for profile in ("bes", "bbm-consumer"):
-        demand = load(profile, "disclosures", "pta-blanket-demand.json")
-        assert demand["jurisdiction"] == "pk" and "Re-organization) Act 1996" in demand["statute"]
-        assert [h["response"] for h in demand["history"]] == ["refused", "withdrawn"]
-        assert demand["response"] == "withdrawn" and not demand["provided"]
-        # the metadata BlackBerry holds is not handed over in bulk: withheld, by its refusal
-        assert {"realtime_routing", "ip_addresses", "location"} <= set(
-            demand["not_provided"]["withheld_by_policy"]
-        )
-        md = (tmp_path / profile / "disclosures" / "pta-blanket-demand.md").read_text(encoding="utf-8")
-        assert "demand withdrawn at" in md and "U.S.C." not in md.split("## Handed over")[0]
         order = load(profile, "disclosures", "court-order-saima.json")
         assert order["jurisdiction"] == "pk" and order["process"] == "pk_court_order"
         assert {"location", "message_log", "account_created"} <= set(order["provided"])
@@ -537,19 +570,22 @@ def test_pakistan_2015_the_record_and_separately_the_counterfactual(tmp_path: Pa
     # the counterfactual: a separate run, labelled, never mixed with the record
     assert "counterfactual" in summary
     cf_bes = load("counterfactual", "bes", "disclosures", "pta-blanket-demand.json")
-    cf_bbm = load("counterfactual", "bbm-consumer", "disclosures", "pta-blanket-demand.json")
-    assert cf_bes["response"] == cf_bbm["response"] == "complied"
+    assert cf_bes["response"] == "complied"
     assert "content" in cf_bes["not_provided"]["cryptographically_impossible"]
     assert not any(t in json.dumps(cf_bes, ensure_ascii=False) for t in texts)
-    assert len(cf_bbm["provided"]["content"]) == len(cf_bes["provided"]["ciphertext"]) > 0
-    words = {r["text"] for r in cf_bbm["provided"]["content"] if r["kind"] == "message"}
-    assert words and words <= set(texts)
-    # the rest are delivery receipts, told apart by the provider that wrote the clients: no garbage words
-    assert all(_is_receipt(r) for r in cf_bbm["provided"]["content"] if r["kind"] != "message")
+    assert cf_bes["provided"]["ciphertext"] and cf_bes["provided"]["realtime_routing"]
+    # the counterfactual changes the answer, never whom the demand was made on
+    assert not (
+        tmp_path / "counterfactual" / "bbm-consumer" / "disclosures" / "pta-blanket-demand.json"
+    ).exists()
     assert "\x00" not in (tmp_path / "counterfactual.md").read_text(encoding="utf-8")
     assert "COUNTERFACTUAL" in (tmp_path / "counterfactual" / "comparison.md").read_text(encoding="utf-8")
     told = (tmp_path / "counterfactual.md").read_text(encoding="utf-8")
     assert told.index("THE RECORD") < told.index("had the provider complied")
+    assert (
+        "not served on this operator, in the record or here: the demand was made on bes"
+        in told.split("### bbm-consumer")[1]
+    )
 
 
 def test_india_2010_the_interception_facility_reads_bbm_but_not_bes(tmp_path: Path) -> None:
@@ -607,6 +643,80 @@ def test_the_options_load() -> None:
     assert parse_scenario(_BASE.format(head="matrix = true", relay=""), "x.toml").matrix
 
 
+_ORDER_ON = """
+[[events]]
+at = "10m"
+kind = "legal_process"
+process = "pta_demand"
+{profiles}
+"""
+
+
+@pytest.mark.parametrize(
+    ("head", "relay", "profiles", "expected"),
+    [
+        (
+            'compare_profiles = ["bes", "signal"]',
+            "",
+            'profiles = ["bes", "nope"]',
+            "events[0].profiles[1]: expected one of",
+        ),
+        (
+            'compare_profiles = ["bes", "signal"]',
+            "",
+            "profiles = []",
+            "events[0].profiles: expected at least one",
+        ),
+        (
+            'compare_profiles = ["bes", "signal"]',
+            "",
+            'profiles = ["bes", "bes"]',
+            "events[0].profiles: expected different",
+        ),
+        (
+            'compare_profiles = ["bes", "signal"]',
+            "",
+            'profiles = "bes"',
+            "events[0].profiles: expected an array",
+        ),
+        (
+            'compare_profiles = ["bes", "signal"]',
+            "",
+            'profiles = ["bbm-consumer"]',
+            "events[0].profiles: expected profiles the scenario runs under ('bes', 'signal'), got 'bbm-consumer'",
+        ),
+        (
+            "",
+            'profile = "signal"',
+            'profiles = ["bes"]',
+            "events[0].profiles: expected profiles the scenario runs under ('signal')",
+        ),
+        (
+            "matrix = true",
+            "",
+            'profiles = ["bes"]',
+            "events[0].profiles: a matrix scenario serves every order",
+        ),
+    ],
+)
+def test_an_order_served_on_some_profiles_only_is_checked(
+    head: str, relay: str, profiles: str, expected: str
+) -> None:
+    text = _BASE.format(head=head, relay=relay) + _ORDER_ON.format(profiles=profiles)
+    with pytest.raises(ScenarioError, match=re.escape(expected)):
+        parse_scenario(text, "x.toml")
+
+
+def test_an_order_served_on_some_profiles_only_is_served_on_those_only() -> None:
+    text = _BASE.format(head="", relay='profile = "bes"') + _ORDER_ON.format(profiles='profiles = ["bes"]')
+    sc = parse_scenario(text, "x.toml")
+    (order,) = sc.events
+    assert isinstance(order, LegalProcessEvent) and order.profiles == ("bes",)
+    assert order.served_under("bes") and not order.served_under("bbm-consumer")
+    assert [d.process.name for d in Run(sc).result.disclosures] == [order.name]
+    assert not Run(replace(sc, relay=replace(sc.relay, profile="bbm-consumer"))).result.disclosures
+
+
 # --- relaysim disclose on a finished run --------------------------------------------------------
 
 
@@ -634,12 +744,12 @@ def test_disclose_serves_a_finished_run_without_touching_its_file(
     assert "00:20:00" not in md  # only the window asked for
     data = json.loads(out_json.read_text(encoding="utf-8"))
     log = data["provided"]["message_log"]
-    times = [r["time"] - SIM_EPOCH for r in log]
+    times = [r["time"] - EPOCH for r in log]
     assert times and all(3600 <= t <= 7200 for t in times)
     # Tariq's 1:40 message, among the receipts the log cannot tell from messages (the page shows
     # the first rows, the JSON all of them)
     assert any(
-        6000 <= r["time"] - SIM_EPOCH < 6001 and (r["account"], r["recipient_account"]) == ("tariq", "farah")
+        6000 <= r["time"] - EPOCH < 6001 and (r["account"], r["recipient_account"]) == ("tariq", "farah")
         for r in log
     )
     assert ("01:40:00 tariq → farah" in md) or "more (all of them are in the JSON file)" in md
