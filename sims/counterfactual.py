@@ -3,14 +3,17 @@
 A ``legal_process`` event with ``counterfactual = "complied"`` is served as it happened in the
 scenario's own run (the record). ``relaysim run`` then runs the same scenario a second time,
 separately, into ``DIR/counterfactual/``, with one change: the provider complies with that
-instrument in full (on the operators it was served on: one the record shows made on some
-providers only, ``profiles``, is served on no other here either) — it answers the demand ("complied" instead of its recorded response), its
+instrument in full — it answers the demand ("complied" instead of its recorded response), its
 policy hands over everything the instrument asks for, and no withdrawal follows. Everything else
 is the same: the same people, messages, seed and capabilities, so the difference between the two
-runs is the provider's decision and nothing else. On BlackBerry Enterprise Server compliance
-yields routing metadata and ciphertext nobody at BlackBerry can open; on consumer BBM, where only
-policy protected the words, the provider's own (global) key would open them (a demand on consumer
-BBM is not in the record of pakistan-2015: the PTA's demand named BES).
+runs is the provider's decision and nothing else.
+
+A demand the record shows made of some operators only (``profiles``: the PTA's of 2015 named BES)
+is, in the counterfactual, made of every operator the scenario compares: the same demand on the
+other design, which is what the comparison is for, and said so beside it ("had the same demand
+been made of this operator"). On BlackBerry Enterprise Server compliance yields routing metadata
+and ciphertext nobody at BlackBerry can open; on consumer BBM, where only policy protected the
+words, the provider's own (global) key opens them.
 
 The counterfactual run's scenario description begins "COUNTERFACTUAL", its outputs live in their
 own folder, and ``counterfactual.md`` says which demand was changed and how: it is never mixed
@@ -53,10 +56,25 @@ def counterfactual_scenario(scenario: Scenario) -> Scenario:
     demands = ", ".join(
         f"{name} ({get_instrument(p).name})" for name, p, _c in counterfactual_events(scenario)
     )
+    widened = [
+        e.name
+        for e in scenario.events
+        if isinstance(e, LegalProcessEvent) and e.counterfactual and e.profiles
+    ]
+    events = tuple(
+        replace(e, profiles=()) if isinstance(e, LegalProcessEvent) and e.counterfactual else e
+        for e in scenario.events
+    )
+    also = (
+        f" {', '.join(widened)}, made in the record of some operators only, is made here of every operator."
+        if widened
+        else ""
+    )
     return replace(
         scenario,
+        events=events,
         counterfactual=True,
-        description=f"{LABEL}: the provider complies in full with {demands}. "
+        description=f"{LABEL}: the provider complies in full with {demands}.{also} "
         f"Everything else is as in the record.\n\n{scenario.description}",
     )
 
@@ -114,32 +132,38 @@ def render_counterfactual(scenario: Scenario, out: Path, *, quotes: int = 3) -> 
     the record beside what compliance would have yielded, each labelled as what it is."""
     profiles = list(scenario.compare_profiles) or [scenario.relay.profile]
     nested = bool(scenario.compare_profiles)
+    events = {e.name: e for e in scenario.events if isinstance(e, LegalProcessEvent)}
     lines = [
         f"# {scenario.name}: {LABEL}",
         "",
         "The record is what the scenario's own run produced (the provider's recorded response). The "
         "counterfactual is a separate run of the same people, messages and seed in `counterfactual/`, in "
-        "which the provider complies in full with the demand(s) below; nothing else changes.",
+        "which the provider complies in full with the demand(s) below; nothing else changes"
+        + (
+            ", except that a demand the record shows made of some operators only is made of every one "
+            "(said so where it applies)."
+            if any(e.profiles for e in events.values() if e.counterfactual)
+            else "."
+        ),
     ]
-    events = {e.name: e for e in scenario.events if isinstance(e, LegalProcessEvent)}
     for name, process, _what in counterfactual_events(scenario):
         lines += ["", f"## {name}: {get_instrument(process).name}", ""]
         for profile in profiles:
             record_dir = out / profile if nested else out
             cf_dir = out / "counterfactual" / profile if nested else out / "counterfactual"
             lines.append(f"### {profile}")
-            if not events[name].served_under(profile):
-                # the counterfactual changes the provider's answer, never whom the demand was made on
+            lines += ["", "THE RECORD (what happened):", ""]
+            if events[name].served_under(profile):
+                lines += [f"    {x}" for x in _answer(_disclosure(record_dir, name), quotes)]
+                lines += ["", f"{LABEL} (had the provider complied):", ""]
+            else:
                 made_on = ", ".join(events[name].profiles)
+                lines += [f"    not served on this operator: the demand was made of {made_on} only"]
                 lines += [
                     "",
-                    f"    not served on this operator, in the record or here: the demand was made on {made_on}",
+                    f"{LABEL} (had the same demand been made of this operator, and complied with):",
                     "",
                 ]
-                continue
-            lines += ["", "THE RECORD (what happened):", ""]
-            lines += [f"    {x}" for x in _answer(_disclosure(record_dir, name), quotes)]
-            lines += ["", f"{LABEL} (had the provider complied):", ""]
             lines += [f"    {x}" for x in _answer(_disclosure(cf_dir, name), quotes)]
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"

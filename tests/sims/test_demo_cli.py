@@ -111,8 +111,12 @@ def test_default_demo_contrasts_enterprise_and_provider_held_keys(
     assert not any(w in relay + sender for t in texts for w in distinctive_words(t))
     assert not any(t[:20] in section for t in texts)  # in the record nobody handed the words over
     assert "not what happened" in what_if and "had the provider complied" in what_if
-    # had BlackBerry complied on BES: ciphertext nobody at BlackBerry can open, and still no words
-    assert "ciphertext:" in what_if and not any(t[:20] in what_if for t in texts)
+    # had BlackBerry complied on BES: ciphertext nobody at BlackBerry can open, and no words; had the same
+    # demand been made of consumer BBM (it was not: the record's is BES only) and complied with, the words
+    bes_if, bbm_if = what_if.split("### bbm-consumer")
+    assert "ciphertext:" in bes_if and not any(t[:20] in bes_if for t in texts)
+    assert "had the same demand been made of this operator" in bbm_if
+    assert any(t[:20] in bbm_if for t in texts)
 
 
 def test_show_on_a_multi_profile_run_names_its_runs(tmp_path: Path) -> None:

@@ -574,18 +574,20 @@ def test_pakistan_2015_the_record_and_separately_the_counterfactual(tmp_path: Pa
     assert "content" in cf_bes["not_provided"]["cryptographically_impossible"]
     assert not any(t in json.dumps(cf_bes, ensure_ascii=False) for t in texts)
     assert cf_bes["provided"]["ciphertext"] and cf_bes["provided"]["realtime_routing"]
-    # the counterfactual changes the answer, never whom the demand was made on
-    assert not (
-        tmp_path / "counterfactual" / "bbm-consumer" / "disclosures" / "pta-blanket-demand.json"
-    ).exists()
+    # the record served the demand on BES alone; the counterfactual makes the same demand of consumer
+    # BBM too (the other design, labelled so), and there the provider's own key opens every word
+    assert not (tmp_path / "bbm-consumer" / "disclosures" / "pta-blanket-demand.json").exists()
+    cf_bbm = load("counterfactual", "bbm-consumer", "disclosures", "pta-blanket-demand.json")
+    assert cf_bbm["response"] == "complied" and "content" in cf_bbm["provided"]
+    assert not any("Assumption" in note for note in cf_bbm.get("notes", []))  # it assumed a refusal
     assert "\x00" not in (tmp_path / "counterfactual.md").read_text(encoding="utf-8")
     assert "COUNTERFACTUAL" in (tmp_path / "counterfactual" / "comparison.md").read_text(encoding="utf-8")
     told = (tmp_path / "counterfactual.md").read_text(encoding="utf-8")
     assert told.index("THE RECORD") < told.index("had the provider complied")
-    assert (
-        "not served on this operator, in the record or here: the demand was made on bes"
-        in told.split("### bbm-consumer")[1]
-    )
+    bbm = told.split("### bbm-consumer")[1]
+    assert "not served on this operator: the demand was made of bes only" in bbm
+    assert "had the same demand been made of this operator, and complied with" in bbm
+    assert any(t in bbm for t in texts)
 
 
 def test_india_2010_the_interception_facility_reads_bbm_but_not_bes(tmp_path: Path) -> None:
