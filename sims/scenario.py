@@ -26,8 +26,8 @@ line) rather than run doing something other than what it says. In particular:
   cannot be). A window that starts within the run may end after it. A device's offline windows
   may not overlap. A legal process's times are read as its instrument reads them: one that looks
   forward (a pen register, a wiretap) collects from service (``at``, or ``from`` if later) until
-  ``to`` or ``withdrawn``, which therefore come after both (``withdrawn`` by the end of the run);
-  one that looks back covers what is held at service, so its ``from`` is before ``at``. Scripted
+  ``to`` or ``withdrawn``, which therefore come after both (``withdrawn`` by the end of the run,
+  and before ``to``: an order that has lapsed can no longer be withdrawn); one that looks back covers what is held at service, so its ``from`` is before ``at``. Scripted
   messages are sent before the end; events happen by the end.
 - Regions are names you choose. The regions of a scenario are the relay's and its devices'
   (``[[people]]`` devices and ``[generate]`` regions); a latency rule or a partition that names
@@ -1560,6 +1560,14 @@ def _legal_process(
         raise r.fail(
             f"{path}.withdrawn",
             f"expected a time by the end of the run ({duration:g} s), got {withdrawn:g} s",
+        )
+    if withdrawn is not None and end is not None and withdrawn >= end:
+        # The order lapsed at 'to' and was answered then (sims.world.timeline); a withdrawal after
+        # it would put "demand withdrawn" on the record of an order no longer in force.
+        raise r.fail(
+            f"{path}.withdrawn",
+            f"expected a time before 'to' ({end:g} s; the order lapses then, and a lapsed order cannot be "
+            f"withdrawn), got {withdrawn:g} s",
         )
     counterfactual = r.get(params, "counterfactual", path, str, None)
     if counterfactual is not None and counterfactual not in COUNTERFACTUALS:

@@ -440,6 +440,17 @@ def _partition(text: str) -> str:
             _order('withdrawn = "5h"', process="pen_register"),
             "events[1].withdrawn: expected a time by the end of the run (14400 s), got 18000 s",
         ),
+        (
+            _EVENT_END,
+            _order('to = "2h"\nwithdrawn = "3h"', process="pen_register"),
+            "events[1].withdrawn: expected a time before 'to' (7200 s; the order lapses then, and a lapsed order "
+            "cannot be withdrawn), got 10800 s",
+        ),
+        (
+            _EVENT_END,
+            _order('to = "2h"\nwithdrawn = "2h"', process="wiretap"),
+            "events[1].withdrawn: expected a time before 'to' (7200 s;",
+        ),
         # a text too large for the frame that carries it; a frame size the simulation does not take
         (
             'text = "hi"',
