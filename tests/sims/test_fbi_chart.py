@@ -444,3 +444,22 @@ def test_end_to_end_backups_close_the_second_door(profile: str, backup: str) -> 
 def test_a_person_without_a_cloud_backup_has_none_to_serve() -> None:
     d = _backup_disclosure("signal", None)
     assert d.reasons["content"][0] == "not_retained"
+
+
+def test_a_backup_warrant_hands_over_only_its_window() -> None:
+    """A warrant's from/to limit what the custodian hands over, as its disclosure says it covers
+    ("records from … to …")."""
+    from relaysim.relay.backup import disclose_backup
+    from relaysim.relay.compliance import LegalProcess
+
+    order = LegalProcess("backup", "backup_warrant", "tariq", served=300.0, start=100.0)
+    history = [
+        {"from": "tariq", "to": "ana", "time": t, "text": f"at {t:g}"} for t in (50.0, 100.0, 200.0, 400.0)
+    ]
+    d = disclose_backup(order, "imessage", "icloud", history)
+    assert [r["text"] for r in d.provided["content"]] == ["at 100", "at 200"]
+    assert "records from 100 to 300" in d.to_markdown()
+    bounded = LegalProcess("backup", "backup_warrant", "tariq", served=300.0, start=100.0, end=150.0)
+    assert [
+        r["text"] for r in disclose_backup(bounded, "imessage", "icloud", history).provided["content"]
+    ] == ["at 100"]
