@@ -12,7 +12,12 @@ Nothing wrong runs: a file is refused (``relaysim run`` exits with status 2 and 
 line) rather than run doing something other than what it says. In particular:
 
 - Numbers are finite everywhere (TOML's ``nan`` and ``inf`` are refused), counts are integers
-  (``true`` is not 1), probabilities lie in [0, 1], latencies are not negative, keys are known.
+  (``true`` is not 1), probabilities lie in [0, 1], keys are known. Latencies and jitter
+  (``network`` latency_ms, jitter_ms, a latency rule's ``ms``, ``defences`` exit_latency_ms) are
+  from 0 to 60,000 ms (``MAX_LATENCY_MS``, a minute each way: far beyond any real path, a
+  geostationary satellite hop included; an outage is a partition with ``mode = "hold"``). Jitter
+  is added to the latency, a uniform draw from 0 to ``jitter_ms``, so it may exceed the latency
+  and never makes a delay negative.
 - Times are seconds of simulated time, written as a number or as a string with a unit:
   ``"90s"``, ``"15m"``, ``"2h"``, ``"1d"``, or combined, ``"1h30m"``. t = 0 is the scenario's
   ``[scenario] start`` (midnight UTC of a date, or the exact instant of a date-time; a date-time
@@ -124,6 +129,7 @@ from typing import Any, ClassVar
 __all__ = [
     "EVENT_TYPES",
     "MAX_DURATION",
+    "MAX_LATENCY_MS",
     "SIM_EPOCH",
     "Conversation",
     "DeviceOffline",
@@ -168,6 +174,9 @@ EVENT_KINDS = {
 EXCEPTIONAL_DEMANDS = ("key_escrow", "global_key", "ghost_device", "ghost_participant")
 PARTITION_MODES = ("drop", "hold")
 MAX_DURATION = 365 * 86400.0  # "365d": a year of simulated time is the longest run
+# The longest latency or jitter a scenario may give, in ms: a minute each way. A real path takes well
+# under a second (a geostationary satellite hop about 0.3 s); a link that is down is a partition.
+MAX_LATENCY_MS = 60_000.0
 # The relay's clock at simulated t = 0 when the scenario has no [scenario] start: 2026-01-01T00:00:00Z,
 # a fixed date, so runs stay byte-identical. A dated scenario starts its own calendar (Scenario.epoch).
 SIM_EPOCH = 1_767_225_600
@@ -913,9 +922,7 @@ def _network(r: _Reader, raw: object, duration: float) -> NetworkSpec:
                 f"network.latency[{pairs[pair]}] already gives the latency between {between[0]!r} and {between[1]!r}",
             )
         pairs[pair] = i
-        ms = float(r.get(it, "ms", path, (int, float)))
-        if ms < 0:
-            raise r.fail(f"{path}.ms", f"expected a non-negative number of milliseconds, got {ms!r}")
+        ms = _milliseconds(r, it, "ms", path)
         rules.append(LatencyRule((between[0], between[1]), ms))
     partitions = []
     for i, item in enumerate(r.get(t, "partitions", "network", list, [])):
@@ -940,19 +947,26 @@ def _network(r: _Reader, raw: object, duration: float) -> NetworkSpec:
                 f"{path}.mode", f"expected one of {', '.join(map(repr, PARTITION_MODES))}, got {mode!r}"
             )
         partitions.append(Partition(tuple(regions), start, end, mode))
-    latency_ms = float(r.get(t, "latency_ms", "network", (int, float), 50.0))
-    jitter_ms = float(r.get(t, "jitter_ms", "network", (int, float), 5.0))
-    for key, value in (("latency_ms", latency_ms), ("jitter_ms", jitter_ms)):
-        if value < 0:
-            raise r.fail(f"network.{key}", f"expected a non-negative number of milliseconds, got {value!r}")
     return NetworkSpec(
-        latency_ms,
-        jitter_ms,
+        _milliseconds(r, t, "latency_ms", "network", 50.0),
+        _milliseconds(r, t, "jitter_ms", "network", 5.0),  # added, from 0 to it: never a negative delay
         r.probability(t, "loss", "network", 0.0),
         r.probability(t, "duplication", "network", 0.0),
         tuple(rules),
         tuple(partitions),
     )
+
+
+def _milliseconds(r: _Reader, t: Mapping[str, Any], key: str, path: str, default: Any = ...) -> float:
+    """A latency or jitter in ms: from 0 to MAX_LATENCY_MS."""
+    value = float(r.get(t, key, path, (int, float), default))
+    if not 0 <= value <= MAX_LATENCY_MS:
+        raise r.fail(
+            f"{path}.{key}",
+            f"expected from 0 to {MAX_LATENCY_MS:,.0f} milliseconds (a minute; a link that is down is a "
+            f"partition), got {value:g}",
+        )
+    return value
 
 
 def _relay(r: _Reader, raw: object) -> RelaySpec:
@@ -1830,7 +1844,7 @@ def _defences(r: _Reader, raw: object) -> DefenceSpec:
         sealed_connection=_choice(
             r, t, "sealed_connection", "defences", ("shared", "fresh"), d.sealed_connection
         ),
-        exit_latency_ms=_rate(r, t, "exit_latency_ms", "defences", d.exit_latency_ms),
+        exit_latency_ms=_milliseconds(r, t, "exit_latency_ms", "defences", d.exit_latency_ms),
         bundle_fetch=_choice(
             r, t, "bundle_fetch", "defences", ("authenticated", "unauthenticated"), d.bundle_fetch
         ),

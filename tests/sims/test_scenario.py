@@ -292,7 +292,35 @@ def _partition(text: str) -> str:
             "network.jitter_ms: expected a finite number",
         ),
         # negative latency rules; two rules for one pair of regions
-        ("ms = 180", "ms = -180", "network.latency[0].ms: expected a non-negative number of milliseconds"),
+        (
+            "ms = 180",
+            "ms = -180",
+            "network.latency[0].ms: expected from 0 to 60,000 milliseconds (a minute; a link that is down is a "
+            "partition), got -180",
+        ),
+        # latencies of years: a link that slow is down (a partition)
+        ("ms = 180", "ms = 3.2e10", "network.latency[0].ms: expected from 0 to 60,000 milliseconds"),
+        (
+            "latency_ms = 60",
+            "latency_ms = 31536000000",
+            "network.latency_ms: expected from 0 to 60,000 milliseconds (a minute; a link that is down is a "
+            "partition), got 3.1536e+10",
+        ),
+        (
+            "latency_ms = 60",
+            "latency_ms = 60\njitter_ms = 60001",
+            "network.jitter_ms: expected from 0 to 60,000",
+        ),
+        (
+            "latency_ms = 60",
+            "latency_ms = 60\njitter_ms = -1",
+            "network.jitter_ms: expected from 0 to 60,000",
+        ),
+        (
+            _RELAY,
+            f"[defences]\nexit_latency_ms = 1e9\n\n{_RELAY}",
+            "defences.exit_latency_ms: expected from 0 to 60,000 milliseconds",
+        ),
         (
             "ms = 180 }]",
             'ms = 180 }, { between = ["us", "pk"], ms = 20 }]',
@@ -717,6 +745,18 @@ def test_a_text_at_the_limit_fits_its_frames(tmp_path: Path) -> None:
     big = next(m for m in result.messages if len(m.planned.text) == limit)
     assert sorted(big.delivered) == ["bob/1", "bob/2"]
     assert sorted(result.synced[big.planned.id]) == ["alice/2", "alice/3"]
+
+
+def test_jitter_larger_than_the_latency_adds_to_it_and_never_makes_a_delay_negative() -> None:
+    import random
+
+    spec = parse_scenario(
+        GOOD.replace("latency_ms = 60", "latency_ms = 1\njitter_ms = 500"), "j.toml"
+    ).network
+    assert (spec.latency_ms, spec.jitter_ms) == (1.0, 500.0)
+    net = Network(spec, random.Random(4))
+    delays = [d for _ in range(200) for d in net.transit("us", "us", 0.0)]
+    assert delays and min(delays) >= net.base_latency("us", "us") >= 0
 
 
 def test_a_persons_region_and_address_are_their_devices_defaults() -> None:
