@@ -34,11 +34,11 @@ line) rather than run doing something other than what it says. In particular:
   ``to`` or ``withdrawn``, which therefore come after both (``withdrawn`` by the end of the run,
   and before ``to``: an order that has lapsed can no longer be withdrawn); one that looks back covers what is held at service, so its ``from`` is before ``at``. Scripted
   messages are sent before the end; events happen by the end.
-- Regions are names you choose. The regions of a scenario are the relay's and its devices'
+- Regions are names you choose (not empty or blank). The regions of a scenario are the relay's and its devices'
   (``[[people]]`` devices and ``[generate]`` regions); a latency rule or a partition that names
   any other region is refused (it would silently do nothing). When ``network.latency`` gives
   rules, every device's region must be one a rule names or the relay's: a device in any other
-  region would silently get the default latency.
+  region would silently get the default latency. A partition names each of its regions once.
 - Addresses (a device's, the relay's) are IPv4 or IPv6 addresses.
 - A scripted text fits the frames that carry it (``max_text_bytes``): a send carries one envelope
   per device of its recipient, and a frame is at most ``relay.wire.DEFAULT_MAX_FRAME_SIZE`` bytes
@@ -915,6 +915,8 @@ def _network(r: _Reader, raw: object, duration: float) -> NetworkSpec:
         between = r.get(it, "between", path, list)
         if len(between) != 2 or not all(isinstance(x, str) for x in between):
             raise r.fail(f"{path}.between", f"expected two region names, got {_show(between)}")
+        for j, region in enumerate(between):
+            _region(r, region, f"{path}.between[{j}]")
         pair = frozenset(between)
         if pair in pairs:
             raise r.fail(
@@ -934,6 +936,10 @@ def _network(r: _Reader, raw: object, duration: float) -> NetworkSpec:
             raise r.fail(
                 f"{path}.regions", f"expected a non-empty array of region names, got {_show(regions)}"
             )
+        for j, region in enumerate(regions):
+            _region(r, region, f"{path}.regions[{j}]")
+            if region in regions[:j]:
+                raise r.fail(f"{path}.regions[{j}]", f"{region!r} is named twice")
         start, end = r.duration(it, "from", path), r.duration(it, "to", path)
         if start >= duration:
             raise r.fail(
@@ -955,6 +961,13 @@ def _network(r: _Reader, raw: object, duration: float) -> NetworkSpec:
         tuple(rules),
         tuple(partitions),
     )
+
+
+def _region(r: _Reader, value: str, path: str) -> str:
+    """A region's name: any name but an empty or blank one (it would name no place, and show as nothing)."""
+    if not value.strip():
+        raise r.fail(path, f"expected a region's name (not empty or blank), got {value!r}")
+    return value
 
 
 def _milliseconds(r: _Reader, t: Mapping[str, Any], key: str, path: str, default: Any = ...) -> float:
@@ -988,7 +1001,7 @@ def _relay(r: _Reader, raw: object) -> RelaySpec:
         known = ", ".join(map(repr, ["keep-everything", *PROFILES]))
         raise r.fail("relay.profile", f"expected one of {known}, got {profile!r}")
     return RelaySpec(
-        r.get(t, "region", "relay", str, "us"),
+        _region(r, r.get(t, "region", "relay", str, "us"), "relay.region"),
         _address(r, r.get(t, "address", "relay", str, "198.51.100.1"), "relay.address"),
         profile,
         r.get(t, "sealed_sender", "relay", bool, None),
@@ -1041,7 +1054,7 @@ def _people(r: _Reader, raw: object, duration: float) -> tuple[PersonSpec, ...]:
         if name in seen:
             raise r.fail(f"{path}.name", f"{name!r} is already the name of another person")
         seen.add(name)
-        default_region = r.get(t, "region", path, str, "us")
+        default_region = _region(r, r.get(t, "region", path, str, "us"), f"{path}.region")
         default_address = t.get("address")
         if default_address is not None:
             default_address = _address(r, r.get(t, "address", path, str), f"{path}.address")
@@ -1060,7 +1073,7 @@ def _people(r: _Reader, raw: object, duration: float) -> tuple[PersonSpec, ...]:
                 DeviceSpec(
                     name,
                     j + 1,
-                    r.get(d, "region", dpath, str, default_region),
+                    _region(r, r.get(d, "region", dpath, str, default_region), f"{dpath}.region"),
                     _address(r, address, f"{dpath}.address"),
                     _windows(r, d.get("offline", []), f"{dpath}.offline", duration),
                 )
@@ -1284,6 +1297,10 @@ def _generate(r: _Reader, raw: object) -> GenerateSpec:
             f"expected at most {MAX_SIGMA:g} (the spread of a log-normal; real volumes are near 1), got {sigma:g}",
         )
     regions = _weights(r, t.get("regions", {"us": 1.0}), "generate.regions")
+    for region in regions:
+        _region(
+            r, region, f'generate.regions."{region}"'
+        )  # only a blank name is refused: quote it to show it
     rhythm = r.get(t, "daily_rhythm", "generate", list, [])
     if rhythm and (
         len(rhythm) != 24

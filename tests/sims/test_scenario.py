@@ -343,6 +343,38 @@ def _partition(text: str) -> str:
             'between = ["pk", "uk"]',
             "network.latency[0].between: expected regions where the relay or a device is ('pk', 'us'), got 'uk'",
         ),
+        # a partition naming a region twice; a region with no name, wherever a region is named
+        (
+            "latency_ms = 60",
+            _partition('{ regions = ["pk", "us", "pk"], from = "1h", to = "2h" }'),
+            "network.partitions[0].regions[2]: 'pk' is named twice",
+        ),
+        (
+            "latency_ms = 60",
+            _partition('{ regions = [""], from = "1h", to = "2h" }'),
+            "network.partitions[0].regions[0]: expected a region's name (not empty or blank), got ''",
+        ),
+        (
+            'between = ["pk", "us"]',
+            'between = ["pk", ""]',
+            "network.latency[0].between[1]: expected a region's name",
+        ),
+        (
+            'region = "pk", offline',
+            'region = "", offline',
+            "people[0].devices[0].region: expected a region's name",
+        ),
+        (
+            'name = "bob"',
+            'name = "bob"\nregion = " "',
+            "people[1].region: expected a region's name (not empty or blank), got ' '",
+        ),
+        (_RELAY, f'[relay]\nregion = ""\n\n{_RELAY}', "relay.region: expected a region's name"),
+        (
+            _RELAY,
+            f'[generate]\npeople = 4\nregions = {{ "" = 1, us = 1 }}\n\n{_RELAY}',
+            "generate.regions.\"\": expected a region's name (not empty or blank), got ''",
+        ),
         # addresses that are not IP addresses
         (
             'region = "pk", offline',
