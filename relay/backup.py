@@ -75,13 +75,27 @@ BACKUPS: Final[Mapping[str, Backup]] = {
 
 
 def disclose_backup(
-    process: LegalProcess, profile: str, setting: str, history: Iterable[Mapping[str, Any]]
+    process: LegalProcess,
+    profile: str,
+    setting: str,
+    history: Iterable[Mapping[str, Any]],
+    *,
+    account: bool = True,
 ) -> Disclosure:
     """A search warrant on the custodian of ``process.target``'s backup (``setting``, a key of
     :data:`BACKUPS`): the messages the phone held at service (``history``: rows with ``from``,
-    ``to``, ``time``, ``text``) within the warrant's window, if the custodian holds the key, else why not."""
+    ``to``, ``time``, ``text``) within the warrant's window, if the custodian holds the key, else why not.
+    ``account`` False: the target (a phone number) has no account, so no phone of it backed anything up."""
     backup = BACKUPS[setting]
     d = Disclosure(process, profile, served_on=backup.custodian or "no custodian: there is no cloud backup")
+    if not account:
+        # An answer, not an error, as the relay's own desk gives it (relay.compliance).
+        d.no_such_account = True
+        d.notes.append(
+            f"No such account: no account is registered to {process.target}, so no phone of it backed up "
+            "any message history; there is nothing to produce for it."
+        )
+        return d
     d.notes.append(f"Backup: {backup.description}.")
     if backup.custodian is None:
         d.refuse("content", "not_retained", backup.description)

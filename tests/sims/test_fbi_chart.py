@@ -463,3 +463,24 @@ def test_a_backup_warrant_hands_over_only_its_window() -> None:
     assert [
         r["text"] for r in disclose_backup(bounded, "imessage", "icloud", history).provided["content"]
     ] == ["at 100"]
+
+
+def test_a_backup_warrant_on_a_number_with_no_account_answers_no_such_account() -> None:
+    """A phone number among an order's targets that is nobody's account: the custodian's answer, not
+    a crash (the scenario accepts such targets; the relay's own desk answers them the same way)."""
+    from dataclasses import replace
+
+    from relaysim.sims.world.simulation import Simulation
+
+    sc = _with_backup_warrant("imessage", None)
+    order = LegalProcessEvent(
+        at=3 * 3600.0,
+        process="backup_warrant",
+        target="+12025550143",
+        targets=("+12025550143",),
+        name="nobody",
+    )
+    result = Simulation(replace(sc, events=(*sc.events, order))).run()
+    (d,) = [d for d in result.disclosures if d.process.name == "nobody-12025550143"]
+    assert d.no_such_account and not d.provided
+    assert "no such account" in d.to_markdown()
