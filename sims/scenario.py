@@ -39,7 +39,8 @@ line) rather than run doing something other than what it says. In particular:
   any other region is refused (it would silently do nothing). When ``network.latency`` gives
   rules, every device's region must be one a rule names or the relay's: a device in any other
   region would silently get the default latency. A partition names each of its regions once.
-- Addresses (a device's, the relay's) are IPv4 or IPv6 addresses.
+- Addresses (a device's, the relay's) are IPv4 or IPv6 addresses. A person has at most 64
+  devices (``relay.wire.MAX_DEVICES_PER_ACCOUNT``, the most the relay registers to one account).
 - A scripted text fits the frames that carry it (``max_text_bytes``): a send carries one envelope
   per device of its recipient, and a frame is at most ``relay.wire.DEFAULT_MAX_FRAME_SIZE`` bytes
   (256 KiB; about 252 KiB of text to a single device, less to several or under ``pow2`` padding).
@@ -1061,6 +1062,15 @@ def _people(r: _Reader, raw: object, duration: float) -> tuple[PersonSpec, ...]:
         raw_devices = r.get(t, "devices", path, list, [{}])
         if not raw_devices:
             raise r.fail(f"{path}.devices", "expected at least one device")
+        from relaysim.relay.wire import MAX_DEVICES_PER_ACCOUNT
+
+        if len(raw_devices) > MAX_DEVICES_PER_ACCOUNT:
+            # the relay refuses to register one more (too_many_devices): the rest would sit unregistered
+            raise r.fail(
+                f"{path}.devices",
+                f"expected at most {MAX_DEVICES_PER_ACCOUNT} devices (the most one account may have on the "
+                f"relay), got {len(raw_devices)}",
+            )
         devices = []
         for j, dev in enumerate(raw_devices):
             dpath = f"{path}.devices[{j}]"

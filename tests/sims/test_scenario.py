@@ -375,6 +375,12 @@ def _partition(text: str) -> str:
             f'[generate]\npeople = 4\nregions = {{ "" = 1, us = 1 }}\n\n{_RELAY}',
             "generate.regions.\"\": expected a region's name (not empty or blank), got ''",
         ),
+        # more devices than the relay registers to one account
+        (
+            'region = "pk", offline = [["1h", "2h"]] }]',
+            'region = "pk", offline = [["1h", "2h"]] }' + ", {}" * 64 + "]",
+            "people[0].devices: expected at most 64 devices (the most one account may have on the relay), got 65",
+        ),
         # addresses that are not IP addresses
         (
             'region = "pk", offline',
