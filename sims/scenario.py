@@ -1258,6 +1258,8 @@ def _weights(r: _Reader, raw: object, path: str) -> dict[str, float]:
         out[key] = float(value)
     if not out or sum(out.values()) <= 0:
         raise r.fail(path, "expected at least one positive weight")
+    if not math.isfinite(sum(out.values())):  # each is finite (_finite), but they are drawn by their total
+        raise r.fail(path, f"expected weights whose total is a finite number, got {_show(dict(t))}")
     return out
 
 
@@ -1315,11 +1317,12 @@ def _generate(r: _Reader, raw: object) -> GenerateSpec:
     if rhythm and (
         len(rhythm) != 24
         or not all(isinstance(x, int | float) and not isinstance(x, bool) and x >= 0 for x in rhythm)
-        or sum(rhythm) <= 0
+        or not 0 < sum(rhythm) < math.inf
     ):
         raise r.fail(
             "generate.daily_rhythm",
-            f"expected 24 non-negative weights, one per hour of the day, not all 0, got {_show(rhythm)}",
+            f"expected 24 non-negative weights, one per hour of the day, not all 0, with a finite total, "
+            f"got {_show(rhythm)}",
         )
     return GenerateSpec(
         n,

@@ -716,6 +716,24 @@ def test_a_generated_scenario_names_its_generated_people() -> None:
             f"regions = {{ us = 1 }}\ndaily_rhythm = [inf, {', '.join(['1'] * 23)}]",
             "generate.daily_rhythm[0]: expected a finite number, got inf",
         ),
+        # weights each finite whose total is not: random.choices cannot draw by them
+        (
+            "regions = { us = 1 }",
+            "regions = { us = 1e308, eu = 1e308 }",
+            "generate.regions: expected weights whose total is a finite number, got table {'us': 1e+308, 'eu': "
+            "1e+308}",
+        ),
+        (
+            "{ one = 0.5, two = 0.5 }",
+            "{ one = 1.7e308, two = 1.7e308 }",
+            "generate.devices_per_person: expected weights whose total is a finite number",
+        ),
+        (
+            "regions = { us = 1 }",
+            f"regions = {{ us = 1 }}\ndaily_rhythm = [{', '.join(['1e308'] * 24)}]",
+            "generate.daily_rhythm: expected 24 non-negative weights, one per hour of the day, not all 0, with a "
+            "finite total",
+        ),
         (
             'duration = "2h"',
             'duration = "2h"\n\n[network]\nlatency = [{ between = ["us", "eu"], ms = 90 }]',
