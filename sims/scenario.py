@@ -34,11 +34,12 @@ line) rather than run doing something other than what it says. In particular:
   ``to`` or ``withdrawn``, which therefore come after both (``withdrawn`` by the end of the run,
   and before ``to``: an order that has lapsed can no longer be withdrawn); one that looks back covers what is held at service, so its ``from`` is before ``at``. Scripted
   messages are sent before the end; events happen by the end.
-- Regions are names you choose (not empty or blank). The regions of a scenario are the relay's and its devices'
-  (``[[people]]`` devices and ``[generate]`` regions); a latency rule or a partition that names
-  any other region is refused (it would silently do nothing). When ``network.latency`` gives
-  rules, every device's region must be one a rule names or the relay's: a device in any other
-  region would silently get the default latency. A partition names each of its regions once.
+- Regions are names you choose (not empty or blank). The regions of a scenario are the relay's
+  and its devices' (``[[people]]`` devices and ``[generate]`` regions); a latency rule or a
+  partition that names any other region is refused (it would silently do nothing), as is a
+  partition that names them all (it would cut no path) or one of them twice. When
+  ``network.latency`` gives rules, every device's region must be one a rule names or the relay's:
+  a device in any other region would silently get the default latency.
 - Addresses (a device's, the relay's) are IPv4 or IPv6 addresses. A person has at most 64
   devices (``relay.wire.MAX_DEVICES_PER_ACCOUNT``, the most the relay registers to one account).
 - A scripted text fits the frames that carry it (``max_text_bytes``): a send carries one envelope
@@ -781,6 +782,12 @@ def _regions(
                     f"network.partitions[{i}].regions[{j}]",
                     f"expected a region where the relay or a device is ({known}), got {region!r}",
                 )
+        if present <= set(part.regions):
+            raise r.fail(
+                f"network.partitions[{i}].regions",
+                f"names every region of the scenario ({known}), so it cuts no path: a partition cuts the "
+                "regions it lists off from the others",
+            )
 
 
 def _generated_names_free(r: _Reader, people: tuple[PersonSpec, ...], generate: GenerateSpec | None) -> None:

@@ -343,6 +343,13 @@ def _partition(text: str) -> str:
             'between = ["pk", "uk"]',
             "network.latency[0].between: expected regions where the relay or a device is ('pk', 'us'), got 'uk'",
         ),
+        # a partition of every region cuts nothing
+        (
+            "latency_ms = 60",
+            _partition('{ regions = ["us", "pk"], from = "1h", to = "2h" }'),
+            "network.partitions[0].regions: names every region of the scenario ('pk', 'us'), so it cuts no path: "
+            "a partition cuts the regions it lists off from the others",
+        ),
         # a partition naming a region twice; a region with no name, wherever a region is named
         (
             "latency_ms = 60",
