@@ -32,8 +32,10 @@ line) rather than run doing something other than what it says. In particular:
   may not overlap. A legal process's times are read as its instrument reads them: one that looks
   forward (a pen register, a wiretap) collects from service (``at``, or ``from`` if later) until
   ``to`` or ``withdrawn``, which therefore come after both (``withdrawn`` by the end of the run,
-  and before ``to``: an order that has lapsed can no longer be withdrawn); one that looks back covers what is held at service, so its ``from`` is before ``at``. Scripted
-  messages are sent before the end; events happen by the end.
+  and before ``to``: an order that has lapsed can no longer be withdrawn); one that looks back
+  covers what is held at service, so its ``from`` is before ``at`` (a backup warrant's ``from``
+  and ``to`` bound the backed-up messages handed over, see relay.backup). Scripted messages are
+  sent before the end; events happen by the end.
 - Regions are names you choose (not empty or blank). The regions of a scenario are the relay's
   and its devices' (``[[people]]`` devices and ``[generate]`` regions); a latency rule or a
   partition that names any other region is refused (it would silently do nothing), as is a
