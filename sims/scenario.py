@@ -1438,6 +1438,14 @@ def _events(
                     f"expected a device like 'alice/1' ({everyone.describe_devices()}), got {device!r}",
                 )
         out.append((_typed(kind, at, params), path))
+    if not any(isinstance(e, ExceptionalAccess) and e.demand == "key_escrow" for e, _p in out):
+        for e, where in out:
+            if isinstance(e, EscrowKeyStolen):
+                raise r.fail(
+                    f"{where}.kind",
+                    "an escrow_key_stolen needs an escrow key to steal: add an exceptional_access event with "
+                    'demand = "key_escrow" (before or after the theft: the stolen key opens what is escrowed later too)',
+                )
     ordered = sorted(out, key=lambda e: e[0].at)
     return tuple(e for e, _ in ordered), tuple(p for _, p in ordered)
 

@@ -479,6 +479,13 @@ def _partition(text: str) -> str:
             'target = "carol"\n',
             "events[1].target: a key_escrow demand covers everyone; only a ghost_device names a target",
         ),
+        # the theft of an escrow key that no key_escrow demand made
+        (
+            _EVENT_END,
+            f'{_EVENT_END}\n[[events]]\nat = "1h"\nkind = "escrow_key_stolen"\n',
+            "events[1].kind: an escrow_key_stolen needs an escrow key to steal: add an exceptional_access event "
+            'with demand = "key_escrow"',
+        ),
         ('events]]\nat = "3h"', 'events]]\nat = "5h"', "events[0].at: expected a time within the scenario"),
         # a legal process's window, read as its instrument reads it (served at 1h = 3600 s)
         (
@@ -820,6 +827,16 @@ def test_jitter_larger_than_the_latency_adds_to_it_and_never_makes_a_delay_negat
     net = Network(spec, random.Random(4))
     delays = [d for _ in range(200) for d in net.transit("us", "us", 0.0)]
     assert delays and min(delays) >= net.base_latency("us", "us") >= 0
+
+
+def test_an_escrow_key_may_be_stolen_before_the_escrow_demand() -> None:
+    """The stolen key opens what is escrowed after the theft too: only a theft with no demand is refused."""
+    events = (
+        f'{_EVENT_END}\n[[events]]\nat = "1h"\nkind = "escrow_key_stolen"\n'
+        '\n[[events]]\nat = "2h"\nkind = "exceptional_access"\ndemand = "key_escrow"\n'
+    )
+    s = parse_scenario(GOOD.replace(_EVENT_END, events), "ok.toml")
+    assert [e.kind for e in s.events] == ["escrow_key_stolen", "exceptional_access", "device_offline"]
 
 
 def test_a_persons_region_and_address_are_their_devices_defaults() -> None:
