@@ -1711,7 +1711,7 @@ def resolve_scenario(name_or_path: str) -> Scenario:
 #
 # Kept apart from the rest of the validator: each table has its own dataclass and reader.
 #
-#     [traffic]
+#     [traffic]                    # all but read_receipts, read_delay and moves need [generate]
 #     reply_probability = 0.6      # a generated message is answered (and the answer answered) with this probability
 #     reply_delay = "1m"           # median time to answer (log-normal)
 #     max_turns = 6                # turns in one exchange, at most
@@ -1820,17 +1820,44 @@ def _rate(r: _Reader, t: Mapping[str, Any], key: str, path: str, default: float)
     return v
 
 
+# [traffic] keys that shape generated traffic (sims.world.traffic plans them with [generate]'s
+# messages and people); without [generate] they would silently do nothing. The others (read
+# receipts, moves) apply to every message and device.
+GENERATED_TRAFFIC = (
+    "reply_probability",
+    "reply_delay",
+    "max_turns",
+    "popular",
+    "popular_messages_per_hour",
+    "background_per_hour",
+    "mobile",
+    "moves_per_day",
+    "households",
+)
+
+
 def _traffic(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> TrafficSpec:
     t = r.table(raw, "traffic")
     fields = [f for f in TrafficSpec.__dataclass_fields__]
     r.known(t, "traffic", fields)
+    if not everyone.generated:
+        for key in GENERATED_TRAFFIC:
+            if key in t:
+                raise r.fail(
+                    f"traffic.{key}",
+                    "shapes generated traffic, and the scenario has no [generate] table: it would do nothing "
+                    "(only read_receipts, read_delay and moves apply to [[conversations]])",
+                )
     d = TrafficSpec()
     turns = r.get(t, "max_turns", "traffic", int, d.max_turns)
     if not 1 <= turns <= 100:
         raise r.fail("traffic.max_turns", f"expected from 1 to 100, got {turns}")
     popular = r.get(t, "popular", "traffic", int, d.popular)
-    if popular < 0:
-        raise r.fail("traffic.popular", f"expected 0 or more accounts, got {popular}")
+    accounts = len(everyone.names) + everyone.generated  # those traffic picks the popular ones from
+    if not 0 <= popular <= accounts:
+        raise r.fail(
+            "traffic.popular", f"expected from 0 to {accounts:,} accounts (the people), got {popular:,}"
+        )
     moves = []
     raw_moves = r.get(t, "moves", "traffic", list, [])
     for i, m in enumerate(raw_moves):

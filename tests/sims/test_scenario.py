@@ -578,6 +578,19 @@ def _partition(text: str) -> str:
             f'[traffic]\nmoves = [{{ device = "bob/1", at = "1h", address = "not-an-ip" }}]\n\n{_RELAY}',
             "traffic.moves[0].address: expected an IPv4 or IPv6 address, got 'not-an-ip'",
         ),
+        # [traffic] keys that shape generated traffic, in a scenario without [generate]
+        (
+            _RELAY,
+            f"[traffic]\npopular = 1\n\n{_RELAY}",
+            "traffic.popular: shapes generated traffic, and the scenario has no [generate] table: it would do "
+            "nothing (only read_receipts, read_delay and moves apply to [[conversations]])",
+        ),
+        (
+            _RELAY,
+            f"[traffic]\nreply_probability = 0.5\n\n{_RELAY}",
+            "traffic.reply_probability: shapes generated",
+        ),
+        (_RELAY, f"[traffic]\nhouseholds = 0.5\n\n{_RELAY}", "traffic.households: shapes generated"),
         # receipts batched every 0 s have no next batch
         (
             _RELAY,
@@ -688,6 +701,17 @@ def test_a_generated_scenario_names_its_generated_people() -> None:
             'duration = "2h"',
             'duration = "2h"\n\n[traffic]\npopular = 2\npopular_messages_per_hour = 1e12',
             "traffic.popular_messages_per_hour: expected at most 2.5e+06, so that",
+        ),
+        # more popular accounts than people (it blamed popular_messages_per_hour's budget)
+        (
+            'duration = "2h"',
+            'duration = "2h"\n\n[traffic]\npopular = 100000000000000000',
+            "traffic.popular: expected from 0 to 10 accounts (the people), got 100,000,000,000,000,000",
+        ),
+        (
+            'duration = "2h"',
+            'duration = "2h"\n\n[traffic]\npopular = 11',
+            "traffic.popular: expected from 0 to 10",
         ),
         (
             'duration = "2h"',
