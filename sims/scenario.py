@@ -36,7 +36,7 @@ line) rather than run doing something other than what it says. In particular:
   covers what is held at service, so its ``from`` is before ``at`` (a backup warrant's ``from``
   and ``to`` bound the backed-up messages handed over, see relay.backup). Scripted messages are
   sent before the end; events happen by the end.
-- Regions are names you choose (not empty or blank). The regions of a scenario are the relay's
+- Regions are names you choose (not empty or blank, no control characters). The regions of a scenario are the relay's
   and its devices' (``[[people]]`` devices and ``[generate]`` regions); a latency rule or a
   partition that names any other region is refused (it would silently do nothing), as is a
   partition that names them all (it would cut no path) or one of them twice. When
@@ -124,6 +124,7 @@ import itertools
 import math
 import re
 import tomllib
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
@@ -974,9 +975,12 @@ def _network(r: _Reader, raw: object, duration: float) -> NetworkSpec:
 
 
 def _region(r: _Reader, value: str, path: str) -> str:
-    """A region's name: any name but an empty or blank one (it would name no place, and show as nothing)."""
+    """A region's name: any name but an empty or blank one (it would name no place, and show as
+    nothing) or one with control or format characters (they hide in, or rearrange, what prints it)."""
     if not value.strip():
         raise r.fail(path, f"expected a region's name (not empty or blank), got {value!r}")
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in value):
+        raise r.fail(path, f"expected a region's name without control or format characters, got {value!r}")
     return value
 
 

@@ -382,6 +382,11 @@ def _partition(text: str) -> str:
             f'[generate]\npeople = 4\nregions = {{ "" = 1, us = 1 }}\n\n{_RELAY}',
             "generate.regions.\"\": expected a region's name (not empty or blank), got ''",
         ),
+        (
+            'name = "bob"',
+            'name = "bob"\nregion = "us\\u202e"',
+            "people[1].region: expected a region's name without control or format characters, got 'us\\u202e'",
+        ),
         # more devices than the relay registers to one account
         (
             'region = "pk", offline = [["1h", "2h"]] }]',
