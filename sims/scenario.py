@@ -1579,6 +1579,15 @@ def _legal_process(
         target = targets[0]  # each checked by _targets: one of the people or a phone number
     if target is None and instrument.needs_target:
         raise r.fail(f"{path}.target", f"missing; a {instrument.name} names the account it is served on")
+    if instrument.looks == "freeze":
+        for key in ("from", "to"):
+            if key in params:
+                # relay.core's preserve freezes what is held at service, whatever the order says
+                raise r.fail(
+                    f"{path}.{key}",
+                    f"a {instrument.name} freezes what is held at service (for 90 days, 18 U.S.C. 2703(f)(2)) and "
+                    f"covers no period: remove '{key}'",
+                )
     start = r.duration(params, "from", path) if "from" in params else None
     end = r.duration(params, "to", path) if "to" in params else None
     if start is not None and start >= duration:

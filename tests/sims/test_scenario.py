@@ -387,6 +387,18 @@ def _partition(text: str) -> str:
             'name = "bob"\nregion = "us\\u202e"',
             "people[1].region: expected a region's name without control or format characters, got 'us\\u202e'",
         ),
+        # a preservation request covers no period
+        (
+            _EVENT_END,
+            _order('to = "2h"', process="preservation"),
+            "events[1].to: a preservation request freezes what is held at service (for 90 days, 18 U.S.C. "
+            "2703(f)(2)) and covers no period: remove 'to'",
+        ),
+        (
+            _EVENT_END,
+            _order('from = "10m"', process="preservation"),
+            "events[1].from: a preservation request",
+        ),
         # more devices than the relay registers to one account
         (
             'region = "pk", offline = [["1h", "2h"]] }]',
