@@ -17,7 +17,9 @@ the relay; from the backup, unless the user turned on end-to-end backups.
 :data:`BACKUPS` is the per-person switch (``backup = "icloud"`` in a scenario's ``[[people]]``);
 a profile's ``backup`` is its users' default. :func:`disclose_backup` answers a ``backup_warrant``
 from the history the phone held at service (what it sent and what it received, as plaintext: the
-backup is a copy of the phone's database).
+backup is a copy of the phone's database), limited to the warrant's ``from``/``to`` when it gives
+them: a warrant "particularly describ[es] ... the things to be seized" (U.S. Const. amend. IV), and
+one for messages may describe them by a period; each row of the backup carries its time.
 """
 
 from __future__ import annotations
@@ -73,13 +75,27 @@ BACKUPS: Final[Mapping[str, Backup]] = {
 
 
 def disclose_backup(
-    process: LegalProcess, profile: str, setting: str, history: Iterable[Mapping[str, Any]]
+    process: LegalProcess,
+    profile: str,
+    setting: str,
+    history: Iterable[Mapping[str, Any]],
+    *,
+    account: bool = True,
 ) -> Disclosure:
     """A search warrant on the custodian of ``process.target``'s backup (``setting``, a key of
     :data:`BACKUPS`): the messages the phone held at service (``history``: rows with ``from``,
-    ``to``, ``time``, ``text``) if the custodian holds the key, else why not."""
+    ``to``, ``time``, ``text``) within the warrant's window, if the custodian holds the key, else why not.
+    ``account`` False: the target (a phone number) has no account, so no phone of it backed anything up."""
     backup = BACKUPS[setting]
     d = Disclosure(process, profile, served_on=backup.custodian or "no custodian: there is no cloud backup")
+    if not account:
+        # An answer, not an error, as the relay's own desk gives it (relay.compliance).
+        d.no_such_account = True
+        d.notes.append(
+            f"No such account: no account is registered to {process.target}, so no phone of it backed up "
+            "any message history; there is nothing to produce for it."
+        )
+        return d
     d.notes.append(f"Backup: {backup.description}.")
     if backup.custodian is None:
         d.refuse("content", "not_retained", backup.description)
@@ -90,6 +106,6 @@ def disclose_backup(
             f"{backup.custodian} holds the backup but not its key: {backup.description}",
         )
     else:
-        _start, end = process.window()
-        d.provided["content"] = [dict(row) for row in history if row["time"] <= end]
+        start, end = process.window()  # from 'from' (or the beginning) to service or 'to', whichever is first
+        d.provided["content"] = [dict(row) for row in history if start <= row["time"] <= end]
     return d

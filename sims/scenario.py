@@ -12,7 +12,12 @@ Nothing wrong runs: a file is refused (``relaysim run`` exits with status 2 and 
 line) rather than run doing something other than what it says. In particular:
 
 - Numbers are finite everywhere (TOML's ``nan`` and ``inf`` are refused), counts are integers
-  (``true`` is not 1), probabilities lie in [0, 1], latencies are not negative, keys are known.
+  (``true`` is not 1), probabilities lie in [0, 1], keys are known. Latencies and jitter
+  (``network`` latency_ms, jitter_ms, a latency rule's ``ms``, ``defences`` exit_latency_ms) are
+  from 0 to 60,000 ms (``MAX_LATENCY_MS``, a minute each way: far beyond any real path, a
+  geostationary satellite hop included; an outage is a partition with ``mode = "hold"``). Jitter
+  is added to the latency, a uniform draw from 0 to ``jitter_ms``, so it may exceed the latency
+  and never makes a delay negative.
 - Times are seconds of simulated time, written as a number or as a string with a unit:
   ``"90s"``, ``"15m"``, ``"2h"``, ``"1d"``, or combined, ``"1h30m"``. t = 0 is the scenario's
   ``[scenario] start`` (midnight UTC of a date, or the exact instant of a date-time; a date-time
@@ -26,15 +31,19 @@ line) rather than run doing something other than what it says. In particular:
   cannot be). A window that starts within the run may end after it. A device's offline windows
   may not overlap. A legal process's times are read as its instrument reads them: one that looks
   forward (a pen register, a wiretap) collects from service (``at``, or ``from`` if later) until
-  ``to`` or ``withdrawn``, which therefore come after both (``withdrawn`` by the end of the run);
-  one that looks back covers what is held at service, so its ``from`` is before ``at``. Scripted
-  messages are sent before the end; events happen by the end.
-- Regions are names you choose. The regions of a scenario are the relay's and its devices'
-  (``[[people]]`` devices and ``[generate]`` regions); a latency rule or a partition that names
-  any other region is refused (it would silently do nothing). When ``network.latency`` gives
-  rules, every device's region must be one a rule names or the relay's: a device in any other
-  region would silently get the default latency.
-- Addresses (a device's, the relay's) are IPv4 or IPv6 addresses.
+  ``to`` or ``withdrawn``, which therefore come after both (``withdrawn`` by the end of the run,
+  and before ``to``: an order that has lapsed can no longer be withdrawn); one that looks back
+  covers what is held at service, so its ``from`` is before ``at`` (a backup warrant's ``from``
+  and ``to`` bound the backed-up messages handed over, see relay.backup). Scripted messages are
+  sent before the end; events happen by the end.
+- Regions are names you choose (not empty or blank, no control characters). The regions of a scenario are the relay's
+  and its devices' (``[[people]]`` devices and ``[generate]`` regions); a latency rule or a
+  partition that names any other region is refused (it would silently do nothing), as is a
+  partition that names them all (it would cut no path) or one of them twice. When
+  ``network.latency`` gives rules, every device's region must be one a rule names or the relay's:
+  a device in any other region would silently get the default latency.
+- Addresses (a device's, the relay's) are IPv4 or IPv6 addresses. A person has at most 64
+  devices (``relay.wire.MAX_DEVICES_PER_ACCOUNT``, the most the relay registers to one account).
 - A scripted text fits the frames that carry it (``max_text_bytes``): a send carries one envelope
   per device of its recipient, and a frame is at most ``relay.wire.DEFAULT_MAX_FRAME_SIZE`` bytes
   (256 KiB; about 252 KiB of text to a single device, less to several or under ``pow2`` padding).
@@ -115,6 +124,7 @@ import itertools
 import math
 import re
 import tomllib
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
@@ -124,6 +134,7 @@ from typing import Any, ClassVar
 __all__ = [
     "EVENT_TYPES",
     "MAX_DURATION",
+    "MAX_LATENCY_MS",
     "SIM_EPOCH",
     "Conversation",
     "DeviceOffline",
@@ -169,6 +180,9 @@ EVENT_KINDS = {
 EXCEPTIONAL_DEMANDS = ("key_escrow", "global_key", "ghost_device", "ghost_participant")
 PARTITION_MODES = ("drop", "hold")
 MAX_DURATION = 365 * 86400.0  # "365d": a year of simulated time is the longest run
+# The longest latency or jitter a scenario may give, in ms: a minute each way. A real path takes well
+# under a second (a geostationary satellite hop about 0.3 s); a link that is down is a partition.
+MAX_LATENCY_MS = 60_000.0
 # The relay's clock at simulated t = 0 when the scenario has no [scenario] start: 2026-01-01T00:00:00Z,
 # a fixed date, so runs stay byte-identical. A dated scenario starts its own calendar (Scenario.epoch).
 SIM_EPOCH = 1_767_225_600
@@ -780,6 +794,12 @@ def _regions(
                     f"network.partitions[{i}].regions[{j}]",
                     f"expected a region where the relay or a device is ({known}), got {region!r}",
                 )
+        if present <= set(part.regions):
+            raise r.fail(
+                f"network.partitions[{i}].regions",
+                f"names every region of the scenario ({known}), so it cuts no path: a partition cuts the "
+                "regions it lists off from the others",
+            )
 
 
 def _generated_names_free(r: _Reader, people: tuple[PersonSpec, ...], generate: GenerateSpec | None) -> None:
@@ -915,6 +935,8 @@ def _network(r: _Reader, raw: object, duration: float) -> NetworkSpec:
         between = r.get(it, "between", path, list)
         if len(between) != 2 or not all(isinstance(x, str) for x in between):
             raise r.fail(f"{path}.between", f"expected two region names, got {_show(between)}")
+        for j, region in enumerate(between):
+            _region(r, region, f"{path}.between[{j}]")
         pair = frozenset(between)
         if pair in pairs:
             raise r.fail(
@@ -922,9 +944,7 @@ def _network(r: _Reader, raw: object, duration: float) -> NetworkSpec:
                 f"network.latency[{pairs[pair]}] already gives the latency between {between[0]!r} and {between[1]!r}",
             )
         pairs[pair] = i
-        ms = float(r.get(it, "ms", path, (int, float)))
-        if ms < 0:
-            raise r.fail(f"{path}.ms", f"expected a non-negative number of milliseconds, got {ms!r}")
+        ms = _milliseconds(r, it, "ms", path)
         rules.append(LatencyRule((between[0], between[1]), ms))
     partitions = []
     for i, item in enumerate(r.get(t, "partitions", "network", list, [])):
@@ -936,6 +956,10 @@ def _network(r: _Reader, raw: object, duration: float) -> NetworkSpec:
             raise r.fail(
                 f"{path}.regions", f"expected a non-empty array of region names, got {_show(regions)}"
             )
+        for j, region in enumerate(regions):
+            _region(r, region, f"{path}.regions[{j}]")
+            if region in regions[:j]:
+                raise r.fail(f"{path}.regions[{j}]", f"{region!r} is named twice")
         start, end = r.duration(it, "from", path), r.duration(it, "to", path)
         if start >= duration:
             raise r.fail(
@@ -949,19 +973,36 @@ def _network(r: _Reader, raw: object, duration: float) -> NetworkSpec:
                 f"{path}.mode", f"expected one of {', '.join(map(repr, PARTITION_MODES))}, got {mode!r}"
             )
         partitions.append(Partition(tuple(regions), start, end, mode))
-    latency_ms = float(r.get(t, "latency_ms", "network", (int, float), 50.0))
-    jitter_ms = float(r.get(t, "jitter_ms", "network", (int, float), 5.0))
-    for key, value in (("latency_ms", latency_ms), ("jitter_ms", jitter_ms)):
-        if value < 0:
-            raise r.fail(f"network.{key}", f"expected a non-negative number of milliseconds, got {value!r}")
     return NetworkSpec(
-        latency_ms,
-        jitter_ms,
+        _milliseconds(r, t, "latency_ms", "network", 50.0),
+        _milliseconds(r, t, "jitter_ms", "network", 5.0),  # added, from 0 to it: never a negative delay
         r.probability(t, "loss", "network", 0.0),
         r.probability(t, "duplication", "network", 0.0),
         tuple(rules),
         tuple(partitions),
     )
+
+
+def _region(r: _Reader, value: str, path: str) -> str:
+    """A region's name: any name but an empty or blank one (it would name no place, and show as
+    nothing) or one with control or format characters (they hide in, or rearrange, what prints it)."""
+    if not value.strip():
+        raise r.fail(path, f"expected a region's name (not empty or blank), got {value!r}")
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in value):
+        raise r.fail(path, f"expected a region's name without control or format characters, got {value!r}")
+    return value
+
+
+def _milliseconds(r: _Reader, t: Mapping[str, Any], key: str, path: str, default: Any = ...) -> float:
+    """A latency or jitter in ms: from 0 to MAX_LATENCY_MS."""
+    value = float(r.get(t, key, path, (int, float), default))
+    if not 0 <= value <= MAX_LATENCY_MS:
+        raise r.fail(
+            f"{path}.{key}",
+            f"expected from 0 to {MAX_LATENCY_MS:,.0f} milliseconds (a minute; a link that is down is a "
+            f"partition), got {value:g}",
+        )
+    return value
 
 
 def _relay(r: _Reader, raw: object) -> RelaySpec:
@@ -983,7 +1024,7 @@ def _relay(r: _Reader, raw: object) -> RelaySpec:
         known = ", ".join(map(repr, ["keep-everything", *PROFILES]))
         raise r.fail("relay.profile", f"expected one of {known}, got {profile!r}")
     return RelaySpec(
-        r.get(t, "region", "relay", str, "us"),
+        _region(r, r.get(t, "region", "relay", str, "us"), "relay.region"),
         _address(r, r.get(t, "address", "relay", str, "198.51.100.1"), "relay.address"),
         profile,
         r.get(t, "sealed_sender", "relay", bool, None),
@@ -1036,13 +1077,22 @@ def _people(r: _Reader, raw: object, duration: float) -> tuple[PersonSpec, ...]:
         if name in seen:
             raise r.fail(f"{path}.name", f"{name!r} is already the name of another person")
         seen.add(name)
-        default_region = r.get(t, "region", path, str, "us")
+        default_region = _region(r, r.get(t, "region", path, str, "us"), f"{path}.region")
         default_address = t.get("address")
         if default_address is not None:
             default_address = _address(r, r.get(t, "address", path, str), f"{path}.address")
         raw_devices = r.get(t, "devices", path, list, [{}])
         if not raw_devices:
             raise r.fail(f"{path}.devices", "expected at least one device")
+        from relaysim.relay.wire import MAX_DEVICES_PER_ACCOUNT
+
+        if len(raw_devices) > MAX_DEVICES_PER_ACCOUNT:
+            # the relay refuses to register one more (too_many_devices): the rest would sit unregistered
+            raise r.fail(
+                f"{path}.devices",
+                f"expected at most {MAX_DEVICES_PER_ACCOUNT} devices (the most one account may have on the "
+                f"relay), got {len(raw_devices)}",
+            )
         devices = []
         for j, dev in enumerate(raw_devices):
             dpath = f"{path}.devices[{j}]"
@@ -1055,7 +1105,7 @@ def _people(r: _Reader, raw: object, duration: float) -> tuple[PersonSpec, ...]:
                 DeviceSpec(
                     name,
                     j + 1,
-                    r.get(d, "region", dpath, str, default_region),
+                    _region(r, r.get(d, "region", dpath, str, default_region), f"{dpath}.region"),
                     _address(r, address, f"{dpath}.address"),
                     _windows(r, d.get("offline", []), f"{dpath}.offline", duration),
                 )
@@ -1230,6 +1280,8 @@ def _weights(r: _Reader, raw: object, path: str) -> dict[str, float]:
         out[key] = float(value)
     if not out or sum(out.values()) <= 0:
         raise r.fail(path, "expected at least one positive weight")
+    if not math.isfinite(sum(out.values())):  # each is finite (_finite), but they are drawn by their total
+        raise r.fail(path, f"expected weights whose total is a finite number, got {_show(dict(t))}")
     return out
 
 
@@ -1279,15 +1331,20 @@ def _generate(r: _Reader, raw: object) -> GenerateSpec:
             f"expected at most {MAX_SIGMA:g} (the spread of a log-normal; real volumes are near 1), got {sigma:g}",
         )
     regions = _weights(r, t.get("regions", {"us": 1.0}), "generate.regions")
+    for region in regions:
+        _region(
+            r, region, f'generate.regions."{region}"'
+        )  # only a blank name is refused: quote it to show it
     rhythm = r.get(t, "daily_rhythm", "generate", list, [])
     if rhythm and (
         len(rhythm) != 24
         or not all(isinstance(x, int | float) and not isinstance(x, bool) and x >= 0 for x in rhythm)
-        or sum(rhythm) <= 0
+        or not 0 < sum(rhythm) < math.inf
     ):
         raise r.fail(
             "generate.daily_rhythm",
-            f"expected 24 non-negative weights, one per hour of the day, not all 0, got {_show(rhythm)}",
+            f"expected 24 non-negative weights, one per hour of the day, not all 0, with a finite total, "
+            f"got {_show(rhythm)}",
         )
     return GenerateSpec(
         n,
@@ -1394,6 +1451,14 @@ def _events(
                     f"expected a device like 'alice/1' ({everyone.describe_devices()}), got {device!r}",
                 )
         out.append((_typed(kind, at, params), path))
+    if not any(isinstance(e, ExceptionalAccess) and e.demand == "key_escrow" for e, _p in out):
+        for e, where in out:
+            if isinstance(e, EscrowKeyStolen):
+                raise r.fail(
+                    f"{where}.kind",
+                    "an escrow_key_stolen needs an escrow key to steal: add an exceptional_access event with "
+                    'demand = "key_escrow" (before or after the theft: the stolen key opens what is escrowed later too)',
+                )
     ordered = sorted(out, key=lambda e: e[0].at)
     return tuple(e for e, _ in ordered), tuple(p for _, p in ordered)
 
@@ -1525,6 +1590,15 @@ def _legal_process(
         target = targets[0]  # each checked by _targets: one of the people or a phone number
     if target is None and instrument.needs_target:
         raise r.fail(f"{path}.target", f"missing; a {instrument.name} names the account it is served on")
+    if instrument.looks == "freeze":
+        for key in ("from", "to"):
+            if key in params:
+                # relay.core's preserve freezes what is held at service, whatever the order says
+                raise r.fail(
+                    f"{path}.{key}",
+                    f"a {instrument.name} freezes what is held at service (for 90 days, 18 U.S.C. 2703(f)(2)) and "
+                    f"covers no period: remove '{key}'",
+                )
     start = r.duration(params, "from", path) if "from" in params else None
     end = r.duration(params, "to", path) if "to" in params else None
     if start is not None and start >= duration:
@@ -1571,6 +1645,14 @@ def _legal_process(
         raise r.fail(
             f"{path}.withdrawn",
             f"expected a time by the end of the run ({duration:g} s), got {withdrawn:g} s",
+        )
+    if withdrawn is not None and end is not None and withdrawn >= end:
+        # The order lapsed at 'to' and was answered then (sims.world.timeline); a withdrawal after
+        # it would put "demand withdrawn" on the record of an order no longer in force.
+        raise r.fail(
+            f"{path}.withdrawn",
+            f"expected a time before 'to' ({end:g} s; the order lapses then, and a lapsed order cannot be "
+            f"withdrawn), got {withdrawn:g} s",
         )
     counterfactual = r.get(params, "counterfactual", path, str, None)
     if counterfactual is not None and counterfactual not in COUNTERFACTUALS:
@@ -1702,7 +1784,7 @@ def resolve_scenario(name_or_path: str) -> Scenario:
 #
 # Kept apart from the rest of the validator: each table has its own dataclass and reader.
 #
-#     [traffic]
+#     [traffic]                    # all but read_receipts, read_delay and moves need [generate]
 #     reply_probability = 0.6      # a generated message is answered (and the answer answered) with this probability
 #     reply_delay = "1m"           # median time to answer (log-normal)
 #     max_turns = 6                # turns in one exchange, at most
@@ -1811,17 +1893,44 @@ def _rate(r: _Reader, t: Mapping[str, Any], key: str, path: str, default: float)
     return v
 
 
+# [traffic] keys that shape generated traffic (sims.world.traffic plans them with [generate]'s
+# messages and people); without [generate] they would silently do nothing. The others (read
+# receipts, moves) apply to every message and device.
+GENERATED_TRAFFIC = (
+    "reply_probability",
+    "reply_delay",
+    "max_turns",
+    "popular",
+    "popular_messages_per_hour",
+    "background_per_hour",
+    "mobile",
+    "moves_per_day",
+    "households",
+)
+
+
 def _traffic(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> TrafficSpec:
     t = r.table(raw, "traffic")
     fields = [f for f in TrafficSpec.__dataclass_fields__]
     r.known(t, "traffic", fields)
+    if not everyone.generated:
+        for key in GENERATED_TRAFFIC:
+            if key in t:
+                raise r.fail(
+                    f"traffic.{key}",
+                    "shapes generated traffic, and the scenario has no [generate] table: it would do nothing "
+                    "(only read_receipts, read_delay and moves apply to [[conversations]])",
+                )
     d = TrafficSpec()
     turns = r.get(t, "max_turns", "traffic", int, d.max_turns)
     if not 1 <= turns <= 100:
         raise r.fail("traffic.max_turns", f"expected from 1 to 100, got {turns}")
     popular = r.get(t, "popular", "traffic", int, d.popular)
-    if popular < 0:
-        raise r.fail("traffic.popular", f"expected 0 or more accounts, got {popular}")
+    accounts = len(everyone.names) + everyone.generated  # those traffic picks the popular ones from
+    if not 0 <= popular <= accounts:
+        raise r.fail(
+            "traffic.popular", f"expected from 0 to {accounts:,} accounts (the people), got {popular:,}"
+        )
     moves = []
     raw_moves = r.get(t, "moves", "traffic", list, [])
     for i, m in enumerate(raw_moves):
@@ -1882,7 +1991,7 @@ def _defences(r: _Reader, raw: object) -> DefenceSpec:
         sealed_connection=_choice(
             r, t, "sealed_connection", "defences", ("shared", "fresh"), d.sealed_connection
         ),
-        exit_latency_ms=_rate(r, t, "exit_latency_ms", "defences", d.exit_latency_ms),
+        exit_latency_ms=_milliseconds(r, t, "exit_latency_ms", "defences", d.exit_latency_ms),
         bundle_fetch=_choice(
             r, t, "bundle_fetch", "defences", ("authenticated", "unauthenticated"), d.bundle_fetch
         ),

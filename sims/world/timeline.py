@@ -301,7 +301,11 @@ class Timeline:
         """A search warrant on the custodian of the target's backup: the history the phones held."""
         d = self.driver
         assert order.target is not None
-        backup = d.scenario.person(order.target).backup or d.profile.backup
+        try:
+            backup = d.scenario.person(order.target).backup or d.profile.backup
+        except KeyError:  # a phone number that is nobody's account (sims.scenario's targets)
+            self._filed(order, disclose_backup(order, d.profile.name, d.profile.backup, [], account=False))
+            return
         mine = f"{order.target}/"
         history = []
         for state in d.messages.values():

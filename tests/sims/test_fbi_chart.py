@@ -483,3 +483,43 @@ def test_end_to_end_backups_close_the_second_door(profile: str, backup: str) -> 
 def test_a_person_without_a_cloud_backup_has_none_to_serve() -> None:
     d = _backup_disclosure("signal", None)
     assert d.reasons["content"][0] == "not_retained"
+
+
+def test_a_backup_warrant_hands_over_only_its_window() -> None:
+    """A warrant's from/to limit what the custodian hands over, as its disclosure says it covers
+    ("records from … to …")."""
+    from relaysim.relay.backup import disclose_backup
+    from relaysim.relay.compliance import LegalProcess
+
+    order = LegalProcess("backup", "backup_warrant", "tariq", served=300.0, start=100.0)
+    history = [
+        {"from": "tariq", "to": "ana", "time": t, "text": f"at {t:g}"} for t in (50.0, 100.0, 200.0, 400.0)
+    ]
+    d = disclose_backup(order, "imessage", "icloud", history)
+    assert [r["text"] for r in d.provided["content"]] == ["at 100", "at 200"]
+    assert "records from 100 to 300" in d.to_markdown()
+    bounded = LegalProcess("backup", "backup_warrant", "tariq", served=300.0, start=100.0, end=150.0)
+    assert [
+        r["text"] for r in disclose_backup(bounded, "imessage", "icloud", history).provided["content"]
+    ] == ["at 100"]
+
+
+def test_a_backup_warrant_on_a_number_with_no_account_answers_no_such_account() -> None:
+    """A phone number among an order's targets that is nobody's account: the custodian's answer, not
+    a crash (the scenario accepts such targets; the relay's own desk answers them the same way)."""
+    from dataclasses import replace
+
+    from relaysim.sims.world.simulation import Simulation
+
+    sc = _with_backup_warrant("imessage", None)
+    order = LegalProcessEvent(
+        at=3 * 3600.0,
+        process="backup_warrant",
+        target="+12025550143",
+        targets=("+12025550143",),
+        name="nobody",
+    )
+    result = Simulation(replace(sc, events=(*sc.events, order))).run()
+    (d,) = [d for d in result.disclosures if d.process.name == "nobody-12025550143"]
+    assert d.no_such_account and not d.provided
+    assert "no such account" in d.to_markdown()

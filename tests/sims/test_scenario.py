@@ -292,7 +292,35 @@ def _partition(text: str) -> str:
             "network.jitter_ms: expected a finite number",
         ),
         # negative latency rules; two rules for one pair of regions
-        ("ms = 180", "ms = -180", "network.latency[0].ms: expected a non-negative number of milliseconds"),
+        (
+            "ms = 180",
+            "ms = -180",
+            "network.latency[0].ms: expected from 0 to 60,000 milliseconds (a minute; a link that is down is a "
+            "partition), got -180",
+        ),
+        # latencies of years: a link that slow is down (a partition)
+        ("ms = 180", "ms = 3.2e10", "network.latency[0].ms: expected from 0 to 60,000 milliseconds"),
+        (
+            "latency_ms = 60",
+            "latency_ms = 31536000000",
+            "network.latency_ms: expected from 0 to 60,000 milliseconds (a minute; a link that is down is a "
+            "partition), got 3.1536e+10",
+        ),
+        (
+            "latency_ms = 60",
+            "latency_ms = 60\njitter_ms = 60001",
+            "network.jitter_ms: expected from 0 to 60,000",
+        ),
+        (
+            "latency_ms = 60",
+            "latency_ms = 60\njitter_ms = -1",
+            "network.jitter_ms: expected from 0 to 60,000",
+        ),
+        (
+            _RELAY,
+            f"[defences]\nexit_latency_ms = 1e9\n\n{_RELAY}",
+            "defences.exit_latency_ms: expected from 0 to 60,000 milliseconds",
+        ),
         (
             "ms = 180 }]",
             'ms = 180 }, { between = ["us", "pk"], ms = 20 }]',
@@ -314,6 +342,68 @@ def _partition(text: str) -> str:
             'between = ["pk", "us"]',
             'between = ["pk", "uk"]',
             "network.latency[0].between: expected regions where the relay or a device is ('pk', 'us'), got 'uk'",
+        ),
+        # a partition of every region cuts nothing
+        (
+            "latency_ms = 60",
+            _partition('{ regions = ["us", "pk"], from = "1h", to = "2h" }'),
+            "network.partitions[0].regions: names every region of the scenario ('pk', 'us'), so it cuts no path: "
+            "a partition cuts the regions it lists off from the others",
+        ),
+        # a partition naming a region twice; a region with no name, wherever a region is named
+        (
+            "latency_ms = 60",
+            _partition('{ regions = ["pk", "us", "pk"], from = "1h", to = "2h" }'),
+            "network.partitions[0].regions[2]: 'pk' is named twice",
+        ),
+        (
+            "latency_ms = 60",
+            _partition('{ regions = [""], from = "1h", to = "2h" }'),
+            "network.partitions[0].regions[0]: expected a region's name (not empty or blank), got ''",
+        ),
+        (
+            'between = ["pk", "us"]',
+            'between = ["pk", ""]',
+            "network.latency[0].between[1]: expected a region's name",
+        ),
+        (
+            'region = "pk", offline',
+            'region = "", offline',
+            "people[0].devices[0].region: expected a region's name",
+        ),
+        (
+            'name = "bob"',
+            'name = "bob"\nregion = " "',
+            "people[1].region: expected a region's name (not empty or blank), got ' '",
+        ),
+        (_RELAY, f'[relay]\nregion = ""\n\n{_RELAY}', "relay.region: expected a region's name"),
+        (
+            _RELAY,
+            f'[generate]\npeople = 4\nregions = {{ "" = 1, us = 1 }}\n\n{_RELAY}',
+            "generate.regions.\"\": expected a region's name (not empty or blank), got ''",
+        ),
+        (
+            'name = "bob"',
+            'name = "bob"\nregion = "us\\u202e"',
+            "people[1].region: expected a region's name without control or format characters, got 'us\\u202e'",
+        ),
+        # a preservation request covers no period
+        (
+            _EVENT_END,
+            _order('to = "2h"', process="preservation"),
+            "events[1].to: a preservation request freezes what is held at service (for 90 days, 18 U.S.C. "
+            "2703(f)(2)) and covers no period: remove 'to'",
+        ),
+        (
+            _EVENT_END,
+            _order('from = "10m"', process="preservation"),
+            "events[1].from: a preservation request",
+        ),
+        # more devices than the relay registers to one account
+        (
+            'region = "pk", offline = [["1h", "2h"]] }]',
+            'region = "pk", offline = [["1h", "2h"]] }' + ", {}" * 64 + "]",
+            "people[0].devices: expected at most 64 devices (the most one account may have on the relay), got 65",
         ),
         # addresses that are not IP addresses
         (
@@ -406,6 +496,13 @@ def _partition(text: str) -> str:
             'target = "carol"\n',
             "events[1].target: a key_escrow demand covers everyone; only a ghost_device names a target",
         ),
+        # the theft of an escrow key that no key_escrow demand made
+        (
+            _EVENT_END,
+            f'{_EVENT_END}\n[[events]]\nat = "1h"\nkind = "escrow_key_stolen"\n',
+            "events[1].kind: an escrow_key_stolen needs an escrow key to steal: add an exceptional_access event "
+            'with demand = "key_escrow"',
+        ),
         ('events]]\nat = "3h"', 'events]]\nat = "5h"', "events[0].at: expected a time within the scenario"),
         # a legal process's window, read as its instrument reads it (served at 1h = 3600 s)
         (
@@ -439,6 +536,17 @@ def _partition(text: str) -> str:
             _EVENT_END,
             _order('withdrawn = "5h"', process="pen_register"),
             "events[1].withdrawn: expected a time by the end of the run (14400 s), got 18000 s",
+        ),
+        (
+            _EVENT_END,
+            _order('to = "2h"\nwithdrawn = "3h"', process="pen_register"),
+            "events[1].withdrawn: expected a time before 'to' (7200 s; the order lapses then, and a lapsed order "
+            "cannot be withdrawn), got 10800 s",
+        ),
+        (
+            _EVENT_END,
+            _order('to = "2h"\nwithdrawn = "2h"', process="wiretap"),
+            "events[1].withdrawn: expected a time before 'to' (7200 s;",
         ),
         # a text too large for the frame that carries it; a frame size the simulation does not take
         (
@@ -487,6 +595,19 @@ def _partition(text: str) -> str:
             f'[traffic]\nmoves = [{{ device = "bob/1", at = "1h", address = "not-an-ip" }}]\n\n{_RELAY}',
             "traffic.moves[0].address: expected an IPv4 or IPv6 address, got 'not-an-ip'",
         ),
+        # [traffic] keys that shape generated traffic, in a scenario without [generate]
+        (
+            _RELAY,
+            f"[traffic]\npopular = 1\n\n{_RELAY}",
+            "traffic.popular: shapes generated traffic, and the scenario has no [generate] table: it would do "
+            "nothing (only read_receipts, read_delay and moves apply to [[conversations]])",
+        ),
+        (
+            _RELAY,
+            f"[traffic]\nreply_probability = 0.5\n\n{_RELAY}",
+            "traffic.reply_probability: shapes generated",
+        ),
+        (_RELAY, f"[traffic]\nhouseholds = 0.5\n\n{_RELAY}", "traffic.households: shapes generated"),
         # receipts batched every 0 s have no next batch
         (
             _RELAY,
@@ -598,6 +719,17 @@ def test_a_generated_scenario_names_its_generated_people() -> None:
             'duration = "2h"\n\n[traffic]\npopular = 2\npopular_messages_per_hour = 1e12',
             "traffic.popular_messages_per_hour: expected at most 2.5e+06, so that",
         ),
+        # more popular accounts than people (it blamed popular_messages_per_hour's budget)
+        (
+            'duration = "2h"',
+            'duration = "2h"\n\n[traffic]\npopular = 100000000000000000',
+            "traffic.popular: expected from 0 to 10 accounts (the people), got 100,000,000,000,000,000",
+        ),
+        (
+            'duration = "2h"',
+            'duration = "2h"\n\n[traffic]\npopular = 11',
+            "traffic.popular: expected from 0 to 10",
+        ),
         (
             'duration = "2h"',
             'duration = "2h"\n\n[defences]\ncover_per_hour = 1e12',
@@ -638,6 +770,24 @@ def test_a_generated_scenario_names_its_generated_people() -> None:
             "regions = { us = 1 }",
             f"regions = {{ us = 1 }}\ndaily_rhythm = [inf, {', '.join(['1'] * 23)}]",
             "generate.daily_rhythm[0]: expected a finite number, got inf",
+        ),
+        # weights each finite whose total is not: random.choices cannot draw by them
+        (
+            "regions = { us = 1 }",
+            "regions = { us = 1e308, eu = 1e308 }",
+            "generate.regions: expected weights whose total is a finite number, got table {'us': 1e+308, 'eu': "
+            "1e+308}",
+        ),
+        (
+            "{ one = 0.5, two = 0.5 }",
+            "{ one = 1.7e308, two = 1.7e308 }",
+            "generate.devices_per_person: expected weights whose total is a finite number",
+        ),
+        (
+            "regions = { us = 1 }",
+            f"regions = {{ us = 1 }}\ndaily_rhythm = [{', '.join(['1e308'] * 24)}]",
+            "generate.daily_rhythm: expected 24 non-negative weights, one per hour of the day, not all 0, with a "
+            "finite total",
         ),
         (
             'duration = "2h"',
@@ -706,6 +856,28 @@ def test_a_text_at_the_limit_fits_its_frames(tmp_path: Path) -> None:
     big = next(m for m in result.messages if len(m.planned.text) == limit)
     assert sorted(big.delivered) == ["bob/1", "bob/2"]
     assert sorted(result.synced[big.planned.id]) == ["alice/2", "alice/3"]
+
+
+def test_jitter_larger_than_the_latency_adds_to_it_and_never_makes_a_delay_negative() -> None:
+    import random
+
+    spec = parse_scenario(
+        GOOD.replace("latency_ms = 60", "latency_ms = 1\njitter_ms = 500"), "j.toml"
+    ).network
+    assert (spec.latency_ms, spec.jitter_ms) == (1.0, 500.0)
+    net = Network(spec, random.Random(4))
+    delays = [d for _ in range(200) for d in net.transit("us", "us", 0.0)]
+    assert delays and min(delays) >= net.base_latency("us", "us") >= 0
+
+
+def test_an_escrow_key_may_be_stolen_before_the_escrow_demand() -> None:
+    """The stolen key opens what is escrowed after the theft too: only a theft with no demand is refused."""
+    events = (
+        f'{_EVENT_END}\n[[events]]\nat = "1h"\nkind = "escrow_key_stolen"\n'
+        '\n[[events]]\nat = "2h"\nkind = "exceptional_access"\ndemand = "key_escrow"\n'
+    )
+    s = parse_scenario(GOOD.replace(_EVENT_END, events), "ok.toml")
+    assert [e.kind for e in s.events] == ["escrow_key_stolen", "exceptional_access", "device_offline"]
 
 
 def test_a_persons_region_and_address_are_their_devices_defaults() -> None:
