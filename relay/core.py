@@ -520,6 +520,14 @@ class RelayCore:
         """
         if not self.store.account_exists(req.account):
             raise ValueError(f"no account {req.account!r} to add device {req.device} to")
+        existing = self.store.device_ids(req.account)
+        if req.device not in existing and len(existing) >= MAX_DEVICES_PER_ACCOUNT:
+            # The limit a registration meets (too_many_devices) holds for the provider too: a bundle,
+            # and a send to every device of an account, hold at most this many.
+            raise ValueError(
+                f"account {req.account!r} has {len(existing)} devices, the most one account may have: "
+                f"device {req.device} cannot be added"
+            )
         with self.store.transaction():
             self._put_registered_device(req, self.clock())
             logged = self._log_key(req.account, req.device, req.identity_key)

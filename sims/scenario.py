@@ -43,7 +43,8 @@ line) rather than run doing something other than what it says. In particular:
   ``network.latency`` gives rules, every device's region must be one a rule names or the relay's:
   a device in any other region would silently get the default latency.
 - Addresses (a device's, the relay's) are IPv4 or IPv6 addresses. A person has at most 64
-  devices (``relay.wire.MAX_DEVICES_PER_ACCOUNT``, the most the relay registers to one account).
+  devices (``relay.wire.MAX_DEVICES_PER_ACCOUNT``, the most the relay registers to one account),
+  ghost devices (``ghost_device`` demands) included.
 - A scripted text fits the frames that carry it (``max_text_bytes``): a send carries one envelope
   per device of its recipient, and a frame is at most ``relay.wire.DEFAULT_MAX_FRAME_SIZE`` bytes
   (256 KiB; about 252 KiB of text to a single device, less to several or under ``pow2`` padding).
@@ -834,6 +835,8 @@ class _Everyone:
     def __init__(self, people: tuple[PersonSpec, ...], generate: GenerateSpec | None) -> None:
         self.devices = {d.name for p in people for d in p.devices}
         self.names = {p.name for p in people}
+        self.device_count = {p.name: len(p.devices) for p in people}
+        self.ghosts: dict[str, int] = {}  # ghost_device demands per target, as the events are read
         self.generated = 0 if generate is None else generate.people
         self.width = len(str(self.generated))
         self.max_devices = 0
@@ -1417,6 +1420,19 @@ def _events(
                         f"{path}.target",
                         f"expected one of the people ({everyone.describe()}), got {target!r}",
                     )
+                from relaysim.relay.wire import MAX_DEVICES_PER_ACCOUNT
+
+                # each ghost is one more device of the target's account, which holds at most 64
+                held = everyone.device_count.get(target, everyone.max_devices) + everyone.ghosts.get(
+                    target, 0
+                )
+                if held >= MAX_DEVICES_PER_ACCOUNT:
+                    raise r.fail(
+                        f"{path}.target",
+                        f"{target!r} would have {held + 1} devices with this ghost; an account has at most "
+                        f"{MAX_DEVICES_PER_ACCOUNT} (relay.wire.MAX_DEVICES_PER_ACCOUNT)",
+                    )
+                everyone.ghosts[target] = everyone.ghosts.get(target, 0) + 1
             if "client_change" in params:
                 if demand not in ("ghost_device", "ghost_participant"):
                     raise r.fail(

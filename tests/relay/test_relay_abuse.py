@@ -256,6 +256,10 @@ def test_an_account_holds_at_most_the_devices_one_bundle_and_one_send_reach() ->
     assert isinstance(bundle, wire.Bundle) and len(bundle.devices) == wire.MAX_DEVICES_PER_ACCOUNT
     # a device already there may still register again (new keys, the same slot)
     assert isinstance(reply(core.handle(alice, ALICE.register(4))), wire.Registered)
+    # nor may the provider, compelled, write a 65th (a ghost) straight into the store
+    with pytest.raises(ValueError, match="the most one account may have"):
+        core.provision_device(extra.register())
+    assert len(core.store.device_ids("alice")) == wire.MAX_DEVICES_PER_ACCOUNT
 
 
 def test_an_upload_that_gives_one_key_id_twice_is_refused_and_nothing_of_it_is_kept() -> None:

@@ -405,6 +405,14 @@ def _partition(text: str) -> str:
             'region = "pk", offline = [["1h", "2h"]] }' + ", {}" * 64 + "]",
             "people[0].devices: expected at most 64 devices (the most one account may have on the relay), got 65",
         ),
+        # a ghost device that would be the 65th of its account (the relay would refuse it)
+        (
+            'region = "pk", offline = [["1h", "2h"]] }]',
+            'region = "pk", offline = [["1h", "2h"]] }'
+            + ", {}" * 63
+            + ']\n[[events]]\nat = "1h"\nkind = "exceptional_access"\ndemand = "ghost_device"\ntarget = "alice"',
+            "events[0].target: 'alice' would have 65 devices with this ghost; an account has at most 64",
+        ),
         # addresses that are not IP addresses
         (
             'region = "pk", offline',
