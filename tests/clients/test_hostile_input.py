@@ -1,0 +1,130 @@
+"""The device against hostile input: a malicious relay (it hands out bundles, labels unsealed
+envelopes with their sender and answers every request) and a malicious peer (it holds the session's
+keys, so it can write messages that authenticate with any header it likes).
+
+What must hold: a bad bundle is refused at session set-up with a ``BundleError`` naming the key;
+every message that does not decrypt raises the one ``DecryptionError`` and leaves the device's state
+exactly as it was (the Double Ratchet spec, §3.5: state changes are committed only once a message
+has authenticated), so the next honest message still reads; and nothing the relay sends makes the
+agent's ``handle`` raise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from relaysim.clients import spec
+from relaysim.clients.agent import DeviceAgent, Failed
+from relaysim.clients.keys import BundleError, OneTimePreKey, PreKeyBundle, SignedPreKey
+from relaysim.clients.session import Device
+from relaysim.relay import wire
+from relaysim.relay.core import Reply
+from tests.clients.test_agent_duplicates import World
+from tests.conftest import seeded_rng
+
+P = 2**255 - 19
+# X25519 public keys whose shared secret with any private key is all zeros (the points of order 1,
+# 2, 4 and 8 of curve25519, and the same u-coordinates plus p: RFC 7748 takes u mod p).
+LOW_ORDER = [
+    bytes(32),
+    (1).to_bytes(32, "little"),
+    bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+    bytes.fromhex("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"),
+    (P - 1).to_bytes(32, "little"),
+    P.to_bytes(32, "little"),
+    (P + 1).to_bytes(32, "little"),
+]
+
+
+# --- bundles the relay hands out ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("low", LOW_ORDER, ids=range(len(LOW_ORDER)))
+def test_a_low_order_one_time_prekey_is_refused_at_set_up(low: bytes) -> None:
+    """The one-time prekey is not signed: the relay can put any key there in a genuine bundle."""
+    bob = Device("bob", 1, rng=seeded_rng(2))
+    good = bob.generate_prekeys(2, 2)
+    assert good.one_time_prekey is not None
+    forged = dataclasses.replace(good, one_time_prekey=OneTimePreKey(good.one_time_prekey.id, low))
+    forged.verify()  # every signature in it checks
+    alice = Device("alice", 1, rng=seeded_rng(1))
+    with pytest.raises(BundleError, match=r"one_time_prekey\.public is a low-order X25519 point"):
+        alice.start_session(bob.address, forged)
+    assert not alice.has_session(bob.address)
+    assert alice.identities.pinned(bob.address) is None
+    alice.start_session(bob.address, good)  # the genuine bundle still makes a session
+    assert bob.decrypt(alice.address, alice.encrypt(bob.address, b"hi")) == b"hi"
+
+
+def test_a_low_order_signed_prekey_signed_by_the_relays_own_identity_key_is_refused() -> None:
+    """A relay that serves its own identity key (a first contact: nothing pinned yet) signs what it likes."""
+    mallory = Device("mallory", 1, pq=False, rng=seeded_rng(7)).secrets.identity
+    low = LOW_ORDER[2]
+    spk = SignedPreKey(1, low, mallory.sign(spec.encode_public_key(low), seeded_rng(3)))
+    forged = PreKeyBundle(mallory.public, spk)
+    forged.verify()
+    alice = Device("alice", 1, pq=False, rng=seeded_rng(1))
+    with pytest.raises(BundleError, match=r"signed_prekey\.public is a low-order X25519 point"):
+        alice.start_session(Device("bob", 1, rng=seeded_rng(2)).address, forged)
+    assert not alice.sessions
+
+
+def test_a_low_order_identity_key_with_a_forged_signature_is_refused() -> None:
+    """XEdDSA does not refuse the identity key u = 0 (a point of order 2), so its signature can be
+    forged: R the identity point and s = 0 verify for every message whose hash h is even, one in two
+    (sB − hA = −hA = the identity). The signature check passes; the set-up must still refuse it."""
+    forged_signature = b"\x01" + bytes(31) + bytes(32)
+    rng = seeded_rng(3)
+    for _ in range(64):
+        spk = spec.generate_dh(rng).public
+        if spec.xeddsa_verify(bytes(32), spec.encode_public_key(spk), forged_signature):
+            break
+    else:
+        raise AssertionError("no message with an even hash in 64 tries")
+    forged = PreKeyBundle(bytes(32), SignedPreKey(1, spk, forged_signature))
+    forged.verify()
+    alice = Device("alice", 1, pq=False, rng=seeded_rng(1))
+    with pytest.raises(BundleError, match=r"identity_key is a low-order X25519 point"):
+        alice.start_session(Device("bob", 1, rng=seeded_rng(2)).address, forged)
+    assert not alice.sessions
+
+
+def _answer_forged(w: World, a: DeviceAgent, forge: object) -> list[object]:
+    """Carry ``a``'s requests to the relay and the answers back, passing each answer through
+    ``forge`` first (the relay turned hostile on the way back)."""
+    cid = next(c for c, x in w.agents.items() if x is a)
+    events: list[object] = []
+    for _ in range(20):
+        frames = a.take_outbox()
+        if not frames:
+            break
+        for frame in frames:
+            for out in w.core.handle(w.conns[cid], frame):
+                if isinstance(out, Reply):
+                    events += a.handle(forge(out.frame))  # type: ignore[operator]
+    return events
+
+
+def test_the_agent_fails_the_send_when_the_relay_serves_a_low_order_one_time_prekey() -> None:
+    w = World()
+    alice, _bob = w.join("alice"), w.join("bob")
+
+    def zero_the_one_time_prekey(frame: wire.Response) -> wire.Response:
+        if not isinstance(frame, wire.Bundle):
+            return frame
+        devices = tuple(
+            dataclasses.replace(d, one_time_prekey=wire.Prekey(id=d.one_time_prekey.id, public=bytes(32)))
+            if d.one_time_prekey is not None
+            else d
+            for d in frame.devices
+        )
+        return dataclasses.replace(frame, devices=devices)
+
+    alice.send_text("bob", b"hello", ref="m1")
+    events = _answer_forged(w, alice, zero_the_one_time_prekey)
+    failed = [e for e in events if isinstance(e, Failed)]
+    assert [(e.ref, e.code) for e in failed] == [("m1", "bad_bundle")]
+    assert "one_time_prekey.public is a low-order X25519 point" in failed[0].message
+    assert not alice.device.sessions
