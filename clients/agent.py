@@ -1812,15 +1812,18 @@ class DeviceAgent:
                     if opened is None or env.source_account is None or env.source_device is None:
                         raise DecryptionError()
                     sender, plaintext = PeerAddress(env.source_account, env.source_device), opened
-                elif not env.sealed and env.body[:1] == _SENDER_KEY_BODY:
-                    self._group_receive(env)
-                    continue
                 elif env.sealed:
                     if self.trust_root is None:
                         raise DecryptionError()
                     sender, plaintext = self.device.open_sealed(env.body, self.trust_root, int(self.clock()))
+                elif env.source_account is None or env.source_device is None:
+                    # The relay names the sender of every unsealed envelope, and only the session or
+                    # the sender key then shows whether it wrote it; one named by nobody is nobody's.
+                    raise DecryptionError()
+                elif env.body[:1] == _SENDER_KEY_BODY:
+                    self._group_receive(env)
+                    continue
                 else:
-                    assert env.source_account is not None and env.source_device is not None
                     sender = _peer((env.source_account, env.source_device))
                     if not self.device.has_session(sender):
                         sessionless = sender

@@ -128,3 +128,38 @@ def test_the_agent_fails_the_send_when_the_relay_serves_a_low_order_one_time_pre
     assert [(e.ref, e.code) for e in failed] == [("m1", "bad_bundle")]
     assert "one_time_prekey.public is a low-order X25519 point" in failed[0].message
     assert not alice.device.sessions
+
+
+# --- frames a hostile relay pushes to the agent ---------------------------------------------------
+
+
+def _envelope(body: bytes, *, sealed: bool = False, source: tuple[str, int] | None = None) -> wire.Envelope:
+    account, device = source if source is not None else (None, None)
+    return wire.Envelope(
+        id=seeded_rng(len(body))(16),
+        body=body,
+        timestamp=1,
+        sealed=sealed,
+        source_account=account,
+        source_device=device,
+    )
+
+
+@pytest.mark.parametrize("first_byte", [0x01, 0x02, 0x33, 0xE5, 0x00])
+def test_an_unsealed_envelope_that_names_no_sender_is_undecryptable(first_byte: int) -> None:
+    """The relay names the sender of every unsealed envelope; one that names none (a 1:1 message,
+    a prekey message, a group message, an escrowed one) is reported, not asserted on."""
+    w = World()
+    alice, bob = w.join("alice"), w.join("bob")
+    w.greet(alice, bob)
+    state = alice.device.to_dict()
+    env = _envelope(bytes((first_byte,)) + seeded_rng(first_byte)(150))
+    events = alice.handle(wire.Deliver(id=0, envelope=env))
+    assert [type(e).__name__ for e in events] == ["Undecryptable"]
+    assert [type(f) for f in alice.take_outbox()] == [wire.Ack]
+    assert alice.device.to_dict() == state
+    # and the next honest message still reads
+    bob.send_text("alice", b"still here")
+    w.pump()
+    events, _ = w.deliver(*w.take())
+    assert [e.plaintext for e in events if hasattr(e, "plaintext")] == [b"still here"]
