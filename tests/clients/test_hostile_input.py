@@ -163,3 +163,88 @@ def test_an_unsealed_envelope_that_names_no_sender_is_undecryptable(first_byte: 
     w.pump()
     events, _ = w.deliver(*w.take())
     assert [e.plaintext for e in events if hasattr(e, "plaintext")] == [b"still here"]
+
+
+def _responses(request_id: int) -> list[wire.Response]:
+    """One well-formed frame of each response kind (but ``deliver``, which answers nothing)."""
+    eid = bytes(range(16))
+    group = bytes(16)
+    head = wire.KeyLogHead(tree_size=1, timestamp=1, root_hash=bytes(32), signature=bytes(64))
+    return [
+        wire.Registered(id=request_id, account="mallory", device=1),
+        wire.PrekeysUploaded(id=request_id, one_time_prekeys=1, kem_prekeys=1),
+        wire.Bundle(id=request_id, account="mallory", devices=()),
+        wire.Challenge(id=request_id, nonce=bytes(32), expires_in_ms=1000),
+        wire.Authenticated(id=request_id, account="mallory", device=1),
+        wire.Sent(id=request_id, envelope_ids=(eid,)),
+        wire.SenderCertificateResponse(id=request_id, certificate=b"not a certificate"),
+        wire.Envelopes(id=request_id, envelopes=(), more=True),
+        wire.Acked(id=request_id, count=1),
+        wire.Pong(id=request_id),
+        wire.ContactsFound(id=request_id, registered=("mallory",)),
+        wire.Blocked(id=request_id),
+        wire.Unblocked(id=request_id),
+        wire.GroupUpdated(id=request_id, group=group, epoch=1),
+        wire.GroupInfo(
+            id=request_id, group=group, epoch=1, members=(wire.GroupMember(account="m", admin=True),)
+        ),
+        wire.GroupSent(id=request_id, envelope_ids=(eid,)),
+        wire.GroupStateStored(id=request_id, group=group, version=1),
+        wire.GroupState(id=request_id, group=group, version=1, state=b""),
+        wire.KeyLogHeadResponse(id=request_id, head=head, server_certificate=b""),
+        wire.KeyLogConsistency(id=request_id, first=1, second=1, proof=()),
+        wire.KeyLogEntries(id=request_id, start=0, entries=()),
+    ]
+
+
+def test_every_response_kind_is_covered() -> None:
+    kinds = {type(r).kind for r in _responses(1)}
+    assert kinds == set(wire.RESPONSE_KINDS) - {wire.Deliver.kind, wire.ErrorFrame.kind}
+
+
+# Requests the agent makes, each with the one kind of answer the relay gives it.
+REQUESTS = {
+    "ping": (lambda a: a.ping(), "pong"),
+    "send": (lambda a: a.send_text("bob", b"x", ref="m"), "sent"),  # (a session with bob: sent at once)
+    "fetch_bundle": (lambda a: a.send_text("carol", b"x", ref="m"), "bundle"),  # (no session: a fetch)
+    "receive": (lambda a: a.receive(), "envelopes"),
+    "get_sender_certificate": (lambda a: a.request_certificate(), "sender_certificate"),
+    "get_group": (lambda a: a.refresh_group(bytes(16)), "group_info"),
+    "discover_contacts": (lambda a: a.discover_contacts(["bob"]), "contacts_found"),
+}
+
+
+@pytest.mark.parametrize("request_kind", sorted(REQUESTS))
+def test_an_answer_of_another_kind_fails_the_request_and_changes_nothing(request_kind: str) -> None:
+    """Every response kind but the one asked for, answered to the same request: the request fails
+    (``unexpected_answer``), and no session, certificate, login or group list comes of it."""
+    w = World()
+    alice, bob = w.join("alice"), w.join("bob")
+    w.greet(alice, bob)
+    make, expected = REQUESTS[request_kind]
+    for frame_kind in [r.kind for r in _responses(0) if r.kind != expected]:
+        make(alice)
+        (request,) = alice.take_outbox()
+        assert request.kind == request_kind
+        state = alice.device.to_dict()  # (after the request: a send has encrypted already)
+        certificate, groups = alice.certificate, dict(alice.group_lists)
+        (frame,) = [r for r in _responses(request.id) if r.kind == frame_kind]
+        events = alice.handle(frame)
+        failed = [e for e in events if isinstance(e, Failed)]
+        assert len(failed) == 1 and failed[0].code == "unexpected_answer", (frame_kind, events)
+        assert failed[0].message == f"the relay answered {frame_kind!r} to a {request_kind!r} request"
+        assert failed[0].ref == ("m" if request_kind in ("send", "fetch_bundle") else request_kind)
+        assert alice.take_outbox() == []  # nothing asked for in answer to it
+        assert alice.device.to_dict() == state
+        assert (alice.certificate, alice.group_lists, alice.authenticated) == (certificate, groups, True)
+
+
+def test_an_answer_to_a_request_never_made_is_dropped() -> None:
+    w = World()
+    alice, bob = w.join("alice"), w.join("bob")
+    w.greet(alice, bob)
+    state = alice.device.to_dict()
+    for frame in _responses(999_999):
+        assert alice.handle(frame) == []
+        assert alice.take_outbox() == []
+    assert alice.device.to_dict() == state
