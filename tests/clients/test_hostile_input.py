@@ -17,6 +17,7 @@ import pytest
 
 from relaysim.clients import spec
 from relaysim.clients.agent import DeviceAgent, Failed
+from relaysim.clients.errors import DecryptionError
 from relaysim.clients.keys import BundleError, OneTimePreKey, PreKeyBundle, SignedPreKey
 from relaysim.clients.session import Device
 from relaysim.relay import wire
@@ -248,3 +249,42 @@ def test_an_answer_to_a_request_never_made_is_dropped() -> None:
         assert alice.handle(frame) == []
         assert alice.take_outbox() == []
     assert alice.device.to_dict() == state
+
+
+# --- group state a hostile member seals --------------------------------------------------------------
+
+GID = bytes(range(16))
+MASTER = bytes(range(32, 64))
+
+
+def _sealed_by_a_member(body: bytes, version: int = 3) -> bytes:
+    """``body`` sealed as ``seal_group_state`` seals, by a member who wrote it byte by byte: any
+    member holds the master key, so the relay's copy of the state authenticates whatever it says."""
+    from relaysim.clients import _primitives
+    from relaysim.clients.groups import _state_key
+
+    return _primitives.siv_encrypt(_state_key(MASTER), body, GID + version.to_bytes(8, "big"))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",  # no version
+        (3).to_bytes(7, "big"),  # a version cut short
+        (4).to_bytes(8, "big"),  # another version than the one bound in
+        (3).to_bytes(8, "big") + b"\x05ana",  # a member's length past the end
+        (3).to_bytes(8, "big") + b"\x00",  # an empty account
+        (3).to_bytes(8, "big") + b"\x03ana\x02\xff\xfe",  # not UTF-8
+    ],
+    ids=["empty", "short-version", "other-version", "overlong", "empty-account", "not-utf8"],
+)
+def test_a_malformed_group_state_a_member_sealed_is_refused(body: bytes) -> None:
+    from relaysim.clients.groups import open_group_state, seal_group_state
+
+    with pytest.raises(DecryptionError) as info:
+        open_group_state(MASTER, GID, 3, _sealed_by_a_member(body))
+    assert str(info.value) == "message could not be decrypted"
+    # what seal_group_state writes, written byte by byte, opens
+    good = (3).to_bytes(8, "big") + b"\x03ana\x02bo"
+    assert _sealed_by_a_member(good) == seal_group_state(MASTER, GID, 3, ["bo", "ana"])
+    assert open_group_state(MASTER, GID, 3, _sealed_by_a_member(good)) == ("ana", "bo")
