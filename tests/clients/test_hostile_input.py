@@ -12,14 +12,21 @@ agent's ``handle`` raise.
 from __future__ import annotations
 
 import dataclasses
+import functools
+from typing import Any
 
+import msgpack
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from relaysim.clients import spec
 from relaysim.clients.agent import DeviceAgent, Failed
 from relaysim.clients.errors import DecryptionError
+from relaysim.clients.framing import MESSAGE_PREFIX, TYPE_PREKEY
 from relaysim.clients.keys import BundleError, OneTimePreKey, PreKeyBundle, SignedPreKey
-from relaysim.clients.session import Device
+from relaysim.clients.ratchet import DEFAULT_MAX_SKIP, HEADER, HEADER_LEN, RatchetConfig, parse_header
+from relaysim.clients.session import Device, PeerAddress, parse_ciphertext
 from relaysim.relay import wire
 from relaysim.relay.core import Reply
 from tests.clients.test_agent_duplicates import World
@@ -288,3 +295,163 @@ def test_a_malformed_group_state_a_member_sealed_is_refused(body: bytes) -> None
     good = (3).to_bytes(8, "big") + b"\x03ana\x02bo"
     assert _sealed_by_a_member(good) == seal_group_state(MASTER, GID, 3, ["bo", "ana"])
     assert open_group_state(MASTER, GID, 3, _sealed_by_a_member(good)) == ("ana", "bo")
+
+
+# --- any mutation of a valid message: DecryptionError and nothing changed, or the same plaintext ------
+
+# A stage of a conversation: Bob's device state as data, a message from Alice for him, its plaintext.
+Stage = tuple[dict[str, Any], bytes, bytes]
+ALICE_ADDRESS = PeerAddress("alice", 1)
+
+
+@functools.cache
+def _conversation(pq: bool, he: bool) -> dict[str, Stage]:
+    """Alice and Bob talk; what Bob holds before each kind of message, and the message:
+    ``prekey`` her first (with its X3DH header), ``new-key`` one that turns his DH ratchet,
+    ``same-chain`` the next one on a chain he is reading, ``skipped`` one whose key he holds skipped."""
+    cfg = RatchetConfig(header_encryption=he)
+    alice = Device("alice", 1, pq=pq, config=cfg, rng=seeded_rng(11))
+    bob = Device("bob", 1, pq=pq, config=cfg, rng=seeded_rng(12))
+    alice.start_session(bob.address, bob.generate_prekeys(3, 3))
+    stages: dict[str, Stage] = {}
+
+    def stage(name: str, plaintext: bytes) -> bytes:
+        message = alice.encrypt(bob.address, plaintext)
+        stages[name] = (bob.to_dict(), message, plaintext)
+        return message
+
+    assert (
+        bob.decrypt(alice.address, stage("prekey", b"first, with the X3DH header"))
+        == b"first, with the X3DH header"
+    )
+    assert alice.decrypt(bob.address, bob.encrypt(alice.address, b"reply")) == b"reply"
+    assert bob.decrypt(alice.address, stage("new-key", b"a new ratchet key")) == b"a new ratchet key"
+    skipped = stage("same-chain", b"skipped, then read late")
+    later = alice.encrypt(bob.address, b"read first")
+    assert bob.decrypt(alice.address, later) == b"read first"
+    stages["skipped"] = (bob.to_dict(), skipped, b"skipped, then read late")
+    return stages
+
+
+HOSTILE_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.sampled_from([-1, 0, 1, 2**31, 2**32 - 1, 2**32, 2**63, 2**64 - 1]),
+    st.sampled_from(LOW_ORDER),
+    st.integers(0, 1600).map(bytes),  # zeros of any length: 31, 32, 33, ML-KEM's 1568 …
+    st.binary(max_size=40),
+    st.text(max_size=8),
+    st.lists(st.integers(0, 3), max_size=3),
+)
+
+
+def _reframed(message: bytes, initial: list[Any] | None, body: bytes) -> bytes:
+    if initial is None:
+        return MESSAGE_PREFIX + body
+    return bytes((TYPE_PREKEY,)) + msgpack.packb([initial, body], use_bin_type=True)
+
+
+@st.composite
+def mutated(draw: st.DrawFn, message: bytes, he: bool) -> bytes:
+    """``message`` changed by a hostile relay (or peer): bits flipped, cut, lengthened, a slice
+    replaced, a header field set to an edge value, an X3DH header field replaced by anything."""
+    n = len(message)
+    kind = draw(st.sampled_from(["flip", "cut", "extend", "splice", "header", "x3dh"]))
+    if kind == "flip":
+        i, bit = draw(st.integers(0, n - 1)), draw(st.integers(0, 7))
+        return message[:i] + bytes((message[i] ^ (1 << bit),)) + message[i + 1 :]
+    if kind == "cut":
+        return message[: draw(st.integers(0, n - 1))]
+    if kind == "extend":
+        return message + draw(st.binary(min_size=1, max_size=64))
+    if kind == "splice":
+        i = draw(st.integers(0, n))
+        j = draw(st.integers(i, min(n, i + 64)))
+        return message[:i] + draw(st.binary(max_size=64)) + message[j:]
+    initial, body = parse_ciphertext(message)
+    wire_initial = None if initial is None else initial.to_wire()
+    if kind == "header" and not he:  # (with header encryption the header is ciphertext: flips reach it)
+        dh, pn, number = parse_header(body)  # type: ignore[misc]
+        field = draw(st.sampled_from(["dh", "pn", "n"]))
+        if field == "dh":
+            dh = draw(st.one_of(st.sampled_from(LOW_ORDER), st.binary(min_size=32, max_size=32)))
+        else:
+            value = draw(
+                st.one_of(
+                    st.sampled_from([0, 1, 2**32 - 1, 2**31, DEFAULT_MAX_SKIP, DEFAULT_MAX_SKIP + 1]),
+                    st.integers(0, 2**32 - 1),
+                    st.integers(-3, 3).map(lambda d: max(0, number + d)),
+                )
+            )
+            pn, number = (value, number) if field == "pn" else (pn, value)
+        return _reframed(message, wire_initial, HEADER.pack(dh, pn, number) + body[HEADER_LEN:])
+    if kind == "x3dh" and wire_initial is not None:
+        wire_initial[draw(st.integers(0, 5))] = draw(HOSTILE_VALUES)
+        outer = draw(st.sampled_from(["as is", "extra item", "body as text"]))
+        if outer == "extra item":
+            return bytes((TYPE_PREKEY,)) + msgpack.packb([wire_initial, body, 0], use_bin_type=True)
+        if outer == "body as text":
+            return bytes((TYPE_PREKEY,)) + msgpack.packb([wire_initial, body.hex()], use_bin_type=True)
+        return _reframed(message, wire_initial, body)
+    return message[:-1]  # (a field the message does not have: cut instead)
+
+
+def _check_mutation(stage: Stage, forged: bytes) -> None:
+    state, message, plaintext = stage
+    bob = Device.from_dict(state, rng=seeded_rng(99))
+    try:
+        got = bob.decrypt(ALICE_ADDRESS, forged)
+    except DecryptionError as exc:
+        assert str(exc) == "message could not be decrypted"
+        assert bob.to_dict() == state  # nothing of the failed attempt stays behind
+        assert bob.decrypt(ALICE_ADDRESS, message) == plaintext  # the honest one still reads
+    else:
+        assert got == plaintext  # (a change the message does not depend on, such as none at all)
+        with pytest.raises(DecryptionError):
+            bob.decrypt(ALICE_ADDRESS, message)  # read once only
+
+
+@pytest.mark.parametrize("stage", ["prekey", "new-key", "same-chain", "skipped"])
+@pytest.mark.parametrize(("pq", "he"), [(True, False), (False, True)], ids=["pqxdh", "x3dh-he"])
+@given(data=st.data())
+def test_any_mutation_of_a_message_fails_cleanly_or_reads_the_same(
+    stage: str, pq: bool, he: bool, data: st.DataObject
+) -> None:
+    state, message, plaintext = _conversation(pq, he)[stage]
+    _check_mutation((state, message, plaintext), data.draw(mutated(message, he)))
+
+
+FIXED_HOSTILE_VALUES: list[Any] = [
+    None,
+    True,
+    -1,
+    2**32,
+    2**64 - 1,
+    "1",
+    [1],
+    {"a": 1},
+    1.5,
+    b"",
+    bytes(31),
+    bytes(33),
+    bytes(1567),
+    bytes(1569),
+    *LOW_ORDER[:3],
+]
+
+
+@pytest.mark.parametrize(("pq", "he"), [(True, False), (False, False)], ids=["pqxdh", "x3dh"])
+def test_every_x3dh_header_field_replaced_by_anything_fails_cleanly(pq: bool, he: bool) -> None:
+    """Each field of the prekey message's X3DH header (IK_A, EK_A, the signed, one-time and KEM
+    prekey ids, the ML-KEM ciphertext) replaced by a value of every wrong type and length: unknown
+    prekey ids, a missing one-time prekey, a KEM ciphertext one byte short or long, low-order keys."""
+    stage = _conversation(pq, he)["prekey"]
+    _state, message, _plaintext = stage
+    initial, body = parse_ciphertext(message)
+    assert initial is not None
+    for field in range(6):
+        unknown_ids = [initial.signed_prekey_id + 1000, 0]
+        for value in [*FIXED_HOSTILE_VALUES, *unknown_ids]:
+            wire_initial = initial.to_wire()
+            wire_initial[field] = value
+            _check_mutation(stage, _reframed(message, wire_initial, body))
