@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from relaysim.clients import _primitives as _p
 from relaysim.clients import spec
 from relaysim.clients.agent import DeviceAgent, Failed
 from relaysim.clients.errors import DecryptionError
@@ -455,3 +456,72 @@ def test_every_x3dh_header_field_replaced_by_anything_fails_cleanly(pq: bool, he
             wire_initial = initial.to_wire()
             wire_initial[field] = value
             _check_mutation(stage, _reframed(message, wire_initial, body))
+
+
+# --- a hostile peer: it holds the session's keys, so its messages authenticate with any header ------
+
+
+def _talking(he: bool) -> tuple[Device, Device]:
+    """Alice and Bob after a prekey message, a reply and three messages more from Alice (Bob's
+    receiving chain is at 3): her next message turns his ratchet unless she sends again first."""
+    cfg = RatchetConfig(header_encryption=he)
+    alice = Device("alice", 1, pq=False, config=cfg, rng=seeded_rng(21))
+    bob = Device("bob", 1, pq=False, config=cfg, rng=seeded_rng(22))
+    alice.start_session(bob.address, bob.generate_prekeys(1, 0))
+    bob.decrypt(alice.address, alice.encrypt(bob.address, b"hi"))
+    alice.decrypt(bob.address, bob.encrypt(alice.address, b"hello"))
+    for i in range(3):
+        bob.decrypt(alice.address, alice.encrypt(bob.address, b"%d" % i))
+    alice.decrypt(bob.address, bob.encrypt(alice.address, b"your turn"))  # her ratchet turns: pn = 3
+    return alice, bob
+
+
+def _forge(alice: Device, bob: Device, **ratchet_fields: Any) -> bytes:
+    """A message from Alice with her ratchet's fields set first (she is hostile: it authenticates)."""
+    ratchet = alice.sessions[bob.address].ratchet
+    for name, value in ratchet_fields.items():
+        setattr(ratchet, name, value)
+    return alice.encrypt(bob.address, b"forged")
+
+
+HOSTILE_HEADERS: dict[str, dict[str, Any]] = {
+    "n past MAX_SKIP": {"ns": DEFAULT_MAX_SKIP + 1},
+    "n at 2**32 - 1": {"ns": 2**32 - 1},
+    "n past MAX_SKIP on his current chain": {"same_chain": True, "ns": 1 + DEFAULT_MAX_SKIP + 1},
+    "n at 2**32 - 1 on his current chain": {"same_chain": True, "ns": 2**32 - 1},
+    "pn past MAX_SKIP": {"pn": 3 + DEFAULT_MAX_SKIP + 1},
+    "pn at 2**32 - 1": {"pn": 2**32 - 1},
+    "pn below what Bob read": {"pn": 2},
+    **{f"low-order ratchet key {i}": {"dhs": "low", "low": low} for i, low in enumerate(LOW_ORDER)},
+}
+
+
+@pytest.mark.parametrize("he", [False, True], ids=["plain", "header-encryption"])
+@pytest.mark.parametrize("case", sorted(HOSTILE_HEADERS))
+def test_a_peers_authentic_message_with_a_hostile_header_is_refused_and_changes_nothing(
+    case: str, he: bool
+) -> None:
+    alice, bob = _talking(he)
+    fields = dict(HOSTILE_HEADERS[case])
+    if fields.pop("same_chain", False):  # Bob reads one message on her new chain first
+        assert bob.decrypt(alice.address, alice.encrypt(bob.address, b"again")) == b"again"
+    honest = Device.from_dict(alice.to_dict(), rng=seeded_rng(23))
+    if fields.get("dhs") == "low":
+        # A ratchet key whose public half is a low-order point, and the sending chain that an all-zero
+        # DH output would give: KDF_RK(rk, 0…0), from the root key she held before her ratchet turned
+        # (Bob's now). Only Bob's refusal of the DH keeps it from reading.
+        ratchet = alice.sessions[bob.address].ratchet
+        assert ratchet.dhs is not None
+        theirs = bob.sessions[alice.address].ratchet
+        kdf = spec.kdf_rk_he if he else spec.kdf_rk
+        fields = {
+            "dhs": _p.X25519Pair(ratchet.dhs.private, fields["low"]),
+            "cks": kdf(theirs.rk, bytes(32), theirs.config.root_info)[1],
+        }
+    forged = _forge(alice, bob, **fields)
+    state = bob.to_dict()
+    with pytest.raises(DecryptionError):
+        bob.decrypt(alice.address, forged)
+    assert bob.to_dict() == state
+    assert not bob.replayed(alice.address, forged)  # (nothing read: not a second copy of anything)
+    assert bob.decrypt(alice.address, honest.encrypt(bob.address, b"honest")) == b"honest"
