@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relaysim.clients import _primitives as _p
-from relaysim.clients import spec
+from relaysim.clients import sealed, spec
 from relaysim.clients.agent import DeviceAgent, Failed
 from relaysim.clients.errors import DecryptionError
 from relaysim.clients.framing import MESSAGE_PREFIX, TYPE_PREKEY
@@ -29,6 +29,7 @@ from relaysim.clients.keys import BundleError, OneTimePreKey, PreKeyBundle, Sign
 from relaysim.clients.ratchet import DEFAULT_MAX_SKIP, HEADER, HEADER_LEN, RatchetConfig, parse_header
 from relaysim.clients.session import Device, PeerAddress, parse_ciphertext
 from relaysim.relay import wire
+from relaysim.relay.certificates import ServerSigningKey, TrustRoot
 from relaysim.relay.core import Reply
 from tests.clients.test_agent_duplicates import World
 from tests.conftest import seeded_rng
@@ -525,3 +526,125 @@ def test_a_peers_authentic_message_with_a_hostile_header_is_refused_and_changes_
     assert bob.to_dict() == state
     assert not bob.replayed(alice.address, forged)  # (nothing read: not a second copy of anything)
     assert bob.decrypt(alice.address, honest.encrypt(bob.address, b"honest")) == b"honest"
+
+
+# --- sealed sender envelopes ----------------------------------------------------------------------------
+
+NOW = 1_000_000
+
+
+@functools.cache
+def _sealed_world() -> tuple[dict[str, Any], dict[str, Any], bytes, bytes, bytes]:
+    """(Alice's and Bob's states after a first sealed message each way, the trust root, Alice's
+    certificate, a certificate for Alice from a server key the trust root never certified)."""
+    rng = seeded_rng(31)
+    root = TrustRoot(rng(32))
+    server = ServerSigningKey.create(root, 1, rng(32))
+    alice = Device("alice", 1, pq=False, rng=seeded_rng(32))
+    bob = Device("bob", 1, pq=False, rng=seeded_rng(33))
+    alice.start_session(bob.address, bob.generate_prekeys(1, 0))
+
+    def cert(d: Device, signer: ServerSigningKey = server) -> bytes:
+        return signer.issue(d.address.account, d.address.device, d.identity_key, NOW + 3600).encode()
+
+    assert bob.open_sealed(alice.seal(bob.address, b"hi", cert(alice)), root.public, NOW)[1] == b"hi"
+    assert alice.open_sealed(bob.seal(alice.address, b"ok", cert(bob)), root.public, NOW)[1] == b"ok"
+    rogue = ServerSigningKey.create(TrustRoot(rng(32)), 1, rng(32))
+    return alice.to_dict(), bob.to_dict(), root.public, cert(alice), cert(alice, rogue)
+
+
+def _seal_content(alice: Device, bob: Device, content: bytes) -> bytes:
+    """``sealed.seal`` with the inner layer's plaintext written by a hostile sender: its own identity
+    key authenticates whatever it puts there (it is meant to be msgpack [certificate, message])."""
+    e = spec.generate_dh(seeded_rng(len(content)))
+    ik_b = bob.identity_key
+    chain_key, k1 = sealed._ephemeral_keys(e.dh(ik_b), ik_b, e.public)
+    c1 = spec.encrypt(k1, alice.identity_key, e.public + ik_b, sealed._AEAD_INFO)
+    k2 = sealed._static_key(alice.secrets.identity.pair.dh(ik_b), chain_key, c1)
+    return (
+        bytes((sealed.VERSION,)) + e.public + c1 + spec.encrypt(k2, content, e.public + c1, sealed._AEAD_INFO)
+    )
+
+
+def _check_sealed(forged_from: Any) -> None:
+    alice_state, bob_state, root, certificate, _rogue = _sealed_world()
+    alice = Device.from_dict(alice_state, rng=seeded_rng(34))
+    bob = Device.from_dict(bob_state, rng=seeded_rng(35))
+    honest = alice.seal(bob.address, b"honest", certificate)
+    forged = forged_from(alice, bob, honest)
+    if forged == honest:
+        return
+    state = bob.to_dict()
+    with pytest.raises(DecryptionError) as info:
+        bob.open_sealed(forged, root, NOW)
+    assert str(info.value) == "message could not be decrypted"
+    assert bob.to_dict() == state
+    assert bob.open_sealed(honest, root, NOW) == (alice.address, b"honest")
+
+
+def _pk(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def _hostile_content(case: str, certificate: bytes, rogue: bytes, inner: bytes) -> bytes:
+    return {
+        "empty": b"",
+        "not msgpack": b"\xc1",
+        "truncated": _pk([certificate, inner])[:-1],
+        "an int": _pk(5),
+        "one item": _pk([certificate]),
+        "three items": _pk([certificate, inner, b""]),
+        "message as text": _pk([certificate, inner.hex()]),
+        "message as nil": _pk([certificate, None]),
+        "certificate as text": _pk([certificate.hex(), inner]),
+        "certificate not msgpack": _pk([b"\xc1" + certificate, inner]),
+        "certificate of a server key the root never certified": _pk([rogue, inner]),
+        "not UTF-8": b"\x92\xa2\xff\xfe\xc4\x00",
+        "deeply nested": b"\x91" * 5000,
+        "a map": _pk({"a": 1, "b": 2}),
+        "an ext type": b"\x92\xd4\x01\x00\xc4\x00",
+        "a bad timestamp": b"\x92\xd5\xff\x00\x00\xc4\x00",
+        "message not a ciphertext": _pk([certificate, b"\x07" + inner[1:]]),
+    }[case]
+
+
+HOSTILE_CONTENTS = [
+    "empty",
+    "not msgpack",
+    "truncated",
+    "an int",
+    "one item",
+    "three items",
+    "message as text",
+    "message as nil",
+    "certificate as text",
+    "certificate not msgpack",
+    "certificate of a server key the root never certified",
+    "not UTF-8",
+    "deeply nested",
+    "a map",
+    "an ext type",
+    "a bad timestamp",
+    "message not a ciphertext",
+]
+
+
+@pytest.mark.parametrize("case", HOSTILE_CONTENTS)
+def test_a_sealed_envelope_whose_inner_layer_a_hostile_sender_wrote_is_refused(case: str) -> None:
+    """The sender's identity key authenticates the inner layer, so a sender with any certificate (or
+    none) can put anything there; the certificate chain, the message and their types are checked."""
+
+    def forge(alice: Device, bob: Device, honest: bytes) -> bytes:
+        _a, _b, _root, certificate, rogue = _sealed_world()
+        inner = alice.encrypt(bob.address, b"inner")
+        return _seal_content(alice, bob, _hostile_content(case, certificate, rogue, inner))
+
+    _check_sealed(forge)
+
+
+@given(data=st.data())
+def test_any_mutation_of_a_sealed_envelope_fails_cleanly(data: st.DataObject) -> None:
+    def forge(alice: Device, bob: Device, honest: bytes) -> bytes:
+        return data.draw(mutated(honest, he=True))  # (bits, cuts, splices: no ratchet header in sight)
+
+    _check_sealed(forge)
