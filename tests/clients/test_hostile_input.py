@@ -25,6 +25,7 @@ from relaysim.clients import sealed, spec
 from relaysim.clients.agent import DeviceAgent, Failed
 from relaysim.clients.errors import DecryptionError
 from relaysim.clients.framing import MESSAGE_PREFIX, TYPE_PREKEY
+from relaysim.clients.groups import GroupKeys
 from relaysim.clients.keys import BundleError, OneTimePreKey, PreKeyBundle, SignedPreKey
 from relaysim.clients.ratchet import DEFAULT_MAX_SKIP, HEADER, HEADER_LEN, RatchetConfig, parse_header
 from relaysim.clients.session import Device, PeerAddress, parse_ciphertext
@@ -354,11 +355,13 @@ def _reframed(message: bytes, initial: list[Any] | None, body: bytes) -> bytes:
 
 
 @st.composite
-def mutated(draw: st.DrawFn, message: bytes, he: bool) -> bytes:
+def mutated(draw: st.DrawFn, message: bytes, he: bool = False, *, framed: bool = True) -> bytes:
     """``message`` changed by a hostile relay (or peer): bits flipped, cut, lengthened, a slice
-    replaced, a header field set to an edge value, an X3DH header field replaced by anything."""
+    replaced; and for a device ciphertext (``framed``) a ratchet header field set to an edge value
+    (without header encryption, ``he``) or an X3DH header field replaced by anything."""
     n = len(message)
-    kind = draw(st.sampled_from(["flip", "cut", "extend", "splice", "header", "x3dh"]))
+    kinds = ["flip", "cut", "extend", "splice"] + (["header", "x3dh"] if framed else [])
+    kind = draw(st.sampled_from(kinds))
     if kind == "flip":
         i, bit = draw(st.integers(0, n - 1)), draw(st.integers(0, 7))
         return message[:i] + bytes((message[i] ^ (1 << bit),)) + message[i + 1 :]
@@ -645,6 +648,87 @@ def test_a_sealed_envelope_whose_inner_layer_a_hostile_sender_wrote_is_refused(c
 @given(data=st.data())
 def test_any_mutation_of_a_sealed_envelope_fails_cleanly(data: st.DataObject) -> None:
     def forge(alice: Device, bob: Device, honest: bytes) -> bytes:
-        return data.draw(mutated(honest, he=True))  # (bits, cuts, splices: no ratchet header in sight)
+        return data.draw(mutated(honest, framed=False))
 
     _check_sealed(forge)
+
+
+# --- sender-key (group) messages and distributions --------------------------------------------------
+
+
+def _group_pair() -> tuple[GroupKeys, GroupKeys, list[bytes]]:
+    """Alice's sender key handed to Bob, four messages written and the third read (the first two
+    kept skipped): (Alice's keys, Bob's, the four messages)."""
+    alice = GroupKeys(ALICE_ADDRESS, rng=seeded_rng(41))
+    bob = GroupKeys(PeerAddress("bob", 1), rng=seeded_rng(42))
+    [(_peer, skdm)] = alice.prepare_send(GID, [bob.owner])
+    bob.process(ALICE_ADDRESS, skdm.to_bytes())
+    messages = [alice.encrypt(GID, b"group message %d" % i) for i in range(4)]
+    assert bob.decrypt(ALICE_ADDRESS, messages[2]) == (GID, b"group message 2")
+    return alice, bob, messages
+
+
+@pytest.mark.parametrize("which", [0, 3], ids=["skipped", "next"])
+@given(data=st.data())
+def test_any_mutation_of_a_group_message_fails_cleanly(which: int, data: st.DataObject) -> None:
+    _alice, bob, messages = _group_pair()
+    message = messages[which]
+    forged = data.draw(mutated(message, framed=False))
+    state = bob.to_dict()
+    try:
+        got = bob.decrypt(ALICE_ADDRESS, forged)
+    except DecryptionError:
+        assert bob.to_dict() == state
+        assert bob.decrypt(ALICE_ADDRESS, message) == (GID, b"group message %d" % which)
+    else:
+        assert got == (GID, b"group message %d" % which)
+
+
+@pytest.mark.parametrize(
+    "ciphertext",
+    [b"", bytes(15), bytes(16), bytes(17), bytes(32), b"\x10" * 16],
+    ids=["empty", "15", "16 zeros", "17", "32 zeros", "all 0x10"],
+)
+def test_a_group_message_its_sender_signed_over_a_bad_ciphertext_is_refused(ciphertext: bytes) -> None:
+    """The sender holds the signing key: its signature covers whatever it writes, padding or not."""
+    alice, bob, messages = _group_pair()
+    own = alice.own[GID]
+    assert own.signing_private is not None
+    body = messages[3][:25] + ciphertext
+    forged = body + _p.ed25519_sign(own.signing_private, body)
+    state = bob.to_dict()
+    with pytest.raises(DecryptionError):
+        bob.decrypt(ALICE_ADDRESS, forged)
+    assert bob.to_dict() == state
+    assert bob.decrypt(ALICE_ADDRESS, messages[3]) == (GID, b"group message 3")
+
+
+@pytest.mark.parametrize(
+    "skdm",
+    [b"", b"\x33", b"\x33" + bytes(87), b"\x33" + bytes(89), b"\x34" + bytes(88), bytes(200)],
+    ids=["empty", "version only", "one short", "one long", "another version", "long zeros"],
+)
+def test_a_malformed_sender_key_distribution_is_refused_and_changes_nothing(skdm: bytes) -> None:
+    _alice, bob, messages = _group_pair()
+    state = bob.to_dict()
+    with pytest.raises(DecryptionError):
+        bob.process(ALICE_ADDRESS, skdm)
+    assert bob.to_dict() == state
+    assert bob.decrypt(ALICE_ADDRESS, messages[3]) == (GID, b"group message 3")
+
+
+@pytest.mark.parametrize(
+    "signing_public", [bytes(32), b"\xff" * 32, LOW_ORDER[2]], ids=["zeros", "ff", "low"]
+)
+def test_a_sender_key_with_a_signing_key_that_is_no_point_verifies_nothing(signing_public: bytes) -> None:
+    """A distribution message whose signing key is not a valid Ed25519 point (or one of small
+    order): every message under it is refused, no other exception."""
+    alice, bob, messages = _group_pair()
+    skdm = alice.distribution(GID)
+    bogus = dataclasses.replace(skdm, chain_id=skdm.chain_id ^ 1, signing_public=signing_public)
+    bob.process(ALICE_ADDRESS, bogus.to_bytes())
+    body = messages[3][:17] + bogus.chain_id.to_bytes(4, "big") + messages[3][21:-64]
+    for signature in (bytes(64), b"\x01" + bytes(63), messages[3][-64:]):
+        with pytest.raises(DecryptionError):
+            bob.decrypt(ALICE_ADDRESS, body + signature)
+    assert bob.decrypt(ALICE_ADDRESS, messages[3]) == (GID, b"group message 3")
