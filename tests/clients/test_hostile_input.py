@@ -22,7 +22,16 @@ from hypothesis import strategies as st
 
 from relaysim.clients import _primitives as _p
 from relaysim.clients import sealed, spec
-from relaysim.clients.agent import DeviceAgent, Failed
+from relaysim.clients.agent import (
+    DeviceAgent,
+    Duplicate,
+    Failed,
+    IdentityChanged,
+    ReceiptReceived,
+    Received,
+    SentTranscript,
+    Undecryptable,
+)
 from relaysim.clients.errors import DecryptionError
 from relaysim.clients.framing import MESSAGE_PREFIX, TYPE_PREKEY
 from relaysim.clients.groups import GroupKeys
@@ -31,6 +40,7 @@ from relaysim.clients.ratchet import DEFAULT_MAX_SKIP, HEADER, HEADER_LEN, Ratch
 from relaysim.clients.session import Device, PeerAddress, parse_ciphertext
 from relaysim.relay import wire
 from relaysim.relay.certificates import ServerSigningKey, TrustRoot
+from relaysim.relay.content import CONTROL
 from relaysim.relay.core import Reply
 from tests.clients.test_agent_duplicates import World
 from tests.conftest import seeded_rng
@@ -732,3 +742,59 @@ def test_a_sender_key_with_a_signing_key_that_is_no_point_verifies_nothing(signi
         with pytest.raises(DecryptionError):
             bob.decrypt(ALICE_ADDRESS, body + signature)
     assert bob.decrypt(ALICE_ADDRESS, messages[3]) == (GID, b"group message 3")
+
+
+# --- whatever the relay delivers, whatever a peer writes: the agent's loop goes on --------------------
+
+ALLOWED_EVENTS = (Received, Undecryptable, Duplicate, IdentityChanged, Failed)
+
+
+@given(data=st.data())
+def test_a_deliver_frame_with_any_body_and_labels_never_breaks_the_agent(data: st.DataObject) -> None:
+    """A ``deliver`` pushed by the relay: the body of a real message of Bob's (sealed or not) mutated
+    anyhow, or any bytes, under any sealed flag and any sender label. ``handle`` raises nothing and
+    reports the envelope; Bob's honest message still reads afterwards (once)."""
+    w = World()
+    alice, bob = w.join("alice"), w.join("bob")
+    w.greet(alice, bob)
+    sealed_send = data.draw(st.booleans())
+    bob.send_text("alice", b"the honest one", sealed=sealed_send)
+    w.pump()
+    _to, honest = w.take()
+    body = data.draw(st.one_of(mutated(honest.body, framed=not sealed_send), st.binary(max_size=300)))
+    source = data.draw(st.sampled_from([("bob", 1), ("bob", 2), ("carol", 1), ("alice", 1), None]))
+    account, device = source if source is not None else (None, None)
+    forged = dataclasses.replace(
+        honest,
+        id=bytes(16),
+        body=body,
+        sealed=data.draw(st.booleans()),
+        source_account=account,
+        source_device=device,
+    )
+    events = alice.handle(wire.Deliver(id=0, envelope=forged))
+    assert all(isinstance(e, ALLOWED_EVENTS) for e in events), events
+    read = [e.plaintext for e in events if isinstance(e, Received)]
+    assert read in ([], [b"the honest one"])  # (the same body, labelled well enough to read)
+    alice.take_outbox()
+    events = alice.handle(wire.Deliver(id=0, envelope=honest))
+    expected = [] if read else [b"the honest one"]
+    assert [e.plaintext for e in events if isinstance(e, Received)] == expected
+
+
+@given(code=st.binary(min_size=1, max_size=1), rest=st.binary(max_size=120))
+def test_any_control_content_a_peer_writes_never_breaks_the_agent(code: bytes, rest: bytes) -> None:
+    """A peer's authentic message whose content is a control kind with any bytes after it (a retry
+    receipt, a resend, a sync copy, a receipt, a mailbox address, a sender key, or no kind known)."""
+    w = World()
+    alice, bob = w.join("alice"), w.join("bob")
+    w.greet(alice, bob)
+    bob.send_text("alice", CONTROL + code + rest)
+    w.pump()
+    events, _answered = w.deliver(*w.take())
+    assert all(isinstance(e, (*ALLOWED_EVENTS, ReceiptReceived, SentTranscript)) for e in events), events
+    w.pump()
+    bob.send_text("alice", b"still talking")
+    w.pump()
+    events, _answered = w.deliver(*w.take())
+    assert [e.plaintext for e in events if isinstance(e, Received)] == [b"still talking"]
