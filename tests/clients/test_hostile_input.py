@@ -35,6 +35,7 @@ from relaysim.clients.agent import (
 from relaysim.clients.errors import DecryptionError
 from relaysim.clients.framing import MESSAGE_PREFIX, TYPE_PREKEY
 from relaysim.clients.groups import GroupKeys
+from relaysim.clients.identity import UntrustedIdentity
 from relaysim.clients.keys import BundleError, OneTimePreKey, PreKeyBundle, SignedPreKey
 from relaysim.clients.ratchet import DEFAULT_MAX_SKIP, HEADER, HEADER_LEN, RatchetConfig, parse_header
 from relaysim.clients.session import Device, PeerAddress, parse_ciphertext
@@ -798,3 +799,35 @@ def test_any_control_content_a_peer_writes_never_breaks_the_agent(code: bytes, r
     w.pump()
     events, _answered = w.deliver(*w.take())
     assert [e.plaintext for e in events if isinstance(e, Received)] == [b"still talking"]
+
+
+# --- a refusal by the identity policy is a failed decryption too: it changes nothing ---------------------
+
+
+@pytest.mark.parametrize("on", ["inactive session", "active session"])
+def test_a_message_refused_for_its_identity_key_leaves_the_session_as_it_was(on: str) -> None:
+    """Under the ``block`` policy, a message that authenticates on a session whose identity key is no
+    longer the trusted one (Bob reinstalled, the user approved his new key; a message his old phone
+    sent is still on its way) is refused, and reported; the session it belongs to does not move, so
+    the message still reads if the user then approves the old key."""
+    alice = Device("alice", 1, pq=False, rng=seeded_rng(51), identity_policy="block")
+    old_bob = Device("bob", 1, pq=False, rng=seeded_rng(52))
+    alice.start_session(old_bob.address, old_bob.generate_prekeys(1, 0))
+    old_bob.decrypt(alice.address, alice.encrypt(old_bob.address, b"hi"))
+    alice.decrypt(old_bob.address, old_bob.encrypt(alice.address, b"hello"))
+    in_flight = old_bob.encrypt(alice.address, b"sent before the reinstall")
+    new_bob = Device("bob", 1, pq=False, rng=seeded_rng(53))
+    if on == "inactive session":  # the new key approved, a session with it made: the old one inactive
+        alice.identities.approve(new_bob.address, new_bob.identity_key)
+        alice.start_session(new_bob.address, new_bob.generate_prekeys(1, 0))
+    else:  # the new key approved (say, after a bundle fetch that was refused), no session made with it
+        alice.identities.approve(new_bob.address, new_bob.identity_key)
+    alice.identities.take_changes()
+    state = alice.to_dict()
+    with pytest.raises(UntrustedIdentity):
+        alice.decrypt(old_bob.address, in_flight)
+    assert alice.to_dict() == state
+    (change,) = alice.identities.take_changes()
+    assert (change.new, change.accepted) == (old_bob.identity_key, False)
+    alice.identities.approve(old_bob.address, old_bob.identity_key)
+    assert alice.decrypt(old_bob.address, in_flight) == b"sent before the reinstall"
