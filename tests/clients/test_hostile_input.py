@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -47,8 +48,9 @@ from tests.clients.test_agent_duplicates import World
 from tests.conftest import seeded_rng
 
 P = 2**255 - 19
-# X25519 public keys whose shared secret with any private key is all zeros (the points of order 1,
-# 2, 4 and 8 of curve25519, and the same u-coordinates plus p: RFC 7748 takes u mod p).
+# X25519 public keys whose shared secret with any private key is all zeros: u-coordinates of points of
+# small order (2, 4, 8) on curve25519 or its twist, and encodings of the same values plus p (RFC 7748
+# takes u mod p); libsodium's list of them.
 LOW_ORDER = [
     bytes(32),
     (1).to_bytes(32, "little"),
@@ -113,7 +115,7 @@ def test_a_low_order_identity_key_with_a_forged_signature_is_refused() -> None:
     assert not alice.sessions
 
 
-def _answer_forged(w: World, a: DeviceAgent, forge: object) -> list[object]:
+def _answer_forged(w: World, a: DeviceAgent, forge: Callable[[wire.Response], wire.Response]) -> list[object]:
     """Carry ``a``'s requests to the relay and the answers back, passing each answer through
     ``forge`` first (the relay turned hostile on the way back)."""
     cid = next(c for c, x in w.agents.items() if x is a)
@@ -125,7 +127,7 @@ def _answer_forged(w: World, a: DeviceAgent, forge: object) -> list[object]:
         for frame in frames:
             for out in w.core.handle(w.conns[cid], frame):
                 if isinstance(out, Reply):
-                    events += a.handle(forge(out.frame))  # type: ignore[operator]
+                    events.extend(a.handle(forge(out.frame)))
     return events
 
 
@@ -183,8 +185,8 @@ def test_an_unsealed_envelope_that_names_no_sender_is_undecryptable(first_byte: 
     # and the next honest message still reads
     bob.send_text("alice", b"still here")
     w.pump()
-    events, _ = w.deliver(*w.take())
-    assert [e.plaintext for e in events if hasattr(e, "plaintext")] == [b"still here"]
+    read, _ = w.deliver(*w.take())
+    assert [e.plaintext for e in read if isinstance(e, Received)] == [b"still here"]
 
 
 def _responses(request_id: int) -> list[wire.Response]:
