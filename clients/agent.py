@@ -367,6 +367,36 @@ MAX_GROUP_BACKLOG = 256  # group messages kept while their sender key has not ar
 # requesting device at most MAX_RETRY_RECEIPTS times and at most once per RETRY_INTERVAL / 2, from
 # a log of the group messages it sent in the last SEND_LOG_AGE seconds (at most SEND_LOG_SIZE).
 RETRY_GRACE = 10.0
+# What the relay answers to each request (relay.core); any request may also be answered with an
+# ``error``. An answer of another kind is the relay's fault (a bug, or a hostile relay): the request is
+# failed as if the relay had refused it (``UNEXPECTED_ANSWER``), and the frame goes no further than
+# that, to code written for what was asked (a ``sent`` handed to a fetch, a ``bundle`` to a ping).
+UNEXPECTED_ANSWER = "unexpected_answer"
+_ANSWERS: dict[str, type[wire.Response]] = {
+    wire.Register.kind: wire.Registered,
+    wire.UploadPrekeys.kind: wire.PrekeysUploaded,
+    wire.FetchBundle.kind: wire.Bundle,
+    wire.AuthChallenge.kind: wire.Challenge,
+    wire.Authenticate.kind: wire.Authenticated,
+    wire.Send.kind: wire.Sent,
+    wire.SealedSend.kind: wire.Sent,
+    wire.GetSenderCertificate.kind: wire.SenderCertificateResponse,
+    wire.Receive.kind: wire.Envelopes,
+    wire.Ack.kind: wire.Acked,
+    wire.Ping.kind: wire.Pong,
+    wire.DiscoverContacts.kind: wire.ContactsFound,
+    wire.Block.kind: wire.Blocked,
+    wire.Unblock.kind: wire.Unblocked,
+    wire.CreateGroup.kind: wire.GroupUpdated,
+    wire.ChangeGroup.kind: wire.GroupUpdated,
+    wire.GetGroup.kind: wire.GroupInfo,
+    wire.GroupSend.kind: wire.GroupSent,
+    wire.PutGroupState.kind: wire.GroupStateStored,
+    wire.GetGroupState.kind: wire.GroupState,
+    wire.GetKeyLogHead.kind: wire.KeyLogHeadResponse,
+    wire.GetKeyLogConsistency.kind: wire.KeyLogConsistency,
+    wire.GetKeyLogEntries.kind: wire.KeyLogEntries,
+}
 RETRY_INTERVAL = 60.0
 MAX_RETRY_RECEIPTS = 5
 SEND_LOG_AGE = 86400.0
@@ -1330,6 +1360,9 @@ class DeviceAgent:
         if pending is None:
             return  # a late answer to a request we no longer track
         kind, context = pending
+        if type(frame) is not _ANSWERS.get(kind) and type(frame) is not wire.ErrorFrame:
+            message = f"the relay answered {frame.kind!r} to a {kind!r} request"
+            frame = wire.ErrorFrame(id=frame.id, code=UNEXPECTED_ANSWER, message=message)
         # The answers every message brings, first: the same branches as below, without the chain of
         # isinstance checks (a context of these types is never an _Audit or a _Compare).
         if type(frame) is wire.Acked and type(context) is tuple:
@@ -1812,15 +1845,18 @@ class DeviceAgent:
                     if opened is None or env.source_account is None or env.source_device is None:
                         raise DecryptionError()
                     sender, plaintext = PeerAddress(env.source_account, env.source_device), opened
-                elif not env.sealed and env.body[:1] == _SENDER_KEY_BODY:
-                    self._group_receive(env)
-                    continue
                 elif env.sealed:
                     if self.trust_root is None:
                         raise DecryptionError()
                     sender, plaintext = self.device.open_sealed(env.body, self.trust_root, int(self.clock()))
+                elif env.source_account is None or env.source_device is None:
+                    # The relay names the sender of every unsealed envelope, and only the session or
+                    # the sender key then shows whether it wrote it; one named by nobody is nobody's.
+                    raise DecryptionError()
+                elif env.body[:1] == _SENDER_KEY_BODY:
+                    self._group_receive(env)
+                    continue
                 else:
-                    assert env.source_account is not None and env.source_device is not None
                     sender = _peer((env.source_account, env.source_device))
                     if not self.device.has_session(sender):
                         sessionless = sender

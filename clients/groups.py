@@ -389,10 +389,21 @@ def open_group_state(master_key: bytes, group_id: bytes, version: int, blob: byt
         body = _p.siv_decrypt(_state_key(master_key), blob, group_id + version.to_bytes(8, "big"))
     except Exception:
         raise DecryptionError() from None
+    # The blob authenticates, but any member holds the master key and can seal what it likes: the
+    # layout is checked as closely as ``seal_group_state`` writes it, and anything else is refused
+    # like a blob that does not open (a member's length running past the end, an empty or non-UTF-8
+    # account, a version in the body that is not the one bound in as associated data).
+    if len(body) < 8 or int.from_bytes(body[:8], "big") != version:
+        raise DecryptionError()
     members, i = [], 8
     while i < len(body):
         n = body[i]
-        members.append(body[i + 1 : i + 1 + n].decode())
+        if n == 0 or i + 1 + n > len(body):
+            raise DecryptionError()
+        try:
+            members.append(body[i + 1 : i + 1 + n].decode())
+        except UnicodeDecodeError:
+            raise DecryptionError() from None
         i += 1 + n
     return tuple(members)
 

@@ -89,6 +89,11 @@ class IdentityStore:
     def is_verified(self, peer: PeerAddress) -> bool:
         return peer in self._verified
 
+    def blocks(self, peer: PeerAddress, key: bytes) -> bool:
+        """Whether ``check(peer, key, …)`` would refuse ``key`` now. Records nothing."""
+        known = self._pinned.get(peer)
+        return known is not None and known != key and (peer in self._verified or self.policy != "warn")
+
     def check(self, peer: PeerAddress, key: bytes, via: str) -> IdentityChanged | None:
         """Is ``key`` trusted for ``peer``? None: first contact or the pinned key. Otherwise the
         change, already recorded; raises ``UntrustedIdentity`` when it is blocked."""

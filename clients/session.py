@@ -161,6 +161,16 @@ class Session:
         return cls(DoubleRatchet.from_dict(d["ratchet"], rng=rng), d["peer_identity"], initial)
 
 
+def _trial(ratchet: DoubleRatchet) -> DoubleRatchet:
+    """A copy of ``ratchet`` to decrypt with when the session's identity key is one the device's
+    policy refuses (``IdentityStore.blocks``): a message that authenticates on it is then refused
+    (``UntrustedIdentity``, reported) with the session as it was, so that it still reads once the
+    user approves the key. (Decrypting on the session itself would use its message key up, and a
+    failed decryption must change nothing: Double Ratchet §3.5.) The copy draws no randomness: the
+    key pair a DH ratchet step on it makes is thrown away with it."""
+    return DoubleRatchet.from_dict(ratchet.to_dict(), rng=bytes)
+
+
 def _header_keys(config: RatchetConfig, agreement: KeyAgreement) -> dict[str, bytes]:
     if not config.header_encryption:
         return {}
@@ -285,8 +295,9 @@ class Device:
                 # nothing to activate). Otherwise the same trials as below, the active one skipped.
                 ratchet = active.ratchet
                 waiting = active.initial is not None and ratchet.cks is not None and ratchet.ckr is None
+                blocked = self.identities.blocks(peer, active.peer_identity)
                 try:
-                    plaintext = ratchet.decrypt(body)
+                    plaintext = (_trial(ratchet) if blocked else ratchet).decrypt(body)
                 except DecryptionError:
                     pass
                 else:
@@ -303,8 +314,11 @@ class Device:
                 if identity is not None and session.peer_identity != identity:
                     continue  # sealed: only a session with the certificate's identity key may decrypt it
                 waiting = session.awaiting_reply
+                ratchet = session.ratchet
                 try:
-                    plaintext = session.ratchet.decrypt(body)
+                    if self.identities.blocks(peer, session.peer_identity):
+                        ratchet = _trial(ratchet)
+                    plaintext = ratchet.decrypt(body)
                 except DecryptionError:
                     continue
                 # an older session with another identity key than the pinned one (the key changed

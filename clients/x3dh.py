@@ -95,6 +95,21 @@ def _agreement(sk: bytes, ik_a: bytes, ik_b: bytes) -> KeyAgreement:
     return KeyAgreement(sk, spec.encode_public_key(ik_a) + spec.encode_public_key(ik_b))
 
 
+def _bundle_dh(pair: _p.X25519Pair, public: bytes, name: str) -> bytes:
+    """DH(pair, a key of the bundle), or BundleError naming the key when it is a low-order point.
+
+    The relay hands out bundles and is not trusted with them: a signature does not rule such a key
+    out (the one-time prekey is not signed at all, and XEdDSA does not refuse a low-order identity
+    key: u = 0, 1, p − 1, see ``clients._xeddsa.xeddsa_verify``, so whoever chooses it can forge
+    its signatures). Its DH output is all zeros, which RFC 7748 §6.1 lets a party check and abort
+    on, and the X25519 pair refuses: the session is refused here, at set-up, like a forged bundle.
+    """
+    try:
+        return pair.dh(public)
+    except _p.AuthenticationFailed:
+        raise BundleError(f"{name} is a low-order X25519 point (its shared secret is all zeros)") from None
+
+
 def initiate(
     identity: _p.X25519Pair,
     bundle: PreKeyBundle,
@@ -113,10 +128,14 @@ def initiate(
         raise BundleError("PQXDH needs a kem_prekey in the bundle; it has none")
     spk = bundle.signed_prekey.public
     ek = spec.generate_dh(rng)
-    km = identity.dh(spk) + ek.dh(bundle.identity_key) + ek.dh(spk)
+    km = (
+        _bundle_dh(identity, spk, "signed_prekey.public")
+        + _bundle_dh(ek, bundle.identity_key, "identity_key")
+        + _bundle_dh(ek, spk, "signed_prekey.public")
+    )
     opk = bundle.one_time_prekey
     if opk is not None:
-        km += ek.dh(opk.public)
+        km += _bundle_dh(ek, opk.public, "one_time_prekey.public")
     kem_id = kem_ct = None
     info = X3DH_INFO
     if pq:
