@@ -9,13 +9,10 @@ import contextlib
 import logging
 import os
 import random
-import re
 import signal
 import socket
 import ssl
 import struct
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from functools import partial
@@ -32,9 +29,8 @@ from relaysim.relay import wire
 from relaysim.relay.core import RelayCore
 from relaysim.relay.server import RelayServer, main
 from relaysim.relay.store import Store, StoredEnvelope
-from tests.helpers import DeviceKeys, WireClient, new_core, running
+from tests.helpers import DeviceKeys, RelayProcess, WireClient, new_core, running
 
-ROOT = Path(__file__).resolve().parents[2]
 ALICE, BOB = DeviceKeys.make("alice"), DeviceKeys.make("bob")
 
 
@@ -574,43 +570,6 @@ def test_main_sets_the_collector_for_serving(tmp_path: Path) -> None:
         assert SERVING_GC_THRESHOLD[0] >= 10_000
     finally:
         gc.set_threshold(*before)
-
-
-class RelayProcess:
-    """``python -m relay.server`` on a database; stderr goes to a file we read the port from."""
-
-    def __init__(self, db: Path, log: Path) -> None:
-        self.log = log
-        self.offset = log.stat().st_size if log.exists() else 0
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        args = [
-            sys.executable,
-            "-m",
-            "relaysim.relay.server",
-            "--port",
-            "0",
-            "--db",
-            str(db),
-            "--log-level",
-            "INFO",
-        ]
-        # its devices all register from one loopback address, without the registration proof
-        args += ["--registration-pow", "0", "--register-rate", "off", "--send-rate-account", "off"]
-        with log.open("ab") as f:
-            self.proc = subprocess.Popen(args, stderr=f, stdout=subprocess.DEVNULL, env=env, cwd=ROOT)
-        self.port = self._wait_for_port()
-
-    def _wait_for_port(self) -> int:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            text = self.log.read_bytes()[self.offset :].decode(errors="replace")
-            if m := re.search(r"relay listening on 127\.0\.0\.1:(\d+)", text):
-                return int(m.group(1))
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"relay exited with {self.proc.returncode}:\n{text}")
-            time.sleep(0.02)
-        self.proc.kill()
-        raise RuntimeError("relay did not start listening")
 
 
 async def test_killed_relay_loses_no_acknowledged_envelope(tmp_path: Path) -> None:
