@@ -145,6 +145,8 @@ class Ledger:
         self.blocks: list[tuple[bool, Outcome]] = []  # u3's block (True) / unblock of BLOCKED
         self.contacts: dict[str, list[tuple[tuple[str, ...], Outcome]]] = {}
         self.taps: dict[str, Outcome] = {}
+        self.removed: dict[str, Outcome] = {}  # taps the operator removed
+        self.kills: list[tuple[str, float]] = []  # (mode, seconds into the round): for a look by hand
         self.preservations: list[tuple[str, float, Outcome]] = []
         self.problems: list[str] = []
         self.answers = 0
@@ -462,7 +464,12 @@ async def operate(ledger: Ledger, path: Path, rng: random.Random, on_order: Call
             while True:
                 await trio.sleep(rng.uniform(0.01, 0.06))
                 target = rng.choice(["u0", "u1", "u2", "u3"])
-                if rng.random() < 0.6:
+                placed = [t for t, o in ledger.taps.items() if o.status == TOLD and t not in ledger.removed]
+                if placed and rng.random() < 0.2:
+                    tap_id = rng.choice(placed)
+                    outcome = ledger.removed[tap_id] = Outcome()
+                    order: dict[str, object] = {"op": "remove_tap", "id": tap_id}
+                elif rng.random() < 0.6:
                     tap_id = f"tap{n}"
                     n += 1
                     outcome = ledger.taps[tap_id] = Outcome()
@@ -589,13 +596,12 @@ class Snapshot:
             con.close()
 
 
-def _last(outcomes: list[tuple[object, Outcome]]) -> tuple[list[object], object | None, bool]:
-    """Of a sequence of one writer's requests: the values allowed now (the last told one's, and any
-    asked after it), the last told one's (None: none told), whether any is still in flight."""
+def _allowed(outcomes: list[tuple[object, Outcome]], initial: object) -> list[object]:
+    """Of a sequence of one writer's requests, the values the store may hold: the last told one's
+    (``initial`` if none was told), and those of any asked after it and not refused."""
     told = [i for i, (_, o) in enumerate(outcomes) if o.status == TOLD]
     start = told[-1] if told else 0
-    allowed = [v for v, o in outcomes[start:] if o.status != REFUSED]
-    return allowed, outcomes[told[-1]][0] if told else None, any(o.status == IN_FLIGHT for _, o in outcomes)
+    return ([] if told else [initial]) + [v for v, o in outcomes[start:] if o.status != REFUSED]
 
 
 def check(s: Snapshot, ledger: Ledger) -> list[str]:
@@ -647,8 +653,8 @@ def check(s: Snapshot, ledger: Ledger) -> list[str]:
         if status == TOLD and i not in acked:
             problems.append(f"envelope {i.hex()}: its ack was answered, and its record is missing")
     for tap, kind, i in s.intercepts:
-        if tap not in s.taps:
-            problems.append(f"an intercept of {tap!r}, a tap that is not in place")
+        if ledger.taps.get(tap, Outcome(REFUSED)).status == REFUSED:  # (a removed tap's intercepts stay)
+            problems.append(f"an intercept of {tap!r}, a tap never placed")
         if kind in sends and i not in send_records:
             problems.append(f"{tap!r} intercepted {kind} {i!r}, of which there is no record")
     # Devices, accounts and the key-transparency log, in step.
@@ -706,20 +712,31 @@ def check(s: Snapshot, ledger: Ledger) -> list[str]:
                 f"group {gid!r} at epoch {epoch} has {held}; its changes say {members}, admins {admins}"
             )
     # One writer's sequences: the last told value, or one asked after it.
-    allowed, told, _ = _last([((v, st), o) for v, st, o in ledger.states])
-    if (s.state is None and told is not None) or (s.state is not None and s.state not in allowed):
-        problems.append(f"group state {s.state and s.state[0]}: the last told is {told and told[0]}")  # type: ignore[index]
-    allowed, told, _ = _last([(b, o) for b, o in ledger.blocks])
-    if (("u3", BLOCKED) in s.blocks) not in (allowed or [False]):
-        problems.append(f"u3's block of {BLOCKED} is {('u3', BLOCKED) in s.blocks}; the last told is {told}")
+    allowed = _allowed([((v, st), o) for v, st, o in ledger.states], None)
+    if s.state not in allowed:
+        problems.append(f"group state {s.state}: expected one of {allowed}")
+    allowed = _allowed([(b, o) for b, o in ledger.blocks], False)
+    if (("u3", BLOCKED) in s.blocks) not in allowed:
+        problems.append(
+            f"u3's block of {BLOCKED} is {('u3', BLOCKED) in s.blocks}; expected one of {allowed}"
+        )
     for account, lists in ledger.contacts.items():
-        allowed, told, _ = _last([(frozenset(n), o) for n, o in lists])
-        if frozenset(s.contacts.get(account, set())) not in (allowed or [frozenset()]):
-            problems.append(f"{account}'s address book is {s.contacts.get(account)}; the last told is {told}")
+        allowed = _allowed([(frozenset(n), o) for n, o in lists], frozenset())
+        if frozenset(s.contacts.get(account, set())) not in allowed:
+            problems.append(
+                f"{account}'s address book is {s.contacts.get(account)}; expected one of {allowed}"
+            )
     # The operator's orders.
     for tap, outcome in ledger.taps.items():
-        if (outcome.status == TOLD) > (tap in s.taps) or (outcome.status == REFUSED and tap in s.taps):
-            problems.append(f"tap {tap} ({outcome.status}): in place is {tap in s.taps}")
+        removed = ledger.removed.get(tap, Outcome(REFUSED)).status
+        if removed == TOLD or (removed == IN_FLIGHT and outcome.status == TOLD):
+            expected = [False] if removed == TOLD else [True, False]
+        else:
+            expected = {TOLD: [True], REFUSED: [False], IN_FLIGHT: [True, False]}[outcome.status]
+        if (tap in s.taps) not in expected:
+            problems.append(
+                f"tap {tap} (placed: {outcome.status}, removed: {removed}): in place is {tap in s.taps}"
+            )
     for account, since, outcome in ledger.preservations:
         if outcome.status == TOLD and (account, since) not in s.preservations:
             problems.append(f"the preservation of {account} at {since} was told done, and it is not there")
@@ -765,6 +782,9 @@ def resolve(s: Snapshot, ledger: Ledger) -> None:
     for tap, outcome in ledger.taps.items():
         if outcome.status == IN_FLIGHT:
             outcome.status = TOLD if tap in s.taps else REFUSED
+    for tap, outcome in ledger.removed.items():
+        if outcome.status == IN_FLIGHT:
+            outcome.status = REFUSED if tap in s.taps else TOLD
     for account, since, outcome in ledger.preservations:
         if outcome.status == IN_FLIGHT:
             outcome.status = TOLD if (account, since) in s.preservations else REFUSED
@@ -778,25 +798,29 @@ class Relay:
 
     def __init__(self, tmp: Path) -> None:
         self.db, self.log, self.admin = tmp / "relay.db", tmp / "relay.log", tmp / "admin.sock"
+        self.startup = 0.5  # seconds from spawn to serving, as last seen
 
     def args(self) -> tuple[str, ...]:
         return (*PROFILE_ARGS, "--admin", str(self.admin))
 
     async def start(self) -> RelayProcess:
         def started() -> RelayProcess:
+            began = time.monotonic()
             relay = RelayProcess(self.db, self.log, *self.args(), wait=False)
             relay.wait_for_port(ready="operator socket on")
+            self.startup = time.monotonic() - began
             return relay
 
         return await trio.to_thread.run_sync(started)
 
     async def kill_while_starting(self, rng: random.Random) -> None:
-        """Started and killed before it is up, or while it is coming up (opening the database,
-        migrating it, loading its orders), whatever a kill before left."""
+        """Started and killed while it comes up (importing, opening and migrating the database,
+        recovering its WAL, loading its keys and orders), or just after: whatever a kill before left.
+        The moment is drawn over the time the last start took."""
         relay = await trio.to_thread.run_sync(
             lambda: RelayProcess(self.db, self.log, *self.args(), wait=False)
         )
-        await trio.sleep(rng.uniform(0.0, 0.5))
+        await trio.sleep(rng.uniform(0.5, 1.1) * self.startup)
         relay.proc.send_signal(signal.SIGKILL)
         await trio.to_thread.run_sync(relay.proc.wait)
 
@@ -860,9 +884,11 @@ async def load_and_kill(
         kill_now.set()
 
     async def killer() -> None:
+        began = trio.current_time()
         with trio.move_on_after(3.0):  # (whatever the mode: a round ends)
             await kill_now.wait()
         kill()
+        ledger.kills.append((mode, trio.current_time() - began))
         await trio.to_thread.run_sync(relay.proc.wait)
 
     async with trio.open_nursery() as timers:
