@@ -6,11 +6,13 @@ Everything listens on 127.0.0.1 with port 0 (a free port) and is bounded in time
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import random
 import signal
 import socket
+import sqlite3
 import ssl
 import struct
 import time
@@ -847,6 +849,66 @@ async def test_after_a_failed_fsync_nothing_is_acknowledged(
         assert server.disk_failed and "fsync of the relay's database failed" in caplog.text
         nursery.cancel_scope.cancel()
     core.store.close()
+
+
+class _CommitFails:
+    """A store's SQLite connection whose next COMMIT fails, as on a full disk (SQLITE_FULL)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db, self.armed = db, False
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if self.armed and sql == "COMMIT":
+            self.armed = False
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+async def test_a_batch_whose_commit_fails_leaves_nothing_of_it_in_memory_either(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Store(tmp_path / "relay.db")
+    core = RelayCore(store, clock=time.time, rng=random.Random(7).randbytes, keep_blocks=True)
+    server = RelayServer(core)
+    db = store._db = _CommitFails(store._db)  # type: ignore[assignment]
+    carol = DeviceKeys.make("carol")
+    async with trio.open_nursery() as nursery:
+        alice = await _memory_client(server, nursery)
+        await alice.register(ALICE)
+        await alice.authenticate(ALICE)
+        # bob's registration and alice's block are handled, then their batch's COMMIT fails.
+        bob = await _memory_client(server, nursery)
+        assert isinstance(await bob.request(lambda i: wire.Ping(id=i)), wire.Pong)  # (connected)
+        db.armed = True
+        register = BOB.register()
+        with trio.fail_after(5):
+            answer = await bob.request(lambda i: dataclasses.replace(register, id=i))
+        assert isinstance(answer, wire.ErrorFrame) and answer.code == "internal_error"
+        assert "committing a batch of 1 requests failed" in caplog.text
+        assert store.key_log() == core.key_log.leaves() and store.device_ids("bob") == []
+        # The disk has room again: the relay serves everyone as before, its key log in step with
+        # its store (before, every new key was refused its leaf, a leaf short, until a restart).
+        for keys in (carol, BOB):
+            client = await _memory_client(server, nursery)
+            await client.register(keys)
+        assert (
+            store.key_log()
+            == core.key_log.leaves()
+            == [wire.kt_leaf(k.account, 1, k.identity_key) for k in (ALICE, carol, BOB)]
+        )
+        bundle = await alice.request(lambda i: wire.FetchBundle(id=i, account="bob", key_log=True))
+        assert isinstance(bundle, wire.Bundle) and bundle.key_log is not None
+        assert bundle.key_log.head.tree_size == 3 and bundle.key_log.inclusions[0].leaf_index == 2
+        # A block whose COMMIT failed is not enforced either: carol's sends reach alice.
+        db.armed = True
+        answer = await alice.request(lambda i: wire.Block(id=i, account="carol"))
+        assert isinstance(answer, wire.ErrorFrame) and answer.code == "internal_error"
+        assert store.blocks_of("alice") == [] and core.blocked_by("alice") == {}
+        nursery.cancel_scope.cancel()
+    store.close()
 
 
 # --- the direct write after a batch (plain TCP) ---------------------------------------------
