@@ -247,6 +247,21 @@ class WireClient:
                 assert isinstance(frame, wire.Response)
                 return frame
 
+    async def pipeline(
+        self, makes: list[Callable[[int], wire.Request]], answered: Callable[[int, wire.Response], None]
+    ) -> None:
+        """Send every ``make(id)`` in one write, then read their answers, calling ``answered(index,
+        answer)`` for each as it comes (pushes are set aside)."""
+        ids = {next(self._ids): n for n in range(len(makes))}
+        await self.stream.send_all(b"".join(wire.encode(make(i)) for make, i in zip(makes, ids, strict=True)))
+        while ids:
+            frame = await self.next_frame()
+            if isinstance(frame, wire.Deliver):
+                self.pushes.append(frame)
+            elif frame.id in ids:
+                assert isinstance(frame, wire.Response)
+                answered(ids.pop(frame.id), frame)
+
     async def register(self, keys: DeviceKeys) -> None:
         register = keys.register()
         answer = await self.request(lambda i: dataclasses.replace(register, id=i))
