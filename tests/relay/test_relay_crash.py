@@ -4,13 +4,15 @@ acknowledged and keeps nothing half done.
 The README's promise: the relay "survives a crash without losing an accepted message". Here the
 real relay runs as its own process (profile ``keep-everything``: it keeps every metadata record,
 address book and block, so that every effect of a request is in its database) while devices drive a
-random mix of requests over TCP — registrations, prekey uploads, bundle fetches, sends and sealed
-sends, receives and acks, server-side groups created, changed and sent to (one of them large), group
-state, blocks, contact discovery — and the operator serves taps and preservations on its socket
+random mix of requests over TCP — registrations (and a device's again, with a new identity key),
+prekey uploads, bundle fetches, sends and sealed sends (some pipelined by the hundred), receives and
+acks, server-side groups created, changed and sent to (one of them large), group state, blocks,
+contact discovery — and the operator places and removes taps and serves preservations on its socket
 (``--admin``, relay/admin.py). Every answer a client gets is written down (:class:`Ledger`). The
 relay is then killed with SIGKILL — after a random time, right after some answer went out, right
 after a large ``group_send`` or an operator's order was written to it, while it starts, and while it
-starts again on what a kill left — and restarted on the same database, which must then hold:
+starts again on what a kill left — or stopped with SIGTERM under load, and restarted on the same
+database, which must then hold:
 
 - every acknowledged effect, exactly once: each envelope a sender was told is ``sent``, in its
   recipient's queue (or delivered and acknowledged), each device ``registered`` with its key in the
@@ -89,6 +91,7 @@ class Outcome:
 class SendOp(Outcome):
     """One send, sealed send or group send: its body is unique, so its copies can be found by it."""
 
+    body: bytes = b""
     fanout: frozenset[tuple[str, int]] = frozenset()  # the devices a copy was for
     ids: tuple[bytes, ...] = ()  # as told
 
@@ -280,7 +283,7 @@ class Device:
         ledger = self.ledger
         devices = ledger.devices_of(to)
         body = ledger.body("sealed" if sealed else "send", size)
-        op = ledger.sends[body] = SendOp(fanout=frozenset((to, d) for d in devices))
+        op = ledger.sends[body] = SendOp(body=body, fanout=frozenset((to, d) for d in devices))
         envelopes = tuple(wire.OutgoingEnvelope(d, body) for d in devices)
         token = ledger.keys[(to, 1)].delivery_token
         answer = await self.call(
@@ -297,7 +300,7 @@ class Device:
         ledger = self.ledger
         devices = ledger.devices_of(to)
         bodies = [ledger.body("burst", self.rng.randrange(10, 200)) for _ in range(n)]
-        ops = [SendOp(fanout=frozenset((to, d) for d in devices)) for _ in bodies]
+        ops = [SendOp(body=b, fanout=frozenset((to, d) for d in devices)) for b in bodies]
         ledger.sends.update(zip(bodies, ops, strict=True))
         makes = [
             partial(_send, to=to, envelopes=tuple(wire.OutgoingEnvelope(d, b) for d in devices))
@@ -319,7 +322,7 @@ class Device:
             if len(op.ids) != len(op.fanout):
                 self.ledger.problems.append(f"told {len(op.ids)} ids for a send to {len(op.fanout)} devices")
             for i in op.ids:
-                self.ledger.seen[i] = next(b for b, o in self.ledger.sends.items() if o is op)
+                self.ledger.seen[i] = op.body
         else:
             op.status = REFUSED
 
@@ -334,7 +337,7 @@ class Device:
             return
         body = ledger.body("group", size)
         fanout = frozenset((a, d) for a in members for d in ledger.devices_of(a) if (a, d) != self.me)
-        op = ledger.sends[body] = SendOp(fanout=fanout)
+        op = ledger.sends[body] = SendOp(body=body, fanout=fanout)
         answer = await self.call(
             lambda i: wire.GroupSend(id=i, group=group, epoch=epoch, body=body), sent=on_sent
         )
@@ -445,6 +448,8 @@ class Device:
             lambda i: wire.Block(id=i, account=BLOCKED) if block else wire.Unblock(id=i, account=BLOCKED)
         )
         outcome.status = TOLD if isinstance(answer, wire.Blocked | wire.Unblocked) else REFUSED
+        if outcome.status == REFUSED:
+            self.ledger.problems.append(f"{'block' if block else 'unblock'} refused: {answer}")
 
     async def discover(self) -> None:
         names = tuple(self.rng.sample([a for a, _ in TALKERS + CROWD], 3))
@@ -452,6 +457,8 @@ class Device:
         self.ledger.contacts.setdefault(self.me[0], []).append((names, outcome))
         answer = await self.call(lambda i: wire.DiscoverContacts(id=i, contacts=names))
         outcome.status = TOLD if isinstance(answer, wire.ContactsFound) else REFUSED
+        if outcome.status == REFUSED:
+            self.ledger.problems.append(f"discover_contacts refused: {answer}")
 
 
 def _send(i: int, *, to: str, envelopes: tuple[wire.OutgoingEnvelope, ...]) -> wire.Request:
