@@ -94,6 +94,8 @@ class SendOp(Outcome):
     body: bytes = b""
     fanout: frozenset[tuple[str, int]] = frozenset()  # the devices a copy was for
     ids: tuple[bytes, ...] = ()  # as told
+    sender: str = ""
+    taps: dict[str, tuple[str, bool]] = field(default_factory=dict)  # in place when it was asked
 
 
 @dataclass
@@ -145,6 +147,7 @@ class Ledger:
         self.rekeys: list[tuple[DeviceKeys, Outcome]] = []  # u3's new identity keys, in order
         self.sends: dict[bytes, SendOp] = {}  # by body
         self.seen: dict[bytes, bytes] = {}  # envelope id -> body: told to a sender or delivered
+        self.seen_by: dict[bytes, tuple[str, int]] = {}  # envelope id -> the device it was delivered to
         self.delivered: set[bytes] = set()  # ids in a delivery someone got (push or receive)
         self.acks: dict[bytes, str] = {}  # envelope id -> TOLD or IN_FLIGHT
         self.prekeys: dict[tuple[str, int], Prekeys] = {}
@@ -153,6 +156,7 @@ class Ledger:
         self.blocks: list[tuple[bool, Outcome]] = []  # u3's block (True) / unblock of BLOCKED
         self.contacts: dict[str, list[tuple[tuple[str, ...], Outcome]]] = {}
         self.taps: dict[str, Outcome] = {}
+        self.tapped: dict[str, tuple[str, bool]] = {}  # tap id -> (target, content)
         self.removed: dict[str, Outcome] = {}  # taps the operator removed
         self.kills: list[tuple[str, float]] = []  # (mode, seconds into the round): for a look by hand
         self.preservations: list[tuple[str, float, Outcome]] = []
@@ -165,6 +169,12 @@ class Ledger:
         self._n += 1
         head = b"crash %s %d:" % (kind.encode(), self._n)
         return head + b"." * max(0, size - len(head))
+
+    def send_op(self, body: bytes, fanout: frozenset[tuple[str, int]], sender: str) -> SendOp:
+        """A new send (or group send) of ``body``, with the taps placed before it was asked."""
+        taps = {t: self.tapped[t] for t, o in self.taps.items() if o.status == TOLD and t not in self.removed}
+        op = self.sends[body] = SendOp(body=body, fanout=fanout, sender=sender, taps=taps)
+        return op
 
     def answered(self) -> None:
         self.answers += 1
@@ -188,6 +198,7 @@ class Ledger:
         if self.acks.get(envelope.id) == TOLD:
             self.problems.append(f"{me} got envelope {envelope.id.hex()} again after its ack was answered")
         self.seen[envelope.id] = envelope.body
+        self.seen_by[envelope.id] = me
         self.delivered.add(envelope.id)
 
 
@@ -283,7 +294,7 @@ class Device:
         ledger = self.ledger
         devices = ledger.devices_of(to)
         body = ledger.body("sealed" if sealed else "send", size)
-        op = ledger.sends[body] = SendOp(body=body, fanout=frozenset((to, d) for d in devices))
+        op = ledger.send_op(body, frozenset((to, d) for d in devices), self.me[0])
         envelopes = tuple(wire.OutgoingEnvelope(d, body) for d in devices)
         token = ledger.keys[(to, 1)].delivery_token
         answer = await self.call(
@@ -300,8 +311,7 @@ class Device:
         ledger = self.ledger
         devices = ledger.devices_of(to)
         bodies = [ledger.body("burst", self.rng.randrange(10, 200)) for _ in range(n)]
-        ops = [SendOp(body=b, fanout=frozenset((to, d) for d in devices)) for b in bodies]
-        ledger.sends.update(zip(bodies, ops, strict=True))
+        ops = [ledger.send_op(b, frozenset((to, d) for d in devices), self.me[0]) for b in bodies]
         makes = [
             partial(_send, to=to, envelopes=tuple(wire.OutgoingEnvelope(d, b) for d in devices))
             for b in bodies
@@ -337,7 +347,7 @@ class Device:
             return
         body = ledger.body("group", size)
         fanout = frozenset((a, d) for a in members for d in ledger.devices_of(a) if (a, d) != self.me)
-        op = ledger.sends[body] = SendOp(body=body, fanout=fanout)
+        op = ledger.send_op(body, fanout, self.me[0])
         answer = await self.call(
             lambda i: wire.GroupSend(id=i, group=group, epoch=epoch, body=body), sent=on_sent
         )
@@ -544,13 +554,15 @@ async def operate(ledger: Ledger, path: Path, rng: random.Random, on_order: Call
                     tap_id = f"tap{n}"
                     n += 1
                     outcome = ledger.taps[tap_id] = Outcome()
+                    content = rng.random() < 0.5
+                    ledger.tapped[tap_id] = (target, content)
                     order = {
                         "op": "add_tap",
                         "id": tap_id,
                         "target": target,
                         "start": 0,
                         "end": 4e9,
-                        "content": rng.random() < 0.5,
+                        "content": content,
                     }
                 else:
                     outcome = Outcome()
@@ -598,7 +610,7 @@ class Snapshot:
     contacts: dict[str, set[str]]
     taps: set[str]
     preservations: set[tuple[str, float]]
-    intercepts: list[tuple[str, str, bytes | None]]  # tap id, kind, envelope id
+    intercepts: list[tuple[str, str, bytes | None, bytes | None]]  # tap id, kind, envelope id, body
 
     @classmethod
     def read(cls, db: Path) -> Snapshot:
@@ -659,8 +671,8 @@ class Snapshot:
                     (str(a), float(s)) for a, s in rows("SELECT account, served FROM preservations")
                 },  # type: ignore[arg-type]
                 intercepts=[
-                    (str(t), str(k), None if i is None else bytes(i))  # type: ignore[call-overload]
-                    for t, k, i in rows("SELECT tap_id, kind, envelope_id FROM intercepts")
+                    (str(t), str(k), None if i is None else bytes(i), None if b is None else bytes(b))  # type: ignore[call-overload]
+                    for t, k, i, b in rows("SELECT tap_id, kind, envelope_id, body FROM intercepts")
                 ],
             )
         finally:
@@ -723,7 +735,26 @@ def check(s: Snapshot, ledger: Ledger) -> list[str]:
             problems.append(f"envelope {i.hex()}: its ack was answered, and it is queued again")
         if status == TOLD and i not in acked:
             problems.append(f"envelope {i.hex()}: its ack was answered, and its record is missing")
-    for tap, kind, i in s.intercepts:
+    # Taps: each copy of a send asked while a tap on its sender or recipient was in place (and not
+    # removed since) is intercepted with its record, and a wiretap's with its body.
+    intercepted = {(tap, i): body for tap, kind, i, body in s.intercepts if kind in sends}
+    for op in ledger.sends.values():
+        if op.status == REFUSED or not op.taps:
+            continue
+        copies = {**{i: ledger.seen_by.get(i) for i in op.ids}, **s.copies.get(op.body, {})}
+        for i, device in copies.items():
+            for tap, (target, content) in op.taps.items():
+                if device is None or tap in ledger.removed or target not in (op.sender, device[0]):
+                    continue
+                if (tap, i) not in intercepted:
+                    problems.append(
+                        f"{tap} on {target} missed {op.body[:24]!r} to {device}, sent while it was in place"
+                    )
+                elif intercepted[(tap, i)] != (op.body if content else None):
+                    problems.append(
+                        f"{tap} (content: {content}) holds {intercepted[(tap, i)]!r:.40} for {op.body[:24]!r}"
+                    )
+    for tap, kind, i, _ in s.intercepts:
         if ledger.taps.get(tap, Outcome(REFUSED)).status == REFUSED:  # (a removed tap's intercepts stay)
             problems.append(f"an intercept of {tap!r}, a tap never placed")
         if kind in sends and i not in send_records:
