@@ -95,6 +95,7 @@ class SendOp(Outcome):
     fanout: frozenset[tuple[str, int]] = frozenset()  # the devices a copy was for
     ids: tuple[bytes, ...] = ()  # as told
     sender: str = ""
+    sealed: bool = False  # (the relay does not know a sealed send's sender)
     taps: dict[str, tuple[str, bool]] = field(default_factory=dict)  # in place when it was asked
 
 
@@ -148,6 +149,8 @@ class Ledger:
         self.sends: dict[bytes, SendOp] = {}  # by body
         self.seen: dict[bytes, bytes] = {}  # envelope id -> body: told to a sender or delivered
         self.seen_by: dict[bytes, tuple[str, int]] = {}  # envelope id -> the device it was delivered to
+        self.stamps: dict[bytes, int] = {}  # envelope id -> its acceptance time (ms), as delivered
+        self.preserved: set[bytes] = set()  # acked under a preservation: archived, not deleted
         self.delivered: set[bytes] = set()  # ids in a delivery someone got (push or receive)
         self.acks: dict[bytes, str] = {}  # envelope id -> TOLD or IN_FLIGHT
         self.prekeys: dict[tuple[str, int], Prekeys] = {}
@@ -176,6 +179,17 @@ class Ledger:
         op = self.sends[body] = SendOp(body=body, fanout=fanout, sender=sender, taps=taps)
         return op
 
+    def frozen(self, envelope_id: bytes) -> bool:
+        """Whether a preservation told done before now covers the envelope (18 U.S.C. 2703(f): what
+        was held at service): one on its recipient or its known sender served after it was accepted."""
+        op = self.sends[self.seen[envelope_id]]
+        accounts = {self.seen_by[envelope_id][0]} | (set() if op.sealed else {op.sender})
+        accepted = self.stamps[envelope_id] / 1000
+        return any(
+            o.status == TOLD and account in accounts and since >= accepted
+            for account, since, o in self.preservations
+        )
+
     def answered(self) -> None:
         self.answers += 1
         self.on_answer()
@@ -199,6 +213,7 @@ class Ledger:
             self.problems.append(f"{me} got envelope {envelope.id.hex()} again after its ack was answered")
         self.seen[envelope.id] = envelope.body
         self.seen_by[envelope.id] = me
+        self.stamps[envelope.id] = envelope.timestamp
         self.delivered.add(envelope.id)
 
 
@@ -295,6 +310,7 @@ class Device:
         devices = ledger.devices_of(to)
         body = ledger.body("sealed" if sealed else "send", size)
         op = ledger.send_op(body, frozenset((to, d) for d in devices), self.me[0])
+        op.sealed = sealed
         envelopes = tuple(wire.OutgoingEnvelope(d, body) for d in devices)
         token = ledger.keys[(to, 1)].delivery_token
         answer = await self.call(
@@ -370,6 +386,8 @@ class Device:
             del self.unacked[: len(self.unacked)]
             for i in ids:
                 self.ledger.acks.setdefault(i, IN_FLIGHT)
+                if self.ledger.frozen(i):
+                    self.ledger.preserved.add(i)
             acked = await self.call(lambda n: wire.Ack(id=n, envelope_ids=ids))
             if isinstance(acked, wire.Acked):
                 for i in ids:
@@ -597,6 +615,7 @@ class Snapshot:
     integrity: list[str]
     copies: dict[bytes, dict[bytes, tuple[str, int]]]  # body -> envelope id -> device, queued or archived
     queued: set[bytes]
+    archived: set[bytes]
     records: dict[str, list[tuple[object, ...]]]  # kind -> (account, device, recipient, envelope id)
     key_log: list[tuple[int, bytes]]
     devices: dict[tuple[str, int], bytes]  # -> identity key
@@ -622,11 +641,14 @@ class Snapshot:
 
             copies: dict[bytes, dict[bytes, tuple[str, int]]] = {}
             queued = set()
+            archived = set()
             for table in ("envelopes", "archive"):
                 for i, a, d, body in rows(f"SELECT id, account, device, body FROM {table}"):
                     copies.setdefault(bytes(body), {})[bytes(i)] = (str(a), int(d))  # type: ignore[arg-type]
                     if table == "envelopes":
                         queued.add(bytes(i))  # type: ignore[arg-type]
+                    else:
+                        archived.add(bytes(i))  # type: ignore[arg-type]
             records: dict[str, list[tuple[object, ...]]] = {}
             for kind, *rest in rows(
                 "SELECT kind, account, device, recipient_account, envelope_id FROM metadata ORDER BY seq"
@@ -650,6 +672,7 @@ class Snapshot:
                 integrity=[str(r[0]) for r in rows("PRAGMA integrity_check")],
                 copies=copies,
                 queued=queued,
+                archived=archived,
                 records=records,
                 key_log=[
                     (int(i), bytes(leaf)) for i, leaf in rows("SELECT idx, leaf FROM key_log ORDER BY idx")
@@ -726,6 +749,11 @@ def check(s: Snapshot, ledger: Ledger) -> list[str]:
             problems.append(f"envelope {i.hex()}: {send_records.get(i, 0)} send records, not 1")
     for i in send_records.keys() - present_ids:
         problems.append(f"a send record for envelope {i.hex()}, which is nowhere")
+    for i in ledger.preserved:
+        if ledger.acks.get(i) == TOLD and i not in s.archived:
+            problems.append(
+                f"envelope {i.hex()} was preserved (2703(f)) and acknowledged, and it is not archived"
+            )
     delivered = {r[3] for r in s.records.get("delivery", [])}
     for i in ledger.delivered - delivered:
         problems.append(f"envelope {i.hex()} was delivered, and its delivery record is missing")
