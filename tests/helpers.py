@@ -1,5 +1,6 @@
 """Helpers shared by the tests: device keys, requests built from them, a settable clock, relay
-error checks, a relay served in-process, and a trio wire client.
+error checks, a relay served in-process or run as a process of its own (to be killed), and a trio
+wire client.
 
 Signatures are real XEdDSA signatures made by ``clients._xeddsa.xeddsa_sign`` (tests may import
 ``clients``; the relay may not). ML-KEM-1024 public keys are real ones, generated once and
