@@ -808,6 +808,23 @@ class RelayCore:
             apply()
         return out.items
 
+    def reload(self) -> None:
+        """Read again what this core keeps in memory beside its store: the key log (and the heads
+        signed over it) and, where kept, the blocks. For after a transaction the store rolled back
+        whole — a group COMMIT that failed (a full disk, say): the requests in it were handled, and
+        their in-memory effects applied, before it failed, and none of them is in the store.
+        Without this a registration undone so would leave its key in the in-memory log, and the
+        next one would be refused its leaf (the stored log being a leaf shorter) until a restart."""
+        leaves = self.store.key_log()
+        self.key_log = MerkleLog(leaves)
+        self._key_log_index = {leaf: i for i, leaf in enumerate(leaves)}
+        self._tree_heads = {n: head for n, head in self._tree_heads.items() if n <= len(leaves)}
+        self._split_logs.clear()  # (each view is made again from the log when next asked for)
+        if self.keep_blocks:
+            self._blocks = {}
+            for account, blocked, since in self.store.all_blocks():
+                self._blocks.setdefault(account, {})[blocked] = since
+
     def expire(self) -> int:
         """Apply the policy's retention periods now; returns how many records were deleted.
         Records of accounts under a preservation request in effect are kept."""

@@ -926,8 +926,10 @@ class RelayServer:
                 with store.transaction():  # the core's own transactions nest as savepoints
                     self._handle_batch(batch, results)
         except Exception:
-            # Nothing of the batch is durable, so nothing of it may be acknowledged.
+            # Nothing of the batch is durable, so nothing of it may be acknowledged; nor may it
+            # stay in the core's memory (a key logged, a block) when it is not in the store.
             log.exception("committing a batch of %d requests failed", len(batch))
+            self.core.reload()
             return self._refuse_batch(batch)
         return results
 

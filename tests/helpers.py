@@ -1,5 +1,6 @@
 """Helpers shared by the tests: device keys, requests built from them, a settable clock, relay
-error checks, a relay served in-process, and a trio wire client.
+error checks, a relay served in-process or run as a process of its own (to be killed), and a trio
+wire client.
 
 Signatures are real XEdDSA signatures made by ``clients._xeddsa.xeddsa_sign`` (tests may import
 ``clients``; the relay may not). ML-KEM-1024 public keys are real ones, generated once and
@@ -14,12 +15,18 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import os
 import random
+import re
 import ssl
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, Final
 
 import trio
@@ -224,10 +231,15 @@ class WireClient:
                 return frame
             self.decoder.receive_data(await self.stream.receive_some(65536))
 
-    async def request(self, make: Callable[[int], wire.Request]) -> wire.Response:
-        """Send ``make(id)`` and return the frame answering that id (pushes are set aside)."""
+    async def request(
+        self, make: Callable[[int], wire.Request], *, sent: Callable[[], None] | None = None
+    ) -> wire.Response:
+        """Send ``make(id)`` and return the frame answering that id (pushes are set aside); ``sent``
+        is called once the request is written."""
         request_id = next(self._ids)
         await self.stream.send_all(wire.encode(make(request_id)))
+        if sent is not None:
+            sent()
         while True:
             frame = await self.next_frame()
             if isinstance(frame, wire.Deliver):
@@ -235,6 +247,21 @@ class WireClient:
             elif frame.id == request_id:
                 assert isinstance(frame, wire.Response)
                 return frame
+
+    async def pipeline(
+        self, makes: list[Callable[[int], wire.Request]], answered: Callable[[int, wire.Response], None]
+    ) -> None:
+        """Send every ``make(id)`` in one write, then read their answers, calling ``answered(index,
+        answer)`` for each as it comes (pushes are set aside)."""
+        ids = {next(self._ids): n for n in range(len(makes))}
+        await self.stream.send_all(b"".join(wire.encode(make(i)) for make, i in zip(makes, ids, strict=True)))
+        while ids:
+            frame = await self.next_frame()
+            if isinstance(frame, wire.Deliver):
+                self.pushes.append(frame)
+            elif frame.id in ids:
+                assert isinstance(frame, wire.Response)
+                answered(ids.pop(frame.id), frame)
 
     async def register(self, keys: DeviceKeys) -> None:
         register = keys.register()
@@ -268,6 +295,53 @@ class WireClient:
                 assert isinstance(acked, wire.Acked), acked
             if not answer.more:
                 return got
+
+
+class RelayProcess:
+    """``python -m relaysim.relay.server`` on a database, as its own process (for tests that kill it);
+    stderr goes to ``log``, where the port is read from. Its devices all register from one loopback
+    address, without the registration proof; ``extra`` adds options. ``wait=False`` returns at once,
+    before it listens (``port`` is then 0: call :meth:`wait_for_port`)."""
+
+    ROOT: Final = Path(__file__).resolve().parents[1]
+
+    def __init__(self, db: Path, log: Path, *extra: str, wait: bool = True) -> None:
+        self.log = log
+        self.offset = log.stat().st_size if log.exists() else 0
+        env = {**os.environ, "PYTHONPATH": str(self.ROOT)}
+        args = [
+            sys.executable,
+            "-m",
+            "relaysim.relay.server",
+            "--port",
+            "0",
+            "--db",
+            str(db),
+            "--log-level",
+            "INFO",
+        ]
+        args += ["--registration-pow", "0", "--register-rate", "off", "--send-rate-account", "off", *extra]
+        with log.open("ab") as f:
+            self.proc = subprocess.Popen(args, stderr=f, stdout=subprocess.DEVNULL, env=env, cwd=self.ROOT)
+        self.port = self.wait_for_port() if wait else 0
+
+    def output(self) -> str:
+        """What this process has logged so far."""
+        return self.log.read_bytes()[self.offset :].decode(errors="replace")
+
+    def wait_for_port(self, ready: str = "") -> int:
+        """The port, once the relay listens (and, with ``ready``, once that text is logged too)."""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            text = self.output()
+            if (m := re.search(r"relay listening on 127\.0\.0\.1:(\d+)", text)) and ready in text:
+                self.port = int(m.group(1))
+                return self.port
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"relay exited with {self.proc.returncode}:\n{text}")
+            time.sleep(0.02)
+        self.proc.kill()
+        raise RuntimeError("relay did not start listening")
 
 
 # --- scenarios run by both drivers (tests/sims/test_one_world.py, tests/sims/test_live.py) ------------

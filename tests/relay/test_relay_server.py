@@ -6,16 +6,15 @@ Everything listens on 127.0.0.1 with port 0 (a free port) and is bounded in time
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import random
-import re
 import signal
 import socket
+import sqlite3
 import ssl
 import struct
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from functools import partial
@@ -32,9 +31,8 @@ from relaysim.relay import wire
 from relaysim.relay.core import RelayCore
 from relaysim.relay.server import RelayServer, main
 from relaysim.relay.store import Store, StoredEnvelope
-from tests.helpers import DeviceKeys, WireClient, new_core, running
+from tests.helpers import DeviceKeys, RelayProcess, WireClient, new_core, running
 
-ROOT = Path(__file__).resolve().parents[2]
 ALICE, BOB = DeviceKeys.make("alice"), DeviceKeys.make("bob")
 
 
@@ -576,43 +574,6 @@ def test_main_sets_the_collector_for_serving(tmp_path: Path) -> None:
         gc.set_threshold(*before)
 
 
-class RelayProcess:
-    """``python -m relay.server`` on a database; stderr goes to a file we read the port from."""
-
-    def __init__(self, db: Path, log: Path) -> None:
-        self.log = log
-        self.offset = log.stat().st_size if log.exists() else 0
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        args = [
-            sys.executable,
-            "-m",
-            "relaysim.relay.server",
-            "--port",
-            "0",
-            "--db",
-            str(db),
-            "--log-level",
-            "INFO",
-        ]
-        # its devices all register from one loopback address, without the registration proof
-        args += ["--registration-pow", "0", "--register-rate", "off", "--send-rate-account", "off"]
-        with log.open("ab") as f:
-            self.proc = subprocess.Popen(args, stderr=f, stdout=subprocess.DEVNULL, env=env, cwd=ROOT)
-        self.port = self._wait_for_port()
-
-    def _wait_for_port(self) -> int:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            text = self.log.read_bytes()[self.offset :].decode(errors="replace")
-            if m := re.search(r"relay listening on 127\.0\.0\.1:(\d+)", text):
-                return int(m.group(1))
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"relay exited with {self.proc.returncode}:\n{text}")
-            time.sleep(0.02)
-        self.proc.kill()
-        raise RuntimeError("relay did not start listening")
-
-
 async def test_killed_relay_loses_no_acknowledged_envelope(tmp_path: Path) -> None:
     db, log = tmp_path / "relay.db", tmp_path / "relay.log"
     r = random.Random(7)
@@ -888,6 +849,66 @@ async def test_after_a_failed_fsync_nothing_is_acknowledged(
         assert server.disk_failed and "fsync of the relay's database failed" in caplog.text
         nursery.cancel_scope.cancel()
     core.store.close()
+
+
+class _CommitFails:
+    """A store's SQLite connection whose next COMMIT fails, as on a full disk (SQLITE_FULL)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db, self.armed = db, False
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if self.armed and sql == "COMMIT":
+            self.armed = False
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+async def test_a_batch_whose_commit_fails_leaves_nothing_of_it_in_memory_either(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Store(tmp_path / "relay.db")
+    core = RelayCore(store, clock=time.time, rng=random.Random(7).randbytes, keep_blocks=True)
+    server = RelayServer(core)
+    db = store._db = _CommitFails(store._db)  # type: ignore[assignment]
+    carol = DeviceKeys.make("carol")
+    async with trio.open_nursery() as nursery:
+        alice = await _memory_client(server, nursery)
+        await alice.register(ALICE)
+        await alice.authenticate(ALICE)
+        # bob's registration and alice's block are handled, then their batch's COMMIT fails.
+        bob = await _memory_client(server, nursery)
+        assert isinstance(await bob.request(lambda i: wire.Ping(id=i)), wire.Pong)  # (connected)
+        db.armed = True
+        register = BOB.register()
+        with trio.fail_after(5):
+            answer = await bob.request(lambda i: dataclasses.replace(register, id=i))
+        assert isinstance(answer, wire.ErrorFrame) and answer.code == "internal_error"
+        assert "committing a batch of 1 requests failed" in caplog.text
+        assert store.key_log() == core.key_log.leaves() and store.device_ids("bob") == []
+        # The disk has room again: the relay serves everyone as before, its key log in step with
+        # its store (before, every new key was refused its leaf, a leaf short, until a restart).
+        for keys in (carol, BOB):
+            client = await _memory_client(server, nursery)
+            await client.register(keys)
+        assert (
+            store.key_log()
+            == core.key_log.leaves()
+            == [wire.kt_leaf(k.account, 1, k.identity_key) for k in (ALICE, carol, BOB)]
+        )
+        bundle = await alice.request(lambda i: wire.FetchBundle(id=i, account="bob", key_log=True))
+        assert isinstance(bundle, wire.Bundle) and bundle.key_log is not None
+        assert bundle.key_log.head.tree_size == 3 and bundle.key_log.inclusions[0].leaf_index == 2
+        # A block whose COMMIT failed is not enforced either: carol's sends reach alice.
+        db.armed = True
+        answer = await alice.request(lambda i: wire.Block(id=i, account="carol"))
+        assert isinstance(answer, wire.ErrorFrame) and answer.code == "internal_error"
+        assert store.blocks_of("alice") == [] and core.blocked_by("alice") == {}
+        nursery.cancel_scope.cancel()
+    store.close()
 
 
 # --- the direct write after a batch (plain TCP) ---------------------------------------------
