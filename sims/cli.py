@@ -472,7 +472,7 @@ def _disclose(args: argparse.Namespace) -> int:
             store.close()
     data = json.dumps(disclosure_json(disclosure), indent=2, ensure_ascii=False) + "\n"
     if args.json == "-":  # stdout carries the JSON alone, for a pipe
-        sys.stdout.write(data)
+        _write_utf8(data)
     else:
         print(disclosure.to_markdown(lambda t: sim_clock(t, epoch, day is not None)), end="")
         if args.json:
@@ -955,9 +955,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tolerate_the_terminals_encoding() -> None:
+    """On a terminal or pipe whose locale is not UTF-8 (``LANG=de_DE.ISO-8859-1``; on Windows, a
+    redirect in the ANSI code page), print what it cannot show as ``?`` rather than stop: the tables'
+    rules and the em dashes in what relaysim prints would otherwise end a finished run with an
+    internal error (UnicodeEncodeError) after its files were written. UTF-8 output is left as it is."""
+    import codecs
+
+    encoding = getattr(sys.stdout, "encoding", None)
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if encoding and reconfigure is not None and codecs.lookup(encoding).name != "utf-8":
+        reconfigure(errors="replace")
+
+
+def _write_utf8(text: str) -> None:
+    """``text`` to stdout as UTF-8 whatever the locale's encoding: JSON for a pipe is UTF-8 (RFC 8259,
+    section 8.1), and the same bytes as the file ``--json FILE`` writes, on any machine."""
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:  # a text-only stream (a test's StringIO)
+        sys.stdout.write(text)
+        return
+    sys.stdout.flush()
+    buffer.write(text.encode("utf-8"))
+    buffer.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = "relaysim"
+    _tolerate_the_terminals_encoding()
     try:
         parser = build_parser()
         # bench and relay hand everything after their first word to their own parsers

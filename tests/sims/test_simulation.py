@@ -284,6 +284,45 @@ def test_same_scenario_and_seed_give_byte_identical_outputs(tmp_path: Path) -> N
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
+def test_outputs_do_not_depend_on_the_machine_they_are_made_on(tmp_path: Path) -> None:
+    """What a user's machine varies leaves every file of run, analyze and report as it was: the hash
+    seed, the time zone, the working directory, the output folder's path (relative or absolute) and
+    name, and the scenario given by name or as a copy of its file."""
+    from relaysim.sims.scenario import builtin_scenarios
+
+    copy = tmp_path / "elsewhere" / "two-friends.toml"
+    copy.parent.mkdir()
+    copy.write_bytes(builtin_scenarios()["two-friends"].read_bytes())
+    (tmp_path / "cwd" / "deeper").mkdir(parents=True)
+    machines = [
+        ({"PYTHONHASHSEED": "0", "TZ": "UTC"}, tmp_path, "two-friends", "a"),
+        (
+            {"PYTHONHASHSEED": "123", "TZ": "Asia/Karachi"},
+            tmp_path / "cwd" / "deeper",
+            str(copy),
+            str(tmp_path / "b" / "another name"),
+        ),
+    ]
+    outs = []
+    for env, cwd, scenario, out in machines:
+        for argv in (["run", scenario, "--out", out, "--quiet"], ["analyze", out], ["report", out]):
+            subprocess.run(
+                [sys.executable, "-m", "relaysim.sims.cli", *argv],
+                check=True,
+                cwd=cwd,
+                env={**os.environ, **env},
+                capture_output=True,
+            )
+        outs.append(cwd / out)
+    a, b = outs
+    names = sorted(str(p.relative_to(a)) for p in a.rglob("*") if p.is_file())
+    assert {"relay.db", "report.html", "transcript.jsonl"} <= set(names)
+    assert any(n.startswith("analysis/") for n in names)
+    assert names == sorted(str(p.relative_to(b)) for p in b.rglob("*") if p.is_file())
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
 def test_a_different_seed_gives_a_different_run(tmp_path: Path) -> None:
     from relaysim.sims.report import run_to_dir
     from relaysim.sims.scenario import resolve_scenario
