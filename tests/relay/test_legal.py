@@ -161,9 +161,11 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         instrument = INSTRUMENTS[draw(st.sampled_from(list(INSTRUMENTS)))]
         at = draw(st.integers(1, 150))
         target = f'target = "{draw(st.sampled_from(people))}"\n' if instrument.needs_target else ""
-        to = (
-            f'to = "{at + draw(st.integers(5, min(60, 180 - at)))}m"\n' if draw(st.booleans()) else ""
-        )  # within the 3 h run
+        to = (  # within the 3 h run; a preservation request covers no period (it freezes what is held)
+            f'to = "{at + draw(st.integers(5, min(60, 180 - at)))}m"\n'
+            if instrument.looks != "freeze" and draw(st.booleans())
+            else ""
+        )
         lines.append(
             f'[[events]]\nat = "{at}m"\nkind = "legal_process"\nprocess = "{instrument.key}"\n{target}{to}name = "o{k}"'
         )

@@ -973,7 +973,7 @@ class Relay:
         await trio.to_thread.run_sync(relay.proc.wait)
 
 
-async def setup(ledger: Ledger, port: int, rng: random.Random) -> list[Device]:
+async def set_up_devices(ledger: Ledger, port: int, rng: random.Random) -> list[Device]:
     """Talkers and the crowd registered, the groups made; returns the talkers' devices."""
     for account, device in TALKERS + CROWD:
         ledger.keys[(account, device)] = DeviceKeys.make(account, device)
@@ -1129,7 +1129,7 @@ async def crash_rounds(tmp: Path, seed: int, rounds: int) -> Ledger:
     for _ in range(2):  # killed while it makes a new database
         await relay_files.kill_while_starting(rng)
     relay = await relay_files.start()
-    talkers = await setup(ledger, relay.port, rng)
+    talkers = await set_up_devices(ledger, relay.port, rng)
     late: list[str] = []
     try:
         for round_ in range(rounds):
