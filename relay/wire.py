@@ -24,7 +24,7 @@ import struct
 import threading
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar, cast
 
@@ -1702,24 +1702,25 @@ def _check_keys_once(body: bytes | bytearray) -> None:
         )
 
 
-def _repeated_key(node: Any, path: str) -> tuple[Any, str] | None:
-    """The first key a map under ``node`` names twice, and its path; None if there is none."""
-    if type(node) is _Pairs:
-        seen: set[Any] = set()
-        for key, _ in node:  # this map's own keys first: a frame's top-level repeat is named as before
-            if key in seen:
-                return key, _key_path(path, key)
-            seen.add(key)
-        items: Iterable[tuple[str, Any]] = ((_key_path(path, k), v) for k, v in node)
-    elif type(node) is list:
-        items = ((f"{path}[{i}]", v) for i, v in enumerate(node))
-    else:
-        return None
-    for where, value in items:
-        if type(value) is _Pairs or type(value) is list:
-            found = _repeated_key(value, where)
-            if found is not None:
-                return found
+def _repeated_key(root: Any, path: str) -> tuple[Any, str] | None:
+    """The first key a map under ``root`` names twice, and its path; None if there is none. Each map's
+    own keys before the maps inside it (a frame's top-level repeat is named first), and no recursion:
+    msgpack unpacks nesting about a thousand deep, past Python's recursion limit."""
+    stack: list[tuple[Any, str]] = [(root, path)]
+    while stack:
+        node, where = stack.pop()
+        if type(node) is _Pairs:
+            seen: set[Any] = set()
+            for key, _ in node:
+                if key in seen:
+                    return key, _key_path(where, key)
+                seen.add(key)
+            children: list[tuple[Any, str]] = [(v, _key_path(where, k)) for k, v in node]
+        elif type(node) is list:
+            children = [(v, f"{where}[{i}]") for i, v in enumerate(node)]
+        else:
+            continue
+        stack.extend(c for c in reversed(children) if type(c[0]) is _Pairs or type(c[0]) is list)
     return None
 
 

@@ -314,6 +314,27 @@ def test_a_prekey_naming_its_id_twice_is_refused() -> None:
     assert (err.code, err.field) == (wire.ErrorCode.INVALID_VALUE, "one_time_prekeys[2].id")
 
 
+@pytest.mark.parametrize("depth", [10, 1020])
+def test_the_nested_key_check_reads_nesting_as_deep_as_msgpack_does(depth: int) -> None:
+    """A body read again map by map (here for a uint32 deep inside) is walked without recursion:
+    about 1,020 arrays deep, which msgpack unpacks, used to end in RecursionError in the relay."""
+    deep = b"\x91" * depth + b"\xce\x00\x00\x00\x01"
+    p = msgpack.packb
+    body = _map(("v", p(1)), ("id", p(1)), ("kind", p("send")), ("to", p("bob")), ("envelopes", deep))
+    err = _decoding_error(_frame(body, raw=True))
+    assert (err.code, err.field) == (wire.ErrorCode.WRONG_TYPE, "envelopes[0]")
+    twice = _map(("a", p(1)), ("a", p(2)))  # and a repeat that deep is found, by its path
+    body = _map(
+        ("v", p(1)),
+        ("id", p(1)),
+        ("kind", p("send")),
+        ("to", p("bob")),
+        ("envelopes", b"\x91" * depth + twice),
+    )
+    err = _decoding_error(_frame(body, raw=True))
+    assert (err.code, err.field) == (wire.ErrorCode.INVALID_VALUE, "envelopes" + "[0]" * depth + ".a")
+
+
 def test_bodies_in_another_encoder_s_longer_forms_still_decode() -> None:
     """The nested-key check packs the decoded frame again and compares; a body in longer msgpack forms
     (an id as uint32, as another client's encoder may write it) differs from that but is read
