@@ -484,8 +484,8 @@ def organisation_traits(scenario: Scenario) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for kind, share in g.trait_probability:
         holders = trait_holders(share, len(people))
-        for person in sorted(rng.sample(people, holders), key=people.index):
-            out.setdefault(person, {})[kind] = rng.choice(by_kind[kind])
+        for i in sorted(rng.sample(range(len(people)), holders)):  # (in the people's order)
+            out.setdefault(people[i], {})[kind] = rng.choice(by_kind[kind])
     return {person: out[person] for person in people if person in out}
 
 
