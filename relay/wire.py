@@ -1669,7 +1669,7 @@ def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Fr
                 # shortest, as every client here sends), for about a µs; any other body is read
                 # again, map by map.
                 nests = _NESTS[cls] if cls in _NESTS else _nests(cls)
-                if nests and _pack(raw) != body:
+                if nests and not _packs_back(raw, body):
                     _check_keys_once(body)
                 if cls in _FRAME_DECODERS:
                     fast = _FRAME_DECODERS[cls]
@@ -1681,6 +1681,16 @@ def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Fr
                     except _Slow:
                         pass  # the checked path names what is wrong
     return _decode_map(raw, kinds)
+
+
+def _packs_back(raw: Any, body: bytes | bytearray) -> bool:
+    """Whether packing the decoded ``raw`` gives ``body`` back byte for byte. A value msgpack
+    unpacks but will not pack again (older msgpack's Packer stops at 511 levels of nesting, its
+    Unpacker at 1,024) counts as not: the body is then read again, map by map."""
+    try:
+        return _pack(raw) == body
+    except ValueError:  # "recursion limit exceeded"; the Packer empties its buffer before raising
+        return False
 
 
 class _Pairs(list[Any]):
