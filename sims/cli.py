@@ -29,13 +29,14 @@ shows where).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = ["main"]
 
@@ -1091,5 +1092,27 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
+def command() -> NoReturn:
+    """The ``relaysim`` command as a process (the console script, ``python -m relaysim``): exits
+    with ``main()``'s status.
+
+    An interrupted command leaves by ``os._exit(130)``, after flushing its output, not through the
+    interpreter's own exit. A Ctrl-C that lands while a module imported mid-run is being made
+    (a dataclass's or a namedtuple's methods are compiled from source by ``exec``) passes through
+    that ``exec`` on its way to ``main``, and CPython then marks the KeyboardInterrupt unhandled
+    though ``main`` handled it: at exit it would kill the process with SIGINT instead of exiting
+    with 130 (the flag is ``_Py_UnhandledKeyboardInterrupt``, set by ``run_eval_code_obj`` in
+    Python/pythonrun.c, since 3.8). Either way a shell's ``$?`` reads 130; the status
+    ``--help`` promises is what a parent process's ``waitpid`` now sees too. By then every file
+    the run wrote is closed (their ``with`` blocks were left on the way out)."""
+    status = main()
+    if status == 130:
+        _flush_quietly()
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+        os._exit(130)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    command()
