@@ -32,9 +32,11 @@ request freezes what is held and discloses nothing by itself.
 
 from __future__ import annotations
 
+import copy
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
 from typing import Any
 
 from relaysim.relay.content import read_content
@@ -53,7 +55,7 @@ from relaysim.relay.legal import (
 )
 from relaysim.relay.legal import in_order as _in_order
 from relaysim.relay.metadata import MetadataRecord, RecordKind
-from relaysim.relay.profiles import PROFILES, Profile
+from relaysim.relay.profiles import PROFILES, Change, Profile, policy_changes
 from relaysim.relay.store import DeviceFacts, Store
 
 __all__ = ["ComplianceDesk", "Disclosure", "LegalProcess", "in_order"]
@@ -353,12 +355,20 @@ class ComplianceDesk:
         content_keys: Sequence[ContentKey] = (),
         geoip: Mapping[str, str] | None = None,
         client_padding: bool | None = None,
+        policy_on: Callable[[date], Profile] | None = None,
     ) -> None:
         """``client_padding``: whether the provider's clients pad plaintexts (0x80, then zeros, as
         Signal's PushTransportDetails), which the desk removes from content it opens; None takes
-        the profile's ``padding``."""
+        the profile's ``padding``.
+
+        ``policy_on``: for a run set on a date (``profile.as_of``, the relay's clock in Unix seconds
+        on that calendar), the provider's profile for an order served on a given day. An order
+        served after a policy change (``relay.profiles.Change.policy``) that came after the run's
+        date is answered under the new policy, the fields that change touched taken from it."""
         self.store = store
         self.profile = profile
+        self.policy_on = policy_on
+        self._policy_changed: tuple[Change, ...] = ()  # since the run's date, for the order served
         self.client_padding = profile.padding if client_padding is None else client_padding
         # only keys the provider itself holds can be used at its desk
         self.keys = [k for k in content_keys if k.holder == "provider"]
@@ -378,8 +388,27 @@ class ComplianceDesk:
 
     # --- forward-looking orders -----------------------------------------------------------------
 
+    def _as_served(self, process: LegalProcess) -> ComplianceDesk:
+        """The desk that answers ``process``: this one, or, where the provider's policy changed
+        between the run's date and the day the order is served, a copy under the policy of that day."""
+        start = self.profile.as_of
+        if self.policy_on is None or start is None:
+            return self
+        day = datetime.fromtimestamp(process.served, UTC).date()
+        changes = policy_changes(self.profile.name, start, day)
+        if not changes:
+            return self
+        served = self.policy_on(day)
+        desk = copy.copy(self)  # shares the store, the keys and the orders begun
+        desk.profile = replace(self.profile, **{k: getattr(served, k) for c in changes for k in c.before})
+        desk._policy_changed = changes
+        return desk
+
     def begin(self, process: LegalProcess) -> Tap | None:
         """At service of a forward-looking order: the tap to install, or None if it cannot collect."""
+        return self._as_served(process)._begin(process)
+
+    def _begin(self, process: LegalProcess) -> Tap | None:
         if not process.forward:
             return None
         self._begun.add(process.name)
@@ -410,6 +439,18 @@ class ComplianceDesk:
     # --- serving ---------------------------------------------------------------------------
 
     def serve(self, process: LegalProcess) -> Disclosure:
+        desk = self._as_served(process)
+        d = desk._serve(process)
+        for c in reversed(desk._policy_changed):
+            d.notes.insert(
+                0,
+                f"{self.profile.title}'s policy changed on {c.effective:%Y-%m-%d}, after this run's date "
+                f"({self.profile.as_of:%Y-%m-%d}) and by the day this order was served: {c.what} ({c.source}). "
+                "The order is answered under the policy in force when it was served.",
+            )
+        return d
+
+    def _serve(self, process: LegalProcess) -> Disclosure:
         instrument = process.instrument
         d = Disclosure(process, self.profile.name, response=self.profile.response_to(instrument))
         d.history.append((d.response, process.served))

@@ -33,6 +33,7 @@ from relaysim.relay.metadata import DEVICE_FACTS, KEEP_EVERYTHING, KindRule, Rec
 __all__ = [
     "CATEGORIES",
     "HISTORY",
+    "POLICY_FIELDS",
     "PROCESSES",
     "PROFILES",
     "REAL_PROFILES",
@@ -40,6 +41,7 @@ __all__ = [
     "Profile",
     "changes_in_effect",
     "get_profile",
+    "policy_changes",
     "profile_as_of",
 ]
 
@@ -684,12 +686,30 @@ class Change:
     """One dated change to a provider's design or policy.
 
     ``before`` holds the profile's fields as they were until ``effective`` (the profile in
-    :data:`PROFILES` is the provider as it is today, after every change)."""
+    :data:`PROFILES` is the provider as it is today, after every change).
+
+    ``policy``: the change is to what the provider hands over (only :data:`POLICY_FIELDS`), not to
+    what its relay or its clients do. A design change holds for a whole run from the run's start
+    (the phones of a run set in October 2018 do not start sealing mid-run); a policy change reaches
+    every order by the day it is served, so an order served after it in a run that began before it
+    gets the new policy (Telegram's of September 2024)."""
 
     effective: date
     what: str
     source: str
     before: Mapping[str, Any]
+    policy: bool = False
+
+
+# What a provider's compliance desk does with what it holds: a policy change may change only these.
+POLICY_FIELDS: Final[tuple[str, ...]] = (
+    "discloses",
+    "responses",
+    "response_record",
+    "assumptions",
+    "lookback",
+    "notes",
+)
 
 
 _SIGNAL_2016_ROUTING = (
@@ -734,6 +754,7 @@ HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
                     "ip_addresses": _TELEGRAM_TERROR_ONLY,
                 },
             },
+            policy=True,
         ),
     ),
 }
@@ -750,15 +771,28 @@ def changes_in_effect(name: str, when: date | datetime | None = None) -> tuple[C
     return tuple(c for c in HISTORY.get(name, ()) if day is None or c.effective <= day)
 
 
-def profile_as_of(name: str, when: date | datetime | None = None) -> Profile:
+def profile_as_of(
+    name: str, when: date | datetime | None = None, *, served: date | datetime | None = None
+) -> Profile:
     """Profile ``name`` as the provider was on ``when`` (a date, or the date of a datetime);
-    None gives the provider as it is today. Changes not yet in effect are undone, latest first."""
+    None gives the provider as it is today. Changes not yet in effect are undone, latest first.
+
+    ``served``: the day an order is served, for a run set on ``when``: the policy changes
+    (``Change.policy``) are taken as of that day instead, the design changes still as of ``when``."""
     profile = get_profile(name)
     day = _when(when)
     if day is None:
         return profile
-    in_effect = changes_in_effect(name, day)
+    on = _when(served) or day
     for change in reversed(HISTORY.get(name, ())):
-        if change not in in_effect:
+        if change.effective > (on if change.policy else day):
             profile = replace(profile, **change.before)
     return replace(profile, as_of=day)
+
+
+def policy_changes(name: str, when: date | datetime, served: date | datetime) -> tuple[Change, ...]:
+    """The policy changes to profile ``name`` that took effect after ``when`` (a run's date), up to
+    and including ``served`` (the day an order is served in it)."""
+    start, on = _when(when), _when(served)
+    assert start is not None and on is not None
+    return tuple(c for c in HISTORY.get(name, ()) if c.policy and start < c.effective <= on)

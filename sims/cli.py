@@ -463,7 +463,14 @@ def _disclose(args: argparse.Namespace) -> int:
                 start=start,
                 end=end,
             )
-            desk = ComplianceDesk(store, profile, content_keys=keys, geoip=provider.get("geoip", {}))
+            desk = ComplianceDesk(
+                store,
+                profile,
+                content_keys=keys,
+                geoip=provider.get("geoip", {}),
+                # a dated run: the order is answered under the policy of the day it is served
+                policy_on=None if day is None else lambda on: profile_as_of(profile.name, day, served=on),
+            )
             disclosure = desk.serve(order)
         except sqlite3.DatabaseError as exc:
             raise CliError(f"--db {db}: not a relay store relaysim can read: {exc}") from None

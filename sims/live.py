@@ -113,7 +113,7 @@ from relaysim.sims.world.simulation import (
     record_view,
     registered_facts,
 )
-from relaysim.sims.world.timeline import Receipts, Timeline, padding, provider, sealed_sender
+from relaysim.sims.world.timeline import Receipts, Timeline, padding, policy_on, provider, sealed_sender
 from relaysim.sims.world.traffic import (
     GROUP_PREFIX,
     PlannedMessage,
@@ -351,6 +351,7 @@ class _LiveRun:
             content_keys=[self.content_key] if self.content_key else [],
             geoip={d.address: d.region for d in scenario.devices()},
             client_padding=self.padding != "none",
+            policy_on=policy_on(scenario),
         )
         self.admin_path = admin
         self._admin_queue: list[dict[str, Any]] = []

@@ -61,7 +61,7 @@ from relaysim.sims.world.engine import Scheduler
 from relaysim.sims.world.groups import GroupDirector, group_distribution_id
 from relaysim.sims.world.network import Network
 from relaysim.sims.world.premade import PremadeSource
-from relaysim.sims.world.timeline import Receipts, Timeline, padding, provider, sealed_sender
+from relaysim.sims.world.timeline import Receipts, Timeline, padding, policy_on, provider, sealed_sender
 from relaysim.sims.world.traffic import (
     GROUP_PREFIX,
     PlannedMessage,
@@ -378,6 +378,7 @@ class Simulation:
             content_keys=[self.content_key] if self.content_key else [],
             geoip={d.address: d.region for d in scenario.devices()},
             client_padding=self.padding != "none",
+            policy_on=policy_on(scenario),
         )
         # The scenario's timeline and its legal process, interpreted as in a live run (sims.world.timeline).
         self.timeline = Timeline(self)

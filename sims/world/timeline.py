@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Mapping
+from datetime import date
 from functools import partial
 from types import MappingProxyType
 from typing import Any, Generic, Protocol, TypeVar
@@ -45,6 +46,7 @@ __all__ = [
     "Receipts",
     "Timeline",
     "padding",
+    "policy_on",
     "provider",
     "sealed_sender",
 ]
@@ -52,15 +54,24 @@ __all__ = [
 NONDISCLOSURE = "18 U.S.C. 2705(b)"  # what a nondisclosure_order is issued under
 
 
-def provider(scenario: Scenario) -> Profile:
+def provider(scenario: Scenario, served: date | None = None) -> Profile:
     """The provider the relay runs: its profile as it was when the scenario is set ([scenario] start),
-    or as it is today; on a counterfactual run, as if it had complied (never the record)."""
-    profile = profile_as_of(scenario.relay.profile, scenario.start)
+    or as it is today; on a counterfactual run, as if it had complied (never the record).
+
+    ``served``: the day an order is served in a dated run: its policy as of then
+    (relay.profiles.profile_as_of), what ``policy_on`` gives the compliance desk."""
+    profile = profile_as_of(scenario.relay.profile, scenario.start, served=served)
     if scenario.counterfactual:
         from relaysim.sims.counterfactual import complied_profile
 
         profile = complied_profile(profile, scenario)
     return profile
+
+
+def policy_on(scenario: Scenario) -> Callable[[date], Profile] | None:
+    """For a dated run, the provider answering an order served on a day (``ComplianceDesk``'s
+    ``policy_on``); None for an undated one, whose provider is as it is today."""
+    return None if scenario.start is None else partial(provider, scenario)
 
 
 def sealed_sender(scenario: Scenario, profile: Profile) -> bool:

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relaysim.relay.profiles import HISTORY, PROFILES, changes_in_effect, profile_as_of
+from relaysim.relay.profiles import HISTORY, POLICY_FIELDS, PROFILES, changes_in_effect, profile_as_of
 from relaysim.sims.report import run_to_dir
 from relaysim.sims.scenario import ScenarioError, parse_scenario, resolve_scenario
 from relaysim.sims.scoring import GroundTruth, TrueMessage, score
@@ -216,3 +216,95 @@ def test_rcmp_clemenza_the_words_open_to_whoever_holds_the_global_key(tmp_path: 
     assert d.decryption and all(x["opened"] for x in d.decryption)
     report = json.loads((tmp_path / "exceptional" / "global-key.json").read_text("utf-8"))
     assert len(report["messages_under_global_key"]) == len(result.messages)  # from the first minute
+
+
+# --- a policy change reaches an order by the day it is served ---------------------------------------
+
+# The record: Telegram, "2018 to Aug 2024: IP address and phone number only for confirmed terror
+# suspects (the FBI chart's wording). From September 2024: to a valid order from judicial authorities
+# naming the user as a criminal suspect" (telegram.org/privacy §8.3; FBI 'Lawful Access' chart,
+# 2021-01-07). A run set before the change that serves an order after it gets the new policy.
+_SPANNING = """
+[scenario]
+name = "telegram-across-the-change"
+duration = "6d"
+seed = 1
+start = 2024-09-20
+
+[relay]
+profile = "telegram-cloud"
+
+[[people]]
+name = "a"
+
+[[people]]
+name = "b"
+
+[[conversations]]
+between = ["a", "b"]
+messages = [{ at = "1h", from = "a", text = "hi" }, { at = "4d", from = "b", text = "yo" }]
+
+[[events]]
+at = "1d"
+kind = "legal_process"
+process = "subpoena"
+target = "a"
+name = "before"
+
+[[events]]
+at = "5d"
+kind = "legal_process"
+process = "subpoena"
+target = "a"
+name = "after"
+"""
+
+
+def test_a_policy_change_reaches_an_order_served_after_it_in_a_run_set_before_it(tmp_path: Path) -> None:
+    from relaysim.sims.cli import main
+
+    result, _summary = run_to_dir(parse_scenario(_SPANNING, "x.toml"), tmp_path / "run")
+    before, after = result.disclosures
+    assert before.process.name == "before" and after.process.name == "after"
+    # 2024-09-21: before the change, nothing to ordinary criminal process
+    assert not before.provided and set(before.withheld) >= {"subscriber_info", "ip_addresses"}
+    # 2024-09-25: after it, IP address and phone number
+    assert set(after.provided) == {"subscriber_info", "ip_addresses"}
+    assert any("policy changed on 2024-09-23" in n for n in after.notes)
+    assert not any("policy changed" in n for n in before.notes)
+    # relaysim disclose on the finished run answers by the day it is served (--at) in the same way
+    db = str(tmp_path / "run" / "relay.db")
+    for at, expected in (("2d", []), ("5d", ["ip_addresses", "subscriber_info"])):
+        out = tmp_path / f"{at}.json"
+        args = [
+            "disclose",
+            "--db",
+            db,
+            "--process",
+            "subpoena",
+            "--target",
+            "a",
+            "--at",
+            at,
+            "--json",
+            str(out),
+        ]
+        assert main(args) == 0
+        assert sorted(json.loads(out.read_text("utf-8"))["provided"]) == expected
+
+
+def test_a_design_change_holds_from_the_runs_date_a_policy_change_from_the_day_served() -> None:
+    # Signal's sealed sender (October 2018) is the clients' design: a run set before it runs without it
+    signal = profile_as_of("signal", date(2018, 10, 1), served=date(2018, 11, 1))
+    assert not signal.sealed_sender and signal.as_of == date(2018, 10, 1)
+    telegram = profile_as_of("telegram-cloud", date(2024, 9, 1), served=date(2024, 9, 30))
+    assert telegram.discloses == PROFILES["telegram-cloud"].discloses
+    assert profile_as_of("telegram-cloud", date(2024, 9, 1)).discloses == {}
+
+
+def test_a_policy_change_changes_only_what_the_desk_hands_over() -> None:
+    for changes in HISTORY.values():
+        for c in changes:
+            if c.policy:
+                assert set(c.before) <= set(POLICY_FIELDS), c
+
