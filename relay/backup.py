@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, Final
 
 from relaysim.relay.compliance import Disclosure, LegalProcess
@@ -39,6 +40,10 @@ class Backup:
     custodian: str | None  # who holds the backup; None: there is none
     custodian_holds_key: bool
     description: str
+    # The setting did not exist before this day (the first of the month the record names): a run set
+    # earlier (``[scenario] start``) cannot have it. None: no such limit in the record.
+    since: date | None = None
+    since_source: str = ""
 
 
 BACKUPS: Final[Mapping[str, Backup]] = {
@@ -56,6 +61,8 @@ BACKUPS: Final[Mapping[str, Backup]] = {
             "Apple (iCloud Backup)",
             False,
             "iCloud Backup with Advanced Data Protection on: the keys are only on the user's devices",
+            date(2022, 12, 1),
+            "Apple's Advanced Data Protection dates from December 2022",
         ),
         Backup(
             "gdrive",
@@ -68,6 +75,8 @@ BACKUPS: Final[Mapping[str, Backup]] = {
             "Google (Google Drive)",
             False,
             "a WhatsApp backup on Google Drive with end-to-end encrypted backups on: its key is the user's",
+            date(2021, 10, 1),
+            "WhatsApp's end-to-end encrypted backups date from October 2021",
         ),
         Backup("none", None, False, "no cloud backup: the history is only on the phones"),
     )

@@ -676,6 +676,7 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
     network = _network(r, data.get("network", {}), duration)
     relay = _relay(r, data.get("relay", {}))
     people = _people(r, data.get("people", []), duration)
+    _backups_then(r, people, start)
     generate = _generate(r, data["generate"]) if "generate" in data else None
     if not people and generate is None:
         raise r.fail("people", "no people: give [[people]] or a [generate] table")
@@ -1115,6 +1116,24 @@ def _people(r: _Reader, raw: object, duration: float) -> tuple[PersonSpec, ...]:
             )
         people.append(PersonSpec(name, tuple(devices), backup))
     return tuple(people)
+
+
+def _backups_then(r: _Reader, people: Sequence[PersonSpec], start: date | None) -> None:
+    """A run set on a date ([scenario] start) has only the backup settings that existed then: no
+    end-to-end encrypted backup before it was offered (relay.backup.Backup.since)."""
+    from relaysim.relay.backup import BACKUPS
+
+    if start is None:
+        return
+    for i, person in enumerate(people):
+        backup = BACKUPS.get(person.backup or "")
+        if backup is not None and backup.since is not None and start < backup.since:
+            then = ", ".join(repr(k) for k, b in BACKUPS.items() if b.since is None or b.since <= start)
+            raise r.fail(
+                f"people[{i}].backup",
+                f"{person.backup!r} did not exist on {start} (scenario.start): {backup.since_source}; "
+                f"expected one of {then}",
+            )
 
 
 def _conversations(r: _Reader, raw: object, names: set[str], duration: float) -> tuple[Conversation, ...]:

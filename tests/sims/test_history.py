@@ -308,3 +308,36 @@ def test_a_policy_change_changes_only_what_the_desk_hands_over() -> None:
             if c.policy:
                 assert set(c.before) <= set(POLICY_FIELDS), c
 
+
+# --- backups that did not exist yet -----------------------------------------------------------------
+
+_BACKUP = """
+[scenario]
+name = "x"
+duration = "1h"
+{start}
+
+[[people]]
+name = "a"
+backup = "{backup}"
+"""
+
+
+# The record: iCloud Backup holds the Messages key "unless Advanced Data Protection is on (ADP from
+# Dec 2022 ...)" (Apple); WhatsApp backups "are readable by that custodian unless the user turns on
+# end-to-end encrypted backups (from Oct 2021)" (faq.whatsapp.com). Before then a backup warrant on the
+# custodian got the words, so a run set earlier cannot have the setting that would say it could not.
+@pytest.mark.parametrize(
+    ("backup", "before", "since"),
+    [
+        ("icloud-adp", date(2022, 11, 30), date(2022, 12, 1)),
+        ("gdrive-e2e", date(2021, 9, 30), date(2021, 10, 1)),
+    ],
+)
+def test_an_end_to_end_backup_before_it_existed_is_refused(backup: str, before: date, since: date) -> None:
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(_BACKUP.format(start=f"start = {before}", backup=backup), "x.toml")
+    assert str(info.value).startswith(f"x.toml: people[0].backup: '{backup}' did not exist on {before}")
+    for start in (f"start = {since}", ""):
+        (person,) = parse_scenario(_BACKUP.format(start=start, backup=backup), "x.toml").people
+        assert person.backup == backup
