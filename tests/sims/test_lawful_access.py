@@ -439,8 +439,10 @@ def lawful_scenarios(draw: st.DrawFn) -> Scenario:
         process = draw(st.sampled_from(list(PROCESSES)))
         at = draw(st.integers(1, 150))
         target = "" if process == "blanket_demand" else f'target = "{draw(st.sampled_from(people))}"\n'
-        # an order's `to` lies within the run (3 h = 180 m); one without `to` runs to the end
-        to = f'to = "{at + draw(st.integers(5, min(60, 180 - at)))}m"\n' if draw(st.booleans()) else ""
+        # an order's `to` lies within the run (3 h = 180 m); one without `to` runs to the end; a
+        # preservation request covers no period, so it has none (the scenario refuses one)
+        with_to = process != "preservation" and draw(st.booleans())
+        to = f'to = "{at + draw(st.integers(5, min(60, 180 - at)))}m"\n' if with_to else ""
         lines.append(
             f'[[events]]\nat = "{at}m"\nkind = "legal_process"\nprocess = "{process}"\n{target}{to}name = "o{k}"'
         )
