@@ -105,6 +105,9 @@ class LegalProcess:
         if self.forward:
             start = max(self.served, self.start if self.start is not None else self.served)
             end = self.end if self.end is not None else float("inf")
+            longest = self.instrument.max_period
+            if longest is not None:  # a pen register runs at most 60 days from service
+                end = min(end, self.served + longest)
             return start, end if self.withdrawn is None else min(end, self.withdrawn)
         return (
             self.start if self.start is not None else float("-inf"),

@@ -255,6 +255,9 @@ class Instrument:
     # for, and hands nothing over by itself (relay.compliance says, per category, what would be built).
     builds: bool = False
     note: str = ""  # said in every disclosure under it (what the law lets the provider do with it)
+    # A forward-looking order's longest period from service (seconds); a longer one is a new order (an
+    # extension). None: the record names no limit.
+    max_period: float | None = None
 
     @property
     def forward(self) -> bool:
@@ -319,6 +322,9 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "forward",
             True,
             _ROUTING,
+            # "for up to 60 days, on a certification of relevance" (In re WhatsApp pen register orders,
+            # E.D. Cal. 2022); 18 U.S.C. 3123(c)(1): "a period not to exceed sixty days"
+            max_period=60 * 86400.0,
         ),
         Instrument(
             "wiretap",

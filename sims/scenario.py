@@ -1651,6 +1651,13 @@ def _legal_process(
                 f"expected a time after the order is served ({at:g} s; a {instrument.name} collects "
                 f"from service on), got {end:g} s",
             )
+        longest = instrument.max_period
+        if end is not None and longest is not None and end - at > longest:
+            raise r.fail(
+                f"{path}.to",
+                f"a {instrument.name} runs at most {longest / 86400:g} days from service ({instrument.statute}); "
+                f"got {(end - at) / 86400:g} days: serve a new order for the rest",
+            )
     elif instrument.looks == "back" and start is not None and start >= at:
         raise r.fail(
             f"{path}.from",

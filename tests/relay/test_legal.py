@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relaysim.relay.compliance import ComplianceDesk, Disclosure
+from relaysim.relay.compliance import ComplianceDesk, Disclosure, LegalProcess
 from relaysim.relay.custody import route_ad
 from relaysim.relay.legal import INSTRUMENTS, JURISDICTIONS, REASONS, resolve_instrument
 from relaysim.relay.metadata import RecordKind
@@ -324,3 +324,36 @@ def test_a_new_instrument_is_one_row_uk_targeted_interception() -> None:
     rows = [(r["from"], r["to"], r["kind"], r.get("text")) for r in d.provided["content"]]
     assert rows == [("a", "b", "message", "hello"), ("b", "a", "delivery receipt", None)]  # relay.content
     assert "United Kingdom" in d.to_markdown()
+
+
+# The record: WhatsApp's pen register, "near real time (15-minute batches) — source, destination,
+# timestamps, routing data, for up to 60 days, on a certification of relevance" (In re WhatsApp pen
+# register orders, E.D. Cal. 2022); 18 U.S.C. 3123(c)(1): "a period not to exceed sixty days".
+_DAYS = 86400.0
+
+
+def test_a_pen_register_collects_for_at_most_60_days_from_service() -> None:
+    order = LegalProcess("pr", "pen_register", "a", served=10 * _DAYS)
+    assert order.window() == (10 * _DAYS, 70 * _DAYS)
+    assert LegalProcess("pr", "pen_register", "a", served=0.0, end=5 * _DAYS).window() == (0.0, 5 * _DAYS)
+    text = """
+[scenario]
+name = "x"
+duration = "80d"
+
+[[people]]
+name = "a"
+
+[[events]]
+at = "1d"
+kind = "legal_process"
+process = "pen_register"
+target = "a"
+to = "{to}"
+"""
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(text.format(to="61d1s"), "x.toml")
+    assert str(info.value).startswith(
+        "x.toml: events[0].to: a pen register runs at most 60 days from service"
+    )
+    parse_scenario(text.format(to="61d"), "x.toml")
