@@ -36,7 +36,10 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from relaysim.sims.scenario import Scenario
 
 __all__ = ["main"]
 
@@ -179,7 +182,7 @@ def _demo(args: argparse.Namespace) -> int:
             render_demo_comparison(out, list(scenario.compare_profiles), width=args.width, color=use_color())
         )
     elif scenario.matrix:
-        _report_multi(scenario.name, summary, out)
+        _report_multi(scenario, summary, out)
     else:
         print(render_demo(out, width=args.width, color=use_color()))
     _say_report(out, args.report)
@@ -257,7 +260,7 @@ def _run(args: argparse.Namespace) -> int:
         _result, summary = _run_to_dir(scenario, out, progress=bar.sim_time)
     if scenario.matrix or scenario.compare_profiles:
         _say_report(out, args.report)
-        _report_multi(scenario.name, summary, out, time.monotonic() - started)
+        _report_multi(scenario, summary, out, time.monotonic() - started)
         return 0
     m = summary["messages"]
     lat = summary["latency_s"]
@@ -288,14 +291,20 @@ def _say_orders(summary: dict[str, Any], out: Path, profile: str = "") -> None:
         )
 
 
-def _report_multi(name: str, summary: dict[str, Any], out: Path, seconds: float | None = None) -> int:
+def _report_multi(
+    scenario: Scenario, summary: dict[str, Any], out: Path, seconds: float | None = None
+) -> int:
     """What ``run`` prints for a scenario run under several profiles (a comparison or the matrix)."""
+    name = scenario.name
     took = "" if seconds is None else f" in {seconds:.1f} s"
     if "matrix" in summary:
-        from relaysim.sims.matrix import render_terminal
+        from relaysim.sims.matrix import render_terminal, terminal_notes
         from relaysim.sims.term import use_color
 
         print(render_terminal(summary["matrix"], color=use_color()))
+        notes = terminal_notes(summary["matrix"], scenario)
+        if notes:
+            print(f"\n{notes}")
         print()
         print(
             f"{name}: {len(summary['profiles'])} profiles × {len(summary['processes'])} kinds of process"
@@ -574,7 +583,7 @@ def _analyze(args: argparse.Namespace) -> int:
 def _chart(args: argparse.Namespace) -> int:
     import json
 
-    from relaysim.sims.matrix import render_terminal
+    from relaysim.sims.matrix import render_terminal, terminal_notes
     from relaysim.sims.report import relaysim_outputs
     from relaysim.sims.term import use_color
 
@@ -601,11 +610,14 @@ def _chart(args: argparse.Namespace) -> int:
     try:
         matrix = json.loads(matrix_file.read_text(encoding="utf-8"))
         table = render_terminal(matrix, width=args.width, color=use_color())
+        notes = terminal_notes(matrix, _scenario("fbi-chart"), width=args.width)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CliError(
             f"{matrix_file} cannot be read as the chart ({exc!r}); run it again with: relaysim chart {_q(out)} --rerun"
         ) from None
     print(table)
+    if notes:
+        print(f"\n{notes}")
     print(
         f"\nThe matrix is in {out}/matrix.json and {out}/matrix.md; each provider's disclosures in {out}/<profile>/."
     )

@@ -42,6 +42,7 @@ __all__ = [
     "render_markdown",
     "render_terminal",
     "run_matrix_to_dir",
+    "terminal_notes",
 ]
 
 MATRIX_PROCESSES = ("subpoena", "court_order_2703d", "search_warrant", "pen_register", "wiretap")
@@ -214,6 +215,19 @@ def _assumptions(matrix: Matrix, scenario: Scenario) -> list[str]:
     if not rows:
         return []
     return ["## Assumptions (no source says so)", "", *rows, ""]
+
+
+def terminal_notes(matrix: Matrix, scenario: Scenario, width: int | None = None) -> str:
+    """What the terminal's tables rest on, said below them as matrix.md says it: the date each
+    provider is taken as of, and the cells no source backs (``Profile.assumptions``); wrapped
+    between words at ``width`` columns (default: the terminal's)."""
+    lines = []
+    if scenario.start is not None:
+        lines.append(f"Each provider as it was on {scenario.start.isoformat()} ([scenario] start).")
+    assumed = _assumptions(matrix, scenario)[2:-1]  # the markdown's rows, without its heading
+    if assumed:
+        lines += ["Assumptions (no source says so):", *assumed]
+    return render(*(Text(line) for line in lines), width=width) if lines else ""
 
 
 def render_terminal(matrix: Matrix, width: int | None = None, *, color: bool = False) -> str:

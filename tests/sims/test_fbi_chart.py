@@ -523,3 +523,16 @@ def test_a_backup_warrant_on_a_number_with_no_account_answers_no_such_account() 
     (d,) = [d for d in result.disclosures if d.process.name == "nobody-12025550143"]
     assert d.no_such_account and not d.provided
     assert "no such account" in d.to_markdown()
+
+
+def test_the_printed_chart_says_its_date_and_the_cell_no_source_backs(
+    chart: tuple[Path, dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The record: the FBI chart is "dated 2021-01-07; capabilities as of Nov 2020"; WhatsApp: "No source
+    # shows WhatsApp returning ciphertext to a wiretap order" (In re Facebook Messenger, E.D. Cal. 2018).
+    # matrix.md said both; the tables relaysim chart prints said neither.
+    out, _matrix = chart
+    assert main(["chart", str(out), "--width", "1000"]) == 0
+    text = capsys.readouterr().out
+    assert "Each provider as it was on 2021-01-07" in text
+    assert "WhatsApp (`whatsapp`), wiretap order: no source shows WhatsApp returning ciphertext" in text
