@@ -349,6 +349,10 @@ class _Body:
     body: bytes
 
 
+def _utc_day(t: float) -> date:
+    return datetime.fromtimestamp(t, UTC).date()
+
+
 class ComplianceDesk:
     def __init__(
         self,
@@ -359,6 +363,7 @@ class ComplianceDesk:
         geoip: Mapping[str, str] | None = None,
         client_padding: bool | None = None,
         policy_on: Callable[[date], Profile] | None = None,
+        day_of: Callable[[float], date] | None = None,
     ) -> None:
         """``client_padding``: whether the provider's clients pad plaintexts (0x80, then zeros, as
         Signal's PushTransportDetails), which the desk removes from content it opens; None takes
@@ -367,10 +372,13 @@ class ComplianceDesk:
         ``policy_on``: for a run set on a date (``profile.as_of``, the relay's clock in Unix seconds
         on that calendar), the provider's profile for an order served on a given day. An order
         served after a policy change (``relay.profiles.Change.policy``) that came after the run's
-        date is answered under the new policy, the fields that change touched taken from it."""
+        date is answered under the new policy, the fields that change touched taken from it.
+        ``day_of``: the run's calendar day at a relay time; by default the relay's clock reads Unix
+        seconds on that calendar (the simulator's does; a live relay's is the wall clock)."""
         self.store = store
         self.profile = profile
         self.policy_on = policy_on
+        self.day_of = day_of or _utc_day
         self._policy_changed: tuple[Change, ...] = ()  # since the run's date, for the order served
         self.client_padding = profile.padding if client_padding is None else client_padding
         # only keys the provider itself holds can be used at its desk
@@ -397,7 +405,7 @@ class ComplianceDesk:
         start = self.profile.as_of
         if self.policy_on is None or start is None:
             return self
-        day = datetime.fromtimestamp(process.served, UTC).date()
+        day = self.day_of(process.served)
         changes = policy_changes(self.profile.name, start, day)
         if not changes:
             return self

@@ -62,6 +62,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, Final
@@ -352,6 +353,7 @@ class _LiveRun:
             geoip={d.address: d.region for d in scenario.devices()},
             client_padding=self.padding != "none",
             policy_on=policy_on(scenario),
+            day_of=self._calendar_day,
         )
         self.admin_path = admin
         self._admin_queue: list[dict[str, Any]] = []
@@ -468,6 +470,11 @@ class _LiveRun:
         return here
 
     # --- time and events --------------------------------------------------------------------------
+
+    def _calendar_day(self, t: float) -> date:
+        """The scenario's calendar day at the relay's time ``t`` (its clock is the wall clock): an
+        order is answered under the provider's policy of that day (relay.compliance)."""
+        return datetime.fromtimestamp(self.scenario.epoch + (t - self.wall_t0) / self.time_scale, UTC).date()
 
     def now(self) -> float:
         """Simulated seconds since the clock started."""

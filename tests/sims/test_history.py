@@ -341,3 +341,37 @@ def test_an_end_to_end_backup_before_it_existed_is_refused(backup: str, before: 
     for start in (f"start = {since}", ""):
         (person,) = parse_scenario(_BACKUP.format(start=start, backup=backup), "x.toml").people
         assert person.backup == backup
+
+
+def test_the_desk_reads_the_day_an_order_is_served_off_the_runs_calendar() -> None:
+    """A live relay's clock is the wall clock: the driver gives the desk the run's calendar day
+    (``day_of``), and the policy of that day answers (Telegram's, September 2024, as above)."""
+    from relaysim.relay.compliance import ComplianceDesk, LegalProcess
+    from relaysim.relay.store import DeviceRecord, Store
+    from relaysim.relay.wire import KemPrekey, SignedPrekey
+
+    store = Store()
+    store.create_account("a", 1.0)
+    store.put_device(
+        DeviceRecord(
+            "a",
+            1,
+            7,
+            bytes(32),
+            SignedPrekey(1, bytes(32), bytes(64)),
+            KemPrekey(2, bytes(1568), bytes(64)),
+            1.0,
+        )
+    )
+    set_on = date(2024, 9, 20)
+    days = {1.0e9: date(2024, 9, 21), 2.0e9: date(2024, 9, 25)}  # relay times far from either day's Unix time
+    desk = ComplianceDesk(
+        store,
+        profile_as_of("telegram-cloud", set_on),
+        policy_on=lambda day: profile_as_of("telegram-cloud", set_on, served=day),
+        day_of=days.__getitem__,
+    )
+    before, after = (desk.serve(LegalProcess(f"o{t:g}", "subpoena", "a", served=t)) for t in days)
+    assert not before.provided
+    assert set(after.provided) == {"subscriber_info", "ip_addresses"}
+    assert desk.profile.discloses == {}  # the desk itself keeps the run's profile
