@@ -5,9 +5,9 @@ Private halves stay in ``PreKeySecrets`` on the device. What leaves the device i
 the same bundle always encodes to the same bytes).
 
 Signatures are XEdDSA signatures by the identity key over Encode(PK): for X25519 keys the
-0x05-prefixed encoding of X3DH §2.5; for ML-KEM-1024 keys a one-byte tag, 0x0A (ours: PQXDH
-§2.5 leaves EncodeKEM to the application and only asks that it name the KEM), then the 1568
-key bytes. Both tags are defined once, in ``relay.wire`` (``EC_KEY_TYPE``, ``KEM_KEY_TYPE``),
+0x05-prefixed encoding of X3DH §2.1; for ML-KEM-1024 keys a one-byte tag, 0x0A (PQXDH §2.1
+leaves EncodeKEM to the application; 0x0A is libsignal's key type byte for ML-KEM-1024), then
+the 1568 key bytes. Both tags are defined once, in ``relay.wire`` (``EC_KEY_TYPE``, ``KEM_KEY_TYPE``),
 where the relay checks the same signatures.
 """
 

@@ -370,9 +370,12 @@ class DoubleRatchet:
         if dhs is None:
             raise DecryptionError()
         skipped = []
-        if old_ckr is not None and pn != self.nr:
-            assert self.dhr is not None
-            self._skip(old_ckr, self.nr, pn, self.dhr, skipped)
+        if old_ckr is not None:
+            if pn != self.nr:
+                assert self.dhr is not None
+                self._skip(old_ckr, self.nr, pn, self.dhr, skipped)
+        elif pn > self.config.max_skip:  # §3.5 SkipMessageKeys checks MAX_SKIP before CKr (Nr is 0 here)
+            raise DecryptionError()
         root_info = self.config.root_info
         try:
             their = _p.x25519_public(dh_pub)  # checked once for both DHs of the step
@@ -445,6 +448,8 @@ class DoubleRatchet:
         if self.ckr is not None:
             assert self.hkr is not None
             self._skip(self.ckr, self.nr, pn, self.hkr, skipped)
+        elif pn > self.config.max_skip:  # SkipMessageKeysHE (§4), as in ``decrypt``
+            raise DecryptionError()
         root_info = self.config.root_info
         try:
             their = _p.x25519_public(dh_pub)

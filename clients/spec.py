@@ -59,7 +59,7 @@ _hkdf = _p.hkdf_sha256
 
 
 def encode_public_key(public: bytes) -> bytes:
-    """X3DH §2.5 Encode(PK): a single-byte curve type (0x05, as libsignal) then the u-coordinate."""
+    """X3DH §2.1 Encode(PK): a single-byte curve type (0x05, as libsignal) then the u-coordinate."""
     if len(public) != 32:
         raise ValueError("an X25519 public key is 32 bytes")
     return EC_KEY_TYPE + public  # libsignal's DJB key type byte
@@ -164,7 +164,7 @@ def hdecrypt(hk: bytes | None, enc_header: bytes) -> bytes | None:
 def xeddsa_sign(
     x25519_private_raw: bytes, message: bytes, *, rng: Callable[[int], bytes] = os.urandom
 ) -> bytes:
-    """XEdDSA §2.5 xeddsa_sign(k, M, Z): a 64-byte signature from an X25519 private key.
+    """XEdDSA §3 xeddsa_sign(k, M, Z): a 64-byte signature from an X25519 private key.
 
     Z, the 64 random bytes, comes from ``rng`` (os.urandom unless a simulator injects its own).
     """

@@ -183,8 +183,10 @@ MAX_GROUP_FANOUT: Final = MAX_GROUP_MEMBERS * 8  # envelopes one group send may 
 MAX_GROUP_STATE: Final = 128 * 1024
 
 # What a prekey signature covers: the identity key's XEdDSA signature over Encode(PK).
-# X25519: 0x05 ‖ u (X3DH §2.5, libsignal's DJB key type). ML-KEM-1024: 0x0A ‖ key, this
-# project's tag (PQXDH §2.5 leaves EncodeKEM to the application). These are the only
+# X25519: 0x05 ‖ u (X3DH §2.1 Encode, libsignal's DJB key type). ML-KEM-1024: 0x0A ‖ key
+# (PQXDH §2.1 leaves EncodeKEM to the application; 0x0A is libsignal's key type byte for
+# ML-KEM-1024, KeyType::MLKEM1024 in rust/protocol/src/kem.rs, beside 0x08 for the Kyber-1024
+# Signal deploys, whose keys are not ML-KEM's). These are the only
 # definitions of the two tags: clients/spec.py and clients/keys.py import them from here. The relay checks both signatures on upload, as Signal-Server does
 # (PreKeyState.isSignatureValidOnEachSignedKey).
 EC_KEY_TYPE: Final = b"\x05"

@@ -78,7 +78,7 @@ class SeededRNG:
 
 # --- X3DH ------------------------------------------------------------------------------------
 
-# X3DH §2.5 Encode(PK), libsignal's form: the curve-type byte 0x05, then the 32-byte u-coordinate.
+# X3DH §2.1 Encode(PK), libsignal's form: the curve-type byte 0x05, then the 32-byte u-coordinate.
 # clients.spec.encode_public_key produces the same bytes; we do not import it here so that the
 # peer's encoding is stated independently.
 CURVE25519_TYPE_BYTE = b"\x05"

@@ -5,7 +5,7 @@ What is checked, and against what:
 1. X3DH both ways (X3DH rev 1 §3.3): our initiator (``clients.x3dh.initiate``, ``pq=False``)
    against their responder, and theirs against ours (``clients.x3dh.respond``), must agree on
    SK and on AD = Encode(IK_A) ‖ Encode(IK_B); each side verifies the other's XEdDSA signature
-   over Encode(SPK) (X3DH §3.2/§3.3; XEdDSA rev 1 §2.5/§2.6).
+   over Encode(SPK) (X3DH §3.2/§3.3; XEdDSA rev 1 §3).
 2. The Double Ratchet both ways (rev 1 §3, recommended algorithms §5.2): our Alice with their
    Bob, their Alice with our Bob, seeded from the agreed SK. Conversations (first message,
    replies, DH steps, out-of-order and lost messages, skipped keys used across DH steps,
@@ -75,7 +75,7 @@ MAX_MESSAGES = 20
 
 
 def encode(pub: bytes) -> bytes:
-    """X3DH §2.5 Encode(PK), written out here so the test does not take it from the code under test."""
+    """X3DH §2.1 Encode(PK), written out here so the test does not take it from the code under test."""
     return b"\x05" + pub
 
 
@@ -149,7 +149,7 @@ def test_signed_prekey_signature_covers_the_0x05_encoding() -> None:
 
     ours = our_prekeys().bundle(kem=False)
     spk = ours.signed_prekey
-    # The package's verification, as in base_state.get_shared_secret_active (XEdDSA §2.6: sign bit 0).
+    # The package's verification, as in base_state.get_shared_secret_active (XEdDSA §2.3 convert_mont: sign bit 0).
     ed_pub = xeddsa.curve25519_pub_to_ed25519_pub(ours.identity_key, False)
     assert xeddsa.ed25519_verify(spk.signature, ed_pub, encode(spk.public))
     assert not xeddsa.ed25519_verify(spk.signature, ed_pub, spk.public)

@@ -167,6 +167,22 @@ def test_skip_beyond_max_skip_is_refused_and_changes_nothing(he: bool) -> None:
 
 
 @pytest.mark.parametrize("he", [False, True])
+def test_a_pn_past_max_skip_is_refused_with_no_receiving_chain_too(he: bool) -> None:
+    """§3.5 SkipMessageKeys(state, header.pn) checks Nr + MAX_SKIP < PN before it asks whether there
+    is a receiving chain (CKr) at all: a first message whose PN jumps past MAX_SKIP is refused too,
+    as it is on a side with a receiving chain (an honest sender's first PN is 0)."""
+    alice, bob = make_pair(RatchetConfig(max_skip=5, header_encryption=he), 11)
+    honest = DoubleRatchet.from_dict(alice.to_dict())
+    alice.pn = 6  # a hostile Alice: the message authenticates, with a PN one past MAX_SKIP
+    before = bob.to_dict()
+    with pytest.raises(DecryptionError):
+        bob.decrypt(alice.encrypt(b"forged"))
+    assert bob.to_dict() == before
+    honest.pn = 5  # exactly MAX_SKIP: accepted, as the spec accepts it
+    assert bob.decrypt(honest.encrypt(b"m0")) == b"m0"
+
+
+@pytest.mark.parametrize("he", [False, True])
 def test_sessions_without_skipped_keys_share_one_read_only_empty_store(he: bool) -> None:
     """An empty dict per session is 64 B, for a simulation's hundreds of thousands of sessions: while
     MKSKIPPED is empty it is one shared read-only mapping, a dict of its own only while it holds keys."""

@@ -10,6 +10,7 @@ import hmac
 
 import pytest
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM1024PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -18,6 +19,8 @@ from hypothesis import strategies as st
 
 from relaysim.clients import _primitives as p
 from relaysim.clients import spec
+from relaysim.clients.keys import IdentityKeyPair, PreKeySecrets
+from relaysim.clients.x3dh import initiate, respond
 
 H = bytes.fromhex
 
@@ -78,6 +81,63 @@ def test_ratcheting_session_as_alice_libsignal() -> None:
     )
     _root, chain = _libsignal_chain(km)
     assert chain == H("ab9be50e5cb22a925446ab90ee5670545f4fd32902459ec274b6ad0ae5d6031a")
+
+
+# --- PQXDH (rev 3), computed here from cryptography's X25519, ML-KEM-1024 and HKDF --------------
+#
+# No other implementation of PQXDH with ML-KEM-1024 is at hand (the PyPI x3dh package has no KEM, and
+# Signal deploys Kyber-1024 round 3), so SK is derived here step by step from the spec's text and the
+# primitives of another library: PQXDH §2.2 KDF(KM) = HKDF-SHA256(F ‖ KM, salt of 32 zero bytes, info),
+# F = 32 0xFF bytes; §3.3 KM = DH1 ‖ DH2 ‖ DH3 [‖ DH4] ‖ SS; AD = EncodeEC(IK_A) ‖ EncodeEC(IK_B);
+# the signatures are XEdDSA over EncodeEC(SPK_B) and EncodeKEM(PQPK_B), checked with the PyPI xeddsa
+# package. EncodeKEM is 0x0A ‖ key, libsignal's key type byte for ML-KEM-1024 (docs/protocol.md).
+
+PQXDH_INFO = b"relaysim_CURVE25519_SHA-256_ML-KEM-1024"  # names the KEM it uses (clients/x3dh.py)
+
+
+def _x25519(private: bytes, public: bytes) -> bytes:
+    return X25519PrivateKey.from_private_bytes(private).exchange(X25519PublicKey.from_public_bytes(public))
+
+
+@pytest.mark.parametrize("one_time", [True, False], ids=["with-OPK", "without-OPK"])
+def test_pqxdh_sk_ad_and_signatures_from_the_spec_text(one_time: bool) -> None:
+    import xeddsa  # the independent XEdDSA (PyPI), as tests/clients/test_interop.py uses it
+
+    bob = PreKeySecrets(IdentityKeyPair.generate())
+    bob.new_signed_prekey()
+    bob.new_one_time_prekeys(1)
+    bob.new_kem_prekeys(1)
+    bundle = bob.bundle(one_time=one_time)
+    assert bundle.kem_prekey is not None
+    alice = IdentityKeyPair.generate()
+    ours, initial = initiate(alice.pair, bundle, pq=True)
+    assert (initial.one_time_prekey_id is not None) == one_time
+    assert initial.kem_prekey_id == bundle.kem_prekey.id and initial.kem_ciphertext is not None
+
+    spk_b = bob.signed[initial.signed_prekey_id][0].private
+    km = (
+        _x25519(spk_b, alice.public)  # DH1 = DH(IK_A, SPK_B)
+        + _x25519(bob.identity.private, initial.ephemeral_key)  # DH2 = DH(EK_A, IK_B)
+        + _x25519(spk_b, initial.ephemeral_key)  # DH3 = DH(EK_A, SPK_B)
+    )
+    if one_time:
+        assert initial.one_time_prekey_id is not None
+        opk_b = bob.one_time[initial.one_time_prekey_id].private
+        km += _x25519(opk_b, initial.ephemeral_key)  # DH4 = DH(EK_A, OPK_B)
+    seed = bob.kem.seed(initial.kem_prekey_id)
+    assert seed is not None
+    km += MLKEM1024PrivateKey.from_seed_bytes(seed).decapsulate(initial.kem_ciphertext)  # SS
+    sk = HKDF(hashes.SHA256(), 32, salt=bytes(32), info=PQXDH_INFO).derive(b"\xff" * 32 + km)
+
+    assert ours.sk == sk
+    assert ours.ad == b"\x05" + alice.public + b"\x05" + bob.identity.public
+    assert tuple(respond(bob, initial)[0]) == (sk, ours.ad)
+
+    ed_public = xeddsa.curve25519_pub_to_ed25519_pub(bundle.identity_key, False)
+    spk, kem = bundle.signed_prekey, bundle.kem_prekey
+    assert xeddsa.ed25519_verify(spk.signature, ed_public, b"\x05" + spk.public)
+    assert xeddsa.ed25519_verify(kem.signature, ed_public, b"\x0a" + kem.public)
+    assert not xeddsa.ed25519_verify(kem.signature, ed_public, kem.public)
 
 
 # --- §5.2 definitions, checked against cryptography's own HKDF / HMAC / AES ----------------------
