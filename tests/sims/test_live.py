@@ -26,6 +26,7 @@ from relaysim.sims.cli import main as relaysim
 from relaysim.sims.live import RelayStartError, relay_process, run_live
 from relaysim.sims.report import render_show
 from relaysim.sims.scenario import Scenario, parse_scenario, resolve_scenario
+from relaysim.sims.world.simulation import Simulation
 from relaysim.sims.world.traffic import plan_group_steps, plan_messages
 from tests.helpers import BUSY_BOOK_CLUB, MAILBOXES, fresh_connections
 
@@ -126,6 +127,22 @@ def test_two_friends_live_every_message_once_and_no_plaintext_at_the_relay(tmp_p
     assert "Served at:** 01:30:0" in (tmp_path / "disclosures" / f"{served[0]}.md").read_text(
         encoding="utf-8"
     )
+
+
+def test_an_order_is_served_at_its_events_time_however_late_the_drivers_clock_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live run's clock reads late when its loop is: on a busy machine the pen register above was
+    served 10 or more simulated seconds after 01:30 (2 ms late is 10 s at TIME_SCALE). An order is
+    served at the time its event gives, as a simulated run serves it; here the simulator's clock
+    reads 7 s late."""
+    on_time = Simulation.now
+    monkeypatch.setattr(Simulation, "now", lambda self: on_time(self) + 7.0)
+    scenario = resolve_scenario("two-friends")
+    sim = Simulation(scenario, db_path=str(tmp_path / "relay.db"))
+    result = sim.run()
+    given = {sim.relay_time(e.at) for e in scenario.events if e.kind == "legal_process"}  # type: ignore[attr-defined]
+    assert result.disclosures and {d.process.served for d in result.disclosures} <= given
 
 
 @pytest.mark.parametrize("sealed", [False, True])
