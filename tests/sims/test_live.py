@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import random
 import socket
 from collections import Counter
 from pathlib import Path
@@ -428,3 +430,15 @@ def test_run_live_reports_a_relay_that_did_not_start(
     monkeypatch.setattr(live, "RELAY_START_TIMEOUT", 0.001)  # no relay starts listening that fast
     assert run_live(resolve_scenario("two-friends"), tmp_path, time_scale=TIME_SCALE) == 1
     assert "relaysim run --live: the relay did not start listening within 0.001 s" in capsys.readouterr().err
+
+
+def test_the_relays_clock_reads_back_as_the_runs_to_the_second() -> None:
+    """What the live run tells the relay happened at simulated second ``s`` (``t0 + s * scale``) reads
+    back as ``s``, not a hair below it (then shown a whole second early: 01:29:59 for 01:30:00),
+    whatever the wall clock read at the start."""
+    r = random.Random(7)
+    for scale in (0.0001, TIME_SCALE, 0.002, 1.0):
+        for _ in range(2000):
+            t0 = 1.7e9 + r.random() * 1e8
+            s = float(r.randrange(18_000))
+            assert math.floor(live.relay_to_run(t0 + s * scale, t0, scale)) == s, (t0, s, scale)
