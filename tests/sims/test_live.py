@@ -154,8 +154,11 @@ def test_a_send_the_relay_carried_out_twice_is_counted_as_a_duplicate(
     """amira's connection drops just as the relay's answer to her third send comes (the answer is lost
     with it): her link writes the send again on the next connection, the relay carries it out again, and
     ben gets the same message twice. He reads it once and drops the copy: one duplicate, nothing
-    undecryptable (the run counted the copy as undecryptable before)."""
+    undecryptable (the run counted the copy as undecryptable before). Any other send of hers with no
+    answer yet at the cut (a delivery receipt, on a busy machine) is written again too, and may make
+    one more duplicate: at most as many as were in flight."""
     cut: list[int] = []
+    in_flight: list[int] = []  # her sends without an answer at the cut, the lost one among them
     sends = (wire.Send, wire.SealedSend)
     on_frame = DeviceLink._on_frame
 
@@ -164,6 +167,7 @@ def test_a_send_the_relay_carried_out_twice_is_counted_as_a_duplicate(
         if isinstance(request, sends) and self.agent.account == "amira" and isinstance(frame, wire.Sent):
             cut.append(frame.id)
             if len(cut) == 3:
+                in_flight.append(sum(isinstance(r, sends) for r in self._unanswered.values()))
                 self.abort("the test lost the relay's answer")
                 return
         on_frame(self, frame)
@@ -174,7 +178,8 @@ def test_a_send_the_relay_carried_out_twice_is_counted_as_a_duplicate(
     assert run_live(scenario, tmp_path, time_scale=TIME_SCALE) == 0
     assert len(cut) > 3 and cut[2] in cut[3:]  # the lost answer's request was written again, and answered
     summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
-    assert (summary["messages"]["duplicates_dropped"], summary["messages"]["undecryptable"]) == (1, 0)
+    assert 1 <= summary["messages"]["duplicates_dropped"] <= in_flight[0]
+    assert summary["messages"]["undecryptable"] == 0
     _assert_each_message_arrived_once(scenario, tmp_path)
 
 
