@@ -280,7 +280,12 @@ async def test_an_aborted_connection_reconnects_and_loses_nothing() -> None:
     assert core.store.all_envelopes() == []
 
 
-async def test_the_relay_closing_an_idle_connection_is_a_drop_and_keepalive_prevents_it() -> None:
+async def test_the_relay_closing_an_idle_connection_is_a_drop_and_keepalive_prevents_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """On trio's virtual clock, which moves only when every task waits (autojump_clock): the
+    relay's 0.3 s and alice's 0.05 s pings are then kept to the virtual second, however busy the
+    machine (on the real clock, a loop held up 0.25 s by work timed alice out once)."""
     core = new_core()
     root = core.trust_root_public
     alice, bob = agent("alice", root), agent("bob", root)
