@@ -30,7 +30,7 @@ from relaysim.sims.report import render_show
 from relaysim.sims.scenario import Scenario, parse_scenario, resolve_scenario
 from relaysim.sims.world.simulation import Simulation
 from relaysim.sims.world.traffic import plan_group_steps, plan_messages
-from tests.helpers import BUSY_BOOK_CLUB, MAILBOXES, fresh_connections
+from tests.helpers import BUSY_BOOK_CLUB, MAILBOX_SCALE, MAILBOXES, fresh_connections
 
 TIME_SCALE = 0.0002  # real seconds per simulated second: two-friends' 5 h in 3.6 s
 RUN = 8  # bytes: no run this long of any plaintext may appear in what the relay holds or receives
@@ -398,7 +398,7 @@ def test_ephemeral_mailboxes_live(tmp_path: Path) -> None:
     and reach her phone, also while his phone was away; the relay sees them addressed to the mailbox."""
     scenario = parse_scenario(MAILBOXES, source="mailboxes.toml")
     written: list[bytes] = []
-    assert run_live(scenario, tmp_path, time_scale=0.002, wire_tap=written.append) == 0
+    assert run_live(scenario, tmp_path, time_scale=MAILBOX_SCALE, wire_tap=written.append) == 0
     events = _events(tmp_path)
     received = Counter((e["message"], e["device"]) for e in events if e["kind"] == "message_received")
     assert received == {(1, "ben/1"): 1, (2, "amira/1"): 1, (3, "ben/1"): 1, (4, "amira/1"): 1}

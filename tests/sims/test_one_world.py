@@ -26,7 +26,7 @@ from relaysim.sims.scenario import Scenario, parse_scenario, resolve_scenario
 from relaysim.sims.world import simulation
 from relaysim.sims.world.groups import group_distribution_id, group_master_key
 from relaysim.sims.world.simulation import Simulation
-from tests.helpers import BOOK_CLUB, BUSY_BOOK_CLUB, MAILBOXES, fresh_connections
+from tests.helpers import BOOK_CLUB, BUSY_BOOK_CLUB, MAILBOX_SCALE, MAILBOXES, fresh_connections
 
 # Times and addresses differ by design (the relay's real clock, loopback); envelope ids are the
 # relay's random draws.
@@ -240,7 +240,7 @@ def _like_live_phones(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ("two-friends", 0.0005),
         ("two-friends-fresh", 0.0005),
-        ("mailboxes", 0.002),
+        ("mailboxes", MAILBOX_SCALE),
         ("signal-subpoena-2016", 0.0001),
         ("book-club", 0.002),
         ("book-club-busy", 0.002),
