@@ -1309,6 +1309,14 @@ async def _run_live(
     )
 
 
+def relay_to_run(t: float, t0: float, time_scale: float) -> float:
+    """The relay's clock ``t`` (the wall clock; ``t0`` at the run's start) as the run's simulated
+    seconds. The real seconds are taken to the microsecond first, all the wall clock can tell: a
+    float's rounding in ``t0 + s * time_scale`` and back is ~0.2 µs of real time, a millisecond of
+    simulated time at 0.0002, and an order served at 01:30:00 read 01:29:59.999 (shown as 01:29:59)."""
+    return round(round((t - t0) * 1e6) / 1e6 / time_scale, 6)
+
+
 def live_refusal(scenario: Scenario) -> str | None:
     """Why ``scenario`` cannot run live, or None. Exceptional access (escrow, a global key, a ghost
     device) and seized phones are answered by interventions that read the simulation's own relay
@@ -1400,7 +1408,9 @@ def run_live(
     if outcome.result.disclosures:  # each order served in the timeline, as a simulated run writes it
         t0, epoch = outcome.relay_start, scenario.epoch
         summary["disclosures"] = write_disclosures(
-            outcome.result, out / "disclosures", relay_to_sim=lambda t: epoch + (t - t0) / time_scale
+            outcome.result,
+            out / "disclosures",
+            relay_to_sim=lambda t: epoch + relay_to_run(t, t0, time_scale),
         )
     summary["live"] = {
         "not_carried": not_carried,

@@ -255,7 +255,9 @@ class Timeline:
             name=name,
             process=ev.process,
             target=target,
-            served=rel(d.now()),
+            # the event's time, not the clock's: a live run's clock reads late when its loop is
+            # late (on a busy machine, 2 ms late is 10 simulated seconds at a time scale of 0.0002)
+            served=rel(ev.at),
             start=None if ev.start is None else rel(ev.start),
             end=None if ev.end is None else rel(ev.end),
             withdrawn=None if withdrawn is None else rel(withdrawn),

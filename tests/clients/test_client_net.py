@@ -280,26 +280,39 @@ async def test_an_aborted_connection_reconnects_and_loses_nothing() -> None:
     assert core.store.all_envelopes() == []
 
 
-async def test_the_relay_closing_an_idle_connection_is_a_drop_and_keepalive_prevents_it() -> None:
+async def test_the_relay_closing_an_idle_connection_is_a_drop_and_keepalive_prevents_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """On trio's virtual clock, which moves only when every task waits (autojump_clock): the
+    relay's 0.3 s and alice's 0.05 s pings are then kept to the virtual second, however busy the
+    machine (on the real clock, a loop held up 0.25 s by work timed alice out once)."""
     core = new_core()
-    async with running(core, read_timeout=0.3) as server:
-        root = core.trust_root_public
-        async with (
-            open_device_connection(agent("alice", root), "127.0.0.1", server.port, keepalive=0.05) as a,
-            open_device_connection(agent("bob", root), "127.0.0.1", server.port, keepalive=None) as b,
-        ):
-            with trio.fail_after(20):
-                for conn in (a, b):
+    root = core.trust_root_public
+    alice, bob = agent("alice", root), agent("bob", root)
+    # Registered first, on a relay with its usual read timeout: making a registration's keys
+    # holds the loop up, and on a busy machine that took bob past 0.3 s before his register was
+    # sent (the relay closed his connection with it in flight: ConnectionLost).
+    async with running(core) as server:
+        for who in (alice, bob):
+            async with open_device_connection(who, "127.0.0.1", server.port) as conn:
+                with trio.fail_after(20):
                     await conn.register()
-                    await conn.login()
-                # Bob sends nothing: the relay times him out; he reconnects and logs in again.
-                await b.wait_until(lambda: b.reconnects >= 1 and b.state == "ready")
-            assert b.last_drop == "the relay closed the connection"
-            assert a.reconnects == 0  # alice's pings kept her connection open all along
-            with trio.fail_after(10):
-                await a.send_text("bob", b"after the timeout")
-            assert (await next_message(b)).plaintext == b"after the timeout"
-            assert a.reconnects == 0
+    async with (
+        running(core, read_timeout=0.3) as server,
+        open_device_connection(alice, "127.0.0.1", server.port, keepalive=0.05) as a,
+        open_device_connection(bob, "127.0.0.1", server.port, keepalive=None) as b,
+    ):
+        with trio.fail_after(20):
+            for conn in (a, b):
+                await conn.login()
+            # Bob sends nothing: the relay times him out; he reconnects and logs in again.
+            await b.wait_until(lambda: b.reconnects >= 1 and b.state == "ready")
+        assert b.last_drop == "the relay closed the connection"
+        assert a.reconnects == 0  # alice's pings kept her connection open all along
+        with trio.fail_after(10):
+            await a.send_text("bob", b"after the timeout")
+        assert (await next_message(b)).plaintext == b"after the timeout"
+        assert a.reconnects == 0
 
 
 async def test_queued_messages_survive_a_relay_restart_on_the_same_database(tmp_path: Path) -> None:

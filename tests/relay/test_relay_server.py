@@ -15,8 +15,9 @@ import socket
 import sqlite3
 import ssl
 import struct
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -343,9 +344,10 @@ async def test_bad_input_gets_a_specific_error_then_the_connection_closes(data: 
 
 async def test_an_idle_connection_times_out() -> None:
     async with running(new_core(clock=time.time), read_timeout=0.2) as server:
+        # before the connection: the relay's timer may start before this task runs again
+        start = trio.current_time()
         stream = await trio.open_tcp_stream("127.0.0.1", server.port)
         await stream.send_all(wire.encode(wire.Ping(id=1))[:3])  # part of a frame does not count
-        start = trio.current_time()
         frames = _frames(await _read_until_closed(stream))
         # not before its time (and _read_until_closed fails if the relay never closes)
         assert trio.current_time() - start >= 0.15
@@ -757,66 +759,76 @@ async def test_devices_sending_at_once_share_commits_and_one_failure_disturbs_no
 async def test_a_durable_batch_is_synced_beside_the_loop_while_the_next_is_handled(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A slow disk: each fsync of the WAL is held until the test lets it finish. While alice's is
+    held, bob's batch is handled, committed and its own fsync begun; nobody is answered before
+    their batch's fsync has returned. Steps, not timings: a busy machine cannot change them."""
     core = RelayCore(Store(tmp_path / "relay.db"), clock=time.time, rng=random.Random(7).randbytes)
     server = RelayServer(core)
     assert server.sync_in_thread
-    async with trio.open_nursery() as nursery:
-        alice, bob = await _memory_client(server, nursery), await _memory_client(server, nursery)
-        for client, keys in [(alice, ALICE), (bob, BOB)]:
-            await client.register(keys)
-            await client.authenticate(keys)
-        syncs: list[tuple[float, float]] = []  # (start, end) of each fsync of the WAL
-        sync = core.store.sync
+    gates = [threading.Event(), threading.Event()]  # the first two fsyncs wait for these
+    started: list[int] = []  # the fsyncs begun, in order
+    ended: list[int] = []  # ... and returned
+    try:
+        async with trio.open_nursery() as nursery:
+            alice, bob = await _memory_client(server, nursery), await _memory_client(server, nursery)
+            for client, keys in [(alice, ALICE), (bob, BOB)]:
+                await client.register(keys)
+                await client.authenticate(keys)
+            sync = core.store.sync
 
-        def slow_sync() -> None:  # a slow disk: each fsync takes 0.3 s more
-            start = time.monotonic()
-            time.sleep(0.3)
-            sync()
-            syncs.append((start, time.monotonic()))
+            def held_sync() -> None:
+                n = len(started)
+                started.append(n)
+                if n < len(gates):
+                    assert gates[n].wait(10), f"fsync {n} was never let go"
+                sync()
+                ended.append(n)
 
-        monkeypatch.setattr(core.store, "sync", slow_sync)
-        ticks = 0
+            monkeypatch.setattr(core.store, "sync", held_sync)
+            batches = server.batches
+            answers: list[wire.Frame] = []
+            alice_answered = False
 
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                await trio.sleep(0.01)
-                ticks += 1
+            async def alice_sends() -> None:
+                nonlocal alice_answered
+                await alice.send("bob", [1], b"first")
+                alice_answered = True
 
-        nursery.start_soon(tick)
-        batches = server.batches
-        answers: list[wire.Frame] = []
-        alice_answered = 0.0
+            async def bob_sends_two() -> None:
+                sends = [
+                    wire.Send(id=50 + i, to="alice", envelopes=(wire.OutgoingEnvelope(1, b),))
+                    for i, b in enumerate([b"one", b"two"])
+                ]
+                await bob.stream.send_all(b"".join(wire.encode(r) for r in sends))
+                while len(answers) < 2:
+                    if not isinstance(frame := await bob.next_frame(), wire.Deliver):
+                        answers.append(frame)
 
-        async def alice_sends() -> None:
-            nonlocal alice_answered
-            await alice.send("bob", [1], b"first")
-            alice_answered = time.monotonic()
+            async def until(done: Callable[[], bool]) -> None:
+                while not done():  # the loop runs on (and serves) while an fsync is held
+                    await trio.sleep(0.005)
 
-        async def bob_sends_two() -> None:
-            sends = [
-                wire.Send(id=50 + i, to="alice", envelopes=(wire.OutgoingEnvelope(1, b),))
-                for i, b in enumerate([b"one", b"two"])
-            ]
-            await bob.stream.send_all(b"".join(wire.encode(r) for r in sends))
-            while len(answers) < 2:
-                if not isinstance(frame := await bob.next_frame(), wire.Deliver):
-                    answers.append(frame)
-
-        with trio.fail_after(10):
-            async with trio.open_nursery() as both:
-                both.start_soon(alice_sends)
-                await trio.sleep(0.1)  # alice's batch is being synced now
-                assert ticks >= 5  # the loop runs on during the fsync
-                both.start_soon(bob_sends_two)
-        assert [a.id for a in answers] == [50, 51] and all(isinstance(a, wire.Sent) for a in answers)
-        assert server.batches - batches == 2  # alice's send; bob's two in the next batch
-        (start_a, end_a), (start_b, end_b) = syncs
-        assert start_a < start_b < end_a  # bob's batch was handled and committed during alice's fsync
-        # Acknowledged only once durable: alice's answer after her batch's fsync returned.
-        assert end_a <= alice_answered < end_b
-        nursery.cancel_scope.cancel()
-    core.store.close()
+            with trio.fail_after(20):  # a hang guard: each step below waits for the one before
+                async with trio.open_nursery() as both:
+                    both.start_soon(alice_sends)
+                    await until(lambda: started == [0])  # alice's batch is being synced now
+                    both.start_soon(bob_sends_two)
+                    # bob's batch was handled and committed during alice's fsync
+                    await until(lambda: started == [0, 1])
+                    assert ended == [] and not alice_answered and answers == []
+                    gates[0].set()
+                    # acknowledged only once durable: alice after her fsync, bob not before his
+                    await until(lambda: alice_answered)
+                    assert ended == [0] and answers == []
+                    gates[1].set()
+            assert ended == [0, 1]
+            assert [a.id for a in answers] == [50, 51] and all(isinstance(a, wire.Sent) for a in answers)
+            assert server.batches - batches == 2  # alice's send; bob's two in the next batch
+            nursery.cancel_scope.cancel()
+    finally:
+        for gate in gates:  # never leave a worker thread waiting
+            gate.set()
+        core.store.close()
 
 
 async def test_after_a_failed_fsync_nothing_is_acknowledged(
@@ -1107,8 +1119,6 @@ async def test_a_durable_store_is_checkpointed_beside_the_loop(
     """The WAL's checkpoints (its pages copied into the main file, which is then fsynced) run in a
     worker thread beside the loop; the loop's own COMMITs checkpoint only past a fallback size,
     not every 1,000 pages (SQLite's default), which held the loop up for an fsync each time."""
-    import threading
-
     store = Store(tmp_path / "relay.db")
     core = RelayCore(store, clock=time.time)
     threads: list[int] = []

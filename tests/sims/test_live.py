@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import random
 import socket
 from collections import Counter
 from pathlib import Path
@@ -26,8 +28,9 @@ from relaysim.sims.cli import main as relaysim
 from relaysim.sims.live import RelayStartError, relay_process, run_live
 from relaysim.sims.report import render_show
 from relaysim.sims.scenario import Scenario, parse_scenario, resolve_scenario
+from relaysim.sims.world.simulation import Simulation
 from relaysim.sims.world.traffic import plan_group_steps, plan_messages
-from tests.helpers import BUSY_BOOK_CLUB, MAILBOXES, fresh_connections
+from tests.helpers import BUSY_BOOK_CLUB, MAILBOX_SCALE, MAILBOXES, fresh_connections
 
 TIME_SCALE = 0.0002  # real seconds per simulated second: two-friends' 5 h in 3.6 s
 RUN = 8  # bytes: no run this long of any plaintext may appear in what the relay holds or receives
@@ -128,6 +131,22 @@ def test_two_friends_live_every_message_once_and_no_plaintext_at_the_relay(tmp_p
     )
 
 
+def test_an_order_is_served_at_its_events_time_however_late_the_drivers_clock_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live run's clock reads late when its loop is: on a busy machine the pen register above was
+    served 10 or more simulated seconds after 01:30 (2 ms late is 10 s at TIME_SCALE). An order is
+    served at the time its event gives, as a simulated run serves it; here the simulator's clock
+    reads 7 s late."""
+    on_time = Simulation.now
+    monkeypatch.setattr(Simulation, "now", lambda self: on_time(self) + 7.0)
+    scenario = resolve_scenario("two-friends")
+    sim = Simulation(scenario, db_path=str(tmp_path / "relay.db"))
+    result = sim.run()
+    given = {sim.relay_time(e.at) for e in scenario.events if e.kind == "legal_process"}  # type: ignore[attr-defined]
+    assert result.disclosures and {d.process.served for d in result.disclosures} <= given
+
+
 @pytest.mark.parametrize("sealed", [False, True])
 def test_a_send_the_relay_carried_out_twice_is_counted_as_a_duplicate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sealed: bool
@@ -135,8 +154,11 @@ def test_a_send_the_relay_carried_out_twice_is_counted_as_a_duplicate(
     """amira's connection drops just as the relay's answer to her third send comes (the answer is lost
     with it): her link writes the send again on the next connection, the relay carries it out again, and
     ben gets the same message twice. He reads it once and drops the copy: one duplicate, nothing
-    undecryptable (the run counted the copy as undecryptable before)."""
+    undecryptable (the run counted the copy as undecryptable before). Any other send of hers with no
+    answer yet at the cut (a delivery receipt, on a busy machine) is written again too, and may make
+    one more duplicate: at most as many as were in flight."""
     cut: list[int] = []
+    in_flight: list[int] = []  # her sends without an answer at the cut, the lost one among them
     sends = (wire.Send, wire.SealedSend)
     on_frame = DeviceLink._on_frame
 
@@ -145,6 +167,7 @@ def test_a_send_the_relay_carried_out_twice_is_counted_as_a_duplicate(
         if isinstance(request, sends) and self.agent.account == "amira" and isinstance(frame, wire.Sent):
             cut.append(frame.id)
             if len(cut) == 3:
+                in_flight.append(sum(isinstance(r, sends) for r in self._unanswered.values()))
                 self.abort("the test lost the relay's answer")
                 return
         on_frame(self, frame)
@@ -155,7 +178,8 @@ def test_a_send_the_relay_carried_out_twice_is_counted_as_a_duplicate(
     assert run_live(scenario, tmp_path, time_scale=TIME_SCALE) == 0
     assert len(cut) > 3 and cut[2] in cut[3:]  # the lost answer's request was written again, and answered
     summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
-    assert (summary["messages"]["duplicates_dropped"], summary["messages"]["undecryptable"]) == (1, 0)
+    assert 1 <= summary["messages"]["duplicates_dropped"] <= in_flight[0]
+    assert summary["messages"]["undecryptable"] == 0
     _assert_each_message_arrived_once(scenario, tmp_path)
 
 
@@ -374,7 +398,7 @@ def test_ephemeral_mailboxes_live(tmp_path: Path) -> None:
     and reach her phone, also while his phone was away; the relay sees them addressed to the mailbox."""
     scenario = parse_scenario(MAILBOXES, source="mailboxes.toml")
     written: list[bytes] = []
-    assert run_live(scenario, tmp_path, time_scale=0.002, wire_tap=written.append) == 0
+    assert run_live(scenario, tmp_path, time_scale=MAILBOX_SCALE, wire_tap=written.append) == 0
     events = _events(tmp_path)
     received = Counter((e["message"], e["device"]) for e in events if e["kind"] == "message_received")
     assert received == {(1, "ben/1"): 1, (2, "amira/1"): 1, (3, "ben/1"): 1, (4, "amira/1"): 1}
@@ -411,3 +435,15 @@ def test_run_live_reports_a_relay_that_did_not_start(
     monkeypatch.setattr(live, "RELAY_START_TIMEOUT", 0.001)  # no relay starts listening that fast
     assert run_live(resolve_scenario("two-friends"), tmp_path, time_scale=TIME_SCALE) == 1
     assert "relaysim run --live: the relay did not start listening within 0.001 s" in capsys.readouterr().err
+
+
+def test_the_relays_clock_reads_back_as_the_runs_to_the_second() -> None:
+    """What the live run tells the relay happened at simulated second ``s`` (``t0 + s * scale``) reads
+    back as ``s``, not a hair below it (then shown a whole second early: 01:29:59 for 01:30:00),
+    whatever the wall clock read at the start."""
+    r = random.Random(7)
+    for scale in (0.0001, TIME_SCALE, 0.002, 1.0):
+        for _ in range(2000):
+            t0 = 1.7e9 + r.random() * 1e8
+            s = float(r.randrange(18_000))
+            assert math.floor(live.relay_to_run(t0 + s * scale, t0, scale)) == s, (t0, s, scale)
