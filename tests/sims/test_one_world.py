@@ -177,6 +177,33 @@ def _crossed(events: list[dict[str, Any]]) -> bool:
     )
 
 
+# FIPS 203, table 3: an ML-KEM-1024 ciphertext, which a PQXDH prekey message carries and no other does
+KEM_CIPHERTEXT = 1568
+
+
+def _session_race(live: list[tuple[Any, ...]], sim: list[tuple[Any, ...]]) -> bool:
+    """Whether the two runs' records (with sizes) differ only in which message between two devices
+    started a session: for each (kind, device, recipient device) the same number of records, and each
+    size one run has and the other has not paired with one at least a KEM ciphertext larger or
+    smaller. _crossed finds the race between people's first direct messages from the phones' events;
+    this finds it wherever it happens (seen once on a busy machine in book-club: bo wrote to ana's
+    second device PQXDH-sized where the simulator had her device start the session)."""
+    by_key: dict[tuple[Any, ...], tuple[list[int], list[int]]] = {}
+    for rows, side in ((live, 0), (sim, 1)):
+        for r in rows:
+            by_key.setdefault(r[:-1], ([], []))[side].append(r[-1] or 0)
+    raced = False
+    for ours, theirs in by_key.values():
+        if len(ours) != len(theirs):
+            return False
+        only_live = sorted((Counter(ours) - Counter(theirs)).elements())
+        only_sim = sorted((Counter(theirs) - Counter(ours)).elements())
+        if any(abs(a - b) < KEM_CIPHERTEXT for a, b in zip(only_live, only_sim[::-1], strict=True)):
+            return False
+        raced = raced or bool(only_live)
+    return raced
+
+
 def _records(db: Path, until: float, *, sizes: bool = True) -> list[tuple[Any, ...]]:
     with Store(db) as store:
         rows = [
@@ -260,7 +287,13 @@ def test_live_and_simulated_runs_record_and_disclose_the_same_fields(
     live = trio.run(_run_live, scenario, tmp_path, scale, None)
     assert live.relay_exit == 0
     # sizes compare unless the live phones' sessions crossed (see BUSY_BOOK_CLUB, _crossed)
-    sizes = name != "book-club-busy" and not _crossed(live.events)
+    sizes = (
+        name != "book-club-busy"
+        and not _crossed(live.events)
+        and not _session_race(
+            _records(tmp_path / "relay.db", live.relay_end), _records(tmp_path / "sim.db", float("inf"))
+        )
+    )
     live_records = _records(tmp_path / "relay.db", live.relay_end, sizes=sizes)
     sim_records = _records(tmp_path / "sim.db", float("inf"), sizes=sizes)
     live_sized = _records(tmp_path / "relay.db", live.relay_end)
