@@ -130,5 +130,7 @@ name = "bob"
     from relaysim.sims.world import timeline
 
     real = timeline.profile_as_of
-    monkeypatch.setattr(timeline, "profile_as_of", lambda *a: dataclasses.replace(real(*a), padding=False))
+    monkeypatch.setattr(
+        timeline, "profile_as_of", lambda *a, **k: dataclasses.replace(real(*a, **k), padding=False)
+    )
     assert runner.Simulation(parse_scenario(text, "pad.toml")).padding == "none"
