@@ -20,6 +20,7 @@ import numpy as np
 
 from relaysim.sims.analysis.run import Analysis, analyze, as_seen_view, run_directory
 from relaysim.sims.analysis.run import run_views as analysis_views
+from relaysim.sims.analysis.runfiles import finite_number, loads, own_file
 from relaysim.sims.analysis.sda import CHECKPOINTS
 from relaysim.sims.analysis.traits import PAPER_SHARES
 from relaysim.sims.analysis.view import AnalysisInputError, ProviderView
@@ -111,6 +112,24 @@ class Truth:
         return "unknown"
 
 
+def _field(e: dict[str, Any], key: str, what: str, where: str, optional: bool = False) -> Any:
+    """``e[key]`` if it is ``what`` ("text", "a number", "an id", "a list of records"); an
+    AnalysisInputError naming the line and the field otherwise (None passes when ``optional``)."""
+    value = e.get(key)
+    if value is None and optional:
+        return None
+    ok = {
+        "text": isinstance(value, str),
+        "a number": finite_number(value),
+        "an id": isinstance(value, str | int) and not isinstance(value, bool),
+        "a list of records": isinstance(value, list) and all(isinstance(r, dict) for r in value),
+    }[what]
+    if not ok:
+        got = "nothing" if key not in e else repr(value)[:60]
+        raise AnalysisInputError(f"{where}: {key}: expected {what}, got {got}")
+    return value
+
+
 def read_truth(transcript: str | Path) -> Truth:
     path = Path(transcript)
     if not path.is_file():
@@ -120,56 +139,81 @@ def read_truth(transcript: str | Path) -> Truth:
     epoch_of: dict[int, float] = {}  # message id → relay time - simulated time (the relay clock's epoch)
     received: list[tuple[int, str, float]] = []
     receipts_in: list[tuple[str, str, float]] = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            where = f"{path}: line {n}"
             try:
-                e = json.loads(line)
-            except ValueError:
-                raise AnalysisInputError(f"{path}:{n}: not a JSON object") from None
+                e = loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise AnalysisInputError(
+                    f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+                ) from None
+            except ValueError as exc:
+                raise AnalysisInputError(f"{where}: not JSON ({exc}); expected one event") from None
+            if not isinstance(e, dict):
+                raise AnalysisInputError(f"{where}: expected an event (a JSON object), got {raw[:60]!r}")
             kind = e.get("kind")
             if kind == "message_sent":
-                sent[e["message"]] = (e["from"].split("/")[0], e["to"], e.get("plaintext") or "")
-            elif kind == "message_accepted" and e["message"] in sent:
+                frm, to = _field(e, "from", "text", where), _field(e, "to", "text", where)
+                text = _field(e, "plaintext", "text", where, optional=True) or ""
+                sent[_field(e, "message", "an id", where)] = (frm.split("/")[0], to, text)
+            elif kind == "message_accepted" and _field(e, "message", "an id", where) in sent:
                 sender, recipient, text = sent[e["message"]]
+                t_event = float(_field(e, "t", "a number", where))
                 times = []
-                for r in e.get("relay") or []:
-                    t = r.get("time")
+                for i, r in enumerate(_field(e, "relay", "a list of records", where, optional=True) or []):
+                    at = f"{where}: relay[{i}]"
+                    t = _field(r, "time", "a number", at, optional=True)
                     if t is None:
                         continue
                     times.append(t)
-                    truth.by_route[(round(t, 6), r.get("recipient_account", recipient))] = sender
-                    if r.get("envelope_id"):
+                    to = _field(r, "recipient_account", "text", at, optional=True) or recipient
+                    truth.by_route[(round(t, 6), to)] = sender
+                    if _field(r, "envelope_id", "text", at, optional=True):
                         truth.envelopes[r["envelope_id"]] = _Envelope(
                             e["message"],
                             sender,
                             recipient,
                             t,
-                            r.get("recipient_device"),
-                            r.get("size"),
+                            _field(r, "recipient_device", "a number", at, optional=True),
+                            _field(r, "size", "a number", at, optional=True),
                             len(text.encode()),
                         )
-                t0 = min(times) if times else float(e["t"])
-                epoch_of[e["message"]] = t0 - float(e["t"])
+                t0 = min(times) if times else t_event
+                epoch_of[e["message"]] = t0 - t_event
                 truth.messages.append((t0, sender, recipient, e["message"]))
             elif kind == "control_accepted":
-                for r in e.get("relay") or []:
-                    t = r.get("time")
+                for i, r in enumerate(_field(e, "relay", "a list of records", where, optional=True) or []):
+                    at = f"{where}: relay[{i}]"
+                    t = _field(r, "time", "a number", at, optional=True)
                     if t is None:
                         continue
-                    to = r.get("recipient_account", e["to"])
-                    truth.control_by_route[(round(t, 6), to)] = (e["from"], e["control"])
-                    if r.get("envelope_id"):
+                    frm, control = _field(e, "from", "text", where), _field(e, "control", "text", where)
+                    to = _field(r, "recipient_account", "text", at, optional=True) or _field(
+                        e, "to", "text", where
+                    )
+                    truth.control_by_route[(round(t, 6), to)] = (frm, control)
+                    if _field(r, "envelope_id", "text", at, optional=True):
                         truth.control[r["envelope_id"]] = _Control(
-                            e["from"], e["to"], e["control"], t, r.get("recipient_device")
+                            frm,
+                            e["to"],
+                            control,
+                            t,
+                            _field(r, "recipient_device", "a number", at, optional=True),
                         )
             elif kind == "trait_assigned":
-                truth.traits.setdefault(e["person"], set()).add(e["trait"])
-            elif kind == "receipt_received" and e["device"].endswith("/1"):
-                # a receipt answers the session as a message does (the sender heard back on it)
-                receipts_in.append((e["device"].split("/")[0], e["from"], float(e["t"])))
-            elif kind == "message_received" and e["device"].endswith("/1"):
-                # the app sends from a person's first device only
-                received.append((e["message"], e["device"].split("/")[0], float(e["t"])))
+                person, trait = _field(e, "person", "text", where), _field(e, "trait", "text", where)
+                truth.traits.setdefault(person, set()).add(trait)
+            elif kind in ("receipt_received", "message_received"):
+                device = _field(e, "device", "text", where)
+                if not device.endswith("/1"):
+                    continue  # the app sends from a person's first device only
+                t = float(_field(e, "t", "a number", where))
+                if kind == "receipt_received":
+                    # a receipt answers the session as a message does (the sender heard back on it)
+                    receipts_in.append((device.split("/")[0], _field(e, "from", "text", where), t))
+                else:
+                    received.append((_field(e, "message", "an id", where), device.split("/")[0], t))
     for mid, receiver, t in received:
         if mid in sent and mid in epoch_of:
             key = (receiver, f"{sent[mid][0]}/1")  # the app sends from a person's first device
@@ -551,7 +595,7 @@ def write_analysis(run: str | Path, clock: Any = None, *, as_seen: bool = False)
     provider keeps, into ``DIR/analysis/as-seen/relay.{json,md}``."""
     out = Path(run)
     truth = read_truth(out / "transcript.jsonl") if (out / "transcript.jsonl").exists() else None
-    folder = out / "analysis" / AS_SEEN if as_seen else out / "analysis"
+    folder = own_file(out, "analysis", AS_SEEN) if as_seen else own_file(out, "analysis")
     views = {"relay": as_seen_view(out)} if as_seen else analysis_views(out)
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -566,8 +610,12 @@ def write_analysis(run: str | Path, clock: Any = None, *, as_seen: bool = False)
             beside = kept_beside_seen(kept, view)
             data["kept_beside_seen"] = beside
             intro = _as_seen_intro(beside)
-        (folder / f"{name}.json").write_text(json.dumps(_round(data), indent=1) + "\n", encoding="utf-8")
-        (folder / f"{name}.md").write_text(to_markdown(name, a, score, clock, intro=intro), encoding="utf-8")
+        own_file(folder, f"{name}.json").write_text(
+            json.dumps(_round(data), indent=1) + "\n", encoding="utf-8"
+        )
+        own_file(folder, f"{name}.md").write_text(
+            to_markdown(name, a, score, clock, intro=intro), encoding="utf-8"
+        )
         lines.append(headline(f"{name} as seen" if as_seen else name, a, score))
     return lines
 

@@ -351,6 +351,7 @@ def _disclose(args: argparse.Namespace) -> int:
     from relaysim.relay.custody import ContentKey
     from relaysim.relay.profiles import profile_as_of
     from relaysim.relay.store import Store, StoreError
+    from relaysim.sims.analysis.runfiles import loads
     from relaysim.sims.report import disclosure_json, sim_clock
     from relaysim.sims.scenario import parse_duration
     from relaysim.sims.world.simulation import SIM_EPOCH
@@ -363,7 +364,7 @@ def _disclose(args: argparse.Namespace) -> int:
     provider: dict[str, Any] = {}
     if provider_file.exists():
         try:
-            provider = json.loads(provider_file.read_text(encoding="utf-8"))
+            provider = loads(provider_file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
             raise CliError(
                 f"{provider_file} cannot be read ({exc}); it says which profile answered and which keys "
@@ -371,6 +372,7 @@ def _disclose(args: argparse.Namespace) -> int:
             ) from None
         if not isinstance(provider, dict):
             raise CliError(f"{provider_file}: expected a JSON object, got {type(provider).__name__}")
+        _check_provider(provider_file, provider)
     recorded = provider.get("profile")
     profile_name = args.profile or recorded
     if profile_name is None:
@@ -404,10 +406,7 @@ def _disclose(args: argparse.Namespace) -> int:
 
     if get_instrument(args.process).needs_target and not args.target:
         raise CliError(f"a {args.process} names the account it is served on: give --target ACCOUNT")
-    try:
-        epoch = float(provider.get("clock_epoch", SIM_EPOCH))
-    except (TypeError, ValueError):
-        raise CliError(f"{provider_file}: clock_epoch is not a number") from None
+    epoch = float(provider.get("clock_epoch", SIM_EPOCH))
 
     def when(option: str, value: str | None) -> float | None:
         if value is None:
@@ -438,6 +437,8 @@ def _disclose(args: argparse.Namespace) -> int:
                 Path(str(copy) + suffix).write_bytes(src.read_bytes())
         try:
             missing = _missing_relay_tables(copy)
+            if not missing:
+                _check_records(copy, db)
             store = Store(copy, durable=False) if not missing else None
         except (StoreError, sqlite3.DatabaseError) as exc:
             raise CliError(f"--db {db}: cannot open it as a relay store: {exc}") from None
@@ -509,6 +510,35 @@ def _disclose(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_provider(path: Path, provider: dict[str, Any]) -> None:
+    """A CliError naming the field of ``provider.json`` that is not as relaysim writes it (see
+    sims.report._provider_file): disclose reads each of them."""
+    from relaysim.sims.analysis.runfiles import finite_number
+
+    def bad(field: str, expected: str) -> NoReturn:
+        got = repr(provider[field])
+        raise CliError(f"{path}: {field}: expected {expected}, got {got[:60]}{'…' if len(got) > 60 else ''}")
+
+    if "profile" in provider and not isinstance(provider["profile"], str):
+        bad("profile", "a relay profile's name")
+    for field in ("clock_epoch", "run_ended"):
+        if field in provider and not finite_number(provider[field]):
+            bad(field, "Unix seconds (a number)")
+    geoip = provider.get("geoip", {})
+    if not isinstance(geoip, dict) or not all(isinstance(v, str) for v in geoip.values()):
+        bad("geoip", "an object of address → region")
+    keys = provider.get("content_keys", [])
+    if not isinstance(keys, list):
+        bad("content_keys", "a list of keys")
+    for k in keys:
+        try:
+            ok = isinstance(k["key_id"], str) and isinstance(k["holder"], str) and bytes.fromhex(k["key"])
+        except (TypeError, KeyError, ValueError):
+            ok = False
+        if not ok:
+            bad("content_keys", "keys as relaysim writes them ({'key_id': ..., 'key': hex, 'holder': ...})")
+
+
 _PHONE = re.compile(r"\+[0-9]{6,15}")  # E.164, as a scenario's legal-process targets (sims.scenario)
 
 
@@ -523,6 +553,24 @@ def _missing_relay_tables(db: Path) -> list[str]:
     finally:
         con.close()
     return [t for t in ("accounts", "devices", "metadata") if t not in have]
+
+
+def _check_records(db: Path, label: Path) -> None:
+    """A CliError naming the first record of ``db`` no relay writes (sims.analysis.view.check_records)."""
+    import sqlite3
+
+    from relaysim.sims.analysis.view import AnalysisInputError, check_records
+
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        have = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        for table in ("metadata", "intercepts"):
+            if table in have:  # a store from before taps is given its intercepts table when opened
+                check_records(con, label, table)
+    except AnalysisInputError as exc:
+        raise CliError(f"--db {exc}") from None
+    finally:
+        con.close()
 
 
 def _accounts(db: Path) -> list[str]:
@@ -581,8 +629,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _chart(args: argparse.Namespace) -> int:
-    import json
-
+    from relaysim.sims.analysis.runfiles import loads
     from relaysim.sims.matrix import render_terminal, terminal_notes
     from relaysim.sims.report import relaysim_outputs
     from relaysim.sims.term import use_color
@@ -608,7 +655,7 @@ def _chart(args: argparse.Namespace) -> int:
             raise CliError(f"cannot read {out / 'matrix.md'}: {exc.strerror or exc}") from None
         return 0
     try:
-        matrix = json.loads(matrix_file.read_text(encoding="utf-8"))
+        matrix = loads(matrix_file.read_text(encoding="utf-8"))
         table = render_terminal(matrix, width=args.width, color=use_color())
         notes = terminal_notes(matrix, _scenario("fbi-chart"), width=args.width)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -626,10 +673,10 @@ def _chart(args: argparse.Namespace) -> int:
 
 def _held_scenario(out: Path) -> str | None:
     """The name of the scenario whose run ``out`` holds, from its summary.json (None if unknown)."""
-    import json
+    from relaysim.sims.analysis.runfiles import loads
 
     try:
-        name = json.loads((out / "summary.json").read_text(encoding="utf-8")).get("scenario")
+        name = loads((out / "summary.json").read_text(encoding="utf-8")).get("scenario")
     except (OSError, ValueError, AttributeError):
         return None
     return name if isinstance(name, str) else None

@@ -52,6 +52,7 @@ from relaysim.relay.compliance import Disclosure
 from relaysim.relay.legal import REASON_LABELS
 from relaysim.relay.metadata import MetadataRecord
 from relaysim.sims.access.reports import detection_by_profile_lines, write_exceptional
+from relaysim.sims.analysis.runfiles import finite_number, loads
 from relaysim.sims.analysis.view import RELAY_VIEW_FILE, record_json
 from relaysim.sims.scenario import Scenario
 from relaysim.sims.term import render, table
@@ -426,7 +427,7 @@ def run_calendar(run: Path) -> tuple[float, bool]:
     if not path.is_file():
         return SIM_EPOCH, False
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ValueError(f"{path} cannot be read ({exc}); run the scenario again with --force") from None
     if not isinstance(data, dict):
@@ -601,7 +602,7 @@ def _clock(t: float) -> str:
 
 def _read_json(path: Path, rerun: str) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise RunFolderError(
             f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}): the run was "
@@ -631,7 +632,7 @@ def read_run(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         raise RunFolderError(f"cannot read {transcript}: {getattr(exc, 'strerror', None) or exc}") from exc
     for n, line in enumerate(lines, 1):
         try:
-            event = json.loads(line)
+            event = loads(line)
         except json.JSONDecodeError as exc:
             raise RunFolderError(
                 f"{transcript} line {n} is not valid JSON ({exc.msg}): the run was cut short while "
@@ -640,6 +641,10 @@ def read_run(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         if not (isinstance(event, dict) and isinstance(event.get("kind"), str) and "t" in event):
             raise RunFolderError(
                 f"{transcript} line {n}: expected an event with 't' and 'kind', got {line[:60]!r}"
+            )
+        if not finite_number(event["t"]):  # the teaching view and the report print it as a clock
+            raise RunFolderError(
+                f"{transcript} line {n}: t: expected simulated seconds (a number), got {str(event['t'])[:60]!r}"
             )
         events.append(event)
     if not isinstance(summary, dict):
@@ -1150,14 +1155,14 @@ def render_demo_comparison(
     ]
     names: list[str] = []  # every order, on whichever operators it was served
     for profile in profiles:
-        summary = json.loads((out / profile / "summary.json").read_text(encoding="utf-8"))
+        summary = loads((out / profile / "summary.json").read_text(encoding="utf-8"))
         names += [o["name"] for o in summary.get("disclosures", []) if o["name"] not in names]
 
     def load(profile: str, name: str) -> dict[str, Any] | None:
         path = out / profile / "disclosures" / f"{name}.json"
         if not path.exists():  # served on the other operators only
             return None
-        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        data: dict[str, Any] = loads(path.read_text(encoding="utf-8"))
         return data
 
     def head_of(name: str) -> dict[str, Any]:

@@ -47,6 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from relaysim.sims.analysis.runfiles import loads
+
 __all__ = [
     "RunFailed",
     "SweepError",
@@ -452,7 +454,7 @@ def run_sweep(
     for job in jobs:
         path = runs_dir / f"{job['key']}.json"
         try:
-            saved[job["key"]] = json.loads(path.read_text(encoding="utf-8"))["summary"]
+            saved[job["key"]] = loads(path.read_text(encoding="utf-8"))["summary"]
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not there, or cut short while being written: run it again
     todo = [job for job in jobs if job["key"] not in saved]
@@ -514,7 +516,7 @@ def _check_out_is_this_sweeps(out: Path, scenario: str, source: str) -> None:
     if (out / "relay.db").exists() or (out / "transcript.jsonl").exists():
         raise SweepError(f"--out {out} holds a run, not a sweep; give the sweep a folder of its own")
     try:
-        held = json.loads((out / "sweep.json").read_text(encoding="utf-8"))
+        held = loads((out / "sweep.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return  # no sweep there yet (or one cut short before its table): this one may write
     if isinstance(held, dict) and (held.get("scenario"), held.get("source")) != (scenario, source):

@@ -15,5 +15,7 @@ import. Each analysis returns inferred facts; scoring them against ground truth 
 - :mod:`~sims.analysis.life`: daily rhythm, location trail, co-location;
 - :mod:`~sims.analysis.traits`: sensitive traits from whom people contact, given a public directory
   of organisation accounts (MetaPhone: Mayer, Mutchler and Mitchell, PNAS 113(20), 2016);
-- :mod:`~sims.analysis.run`: all of them on one view, or on a finished run.
+- :mod:`~sims.analysis.run`: all of them on one view, or on a finished run;
+- :mod:`~sims.analysis.runfiles`: reading a run's files back (JSON that cannot take the process down) and
+  writing into its folder (never through a symbolic link), for the analyses and the commands alike.
 """

@@ -14,12 +14,12 @@ which trait is what this infers.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from relaysim.sims.analysis.runfiles import loads
 from relaysim.sims.analysis.view import AnalysisInputError
 
 __all__ = ["PAPER_SHARES", "TraitReport", "read_directory", "sensitive_traits"]
@@ -62,7 +62,7 @@ def read_directory(path: str | Path) -> dict[str, str]:
     """A public directory: a JSON object of account → kind."""
     p = Path(path)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise AnalysisInputError(f"{p}: cannot read it as a directory (JSON): {exc}") from None
     if not isinstance(data, dict):

@@ -15,7 +15,6 @@ databases are opened read-only, so analysing a run never changes it.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,6 +24,7 @@ from typing import Any
 
 from relaysim.relay.metadata import METADATA_FIELDS, MetadataRecord, RecordKind, RetentionPolicy
 from relaysim.relay.profiles import Profile
+from relaysim.sims.analysis.runfiles import finite_number, loads
 
 __all__ = [
     "RELAY_VIEW_FILE",
@@ -166,6 +166,59 @@ def _under_policy(records: list[MetadataRecord], policy: RetentionPolicy) -> lis
     return [r for r in kept if r is not None]
 
 
+_SQL_TYPES: dict[str, tuple[str, ...]] = {
+    "time": ("integer", "real"),
+    "connection": ("integer",),
+    "host": ("text",),
+    "port": ("integer",),
+    "account": ("text",),
+    "device": ("integer",),
+    "recipient_account": ("text",),
+    "recipient_device": ("integer",),
+    "envelope_id": ("blob",),
+    "size": ("integer",),
+    "count": ("integer",),
+}
+
+
+def check_records(conn: sqlite3.Connection, label: str | Path, table: str = "metadata") -> None:
+    """An AnalysisInputError naming the first row of ``table`` (``metadata`` or ``intercepts``) whose
+    kind is no record kind or whose column holds what the relay never writes there (text for a time,
+    an infinite time, a number for an envelope id): readers of the store take its columns as
+    relay.metadata.MetadataRecord has them. One pass over the table."""
+    kinds = [k.value for k in RecordKind]
+    bad_type = [
+        f"typeof({col}) NOT IN ({', '.join(repr(t) for t in (*types, 'null'))})"
+        for col, types in _SQL_TYPES.items()
+    ]
+    where = " OR ".join(
+        [f"kind IS NULL OR kind NOT IN ({', '.join('?' * len(kinds))})", *bad_type, "abs(time) > 1e300"]
+    )
+    try:
+        row = conn.execute(
+            f"SELECT seq, kind, {_COLUMNS} FROM {table} WHERE {where} ORDER BY seq LIMIT 1", kinds
+        ).fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise AnalysisInputError(
+            f"{label}: cannot read its {table} table as a relay store's ({exc})"
+        ) from None
+    if row is None:
+        return
+    seq, kind, *values = row
+    at = f"{label}: {table} row {seq}"
+    if kind not in kinds:
+        raise AnalysisInputError(f"{at}: kind: expected one of {', '.join(kinds)}, got {kind!r}")
+    for (col, types), value in zip(_SQL_TYPES.items(), values, strict=True):
+        sql_type = {int: "integer", float: "real", str: "text", bytes: "blob"}.get(type(value), "null")
+        if sql_type == "null" or (sql_type in types and not (col == "time" and abs(value) > 1e300)):
+            continue
+        want = {"time": "a time (a finite number)", "envelope_id": "bytes"}.get(col) or (
+            "text" if "text" in types else "an integer"
+        )
+        raise AnalysisInputError(f"{at}: {col}: expected {want}, got {value!r:.60}")
+    raise AnalysisInputError(f"{at}: not a record as the relay writes it")
+
+
 def from_db(
     db: str | Path,
     profile: Profile | None = None,
@@ -178,10 +231,14 @@ def from_db(
     path = Path(db)
     conn = _connect(path)
     try:
+        check_records(conn, path)
         records = _records(conn.execute(f"SELECT kind, {_COLUMNS} FROM metadata ORDER BY seq"))
         books: dict[str, set[str]] = {}
         for account, contact in conn.execute("SELECT account, contact FROM contacts"):
-            books.setdefault(account, set()).add(contact)
+            if isinstance(account, str) and isinstance(contact, str):
+                books.setdefault(account, set()).add(contact)
+    except sqlite3.DatabaseError as exc:
+        raise AnalysisInputError(f"{path}: cannot read it as a relay store ({exc})") from None
     finally:
         conn.close()
     if profile is not None:
@@ -202,10 +259,13 @@ def from_tap(db: str | Path, tap_id: str, *, geoip: Mapping[str, str] | None = N
     path = Path(db)
     conn = _connect(path)
     try:
+        check_records(conn, path, "intercepts")
         rows = conn.execute(
             f"SELECT kind, {_COLUMNS} FROM intercepts WHERE tap_id = ? ORDER BY seq", (tap_id,)
         ).fetchall()
         taps = [t for (t,) in conn.execute("SELECT DISTINCT tap_id FROM intercepts ORDER BY tap_id")]
+    except sqlite3.DatabaseError as exc:
+        raise AnalysisInputError(f"{path}: cannot read it as a relay store ({exc})") from None
     finally:
         conn.close()
     if not rows and tap_id not in taps:
@@ -219,7 +279,7 @@ def _num(row: Mapping[str, Any], key: str, where: str) -> float | None:
     v = row.get(key)
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, int | float):
+    if not finite_number(v):
         raise AnalysisInputError(f"{where}.{key}: expected a number, got {v!r}")
     return float(v)
 
@@ -246,7 +306,7 @@ def from_disclosure(path: str | Path, data: Mapping[str, Any] | None = None) -> 
     p = Path(path)
     if data is None:
         try:
-            data = json.loads(p.read_text(encoding="utf-8"))
+            data = loads(p.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise AnalysisInputError(f"{p}: cannot read it as a disclosure (JSON): {exc}") from None
     if not isinstance(data, Mapping) or not isinstance(data.get("provided"), Mapping):
@@ -311,6 +371,10 @@ def from_disclosure(path: str | Path, data: Mapping[str, Any] | None = None) -> 
                 if account:
                     books.setdefault(account, set()).add(target)
     window = data.get("window") or [None, None]
+    if not (
+        isinstance(window, list) and len(window) == 2 and all(w is None or finite_number(w) for w in window)
+    ):
+        raise AnalysisInputError(f"{p}: window: expected [from, to] (numbers or null), got {window!r:.60}")
     name = data.get("name", p.stem)
     return ProviderView(
         f"disclosure {name}",
@@ -372,7 +436,11 @@ def _view_record(row: Any, where: str) -> MetadataRecord:
             raise AnalysisInputError(
                 f"{where}.{key}: not a metadata field; expected only kind and {', '.join(METADATA_FIELDS)}"
             )
-        if isinstance(value, bool) or not isinstance(value, types_):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, types_)
+            or (key == "time" and not finite_number(value))
+        ):
             want = "a number" if key == "time" else ("a string" if str in types_ else "an integer")
             raise AnalysisInputError(f"{where}.{key}: expected {want}, got {value!r}")
         if isinstance(value, str) and key == "envelope_id":
@@ -404,7 +472,7 @@ def from_relay_view(path: str | Path, *, geoip: Mapping[str, str] | None = None)
                 continue
             where = f"{p}: line {n}"
             try:
-                row = json.loads(line)
+                row = loads(line)
             except ValueError as exc:
                 raise AnalysisInputError(f"{where}: not JSON ({exc}); expected one metadata record") from None
             obs.append(_obs(_view_record(row, where)))

@@ -23,7 +23,6 @@ message words) is escaped. The same run gives byte-identical HTML: nothing here 
 from __future__ import annotations
 
 import html
-import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 
 from relaysim.relay.legal import CATEGORIES, REASON_LABELS, REASONS, RESPONSES
 from relaysim.relay.profiles import get_profile
+from relaysim.sims.analysis.runfiles import finite_number, loads, own_file
 from relaysim.sims.term import OUTCOME_COLOURS
 
 __all__ = ["REPORT_FILE", "ReportError", "render_report", "write_report"]
@@ -80,7 +80,7 @@ def _clock(t: float, days: bool) -> str:
 
 def _load(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ReportError(
             f"{path} cannot be read ({getattr(exc, 'strerror', None) or exc}); run the scenario again "
@@ -437,15 +437,26 @@ def _orders(run: Path, days: bool) -> str:
     files = sorted((run / "disclosures").glob("*.json"))
     if not files:
         return "<p>No legal order was served in this run.</p>"
-    orders = [_load(f) for f in files]
-    orders.sort(key=lambda d: (d.get("served") or 0, str(d.get("name"))))
+    orders = [(f, _load(f)) for f in files]
+    for f, d in orders:
+        if not isinstance(d, dict):
+            raise ReportError(f"{f}: expected a disclosure (a JSON object), got {type(d).__name__}")
+    orders.sort(key=lambda fd: (fd[1].get("served") if finite_number(fd[1].get("served")) else 0, fd[0].name))
     from relaysim.sims.report import run_calendar
 
     try:
         calendar = run_calendar(run)  # the scenario's start, or SIM_EPOCH
     except ValueError as exc:
         raise ReportError(str(exc)) from None
-    return "".join(_order(d, days, calendar) for d in orders)
+    parts = []
+    for f, d in orders:
+        try:
+            parts.append(_order(d, days, calendar))
+        except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
+            raise ReportError(
+                f"{f} is not a disclosure as relaysim writes it ({exc!r}); run the scenario again with --force"
+            ) from None
+    return "".join(parts)
 
 
 # --- the contact graph --------------------------------------------------------------------------------
@@ -777,10 +788,24 @@ def _single_sections(run: Path, summary: dict[str, Any], prefix: str = "") -> li
     events = _read_events(run)
     days = float(summary.get("duration_s") or 0) > 86400
     source = f"{prefix.rstrip('-') + '/' if prefix else ''}transcript.jsonl"
+    try:
+        timeline = _timeline(events, days, source, prefix)
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
+        raise ReportError(
+            f"{run / 'transcript.jsonl'} holds an event this version of relaysim does not read ({exc!r} "
+            f"missing or malformed); run it again with: relaysim run NAME --out {run} --force"
+        ) from None
+    try:
+        graph = _graph(run, prefix)
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
+        raise ReportError(
+            f"{run / 'analysis'} holds a page this version of relaysim does not read ({exc!r}); write it "
+            f"again with: relaysim analyze {run}"
+        ) from None
     sections = [
-        ("timeline", "Timeline: the phones and the relay", _timeline(events, days, source, prefix)),
+        ("timeline", "Timeline: the phones and the relay", timeline),
         ("orders", "Legal orders: asked, given, and why not", _legend(prefix) + _orders(run, days)),
-        ("graph", "The contact graph: true and rebuilt", _graph(run, prefix)),
+        ("graph", "The contact graph: true and rebuilt", graph),
     ]
     if (run / "exceptional").is_dir():
         sections.append(("exceptional", "Exceptional access", _exceptional(run)))
@@ -835,7 +860,7 @@ def write_report(run: Path) -> Path:
     text = render_report(run)
     path = Path(run) / REPORT_FILE
     try:
-        path.write_text(text, encoding="utf-8")
+        own_file(Path(run), REPORT_FILE).write_text(text, encoding="utf-8")
     except OSError as exc:
         raise ReportError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path

@@ -423,7 +423,7 @@ def test_transcript_has_one_time_base(tf_run: Path) -> None:
     ("field", "value", "needle"),
     [
         ("profile_as_of", "May 2016", "profile_as_of: expected a date like 2016-05-01, got 'May 2016'"),
-        ("clock_epoch", "soon", "clock_epoch is not a number"),
+        ("clock_epoch", "soon", "clock_epoch: expected Unix seconds (a number), got 'soon'"),
     ],
 )
 def test_disclose_with_a_bad_date_in_the_provider_file(

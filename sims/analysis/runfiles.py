@@ -1,0 +1,66 @@
+"""Reading a run's folder back, and writing into it, when the folder may not be as relaysim left it.
+
+A run's folder (``relaysim run --out DIR``) is read again by ``show``, ``analyze``, ``report``,
+``disclose`` and ``chart``, and ``analyze`` and ``report`` write into it. Its files may have been
+cut short, edited, or made by someone else (a folder handed over, unpacked from an archive):
+
+- :func:`loads` reads JSON so that anything it cannot read is a :class:`json.JSONDecodeError` (a
+  ``ValueError``), which every reader already turns into a line naming the file. ``json.loads``
+  itself raises ``RecursionError`` for arrays or objects nested deeper than the interpreter's
+  recursion limit, and a bare ``ValueError`` for an integer of more than 4,300 digits (CPython's
+  limit on converting long strings to integers, ``sys.int_info.default_max_str_digits``).
+- :func:`own_file` refuses a path under the run's folder that passes through a symbolic link: a
+  ``report.html`` or ``analysis/`` that is a link would otherwise have relaysim write into a file
+  or folder that is not its own.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+__all__ = ["finite_number", "loads", "own_file"]
+
+
+def loads(text: str) -> Any:
+    """``json.loads(text)``; whatever cannot be read is a :class:`json.JSONDecodeError`."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply to read", text, 0) from None
+    except ValueError as exc:  # an integer too long to convert
+        raise json.JSONDecodeError(str(exc).split(";")[0], text, 0) from None
+
+
+def finite_number(value: Any) -> bool:
+    """Whether ``value`` is a JSON number a time or a size can be: an int or a float, not a bool,
+    not NaN or an infinity (``json.loads`` reads ``NaN``, ``Infinity`` and ``1e400``), nor an
+    integer too large for a float (the clocks compute in floats)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int past 1.8e308
+        return False
+
+
+def own_file(run: Path, *parts: str) -> Path:
+    """``run/part/...``, a path relaysim may write: none of ``parts`` (a folder of its own, the file)
+    may be a symbolic link, or the write would land in what the link points at. OSError (ELOOP)
+    naming the link otherwise, which the commands print as one line."""
+    path = Path(run)
+    for part in parts:
+        path = path / part
+        if path.is_symlink():
+            raise OSError(
+                errno.ELOOP,
+                f"a symbolic link stands where relaysim writes its own file or folder (it points to "
+                f"{path.readlink()}); relaysim never writes through one: remove the link",
+                str(path),
+            )
+    return path

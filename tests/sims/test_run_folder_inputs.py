@@ -1,0 +1,296 @@
+"""A finished run's folder read back when it is not as relaysim left it (cut short, edited, or made
+by someone else): show, analyze, report and disclose answer with one line naming the file and the
+line, row or field, and exit 2; and analyze and report never write through a symbolic link into a
+file or folder that is not relaysim's own."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from relaysim.sims.cli import main
+
+DEEP = "[" * 100_000 + "]" * 100_000  # json.loads: RecursionError, not a JSONDecodeError
+
+
+@pytest.fixture(scope="module")
+def tf_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "tf"
+    assert main(["run", "two-friends", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def copy_of(run: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "copy"
+    shutil.copytree(run, out)
+    return out
+
+
+def refused(capsys: pytest.CaptureFixture[str], argv: list[str], *needles: str) -> None:
+    """``relaysim argv`` exits 2 with one line on stderr holding every needle."""
+    status = main(argv)
+    err = capsys.readouterr().err
+    assert status == 2, (status, err)
+    assert err.count("\n") == 1 and "internal error" not in err, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+def edit_event(run: Path, kind: str, change: Callable[[dict], object]) -> int:
+    """Change the first ``kind`` event of the transcript in place; its line number."""
+    path = run / "transcript.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        event = json.loads(line)
+        if event["kind"] == kind:
+            new = change(event)
+            lines[i] = new if isinstance(new, str) else json.dumps(event)
+            path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            return i + 1
+    raise AssertionError(kind)
+
+
+# --- writing: never through a link ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("link", ["report.html", "analysis", "analysis/relay.json"])
+def test_analyze_and_report_never_write_through_a_symbolic_link(
+    tmp_path: Path, tf_run: Path, capsys: pytest.CaptureFixture[str], link: str
+) -> None:
+    """A run folder handed over with report.html -> ~/.bashrc, or analysis/ -> ~/Documents: the
+    write landed in the user's file or folder."""
+    run = copy_of(tf_run, tmp_path)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "relay.json").write_text("mine\n", encoding="utf-8")
+    target = theirs if link == "analysis" else theirs / "relay.json"
+    if link != "analysis":
+        (run / "analysis").mkdir(exist_ok=True)
+    (run / link).symlink_to(target)
+    command = ["report", str(run)] if link == "report.html" else ["analyze", str(run)]
+    refused(capsys, command, str(run / link), "symbolic link")
+    assert sorted(p.name for p in theirs.iterdir()) == ["relay.json"]
+    assert (theirs / "relay.json").read_text(encoding="utf-8") == "mine\n"
+
+
+# --- JSON that json.loads cannot read without an exception of another kind ------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "commands"),
+    [
+        ("transcript.jsonl", ["show", "analyze", "report"]),
+        ("summary.json", ["show", "report"]),
+        ("provider.json", ["disclose", "analyze"]),
+        ("relay-view.jsonl", ["analyze --as-seen"]),
+        ("disclosures/search-warrant-amira.json", ["analyze"]),
+    ],
+)
+@pytest.mark.parametrize("content", [DEEP, '{"t": ' + "9" * 5000 + "}"], ids=["nested", "long-int"])
+def test_json_nested_too_deep_or_with_a_huge_integer_is_named(
+    tmp_path: Path,
+    tf_run: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    commands: list[str],
+    content: str,
+) -> None:
+    run = copy_of(tf_run, tmp_path)
+    shutil.rmtree(run / "analysis", ignore_errors=True)
+    (run / name).write_text(content + "\n", encoding="utf-8")
+    for command in commands:
+        word, *rest = command.split()
+        argv = (
+            ["disclose", "--db", str(run / "relay.db"), "--process", "subpoena", "--target", "amira"]
+            if word == "disclose"
+            else [word, str(run), *rest]
+        )
+        refused(capsys, argv, name.rsplit("/", 1)[-1])
+
+
+# --- the transcript ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "1e400", "-Infinity", "1" + "0" * 400, '"ten"'])
+def test_show_and_report_name_an_event_time_that_is_no_number(
+    tmp_path: Path, tf_run: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    """json.loads reads NaN and Infinity; the clocks then failed with ValueError or OverflowError."""
+    run = copy_of(tf_run, tmp_path)
+    n = edit_event(
+        run, "message_accepted", lambda e: json.dumps({**e, "t": 0}).replace('"t": 0', f'"t": {value}')
+    )
+    for command in ("show", "report"):
+        refused(capsys, [command, str(run)], "transcript.jsonl", f"line {n}: t: expected simulated seconds")
+
+
+@pytest.mark.parametrize(
+    ("kind", "change", "field"),
+    [
+        ("message_sent", lambda e: e.__delitem__("from"), "from: expected text, got nothing"),
+        ("message_sent", lambda e: e.__setitem__("message", [1]), "message: expected an id"),
+        ("message_sent", lambda e: e.__setitem__("plaintext", [["a"]]), "plaintext: expected text"),
+        ("message_accepted", lambda e: e.__delitem__("message"), "message: expected an id"),
+        ("message_accepted", lambda e: e.__setitem__("t", None), "t: expected a number"),
+        ("message_accepted", lambda e: e.__setitem__("relay", "x"), "relay: expected a list of records"),
+        ("message_accepted", lambda e: e.__setitem__("relay", [1, 2]), "relay: expected a list of records"),
+        (
+            "message_accepted",
+            lambda e: e["relay"][0].__setitem__("time", "noon"),
+            "relay[0]: time: expected a number",
+        ),
+        ("message_received", lambda e: e.__setitem__("device", 7), "device: expected text"),
+        ("message_received", lambda e: "[1, 2]", "expected an event (a JSON object)"),
+    ],
+)
+def test_analyze_and_report_name_a_transcript_field_of_the_wrong_type(
+    tmp_path: Path,
+    tf_run: Path,
+    capsys: pytest.CaptureFixture[str],
+    kind: str,
+    change: Callable[[dict], object],
+    field: str,
+) -> None:
+    """The scoring's reader of the transcript (analysis_scoring.read_truth) took every field on
+    trust: KeyError, TypeError, AttributeError ... ended analyze and report as internal errors."""
+    run = copy_of(tf_run, tmp_path)
+    shutil.rmtree(run / "analysis", ignore_errors=True)
+    n = edit_event(run, kind, change)
+    refused(capsys, ["analyze", str(run)], f"transcript.jsonl: line {n}", field)
+    refused(capsys, ["report", str(run)], "transcript.jsonl")
+
+
+def test_analyze_names_the_line_of_a_transcript_that_is_not_utf8(
+    tmp_path: Path, tf_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = copy_of(tf_run, tmp_path)
+    path = run / "transcript.jsonl"
+    path.write_bytes(path.read_bytes().replace(b"Ben", b"B\xffn", 1))
+    refused(capsys, ["analyze", str(run)], "transcript.jsonl: line 3: not UTF-8")
+
+
+# --- provider.json, read by disclose ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("profile", ["signal"], "profile: expected a relay profile's name"),
+        ("clock_epoch", float("nan"), "clock_epoch: expected Unix seconds"),
+        ("clock_epoch", float("inf"), "clock_epoch: expected Unix seconds"),
+        ("run_ended", None, "run_ended: expected Unix seconds"),
+        ("run_ended", "late", "run_ended: expected Unix seconds"),
+        ("run_ended", float("inf"), "run_ended: expected Unix seconds"),
+        ("geoip", [1, 2], "geoip: expected an object of address → region"),
+        ("geoip", {"203.0.113.24": 5}, "geoip: expected an object of address → region"),
+        ("content_keys", "k", "content_keys: expected a list of keys"),
+        ("content_keys", None, "content_keys: expected a list of keys"),
+        ("content_keys", [1], "content_keys: expected keys as relaysim writes them"),
+        ("content_keys", [{"key_id": "k", "key": "zz", "holder": "provider"}], "content_keys: expected keys"),
+        ("content_keys", [{"key_id": "k"}], "content_keys: expected keys"),
+    ],
+)
+def test_disclose_names_a_provider_field_of_the_wrong_type(
+    tmp_path: Path, tf_run: Path, capsys: pytest.CaptureFixture[str], field: str, value: object, needle: str
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "relay.db").write_bytes((tf_run / "relay.db").read_bytes())
+    provider = json.loads((tf_run / "provider.json").read_text(encoding="utf-8"))
+    (run / "provider.json").write_text(json.dumps(provider | {field: value}), encoding="utf-8")
+    refused(
+        capsys,
+        ["disclose", "--db", str(run / "relay.db"), "--process", "subpoena", "--target", "amira"],
+        "provider.json",
+        needle,
+    )
+
+
+# --- relay.db: what the readers take on trust -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sql", "needle"),
+    [
+        ("UPDATE metadata SET time = 'noon' WHERE kind = 'send'", "time: expected a time"),
+        ("UPDATE metadata SET time = x'00ff' WHERE kind = 'send'", "time: expected a time"),
+        ("UPDATE metadata SET time = 1e308 * 10 WHERE kind = 'send'", "time: expected a time"),
+        ("UPDATE metadata SET kind = 'zebra' WHERE seq = 3", "metadata row 3: kind: expected one of"),
+        ("UPDATE metadata SET envelope_id = 7 WHERE envelope_id IS NOT NULL", "envelope_id: expected bytes"),
+        ("UPDATE metadata SET account = x'ff00' WHERE account = 'ben'", "account: expected text"),
+        ("ALTER TABLE metadata DROP COLUMN size", "no such column: size"),
+        ("DROP TABLE contacts", "no such table: contacts"),
+    ],
+)
+def test_a_relay_store_with_rows_no_relay_writes_is_named_by_row_and_column(
+    tmp_path: Path, tf_run: Path, capsys: pytest.CaptureFixture[str], sql: str, needle: str
+) -> None:
+    run = copy_of(tf_run, tmp_path)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{run / 'relay.db'}{suffix}").unlink(missing_ok=True)
+    con = sqlite3.connect(run / "relay.db")
+    con.execute(sql)
+    con.commit()
+    con.close()
+    refused(capsys, ["analyze", str(run)], "relay.db", needle)
+    if "contacts" not in sql:  # disclose reads the contacts of its target only where asked for
+        refused(
+            capsys,
+            ["disclose", "--db", str(run / "relay.db"), "--process", "subpoena", "--target", "amira"],
+            "relay.db",
+            needle,
+        )
+
+
+# --- relay-view.jsonl and disclosures ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("time", ["Infinity", "NaN", "1e400"])
+def test_analyze_as_seen_names_a_time_that_is_no_number(
+    tmp_path: Path, tf_run: Path, capsys: pytest.CaptureFixture[str], time: str
+) -> None:
+    run = copy_of(tf_run, tmp_path)
+    path = run / "relay-view.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[1] = '{"kind":"sealed_send","time":TIME,"recipient_account":"ben","host":"203.0.113.24"}'
+    lines[1] = lines[1].replace("TIME", time)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    refused(capsys, ["analyze", str(run), "--as-seen"], "relay-view.jsonl: line 2.time: expected a number")
+
+
+@pytest.mark.parametrize("window", ["x", [1], ["a", "b"]])
+def test_analyze_names_a_disclosure_window_that_is_not_two_times(
+    tmp_path: Path, tf_run: Path, capsys: pytest.CaptureFixture[str], window: object
+) -> None:
+    run = copy_of(tf_run, tmp_path)
+    path = run / "disclosures" / "search-warrant-amira.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps(data | {"window": window}), encoding="utf-8")
+    refused(capsys, ["analyze", str(run)], "search-warrant-amira.json: window: expected [from, to]")
+
+
+# --- report: the pages it reads from disclosures/ and analysis/ --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "needle"),
+    [
+        ("disclosures/search-warrant-amira.json", "[]", "search-warrant-amira.json: expected a disclosure"),
+        ("disclosures/search-warrant-amira.json", '{"provided": "x"}', "search-warrant-amira.json is not a"),
+        ("analysis/relay.json", "[]", "analysis holds a page"),
+        ("analysis/relay.json", '{"analysis": "x", "score": "x"}', "analysis holds a page"),
+    ],
+)
+def test_report_names_a_page_of_another_shape(
+    tmp_path: Path, tf_run: Path, capsys: pytest.CaptureFixture[str], name: str, content: str, needle: str
+) -> None:
+    run = copy_of(tf_run, tmp_path)
+    assert main(["analyze", str(run)]) == 0  # the report reads its pages, not the disclosures again
+    capsys.readouterr()
+    (run / name).write_text(content, encoding="utf-8")
+    refused(capsys, ["report", str(run)], needle)
