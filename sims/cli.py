@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 if TYPE_CHECKING:
     from relaysim.sims.scenario import Scenario
 
-__all__ = ["main"]
+__all__ = ["command", "main"]
 
 
 class CliError(Exception):
