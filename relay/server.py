@@ -569,6 +569,9 @@ class RelayServer:
                 except RemoteProtocolError as e:
                     log.info("connection %d: %s (%s); closing", conn.ctx.id, e.message, e.code.value)
                     return ErrorFrame.from_exception(e)
+                except Exception:  # a bug of the decoder's, met on this connection's bytes: its alone
+                    log.exception("connection %d: decoding failed; closing", conn.ctx.id)
+                    return _internal_error(0)
                 if frame is NEED_DATA:
                     break
                 if frame is CLOSED:
@@ -699,6 +702,10 @@ class RelayServer:
             except RemoteProtocolError as e:
                 log.info("connection %d: %s (%s); closing", conn.ctx.id, e.message, e.code.value)
                 self._stop_pumping(conn, ErrorFrame.from_exception(e))
+                return queued
+            except Exception:  # a bug of the decoder's: this connection stops, the pump goes on
+                log.exception("connection %d: decoding failed; closing", conn.ctx.id)
+                self._stop_pumping(conn, _internal_error(0))
                 return queued
             if frame is NEED_DATA:
                 return queued

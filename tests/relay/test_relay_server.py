@@ -173,6 +173,38 @@ async def test_a_connection_whose_handler_fails_is_logged_and_everyone_else_is_s
     assert len(failed) == 1 and "the reader of connection 1 failed" in caplog.text
 
 
+@pytest.mark.parametrize("epoll", [True, False])
+async def test_a_decoder_that_fails_unexpectedly_closes_only_that_connection(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, epoll: bool
+) -> None:
+    """A decoder that raises what it never should (msgpack 1.0.5 refusing to pack a deep frame again
+    once did) gets that connection ``internal_error`` and closed; the pump reading every other plain
+    TCP connection, and everyone else, go on."""
+    decode_body = wire.decode_body
+
+    def fails_on_666(body: bytes, kinds: Any) -> Any:
+        frame = decode_body(body, kinds)
+        if getattr(frame, "id", None) == 666:
+            raise ValueError("recursion limit exceeded.")
+        return frame
+
+    monkeypatch.setattr(wire, "decode_body", fails_on_666)
+    if not epoll:
+        import select
+
+        monkeypatch.delattr(select, "epoll")
+    async with running(new_core(clock=time.time)) as server:
+        doomed = await trio.open_tcp_stream("127.0.0.1", server.port)
+        await doomed.send_all(wire.encode(wire.Ping(id=666)))
+        frames = _frames(await _read_until_closed(doomed))
+        assert [(type(f), getattr(f, "code", None)) for f in frames] == [(wire.ErrorFrame, "internal_error")]
+        alice, bob = await _pair(server.port)
+        await _exchange(alice, bob)
+        for c in (alice, bob):
+            await c.aclose()
+    assert "recursion limit exceeded" in caplog.text
+
+
 async def test_a_writer_that_fails_is_logged_and_only_its_connection_closes(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
