@@ -225,6 +225,24 @@ def test_a_head_not_signed_by_the_server_key_is_set_aside() -> None:
     assert witness.bad_signatures == [("b", forged)]
 
 
+def test_a_head_is_fresh_up_to_the_maximum_age_and_while_time_goes_forward() -> None:
+    head = C.TreeHead(5, 1000, bytes(32), bytes(64))
+    C.check_fresh(head, 1000 + C.MAX_HEAD_AGE)  # exactly as old as a head may be
+    C.check_fresh(head, 400)  # signed "in the future": the device's clock may be the one behind
+    with pytest.raises(
+        C.ProofError, match=r"^tree head of size 5 signed at 1000 is 7201 s old .*stale or replayed"
+    ):
+        C.check_fresh(head, 1000 + C.MAX_HEAD_AGE + 1)
+    same = C.TreeHead(5, 1000, leaf_hash(b"x"), bytes(64))
+    C.check_fresh(head, 1000, [same, C.TreeHead(4, 1000, bytes(32), bytes(64))])  # as new: taken
+    C.check_fresh(head, 1000, [C.TreeHead(4, 1001, bytes(32), bytes(64))])  # a smaller tree's later head
+    for seen in (C.TreeHead(5, 1001, bytes(32), bytes(64)), C.TreeHead(6, 1001, bytes(32), bytes(64))):
+        with pytest.raises(
+            C.ProofError, match=f"older than the head of size {seen.tree_size} signed at 1001"
+        ):
+            C.check_fresh(head, 1001, [seen])
+
+
 def test_the_targets_audit_sees_a_ghost_in_its_account() -> None:
     log = MerkleLog([_leaf("alice", 1), _leaf("bob", 1), _leaf("bob", 2)])
     mine = {(1, KEY), (2, KEY)}
