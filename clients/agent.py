@@ -614,7 +614,8 @@ class DeviceAgent:
         # (epoch, members), and group sends to start again after a lost connection.
         self.group_lists: dict[bytes, tuple[int, tuple[str, ...]]] = {}
         self._resend_groups: list[_GroupSend] = []
-        self.key_log_heads: list[kt.TreeHead] = []  # every signed key-log head this device was shown
+        # every signed key-log head this device was shown and took (fresh: clients.transparency.check_fresh)
+        self.key_log_heads: list[kt.TreeHead] = []
         self._key_log_server: bytes | None = (
             None  # the server key that signs heads, once its certificate checked
         )
@@ -1547,7 +1548,10 @@ class DeviceAgent:
             return KeyLogChecked(
                 account, h.tree_size, (), devices, "the tree head's signature does not verify"
             )
-        self.key_log_heads.append(head)
+        try:
+            self._take_head(head)
+        except _KeyLogRefused as exc:
+            return KeyLogChecked(account, h.tree_size, (), devices, str(exc))
         paths = {i.device: i for i in proof.inclusions}
         logged: list[int] = []
         unlogged: list[int] = []
@@ -1557,6 +1561,16 @@ class DeviceAgent:
             good = i is not None and kt.verify_inclusion(leaf, i.leaf_index, h.tree_size, i.path, h.root_hash)
             (logged if good else unlogged).append(b.device)
         return KeyLogChecked(account, h.tree_size, tuple(sorted(logged)), tuple(sorted(unlogged)))
+
+    def _take_head(self, head: kt.TreeHead) -> None:
+        """Keep a signed head the relay served this device, if it is fresh (clients.transparency.check_fresh:
+        not older than MAX_HEAD_AGE by this device's clock, nor than a head of the same or a larger
+        size it already took); else refuse it, saying why."""
+        try:
+            kt.check_fresh(head, self.clock(), self.key_log_heads)
+        except kt.ProofError as exc:
+            raise _KeyLogRefused(str(exc)) from None
+        self.key_log_heads.append(head)
 
     def _key_log_key(self, certificate: bytes) -> bytes:
         """The server key that signs the log's heads, from its certificate checked against the trust root."""
@@ -1665,7 +1679,7 @@ class DeviceAgent:
             head = kt.TreeHead(h.tree_size, h.timestamp, h.root_hash, h.signature)
             if not head.verify(server):
                 raise _KeyLogRefused("the tree head's signature does not verify")
-            self.key_log_heads.append(head)
+            self._take_head(head)
             audit.head = head
         elif isinstance(frame, wire.KeyLogEntries) and audit.head is not None:
             have = len(audit.leaves)

@@ -21,15 +21,23 @@ audit and the consistency proofs that join heads (``clients.agent.DeviceAgent.au
 A proof that is malformed for the sizes it claims to join raises ``ProofError`` naming what is wrong
 (``check_consistency``), apart from one that is well formed and does not join them.
 
+A head the relay serves a device must also be **fresh** (``check_fresh``): the relay signs its head
+again with the time now once it is older than ``relay.wire.KEY_LOG_HEAD_REFRESH`` (RFC 6962 §3.5),
+so a device refuses one older than ``MAX_HEAD_AGE`` by its own clock, and one older than a head it
+already took of the same or a larger size: an old head replayed, or a view of the log frozen for it,
+which no proof of inclusion or consistency can reveal (they hold for an old head as for the current).
+
 Only ``hashlib`` and the Ed25519 check of ``clients._primitives``; nothing from ``relay`` but the
-two encodings in ``relay.wire`` both sides share.
+two encodings and the refresh period in ``relay.wire`` both sides share.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import msgpack
 
@@ -37,6 +45,7 @@ from relaysim.clients._primitives import ed25519_verify
 from relaysim.relay import wire
 
 __all__ = [
+    "MAX_HEAD_AGE",
     "AuditResult",
     "Fork",
     "ProofError",
@@ -44,6 +53,7 @@ __all__ = [
     "Witness",
     "audit",
     "check_consistency",
+    "check_fresh",
     "consistency_proof_size",
     "decode_head",
     "encode_head",
@@ -195,6 +205,39 @@ class TreeHead:
         except ValueError:
             return False
         return ed25519_verify(server_public, body, self.signature)
+
+
+# The oldest a head the relay serves may be, in seconds by the device's clock: the relay's promise
+# (relay.wire.KEY_LOG_HEAD_REFRESH: never a head older than that by its clock) and as much again for
+# the device's clock and the relay's to disagree and for the answer's time on the way. Older, the
+# head is refused: it is not the relay's current one (RFC 6962 §3.5; CT clients hold an STH to the
+# log's Maximum Merge Delay likewise). A device clock more than an hour fast refuses every head.
+MAX_HEAD_AGE: Final = 2 * wire.KEY_LOG_HEAD_REFRESH
+
+
+def check_fresh(
+    head: TreeHead, now: float, accepted: Iterable[TreeHead] = (), max_age: float = MAX_HEAD_AGE
+) -> None:
+    """Refuse, with ``ProofError`` saying why, a head the relay served that is not its current one:
+    one signed more than ``max_age`` seconds before ``now`` (the device's clock), or one older than a
+    head in ``accepted`` (those the device already took from the relay) of the same or a larger tree
+    size. The relay serves only its current head, signed no earlier than any head it served before
+    (relay.core.RelayCore.key_log_head), and its log only grows: such a head was signed before one the
+    device already has, an old head replayed. A head from the future is not refused here (the
+    device's clock may be the one behind)."""
+    age = now - head.timestamp
+    what = f"tree head of size {head.tree_size} signed at {head.timestamp}"
+    if age > max_age:
+        raise ProofError(
+            f"{what} is {math.ceil(age)} s old by this device's clock, more than the {max_age:.0f} s a "
+            "current head may be: stale or replayed"
+        )
+    for seen in accepted:
+        if seen.tree_size >= head.tree_size and seen.timestamp > head.timestamp:
+            raise ProofError(
+                f"{what} is older than the head of size {seen.tree_size} signed at {seen.timestamp} "
+                "this device already accepted: heads went back in time (an old head replayed)"
+            )
 
 
 def encode_head(head: TreeHead) -> bytes:

@@ -94,6 +94,7 @@ from relaysim.relay.transparency import MerkleLog, SignedTreeHead, TreeHeadSigne
 from relaysim.relay.wire import (
     DEFAULT_MAX_FRAME_SIZE,
     ENVELOPE_ID_SIZE,
+    KEY_LOG_HEAD_REFRESH,
     MAX_ACCOUNT_LEN,
     MAX_DEVICES_PER_ACCOUNT,
     MAX_GROUP_FANOUT,
@@ -493,11 +494,14 @@ class RelayCore:
         self.identity = identity if identity is not None else self._load_identity()
         # Key transparency (relay/transparency.py): every (account, device, identity key) the relay
         # has served, in an append-only Merkle log kept in the store, its heads signed by the
-        # server key. One signed head per tree size, signed when first asked for.
+        # server key. One signed head per tree size, signed when first asked for and again with the
+        # time now once it is older than KEY_LOG_HEAD_REFRESH (key_log_head). Heads are not stored: a
+        # restarted relay signs its heads afresh, at its clock's time then.
         self.key_log = MerkleLog(store.key_log())
         self._key_log_index = {leaf: i for i, leaf in enumerate(self.key_log.leaves())}
         self._tree_head_signer = TreeHeadSigner(self.identity.server_private)
         self._tree_heads: dict[int, SignedTreeHead] = {}
+        self._head_signed_at = 0  # the latest timestamp signed into a head (they never go back)
         # Split views (split_key_log): per account, the leaves hidden from it, its view, and its heads.
         self._key_log_splits: dict[str, frozenset[bytes]] = {}
         self._split_logs: dict[str, tuple[MerkleLog, int]] = {}  # the view, and how much of the log it covers
@@ -580,12 +584,24 @@ class RelayCore:
         return commit
 
     def key_log_head(self, size: int | None = None) -> SignedTreeHead:
-        """The signed head of the key log at ``size`` leaves (now: all of them)."""
+        """The signed head of the key log at ``size`` leaves (now: all of them): the one signed for that
+        size, or, once that one is older than ``KEY_LOG_HEAD_REFRESH`` by the relay's clock, the same
+        root signed again with the time now (RFC 6962 §3.5), so that no head served is older than that."""
         n = len(self.key_log) if size is None else size
         head = self._tree_heads.get(n)
-        if head is None:
-            head = self._tree_heads[n] = self._tree_head_signer.sign(self.key_log, int(self.clock()), n)
+        if head is None or self._stale(head):
+            head = self._tree_heads[n] = self._sign_head(self.key_log, n)
         return head
+
+    def _stale(self, head: SignedTreeHead) -> bool:
+        return self.clock() - head.timestamp > KEY_LOG_HEAD_REFRESH
+
+    def _sign_head(self, log: MerkleLog, size: int) -> SignedTreeHead:
+        """A head over ``log`` at ``size`` leaves, timestamped now by the relay's clock, in whole seconds:
+        never before a head signed earlier (RFC 6962 §3.5: "each subsequent timestamp MUST be more
+        recent"), should the clock step back, which devices would take for an old head replayed."""
+        self._head_signed_at = max(self._head_signed_at, int(self.clock()))
+        return self._tree_head_signer.sign(log, self._head_signed_at, size)
 
     def key_log_inclusion(
         self, account: str, device: int, identity_key: bytes, size: int | None = None
@@ -658,8 +674,8 @@ class RelayCore:
         n = len(log) if size is None else size
         root = log.root(n)
         head = self._split_heads.get((n, root))
-        if head is None:
-            head = self._split_heads[(n, root)] = self._tree_head_signer.sign(log, int(self.clock()), n)
+        if head is None or self._stale(head):  # a split view's heads are kept as fresh as the log's
+            head = self._split_heads[(n, root)] = self._sign_head(log, n)
         return head
 
     def _get_key_log_head(self, conn: ConnectionContext, req: GetKeyLogHead, out: _Out) -> None:

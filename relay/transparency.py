@@ -2,7 +2,9 @@
 
 The relay appends one leaf — ``relay.wire.kt_leaf(account, device, identity_key)`` — each time a
 device registers, and signs the tree head with its server key (the Ed25519 key that signs sender
-certificates, ``relay.certificates.ServerSigningKey``). With each bundle it can then show the
+certificates, ``relay.certificates.ServerSigningKey``), again with a fresh timestamp once the head
+is older than ``relay.wire.KEY_LOG_HEAD_REFRESH`` (``relay.core.RelayCore.key_log_head``, RFC 6962
+§3.5), so that devices can refuse an old head replayed. With each bundle it can then show the
 inclusion proof of the keys it hands out; devices check those proofs, audit their own account's
 entries, and compare heads with one another (``clients/transparency.py``). A device the provider
 adds in secret must then either be in the log, where the account's own devices see it, or the

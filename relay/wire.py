@@ -39,6 +39,7 @@ __all__ = [
     "ENVELOPE_ID_SIZE",
     "KEM_KEY_TYPE",
     "KEM_PUBLIC_KEY_SIZE",
+    "KEY_LOG_HEAD_REFRESH",
     "KT_HEAD_VERSION",
     "KT_LEAF_VERSION",
     "MAX_KEY_LOG_ENTRIES",
@@ -1473,6 +1474,16 @@ class ErrorFrame(Response):
 MAX_KEY_LOG_ENTRIES: Final = 256  # leaves per key_log_entries answer; the log may return fewer (§5.4)
 MAX_KEY_LOG_LEAF: Final = 576  # a kt_leaf: msgpack of [1, account (≤ 128 characters), device, key32]
 MAX_CONSISTENCY_PATH: Final = 2 * MAX_AUDIT_PATH
+# How old, in seconds of the relay's clock, a signed head the relay serves may be: a head older than
+# this is signed again over the same root with the time now (RFC 6962 §3.5: a log "MUST produce on
+# demand a Signed Tree Head that is no older than the Maximum Merge Delay" and, given nothing new,
+# signs "the same Merkle Tree Hash with a fresh timestamp"). Without it a quiet log would show its
+# first head for ever, and a device could not tell the current head from an old one replayed (or a
+# view frozen for it). An hour: with the device's allowance for clocks that disagree
+# (clients.transparency.MAX_HEAD_AGE) it bounds how long an old head can pass for the current one,
+# far below the 24-hour MMD of Certificate Transparency logs (a hidden key is read while it lasts),
+# for one signature per hour of a quiet log.
+KEY_LOG_HEAD_REFRESH: Final = 3600
 
 
 @message

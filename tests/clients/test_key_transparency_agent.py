@@ -6,16 +6,18 @@ Driven against a real ``RelayCore`` (sans-IO: frames handed across by hand).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
-from relaysim.clients.agent import DeviceAgent, Failed, KeyLogChecked
+from relaysim.clients import transparency as kt
+from relaysim.clients.agent import DeviceAgent, Failed, KeyLogAudited, KeyLogChecked
 from relaysim.clients.session import Device
 from relaysim.relay import wire
 from relaysim.relay.core import ConnectionContext, RelayCore, Reply
 from tests.conftest import seeded_rng
-from tests.helpers import new_core
+from tests.helpers import T0, Clock, new_core
 
 
-def _agent(core: RelayCore, account: str, seed: int) -> DeviceAgent:
+def _agent(core: RelayCore, account: str, seed: int, clock: Callable[[], float] = lambda: T0) -> DeviceAgent:
     rng = seeded_rng(seed)
     return DeviceAgent(
         Device(account, 1, rng=rng),
@@ -24,7 +26,7 @@ def _agent(core: RelayCore, account: str, seed: int) -> DeviceAgent:
         rng=rng,
         trust_root=core.trust_root_public,
         key_transparency=True,
-        clock=lambda: 1_700_000_000.0,
+        clock=clock,
     )
 
 
@@ -39,9 +41,9 @@ def _exchange(core: RelayCore, conn: ConnectionContext, agent: DeviceAgent) -> l
     return events
 
 
-def _setup() -> tuple[RelayCore, ConnectionContext, DeviceAgent]:
-    core = new_core()
-    alice, bob = _agent(core, "alice", 1), _agent(core, "bob", 2)
+def _setup(clock: Callable[[], float] = lambda: T0) -> tuple[RelayCore, ConnectionContext, DeviceAgent]:
+    core = new_core(clock)
+    alice, bob = _agent(core, "alice", 1, clock), _agent(core, "bob", 2, clock)
     conns = []
     for i, a in enumerate((alice, bob)):
         conn = ConnectionContext(i + 1, ("192.0.2.1", 40000 + i))
@@ -106,3 +108,78 @@ def test_bundle_key_log_round_trips_on_the_wire() -> None:
     assert decoder.next_frame() == reply
     plain = wire.FetchBundle(id=9, account="bob")
     assert wire.FetchBundle.from_wire({"account": "bob", "id": 9}) == plain  # older clients: unchanged
+
+
+def _head_now(core: RelayCore) -> wire.KeyLogHead:
+    """The relay's current signed head (as a relay that keeps it to replay later would)."""
+    h = core.key_log_head()
+    return wire.KeyLogHead(
+        tree_size=h.tree_size, timestamp=h.timestamp, root_hash=h.root_hash, signature=h.signature
+    )
+
+
+def test_a_stale_head_replayed_hours_later_is_refused() -> None:
+    """The relay signs the head of a quiet log again each hour (relay.wire.KEY_LOG_HEAD_REFRESH): a
+    head signed hours ago, though validly signed and proving bob's key, is not its current head."""
+    clock = Clock()
+    core, conn, alice = _setup(clock)
+    old = _head_now(core)
+    assert old.timestamp == int(T0)
+    clock.now = T0 + kt.MAX_HEAD_AGE + 1
+    alice.send_text("bob", b"hi", ref=1)
+    (fetch,) = [f for f in alice.take_outbox() if isinstance(f, wire.FetchBundle)]
+    (fresh,) = [o.frame for o in core.handle(conn, fetch) if isinstance(o, Reply)]
+    assert isinstance(fresh, wire.Bundle) and fresh.key_log is not None
+    assert fresh.key_log.head.timestamp == int(clock.now)  # the relay signed its head again
+    replayed = dataclasses.replace(fresh, key_log=dataclasses.replace(fresh.key_log, head=old))
+    events = alice.handle(replayed)  # bob's inclusion proof verifies under the old head too
+    (checked,) = [e for e in events if isinstance(e, KeyLogChecked)]
+    assert checked.reason == (
+        f"tree head of size 2 signed at {int(T0)} is {kt.MAX_HEAD_AGE + 1} s old by this device's clock, "
+        f"more than the {kt.MAX_HEAD_AGE} s a current head may be: stale or replayed"
+    )
+    assert [e.code for e in events if isinstance(e, Failed)] == ["key_not_logged"]
+    assert alice.key_log_heads == []
+    alice.send_text("bob", b"hi again", ref=2)  # the relay's current head, at the same hour, is taken
+    (fetch,) = [f for f in alice.take_outbox() if isinstance(f, wire.FetchBundle)]
+    (fresh,) = [o.frame for o in core.handle(conn, fetch) if isinstance(o, Reply)]
+    assert isinstance(fresh, wire.Bundle)
+    (checked,) = [e for e in alice.handle(fresh) if isinstance(e, KeyLogChecked)]
+    assert checked.ok and len(alice.key_log_heads) == 1
+
+
+def _audit(
+    core: RelayCore, conn: ConnectionContext, alice: DeviceAgent, head: wire.KeyLogHead | None = None
+) -> KeyLogAudited:
+    """alice audits her account over the wire; with ``head``, the relay answers get_key_log_head with it."""
+    alice.audit_key_log({(1, alice.device.identity_key)})
+    events: list[object] = []
+    while frames := alice.take_outbox():
+        for frame in frames:
+            for out in core.handle(conn, frame):
+                if isinstance(out, Reply):
+                    answer = out.frame
+                    if head is not None and isinstance(answer, wire.KeyLogHeadResponse):
+                        answer = dataclasses.replace(answer, head=head)
+                    events += alice.handle(answer)
+    (audited,) = [e for e in events if isinstance(e, KeyLogAudited)]
+    return audited
+
+
+def test_a_head_older_than_one_already_taken_is_refused() -> None:
+    """Within the age a head may be, but older than a head of the same size the device already took:
+    heads went back in time, an old head replayed."""
+    clock = Clock()
+    core, conn, alice = _setup(clock)
+    old = _head_now(core)
+    clock.now = T0 + wire.KEY_LOG_HEAD_REFRESH + 60  # the relay signs its head again
+    newer = _audit(core, conn, alice)
+    assert newer.ok and newer.head is not None and newer.head.timestamp == int(clock.now)
+    assert clock.now - old.timestamp < kt.MAX_HEAD_AGE  # not too old in itself
+    refused = _audit(core, conn, alice, head=old)
+    assert refused.reason == (
+        f"tree head of size 2 signed at {old.timestamp} is older than the head of size 2 signed at "
+        f"{newer.head.timestamp} this device already accepted: heads went back in time (an old head replayed)"
+    )
+    assert alice.key_log_heads == [newer.head]
+    assert _audit(core, conn, alice).ok  # the current head is still taken

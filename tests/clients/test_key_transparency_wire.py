@@ -23,12 +23,12 @@ from relaysim.relay import core as relay_core
 from relaysim.relay import wire
 from relaysim.relay.core import ConnectionContext, RelayCore, Reply
 from tests.conftest import seeded_rng
-from tests.helpers import DeviceKeys, new_core
+from tests.helpers import T0, Clock, DeviceKeys, new_core
 
 Tamper = Callable[[wire.Response], wire.Response]  # what a relay that lies would change in an answer
 
 
-def _agent(core: RelayCore, account: str, seed: int) -> DeviceAgent:
+def _agent(core: RelayCore, account: str, seed: int, clock: Callable[[], float] = lambda: T0) -> DeviceAgent:
     rng = seeded_rng(seed)
     return DeviceAgent(
         Device(account, 1, rng=rng),
@@ -37,7 +37,7 @@ def _agent(core: RelayCore, account: str, seed: int) -> DeviceAgent:
         rng=rng,
         trust_root=core.trust_root_public,
         key_transparency=True,
-        clock=lambda: 1_700_000_000.0,
+        clock=clock,
     )
 
 
@@ -70,12 +70,12 @@ def _exchange(
 
 
 class World:
-    def __init__(self) -> None:
-        self.core = new_core()
+    def __init__(self, clock: Callable[[], float] = lambda: T0) -> None:
+        self.core = new_core(clock)  # the relay's clock and the phones' are one
         self.agents: dict[str, DeviceAgent] = {}
         self.conns: dict[str, ConnectionContext] = {}
         for i, name in enumerate(("alice", "bob", "carol")):
-            a = self.agents[name] = _agent(self.core, name, i + 1)
+            a = self.agents[name] = _agent(self.core, name, i + 1, clock)
             conn = self.conns[name] = ConnectionContext(i + 1, ("192.0.2.1", 40000 + i))
             self.core.connect(conn)
             a.register()
@@ -321,3 +321,39 @@ def test_a_split_view_is_always_caught_over_the_wire_and_an_honest_log_never(
     assert caught == split, (forks, compared, against)
     assert own.reason is None
     assert bool(own.unexpected) == (not split)  # the ghost, in the log alice is shown
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_heads_signed_again_as_hours_pass_keep_a_split_caught_and_an_honest_log_clean(split: bool) -> None:
+    """As above, with more than the relay's refresh period between each step: every head a phone is
+    shown is signed afresh (relay.wire.KEY_LOG_HEAD_REFRESH), the phones take each one (none is too old,
+    none older than one they hold), and the lesson is the same: a split is caught, an honest log is not."""
+    clock = Clock()
+    w = World(clock)
+
+    def later() -> None:
+        clock.now += wire.KEY_LOG_HEAD_REFRESH + 1
+
+    leaf = w.ghost("alice", 2)
+    if split:
+        w.core.split_key_log("alice", [leaf])
+    assert w.audit("alice").reason is None  # a head of the log alice is shown, before any wait
+    later()
+    checked = w.fetch("bob", "alice")
+    later()
+    own = w.audit("alice")
+    later()
+    forks = w.gossip("bob") + w.gossip("alice")
+    compared = w.compare("alice")
+    latest = w.witness.latest()
+    assert latest is not None and latest.timestamp < clock.now - wire.KEY_LOG_HEAD_REFRESH  # an old head
+    later()
+    a = w.agents["alice"]
+    a.audit_key_log({(1, a.device.identity_key)}, head=kt.encode_head(latest))  # gossiped: not held to age
+    (against,) = [e for e in w.run("alice") if isinstance(e, KeyLogAudited)]
+    assert checked.ok and own.reason is None  # no head was refused as stale
+    stamps = [h.timestamp for h in a.key_log_heads]
+    assert len(set(stamps)) == len(stamps) == 2  # alice's two audits: a head signed again between them
+    caught = bool(forks) or not compared.consistent or against.reason is not None
+    assert caught == split, (forks, compared, against)
+    assert bool(own.unexpected) == (not split)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from relaysim.clients import transparency as C
 from relaysim.relay import wire
-from relaysim.relay.core import RelayCore
+from relaysim.relay.core import ConnectionContext, RelayCore
 from relaysim.relay.store import Store
 from relaysim.relay.transparency import (
     MerkleLog,
@@ -25,7 +25,7 @@ from relaysim.relay.transparency import (
     leaf_hash,
     node_hash,
 )
-from tests.helpers import T0, UNLIMITED, DeviceKeys, core_device, new_core, reply
+from tests.helpers import T0, UNLIMITED, Clock, DeviceKeys, core_device, new_core, reply
 
 CT_LEAVES = [
     bytes.fromhex(h)
@@ -225,6 +225,24 @@ def test_a_head_not_signed_by_the_server_key_is_set_aside() -> None:
     assert witness.bad_signatures == [("b", forged)]
 
 
+def test_a_head_is_fresh_up_to_the_maximum_age_and_while_time_goes_forward() -> None:
+    head = C.TreeHead(5, 1000, bytes(32), bytes(64))
+    C.check_fresh(head, 1000 + C.MAX_HEAD_AGE)  # exactly as old as a head may be
+    C.check_fresh(head, 400)  # signed "in the future": the device's clock may be the one behind
+    with pytest.raises(
+        C.ProofError, match=r"^tree head of size 5 signed at 1000 is 7201 s old .*stale or replayed"
+    ):
+        C.check_fresh(head, 1000 + C.MAX_HEAD_AGE + 1)
+    same = C.TreeHead(5, 1000, leaf_hash(b"x"), bytes(64))
+    C.check_fresh(head, 1000, [same, C.TreeHead(4, 1000, bytes(32), bytes(64))])  # as new: taken
+    C.check_fresh(head, 1000, [C.TreeHead(4, 1001, bytes(32), bytes(64))])  # a smaller tree's later head
+    for seen in (C.TreeHead(5, 1001, bytes(32), bytes(64)), C.TreeHead(6, 1001, bytes(32), bytes(64))):
+        with pytest.raises(
+            C.ProofError, match=f"older than the head of size {seen.tree_size} signed at 1001"
+        ):
+            C.check_fresh(head, 1001, [seen])
+
+
 def test_the_targets_audit_sees_a_ghost_in_its_account() -> None:
     log = MerkleLog([_leaf("alice", 1), _leaf("bob", 1), _leaf("bob", 2)])
     mine = {(1, KEY), (2, KEY)}
@@ -328,3 +346,67 @@ def test_key_log_entries_fit_one_frame_and_the_client_pages_on() -> None:
         assert len(wire.encode(answer)) <= core.max_frame_size
         got += answer.entries
     assert got == core.key_log.leaves()
+
+
+# --- fresh heads: a quiet log's head is signed again (RFC 6962 §3.5) -------------------------------
+
+
+def _served_head(core: RelayCore, conn: ConnectionContext) -> C.TreeHead:
+    """The head ``conn`` is served over the wire (get_key_log_head), as a device reads it."""
+    answer = reply(core.handle(conn, wire.GetKeyLogHead(id=1)))
+    assert isinstance(answer, wire.KeyLogHeadResponse)
+    h = answer.head
+    return C.TreeHead(h.tree_size, h.timestamp, h.root_hash, h.signature)
+
+
+def test_a_quiet_logs_head_is_signed_again_once_older_than_the_refresh_period() -> None:
+    """No new leaf for hours: the head served then still carries a recent time, over the same root,
+    validly signed; within the period the head signed first is served as it was."""
+    clock = Clock()
+    core = new_core(clock)
+    server_public = core.identity.server_certificate.public_key
+    conn = core_device(core, DeviceKeys.make("alice"), 1)
+    first = _served_head(core, conn)
+    assert first.timestamp == int(T0)
+    clock.now = T0 + wire.KEY_LOG_HEAD_REFRESH  # exactly as old as the period: still served
+    assert _served_head(core, conn) == first
+    clock.now = T0 + 3 * wire.KEY_LOG_HEAD_REFRESH + 0.5
+    again = _served_head(core, conn)
+    assert again.timestamp == int(clock.now) and again.verify(server_public)
+    assert (again.tree_size, again.root_hash) == (first.tree_size, first.root_hash)
+    assert core.key_log_head() == core.key_log_head() and core.key_log_head().timestamp == again.timestamp
+
+
+def test_head_timestamps_never_go_back_though_the_relays_clock_does() -> None:
+    clock = Clock()
+    core = new_core(clock)
+    core_device(core, DeviceKeys.make("alice"), 1)
+    signed = core.key_log_head().timestamp
+    clock.now = T0 - 50  # the clock stepped back; then a new leaf needs a new head
+    core_device(core, DeviceKeys.make("bob"), 2)
+    assert core.key_log_head().timestamp == signed
+
+
+def test_a_split_views_heads_are_refreshed_and_the_fork_still_shows() -> None:
+    """A split view (split_key_log) is signed afresh as the log is: the target gets recent heads, but
+    they are still heads of another tree than everyone else's, which the witness proves."""
+    clock = Clock()
+    core = new_core(clock)
+    server_public = core.identity.server_certificate.public_key
+    alice = core_device(core, DeviceKeys.make("alice"), 1)
+    bob = core_device(core, DeviceKeys.make("bob"), 2)
+    ghost = DeviceKeys.make("alice", 2, seed=5)
+    core.provision_device(ghost.register())
+    core.split_key_log("alice", [wire.kt_leaf("alice", 2, ghost.identity_key)])
+    core_device(core, DeviceKeys.make("carol"), 3)  # the two logs now differ at index 2
+    shown, real = _served_head(core, alice), _served_head(core, bob)
+    clock.now = T0 + 2 * wire.KEY_LOG_HEAD_REFRESH
+    shown_later, real_later = _served_head(core, alice), _served_head(core, bob)
+    for before, after in ((shown, shown_later), (real, real_later)):
+        assert after.timestamp == int(clock.now) > before.timestamp and after.verify(server_public)
+        assert (after.tree_size, after.root_hash) == (before.tree_size, before.root_hash)
+    assert (shown.tree_size, real.tree_size) == (3, 4)
+    witness = C.Witness(server_public, core.key_log_consistency)
+    assert witness.observe("bob/1", real) == [] and witness.observe("bob/1", real_later) == []
+    forks = witness.observe("alice/1", shown_later)  # against each of bob's two heads of the real log
+    assert [f.why for f in forks] == ["no valid consistency proof from size 3 to 4"] * 2
