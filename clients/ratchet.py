@@ -52,6 +52,12 @@ DEFAULT_MAX_STORED_SKIPPED = 2_000
 # derive keys (an earlier chain's messages to come are the skipped keys kept for it), but a session
 # remembers where each of the four chains before it ended, so that a second copy of a message read on
 # one of them is still known as one (``already_used``) after the sender's ratchet has turned.
+# With header encryption the skipped keys too are kept for at most this many chains (header keys):
+# TrySkippedMessageKeysHE (§4.5) trial-decrypts every header with each header key they are held
+# under, before every message, so a peer who left one skipped key on each of 2,000 chains would make
+# each later message cost 2,000 trial decryptions. Storing a sixth chain's keys drops the oldest
+# chain's (``_store_skipped``): its messages can no longer be read, as with MAX_MESSAGE_KEYS. Without
+# header encryption a skipped key is one dict lookup whatever the number of chains: no bound there.
 MAX_RECEIVING_CHAINS = 5
 
 # The header layout (see the module docstring), defined here only: whatever else reads or builds
@@ -411,7 +417,8 @@ class DoubleRatchet:
         aead_ad = self.ad + enc_header
         info = self.config.aead_info
 
-        # TrySkippedMessageKeysHE: try each distinct header key once.
+        # TrySkippedMessageKeysHE: try each distinct header key once (at most MAX_RECEIVING_CHAINS
+        # of them are held, oldest first: see ``_store_skipped``).
         tried: set[bytes] = set()
         for hk, _n in self.mkskipped:
             if hk in tried:
@@ -506,15 +513,23 @@ class DoubleRatchet:
         return ck
 
     def _store_skipped(self, skipped: list[tuple[tuple[bytes, int], bytes]]) -> None:
+        """Store ``skipped`` (oldest first) in MKSKIPPED, then drop the oldest keys past the bounds:
+        ``max_stored_skipped`` keys, and with header encryption ``MAX_RECEIVING_CHAINS`` chains."""
         if not skipped:
             return
         held = self.mkskipped
         store = held if isinstance(held, dict) else {}
+        newest = next(reversed(store))[0] if store else None  # the chain of the last key stored
         store.update(skipped)
         excess = len(store) - self.config.max_stored_skipped
         if excess > 0:  # drop the oldest; they can no longer be decrypted
             for key in list(store)[:excess]:
                 del store[key]
+        # (a chain's keys are stored while it is the receiving chain or as it ends, before the next
+        # chain's: they lie together in MKSKIPPED, chains in the order they came, and ``skipped``
+        # holds one chain's or two. Only keys of a chain other than the newest held can be a sixth.)
+        if self.config.header_encryption and (skipped[0][0][0], skipped[-1][0][0]) != (newest, newest):
+            _drop_oldest_chains(store)
         self.mkskipped = store or _NO_SKIPPED
 
     def _drop_skipped(self, key: tuple[bytes, int]) -> None:
@@ -632,6 +647,16 @@ class DoubleRatchet:
         return self.to_dict() == other.to_dict()
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _drop_oldest_chains(store: dict[tuple[bytes, int], bytes]) -> None:
+    """Drop from ``store`` (MKSKIPPED, oldest first) every key of the chains before its newest
+    ``MAX_RECEIVING_CHAINS`` (chain id: the header key); they can no longer be decrypted."""
+    chains = list(dict.fromkeys(chain for chain, _n in store))
+    if len(chains) > MAX_RECEIVING_CHAINS:
+        gone = set(chains[: len(chains) - MAX_RECEIVING_CHAINS])
+        for key in [key for key in store if key[0] in gone]:
+            del store[key]
 
 
 def ratchet_step_ahead(

@@ -7,6 +7,11 @@ anything itself; the simulator or a trio connection carries the bytes.
 Ciphertext framing: ``clients.framing`` (a normal message, or a prekey message carrying the X3DH
 header); ``parse_ciphertext`` is re-exported here.
 
+A device made with ``pq=True`` (the default) starts sessions with PQXDH and accepts only PQXDH
+prekey messages: one without the KEM prekey id and ciphertext is refused like any undecryptable
+message, so that an attacker cannot downgrade its sessions to X3DH by stripping them. A ``pq=False``
+device runs X3DH.
+
 Alice sends prekey messages until she has decrypted Bob's first reply (X3DH §3.3: "Alice may
 continue using that initial ciphertext… until receiving a response"), as libsignal does.
 
@@ -340,7 +345,7 @@ class Device:
         replayable = initial.one_time_prekey_id is None
         if replayable and initial.ephemeral_key in self.seen_base_keys.get(initial.signed_prekey_id, ()):
             raise DecryptionError()  # a replay: this base key already made a session
-        agreement, spk_pair = respond(self.secrets, initial)
+        agreement, spk_pair = respond(self.secrets, initial, pq=self.pq)  # pq: PQXDH only, no X3DH
         config = self.config
         if config.header_encryption:
             ratchet = DoubleRatchet.init_bob(
@@ -399,6 +404,8 @@ class Device:
         for session in self._candidates(peer) if (peer in self.sessions or peer in self.inactive) else ():
             if session.made_by(initial):
                 return session.ratchet.exchanges_ahead(body, peek)
+        if self.pq and initial.kem_ciphertext is None:
+            return []  # X3DH to a PQXDH device: ``respond`` refuses it before any DH
         secrets = self.secrets
         signed = secrets.signed.get(initial.signed_prekey_id)
         if signed is None:

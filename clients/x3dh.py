@@ -10,6 +10,11 @@ where SS is the ML-KEM-1024 shared secret encapsulated to Bob's KEM prekey (PQXD
 returns SK, AD = Encode(IK_A) ‖ Encode(IK_B), and the ``InitialMessage`` Bob needs. Bob calls
 ``respond`` with his secrets; a bad message raises ``DecryptionError``, the same error as any
 failed decryption, and consumes nothing.
+
+A PQXDH responder (``respond(..., pq=True)``) refuses an initial message without the KEM prekey id
+and ciphertext: PQXDH §3.2 has Bob always publish a KEM prekey and §3.3 Alice always send CT, so a
+message without them is X3DH, which an active attacker able to strip PQ would otherwise downgrade
+every session to (libsignal refuses such PreKeySignalMessages too).
 """
 
 from __future__ import annotations
@@ -161,12 +166,20 @@ def initiate(
     return _agreement(sk, identity.public, bundle.identity_key), message
 
 
-def respond(secrets: PreKeySecrets, message: InitialMessage) -> tuple[KeyAgreement, _p.X25519Pair]:
+def respond(
+    secrets: PreKeySecrets, message: InitialMessage, *, pq: bool = True
+) -> tuple[KeyAgreement, _p.X25519Pair]:
     """Bob's side: SK and AD from his secrets, plus the signed prekey pair that seeds his ratchet.
+
+    ``pq=True`` runs PQXDH only: a message without the KEM prekey id and ciphertext (plain X3DH) is
+    refused, so that no one can downgrade the session by stripping them. ``pq=False`` also accepts
+    X3DH (rev 1), and PQXDH if a KEM prekey is named.
 
     Consumes nothing: the caller deletes the one-time prekeys only after the first message
     decrypts, so a forged initial message cannot burn them.
     """
+    if pq and (message.kem_prekey_id is None or message.kem_ciphertext is None):
+        raise DecryptionError()
     signed = secrets.signed.get(message.signed_prekey_id)
     if signed is None:
         raise DecryptionError()

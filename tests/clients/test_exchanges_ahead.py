@@ -20,6 +20,7 @@ from relaysim.clients.ahead import (
     compute_ahead,
     use_ahead,
 )
+from relaysim.clients.errors import DecryptionError
 from relaysim.clients.session import Device, PeerAddress
 from relaysim.sims.world.util import KeyStream
 
@@ -158,6 +159,29 @@ def test_a_guess_from_garbage_is_empty() -> None:
     for junk in (b"", b"\x00", b"\x02garbage", b"\x01" + bytes(10)):
         assert ben.exchanges_ahead(ANA, junk, peek) == []
     assert ben.exchanges_ahead(PeerAddress("nobody", 1), b"\x01" + bytes(100), peek) == []
+
+
+@pytest.mark.parametrize("ben_pq", [True, False], ids=["pqxdh-ben", "x3dh-ben"])
+def test_an_x3dh_prekey_message_is_listed_as_its_decryption_goes(
+    monkeypatch: pytest.MonkeyPatch, ben_pq: bool
+) -> None:
+    """A pq=True device refuses an X3DH prekey message before any exchange (``x3dh.respond``), so
+    none is listed for it; a pq=False one runs X3DH's DHs and the ratchet step, listed as made."""
+    ben_stream = KeyStream(bytes([11]) * 32)
+    ben = Device("ben", 1, rng=ben_stream.randbytes, pq=ben_pq, deterministic=True)
+    bundle = ben.generate_prekeys(4, 4 if ben_pq else 0)
+    ana = Device("ana", 1, rng=KeyStream(bytes([12]) * 32).randbytes, pq=False, deterministic=True)
+    ana.start_session(BEN, bundle)
+    first = ana.encrypt(BEN, b"hello")
+    ahead = ben.exchanges_ahead(ANA, first, ben_stream.peek)
+    if ben_pq:
+        assert ahead == []
+        with _recorded(monkeypatch) as made, pytest.raises(DecryptionError):
+            ben.decrypt(ANA, first)
+        assert made == []
+    else:
+        assert [j[0] for j in ahead] == [AHEAD_DH] * 4 + [AHEAD_DH, AHEAD_BASE, AHEAD_DH]
+        assert sorted(ahead) == sorted(_decrypting(monkeypatch, ben, ANA, first))
 
 
 def _held(jobs: list[tuple[object, ...]]) -> Ahead:

@@ -4,7 +4,10 @@ No independent implementation of header encryption is at hand (the PyPI ``double
 has none), so ``SpecHE`` below is the Double Ratchet spec's §4 written out line by line —
 RatchetInitAliceHE / RatchetInitBobHE, RatchetEncryptHE, RatchetDecryptHE with
 TrySkippedMessageKeysHE, DecryptHeader, SkipMessageKeysHE and DHRatchetHE — with the spec's note
-on failure ("any changes to the state should be discarded") done by copying the state first. It
+on failure ("any changes to the state should be discarded") done by copying the state first, and
+one bound the spec leaves to the application: skipped keys are kept for at most the newest
+``MAX_RECEIVING_CHAINS`` header keys (libsignal's MAX_RECEIVER_CHAINS; see ``clients/ratchet.py``),
+the oldest chain's dropped when a sixth's are stored. It
 takes its primitives (KDF_RK_HE, KDF_CK, ENCRYPT, HENCRYPT, GENERATE_DH) from ``clients.spec``,
 which ``tests/clients/test_spec_vectors.py`` checks against their definitions, so what is compared
 here is the state machine: which keys each message uses, what is skipped and stored, when the DH
@@ -27,7 +30,7 @@ from hypothesis import strategies as st
 from relaysim.clients import _primitives as _p
 from relaysim.clients import spec
 from relaysim.clients.errors import DecryptionError
-from relaysim.clients.ratchet import DoubleRatchet, RatchetConfig
+from relaysim.clients.ratchet import MAX_RECEIVING_CHAINS, DoubleRatchet, RatchetConfig
 from tests.conftest import seeded_rng
 
 MAX_SKIP = 40
@@ -127,6 +130,11 @@ class SpecHE:
                 assert self.HKr is not None
                 self.MKSKIPPED[(self.HKr, self.Nr)] = mk
                 self.Nr += 1
+        # Not in §4: skipped keys of at most MAX_RECEIVING_CHAINS header keys, the oldest dropped.
+        header_keys = list(dict.fromkeys(hk for hk, _n in self.MKSKIPPED))
+        for gone in header_keys[: max(0, len(header_keys) - MAX_RECEIVING_CHAINS)]:
+            for key in [key for key in self.MKSKIPPED if key[0] == gone]:
+                del self.MKSKIPPED[key]
 
     def _dh_ratchet(self, dh: bytes) -> None:  # DHRatchetHE
         assert self.DHs is not None
@@ -146,8 +154,9 @@ actions = st.lists(
 )
 
 
-def converse(seed: int, steps: list[Action]) -> None:
-    """Run ``steps`` on our ratchet and on ``SpecHE`` side by side, checking every byte and answer."""
+def converse(seed: int, steps: list[Action]) -> list[bytes | None]:
+    """Run ``steps`` on our ratchet and on ``SpecHE`` side by side, checking every byte and answer;
+    what each delivery read (None: refused), in order."""
     setup = seeded_rng(seed)
     sk, hka, nhkb = setup(32), setup(64), setup(64)
     ad = b"\x05" + setup(32) + b"\x05" + setup(32)
@@ -166,6 +175,7 @@ def converse(seed: int, steps: list[Action]) -> None:
         SpecHE.init_bob(sk, bob_spk, hka, nhkb, seeded_rng(seed + 2)),
     ]
     in_flight: list[list[tuple[bytes, bytes]]] = [[], []]  # messages on their way to Alice, to Bob
+    answers: list[bytes | None] = []
     for count, (who, kind, index) in enumerate(steps):
         if kind == 0:
             if ours[who].cks is None:
@@ -191,6 +201,8 @@ def converse(seed: int, steps: list[Action]) -> None:
             expected = None
         assert read == expected
         assert read in (None, plaintext)
+        answers.append(read)
+    return answers
 
 
 @settings(deadline=None)
@@ -207,3 +219,20 @@ def test_header_encryption_is_the_spec_pseudocode_over_many_seeded_conversations
     for seed in range(150):
         draw = random.Random(seed)
         converse(seed, [(draw.randrange(2), draw.randrange(4), draw.randrange(50)) for _ in range(80)])
+
+
+def test_header_encryption_is_the_spec_pseudocode_when_skipped_keys_span_too_many_chains() -> None:
+    """Each side in turn sends two messages and the other reads the second, leaving one skipped key
+    on each of eight chains of Alice's (and seven of Bob's); then the first messages come. The oldest
+    chains' keys went when a sixth chain's were stored: both refuse those messages, both read the rest."""
+    steps: list[Action] = []
+    for turn in range(8):
+        steps += [(0, 0, 0), (0, 0, 0), (1, 2, turn + 1)]  # Alice sends two; Bob reads the second
+        if turn < 7:
+            steps += [(1, 0, 0), (1, 0, 0), (0, 2, turn + 1)]  # and so Bob, to Alice
+    late = [(1, 2, 0)] * 8 + [(0, 2, 0)] * 7  # the first of each turn, oldest first
+    answers = converse(3, steps + late)
+    assert answers[:15] == [b"message %d" % i for i in range(1, 44, 3)]  # every second message read
+    to_bob, to_alice = answers[15:23], answers[23:]
+    assert to_bob == [None] * 3 + [b"message %d" % (6 * turn) for turn in range(3, 8)]
+    assert to_alice == [None] * 2 + [b"message %d" % (6 * turn + 3) for turn in range(2, 7)]

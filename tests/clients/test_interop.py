@@ -3,7 +3,8 @@
 What is checked, and against what:
 
 1. X3DH both ways (X3DH rev 1 §3.3): our initiator (``clients.x3dh.initiate``, ``pq=False``)
-   against their responder, and theirs against ours (``clients.x3dh.respond``), must agree on
+   against their responder, and theirs against ours (``clients.x3dh.respond``, ``pq=False``: a
+   PQXDH responder refuses an X3DH-only message, as test_session checks), must agree on
    SK and on AD = Encode(IK_A) ‖ Encode(IK_B); each side verifies the other's XEdDSA signature
    over Encode(SPK) (X3DH §3.2/§3.3; XEdDSA rev 1 §3).
 2. The Double Ratchet both ways (rev 1 §3, recommended algorithms §5.2): our Alice with their
@@ -124,7 +125,7 @@ def test_x3dh_their_initiator_our_responder(with_one_time_prekey: bool) -> None:
         )
         assert (header.pre_key is not None) == with_one_time_prekey
         initial = their_header_to_our_initial(header, bob)
-        ours, spk_pair = respond(bob, initial)
+        ours, spk_pair = respond(bob, initial, pq=False)
         assert ours.sk == sk
         assert ours.ad == ad == encode(alice.bundle.identity_key) + encode(bob.identity.public)
         assert spk_pair.public == bundle.signed_prekey.public
@@ -181,7 +182,7 @@ def test_our_responder_refuses_their_header_for_a_prekey_it_does_not_hold() -> N
     wrong = our_bundle_to_theirs(dataclasses.replace(bundle, one_time_prekey=stranger))
     _, _, header = run(their_x3dh_state(pre_keys=0).get_shared_secret_active(wrong))
     with pytest.raises(DecryptionError):
-        respond(bob, their_header_to_our_initial(header, bob))
+        respond(bob, their_header_to_our_initial(header, bob), pq=False)
 
 
 # --- agreed keys the ratchet tests start from --------------------------------------------------
@@ -209,7 +210,7 @@ def agreement(initiator: str) -> Agreement:
     secrets = our_prekeys(one_time=1)
     bundle = secrets.bundle(kem=False)
     sk, ad, header = run(their_x3dh_state(pre_keys=0).get_shared_secret_active(our_bundle_to_theirs(bundle)))
-    ka, spk_pair = respond(secrets, their_header_to_our_initial(header, secrets))
+    ka, spk_pair = respond(secrets, their_header_to_our_initial(header, secrets), pq=False)
     assert (ka.sk, ka.ad) == (sk, ad)
     return Agreement(sk, ad, spk_pair.private, spk_pair.public)
 

@@ -4,7 +4,9 @@ Two sessions, Alice and Bob, joined by a link that can drop, duplicate, reorder 
 MAX_SKIP), tamper with and truncate messages. After every step:
 - every plaintext accepted equals what was sent, and is accepted at most once;
 - every bad input raised the one ``DecryptionError`` and left the state exactly as it was;
-- every message delivered untouched for the first time decrypted (nothing legitimate is lost);
+- every message delivered untouched for the first time decrypted (nothing legitimate is lost),
+  but, with header encryption, one on a chain whose skipped keys were dropped when a newer chain's
+  made more than MAX_RECEIVING_CHAINS chains of them: that one is refused, changing nothing;
 - the state survives a msgpack round trip unchanged.
 """
 
@@ -24,7 +26,7 @@ from hypothesis.stateful import (
 )
 
 from relaysim.clients.errors import DecryptionError, UsageError
-from relaysim.clients.ratchet import DoubleRatchet, RatchetConfig
+from relaysim.clients.ratchet import MAX_RECEIVING_CHAINS, DoubleRatchet, RatchetConfig
 from tests.conftest import seeded_rng
 
 MAX_SKIP = 30
@@ -48,11 +50,12 @@ def make_pair(config: RatchetConfig, seed: int) -> tuple[DoubleRatchet, DoubleRa
 class Wire:
     """One message on the link: who it is for, what was sent, and the bytes."""
 
-    def __init__(self, msg_id: int, to: str, plaintext: bytes, data: bytes) -> None:
+    def __init__(self, msg_id: int, to: str, plaintext: bytes, data: bytes, chain: bytes | None) -> None:
         self.msg_id = msg_id
         self.to = to
         self.plaintext = plaintext
         self.data = data
+        self.chain = chain  # with header encryption, the header key it was sent under
 
 
 class RatchetOverAdversarialLink(RuleBasedStateMachine):
@@ -86,16 +89,28 @@ class RatchetOverAdversarialLink(RuleBasedStateMachine):
         return self._send("bob", plaintext)
 
     def _send(self, side: str, plaintext: bytes) -> Wire:
-        data = self.sides[side].encrypt(plaintext)
+        sender = self.sides[side]
+        data = sender.encrypt(plaintext)
         self.next_id += 1
         to = self._other(side)
         self.undelivered[to] += 1
-        return Wire(self.next_id, to, plaintext, data)
+        return Wire(self.next_id, to, plaintext, data, sender.hks)
 
     @rule(target=delivered, wire=consumes(in_flight))
     def deliver(self, wire: Wire) -> Wire:
         # Bundles hand out elements in any order: this is reordering.
-        got = self.sides[wire.to].decrypt(wire.data)
+        side = self.sides[wire.to]
+        # On a chain the receiver has left, its key is among the skipped ones, unless that chain's were
+        # dropped (``MAX_RECEIVING_CHAINS``: the newest chains' are kept).
+        if (
+            wire.chain is not None
+            and wire.chain not in (side.hkr, side.nhkr)
+            and all(chain != wire.chain for chain, _n in side.mkskipped)
+        ):
+            self._must_fail(wire.to, wire.data)
+            self.undelivered[wire.to] -= 1
+            return wire
+        got = side.decrypt(wire.data)
         assert got == wire.plaintext
         assert wire.msg_id not in self.accepted
         self.accepted.add(wire.msg_id)
@@ -222,6 +237,55 @@ def test_skipped_keys_across_dh_steps(he: bool) -> None:
     assert bob.decrypt(a0) == b"a0"
     with pytest.raises(DecryptionError):
         bob.decrypt(a0)
+
+
+@pytest.mark.parametrize("he", [False, True])
+def test_header_encryption_keeps_skipped_keys_of_five_chains_at_most(
+    monkeypatch: pytest.MonkeyPatch, he: bool
+) -> None:
+    """TrySkippedMessageKeysHE (§4.5) tries every header key skipped keys are held under, before every
+    message: a peer leaving one skipped key on each of many chains would multiply that work. With
+    header encryption, keys are kept for MAX_RECEIVING_CHAINS chains (libsignal's
+    MAX_RECEIVER_CHAINS), the oldest dropped; without it, a lookup is one dict get and all are kept."""
+    from relaysim.clients import spec
+
+    alice, bob = make_pair(RatchetConfig(header_encryption=he), 12)
+    first_of_each_chain = []
+    for turn in range(MAX_RECEIVING_CHAINS + 2):  # seven chains of Alice's, one key skipped on each
+        first_of_each_chain.append(alice.encrypt(b"late %d" % turn))
+        assert bob.decrypt(alice.encrypt(b"read %d" % turn)) == b"read %d" % turn
+        assert alice.decrypt(bob.encrypt(b"turn")) == b"turn"  # Alice's next message: a new chain
+    chains = {chain for chain, _n in bob.mkskipped}
+    assert len(chains) == (MAX_RECEIVING_CHAINS if he else MAX_RECEIVING_CHAINS + 2)
+    assert len(bob.mkskipped) == len(chains)
+    restored = DoubleRatchet.from_dict(msgpack.unpackb(msgpack.packb(bob.to_dict()), raw=False))
+    tried: list[bytes | None] = []
+    hdecrypt = spec.hdecrypt
+
+    def counted(hk: bytes | None, enc_header: bytes) -> bytes | None:
+        tried.append(hk)
+        return hdecrypt(hk, enc_header)
+
+    monkeypatch.setattr(spec, "hdecrypt", counted)
+    # A new message (on the next chain): each header key skipped keys are held under is tried once
+    # (the current chain's among them), then HKr and NHKr (§4.5 DecryptHeader).
+    copy = DoubleRatchet.from_dict(bob.to_dict())
+    assert copy.decrypt(alice.encrypt(b"now")) == b"now"
+    assert len(tried) == (MAX_RECEIVING_CHAINS + 2 if he else 0)
+    dropped, kept = first_of_each_chain[:2], first_of_each_chain[2:]
+    for side in (bob, restored):
+        for message in dropped if he else ():
+            before = side.to_dict()
+            tried.clear()
+            with pytest.raises(DecryptionError):
+                side.decrypt(message)
+            assert side.to_dict() == before
+            skipped_keys_tried = [hk for hk in tried if hk not in (side.hkr, side.nhkr)]
+            assert len(skipped_keys_tried) == len(set(skipped_keys_tried)) <= MAX_RECEIVING_CHAINS
+        for message in kept if he else first_of_each_chain:
+            turn = first_of_each_chain.index(message)
+            assert side.decrypt(message) == b"late %d" % turn
+        assert len(side.mkskipped) == 0
 
 
 def test_bob_cannot_send_before_receiving() -> None:

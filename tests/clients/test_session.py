@@ -102,6 +102,42 @@ def test_pqxdh_without_kem_prekey_is_refused() -> None:
         alice.start_session(bob.address, bob.generate_prekeys(1, 0))
 
 
+@pytest.mark.parametrize("one_time", [True, False], ids=["with-OPK", "without-OPK"])
+@pytest.mark.parametrize("bob_pq", [True, False], ids=["pq-bob", "x3dh-bob"])
+def test_a_pq_device_refuses_an_x3dh_prekey_message(bob_pq: bool, one_time: bool) -> None:
+    """PQXDH §3.2/§3.3: Bob's bundle always carries a KEM prekey and Alice's initial message always
+    the KEM ciphertext. A pq=True Bob refuses a prekey message without them (X3DH, as when an attacker
+    strips PQ from the bundle or the message: a downgrade), changing nothing; a pq=False Bob runs X3DH."""
+    bob = Device("bob", 1, pq=bob_pq, rng=seeded_rng(40))
+    bob.generate_prekeys(2, 2)
+    bundle = bob.secrets.bundle(one_time=one_time, kem=bob_pq)
+    x3dh_alice = Device("alice", 1, pq=False, rng=seeded_rng(41))
+    x3dh_alice.start_session(bob.address, bundle)  # X3DH on Bob's own (PQXDH) bundle: KEM prekey unused
+    first = x3dh_alice.encrypt(bob.address, b"hello")
+    initial, _ = parse_ciphertext(first)
+    assert initial is not None and initial.kem_prekey_id is None and initial.kem_ciphertext is None
+    if not bob_pq:
+        assert bob.decrypt(x3dh_alice.address, first) == b"hello"
+        return
+    before = msgpack.packb(bob.to_dict())
+    with pytest.raises(DecryptionError):
+        bob.decrypt(x3dh_alice.address, first)
+    assert msgpack.packb(bob.to_dict()) == before  # the whole state, as a copy of the phone takes it
+    assert not bob.has_session(x3dh_alice.address) and bob.identities.pinned(x3dh_alice.address) is None
+    assert bob.seen_base_keys == {}  # (no base key remembered: the PQXDH message below may reuse none)
+    if one_time:
+        assert initial.one_time_prekey_id in bob.secrets.one_time  # not burnt
+    # A genuine PQXDH message on the same bundle (the same one-time prekeys) still makes a session.
+    alice = Device("alice", 1, pq=True, rng=seeded_rng(42))
+    alice.start_session(bob.address, bundle)
+    pq_first = alice.encrypt(bob.address, b"hello")
+    assert parse_ciphertext(pq_first)[0].one_time_prekey_id == initial.one_time_prekey_id  # type: ignore[union-attr]
+    assert bob.decrypt(alice.address, pq_first) == b"hello"
+    assert alice.decrypt(bob.address, bob.encrypt(alice.address, b"hi")) == b"hi"
+    with pytest.raises(DecryptionError):  # and X3DH stays refused, with a session held
+        bob.decrypt(x3dh_alice.address, first)
+
+
 def test_bundle_encoding_is_stable_and_round_trips() -> None:
     bob = Device("bob", 1, rng=seeded_rng(9))
     bundle = bob.generate_prekeys(1, 1)
