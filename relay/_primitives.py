@@ -69,10 +69,14 @@ def ed25519_verify(public: bytes, message: bytes, signature: bytes) -> bool:
 
 
 def ed25519_key_ok(public: bytes) -> bool:
-    """Whether ``public`` is a canonical encoding of a point in Ed25519's prime-order subgroup, as
-    every key made from a seed is (libsodium's ``crypto_core_ed25519_is_valid_point``). A key of
-    small order is refused where someone registers a key for others to be checked against: OpenSSL's
-    cofactorless verification accepts signatures under it that nobody needed a private key to make."""
+    """Whether ``public`` is a canonical encoding of a point of Ed25519 that is not of small order and
+    lies in the prime-order subgroup, as every key made from a seed does (libsodium's
+    ``crypto_core_ed25519_is_valid_point``, in PyNaCl since 1.4.0). For a key someone registers for
+    others to be checked against: under a small-order key OpenSSL's cofactorless verification
+    accepts signatures nobody needed a private key to make. (libsodium before commit ad3004e, bundled
+    in PyNaCl before 1.6.2, CVE-2025-69277, let some points with a small-order component through
+    the subgroup test; the small-order test, the one that matters here, is not affected: signing
+    under such a key still needs its private part.)"""
     return len(public) == 32 and bool(_sodium_valid_point(bytes(public)))
 
 
