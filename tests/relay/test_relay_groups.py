@@ -13,6 +13,7 @@ import pytest
 from relaysim.clients.groups import group_write_key, sign_group_state
 from relaysim.relay import store as store_module
 from relaysim.relay import wire
+from relaysim.relay._primitives import ed25519_verify
 from relaysim.relay.core import ConnectionContext, Push, RelayCore
 from relaysim.relay.limits import UNLIMITED
 from relaysim.relay.metadata import MetadataRecord, RecordKind
@@ -214,9 +215,16 @@ def test_the_creation_registers_a_write_key_it_proves_it_holds() -> None:
         E.BAD_SIGNATURE,
         "signature",
     )
-    # a key of small order (the identity point): anyone could make signatures that verify under it
+    # a key of small order (the identity point): under it (R, s) = (the identity, 0) verifies for
+    # any message (OpenSSL's cofactorless check), so anyone could sign every later version
     identity = bytes([1]) + bytes(31)
-    assert_error(reply(core.handle(alice, _put(0, b"s", write_key=identity))), E.BAD_SIGNATURE, "write_key")
+    forged = identity + bytes(32)
+    assert ed25519_verify(identity, wire.group_state_message(G, 5, b"anything"), forged)
+    assert_error(
+        reply(core.handle(alice, _put(0, b"s", write_key=identity, signature=forged))),
+        E.BAD_SIGNATURE,
+        "write_key",
+    )
     assert core.store.group_state(G) is None
     assert reply(core.handle(alice, _put(0, b"s"))) == wire.GroupStateStored(id=1, group=G, version=0)
     assert core.store.group_write_key(G) == (0, group_write_key(MASTER))
