@@ -45,7 +45,7 @@ from relaysim.clients import transparency as kt
 from relaysim.clients.errors import DecryptionError
 from relaysim.clients.escrow import EscrowPublicKey
 from relaysim.clients.groups import VERSION as SENDER_KEY_VERSION
-from relaysim.clients.groups import GroupKeys, parse_sender_key_message
+from relaysim.clients.groups import GroupKeys, group_write_key, parse_sender_key_message, sign_group_state
 from relaysim.clients.identity import IdentityChanged, UntrustedIdentity
 from relaysim.clients.keys import BundleError, KemPreKey, OneTimePreKey, PreKeyBundle, SignedPreKey
 from relaysim.clients.session import Device, PeerAddress
@@ -1027,11 +1027,19 @@ class DeviceAgent:
             admins=tuple(admins),
         )
 
-    def put_group_state(self, group_id: bytes, version: int, state: bytes) -> None:
+    def put_group_state(self, group_id: bytes, version: int, state: bytes, master_key: bytes) -> None:
         """Store ``group_id``'s state, sealed by this device (``clients.groups.seal_group_state``),
-        at the relay: Signal's groups v2, where the server holds each group's state encrypted."""
+        at the relay: Signal's groups v2, where the server holds each group's state encrypted. The
+        group's write key, derived from ``master_key``, signs it (and is registered by version 0):
+        the relay stores a version only from someone who holds the master key."""
         self._request(
-            wire.PutGroupState, context=("group", group_id), group=group_id, version=version, state=state
+            wire.PutGroupState,
+            context=("group", group_id),
+            group=group_id,
+            version=version,
+            state=state,
+            write_key=group_write_key(master_key),
+            signature=sign_group_state(master_key, group_id, version, state),
         )
 
     def refresh_group(self, group_id: bytes) -> None:

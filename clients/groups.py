@@ -52,6 +52,7 @@ from typing import Any
 from relaysim.clients import _primitives as _p
 from relaysim.clients.errors import DecryptionError, UsageError
 from relaysim.clients.session import PeerAddress
+from relaysim.relay.wire import group_state_message
 
 __all__ = [
     "GROUP_INFO",
@@ -61,11 +62,13 @@ __all__ = [
     "GroupKeys",
     "SenderKeyDistribution",
     "SenderKeyState",
+    "group_write_key",
     "open_group_state",
     "parse_sender_key_message",
     "seal_group_state",
     "sender_chain_step",
     "sender_message_key",
+    "sign_group_state",
 ]
 
 RNG = Callable[[int], bytes]
@@ -361,8 +364,19 @@ def _message_seed(state: SenderKeyState, iteration: int) -> bytes:
 # data: the server stores the blob and cannot say who is in the group. The layout is ours:
 #
 #     plaintext = version (8) ‖ for each member: length (1) ‖ account (UTF-8), in sorted order
+#
+# Who may overwrite the state. Signal's server accepts a change only with a zero-knowledge proof
+# that the uploader is a member of the state it changes (the paper's auth credentials); that is not
+# modelled. Here the master key stands in for membership: the members derive an Ed25519 write key
+# from it, HKDF-SHA256(master key, info "relaysim group write key", 32 bytes) as the RFC 8032 seed,
+# register its public half with the state's creation, and sign every version with it
+# (``relay.wire.group_state_message``: group id, version, SHA-256 of the blob). The relay checks the
+# signature and learns only that the uploader holds the master key, not who it is. As with the
+# blob key, whoever once held the master key (a member who left) still does: Signal's credentials
+# check membership of the current state, this key does not.
 
 _STATE_INFO = b"relaysim group state"
+_WRITE_INFO = b"relaysim group write key"
 
 
 def _state_key(master_key: bytes) -> bytes:
@@ -381,6 +395,24 @@ def seal_group_state(master_key: bytes, group_id: bytes, version: int, members: 
             raise UsageError(f"a member's account is 1 to 255 bytes, not {len(raw)}: {m!r}")
         body += bytes((len(raw),)) + raw
     return _p.siv_encrypt(_state_key(master_key), body, group_id + version.to_bytes(8, "big"))
+
+
+def _write_seed(master_key: bytes) -> bytes:
+    if len(master_key) != 32:
+        raise UsageError(f"a group master key is 32 bytes, not {len(master_key)}")
+    return _p.hkdf_sha256(master_key, b"", _WRITE_INFO, 32)
+
+
+def group_write_key(master_key: bytes) -> bytes:
+    """The group's write key, the Ed25519 public key the relay checks its state's versions against."""
+    return _p.ed25519_public(_write_seed(master_key))
+
+
+def sign_group_state(master_key: bytes, group_id: bytes, version: int, state: bytes) -> bytes:
+    """The write key's signature that lets the relay store ``state`` (sealed by ``seal_group_state``)
+    as ``version`` of ``group_id``'s state, and nothing else."""
+    _check_group_id(group_id)
+    return _p.ed25519_sign(_write_seed(master_key), group_state_message(group_id, version, state))
 
 
 def open_group_state(master_key: bytes, group_id: bytes, version: int, blob: bytes) -> tuple[str, ...]:

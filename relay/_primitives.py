@@ -2,7 +2,7 @@
 
 The relay needs three primitives of its own (it never imports ``clients``): Ed25519 signing
 for the service's certificate chain (``relay.certificates``), Ed25519 verification (that chain,
-and the Ed25519 half of XEdDSA in ``relay.identity``), and AES-256-GCM for message bodies under
+the Ed25519 half of XEdDSA in ``relay.identity``, and the write keys of groups' encrypted state), and AES-256-GCM for message bodies under
 a key someone other than the two phones holds (``relay.custody``). Each is a thin wrapper;
 callers never see a ``cryptography`` type or exception.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from nacl.bindings import crypto_core_ed25519_is_valid_point as _sodium_valid_point
 from nacl.bindings import crypto_sign_open as _sodium_sign_open
 from nacl.exceptions import BadSignatureError as _SodiumBadSignature
 
@@ -20,6 +21,7 @@ __all__ = [
     "Ed25519Verifier",
     "aes_gcm_decrypt",
     "aes_gcm_encrypt",
+    "ed25519_key_ok",
     "ed25519_verify",
 ]
 
@@ -64,6 +66,18 @@ def ed25519_verify(public: bytes, message: bytes, signature: bytes) -> bool:
     except ValueError:
         return False
     return verifier.verify(message, signature)
+
+
+def ed25519_key_ok(public: bytes) -> bool:
+    """Whether ``public`` is a canonical encoding of a point of Ed25519 that is not of small order and
+    lies in the prime-order subgroup, as every key made from a seed does (libsodium's
+    ``crypto_core_ed25519_is_valid_point``, in PyNaCl since 1.4.0). For a key someone registers for
+    others to be checked against: under a small-order key OpenSSL's cofactorless verification
+    accepts signatures nobody needed a private key to make. (libsodium before commit ad3004e, bundled
+    in PyNaCl before 1.6.2, CVE-2025-69277, let some points with a small-order component through
+    the subgroup test; the small-order test, the one that matters here, is not affected: signing
+    under such a key still needs its private part.)"""
+    return len(public) == 32 and bool(_sodium_valid_point(bytes(public)))
 
 
 class Ed25519Signer:

@@ -72,6 +72,7 @@ from functools import partial
 from typing import Any, Final, NoReturn, TypeAlias
 
 from relaysim.relay._frozen import quick_init
+from relaysim.relay._primitives import ed25519_key_ok, ed25519_verify
 from relaysim.relay.certificates import ServerCertificate
 from relaysim.relay.identity import ServerIdentity, XEdDSAPublicKey, verified_ahead
 from relaysim.relay.limits import DEFAULT_LIMITS, Limits, RateLimiter
@@ -162,6 +163,7 @@ from relaysim.relay.wire import (
     Unblocked,
     UploadPrekeys,
     auth_message,
+    group_state_message,
     kem_prekey_message,
     kt_leaf,
     prechecked,
@@ -1838,9 +1840,26 @@ class RelayCore:
             self._commit(conn, account, stored, out, now=now, source=me, dropped=dropped)
 
     def _put_group_state(self, conn: ConnectionContext, req: PutGroupState, out: _Out) -> None:
-        # Unauthenticated (the state names nobody), so bounded by the address's send tokens.
+        # No account (the state names nobody), so bounded by the address's send tokens, before the
+        # signature costs a verification.
         self._limit("put_group_state", conn, ("send_per_address", _host(conn)))
-        held = self.store.group_state(req.group)
+        held = self.store.group_write_key(req.group)
+        key = self._group_write_key(req, None if held is None else held[1])
+        if req.signature is None:
+            raise _Refused(
+                ErrorCode.BAD_SIGNATURE,
+                f"put_group_state needs signature: the group's write key's Ed25519 signature over "
+                f"group {req.group.hex()}, version {req.version} and the state's SHA-256",
+                "signature",
+            )
+        if not ed25519_verify(key, group_state_message(req.group, req.version, req.state), req.signature):
+            raise _Refused(
+                ErrorCode.BAD_SIGNATURE,
+                f"signature is not the group's write key's signature over group {req.group.hex()}, "
+                f"version {req.version} and this state",
+                "signature",
+            )
+        # Only now the version: a refusal of an upload the group's key did not sign names none.
         expected = 0 if held is None else held[0] + 1
         if req.version != expected:
             raise _Refused(
@@ -1849,8 +1868,37 @@ class RelayCore:
                 f"the next is {expected}, not {req.version}: fetch the state, apply the change, and retry",
                 "version",
             )
-        self.store.put_group_state(req.group, req.version, req.state)
+        self.store.put_group_state(req.group, req.version, req.state, key)
         out.items.append(Reply(conn.id, GroupStateStored(id=req.id, group=req.group, version=req.version)))
+
+    def _group_write_key(self, req: PutGroupState, registered: bytes | None) -> bytes:
+        """The key ``req``'s signature must verify under: the group's registered write key, or, where
+        none is (a creation, or a state stored before write keys, store schema v14), the one ``req``
+        registers. A key that is not a canonical point of Ed25519's prime-order subgroup is refused:
+        no seed makes one, and a key of small order would let anyone sign for the group."""
+        if registered is not None:
+            if req.write_key is not None and req.write_key != registered:
+                raise _Refused(
+                    ErrorCode.BAD_SIGNATURE,
+                    f"write_key is not the key group state {req.group.hex()} was created with; only it "
+                    "can sign the group's next version",
+                    "write_key",
+                )
+            return registered
+        if req.write_key is None:
+            raise _Refused(
+                ErrorCode.BAD_SIGNATURE,
+                f"put_group_state needs write_key: no write key is registered for group state "
+                f"{req.group.hex()}, and the upload that creates it registers one",
+                "write_key",
+            )
+        if not ed25519_key_ok(req.write_key):
+            raise _Refused(
+                ErrorCode.BAD_SIGNATURE,
+                "write_key is not an Ed25519 public key of prime order (a key made from a seed always is)",
+                "write_key",
+            )
+        return req.write_key
 
     def _get_group_state(self, conn: ConnectionContext, req: GetGroupState, out: _Out) -> None:
         held = self.store.group_state(req.group)

@@ -415,6 +415,16 @@ ALTER TABLE devices_v13 RENAME TO devices;
 """
 
 
+# v14: a group state's write key (relay.core, put_group_state): the Ed25519 public key the members
+# derive from the group's master key, registered with the state's creation; every later version must
+# be signed by it. A key names nobody, as the rest of the row. A state stored before v14 has none
+# (NULL): the next version stored registers the key it comes with, signed by that key, as a creation
+# does (until then anyone could overwrite that state anyway, as anyone could before).
+_V14 = """
+ALTER TABLE group_states ADD COLUMN write_key BLOB
+"""
+
+
 def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
     def run(db: sqlite3.Connection) -> None:
         for statement in sql.split(";"):
@@ -438,6 +448,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _script(_V11),
     _script(_V12),
     _script(_V13),
+    _script(_V14),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1730,12 +1741,22 @@ class Store:
         """How many groups the relay holds the membership of."""
         return int(self._db.execute("SELECT COUNT(*) FROM groups").fetchone()[0])
 
-    def put_group_state(self, group: bytes, version: int, state: bytes) -> None:
+    def put_group_state(self, group: bytes, version: int, state: bytes, write_key: bytes) -> None:
+        """Store ``version`` of a group's encrypted state and the write key its signature verified under."""
         self._db.execute(
-            "INSERT INTO group_states (id, version, state) VALUES (?, ?, ?) "
-            "ON CONFLICT (id) DO UPDATE SET version = excluded.version, state = excluded.state",
-            (group, version, state),
+            "INSERT INTO group_states (id, version, state, write_key) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET version = excluded.version, state = excluded.state, "
+            "write_key = excluded.write_key",
+            (group, version, state, write_key),
         )
+
+    def group_write_key(self, group: bytes) -> tuple[int, bytes | None] | None:
+        """(version, write key) of a group's stored state, or None if none is stored; the key is None
+        for a state stored before keys were (schema v14)."""
+        row = self._db.execute(
+            "SELECT version, write_key FROM group_states WHERE id = ?", (group,)
+        ).fetchone()
+        return None if row is None else (int(row[0]), None if row[1] is None else bytes(row[1]))
 
     def group_state(self, group: bytes) -> tuple[int, bytes] | None:
         """(version, encrypted state) of a group whose state the clients keep here, or None."""

@@ -113,6 +113,7 @@ __all__ = [
     "UploadPrekeys",
     "auth_message",
     "encode",
+    "group_state_message",
     "kem_prekey_message",
     "kt_leaf",
     "kt_leaf_decode",
@@ -200,6 +201,11 @@ AUTH_CONTEXT: Final = b"relaysim-auth-v1\x00"
 _UINT32_MAX: Final = 2**32 - 1
 _UINT64_MAX: Final = 2**64 - 1
 
+# Context for a group state's write signature (PutGroupState.signature): the group's write key is
+# an Ed25519 key the members derive from the group's master key, and it signs nothing else, but the
+# context keeps its signatures apart from any other relaysim signature all the same.
+GROUP_STATE_CONTEXT: Final = b"relaysim group state write v1\x00"
+
 
 def signed_prekey_message(public: bytes) -> bytes:
     """The bytes a signed (X25519) prekey's signature covers."""
@@ -226,6 +232,18 @@ def registration_pow_message(account: str, identity_key: bytes) -> bytes:
     """What a hashcash registration stamp is appended to: context ‖ identity key (32 bytes) ‖
     account (UTF-8). A stamp made for one account and key is no use for another."""
     return REGISTRATION_POW_CONTEXT + identity_key + account.encode("utf-8")
+
+
+def group_state_message(group: bytes, version: int, state: bytes) -> bytes:
+    """What a group's write key signs to store ``state`` as ``version``: context ‖ group (16 bytes)
+    ‖ version (u64 BE) ‖ SHA-256(state). Fixed widths, so the encoding is unambiguous; a signature
+    for one group, version or state is no use for another. Defined here, once, for the relay that
+    checks it and the clients that sign it (clients may import relay.wire, never the reverse)."""
+    if type(group) is not bytes or len(group) != GROUP_ID_SIZE:
+        raise ValueError(f"group state signature: group must be {GROUP_ID_SIZE} bytes")
+    if type(version) is not int or not 0 <= version <= _UINT64_MAX:
+        raise ValueError(f"group state signature: version must be an integer 0 to 2**64 - 1, not {version!r}")
+    return GROUP_STATE_CONTEXT + group + version.to_bytes(8, "big") + hashlib.sha256(state).digest()
 
 
 def leading_zero_bits(digest: bytes) -> int:
@@ -1278,18 +1296,28 @@ class GroupSend(Request):
 @message
 class PutGroupState(Request):
     """Store a group's state as an opaque blob the clients encrypted (Signal's groups v2: the server
-    holds the state and cannot read it). ``version`` must be the stored version plus one (0 creates);
-    no authentication: the relay learns nothing about who keeps which group."""
+    holds the state and cannot read it). ``version`` must be the stored version plus one (0 creates).
+    No account: the relay learns nothing about who keeps which group. Instead the group's write key
+    (an Ed25519 key the members derive from the group's master key) signs
+    :func:`group_state_message`: ``write_key`` registers it with the creation (version 0), and every
+    later version must verify under the registered key, so only those who hold the master key can
+    overwrite the state. ``write_key`` and ``signature`` were added after the first release of
+    protocol version 1 (hence optional on the wire); the relay refuses a put without them."""
 
     kind: ClassVar[str] = "put_group_state"
     group: GroupId
     version: Annotated[int, _UINT64]
     state: Annotated[bytes, _Bytes(max_size=MAX_GROUP_STATE)]
+    # The group's Ed25519 write key: needed when the relay holds none for the group (the creation).
+    write_key: PublicKey | None = None
+    signature: Signature | None = None  # the write key's Ed25519 signature over group_state_message
 
 
 @message
 class GetGroupState(Request):
-    """The group's encrypted state as stored (no authentication, as ``put_group_state``)."""
+    """The group's encrypted state as stored, to anyone who names the group: only the members can
+    open it, and a proof of the write key would need a relay challenge per read to be sound, to
+    hide no more than the version and the blob's size (docs/protocol.md, "put_group_state")."""
 
     kind: ClassVar[str] = "get_group_state"
     group: GroupId

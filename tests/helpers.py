@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import mlkem
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from relaysim.clients._xeddsa import xeddsa_sign
+from relaysim.clients.groups import group_write_key, sign_group_state
 from relaysim.relay import wire
 from relaysim.relay.core import ConnectionContext, RelayCore, Reply
 from relaysim.relay.limits import UNLIMITED
@@ -145,6 +146,22 @@ def new_core(clock: Callable[[], float] | None = None, seed: int = 7, **kwargs: 
         rng=random.Random(seed).randbytes,
         **kwargs,  # type: ignore[arg-type]
     )
+
+
+GROUP_MASTER: Final = bytes(range(32))  # a group's master key, as its members hold it
+
+
+def put_group_state(
+    rid: int, group: bytes, version: int, state: bytes, master: bytes = GROUP_MASTER, **fields: object
+) -> wire.PutGroupState:
+    """A ``put_group_state`` as a holder of ``master`` sends it: its write key and the key's
+    signature (``fields`` override what it would send)."""
+    signed: dict[str, Any] = {
+        "write_key": group_write_key(master),
+        "signature": sign_group_state(master, group, version, state),
+    }
+    signed.update(fields)
+    return wire.PutGroupState(id=rid, group=group, version=version, state=state, **signed)
 
 
 def reply(outputs: list[object]) -> wire.Response:

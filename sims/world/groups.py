@@ -7,9 +7,11 @@ group_state_encrypted): the phones tell the relay of each change as it happens.
   group message out from the list it holds, so the list is what a member's messages reach.
 - Encrypted group state (Signal's groups v2): the phone that makes a change (the creator, the
   admin who adds, the member who leaves) seals the new member list under the group's master key
-  (``clients.groups.seal_group_state``) and stores it at the relay, one version per change. The
-  master key is the members' secret (Signal's clients carry it in each group message's context);
-  here it is drawn from the seed and handed to them by the simulation.
+  (``clients.groups.seal_group_state``) and stores it at the relay, one version per change,
+  signed by the group's write key (derived from the master key: the relay stores a version only
+  from someone who holds it, and learns nothing else about the uploader). The master key is the
+  members' secret (Signal's clients carry it in each group message's context); here it is drawn
+  from the seed and handed to them by the simulation.
 
 A phone that is offline, or not yet logged in, when its change is due does it once it is (every
 few seconds, it tries again). Nothing here reads the clock or draws randomness of its own: both
@@ -162,5 +164,7 @@ class GroupDirector(Generic[P]):
     def _put_state(self, d: P, g: GroupSpec, group: bytes) -> None:
         version = self.versions.get(group, -1) + 1
         self.versions[group] = version
-        sealed = seal_group_state(self.master_key(g.name), group, version, self.members[group])
-        d.agent.put_group_state(group, version, sealed)
+        key = self.master_key(g.name)
+        d.agent.put_group_state(
+            group, version, seal_group_state(key, group, version, self.members[group]), key
+        )

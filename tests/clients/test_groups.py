@@ -261,3 +261,28 @@ def test_member_devices_read_exactly_the_messages_sent_while_they_are_members(
                     assert plaintext == text, f"{addr} is a member device and could not read {text!r}"
                 else:
                     assert plaintext is None, f"{addr} is not a member device and read {text!r}"
+
+
+def test_the_group_write_key_and_its_signature_match_an_independent_computation() -> None:
+    """The write key is the Ed25519 key whose RFC 8032 seed is HKDF-SHA256(master key, info
+    "relaysim group write key"), and it signs context ‖ group ‖ version (u64 BE) ‖ SHA-256(state)
+    (relay.wire.group_state_message, which the relay checks): computed here with cryptography's HKDF
+    and Ed25519 and the standard library's SHA-256."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    master, state = bytes(range(32)), b"sealed state"
+    seed = HKDF(hashes.SHA256(), 32, salt=None, info=b"relaysim group write key").derive(master)
+    public = Ed25519PrivateKey.from_private_bytes(seed).public_key()
+    assert G.group_write_key(master) == public.public_bytes_raw()
+    signed = (
+        b"relaysim group state write v1\x00" + GID + (7).to_bytes(8, "big") + hashlib.sha256(state).digest()
+    )
+    public.verify(G.sign_group_state(master, GID, 7, state), signed)  # raises if wrong
+    with pytest.raises(InvalidSignature):  # bound to the version
+        public.verify(G.sign_group_state(master, GID, 8, state), signed)
+    assert G.group_write_key(bytes(32)) != G.group_write_key(master)  # another group's key is another key
+    with pytest.raises(UsageError, match="master key is 32 bytes"):
+        G.group_write_key(bytes(31))
+    with pytest.raises(UsageError, match="16 bytes"):
+        G.sign_group_state(master, b"short", 0, state)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from relaysim.clients.agent import (
     Accepted,
     DeviceAgent,
+    Failed,
     GroupMembershipChanged,
     GroupUpdated,
     LoggedIn,
@@ -168,3 +169,26 @@ def test_a_member_who_leaves_does_not_ask_for_the_list_it_left() -> None:
     assert [r.kind for r in asked] == ["change_group"]
     assert G not in w.agents["bob"].group_lists  # nor at its next login
     assert [m.account for m in w.core.store.group_members(G)] == ["alice"]
+
+
+def test_a_device_stores_a_groups_state_only_with_the_groups_master_key() -> None:
+    """The agent signs each version with the write key it derives from the master key (and
+    registers the key with version 0): the relay takes a member's versions and refuses a device
+    that holds another key, leaving the state as the members stored it."""
+    from relaysim.clients.groups import group_write_key, seal_group_state
+
+    w = _World("alice", "mallory")
+    master, other = bytes(range(32)), bytes(range(1, 33))
+    alice, mallory = w.agents["alice"], w.agents["mallory"]
+    v0 = seal_group_state(master, G, 0, ["alice", "bob"])
+    alice.put_group_state(G, 0, v0, master)
+    assert not [e for e in w.pump("alice") if isinstance(e, Failed)]
+    assert w.core.store.group_write_key(G) == (0, group_write_key(master))
+    mallory.put_group_state(G, 1, seal_group_state(other, G, 1, ["mallory"]), other)
+    [refused] = [e for e in w.pump("mallory") if isinstance(e, Failed)]
+    assert (refused.ref, refused.code) == ("put_group_state", wire.ErrorCode.BAD_SIGNATURE.value)
+    assert w.core.store.group_state(G) == (0, v0)
+    v1 = seal_group_state(master, G, 1, ["alice"])
+    alice.put_group_state(G, 1, v1, master)
+    assert not [e for e in w.pump("alice") if isinstance(e, Failed)]
+    assert w.core.store.group_state(G) == (1, v1)

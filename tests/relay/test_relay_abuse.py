@@ -30,6 +30,7 @@ from tests.helpers import (
     core_authenticate,
     core_device,
     new_core,
+    put_group_state,
     reply,
 )
 
@@ -431,7 +432,7 @@ async def test_a_connection_that_pipelines_group_state_reads_and_never_reads_is_
         server = await nursery.start(partial(serve, core, "127.0.0.1", 0, max_queued_bytes_per_device=bound))
         client = await WireClient.connect(server.port)
         state = bytes(wire.MAX_GROUP_STATE)
-        stored = await client.request(lambda i: wire.PutGroupState(id=i, group=group, version=0, state=state))
+        stored = await client.request(lambda i: put_group_state(i, group, 0, state))
         assert isinstance(stored, wire.GroupStateStored)
         await client.stream.send_all(
             b"".join(wire.encode(wire.GetGroupState(id=100 + i, group=group)) for i in range(400))

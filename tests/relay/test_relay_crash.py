@@ -46,7 +46,7 @@ from typing import Final
 import trio
 
 from relaysim.relay import wire
-from tests.helpers import DeviceKeys, RelayProcess, WireClient
+from tests.helpers import DeviceKeys, RelayProcess, WireClient, put_group_state
 
 PROFILE_ARGS: Final = (
     "--profile",
@@ -460,9 +460,7 @@ class Device:
         state = self.ledger.body("state", 64)
         outcome = Outcome()
         self.ledger.states.append((version, state, outcome))
-        answer = await self.call(
-            lambda i: wire.PutGroupState(id=i, group=STATE_GROUP, version=version, state=state)
-        )
+        answer = await self.call(lambda i: put_group_state(i, STATE_GROUP, version, state))
         outcome.status = TOLD if isinstance(answer, wire.GroupStateStored) else REFUSED
         if outcome.status == REFUSED:
             self.ledger.problems.append(f"put_group_state {version} refused: {answer}")

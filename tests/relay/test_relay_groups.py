@@ -3,17 +3,43 @@
 
 from __future__ import annotations
 
+import random
+import sqlite3
+from pathlib import Path
+
+import msgpack
 import pytest
 
+from relaysim.clients.groups import group_write_key, sign_group_state
+from relaysim.relay import store as store_module
 from relaysim.relay import wire
+from relaysim.relay._primitives import ed25519_verify
 from relaysim.relay.core import ConnectionContext, Push, RelayCore
+from relaysim.relay.limits import UNLIMITED
 from relaysim.relay.metadata import MetadataRecord, RecordKind
-from tests.helpers import DeviceKeys, assert_error, core_device, new_core, reply
+from tests.helpers import (
+    GROUP_MASTER,
+    T0,
+    DeviceKeys,
+    assert_error,
+    core_device,
+    new_core,
+    put_group_state,
+    reply,
+)
 
 E = wire.ErrorCode
 ALICE, BOB, CAROL, DAVE = (DeviceKeys.make(a) for a in ("alice", "bob", "carol", "dave"))
 BOB2 = DeviceKeys.make("bob", 2)
 G = bytes(range(16))
+MASTER = GROUP_MASTER  # the members' secret: the write key is derived from it
+STRANGER = bytes(range(1, 33))  # a master key of another group, which a stranger holds
+
+
+def _put(
+    version: int, state: bytes, master: bytes = MASTER, group: bytes = G, rid: int = 1, **fields: object
+) -> wire.PutGroupState:
+    return put_group_state(rid, group, version, state, master, **fields)
 
 
 def _world() -> tuple[RelayCore, dict[str, ConnectionContext]]:
@@ -117,13 +143,13 @@ def test_the_provider_adds_a_member_no_admin_asked_for() -> None:
 
 def test_encrypted_group_state_is_versioned_and_names_no_account() -> None:
     core, c = _world()
-    put = wire.PutGroupState(id=1, group=G, version=0, state=b"\x00opaque")
+    put = _put(0, b"\x00opaque")
     outputs = core.handle(c["alice"], put)
     assert reply(outputs) == wire.GroupStateStored(id=1, group=G, version=0)
     assert not [o for o in outputs if isinstance(o, MetadataRecord)]
     assert_error(reply(core.handle(c["bob"], put)), E.STALE_GROUP, "version")
-    assert reply(core.handle(c["bob"], wire.PutGroupState(id=2, group=G, version=1, state=b"v1"))) == (
-        wire.GroupStateStored(id=2, group=G, version=1)
+    assert reply(core.handle(c["bob"], _put(1, b"v1", rid=2))) == wire.GroupStateStored(
+        id=2, group=G, version=1
     )
     assert core.store.group_state(G) == (1, b"v1")
     got = reply(core.handle(c["carol"], wire.GetGroupState(id=3, group=G)))
@@ -133,7 +159,138 @@ def test_encrypted_group_state_is_versioned_and_names_no_account() -> None:
     )
     assert core.store.group_members(G) == [] and core.store.group_count() == 0
     row = core.store._db.execute("SELECT * FROM group_states").fetchall()
-    assert [len(r) for r in row] == [3]  # id, version, state: no account, no time
+    # id, version, state and the write key (a key derived from the group's secret): no account, no time
+    assert row == [(G, 1, b"v1", group_write_key(MASTER))]
+
+
+def test_only_a_holder_of_the_groups_key_overwrites_its_state() -> None:
+    """A stranger who knows the group id cannot overwrite the state (it could before the write key:
+    anyone could put the next version), however it signs; a member can, and the relay keeps
+    serving. Nothing of any of it is recorded."""
+    core, c = _world()
+    anon = ConnectionContext(9, address=("198.51.100.7", 4000))  # nobody: the uploader names no account
+    assert isinstance(reply(core.handle(anon, _put(0, b"members v0"))), wire.GroupStateStored)
+    refusals = [
+        # no key, no signature: the upload the relay took from anyone before
+        (wire.PutGroupState(id=2, group=G, version=1, state=b"gone"), "signature"),
+        # its own key, properly signed: the key is not the one the group was created with
+        (_put(1, b"gone", master=STRANGER), "write_key"),
+        # its own signature, under the group's key
+        (_put(1, b"gone", write_key=None, signature=sign_group_state(STRANGER, G, 1, b"gone")), "signature"),
+        # the members' signature of the creation, replayed for the next version
+        (_put(1, b"members v0", signature=sign_group_state(MASTER, G, 0, b"members v0")), "signature"),
+        # the members' signature of this version of another group (the same key signs both)
+        (_put(1, b"gone", signature=sign_group_state(MASTER, bytes(16), 1, b"gone")), "signature"),
+        # the members' signature of another state at this version
+        (_put(1, b"gone", signature=sign_group_state(MASTER, G, 1, b"members v1")), "signature"),
+        # and at the creation's version: the group exists, and a stranger's key does not replace its key
+        (_put(0, b"gone", master=STRANGER), "write_key"),
+    ]
+    for put, field in refusals:
+        outputs = core.handle(anon, put)
+        assert_error(reply(outputs), E.BAD_SIGNATURE, field)
+        assert not [o for o in outputs if isinstance(o, MetadataRecord)]
+        assert core.store.group_state(G) == (0, b"members v0")  # unchanged
+        assert core.store.group_write_key(G) == (0, group_write_key(MASTER))
+    # the relay keeps serving: a member's next version is stored, read back by anyone
+    assert reply(core.handle(c["bob"], _put(1, b"members v1", write_key=None))) == wire.GroupStateStored(
+        id=1, group=G, version=1
+    )
+    got = reply(core.handle(anon, wire.GetGroupState(id=3, group=G)))
+    assert got == wire.GroupState(id=3, group=G, version=1, state=b"members v1")
+
+
+def test_the_creation_registers_a_write_key_it_proves_it_holds() -> None:
+    core, c = _world()
+    alice = c["alice"]
+    assert_error(
+        reply(core.handle(alice, wire.PutGroupState(id=1, group=G, version=0, state=b"s"))),
+        E.BAD_SIGNATURE,
+        "write_key",
+    )
+    assert_error(reply(core.handle(alice, _put(0, b"s", signature=None))), E.BAD_SIGNATURE, "signature")
+    # a key it does not hold: the signature is another key's
+    assert_error(
+        reply(core.handle(alice, _put(0, b"s", signature=sign_group_state(STRANGER, G, 0, b"s")))),
+        E.BAD_SIGNATURE,
+        "signature",
+    )
+    # a key of small order (the identity point): under it (R, s) = (the identity, 0) verifies for
+    # any message (OpenSSL's cofactorless check), so anyone could sign every later version
+    identity = bytes([1]) + bytes(31)
+    forged = identity + bytes(32)
+    assert ed25519_verify(identity, wire.group_state_message(G, 5, b"anything"), forged)
+    assert_error(
+        reply(core.handle(alice, _put(0, b"s", write_key=identity, signature=forged))),
+        E.BAD_SIGNATURE,
+        "write_key",
+    )
+    assert core.store.group_state(G) is None
+    assert reply(core.handle(alice, _put(0, b"s"))) == wire.GroupStateStored(id=1, group=G, version=0)
+    assert core.store.group_write_key(G) == (0, group_write_key(MASTER))
+    # a version ahead of the next is still stale, however well signed
+    assert_error(reply(core.handle(alice, _put(2, b"s"))), E.STALE_GROUP, "version")
+
+
+def test_a_group_state_stored_before_write_keys_takes_the_key_of_its_next_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Store schema v14 adds the write key; a state stored by a relay before it has none, and the
+    next version stored (signed by the key it brings) registers it, as a creation would."""
+    path = tmp_path / "relay.db"
+    with monkeypatch.context() as m:
+        m.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:13])  # the relay before v14
+        with store_module.Store(path) as old, old.transaction():
+            old._db.execute("INSERT INTO group_states (id, version, state) VALUES (?, 4, ?)", (G, b"old"))
+    peek = sqlite3.connect(path)
+    assert peek.execute("PRAGMA user_version").fetchone()[0] == 13
+    peek.close()
+    core = RelayCore(
+        store_module.Store(path), clock=lambda: T0, rng=random.Random(7).randbytes, limits=UNLIMITED
+    )
+    assert core.store.schema_version == store_module.SCHEMA_VERSION == 14
+    assert core.store.group_state(G) == (4, b"old") and core.store.group_write_key(G) == (4, None)
+    anon = ConnectionContext(9, address=("198.51.100.7", 4000))
+    assert_error(reply(core.handle(anon, _put(5, b"new", write_key=None))), E.BAD_SIGNATURE, "write_key")
+    assert reply(core.handle(anon, _put(5, b"new"))) == wire.GroupStateStored(id=1, group=G, version=5)
+    assert core.store.group_write_key(G) == (5, group_write_key(MASTER))
+    assert_error(reply(core.handle(anon, _put(6, b"gone", master=STRANGER))), E.BAD_SIGNATURE, "write_key")
+    core.store.close()
+
+
+def test_a_malformed_write_key_or_signature_is_refused_by_its_field() -> None:
+    for fields, name, size in (
+        ({"write_key": bytes(31)}, "write_key", 32),
+        ({"signature": bytes(65)}, "signature", 64),
+    ):
+        with pytest.raises(wire.LocalProtocolError, match=f"{name} must be {size} bytes") as info:
+            wire.PutGroupState(id=1, group=G, version=0, state=b"s", **fields)  # type: ignore[arg-type]
+        assert info.value.field == name
+    # off the wire: a str where the key's bytes belong, and a short signature
+    for key, value, code in (
+        ("write_key", "k" * 32, E.WRONG_TYPE),
+        ("signature", bytes(63), E.INVALID_VALUE),
+    ):
+        raw = {
+            "v": 1,
+            "id": 7,
+            "kind": "put_group_state",
+            "group": G,
+            "version": 0,
+            "state": b"s",
+            key: value,
+        }
+        body = msgpack.packb(raw, use_bin_type=True)
+        decoder = wire.FrameDecoder("relay")
+        decoder.receive_data(len(body).to_bytes(4, "big") + body)
+        with pytest.raises(wire.RemoteProtocolError) as refused:
+            decoder.next_frame()
+        assert (refused.value.code, refused.value.field, refused.value.request_id) == (code, key, 7)
+    # and a whole one goes through the decoder as it was made
+    frame = _put(3, b"state")
+    decoder = wire.FrameDecoder("relay")
+    decoder.receive_data(wire.encode(frame))
+    assert decoder.next_frame() == frame
 
 
 def test_group_frames_are_bounded() -> None:
@@ -191,11 +348,9 @@ def test_group_operations_spend_send_tokens() -> None:
     # an unauthenticated state upload spends its address's tokens (three, then refused)
     anon = ConnectionContext(9, address=("198.51.100.7", 4000))
     for v in range(3):
-        stored = reply(
-            core.handle(anon, wire.PutGroupState(id=4, group=bytes(16), version=v, state=b"sealed"))
-        )
+        stored = reply(core.handle(anon, _put(v, b"sealed", group=bytes(16), rid=4)))
         assert isinstance(stored, wire.GroupStateStored)
-    again = reply(core.handle(anon, wire.PutGroupState(id=5, group=bytes(16), version=3, state=b"sealed")))
+    again = reply(core.handle(anon, _put(3, b"sealed", group=bytes(16), rid=5)))
     assert isinstance(again, wire.ErrorFrame) and again.code == E.RATE_LIMITED.value
 
 

@@ -42,6 +42,10 @@ EXAMPLES: list[wire.Frame] = [
     wire.GetGroup(id=20, group=b"G" * 16),
     wire.GroupSend(id=21, group=b"G" * 16, epoch=3, body=b"sender key message"),
     wire.PutGroupState(id=22, group=b"G" * 16, version=0, state=b"opaque"),
+    wire.PutGroupState(
+        id=22, group=b"G" * 16, version=0, state=b"o", write_key=b"k" * 32, signature=b"s" * 64
+    ),
+    wire.PutGroupState(id=22, group=b"G" * 16, version=9, state=b"", signature=b"s" * 64),
     wire.GetGroupState(id=23, group=b"G" * 16),
     wire.Registered(id=5, account="alice", device=1),
     wire.PrekeysUploaded(id=6, one_time_prekeys=3, kem_prekeys=0),

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 
 from relaysim.clients.errors import DecryptionError
-from relaysim.clients.groups import open_group_state
+from relaysim.clients.groups import group_write_key, open_group_state
 from relaysim.relay import wire
 from relaysim.relay.profiles import get_profile
 from relaysim.sims.scenario import GroupChange, LegalProcessEvent, Scenario
@@ -78,10 +78,11 @@ def test_under_signal_the_relay_holds_only_encrypted_group_state(tmp_path: Path)
     result, files, rows = run_and_capture(sc, tmp_path / "relay.db")
     assert all(m.lost is None for m in result.messages)
     blob = b"\x00".join(files)
-    states = [r for r in rows if len(r) == 3 and r[0] == G]
-    ((_, version, state),) = states
+    states = [r for r in rows if len(r) == 4 and r[0] == G]
+    ((_, version, state, write_key),) = states
     assert version == 2  # 0 created, 1 dan joined, 2 cy left
     key = Simulation(sc, db_path=":memory:").group_director.master_key("g")
+    assert write_key == group_write_key(key)  # registered by the creation; every version signed by it
     assert open_group_state(key, G, version, state) == ("ana", "bo", "dan")
     with pytest.raises(DecryptionError):
         open_group_state(bytes(32), G, version, state)  # the relay's keys open nothing: it holds none
