@@ -79,6 +79,7 @@ __all__ = [
     "UnsignedDevice",
     "WaitingForSenderKey",
     "sign_device",
+    "unexpected_answer",
 ]
 
 RNG = Callable[[int], bytes]
@@ -397,6 +398,17 @@ _ANSWERS: dict[str, type[wire.Response]] = {
     wire.GetKeyLogConsistency.kind: wire.KeyLogConsistency,
     wire.GetKeyLogEntries.kind: wire.KeyLogEntries,
 }
+
+
+def unexpected_answer(kind: str, frame: wire.Response) -> wire.ErrorFrame | None:
+    """The ``UNEXPECTED_ANSWER`` refusal that stands for ``frame`` when it answers a ``kind`` request
+    with neither what the relay answers to one nor an ``error``; None when it is a fit answer. The
+    agent fails the request with it, and ``clients.link`` reports it as the request's answer, so a
+    caller awaiting (say) a sender certificate is told the request failed, not handed a ``pong``."""
+    if type(frame) is _ANSWERS.get(kind) or type(frame) is wire.ErrorFrame:
+        return None
+    message = f"the relay answered {frame.kind!r} to a {kind!r} request"
+    return wire.ErrorFrame(id=frame.id, code=UNEXPECTED_ANSWER, message=message)
 RETRY_INTERVAL = 60.0
 MAX_RETRY_RECEIPTS = 5
 SEND_LOG_AGE = 86400.0
@@ -1362,8 +1374,9 @@ class DeviceAgent:
             return  # a late answer to a request we no longer track
         kind, context = pending
         if type(frame) is not _ANSWERS.get(kind) and type(frame) is not wire.ErrorFrame:
-            message = f"the relay answered {frame.kind!r} to a {kind!r} request"
-            frame = wire.ErrorFrame(id=frame.id, code=UNEXPECTED_ANSWER, message=message)
+            refusal = unexpected_answer(kind, frame)
+            assert refusal is not None
+            frame = refusal
         # The answers every message brings, first: the same branches as below, without the chain of
         # isinstance checks (a context of these types is never an _Audit or a _Compare).
         if type(frame) is wire.Acked and type(context) is tuple:

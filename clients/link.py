@@ -52,7 +52,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from relaysim.clients.agent import AgentEvent, DeviceAgent, Failed, LoggedIn
+from relaysim.clients.agent import AgentEvent, DeviceAgent, Failed, LoggedIn, unexpected_answer
 from relaysim.relay import wire
 
 __all__ = [
@@ -118,7 +118,9 @@ class Backoff:
 class Answered:
     """The relay's answer to a request the driver asked to hear about (``track`` or ``carry``).
 
-    A refusal is the ``wire.ErrorFrame`` here; the agent's ``Failed`` for it is not reported twice."""
+    A refusal is the ``wire.ErrorFrame`` here; the agent's ``Failed`` for it is not reported twice.
+    An answer of the wrong kind is reported as the agent's refusal of it, an ``ErrorFrame`` whose code
+    is ``unexpected_answer`` (``clients.agent.unexpected_answer``)."""
 
     request_id: int
     frame: wire.Response
@@ -415,8 +417,11 @@ class DeviceLink:
             frame = self._decoders[channel].next_frame()
         except wire.RemoteProtocolError as e:
             if self.connected and self.drop_reason is None:
-                log.error("%s: the relay sent a bad frame: %s", self._name, e)
-                self.drop_reason = f"the relay sent a bad frame: {e.code.value}: {e.message}"
+                # The message names a nested field by its own name ("identity_key must be 32
+                # bytes"); the path says where it is (devices[0].identity_key, envelope.body).
+                where = f" (at {e.field})" if e.field and e.field not in e.message else ""
+                self.drop_reason = f"the relay sent a bad frame: {e.code.value}: {e.message}{where}"
+                log.error("%s: %s", self._name, self.drop_reason)
             return False
         if frame is wire.NEED_DATA:
             return False
@@ -437,6 +442,7 @@ class DeviceLink:
 
     def _on_frame(self, frame: wire.Response) -> None:
         self._heard = True
+        answer = frame  # what Answered reports
         if isinstance(frame, wire.Deliver):
             kind = None
         else:
@@ -448,13 +454,18 @@ class DeviceLink:
                 level = logging.INFO if frame.code == wire.ErrorCode.TIMEOUT else logging.WARNING
                 log.log(level, "%s: the relay says %s: %s", self._name, frame.code, frame.message)
             kind = self._tracked.pop(frame.id, None)
+            # An answer of another kind than the request's is reported as the refusal the agent
+            # makes of it (``unexpected_answer``), not as itself: a caller awaiting a register or a
+            # sender certificate must not take a ``pong`` for one. (``track`` of an id it never saw: "".)
+            if kind:
+                answer = unexpected_answer(kind, frame) or frame
             if frame.id in self._carried:
                 self._carried.discard(frame.id)
-                self._events.append(Answered(frame.id, frame))
+                self._events.append(Answered(frame.id, answer))
                 return
         events = self.agent.handle(frame)
         if kind is not None:
-            self._events.append(Answered(frame.id, frame))
+            self._events.append(Answered(frame.id, answer))
         for event in events:
             if isinstance(event, LoggedIn):
                 self.logged_in = True
