@@ -1734,6 +1734,11 @@ class DeviceAgent:
 
     def _bundles(self, account: str, frame: wire.Bundle) -> None:
         waiting = self._waiting_bundle.pop(account, [])
+        unfit = self._unfit_bundle(account, frame)
+        if unfit is not None:  # a bundle no relay makes: send nothing, and say why
+            for out in waiting:
+                self._fail(out, "bad_bundle", unfit)
+            return
         if self.key_transparency:
             checked = self._check_key_log(account, frame)
             self._events.append(checked)
@@ -1788,6 +1793,22 @@ class DeviceAgent:
         self._devices[account] = devices
         for out in waiting:
             self._send(out)
+
+    def _unfit_bundle(self, account: str, frame: wire.Bundle) -> str | None:
+        """Why ``frame``, the answer to a fetch of ``account``'s bundle, is not a bundle of it: another
+        account's, a device listed twice (two sessions for one address, one message written to both),
+        or no device at all for another account (the messages waiting on it would go to no one, and
+        never fail). None if it is one."""
+        if frame.account != account:
+            return f"the relay answered a fetch of {account!r} with a bundle for {frame.account!r}"
+        seen: set[int] = set()
+        for b in frame.devices:
+            if b.device in seen:
+                return f"the bundle for {account!r} lists device {b.device} more than once"
+            seen.add(b.device)
+        if not seen and account != self.account:
+            return f"the bundle for {account!r} lists no device"
+        return None
 
     def bundle_exchanges_ahead(
         self, frame: wire.Bundle, peek: Callable[[int, int], bytes] | None = None
