@@ -409,6 +409,8 @@ def unexpected_answer(kind: str, frame: wire.Response) -> wire.ErrorFrame | None
         return None
     message = f"the relay answered {frame.kind!r} to a {kind!r} request"
     return wire.ErrorFrame(id=frame.id, code=UNEXPECTED_ANSWER, message=message)
+
+
 RETRY_INTERVAL = 60.0
 MAX_RETRY_RECEIPTS = 5
 SEND_LOG_AGE = 86400.0
