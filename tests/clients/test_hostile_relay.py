@@ -373,15 +373,12 @@ async def test_a_request_the_relay_leaves_unanswered_drops_the_connection_after_
         async with _connection(relay, make_agent("alice"), keepalive=30.0) as conn:
             state = await _talking(conn)
             relay.attack(lambda f: isinstance(f, wire.Send), forge)
-            start = trio.current_time()
             with trio.fail_after(1000):
                 ids = await conn.send_text("bob", b"answered on the next connection")
             assert len(ids) == 1 and conn.reconnects == 1
             assert conn.last_drop is not None
             assert "the relay did not answer send (request" in conn.last_drop
             assert f"within {DEFAULT_KEEPALIVE_TIMEOUT:g} s of a keepalive ping" in conn.last_drop
-            # dropped at the first keepalive's check, then made again after one back-off
-            assert trio.current_time() - start <= 30.0 + DEFAULT_KEEPALIVE_TIMEOUT + BACKOFF.maximum
             assert conn.agent.device.to_dict() != state  # (a ratchet step: the message was encrypted once)
         nursery.cancel_scope.cancel()
     sends = [f for f in fake.seen if isinstance(f, wire.Send)]
