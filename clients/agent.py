@@ -79,6 +79,7 @@ __all__ = [
     "UnsignedDevice",
     "WaitingForSenderKey",
     "sign_device",
+    "unexpected_answer",
 ]
 
 RNG = Callable[[int], bytes]
@@ -397,6 +398,19 @@ _ANSWERS: dict[str, type[wire.Response]] = {
     wire.GetKeyLogConsistency.kind: wire.KeyLogConsistency,
     wire.GetKeyLogEntries.kind: wire.KeyLogEntries,
 }
+
+
+def unexpected_answer(kind: str, frame: wire.Response) -> wire.ErrorFrame | None:
+    """The ``UNEXPECTED_ANSWER`` refusal that stands for ``frame`` when it answers a ``kind`` request
+    with neither what the relay answers to one nor an ``error``; None when it is a fit answer. The
+    agent fails the request with it, and ``clients.link`` reports it as the request's answer, so a
+    caller awaiting (say) a sender certificate is told the request failed, not handed a ``pong``."""
+    if type(frame) is _ANSWERS.get(kind) or type(frame) is wire.ErrorFrame:
+        return None
+    message = f"the relay answered {frame.kind!r} to a {kind!r} request"
+    return wire.ErrorFrame(id=frame.id, code=UNEXPECTED_ANSWER, message=message)
+
+
 RETRY_INTERVAL = 60.0
 MAX_RETRY_RECEIPTS = 5
 SEND_LOG_AGE = 86400.0
@@ -1370,8 +1384,9 @@ class DeviceAgent:
             return  # a late answer to a request we no longer track
         kind, context = pending
         if type(frame) is not _ANSWERS.get(kind) and type(frame) is not wire.ErrorFrame:
-            message = f"the relay answered {frame.kind!r} to a {kind!r} request"
-            frame = wire.ErrorFrame(id=frame.id, code=UNEXPECTED_ANSWER, message=message)
+            refusal = unexpected_answer(kind, frame)
+            assert refusal is not None
+            frame = refusal
         # The answers every message brings, first: the same branches as below, without the chain of
         # isinstance checks (a context of these types is never an _Audit or a _Compare).
         if type(frame) is wire.Acked and type(context) is tuple:
@@ -1729,6 +1744,11 @@ class DeviceAgent:
 
     def _bundles(self, account: str, frame: wire.Bundle) -> None:
         waiting = self._waiting_bundle.pop(account, [])
+        unfit = self._unfit_bundle(account, frame)
+        if unfit is not None:  # a bundle no relay makes: send nothing, and say why
+            for out in waiting:
+                self._fail(out, "bad_bundle", unfit)
+            return
         if self.key_transparency:
             checked = self._check_key_log(account, frame)
             self._events.append(checked)
@@ -1783,6 +1803,22 @@ class DeviceAgent:
         self._devices[account] = devices
         for out in waiting:
             self._send(out)
+
+    def _unfit_bundle(self, account: str, frame: wire.Bundle) -> str | None:
+        """Why ``frame``, the answer to a fetch of ``account``'s bundle, is not a bundle of it: another
+        account's, a device listed twice (two sessions for one address, one message written to both),
+        or no device at all for another account (the messages waiting on it would go to no one, and
+        never fail). None if it is one."""
+        if frame.account != account:
+            return f"the relay answered a fetch of {account!r} with a bundle for {frame.account!r}"
+        seen: set[int] = set()
+        for b in frame.devices:
+            if b.device in seen:
+                return f"the bundle for {account!r} lists device {b.device} more than once"
+            seen.add(b.device)
+        if not seen and account != self.account:
+            return f"the bundle for {account!r} lists no device"
+        return None
 
     def bundle_exchanges_ahead(
         self, frame: wire.Bundle, peek: Callable[[int, int], bytes] | None = None

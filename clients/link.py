@@ -40,6 +40,11 @@ What the link decides:
   injected RNG); the schedule starts again from the bottom only after a connection that worked
   (the relay answered, and the login, if one is wanted, succeeded).
 - A ping every ``keepalive`` seconds keeps the relay's read timeout from closing the connection.
+  It is also the check that the relay still answers: a request written by the time of a keepalive
+  ping (the ping among them) still unanswered ``keepalive_timeout`` seconds later drops the
+  connection (``drop_reason`` names the request), and what was unanswered is written again on the
+  next one. Without it a relay that stops answering, or answers under the wrong request ids, and a
+  connection dead without a reset (a phone's network gone) would hold every waiting request forever.
 """
 
 from __future__ import annotations
@@ -52,11 +57,13 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from relaysim.clients.agent import AgentEvent, DeviceAgent, Failed, LoggedIn
+from relaysim.clients.agent import AgentEvent, DeviceAgent, Failed, LoggedIn, unexpected_answer
 from relaysim.relay import wire
 
 __all__ = [
     "ANON",
+    "DEFAULT_KEEPALIVE",
+    "DEFAULT_KEEPALIVE_TIMEOUT",
     "MAIN",
     "NEED_DATA",
     "Answered",
@@ -76,6 +83,9 @@ NEED_DATA: Final = wire.NEED_DATA
 # Signal's clients keep their websocket alive with a request every 30 s; the relay closes a
 # connection after 60 s without a complete frame (relay.server.DEFAULT_READ_TIMEOUT).
 DEFAULT_KEEPALIVE: Final = 30.0
+# How long the relay has to answer what was written by a keepalive ping: Signal-Android's
+# SignalWebSocketHealthMonitor takes a websocket whose keepalive has no answer after 20 s for dead.
+DEFAULT_KEEPALIVE_TIMEOUT: Final = 20.0
 # Ids for requests carried for another agent (link_device): far above any id an agent reaches.
 _FOREIGN_IDS: Final = 2**48
 _HANDSHAKE: Final = (wire.AuthChallenge, wire.Authenticate)
@@ -118,7 +128,9 @@ class Backoff:
 class Answered:
     """The relay's answer to a request the driver asked to hear about (``track`` or ``carry``).
 
-    A refusal is the ``wire.ErrorFrame`` here; the agent's ``Failed`` for it is not reported twice."""
+    A refusal is the ``wire.ErrorFrame`` here; the agent's ``Failed`` for it is not reported twice.
+    An answer of the wrong kind is reported as the agent's refusal of it, an ``ErrorFrame`` whose code
+    is ``unexpected_answer`` (``clients.agent.unexpected_answer``)."""
 
     request_id: int
     frame: wire.Response
@@ -150,14 +162,18 @@ class DeviceLink:
         rng: random.Random,
         backoff: Backoff = Backoff(),  # frozen, so one shared default is safe
         keepalive: float | None = DEFAULT_KEEPALIVE,
+        keepalive_timeout: float | None = DEFAULT_KEEPALIVE_TIMEOUT,
         fresh_anon: bool = False,
     ) -> None:
         if keepalive is not None and keepalive <= 0:
             raise ValueError(f"keepalive must be positive seconds or None, got {keepalive!r}")
+        if keepalive_timeout is not None and keepalive_timeout <= 0:
+            raise ValueError(f"keepalive_timeout must be positive seconds or None, got {keepalive_timeout!r}")
         self.agent = agent
         self.rng = rng
         self.backoff = backoff
         self.keepalive = keepalive
+        self.keepalive_timeout = keepalive_timeout
         self.fresh_anon = fresh_anon
         self._sealed_waiting: list[wire.Request] = []  # fresh_anon: sealed sends for connections to come
         self._anon_request: int | None = None  # fresh_anon: the one the open anonymous connection carries
@@ -175,6 +191,10 @@ class DeviceLink:
         self._heard = False  # any frame received on the current connection
         self._reconnect_at: float | None = None
         self._ping_at: float | None = None
+        # The keepalive's check: when, and the ids of the requests written by the ping that must be
+        # answered by then (keepalive_timeout).
+        self._check_at: float | None = None
+        self._awaited: set[int] = set()
         self._queue: list[wire.Request] = []  # to be written, oldest first
         self._unanswered: dict[int, wire.Request] = {}  # written, no answer yet
         self._out: dict[str, bytearray] = {MAIN: bytearray(), ANON: bytearray()}
@@ -254,6 +274,7 @@ class DeviceLink:
         self._decoders = {MAIN: wire.FrameDecoder("device"), ANON: wire.FrameDecoder("device")}
         self._reconnect_at = None
         self._ping_at = None if self.keepalive is None else now + self.keepalive
+        self._check_at, self._awaited = None, set()
         # A login begun on an earlier connection is begun again on this one.
         self._queue = [f for f in self._queue if not isinstance(f, _HANDSHAKE)]
         if self.want_login:
@@ -277,6 +298,7 @@ class DeviceLink:
         self.connected = self.logged_in = self.anon_open = False
         self.drop_reason = None
         self._ping_at = None
+        self._check_at, self._awaited = None, set()
         for buffer in self._out.values():
             buffer.clear()  # what they held is in _unanswered, and is requeued
         self._queue = self._sealed_waiting + self._queue  # never written: queued again as they were
@@ -336,19 +358,33 @@ class DeviceLink:
 
     def next_deadline(self) -> float | None:
         """When ``handle_timeout`` is next due (the driver's clock), or None."""
-        deadlines = [d for d in (self._reconnect_at, self._ping_at) if d is not None]
+        deadlines = [d for d in (self._reconnect_at, self._ping_at, self._check_at) if d is not None]
         return min(deadlines, default=None)
 
     def handle_timeout(self, now: float) -> None:
-        """Do what is due at ``now``: end a back-off (state ``connecting``), or ping."""
+        """Do what is due at ``now``: end a back-off (state ``connecting``), ping, or drop a
+        connection on which the relay left what was written by a keepalive ping unanswered."""
         if self._reconnect_at is not None and now >= self._reconnect_at:
             self._reconnect_at = None
             self._set_state("connecting")
+        if self._check_at is not None and now >= self._check_at:
+            late = sorted(self._awaited.intersection(self._unanswered))
+            self._check_at, self._awaited = None, set()
+            if late and self.connected and self.drop_reason is None:
+                first = self._unanswered[late[0]]
+                self.drop_reason = (
+                    f"the relay did not answer {first.kind} (request {first.id}) within "
+                    f"{self.keepalive_timeout:g} s of a keepalive ping"
+                )
+                log.warning("%s: %s", self._name, self.drop_reason)
         if self._ping_at is not None and now >= self._ping_at:
             assert self.keepalive is not None
             self._ping_at = now + self.keepalive
             self.agent.ping()
-            self.submit()
+            frames = self.submit()
+            if self.keepalive_timeout is not None and self._check_at is None:
+                self._check_at = now + self.keepalive_timeout
+                self._awaited = {f.id for f in frames}.union(self._unanswered)
 
     # --- inside -----------------------------------------------------------------------------------
 
@@ -415,8 +451,11 @@ class DeviceLink:
             frame = self._decoders[channel].next_frame()
         except wire.RemoteProtocolError as e:
             if self.connected and self.drop_reason is None:
-                log.error("%s: the relay sent a bad frame: %s", self._name, e)
-                self.drop_reason = f"the relay sent a bad frame: {e.code.value}: {e.message}"
+                # The message names a nested field by its own name ("identity_key must be 32
+                # bytes"); the path says where it is (devices[0].identity_key, envelope.body).
+                where = f" (at {e.field})" if e.field and e.field not in e.message else ""
+                self.drop_reason = f"the relay sent a bad frame: {e.code.value}: {e.message}{where}"
+                log.error("%s: %s", self._name, self.drop_reason)
             return False
         if frame is wire.NEED_DATA:
             return False
@@ -437,6 +476,7 @@ class DeviceLink:
 
     def _on_frame(self, frame: wire.Response) -> None:
         self._heard = True
+        answer = frame  # what Answered reports
         if isinstance(frame, wire.Deliver):
             kind = None
         else:
@@ -448,13 +488,18 @@ class DeviceLink:
                 level = logging.INFO if frame.code == wire.ErrorCode.TIMEOUT else logging.WARNING
                 log.log(level, "%s: the relay says %s: %s", self._name, frame.code, frame.message)
             kind = self._tracked.pop(frame.id, None)
+            # An answer of another kind than the request's is reported as the refusal the agent
+            # makes of it (``unexpected_answer``), not as itself: a caller awaiting a register or a
+            # sender certificate must not take a ``pong`` for one. (``track`` of an id it never saw: "".)
+            if kind:
+                answer = unexpected_answer(kind, frame) or frame
             if frame.id in self._carried:
                 self._carried.discard(frame.id)
-                self._events.append(Answered(frame.id, frame))
+                self._events.append(Answered(frame.id, answer))
                 return
         events = self.agent.handle(frame)
         if kind is not None:
-            self._events.append(Answered(frame.id, frame))
+            self._events.append(Answered(frame.id, answer))
         for event in events:
             if isinstance(event, LoggedIn):
                 self.logged_in = True

@@ -26,7 +26,9 @@ What the loop does:
   agent's other events (``ReceiptReceived``, ``IdentityChanged``...).
 - When the connection drops it reconnects when the link's back-off says so (see clients/link.py
   for what is written again and what is not).
-- One timer task sleeps until ``link.next_deadline()`` (back-off, keepalive pings).
+- One timer task sleeps until ``link.next_deadline()`` (back-off, keepalive pings, and the check
+  that the relay answered what was written by each: a relay that stops answering, or a connection
+  dead without a reset, is dropped ``keepalive_timeout`` seconds after a ping and made again).
 
 The ``async with`` owns a nursery with a supervisor task and the timer; each connection to the
 relay runs its reader and writer in a nursery of the supervisor's. Entering connects once and
@@ -64,6 +66,7 @@ from relaysim.clients.agent import (
 from relaysim.clients.link import (
     ANON,
     DEFAULT_KEEPALIVE,
+    DEFAULT_KEEPALIVE_TIMEOUT,
     LOGIN_KINDS,
     MAIN,
     NEED_DATA,
@@ -211,6 +214,7 @@ class DeviceConnection:
         rng: random.Random | None = None,
         backoff: Backoff = _DEFAULT_BACKOFF,
         keepalive: float | None = DEFAULT_KEEPALIVE,
+        keepalive_timeout: float | None = DEFAULT_KEEPALIVE_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         write_timeout: float = DEFAULT_WRITE_TIMEOUT,
         wire_tap: Callable[[bytes], None] | None = None,
@@ -226,6 +230,7 @@ class DeviceConnection:
         self.rng = rng if rng is not None else random.Random()
         self.backoff = backoff
         self.keepalive = keepalive
+        self.keepalive_timeout = keepalive_timeout
         self.connect_timeout = connect_timeout
         self.write_timeout = write_timeout
         self.wire_tap = wire_tap  # sees every byte written to the relay (before TLS)
@@ -234,7 +239,12 @@ class DeviceConnection:
         self.on_event = on_event
         self.fresh_address = fresh_address
         self.link = DeviceLink(
-            agent, rng=self.rng, backoff=backoff, keepalive=keepalive, fresh_anon=fresh_address is not None
+            agent,
+            rng=self.rng,
+            backoff=backoff,
+            keepalive=keepalive,
+            keepalive_timeout=keepalive_timeout,
+            fresh_anon=fresh_address is not None,
         )
         send, receive = trio.open_memory_channel(math.inf)
         self._deliver = send
@@ -796,7 +806,9 @@ async def open_device_connection(
     """Connect ``agent`` to the relay at (host, port) for the duration of the ``async with``.
 
     Options are DeviceConnection's: ``ssl_context`` and ``server_hostname`` (TLS), ``rng`` (the
-    back-off jitter), ``backoff``, ``keepalive`` (None for none), ``connect_timeout``,
+    back-off jitter), ``backoff``, ``keepalive`` (None for none), ``keepalive_timeout`` (how long the
+    relay has to answer what was written by a keepalive ping before the connection is dropped and
+    made again; None: wait as long as it takes), ``connect_timeout``,
     ``write_timeout``, ``wire_tap``, ``local_address``, ``on_event``. Raises if the first connection cannot be made (see the module
     docstring). What the block raises comes out as itself, not wrapped in an ExceptionGroup;
     only when the connection fails too (LoginFailed) at the same time do both come out in one."""

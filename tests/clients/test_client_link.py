@@ -314,8 +314,13 @@ def test_keepalive_pings_every_interval_while_connected() -> None:
     link.handle_timeout(129.0)
     assert link.data_to_send() == b""
     link.handle_timeout(130.0)
-    assert [f.kind for f in requests(link.data_to_send())] == ["ping"]
-    assert link.next_deadline() == 160.0
+    (ping,) = requests(link.data_to_send())
+    assert ping.kind == "ping"
+    assert link.next_deadline() == 150.0  # the check that the relay answered it (keepalive_timeout)
+    link.receive_data(wire.encode(wire.Pong(id=ping.id)))
+    assert events(link) == []
+    link.handle_timeout(150.0)
+    assert link.drop_reason is None and link.next_deadline() == 160.0
     link.connection_lost(131.0, "reading failed")
     assert link.next_deadline() == pytest.approx(131.0 + BACKOFF.delay(0, random.Random(3)))
     with pytest.raises(ValueError, match="keepalive"):
