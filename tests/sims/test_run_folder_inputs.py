@@ -78,6 +78,31 @@ def test_analyze_and_report_never_write_through_a_symbolic_link(
     assert (theirs / "relay.json").read_text(encoding="utf-8") == "mine\n"
 
 
+@pytest.mark.parametrize("link", ["transcript.jsonl", "disclosures", "signal"])
+def test_run_never_writes_through_or_clears_a_symbolic_link_in_its_folder(
+    tmp_path: Path, tf_run: Path, capsys: pytest.CaptureFixture[str], link: str
+) -> None:
+    """An --out folder with transcript.jsonl -> a file of the user's not yet there (the run wrote
+    it), or a profile's subfolder signal/ -> another run's folder (--force removed that run's files
+    and wrote the new ones there): the folder holds a run by that name, and --force removes the
+    link, never what it points at."""
+    out = tmp_path / "out"
+    out.mkdir()
+    theirs = tmp_path / "theirs"
+    if link == "transcript.jsonl":
+        target = theirs / "notes.txt"  # dangling: the run would create it
+        theirs.mkdir()
+    else:
+        shutil.copytree(tf_run, theirs)
+        target = theirs
+    before = sorted(p.relative_to(theirs).as_posix() for p in theirs.rglob("*"))
+    (out / link).symlink_to(target)
+    refused(capsys, ["run", "two-friends", "--out", str(out), "--quiet"], link, "--force")
+    assert main(["run", "two-friends", "--out", str(out), "--quiet", "--force"]) == 0
+    assert not (out / link).is_symlink()
+    assert sorted(p.relative_to(theirs).as_posix() for p in theirs.rglob("*")) == before
+
+
 # --- JSON that json.loads cannot read without an exception of another kind ------------------------
 
 
