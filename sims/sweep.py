@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relaysim.sims.analysis.runfiles import loads
+from relaysim.sims.analysis.runfiles import loads, own_file
 
 __all__ = [
     "RunFailed",
@@ -449,7 +449,7 @@ def run_sweep(
             check_population(cell_scenario.with_seed(seed))
 
     _check_out_is_this_sweeps(out, base.name, source)
-    runs_dir = out / "runs"
+    runs_dir = own_file(out, "runs")  # never a link: the runs would be written wherever it points
     runs_dir.mkdir(parents=True, exist_ok=True)
     jobs = [
         {"key": run_key(text, cell, seed), "text": text, "source": source, "params": cell, "seed": seed}

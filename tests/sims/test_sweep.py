@@ -303,6 +303,23 @@ def test_a_saved_run_whose_disclosures_are_no_list_is_no_crash(
     assert metrics and not [m for m in metrics if m.startswith("disclosures.")]
 
 
+def test_a_sweep_never_writes_its_runs_through_a_symbolic_link(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """DIR/runs -> a folder elsewhere: every run's summary was written there."""
+    out = tmp_path / "sw"
+    out.mkdir()
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (out / "runs").symlink_to(theirs)
+    status = main(
+        ["sweep", str(tiny), "--param", "network.loss=0", "--seeds", "1", "--out", str(out), "--quiet"]
+    )
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and "symbolic link" in err and str(out / "runs") in err, err
+    assert not list(theirs.iterdir())
+
+
 def test_a_sweep_never_writes_beside_a_run_or_over_another_scenarios_sweep(
     tiny: Path, tmp_path: Path
 ) -> None:
