@@ -319,3 +319,80 @@ def test_report_names_a_page_of_another_shape(
     capsys.readouterr()
     (run / name).write_text(content, encoding="utf-8")
     refused(capsys, ["report", str(run)], needle)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """A finished run of a built-in scenario, made once for the module (a comparison, the chart, …)."""
+    runs: dict[str, Path] = {}
+
+    def run_of(scenario: str) -> Path:
+        if scenario not in runs:
+            out = tmp_path_factory.mktemp("made") / scenario
+            assert main(["run", scenario, "--out", str(out), "--quiet"]) == 0
+            runs[scenario] = out
+        return runs[scenario]
+
+    return run_of
+
+
+@pytest.mark.parametrize(
+    ("scenario", "name", "content", "needle"),
+    [
+        (
+            "pakistan-2015",
+            "comparison.json",
+            "{}",
+            "comparison.json: expected a JSON list of orders, got dict",
+        ),
+        ("pakistan-2015", "comparison.json", "[5]", "comparison.json: [0]: expected an object, got int"),
+        ("pakistan-2015", "comparison.json", '[{"profiles": ["bes"]}]', "[0].profiles: expected an object"),
+        (
+            "pakistan-2015",
+            "comparison.json",
+            '[{"profiles": {"bes": 5}}]',
+            "[0].profiles.bes: expected an object",
+        ),
+        (
+            "pakistan-2015",
+            "comparison.json",
+            '[{"profiles": {"bes": {"provided": ["ip_addresses", 5]}}}]',
+            "[0].profiles.bes.provided: expected a list of categories' names, got a list holding int",
+        ),
+        (
+            "pakistan-2015",
+            "comparison.json",
+            '[{"profiles": {"bes": {"response": 7}}}]',
+            "[0].profiles.bes.response: expected a string, got int",
+        ),
+        ("fbi-chart", "matrix.json", "[]", "matrix.json: expected a JSON object of profiles, got list"),
+        ("fbi-chart", "matrix.json", '{"signal": 5}', "matrix.json: signal: expected an object of outcomes"),
+        (
+            "fbi-chart",
+            "matrix.json",
+            '{"signal": {"subpoena": {"provided": 5}}}',
+            "signal.subpoena.provided:",
+        ),
+        (
+            "key-escrow",
+            "exceptional/key-escrow.json",
+            '{"rows": 5}',
+            "key-escrow.json: rows: expected a list",
+        ),
+    ],
+)
+def test_report_names_a_comparison_chart_or_exceptional_page_of_another_shape(
+    tmp_path: Path,
+    made: Callable[[str], Path],
+    capsys: pytest.CaptureFixture[str],
+    scenario: str,
+    name: str,
+    content: str,
+    needle: str,
+) -> None:
+    """comparison.json, matrix.json or exceptional/*.json edited into JSON of another shape: the
+    report failed with AttributeError or TypeError (an internal error, exit 1), or (a comparison
+    that is an object) showed no orders at all."""
+    run = copy_of(made(scenario), tmp_path)
+    (run / name).write_text(content, encoding="utf-8")
+    refused(capsys, ["report", str(run)], needle)
