@@ -396,3 +396,14 @@ def test_report_names_a_comparison_chart_or_exceptional_page_of_another_shape(
     run = copy_of(made(scenario), tmp_path)
     (run / name).write_text(content, encoding="utf-8")
     refused(capsys, ["report", str(run)], needle)
+
+
+@pytest.mark.parametrize("content", ["{}", "[]"])
+def test_chart_names_a_matrix_that_holds_no_provider(
+    tmp_path: Path, made: Callable[[str], Path], capsys: pytest.CaptureFixture[str], content: str
+) -> None:
+    """An emptied matrix.json printed a chart with no row and exited 0 (relaysim chart DIR prints
+    the chart DIR holds without running it again)."""
+    run = copy_of(made("fbi-chart"), tmp_path)
+    (run / "matrix.json").write_text(content, encoding="utf-8")
+    refused(capsys, ["chart", str(run), "--width", "100"], "matrix.json", "holds no provider", "--rerun")
