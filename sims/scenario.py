@@ -30,9 +30,10 @@ line) rather than run doing something other than what it says. In particular:
   running order that reaches the end of the run is answered then; one that would expire later
   cannot be). A window that starts within the run may end after it. A device's offline windows
   may not overlap. A legal process's times are read as its instrument reads them: one that looks
-  forward (a pen register, a wiretap) collects from service (``at``, or ``from`` if later) until
-  ``to`` or ``withdrawn``, which therefore come after both (``withdrawn`` by the end of the run,
-  and before ``to``: an order that has lapsed can no longer be withdrawn); one that looks back
+  forward (a pen register, a wiretap) collects from service (``at``, or a later ``from``: an
+  earlier one is refused, it would change nothing) until ``to`` or ``withdrawn``, which therefore
+  come after both (``withdrawn`` by the end of the run, and before ``to``: an order that has
+  lapsed can no longer be withdrawn); one that looks back
   covers what is held at service, so its ``from`` is before ``at`` (a backup warrant's ``from``
   and ``to`` bound the backed-up messages handed over, see relay.backup). Scripted messages are
   sent before the end; events happen by the end.
@@ -1578,8 +1579,8 @@ def _legal_process(
 ) -> dict[str, Any]:
     """One legal_process event's keys, checked against how its instrument reads them: an order that
     looks back covers ``from`` (before service) to ``to`` or service, whichever is first; one that
-    looks forward collects from service (or ``from``, if later) until ``to`` or ``withdrawn``,
-    which are therefore after both."""
+    looks forward collects from service (or a ``from`` after it; an earlier one would change
+    nothing) until ``to`` or ``withdrawn``, which are therefore after both."""
     from relaysim.relay.legal import resolve_instrument
 
     r.known(
@@ -1657,6 +1658,14 @@ def _legal_process(
                 f"{path}.to",
                 f"a {instrument.name} runs at most {longest / 86400:g} days from service ({instrument.statute}); "
                 f"got {(end - at) / 86400:g} days: serve a new order for the rest",
+            )
+        if start is not None and start <= at:
+            # relay.compliance: collection starts at the later of service and 'from'; an earlier
+            # 'from' would stand in the file and change nothing
+            raise r.fail(
+                f"{path}.from",
+                f"expected a time after the order is served ({at:g} s; a {instrument.name} collects from service "
+                f"on, never what came before), got {start:g} s: remove 'from', or give a later time",
             )
     elif instrument.looks == "back" and start is not None and start >= at:
         raise r.fail(

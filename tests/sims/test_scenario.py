@@ -535,6 +535,18 @@ def _partition(text: str) -> str:
             _order('from = "1h"', process="subpoena"),
             "events[1].from: expected a time before the order is served (3600 s;",
         ),
+        # a forward-looking order's 'from' at or before service: collection starts at service anyway
+        (
+            _EVENT_END,
+            _order('from = "30m"', process="pen_register"),
+            "events[1].from: expected a time after the order is served (3600 s; a pen register collects from "
+            "service on, never what came before), got 1800 s: remove 'from', or give a later time",
+        ),
+        (
+            _EVENT_END,
+            _order('from = "1h"\nto = "2h"', process="wiretap"),
+            "events[1].from: expected a time after the order is served (3600 s; a wiretap order collects",
+        ),
         (
             _EVENT_END,
             _order('from = "2h"\nwithdrawn = "1h30m"', process="pen_register"),
