@@ -49,12 +49,13 @@ line) rather than run doing something other than what it says. In particular:
 - A scripted text fits the frames that carry it (``max_text_bytes``): a send carries one envelope
   per device of its recipient, and a frame is at most ``relay.wire.DEFAULT_MAX_FRAME_SIZE`` bytes
   (256 KiB; about 252 KiB of text to a single device, less to several or under ``pow2`` padding).
-- Names are unique: people, legal processes (each names its disclosure's files), latency rules
-  (one per pair of regions). The scenario's name names its output folder: letters, digits, '_',
-  '.', '-'. Events, legal process targets and ghost devices name someone in the scenario; with
-  ``[generate]`` the generated people are ``p0``, ``p1``, … (zero-padded to the width of the
-  count, e.g. ``p0007`` of 1000), each with at most as many devices as ``devices_per_person``
-  allows (how many a generated person has depends on the seed).
+- Names are unique: people, legal processes (each names its disclosure's files), latency rules (one
+  per pair of regions), the group of a ghost_participant demand (one ghost per group). The
+  scenario's name names its output folder: letters, digits, '_', '.', '-'. Events, legal process
+  targets and ghost devices name someone in the scenario; with ``[generate]`` the generated people
+  are ``p0``, ``p1``, … (zero-padded to the width of the count, e.g. ``p0007`` of 1000), each with
+  at most as many devices as ``devices_per_person`` allows (how many a generated person has depends
+  on the seed).
 
 Partitions cut the regions they list off from every other region from ``from`` to ``to``. What
 happens to a packet that would cross one is chosen per partition by ``mode``:
@@ -1394,6 +1395,7 @@ def _events(
         raise r.fail("events", f"expected an array of tables ([[events]]), got {_show(raw)}")
     out = []
     orders: dict[str, int] = {}  # legal process name -> the event that first used it
+    ghosted: dict[str, int] = {}  # group -> the ghost_participant demand that first named it
     for i, item in enumerate(raw):
         path = f"events[{i}]"
         t = r.table(item, path)
@@ -1430,6 +1432,16 @@ def _events(
                     raise r.fail(
                         f"{path}.group",
                         f"expected the name of one of the [[groups]] ({known}), got {group!r}",
+                    )
+                # the provider adds one silent member to a group (its account ghost-<group>, see
+                # sims.access.ghost_participant): a second demand added the same account again and
+                # the run failed
+                first = ghosted.setdefault(group, i)
+                if first != i:
+                    raise r.fail(
+                        f"{path}.group",
+                        f"events[{first}] already makes the provider add a ghost participant to {group!r}; "
+                        "one ghost reads every message of the group from then on",
                     )
             elif "group" in params:
                 raise r.fail(f"{path}.group", f"only a ghost_participant names a group, not {demand}")
