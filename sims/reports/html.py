@@ -901,7 +901,17 @@ def render_report(run: Path) -> str:
             )
         ]
     elif (run / "comparison.json").is_file():
-        profiles = [str(p) for p in summary.get("compare_profiles") or []]
+        profiles = summary.get("compare_profiles") or []
+        if not isinstance(profiles, list) or not all(isinstance(p, str) for p in profiles):
+            odd = (
+                profiles
+                if not isinstance(profiles, list)
+                else next(p for p in profiles if not isinstance(p, str))
+            )
+            raise ReportError(
+                f"{summary_file}: compare_profiles: expected a list of profiles' names, got "
+                f"{'' if odd is profiles else 'a list holding '}{type(odd).__name__}{_AGAIN}"
+            )
         sections = [
             (
                 "comparison",

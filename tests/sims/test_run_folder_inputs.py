@@ -398,6 +398,22 @@ def test_report_names_a_comparison_chart_or_exceptional_page_of_another_shape(
     refused(capsys, ["report", str(run)], needle)
 
 
+@pytest.mark.parametrize(("value", "got"), [(5, "int"), ("bes", "str"), ([None], "a list holding NoneType")])
+def test_report_names_a_comparisons_profiles_that_are_no_list_of_names(
+    tmp_path: Path, made: Callable[[str], Path], capsys: pytest.CaptureFixture[str], value: object, got: str
+) -> None:
+    """A comparison's summary.json with compare_profiles edited: a number failed the report
+    (TypeError, internal error), a string was read letter by letter (no profile's section shown)."""
+    run = copy_of(made("pakistan-2015"), tmp_path)
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    (run / "summary.json").write_text(json.dumps(summary | {"compare_profiles": value}), encoding="utf-8")
+    refused(
+        capsys,
+        ["report", str(run)],
+        f"summary.json: compare_profiles: expected a list of profiles' names, got {got}",
+    )
+
+
 @pytest.mark.parametrize("content", ["{}", "[]"])
 def test_chart_names_a_matrix_that_holds_no_provider(
     tmp_path: Path, made: Callable[[str], Path], capsys: pytest.CaptureFixture[str], content: str
