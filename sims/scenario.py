@@ -49,13 +49,13 @@ line) rather than run doing something other than what it says. In particular:
 - A scripted text fits the frames that carry it (``max_text_bytes``): a send carries one envelope
   per device of its recipient, and a frame is at most ``relay.wire.DEFAULT_MAX_FRAME_SIZE`` bytes
   (256 KiB; about 252 KiB of text to a single device, less to several or under ``pow2`` padding).
-- Names are unique: people, legal processes (each names its disclosure's files), latency rules (one
-  per pair of regions), the group of a ghost_participant demand (one ghost per group). The
-  scenario's name names its output folder: letters, digits, '_', '.', '-'. Events, legal process
-  targets and ghost devices name someone in the scenario; with ``[generate]`` the generated people
-  are ``p0``, ``p1``, … (zero-padded to the width of the count, e.g. ``p0007`` of 1000), each with
-  at most as many devices as ``devices_per_person`` allows (how many a generated person has depends
-  on the seed).
+- Names are unique: people, legal processes (each names its disclosure's files, so not even case may
+  be all that tells two apart), latency rules (one per pair of regions), the group of a
+  ghost_participant demand (one ghost per group). The scenario's name names its output folder:
+  letters, digits, '_', '.', '-'. Events, legal process targets and ghost devices name someone in
+  the scenario; with ``[generate]`` the generated people are ``p0``, ``p1``, … (zero-padded to the
+  width of the count, e.g. ``p0007`` of 1000), each with at most as many devices as
+  ``devices_per_person`` allows (how many a generated person has depends on the seed).
 
 Partitions cut the regions they list off from every other region from ``from`` to ``to``. What
 happens to a packet that would cross one is chosen per partition by ``mode``:
@@ -1394,7 +1394,7 @@ def _events(
     if not isinstance(raw, list):
         raise r.fail("events", f"expected an array of tables ([[events]]), got {_show(raw)}")
     out = []
-    orders: dict[str, int] = {}  # legal process name -> the event that first used it
+    orders: dict[str, tuple[int, str]] = {}  # legal process name, casefolded -> the event that first used it
     ghosted: dict[str, int] = {}  # group -> the ghost_participant demand that first named it
     for i, item in enumerate(raw):
         path = f"events[{i}]"
@@ -1408,12 +1408,15 @@ def _events(
         params = {k: v for k, v in t.items() if k not in ("at", "kind")}
         if kind == "legal_process":
             params = _legal_process(r, params, path, everyone, i, duration, at)
-            first = orders.setdefault(params["name"], i)
+            # compared without case: the disclosure's files are named after it, and on a file system
+            # that ignores case (macOS's, Windows's) 'Order-A.json' would overwrite 'order-a.json'
+            first, taken = orders.setdefault(params["name"].casefold(), (i, params["name"]))
             if first != i:
                 raise r.fail(
                     f"{path}.name",
                     f"expected a name of its own (its disclosure is filed under it), "
-                    f"got {params['name']!r}, already the name of events[{first}]",
+                    f"got {params['name']!r}, already the name of events[{first}]"
+                    + ("" if taken == params["name"] else f" but for case ({taken!r})"),
                 )
         elif kind == "exceptional_access":
             r.known(params, path, [*_EVENT_KEYS, "demand", "target", "client_change", "fork", "group"])

@@ -436,6 +436,14 @@ def _partition(text: str) -> str:
             "events[2].name: expected a name of its own (its disclosure is filed under it), got 'order', "
             "already the name of events[1]",
         ),
+        # ... or names that differ only in case: on a file system that ignores case, the same files
+        (
+            _EVENT_END,
+            _order("", name="Order-A")
+            + _order("", name="order-a").replace(_EVENT_END, "").replace('"subpoena"', '"search_warrant"'),
+            "events[2].name: expected a name of its own (its disclosure is filed under it), got 'order-a', "
+            "already the name of events[1] but for case ('Order-A')",
+        ),
         # durations too long (or nothing) to simulate
         (
             'duration = "4h"',
