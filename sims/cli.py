@@ -656,6 +656,8 @@ def _chart(args: argparse.Namespace) -> int:
         return 0
     try:
         matrix = loads(matrix_file.read_text(encoding="utf-8"))
+        if matrix in ({}, []):  # read as an empty chart: a table with no row
+            raise ValueError("it holds no provider")
         table = render_terminal(matrix, width=args.width, color=use_color())
         notes = terminal_notes(matrix, _scenario("fbi-chart"), width=args.width)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:

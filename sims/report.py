@@ -119,14 +119,23 @@ class RunFolderError(Exception):
 
 def relaysim_outputs(out: Path) -> list[Path]:
     """relaysim's own files and folders in ``out``: those in :data:`OWNED_FILES` and
-    :data:`OWNED_DIRS`, and the per-profile subfolders (named after a relay profile) holding them."""
+    :data:`OWNED_DIRS`, and the per-profile subfolders (named after a relay profile) holding them.
+
+    A symbolic link at any of those names counts too, dangling or not: a run writes its files by
+    name, so it would write through the link into whatever the link points at (``transcript.jsonl``
+    -> a file of the user's, ``signal/`` -> another folder); ``--force`` removes the link itself."""
     from relaysim.relay.profiles import PROFILES
 
     if not out.is_dir():
         return []
-    found = [out / n for n in OWNED_FILES if (out / n).is_file()]
-    found += [out / n for n in OWNED_DIRS if (out / n).is_dir()]
-    found += [out / n for n in PROFILES if (out / n).is_dir() and relaysim_outputs(out / n)]
+    found = [out / n for n in (*OWNED_FILES, *OWNED_DIRS, *PROFILES) if (out / n).is_symlink()]
+    found += [out / n for n in OWNED_FILES if (out / n).is_file() and not (out / n).is_symlink()]
+    found += [out / n for n in OWNED_DIRS if (out / n).is_dir() and not (out / n).is_symlink()]
+    found += [
+        out / n
+        for n in PROFILES
+        if (out / n).is_dir() and not (out / n).is_symlink() and relaysim_outputs(out / n)
+    ]
     return found
 
 
@@ -134,7 +143,9 @@ def _remove_outputs(out: Path) -> None:
     from relaysim.relay.profiles import PROFILES
 
     for path in relaysim_outputs(out):
-        if path.name in PROFILES and path.is_dir():
+        if path.is_symlink():  # the link, never what it points at (see relaysim_outputs)
+            path.unlink()
+        elif path.name in PROFILES and path.is_dir():
             _remove_outputs(path)
             if not any(path.iterdir()):
                 path.rmdir()

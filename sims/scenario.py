@@ -30,9 +30,10 @@ line) rather than run doing something other than what it says. In particular:
   running order that reaches the end of the run is answered then; one that would expire later
   cannot be). A window that starts within the run may end after it. A device's offline windows
   may not overlap. A legal process's times are read as its instrument reads them: one that looks
-  forward (a pen register, a wiretap) collects from service (``at``, or ``from`` if later) until
-  ``to`` or ``withdrawn``, which therefore come after both (``withdrawn`` by the end of the run,
-  and before ``to``: an order that has lapsed can no longer be withdrawn); one that looks back
+  forward (a pen register, a wiretap) collects from service (``at``, or a later ``from``: an
+  earlier one is refused, it would change nothing) until ``to`` or ``withdrawn``, which therefore
+  come after both (``withdrawn`` by the end of the run, and before ``to``: an order that has
+  lapsed can no longer be withdrawn); one that looks back
   covers what is held at service, so its ``from`` is before ``at`` (a backup warrant's ``from``
   and ``to`` bound the backed-up messages handed over, see relay.backup). Scripted messages are
   sent before the end; events happen by the end.
@@ -48,12 +49,13 @@ line) rather than run doing something other than what it says. In particular:
 - A scripted text fits the frames that carry it (``max_text_bytes``): a send carries one envelope
   per device of its recipient, and a frame is at most ``relay.wire.DEFAULT_MAX_FRAME_SIZE`` bytes
   (256 KiB; about 252 KiB of text to a single device, less to several or under ``pow2`` padding).
-- Names are unique: people, legal processes (each names its disclosure's files), latency rules
-  (one per pair of regions). The scenario's name names its output folder: letters, digits, '_',
-  '.', '-'. Events, legal process targets and ghost devices name someone in the scenario; with
-  ``[generate]`` the generated people are ``p0``, ``p1``, … (zero-padded to the width of the
-  count, e.g. ``p0007`` of 1000), each with at most as many devices as ``devices_per_person``
-  allows (how many a generated person has depends on the seed).
+- Names are unique: people, legal processes (each names its disclosure's files, so not even case may
+  be all that tells two apart), latency rules (one per pair of regions), the group of a
+  ghost_participant demand (one ghost per group). The scenario's name names its output folder:
+  letters, digits, '_', '.', '-'. Events, legal process targets and ghost devices name someone in
+  the scenario; with ``[generate]`` the generated people are ``p0``, ``p1``, … (zero-padded to the
+  width of the count, e.g. ``p0007`` of 1000), each with at most as many devices as
+  ``devices_per_person`` allows (how many a generated person has depends on the seed).
 
 Partitions cut the regions they list off from every other region from ``from`` to ``to``. What
 happens to a packet that would cross one is chosen per partition by ``mode``:
@@ -1392,7 +1394,8 @@ def _events(
     if not isinstance(raw, list):
         raise r.fail("events", f"expected an array of tables ([[events]]), got {_show(raw)}")
     out = []
-    orders: dict[str, int] = {}  # legal process name -> the event that first used it
+    orders: dict[str, tuple[int, str]] = {}  # legal process name, casefolded -> the event that first used it
+    ghosted: dict[str, int] = {}  # group -> the ghost_participant demand that first named it
     for i, item in enumerate(raw):
         path = f"events[{i}]"
         t = r.table(item, path)
@@ -1405,12 +1408,15 @@ def _events(
         params = {k: v for k, v in t.items() if k not in ("at", "kind")}
         if kind == "legal_process":
             params = _legal_process(r, params, path, everyone, i, duration, at)
-            first = orders.setdefault(params["name"], i)
+            # compared without case: the disclosure's files are named after it, and on a file system
+            # that ignores case (macOS's, Windows's) 'Order-A.json' would overwrite 'order-a.json'
+            first, taken = orders.setdefault(params["name"].casefold(), (i, params["name"]))
             if first != i:
                 raise r.fail(
                     f"{path}.name",
                     f"expected a name of its own (its disclosure is filed under it), "
-                    f"got {params['name']!r}, already the name of events[{first}]",
+                    f"got {params['name']!r}, already the name of events[{first}]"
+                    + ("" if taken == params["name"] else f" but for case ({taken!r})"),
                 )
         elif kind == "exceptional_access":
             r.known(params, path, [*_EVENT_KEYS, "demand", "target", "client_change", "fork", "group"])
@@ -1429,6 +1435,16 @@ def _events(
                     raise r.fail(
                         f"{path}.group",
                         f"expected the name of one of the [[groups]] ({known}), got {group!r}",
+                    )
+                # the provider adds one silent member to a group (its account ghost-<group>, see
+                # sims.access.ghost_participant): a second demand added the same account again and
+                # the run failed
+                first = ghosted.setdefault(group, i)
+                if first != i:
+                    raise r.fail(
+                        f"{path}.group",
+                        f"events[{first}] already makes the provider add a ghost participant to {group!r}; "
+                        "one ghost reads every message of the group from then on",
                     )
             elif "group" in params:
                 raise r.fail(f"{path}.group", f"only a ghost_participant names a group, not {demand}")
@@ -1578,8 +1594,8 @@ def _legal_process(
 ) -> dict[str, Any]:
     """One legal_process event's keys, checked against how its instrument reads them: an order that
     looks back covers ``from`` (before service) to ``to`` or service, whichever is first; one that
-    looks forward collects from service (or ``from``, if later) until ``to`` or ``withdrawn``,
-    which are therefore after both."""
+    looks forward collects from service (or a ``from`` after it; an earlier one would change
+    nothing) until ``to`` or ``withdrawn``, which are therefore after both."""
     from relaysim.relay.legal import resolve_instrument
 
     r.known(
@@ -1657,6 +1673,14 @@ def _legal_process(
                 f"{path}.to",
                 f"a {instrument.name} runs at most {longest / 86400:g} days from service ({instrument.statute}); "
                 f"got {(end - at) / 86400:g} days: serve a new order for the rest",
+            )
+        if start is not None and start <= at:
+            # relay.compliance: collection starts at the later of service and 'from'; an earlier
+            # 'from' would stand in the file and change nothing
+            raise r.fail(
+                f"{path}.from",
+                f"expected a time after the order is served ({at:g} s; a {instrument.name} collects from service "
+                f"on, never what came before), got {start:g} s: remove 'from', or give a later time",
             )
     elif instrument.looks == "back" and start is not None and start >= at:
         raise r.fail(

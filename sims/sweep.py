@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relaysim.sims.analysis.runfiles import loads
+from relaysim.sims.analysis.runfiles import loads, own_file
 
 __all__ = [
     "RunFailed",
@@ -315,8 +315,14 @@ def default_metrics(summaries: Iterable[dict[str, Any]]) -> list[str]:
     """A few messages numbers, and each disclosure's score shares (disclosures in order of appearance)."""
     names: list[str] = []
     for s in summaries:
-        for d in s.get("disclosures") or []:
-            if isinstance(d, dict) and d.get("score") and d.get("name") not in names:
+        disclosures = s.get("disclosures")
+        for d in disclosures if isinstance(disclosures, list) else []:
+            if (
+                isinstance(d, dict)
+                and d.get("score")
+                and isinstance(d.get("name"), str)
+                and d["name"] not in names
+            ):
                 names.append(d["name"])
     return list(DEFAULT_METRICS) + [f"disclosures.{n}.{m}" for n in names for m in DISCLOSURE_METRICS]
 
@@ -443,7 +449,7 @@ def run_sweep(
             check_population(cell_scenario.with_seed(seed))
 
     _check_out_is_this_sweeps(out, base.name, source)
-    runs_dir = out / "runs"
+    runs_dir = own_file(out, "runs")  # never a link: the runs would be written wherever it points
     runs_dir.mkdir(parents=True, exist_ok=True)
     jobs = [
         {"key": run_key(text, cell, seed), "text": text, "source": source, "params": cell, "seed": seed}
@@ -452,11 +458,9 @@ def run_sweep(
     ]
     saved: dict[str, dict[str, Any]] = {}
     for job in jobs:
-        path = runs_dir / f"{job['key']}.json"
-        try:
-            saved[job["key"]] = loads(path.read_text(encoding="utf-8"))["summary"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # not there, or cut short while being written: run it again
+        summary = _saved_summary(runs_dir / f"{job['key']}.json", job["seed"])
+        if summary is not None:
+            saved[job["key"]] = summary
     todo = [job for job in jobs if job["key"] not in saved]
     say = progress or (lambda _line: None)
     if saved:
@@ -508,6 +512,21 @@ def run_sweep(
     _write_atomic(out / "sweep.md", render_markdown(data))
     _write_atomic(out / "sweep.svg", render_svg(data))
     return SweepResult(data, ran=len(todo), reused=len(jobs) - len(todo))
+
+
+def _saved_summary(path: Path, seed: int) -> dict[str, Any] | None:
+    """The summary of a finished run saved in DIR/runs, or None if the run is to be made (again): not
+    there, cut short while being written, or not a run's record of this seed (edited, or another
+    file under its name), which would otherwise stand in the table as a run with no metrics or
+    fail it."""
+    try:
+        record = loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    summary = record.get("summary") if isinstance(record, dict) else None
+    if not isinstance(summary, dict) or not record.get("seed") == summary.get("seed") == seed:
+        return None
+    return summary
 
 
 def _check_out_is_this_sweeps(out: Path, scenario: str, source: str) -> None:

@@ -609,6 +609,70 @@ def _cell(outcome: dict[str, Any], *, short: bool) -> str:
 NOT_SERVED = "not served on this operator"
 
 
+def _outcome_problem(outcome: object) -> str | None:
+    """What keeps one outcome read back from comparison.json or matrix.json (a process on one
+    operator) from being shown, as ``.key: expected …, got …``; None if nothing does."""
+    if not isinstance(outcome, dict):
+        return f": expected an object, got {type(outcome).__name__}"
+    response = outcome.get("response")
+    if response is not None and not isinstance(response, str):
+        return f".response: expected a string, got {type(response).__name__}"
+    for reason in OUTCOMES:
+        categories = outcome.get(reason)
+        if categories is not None and not (
+            isinstance(categories, list) and all(isinstance(c, str) for c in categories)
+        ):
+            odd = (
+                type(categories).__name__
+                if not isinstance(categories, list)
+                else "a list holding " + next(type(c).__name__ for c in categories if not isinstance(c, str))
+            )
+            return f".{reason}: expected a list of categories' names, got {odd}"
+    return None
+
+
+def _comparison_data(path: Path) -> list[dict[str, Any]]:
+    """comparison.json as _comparison reads it: a list of orders, each with an outcome per profile;
+    ReportError naming the file and the entry otherwise (an edited or foreign file raised
+    AttributeError or TypeError, an internal error)."""
+    data = _load(path)
+    if not isinstance(data, list):
+        raise ReportError(f"{path}: expected a JSON list of orders, got {type(data).__name__}{_AGAIN}")
+    for i, row in enumerate(data):
+        profiles = row.get("profiles") if isinstance(row, dict) else None
+        if not isinstance(profiles, dict):
+            what = f"[{i}].profiles" if isinstance(row, dict) else f"[{i}]"
+            got = type(profiles if isinstance(row, dict) else row).__name__
+            expected = "an object of outcomes by profile" if isinstance(row, dict) else "an object"
+            raise ReportError(f"{path}: {what}: expected {expected}, got {got}{_AGAIN}")
+        for profile, outcome in profiles.items():
+            problem = _outcome_problem(outcome)
+            if problem:
+                raise ReportError(f"{path}: [{i}].profiles.{profile}{problem}{_AGAIN}")
+    return data
+
+
+def _matrix_data(path: Path) -> dict[str, dict[str, Any]]:
+    """matrix.json as _matrix reads it: an outcome per profile and process; ReportError naming the
+    file and the entry otherwise."""
+    data = _load(path)
+    if not isinstance(data, dict):
+        raise ReportError(f"{path}: expected a JSON object of profiles, got {type(data).__name__}{_AGAIN}")
+    for profile, row in data.items():
+        if not isinstance(row, dict):
+            raise ReportError(
+                f"{path}: {profile}: expected an object of outcomes by process, got {type(row).__name__}{_AGAIN}"
+            )
+        for process, outcome in row.items():
+            problem = _outcome_problem(outcome)
+            if problem:
+                raise ReportError(f"{path}: {profile}.{process}{problem}{_AGAIN}")
+    return data
+
+
+_AGAIN = "; run the scenario again with --force"
+
+
 def _comparison(out: Path, data: list[dict[str, Any]]) -> str:
     profiles: list[str] = []
     for row in data:
@@ -706,6 +770,8 @@ def _exceptional(run: Path) -> str:
             continue
         scalars = {k: v for k, v in data.items() if k != "rows"}
         dl = "".join(f"<dt>{_e(k.replace('_', ' '))}</dt><dd>{_value(v)}</dd>" for k, v in scalars.items())
+        if not isinstance(data.get("rows") or [], list):
+            raise ReportError(f"{f}: rows: expected a list, got {type(data['rows']).__name__}{_AGAIN}")
         rows = [r for r in data.get("rows") or [] if isinstance(r, dict)]
         cols: list[str] = []
         for r in rows:
@@ -831,16 +897,26 @@ def render_report(run: Path) -> str:
             (
                 "matrix",
                 "The FBI chart: every provider, every process",
-                legend + _matrix(_load(run / "matrix.json")),
+                legend + _matrix(_matrix_data(run / "matrix.json")),
             )
         ]
     elif (run / "comparison.json").is_file():
-        profiles = [str(p) for p in summary.get("compare_profiles") or []]
+        profiles = summary.get("compare_profiles") or []
+        if not isinstance(profiles, list) or not all(isinstance(p, str) for p in profiles):
+            odd = (
+                profiles
+                if not isinstance(profiles, list)
+                else next(p for p in profiles if not isinstance(p, str))
+            )
+            raise ReportError(
+                f"{summary_file}: compare_profiles: expected a list of profiles' names, got "
+                f"{'' if odd is profiles else 'a list holding '}{type(odd).__name__}{_AGAIN}"
+            )
         sections = [
             (
                 "comparison",
                 "Side by side: " + " beside ".join(profiles),
-                legend + _comparison(run, _load(run / "comparison.json")),
+                legend + _comparison(run, _comparison_data(run / "comparison.json")),
             )
         ]
         for p in profiles:

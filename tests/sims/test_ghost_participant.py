@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from relaysim.relay.profiles import get_profile
+from relaysim.sims.cli import main
 from relaysim.sims.scenario import (
     ExceptionalAccess,
     LegalProcessEvent,
@@ -73,6 +74,25 @@ def test_a_ghost_participant_names_one_of_the_groups() -> None:
         parse_scenario(base.replace('group = "newsroom"', 'group = "club"'), "gp.toml")
     with pytest.raises(ScenarioError, match=r"events\[0\]\.group: only a ghost_participant names a group"):
         parse_scenario(base.replace('demand = "ghost_participant"', 'demand = "key_escrow"'), "gp.toml")
+
+
+def test_a_second_ghost_participant_in_the_same_group_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two ghost_participant demands on one group added the account ghost-newsroom twice: the run
+    failed inside the simulation (ValueError: device ghost-newsroom/1 is already in the
+    simulation, an internal error)."""
+    base = (Path(__file__).parents[2] / "sims" / "scenarios" / "ghost-participant.toml").read_text()
+    again = '\n[[events]]\nat = "3h"\nkind = "exceptional_access"\ndemand = "ghost_participant"\ngroup = "newsroom"\n'
+    path = tmp_path / "gp.toml"
+    path.write_text(base + again, encoding="utf-8")
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error" not in err, err
+    assert (
+        "gp.toml: events[1].group: events[0] already makes the provider add a ghost participant to 'newsroom'"
+        in err
+    )
 
 
 def test_a_disclosure_of_the_member_list_shows_the_member_no_admin_added(

@@ -78,6 +78,31 @@ def test_analyze_and_report_never_write_through_a_symbolic_link(
     assert (theirs / "relay.json").read_text(encoding="utf-8") == "mine\n"
 
 
+@pytest.mark.parametrize("link", ["transcript.jsonl", "disclosures", "signal"])
+def test_run_never_writes_through_or_clears_a_symbolic_link_in_its_folder(
+    tmp_path: Path, tf_run: Path, capsys: pytest.CaptureFixture[str], link: str
+) -> None:
+    """An --out folder with transcript.jsonl -> a file of the user's not yet there (the run wrote
+    it), or a profile's subfolder signal/ -> another run's folder (--force removed that run's files
+    and wrote the new ones there): the folder holds a run by that name, and --force removes the
+    link, never what it points at."""
+    out = tmp_path / "out"
+    out.mkdir()
+    theirs = tmp_path / "theirs"
+    if link == "transcript.jsonl":
+        target = theirs / "notes.txt"  # dangling: the run would create it
+        theirs.mkdir()
+    else:
+        shutil.copytree(tf_run, theirs)
+        target = theirs
+    before = sorted(p.relative_to(theirs).as_posix() for p in theirs.rglob("*"))
+    (out / link).symlink_to(target)
+    refused(capsys, ["run", "two-friends", "--out", str(out), "--quiet"], link, "--force")
+    assert main(["run", "two-friends", "--out", str(out), "--quiet", "--force"]) == 0
+    assert not (out / link).is_symlink()
+    assert sorted(p.relative_to(theirs).as_posix() for p in theirs.rglob("*")) == before
+
+
 # --- JSON that json.loads cannot read without an exception of another kind ------------------------
 
 
@@ -294,3 +319,107 @@ def test_report_names_a_page_of_another_shape(
     capsys.readouterr()
     (run / name).write_text(content, encoding="utf-8")
     refused(capsys, ["report", str(run)], needle)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """A finished run of a built-in scenario, made once for the module (a comparison, the chart, …)."""
+    runs: dict[str, Path] = {}
+
+    def run_of(scenario: str) -> Path:
+        if scenario not in runs:
+            out = tmp_path_factory.mktemp("made") / scenario
+            assert main(["run", scenario, "--out", str(out), "--quiet"]) == 0
+            runs[scenario] = out
+        return runs[scenario]
+
+    return run_of
+
+
+@pytest.mark.parametrize(
+    ("scenario", "name", "content", "needle"),
+    [
+        (
+            "pakistan-2015",
+            "comparison.json",
+            "{}",
+            "comparison.json: expected a JSON list of orders, got dict",
+        ),
+        ("pakistan-2015", "comparison.json", "[5]", "comparison.json: [0]: expected an object, got int"),
+        ("pakistan-2015", "comparison.json", '[{"profiles": ["bes"]}]', "[0].profiles: expected an object"),
+        (
+            "pakistan-2015",
+            "comparison.json",
+            '[{"profiles": {"bes": 5}}]',
+            "[0].profiles.bes: expected an object",
+        ),
+        (
+            "pakistan-2015",
+            "comparison.json",
+            '[{"profiles": {"bes": {"provided": ["ip_addresses", 5]}}}]',
+            "[0].profiles.bes.provided: expected a list of categories' names, got a list holding int",
+        ),
+        (
+            "pakistan-2015",
+            "comparison.json",
+            '[{"profiles": {"bes": {"response": 7}}}]',
+            "[0].profiles.bes.response: expected a string, got int",
+        ),
+        ("fbi-chart", "matrix.json", "[]", "matrix.json: expected a JSON object of profiles, got list"),
+        ("fbi-chart", "matrix.json", '{"signal": 5}', "matrix.json: signal: expected an object of outcomes"),
+        (
+            "fbi-chart",
+            "matrix.json",
+            '{"signal": {"subpoena": {"provided": 5}}}',
+            "signal.subpoena.provided:",
+        ),
+        (
+            "key-escrow",
+            "exceptional/key-escrow.json",
+            '{"rows": 5}',
+            "key-escrow.json: rows: expected a list",
+        ),
+    ],
+)
+def test_report_names_a_comparison_chart_or_exceptional_page_of_another_shape(
+    tmp_path: Path,
+    made: Callable[[str], Path],
+    capsys: pytest.CaptureFixture[str],
+    scenario: str,
+    name: str,
+    content: str,
+    needle: str,
+) -> None:
+    """comparison.json, matrix.json or exceptional/*.json edited into JSON of another shape: the
+    report failed with AttributeError or TypeError (an internal error, exit 1), or (a comparison
+    that is an object) showed no orders at all."""
+    run = copy_of(made(scenario), tmp_path)
+    (run / name).write_text(content, encoding="utf-8")
+    refused(capsys, ["report", str(run)], needle)
+
+
+@pytest.mark.parametrize(("value", "got"), [(5, "int"), ("bes", "str"), ([None], "a list holding NoneType")])
+def test_report_names_a_comparisons_profiles_that_are_no_list_of_names(
+    tmp_path: Path, made: Callable[[str], Path], capsys: pytest.CaptureFixture[str], value: object, got: str
+) -> None:
+    """A comparison's summary.json with compare_profiles edited: a number failed the report
+    (TypeError, internal error), a string was read letter by letter (no profile's section shown)."""
+    run = copy_of(made("pakistan-2015"), tmp_path)
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    (run / "summary.json").write_text(json.dumps(summary | {"compare_profiles": value}), encoding="utf-8")
+    refused(
+        capsys,
+        ["report", str(run)],
+        f"summary.json: compare_profiles: expected a list of profiles' names, got {got}",
+    )
+
+
+@pytest.mark.parametrize("content", ["{}", "[]"])
+def test_chart_names_a_matrix_that_holds_no_provider(
+    tmp_path: Path, made: Callable[[str], Path], capsys: pytest.CaptureFixture[str], content: str
+) -> None:
+    """An emptied matrix.json printed a chart with no row and exited 0 (relaysim chart DIR prints
+    the chart DIR holds without running it again)."""
+    run = copy_of(made("fbi-chart"), tmp_path)
+    (run / "matrix.json").write_text(content, encoding="utf-8")
+    refused(capsys, ["chart", str(run), "--width", "100"], "matrix.json", "holds no provider", "--rerun")

@@ -436,6 +436,14 @@ def _partition(text: str) -> str:
             "events[2].name: expected a name of its own (its disclosure is filed under it), got 'order', "
             "already the name of events[1]",
         ),
+        # ... or names that differ only in case: on a file system that ignores case, the same files
+        (
+            _EVENT_END,
+            _order("", name="Order-A")
+            + _order("", name="order-a").replace(_EVENT_END, "").replace('"subpoena"', '"search_warrant"'),
+            "events[2].name: expected a name of its own (its disclosure is filed under it), got 'order-a', "
+            "already the name of events[1] but for case ('Order-A')",
+        ),
         # durations too long (or nothing) to simulate
         (
             'duration = "4h"',
@@ -534,6 +542,18 @@ def _partition(text: str) -> str:
             _EVENT_END,
             _order('from = "1h"', process="subpoena"),
             "events[1].from: expected a time before the order is served (3600 s;",
+        ),
+        # a forward-looking order's 'from' at or before service: collection starts at service anyway
+        (
+            _EVENT_END,
+            _order('from = "30m"', process="pen_register"),
+            "events[1].from: expected a time after the order is served (3600 s; a pen register collects from "
+            "service on, never what came before), got 1800 s: remove 'from', or give a later time",
+        ),
+        (
+            _EVENT_END,
+            _order('from = "1h"\nto = "2h"', process="wiretap"),
+            "events[1].from: expected a time after the order is served (3600 s; a wiretap order collects",
         ),
         (
             _EVENT_END,

@@ -235,6 +235,91 @@ def test_a_sweep_resumes_from_the_runs_it_saved(tiny: Path, tmp_path: Path) -> N
     assert cell["values"][0] == 1000 and cell["n"] == 3
 
 
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"seed": 11, "summary": 5},
+        {"seed": 11, "summary": []},
+        {"seed": 11, "summary": {}},  # a run without its seed: not one the sweep wrote
+        {"seed": 11, "summary": {"seed": 12}},  # another seed's summary under this run's name
+        [],
+    ],
+    ids=["summary-a-number", "summary-a-list", "summary-empty", "another-seed", "a-list"],
+)
+def test_a_saved_run_that_is_not_a_runs_record_is_run_again(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], record: object
+) -> None:
+    """DIR/runs/<hash>.json edited into JSON of another shape: the sweep crashed (AttributeError:
+    internal error, exit 1) or counted it as a finished run with no metrics."""
+    out = tmp_path / "sw"
+    argv = [
+        "sweep",
+        str(tiny),
+        "--param",
+        "network.loss=0",
+        "--seeds",
+        "1",
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    before = (out / "sweep.json").read_bytes()
+    capsys.readouterr()
+    (out / "runs" / f"{run_key(TINY, [('network.loss', 0)], 11)}.json").write_text(json.dumps(record))
+    status = main(argv)
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "1 runs now, 0 reused" in captured.out
+    assert (out / "sweep.json").read_bytes() == before
+
+
+def test_a_saved_run_whose_disclosures_are_no_list_is_no_crash(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run's record of the right seed whose summary's disclosures is not a list: the default
+    metrics read them (TypeError: internal error, exit 1); now they are a list or nothing."""
+    out = tmp_path / "sw"
+    argv = [
+        "sweep",
+        str(tiny),
+        "--param",
+        "network.loss=0",
+        "--seeds",
+        "1",
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+    ]
+    assert main([*argv, "--quiet"]) == 0
+    path = out / "runs" / f"{run_key(TINY, [('network.loss', 0)], 11)}.json"
+    record = json.loads(path.read_text())
+    record["summary"]["disclosures"] = 5
+    path.write_text(json.dumps(record))
+    assert main([*argv, "--quiet"]) == 0, capsys.readouterr().err
+    metrics = json.loads((out / "sweep.json").read_text())["metrics"]
+    assert metrics and not [m for m in metrics if m.startswith("disclosures.")]
+
+
+def test_a_sweep_never_writes_its_runs_through_a_symbolic_link(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """DIR/runs -> a folder elsewhere: every run's summary was written there."""
+    out = tmp_path / "sw"
+    out.mkdir()
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (out / "runs").symlink_to(theirs)
+    status = main(
+        ["sweep", str(tiny), "--param", "network.loss=0", "--seeds", "1", "--out", str(out), "--quiet"]
+    )
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and "symbolic link" in err and str(out / "runs") in err, err
+    assert not list(theirs.iterdir())
+
+
 def test_a_sweep_never_writes_beside_a_run_or_over_another_scenarios_sweep(
     tiny: Path, tmp_path: Path
 ) -> None:
