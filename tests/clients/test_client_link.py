@@ -10,7 +10,8 @@ back-off delays are checked to the exact (virtual) second and nothing really sle
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 import pytest
@@ -425,31 +426,38 @@ class RelayTask:
         self.nursery.start_soon(self.serve, server)
         return client
 
+    @staticmethod
+    async def requests(stream: trio.abc.Stream) -> AsyncIterator[wire.Request]:
+        """Each request the device writes on ``stream``, until it closes or breaks."""
+        decoder = wire.FrameDecoder("relay")
+        while True:
+            frame = decoder.next_frame()
+            if frame is wire.CLOSED:
+                return
+            if frame is wire.NEED_DATA:
+                try:
+                    decoder.receive_data(await stream.receive_some(65536))
+                except trio.BrokenResourceError:
+                    return
+                continue
+            assert isinstance(frame, wire.Request)
+            yield frame
+
     async def serve(self, stream: trio.abc.Stream) -> None:
         async with stream:
             if self.hang_up:
                 self.hang_up -= 1
                 return
-            decoder = wire.FrameDecoder("relay")
-            while True:
-                frame = decoder.next_frame()
-                if frame is wire.CLOSED:
-                    return
-                if frame is wire.NEED_DATA:
+            async with aclosing(self.requests(stream)) as requests:
+                async for frame in requests:
+                    if self.cut_on(frame):
+                        self.cut_on = lambda f: False
+                        self.relay.seen.append(frame)
+                        return
                     try:
-                        decoder.receive_data(await stream.receive_some(65536))
+                        await stream.send_all(wire.encode(self.relay.answer(frame, self.account)))
                     except trio.BrokenResourceError:
                         return
-                    continue
-                assert isinstance(frame, wire.Request)
-                if self.cut_on(frame):
-                    self.cut_on = lambda f: False
-                    self.relay.seen.append(frame)
-                    return
-                try:
-                    await stream.send_all(wire.encode(self.relay.answer(frame, self.account)))
-                except trio.BrokenResourceError:
-                    return
 
 
 def connection(relay_task: RelayTask, agent: DeviceAgent, **options: Any) -> Any:

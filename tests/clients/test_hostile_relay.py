@@ -15,6 +15,7 @@ import dataclasses
 import random
 import struct
 from collections.abc import Callable
+from contextlib import aclosing
 from typing import Any
 
 import msgpack
@@ -22,12 +23,12 @@ import pytest
 import trio
 import trio.testing
 
-from relaysim.clients.agent import DeviceAgent, Failed
+from relaysim.clients.agent import Failed
 from relaysim.clients.link import DEFAULT_KEEPALIVE_TIMEOUT, MAIN, Answered, DeviceLink
-from relaysim.clients.net import DeviceConnection, RequestRefused, SendFailed, open_device_connection
+from relaysim.clients.net import DeviceConnection, RequestRefused, SendFailed
 from relaysim.clients.session import PeerAddress
 from relaysim.relay import wire
-from tests.clients.test_client_link import BACKOFF, FakeRelay, RelayTask, make_agent, requests
+from tests.clients.test_client_link import FakeRelay, RelayTask, connection, make_agent, requests
 
 # What the hostile relay writes instead of its answer to a request: frames' bytes, and None to close.
 Forge = Callable[[wire.Request, wire.Response], list[bytes | None]]
@@ -50,19 +51,8 @@ class HostileRelay(RelayTask):
         self.target, self.forge = target, forge
 
     async def serve(self, stream: trio.abc.Stream) -> None:
-        async with stream:
-            decoder = wire.FrameDecoder("relay")
-            while True:
-                frame = decoder.next_frame()
-                if frame is wire.CLOSED:
-                    return
-                if frame is wire.NEED_DATA:
-                    try:
-                        decoder.receive_data(await stream.receive_some(65536))
-                    except trio.BrokenResourceError:
-                        return
-                    continue
-                assert isinstance(frame, wire.Request)
+        async with stream, aclosing(self.requests(stream)) as requests:
+            async for frame in requests:
                 answer = self.relay.answer(frame, self.account)
                 out: list[bytes | None] = [wire.encode(answer)]
                 if self.target(frame):
@@ -75,11 +65,6 @@ class HostileRelay(RelayTask):
                         await stream.send_all(data)
                 except trio.BrokenResourceError:
                     return
-
-
-def _connection(relay: HostileRelay, agent: DeviceAgent, **options: Any) -> Any:
-    options = {"rng": random.Random(3), "backoff": BACKOFF, "keepalive": None, **options}
-    return open_device_connection(agent, "relay.invalid", 0, open_stream=relay.connect, **options)
 
 
 async def _talking(conn: DeviceConnection) -> dict[str, Any]:
@@ -183,7 +168,7 @@ async def test_a_bad_frame_drops_the_connection_which_is_made_again_and_nothing_
     fake = _fake()
     async with trio.open_nursery() as nursery:
         relay = HostileRelay(nursery, fake, "alice")
-        async with _connection(relay, make_agent("alice")) as conn:
+        async with connection(relay, make_agent("alice")) as conn:
             state = await _talking(conn)
             relay.attack(_is_ping, forge)
             with trio.fail_after(100):
@@ -243,7 +228,7 @@ async def test_an_answer_of_another_kind_to_an_awaited_request_is_refused_by_nam
         other = wire.Acked(id=0, count=1)
     async with trio.open_nursery() as nursery:
         relay = HostileRelay(nursery, fake, "alice")
-        async with _connection(relay, make_agent("alice")) as conn:
+        async with connection(relay, make_agent("alice")) as conn:
             state = await _talking(conn)
             token = conn.agent.delivery_token
             relay.attack(
@@ -294,7 +279,7 @@ async def test_an_error_of_an_unknown_code_is_passed_on_as_it_came(
     weird = "x" * 64
     async with trio.open_nursery() as nursery:
         relay = HostileRelay(nursery, fake, "alice")
-        async with _connection(relay, make_agent("alice")) as conn:
+        async with connection(relay, make_agent("alice")) as conn:
             state = await _talking(conn)
             relay.attack(
                 lambda f: isinstance(f, wire.Send),
@@ -335,7 +320,7 @@ async def test_a_deliver_of_garbage_twice_is_reported_and_acked_and_the_connecti
     push = wire.encode(wire.Deliver(id=0, envelope=garbage))
     async with trio.open_nursery() as nursery:
         relay = HostileRelay(nursery, fake, "alice")
-        async with _connection(relay, make_agent("alice")) as conn:
+        async with connection(relay, make_agent("alice")) as conn:
             state = await _talking(conn)
             relay.attack(_is_ping, lambda r, a: [push, push, wire.encode(a)])
             await conn.sync()
@@ -370,7 +355,7 @@ async def test_a_request_the_relay_leaves_unanswered_drops_the_connection_after_
     fake = _fake()
     async with trio.open_nursery() as nursery:
         relay = HostileRelay(nursery, fake, "alice")
-        async with _connection(relay, make_agent("alice"), keepalive=30.0) as conn:
+        async with connection(relay, make_agent("alice"), keepalive=30.0) as conn:
             state = await _talking(conn)
             relay.attack(lambda f: isinstance(f, wire.Send), forge)
             with trio.fail_after(1000):
@@ -391,7 +376,7 @@ async def test_a_relay_that_answers_within_the_timeout_is_never_dropped(
     fake = _fake()
     async with trio.open_nursery() as nursery:
         relay = HostileRelay(nursery, fake, "alice")
-        async with _connection(relay, make_agent("alice"), keepalive=30.0) as conn:
+        async with connection(relay, make_agent("alice"), keepalive=30.0) as conn:
             await _talking(conn)
             await trio.sleep(600)  # twenty keepalives, each answered at once
             assert conn.reconnects == 0 and conn.state == "ready"
@@ -468,7 +453,7 @@ async def test_a_bundle_no_relay_makes_fails_the_send_by_name_and_makes_no_sessi
     fake = _fake()
     async with trio.open_nursery() as nursery:
         relay = HostileRelay(nursery, fake, "alice")
-        async with _connection(relay, make_agent("alice")) as conn:
+        async with connection(relay, make_agent("alice")) as conn:
             await conn.register()
             await conn.login()
             relay.attack(lambda f: isinstance(f, wire.FetchBundle), _bundle_forge(change))

@@ -235,6 +235,22 @@ def test_a_sweep_resumes_from_the_runs_it_saved(tiny: Path, tmp_path: Path) -> N
     assert cell["values"][0] == 1000 and cell["n"] == 3
 
 
+def _one_run_sweep(tiny: Path, out: Path) -> list[str]:
+    """A sweep of ``tiny`` that makes one run (network.loss=0, one seed, one worker) into ``out``."""
+    return [
+        "sweep",
+        str(tiny),
+        "--param",
+        "network.loss=0",
+        "--seeds",
+        "1",
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+    ]
+
+
 @pytest.mark.parametrize(
     "record",
     [
@@ -252,18 +268,7 @@ def test_a_saved_run_that_is_not_a_runs_record_is_run_again(
     """DIR/runs/<hash>.json edited into JSON of another shape: the sweep crashed (AttributeError:
     internal error, exit 1) or counted it as a finished run with no metrics."""
     out = tmp_path / "sw"
-    argv = [
-        "sweep",
-        str(tiny),
-        "--param",
-        "network.loss=0",
-        "--seeds",
-        "1",
-        "--workers",
-        "1",
-        "--out",
-        str(out),
-    ]
+    argv = _one_run_sweep(tiny, out)
     assert main(argv) == 0
     before = (out / "sweep.json").read_bytes()
     capsys.readouterr()
@@ -281,18 +286,7 @@ def test_a_saved_run_whose_disclosures_are_no_list_is_no_crash(
     """A run's record of the right seed whose summary's disclosures is not a list: the default
     metrics read them (TypeError: internal error, exit 1); now they are a list or nothing."""
     out = tmp_path / "sw"
-    argv = [
-        "sweep",
-        str(tiny),
-        "--param",
-        "network.loss=0",
-        "--seeds",
-        "1",
-        "--workers",
-        "1",
-        "--out",
-        str(out),
-    ]
+    argv = _one_run_sweep(tiny, out)
     assert main([*argv, "--quiet"]) == 0
     path = out / "runs" / f"{run_key(TINY, [('network.loss', 0)], 11)}.json"
     record = json.loads(path.read_text())
