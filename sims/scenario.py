@@ -1674,12 +1674,12 @@ def _legal_process(
                 f"a {instrument.name} runs at most {longest / 86400:g} days from service ({instrument.statute}); "
                 f"got {(end - at) / 86400:g} days: serve a new order for the rest",
             )
-        if start is not None and start <= at:
+        if start is not None and start < at:
             # relay.compliance: collection starts at the later of service and 'from'; an earlier
-            # 'from' would stand in the file and change nothing
+            # 'from' would stand in the file and change nothing (one at service says what it does)
             raise r.fail(
                 f"{path}.from",
-                f"expected a time after the order is served ({at:g} s; a {instrument.name} collects from service "
+                f"expected a time at or after the order is served ({at:g} s; a {instrument.name} collects from service "
                 f"on, never what came before), got {start:g} s: remove 'from', or give a later time",
             )
     elif instrument.looks == "back" and start is not None and start >= at:

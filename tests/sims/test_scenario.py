@@ -543,17 +543,17 @@ def _partition(text: str) -> str:
             _order('from = "1h"', process="subpoena"),
             "events[1].from: expected a time before the order is served (3600 s;",
         ),
-        # a forward-looking order's 'from' at or before service: collection starts at service anyway
+        # a forward-looking order's 'from' before service: collection starts at service anyway
         (
             _EVENT_END,
             _order('from = "30m"', process="pen_register"),
-            "events[1].from: expected a time after the order is served (3600 s; a pen register collects from "
-            "service on, never what came before), got 1800 s: remove 'from', or give a later time",
+            "events[1].from: expected a time at or after the order is served (3600 s; a pen register collects "
+            "from service on, never what came before), got 1800 s: remove 'from', or give a later time",
         ),
         (
             _EVENT_END,
-            _order('from = "1h"\nto = "2h"', process="wiretap"),
-            "events[1].from: expected a time after the order is served (3600 s; a wiretap order collects",
+            _order('from = "59m"\nto = "2h"', process="wiretap"),
+            "events[1].from: expected a time at or after the order is served (3600 s; a wiretap order collects",
         ),
         (
             _EVENT_END,
@@ -655,6 +655,14 @@ def test_every_wrong_scenario_is_refused(old: str, new: str, expected: str) -> N
         parse_scenario(GOOD.replace(old, new, 1), "bad.toml")
     assert str(info.value).startswith(f"bad.toml: {expected}"), str(info.value)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("process", ["pen_register", "wiretap"])
+def test_a_forward_looking_orders_from_at_service_is_what_it_does_and_is_taken(process: str) -> None:
+    scenario = parse_scenario(
+        GOOD.replace(_EVENT_END, _order('from = "1h"\nto = "2h"', process=process), 1), "ok.toml"
+    )
+    assert any(getattr(e, "name", None) == "order" for e in scenario.events)
 
 
 GENERATED = """
