@@ -1408,6 +1408,10 @@ class DeviceAgent:
             )
             self._request(wire.Authenticate, nonce=frame.nonce, signature=signature)
         elif isinstance(frame, wire.Authenticated):
+            refused = self._not_us(frame)
+            if refused is not None:
+                self._events.append(Failed(kind, UNEXPECTED_ANSWER, refused))
+                return
             self.authenticated = True
             self._events.append(LoggedIn())
             self._resume()
@@ -1473,6 +1477,17 @@ class DeviceAgent:
 
     def request_certificate(self) -> None:
         self._request(wire.GetSenderCertificate)
+
+    def _not_us(self, frame: wire.Authenticated) -> str | None:
+        """Why the relay's ``authenticated`` is not this device's login (it names another account or
+        device than the challenge and signature were for), or None when it names this one."""
+        if frame.account != self.account:
+            return f"the relay's 'authenticated' names account {frame.account!r}, not this device's {self.account!r}"
+        if frame.device != self.device_id:
+            return (
+                f"the relay's 'authenticated' names device {frame.device}, not this device's {self.device_id}"
+            )
+        return None
 
     def connection_lost(self) -> None:
         """The driver's word that the connection to the relay closed: no answer will come to any

@@ -28,6 +28,7 @@ from relaysim.clients.agent import (
     Duplicate,
     Failed,
     IdentityChanged,
+    LoggedIn,
     ReceiptReceived,
     Received,
     SentTranscript,
@@ -272,6 +273,46 @@ def test_an_answer_to_a_request_never_made_is_dropped() -> None:
         assert alice.handle(frame) == []
         assert alice.take_outbox() == []
     assert alice.device.to_dict() == state
+
+
+# --- answers of the kind asked for that do not answer the request ---------------------------------------
+
+
+def _log_in_answered(a: DeviceAgent, authenticated: Callable[[int], wire.Authenticated]) -> list[object]:
+    """``a`` logs in afresh (its connection lost); the relay's answers are written here: a challenge,
+    then ``authenticated(its request id)``. Returns the events of that last answer."""
+    a.connection_lost()
+    a.login()
+    (challenge,) = a.take_outbox()
+    assert a.handle(wire.Challenge(id=challenge.id, nonce=bytes(32), expires_in_ms=60_000)) == []
+    (authenticate,) = a.take_outbox()
+    assert isinstance(authenticate, wire.Authenticate)
+    return a.handle(authenticated(authenticate.id))
+
+
+@pytest.mark.parametrize(("account", "device"), [("bob", 1), ("alice", 2)])
+def test_an_authenticated_answer_naming_another_device_is_refused(account: str, device: int) -> None:
+    """The relay's ``authenticated`` names the device its signature check logged in: one naming another
+    (another account's, or another device of this account) is not this device's login. It is refused
+    (``unexpected_answer``, naming the field), the device stays logged out and asks for nothing on
+    the strength of it (no receive, no prekeys though the answer says they run out), and its next
+    login goes through."""
+    w = World()
+    alice = w.join("alice")
+    state = alice.device.to_dict()
+    events = _log_in_answered(
+        alice, lambda i: wire.Authenticated(id=i, account=account, device=device, prekeys_left=0)
+    )
+    field = "account" if account != "alice" else "device"
+    got = account if field == "account" else device
+    want = "'alice'" if field == "account" else "1"
+    message = f"the relay's 'authenticated' names {field} {got!r}, not this device's {want}"
+    assert events == [Failed("authenticate", "unexpected_answer", message)]
+    assert not alice.authenticated
+    assert alice.take_outbox() == []
+    assert alice.device.to_dict() == state
+    events = _log_in_answered(alice, lambda i: wire.Authenticated(id=i, account="alice", device=1))
+    assert events == [LoggedIn()] and alice.authenticated
 
 
 # --- group state a hostile member seals --------------------------------------------------------------

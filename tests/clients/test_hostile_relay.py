@@ -269,6 +269,36 @@ def test_the_link_reports_an_answer_of_another_kind_as_the_refusal() -> None:
     )
 
 
+# --- answers of the kind asked for that do not answer the request ----------------------------------------
+
+
+async def test_a_login_answered_for_another_account_is_refused_and_the_next_one_goes_through(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = _fake()
+    async with trio.open_nursery() as nursery:
+        relay = HostileRelay(nursery, fake, "alice")
+        async with connection(relay, make_agent("alice")) as conn:
+            await conn.register()
+            relay.attack(
+                lambda f: isinstance(f, wire.Authenticate),
+                lambda r, a: [wire.encode(dataclasses.replace(a, account="bob"))],
+            )
+            with trio.fail_after(100), pytest.raises(RequestRefused) as info:
+                await conn.login()
+            assert (info.value.kind, info.value.code, info.value.message) == (
+                "authenticate",
+                "unexpected_answer",
+                "the relay's 'authenticated' names account 'bob', not this device's 'alice'",
+            )
+            assert not conn.agent.authenticated and not conn.link.logged_in
+            await conn.login()
+            assert conn.agent.authenticated
+            await conn.send_text("bob", b"logged in as herself")
+            assert conn.reconnects == 0
+        nursery.cancel_scope.cancel()
+
+
 # --- refusals with codes no relay here sends ------------------------------------------------------------
 
 
