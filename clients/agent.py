@@ -451,6 +451,7 @@ class _Outgoing:
     sealed: bool
     attempts: int = 0
     group: _GroupSend | None = None  # one account's part of a group message: wait for the others
+    envelopes: int = 0  # how many envelopes its send in flight carries: its ``sent`` has one id each
 
 
 @dataclass
@@ -898,6 +899,7 @@ class DeviceAgent:
             envelopes = tuple(
                 wire.OutgoingEnvelope(device=d, body=key.seal(plaintext, ad, self.rng)) for d in devices
             )
+            out.envelopes = len(envelopes)
             self._request(wire.Send, context=out, to=out.to, envelopes=envelopes)
             return
         if out.sealed:
@@ -919,6 +921,7 @@ class DeviceAgent:
                 )
                 for d in devices
             )
+            out.envelopes = len(envelopes)
             self._request(
                 wire.SealedSend,
                 context=out,
@@ -931,6 +934,7 @@ class DeviceAgent:
             envelopes = tuple(
                 [wire.OutgoingEnvelope(device=d, body=encrypt(_peer((to, d)), plaintext)) for d in devices]
             )
+            out.envelopes = len(envelopes)
             self._request(wire.Send, context=out, to=to, envelopes=envelopes)
 
     # --- sealed conversations: ephemeral mailboxes (Martiny et al., NDSS 2021) -------------------
@@ -1124,7 +1128,7 @@ class DeviceAgent:
                 continue  # our own account, with no other device
             envelopes = tuple(wire.OutgoingEnvelope(device=d, body=body) for d in devices[a])
             part = _GroupSend(gs.ref, gs.group_id, gs.members, gs.plaintext, set(), (a,))
-            out = _Outgoing(gs.ref, a, gs.plaintext, False, attempts=1, group=part)
+            out = _Outgoing(gs.ref, a, gs.plaintext, False, attempts=1, group=part, envelopes=len(envelopes))
             self._request(wire.Send, context=out, to=a, envelopes=envelopes)
 
     def leave_group(self, group_id: bytes) -> None:
@@ -1467,8 +1471,16 @@ class DeviceAgent:
             self._forget_acked(context)
 
     def _sent(self, context: _Outgoing, frame: wire.Sent) -> None:
-        """The relay took a message we sent (its ``sent``)."""
+        """The relay took a message we sent (its ``sent``): one envelope id for each envelope, in
+        their order (wire.Sent). Other than one each is no answer to this send, and is refused as an
+        answer of another kind is: the ids are what the message is logged by for a retry receipt
+        (``_log_sent_pairwise``) and what the driver matches receipts to, so an id more would have the
+        text sent again for an envelope it never was, and one fewer leave a device's copy unaccounted."""
         ids = tuple(frame.envelope_ids)
+        if len(ids) != context.envelopes:
+            message = f"the relay's 'sent' carries {len(ids)} envelope_ids for the {context.envelopes} envelopes sent"
+            self._fail(context, UNEXPECTED_ANSWER, message)
+            return
         self._events.append(Accepted(context.ref, context.to, ids))
         self._log_sent_pairwise(context, ids)
         if frame.needs_sync:

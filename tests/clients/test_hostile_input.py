@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from relaysim.clients import _primitives as _p
 from relaysim.clients import sealed, spec
 from relaysim.clients.agent import (
+    Accepted,
     DeviceAgent,
     Duplicate,
     Failed,
@@ -313,6 +314,58 @@ def test_an_authenticated_answer_naming_another_device_is_refused(account: str, 
     assert alice.device.to_dict() == state
     events = _log_in_answered(alice, lambda i: wire.Authenticated(id=i, account="alice", device=1))
     assert events == [LoggedIn()] and alice.authenticated
+
+
+def _second_device(w: World, primary: DeviceAgent) -> DeviceAgent:
+    """A second device of ``primary``'s account, registered over ``primary``'s logged-in connection."""
+    rng = seeded_rng(77)
+    d2 = DeviceAgent(
+        Device(primary.account, 2, rng=rng),
+        registration_id=8,
+        delivery_token=primary.delivery_token,
+        rng=rng,
+        trust_root=w.core.trust_root_public,
+        clock=w.clock,
+    )
+    d2.register()
+    cid = next(c for c, x in w.agents.items() if x is primary)
+    for frame in d2.take_outbox():
+        (reply,) = [o for o in w.core.handle(w.conns[cid], frame) if isinstance(o, Reply)]
+        assert isinstance(reply.frame, wire.Registered)
+    return d2
+
+
+@pytest.mark.parametrize("case", ["one more", "one fewer"])
+def test_a_sent_answer_with_another_number_of_envelope_ids_is_refused(case: str) -> None:
+    """``sent`` carries one envelope id per envelope of the send, in order (wire.Sent): the agent keeps
+    a 1:1 text by them to answer a retry receipt, and reports them in ``Accepted`` (receipts are
+    matched to them). A relay that answers more ids than envelopes would have the text resent for an
+    envelope it never was; fewer, a device's copy left unaccounted. Refused (``unexpected_answer``):
+    the message fails, nothing is logged by those ids, and the next send is accepted."""
+    w = World()
+    alice, bob = w.join("alice"), w.join("bob")
+    _second_device(w, bob)  # two envelopes to each message to bob
+
+    def forge(frame: wire.Response) -> wire.Response:
+        if not isinstance(frame, wire.Sent):
+            return frame
+        ids = frame.envelope_ids
+        return dataclasses.replace(frame, envelope_ids=(*ids, bytes(16)) if case == "one more" else ids[:1])
+
+    alice.send_text("bob", b"hello", ref="m")
+    events = _answer_forged(w, alice, forge)
+    n = 3 if case == "one more" else 1
+    message = f"the relay's 'sent' carries {n} envelope_ids for the 2 envelopes sent"
+    assert [e for e in events if isinstance(e, Failed | Accepted)] == [
+        Failed("m", "unexpected_answer", message)
+    ]
+    assert alice._pairwise_log == {}
+    alice.send_text("bob", b"again", ref="m2")
+    events = _answer_forged(w, alice, lambda frame: frame)
+    accepted = [e for e in events if isinstance(e, Failed | Accepted)]
+    assert [(type(e), e.ref) for e in accepted] == [(Accepted, "m2")]
+    assert isinstance(accepted[0], Accepted) and len(accepted[0].envelope_ids) == 2
+    assert set(alice._pairwise_log) == set(accepted[0].envelope_ids)
 
 
 # --- group state a hostile member seals --------------------------------------------------------------

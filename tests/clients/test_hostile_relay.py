@@ -299,6 +299,32 @@ async def test_a_login_answered_for_another_account_is_refused_and_the_next_one_
         nursery.cancel_scope.cancel()
 
 
+async def test_a_send_answered_with_an_envelope_id_too_many_fails_and_the_next_goes_through(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = _fake()
+    async with trio.open_nursery() as nursery:
+        relay = HostileRelay(nursery, fake, "alice")
+        async with connection(relay, make_agent("alice")) as conn:
+            await _talking(conn)
+
+            def forge(request: wire.Request, answer: wire.Response) -> list[bytes | None]:
+                assert isinstance(answer, wire.Sent)
+                ids = (*answer.envelope_ids, bytes(16))
+                return [wire.encode(dataclasses.replace(answer, envelope_ids=ids))]
+
+            relay.attack(lambda f: isinstance(f, wire.Send), forge)
+            with trio.fail_after(100), pytest.raises(SendFailed) as info:
+                await conn.send_text("bob", b"answered with two ids")
+            assert (info.value.code, info.value.message) == (
+                "unexpected_answer",
+                "the relay's 'sent' carries 2 envelope_ids for the 1 envelopes sent",
+            )
+            assert len(await conn.send_text("bob", b"after")) == 1
+            assert conn.reconnects == 0 and conn.failures == []
+        nursery.cancel_scope.cancel()
+
+
 # --- refusals with codes no relay here sends ------------------------------------------------------------
 
 
