@@ -1422,20 +1422,20 @@ class DeviceAgent:
             self._relay_low(frame.prekeys_left)
             self._rotate_if_due()
         elif isinstance(frame, wire.SenderCertificateResponse):
-            self.certificate = frame.certificate
-            try:
-                self._certificate_expires = SenderCertificate.decode(frame.certificate).expires
-            except CertificateError:
-                self._certificate_expires = 0
             waiting, self._waiting_certificate = self._waiting_certificate, []
-            if self._certificate_expires - self.clock() < CERTIFICATE_RENEWAL:
+            try:
+                self._certificate_expires = self._check_certificate(frame.certificate)
+            except CertificateError as exc:
+                # The one held (if any) is kept: the sends waiting fail now (asking again would be a
+                # loop with a relay that answers so each time); the next sealed send asks again.
+                message = f"the relay's sender certificate is refused: {exc}"
+                self._events.append(Failed(kind, "bad_certificate", message))
                 for out in waiting:
-                    self._fail(
-                        out, "bad_certificate", "the relay issued an unusable or expired sender certificate"
-                    )
-            else:
-                for out in waiting:
-                    self._send(out)
+                    self._fail(out, "bad_certificate", message)
+                return
+            self.certificate = frame.certificate
+            for out in waiting:
+                self._send(out)
         elif isinstance(frame, wire.Bundle):
             self._bundles(str(context), frame)
         elif isinstance(frame, wire.Sent):
@@ -1500,6 +1500,30 @@ class DeviceAgent:
                 f"the relay's 'authenticated' names device {frame.device}, not this device's {self.device_id}"
             )
         return None
+
+    def _check_certificate(self, certificate: bytes) -> float:
+        """Check a sender certificate the relay issued this device before it replaces the one held:
+        as its recipients will check it (``clients.sealed.open_envelope``: the chain to the trust root,
+        the signatures, the expiry), and that it names this device and its identity key (else every
+        recipient refuses the sealed sends it goes in). Returns its expiry; raises CertificateError
+        saying why not, also for one that expires within CERTIFICATE_RENEWAL (it would be asked for
+        again at the next sealed send)."""
+        cert = SenderCertificate.decode(certificate)
+        if cert.sender != self.account:
+            raise CertificateError(f"it names sender {cert.sender!r}, not {self.account!r}")
+        if cert.device != self.device_id:
+            raise CertificateError(f"it names device {cert.device}, not {self.device_id}")
+        if not _p.constant_time_equal(cert.identity_key, self.device.identity_key):
+            raise CertificateError("it names another identity_key than this device's")
+        if self.trust_root is None:
+            raise CertificateError("no trust root to check it against")
+        now = self.clock()
+        cert.verify(self.trust_root, int(now))
+        if cert.expires - now < CERTIFICATE_RENEWAL:
+            raise CertificateError(
+                f"it expires at {cert.expires}, in {cert.expires - now:.0f} s (fewer than {CERTIFICATE_RENEWAL:.0f})"
+            )
+        return cert.expires
 
     def connection_lost(self) -> None:
         """The driver's word that the connection to the relay closed: no answer will come to any

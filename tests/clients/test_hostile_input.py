@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from relaysim.clients import _primitives as _p
 from relaysim.clients import sealed, spec
 from relaysim.clients.agent import (
+    CERTIFICATE_RENEWAL,
     Accepted,
     DeviceAgent,
     Duplicate,
@@ -45,7 +46,7 @@ from relaysim.clients.session import Device, PeerAddress, parse_ciphertext
 from relaysim.relay import wire
 from relaysim.relay.certificates import ServerSigningKey, TrustRoot
 from relaysim.relay.content import CONTROL
-from relaysim.relay.core import Reply
+from relaysim.relay.core import DEFAULT_CERTIFICATE_TTL, Reply
 from tests.clients.test_agent_duplicates import World
 from tests.conftest import seeded_rng
 
@@ -366,6 +367,94 @@ def test_a_sent_answer_with_another_number_of_envelope_ids_is_refused(case: str)
     assert [(type(e), e.ref) for e in accepted] == [(Accepted, "m2")]
     assert isinstance(accepted[0], Accepted) and len(accepted[0].envelope_ids) == 2
     assert set(alice._pairwise_log) == set(accepted[0].envelope_ids)
+
+
+def _bad_certificates(w: World, alice: DeviceAgent, bob: DeviceAgent) -> dict[str, tuple[bytes, str]]:
+    """Sender certificates a hostile relay could answer with, for ``alice``, each with why it is refused."""
+    rng = seeded_rng(78)
+    rogue = ServerSigningKey.create(TrustRoot(rng(32)), 1, rng(32))
+    issue = w.core.identity.issue
+    ik = alice.device.identity_key
+    later = int(w.clock()) + 86400
+    soon = int(w.clock()) + 60
+    return {
+        "garbage": (b"not a certificate", "sender certificate: not valid msgpack"),
+        "another server key": (
+            rogue.issue("alice", 1, ik, later).encode(),
+            "server certificate: signature does not verify",
+        ),
+        "a forged signature": (
+            dataclasses.replace(issue("alice", 1, ik, later), signature=bytes(64)).encode(),
+            "sender certificate: signature does not verify",
+        ),
+        "another account": (issue("bob", 1, ik, later).encode(), "it names sender 'bob', not 'alice'"),
+        "another device": (issue("alice", 2, ik, later).encode(), "it names device 2, not 1"),
+        "another identity key": (
+            issue("alice", 1, bob.device.identity_key, later).encode(),
+            "it names another identity_key than this device's",
+        ),
+        "about to expire": (
+            issue("alice", 1, ik, soon).encode(),
+            f"it expires at {soon}, in 60 s (fewer than {int(CERTIFICATE_RENEWAL)})",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "garbage",
+        "another server key",
+        "a forged signature",
+        "another account",
+        "another device",
+        "another identity key",
+        "about to expire",
+    ],
+)
+def test_a_bad_sender_certificate_is_refused_and_the_good_one_kept(case: str) -> None:
+    """The certificate a sealed send waits for is checked as its recipients will check it (the chain to
+    the trust root, the signature, the expiry) and must name this device and its identity key, before
+    it replaces the one the agent holds: a bad one is refused (``bad_certificate``, saying why), the
+    sealed send waiting for it fails with the same reason, and the good one is kept."""
+    w = World()
+    alice, bob = w.join("alice"), w.join("bob")
+    w.greet(alice, bob)
+    alice.request_certificate()
+    w.pump()
+    good = alice.certificate
+    assert good is not None
+    w.clock.now += DEFAULT_CERTIFICATE_TTL - CERTIFICATE_RENEWAL / 2  # due for renewal, still valid
+    bad, why = _bad_certificates(w, alice, bob)[case]
+
+    def forge(frame: wire.Response) -> wire.Response:
+        if isinstance(frame, wire.SenderCertificateResponse):
+            return dataclasses.replace(frame, certificate=bad)
+        return frame
+
+    alice.send_text("bob", b"sealed", ref="s", sealed=True)
+    events = _answer_forged(w, alice, forge)
+    message = f"the relay's sender certificate is refused: {why}"
+    assert events == [
+        Failed("get_sender_certificate", "bad_certificate", message),
+        Failed("s", "bad_certificate", message),
+    ]
+    assert alice.certificate == good
+    alice.send_text("bob", b"sealed again", ref="s2", sealed=True)  # asks again, and the relay is honest
+    events = _answer_forged(w, alice, lambda frame: frame)
+    assert [(type(e), getattr(e, "ref", None)) for e in events] == [(Accepted, "s2")]
+    assert alice.certificate not in (good, bad)
+
+
+def test_a_bad_first_sender_certificate_leaves_the_agent_without_one() -> None:
+    w = World()
+    alice = w.join("alice")
+    alice.request_certificate()
+    (request,) = alice.take_outbox()
+    events = alice.handle(wire.SenderCertificateResponse(id=request.id, certificate=b"\x92\xc0\xc0"))
+    message = "the relay's sender certificate is refused: sender certificate: fields have the wrong types"
+    assert events == [Failed("get_sender_certificate", "bad_certificate", message)]
+    assert alice.certificate is None
 
 
 # --- group state a hostile member seals --------------------------------------------------------------
