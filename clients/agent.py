@@ -451,6 +451,7 @@ class _Outgoing:
     sealed: bool
     attempts: int = 0
     group: _GroupSend | None = None  # one account's part of a group message: wait for the others
+    envelopes: int = 0  # how many envelopes its send in flight carries: its ``sent`` has one id each
 
 
 @dataclass
@@ -898,6 +899,7 @@ class DeviceAgent:
             envelopes = tuple(
                 wire.OutgoingEnvelope(device=d, body=key.seal(plaintext, ad, self.rng)) for d in devices
             )
+            out.envelopes = len(envelopes)
             self._request(wire.Send, context=out, to=out.to, envelopes=envelopes)
             return
         if out.sealed:
@@ -919,6 +921,7 @@ class DeviceAgent:
                 )
                 for d in devices
             )
+            out.envelopes = len(envelopes)
             self._request(
                 wire.SealedSend,
                 context=out,
@@ -931,6 +934,7 @@ class DeviceAgent:
             envelopes = tuple(
                 [wire.OutgoingEnvelope(device=d, body=encrypt(_peer((to, d)), plaintext)) for d in devices]
             )
+            out.envelopes = len(envelopes)
             self._request(wire.Send, context=out, to=to, envelopes=envelopes)
 
     # --- sealed conversations: ephemeral mailboxes (Martiny et al., NDSS 2021) -------------------
@@ -1124,7 +1128,7 @@ class DeviceAgent:
                 continue  # our own account, with no other device
             envelopes = tuple(wire.OutgoingEnvelope(device=d, body=body) for d in devices[a])
             part = _GroupSend(gs.ref, gs.group_id, gs.members, gs.plaintext, set(), (a,))
-            out = _Outgoing(gs.ref, a, gs.plaintext, False, attempts=1, group=part)
+            out = _Outgoing(gs.ref, a, gs.plaintext, False, attempts=1, group=part, envelopes=len(envelopes))
             self._request(wire.Send, context=out, to=a, envelopes=envelopes)
 
     def leave_group(self, group_id: bytes) -> None:
@@ -1408,26 +1412,30 @@ class DeviceAgent:
             )
             self._request(wire.Authenticate, nonce=frame.nonce, signature=signature)
         elif isinstance(frame, wire.Authenticated):
+            refused = self._not_us(frame)
+            if refused is not None:
+                self._events.append(Failed(kind, UNEXPECTED_ANSWER, refused))
+                return
             self.authenticated = True
             self._events.append(LoggedIn())
             self._resume()
             self._relay_low(frame.prekeys_left)
             self._rotate_if_due()
         elif isinstance(frame, wire.SenderCertificateResponse):
-            self.certificate = frame.certificate
-            try:
-                self._certificate_expires = SenderCertificate.decode(frame.certificate).expires
-            except CertificateError:
-                self._certificate_expires = 0
             waiting, self._waiting_certificate = self._waiting_certificate, []
-            if self._certificate_expires - self.clock() < CERTIFICATE_RENEWAL:
+            try:
+                self._certificate_expires = self._check_certificate(frame.certificate)
+            except CertificateError as exc:
+                # The one held (if any) is kept: the sends waiting fail now (asking again would be a
+                # loop with a relay that answers so each time); the next sealed send asks again.
+                message = f"the relay's sender certificate is refused: {exc}"
+                self._events.append(Failed(kind, "bad_certificate", message))
                 for out in waiting:
-                    self._fail(
-                        out, "bad_certificate", "the relay issued an unusable or expired sender certificate"
-                    )
-            else:
-                for out in waiting:
-                    self._send(out)
+                    self._fail(out, "bad_certificate", message)
+                return
+            self.certificate = frame.certificate
+            for out in waiting:
+                self._send(out)
         elif isinstance(frame, wire.Bundle):
             self._bundles(str(context), frame)
         elif isinstance(frame, wire.Sent):
@@ -1463,8 +1471,16 @@ class DeviceAgent:
             self._forget_acked(context)
 
     def _sent(self, context: _Outgoing, frame: wire.Sent) -> None:
-        """The relay took a message we sent (its ``sent``)."""
+        """The relay took a message we sent (its ``sent``): one envelope id for each envelope, in
+        their order (wire.Sent). Other than one each is no answer to this send, and is refused as an
+        answer of another kind is: the ids are what the message is logged by for a retry receipt
+        (``_log_sent_pairwise``) and what the driver matches receipts to, so an id more would have the
+        text sent again for an envelope it never was, and one fewer leave a device's copy unaccounted."""
         ids = tuple(frame.envelope_ids)
+        if len(ids) != context.envelopes:
+            message = f"the relay's 'sent' carries {len(ids)} envelope_ids for the {context.envelopes} envelopes sent"
+            self._fail(context, UNEXPECTED_ANSWER, message)
+            return
         self._events.append(Accepted(context.ref, context.to, ids))
         self._log_sent_pairwise(context, ids)
         if frame.needs_sync:
@@ -1473,6 +1489,41 @@ class DeviceAgent:
 
     def request_certificate(self) -> None:
         self._request(wire.GetSenderCertificate)
+
+    def _not_us(self, frame: wire.Authenticated) -> str | None:
+        """Why the relay's ``authenticated`` is not this device's login (it names another account or
+        device than the challenge and signature were for), or None when it names this one."""
+        if frame.account != self.account:
+            return f"the relay's 'authenticated' names account {frame.account!r}, not this device's {self.account!r}"
+        if frame.device != self.device_id:
+            return (
+                f"the relay's 'authenticated' names device {frame.device}, not this device's {self.device_id}"
+            )
+        return None
+
+    def _check_certificate(self, certificate: bytes) -> float:
+        """Check a sender certificate the relay issued this device before it replaces the one held:
+        as its recipients will check it (``clients.sealed.open_envelope``: the chain to the trust root,
+        the signatures, the expiry), and that it names this device and its identity key (else every
+        recipient refuses the sealed sends it goes in). Returns its expiry; raises CertificateError
+        saying why not, also for one that expires within CERTIFICATE_RENEWAL (it would be asked for
+        again at the next sealed send)."""
+        cert = SenderCertificate.decode(certificate)
+        if cert.sender != self.account:
+            raise CertificateError(f"it names sender {cert.sender!r}, not {self.account!r}")
+        if cert.device != self.device_id:
+            raise CertificateError(f"it names device {cert.device}, not {self.device_id}")
+        if not _p.constant_time_equal(cert.identity_key, self.device.identity_key):
+            raise CertificateError("it names another identity_key than this device's")
+        if self.trust_root is None:
+            raise CertificateError("no trust root to check it against")
+        now = self.clock()
+        cert.verify(self.trust_root, int(now))
+        if cert.expires - now < CERTIFICATE_RENEWAL:
+            raise CertificateError(
+                f"it expires at {cert.expires}, in {cert.expires - now:.0f} s (fewer than {CERTIFICATE_RENEWAL:.0f})"
+            )
+        return cert.expires
 
     def connection_lost(self) -> None:
         """The driver's word that the connection to the relay closed: no answer will come to any

@@ -130,7 +130,8 @@ class Answered:
 
     A refusal is the ``wire.ErrorFrame`` here; the agent's ``Failed`` for it is not reported twice.
     An answer of the wrong kind is reported as the agent's refusal of it, an ``ErrorFrame`` whose code
-    is ``unexpected_answer`` (``clients.agent.unexpected_answer``)."""
+    is ``unexpected_answer`` (``clients.agent.unexpected_answer``); so is one of the right kind the agent
+    refuses (a sender certificate that does not verify: ``bad_certificate``), with the agent's code."""
 
     request_id: int
     frame: wire.Response
@@ -499,6 +500,13 @@ class DeviceLink:
                 return
         events = self.agent.handle(frame)
         if kind is not None:
+            if kind and not isinstance(answer, wire.ErrorFrame):
+                # An answer of the right kind the agent refused (a sender certificate that does not
+                # verify): reported as that refusal, as one of another kind is, not as the answer.
+                for event in events:
+                    if isinstance(event, Failed) and event.ref == kind:
+                        answer = wire.ErrorFrame(id=frame.id, code=event.code, message=event.message)
+                        break
             self._events.append(Answered(frame.id, answer))
         for event in events:
             if isinstance(event, LoggedIn):

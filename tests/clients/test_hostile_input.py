@@ -24,10 +24,13 @@ from hypothesis import strategies as st
 from relaysim.clients import _primitives as _p
 from relaysim.clients import sealed, spec
 from relaysim.clients.agent import (
+    CERTIFICATE_RENEWAL,
+    Accepted,
     DeviceAgent,
     Duplicate,
     Failed,
     IdentityChanged,
+    LoggedIn,
     ReceiptReceived,
     Received,
     SentTranscript,
@@ -43,7 +46,7 @@ from relaysim.clients.session import Device, PeerAddress, parse_ciphertext
 from relaysim.relay import wire
 from relaysim.relay.certificates import ServerSigningKey, TrustRoot
 from relaysim.relay.content import CONTROL
-from relaysim.relay.core import Reply
+from relaysim.relay.core import DEFAULT_CERTIFICATE_TTL, Reply
 from tests.clients.test_agent_duplicates import World
 from tests.conftest import seeded_rng
 
@@ -272,6 +275,186 @@ def test_an_answer_to_a_request_never_made_is_dropped() -> None:
         assert alice.handle(frame) == []
         assert alice.take_outbox() == []
     assert alice.device.to_dict() == state
+
+
+# --- answers of the kind asked for that do not answer the request ---------------------------------------
+
+
+def _log_in_answered(a: DeviceAgent, authenticated: Callable[[int], wire.Authenticated]) -> list[object]:
+    """``a`` logs in afresh (its connection lost); the relay's answers are written here: a challenge,
+    then ``authenticated(its request id)``. Returns the events of that last answer."""
+    a.connection_lost()
+    a.login()
+    (challenge,) = a.take_outbox()
+    assert a.handle(wire.Challenge(id=challenge.id, nonce=bytes(32), expires_in_ms=60_000)) == []
+    (authenticate,) = a.take_outbox()
+    assert isinstance(authenticate, wire.Authenticate)
+    return a.handle(authenticated(authenticate.id))
+
+
+@pytest.mark.parametrize(("account", "device"), [("bob", 1), ("alice", 2)])
+def test_an_authenticated_answer_naming_another_device_is_refused(account: str, device: int) -> None:
+    """The relay's ``authenticated`` names the device its signature check logged in: one naming another
+    (another account's, or another device of this account) is not this device's login. It is refused
+    (``unexpected_answer``, naming the field), the device stays logged out and asks for nothing on
+    the strength of it (no receive, no prekeys though the answer says they run out), and its next
+    login goes through."""
+    w = World()
+    alice = w.join("alice")
+    state = alice.device.to_dict()
+    events = _log_in_answered(
+        alice, lambda i: wire.Authenticated(id=i, account=account, device=device, prekeys_left=0)
+    )
+    field = "account" if account != "alice" else "device"
+    got = account if field == "account" else device
+    want = "'alice'" if field == "account" else "1"
+    message = f"the relay's 'authenticated' names {field} {got!r}, not this device's {want}"
+    assert events == [Failed("authenticate", "unexpected_answer", message)]
+    assert not alice.authenticated
+    assert alice.take_outbox() == []
+    assert alice.device.to_dict() == state
+    events = _log_in_answered(alice, lambda i: wire.Authenticated(id=i, account="alice", device=1))
+    assert events == [LoggedIn()] and alice.authenticated
+
+
+def _second_device(w: World, primary: DeviceAgent) -> DeviceAgent:
+    """A second device of ``primary``'s account, registered over ``primary``'s logged-in connection."""
+    rng = seeded_rng(77)
+    d2 = DeviceAgent(
+        Device(primary.account, 2, rng=rng),
+        registration_id=8,
+        delivery_token=primary.delivery_token,
+        rng=rng,
+        trust_root=w.core.trust_root_public,
+        clock=w.clock,
+    )
+    d2.register()
+    cid = next(c for c, x in w.agents.items() if x is primary)
+    for frame in d2.take_outbox():
+        (reply,) = [o for o in w.core.handle(w.conns[cid], frame) if isinstance(o, Reply)]
+        assert isinstance(reply.frame, wire.Registered)
+    return d2
+
+
+@pytest.mark.parametrize("case", ["one more", "one fewer"])
+def test_a_sent_answer_with_another_number_of_envelope_ids_is_refused(case: str) -> None:
+    """``sent`` carries one envelope id per envelope of the send, in order (wire.Sent): the agent keeps
+    a 1:1 text by them to answer a retry receipt, and reports them in ``Accepted`` (receipts are
+    matched to them). A relay that answers more ids than envelopes would have the text resent for an
+    envelope it never was; fewer, a device's copy left unaccounted. Refused (``unexpected_answer``):
+    the message fails, nothing is logged by those ids, and the next send is accepted."""
+    w = World()
+    alice, bob = w.join("alice"), w.join("bob")
+    _second_device(w, bob)  # two envelopes to each message to bob
+
+    def forge(frame: wire.Response) -> wire.Response:
+        if not isinstance(frame, wire.Sent):
+            return frame
+        ids = frame.envelope_ids
+        return dataclasses.replace(frame, envelope_ids=(*ids, bytes(16)) if case == "one more" else ids[:1])
+
+    alice.send_text("bob", b"hello", ref="m")
+    events = _answer_forged(w, alice, forge)
+    n = 3 if case == "one more" else 1
+    message = f"the relay's 'sent' carries {n} envelope_ids for the 2 envelopes sent"
+    assert [e for e in events if isinstance(e, Failed | Accepted)] == [
+        Failed("m", "unexpected_answer", message)
+    ]
+    assert alice._pairwise_log == {}
+    alice.send_text("bob", b"again", ref="m2")
+    events = _answer_forged(w, alice, lambda frame: frame)
+    accepted = [e for e in events if isinstance(e, Failed | Accepted)]
+    assert [(type(e), e.ref) for e in accepted] == [(Accepted, "m2")]
+    assert isinstance(accepted[0], Accepted) and len(accepted[0].envelope_ids) == 2
+    assert set(alice._pairwise_log) == set(accepted[0].envelope_ids)
+
+
+def _bad_certificates(w: World, alice: DeviceAgent, bob: DeviceAgent) -> dict[str, tuple[bytes, str]]:
+    """Sender certificates a hostile relay could answer with, for ``alice``, each with why it is refused."""
+    rng = seeded_rng(78)
+    rogue = ServerSigningKey.create(TrustRoot(rng(32)), 1, rng(32))
+    issue = w.core.identity.issue
+    ik = alice.device.identity_key
+    later = int(w.clock()) + 86400
+    soon = int(w.clock()) + 60
+    return {
+        "garbage": (b"not a certificate", "sender certificate: not valid msgpack"),
+        "another server key": (
+            rogue.issue("alice", 1, ik, later).encode(),
+            "server certificate: signature does not verify",
+        ),
+        "a forged signature": (
+            dataclasses.replace(issue("alice", 1, ik, later), signature=bytes(64)).encode(),
+            "sender certificate: signature does not verify",
+        ),
+        "another account": (issue("bob", 1, ik, later).encode(), "it names sender 'bob', not 'alice'"),
+        "another device": (issue("alice", 2, ik, later).encode(), "it names device 2, not 1"),
+        "another identity key": (
+            issue("alice", 1, bob.device.identity_key, later).encode(),
+            "it names another identity_key than this device's",
+        ),
+        "about to expire": (
+            issue("alice", 1, ik, soon).encode(),
+            f"it expires at {soon}, in 60 s (fewer than {int(CERTIFICATE_RENEWAL)})",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "garbage",
+        "another server key",
+        "a forged signature",
+        "another account",
+        "another device",
+        "another identity key",
+        "about to expire",
+    ],
+)
+def test_a_bad_sender_certificate_is_refused_and_the_good_one_kept(case: str) -> None:
+    """The certificate a sealed send waits for is checked as its recipients will check it (the chain to
+    the trust root, the signature, the expiry) and must name this device and its identity key, before
+    it replaces the one the agent holds: a bad one is refused (``bad_certificate``, saying why), the
+    sealed send waiting for it fails with the same reason, and the good one is kept."""
+    w = World()
+    alice, bob = w.join("alice"), w.join("bob")
+    w.greet(alice, bob)
+    alice.request_certificate()
+    w.pump()
+    good = alice.certificate
+    assert good is not None
+    w.clock.now += DEFAULT_CERTIFICATE_TTL - CERTIFICATE_RENEWAL / 2  # due for renewal, still valid
+    bad, why = _bad_certificates(w, alice, bob)[case]
+
+    def forge(frame: wire.Response) -> wire.Response:
+        if isinstance(frame, wire.SenderCertificateResponse):
+            return dataclasses.replace(frame, certificate=bad)
+        return frame
+
+    alice.send_text("bob", b"sealed", ref="s", sealed=True)
+    events = _answer_forged(w, alice, forge)
+    message = f"the relay's sender certificate is refused: {why}"
+    assert events == [
+        Failed("get_sender_certificate", "bad_certificate", message),
+        Failed("s", "bad_certificate", message),
+    ]
+    assert alice.certificate == good
+    alice.send_text("bob", b"sealed again", ref="s2", sealed=True)  # asks again, and the relay is honest
+    events = _answer_forged(w, alice, lambda frame: frame)
+    assert [(type(e), getattr(e, "ref", None)) for e in events] == [(Accepted, "s2")]
+    assert alice.certificate not in (good, bad)
+
+
+def test_a_bad_first_sender_certificate_leaves_the_agent_without_one() -> None:
+    w = World()
+    alice = w.join("alice")
+    alice.request_certificate()
+    (request,) = alice.take_outbox()
+    events = alice.handle(wire.SenderCertificateResponse(id=request.id, certificate=b"\x92\xc0\xc0"))
+    message = "the relay's sender certificate is refused: sender certificate: fields have the wrong types"
+    assert events == [Failed("get_sender_certificate", "bad_certificate", message)]
+    assert alice.certificate is None
 
 
 # --- group state a hostile member seals --------------------------------------------------------------

@@ -269,6 +269,92 @@ def test_the_link_reports_an_answer_of_another_kind_as_the_refusal() -> None:
     )
 
 
+# --- answers of the kind asked for that do not answer the request ----------------------------------------
+
+
+async def test_a_sender_certificate_the_agent_refuses_is_the_awaited_requests_refusal(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A ``sender_certificate`` answer that is no certificate: the agent refuses it, and the caller
+    awaiting it gets that refusal (``RequestRefused``, saying why), not the frame as if it were the
+    certificate (then an AssertionError: the agent has none). The connection goes on."""
+    fake = _fake()
+    garbage = b"not a certificate"
+    async with trio.open_nursery() as nursery:
+        relay = HostileRelay(nursery, fake, "alice")
+        async with connection(relay, make_agent("alice")) as conn:
+            state = await _talking(conn)
+            relay.attack(
+                lambda f: isinstance(f, wire.GetSenderCertificate),
+                lambda r, a: [wire.encode(wire.SenderCertificateResponse(id=r.id, certificate=garbage))],
+            )
+            with trio.fail_after(100), pytest.raises(RequestRefused) as info:
+                await conn.request_certificate()
+            assert (info.value.kind, info.value.code, info.value.message) == (
+                "get_sender_certificate",
+                "bad_certificate",
+                "the relay's sender certificate is refused: sender certificate: not valid msgpack",
+            )
+            assert conn.agent.certificate is None
+            assert conn.agent.device.to_dict() == state
+            await conn.sync()
+            assert conn.reconnects == 0 and conn.failures == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_login_answered_for_another_account_is_refused_and_the_next_one_goes_through(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = _fake()
+    async with trio.open_nursery() as nursery:
+        relay = HostileRelay(nursery, fake, "alice")
+        async with connection(relay, make_agent("alice")) as conn:
+            await conn.register()
+            relay.attack(
+                lambda f: isinstance(f, wire.Authenticate),
+                lambda r, a: [wire.encode(dataclasses.replace(a, account="bob"))],
+            )
+            with trio.fail_after(100), pytest.raises(RequestRefused) as info:
+                await conn.login()
+            assert (info.value.kind, info.value.code, info.value.message) == (
+                "authenticate",
+                "unexpected_answer",
+                "the relay's 'authenticated' names account 'bob', not this device's 'alice'",
+            )
+            assert not conn.agent.authenticated and not conn.link.logged_in
+            await conn.login()
+            assert conn.agent.authenticated
+            await conn.send_text("bob", b"logged in as herself")
+            assert conn.reconnects == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_send_answered_with_an_envelope_id_too_many_fails_and_the_next_goes_through(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = _fake()
+    async with trio.open_nursery() as nursery:
+        relay = HostileRelay(nursery, fake, "alice")
+        async with connection(relay, make_agent("alice")) as conn:
+            await _talking(conn)
+
+            def forge(request: wire.Request, answer: wire.Response) -> list[bytes | None]:
+                assert isinstance(answer, wire.Sent)
+                ids = (*answer.envelope_ids, bytes(16))
+                return [wire.encode(dataclasses.replace(answer, envelope_ids=ids))]
+
+            relay.attack(lambda f: isinstance(f, wire.Send), forge)
+            with trio.fail_after(100), pytest.raises(SendFailed) as info:
+                await conn.send_text("bob", b"answered with two ids")
+            assert (info.value.code, info.value.message) == (
+                "unexpected_answer",
+                "the relay's 'sent' carries 2 envelope_ids for the 1 envelopes sent",
+            )
+            assert len(await conn.send_text("bob", b"after")) == 1
+            assert conn.reconnects == 0 and conn.failures == []
+        nursery.cancel_scope.cancel()
+
+
 # --- refusals with codes no relay here sends ------------------------------------------------------------
 
 
