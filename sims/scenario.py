@@ -52,8 +52,13 @@ line) rather than run doing something other than what it says. In particular:
 - Names are unique: people, legal processes (each names its disclosure's files, so not even case may
   be all that tells two apart), latency rules (one per pair of regions), the group of a
   ghost_participant demand (one ghost per group). The scenario's name names its output folder:
-  letters, digits, '_', '.', '-'. Events, legal process targets and ghost devices name someone in
-  the scenario; with ``[generate]`` the generated people are ``p0``, ``p1``, … (zero-padded to the
+  letters, digits, '_', '.', '-'. Names that become file or folder names (the scenario's, a legal
+  process's) are never ``.`` or ``..`` (no '/' either: nothing is written outside the run's folder),
+  never a Windows device name (``nul``, ``con``, ``com1``…, with any extension: Windows opens the
+  device, and ``disclosures/nul.json`` would be written nowhere), and a legal process is never
+  named ``relay`` (in any case): ``analysis/relay.json`` is the analysis of the relay's own
+  records, beside ``analysis/NAME.json`` of each disclosure. Events, legal process targets and
+  ghost devices name someone in the scenario; with ``[generate]`` the generated people are ``p0``, ``p1``, … (zero-padded to the
   width of the count, e.g. ``p0007`` of 1000), each with at most as many devices as
   ``devices_per_person`` allows (how many a generated person has depends on the seed).
 
@@ -457,6 +462,19 @@ EVENT_TYPES: dict[str, type[TimelineEvent]] = {
 }
 _FILE_NAMES = {"start": "from", "end": "to"}
 
+# Windows opens these devices for a file of the name, whatever its extension (``nul.json`` is NUL):
+# a scenario or legal process named so would have its output folder or files go nowhere there
+_WINDOWS_DEVICES = frozenset(
+    ["CON", "PRN", "AUX", "NUL", *(f"{port}{n}" for port in ("COM", "LPT") for n in range(10))]
+)
+
+
+def _windows_device(name: str) -> str | None:
+    """The Windows device a file or folder named ``name`` would be (its part before the first '.',
+    in any case), or None."""
+    stem = name.split(".", 1)[0].upper()
+    return stem if stem in _WINDOWS_DEVICES else None
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -653,6 +671,12 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
         raise r.fail(
             "scenario.name",
             f"expected letters, digits, '_', '.' or '-' (it names the output folder), got {name!r}",
+        )
+    if device := _windows_device(name):
+        raise r.fail(
+            "scenario.name",
+            f"expected a name Windows can give a folder ({device} is the name of one of its devices), "
+            f"got {name!r}",
         )
     description = r.get(head, "description", "scenario", str, "")
     duration = r.duration(head, "duration", "scenario")
@@ -1692,6 +1716,18 @@ def _legal_process(
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,80}", name) or set(name) == {"."}:
         raise r.fail(
             f"{path}.name", f"expected letters, digits, '_', '.' or '-' (it names output files), got {name!r}"
+        )
+    if device := _windows_device(name):
+        raise r.fail(
+            f"{path}.name",
+            f"expected a name Windows can give a file ({device} is the name of one of its devices: "
+            f"{name}.json would be written to it), got {name!r}",
+        )
+    if name.casefold() == "relay":
+        raise r.fail(
+            f"{path}.name",
+            "expected a name other than 'relay' (analysis/relay.json is the analysis of the relay's own "
+            f"records; a disclosure's is analysis/NAME.json), got {name!r}",
         )
     withdrawn = r.duration(params, "withdrawn", path) if "withdrawn" in params else None
     if withdrawn is not None and not instrument.forward:
