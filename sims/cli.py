@@ -640,8 +640,14 @@ def _chart(args: argparse.Namespace) -> int:
         if relaysim_outputs(out) and not args.force:
             held = _held_scenario(out)
             if held != "fbi-chart" or not matrix_file.exists():
+                if matrix_file.is_symlink() and not matrix_file.exists():
+                    there = f"matrix.json, a dangling symbolic link (to {os.readlink(matrix_file)}, which does not exist)"
+                elif held == "fbi-chart":
+                    there = "a run of fbi-chart without its matrix.json"
+                else:
+                    there = f"another run ({held or 'an unfinished or unknown one'})"
                 raise CliError(
-                    f"{out} holds another run ({held or 'an unfinished or unknown one'}), not the chart; give "
+                    f"{out} holds {there}, not the chart; give "
                     "chart a folder of its own, or pass --force to replace that run (only relaysim's own files "
                     "there are removed)"
                 )
