@@ -1504,8 +1504,11 @@ def _events(
                     )
             if demand != "ghost_device" and "target" in params:
                 scope = "names a group" if demand == "ghost_participant" else "covers everyone"
+                from relaysim.relay.legal import with_article
+
                 raise r.fail(
-                    f"{path}.target", f"a {demand} demand {scope}; only a ghost_device names a target"
+                    f"{path}.target",
+                    f"{with_article(demand)} demand {scope}; only a ghost_device names a target",
                 )
             if "fork" in params:
                 r.get(params, "fork", path, bool)
@@ -1664,14 +1667,14 @@ def _legal_process(
     if targets:
         target = targets[0]  # each checked by _targets: one of the people or a phone number
     if target is None and instrument.needs_target:
-        raise r.fail(f"{path}.target", f"missing; a {instrument.name} names the account it is served on")
+        raise r.fail(f"{path}.target", f"missing; {instrument.a_name} names the account it is served on")
     if instrument.looks == "freeze":
         for key in ("from", "to"):
             if key in params:
                 # relay.core's preserve freezes what is held at service, whatever the order says
                 raise r.fail(
                     f"{path}.{key}",
-                    f"a {instrument.name} freezes what is held at service (for 90 days, 18 U.S.C. 2703(f)(2)) and "
+                    f"{instrument.a_name} freezes what is held at service (for 90 days, 18 U.S.C. 2703(f)(2)) and "
                     f"covers no period: remove '{key}'",
                 )
     start = r.duration(params, "from", path) if "from" in params else None
@@ -1688,14 +1691,14 @@ def _legal_process(
         if end is not None and end <= at:
             raise r.fail(
                 f"{path}.to",
-                f"expected a time after the order is served ({at:g} s; a {instrument.name} collects "
+                f"expected a time after the order is served ({at:g} s; {instrument.a_name} collects "
                 f"from service on), got {end:g} s",
             )
         longest = instrument.max_period
         if end is not None and longest is not None and end - at > longest:
             raise r.fail(
                 f"{path}.to",
-                f"a {instrument.name} runs at most {longest / 86400:g} days from service ({instrument.statute}); "
+                f"{instrument.a_name} runs at most {longest / 86400:g} days from service ({instrument.statute}); "
                 f"got {(end - at) / 86400:g} days: serve a new order for the rest",
             )
         if start is not None and start < at:
@@ -1703,13 +1706,13 @@ def _legal_process(
             # 'from' would stand in the file and change nothing (one at service says what it does)
             raise r.fail(
                 f"{path}.from",
-                f"expected a time at or after the order is served ({at:g} s; a {instrument.name} collects from service "
+                f"expected a time at or after the order is served ({at:g} s; {instrument.a_name} collects from service "
                 f"on, never what came before), got {start:g} s: remove 'from', or give a later time",
             )
     elif instrument.looks == "back" and start is not None and start >= at:
         raise r.fail(
             f"{path}.from",
-            f"expected a time before the order is served ({at:g} s; a {instrument.name} covers what "
+            f"expected a time before the order is served ({at:g} s; {instrument.a_name} covers what "
             f"is held then), got {start:g} s",
         )
     name = r.get(params, "name", path, str, f"{process}-{(target or 'everyone').lstrip('+')}-{index}")
@@ -1733,7 +1736,7 @@ def _legal_process(
     if withdrawn is not None and not instrument.forward:
         raise r.fail(
             f"{path}.withdrawn",
-            f"a {instrument.name} is answered at service; only a demand in force from service on "
+            f"{instrument.a_name} is answered at service; only a demand in force from service on "
             "(a forward-looking instrument) can be withdrawn later",
         )
     if withdrawn is not None and withdrawn <= at:

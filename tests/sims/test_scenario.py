@@ -581,6 +581,13 @@ def _partition(text: str) -> str:
             _order('from = "59m"\nto = "2h"', process="wiretap"),
             "events[1].from: expected a time at or after the order is served (3600 s; a wiretap order collects",
         ),
+        # ... its name after the article it is said with (it read "a interception order")
+        (
+            _EVENT_END,
+            _order('from = "30m"', process="telegraph_act_5_2"),
+            "events[1].from: expected a time at or after the order is served (3600 s; an interception order "
+            "under s.5(2) collects from service on",
+        ),
         (
             _EVENT_END,
             _order('from = "2h"\nwithdrawn = "1h30m"', process="pen_register"),
