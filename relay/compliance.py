@@ -52,6 +52,7 @@ from relaysim.relay.legal import (
     Reason,
     Response,
     get_instrument,
+    with_article,
 )
 from relaysim.relay.legal import in_order as _in_order
 from relaysim.relay.metadata import MetadataRecord, RecordKind
@@ -91,7 +92,7 @@ class LegalProcess:
                 f"legal process {self.name!r}: unknown process {self.process!r}; known: {', '.join(INSTRUMENTS)}"
             )
         if self.target is None and self.instrument.needs_target:
-            raise ValueError(f"legal process {self.name!r}: a {self.instrument.name} names a target account")
+            raise ValueError(f"legal process {self.name!r}: {self.instrument.a_name} names a target account")
 
     @property
     def instrument(self) -> Instrument:
@@ -484,8 +485,9 @@ class ComplianceDesk:
             return d
         if instrument.looks == "freeze":
             d.notes.append(
-                f"A {instrument.name} discloses nothing now; it freezes what the provider holds about the "
-                "target at service, so that further process can reach it, and captures nothing after it."
+                f"{with_article(instrument.name, capital=True)} discloses nothing now; it freezes what the "
+                "provider holds about the target at service, so that further process can reach it, and "
+                "captures nothing after it."
             )
             return d
         assumed = self.profile.assumptions.get(instrument.key)
@@ -526,7 +528,7 @@ class ComplianceDesk:
             # Served after the fact (e.g. on a finished run's store): a forward-looking order
             # collects from its service on, and nothing passed through the relay since.
             why = (
-                f"a {instrument.name} collects only from its service on, and it was not in effect while "
+                f"{instrument.a_name} collects only from its service on, and it was not in effect while "
                 "traffic passed: nothing of that traffic was kept for it"
             )
             for category in in_order(instrument.asks):
@@ -570,11 +572,12 @@ class ComplianceDesk:
             )
         if process.forward and not self._can_collect(instrument):
             d.notes.append(
-                f"A {self.profile.title} relay cannot collect under a {instrument.name}: nothing was tapped."
+                f"{with_article(self.profile.title, capital=True)} relay cannot collect under "
+                f"{instrument.a_name}: nothing was tapped."
             )
         elif process.forward and not self._collects(instrument):
             d.notes.append(
-                f"{self.profile.title} could collect under a {instrument.name}, but its published policy hands "
+                f"{self.profile.title} could collect under {instrument.a_name}, but its published policy hands "
                 "nothing over under one, so it collects nothing: nothing was tapped."
             )
         return d
@@ -584,7 +587,7 @@ class ComplianceDesk:
         instrument = process.instrument
         if instrument.builds:
             return (
-                f"{pr.title} can already collect it, so there is nothing to build; a {instrument.name} "
+                f"{pr.title} can already collect it, so there is nothing to build; {instrument.a_name} "
                 "compels building a capability and hands nothing over by itself (what the relay collects is "
                 "reached by an interception warrant)"
             )
@@ -592,7 +595,7 @@ class ComplianceDesk:
             note = pr.notes.get("realtime_routing")
             return (
                 f"{pr.title} could collect it in real time, but its published policy hands nothing over under "
-                f"a {instrument.name}, so it collects nothing" + (f" ({note})" if note else "")
+                f"{instrument.a_name}, so it collects nothing" + (f" ({note})" if note else "")
             )
         has = f"collected under this order by {pr.title}" if process.forward else f"held by {pr.title}"
         # a targeted order of another country's law: the provider's policy for it, not the US ladder
@@ -602,7 +605,7 @@ class ComplianceDesk:
             if category in pr.discloses.get(p, frozenset()) and category in least.asks:
                 if instrument.jurisdiction != least.jurisdiction:
                     return f"{has}, but handed over only to US legal process that names an account"
-                return f"{has}, but handed over only under a {least.name}"
+                return f"{has}, but handed over only under {least.a_name}"
         note = pr.notes.get(category)
         return note or f"{has}, but not handed over under its published policy"
 
@@ -725,7 +728,7 @@ class ComplianceDesk:
         else:
             compel = f"to compel one: {compel}"
         return (
-            f"a {pr.title} relay has no way to collect in real time under a {instrument.name}"
+            f"{with_article(pr.title)} relay has no way to collect in real time under {instrument.a_name}"
             + (f" ({why})" if why else "")
             + f"; {compel}"
         )

@@ -50,6 +50,7 @@ __all__ = [
     "get_instrument",
     "in_order",
     "resolve_instrument",
+    "with_article",
 ]
 
 Looks = Literal["back", "forward", "freeze"]
@@ -129,6 +130,26 @@ def in_order(categories: object) -> list[str]:
     """Categories in the vocabulary's order (who, when, where, with whom, what)."""
     order = list(CATEGORIES)
     return sorted(categories, key=order.index)  # type: ignore[call-overload]
+
+
+def with_article(phrase: str, *, capital: bool = False) -> str:
+    """``phrase`` after "a" or "an", by the sound it begins with when said (prose built from names
+    as "a {name}" read "a interception order"): "an interception order", "an Apple iMessage
+    relay"; letters said by name ("ess", "pee"): "an s.69 interception direction", "a PTA demand"
+    (a word in capitals of four letters or more is said as a word: "a LINE relay"); numbers:
+    "a 2703(d) court order", "an 18 U.S.C. order". ``capital``: "A"/"An", to begin a sentence.
+    A word said with a vowel written otherwise ("hour") or the reverse ("user") is not told
+    apart: no name here is one."""
+    word = phrase.split(" ", 1)[0]
+    digits = word[: len(word) - len(word.lstrip("0123456789"))]
+    if digits:  # "eight", "eleven", "eighteen", "eighty", "eleven thousand"…
+        vowel = digits[0] == "8" or (len(digits) % 3 == 2 and digits[:2] in ("11", "18"))
+    elif len(word) == 1 or (len(word) <= 3 and word.isupper()) or word[1:2] == ".":  # letter by letter
+        vowel = word[0].upper() in "AEFHILMNORSX"
+    else:
+        vowel = word[:1].lower() in ("a", "e", "i", "o", "u")
+    article = "an" if vowel else "a"
+    return f"{article.capitalize() if capital else article} {phrase}"
 
 
 # --- reasons and responses ------------------------------------------------------------------------
@@ -271,6 +292,11 @@ class Instrument:
     @property
     def description(self) -> str:
         return f"{self.title} ({self.statute})"
+
+    @property
+    def a_name(self) -> str:
+        """The name after its article, for prose: "an interception order under s.5(2)"."""
+        return with_article(self.name)
 
 
 INSTRUMENTS: Final[Mapping[str, Instrument]] = {

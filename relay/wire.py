@@ -471,12 +471,14 @@ class _Struct(_Spec):
     def __init__(self, cls: type[Message]) -> None:
         self.cls = cls
         self.describe = "a map"
+        # said as it begins: "an OutgoingEnvelope", "a Prekey"
+        self.a_name = f"{'an' if cls.__name__[:1] in 'AEIOU' else 'a'} {cls.__name__}"
 
     def check(self, value: Any, name: str) -> Any:
         if not isinstance(value, self.cls):
             raise LocalProtocolError(
                 ErrorCode.WRONG_TYPE,
-                f"{name} must be a {self.cls.__name__}, got {type(value).__name__}",
+                f"{name} must be {self.a_name}, got {type(value).__name__}",
                 field=name,
             )
         return value

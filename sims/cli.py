@@ -402,10 +402,12 @@ def _disclose(args: argparse.Namespace) -> int:
             f"{profile.name!r} describes records that {profile.name!r}'s policy did not write",
             file=sys.stderr,
         )
-    from relaysim.relay.legal import get_instrument
+    from relaysim.relay.legal import get_instrument, with_article
 
     if get_instrument(args.process).needs_target and not args.target:
-        raise CliError(f"a {args.process} names the account it is served on: give --target ACCOUNT")
+        raise CliError(
+            f"{with_article(args.process)} names the account it is served on: give --target ACCOUNT"
+        )
     epoch = float(provider.get("clock_epoch", SIM_EPOCH))
 
     def when(option: str, value: str | None) -> float | None:
@@ -500,8 +502,8 @@ def _disclose(args: argparse.Namespace) -> int:
                 raise CliError(f"--json {args.json}: cannot write it: {exc.strerror or exc}") from None
     if order.forward:
         print(
-            f"\nrelaysim disclose: a {args.process} looks forward from its service: served on a finished run it "
-            "collects nothing. To see what it would collect, put it in the scenario's timeline, e.g.\n\n"
+            f"\nrelaysim disclose: {with_article(args.process)} looks forward from its service: served on a "
+            "finished run it collects nothing. To see what it would collect, put it in the scenario's timeline, e.g.\n\n"
             f'  [[events]]\n  at = "1h"\n  kind = "legal_process"\n  process = "{args.process}"\n'
             + (f'  target = "{args.target}"\n' if args.target else "")
             + '  to = "3h"\n\nand run it again with relaysim run.',
@@ -640,8 +642,14 @@ def _chart(args: argparse.Namespace) -> int:
         if relaysim_outputs(out) and not args.force:
             held = _held_scenario(out)
             if held != "fbi-chart" or not matrix_file.exists():
+                if matrix_file.is_symlink() and not matrix_file.exists():
+                    there = f"matrix.json, a dangling symbolic link (to {os.readlink(matrix_file)}, which does not exist)"
+                elif held == "fbi-chart":
+                    there = "a run of fbi-chart without its matrix.json"
+                else:
+                    there = f"another run ({held or 'an unfinished or unknown one'})"
                 raise CliError(
-                    f"{out} holds another run ({held or 'an unfinished or unknown one'}), not the chart; give "
+                    f"{out} holds {there}, not the chart; give "
                     "chart a folder of its own, or pass --force to replace that run (only relaysim's own files "
                     "there are removed)"
                 )

@@ -52,8 +52,13 @@ line) rather than run doing something other than what it says. In particular:
 - Names are unique: people, legal processes (each names its disclosure's files, so not even case may
   be all that tells two apart), latency rules (one per pair of regions), the group of a
   ghost_participant demand (one ghost per group). The scenario's name names its output folder:
-  letters, digits, '_', '.', '-'. Events, legal process targets and ghost devices name someone in
-  the scenario; with ``[generate]`` the generated people are ``p0``, ``p1``, … (zero-padded to the
+  letters, digits, '_', '.', '-'. Names that become file or folder names (the scenario's, a legal
+  process's) are never ``.`` or ``..`` (no '/' either: nothing is written outside the run's folder),
+  never a Windows device name (``nul``, ``con``, ``com1``…, with any extension: Windows opens the
+  device, and ``disclosures/nul.json`` would be written nowhere), and a legal process is never
+  named ``relay`` (in any case): ``analysis/relay.json`` is the analysis of the relay's own
+  records, beside ``analysis/NAME.json`` of each disclosure. Events, legal process targets and
+  ghost devices name someone in the scenario; with ``[generate]`` the generated people are ``p0``, ``p1``, … (zero-padded to the
   width of the count, e.g. ``p0007`` of 1000), each with at most as many devices as
   ``devices_per_person`` allows (how many a generated person has depends on the seed).
 
@@ -457,6 +462,19 @@ EVENT_TYPES: dict[str, type[TimelineEvent]] = {
 }
 _FILE_NAMES = {"start": "from", "end": "to"}
 
+# Windows opens these devices for a file of the name, whatever its extension (``nul.json`` is NUL):
+# a scenario or legal process named so would have its output folder or files go nowhere there
+_WINDOWS_DEVICES = frozenset(
+    ["CON", "PRN", "AUX", "NUL", *(f"{port}{n}" for port in ("COM", "LPT") for n in range(10))]
+)
+
+
+def _windows_device(name: str) -> str | None:
+    """The Windows device a file or folder named ``name`` would be (its part before the first '.',
+    in any case), or None."""
+    stem = name.split(".", 1)[0].upper()
+    return stem if stem in _WINDOWS_DEVICES else None
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -653,6 +671,12 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
         raise r.fail(
             "scenario.name",
             f"expected letters, digits, '_', '.' or '-' (it names the output folder), got {name!r}",
+        )
+    if device := _windows_device(name):
+        raise r.fail(
+            "scenario.name",
+            f"expected a name Windows can give a folder ({device} is the name of one of its devices), "
+            f"got {name!r}",
         )
     description = r.get(head, "description", "scenario", str, "")
     duration = r.duration(head, "duration", "scenario")
@@ -1480,8 +1504,11 @@ def _events(
                     )
             if demand != "ghost_device" and "target" in params:
                 scope = "names a group" if demand == "ghost_participant" else "covers everyone"
+                from relaysim.relay.legal import with_article
+
                 raise r.fail(
-                    f"{path}.target", f"a {demand} demand {scope}; only a ghost_device names a target"
+                    f"{path}.target",
+                    f"{with_article(demand)} demand {scope}; only a ghost_device names a target",
                 )
             if "fork" in params:
                 r.get(params, "fork", path, bool)
@@ -1640,14 +1667,14 @@ def _legal_process(
     if targets:
         target = targets[0]  # each checked by _targets: one of the people or a phone number
     if target is None and instrument.needs_target:
-        raise r.fail(f"{path}.target", f"missing; a {instrument.name} names the account it is served on")
+        raise r.fail(f"{path}.target", f"missing; {instrument.a_name} names the account it is served on")
     if instrument.looks == "freeze":
         for key in ("from", "to"):
             if key in params:
                 # relay.core's preserve freezes what is held at service, whatever the order says
                 raise r.fail(
                     f"{path}.{key}",
-                    f"a {instrument.name} freezes what is held at service (for 90 days, 18 U.S.C. 2703(f)(2)) and "
+                    f"{instrument.a_name} freezes what is held at service (for 90 days, 18 U.S.C. 2703(f)(2)) and "
                     f"covers no period: remove '{key}'",
                 )
     start = r.duration(params, "from", path) if "from" in params else None
@@ -1664,14 +1691,14 @@ def _legal_process(
         if end is not None and end <= at:
             raise r.fail(
                 f"{path}.to",
-                f"expected a time after the order is served ({at:g} s; a {instrument.name} collects "
+                f"expected a time after the order is served ({at:g} s; {instrument.a_name} collects "
                 f"from service on), got {end:g} s",
             )
         longest = instrument.max_period
         if end is not None and longest is not None and end - at > longest:
             raise r.fail(
                 f"{path}.to",
-                f"a {instrument.name} runs at most {longest / 86400:g} days from service ({instrument.statute}); "
+                f"{instrument.a_name} runs at most {longest / 86400:g} days from service ({instrument.statute}); "
                 f"got {(end - at) / 86400:g} days: serve a new order for the rest",
             )
         if start is not None and start < at:
@@ -1679,13 +1706,13 @@ def _legal_process(
             # 'from' would stand in the file and change nothing (one at service says what it does)
             raise r.fail(
                 f"{path}.from",
-                f"expected a time at or after the order is served ({at:g} s; a {instrument.name} collects from service "
+                f"expected a time at or after the order is served ({at:g} s; {instrument.a_name} collects from service "
                 f"on, never what came before), got {start:g} s: remove 'from', or give a later time",
             )
     elif instrument.looks == "back" and start is not None and start >= at:
         raise r.fail(
             f"{path}.from",
-            f"expected a time before the order is served ({at:g} s; a {instrument.name} covers what "
+            f"expected a time before the order is served ({at:g} s; {instrument.a_name} covers what "
             f"is held then), got {start:g} s",
         )
     name = r.get(params, "name", path, str, f"{process}-{(target or 'everyone').lstrip('+')}-{index}")
@@ -1693,11 +1720,23 @@ def _legal_process(
         raise r.fail(
             f"{path}.name", f"expected letters, digits, '_', '.' or '-' (it names output files), got {name!r}"
         )
+    if device := _windows_device(name):
+        raise r.fail(
+            f"{path}.name",
+            f"expected a name Windows can give a file ({device} is the name of one of its devices: "
+            f"{name}.json would be written to it), got {name!r}",
+        )
+    if name.casefold() == "relay":
+        raise r.fail(
+            f"{path}.name",
+            "expected a name other than 'relay' (analysis/relay.json is the analysis of the relay's own "
+            f"records; a disclosure's is analysis/NAME.json), got {name!r}",
+        )
     withdrawn = r.duration(params, "withdrawn", path) if "withdrawn" in params else None
     if withdrawn is not None and not instrument.forward:
         raise r.fail(
             f"{path}.withdrawn",
-            f"a {instrument.name} is answered at service; only a demand in force from service on "
+            f"{instrument.a_name} is answered at service; only a demand in force from service on "
             "(a forward-looking instrument) can be withdrawn later",
         )
     if withdrawn is not None and withdrawn <= at:

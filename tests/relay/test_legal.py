@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from relaysim.relay.compliance import ComplianceDesk, Disclosure, LegalProcess
 from relaysim.relay.custody import route_ad
-from relaysim.relay.legal import INSTRUMENTS, JURISDICTIONS, REASONS, resolve_instrument
+from relaysim.relay.legal import INSTRUMENTS, JURISDICTIONS, REASONS, resolve_instrument, with_article
 from relaysim.relay.metadata import RecordKind
 from relaysim.relay.profiles import PROFILES, get_profile
 from relaysim.relay.store import Store
@@ -357,3 +357,34 @@ to = "{to}"
         "x.toml: events[0].to: a pen register runs at most 60 days from service"
     )
     parse_scenario(text.format(to="61d"), "x.toml")
+
+
+@pytest.mark.parametrize(
+    ("phrase", "expected"),
+    [
+        (INSTRUMENTS["telegraph_act_5_2"].name, "an interception order under s.5(2)"),
+        (INSTRUMENTS["it_act_69"].name, "an s.69 interception direction"),  # "ess"
+        (INSTRUMENTS["pta_demand"].name, "a PTA demand"),  # "pee"
+        (INSTRUMENTS["court_order_2703d"].name, "a 2703(d) court order"),
+        (INSTRUMENTS["wiretap"].name, "a wiretap order"),
+        (get_profile("imessage").title, "an Apple iMessage"),
+        (get_profile("line").title, "a LINE (Letter Sealing on)"),  # said as a word
+        ("IT Act direction", "an IT Act direction"),
+        ("18 U.S.C. order", "an 18 U.S.C. order"),
+        ("8-day order", "an 8-day order"),
+        ("2010 access demand", "a 2010 access demand"),
+    ],
+)
+def test_a_name_in_prose_gets_the_article_it_is_said_with(phrase: str, expected: str) -> None:
+    """Prose built as "a {name}" read "a interception order" and "A Apple iMessage relay"."""
+    assert with_article(phrase) == expected
+    assert with_article(phrase, capital=True) == expected[0].upper() + expected[1:]
+
+
+def test_a_relay_that_cannot_tap_says_so_with_the_right_article() -> None:
+    sc = replace(resolve_scenario("fbi-chart"), matrix=False)
+    result = Simulation(replace(sc, relay=replace(sc.relay, profile="imessage")), db_path=":memory:").run()
+    (d,) = [d for d in result.disclosures if d.process.process == "wiretap"]
+    assert "An Apple iMessage relay cannot collect under a wiretap order: nothing was tapped." in d.notes
+    reasons = [text for _reason, text in d.reasons.values()]
+    assert any(text.startswith("an Apple iMessage relay has no way to collect") for text in reasons), reasons

@@ -371,6 +371,8 @@ def test_building_a_bad_frame_is_a_local_error() -> None:
     with pytest.raises(wire.LocalProtocolError) as info:
         wire.Send(id=1, to="bob", envelopes=(wire.OutgoingEnvelope(1, b""), "nope"))  # type: ignore[arg-type]
     assert info.value.field == "envelopes[1]"
+    # its type said with the article it takes ("a OutgoingEnvelope" before)
+    assert str(info.value).endswith("envelopes[1] must be an OutgoingEnvelope, got str")
     with pytest.raises(wire.LocalProtocolError):
         wire.AuthChallenge(id=1, account="a\nb", device=1)  # control characters
 

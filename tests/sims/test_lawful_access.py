@@ -817,6 +817,10 @@ def test_disclose_under_another_profile_warns_and_bad_arguments_are_clear(
     assert "recorded under the 'bbm-consumer' profile" in capsys.readouterr().err
     assert main(["disclose", "--db", db, "--process", "subpoena"]) == 2
     assert "give --target ACCOUNT" in capsys.readouterr().err
+    assert main(["disclose", "--db", db, "--process", "it_act_69"]) == 2  # said "an it_act_69", not "a"
+    assert "relaysim disclose: an it_act_69 names the account it is served on: give --target ACCOUNT" in (
+        capsys.readouterr().err
+    )
     assert (
         main(["disclose", "--db", str(finished / "nope.db"), "--process", "subpoena", "--target", "x"]) == 2
     )

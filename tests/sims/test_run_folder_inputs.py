@@ -423,3 +423,35 @@ def test_chart_names_a_matrix_that_holds_no_provider(
     run = copy_of(made("fbi-chart"), tmp_path)
     (run / "matrix.json").write_text(content, encoding="utf-8")
     refused(capsys, ["chart", str(run), "--width", "100"], "matrix.json", "holds no provider", "--rerun")
+
+
+@pytest.mark.parametrize("rerun", [[], ["--rerun"]])
+def test_chart_says_its_matrix_is_a_dangling_link(
+    tmp_path: Path, made: Callable[[str], Path], capsys: pytest.CaptureFixture[str], rerun: list[str]
+) -> None:
+    """A chart's folder whose matrix.json is a link to nothing was said to hold "another run
+    (fbi-chart)": it holds the chart's run, and a link where its matrix was."""
+    run = copy_of(made("fbi-chart"), tmp_path)
+    (run / "matrix.json").unlink()
+    (run / "matrix.json").symlink_to(tmp_path / "gone.json")
+    refused(
+        capsys,
+        ["chart", str(run), "--width", "100", *rerun],
+        f"{run} holds matrix.json, a dangling symbolic link (to {tmp_path / 'gone.json'}, which does not exist), "
+        "not the chart;",
+        "--force",
+    )
+    assert not (tmp_path / "gone.json").exists()
+
+
+def test_chart_says_its_run_has_no_matrix(
+    tmp_path: Path, made: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """... and a chart's run without its matrix.json was "another run (fbi-chart)" too."""
+    run = copy_of(made("fbi-chart"), tmp_path)
+    (run / "matrix.json").unlink()
+    refused(
+        capsys,
+        ["chart", str(run), "--rerun"],
+        "holds a run of fbi-chart without its matrix.json, not the chart",
+    )

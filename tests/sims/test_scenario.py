@@ -505,6 +505,32 @@ def _partition(text: str) -> str:
         ('name = "t"', 'name = ".."', "scenario.name: expected letters, digits, '_', '.' or '-'"),
         (_EVENT_END, _order("", name=".."), "events[1].name: expected letters, digits, '_', '.' or '-'"),
         (_EVENT_END, _order("", name="."), "events[1].name: expected letters, digits, '_', '.' or '-'"),
+        (_EVENT_END, _order("", name="../x"), "events[1].name: expected letters, digits, '_', '.' or '-'"),
+        # ... and never a Windows device (its files would be written to the device: nowhere)
+        (
+            'name = "t"',
+            'name = "Con.run"',
+            "scenario.name: expected a name Windows can give a folder (CON is the name of one of its devices), "
+            "got 'Con.run'",
+        ),
+        (
+            _EVENT_END,
+            _order("", name="nul"),
+            "events[1].name: expected a name Windows can give a file (NUL is the name of one of its devices: "
+            "nul.json would be written to it), got 'nul'",
+        ),
+        (
+            _EVENT_END,
+            _order("", name="lpt1.x"),
+            "events[1].name: expected a name Windows can give a file (LPT1",
+        ),
+        # ... nor the relay's: analysis/relay.json is the analysis of the relay's own records
+        (
+            _EVENT_END,
+            _order("", name="Relay"),
+            "events[1].name: expected a name other than 'relay' (analysis/relay.json is the analysis of the "
+            "relay's own records; a disclosure's is analysis/NAME.json), got 'Relay'",
+        ),
         # an exceptional-access demand that covers everyone names no target
         (
             _EVENT_END,
@@ -554,6 +580,13 @@ def _partition(text: str) -> str:
             _EVENT_END,
             _order('from = "59m"\nto = "2h"', process="wiretap"),
             "events[1].from: expected a time at or after the order is served (3600 s; a wiretap order collects",
+        ),
+        # ... its name after the article it is said with (it read "a interception order")
+        (
+            _EVENT_END,
+            _order('from = "30m"', process="telegraph_act_5_2"),
+            "events[1].from: expected a time at or after the order is served (3600 s; an interception order "
+            "under s.5(2) collects from service on",
         ),
         (
             _EVENT_END,
