@@ -14,8 +14,8 @@ from __future__ import annotations
 import dataclasses
 import random
 import struct
-from collections.abc import Callable
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import msgpack
@@ -65,6 +65,17 @@ class HostileRelay(RelayTask):
                         await stream.send_all(data)
                 except trio.BrokenResourceError:
                     return
+
+
+@asynccontextmanager
+async def _alice(fake: FakeRelay, **options: Any) -> AsyncIterator[tuple[HostileRelay, DeviceConnection]]:
+    """Alice's connection (test_client_link's ``connection``, with ``options``) to a hostile relay in
+    front of ``fake``; the relay's tasks are cancelled when the block ends."""
+    async with trio.open_nursery() as nursery:
+        relay = HostileRelay(nursery, fake, "alice")
+        async with connection(relay, make_agent("alice"), **options) as conn:
+            yield relay, conn
+        nursery.cancel_scope.cancel()
 
 
 async def _talking(conn: DeviceConnection) -> dict[str, Any]:
@@ -166,19 +177,16 @@ async def test_a_bad_frame_drops_the_connection_which_is_made_again_and_nothing_
 ) -> None:
     forge, why = BAD_FRAMES[case]
     fake = _fake()
-    async with trio.open_nursery() as nursery:
-        relay = HostileRelay(nursery, fake, "alice")
-        async with connection(relay, make_agent("alice")) as conn:
-            state = await _talking(conn)
-            relay.attack(_is_ping, forge)
-            with trio.fail_after(100):
-                await conn.sync()  # written again on the next connection, and answered there
-            assert conn.reconnects == 1
-            assert conn.last_drop is not None and why in conn.last_drop
-            assert conn.agent.device.to_dict() == state  # its sessions as they were
-            await conn.send_text("bob", b"after")  # on the session it had
-            assert conn.failures == [] and conn.undecryptable == []
-        nursery.cancel_scope.cancel()
+    async with _alice(fake) as (relay, conn):
+        state = await _talking(conn)
+        relay.attack(_is_ping, forge)
+        with trio.fail_after(100):
+            await conn.sync()  # written again on the next connection, and answered there
+        assert conn.reconnects == 1
+        assert conn.last_drop is not None and why in conn.last_drop
+        assert conn.agent.device.to_dict() == state  # its sessions as they were
+        await conn.send_text("bob", b"after")  # on the session it had
+        assert conn.failures == [] and conn.undecryptable == []
     assert [f.kind for f in fake.seen].count("fetch_bundle") == 1
 
 
@@ -226,27 +234,24 @@ async def test_an_answer_of_another_kind_to_an_awaited_request_is_refused_by_nam
     other: wire.Response = wire.Bundle(id=0, account="mallory", devices=())
     if kind == "ping":
         other = wire.Acked(id=0, count=1)
-    async with trio.open_nursery() as nursery:
-        relay = HostileRelay(nursery, fake, "alice")
-        async with connection(relay, make_agent("alice")) as conn:
-            state = await _talking(conn)
-            token = conn.agent.delivery_token
-            relay.attack(
-                lambda f: f.kind == kind,
-                lambda r, a: [wire.encode(dataclasses.replace(other, id=r.id))],
-            )
-            with trio.fail_after(100), pytest.raises(RequestRefused) as info:
-                await call(conn)
-            assert info.value.code == "unexpected_answer"
-            assert info.value.message == f"the relay answered {other.kind!r} to a {kind!r} request"
-            assert conn.agent.certificate is None
-            if kind in ("get_sender_certificate", "ping"):
-                assert conn.agent.device.to_dict() == state
-            if kind == "upload_prekeys":  # (the new token is the device's; the relay never took it)
-                assert conn.agent.delivery_token != token
-            await conn.sync()  # the same connection still works
-            assert conn.reconnects == 0
-        nursery.cancel_scope.cancel()
+    async with _alice(fake) as (relay, conn):
+        state = await _talking(conn)
+        token = conn.agent.delivery_token
+        relay.attack(
+            lambda f: f.kind == kind,
+            lambda r, a: [wire.encode(dataclasses.replace(other, id=r.id))],
+        )
+        with trio.fail_after(100), pytest.raises(RequestRefused) as info:
+            await call(conn)
+        assert info.value.code == "unexpected_answer"
+        assert info.value.message == f"the relay answered {other.kind!r} to a {kind!r} request"
+        assert conn.agent.certificate is None
+        if kind in ("get_sender_certificate", "ping"):
+            assert conn.agent.device.to_dict() == state
+        if kind == "upload_prekeys":  # (the new token is the device's; the relay never took it)
+            assert conn.agent.delivery_token != token
+        await conn.sync()  # the same connection still works
+        assert conn.reconnects == 0
 
 
 def test_the_link_reports_an_answer_of_another_kind_as_the_refusal() -> None:
@@ -280,79 +285,70 @@ async def test_a_sender_certificate_the_agent_refuses_is_the_awaited_requests_re
     certificate (then an AssertionError: the agent has none). The connection goes on."""
     fake = _fake()
     garbage = b"not a certificate"
-    async with trio.open_nursery() as nursery:
-        relay = HostileRelay(nursery, fake, "alice")
-        async with connection(relay, make_agent("alice")) as conn:
-            state = await _talking(conn)
-            relay.attack(
-                lambda f: isinstance(f, wire.GetSenderCertificate),
-                lambda r, a: [wire.encode(wire.SenderCertificateResponse(id=r.id, certificate=garbage))],
-            )
-            with trio.fail_after(100), pytest.raises(RequestRefused) as info:
-                await conn.request_certificate()
-            assert (info.value.kind, info.value.code, info.value.message) == (
-                "get_sender_certificate",
-                "bad_certificate",
-                "the relay's sender certificate is refused: sender certificate: not valid msgpack",
-            )
-            assert conn.agent.certificate is None
-            assert conn.agent.device.to_dict() == state
-            await conn.sync()
-            assert conn.reconnects == 0 and conn.failures == []
-        nursery.cancel_scope.cancel()
+    async with _alice(fake) as (relay, conn):
+        state = await _talking(conn)
+        relay.attack(
+            lambda f: isinstance(f, wire.GetSenderCertificate),
+            lambda r, a: [wire.encode(wire.SenderCertificateResponse(id=r.id, certificate=garbage))],
+        )
+        with trio.fail_after(100), pytest.raises(RequestRefused) as info:
+            await conn.request_certificate()
+        assert (info.value.kind, info.value.code, info.value.message) == (
+            "get_sender_certificate",
+            "bad_certificate",
+            "the relay's sender certificate is refused: sender certificate: not valid msgpack",
+        )
+        assert conn.agent.certificate is None
+        assert conn.agent.device.to_dict() == state
+        await conn.sync()
+        assert conn.reconnects == 0 and conn.failures == []
 
 
 async def test_a_login_answered_for_another_account_is_refused_and_the_next_one_goes_through(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     fake = _fake()
-    async with trio.open_nursery() as nursery:
-        relay = HostileRelay(nursery, fake, "alice")
-        async with connection(relay, make_agent("alice")) as conn:
-            await conn.register()
-            relay.attack(
-                lambda f: isinstance(f, wire.Authenticate),
-                lambda r, a: [wire.encode(dataclasses.replace(a, account="bob"))],
-            )
-            with trio.fail_after(100), pytest.raises(RequestRefused) as info:
-                await conn.login()
-            assert (info.value.kind, info.value.code, info.value.message) == (
-                "authenticate",
-                "unexpected_answer",
-                "the relay's 'authenticated' names account 'bob', not this device's 'alice'",
-            )
-            assert not conn.agent.authenticated and not conn.link.logged_in
+    async with _alice(fake) as (relay, conn):
+        await conn.register()
+        relay.attack(
+            lambda f: isinstance(f, wire.Authenticate),
+            lambda r, a: [wire.encode(dataclasses.replace(a, account="bob"))],
+        )
+        with trio.fail_after(100), pytest.raises(RequestRefused) as info:
             await conn.login()
-            assert conn.agent.authenticated
-            await conn.send_text("bob", b"logged in as herself")
-            assert conn.reconnects == 0
-        nursery.cancel_scope.cancel()
+        assert (info.value.kind, info.value.code, info.value.message) == (
+            "authenticate",
+            "unexpected_answer",
+            "the relay's 'authenticated' names account 'bob', not this device's 'alice'",
+        )
+        assert not conn.agent.authenticated and not conn.link.logged_in
+        await conn.login()
+        assert conn.agent.authenticated
+        await conn.send_text("bob", b"logged in as herself")
+        assert conn.reconnects == 0
 
 
 async def test_a_send_answered_with_an_envelope_id_too_many_fails_and_the_next_goes_through(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     fake = _fake()
-    async with trio.open_nursery() as nursery:
-        relay = HostileRelay(nursery, fake, "alice")
-        async with connection(relay, make_agent("alice")) as conn:
-            await _talking(conn)
+    async with _alice(fake) as (relay, conn):
+        await _talking(conn)
 
-            def forge(request: wire.Request, answer: wire.Response) -> list[bytes | None]:
-                assert isinstance(answer, wire.Sent)
-                ids = (*answer.envelope_ids, bytes(16))
-                return [wire.encode(dataclasses.replace(answer, envelope_ids=ids))]
+        def forge(request: wire.Request, answer: wire.Response) -> list[bytes | None]:
+            assert isinstance(answer, wire.Sent)
+            ids = (*answer.envelope_ids, bytes(16))
+            return [wire.encode(dataclasses.replace(answer, envelope_ids=ids))]
 
-            relay.attack(lambda f: isinstance(f, wire.Send), forge)
-            with trio.fail_after(100), pytest.raises(SendFailed) as info:
-                await conn.send_text("bob", b"answered with two ids")
-            assert (info.value.code, info.value.message) == (
-                "unexpected_answer",
-                "the relay's 'sent' carries 2 envelope_ids for the 1 envelopes sent",
-            )
-            assert len(await conn.send_text("bob", b"after")) == 1
-            assert conn.reconnects == 0 and conn.failures == []
-        nursery.cancel_scope.cancel()
+        relay.attack(lambda f: isinstance(f, wire.Send), forge)
+        with trio.fail_after(100), pytest.raises(SendFailed) as info:
+            await conn.send_text("bob", b"answered with two ids")
+        assert (info.value.code, info.value.message) == (
+            "unexpected_answer",
+            "the relay's 'sent' carries 2 envelope_ids for the 1 envelopes sent",
+        )
+        assert len(await conn.send_text("bob", b"after")) == 1
+        assert conn.reconnects == 0 and conn.failures == []
 
 
 # --- refusals with codes no relay here sends ------------------------------------------------------------
@@ -363,26 +359,21 @@ async def test_an_error_of_an_unknown_code_is_passed_on_as_it_came(
 ) -> None:
     fake = _fake()
     weird = "x" * 64
-    async with trio.open_nursery() as nursery:
-        relay = HostileRelay(nursery, fake, "alice")
-        async with connection(relay, make_agent("alice")) as conn:
-            state = await _talking(conn)
-            relay.attack(
-                lambda f: isinstance(f, wire.Send),
-                lambda r, a: [
-                    wire.encode(wire.ErrorFrame(id=0, code=weird, message="a push of no request")),
-                    wire.encode(
-                        wire.ErrorFrame(id=r.id, code=weird, message="é" * 4096, retry_after_ms=2**32)
-                    ),
-                ],
-            )
-            with trio.fail_after(100), pytest.raises(SendFailed) as info:
-                await conn.send_text("bob", b"refused")
-            assert (info.value.code, info.value.message) == (weird, "é" * 4096)
-            assert conn.agent.device.to_dict() != state  # (the message was encrypted: a ratchet step)
-            await conn.send_text("bob", b"after")
-            assert conn.reconnects == 0 and conn.failures == []
-        nursery.cancel_scope.cancel()
+    async with _alice(fake) as (relay, conn):
+        state = await _talking(conn)
+        relay.attack(
+            lambda f: isinstance(f, wire.Send),
+            lambda r, a: [
+                wire.encode(wire.ErrorFrame(id=0, code=weird, message="a push of no request")),
+                wire.encode(wire.ErrorFrame(id=r.id, code=weird, message="é" * 4096, retry_after_ms=2**32)),
+            ],
+        )
+        with trio.fail_after(100), pytest.raises(SendFailed) as info:
+            await conn.send_text("bob", b"refused")
+        assert (info.value.code, info.value.message) == (weird, "é" * 4096)
+        assert conn.agent.device.to_dict() != state  # (the message was encrypted: a ratchet step)
+        await conn.send_text("bob", b"after")
+        assert conn.reconnects == 0 and conn.failures == []
 
 
 # --- pushes of garbage ------------------------------------------------------------------------------------
@@ -404,18 +395,15 @@ async def test_a_deliver_of_garbage_twice_is_reported_and_acked_and_the_connecti
         source_device=1,
     )
     push = wire.encode(wire.Deliver(id=0, envelope=garbage))
-    async with trio.open_nursery() as nursery:
-        relay = HostileRelay(nursery, fake, "alice")
-        async with connection(relay, make_agent("alice")) as conn:
-            state = await _talking(conn)
-            relay.attack(_is_ping, lambda r, a: [push, push, wire.encode(a)])
-            await conn.sync()
-            await conn.sync()  # (the acks written after the first, answered by now)
-            assert [e.envelope_id for e in conn.undecryptable] == [garbage.id]
-            assert conn.agent.device.to_dict() == state
-            await conn.send_text("bob", b"after")
-            assert conn.reconnects == 0
-        nursery.cancel_scope.cancel()
+    async with _alice(fake) as (relay, conn):
+        state = await _talking(conn)
+        relay.attack(_is_ping, lambda r, a: [push, push, wire.encode(a)])
+        await conn.sync()
+        await conn.sync()  # (the acks written after the first, answered by now)
+        assert [e.envelope_id for e in conn.undecryptable] == [garbage.id]
+        assert conn.agent.device.to_dict() == state
+        await conn.send_text("bob", b"after")
+        assert conn.reconnects == 0
     acked = [i for f in fake.seen if isinstance(f, wire.Ack) for i in f.envelope_ids]
     assert acked.count(garbage.id) == 2
 
@@ -439,19 +427,16 @@ async def test_a_request_the_relay_leaves_unanswered_drops_the_connection_after_
         return [wire.encode(wire.Pong(id=other))]
 
     fake = _fake()
-    async with trio.open_nursery() as nursery:
-        relay = HostileRelay(nursery, fake, "alice")
-        async with connection(relay, make_agent("alice"), keepalive=30.0) as conn:
-            state = await _talking(conn)
-            relay.attack(lambda f: isinstance(f, wire.Send), forge)
-            with trio.fail_after(1000):
-                ids = await conn.send_text("bob", b"answered on the next connection")
-            assert len(ids) == 1 and conn.reconnects == 1
-            assert conn.last_drop is not None
-            assert "the relay did not answer send (request" in conn.last_drop
-            assert f"within {DEFAULT_KEEPALIVE_TIMEOUT:g} s of a keepalive ping" in conn.last_drop
-            assert conn.agent.device.to_dict() != state  # (a ratchet step: the message was encrypted once)
-        nursery.cancel_scope.cancel()
+    async with _alice(fake, keepalive=30.0) as (relay, conn):
+        state = await _talking(conn)
+        relay.attack(lambda f: isinstance(f, wire.Send), forge)
+        with trio.fail_after(1000):
+            ids = await conn.send_text("bob", b"answered on the next connection")
+        assert len(ids) == 1 and conn.reconnects == 1
+        assert conn.last_drop is not None
+        assert "the relay did not answer send (request" in conn.last_drop
+        assert f"within {DEFAULT_KEEPALIVE_TIMEOUT:g} s of a keepalive ping" in conn.last_drop
+        assert conn.agent.device.to_dict() != state  # (a ratchet step: the message was encrypted once)
     sends = [f for f in fake.seen if isinstance(f, wire.Send)]
     assert len(sends) == 3 and sends[1] == sends[2]  # "before", then the one written twice
 
@@ -460,13 +445,10 @@ async def test_a_relay_that_answers_within_the_timeout_is_never_dropped(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     fake = _fake()
-    async with trio.open_nursery() as nursery:
-        relay = HostileRelay(nursery, fake, "alice")
-        async with connection(relay, make_agent("alice"), keepalive=30.0) as conn:
-            await _talking(conn)
-            await trio.sleep(600)  # twenty keepalives, each answered at once
-            assert conn.reconnects == 0 and conn.state == "ready"
-        nursery.cancel_scope.cancel()
+    async with _alice(fake, keepalive=30.0) as (_relay, conn):
+        await _talking(conn)
+        await trio.sleep(600)  # twenty keepalives, each answered at once
+        assert conn.reconnects == 0 and conn.state == "ready"
 
 
 def test_the_keepalive_check_is_a_deadline_of_the_link() -> None:
@@ -537,21 +519,18 @@ async def test_a_bundle_no_relay_makes_fails_the_send_by_name_and_makes_no_sessi
     """A send that waits on it fails (it waited forever when the bundle listed no device)."""
     change, why = BAD_BUNDLES[case]
     fake = _fake()
-    async with trio.open_nursery() as nursery:
-        relay = HostileRelay(nursery, fake, "alice")
-        async with connection(relay, make_agent("alice")) as conn:
-            await conn.register()
-            await conn.login()
-            relay.attack(lambda f: isinstance(f, wire.FetchBundle), _bundle_forge(change))
-            with trio.fail_after(100), pytest.raises(SendFailed) as info:
-                await conn.send_text("bob", b"never sent")
-            assert (info.value.code, info.value.message) == ("bad_bundle", why)
-            assert not conn.agent.device.has_session(PeerAddress("bob", 1))
-            assert not any(isinstance(f, wire.Send) for f in fake.seen)
-            await conn.send_text("bob", b"the honest bundle")  # fetched again: a session now
-            assert conn.agent.device.has_session(PeerAddress("bob", 1))
-            assert conn.reconnects == 0
-        nursery.cancel_scope.cancel()
+    async with _alice(fake) as (relay, conn):
+        await conn.register()
+        await conn.login()
+        relay.attack(lambda f: isinstance(f, wire.FetchBundle), _bundle_forge(change))
+        with trio.fail_after(100), pytest.raises(SendFailed) as info:
+            await conn.send_text("bob", b"never sent")
+        assert (info.value.code, info.value.message) == ("bad_bundle", why)
+        assert not conn.agent.device.has_session(PeerAddress("bob", 1))
+        assert not any(isinstance(f, wire.Send) for f in fake.seen)
+        await conn.send_text("bob", b"the honest bundle")  # fetched again: a session now
+        assert conn.agent.device.has_session(PeerAddress("bob", 1))
+        assert conn.reconnects == 0
 
 
 def test_the_agent_fails_a_bundle_with_no_device_at_once() -> None:
