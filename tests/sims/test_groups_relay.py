@@ -3,6 +3,7 @@ encrypted group state (signal); what the compliance desk answers for group membe
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -138,6 +139,9 @@ def test_the_desk_answers_for_group_membership_from_what_the_store_holds(
         # "cannot": the state is held, encrypted; said with Signal's own words from its published responses
         why = d.reasons["group_membership"][1]
         assert "holds 1 such encrypted group state" in why
+        # and the write keys of its members, ana, bo and dan (cy left), which name no one
+        assert "with them 3 write key(s), public keys that name no account" in why
+        assert not re.search(r"\b(ana|bo|cy|dan)\b", why), why
         assert "doesn't have access to" in why and "signal.org/bigbrother" in why
 
 
