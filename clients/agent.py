@@ -45,7 +45,7 @@ from relaysim.clients import transparency as kt
 from relaysim.clients.errors import DecryptionError
 from relaysim.clients.escrow import EscrowPublicKey
 from relaysim.clients.groups import VERSION as SENDER_KEY_VERSION
-from relaysim.clients.groups import GroupKeys, group_write_key, parse_sender_key_message, sign_group_state
+from relaysim.clients.groups import GroupKeys, GroupWriteKey, parse_sender_key_message, write_key_set
 from relaysim.clients.identity import IdentityChanged, UntrustedIdentity
 from relaysim.clients.keys import BundleError, KemPreKey, OneTimePreKey, PreKeyBundle, SignedPreKey
 from relaysim.clients.session import Device, PeerAddress
@@ -1045,19 +1045,30 @@ class DeviceAgent:
             admins=tuple(admins),
         )
 
-    def put_group_state(self, group_id: bytes, version: int, state: bytes, master_key: bytes) -> None:
+    def put_group_state(
+        self,
+        group_id: bytes,
+        version: int,
+        state: bytes,
+        writer: GroupWriteKey,
+        write_keys: Iterable[bytes] | None = None,
+    ) -> None:
         """Store ``group_id``'s state, sealed by this device (``clients.groups.seal_group_state``),
-        at the relay: Signal's groups v2, where the server holds each group's state encrypted. The
-        group's write key, derived from ``master_key``, signs it (and is registered by version 0):
-        the relay stores a version only from someone who holds the master key."""
+        at the relay: Signal's groups v2, where the server holds each group's state encrypted.
+        ``writer`` is this member's own write key for the group (``GroupWriteKey.for_member``), and
+        ``write_keys`` the public write keys of the new version's members (the version that creates
+        the state registers them; a removal leaves the removed member's out): the relay stores a
+        version only when signed by a key of the version before's members."""
+        keys = None if write_keys is None else write_key_set(write_keys)
         self._request(
             wire.PutGroupState,
             context=("group", group_id),
             group=group_id,
             version=version,
             state=state,
-            write_key=group_write_key(master_key),
-            signature=sign_group_state(master_key, group_id, version, state),
+            write_key=writer.public,
+            signature=writer.sign(group_id, version, state, keys),
+            write_keys=keys,
         )
 
     def refresh_group(self, group_id: bytes) -> None:

@@ -60,6 +60,7 @@ __all__ = [
     "MAX_MESSAGE_KEYS",
     "MAX_SENDER_KEY_STATES",
     "GroupKeys",
+    "GroupWriteKey",
     "SenderKeyDistribution",
     "SenderKeyState",
     "group_write_key",
@@ -69,6 +70,7 @@ __all__ = [
     "sender_chain_step",
     "sender_message_key",
     "sign_group_state",
+    "write_key_set",
 ]
 
 RNG = Callable[[int], bytes]
@@ -365,18 +367,30 @@ def _message_seed(state: SenderKeyState, iteration: int) -> bytes:
 #
 #     plaintext = version (8) ‖ for each member: length (1) ‖ account (UTF-8), in sorted order
 #
-# Who may overwrite the state. Signal's server accepts a change only with a zero-knowledge proof
-# that the uploader is a member of the state it changes (the paper's auth credentials); that is not
-# modelled. Here the master key stands in for membership: the members derive an Ed25519 write key
-# from it, HKDF-SHA256(master key, info "relaysim group write key", 32 bytes) as the RFC 8032 seed,
-# register its public half with the state's creation, and sign every version with it
-# (``relay.wire.group_state_message``: group id, version, SHA-256 of the blob). The relay checks the
-# signature and learns only that the uploader holds the master key, not who it is. As with the
-# blob key, whoever once held the master key (a member who left) still does: Signal's credentials
-# check membership of the current state, this key does not.
+# Who may overwrite the state. Signal's server accepts a change only from a *current* member: the
+# state's member entries are encrypted (the server sees how many there are, and which entry made a
+# change, not whose they are), and the uploader presents a zero-knowledge proof that it is the
+# member behind one of them (the paper's auth credentials). Here each member has an Ed25519
+# **write key** of its own for the group, derived from a secret only it holds and the group's
+# master key (``GroupWriteKey.for_member``: the RFC 8032 seed is HKDF-SHA256(ikm = the member's
+# secret, salt = master key, info "relaysim group member write key" ‖ group id, 32 bytes), so a
+# member's keys for two groups cannot be linked). Every version carries the write keys of its
+# members (sorted) and is signed by the uploader's key over ``relay.wire.group_state_message``
+# (group id, version, SHA-256 of the blob and of the keys); the relay stores it only when that key
+# is among the keys of the version before. A removal (or a leave) leaves the removed member's key
+# out, so the master key it still holds lets it read what it could read before, and write nothing.
+# The relay learns, as Signal's server does, how many keys a group has and which key made each
+# change; not who holds it. The member who adds another puts in the newcomer's public key, which
+# the newcomer gives it (the simulation hands it over, as it hands over the master key).
+#
+# The first design (still accepted, for states created with it) had one key for the whole group,
+# derived from the master key alone (``GroupWriteKey.for_group``: info "relaysim group write
+# key"): anyone who once held the master key held it. A member of such a group signs its next
+# version with that key and the members' own keys, and from then on the group key is refused.
 
 _STATE_INFO = b"relaysim group state"
 _WRITE_INFO = b"relaysim group write key"
+_MEMBER_WRITE_INFO = b"relaysim group member write key"
 
 
 def _state_key(master_key: bytes) -> bytes:
@@ -403,16 +417,57 @@ def _write_seed(master_key: bytes) -> bytes:
     return _p.hkdf_sha256(master_key, b"", _WRITE_INFO, 32)
 
 
+@dataclass(frozen=True)
+class GroupWriteKey:
+    """An Ed25519 key that signs a group's state versions: a member's own (``for_member``), or the
+    first design's one key for the whole group (``for_group``)."""
+
+    seed: bytes = field(repr=False)  # the RFC 8032 private key (seed)
+
+    @classmethod
+    def for_member(cls, master_key: bytes, group_id: bytes, member_secret: bytes) -> GroupWriteKey:
+        """The write key of the member who holds ``member_secret`` (32 bytes only it has) in the
+        group of ``master_key`` and ``group_id``."""
+        _check_group_id(group_id)
+        if len(master_key) != 32:
+            raise UsageError(f"a group master key is 32 bytes, not {len(master_key)}")
+        if len(member_secret) != 32:
+            raise UsageError(f"a member's write secret is 32 bytes, not {len(member_secret)}")
+        return cls(_p.hkdf_sha256(member_secret, master_key, _MEMBER_WRITE_INFO + group_id, 32))
+
+    @classmethod
+    def for_group(cls, master_key: bytes) -> GroupWriteKey:
+        """The group-wide key of the first design, derived from the master key alone."""
+        return cls(_write_seed(master_key))
+
+    @property
+    def public(self) -> bytes:
+        return _p.ed25519_public(self.seed)
+
+    def sign(
+        self, group_id: bytes, version: int, state: bytes, write_keys: Iterable[bytes] | None = None
+    ) -> bytes:
+        """The signature that lets the relay store ``state`` as ``version`` of ``group_id``'s state
+        (and, given, replace its write keys with ``write_keys``, in ``write_key_set`` order), and
+        nothing else."""
+        _check_group_id(group_id)
+        keys = None if write_keys is None else write_key_set(write_keys)
+        return _p.ed25519_sign(self.seed, group_state_message(group_id, version, state, keys))
+
+
+def write_key_set(keys: Iterable[bytes]) -> tuple[bytes, ...]:
+    """Write keys as a state upload carries them: sorted, each once."""
+    return tuple(sorted(set(keys)))
+
+
 def group_write_key(master_key: bytes) -> bytes:
-    """The group's write key, the Ed25519 public key the relay checks its state's versions against."""
-    return _p.ed25519_public(_write_seed(master_key))
+    """The first design's group-wide write key (``GroupWriteKey.for_group``), public half."""
+    return GroupWriteKey.for_group(master_key).public
 
 
 def sign_group_state(master_key: bytes, group_id: bytes, version: int, state: bytes) -> bytes:
-    """The write key's signature that lets the relay store ``state`` (sealed by ``seal_group_state``)
-    as ``version`` of ``group_id``'s state, and nothing else."""
-    _check_group_id(group_id)
-    return _p.ed25519_sign(_write_seed(master_key), group_state_message(group_id, version, state))
+    """The group-wide key's signature (the first design) over ``state`` as ``version`` of ``group_id``."""
+    return GroupWriteKey.for_group(master_key).sign(group_id, version, state)
 
 
 def open_group_state(master_key: bytes, group_id: bytes, version: int, blob: bytes) -> tuple[str, ...]:

@@ -654,11 +654,24 @@ class ComplianceDesk:
                 said = f" ({note})" if note else ""
                 held = len(self.store.group_states())
                 if held:
+                    # And each state's write keys (put_group_state): one per current member, pseudonymous
+                    # (derived from a secret of the member's own, a different key in each group), so what
+                    # they tell is how many members a group has, not who they are.
+                    keys = self.store.group_write_key_count()
                     return (
                         "cryptographically_impossible",
                         f"{pr.title}'s clients keep each group's state, its members, encrypted under a key only "
                         f"the members hold; the relay holds {held} such encrypted group state(s), no key that "
-                        f"opens them and no member list in the clear{said}",
+                        f"opens them and no member list in the clear"
+                        + (
+                            f", and with them {keys} write key(s), public keys that name no account: one per "
+                            "current member (a member's keys in two groups are unalike), or one for a whole group "
+                            "whose state was stored before member keys; they tell how many members a group has, "
+                            "not who they are"
+                            if keys
+                            else ""
+                        )
+                        + said,
                     )
                 return (
                     "not_retained",

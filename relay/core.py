@@ -1843,23 +1843,28 @@ class RelayCore:
         # No account (the state names nobody), so bounded by the address's send tokens, before the
         # signature costs a verification.
         self._limit("put_group_state", conn, ("send_per_address", _host(conn)))
-        held = self.store.group_write_key(req.group)
-        key = self._group_write_key(req, None if held is None else held[1])
+        held = self.store.group_write_keys(req.group)
+        current = None if held is None else held[1]
+        if req.write_keys is not None:
+            _check_sorted_keys(req.write_keys)
+        key = self._group_signer(req, current)
         if req.signature is None:
             raise _Refused(
                 ErrorCode.BAD_SIGNATURE,
-                f"put_group_state needs signature: the group's write key's Ed25519 signature over "
+                f"put_group_state needs signature: the write key's Ed25519 signature over "
                 f"group {req.group.hex()}, version {req.version} and the state's SHA-256",
                 "signature",
             )
-        if not ed25519_verify(key, group_state_message(req.group, req.version, req.state), req.signature):
+        message = group_state_message(req.group, req.version, req.state, req.write_keys)
+        if not ed25519_verify(key, message, req.signature):
             raise _Refused(
                 ErrorCode.BAD_SIGNATURE,
-                f"signature is not the group's write key's signature over group {req.group.hex()}, "
-                f"version {req.version} and this state",
+                f"signature is not write_key's signature over group {req.group.hex()}, "
+                f"version {req.version}, this state"
+                + ("" if req.write_keys is None else " and these write_keys"),
                 "signature",
             )
-        # Only now the version: a refusal of an upload the group's key did not sign names none.
+        # Only now the version: a refusal of an upload no current member signed names none.
         expected = 0 if held is None else held[0] + 1
         if req.version != expected:
             raise _Refused(
@@ -1868,28 +1873,75 @@ class RelayCore:
                 f"the next is {expected}, not {req.version}: fetch the state, apply the change, and retry",
                 "version",
             )
-        self.store.put_group_state(req.group, req.version, req.state, key)
+        if req.write_keys is None:
+            keys = (key,) if current is None else current
+        else:
+            # The keys the relay holds were checked when they came; a new member's key is checked
+            # here, after the signature (a member vouches for it), once. A check is ~0.3 ms (libsodium's
+            # subgroup test), so new keys beyond the first few spend the address's send tokens too,
+            # one for every WRITE_KEYS_PER_TOKEN (a 1,024-member group's creation: 256 of a burst of
+            # 500), before any is checked: a stream of big creations costs what a stream of sends does.
+            known = set(current or ())
+            new = [i for i, k in enumerate(req.write_keys) if k not in known]
+            if len(new) > WRITE_KEYS_PER_TOKEN:
+                self._limit(
+                    f"put_group_state's {len(new)} new write keys, a token for every {WRITE_KEYS_PER_TOKEN}",
+                    conn,
+                    ("send_per_address", _host(conn)),
+                    cost=len(new) / WRITE_KEYS_PER_TOKEN,
+                )
+            for i in new:
+                k = req.write_keys[i]
+                if not ed25519_key_ok(k):
+                    raise _Refused(
+                        ErrorCode.INVALID_VALUE,
+                        f"write_keys[{i}] is not an Ed25519 public key of prime order (a key made from a "
+                        "seed always is): anyone could sign as that member",
+                        f"write_keys[{i}]",
+                    )
+            keys = req.write_keys
+        self.store.put_group_state(req.group, req.version, req.state, keys)
         out.items.append(Reply(conn.id, GroupStateStored(id=req.id, group=req.group, version=req.version)))
 
-    def _group_write_key(self, req: PutGroupState, registered: bytes | None) -> bytes:
-        """The key ``req``'s signature must verify under: the group's registered write key, or, where
-        none is (a creation, or a state stored before write keys, store schema v14), the one ``req``
-        registers. A key that is not a canonical point of Ed25519's prime-order subgroup is refused:
-        no seed makes one, and a key of small order would let anyone sign for the group."""
-        if registered is not None:
-            if req.write_key is not None and req.write_key != registered:
+    def _group_signer(self, req: PutGroupState, current: tuple[bytes, ...] | None) -> bytes:
+        """The key ``req``'s signature must verify under: ``write_key``, which must be one of the
+        group's current write keys (one per member: a member who was removed, or left, has none of
+        them), or, where the relay holds none (a creation, or a state stored before write keys, store
+        schema v14), one of the keys ``req`` registers. A key that is not a canonical point of
+        Ed25519's prime-order subgroup is refused: no seed makes one, and a key of small order would
+        let anyone sign for the group."""
+        group = req.group.hex()
+        if current is not None:
+            if req.write_key is None:
+                if len(current) == 1:
+                    return current[0]  # a client from before write_keys: the group's one key
                 raise _Refused(
                     ErrorCode.BAD_SIGNATURE,
-                    f"write_key is not the key group state {req.group.hex()} was created with; only it "
-                    "can sign the group's next version",
+                    f"put_group_state needs write_key: group state {group} has {len(current)} write keys, "
+                    "one per member; name the one that signed",
                     "write_key",
                 )
-            return registered
+            if req.write_key not in current:
+                raise _Refused(
+                    ErrorCode.BAD_SIGNATURE,
+                    f"write_key is not one of the {len(current)} write keys of group state {group}'s current "
+                    "members: only a current member can change it (a member who was removed, or left, "
+                    "no longer can)",
+                    "write_key",
+                )
+            return req.write_key
         if req.write_key is None:
             raise _Refused(
                 ErrorCode.BAD_SIGNATURE,
                 f"put_group_state needs write_key: no write key is registered for group state "
-                f"{req.group.hex()}, and the upload that creates it registers one",
+                f"{group}, and the upload that creates it registers its members' keys",
+                "write_key",
+            )
+        if req.write_keys is not None and req.write_key not in req.write_keys:
+            raise _Refused(
+                ErrorCode.BAD_SIGNATURE,
+                f"write_key is not one of write_keys: the upload that creates group state {group} is "
+                "signed by one of the keys it registers",
                 "write_key",
             )
         if not ed25519_key_ok(req.write_key):
@@ -1927,6 +1979,24 @@ class RelayCore:
             mine.pop(blocked, None)
             if not mine:
                 del self._blocks[account]
+
+
+# New write keys a send token pays for the checking of (put_group_state): a key's check is ~0.3 ms.
+WRITE_KEYS_PER_TOKEN: Final = 4
+
+
+def _check_sorted_keys(keys: tuple[bytes, ...]) -> None:
+    """``write_keys`` in one order only, each once: the set the members signed is the list the relay
+    stores, and a key named twice would count a member twice."""
+    for i in range(1, len(keys)):
+        if keys[i] <= keys[i - 1]:
+            raise _Refused(
+                ErrorCode.INVALID_VALUE,
+                f"write_keys must be sorted with no key twice: write_keys[{i}] is "
+                + ("the same key as" if keys[i] == keys[i - 1] else "below")
+                + f" write_keys[{i - 1}]",
+                f"write_keys[{i}]",
+            )
 
 
 def _wire_head(head: SignedTreeHead) -> KeyLogHead:

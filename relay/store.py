@@ -425,6 +425,20 @@ ALTER TABLE group_states ADD COLUMN write_key BLOB
 """
 
 
+# v15: a group state's write keys, one per current member (relay.core, put_group_state), in place of
+# the one key derived from the group's master key, which a member who left still holds. The column
+# holds the keys, 32 bytes each, concatenated in sorted order; every version must be signed by one of
+# them, and a version may replace them. A key names nobody, as the rest of the row. A v14 state's
+# one key becomes a set of one (its members move to their own keys with their next version, signed
+# by that key); a state stored before v14 still has none (NULL). The old column is dropped (SQLite
+# 3.35), which rewrites the table; secure_delete overwrites the freed pages.
+_V15 = """
+ALTER TABLE group_states ADD COLUMN write_keys BLOB;
+UPDATE group_states SET write_keys = write_key;
+ALTER TABLE group_states DROP COLUMN write_key
+"""
+
+
 def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
     def run(db: sqlite3.Connection) -> None:
         for statement in sql.split(";"):
@@ -449,6 +463,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _script(_V12),
     _script(_V13),
     _script(_V14),
+    _script(_V15),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1741,22 +1756,33 @@ class Store:
         """How many groups the relay holds the membership of."""
         return int(self._db.execute("SELECT COUNT(*) FROM groups").fetchone()[0])
 
-    def put_group_state(self, group: bytes, version: int, state: bytes, write_key: bytes) -> None:
-        """Store ``version`` of a group's encrypted state and the write key its signature verified under."""
+    def put_group_state(self, group: bytes, version: int, state: bytes, write_keys: Sequence[bytes]) -> None:
+        """Store ``version`` of a group's encrypted state and the write keys (sorted, 32 bytes each)
+        that may sign its next version."""
         self._db.execute(
-            "INSERT INTO group_states (id, version, state, write_key) VALUES (?, ?, ?, ?) "
+            "INSERT INTO group_states (id, version, state, write_keys) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (id) DO UPDATE SET version = excluded.version, state = excluded.state, "
-            "write_key = excluded.write_key",
-            (group, version, state, write_key),
+            "write_keys = excluded.write_keys",
+            (group, version, state, b"".join(write_keys)),
         )
 
-    def group_write_key(self, group: bytes) -> tuple[int, bytes | None] | None:
-        """(version, write key) of a group's stored state, or None if none is stored; the key is None
-        for a state stored before keys were (schema v14)."""
+    def group_write_keys(self, group: bytes) -> tuple[int, tuple[bytes, ...] | None] | None:
+        """(version, write keys in sorted order) of a group's stored state, or None if none is
+        stored; the keys are None for a state stored before keys were (schema v14)."""
         row = self._db.execute(
-            "SELECT version, write_key FROM group_states WHERE id = ?", (group,)
+            "SELECT version, write_keys FROM group_states WHERE id = ?", (group,)
         ).fetchone()
-        return None if row is None else (int(row[0]), None if row[1] is None else bytes(row[1]))
+        if row is None:
+            return None
+        if row[1] is None:
+            return int(row[0]), None
+        raw = bytes(row[1])
+        return int(row[0]), tuple(raw[i : i + 32] for i in range(0, len(raw), 32))
+
+    def group_write_key_count(self) -> int:
+        """How many write keys (one per member of each group, naming no one) the held states have."""
+        (n,) = self._db.execute("SELECT COALESCE(SUM(LENGTH(write_keys)), 0) FROM group_states").fetchone()
+        return int(n) // 32
 
     def group_state(self, group: bytes) -> tuple[int, bytes] | None:
         """(version, encrypted state) of a group whose state the clients keep here, or None."""

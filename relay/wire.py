@@ -24,7 +24,7 @@ import struct
 import threading
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar, cast
 
@@ -42,6 +42,7 @@ __all__ = [
     "KEY_LOG_HEAD_REFRESH",
     "KT_HEAD_VERSION",
     "KT_LEAF_VERSION",
+    "MAX_GROUP_WRITE_KEYS",
     "MAX_KEY_LOG_ENTRIES",
     "NEED_DATA",
     "PROTOCOL_VERSION",
@@ -183,6 +184,9 @@ GROUP_ID_SIZE: Final = 16
 MAX_GROUP_MEMBERS: Final = 1024
 MAX_GROUP_FANOUT: Final = MAX_GROUP_MEMBERS * 8  # envelopes one group send may make
 MAX_GROUP_STATE: Final = 128 * 1024
+# A group state's write keys (PutGroupState.write_keys): one per current member, so at most as many
+# as a group has members.
+MAX_GROUP_WRITE_KEYS: Final = MAX_GROUP_MEMBERS
 
 # What a prekey signature covers: the identity key's XEdDSA signature over Encode(PK).
 # X25519: 0x05 ‖ u (X3DH §2.1 Encode, libsignal's DJB key type). ML-KEM-1024: 0x0A ‖ key
@@ -205,6 +209,9 @@ _UINT64_MAX: Final = 2**64 - 1
 # an Ed25519 key the members derive from the group's master key, and it signs nothing else, but the
 # context keeps its signatures apart from any other relaysim signature all the same.
 GROUP_STATE_CONTEXT: Final = b"relaysim group state write v1\x00"
+# The same, for an upload that also sets the write keys of the group's current members
+# (PutGroupState.write_keys): the signature covers the new key set as well.
+GROUP_STATE_KEYS_CONTEXT: Final = b"relaysim group state write v2\x00"
 
 
 def signed_prekey_message(public: bytes) -> bytes:
@@ -234,16 +241,31 @@ def registration_pow_message(account: str, identity_key: bytes) -> bytes:
     return REGISTRATION_POW_CONTEXT + identity_key + account.encode("utf-8")
 
 
-def group_state_message(group: bytes, version: int, state: bytes) -> bytes:
-    """What a group's write key signs to store ``state`` as ``version``: context ‖ group (16 bytes)
-    ‖ version (u64 BE) ‖ SHA-256(state). Fixed widths, so the encoding is unambiguous; a signature
-    for one group, version or state is no use for another. Defined here, once, for the relay that
-    checks it and the clients that sign it (clients may import relay.wire, never the reverse)."""
+def group_state_message(
+    group: bytes, version: int, state: bytes, write_keys: Sequence[bytes] | None = None
+) -> bytes:
+    """What a write key signs to store ``state`` as ``version``: context ‖ group (16 bytes) ‖
+    version (u64 BE) ‖ SHA-256(state), and, when the upload sets the group's write keys
+    (``write_keys``, in the order sent), a second context and ‖ count (u16 BE) ‖ SHA-256(the keys,
+    32 bytes each, concatenated). Fixed widths, so the encoding is unambiguous; a signature for
+    one group, version, state or key set is no use for another, and one without keys is no use
+    with them. Defined here, once, for the relay that checks it and the clients that sign it
+    (clients may import relay.wire, never the reverse)."""
     if type(group) is not bytes or len(group) != GROUP_ID_SIZE:
         raise ValueError(f"group state signature: group must be {GROUP_ID_SIZE} bytes")
     if type(version) is not int or not 0 <= version <= _UINT64_MAX:
         raise ValueError(f"group state signature: version must be an integer 0 to 2**64 - 1, not {version!r}")
-    return GROUP_STATE_CONTEXT + group + version.to_bytes(8, "big") + hashlib.sha256(state).digest()
+    body = group + version.to_bytes(8, "big") + hashlib.sha256(state).digest()
+    if write_keys is None:
+        return GROUP_STATE_CONTEXT + body
+    if len(write_keys) > MAX_GROUP_WRITE_KEYS or any(
+        type(k) is not bytes or len(k) != KEY_SIZE for k in write_keys
+    ):
+        raise ValueError(
+            f"group state signature: write_keys must be at most {MAX_GROUP_WRITE_KEYS} keys of {KEY_SIZE} bytes"
+        )
+    keys = hashlib.sha256(b"".join(write_keys)).digest()
+    return GROUP_STATE_KEYS_CONTEXT + body + len(write_keys).to_bytes(2, "big") + keys
 
 
 def leading_zero_bits(digest: bytes) -> int:
@@ -1299,20 +1321,29 @@ class GroupSend(Request):
 class PutGroupState(Request):
     """Store a group's state as an opaque blob the clients encrypted (Signal's groups v2: the server
     holds the state and cannot read it). ``version`` must be the stored version plus one (0 creates).
-    No account: the relay learns nothing about who keeps which group. Instead the group's write key
-    (an Ed25519 key the members derive from the group's master key) signs
-    :func:`group_state_message`: ``write_key`` registers it with the creation (version 0), and every
-    later version must verify under the registered key, so only those who hold the master key can
-    overwrite the state. ``write_key`` and ``signature`` were added after the first release of
-    protocol version 1 (hence optional on the wire); the relay refuses a put without them."""
+    No account: the relay learns nothing about who keeps which group. Instead the relay holds the
+    group's **write keys**, one Ed25519 key per current member (pseudonymous: a key names nobody),
+    and stores a version only when ``write_key``, the uploader's key, is one of them and its
+    ``signature`` over :func:`group_state_message` verifies. ``write_keys``, sorted and without
+    repeats, replaces the set with the new version's members' keys (a removal leaves the removed
+    member's key out, and its later uploads are refused); absent, the set stays as it is. The
+    creation (version 0) registers ``write_keys`` (or ``write_key`` alone), and ``write_key`` must
+    be among them. ``write_key`` and ``signature`` were added after the first release of protocol
+    version 1, ``write_keys`` after them (hence all optional on the wire); the relay refuses a put
+    without a signature (docs/protocol.md, "put_group_state")."""
 
     kind: ClassVar[str] = "put_group_state"
     group: GroupId
     version: Annotated[int, _UINT64]
     state: Annotated[bytes, _Bytes(max_size=MAX_GROUP_STATE)]
-    # The group's Ed25519 write key: needed when the relay holds none for the group (the creation).
+    # The uploader's Ed25519 write key: one of the group's current write keys (at the creation, one
+    # of those it registers). It may be left out only where the group has one key.
     write_key: PublicKey | None = None
     signature: Signature | None = None  # the write key's Ed25519 signature over group_state_message
+    # The write keys of the new version's members, sorted, no repeats; absent: unchanged.
+    write_keys: Annotated[
+        tuple[bytes, ...] | None, _Optional(_List(_Bytes(KEY_SIZE), MAX_GROUP_WRITE_KEYS))
+    ] = None
 
 
 @message

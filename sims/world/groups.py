@@ -7,11 +7,14 @@ group_state_encrypted): the phones tell the relay of each change as it happens.
   group message out from the list it holds, so the list is what a member's messages reach.
 - Encrypted group state (Signal's groups v2): the phone that makes a change (the creator, the
   admin who adds, the member who leaves) seals the new member list under the group's master key
-  (``clients.groups.seal_group_state``) and stores it at the relay, one version per change,
-  signed by the group's write key (derived from the master key: the relay stores a version only
-  from someone who holds it, and learns nothing else about the uploader). The master key is the
-  members' secret (Signal's clients carry it in each group message's context); here it is drawn
-  from the seed and handed to them by the simulation.
+  (``clients.groups.seal_group_state``) and stores it at the relay, one version per change, with
+  the public write keys of the new member list, signed by its own write key (each member's is
+  derived from the master key and a secret of its own: the relay stores a version only from a
+  member of the version before, and learns which of its pseudonymous keys made the change, not
+  whose it is; a member who left has no key the relay takes). The master key is the members'
+  secret (Signal's clients carry it in each group message's context); here it, each member's write
+  secret, and so the public write key a member who adds another puts in for the newcomer, are
+  drawn from the seed and handed over by the simulation.
 
 A phone that is offline, or not yet logged in, when its change is due does it once it is (every
 few seconds, it tries again). Nothing here reads the clock or draws randomness of its own: both
@@ -26,12 +29,12 @@ from collections.abc import Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 from relaysim.clients import agent as A
-from relaysim.clients.groups import seal_group_state
+from relaysim.clients.groups import GroupWriteKey, seal_group_state
 from relaysim.relay.store import Store
 from relaysim.sims.scenario import GroupSpec
 from relaysim.sims.world.util import seeded
 
-__all__ = ["GroupDirector", "group_distribution_id", "group_master_key"]
+__all__ = ["GroupDirector", "group_distribution_id", "group_master_key", "group_write_secret"]
 
 RETRY = 5.0  # seconds: a phone that cannot make its change yet tries again this long after
 
@@ -44,6 +47,11 @@ def group_distribution_id(name: str) -> bytes:
 def group_master_key(seed: int, name: str) -> bytes:
     """Group ``name``'s master key (encrypted state): the members' secret, the relay never has it."""
     return seeded(seed, "group-master-key", name).randbytes(32)
+
+
+def group_write_secret(seed: int, name: str, person: str) -> bytes:
+    """``person``'s own secret for group ``name``'s write key (encrypted state): only it holds it."""
+    return seeded(seed, "group-write-secret", name, person).randbytes(32)
 
 
 class _Phone(Protocol):
@@ -102,7 +110,7 @@ class GroupDirector(Generic[P]):
         self.sched.at(0.0, self._create, g, group, creator)
         for c in g.timeline:
             if c.kind == "join":
-                self.sched.at(c.at, self._join, g, group, c.by or creator, c.person)
+                self.sched.at(c.at, self._join, g, group, c.by or self._adder(creator), c.person)
             elif c.kind == "leave":
                 self.sched.at(c.at, self._leave, g, group, c.person)
 
@@ -123,7 +131,7 @@ class GroupDirector(Generic[P]):
                 self.sched.after(RETRY, self._promote, group, creator, tuple(others))
         if self.encrypted_state:
             self.members[group] = set(g.members)
-            self._put_state(d, g, group)
+            self._put_state(d, g, group, creator)
         self.flush(d)
 
     def _promote(self, group: bytes, creator: str, admins: tuple[str, ...]) -> None:
@@ -137,16 +145,30 @@ class GroupDirector(Generic[P]):
     def _is_admin(self, group: bytes, account: str) -> bool:
         return any(m.account == account and m.admin for m in self.store.group_members(group))
 
-    def _join(self, g: GroupSpec, group: bytes, admin: str, person: str) -> None:
-        d = self._phone(admin)
-        if d is None or (self.server and not self._is_admin(group, admin)):
+    def _adder(self, creator: str) -> Callable[[bytes], str]:
+        """Who adds a member when the join names no admin (a group without admins): the creator,
+        or, with encrypted state once the creator has left, the first of the current members (only
+        a current member's write key can store the next version)."""
+
+        def pick(group: bytes) -> str:
+            members = self.members.get(group)
+            if self.server or not members or creator in members:
+                return creator
+            return min(members)
+
+        return pick
+
+    def _join(self, g: GroupSpec, group: bytes, admin: str | Callable[[bytes], str], person: str) -> None:
+        by = admin if isinstance(admin, str) else admin(group)
+        d = self._phone(by)
+        if d is None or (self.server and not self._is_admin(group, by)):
             self.sched.after(RETRY, self._join, g, group, admin, person)
             return
         if self.server:
             d.agent.change_group(group, add=[person])
         if self.encrypted_state:
             self.members.setdefault(group, set(g.members)).add(person)
-            self._put_state(d, g, group)
+            self._put_state(d, g, group, by)
         self.flush(d)
 
     def _leave(self, g: GroupSpec, group: bytes, person: str) -> None:
@@ -158,13 +180,25 @@ class GroupDirector(Generic[P]):
             d.agent.change_group(group, remove=[person])
         if self.encrypted_state:
             self.members.setdefault(group, set(g.members)).discard(person)
-            self._put_state(d, g, group)
+            self._put_state(d, g, group, person)
         self.flush(d)
 
-    def _put_state(self, d: P, g: GroupSpec, group: bytes) -> None:
+    def _writer(self, g: GroupSpec, group: bytes, person: str) -> GroupWriteKey:
+        """``person``'s write key for the group (encrypted state)."""
+        return GroupWriteKey.for_member(
+            self.master_key(g.name), group, group_write_secret(self.seed, g.name, person)
+        )
+
+    def _put_state(self, d: P, g: GroupSpec, group: bytes, by: str) -> None:
+        """``by`` (whose phone ``d`` is, a member of the version before) stores the next version."""
         version = self.versions.get(group, -1) + 1
         self.versions[group] = version
         key = self.master_key(g.name)
+        members = self.members[group]
         d.agent.put_group_state(
-            group, version, seal_group_state(key, group, version, self.members[group]), key
+            group,
+            version,
+            seal_group_state(key, group, version, members),
+            self._writer(g, group, by),
+            [self._writer(g, group, m).public for m in members],
         )

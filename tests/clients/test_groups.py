@@ -286,3 +286,42 @@ def test_the_group_write_key_and_its_signature_match_an_independent_computation(
         G.group_write_key(bytes(31))
     with pytest.raises(UsageError, match="16 bytes"):
         G.sign_group_state(master, b"short", 0, state)
+
+
+def test_a_members_write_key_and_its_signature_over_a_key_set_match_an_independent_computation() -> None:
+    """A member's write key is the Ed25519 key whose RFC 8032 seed is HKDF-SHA256(ikm = the
+    member's secret, salt = master key, info "relaysim group member write key" ‖ group id), and with
+    ``write_keys`` it signs context v2 ‖ group ‖ version (u64 BE) ‖ SHA-256(state) ‖ count (u16 BE)
+    ‖ SHA-256(the keys, sorted, concatenated) (relay.wire.group_state_message, which the relay checks)."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    master, secret, state = bytes(range(32)), bytes(range(100, 132)), b"sealed state"
+    info = b"relaysim group member write key" + GID
+    seed = HKDF(hashes.SHA256(), 32, salt=master, info=info).derive(secret)
+    public = Ed25519PrivateKey.from_private_bytes(seed).public_key()
+    writer = G.GroupWriteKey.for_member(master, GID, secret)
+    assert writer.public == public.public_bytes_raw() and secret not in repr(writer).encode()
+    other = G.GroupWriteKey.for_member(master, GID, bytes(32)).public
+    keys = sorted([writer.public, other])
+    signed = (
+        b"relaysim group state write v2\x00"
+        + GID
+        + (7).to_bytes(8, "big")
+        + hashlib.sha256(state).digest()
+        + (2).to_bytes(2, "big")
+        + hashlib.sha256(b"".join(keys)).digest()
+    )
+    public.verify(writer.sign(GID, 7, state, [other, writer.public, other]), signed)  # raises if wrong
+    with pytest.raises(InvalidSignature):  # bound to the keys: none is not these
+        public.verify(writer.sign(GID, 7, state), signed)
+    assert G.write_key_set([other, writer.public, other]) == tuple(keys)
+    # a member's key is its own: another secret, group or master key gives another key
+    assert len({other, writer.public}) == 2
+    assert G.GroupWriteKey.for_member(master, bytes(16), secret).public != writer.public
+    assert G.GroupWriteKey.for_member(bytes(32), GID, secret).public != writer.public
+    assert G.GroupWriteKey.for_group(master).public == G.group_write_key(master) != writer.public
+    with pytest.raises(UsageError, match="write secret is 32 bytes"):
+        G.GroupWriteKey.for_member(master, GID, bytes(31))
+    with pytest.raises(UsageError, match="master key is 32 bytes"):
+        G.GroupWriteKey.for_member(bytes(31), GID, secret)

@@ -171,24 +171,36 @@ def test_a_member_who_leaves_does_not_ask_for_the_list_it_left() -> None:
     assert [m.account for m in w.core.store.group_members(G)] == ["alice"]
 
 
-def test_a_device_stores_a_groups_state_only_with_the_groups_master_key() -> None:
-    """The agent signs each version with the write key it derives from the master key (and
-    registers the key with version 0): the relay takes a member's versions and refuses a device
-    that holds another key, leaving the state as the members stored it."""
-    from relaysim.clients.groups import group_write_key, seal_group_state
+def test_only_a_current_member_stores_a_groups_state_and_a_removed_member_no_longer_can() -> None:
+    """Each member signs with a write key of its own (from the master key and a secret only it
+    holds), and each version carries its members' keys: the relay takes a version signed by a
+    member of the version before. When alice removes bob, bob still holds the master key, and his
+    uploads are refused, the state left as alice stored it; a stranger's key never counted."""
+    from relaysim.clients.groups import GroupWriteKey, open_group_state, seal_group_state
 
-    w = _World("alice", "mallory")
-    master, other = bytes(range(32)), bytes(range(1, 33))
-    alice, mallory = w.agents["alice"], w.agents["mallory"]
-    v0 = seal_group_state(master, G, 0, ["alice", "bob"])
-    alice.put_group_state(G, 0, v0, master)
-    assert not [e for e in w.pump("alice") if isinstance(e, Failed)]
-    assert w.core.store.group_write_key(G) == (0, group_write_key(master))
-    mallory.put_group_state(G, 1, seal_group_state(other, G, 1, ["mallory"]), other)
-    [refused] = [e for e in w.pump("mallory") if isinstance(e, Failed)]
+    w = _World("alice", "bob", "mallory")
+    master = bytes(range(32))
+    key = {a: GroupWriteKey.for_member(master, G, bytes([i + 1]) * 32) for i, a in enumerate(w.agents)}
+
+    def put(who: str, version: int, members: list[str], writer: GroupWriteKey | None = None) -> list[object]:
+        state = seal_group_state(master, G, version, members)
+        w.agents[who].put_group_state(G, version, state, writer or key[who], [key[m].public for m in members])
+        return [e for e in w.pump(who) if isinstance(e, Failed)]
+
+    assert put("alice", 0, ["alice", "bob"]) == []
+    assert w.core.store.group_write_keys(G) == (0, tuple(sorted([key["alice"].public, key["bob"].public])))
+    [refused] = put("mallory", 1, ["mallory"])  # a stranger, whatever the master key
     assert (refused.ref, refused.code) == ("put_group_state", wire.ErrorCode.BAD_SIGNATURE.value)
-    assert w.core.store.group_state(G) == (0, v0)
-    v1 = seal_group_state(master, G, 1, ["alice"])
-    alice.put_group_state(G, 1, v1, master)
-    assert not [e for e in w.pump("alice") if isinstance(e, Failed)]
-    assert w.core.store.group_state(G) == (1, v1)
+    assert put("bob", 1, ["alice", "bob"]) == []  # a member changes it
+    assert put("alice", 2, ["alice"]) == []  # alice removes bob
+    kept = w.core.store.group_state(G)
+    for members in (["alice", "bob"], ["bob"]):  # bob takes himself back in, or alice out
+        [refused] = put("bob", 3, members)
+        assert (refused.ref, refused.code) == ("put_group_state", wire.ErrorCode.BAD_SIGNATURE.value)
+    [refused] = put("bob", 3, ["bob"], GroupWriteKey.for_group(master))  # nor the master key's own key
+    assert refused.code == wire.ErrorCode.BAD_SIGNATURE.value
+    assert w.core.store.group_state(G) == kept
+    assert w.core.store.group_write_keys(G) == (2, (key["alice"].public,))
+    assert put("alice", 3, ["alice", "mallory"]) == []  # the members who remain go on
+    version, state = w.core.store.group_state(G) or (0, b"")
+    assert (version, open_group_state(master, G, version, state)) == (3, ("alice", "mallory"))

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import random
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import msgpack
 import pytest
 
-from relaysim.clients.groups import group_write_key, sign_group_state
+from relaysim.clients.groups import GroupWriteKey, group_write_key, sign_group_state, write_key_set
 from relaysim.relay import store as store_module
 from relaysim.relay import wire
-from relaysim.relay._primitives import ed25519_verify
+from relaysim.relay._primitives import ed25519_key_ok, ed25519_verify
 from relaysim.relay.core import ConnectionContext, Push, RelayCore
 from relaysim.relay.limits import UNLIMITED
 from relaysim.relay.metadata import MetadataRecord, RecordKind
@@ -191,7 +192,7 @@ def test_only_a_holder_of_the_groups_key_overwrites_its_state() -> None:
         assert_error(reply(outputs), E.BAD_SIGNATURE, field)
         assert not [o for o in outputs if isinstance(o, MetadataRecord)]
         assert core.store.group_state(G) == (0, b"members v0")  # unchanged
-        assert core.store.group_write_key(G) == (0, group_write_key(MASTER))
+        assert core.store.group_write_keys(G) == (0, (group_write_key(MASTER),))
     # the relay keeps serving: a member's next version is stored, read back by anyone
     assert reply(core.handle(c["bob"], _put(1, b"members v1", write_key=None))) == wire.GroupStateStored(
         id=1, group=G, version=1
@@ -227,7 +228,7 @@ def test_the_creation_registers_a_write_key_it_proves_it_holds() -> None:
     )
     assert core.store.group_state(G) is None
     assert reply(core.handle(alice, _put(0, b"s"))) == wire.GroupStateStored(id=1, group=G, version=0)
-    assert core.store.group_write_key(G) == (0, group_write_key(MASTER))
+    assert core.store.group_write_keys(G) == (0, (group_write_key(MASTER),))
     # a version ahead of the next is still stale, however well signed
     assert_error(reply(core.handle(alice, _put(2, b"s"))), E.STALE_GROUP, "version")
 
@@ -248,12 +249,12 @@ def test_a_group_state_stored_before_write_keys_takes_the_key_of_its_next_versio
     core = RelayCore(
         store_module.Store(path), clock=lambda: T0, rng=random.Random(7).randbytes, limits=UNLIMITED
     )
-    assert core.store.schema_version == store_module.SCHEMA_VERSION == 14
-    assert core.store.group_state(G) == (4, b"old") and core.store.group_write_key(G) == (4, None)
+    assert core.store.schema_version == store_module.SCHEMA_VERSION == 15
+    assert core.store.group_state(G) == (4, b"old") and core.store.group_write_keys(G) == (4, None)
     anon = ConnectionContext(9, address=("198.51.100.7", 4000))
     assert_error(reply(core.handle(anon, _put(5, b"new", write_key=None))), E.BAD_SIGNATURE, "write_key")
     assert reply(core.handle(anon, _put(5, b"new"))) == wire.GroupStateStored(id=1, group=G, version=5)
-    assert core.store.group_write_key(G) == (5, group_write_key(MASTER))
+    assert core.store.group_write_keys(G) == (5, (group_write_key(MASTER),))
     assert_error(reply(core.handle(anon, _put(6, b"gone", master=STRANGER))), E.BAD_SIGNATURE, "write_key")
     core.store.close()
 
@@ -291,6 +292,259 @@ def test_a_malformed_write_key_or_signature_is_refused_by_its_field() -> None:
     decoder = wire.FrameDecoder("relay")
     decoder.receive_data(wire.encode(frame))
     assert decoder.next_frame() == frame
+
+
+# --- per-member write keys: only a current member changes the state ------------------------------
+
+SECRETS = {name: bytes([i + 1]) * 32 for i, name in enumerate(("ann", "ben", "cat", "dov", "eve"))}
+WRITER = {name: GroupWriteKey.for_member(MASTER, G, s) for name, s in SECRETS.items()}
+PUB = {name: w.public for name, w in WRITER.items()}
+
+
+def _member_put(
+    version: int, state: bytes, by: str, members: tuple[str, ...] | None, rid: int = 1, **fields: object
+) -> wire.PutGroupState:
+    """``by``'s upload of ``version``, setting the write keys to ``members``' (None: unchanged)."""
+    keys = None if members is None else write_key_set(PUB[m] for m in members)
+    signed: dict[str, object] = {
+        "write_key": PUB[by],
+        "signature": WRITER[by].sign(G, version, state, keys),
+        "write_keys": keys,
+    }
+    signed.update(fields)
+    return wire.PutGroupState(id=rid, group=G, version=version, state=state, **signed)  # type: ignore[arg-type]
+
+
+def _stored(core: RelayCore, put: wire.PutGroupState, conn: ConnectionContext | None = None) -> None:
+    outputs = core.handle(conn or ANON, put)
+    assert reply(outputs) == wire.GroupStateStored(id=put.id, group=G, version=put.version)
+    assert not [o for o in outputs if isinstance(o, MetadataRecord)]
+
+
+def _refused(core: RelayCore, put: wire.PutGroupState, code: wire.ErrorCode, field: str) -> None:
+    """``put`` is refused by ``field``, and the state, its keys and the records are as they were."""
+    before = (core.store.group_state(G), core.store.group_write_keys(G))
+    outputs = core.handle(ANON, put)
+    assert_error(reply(outputs), code, field)
+    assert not [o for o in outputs if isinstance(o, MetadataRecord)]
+    assert (core.store.group_state(G), core.store.group_write_keys(G)) == before
+
+
+ANON = ConnectionContext(9, address=("198.51.100.7", 4000))  # an upload names no account
+
+
+def test_a_removed_member_can_no_longer_change_the_state_and_the_others_go_on() -> None:
+    """Creation, an add, a removal, a leave: each version's write keys are its members', and a
+    version is stored only when signed by a key of the version before. cat, removed, still holds
+    the master key (and so the group-wide key of the first design) and her own key: every upload of
+    hers is refused, however she builds it, and the state stays as the members left it."""
+    core = new_core()
+    _stored(core, _member_put(0, b"v0", "ann", ("ann", "ben", "cat")))
+    assert core.store.group_write_keys(G) == (0, write_key_set(PUB[m] for m in ("ann", "ben", "cat")))
+    _stored(core, _member_put(1, b"v1", "ben", ("ann", "ben", "cat", "dov")))  # ben adds dov
+    _stored(core, _member_put(2, b"v2", "cat", None))  # a change that keeps the keys (no write_keys)
+    _stored(core, _member_put(3, b"v3", "ann", ("ann", "ben", "dov")))  # ann removes cat
+    assert core.store.group_write_keys(G) == (3, write_key_set(PUB[m] for m in ("ann", "ben", "dov")))
+    for put, field in (
+        (_member_put(4, b"cat's", "cat", ("ann", "ben", "cat", "dov")), "write_key"),  # back in
+        (_member_put(4, b"cat's", "cat", ("cat",)), "write_key"),  # everyone else out
+        (_member_put(4, b"cat's", "cat", None), "write_key"),  # the keys kept
+        # the group-wide key of the first design, which the master key gives her
+        (_put(4, b"cat's", write_keys=write_key_set([PUB["cat"]])), "write_key"),
+        (_put(4, b"cat's"), "write_key"),
+        # no key named: the group has three, and the relay tries none of them for her
+        (_member_put(4, b"cat's", "cat", None, write_key=None), "write_key"),
+        # a current member's key with her signature
+        (_member_put(4, b"cat's", "cat", ("cat",), write_key=PUB["ann"]), "signature"),
+        # a version she signed while a member, replayed as the next
+        (_member_put(4, b"v2", "cat", None, signature=WRITER["cat"].sign(G, 2, b"v2")), "write_key"),
+    ):
+        _refused(core, put, E.BAD_SIGNATURE, field)
+    assert core.store.group_state(G) == (3, b"v3")
+    # the members who remain go on; dov leaves (his own key signs a set without it), then cannot write
+    _stored(core, _member_put(4, b"v4", "dov", ("ann", "ben")))
+    _refused(core, _member_put(5, b"dov's", "dov", ("ann", "ben", "dov")), E.BAD_SIGNATURE, "write_key")
+    _stored(core, _member_put(5, b"v5", "ben", None))
+    assert core.store.group_state(G) == (5, b"v5")
+    assert core.store.group_write_keys(G) == (5, write_key_set([PUB["ann"], PUB["ben"]]))
+    # and nothing names anyone: the row is the id, the version, the blob and the members' public keys
+    row = core.store._db.execute("SELECT * FROM group_states").fetchall()
+    assert row == [(G, 5, b"v5", b"".join(write_key_set([PUB["ann"], PUB["ben"]])))]
+
+
+def test_the_write_keys_are_signed_with_the_state() -> None:
+    """The set is covered by the uploader's signature: whoever sees a member's upload on its way
+    (or replays it) cannot add a key to it, drop one, or send it without its keys."""
+    core = new_core()
+    _stored(core, _member_put(0, b"v0", "ann", ("ann", "ben")))
+    honest = _member_put(1, b"v1", "ann", ("ann", "ben", "cat"))
+    assert honest.write_keys is not None
+    for keys in (
+        write_key_set([*honest.write_keys, PUB["eve"]]),  # eve slipped in
+        write_key_set([PUB["ann"], PUB["ben"]]),  # cat left out
+        (),  # everyone out
+    ):
+        _refused(core, replace(honest, write_keys=keys), E.BAD_SIGNATURE, "signature")
+    _refused(core, replace(honest, write_keys=None), E.BAD_SIGNATURE, "signature")
+    # a signature without keys does not carry keys either
+    plain = _member_put(1, b"v1", "ann", None)
+    _refused(core, replace(plain, write_keys=honest.write_keys), E.BAD_SIGNATURE, "signature")
+    _stored(core, honest)
+
+
+def test_write_keys_are_checked_by_their_index() -> None:
+    """Sorted, each once, each a key of Ed25519's prime-order subgroup (a small-order key would let
+    anyone sign as that member), at most MAX_GROUP_WRITE_KEYS; the creation is signed by one of the
+    keys it registers. Every refusal names the field and changes nothing."""
+    core = new_core()
+    small = bytes([1]) + bytes(31)  # the identity point: of order 1
+    assert not ed25519_key_ok(small)
+    ab = write_key_set([PUB["ann"], PUB["ben"]])
+    for keys, field in (
+        ((ab[1], ab[0]), "write_keys[1]"),  # out of order
+        ((ab[0], ab[0], ab[1]), "write_keys[1]"),  # a member counted twice
+    ):
+        put = _member_put(
+            0, b"v0", "ann", None, write_keys=keys, signature=WRITER["ann"].sign(G, 0, b"v0", keys)
+        )
+        _refused(core, put, E.INVALID_VALUE, field)
+    with_small = tuple(sorted([*ab, small]))
+    put = _member_put(0, b"v0", "ann", None, write_keys=with_small)
+    put = replace(put, signature=WRITER["ann"].sign(G, 0, b"v0", with_small))
+    _refused(core, put, E.INVALID_VALUE, f"write_keys[{with_small.index(small)}]")
+    _refused(core, _member_put(0, b"v0", "cat", ("ann", "ben")), E.BAD_SIGNATURE, "write_key")  # not hers
+    assert core.store.group_state(G) is None
+    _stored(core, _member_put(0, b"v0", "ann", ("ann", "ben")))
+    # ben adds a member whose key is of small order: refused, ann and ben as they were
+    put = replace(_member_put(1, b"v1", "ben", None), write_keys=with_small)
+    put = replace(put, signature=WRITER["ben"].sign(G, 1, b"v1", with_small))
+    _refused(core, put, E.INVALID_VALUE, f"write_keys[{with_small.index(small)}]")
+    # the relay's set is bounded by the frame: MAX_GROUP_WRITE_KEYS keys, no more
+    many = write_key_set(
+        GroupWriteKey.for_member(MASTER, G, i.to_bytes(32, "big")).public for i in range(1025)
+    )
+    assert len(many) == wire.MAX_GROUP_WRITE_KEYS + 1 == 1025
+    with pytest.raises(wire.LocalProtocolError, match="write_keys must hold 0 to 1024 items") as info:
+        replace(_member_put(1, b"v1", "ben", None), write_keys=many)
+    assert info.value.field == "write_keys"
+    raw = {
+        "v": 1,
+        "id": 7,
+        "kind": "put_group_state",
+        "group": G,
+        "version": 1,
+        "state": b"s",
+        "write_keys": list(many),
+    }
+    body = msgpack.packb(raw, use_bin_type=True)
+    decoder = wire.FrameDecoder("relay")
+    decoder.receive_data(len(body).to_bytes(4, "big") + body)
+    with pytest.raises(wire.RemoteProtocolError) as refused:
+        decoder.next_frame()
+    assert (refused.value.code, refused.value.field) == (E.INVALID_VALUE, "write_keys")
+    full = tuple(sorted({*many[:1023], PUB["ben"]}))
+    assert len(full) == 1024
+    put = replace(_member_put(1, b"v1", "ben", None), write_keys=full)
+    put = replace(put, signature=WRITER["ben"].sign(G, 1, b"v1", full))
+    decoder = wire.FrameDecoder("relay")
+    decoder.receive_data(wire.encode(put))
+    _stored(core, decoder.next_frame())  # type: ignore[arg-type]
+    assert core.store.group_write_keys(G) == (1, full) and core.store.group_write_key_count() == 1024
+
+
+def test_new_write_keys_beyond_a_few_spend_send_tokens_before_they_are_checked() -> None:
+    """Each new key costs a subgroup check (~0.3 ms): an upload with more than WRITE_KEYS_PER_TOKEN
+    new keys spends a token for every WRITE_KEYS_PER_TOKEN of them, so one address cannot make the
+    relay check keys faster than it may send; keys the relay already holds cost nothing again."""
+    from relaysim.relay.core import WRITE_KEYS_PER_TOKEN
+    from relaysim.relay.limits import Rate
+
+    assert WRITE_KEYS_PER_TOKEN == 4
+    core = new_core(limits=replace(UNLIMITED, send_per_address=Rate(0.001, 20.0)))
+    writers = [GroupWriteKey.for_member(MASTER, G, i.to_bytes(32, "big")) for i in range(1, 101)]
+    by_public = {w.public: w for w in writers}
+    keys = write_key_set(by_public)
+    first = by_public[keys[0]]
+
+    def put(version: int, ks: tuple[bytes, ...], rid: int = 1) -> wire.PutGroupState:
+        state = b"v%d" % version
+        return wire.PutGroupState(
+            id=rid,
+            group=G,
+            version=version,
+            state=state,
+            write_key=first.public,
+            signature=first.sign(G, version, state, ks),
+            write_keys=ks,
+        )
+
+    # 100 new keys: 1 token for the upload and 25 for the keys, more than the 20 the address has
+    refused = reply(core.handle(ANON, put(0, keys)))
+    assert isinstance(refused, wire.ErrorFrame) and refused.code == E.RATE_LIMITED.value
+    assert "100 new write keys" in refused.message and core.store.group_state(G) is None
+    # (the refusal took the upload's token: 19 left) 60 new keys (1 + 15 tokens) fit; a version that
+    # adds one key to the 60 held takes a token, no more, as does one that keeps them
+    _stored(core, put(0, keys[:60]))
+    _stored(core, put(1, keys[:61]))
+    _stored(core, put(2, keys[:61]))
+    _stored(core, put(3, keys[:62]))
+    assert core.store.group_write_keys(G) == (3, keys[:62])
+    refused = reply(core.handle(ANON, put(4, keys[:62])))  # and the address's 20 are spent
+    assert isinstance(refused, wire.ErrorFrame) and refused.code == E.RATE_LIMITED.value
+
+
+def test_states_stored_under_schema_v14_keep_working_and_move_to_member_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Schema v15 holds each state's write keys in place of v14's one key: a v14 state's key becomes
+    a set of one, which a member (holding the master key) uses once to store the next version with
+    the members' own keys; from then on the group-wide key is refused. A state from before v14 (no
+    key) still takes the keys of its next version, as a creation does."""
+    path = tmp_path / "relay.db"
+    old_g = bytes(16)
+    with monkeypatch.context() as m:
+        m.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:14])  # the relay before v15
+        with store_module.Store(path) as old, old.transaction():
+            old._db.execute(
+                "INSERT INTO group_states (id, version, state, write_key) VALUES (?, 2, ?, ?)",
+                (G, b"v14 state", group_write_key(MASTER)),
+            )
+            old._db.execute(
+                "INSERT INTO group_states (id, version, state) VALUES (?, 4, ?)", (old_g, b"older")
+            )
+    core = RelayCore(
+        store_module.Store(path), clock=lambda: T0, rng=random.Random(7).randbytes, limits=UNLIMITED
+    )
+    assert core.store.schema_version == store_module.SCHEMA_VERSION == 15
+    columns = [r[1] for r in core.store._db.execute("PRAGMA table_info(group_states)")]
+    assert columns == ["id", "version", "state", "write_keys"]
+    assert core.store.group_write_keys(G) == (2, (group_write_key(MASTER),))
+    assert core.store.group_write_keys(old_g) == (4, None)
+    # an old client goes on as before: the group's key, named or not
+    _stored(core, _put(3, b"v3"))
+    _stored(core, _put(4, b"v4", write_key=None))
+    # a member moves the group to its members' keys, signing with the group's key
+    ab = write_key_set([PUB["ann"], PUB["ben"]])
+    _stored(
+        core, _put(5, b"v5", write_keys=ab, signature=GroupWriteKey.for_group(MASTER).sign(G, 5, b"v5", ab))
+    )
+    _refused(core, _put(6, b"gone"), E.BAD_SIGNATURE, "write_key")
+    _stored(core, _member_put(6, b"v6", "ben", ("ben",)))
+    assert core.store.group_write_keys(G) == (6, (PUB["ben"],))
+    # the state from before v14 takes the keys of its next version
+    put = wire.PutGroupState(
+        id=1,
+        group=old_g,
+        version=5,
+        state=b"newer",
+        write_key=PUB["ann"],
+        signature=WRITER["ann"].sign(old_g, 5, b"newer", (PUB["ann"],)),
+        write_keys=(PUB["ann"],),
+    )
+    assert reply(core.handle(ANON, put)) == wire.GroupStateStored(id=1, group=old_g, version=5)
+    assert core.store.group_write_keys(old_g) == (5, (PUB["ann"],))
+    assert core.store.group_write_key_count() == 2
+    core.store.close()
 
 
 def test_group_frames_are_bounded() -> None:

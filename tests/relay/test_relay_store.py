@@ -899,7 +899,7 @@ def test_v13_a_relay_db_of_schema_v12_keeps_every_device(
     assert peek.execute("PRAGMA user_version").fetchone()[0] == 12
     peek.close()
     with Store(path) as store:
-        assert store.schema_version == SCHEMA_VERSION == 14
+        assert store.schema_version == SCHEMA_VERSION == 15
         accounts = sorted({d.account for d in devices})
         assert [r for a in accounts for r in store.devices(a)] == devices
         assert all(store.device(d.account, d.device) == d for d in devices)

@@ -3,6 +3,7 @@ encrypted group state (signal); what the compliance desk answers for group membe
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,10 +11,11 @@ import pytest
 from hypothesis import given, settings
 
 from relaysim.clients.errors import DecryptionError
-from relaysim.clients.groups import group_write_key, open_group_state
+from relaysim.clients.groups import GroupWriteKey, open_group_state
 from relaysim.relay import wire
 from relaysim.relay.profiles import get_profile
 from relaysim.sims.scenario import GroupChange, LegalProcessEvent, Scenario
+from relaysim.sims.world.groups import group_write_secret
 from relaysim.sims.world.simulation import Simulation, group_distribution_id
 from tests.sims.test_simulation import _group_scenario, _runs, group_scenarios, run_and_capture
 
@@ -24,6 +26,9 @@ CHANGES = (
     GroupChange(760.0, "leave", "cy"),
     GroupChange(900.0, "message", "ana", "THREE"),
 )
+
+
+CHANGE_CAST = ("ana", "bo", "cy", "dan")
 
 
 def _under(profile: str, sc: Scenario) -> Scenario:
@@ -79,16 +84,41 @@ def test_under_signal_the_relay_holds_only_encrypted_group_state(tmp_path: Path)
     assert all(m.lost is None for m in result.messages)
     blob = b"\x00".join(files)
     states = [r for r in rows if len(r) == 4 and r[0] == G]
-    ((_, version, state, write_key),) = states
+    ((_, version, state, write_keys),) = states
     assert version == 2  # 0 created, 1 dan joined, 2 cy left
     key = Simulation(sc, db_path=":memory:").group_director.master_key("g")
-    assert write_key == group_write_key(key)  # registered by the creation; every version signed by it
+    # the write keys of the members now, one each; cy's, who left, is gone: its uploads are refused
+    mine = {
+        p: GroupWriteKey.for_member(key, G, group_write_secret(sc.seed, "g", p)).public for p in CHANGE_CAST
+    }
+    assert write_keys == b"".join(sorted(mine[p] for p in ("ana", "bo", "dan")))
+    assert mine["cy"] not in write_keys and all(p.encode() not in write_keys for p in CHANGE_CAST)
     assert open_group_state(key, G, version, state) == ("ana", "bo", "dan")
     with pytest.raises(DecryptionError):
         open_group_state(bytes(32), G, version, state)  # the relay's keys open nothing: it holds none
     for name in (b"ana", b"dan"):
         assert name not in state
     assert blob  # (the files hold the blob, and nothing else about the group: test_relay_groups)
+
+
+def test_under_signal_a_join_after_the_creator_left_is_signed_by_a_member_who_remains(tmp_path: Path) -> None:
+    """A group without admins: a join that names no one is made by the creator (ana), and once she
+    has left, by the first of the current members, whose key the relay takes (hers it refuses)."""
+    changes = (
+        GroupChange(700.0, "leave", "ana"),
+        GroupChange(760.0, "leave", "cy"),
+        GroupChange(900.0, "join", "cy"),
+    )
+    sc = _under("signal", _group_scenario("encrypted-rejoin", 555, changes))
+    _result, _files, rows = run_and_capture(sc, tmp_path / "relay.db")
+    ((_, version, state, write_keys),) = [r for r in rows if len(r) == 4 and r[0] == G]
+    key = Simulation(sc, db_path=":memory:").group_director.master_key("g")
+    assert version == 4  # 0 created, 1 dan joined, 2 ana left, 3 cy left, 4 cy back, added by bo
+    assert open_group_state(key, G, version, state) == ("bo", "cy", "dan")
+    mine = {
+        p: GroupWriteKey.for_member(key, G, group_write_secret(sc.seed, "g", p)).public for p in CHANGE_CAST
+    }
+    assert write_keys == b"".join(sorted(mine[p] for p in ("bo", "cy", "dan")))
 
 
 @pytest.mark.parametrize(
@@ -109,6 +139,9 @@ def test_the_desk_answers_for_group_membership_from_what_the_store_holds(
         # "cannot": the state is held, encrypted; said with Signal's own words from its published responses
         why = d.reasons["group_membership"][1]
         assert "holds 1 such encrypted group state" in why
+        # and the write keys of its members, ana, bo and dan (cy left), which name no one
+        assert "with them 3 write key(s), public keys that name no account" in why
+        assert not re.search(r"\b(ana|bo|cy|dan)\b", why), why
         assert "doesn't have access to" in why and "signal.org/bigbrother" in why
 
 
