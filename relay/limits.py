@@ -96,6 +96,19 @@ class Limits:
     # whole address book fits in the burst; after it, about 86,000 names a day), so that no one
     # account can walk the directory of who is registered.
     discover_per_account: Rate | None = Rate(1.0, 5000.0)
+    # Key uploads per device: ``upload_prekeys``, and a device registering itself again. Each may
+    # carry 102 signatures for the relay to check (100 signed ML-KEM prekeys, the signed prekey, the
+    # last-resort key: ~11 ms of the relay's CPU), and without a bucket one logged-in device that
+    # pipelines them holds the loop for everyone. A device uploads when its stock runs low (the
+    # relay's ``prekeys_left``, at most every few minutes with ``fetch_per_target``), and sends a
+    # new signed prekey every few days: a burst of 10, then one every 10 s, leaves it room.
+    keys_per_device: Rate | None = Rate(6 / 60, 10.0)
+    # Envelope ids an ``ack`` names that were not in the device's queue, per account. Each id costs
+    # the relay a look-up whether or not it was there (an ack holds up to 1,000), and a device acks
+    # what it received: a few again after a reconnect, never a stream of ids it never got. An ack
+    # is refused (``rate_limited``, nothing deleted) only while the bucket is empty; the ids of an
+    # ack that were not there are taken from it afterwards.
+    ack_unknown_per_account: Rate | None = Rate(50.0, 1000.0)
     # Below this many one-time prekeys, a device is told so (``prekeys_left`` in Authenticated
     # and Envelopes) and should upload more.
     prekeys_low: int = 10
@@ -122,6 +135,8 @@ UNLIMITED: Final = Limits(
     fetch_per_requester=None,
     fetch_per_target=None,
     discover_per_account=None,
+    keys_per_device=None,
+    ack_unknown_per_account=None,
     prekeys_low=0,
 )
 """No limits at all (a simulation of many people behind one address, a benchmark of the core)."""

@@ -1290,6 +1290,16 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
             "discover_per_account",
             "names looked up with discover_contacts per account, a token a name",
         ),
+        (
+            "--key-rate-device",
+            "keys_per_device",
+            "key uploads per device (upload_prekeys, and a device registering itself again)",
+        ),
+        (
+            "--ack-unknown-rate-account",
+            "ack_unknown_per_account",
+            "envelope ids acked that were not in the device's queue, per account, a token an id",
+        ),
     ):
         g.add_argument(
             flag,
@@ -1472,6 +1482,8 @@ def main(args: list[str]) -> int:
             fetch_per_requester=opts.fetch_per_requester,
             fetch_per_target=opts.fetch_per_target,
             discover_per_account=opts.discover_per_account,
+            keys_per_device=opts.keys_per_device,
+            ack_unknown_per_account=opts.ack_unknown_per_account,
             prekeys_low=opts.prekeys_low,
         )
     except ValueError as e:
