@@ -75,7 +75,7 @@ from relaysim.relay._frozen import quick_init
 from relaysim.relay._primitives import ed25519_key_ok, ed25519_verify
 from relaysim.relay.certificates import ServerCertificate
 from relaysim.relay.identity import ServerIdentity, XEdDSAPublicKey, verified_ahead
-from relaysim.relay.limits import DEFAULT_LIMITS, Limits, RateLimiter
+from relaysim.relay.limits import DEFAULT_LIMITS, Limits, RateLimiter, address_key
 from relaysim.relay.metadata import (
     KEEP_EVERYTHING,
     METADATA_SCHEMA,
@@ -311,7 +311,8 @@ def _buffered_ids() -> Iterator[bytes]:
 
 
 def _host(conn: ConnectionContext) -> str | None:
-    return conn.address[0] if conn.address is not None else None
+    """The connection's address as the limits per address count it (an IPv6 address by its /64)."""
+    return address_key(conn.address[0]) if conn.address is not None else None
 
 
 def _is_time(value: object) -> bool:

@@ -20,6 +20,8 @@ a Retry-After header); the numbers here are ours.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import math
 from dataclasses import dataclass, fields
 from typing import Final
@@ -30,6 +32,7 @@ __all__ = [
     "Limits",
     "Rate",
     "RateLimiter",
+    "address_key",
     "parse_rate",
 ]
 
@@ -123,6 +126,27 @@ class Limits:
                     raise ValueError(f"Limits.{f.name} must be a positive integer or None, got {value!r}")
             elif value is not None and not isinstance(value, Rate):
                 raise ValueError(f"Limits.{f.name} must be a Rate or None, got {value!r}")
+
+
+def address_key(host: str) -> str:
+    """What a limit "per address" counts ``host`` as: an IPv4 address as itself; an IPv6 address by
+    its /64, the network one subscriber is given (RFC 4291 §2.5.1: the low 64 bits name an interface
+    on it) and whose addresses a host may change or take at will (temporary addresses, RFC 8981),
+    so that one network's 2^64 addresses are one address to the limits; an IPv4-mapped IPv6 address
+    (``::ffff:192.0.2.1``, a dual-stack socket's view of an IPv4 peer) as its IPv4 address. Anything
+    that is not an address is left as it is."""
+    return host if ":" not in host else _ipv6_key(host)
+
+
+@functools.lru_cache(maxsize=4096)
+def _ipv6_key(host: str) -> str:
+    try:
+        address = ipaddress.IPv6Address(host.partition("%")[0])  # (a scope "%eth0" names no network)
+    except ValueError:
+        return host
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
 DEFAULT_LIMITS: Final = Limits()

@@ -20,7 +20,7 @@ import trio
 from relaysim.relay import wire
 from relaysim.relay.core import ConnectionContext
 from relaysim.relay.identity import XEdDSAPublicKey
-from relaysim.relay.limits import DEFAULT_LIMITS, UNLIMITED, Limits, Rate
+from relaysim.relay.limits import DEFAULT_LIMITS, UNLIMITED, Limits, Rate, address_key
 from relaysim.relay.server import RelayServer, peer_address, serve
 from relaysim.relay.store import StoredEnvelope
 from tests.helpers import (
@@ -130,6 +130,60 @@ def test_a_new_account_needs_the_proof_and_registrations_are_limited_per_address
     assert limited.retry_after_ms == 60_000
     clock.now += 60
     assert isinstance(reply(core.handle(conn, proved(MALLORY))), wire.Registered)
+
+
+def test_the_limits_per_address_count_an_ipv6_address_by_its_64_bit_network() -> None:
+    # A host may take any of its /64's 2^64 addresses (RFC 8981 temporary addresses do so by design):
+    # counted address by address, every limit per address was one source address away from lifted.
+    assert address_key("192.0.2.7") == "192.0.2.7"
+    assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert address_key("::ffff:192.0.2.7") == "192.0.2.7"  # a dual-stack socket's view of an IPv4 peer
+    assert address_key("fe80::1%eth0") == "fe80::/64"
+    assert address_key("not an address") == "not an address"
+    clock = Clock()
+    core = new_core(clock, limits=dataclasses.replace(UNLIMITED, register_per_address=Rate(1 / 60, 2.0)))
+
+    def register(keys: DeviceKeys, host: str, conn_id: int) -> wire.Response:
+        return reply(core.handle(ConnectionContext(conn_id, (host, 4000)), keys.register()))
+
+    assert isinstance(register(ALICE, "2001:db8:1:2::a", 1), wire.Registered)
+    assert isinstance(register(BOB, "2001:db8:1:2::b", 2), wire.Registered)
+    assert_error(register(MALLORY, "2001:db8:1:2:ffff:ffff:ffff:ffff", 3), E.RATE_LIMITED)
+    assert isinstance(register(MALLORY, "2001:db8:1:3::1", 4), wire.Registered)  # another network
+
+
+async def test_one_ipv6_network_cannot_take_every_connection_slot_by_changing_address() -> None:
+    core = new_core(clock=time.time)
+    ports: list[int] = []
+
+    def address_of(stream: trio.abc.Stream) -> tuple[str, int] | None:
+        real = peer_address(stream)  # each attacker socket from an address of its own in one /64
+        if real is not None and real[1] in ports:
+            return (f"2001:db8:66:1::{ports.index(real[1]) + 1:x}", real[1])
+        return real
+
+    async with trio.open_nursery() as nursery:
+        server: RelayServer = await nursery.start(
+            partial(serve, core, "127.0.0.1", 0, max_connections_per_address=4, address_of=address_of)
+        )
+        sockets = []
+        for _ in range(12):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+            s.connect(("127.0.0.1", server.port))
+            sockets.append(s)
+        with trio.fail_after(10):
+            while server.refused_connections < 8:
+                await trio.sleep(0.01)
+        assert server.connection_count <= 4
+        good = await WireClient.connect(server.port)
+        assert isinstance(await good.request(lambda i: wire.Ping(id=i)), wire.Pong)
+        for s in sockets:
+            s.close()
+        await good.aclose()
+        nursery.cancel_scope.cancel()
 
 
 def test_a_registration_token_instead_of_hashcash() -> None:
