@@ -1600,7 +1600,7 @@ class RelayCore:
             )
         else:
             count += self.store.delete_envelopes(me.account, me.device, ids)
-        if rate is not None:
+        if rate is not None and count < len(req.envelope_ids):  # (else every id was there)
             unknown = len(set(req.envelope_ids)) - count
             if unknown > 0:  # (may leave the bucket below empty: the next ack waits for it)
                 self._limiter.take("ack_unknown_per_account", me.account, rate, now, cost=unknown)
