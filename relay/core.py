@@ -75,7 +75,7 @@ from relaysim.relay._frozen import quick_init
 from relaysim.relay._primitives import ed25519_key_ok, ed25519_verify
 from relaysim.relay.certificates import ServerCertificate
 from relaysim.relay.identity import ServerIdentity, XEdDSAPublicKey, verified_ahead
-from relaysim.relay.limits import DEFAULT_LIMITS, Limits, RateLimiter
+from relaysim.relay.limits import DEFAULT_LIMITS, Limits, RateLimiter, address_key
 from relaysim.relay.metadata import (
     KEEP_EVERYTHING,
     METADATA_SCHEMA,
@@ -311,7 +311,8 @@ def _buffered_ids() -> Iterator[bytes]:
 
 
 def _host(conn: ConnectionContext) -> str | None:
-    return conn.address[0] if conn.address is not None else None
+    """The connection's address as the limits per address count it (an IPv6 address by its /64)."""
+    return address_key(conn.address[0]) if conn.address is not None else None
 
 
 def _is_time(value: object) -> bool:
@@ -1152,7 +1153,9 @@ class RelayCore:
                     f"device {target} exists; only that device may re-register it (this connection is {me})",
                     "device",
                 )
-            if req.device not in existing and len(existing) >= MAX_DEVICES_PER_ACCOUNT:
+            if req.device in existing:  # a device registering itself again: a key upload
+                self._limit("register", conn, ("keys_per_device", (req.account, req.device)))
+            elif len(existing) >= MAX_DEVICES_PER_ACCOUNT:
                 # A bundle, and a send to every device of an account, hold at most this many.
                 raise _Refused(
                     ErrorCode.TOO_MANY_DEVICES,
@@ -1178,6 +1181,8 @@ class RelayCore:
 
     def _upload_prekeys(self, conn: ConnectionContext, req: UploadPrekeys, out: _Out) -> None:
         device = self._my_device(conn, "upload_prekeys")
+        # before the signatures cost their verifications
+        self._limit("upload_prekeys", conn, ("keys_per_device", (device.account, device.device)))
         _check_key_ids([k.id for k in req.one_time_prekeys], "one_time_prekeys")
         _check_key_ids([k.id for k in req.kem_prekeys], "kem_prekeys")
         me = DeviceAddress(device.account, device.device)
@@ -1567,6 +1572,16 @@ class RelayCore:
     def _ack(self, conn: ConnectionContext, req: Ack, out: _Out) -> None:
         me = self._require_auth(conn, "ack")
         now = self.clock()
+        rate = self.limits.ack_unknown_per_account
+        wait = self._limiter.wait("ack_unknown_per_account", me.account, rate, now)
+        if wait > 0:
+            raise _Refused(
+                ErrorCode.RATE_LIMITED,
+                f"ack: over this relay's limit on envelope ids acknowledged that were not in the device's "
+                f"queue ({rate}); retry in {wait:.3f} s",
+                "envelope_ids",
+                retry_after=wait,
+            )
         ids = req.envelope_ids
         count = 0
         if self.keep_delivered:
@@ -1585,6 +1600,10 @@ class RelayCore:
             )
         else:
             count += self.store.delete_envelopes(me.account, me.device, ids)
+        if rate is not None and count < len(req.envelope_ids):  # (else every id was there)
+            unknown = len(set(req.envelope_ids)) - count
+            if unknown > 0:  # (may leave the bucket below empty: the next ack waits for it)
+                self._limiter.take("ack_unknown_per_account", me.account, rate, now, cost=unknown)
         items = out.items
         items.append(Reply(conn.id, _make_acked(req.id, count)))  # (a count of ids: at most MAX_ACK_IDS)
         address = conn.address

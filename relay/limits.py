@@ -20,6 +20,8 @@ a Retry-After header); the numbers here are ours.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import math
 from dataclasses import dataclass, fields
 from typing import Final
@@ -30,6 +32,7 @@ __all__ = [
     "Limits",
     "Rate",
     "RateLimiter",
+    "address_key",
     "parse_rate",
 ]
 
@@ -96,6 +99,19 @@ class Limits:
     # whole address book fits in the burst; after it, about 86,000 names a day), so that no one
     # account can walk the directory of who is registered.
     discover_per_account: Rate | None = Rate(1.0, 5000.0)
+    # Key uploads per device: ``upload_prekeys``, and a device registering itself again. Each may
+    # carry 102 signatures for the relay to check (100 signed ML-KEM prekeys, the signed prekey, the
+    # last-resort key: ~11 ms of the relay's CPU), and without a bucket one logged-in device that
+    # pipelines them holds the loop for everyone. A device uploads when its stock runs low (the
+    # relay's ``prekeys_left``, at most every few minutes with ``fetch_per_target``), and sends a
+    # new signed prekey every few days: a burst of 10, then one every 10 s, leaves it room.
+    keys_per_device: Rate | None = Rate(6 / 60, 10.0)
+    # Envelope ids an ``ack`` names that were not in the device's queue, per account. Each id costs
+    # the relay a look-up whether or not it was there (an ack holds up to 1,000), and a device acks
+    # what it received: a few again after a reconnect, never a stream of ids it never got. An ack
+    # is refused (``rate_limited``, nothing deleted) only while the bucket is empty; the ids of an
+    # ack that were not there are taken from it afterwards.
+    ack_unknown_per_account: Rate | None = Rate(50.0, 1000.0)
     # Below this many one-time prekeys, a device is told so (``prekeys_left`` in Authenticated
     # and Envelopes) and should upload more.
     prekeys_low: int = 10
@@ -112,6 +128,27 @@ class Limits:
                 raise ValueError(f"Limits.{f.name} must be a Rate or None, got {value!r}")
 
 
+def address_key(host: str) -> str:
+    """What a limit "per address" counts ``host`` as: an IPv4 address as itself; an IPv6 address by
+    its /64, the network one subscriber is given (RFC 4291 §2.5.1: the low 64 bits name an interface
+    on it) and whose addresses a host may change or take at will (temporary addresses, RFC 8981),
+    so that one network's 2^64 addresses are one address to the limits; an IPv4-mapped IPv6 address
+    (``::ffff:192.0.2.1``, a dual-stack socket's view of an IPv4 peer) as its IPv4 address. Anything
+    that is not an address is left as it is."""
+    return host if ":" not in host else _ipv6_key(host)
+
+
+@functools.lru_cache(maxsize=4096)
+def _ipv6_key(host: str) -> str:
+    try:
+        address = ipaddress.IPv6Address(host.partition("%")[0])  # (a scope "%eth0" names no network)
+    except ValueError:
+        return host
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
+
+
 DEFAULT_LIMITS: Final = Limits()
 UNLIMITED: Final = Limits(
     queue_envelopes=None,
@@ -122,6 +159,8 @@ UNLIMITED: Final = Limits(
     fetch_per_requester=None,
     fetch_per_target=None,
     discover_per_account=None,
+    keys_per_device=None,
+    ack_unknown_per_account=None,
     prekeys_low=0,
 )
 """No limits at all (a simulation of many people behind one address, a benchmark of the core)."""

@@ -92,7 +92,7 @@ from typing import Final, TypeVar
 import trio  # type: ignore[import-untyped,unused-ignore]  # trio 0.22 ships no type information
 
 from relaysim.relay.core import ConnectionContext, Output, Push, RelayCore, Reply
-from relaysim.relay.limits import DEFAULT_LIMITS, Limits, Rate, RateLimiter, parse_rate
+from relaysim.relay.limits import DEFAULT_LIMITS, Limits, Rate, RateLimiter, address_key, parse_rate
 from relaysim.relay.metadata import KEEP_EVERYTHING, KEEP_NOTHING, RetentionPolicy
 from relaysim.relay.profiles import PROFILES, Profile, profile_as_of
 from relaysim.relay.store import Store, StoreError
@@ -442,7 +442,8 @@ class RelayServer:
                 await self._refuse(stream)
                 return
             address = self.address_of(stream)
-            host = address[0] if address is not None else None
+            # (the limits' view of it: an IPv6 address counts by its /64, relay.limits.address_key)
+            host = address_key(address[0]) if address is not None else None
             if host is not None:
                 refusal = self._address_refusal(host)
                 if refusal is not None:
@@ -491,7 +492,8 @@ class RelayServer:
             return ErrorFrame(
                 id=0,
                 code=ErrorCode.SERVER_BUSY.value,
-                message=f"your address has this relay's maximum of {cap} connections open; close one first",
+                message=f"your address{' (by its network, ' + host + ')' if ':' in host else ''} has this "
+                f"relay's maximum of {cap} connections open; close one first",
             )
         now = trio.current_time()
         wait = self._connection_buckets.wait("connection", host, self.connection_rate, now)
@@ -1290,6 +1292,16 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
             "discover_per_account",
             "names looked up with discover_contacts per account, a token a name",
         ),
+        (
+            "--key-rate-device",
+            "keys_per_device",
+            "key uploads per device (upload_prekeys, and a device registering itself again)",
+        ),
+        (
+            "--ack-unknown-rate-account",
+            "ack_unknown_per_account",
+            "envelope ids acked that were not in the device's queue, per account, a token an id",
+        ),
     ):
         g.add_argument(
             flag,
@@ -1472,6 +1484,8 @@ def main(args: list[str]) -> int:
             fetch_per_requester=opts.fetch_per_requester,
             fetch_per_target=opts.fetch_per_target,
             discover_per_account=opts.discover_per_account,
+            keys_per_device=opts.keys_per_device,
+            ack_unknown_per_account=opts.ack_unknown_per_account,
             prekeys_low=opts.prekeys_low,
         )
     except ValueError as e:

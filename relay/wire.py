@@ -1723,6 +1723,8 @@ def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Fr
     except (
         Exception
     ) as e:  # msgpack raises ValueError, FormatError, StackError, ExtraData, UnicodeDecodeError…
+        if isinstance(e, UnicodeDecodeError):
+            _refuse_bad_utf8(body)
         reason = str(e) or ("nested too deeply" if isinstance(e, msgpack.StackError) else type(e).__name__)
         raise RemoteProtocolError(
             ErrorCode.MALFORMED_MSGPACK, f"frame body is not one msgpack value: {reason}"
@@ -1755,6 +1757,49 @@ def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Fr
                     except _Slow:
                         pass  # the checked path names what is wrong
     return _decode_map(raw, kinds)
+
+
+def _refuse_bad_utf8(body: bytes | bytearray) -> None:
+    """A body that unpacks but for a str that is not UTF-8: refused naming where that str is (a field,
+    ``envelopes[0].body``, or the map whose key it is), which msgpack's own error does not say."""
+    try:
+        root = _unpackb(
+            body, raw=False, strict_map_key=False, object_pairs_hook=_Pairs, unicode_errors="surrogateescape"
+        )
+    except Exception:  # broken in another way as well: the caller says what msgpack says
+        return
+    stack: list[tuple[Any, str]] = [(root, "")]
+    while stack:  # (no recursion: nesting may be as deep as msgpack unpacks, see _repeated_key)
+        node, where = stack.pop()
+        children: list[tuple[Any, str]] = []
+        if type(node) is _Pairs:
+            for key, value in node:
+                if type(key) is str and not _is_utf8(key):
+                    within = f"of {where}" if where else "of the frame"
+                    raise RemoteProtocolError(
+                        ErrorCode.MALFORMED_MSGPACK,
+                        f"a key {within} is a msgpack str that is not valid UTF-8",
+                        field=where or None,
+                    )
+                children.append((value, _key_path(where, key)))
+        elif type(node) is list:
+            children = [(v, f"{where}[{i}]") for i, v in enumerate(node)]
+        elif type(node) is str and not _is_utf8(node):
+            raise RemoteProtocolError(
+                ErrorCode.MALFORMED_MSGPACK,
+                f"{where or 'the frame body'} is a msgpack str that is not valid UTF-8",
+                field=where or None,
+            )
+        stack.extend(reversed(children))
+
+
+def _is_utf8(text: str) -> bool:
+    """Whether ``text``, unpacked with ``surrogateescape``, was valid UTF-8 on the wire."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _packs_back(raw: Any, body: bytes | bytearray) -> bool:

@@ -14,7 +14,7 @@ their latency from writing ``send`` to reading the ``deliver``. An attack's cost
 their throughput during it over their throughput in the baseline slice before it.
 
 The attacks, each for --duration seconds (default 3), every loop bounded in count and time, from
-addresses of their own in 127.0.2.0/24 .. 127.0.7.0/24 (loopback only: on Linux all of 127/8
+addresses of their own in 127.0.2.0/24 .. 127.0.9.0/24 (loopback only: on Linux all of 127/8
 reaches the loopback interface):
 
 * memory — pipelined ``receive`` and ``fetch_bundle`` requests (at most 4,000 on each of 4
@@ -25,7 +25,11 @@ reaches the loopback interface):
 * register — ``register`` requests for new accounts without a stamp, as fast as answered;
 * drain — ``fetch_bundle`` of good accounts' bundles, each taking a one-time prekey;
 * enumerate — ``auth_challenge`` + a wrong ``authenticate`` for existing and absent accounts,
-  timing the answers (the relay verifies against a stand-in key for an absent device).
+  timing the answers (the relay verifies against a stand-in key for an absent device);
+* keys — pipelined ``upload_prekeys`` of 100 signed ML-KEM prekeys each (102 signatures for the
+  relay to check, ~11 ms of its CPU a request) on 8 logged-in connections of two attacker devices;
+* acks — pipelined ``ack`` of 1,000 envelope ids the attacker never received (a look-up each,
+  ~5 ms a request) on 8 logged-in connections of two attacker accounts.
 
 Memory: the relay process's peak RSS (Linux /proc VmHWM) over the run, against its stated
 ceiling at the default connection cap (``relay.server.memory_ceiling`` per connection × 4,096
@@ -71,7 +75,7 @@ from relaysim.sims.bench import harness
 
 __all__ = ["ATTACKS", "main"]
 
-ATTACKS: Final = ("memory", "slots", "flood", "register", "drain", "enumerate")
+ATTACKS: Final = ("memory", "slots", "flood", "register", "drain", "enumerate", "keys", "acks")
 LABELS: Final = {
     "memory": "memory amplification (pipelined requests, answers never read)",
     "slots": "connection-slot exhaustion (idle sockets from one address)",
@@ -79,6 +83,8 @@ LABELS: Final = {
     "register": "registration flood (no stamp)",
     "drain": "prekey draining (bundle fetches of good accounts)",
     "enumerate": "account enumeration by timing (authenticate, existing vs absent)",
+    "keys": "key-upload flood (signed ML-KEM prekeys, pipelined)",
+    "acks": "acks of envelope ids never received (pipelined)",
 }
 SHARE: Final = 0.8  # issue #14: good devices keep >= 80 % of their unattacked throughput
 ONE_TIME_PREKEYS: Final = 20
@@ -88,6 +94,7 @@ _READY_TIMEOUT = 60.0
 _MAX_SLOTS = 600  # sockets the slot attacker opens at most
 _MAX_PIPELINED = 4000  # requests each memory attacker writes at most
 _ATTACKER_ACCOUNTS = 8
+_PIPELINES = 8  # connections each of the keys and acks attackers pipelines on
 
 
 def account_name(i: int) -> str:
@@ -529,6 +536,54 @@ async def attack_enumerate(port: int, seed: int, duration: float, stats: AttackS
         stats.notes[f"authenticate_median_us_{which}"] = round(statistics.median(ts), 1) if ts else None
 
 
+async def _pipelined(
+    port: int, seed: int, duration: float, stats: AttackStats, attack: str, frame: Callable[[Client], bytes]
+) -> None:
+    """``frame(client)`` written over and over, as fast as the relay reads them, on _PIPELINES logged-in
+    connections of attackers 6 and 7 (at most _MAX_PIPELINED each); every answer counted."""
+    clients = []
+    try:
+        for i in range(_PIPELINES):
+            c = await Client.open(port, attacker_address(attack, i), attacker_name(6 + i % 2))
+            await c.log_in(seed)
+            clients.append(c)
+        deadline = trio.current_time() + duration
+
+        async def pipeline(c: Client) -> None:
+            with trio.move_on_at(deadline), contextlib.suppress(trio.BrokenResourceError, OSError):
+                for _ in range(_MAX_PIPELINED):
+                    await c.stream.send_all(frame(c))  # blocks once the relay stops reading
+                    stats.requests += 1
+
+        async with trio.open_nursery() as nursery:
+            for c in clients:
+                nursery.start_soon(_reader_counting, c, stats)
+            async with trio.open_nursery() as writers:
+                for c in clients:
+                    writers.start_soon(pipeline, c)
+            await trio.sleep_until(deadline)
+            nursery.cancel_scope.cancel()
+    finally:
+        for c in clients:
+            await c.aclose()
+
+
+async def attack_keys(port: int, seed: int, duration: float, stats: AttackStats) -> None:
+    _k, kem_public = _primitives.mlkem_keypair_from_seed(hashlib.sha512(b"bench kem").digest())
+    signed = {}
+    for name in (attacker_name(6), attacker_name(7)):
+        signature = IdentityKeyPair(identity_private(seed, name)).sign(wire.kem_prekey_message(kem_public))
+        signed[name] = [{"id": 100 + k, "public": kem_public, "signature": signature} for k in range(100)]
+    await _pipelined(
+        port, seed, duration, stats, "keys", lambda c: c.frame("upload_prekeys", kem_prekeys=signed[c.name])
+    )
+
+
+async def attack_acks(port: int, seed: int, duration: float, stats: AttackStats) -> None:
+    ids = [hashlib.sha256(b"never sent %d" % k).digest()[:16] for k in range(wire.MAX_ACK_IDS)]
+    await _pipelined(port, seed, duration, stats, "acks", lambda c: c.frame("ack", envelope_ids=ids))
+
+
 # --- the run ------------------------------------------------------------------------------------
 
 
@@ -568,6 +623,8 @@ async def _run(
                 "register": lambda s: attack_register(port, args.seed, args.duration, s),
                 "drain": lambda s: attack_drain(port, args.seed, args.duration, s, args.good),
                 "enumerate": lambda s: attack_enumerate(port, args.seed, args.duration, s, args.good),
+                "keys": lambda s: attack_keys(port, args.seed, args.duration, s),
+                "acks": lambda s: attack_acks(port, args.seed, args.duration, s),
             }[attack]
 
             async def good(into: list[Slice]) -> None:

@@ -20,7 +20,7 @@ import trio
 from relaysim.relay import wire
 from relaysim.relay.core import ConnectionContext
 from relaysim.relay.identity import XEdDSAPublicKey
-from relaysim.relay.limits import DEFAULT_LIMITS, UNLIMITED, Limits, Rate
+from relaysim.relay.limits import DEFAULT_LIMITS, UNLIMITED, Limits, Rate, address_key
 from relaysim.relay.server import RelayServer, peer_address, serve
 from relaysim.relay.store import StoredEnvelope
 from tests.helpers import (
@@ -132,6 +132,60 @@ def test_a_new_account_needs_the_proof_and_registrations_are_limited_per_address
     assert isinstance(reply(core.handle(conn, proved(MALLORY))), wire.Registered)
 
 
+def test_the_limits_per_address_count_an_ipv6_address_by_its_64_bit_network() -> None:
+    # A host may take any of its /64's 2^64 addresses (RFC 8981 temporary addresses do so by design):
+    # counted address by address, every limit per address was one source address away from lifted.
+    assert address_key("192.0.2.7") == "192.0.2.7"
+    assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert address_key("::ffff:192.0.2.7") == "192.0.2.7"  # a dual-stack socket's view of an IPv4 peer
+    assert address_key("fe80::1%eth0") == "fe80::/64"
+    assert address_key("not an address") == "not an address"
+    clock = Clock()
+    core = new_core(clock, limits=dataclasses.replace(UNLIMITED, register_per_address=Rate(1 / 60, 2.0)))
+
+    def register(keys: DeviceKeys, host: str, conn_id: int) -> wire.Response:
+        return reply(core.handle(ConnectionContext(conn_id, (host, 4000)), keys.register()))
+
+    assert isinstance(register(ALICE, "2001:db8:1:2::a", 1), wire.Registered)
+    assert isinstance(register(BOB, "2001:db8:1:2::b", 2), wire.Registered)
+    assert_error(register(MALLORY, "2001:db8:1:2:ffff:ffff:ffff:ffff", 3), E.RATE_LIMITED)
+    assert isinstance(register(MALLORY, "2001:db8:1:3::1", 4), wire.Registered)  # another network
+
+
+async def test_one_ipv6_network_cannot_take_every_connection_slot_by_changing_address() -> None:
+    core = new_core(clock=time.time)
+    ports: list[int] = []
+
+    def address_of(stream: trio.abc.Stream) -> tuple[str, int] | None:
+        real = peer_address(stream)  # each attacker socket from an address of its own in one /64
+        if real is not None and real[1] in ports:
+            return (f"2001:db8:66:1::{ports.index(real[1]) + 1:x}", real[1])
+        return real
+
+    async with trio.open_nursery() as nursery:
+        server: RelayServer = await nursery.start(
+            partial(serve, core, "127.0.0.1", 0, max_connections_per_address=4, address_of=address_of)
+        )
+        sockets = []
+        for _ in range(12):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+            s.connect(("127.0.0.1", server.port))
+            sockets.append(s)
+        with trio.fail_after(10):
+            while server.refused_connections < 8:
+                await trio.sleep(0.01)
+        assert server.connection_count <= 4
+        good = await WireClient.connect(server.port)
+        assert isinstance(await good.request(lambda i: wire.Ping(id=i)), wire.Pong)
+        for s in sockets:
+            s.close()
+        await good.aclose()
+        nursery.cancel_scope.cancel()
+
+
 def test_a_registration_token_instead_of_hashcash() -> None:
     core = new_core(registration_token=b"invite-2024")
     conn = ConnectionContext(1, ("192.0.2.9", 4000))
@@ -156,6 +210,75 @@ def test_one_account_cannot_drain_anothers_one_time_prekeys() -> None:
         taken += bundle.devices[0].one_time_prekey is not None
     assert taken <= DEFAULT_LIMITS.fetch_per_target.burst  # type: ignore[union-attr]
     assert core.store.prekey_counts("alice", 1)[0] >= 50 - taken
+
+
+def test_key_uploads_are_a_token_bucket_per_device_taken_before_their_signatures_are_checked() -> None:
+    # An upload of 100 signed ML-KEM prekeys costs the relay 102 signature checks (~11 ms): pipelined
+    # by one logged-in device, with no bucket, they held the loop and good devices' answers waited.
+    clock = Clock()
+    core = new_core(clock, limits=dataclasses.replace(UNLIMITED, keys_per_device=Rate(0.5, 3.0)))
+    mallory, alice = core_device(core, MALLORY, 1), core_device(core, ALICE, 2)
+
+    def upload(keys: DeviceKeys, rid: int) -> wire.UploadPrekeys:
+        return wire.UploadPrekeys(id=rid, one_time_prekeys=keys.prekeys(5), kem_prekeys=keys.kem_prekeys(5))
+
+    answers = [reply(core.handle(mallory, upload(MALLORY, i))) for i in range(2)]
+    # re-registering the device is a key upload too (its keys and signatures are checked the same way)
+    answers.append(reply(core.handle(mallory, dataclasses.replace(MALLORY.register(), id=3))))
+    assert [type(a).__name__ for a in answers] == ["PrekeysUploaded", "PrekeysUploaded", "Registered"]
+    counts = core.store.prekey_counts("mallory", 1)
+    checked = []
+    with pytest.MonkeyPatch.context() as patch:  # a refused upload costs no signature check
+        patch.setattr(XEdDSAPublicKey, "verify", lambda *a: checked.append(a) or True)
+        limited = assert_error(reply(core.handle(mallory, upload(MALLORY, 4))), E.RATE_LIMITED)
+        again = assert_error(
+            reply(core.handle(mallory, dataclasses.replace(MALLORY.register(), id=5))), E.RATE_LIMITED
+        )
+    assert checked == []
+    assert limited.retry_after_ms == again.retry_after_ms == 2000
+    assert core.store.prekey_counts("mallory", 1) == counts  # nothing of the refused ones kept
+    # another device's bucket is its own
+    assert isinstance(reply(core.handle(alice, upload(ALICE, 6))), wire.PrekeysUploaded)
+    clock.now += 2
+    assert isinstance(reply(core.handle(mallory, upload(MALLORY, 7))), wire.PrekeysUploaded)
+
+
+def test_acks_of_ids_not_in_the_queue_are_limited_and_nothing_of_anyone_elses_is_deleted() -> None:
+    # An ack names up to 1,000 ids, each a look-up whether or not it is there: pipelined acks of ids a
+    # device never received held the loop as uploads did (~5 ms each). Ids that were there cost nothing.
+    clock = Clock()
+    core = new_core(clock, limits=dataclasses.replace(UNLIMITED, ack_unknown_per_account=Rate(10.0, 20.0)))
+    mallory, alice, bob = (
+        core_device(core, MALLORY, 1),
+        core_device(core, ALICE, 2),
+        core_device(core, BOB, 3),
+    )
+    for i in range(30):
+        assert isinstance(reply(core.handle(alice, _send("bob", rid=i))), wire.Sent)
+    got = reply(core.handle(bob, wire.Receive(id=40)))
+    assert isinstance(got, wire.Envelopes) and len(got.envelopes) == 30
+    bobs = tuple(e.id for e in got.envelopes)
+    # mallory acks bob's ids and ids of nobody's: none is in its queue, nothing is deleted
+    first = reply(
+        core.handle(
+            mallory, wire.Ack(id=41, envelope_ids=bobs[:5] + tuple(bytes([i]) * 16 for i in range(5)))
+        )
+    )
+    assert first == wire.Acked(id=41, count=0)
+    assert isinstance(reply(core.handle(mallory, wire.Ack(id=42, envelope_ids=bobs[10:20]))), wire.Acked)
+    limited = assert_error(
+        reply(core.handle(mallory, wire.Ack(id=43, envelope_ids=bobs[20:]))), E.RATE_LIMITED, "envelope_ids"
+    )
+    assert limited.retry_after_ms == 100
+    assert core.store.queue_length("bob", 1) == 30
+    # bob's acks of what it received spend nothing, however many
+    for i, envelope_id in enumerate(bobs):
+        assert reply(core.handle(bob, wire.Ack(id=50 + i, envelope_ids=(envelope_id,) * 3))) == wire.Acked(
+            id=50 + i, count=1
+        )
+    assert core.store.queue_length("bob", 1) == 0
+    clock.now += 1
+    assert reply(core.handle(mallory, wire.Ack(id=90, envelope_ids=bobs[:1]))) == wire.Acked(id=90, count=0)
 
 
 def test_a_device_is_told_when_its_one_time_prekeys_run_low() -> None:

@@ -259,6 +259,50 @@ def test_nested_errors_name_the_path() -> None:
     assert _decoding_error(_frame(body)).field == "one_time_prekeys"
 
 
+def _bad_utf8(packed: bytes, text: str) -> bytes:
+    """``packed`` with the str ``text`` (ASCII, in it once) made invalid UTF-8, its length kept."""
+    assert packed.count(text.encode()) == 1
+    return packed.replace(text.encode(), b"\xff" * len(text))
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        (
+            _bad_utf8(
+                msgpack.packb({"v": 1, "id": 9, "kind": "auth_challenge", "account": "zz", "device": 1}), "zz"
+            ),
+            "account",
+            "account is a msgpack str that is not valid UTF-8",
+        ),
+        (_bad_utf8(msgpack.packb({**BASE, "kind": "zz"}), "zz"), "kind", "kind is a msgpack str"),
+        (
+            _bad_utf8(
+                msgpack.packb({"v": 1, "id": 9, "kind": "discover_contacts", "contacts": ["a", "zz"]}), "zz"
+            ),
+            "contacts[1]",
+            "contacts[1] is a msgpack str",
+        ),
+        (
+            _bad_utf8(
+                msgpack.packb({"v": 1, "id": 9, "kind": "send", "to": "b", "envelopes": [{"zz": 1}]}), "zz"
+            ),
+            "envelopes[0]",
+            "a key of envelopes[0] is a msgpack str",
+        ),
+        (_bad_utf8(msgpack.packb({**BASE, "zz": 1}), "zz"), None, "a key of the frame is a msgpack str"),
+    ],
+    ids=["field", "kind", "in-a-list", "key-in-a-map", "key-of-the-frame"],
+)
+def test_a_str_that_is_not_utf8_is_refused_naming_where_it_is(
+    body: bytes, field: str | None, words: str
+) -> None:
+    # msgpack's own error says only "'utf-8' codec can't decode byte 0xff in position 0"
+    err = _decoding_error(_frame(body, raw=True))
+    assert (err.code, err.field) == (wire.ErrorCode.MALFORMED_MSGPACK, field)
+    assert words in err.message, err.message
+
+
 def _map(*pairs: tuple[object, bytes]) -> bytes:
     """A msgpack map of (key, packed value) pairs as given, a key named twice kept twice (which
     msgpack.packb cannot write)."""

@@ -152,6 +152,13 @@ def test_the_attack_bench_runs_every_attack_against_a_relay_with_its_defaults(
     }
     # at most the per-target burst (10) of one-time prekeys per good account is drained
     assert results["drain"]["attacker_answers"].get("bundle with a one-time prekey", 0) <= 2 * 10 + 2
+    # key uploads: at most each attacker device's burst (10) is taken, the rest refused for the rate
+    assert set(results["keys"]["attacker_answers"]) <= {"prekeys_uploaded", "rate_limited"}
+    assert results["keys"]["attacker_answers"].get("prekeys_uploaded", 0) <= 2 * 10
+    # acks of 1,000 ids never received: the first of each account empties its bucket (1,000 ids), one
+    # more passes once a token is back, then it takes 20 s to refill
+    assert set(results["acks"]["attacker_answers"]) <= {"acked", "rate_limited"}
+    assert results["acks"]["attacker_answers"].get("acked", 0) <= 2 * 2
     memory = report["memory"]
     assert 0 < memory["peak_rss_kb"] < memory["ceiling_kb"]
     assert report["ratios"]["peak_rss_kb"]["met"] is True
