@@ -722,6 +722,14 @@ _TELEGRAM_TERROR_ONLY = (
     "investigations'); the simulated orders are ordinary criminal process"
 )
 
+# Telegram before its 2018 privacy policy: no policy of handing anything over at all.
+_TELEGRAM_ZERO_BYTES = (
+    "before its privacy policy of August 2018 Telegram said: 'We never share your data with anyone. To this day, "
+    "we have disclosed 0 bytes of user data to third parties, including governments.' (telegram.org/privacy "
+    "before August 2018, 'Sharing data'); the policy that followed (§8.3) allowed IP address and phone number "
+    "to a court order confirming a terror suspect"
+)
+
 HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
     "signal": (
         Change(
@@ -740,6 +748,26 @@ HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
         ),
     ),
     "telegram-cloud": (
+        Change(
+            date(2018, 8, 28),
+            "a privacy policy with §8.3: 'If Telegram receives a court order that confirms you're a terror suspect, "
+            "we may disclose your IP address and phone number to the relevant authorities'; before it, Telegram "
+            "shared no user data with anyone",
+            "telegram.org/privacy §8.3, the privacy policy Telegram wrote in 2018 for the GDPR (Pavel Durov to "
+            "RFE/RL, as reported by Firstpost, 2018-08-30); the date is the day the change was announced and "
+            "reported (TASS, 2018-08-28; Firstpost: 'On 28 August, Telegram announced a change in its privacy "
+            "policy'); one report (hybridtechcar.com, 2018-08-28) says the section was on the site by 2018-08-15, "
+            "so the day it took effect is not known exactly",
+            {
+                "discloses": {},
+                "notes": {
+                    **TELEGRAM_CLOUD.notes,
+                    "subscriber_info": _TELEGRAM_ZERO_BYTES,
+                    "ip_addresses": _TELEGRAM_ZERO_BYTES,
+                },
+            },
+            policy=True,
+        ),
         Change(
             date(2024, 9, 23),
             "IP address and phone number to a valid order from judicial authorities naming the user as a "
