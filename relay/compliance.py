@@ -926,6 +926,16 @@ class ComplianceDesk:
                     )
         else:
             found = self._stored_bodies(process)
+            reach = self.profile.lookback.get(category)  # e.g. LINE's 7 days of chats (the FBI chart)
+            if reach is not None:
+                older = [f for f in found if f.time < process.served - reach]
+                if older:
+                    d.notes.append(
+                        f"{_label(category).capitalize()}: {self.profile.title} hands over only what was sent in "
+                        f"the {reach / 86400:g} days before service; {len(older)} older held message(s) were "
+                        "not handed over."
+                    )
+                found = [f for f in found if f.time >= process.served - reach]
         if category == "ciphertext":
             return [
                 {

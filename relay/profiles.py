@@ -503,6 +503,38 @@ LINE = Profile(
     },
 )
 
+# LINE with Letter Sealing off: the FBI chart's "up to 7 days of chats only if E2EE is off". Without
+# Letter Sealing a chat is encrypted between the phone and LINE's servers only, so the keys are LINE's
+# (custody "provider") and the chats are held at the relay (keep_delivered). The chart puts the chats in
+# its one LINE cell, beside "account data"; read as for the chart's other rows (the cell is what the
+# provider hands over, to each instrument that may compel it: relay.legal), the chats go to a search
+# warrant, which may compel content, not to a subpoena, which may not (18 U.S.C. 2703(a)). "Up to 7 days"
+# is the desk's reach (``lookback``): the chart does not say whether LINE keeps chats longer, and the
+# relay here keeps every delivered body. No real-time return, as for every chart row but WhatsApp's.
+_LINE_7_DAYS = 7 * _DAY
+LINE_LETTER_SEALING_OFF = replace(
+    LINE,
+    name="line-letter-sealing-off",
+    title="LINE (Letter Sealing off)",
+    policy=_policy("line-letter-sealing-off", LINE.policy.rules),
+    custody="provider",
+    keep_delivered=True,
+    sources=(
+        _FBI_CHART,
+        "LINE Corporation, 'Guidelines for Responding to Law Enforcement' (linecorp.com/en/security/article/291, "
+        "2022-01-19): the information on a user's communications that may be disclosed includes 'text from chats'",
+    ),
+    discloses={p: frozenset({"subscriber_info", "account_created", "content"}) for p in ASKS},
+    lookback={"content": _LINE_7_DAYS},
+    notes={
+        "content": "Letter Sealing (LINE's end-to-end encryption) is off: the keys are LINE's, and LINE hands over "
+        "up to 7 days of chats (FBI chart: 'up to 7 days of chats only if E2EE is off')",
+        "ciphertext": "the chart names chats, not their encrypted form",
+        "subscriber_info": LINE.notes["subscriber_info"],
+        "realtime_routing": _NOT_REALTIME,
+    },
+)
+
 # WeChat: "non-China accounts: name, phone, email, IP" (the FBI chart). That WeChat is not end to
 # end, so that the keys are its own and content is withheld by policy, is the project's inference;
 # the chart says only that no content is handed over.
@@ -662,6 +694,7 @@ PROFILES: Final[Mapping[str, Profile]] = {
         VIBER,
         TELEGRAM_CLOUD,
         LINE,
+        LINE_LETTER_SEALING_OFF,
         WECHAT,
         BBM_CONSUMER,
         BES,
