@@ -7,7 +7,8 @@ simulated disclosures must agree; for every "—" cell, nothing beyond what that
 may be handed over. Where the chart's words are vaguer than the categories (LINE's "account data"),
 the categories chosen are the project's inference and say so where they are set. LINE's row is held
 twice, as the chart words it: with Letter Sealing (LINE's end-to-end encryption) on, and off ("up to 7
-days of chats only if E2EE is off").
+days of chats only if E2EE is off"). The matrix also has rows the chart does not (BlackBerry's, and
+Wire's, whose every cell rests on the project's assumption): those are not held against it.
 
 Message content, the chart's first column: "limited" for iMessage and WhatsApp, "no" for the rest.
 Limited means: not from the relay (a search warrant on it gets content that no key it holds opens),
@@ -434,7 +435,23 @@ def test_whatsapps_wiretap_return_is_marked_as_an_assumption(chart: tuple[Path, 
     assumed = (out / "matrix.md").read_text(encoding="utf-8").split("## Assumptions (no source says so)")[1]
     assumed = assumed.split("## Legend")[0]
     assert "WhatsApp (`whatsapp`), wiretap order: no source shows WhatsApp returning ciphertext" in assumed
-    assert assumed.count("\n- ") == 1  # no other cell rests on an assumption
+    # no other cell of the chart's rows rests on an assumption; Wire, not on the chart, rests on them all
+    rows = [line for line in assumed.splitlines() if line.startswith("- ")]
+    others = [r for r in rows if not r.startswith("- Wire (`wire`), ")]
+    assert len(others) == 1 and others[0].startswith("- WhatsApp (`whatsapp`), wiretap order: ")
+    assert len(rows) == 1 + len(MATRIX_PROCESSES)
+
+
+def test_wire_is_in_the_matrix_but_not_held_against_the_chart(chart: tuple[Path, dict[str, Any]]) -> None:
+    """Wire is not on the FBI chart: its row is run like every real profile's, but it is no chart row,
+    and every cell of it says it rests on the project's assumption (no published guide of Wire's for law
+    enforcement was found), not on a source."""
+    out, matrix = chart
+    assert "wire" in matrix and "wire" not in CHART_ROWS
+    for process in MATRIX_PROCESSES:
+        assert any(n.startswith("Assumption: ") for n in disclosure(out, "wire", process)["notes"]), process
+    md = (out / "matrix.md").read_text(encoding="utf-8")
+    assert "| Wire (`wire`) |" in md
 
 
 def test_the_subpoena_cells_details_threema_wickr_line_wechat(chart: tuple[Path, dict[str, Any]]) -> None:
