@@ -62,6 +62,10 @@ from relaysim.relay.store import DeviceFacts, Store
 __all__ = ["ComplianceDesk", "Disclosure", "LegalProcess", "in_order"]
 
 _MESSAGE_KINDS = (RecordKind.SEND, RecordKind.SEALED_SEND)
+# A device's class (Wire's "Mobile, Tablet or Desktop"), read off the type its app registered: the
+# simulated apps register a phone as "android" or "ios" and a linked device as "desktop". Another type
+# (a live client may send any) has no class here, and device info shows none.
+_DEVICE_CLASSES = {"android": "mobile", "ios": "mobile", "desktop": "desktop"}
 # Look-back instruments of the US, least first: "handed over only under a 2703(d) court order".
 _LEAST_PROCESS = ("subpoena", "court_order_2703d", "search_warrant")
 
@@ -316,6 +320,8 @@ def _row_text(category: str, row: Mapping[str, Any], fmt: Any) -> str:
         )
         if row["provider_added"]:
             text += f"; added by the provider, not by an admin: {', '.join(row['provider_added'])}"
+        if "creator" in row:
+            text += f"; created {t('created')} by {row['creator']}"
         return text
     if category == "lookup_log":
         where = f", from {row['host']}" if "host" in row else ""
@@ -728,6 +734,21 @@ class ComplianceDesk:
                 out[name] = value.hex() if isinstance(value, bytes) else value
         return out
 
+    def _device_class(self, facts: DeviceFacts | None) -> dict[str, str]:
+        """A device's class, where the profile hands one over and its registered type names one."""
+        kind = _DEVICE_CLASSES.get(facts.device_type or "") if facts is not None else None
+        return {"device_class": kind} if self.profile.device_class and kind else {}
+
+    def _registered_from(self, account: str) -> dict[int, str]:
+        """Per device of ``account``, the location (the region) of the address it registered from:
+        what a provider derives from the IP address used to register, read off the device's first
+        authentication (Profile.registration_location says why not its registration record)."""
+        where: dict[int, str] = {}
+        for r in self.store.metadata(RecordKind.AUTHENTICATION):
+            if r.account == account and r.device is not None and r.host is not None:
+                where.setdefault(r.device, self.geoip.get(r.host, "unknown"))
+        return where
+
     def _no_tap_reason(self, process: LegalProcess) -> str:
         pr = self.profile
         instrument = process.instrument
@@ -800,11 +821,14 @@ class ComplianceDesk:
                 else []
             )
         if category == "device_info":
-            facts = s.device_facts(target) if target and pr.device_facts else {}
+            facts = s.device_facts(target) if target and (pr.device_facts or pr.device_class) else {}
+            where = self._registered_from(target) if target and pr.registration_location else {}
             return [
                 {"device": x.device, "registered": self._created(x.registered_at)}
                 | ({"public_key": x.identity_key.hex()} if pr.public_keys else {})
                 | self._facts(facts.get(x.device))
+                | self._device_class(facts.get(x.device))
+                | ({"location": where[x.device]} if x.device in where else {})
                 for x in (s.devices(target) if target else [])
             ]
         if category == "last_seen":
@@ -843,16 +867,18 @@ class ComplianceDesk:
             for group in s.groups_of(target) if target else []:
                 members = s.group_members(group)
                 (me,) = [m for m in members if m.account == target]
-                groups.append(
-                    {
-                        "group": group.hex(),
-                        "members": [m.account for m in members],
-                        "admins": [m.account for m in members if m.admin],
-                        "added": me.added_at,
-                        "added_by": me.added_by or "the provider itself",
-                        "provider_added": [m.account for m in members if m.added_by is None],
-                    }
-                )
+                row: dict[str, Any] = {
+                    "group": group.hex(),
+                    "members": [m.account for m in members],
+                    "admins": [m.account for m in members if m.admin],
+                    "added": me.added_at,
+                    "added_by": me.added_by or "the provider itself",
+                    "provider_added": [m.account for m in members if m.added_by is None],
+                }
+                made = s.group_created(group) if pr.group_creator else None
+                if made is not None:
+                    row["creator"], row["created"] = made
+                groups.append(row)
             return groups
         if category == "message_log":
             return [
@@ -939,6 +965,16 @@ class ComplianceDesk:
                     )
         else:
             found = self._stored_bodies(process)
+            reach = self.profile.lookback.get(category)  # e.g. LINE's 7 days of chats (the FBI chart)
+            if reach is not None:
+                older = [f for f in found if f.time < process.served - reach]
+                if older:
+                    d.notes.append(
+                        f"{_label(category).capitalize()}: {self.profile.title} hands over only what was sent in "
+                        f"the {reach / 86400:g} days before service; {len(older)} older held message(s) were "
+                        "not handed over."
+                    )
+                found = [f for f in found if f.time >= process.served - reach]
         if category == "ciphertext":
             return [
                 {

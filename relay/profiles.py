@@ -13,10 +13,12 @@ Every profile cites its sources: the FBI "Lawful Access" chart of 2021-01-07 (FO
 enforcement guidelines, Signal's published subpoena responses, court records, reporting on
 BlackBerry). Where a source says nothing, the profile says what we assumed (``Profile.assumptions``):
 every disclosure under that instrument carries it as an "Assumption", and the FBI chart's matrix
-lists it apart. The one such assumption today: WhatsApp's wiretap order returns the ciphertext its
-relay routes. No source shows WhatsApp returning ciphertext to a wiretap order; the one reported fight
-over an end-to-end wiretap, In re Facebook Messenger (E.D. Cal. 2018), ended with the court refusing
-DOJ's motion to hold Facebook in contempt for not wiretapping Messenger voice calls.
+lists it apart. Two profiles rest on such assumptions today. WhatsApp's wiretap order returns the
+ciphertext its relay routes: no source shows WhatsApp returning ciphertext to a wiretap order; the one
+reported fight over an end-to-end wiretap, In re Facebook Messenger (E.D. Cal. 2018), ended with the
+court refusing DOJ's motion to hold Facebook in contempt for not wiretapping Messenger voice calls. And
+Wire, which is not on the FBI chart and whose guide for law enforcement, if it publishes one, was not
+found: what it keeps is its privacy whitepaper's, which instrument gets what is assumed, under every one.
 """
 
 from __future__ import annotations
@@ -105,6 +107,16 @@ class Profile:
     # (relay.metadata.DEVICE_FACTS): Threema's push token; Wickr's device type and app version.
     device_facts: frozenset[str] = frozenset()
     external_id_count: bool = False  # message counts come with the number of external ids (Wickr)
+    # Device info shows each device's class (mobile or desktop), read off the type its app registered
+    # (the relay keeps the type for it): Wire's "Class: Mobile, Tablet or Desktop".
+    device_class: bool = False
+    # Device info shows where each device registered from: the location (here the region) of the
+    # network address it registered from (Wire's "Location: the geographic coordinates of the IP address
+    # used to register"), read off its first authentication, kept per device with its host. A device
+    # that registers itself (each Wire client does) authenticates from there right after; in this
+    # simulator a linked device's registration travels over its primary's connection (as Signal's
+    # primary provisions a new device), so its registration record has the primary's address.
+    registration_location: bool = False
     # How its clients tie devices to an account, and so whether a device the provider adds on its
     # own (a "ghost", sims/access/ghost.py) is seen by the account's contacts:
     # - "account": linked devices share the account's identity key, transferred from the primary at
@@ -125,6 +137,9 @@ class Profile:
     # (its members) at the relay as a blob encrypted under a key only members hold (Signal's groups v2).
     group_fanout: GroupFanout = "client"
     group_state_encrypted: bool = False
+    # Group membership names who created each group and when (Wire keeps a conversation's creator and
+    # creation time); only with the member list at the relay (group_fanout "server").
+    group_creator: bool = False
     group_source: str = ""
     notes: Mapping[str, str] = field(default_factory=dict)  # per category, why it is as it is
     # Per instrument, what the profile assumes where no source says what the provider returns
@@ -153,7 +168,8 @@ class Profile:
             "keep_delivered": self.keep_delivered,
             "keep_contacts": self.keep_contacts,
             "keep_blocks": self.keep_blocks,
-            "keep_device_facts": self.device_facts,
+            # a device's class is read off its registered type, so the relay keeps the type for it
+            "keep_device_facts": self.device_facts | ({"device_type"} if self.device_class else frozenset()),
         }
 
     def holds_records(self, kind: RecordKind, *fields: str) -> bool:
@@ -503,6 +519,137 @@ LINE = Profile(
     },
 )
 
+# LINE with Letter Sealing off: the FBI chart's "up to 7 days of chats only if E2EE is off". Without
+# Letter Sealing a chat is encrypted between the phone and LINE's servers only, so the keys are LINE's
+# (custody "provider") and the chats are held at the relay (keep_delivered). The chart puts the chats in
+# its one LINE cell, beside "account data"; read as for the chart's other rows (the cell is what the
+# provider hands over, to each instrument that may compel it: relay.legal), the chats go to a search
+# warrant, which may compel content, not to a subpoena, which may not (18 U.S.C. 2703(a)). "Up to 7 days"
+# is the desk's reach (``lookback``): the chart does not say whether LINE keeps chats longer, and the
+# relay here keeps every delivered body. No real-time return, as for every chart row but WhatsApp's.
+_LINE_7_DAYS = 7 * _DAY
+LINE_LETTER_SEALING_OFF = replace(
+    LINE,
+    name="line-letter-sealing-off",
+    title="LINE (Letter Sealing off)",
+    policy=_policy("line-letter-sealing-off", LINE.policy.rules),
+    custody="provider",
+    keep_delivered=True,
+    sources=(
+        _FBI_CHART,
+        "LINE Corporation, 'Guidelines for Responding to Law Enforcement' (linecorp.com/en/security/article/291, "
+        "2022-01-19): the information on a user's communications that may be disclosed includes 'text from chats'",
+    ),
+    discloses={p: frozenset({"subscriber_info", "account_created", "content"}) for p in ASKS},
+    lookback={"content": _LINE_7_DAYS},
+    notes={
+        "content": "Letter Sealing (LINE's end-to-end encryption) is off: the keys are LINE's, and LINE hands over "
+        "up to 7 days of chats (FBI chart: 'up to 7 days of chats only if E2EE is off')",
+        "ciphertext": "the chart names chats, not their encrypted form",
+        "subscriber_info": LINE.notes["subscriber_info"],
+        "realtime_routing": _NOT_REALTIME,
+    },
+)
+
+# Wire. What its servers keep is Wire's own account (Wire Privacy Whitepaper, wire.com/en/resources/
+# whitepapers/privacy): each user's profile (§2.1); per device its class, model, label, registration
+# time and the geographic location of the IP address it registered from (§2.2); per group conversation
+# its creator, creation time, participants and their devices, name and roles (§3.2). Wire is not on the
+# FBI chart, and no published guide of Wire's for law enforcement was found: which instrument gets what
+# is the project's assumption (``assumptions``, said in every disclosure under Wire): what the
+# whitepaper says it keeps, to any instrument that may compel it; nothing in real time.
+_WIRE_PRIVACY = "Wire Privacy Whitepaper (wire.com/en/resources/whitepapers/privacy)"
+_WIRE_LOOK_BACK = (
+    "no published guide of Wire's for law enforcement says what it hands over under which instrument; this "
+    "profile assumes it hands over what its privacy whitepaper says it keeps (the user's profile; each "
+    "device's class, registration time and the location of the address it registered from; each group's "
+    "creator and members), to any instrument that may compel it"
+)
+_WIRE_REALTIME = (
+    "no source says whether Wire collects anything in real time; this profile assumes it has no way to (as no "
+    "provider on the FBI chart but WhatsApp does)"
+)
+WIRE = Profile(
+    name="wire",
+    title="Wire",
+    policy=_policy(
+        "wire",
+        {
+            # each device's registration, when (§2.2 "Timestamp")
+            RecordKind.REGISTRATION: KindRule(
+                frozenset({"time", "account", "device"}), keep="first", key=("account", "device")
+            ),
+            # each device's first connection of its own, right after it registered: the address its
+            # location is derived from (§2.2 "Location"; see Profile.registration_location)
+            RecordKind.AUTHENTICATION: KindRule(
+                frozenset({"time", "host", "account", "device"}), keep="first", key=("account", "device")
+            ),
+        },
+    ),
+    custody="devices",
+    wiretap=False,
+    last_seen_kinds=(),  # the first connection per device is kept, not the last
+    device_class=True,
+    registration_location=True,
+    group_fanout="server",
+    group_creator=True,
+    group_source=(
+        f"{_WIRE_PRIVACY} §3.2 'Group data': the backend keeps each conversation's creator, creation time, "
+        "participants list (the users and their devices, which clients use to display the participants and to "
+        "encrypt end to end between clients), name and roles. The relay holds the member list as WhatsApp's "
+        "does (group_fanout 'server'); how Wire's clients encrypt a group message is not what this models"
+    ),
+    identity_model="per-device",
+    identity_model_source=(
+        "Wire: each device an account logs in on generates its own key (wire.com/en/blog/"
+        "key-verification-secure-conversations, 2017-01-16); a contact's devices are listed with their key "
+        "fingerprints, each compared and marked verified one by one, and a conversation is verified only once "
+        "every device is (support.wire.com, 'How can I compare key fingerprints?'). No source found says a "
+        "contact's device list is signed by another of the account's devices: modelled as per-device keys "
+        "taken as served"
+    ),
+    sources=(
+        f"{_WIRE_PRIVACY}: §2.1 profiles, §2.2 user devices, §3.2 group data",
+        "Wire, 'Make your conversations safe and secure' (wire.com/en/blog/key-verification-secure-conversations, "
+        "2017-01-16); support.wire.com, 'How can I compare key fingerprints?'",
+    ),
+    discloses={
+        i.key: frozenset({"subscriber_info", "device_info", "group_membership"})
+        for i in INSTRUMENTS.values()
+        if not i.forward
+    },
+    # (not a preservation request, which hands nothing over, nor a warrant on a backup custodian,
+    # served on Apple or Google, not on Wire: relay/backup.py)
+    assumptions={
+        i.key: _WIRE_REALTIME if i.forward else _WIRE_LOOK_BACK
+        for i in INSTRUMENTS.values()
+        if i.looks != "freeze" and i.key != "backup_warrant"
+    },
+    notes={
+        "subscriber_info": f"the user's profile: username, display name, picture, accent colour, locale ({_WIRE_PRIVACY} "
+        "§2.1)",
+        "device_info": "per device its class (Mobile, Tablet or Desktop), model, label, registration time and the "
+        f"geographic location of the IP address used to register ({_WIRE_PRIVACY} §2.2); the simulated apps "
+        "register a type (android, ios, desktop), from which the class is read, and no model or label",
+        "group_membership": f"Wire's backend keeps each group conversation's creator, creation time and "
+        f"participants with their devices ({_WIRE_PRIVACY} §3.2)",
+        "account_created": "Wire's privacy whitepaper names no account creation time; each device's registration "
+        "time comes with the device info",
+        "ip_addresses": "Wire's privacy whitepaper names the location of the address a device registered from, not "
+        "the address: the device info hands over the location (the relay keeps the address each device first "
+        "connected from only to derive it; the project's modelling)",
+        "location": "the location each device registered from comes with the device info (Wire Privacy "
+        "Whitepaper §2.2)",
+        "last_seen": "Wire's privacy whitepaper lists no record of when a device last connected; this profile "
+        "keeps none (the project's reading)",
+        "contacts": "Wire keeps each user's connections, the connection requests users accepted (Wire Privacy "
+        "Whitepaper §2.3), which the simulated clients do not make; no address book is kept",
+        "ciphertext": "Wire's privacy whitepaper lists no message bodies among what it keeps; those waiting for "
+        "delivery are not handed over (the project's assumption)",
+        "realtime_routing": _WIRE_REALTIME,
+    },
+)
+
 # WeChat: "non-China accounts: name, phone, email, IP" (the FBI chart). That WeChat is not end to
 # end, so that the keys are its own and content is withheld by policy, is the project's inference;
 # the chart says only that no content is handed over.
@@ -662,7 +809,9 @@ PROFILES: Final[Mapping[str, Profile]] = {
         VIBER,
         TELEGRAM_CLOUD,
         LINE,
+        LINE_LETTER_SEALING_OFF,
         WECHAT,
+        WIRE,
         BBM_CONSUMER,
         BES,
         KEEP_EVERYTHING_PROFILE,
@@ -722,6 +871,14 @@ _TELEGRAM_TERROR_ONLY = (
     "investigations'); the simulated orders are ordinary criminal process"
 )
 
+# Telegram before its 2018 privacy policy: no policy of handing anything over at all.
+_TELEGRAM_ZERO_BYTES = (
+    "before its privacy policy of August 2018 Telegram said: 'We never share your data with anyone. To this day, "
+    "we have disclosed 0 bytes of user data to third parties, including governments.' (telegram.org/privacy "
+    "before August 2018, 'Sharing data'); the policy that followed (§8.3) allowed IP address and phone number "
+    "to a court order confirming a terror suspect"
+)
+
 HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
     "signal": (
         Change(
@@ -740,6 +897,26 @@ HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
         ),
     ),
     "telegram-cloud": (
+        Change(
+            date(2018, 8, 28),
+            "a privacy policy with §8.3: 'If Telegram receives a court order that confirms you're a terror suspect, "
+            "we may disclose your IP address and phone number to the relevant authorities'; before it, Telegram "
+            "shared no user data with anyone",
+            "telegram.org/privacy §8.3, the privacy policy Telegram wrote in 2018 for the GDPR (Pavel Durov to "
+            "RFE/RL, as reported by Firstpost, 2018-08-30); the date is the day the change was announced and "
+            "reported (TASS, 2018-08-28; Firstpost: 'On 28 August, Telegram announced a change in its privacy "
+            "policy'); one report (hybridtechcar.com, 2018-08-28) says the section was on the site by 2018-08-15, "
+            "so the day it took effect is not known exactly",
+            {
+                "discloses": {},
+                "notes": {
+                    **TELEGRAM_CLOUD.notes,
+                    "subscriber_info": _TELEGRAM_ZERO_BYTES,
+                    "ip_addresses": _TELEGRAM_ZERO_BYTES,
+                },
+            },
+            policy=True,
+        ),
         Change(
             date(2024, 9, 23),
             "IP address and phone number to a valid order from judicial authorities naming the user as a "

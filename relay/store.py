@@ -1711,6 +1711,11 @@ class Store:
             (group, created_by, created_at),
         )
 
+    def group_created(self, group: bytes) -> tuple[str, float] | None:
+        """(who created the group, when), or None if the relay holds no such group."""
+        row = self._db.execute("SELECT created_by, created_at FROM groups WHERE id = ?", (group,)).fetchone()
+        return None if row is None else (str(row[0]), float(row[1]))
+
     def group_epoch(self, group: bytes) -> int | None:
         """The group's membership epoch, or None if the relay holds no such group."""
         row = self._db.execute("SELECT epoch FROM groups WHERE id = ?", (group,)).fetchone()

@@ -5,7 +5,10 @@ cyberkendra.com 2021/11, cyberdaily.au/security/9243) says, per app, what a subp
 warrant and a pen register return. For every cell that states something, the matrix read off the
 simulated disclosures must agree; for every "—" cell, nothing beyond what that app's subpoena returns
 may be handed over. Where the chart's words are vaguer than the categories (LINE's "account data"),
-the categories chosen are the project's inference and say so where they are set.
+the categories chosen are the project's inference and say so where they are set. LINE's row is held
+twice, as the chart words it: with Letter Sealing (LINE's end-to-end encryption) on, and off ("up to 7
+days of chats only if E2EE is off"). The matrix also has rows the chart does not (BlackBerry's, and
+Wire's, whose every cell rests on the project's assumption): those are not held against it.
 
 Message content, the chart's first column: "limited" for iMessage and WhatsApp, "no" for the rest.
 Limited means: not from the relay (a search warrant on it gets content that no key it holds opens),
@@ -57,6 +60,9 @@ CHART_SUBPOENA = {
     # "account data; up to 7 days of chats only if E2EE is off": which account data is the project's
     # inference (subscriber record and creation time); Letter Sealing is on here, so no chats
     "line": {"subscriber_info", "account_created"},
+    # ... and with Letter Sealing off, the chats too: the cell is what LINE hands over, each instrument
+    # getting what it may compel (relay.legal): the chats go to a search warrant, not to a subpoena
+    "line-letter-sealing-off": {"subscriber_info", "account_created", "content"},
     # "non-China accounts: name, phone, email, IP"
     "wechat": {"subscriber_info", "ip_addresses"},
 }
@@ -68,6 +74,7 @@ DASHES = (
     "viber",
     "wickr",
     "line",
+    "line-letter-sealing-off",
     "wechat",
 )  # "—" in every column after the subpoena
 BASIC = ASKS["subpoena"] - {"message_log", "message_counts"}
@@ -113,7 +120,26 @@ def test_matrix_json_has_exactly_the_promised_shape_and_comes_from_the_disclosur
 @pytest.mark.parametrize("profile", sorted(CHART_SUBPOENA))
 def test_the_subpoena_column(chart: tuple[Path, dict[str, Any]], profile: str) -> None:
     _out, matrix = chart
-    assert provided(matrix, profile, "subpoena") == CHART_SUBPOENA[profile]
+    # what a subpoena may compel of the cell (LINE's chats, content, it may not: 18 U.S.C. 2703(a))
+    assert provided(matrix, profile, "subpoena") == CHART_SUBPOENA[profile] & ASKS["subpoena"]
+    assert CHART_SUBPOENA[profile] - ASKS["subpoena"] <= {"content"}
+
+
+def test_line_hands_over_chats_only_with_letter_sealing_off(chart: tuple[Path, dict[str, Any]]) -> None:
+    """The chart: "up to 7 days of chats only if E2EE is off". With Letter Sealing off LINE's key opens
+    Tariq's chats held at service, and a search warrant gets them; with it on, no key LINE holds opens
+    any."""
+    out, matrix = chart
+    assert "content" in provided(matrix, "line-letter-sealing-off", "search_warrant")
+    assert "content" in matrix["line"]["search_warrant"]["cryptographically_impossible"]
+    words = {
+        r.get("text")
+        for r in disclosure(out, "line-letter-sealing-off", "search_warrant")["provided"]["content"]
+    }
+    assert {"Are we still on for Thursday?", "I know. I will explain in person."} <= words
+    assert "Change of plan, meet at the library." not in words  # written after service, at 3h20m
+    for process in ("subpoena", "court_order_2703d", "pen_register", "wiretap"):
+        assert "content" not in provided(matrix, "line-letter-sealing-off", process), process
 
 
 def test_the_chart_is_replayed_as_of_its_own_date(chart: tuple[Path, dict[str, Any]]) -> None:
@@ -202,10 +228,12 @@ def test_dash_cells_hand_over_nothing_beyond_the_subpoena(
 
 
 def test_no_message_content_from_any_app_on_the_chart(chart: tuple[Path, dict[str, Any]]) -> None:
+    """But LINE's, with Letter Sealing off, to the search warrant (the test above)."""
     _out, matrix = chart
     for profile in CHART_ROWS:
         for process in MATRIX_PROCESSES:
-            assert "content" not in provided(matrix, profile, process), (profile, process)
+            if (profile, process) != ("line-letter-sealing-off", "search_warrant"):
+                assert "content" not in provided(matrix, profile, process), (profile, process)
 
 
 def test_only_whatsapp_returns_anything_in_real_time(chart: tuple[Path, dict[str, Any]]) -> None:
@@ -330,13 +358,18 @@ CHART_REASONS = {
     **{
         (p, "wiretap", "content"): "cryptographically_impossible"
         for p in CHART_ROWS
-        if p not in ("telegram-cloud", "wechat")
+        if p not in ("telegram-cloud", "wechat", "line-letter-sealing-off")
     },
     **{
         (p, "search_warrant", "content"): "cryptographically_impossible"
         for p in CHART_ROWS
-        if p not in ("telegram-cloud", "wechat")
+        if p not in ("telegram-cloud", "wechat", "line-letter-sealing-off")
     },
+    # LINE without Letter Sealing: its own key opens the chats, handed over to a search warrant; nothing
+    # in real time (the chart's header)
+    ("line-letter-sealing-off", "search_warrant", "content"): "provided",
+    ("line-letter-sealing-off", "search_warrant", "ciphertext"): "withheld_by_policy",
+    ("line-letter-sealing-off", "wiretap", "content"): "no_capability",
     # WeChat is not end to end: that its keys are the provider's is the project's inference, not the chart's
     ("wechat", "search_warrant", "content"): "withheld_by_policy",
     ("wechat", "wiretap", "content"): "withheld_by_policy",
@@ -402,7 +435,23 @@ def test_whatsapps_wiretap_return_is_marked_as_an_assumption(chart: tuple[Path, 
     assumed = (out / "matrix.md").read_text(encoding="utf-8").split("## Assumptions (no source says so)")[1]
     assumed = assumed.split("## Legend")[0]
     assert "WhatsApp (`whatsapp`), wiretap order: no source shows WhatsApp returning ciphertext" in assumed
-    assert assumed.count("\n- ") == 1  # no other cell rests on an assumption
+    # no other cell of the chart's rows rests on an assumption; Wire, not on the chart, rests on them all
+    rows = [line for line in assumed.splitlines() if line.startswith("- ")]
+    others = [r for r in rows if not r.startswith("- Wire (`wire`), ")]
+    assert len(others) == 1 and others[0].startswith("- WhatsApp (`whatsapp`), wiretap order: ")
+    assert len(rows) == 1 + len(MATRIX_PROCESSES)
+
+
+def test_wire_is_in_the_matrix_but_not_held_against_the_chart(chart: tuple[Path, dict[str, Any]]) -> None:
+    """Wire is not on the FBI chart: its row is run like every real profile's, but it is no chart row,
+    and every cell of it says it rests on the project's assumption (no published guide of Wire's for law
+    enforcement was found), not on a source."""
+    out, matrix = chart
+    assert "wire" in matrix and "wire" not in CHART_ROWS
+    for process in MATRIX_PROCESSES:
+        assert any(n.startswith("Assumption: ") for n in disclosure(out, "wire", process)["notes"]), process
+    md = (out / "matrix.md").read_text(encoding="utf-8")
+    assert "| Wire (`wire`) |" in md
 
 
 def test_the_subpoena_cells_details_threema_wickr_line_wechat(chart: tuple[Path, dict[str, Any]]) -> None:

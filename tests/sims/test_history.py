@@ -61,6 +61,13 @@ def test_every_change_is_documented_and_changes_something() -> None:
 SIDES = [
     # Signal: sealed sender from October 2018 (signal.org/blog/sealed-sender)
     ("signal", date(2018, 10, 29), lambda p: not p.sealed_sender, lambda p: p.sealed_sender),
+    # Telegram: before its 2018 privacy policy (§8.3, terror suspects), "0 bytes of user data" to anyone
+    (
+        "telegram-cloud",
+        date(2018, 8, 28),
+        lambda p: "disclosed 0 bytes of user data" in p.notes["ip_addresses"],
+        lambda p: "only for confirmed terror suspects" in p.notes["ip_addresses"],
+    ),
     # Telegram: before September 2024, IP and phone number only for confirmed terror suspects
     (
         "telegram-cloud",
@@ -71,7 +78,9 @@ SIDES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "effective", "before", "after"), SIDES, ids=[s[0] for s in SIDES])
+@pytest.mark.parametrize(
+    ("name", "effective", "before", "after"), SIDES, ids=[f"{s[0]}-{s[1].year}" for s in SIDES]
+)
 def test_the_documented_state_on_each_side_of_each_change(name, effective, before, after) -> None:  # type: ignore[no-untyped-def]
     assert effective in {c.effective for c in HISTORY[name]}
     assert before(profile_as_of(name, effective - DAY)) and not after(profile_as_of(name, effective - DAY))
@@ -291,6 +300,22 @@ def test_a_policy_change_reaches_an_order_served_after_it_in_a_run_set_before_it
         ]
         assert main(args) == 0
         assert sorted(json.loads(out.read_text("utf-8"))["provided"]) == expected
+
+
+def test_telegram_before_its_2018_policy_shared_nothing_and_said_so(tmp_path: Path) -> None:
+    """Before its privacy policy of August 2018 (§8.3: IP address and phone number to a court order
+    confirming a terror suspect), Telegram's page said "We never share your data with anyone. To this
+    day, we have disclosed 0 bytes of user data to third parties, including governments." A run set in
+    2018 before the change answers with those words; an order served after it in the same run is
+    answered under §8.3 (still nothing to ordinary criminal process) and says the policy changed."""
+    spanning = _SPANNING.replace("start = 2024-09-20", "start = 2018-08-24")
+    result, _summary = run_to_dir(parse_scenario(spanning, "x.toml"), tmp_path / "run")
+    before, after = result.disclosures  # served 2018-08-25 and 2018-08-29
+    assert not before.provided and not after.provided
+    assert "disclosed 0 bytes of user data to third parties" in before.reasons["ip_addresses"][1]
+    assert "only for confirmed terror suspects" in after.reasons["ip_addresses"][1]
+    assert any("policy changed on 2018-08-28" in n for n in after.notes)
+    assert not any("policy changed" in n for n in before.notes)
 
 
 def test_a_design_change_holds_from_the_runs_date_a_policy_change_from_the_day_served() -> None:

@@ -1,0 +1,185 @@
+"""Profiles held to the public record they cite: Wire's, and LINE's with Letter Sealing off.
+
+Wire (not on the FBI chart). Its privacy whitepaper (wire.com/en/resources/whitepapers/privacy): per
+device "Class: Mobile, Tablet or Desktop", "Timestamp: the UTC timestamp when the device was
+registered", "Location: the geographic coordinates of the IP address used to register" (§2.2); per
+group conversation its "Creator", "Timestamp" and "Participants list" (§3.2). No published guide of
+Wire's for law enforcement was found, so which instrument gets what is the project's assumption, and
+every disclosure under Wire says so.
+
+LINE. The FBI chart (2021-01-07): "account data; up to 7 days of chats only if E2EE is off".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from relaysim.relay.compliance import Disclosure
+from relaysim.relay.profiles import PROFILES, get_profile
+from relaysim.sims.scenario import parse_scenario
+from relaysim.sims.world.simulation import Simulation
+
+_WIRE = """
+[scenario]
+name = "wire"
+duration = "3h"
+seed = 7
+
+[relay]
+profile = "{profile}"
+
+[[people]]
+name = "ana"
+devices = [
+  {{ region = "de", address = "192.0.2.10" }},
+  {{ region = "fr", address = "192.0.2.11" }},
+]
+
+[[people]]
+name = "ben"
+devices = [{{ region = "ch", address = "192.0.2.20" }}]
+
+[[people]]
+name = "cem"
+devices = [{{ region = "ch", address = "192.0.2.30" }}]
+
+[[groups]]
+name = "desk"
+members = ["ana", "ben", "cem"]
+admins = ["ben"]
+timeline = [{{ at = "20m", from = "ana", text = "Meeting moved." }}]
+
+[[conversations]]
+between = ["ana", "ben"]
+messages = [{{ at = "30m", from = "ana", text = "See you there." }}]
+
+[[events]]
+at = "2h"
+kind = "legal_process"
+process = "court_order_2703d"
+target = "ana"
+name = "d"
+"""
+
+
+def _order(profile: str) -> Disclosure:
+    result = Simulation(parse_scenario(_WIRE.format(profile=profile), "wire.toml")).run()
+    (d,) = result.disclosures
+    return d
+
+
+def test_wire_hands_over_each_devices_class_registration_time_and_location() -> None:
+    """§2.2: class, registration time and the location of the address used to register; the simulated
+    apps register a phone (android or ios) first, then a desktop, each from its own region."""
+    d = _order("wire")
+    one, two = d.provided["device_info"]
+    assert (one["device"], one["device_class"], one["location"]) == (1, "mobile", "de")
+    assert (two["device"], two["device_class"], two["location"]) == (2, "desktop", "fr")
+    assert one["registered"] <= two["registered"]
+    # the location, not the address it was derived from; and not the registered type itself
+    blob = json.dumps(d.provided)
+    assert "192.0.2." not in blob and "device_type" not in blob
+    assert {r["device_class"] for r in d.provided["device_info"]} == {"mobile", "desktop"}
+    assert "ip_addresses" in d.withheld and "not the address" in d.reasons["ip_addresses"][1]
+    # the relay keeps the type (the class is read off it) and each device's first registration
+    assert get_profile("wire").relay_options()["keep_device_facts"] == {"device_type"}
+
+
+def test_wire_hands_over_each_groups_creator_and_members() -> None:
+    """§3.2: Wire's backend keeps each conversation's creator, creation time and participants."""
+    d = _order("wire")
+    (group,) = d.provided["group_membership"]
+    assert group["members"] == ["ana", "ben", "cem"] and group["creator"] == "ben"
+    assert group["created"] <= group["added"]
+    assert "by ben" in d.to_markdown().split("created ")[-1]
+
+
+def test_every_wire_disclosure_says_it_rests_on_an_assumption() -> None:
+    d = _order("wire")
+    (assumed,) = [n for n in d.notes if n.startswith("Assumption: ")]
+    assert "no published guide of Wire's for law enforcement" in assumed
+    assert "cryptographically_impossible" not in {r for r, _ in d.reasons.values()}  # 2703(d): no content
+
+
+def test_other_profiles_hand_over_neither_class_location_nor_creator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same afternoon under WhatsApp (whose relay holds the member list too; here with a policy that
+    hands it over) and Wickr (which hands over the registered type): their rows are as they were before
+    Wire's facts existed."""
+    whatsapp = get_profile("whatsapp")
+    handing = dict(whatsapp.discloses)
+    handing["court_order_2703d"] |= {"group_membership"}
+    monkeypatch.setitem(PROFILES, "whatsapp", replace(whatsapp, discloses=handing))
+    (group,) = _order("whatsapp").provided["group_membership"]
+    assert set(group) == {"group", "members", "admins", "added", "added_by", "provider_added"}
+    wickr = _order("wickr").provided["device_info"]
+    assert all(set(r) == {"device", "registered", "device_type", "app_version"} for r in wickr)
+
+
+# --- LINE with Letter Sealing off: up to 7 days of chats ----------------------------------------------
+
+_LINE = """
+[scenario]
+name = "line"
+duration = "9d"
+seed = 3
+
+[relay]
+profile = "{profile}"
+
+[[people]]
+name = "a"
+
+[[people]]
+name = "b"
+
+[[conversations]]
+between = ["a", "b"]
+messages = [
+  {{ at = "1h", from = "a", text = "eight days before the warrant" }},
+  {{ at = "8d", from = "b", text = "an hour before the warrant" }},
+]
+
+[[events]]
+at = "8d1h"
+kind = "legal_process"
+process = "search_warrant"
+target = "a"
+name = "warrant"
+"""
+
+
+def _warrant(profile: str) -> tuple[Disclosure, Any]:
+    result = Simulation(parse_scenario(_LINE.format(profile=profile), "line.toml")).run()
+    (d,) = result.disclosures
+    return d, result
+
+
+def test_line_without_letter_sealing_hands_over_only_seven_days_of_chats() -> None:
+    d, result = _warrant("line-letter-sealing-off")
+    words = [r["text"] for r in d.provided["content"] if r["kind"] == "message"]
+    assert words == ["an hour before the warrant"]
+    assert all(r["time"] >= d.process.served - 7 * 86400 for r in d.provided["content"])
+    # the older chat is held (LINE's key would open it), but out of the chart's seven days
+    (note,) = [n for n in d.notes if "days before service" in n]
+    assert "only what was sent in the 7 days before service" in note
+    assert any(m.text == "eight days before the warrant" for m in result.truth.messages)
+
+
+def test_line_with_letter_sealing_hands_over_no_chats() -> None:
+    d, _result = _warrant("line")
+    assert "content" not in d.provided
+    assert d.reasons["content"][0] == "cryptographically_impossible"
+    assert "Letter Sealing" in d.reasons["content"][1]
+
+
+def test_the_two_line_profiles_differ_only_in_letter_sealing() -> None:
+    on, off = get_profile("line"), get_profile("line-letter-sealing-off")
+    assert (on.custody, off.custody) == ("devices", "provider")
+    assert not on.keep_delivered and off.keep_delivered
+    assert off.policy.rules == on.policy.rules and not off.pen_register and not off.wiretap
+    assert off.lookback == {"content": 7 * 86400}
+    assert {k: v - {"content"} for k, v in off.discloses.items()} == on.discloses
