@@ -410,3 +410,47 @@ def test_a_split_views_heads_are_refreshed_and_the_fork_still_shows() -> None:
     assert witness.observe("bob/1", real) == [] and witness.observe("bob/1", real_later) == []
     forks = witness.observe("alice/1", shown_later)  # against each of bob's two heads of the real log
     assert [f.why for f in forks] == ["no valid consistency proof from size 3 to 4"] * 2
+
+
+def test_head_timestamps_never_go_back_across_a_relay_restart(tmp_path: Path) -> None:
+    """The latest time signed into a head is in the store: a relay restarted over the same file, its
+    clock now behind, signs no head earlier than one its devices already hold (they would refuse it as
+    an old head replayed, clients.transparency.check_fresh)."""
+    path = tmp_path / "relay.db"
+    clock = Clock(T0 + 3 * wire.KEY_LOG_HEAD_REFRESH)
+    with Store(path) as store:
+        core = RelayCore(store, clock=clock, rng=random.Random(1).randbytes, limits=UNLIMITED)
+        held = _served_head(core, core_device(core, DeviceKeys.make("alice"), 1))
+    clock.now = T0  # the restarted relay's clock is three hours behind
+    with Store(path) as store:
+        core = RelayCore(store, clock=clock, rng=random.Random(2).randbytes, limits=UNLIMITED)
+        conn = core_device(core, DeviceKeys.make("alice"), 1, register=False)
+        again = _served_head(core, conn)
+        assert (again.tree_size, again.root_hash) == (held.tree_size, held.root_hash)
+        assert again.timestamp >= held.timestamp
+        C.check_fresh(again, clock.now, [held])  # the device takes it
+        core_device(core, DeviceKeys.make("bob"), 2)  # a new leaf: a new head, still not earlier
+        assert _served_head(core, conn).timestamp >= held.timestamp
+
+
+def test_a_head_signed_in_a_transaction_rolled_back_is_noted_again_when_served(tmp_path: Path) -> None:
+    """A group COMMIT that failed takes the time noted with a head signed in it out of the store;
+    after RelayCore.reload a head served is signed, and its time noted, again, so a restart still
+    signs no head earlier than one served."""
+    path = tmp_path / "relay.db"
+    clock = Clock()
+    with Store(path) as store:
+        core = RelayCore(store, clock=clock, rng=random.Random(1).randbytes, limits=UNLIMITED)
+        conn = core_device(core, DeviceKeys.make("alice"), 1)
+        _served_head(core, conn)  # signed at T0, noted
+        clock.now = T0 + 3 * wire.KEY_LOG_HEAD_REFRESH
+        with pytest.raises(OSError), store.transaction():  # a relay server's group transaction ...
+            _served_head(core, conn)  # ... in which the head is signed again (not sent: it failed)
+            raise OSError("disk full")  # ... and whose COMMIT failed
+        core.reload()
+        held = _served_head(core, conn)
+    clock.now = T0
+    with Store(path) as store:
+        core = RelayCore(store, clock=clock, rng=random.Random(2).randbytes, limits=UNLIMITED)
+        again = _served_head(core, core_device(core, DeviceKeys.make("alice"), 1, register=False))
+        assert again.timestamp >= held.timestamp == int(T0 + 3 * wire.KEY_LOG_HEAD_REFRESH)
