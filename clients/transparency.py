@@ -330,7 +330,7 @@ class Witness:
     sizes as it sees it; without, ``wanted`` lists the (first, second) sizes whose consistency proofs
     it needs from the relay (``relay.wire.GetKeyLogConsistency``, each asked once), and
     ``proof_received`` checks every pair of heads of those sizes against the answer. ``latest`` is
-    the largest head it holds, what it gossips back to the phones.
+    the newest head of the largest tree it holds, what it gossips back to the phones.
     """
 
     def __init__(self, server_public: bytes, prove: ConsistencyOracle | None = None) -> None:
@@ -368,10 +368,14 @@ class Witness:
         return found
 
     def latest(self) -> TreeHead | None:
-        """The largest head seen (the first of that size), or None."""
+        """The head of the largest tree seen, the one signed last of those (the first seen, of equal
+        timestamps), or None. Heads of one size that differ only in timestamp (and signature) are the
+        same tree signed again (RFC 6962 §3.5), not a fork: the newest is as true as the others and is
+        the one a phone can take back and hold as current; heads of one size with different roots are
+        a fork the witness has found already, and either may be gossiped."""
         best: TreeHead | None = None
         for _who, head in self.heads:
-            if best is None or head.tree_size > best.tree_size:
+            if best is None or (head.tree_size, head.timestamp) > (best.tree_size, best.timestamp):
                 best = head
         return best
 

@@ -225,6 +225,20 @@ def test_a_head_not_signed_by_the_server_key_is_set_aside() -> None:
     assert witness.bad_signatures == [("b", forged)]
 
 
+def test_the_witness_gossips_the_newest_head_of_the_largest_tree() -> None:
+    """Witness.latest: of the heads of the largest tree size, the one signed last (a head signed again
+    over the same root, RFC 6962 §3.5, is newer and as true): the head a phone takes back is then as
+    recent as the witness can give it. A newer head of a smaller tree does not win."""
+    log = MerkleLog([_leaf("alice", 1), _leaf("bob", 2)])
+    witness = C.Witness(SERVER.public, lambda m, n: log.consistency_proof(m, n))
+    assert witness.latest() is None
+    small_late = _head(log, 9000, size=1)
+    first, resigned, again = _head(log, 1000), _head(log, 4601), _head(log, 4601)
+    for who, head in (("a", first), ("b", resigned), ("c", small_late), ("d", _head(log, 2000)), ("e", again)):
+        assert witness.observe(who, head) == []  # the same tree, signed at other times: no fork
+    assert witness.latest() == resigned  # the newest of size 2 (the first seen of that time)
+
+
 def test_a_head_is_fresh_up_to_the_maximum_age_and_while_time_goes_forward() -> None:
     head = C.TreeHead(5, 1000, bytes(32), bytes(64))
     C.check_fresh(head, 1000 + C.MAX_HEAD_AGE)  # exactly as old as a head may be
