@@ -199,6 +199,11 @@ class TreeHead:
     root_hash: bytes
     signature: bytes
 
+    def same_tree(self, other: TreeHead) -> bool:
+        """Whether ``other`` is a head of the same tree (size and root): the same head, or it signed again
+        at another time (RFC 6962 §3.5), which is neither a fork nor anything to prove consistent."""
+        return self.tree_size == other.tree_size and self.root_hash == other.root_hash
+
     def verify(self, server_public: bytes) -> bool:
         try:
             body = wire.kt_tree_head_body(self.tree_size, self.timestamp, self.root_hash)

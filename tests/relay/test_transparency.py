@@ -237,6 +237,8 @@ def test_the_witness_gossips_the_newest_head_of_the_largest_tree() -> None:
     for who, head in (("a", first), ("b", resigned), ("c", small_late), ("d", _head(log, 2000)), ("e", again)):
         assert witness.observe(who, head) == []  # the same tree, signed at other times: no fork
     assert witness.latest() == resigned  # the newest of size 2 (the first seen of that time)
+    assert resigned.same_tree(first) and resigned != first
+    assert not first.same_tree(small_late) and not first.same_tree(_head(MerkleLog([_leaf("x", 1)] * 2)))
 
 
 def test_a_head_is_fresh_up_to_the_maximum_age_and_while_time_goes_forward() -> None:
