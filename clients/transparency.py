@@ -26,6 +26,8 @@ again with the time now once it is older than ``relay.wire.KEY_LOG_HEAD_REFRESH`
 so a device refuses one older than ``MAX_HEAD_AGE`` by its own clock, and one older than a head it
 already took of the same or a larger size: an old head replayed, or a view of the log frozen for it,
 which no proof of inclusion or consistency can reveal (they hold for an old head as for the current).
+It refuses one signed more than ``MAX_HEAD_AHEAD`` after its clock's time too, which, taken, would make
+every honest head after it look old.
 
 Only ``hashlib`` and the Ed25519 check of ``clients._primitives``; nothing from ``relay`` but the
 two encodings and the refresh period in ``relay.wire`` both sides share.
@@ -46,6 +48,7 @@ from relaysim.relay import wire
 
 __all__ = [
     "MAX_HEAD_AGE",
+    "MAX_HEAD_AHEAD",
     "AuditResult",
     "Fork",
     "ProofError",
@@ -219,23 +222,42 @@ class TreeHead:
 # log's Maximum Merge Delay likewise). A device clock more than an hour fast refuses every head.
 MAX_HEAD_AGE: Final = 2 * wire.KEY_LOG_HEAD_REFRESH
 
+# How far ahead of the device's clock a head's timestamp may be, in seconds: the same hour MAX_HEAD_AGE
+# allows the two clocks to disagree by. Further ahead, the head is refused: taken, it would make every
+# honest head of its size or smaller "older than a head already taken" (check_fresh) until the relay's
+# clock caught up with it, so one head signed a year ahead would lock a device out of its audits and
+# its contacts' keys for a year. Within the bound a fast relay clock costs at most that hour (the
+# relay signs its head again within KEY_LOG_HEAD_REFRESH of its clock passing it). A device clock
+# more than an hour slow refuses every head.
+MAX_HEAD_AHEAD: Final = wire.KEY_LOG_HEAD_REFRESH
+
 
 def check_fresh(
-    head: TreeHead, now: float, accepted: Iterable[TreeHead] = (), max_age: float = MAX_HEAD_AGE
+    head: TreeHead,
+    now: float,
+    accepted: Iterable[TreeHead] = (),
+    max_age: float = MAX_HEAD_AGE,
+    max_ahead: float = MAX_HEAD_AHEAD,
 ) -> None:
     """Refuse, with ``ProofError`` saying why, a head the relay served that is not its current one:
     one signed more than ``max_age`` seconds before ``now`` (the device's clock), or one older than a
     head in ``accepted`` (those the device already took from the relay) of the same or a larger tree
     size. The relay serves only its current head, signed no earlier than any head it served before
     (relay.core.RelayCore.key_log_head), and its log only grows: such a head was signed before one the
-    device already has, an old head replayed. A head from the future is not refused here (the
-    device's clock may be the one behind)."""
+    device already has, an old head replayed. Refuse too a head signed more than ``max_ahead`` seconds
+    after ``now``: up to that the device's clock may be the one behind (``MAX_HEAD_AHEAD``), and
+    further it would make the relay's honest heads after it look old."""
     age = now - head.timestamp
     what = f"tree head of size {head.tree_size} signed at {head.timestamp}"
     if age > max_age:
         raise ProofError(
             f"{what} is {math.ceil(age)} s old by this device's clock, more than the {max_age:.0f} s a "
             "current head may be: stale or replayed"
+        )
+    if -age > max_ahead:
+        raise ProofError(
+            f"{what} is {math.ceil(-age)} s ahead of this device's clock, more than the {max_ahead:.0f} s a "
+            "relay's clock may be ahead of it: a head from the future"
         )
     for seen in accepted:
         if seen.tree_size >= head.tree_size and seen.timestamp > head.timestamp:

@@ -13,6 +13,7 @@ from relaysim.clients.agent import DeviceAgent, Failed, KeyLogAudited, KeyLogChe
 from relaysim.clients.session import Device
 from relaysim.relay import wire
 from relaysim.relay.core import ConnectionContext, RelayCore, Reply
+from relaysim.relay.transparency import MerkleLog, TreeHeadSigner
 from tests.conftest import seeded_rng
 from tests.helpers import T0, Clock, new_core
 
@@ -183,3 +184,34 @@ def test_a_head_older_than_one_already_taken_is_refused() -> None:
     )
     assert alice.key_log_heads == [newer.head]
     assert _audit(core, conn, alice).ok  # the current head is still taken
+
+
+def test_a_head_from_far_in_the_future_is_refused_and_cannot_lock_the_device_out() -> None:
+    """A head signed with a time a year ahead of the device's clock: taken, every later honest head of
+    that size would be "older" than it and refused, until the log grew past it. It is refused (more than
+    clients.transparency.MAX_HEAD_AHEAD ahead of this device's clock), and the current head is still
+    taken; one within that bound (the relay's clock a little fast) is taken."""
+    clock = Clock()
+    core, conn, alice = _setup(clock)
+    h = core.key_log_head()
+    signer = TreeHeadSigner(core.identity.server_private)  # the relay's own key: it can sign any time
+    year = 365 * 86400
+    future = signer.sign(MerkleLog(core.key_log.leaves()), int(T0) + year)
+    ahead = wire.KeyLogHead(
+        tree_size=future.tree_size,
+        timestamp=future.timestamp,
+        root_hash=h.root_hash,
+        signature=future.signature,
+    )
+    refused = _audit(core, conn, alice, head=ahead)
+    assert refused.reason == (
+        f"tree head of size 2 signed at {int(T0) + year} is {year} s ahead of this device's clock, more than "
+        f"the {kt.MAX_HEAD_AHEAD} s a relay's clock may be ahead of it: a head from the future"
+    )
+    assert alice.key_log_heads == []
+    assert _audit(core, conn, alice).ok  # the relay's current head is still taken
+    fast = signer.sign(MerkleLog(core.key_log.leaves()), int(T0) + kt.MAX_HEAD_AHEAD)
+    a_little = wire.KeyLogHead(
+        tree_size=fast.tree_size, timestamp=fast.timestamp, root_hash=h.root_hash, signature=fast.signature
+    )
+    assert _audit(core, conn, alice, head=a_little).ok

@@ -946,7 +946,9 @@ def test_the_hot_path_caches_hold_as_many_entries_as_the_store_is_given_room_for
         assert bool(statements) is asked_again
 
 
-def test_v16_the_latest_head_time_is_kept_and_never_lowered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_v16_the_latest_head_time_is_kept_and_never_lowered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """v16 keeps the latest time signed into a key-log tree head (relay.core: a restarted relay signs
     none earlier). A store of v15 has its log, and no time: 0."""
     path = tmp_path / "relay.db"

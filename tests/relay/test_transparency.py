@@ -234,7 +234,13 @@ def test_the_witness_gossips_the_newest_head_of_the_largest_tree() -> None:
     assert witness.latest() is None
     small_late = _head(log, 9000, size=1)
     first, resigned, again = _head(log, 1000), _head(log, 4601), _head(log, 4601)
-    for who, head in (("a", first), ("b", resigned), ("c", small_late), ("d", _head(log, 2000)), ("e", again)):
+    for who, head in (
+        ("a", first),
+        ("b", resigned),
+        ("c", small_late),
+        ("d", _head(log, 2000)),
+        ("e", again),
+    ):
         assert witness.observe(who, head) == []  # the same tree, signed at other times: no fork
     assert witness.latest() == resigned  # the newest of size 2 (the first seen of that time)
     assert resigned.same_tree(first) and resigned != first
@@ -244,7 +250,11 @@ def test_the_witness_gossips_the_newest_head_of_the_largest_tree() -> None:
 def test_a_head_is_fresh_up_to_the_maximum_age_and_while_time_goes_forward() -> None:
     head = C.TreeHead(5, 1000, bytes(32), bytes(64))
     C.check_fresh(head, 1000 + C.MAX_HEAD_AGE)  # exactly as old as a head may be
-    C.check_fresh(head, 400)  # signed "in the future": the device's clock may be the one behind
+    C.check_fresh(head, 1000 - C.MAX_HEAD_AHEAD)  # signed "in the future": the device's clock may be behind
+    with pytest.raises(
+        C.ProofError, match=r"^tree head of size 5 signed at 1000 is 3601 s ahead of .*from the future"
+    ):
+        C.check_fresh(head, 1000 - C.MAX_HEAD_AHEAD - 1)  # ... by up to an hour
     with pytest.raises(
         C.ProofError, match=r"^tree head of size 5 signed at 1000 is 7201 s old .*stale or replayed"
     ):
@@ -444,7 +454,8 @@ def test_head_timestamps_never_go_back_across_a_relay_restart(tmp_path: Path) ->
         again = _served_head(core, conn)
         assert (again.tree_size, again.root_hash) == (held.tree_size, held.root_hash)
         assert again.timestamp >= held.timestamp
-        C.check_fresh(again, clock.now, [held])  # the device takes it
+        device_clock = T0 + 3 * wire.KEY_LOG_HEAD_REFRESH  # the devices' clocks are right
+        C.check_fresh(again, device_clock, [held])  # the device takes it
         core_device(core, DeviceKeys.make("bob"), 2)  # a new leaf: a new head, still not earlier
         assert _served_head(core, conn).timestamp >= held.timestamp
 

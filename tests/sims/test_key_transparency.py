@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from relaysim.relay import wire
 from relaysim.sims.access.key_transparency import AUDIT_INTERVAL
 from relaysim.sims.report import run_comparison_to_dir
-from relaysim.relay import wire
 from relaysim.sims.scenario import (
     DeviceOffline,
     DeviceOnline,
