@@ -25,7 +25,9 @@ A head the relay serves a device must also be **fresh** (``check_fresh``): the r
 again with the time now once it is older than ``relay.wire.KEY_LOG_HEAD_REFRESH`` (RFC 6962 §3.5),
 so a device refuses one older than ``MAX_HEAD_AGE`` by its own clock, and one older than a head it
 already took of the same or a larger size: an old head replayed, or a view of the log frozen for it,
-which no proof of inclusion or consistency can reveal (they hold for an old head as for the current).
+which no proof of inclusion or consistency can reveal (they hold for an old head as for the current),
+and one of a smaller tree than a head it already took, however recently signed: the log rolled back
+to a prefix (consistent with the larger head, so no proof reveals that either) to hide what followed.
 It refuses one signed more than ``MAX_HEAD_AHEAD`` after its clock's time too, which, taken, would make
 every honest head after it look old.
 
@@ -244,7 +246,10 @@ def check_fresh(
     head in ``accepted`` (those the device already took from the relay) of the same or a larger tree
     size. The relay serves only its current head, signed no earlier than any head it served before
     (relay.core.RelayCore.key_log_head), and its log only grows: such a head was signed before one the
-    device already has, an old head replayed. Refuse too a head signed more than ``max_ahead`` seconds
+    device already has, an old head replayed. For the same reason refuse a head of a smaller tree than
+    one accepted, however recently signed: a prefix of the log re-signed, which every consistency proof
+    joins to the larger head, and which would hide from an audit the entries after it (a ghost device
+    the device was shown a head of). Refuse too a head signed more than ``max_ahead`` seconds
     after ``now``: up to that the device's clock may be the one behind (``MAX_HEAD_AHEAD``), and
     further it would make the relay's honest heads after it look old."""
     age = now - head.timestamp
@@ -264,6 +269,11 @@ def check_fresh(
             raise ProofError(
                 f"{what} is older than the head of size {seen.tree_size} signed at {seen.timestamp} "
                 "this device already accepted: heads went back in time (an old head replayed)"
+            )
+        if seen.tree_size > head.tree_size:
+            raise ProofError(
+                f"{what} is of a smaller tree than the head of size {seen.tree_size} signed at "
+                f"{seen.timestamp} this device already accepted: the log went back (it only grows)"
             )
 
 

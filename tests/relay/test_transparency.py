@@ -267,6 +267,8 @@ def test_a_head_is_fresh_up_to_the_maximum_age_and_while_time_goes_forward() -> 
             C.ProofError, match=f"older than the head of size {seen.tree_size} signed at 1001"
         ):
             C.check_fresh(head, 1001, [seen])
+    with pytest.raises(C.ProofError, match="of a smaller tree than the head of size 6 signed at 999"):
+        C.check_fresh(head, 1001, [C.TreeHead(6, 999, bytes(32), bytes(64))])  # the log went back
 
 
 def test_the_targets_audit_sees_a_ghost_in_its_account() -> None:
