@@ -500,7 +500,7 @@ class RelayCore:
         # server key. One signed head per tree size, signed when first asked for and again with the
         # time now once it is older than KEY_LOG_HEAD_REFRESH (key_log_head). Heads are not stored: a
         # restarted relay signs its heads afresh, at its clock's time then, but never earlier than the
-        # latest time it signed before, which is (Store.key_log_head_time).
+        # latest time it signed before, which is stored (Store.key_log_head_time).
         self.key_log = MerkleLog(store.key_log())
         self._key_log_index = {leaf: i for i, leaf in enumerate(self.key_log.leaves())}
         self._tree_head_signer = TreeHeadSigner(self.identity.server_private)
