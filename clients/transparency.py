@@ -25,7 +25,11 @@ A head the relay serves a device must also be **fresh** (``check_fresh``): the r
 again with the time now once it is older than ``relay.wire.KEY_LOG_HEAD_REFRESH`` (RFC 6962 §3.5),
 so a device refuses one older than ``MAX_HEAD_AGE`` by its own clock, and one older than a head it
 already took of the same or a larger size: an old head replayed, or a view of the log frozen for it,
-which no proof of inclusion or consistency can reveal (they hold for an old head as for the current).
+which no proof of inclusion or consistency can reveal (they hold for an old head as for the current),
+and one of a smaller tree than a head it already took, however recently signed: the log rolled back
+to a prefix (consistent with the larger head, so no proof reveals that either) to hide what followed.
+It refuses one signed more than ``MAX_HEAD_AHEAD`` after its clock's time too, which, taken, would make
+every honest head after it look old.
 
 Only ``hashlib`` and the Ed25519 check of ``clients._primitives``; nothing from ``relay`` but the
 two encodings and the refresh period in ``relay.wire`` both sides share.
@@ -46,6 +50,7 @@ from relaysim.relay import wire
 
 __all__ = [
     "MAX_HEAD_AGE",
+    "MAX_HEAD_AHEAD",
     "AuditResult",
     "Fork",
     "ProofError",
@@ -199,6 +204,11 @@ class TreeHead:
     root_hash: bytes
     signature: bytes
 
+    def same_tree(self, other: TreeHead) -> bool:
+        """Whether ``other`` is a head of the same tree (size and root): the same head, or it signed again
+        at another time (RFC 6962 §3.5), which is neither a fork nor anything to prove consistent."""
+        return self.tree_size == other.tree_size and self.root_hash == other.root_hash
+
     def verify(self, server_public: bytes) -> bool:
         try:
             body = wire.kt_tree_head_body(self.tree_size, self.timestamp, self.root_hash)
@@ -214,17 +224,34 @@ class TreeHead:
 # log's Maximum Merge Delay likewise). A device clock more than an hour fast refuses every head.
 MAX_HEAD_AGE: Final = 2 * wire.KEY_LOG_HEAD_REFRESH
 
+# How far ahead of the device's clock a head's timestamp may be, in seconds: the same hour MAX_HEAD_AGE
+# allows the two clocks to disagree by. Further ahead, the head is refused: taken, it would make every
+# honest head of its size or smaller "older than a head already taken" (check_fresh) until the relay's
+# clock caught up with it, so one head signed a year ahead would lock a device out of its audits and
+# its contacts' keys for a year. Within the bound a fast relay clock costs at most that hour (the
+# relay signs its head again within KEY_LOG_HEAD_REFRESH of its clock passing it). A device clock
+# more than an hour slow refuses every head.
+MAX_HEAD_AHEAD: Final = wire.KEY_LOG_HEAD_REFRESH
+
 
 def check_fresh(
-    head: TreeHead, now: float, accepted: Iterable[TreeHead] = (), max_age: float = MAX_HEAD_AGE
+    head: TreeHead,
+    now: float,
+    accepted: Iterable[TreeHead] = (),
+    max_age: float = MAX_HEAD_AGE,
+    max_ahead: float = MAX_HEAD_AHEAD,
 ) -> None:
     """Refuse, with ``ProofError`` saying why, a head the relay served that is not its current one:
     one signed more than ``max_age`` seconds before ``now`` (the device's clock), or one older than a
     head in ``accepted`` (those the device already took from the relay) of the same or a larger tree
     size. The relay serves only its current head, signed no earlier than any head it served before
     (relay.core.RelayCore.key_log_head), and its log only grows: such a head was signed before one the
-    device already has, an old head replayed. A head from the future is not refused here (the
-    device's clock may be the one behind)."""
+    device already has, an old head replayed. For the same reason refuse a head of a smaller tree than
+    one accepted, however recently signed: a prefix of the log re-signed, which every consistency proof
+    joins to the larger head, and which would hide from an audit the entries after it (a ghost device
+    the device was shown a head of). Refuse too a head signed more than ``max_ahead`` seconds
+    after ``now``: up to that the device's clock may be the one behind (``MAX_HEAD_AHEAD``), and
+    further it would make the relay's honest heads after it look old."""
     age = now - head.timestamp
     what = f"tree head of size {head.tree_size} signed at {head.timestamp}"
     if age > max_age:
@@ -232,11 +259,21 @@ def check_fresh(
             f"{what} is {math.ceil(age)} s old by this device's clock, more than the {max_age:.0f} s a "
             "current head may be: stale or replayed"
         )
+    if -age > max_ahead:
+        raise ProofError(
+            f"{what} is {math.ceil(-age)} s ahead of this device's clock, more than the {max_ahead:.0f} s a "
+            "relay's clock may be ahead of it: a head from the future"
+        )
     for seen in accepted:
         if seen.tree_size >= head.tree_size and seen.timestamp > head.timestamp:
             raise ProofError(
                 f"{what} is older than the head of size {seen.tree_size} signed at {seen.timestamp} "
                 "this device already accepted: heads went back in time (an old head replayed)"
+            )
+        if seen.tree_size > head.tree_size:
+            raise ProofError(
+                f"{what} is of a smaller tree than the head of size {seen.tree_size} signed at "
+                f"{seen.timestamp} this device already accepted: the log went back (it only grows)"
             )
 
 
@@ -330,7 +367,7 @@ class Witness:
     sizes as it sees it; without, ``wanted`` lists the (first, second) sizes whose consistency proofs
     it needs from the relay (``relay.wire.GetKeyLogConsistency``, each asked once), and
     ``proof_received`` checks every pair of heads of those sizes against the answer. ``latest`` is
-    the largest head it holds, what it gossips back to the phones.
+    the newest head of the largest tree it holds, what it gossips back to the phones.
     """
 
     def __init__(self, server_public: bytes, prove: ConsistencyOracle | None = None) -> None:
@@ -368,10 +405,14 @@ class Witness:
         return found
 
     def latest(self) -> TreeHead | None:
-        """The largest head seen (the first of that size), or None."""
+        """The head of the largest tree seen, the one signed last of those (the first seen, of equal
+        timestamps), or None. Heads of one size that differ only in timestamp (and signature) are the
+        same tree signed again (RFC 6962 §3.5), not a fork: the newest is as true as the others and is
+        the one a phone can take back and hold as current; heads of one size with different roots are
+        a fork the witness has found already, and either may be gossiped."""
         best: TreeHead | None = None
         for _who, head in self.heads:
-            if best is None or head.tree_size > best.tree_size:
+            if best is None or (head.tree_size, head.timestamp) > (best.tree_size, best.timestamp):
                 best = head
         return best
 

@@ -499,12 +499,13 @@ class RelayCore:
         # has served, in an append-only Merkle log kept in the store, its heads signed by the
         # server key. One signed head per tree size, signed when first asked for and again with the
         # time now once it is older than KEY_LOG_HEAD_REFRESH (key_log_head). Heads are not stored: a
-        # restarted relay signs its heads afresh, at its clock's time then.
+        # restarted relay signs its heads afresh, at its clock's time then, but never earlier than the
+        # latest time it signed before, which is stored (Store.key_log_head_time).
         self.key_log = MerkleLog(store.key_log())
         self._key_log_index = {leaf: i for i, leaf in enumerate(self.key_log.leaves())}
         self._tree_head_signer = TreeHeadSigner(self.identity.server_private)
         self._tree_heads: dict[int, SignedTreeHead] = {}
-        self._head_signed_at = 0  # the latest timestamp signed into a head (they never go back)
+        self._head_signed_at = store.key_log_head_time()  # the latest signed into a head (never back)
         # Split views (split_key_log): per account, the leaves hidden from it, its view, and its heads.
         self._key_log_splits: dict[str, frozenset[bytes]] = {}
         self._split_logs: dict[str, tuple[MerkleLog, int]] = {}  # the view, and how much of the log it covers
@@ -602,8 +603,12 @@ class RelayCore:
     def _sign_head(self, log: MerkleLog, size: int) -> SignedTreeHead:
         """A head over ``log`` at ``size`` leaves, timestamped now by the relay's clock, in whole seconds:
         never before a head signed earlier (RFC 6962 §3.5: "each subsequent timestamp MUST be more
-        recent"), should the clock step back, which devices would take for an old head replayed."""
+        recent"), should the clock step back, which devices would take for an old head replayed. That
+        time goes in the store with the request that signs the head, so that it holds across a restart
+        too: a head is served only once its request has committed."""
         self._head_signed_at = max(self._head_signed_at, int(self.clock()))
+        with self.store.transaction():
+            self.store.note_key_log_head_time(self._head_signed_at)
         return self._tree_head_signer.sign(log, self._head_signed_at, size)
 
     def key_log_inclusion(
@@ -828,8 +833,8 @@ class RelayCore:
         return out.items
 
     def reload(self) -> None:
-        """Read again what this core keeps in memory beside its store: the key log (and the heads
-        signed over it) and, where kept, the blocks. For after a transaction the store rolled back
+        """Read again what this core keeps in memory beside its store: the key log (and sign its heads
+        afresh) and, where kept, the blocks. For after a transaction the store rolled back
         whole — a group COMMIT that failed (a full disk, say): the requests in it were handled, and
         their in-memory effects applied, before it failed, and none of them is in the store.
         Without this a registration undone so would leave its key in the in-memory log, and the
@@ -837,7 +842,10 @@ class RelayCore:
         leaves = self.store.key_log()
         self.key_log = MerkleLog(leaves)
         self._key_log_index = {leaf: i for i, leaf in enumerate(leaves)}
-        self._tree_heads = {n: head for n, head in self._tree_heads.items() if n <= len(leaves)}
+        # The heads signed too: the time noted with one signed in the transaction rolled back is gone
+        # from the store, and one served again must be signed, and its time noted, again.
+        self._tree_heads.clear()
+        self._split_heads.clear()
         self._split_logs.clear()  # (each view is made again from the log when next asked for)
         if self.keep_blocks:
             self._blocks = {}

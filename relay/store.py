@@ -439,6 +439,20 @@ ALTER TABLE group_states DROP COLUMN write_key
 """
 
 
+# v16: key transparency: the latest time the relay signed into a tree head (relay.core.RelayCore._sign_head).
+# The heads themselves are signed when asked for and kept in memory; this one number is kept so that a
+# relay restarted with its clock behind signs no head earlier than one its devices already hold, which
+# they would refuse as an old head replayed (RFC 6962 §3.5: "Each subsequent timestamp MUST be more
+# recent than the timestamp of the previous update"). One row, id 0; a store from before v16 has none,
+# and the heads its relay signed then were never recorded (taken as 0).
+_V16 = """
+CREATE TABLE key_log_head_time (
+    id          INTEGER PRIMARY KEY CHECK (id = 0),
+    signed_at   INTEGER NOT NULL
+)
+"""
+
+
 def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
     def run(db: sqlite3.Connection) -> None:
         for statement in sql.split(";"):
@@ -464,6 +478,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _script(_V13),
     _script(_V14),
     _script(_V15),
+    _script(_V16),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1811,6 +1826,20 @@ class Store:
     def key_log(self) -> list[bytes]:
         """Every leaf of the key-transparency log, in order."""
         return [bytes(r[0]) for r in self._db.execute("SELECT leaf FROM key_log ORDER BY idx")]
+
+    def key_log_head_time(self) -> int:
+        """The latest timestamp signed into a key-log tree head (``note_key_log_head_time``); 0 if none is
+        recorded (no head signed yet, or only before schema v16)."""
+        row = self._db.execute("SELECT signed_at FROM key_log_head_time WHERE id = 0").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def note_key_log_head_time(self, timestamp: int) -> None:
+        """Record ``timestamp`` as signed into a tree head, unless a later one is recorded already."""
+        self._db.execute(
+            "INSERT INTO key_log_head_time (id, signed_at) VALUES (0, ?) "
+            "ON CONFLICT (id) DO UPDATE SET signed_at = MAX(signed_at, excluded.signed_at)",
+            (timestamp,),
+        )
 
     # -- the relay's own keys ----------------------------------------------------------------
 

@@ -13,8 +13,9 @@ from relaysim.clients.agent import DeviceAgent, Failed, KeyLogAudited, KeyLogChe
 from relaysim.clients.session import Device
 from relaysim.relay import wire
 from relaysim.relay.core import ConnectionContext, RelayCore, Reply
+from relaysim.relay.transparency import MerkleLog, TreeHeadSigner
 from tests.conftest import seeded_rng
-from tests.helpers import T0, Clock, new_core
+from tests.helpers import T0, Clock, DeviceKeys, new_core
 
 
 def _agent(core: RelayCore, account: str, seed: int, clock: Callable[[], float] = lambda: T0) -> DeviceAgent:
@@ -183,3 +184,57 @@ def test_a_head_older_than_one_already_taken_is_refused() -> None:
     )
     assert alice.key_log_heads == [newer.head]
     assert _audit(core, conn, alice).ok  # the current head is still taken
+
+
+def test_a_head_from_far_in_the_future_is_refused_and_cannot_lock_the_device_out() -> None:
+    """A head signed with a time a year ahead of the device's clock: taken, every later honest head of
+    that size would be "older" than it and refused, until the log grew past it. It is refused (more than
+    clients.transparency.MAX_HEAD_AHEAD ahead of this device's clock), and the current head is still
+    taken; one within that bound (the relay's clock a little fast) is taken."""
+    clock = Clock()
+    core, conn, alice = _setup(clock)
+    h = core.key_log_head()
+    signer = TreeHeadSigner(core.identity.server_private)  # the relay's own key: it can sign any time
+    year = 365 * 86400
+    future = signer.sign(MerkleLog(core.key_log.leaves()), int(T0) + year)
+    ahead = wire.KeyLogHead(
+        tree_size=future.tree_size,
+        timestamp=future.timestamp,
+        root_hash=h.root_hash,
+        signature=future.signature,
+    )
+    refused = _audit(core, conn, alice, head=ahead)
+    assert refused.reason == (
+        f"tree head of size 2 signed at {int(T0) + year} is {year} s ahead of this device's clock, more than "
+        f"the {kt.MAX_HEAD_AHEAD} s a relay's clock may be ahead of it: a head from the future"
+    )
+    assert alice.key_log_heads == []
+    assert _audit(core, conn, alice).ok  # the relay's current head is still taken
+    fast = signer.sign(MerkleLog(core.key_log.leaves()), int(T0) + kt.MAX_HEAD_AHEAD)
+    a_little = wire.KeyLogHead(
+        tree_size=fast.tree_size, timestamp=fast.timestamp, root_hash=h.root_hash, signature=fast.signature
+    )
+    assert _audit(core, conn, alice, head=a_little).ok
+
+
+def test_a_head_of_a_smaller_tree_than_one_taken_is_refused_though_signed_later() -> None:
+    """A relay that has shown alice's phone a head of the log with a ghost in her account cannot then
+    answer her audit with a fresh head of the log before the ghost (a prefix, so every consistency
+    proof holds): the log only grows, and the relay serves only its current head."""
+    clock = Clock()
+    core, conn, alice = _setup(clock)
+    before = core.key_log_head()  # two leaves: alice/1 and bob/1
+    core.provision_device(DeviceKeys.make("alice", 2, seed=5).register())  # the ghost
+    assert not _audit(core, conn, alice).ok  # alice's phone took the head of 3 leaves, and saw the ghost
+    clock.now = T0 + 60
+    signer = TreeHeadSigner(core.identity.server_private)
+    sth = signer.sign(MerkleLog(core.key_log.leaves()), int(clock.now), size=before.tree_size)
+    rolled_back = wire.KeyLogHead(
+        tree_size=sth.tree_size, timestamp=sth.timestamp, root_hash=sth.root_hash, signature=sth.signature
+    )
+    refused = _audit(core, conn, alice, head=rolled_back)
+    assert refused.reason == (
+        f"tree head of size 2 signed at {int(T0) + 60} is of a smaller tree than the head of size 3 "
+        f"signed at {int(T0)} this device already accepted: the log went back (it only grows)"
+    )
+    assert [h.tree_size for h in alice.key_log_heads] == [3]

@@ -249,7 +249,7 @@ def test_a_group_state_stored_before_write_keys_takes_the_key_of_its_next_versio
     core = RelayCore(
         store_module.Store(path), clock=lambda: T0, rng=random.Random(7).randbytes, limits=UNLIMITED
     )
-    assert core.store.schema_version == store_module.SCHEMA_VERSION == 15
+    assert core.store.schema_version == store_module.SCHEMA_VERSION == 16
     assert core.store.group_state(G) == (4, b"old") and core.store.group_write_keys(G) == (4, None)
     anon = ConnectionContext(9, address=("198.51.100.7", 4000))
     assert_error(reply(core.handle(anon, _put(5, b"new", write_key=None))), E.BAD_SIGNATURE, "write_key")
@@ -515,7 +515,7 @@ def test_states_stored_under_schema_v14_keep_working_and_move_to_member_keys(
     core = RelayCore(
         store_module.Store(path), clock=lambda: T0, rng=random.Random(7).randbytes, limits=UNLIMITED
     )
-    assert core.store.schema_version == store_module.SCHEMA_VERSION == 15
+    assert core.store.schema_version == store_module.SCHEMA_VERSION == 16
     columns = [r[1] for r in core.store._db.execute("PRAGMA table_info(group_states)")]
     assert columns == ["id", "version", "state", "write_keys"]
     assert core.store.group_write_keys(G) == (2, (group_write_key(MASTER),))

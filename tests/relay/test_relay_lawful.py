@@ -587,7 +587,7 @@ def test_a_v1_database_upgrades_to_the_current_schema_keeping_its_data(
             old.enqueue([store_module.StoredEnvelope(b"E" * 16, "bob", 1, b"body", 1000, False, "alice", 1)])
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 1
     with Store(path) as store:
-        assert store.schema_version == store_module.SCHEMA_VERSION == 15
+        assert store.schema_version == store_module.SCHEMA_VERSION == 16
         tables = {r[0] for r in store._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         expected = {
             "intercepts",

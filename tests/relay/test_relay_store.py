@@ -899,7 +899,7 @@ def test_v13_a_relay_db_of_schema_v12_keeps_every_device(
     assert peek.execute("PRAGMA user_version").fetchone()[0] == 12
     peek.close()
     with Store(path) as store:
-        assert store.schema_version == SCHEMA_VERSION == 15
+        assert store.schema_version == SCHEMA_VERSION == 16
         accounts = sorted({d.account for d in devices})
         assert [r for a in accounts for r in store.devices(a)] == devices
         assert all(store.device(d.account, d.device) == d for d in devices)
@@ -944,3 +944,23 @@ def test_the_hot_path_caches_hold_as_many_entries_as_the_store_is_given_room_for
         assert store.registration_ids("a") == {1: 11} and store.queue_size("a", 1) == (0, 0)
         # with room for two, the third account's entry started each cache again: "a" is asked again
         assert bool(statements) is asked_again
+
+
+def test_v16_the_latest_head_time_is_kept_and_never_lowered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """v16 keeps the latest time signed into a key-log tree head (relay.core: a restarted relay signs
+    none earlier). A store of v15 has its log, and no time: 0."""
+    path = tmp_path / "relay.db"
+    with monkeypatch.context() as m:
+        m.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:15])  # the relay before v16
+        with Store(path) as old, old.transaction():
+            old.append_key_log(0, b"leaf")
+    with Store(path) as store:
+        assert store.schema_version == SCHEMA_VERSION == 16
+        assert store.key_log() == [b"leaf"] and store.key_log_head_time() == 0
+        with store.transaction():
+            store.note_key_log_head_time(1_700_003_600)
+            store.note_key_log_head_time(1_700_000_000)  # an earlier one does not lower it
+    with Store(path) as store:
+        assert store.key_log_head_time() == 1_700_003_600

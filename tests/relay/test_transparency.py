@@ -225,10 +225,36 @@ def test_a_head_not_signed_by_the_server_key_is_set_aside() -> None:
     assert witness.bad_signatures == [("b", forged)]
 
 
+def test_the_witness_gossips_the_newest_head_of_the_largest_tree() -> None:
+    """Witness.latest: of the heads of the largest tree size, the one signed last (a head signed again
+    over the same root, RFC 6962 §3.5, is newer and as true): the head a phone takes back is then as
+    recent as the witness can give it. A newer head of a smaller tree does not win."""
+    log = MerkleLog([_leaf("alice", 1), _leaf("bob", 2)])
+    witness = C.Witness(SERVER.public, lambda m, n: log.consistency_proof(m, n))
+    assert witness.latest() is None
+    small_late = _head(log, 9000, size=1)
+    first, resigned, again = _head(log, 1000), _head(log, 4601), _head(log, 4601)
+    for who, head in (
+        ("a", first),
+        ("b", resigned),
+        ("c", small_late),
+        ("d", _head(log, 2000)),
+        ("e", again),
+    ):
+        assert witness.observe(who, head) == []  # the same tree, signed at other times: no fork
+    assert witness.latest() == resigned  # the newest of size 2 (the first seen of that time)
+    assert resigned.same_tree(first) and resigned != first
+    assert not first.same_tree(small_late) and not first.same_tree(_head(MerkleLog([_leaf("x", 1)] * 2)))
+
+
 def test_a_head_is_fresh_up_to_the_maximum_age_and_while_time_goes_forward() -> None:
     head = C.TreeHead(5, 1000, bytes(32), bytes(64))
     C.check_fresh(head, 1000 + C.MAX_HEAD_AGE)  # exactly as old as a head may be
-    C.check_fresh(head, 400)  # signed "in the future": the device's clock may be the one behind
+    C.check_fresh(head, 1000 - C.MAX_HEAD_AHEAD)  # signed "in the future": the device's clock may be behind
+    with pytest.raises(
+        C.ProofError, match=r"^tree head of size 5 signed at 1000 is 3601 s ahead of .*from the future"
+    ):
+        C.check_fresh(head, 1000 - C.MAX_HEAD_AHEAD - 1)  # ... by up to an hour
     with pytest.raises(
         C.ProofError, match=r"^tree head of size 5 signed at 1000 is 7201 s old .*stale or replayed"
     ):
@@ -241,6 +267,8 @@ def test_a_head_is_fresh_up_to_the_maximum_age_and_while_time_goes_forward() -> 
             C.ProofError, match=f"older than the head of size {seen.tree_size} signed at 1001"
         ):
             C.check_fresh(head, 1001, [seen])
+    with pytest.raises(C.ProofError, match="of a smaller tree than the head of size 6 signed at 999"):
+        C.check_fresh(head, 1001, [C.TreeHead(6, 999, bytes(32), bytes(64))])  # the log went back
 
 
 def test_the_targets_audit_sees_a_ghost_in_its_account() -> None:
@@ -410,3 +438,48 @@ def test_a_split_views_heads_are_refreshed_and_the_fork_still_shows() -> None:
     assert witness.observe("bob/1", real) == [] and witness.observe("bob/1", real_later) == []
     forks = witness.observe("alice/1", shown_later)  # against each of bob's two heads of the real log
     assert [f.why for f in forks] == ["no valid consistency proof from size 3 to 4"] * 2
+
+
+def test_head_timestamps_never_go_back_across_a_relay_restart(tmp_path: Path) -> None:
+    """The latest time signed into a head is in the store: a relay restarted over the same file, its
+    clock now behind, signs no head earlier than one its devices already hold (they would refuse it as
+    an old head replayed, clients.transparency.check_fresh)."""
+    path = tmp_path / "relay.db"
+    clock = Clock(T0 + 3 * wire.KEY_LOG_HEAD_REFRESH)
+    with Store(path) as store:
+        core = RelayCore(store, clock=clock, rng=random.Random(1).randbytes, limits=UNLIMITED)
+        held = _served_head(core, core_device(core, DeviceKeys.make("alice"), 1))
+    clock.now = T0  # the restarted relay's clock is three hours behind
+    with Store(path) as store:
+        core = RelayCore(store, clock=clock, rng=random.Random(2).randbytes, limits=UNLIMITED)
+        conn = core_device(core, DeviceKeys.make("alice"), 1, register=False)
+        again = _served_head(core, conn)
+        assert (again.tree_size, again.root_hash) == (held.tree_size, held.root_hash)
+        assert again.timestamp >= held.timestamp
+        device_clock = T0 + 3 * wire.KEY_LOG_HEAD_REFRESH  # the devices' clocks are right
+        C.check_fresh(again, device_clock, [held])  # the device takes it
+        core_device(core, DeviceKeys.make("bob"), 2)  # a new leaf: a new head, still not earlier
+        assert _served_head(core, conn).timestamp >= held.timestamp
+
+
+def test_a_head_signed_in_a_transaction_rolled_back_is_noted_again_when_served(tmp_path: Path) -> None:
+    """A group COMMIT that failed takes the time noted with a head signed in it out of the store;
+    after RelayCore.reload a head served is signed, and its time noted, again, so a restart still
+    signs no head earlier than one served."""
+    path = tmp_path / "relay.db"
+    clock = Clock()
+    with Store(path) as store:
+        core = RelayCore(store, clock=clock, rng=random.Random(1).randbytes, limits=UNLIMITED)
+        conn = core_device(core, DeviceKeys.make("alice"), 1)
+        _served_head(core, conn)  # signed at T0, noted
+        clock.now = T0 + 3 * wire.KEY_LOG_HEAD_REFRESH
+        with pytest.raises(OSError), store.transaction():  # a relay server's group transaction ...
+            _served_head(core, conn)  # ... in which the head is signed again (not sent: it failed)
+            raise OSError("disk full")  # ... and whose COMMIT failed
+        core.reload()
+        held = _served_head(core, conn)
+    clock.now = T0
+    with Store(path) as store:
+        core = RelayCore(store, clock=clock, rng=random.Random(2).randbytes, limits=UNLIMITED)
+        again = _served_head(core, core_device(core, DeviceKeys.make("alice"), 1, register=False))
+        assert again.timestamp >= held.timestamp == int(T0 + 3 * wire.KEY_LOG_HEAD_REFRESH)

@@ -13,9 +13,12 @@ from typing import Any
 
 import pytest
 
+from relaysim.relay import wire
 from relaysim.sims.access.key_transparency import AUDIT_INTERVAL
 from relaysim.sims.report import run_comparison_to_dir
 from relaysim.sims.scenario import (
+    DeviceOffline,
+    DeviceOnline,
     ExceptionalAccess,
     Scenario,
     ScenarioError,
@@ -86,6 +89,35 @@ def test_a_provider_that_hides_the_ghost_from_the_target_is_caught_by_the_gossip
     assert audit["consistent_with_gossiped_head"] is False
     assert d["detected"] is True and 3 * AUDIT_INTERVAL < d["detected_at"] < 3 * AUDIT_INTERVAL + 5
     assert "could not be shown a log matching" in d["how"]
+
+
+def test_a_head_signed_again_is_the_same_tree_not_a_fork_nor_a_head_to_compare_with() -> None:
+    """omar's phone is offline from 02:55 to 04:30: its audit, due at 03:00, runs at 04:30, when the
+    head lena's and sam's phones were given at 02:20 is more than an hour old, and the relay signs the
+    same root again with the time then (RFC 6962 §3.5). The witness then holds two heads of one tree
+    that differ only in their timestamps: no fork, and nothing for omar's phone to prove against."""
+    base = _scenario(kt=True)
+    scenario = replace(
+        base,
+        duration=6 * AUDIT_INTERVAL,
+        events=(
+            *base.events,
+            DeviceOffline(at=2 * AUDIT_INTERVAL + 55 * 60, device="omar/1"),
+            DeviceOnline(at=4.5 * AUDIT_INTERVAL, device="omar/1"),
+        ),
+    )
+    sim = Simulation(scenario)
+    (report,) = [r for r in sim.run().exceptional if r.name == "ghost-device"]
+    d = report.data["detection"]["key_transparency"]
+    (audit,) = d["audits"]
+    assert audit["checked_at"] > 4.5 * AUDIT_INTERVAL
+    given, own = (sim.devices[name].agent.key_log_heads[-1] for name in ("lena/1", "omar/1"))
+    assert (given.tree_size, given.root_hash) == (own.tree_size, own.root_hash)  # one tree ...
+    assert own.timestamp - given.timestamp > wire.KEY_LOG_HEAD_REFRESH  # ... signed twice
+    assert d["forks"] == []
+    assert audit["matches_gossiped_head"] is True and audit["ghost_in_own_log"] is True
+    assert "consistent_with_gossiped_head" not in audit  # the same tree: no proof to ask for
+    assert d["detected"] is True and "own audit found omar/2" in d["how"]
 
 
 def test_key_transparency_runs_are_deterministic() -> None:
