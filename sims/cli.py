@@ -79,6 +79,17 @@ def _at_least(minimum: int, what: str) -> Callable[[str], int]:
     return parse
 
 
+def out_folder(text: str) -> str:
+    """An argparse type for a folder to write to (``--out DIR``, ``chart DIR``): not empty. An empty
+    word (``--out "$DIR"`` with DIR unset) would otherwise fall back to the default folder, where
+    ``--force`` replaces an earlier run the user never named."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected a folder, got {text!r} (an empty shell variable?); leave it out for the default"
+        )
+    return text
+
+
 DEMO_WIRE_SEED = 2015  # demo --wire: the phones' keys
 LIVE_TIME_SCALE = 0.001  # run --live: real seconds per simulated second
 
@@ -762,7 +773,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument("--scenario", default=DEMO_SCENARIO, help=f"which scenario (default: {DEMO_SCENARIO})")
-    demo.add_argument("--out", metavar="DIR", help="where to write its outputs (default: out/NAME)")
+    demo.add_argument(
+        "--out", type=out_folder, metavar="DIR", help="where to write its outputs (default: out/NAME)"
+    )
     demo.add_argument("--force", action="store_true", help=FORCE_HELP)
     demo.add_argument(
         "--report",
@@ -811,7 +824,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a built-in scenario (see: relaysim scenarios) or a .toml file",
     )
     run.add_argument("--seed", type=int, help="override the scenario's seed")
-    run.add_argument("--out", metavar="DIR", help="where to write the outputs (default: out/NAME)")
+    run.add_argument(
+        "--out", type=out_folder, metavar="DIR", help="where to write the outputs (default: out/NAME)"
+    )
     run.add_argument("--force", action="store_true", help=FORCE_HELP)
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument(
@@ -1000,7 +1015,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     chart.add_argument(
-        "dir", nargs="?", metavar="DIR", help="where the run is (or goes; default: out/fbi-chart)"
+        "dir",
+        nargs="?",
+        type=out_folder,
+        metavar="DIR",
+        help="where the run is (or goes; default: out/fbi-chart)",
     )
     chart.add_argument("--rerun", action="store_true", help="run it again even if DIR already holds one")
     chart.add_argument("--force", action="store_true", help=FORCE_HELP.replace("--out", "DIR"))

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from relaysim.sims.analysis.runfiles import loads, own_file
+from relaysim.sims.cli import out_folder
 
 __all__ = [
     "RunFailed",
@@ -775,7 +776,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="a number in summary.json by dotted path (repeatable; default: messages delivered and lost, "
         "latency p50, and each disclosure's score shares)",
     )
-    p.add_argument("--out", metavar="DIR", help="where to write (default: out/sweep-NAME)")
+    p.add_argument("--out", type=out_folder, metavar="DIR", help="where to write (default: out/sweep-NAME)")
     p.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: one per CPU)")
     p.add_argument(
         "--dask",

@@ -84,6 +84,29 @@ def test_bad_numbers_are_refused_by_the_parser(argv: list[str], tf_run: Path) ->
     assert_clean_error(res, "expected")
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "two-friends", "--out", ""],
+        ["run", "two-friends", "--force", "--out", " "],
+        ["demo", "--out", ""],
+        ["chart", ""],
+        ["sweep", "two-friends", "--seeds", "1", "--out", ""],
+        ["defences", "two-friends", "--out", ""],
+    ],
+)
+def test_an_empty_out_folder_is_refused_not_replaced_by_the_default(
+    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--out "$DIR"`` with DIR unset: it ran into out/NAME (with --force, replacing the run there)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "expected a folder, got" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_broken_pipe_is_quiet(tf_run: Path) -> None:
     """``relaysim show DIR | head -c 10``: the reader goes away; no traceback, no 'Exception ignored'.
     (Each row is padded to half the width, so this writes far more than a pipe holds.)"""
