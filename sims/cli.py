@@ -90,6 +90,14 @@ def out_folder(text: str) -> str:
     return text
 
 
+def out_file(text: str) -> str:
+    """An argparse type for a file to write to (``disclose --json FILE``): not empty (``--json ""``
+    wrote nothing and said nothing)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a file's path (or -, for stdout), got {text!r}")
+    return text
+
+
 DEMO_WIRE_SEED = 2015  # demo --wire: the phones' keys
 LIVE_TIME_SCALE = 0.001  # run --live: real seconds per simulated second
 
@@ -949,6 +957,7 @@ def build_parser() -> argparse.ArgumentParser:
     disclose.add_argument(
         "--json",
         metavar="FILE",
+        type=out_file,
         help="also write the disclosure as JSON to FILE; with --json -, write only the JSON, to stdout",
     )
 

@@ -236,6 +236,8 @@ def test_disclose_on_an_account_the_relay_never_had(tf_run: Path) -> None:
         ),
         (["--process", "subpoena", "--target", "amira", "--at", "-1h"], ["--at"]),
         (["--process", "subpoena", "--target", "amira", "--at", "nan"], ["--at 'nan'", "non-negative"]),
+        # --json "" (an unset shell variable): it wrote no file and said nothing
+        (["--process", "subpoena", "--target", "amira", "--json", ""], ["--json", "expected a file's path"]),
         # a reporting period that would start after service (it printed "from 02:00:00 to 01:00:00")
         (
             ["--process", "court_order_2703d", "--target", "amira", "--at", "1h", "--from", "2h"],
@@ -499,6 +501,8 @@ def test_a_bench_json_path_that_cannot_be_written_is_refused_before_anything_is_
     assert "speed-up" not in res.stdout  # nothing ran
     res = cli("bench", "crypto", "--json", str(tmp_path), timeout=30)
     assert_clean_error(res, "--json", "is a folder")
+    res = cli("bench", "crypto", "--json", "", timeout=30)  # it said " is a folder"
+    assert_clean_error(res, "--json", "expected a file's path (or -, for stdout), got ''")
 
 
 def test_a_finished_run_on_read_only_media_is_read_without_its_shared_memory_file(
