@@ -501,11 +501,15 @@ def _partition(text: str) -> str:
             "network.duplication: expected a probability",
         ),
         # the scenario's name names its output folder
-        ('name = "t"', 'name = "../../etc"', "scenario.name: expected letters, digits, '_', '.' or '-'"),
-        ('name = "t"', 'name = ".."', "scenario.name: expected letters, digits, '_', '.' or '-'"),
-        (_EVENT_END, _order("", name=".."), "events[1].name: expected letters, digits, '_', '.' or '-'"),
-        (_EVENT_END, _order("", name="."), "events[1].name: expected letters, digits, '_', '.' or '-'"),
-        (_EVENT_END, _order("", name="../x"), "events[1].name: expected letters, digits, '_', '.' or '-'"),
+        ('name = "t"', 'name = "../../etc"', "scenario.name: expected 1-80 letters, digits, '_', '.' or '-'"),
+        ('name = "t"', 'name = ".."', "scenario.name: expected 1-80 letters, digits, '_', '.' or '-'"),
+        (_EVENT_END, _order("", name=".."), "events[1].name: expected 1-80 letters, digits, '_', '.' or '-'"),
+        (_EVENT_END, _order("", name="."), "events[1].name: expected 1-80 letters, digits, '_', '.' or '-'"),
+        (
+            _EVENT_END,
+            _order("", name="../x"),
+            "events[1].name: expected 1-80 letters, digits, '_', '.' or '-'",
+        ),
         # ... and never a Windows device (its files would be written to the device: nowhere)
         (
             'name = "t"',
@@ -669,6 +673,23 @@ def _partition(text: str) -> str:
             "traffic.reply_probability: shapes generated",
         ),
         (_RELAY, f"[traffic]\nhouseholds = 0.5\n\n{_RELAY}", "traffic.households: shapes generated"),
+        # a median delay beyond any run: the log-normal draw overflowed (OverflowError, internal error)
+        (
+            _RELAY,
+            f"[traffic]\nread_receipts = true\nread_delay = 1e308\n\n{_RELAY}",
+            'traffic.read_delay: expected a duration of at most "365d" (3.1536e+07 s, the longest run), got 1e+308 s',
+        ),
+        (
+            _RELAY,
+            f'[traffic]\nread_delay = "366d"\n\n{_RELAY}',
+            "traffic.read_delay: expected a duration of at most",
+        ),
+        # a scenario's name that is only too long was said to hold something other than letters
+        (
+            'name = "t"',
+            f'name = "{"a" * 81}"',
+            "scenario.name: expected 1-80 letters, digits, '_', '.' or '-'",
+        ),
         # receipts batched every 0 s have no next batch
         (
             _RELAY,
@@ -778,6 +799,11 @@ def test_a_generated_scenario_names_its_generated_people() -> None:
             "messages (about 8.33e+299 at 1e+300), got 1e+300",
         ),
         ("sigma = 1.0", "sigma = 1000", "generate.messages_per_day.sigma: expected at most 3"),
+        (
+            'duration = "2h"',
+            'duration = "2h"\n\n[traffic]\nreply_delay = 1e308',
+            'traffic.reply_delay: expected a duration of at most "365d"',
+        ),
         (
             'duration = "2h"',
             'duration = "2h"\n\n[traffic]\nbackground_per_hour = 1e15',
