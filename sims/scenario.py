@@ -623,8 +623,15 @@ def read_scenario_text(path: str | Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
+        # where an editor shows it, as TOML's own errors say (line and column, from 1); the text
+        # before the bad byte is good UTF-8, so its column counts characters
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = len(data[line_start : exc.start].decode("utf-8")) + 1
         raise ScenarioError(
-            p.name, "", f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+            p.name,
+            "",
+            f"not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}, column {column}; offset {exc.start})",
         ) from None
 
 

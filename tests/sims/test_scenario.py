@@ -129,10 +129,21 @@ def test_a_scenario_without_people_is_refused() -> None:
 def test_a_file_not_in_utf_8_is_refused_and_a_byte_order_mark_is_dropped(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_bytes(b"#\xff\n" + GOOD.encode())
-    with pytest.raises(ScenarioError, match=r"^bad\.toml: not UTF-8 text \(byte 0xff at offset 1\)$"):
+    with pytest.raises(
+        ScenarioError, match=r"^bad\.toml: not UTF-8 text \(byte 0xff at line 1, column 2; offset 1\)$"
+    ):
+        load_scenario(bad)
+    # the line and column an editor shows (it said only the offset); the column counts characters
+    bad.write_bytes(b"# caf\xc3\xa9\n# \xe2\x80\x9cok\xe2\x80\x9d \xe9\n" + GOOD.encode())
+    with pytest.raises(
+        ScenarioError, match=r"^bad\.toml: not UTF-8 text \(byte 0xe9 at line 2, column 8; offset 19\)$"
+    ):
         load_scenario(bad)
     bad.write_bytes(GOOD.replace("alice", "al\u00e9").encode("latin-1"))
-    with pytest.raises(ScenarioError, match=r"^bad\.toml: not UTF-8 text \(byte 0xe9 at offset \d+\)$"):
+    line = GOOD[: GOOD.index("alice")].count("\n") + 1
+    with pytest.raises(
+        ScenarioError, match=rf"^bad\.toml: not UTF-8 text \(byte 0xe9 at line {line}, column \d+"
+    ):
         load_scenario(bad)
     bom = tmp_path / "bom.toml"
     bom.write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
