@@ -189,6 +189,10 @@ EVENT_KINDS = {
 EXCEPTIONAL_DEMANDS = ("key_escrow", "global_key", "ghost_device", "ghost_participant")
 PARTITION_MODES = ("drop", "hold")
 MAX_DURATION = 365 * 86400.0  # "365d": a year of simulated time is the longest run
+# The largest scenario file read: far beyond any written by hand or listing people ([generate] makes
+# a million in a few lines); a larger "scenario" is some other file, or a device (/dev/zero) that
+# would be read until memory ran out.
+MAX_SCENARIO_BYTES = 64 * 1024 * 1024
 # The longest latency or jitter a scenario may give, in ms: a minute each way. A real path takes well
 # under a second (a geostationary satellite hop about 0.3 s); a link that is down is a partition.
 MAX_LATENCY_MS = 60_000.0
@@ -616,9 +620,16 @@ def read_scenario_text(path: str | Path) -> str:
     ScenarioError naming the file if it cannot be read or is not UTF-8 text."""
     p = Path(path)
     try:
-        data = p.read_bytes()
+        with open(p, "rb") as f:
+            data = f.read(MAX_SCENARIO_BYTES + 1)
     except OSError as exc:
         raise ScenarioError(str(p), "", f"cannot read the file: {exc.strerror}") from None
+    if len(data) > MAX_SCENARIO_BYTES:
+        raise ScenarioError(
+            p.name,
+            "",
+            f"larger than {MAX_SCENARIO_BYTES // 2**20} MiB: not a scenario file (a scenario is TOML text)",
+        )
     data = data.removeprefix(b"\xef\xbb\xbf")
     try:
         return data.decode("utf-8")

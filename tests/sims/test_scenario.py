@@ -126,6 +126,22 @@ def test_a_scenario_without_people_is_refused() -> None:
         parse_scenario(text, "bad.toml")
 
 
+def test_a_file_larger_than_any_scenario_is_refused_before_it_is_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``relaysim run /dev/zero`` (or a video named .toml) read until memory ran out: MemoryError."""
+    import relaysim.sims.scenario as scenario_module
+
+    monkeypatch.setattr(scenario_module, "MAX_SCENARIO_BYTES", len(GOOD.encode()))
+    exact = tmp_path / "exact.toml"
+    exact.write_text(GOOD, encoding="utf-8")
+    assert load_scenario(exact) == parse_scenario(GOOD, "exact.toml")
+    big = tmp_path / "big.toml"
+    big.write_text(GOOD + "#", encoding="utf-8")
+    with pytest.raises(ScenarioError, match=r"^big\.toml: larger than \d+ MiB: not a scenario file"):
+        load_scenario(big)
+
+
 def test_a_file_not_in_utf_8_is_refused_and_a_byte_order_mark_is_dropped(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_bytes(b"#\xff\n" + GOOD.encode())
