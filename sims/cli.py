@@ -38,6 +38,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from relaysim.sims.analysis.runfiles import out_file, out_folder
+
 if TYPE_CHECKING:
     from relaysim.sims.scenario import Scenario
 
@@ -77,25 +79,6 @@ def _at_least(minimum: int, what: str) -> Callable[[str], int]:
         return value
 
     return parse
-
-
-def out_folder(text: str) -> str:
-    """An argparse type for a folder to write to (``--out DIR``, ``chart DIR``): not empty. An empty
-    word (``--out "$DIR"`` with DIR unset) would otherwise fall back to the default folder, where
-    ``--force`` replaces an earlier run the user never named."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(
-            f"expected a folder, got {text!r} (an empty shell variable?); leave it out for the default"
-        )
-    return text
-
-
-def out_file(text: str) -> str:
-    """An argparse type for a file to write to (``disclose --json FILE``): not empty (``--json ""``
-    wrote nothing and said nothing)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"expected a file's path (or -, for stdout), got {text!r}")
-    return text
 
 
 DEMO_WIRE_SEED = 2015  # demo --wire: the phones' keys

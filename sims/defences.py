@@ -31,7 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from relaysim.sims.cli import out_folder
+from relaysim.sims.analysis.runfiles import out_folder
 from relaysim.sims.scenario import Scenario, ScenarioError, resolve_scenario
 
 __all__ = ["DEFAULT_SCENARIO", "MAX_K", "VARIANTS", "measure", "render", "run_defences"]

@@ -47,8 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relaysim.sims.analysis.runfiles import loads, own_file
-from relaysim.sims.cli import out_folder
+from relaysim.sims.analysis.runfiles import loads, out_folder, own_file
 
 __all__ = [
     "RunFailed",
