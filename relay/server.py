@@ -1135,6 +1135,14 @@ def _whole(minimum: int, maximum: int, what: str) -> Callable[[str], int]:
     return parse
 
 
+def _db_file(text: str) -> str:
+    """--db's type: a file's path. SQLite takes an empty name for a private temporary database,
+    deleted on close: a relay on it would keep nothing it promised was durable."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected the database file's path, got {text!r}")
+    return text
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -1189,7 +1197,10 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         help="TCP port; 0 picks one (default: %(default)s)",
     )
     parser.add_argument(
-        "--db", default="relay.db", help="SQLite database file, created if absent (default: %(default)s)"
+        "--db",
+        type=_db_file,
+        default="relay.db",
+        help="SQLite database file, created if absent (default: %(default)s)",
     )
     parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain; with --tls-key, serve TLS")
     parser.add_argument("--tls-key", metavar="FILE", help="PEM private key for --tls-cert")

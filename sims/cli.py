@@ -38,6 +38,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from relaysim.sims.analysis.runfiles import out_file, out_folder
+
 if TYPE_CHECKING:
     from relaysim.sims.scenario import Scenario
 
@@ -762,7 +764,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument("--scenario", default=DEMO_SCENARIO, help=f"which scenario (default: {DEMO_SCENARIO})")
-    demo.add_argument("--out", metavar="DIR", help="where to write its outputs (default: out/NAME)")
+    demo.add_argument(
+        "--out", type=out_folder, metavar="DIR", help="where to write its outputs (default: out/NAME)"
+    )
     demo.add_argument("--force", action="store_true", help=FORCE_HELP)
     demo.add_argument(
         "--report",
@@ -811,7 +815,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a built-in scenario (see: relaysim scenarios) or a .toml file",
     )
     run.add_argument("--seed", type=int, help="override the scenario's seed")
-    run.add_argument("--out", metavar="DIR", help="where to write the outputs (default: out/NAME)")
+    run.add_argument(
+        "--out", type=out_folder, metavar="DIR", help="where to write the outputs (default: out/NAME)"
+    )
     run.add_argument("--force", action="store_true", help=FORCE_HELP)
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument(
@@ -934,6 +940,7 @@ def build_parser() -> argparse.ArgumentParser:
     disclose.add_argument(
         "--json",
         metavar="FILE",
+        type=out_file,
         help="also write the disclosure as JSON to FILE; with --json -, write only the JSON, to stdout",
     )
 
@@ -1000,7 +1007,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     chart.add_argument(
-        "dir", nargs="?", metavar="DIR", help="where the run is (or goes; default: out/fbi-chart)"
+        "dir",
+        nargs="?",
+        type=out_folder,
+        metavar="DIR",
+        help="where the run is (or goes; default: out/fbi-chart)",
     )
     chart.add_argument("--rerun", action="store_true", help="run it again even if DIR already holds one")
     chart.add_argument("--force", action="store_true", help=FORCE_HELP.replace("--out", "DIR"))

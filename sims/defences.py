@@ -31,6 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from relaysim.sims.analysis.runfiles import out_folder
 from relaysim.sims.scenario import Scenario, ScenarioError, resolve_scenario
 
 __all__ = ["DEFAULT_SCENARIO", "MAX_K", "VARIANTS", "measure", "render", "run_defences"]
@@ -249,7 +250,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default=DEFAULT_SCENARIO,
         help=f"a built-in scenario or a .toml file (default: {DEFAULT_SCENARIO})",
     )
-    p.add_argument("--out", metavar="DIR", help="where to write (default: out/defences-NAME)")
+    p.add_argument(
+        "--out", type=out_folder, metavar="DIR", help="where to write (default: out/defences-NAME)"
+    )
     p.add_argument("--workers", type=int, default=2, metavar="N", help="worker processes (default: 2)")
     p.add_argument("--force", action="store_true", help="replace the runs already in DIR")
     return p

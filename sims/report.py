@@ -55,7 +55,7 @@ from relaysim.sims.access.reports import detection_by_profile_lines, write_excep
 from relaysim.sims.analysis.runfiles import finite_number, loads
 from relaysim.sims.analysis.view import RELAY_VIEW_FILE, record_json
 from relaysim.sims.scenario import Scenario
-from relaysim.sims.term import render, table
+from relaysim.sims.term import printable, render, table
 from relaysim.sims.world.simulation import SIM_EPOCH, Simulation, SimulationResult
 from relaysim.sims.world.traffic import expand_population
 from relaysim.sims.world.util import clock
@@ -664,7 +664,9 @@ def read_run(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 
 
 def _quote(text: Any) -> str:
-    return f"\u201c{text}\u201d"
+    # printable here, before rich's Text (which drops CR, BEL and a few others unseen): the words
+    # exactly as the phones read them, a control character shown as its escape
+    return f"\u201c{printable(str(text))}\u201d"
 
 
 SEALED = "(sealed)"  # the relay's "from" cell under sealed sender: it never learns a sender

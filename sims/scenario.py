@@ -24,7 +24,8 @@ line) rather than run doing something other than what it says. In particular:
   without an offset is UTC) and without one midnight of 2026-01-01 UTC (``SIM_EPOCH``): the
   relay's clock, the transcript's ``at``, served orders and the disclosures all read that
   calendar. A daily rhythm follows the clock's hours (from the start of the run when it starts
-  at midnight). ``duration`` is positive and at most ``"365d"`` (``MAX_DURATION``).
+  at midnight). ``duration`` is positive and at most ``"365d"`` (``MAX_DURATION``), and so are
+  ``[traffic]``'s median delays, ``reply_delay`` and ``read_delay``.
 - A window (a device's ``offline`` window, a partition, a legal process's ``from``) that starts
   at or after the end of the run is refused, as is a legal process's ``to`` after the end (a
   running order that reaches the end of the run is answered then; one that would expire later
@@ -188,6 +189,10 @@ EVENT_KINDS = {
 EXCEPTIONAL_DEMANDS = ("key_escrow", "global_key", "ghost_device", "ghost_participant")
 PARTITION_MODES = ("drop", "hold")
 MAX_DURATION = 365 * 86400.0  # "365d": a year of simulated time is the longest run
+# The largest scenario file read: far beyond any written by hand or listing people ([generate] makes
+# a million in a few lines); a larger "scenario" is some other file, or a device (/dev/zero) that
+# would be read until memory ran out.
+MAX_SCENARIO_BYTES = 64 * 1024 * 1024
 # The longest latency or jitter a scenario may give, in ms: a minute each way. A real path takes well
 # under a second (a geostationary satellite hop about 0.3 s); a link that is down is a partition.
 MAX_LATENCY_MS = 60_000.0
@@ -615,15 +620,29 @@ def read_scenario_text(path: str | Path) -> str:
     ScenarioError naming the file if it cannot be read or is not UTF-8 text."""
     p = Path(path)
     try:
-        data = p.read_bytes()
+        with open(p, "rb") as f:
+            data = f.read(MAX_SCENARIO_BYTES + 1)
     except OSError as exc:
         raise ScenarioError(str(p), "", f"cannot read the file: {exc.strerror}") from None
+    if len(data) > MAX_SCENARIO_BYTES:
+        raise ScenarioError(
+            p.name,
+            "",
+            f"larger than {MAX_SCENARIO_BYTES // 2**20} MiB: not a scenario file (a scenario is TOML text)",
+        )
     data = data.removeprefix(b"\xef\xbb\xbf")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
+        # where an editor shows it, as TOML's own errors say (line and column, from 1); the text
+        # before the bad byte is good UTF-8, so its column counts characters
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = len(data[line_start : exc.start].decode("utf-8")) + 1
         raise ScenarioError(
-            p.name, "", f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+            p.name,
+            "",
+            f"not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}, column {column}; offset {exc.start})",
         ) from None
 
 
@@ -670,7 +689,7 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,80}", name) or set(name) == {"."}:
         raise r.fail(
             "scenario.name",
-            f"expected letters, digits, '_', '.' or '-' (it names the output folder), got {name!r}",
+            f"expected 1-80 letters, digits, '_', '.' or '-' (it names the output folder), got {name!r}",
         )
     if device := _windows_device(name):
         raise r.fail(
@@ -1718,7 +1737,8 @@ def _legal_process(
     name = r.get(params, "name", path, str, f"{process}-{(target or 'everyone').lstrip('+')}-{index}")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,80}", name) or set(name) == {"."}:
         raise r.fail(
-            f"{path}.name", f"expected letters, digits, '_', '.' or '-' (it names output files), got {name!r}"
+            f"{path}.name",
+            f"expected 1-80 letters, digits, '_', '.' or '-' (it names output files), got {name!r}",
         )
     if device := _windows_device(name):
         raise r.fail(
@@ -2059,12 +2079,23 @@ def _traffic(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> T
             )
         address = _address(r, r.get(mt, "address", path, str), f"{path}.address")
         moves.append(AddressMove(device, at, address))
+    delays = {}
+    for key in ("reply_delay", "read_delay"):
+        # the median of a log-normal draw (sims.world.traffic, sims.world.timeline): a longer one than
+        # the longest run is no delay any run could show, and near 1e308 s the draw overflowed
+        delays[key] = r.duration(t, key, "traffic", getattr(d, key))
+        if delays[key] > MAX_DURATION:
+            raise r.fail(
+                f"traffic.{key}",
+                f'expected a duration of at most "365d" ({MAX_DURATION:g} s, the longest run), '
+                f"got {delays[key]:g} s",
+            )
     return TrafficSpec(
         reply_probability=r.probability(t, "reply_probability", "traffic", d.reply_probability),
-        reply_delay=r.duration(t, "reply_delay", "traffic", d.reply_delay),
+        reply_delay=delays["reply_delay"],
         max_turns=turns,
         read_receipts=r.get(t, "read_receipts", "traffic", bool, d.read_receipts),
-        read_delay=r.duration(t, "read_delay", "traffic", d.read_delay),
+        read_delay=delays["read_delay"],
         popular=popular,
         popular_messages_per_hour=_rate(
             r, t, "popular_messages_per_hour", "traffic", d.popular_messages_per_hour
@@ -2173,7 +2204,7 @@ def _groups(r: _Reader, raw: object, names: set[str], duration: float) -> tuple[
         r.known(t, path, ["name", "members", "admins", "timeline"])
         name = r.get(t, "name", path, str)
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,80}", name):
-            raise r.fail(f"{path}.name", f"expected letters, digits, '_', '.' or '-', got {name!r}")
+            raise r.fail(f"{path}.name", f"expected 1-80 letters, digits, '_', '.' or '-', got {name!r}")
         if any(g.name == name for g in out):
             raise r.fail(f"{path}.name", f"a second group named {name!r}")
         members = _people_list(r, t, "members", path, names)

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relaysim.sims.analysis.runfiles import loads, own_file
+from relaysim.sims.analysis.runfiles import loads, out_folder, own_file
 
 __all__ = [
     "RunFailed",
@@ -414,6 +414,9 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+MAX_SWEEP_RUNS = 100_000  # cells × seeds: a larger grid was built and checked seed by seed, and hung
+
+
 def run_sweep(
     scenario: str,
     params: Sequence[tuple[str, Sequence[Any]]],
@@ -437,6 +440,12 @@ def run_sweep(
     keys = [k for k, _ in params]
     if len(set(keys)) != len(keys):
         raise SweepError(f"--param: each key once, got {', '.join(keys)}")
+    runs = math.prod(len(v) for _, v in params) * seeds
+    if runs > MAX_SWEEP_RUNS:  # checked before the grid is made: it was made, and checked, run by run
+        raise SweepError(
+            f"--seeds {seeds:,} × {runs // seeds:,} cell(s) is {runs:,} runs: expected at most "
+            f"{MAX_SWEEP_RUNS:,} in one sweep (at a second or more each, more would not finish in days)"
+        )
     text, source = _scenario_text(scenario)
     base = build_scenario(text, source, [])
     seed_list = [base.seed + i for i in range(seeds)]
@@ -775,7 +784,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="a number in summary.json by dotted path (repeatable; default: messages delivered and lost, "
         "latency p50, and each disclosure's score shares)",
     )
-    p.add_argument("--out", metavar="DIR", help="where to write (default: out/sweep-NAME)")
+    p.add_argument("--out", type=out_folder, metavar="DIR", help="where to write (default: out/sweep-NAME)")
     p.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: one per CPU)")
     p.add_argument(
         "--dask",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import sys
 from collections.abc import Iterable, Sequence
@@ -82,16 +83,39 @@ def use_color(stream: object = None) -> bool:
     return bool(isatty and isatty()) and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
 
 
+# What a scenario's free text (a message, a description) may hold that a terminal would obey
+# rather than show: C0 and C1 control characters but the line break and the tab (ESC starts a
+# colour, a cursor move or a window title; CR overwrites the line), and the bidirectional
+# overrides and isolates that reorder what follows them (CVE-2021-42574, "Trojan Source").
+_UNSHOWABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would obey instead of showing written as an escape
+    (``\\x1b``, ``\\u202e``), so a scenario's words are shown, never run, by the views."""
+    return _UNSHOWABLE.sub(
+        lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text
+    )
+
+
+def _cell(cell: str | Text) -> str | Text:
+    if isinstance(cell, Text):
+        plain = cell.plain
+        return Text(printable(plain), style=cell.style) if _UNSHOWABLE.search(plain) else cell
+    return printable(cell)
+
+
 def table(
     headers: Sequence[str], rows: Iterable[Sequence[str | Text]], *, ratios: Sequence[int] = ()
 ) -> Table:
-    """A table whose cells wrap between words (a word longer than its column is folded, never dropped)."""
+    """A table whose cells wrap between words (a word longer than its column is folded, never dropped).
+    Each cell is shown :func:`printable`."""
     t = Table(box=box.MINIMAL, show_edge=False, pad_edge=False, expand=True, header_style="bold")
     for i, h in enumerate(headers):
         ratio = ratios[i] if i < len(ratios) and ratios[i] else None
         t.add_column(h, overflow="fold", ratio=ratio, no_wrap=False)
     for row in rows:
-        t.add_row(*row)
+        t.add_row(*map(_cell, row))
     return t
 
 
@@ -111,5 +135,5 @@ def render(*items: RenderableType | str, width: int | None = None, color: bool =
         soft_wrap=False,
     )
     for item in items:
-        console.print(item)
+        console.print(printable(item) if isinstance(item, str) else item)
     return "\n".join(line.rstrip() for line in buf.getvalue().splitlines())

@@ -12,17 +12,20 @@ cut short, edited, or made by someone else (a folder handed over, unpacked from 
 - :func:`own_file` refuses a path under the run's folder that passes through a symbolic link: a
   ``report.html`` or ``analysis/`` that is a link would otherwise have relaysim write into a file
   or folder that is not its own.
+- :func:`out_folder` and :func:`out_file` (argparse types) refuse an empty name for a folder or
+  file to write: ``--out "$DIR"`` with DIR unset would otherwise be the default folder, or nothing.
 """
 
 from __future__ import annotations
 
+import argparse
 import errno
 import json
 import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["finite_number", "loads", "own_file"]
+__all__ = ["finite_number", "loads", "out_file", "out_folder", "own_file"]
 
 
 def loads(text: str) -> Any:
@@ -64,3 +67,22 @@ def own_file(run: Path, *parts: str) -> Path:
                 str(path),
             )
     return path
+
+
+def out_folder(text: str) -> str:
+    """An argparse type for a folder to write to (``--out DIR``, ``chart DIR``): not empty. An empty
+    word (``--out "$DIR"`` with DIR unset) would otherwise fall back to the default folder, where
+    ``--force`` replaces an earlier run the user never named."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected a folder, got {text!r} (an empty shell variable?); leave it out for the default"
+        )
+    return text
+
+
+def out_file(text: str) -> str:
+    """An argparse type for a file to write to (``disclose --json FILE``): not empty (``--json ""``
+    wrote nothing and said nothing)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a file's path (or -, for stdout), got {text!r}")
+    return text

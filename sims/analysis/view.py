@@ -458,7 +458,7 @@ def from_relay_view(path: str | Path, *, geoip: Mapping[str, str] | None = None)
     relay is hacked) has all of it; one that only keeps has ``relay.db`` (:func:`from_db`)."""
     p = Path(path)
     try:
-        f = open(p, encoding="utf-8")  # noqa: SIM115 (closed below; one line at a time)
+        f = open(p, "rb")  # noqa: SIM115 (closed below; one line at a time)
     except OSError as exc:
         raise AnalysisInputError(
             f"{p}: cannot read it ({exc.strerror or exc}); expected a run's {RELAY_VIEW_FILE}, which a "
@@ -467,12 +467,16 @@ def from_relay_view(path: str | Path, *, geoip: Mapping[str, str] | None = None)
         ) from None
     obs: list[Obs] = []
     with f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
+        for n, raw in enumerate(f, 1):
+            if not raw.strip():
                 continue
             where = f"{p}: line {n}"
             try:
-                row = loads(line)
+                row = loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:  # as read_truth says it of the transcript
+                raise AnalysisInputError(
+                    f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+                ) from None
             except ValueError as exc:
                 raise AnalysisInputError(f"{where}: not JSON ({exc}); expected one metadata record") from None
             obs.append(_obs(_view_record(row, where)))

@@ -192,6 +192,8 @@ def _json_path(text: str) -> str:
     error about where its numbers go."""
     if text == "-":
         return text
+    if not text.strip():  # Path("") is the current folder: "  is a folder" said nothing useful
+        raise argparse.ArgumentTypeError(f"expected a file's path (or -, for stdout), got {text!r}")
     path = Path(text)
     folder = path.parent
     if path.is_dir():

@@ -1058,6 +1058,17 @@ def test_main_refuses_a_store_written_by_a_seeded_simulation(
     assert any("PUBLIC" in w and "seeded simulation" in w for w in warnings), warnings
 
 
+def test_main_refuses_an_empty_db_path(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--db ""`` (an unset shell variable) served from SQLite's private temporary database, gone
+    at exit: every answer the relay gave as durable was lost."""
+    with socket.socket() as taken:  # were it accepted, the relay would stop at binding (status 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["--host", "127.0.0.1", "--port", str(port), "--db", ""]) == 2
+    assert "argument --db: expected the database file's path, got ''" in capsys.readouterr().err
+
+
 def test_a_fresh_store_has_no_simulation_mark(tmp_path: Path) -> None:
     with Store(tmp_path / "relay.db") as store:
         assert store.simulation_keys is None

@@ -164,12 +164,22 @@ def test_cli_analyze_as_seen_without_a_view_says_so(
         ('{"kind":"send","plaintext":"hi"}', "line 2.plaintext: not a metadata field"),
         ('{"kind":"send","envelope_id":"zz"}', "line 2.envelope_id: expected hex, got 'zz'"),
         ("not json", "line 2: not JSON"),
+        # a Latin-1 byte: refused naming the file and line, as in the transcript (it was a bare
+        # "'utf-8' codec can't decode byte 0xe9 in position 29", naming neither)
+        (
+            b'{"kind":"connection","host":"caf\xe9"}',
+            "line 2: not UTF-8 text (invalid continuation byte at byte",
+        ),
     ],
 )
-def test_a_bad_relay_view_names_the_file_line_and_field(tmp_path: Path, line: str, expected: str) -> None:
+def test_a_bad_relay_view_names_the_file_line_and_field(
+    tmp_path: Path, line: str | bytes, expected: str
+) -> None:
     f = tmp_path / RELAY_VIEW_FILE
-    f.write_text(
-        '{"kind":"connection","time":1.0,"connection":1,"host":"192.0.2.1","port":4000}\n' + line + "\n"
+    f.write_bytes(
+        b'{"kind":"connection","time":1.0,"connection":1,"host":"192.0.2.1","port":4000}\n'
+        + (line if isinstance(line, bytes) else line.encode())
+        + b"\n"
     )
     with pytest.raises(AnalysisInputError) as exc:
         from_relay_view(f)

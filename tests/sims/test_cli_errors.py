@@ -84,6 +84,29 @@ def test_bad_numbers_are_refused_by_the_parser(argv: list[str], tf_run: Path) ->
     assert_clean_error(res, "expected")
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "two-friends", "--out", ""],
+        ["run", "two-friends", "--force", "--out", " "],
+        ["demo", "--out", ""],
+        ["chart", ""],
+        ["sweep", "two-friends", "--seeds", "1", "--out", ""],
+        ["defences", "two-friends", "--out", ""],
+    ],
+)
+def test_an_empty_out_folder_is_refused_not_replaced_by_the_default(
+    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--out "$DIR"`` with DIR unset: it ran into out/NAME (with --force, replacing the run there)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "expected a folder, got" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_broken_pipe_is_quiet(tf_run: Path) -> None:
     """``relaysim show DIR | head -c 10``: the reader goes away; no traceback, no 'Exception ignored'.
     (Each row is padded to half the width, so this writes far more than a pipe holds.)"""
@@ -213,6 +236,8 @@ def test_disclose_on_an_account_the_relay_never_had(tf_run: Path) -> None:
         ),
         (["--process", "subpoena", "--target", "amira", "--at", "-1h"], ["--at"]),
         (["--process", "subpoena", "--target", "amira", "--at", "nan"], ["--at 'nan'", "non-negative"]),
+        # --json "" (an unset shell variable): it wrote no file and said nothing
+        (["--process", "subpoena", "--target", "amira", "--json", ""], ["--json", "expected a file's path"]),
         # a reporting period that would start after service (it printed "from 02:00:00 to 01:00:00")
         (
             ["--process", "court_order_2703d", "--target", "amira", "--at", "1h", "--from", "2h"],
@@ -476,6 +501,8 @@ def test_a_bench_json_path_that_cannot_be_written_is_refused_before_anything_is_
     assert "speed-up" not in res.stdout  # nothing ran
     res = cli("bench", "crypto", "--json", str(tmp_path), timeout=30)
     assert_clean_error(res, "--json", "is a folder")
+    res = cli("bench", "crypto", "--json", "", timeout=30)  # it said " is a folder"
+    assert_clean_error(res, "--json", "expected a file's path (or -, for stdout), got ''")
 
 
 def test_a_finished_run_on_read_only_media_is_read_without_its_shared_memory_file(

@@ -126,13 +126,40 @@ def test_a_scenario_without_people_is_refused() -> None:
         parse_scenario(text, "bad.toml")
 
 
+def test_a_file_larger_than_any_scenario_is_refused_before_it_is_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``relaysim run /dev/zero`` (or a video named .toml) read until memory ran out: MemoryError."""
+    import relaysim.sims.scenario as scenario_module
+
+    monkeypatch.setattr(scenario_module, "MAX_SCENARIO_BYTES", len(GOOD.encode()))
+    exact = tmp_path / "exact.toml"
+    exact.write_text(GOOD, encoding="utf-8")
+    assert load_scenario(exact) == parse_scenario(GOOD, "exact.toml")
+    big = tmp_path / "big.toml"
+    big.write_text(GOOD + "#", encoding="utf-8")
+    with pytest.raises(ScenarioError, match=r"^big\.toml: larger than \d+ MiB: not a scenario file"):
+        load_scenario(big)
+
+
 def test_a_file_not_in_utf_8_is_refused_and_a_byte_order_mark_is_dropped(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_bytes(b"#\xff\n" + GOOD.encode())
-    with pytest.raises(ScenarioError, match=r"^bad\.toml: not UTF-8 text \(byte 0xff at offset 1\)$"):
+    with pytest.raises(
+        ScenarioError, match=r"^bad\.toml: not UTF-8 text \(byte 0xff at line 1, column 2; offset 1\)$"
+    ):
+        load_scenario(bad)
+    # the line and column an editor shows (it said only the offset); the column counts characters
+    bad.write_bytes(b"# caf\xc3\xa9\n# \xe2\x80\x9cok\xe2\x80\x9d \xe9\n" + GOOD.encode())
+    with pytest.raises(
+        ScenarioError, match=r"^bad\.toml: not UTF-8 text \(byte 0xe9 at line 2, column 8; offset 19\)$"
+    ):
         load_scenario(bad)
     bad.write_bytes(GOOD.replace("alice", "al\u00e9").encode("latin-1"))
-    with pytest.raises(ScenarioError, match=r"^bad\.toml: not UTF-8 text \(byte 0xe9 at offset \d+\)$"):
+    line = GOOD[: GOOD.index("alice")].count("\n") + 1
+    with pytest.raises(
+        ScenarioError, match=rf"^bad\.toml: not UTF-8 text \(byte 0xe9 at line {line}, column \d+"
+    ):
         load_scenario(bad)
     bom = tmp_path / "bom.toml"
     bom.write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
@@ -501,11 +528,15 @@ def _partition(text: str) -> str:
             "network.duplication: expected a probability",
         ),
         # the scenario's name names its output folder
-        ('name = "t"', 'name = "../../etc"', "scenario.name: expected letters, digits, '_', '.' or '-'"),
-        ('name = "t"', 'name = ".."', "scenario.name: expected letters, digits, '_', '.' or '-'"),
-        (_EVENT_END, _order("", name=".."), "events[1].name: expected letters, digits, '_', '.' or '-'"),
-        (_EVENT_END, _order("", name="."), "events[1].name: expected letters, digits, '_', '.' or '-'"),
-        (_EVENT_END, _order("", name="../x"), "events[1].name: expected letters, digits, '_', '.' or '-'"),
+        ('name = "t"', 'name = "../../etc"', "scenario.name: expected 1-80 letters, digits, '_', '.' or '-'"),
+        ('name = "t"', 'name = ".."', "scenario.name: expected 1-80 letters, digits, '_', '.' or '-'"),
+        (_EVENT_END, _order("", name=".."), "events[1].name: expected 1-80 letters, digits, '_', '.' or '-'"),
+        (_EVENT_END, _order("", name="."), "events[1].name: expected 1-80 letters, digits, '_', '.' or '-'"),
+        (
+            _EVENT_END,
+            _order("", name="../x"),
+            "events[1].name: expected 1-80 letters, digits, '_', '.' or '-'",
+        ),
         # ... and never a Windows device (its files would be written to the device: nowhere)
         (
             'name = "t"',
@@ -669,6 +700,23 @@ def _partition(text: str) -> str:
             "traffic.reply_probability: shapes generated",
         ),
         (_RELAY, f"[traffic]\nhouseholds = 0.5\n\n{_RELAY}", "traffic.households: shapes generated"),
+        # a median delay beyond any run: the log-normal draw overflowed (OverflowError, internal error)
+        (
+            _RELAY,
+            f"[traffic]\nread_receipts = true\nread_delay = 1e308\n\n{_RELAY}",
+            'traffic.read_delay: expected a duration of at most "365d" (3.1536e+07 s, the longest run), got 1e+308 s',
+        ),
+        (
+            _RELAY,
+            f'[traffic]\nread_delay = "366d"\n\n{_RELAY}',
+            "traffic.read_delay: expected a duration of at most",
+        ),
+        # a scenario's name that is only too long was said to hold something other than letters
+        (
+            'name = "t"',
+            f'name = "{"a" * 81}"',
+            "scenario.name: expected 1-80 letters, digits, '_', '.' or '-'",
+        ),
         # receipts batched every 0 s have no next batch
         (
             _RELAY,
@@ -778,6 +826,11 @@ def test_a_generated_scenario_names_its_generated_people() -> None:
             "messages (about 8.33e+299 at 1e+300), got 1e+300",
         ),
         ("sigma = 1.0", "sigma = 1000", "generate.messages_per_day.sigma: expected at most 3"),
+        (
+            'duration = "2h"',
+            'duration = "2h"\n\n[traffic]\nreply_delay = 1e308',
+            'traffic.reply_delay: expected a duration of at most "365d"',
+        ),
         (
             'duration = "2h"',
             'duration = "2h"\n\n[traffic]\nbackground_per_hour = 1e15',

@@ -351,6 +351,21 @@ def test_bad_keys_and_values_get_the_validators_error_and_exit_2(
     assert "cannot read the file" in capsys.readouterr().err
 
 
+def test_a_grid_too_large_to_finish_is_refused_before_it_is_made(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--seeds 100000000000`` made the grid and checked each seed's people first: it hung, silent."""
+    out = tmp_path / "big"
+    argv = ["sweep", str(tiny), "--param", "network.loss=0,0.1", "--seeds", "100000000000", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        "--seeds 100,000,000,000 × 2 cell(s) is 200,000,000,000 runs: expected at most 100,000 in one sweep"
+        in err
+    ), err
+    assert not out.exists()
+
+
 def test_sweep_help_has_an_example() -> None:
     res = _sweep_cli("--help")
     assert res.returncode == 0 and "relaysim sweep two-friends --param network.loss=" in res.stdout

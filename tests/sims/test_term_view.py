@@ -187,3 +187,28 @@ def test_run_of_a_comparison_ends_with_each_profiles_orders(
     assert any(
         "bbm-consumer" in line and "withheld by policy" in line and "content" in line for line in orders
     )
+
+
+def test_show_writes_a_messages_control_characters_as_escapes_never_to_the_terminal(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A scenario file's message may hold ESC (a colour, a cursor move, a window title), CR or a
+    bidirectional override: ``show`` passed them to the terminal, which obeyed them."""
+    import json
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["two-friends"], run)
+    hostile = "Hi \x1b[2J\x1b]0;title\x07 back\r over \u202eevil"
+    lines = []
+    for line in (run / "transcript.jsonl").read_text(encoding="utf-8").splitlines():
+        event = json.loads(line)
+        if "plaintext" in event:
+            event["plaintext"] = hostile
+        lines.append(json.dumps(event))
+    (run / "transcript.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["show", str(run), "--width", "150"]) == 0
+    out = capsys.readouterr().out
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", out), repr(out)
+    phones = columns(out)[1]
+    assert "Hi \\x1b[2J\\x1b]0;title\\x07 back\\x0d over \\u202eevil" in phones, phones
