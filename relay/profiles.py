@@ -408,6 +408,8 @@ THREEMA = Profile(
         p: frozenset({"subscriber_info", "account_created", "last_seen", "device_info"}) for p in ASKS
     },
     notes={
+        "account_created": "Threema hands over the date the ID was created, not the time (the FBI chart: 'ID "
+        "creation date')",
         "ip_addresses": "Threema keeps no IP logs",
         "subscriber_info": "only a hash of the phone number or e-mail (the push token and the public key are "
         "handed over with the device info)",
