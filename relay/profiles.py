@@ -440,7 +440,8 @@ WICKR = Profile(
         "message_counts": "the number of messages, with no sender-recipient pairs or times, and the number of "
         "external ids (not the ids)",
         "device_info": "each device's type and app version, as its app registered them (the FBI chart); the "
-        "chart's 'recent settings changes' the simulated clients do not make",
+        "chart's 'recent settings changes' the simulated clients do not make, and Wickr's avatar (which it hands "
+        "over too) they do not set",
         "realtime_routing": _NOT_REALTIME,
     },
 )

@@ -219,3 +219,17 @@ def test_signal_last_seen_is_a_date_and_whatsapps_a_time() -> None:
     assert made.endswith(" UTC") and "the day only" not in made
     whatsapp = [line for line in _lines(_order("whatsapp"), "account ") if "last seen" in line]
     assert whatsapp and not any("the day only" in line for line in whatsapp)
+
+
+def test_wickr_says_each_field_the_record_lists() -> None:
+    """The record: Wickr hands over the creation date, device types, last use, the number of messages,
+    the number of external ids (not the ids), the avatar, recent settings changes and the app version.
+    What the simulated clients have is handed over; what they lack, the disclosure names."""
+    d = _order("wickr")
+    assert {"account_created", "device_info", "last_seen", "message_counts"} <= set(d.provided)
+    (count,) = d.provided["message_counts"]
+    assert set(count) == {"account", "messages_sent", "external_ids"} and count["external_ids"] == 1
+    assert all({"device_type", "app_version"} <= set(r) for r in d.provided["device_info"])
+    notes = " ".join(d.notes)
+    assert "number of external ids (not the ids)" in notes
+    assert "recent settings changes" in notes and "avatar" in notes
