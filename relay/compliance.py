@@ -88,6 +88,9 @@ class LegalProcess:
     end: float | None = None
     # when the authority withdrew the demand (relay clock), if it did: the order ends there
     withdrawn: float | None = None
+    # when the provider gave a response other than complying (refused, challenged), where the record
+    # dates it later than service (BlackBerry's refusal of the PTA's demand, 2015-11-30); None: at service
+    answered: float | None = None
     # a non-disclosure order served with it, e.g. "18 U.S.C. 2705(b)": the provider may not tell the user
     nondisclosure: str | None = None
 
@@ -98,6 +101,13 @@ class LegalProcess:
             )
         if self.target is None and self.instrument.needs_target:
             raise ValueError(f"legal process {self.name!r}: {self.instrument.a_name} names a target account")
+        if self.answered is not None and not (
+            self.served <= self.answered and (self.withdrawn is None or self.answered <= self.withdrawn)
+        ):
+            raise ValueError(
+                f"legal process {self.name!r}: answered ({self.answered:g}) must be at or after service "
+                f"({self.served:g}) and not after the withdrawal"
+            )
 
     @property
     def instrument(self) -> Instrument:
@@ -491,7 +501,8 @@ class ComplianceDesk:
         d = Disclosure(
             process, self.profile.name, response=self.profile.response_to(instrument), days=self._day_fields()
         )
-        d.history.append((d.response, process.served))
+        answered = process.answered if d.response != "complied" and process.answered is not None else None
+        d.history.append((d.response, process.served if answered is None else answered))
         if process.withdrawn is not None:
             d.history.append(("withdrawn", process.withdrawn))
         if process.nondisclosure:
