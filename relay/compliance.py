@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
@@ -87,6 +88,9 @@ class LegalProcess:
     end: float | None = None
     # when the authority withdrew the demand (relay clock), if it did: the order ends there
     withdrawn: float | None = None
+    # when the provider gave a response other than complying (refused, challenged), where the record
+    # dates it later than service (BlackBerry's refusal of the PTA's demand, 2015-11-30); None: at service
+    answered: float | None = None
     # a non-disclosure order served with it, e.g. "18 U.S.C. 2705(b)": the provider may not tell the user
     nondisclosure: str | None = None
 
@@ -97,6 +101,13 @@ class LegalProcess:
             )
         if self.target is None and self.instrument.needs_target:
             raise ValueError(f"legal process {self.name!r}: {self.instrument.a_name} names a target account")
+        if self.answered is not None and not (
+            self.served <= self.answered and (self.withdrawn is None or self.answered <= self.withdrawn)
+        ):
+            raise ValueError(
+                f"legal process {self.name!r}: answered ({self.answered:g}) must be at or after service "
+                f"({self.served:g}) and not after the withdrawal"
+            )
 
     @property
     def instrument(self) -> Instrument:
@@ -136,6 +147,10 @@ class Disclosure:
     # the order named an account that does not exist: that is the answer ("no such account")
     no_such_account: bool = False
     served_on: str | None = None  # a party other than the relay's operator (a backup custodian)
+    # The row fields (of account created, device info, last seen) the provider keeps only to the day:
+    # shown as a date, never as a time of day nobody recorded (Threema's "ID creation date", Signal's
+    # "last connection date").
+    days: frozenset[str] = frozenset()
 
     def refuse(self, category: str, reason: Reason, why: str) -> None:
         self.reasons[category] = (reason, why)
@@ -238,7 +253,7 @@ class Disclosure:
             count = "none found" if not rows else "1 record" if len(rows) == 1 else f"{len(rows)} records"
             lines.append(f"- **{_label(cat)}** — {CATEGORIES[cat].description}: {count}")
             for r in rows[:_SHOWN]:
-                lines.append(f"  - {_row_text(cat, r, fmt)}")
+                lines.append(f"  - {_row_text(cat, r, fmt, self.days)}")
             if len(rows) > _SHOWN:
                 lines.append(f"  - … and {len(rows) - _SHOWN} more (all of them are in the JSON file)")
         for reason, meaning in REASONS.items():
@@ -265,6 +280,7 @@ class Disclosure:
 
 
 _SHOWN = 8
+_DAY = 86400.0
 _TIMES = ("time", "created", "registered", "last_seen", "first_seen", "delivered_to_agency")
 
 
@@ -285,7 +301,19 @@ def _label(category: str) -> str:
     return CATEGORIES[category].label
 
 
-def _row_text(category: str, row: Mapping[str, Any], fmt: Any) -> str:
+def _day_only(text: str) -> str:
+    """A time as the clock shows it ("2016-05-03 00:00:00 UTC", "day 2 00:00:00"), said as the day
+    it falls on, for a value kept only to the day: the time of day would be one nobody recorded."""
+    day = _CLOCK_TIME.sub("", text).replace(" UTC", "").strip()
+    if day == text.strip():  # no time of day in it (raw seconds): say what it is
+        return f"{text} (the day only)"
+    return f"{day or 'day 1'} (the day only{', UTC' if 'UTC' in text else ''})"
+
+
+_CLOCK_TIME = re.compile(r"\s*\b\d{2}:\d{2}:\d{2}\b")
+
+
+def _row_text(category: str, row: Mapping[str, Any], fmt: Any, days: frozenset[str] = frozenset()) -> str:
     def t(key: str) -> str:
         v = row.get(key)
         return fmt(v) if isinstance(v, int | float) else "?"
@@ -331,7 +359,7 @@ def _row_text(category: str, row: Mapping[str, Any], fmt: Any) -> str:
         if v is None:
             continue
         if isinstance(v, float) and k in _TIMES:
-            v = fmt(v)
+            v = _day_only(fmt(v)) if k in days else fmt(v)
         parts.append(f"{k.replace('_', ' ')} {v}")
     return ", ".join(parts)
 
@@ -470,8 +498,11 @@ class ComplianceDesk:
 
     def _serve(self, process: LegalProcess) -> Disclosure:
         instrument = process.instrument
-        d = Disclosure(process, self.profile.name, response=self.profile.response_to(instrument))
-        d.history.append((d.response, process.served))
+        d = Disclosure(
+            process, self.profile.name, response=self.profile.response_to(instrument), days=self._day_fields()
+        )
+        answered = process.answered if d.response != "complied" and process.answered is not None else None
+        d.history.append((d.response, process.served if answered is None else answered))
         if process.withdrawn is not None:
             d.history.append(("withdrawn", process.withdrawn))
         if process.nondisclosure:
@@ -937,6 +968,24 @@ class ComplianceDesk:
         if category in ("ciphertext", "content"):
             return self._bodies(category, process, d)
         raise AssertionError(category)
+
+    def _day_fields(self) -> frozenset[str]:
+        """The row fields this provider keeps only to the day (Disclosure.days): an account's and its
+        devices' creation, where ``created_granularity`` is whole days; "last seen", where every kind
+        of record it is read from is kept with its time rounded to whole days."""
+        pr = self.profile
+        out = set()
+        step = pr.created_granularity
+        if step and step % _DAY == 0:
+            out |= {"created", "registered"}
+        steps = [
+            rule.granularity.get("time")
+            for kind in pr.last_seen_kinds
+            if (rule := pr.policy.rules.get(kind)) is not None and "time" in rule.fields
+        ]
+        if steps and all(s is not None and s % _DAY == 0 for s in steps):
+            out.add("last_seen")
+        return frozenset(out)
 
     def _created(self, t: float) -> float:
         step = self.profile.created_granularity

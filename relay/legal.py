@@ -196,6 +196,9 @@ JURISDICTIONS: Final[Mapping[str, Jurisdiction]] = {
             "United States",
             "CALEA binds carriers but exempts information services (47 U.S.C. 1002(b)(2)(A)); a court has "
             "compelled technical assistance beside a pen/trap order (Lavabit, 2013; 4th Cir. 2014)",
+            "CALEA binds carriers, not information services (47 U.S.C. 1002(b)(2)(A)), and even a carrier is not "
+            "responsible for decrypting a communication its subscriber encrypted unless the carrier provided the "
+            "encryption and holds what is needed to decrypt it (47 U.S.C. 1002(b)(3))",
         ),
         Jurisdiction(
             "pk",

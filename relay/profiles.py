@@ -408,6 +408,8 @@ THREEMA = Profile(
         p: frozenset({"subscriber_info", "account_created", "last_seen", "device_info"}) for p in ASKS
     },
     notes={
+        "account_created": "Threema hands over the date the ID was created, not the time (the FBI chart: 'ID "
+        "creation date')",
         "ip_addresses": "Threema keeps no IP logs",
         "subscriber_info": "only a hash of the phone number or e-mail (the push token and the public key are "
         "handed over with the device info)",
@@ -438,7 +440,8 @@ WICKR = Profile(
         "message_counts": "the number of messages, with no sender-recipient pairs or times, and the number of "
         "external ids (not the ids)",
         "device_info": "each device's type and app version, as its app registered them (the FBI chart); the "
-        "chart's 'recent settings changes' the simulated clients do not make",
+        "chart's 'recent settings changes' the simulated clients do not make, and Wickr's avatar (which it hands "
+        "over too) they do not set",
         "realtime_routing": _NOT_REALTIME,
     },
 )

@@ -34,7 +34,8 @@ line) rather than run doing something other than what it says. In particular:
   forward (a pen register, a wiretap) collects from service (``at``, or a later ``from``: an
   earlier one is refused, it would change nothing) until ``to`` or ``withdrawn``, which therefore
   come after both (``withdrawn`` by the end of the run, and before ``to``: an order that has
-  lapsed can no longer be withdrawn); one that looks back
+  lapsed can no longer be withdrawn; ``answered``, when a provider that did not comply gave its
+  response, between service and the withdrawal); one that looks back
   covers what is held at service, so its ``from`` is before ``at`` (a backup warrant's ``from``
   and ``to`` bound the backed-up messages handed over, see relay.backup). Scripted messages are
   sent before the end; events happen by the end.
@@ -386,6 +387,7 @@ class LegalProcessEvent(TimelineEvent):
     start: float | None = None
     end: float | None = None
     withdrawn: float | None = None
+    answered: float | None = None
     counterfactual: str | None = None
     nondisclosure_order: bool = False
     profiles: tuple[str, ...] = ()
@@ -1599,6 +1601,7 @@ def _typed(kind: str, at: float, params: Mapping[str, Any]) -> Event:
             start=params["from"],
             end=params["to"],
             withdrawn=params["withdrawn"],
+            answered=params["answered"],
             counterfactual=params["counterfactual"],
             nondisclosure_order=params["nondisclosure_order"],
             profiles=params["profiles"],
@@ -1657,6 +1660,7 @@ def _legal_process(
             "to",
             "name",
             "withdrawn",
+            "answered",
             "counterfactual",
             "nondisclosure_order",
             "profiles",
@@ -1779,6 +1783,37 @@ def _legal_process(
             f"expected a time before 'to' ({end:g} s; the order lapses then, and a lapsed order cannot be "
             f"withdrawn), got {withdrawn:g} s",
         )
+    # When the provider answered a demand it did not comply with (its refusal), where the record dates
+    # that later than service: BlackBerry said on 2015-11-30 that it would leave Pakistan rather than
+    # comply with the PTA's demand of July. A provider that complies answers at service.
+    answered = r.duration(params, "answered", path) if "answered" in params else None
+    if answered is not None and not instrument.forward:
+        raise r.fail(
+            f"{path}.answered",
+            f"{instrument.a_name} is answered at service; only a demand in force from service on "
+            "(a forward-looking instrument) can be answered later",
+        )
+    if answered is not None and answered < at:
+        raise r.fail(
+            f"{path}.answered",
+            f"expected a time at or after the demand is served ({at:g} s), got {answered:g} s",
+        )
+    if answered is not None and withdrawn is not None and answered > withdrawn:
+        raise r.fail(
+            f"{path}.answered",
+            f"expected a time by the withdrawal ({withdrawn:g} s): a withdrawn demand is answered no more, "
+            f"got {answered:g} s",
+        )
+    if answered is not None and answered > duration:
+        raise r.fail(
+            f"{path}.answered",
+            f"expected a time by the end of the run ({duration:g} s), got {answered:g} s",
+        )
+    if answered is not None and end is not None and answered > end:
+        raise r.fail(
+            f"{path}.answered",
+            f"expected a time by 'to' ({end:g} s; the order lapses then), got {answered:g} s",
+        )
     counterfactual = r.get(params, "counterfactual", path, str, None)
     if counterfactual is not None and counterfactual not in COUNTERFACTUALS:
         raise r.fail(
@@ -1801,6 +1836,7 @@ def _legal_process(
         "to": end,
         "name": name,
         "withdrawn": withdrawn,
+        "answered": answered,
         "counterfactual": counterfactual,
         "nondisclosure_order": gag,
     }

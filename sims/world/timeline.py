@@ -248,9 +248,10 @@ class Timeline:
     def _serve(self, ev: LegalProcessEvent, target: str | None, name: str) -> None:
         d = self.driver
         rel = d.relay_time
-        withdrawn = ev.withdrawn
+        withdrawn, answered = ev.withdrawn, ev.answered
         if ev.counterfactual and d.scenario.counterfactual:
-            withdrawn = None  # had the provider complied, there was no refusal to withdraw over
+            # had the provider complied, there was no refusal to withdraw over, nor a late answer
+            withdrawn = answered = None
         order = LegalProcess(
             name=name,
             process=ev.process,
@@ -261,6 +262,7 @@ class Timeline:
             start=None if ev.start is None else rel(ev.start),
             end=None if ev.end is None else rel(ev.end),
             withdrawn=None if withdrawn is None else rel(withdrawn),
+            answered=None if answered is None else rel(answered),
             nondisclosure=NONDISCLOSURE if ev.nondisclosure_order else None,
         )
         d.emit(

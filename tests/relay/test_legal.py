@@ -388,3 +388,26 @@ def test_a_relay_that_cannot_tap_says_so_with_the_right_article() -> None:
     assert "An Apple iMessage relay cannot collect under a wiretap order: nothing was tapped." in d.notes
     reasons = [text for _reason, text in d.reasons.values()]
     assert any(text.startswith("an Apple iMessage relay has no way to collect") for text in reasons), reasons
+
+
+def test_a_later_answer_dates_a_refusal_and_never_a_compliance() -> None:
+    """``answered``: when a provider that did not comply gave its response (BlackBerry's refusal of the
+    PTA's demand, 2015-11-30); a provider that complies answers at service, and collects from then on."""
+
+    demand = LegalProcess("d", "pta_demand", None, served=10.0, withdrawn=100.0, answered=50.0)
+    with pytest.raises(ValueError, match=r"answered \(5\) must be at or after service"):
+        LegalProcess("d", "pta_demand", None, served=10.0, answered=5.0)
+    with pytest.raises(ValueError, match="not after the withdrawal"):
+        LegalProcess("d", "pta_demand", None, served=10.0, withdrawn=20.0, answered=30.0)
+    sc = resolve_scenario("pakistan-2015")
+    sc = replace(sc, relay=replace(sc.relay, profile="bes"), compare_profiles=())
+    result = Simulation(sc, db_path=":memory:").run()
+    (d,) = [d for d in result.disclosures if d.process.process == "pta_demand"]
+    assert d.process.answered is not None and d.process.served < d.process.answered < d.process.withdrawn
+    assert d.history == [("refused", d.process.answered), ("withdrawn", d.process.withdrawn)]
+    complying = replace(get_profile("bes"), responses={})
+    sim = Simulation(sc, db_path=":memory:")
+    sim.desk.profile = complying
+    (c,) = [d for d in sim.run().disclosures if d.process.process == "pta_demand"]
+    assert c.history[0] == ("complied", c.process.served)
+    assert demand.answered == 50.0

@@ -183,8 +183,9 @@ daily_rhythm = [{noon}]
 
 
 def test_pakistan_2015_is_served_in_july_and_withdrawn_on_31_december() -> None:
-    """The replay's dates are the record's: the PTA's demand served on 1 July 2015 and refused, a
-    court order that afternoon, the demand withdrawn on 31 December 2015 (PTA statement)."""
+    """The replay's dates are the record's: the PTA's demand served on 1 July 2015, a court order
+    that afternoon, BlackBerry's refusal on 30 November 2015 (when it said it would leave rather than
+    comply), the demand withdrawn on 31 December 2015 (PTA statement)."""
     from dataclasses import replace
 
     from relaysim.sims.world.simulation import Simulation
@@ -197,10 +198,14 @@ def test_pakistan_2015_is_served_in_july_and_withdrawn_on_31_december() -> None:
         return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M")
 
     demand = day["pta-blanket-demand"]
+    assert on(demand.process.served) == "2015-07-01 07:30"
     assert [(r, on(t)) for r, t in demand.history] == [
-        ("refused", "2015-07-01 07:30"),
+        ("refused", "2015-11-30 07:00"),  # BlackBerry, 2015-11-30 (noon in Karachi, as the withdrawal)
         ("withdrawn", "2015-12-31 07:00"),  # noon in Karachi
     ]
+    assert "refused at 2015-11-30 07:00:00 UTC" in demand.to_markdown(
+        lambda t: datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    )
     assert on(day["court-order-saima"].process.served) == "2015-07-01 10:00"  # 3 pm in Karachi
 
 

@@ -424,6 +424,21 @@ def test_no_capability_names_what_could_compel_it(chart: tuple[Path, dict[str, A
     assert "47 U.S.C. 1002(b)(2)(A)" in why and "Lavabit" in why
 
 
+def test_content_beyond_every_key_says_what_us_law_asks_of_decryption(
+    chart: tuple[Path, dict[str, Any]],
+) -> None:
+    """The record, beside "cryptographically impossible": CALEA itself only requires a carrier to decrypt
+    encryption it provided and can decrypt (47 U.S.C. 1002(b)(3)); and it exempts information services."""
+    out, _matrix = chart
+    for profile in ("signal", "whatsapp", "bes"):
+        why = disclosure(out, profile, "search_warrant")["not_provided"]["cryptographically_impossible"][
+            "content"
+        ]
+        assert "47 U.S.C. 1002(b)(3)" in why and "information services" in why, profile
+    # where the provider's own key opens the words, no such limit is said
+    assert "1002(b)(3)" not in json.dumps(disclosure(out, "bbm-consumer", "search_warrant"))
+
+
 def test_whatsapps_wiretap_return_is_marked_as_an_assumption(chart: tuple[Path, dict[str, Any]]) -> None:
     """No source shows WhatsApp returning ciphertext to a wiretap order; the disclosure says so."""
     out, matrix = chart

@@ -183,3 +183,53 @@ def test_the_two_line_profiles_differ_only_in_letter_sealing() -> None:
     assert off.policy.rules == on.policy.rules and not off.pen_register and not off.wiretap
     assert off.lookback == {"content": 7 * 86400}
     assert {k: v - {"content"} for k, v in off.discloses.items()} == on.discloses
+
+
+# --- a value kept only to the day is said as a day ---------------------------------------------------
+
+
+def _lines(d: Disclosure, *starts: str) -> list[str]:
+    from relaysim.sims.report import sim_clock
+
+    md = d.to_markdown(lambda t: sim_clock(t, dated=True))
+    return [line for line in md.splitlines() if line.lstrip("- ").startswith(starts)]
+
+
+def test_threema_hands_over_the_id_creation_date_not_a_time() -> None:
+    """The FBI chart: Threema's "ID creation date" and "last login date"; the record: its creation
+    *date* (no time). The disclosure says the day, never a time of day ("00:00:00") nobody recorded."""
+    d = _order("threema")
+    created = [line for line in _lines(d, "account ") if "created" in line or "last seen" in line]
+    devices = _lines(d, "device ")
+    assert len(created) == 2 and devices
+    for line in created + devices:
+        assert "00:00:00" not in line and "(the day only, UTC)" in line, line
+    (row,) = d.provided["account_created"]
+    assert row["created"] % 86400 == 0  # the JSON keeps the value itself: midnight UTC of that day
+    assert any("ID creation date" in n for n in d.notes)
+
+
+def test_signal_last_seen_is_a_date_and_whatsapps_a_time() -> None:
+    """Signal: "the last date of a user's connectivity" (signal.org/bigbrother), kept to the day;
+    its registration is kept to the second. WhatsApp's last seen is a moment."""
+    signal = _lines(_order("signal"), "account ")
+    (seen,) = [line for line in signal if "last seen" in line]
+    (made,) = [line for line in signal if "created" in line]
+    assert "00:00:00" not in seen and seen.endswith("(the day only, UTC)")
+    assert made.endswith(" UTC") and "the day only" not in made
+    whatsapp = [line for line in _lines(_order("whatsapp"), "account ") if "last seen" in line]
+    assert whatsapp and not any("the day only" in line for line in whatsapp)
+
+
+def test_wickr_says_each_field_the_record_lists() -> None:
+    """The record: Wickr hands over the creation date, device types, last use, the number of messages,
+    the number of external ids (not the ids), the avatar, recent settings changes and the app version.
+    What the simulated clients have is handed over; what they lack, the disclosure names."""
+    d = _order("wickr")
+    assert {"account_created", "device_info", "last_seen", "message_counts"} <= set(d.provided)
+    (count,) = d.provided["message_counts"]
+    assert set(count) == {"account", "messages_sent", "external_ids"} and count["external_ids"] == 1
+    assert all({"device_type", "app_version"} <= set(r) for r in d.provided["device_info"])
+    notes = " ".join(d.notes)
+    assert "number of external ids (not the ids)" in notes
+    assert "recent settings changes" in notes and "avatar" in notes

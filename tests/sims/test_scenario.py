@@ -640,6 +640,35 @@ def _partition(text: str) -> str:
             _order('to = "2h"\nwithdrawn = "2h"', process="wiretap"),
             "events[1].withdrawn: expected a time before 'to' (7200 s;",
         ),
+        # when a provider that did not comply answered (BlackBerry's refusal of the PTA's demand, dated
+        # 2015-11-30, months after service): between service and the withdrawal, by the end and by 'to'
+        (
+            _EVENT_END,
+            _order('answered = "2h"', process="search_warrant"),
+            "events[1].answered: a search warrant is answered at service; only a demand in force from service "
+            "on (a forward-looking instrument) can be answered later",
+        ),
+        (
+            _EVENT_END,
+            _order('answered = "30m"', process="pen_register"),
+            "events[1].answered: expected a time at or after the demand is served (3600 s), got 1800 s",
+        ),
+        (
+            _EVENT_END,
+            _order('withdrawn = "2h"\nanswered = "3h"', process="pen_register"),
+            "events[1].answered: expected a time by the withdrawal (7200 s): a withdrawn demand is answered no "
+            "more, got 10800 s",
+        ),
+        (
+            _EVENT_END,
+            _order('answered = "5h"', process="pen_register"),
+            "events[1].answered: expected a time by the end of the run (14400 s), got 18000 s",
+        ),
+        (
+            _EVENT_END,
+            _order('to = "2h"\nanswered = "3h"', process="wiretap"),
+            "events[1].answered: expected a time by 'to' (7200 s; the order lapses then), got 10800 s",
+        ),
         # a text too large for the frame that carries it; a frame size the simulation does not take
         (
             'text = "hi"',
