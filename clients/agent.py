@@ -98,6 +98,12 @@ CERTIFICATE_RENEWAL = 3600.0
 # copy already in flight can still come (a push that crossed the fetch that acked it). One that
 # came later still would be refused by the ratchet, whose message keys are used once (a ``Duplicate``).
 SEEN_AFTER_ACK = 3600.0
+# How many of the key-log heads it took a device keeps (``DeviceAgent.key_log_heads``). Freshness
+# (clients.transparency.check_fresh) needs only the last: every head taken was checked against those
+# before it, so sizes never shrink and, of one size, timestamps never go back, and the last has the
+# largest size and, of that size, the latest time. The few before it are for whoever looks at the
+# device; a device up for years, shown a head an hour, holds no more.
+KEPT_KEY_LOG_HEADS = 8
 
 
 @dataclass(frozen=True)
@@ -629,7 +635,8 @@ class DeviceAgent:
         # (epoch, members), and group sends to start again after a lost connection.
         self.group_lists: dict[bytes, tuple[int, tuple[str, ...]]] = {}
         self._resend_groups: list[_GroupSend] = []
-        # every signed key-log head this device was shown and took (fresh: clients.transparency.check_fresh)
+        # the last signed key-log heads this device was shown and took (fresh: clients.transparency.
+        # check_fresh), oldest first, at most KEPT_KEY_LOG_HEADS of them
         self.key_log_heads: list[kt.TreeHead] = []
         self._key_log_server: bytes | None = (
             None  # the server key that signs heads, once its certificate checked
@@ -1656,7 +1663,11 @@ class DeviceAgent:
             kt.check_fresh(head, self.clock(), self.key_log_heads)
         except kt.ProofError as exc:
             raise _KeyLogRefused(str(exc)) from None
-        self.key_log_heads.append(head)
+        heads = self.key_log_heads
+        if heads and heads[-1] == head:  # the same head served again: nothing new to hold
+            return
+        heads.append(head)
+        del heads[:-KEPT_KEY_LOG_HEADS]
 
     def _key_log_key(self, certificate: bytes) -> bytes:
         """The server key that signs the log's heads, from its certificate checked against the trust root."""

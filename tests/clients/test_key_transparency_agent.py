@@ -9,7 +9,7 @@ import dataclasses
 from collections.abc import Callable
 
 from relaysim.clients import transparency as kt
-from relaysim.clients.agent import DeviceAgent, Failed, KeyLogAudited, KeyLogChecked
+from relaysim.clients.agent import KEPT_KEY_LOG_HEADS, DeviceAgent, Failed, KeyLogAudited, KeyLogChecked
 from relaysim.clients.session import Device
 from relaysim.relay import wire
 from relaysim.relay.core import ConnectionContext, RelayCore, Reply
@@ -184,6 +184,25 @@ def test_a_head_older_than_one_already_taken_is_refused() -> None:
     )
     assert alice.key_log_heads == [newer.head]
     assert _audit(core, conn, alice).ok  # the current head is still taken
+
+
+def test_a_device_holds_its_last_few_heads_not_every_head_it_was_shown() -> None:
+    """A device up for days is shown a head signed again every hour: it holds the last
+    KEPT_KEY_LOG_HEADS of them (the same head served twice once), and freshness still refuses a head
+    older than the last, though the heads it was checked against before are gone."""
+    clock = Clock()
+    core, conn, alice = _setup(clock)
+    assert _audit(core, conn, alice).ok and _audit(core, conn, alice).ok  # the same head, twice
+    assert len(alice.key_log_heads) == 1
+    shown = [_head_now(core)]
+    for hour in range(1, 3 * KEPT_KEY_LOG_HEADS):
+        clock.now = T0 + hour * (wire.KEY_LOG_HEAD_REFRESH + 60)
+        assert _audit(core, conn, alice).ok
+        shown.append(_head_now(core))
+    assert [h.timestamp for h in alice.key_log_heads] == [h.timestamp for h in shown[-KEPT_KEY_LOG_HEADS:]]
+    replayed = _audit(core, conn, alice, head=shown[-2])  # signed an hour before the last one taken
+    assert replayed.reason is not None and "heads went back in time" in replayed.reason
+    assert alice.key_log_heads[-1].timestamp == shown[-1].timestamp
 
 
 def test_a_head_from_far_in_the_future_is_refused_and_cannot_lock_the_device_out() -> None:
