@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +156,18 @@ def test_the_chart_is_replayed_as_of_its_own_date(chart: tuple[Path, dict[str, A
         assert "only for confirmed terror investigations" in withheld[category]
     assert not any(provided(matrix, "telegram-cloud", p) for p in MATRIX_PROCESSES)
     assert "Each provider is run as it was on 2021-01-07" in (out / "matrix.md").read_text(encoding="utf-8")
+
+
+def test_the_orders_are_served_at_the_hour_the_description_gives() -> None:
+    """The description tells a reader the orders come "At 3 pm" and Omar's phone is off "from 2 to
+    4 pm", in UTC as the disclosures give times: the run's clock must say the same (a date-only start
+    put t = 0 at midnight, and every disclosure read 03:00 UTC)."""
+    scenario = resolve_scenario("fbi-chart")
+    assert "At 3 pm" in scenario.description and "from 2 to 4 pm" in scenario.description
+    assert "times in UTC" in scenario.description
+    assert scenario.start_at is not None
+    served = {e.at for e in scenario.events if isinstance(e, LegalProcessEvent)}
+    assert [datetime.fromtimestamp(scenario.start_at + t, UTC).strftime("%H:%M") for t in served] == ["15:00"]
 
 
 def test_signal_holds_no_group_state_here_and_says_so_in_its_own_words(
