@@ -1334,6 +1334,8 @@ class RelayCore:
 
     def _get_sender_certificate(self, conn: ConnectionContext, req: GetSenderCertificate, out: _Out) -> None:
         device = self._my_device(conn, "get_sender_certificate")
+        # before the certificate costs its signature
+        self._limit("get_sender_certificate", conn, ("certificates_per_account", device.account))
         me = DeviceAddress(device.account, device.device)
         now = self.clock()
         # relay.certificates counts expiry in whole seconds of the relay's clock.
