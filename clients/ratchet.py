@@ -18,6 +18,7 @@ Wire form of a message (the spec fixes no layout; ours is fixed-width so CONCAT 
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 from collections.abc import Callable, Mapping
@@ -74,6 +75,7 @@ RNG = Callable[[int], bytes]
 # MKSKIPPED while it holds nothing, as most sessions' does: one shared read-only mapping (an empty
 # dict per session is 64 B, for hundreds of thousands of sessions in a simulation).
 _NO_SKIPPED: Final[Mapping[tuple[bytes, int], bytes]] = MappingProxyType({})
+_NO_CHAINS: Final[Mapping[bytes, int]] = MappingProxyType({})  # the same for ``skipped_chains``
 
 
 class RatchetConfig:
@@ -214,6 +216,7 @@ class DoubleRatchet:
         "pn",
         "rk",
         "rng",
+        "skipped_chains",
     )
 
     def __init__(self, config: RatchetConfig, ad: bytes, rng: RNG) -> None:
@@ -231,6 +234,11 @@ class DoubleRatchet:
         # (chain id, N) → message key. The chain id is the ratchet public key, or with header
         # encryption the header key (§4.3). Insertion order is age order: the oldest go first.
         self.mkskipped: Mapping[tuple[bytes, int], bytes] = _NO_SKIPPED
+        # The chain ids MKSKIPPED holds keys of, oldest first, each with how many: with header
+        # encryption TrySkippedMessageKeysHE tries each header key once, before every message, and
+        # finds them here rather than walking every stored key (up to max_stored_skipped, 2,000).
+        # Kept by ``_store_skipped``/``_drop_skipped`` (and ``from_dict``); not part of the state.
+        self.skipped_chains: Mapping[bytes, int] = _NO_CHAINS
         # The receiving chains before the current one, oldest first: (chain id, the number the chain
         # ended at: the PN of the message that turned it). Every number below that was read or its
         # key is among the skipped ones (or was dropped from them).
@@ -419,11 +427,7 @@ class DoubleRatchet:
 
         # TrySkippedMessageKeysHE: try each distinct header key once (at most MAX_RECEIVING_CHAINS
         # of them are held, oldest first: see ``_store_skipped``).
-        tried: set[bytes] = set()
-        for hk, _n in self.mkskipped:
-            if hk in tried:
-                continue
-            tried.add(hk)
+        for hk in self.skipped_chains:
             header = spec.hdecrypt(hk, enc_header)
             if header is not None:
                 _dh, _pn, n = _unpack_header(header)
@@ -517,27 +521,35 @@ class DoubleRatchet:
         ``max_stored_skipped`` keys, and with header encryption ``MAX_RECEIVING_CHAINS`` chains."""
         if not skipped:
             return
-        held = self.mkskipped
+        held, held_chains = self.mkskipped, self.skipped_chains
         store = held if isinstance(held, dict) else {}
+        chains = held_chains if isinstance(held_chains, dict) else {}
         newest = next(reversed(store))[0] if store else None  # the chain of the last key stored
-        store.update(skipped)
+        for key, mk in skipped:
+            if key not in store:
+                chains[key[0]] = chains.get(key[0], 0) + 1
+            store[key] = mk
         excess = len(store) - self.config.max_stored_skipped
         if excess > 0:  # drop the oldest; they can no longer be decrypted
-            for key in list(store)[:excess]:
+            for key in list(itertools.islice(store, excess)):
                 del store[key]
+                _uncount(chains, key[0])
         # (a chain's keys are stored while it is the receiving chain or as it ends, before the next
         # chain's: they lie together in MKSKIPPED, chains in the order they came, and ``skipped``
         # holds one chain's or two. Only keys of a chain other than the newest held can be a sixth.)
         if self.config.header_encryption and (skipped[0][0][0], skipped[-1][0][0]) != (newest, newest):
-            _drop_oldest_chains(store)
+            _drop_oldest_chains(store, chains)
         self.mkskipped = store or _NO_SKIPPED
+        self.skipped_chains = chains or _NO_CHAINS
 
     def _drop_skipped(self, key: tuple[bytes, int]) -> None:
-        store = self.mkskipped
-        assert isinstance(store, dict)  # it held the key
+        store, chains = self.mkskipped, self.skipped_chains
+        assert isinstance(store, dict) and isinstance(chains, dict)  # it held the key
         del store[key]
+        _uncount(chains, key[0])
         if not store:
             self.mkskipped = _NO_SKIPPED
+            self.skipped_chains = _NO_CHAINS
 
     # --- what the state holds for a message (read only) -----------------------------------------
 
@@ -634,6 +646,10 @@ class DoubleRatchet:
         s.nr = d["nr"]
         s.pn = d["pn"]
         s.mkskipped = {(cid, n): mk for cid, n, mk in d["mkskipped"]} or _NO_SKIPPED
+        chains: dict[bytes, int] = {}
+        for cid, _n in s.mkskipped:
+            chains[cid] = chains.get(cid, 0) + 1
+        s.skipped_chains = chains or _NO_CHAINS
         s.ended = tuple((cid, end) for cid, end in d.get("ended", ()))  # (absent from older states)
         s.hks = d["hks"]
         s.hkr = d["hkr"]
@@ -649,14 +665,25 @@ class DoubleRatchet:
     __hash__ = None  # type: ignore[assignment]
 
 
-def _drop_oldest_chains(store: dict[tuple[bytes, int], bytes]) -> None:
+def _drop_oldest_chains(store: dict[tuple[bytes, int], bytes], chains: dict[bytes, int]) -> None:
     """Drop from ``store`` (MKSKIPPED, oldest first) every key of the chains before its newest
-    ``MAX_RECEIVING_CHAINS`` (chain id: the header key); they can no longer be decrypted."""
-    chains = list(dict.fromkeys(chain for chain, _n in store))
+    ``MAX_RECEIVING_CHAINS`` (chain id: the header key), and from ``chains`` (its chain ids, oldest
+    first, with their counts) those chains; they can no longer be decrypted."""
     if len(chains) > MAX_RECEIVING_CHAINS:
-        gone = set(chains[: len(chains) - MAX_RECEIVING_CHAINS])
+        gone = set(list(chains)[: len(chains) - MAX_RECEIVING_CHAINS])
         for key in [key for key in store if key[0] in gone]:
             del store[key]
+        for chain in gone:
+            del chains[chain]
+
+
+def _uncount(chains: dict[bytes, int], chain: bytes) -> None:
+    """One key of ``chain`` fewer in MKSKIPPED (``DoubleRatchet.skipped_chains``)."""
+    left = chains[chain] - 1
+    if left:
+        chains[chain] = left
+    else:
+        del chains[chain]
 
 
 def ratchet_step_ahead(

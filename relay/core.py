@@ -1334,6 +1334,8 @@ class RelayCore:
 
     def _get_sender_certificate(self, conn: ConnectionContext, req: GetSenderCertificate, out: _Out) -> None:
         device = self._my_device(conn, "get_sender_certificate")
+        # before the certificate costs its signature
+        self._limit("get_sender_certificate", conn, ("certificates_per_account", device.account))
         me = DeviceAddress(device.account, device.device)
         now = self.clock()
         # relay.certificates counts expiry in whole seconds of the relay's clock.
@@ -1760,11 +1762,16 @@ class RelayCore:
         after = (members.keys() - set(req.remove)) | set(req.add)
         self._check_group_size(req.group, len(after), "add")
         now = self.clock()
+        # Adding a member, removing a non-member or promoting an admin changes nothing: accepted, and
+        # the epoch stays (moving it would refuse every member's next group_send as stale, for a
+        # change sent again because its answer was lost). Anything that does change moves it once.
+        changed = False
         for account in req.remove:
-            self.store.remove_group_member(req.group, account)
+            changed |= self.store.remove_group_member(req.group, account)
         for account in req.add:
             if account not in members:
                 self.store.put_group_member(GroupMemberRecord(req.group, account, False, now, me.account))
+                changed = True
         current = {m.account: m for m in self.store.group_members(req.group)}
         for i, account in enumerate(req.admins):
             if account not in current:
@@ -1773,7 +1780,9 @@ class RelayCore:
                     f"{account!r} is not a member of group {req.group.hex()}, so cannot be made an admin",
                     f"admins[{i}]",
                 )
-            self.store.put_group_member(dataclasses.replace(current[account], admin=True))
+            if not current[account].admin:
+                self.store.put_group_member(dataclasses.replace(current[account], admin=True))
+                changed = True
         remaining = self.store.group_members(req.group)
         if remaining and not any(m.admin for m in remaining):
             # The last admin left (or removed itself with others): a group is never left with members
@@ -1781,7 +1790,8 @@ class RelayCore:
             # the account that sorts first), so someone can still add and remove members.
             heir = min(remaining, key=lambda m: (m.added_at, m.account))
             self.store.put_group_member(dataclasses.replace(heir, admin=True))
-        epoch = self.store.bump_group_epoch(req.group)
+        epoch = self.store.bump_group_epoch(req.group) if changed else self.store.group_epoch(req.group)
+        assert epoch is not None
         out.items.append(Reply(conn.id, GroupUpdated(id=req.id, group=req.group, epoch=epoch)))
 
     def _get_group(self, conn: ConnectionContext, req: GetGroup, out: _Out) -> None:

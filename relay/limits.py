@@ -112,6 +112,14 @@ class Limits:
     # is refused (``rate_limited``, nothing deleted) only while the bucket is empty; the ids of an
     # ack that were not there are taken from it afterwards.
     ack_unknown_per_account: Rate | None = Rate(50.0, 1000.0)
+    # Sender certificates (``get_sender_certificate``) per account: each costs the relay an Ed25519
+    # signature (~50 µs), and without a bucket one logged-in device that pipelines them holds the
+    # loop for everyone. A device asks for one when the one it holds has less than an hour left
+    # (``clients.agent.CERTIFICATE_RENEWAL``; they last a day), the simulated phones also at every
+    # login, and again after the relay's was refused: a few a day each. A burst of 10 covers a phone and its linked devices all logging in at
+    # once, with room; then one a minute, 60 an hour, is more than an account's devices ask for in a
+    # day (every built-in scenario runs the same with it, and the live runs never meet it).
+    certificates_per_account: Rate | None = Rate(1 / 60, 10.0)
     # Below this many one-time prekeys, a device is told so (``prekeys_left`` in Authenticated
     # and Envelopes) and should upload more.
     prekeys_low: int = 10
@@ -161,6 +169,7 @@ UNLIMITED: Final = Limits(
     discover_per_account=None,
     keys_per_device=None,
     ack_unknown_per_account=None,
+    certificates_per_account=None,
     prekeys_low=0,
 )
 """No limits at all (a simulation of many people behind one address, a benchmark of the core)."""

@@ -1313,6 +1313,11 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
             "ack_unknown_per_account",
             "envelope ids acked that were not in the device's queue, per account, a token an id",
         ),
+        (
+            "--certificate-rate-account",
+            "certificates_per_account",
+            "sender certificates (get_sender_certificate) per account",
+        ),
     ):
         g.add_argument(
             flag,
@@ -1497,6 +1502,7 @@ def main(args: list[str]) -> int:
             discover_per_account=opts.discover_per_account,
             keys_per_device=opts.keys_per_device,
             ack_unknown_per_account=opts.ack_unknown_per_account,
+            certificates_per_account=opts.certificates_per_account,
             prekeys_low=opts.prekeys_low,
         )
     except ValueError as e:

@@ -12,6 +12,9 @@ MAX_SKIP), tamper with and truncate messages. After every step:
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterator
+
 import msgpack
 import pytest
 from hypothesis import strategies as st
@@ -286,6 +289,57 @@ def test_header_encryption_keeps_skipped_keys_of_five_chains_at_most(
             turn = first_of_each_chain.index(message)
             assert side.decrypt(message) == b"late %d" % turn
         assert len(side.mkskipped) == 0
+
+
+class _CountingStore(dict[tuple[bytes, int], bytes]):
+    """MKSKIPPED as it is, counting the entries walked through (``for ... in store``)."""
+
+    walked = 0
+
+    def __iter__(self) -> Iterator[tuple[bytes, int]]:
+        for key in super().__iter__():
+            type(self).walked += 1
+            yield key
+
+
+def test_header_encryption_tries_skipped_keys_per_chain_not_per_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TrySkippedMessageKeysHE walked every stored skipped key (up to MAX_MESSAGE_KEYS, 2,000) to find
+    the distinct header keys, before every message: the work is now per chain held (at most
+    MAX_RECEIVING_CHAINS), and the header keys tried are the same."""
+    from relaysim.clients import spec
+
+    alice, bob = make_pair(RatchetConfig(header_encryption=True), 13)
+    held = 2_000  # DEFAULT_MAX_STORED_SKIPPED, all on one chain
+    late = [alice.encrypt(b"late %d" % i) for i in range(held)]
+    assert bob.decrypt(alice.encrypt(b"read")) == b"read"
+    assert alice.decrypt(bob.encrypt(b"turn")) == b"turn"  # Alice's next messages: a new chain
+    assert len(bob.mkskipped) == held
+    before = bob.to_dict()
+    bob.mkskipped = _CountingStore(bob.mkskipped)
+    tried: list[bytes | None] = []
+    hdecrypt = spec.hdecrypt
+
+    def counted(hk: bytes | None, enc_header: bytes) -> bytes | None:
+        tried.append(hk)
+        return hdecrypt(hk, enc_header)
+
+    monkeypatch.setattr(spec, "hdecrypt", counted)
+    _CountingStore.walked = 0
+    hkr, nhkr = bob.hkr, bob.nhkr
+    assert bob.decrypt(alice.encrypt(b"new chain")) == b"new chain"
+    assert tried == [before["hkr"], hkr, nhkr] and before["hkr"] == hkr  # the old chain's key, HKr, NHKr
+    assert _CountingStore.walked <= MAX_RECEIVING_CHAINS
+    # the skipped keys are all still there, and read as ever; the chains are counted as they are held
+    assert len(bob.mkskipped) == held
+    assert bob.decrypt(late[-1]) == b"late %d" % (held - 1)
+    assert bob.decrypt(late[0]) == b"late 0"
+    skipped_on_b = alice.encrypt(b"b1")
+    assert bob.decrypt(alice.encrypt(b"b2")) == b"b2"
+    for side in (bob, DoubleRatchet.from_dict(bob.to_dict())):
+        by_chain = Counter(chain for chain, _n in side.mkskipped)
+        assert list(side.skipped_chains.items()) == list(by_chain.items()) == [(hkr, held - 2), (nhkr, 1)]
+    assert bob.decrypt(skipped_on_b) == b"b1"
+    assert dict(bob.skipped_chains) == {hkr: held - 2}
 
 
 def test_bob_cannot_send_before_receiving() -> None:

@@ -281,6 +281,37 @@ def test_acks_of_ids_not_in_the_queue_are_limited_and_nothing_of_anyone_elses_is
     assert reply(core.handle(mallory, wire.Ack(id=90, envelope_ids=bobs[:1]))) == wire.Acked(id=90, count=0)
 
 
+def test_sender_certificates_are_a_token_bucket_per_account_taken_before_the_signature() -> None:
+    # Each certificate is an Ed25519 signature of the relay's (~50 us): pipelined by one logged-in
+    # device, with no bucket, they held the loop as key uploads did. The bucket is the account's: its
+    # devices share it.
+    clock = Clock()
+    core = new_core(clock, limits=dataclasses.replace(UNLIMITED, certificates_per_account=Rate(0.5, 3.0)))
+    mallory, bob = core_device(core, MALLORY, 1), core_device(core, BOB, 2)
+    mallory2 = DeviceKeys.make("mallory", 2)
+    assert isinstance(reply(core.handle(mallory, mallory2.register())), wire.Registered)
+    linked = core_device(core, mallory2, 3, register=False)
+
+    def ask(conn: ConnectionContext, rid: int) -> wire.Response:
+        return reply(core.handle(conn, wire.GetSenderCertificate(id=rid)))
+
+    answers = [ask(mallory, 4), ask(linked, 5), ask(mallory, 6)]
+    assert all(isinstance(a, wire.SenderCertificateResponse) for a in answers)
+    issued = []
+    with pytest.MonkeyPatch.context() as patch:  # a refused request costs no signature
+        patch.setattr(type(core.identity), "issue", lambda *a: issued.append(a))
+        limited = assert_error(ask(mallory, 7), E.RATE_LIMITED, None)
+        again = assert_error(ask(linked, 8), E.RATE_LIMITED, None)
+    assert issued == []
+    assert limited.message.startswith("get_sender_certificate: ")
+    assert limited.retry_after_ms == again.retry_after_ms == 2000
+    # another account's bucket is its own
+    assert isinstance(ask(bob, 9), wire.SenderCertificateResponse)
+    clock.now += 2
+    assert isinstance(ask(linked, 10), wire.SenderCertificateResponse)
+    assert_error(ask(mallory, 11), E.RATE_LIMITED, None)
+
+
 def test_a_device_is_told_when_its_one_time_prekeys_run_low() -> None:
     core = new_core(limits=dataclasses.replace(UNLIMITED, prekeys_low=3))
     alice = ConnectionContext(1, ("192.0.2.1", 1))

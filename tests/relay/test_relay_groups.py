@@ -114,6 +114,38 @@ def test_only_members_see_or_send_to_a_group_and_only_admins_change_it() -> None
     assert [m.account for m in core.store.group_members(G)] == ["alice"]
 
 
+def test_a_change_that_changes_nothing_keeps_the_epoch() -> None:
+    """Adding a member again moved the epoch, so every member's next group_send was refused as
+    stale for a membership that had not changed: a change whose answer was lost, sent again, did
+    that to the whole group (and so did removing a non-member, or promoting an admin). Such a
+    change is still accepted, as removing a non-member always was, but changes nothing, the epoch
+    included; a change with anything real in it moves it once."""
+    core, c = _world()
+    _create(core, c["alice"], "bob")
+    assert reply(core.handle(c["alice"], wire.ChangeGroup(id=1, group=G, admins=("bob",)))) == (
+        wire.GroupUpdated(id=1, group=G, epoch=1)
+    )
+    members = core.store.group_members(G)
+    for rid, change in enumerate(
+        (
+            wire.ChangeGroup(id=0, group=G, add=("bob",)),  # already a member
+            wire.ChangeGroup(id=0, group=G, remove=("carol",)),  # not a member
+            wire.ChangeGroup(id=0, group=G, admins=("bob",)),  # already an admin
+            wire.ChangeGroup(id=0, group=G, add=("alice",), remove=("dave",), admins=("alice", "bob")),
+        ),
+        start=2,
+    ):
+        answer = reply(core.handle(c["alice"], replace(change, id=rid)))
+        assert answer == wire.GroupUpdated(id=rid, group=G, epoch=1), change
+    assert core.store.group_members(G) == members
+    assert isinstance(
+        reply(core.handle(c["bob"], wire.GroupSend(id=7, group=G, epoch=1, body=b"x"))), wire.GroupSent
+    )
+    # a change with one real part among no-ops moves it, once
+    both = wire.ChangeGroup(id=8, group=G, add=("bob", "carol"), remove=("dave",))
+    assert reply(core.handle(c["alice"], both)) == wire.GroupUpdated(id=8, group=G, epoch=2)
+
+
 def test_a_send_for_an_old_membership_is_refused_as_stale() -> None:
     core, c = _world()
     _create(core, c["alice"], "bob")
