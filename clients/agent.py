@@ -1614,6 +1614,15 @@ class DeviceAgent:
         elif kind == "fetch_bundle":
             for out in self._waiting_bundle.pop(str(context), []):
                 self._fail(out, frame.code, frame.message)
+        elif kind == "get_sender_certificate":
+            # The sealed sends waiting for it fail with the relay's reason (and when to retry, if it
+            # said), as for a certificate refused: left waiting, they and every sealed send after them
+            # (which asks only when the first is queued) would wait for the next login. The next
+            # sealed send asks again.
+            waiting, self._waiting_certificate = self._waiting_certificate, []
+            self._events.append(Failed(kind, frame.code, frame.message, frame.retry_after_ms))
+            for out in waiting:
+                self._fail(out, frame.code, frame.message, frame.retry_after_ms)
         elif (
             kind == "register"
             and frame.code == wire.ErrorCode.REGISTRATION_PROOF

@@ -446,6 +446,35 @@ def test_a_bad_sender_certificate_is_refused_and_the_good_one_kept(case: str) ->
     assert alice.certificate not in (good, bad)
 
 
+def test_a_sender_certificate_refused_fails_the_sealed_sends_waiting_and_the_next_asks_again() -> None:
+    """The relay refuses get_sender_certificate (its rate limit, or any error): the sealed sends waiting
+    for it fail with the relay's code and retry time, instead of waiting, with every sealed send queued
+    behind them, for the next login; the next sealed send asks again."""
+    w = World()
+    alice, bob = w.join("alice"), w.join("bob")
+    w.greet(alice, bob)
+    busy = wire.ErrorFrame(id=0, code="rate_limited", message="slow down", retry_after_ms=2000)
+
+    def refuse(frame: wire.Response) -> wire.Response:
+        if isinstance(frame, wire.SenderCertificateResponse):
+            return dataclasses.replace(busy, id=frame.id)
+        return frame
+
+    alice.send_text("bob", b"sealed", ref="s1", sealed=True)
+    alice.send_text("bob", b"sealed too", ref="s2", sealed=True)
+    events = _answer_forged(w, alice, refuse)
+    assert events == [
+        Failed("get_sender_certificate", "rate_limited", "slow down", 2000),
+        Failed("s1", "rate_limited", "slow down", 2000),
+        Failed("s2", "rate_limited", "slow down", 2000),
+    ]
+    assert alice.certificate is None
+    alice.send_text("bob", b"sealed again", ref="s3", sealed=True)  # asks again; the relay is honest now
+    events = _answer_forged(w, alice, lambda frame: frame)
+    assert [(type(e), getattr(e, "ref", None)) for e in events] == [(Accepted, "s3")]
+    assert alice.certificate is not None
+
+
 def test_a_bad_first_sender_certificate_leaves_the_agent_without_one() -> None:
     w = World()
     alice = w.join("alice")
