@@ -56,6 +56,7 @@ from relaysim.relay.legal import (
     with_article,
 )
 from relaysim.relay.legal import in_order as _in_order
+from relaysim.relay.mdtext import md_text
 from relaysim.relay.metadata import MetadataRecord, RecordKind
 from relaysim.relay.profiles import PROFILES, Change, Profile, policy_changes
 from relaysim.relay.store import DeviceFacts, Store
@@ -220,7 +221,7 @@ class Disclosure:
         else:
             covers = f"records from {fmt(start)} to {fmt(end)}"
         lines = [
-            f"# Disclosure: {p.name}",
+            f"# Disclosure: {md_text(p.name)}",
             "",
             f"- **Order:** {instrument.name}: {instrument.title} (`{p.process}`)",
             f"- **Under:** {instrument.statute} ({JURISDICTIONS[instrument.jurisdiction].name})",
@@ -253,7 +254,7 @@ class Disclosure:
             count = "none found" if not rows else "1 record" if len(rows) == 1 else f"{len(rows)} records"
             lines.append(f"- **{_label(cat)}** — {CATEGORIES[cat].description}: {count}")
             for r in rows[:_SHOWN]:
-                lines.append(f"  - {_row_text(cat, r, fmt, self.days)}")
+                lines.append(f"  - {md_text(_row_text(cat, r, fmt, self.days))}")  # names, words: as written
             if len(rows) > _SHOWN:
                 lines.append(f"  - … and {len(rows) - _SHOWN} more (all of them are in the JSON file)")
         for reason, meaning in REASONS.items():
@@ -314,6 +315,9 @@ _CLOCK_TIME = re.compile(r"\s*\b\d{2}:\d{2}:\d{2}\b")
 
 
 def _row_text(category: str, row: Mapping[str, Any], fmt: Any, days: frozenset[str] = frozenset()) -> str:
+    """One record as plain text (its names and a message's words as written): ``to_markdown``
+    escapes it (``relay.mdtext``)."""
+
     def t(key: str) -> str:
         v = row.get(key)
         return fmt(v) if isinstance(v, int | float) else "?"

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from relaysim.relay.legal import REASON_LABELS, get_instrument
+from relaysim.relay.mdtext import md_code_line, md_text
 from relaysim.relay.profiles import Profile
 from relaysim.sims.scenario import LegalProcessEvent, Scenario
 
@@ -116,7 +117,10 @@ def _answer(data: dict[str, Any] | None, quotes: int) -> list[str]:
     words = [r for r in content if "text" in r]  # receipts and other control content carry none
     if content:
         lines.append(f"the words: {len(words)} message(s), opened with the provider's own key, e.g.:")
-        lines += [f"  {r.get('from') or '?'} → {r.get('to')}: “{r.get('text')}”" for r in words[:quotes]]
+        lines += [
+            f"  {r.get('from') or '?'} → {r.get('to')}: “{md_code_line(r.get('text'))}”"
+            for r in words[:quotes]
+        ]
     else:
         why = {c: (r, w) for r, cats in data["not_provided"].items() for c, w in cats.items()}.get("content")
         if why:
@@ -134,7 +138,7 @@ def render_counterfactual(scenario: Scenario, out: Path, *, quotes: int = 3) -> 
     nested = bool(scenario.compare_profiles)
     events = {e.name: e for e in scenario.events if isinstance(e, LegalProcessEvent)}
     lines = [
-        f"# {scenario.name}: {LABEL}",
+        f"# {md_text(scenario.name)}: {LABEL}",
         "",
         "The record is what the scenario's own run produced (the provider's recorded response). The "
         "counterfactual is a separate run of the same people, messages and seed in `counterfactual/`, in "
@@ -147,7 +151,7 @@ def render_counterfactual(scenario: Scenario, out: Path, *, quotes: int = 3) -> 
         ),
     ]
     for name, process, _what in counterfactual_events(scenario):
-        lines += ["", f"## {name}: {get_instrument(process).name}", ""]
+        lines += ["", f"## {md_text(name)}: {get_instrument(process).name}", ""]
         for profile in profiles:
             record_dir = out / profile if nested else out
             cf_dir = out / "counterfactual" / profile if nested else out / "counterfactual"

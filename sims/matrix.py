@@ -29,6 +29,7 @@ from rich.text import Text
 
 from relaysim.relay.compliance import Disclosure, in_order
 from relaysim.relay.legal import CATEGORIES, INSTRUMENTS, REASON_LABELS, REASONS
+from relaysim.relay.mdtext import md_block
 from relaysim.relay.profiles import REAL_PROFILES, get_profile, profile_as_of
 from relaysim.sims.scenario import LegalProcessEvent, Scenario
 from relaysim.sims.term import outcome_style, render, table
@@ -165,7 +166,7 @@ def render_markdown(
     lines = [
         f"# What each provider can be made to hand over — `{scenario.name}`",
         "",
-        scenario.description,
+        md_block(scenario.description),
         "",
         f"Every order was served on `{target}`. Each cell is read off the disclosure that profile's compliance "
         f"desk produced from its own relay's store (`<profile>/disclosures/<process>.md` has the records and "

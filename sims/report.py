@@ -50,6 +50,7 @@ from rich.text import Text
 
 from relaysim.relay.compliance import Disclosure
 from relaysim.relay.legal import REASON_LABELS
+from relaysim.relay.mdtext import md_block, md_text
 from relaysim.relay.metadata import MetadataRecord
 from relaysim.sims.access.reports import detection_by_profile_lines, write_exceptional
 from relaysim.sims.analysis.runfiles import finite_number, loads
@@ -261,9 +262,9 @@ def summary_markdown(summary: dict[str, Any], scenario: Scenario) -> str:
         return "–" if v is None else f"{v:.3f} s"
 
     lines = [
-        f"# {scenario.name}",
+        f"# {md_text(scenario.name)}",
         "",
-        scenario.description or "",
+        md_block(scenario.description or ""),
         "",
         f"Seed {summary['seed']}, {summary['duration_s'] / 3600:g} simulated hours, "
         f"{summary['people']} people on {summary['devices']} devices.",
@@ -321,7 +322,7 @@ def summary_markdown(summary: dict[str, Any], scenario: Scenario) -> str:
             )
             lines.append(
                 f"- `{o['name']}` ({o['process']}): {course}{extra}; handed over: {got}{why_not} "
-                f"([disclosures/{o['name']}.md](disclosures/{o['name']}.md))"
+                f"([disclosures/{md_text(o['name'])}.md](disclosures/{o['name']}.md))"
             )
         lines.append("")
     if summary.get("exceptional"):
@@ -1071,9 +1072,9 @@ def render_comparison(scenario: Scenario, runs: dict[str, tuple[SimulationResult
         "the record shows made on one provider's service only)"
     )
     lines = [
-        f"# {scenario.name}: the same people, {len(names)} ways of running the relay",
+        f"# {md_text(scenario.name)}: the same people, {len(names)} ways of running the relay",
         "",
-        scenario.description,
+        md_block(scenario.description),
         "",
         "The same people send the same messages at the same times in each run; only the relay's profile "
         f"changes ({', '.join(f'`{n}`' for n in names)}). {served}, "
@@ -1096,13 +1097,15 @@ def render_comparison(scenario: Scenario, runs: dict[str, tuple[SimulationResult
         if "content" not in ASKS[first.process.process]:
             continue
         cells = [_glance(by_profile[n]) if n in by_profile else NOT_SERVED for n in names]
-        lines.append(f"| {order} ({PROCESS_NAMES[first.process.process]}) | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {md_text(order)} ({PROCESS_NAMES[first.process.process]}) | " + " | ".join(cells) + " |"
+        )
     lines.append("")
     for order, by_profile in orders.items():
         first = next(iter(by_profile.values()))
         p = first.process
         lines += [
-            f"## {order}: {PROCESS_NAMES[p.process]} on {f'`{p.target}`' if p.target else 'everyone'}",
+            f"## {md_text(order)}: {PROCESS_NAMES[p.process]} on {f'`{p.target}`' if p.target else 'everyone'}",
             "",
             f"_{PROCESSES[p.process]}._ Served at {_sim_clock(p.served, epoch=scenario.epoch, dated=scenario.start is not None)}.",
             "",
@@ -1125,8 +1128,9 @@ def render_comparison(scenario: Scenario, runs: dict[str, tuple[SimulationResult
             for n, d in shown:
                 lines.append(f"- **{get_profile(n).title}**:")
                 for row in _words(d.provided["content"])[:5]:
+                    said = f"{row.get('from') or '?'} → {row['to']}: “{row['text']}”"
                     lines.append(
-                        f"  - {_sim_clock(row['time'], epoch=scenario.epoch, dated=scenario.start is not None)} {row.get('from') or '?'} → {row['to']}: “{row['text']}”"
+                        f"  - {_sim_clock(row['time'], epoch=scenario.epoch, dated=scenario.start is not None)} {md_text(said)}"
                     )
                 more = len(_words(d.provided["content"])) - 5
                 if more > 0:

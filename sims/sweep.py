@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from relaysim.relay.mdtext import md_text
 from relaysim.sims.analysis.runfiles import loads, out_folder, own_file
 
 __all__ = [
@@ -591,10 +592,10 @@ def render_markdown(data: dict[str, Any]) -> str:
         "",
     ]
     lines += [f"- m{i + 1}: `{m}`" for i, m in enumerate(data["metrics"])]
-    head = keys + [f"m{i + 1}" for i in range(len(data["metrics"]))]
+    head = [md_text(k) for k in keys] + [f"m{i + 1}" for i in range(len(data["metrics"]))]
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for cell in data["cells"]:
-        row = [_show(cell["params"][k]) for k in keys]
+        row = [md_text(_show(cell["params"][k])) for k in keys]
         row += [_cell_text(cell["metrics"][m]) for m in data["metrics"]]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"

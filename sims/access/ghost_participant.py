@@ -28,6 +28,7 @@ from relaysim.clients import agent as A
 from relaysim.clients.session import Device
 from relaysim.relay import wire
 from relaysim.relay.core import ConnectionContext, Reply
+from relaysim.relay.mdtext import md_text
 from relaysim.sims.access.base import AGENCY_ADDRESS, DeviceView, Intervention, World
 from relaysim.sims.access.reports import ExceptionalReport
 from relaysim.sims.scenario import DeviceSpec, ExceptionalAccess, TimelineEvent
@@ -229,24 +230,26 @@ class GhostParticipant(Intervention):
 
 
 def _markdown(data: dict[str, Any]) -> str:
-    lines = [f"# Ghost participant — {data['scenario']}", ""]
+    lines = [f"# Ghost participant — {md_text(data['scenario'])}", ""]
     if data["refused"] is not None:
         lines += [
             f"The provider ({data['profile']}) was ordered to add a silent participant to group "
-            f"**{data['group']}**, and could not: {data['refused']}.",
+            f"**{md_text(data['group'])}**, and could not: {data['refused']}.",
             "",
             f"- Source: {data['group_source'] or 'the profile names none'}.",
         ]
         return "\n".join(lines) + "\n"
     if data["added_at"] is None:
         return (
-            "\n".join([*lines, f"Group **{data['group']}** never existed at the relay: nothing was added."])
+            "\n".join(
+                [*lines, f"Group **{md_text(data['group'])}** never existed at the relay: nothing was added."]
+            )
             + "\n"
         )
     rows = data["rows"]
     lines += [
-        f"At **{clock(data['added_at'])}** the provider ({data['profile']}) added **{data['ghost']}**, an account "
-        f"the agency holds, to group **{data['group']}**'s member list, straight into its store: no admin "
+        f"At **{clock(data['added_at'])}** the provider ({data['profile']}) added **{md_text(data['ghost'])}**, an account "
+        f"the agency holds, to group **{md_text(data['group'])}**'s member list, straight into its store: no admin "
         "asked for it. From then on every member's phone took the ghost for a member: it handed the ghost its "
         "sender key over a pairwise session, and the relay fanned each message out to it too.",
         "",
@@ -254,20 +257,20 @@ def _markdown(data: dict[str, Any]) -> str:
         f"**{len(data['read'])}**; matches ground truth: **{'yes' if data['matches_ground_truth'] else 'NO'}**.",
         f"- Members' clients changed to hide membership changes: **{'yes' if data['client_change'] else 'no'}**.",
         f"- Phones that saw the ghost added: {len(data['saw_it_added'])}; that showed it to their user: "
-        f"**{', '.join(data['noticed_by']) or 'none'}**; that never looked the list up again: "
-        f"{', '.join(data['never_looked']) or 'none'}.",
+        f"**{', '.join(map(md_text, data['noticed_by'])) or 'none'}**; that never looked the list up again: "
+        f"{', '.join(map(md_text, data['never_looked'])) or 'none'}.",
         "",
         "| phone | saw it added at | shown to the user |",
         "|---|---|---|",
         *[
-            f"| {s['device']} | {clock(s['t'])} | {'yes' if s['shown_to_user'] else 'no (changed client)'} |"
+            f"| {md_text(s['device'])} | {clock(s['t'])} | {'yes' if s['shown_to_user'] else 'no (changed client)'} |"
             for s in data["saw_it_added"]
         ],
         "",
         "| message | from | at the relay | after the ghost was added | ghost read it |",
         "|---|---|---|---|---|",
         *[
-            f"| {r['message']} | {r['from']} | {clock(r['accepted'])} | {'yes' if r['after_ghost_added'] else 'no'} | "
+            f"| {r['message']} | {md_text(r['from'])} | {clock(r['accepted'])} | {'yes' if r['after_ghost_added'] else 'no'} | "
             f"{'**yes**' if r['read_by_ghost'] else 'no'} |"
             for r in rows
         ],

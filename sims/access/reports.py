@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from relaysim.relay.mdtext import md_text
 from relaysim.sims.world.util import clock as _clock
 
 __all__ = [
@@ -43,7 +44,7 @@ def escrow_markdown(data: dict[str, Any], scenario: str) -> str:
     rows = data["rows"]
     escrowed = [r for r in rows if r["escrowed"]]
     lines = [
-        f"# Key escrow — {scenario}",
+        f"# Key escrow — {md_text(scenario)}",
         "",
         "From the moment a key-escrow mandate is in force, every phone still runs the Double Ratchet, but "
         "each message also carries its message key (with the header and associated data needed to use it) "
@@ -78,11 +79,11 @@ def escrow_markdown(data: dict[str, Any], scenario: str) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        text = f"“{r['opened_text']}”" if r["opened_text"] is not None else "—"
+        text = f"“{md_text(r['opened_text'])}”" if r["opened_text"] is not None else "—"
         lines.append(
-            f"| {r['message']} | {r['from']} → {r['to']} | {_clock(r['sent'])} "
+            f"| {r['message']} | {md_text(r['from'])} → {md_text(r['to'])} | {_clock(r['sent'])} "
             f"| {'yes' if r['escrowed'] else 'no'} | {'yes' if r['captured'] else 'no'} | {_yes(r['opened'])} "
-            f"| {text} | {r['why']} |"
+            f"| {text} | {md_text(r['why'])} |"
         )
     lines.append("")
     return "\n".join(lines)
@@ -91,7 +92,7 @@ def escrow_markdown(data: dict[str, Any], scenario: str) -> str:
 def global_key_markdown(data: dict[str, Any], scenario: str, messages: int) -> str:
     since, after, orders = data["global_key_since"], data["messages_under_global_key"], data["orders"]
     lines = [
-        f"# Global key — {scenario}",
+        f"# Global key — {md_text(scenario)}",
         "",
         f"At {_clock(since)} the provider was made to switch every device from the Double Ratchet to one "
         "key it holds (as consumer BlackBerry PIN/BBM did). From then on each message body is AES-256-GCM "
@@ -102,7 +103,7 @@ def global_key_markdown(data: dict[str, Any], scenario: str, messages: int) -> s
         "| order | process | served | ciphertexts tried | opened |",
         "|---|---|---|---|---|",
         *[
-            f"| {o['name']} | {o['process']} | {_clock(o['served'])} | {o['ciphertexts_tried']} | {o['opened']} |"
+            f"| {md_text(o['name'])} | {o['process']} | {_clock(o['served'])} | {o['ciphertexts_tried']} | {o['opened']} |"
             for o in orders
         ],
         "",
@@ -116,25 +117,25 @@ def ghost_markdown(data: dict[str, Any], scenario: str) -> str:
     rows = data["rows"]
     noticed = data["device_list_changes_seen"]
     lines = [
-        f"# Ghost device — {scenario}",
+        f"# Ghost device — {md_text(scenario)}",
         "",
-        f"At **{_clock(data['added_at'])}** the provider, compelled, added device **{data['ghost']}** to "
-        f"**{data['target']}**'s account, writing it straight into its own store: none of "
-        f"{data['target']}'s devices approved it, and no registration was logged. The agency holds its keys "
+        f"At **{_clock(data['added_at'])}** the provider, compelled, added device **{md_text(data['ghost'])}** to "
+        f"**{md_text(data['target'])}**'s account, writing it straight into its own store: none of "
+        f"{md_text(data['target'])}'s devices approved it, and no registration was logged. The agency holds its keys "
         f"and runs it from {data['operated_from']}.",
         "",
         (
-            f"The next time each contact sent to {data['target']}, the relay refused the send as naming stale "
+            f"The next time each contact sent to {md_text(data['target'])}, the relay refused the send as naming stale "
             "devices; the contact's phone fetched the bundles again and found the new device without the "
-            f"signature of {data['target']}'s primary: it refused to encrypt to it (see below)."
+            f"signature of {md_text(data['target'])}'s primary: it refused to encrypt to it (see below)."
             if data.get("contacts_refused_ghost")
-            else f"The next time each contact sent to {data['target']}, the relay refused the send as naming stale "
+            else f"The next time each contact sent to {md_text(data['target'])}, the relay refused the send as naming stale "
             "devices; the contact's phone fetched the bundles again, started a session with the new device, and "
             "encrypted every later message to it as well. Nothing in the Double Ratchet is broken: the senders "
             "encrypt to whom the directory tells them to."
         ),
         "",
-        f"- Messages to {data['target']}: {len(rows)}; read by the ghost: **{len(data['read'])}**.",
+        f"- Messages to {md_text(data['target'])}: {len(rows)}; read by the ghost: **{len(data['read'])}**.",
         f"- Matches ground truth (read = sent after the ghost was added, word for word): "
         f"**{'yes' if data['matches_ground_truth'] else 'NO'}**.",
         "",
@@ -143,29 +144,29 @@ def ghost_markdown(data: dict[str, Any], scenario: str) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r['message']} | {r['from']} | {_clock(r['accepted'])} | {'yes' if r['after_ghost_added'] else 'no'} "
-            f"| {'**yes**' if r['read_by_ghost'] else 'no'} | {r['why']} |"
+            f"| {r['message']} | {md_text(r['from'])} | {_clock(r['accepted'])} | {'yes' if r['after_ghost_added'] else 'no'} "
+            f"| {'**yes**' if r['read_by_ghost'] else 'no'} | {md_text(r['why'])} |"
         )
     lines += ["", "## What the target's contacts could see", ""]
     if noticed:
         lines.append(
-            f"Each sender's phone saw {data['target']}'s device list grow — the notice the ghost proposal needs "
+            f"Each sender's phone saw {md_text(data['target'])}'s device list grow — the notice the ghost proposal needs "
             "suppressed. "
             + (
                 "Under this profile's identity model the ghost's key also raised IdentityChanged ('safety "
-                "number changed') at: " + ", ".join(data["contacts_saw_identity_change"]) + ". "
+                "number changed') at: " + ", ".join(map(md_text, data["contacts_saw_identity_change"])) + ". "
                 if data.get("contacts_saw_identity_change")
                 else "Here the ghost arrives at a new address with a key of its own: no pinned key changes "
                 "and no phone raises IdentityChanged. "
             )
             + "A safety-number "
             f"comparison in person (a `verify_safety_number` event) would catch it: the sender's phone shows a "
-            f"number for a device that is in none of {data['target']}'s hands, and it matches nothing:"
+            f"number for a device that is in none of {md_text(data['target'])}'s hands, and it matches nothing:"
         )
         lines.append("")
         for c in noticed:
             lines.append(
-                f"- {_clock(c['t'])}: **{c['device']}** saw {c['account']}'s device list grow by device {', '.join(map(str, c['added']))}"
+                f"- {_clock(c['t'])}: **{md_text(c['device'])}** saw {md_text(c['account'])}'s device list grow by device {', '.join(map(str, c['added']))}"
             )
     else:
         lines.append("No contact's phone saw the device list change (no one sent to the target afterwards).")
@@ -173,11 +174,11 @@ def ghost_markdown(data: dict[str, Any], scenario: str) -> str:
     if missing:
         lines += [
             "",
-            f"Contacts who never sent to {data['target']} afterwards noticed nothing: {', '.join(missing)}.",
+            f"Contacts who never sent to {md_text(data['target'])} afterwards noticed nothing: {', '.join(map(md_text, missing))}.",
         ]
     lines += [
         "",
-        f"{data['target']}'s own phones were not told: this simulation has no linked-device list to show "
+        f"{md_text(data['target'])}'s own phones were not told: this simulation has no linked-device list to show "
         f"them. The ghost logs in to the relay like any phone, from {data['operated_from']}; whether that "
         "is written down depends on what the relay keeps.",
         "",
@@ -198,16 +199,16 @@ _MODEL_TEXT = {
 
 def ghost_identity_lines(data: dict[str, Any]) -> list[str]:
     """What each side saw, by the profile's identity model (relay.profiles.Profile.identity_model)."""
-    target, model = data["target"], data["identity_model"]
+    target, model = md_text(data["target"]), data["identity_model"]
     warned, refused = data["contacts_saw_identity_change"], data["contacts_refused_ghost"]
     if refused:
         contacts = (
             f"refused the ghost: no signature by {target}'s primary over its key; their sends to {target} "
-            f"failed (unsigned_device) on {', '.join(refused)} — the server alone cannot add a device; "
+            f"failed (unsigned_device) on {', '.join(map(md_text, refused))} — the server alone cannot add a device; "
             "it needs a client change"
         )
     elif warned:
-        contacts = f"'safety number changed' (IdentityChanged) on {', '.join(warned)}"
+        contacts = f"'safety number changed' (IdentityChanged) on {', '.join(map(md_text, warned))}"
     else:
         contacts = "nothing: no identity change, no refusal (at most a device-list change, if they look)"
     sync = data["sync_rows"]
@@ -229,7 +230,7 @@ def ghost_identity_lines(data: dict[str, Any]) -> list[str]:
             else "nothing (no device of theirs was told of the new device)."
         )
         + (
-            f" {target}'s own phone refused to send it sync copies ({', '.join(data['target_refused_ghost'])})."
+            f" {target}'s own phone refused to send it sync copies ({', '.join(map(md_text, data['target_refused_ghost']))})."
             if data["target_refused_ghost"]
             else ""
         ),
@@ -322,7 +323,7 @@ def _ghost_detection_lines(data: dict[str, Any]) -> list[str]:
         ]
         for c in kt["inclusion_checks"]:
             lines.append(
-                f"- {_clock(c['t'])}: **{c['device']}** was handed the ghost's key; its inclusion proof in the "
+                f"- {_clock(c['t'])}: **{md_text(c['device'])}** was handed the ghost's key; its inclusion proof in the "
                 f"log of {c['tree_size']} keys {'verifies' if c['included'] else 'does NOT verify'}."
             )
         for a in kt["audits"]:
@@ -343,12 +344,12 @@ def _ghost_detection_lines(data: dict[str, Any]) -> list[str]:
 
 
 def identity_swap_markdown(data: dict[str, Any], scenario: str) -> str:
-    victim, contact = data["victim"], data["contact"]
+    victim, contact = md_text(data["victim"]), md_text(data["contact"])
     lines = [
-        f"# A relay swaps an identity — {scenario}",
+        f"# A relay swaps an identity — {md_text(scenario)}",
         "",
         f"At **{_clock(data['swapped_at'])}** the relay delivered a first message from a device of its own, "
-        f"with a fresh identity key, to {contact}'s phone(s) ({', '.join(data['forged_to'])}), labelled as "
+        f"with a fresh identity key, to {contact}'s phone(s) ({', '.join(map(md_text, data['forged_to']))}), labelled as "
         f"coming from **{victim}**"
         + (
             ", with a sender certificate it signed for the victim's name and the attacker's key (sealed "
@@ -361,7 +362,7 @@ def identity_swap_markdown(data: dict[str, Any], scenario: str) -> str:
     ]
     if data["notices"]:
         lines.append(
-            f"- Noticed: **{', '.join(data['noticed_by'])}**, first at **{_clock(data['first_notice_at'])}** "
+            f"- Noticed: **{', '.join(map(md_text, data['noticed_by']))}**, first at **{_clock(data['first_notice_at'])}** "
             "(IdentityChanged: the key pinned for that address at first contact is not this one)."
         )
     else:
@@ -369,14 +370,14 @@ def identity_swap_markdown(data: dict[str, Any], scenario: str) -> str:
     for n in data["notices"]:
         what = "accepted with a warning" if n["accepted"] else "refused until the user verifies"
         lines.append(
-            f"  - {_clock(n['t'])}: {n['device']} — {victim}'s identity key changed (via {n['via']}); {what}"
+            f"  - {_clock(n['t'])}: {md_text(n['device'])} — {victim}'s identity key changed (via {n['via']}); {what}"
             + (" (the user had verified the old key)" if n["was_verified"] else "")
         )
     for device, o in sorted(data["outcomes"].items()):
-        shown = f"shown to the user: “{o['text']}”" if o["shown_to_user"] else "not shown (refused)"
-        lines.append(f"- The forged message on {device}: {shown}.")
+        shown = f"shown to the user: “{md_text(o['text'])}”" if o["shown_to_user"] else "not shown (refused)"
+        lines.append(f"- The forged message on {md_text(device)}: {shown}.")
     lines.append(
-        f"- Silently accepted (shown with no notice): **{', '.join(data['silently_accepted_by']) or 'nowhere'}**."
+        f"- Silently accepted (shown with no notice): **{', '.join(map(md_text, data['silently_accepted_by'])) or 'nowhere'}**."
     )
     rows = data["messages_to_victim_after"]
     read = data["read_by_attacker"]
@@ -389,7 +390,9 @@ def identity_swap_markdown(data: dict[str, Any], scenario: str) -> str:
         "",
     ]
     for r in read:
-        lines.append(f"- {_clock(r['t'])}: from {r['from']}, read by the attacker: “{r['text']}”")
+        lines.append(
+            f"- {_clock(r['t'])}: from {md_text(r['from'])}, read by the attacker: “{md_text(r['text'])}”"
+        )
     lines += [
         "",
         "Under `warn` the contact's phone takes the new key (as Signal's default does) and shows "
@@ -407,9 +410,9 @@ def seizure_markdown(data: dict[str, Any], scenario: str) -> str:
     rows = data["rows"]
     c = data["copied"]
     lines = [
-        f"# Device seizure — {scenario}",
+        f"# Device seizure — {md_text(scenario)}",
         "",
-        f"At **{_clock(data['seized_at'])}** the phone **{data['device']}** was seized and its protocol state "
+        f"At **{_clock(data['seized_at'])}** the phone **{md_text(data['device'])}** was seized and its protocol state "
         f"copied: {c['sessions']} session(s) (+{c['inactive_sessions']} inactive), {c['one_time_prekeys']} "
         f"one-time prekey(s), {c['kem_prekeys']} KEM prekey(s), and the identity key. The phone was then "
         "handed back and kept running.",
@@ -430,8 +433,8 @@ def seizure_markdown(data: dict[str, Any], scenario: str) -> str:
         dec = r.get("decrypted_on_phone")
         dec_s = "—" if r["direction"] == "from the phone" else ("not yet" if dec is None else _clock(dec))
         lines.append(
-            f"| {r['message']} | {r['direction']} | {r['peer']} | {_clock(r['accepted'])} | {r['when']} | {dec_s} "
-            f"| {_yes(r['opened'])} | {r['why']} |"
+            f"| {r['message']} | {r['direction']} | {md_text(r['peer'])} | {_clock(r['accepted'])} | {r['when']} | {dec_s} "
+            f"| {_yes(r['opened'])} | {md_text(r['why'])} |"
         )
     lines += [
         "",

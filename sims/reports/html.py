@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,13 @@ class ReportError(Exception):
 
 def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _id(name: str) -> str:
+    """``name`` (a profile's, read from summary.json) as it can stand in an element's id, an href's
+    fragment and a data- attribute: a profile's name as it is, any other character written as
+    ``_<hex>_``, so a hand-edited summary.json cannot close the attribute or add one."""
+    return re.sub(r"[^A-Za-z0-9_.-]", lambda m: f"_{ord(m[0]):x}_", name)
 
 
 def _clock(t: float, days: bool) -> str:
@@ -219,9 +227,10 @@ def _response(resp: str | None) -> str:
 
 
 def _page(title: str, lead: str, sections: list[tuple[str, str, str]]) -> str:
-    nav = "".join(f'<li><a href="#{sid}">{_e(name)}</a></li>' for sid, name, _ in sections)
+    nav = "".join(f'<li><a href="#{_e(sid)}">{_e(name)}</a></li>' for sid, name, _ in sections)
     body = "\n".join(
-        f'<section id="{sid}"><h2>{_e(name)}</h2>\n{content}\n</section>' for sid, name, content in sections
+        f'<section id="{_e(sid)}"><h2>{_e(name)}</h2>\n{content}\n</section>'
+        for sid, name, content in sections
     )
     return (
         "<!DOCTYPE html>\n"
@@ -922,9 +931,10 @@ def render_report(run: Path) -> str:
         for p in profiles:
             sub = run / p
             if (sub / "summary.json").is_file():
+                slug = _id(p)  # in the page's ids, hrefs and data- attributes
                 sections += [
-                    (f"{p}-{sid}", f"{p}: {title}", content)
-                    for sid, title, content in _single_sections(sub, _load(sub / "summary.json"), f"{p}-")
+                    (f"{slug}-{sid}", f"{p}: {title}", content)
+                    for sid, title, content in _single_sections(sub, _load(sub / "summary.json"), f"{slug}-")
                 ]
     else:
         sections = _single_sections(run, summary)
