@@ -242,6 +242,21 @@ def test_skipped_keys_across_dh_steps(he: bool) -> None:
         bob.decrypt(a0)
 
 
+def _header_keys_tried(monkeypatch: pytest.MonkeyPatch) -> list[bytes | None]:
+    """From here on, the header keys ``spec.hdecrypt`` is called with, in order (§4.5 DecryptHeader)."""
+    from relaysim.clients import spec
+
+    tried: list[bytes | None] = []
+    hdecrypt = spec.hdecrypt
+
+    def counted(hk: bytes | None, enc_header: bytes) -> bytes | None:
+        tried.append(hk)
+        return hdecrypt(hk, enc_header)
+
+    monkeypatch.setattr(spec, "hdecrypt", counted)
+    return tried
+
+
 @pytest.mark.parametrize("he", [False, True])
 def test_header_encryption_keeps_skipped_keys_of_five_chains_at_most(
     monkeypatch: pytest.MonkeyPatch, he: bool
@@ -250,8 +265,6 @@ def test_header_encryption_keeps_skipped_keys_of_five_chains_at_most(
     message: a peer leaving one skipped key on each of many chains would multiply that work. With
     header encryption, keys are kept for MAX_RECEIVING_CHAINS chains (libsignal's
     MAX_RECEIVER_CHAINS), the oldest dropped; without it, a lookup is one dict get and all are kept."""
-    from relaysim.clients import spec
-
     alice, bob = make_pair(RatchetConfig(header_encryption=he), 12)
     first_of_each_chain = []
     for turn in range(MAX_RECEIVING_CHAINS + 2):  # seven chains of Alice's, one key skipped on each
@@ -262,14 +275,7 @@ def test_header_encryption_keeps_skipped_keys_of_five_chains_at_most(
     assert len(chains) == (MAX_RECEIVING_CHAINS if he else MAX_RECEIVING_CHAINS + 2)
     assert len(bob.mkskipped) == len(chains)
     restored = DoubleRatchet.from_dict(msgpack.unpackb(msgpack.packb(bob.to_dict()), raw=False))
-    tried: list[bytes | None] = []
-    hdecrypt = spec.hdecrypt
-
-    def counted(hk: bytes | None, enc_header: bytes) -> bytes | None:
-        tried.append(hk)
-        return hdecrypt(hk, enc_header)
-
-    monkeypatch.setattr(spec, "hdecrypt", counted)
+    tried = _header_keys_tried(monkeypatch)
     # A new message (on the next chain): each header key skipped keys are held under is tried once
     # (the current chain's among them), then HKr and NHKr (§4.5 DecryptHeader).
     copy = DoubleRatchet.from_dict(bob.to_dict())
@@ -306,8 +312,6 @@ def test_header_encryption_tries_skipped_keys_per_chain_not_per_key(monkeypatch:
     """TrySkippedMessageKeysHE walked every stored skipped key (up to MAX_MESSAGE_KEYS, 2,000) to find
     the distinct header keys, before every message: the work is now per chain held (at most
     MAX_RECEIVING_CHAINS), and the header keys tried are the same."""
-    from relaysim.clients import spec
-
     alice, bob = make_pair(RatchetConfig(header_encryption=True), 13)
     held = 2_000  # DEFAULT_MAX_STORED_SKIPPED, all on one chain
     late = [alice.encrypt(b"late %d" % i) for i in range(held)]
@@ -316,14 +320,7 @@ def test_header_encryption_tries_skipped_keys_per_chain_not_per_key(monkeypatch:
     assert len(bob.mkskipped) == held
     before = bob.to_dict()
     bob.mkskipped = _CountingStore(bob.mkskipped)
-    tried: list[bytes | None] = []
-    hdecrypt = spec.hdecrypt
-
-    def counted(hk: bytes | None, enc_header: bytes) -> bytes | None:
-        tried.append(hk)
-        return hdecrypt(hk, enc_header)
-
-    monkeypatch.setattr(spec, "hdecrypt", counted)
+    tried = _header_keys_tried(monkeypatch)
     _CountingStore.walked = 0
     hkr, nhkr = bob.hkr, bob.nhkr
     assert bob.decrypt(alice.encrypt(b"new chain")) == b"new chain"
