@@ -116,9 +116,10 @@ class Limits:
     # signature (~50 µs), and without a bucket one logged-in device that pipelines them holds the
     # loop for everyone. A device asks for one when the one it holds has less than an hour left
     # (``clients.agent.CERTIFICATE_RENEWAL``; they last a day), the simulated phones also at every
-    # login, and again after the relay's was refused: a few a day each. A burst of 10 covers a phone and its linked devices all logging in at
-    # once, with room; then one a minute, 60 an hour, is more than an account's devices ask for in a
-    # day (every built-in scenario runs the same with it, and the live runs never meet it).
+    # login, and again at its next sealed send after one was refused: a few a day each. A burst of
+    # 10 covers a phone and its linked devices all logging in at once, with room; then one a minute,
+    # 60 an hour, is more than an account's devices ask for in a day (every built-in scenario runs
+    # the same with it, and the live runs never meet it).
     certificates_per_account: Rate | None = Rate(1 / 60, 10.0)
     # Below this many one-time prekeys, a device is told so (``prekeys_left`` in Authenticated
     # and Envelopes) and should upload more.
