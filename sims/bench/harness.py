@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+from relaysim.sims.analysis.runfiles import out_file
 from relaysim.sims.progress import ProgressBar, progress_bar
 
 __all__ = [
@@ -190,10 +191,8 @@ def make_parser(prog: str, doc: str | None, examples: Iterable[str] = ()) -> arg
 def _json_path(text: str) -> str:
     """--json's FILE, checked before anything is measured: a run of many minutes must not end in an
     error about where its numbers go."""
-    if text == "-":
+    if out_file(text) == "-":  # (an empty path refused there: Path("") is the current folder)
         return text
-    if not text.strip():  # Path("") is the current folder: "  is a folder" said nothing useful
-        raise argparse.ArgumentTypeError(f"expected a file's path (or -, for stdout), got {text!r}")
     path = Path(text)
     folder = path.parent
     if path.is_dir():
