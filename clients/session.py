@@ -10,7 +10,10 @@ header); ``parse_ciphertext`` is re-exported here.
 A device made with ``pq=True`` (the default) starts sessions with PQXDH and accepts only PQXDH
 prekey messages: one without the KEM prekey id and ciphertext is refused like any undecryptable
 message, so that an attacker cannot downgrade its sessions to X3DH by stripping them. A ``pq=False``
-device runs X3DH.
+device is one of the transition: it publishes no KEM prekey and accepts X3DH, and it starts a
+session with PQXDH when the bundle carries a KEM prekey and with X3DH when it carries none (as
+Signal's clients did while PQXDH rolled out in 2023). X3DH on a bundle with a KEM prekey would be
+refused at the other end (its device runs PQXDH only), the first messages lost.
 
 Alice sends prekey messages until she has decrypted Bob's first reply (X3DH §3.3: "Alice may
 continue using that initial ciphertext… until receiving a response"), as libsignal does.
@@ -241,7 +244,11 @@ class Device:
         and the policy (or a verification) blocks it."""
         self.identities.check(peer, bundle.identity_key, "bundle")
         agreement, initial = initiate(
-            self.secrets.identity.pair, bundle, pq=self.pq, rng=self.rng, deterministic_kem=self.deterministic
+            self.secrets.identity.pair,
+            bundle,
+            pq=self.pq or bundle.kem_prekey is not None,  # (a pq=False device: PQXDH when it can)
+            rng=self.rng,
+            deterministic_kem=self.deterministic,
         )
         config = self.config
         if config.header_encryption:
@@ -444,7 +451,7 @@ class Device:
             bundle.kem_prekey,
             bundle.identity_key,
         )
-        pq = self.pq and kem is not None
+        pq = kem is not None  # (start_session: PQXDH on a bundle with a KEM prekey, whatever self.pq)
         # the draws: EK_A; with a deterministic encapsulation, its randomness m; the ratchet's pair
         draws = 3 if pq and self.deterministic else 2
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import pytest
 
@@ -171,7 +172,8 @@ def test_an_x3dh_prekey_message_is_listed_as_its_decryption_goes(
     ben = Device("ben", 1, rng=ben_stream.randbytes, pq=ben_pq, deterministic=True)
     bundle = ben.generate_prekeys(4, 4 if ben_pq else 0)
     ana = Device("ana", 1, rng=KeyStream(bytes([12]) * 32).randbytes, pq=False, deterministic=True)
-    ana.start_session(BEN, bundle)
+    # X3DH: on Ben's bundle with its KEM prekey stripped (on the bundle as made, ana runs PQXDH)
+    ana.start_session(BEN, replace(bundle, kem_prekey=None))
     first = ana.encrypt(BEN, b"hello")
     ahead = ben.exchanges_ahead(ANA, first, ben_stream.peek)
     if ben_pq:
@@ -193,13 +195,15 @@ def _held(jobs: list[tuple[object, ...]]) -> Ahead:
     return table
 
 
+@pytest.mark.parametrize("ana_pq", [True, False], ids=["pq-ana", "transition-ana"])
 def test_the_steps_listed_for_a_new_session_are_those_starting_it_makes(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, ana_pq: bool
 ) -> None:
+    """(A pq=False Ana runs PQXDH on Ben's bundle too: it carries a KEM prekey.)"""
     from relaysim.clients import _xeddsa
 
     stream = KeyStream(bytes([9]) * 32)
-    ana = Device("ana", 1, rng=stream.randbytes, pq=True, deterministic=False)
+    ana = Device("ana", 1, rng=stream.randbytes, pq=ana_pq, deterministic=False)
     ana.generate_prekeys(4, 0)
     ben = Device("ben", 1, rng=KeyStream(bytes([10]) * 32).randbytes, pq=True)
     bundle = ben.generate_prekeys(4, 0)
@@ -225,7 +229,7 @@ def test_the_steps_listed_for_a_new_session_are_those_starting_it_makes(
     listed = [j for j in ahead if j[0] != AHEAD_ENCAPS]
     assert sorted(listed, key=repr) == sorted(checked + made, key=repr)
     # and the answers, held, are what starting the session takes: every one of them
-    twin = Device("ana", 1, rng=KeyStream(bytes([9]) * 32).randbytes, pq=True, deterministic=False)
+    twin = Device("ana", 1, rng=KeyStream(bytes([9]) * 32).randbytes, pq=ana_pq, deterministic=False)
     twin.generate_prekeys(4, 0)
     jobs, _ = twin.session_exchanges_ahead(bundle, twin.rng.__self__.peek)  # type: ignore[attr-defined]
     table = _held(jobs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import msgpack
 import pytest
 from hypothesis import given
@@ -95,6 +97,24 @@ def test_forged_signed_prekey_is_refused() -> None:
     assert not alice.has_session(bob.address)
 
 
+@pytest.mark.parametrize("bob_pq", [True, False], ids=["pq-bob", "x3dh-bob"])
+def test_a_pq_false_device_starts_pqxdh_on_a_bundle_with_a_kem_prekey(bob_pq: bool) -> None:
+    """A pq=False device (the transition's) runs PQXDH when the bundle carries a KEM prekey, so that a
+    pq=True Bob (PQXDH only) reads its first message; X3DH on one without, which a pq=False Bob reads."""
+    bob = Device("bob", 1, pq=bob_pq, rng=seeded_rng(43))
+    bundle = bob.generate_prekeys(1, 1 if bob_pq else 0)
+    assert (bundle.kem_prekey is not None) is bob_pq
+    alice = Device("alice", 1, pq=False, rng=seeded_rng(44))
+    alice.start_session(bob.address, bundle)
+    first = alice.encrypt(bob.address, b"hello")
+    initial, _ = parse_ciphertext(first)
+    assert initial is not None
+    assert (initial.kem_ciphertext is not None) is bob_pq
+    assert initial.kem_prekey_id == (bundle.kem_prekey.id if bundle.kem_prekey else None)
+    assert bob.decrypt(alice.address, first) == b"hello"
+    assert alice.decrypt(bob.address, bob.encrypt(alice.address, b"hi")) == b"hi"
+
+
 def test_pqxdh_without_kem_prekey_is_refused() -> None:
     bob = Device("bob", 1, pq=False, rng=seeded_rng(6))
     alice = Device("alice", 1, pq=True, rng=seeded_rng(8))
@@ -112,7 +132,8 @@ def test_a_pq_device_refuses_an_x3dh_prekey_message(bob_pq: bool, one_time: bool
     bob.generate_prekeys(2, 2)
     bundle = bob.secrets.bundle(one_time=one_time, kem=bob_pq)
     x3dh_alice = Device("alice", 1, pq=False, rng=seeded_rng(41))
-    x3dh_alice.start_session(bob.address, bundle)  # X3DH on Bob's own (PQXDH) bundle: KEM prekey unused
+    # Bob's bundle with its KEM prekey stripped (a downgrade): X3DH on it
+    x3dh_alice.start_session(bob.address, replace(bundle, kem_prekey=None))
     first = x3dh_alice.encrypt(bob.address, b"hello")
     initial, _ = parse_ciphertext(first)
     assert initial is not None and initial.kem_prekey_id is None and initial.kem_ciphertext is None
