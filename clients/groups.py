@@ -422,24 +422,20 @@ def seal_group_state(
     maps each member's account to its public write key (format 2, what a member seals now); a plain
     list of accounts seals format 1, which holds no keys (states sealed before format 2)."""
     _check_group_id(group_id)
-    keyed = isinstance(members, Mapping)
-    body = version.to_bytes(8, "big") + (_FORMAT_2 if keyed else b"")
-    if keyed:
-        assert isinstance(members, Mapping)
-        seen: dict[bytes, str] = {}
-        for m, k in members.items():
-            if type(k) is not bytes or len(k) != 32:
-                raise UsageError(f"member {m!r}'s write key must be 32 bytes")
-            if k in seen:
-                raise UsageError(f"members {seen[k]!r} and {m!r} have the same write key")
-            seen[k] = m
+    keys = members if isinstance(members, Mapping) else None
+    body = version.to_bytes(8, "big") + (b"" if keys is None else _FORMAT_2)
+    seen: dict[bytes, str] = {}
+    for m, k in (keys or {}).items():
+        if type(k) is not bytes or len(k) != 32:
+            raise UsageError(f"member {m!r}'s write key must be 32 bytes")
+        if k in seen:
+            raise UsageError(f"members {seen[k]!r} and {m!r} have the same write key")
+        seen[k] = m
     for m in sorted(set(members)):
         raw = m.encode()
         if not 0 < len(raw) < 256:
             raise UsageError(f"a member's account is 1 to 255 bytes, not {len(raw)}: {m!r}")
-        body += bytes((len(raw),)) + raw
-        if keyed:
-            body += members[m]  # type: ignore[index]
+        body += bytes((len(raw),)) + raw + (b"" if keys is None else keys[m])
     return _p.siv_encrypt(_state_key(master_key), body, group_id + version.to_bytes(8, "big"))
 
 
