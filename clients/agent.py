@@ -35,17 +35,24 @@ import dataclasses
 import functools
 import os
 import uuid as _uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from relaysim.clients import _primitives as _p
 from relaysim.clients import spec
 from relaysim.clients import transparency as kt
-from relaysim.clients.errors import DecryptionError
+from relaysim.clients.errors import DecryptionError, UsageError
 from relaysim.clients.escrow import EscrowPublicKey
 from relaysim.clients.groups import VERSION as SENDER_KEY_VERSION
-from relaysim.clients.groups import GroupKeys, GroupWriteKey, parse_sender_key_message, write_key_set
+from relaysim.clients.groups import (
+    GroupKeys,
+    GroupWriteKey,
+    parse_sender_key_message,
+    read_group_state,
+    seal_group_state,
+    write_key_set,
+)
 from relaysim.clients.identity import IdentityChanged, UntrustedIdentity
 from relaysim.clients.keys import BundleError, KemPreKey, OneTimePreKey, PreKeyBundle, SignedPreKey
 from relaysim.clients.session import Device, PeerAddress
@@ -64,6 +71,7 @@ __all__ = [
     "Duplicate",
     "Failed",
     "GroupMembershipChanged",
+    "GroupStateStored",
     "GroupUpdated",
     "IdentityChanged",
     "KeyLogAudited",
@@ -294,6 +302,15 @@ class GroupUpdated:
 
 
 @dataclass(frozen=True)
+class GroupStateStored:
+    """The relay stored ``version`` of ``group``'s encrypted state, made by this device
+    (``DeviceAgent.create_group_state``, ``change_group_state``)."""
+
+    group: bytes
+    version: int
+
+
+@dataclass(frozen=True)
 class KeyLogAudited:
     """Key transparency: this device read the relay's key log over the wire (``audit_key_log``) up to a
     signed ``head`` and compared ``account``'s entries with the devices it expected. ``unexpected``:
@@ -329,6 +346,7 @@ AgentEvent = (
     Registered
     | GroupMembershipChanged
     | GroupUpdated
+    | GroupStateStored
     | SentTranscript
     | ProofRequired
     | LoggedIn
@@ -472,6 +490,20 @@ class _GroupSend:
     targets: tuple[str, ...] = ()  # the accounts that get the message (all members when empty)
     epoch: int | None = None  # server-side fan-out: the membership epoch the relay listed
     attempts: int = 0  # server-side fan-out: membership look-ups for this message
+
+
+@dataclass
+class _StateChange:
+    """A change to a group's encrypted state this device makes (``DeviceAgent.change_group_state``):
+    waiting for the state as stored, then for the relay's word on the next version."""
+
+    ref: object
+    group_id: bytes
+    master_key: bytes
+    writer: GroupWriteKey
+    add: dict[str, bytes]
+    remove: frozenset[str]
+    attempts: int = 0  # stale_group answers taken (another member's version came first): fetch again
 
 
 @dataclass
@@ -635,6 +667,9 @@ class DeviceAgent:
         # (epoch, members), and group sends to start again after a lost connection.
         self.group_lists: dict[bytes, tuple[int, tuple[str, ...]]] = {}
         self._resend_groups: list[_GroupSend] = []
+        # Encrypted group state: changes whose answer a lost connection took, made again after login
+        # from the state as then stored (the relay either stored the version or never saw it).
+        self._resend_state: list[_StateChange] = []
         # the last signed key-log heads this device was shown and took (fresh: clients.transparency.
         # check_fresh), oldest first, at most KEPT_KEY_LOG_HEADS of them
         self.key_log_heads: list[kt.TreeHead] = []
@@ -1078,6 +1113,121 @@ class DeviceAgent:
             write_keys=keys,
         )
 
+    def create_group_state(
+        self,
+        group_id: bytes,
+        master_key: bytes,
+        writer: GroupWriteKey,
+        members: Mapping[str, bytes],
+        ref: object = None,
+    ) -> None:
+        """Create ``group_id``'s encrypted state (version 0): ``members`` maps each member's account,
+        this one's included, to its public write key (each gives its own to the creator; this
+        account's is ``writer``'s), sealed in the state beside the account (format 2) and registered
+        with the relay as the group's write keys. A ``GroupStateStored`` when the relay took it, a
+        ``Failed`` with ``ref`` if not."""
+        if members.get(self.account) != writer.public:
+            raise UsageError(f"members must map this account, {self.account!r}, to writer's public key")
+        state = seal_group_state(master_key, group_id, 0, members)
+        keys = write_key_set(members.values())
+        self._request(
+            wire.PutGroupState,
+            context=("state", ref),
+            group=group_id,
+            version=0,
+            state=state,
+            write_key=writer.public,
+            signature=writer.sign(group_id, 0, state, keys),
+            write_keys=keys,
+        )
+
+    def change_group_state(
+        self,
+        group_id: bytes,
+        master_key: bytes,
+        writer: GroupWriteKey,
+        add: Mapping[str, bytes] | None = None,
+        remove: Iterable[str] = (),
+        ref: object = None,
+    ) -> None:
+        """Add members to (``add``: account → the public write key the newcomer gave) or remove them
+        from (``remove``; this account to leave) ``group_id``'s encrypted state, as a member who holds
+        ``master_key`` and, as ``writer``, one of the state's write keys. The device fetches the state
+        as stored, with the relay's write keys, opens it, and refuses to go on (``Failed`` with
+        ``ref``, code ``write_keys_mismatch``) when the relay's keys are not exactly the keys the
+        state lists: a relay that had added a key of its own would otherwise have it signed into the
+        next version. The next version's keys are the state's, less the removed members', plus the
+        newcomers': nothing else comes from outside the state. A state sealed before keys were
+        (format 1) lists none: then every remaining member's key must be in ``add``. On
+        ``stale_group`` (another member's version came first) it starts again from the state as
+        stored, up to three times. A ``GroupStateStored`` when the relay took the version."""
+        change = _StateChange(ref, group_id, master_key, writer, dict(add or {}), frozenset(remove))
+        for m, k in change.add.items():
+            if type(k) is not bytes or len(k) != 32:
+                raise UsageError(f"add[{m!r}] must be a 32-byte public write key")
+        self._fetch_state(change)
+
+    def _fetch_state(self, change: _StateChange) -> None:
+        self._request(wire.GetGroupState, context=change, group=change.group_id, write_keys=True)
+
+    def _state_fetched(self, change: _StateChange, frame: wire.GroupState) -> None:
+        """Make ``change``'s next version from the state the relay returned, and upload it."""
+        group = frame.group.hex()
+        try:
+            opened = read_group_state(change.master_key, frame.group, frame.version, frame.state)
+        except DecryptionError:
+            message = (
+                f"group state {group} version {frame.version} does not open with this group's master key"
+            )
+            self._events.append(Failed(change.ref, "bad_group_state", message))
+            return
+        listed = opened.key_set()
+        if listed is not None and frame.write_keys != listed:
+            held = "none" if frame.write_keys is None else str(len(frame.write_keys))
+            message = (
+                f"the relay's write keys for group state {group} ({held}) are not the {len(listed)} keys its "
+                f"version {frame.version} lists for its members: refused, as the relay could have added a "
+                "key of its own, which the next version would carry"
+            )
+            self._events.append(Failed(change.ref, "write_keys_mismatch", message))
+            return
+        keys = dict(opened.write_keys or {})
+        members = [m for m in opened.members if m not in change.remove]
+        members += [m for m in change.add if m not in members and m not in change.remove]
+        next_keys: dict[str, bytes] = {}
+        for m in members:
+            k = change.add.get(m, keys.get(m))
+            if k is None:
+                message = (
+                    f"group state {group} version {frame.version} holds no write keys (sealed before they were): "
+                    f"the next version needs {m!r}'s, and add does not give it"
+                )
+                self._events.append(Failed(change.ref, "missing_write_key", message))
+                return
+            next_keys[m] = k
+        if opened.write_keys is not None and next_keys == opened.write_keys:
+            # Nothing to change (the version came before the answer was lost, or another member made
+            # the same change): a version that changes nothing would only move the others' version on.
+            self._events.append(GroupStateStored(frame.group, frame.version))
+            return
+        version = frame.version + 1
+        try:
+            state = seal_group_state(change.master_key, change.group_id, version, next_keys)
+        except UsageError as exc:
+            self._events.append(Failed(change.ref, "bad_group_state", f"group state {group}: {exc}"))
+            return
+        new_keys = write_key_set(next_keys.values())
+        self._request(
+            wire.PutGroupState,
+            context=change,
+            group=change.group_id,
+            version=version,
+            state=state,
+            write_key=change.writer.public,
+            signature=change.writer.sign(change.group_id, version, state, new_keys),
+            write_keys=new_keys,
+        )
+
     def refresh_group(self, group_id: bytes) -> None:
         """Ask the relay for ``group_id``'s members (a ``GroupMembershipChanged`` if they changed)."""
         self._request(wire.GetGroup, context=("group", group_id), group=group_id)
@@ -1481,6 +1631,12 @@ class DeviceAgent:
                 context.members, context.epoch = members, frame.epoch
                 context.waiting = set(members)
                 self._group_fetch(context)
+        elif isinstance(frame, wire.GroupState) and isinstance(context, _StateChange):
+            self._state_fetched(context, frame)
+        elif isinstance(frame, wire.GroupStateStored) and (
+            isinstance(context, _StateChange) or (type(context) is tuple and context[0] == "state")
+        ):
+            self._events.append(GroupStateStored(frame.group, frame.version))
         elif isinstance(frame, wire.GroupSent):
             assert isinstance(context, _GroupSend)
             to = f"group:{context.group_id.hex()}"
@@ -1554,6 +1710,8 @@ class DeviceAgent:
                 self._resend.append(context)
             elif isinstance(context, _GroupSend):  # a server-side group send: look the list up again
                 self._resend_groups.append(context)
+            elif isinstance(context, _StateChange):  # made again from the state as then stored
+                self._resend_state.append(context)
         self._pending.clear()
         self._outbox.clear()
         self.authenticated = False
@@ -1583,6 +1741,9 @@ class DeviceAgent:
         for gs in groups:
             gs.attempts = 0
             self._group_lookup(gs)
+        changes, self._resend_state = self._resend_state, []
+        for change in changes:
+            self._fetch_state(change)
         resend, self._resend = self._resend, []
         for out in sorted(resend, key=lambda o: not _is_handout(o)):
             out.attempts = 0
@@ -1599,6 +1760,20 @@ class DeviceAgent:
                 self._group_lookup(context)  # the members changed: hand out the sender key, send again
                 return
             self._events.append(Failed(context.ref, frame.code, frame.message, frame.retry_after_ms))
+            return
+        if isinstance(context, _StateChange):
+            if (
+                frame.code == wire.ErrorCode.STALE_GROUP
+                and kind == wire.PutGroupState.kind
+                and context.attempts < 3
+            ):
+                context.attempts += 1
+                self._fetch_state(context)  # another member's version came first: start from it
+                return
+            self._events.append(Failed(context.ref, frame.code, frame.message, frame.retry_after_ms))
+            return
+        if type(context) is tuple and context[0] == "state":
+            self._events.append(Failed(context[1], frame.code, frame.message, frame.retry_after_ms))
             return
         if isinstance(context, _Audit | _Compare):
             self._key_log_answer(context, frame)

@@ -45,7 +45,7 @@ comes from the ``rng`` the caller passes.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,12 +60,14 @@ __all__ = [
     "MAX_MESSAGE_KEYS",
     "MAX_SENDER_KEY_STATES",
     "GroupKeys",
+    "GroupStateContents",
     "GroupWriteKey",
     "SenderKeyDistribution",
     "SenderKeyState",
     "group_write_key",
     "open_group_state",
     "parse_sender_key_message",
+    "read_group_state",
     "seal_group_state",
     "sender_chain_step",
     "sender_message_key",
@@ -363,9 +365,17 @@ def _message_seed(state: SenderKeyState, iteration: int) -> bytes:
 # blob key from the master key and encrypts with AES-256-GCM-SIV). Here: the blob key is
 # HKDF-SHA256(master key, info "relaysim group state"), 64 bytes, and the state is AES-SIV (RFC
 # 5297, also misuse-resistant) over the member list, with the group id and version as associated
-# data: the server stores the blob and cannot say who is in the group. The layout is ours:
+# data: the server stores the blob and cannot say who is in the group. The layouts are ours:
 #
-#     plaintext = version (8) ‖ for each member: length (1) ‖ account (UTF-8), in sorted order
+#     format 2 = version (8) ‖ 0x00 ‖ 0x02
+#                ‖ for each member: length (1) ‖ account (UTF-8) ‖ its public write key (32), by account
+#     format 1 = version (8) ‖ for each member: length (1) ‖ account (UTF-8), in sorted order
+#
+# Format 2 holds each member's write key beside its account, as Signal's state holds each member's
+# encrypted entry: a member makes the next version, and its key set, from the state alone (the
+# newcomer's key is the one thing that comes from outside, from the newcomer). The 0x00 stands where
+# format 1's first member's length would be, which is 1 to 255: a client that knows only format 1
+# refuses a format-2 state as any malformed one, and format-1 states (sealed before) still open.
 #
 # Who may overwrite the state. Signal's server accepts a change only from a *current* member: the
 # state's member entries are encrypted (the server sees how many there are, and which entry made a
@@ -381,7 +391,10 @@ def _message_seed(state: SenderKeyState, iteration: int) -> bytes:
 # out, so the master key it still holds lets it read what it could read before, and write nothing.
 # The relay learns, as Signal's server does, how many keys a group has and which key made each
 # change; not who holds it. The member who adds another puts in the newcomer's public key, which
-# the newcomer gives it (the simulation hands it over, as it hands over the master key).
+# the newcomer gives it (the simulation hands it over, as it hands over the master key); every
+# other key of the next version comes from the state it opened (``GroupStateContents``), and is
+# checked against the set the relay holds (``get_group_state`` returns it), so a key the relay
+# added of its own is found before the member signs a version that keeps it.
 #
 # The first design (still accepted, for states created with it) had one key for the whole group,
 # derived from the master key alone (``GroupWriteKey.for_group``: info "relaysim group write
@@ -399,16 +412,44 @@ def _state_key(master_key: bytes) -> bytes:
     return _p.hkdf_sha256(master_key, b"", _STATE_INFO, 64)
 
 
-def seal_group_state(master_key: bytes, group_id: bytes, version: int, members: Iterable[str]) -> bytes:
-    """The group's member list, encrypted for the server to hold (it cannot open it)."""
+_FORMAT_2 = b"\x00\x02"  # after the version: format 2 (each member's write key beside its account)
+
+
+def seal_group_state(
+    master_key: bytes, group_id: bytes, version: int, members: Iterable[str] | Mapping[str, bytes]
+) -> bytes:
+    """The group's member list, encrypted for the server to hold (it cannot open it). ``members``
+    maps each member's account to its public write key (format 2, what a member seals now); a plain
+    list of accounts seals format 1, which holds no keys (states sealed before format 2)."""
     _check_group_id(group_id)
-    body = version.to_bytes(8, "big")
+    keys = members if isinstance(members, Mapping) else None
+    body = version.to_bytes(8, "big") + (b"" if keys is None else _FORMAT_2)
+    seen: dict[bytes, str] = {}
+    for m, k in (keys or {}).items():
+        if type(k) is not bytes or len(k) != 32:
+            raise UsageError(f"member {m!r}'s write key must be 32 bytes")
+        if k in seen:
+            raise UsageError(f"members {seen[k]!r} and {m!r} have the same write key")
+        seen[k] = m
     for m in sorted(set(members)):
         raw = m.encode()
         if not 0 < len(raw) < 256:
             raise UsageError(f"a member's account is 1 to 255 bytes, not {len(raw)}: {m!r}")
-        body += bytes((len(raw),)) + raw
+        body += bytes((len(raw),)) + raw + (b"" if keys is None else keys[m])
     return _p.siv_encrypt(_state_key(master_key), body, group_id + version.to_bytes(8, "big"))
+
+
+@dataclass(frozen=True)
+class GroupStateContents:
+    """What a sealed state says: its members, in order, and (format 2) each one's public write key;
+    ``write_keys`` is None for a format-1 state, which holds none."""
+
+    members: tuple[str, ...]
+    write_keys: Mapping[str, bytes] | None
+
+    def key_set(self) -> tuple[bytes, ...] | None:
+        """The state's write keys as the relay holds them (``write_key_set``), or None (format 1)."""
+        return None if self.write_keys is None else write_key_set(self.write_keys.values())
 
 
 def _write_seed(master_key: bytes) -> bytes:
@@ -472,6 +513,12 @@ def sign_group_state(master_key: bytes, group_id: bytes, version: int, state: by
 
 def open_group_state(master_key: bytes, group_id: bytes, version: int, blob: bytes) -> tuple[str, ...]:
     """The members a sealed state lists; ``DecryptionError`` for a wrong key, group or version."""
+    return read_group_state(master_key, group_id, version, blob).members
+
+
+def read_group_state(master_key: bytes, group_id: bytes, version: int, blob: bytes) -> GroupStateContents:
+    """The members a sealed state lists and, format 2, their write keys; ``DecryptionError`` for a
+    wrong key, group or version, or a body not laid out as ``seal_group_state`` lays it out."""
     try:
         body = _p.siv_decrypt(_state_key(master_key), blob, group_id + version.to_bytes(8, "big"))
     except Exception:
@@ -479,20 +526,31 @@ def open_group_state(master_key: bytes, group_id: bytes, version: int, blob: byt
     # The blob authenticates, but any member holds the master key and can seal what it likes: the
     # layout is checked as closely as ``seal_group_state`` writes it, and anything else is refused
     # like a blob that does not open (a member's length running past the end, an empty or non-UTF-8
-    # account, a version in the body that is not the one bound in as associated data).
+    # account, a version in the body that is not the one bound in as associated data; in format 2 a
+    # member whose key is cut short, and two members with one key, which the relay's set, each key
+    # once, could not hold).
     if len(body) < 8 or int.from_bytes(body[:8], "big") != version:
         raise DecryptionError()
-    members, i = [], 8
+    keyed = body[8:10] == _FORMAT_2
+    members: list[str] = []
+    keys: dict[str, bytes] = {}
+    i = 10 if keyed else 8
     while i < len(body):
         n = body[i]
-        if n == 0 or i + 1 + n > len(body):
+        end = i + 1 + n + (32 if keyed else 0)
+        if n == 0 or end > len(body):
             raise DecryptionError()
         try:
-            members.append(body[i + 1 : i + 1 + n].decode())
+            account = body[i + 1 : i + 1 + n].decode()
         except UnicodeDecodeError:
             raise DecryptionError() from None
-        i += 1 + n
-    return tuple(members)
+        members.append(account)
+        if keyed:
+            keys[account] = body[i + 1 + n : end]
+        i = end
+    if keyed and (len(set(keys.values())) != len(keys) or len(keys) != len(members)):
+        raise DecryptionError()
+    return GroupStateContents(tuple(members), keys if keyed else None)
 
 
 def _check_group_id(group_id: bytes) -> None:

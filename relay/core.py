@@ -1882,6 +1882,17 @@ class RelayCore:
         self._limit("put_group_state", conn, ("send_per_address", _host(conn)))
         held = self.store.group_write_keys(req.group)
         current = None if held is None else held[1]
+        if current == ():
+            # The last member left (its upload emptied the set): no key can sign another version, and
+            # the group id is spent. Said before the signature is checked: get_group_state shows anyone
+            # the same (the version, and no write keys), and a verification would be spent for nothing.
+            assert held is not None
+            raise _Refused(
+                ErrorCode.GROUP_CLOSED,
+                f"group state {req.group.hex()} is closed: its last member left at version {held[0]}, so no "
+                "write key can sign another version; a group starts again under a new group id",
+                "group",
+            )
         if req.write_keys is not None:
             _check_sorted_keys(req.write_keys)
         key = self._group_signer(req, current)
@@ -1996,7 +2007,17 @@ class RelayCore:
                 ErrorCode.UNKNOWN_GROUP, f"no group state {req.group.hex()} is stored here", "group"
             )
         version, state = held
-        out.items.append(Reply(conn.id, GroupState(id=req.id, group=req.group, version=version, state=state)))
+        keys = None
+        if req.write_keys:
+            # The keys the next version must be signed by, for the members to check against their
+            # state: public keys that name nobody, and how many there are the blob's size tells anyway.
+            stored = self.store.group_write_keys(req.group)
+            keys = None if stored is None else stored[1]
+        out.items.append(
+            Reply(
+                conn.id, GroupState(id=req.id, group=req.group, version=version, state=state, write_keys=keys)
+            )
+        )
 
     def _end_sessions(self, device: DeviceAddress, keep: int) -> None:
         """Log out every connection authenticated as ``device`` but ``keep``."""

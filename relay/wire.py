@@ -330,6 +330,7 @@ class ErrorCode(enum.StrEnum):
     UNKNOWN_GROUP = "unknown_group"  # no such group, or the caller is not a member of it
     GROUP_EXISTS = "group_exists"  # create_group with a group id already taken
     STALE_GROUP = "stale_group"  # the group changed since the epoch (or version) the request names
+    GROUP_CLOSED = "group_closed"  # put_group_state: the state's last member left; no key can write it
     # The connection (raised by the server).
     TIMEOUT = "timeout"
     SERVER_BUSY = "server_busy"
@@ -1350,10 +1351,15 @@ class PutGroupState(Request):
 class GetGroupState(Request):
     """The group's encrypted state as stored, to anyone who names the group: only the members can
     open it, and a proof of the write key would need a relay challenge per read to be sound, to
-    hide no more than the version and the blob's size (docs/protocol.md, "put_group_state")."""
+    hide no more than the version and the blob's size (docs/protocol.md, "put_group_state").
+    ``write_keys`` (added after ``put_group_state``'s ``write_keys``, hence optional: a relay from
+    before refuses it as ``unknown_field``, and a client from before, which does not ask, gets the
+    answer it always got) asks for the write keys the relay holds as well (GroupState.write_keys),
+    for a member to check them against the keys in the state it opens."""
 
     kind: ClassVar[str] = "get_group_state"
     group: GroupId
+    write_keys: Flag | None = None  # True: send the stored write keys (GroupState.write_keys) too
 
 
 # Responses.
@@ -1495,6 +1501,11 @@ class GroupState(Response):
     group: GroupId
     version: Annotated[int, _UINT64]
     state: Annotated[bytes, _Bytes(max_size=MAX_GROUP_STATE)]
+    # Only when get_group_state asked for them: the write keys the relay holds for the next version
+    # (sorted; empty once the last member left), absent for a state stored before write keys.
+    write_keys: Annotated[
+        tuple[bytes, ...] | None, _Optional(_List(_Bytes(KEY_SIZE), MAX_GROUP_WRITE_KEYS))
+    ] = None
 
 
 @message

@@ -6,15 +6,18 @@ group_state_encrypted): the phones tell the relay of each change as it happens.
   ``change_group`` (``add``), a leave the member's own (``remove`` itself). The relay fans every
   group message out from the list it holds, so the list is what a member's messages reach.
 - Encrypted group state (Signal's groups v2): the phone that makes a change (the creator, the
-  admin who adds, the member who leaves) seals the new member list under the group's master key
-  (``clients.groups.seal_group_state``) and stores it at the relay, one version per change, with
-  the public write keys of the new member list, signed by its own write key (each member's is
+  admin who adds, the member who leaves) does it from the state as stored
+  (``clients.agent.DeviceAgent.change_group_state``): it fetches and opens the state, checks the
+  relay's write keys against the keys the state lists beside its members, and seals the next member
+  list under the group's master key (``clients.groups.seal_group_state``), one version per change,
+  with the public write keys of the new member list, signed by its own write key (each member's is
   derived from the master key and a secret of its own: the relay stores a version only from a
   member of the version before, and learns which of its pseudonymous keys made the change, not
   whose it is; a member who left has no key the relay takes). The master key is the members'
   secret (Signal's clients carry it in each group message's context); here it, each member's write
-  secret, and so the public write key a member who adds another puts in for the newcomer, are
-  drawn from the seed and handed over by the simulation.
+  secret, and so the public write key a newcomer gives the member who adds it (and each member
+  gives the creator), are drawn from the seed and handed over by the simulation; every other key
+  of a version comes from the state before it.
 
 A phone that is offline, or not yet logged in, when its change is due does it once it is (every
 few seconds, it tries again). Nothing here reads the clock or draws randomness of its own: both
@@ -29,7 +32,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 from relaysim.clients import agent as A
-from relaysim.clients.groups import GroupWriteKey, seal_group_state
+from relaysim.clients.groups import GroupWriteKey
 from relaysim.relay.store import Store
 from relaysim.sims.scenario import GroupSpec
 from relaysim.sims.world.util import seeded
@@ -88,7 +91,6 @@ class GroupDirector(Generic[P]):
     ) -> None:
         self.sched, self.store, self.phones, self.flush = sched, store, phones, flush
         self.server, self.encrypted_state, self.seed = server, encrypted_state, seed
-        self.versions: dict[bytes, int] = {}  # encrypted state: the version each group is at
         self.members: dict[bytes, set[str]] = {}  # encrypted state: the members the phones know of
 
     @property
@@ -131,7 +133,12 @@ class GroupDirector(Generic[P]):
                 self.sched.after(RETRY, self._promote, group, creator, tuple(others))
         if self.encrypted_state:
             self.members[group] = set(g.members)
-            self._put_state(d, g, group, creator)
+            d.agent.create_group_state(
+                group,
+                self.master_key(g.name),
+                self._writer(g, group, creator),
+                {m: self._writer(g, group, m).public for m in g.members},
+            )
         self.flush(d)
 
     def _promote(self, group: bytes, creator: str, admins: tuple[str, ...]) -> None:
@@ -168,7 +175,12 @@ class GroupDirector(Generic[P]):
             d.agent.change_group(group, add=[person])
         if self.encrypted_state:
             self.members.setdefault(group, set(g.members)).add(person)
-            self._put_state(d, g, group, by)
+            d.agent.change_group_state(
+                group,
+                self.master_key(g.name),
+                self._writer(g, group, by),
+                add={person: self._writer(g, group, person).public},  # the newcomer's, from the newcomer
+            )
         self.flush(d)
 
     def _leave(self, g: GroupSpec, group: bytes, person: str) -> None:
@@ -180,25 +192,13 @@ class GroupDirector(Generic[P]):
             d.agent.change_group(group, remove=[person])
         if self.encrypted_state:
             self.members.setdefault(group, set(g.members)).discard(person)
-            self._put_state(d, g, group, person)
+            d.agent.change_group_state(
+                group, self.master_key(g.name), self._writer(g, group, person), remove=[person]
+            )
         self.flush(d)
 
     def _writer(self, g: GroupSpec, group: bytes, person: str) -> GroupWriteKey:
         """``person``'s write key for the group (encrypted state)."""
         return GroupWriteKey.for_member(
             self.master_key(g.name), group, group_write_secret(self.seed, g.name, person)
-        )
-
-    def _put_state(self, d: P, g: GroupSpec, group: bytes, by: str) -> None:
-        """``by`` (whose phone ``d`` is, a member of the version before) stores the next version."""
-        version = self.versions.get(group, -1) + 1
-        self.versions[group] = version
-        key = self.master_key(g.name)
-        members = self.members[group]
-        d.agent.put_group_state(
-            group,
-            version,
-            seal_group_state(key, group, version, members),
-            self._writer(g, group, by),
-            [self._writer(g, group, m).public for m in members],
         )

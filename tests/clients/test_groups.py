@@ -325,3 +325,27 @@ def test_a_members_write_key_and_its_signature_over_a_key_set_match_an_independe
         G.GroupWriteKey.for_member(master, GID, bytes(31))
     with pytest.raises(UsageError, match="master key is 32 bytes"):
         G.GroupWriteKey.for_member(bytes(31), GID, secret)
+
+
+def test_a_sealed_state_holds_each_members_write_key_and_a_state_sealed_before_still_opens() -> None:
+    """Format 2 seals each member's public write key beside its account, so a member can make the
+    next key set from the state alone; a format-1 state (accounts only, sealed before) opens as it
+    did and says it holds no keys; a key that is not 32 bytes, or one key for two members, is not
+    sealed."""
+    master = bytes(range(32))
+    keys = {
+        m: G.GroupWriteKey.for_member(master, GID, bytes([i + 1]) * 32).public for i, m in enumerate("abc")
+    }
+    sealed = G.seal_group_state(master, GID, 4, keys)
+    opened = G.read_group_state(master, GID, 4, sealed)
+    assert opened == G.GroupStateContents(("a", "b", "c"), keys)
+    assert opened.key_set() == G.write_key_set(keys.values())
+    assert G.open_group_state(master, GID, 4, sealed) == ("a", "b", "c")
+    old = G.seal_group_state(master, GID, 4, ["c", "a"])
+    assert G.read_group_state(master, GID, 4, old) == G.GroupStateContents(("a", "c"), None)
+    assert G.read_group_state(master, GID, 4, old).key_set() is None
+    assert G.read_group_state(master, GID, 4, G.seal_group_state(master, GID, 4, {})).write_keys == {}
+    with pytest.raises(UsageError, match="'b''s write key must be 32 bytes"):
+        G.seal_group_state(master, GID, 4, {"a": keys["a"], "b": bytes(31)})
+    with pytest.raises(UsageError, match="members 'a' and 'b' have the same write key"):
+        G.seal_group_state(master, GID, 4, {"a": keys["a"], "b": keys["a"]})

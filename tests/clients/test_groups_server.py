@@ -204,3 +204,126 @@ def test_only_a_current_member_stores_a_groups_state_and_a_removed_member_no_lon
     assert put("alice", 3, ["alice", "mallory"]) == []  # the members who remain go on
     version, state = w.core.store.group_state(G) or (0, b"")
     assert (version, open_group_state(master, G, version, state)) == (3, ("alice", "mallory"))
+
+
+def test_a_member_makes_the_next_version_and_its_keys_from_the_state_alone() -> None:
+    """The state holds each member's write key beside its account (format 2), so a member who
+    changes the group needs from outside only the newcomer's key: alice creates the state with her
+    and bob's keys; bob adds mallory from the state he fetches (his own bookkeeping knows nothing of
+    alice's key); mallory removes alice; alice, removed, is refused; each version's keys are the
+    ones sealed in it, and a change that changes nothing stores no version."""
+    from relaysim.clients.agent import GroupStateStored
+    from relaysim.clients.groups import GroupWriteKey, read_group_state, write_key_set
+
+    w = _World("alice", "bob", "mallory")
+    master = bytes(range(32))
+    key = {a: GroupWriteKey.for_member(master, G, bytes([i + 1]) * 32) for i, a in enumerate(w.agents)}
+
+    def stored() -> tuple[int, dict[str, bytes] | None]:
+        version, state = w.core.store.group_state(G) or (0, b"")
+        opened = read_group_state(master, G, version, state)
+        assert w.core.store.group_write_keys(G) == (version, opened.key_set())
+        return version, None if opened.write_keys is None else dict(opened.write_keys)
+
+    w.agents["alice"].create_group_state(
+        G, master, key["alice"], {a: key[a].public for a in ("alice", "bob")}
+    )
+    assert w.pump("alice") == [GroupStateStored(G, 0)]
+    w.agents["bob"].change_group_state(G, master, key["bob"], add={"mallory": key["mallory"].public})
+    assert w.pump("bob") == [GroupStateStored(G, 1)]
+    assert stored() == (1, {a: key[a].public for a in ("alice", "bob", "mallory")})
+    w.agents["mallory"].change_group_state(G, master, key["mallory"], remove=["alice"])
+    assert w.pump("mallory") == [GroupStateStored(G, 2)]
+    assert stored() == (2, {a: key[a].public for a in ("bob", "mallory")})
+    w.agents["alice"].change_group_state(G, master, key["alice"], add={"alice": key["alice"].public})
+    [refused] = w.pump("alice")
+    assert isinstance(refused, Failed) and refused.code == wire.ErrorCode.BAD_SIGNATURE.value
+    w.agents["bob"].change_group_state(G, master, key["bob"], remove=["alice"])  # done already
+    assert w.pump("bob") == [GroupStateStored(G, 2)]
+    assert w.core.store.group_write_keys(G) == (2, write_key_set(key[a].public for a in ("bob", "mallory")))
+
+
+def test_a_member_refuses_a_state_whose_relay_keys_are_not_the_keys_it_lists() -> None:
+    """The relay returns the write keys it holds with the state (get_group_state, write_keys), and
+    a member checks them against the keys the state lists: a relay that slipped a key of its own
+    into the set (which would let it write the group, and which the member's next version would
+    otherwise carry on) is refused with write_keys_mismatch, and no version is uploaded."""
+    from relaysim.clients.groups import GroupWriteKey
+
+    w = _World("alice", "bob")
+    master = bytes(range(32))
+    key = {a: GroupWriteKey.for_member(master, G, bytes([i + 1]) * 32) for i, a in enumerate(w.agents)}
+    w.agents["alice"].create_group_state(
+        G, master, key["alice"], {a: key[a].public for a in ("alice", "bob")}
+    )
+    w.pump("alice")
+    version, state = w.core.store.group_state(G) or (0, b"")
+    relays = GroupWriteKey.for_member(master, G, bytes([9]) * 32).public
+    w.core.store.put_group_state(G, version, state, sorted([key["alice"].public, key["bob"].public, relays]))
+    sent: list[wire.Request] = []
+    w.agents["bob"].change_group_state(G, master, key["bob"], remove=["alice"], ref="leave-alice")
+    [refused] = w.pump("bob", sent.append)
+    assert isinstance(refused, Failed) and (refused.ref, refused.code) == (
+        "leave-alice",
+        "write_keys_mismatch",
+    )
+    assert "(3) are not the 2 keys its version 0 lists" in refused.message
+    assert [r.kind for r in sent] == ["get_group_state"]  # nothing signed, nothing uploaded
+    assert w.core.store.group_state(G) == (0, state)
+
+
+def test_a_state_change_that_lost_the_race_or_its_connection_is_made_again_from_the_state_as_stored() -> None:
+    """Two members change the group at once: the second upload is stale_group, and its device
+    fetches the state again and makes its change on top of the first (both stay made). A change
+    whose answer a lost connection took is made again after the next login, from the state then
+    stored: stored already, it uploads nothing more."""
+    from relaysim.clients.agent import GroupStateStored
+    from relaysim.clients.groups import GroupWriteKey, open_group_state
+
+    w = _World("alice", "bob", "carol", "dave")
+    master = bytes(range(32))
+    key = {a: GroupWriteKey.for_member(master, G, bytes([i + 1]) * 32) for i, a in enumerate(w.agents)}
+    w.agents["alice"].create_group_state(
+        G, master, key["alice"], {a: key[a].public for a in ("alice", "bob")}
+    )
+    w.pump("alice")
+    # both fetch version 0 before either uploads
+    w.agents["alice"].change_group_state(G, master, key["alice"], add={"carol": key["carol"].public})
+    w.agents["bob"].change_group_state(G, master, key["bob"], add={"dave": key["dave"].public})
+    fetches = {a: w.agents[a].take_outbox() for a in ("alice", "bob")}
+    for a, requests in fetches.items():
+        for r in requests:
+            for o in w.core.handle(w.conns[a], r):
+                if isinstance(o, Reply):
+                    w.agents[a].handle(o.frame)
+    assert w.pump("alice") == [GroupStateStored(G, 1)]
+    sent: list[wire.Request] = []
+    assert w.pump("bob", sent.append) == [GroupStateStored(G, 2)]
+    assert [r.kind for r in sent] == ["put_group_state", "get_group_state", "put_group_state"]
+    version, state = w.core.store.group_state(G) or (0, b"")
+    assert open_group_state(master, G, version, state) == ("alice", "bob", "carol", "dave")
+    # dave leaves; the relay stores the version, and the answer is lost with the connection
+    dave = w.agents["dave"]
+    dave.change_group_state(G, master, key["dave"], remove=["dave"])
+
+    def carried(agent: DeviceAgent) -> list[wire.Response]:
+        return [
+            o.frame
+            for r in agent.take_outbox()
+            for o in w.core.handle(w.conns["dave"], r)
+            if isinstance(o, Reply)
+        ]
+
+    for frame in carried(dave):  # get_group_state, answered
+        dave.handle(frame)
+    assert [type(f) for f in carried(dave)] == [wire.GroupStateStored]  # put_group_state: never handed over
+    w.core.disconnect(w.conns["dave"])
+    dave.connection_lost()
+    w.conns["dave"] = ConnectionContext(99)
+    dave.login()
+    resent: list[wire.Request] = []
+    events = w.pump("dave", resent.append)
+    assert GroupStateStored(G, 3) in events and not [e for e in events if isinstance(e, Failed)]
+    assert "get_group_state" in [r.kind for r in resent] and "put_group_state" not in [r.kind for r in resent]
+    version, state = w.core.store.group_state(G) or (0, b"")
+    assert (version, open_group_state(master, G, version, state)) == (3, ("alice", "bob", "carol"))

@@ -525,6 +525,35 @@ def test_a_malformed_group_state_a_member_sealed_is_refused(body: bytes) -> None
     assert open_group_state(MASTER, GID, 3, _sealed_by_a_member(good)) == ("ana", "bo")
 
 
+_KA, _KB = bytes([1]) * 32, bytes([2]) * 32  # two members' public write keys, as format 2 holds them
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        (3).to_bytes(8, "big") + b"\x00",  # the format's marker, and no format
+        (3).to_bytes(8, "big") + b"\x00\x03\x03ana" + _KA,  # a format this client does not know
+        (3).to_bytes(8, "big") + b"\x00\x02\x03ana" + _KA[:31],  # a write key cut short
+        (3).to_bytes(8, "big") + b"\x00\x02\x03ana" + _KA + b"\x02bo" + _KA,  # two members, one key
+        (3).to_bytes(8, "big") + b"\x00\x02\x03ana" + _KA + b"\x03ana" + _KB,  # one member twice
+        (3).to_bytes(8, "big") + b"\x00\x02\x00" + _KA,  # an empty account
+    ],
+    ids=["no-format", "unknown-format", "short-key", "shared-key", "member-twice", "empty-account"],
+)
+def test_a_malformed_format_2_group_state_a_member_sealed_is_refused(body: bytes) -> None:
+    """Format 2 (each member's write key beside its account): the same checks, and a key cut short,
+    or one key for two entries (the relay's set holds each key once), refused as a state that does
+    not open; what seal_group_state writes, written byte by byte, opens with its keys."""
+    from relaysim.clients.groups import read_group_state, seal_group_state
+
+    with pytest.raises(DecryptionError):
+        read_group_state(MASTER, GID, 3, _sealed_by_a_member(body))
+    good = (3).to_bytes(8, "big") + b"\x00\x02\x03ana" + _KA + b"\x02bo" + _KB
+    assert _sealed_by_a_member(good) == seal_group_state(MASTER, GID, 3, {"bo": _KB, "ana": _KA})
+    opened = read_group_state(MASTER, GID, 3, _sealed_by_a_member(good))
+    assert (opened.members, opened.write_keys) == (("ana", "bo"), {"ana": _KA, "bo": _KB})
+
+
 # --- any mutation of a valid message: DecryptionError and nothing changed, or the same plaintext ------
 
 # A stage of a conversation: Bob's device state as data, a message from Alice for him, its plaintext.

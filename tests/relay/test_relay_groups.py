@@ -730,3 +730,50 @@ def test_a_group_send_spends_a_send_token_for_each_frame_s_worth_it_makes_the_re
     core.handle(c["bob"], wire.CreateGroup(id=5, group=other, members=tuple(names)))
     huge = reply(core.handle(c["bob"], wire.GroupSend(id=6, group=other, epoch=0, body=bytes(200_000))))
     assert "send a smaller body" in assert_error(huge, E.ENVELOPE_TOO_LARGE, "body").message
+
+
+def test_get_group_state_returns_the_write_keys_only_to_a_client_that_asks() -> None:
+    """A member checks the relay's write keys against the keys in the state it opens, so
+    get_group_state returns them when asked (write_keys: true); a client from before, which does
+    not ask, gets the answer it always got, and a state stored before write keys has none to give."""
+    core = new_core()
+    _stored(core, _member_put(0, b"v0", "ann", ("ann", "ben")))
+    keys = write_key_set([PUB["ann"], PUB["ben"]])
+    asked = reply(core.handle(ANON, wire.GetGroupState(id=2, group=G, write_keys=True)))
+    assert asked == wire.GroupState(id=2, group=G, version=0, state=b"v0", write_keys=keys)
+    old = {"v": wire.PROTOCOL_VERSION, "id": 3, "kind": "get_group_state", "group": G}
+    request = wire.decode_body(msgpack.packb(old), wire.REQUEST_KINDS)  # as a client from before sends it
+    assert isinstance(request, wire.GetGroupState)
+    plain = reply(core.handle(ANON, request))
+    assert plain == wire.GroupState(id=3, group=G, version=0, state=b"v0")
+    assert "write_keys" not in plain.to_wire()  # nothing its decoder would refuse as unknown_field
+    old_g = bytes(range(1, 17))
+    core.store.put_group_state(old_g, 4, b"old", [])
+    core.store._db.execute("UPDATE group_states SET write_keys = NULL WHERE id = ?", (old_g,))
+    before = reply(core.handle(ANON, wire.GetGroupState(id=4, group=old_g, write_keys=True)))
+    assert before == wire.GroupState(id=4, group=old_g, version=4, state=b"old")
+
+
+def test_a_group_whose_last_member_left_is_closed_to_every_later_upload() -> None:
+    """The last member's leave empties the write keys: no key can sign another version, and every
+    later upload, whoever signs it and whatever version it names (a creation again included), is
+    refused group_closed, naming the group, before its signature costs a check; the state stays
+    readable, with its empty set of keys."""
+    core = new_core()
+    _stored(core, _member_put(0, b"v0", "ann", ("ann", "ben")))
+    _stored(core, _member_put(1, b"v1", "ben", ("ann",)))  # ben leaves
+    _stored(core, _member_put(2, b"v2", "ann", ()))  # ann, the last, leaves
+    assert core.store.group_write_keys(G) == (2, ())
+    for put in (
+        _member_put(3, b"ann's", "ann", ("ann",)),  # the last member back
+        _member_put(0, b"new", "eve", ("eve",)),  # a creation again, under the same id
+        _member_put(3, b"x", "ben", None, signature=bytes(64)),  # a signature that verifies nothing
+    ):
+        outputs = core.handle(ANON, put)
+        error = reply(outputs)
+        assert_error(error, E.GROUP_CLOSED, "group")
+        assert isinstance(error, wire.ErrorFrame) and f"group state {G.hex()} is closed" in error.message
+        assert "last member left at version 2" in error.message
+    assert core.store.group_state(G) == (2, b"v2")
+    got = reply(core.handle(ANON, wire.GetGroupState(id=5, group=G, write_keys=True)))
+    assert got == wire.GroupState(id=5, group=G, version=2, state=b"v2", write_keys=())

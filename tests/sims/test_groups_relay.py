@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 
 from relaysim.clients.errors import DecryptionError
-from relaysim.clients.groups import GroupWriteKey, open_group_state
+from relaysim.clients.groups import GroupWriteKey, open_group_state, read_group_state
 from relaysim.relay import wire
 from relaysim.relay.profiles import get_profile
 from relaysim.sims.scenario import GroupChange, LegalProcessEvent, Scenario
@@ -94,6 +94,10 @@ def test_under_signal_the_relay_holds_only_encrypted_group_state(tmp_path: Path)
     assert write_keys == b"".join(sorted(mine[p] for p in ("ana", "bo", "dan")))
     assert mine["cy"] not in write_keys and all(p.encode() not in write_keys for p in CHANGE_CAST)
     assert open_group_state(key, G, version, state) == ("ana", "bo", "dan")
+    # each member's key sealed beside it: the phone that made each change took the keys from the
+    # state it fetched (dan's, a newcomer's, from dan), and checked the relay's against them
+    assert read_group_state(key, G, version, state).write_keys == {p: mine[p] for p in ("ana", "bo", "dan")}
+    assert _kinds(result.frames_to_relay or []).count("get_group_state") >= 2  # dan's join, cy's leave
     with pytest.raises(DecryptionError):
         open_group_state(bytes(32), G, version, state)  # the relay's keys open nothing: it holds none
     for name in (b"ana", b"dan"):
