@@ -249,7 +249,10 @@ def check_fresh(
     device already has, an old head replayed. For the same reason refuse a head of a smaller tree than
     one accepted, however recently signed: a prefix of the log re-signed, which every consistency proof
     joins to the larger head, and which would hide from an audit the entries after it (a ghost device
-    the device was shown a head of). Refuse too a head signed more than ``max_ahead`` seconds
+    the device was shown a head of). A head of another tree than one accepted (a larger one, or
+    another root) must be signed strictly after it: the same time is only for the same tree served
+    again, and a larger tree signed no later than a smaller one accepted is a log that was
+    shown going back. Refuse too a head signed more than ``max_ahead`` seconds
     after ``now``: up to that the device's clock may be the one behind (``MAX_HEAD_AHEAD``), and
     further it would make the relay's honest heads after it look old."""
     age = now - head.timestamp
@@ -274,6 +277,12 @@ def check_fresh(
             raise ProofError(
                 f"{what} is of a smaller tree than the head of size {seen.tree_size} signed at "
                 f"{seen.timestamp} this device already accepted: the log went back (it only grows)"
+            )
+        if seen.timestamp >= head.timestamp and not seen.same_tree(head):
+            raise ProofError(
+                f"{what} is of another tree than the head of size {seen.tree_size} signed at "
+                f"{seen.timestamp} this device already accepted, and not signed after it: a head of a "
+                "new tree must be more recent than every head before it (RFC 6962 §3.5)"
             )
 
 

@@ -506,6 +506,9 @@ class RelayCore:
         self._tree_head_signer = TreeHeadSigner(self.identity.server_private)
         self._tree_heads: dict[int, SignedTreeHead] = {}
         self._head_signed_at = store.key_log_head_time()  # the latest signed into a head (never back)
+        # (size, root) of the tree signed last at _head_signed_at; None when not known (a restart): a
+        # head of another tree gets a later time than every head before it (_sign_head)
+        self._head_signed_tree: tuple[int, bytes] | None = None
         # Split views (split_key_log): per account, the leaves hidden from it, its view, and its heads.
         self._key_log_splits: dict[str, frozenset[bytes]] = {}
         self._split_logs: dict[str, tuple[MerkleLog, int]] = {}  # the view, and how much of the log it covers
@@ -603,13 +606,21 @@ class RelayCore:
     def _sign_head(self, log: MerkleLog, size: int) -> SignedTreeHead:
         """A head over ``log`` at ``size`` leaves, timestamped now by the relay's clock, in whole seconds:
         never before a head signed earlier (RFC 6962 §3.5: "each subsequent timestamp MUST be more
-        recent"), should the clock step back, which devices would take for an old head replayed. That
-        time goes in the store with the request that signs the head, so that it holds across a restart
-        too: a head is served only once its request has committed."""
-        self._head_signed_at = max(self._head_signed_at, int(self.clock()))
+        recent"), should the clock step back, which devices would take for an old head replayed; and,
+        for a tree other than the one signed last, strictly after it — a second later than that one if
+        the clock has not passed it (two trees signed in one second, or a restart: the tree signed last
+        is not known then), since a device refuses a head of another tree with the time of one it took
+        (clients.transparency.check_fresh). That time goes in the store with the request that signs
+        the head, so that it holds across a restart too: a head is served only once its request has
+        committed."""
+        tree = (size, log.root(size))
+        at = max(self._head_signed_at, int(self.clock()))
+        if at == self._head_signed_at and tree != self._head_signed_tree:
+            at += 1
+        self._head_signed_at, self._head_signed_tree = at, tree
         with self.store.transaction():
-            self.store.note_key_log_head_time(self._head_signed_at)
-        return self._tree_head_signer.sign(log, self._head_signed_at, size)
+            self.store.note_key_log_head_time(at)
+        return self._tree_head_signer.sign(log, at, size)
 
     def key_log_inclusion(
         self, account: str, device: int, identity_key: bytes, size: int | None = None

@@ -254,6 +254,6 @@ def test_a_head_of_a_smaller_tree_than_one_taken_is_refused_though_signed_later(
     refused = _audit(core, conn, alice, head=rolled_back)
     assert refused.reason == (
         f"tree head of size 2 signed at {int(T0) + 60} is of a smaller tree than the head of size 3 "
-        f"signed at {int(T0)} this device already accepted: the log went back (it only grows)"
+        f"signed at {int(T0) + 1} this device already accepted: the log went back (it only grows)"
     )
     assert [h.tree_size for h in alice.key_log_heads] == [3]

@@ -259,9 +259,8 @@ def test_a_head_is_fresh_up_to_the_maximum_age_and_while_time_goes_forward() -> 
         C.ProofError, match=r"^tree head of size 5 signed at 1000 is 7201 s old .*stale or replayed"
     ):
         C.check_fresh(head, 1000 + C.MAX_HEAD_AGE + 1)
-    same = C.TreeHead(5, 1000, leaf_hash(b"x"), bytes(64))
-    C.check_fresh(head, 1000, [same, C.TreeHead(4, 1000, bytes(32), bytes(64))])  # as new: taken
-    C.check_fresh(head, 1000, [C.TreeHead(4, 1001, bytes(32), bytes(64))])  # a smaller tree's later head
+    C.check_fresh(head, 1000, [head, C.TreeHead(5, 1000, bytes(32), bytes(64))])  # served again: taken
+    C.check_fresh(head, 1000, [C.TreeHead(4, 999, bytes(32), bytes(64))])  # a larger tree, signed after
     for seen in (C.TreeHead(5, 1001, bytes(32), bytes(64)), C.TreeHead(6, 1001, bytes(32), bytes(64))):
         with pytest.raises(
             C.ProofError, match=f"older than the head of size {seen.tree_size} signed at 1001"
@@ -269,6 +268,25 @@ def test_a_head_is_fresh_up_to_the_maximum_age_and_while_time_goes_forward() -> 
             C.check_fresh(head, 1001, [seen])
     with pytest.raises(C.ProofError, match="of a smaller tree than the head of size 6 signed at 999"):
         C.check_fresh(head, 1001, [C.TreeHead(6, 999, bytes(32), bytes(64))])  # the log went back
+
+
+def test_a_head_of_another_tree_must_be_signed_after_every_head_taken() -> None:
+    """RFC 6962 §3.5: each new head is "more recent". The same time is for the same tree served again
+    only: a head of a larger tree, or of another root, with the time of a head already taken, or a
+    larger tree signed before a smaller one taken, is refused, naming both heads."""
+    head = C.TreeHead(5, 1000, bytes(32), bytes(64))
+    for seen in (
+        C.TreeHead(4, 1000, bytes(32), bytes(64)),  # a smaller tree, the same second
+        C.TreeHead(4, 1001, bytes(32), bytes(64)),  # a smaller tree, signed later
+        C.TreeHead(5, 1000, leaf_hash(b"x"), bytes(64)),  # the same size, another root, the same second
+    ):
+        with pytest.raises(
+            C.ProofError,
+            match=rf"^tree head of size 5 signed at 1000 is of another tree than the head of size "
+            rf"{seen.tree_size} signed at {seen.timestamp} this device already accepted, and not signed "
+            r"after it: a head of a new tree must be more recent",
+        ):
+            C.check_fresh(head, 1000, [seen])
 
 
 def test_the_targets_audit_sees_a_ghost_in_its_account() -> None:
@@ -412,7 +430,29 @@ def test_head_timestamps_never_go_back_though_the_relays_clock_does() -> None:
     signed = core.key_log_head().timestamp
     clock.now = T0 - 50  # the clock stepped back; then a new leaf needs a new head
     core_device(core, DeviceKeys.make("bob"), 2)
-    assert core.key_log_head().timestamp == signed
+    assert core.key_log_head().timestamp == signed + 1  # a new tree: the second after the last head
+
+
+def test_heads_of_new_trees_signed_in_one_second_carry_increasing_times() -> None:
+    """The relay's clock is read in whole seconds: two trees signed in the same second (a key logged
+    between two fetches) would carry the same time, which a device that took the first refuses for
+    the second (check_fresh). Each head of a new tree gets the second after the last; the same tree
+    served again keeps its time; the clock, once past, is the time again."""
+    clock = Clock(T0 + 0.25)
+    core = new_core(clock)
+    alice = core_device(core, DeviceKeys.make("alice"), 1)
+    taken = [_served_head(core, alice)]
+    for i, who in enumerate(("bob", "carol", "dave")):
+        core_device(core, DeviceKeys.make(who), 2 + i)
+        clock.now = T0 + 0.5 + i / 10  # still the same second
+        head = _served_head(core, alice)
+        C.check_fresh(head, clock.now, taken)  # the device takes each
+        taken.append(head)
+    assert [h.timestamp for h in taken] == [int(T0) + i for i in range(4)]
+    assert _served_head(core, alice) == taken[-1]  # the same tree again: the same head
+    clock.now = T0 + 10
+    core_device(core, DeviceKeys.make("erin"), 9)
+    assert _served_head(core, alice).timestamp == int(T0) + 10
 
 
 def test_a_split_views_heads_are_refreshed_and_the_fork_still_shows() -> None:
@@ -431,7 +471,8 @@ def test_a_split_views_heads_are_refreshed_and_the_fork_still_shows() -> None:
     clock.now = T0 + 2 * wire.KEY_LOG_HEAD_REFRESH
     shown_later, real_later = _served_head(core, alice), _served_head(core, bob)
     for before, after in ((shown, shown_later), (real, real_later)):
-        assert after.timestamp == int(clock.now) > before.timestamp and after.verify(server_public)
+        assert int(clock.now) + 1 >= after.timestamp >= int(clock.now) > before.timestamp
+        assert after.verify(server_public)
         assert (after.tree_size, after.root_hash) == (before.tree_size, before.root_hash)
     assert (shown.tree_size, real.tree_size) == (3, 4)
     witness = C.Witness(server_public, core.key_log_consistency)
