@@ -524,3 +524,34 @@ def test_a_head_signed_in_a_transaction_rolled_back_is_noted_again_when_served(t
         core = RelayCore(store, clock=clock, rng=random.Random(2).randbytes, limits=UNLIMITED)
         again = _served_head(core, core_device(core, DeviceKeys.make("alice"), 1, register=False))
         assert again.timestamp >= held.timestamp == int(T0 + 3 * wire.KEY_LOG_HEAD_REFRESH)
+
+
+def test_a_head_signed_by_a_request_that_failed_is_not_served_from_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request that signs a head and then fails (here its metadata record cannot be written) is rolled
+    back whole, the time noted with the head too: the head must not stay cached, to be served later
+    with a time the store does not hold — a relay restarted with its clock behind would then sign an
+    earlier head than one its devices hold, and they would refuse it as an old head replayed."""
+    path = tmp_path / "relay.db"
+    clock = Clock(T0 + 5)
+    with Store(path) as store:
+        core = RelayCore(store, clock=clock, rng=random.Random(1).randbytes, limits=UNLIMITED)
+        conn = core_device(core, DeviceKeys.make("alice"), 1)
+        assert store.key_log_head_time() == 0  # no head signed yet
+
+        def fail(*args: object) -> None:
+            raise RuntimeError("the metadata record could not be written")
+
+        monkeypatch.setattr(core, "_write_records", fail)
+        with pytest.raises(RuntimeError, match="metadata record"):  # signs the head at T0 + 5, then fails
+            core.handle(conn, wire.FetchBundle(id=1, account="alice", key_log=True))
+        monkeypatch.undo()
+        clock.now = T0 + 20
+        held = _served_head(core, conn)
+        assert store.key_log_head_time() >= held.timestamp  # the time of the head served is stored
+    clock.now = T0  # the restarted relay's clock is behind
+    with Store(path) as store:
+        core = RelayCore(store, clock=clock, rng=random.Random(2).randbytes, limits=UNLIMITED)
+        again = _served_head(core, core_device(core, DeviceKeys.make("alice"), 1, register=False))
+    C.check_fresh(again, T0 + 20, [held])  # the device, its clock right, takes it
