@@ -52,6 +52,7 @@ CT_ROOTS = [
     "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
 ]
 KEY = bytes(range(32))
+T0_S = int(T0)  # a head's time, in whole seconds
 SERVER = TreeHeadSigner(bytes(32))
 
 
@@ -477,8 +478,32 @@ def test_a_split_views_heads_are_refreshed_and_the_fork_still_shows() -> None:
     assert (shown.tree_size, real.tree_size) == (3, 4)
     witness = C.Witness(server_public, core.key_log_consistency)
     assert witness.observe("bob/1", real) == [] and witness.observe("bob/1", real_later) == []
-    forks = witness.observe("alice/1", shown_later)  # against each of bob's two heads of the real log
-    assert [f.why for f in forks] == ["no valid consistency proof from size 3 to 4"] * 2
+    forks = witness.observe("alice/1", shown_later)  # against the real log (bob's two heads: one tree)
+    assert [f.why for f in forks] == ["no valid consistency proof from size 3 to 4"]
+    assert (forks[0].first, forks[0].seen_by) == (real_later, ("bob/1", "alice/1"))  # the newest held
+
+
+def test_the_witness_holds_one_head_per_tree_however_long_the_run() -> None:
+    """A relay signs its head again every hour and every device gossips the head it was given: over a
+    long run the witness is shown the same few trees again and again. It holds the newest head of each
+    tree, not every head, gossips the newest back, and still finds a fork against any of them."""
+    log = MerkleLog([_leaf("alice", 1), _leaf("bob", 2), _leaf("carol", 3)])
+    witness = C.Witness(SERVER.public, lambda m, n: log.consistency_proof(m, n))
+    for hour in range(500):  # three weeks: both trees signed again each hour, shown by two devices
+        for who in ("bob/1", "carol/1"):
+            for size in (2, 3):
+                assert witness.observe(who, _head(log, T0_S + 3600 * hour, size=size)) == []
+    assert [(h.tree_size, h.timestamp) for _who, h in witness.heads] == [
+        (2, T0_S + 3600 * 499),
+        (3, T0_S + 3600 * 499),
+    ]
+    assert witness.latest() == _head(log, T0_S + 3600 * 499)
+    forked = MerkleLog([_leaf("alice", 1), _leaf("bob", 2), _leaf("mallory", 9)])
+    forks = witness.observe("alice/1", _head(forked, T0_S))  # an old head of another tree still shows
+    assert [f.why for f in forks] == [  # one fork against each tree held
+        "no valid consistency proof from size 2 to 3",
+        "two signed heads of size 3 with different roots",
+    ]
 
 
 def test_head_timestamps_never_go_back_across_a_relay_restart(tmp_path: Path) -> None:
