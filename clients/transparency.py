@@ -260,7 +260,10 @@ def check_fresh(
     if age > max_age:
         raise ProofError(
             f"{what} is {math.ceil(age)} s old by this device's clock, more than the {max_age:.0f} s a "
-            "current head may be: stale or replayed"
+            f"current head may be: stale or replayed, or the relay's clock is more than "
+            f"{max(0, max_age - wire.KEY_LOG_HEAD_REFRESH):.0f} s behind this device's (the relay signs "
+            f"its head again only once it is {wire.KEY_LOG_HEAD_REFRESH} s old by its own clock), or "
+            "this device's clock is fast"
         )
     if -age > max_ahead:
         raise ProofError(
