@@ -1842,7 +1842,7 @@ class DeviceAgent:
         """Keep a signed head the relay served this device, if it is fresh (clients.transparency.check_fresh:
         not older than MAX_HEAD_AGE by this device's clock, nor more than MAX_HEAD_AHEAD ahead of it, nor
         older than a head of the same or a larger size it already took, nor of a smaller tree than one it
-        took); else refuse it, saying why."""
+        took, nor of another tree signed no later than one it took); else refuse it, saying why."""
         try:
             kt.check_fresh(head, self.clock(), self.key_log_heads)
         except kt.ProofError as exc:

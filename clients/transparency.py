@@ -249,7 +249,10 @@ def check_fresh(
     device already has, an old head replayed. For the same reason refuse a head of a smaller tree than
     one accepted, however recently signed: a prefix of the log re-signed, which every consistency proof
     joins to the larger head, and which would hide from an audit the entries after it (a ghost device
-    the device was shown a head of). Refuse too a head signed more than ``max_ahead`` seconds
+    the device was shown a head of). A head of another tree than one accepted (a larger one, or
+    another root) must be signed strictly after it: the same time is only for the same tree served
+    again, and a larger tree signed no later than a smaller one accepted is a log that was
+    shown going back. Refuse too a head signed more than ``max_ahead`` seconds
     after ``now``: up to that the device's clock may be the one behind (``MAX_HEAD_AHEAD``), and
     further it would make the relay's honest heads after it look old."""
     age = now - head.timestamp
@@ -257,7 +260,10 @@ def check_fresh(
     if age > max_age:
         raise ProofError(
             f"{what} is {math.ceil(age)} s old by this device's clock, more than the {max_age:.0f} s a "
-            "current head may be: stale or replayed"
+            f"current head may be: stale or replayed, or the relay's clock is more than "
+            f"{max(0, max_age - wire.KEY_LOG_HEAD_REFRESH):.0f} s behind this device's (the relay signs "
+            f"its head again only once it is {wire.KEY_LOG_HEAD_REFRESH} s old by its own clock), or "
+            "this device's clock is fast"
         )
     if -age > max_ahead:
         raise ProofError(
@@ -274,6 +280,12 @@ def check_fresh(
             raise ProofError(
                 f"{what} is of a smaller tree than the head of size {seen.tree_size} signed at "
                 f"{seen.timestamp} this device already accepted: the log went back (it only grows)"
+            )
+        if seen.timestamp >= head.timestamp and not seen.same_tree(head):
+            raise ProofError(
+                f"{what} is of another tree than the head of size {seen.tree_size} signed at "
+                f"{seen.timestamp} this device already accepted, and not signed after it: a head of a "
+                "new tree must be more recent than every head before it (RFC 6962 §3.5)"
             )
 
 
@@ -368,27 +380,49 @@ class Witness:
     it needs from the relay (``relay.wire.GetKeyLogConsistency``, each asked once), and
     ``proof_received`` checks every pair of heads of those sizes against the answer. ``latest`` is
     the newest head of the largest tree it holds, what it gossips back to the phones.
+
+    It holds one head per tree (size and root): the newest of that tree it was shown, and who showed
+    it (``heads``). Every comparison a head takes part in — the roots of two heads of one size, a
+    consistency proof between two sizes — depends on its size and root alone, so another head of a
+    tree held (the relay signs its head again every hour, RFC 6962 §3.5, and every device gossips the
+    head it was given) finds nothing the held one did not, and only the newest is wanted for
+    ``latest``. So what it holds grows with the log (and the forks it shows), not with time.
     """
 
     def __init__(self, server_public: bytes, prove: ConsistencyOracle | None = None) -> None:
         self.server_public = server_public
         self.prove = prove
-        self.heads: list[tuple[str, TreeHead]] = []
+        # (tree size, root) → (when first held: an observation count, who showed it, the newest head)
+        self._trees: dict[tuple[int, bytes], tuple[int, str, TreeHead]] = {}
+        self._observed = 0
         self.forks: list[Fork] = []
         self.bad_signatures: list[tuple[str, TreeHead]] = []
         self._unproven: dict[tuple[int, int], list[tuple[tuple[str, TreeHead], tuple[str, TreeHead]]]] = {}
         self._asked: set[tuple[int, int]] = set()
         self._proven: dict[tuple[int, int], Sequence[bytes]] = {}
 
+    @property
+    def heads(self) -> list[tuple[str, TreeHead]]:
+        """(who showed it, head): the newest head of each tree (size and root) held, in the order the
+        trees were first seen."""
+        return [(who, head) for _seq, who, head in self._trees.values()]
+
     def observe(self, who: str, head: TreeHead) -> list[Fork]:
-        """Record ``head`` as seen by ``who``; the forks it reveals against every earlier head."""
+        """Record ``head`` as seen by ``who``; the forks it reveals against every earlier head. A head of
+        a tree already held reveals nothing new (its comparisons were made): the newer of the two is
+        kept."""
         if not head.verify(self.server_public):
             self.bad_signatures.append((who, head))
             return []
+        self._observed += 1
+        tree = (head.tree_size, head.root_hash)
+        held = self._trees.get(tree)
+        if held is not None:
+            if head.timestamp > held[2].timestamp:
+                self._trees[tree] = (self._observed, who, head)
+            return []
         found: list[Fork] = []
-        for other_who, other in self.heads:
-            if other == head:
-                continue
+        for _seq, other_who, other in self._trees.values():
             if self.prove is None and other.tree_size != head.tree_size:
                 lo, hi = sorted((other.tree_size, head.tree_size))
                 pair = ((other_who, other), (who, head))
@@ -400,7 +434,7 @@ class Witness:
             why = _disagreement(other, head, self.prove)
             if why is not None:
                 found.append(Fork(other, head, (other_who, who), why))
-        self.heads.append((who, head))
+        self._trees[tree] = (self._observed, who, head)
         self.forks.extend(found)
         return found
 
@@ -410,11 +444,13 @@ class Witness:
         same tree signed again (RFC 6962 §3.5), not a fork: the newest is as true as the others and is
         the one a phone can take back and hold as current; heads of one size with different roots are
         a fork the witness has found already, and either may be gossiped."""
-        best: TreeHead | None = None
-        for _who, head in self.heads:
-            if best is None or (head.tree_size, head.timestamp) > (best.tree_size, best.timestamp):
-                best = head
-        return best
+        best: tuple[int, int, int] | None = None
+        head: TreeHead | None = None
+        for seq, _who, held in self._trees.values():
+            rank = (held.tree_size, held.timestamp, -seq)  # of equal times, the first seen
+            if best is None or rank > best:
+                best, head = rank, held
+        return head
 
     def wanted(self) -> list[tuple[int, int]]:
         """The (first, second) tree sizes whose consistency proof the witness needs and has not asked for

@@ -506,6 +506,12 @@ class RelayCore:
         self._tree_head_signer = TreeHeadSigner(self.identity.server_private)
         self._tree_heads: dict[int, SignedTreeHead] = {}
         self._head_signed_at = store.key_log_head_time()  # the latest signed into a head (never back)
+        # (size, root) of the tree signed last at _head_signed_at; None when not known (a restart): a
+        # head of another tree gets a later time than every head before it (_sign_head)
+        self._head_signed_tree: tuple[int, bytes] | None = None
+        # How to undo each head signed in the request being handled (its cache entry, and the signing
+        # time, whose note in the store the request's rollback undoes): handle runs them if it fails.
+        self._heads_undo: list[Callable[[], None]] = []
         # Split views (split_key_log): per account, the leaves hidden from it, its view, and its heads.
         self._key_log_splits: dict[str, frozenset[bytes]] = {}
         self._split_logs: dict[str, tuple[MerkleLog, int]] = {}  # the view, and how much of the log it covers
@@ -594,22 +600,44 @@ class RelayCore:
         n = len(self.key_log) if size is None else size
         head = self._tree_heads.get(n)
         if head is None or self._stale(head):
-            head = self._tree_heads[n] = self._sign_head(self.key_log, n)
+            head = self._sign_head(self.key_log, n, self._tree_heads, n)
         return head
 
     def _stale(self, head: SignedTreeHead) -> bool:
         return self.clock() - head.timestamp > KEY_LOG_HEAD_REFRESH
 
-    def _sign_head(self, log: MerkleLog, size: int) -> SignedTreeHead:
-        """A head over ``log`` at ``size`` leaves, timestamped now by the relay's clock, in whole seconds:
-        never before a head signed earlier (RFC 6962 §3.5: "each subsequent timestamp MUST be more
-        recent"), should the clock step back, which devices would take for an old head replayed. That
-        time goes in the store with the request that signs the head, so that it holds across a restart
-        too: a head is served only once its request has committed."""
-        self._head_signed_at = max(self._head_signed_at, int(self.clock()))
+    def _sign_head(
+        self, log: MerkleLog, size: int, cache: dict[Any, SignedTreeHead], key: object
+    ) -> SignedTreeHead:
+        """A head over ``log`` at ``size`` leaves, kept in ``cache`` under ``key``, timestamped now by the
+        relay's clock, in whole seconds: never before a head signed earlier (RFC 6962 §3.5: "each
+        subsequent timestamp MUST be more recent"), should the clock step back, which devices would take
+        for an old head replayed; and, for a tree other than the one signed last, strictly after it —
+        a second later than that one if the clock has not passed it (two trees signed in one second,
+        or a restart: the tree signed last is not known then), since a device refuses a head of
+        another tree with the time of one it took (clients.transparency.check_fresh). That time goes in
+        the store with the request that signs the head, so that it holds across a restart too: a head
+        is served only once its request has committed, and should the request fail, ``handle`` takes
+        the head out of ``cache`` again and the time back (``_heads_undo``), as the store does."""
+        tree = (size, log.root(size))
+        at = max(self._head_signed_at, int(self.clock()))
+        if at == self._head_signed_at and tree != self._head_signed_tree:
+            at += 1
+        before = (self._head_signed_at, self._head_signed_tree, cache.get(key))
+
+        def undo() -> None:
+            self._head_signed_at, self._head_signed_tree, cached = before
+            if cached is None:
+                cache.pop(key, None)
+            else:
+                cache[key] = cached
+
+        self._heads_undo.append(undo)
+        self._head_signed_at, self._head_signed_tree = at, tree
         with self.store.transaction():
-            self.store.note_key_log_head_time(self._head_signed_at)
-        return self._tree_head_signer.sign(log, self._head_signed_at, size)
+            self.store.note_key_log_head_time(at)
+        head = cache[key] = self._tree_head_signer.sign(log, at, size)
+        return head
 
     def key_log_inclusion(
         self, account: str, device: int, identity_key: bytes, size: int | None = None
@@ -683,7 +711,7 @@ class RelayCore:
         root = log.root(n)
         head = self._split_heads.get((n, root))
         if head is None or self._stale(head):  # a split view's heads are kept as fresh as the log's
-            head = self._split_heads[(n, root)] = self._sign_head(log, n)
+            head = self._sign_head(log, n, self._split_heads, (n, root))
         return head
 
     def _get_key_log_head(self, conn: ConnectionContext, req: GetKeyLogHead, out: _Out) -> None:
@@ -820,6 +848,8 @@ class RelayCore:
             raise TypeError(f"not a request the relay handles: {type(request).__name__}")
         out = _Out()
         store = self.store
+        if self._heads_undo:  # heads signed before this request (or outside one) stay as they are
+            self._heads_undo.clear()
         try:
             with (
                 store.without_savepoint() if type(request) in _REFUSED_BEFORE_WRITING else store.transaction()
@@ -827,10 +857,24 @@ class RelayCore:
                 handler(conn, request, out)
                 self._write_records(out.items, out.bodies)
         except _Refused as refused:
+            if self._heads_undo:
+                self._unsign_heads()
             return [Reply(conn.id, refused.frame(request.id))]
+        except BaseException:
+            if self._heads_undo:
+                self._unsign_heads()
+            raise
         for apply in out.after:
             apply()
         return out.items
+
+    def _unsign_heads(self) -> None:
+        """Undo the heads signed in a request that failed (its transaction rolled back, and with it the
+        time noted in the store): none was served, and none may be served from the cache now, with a
+        time the store does not hold (a restart could sign an earlier one)."""
+        undo = self._heads_undo
+        while undo:
+            undo.pop()()
 
     def reload(self) -> None:
         """Read again what this core keeps in memory beside its store: the key log (and sign its heads

@@ -6,16 +6,19 @@ Driven against a real ``RelayCore`` (sans-IO: frames handed across by hand).
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import Callable
+from pathlib import Path
 
 from relaysim.clients import transparency as kt
 from relaysim.clients.agent import KEPT_KEY_LOG_HEADS, DeviceAgent, Failed, KeyLogAudited, KeyLogChecked
 from relaysim.clients.session import Device
 from relaysim.relay import wire
 from relaysim.relay.core import ConnectionContext, RelayCore, Reply
+from relaysim.relay.store import Store
 from relaysim.relay.transparency import MerkleLog, TreeHeadSigner
 from tests.conftest import seeded_rng
-from tests.helpers import T0, Clock, DeviceKeys, new_core
+from tests.helpers import T0, UNLIMITED, Clock, DeviceKeys, new_core
 
 
 def _agent(core: RelayCore, account: str, seed: int, clock: Callable[[], float] = lambda: T0) -> DeviceAgent:
@@ -137,7 +140,9 @@ def test_a_stale_head_replayed_hours_later_is_refused() -> None:
     (checked,) = [e for e in events if isinstance(e, KeyLogChecked)]
     assert checked.reason == (
         f"tree head of size 2 signed at {int(T0)} is {kt.MAX_HEAD_AGE + 1} s old by this device's clock, "
-        f"more than the {kt.MAX_HEAD_AGE} s a current head may be: stale or replayed"
+        f"more than the {kt.MAX_HEAD_AGE} s a current head may be: stale or replayed, or the relay's clock "
+        "is more than 3600 s behind this device's (the relay signs its head again only once it is 3600 s "
+        "old by its own clock), or this device's clock is fast"
     )
     assert [e.code for e in events if isinstance(e, Failed)] == ["key_not_logged"]
     assert alice.key_log_heads == []
@@ -254,6 +259,51 @@ def test_a_head_of_a_smaller_tree_than_one_taken_is_refused_though_signed_later(
     refused = _audit(core, conn, alice, head=rolled_back)
     assert refused.reason == (
         f"tree head of size 2 signed at {int(T0) + 60} is of a smaller tree than the head of size 3 "
-        f"signed at {int(T0)} this device already accepted: the log went back (it only grows)"
+        f"signed at {int(T0) + 1} this device already accepted: the log went back (it only grows)"
     )
     assert [h.tree_size for h in alice.key_log_heads] == [3]
+
+
+def test_a_relay_restarted_with_its_clock_hours_behind_is_refused_naming_its_clock(tmp_path: Path) -> None:
+    """A relay restarted with its clock three hours behind signs no head earlier than the last it signed
+    (that time is stored): its devices take the head it serves then — and, its clock reading that head
+    as new, it does not sign it again while their clocks age it past MAX_HEAD_AGE. The policy refuses
+    it then; the reason names the relay's clock, not only a replay."""
+    path = tmp_path / "relay.db"
+    device_clock, relay_clock = Clock(), Clock()
+    with Store(path) as store:
+        core = RelayCore(store, clock=relay_clock, rng=random.Random(1).randbytes, limits=UNLIMITED)
+        alice, bob = _agent(core, "alice", 1, device_clock), _agent(core, "bob", 2, device_clock)
+        conn = _online(core, (alice, bob), register=True)
+        assert _audit(core, conn, alice).reason is None  # the head of two leaves, signed at T0
+    relay_clock.now = T0 - 3 * 3600  # restarted with its clock three hours behind
+    with Store(path) as store:
+        core = RelayCore(store, clock=relay_clock, rng=random.Random(2).randbytes, limits=UNLIMITED)
+        conn = _online(core, (alice, bob), register=False)
+        taken = _audit(core, conn, alice)
+        assert taken.reason is None and taken.head is not None and taken.head.timestamp > int(T0)
+        relay_clock.now += kt.MAX_HEAD_AGE + 60
+        device_clock.now += kt.MAX_HEAD_AGE + 60  # two hours on: the relay's clock still reads before T0
+        refused = _audit(core, conn, alice)
+    age = int(device_clock.now) - taken.head.timestamp
+    assert refused.reason == (
+        f"tree head of size 2 signed at {taken.head.timestamp} is {age} s old by this device's clock,"
+        f" more than the {kt.MAX_HEAD_AGE} s a current head may be: stale or "
+        "replayed, or the relay's clock is more than 3600 s behind this device's (the relay signs its head "
+        "again only once it is 3600 s old by its own clock), or this device's clock is fast"
+    )
+
+
+def _online(core: RelayCore, agents: tuple[DeviceAgent, ...], register: bool) -> ConnectionContext:
+    """Each agent connected to ``core`` (registered first, if asked) and logged in; the first's connection."""
+    conns = []
+    for i, a in enumerate(agents):
+        conn = ConnectionContext(i + 1, ("192.0.2.1", 40000 + i))
+        core.connect(conn)
+        if register:
+            a.register()
+            _exchange(core, conn, a)
+        a.login()
+        _exchange(core, conn, a)
+        conns.append(conn)
+    return conns[0]

@@ -52,6 +52,7 @@ CT_ROOTS = [
     "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
 ]
 KEY = bytes(range(32))
+T0_S = int(T0)  # a head's time, in whole seconds
 SERVER = TreeHeadSigner(bytes(32))
 
 
@@ -259,9 +260,8 @@ def test_a_head_is_fresh_up_to_the_maximum_age_and_while_time_goes_forward() -> 
         C.ProofError, match=r"^tree head of size 5 signed at 1000 is 7201 s old .*stale or replayed"
     ):
         C.check_fresh(head, 1000 + C.MAX_HEAD_AGE + 1)
-    same = C.TreeHead(5, 1000, leaf_hash(b"x"), bytes(64))
-    C.check_fresh(head, 1000, [same, C.TreeHead(4, 1000, bytes(32), bytes(64))])  # as new: taken
-    C.check_fresh(head, 1000, [C.TreeHead(4, 1001, bytes(32), bytes(64))])  # a smaller tree's later head
+    C.check_fresh(head, 1000, [head, C.TreeHead(5, 1000, bytes(32), bytes(64))])  # served again: taken
+    C.check_fresh(head, 1000, [C.TreeHead(4, 999, bytes(32), bytes(64))])  # a larger tree, signed after
     for seen in (C.TreeHead(5, 1001, bytes(32), bytes(64)), C.TreeHead(6, 1001, bytes(32), bytes(64))):
         with pytest.raises(
             C.ProofError, match=f"older than the head of size {seen.tree_size} signed at 1001"
@@ -269,6 +269,25 @@ def test_a_head_is_fresh_up_to_the_maximum_age_and_while_time_goes_forward() -> 
             C.check_fresh(head, 1001, [seen])
     with pytest.raises(C.ProofError, match="of a smaller tree than the head of size 6 signed at 999"):
         C.check_fresh(head, 1001, [C.TreeHead(6, 999, bytes(32), bytes(64))])  # the log went back
+
+
+def test_a_head_of_another_tree_must_be_signed_after_every_head_taken() -> None:
+    """RFC 6962 §3.5: each new head is "more recent". The same time is for the same tree served again
+    only: a head of a larger tree, or of another root, with the time of a head already taken, or a
+    larger tree signed before a smaller one taken, is refused, naming both heads."""
+    head = C.TreeHead(5, 1000, bytes(32), bytes(64))
+    for seen in (
+        C.TreeHead(4, 1000, bytes(32), bytes(64)),  # a smaller tree, the same second
+        C.TreeHead(4, 1001, bytes(32), bytes(64)),  # a smaller tree, signed later
+        C.TreeHead(5, 1000, leaf_hash(b"x"), bytes(64)),  # the same size, another root, the same second
+    ):
+        with pytest.raises(
+            C.ProofError,
+            match=rf"^tree head of size 5 signed at 1000 is of another tree than the head of size "
+            rf"{seen.tree_size} signed at {seen.timestamp} this device already accepted, and not signed "
+            r"after it: a head of a new tree must be more recent",
+        ):
+            C.check_fresh(head, 1000, [seen])
 
 
 def test_the_targets_audit_sees_a_ghost_in_its_account() -> None:
@@ -412,7 +431,29 @@ def test_head_timestamps_never_go_back_though_the_relays_clock_does() -> None:
     signed = core.key_log_head().timestamp
     clock.now = T0 - 50  # the clock stepped back; then a new leaf needs a new head
     core_device(core, DeviceKeys.make("bob"), 2)
-    assert core.key_log_head().timestamp == signed
+    assert core.key_log_head().timestamp == signed + 1  # a new tree: the second after the last head
+
+
+def test_heads_of_new_trees_signed_in_one_second_carry_increasing_times() -> None:
+    """The relay's clock is read in whole seconds: two trees signed in the same second (a key logged
+    between two fetches) would carry the same time, which a device that took the first refuses for
+    the second (check_fresh). Each head of a new tree gets the second after the last; the same tree
+    served again keeps its time; the clock, once past, is the time again."""
+    clock = Clock(T0 + 0.25)
+    core = new_core(clock)
+    alice = core_device(core, DeviceKeys.make("alice"), 1)
+    taken = [_served_head(core, alice)]
+    for i, who in enumerate(("bob", "carol", "dave")):
+        core_device(core, DeviceKeys.make(who), 2 + i)
+        clock.now = T0 + 0.5 + i / 10  # still the same second
+        head = _served_head(core, alice)
+        C.check_fresh(head, clock.now, taken)  # the device takes each
+        taken.append(head)
+    assert [h.timestamp for h in taken] == [int(T0) + i for i in range(4)]
+    assert _served_head(core, alice) == taken[-1]  # the same tree again: the same head
+    clock.now = T0 + 10
+    core_device(core, DeviceKeys.make("erin"), 9)
+    assert _served_head(core, alice).timestamp == int(T0) + 10
 
 
 def test_a_split_views_heads_are_refreshed_and_the_fork_still_shows() -> None:
@@ -431,13 +472,38 @@ def test_a_split_views_heads_are_refreshed_and_the_fork_still_shows() -> None:
     clock.now = T0 + 2 * wire.KEY_LOG_HEAD_REFRESH
     shown_later, real_later = _served_head(core, alice), _served_head(core, bob)
     for before, after in ((shown, shown_later), (real, real_later)):
-        assert after.timestamp == int(clock.now) > before.timestamp and after.verify(server_public)
+        assert int(clock.now) + 1 >= after.timestamp >= int(clock.now) > before.timestamp
+        assert after.verify(server_public)
         assert (after.tree_size, after.root_hash) == (before.tree_size, before.root_hash)
     assert (shown.tree_size, real.tree_size) == (3, 4)
     witness = C.Witness(server_public, core.key_log_consistency)
     assert witness.observe("bob/1", real) == [] and witness.observe("bob/1", real_later) == []
-    forks = witness.observe("alice/1", shown_later)  # against each of bob's two heads of the real log
-    assert [f.why for f in forks] == ["no valid consistency proof from size 3 to 4"] * 2
+    forks = witness.observe("alice/1", shown_later)  # against the real log (bob's two heads: one tree)
+    assert [f.why for f in forks] == ["no valid consistency proof from size 3 to 4"]
+    assert (forks[0].first, forks[0].seen_by) == (real_later, ("bob/1", "alice/1"))  # the newest held
+
+
+def test_the_witness_holds_one_head_per_tree_however_long_the_run() -> None:
+    """A relay signs its head again every hour and every device gossips the head it was given: over a
+    long run the witness is shown the same few trees again and again. It holds the newest head of each
+    tree, not every head, gossips the newest back, and still finds a fork against any of them."""
+    log = MerkleLog([_leaf("alice", 1), _leaf("bob", 2), _leaf("carol", 3)])
+    witness = C.Witness(SERVER.public, lambda m, n: log.consistency_proof(m, n))
+    for hour in range(500):  # three weeks: both trees signed again each hour, shown by two devices
+        for who in ("bob/1", "carol/1"):
+            for size in (2, 3):
+                assert witness.observe(who, _head(log, T0_S + 3600 * hour, size=size)) == []
+    assert [(h.tree_size, h.timestamp) for _who, h in witness.heads] == [
+        (2, T0_S + 3600 * 499),
+        (3, T0_S + 3600 * 499),
+    ]
+    assert witness.latest() == _head(log, T0_S + 3600 * 499)
+    forked = MerkleLog([_leaf("alice", 1), _leaf("bob", 2), _leaf("mallory", 9)])
+    forks = witness.observe("alice/1", _head(forked, T0_S))  # an old head of another tree still shows
+    assert [f.why for f in forks] == [  # one fork against each tree held
+        "no valid consistency proof from size 2 to 3",
+        "two signed heads of size 3 with different roots",
+    ]
 
 
 def test_head_timestamps_never_go_back_across_a_relay_restart(tmp_path: Path) -> None:
@@ -483,3 +549,34 @@ def test_a_head_signed_in_a_transaction_rolled_back_is_noted_again_when_served(t
         core = RelayCore(store, clock=clock, rng=random.Random(2).randbytes, limits=UNLIMITED)
         again = _served_head(core, core_device(core, DeviceKeys.make("alice"), 1, register=False))
         assert again.timestamp >= held.timestamp == int(T0 + 3 * wire.KEY_LOG_HEAD_REFRESH)
+
+
+def test_a_head_signed_by_a_request_that_failed_is_not_served_from_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request that signs a head and then fails (here its metadata record cannot be written) is rolled
+    back whole, the time noted with the head too: the head must not stay cached, to be served later
+    with a time the store does not hold — a relay restarted with its clock behind would then sign an
+    earlier head than one its devices hold, and they would refuse it as an old head replayed."""
+    path = tmp_path / "relay.db"
+    clock = Clock(T0 + 5)
+    with Store(path) as store:
+        core = RelayCore(store, clock=clock, rng=random.Random(1).randbytes, limits=UNLIMITED)
+        conn = core_device(core, DeviceKeys.make("alice"), 1)
+        assert store.key_log_head_time() == 0  # no head signed yet
+
+        def fail(*args: object) -> None:
+            raise RuntimeError("the metadata record could not be written")
+
+        monkeypatch.setattr(core, "_write_records", fail)
+        with pytest.raises(RuntimeError, match="metadata record"):  # signs the head at T0 + 5, then fails
+            core.handle(conn, wire.FetchBundle(id=1, account="alice", key_log=True))
+        monkeypatch.undo()
+        clock.now = T0 + 20
+        held = _served_head(core, conn)
+        assert store.key_log_head_time() >= held.timestamp  # the time of the head served is stored
+    clock.now = T0  # the restarted relay's clock is behind
+    with Store(path) as store:
+        core = RelayCore(store, clock=clock, rng=random.Random(2).randbytes, limits=UNLIMITED)
+        again = _served_head(core, core_device(core, DeviceKeys.make("alice"), 1, register=False))
+    C.check_fresh(again, T0 + 20, [held])  # the device, its clock right, takes it
