@@ -1069,6 +1069,50 @@ def test_main_refuses_an_empty_db_path(capsys: pytest.CaptureFixture[str]) -> No
     assert "argument --db: expected the database file's path, got ''" in capsys.readouterr().err
 
 
+def test_a_second_relay_on_a_store_another_serves_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two ``relay serve`` on one --db both ran: each with its own caches (queue sizes, routes, the next
+    record's seq), rate limits and key log in memory, writing over the other's records."""
+    db, log = tmp_path / "relay.db", tmp_path / "relay.log"
+    first = RelayProcess(db, log)
+    try:
+        with socket.socket() as taken:  # were it not refused, it would stop at binding (status 1)
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            assert main(["--host", "127.0.0.1", "--port", str(port), "--db", str(db)]) == 2
+            err = capsys.readouterr().err
+            assert f"--db {db}: another relay is serving this database" in err and "Traceback" not in err
+            assert first.proc.poll() is None  # the first serves on
+        first.proc.send_signal(signal.SIGTERM)
+        assert first.proc.wait(timeout=20) == 0
+        with socket.socket() as taken:  # the first has stopped: the lock went with it
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            assert main(["--host", "127.0.0.1", "--port", str(port), "--db", str(db)]) == 1
+    finally:
+        if first.proc.poll() is None:
+            first.proc.kill()
+            first.proc.wait()
+
+
+def test_main_says_what_is_wrong_with_the_db_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A refused store's message named the file twice ("--db X: cannot open the relay database: X:
+    ..."), and SQLite's words alone said nothing of a folder given for the file."""
+    newer = tmp_path / "newer.db"
+    with sqlite3.connect(newer) as db:
+        db.execute("PRAGMA user_version = 1000")
+    db.close()
+    folder = tmp_path / "folder.db"
+    folder.mkdir()
+    for path, said in ((newer, "schema version 1000 is newer"), (folder, "a folder, not a database file")):
+        assert main(["--host", "127.0.0.1", "--port", "0", "--db", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert f"error: --db {path}: {said}" in err and err.count(str(path)) == 1, err
+
+
 def test_a_fresh_store_has_no_simulation_mark(tmp_path: Path) -> None:
     with Store(tmp_path / "relay.db") as store:
         assert store.simulation_keys is None
