@@ -1200,7 +1200,8 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         "--db",
         type=_db_file,
         default="relay.db",
-        help="SQLite database file, created if absent (default: %(default)s)",
+        help="SQLite database file, created if absent; one relay at a time serves it, the second is "
+        "refused (default: %(default)s)",
     )
     parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain; with --tls-key, serve TLS")
     parser.add_argument("--tls-key", metavar="FILE", help="PEM private key for --tls-cert")
