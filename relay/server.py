@@ -84,6 +84,7 @@ import select
 import signal
 import sqlite3
 import ssl
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -1552,8 +1553,12 @@ def lock_store(path: str) -> int:
     import fcntl  # (not on every system: only the server, which needs epoll, i.e. Linux, takes the lock)
 
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        # (O_NONBLOCK: a FIFO at the path would wait for a writer; it is no file to lock)
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), 0o644)
     except OSError:
+        return -1
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
         return -1
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

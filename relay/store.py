@@ -541,6 +541,8 @@ def _explain(path: str, exc: sqlite3.Error) -> str:
     folder = os.path.dirname(where)
     if os.path.isdir(where):
         return "a folder, not a database file; give the path of a file in it (e.g. relay.db)"
+    if os.path.exists(where) and not os.path.isfile(where):
+        return f"not a regular file (a pipe, socket or device: {message}); give the path of a database file"
     if not os.path.isdir(folder):
         return f"its folder {folder} does not exist ({message}); make it first, or give another path"
     if message == "file is not a database":

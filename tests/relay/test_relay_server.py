@@ -15,6 +15,8 @@ import socket
 import sqlite3
 import ssl
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -1111,6 +1113,21 @@ def test_main_says_what_is_wrong_with_the_db_once(tmp_path: Path, capsys: pytest
         assert main(["--host", "127.0.0.1", "--port", "0", "--db", str(path)]) == 2
         err = capsys.readouterr().err
         assert f"error: --db {path}: {said}" in err and err.count(str(path)) == 1, err
+
+
+def test_a_pipe_at_the_db_path_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """The lock's open of a FIFO at --db waited for a writer, for ever; SQLite says "disk I/O error"."""
+    fifo = tmp_path / "relay.db"
+    os.mkfifo(fifo)
+    res = subprocess.run(
+        [sys.executable, "-m", "relaysim.relay.server", "--port", "0", "--db", str(fifo)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(RelayProcess.ROOT)},
+    )
+    assert res.returncode == 2, res.stderr
+    assert f"--db {fifo}: not a regular file" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_a_fresh_store_has_no_simulation_mark(tmp_path: Path) -> None:
