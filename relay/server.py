@@ -84,6 +84,7 @@ import select
 import signal
 import sqlite3
 import ssl
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -1200,7 +1201,8 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         "--db",
         type=_db_file,
         default="relay.db",
-        help="SQLite database file, created if absent (default: %(default)s)",
+        help="SQLite database file, created if absent; one relay at a time serves it, the second is "
+        "refused (default: %(default)s)",
     )
     parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain; with --tls-key, serve TLS")
     parser.add_argument("--tls-key", metavar="FILE", help="PEM private key for --tls-cert")
@@ -1525,9 +1527,64 @@ def main(args: list[str]) -> int:
         level=opts.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
+        # Taken before the file is opened (a relay that migrates it would change a store another serves),
+        # and held until the relay stops.
+        lock = lock_store(opts.db)
+    except StoreError as exc:
+        print(f"{parser.prog}: error: --db {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _serve_locked(parser, opts, limits, token)
+    finally:
+        if lock >= 0:
+            os.close(lock)
+
+
+def lock_store(path: str) -> int:
+    """Hold ``path`` for this relay alone: an exclusive ``flock`` on the database file (made empty if
+    there is none, as SQLite would), or a StoreError naming it if another relay holds it. Returns the
+    descriptor that holds the lock (closing it lets go), or -1 where the file cannot be opened (SQLite
+    then says why, naming the file).
+
+    Two relays on one store would each keep their own caches (queue sizes, routes, the next record's
+    number) and their own rate limits, and refuse or overwrite each other's writes. Readers (the
+    compliance desk of a live run, ``relaysim disclose`` on a copy) take no such lock and are not held
+    up: on Linux a ``flock`` and SQLite's own locks (``fcntl`` byte ranges) do not interact (flock(2))."""
+    import fcntl  # (not on every system: only the server, which needs epoll, i.e. Linux, takes the lock)
+
+    try:
+        # (O_NONBLOCK: a FIFO at the path would wait for a writer; it is no file to lock)
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError:
+        return -1
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return -1
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreError(
+            f"{path}: another relay is serving this database (it holds its lock): two relays on one store "
+            "would each keep its queues and counters in memory and overwrite the other's records; stop it "
+            "first, or give another --db"
+        ) from None
+    except OSError:  # a file system without flock: nothing to hold it with
+        return fd
+    return fd
+
+
+def _serve_locked(
+    parser: argparse.ArgumentParser, opts: argparse.Namespace, limits: Limits, token: bytes | None
+) -> int:
+    """:func:`main` once the database's lock is held."""
+    try:
         with Store(opts.db) as store:
             simulation = store.simulation_keys
-    except (StoreError, sqlite3.Error) as exc:
+    except StoreError as exc:
+        print(f"{parser.prog}: error: --db {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:
         print(f"{parser.prog}: error: --db {opts.db}: cannot open the relay database: {exc}", file=sys.stderr)
         return 2
     if simulation is not None:

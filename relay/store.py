@@ -483,6 +483,90 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+_RELEASED: Final = tuple(MIGRATIONS)
+_SCHEMAS: dict[int, dict[str, list[str]]] = {}
+
+
+def _expected_schema(version: int) -> dict[str, list[str]]:
+    """The tables, and each one's columns, that the first ``version`` migrations make (run once per
+    process on an empty database in memory); nothing known for a step not among this module's own
+    (one a test added)."""
+    steps = tuple(MIGRATIONS[:version])
+    if steps != _RELEASED[:version]:
+        return {}
+    schema = _SCHEMAS.get(version)
+    if schema is None:
+        db = sqlite3.connect(":memory:", isolation_level=None)
+        try:
+            for step in steps:
+                step(db)
+            names = [
+                row[0]
+                for row in db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
+                )
+            ]
+            schema = {n: [row[1] for row in db.execute(f'PRAGMA table_info("{n}")')] for n in names}
+        finally:
+            db.close()
+        _SCHEMAS[version] = schema
+    return schema
+
+
+# The tables a relay reads as it starts, their key column and the SQL type each column must hold
+# (Store._check_rows): a row of another type is refused rather than read (a number as bytes).
+_STARTUP_TYPES: Final = (
+    (
+        "server_identity",
+        "key_id",
+        (
+            ("key_id", "integer"),
+            ("server_private", "blob"),
+            ("server_certificate", "blob"),
+            ("trust_root_public", "blob"),
+        ),
+    ),
+    ("key_log", "idx", (("idx", "integer"), ("leaf", "blob"))),
+    ("key_log_head_time", "id", (("signed_at", "integer"),)),
+    ("meta", "key", (("key", "text"), ("value", "text"))),
+)
+
+
+def _explain(path: str, exc: sqlite3.Error) -> str:
+    """What is wrong with the file at ``path``, in words, for an error SQLite gave on opening it."""
+    message = str(exc)
+    if path == ":memory:":
+        return message
+    where = os.path.abspath(path)
+    folder = os.path.dirname(where)
+    if os.path.isdir(where):
+        return "a folder, not a database file; give the path of a file in it (e.g. relay.db)"
+    if os.path.exists(where) and not os.path.isfile(where):
+        return f"not a regular file (a pipe, socket or device: {message}); give the path of a database file"
+    if not os.path.isdir(folder):
+        return f"its folder {folder} does not exist ({message}); make it first, or give another path"
+    if message == "file is not a database":
+        return "not a SQLite database (its first bytes are not SQLite's header): give a relay store, or a new path"
+    if "malformed" in message:
+        return f"a damaged SQLite file ({message}): truncated or overwritten; restore it from a backup"
+    if message == "database is locked":
+        return (
+            f"another program holds a lock on it ({message}, after waiting 5 s): a transaction left open "
+            "by a tool that has the file open; close that first"
+        )
+    if os.path.exists(where) and not os.access(where, os.W_OK):
+        return (
+            f"read-only ({message}): the relay writes to its database, and to its -wal and -shm files "
+            "beside it; make the file, its folder and their file system writable"
+        )
+    if not os.access(folder, os.W_OK):
+        return (
+            f"cannot be written ({message}): its folder {folder} is read-only, and the relay keeps its "
+            f"-wal and -shm files beside the database"
+        )
+    return message
+
+
 # --- rows ------------------------------------------------------------------------------------
 
 
@@ -891,7 +975,10 @@ class Store:
         self.path = os.fspath(path)
         self.durable = durable
         # isolation_level=None: no implicit transactions; transaction() says BEGIN/COMMIT itself.
-        self._db = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {_explain(self.path, exc)}") from exc
         self._thread = threading.get_ident()  # the thread that may use _db
         self._depth = 0
         self._wal_fd = -1  # with defer_syncs: the WAL file, which sync() fsyncs
@@ -917,12 +1004,19 @@ class Store:
         # to the file: the transaction can then only be rolled back whole.
         self._broken = False
         try:
+            # What the file is, checked before anything is written to it (the journal mode below
+            # rewrites its header): a newer relay's file, another program's database or a damaged
+            # store is refused as it is.
+            self._check_file()
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
             # Overwrite deleted rows (acknowledged envelopes, expired metadata) with zeros instead
             # of leaving them in free pages, where a copy of the file would still show them.
             self._db.execute("PRAGMA secure_delete=ON")
             self._migrate()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StoreError(f"{self.path}: {_explain(self.path, exc)}") from exc
         except BaseException:
             self._db.close()
             raise
@@ -960,13 +1054,71 @@ class Store:
     def schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
-    def _migrate(self) -> None:
+    def _check_file(self) -> None:
+        """A StoreError, before anything is written, for a file this relay must not open: a newer
+        schema, a SQLite database of some other program's (version 0, with tables of its own), or a
+        store missing a table or column its version has (dropped by hand, or a damaged file)."""
         version = self.schema_version
         if version > len(MIGRATIONS):
             raise StoreError(
                 f"{self.path}: schema version {version} is newer than this relay understands "
-                f"({len(MIGRATIONS)}); upgrade the relay"
+                f"({len(MIGRATIONS)}); upgrade the relay (the file is left as it is)"
             )
+        have: dict[str, set[str]] = {}
+        for (name,) in self._db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
+        ).fetchall():
+            have[name] = {row[1] for row in self._db.execute(f'PRAGMA table_info("{name}")')}
+        if version == 0:
+            if have:
+                tables = sorted(have)
+                listed = ", ".join(tables[:8]) + (f", … ({len(tables)} in all)" if len(tables) > 8 else "")
+                raise StoreError(
+                    f"{self.path}: a SQLite database, but not a relay store (no schema version, and tables "
+                    f"of its own: {listed}); give the relay a new file, or a store it wrote (the file is "
+                    "left as it is)"
+                )
+            return
+        for table, columns in _expected_schema(version).items():
+            if table not in have:
+                raise StoreError(
+                    f"{self.path}: a relay store of schema version {version} without its {table} table: "
+                    "damaged or changed by hand; restore it from a backup (the file is left as it is)"
+                )
+            missing = [c for c in columns if c not in have[table]]
+            if missing:
+                raise StoreError(
+                    f"{self.path}: table {table} has no {', '.join(missing)} column, which schema version "
+                    f"{version} has: damaged or changed by hand; restore it from a backup (the file is "
+                    "left as it is)"
+                )
+        self._check_rows()
+
+    def _check_rows(self) -> None:
+        """A StoreError naming the first row of the tables a relay reads as it starts (its own keys,
+        the key log, the facts about the file) that holds what the relay never writes there: it would
+        otherwise start on it (a number read as bytes) or fail with an error of its own."""
+        have = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        for table, key, checks in _STARTUP_TYPES:
+            if table not in have:  # a store of an older version (in tests, which stop migrations early)
+                continue
+            where = " OR ".join(f"typeof({col}) <> '{kind}'" for col, kind in checks)
+            row = self._db.execute(
+                f"SELECT {key}, {', '.join(col for col, _ in checks)} FROM {table} WHERE {where} LIMIT 1"
+            ).fetchone()
+            if row is None:
+                continue
+            for (col, kind), value in zip(checks, row[1:], strict=True):
+                got = {int: "integer", float: "real", str: "text", bytes: "blob"}.get(type(value), "null")
+                if got != kind:
+                    want = {"blob": "bytes", "integer": "an integer", "text": "text"}[kind]
+                    raise StoreError(
+                        f"{self.path}: {table} row {row[0]!r:.40}: {col}: expected {want}, got {value!r:.40}; "
+                        "the relay never writes that: damaged or changed by hand (the file is left as it is)"
+                    )
+
+    def _migrate(self) -> None:
+        version = self.schema_version
         for target in range(version + 1, len(MIGRATIONS) + 1):
             with self.transaction():
                 MIGRATIONS[target - 1](self._db)

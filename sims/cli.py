@@ -445,7 +445,9 @@ def _disclose(args: argparse.Namespace) -> int:
                 _check_records(copy, db)
             store = Store(copy, durable=False) if not missing else None
         except (StoreError, sqlite3.DatabaseError) as exc:
-            raise CliError(f"--db {db}: cannot open it as a relay store: {exc}") from None
+            # (a StoreError names the file it opened: the copy, under a name of its own)
+            said = str(exc).removeprefix(f"{copy}: ")
+            raise CliError(f"--db {db}: cannot open it as a relay store: {said}") from None
         if store is None:
             raise CliError(
                 f"--db {db}: not a relaysim relay store (it has no {' or '.join(missing)} table); give the "

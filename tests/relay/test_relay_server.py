@@ -15,6 +15,8 @@ import socket
 import sqlite3
 import ssl
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -1067,6 +1069,65 @@ def test_main_refuses_an_empty_db_path(capsys: pytest.CaptureFixture[str]) -> No
         port = taken.getsockname()[1]
         assert main(["--host", "127.0.0.1", "--port", str(port), "--db", ""]) == 2
     assert "argument --db: expected the database file's path, got ''" in capsys.readouterr().err
+
+
+def test_a_second_relay_on_a_store_another_serves_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two ``relay serve`` on one --db both ran: each with its own caches (queue sizes, routes, the next
+    record's seq), rate limits and key log in memory, writing over the other's records."""
+    db, log = tmp_path / "relay.db", tmp_path / "relay.log"
+    first = RelayProcess(db, log)
+    try:
+        with socket.socket() as taken:  # were it not refused, it would stop at binding (status 1)
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            assert main(["--host", "127.0.0.1", "--port", str(port), "--db", str(db)]) == 2
+            err = capsys.readouterr().err
+            assert f"--db {db}: another relay is serving this database" in err and "Traceback" not in err
+            assert first.proc.poll() is None  # the first serves on
+        first.proc.send_signal(signal.SIGTERM)
+        assert first.proc.wait(timeout=20) == 0
+        with socket.socket() as taken:  # the first has stopped: the lock went with it
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            assert main(["--host", "127.0.0.1", "--port", str(port), "--db", str(db)]) == 1
+    finally:
+        if first.proc.poll() is None:
+            first.proc.kill()
+            first.proc.wait()
+
+
+def test_main_says_what_is_wrong_with_the_db_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A refused store's message named the file twice ("--db X: cannot open the relay database: X:
+    ..."), and SQLite's words alone said nothing of a folder given for the file."""
+    newer = tmp_path / "newer.db"
+    with sqlite3.connect(newer) as db:
+        db.execute("PRAGMA user_version = 1000")
+    db.close()
+    folder = tmp_path / "folder.db"
+    folder.mkdir()
+    for path, said in ((newer, "schema version 1000 is newer"), (folder, "a folder, not a database file")):
+        assert main(["--host", "127.0.0.1", "--port", "0", "--db", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert f"error: --db {path}: {said}" in err and err.count(str(path)) == 1, err
+
+
+def test_a_pipe_at_the_db_path_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """The lock's open of a FIFO at --db waited for a writer, for ever; SQLite says "disk I/O error"."""
+    fifo = tmp_path / "relay.db"
+    os.mkfifo(fifo)
+    res = subprocess.run(
+        [sys.executable, "-m", "relaysim.relay.server", "--port", "0", "--db", str(fifo)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(RelayProcess.ROOT)},
+    )
+    assert res.returncode == 2, res.stderr
+    assert f"--db {fifo}: not a regular file" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_a_fresh_store_has_no_simulation_mark(tmp_path: Path) -> None:

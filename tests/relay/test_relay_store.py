@@ -80,6 +80,170 @@ def test_migrations_run_in_order_once_and_a_newer_schema_is_refused(
         Store(path)
 
 
+def test_a_newer_schema_is_refused_without_a_byte_of_the_file_changed(tmp_path: Path) -> None:
+    """The check of the version came after ``journal_mode=WAL``, which rewrites the header of a file in
+    rollback mode (bytes 18-19): a newer relay's store was changed by the relay that refused it."""
+    path = tmp_path / "relay.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE accounts (account TEXT PRIMARY KEY, created_at REAL NOT NULL, region TEXT)")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1} is newer") as refused:
+        Store(path)
+    assert str(path) in str(refused.value)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["relay.db"]
+
+
+def test_another_programs_sqlite_database_is_refused_untouched(tmp_path: Path) -> None:
+    """A SQLite file with tables of its own and no schema version (``--db`` naming some other
+    program's database) was taken for a new store: the relay's tables were added to it, or, where a
+    name was taken ("accounts"), the first migration failed with SQLite's words alone."""
+    for table in ("photos", "accounts"):
+        path = tmp_path / f"{table}.db"
+        db = sqlite3.connect(path)
+        db.execute(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, name TEXT)")
+        db.execute(f"INSERT INTO {table} VALUES (1, 'kept')")
+        db.commit()
+        db.close()
+        before = path.read_bytes()
+        with pytest.raises(StoreError, match=f"not a relay store .*tables of its own: {table}") as refused:
+            Store(path)
+        assert str(path) in str(refused.value)
+        assert path.read_bytes() == before
+
+
+def test_an_empty_file_is_a_new_store(tmp_path: Path) -> None:
+    """A file of 0 bytes (``touch relay.db``) holds nothing to lose: SQLite takes it for an empty
+    database, and the relay makes its store there."""
+    path = tmp_path / "relay.db"
+    path.write_bytes(b"")
+    with Store(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ("DROP TABLE devices", "schema version .* without its devices table"),
+        ("DROP TABLE server_identity", "without its server_identity table"),
+        ("ALTER TABLE group_states DROP COLUMN write_keys", "table group_states has no write_keys column"),
+        ("ALTER TABLE envelopes DROP COLUMN source_device", "table envelopes has no source_device column"),
+    ],
+)
+def test_a_store_missing_a_table_or_column_is_refused_naming_it(
+    tmp_path: Path, change: str, said: str
+) -> None:
+    """A store of the current version without one of its tables or columns (dropped by hand, a bad
+    copy) was opened: a relay then served on it until a request needed it (without ``devices``, every
+    registration and send failed), or stopped at start with "internal error" (``server_identity``)."""
+    path = tmp_path / "relay.db"
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute(change)
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match=said) as refused:
+        Store(path)
+    assert str(path) in str(refused.value) and "damaged or changed by hand" in str(refused.value)
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (
+            "INSERT INTO server_identity VALUES (1, 'abc', x'00', x'00')",
+            "server_identity row 1: server_private: expected bytes, got 'abc'",
+        ),
+        ("INSERT INTO key_log VALUES (0, 5)", "key_log row 0: leaf: expected bytes, got 5"),
+        (
+            "INSERT INTO key_log_head_time VALUES (0, 'soon')",
+            "key_log_head_time row 0: signed_at: expected an integer, got 'soon'",
+        ),
+    ],
+)
+def test_rows_a_relay_reads_as_it_starts_are_of_the_types_it_writes(
+    tmp_path: Path, change: str, said: str
+) -> None:
+    """SQLite keeps any value in any column. A leaf that is a number was read as that many zero bytes
+    (``bytes(5)``) into the key log; a server key or head time of text stopped the relay with an
+    internal error."""
+    path = tmp_path / "relay.db"
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute(change)
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match=said) as refused:
+        Store(path)
+    assert str(path) in str(refused.value)
+
+
+def test_files_sqlite_cannot_open_are_refused_saying_what_is_wrong(tmp_path: Path) -> None:
+    """SQLite's own words ("file is not a database", "unable to open database file") came out alone,
+    as a sqlite3 error: the same for a folder, a missing folder and a read-only one."""
+    good = tmp_path / "good.db"
+    Store(good).close()
+    noise = tmp_path / "noise.db"
+    noise.write_bytes(random.Random(1).randbytes(8192))
+    text = tmp_path / "notes.db"
+    text.write_text("not a database\n" * 100, encoding="utf-8")
+    cut = tmp_path / "cut.db"
+    cut.write_bytes(good.read_bytes()[:5000])  # mid-page
+    folder = tmp_path / "folder.db"
+    folder.mkdir()
+    cases = [
+        (noise, "not a SQLite database"),
+        (text, "not a SQLite database"),
+        (cut, "a damaged SQLite file"),
+        (folder, "a folder, not a database file"),
+        (tmp_path / "nowhere" / "relay.db", f"its folder {tmp_path / 'nowhere'} does not exist"),
+    ]
+    for path, said in cases:
+        before = path.read_bytes() if path.is_file() else None
+        with pytest.raises(StoreError, match=said) as refused:
+            Store(path)
+        assert str(refused.value).startswith(f"{path}: ")
+        if before is not None:
+            assert path.read_bytes() == before
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_read_only_store_is_refused_saying_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store on read-only media, or in a folder the relay cannot write its -wal and -shm files to:
+    SQLite says "unable to open database file" (or "attempt to write a readonly database"). As root,
+    permissions stop nothing; a test can only pretend (os.access) and give SQLite's error."""
+    path = tmp_path / "relay.db"
+    Store(path).close()
+    failed = sqlite3.OperationalError("unable to open database file")
+    monkeypatch.setattr(os, "access", lambda p, mode: False)
+    assert store_module._explain(str(path), failed).startswith("read-only (unable to open database file)")
+    monkeypatch.setattr(os, "access", lambda p, mode: os.path.isfile(p))
+    assert f"its folder {tmp_path} is read-only" in store_module._explain(str(path), failed)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes a read-only file all the same")
+def test_a_read_only_store_is_refused_as_it_is(tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    path = folder / "relay.db"
+    Store(path).close()
+    before = path.read_bytes()
+    path.chmod(0o444)
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(StoreError, match="read-only") as refused:
+            Store(path)
+        assert str(path) in str(refused.value)
+        assert path.read_bytes() == before
+    finally:
+        folder.chmod(0o755)
+
+
 def test_a_failing_migration_leaves_the_database_as_it_was(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

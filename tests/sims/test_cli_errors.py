@@ -290,6 +290,29 @@ def test_disclose_on_a_missing_or_wrong_db(tmp_path: Path) -> None:
         assert_clean_error(res, db.name, "not a relaysim relay store")
 
 
+def test_disclose_on_a_store_it_cannot_open_names_the_file_given(tmp_path: Path, tf_run: Path) -> None:
+    """disclose opens a copy of the store, in a temporary folder: the store's refusal (a newer schema, a
+    table gone) named that copy, a path that was gone by the time it was read."""
+    import sqlite3
+
+    run = tmp_path / "run"
+    run.mkdir()
+    db = run / "relay.db"
+    (run / "provider.json").write_bytes((tf_run / "provider.json").read_bytes())
+    for change, said in (
+        ("PRAGMA user_version = 1000", "schema version 1000 is newer"),
+        ("DROP TABLE server_identity", "without its server_identity table"),
+    ):
+        db.write_bytes((tf_run / "relay.db").read_bytes())
+        con = sqlite3.connect(db)
+        con.execute(change)
+        con.commit()
+        con.close()
+        res = cli("disclose", "--db", str(db), "--process", "subpoena", "--target", "amira")
+        assert_clean_error(res, f"--db {db}: cannot open it as a relay store: ", said)
+        assert "relaysim-disclose-" not in res.stderr, res.stderr
+
+
 def test_disclose_with_a_damaged_provider_file(tmp_path: Path, tf_run: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
