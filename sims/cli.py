@@ -356,6 +356,7 @@ def _disclose(args: argparse.Namespace) -> int:
     from relaysim.sims.analysis.runfiles import loads
     from relaysim.sims.report import disclosure_json, sim_clock
     from relaysim.sims.scenario import parse_duration
+    from relaysim.sims.term import printable
     from relaysim.sims.world.simulation import SIM_EPOCH
 
     db = Path(args.db)
@@ -496,7 +497,9 @@ def _disclose(args: argparse.Namespace) -> int:
     if args.json == "-":  # stdout carries the JSON alone, for a pipe
         _write_utf8(data)
     else:
-        print(disclosure.to_markdown(lambda t: sim_clock(t, epoch, day is not None)), end="")
+        # the terminal's copy shows the scenario's words, never runs them (sims.term.printable); the
+        # --json file keeps them as written
+        print(printable(disclosure.to_markdown(lambda t: sim_clock(t, epoch, day is not None))), end="")
         if args.json:
             try:
                 Path(args.json).write_text(data, encoding="utf-8")
@@ -636,7 +639,7 @@ def _chart(args: argparse.Namespace) -> int:
     from relaysim.sims.analysis.runfiles import loads
     from relaysim.sims.matrix import render_terminal, terminal_notes
     from relaysim.sims.report import relaysim_outputs
-    from relaysim.sims.term import use_color
+    from relaysim.sims.term import printable, use_color
 
     out = Path(args.dir or "out/fbi-chart")
     matrix_file = out / "matrix.json"
@@ -660,7 +663,8 @@ def _chart(args: argparse.Namespace) -> int:
         _run_to_dir(_scenario("fbi-chart"), out)
     if args.markdown:
         try:
-            print((out / "matrix.md").read_text(encoding="utf-8"), end="")
+            # matrix.md as written stays in the file; printed, its text is shown, never run
+            print(printable((out / "matrix.md").read_text(encoding="utf-8")), end="")
         except OSError as exc:
             raise CliError(f"cannot read {out / 'matrix.md'}: {exc.strerror or exc}") from None
         return 0
