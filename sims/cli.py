@@ -34,7 +34,7 @@ import errno
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -217,7 +217,8 @@ def _report(args: argparse.Namespace) -> int:
     if not out.is_dir():
         raise CliError(f"{out}: no such folder; give the --out folder of a finished run")
     try:
-        path = write_report(out)
+        with _run_folder_warnings("report"):
+            path = write_report(out)
     except (ReportError, AnalysisInputError) as exc:
         raise CliError(str(exc)) from None
     print(f"wrote {path} (one file; open it in a browser, no network needed)")
@@ -337,10 +338,36 @@ def _show(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        print(render_show(out, limit=None if args.all else args.limit, width=args.width, color=use_color()))
+        with _run_folder_warnings("show"):
+            text = render_show(
+                out, limit=None if args.all else args.limit, width=args.width, color=use_color()
+            )
+        print(text)
     except RunFolderError as exc:
         raise CliError(str(exc)) from None
     return 0
+
+
+@contextlib.contextmanager
+def _run_folder_warnings(command: str) -> Iterator[None]:
+    """Within it, a run folder whose files disagree (sims.report.RunFolderWarning) is a line on
+    stderr, ``relaysim COMMAND: warning: ...``, each time it is found; other warnings as Python shows them."""
+    import warnings
+
+    from relaysim.sims.report import RunFolderWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", RunFolderWarning)
+        shown = warnings.showwarning
+
+        def show(message: Any, category: type[Warning], *rest: Any, **kw: Any) -> None:
+            if issubclass(category, RunFolderWarning):
+                print(f"relaysim {command}: warning: {message}", file=sys.stderr)
+            else:
+                shown(message, category, *rest, **kw)
+
+        warnings.showwarning = show
+        yield
 
 
 def _disclose(args: argparse.Namespace) -> int:
@@ -612,6 +639,10 @@ def _analyze(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from relaysim.sims.report import run_disagreements
+
+    for problem in run_disagreements(out):  # what analyze reads, from files of the same run?
+        print(f"relaysim analyze: warning: {problem}", file=sys.stderr)
     try:
         epoch, dated = run_calendar(out)
         lines = write_analysis(out, lambda t: sim_clock(t, epoch, dated), as_seen=args.as_seen)
