@@ -4,9 +4,10 @@ A scenario names people and their devices, conversations (given message by messa
 generated from a social-graph model), the network, relay settings, a duration, a seed and a
 timeline of events. Every problem in a file is reported as
 
-    two-friends.toml: people[1].devices[0].region: expected one of 'pk', 'us', got 'mars'
+    two-friends.toml: people[1].devices[0].region: expected one of 'pk', 'us', got 'mars' (line 24)
 
-naming the file, the key path, the bad value and what was expected.
+naming the file, the key path, the bad value and what was expected, and the line the key path is
+written on when the text says it for sure (``_line_of``).
 
 Nothing wrong runs: a file is refused (``relaysim run`` exits with status 2 and prints that one
 line) rather than run doing something other than what it says. In particular:
