@@ -641,14 +641,15 @@ def _analyze(args: argparse.Namespace) -> int:
         return 2
     from relaysim.sims.report import run_disagreements
 
-    for problem in run_disagreements(out):  # what analyze reads, from files of the same run?
-        print(f"relaysim analyze: warning: {problem}", file=sys.stderr)
+    problems = run_disagreements(out)  # what analyze reads, from files of the same run?
     try:
         epoch, dated = run_calendar(out)
         lines = write_analysis(out, lambda t: sim_clock(t, epoch, dated), as_seen=args.as_seen)
     except (AnalysisInputError, ValueError) as exc:
-        print(f"relaysim analyze: {exc}", file=sys.stderr)
+        print(f"relaysim analyze: {exc}", file=sys.stderr)  # a file it cannot read: that alone
         return 2
+    for problem in problems:
+        print(f"relaysim analyze: warning: {problem}", file=sys.stderr)
     for line in lines:
         print(line)
     if args.as_seen:
