@@ -34,7 +34,7 @@ import errno
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -217,7 +217,8 @@ def _report(args: argparse.Namespace) -> int:
     if not out.is_dir():
         raise CliError(f"{out}: no such folder; give the --out folder of a finished run")
     try:
-        path = write_report(out)
+        with _run_folder_warnings("report"):
+            path = write_report(out)
     except (ReportError, AnalysisInputError) as exc:
         raise CliError(str(exc)) from None
     print(f"wrote {path} (one file; open it in a browser, no network needed)")
@@ -337,10 +338,36 @@ def _show(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        print(render_show(out, limit=None if args.all else args.limit, width=args.width, color=use_color()))
+        with _run_folder_warnings("show"):
+            text = render_show(
+                out, limit=None if args.all else args.limit, width=args.width, color=use_color()
+            )
+        print(text)
     except RunFolderError as exc:
         raise CliError(str(exc)) from None
     return 0
+
+
+@contextlib.contextmanager
+def _run_folder_warnings(command: str) -> Iterator[None]:
+    """Within it, a run folder whose files disagree (sims.report.RunFolderWarning) is a line on
+    stderr, ``relaysim COMMAND: warning: ...``, each time it is found; other warnings as Python shows them."""
+    import warnings
+
+    from relaysim.sims.report import RunFolderWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", RunFolderWarning)
+        shown = warnings.showwarning
+
+        def show(message: Any, category: type[Warning], *rest: Any, **kw: Any) -> None:
+            if issubclass(category, RunFolderWarning):
+                print(f"relaysim {command}: warning: {message}", file=sys.stderr)
+            else:
+                shown(message, category, *rest, **kw)
+
+        warnings.showwarning = show
+        yield
 
 
 def _disclose(args: argparse.Namespace) -> int:
@@ -356,6 +383,7 @@ def _disclose(args: argparse.Namespace) -> int:
     from relaysim.sims.analysis.runfiles import loads
     from relaysim.sims.report import disclosure_json, sim_clock
     from relaysim.sims.scenario import parse_duration
+    from relaysim.sims.term import printable
     from relaysim.sims.world.simulation import SIM_EPOCH
 
     db = Path(args.db)
@@ -498,7 +526,9 @@ def _disclose(args: argparse.Namespace) -> int:
     if args.json == "-":  # stdout carries the JSON alone, for a pipe
         _write_utf8(data)
     else:
-        print(disclosure.to_markdown(lambda t: sim_clock(t, epoch, day is not None)), end="")
+        # the terminal's copy shows the scenario's words, never runs them (sims.term.printable); the
+        # --json file keeps them as written
+        print(printable(disclosure.to_markdown(lambda t: sim_clock(t, epoch, day is not None))), end="")
         if args.json:
             try:
                 Path(args.json).write_text(data, encoding="utf-8")
@@ -611,12 +641,17 @@ def _analyze(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from relaysim.sims.report import run_disagreements
+
+    problems = run_disagreements(out)  # what analyze reads, from files of the same run?
     try:
         epoch, dated = run_calendar(out)
         lines = write_analysis(out, lambda t: sim_clock(t, epoch, dated), as_seen=args.as_seen)
     except (AnalysisInputError, ValueError) as exc:
-        print(f"relaysim analyze: {exc}", file=sys.stderr)
+        print(f"relaysim analyze: {exc}", file=sys.stderr)  # a file it cannot read: that alone
         return 2
+    for problem in problems:
+        print(f"relaysim analyze: warning: {problem}", file=sys.stderr)
     for line in lines:
         print(line)
     if args.as_seen:
@@ -638,7 +673,7 @@ def _chart(args: argparse.Namespace) -> int:
     from relaysim.sims.analysis.runfiles import loads
     from relaysim.sims.matrix import render_terminal, terminal_notes
     from relaysim.sims.report import relaysim_outputs
-    from relaysim.sims.term import use_color
+    from relaysim.sims.term import printable, use_color
 
     out = Path(args.dir or "out/fbi-chart")
     matrix_file = out / "matrix.json"
@@ -662,7 +697,8 @@ def _chart(args: argparse.Namespace) -> int:
         _run_to_dir(_scenario("fbi-chart"), out)
     if args.markdown:
         try:
-            print((out / "matrix.md").read_text(encoding="utf-8"), end="")
+            # matrix.md as written stays in the file; printed, its text is shown, never run
+            print(printable((out / "matrix.md").read_text(encoding="utf-8")), end="")
         except OSError as exc:
             raise CliError(f"cannot read {out / 'matrix.md'}: {exc.strerror or exc}") from None
         return 0

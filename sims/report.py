@@ -40,6 +40,7 @@ import json
 import math
 import shlex
 import shutil
+import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -66,6 +67,7 @@ __all__ = [
     "OWNED_FILES",
     "OutputDirError",
     "RunFolderError",
+    "RunFolderWarning",
     "disclosure_json",
     "order_outcome",
     "percentile",
@@ -79,6 +81,7 @@ __all__ = [
     "render_show",
     "run_calendar",
     "run_comparison_to_dir",
+    "run_disagreements",
     "run_to_dir",
     "show_rows",
     "sim_clock",
@@ -116,6 +119,11 @@ class OutputDirError(Exception):
 
 class RunFolderError(Exception):
     """A run's folder that cannot be read back (missing, interrupted or damaged files)."""
+
+
+class RunFolderWarning(UserWarning):
+    """A run's folder whose files can each be read but do not agree with one another (see
+    :func:`run_disagreements`): the command goes on, and the relaysim command prints it on stderr."""
 
 
 def relaysim_outputs(out: Path) -> list[Path]:
@@ -661,7 +669,76 @@ def read_run(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         events.append(event)
     if not isinstance(summary, dict):
         raise RunFolderError(f"{summary_file}: expected a JSON object, got {type(summary).__name__}")
+    for text in run_disagreements(out, events, summary):
+        warnings.warn(text, RunFolderWarning, stacklevel=2)
     return events, summary
+
+
+# What a run's transcript.jsonl holds once per count of summary.json's "messages": both are written
+# by the same run at the same moment (sims.world.simulation, sims.live), so they agree exactly.
+_COUNTED = (
+    ("message_accepted", "accepted_by_relay", "messages accepted by the relay"),
+    ("message_received", "device_deliveries", "deliveries to devices"),
+)
+
+
+def run_disagreements(
+    out: Path, events: list[dict[str, Any]] | None = None, summary: Any = None
+) -> list[str]:
+    """What the files of the run in ``out`` say that does not agree, a sentence each naming the
+    files: files from different runs side by side, or one emptied or edited. Checked, from what the
+    folder holds: transcript.jsonl's ``message_accepted`` and ``message_received`` events against
+    summary.json's ``accepted_by_relay`` and ``device_deliveries``, and relay-view.jsonl's lines
+    against summary.json's ``relay_records``. ``events`` and ``summary``: as :func:`read_run` read
+    them (else read here). A file missing or unreadable is left to the command that reads it."""
+    summary_file, transcript, view = out / "summary.json", out / "transcript.jsonl", out / RELAY_VIEW_FILE
+    try:
+        if summary is None:
+            summary = loads(summary_file.read_text(encoding="utf-8"))
+        if events is None and transcript.is_file():
+            events = [loads(line) for line in transcript.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError, ValueError):
+        return []
+    messages = summary.get("messages") if isinstance(summary, dict) else None
+    if not isinstance(messages, dict):
+        return []
+    rerun = f"run it again with: relaysim run NAME --out {out} --force"
+    found = []
+    counted = [(kind, messages[key], what) for kind, key, what in _COUNTED if type(messages.get(key)) is int]
+    if events is not None and counted:
+        held = [
+            sum(1 for e in events if isinstance(e, dict) and e.get("kind") == kind)
+            for kind, _n, _w in counted
+        ]
+        if held != [n for _kind, n, _what in counted]:
+            pairs = " and ".join(f"{n} {what}" for _kind, n, what in counted)
+            if not events and transcript.is_file() and transcript.stat().st_size == 0:
+                found.append(
+                    f"{transcript} is empty (0 bytes), but {summary_file} counts {pairs}: the conversation "
+                    f"shown is empty because the file was emptied, not because nothing happened; {rerun}"
+                )
+            else:
+                mine = " and ".join(f"{h} {kind}" for h, (kind, _n, _w) in zip(held, counted, strict=True))
+                found.append(
+                    f"{transcript} holds {mine} events, but {summary_file} counts {pairs}: the two files come from "
+                    f"different runs (or one was edited or cut short); {rerun}"
+                )
+    records = summary.get("relay_records")
+    if view.is_file() and isinstance(records, dict) and all(type(v) is int for v in records.values()):
+        lines, last = 0, b"\n"
+        try:
+            with open(view, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    lines, last = lines + chunk.count(b"\n"), chunk[-1:]
+        except OSError:
+            return found
+        lines += last != b"\n"  # a last line without its line break
+        if lines != sum(records.values()):
+            found.append(
+                f"{view} holds {lines} records, but {summary_file} counts {sum(records.values())} relay records: "
+                f"the two files come from different runs (or one was edited or cut short); {rerun}"
+            )
+    return found
 
 
 def _quote(text: Any) -> str:

@@ -4,9 +4,10 @@ A scenario names people and their devices, conversations (given message by messa
 generated from a social-graph model), the network, relay settings, a duration, a seed and a
 timeline of events. Every problem in a file is reported as
 
-    two-friends.toml: people[1].devices[0].region: expected one of 'pk', 'us', got 'mars'
+    two-friends.toml: people[1].devices[0].region: expected one of 'pk', 'us', got 'mars' (line 24)
 
-naming the file, the key path, the bad value and what was expected.
+naming the file, the key path, the bad value and what was expected, and the line the key path is
+written on when the text says it for sure (``_line_of``).
 
 Nothing wrong runs: a file is refused (``relaysim run`` exits with status 2 and prints that one
 line) rather than run doing something other than what it says. In particular:
@@ -209,12 +210,146 @@ _DURATION = re.compile("".join(f"(?:{_NUMBER}{unit})?" for unit in "dhms"))
 
 
 class ScenarioError(ValueError):
-    """A scenario file is broken. The message names the file, the key path, the value and what was expected."""
+    """A scenario file is broken. The message names the file, the key path, the value and what was
+    expected, and, when the file's text is at hand, ends with the line the key path is written on
+    (``line``; tomllib keeps no positions: sims.scenario._line_of finds it in the text)."""
 
-    def __init__(self, source: str, path: str, message: str) -> None:
+    def __init__(self, source: str, path: str, message: str, line: int | None = None) -> None:
         self.source = source
         self.path = path
-        super().__init__(f"{source}: {path}: {message}" if path else f"{source}: {message}")
+        self.message = message
+        self.line = line
+        text = f"{source}: {path}: {message}" if path else f"{source}: {message}"
+        super().__init__(text if line is None else f"{text} (line {line})")
+
+
+# A line of TOML that opens a table ([a.b], [[a]]) or sets a key (a = ..., a.b = ...), with bare keys
+# (a scenario's keys are all bare: sims.scenario reads no quoted key); a comment may follow a header.
+_TOML_HEADER = re.compile(r"\s*(\[\[?)\s*([A-Za-z0-9_-]+(?:\s*\.\s*[A-Za-z0-9_-]+)*)\s*(\]\]?)\s*(?:#.*)?")
+_TOML_KEY = re.compile(r"\s*([A-Za-z0-9_-]+(?:\s*\.\s*[A-Za-z0-9_-]+)*)\s*=(.*)")
+
+
+def _resolve(name: str, arrays: dict[str, int]) -> str:
+    """A header's dotted name as the validator names it: an array of tables it passes through is
+    its last element (``[[people.devices]]`` under the second ``[[people]]``: ``people[1].devices``)."""
+    path = ""
+    for part in name.split("."):
+        path = f"{path}.{part}" if path else part
+        if path in arrays:  # (each is named as resolved: people, people[1].devices)
+            path = f"{path}[{arrays[path]}]"
+    return path
+
+
+_TOML_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'[^\']*\'')
+
+
+def _array_elements(text_lines: list[str], n: int, value: str) -> tuple[list[tuple[int, bool]], int] | None:
+    """Where each element of the array ``value`` (a key's value, from line ``n``, going on over the
+    lines after) is: (its line, whether all of it is on that line), and the line the array ends
+    on; None if it cannot be followed (a multi-line string in it, or no end)."""
+    elements: list[tuple[int, bool]] = []
+    depth, expecting, started, line, s, i = 0, False, 0, n, value, 0
+
+    def begin() -> None:
+        nonlocal expecting, started
+        if depth == 1 and expecting:
+            expecting, started = False, line
+
+    while True:
+        if i >= len(s):
+            if line >= len(text_lines):
+                return None
+            s, i, line = text_lines[line], 0, line + 1
+            continue
+        c = s[i]
+        if c in "\"'":
+            string = _TOML_STRING.match(s, i)
+            if s.startswith(c * 3, i) or string is None:
+                return None
+            begin()
+            i = string.end()
+            continue
+        if c == "#":
+            i = len(s)
+            continue
+        if not c.isspace():
+            if c in "]}" or c == ",":
+                if depth == 1 and started:
+                    elements.append((started, started == line))
+                    started = 0
+                if c == ",":
+                    expecting = depth == 1
+                else:
+                    depth -= 1
+                    if depth == 0:
+                        return elements, line
+            else:
+                begin()
+                if c in "[{":
+                    depth += 1
+                    expecting = expecting or depth == 1
+        i += 1
+
+
+def _key_lines(text: str) -> dict[str, tuple[int, bool, bool]]:
+    """Each key path a scenario's TOML text writes at the start of a line, as the validator names it
+    (``relay.profile``, ``events[2]``, ``events[2].device``, ``conversations[0].messages[3]``) →
+    (its line from 1, whether what is inside it is on that line, whether it is a table). A key
+    inside an inline table (``devices = [{ region = ... }]``) is not at a line's start: its
+    enclosing key or array element is. Lines inside a multi-line string are skipped."""
+    text_lines = text.splitlines()
+    lines: dict[str, tuple[int, bool, bool]] = {}
+    arrays: dict[str, int] = {}  # an array of tables, as the validator names it → its last index
+    table, closing, skip = "", "", 0
+    for n, line in enumerate(text_lines, 1):
+        if n <= skip:  # the rest of a multi-line array, whose elements are found
+            continue
+        if closing:  # inside a multi-line string: does this line end it?
+            if line.count(closing) % 2:
+                closing = ""
+            continue
+        header = _TOML_HEADER.fullmatch(line)
+        if header and (header[1] == "[[") == (header[3] == "]]"):
+            parent, _dot, last = re.sub(r"\s+", "", header[2]).rpartition(".")
+            name = f"{_resolve(parent, arrays)}.{last}" if parent else last
+            if header[1] == "[[":
+                arrays[name] = arrays.get(name, -1) + 1
+                name = f"{name}[{arrays[name]}]"
+            table = name
+            lines.setdefault(table, (n, False, True))
+            continue
+        key = _TOML_KEY.match(line)
+        if key:
+            path = re.sub(r"\s+", "", key[1])
+            path = f"{table}.{path}" if table else path
+            value = key[2]
+            for quotes in ('"""', "'''"):
+                if value.count(quotes) % 2:
+                    closing = quotes
+            bare = _TOML_STRING.sub("", value)
+            whole = not closing and bare.count("[") == bare.count("]") and bare.count("{") == bare.count("}")
+            lines.setdefault(path, (n, whole, False))
+            if not whole and not closing and value.lstrip().startswith("["):
+                found = _array_elements(text_lines, n, value)
+                if found is not None:
+                    elements, skip = found
+                    for k, (at, alone) in enumerate(elements):
+                        lines.setdefault(f"{path}[{k}]", (at, alone, False))
+    return lines
+
+
+def _line_of(text: str, path: str) -> int | None:
+    """The line ``path`` is written on in ``text``: its own; for a key of a table the file does not
+    write (a missing one), the table's header; for a part of a key's value or an array's element
+    (an inline table's key), that value's line if all of it is on it. None when the text cannot say."""
+    found = _key_lines(text)
+    inside = path
+    while inside not in found:
+        if not re.search(r"[.\[]", inside):
+            return None
+        inside = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", inside)
+    line, whole, is_table = found[inside]
+    return line if inside == path or is_table or whole else None
 
 
 def parse_duration(value: object) -> float:
@@ -657,7 +792,14 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(source, "", f"not valid TOML: {exc}") from None
-    return scenario_from_data(data, source)
+    try:
+        return scenario_from_data(data, source)
+    except ScenarioError as exc:
+        # tomllib keeps no positions: the line is the one the key path is written on in the text
+        line = _line_of(text, exc.path) if exc.path and exc.line is None else None
+        if line is None:
+            raise
+        raise ScenarioError(exc.source, exc.path, exc.message, line) from None
 
 
 def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scenario:

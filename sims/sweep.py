@@ -800,6 +800,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     """``relaysim sweep``: 0 when done, 2 for bad input, 1 when a run failed."""
     from relaysim.sims.scenario import ScenarioError
+    from relaysim.sims.term import printable
 
     try:
         params = [parse_param(spec) for spec in args.param]
@@ -808,8 +809,8 @@ def main(args: argparse.Namespace) -> int:
         name = Path(args.scenario).stem
         out = Path(args.out or f"out/sweep-{name}")
 
-        def progress(line: str) -> None:
-            print(f"sweep: {line}", file=sys.stderr, flush=True)
+        def progress(line: str) -> None:  # a line names the values (--param's, as given): shown, never run
+            print(f"sweep: {printable(line)}", file=sys.stderr, flush=True)
 
         from relaysim.sims.progress import progress_bar
 
@@ -834,7 +835,7 @@ def main(args: argparse.Namespace) -> int:
         return 130
     except RunFailed as exc:
         print(
-            f"relaysim sweep: {exc}; the runs finished before it are kept, run again to resume",
+            f"relaysim sweep: {printable(str(exc))}; the runs finished before it are kept, run again to resume",
             file=sys.stderr,
         )
         return 1
@@ -844,7 +845,8 @@ def main(args: argparse.Namespace) -> int:
                 f"relaysim sweep: warning: --metric {m}: no number at that path in any run's summary.json",
                 file=sys.stderr,
             )
-    print((out / "sweep.md").read_text(encoding="utf-8"), end="")
+    # sweep.md keeps a value as written; printed, a control character in it is shown, never run
+    print(printable((out / "sweep.md").read_text(encoding="utf-8")), end="")
     cells = len(result.data["cells"])
     print(
         f"\n{cells} cells × {len(result.data['seeds'])} seeds: {result.ran} runs now, {result.reused} reused. "

@@ -766,7 +766,9 @@ def _value(v: Any) -> str:
 OPENED_KEYS = ("opened", "read_by_ghost")
 
 
-def _exceptional(run: Path) -> str:
+def _exceptional(run: Path, prefix: str = "") -> str:
+    """The exceptional-access reports of ``run``: an article each, its id ``{prefix}exceptional-NAME``
+    (a comparison's profiles may have the same report: each has its profile's prefix, as its section)."""
     files = sorted((run / "exceptional").glob("*.json"))
     parts = [
         "<p class='lead'>What changes when the phones are made to share their keys: a key held in escrow (and "
@@ -801,7 +803,7 @@ def _exceptional(run: Path) -> str:
             else ""
         )
         parts.append(
-            f"<article id='exceptional-{_e(f.stem)}'><h3>{_e(f.stem)}</h3><dl class='kv'>{dl}</dl>{table}</article>"
+            f"<article id='{prefix}exceptional-{_id(f.stem)}'><h3>{_e(f.stem)}</h3><dl class='kv'>{dl}</dl>{table}</article>"
         )
     return "".join(parts)
 
@@ -883,7 +885,7 @@ def _single_sections(run: Path, summary: dict[str, Any], prefix: str = "") -> li
         ("graph", "The contact graph: true and rebuilt", graph),
     ]
     if (run / "exceptional").is_dir():
-        sections.append(("exceptional", "Exceptional access", _exceptional(run)))
+        sections.append(("exceptional", "Exceptional access", _exceptional(run, prefix)))
     return sections
 
 

@@ -3,10 +3,12 @@ headless Chromium (tests.browser: the browser's DevTools protocol, no new depend
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
 import shutil
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -145,10 +147,30 @@ def test_contact_graph_uses_the_analysts_files_when_present(run: Path, tmp_path:
     assert "<b>Wrong (1):</b> amira–chen" in graph and "<b>Missed (1):</b> ben–chen" in graph
 
 
-def _repeated_ids(page: str) -> list[str]:
-    import collections
+class _Ids(HTMLParser):
+    """Every element's id and every in-page link's target, however the attribute is quoted."""
 
-    counts = collections.Counter(re.findall(r'\sid="([^"]+)"', page))
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: list[str] = []
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for k, v in attrs:
+            if k == "id" and v is not None:
+                self.ids.append(v)
+            elif k == "href" and v and v.startswith("#"):
+                self.links.append(v[1:])
+
+
+def _ids(page: str) -> _Ids:
+    p = _Ids()
+    p.feed(page)
+    return p
+
+
+def _repeated_ids(page: str) -> list[str]:
+    counts = collections.Counter(_ids(page).ids)
     return sorted(i for i, n in counts.items() if n > 1)
 
 
@@ -161,6 +183,52 @@ def test_every_element_id_is_used_once(run: Path, tmp_path: Path) -> None:
     run_to_dir(resolve_scenario("pakistan-2015"), out)
     page = write_report(out).read_text(encoding="utf-8")
     assert 'id="bes-legend"' in page and _repeated_ids(page) == []
+
+
+GHOSTS_SIDE_BY_SIDE = """
+[scenario]
+name = "ghosts-side-by-side"
+compare_profiles = ["signal", "whatsapp"]
+duration = "1h"
+seed = 5
+
+[[people]]
+name = "omar"
+devices = [{ region = "us", address = "198.51.100.40" }]
+
+[[people]]
+name = "lena"
+devices = [{ region = "us", address = "198.51.100.41" }]
+
+[[conversations]]
+between = ["lena", "omar"]
+messages = [{ at = "40m", from = "lena", text = "Friday." }]
+
+[[events]]
+at = "20m"
+kind = "exceptional_access"
+demand = "ghost_device"
+target = "omar"
+"""
+
+
+def test_a_comparisons_profiles_with_the_same_exceptional_report_have_ids_of_their_own(
+    tmp_path: Path,
+) -> None:
+    """Each profile's exceptional/ghost-device.json became <article id='exceptional-ghost-device'>:
+    the id was repeated once per profile compared (the built-in ghost-identity-models, three times)."""
+    toml = tmp_path / "g.toml"
+    toml.write_text(GHOSTS_SIDE_BY_SIDE, encoding="utf-8")
+    run_to_dir(load_scenario(toml), tmp_path / "g")
+    page = render_report(tmp_path / "g")
+    ids = _ids(page)
+    assert {"signal-exceptional-ghost-device", "whatsapp-exceptional-ghost-device"} <= set(ids.ids), ids.ids
+    assert _repeated_ids(page) == []
+    assert set(ids.links) <= set(ids.ids), set(ids.links) - set(ids.ids)  # every link finds its target
+    # each article sits in its own profile's section
+    for profile in ("signal", "whatsapp"):
+        section = page[page.index(f'id="{profile}-exceptional"') :]
+        assert section.index(f"id='{profile}-exceptional-ghost-device'") < section.index("</section>")
 
 
 def test_cli_report(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

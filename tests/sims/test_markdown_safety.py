@@ -407,3 +407,87 @@ def test_show_prints_rich_markup_in_a_message_as_written(
     out = capsys.readouterr().out
     assert "[bold]r[/] [/]" in out, out
     assert "[l](http://e.example)" in out
+
+
+# What a terminal would obey rather than show (sims.term.printable): C0 and C1 controls but the
+# line break and the tab, and the bidirectional overrides and isolates.
+_OBEYED = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+TERMINAL = "Hi \x1b[2J\x1b]0;title\x07 back over \u202eevil"
+TERMINAL_SHOWN = "Hi \\x1b[2J\\x1b]0;title\\x07 back over \\u202eevil"
+
+# A message held on the relay (ben is offline from the start) under a profile whose desk holds the
+# content key: a backup warrant opens it, and the disclosure quotes its words.
+_HELD = f"""
+[scenario]
+name = "held"
+duration = "2h"
+seed = 11
+
+[relay]
+region = "ca"
+profile = "bbm-consumer"
+
+[[people]]
+name = "ann"
+devices = [{{ region = "ca", address = "198.51.100.71" }}]
+
+[[people]]
+name = "ben"
+devices = [{{ region = "ca", address = "198.51.100.72" }}]
+
+[[conversations]]
+between = ["ann", "ben"]
+messages = [{{ at = "1h", from = "ann", text = {json.dumps(TERMINAL)} }}]
+
+[[events]]
+at = "1m"
+kind = "device_offline"
+device = "ben/1"
+"""
+
+
+def test_disclose_prints_a_messages_control_characters_as_escapes_and_keeps_them_in_its_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """disclose printed the disclosure's Markdown as it was: a message's ESC (a colour, a cursor
+    move, a window title), BEL and bidirectional override reached the terminal, which obeyed them."""
+    toml = tmp_path / "held.toml"
+    toml.write_text(_HELD, encoding="utf-8")
+    run_to_dir(load_scenario(toml), tmp_path / "run")
+    db, data = str(tmp_path / "run" / "relay.db"), tmp_path / "d.json"
+    argv = ["disclose", "--db", db, "--process", "backup_warrant", "--target", "ann"]
+    assert main([*argv, "--name", "order\x1b[31m", "--json", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert not _OBEYED.search(out), repr(out)
+    assert TERMINAL_SHOWN in out and "# Disclosure: order\\x1b[31m" in out, out
+    kept = json.loads(data.read_text(encoding="utf-8"))  # the file keeps the words as written
+    assert kept["name"] == "order\x1b[31m" and json.dumps(TERMINAL) in json.dumps(kept), kept
+
+
+def test_chart_markdown_prints_the_folders_matrix_md_with_control_characters_as_escapes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """chart --markdown prints DIR/matrix.md, whatever run wrote it (a matrix scenario's description
+    is in it): as it was, its ESC and bidirectional overrides reached the terminal."""
+    (tmp_path / "matrix.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "matrix.md").write_text(f"# Chart\n\n{TERMINAL}\n", encoding="utf-8")
+    assert main(["chart", str(tmp_path), "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert out == f"# Chart\n\n{TERMINAL_SHOWN}\n", repr(out)
+    assert TERMINAL in (tmp_path / "matrix.md").read_text(encoding="utf-8")
+
+
+def test_sweep_prints_a_values_control_characters_as_escapes_and_keeps_them_in_its_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """sweep printed sweep.md, and a line per run on stderr, with a --param value as given."""
+    toml = tmp_path / "held.toml"
+    toml.write_text(_HELD, encoding="utf-8")
+    out = tmp_path / "sw"
+    argv = ["sweep", str(toml), "--param", f"scenario.description={TERMINAL},plain"]
+    assert main([*argv, "--seeds", "1", "--workers", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    for stream in (printed.out, printed.err):
+        assert not _OBEYED.search(stream), repr(stream)
+    assert TERMINAL_SHOWN in printed.out and TERMINAL_SHOWN in printed.err, printed
+    assert TERMINAL in (out / "sweep.md").read_text(encoding="utf-8")

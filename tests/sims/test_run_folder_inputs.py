@@ -455,3 +455,63 @@ def test_chart_says_its_run_has_no_matrix(
         ["chart", str(run), "--rerun"],
         "holds a run of fbi-chart without its matrix.json, not the chart",
     )
+
+
+# --- files of different runs side by side -----------------------------------------------------------
+
+
+def _warnings(err: str, command: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith(f"relaysim {command}: warning: ")]
+
+
+@pytest.mark.parametrize("command", ["show", "report", "analyze"])
+def test_a_folder_holding_files_of_two_runs_is_warned_about_naming_the_files(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """summary.json of one run beside the transcript and relay-view.jsonl of another: each command
+    read them as one run, and said nothing."""
+    other = tmp_path / "other"
+    assert main(["run", "relay-swaps-identity", "--out", str(other), "--quiet"]) == 0
+    run = copy_of(tf_run, tmp_path)
+    for name in ("transcript.jsonl", "relay-view.jsonl"):
+        shutil.copyfile(other / name, run / name)
+    capsys.readouterr()
+    assert main([command, str(run)]) == 0
+    said = _warnings(capsys.readouterr().err, command)
+    assert len(said) == 2, said
+    transcript, view = said
+    assert f"{run / 'transcript.jsonl'} holds 5 message_accepted and 4 message_received events" in transcript
+    assert f"{run / 'summary.json'} counts 12 messages accepted by the relay and 12 deliveries" in transcript
+    assert f"{run / 'relay-view.jsonl'} holds 42 records, but {run / 'summary.json'} counts 85" in view
+    assert all("different runs" in line for line in said), said
+
+
+def test_an_emptied_transcript_beside_its_summary_is_warned_about(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """show printed an empty conversation, as if nothing had happened."""
+    run = copy_of(tf_run, tmp_path)
+    (run / "transcript.jsonl").write_bytes(b"")
+    assert main(["show", str(run)]) == 0
+    (said,) = _warnings(capsys.readouterr().err, "show")
+    assert said.startswith(f"relaysim show: warning: {run / 'transcript.jsonl'} is empty (0 bytes), but ")
+    assert f"{run / 'summary.json'} counts 12 messages accepted by the relay and 12 deliveries" in said
+
+
+def test_a_relay_view_without_its_last_line_break_counts_that_line(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = copy_of(tf_run, tmp_path)
+    view = run / "relay-view.jsonl"
+    view.write_bytes(view.read_bytes().rstrip(b"\n"))
+    assert main(["show", str(run)]) == 0
+    assert _warnings(capsys.readouterr().err, "show") == []
+
+
+@pytest.mark.parametrize("command", ["show", "report", "analyze"])
+def test_a_run_as_relaysim_wrote_it_has_no_warning(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    run = copy_of(tf_run, tmp_path)
+    assert main([command, str(run)]) == 0
+    assert "warning" not in capsys.readouterr().err

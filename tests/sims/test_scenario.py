@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -185,7 +189,8 @@ def test_an_unknown_key_of_an_event_lists_every_key_it_may_have(kind: str, expec
     text = GOOD.replace(_EVENT_END, f'{_EVENT_END}\n[[events]]\nat = "1h"\nkind = "{kind}"\ncolour = 1\n')
     with pytest.raises(ScenarioError) as info:
         parse_scenario(text, "bad.toml")
-    assert str(info.value) == f"bad.toml: events[1].colour: unknown key; {expected}"
+    line = text.splitlines().index("colour = 1") + 1  # the line the key is written on
+    assert str(info.value) == f"bad.toml: events[1].colour: unknown key; {expected} (line {line})"
 
 
 def test_invalid_toml_names_the_file() -> None:
@@ -1053,8 +1058,9 @@ def test_relaysim_run_refuses_a_wrong_file_with_status_2_and_one_line(
     bad.write_text(GOOD.replace("latency_ms = 60", "latency_ms = nan"), encoding="utf-8")
     assert main(["run", str(bad), "--out", str(tmp_path / "out"), "--quiet"]) == 2
     err = capsys.readouterr().err
+    line = bad.read_text(encoding="utf-8").splitlines().index("latency_ms = nan") + 1
     assert err.strip().splitlines() == [
-        "relaysim run: bad.toml: network.latency_ms: expected a finite number, got nan"
+        f"relaysim run: bad.toml: network.latency_ms: expected a finite number, got nan (line {line})"
     ]
     assert not (tmp_path / "out").exists()
 
@@ -1069,7 +1075,125 @@ def test_a_generated_region_must_be_one_a_latency_rule_names() -> None:
         "regions = { us = 1 }",
         'regions = { us = 1, eu = 1 }\n\n[network]\nlatency = [{ between = ["us", "pk"], ms = 90 }]',
     )
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if t.startswith("regions = { us = 1, eu = 1 }"))
     with pytest.raises(
-        ScenarioError, match=r"^gen\.toml: generate\.regions\.eu: expected one of 'pk', 'us', got 'eu'$"
+        ScenarioError,
+        match=rf"^gen\.toml: generate\.regions\.eu: expected one of 'pk', 'us', got 'eu' \(line {line}\)$",
     ):
         parse_scenario(text, "gen.toml")
+
+
+# --- the line an error's key path is written on ---------------------------------------------------
+
+LINES = '''[scenario]
+name = "lines"
+description = """A story whose text looks like TOML:
+[relay]
+profile = "not-this-one"
+"""
+duration = "2h"
+
+[relay]
+profile = "PROFILE"
+
+[[people]]
+name = "ann"
+devices = [{ region = "us", address = "198.51.100.1" }]
+
+[[people]]
+name = "ben"
+devices = [{ region = "us", address = "198.51.100.2" }]
+
+[[conversations]]
+between = ["ann", "ben"]
+messages = [
+  { at = "1m", from = "ann", text = "a [ bracket, a # and a, comma" },
+  { at = "2m", from = "FROM", text = "b" },
+]
+'''
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        # the key's own line, not the one a multi-line description holds
+        ('"PROFILE"', '"nope"', "relay.profile: expected one of"),
+        # an element of a multi-line array of inline tables: its own line
+        ('"FROM"', '"zed"', "conversations[0].messages[1].from: expected one of 'ann' or 'ben', got 'zed'"),
+        # a key the file does not write: its table's header
+        ('duration = "2h"\n', "", "scenario.duration: missing"),
+        # a value inside an inline table on one line: that line
+        ('"198.51.100.2"', '"198.51.100.300"', "people[1].devices[0].address: expected an IPv4"),
+    ],
+)
+def test_a_field_error_ends_with_the_line_its_key_is_written_on(old: str, new: str, expected: str) -> None:
+    """tomllib keeps no positions: an error named the key path alone, and in a scenario of many
+    [[events]] or messages the reader counted tables to find events[7] or messages[12]."""
+    good = LINES.replace('"PROFILE"', '"signal"').replace('"FROM"', '"ben"')
+    assert parse_scenario(good, "lines.toml").name == "lines"
+    text = LINES.replace(old, new, 1).replace('"PROFILE"', '"signal"').replace('"FROM"', '"ben"')
+    where = {
+        '"PROFILE"': 'profile = "nope"',
+        '"FROM"': '"zed"',
+        'duration = "2h"\n': "[scenario]",
+        '"198.51.100.2"': "198.51.100.300",
+    }[old]
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if where in t and "not-this-one" not in t)
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(text, "lines.toml")
+    message = str(info.value)
+    assert message.startswith(f"lines.toml: {expected}") and message.endswith(f" (line {line})"), message
+    assert info.value.line == line
+
+
+def test_an_error_in_a_value_on_lines_of_its_own_gives_no_line_it_cannot_be_sure_of() -> None:
+    """An element of an array written over several lines with a multi-line string in it: the text
+    cannot say which line holds it, and the error names the key path alone."""
+    text = LINES.replace('"PROFILE"', '"signal"').replace(
+        '{ at = "2m", from = "FROM", text = "b" }', '{ at = "2m", from = "zed", text = """b""" }'
+    )
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(text, "lines.toml")
+    assert info.value.line is None and "(line" not in str(info.value), str(info.value)
+
+
+def _leaves(data: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(data, dict):
+        for k, v in data.items():
+            yield from _leaves(v, f"{path}.{k}" if path else k)
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            yield from _leaves(v, f"{path}[{i}]")
+    else:
+        yield path, data
+
+
+@pytest.mark.parametrize("name", sorted(builtin_scenarios()))
+def test_every_value_of_a_built_in_scenario_is_found_on_its_own_line(name: str) -> None:
+    """Each key path of the built-in scenarios (their tables, arrays of tables, multi-line arrays
+    of inline tables, multi-line strings) is given the line that writes it: that line holds the
+    key, and a one-line string value itself."""
+    from relaysim.sims.scenario import _line_of
+
+    text = builtin_scenarios()[name].read_text(encoding="utf-8")
+    lines = text.splitlines()
+    for path, value in _leaves(tomllib.loads(text)):
+        line = _line_of(text, path)
+        assert line is not None, path
+        written = lines[line - 1]
+        key = re.findall(r"[A-Za-z0-9_-]+", path)[-1]
+        if not path.endswith("]"):
+            assert re.search(rf"\b{re.escape(key)}\s*=", written), (path, line, written)
+        one_line = '"""' not in written and "'''" not in written  # a multi-line string starts there
+        if isinstance(value, str) and one_line and '"' not in value and "\\" not in value:
+            assert value in written, (path, line, written)
+
+
+def test_a_sweeps_param_error_names_no_line_of_the_file(tmp_path: Path) -> None:
+    """A --param value is not in the file: its error names the key path and the value, no line."""
+    from relaysim.sims.sweep import build_scenario
+
+    with pytest.raises(ScenarioError) as info:
+        good = LINES.replace('"PROFILE"', '"signal"').replace('"FROM"', '"ben"')
+        build_scenario(good, "lines.toml", [("relay.profile", "nope")])
+    assert info.value.line is None and "(line" not in str(info.value), str(info.value)
