@@ -222,6 +222,11 @@ class ScenarioError(ValueError):
         text = f"{source}: {path}: {message}" if path else f"{source}: {message}"
         super().__init__(text if line is None else f"{text} (line {line})")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # (made again from its own arguments: pickle's default passes only the message, and a sweep's
+        # worker process hands its exceptions back pickled)
+        return (type(self), (self.source, self.path, self.message, self.line))
+
 
 # A line of TOML that opens a table ([a.b], [[a]]) or sets a key (a = ..., a.b = ...), with bare keys
 # (a scenario's keys are all bare: sims.scenario reads no quoted key); a comment may follow a header.

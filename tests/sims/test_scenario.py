@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import re
 import tomllib
 from collections.abc import Iterator
@@ -1197,3 +1198,20 @@ def test_a_sweeps_param_error_names_no_line_of_the_file(tmp_path: Path) -> None:
         good = LINES.replace('"PROFILE"', '"signal"').replace('"FROM"', '"ben"')
         build_scenario(good, "lines.toml", [("relay.profile", "nope")])
     assert info.value.line is None and "(line" not in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("line", [None, 24])
+def test_a_scenario_error_survives_pickling_as_a_sweep_worker_hands_it_back(line: int | None) -> None:
+    """A sweep's runs are in worker processes, whose exceptions come back pickled: pickle's default
+    made a ScenarioError again from its message alone, which its constructor does not take (TypeError)."""
+    error = ScenarioError(
+        "two-friends.toml", "people[1].devices[0].region", "expected one of 'pk', 'us'", line
+    )
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is ScenarioError and str(again) == str(error)
+    assert (again.source, again.path, again.message, again.line) == (
+        error.source,
+        error.path,
+        error.message,
+        line,
+    )
