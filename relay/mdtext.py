@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["md_block", "md_code_line", "md_text"]
+__all__ = ["md_block", "md_code", "md_code_line", "md_text"]
 
 _BREAK = re.compile(r"\r\n|\r|\n")
 _SPECIAL = re.compile(r"[\\`*<>|~_]|\](?=[(\[:])|&(?=#?[0-9A-Za-z]+;)")
@@ -52,6 +52,16 @@ def md_code_line(text: object) -> str:
     """``text`` to show on one line of an indented code block, where Markdown reads nothing but a
     line break (which would end the block): each shown as its escape, ``\\n`` (``\\r``)."""
     return _BREAK.sub(lambda m: m[0].replace("\r", "\\r").replace("\n", "\\n"), str(text))
+
+
+def md_code(text: object) -> str:
+    """``text`` as an inline code span, shown as written: fenced by one more backtick than its longest
+    run of them, padded with a space where it starts or ends with one (CommonMark §6.1 strips one space
+    each side then), its line breaks as escapes (``md_code_line``), which would end a list's item."""
+    s = md_code_line(text)
+    fence = "`" * (max((len(run) for run in re.findall("`+", s)), default=0) + 1)
+    pad = " " if s[:1] in ("`", " ") or s[-1:] in ("`", " ") else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
 
 
 def md_block(text: object) -> str:

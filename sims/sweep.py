@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relaysim.relay.mdtext import md_text
+from relaysim.relay.mdtext import md_code, md_text
 from relaysim.sims.analysis.runfiles import loads, out_folder, own_file
 
 __all__ = [
@@ -591,7 +591,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         "Metrics (dotted paths into summary.json):",
         "",
     ]
-    lines += [f"- m{i + 1}: `{m}`" for i, m in enumerate(data["metrics"])]
+    lines += [f"- m{i + 1}: {md_code(m)}" for i, m in enumerate(data["metrics"])]
     head = [md_text(k) for k in keys] + [f"m{i + 1}" for i in range(len(data["metrics"]))]
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for cell in data["cells"]:

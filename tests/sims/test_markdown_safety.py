@@ -307,6 +307,18 @@ def test_md_code_line() -> None:
     assert md_code_line("a\r\nb\nc `*|") == "a\\r\\nb\\nc `*|"
 
 
+@pytest.mark.parametrize("metric", ["plain.path", "a`b", "`edge`", "two``ticks", " pad ", "a\nb"])
+def test_sweep_markdown_shows_a_metric_path_as_written_in_its_code_span(metric: str) -> None:
+    """sweep.md listed each --metric in single backticks: a backtick in it ended the span early."""
+    from relaysim.sims.sweep import render_markdown as sweep_markdown
+
+    data = {"scenario": "s", "source": "s.toml", "seeds": [1], "params": [], "metrics": [metric], "cells": []}
+    codes = [
+        "".join(words) for tag, _attrs, words in _rendered(sweep_markdown(data)).elements if tag == "code"
+    ]
+    assert codes == [md_code_line(metric)]
+
+
 def test_sweep_and_matrix_markdown_keep_a_hostile_value_in_its_cell(tmp_path: Path) -> None:
     from relaysim.sims.matrix import render_markdown as matrix_markdown
     from relaysim.sims.sweep import render_markdown as sweep_markdown
