@@ -455,11 +455,13 @@ def _disclose(args: argparse.Namespace) -> int:
     start, end, at = when("--from", args.start), when("--to", args.end), when("--at", args.at)
     if start is not None and end is not None and end <= start:
         raise CliError(f"--to {args.end!r}: expected a time after --from {args.start!r}")
-    keys = [
-        ContentKey(k["key_id"], bytes.fromhex(k["key"]), k["holder"])
+    # the keys the provider held all along, and (``held_from``) a global-key mandate's, held from then on
+    held = [
+        (ContentKey(k["key_id"], bytes.fromhex(k["key"]), k["holder"]), k.get("held_from"))
         for k in provider.get("content_keys", [])
         if recorded == profile.name
     ]
+    keys = [k for k, since in held if since is None]
     with tempfile.TemporaryDirectory(prefix="relaysim-disclose-") as tmp:
         # Serve on a copy: opening a Store may migrate or checkpoint, and the run's file stays as it was.
         copy = Path(tmp) / "relay.db"
@@ -515,6 +517,9 @@ def _disclose(args: argparse.Namespace) -> int:
                 # a dated run: the order is answered under the policy of the day it is served
                 policy_on=None if day is None else lambda on: profile_as_of(profile.name, day, served=on),
             )
+            for key, since in held:
+                if since is not None and since <= served:  # mandated before the order: held, as in the run
+                    desk.hold_content_key(key)
             disclosure = desk.serve(order)
         except sqlite3.DatabaseError as exc:
             raise CliError(f"--db {db}: not a relay store relaysim can read: {exc}") from None
@@ -568,11 +573,20 @@ def _check_provider(path: Path, provider: dict[str, Any]) -> None:
         bad("content_keys", "a list of keys")
     for k in keys:
         try:
-            ok = isinstance(k["key_id"], str) and isinstance(k["holder"], str) and bytes.fromhex(k["key"])
+            ok = (
+                isinstance(k["key_id"], str)
+                and isinstance(k["holder"], str)
+                and bool(bytes.fromhex(k["key"]))
+                and ("held_from" not in k or finite_number(k["held_from"]))
+            )
         except (TypeError, KeyError, ValueError):
             ok = False
         if not ok:
-            bad("content_keys", "keys as relaysim writes them ({'key_id': ..., 'key': hex, 'holder': ...})")
+            bad(
+                "content_keys",
+                "keys as relaysim writes them ({'key_id': ..., 'key': hex, 'holder': ..., and for a "
+                "mandated key 'held_from': Unix seconds})",
+            )
 
 
 _PHONE = re.compile(r"\+[0-9]{6,15}")  # E.164, as a scenario's legal-process targets (sims.scenario)

@@ -18,8 +18,9 @@
 - ``disclosures/NAME.json`` and ``NAME.md`` — per legal process served in the timeline, what the
   relay's compliance desk handed over, withheld or could not produce, scored against ground truth;
 - ``provider.json`` — what the provider holds beside its database: the relay profile, the content
-  keys the provider itself holds (only for provider-key profiles such as consumer BBM), and the
-  address-to-region table it would use as GeoIP. ``relaysim disclose`` reads it.
+  keys the provider itself holds (for provider-key profiles such as consumer BBM, and a global-key
+  mandate's from the time it was made, ``held_from``), and the address-to-region table it would use
+  as GeoIP. ``relaysim disclose`` reads it.
 
 A scenario with ``compare_profiles = ["bes", "bbm-consumer"]`` runs once per profile into
 ``DIR/<profile>/`` (each as above) and writes ``DIR/comparison.md`` and ``comparison.json``: per
@@ -1008,6 +1009,13 @@ def _provider_file(sim: Simulation, scenario: Scenario) -> dict[str, Any]:
     if scenario.start is not None:
         out["profile_as_of"] = scenario.start.isoformat()
     out["content_keys"] = [{"key_id": k.key_id, "holder": k.holder, "key": k.key.hex()} for k in keys]
+    # a global-key mandate's key, held by the desk from the mandate on (``held_from``, relay time):
+    # ``relaysim disclose`` holds it for an order served then or later, as the run's desk did
+    out["content_keys"] += [
+        {"key_id": k.key_id, "holder": k.holder, "key": k.key.hex(), "held_from": at}
+        for k, at in sim.mandated_keys
+        if k.holder == "provider"
+    ]
     out["geoip"] = {d.address: d.region for d in scenario.devices()}
     return out
 

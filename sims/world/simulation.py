@@ -448,6 +448,8 @@ class Simulation:
         self.added_devices: dict[str, SimDevice] = {}
         self._escrow_mandate: EscrowPublicKey | None = None
         self._content_key_mandate: ContentKey | None = None
+        # (key, relay time) of each global-key mandate: the desk holds the key from then on (provider.json)
+        self.mandated_keys: list[tuple[ContentKey, float]] = []
         # [[groups]] where the relay has a part (server-side membership, encrypted group state).
         self.group_director = GroupDirector(
             self.sched,
@@ -721,6 +723,7 @@ class Simulation:
         """A global-key mandate: every device, and every device added later, seals bodies under ``key``
         from now on, and the provider's compliance desk holds it. Returns how many devices it reached."""
         self._content_key_mandate = key
+        self.mandated_keys.append((key, self.epoch + self.sched.now))
         for d in self._every_device():
             d.agent.use_content_key(key)
         self.desk.hold_content_key(key)

@@ -832,3 +832,64 @@ def test_disclose_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
         main(["disclose", "--help"])
     out = capsys.readouterr().out
     assert "examples:" in out and "relaysim disclose --db" in out and "pen_register" in out
+
+
+GLOBAL_KEY_RUN = """
+[scenario]
+name = "gk"
+duration = "2h"
+seed = 1
+
+[relay]
+profile = "wickr"
+
+[[people]]
+name = "ana"
+devices = [{ region = "us", address = "198.51.100.10" }]
+
+[[people]]
+name = "ben"
+devices = [{ region = "us", address = "198.51.100.11", offline = [["30m", "2h"]] }]
+
+[[conversations]]
+between = ["ana", "ben"]
+messages = [{ at = "40m", from = "ana", text = "meet at noon" }]
+
+[[events]]
+at = "20m"
+kind = "exceptional_access"
+demand = "global_key"
+
+[[events]]
+at = "1h"
+kind = "legal_process"
+process = "search_warrant"
+target = "ben"
+"""
+
+
+def test_disclose_after_a_global_key_mandate_answers_as_the_runs_desk_did(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A global-key mandate's key was not in provider.json: disclose on the finished run said content was
+    cryptographically impossible where the run's own desk, which held that key, said it was withheld by
+    policy and its key opened the message waiting. provider.json now names the key and since when the
+    provider held it (``held_from``); an order served before the mandate holds no such key."""
+    out = tmp_path / "run"
+    run_to_dir(parse_scenario(GLOBAL_KEY_RUN), out)
+    provider = json.loads((out / "provider.json").read_text())
+    (mandated,) = provider["content_keys"]
+    assert mandated["key_id"] == "global-key" and mandated["held_from"] == provider["clock_epoch"] + 20 * 60
+    in_run = json.loads((out / "disclosures" / "search_warrant-ben-1.json").read_text())
+    assert in_run["content_keys_held"] == 1 and "content" in in_run["not_provided"]["withheld_by_policy"]
+    argv = ["disclose", "--db", str(out / "relay.db"), "--process", "search_warrant", "--target", "ben"]
+    after = tmp_path / "after.json"
+    assert main([*argv, "--at", "1h", "--json", str(after), "--name", "search_warrant-ben-1"]) == 0
+    capsys.readouterr()
+    post = json.loads(after.read_text())
+    assert {k: v for k, v in post.items() if k != "score"} == {
+        k: v for k, v in in_run.items() if k != "score"
+    }
+    before = tmp_path / "before.json"
+    assert main([*argv, "--at", "10m", "--json", str(before)]) == 0
+    assert json.loads(before.read_text())["content_keys_held"] == 0
