@@ -209,6 +209,32 @@ def _say_report(out: Path, write: bool) -> None:
         raise CliError(str(exc)) from None
 
 
+def _newer_store(out: Path) -> None:
+    """A CliError if a run's ``relay.db`` in ``out`` (or in a profile's folder of it) was written by a
+    newer relaysim: its store schema is above this one's, and reading it as this one would misread it.
+    (The analyses read the file without relay.store, which they must not import: the check is here.)"""
+    import sqlite3
+
+    from relaysim.relay.store import SCHEMA_VERSION
+
+    for db in [out / "relay.db", *sorted(out.glob("*/relay.db"))]:
+        if not db.is_file():
+            continue
+        try:
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                version = con.execute("PRAGMA user_version").fetchone()[0]
+            finally:
+                con.close()
+        except sqlite3.Error:
+            continue  # not a store at all: what reads it says so, naming it
+        if isinstance(version, int) and version > SCHEMA_VERSION:
+            raise CliError(
+                f"{db}: written by a newer relaysim (store schema version {version}; this one reads up to "
+                f"{SCHEMA_VERSION}): read it with that version, or upgrade relaysim"
+            )
+
+
 def _report(args: argparse.Namespace) -> int:
     from relaysim.sims.analysis.view import AnalysisInputError
     from relaysim.sims.reports.html import ReportError, write_report
@@ -216,6 +242,7 @@ def _report(args: argparse.Namespace) -> int:
     out = Path(args.dir)
     if not out.is_dir():
         raise CliError(f"{out}: no such folder; give the --out folder of a finished run")
+    _newer_store(out)
     try:
         with _run_folder_warnings("report"):
             path = write_report(out)
@@ -655,6 +682,7 @@ def _analyze(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    _newer_store(out)
     from relaysim.sims.report import run_disagreements
 
     problems = run_disagreements(out)  # what analyze reads, from files of the same run?

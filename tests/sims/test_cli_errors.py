@@ -632,3 +632,28 @@ def test_an_option_that_only_works_with_another_says_so_when_given_alone(tmp_pat
     assert "relaysim demo: warning: --seed is for --wire" in res.stderr
     quiet = cli("run", "two-friends", "--out", str(tmp_path / "r2"), "--quiet")
     assert "warning" not in quiet.stderr
+
+
+@pytest.mark.parametrize("command", ["analyze", "report"])
+def test_a_run_whose_store_a_newer_relaysim_wrote_is_refused_naming_it(
+    tf_run: Path, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """analyze and report read a relay.db of a newer store schema as this one's (the analyses may not
+    import relay.store, which knows the version): they now refuse it, naming the file and both versions."""
+    import shutil
+    import sqlite3
+
+    from relaysim.relay.store import SCHEMA_VERSION
+
+    out = tmp_path / "newer"
+    shutil.copytree(tf_run, out)
+    con = sqlite3.connect(out / "relay.db")
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    con.commit()
+    con.close()
+    assert main([command, str(out)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"{out / 'relay.db'}: written by a newer relaysim (store schema version {SCHEMA_VERSION + 1}" in err
+    )
+    assert not (out / "analysis").exists() and not (out / "report.html").exists()
