@@ -2059,6 +2059,9 @@ class RelayCore:
         return req.write_key
 
     def _get_group_state(self, conn: ConnectionContext, req: GetGroupState, out: _Out) -> None:
+        # Anyone may ask, logged in or not (the state names nobody): bounded by the address's own
+        # bucket, as the other requests that need no login are, before the store is read.
+        self._limit("get_group_state", conn, ("group_state_per_address", _host(conn)))
         held = self.store.group_state(req.group)
         if held is None:
             raise _Refused(

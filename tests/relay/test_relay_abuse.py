@@ -640,6 +640,69 @@ async def test_a_connection_that_pipelines_group_state_reads_and_never_reads_is_
         nursery.cancel_scope.cancel()
 
 
+def test_group_state_reads_are_a_token_bucket_per_address() -> None:
+    # get_group_state needs no login: without a bucket anyone polled it without bound, each answer
+    # up to a frame. Per address, as registration and put_group_state are; logged in or not.
+    clock = Clock()
+    core = new_core(clock, limits=dataclasses.replace(UNLIMITED, group_state_per_address=Rate(1.0, 3.0)))
+    group = bytes(range(16))
+    stranger, same_address = ConnectionContext(1, ("192.0.2.66", 1)), ConnectionContext(2, ("192.0.2.66", 2))
+    other = ConnectionContext(3, ("192.0.2.7", 3))
+    assert isinstance(
+        reply(core.handle(stranger, put_group_state(1, group, 0, b"state"))), wire.GroupStateStored
+    )
+    for i in range(2):
+        assert isinstance(
+            reply(core.handle(stranger, wire.GetGroupState(id=10 + i, group=group))), wire.GroupState
+        )
+    assert isinstance(
+        reply(core.handle(same_address, wire.GetGroupState(id=12, group=group))), wire.GroupState
+    )
+    limited = assert_error(
+        reply(core.handle(stranger, wire.GetGroupState(id=13, group=group))), E.RATE_LIMITED
+    )
+    assert limited.retry_after_ms == 1000 and "group state per address" in limited.message
+    assert_error(reply(core.handle(same_address, wire.GetGroupState(id=14, group=group))), E.RATE_LIMITED)
+    assert isinstance(reply(core.handle(other, wire.GetGroupState(id=15, group=group))), wire.GroupState)
+    assert isinstance(reply(core.handle(stranger, wire.Ping(id=16))), wire.Pong)
+    clock.now += 1
+    assert isinstance(reply(core.handle(stranger, wire.GetGroupState(id=17, group=group))), wire.GroupState)
+
+
+async def test_a_connection_over_its_group_state_limit_is_refused_and_keeps_serving() -> None:
+    core = new_core(
+        clock=time.time, limits=dataclasses.replace(UNLIMITED, group_state_per_address=Rate(0.001, 5.0))
+    )
+    group = bytes(range(16))
+    ports: set[int] = set()
+    async with trio.open_nursery() as nursery:
+        server: RelayServer = await nursery.start(
+            partial(serve, core, "127.0.0.1", 0, address_of=_attacker_address(ports))
+        )
+        sock = trio.socket.socket()
+        await sock.bind(("127.0.0.1", 0))
+        ports.add(sock.getsockname()[1])
+        await sock.connect(("127.0.0.1", server.port))
+        attacker, good = WireClient(trio.SocketStream(sock)), await WireClient.connect(server.port)
+        stored = await attacker.request(lambda i: put_group_state(i, group, 0, b"state"))
+        assert isinstance(stored, wire.GroupStateStored)
+        answers: list[wire.Response] = []
+        await attacker.pipeline(
+            [partial(wire.GetGroupState, group=group)] * 8,  # type: ignore[list-item]
+            lambda _, answer: answers.append(answer),
+        )
+        assert sum(isinstance(a, wire.GroupState) for a in answers) == 5
+        for refused in [a for a in answers if not isinstance(a, wire.GroupState)]:
+            assert_error(refused, E.RATE_LIMITED)
+        assert isinstance(await attacker.request(lambda i: wire.Ping(id=i)), wire.Pong)  # still served
+        assert isinstance(
+            await good.request(lambda i: wire.GetGroupState(id=i, group=group)), wire.GroupState
+        )
+        await attacker.aclose()
+        await good.aclose()
+        nursery.cancel_scope.cancel()
+
+
 async def test_one_address_cannot_take_every_connection_slot() -> None:
     core = new_core(clock=time.time)
     ports: set[int] = set()
