@@ -1638,8 +1638,11 @@ class RelayCore:
             )
         ids = req.envelope_ids
         count = 0
+        removed: list[bytes] = []  # the ids taken out of this device's queue by this ack, each once
         if self.keep_delivered:
-            count += self.store.archive_envelopes(me.account, me.device, ids, archived_at=now, reason="kept")
+            count += self.store.archive_envelopes(
+                me.account, me.device, ids, archived_at=now, reason="kept", moved=removed
+            )
         elif self._preserved and (frozen := self._frozen_at(now)):
             # held at the service of a preservation request on the recipient or the (known) sender
             origins = self.store.envelope_origins(me.account, me.device, ids)
@@ -1648,25 +1651,36 @@ class RelayCore:
                 for i, (source, ms) in origins.items()
                 if any(a in frozen and ms / 1000 <= frozen[a] for a in (me.account, source) if a is not None)
             )
-            count += self.store.delete_envelopes(me.account, me.device, set(origins) - set(ids))
+            count += self.store.delete_envelopes(
+                me.account, me.device, set(origins) - set(ids), removed=removed
+            )
             count += self.store.archive_envelopes(
-                me.account, me.device, ids, archived_at=now, reason="preserved"
+                me.account, me.device, ids, archived_at=now, reason="preserved", moved=removed
             )
         else:
-            count += self.store.delete_envelopes(me.account, me.device, ids)
+            count += self.store.delete_envelopes(me.account, me.device, ids, removed=removed)
         if rate is not None and count < len(req.envelope_ids):  # (else every id was there)
             unknown = len(set(req.envelope_ids)) - count
             if unknown > 0:  # (may leave the bucket below empty: the next ack waits for it)
                 self._limiter.take("ack_unknown_per_account", me.account, rate, now, cost=unknown)
         items = out.items
         items.append(Reply(conn.id, _make_acked(req.id, count)))  # (a count of ids: at most MAX_ACK_IDS)
+        if not removed:
+            return
+        # A record for each envelope this ack took out of the device's queue, in the order asked,
+        # each once: none for an id that was never queued to this device, was another's, or was
+        # acknowledged before — a device cannot fill its account's records (which legal process
+        # returns) with acknowledgements of envelopes that never existed.
         address = conn.address
         host, port = (address[0], address[1]) if address is not None else (None, None)
         kind, account, device = RecordKind.ACKNOWLEDGEMENT, me.account, me.device
+        gone = set(removed)
         for envelope_id in req.envelope_ids:  # made as _observe makes them, positional
-            items.append(
-                MetadataRecord(kind, now, conn.id, host, port, account, device, None, None, envelope_id)
-            )
+            if envelope_id in gone:
+                gone.discard(envelope_id)
+                items.append(
+                    MetadataRecord(kind, now, conn.id, host, port, account, device, None, None, envelope_id)
+                )
 
     def _ping(self, conn: ConnectionContext, req: Ping, out: _Out) -> None:
         out.items.append(Reply(conn.id, Pong(id=req.id)))
@@ -2045,6 +2059,9 @@ class RelayCore:
         return req.write_key
 
     def _get_group_state(self, conn: ConnectionContext, req: GetGroupState, out: _Out) -> None:
+        # Anyone may ask, logged in or not (the state names nobody): bounded by the address's own
+        # bucket, as the other requests that need no login are, before the store is read.
+        self._limit("get_group_state", conn, ("group_state_per_address", _host(conn)))
         held = self.store.group_state(req.group)
         if held is None:
             raise _Refused(

@@ -121,6 +121,13 @@ class Limits:
     # 60 an hour, is more than an account's devices ask for in a day (every built-in scenario runs
     # the same with it, and the live runs never meet it).
     certificates_per_account: Rate | None = Rate(1 / 60, 10.0)
+    # ``get_group_state`` per source address: it needs no login (a group's state names nobody) and
+    # its answer may be a whole frame (a state up to 128 KiB), so, as the other requests anyone may
+    # make (registration, a sealed send, a bundle fetch without login, ``put_group_state``), it is
+    # bounded by the address it comes from. A member fetches the state when it learns of a change
+    # (``clients.agent``): a burst of 200 covers the members behind one address (a NAT) all fetching
+    # one change at once, and 10 a second after it more than a group's changes call for.
+    group_state_per_address: Rate | None = Rate(10.0, 200.0)
     # Below this many one-time prekeys, a device is told so (``prekeys_left`` in Authenticated
     # and Envelopes) and should upload more.
     prekeys_low: int = 10
@@ -171,6 +178,7 @@ UNLIMITED: Final = Limits(
     keys_per_device=None,
     ack_unknown_per_account=None,
     certificates_per_account=None,
+    group_state_per_address=None,
     prekeys_low=0,
 )
 """No limits at all (a simulation of many people behind one address, a benchmark of the core)."""

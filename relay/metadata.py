@@ -52,7 +52,7 @@ class RecordKind(enum.StrEnum):
     SEND = "send"  # an authenticated envelope was accepted (one record per recipient device)
     SEALED_SEND = "sealed_send"  # a sealed-sender envelope was accepted (one per recipient device)
     DELIVERY = "delivery"  # an envelope was handed to a recipient device's connection
-    ACKNOWLEDGEMENT = "acknowledgement"  # a device acknowledged an envelope id
+    ACKNOWLEDGEMENT = "acknowledgement"  # a device acknowledged an envelope queued to it (and removed)
     DISCONNECT = "disconnect"  # a connection closed
     CONTACT_DISCOVERY = "contact_discovery"  # a device asked which of its contacts are registered
     BLOCK = "block"  # an account blocked another

@@ -1320,6 +1320,11 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
             "certificates_per_account",
             "sender certificates (get_sender_certificate) per account",
         ),
+        (
+            "--group-state-rate-address",
+            "group_state_per_address",
+            "group state fetches (get_group_state, which needs no login) per source address",
+        ),
     ):
         g.add_argument(
             flag,
@@ -1505,6 +1510,7 @@ def main(args: list[str]) -> int:
             keys_per_device=opts.keys_per_device,
             ack_unknown_per_account=opts.ack_unknown_per_account,
             certificates_per_account=opts.certificates_per_account,
+            group_state_per_address=opts.group_state_per_address,
             prekeys_low=opts.prekeys_low,
         )
     except ValueError as e:

@@ -1539,8 +1539,12 @@ class Store:
             cursor.close()
         return out, False
 
-    def delete_envelopes(self, account: str, device: int, ids: Iterable[bytes]) -> int:
-        """Delete the given ids from this device's queue only; returns how many were there.
+    def delete_envelopes(
+        self, account: str, device: int, ids: Iterable[bytes], *, removed: list[bytes] | None = None
+    ) -> int:
+        """Delete the given ids from this device's queue only; returns how many were there, and
+        appends each id deleted, once, to ``removed`` if given (the relay records an acknowledgement
+        for those alone: not for an id that was never there, or was deleted before).
 
         An envelope queued in the transaction under way and not written yet is taken back from the
         rows waiting (it never reaches the file); the others are deleted from the file, and the rows
@@ -1557,15 +1561,26 @@ class Store:
             elif row:
                 deleted += 1
                 size -= len(row[3])
+                if removed is not None:
+                    removed.append(i)
         key = (account, device)
         known = self._queue_sizes.get(key)
         if rest:
             if known is None:
-                cursor = self._db.executemany(
-                    "DELETE FROM envelopes WHERE account = ? AND device = ? AND id = ?",
-                    [(account, device, _blob(i)) for i in rest],
-                )
-                return deleted + cursor.rowcount
+                if removed is None:
+                    cursor = self._db.executemany(
+                        "DELETE FROM envelopes WHERE account = ? AND device = ? AND id = ?",
+                        [(account, device, _blob(i)) for i in rest],
+                    )
+                    return deleted + cursor.rowcount
+                for i in rest:  # one by one: which of them were there
+                    if self._db.execute(
+                        "DELETE FROM envelopes WHERE account = ? AND device = ? AND id = ?",
+                        (account, device, _blob(i)),
+                    ).rowcount:
+                        deleted += 1
+                        removed.append(i)
+                return deleted
             # The queue's size is known: the body's length too, read before the row goes. (A
             # SELECT, then a DELETE by rowid: ~5.6 us an envelope, where one DELETE ... RETURNING
             # took ~6.8 us; SQLite gathers a RETURNING clause's rows in a table of their own.)
@@ -1579,6 +1594,8 @@ class Store:
                     execute("DELETE FROM envelopes WHERE seq = ?", (found[0],))
                     deleted += 1
                     size -= found[1]
+                    if removed is not None:
+                        removed.append(i)
         if known is not None and deleted:
             self._queue_sizes[key] = (known[0] - deleted, known[1] + size)
             self._touched(self._queue_sizes, key)
@@ -1617,9 +1634,17 @@ class Store:
     # -- archive: envelopes kept after acknowledgement ---------------------------------------
 
     def archive_envelopes(
-        self, account: str, device: int, ids: Iterable[bytes], *, archived_at: float, reason: str
+        self,
+        account: str,
+        device: int,
+        ids: Iterable[bytes],
+        *,
+        archived_at: float,
+        reason: str,
+        moved: list[bytes] | None = None,
     ) -> int:
-        """Move the given ids from this device's queue to the archive; returns how many were queued.
+        """Move the given ids from this device's queue to the archive; returns how many were queued,
+        and appends each id moved, once, to ``moved`` if given.
 
         The queue rows are deleted as :meth:`delete_envelopes` deletes (overwritten on disk); the
         body lives on in ``archive``."""
@@ -1628,7 +1653,7 @@ class Store:
             raise ValueError(f"reason must be one of {ARCHIVE_REASONS}, got {reason!r}")
         self._queue_sizes.pop((account, device), None)  # counted again when next asked
         self._touched(self._queue_sizes, (account, device))
-        moved = 0
+        count = 0
         for i in ids:
             key = (account, device, i)
             cursor = self._db.execute(
@@ -1638,8 +1663,10 @@ class Store:
             )
             if cursor.rowcount:
                 self._db.execute("DELETE FROM envelopes WHERE account = ? AND device = ? AND id = ?", key)
-                moved += 1
-        return moved
+                count += 1
+                if moved is not None:
+                    moved.append(i)
+        return count
 
     def archived(self, account: str | None = None) -> list[ArchivedEnvelope]:
         """Archived envelopes in acceptance order; with ``account``, those to or from it."""

@@ -212,7 +212,7 @@ _OPEN_LIMITS: Final = (
     *("--registration-pow", "0", "--register-rate", "off"),
     *("--send-rate-address", "off", "--send-rate-account", "off"),
     *("--max-connections-per-address", "off", "--connection-rate", "off"),
-    *("--fetch-rate-requester", "off"),
+    *("--fetch-rate-requester", "off", "--group-state-rate-address", "off"),
 )
 
 

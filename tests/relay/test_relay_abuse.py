@@ -21,6 +21,7 @@ from relaysim.relay import wire
 from relaysim.relay.core import ConnectionContext
 from relaysim.relay.identity import XEdDSAPublicKey
 from relaysim.relay.limits import DEFAULT_LIMITS, UNLIMITED, Limits, Rate, address_key
+from relaysim.relay.metadata import RecordKind
 from relaysim.relay.server import RelayServer, peer_address, serve
 from relaysim.relay.store import StoredEnvelope
 from tests.helpers import (
@@ -279,6 +280,48 @@ def test_acks_of_ids_not_in_the_queue_are_limited_and_nothing_of_anyone_elses_is
     assert core.store.queue_length("bob", 1) == 0
     clock.now += 1
     assert reply(core.handle(mallory, wire.Ack(id=90, envelope_ids=bobs[:1]))) == wire.Acked(id=90, count=0)
+
+
+@pytest.mark.parametrize("mode", ["deleted", "in_the_group", "kept", "preserved"])
+def test_an_ack_records_only_the_envelopes_it_takes_out_of_the_devices_queue(mode: str) -> None:
+    # An ack made a record for every id it named: a device could fill its account's records (what a
+    # 2703(d) order or a pen register returns) with acknowledgements of envelopes that never were.
+    # Now: a record for each envelope queued to this device that the ack removes, once; none for an
+    # id that was never queued, another device's, acknowledged before, or named twice. The answer is
+    # as before (``count``: how many were there) and the unknown ids still spend the bucket.
+    clock = Clock()
+    limits = dataclasses.replace(UNLIMITED, ack_unknown_per_account=Rate(1.0, 30.0))
+    core = new_core(clock, keep_delivered=mode == "kept", limits=limits)
+    mallory, alice = core_device(core, MALLORY, 1), core_device(core, ALICE, 2)
+    core_device(core, BOB, 3)
+    if mode == "in_the_group":
+        core.store.begin_group()  # the envelopes wait in memory, not in the file, when acked
+    mine = tuple(e for i in range(2) for e in _sent_ids(core.handle(alice, _send("mallory", rid=i))))
+    bobs = _sent_ids(core.handle(alice, _send("bob", rid=9)))
+    if mode == "preserved":
+        clock.now += 1
+        core.preserve("mallory", since=clock.now)
+    fabricated = tuple(bytes([i]) * 16 for i in range(20))
+    ask = fabricated[:10] + bobs + mine[:1] + mine[:1] + fabricated[10:] + mine[1:]
+    assert reply(core.handle(mallory, wire.Ack(id=20, envelope_ids=ask))) == wire.Acked(id=20, count=2)
+    again = mine + fabricated
+    assert reply(core.handle(mallory, wire.Ack(id=21, envelope_ids=again))) == wire.Acked(id=21, count=0)
+    # 21 unknown ids, then 22 (mallory's own, acknowledged before, among them): 43 of a bucket of 30
+    assert_error(
+        reply(core.handle(mallory, wire.Ack(id=22, envelope_ids=mine))), E.RATE_LIMITED, "envelope_ids"
+    )
+    if mode == "in_the_group":
+        core.store.commit_group()
+    acks = core.store.metadata(RecordKind.ACKNOWLEDGEMENT)
+    assert [(r.account, r.device, r.envelope_id) for r in acks] == [("mallory", 1, i) for i in mine]
+    assert core.store.queue_length("bob", 1) == 1  # bob's envelope untouched, and unrecorded
+    assert len(core.store.archived()) == (2 if mode in ("kept", "preserved") else 0)
+
+
+def _sent_ids(outputs: list[object]) -> tuple[bytes, ...]:
+    sent = reply(outputs)
+    assert isinstance(sent, wire.Sent), sent
+    return sent.envelope_ids
 
 
 def test_sender_certificates_are_a_token_bucket_per_account_taken_before_the_signature() -> None:
@@ -594,6 +637,69 @@ async def test_a_connection_that_pipelines_group_state_reads_and_never_reads_is_
         peak = await _peak_held(server)
         assert 0 < peak <= ceiling, (peak, ceiling)
         await client.aclose()
+        nursery.cancel_scope.cancel()
+
+
+def test_group_state_reads_are_a_token_bucket_per_address() -> None:
+    # get_group_state needs no login: without a bucket anyone polled it without bound, each answer
+    # up to a frame. Per address, as registration and put_group_state are; logged in or not.
+    clock = Clock()
+    core = new_core(clock, limits=dataclasses.replace(UNLIMITED, group_state_per_address=Rate(1.0, 3.0)))
+    group = bytes(range(16))
+    stranger, same_address = ConnectionContext(1, ("192.0.2.66", 1)), ConnectionContext(2, ("192.0.2.66", 2))
+    other = ConnectionContext(3, ("192.0.2.7", 3))
+    assert isinstance(
+        reply(core.handle(stranger, put_group_state(1, group, 0, b"state"))), wire.GroupStateStored
+    )
+    for i in range(2):
+        assert isinstance(
+            reply(core.handle(stranger, wire.GetGroupState(id=10 + i, group=group))), wire.GroupState
+        )
+    assert isinstance(
+        reply(core.handle(same_address, wire.GetGroupState(id=12, group=group))), wire.GroupState
+    )
+    limited = assert_error(
+        reply(core.handle(stranger, wire.GetGroupState(id=13, group=group))), E.RATE_LIMITED
+    )
+    assert limited.retry_after_ms == 1000 and "group state per address" in limited.message
+    assert_error(reply(core.handle(same_address, wire.GetGroupState(id=14, group=group))), E.RATE_LIMITED)
+    assert isinstance(reply(core.handle(other, wire.GetGroupState(id=15, group=group))), wire.GroupState)
+    assert isinstance(reply(core.handle(stranger, wire.Ping(id=16))), wire.Pong)
+    clock.now += 1
+    assert isinstance(reply(core.handle(stranger, wire.GetGroupState(id=17, group=group))), wire.GroupState)
+
+
+async def test_a_connection_over_its_group_state_limit_is_refused_and_keeps_serving() -> None:
+    core = new_core(
+        clock=time.time, limits=dataclasses.replace(UNLIMITED, group_state_per_address=Rate(0.001, 5.0))
+    )
+    group = bytes(range(16))
+    ports: set[int] = set()
+    async with trio.open_nursery() as nursery:
+        server: RelayServer = await nursery.start(
+            partial(serve, core, "127.0.0.1", 0, address_of=_attacker_address(ports))
+        )
+        sock = trio.socket.socket()
+        await sock.bind(("127.0.0.1", 0))
+        ports.add(sock.getsockname()[1])
+        await sock.connect(("127.0.0.1", server.port))
+        attacker, good = WireClient(trio.SocketStream(sock)), await WireClient.connect(server.port)
+        stored = await attacker.request(lambda i: put_group_state(i, group, 0, b"state"))
+        assert isinstance(stored, wire.GroupStateStored)
+        answers: list[wire.Response] = []
+        await attacker.pipeline(
+            [partial(wire.GetGroupState, group=group)] * 8,  # type: ignore[list-item]
+            lambda _, answer: answers.append(answer),
+        )
+        assert sum(isinstance(a, wire.GroupState) for a in answers) == 5
+        for refused in [a for a in answers if not isinstance(a, wire.GroupState)]:
+            assert_error(refused, E.RATE_LIMITED)
+        assert isinstance(await attacker.request(lambda i: wire.Ping(id=i)), wire.Pong)  # still served
+        assert isinstance(
+            await good.request(lambda i: wire.GetGroupState(id=i, group=group)), wire.GroupState
+        )
+        await attacker.aclose()
+        await good.aclose()
         nursery.cancel_scope.cancel()
 
 

@@ -14,6 +14,7 @@ from relaysim.clients.agent import Accepted, ContactsFound, DeviceAgent, Failed,
 from relaysim.clients.session import Device
 from relaysim.relay import store as store_module
 from relaysim.relay import wire
+from relaysim.relay.compliance import ComplianceDesk, LegalProcess
 from relaysim.relay.core import TAPPED_KINDS, ConnectionContext, Push, RelayCore, Reply, Tap
 from relaysim.relay.metadata import (
     KEEP_EVERYTHING,
@@ -24,6 +25,7 @@ from relaysim.relay.metadata import (
     RecordKind,
     RetentionPolicy,
 )
+from relaysim.relay.profiles import get_profile
 from relaysim.relay.store import ArchivedEnvelope, Store
 from relaysim.sims.world.util import SimulationRandom
 from tests.helpers import T0, Clock, DeviceKeys, assert_error, core_device, reply
@@ -394,6 +396,34 @@ def test_orders_served_on_a_relay_survive_its_restart(tmp_path: Path) -> None:
         core.handle(bob_conn, _send("alice", b"x", rid=3))
         _ack_all(core, alice)
         assert store.archived() == []  # accepted after bob's preservation was served
+
+
+def test_a_disclosure_lists_no_acknowledgement_of_an_envelope_that_never_existed() -> None:
+    """WhatsApp's "last seen" is the last activity, an acknowledgement among it: a device that
+    acknowledged ids never queued to it was made to look active then, to a subpoena (and any order
+    that returns records). Only an envelope the ack takes out of its queue is recorded."""
+    clock = Clock()
+    whatsapp = get_profile("whatsapp")
+    core = _core(clock=clock, policy=whatsapp.policy)
+    desk = ComplianceDesk(core.store, whatsapp)
+    alice, bob, carol = core_device(core, ALICE, 1), core_device(core, BOB, 2), core_device(core, CAROL, 3)
+    sent = _sent(core.handle(bob, _send("alice", b"real")))  # all at T0
+    bobs = _sent(core.handle(carol, _send("bob", b"to bob", rid=2)))
+    clock.now = T0 + 3600
+    never = tuple(bytes([i]) * 16 for i in range(50)) + bobs
+    assert reply(core.handle(alice, wire.Ack(id=3, envelope_ids=never))) == wire.Acked(id=3, count=0)
+
+    def last_seen(served: float) -> float:
+        (seen,) = desk.serve(LegalProcess(f"at {served:g}", "subpoena", "alice", served=served)).provided[
+            "last_seen"
+        ]
+        return float(seen["last_seen"])
+
+    assert last_seen(T0 + 7200) == T0  # her authentication, not the fabricated acknowledgements
+    clock.now = T0 + 10800
+    assert reply(core.handle(alice, wire.Ack(id=4, envelope_ids=sent + sent))) == wire.Acked(id=4, count=1)
+    assert last_seen(T0 + 14400) == T0 + 10800  # a real one is recorded, as before
+    assert [r.envelope_id for r in core.store.metadata(RecordKind.ACKNOWLEDGEMENT)] == [None]  # time alone
 
 
 # --- address books ---------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ import trustme
 
 from relaysim.relay import wire
 from relaysim.relay.core import RelayCore
-from relaysim.relay.server import RelayServer, main
+from relaysim.relay.limits import DEFAULT_LIMITS, Rate
+from relaysim.relay.server import RelayServer, build_parser, main
 from relaysim.relay.store import Store, StoredEnvelope
 from tests.helpers import DeviceKeys, RelayProcess, WireClient, new_core, running
 
@@ -572,6 +573,19 @@ def test_an_option_out_of_its_range_is_a_usage_error_naming_the_range(
     err = capsys.readouterr().err
     assert f"argument {option}:" in err and says in err
     assert not (tmp_path / "relay.db").exists()  # refused before anything was opened
+
+
+def test_the_group_state_limit_is_an_option_of_relay_serve(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    assert parser.parse_args([]).group_state_per_address == DEFAULT_LIMITS.group_state_per_address
+    assert parser.parse_args(["--group-state-rate-address", "2/20"]).group_state_per_address == Rate(
+        2.0, 20.0
+    )
+    assert parser.parse_args(["--group-state-rate-address", "off"]).group_state_per_address is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--group-state-rate-address", "fast"])
+    assert "argument --group-state-rate-address:" in capsys.readouterr().err
+    assert "--group-state-rate-address" in parser.format_help()
 
 
 def test_main_reports_a_port_in_use_and_exits_1(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -528,6 +528,30 @@ def test_deleting_touches_only_the_named_devices_queue() -> None:
     assert store.delete_envelopes("bob", 2, ids) == 0
 
 
+@pytest.mark.parametrize("size_known", [False, True])
+def test_a_deletion_and_an_archiving_name_the_ids_they_took_out_of_the_queue(size_known: bool) -> None:
+    # The relay records an acknowledgement for these alone: each id taken out of the device's own
+    # queue, once — not one never queued, another device's, already gone or named twice. Whether
+    # or not the queue's size is known (two ways to delete), and for an envelope still waiting.
+    store = Store()
+    store.enqueue([_envelope(n) for n in (1, 2, 3, 4)] + [_envelope(5, device=2)])
+    if size_known:
+        assert store.queue_size("bob", 1) == (4, 4)
+    with store.transaction():
+        store.enqueue([_envelope(6)])  # waiting, not in the file yet
+        ids = [_envelope(n).id for n in (9, 6, 1, 5, 1, 2, 8)]
+        removed: list[bytes] = []
+        assert store.delete_envelopes("bob", 1, ids, removed=removed) == 3
+        assert removed == [_envelope(n).id for n in (6, 1, 2)]
+        removed = []
+        assert store.delete_envelopes("bob", 1, ids, removed=removed) == 0 and removed == []
+        moved: list[bytes] = []
+        ids = [_envelope(n).id for n in (4, 1, 5, 4, 3)]
+        assert store.archive_envelopes("bob", 1, ids, archived_at=9.0, reason="kept", moved=moved) == 2
+        assert moved == [_envelope(n).id for n in (4, 3)]
+    assert [int.from_bytes(e.id, "big") for e in store.all_envelopes()] == [5]
+
+
 def test_one_time_prekeys_are_taken_lowest_first_and_only_once() -> None:
     store = Store()
     store.replace_prekeys("bob", 1, [Prekey(5, bytes(32)), Prekey(2, bytes(32))])
