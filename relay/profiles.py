@@ -324,6 +324,24 @@ WHATSAPP = Profile(
     },
 )
 
+# iMessage's pen register, dated by the record: the FBI chart (dated 2021-01-07, capabilities as of
+# November 2020) says "no capability"; Apple's own FAQ for law enforcement (published by The
+# Intercept, 2016-09-28) shows look-up logs produced to pen/trap orders. The record gives no date at
+# which Apple's practice changed, nor whether it did: the profile follows the FAQ before the chart's
+# date and the chart from it (HISTORY["imessage"]).
+_IMESSAGE_FAQ = "Apple's iMessage FAQ for law enforcement (published by The Intercept, 2016-09-28)"
+_IMESSAGE_CHART_PEN = (
+    "the FBI chart (dated 2021-01-07, capabilities as of November 2020) lists no pen-register capability for "
+    "iMessage: nothing in real time, and no look-up log to a pen register. Before the chart's date the record "
+    f"is {_IMESSAGE_FAQ}, which shows look-up logs produced to pen register / trap-and-trace orders; the record "
+    "does not say when, or whether, Apple's practice changed"
+)
+_IMESSAGE_FAQ_PEN = (
+    "nothing in real time: the look-ups are logged directory queries, not the routing of messages. "
+    f"{_IMESSAGE_FAQ} shows look-up logs produced to pen register / trap-and-trace orders; the FBI chart "
+    "(dated 2021-01-07, capabilities as of November 2020) lists no pen-register capability for iMessage"
+)
+
 IMESSAGE = Profile(
     name="imessage",
     title="Apple iMessage",
@@ -361,10 +379,9 @@ IMESSAGE = Profile(
         "search_warrant": frozenset(
             {"subscriber_info", "account_created", "last_seen", "lookup_log", "content"}
         ),
-        # The FBI chart: "no capability". Apple's FAQ (The Intercept, 2016-09-28) has pen/trap orders
-        # answered with look-up logs, which are stored, not collected in real time: relaysim's pen
-        # register asks for real-time routing and addresses, and the logs are the 2703(d) order's
-        # look-up log (see notes["realtime_routing"]).
+        # The FBI chart (2021-01-07; capabilities as of November 2020): "no capability". Before the
+        # chart's date the record is Apple's FAQ (The Intercept, 2016-09-28), which shows look-up logs
+        # produced to pen/trap orders: HISTORY["imessage"] dates the two.
         "pen_register": frozenset(),
         "wiretap": frozenset(),
     },
@@ -373,11 +390,7 @@ IMESSAGE = Profile(
     notes={
         "content": "with iCloud Backup on (and Advanced Data Protection off) Apple holds the backup's keys: "
         "the history is reached by a search warrant on the backup custodian (backup_warrant), not on the relay",
-        "realtime_routing": "the FBI chart (capabilities as of November 2020) lists no pen-register capability "
-        "for iMessage: nothing in real time. Apple's iMessage FAQ for law enforcement (published by The "
-        "Intercept, 2016-09-28) shows look-up logs produced to pen register / trap-and-trace orders, but those "
-        "are logs of directory look-ups, kept about 30 days and not made in real time, not the routing of "
-        "messages: here they are the look-up log, handed over to a 2703(d) order",
+        "realtime_routing": _IMESSAGE_CHART_PEN,
         "lookup_log": "Apple keeps look-ups about 30 days and hands over 25 days of them to a 2703(d) order (FBI "
         "chart); a look-up is not a message: Apple says it \"doesn't prove that any communication actually "
         "took place\" (Apple's iMessage FAQ for law enforcement, published by The Intercept, 2016-09-28)",
@@ -883,6 +896,28 @@ _TELEGRAM_ZERO_BYTES = (
 )
 
 HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
+    "imessage": (
+        Change(
+            date(2021, 1, 7),
+            "the record from this date is the FBI chart, which lists no pen-register capability for iMessage "
+            "(capabilities as of November 2020); before it, the record is Apple's FAQ, which shows look-up "
+            "logs produced to pen register / trap-and-trace orders. The record gives no date at which Apple's "
+            "practice changed, nor says whether it did: the date is the chart's",
+            f"{_FBI_CHART}; {_IMESSAGE_FAQ}",
+            {
+                "discloses": {**IMESSAGE.discloses, "pen_register": frozenset({"lookup_log"})},
+                "notes": {
+                    **IMESSAGE.notes,
+                    "realtime_routing": _IMESSAGE_FAQ_PEN,
+                    "lookup_log": "Apple keeps look-ups about 30 days; to a pen register / trap-and-trace order "
+                    f"it produces those made from the order's service on ({_IMESSAGE_FAQ}); a look-up is not a "
+                    'message: Apple says it "doesn\'t prove that any communication actually took place" '
+                    f"({_IMESSAGE_FAQ})",
+                },
+            },
+            policy=True,
+        ),
+    ),
     "signal": (
         Change(
             date(2018, 10, 29),
