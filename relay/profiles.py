@@ -720,6 +720,17 @@ _PTA_RECORD = (
 # intercepted PIN messages with the global key (sims/scenarios/rcmp-clemenza.toml says how).
 _BB_NOT_THE_CORRESPONDENCE: Final = ("search_warrant", "wiretap", "ifta_warrant")
 
+# Canada: the record (Project Clemenza, 2010-2012, reported April 2016; R v. Mirarchi) has the police
+# holding the consumer global key and decrypting about a million PIN messages themselves; it says
+# nothing of BlackBerry answering a Part VI authorization, nor how the police came by the key.
+_CLEMENZA_ASSUMED = (
+    "in Project Clemenza (2010-2012, reported April 2016; R v. Mirarchi) the police held the consumer BBM/PIN "
+    "global key and decrypted about a million intercepted PIN messages themselves; the record does not say "
+    "that BlackBerry answered a Part VI authorization, nor how the police came by the key. Here the provider's "
+    "desk holds that key and opens what it intercepts under the authorization: the same key and the same "
+    "arithmetic, not the record of who turned it"
+)
+
 BBM_CONSUMER = Profile(
     name="bbm-consumer",
     title="BlackBerry Messenger / PIN (consumer)",
@@ -748,7 +759,8 @@ BBM_CONSUMER = Profile(
     assumptions={
         "pta_demand": "the PTA's 2015 demand named BlackBerry Enterprise Server traffic ('every BES e-mail and "
         "BES BBM message'), not consumer BBM, and no source says how BlackBerry would have answered one on "
-        "consumer BBM; this profile assumes the same refusal"
+        "consumer BBM; this profile assumes the same refusal",
+        "ca_part_vi_authorization": _CLEMENZA_ASSUMED,
     },
     notes={
         "content": "BlackBerry's policy as reported (John Chen, December 2015) never hands over the "

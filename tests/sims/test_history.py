@@ -233,6 +233,11 @@ def test_rcmp_clemenza_the_words_open_to_whoever_holds_the_global_key(tmp_path: 
     assert d.decryption and all(x["opened"] for x in d.decryption)
     report = json.loads((tmp_path / "exceptional" / "global-key.json").read_text("utf-8"))
     assert len(report["messages_under_global_key"]) == len(result.messages)  # from the first minute
+    # the record has the police decrypting with their own copy of the key, not BlackBerry answering the
+    # authorization: the disclosure says its provider-side reading is the project's assumption
+    (assumed,) = [n for n in d.notes if n.startswith("Assumption:")]
+    assert "the police held the consumer BBM/PIN global key" in assumed and "about a million" in assumed
+    assert "does not say that BlackBerry answered a Part VI authorization" in assumed
 
 
 # --- a policy change reaches an order by the day it is served ---------------------------------------
