@@ -771,6 +771,18 @@ BBM_CONSUMER = Profile(
     },
 )
 
+# India's instruments: the per-order interceptions and the 2010 demand the Mumbai facility (2012) met.
+_INDIA: Final = tuple(i.key for i in INSTRUMENTS.values() if i.jurisdiction == "in")
+# What the record says of BES in India, and what it does not: the routing BlackBerry's relay could
+# hand over to an Indian order is the project's assumption, said in every disclosure under one.
+_BES_INDIA_ASSUMED = (
+    "the record says India's interception facility (Mumbai, 2012) covered consumer BBM and BIS e-mail, not "
+    "BES, and that India accepted in 2013 that enterprise data must be obtained from the enterprise; it does "
+    "not say whether BlackBerry handed over the routing of BES traffic (who wrote to whom, when, from which "
+    "address) to an Indian order. This profile assumes it did, as its relay routes that traffic, and withholds "
+    "the ciphertext"
+)
+
 BES = Profile(
     name="bes",
     title="BlackBerry Enterprise Server (carrier relay)",
@@ -796,12 +808,13 @@ BES = Profile(
         **{p: ASKS[p] - {"ciphertext", "content"} for p in _BB_NOT_THE_CORRESPONDENCE},
         # India's interception facility (2012) covers consumer BBM and BIS e-mail, not BES: India
         # accepted in 2013 that enterprise data comes from the enterprise
-        **{p: ASKS[p] - {"ciphertext", "content"} for p in ("telegraph_act_5_2", "it_act_69")},
+        **{p: ASKS[p] - {"ciphertext", "content"} for p in _INDIA},
         "subpoena": _BB_SUBPOENA,
         "pk_court_order": _BB_COURT_ORDER,
     },
     responses=_BB_RESPONSES,
     response_record={"pta_demand": _PTA_RECORD},
+    assumptions={p: _BES_INDIA_ASSUMED for p in _INDIA},
     notes={
         "content": "the keys are generated and held by the enterprise's own BES server, not by BlackBerry: "
         "the order has to be served on the enterprise (RIM, August 2010: 'no master key or back door'; "
