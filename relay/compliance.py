@@ -577,7 +577,12 @@ class ComplianceDesk:
                 "traffic passed: nothing of that traffic was kept for it"
             )
             for category in in_order(instrument.asks):
-                d.refuse(category, "not_retained", why)
+                # what the relay could never collect, or no key opens, keeps that reason
+                missing = self._missing(category, process)
+                if missing is not None and missing[0] in ("cryptographically_impossible", "no_capability"):
+                    d.refuse(category, *missing)
+                else:
+                    d.refuse(category, "not_retained", why)
             d.notes.append(
                 "Nothing was collected: a forward-looking order has to be in place before the traffic it "
                 "covers passes (in a scenario, a legal_process event in the timeline)."

@@ -854,6 +854,30 @@ def test_disclose_says_a_forward_looking_order_collects_nothing_after_the_fact(
     assert "put it in the scenario's timeline" in cap.err and 'kind = "legal_process"' in cap.err
 
 
+def test_a_forward_order_served_after_the_fact_keeps_what_could_never_be_had(tmp_path: Path) -> None:
+    """Served on a finished run, a forward-looking order collected nothing, and what was not kept for it
+    is "not retained"; but what the relay could never collect, or no key it holds opens, keeps that
+    reason (it read "not retained" for a Signal wiretap's content and an iMessage pen register's
+    routing, where the FBI chart says "no capability")."""
+    db = str(_finished_under("signal", tmp_path / "signal") / "relay.db")
+    out = tmp_path / "wiretap.json"
+    assert (
+        main(["disclose", "--db", db, "--process", "wiretap", "--target", "tariq", "--json", str(out)]) == 0
+    )
+    d = json.loads(out.read_text("utf-8"))
+    assert not d["provided"] and "content" in d["not_provided"]["cryptographically_impossible"]
+    assert {"realtime_routing", "ip_addresses", "ciphertext"} <= set(d["not_provided"]["no_capability"])
+    db = str(_finished_under("imessage", tmp_path / "imessage") / "relay.db")
+    out = tmp_path / "pen.json"
+    assert (
+        main(["disclose", "--db", db, "--process", "pen_register", "--target", "tariq", "--json", str(out)])
+        == 0
+    )
+    d = json.loads(out.read_text("utf-8"))
+    assert set(d["not_provided"]["no_capability"]) == {"realtime_routing", "ip_addresses"}
+    assert "collects only from its service on" in d["not_provided"]["not_retained"]["lookup_log"]
+
+
 def test_disclose_under_another_profile_warns_and_bad_arguments_are_clear(
     finished: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
