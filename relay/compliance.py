@@ -68,6 +68,10 @@ _MESSAGE_KINDS = (RecordKind.SEND, RecordKind.SEALED_SEND)
 # simulated apps register a phone as "android" or "ios" and a linked device as "desktop". Another type
 # (a live client may send any) has no class here, and device info shows none.
 _DEVICE_CLASSES = {"android": "mobile", "ios": "mobile", "desktop": "desktop"}
+# What a forward-looking order reads from the provider's own logs, from its service on, not from a
+# tap: look-ups are logged whether or not anything is collected in real time (Apple's iMessage FAQ
+# for law enforcement, published by The Intercept, 2016-09-28: look-up logs to pen/trap orders).
+_LOGGED = frozenset({"lookup_log"})
 # Look-back instruments of the US, least first: "handed over only under a 2703(d) court order".
 _LEAST_PROCESS = ("subpoena", "court_order_2703d", "search_warrant")
 
@@ -573,7 +577,12 @@ class ComplianceDesk:
                 "traffic passed: nothing of that traffic was kept for it"
             )
             for category in in_order(instrument.asks):
-                d.refuse(category, "not_retained", why)
+                # what the relay could never collect, or no key opens, keeps that reason
+                missing = self._missing(category, process)
+                if missing is not None and missing[0] in ("cryptographically_impossible", "no_capability"):
+                    d.refuse(category, *missing)
+                else:
+                    d.refuse(category, "not_retained", why)
             d.notes.append(
                 "Nothing was collected: a forward-looking order has to be in place before the traffic it "
                 "covers passes (in a scenario, a legal_process event in the timeline)."
@@ -585,7 +594,8 @@ class ComplianceDesk:
             if missing is not None:
                 d.refuse(category, *missing)
                 continue
-            if category not in discloses or (process.forward and not self._collects(instrument)):
+            tapped = process.forward and category not in _LOGGED
+            if category not in discloses or (tapped and not self._collects(instrument)):
                 d.refuse(category, "withheld_by_policy", self._withheld_reason(category, process))
                 continue
             rows = self._fetch(category, process, d)
@@ -612,9 +622,17 @@ class ComplianceDesk:
                 "only its policy keeps them back",
             )
         if process.forward and not self._can_collect(instrument):
+            logged = [_label(c) for c in in_order(d.provided) if c in _LOGGED]
             d.notes.append(
                 f"{with_article(self.profile.title, capital=True)} relay cannot collect under "
-                f"{instrument.a_name}: nothing was tapped."
+                f"{instrument.a_name}: nothing was tapped"
+                + (
+                    f"; the {' and '.join(logged)} handed over is read from its own records, not collected "
+                    "in real time"
+                    if logged
+                    else ""
+                )
+                + "."
             )
         elif process.forward and not self._collects(instrument):
             d.notes.append(
@@ -632,13 +650,18 @@ class ComplianceDesk:
                 "compels building a capability and hands nothing over by itself (what the relay collects is "
                 "reached by an interception warrant)"
             )
-        if process.forward and not self._collects(instrument):
+        if process.forward and category not in _LOGGED and not self._collects(instrument):
             note = pr.notes.get("realtime_routing")
             return (
                 f"{pr.title} could collect it in real time, but its published policy hands nothing over under "
                 f"{instrument.a_name}, so it collects nothing" + (f" ({note})" if note else "")
             )
-        has = f"collected under this order by {pr.title}" if process.forward else f"held by {pr.title}"
+        if category in _LOGGED and process.forward:
+            has = f"logged by {pr.title} from this order's service on"
+        elif process.forward:
+            has = f"collected under this order by {pr.title}"
+        else:
+            has = f"held by {pr.title}"
         # a targeted order of another country's law: the provider's policy for it, not the US ladder
         foreign_targeted = instrument.jurisdiction != "us" and instrument.needs_target
         for p in () if foreign_targeted else _LEAST_PROCESS:

@@ -350,7 +350,10 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "18 U.S.C. 3121-3127",
             "forward",
             True,
-            _ROUTING,
+            # Routing in real time, and the provider's own log of directory look-ups made from service
+            # on: Apple's iMessage FAQ for law enforcement (published by The Intercept, 2016-09-28) shows
+            # look-up logs produced to pen register / trap-and-trace orders.
+            _ROUTING | {"lookup_log"},
             # "for up to 60 days, on a certification of relevance" (In re WhatsApp pen register orders,
             # E.D. Cal. 2022); 18 U.S.C. 3123(c)(1): "a period not to exceed sixty days"
             max_period=60 * 86400.0,

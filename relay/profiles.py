@@ -324,6 +324,24 @@ WHATSAPP = Profile(
     },
 )
 
+# iMessage's pen register, dated by the record: the FBI chart (dated 2021-01-07, capabilities as of
+# November 2020) says "no capability"; Apple's own FAQ for law enforcement (published by The
+# Intercept, 2016-09-28) shows look-up logs produced to pen/trap orders. The record gives no date at
+# which Apple's practice changed, nor whether it did: the profile follows the FAQ before the chart's
+# date and the chart from it (HISTORY["imessage"]).
+_IMESSAGE_FAQ = "Apple's iMessage FAQ for law enforcement (published by The Intercept, 2016-09-28)"
+_IMESSAGE_CHART_PEN = (
+    "the FBI chart (dated 2021-01-07, capabilities as of November 2020) lists no pen-register capability for "
+    "iMessage: nothing in real time, and no look-up log to a pen register. Before the chart's date the record "
+    f"is {_IMESSAGE_FAQ}, which shows look-up logs produced to pen register / trap-and-trace orders; the record "
+    "does not say when, or whether, Apple's practice changed"
+)
+_IMESSAGE_FAQ_PEN = (
+    "nothing in real time: the look-ups are logged directory queries, not the routing of messages. "
+    f"{_IMESSAGE_FAQ} shows look-up logs produced to pen register / trap-and-trace orders; the FBI chart "
+    "(dated 2021-01-07, capabilities as of November 2020) lists no pen-register capability for iMessage"
+)
+
 IMESSAGE = Profile(
     name="imessage",
     title="Apple iMessage",
@@ -361,10 +379,9 @@ IMESSAGE = Profile(
         "search_warrant": frozenset(
             {"subscriber_info", "account_created", "last_seen", "lookup_log", "content"}
         ),
-        # The FBI chart: "no capability". Apple's FAQ (The Intercept, 2016-09-28) has pen/trap orders
-        # answered with look-up logs, which are stored, not collected in real time: relaysim's pen
-        # register asks for real-time routing and addresses, and the logs are the 2703(d) order's
-        # look-up log (see notes["realtime_routing"]).
+        # The FBI chart (2021-01-07; capabilities as of November 2020): "no capability". Before the
+        # chart's date the record is Apple's FAQ (The Intercept, 2016-09-28), which shows look-up logs
+        # produced to pen/trap orders: HISTORY["imessage"] dates the two.
         "pen_register": frozenset(),
         "wiretap": frozenset(),
     },
@@ -373,11 +390,7 @@ IMESSAGE = Profile(
     notes={
         "content": "with iCloud Backup on (and Advanced Data Protection off) Apple holds the backup's keys: "
         "the history is reached by a search warrant on the backup custodian (backup_warrant), not on the relay",
-        "realtime_routing": "the FBI chart (capabilities as of November 2020) lists no pen-register capability "
-        "for iMessage: nothing in real time. Apple's iMessage FAQ for law enforcement (published by The "
-        "Intercept, 2016-09-28) shows look-up logs produced to pen register / trap-and-trace orders, but those "
-        "are logs of directory look-ups, kept about 30 days and not made in real time, not the routing of "
-        "messages: here they are the look-up log, handed over to a 2703(d) order",
+        "realtime_routing": _IMESSAGE_CHART_PEN,
         "lookup_log": "Apple keeps look-ups about 30 days and hands over 25 days of them to a 2703(d) order (FBI "
         "chart); a look-up is not a message: Apple says it \"doesn't prove that any communication actually "
         "took place\" (Apple's iMessage FAQ for law enforcement, published by The Intercept, 2016-09-28)",
@@ -707,6 +720,17 @@ _PTA_RECORD = (
 # intercepted PIN messages with the global key (sims/scenarios/rcmp-clemenza.toml says how).
 _BB_NOT_THE_CORRESPONDENCE: Final = ("search_warrant", "wiretap", "ifta_warrant")
 
+# Canada: the record (Project Clemenza, 2010-2012, reported April 2016; R v. Mirarchi) has the police
+# holding the consumer global key and decrypting about a million PIN messages themselves; it says
+# nothing of BlackBerry answering a Part VI authorization, nor how the police came by the key.
+_CLEMENZA_ASSUMED = (
+    "in Project Clemenza (2010-2012, reported April 2016; R v. Mirarchi) the police held the consumer BBM/PIN "
+    "global key and decrypted about a million intercepted PIN messages themselves; the record does not say "
+    "that BlackBerry answered a Part VI authorization, nor how the police came by the key. Here the provider's "
+    "desk holds that key and opens what it intercepts under the authorization: the same key and the same "
+    "arithmetic, not the record of who turned it"
+)
+
 BBM_CONSUMER = Profile(
     name="bbm-consumer",
     title="BlackBerry Messenger / PIN (consumer)",
@@ -735,7 +759,8 @@ BBM_CONSUMER = Profile(
     assumptions={
         "pta_demand": "the PTA's 2015 demand named BlackBerry Enterprise Server traffic ('every BES e-mail and "
         "BES BBM message'), not consumer BBM, and no source says how BlackBerry would have answered one on "
-        "consumer BBM; this profile assumes the same refusal"
+        "consumer BBM; this profile assumes the same refusal",
+        "ca_part_vi_authorization": _CLEMENZA_ASSUMED,
     },
     notes={
         "content": "BlackBerry's policy as reported (John Chen, December 2015) never hands over the "
@@ -744,6 +769,18 @@ BBM_CONSUMER = Profile(
         "ciphertext": "BlackBerry's policy as reported (December 2015) hands over location, who contacted "
         "whom and certain metadata, not the correspondence",
     },
+)
+
+# India's instruments: the per-order interceptions and the 2010 demand the Mumbai facility (2012) met.
+_INDIA: Final = tuple(i.key for i in INSTRUMENTS.values() if i.jurisdiction == "in")
+# What the record says of BES in India, and what it does not: the routing BlackBerry's relay could
+# hand over to an Indian order is the project's assumption, said in every disclosure under one.
+_BES_INDIA_ASSUMED = (
+    "the record says India's interception facility (Mumbai, 2012) covered consumer BBM and BIS e-mail, not "
+    "BES, and that India accepted in 2013 that enterprise data must be obtained from the enterprise; it does "
+    "not say whether BlackBerry handed over the routing of BES traffic (who wrote to whom, when, from which "
+    "address) to an Indian order. This profile assumes it did, as its relay routes that traffic, and withholds "
+    "the ciphertext"
 )
 
 BES = Profile(
@@ -771,12 +808,13 @@ BES = Profile(
         **{p: ASKS[p] - {"ciphertext", "content"} for p in _BB_NOT_THE_CORRESPONDENCE},
         # India's interception facility (2012) covers consumer BBM and BIS e-mail, not BES: India
         # accepted in 2013 that enterprise data comes from the enterprise
-        **{p: ASKS[p] - {"ciphertext", "content"} for p in ("telegraph_act_5_2", "it_act_69")},
+        **{p: ASKS[p] - {"ciphertext", "content"} for p in _INDIA},
         "subpoena": _BB_SUBPOENA,
         "pk_court_order": _BB_COURT_ORDER,
     },
     responses=_BB_RESPONSES,
     response_record={"pta_demand": _PTA_RECORD},
+    assumptions={p: _BES_INDIA_ASSUMED for p in _INDIA},
     notes={
         "content": "the keys are generated and held by the enterprise's own BES server, not by BlackBerry: "
         "the order has to be served on the enterprise (RIM, August 2010: 'no master key or back door'; "
@@ -883,6 +921,28 @@ _TELEGRAM_ZERO_BYTES = (
 )
 
 HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
+    "imessage": (
+        Change(
+            date(2021, 1, 7),
+            "the record from this date is the FBI chart, which lists no pen-register capability for iMessage "
+            "(capabilities as of November 2020); before it, the record is Apple's FAQ, which shows look-up "
+            "logs produced to pen register / trap-and-trace orders. The record gives no date at which Apple's "
+            "practice changed, nor says whether it did: the date is the chart's",
+            f"{_FBI_CHART}; {_IMESSAGE_FAQ}",
+            {
+                "discloses": {**IMESSAGE.discloses, "pen_register": frozenset({"lookup_log"})},
+                "notes": {
+                    **IMESSAGE.notes,
+                    "realtime_routing": _IMESSAGE_FAQ_PEN,
+                    "lookup_log": "Apple keeps look-ups about 30 days; to a pen register / trap-and-trace order "
+                    f"it produces those made from the order's service on ({_IMESSAGE_FAQ}); a look-up is not a "
+                    'message: Apple says it "doesn\'t prove that any communication actually took place" '
+                    f"({_IMESSAGE_FAQ})",
+                },
+            },
+            policy=True,
+        ),
+    ),
     "signal": (
         Change(
             date(2018, 10, 29),

@@ -195,12 +195,15 @@ def test_imessage_row(chart: tuple[Path, dict[str, Any]]) -> None:
     warrant = disclosure(out, "imessage", "search_warrant")
     assert "content" not in warrant["provided"]
     assert "iCloud Backup" in warrant["not_provided"]["cryptographically_impossible"]["content"]
-    # pen register: "no capability"; and why Apple's FAQ (look-up logs to pen/trap orders) does not
-    # contradict it: those logs are stored, not real time, and come as the 2703(d) order's look-up log
+    # pen register: "no capability" as of the chart's date; Apple's FAQ (look-up logs to pen/trap orders,
+    # The Intercept, 2016-09-28) is the record before it (tests/sims/test_history.py): the look-ups Apple
+    # logs go to a 2703(d) order, not to a pen register
     assert provided(matrix, "imessage", "pen_register") == set()
     assert "realtime_routing" in matrix["imessage"]["pen_register"]["no_capability"]
-    why = disclosure(out, "imessage", "pen_register")["not_provided"]["no_capability"]["realtime_routing"]
-    assert "FBI chart" in why and "The Intercept, 2016-09-28" in why and "not made in real time" in why
+    pen = disclosure(out, "imessage", "pen_register")["not_provided"]
+    why = pen["no_capability"]["realtime_routing"]
+    assert "FBI chart" in why and "The Intercept, 2016-09-28" in why and "nothing in real time" in why
+    assert "only under a 2703(d) court order" in pen["withheld_by_policy"]["lookup_log"]
 
 
 def test_whatsapp_row(chart: tuple[Path, dict[str, Any]]) -> None:

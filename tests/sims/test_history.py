@@ -75,6 +75,14 @@ SIDES = [
         lambda p: not p.discloses.get("subpoena") and "terror" in p.notes["ip_addresses"],
         lambda p: p.discloses.get("subpoena") == {"subscriber_info", "ip_addresses"},
     ),
+    # iMessage: look-up logs to pen/trap orders (Apple's FAQ, The Intercept, 2016-09-28) until the FBI
+    # chart's date; "no capability" in the chart (2021-01-07, capabilities as of November 2020)
+    (
+        "imessage",
+        date(2021, 1, 7),
+        lambda p: p.discloses["pen_register"] == {"lookup_log"},
+        lambda p: p.discloses["pen_register"] == frozenset(),
+    ),
 ]
 
 
@@ -225,6 +233,11 @@ def test_rcmp_clemenza_the_words_open_to_whoever_holds_the_global_key(tmp_path: 
     assert d.decryption and all(x["opened"] for x in d.decryption)
     report = json.loads((tmp_path / "exceptional" / "global-key.json").read_text("utf-8"))
     assert len(report["messages_under_global_key"]) == len(result.messages)  # from the first minute
+    # the record has the police decrypting with their own copy of the key, not BlackBerry answering the
+    # authorization: the disclosure says its provider-side reading is the project's assumption
+    (assumed,) = [n for n in d.notes if n.startswith("Assumption:")]
+    assert "the police held the consumer BBM/PIN global key" in assumed and "about a million" in assumed
+    assert "does not say that BlackBerry answered a Part VI authorization" in assumed
 
 
 # --- a policy change reaches an order by the day it is served ---------------------------------------
@@ -400,3 +413,68 @@ def test_the_desk_reads_the_day_an_order_is_served_off_the_runs_calendar() -> No
     assert not before.provided
     assert set(after.provided) == {"subscriber_info", "ip_addresses"}
     assert desk.profile.discloses == {}  # the desk itself keeps the run's profile
+
+
+_IMESSAGE_PEN = """
+[scenario]
+name = "imessage-pen-register"
+duration = "3h"
+seed = 3
+start = {start}
+
+[relay]
+profile = "imessage"
+
+[[people]]
+name = "a"
+
+[[people]]
+name = "b"
+
+[[people]]
+name = "c"
+
+[[conversations]]
+between = ["a", "b"]
+messages = [{{ at = "10m", from = "a", text = "hi" }}]
+
+[[conversations]]
+between = ["a", "c"]
+messages = [{{ at = "2h", from = "a", text = "yo" }}]
+
+[[events]]
+at = "1h"
+kind = "legal_process"
+process = "pen_register"
+target = "a"
+name = "pen"
+"""
+
+
+def test_imessage_pen_register_gets_the_lookups_from_service_on_until_the_fbi_charts_date() -> None:
+    """Apple's iMessage FAQ for law enforcement (published by The Intercept, 2016-09-28) shows look-up
+    logs produced to pen/trap orders; the FBI chart (2021-01-07) says "no capability". Before the
+    chart's date a pen register gets the look-ups made from its service on (between a and c, not the
+    earlier ones between a and b), and nothing in real time; from it, nothing, the look-ups going to a 2703(d) order."""
+    from relaysim.sims.scoring import score
+
+    run = Simulation(parse_scenario(_IMESSAGE_PEN.format(start="2019-06-01"), "x.toml")).run()
+    (d,) = run.disclosures
+    rows = d.provided["lookup_log"]
+    # to and from the target (c looks a up to answer): none with b, looked up before service
+    assert {(r["account"], r["recipient_account"]) for r in rows} == {("a", "c"), ("c", "a")}
+    assert all(r["time"] >= d.process.served for r in rows)
+    assert {c: d.reasons[c][0] for c in ("realtime_routing", "ip_addresses")} == {
+        "realtime_routing": "no_capability",
+        "ip_addresses": "no_capability",
+    }
+    assert any("doesn't prove that any communication actually took place" in n for n in d.notes)
+    assert any("nothing was tapped" in n and "read from its own records" in n for n in d.notes)
+    assert score(d.to_json(), run.truth)["contacts"]["revealed"] == 0  # a look-up is not a contact
+
+    run = Simulation(parse_scenario(_IMESSAGE_PEN.format(start="2021-01-07"), "x.toml")).run()
+    (d,) = run.disclosures
+    assert not d.provided
+    reason, why = d.reasons["lookup_log"]
+    assert reason == "withheld_by_policy" and "only under a 2703(d) court order" in why
+    assert "no look-up log to a pen register" in d.reasons["realtime_routing"][1]

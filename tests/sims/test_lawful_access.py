@@ -606,6 +606,54 @@ def test_india_2010_the_interception_facility_reads_bbm_but_not_bes(tmp_path: Pa
     assert md.count("**handed over, decrypted**: 4 message(s) in the clear (besides 4 receipt(s)") == 2
     d = json.loads((tmp_path / "bes" / "disclosures" / "interception-order-arjun.json").read_text("utf-8"))
     assert d["jurisdiction"] == "in" and "s.69" in d["statute"] and d["response"] == "complied"
+    # that BES routing went to an Indian order is the project's assumption, and each BES disclosure says so
+    for order in ("interception-order-priya", "interception-order-arjun"):
+        text = (tmp_path / "bes" / "disclosures" / f"{order}.md").read_text("utf-8")
+        assert "Assumption: the record says India's interception facility (Mumbai, 2012) covered" in text
+        assert "Assumption:" not in (tmp_path / "bbm-consumer" / "disclosures" / f"{order}.md").read_text(
+            "utf-8"
+        )
+
+
+_INDIA_DEMAND = """
+[scenario]
+name = "india-demand"
+duration = "2h"
+start = 2013-01-07T03:30:00Z
+
+[relay]
+profile = "{profile}"
+
+[[people]]
+name = "a"
+
+[[people]]
+name = "b"
+
+[[conversations]]
+between = ["a", "b"]
+messages = [{{ at = "1h", from = "a", text = "ledgers" }}]
+
+[[events]]
+at = "30m"
+kind = "legal_process"
+process = "india_access_demand"
+name = "demand"
+"""
+
+
+def test_indias_2010_demand_gets_no_bes_ciphertext_as_the_facility_did_not_cover_bes() -> None:
+    """The record: the Mumbai facility (2012) covered consumer BBM and BIS e-mail, not BES. Under India's
+    2010 demand BES hands over no ciphertext, as under India's per-order interceptions; consumer BBM does."""
+    (bes,) = Simulation(parse_scenario(_INDIA_DEMAND.format(profile="bes"), "x.toml")).run().disclosures
+    assert "ciphertext" not in bes.provided and bes.reasons["ciphertext"][0] == "withheld_by_policy"
+    assert bes.provided["realtime_routing"] and any(
+        n.startswith("Assumption: the record says") for n in bes.notes
+    )
+    (bbm,) = (
+        Simulation(parse_scenario(_INDIA_DEMAND.format(profile="bbm-consumer"), "x.toml")).run().disclosures
+    )
+    assert bbm.provided["ciphertext"]
 
 
 _BASE = """
@@ -804,6 +852,30 @@ def test_disclose_says_a_forward_looking_order_collects_nothing_after_the_fact(
     assert "## Handed over\n\nNothing." in cap.out
     assert "collects only from its service on" in cap.out
     assert "put it in the scenario's timeline" in cap.err and 'kind = "legal_process"' in cap.err
+
+
+def test_a_forward_order_served_after_the_fact_keeps_what_could_never_be_had(tmp_path: Path) -> None:
+    """Served on a finished run, a forward-looking order collected nothing, and what was not kept for it
+    is "not retained"; but what the relay could never collect, or no key it holds opens, keeps that
+    reason (it read "not retained" for a Signal wiretap's content and an iMessage pen register's
+    routing, where the FBI chart says "no capability")."""
+    db = str(_finished_under("signal", tmp_path / "signal") / "relay.db")
+    out = tmp_path / "wiretap.json"
+    assert (
+        main(["disclose", "--db", db, "--process", "wiretap", "--target", "tariq", "--json", str(out)]) == 0
+    )
+    d = json.loads(out.read_text("utf-8"))
+    assert not d["provided"] and "content" in d["not_provided"]["cryptographically_impossible"]
+    assert {"realtime_routing", "ip_addresses", "ciphertext"} <= set(d["not_provided"]["no_capability"])
+    db = str(_finished_under("imessage", tmp_path / "imessage") / "relay.db")
+    out = tmp_path / "pen.json"
+    assert (
+        main(["disclose", "--db", db, "--process", "pen_register", "--target", "tariq", "--json", str(out)])
+        == 0
+    )
+    d = json.loads(out.read_text("utf-8"))
+    assert set(d["not_provided"]["no_capability"]) == {"realtime_routing", "ip_addresses"}
+    assert "collects only from its service on" in d["not_provided"]["not_retained"]["lookup_log"]
 
 
 def test_disclose_under_another_profile_warns_and_bad_arguments_are_clear(

@@ -159,7 +159,7 @@ def test_run_ends_with_one_line_per_legal_order(tmp_path: Path, capsys: pytest.C
     assert main(["run", "two-friends", "--out", str(out), "--quiet"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[-2:] == [
-        "legal order pen-register-amira (pen_register): complied; handed over: ip_addresses, realtime_routing"
+        "legal order pen-register-amira (pen_register): complied; handed over: ip_addresses, lookup_log, realtime_routing"
         f" — {out}/disclosures/pen-register-amira.md",
         "legal order search-warrant-amira (search_warrant): complied; handed over: subscriber_info, "
         "account_created, last_seen, ip_addresses, device_info, contacts, reverse_contacts, blocked_users, "
