@@ -240,7 +240,7 @@ class DoubleRatchet:
         # Kept by ``_store_skipped``/``_drop_skipped`` (and ``from_dict``); not part of the state.
         self.skipped_chains: Mapping[bytes, int] = _NO_CHAINS
         # The receiving chains before the current one, oldest first: (chain id, the number the chain
-        # ended at: the PN of the message that turned it). Every number below that was read or its
+        # ended at: the PN of the message that turned it, or the number read on it if that is higher). Every number below that was read or its
         # key is among the skipped ones (or was dropped from them).
         self.ended: tuple[tuple[bytes, int], ...] = ()
         self.hks: bytes | None = None
@@ -385,7 +385,9 @@ class DoubleRatchet:
             raise DecryptionError()
         skipped = []
         if old_ckr is not None:
-            if pn != self.nr:
+            # (only while Nr < PN, as §3.5 SkipMessageKeys loops: a PN below what was read on the old
+            # chain skips nothing; an honest sender's never is, one whose state was rolled back sends it)
+            if pn > self.nr:
                 assert self.dhr is not None
                 self._skip(old_ckr, self.nr, pn, self.dhr, skipped)
         elif pn > self.config.max_skip:  # §3.5 SkipMessageKeys checks MAX_SKIP before CKr (Nr is 0 here)
@@ -404,7 +406,7 @@ class DoubleRatchet:
         new_dhs = spec.generate_dh(self.rng)
         rk, cks = spec.kdf_rk(rk, new_dhs.dh(their), root_info)
         if old_ckr is not None and self.dhr is not None:
-            self.ended = (*self.ended, (self.dhr, pn))[1 - MAX_RECEIVING_CHAINS :]
+            self.ended = (*self.ended, (self.dhr, max(pn, self.nr)))[1 - MAX_RECEIVING_CHAINS :]
         self.pn = self.ns
         self.ns = 0
         self.nr = n + 1
@@ -457,8 +459,9 @@ class DoubleRatchet:
         dh_pub, pn, n = _unpack_header(header)
         skipped = []
         if self.ckr is not None:
-            assert self.hkr is not None
-            self._skip(self.ckr, self.nr, pn, self.hkr, skipped)
+            if pn > self.nr:  # (SkipMessageKeysHE loops while Nr < PN, as in ``decrypt``)
+                assert self.hkr is not None
+                self._skip(self.ckr, self.nr, pn, self.hkr, skipped)
         elif pn > self.config.max_skip:  # SkipMessageKeysHE (§4), as in ``decrypt``
             raise DecryptionError()
         root_info = self.config.root_info
@@ -476,7 +479,7 @@ class DoubleRatchet:
         new_dhs = spec.generate_dh(self.rng)
         rk, cks, nhks = spec.kdf_rk_he(rk, new_dhs.dh(their), root_info)
         if self.hkr is not None and self.ckr is not None:
-            self.ended = (*self.ended, (self.hkr, pn))[1 - MAX_RECEIVING_CHAINS :]
+            self.ended = (*self.ended, (self.hkr, max(pn, self.nr)))[1 - MAX_RECEIVING_CHAINS :]
         self.pn = self.ns
         self.ns = 0
         self.nr = n + 1

@@ -18,6 +18,17 @@ Both layers use the Double Ratchet's ENCRYPT (§5.2: AES-256-CBC + HMAC-SHA256, 
 under keys that are each used once, so nothing here chooses a nonce.
 
     envelope = 0x01 ‖ e.public (32) ‖ c1 (80) ‖ c2
+    (chain key, k1) = HKDF-SHA256(DH(e, IK_B), salt "UnidentifiedDelivery" ‖ IK_B ‖ e.public,
+                                  info "relaysim_SealedSender_Ephemeral", 64 bytes)
+    c1 = ENCRYPT(k1, IK_A, e.public ‖ IK_B)
+    k2 = HKDF-SHA256(DH(IK_A, IK_B), salt chain key ‖ c1, info "relaysim_SealedSender_Static", 32 bytes)
+    c2 = ENCRYPT(k2, msgpack([certificate, inner]), e.public ‖ c1)
+
+(ENCRYPT's info is "relaysim_SealedSender_Message"; keys are the raw 32-byte u-coordinates.) The design
+is libsignal's v1; the bytes are not: libsignal salts with the 0x05-prefixed keys, expands 96 bytes
+with an empty info (chain key, AES-256-CTR key, HMAC key), encrypts with AES-CTR under a 10-byte
+HMAC tag and frames with protobufs, so an envelope here does not open with libsignal, nor one of its
+here (``tests/clients/test_sealed.py`` re-derives this layout from ``cryptography``'s primitives).
 """
 
 from __future__ import annotations

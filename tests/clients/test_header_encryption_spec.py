@@ -147,10 +147,11 @@ class SpecHE:
 
 
 # An action: (who acts: 0 Alice, 1 Bob; kind: 0 send, 1 deliver and keep, 2 deliver and drop,
-# 3 deliver a tampered copy; which message in flight, as an index mod their number).
+# 3 deliver a tampered copy, 4 send with PN lowered to the index mod PN + 1 — a hostile sender, or
+# one whose state was rolled back; which message in flight, as an index mod their number).
 Action = tuple[int, int, int]
 actions = st.lists(
-    st.tuples(st.integers(0, 1), st.integers(0, 3), st.integers(0, 50)), min_size=1, max_size=60
+    st.tuples(st.integers(0, 1), st.integers(0, 4), st.integers(0, 50)), min_size=1, max_size=60
 )
 
 
@@ -177,9 +178,11 @@ def converse(seed: int, steps: list[Action]) -> list[bytes | None]:
     in_flight: list[list[tuple[bytes, bytes]]] = [[], []]  # messages on their way to Alice, to Bob
     answers: list[bytes | None] = []
     for count, (who, kind, index) in enumerate(steps):
-        if kind == 0:
+        if kind in (0, 4):
             if ours[who].cks is None:
                 continue  # Bob sends only once he has read something
+            if kind == 4:
+                ours[who].pn = theirs[who].PN = index % (ours[who].pn + 1)
             plaintext = b"message %d" % count
             message = ours[who].encrypt(plaintext)
             assert message == theirs[who].encrypt(plaintext, ad)
@@ -219,6 +222,13 @@ def test_header_encryption_is_the_spec_pseudocode_over_many_seeded_conversations
     for seed in range(150):
         draw = random.Random(seed)
         converse(seed, [(draw.randrange(2), draw.randrange(4), draw.randrange(50)) for _ in range(80)])
+
+
+def test_header_encryption_is_the_spec_pseudocode_when_pn_is_below_what_was_read() -> None:
+    """SkipMessageKeysHE skips only while Nr < PN: Bob has read three messages on Alice's chain, and her
+    next chain's message says PN = 1. The spec reads it (nothing skipped), and so must we."""
+    steps: list[Action] = [(0, 0, 0)] * 3 + [(1, 2, 0)] * 3 + [(1, 0, 0), (0, 2, 0), (0, 4, 1), (1, 2, 0)]
+    assert converse(5, steps)[-1] == b"message 8"
 
 
 def test_header_encryption_is_the_spec_pseudocode_when_skipped_keys_span_too_many_chains() -> None:

@@ -417,6 +417,24 @@ def test_skip_limits_mean_the_same_on_both_sides(jump: int) -> None:
             assert bob.decrypt(wires[0]) == b"message 0"  # the refusal cost nothing
 
 
+def test_a_pn_below_what_was_read_is_read_by_both() -> None:
+    """§3.5 SkipMessageKeys(state, header.pn) skips only while Nr < PN, and their next_decryption_key
+    skips max(PN − receiving chain length, 0) keys: a new chain's message whose PN is below what was
+    read on the old chain (here our Alice's, lowered: a hostile or rolled-back sender) skips nothing,
+    and their Bob and ours, from identically seeded RNGs, both read it."""
+    ag = agreement("ours")
+    bobs: list[Party] = [
+        TheirParty.bob(ag.sk, ag.bob_spk_priv, ag.ad, TheirConfig(dh_class=seeded_dh_ratchet(SeededRNG(2)))),
+        OurParty.bob(ag.sk, ag.bob_spk_priv, ag.ad, SeededRNG(2)),
+    ]
+    for bob in bobs:
+        alice = OurParty.alice(ag.sk, ag.bob_spk_pub, ag.ad, SeededRNG(1))
+        assert [bob.decrypt(alice.encrypt(b"a%d" % i)) for i in range(3)] == [b"a0", b"a1", b"a2"]
+        assert alice.decrypt(bob.encrypt(b"b0")) == b"b0"
+        alice.ratchet.pn = 1  # below the 3 Bob read on her previous chain
+        assert bob.decrypt(alice.encrypt(b"a-new")) == b"a-new"
+
+
 # --- 2c. generated conversations ---------------------------------------------------------------
 
 # A step: (kind, side, plaintext, k, delay). Each step is one tick of a clock; a message sent at

@@ -201,6 +201,26 @@ def test_a_pn_past_max_skip_is_refused_with_no_receiving_chain_too(he: bool) -> 
 
 
 @pytest.mark.parametrize("he", [False, True])
+def test_a_pn_below_what_was_read_on_the_old_chain_skips_nothing(he: bool) -> None:
+    """§3.5 (§4.5 with header encryption): SkipMessageKeys(state, header.pn) derives keys only
+    ``while state.Nr < until``, so a new chain's message whose PN is below the number already read on
+    the old chain skips nothing and is read; doubleratchet 1.3.0 reads it too (it skips
+    ``max(PN − receiving chain length, 0)`` keys). An honest sender's PN is never below it; a peer
+    whose ratchet state was restored from an older copy sends one. It was refused like a duplicate."""
+    alice, bob = make_pair(RatchetConfig(header_encryption=he), 12)
+    old = [alice.encrypt(b"a%d" % i) for i in range(3)]
+    assert [bob.decrypt(m) for m in old] == [b"a0", b"a1", b"a2"]  # Bob's Nr on that chain: 3
+    assert alice.decrypt(bob.encrypt(b"b0")) == b"b0"  # Alice's next message starts a new chain
+    alice.pn = 1  # below Bob's Nr; the message authenticates all the same
+    assert bob.decrypt(alice.encrypt(b"a-new")) == b"a-new"
+    assert len(bob.mkskipped) == 0
+    # the old chain's numbers read stay read: a copy of one is known as used, and refused
+    assert bob.already_used(old[2])
+    with pytest.raises(DecryptionError):
+        bob.decrypt(old[2])
+
+
+@pytest.mark.parametrize("he", [False, True])
 def test_sessions_without_skipped_keys_share_one_read_only_empty_store(he: bool) -> None:
     """An empty dict per session is 64 B, for a simulation's hundreds of thousands of sessions: while
     MKSKIPPED is empty it is one shared read-only mapping, a dict of its own only while it holds keys."""

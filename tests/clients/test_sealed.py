@@ -110,3 +110,57 @@ def test_tampered_envelope_is_refused_everywhere(
         with pytest.raises(DecryptionError):
             bob.open_sealed(bytes(forged), root.public, NOW)
     assert bob.open_sealed(envelope, root.public, NOW)[1] == b"x"
+
+
+def test_the_envelope_is_the_documented_layout_byte_for_byte() -> None:
+    """clients/sealed.py's docstring, re-derived from ``cryptography``'s X25519, HKDF, AES-CBC and the
+    standard library's HMAC: the two layers of libsignal's sealed sender v1 (sealed_sender.rs,
+    ``EphemeralKeys`` and ``StaticKeys``: salt "UnidentifiedDelivery" ‖ recipient ‖ ephemeral, then
+    chain key ‖ first ciphertext), each sealed with the Double Ratchet's ENCRYPT (§5.2)."""
+    import hashlib
+    import hmac
+
+    import msgpack
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from relaysim.clients import sealed
+    from relaysim.clients.keys import IdentityKeyPair
+
+    rng = seeded_rng(7)
+    sender, recipient, e_private = IdentityKeyPair(rng(32)), IdentityKeyPair(rng(32)), rng(32)
+    certificate, inner = b"certificate bytes", b"\x01 a session ciphertext"
+
+    def encrypt(mk: bytes, plaintext: bytes, ad: bytes) -> bytes:  # §5.2 ENCRYPT, full tag
+        okm = HKDF(hashes.SHA256(), 80, salt=bytes(32), info=b"relaysim_SealedSender_Message").derive(mk)
+        pad = 16 - len(plaintext) % 16
+        enc = Cipher(algorithms.AES(okm[:32]), modes.CBC(okm[64:])).encryptor()
+        ct = enc.update(plaintext + bytes([pad]) * pad) + enc.finalize()
+        return ct + hmac.new(okm[32:64], ad + ct, hashlib.sha256).digest()
+
+    def dh(private: bytes, public: bytes) -> bytes:
+        return X25519PrivateKey.from_private_bytes(private).exchange(
+            X25519PublicKey.from_public_bytes(public)
+        )
+
+    ik_a, ik_b = sender.public, recipient.public
+    e_public = X25519PrivateKey.from_private_bytes(e_private).public_key().public_bytes_raw()
+    okm = HKDF(
+        hashes.SHA256(),
+        64,
+        salt=b"UnidentifiedDelivery" + ik_b + e_public,
+        info=b"relaysim_SealedSender_Ephemeral",
+    ).derive(dh(e_private, ik_b))
+    chain_key, k1 = okm[:32], okm[32:]
+    c1 = encrypt(k1, ik_a, e_public + ik_b)
+    k2 = HKDF(hashes.SHA256(), 32, salt=chain_key + c1, info=b"relaysim_SealedSender_Static").derive(
+        dh(sender.private, ik_b)
+    )
+    c2 = encrypt(k2, msgpack.packb([certificate, inner], use_bin_type=True), e_public + c1)
+    expected = b"\x01" + e_public + c1 + c2
+
+    draws = iter([e_private])
+    assert sealed.seal(sender, ik_b, certificate, inner, rng=lambda n: next(draws)) == expected
+    assert len(c1) == 80
