@@ -104,11 +104,15 @@ def _split_values(text: str) -> list[str]:
     return [p.strip() for p in parts]
 
 
-def _toml_value(text: str) -> Any:
+def _toml_value(key: str, text: str) -> Any:
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text  # a bare word: signal, whatsapp
+    except RecursionError:  # tomllib's parser recurses once an array or inline table deep
+        raise SweepError(f"--param {key}: a value nested too deeply to read") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits (CPython's limit on converting one)
+        raise SweepError(f"--param {key}: a value that cannot be read: {str(exc).split(';')[0]}") from None
 
 
 def parse_param(spec: str) -> tuple[str, list[Any]]:
@@ -124,7 +128,7 @@ def parse_param(spec: str) -> tuple[str, list[Any]]:
     texts = _split_values(values)
     if any(not t for t in texts):
         raise SweepError(f"--param {spec!r}: expected values separated by commas, got an empty one")
-    parsed = [_toml_value(t) for t in texts]
+    parsed = [_toml_value(key, t) for t in texts]
     if len({_canon(v) for v in parsed}) != len(parsed):
         raise SweepError(f"--param {spec!r}: a value is given twice")
     return key, parsed
@@ -174,12 +178,9 @@ def apply_param(data: dict[str, Any], key: str, value: Any, source: str) -> None
 
 def build_scenario(text: str, source: str, params: Sequence[tuple[str, Any]]) -> Any:
     """The scenario ``text`` with ``params`` put in, validated (``sims.scenario.Scenario``)."""
-    from relaysim.sims.scenario import ScenarioError, scenario_from_data
+    from relaysim.sims.scenario import read_toml, scenario_from_data
 
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(source, "", f"not valid TOML: {exc}") from None
+    data = read_toml(text, source)
     label = f"{source} [{', '.join(f'{k}={_show(v)}' for k, v in params)}]" if params else source
     for key, value in params:
         apply_param(data, key, copy.deepcopy(value), label)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from relaysim.sims.cli import main
+from relaysim.sims.scenario import ScenarioError
 from relaysim.sims.sweep import (
     SweepError,
     apply_param,
@@ -98,6 +99,28 @@ def test_param_values_are_toml_values_and_bare_words_are_strings() -> None:
     for bad in ("network.loss", "=1", "network..loss=1", "network.loss=1,,2", "a.b=1,1", "scenario.seed=1,2"):
         with pytest.raises(SweepError, match="--param"):
             parse_param(bad)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("[" * 5000 + "]" * 5000, "--param network.loss: a value nested too deeply to read"),
+        ("1" * 5000, "--param network.loss: a value that cannot be read: Exceeds the limit (4300 digits)"),
+    ],
+)
+def test_a_param_value_tomllib_cannot_read_is_a_sweep_error(value: str, expected: str) -> None:
+    """tomllib's RecursionError (nesting past the recursion limit) and bare ValueError (an integer
+    of more than 4,300 digits) were no TOMLDecodeError: `relaysim sweep` said "internal error"."""
+    with pytest.raises(SweepError) as info:
+        parse_param(f"network.loss=0,{value}")
+    assert str(info.value).startswith(expected), str(info.value)[:200]
+
+
+def test_a_scenario_file_tomllib_cannot_read_is_a_scenario_error() -> None:
+    with pytest.raises(
+        ScenarioError, match=r"^deep\.toml: not valid TOML: arrays or tables nested too deeply"
+    ):
+        build_scenario("x = " + "[" * 5000 + "]" * 5000, "deep.toml", [])
 
 
 def test_a_param_goes_into_the_parsed_file_before_validation() -> None:
