@@ -23,6 +23,7 @@ message words) is escaped. The same run gives byte-identical HTML: nothing here 
 from __future__ import annotations
 
 import html
+import json
 import math
 import re
 from collections.abc import Iterable
@@ -825,7 +826,7 @@ def _lead(summary: dict[str, Any], description: str) -> str:
     facts = f"Seed {summary.get('seed', '?')}"
     if "people" in summary:
         facts += f", {summary['people']} people on {summary.get('devices', '?')} devices"
-    if isinstance(summary.get("duration_s"), int | float):
+    if finite_number(summary.get("duration_s")):
         facts += f", {summary['duration_s'] / 3600:g} simulated hours"
     first, rest = _first_sentence(description)
     story = (
@@ -862,8 +863,14 @@ def _description(name: str) -> str:
 
 
 def _single_sections(run: Path, summary: dict[str, Any], prefix: str = "") -> list[tuple[str, str, str]]:
+    duration = summary.get("duration_s")
+    if duration is not None and not finite_number(duration):
+        raise ReportError(
+            f"{run / 'summary.json'}: duration_s: expected the run's length in seconds, got "
+            f"{json.dumps(duration)[:40]}{_AGAIN}"
+        )
     events = _read_events(run)
-    days = float(summary.get("duration_s") or 0) > 86400
+    days = (duration or 0) > 86400
     source = f"{prefix.rstrip('-') + '/' if prefix else ''}transcript.jsonl"
     try:
         timeline = _timeline(events, days, source, prefix)

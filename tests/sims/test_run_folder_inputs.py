@@ -414,6 +414,28 @@ def test_report_names_a_comparisons_profiles_that_are_no_list_of_names(
     )
 
 
+@pytest.mark.parametrize(
+    ("value", "got"),
+    [('"3h"', '"3h"'), ("[1]", "[1]"), ("true", "true"), ("1e400", "Infinity"), ("1" + "0" * 400, "1000")],
+)
+def test_report_names_a_run_length_that_is_no_number(
+    tmp_path: Path, tf_run: Path, capsys: pytest.CaptureFixture[str], value: str, got: str
+) -> None:
+    """summary.json's duration_s edited: a string or a list failed the report (ValueError or
+    TypeError from float(), an internal error), and an integer past a float's range too (its hours)."""
+    run = copy_of(tf_run, tmp_path)
+    text = (run / "summary.json").read_text(encoding="utf-8")
+    summary = json.loads(text)
+    written = f'"duration_s": {json.dumps(summary["duration_s"])}'
+    assert written in text
+    (run / "summary.json").write_text(text.replace(written, f'"duration_s": {value}'), encoding="utf-8")
+    refused(
+        capsys,
+        ["report", str(run)],
+        f"summary.json: duration_s: expected the run's length in seconds, got {got}",
+    )
+
+
 @pytest.mark.parametrize("content", ["{}", "[]"])
 def test_chart_names_a_matrix_that_holds_no_provider(
     tmp_path: Path, made: Callable[[str], Path], capsys: pytest.CaptureFixture[str], content: str
