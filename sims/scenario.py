@@ -330,6 +330,11 @@ def _key_lines(text: str) -> dict[str, tuple[int, bool, bool]]:
         key = _TOML_KEY.match(line)
         if key:
             path = re.sub(r"\s+", "", key[1])
+            # a dotted key (profile.name = ...) writes the tables it passes through on its line
+            parts = path.split(".")
+            for i in range(1, len(parts)):
+                within = ".".join(parts[:i])
+                lines.setdefault(f"{table}.{within}" if table else within, (n, False, True))
             path = f"{table}.{path}" if table else path
             value = key[2]
             for quotes in ('"""', "'''"):

@@ -1125,6 +1125,8 @@ messages = [
         ('duration = "2h"\n', "", "scenario.duration: missing"),
         # a value inside an inline table on one line: that line
         ('"198.51.100.2"', '"198.51.100.300"', "people[1].devices[0].address: expected an IPv4"),
+        # a dotted key writes the tables it passes through on its own line, not its table's header
+        ('profile = "PROFILE"', 'profile.name = "signal"', "relay.profile: expected a string, got table"),
     ],
 )
 def test_a_field_error_ends_with_the_line_its_key_is_written_on(old: str, new: str, expected: str) -> None:
@@ -1138,6 +1140,7 @@ def test_a_field_error_ends_with_the_line_its_key_is_written_on(old: str, new: s
         '"FROM"': '"zed"',
         'duration = "2h"\n': "[scenario]",
         '"198.51.100.2"': "198.51.100.300",
+        'profile = "PROFILE"': "profile.name",
     }[old]
     line = next(n for n, t in enumerate(text.splitlines(), 1) if where in t and "not-this-one" not in t)
     with pytest.raises(ScenarioError) as info:
