@@ -275,11 +275,22 @@ def mean_ci(values: Sequence[float]) -> dict[str, Any]:
     n = len(values)
     if n == 0:
         return {"n": 0, "mean": None, "ci95": None, "half_width": None}
-    mean = math.fsum(values) / n
+    try:
+        mean = math.fsum(values) / n
+        sd = math.sqrt(math.fsum((x - mean) ** 2 for x in values) / (n - 1)) if n > 1 else 0.0
+    except OverflowError:
+        # values near a float's limit (a run's record in DIR/runs edited: no metric of a run is):
+        # the same over the values scaled down by the largest, which may leave no finite interval
+        scale = max(abs(x) for x in values)
+        scaled = [x / scale for x in values]
+        mean_scaled = math.fsum(scaled) / n
+        mean = mean_scaled * scale
+        sd = math.sqrt(math.fsum((x - mean_scaled) ** 2 for x in scaled) / (n - 1)) * scale if n > 1 else 0.0
     if n < 2:
         return {"n": 1, "mean": round(mean, 6), "ci95": None, "half_width": None}
-    sd = math.sqrt(math.fsum((x - mean) ** 2 for x in values) / (n - 1))
     half = t_quantile_975(n - 1) * sd / math.sqrt(n)
+    if not all(math.isfinite(v) for v in (half, mean - half, mean + half)):
+        return {"n": n, "mean": round(mean, 6), "ci95": None, "half_width": None}
     return {
         "n": n,
         "mean": round(mean, 6),
@@ -615,9 +626,11 @@ def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     if hi <= lo:
         lo, hi = lo - 0.5 if lo else -0.5, hi + 0.5 if hi else 0.5
     raw = (hi - lo) / count
-    mag = 10 ** math.floor(math.log10(raw))
+    mag = 10.0 ** math.floor(math.log10(raw))  # (a float: an int's 10**308 is past a float's range)
     step = next(s * mag for s in (1, 2, 2.5, 5, 10) if s * mag >= raw)
     first = math.floor(lo / step) * step
+    if not (math.isfinite(first) and math.isfinite(hi + 2 * step)):
+        return [-math.inf, math.inf]  # ticks past a float's range (-inf + step is -inf: no end)
     ticks = []
     t = first
     while t <= hi + step * 1e-9:
@@ -677,6 +690,9 @@ def render_svg(data: dict[str, Any]) -> str:
             parts.append(f'<text x="{left + 10}" y="{y0 + 20}">no values</text>')
             continue
         ticks = _nice_ticks(min(lows), max(highs))
+        if not all(math.isfinite(t) for t in ticks):  # values near a float's limit (an edited run's record)
+            parts.append(f'<text x="{left + 10}" y="{y0 + 20}">values too large to plot</text>')
+            continue
         ylo, yhi = ticks[0], ticks[-1]
 
         def ypos(v: float, _lo: float = ylo, _hi: float = yhi, _y0: float = y0) -> float:

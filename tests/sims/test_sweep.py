@@ -19,6 +19,7 @@ from relaysim.sims.sweep import (
     build_scenario,
     mean_ci,
     parse_param,
+    render_svg,
     run_key,
     run_sweep,
     t_quantile_975,
@@ -173,6 +174,36 @@ def test_student_t_quantiles_and_intervals() -> None:
     assert stat["half_width"] == pytest.approx(half, abs=1e-6)
     assert stat["ci95"] == pytest.approx([2.5 - half, 2.5 + half], abs=1e-6)
     assert mean_ci([5.0]) == {"n": 1, "mean": 5.0, "ci95": None, "half_width": None}
+
+
+def test_metrics_near_a_floats_limit_give_a_mean_and_a_plot_not_a_crash() -> None:
+    """A run's record in DIR/runs edited to a metric near a float's limit: the spread's squares
+    (OverflowError: internal error, exit 1), the plot's ticks (an int past a float's range: the same),
+    and for a negative one ticks counting up from -inf, which never end (the sweep ate its memory)."""
+    stat = mean_ci([1e300, 0.0])
+    assert stat["n"] == 2 and stat["mean"] == 5e299
+    assert stat["half_width"] == pytest.approx(12.7062 * 1e300 / 2, rel=1e-4)
+    assert mean_ci([1.7e308, 1.7e308]) == {
+        "n": 2,
+        "mean": 1.7e308,
+        "ci95": [1.7e308, 1.7e308],
+        "half_width": 0.0,
+    }
+    assert mean_ci([1.7e308, -1.7e308]) == {"n": 2, "mean": 0.0, "ci95": None, "half_width": None}
+    for big in (1.7e308, -1.7e308):
+        data = {
+            "scenario": "t",
+            "params": [{"key": "network.loss", "values": [0, 0.1]}],
+            "metrics": ["m"],
+            "cells": [
+                {"params": {"network.loss": loss}, "metrics": {"m": mean_ci([big, big])}} for loss in (0, 0.1)
+            ],
+        }
+        data["cells"][0]["metrics"]["m"] = mean_ci([0.0, 0.0])
+        svg = render_svg(data)
+        ET.fromstring(svg)
+        assert "values too large to plot" in svg and "nan" not in svg
+    assert "too large" not in render_svg(data | {"cells": [data["cells"][0]]})
 
 
 # --- the sweep -----------------------------------------------------------------------------------
