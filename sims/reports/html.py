@@ -408,7 +408,9 @@ def _order(d: dict[str, Any], days: bool, calendar: tuple[float, bool]) -> str:
     )
     desc = d.get("process_description") or ""
     meta = f"<p>{_e(desc)}</p>" if desc else ""
-    if isinstance(served, int | float):
+    if served is not None and not finite_number(served):
+        raise ValueError(f"served: expected a time in seconds, got {json.dumps(served)[:40]}")
+    if served is not None:
         from relaysim.sims.report import sim_clock
 
         epoch, dated = calendar
