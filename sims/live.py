@@ -141,6 +141,10 @@ DRAIN_POLL: Final = 0.05  # real seconds between looks at the relay's queue whil
 # One socket per device (two with sealed sender) in this process, and Python cryptography for
 # every key: live runs are for small scenarios. Larger ones belong to the simulator.
 MAX_LIVE_DEVICES: Final = 200
+# The smallest time scale: a simulated second is at least a microsecond of real time, all the wall
+# clock can tell (relay_to_run). Below it the relay's clock could not tell apart the start and end
+# of an order's period (a Tap whose end is its start: a ValueError, an internal error).
+MIN_TIME_SCALE: Final = 1e-6
 # Every phone connects from a loopback address of its own, one per address of the scenario (people
 # who share an address in the scenario share one here), so the relay records who came from where
 # as it would: on Linux all of 127/8 reaches a relay listening on 127.0.0.1. Phones are numbered
@@ -1366,6 +1370,13 @@ def run_live(
     if not (math.isfinite(time_scale) and time_scale > 0):
         print(
             f"relaysim run --live: --time-scale must be a positive number, got {time_scale}", file=sys.stderr
+        )
+        return 2
+    if time_scale < MIN_TIME_SCALE:
+        print(
+            f"relaysim run --live: --time-scale must be at least {MIN_TIME_SCALE:g} (a simulated second as a "
+            f"microsecond of real time, all the relay's clock can tell), got {time_scale:g}",
+            file=sys.stderr,
         )
         return 2
     scenario = expand_population(scenario)

@@ -435,7 +435,12 @@ def _sim_clock(t: float, days: bool = False, epoch: float = SIM_EPOCH, dated: bo
     ``2016-05-03 20:00:00 UTC``; any other the simulated time of day, ``day 3 20:00:00`` (``days``:
     always name the day), day 1 being the day the run starts."""
     if dated:
-        return datetime.fromtimestamp(math.floor(t), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        try:
+            return datetime.fromtimestamp(math.floor(t), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        except (OverflowError, ValueError, OSError):
+            # past the calendar (year 9999) or before it: a time in a run's file edited, which
+            # show, analyze and report read; no time a run writes
+            return f"{t:g} s (Unix time, past the calendar)"
     return clock(t - (epoch - epoch % 86400), day=True if days else None)
 
 

@@ -173,6 +173,7 @@ __all__ = [
     "parse_duration",
     "parse_scenario",
     "read_scenario_text",
+    "read_toml",
     "scenario_from_data",
 ]
 
@@ -195,6 +196,9 @@ MAX_DURATION = 365 * 86400.0  # "365d": a year of simulated time is the longest 
 # a million in a few lines); a larger "scenario" is some other file, or a device (/dev/zero) that
 # would be read until memory ran out.
 MAX_SCENARIO_BYTES = 64 * 1024 * 1024
+# The deepest a scenario's arrays and tables nest, the file's top level counted: a device's offline
+# windows are 7 deep ([[people]] devices = [{ offline = [["1h", "2h"]] }]); the rest is room.
+MAX_NESTING = 32
 # The longest latency or jitter a scenario may give, in ms: a minute each way. A real path takes well
 # under a second (a geostationary satellite hop about 0.3 s); a link that is down is a partition.
 MAX_LATENCY_MS = 60_000.0
@@ -326,6 +330,11 @@ def _key_lines(text: str) -> dict[str, tuple[int, bool, bool]]:
         key = _TOML_KEY.match(line)
         if key:
             path = re.sub(r"\s+", "", key[1])
+            # a dotted key (profile.name = ...) writes the tables it passes through on its line
+            parts = path.split(".")
+            for i in range(1, len(parts)):
+                within = ".".join(parts[:i])
+                lines.setdefault(f"{table}.{within}" if table else within, (n, False, True))
             path = f"{table}.{path}" if table else path
             value = key[2]
             for quotes in ('"""', "'''"):
@@ -792,11 +801,25 @@ def load_scenario(path: str | Path) -> Scenario:
     return parse_scenario(read_scenario_text(path), source=Path(path).name)
 
 
-def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
+def read_toml(text: str, source: str) -> dict[str, Any]:
+    """``tomllib.loads(text)``; ScenarioError naming ``source`` for whatever it cannot read. Beside
+    its TOMLDecodeError, tomllib raises RecursionError for arrays or inline tables nested deeper than
+    the interpreter's recursion limit, and a bare ValueError for an integer of more than 4,300 digits
+    (CPython's limit on converting long strings to integers, ``sys.int_info.default_max_str_digits``)."""
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(source, "", f"not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ScenarioError(
+            source, "", "not valid TOML: arrays or tables nested too deeply to read"
+        ) from None
+    except ValueError as exc:  # an integer too long to convert
+        raise ScenarioError(source, "", f"not valid TOML: {str(exc).split(';')[0]}") from None
+
+
+def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
+    data = read_toml(text, source)
     try:
         return scenario_from_data(data, source)
     except ScenarioError as exc:
@@ -940,16 +963,23 @@ def _start(r: _Reader, head: Mapping[str, Any]) -> tuple[date | None, float | No
     )
 
 
-def _finite(r: _Reader, data: object, path: str) -> None:
-    """Refuse ``nan`` and ``inf`` wherever they are: no key of a scenario means them."""
+def _finite(r: _Reader, data: object, path: str, depth: int = 0) -> None:
+    """Refuse ``nan`` and ``inf`` wherever they are: no key of a scenario means them. And refuse
+    arrays and tables nested deeper than MAX_NESTING, which no key of a scenario is either: TOML's
+    dotted keys (a.a.a... = 1) nest without limit, and a walk of them (this one, the repr in an
+    error) would run past the interpreter's recursion limit (RecursionError)."""
     if isinstance(data, float) and not math.isfinite(data):
         raise r.fail(path, f"expected a finite number, got {data!r}")
+    if isinstance(data, dict | list) and depth >= MAX_NESTING:
+        raise r.fail(
+            path, f"nested more than {MAX_NESTING} arrays or tables deep; no key of a scenario nests so deep"
+        )
     if isinstance(data, dict):
         for key, value in data.items():
-            _finite(r, value, f"{path}.{key}" if path else key)
+            _finite(r, value, f"{path}.{key}" if path else key, depth + 1)
     elif isinstance(data, list):
         for i, value in enumerate(data):
-            _finite(r, value, f"{path}[{i}]")
+            _finite(r, value, f"{path}[{i}]", depth + 1)
 
 
 def _regions(

@@ -104,11 +104,15 @@ def _split_values(text: str) -> list[str]:
     return [p.strip() for p in parts]
 
 
-def _toml_value(text: str) -> Any:
+def _toml_value(key: str, text: str) -> Any:
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text  # a bare word: signal, whatsapp
+    except RecursionError:  # tomllib's parser recurses once an array or inline table deep
+        raise SweepError(f"--param {key}: a value nested too deeply to read") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits (CPython's limit on converting one)
+        raise SweepError(f"--param {key}: a value that cannot be read: {str(exc).split(';')[0]}") from None
 
 
 def parse_param(spec: str) -> tuple[str, list[Any]]:
@@ -124,7 +128,7 @@ def parse_param(spec: str) -> tuple[str, list[Any]]:
     texts = _split_values(values)
     if any(not t for t in texts):
         raise SweepError(f"--param {spec!r}: expected values separated by commas, got an empty one")
-    parsed = [_toml_value(t) for t in texts]
+    parsed = [_toml_value(key, t) for t in texts]
     if len({_canon(v) for v in parsed}) != len(parsed):
         raise SweepError(f"--param {spec!r}: a value is given twice")
     return key, parsed
@@ -174,12 +178,9 @@ def apply_param(data: dict[str, Any], key: str, value: Any, source: str) -> None
 
 def build_scenario(text: str, source: str, params: Sequence[tuple[str, Any]]) -> Any:
     """The scenario ``text`` with ``params`` put in, validated (``sims.scenario.Scenario``)."""
-    from relaysim.sims.scenario import ScenarioError, scenario_from_data
+    from relaysim.sims.scenario import read_toml, scenario_from_data
 
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(source, "", f"not valid TOML: {exc}") from None
+    data = read_toml(text, source)
     label = f"{source} [{', '.join(f'{k}={_show(v)}' for k, v in params)}]" if params else source
     for key, value in params:
         apply_param(data, key, copy.deepcopy(value), label)
@@ -274,11 +275,22 @@ def mean_ci(values: Sequence[float]) -> dict[str, Any]:
     n = len(values)
     if n == 0:
         return {"n": 0, "mean": None, "ci95": None, "half_width": None}
-    mean = math.fsum(values) / n
+    try:
+        mean = math.fsum(values) / n
+        sd = math.sqrt(math.fsum((x - mean) ** 2 for x in values) / (n - 1)) if n > 1 else 0.0
+    except OverflowError:
+        # values near a float's limit (a run's record in DIR/runs edited: no metric of a run is):
+        # the same over the values scaled down by the largest, which may leave no finite interval
+        scale = max(abs(x) for x in values)
+        scaled = [x / scale for x in values]
+        mean_scaled = math.fsum(scaled) / n
+        mean = mean_scaled * scale
+        sd = math.sqrt(math.fsum((x - mean_scaled) ** 2 for x in scaled) / (n - 1)) * scale if n > 1 else 0.0
     if n < 2:
         return {"n": 1, "mean": round(mean, 6), "ci95": None, "half_width": None}
-    sd = math.sqrt(math.fsum((x - mean) ** 2 for x in values) / (n - 1))
     half = t_quantile_975(n - 1) * sd / math.sqrt(n)
+    if not all(math.isfinite(v) for v in (half, mean - half, mean + half)):
+        return {"n": n, "mean": round(mean, 6), "ci95": None, "half_width": None}
     return {
         "n": n,
         "mean": round(mean, 6),
@@ -614,9 +626,11 @@ def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     if hi <= lo:
         lo, hi = lo - 0.5 if lo else -0.5, hi + 0.5 if hi else 0.5
     raw = (hi - lo) / count
-    mag = 10 ** math.floor(math.log10(raw))
+    mag = 10.0 ** math.floor(math.log10(raw))  # (a float: an int's 10**308 is past a float's range)
     step = next(s * mag for s in (1, 2, 2.5, 5, 10) if s * mag >= raw)
     first = math.floor(lo / step) * step
+    if not (math.isfinite(first) and math.isfinite(hi + 2 * step)):
+        return [-math.inf, math.inf]  # ticks past a float's range (-inf + step is -inf: no end)
     ticks = []
     t = first
     while t <= hi + step * 1e-9:
@@ -676,6 +690,9 @@ def render_svg(data: dict[str, Any]) -> str:
             parts.append(f'<text x="{left + 10}" y="{y0 + 20}">no values</text>')
             continue
         ticks = _nice_ticks(min(lows), max(highs))
+        if not all(math.isfinite(t) for t in ticks):  # values near a float's limit (an edited run's record)
+            parts.append(f'<text x="{left + 10}" y="{y0 + 20}">values too large to plot</text>')
+            continue
         ylo, yhi = ticks[0], ticks[-1]
 
         def ypos(v: float, _lo: float = ylo, _hi: float = yhi, _y0: float = y0) -> float:

@@ -23,6 +23,7 @@ message words) is escaped. The same run gives byte-identical HTML: nothing here 
 from __future__ import annotations
 
 import html
+import json
 import math
 import re
 from collections.abc import Iterable
@@ -407,7 +408,9 @@ def _order(d: dict[str, Any], days: bool, calendar: tuple[float, bool]) -> str:
     )
     desc = d.get("process_description") or ""
     meta = f"<p>{_e(desc)}</p>" if desc else ""
-    if isinstance(served, int | float):
+    if served is not None and not finite_number(served):
+        raise ValueError(f"served: expected a time in seconds, got {json.dumps(served)[:40]}")
+    if served is not None:
         from relaysim.sims.report import sim_clock
 
         epoch, dated = calendar
@@ -825,7 +828,7 @@ def _lead(summary: dict[str, Any], description: str) -> str:
     facts = f"Seed {summary.get('seed', '?')}"
     if "people" in summary:
         facts += f", {summary['people']} people on {summary.get('devices', '?')} devices"
-    if isinstance(summary.get("duration_s"), int | float):
+    if finite_number(summary.get("duration_s")):
         facts += f", {summary['duration_s'] / 3600:g} simulated hours"
     first, rest = _first_sentence(description)
     story = (
@@ -862,8 +865,14 @@ def _description(name: str) -> str:
 
 
 def _single_sections(run: Path, summary: dict[str, Any], prefix: str = "") -> list[tuple[str, str, str]]:
+    duration = summary.get("duration_s")
+    if duration is not None and not finite_number(duration):
+        raise ReportError(
+            f"{run / 'summary.json'}: duration_s: expected the run's length in seconds, got "
+            f"{json.dumps(duration)[:40]}{_AGAIN}"
+        )
     events = _read_events(run)
-    days = float(summary.get("duration_s") or 0) > 86400
+    days = (duration or 0) > 86400
     source = f"{prefix.rstrip('-') + '/' if prefix else ''}transcript.jsonl"
     try:
         timeline = _timeline(events, days, source, prefix)

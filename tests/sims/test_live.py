@@ -223,6 +223,11 @@ def test_relaysim_run_live_refuses_a_bad_time_scale(
 ) -> None:
     assert relaysim(["run", "two-friends", "--live", "--time-scale", "0", "--out", str(tmp_path)]) == 2
     assert "--time-scale must be a positive number" in capsys.readouterr().err
+    # too small for the relay's clock: an order's period started and ended on the same instant
+    # (Tap.end must be after Tap.start: an internal error, exit 1)
+    assert relaysim(["run", "two-friends", "--live", "--time-scale", "1e-12", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--time-scale must be at least 1e-06" in err and "got 1e-12" in err and "internal error" not in err
     with pytest.raises(SystemExit):
         relaysim(["run", "--help"])
     usage = capsys.readouterr().out

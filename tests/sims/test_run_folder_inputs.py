@@ -414,6 +414,63 @@ def test_report_names_a_comparisons_profiles_that_are_no_list_of_names(
     )
 
 
+@pytest.mark.parametrize(
+    ("value", "got"),
+    [('"3h"', '"3h"'), ("[1]", "[1]"), ("true", "true"), ("1e400", "Infinity"), ("1" + "0" * 400, "1000")],
+)
+def test_report_names_a_run_length_that_is_no_number(
+    tmp_path: Path, tf_run: Path, capsys: pytest.CaptureFixture[str], value: str, got: str
+) -> None:
+    """summary.json's duration_s edited: a string or a list failed the report (ValueError or
+    TypeError from float(), an internal error), and an integer past a float's range too (its hours)."""
+    run = copy_of(tf_run, tmp_path)
+    text = (run / "summary.json").read_text(encoding="utf-8")
+    summary = json.loads(text)
+    written = f'"duration_s": {json.dumps(summary["duration_s"])}'
+    assert written in text
+    (run / "summary.json").write_text(text.replace(written, f'"duration_s": {value}'), encoding="utf-8")
+    refused(
+        capsys,
+        ["report", str(run)],
+        f"summary.json: duration_s: expected the run's length in seconds, got {got}",
+    )
+
+
+@pytest.mark.parametrize(("value", "got"), [("Infinity", "Infinity"), ("NaN", "NaN"), ('"1h"', '"1h"')])
+def test_report_names_an_order_served_at_a_time_that_is_no_number(
+    tmp_path: Path, tf_run: Path, capsys: pytest.CaptureFixture[str], value: str, got: str
+) -> None:
+    """A disclosure's served edited to Infinity: OverflowError (an internal error, exit 1); a
+    string was left out of the page without a word."""
+    run = copy_of(tf_run, tmp_path)
+    path = run / "disclosures" / "search-warrant-amira.json"
+    text = path.read_text(encoding="utf-8")
+    written = f'"served": {json.dumps(json.loads(text)["served"])}'
+    assert written in text
+    path.write_text(text.replace(written, f'"served": {value}'), encoding="utf-8")
+    refused(
+        capsys,
+        ["report", str(run)],
+        "search-warrant-amira.json",
+        f"served: expected a time in seconds, got {got}",
+    )
+
+
+def test_a_dated_runs_time_past_the_calendar_is_shown_as_seconds_not_a_crash(
+    tmp_path: Path, made: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dated run (pakistan-2015 starts on 2015-07-01) reads its times as dates: a disclosure's
+    served edited to 1e300 failed the report (OverflowError from datetime: an internal error)."""
+    run = copy_of(made("pakistan-2015"), tmp_path)
+    path = next((run / "bes" / "disclosures").glob("*.json"))
+    record = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps(record | {"served": 1e300}), encoding="utf-8")
+    assert main(["report", str(run)]) == 0, capsys.readouterr().err
+    assert "Served at 1e+300 s (Unix time, past the calendar)" in (run / "report.html").read_text(
+        encoding="utf-8"
+    )
+
+
 @pytest.mark.parametrize("content", ["{}", "[]"])
 def test_chart_names_a_matrix_that_holds_no_provider(
     tmp_path: Path, made: Callable[[str], Path], capsys: pytest.CaptureFixture[str], content: str

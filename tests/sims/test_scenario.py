@@ -1125,6 +1125,8 @@ messages = [
         ('duration = "2h"\n', "", "scenario.duration: missing"),
         # a value inside an inline table on one line: that line
         ('"198.51.100.2"', '"198.51.100.300"', "people[1].devices[0].address: expected an IPv4"),
+        # a dotted key writes the tables it passes through on its own line, not its table's header
+        ('profile = "PROFILE"', 'profile.name = "signal"', "relay.profile: expected a string, got table"),
     ],
 )
 def test_a_field_error_ends_with_the_line_its_key_is_written_on(old: str, new: str, expected: str) -> None:
@@ -1138,6 +1140,7 @@ def test_a_field_error_ends_with_the_line_its_key_is_written_on(old: str, new: s
         '"FROM"': '"zed"',
         'duration = "2h"\n': "[scenario]",
         '"198.51.100.2"': "198.51.100.300",
+        'profile = "PROFILE"': "profile.name",
     }[old]
     line = next(n for n, t in enumerate(text.splitlines(), 1) if where in t and "not-this-one" not in t)
     with pytest.raises(ScenarioError) as info:
@@ -1215,3 +1218,34 @@ def test_a_scenario_error_survives_pickling_as_a_sweep_worker_hands_it_back(line
         error.message,
         line,
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("[" * 5000 + "]" * 5000, "not valid TOML: arrays or tables nested too deeply to read"),
+        ("{ a = " * 5000 + "1" + " }" * 5000, "not valid TOML: arrays or tables nested too deeply to read"),
+        ("1" * 5000, "not valid TOML: Exceeds the limit (4300 digits) for integer string conversion"),
+    ],
+)
+def test_toml_that_tomllib_cannot_read_is_named_not_an_internal_error(value: str, expected: str) -> None:
+    """tomllib raises RecursionError for arrays or inline tables nested past the interpreter's
+    recursion limit and a bare ValueError for an integer of more than 4,300 digits, beside its
+    TOMLDecodeError: `relaysim run` said "internal error" for either."""
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(GOOD.replace("seed = 3", f"seed = {value}"), "bad.toml")
+    assert str(info.value).startswith(f"bad.toml: {expected}"), str(info.value)[:200]
+
+
+def test_a_dotted_key_nested_past_any_scenarios_depth_is_named_by_its_path() -> None:
+    """TOML's dotted keys nest without limit and tomllib reads them without recursing: the walk
+    that refuses NaN everywhere, and the repr of a value in an error, ran past the recursion limit."""
+    text = GOOD.replace("seed = 3", "seed = 3\n" + "a." * 3000 + "b = 1")
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(text, "bad.toml")
+    assert str(info.value).startswith(
+        "bad.toml: scenario" + ".a" * 31 + ": nested more than 32 arrays or tables deep"
+    ), str(info.value)[:200]
+    deep = "[" * 40 + "1" + "]" * 40  # deep enough for the limit, not for tomllib's recursion
+    with pytest.raises(ScenarioError, match=r"^bad\.toml: scenario\.seed(\[0\]){30}: nested more than 32"):
+        parse_scenario(GOOD.replace("seed = 3", f"seed = {deep}"), "bad.toml")

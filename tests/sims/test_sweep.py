@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 
 from relaysim.sims.cli import main
+from relaysim.sims.scenario import ScenarioError
 from relaysim.sims.sweep import (
     SweepError,
     apply_param,
     build_scenario,
     mean_ci,
     parse_param,
+    render_svg,
     run_key,
     run_sweep,
     t_quantile_975,
@@ -100,6 +102,28 @@ def test_param_values_are_toml_values_and_bare_words_are_strings() -> None:
             parse_param(bad)
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("[" * 5000 + "]" * 5000, "--param network.loss: a value nested too deeply to read"),
+        ("1" * 5000, "--param network.loss: a value that cannot be read: Exceeds the limit (4300 digits)"),
+    ],
+)
+def test_a_param_value_tomllib_cannot_read_is_a_sweep_error(value: str, expected: str) -> None:
+    """tomllib's RecursionError (nesting past the recursion limit) and bare ValueError (an integer
+    of more than 4,300 digits) were no TOMLDecodeError: `relaysim sweep` said "internal error"."""
+    with pytest.raises(SweepError) as info:
+        parse_param(f"network.loss=0,{value}")
+    assert str(info.value).startswith(expected), str(info.value)[:200]
+
+
+def test_a_scenario_file_tomllib_cannot_read_is_a_scenario_error() -> None:
+    with pytest.raises(
+        ScenarioError, match=r"^deep\.toml: not valid TOML: arrays or tables nested too deeply"
+    ):
+        build_scenario("x = " + "[" * 5000 + "]" * 5000, "deep.toml", [])
+
+
 def test_a_param_goes_into_the_parsed_file_before_validation() -> None:
     data = {"network": {"loss": 0.0}, "people": [{"name": "a", "devices": [{"region": "us"}]}]}
     apply_param(data, "network.loss", 0.25, "f.toml")
@@ -150,6 +174,36 @@ def test_student_t_quantiles_and_intervals() -> None:
     assert stat["half_width"] == pytest.approx(half, abs=1e-6)
     assert stat["ci95"] == pytest.approx([2.5 - half, 2.5 + half], abs=1e-6)
     assert mean_ci([5.0]) == {"n": 1, "mean": 5.0, "ci95": None, "half_width": None}
+
+
+def test_metrics_near_a_floats_limit_give_a_mean_and_a_plot_not_a_crash() -> None:
+    """A run's record in DIR/runs edited to a metric near a float's limit: the spread's squares
+    (OverflowError: internal error, exit 1), the plot's ticks (an int past a float's range: the same),
+    and for a negative one ticks counting up from -inf, which never end (the sweep ate its memory)."""
+    stat = mean_ci([1e300, 0.0])
+    assert stat["n"] == 2 and stat["mean"] == 5e299
+    assert stat["half_width"] == pytest.approx(12.7062 * 1e300 / 2, rel=1e-4)
+    assert mean_ci([1.7e308, 1.7e308]) == {
+        "n": 2,
+        "mean": 1.7e308,
+        "ci95": [1.7e308, 1.7e308],
+        "half_width": 0.0,
+    }
+    assert mean_ci([1.7e308, -1.7e308]) == {"n": 2, "mean": 0.0, "ci95": None, "half_width": None}
+    for big in (1.7e308, -1.7e308):
+        data = {
+            "scenario": "t",
+            "params": [{"key": "network.loss", "values": [0, 0.1]}],
+            "metrics": ["m"],
+            "cells": [
+                {"params": {"network.loss": loss}, "metrics": {"m": mean_ci([big, big])}} for loss in (0, 0.1)
+            ],
+        }
+        data["cells"][0]["metrics"]["m"] = mean_ci([0.0, 0.0])
+        svg = render_svg(data)
+        ET.fromstring(svg)
+        assert "values too large to plot" in svg and "nan" not in svg
+    assert "too large" not in render_svg(data | {"cells": [data["cells"][0]]})
 
 
 # --- the sweep -----------------------------------------------------------------------------------
