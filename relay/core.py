@@ -1327,6 +1327,9 @@ class RelayCore:
                 ErrorCode.ALREADY_AUTHENTICATED,
                 f"this connection is already authenticated as {conn.authenticated}; open another to change",
             )
+        # A challenge lets one authenticate, one signature verification: logins are bounded by the
+        # address they come from (Limits.logins_per_address), whoever they are for.
+        self._limit("auth_challenge", conn, ("logins_per_address", _host(conn)))
         nonce = self.rng(NONCE_SIZE)
         # A new challenge replaces any earlier one on this connection: at most one each.
         self._challenges[conn.id] = _Pending(

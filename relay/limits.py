@@ -128,6 +128,16 @@ class Limits:
     # (``clients.agent``): a burst of 200 covers the members behind one address (a NAT) all fetching
     # one change at once, and 10 a second after it more than a group's changes call for.
     group_state_per_address: Rate | None = Rate(10.0, 200.0)
+    # Logins per source address: a token an ``auth_challenge``, which lets its connection make one
+    # ``authenticate``, one XEdDSA verification (~250-300 µs of the relay's CPU, for a device there
+    # or not). A device asks for one challenge at each login, once a connection, and a connection
+    # that is logged in cannot ask again; new connections from one address are already held to 2 a
+    # second, burst 64 (``relay.server``'s connection rate). Twice that never bites a device the
+    # connection rate lets in, whatever number share the address (a NAT), a failed attempt and its
+    # retry included: it bounds only a connection that asks again and again without logging in (to
+    # ~1.2 ms of the relay's CPU a second per address). An operator who turns the connection rate
+    # off for a big NAT should turn this off with it.
+    logins_per_address: Rate | None = Rate(4.0, 128.0)
     # Below this many one-time prekeys, a device is told so (``prekeys_left`` in Authenticated
     # and Envelopes) and should upload more.
     prekeys_low: int = 10
@@ -179,6 +189,7 @@ UNLIMITED: Final = Limits(
     ack_unknown_per_account=None,
     certificates_per_account=None,
     group_state_per_address=None,
+    logins_per_address=None,
     prekeys_low=0,
 )
 """No limits at all (a simulation of many people behind one address, a benchmark of the core)."""

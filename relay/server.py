@@ -1325,6 +1325,11 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
             "group_state_per_address",
             "group state fetches (get_group_state, which needs no login) per source address",
         ),
+        (
+            "--login-rate-address",
+            "logins_per_address",
+            "logins (auth_challenge, each allowing one authenticate) per source address",
+        ),
     ):
         g.add_argument(
             flag,
@@ -1511,6 +1516,7 @@ def main(args: list[str]) -> int:
             ack_unknown_per_account=opts.ack_unknown_per_account,
             certificates_per_account=opts.certificates_per_account,
             group_state_per_address=opts.group_state_per_address,
+            logins_per_address=opts.logins_per_address,
             prekeys_low=opts.prekeys_low,
         )
     except ValueError as e:
