@@ -715,6 +715,8 @@ class RelayCore:
         return head
 
     def _get_key_log_head(self, conn: ConnectionContext, req: GetKeyLogHead, out: _Out) -> None:
+        # The key log's reads need no login: bounded by the address's own bucket (Limits.key_log_per_address).
+        self._limit("get_key_log_head", conn, ("key_log_per_address", _host(conn)))
         head = self._shown_head(self._key_log_shown(conn))
         out.items.append(
             Reply(
@@ -728,6 +730,7 @@ class RelayCore:
         )
 
     def _get_key_log_consistency(self, conn: ConnectionContext, req: GetKeyLogConsistency, out: _Out) -> None:
+        self._limit("get_key_log_consistency", conn, ("key_log_per_address", _host(conn)))
         log = self._key_log_shown(conn)
         if req.second > len(log):
             raise _Refused(
@@ -747,6 +750,7 @@ class RelayCore:
         )
 
     def _get_key_log_entries(self, conn: ConnectionContext, req: GetKeyLogEntries, out: _Out) -> None:
+        self._limit("get_key_log_entries", conn, ("key_log_per_address", _host(conn)))
         log = self._key_log_shown(conn)
         if req.start >= len(log):
             raise _Refused(

@@ -128,6 +128,14 @@ class Limits:
     # (``clients.agent``): a burst of 200 covers the members behind one address (a NAT) all fetching
     # one change at once, and 10 a second after it more than a group's changes call for.
     group_state_per_address: Rate | None = Rate(10.0, 200.0)
+    # Key log reads (``get_key_log_head``, ``get_key_log_consistency``, ``get_key_log_entries``) per
+    # source address, a token a request: they need no login, and a consistency proof is hashing
+    # (~50-80 µs of the relay's CPU in a log of 100,000 keys) and a page of entries up to 256 leaves
+    # (~140 µs with its encoding, ~13 KB). A device's self-audit reads the whole log, a page per
+    # 256 keys: a burst of 5,000 is a whole audit of a log of a million keys (3,907 pages and a
+    # head) from one address, and 50 a second after it reads such a log again every 80 s; an
+    # address that asks without end has the relay spend under 1 % of a core on it (~7 ms a second).
+    key_log_per_address: Rate | None = Rate(50.0, 5000.0)
     # Logins per source address: a token an ``auth_challenge``, which lets its connection make one
     # ``authenticate``, one XEdDSA verification (~250-300 µs of the relay's CPU, for a device there
     # or not). A device asks for one challenge at each login, once a connection, and a connection
@@ -189,6 +197,7 @@ UNLIMITED: Final = Limits(
     ack_unknown_per_account=None,
     certificates_per_account=None,
     group_state_per_address=None,
+    key_log_per_address=None,
     logins_per_address=None,
     prekeys_low=0,
 )

@@ -1326,6 +1326,11 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
             "group state fetches (get_group_state, which needs no login) per source address",
         ),
         (
+            "--key-log-rate-address",
+            "key_log_per_address",
+            "key log reads (get_key_log_head, _consistency, _entries; no login needed) per source address",
+        ),
+        (
             "--login-rate-address",
             "logins_per_address",
             "logins (auth_challenge, each allowing one authenticate) per source address",
@@ -1516,6 +1521,7 @@ def main(args: list[str]) -> int:
             ack_unknown_per_account=opts.ack_unknown_per_account,
             certificates_per_account=opts.certificates_per_account,
             group_state_per_address=opts.group_state_per_address,
+            key_log_per_address=opts.key_log_per_address,
             logins_per_address=opts.logins_per_address,
             prekeys_low=opts.prekeys_low,
         )

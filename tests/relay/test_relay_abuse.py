@@ -703,6 +703,29 @@ async def test_a_connection_over_its_group_state_limit_is_refused_and_keeps_serv
         nursery.cancel_scope.cancel()
 
 
+def test_key_log_reads_are_a_token_bucket_per_address() -> None:
+    # The key log's reads need no login, and a proof or a page of entries is work (hashing, up to 256
+    # leaves): without a bucket anyone asked without bound. Per address, one bucket for the three.
+    clock = Clock()
+    core = new_core(clock, limits=dataclasses.replace(UNLIMITED, key_log_per_address=Rate(1.0, 3.0)))
+    core_device(core, ALICE, 1)  # a key in the log
+    stranger, same_address = ConnectionContext(2, ("192.0.2.66", 1)), ConnectionContext(3, ("192.0.2.66", 2))
+    other = ConnectionContext(4, ("192.0.2.7", 3))
+    assert isinstance(reply(core.handle(stranger, wire.GetKeyLogHead(id=10))), wire.KeyLogHeadResponse)
+    consistency = wire.GetKeyLogConsistency(id=11, first=0, second=1)
+    assert isinstance(reply(core.handle(stranger, consistency)), wire.KeyLogConsistency)
+    entries = wire.GetKeyLogEntries(id=12, start=0, end=0)
+    assert isinstance(reply(core.handle(same_address, entries)), wire.KeyLogEntries)
+    for refused in (wire.GetKeyLogHead(id=13), consistency, entries):
+        limited = assert_error(reply(core.handle(stranger, refused)), E.RATE_LIMITED)
+        assert limited.retry_after_ms == 1000 and "key log per address" in limited.message
+    assert_error(reply(core.handle(same_address, entries)), E.RATE_LIMITED)
+    assert isinstance(reply(core.handle(other, entries)), wire.KeyLogEntries)
+    assert isinstance(reply(core.handle(stranger, wire.Ping(id=16))), wire.Pong)
+    clock.now += 1
+    assert isinstance(reply(core.handle(stranger, entries)), wire.KeyLogEntries)
+
+
 def test_logins_are_a_token_bucket_per_address_counting_ipv6_by_its_64() -> None:
     # Each auth_challenge lets one authenticate, one signature verification: without a bucket one
     # connection asked and failed without end. A token a challenge, per address (an IPv6 one by /64).
@@ -760,6 +783,18 @@ async def _pipelined_past_a_bucket(
         await attacker.aclose()
         await good.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_connection_over_its_key_log_limit_is_refused_and_keeps_serving() -> None:
+    async def prepare(attacker: WireClient, good: WireClient) -> None:
+        await good.register(ALICE)  # a key in the log
+
+    await _pipelined_past_a_bucket(
+        dataclasses.replace(UNLIMITED, key_log_per_address=Rate(0.001, 5.0)),
+        prepare,
+        lambda i: wire.GetKeyLogEntries(id=i, start=0, end=0),
+        wire.KeyLogEntries,
+    )
 
 
 async def test_a_connection_over_its_login_limit_is_refused_and_keeps_serving() -> None:

@@ -591,6 +591,7 @@ def test_the_group_state_limit_is_an_option_of_relay_serve(capsys: pytest.Captur
 @pytest.mark.parametrize(
     ("flag", "field"),
     [
+        ("--key-log-rate-address", "key_log_per_address"),
         ("--login-rate-address", "logins_per_address"),
     ],
 )
