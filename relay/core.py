@@ -1861,6 +1861,8 @@ class RelayCore:
 
     def _get_group(self, conn: ConnectionContext, req: GetGroup, out: _Out) -> None:
         me = self._require_auth(conn, "get_group")
+        # Before the members are read (the most work when the caller is not one of them, too).
+        self._limit("get_group", conn, ("group_reads_per_account", me.account))
         members = self._members(req.group, me)
         epoch = self.store.group_epoch(req.group)
         assert epoch is not None

@@ -146,6 +146,13 @@ class Limits:
     # ~1.2 ms of the relay's CPU a second per address). An operator who turns the connection rate
     # off for a big NAT should turn this off with it.
     logins_per_address: Rate | None = Rate(4.0, 128.0)
+    # ``get_group`` per account, a token a request: its answer lists up to 1,024 members, read from
+    # the store (~5 ms of the relay's CPU for a group that size, ~3 ms to refuse a caller not in it).
+    # A member asks before each group message it sends under server fan-out (its ``group_send`` is
+    # held to the account's send rate, 20 a second), after each change it makes, and, at each login,
+    # for every group it knows: a burst of 1,000 covers a login in a thousand groups, 20 a second the
+    # account's sends.
+    group_reads_per_account: Rate | None = Rate(20.0, 1000.0)
     # Below this many one-time prekeys, a device is told so (``prekeys_left`` in Authenticated
     # and Envelopes) and should upload more.
     prekeys_low: int = 10
@@ -199,6 +206,7 @@ UNLIMITED: Final = Limits(
     group_state_per_address=None,
     key_log_per_address=None,
     logins_per_address=None,
+    group_reads_per_account=None,
     prekeys_low=0,
 )
 """No limits at all (a simulation of many people behind one address, a benchmark of the core)."""

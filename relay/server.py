@@ -1335,6 +1335,11 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
             "logins_per_address",
             "logins (auth_challenge, each allowing one authenticate) per source address",
         ),
+        (
+            "--group-read-rate-account",
+            "group_reads_per_account",
+            "group member lists (get_group) per account",
+        ),
     ):
         g.add_argument(
             flag,
@@ -1523,6 +1528,7 @@ def main(args: list[str]) -> int:
             group_state_per_address=opts.group_state_per_address,
             key_log_per_address=opts.key_log_per_address,
             logins_per_address=opts.logins_per_address,
+            group_reads_per_account=opts.group_reads_per_account,
             prekeys_low=opts.prekeys_low,
         )
     except ValueError as e:

@@ -751,6 +751,29 @@ def test_logins_are_a_token_bucket_per_address_counting_ipv6_by_its_64() -> None
     assert isinstance(core_authenticate(core, same_64, ALICE), wire.Authenticated)
 
 
+def test_group_member_lists_are_a_token_bucket_per_account() -> None:
+    # get_group reads every member of the group (up to 1,024) from the store, and had no bucket: a
+    # member could ask without end. Per account, whichever of its devices asks.
+    clock = Clock()
+    core = new_core(clock, limits=dataclasses.replace(UNLIMITED, group_reads_per_account=Rate(1.0, 2.0)))
+    alice, bob = core_device(core, ALICE, 1), core_device(core, BOB, 2)
+    alice_again = core_device(core, ALICE, 3, register=False)  # another connection of the account
+    group = bytes(range(16))
+    created = reply(core.handle(alice, wire.CreateGroup(id=1, group=group, members=("bob",))))
+    assert isinstance(created, wire.GroupUpdated)
+    get = wire.GetGroup(id=2, group=group)
+    assert isinstance(reply(core.handle(alice, get)), wire.GroupInfo)
+    assert isinstance(reply(core.handle(alice_again, get)), wire.GroupInfo)
+    limited = assert_error(reply(core.handle(alice, get)), E.RATE_LIMITED)
+    assert limited.retry_after_ms == 1000 and "group reads per account" in limited.message
+    # a group the account is not in spends the token too (the members are read to say so)
+    assert_error(reply(core.handle(alice_again, wire.GetGroup(id=3, group=bytes(16)))), E.RATE_LIMITED)
+    assert isinstance(reply(core.handle(bob, get)), wire.GroupInfo)  # another account
+    assert isinstance(reply(core.handle(alice, wire.Ping(id=4))), wire.Pong)
+    clock.now += 1
+    assert isinstance(reply(core.handle(alice, get)), wire.GroupInfo)
+
+
 async def _pipelined_past_a_bucket(
     core_limits: Limits,
     prepare: Callable[[WireClient, WireClient], object],
@@ -806,6 +829,25 @@ async def test_a_connection_over_its_login_limit_is_refused_and_keeps_serving() 
         prepare,
         lambda i: wire.AuthChallenge(id=i, account="alice", device=1),
         wire.Challenge,
+    )
+
+
+async def test_a_connection_over_its_group_read_limit_is_refused_and_keeps_serving() -> None:
+    group = bytes(range(16))
+
+    async def prepare(attacker: WireClient, good: WireClient) -> None:
+        await good.register(BOB)
+        await attacker.register(MALLORY)
+        await attacker.authenticate(MALLORY)
+        await good.authenticate(BOB)
+        created = await attacker.request(lambda i: wire.CreateGroup(id=i, group=group, members=("bob",)))
+        assert isinstance(created, wire.GroupUpdated), created
+
+    await _pipelined_past_a_bucket(
+        dataclasses.replace(UNLIMITED, group_reads_per_account=Rate(0.001, 5.0)),
+        prepare,
+        lambda i: wire.GetGroup(id=i, group=group),
+        wire.GroupInfo,
     )
 
 

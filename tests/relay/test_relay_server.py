@@ -593,6 +593,7 @@ def test_the_group_state_limit_is_an_option_of_relay_serve(capsys: pytest.Captur
     [
         ("--key-log-rate-address", "key_log_per_address"),
         ("--login-rate-address", "logins_per_address"),
+        ("--group-read-rate-account", "group_reads_per_account"),
     ],
 )
 def test_each_request_limit_is_an_option_of_relay_serve(
