@@ -715,6 +715,8 @@ class RelayCore:
         return head
 
     def _get_key_log_head(self, conn: ConnectionContext, req: GetKeyLogHead, out: _Out) -> None:
+        # The key log's reads need no login: bounded by the address's own bucket (Limits.key_log_per_address).
+        self._limit("get_key_log_head", conn, ("key_log_per_address", _host(conn)))
         head = self._shown_head(self._key_log_shown(conn))
         out.items.append(
             Reply(
@@ -728,6 +730,7 @@ class RelayCore:
         )
 
     def _get_key_log_consistency(self, conn: ConnectionContext, req: GetKeyLogConsistency, out: _Out) -> None:
+        self._limit("get_key_log_consistency", conn, ("key_log_per_address", _host(conn)))
         log = self._key_log_shown(conn)
         if req.second > len(log):
             raise _Refused(
@@ -747,6 +750,7 @@ class RelayCore:
         )
 
     def _get_key_log_entries(self, conn: ConnectionContext, req: GetKeyLogEntries, out: _Out) -> None:
+        self._limit("get_key_log_entries", conn, ("key_log_per_address", _host(conn)))
         log = self._key_log_shown(conn)
         if req.start >= len(log):
             raise _Refused(
@@ -1327,6 +1331,9 @@ class RelayCore:
                 ErrorCode.ALREADY_AUTHENTICATED,
                 f"this connection is already authenticated as {conn.authenticated}; open another to change",
             )
+        # A challenge lets one authenticate, one signature verification: logins are bounded by the
+        # address they come from (Limits.logins_per_address), whoever they are for.
+        self._limit("auth_challenge", conn, ("logins_per_address", _host(conn)))
         nonce = self.rng(NONCE_SIZE)
         # A new challenge replaces any earlier one on this connection: at most one each.
         self._challenges[conn.id] = _Pending(
@@ -1854,6 +1861,8 @@ class RelayCore:
 
     def _get_group(self, conn: ConnectionContext, req: GetGroup, out: _Out) -> None:
         me = self._require_auth(conn, "get_group")
+        # Before the members are read (the most work when the caller is not one of them, too).
+        self._limit("get_group", conn, ("group_reads_per_account", me.account))
         members = self._members(req.group, me)
         epoch = self.store.group_epoch(req.group)
         assert epoch is not None

@@ -128,6 +128,31 @@ class Limits:
     # (``clients.agent``): a burst of 200 covers the members behind one address (a NAT) all fetching
     # one change at once, and 10 a second after it more than a group's changes call for.
     group_state_per_address: Rate | None = Rate(10.0, 200.0)
+    # Key log reads (``get_key_log_head``, ``get_key_log_consistency``, ``get_key_log_entries``) per
+    # source address, a token a request: they need no login, and a consistency proof is hashing
+    # (~50-80 µs of the relay's CPU in a log of 100,000 keys) and a page of entries up to 256 leaves
+    # (~140 µs with its encoding, ~13 KB). A device's self-audit reads the whole log, a page per
+    # 256 keys: a burst of 5,000 is a whole audit of a log of a million keys (3,907 pages and a
+    # head) from one address, and 50 a second after it reads such a log again every 80 s; an
+    # address that asks without end has the relay spend under 1 % of a core on it (~7 ms a second).
+    key_log_per_address: Rate | None = Rate(50.0, 5000.0)
+    # Logins per source address: a token an ``auth_challenge``, which lets its connection make one
+    # ``authenticate``, one XEdDSA verification (~250-300 µs of the relay's CPU, for a device there
+    # or not). A device asks for one challenge at each login, once a connection, and a connection
+    # that is logged in cannot ask again; new connections from one address are already held to 2 a
+    # second, burst 64 (``relay.server``'s connection rate). Twice that never bites a device the
+    # connection rate lets in, whatever number share the address (a NAT), a failed attempt and its
+    # retry included: it bounds only a connection that asks again and again without logging in (to
+    # ~1.2 ms of the relay's CPU a second per address). An operator who turns the connection rate
+    # off for a big NAT should turn this off with it.
+    logins_per_address: Rate | None = Rate(4.0, 128.0)
+    # ``get_group`` per account, a token a request: its answer lists up to 1,024 members, read from
+    # the store (~5 ms of the relay's CPU for a group that size, ~3 ms to refuse a caller not in it).
+    # A member asks before each group message it sends under server fan-out (its ``group_send`` is
+    # held to the account's send rate, 20 a second), after each change it makes, and, at each login,
+    # for every group it knows: a burst of 1,000 covers a login in a thousand groups, 20 a second the
+    # account's sends.
+    group_reads_per_account: Rate | None = Rate(20.0, 1000.0)
     # Below this many one-time prekeys, a device is told so (``prekeys_left`` in Authenticated
     # and Envelopes) and should upload more.
     prekeys_low: int = 10
@@ -179,6 +204,9 @@ UNLIMITED: Final = Limits(
     ack_unknown_per_account=None,
     certificates_per_account=None,
     group_state_per_address=None,
+    key_log_per_address=None,
+    logins_per_address=None,
+    group_reads_per_account=None,
     prekeys_low=0,
 )
 """No limits at all (a simulation of many people behind one address, a benchmark of the core)."""

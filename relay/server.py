@@ -1325,6 +1325,21 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
             "group_state_per_address",
             "group state fetches (get_group_state, which needs no login) per source address",
         ),
+        (
+            "--key-log-rate-address",
+            "key_log_per_address",
+            "key log reads (get_key_log_head, _consistency, _entries; no login needed) per source address",
+        ),
+        (
+            "--login-rate-address",
+            "logins_per_address",
+            "logins (auth_challenge, each allowing one authenticate) per source address",
+        ),
+        (
+            "--group-read-rate-account",
+            "group_reads_per_account",
+            "group member lists (get_group) per account",
+        ),
     ):
         g.add_argument(
             flag,
@@ -1511,6 +1526,9 @@ def main(args: list[str]) -> int:
             ack_unknown_per_account=opts.ack_unknown_per_account,
             certificates_per_account=opts.certificates_per_account,
             group_state_per_address=opts.group_state_per_address,
+            key_log_per_address=opts.key_log_per_address,
+            logins_per_address=opts.logins_per_address,
+            group_reads_per_account=opts.group_reads_per_account,
             prekeys_low=opts.prekeys_low,
         )
     except ValueError as e:

@@ -217,6 +217,7 @@ _OPEN_LIMITS: Final = (
     *("--send-rate-address", "off", "--send-rate-account", "off"),
     *("--max-connections-per-address", "off", "--connection-rate", "off"),
     *("--fetch-rate-requester", "off", "--group-state-rate-address", "off"),
+    *("--key-log-rate-address", "off", "--login-rate-address", "off"),
 )
 
 

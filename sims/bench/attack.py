@@ -25,7 +25,8 @@ reaches the loopback interface):
 * register — ``register`` requests for new accounts without a stamp, as fast as answered;
 * drain — ``fetch_bundle`` of good accounts' bundles, each taking a one-time prekey;
 * enumerate — ``auth_challenge`` + a wrong ``authenticate`` for existing and absent accounts,
-  timing the answers (the relay verifies against a stand-in key for an absent device);
+  timing the answers (the relay verifies against a stand-in key for an absent device), 400 from
+  each address (past the relay's 128-challenge burst of logins per address, the rest refused);
 * keys — pipelined ``upload_prekeys`` of 100 signed ML-KEM prekeys each (102 signatures for the
   relay to check, ~11 ms of its CPU a request) on 8 logged-in connections of two attacker devices;
 * acks — pipelined ``ack`` of 1,000 envelope ids the attacker never received (a look-up each,

@@ -588,6 +588,27 @@ def test_the_group_state_limit_is_an_option_of_relay_serve(capsys: pytest.Captur
     assert "--group-state-rate-address" in parser.format_help()
 
 
+@pytest.mark.parametrize(
+    ("flag", "field"),
+    [
+        ("--key-log-rate-address", "key_log_per_address"),
+        ("--login-rate-address", "logins_per_address"),
+        ("--group-read-rate-account", "group_reads_per_account"),
+    ],
+)
+def test_each_request_limit_is_an_option_of_relay_serve(
+    flag: str, field: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = build_parser()
+    assert getattr(parser.parse_args([]), field) == getattr(DEFAULT_LIMITS, field) is not None
+    assert getattr(parser.parse_args([flag, "2/20"]), field) == Rate(2.0, 20.0)
+    assert getattr(parser.parse_args([flag, "off"]), field) is None
+    with pytest.raises(SystemExit):
+        parser.parse_args([flag, "fast"])
+    assert f"argument {flag}:" in capsys.readouterr().err
+    assert flag in parser.format_help()
+
+
 def test_main_reports_a_port_in_use_and_exits_1(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     # trio >= 0.25 hands the OSError out of the nursery inside an ExceptionGroup: still a clean error.
     with socket.socket() as taken:

@@ -145,10 +145,12 @@ def test_the_attack_bench_runs_every_attack_against_a_relay_with_its_defaults(
     assert results["slots"]["notes"]["new_good_connection_answered"] is True
     # a register without a stamp is refused for want of one, every time
     assert set(results["register"]["attacker_answers"]) == {"registration_proof"}
-    # the same answer for an existing and an absent account
+    # the same answer for an existing and an absent account (and, once an address has asked for
+    # 128 challenges, its login limit's refusal, whoever they were for)
     assert set(results["enumerate"]["attacker_answers"]) <= {
         "existing: authentication_failed",
         "absent: authentication_failed",
+        "rate_limited",
     }
     # at most the per-target burst (10) of one-time prekeys per good account is drained
     assert results["drain"]["attacker_answers"].get("bundle with a one-time prekey", 0) <= 2 * 10 + 2
