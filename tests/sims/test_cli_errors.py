@@ -60,6 +60,27 @@ def test_demo_with_a_broken_scenario_file(tmp_path: Path) -> None:
     assert_clean_error(res, "bad.toml")
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "PIPE", "--quiet"],
+        ["sweep", "PIPE", "--seeds", "1", "--quiet"],
+        ["demo", "--scenario", "PIPE"],
+        ["defences", "PIPE"],
+    ],
+)
+def test_a_named_pipe_nothing_writes_to_is_refused_not_waited_on(argv: list[str], tmp_path: Path) -> None:
+    """``relaysim run fifo.toml`` with nothing writing to the pipe waited in open() for ever. (The
+    timeout turns a hang into a failure; it is no limit on how long a refusal takes.)"""
+    pipe = tmp_path / "fifo.toml"
+    os.mkfifo(pipe)
+    res = cli(*[str(pipe) if a == "PIPE" else a for a in argv], "--out", str(tmp_path / "o"), timeout=120)
+    assert_clean_error(res, f"{pipe}: a pipe (FIFO) that nothing is writing to")
+    assert res.stderr.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
 def test_out_pointing_at_a_file(tmp_path: Path) -> None:
     f = tmp_path / "afile"
     f.write_text("mine\n", encoding="utf-8")
