@@ -311,6 +311,18 @@ def test_disclose_on_a_missing_or_wrong_db(tmp_path: Path) -> None:
         assert_clean_error(res, db.name, "not a relaysim relay store")
 
 
+def test_disclose_on_a_path_that_is_there_but_no_file_says_what_it_is(tmp_path: Path) -> None:
+    """``--db /dev/null`` said "no such file" of a path that is there."""
+    argv = ("--profile", "signal", "--process", "pta_demand")
+    for db, what in (("/dev/null", "not a regular file (a device)"), (str(tmp_path), "a folder")):
+        if Path(db).exists():
+            assert_clean_error(cli("disclose", "--db", db, *argv), f"--db {db}: {what};")
+    if hasattr(os, "mkfifo"):
+        pipe = tmp_path / "relay.db"
+        os.mkfifo(pipe)
+        assert_clean_error(cli("disclose", "--db", str(pipe), *argv), f"{pipe}: not a regular file (a pipe);")
+
+
 def test_disclose_on_a_store_it_cannot_open_names_the_file_given(tmp_path: Path, tf_run: Path) -> None:
     """disclose opens a copy of the store, in a temporary folder: the store's refusal (a newer schema, a
     table gone) named that copy, a path that was gone by the time it was read."""
