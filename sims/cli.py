@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from relaysim.sims.analysis.runfiles import out_file, out_folder
+from relaysim.sims.analysis.runfiles import out_file, out_folder, run_folder
 
 if TYPE_CHECKING:
     from relaysim.sims.scenario import Scenario
@@ -954,7 +954,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    show.add_argument("dir", metavar="DIR", help="the --out directory of a run")
+    show.add_argument("dir", type=run_folder, metavar="DIR", help="the --out directory of a run")
     show.add_argument(
         "--limit", type=_rows, default=24, help="how many rows to show (default: 24; the rest are counted)"
     )
@@ -1063,7 +1063,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    analyze.add_argument("dir", metavar="DIR", help="the --out directory of a finished run")
+    analyze.add_argument("dir", type=run_folder, metavar="DIR", help="the --out directory of a finished run")
     analyze.add_argument(
         "--as-seen",
         action="store_true",
@@ -1091,7 +1091,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    report.add_argument("dir", metavar="DIR", help="the --out directory of a finished run")
+    report.add_argument("dir", type=run_folder, metavar="DIR", help="the --out directory of a finished run")
 
     chart = sub.add_parser(
         "chart",
