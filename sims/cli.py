@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from relaysim.sims.analysis.runfiles import out_file, out_folder
+from relaysim.sims.analysis.runfiles import out_file, out_folder, run_folder
 
 if TYPE_CHECKING:
     from relaysim.sims.scenario import Scenario
@@ -414,8 +414,8 @@ def _disclose(args: argparse.Namespace) -> int:
     from relaysim.sims.world.simulation import SIM_EPOCH
 
     db = Path(args.db)
-    if not db.is_file():
-        what = "a folder" if db.is_dir() else "no such file"
+    what = _not_a_file(db)
+    if what is not None:
         raise CliError(f"--db {db}: {what}; give the relay.db in a run's --out folder")
     provider_file = db.parent / "provider.json"
     provider: dict[str, Any] = {}
@@ -614,6 +614,28 @@ def _check_provider(path: Path, provider: dict[str, Any]) -> None:
                 "keys as relaysim writes them ({'key_id': ..., 'key': hex, 'holder': ..., and for a "
                 "mandated key 'held_from': Unix seconds})",
             )
+
+
+def _not_a_file(path: Path) -> str | None:
+    """What ``path`` is, in words, when it is no regular file to read (None when it is one): it
+    said "no such file" of /dev/null, a pipe or a socket, all there."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return "no such file"
+    except OSError as exc:  # a loop of symbolic links, a folder on the way that cannot be read
+        return exc.strerror or str(exc)
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    kinds = ((stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"))
+    for test, kind in (*kinds, (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return f"not a regular file ({kind})"
+    return "not a regular file"
 
 
 _PHONE = re.compile(r"\+[0-9]{6,15}")  # E.164, as a scenario's legal-process targets (sims.scenario)
@@ -932,7 +954,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    show.add_argument("dir", metavar="DIR", help="the --out directory of a run")
+    show.add_argument("dir", type=run_folder, metavar="DIR", help="the --out directory of a run")
     show.add_argument(
         "--limit", type=_rows, default=24, help="how many rows to show (default: 24; the rest are counted)"
     )
@@ -1041,7 +1063,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    analyze.add_argument("dir", metavar="DIR", help="the --out directory of a finished run")
+    analyze.add_argument("dir", type=run_folder, metavar="DIR", help="the --out directory of a finished run")
     analyze.add_argument(
         "--as-seen",
         action="store_true",
@@ -1069,7 +1091,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    report.add_argument("dir", metavar="DIR", help="the --out directory of a finished run")
+    report.add_argument("dir", type=run_folder, metavar="DIR", help="the --out directory of a finished run")
 
     chart = sub.add_parser(
         "chart",

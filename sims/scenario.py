@@ -133,14 +133,16 @@ import calendar
 import ipaddress
 import itertools
 import math
+import os
 import re
+import stat
 import tomllib
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 __all__ = [
     "EVENT_TYPES",
@@ -771,8 +773,15 @@ def read_scenario_text(path: str | Path) -> str:
     ScenarioError naming the file if it cannot be read or is not UTF-8 text."""
     p = Path(path)
     try:
-        with open(p, "rb") as f:
-            data = f.read(MAX_SCENARIO_BYTES + 1)
+        # O_NONBLOCK: opening a named pipe (FIFO) waits for a writer, for ever if none comes; opened
+        # without waiting, a pipe nothing writes to is refused (_read_pipe), one with a writer read
+        with open(p, "rb", opener=_open_without_waiting) as f:
+            if _NONBLOCK and stat.S_ISFIFO(os.fstat(f.fileno()).st_mode):
+                data = _read_pipe(p, f)
+            else:
+                if _NONBLOCK:
+                    os.set_blocking(f.fileno(), True)  # (a terminal, as /dev/stdin, reads as it did)
+                data = f.read(MAX_SCENARIO_BYTES + 1)
     except OSError as exc:
         raise ScenarioError(str(p), "", f"cannot read the file: {exc.strerror}") from None
     if len(data) > MAX_SCENARIO_BYTES:
@@ -795,6 +804,35 @@ def read_scenario_text(path: str | Path) -> str:
             "",
             f"not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}, column {column}; offset {exc.start})",
         ) from None
+
+
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # (not on Windows, which has no named pipes in its file system)
+
+
+def _open_without_waiting(path: str, flags: int) -> int:
+    return os.open(path, flags | _NONBLOCK)
+
+
+def _read_pipe(p: Path, f: BinaryIO) -> bytes:
+    """A pipe's bytes, up to one more than MAX_SCENARIO_BYTES; a ScenarioError naming it if nothing
+    writes to it. A pipe opened without waiting reads as empty (end of file) while no program holds it
+    open for writing: a named pipe no program writes to (yet), which a plain open would wait on for
+    ever. One with a writer (``relaysim run <(cat x.toml)``, a writer started first and waiting for its
+    reader) has bytes to read, or none yet: then it is read as a file, waiting for them."""
+    try:
+        first = os.read(f.fileno(), 1 << 16)  # (a pipe holds 64 KiB on Linux)
+    except BlockingIOError:  # a writer, nothing written yet
+        first = b""
+    else:
+        if not first:
+            raise ScenarioError(
+                str(p),
+                "",
+                "a pipe (FIFO) that nothing is writing to, and holding nothing: start the program that "
+                "writes the scenario into it first, or give the scenario file itself",
+            )
+    os.set_blocking(f.fileno(), True)
+    return first + f.read(MAX_SCENARIO_BYTES + 1 - len(first))
 
 
 def load_scenario(path: str | Path) -> Scenario:

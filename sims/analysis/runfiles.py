@@ -14,6 +14,7 @@ cut short, edited, or made by someone else (a folder handed over, unpacked from 
   or folder that is not its own.
 - :func:`out_folder` and :func:`out_file` (argparse types) refuse an empty name for a folder or
   file to write: ``--out "$DIR"`` with DIR unset would otherwise be the default folder, or nothing.
+  :func:`run_folder` refuses one for a run's folder to read: it would be the current folder.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["finite_number", "loads", "out_file", "out_folder", "own_file"]
+__all__ = ["finite_number", "loads", "out_file", "out_folder", "own_file", "run_folder"]
 
 
 def loads(text: str) -> Any:
@@ -76,6 +77,17 @@ def out_folder(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError(
             f"expected a folder, got {text!r} (an empty shell variable?); leave it out for the default"
+        )
+    return text
+
+
+def run_folder(text: str) -> str:
+    """An argparse type for a finished run's folder (``show DIR``, ``analyze DIR``, ``report DIR``):
+    not empty. An empty word (``relaysim report "$DIR"`` with DIR unset) was the current folder,
+    which ``analyze`` and ``report`` then wrote into."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected a folder, got {text!r} (an empty shell variable?); give the --out folder of a run"
         )
     return text
 

@@ -60,6 +60,27 @@ def test_demo_with_a_broken_scenario_file(tmp_path: Path) -> None:
     assert_clean_error(res, "bad.toml")
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "PIPE", "--quiet"],
+        ["sweep", "PIPE", "--seeds", "1", "--quiet"],
+        ["demo", "--scenario", "PIPE"],
+        ["defences", "PIPE"],
+    ],
+)
+def test_a_named_pipe_nothing_writes_to_is_refused_not_waited_on(argv: list[str], tmp_path: Path) -> None:
+    """``relaysim run fifo.toml`` with nothing writing to the pipe waited in open() for ever. (The
+    timeout turns a hang into a failure; it is no limit on how long a refusal takes.)"""
+    pipe = tmp_path / "fifo.toml"
+    os.mkfifo(pipe)
+    res = cli(*[str(pipe) if a == "PIPE" else a for a in argv], "--out", str(tmp_path / "o"), timeout=120)
+    assert_clean_error(res, f"{pipe}: a pipe (FIFO) that nothing is writing to")
+    assert res.stderr.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
 def test_out_pointing_at_a_file(tmp_path: Path) -> None:
     f = tmp_path / "afile"
     f.write_text("mine\n", encoding="utf-8")
@@ -288,6 +309,18 @@ def test_disclose_on_a_missing_or_wrong_db(tmp_path: Path) -> None:
     for db in (other, empty):
         res = cli("disclose", "--db", str(db), "--profile", "signal", "--process", "pta_demand")
         assert_clean_error(res, db.name, "not a relaysim relay store")
+
+
+def test_disclose_on_a_path_that_is_there_but_no_file_says_what_it_is(tmp_path: Path) -> None:
+    """``--db /dev/null`` said "no such file" of a path that is there."""
+    argv = ("--profile", "signal", "--process", "pta_demand")
+    for db, what in (("/dev/null", "not a regular file (a device)"), (str(tmp_path), "a folder")):
+        if Path(db).exists():
+            assert_clean_error(cli("disclose", "--db", db, *argv), f"--db {db}: {what};")
+    if hasattr(os, "mkfifo"):
+        pipe = tmp_path / "relay.db"
+        os.mkfifo(pipe)
+        assert_clean_error(cli("disclose", "--db", str(pipe), *argv), f"{pipe}: not a regular file (a pipe);")
 
 
 def test_disclose_on_a_store_it_cannot_open_names_the_file_given(tmp_path: Path, tf_run: Path) -> None:

@@ -58,6 +58,29 @@ def edit_event(run: Path, kind: str, change: Callable[[dict], object]) -> int:
 # --- writing: never through a link ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "argv", [["show", ""], ["analyze", ""], ["analyze", " ", "--as-seen"], ["report", ""]]
+)
+def test_an_empty_run_folder_is_refused_not_read_as_the_current_one(
+    argv: list[str],
+    tf_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``relaysim report "$DIR"`` with DIR unset read the current folder, and analyze and report
+    wrote into it: refused as ``--out ""`` is (runfiles.out_folder)."""
+    run = copy_of(tf_run, tmp_path)
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    monkeypatch.chdir(run)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"expected a folder, got {argv[1]!r} (an empty shell variable?)" in err, err
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+
+
 @pytest.mark.parametrize("link", ["report.html", "analysis", "analysis/relay.json"])
 def test_analyze_and_report_never_write_through_a_symbolic_link(
     tmp_path: Path, tf_run: Path, capsys: pytest.CaptureFixture[str], link: str

@@ -171,6 +171,33 @@ def test_a_file_not_in_utf_8_is_refused_and_a_byte_order_mark_is_dropped(tmp_pat
     assert load_scenario(bom) == parse_scenario(GOOD, "bom.toml")
 
 
+@pytest.mark.skipif(not Path("/dev/fd").is_dir(), reason="no /dev/fd to name a pipe by")
+def test_a_pipe_with_a_writer_is_read_whole(tmp_path: Path) -> None:
+    """``relaysim run <(cat x.toml)``: /dev/fd/N, a pipe its writer holds open. A pipe opened without
+    waiting (so that a named pipe no one writes to is refused, not waited on for ever) is still read
+    to its end, what is written after it is opened included."""
+    import os
+    import threading
+
+    text = GOOD.encode()
+    read, write = os.pipe()
+    try:
+        os.write(write, text[:100])
+
+        def rest() -> None:
+            os.write(write, text[100:])
+            os.close(write)
+
+        writer = threading.Thread(target=rest)
+        writer.start()
+        try:
+            assert load_scenario(f"/dev/fd/{read}") == parse_scenario(GOOD, str(read))
+        finally:
+            writer.join()
+    finally:
+        os.close(read)
+
+
 def test_a_file_without_a_scenario_table_says_so() -> None:
     for text in ("", GOOD[GOOD.index("[network]") :]):
         with pytest.raises(ScenarioError) as info:
