@@ -11,7 +11,10 @@ The good devices (--good, default 16) each connect from their own loopback addre
 (default 5: a busy person; well under the relay's per-account 20/s), and acknowledges what is
 pushed to it. Their throughput is the envelopes delivered (pushed to the recipient) a second,
 their latency from writing ``send`` to reading the ``deliver``. An attack's cost to them is
-their throughput during it over their throughput in the baseline slice before it.
+their throughput during it over their throughput in the baseline slice before it. Each baseline
+starts once the relay process is idle (no thread of it running or waiting for the disk, Linux
+/proc; elsewhere after half a second): the previous attack's leftover work is not counted against
+the next one's baseline (``waited_for_idle_s`` in the JSON: how long that took).
 
 The attacks, each for --duration seconds (default 3), every loop bounded in count and time, from
 addresses of their own in 127.0.2.0/24 .. 127.0.9.0/24 (loopback only: on Linux all of 127/8
@@ -96,6 +99,14 @@ _MAX_SLOTS = 600  # sockets the slot attacker opens at most
 _MAX_PIPELINED = 4000  # requests each memory attacker writes at most
 _ATTACKER_ACCOUNTS = 8
 _PIPELINES = 8  # connections each of the keys and acks attackers pipelines on
+# Before each baseline slice the relay must be idle: no thread of its process running or waiting
+# for the disk (Linux /proc) at _IDLE_LOOKS looks in a row, _IDLE_POLL s apart. An attack leaves
+# work behind (the keys attack's accepted uploads, 102 signature checks each, answered after its
+# connections closed); a baseline started under it measures a relay still attacked, and on a
+# loaded machine, where that work takes seconds, delivers nothing. _IDLE_TIMEOUT is a hang guard.
+_IDLE_LOOKS = 5
+_IDLE_POLL = 0.02
+_IDLE_TIMEOUT = 120.0
 
 
 def account_name(i: int) -> str:
@@ -217,8 +228,48 @@ class RelayProcess:
             return None
         return None
 
+    def busy_threads(self) -> int | None:
+        return busy_threads(self.proc.pid)
+
     def stop(self) -> None:
         harness.stop_child(self.proc)
+
+
+def busy_threads(pid: int) -> int | None:
+    """How many threads of process ``pid`` are running, runnable or in an uninterruptible wait (the
+    disk: an fsync), from Linux /proc; None where /proc cannot tell (another system, the process gone)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    busy = 0
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat", encoding="ascii", errors="replace") as f:
+                stat = f.read()
+        except OSError:  # (a thread that just ended)
+            continue
+        state = stat[stat.rfind(")") + 2 : stat.rfind(")") + 3]  # after "pid (comm) "
+        busy += state in ("R", "D")
+    return busy
+
+
+async def until_idle(busy: Callable[[], int | None], otherwise: float) -> float | None:
+    """Wait until ``busy()`` has said 0 at _IDLE_LOOKS looks in a row; the seconds waited. Where it
+    cannot tell (None), sleep ``otherwise`` seconds instead and return None. A BenchError after
+    _IDLE_TIMEOUT s (a hang guard: the relay never went idle)."""
+    start = trio.current_time()
+    idle = 0
+    with trio.move_on_after(_IDLE_TIMEOUT):
+        while idle < _IDLE_LOOKS:
+            n = busy()
+            if n is None:
+                await trio.sleep(otherwise)
+                return None
+            idle = idle + 1 if n == 0 else 0
+            await trio.sleep(_IDLE_POLL)
+        return trio.current_time() - start
+    raise harness.BenchError(f"the relay process was still busy {_IDLE_TIMEOUT:g} s later")
 
 
 # --- clients ------------------------------------------------------------------------------------
@@ -613,6 +664,8 @@ async def _run(
         progress(f"{args.good} good devices logged in")
         await good_slice(goods, args.rate, min(0.5, args.duration), args.body_size)  # warm-up, untimed
         for attack in ATTACKS if args.only is None else args.only:
+            # The relay idle first: the warm-up's or the last attack's work done, its connections dropped.
+            waited = await until_idle(relay.busy_threads, min(0.5, args.duration))
             base = await good_slice(goods, args.rate, args.duration, args.body_size)
             peak = max(peak, relay.status_kb("VmHWM") or 0)
             stats = AttackStats()
@@ -647,9 +700,9 @@ async def _run(
                 "attacker_answers": stats.answers,
                 "notes": stats.notes,
                 "relay_rss_kb_after": rss,
+                "waited_for_idle_s": waited,
             }
             progress(f"{attack}: good throughput {results[attack]['share'] or 0:.0%} of unattacked")
-            await trio.sleep(min(0.5, args.duration))  # let the relay drop the attack's connections
     finally:
         for c in goods:
             await c.aclose()

@@ -139,6 +139,8 @@ def test_the_attack_bench_runs_every_attack_against_a_relay_with_its_defaults(
     for name, r in results.items():
         assert r["attacker_requests"] > 0, name
         assert r["baseline"]["delivered"] > 0, name
+        if _PROC_TASKS:  # each baseline started once the relay was idle (the last attack's work done)
+            assert r["waited_for_idle_s"] is not None, name
         assert report["ratios"][f"good_share_{name}"]["met"] is False
     # one address gets at most the per-address cap of connection slots, and a newcomer still gets in
     assert results["slots"]["notes"]["sockets_kept_open_by_relay"] <= 64
@@ -164,6 +166,56 @@ def test_the_attack_bench_runs_every_attack_against_a_relay_with_its_defaults(
     memory = report["memory"]
     assert 0 < memory["peak_rss_kb"] < memory["ceiling_kb"]
     assert report["ratios"]["peak_rss_kb"]["met"] is True
+
+
+_PROC_TASKS = Path("/proc/self/task").is_dir()
+
+# Busy for a fixed amount of work (however long the machine takes), then says so and sleeps.
+_BUSY_THEN_IDLE = """
+import sys, time
+n = 0
+for i in range(5_000_000):
+    n += i
+open(sys.argv[1], "w").write("done")
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not _PROC_TASKS, reason="reads Linux /proc")
+def test_a_baseline_waits_until_the_relay_process_is_idle(tmp_path: Path) -> None:
+    """An attack leaves work in the relay (the keys attack's uploads, answered after it closed): the
+    next baseline starts only once no thread of the relay process runs, however slow the machine."""
+    import subprocess
+    import sys
+
+    import trio
+
+    from relaysim.sims.bench import attack
+
+    marker = tmp_path / "done"
+    child = subprocess.Popen([sys.executable, "-c", _BUSY_THEN_IDLE, str(marker)])
+    try:
+        waited = trio.run(attack.until_idle, lambda: attack.busy_threads(child.pid), 0.0)
+        assert marker.read_text() == "done"  # its work was over when the wait ended
+        assert waited is not None
+        assert attack.busy_threads(child.pid) == 0
+    finally:
+        child.kill()
+        child.wait()
+    assert attack.busy_threads(child.pid) is None  # gone: /proc cannot tell
+
+
+def test_without_proc_a_baseline_waits_a_fixed_pause_and_a_relay_never_idle_is_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import trio
+
+    from relaysim.sims.bench import attack, harness
+
+    assert trio.run(attack.until_idle, lambda: None, 0.01) is None
+    monkeypatch.setattr(attack, "_IDLE_TIMEOUT", 0.2)  # the hang guard, shortened
+    with pytest.raises(harness.BenchError, match="still busy"):
+        trio.run(attack.until_idle, lambda: 1, 0.01)
 
 
 def test_the_steps_run_in_batches_as_the_server_does_each_ack_a_batch_after_its_send(

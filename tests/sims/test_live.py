@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from relaysim.clients.link import DeviceLink
 from relaysim.relay import wire
@@ -232,6 +233,40 @@ def test_relaysim_run_live_refuses_a_bad_time_scale(
         relaysim(["run", "--help"])
     usage = capsys.readouterr().out
     assert "--live" in usage and "--time-scale" in usage
+
+
+def test_a_relay_slow_to_stop_is_waited_for_not_killed() -> None:
+    """RELAY_STOP_TIMEOUT is a hang guard: a relay whose shutdown waits 30 s on the disk (its last
+    fsync and checkpoint, on a loaded machine) exits by itself with 0; one that never exits is killed."""
+
+    class Process:
+        def __init__(self, stops_after: float) -> None:
+            self.returncode: int | None = None
+            self.stops_after = stops_after
+            self.signals: list[int] = []
+            self.killed = False
+
+        def send_signal(self, signum: int) -> None:
+            self.signals.append(signum)
+
+        def kill(self) -> None:
+            self.killed, self.returncode = True, -9
+
+        async def wait(self) -> int:
+            if self.returncode is None:
+                await trio.sleep(self.stops_after)
+                if self.returncode is None:
+                    self.returncode = 0
+            return self.returncode
+
+    async def stop(stops_after: float) -> tuple[int, bool]:
+        process = Process(stops_after)
+        relay = live.RelayProcess(process, 1, b"", Path("relay.log"))
+        return await relay.stop(), process.killed
+
+    clock = trio.testing.MockClock(autojump_threshold=0)  # (trio's virtual clock: no real waiting)
+    assert trio.run(stop, 30.0, clock=clock) == (0, False)
+    assert trio.run(stop, math.inf, clock=clock) == (-9, True)
 
 
 LINKED = """
