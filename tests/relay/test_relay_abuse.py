@@ -670,108 +670,18 @@ def test_group_state_reads_are_a_token_bucket_per_address() -> None:
 
 
 async def test_a_connection_over_its_group_state_limit_is_refused_and_keeps_serving() -> None:
-    core = new_core(
-        clock=time.time, limits=dataclasses.replace(UNLIMITED, group_state_per_address=Rate(0.001, 5.0))
-    )
     group = bytes(range(16))
-    ports: set[int] = set()
-    async with trio.open_nursery() as nursery:
-        server: RelayServer = await nursery.start(
-            partial(serve, core, "127.0.0.1", 0, address_of=_attacker_address(ports))
-        )
-        sock = trio.socket.socket()
-        await sock.bind(("127.0.0.1", 0))
-        ports.add(sock.getsockname()[1])
-        await sock.connect(("127.0.0.1", server.port))
-        attacker, good = WireClient(trio.SocketStream(sock)), await WireClient.connect(server.port)
+
+    async def prepare(attacker: WireClient, good: WireClient) -> None:
         stored = await attacker.request(lambda i: put_group_state(i, group, 0, b"state"))
         assert isinstance(stored, wire.GroupStateStored)
-        answers: list[wire.Response] = []
-        await attacker.pipeline(
-            [partial(wire.GetGroupState, group=group)] * 8,  # type: ignore[list-item]
-            lambda _, answer: answers.append(answer),
-        )
-        assert sum(isinstance(a, wire.GroupState) for a in answers) == 5
-        for refused in [a for a in answers if not isinstance(a, wire.GroupState)]:
-            assert_error(refused, E.RATE_LIMITED)
-        assert isinstance(await attacker.request(lambda i: wire.Ping(id=i)), wire.Pong)  # still served
-        assert isinstance(
-            await good.request(lambda i: wire.GetGroupState(id=i, group=group)), wire.GroupState
-        )
-        await attacker.aclose()
-        await good.aclose()
-        nursery.cancel_scope.cancel()
 
-
-def test_key_log_reads_are_a_token_bucket_per_address() -> None:
-    # The key log's reads need no login, and a proof or a page of entries is work (hashing, up to 256
-    # leaves): without a bucket anyone asked without bound. Per address, one bucket for the three.
-    clock = Clock()
-    core = new_core(clock, limits=dataclasses.replace(UNLIMITED, key_log_per_address=Rate(1.0, 3.0)))
-    core_device(core, ALICE, 1)  # a key in the log
-    stranger, same_address = ConnectionContext(2, ("192.0.2.66", 1)), ConnectionContext(3, ("192.0.2.66", 2))
-    other = ConnectionContext(4, ("192.0.2.7", 3))
-    assert isinstance(reply(core.handle(stranger, wire.GetKeyLogHead(id=10))), wire.KeyLogHeadResponse)
-    consistency = wire.GetKeyLogConsistency(id=11, first=0, second=1)
-    assert isinstance(reply(core.handle(stranger, consistency)), wire.KeyLogConsistency)
-    entries = wire.GetKeyLogEntries(id=12, start=0, end=0)
-    assert isinstance(reply(core.handle(same_address, entries)), wire.KeyLogEntries)
-    for refused in (wire.GetKeyLogHead(id=13), consistency, entries):
-        limited = assert_error(reply(core.handle(stranger, refused)), E.RATE_LIMITED)
-        assert limited.retry_after_ms == 1000 and "key log per address" in limited.message
-    assert_error(reply(core.handle(same_address, entries)), E.RATE_LIMITED)
-    assert isinstance(reply(core.handle(other, entries)), wire.KeyLogEntries)
-    assert isinstance(reply(core.handle(stranger, wire.Ping(id=16))), wire.Pong)
-    clock.now += 1
-    assert isinstance(reply(core.handle(stranger, entries)), wire.KeyLogEntries)
-
-
-def test_logins_are_a_token_bucket_per_address_counting_ipv6_by_its_64() -> None:
-    # Each auth_challenge lets one authenticate, one signature verification: without a bucket one
-    # connection asked and failed without end. A token a challenge, per address (an IPv6 one by /64).
-    clock = Clock()
-    core = new_core(clock, limits=dataclasses.replace(UNLIMITED, logins_per_address=Rate(1.0, 2.0)))
-    core_device(core, ALICE, 1)
-    attacker = ConnectionContext(2, ("2001:db8:1:2::5", 1))
-    same_64 = ConnectionContext(3, ("2001:db8:1:2:aaaa::6", 2))
-    other = ConnectionContext(4, ("2001:db8:1:3::5", 3))
-    challenge = wire.AuthChallenge(id=10, account="alice", device=1)
-    for _ in range(2):
-        nonce = reply(core.handle(attacker, challenge))
-        assert isinstance(nonce, wire.Challenge)
-        wrong = wire.Authenticate(id=11, nonce=nonce.nonce, signature=bytes(64))
-        assert_error(reply(core.handle(attacker, wrong)), E.AUTHENTICATION_FAILED)
-    limited = assert_error(reply(core.handle(same_64, challenge)), E.RATE_LIMITED)
-    assert limited.retry_after_ms == 1000 and "logins per address" in limited.message
-    # no challenge was given, so there is nothing to verify
-    assert_error(reply(core.handle(same_64, ALICE.answer(bytes(32)))), E.NO_CHALLENGE)
-    assert isinstance(core_authenticate(core, other, ALICE), wire.Authenticated)  # another network
-    assert isinstance(reply(core.handle(attacker, wire.Ping(id=12))), wire.Pong)
-    clock.now += 1
-    assert isinstance(core_authenticate(core, same_64, ALICE), wire.Authenticated)
-
-
-def test_group_member_lists_are_a_token_bucket_per_account() -> None:
-    # get_group reads every member of the group (up to 1,024) from the store, and had no bucket: a
-    # member could ask without end. Per account, whichever of its devices asks.
-    clock = Clock()
-    core = new_core(clock, limits=dataclasses.replace(UNLIMITED, group_reads_per_account=Rate(1.0, 2.0)))
-    alice, bob = core_device(core, ALICE, 1), core_device(core, BOB, 2)
-    alice_again = core_device(core, ALICE, 3, register=False)  # another connection of the account
-    group = bytes(range(16))
-    created = reply(core.handle(alice, wire.CreateGroup(id=1, group=group, members=("bob",))))
-    assert isinstance(created, wire.GroupUpdated)
-    get = wire.GetGroup(id=2, group=group)
-    assert isinstance(reply(core.handle(alice, get)), wire.GroupInfo)
-    assert isinstance(reply(core.handle(alice_again, get)), wire.GroupInfo)
-    limited = assert_error(reply(core.handle(alice, get)), E.RATE_LIMITED)
-    assert limited.retry_after_ms == 1000 and "group reads per account" in limited.message
-    # a group the account is not in spends the token too (the members are read to say so)
-    assert_error(reply(core.handle(alice_again, wire.GetGroup(id=3, group=bytes(16)))), E.RATE_LIMITED)
-    assert isinstance(reply(core.handle(bob, get)), wire.GroupInfo)  # another account
-    assert isinstance(reply(core.handle(alice, wire.Ping(id=4))), wire.Pong)
-    clock.now += 1
-    assert isinstance(reply(core.handle(alice, get)), wire.GroupInfo)
+    await _pipelined_past_a_bucket(
+        dataclasses.replace(UNLIMITED, group_state_per_address=Rate(0.001, 5.0)),
+        prepare,
+        lambda i: wire.GetGroupState(id=i, group=group),
+        wire.GroupState,
+    )
 
 
 async def _pipelined_past_a_bucket(
