@@ -363,12 +363,19 @@ class DoubleRatchet:
                 self._drop_skipped((dh_pub, n))
                 return plaintext
 
-        if dh_pub == self.dhr and self.ckr is not None:
+        if dh_pub == self.dhr:
             # Same receiving chain: skip ahead in it, then decrypt.
             # (SkipMessageKeys only when the message is not the next one: a number below NR, not
             # among the skipped keys, is a duplicate or a replay, which _skip refuses)
-            skipped: list[tuple[tuple[bytes, int], bytes]] = []
             ckr = self.ckr
+            if ckr is None:
+                # Alice before Bob's first reply: DHr is Bob's signed prekey and there is no CKr
+                # (§3.3 RatchetInitAlice). §3.5 takes header.dh == DHr as no DH ratchet step, and
+                # KDF_CK(CKr = None) fails: refused, as doubleratchet 1.3.0 refuses it (its
+                # next_decryption_key finds no receiving chain). An honest Bob never sends on his
+                # signed prekey: he turns his ratchet before his first message.
+                raise DecryptionError()
+            skipped: list[tuple[tuple[bytes, int], bytes]] = []
             if n != self.nr:
                 ckr = self._skip(ckr, self.nr, n, dh_pub, skipped)
             ckr, mk = spec.kdf_ck(ckr)

@@ -34,7 +34,7 @@ import xeddsa
 from hypothesis import event, given, settings, target
 from hypothesis import strategies as st
 
-from relaysim.clients import spec
+from relaysim.clients import _primitives, spec
 from relaysim.clients.errors import DecryptionError
 from relaysim.clients.keys import BundleError, IdentityKeyPair, PreKeyBundle, PreKeySecrets, SignedPreKey
 from relaysim.clients.ratchet import RatchetConfig
@@ -433,6 +433,41 @@ def test_a_pn_below_what_was_read_is_read_by_both() -> None:
         assert alice.decrypt(bob.encrypt(b"b0")) == b"b0"
         alice.ratchet.pn = 1  # below the 3 Bob read on her previous chain
         assert bob.decrypt(alice.encrypt(b"a-new")) == b"a-new"
+
+
+def test_a_message_on_bobs_signed_prekey_before_his_reply_is_refused_by_both() -> None:
+    """Alice's state after RatchetInitAlice (§3.3) holds DHr = Bob's signed prekey and no receiving
+    chain. A header whose dh is that key is no DH ratchet step (§3.5: header.dh == DHr), and there is
+    no CKr to read it with: our Alice refuses it (DecryptionError, state unchanged), and theirs finds
+    no receiving chain in next_decryption_key (diffie_hellman_ratchet.py: an assertion, not one of
+    its documented exceptions, since an honest peer never sends it). The message is the one a DH
+    ratchet step onto the signed prekey would read (Bob, who holds its private key, can make it)."""
+    ag = agreement("ours")
+    spk = _primitives.x25519_pair_from_private(ag.bob_spk_priv)
+    ours = OurParty.alice(ag.sk, ag.bob_spk_pub, ag.ad, SeededRNG(3))
+    theirs = TheirParty.alice(
+        ag.sk, ag.bob_spk_pub, ag.ad, TheirConfig(dh_class=seeded_dh_ratchet(SeededRNG(3)))
+    )
+    first = ours.encrypt(b"a0")
+    assert theirs.encrypt(b"a0") == first
+    dh = spk.dh(first[:32])  # Alice's first ratchet key is the header's first field
+    rk, _cks = spec.kdf_rk(ag.sk, dh, ROOT_INFO)  # RatchetInitAlice's KDF_RK
+    _rk, ck = spec.kdf_rk(rk, dh, ROOT_INFO)  # a DH ratchet step onto the same key
+    _ck, mk = spec.kdf_ck(ck)
+    header = ag.bob_spk_pub + (0).to_bytes(4, "big") * 2  # dh = SPK, PN = 0, N = 0
+    forged = header + spec.encrypt(mk, b"on the signed prekey", ag.ad + header, AEAD_INFO)
+    before = ours.snapshot()
+    with pytest.raises(Rejected):
+        ours.decrypt(forged)
+    assert ours.snapshot() == before
+    before = theirs.snapshot()
+    with pytest.raises(AssertionError):
+        theirs.decrypt(forged)
+    assert theirs.snapshot() == before
+    bob = OurParty.bob(ag.sk, ag.bob_spk_priv, ag.ad, SeededRNG(4))
+    assert bob.decrypt(first) == b"a0"
+    reply = bob.encrypt(b"b0")  # on Bob's next ratchet key: read by both
+    assert ours.decrypt(reply) == theirs.decrypt(reply) == b"b0"
 
 
 # --- 2c. generated conversations ---------------------------------------------------------------

@@ -28,8 +28,9 @@ from hypothesis.stateful import (
     rule,
 )
 
+from relaysim.clients import spec
 from relaysim.clients.errors import DecryptionError, UsageError
-from relaysim.clients.ratchet import MAX_RECEIVING_CHAINS, DoubleRatchet, RatchetConfig
+from relaysim.clients.ratchet import HEADER, MAX_RECEIVING_CHAINS, DoubleRatchet, RatchetConfig
 from tests.conftest import seeded_rng
 
 MAX_SKIP = 30
@@ -37,8 +38,6 @@ MAX_SKIP = 30
 
 def make_pair(config: RatchetConfig, seed: int) -> tuple[DoubleRatchet, DoubleRatchet]:
     rng = seeded_rng(seed)
-    from relaysim.clients import spec
-
     sk = rng(32)
     ad = b"\x05" + rng(32) + b"\x05" + rng(32)
     bob_spk = spec.generate_dh(rng)
@@ -357,6 +356,32 @@ def test_header_encryption_tries_skipped_keys_per_chain_not_per_key(monkeypatch:
         assert list(side.skipped_chains.items()) == list(by_chain.items()) == [(hkr, held - 2), (nhkr, 1)]
     assert bob.decrypt(skipped_on_b) == b"b1"
     assert dict(bob.skipped_chains) == {hkr: held - 2}
+
+
+def test_alice_refuses_a_message_on_bobs_signed_prekey_before_his_first_reply() -> None:
+    """After RatchetInitAlice (§3.3) DHr is Bob's signed prekey and there is no CKr. §3.5
+    RatchetDecrypt takes a header whose dh equals DHr as no DH ratchet step, then needs
+    KDF_CK(CKr), which there is not: the message is refused. It was read as a DH ratchet step on the
+    same key (DH(DHs, SPK) through KDF_RK once more), which only a Bob who holds his signed prekey's
+    private key and sends on it can produce; an honest Bob turns his ratchet before he sends."""
+    alice, bob = make_pair(RatchetConfig(), 13)
+    spk, a0 = bob.dhs, alice.dhs
+    assert spk is not None and a0 is not None and alice.dhr == spk.public and alice.ckr is None
+    # the message a DH ratchet step from Alice's state onto the key SPK would read
+    _rk, ck = spec.kdf_rk(alice.rk, spk.dh(a0.public), RatchetConfig().root_info)
+    _ck, mk = spec.kdf_ck(ck)
+    header = HEADER.pack(spk.public, 0, 0)
+    message = header + spec.encrypt(mk, b"on the signed prekey", alice.ad + header, RatchetConfig().aead_info)
+    stepping = DoubleRatchet.from_dict(alice.to_dict())
+    stepping.dhr = None  # the header's key is then a new one: a DH ratchet step reads the message
+    assert stepping.decrypt(message) == b"on the signed prekey"
+    before = alice.to_dict()
+    with pytest.raises(DecryptionError):
+        alice.decrypt(message)
+    assert alice.to_dict() == before
+    # Bob's real first reply, on his next ratchet key, is read as ever
+    assert bob.decrypt(alice.encrypt(b"a0")) == b"a0"
+    assert alice.decrypt(bob.encrypt(b"b0")) == b"b0"
 
 
 def test_bob_cannot_send_before_receiving() -> None:
