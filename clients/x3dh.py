@@ -42,6 +42,12 @@ PQXDH_INFO = b"relaysim_CURVE25519_SHA-256_ML-KEM-1024"
 _HEADER_KEYS_INFO = b"relaysim_DoubleRatchet_HeaderKeys"
 
 
+def _is_prekey_id(value: object) -> bool:
+    """A prekey id as bundles carry them (``clients.keys``: 0 to 2**32 - 1). ``type() is int``, not
+    ``isinstance``: msgpack's true is a Python bool, an int equal to 1, and would name prekey 1."""
+    return type(value) is int and 0 <= value < 2**32
+
+
 @dataclass(frozen=True, slots=True)
 class InitialMessage:
     """What Alice sends with her first messages so that Bob can compute SK (X3DH §3.3)."""
@@ -69,14 +75,14 @@ class InitialMessage:
             raise DecryptionError()
         ik, ek, spk_id, opk_id, kem_id, kem_ct = data
         ok = (
-            isinstance(ik, bytes)
+            type(ik) is bytes
             and len(ik) == 32
-            and isinstance(ek, bytes)
+            and type(ek) is bytes
             and len(ek) == 32
-            and isinstance(spk_id, int)
-            and (opk_id is None or isinstance(opk_id, int))
+            and _is_prekey_id(spk_id)
+            and (opk_id is None or _is_prekey_id(opk_id))
             and (kem_id is None) == (kem_ct is None)
-            and (kem_ct is None or (isinstance(kem_ct, bytes) and isinstance(kem_id, int)))
+            and (kem_ct is None or (type(kem_ct) is bytes and _is_prekey_id(kem_id)))
         )
         if not ok:
             raise DecryptionError()

@@ -716,6 +716,28 @@ def test_every_x3dh_header_field_replaced_by_anything_fails_cleanly(pq: bool, he
             _check_mutation(stage, _reframed(message, wire_initial, body))
 
 
+@pytest.mark.parametrize("value", [True, False])
+@pytest.mark.parametrize("field", [2, 3, 4], ids=["signed-prekey-id", "one-time-prekey-id", "kem-prekey-id"])
+def test_a_prekey_id_sent_as_a_msgpack_boolean_is_refused(field: int, value: bool) -> None:
+    """msgpack's true and false unpack as Python bools, which are ints equal to 1 and 0: taken as a
+    prekey id, true named prekey 1, and a prekey message whose signed prekey id (1 here) a relay had
+    re-encoded as true read as the original. Each id field must be an integer: the same one
+    DecryptionError, nothing changed, and the message as sent still reads."""
+    state, message, plaintext = _conversation(True, False)["prekey"]
+    initial, body = parse_ciphertext(message)
+    assert initial is not None and initial.signed_prekey_id == 1
+    wire_initial = initial.to_wire()
+    wire_initial[field] = value
+    forged = _reframed(message, wire_initial, body)
+    with pytest.raises(DecryptionError):
+        parse_ciphertext(forged)
+    bob = Device.from_dict(state, rng=seeded_rng(99))
+    with pytest.raises(DecryptionError, match=r"^message could not be decrypted$"):
+        bob.decrypt(ALICE_ADDRESS, forged)
+    assert bob.to_dict() == state
+    assert bob.decrypt(ALICE_ADDRESS, message) == plaintext
+
+
 # --- a hostile peer: it holds the session's keys, so its messages authenticate with any header ------
 
 
