@@ -166,7 +166,12 @@ class EscrowKeyPair:
             version, mk, ad, header, info, message = msgpack.unpackb(packed, raw=False)
         except Exception:  # msgpack raises several unrelated types on garbage
             raise DecryptionError() from None
-        if version != VERSION or not all(isinstance(x, bytes) for x in (mk, ad, header, info)):
+        # (type() is int: msgpack's true unpacks as a bool, an int equal to 1)
+        if (
+            type(version) is not int
+            or version != VERSION
+            or not all(type(x) is bytes for x in (mk, ad, header, info))
+        ):
             raise DecryptionError()
         if message is not None and not isinstance(message, bytes):
             raise DecryptionError()

@@ -18,8 +18,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
+from relaysim.clients import escrow, spec
 from relaysim.clients.errors import DecryptionError
 from relaysim.clients.escrow import ESCROW_TAG, EscrowKeyPair, strip
 from relaysim.clients.session import Device, PeerAddress
@@ -84,6 +86,29 @@ def test_an_escrowed_message_opens_with_the_escrow_key_and_the_recipient_strips_
     assert bob.decrypt(PeerAddress("alice", 1), plain) == b"before escrow"
     assert bob.decrypt(PeerAddress("alice", 1), escrowed) == b"under escrow"
     assert strip(plain) == plain
+
+
+@pytest.mark.parametrize("version", [1, True], ids=["one", "msgpack-true"])
+def test_an_escrow_record_opens_only_with_version_1_as_an_integer(version: int) -> None:
+    """The record's first item is its version, 1. msgpack's true unpacks as a Python bool, an int
+    equal to 1: a record whose version is true was opened as one of version 1."""
+    rng = seeded_rng(5)
+    keys = EscrowKeyPair.generate(rng)
+    public = keys.public_key.public
+    # the blob as EscrowPublicKey.wrap makes it (clients/escrow.py docstring), with the version given
+    record = msgpack.packb([version, bytes(32), b"ad", b"header", b"info", None], use_bin_type=True)
+    e = spec.generate_dh(rng)
+    key = escrow._record_key(e.dh(public), e.public, public)
+    blob = (
+        bytes((escrow.VERSION,))
+        + e.public
+        + spec.encrypt(key, record, e.public + public, escrow._RECORD_INFO)
+    )
+    if type(version) is int:
+        assert keys.open_record(blob).header == b"header"
+    else:
+        with pytest.raises(DecryptionError):
+            keys.open_record(blob)
 
 
 def test_a_device_state_copy_decrypts_what_the_device_would_and_is_independent_of_it() -> None:
