@@ -53,6 +53,12 @@ def _pack(obj: list[Any]) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
+def _check_uint(what: str, name: str, value: object, low: int, high: int) -> None:
+    # type() is int, not isinstance: msgpack's true and false unpack as bools, ints equal to 1 and 0
+    if type(value) is not int or not low <= value <= high:
+        raise CertificateError(f"{what}: {name} must be an integer from {low} to {high}, got {value!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class ServerCertificate:
     key_id: int
@@ -68,7 +74,8 @@ class ServerCertificate:
     @classmethod
     def decode(cls, data: bytes) -> ServerCertificate:
         key_id, public, sig = _unpack(data, 3, "server certificate")
-        if not isinstance(key_id, int) or not isinstance(public, bytes) or not isinstance(sig, bytes):
+        _check_uint("server certificate", "key_id", key_id, 0, 2**32 - 1)
+        if not isinstance(public, bytes) or not isinstance(sig, bytes):
             raise CertificateError("server certificate: fields have the wrong types")
         return cls(key_id, public, sig)
 
@@ -99,14 +106,9 @@ class SenderCertificate:
         if not isinstance(body, bytes) or not isinstance(sig, bytes):
             raise CertificateError("sender certificate: fields have the wrong types")
         sender, device, ik, expires, server = _unpack(body, 5, "sender certificate body")
-        ok = (
-            isinstance(sender, str)
-            and isinstance(device, int)
-            and isinstance(ik, bytes)
-            and len(ik) == 32
-            and isinstance(expires, int)
-            and isinstance(server, bytes)
-        )
+        _check_uint("sender certificate", "device", device, 1, 2**32 - 1)
+        _check_uint("sender certificate", "expires", expires, 0, 2**64 - 1)
+        ok = isinstance(sender, str) and isinstance(ik, bytes) and len(ik) == 32 and isinstance(server, bytes)
         if not ok:
             raise CertificateError("sender certificate: fields have the wrong types")
         return cls(sender, device, ik, expires, ServerCertificate.decode(server), sig)

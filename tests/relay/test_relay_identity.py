@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relaysim.clients._xeddsa import xeddsa_sign
-from relaysim.relay.certificates import CertificateError, SenderCertificate
+from relaysim.relay.certificates import CertificateError, SenderCertificate, ServerSigningKey, TrustRoot
 from relaysim.relay.identity import ServerIdentity, XEdDSAPublicKey, xeddsa_verify
 
 P = 2**255 - 19
@@ -83,6 +83,35 @@ def test_sender_certificate_chain_verifies_with_the_trust_root() -> None:
     stranger = ServerIdentity.generate(random.Random(6).randbytes)
     with pytest.raises(CertificateError, match="signature"):
         certificate.verify(stranger.trust_root_public, now=0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("device", True, "device must be an integer from 1"),
+        ("device", 0, "device must be an integer from 1"),
+        ("expires", True, "expires must be an integer from 0"),
+        ("expires", False, "expires must be an integer from 0"),
+        ("expires", -1, "expires must be an integer from 0"),
+        ("key_id", True, "key_id must be an integer from 0"),
+    ],
+)
+def test_a_certificate_field_of_the_wrong_type_is_refused_though_signed(
+    field: str, value: object, error: str
+) -> None:
+    """msgpack's true and false unpack as Python bools, ints equal to 1 and 0: a sender certificate
+    whose device was true was taken for device 1 (and checked against device 1), one whose expiry was
+    true for an expiry at second 1. The signature covers the bytes as sent, so it verifies: the
+    decoder must refuse the field, naming it."""
+    rng = random.Random(7).randbytes
+    key_id = value if field == "key_id" else 1
+    server = ServerSigningKey.create(TrustRoot(rng(32)), key_id, rng(32))  # type: ignore[arg-type]
+    device = value if field == "device" else 2
+    expires = value if field == "expires" else 1_000
+    _, device_key = _keypair(9)
+    encoded = server.issue("alice", device, device_key, expires).encode()  # type: ignore[arg-type]
+    with pytest.raises(CertificateError, match=error):
+        SenderCertificate.decode(encoded)
 
 
 def test_server_identity_is_deterministic_under_a_seeded_rng() -> None:
