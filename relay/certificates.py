@@ -114,10 +114,14 @@ class SenderCertificate:
         return cls(sender, device, ik, expires, ServerCertificate.decode(server), sig)
 
     def verify(self, trust_root_public: bytes, now: int) -> None:
-        """Check the whole chain and the expiry. Raises CertificateError naming what failed."""
+        """Check the whole chain and the expiry. Raises CertificateError naming what failed.
+
+        ``expires`` is the last second the certificate is good for: it is refused once ``now`` is
+        past it, as libsignal's ``SenderCertificate::validate`` refuses it when the validation time
+        is greater than the expiration."""
         self.server_certificate.verify(trust_root_public)
         _verify(self.server_certificate.public_key, self.signature, self.body(), "sender certificate")
-        if now >= self.expires:
+        if now > self.expires:
             raise CertificateError(f"sender certificate expired at {self.expires} (now {now})")
 
 

@@ -43,7 +43,7 @@ def test_sealed_round_trip_hides_the_sender(
 
 def test_expired_certificate_is_refused(world: tuple[Device, Device, TrustRoot, ServerSigningKey]) -> None:
     alice, bob, root, server = world
-    envelope = alice.seal(bob.address, b"x", cert_for(server, alice, expires=NOW))
+    envelope = alice.seal(bob.address, b"x", cert_for(server, alice, expires=NOW - 1))
     with pytest.raises(DecryptionError):
         bob.open_sealed(envelope, root.public, NOW)
     assert not bob.has_session(alice.address)

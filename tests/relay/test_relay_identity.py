@@ -78,8 +78,9 @@ def test_sender_certificate_chain_verifies_with_the_trust_root() -> None:
     certificate = SenderCertificate.decode(identity.issue("alice", 2, device_key, 1_000).encode())
     certificate.verify(identity.trust_root_public, now=999)
     assert (certificate.sender, certificate.device, certificate.identity_key) == ("alice", 2, device_key)
+    certificate.verify(identity.trust_root_public, now=1_000)  # its last second (libsignal: not after it)
     with pytest.raises(CertificateError, match="expired"):
-        certificate.verify(identity.trust_root_public, now=1_000)
+        certificate.verify(identity.trust_root_public, now=1_001)
     stranger = ServerIdentity.generate(random.Random(6).randbytes)
     with pytest.raises(CertificateError, match="signature"):
         certificate.verify(stranger.trust_root_public, now=0)
