@@ -2140,7 +2140,7 @@ class DeviceAgent:
             return False  # no message numbers under a content key
         if env.sealed:
             return self.trust_root is not None and self.device.sealed_replayed(
-                env.body, self.trust_root, int(self.clock())
+                env.body, self.trust_root, _certificate_time(env)
             )
         if env.source_account is None or env.source_device is None:
             return False
@@ -2164,7 +2164,9 @@ class DeviceAgent:
                 elif env.sealed:
                     if self.trust_root is None:
                         raise DecryptionError()
-                    sender, plaintext = self.device.open_sealed(env.body, self.trust_root, int(self.clock()))
+                    sender, plaintext = self.device.open_sealed(
+                        env.body, self.trust_root, _certificate_time(env)
+                    )
                 elif env.source_account is None or env.source_device is None:
                     # The relay names the sender of every unsealed envelope, and only the session or
                     # the sender key then shows whether it wrote it; one named by nobody is nobody's.
@@ -2261,6 +2263,15 @@ class DeviceAgent:
 # PeerAddress((account, device)) made in C: a NamedTuple's own __new__ is a Python function (~0.2 µs
 # more a call), and a message makes two (the sender's address for its session, the recipient's).
 _peer = cast(Callable[[tuple[str, int]], PeerAddress], functools.partial(tuple.__new__, PeerAddress))
+
+
+def _certificate_time(env: wire.Envelope) -> int:
+    """The time a sealed envelope's sender certificate is checked at: when the relay took the
+    envelope, in the whole seconds the relay counts a certificate's expiry in. Signal's clients give
+    libsignal the envelope's server timestamp, not the time they read it, so a message that waited
+    in the queue while its recipient was offline longer than the certificate had left (a day at
+    most) is read, not refused. The relay that stamps the time is the one that signs certificates."""
+    return env.timestamp // 1000
 
 
 def _is_handout(out: _Outgoing) -> bool:

@@ -118,7 +118,8 @@ class SenderCertificate:
 
         ``expires`` is the last second the certificate is good for: it is refused once ``now`` is
         past it, as libsignal's ``SenderCertificate::validate`` refuses it when the validation time
-        is greater than the expiration."""
+        is greater than the expiration. A recipient gives as ``now`` the time the relay took the
+        envelope (``clients.agent``), as Signal's clients give the envelope's server timestamp."""
         self.server_certificate.verify(trust_root_public)
         _verify(self.server_certificate.public_key, self.signature, self.body(), "sender certificate")
         if now > self.expires:

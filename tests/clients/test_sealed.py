@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from relaysim.clients.agent import DeviceAgent, Received, Undecryptable
 from relaysim.clients.errors import DecryptionError
 from relaysim.clients.session import Device
-from relaysim.relay.certificates import ServerSigningKey, TrustRoot
+from relaysim.relay import wire
+from relaysim.relay.certificates import SenderCertificate, ServerSigningKey, TrustRoot
+from tests.clients.test_agent_duplicates import World
 from tests.conftest import seeded_rng
 
 NOW = 1_000_000
@@ -164,3 +169,46 @@ def test_the_envelope_is_the_documented_layout_byte_for_byte() -> None:
     draws = iter([e_private])
     assert sealed.seal(sender, ik_b, certificate, inner, rng=lambda n: next(draws)) == expected
     assert len(c1) == 80
+
+
+# --- the time a recipient checks the certificate at ---------------------------------------------------
+
+
+def _sealed_to_bob_then_held(hours: float) -> tuple[DeviceAgent, DeviceAgent, wire.Envelope]:
+    """Alice sends Bob a sealed message; the relay holds it for him ``hours`` (he is offline)."""
+    w = World()
+    alice, bob = w.join("alice"), w.join("bob")
+    alice.send_text("bob", b"sent while he was away", sealed=True)
+    w.pump()
+    (env,) = [e for agent, e in w.pushes if agent is bob]
+    assert env.sealed
+    w.clock.now += hours * 3600
+    return alice, bob, env
+
+
+@pytest.mark.parametrize("hours", [1, 23, 25, 24 * 7])
+def test_a_sealed_message_held_past_its_certificates_expiry_is_read(hours: float) -> None:
+    """The relay's certificates last DEFAULT_CERTIFICATE_TTL (a day). Signal's clients check the
+    sender certificate at the envelope's server timestamp (libsignal-service's SignalServiceCipher
+    gives sealedSessionCipher.decrypt the envelope's server-received timestamp), not at the time they
+    read it: a message the relay held while its recipient was offline longer than the certificate had
+    left is read. It was refused as undecryptable once the recipient's clock passed the expiry."""
+    _alice, bob, env = _sealed_to_bob_then_held(hours)
+    events = list(bob.handle(wire.Deliver(id=0, envelope=env)))
+    assert [(type(e).__name__, getattr(e, "plaintext", None)) for e in events] == [
+        ("Received", b"sent while he was away")
+    ]
+
+
+def test_a_sealed_message_the_relay_took_after_its_certificates_expiry_is_refused() -> None:
+    """The check still runs, at the relay's time: an envelope stamped after the certificate's last
+    second is undecryptable, and one stamped at that second (libsignal: expired only after it) reads."""
+    alice, bob, env = _sealed_to_bob_then_held(0)
+    assert alice.certificate is not None
+    expires = SenderCertificate.decode(alice.certificate).expires  # the one her envelope carries
+    late = dataclasses.replace(env, timestamp=(expires + 1) * 1000)
+    events = list(bob.handle(wire.Deliver(id=0, envelope=late)))
+    assert [type(e) for e in events] == [Undecryptable]
+    last = dataclasses.replace(env, id=bytes(len(env.id)), timestamp=expires * 1000 + 999)
+    events = list(bob.handle(wire.Deliver(id=0, envelope=last)))
+    assert [type(e) for e in events] == [Received]
