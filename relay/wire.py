@@ -2041,7 +2041,8 @@ def kt_leaf_decode(leaf: bytes) -> tuple[str, int, bytes]:
         obj = msgpack.unpackb(leaf, raw=False)
     except Exception:  # msgpack raises several unrelated types on garbage
         raise ValueError("key transparency leaf: not valid msgpack") from None
-    if not isinstance(obj, list) or len(obj) != 4 or obj[0] != KT_LEAF_VERSION:
+    # (type() is int: msgpack's true unpacks as a bool, an int equal to 1)
+    if not isinstance(obj, list) or len(obj) != 4 or type(obj[0]) is not int or obj[0] != KT_LEAF_VERSION:
         raise ValueError(f"key transparency leaf: expected [{KT_LEAF_VERSION}, account, device, key]")
     _, account, device, key = obj
     kt_leaf(account, device, key)  # the same checks as on the way in

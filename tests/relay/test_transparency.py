@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -313,6 +314,11 @@ def test_leaf_encoding_rejects_bad_fields() -> None:
     with pytest.raises(ValueError, match="not valid msgpack"):
         wire.kt_leaf_decode(b"\xc1")
     assert wire.kt_leaf_decode(wire.kt_leaf("alice", 2, KEY)) == ("alice", 2, KEY)
+    # the version as msgpack's true, a bool equal to 1: another leaf (other bytes, another hash)
+    with pytest.raises(ValueError, match=r"expected \[1, account, device, key\]"):
+        wire.kt_leaf_decode(msgpack.packb([True, "alice", 2, KEY], use_bin_type=True))
+    with pytest.raises(ValueError, match="device must be an integer >= 1"):
+        wire.kt_leaf_decode(msgpack.packb([1, "alice", True, KEY], use_bin_type=True))
 
 
 # --- the relay logs what it serves -----------------------------------------------------------------
