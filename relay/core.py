@@ -1065,7 +1065,8 @@ class RelayCore:
         self, what: str, conn: ConnectionContext, *buckets: tuple[str, object], cost: float = 1.0
     ) -> None:
         """Take a token (or ``cost`` tokens) from each named bucket (a Limits field, keyed), or refuse
-        with rate_limited and the wait, taking none. A None key (no account, no address) is not limited."""
+        with rate_limited and the wait, taking none; the refusal's ``field`` is the bucket's name (the
+        Limits field) that refused it. A None key (no account, no address) is not limited."""
         now = self.clock()
         limits = self.limits
         chosen = [(name, key, getattr(limits, name)) for name, key in buckets if key is not None]
@@ -1075,6 +1076,7 @@ class RelayCore:
             raise _Refused(
                 ErrorCode.RATE_LIMITED,
                 f"{what}: over this relay's limit {name.replace('_', ' ')} ({rate}); retry in {wait:.3f} s",
+                name,
                 retry_after=wait,
             )
 

@@ -503,6 +503,7 @@ class RelayServer:
                 id=0,
                 code=ErrorCode.RATE_LIMITED.value,
                 message=f"too many new connections from your address ({self.connection_rate}); retry in {wait:.3f} s",
+                field="connection_rate",  # the limit that refused it, as the core's refusals name theirs
                 retry_after_ms=max(1, math.ceil(wait * 1000)),
             )
         self._connection_buckets.take("connection", host, self.connection_rate, now)

@@ -722,7 +722,7 @@ def test_a_group_send_spends_a_send_token_for_each_frame_s_worth_it_makes_the_re
         reply(core.handle(c["alice"], wire.GroupSend(id=3, group=G, epoch=0, body=body))), wire.GroupSent
     )
     again = reply(core.handle(c["alice"], wire.GroupSend(id=4, group=G, epoch=0, body=body)))
-    assert assert_error(again, E.RATE_LIMITED, None).retry_after_ms is not None
+    assert assert_error(again, E.RATE_LIMITED, "send_per_account").retry_after_ms is not None
     assert len(core.store.all_envelopes()) == 6  # the refused send stored nothing
     # more than the burst could ever pay for: refused as too large, not "retry later"
     names = _accounts(core, 20, devices=1)
