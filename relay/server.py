@@ -1339,7 +1339,7 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         (
             "--group-read-rate-account",
             "group_reads_per_account",
-            "group member lists (get_group) per account",
+            "group member lists (get_group) per account, a token for every 32 members",
         ),
     ):
         g.add_argument(

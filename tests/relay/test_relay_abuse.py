@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from relaysim.relay import wire
-from relaysim.relay.core import ConnectionContext
+from relaysim.relay.core import ConnectionContext, RelayCore
 from relaysim.relay.identity import XEdDSAPublicKey
 from relaysim.relay.limits import DEFAULT_LIMITS, UNLIMITED, Limits, Rate, address_key
 from relaysim.relay.metadata import RecordKind
@@ -696,12 +696,15 @@ async def _pipelined_past_a_bucket(
     served: type[wire.Response],
     limit: str,
     attacker_logs_in: bool = False,
+    stock: Callable[[RelayCore], None] | None = None,
 ) -> None:
     """The attacker's connection (at an address of its own) pipelines 8 of ``request`` past a bucket
     of burst 5: 5 are ``served``, 3 refused with rate_limited naming the ``limit`` (its field), the
     connection still answers a ping, and a good device's connection (another address, another
-    account) gets the same request served."""
+    account) gets the same request served. ``stock`` fills the core's store first, if given."""
     core = new_core(clock=time.time, limits=core_limits)
+    if stock is not None:
+        stock(core)
     ports: set[int] = set()
     async with trio.open_nursery() as nursery:
         server: RelayServer = await nursery.start(
@@ -768,6 +771,37 @@ async def test_a_connection_over_its_group_read_limit_is_refused_and_keeps_servi
         lambda i: wire.GetGroup(id=i, group=group),
         wire.GroupInfo,
         "group_reads_per_account",
+    )
+
+
+async def test_a_connection_reading_a_big_groups_members_takes_a_token_for_every_32() -> None:
+    # get_group of a 1,024-member group took one token, as one of 2 members did: now 32 (a token for
+    # every 32 members read), so a burst of 160 serves 5 of them, not 160.
+    group = bytes(range(16))
+    names = tuple(f"m{i:04d}" for i in range(1022))
+
+    def stock(core: RelayCore) -> None:
+        with core.store.transaction():
+            for name in names:
+                core.store.create_account(name, 0.0)
+
+    async def prepare(attacker: WireClient, good: WireClient) -> None:
+        await good.register(BOB)
+        await attacker.register(MALLORY)
+        await attacker.authenticate(MALLORY)
+        await good.authenticate(BOB)
+        created = await attacker.request(
+            lambda i: wire.CreateGroup(id=i, group=group, members=("bob", *names))
+        )
+        assert isinstance(created, wire.GroupUpdated), created
+
+    await _pipelined_past_a_bucket(
+        dataclasses.replace(UNLIMITED, group_reads_per_account=Rate(0.001, 5.0 * 32)),
+        prepare,
+        lambda i: wire.GetGroup(id=i, group=group),
+        wire.GroupInfo,
+        "group_reads_per_account",
+        stock=stock,
     )
 
 
