@@ -86,6 +86,8 @@ class Limits:
     queue_bytes: int | None = 64 * 1024 * 1024
     # Sends (authenticated and sealed), one token per request, per sending account and per
     # source address (a sealed send over an unauthenticated connection has only its address).
+    # ``create_group``, ``change_group`` and ``group_send`` spend the same tokens; the last two a token
+    # for every 32 members of the group they read (relay.core.MEMBERS_PER_TOKEN), 32 for 1,024.
     send_per_account: Rate | None = Rate(20.0, 200.0)
     send_per_address: Rate | None = Rate(50.0, 500.0)
     # New accounts per source address (re-registration and linking need a logged-in device and
@@ -146,11 +148,13 @@ class Limits:
     # ~1.2 ms of the relay's CPU a second per address). An operator who turns the connection rate
     # off for a big NAT should turn this off with it.
     logins_per_address: Rate | None = Rate(4.0, 128.0)
-    # ``get_group`` per account, a token a request: its answer lists up to 1,024 members, read from
-    # the store (~5 ms of the relay's CPU for a group that size, ~3 ms to refuse a caller not in it).
+    # ``get_group`` per account, a token for every 32 members its answer lists (relay.core.
+    # MEMBERS_PER_TOKEN: one for a group of up to 32, 32 for one of 1,024, each read from the store at
+    # ~3.5 µs a member); a caller not in the group takes one and is refused before any member is read.
     # A member asks before each group message it sends under server fan-out (its ``group_send`` is
-    # held to the account's send rate, 20 a second), after each change it makes, and, at each login,
-    # for every group it knows: a burst of 1,000 covers a login in a thousand groups, 20 a second the
+    # held to the account's send rate, 20 a second, and takes as many tokens of it for the members it
+    # reads), after each change it makes, and, at each login, for every group it knows: a burst of
+    # 1,000 covers a login in a thousand groups of up to 32 members (or 31 of 1,024), 20 a second the
     # account's sends.
     group_reads_per_account: Rate | None = Rate(20.0, 1000.0)
     # Below this many one-time prekeys, a device is told so (``prekeys_left`` in Authenticated

@@ -503,6 +503,7 @@ class RelayServer:
                 id=0,
                 code=ErrorCode.RATE_LIMITED.value,
                 message=f"too many new connections from your address ({self.connection_rate}); retry in {wait:.3f} s",
+                field="connection_rate",  # the limit that refused it, as the core's refusals name theirs
                 retry_after_ms=max(1, math.ceil(wait * 1000)),
             )
         self._connection_buckets.take("connection", host, self.connection_rate, now)
@@ -1338,7 +1339,7 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         (
             "--group-read-rate-account",
             "group_reads_per_account",
-            "group member lists (get_group) per account",
+            "group member lists (get_group) per account, a token for every 32 members",
         ),
     ):
         g.add_argument(

@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from relaysim.relay import wire
-from relaysim.relay.core import ConnectionContext
+from relaysim.relay.core import ConnectionContext, RelayCore
 from relaysim.relay.identity import XEdDSAPublicKey
 from relaysim.relay.limits import DEFAULT_LIMITS, UNLIMITED, Limits, Rate, address_key
 from relaysim.relay.metadata import RecordKind
@@ -343,8 +343,8 @@ def test_sender_certificates_are_a_token_bucket_per_account_taken_before_the_sig
     issued = []
     with pytest.MonkeyPatch.context() as patch:  # a refused request costs no signature
         patch.setattr(type(core.identity), "issue", lambda *a: issued.append(a))
-        limited = assert_error(ask(mallory, 7), E.RATE_LIMITED, None)
-        again = assert_error(ask(linked, 8), E.RATE_LIMITED, None)
+        limited = assert_error(ask(mallory, 7), E.RATE_LIMITED, "certificates_per_account")
+        again = assert_error(ask(linked, 8), E.RATE_LIMITED, "certificates_per_account")
     assert issued == []
     assert limited.message.startswith("get_sender_certificate: ")
     assert limited.retry_after_ms == again.retry_after_ms == 2000
@@ -352,7 +352,7 @@ def test_sender_certificates_are_a_token_bucket_per_account_taken_before_the_sig
     assert isinstance(ask(bob, 9), wire.SenderCertificateResponse)
     clock.now += 2
     assert isinstance(ask(linked, 10), wire.SenderCertificateResponse)
-    assert_error(ask(mallory, 11), E.RATE_LIMITED, None)
+    assert_error(ask(mallory, 11), E.RATE_LIMITED, "certificates_per_account")
 
 
 def test_a_device_is_told_when_its_one_time_prekeys_run_low() -> None:
@@ -496,7 +496,9 @@ def test_contact_discovery_is_a_token_a_name_per_account_with_a_retry_after() ->
     found = reply(core.handle(alice, wire.DiscoverContacts(id=2, contacts=names)))
     assert isinstance(found, wire.ContactsFound) and found.registered == ("bob",)
     over = assert_error(
-        reply(core.handle(alice, wire.DiscoverContacts(id=3, contacts=("a", "b", "c")))), E.RATE_LIMITED, None
+        reply(core.handle(alice, wire.DiscoverContacts(id=3, contacts=("a", "b", "c")))),
+        E.RATE_LIMITED,
+        "discover_per_account",
     )
     assert over.retry_after_ms == 500 and "a token a name" in over.message  # one name short, at 2 a second
     # another account has its own tokens
@@ -520,9 +522,36 @@ def test_contact_discovery_is_a_token_a_name_per_account_with_a_retry_after() ->
     codes = [a.code for a in answers if isinstance(a, wire.ErrorFrame)]
     assert codes == ["unknown_account"] * 10 + ["rate_limited"] * 2
     group = wire.CreateGroup(id=8, group=bytes(16), members=("x0", "x1", "x2"))
-    assert_error(reply(core.handle(alice, group)), E.RATE_LIMITED, None)  # three names, no token left
+    assert_error(
+        reply(core.handle(alice, group)), E.RATE_LIMITED, "discover_per_account"
+    )  # 3 names, no token left
     clock[0] += 1.5
     assert_error(reply(core.handle(alice, group)), E.UNKNOWN_ACCOUNT, "members[0]")  # three tokens back
+
+
+def test_an_unblock_of_an_account_not_blocked_writes_nothing_and_takes_no_token() -> None:
+    # unblock has no bucket (docs/protocol.md, "Limits"): with keep_blocks each one was a DELETE (~14 µs,
+    # 2.5 x a ping) even of an account never blocked, without end. Now only a block, which spent a
+    # discovery token, is ever deleted, and an unblock costs what a ping does; the answer is the same.
+    core = new_core(limits=DEFAULT_LIMITS, keep_blocks=True)
+    alice = core_device(core, ALICE, 1)
+    core_device(core, BOB, 2)
+    deleted: list[tuple[str, str]] = []
+    remove = core.store.remove_block
+
+    def counted(account: str, blocked: str) -> bool:
+        deleted.append((account, blocked))
+        return remove(account, blocked)
+
+    core.store.remove_block = counted  # type: ignore[method-assign]
+    for i in range(1000):  # more than any bucket's burst but the discovery and key log ones
+        assert isinstance(reply(core.handle(alice, wire.Unblock(id=i, account="bob"))), wire.Unblocked)
+    assert deleted == []
+    assert isinstance(reply(core.handle(alice, wire.Block(id=1001, account="bob"))), wire.Blocked)
+    assert [b for b, _ in core.store.blocks_of("alice")] == ["bob"] and "bob" in core.blocked_by("alice")
+    assert isinstance(reply(core.handle(alice, wire.Unblock(id=1002, account="bob"))), wire.Unblocked)
+    assert deleted == [("alice", "bob")]
+    assert core.store.blocks_of("alice") == [] and core.blocked_by("alice") == {}
 
 
 def test_re_registering_with_a_new_identity_ends_the_old_identitys_sessions() -> None:
@@ -681,6 +710,7 @@ async def test_a_connection_over_its_group_state_limit_is_refused_and_keeps_serv
         prepare,
         lambda i: wire.GetGroupState(id=i, group=group),
         wire.GroupState,
+        "group_state_per_address",
     )
 
 
@@ -689,12 +719,17 @@ async def _pipelined_past_a_bucket(
     prepare: Callable[[WireClient, WireClient], object],
     request: Callable[[int], wire.Request],
     served: type[wire.Response],
+    limit: str,
     attacker_logs_in: bool = False,
+    stock: Callable[[RelayCore], None] | None = None,
 ) -> None:
     """The attacker's connection (at an address of its own) pipelines 8 of ``request`` past a bucket
-    of burst 5: 5 are ``served``, 3 refused with rate_limited, the connection still answers a ping,
-    and a good device's connection (another address, another account) gets the same request served."""
+    of burst 5: 5 are ``served``, 3 refused with rate_limited naming the ``limit`` (its field), the
+    connection still answers a ping, and a good device's connection (another address, another
+    account) gets the same request served. ``stock`` fills the core's store first, if given."""
     core = new_core(clock=time.time, limits=core_limits)
+    if stock is not None:
+        stock(core)
     ports: set[int] = set()
     async with trio.open_nursery() as nursery:
         server: RelayServer = await nursery.start(
@@ -710,7 +745,7 @@ async def _pipelined_past_a_bucket(
         await attacker.pipeline([request] * 8, lambda _, answer: answers.append(answer))
         assert sum(isinstance(a, served) for a in answers) == 5, answers
         for refused in [a for a in answers if not isinstance(a, served)]:
-            assert assert_error(refused, E.RATE_LIMITED).retry_after_ms is not None
+            assert assert_error(refused, E.RATE_LIMITED, limit).retry_after_ms is not None
         assert isinstance(await attacker.request(lambda i: wire.Ping(id=i)), wire.Pong)  # still served
         assert isinstance(await good.request(request), served)
         await attacker.aclose()
@@ -727,6 +762,7 @@ async def test_a_connection_over_its_key_log_limit_is_refused_and_keeps_serving(
         prepare,
         lambda i: wire.GetKeyLogEntries(id=i, start=0, end=0),
         wire.KeyLogEntries,
+        "key_log_per_address",
     )
 
 
@@ -739,6 +775,7 @@ async def test_a_connection_over_its_login_limit_is_refused_and_keeps_serving() 
         prepare,
         lambda i: wire.AuthChallenge(id=i, account="alice", device=1),
         wire.Challenge,
+        "logins_per_address",
     )
 
 
@@ -758,6 +795,38 @@ async def test_a_connection_over_its_group_read_limit_is_refused_and_keeps_servi
         prepare,
         lambda i: wire.GetGroup(id=i, group=group),
         wire.GroupInfo,
+        "group_reads_per_account",
+    )
+
+
+async def test_a_connection_reading_a_big_groups_members_takes_a_token_for_every_32() -> None:
+    # get_group of a 1,024-member group took one token, as one of 2 members did: now 32 (a token for
+    # every 32 members read), so a burst of 160 serves 5 of them, not 160.
+    group = bytes(range(16))
+    names = tuple(f"m{i:04d}" for i in range(1022))
+
+    def stock(core: RelayCore) -> None:
+        with core.store.transaction():
+            for name in names:
+                core.store.create_account(name, 0.0)
+
+    async def prepare(attacker: WireClient, good: WireClient) -> None:
+        await good.register(BOB)
+        await attacker.register(MALLORY)
+        await attacker.authenticate(MALLORY)
+        await good.authenticate(BOB)
+        created = await attacker.request(
+            lambda i: wire.CreateGroup(id=i, group=group, members=("bob", *names))
+        )
+        assert isinstance(created, wire.GroupUpdated), created
+
+    await _pipelined_past_a_bucket(
+        dataclasses.replace(UNLIMITED, group_reads_per_account=Rate(0.001, 5.0 * 32)),
+        prepare,
+        lambda i: wire.GetGroup(id=i, group=group),
+        wire.GroupInfo,
+        "group_reads_per_account",
+        stock=stock,
     )
 
 
@@ -820,7 +889,10 @@ async def test_new_connections_from_one_address_are_rate_limited_with_a_retry_af
             decoder.receive_data(data)
             frames.append(decoder.next_frame())
         limited = [f for f in frames if isinstance(f, wire.ErrorFrame)]
-        assert limited and all(f.code == E.RATE_LIMITED.value and f.retry_after_ms for f in limited), frames
+        assert limited and all(
+            f.code == E.RATE_LIMITED.value and f.retry_after_ms and f.field == "connection_rate"
+            for f in limited
+        ), frames
         for s in sockets:
             s.close()
         nursery.cancel_scope.cancel()

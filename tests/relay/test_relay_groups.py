@@ -676,6 +676,98 @@ def test_a_group_holds_at_most_what_one_group_info_lists() -> None:
     assert core.store.group_epoch(other) is None  # refused whole
 
 
+def _read_members(kind: str, group: bytes, rid: int) -> wire.Request:
+    """A request of ``kind`` that reads every member of ``group`` and changes nothing."""
+    if kind == "get_group":
+        return wire.GetGroup(id=rid, group=group)
+    if kind == "change_group":
+        return wire.ChangeGroup(id=rid, group=group, admins=("alice",))  # alice is an admin already
+    return wire.GroupSend(id=rid, group=group, epoch=0, body=b"skm")
+
+
+@pytest.mark.parametrize("kind", ["get_group", "change_group", "group_send"])
+def test_a_request_that_reads_every_member_takes_a_token_for_every_32_of_them(kind: str) -> None:
+    """get_group, change_group and group_send read every member of the group (~3.5-9 ms at 1,024
+    members) and took one token whatever its size: a 1,024-member group had the relay do ~1,000 x
+    the work of a small one per token. Now a token for every 32 members (relay.core.MEMBERS_PER_TOKEN)."""
+    from relaysim.relay.core import MEMBERS_PER_TOKEN
+    from relaysim.relay.limits import Rate
+
+    bucket = "group_reads_per_account" if kind == "get_group" else "send_per_account"
+    now = [T0]
+    core = new_core(lambda: now[0], limits=replace(UNLIMITED, **{bucket: Rate(1.0, 40.0)}))
+    c = {k.account: core_device(core, k, i + 1) for i, k in enumerate((ALICE, BOB))}
+    small = bytes(16)
+    created = reply(core.handle(c["alice"], wire.CreateGroup(id=1, group=small, members=("bob",))))
+    assert isinstance(created, wire.GroupUpdated)
+    assert isinstance(_create(core, c["alice"], "bob", *_accounts(core, 1022)), wire.GroupUpdated)
+    assert len(core.store.group_members(G)) == wire.MAX_GROUP_MEMBERS == 32 * MEMBERS_PER_TOKEN
+    now[0] += 100  # the bucket full again: 40 tokens
+    assert not isinstance(reply(core.handle(c["alice"], _read_members(kind, G, 2))), wire.ErrorFrame)  # 32
+    again = assert_error(reply(core.handle(c["alice"], _read_members(kind, G, 3))), E.RATE_LIMITED, bucket)
+    assert again.retry_after_ms == 24_000  # 8 tokens left of the 32 it takes, at 1 a second
+    assert f"{kind} to a group of 1024 members, a token for every 32" in again.message
+    # a group of up to 32 members takes one token a request, as any request does
+    for i in range(8):
+        assert not isinstance(
+            reply(core.handle(c["alice"], _read_members(kind, small, 4 + i))), wire.ErrorFrame
+        )
+    assert_error(reply(core.handle(c["alice"], _read_members(kind, small, 12))), E.RATE_LIMITED, bucket)
+
+
+def test_a_group_send_whose_copies_would_take_more_than_the_members_leave_of_a_burst_is_too_large() -> None:
+    # A 1,024-member group's send takes 32 tokens for its members; the frames' worth of copies past the
+    # first must fit in what is left of a burst (8 of 40 here), or the send could never be met.
+    from relaysim.relay.limits import Rate
+
+    now = [T0]
+    core = new_core(lambda: now[0], limits=replace(UNLIMITED, send_per_account=Rate(1.0, 40.0)))
+    c = {k.account: core_device(core, k, i + 1) for i, k in enumerate((ALICE, BOB))}
+    assert isinstance(_create(core, c["alice"], "bob", *_accounts(core, 1022, devices=1)), wire.GroupUpdated)
+    now[0] += 100
+    # 2,500 bytes to 1,023 devices: 10 frames' worth, 9 tokens past the first
+    too_big = reply(core.handle(c["alice"], wire.GroupSend(id=2, group=G, epoch=0, body=bytes(2500))))
+    message = assert_error(too_big, E.ENVELOPE_TOO_LARGE, "body").message
+    assert "the most one request to this group may make this relay store is 9 frames' worth" in message
+    now[0] += 100
+    # 2,200 bytes: 9 frames' worth, 8 tokens past the first, the 8 the members' 32 leave
+    sent = reply(core.handle(c["alice"], wire.GroupSend(id=3, group=G, epoch=0, body=bytes(2200))))
+    assert isinstance(sent, wire.GroupSent) and len(sent.envelope_ids) == 1023
+    assert core.store.all_envelopes()[0].body == bytes(2200)
+
+
+@pytest.mark.parametrize("kind", ["get_group", "change_group", "group_send"])
+def test_a_caller_not_in_a_group_takes_one_token_and_its_members_are_not_read(kind: str) -> None:
+    """A stranger's request is refused unknown_group before any member is read (reading 1,024 to
+    refuse it was ~2.5 ms a request), for one token whatever the group's size: its waits are those
+    for a group that does not exist, so they do not tell it that the group exists or how big it is."""
+    from relaysim.relay.limits import Rate
+
+    bucket = "group_reads_per_account" if kind == "get_group" else "send_per_account"
+    core = new_core(limits=replace(UNLIMITED, **{bucket: Rate(1.0, 40.0)}))
+    c = {k.account: core_device(core, k, i + 1) for i, k in enumerate((ALICE, BOB, CAROL))}
+    assert isinstance(_create(core, c["alice"], "bob", *_accounts(core, 1022)), wire.GroupUpdated)
+    reads: list[bytes] = []
+    read = core.store.group_members
+
+    def counted(group: bytes) -> list[store_module.GroupMemberRecord]:
+        reads.append(group)
+        return read(group)
+
+    core.store.group_members = counted  # type: ignore[method-assign]
+    for i, group in enumerate((G, bytes(16)) * 20):  # the group, and one that does not exist
+        assert_error(
+            reply(core.handle(c["carol"], _read_members(kind, group, 2 + i))), E.UNKNOWN_GROUP, "group"
+        )
+    assert reads == []
+    waits = [
+        assert_error(reply(core.handle(c["carol"], _read_members(kind, group, 50))), E.RATE_LIMITED, bucket)
+        for group in (G, bytes(16))
+    ]
+    assert waits[0].retry_after_ms == waits[1].retry_after_ms == 1000
+    assert waits[0].message == waits[1].message
+
+
 def test_group_lists_name_each_account_once_and_a_change_does_not_both_add_and_remove() -> None:
     core, c = _world()
     twice = reply(core.handle(c["alice"], wire.CreateGroup(id=1, group=G, members=("bob", "carol", "bob"))))
@@ -722,7 +814,7 @@ def test_a_group_send_spends_a_send_token_for_each_frame_s_worth_it_makes_the_re
         reply(core.handle(c["alice"], wire.GroupSend(id=3, group=G, epoch=0, body=body))), wire.GroupSent
     )
     again = reply(core.handle(c["alice"], wire.GroupSend(id=4, group=G, epoch=0, body=body)))
-    assert assert_error(again, E.RATE_LIMITED, None).retry_after_ms is not None
+    assert assert_error(again, E.RATE_LIMITED, "send_per_account").retry_after_ms is not None
     assert len(core.store.all_envelopes()) == 6  # the refused send stored nothing
     # more than the burst could ever pay for: refused as too large, not "retry later"
     names = _accounts(core, 20, devices=1)
