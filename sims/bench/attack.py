@@ -24,7 +24,7 @@ starts once the relay process is idle (no thread of it running or waiting for th
 the next one's baseline (``waited_for_idle_s`` in the JSON: how long that took).
 
 The attacks, each for --duration seconds (default 3), every loop bounded in count and time, from
-addresses of their own in 127.0.2.0/24 .. 127.0.9.0/24 (loopback only: on Linux all of 127/8
+addresses of their own in 127.0.2.0/24 .. 127.0.12.0/24 (loopback only: on Linux all of 127/8
 reaches the loopback interface):
 
 * memory — pipelined ``receive`` and ``fetch_bundle`` requests (at most 4,000 on each of 4
@@ -40,7 +40,19 @@ reaches the loopback interface):
 * keys — pipelined ``upload_prekeys`` of 100 signed ML-KEM prekeys each (102 signatures for the
   relay to check, ~11 ms of its CPU a request) on 8 logged-in connections of two attacker devices;
 * acks — pipelined ``ack`` of 1,000 envelope ids the attacker never received (a look-up each,
-  ~5 ms a request) on 8 logged-in connections of two attacker accounts.
+  ~5 ms a request) on 8 logged-in connections of two attacker accounts;
+* keylog — pipelined key log reads (``get_key_log_head``, ``get_key_log_consistency`` from the
+  first leaf to the whole log, ``get_key_log_entries`` of a page of every leaf), which need no
+  login, on 8 connections from one address (its bucket: Limits.key_log_per_address);
+* groupread — pipelined ``get_group`` of a group of every device of the run on 8 logged-in
+  connections of two attacker accounts, its members (Limits.group_reads_per_account);
+* groupstate — pipelined ``get_group_state`` of a group state of the largest size (128 KiB, with
+  its write keys), which needs no login, on 8 connections from one address
+  (Limits.group_state_per_address).
+
+The last three attack a bucket: each of their connections goes on past --duration until the relay
+has refused it once for a rate (``rate_limited``), at most 30 s longer, so every run reaches the
+bucket however slow the machine (``refused_on_every_connection`` in the notes).
 
 Memory: the relay process's peak RSS (Linux /proc VmHWM) over the run, against its stated
 ceiling at the default connection cap (``relay.server.memory_ceiling`` per connection × 4,096
@@ -86,7 +98,19 @@ from relaysim.sims.bench import harness
 
 __all__ = ["ATTACKS", "main"]
 
-ATTACKS: Final = ("memory", "slots", "flood", "register", "drain", "enumerate", "keys", "acks")
+ATTACKS: Final = (
+    "memory",
+    "slots",
+    "flood",
+    "register",
+    "drain",
+    "enumerate",
+    "keys",
+    "acks",
+    "keylog",
+    "groupread",
+    "groupstate",
+)
 LABELS: Final = {
     "memory": "memory amplification (pipelined requests, answers never read)",
     "slots": "connection-slot exhaustion (idle sockets from one address)",
@@ -96,6 +120,9 @@ LABELS: Final = {
     "enumerate": "account enumeration by timing (authenticate, existing vs absent)",
     "keys": "key-upload flood (signed ML-KEM prekeys, pipelined)",
     "acks": "acks of envelope ids never received (pipelined)",
+    "keylog": "key log reads (head, consistency, entries; no login, one address)",
+    "groupread": "group member lists (get_group of a group of every device, pipelined)",
+    "groupstate": "group state reads (128 KiB answers, no login, one address)",
 }
 SHARE: Final = 0.8  # issue #14: good devices keep >= 80 % of their unattacked throughput
 ONE_TIME_PREKEYS: Final = 20
@@ -105,7 +132,7 @@ _READY_TIMEOUT = 60.0
 _MAX_SLOTS = 600  # sockets the slot attacker opens at most
 _MAX_PIPELINED = 4000  # requests each memory attacker writes at most
 _ATTACKER_ACCOUNTS = 8
-_PIPELINES = 8  # connections each of the keys and acks attackers pipelines on
+_PIPELINES = 8  # connections each of the keys, acks and bucket (_past_a_bucket) attackers pipelines on
 # Before each baseline slice the relay must be idle: no thread of its process running or waiting
 # for the disk (Linux /proc) at _IDLE_LOOKS looks in a row, _IDLE_POLL s apart. An attack leaves
 # work behind (the keys attack's accepted uploads, 102 signature checks each, answered after its
@@ -116,6 +143,9 @@ _IDLE_POLL = 0.02
 _IDLE_TIMEOUT = 120.0
 # A slice waits this long at least (arrival_cap) after its sending ends for its last messages.
 _ARRIVAL_CAP = 10.0
+# The attacks on a bucket (_past_a_bucket) go on past --duration until the relay has refused each of
+# their connections once, at most this much longer.
+_REFUSAL_GUARD = 30.0
 
 
 def account_name(i: int) -> str:
@@ -694,6 +724,156 @@ async def attack_acks(port: int, seed: int, duration: float, stats: AttackStats)
     await _pipelined(port, seed, duration, stats, "acks", lambda c: c.frame("ack", envelope_ids=ids))
 
 
+async def _past_a_bucket(
+    port: int,
+    seed: int,
+    duration: float,
+    stats: AttackStats,
+    attack: str,
+    frame: Callable[[Client], bytes],
+    *,
+    accounts: tuple[str, ...] = (),
+    one_address: bool = True,
+    setup: Callable[[Client], Any] | None = None,
+) -> None:
+    """``frame(client)`` written over and over on _PIPELINES connections (logged in as ``accounts`` in
+    turn, if any; from one address of the attack's own if ``one_address``, else one each), each until
+    --duration has passed and the relay has refused it once for a rate (rate_limited): so every run
+    reaches the bucket, however slow the machine; at most _MAX_PIPELINED requests a connection and
+    _REFUSAL_GUARD s past the duration. ``setup(first client)`` runs before. Every answer counted;
+    ``refused_on_every_connection`` in the notes says whether each connection met its bucket."""
+    clients: list[Client] = []
+    refused: list[trio.Event] = []
+    try:
+        for i in range(_PIPELINES):
+            name = accounts[i % len(accounts)] if accounts else f"{attack}{i}"
+            c = await Client.open(port, attacker_address(attack, 0 if one_address else i), name)
+            if accounts:
+                await c.log_in(seed)
+            clients.append(c)
+            refused.append(trio.Event())
+        if setup is not None:
+            await setup(clients[0])
+        deadline = trio.current_time() + duration
+
+        async def reader(c: Client, refusal: trio.Event) -> None:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                while (f := await c.read()) is not None:
+                    stats.answer(f)
+                    if f["kind"] == "error" and f["code"] == "rate_limited":
+                        refusal.set()
+                stats.answer(None)
+
+        async def pipeline(c: Client, refusal: trio.Event) -> None:
+            with contextlib.suppress(trio.BrokenResourceError, OSError):
+                for _ in range(_MAX_PIPELINED):
+                    if refusal.is_set() and trio.current_time() >= deadline:
+                        return
+                    await c.stream.send_all(frame(c))  # blocks once the relay stops reading
+                    stats.requests += 1
+                await refusal.wait()
+
+        async with trio.open_nursery() as nursery:
+            for c, refusal in zip(clients, refused, strict=True):
+                nursery.start_soon(reader, c, refusal)
+            with trio.move_on_at(deadline + _REFUSAL_GUARD):
+                async with trio.open_nursery() as writers:
+                    for c, refusal in zip(clients, refused, strict=True):
+                        writers.start_soon(pipeline, c, refusal)
+            nursery.cancel_scope.cancel()
+        stats.notes["refused_on_every_connection"] = all(r.is_set() for r in refused)
+    finally:
+        for c in clients:
+            await c.aclose()
+
+
+async def attack_keylog(port: int, seed: int, duration: float, stats: AttackStats) -> None:
+    """The key log's reads, which need no login, from one address: its head, a consistency proof
+    from the first leaf to the whole log, and every leaf (a page), in turn, past the address's bucket
+    (Limits.key_log_per_address)."""
+    size = [1]
+
+    async def setup(c: Client) -> None:
+        await c.send("get_key_log_head")
+        head = await c.expect("key_log_head", "error")
+        if head["kind"] != "key_log_head":
+            raise harness.BenchError(f"the key log attack could not read the log's head: {head}")
+        size[0] = max(1, head["head"]["tree_size"])
+        stats.requests += 1
+        stats.answer({"kind": "key_log_head"})
+
+    def frame(c: Client) -> bytes:
+        k = c.next_id % 3
+        if k == 0:
+            return c.frame("get_key_log_head")
+        if k == 1:
+            return c.frame("get_key_log_consistency", first=1, second=size[0])
+        return c.frame("get_key_log_entries", start=0, end=size[0] - 1)
+
+    await _past_a_bucket(port, seed, duration, stats, "keylog", frame, setup=setup)
+
+
+_GROUP = hashlib.sha256(b"relaysim bench attack group").digest()[:16]
+
+
+async def attack_groupread(port: int, seed: int, duration: float, stats: AttackStats, goods: int) -> None:
+    """``get_group`` of a group of every device of the run (the attackers' and the good ones), pipelined
+    by attackers 6 and 7, its members, past their accounts' buckets (Limits.group_reads_per_account)."""
+    members = [attacker_name(7)] + [account_name(i) for i in range(goods)]
+
+    async def setup(c: Client) -> None:  # attacker 6 makes the group (a write: its send bucket)
+        await c.send("create_group", group=_GROUP, members=members)
+        created = await c.expect("group_updated", "error")
+        if created["kind"] != "group_updated":
+            raise harness.BenchError(f"the group attack could not make its group: {created}")
+
+    await _past_a_bucket(
+        port,
+        seed,
+        duration,
+        stats,
+        "groupread",
+        lambda c: c.frame("get_group", group=_GROUP),
+        accounts=(attacker_name(6), attacker_name(7)),
+        one_address=False,
+        setup=setup,
+    )
+
+
+async def attack_groupstate(port: int, seed: int, duration: float, stats: AttackStats) -> None:
+    """``get_group_state`` (no login) of a group state of the largest size (128 KiB, an answer a whole
+    frame), with its write keys, from one address past its bucket (Limits.group_state_per_address)."""
+    group = hashlib.sha256(b"relaysim bench attack group state").digest()[:16]
+    state = bytes(wire.MAX_GROUP_STATE)
+    secret = identity_private(seed, "group state writer")
+    write_key = _primitives.ed25519_public(secret)
+
+    async def setup(c: Client) -> None:  # the state stored as a group's first version
+        signature = _primitives.ed25519_sign(secret, wire.group_state_message(group, 0, state, [write_key]))
+        await c.send(
+            "put_group_state",
+            group=group,
+            version=0,
+            state=state,
+            write_key=write_key,
+            signature=signature,
+            write_keys=[write_key],
+        )
+        stored = await c.expect("group_state_stored", "error")
+        if stored["kind"] != "group_state_stored":
+            raise harness.BenchError(f"the group state attack could not store its state: {stored}")
+
+    await _past_a_bucket(
+        port,
+        seed,
+        duration,
+        stats,
+        "groupstate",
+        lambda c: c.frame("get_group_state", group=group, write_keys=True),
+        setup=setup,
+    )
+
+
 # --- the run ------------------------------------------------------------------------------------
 
 
@@ -742,14 +922,17 @@ async def _run(
                 "enumerate": lambda s: attack_enumerate(port, args.seed, args.duration, s, args.good),
                 "keys": lambda s: attack_keys(port, args.seed, args.duration, s),
                 "acks": lambda s: attack_acks(port, args.seed, args.duration, s),
+                "keylog": lambda s: attack_keylog(port, args.seed, args.duration, s),
+                "groupread": lambda s: attack_groupread(port, args.seed, args.duration, s, args.good),
+                "groupstate": lambda s: attack_groupstate(port, args.seed, args.duration, s),
             }[attack]
 
             async def good(into: list[Slice]) -> None:
                 into.append(await good_slice(goods, args.rate, args.duration, args.body_size))
 
             got: list[Slice] = []
-            # a hang guard (the good slice waits for its last messages)
-            with trio.fail_after(args.duration * 4 + 30 + arrival_cap(args.duration)):
+            # a hang guard: the good slice waits for its last messages, a bucket attack for its refusals
+            with trio.fail_after(args.duration * 4 + 30 + arrival_cap(args.duration) + _REFUSAL_GUARD):
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(runner, stats)
                     nursery.start_soon(good, got)

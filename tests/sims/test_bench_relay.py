@@ -164,6 +164,21 @@ def test_the_attack_bench_runs_every_attack_against_a_relay_with_its_defaults(
     # more passes once a token is back, then it takes 20 s to refill
     assert set(results["acks"]["attacker_answers"]) <= {"acked", "rate_limited"}
     assert results["acks"]["attacker_answers"].get("acked", 0) <= 2 * 2
+    # the bucket attacks go on until the relay refused each connection for its rate: each bucket's
+    # whole burst served first (never fewer: the refusals come once it is empty), then refusals
+    limits = attack.DEFAULT_LIMITS
+    for name, served, burst in (
+        ("keylog", ("key_log_head", "key_log_consistency", "key_log_entries"), limits.key_log_per_address),
+        ("groupread", ("group_info",), limits.group_reads_per_account),
+        ("groupstate", ("group_state",), limits.group_state_per_address),
+    ):
+        answers = results[name]["attacker_answers"]
+        assert set(answers) <= {*served, "rate_limited"}, (name, answers)
+        assert answers.get("rate_limited", 0) > 0, name
+        assert results[name]["notes"]["refused_on_every_connection"] is True, name
+        assert burst is not None
+        accounts = 2 if name == "groupread" else 1  # a bucket per account (attackers 6 and 7), or one address
+        assert sum(answers.get(k, 0) for k in served) >= accounts * burst.burst, (name, answers)
     # every slice follows its messages: each one sent was delivered, refused, or counted lost
     for name, r in results.items():
         for s in (r["baseline"], r["attacked"]):
