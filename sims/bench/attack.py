@@ -9,15 +9,22 @@ XEdDSA signatures, no sockets), each with one-time prekeys.
 The good devices (--good, default 16) each connect from their own loopback address
 (127.0.1.x) and log in. Device i sends to device i + N/2 at a steady --rate messages a second
 (default 5: a busy person; well under the relay's per-account 20/s), and acknowledges what is
-pushed to it. Their throughput is the envelopes delivered (pushed to the recipient) a second,
-their latency from writing ``send`` to reading the ``deliver``. An attack's cost to them is
-their throughput during it over their throughput in the baseline slice before it. Each baseline
+pushed to it. Each slice follows every message sent in it until it is delivered (pushed to the
+recipient) or refused: it stays open past its --duration until the last has arrived, or until a
+generous cap (``arrival_cap``: 10 s, or twice --duration) passes, and what has not arrived by then
+is counted ``lost`` (``cap_reached`` in the JSON). So a stall of the relay's disk (an fsync of
+seconds on a loaded machine) near a slice's end makes messages late, with their latencies, not
+missing. Their throughput is the messages sent in the slice and delivered, over --duration; their
+latency, each message's, from writing ``send`` to reading the ``deliver``. An attack's cost to them
+is their throughput during it over their throughput in the baseline slice before it: what the
+relay lost or could not take (a send it refused, a sender held back); that it fell behind shows in
+the latencies (``p99_ms``) and ``arrival_wait_s``. Each baseline
 starts once the relay process is idle (no thread of it running or waiting for the disk, Linux
 /proc; elsewhere after half a second): the previous attack's leftover work is not counted against
 the next one's baseline (``waited_for_idle_s`` in the JSON: how long that took).
 
 The attacks, each for --duration seconds (default 3), every loop bounded in count and time, from
-addresses of their own in 127.0.2.0/24 .. 127.0.9.0/24 (loopback only: on Linux all of 127/8
+addresses of their own in 127.0.2.0/24 .. 127.0.12.0/24 (loopback only: on Linux all of 127/8
 reaches the loopback interface):
 
 * memory — pipelined ``receive`` and ``fetch_bundle`` requests (at most 4,000 on each of 4
@@ -33,7 +40,19 @@ reaches the loopback interface):
 * keys — pipelined ``upload_prekeys`` of 100 signed ML-KEM prekeys each (102 signatures for the
   relay to check, ~11 ms of its CPU a request) on 8 logged-in connections of two attacker devices;
 * acks — pipelined ``ack`` of 1,000 envelope ids the attacker never received (a look-up each,
-  ~5 ms a request) on 8 logged-in connections of two attacker accounts.
+  ~5 ms a request) on 8 logged-in connections of two attacker accounts;
+* keylog — pipelined key log reads (``get_key_log_head``, ``get_key_log_consistency`` from the
+  first leaf to the whole log, ``get_key_log_entries`` of a page of every leaf), which need no
+  login, on 8 connections from one address (its bucket: Limits.key_log_per_address);
+* groupread — pipelined ``get_group`` of a group of every device of the run on 8 logged-in
+  connections of two attacker accounts, its members (Limits.group_reads_per_account);
+* groupstate — pipelined ``get_group_state`` of a group state of the largest size (128 KiB, with
+  its write keys), which needs no login, on 8 connections from one address
+  (Limits.group_state_per_address).
+
+The last three attack a bucket: each of their connections goes on past --duration until the relay
+has refused it once for a rate (``rate_limited``), at most 30 s longer, so every run reaches the
+bucket however slow the machine (``refused_on_every_connection`` in the notes).
 
 Memory: the relay process's peak RSS (Linux /proc VmHWM) over the run, against its stated
 ceiling at the default connection cap (``relay.server.memory_ceiling`` per connection × 4,096
@@ -79,7 +98,19 @@ from relaysim.sims.bench import harness
 
 __all__ = ["ATTACKS", "main"]
 
-ATTACKS: Final = ("memory", "slots", "flood", "register", "drain", "enumerate", "keys", "acks")
+ATTACKS: Final = (
+    "memory",
+    "slots",
+    "flood",
+    "register",
+    "drain",
+    "enumerate",
+    "keys",
+    "acks",
+    "keylog",
+    "groupread",
+    "groupstate",
+)
 LABELS: Final = {
     "memory": "memory amplification (pipelined requests, answers never read)",
     "slots": "connection-slot exhaustion (idle sockets from one address)",
@@ -89,6 +120,9 @@ LABELS: Final = {
     "enumerate": "account enumeration by timing (authenticate, existing vs absent)",
     "keys": "key-upload flood (signed ML-KEM prekeys, pipelined)",
     "acks": "acks of envelope ids never received (pipelined)",
+    "keylog": "key log reads (head, consistency, entries; no login, one address)",
+    "groupread": "group member lists (get_group of a group of every device, pipelined)",
+    "groupstate": "group state reads (128 KiB answers, no login, one address)",
 }
 SHARE: Final = 0.8  # issue #14: good devices keep >= 80 % of their unattacked throughput
 ONE_TIME_PREKEYS: Final = 20
@@ -98,7 +132,7 @@ _READY_TIMEOUT = 60.0
 _MAX_SLOTS = 600  # sockets the slot attacker opens at most
 _MAX_PIPELINED = 4000  # requests each memory attacker writes at most
 _ATTACKER_ACCOUNTS = 8
-_PIPELINES = 8  # connections each of the keys and acks attackers pipelines on
+_PIPELINES = 8  # connections each of the keys, acks and bucket (_past_a_bucket) attackers pipelines on
 # Before each baseline slice the relay must be idle: no thread of its process running or waiting
 # for the disk (Linux /proc) at _IDLE_LOOKS looks in a row, _IDLE_POLL s apart. An attack leaves
 # work behind (the keys attack's accepted uploads, 102 signature checks each, answered after its
@@ -107,6 +141,11 @@ _PIPELINES = 8  # connections each of the keys and acks attackers pipelines on
 _IDLE_LOOKS = 5
 _IDLE_POLL = 0.02
 _IDLE_TIMEOUT = 120.0
+# A slice waits this long at least (arrival_cap) after its sending ends for its last messages.
+_ARRIVAL_CAP = 10.0
+# The attacks on a bucket (_past_a_bucket) go on past --duration until the relay has refused each of
+# their connections once, at most this much longer.
+_REFUSAL_GUARD = 30.0
 
 
 def account_name(i: int) -> str:
@@ -298,7 +337,9 @@ class Client:
         return _PREFIX.pack(len(body)) + body
 
     async def send(self, kind: str, **fields: Any) -> None:
-        data = self.frame(kind, **fields)
+        await self.send_frame(self.frame(kind, **fields))
+
+    async def send_frame(self, data: bytes) -> None:
         async with self.lock:
             await self.stream.send_all(data)
 
@@ -344,28 +385,62 @@ class Client:
 
 @dataclass
 class Slice:
+    """One slice of the good devices' sending: every message sent in it is followed until it arrives,
+    is refused, or the arrival cap passes (then it is counted ``lost``)."""
+
     delivered: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     refused: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    sent: int = 0  # messages written in the slice (those the relay refused among them)
+    lost: int = 0  # neither delivered nor refused when the arrival cap passed
+    late: int = 0  # delivered after the fixed window this bench used to count in (end + min(1 s, duration))
+    arrival_wait_s: float = 0.0  # from the slice's end (start + duration) until the last arrived, or the cap
+    cap_reached: bool = False
+
+
+def arrival_cap(duration: float) -> float:
+    """How long after its sending ends a slice waits for the last of its messages: generous (a stall
+    of the relay's disk, an fsync of seconds on a loaded machine, is late, not lost)."""
+    return max(_ARRIVAL_CAP, 2 * duration)
 
 
 async def good_slice(goods: list[Client], rate: float, duration: float, body_size: int) -> Slice:
-    """Every good device sends to its partner at ``rate``/s for ``duration`` s; count deliveries."""
+    """Every good device sends to its partner at ``rate``/s for ``duration`` s; then the slice stays
+    open until every message sent in it has been delivered or refused, or ``arrival_cap`` passes.
+    ``delivered`` counts the messages that arrived, each with its own latency (send to deliver):
+    a message the relay delivers late is counted, with its latency, not missed."""
     out = Slice()
     n = len(goods)
     pad = bytes(max(0, body_size - _STAMP.size))
     start = time.perf_counter()
     end = start + duration
+    fixed_window = end + min(1.0, duration)  # where this bench stopped counting before: ``late`` after it
+    # A message is (recipient, its stamp): a device has one partner, whose stamps only grow.
+    outstanding: set[tuple[str, float]] = set()
+    awaiting_answer: dict[tuple[str, int], tuple[str, float]] = {}  # (sender, request id) -> message
+    settled = trio.Event()
+    sending = [n]
+
+    def settle() -> None:
+        if not sending[0] and not outstanding:
+            settled.set()
 
     async def sender(i: int) -> None:
         c, to = goods[i], account_name((i + n // 2) % n)
         k = 0
         while (t := start + (k + i / n) / rate) < end:
             await trio.sleep_until(trio.current_time() + max(0.0, t - time.perf_counter()))
-            body = _STAMP.pack(time.perf_counter()) + pad
-            await c.send("send", to=to, envelopes=[{"device": 1, "body": body}])
+            stamp = time.perf_counter()
+            rid = c.next_id
+            data = c.frame("send", to=to, envelopes=[{"device": 1, "body": _STAMP.pack(stamp) + pad}])
+            outstanding.add((to, stamp))
+            awaiting_answer[(c.name, rid)] = (to, stamp)
+            out.sent += 1
+            await c.send_frame(data)
             k += 1
+        sending[0] -= 1
+        settle()
 
     async def reader(c: Client) -> None:
         while True:
@@ -378,11 +453,20 @@ async def good_slice(goods: list[Client], rate: float, duration: float, body_siz
                 await c.send("ack", envelope_ids=[env["id"]])
                 if len(env["body"]) >= _STAMP.size:
                     (sent,) = _STAMP.unpack_from(env["body"])
-                    if start <= sent <= end:
+                    if (c.name, sent) in outstanding:
+                        outstanding.discard((c.name, sent))
                         out.delivered += 1
                         out.latencies_ms.append((now - sent) * 1000)
+                        out.late += now > fixed_window
+                        settle()
             elif f["kind"] == "error":
                 out.refused[f["code"]] = out.refused.get(f["code"], 0) + 1
+                message = awaiting_answer.pop((c.name, f.get("id", 0)), None)
+                if message is not None:  # a send refused: it will not arrive, nothing to wait for
+                    outstanding.discard(message)
+                    settle()
+            elif f["kind"] == "sent":
+                awaiting_answer.pop((c.name, f.get("id", 0)), None)
 
     async with trio.open_nursery() as nursery:
         for c in goods:
@@ -390,8 +474,12 @@ async def good_slice(goods: list[Client], rate: float, duration: float, body_siz
         async with trio.open_nursery() as senders:
             for i in range(n):
                 senders.start_soon(sender, i)
-        await trio.sleep(max(0.0, end + min(1.0, duration) - time.perf_counter()))  # the last ones arrive
+        with trio.move_on_after(arrival_cap(duration)):
+            await settled.wait()
+        out.arrival_wait_s = max(0.0, time.perf_counter() - end)
         nursery.cancel_scope.cancel()
+    out.lost = len(outstanding)
+    out.cap_reached = bool(outstanding)
     out.seconds = duration
     return out
 
@@ -636,6 +724,156 @@ async def attack_acks(port: int, seed: int, duration: float, stats: AttackStats)
     await _pipelined(port, seed, duration, stats, "acks", lambda c: c.frame("ack", envelope_ids=ids))
 
 
+async def _past_a_bucket(
+    port: int,
+    seed: int,
+    duration: float,
+    stats: AttackStats,
+    attack: str,
+    frame: Callable[[Client], bytes],
+    *,
+    accounts: tuple[str, ...] = (),
+    one_address: bool = True,
+    setup: Callable[[Client], Any] | None = None,
+) -> None:
+    """``frame(client)`` written over and over on _PIPELINES connections (logged in as ``accounts`` in
+    turn, if any; from one address of the attack's own if ``one_address``, else one each), each until
+    --duration has passed and the relay has refused it once for a rate (rate_limited): so every run
+    reaches the bucket, however slow the machine; at most _MAX_PIPELINED requests a connection and
+    _REFUSAL_GUARD s past the duration. ``setup(first client)`` runs before. Every answer counted;
+    ``refused_on_every_connection`` in the notes says whether each connection met its bucket."""
+    clients: list[Client] = []
+    refused: list[trio.Event] = []
+    try:
+        for i in range(_PIPELINES):
+            name = accounts[i % len(accounts)] if accounts else f"{attack}{i}"
+            c = await Client.open(port, attacker_address(attack, 0 if one_address else i), name)
+            if accounts:
+                await c.log_in(seed)
+            clients.append(c)
+            refused.append(trio.Event())
+        if setup is not None:
+            await setup(clients[0])
+        deadline = trio.current_time() + duration
+
+        async def reader(c: Client, refusal: trio.Event) -> None:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                while (f := await c.read()) is not None:
+                    stats.answer(f)
+                    if f["kind"] == "error" and f["code"] == "rate_limited":
+                        refusal.set()
+                stats.answer(None)
+
+        async def pipeline(c: Client, refusal: trio.Event) -> None:
+            with contextlib.suppress(trio.BrokenResourceError, OSError):
+                for _ in range(_MAX_PIPELINED):
+                    if refusal.is_set() and trio.current_time() >= deadline:
+                        return
+                    await c.stream.send_all(frame(c))  # blocks once the relay stops reading
+                    stats.requests += 1
+                await refusal.wait()
+
+        async with trio.open_nursery() as nursery:
+            for c, refusal in zip(clients, refused, strict=True):
+                nursery.start_soon(reader, c, refusal)
+            with trio.move_on_at(deadline + _REFUSAL_GUARD):
+                async with trio.open_nursery() as writers:
+                    for c, refusal in zip(clients, refused, strict=True):
+                        writers.start_soon(pipeline, c, refusal)
+            nursery.cancel_scope.cancel()
+        stats.notes["refused_on_every_connection"] = all(r.is_set() for r in refused)
+    finally:
+        for c in clients:
+            await c.aclose()
+
+
+async def attack_keylog(port: int, seed: int, duration: float, stats: AttackStats) -> None:
+    """The key log's reads, which need no login, from one address: its head, a consistency proof
+    from the first leaf to the whole log, and every leaf (a page), in turn, past the address's bucket
+    (Limits.key_log_per_address)."""
+    size = [1]
+
+    async def setup(c: Client) -> None:
+        await c.send("get_key_log_head")
+        head = await c.expect("key_log_head", "error")
+        if head["kind"] != "key_log_head":
+            raise harness.BenchError(f"the key log attack could not read the log's head: {head}")
+        size[0] = max(1, head["head"]["tree_size"])
+        stats.requests += 1
+        stats.answer({"kind": "key_log_head"})
+
+    def frame(c: Client) -> bytes:
+        k = c.next_id % 3
+        if k == 0:
+            return c.frame("get_key_log_head")
+        if k == 1:
+            return c.frame("get_key_log_consistency", first=1, second=size[0])
+        return c.frame("get_key_log_entries", start=0, end=size[0] - 1)
+
+    await _past_a_bucket(port, seed, duration, stats, "keylog", frame, setup=setup)
+
+
+_GROUP = hashlib.sha256(b"relaysim bench attack group").digest()[:16]
+
+
+async def attack_groupread(port: int, seed: int, duration: float, stats: AttackStats, goods: int) -> None:
+    """``get_group`` of a group of every device of the run (the attackers' and the good ones), pipelined
+    by attackers 6 and 7, its members, past their accounts' buckets (Limits.group_reads_per_account)."""
+    members = [attacker_name(7)] + [account_name(i) for i in range(goods)]
+
+    async def setup(c: Client) -> None:  # attacker 6 makes the group (a write: its send bucket)
+        await c.send("create_group", group=_GROUP, members=members)
+        created = await c.expect("group_updated", "error")
+        if created["kind"] != "group_updated":
+            raise harness.BenchError(f"the group attack could not make its group: {created}")
+
+    await _past_a_bucket(
+        port,
+        seed,
+        duration,
+        stats,
+        "groupread",
+        lambda c: c.frame("get_group", group=_GROUP),
+        accounts=(attacker_name(6), attacker_name(7)),
+        one_address=False,
+        setup=setup,
+    )
+
+
+async def attack_groupstate(port: int, seed: int, duration: float, stats: AttackStats) -> None:
+    """``get_group_state`` (no login) of a group state of the largest size (128 KiB, an answer a whole
+    frame), with its write keys, from one address past its bucket (Limits.group_state_per_address)."""
+    group = hashlib.sha256(b"relaysim bench attack group state").digest()[:16]
+    state = bytes(wire.MAX_GROUP_STATE)
+    secret = identity_private(seed, "group state writer")
+    write_key = _primitives.ed25519_public(secret)
+
+    async def setup(c: Client) -> None:  # the state stored as a group's first version
+        signature = _primitives.ed25519_sign(secret, wire.group_state_message(group, 0, state, [write_key]))
+        await c.send(
+            "put_group_state",
+            group=group,
+            version=0,
+            state=state,
+            write_key=write_key,
+            signature=signature,
+            write_keys=[write_key],
+        )
+        stored = await c.expect("group_state_stored", "error")
+        if stored["kind"] != "group_state_stored":
+            raise harness.BenchError(f"the group state attack could not store its state: {stored}")
+
+    await _past_a_bucket(
+        port,
+        seed,
+        duration,
+        stats,
+        "groupstate",
+        lambda c: c.frame("get_group_state", group=group, write_keys=True),
+        setup=setup,
+    )
+
+
 # --- the run ------------------------------------------------------------------------------------
 
 
@@ -648,6 +886,11 @@ def _summary(s: Slice) -> dict[str, Any]:
         "p50_ms": statistics.median(lat) if lat else None,
         "p99_ms": p99,
         "refused": s.refused,
+        "sent": s.sent,
+        "lost": s.lost,
+        "late": s.late,
+        "arrival_wait_s": round(s.arrival_wait_s, 3),
+        "cap_reached": s.cap_reached,
     }
 
 
@@ -679,13 +922,17 @@ async def _run(
                 "enumerate": lambda s: attack_enumerate(port, args.seed, args.duration, s, args.good),
                 "keys": lambda s: attack_keys(port, args.seed, args.duration, s),
                 "acks": lambda s: attack_acks(port, args.seed, args.duration, s),
+                "keylog": lambda s: attack_keylog(port, args.seed, args.duration, s),
+                "groupread": lambda s: attack_groupread(port, args.seed, args.duration, s, args.good),
+                "groupstate": lambda s: attack_groupstate(port, args.seed, args.duration, s),
             }[attack]
 
             async def good(into: list[Slice]) -> None:
                 into.append(await good_slice(goods, args.rate, args.duration, args.body_size))
 
             got: list[Slice] = []
-            with trio.fail_after(args.duration * 4 + 30):
+            # a hang guard: the good slice waits for its last messages, a bucket attack for its refusals
+            with trio.fail_after(args.duration * 4 + 30 + arrival_cap(args.duration) + _REFUSAL_GUARD):
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(runner, stats)
                     nursery.start_soon(good, got)
@@ -762,19 +1009,29 @@ def format_report(report: dict[str, Any]) -> str:
         f"{cfg['duration']:g} s per slice, relay with its defaults ({cfg['machine']})",
         "",
         f"{'attack':<10} {'good/s base':>11} {'good/s att':>10} {'share':>6} {'p99 base':>9} {'p99 att':>8} "
-        f"{'att req':>8}  attacker's answers",
+        f"{'lost':>5} {'att req':>8}  attacker's answers",
     ]
+    capped = False
     for attack, r in report["results"].items():
         b, a = r["baseline"], r["attacked"]
         answers = ", ".join(f"{k} {v}" for k, v in sorted(r["attacker_answers"].items()))
         notes = "; ".join(f"{k} {v}" for k, v in r["notes"].items())
         share = "-" if r["share"] is None else f"{r['share']:.0%}"
+        # (reports from before the slices followed each message have no "lost")
+        lost = b.get("lost", 0) + a.get("lost", 0)
+        cap = b.get("cap_reached") or a.get("cap_reached")
+        capped = capped or bool(cap)
         lines.append(
             f"{attack:<10} {b['per_s']:>11.1f} {a['per_s']:>10.1f} {share:>6} {_fmt(b['p99_ms']):>9} "
-            f"{_fmt(a['p99_ms']):>8} {r['attacker_requests']:>8}  {answers}"
+            f"{_fmt(a['p99_ms']):>8} {str(lost) + ('*' if cap else ''):>5} {r['attacker_requests']:>8}  {answers}"
         )
         if notes:
             lines.append(f"{'':<10} {notes}")
+    if capped:
+        lines.append(
+            f"* a slice's arrival cap passed (at least {_ARRIVAL_CAP:g} s after its sending ended) with "
+            "messages neither delivered nor refused: counted lost"
+        )
     m = report["memory"]
     lines += [
         "",

@@ -6,6 +6,7 @@ import json
 import math
 import statistics
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -163,9 +164,131 @@ def test_the_attack_bench_runs_every_attack_against_a_relay_with_its_defaults(
     # more passes once a token is back, then it takes 20 s to refill
     assert set(results["acks"]["attacker_answers"]) <= {"acked", "rate_limited"}
     assert results["acks"]["attacker_answers"].get("acked", 0) <= 2 * 2
+    # the bucket attacks go on until the relay refused each connection for its rate: each bucket's
+    # whole burst served first (never fewer: the refusals come once it is empty), then refusals
+    limits = attack.DEFAULT_LIMITS
+    for name, served, burst in (
+        ("keylog", ("key_log_head", "key_log_consistency", "key_log_entries"), limits.key_log_per_address),
+        ("groupread", ("group_info",), limits.group_reads_per_account),
+        ("groupstate", ("group_state",), limits.group_state_per_address),
+    ):
+        answers = results[name]["attacker_answers"]
+        assert set(answers) <= {*served, "rate_limited"}, (name, answers)
+        assert answers.get("rate_limited", 0) > 0, name
+        assert results[name]["notes"]["refused_on_every_connection"] is True, name
+        assert burst is not None
+        accounts = 2 if name == "groupread" else 1  # a bucket per account (attackers 6 and 7), or one address
+        assert sum(answers.get(k, 0) for k in served) >= accounts * burst.burst, (name, answers)
+    # every slice follows its messages: each one sent was delivered, refused, or counted lost
+    for name, r in results.items():
+        for s in (r["baseline"], r["attacked"]):
+            assert s["delivered"] + s["lost"] <= s["sent"], name
+            assert s["cap_reached"] is (s["lost"] > 0), name
     memory = report["memory"]
     assert 0 < memory["peak_rss_kb"] < memory["ceiling_kb"]
     assert report["ratios"]["peak_rss_kb"]["met"] is True
+
+
+# --- a good slice follows each message (sims/bench/attack.py good_slice) ----------------------------
+
+
+async def _slice_through_a_fake_relay(
+    hold: float | None, refuse_first: bool = False, duration: float = 0.3
+) -> tuple[Any, int]:
+    """Two good devices' slice through a relay of our own making, in memory: it answers each ``send``
+    and delivers it at once, but for the first message of the first device, which it holds ``hold``
+    seconds (a disk stall), never delivers (None), or refuses (``refuse_first``). Returns the slice
+    and how many messages the fake relay was sent."""
+    import msgpack
+    import trio
+    import trio.testing
+
+    from relaysim.sims.bench import attack
+
+    names = [attack.account_name(i) for i in range(2)]
+    pairs = [trio.testing.memory_stream_pair() for _ in names]
+    goods = [attack.Client(client_end, name) for (client_end, _), name in zip(pairs, names, strict=True)]
+    server_ends = {name: server_end for (_, server_end), name in zip(pairs, names, strict=True)}
+    locks = {name: trio.Lock() for name in names}
+    received = [0]
+
+    async def write(to: str, frame: dict[str, Any]) -> None:
+        body = msgpack.packb({"v": 1, **frame}, use_bin_type=True)
+        async with locks[to]:
+            await server_ends[to].send_all(len(body).to_bytes(4, "big") + body)
+
+    async def deliver(to: str, body: bytes, after: float | None) -> None:
+        if after is None:
+            return  # lost in the relay
+        await trio.sleep(after)
+        await write(to, {"id": 0, "kind": "deliver", "envelope": {"id": bytes(16), "body": body}})
+
+    async def serve(name: str, nursery: Any) -> None:
+        reader = attack.Client(server_ends[name], name)  # (its read() parses the frames)
+        while (f := await reader.read()) is not None:
+            if f["kind"] != "send":
+                continue  # acks
+            received[0] += 1
+            first = received[0] == 1 and name == names[0]
+            if first and refuse_first:
+                await write(name, {"id": f["id"], "kind": "error", "code": "rate_limited", "message": "."})
+                continue
+            await write(name, {"id": f["id"], "kind": "sent", "envelope_ids": [bytes(16)]})
+            nursery.start_soon(deliver, f["to"], f["envelopes"][0]["body"], hold if first else 0.0)
+
+    async with trio.open_nursery() as nursery:
+        for name in names:
+            nursery.start_soon(serve, name, nursery)
+        out = await attack.good_slice(goods, 20.0, duration, 16)
+        nursery.cancel_scope.cancel()
+    return out, received[0]
+
+
+def test_a_slice_counts_a_late_delivery_as_delivered_not_lost() -> None:
+    """A message the relay delivers after the slice's sending is over (a stall of its disk) is counted,
+    with its latency: the slice waits for it, so "delivered" means "not lost", not "on time"."""
+    import trio
+
+    duration = 0.3
+    # held past where the slice stopped counting before (its end + min(1 s, duration)), from its send
+    out, sent = trio.run(_slice_through_a_fake_relay, duration + min(1.0, duration) + 0.3)
+    assert sent > 2
+    assert out.delivered == sent  # the late one too
+    assert out.sent == sent and len(out.latencies_ms) == sent
+    assert out.lost == 0 and out.cap_reached is False
+    assert out.late >= 1  # it arrived after the old window closed
+    assert max(out.latencies_ms) >= 1000 * (duration + min(1.0, duration))  # (a lower bound: it was held)
+
+
+def test_a_slice_counts_a_message_never_delivered_as_lost_once_its_cap_passes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import trio
+
+    from relaysim.sims.bench import attack
+
+    monkeypatch.setattr(attack, "_ARRIVAL_CAP", 0.5)
+    out, sent = trio.run(_slice_through_a_fake_relay, None)
+    assert out.delivered == sent - 1
+    assert out.sent == sent
+    assert out.lost == 1 and out.cap_reached is True
+    summary = attack._summary(out)
+    assert (summary["sent"], summary["delivered"], summary["lost"], summary["cap_reached"]) == (
+        sent,
+        sent - 1,
+        1,
+        True,
+    )
+
+
+def test_a_slice_does_not_wait_for_a_message_the_relay_refused() -> None:
+    """A refused send will never arrive: the slice counts the refusal and ends without its cap."""
+    import trio
+
+    out, sent = trio.run(_slice_through_a_fake_relay, 0.0, True)
+    assert out.refused == {"rate_limited": 1}
+    assert out.delivered == sent - 1 == out.sent - 1
+    assert out.lost == 0 and out.cap_reached is False
 
 
 _PROC_TASKS = Path("/proc/self/task").is_dir()
