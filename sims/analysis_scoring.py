@@ -10,8 +10,9 @@ with the inferences and their score.
 
 from __future__ import annotations
 
+import bisect
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,46 @@ import numpy as np
 from relaysim.sims.analysis.run import Analysis, analyze, as_seen_view, run_directory
 from relaysim.sims.analysis.run import run_views as analysis_views
 from relaysim.sims.analysis.runfiles import finite_number, loads, own_file
-from relaysim.sims.analysis.sda import CHECKPOINTS
+from relaysim.sims.analysis.sda import CHECKPOINTS, TargetRanking
 from relaysim.sims.analysis.traits import PAPER_SHARES
 from relaysim.sims.analysis.view import AnalysisInputError, ProviderView
 
-__all__ = ["AS_SEEN", "Truth", "kept_beside_seen", "read_truth", "score_analysis", "write_analysis"]
+__all__ = [
+    "AS_SEEN",
+    "Truth",
+    "kept_beside_seen",
+    "messages_until_linked",
+    "read_truth",
+    "score_analysis",
+    "write_analysis",
+]
+
+
+def messages_until_linked(
+    ranking: TargetRanking, correspondents: Collection[str], written: Sequence[float], most: int
+) -> int | None:
+    """How many messages people wrote to ``ranking.target`` before one of ``correspondents`` first
+    ranked first (ties against the attacker); None if not within ``most`` of them.
+
+    ``written``: when the relay accepted each message people wrote to the target (relay clock,
+    sorted; ground truth). The attack's target epochs follow every delivery to the target, the
+    receipts for its own messages among them, since a provider cannot tell those from messages; but
+    Martiny et al. (NDSS 2021) count messages sent to the target ("as few as 5 messages"), so the
+    count here is of the messages written to it by the time the epoch in which it was linked began.
+    The ranking must have a checkpoint after every one of its target epochs."""
+    ks = ranking.checkpoints()
+    if ks != list(range(1, len(ks) + 1)) or len(ranking.starts) < len(ks):
+        raise ValueError(
+            f"the ranking of {ranking.target!r} needs a checkpoint after every target epoch "
+            f"(statistical_disclosure(checkpoints=range(1, ...))); it has {ks[:5]}..."
+        )
+    for k in ks:
+        n = bisect.bisect_right(written, ranking.starts[k - 1])
+        if n > most:
+            return None
+        if min(ranking.rank(c, k) for c in correspondents) == 1:
+            return n
+    return None
 
 
 @dataclass
