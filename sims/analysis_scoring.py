@@ -526,15 +526,23 @@ def to_markdown(
             f"- against the true pairs: {s['correct']} of {s['true_pairs']} found, {s['inferred_pairs']} inferred "
             f"(precision {_pct(s['precision'])}, recall {_pct(s['recall'])})"
         )
-    lines += ["", "## Statistical disclosure attack on sealed sender", "", f"- {a.sda.note()}"]
+    lines += [
+        "",
+        "## Statistical disclosure attack on sealed sender",
+        "",
+        f"- {a.sda.note()}",
+        "- a target epoch follows each delivery to the target, the receipts for its own messages among them (a "
+        "provider cannot tell those from messages): k target epochs are not k messages written to it, the unit of "
+        'Martiny et al.\'s "as few as 5 messages"',
+    ]
     for rk in a.sda.rankings[:5]:
         top = ", ".join(f"{x} ({s:+d})" for x, s in rk.top(n=3)) or "nobody"
-        lines.append(f"- `{rk.target}` after {rk.epochs} messages: {top}")
+        lines.append(f"- `{rk.target}` after {rk.epochs} target epochs: {top}")
     if score and score["statistical_disclosure"]["targets"]:
         s = score["statistical_disclosure"]
         lines.append(
             f"- a true contact ranked first for {s['true_contact_first_after_all']} of {s['targets']} targets; after k "
-            "messages: "
+            "target epochs: "
             + ", ".join(
                 f"k={k}: {v['first']}/{v['targets']}" for k, v in s["true_contact_first_after_k"].items()
             )
@@ -622,6 +630,12 @@ def _traits_markdown(a: Analysis, score: Mapping[str, Any] | None) -> list[str]:
                 f"| {kind} | {r['inferred']} ({_pct(r['inferred_share'])}) | {r['true_holders']} "
                 f"({_pct(r['true_share'])}) | {_pct(r['precision'])} | {_pct(r['recall'])} | {paper} |"
             )
+        lines += [
+            "",
+            "- truly: whom the scenario gave each trait (`[generate] trait_probability`, by default MetaPhone's "
+            "shares of participants), the run's input, not a finding; what the analysis shows is how many of them "
+            "whom they contacted gives away (precision, recall)",
+        ]
     else:
         for kind in a.traits.kinds():
             lines.append(f"- {kind}: {len(a.traits.holders(kind))} accounts")

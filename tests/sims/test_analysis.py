@@ -467,8 +467,12 @@ def test_cli_analyze_writes_the_files_and_a_summary(
     assert "sealed sends attributed to a sender by address" in printed
     data = json.loads((run_dir / "analysis" / "relay.json").read_text())
     assert data["score"]["attribution"]["recall"] > 0.5
-    assert (run_dir / "analysis" / "relay.md").read_text().startswith("# What the provider's records reveal")
+    md = (run_dir / "analysis" / "relay.md").read_text()
+    assert md.startswith("# What the provider's records reveal")
     assert (run_dir / "analysis" / "pen-register-bob.json").exists()
+    # the attack's epochs are not the paper's messages: the report does not call them so
+    assert "after k target epochs: k=1:" in md and "k target epochs are not k messages written to it" in md
+    assert " messages: k=" not in md
 
 
 def test_cli_analyze_on_a_folder_without_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
