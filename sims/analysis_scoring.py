@@ -10,8 +10,9 @@ with the inferences and their score.
 
 from __future__ import annotations
 
+import bisect
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,46 @@ import numpy as np
 from relaysim.sims.analysis.run import Analysis, analyze, as_seen_view, run_directory
 from relaysim.sims.analysis.run import run_views as analysis_views
 from relaysim.sims.analysis.runfiles import finite_number, loads, own_file
-from relaysim.sims.analysis.sda import CHECKPOINTS
+from relaysim.sims.analysis.sda import CHECKPOINTS, TargetRanking
 from relaysim.sims.analysis.traits import PAPER_SHARES
 from relaysim.sims.analysis.view import AnalysisInputError, ProviderView
 
-__all__ = ["AS_SEEN", "Truth", "kept_beside_seen", "read_truth", "score_analysis", "write_analysis"]
+__all__ = [
+    "AS_SEEN",
+    "Truth",
+    "kept_beside_seen",
+    "messages_until_linked",
+    "read_truth",
+    "score_analysis",
+    "write_analysis",
+]
+
+
+def messages_until_linked(
+    ranking: TargetRanking, correspondents: Collection[str], written: Sequence[float], most: int
+) -> int | None:
+    """How many messages people wrote to ``ranking.target`` before one of ``correspondents`` first
+    ranked first (ties against the attacker); None if not within ``most`` of them.
+
+    ``written``: when the relay accepted each message people wrote to the target (relay clock,
+    sorted; ground truth). The attack's target epochs follow every delivery to the target, the
+    receipts for its own messages among them, since a provider cannot tell those from messages; but
+    Martiny et al. (NDSS 2021) count messages sent to the target ("as few as 5 messages"), so the
+    count here is of the messages written to it by the time the epoch in which it was linked began.
+    The ranking must have a checkpoint after every one of its target epochs."""
+    ks = ranking.checkpoints()
+    if ks != list(range(1, len(ks) + 1)) or len(ranking.starts) < len(ks):
+        raise ValueError(
+            f"the ranking of {ranking.target!r} needs a checkpoint after every target epoch "
+            f"(statistical_disclosure(checkpoints=range(1, ...))); it has {ks[:5]}..."
+        )
+    for k in ks:
+        n = bisect.bisect_right(written, ranking.starts[k - 1])
+        if n > most:
+            return None
+        if min(ranking.rank(c, k) for c in correspondents) == 1:
+            return n
+    return None
 
 
 @dataclass
@@ -490,15 +526,23 @@ def to_markdown(
             f"- against the true pairs: {s['correct']} of {s['true_pairs']} found, {s['inferred_pairs']} inferred "
             f"(precision {_pct(s['precision'])}, recall {_pct(s['recall'])})"
         )
-    lines += ["", "## Statistical disclosure attack on sealed sender", "", f"- {a.sda.note()}"]
+    lines += [
+        "",
+        "## Statistical disclosure attack on sealed sender",
+        "",
+        f"- {a.sda.note()}",
+        "- a target epoch follows each delivery to the target, the receipts for its own messages among them (a "
+        "provider cannot tell those from messages): k target epochs are not k messages written to it, the unit of "
+        'Martiny et al.\'s "as few as 5 messages"',
+    ]
     for rk in a.sda.rankings[:5]:
         top = ", ".join(f"{x} ({s:+d})" for x, s in rk.top(n=3)) or "nobody"
-        lines.append(f"- `{rk.target}` after {rk.epochs} messages: {top}")
+        lines.append(f"- `{rk.target}` after {rk.epochs} target epochs: {top}")
     if score and score["statistical_disclosure"]["targets"]:
         s = score["statistical_disclosure"]
         lines.append(
             f"- a true contact ranked first for {s['true_contact_first_after_all']} of {s['targets']} targets; after k "
-            "messages: "
+            "target epochs: "
             + ", ".join(
                 f"k={k}: {v['first']}/{v['targets']}" for k, v in s["true_contact_first_after_k"].items()
             )
@@ -586,6 +630,12 @@ def _traits_markdown(a: Analysis, score: Mapping[str, Any] | None) -> list[str]:
                 f"| {kind} | {r['inferred']} ({_pct(r['inferred_share'])}) | {r['true_holders']} "
                 f"({_pct(r['true_share'])}) | {_pct(r['precision'])} | {_pct(r['recall'])} | {paper} |"
             )
+        lines += [
+            "",
+            "- truly: whom the scenario gave each trait (`[generate] trait_probability`, by default MetaPhone's "
+            "shares of participants), the run's input, not a finding; what the analysis shows is how many of them "
+            "whom they contacted gives away (precision, recall)",
+        ]
     else:
         for kind in a.traits.kinds():
             lines.append(f"- {kind}: {len(a.traits.holders(kind))} accounts")

@@ -49,6 +49,9 @@ class TargetRanking:
     scores: tuple[tuple[int, tuple[tuple[str, int], ...]], ...] | None = None
     _names: Sequence[str] = ()
     _arrays: tuple[tuple[int, np.ndarray, np.ndarray], ...] = ()  # (k, account indices, scores)
+    # when each target epoch began (relay clock), in order: every delivery to the target, the receipts
+    # for its own messages among them (the provider cannot tell them from messages)
+    starts: tuple[float, ...] = ()
 
     def checkpoints(self) -> list[int]:
         if self.scores is not None:
@@ -248,5 +251,9 @@ def statistical_disclosure(
             nz = np.flatnonzero(sc)
             order = np.lexsort((nz, -sc[nz]))  # best first; ties by account index
             arrays.append((k, nz[order], sc[nz][order]))
-        rankings.append(TargetRanking(target, kmax, max(0, n - 1), None, index, tuple(arrays)))
+        rankings.append(
+            TargetRanking(
+                target, kmax, max(0, n - 1), None, index, tuple(arrays), tuple(float(t) for t in starts)
+            )
+        )
     return SDAResult(eps, receipts, len(times), triggers, tuple(rankings))

@@ -20,7 +20,7 @@ from relaysim.sims.analysis.run import analyze, run_views
 from relaysim.sims.analysis.sda import TargetRanking, statistical_disclosure
 from relaysim.sims.analysis.sizes import size_channels
 from relaysim.sims.analysis.view import AnalysisInputError, Obs, ProviderView, from_db, from_disclosure
-from relaysim.sims.analysis_scoring import read_truth, score_analysis
+from relaysim.sims.analysis_scoring import messages_until_linked, read_truth, score_analysis
 from relaysim.sims.cli import main
 from relaysim.sims.report import run_to_dir
 from relaysim.sims.scenario import parse_scenario
@@ -303,6 +303,35 @@ def test_sda_over_many_messages_finds_a_planted_contact() -> None:
     assert result.rankings[0].rank("alice", 5) == 1
 
 
+def test_sda_links_after_messages_written_to_the_target_not_after_its_epochs() -> None:
+    """Martiny et al. count messages sent to the target ("as few as 5 messages"). The attack's
+    epochs follow every delivery to the target, the receipts for the target's own messages among
+    them: those are epochs, not messages written to it."""
+    obs, written = [], []
+    for i in range(6):
+        t = 1000.0 + 100 * i
+        obs.append(Obs("sealed_send", time=t, recipient_account="bob"))  # a receipt for bob's own message
+        obs.append(Obs("sealed_send", time=t + 30, recipient_account="bob"))  # alice's message
+        obs.append(Obs("sealed_send", time=t + 30.2, recipient_account="alice"))  # bob's receipt to her
+        obs.append(Obs("sealed_send", time=t + 30.1, recipient_account=f"x{i}"))  # someone else, once
+        written.append(t + 30)
+    for j in range(200):  # an account that receives something now and then
+        obs.append(Obs("sealed_send", time=5.0 + 17 * j, recipient_account="busy"))
+    view = ProviderView("synthetic", tuple(obs))
+    r = statistical_disclosure(view, targets=["bob"], epoch=1.0, checkpoints=range(1, 100)).rankings[0]
+    assert r.epochs == 12 and len(r.starts) == 12
+    first_epoch = next(k for k in r.checkpoints() if r.rank("alice", k) == 1)
+    linked = messages_until_linked(r, ["alice"], written, 60)
+    # alice (and x0, once) receive in the epoch after bob's first message, the second target epoch;
+    # she ranks first alone after the second message, the fourth epoch
+    assert (first_epoch, linked) == (4, 2)
+    assert messages_until_linked(r, ["alice"], written, 1) is None  # not within one message
+    with pytest.raises(ValueError, match="checkpoint after every target epoch"):
+        messages_until_linked(
+            statistical_disclosure(view, targets=["bob"], epoch=1.0).rankings[0], ["alice"], written, 60
+        )
+
+
 def test_first_contacts_stand_out_by_size(relay_view: ProviderView, truth: Any) -> None:
     # Signal's padding is on by default (the profile's): every message short of 159 bytes fills
     # one 160-byte block, so the rest fall in a single length class and say nothing about the
@@ -438,8 +467,12 @@ def test_cli_analyze_writes_the_files_and_a_summary(
     assert "sealed sends attributed to a sender by address" in printed
     data = json.loads((run_dir / "analysis" / "relay.json").read_text())
     assert data["score"]["attribution"]["recall"] > 0.5
-    assert (run_dir / "analysis" / "relay.md").read_text().startswith("# What the provider's records reveal")
+    md = (run_dir / "analysis" / "relay.md").read_text()
+    assert md.startswith("# What the provider's records reveal")
     assert (run_dir / "analysis" / "pen-register-bob.json").exists()
+    # the attack's epochs are not the paper's messages: the report does not call them so
+    assert "after k target epochs: k=1:" in md and "k target epochs are not k messages written to it" in md
+    assert " messages: k=" not in md
 
 
 def test_cli_analyze_on_a_folder_without_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

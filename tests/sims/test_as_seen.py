@@ -221,6 +221,45 @@ def test_the_defences_table_shows_what_fresh_connections_and_receipts_off_buy(tm
     assert (tmp_path / "fresh-connections" / "analysis" / "as-seen" / "relay.md").exists()
 
 
+def test_the_defences_sda_cells_count_messages_and_stop_at_max_k() -> None:
+    """A target linked only after more than MAX_K messages is not linked within MAX_K; and the count is
+    of messages written to the target, not of its epochs (its own messages' receipts open epochs too)."""
+    from relaysim.sims.analysis.sda import statistical_disclosure
+    from relaysim.sims.analysis.view import Obs, ProviderView
+    from relaysim.sims.analysis_scoring import Truth
+    from relaysim.sims.defences import MAX_K, sda_row
+
+    def world(n: int, tied: int) -> tuple[ProviderView, Truth]:
+        """alice writes bob n messages; carol, too, receives in the epoch after each of the first
+        ``tied`` of them (a tie: counted against the attacker); a receipt for bob's own message
+        comes before each."""
+        obs, truth = [], Truth()
+        for i in range(n):
+            t = 1000.0 + 100 * i
+            obs.append(Obs("sealed_send", time=t - 40, recipient_account="bob"))  # a receipt
+            obs.append(Obs("sealed_send", time=t, recipient_account="bob"))
+            obs.append(Obs("sealed_send", time=t + 0.2, recipient_account="alice"))
+            if i < tied:
+                obs.append(Obs("sealed_send", time=t + 0.3, recipient_account="carol"))
+            truth.messages.append((t, "alice", "bob", i))
+        return ProviderView("synthetic", tuple(obs)), truth
+
+    def row(view: ProviderView, truth: Truth) -> dict[str, object]:
+        sda = statistical_disclosure(
+            view, targets=["bob"], receipts=True, checkpoints=range(1, len(view.observations) + 2)
+        )
+        return sda_row(sda.rankings, truth)
+
+    late = row(*world(MAX_K + 10, MAX_K + 3))  # alice alone first at message MAX_K + 4
+    assert (late["targets"], late["linked_within_max_k"], late["median_messages_to_rank_1"]) == (1, 0, None)
+    early = row(*world(30, 6))  # alone first at message 7: the 14th epoch, counted as 7 messages
+    assert (early["linked_within_max_k"], early["median_messages_to_rank_1"], early["linked_within_5"]) == (
+        1,
+        7,
+        0,
+    )
+
+
 def test_cli_defences_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["defences", "no-such-scenario", "--out", str(tmp_path / "d")]) == 2
     assert "no-such-scenario" in capsys.readouterr().err

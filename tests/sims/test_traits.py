@@ -91,6 +91,8 @@ def test_the_analysis_infers_who_contacts_which_kind_and_the_scoring_checks_it(t
     assert rows["worship"]["recall"] == 1.0 and rows["clinic"]["paper_share"] == 0.57
     md = (out / "analysis" / "relay.md").read_text()
     assert "| clinic | 8 (1.00) | 8 (1.00) | 1.00 | 1.00 | health services 57% |" in md
+    # the paper's shares are what the scenario drew people at: the report says the finding is recall
+    assert "the run's input, not a finding" in md and "(precision, recall)" in md
 
 
 def test_a_provider_that_keeps_no_logs_reveals_no_traits(tmp_path: Path) -> None:
