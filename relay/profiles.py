@@ -439,17 +439,32 @@ WICKR = Profile(
         "wickr",
         {
             RecordKind.REGISTRATION: _first({"time", "device"}),
-            RecordKind.AUTHENTICATION: _latest({"time"}),
+            # "the date of last use" (Wickr's privacy policy, 2016-02-29; the FBI chart: "last use"): a day
+            RecordKind.AUTHENTICATION: _latest({"time"}, granularity={"time": _DAY}),
             RecordKind.SEND: KindRule(frozenset({"account"})),  # counted, not logged
         },
     ),
     custody="devices",
+    # "the date your account was created" (Wickr's privacy policy, 2016-02-29), "creation date" (the FBI
+    # chart), "date of its creation" (wickr.com/information-request-reporting): a date, no time
+    created_granularity=_DAY,
     wiretap=False,
     external_id_count=True,
     device_facts=frozenset({"device_type", "app_version"}),
-    sources=(_FBI_CHART,),
+    sources=(
+        _FBI_CHART,
+        "Wickr, Privacy Policy (last modified 2016-02-29): Wickr cannot reveal anything about a user 'aside from "
+        "the date your account was created, the date of last use and the type of device on which such account "
+        "was installed'",
+        "Wickr, 'Information Request Reporting' (wickr.com/information-request-reporting): 'date of its creation, "
+        "the date of last use, the total number of messages sent and/or received, the type of device on which "
+        "the account was created'",
+    ),
     discloses={p: frozenset({"account_created", "device_info", "last_seen", "message_counts"}) for p in ASKS},
     notes={
+        "account_created": "Wickr hands over the date the account was created, not the time (the FBI chart: "
+        "'creation date'; Wickr: 'the date your account was created')",
+        "last_seen": "Wickr hands over the date of last use, not the time (Wickr: 'the date of last use')",
         "message_counts": "the number of messages, with no sender-recipient pairs or times, and the number of "
         "external ids (not the ids)",
         "device_info": "each device's type and app version, as its app registered them (the FBI chart); the "
