@@ -919,7 +919,13 @@ class ComplianceDesk:
         if category == "reverse_contacts":
             return [{"account": c} for c in s.reverse_contacts(target)] if target else []
         if category == "blocked_users":
-            return [{"blocked": b, "time": t} for b, t in s.blocks_of(target)] if target else []
+            # "numbers blocking or blocked by the user" (faq.whatsapp.com): the target's blocks, then
+            # the blocks of the target by others
+            if not target:
+                return []
+            return [{"blocked": b, "time": t} for b, t in s.blocks_of(target)] + [
+                {"blocked_by": a, "time": t} for a, t in s.blockers_of(target)
+            ]
         if category == "group_membership":
             groups: list[dict[str, Any]] = []
             for group in s.groups_of(target) if target else []:

@@ -91,7 +91,14 @@ CATEGORIES: Final[Mapping[str, Category]] = {
             "reverse contacts",
             "accounts whose uploaded address books contain this account",
         ),
-        Category("blocked_users", "blocked users", "blocked users", "accounts this account blocked"),
+        # Both ways: WhatsApp's 2703(d) return "may include numbers blocking or blocked by the user"
+        # (faq.whatsapp.com, 'Information for law enforcement authorities').
+        Category(
+            "blocked_users",
+            "blocked users",
+            "blocked users",
+            "accounts this account blocked, and accounts that blocked it",
+        ),
         Category(
             "group_membership",
             "groups",  # (short: a chip of it fits a phone's table, tests/sims/test_html_report.py)

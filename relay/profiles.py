@@ -315,6 +315,8 @@ WHATSAPP = Profile(
     },
     notes={
         "content": "content lives only on the phones and in their backups",
+        "blocked_users": "both ways: the numbers the account blocks and the numbers that block it ('numbers "
+        "blocking or blocked by the user', faq.whatsapp.com, to a 2703(d) order)",
         "last_seen": "WhatsApp's 'last seen' is the account's last activity (a message sent or received, the "
         "app going offline), not its last login",
         "group_membership": "WhatsApp holds every group's member list (its server fans group messages out "

@@ -87,7 +87,7 @@ def check_against_store(d: Disclosure, desk: ComplianceDesk, store: Store) -> No
             elif category == "reverse_contacts" and target:
                 assert not store.reverse_contacts(target), where
             elif category == "blocked_users" and target:
-                assert not store.blocks_of(target), where
+                assert not store.blocks_of(target) and not store.blockers_of(target), where
             elif category == "group_membership" and target:
                 assert not store.groups_of(target), where
                 # under encrypted group state, "not retained" only where the relay holds no state at all
