@@ -13,12 +13,16 @@ Every profile cites its sources: the FBI "Lawful Access" chart of 2021-01-07 (FO
 enforcement guidelines, Signal's published subpoena responses, court records, reporting on
 BlackBerry). Where a source says nothing, the profile says what we assumed (``Profile.assumptions``):
 every disclosure under that instrument carries it as an "Assumption", and the FBI chart's matrix
-lists it apart. Two profiles rest on such assumptions today. WhatsApp's wiretap order returns the
-ciphertext its relay routes: no source shows WhatsApp returning ciphertext to a wiretap order; the one
-reported fight over an end-to-end wiretap, In re Facebook Messenger (E.D. Cal. 2018), ended with the
-court refusing DOJ's motion to hold Facebook in contempt for not wiretapping Messenger voice calls. And
-Wire, which is not on the FBI chart and whose guide for law enforcement, if it publishes one, was not
-found: what it keeps is its privacy whitepaper's, which instrument gets what is assumed, under every one.
+lists it apart. Among the chart's rows: WhatsApp's wiretap order returns the ciphertext its relay
+routes: no source shows WhatsApp returning ciphertext to a wiretap order; the one reported fight over an
+end-to-end wiretap, In re Facebook Messenger (E.D. Cal. 2018), ended with the court refusing DOJ's motion
+to hold Facebook in contempt for not wiretapping Messenger voice calls. And a search warrant on WhatsApp
+or iMessage gets what their 2703(d) orders get (blocked users; 25 days of look-ups) as well as what the
+chart's warrant cell names: a warrant may compel every record a 2703(d) order may (18 U.S.C.
+2703(c)(1)(A)), but the chart is silent. Beyond the chart: Wire, whose guide for law enforcement, if it
+publishes one, was not found: what it keeps is its privacy whitepaper's, which instrument gets what is
+assumed, under every one; and BlackBerry where the record is silent (consumer BBM under the PTA's
+demand, BES under India's orders, consumer BBM under a Canadian Part VI authorization).
 """
 
 from __future__ import annotations
@@ -183,6 +187,18 @@ _FBI_CHART = "FBI, 'Lawful Access' chart, 2021-01-07 (FOIA release 2021-11-19; j
 # wiretap either (a wiretap collects everything a pen register does, and the bodies besides).
 _NOT_REALTIME = "the FBI chart (2021) shows real-time returns only for WhatsApp"
 
+
+def _warrant_gets_the_2703d_records(records: str, cell: str) -> str:
+    """The assumption under a search warrant where the FBI chart's search-warrant cell names less than its
+    2703(d) cell: a warrant may compel every record a 2703(d) order may, and the profile hands it them."""
+    return (
+        f"the FBI chart names {records} under a 2703(d) court order, and under a search warrant only {cell}; "
+        "no source says what the provider hands a warrant of them. A warrant may compel every record a 2703(d) "
+        "order may (18 U.S.C. 2703(c)(1)(A)), and this profile assumes the provider hands a warrant what it "
+        "hands a 2703(d) order, as well as what the chart names"
+    )
+
+
 # Signal's own words on groups, in its published responses (signal.org/bigbrother): what the desk
 # says beside "not retained" (no group state on the relay) or "cryptographically impossible" (only
 # encrypted group state, groups v2).
@@ -289,10 +305,14 @@ WHATSAPP = Profile(
         _FBI_CHART,
     ),
     assumptions={
+        "search_warrant": _warrant_gets_the_2703d_records(
+            "blocked users ('numbers blocking or blocked by the user', faq.whatsapp.com)",
+            "address-book contacts and the users who have the target in theirs",
+        ),
         "wiretap": "no source shows WhatsApp returning ciphertext to a wiretap order; the relay could copy the "
         "encrypted bodies it routes, and this profile assumes it would. In the one reported fight over an "
         "end-to-end wiretap, In re Facebook Messenger (E.D. Cal. 2018), the court refused DOJ's motion to "
-        "hold Facebook in contempt for not wiretapping Messenger voice calls"
+        "hold Facebook in contempt for not wiretapping Messenger voice calls",
     },
     discloses={
         "subpoena": frozenset({"subscriber_info", "account_created", "last_seen", "ip_addresses"}),
@@ -387,8 +407,16 @@ IMESSAGE = Profile(
         "pen_register": frozenset(),
         "wiretap": frozenset(),
     },
-    # The FBI chart: "25 days of iMessage look-ups to/from the target number" to a 2703(d) order.
+    # The FBI chart: "25 days of iMessage look-ups to/from the target number" to a 2703(d) order; the
+    # same 25 days to a search warrant is the project's assumption (``assumptions``).
     lookback={"lookup_log": 25 * _DAY},
+    assumptions={
+        "search_warrant": _warrant_gets_the_2703d_records(
+            "25 days of iMessage look-ups to and from the target number",
+            "device backups (reached here by a warrant on the backup's custodian, backup_warrant)",
+        )
+        + " (the same 25 days of look-ups)",
+    },
     notes={
         "content": "with iCloud Backup on (and Advanced Data Protection off) Apple holds the backup's keys: "
         "the history is reached by a search warrant on the backup custodian (backup_warrant), not on the relay",

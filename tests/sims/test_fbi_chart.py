@@ -465,11 +465,33 @@ def test_whatsapps_wiretap_return_is_marked_as_an_assumption(chart: tuple[Path, 
     assumed = (out / "matrix.md").read_text(encoding="utf-8").split("## Assumptions (no source says so)")[1]
     assumed = assumed.split("## Legend")[0]
     assert "WhatsApp (`whatsapp`), wiretap order: no source shows WhatsApp returning ciphertext" in assumed
-    # no other cell of the chart's rows rests on an assumption; Wire, not on the chart, rests on them all
+    # of the chart's rows, only these cells rest on an assumption (the search warrants: the test below);
+    # Wire, not on the chart, rests on them all
     rows = [line for line in assumed.splitlines() if line.startswith("- ")]
-    others = [r for r in rows if not r.startswith("- Wire (`wire`), ")]
-    assert len(others) == 1 and others[0].startswith("- WhatsApp (`whatsapp`), wiretap order: ")
-    assert len(rows) == 1 + len(MATRIX_PROCESSES)
+    others = [r.split(":")[0] for r in rows if not r.startswith("- Wire (`wire`), ")]
+    assert others == [
+        "- WhatsApp (`whatsapp`), search warrant",
+        "- WhatsApp (`whatsapp`), wiretap order",
+        "- Apple iMessage (`imessage`), search warrant",
+    ]
+    assert len(rows) == len(others) + len(MATRIX_PROCESSES)
+
+
+@pytest.mark.parametrize(("profile", "category"), [("imessage", "lookup_log"), ("whatsapp", "blocked_users")])
+def test_a_search_warrant_gets_the_2703d_records_the_chart_names_and_says_it_is_assumed(
+    chart: tuple[Path, dict[str, Any]], profile: str, category: str
+) -> None:
+    """The chart names iMessage's 25 days of look-ups and WhatsApp's blocked users under a 2703(d) order,
+    and is silent on them under a search warrant (its cells name backups; address books). A warrant may
+    compel every record a 2703(d) order may (18 U.S.C. 2703(c)(1)(A)): the warrant gets the same records,
+    and its disclosure says that rests on the project's assumption, not on the chart."""
+    out, matrix = chart
+    assert category in provided(matrix, profile, "court_order_2703d") & provided(matrix, profile, "search_warrant")
+    order, warrant = (disclosure(out, profile, p) for p in ("court_order_2703d", "search_warrant"))
+    assert warrant["provided"][category] == order["provided"][category]  # the same 25 days of look-ups
+    (assumed,) = [n for n in warrant["notes"] if n.startswith("Assumption: ")]
+    assert "18 U.S.C. 2703(c)(1)(A)" in assumed and "the FBI chart names" in assumed
+    assert not any(n.startswith("Assumption: ") for n in order["notes"])  # the 2703(d) cell is the chart's
 
 
 def test_wire_is_in_the_matrix_but_not_held_against_the_chart(chart: tuple[Path, dict[str, Any]]) -> None:
