@@ -332,6 +332,30 @@ def test_a_new_instrument_is_one_row_uk_targeted_interception() -> None:
 _DAYS = 86400.0
 
 
+def test_a_wiretap_order_asks_for_what_passes_not_for_the_look_up_log() -> None:
+    """The record ties look-up logs to a 2703(d) order (the FBI chart: iMessage's "25 days of
+    look-ups") and to pen register / trap-and-trace orders (Apple's iMessage FAQ for law enforcement,
+    The Intercept, 2016-09-28), and says nothing of them under a wiretap order. The project's reading
+    (relay/legal.py, beside the row): Title III authorizes intercepting the contents of communications
+    in transmission (18 U.S.C. 2518), and a look-up log is a record the provider keeps; an agency wanting
+    both serves both. So no interception order asks for the look-up log, and a wiretap disclosure neither
+    provides it nor gives a reason for not providing it, even from a relay that logs every look-up."""
+    assert "lookup_log" in INSTRUMENTS["pen_register"].asks
+    assert "lookup_log" in INSTRUMENTS["court_order_2703d"].asks
+    for instrument in INSTRUMENTS.values():
+        if instrument.copies_bodies:
+            assert "lookup_log" not in instrument.asks, instrument.key
+    sc = replace(resolve_scenario("fbi-chart"), matrix=False)
+    result = Simulation(
+        replace(sc, relay=replace(sc.relay, profile="keep-everything")), db_path=":memory:"
+    ).run()
+    by = {d.process.process: d for d in result.disclosures}
+    assert by["pen_register"].provided["lookup_log"] or by["court_order_2703d"].provided["lookup_log"]
+    wiretap = by["wiretap"]
+    assert wiretap.provided["ciphertext"]  # it collected what passed
+    assert "lookup_log" not in wiretap.provided and "lookup_log" not in wiretap.reasons
+
+
 def test_a_pen_register_collects_for_at_most_60_days_from_service() -> None:
     order = LegalProcess("pr", "pen_register", "a", served=10 * _DAYS)
     assert order.window() == (10 * _DAYS, 70 * _DAYS)
