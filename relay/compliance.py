@@ -599,8 +599,14 @@ class ComplianceDesk:
                 d.refuse(category, "withheld_by_policy", self._withheld_reason(category, process))
                 continue
             rows = self._fetch(category, process, d)
-            if "ip_addresses" not in discloses and category not in ("ip_addresses", "location"):
-                # IP addresses are not withheld in one category and printed in another
+            logged_hosts = category == "lookup_log" and instrument.key in self.profile.lookup_log_hosts
+            if (
+                "ip_addresses" not in discloses
+                and category not in ("ip_addresses", "location")
+                and not logged_hosts
+            ):
+                # IP addresses are not withheld in one category and printed in another (but where the
+                # record shows a log handed over with its client IPs: Profile.lookup_log_hosts)
                 rows = [{k: v for k, v in r.items() if k != "host"} for r in rows]
             d.provided[category] = rows
             note = self.profile.notes.get(category)

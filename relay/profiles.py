@@ -156,6 +156,11 @@ class Profile:
     # Per category, how far back (seconds before service) the provider's policy reaches when it
     # hands that category over, where it reaches less far than it keeps.
     lookback: Mapping[str, float] = field(default_factory=dict)
+    # The instruments under which the look-up log is handed over with each query's client IP address,
+    # as the provider keeps it, though IP addresses are not otherwise handed over under them (Apple's
+    # iMessage FAQ for law enforcement shows "Client IP" in the look-up logs produced to pen register /
+    # trap-and-trace orders). Elsewhere a row never shows an address its category's policy withholds.
+    lookup_log_hosts: frozenset[str] = frozenset()
     # The date this profile describes the provider as of (``profile_as_of``); None: as it is today.
     as_of: date | None = None
 
@@ -943,6 +948,7 @@ POLICY_FIELDS: Final[tuple[str, ...]] = (
     "response_record",
     "assumptions",
     "lookback",
+    "lookup_log_hosts",
     "notes",
 )
 
@@ -976,11 +982,14 @@ HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             f"{_FBI_CHART}; {_IMESSAGE_FAQ}",
             {
                 "discloses": {**IMESSAGE.discloses, "pen_register": frozenset({"lookup_log"})},
+                "lookup_log_hosts": frozenset({"pen_register"}),
                 "notes": {
                     **IMESSAGE.notes,
                     "realtime_routing": _IMESSAGE_FAQ_PEN,
                     "lookup_log": "Apple keeps look-ups about 30 days; to a pen register / trap-and-trace order "
-                    f"it produces those made from the order's service on ({_IMESSAGE_FAQ}); a look-up is not a "
+                    "it produces those made from the order's service on, each with its date and time, the "
+                    f"numbers looking up and looked up, and the client IP it came from ({_IMESSAGE_FAQ}); a "
+                    "look-up is not a "
                     'message: Apple says it "doesn\'t prove that any communication actually took place" '
                     f"({_IMESSAGE_FAQ})",
                 },

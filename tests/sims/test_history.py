@@ -464,6 +464,9 @@ def test_imessage_pen_register_gets_the_lookups_from_service_on_until_the_fbi_ch
     # to and from the target (c looks a up to answer): none with b, looked up before service
     assert {(r["account"], r["recipient_account"]) for r in rows} == {("a", "c"), ("c", "a")}
     assert all(r["time"] >= d.process.served for r in rows)
+    # the FAQ's sample return: date and time, the numbers, and the "Client IP" of each query
+    hosts = {r["account"]: r["host"] for r in rows}
+    assert hosts and all(hosts.values()) and f"from {hosts['a']}" in d.to_markdown()
     assert {c: d.reasons[c][0] for c in ("realtime_routing", "ip_addresses")} == {
         "realtime_routing": "no_capability",
         "ip_addresses": "no_capability",
