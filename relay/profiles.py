@@ -528,6 +528,15 @@ VIBER = Profile(
     notes={"ip_addresses": "the IP address at registration only", "realtime_routing": _NOT_REALTIME},
 )
 
+# The instruments that are orders of a judicial authority and look back at what is held: Telegram's
+# "valid order from the relevant judicial authorities" (telegram.org/privacy §8.3).
+_TELEGRAM_JUDICIAL: Final = ("court_order_2703d", "search_warrant", "pk_court_order")
+_TELEGRAM_ORDER = (
+    "Telegram hands over IP address and phone number to 'a valid order from the relevant judicial authorities' "
+    "confirming the user is a suspect in a case involving criminal activities (telegram.org/privacy §8.3, "
+    "September 2024): a court's order, not a subpoena"
+)
+
 TELEGRAM_CLOUD = Profile(
     name="telegram-cloud",
     title="Telegram (cloud chats)",
@@ -550,12 +559,15 @@ TELEGRAM_CLOUD = Profile(
         "telegram.org/faq: cloud chats are encrypted client-server and stored on Telegram's servers",
         _FBI_CHART,
     ),
-    # "IP address and phone number" to an order naming the user; nothing in real time (the chart)
-    discloses={
-        i.key: frozenset({"subscriber_info", "ip_addresses"}) for i in INSTRUMENTS.values() if not i.forward
-    },
+    # "IP address and phone number" to "a valid order from the relevant judicial authorities" naming the
+    # user (telegram.org/privacy §8.3, September 2024): a court's order looking back (a 2703(d) order, a
+    # search warrant, a Pakistani court order), not a subpoena, which no judge issues on the case;
+    # nothing in real time (the chart)
+    discloses={p: frozenset({"subscriber_info", "ip_addresses"}) for p in _TELEGRAM_JUDICIAL},
     notes={
         "content": "the keys are on Telegram's servers: content is withheld by policy, not by mathematics",
+        "subscriber_info": _TELEGRAM_ORDER,
+        "ip_addresses": _TELEGRAM_ORDER,
         "realtime_routing": _NOT_REALTIME,
     },
 )
