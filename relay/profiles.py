@@ -22,7 +22,8 @@ chart's warrant cell names: a warrant may compel every record a 2703(d) order ma
 2703(c)(1)(A)), but the chart is silent. Beyond the chart: Wire, whose guide for law enforcement, if it
 publishes one, was not found: what it keeps is its privacy whitepaper's, which instrument gets what is
 assumed, under every one; and BlackBerry where the record is silent (consumer BBM under the PTA's
-demand, BES under India's orders, consumer BBM under a Canadian Part VI authorization).
+demand, BES under India's orders, either under a Canadian Part VI authorization, either under any
+British or Australian instrument).
 """
 
 from __future__ import annotations
@@ -782,6 +783,17 @@ _PTA_RECORD = (
 # intercepted PIN messages with the global key (sims/scenarios/rcmp-clemenza.toml says how).
 _BB_NOT_THE_CORRESPONDENCE: Final = ("search_warrant", "wiretap", "ifta_warrant")
 
+# The UK's and Australia's instruments (and, for BES, Canada's): the record says nothing of BlackBerry
+# answering one. The profiles apply the one general policy the record reports, "under a court order"
+# location, who contacted whom and certain metadata, never the correspondence, and say in every such
+# disclosure that this is assumed.
+_BB_SILENT: Final = tuple(i.key for i in INSTRUMENTS.values() if i.jurisdiction in ("uk", "au"))
+_BB_SILENT_ASSUMED = (
+    "the record says nothing of BlackBerry answering an order of this country's law; this profile assumes it "
+    "answers as its policy was reported for court orders (John Chen, December 2015): location, who contacted "
+    "whom and certain metadata, never the correspondence"
+)
+
 # Canada: the record (Project Clemenza, 2010-2012, reported April 2016; R v. Mirarchi) has the police
 # holding the consumer global key and decrypting about a million PIN messages themselves; it says
 # nothing of BlackBerry answering a Part VI authorization, nor how the police came by the key.
@@ -813,12 +825,13 @@ BBM_CONSUMER = Profile(
     ),
     discloses={
         **{p: ASKS[p] for p in ASKS},
-        **{p: ASKS[p] - {"ciphertext", "content"} for p in _BB_NOT_THE_CORRESPONDENCE},
+        **{p: ASKS[p] - {"ciphertext", "content"} for p in (*_BB_NOT_THE_CORRESPONDENCE, *_BB_SILENT)},
         "subpoena": _BB_SUBPOENA,
         "pk_court_order": _BB_COURT_ORDER,
     },
     responses=_BB_RESPONSES,
     assumptions={
+        **{p: _BB_SILENT_ASSUMED for p in _BB_SILENT},
         "pta_demand": "the PTA's 2015 demand named BlackBerry Enterprise Server traffic ('every BES e-mail and "
         "BES BBM message'), not consumer BBM, and no source says how BlackBerry would have answered one on "
         "consumer BBM; this profile assumes the same refusal",
@@ -867,7 +880,10 @@ BES = Profile(
     ),
     discloses={
         **{p: ASKS[p] - {"content"} for p in ASKS},
-        **{p: ASKS[p] - {"ciphertext", "content"} for p in _BB_NOT_THE_CORRESPONDENCE},
+        **{
+            p: ASKS[p] - {"ciphertext", "content"}
+            for p in (*_BB_NOT_THE_CORRESPONDENCE, *_BB_SILENT, "ca_part_vi_authorization")
+        },
         # India's interception facility (2012) covers consumer BBM and BIS e-mail, not BES: India
         # accepted in 2013 that enterprise data comes from the enterprise
         **{p: ASKS[p] - {"ciphertext", "content"} for p in _INDIA},
@@ -876,7 +892,10 @@ BES = Profile(
     },
     responses=_BB_RESPONSES,
     response_record={"pta_demand": _PTA_RECORD},
-    assumptions={p: _BES_INDIA_ASSUMED for p in _INDIA},
+    assumptions={
+        **{p: _BES_INDIA_ASSUMED for p in _INDIA},
+        **{p: _BB_SILENT_ASSUMED for p in (*_BB_SILENT, "ca_part_vi_authorization")},
+    },
     notes={
         "content": "the keys are generated and held by the enterprise's own BES server, not by BlackBerry: "
         "the order has to be served on the enterprise (RIM, August 2010: 'no master key or back door'; "

@@ -310,8 +310,13 @@ def test_a_response_other_than_complied_is_a_policy_hook() -> None:
     assert d.reasons["content"][0] == "cryptographically_impossible"
 
 
-def test_a_new_instrument_is_one_row_uk_targeted_interception() -> None:
-    """Added as one row of relay.legal.INSTRUMENTS: the validator, the desk and the headers read it."""
+def test_a_new_instrument_is_one_row_uk_targeted_interception(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Added as one row of relay.legal.INSTRUMENTS: the validator, the desk and the headers read it.
+    (Under a consumer BBM whose policy hands the words over to it: the record says nothing of BlackBerry
+    under UK law, and the real profile withholds them, as its reported policy does.)"""
+    bbm = get_profile("bbm-consumer")
+    handing = {**bbm.discloses, "ipa_targeted_interception": INSTRUMENTS["ipa_targeted_interception"].asks}
+    monkeypatch.setitem(PROFILES, "bbm-consumer", replace(bbm, discloses=handing))
     sc = parse_scenario(
         _ORDER.format(order='process = "ipa_targeted_interception"\ntarget = "a"')
         + '[[people]]\nname = "b"\n[[conversations]]\nbetween = ["a", "b"]\n'
