@@ -599,8 +599,14 @@ class ComplianceDesk:
                 d.refuse(category, "withheld_by_policy", self._withheld_reason(category, process))
                 continue
             rows = self._fetch(category, process, d)
-            if "ip_addresses" not in discloses and category not in ("ip_addresses", "location"):
-                # IP addresses are not withheld in one category and printed in another
+            logged_hosts = category == "lookup_log" and instrument.key in self.profile.lookup_log_hosts
+            if (
+                "ip_addresses" not in discloses
+                and category not in ("ip_addresses", "location")
+                and not logged_hosts
+            ):
+                # IP addresses are not withheld in one category and printed in another (but where the
+                # record shows a log handed over with its client IPs: Profile.lookup_log_hosts)
                 rows = [{k: v for k, v in r.items() if k != "host"} for r in rows]
             d.provided[category] = rows
             note = self.profile.notes.get(category)
@@ -919,7 +925,13 @@ class ComplianceDesk:
         if category == "reverse_contacts":
             return [{"account": c} for c in s.reverse_contacts(target)] if target else []
         if category == "blocked_users":
-            return [{"blocked": b, "time": t} for b, t in s.blocks_of(target)] if target else []
+            # "numbers blocking or blocked by the user" (faq.whatsapp.com): the target's blocks, then
+            # the blocks of the target by others
+            if not target:
+                return []
+            return [{"blocked": b, "time": t} for b, t in s.blocks_of(target)] + [
+                {"blocked_by": a, "time": t} for a, t in s.blockers_of(target)
+            ]
         if category == "group_membership":
             groups: list[dict[str, Any]] = []
             for group in s.groups_of(target) if target else []:

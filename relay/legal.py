@@ -91,7 +91,14 @@ CATEGORIES: Final[Mapping[str, Category]] = {
             "reverse contacts",
             "accounts whose uploaded address books contain this account",
         ),
-        Category("blocked_users", "blocked users", "blocked users", "accounts this account blocked"),
+        # Both ways: WhatsApp's 2703(d) return "may include numbers blocking or blocked by the user"
+        # (faq.whatsapp.com, 'Information for law enforcement authorities').
+        Category(
+            "blocked_users",
+            "blocked users",
+            "blocked users",
+            "accounts this account blocked, and accounts that blocked it",
+        ),
         Category(
             "group_membership",
             "groups",  # (short: a chip of it fits a phone's table, tests/sims/test_html_report.py)
@@ -358,6 +365,14 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             # E.D. Cal. 2022); 18 U.S.C. 3123(c)(1): "a period not to exceed sixty days"
             max_period=60 * 86400.0,
         ),
+        # A wiretap order asks for what passes through the relay (each message's routing and body), not
+        # for the provider's log of directory look-ups. The record is silent on look-ups under Title III;
+        # the project's reading: Title III authorizes intercepting the contents of communications in
+        # transmission (18 U.S.C. 2510(4), 2518(4)), while a look-up log is a record the provider keeps,
+        # reached looking back by a 2703(d) order (the FBI chart: iMessage's "25 days of look-ups") and
+        # from service on by a pen register / trap-and-trace order (Apple's iMessage FAQ for law
+        # enforcement, The Intercept, 2016-09-28). An agency that wants the look-ups too serves one of
+        # those beside the wiretap, as a scenario can.
         Instrument(
             "wiretap",
             "us",

@@ -13,12 +13,17 @@ Every profile cites its sources: the FBI "Lawful Access" chart of 2021-01-07 (FO
 enforcement guidelines, Signal's published subpoena responses, court records, reporting on
 BlackBerry). Where a source says nothing, the profile says what we assumed (``Profile.assumptions``):
 every disclosure under that instrument carries it as an "Assumption", and the FBI chart's matrix
-lists it apart. Two profiles rest on such assumptions today. WhatsApp's wiretap order returns the
-ciphertext its relay routes: no source shows WhatsApp returning ciphertext to a wiretap order; the one
-reported fight over an end-to-end wiretap, In re Facebook Messenger (E.D. Cal. 2018), ended with the
-court refusing DOJ's motion to hold Facebook in contempt for not wiretapping Messenger voice calls. And
-Wire, which is not on the FBI chart and whose guide for law enforcement, if it publishes one, was not
-found: what it keeps is its privacy whitepaper's, which instrument gets what is assumed, under every one.
+lists it apart. Among the chart's rows: WhatsApp's wiretap order returns the ciphertext its relay
+routes: no source shows WhatsApp returning ciphertext to a wiretap order; the one reported fight over an
+end-to-end wiretap, In re Facebook Messenger (E.D. Cal. 2018), ended with the court refusing DOJ's motion
+to hold Facebook in contempt for not wiretapping Messenger voice calls. And a search warrant on WhatsApp
+or iMessage gets what their 2703(d) orders get (blocked users; 25 days of look-ups) as well as what the
+chart's warrant cell names: a warrant may compel every record a 2703(d) order may (18 U.S.C.
+2703(c)(1)(A)), but the chart is silent. Beyond the chart: Wire, whose guide for law enforcement, if it
+publishes one, was not found: what it keeps is its privacy whitepaper's, which instrument gets what is
+assumed, under every one; and BlackBerry where the record is silent (consumer BBM under the PTA's
+demand, BES under India's orders, either under a Canadian Part VI authorization, either under any
+British or Australian instrument).
 """
 
 from __future__ import annotations
@@ -152,6 +157,11 @@ class Profile:
     # Per category, how far back (seconds before service) the provider's policy reaches when it
     # hands that category over, where it reaches less far than it keeps.
     lookback: Mapping[str, float] = field(default_factory=dict)
+    # The instruments under which the look-up log is handed over with each query's client IP address,
+    # as the provider keeps it, though IP addresses are not otherwise handed over under them (Apple's
+    # iMessage FAQ for law enforcement shows "Client IP" in the look-up logs produced to pen register /
+    # trap-and-trace orders). Elsewhere a row never shows an address its category's policy withholds.
+    lookup_log_hosts: frozenset[str] = frozenset()
     # The date this profile describes the provider as of (``profile_as_of``); None: as it is today.
     as_of: date | None = None
 
@@ -182,6 +192,18 @@ _FBI_CHART = "FBI, 'Lawful Access' chart, 2021-01-07 (FOIA release 2021-11-19; j
 # fact". So no provider on it but WhatsApp collects anything in real time: no pen register, and no
 # wiretap either (a wiretap collects everything a pen register does, and the bodies besides).
 _NOT_REALTIME = "the FBI chart (2021) shows real-time returns only for WhatsApp"
+
+
+def _warrant_gets_the_2703d_records(records: str, cell: str) -> str:
+    """The assumption under a search warrant where the FBI chart's search-warrant cell names less than its
+    2703(d) cell: a warrant may compel every record a 2703(d) order may, and the profile hands it them."""
+    return (
+        f"the FBI chart names {records} under a 2703(d) court order, and under a search warrant only {cell}; "
+        "no source says what the provider hands a warrant of them. A warrant may compel every record a 2703(d) "
+        "order may (18 U.S.C. 2703(c)(1)(A)), and this profile assumes the provider hands a warrant what it "
+        "hands a 2703(d) order, as well as what the chart names"
+    )
+
 
 # Signal's own words on groups, in its published responses (signal.org/bigbrother): what the desk
 # says beside "not retained" (no group state on the relay) or "cryptographically impossible" (only
@@ -289,10 +311,14 @@ WHATSAPP = Profile(
         _FBI_CHART,
     ),
     assumptions={
+        "search_warrant": _warrant_gets_the_2703d_records(
+            "blocked users ('numbers blocking or blocked by the user', faq.whatsapp.com)",
+            "address-book contacts and the users who have the target in theirs",
+        ),
         "wiretap": "no source shows WhatsApp returning ciphertext to a wiretap order; the relay could copy the "
         "encrypted bodies it routes, and this profile assumes it would. In the one reported fight over an "
         "end-to-end wiretap, In re Facebook Messenger (E.D. Cal. 2018), the court refused DOJ's motion to "
-        "hold Facebook in contempt for not wiretapping Messenger voice calls"
+        "hold Facebook in contempt for not wiretapping Messenger voice calls",
     },
     discloses={
         "subpoena": frozenset({"subscriber_info", "account_created", "last_seen", "ip_addresses"}),
@@ -315,6 +341,8 @@ WHATSAPP = Profile(
     },
     notes={
         "content": "content lives only on the phones and in their backups",
+        "blocked_users": "both ways: the numbers the account blocks and the numbers that block it ('numbers "
+        "blocking or blocked by the user', faq.whatsapp.com, to a 2703(d) order)",
         "last_seen": "WhatsApp's 'last seen' is the account's last activity (a message sent or received, the "
         "app going offline), not its last login",
         "group_membership": "WhatsApp holds every group's member list (its server fans group messages out "
@@ -385,8 +413,16 @@ IMESSAGE = Profile(
         "pen_register": frozenset(),
         "wiretap": frozenset(),
     },
-    # The FBI chart: "25 days of iMessage look-ups to/from the target number" to a 2703(d) order.
+    # The FBI chart: "25 days of iMessage look-ups to/from the target number" to a 2703(d) order; the
+    # same 25 days to a search warrant is the project's assumption (``assumptions``).
     lookback={"lookup_log": 25 * _DAY},
+    assumptions={
+        "search_warrant": _warrant_gets_the_2703d_records(
+            "25 days of iMessage look-ups to and from the target number",
+            "device backups (reached here by a warrant on the backup's custodian, backup_warrant)",
+        )
+        + " (the same 25 days of look-ups)",
+    },
     notes={
         "content": "with iCloud Backup on (and Advanced Data Protection off) Apple holds the backup's keys: "
         "the history is reached by a search warrant on the backup custodian (backup_warrant), not on the relay",
@@ -439,17 +475,32 @@ WICKR = Profile(
         "wickr",
         {
             RecordKind.REGISTRATION: _first({"time", "device"}),
-            RecordKind.AUTHENTICATION: _latest({"time"}),
+            # "the date of last use" (Wickr's privacy policy, 2016-02-29; the FBI chart: "last use"): a day
+            RecordKind.AUTHENTICATION: _latest({"time"}, granularity={"time": _DAY}),
             RecordKind.SEND: KindRule(frozenset({"account"})),  # counted, not logged
         },
     ),
     custody="devices",
+    # "the date your account was created" (Wickr's privacy policy, 2016-02-29), "creation date" (the FBI
+    # chart), "date of its creation" (wickr.com/information-request-reporting): a date, no time
+    created_granularity=_DAY,
     wiretap=False,
     external_id_count=True,
     device_facts=frozenset({"device_type", "app_version"}),
-    sources=(_FBI_CHART,),
+    sources=(
+        _FBI_CHART,
+        "Wickr, Privacy Policy (last modified 2016-02-29): Wickr cannot reveal anything about a user 'aside from "
+        "the date your account was created, the date of last use and the type of device on which such account "
+        "was installed'",
+        "Wickr, 'Information Request Reporting' (wickr.com/information-request-reporting): 'date of its creation, "
+        "the date of last use, the total number of messages sent and/or received, the type of device on which "
+        "the account was created'",
+    ),
     discloses={p: frozenset({"account_created", "device_info", "last_seen", "message_counts"}) for p in ASKS},
     notes={
+        "account_created": "Wickr hands over the date the account was created, not the time (the FBI chart: "
+        "'creation date'; Wickr: 'the date your account was created')",
+        "last_seen": "Wickr hands over the date of last use, not the time (Wickr: 'the date of last use')",
         "message_counts": "the number of messages, with no sender-recipient pairs or times, and the number of "
         "external ids (not the ids)",
         "device_info": "each device's type and app version, as its app registered them (the FBI chart); the "
@@ -478,6 +529,15 @@ VIBER = Profile(
     notes={"ip_addresses": "the IP address at registration only", "realtime_routing": _NOT_REALTIME},
 )
 
+# The instruments that are orders of a judicial authority and look back at what is held: Telegram's
+# "valid order from the relevant judicial authorities" (telegram.org/privacy §8.3).
+_TELEGRAM_JUDICIAL: Final = ("court_order_2703d", "search_warrant", "pk_court_order")
+_TELEGRAM_ORDER = (
+    "Telegram hands over IP address and phone number to 'a valid order from the relevant judicial authorities' "
+    "confirming the user is a suspect in a case involving criminal activities (telegram.org/privacy §8.3, "
+    "September 2024): a court's order, not a subpoena"
+)
+
 TELEGRAM_CLOUD = Profile(
     name="telegram-cloud",
     title="Telegram (cloud chats)",
@@ -500,12 +560,15 @@ TELEGRAM_CLOUD = Profile(
         "telegram.org/faq: cloud chats are encrypted client-server and stored on Telegram's servers",
         _FBI_CHART,
     ),
-    # "IP address and phone number" to an order naming the user; nothing in real time (the chart)
-    discloses={
-        i.key: frozenset({"subscriber_info", "ip_addresses"}) for i in INSTRUMENTS.values() if not i.forward
-    },
+    # "IP address and phone number" to "a valid order from the relevant judicial authorities" naming the
+    # user (telegram.org/privacy §8.3, September 2024): a court's order looking back (a 2703(d) order, a
+    # search warrant, a Pakistani court order), not a subpoena, which no judge issues on the case;
+    # nothing in real time (the chart)
+    discloses={p: frozenset({"subscriber_info", "ip_addresses"}) for p in _TELEGRAM_JUDICIAL},
     notes={
         "content": "the keys are on Telegram's servers: content is withheld by policy, not by mathematics",
+        "subscriber_info": _TELEGRAM_ORDER,
+        "ip_addresses": _TELEGRAM_ORDER,
         "realtime_routing": _NOT_REALTIME,
     },
 )
@@ -720,6 +783,17 @@ _PTA_RECORD = (
 # intercepted PIN messages with the global key (sims/scenarios/rcmp-clemenza.toml says how).
 _BB_NOT_THE_CORRESPONDENCE: Final = ("search_warrant", "wiretap", "ifta_warrant")
 
+# The UK's and Australia's instruments (and, for BES, Canada's): the record says nothing of BlackBerry
+# answering one. The profiles apply the one general policy the record reports, "under a court order"
+# location, who contacted whom and certain metadata, never the correspondence, and say in every such
+# disclosure that this is assumed.
+_BB_SILENT: Final = tuple(i.key for i in INSTRUMENTS.values() if i.jurisdiction in ("uk", "au"))
+_BB_SILENT_ASSUMED = (
+    "the record says nothing of BlackBerry answering an order of this country's law; this profile assumes it "
+    "answers as its policy was reported for court orders (John Chen, December 2015): location, who contacted "
+    "whom and certain metadata, never the correspondence"
+)
+
 # Canada: the record (Project Clemenza, 2010-2012, reported April 2016; R v. Mirarchi) has the police
 # holding the consumer global key and decrypting about a million PIN messages themselves; it says
 # nothing of BlackBerry answering a Part VI authorization, nor how the police came by the key.
@@ -751,12 +825,13 @@ BBM_CONSUMER = Profile(
     ),
     discloses={
         **{p: ASKS[p] for p in ASKS},
-        **{p: ASKS[p] - {"ciphertext", "content"} for p in _BB_NOT_THE_CORRESPONDENCE},
+        **{p: ASKS[p] - {"ciphertext", "content"} for p in (*_BB_NOT_THE_CORRESPONDENCE, *_BB_SILENT)},
         "subpoena": _BB_SUBPOENA,
         "pk_court_order": _BB_COURT_ORDER,
     },
     responses=_BB_RESPONSES,
     assumptions={
+        **{p: _BB_SILENT_ASSUMED for p in _BB_SILENT},
         "pta_demand": "the PTA's 2015 demand named BlackBerry Enterprise Server traffic ('every BES e-mail and "
         "BES BBM message'), not consumer BBM, and no source says how BlackBerry would have answered one on "
         "consumer BBM; this profile assumes the same refusal",
@@ -805,7 +880,10 @@ BES = Profile(
     ),
     discloses={
         **{p: ASKS[p] - {"content"} for p in ASKS},
-        **{p: ASKS[p] - {"ciphertext", "content"} for p in _BB_NOT_THE_CORRESPONDENCE},
+        **{
+            p: ASKS[p] - {"ciphertext", "content"}
+            for p in (*_BB_NOT_THE_CORRESPONDENCE, *_BB_SILENT, "ca_part_vi_authorization")
+        },
         # India's interception facility (2012) covers consumer BBM and BIS e-mail, not BES: India
         # accepted in 2013 that enterprise data comes from the enterprise
         **{p: ASKS[p] - {"ciphertext", "content"} for p in _INDIA},
@@ -814,7 +892,10 @@ BES = Profile(
     },
     responses=_BB_RESPONSES,
     response_record={"pta_demand": _PTA_RECORD},
-    assumptions={p: _BES_INDIA_ASSUMED for p in _INDIA},
+    assumptions={
+        **{p: _BES_INDIA_ASSUMED for p in _INDIA},
+        **{p: _BB_SILENT_ASSUMED for p in (*_BB_SILENT, "ca_part_vi_authorization")},
+    },
     notes={
         "content": "the keys are generated and held by the enterprise's own BES server, not by BlackBerry: "
         "the order has to be served on the enterprise (RIM, August 2010: 'no master key or back door'; "
@@ -898,6 +979,7 @@ POLICY_FIELDS: Final[tuple[str, ...]] = (
     "response_record",
     "assumptions",
     "lookback",
+    "lookup_log_hosts",
     "notes",
 )
 
@@ -931,11 +1013,14 @@ HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             f"{_FBI_CHART}; {_IMESSAGE_FAQ}",
             {
                 "discloses": {**IMESSAGE.discloses, "pen_register": frozenset({"lookup_log"})},
+                "lookup_log_hosts": frozenset({"pen_register"}),
                 "notes": {
                     **IMESSAGE.notes,
                     "realtime_routing": _IMESSAGE_FAQ_PEN,
                     "lookup_log": "Apple keeps look-ups about 30 days; to a pen register / trap-and-trace order "
-                    f"it produces those made from the order's service on ({_IMESSAGE_FAQ}); a look-up is not a "
+                    "it produces those made from the order's service on, each with its date and time, the "
+                    f"numbers looking up and looked up, and the client IP it came from ({_IMESSAGE_FAQ}); a "
+                    "look-up is not a "
                     'message: Apple says it "doesn\'t prove that any communication actually took place" '
                     f"({_IMESSAGE_FAQ})",
                 },

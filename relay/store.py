@@ -1867,6 +1867,13 @@ class Store:
         )
         return [(r[0], r[1]) for r in rows]
 
+    def blockers_of(self, account: str) -> list[tuple[str, float]]:
+        """(blocking account, since when) for every account that blocks ``account``, oldest first."""
+        rows = self._db.execute(
+            "SELECT account, time FROM blocks WHERE blocked = ? ORDER BY time, account", (account,)
+        )
+        return [(r[0], r[1]) for r in rows]
+
     def all_blocks(self) -> list[tuple[str, str, float]]:
         """(account, blocked, time) for every block kept (what a relay loads when it starts)."""
         return [(r[0], r[1], r[2]) for r in self._db.execute("SELECT account, blocked, time FROM blocks")]

@@ -87,7 +87,7 @@ def check_against_store(d: Disclosure, desk: ComplianceDesk, store: Store) -> No
             elif category == "reverse_contacts" and target:
                 assert not store.reverse_contacts(target), where
             elif category == "blocked_users" and target:
-                assert not store.blocks_of(target), where
+                assert not store.blocks_of(target) and not store.blockers_of(target), where
             elif category == "group_membership" and target:
                 assert not store.groups_of(target), where
                 # under encrypted group state, "not retained" only where the relay holds no state at all
@@ -310,8 +310,13 @@ def test_a_response_other_than_complied_is_a_policy_hook() -> None:
     assert d.reasons["content"][0] == "cryptographically_impossible"
 
 
-def test_a_new_instrument_is_one_row_uk_targeted_interception() -> None:
-    """Added as one row of relay.legal.INSTRUMENTS: the validator, the desk and the headers read it."""
+def test_a_new_instrument_is_one_row_uk_targeted_interception(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Added as one row of relay.legal.INSTRUMENTS: the validator, the desk and the headers read it.
+    (Under a consumer BBM whose policy hands the words over to it: the record says nothing of BlackBerry
+    under UK law, and the real profile withholds them, as its reported policy does.)"""
+    bbm = get_profile("bbm-consumer")
+    handing = {**bbm.discloses, "ipa_targeted_interception": INSTRUMENTS["ipa_targeted_interception"].asks}
+    monkeypatch.setitem(PROFILES, "bbm-consumer", replace(bbm, discloses=handing))
     sc = parse_scenario(
         _ORDER.format(order='process = "ipa_targeted_interception"\ntarget = "a"')
         + '[[people]]\nname = "b"\n[[conversations]]\nbetween = ["a", "b"]\n'
@@ -330,6 +335,30 @@ def test_a_new_instrument_is_one_row_uk_targeted_interception() -> None:
 # timestamps, routing data, for up to 60 days, on a certification of relevance" (In re WhatsApp pen
 # register orders, E.D. Cal. 2022); 18 U.S.C. 3123(c)(1): "a period not to exceed sixty days".
 _DAYS = 86400.0
+
+
+def test_a_wiretap_order_asks_for_what_passes_not_for_the_look_up_log() -> None:
+    """The record ties look-up logs to a 2703(d) order (the FBI chart: iMessage's "25 days of
+    look-ups") and to pen register / trap-and-trace orders (Apple's iMessage FAQ for law enforcement,
+    The Intercept, 2016-09-28), and says nothing of them under a wiretap order. The project's reading
+    (relay/legal.py, beside the row): Title III authorizes intercepting the contents of communications
+    in transmission (18 U.S.C. 2518), and a look-up log is a record the provider keeps; an agency wanting
+    both serves both. So no interception order asks for the look-up log, and a wiretap disclosure neither
+    provides it nor gives a reason for not providing it, even from a relay that logs every look-up."""
+    assert "lookup_log" in INSTRUMENTS["pen_register"].asks
+    assert "lookup_log" in INSTRUMENTS["court_order_2703d"].asks
+    for instrument in INSTRUMENTS.values():
+        if instrument.copies_bodies:
+            assert "lookup_log" not in instrument.asks, instrument.key
+    sc = replace(resolve_scenario("fbi-chart"), matrix=False)
+    result = Simulation(
+        replace(sc, relay=replace(sc.relay, profile="keep-everything")), db_path=":memory:"
+    ).run()
+    by = {d.process.process: d for d in result.disclosures}
+    assert by["pen_register"].provided["lookup_log"] or by["court_order_2703d"].provided["lookup_log"]
+    wiretap = by["wiretap"]
+    assert wiretap.provided["ciphertext"]  # it collected what passed
+    assert "lookup_log" not in wiretap.provided and "lookup_log" not in wiretap.reasons
 
 
 def test_a_pen_register_collects_for_at_most_60_days_from_service() -> None:

@@ -542,6 +542,30 @@ def test_kept_blocks_are_stored_and_survive_a_restart_while_unkept_ones_do_not(t
                 assert store.blocks_of("bob") == [("carol", T0 + 5)]
 
 
+def test_whatsapps_2703d_order_gets_the_numbers_blocking_and_blocked_by_the_target() -> None:
+    """WhatsApp's guide: a 2703(d) order gets records "which may include numbers blocking or blocked by
+    the user" (faq.whatsapp.com, 'Information for law enforcement authorities'): both ways, each with
+    the time of the block; a subpoena gets neither (basic subscriber records)."""
+    clock = Clock()
+    whatsapp = get_profile("whatsapp")
+    core = _core(clock=clock, **whatsapp.relay_options())
+    alice, bob, carol = core_device(core, ALICE, 1), core_device(core, BOB, 2), core_device(core, CAROL, 3)
+    core.handle(bob, wire.Block(id=1, account="alice"))  # bob blocks alice
+    clock.now = T0 + 5
+    core.handle(carol, wire.Block(id=2, account="bob"))  # carol blocks bob
+    core.handle(alice, wire.Block(id=3, account="carol"))  # neither way bob's
+    desk = ComplianceDesk(core.store, whatsapp)
+    d = desk.serve(LegalProcess("d", "court_order_2703d", "bob", served=T0 + 60))
+    assert d.provided["blocked_users"] == [
+        {"blocked": "alice", "time": T0},
+        {"blocked_by": "carol", "time": T0 + 5},
+    ]
+    assert "blocking or blocked by the user" in " ".join(d.notes)
+    assert "blocked by carol" in d.to_markdown()
+    sub = desk.serve(LegalProcess("s", "subpoena", "bob", served=T0 + 60))
+    assert "blocked_users" not in sub.provided and "blocked_users" not in sub.reasons  # not asked
+
+
 def test_block_refusals() -> None:
     core = _core(keep_blocks=True)
     bob = core_device(core, BOB, 2)

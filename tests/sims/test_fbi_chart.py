@@ -357,6 +357,168 @@ def test_a_matrix_scenario_must_serve_each_process_once_on_one_account(
         check_matrix_scenario(replace(sc, events=events))
 
 
+# Every cell of the matrix, what is handed over, each row with the record it rests on: a change to a
+# profile, an instrument or the desk that moves a cell fails here naming it. "(assumed)": the cell rests on
+# the project's assumption, which its disclosure says (the test above); "(inferred)": the record's words are
+# vaguer than the categories, and the profile says which it chose.
+_BACK = ("subpoena", "court_order_2703d", "search_warrant")
+_FORWARD = ("pen_register", "wiretap")
+_SUB = "subscriber_info"
+_WA_SUB = {_SUB, "account_created", "last_seen", "ip_addresses"}
+_IM_SUB = {_SUB, "account_created", "last_seen"}
+_BB_RECORDS = {_SUB, "account_created", "last_seen", "ip_addresses", "device_info", "message_counts"}
+RECORD_TABLE: dict[tuple[str, str], tuple[set[str], str]] = {
+    **{
+        ("signal", p): (
+            {"account_created", "last_seen"},
+            "signal.org/bigbrother: the account's creation date and time and the date of its last connection, "
+            "to the E.D. Va. grand-jury subpoena (2016), the C.D. Cal. subpoena and the Santa Clara County warrant "
+            "(2021); the chart's subpoena cell",
+        )
+        for p in _BACK
+    },
+    ("whatsapp", "subpoena"): (
+        _WA_SUB,
+        "faq.whatsapp.com: 'name, service start date, last seen date, IP address, and email address'; the "
+        "chart: 'basic subscriber records'",
+    ),
+    ("whatsapp", "court_order_2703d"): (
+        _WA_SUB | {"blocked_users"},
+        "the chart: 'subpoena return + blocked users'; faq.whatsapp.com: 'numbers blocking or blocked by the "
+        "user'",
+    ),
+    ("whatsapp", "search_warrant"): (
+        _WA_SUB | {"blocked_users", "contacts", "reverse_contacts"},
+        "the chart: 'address book contacts and WhatsApp users who have the target in their address book "
+        "contacts'; blocked users as to a 2703(d) order (assumed: 18 U.S.C. 2703(c)(1)(A))",
+    ),
+    ("whatsapp", "pen_register"): (
+        {"ip_addresses", "realtime_routing"},
+        "the chart: 'every 15 minutes: source and destination of each message'; In re WhatsApp, E.D. Cal. "
+        "2022: source, destination, timestamps, routing data",
+    ),
+    ("whatsapp", "wiretap"): (
+        {"ip_addresses", "realtime_routing", "ciphertext"},
+        "(assumed) no source shows WhatsApp returning ciphertext to a wiretap order",
+    ),
+    ("imessage", "subpoena"): (_IM_SUB, "the chart: 'basic subscriber info'"),
+    ("imessage", "court_order_2703d"): (
+        _IM_SUB | {"lookup_log"},
+        "the chart: '25 days of iMessage look-ups to/from the target number'",
+    ),
+    ("imessage", "search_warrant"): (
+        _IM_SUB | {"lookup_log"},
+        "the chart: device backups, served here on the custodian (backup_warrant); the look-ups as to a "
+        "2703(d) order (assumed: 18 U.S.C. 2703(c)(1)(A))",
+    ),
+    **{
+        ("threema", p): (
+            {_SUB, "account_created", "last_seen", "device_info"},
+            "the chart: 'hash of phone/email, push token, ID creation date, last login date'; Threema's "
+            "transparency report: the public key",
+        )
+        for p in _BACK
+    },
+    **{
+        ("wickr", p): (
+            {"account_created", "device_info", "last_seen", "message_counts"},
+            "the chart: 'creation date, device types, last use, number of messages, number of external ids, "
+            "recent settings changes, version'",
+        )
+        for p in _BACK
+    },
+    **{
+        ("viber", p): (
+            {_SUB, "account_created", "ip_addresses", "message_log"},
+            "the chart: 'registration data, IP at creation; message history: time, date, source, destination'",
+        )
+        for p in _BACK
+    },
+    **{
+        ("telegram-cloud", p): (
+            set(),
+            "the chart: 'IP address and phone number, only for confirmed terror investigations' (the orders "
+            "here are ordinary criminal process; the run is as of the chart's date)",
+        )
+        for p in _BACK
+    },
+    **{
+        ("line", p): (
+            {_SUB, "account_created"},
+            "the chart: 'account data; up to 7 days of chats only if E2EE is off' (inferred: which account data)",
+        )
+        for p in _BACK
+    },
+    **{
+        ("line-letter-sealing-off", p): (
+            {_SUB, "account_created"} | ({"content"} if p == "search_warrant" else set()),
+            "the chart: 'up to 7 days of chats only if E2EE is off': chats to the process that may compel "
+            "content (18 U.S.C. 2703(a))",
+        )
+        for p in _BACK
+    },
+    **{
+        ("wechat", p): (
+            {_SUB, "ip_addresses"},
+            "the chart: 'non-China accounts: name, phone, email, IP'",
+        )
+        for p in _BACK
+    },
+    **{
+        ("wire", p): (
+            {_SUB, "device_info"} | ({"group_membership"} if p != "subpoena" else set()),
+            "(assumed) Wire Privacy Whitepaper §2.1, §2.2, §3.2: what Wire keeps, to any instrument that may "
+            "compel it (a subpoena may not compel group membership: relay/legal.py)",
+        )
+        for p in _BACK
+    },
+    **{
+        (bb, p): (
+            _BB_RECORDS | (set() if p == "subpoena" else {"message_log", "location"}),
+            "BlackBerry's policy as reported (John Chen, December 2015): under a court order a phone's "
+            "location, which users contacted each other and certain metadata, never the correspondence",
+        )
+        for bb in ("bbm-consumer", "bes")
+        for p in _BACK
+    },
+    # Forward-looking: the chart's header, every return but WhatsApp's is stored data after the fact
+    **{
+        (p, f): (set(), "the chart's header: only WhatsApp returns anything in real time")
+        for p in CHART_ROWS
+        if p != "whatsapp"
+        for f in _FORWARD
+    },
+    **{
+        (p, f): (set(), "(assumed) no source says Wire collects anything in real time")
+        for p in ["wire"]
+        for f in _FORWARD
+    },
+    **{
+        (bb, f): (
+            {"ip_addresses", "realtime_routing"},
+            "BlackBerry's relay routes every PIN and BBM message; its policy as reported (December 2015): who "
+            "contacted whom, never the correspondence",
+        )
+        for bb in ("bbm-consumer", "bes")
+        for f in _FORWARD
+    },
+}
+
+
+def test_the_record_table_covers_every_cell_of_the_matrix(chart: tuple[Path, dict[str, Any]]) -> None:
+    _out, matrix = chart
+    assert set(RECORD_TABLE) == {(p, f) for p in matrix for f in matrix[p]}
+
+
+@pytest.mark.parametrize(("profile", "process"), sorted(RECORD_TABLE))
+def test_each_cell_hands_over_what_the_record_says(
+    chart: tuple[Path, dict[str, Any]], profile: str, process: str
+) -> None:
+    _out, matrix = chart
+    expected, source = RECORD_TABLE[(profile, process)]
+    assert provided(matrix, profile, process) == expected, source
+
+
 # Why each cell the chart shows empty is empty, from the chart and the providers' own words:
 # (profile, process, category) -> the reason. "provided" where the chart shows a return.
 CHART_REASONS = {
@@ -465,11 +627,35 @@ def test_whatsapps_wiretap_return_is_marked_as_an_assumption(chart: tuple[Path, 
     assumed = (out / "matrix.md").read_text(encoding="utf-8").split("## Assumptions (no source says so)")[1]
     assumed = assumed.split("## Legend")[0]
     assert "WhatsApp (`whatsapp`), wiretap order: no source shows WhatsApp returning ciphertext" in assumed
-    # no other cell of the chart's rows rests on an assumption; Wire, not on the chart, rests on them all
+    # of the chart's rows, only these cells rest on an assumption (the search warrants: the test below);
+    # Wire, not on the chart, rests on them all
     rows = [line for line in assumed.splitlines() if line.startswith("- ")]
-    others = [r for r in rows if not r.startswith("- Wire (`wire`), ")]
-    assert len(others) == 1 and others[0].startswith("- WhatsApp (`whatsapp`), wiretap order: ")
-    assert len(rows) == 1 + len(MATRIX_PROCESSES)
+    others = [r.split(":")[0] for r in rows if not r.startswith("- Wire (`wire`), ")]
+    assert others == [
+        "- WhatsApp (`whatsapp`), search warrant",
+        "- WhatsApp (`whatsapp`), wiretap order",
+        "- Apple iMessage (`imessage`), search warrant",
+    ]
+    assert len(rows) == len(others) + len(MATRIX_PROCESSES)
+
+
+@pytest.mark.parametrize(("profile", "category"), [("imessage", "lookup_log"), ("whatsapp", "blocked_users")])
+def test_a_search_warrant_gets_the_2703d_records_the_chart_names_and_says_it_is_assumed(
+    chart: tuple[Path, dict[str, Any]], profile: str, category: str
+) -> None:
+    """The chart names iMessage's 25 days of look-ups and WhatsApp's blocked users under a 2703(d) order,
+    and is silent on them under a search warrant (its cells name backups; address books). A warrant may
+    compel every record a 2703(d) order may (18 U.S.C. 2703(c)(1)(A)): the warrant gets the same records,
+    and its disclosure says that rests on the project's assumption, not on the chart."""
+    out, matrix = chart
+    assert category in provided(matrix, profile, "court_order_2703d") & provided(
+        matrix, profile, "search_warrant"
+    )
+    order, warrant = (disclosure(out, profile, p) for p in ("court_order_2703d", "search_warrant"))
+    assert warrant["provided"][category] == order["provided"][category]  # the same 25 days of look-ups
+    (assumed,) = [n for n in warrant["notes"] if n.startswith("Assumption: ")]
+    assert "18 U.S.C. 2703(c)(1)(A)" in assumed and "the FBI chart names" in assumed
+    assert not any(n.startswith("Assumption: ") for n in order["notes"])  # the 2703(d) cell is the chart's
 
 
 def test_wire_is_in_the_matrix_but_not_held_against_the_chart(chart: tuple[Path, dict[str, Any]]) -> None:

@@ -72,8 +72,8 @@ SIDES = [
     (
         "telegram-cloud",
         date(2024, 9, 23),
-        lambda p: not p.discloses.get("subpoena") and "terror" in p.notes["ip_addresses"],
-        lambda p: p.discloses.get("subpoena") == {"subscriber_info", "ip_addresses"},
+        lambda p: not p.discloses.get("court_order_2703d") and "terror" in p.notes["ip_addresses"],
+        lambda p: p.discloses.get("court_order_2703d") == {"subscriber_info", "ip_addresses"},
     ),
     # iMessage: look-up logs to pen/trap orders (Apple's FAQ, The Intercept, 2016-09-28) until the FBI
     # chart's date; "no capability" in the chart (2021-01-07, capabilities as of November 2020)
@@ -269,14 +269,14 @@ messages = [{ at = "1h", from = "a", text = "hi" }, { at = "4d", from = "b", tex
 [[events]]
 at = "1d"
 kind = "legal_process"
-process = "subpoena"
+process = "court_order_2703d"
 target = "a"
 name = "before"
 
 [[events]]
 at = "5d"
 kind = "legal_process"
-process = "subpoena"
+process = "court_order_2703d"
 target = "a"
 name = "after"
 """
@@ -303,7 +303,7 @@ def test_a_policy_change_reaches_an_order_served_after_it_in_a_run_set_before_it
             "--db",
             db,
             "--process",
-            "subpoena",
+            "court_order_2703d",
             "--target",
             "a",
             "--at",
@@ -409,10 +409,58 @@ def test_the_desk_reads_the_day_an_order_is_served_off_the_runs_calendar() -> No
         policy_on=lambda day: profile_as_of("telegram-cloud", set_on, served=day),
         day_of=days.__getitem__,
     )
-    before, after = (desk.serve(LegalProcess(f"o{t:g}", "subpoena", "a", served=t)) for t in days)
+    before, after = (desk.serve(LegalProcess(f"o{t:g}", "court_order_2703d", "a", served=t)) for t in days)
     assert not before.provided
     assert set(after.provided) == {"subscriber_info", "ip_addresses"}
     assert desk.profile.discloses == {}  # the desk itself keeps the run's profile
+
+
+def test_telegrams_policy_since_september_2024_answers_a_court_order_not_a_subpoena() -> None:
+    """The record: from September 2024 Telegram hands IP address and phone number "to a valid order from
+    judicial authorities naming the user as a criminal suspect" (telegram.org/privacy §8.3). A 2703(d)
+    order, a search warrant and a Pakistani court's order are a court's orders; a grand-jury or
+    administrative subpoena is not: it gets nothing, and the disclosure says which order would."""
+    run = Simulation(parse_scenario(_SUBPOENA_AND_ORDER, "x.toml")).run()
+    by = {d.process.process: d for d in run.disclosures}
+    for process in ("court_order_2703d", "search_warrant", "pk_court_order"):
+        assert set(by[process].provided) == {"subscriber_info", "ip_addresses"}, process
+        assert any("relevant judicial authorities" in n for n in by[process].notes), process
+    subpoena = by["subpoena"]
+    assert not subpoena.provided
+    for category in ("subscriber_info", "ip_addresses"):
+        reason, why = subpoena.reasons[category]
+        assert reason == "withheld_by_policy" and "only under a 2703(d) court order" in why
+
+
+_SUBPOENA_AND_ORDER = """
+[scenario]
+name = "telegram-today"
+duration = "3h"
+seed = 1
+
+[relay]
+profile = "telegram-cloud"
+
+[[people]]
+name = "a"
+
+[[people]]
+name = "b"
+
+[[conversations]]
+between = ["a", "b"]
+messages = [{ at = "1h", from = "a", text = "hi" }]
+""" + "".join(
+    f"""
+[[events]]
+at = "2h"
+kind = "legal_process"
+process = "{p}"
+target = "a"
+name = "{p}"
+"""
+    for p in ("subpoena", "court_order_2703d", "search_warrant", "pk_court_order")
+)
 
 
 _IMESSAGE_PEN = """
@@ -464,6 +512,9 @@ def test_imessage_pen_register_gets_the_lookups_from_service_on_until_the_fbi_ch
     # to and from the target (c looks a up to answer): none with b, looked up before service
     assert {(r["account"], r["recipient_account"]) for r in rows} == {("a", "c"), ("c", "a")}
     assert all(r["time"] >= d.process.served for r in rows)
+    # the FAQ's sample return: date and time, the numbers, and the "Client IP" of each query
+    hosts = {r["account"]: r["host"] for r in rows}
+    assert hosts and all(hosts.values()) and f"from {hosts['a']}" in d.to_markdown()
     assert {c: d.reasons[c][0] for c in ("realtime_routing", "ip_addresses")} == {
         "realtime_routing": "no_capability",
         "ip_addresses": "no_capability",

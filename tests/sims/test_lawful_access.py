@@ -656,6 +656,157 @@ def test_indias_2010_demand_gets_no_bes_ciphertext_as_the_facility_did_not_cover
     assert bbm.provided["ciphertext"]
 
 
+# BlackBerry under every other country's instrument, as the record has it: each row what is handed over,
+# the response, why the words are not (or are), and the record it rests on. "(assumed)": the record is
+# silent, and the disclosure says so ("Assumption: ...").
+_BB_RECORDS = {
+    "subscriber_info",
+    "account_created",
+    "last_seen",
+    "ip_addresses",
+    "device_info",
+    "message_log",
+    "message_counts",
+    "location",
+}
+_ROUTED = {"ip_addresses", "realtime_routing"}
+_CHEN = "John Chen, December 2015: location, who contacted whom, certain metadata, never the correspondence"
+_UK_AU = ("ipa_targeted_interception", "tola_tar", "tola_tan")
+BB_TABLE: dict[tuple[str, str], tuple[str, set[str], str, bool, str]] = {
+    # (profile, process): (response, provided, the words' reason or "provided", assumed, source)
+    ("bes", "pta_demand"): (
+        "refused",
+        set(),
+        "cryptographically_impossible",
+        False,
+        "PTA, 2015-12-31: 'accepting BlackBerry's position that we cannot provide the content of our customers' "
+        "BES traffic'; BlackBerry refused, 2015-11-30",
+    ),
+    ("bbm-consumer", "pta_demand"): (
+        "refused",
+        set(),
+        "withheld_by_policy",
+        True,
+        "(assumed) the demand named BES, not consumer BBM: the same refusal; the global key would open the words",
+    ),
+    **{
+        (bb, "pk_court_order"): (
+            "complied",
+            _BB_RECORDS,
+            "cryptographically_impossible" if bb == "bes" else "withheld_by_policy",
+            False,
+            _CHEN,
+        )
+        for bb in ("bes", "bbm-consumer")
+    },
+    **{
+        (bb, "ifta_warrant"): (
+            "complied",
+            _ROUTED,
+            "cryptographically_impossible" if bb == "bes" else "withheld_by_policy",
+            False,
+            _CHEN,
+        )
+        for bb in ("bes", "bbm-consumer")
+    },
+    **{
+        ("bes", p): (
+            "complied",
+            _ROUTED | ({"location"} if p == "india_access_demand" else set()),
+            "cryptographically_impossible",
+            True,
+            "(assumed routing) the Mumbai facility (2012) covered consumer BBM and BIS e-mail, not BES; India "
+            "accepted in 2013 that enterprise data comes from the enterprise",
+        )
+        for p in ("telegraph_act_5_2", "it_act_69", "india_access_demand")
+    },
+    **{
+        ("bbm-consumer", p): (
+            "complied",
+            _ROUTED | {"ciphertext", "content"} | ({"location"} if p == "india_access_demand" else set()),
+            "provided",
+            False,
+            "the Mumbai facility (2012) covered consumer BBM: the words, opened with BlackBerry's global key",
+        )
+        for p in ("telegraph_act_5_2", "it_act_69", "india_access_demand")
+    },
+    ("bbm-consumer", "ca_part_vi_authorization"): (
+        "complied",
+        _ROUTED | {"ciphertext", "content"},
+        "provided",
+        True,
+        "(assumed who turned the key) Project Clemenza: the RCMP held the global key and read about a million "
+        "PIN messages",
+    ),
+    ("bes", "ca_part_vi_authorization"): (
+        "complied",
+        _ROUTED,
+        "cryptographically_impossible",
+        True,
+        f"(assumed) the record says nothing of BES under Canadian law: {_CHEN}",
+    ),
+    **{
+        (bb, p): (
+            "complied",
+            _ROUTED,
+            "cryptographically_impossible" if bb == "bes" else "withheld_by_policy",
+            True,
+            f"(assumed) the record says nothing of BlackBerry under UK or Australian law: {_CHEN}",
+        )
+        for bb in ("bes", "bbm-consumer")
+        for p in _UK_AU
+    },
+}
+
+_BB_ORDERS = """
+[scenario]
+name = "blackberry-abroad"
+duration = "3h"
+seed = 5
+
+[relay]
+profile = "{profile}"
+
+[[people]]
+name = "a"
+
+[[people]]
+name = "b"
+devices = [{{ offline = [["5m", "45m"]] }}]
+
+[[conversations]]
+between = ["a", "b"]
+messages = [{{ at = "10m", from = "a", text = "tender" }}, {{ at = "1h", from = "b", text = "ledgers" }}]
+"""
+
+
+@pytest.fixture(scope="module")
+def bb_abroad() -> dict[str, dict[str, Disclosure]]:
+    out = {}
+    for profile in ("bes", "bbm-consumer"):
+        events = "".join(
+            f'\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "{p}"\nname = "{p}"\n'
+            + ("" if p in ("pta_demand", "india_access_demand") else 'target = "a"\n')
+            for (bb, p) in BB_TABLE
+            if bb == profile
+        )
+        run = Simulation(parse_scenario(_BB_ORDERS.format(profile=profile) + events, "x.toml")).run()
+        out[profile] = {d.process.process: d for d in run.disclosures}
+    return out
+
+
+@pytest.mark.parametrize(("profile", "process"), sorted(BB_TABLE))
+def test_blackberry_under_each_countrys_instrument_as_the_record_has_it(
+    bb_abroad: dict[str, dict[str, Disclosure]], profile: str, process: str
+) -> None:
+    response, expected, words, assumed, source = BB_TABLE[(profile, process)]
+    d = bb_abroad[profile][process]
+    assert d.response == response, source
+    assert set(d.provided) == expected, source
+    assert ("provided" if "content" in d.provided else d.reasons["content"][0]) == words, source
+    assert any(n.startswith("Assumption: ") for n in d.notes) == assumed, source
+
+
 _BASE = """
 [scenario]
 name = "x"

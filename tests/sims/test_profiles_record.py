@@ -209,6 +209,24 @@ def test_threema_hands_over_the_id_creation_date_not_a_time() -> None:
     assert any("ID creation date" in n for n in d.notes)
 
 
+def test_wickr_hands_over_the_creation_date_and_the_date_of_last_use_not_times() -> None:
+    """The FBI chart: Wickr's "creation date" and "last use"; Wickr's own words: "the date your account
+    was created, the date of last use" (Privacy Policy, 2016-02-29), "date of its creation, the date of
+    last use" (wickr.com/information-request-reporting). A date each: the disclosure names no time of
+    day, and the relay keeps none (the JSON value is midnight UTC of the day)."""
+    d = _order("wickr")
+    said = [line for line in _lines(d, "account ") if "created" in line or "last seen" in line]
+    devices = _lines(d, "device ")
+    assert len(said) == 2 and devices
+    for line in said + devices:
+        assert "00:00:00" not in line and "(the day only, UTC)" in line, line
+    ((created,), (seen,)) = d.provided["account_created"], d.provided["last_seen"]
+    assert created["created"] % 86400 == 0 and seen["last_seen"] % 86400 == 0
+    assert all(r["registered"] % 86400 == 0 for r in d.provided["device_info"])
+    notes = " ".join(d.notes)
+    assert "the date your account was created" in notes and "the date of last use" in notes
+
+
 def test_signal_last_seen_is_a_date_and_whatsapps_a_time() -> None:
     """Signal: "the last date of a user's connectivity" (signal.org/bigbrother), kept to the day;
     its registration is kept to the second. WhatsApp's last seen is a moment."""
