@@ -1136,12 +1136,21 @@ def _whole(minimum: int, maximum: int, what: str) -> Callable[[str], int]:
     return parse
 
 
-def _db_file(text: str) -> str:
-    """--db's type: a file's path. SQLite takes an empty name for a private temporary database,
-    deleted on close: a relay on it would keep nothing it promised was durable."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"expected the database file's path, got {text!r}")
-    return text
+def _path(expected: str) -> Callable[[str], str]:
+    """An argparse type for a path: not empty (nor only blanks). An empty word (``--admin "$SOCK"``
+    with SOCK unset) was taken as the option left out (no admin socket, no registration token: open
+    registration, no TLS), or for --db as SQLite's private temporary database, deleted on close: a
+    relay on it would keep nothing it promised was durable."""
+
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r} (an empty shell variable?)")
+        return text
+
+    return parse
+
+
+_db_file = _path("the database file's path")
 
 
 def _seconds(text: str) -> float:
@@ -1204,8 +1213,15 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         help="SQLite database file, created if absent; one relay at a time serves it, the second is "
         "refused (default: %(default)s)",
     )
-    parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain; with --tls-key, serve TLS")
-    parser.add_argument("--tls-key", metavar="FILE", help="PEM private key for --tls-cert")
+    parser.add_argument(
+        "--tls-cert",
+        type=_path("the certificate file's path"),
+        metavar="FILE",
+        help="PEM certificate chain; with --tls-key, serve TLS",
+    )
+    parser.add_argument(
+        "--tls-key", type=_path("the key file's path"), metavar="FILE", help="PEM private key for --tls-cert"
+    )
     parser.add_argument(
         "--insecure",
         action="store_true",
@@ -1367,6 +1383,7 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--registration-token-file",
+        type=_path("the token file's path"),
         metavar="FILE",
         help="instead of hashcash, the operator's registration token (the file's bytes, stripped)",
     )
@@ -1386,6 +1403,7 @@ def _add_profile_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--admin",
+        type=_path("the admin socket's path"),
         metavar="PATH",
         help="listen for the operator's orders (taps, preservations) on a Unix socket at PATH, mode 0600 "
         "(relay/admin.py)",

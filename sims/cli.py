@@ -38,7 +38,13 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from relaysim.sims.analysis.runfiles import out_file, out_folder, run_folder
+from relaysim.sims.analysis.runfiles import (
+    in_file,
+    out_file,
+    out_folder,
+    run_folder,
+    scenario_arg,
+)
 
 if TYPE_CHECKING:
     from relaysim.sims.scenario import Scenario
@@ -865,7 +871,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    demo.add_argument("--scenario", default=DEMO_SCENARIO, help=f"which scenario (default: {DEMO_SCENARIO})")
+    demo.add_argument(
+        "--scenario", type=scenario_arg, default=DEMO_SCENARIO, help=f"which scenario (default: {DEMO_SCENARIO})"
+    )
     demo.add_argument(
         "--out", type=out_folder, metavar="DIR", help="where to write its outputs (default: out/NAME)"
     )
@@ -913,6 +921,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "scenario",
+        type=scenario_arg,
         metavar="NAME_OR_PATH",
         help="a built-in scenario (see: relaysim scenarios) or a .toml file",
     )
@@ -1014,7 +1023,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    disclose.add_argument("--db", required=True, metavar="FILE", help="a finished run's relay.db")
+    disclose.add_argument(
+        "--db", required=True, type=in_file, metavar="FILE", help="a finished run's relay.db"
+    )
     disclose.add_argument(
         "--profile",
         choices=list(PROFILES),

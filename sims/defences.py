@@ -31,7 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from relaysim.sims.analysis.runfiles import out_folder
+from relaysim.sims.analysis.runfiles import out_folder, scenario_arg
 from relaysim.sims.scenario import Scenario, ScenarioError, resolve_scenario
 
 __all__ = ["DEFAULT_SCENARIO", "MAX_K", "VARIANTS", "measure", "render", "run_defences"]
@@ -245,6 +245,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "scenario",
+        type=scenario_arg,
         metavar="NAME_OR_PATH",
         nargs="?",
         default=DEFAULT_SCENARIO,

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from relaysim.relay.mdtext import md_code, md_text
-from relaysim.sims.analysis.runfiles import loads, out_folder, own_file
+from relaysim.sims.analysis.runfiles import loads, out_folder, own_file, scenario_arg
 
 __all__ = [
     "RunFailed",
@@ -785,7 +785,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         epilog=HELP_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("scenario", metavar="NAME_OR_PATH", help="a built-in scenario or a .toml file")
+    p.add_argument(
+        "scenario", type=scenario_arg, metavar="NAME_OR_PATH", help="a built-in scenario or a .toml file"
+    )
     p.add_argument(
         "--param",
         action="append",

@@ -15,6 +15,10 @@ cut short, edited, or made by someone else (a folder handed over, unpacked from 
 - :func:`out_folder` and :func:`out_file` (argparse types) refuse an empty name for a folder or
   file to write: ``--out "$DIR"`` with DIR unset would otherwise be the default folder, or nothing.
   :func:`run_folder` refuses one for a run's folder to read: it would be the current folder.
+  :func:`in_file` and :func:`scenario_arg` refuse one for a file to read (``disclose --db``) and for a
+  scenario (``run NAME_OR_PATH``): the empty path is the current folder, which was then read as
+  "a folder" or "``.``: Is a directory", naming neither the argument nor the empty word given.
+  All of them are :func:`not_empty`: every relaysim argument that names a path is one of them.
 """
 
 from __future__ import annotations
@@ -26,7 +30,17 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["finite_number", "loads", "out_file", "out_folder", "own_file", "run_folder"]
+__all__ = [
+    "finite_number",
+    "in_file",
+    "loads",
+    "not_empty",
+    "out_file",
+    "out_folder",
+    "own_file",
+    "run_folder",
+    "scenario_arg",
+]
 
 
 def loads(text: str) -> Any:
@@ -70,31 +84,48 @@ def own_file(run: Path, *parts: str) -> Path:
     return path
 
 
+def not_empty(text: str, expected: str, hint: str) -> str:
+    """``text``, a path given on the command line, if it is not empty (nor only blanks); else the
+    argparse error every path argument gives: ``expected EXPECTED, got '' (an empty shell
+    variable?); HINT``. An empty word is the current folder to the file system (``Path("")`` is
+    ``.``), never what the user meant: most often ``"$VAR"`` with VAR unset."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected {expected}, got {text!r} (an empty shell variable?); {hint}"
+        )
+    return text
+
+
 def out_folder(text: str) -> str:
     """An argparse type for a folder to write to (``--out DIR``, ``chart DIR``): not empty. An empty
     word (``--out "$DIR"`` with DIR unset) would otherwise fall back to the default folder, where
     ``--force`` replaces an earlier run the user never named."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(
-            f"expected a folder, got {text!r} (an empty shell variable?); leave it out for the default"
-        )
-    return text
+    return not_empty(text, "a folder", "leave it out for the default")
 
 
 def run_folder(text: str) -> str:
     """An argparse type for a finished run's folder (``show DIR``, ``analyze DIR``, ``report DIR``):
     not empty. An empty word (``relaysim report "$DIR"`` with DIR unset) was the current folder,
     which ``analyze`` and ``report`` then wrote into."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(
-            f"expected a folder, got {text!r} (an empty shell variable?); give the --out folder of a run"
-        )
-    return text
+    return not_empty(text, "a folder", "give the --out folder of a run")
+
+
+def in_file(text: str) -> str:
+    """An argparse type for a file to read (``disclose --db FILE``): not empty (it was read as the
+    current folder: "--db .: a folder")."""
+    return not_empty(text, "a file's path", "give the relay.db in a run's --out folder")
+
+
+def scenario_arg(text: str) -> str:
+    """An argparse type for a scenario (``run``, ``sweep`` and ``defences`` NAME_OR_PATH, ``demo
+    --scenario``): not empty (it was read as the current folder: ".: Is a directory")."""
+    return not_empty(
+        text, "a built-in scenario's name or a .toml file", "see the built-in ones with: relaysim scenarios"
+    )
 
 
 def out_file(text: str) -> str:
     """An argparse type for a file to write to (``disclose --json FILE``): not empty (``--json ""``
     wrote nothing and said nothing)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"expected a file's path (or -, for stdout), got {text!r}")
-    return text
+    return not_empty(text, "a file's path (or -, for stdout)", "give the file to write the JSON to")
+

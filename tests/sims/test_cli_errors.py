@@ -128,6 +128,71 @@ def test_an_empty_out_folder_is_refused_not_replaced_by_the_default(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("argv", "argument"),
+    [
+        (["run", "", "--quiet"], "NAME_OR_PATH"),
+        (["sweep", "", "--seeds", "1"], "NAME_OR_PATH"),
+        (["defences", ""], "NAME_OR_PATH"),
+        (["demo", "--scenario", ""], "--scenario"),
+        (["disclose", "--db", "", "--process", "subpoena"], "--db"),
+        (["disclose", "--db", " ", "--process", "subpoena"], "--db"),
+        (["relay", "serve", "--db", ""], "--db"),
+        (["relay", "serve", "--admin", ""], "--admin"),
+        (["relay", "serve", "--registration-token-file", ""], "--registration-token-file"),
+        (["relay", "serve", "--tls-cert", "", "--tls-key", ""], "--tls-cert"),
+    ],
+)
+def test_an_empty_path_is_refused_naming_the_argument(
+    argv: list[str],
+    argument: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``relaysim run "$F"`` with F unset said ".: cannot read the file: Is a directory", and
+    ``disclose --db ""`` "--db .: a folder" (the empty path is the current folder); ``relay serve``
+    took ``--admin ""``, ``--tls-cert ""`` or ``--registration-token-file ""`` as the option left out
+    (no admin socket, plain TCP, open registration) and served."""
+    monkeypatch.chdir(tmp_path)
+    try:
+        status = main(argv)
+    except SystemExit as exc:
+        status = exc.code
+    assert status == 2
+    err = capsys.readouterr().err
+    given = argv[argv.index(argument) + 1] if argument.startswith("--") else ""
+    assert f"argument {argument}: expected " in err, err
+    assert f"got {given!r} (an empty shell variable?)" in err, err
+    assert "Is a directory" not in err and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_argument_that_names_a_path_refuses_an_empty_one() -> None:
+    """Every path argument of every subcommand goes through runfiles.not_empty (its argparse types),
+    so that a new one cannot take "" as the current folder again."""
+    import argparse
+
+    from relaysim.relay.server import build_parser as relay_parser
+    from relaysim.sims.cli import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parsers = [*subparsers.choices.items(), ("relay serve", relay_parser())]
+    checked = []
+    for name, parser in parsers:
+        for action in parser._actions:
+            if action.dest == "metric":  # sweep --metric PATH: a dotted path into summary.json
+                continue
+            if action.metavar in ("FILE", "DIR", "PATH", "NAME_OR_PATH") or action.dest in ("db", "scenario"):
+                assert action.type is not None, (name, action.dest)
+                with pytest.raises(argparse.ArgumentTypeError, match="got ''"):
+                    action.type("")  # type: ignore[operator]
+                assert action.type("x") == "x"  # type: ignore[operator]
+                checked.append((name, action.dest))
+    for expected in [("run", "scenario"), ("disclose", "db"), ("show", "dir"), ("relay serve", "admin")]:
+        assert expected in checked, checked
+
+
 def test_broken_pipe_is_quiet(tf_run: Path) -> None:
     """``relaysim show DIR | head -c 10``: the reader goes away; no traceback, no 'Exception ignored'.
     (Each row is padded to half the width, so this writes far more than a pipe holds.)"""
