@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from relaysim.sims.analysis.runfiles import (
     in_file,
+    not_a_file,
     out_file,
     out_folder,
     run_folder,
@@ -420,7 +421,7 @@ def _disclose(args: argparse.Namespace) -> int:
     from relaysim.sims.world.simulation import SIM_EPOCH
 
     db = Path(args.db)
-    what = _not_a_file(db)
+    what = not_a_file(db)
     if what is not None:
         raise CliError(f"--db {db}: {what}; give the relay.db in a run's --out folder")
     provider_file = db.parent / "provider.json"
@@ -620,28 +621,6 @@ def _check_provider(path: Path, provider: dict[str, Any]) -> None:
                 "keys as relaysim writes them ({'key_id': ..., 'key': hex, 'holder': ..., and for a "
                 "mandated key 'held_from': Unix seconds})",
             )
-
-
-def _not_a_file(path: Path) -> str | None:
-    """What ``path`` is, in words, when it is no regular file to read (None when it is one): it
-    said "no such file" of /dev/null, a pipe or a socket, all there."""
-    import stat
-
-    try:
-        mode = path.stat().st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        return "no such file"
-    except OSError as exc:  # a loop of symbolic links, a folder on the way that cannot be read
-        return exc.strerror or str(exc)
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    kinds = ((stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"))
-    for test, kind in (*kinds, (stat.S_ISBLK, "a device")):
-        if test(mode):
-            return f"not a regular file ({kind})"
-    return "not a regular file"
 
 
 _PHONE = re.compile(r"\+[0-9]{6,15}")  # E.164, as a scenario's legal-process targets (sims.scenario)

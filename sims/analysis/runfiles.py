@@ -27,6 +27,7 @@ import argparse
 import errno
 import json
 import math
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ __all__ = [
     "finite_number",
     "in_file",
     "loads",
+    "not_a_file",
     "not_empty",
     "out_file",
     "out_folder",
@@ -129,3 +131,23 @@ def out_file(text: str) -> str:
     wrote nothing and said nothing)."""
     return not_empty(text, "a file's path (or -, for stdout)", "give the file to write the JSON to")
 
+
+def not_a_file(path: Path) -> str | None:
+    """What ``path`` is, in words, when it is no regular file to read (None when it is one): it
+    said "no such file" of /dev/null, a pipe or a socket, all there; opening a socket says "No such
+    device or address"."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return "no such file"
+    except OSError as exc:  # a loop of symbolic links, a folder on the way that cannot be read
+        return exc.strerror or str(exc)
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    kinds = ((stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"))
+    for test, kind in (*kinds, (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return f"not a regular file ({kind})"
+    return "not a regular file"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -79,6 +80,25 @@ def test_a_named_pipe_nothing_writes_to_is_refused_not_waited_on(argv: list[str]
     assert_clean_error(res, f"{pipe}: a pipe (FIFO) that nothing is writing to")
     assert res.stderr.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets")
+@pytest.mark.parametrize(
+    "argv", [["run", "SOCK", "--quiet"], ["sweep", "SOCK", "--seeds", "1"], ["demo", "--scenario", "SOCK"]]
+)
+def test_a_socket_given_as_a_scenario_file_is_said_to_be_a_socket(
+    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Unix socket where a scenario file belongs said "cannot read the file: No such device or
+    address" (open()'s ENXIO)."""
+    monkeypatch.chdir(tmp_path)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind("s.toml")
+        assert main([a if a != "SOCK" else "s.toml" for a in argv] + ["--out", "o"]) == 2
+    err = capsys.readouterr().err
+    assert "s.toml: a socket, not a scenario file" in err, err
+    assert "No such device" not in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
 
 
 def test_out_pointing_at_a_file(tmp_path: Path) -> None:
