@@ -82,6 +82,51 @@ def test_a_named_pipe_nothing_writes_to_is_refused_not_waited_on(argv: list[str]
     assert not (tmp_path / "o").exists()
 
 
+def _blocked_opening_a_pipe(pid: int) -> bool:
+    """Whether process ``pid`` waits in open() for the other end of a named pipe (Linux)."""
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text(encoding="ascii").strip() == "wait_for_partner"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "mkfifo") or not Path("/proc/self/wchan").exists(),
+    reason="no named pipes, or no /proc to see a writer wait for its reader",
+)
+def test_a_named_pipe_whose_writer_started_first_is_read(tmp_path: Path) -> None:
+    """``mkfifo s.toml; cat two-friends.toml > s.toml & relaysim run s.toml``: the writer waits in
+    open() for its reader; relaysim, opening the pipe without waiting, must read what it writes
+    (nothing yet, or some of it, when it first looks) to the end, not refuse it as writer-less."""
+    from relaysim.sims.scenario import builtin_scenarios
+
+    source = builtin_scenarios()["two-friends"]
+    pipe = tmp_path / "fifo.toml"
+    os.mkfifo(pipe)
+    # once its reader comes, the writer waits a little before writing, as a program that has work to
+    # do first would: the reader most likely finds the pipe empty, with a writer, when it first looks
+    write = (
+        "import sys, time\n"
+        "data = open(sys.argv[1], 'rb').read()\n"
+        "with open(sys.argv[2], 'wb') as f:\n"
+        "    time.sleep(0.3)\n"
+        "    f.write(data[:100]); f.flush(); time.sleep(0.1); f.write(data[100:])\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", write, str(source), str(pipe)])
+    try:
+        while not _blocked_opening_a_pipe(writer.pid):  # the writer first: waiting for a reader
+            assert writer.poll() is None, "the writer ended before opening the pipe"
+            time.sleep(0.01)
+        out = tmp_path / "o"
+        assert main(["run", str(pipe), "--out", str(out), "--quiet"]) == 0
+        assert writer.wait(timeout=60) == 0
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+    assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["scenario"] == "two-friends"
+
+
 @pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets")
 @pytest.mark.parametrize(
     "argv", [["run", "SOCK", "--quiet"], ["sweep", "SOCK", "--seeds", "1"], ["demo", "--scenario", "SOCK"]]
