@@ -690,15 +690,19 @@ def _analyze(args: argparse.Namespace) -> int:
         )
         return 2
     _newer_store(out)
+    from relaysim.sims.analysis_scoring import read_truth
     from relaysim.sims.report import run_disagreements
 
-    problems = run_disagreements(out)  # what analyze reads, from files of the same run?
+    transcript = out / "transcript.jsonl"
     try:
         epoch, dated = run_calendar(out)
-        lines = write_analysis(out, lambda t: sim_clock(t, epoch, dated), as_seen=args.as_seen)
+        truth = read_truth(transcript) if transcript.exists() else None  # read once, for both below
+        lines = write_analysis(out, lambda t: sim_clock(t, epoch, dated), as_seen=args.as_seen, truth=truth)
     except (AnalysisInputError, ValueError) as exc:
         print(f"relaysim analyze: {exc}", file=sys.stderr)  # a file it cannot read: that alone
         return 2
+    # what analyze read, from files of the same run?
+    problems = run_disagreements(out, kinds=None if truth is None else truth.kinds)
     for problem in problems:
         print(f"relaysim analyze: warning: {problem}", file=sys.stderr)
     for line in lines:
@@ -851,7 +855,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument(
-        "--scenario", type=scenario_arg, default=DEMO_SCENARIO, help=f"which scenario (default: {DEMO_SCENARIO})"
+        "--scenario",
+        type=scenario_arg,
+        default=DEMO_SCENARIO,
+        help=f"which scenario (default: {DEMO_SCENARIO})",
     )
     demo.add_argument(
         "--out", type=out_folder, metavar="DIR", help="where to write its outputs (default: out/NAME)"

@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -576,6 +577,53 @@ def test_an_emptied_transcript_beside_its_summary_is_warned_about(
     (said,) = _warnings(capsys.readouterr().err, "show")
     assert said.startswith(f"relaysim show: warning: {run / 'transcript.jsonl'} is empty (0 bytes), but ")
     assert f"{run / 'summary.json'} counts 12 messages accepted by the relay and 12 deliveries" in said
+
+
+@pytest.mark.parametrize("as_seen", [[], ["--as-seen"]])
+def test_analyze_reads_the_transcript_once(
+    tf_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    as_seen: list[str],
+) -> None:
+    """analyze parsed transcript.jsonl twice: whole, to check its counts against summary.json
+    (sims.report.run_disagreements), then line by line for the scoring (read_truth). Once it is
+    read, both have what they need; what analyze writes and prints is the same. Every opening of
+    the file, through pathlib or open(), is counted."""
+    import builtins
+
+    run = copy_of(tf_run, tmp_path)
+    transcript = run / "transcript.jsonl"
+    opened: list[str] = []
+    path_open, builtin_open = Path.open, builtins.open
+
+    def counted_path_open(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self.name == transcript.name:
+            opened.append(str(self))
+        return path_open(self, *args, **kwargs)
+
+    def counted_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(file, str | Path) and Path(file).name == transcript.name:
+            opened.append(str(file))
+        return builtin_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", counted_path_open)
+    monkeypatch.setattr(builtins, "open", counted_open)
+    assert main(["analyze", str(run), *as_seen]) == 0
+    monkeypatch.undo()
+    assert opened == [str(transcript)], opened
+    assert "warning" not in capsys.readouterr().err
+    # and a transcript of another run beside the summary is still found out, from that one reading
+    lines = transcript.read_bytes().splitlines(keepends=True)
+    transcript.write_bytes(b"".join(line for line in lines if b'"message_received"' not in line))
+    assert main(["analyze", str(run), *as_seen]) == 0
+    (said,) = _warnings(capsys.readouterr().err, "analyze")
+    assert f"{transcript} holds 12 message_accepted and 0 message_received events" in said, said
+    transcript.write_bytes(b"")
+    assert main(["analyze", str(run), *as_seen]) == 0
+    (said,) = _warnings(capsys.readouterr().err, "analyze")
+    assert said.startswith(f"relaysim analyze: warning: {transcript} is empty (0 bytes), but "), said
 
 
 def test_a_relay_view_without_its_last_line_break_counts_that_line(
