@@ -218,28 +218,17 @@ def _say_report(out: Path, write: bool) -> None:
 
 def _newer_store(out: Path) -> None:
     """A CliError if a run's ``relay.db`` in ``out`` (or in a profile's folder of it) was written by a
-    newer relaysim: its store schema is above this one's, and reading it as this one would misread it.
-    (The analyses read the file without relay.store, which they must not import: the check is here.)"""
-    import sqlite3
-
-    from relaysim.relay.store import SCHEMA_VERSION
+    newer relaysim. The analyses read the file without relay.store, which they must not import; the
+    store owns the check (relay.store.refuse_a_newer_schema), and its words, which disclose's Store
+    gives too."""
+    from relaysim.relay.store import StoreError, refuse_a_newer_schema
 
     for db in [out / "relay.db", *sorted(out.glob("*/relay.db"))]:
-        if not db.is_file():
-            continue
-        try:
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        if db.is_file():
             try:
-                version = con.execute("PRAGMA user_version").fetchone()[0]
-            finally:
-                con.close()
-        except sqlite3.Error:
-            continue  # not a store at all: what reads it says so, naming it
-        if isinstance(version, int) and version > SCHEMA_VERSION:
-            raise CliError(
-                f"{db}: written by a newer relaysim (store schema version {version}; this one reads up to "
-                f"{SCHEMA_VERSION}): read it with that version, or upgrade relaysim"
-            )
+                refuse_a_newer_schema(db)
+            except StoreError as exc:
+                raise CliError(str(exc)) from None
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -1144,7 +1144,10 @@ def test_main_says_what_is_wrong_with_the_db_once(tmp_path: Path, capsys: pytest
     db.close()
     folder = tmp_path / "folder.db"
     folder.mkdir()
-    for path, said in ((newer, "schema version 1000 is newer"), (folder, "a folder, not a database file")):
+    for path, said in (
+        (newer, "written by a newer relaysim: schema version 1000 is newer"),
+        (folder, "a folder, not a database file"),
+    ):
         assert main(["--host", "127.0.0.1", "--port", "0", "--db", str(path)]) == 2
         err = capsys.readouterr().err
         assert f"error: --db {path}: {said}" in err and err.count(str(path)) == 1, err

@@ -797,12 +797,14 @@ def test_an_option_that_only_works_with_another_says_so_when_given_alone(tmp_pat
     assert "warning" not in quiet.stderr
 
 
-@pytest.mark.parametrize("command", ["analyze", "report"])
+@pytest.mark.parametrize("command", ["analyze", "report", "disclose"])
 def test_a_run_whose_store_a_newer_relaysim_wrote_is_refused_naming_it(
     tf_run: Path, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """analyze and report read a relay.db of a newer store schema as this one's (the analyses may not
-    import relay.store, which knows the version): they now refuse it, naming the file and both versions."""
+    import relay.store, which knows the version): they refuse it, naming the file and both versions,
+    in the words disclose's Store gives, from the one check (relay.store.refuse_a_newer_schema); the
+    CLI had its own, in other words ("this relay understands", "upgrade the relay")."""
     import shutil
     import sqlite3
 
@@ -814,9 +816,20 @@ def test_a_run_whose_store_a_newer_relaysim_wrote_is_refused_naming_it(
     con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     con.commit()
     con.close()
-    assert main([command, str(out)]) == 2
+    before = (out / "relay.db").read_bytes()
+    if command == "disclose":
+        argv = [command, "--db", str(out / "relay.db"), "--process", "subpoena", "--target", "amira"]
+    else:
+        argv = [command, str(out)]
+    assert main(argv) == 2
     err = capsys.readouterr().err
-    assert (
-        f"{out / 'relay.db'}: written by a newer relaysim (store schema version {SCHEMA_VERSION + 1}" in err
+    said = (
+        f"{out / 'relay.db'}: written by a newer relaysim: schema version {SCHEMA_VERSION + 1} is newer than "
+        f"this one reads (up to {SCHEMA_VERSION}); open it with that version, or upgrade relaysim (the file "
+        "is left as it is)\n"
     )
+    if command == "disclose":  # (the Store opened a copy: it names the file given)
+        said = said.replace(": written", ": cannot open it as a relay store: written", 1)
+    assert err.endswith(said) and err.count("\n") == 1, err
     assert not (out / "analysis").exists() and not (out / "report.html").exists()
+    assert (out / "relay.db").read_bytes() == before
