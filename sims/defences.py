@@ -165,6 +165,9 @@ def run_defences(
             "give one that runs under one profile"
         )
     jobs = [(scenario, name, folder, sw, str(out)) for name, (folder, sw) in variants.items()]
+    # no more processes than runs: --workers 99999999999999999999 asked the pool for more than a C
+    # int holds (OverflowError), and --workers 1000 forked 1000 processes for 9 runs
+    workers = min(workers, len(jobs))
     if workers <= 1:
         rows = [_one(j) for j in jobs]
     else:

@@ -372,9 +372,10 @@ def _pool_executor(workers: int) -> Callable[[list[dict[str, Any]]], Iterable[di
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        # spawn: a fresh interpreter per worker, safe even when the caller has threads (fork is not)
+        # spawn: a fresh interpreter per worker, safe even when the caller has threads (fork is not);
+        # no more workers than runs (a --workers past a C int was an OverflowError)
         with ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+            max_workers=max(1, min(workers, len(jobs))), mp_context=multiprocessing.get_context("spawn")
         ) as pool:
             futures = {pool.submit(run_one, job): job for job in jobs}
             try:
