@@ -1432,11 +1432,14 @@ def describe_recording(profile: Profile, policy: RetentionPolicy) -> list[str]:
     return lines
 
 
+def _tls_context(cert: str, key: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
 async def _run(opts: argparse.Namespace, limits: Limits, token: bytes | None) -> None:
-    ssl_context = None
-    if opts.tls_cert:
-        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ssl_context.load_cert_chain(opts.tls_cert, opts.tls_key)
+    ssl_context = _tls_context(opts.tls_cert, opts.tls_key) if opts.tls_cert else None
     from datetime import date
 
     when = None if opts.profile_as_of is None else date.fromisoformat(opts.profile_as_of)
@@ -1524,6 +1527,17 @@ def main(args: list[str]) -> int:
 
     if bool(opts.tls_cert) != bool(opts.tls_key):
         return usage("--tls-cert and --tls-key go together")
+    if opts.tls_cert:
+        # loaded here first, as a usage error naming them: a folder or a file that is no PEM was
+        # "cannot serve: [Errno 21] Is a directory" (exit 1) once the store had been opened
+        try:
+            _tls_context(opts.tls_cert, opts.tls_key)
+        except (OSError, ssl.SSLError) as e:
+            said = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            return usage(
+                f"--tls-cert {opts.tls_cert} --tls-key {opts.tls_key}: cannot load them as a PEM "
+                f"certificate chain and its private key: {said}"
+            )
     if not opts.tls_cert and not opts.insecure and not _is_loopback(opts.host):
         return usage(
             f"--host {opts.host} is not a loopback address and there is no --tls-cert/--tls-key: devices' "
