@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 import shutil
 import warnings
@@ -173,6 +174,11 @@ def prepare_out_dir(out: Path, *, force: bool) -> None:
     folder never holds one run's disclosures beside another's."""
     if out.exists() and not out.is_dir():
         raise OutputDirError(f"{out} is a file, not a folder; give a folder (it is made if missing)")
+    if out.is_symlink() and not out.exists():  # (mkdir said "File exists" of it)
+        raise OutputDirError(
+            f"{out} is a symbolic link to {os.readlink(out)}, which does not exist; give a folder (it is "
+            "made if missing)"
+        )
     earlier = relaysim_outputs(out)
     if earlier and not force:
         names = ", ".join(p.name + ("/" if p.is_dir() else "") for p in earlier[:5])

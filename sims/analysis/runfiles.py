@@ -27,6 +27,7 @@ import argparse
 import errno
 import json
 import math
+import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,17 @@ def run_folder(text: str) -> str:
     """An argparse type for a finished run's folder (``show DIR``, ``analyze DIR``, ``report DIR``):
     not empty. An empty word (``relaysim report "$DIR"`` with DIR unset) was the current folder,
     which ``analyze`` and ``report`` then wrote into."""
-    return not_empty(text, "a folder", "give the --out folder of a run")
+    not_empty(text, "a folder", "give the --out folder of a run")
+    path = Path(text)
+    if path.is_symlink() and not path.exists():
+        raise argparse.ArgumentTypeError(
+            f"{text} is a symbolic link to {os.readlink(path)}, which does not exist; give the --out "
+            "folder of a run"
+        )
+    if path.exists() and not path.is_dir():  # (it "has no transcript.jsonl", "no relay.db")
+        what = (not_a_file(path) or "a file").removeprefix("not a regular file (").removesuffix(")")
+        raise argparse.ArgumentTypeError(f"{text} is {what}, not a folder; give the --out folder of a run")
+    return text
 
 
 def in_file(text: str) -> str:

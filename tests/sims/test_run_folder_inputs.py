@@ -82,6 +82,45 @@ def test_an_empty_run_folder_is_refused_not_read_as_the_current_one(
     assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
 
 
+@pytest.mark.parametrize("command", ["show", "analyze", "report"])
+def test_a_file_or_a_dangling_link_given_for_a_run_folder_is_said_to_be_one(
+    command: str, tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``relaysim show run/relay.db`` said "run/relay.db has no transcript.jsonl; make one with:
+    relaysim run NAME --out run/relay.db", and analyze "has no relay.db", of a file given for the
+    folder; a symbolic link to nothing was "no such folder" or had "no transcript.jsonl"."""
+    link = tmp_path / "gone"
+    link.symlink_to(tmp_path / "nothing-here")
+    for given, said in (
+        (
+            tf_run / "relay.db",
+            f"{tf_run / 'relay.db'} is a file, not a folder; give the --out folder of a run",
+        ),
+        (link, f"{link} is a symbolic link to {tmp_path / 'nothing-here'}, which does not exist; give the"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main([command, str(given)])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert f"error: argument DIR: {said}" in err, err
+    assert not (tmp_path / "nothing-here").exists()
+
+
+@pytest.mark.parametrize("command", [["run", "two-friends"], ["demo"], ["chart"]])
+def test_an_out_folder_that_is_a_dangling_link_is_said_to_be_one(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--out link`` with the link pointing at nothing said "cannot write to link: File exists"."""
+    link = tmp_path / "gone"
+    link.symlink_to(tmp_path / "nothing-here")
+    argv = [*command, str(link)] if command == ["chart"] else [*command, "--out", str(link)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{link} is a symbolic link to {tmp_path / 'nothing-here'}, which does not exist" in err, err
+    assert "File exists" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gone"]
+
+
 @pytest.mark.parametrize("link", ["report.html", "analysis", "analysis/relay.json"])
 def test_analyze_and_report_never_write_through_a_symbolic_link(
     tmp_path: Path, tf_run: Path, capsys: pytest.CaptureFixture[str], link: str
