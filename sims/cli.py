@@ -45,6 +45,7 @@ from relaysim.sims.analysis.runfiles import (
     out_folder,
     run_folder,
     scenario_arg,
+    text_arg,
 )
 
 if TYPE_CHECKING:
@@ -1012,7 +1013,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--process", required=True, choices=list(PROCESSES), help="the kind of legal process"
     )
     disclose.add_argument(
-        "--target", metavar="ACCOUNT", help="the account it names (not for a demand on everyone)"
+        "--target",
+        type=text_arg,
+        metavar="ACCOUNT",
+        help="the account it names (not for a demand on everyone)",
     )
     disclose.add_argument(
         "--from", dest="start", metavar="T", help='start of the period it covers, e.g. "1h"'
@@ -1024,7 +1028,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="when it is taken to be served (default: the end of the run); records made after it are left "
         "out, but the store is the one at the end of the run: what was deleted by then is gone",
     )
-    disclose.add_argument("--name", help="the order's name (default: PROCESS-TARGET)")
+    disclose.add_argument("--name", type=text_arg, help="the order's name (default: PROCESS-TARGET)")
     disclose.add_argument(
         "--json",
         metavar="FILE",

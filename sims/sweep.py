@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from relaysim.relay.mdtext import md_code, md_text
-from relaysim.sims.analysis.runfiles import loads, out_folder, own_file, scenario_arg
+from relaysim.sims.analysis.runfiles import loads, out_folder, own_file, scenario_arg, text_arg
 
 __all__ = [
     "RunFailed",
@@ -791,6 +791,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--param",
+        type=text_arg,
         action="append",
         default=[],
         metavar="KEY=V1,V2,…",
@@ -799,6 +800,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=5, metavar="N", help="seeds per cell (default: 5)")
     p.add_argument(
         "--metric",
+        type=text_arg,
         action="append",
         default=[],
         metavar="PATH",

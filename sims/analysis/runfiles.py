@@ -29,6 +29,7 @@ import json
 import math
 import os
 import stat
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ __all__ = [
     "own_file",
     "run_folder",
     "scenario_arg",
+    "text_arg",
 ]
 
 
@@ -135,6 +137,23 @@ def scenario_arg(text: str) -> str:
     return not_empty(
         text, "a built-in scenario's name or a .toml file", "see the built-in ones with: relaysim scenarios"
     )
+
+
+def text_arg(text: str) -> str:
+    """An argparse type for words that go into a run's files or its database (``disclose --target``
+    and ``--name``, ``sweep --param`` and ``--metric``): text, not bytes the locale cannot decode.
+    Python hands such bytes on as lone surrogates (``$'\\xff'`` is ``'\\udcff'``), which no UTF-8 file
+    or SQLite text holds: it was an internal error (UnicodeEncodeError) after the work was done,
+    or SQLite's "surrogates not allowed". A path may hold them (the file system takes bytes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raw = text.encode("utf-8", "surrogateescape")
+        raise argparse.ArgumentTypeError(
+            f"expected text, got {raw!r}: byte 0x{ord(text[exc.start]) & 0xFF:02x} is not "
+            f"{sys.getfilesystemencoding()}, the encoding of the command line (typed or pasted in another?)"
+        ) from None
+    return text
 
 
 def out_file(text: str) -> str:

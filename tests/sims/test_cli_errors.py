@@ -258,6 +258,42 @@ def test_every_argument_that_names_a_path_refuses_an_empty_one() -> None:
         assert expected in checked, checked
 
 
+@pytest.mark.parametrize(
+    ("argv", "argument"),
+    [
+        (["disclose", "--db", "DB", "--process", "subpoena", "--target", "\udcff"], "--target"),
+        (
+            ["disclose", "--db", "DB", "--process", "subpoena", "--name", "n\udcff", "--json", "o.json"],
+            "--name",
+        ),
+        (["sweep", "two-friends", "--seeds", "1", "--metric", "a\udcff", "--out", "sw"], "--metric"),
+        (
+            ["sweep", "two-friends", "--seeds", "1", "--param", "network.loss=\udcff", "--out", "sw"],
+            "--param",
+        ),
+    ],
+)
+def test_words_that_are_not_text_are_refused_naming_the_argument(
+    argv: list[str],
+    argument: str,
+    tf_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A byte the locale cannot decode (``--name $'n\\xff'`` in a UTF-8 terminal) reaches Python as a
+    lone surrogate, which no UTF-8 file or SQLite text holds: disclose --name with --json and sweep
+    --metric were internal errors (UnicodeEncodeError) after the work, sweep's folder made; disclose
+    --target was SQLite's "surrogates not allowed"."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main([str(tf_run / "relay.db") if a == "DB" else a for a in argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {argument}: expected text, got b'" in err and "byte 0xff is not" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_broken_pipe_is_quiet(tf_run: Path) -> None:
     """``relaysim show DIR | head -c 10``: the reader goes away; no traceback, no 'Exception ignored'.
     (Each row is padded to half the width, so this writes far more than a pipe holds.)"""
