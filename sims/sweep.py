@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from relaysim.relay.mdtext import md_code, md_text
-from relaysim.sims.analysis.runfiles import loads, out_folder, own_file, scenario_arg, text_arg
+from relaysim.sims.analysis.runfiles import loads, not_empty, out_folder, own_file, scenario_arg, text_arg
 
 __all__ = [
     "RunFailed",
@@ -769,6 +769,13 @@ runs (DIR/runs/<hash>.json) are reused.
 """
 
 
+def _scheduler(text: str) -> str:
+    """--dask's type: not empty (``--dask "$SCHEDULER"`` with it unset ran the sweep here, unsaid)."""
+    return not_empty(
+        text, "a Dask scheduler's address", "e.g. tcp://10.0.0.5:8786, or leave --dask out to run here"
+    )
+
+
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """The ``sweep`` subcommand, added to ``relaysim``'s subparsers."""
     p: argparse.ArgumentParser = sub.add_parser(
@@ -811,6 +818,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: one per CPU)")
     p.add_argument(
         "--dask",
+        type=_scheduler,
         metavar="ADDRESS",
         help="run on a Dask cluster instead, given its scheduler's address (tcp://host:8786); "
         "needs dask's distributed (pip install 'relaysim[sweep]')",
