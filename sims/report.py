@@ -645,6 +645,17 @@ def _read_json(path: Path, rerun: str) -> Any:
         raise RunFolderError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from exc
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of a JSON Lines file: split at line feeds alone. ``str.splitlines`` also splits at
+    U+2028, U+2029 and U+0085 (NEL), which JSON written with ``ensure_ascii=False`` keeps as they
+    are inside strings: a message whose text held one was read as a line cut in two, and the run as
+    "cut short ... or damaged"."""
+    lines = text.split("\n")
+    if lines[-1] == "":  # after the last line's line feed (or an empty file)
+        lines.pop()
+    return lines
+
+
 def read_run(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """A finished run's transcript events and summary; :class:`RunFolderError` saying what is
     wrong (an interrupted run has a transcript but no summary; a killed one may end mid-line)."""
@@ -660,7 +671,7 @@ def read_run(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     summary = _read_json(summary_file, rerun)
     events = []
     try:
-        lines = transcript.read_text(encoding="utf-8").splitlines()
+        lines = jsonl_lines(transcript.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise RunFolderError(f"cannot read {transcript}: {getattr(exc, 'strerror', None) or exc}") from exc
     for n, line in enumerate(lines, 1):
@@ -714,7 +725,7 @@ def run_disagreements(
         if summary is None:
             summary = loads(summary_file.read_text(encoding="utf-8"))
         if kinds is None and events is None and transcript.is_file():
-            events = [loads(line) for line in transcript.read_text(encoding="utf-8").splitlines()]
+            events = [loads(line) for line in jsonl_lines(transcript.read_text(encoding="utf-8"))]
     except (OSError, UnicodeDecodeError, ValueError):
         return []
     if kinds is None and events is not None:

@@ -665,6 +665,29 @@ def test_analyze_reads_the_transcript_once(
     assert said.startswith(f"relaysim analyze: warning: {transcript} is empty (0 bytes), but "), said
 
 
+def test_a_message_holding_a_unicode_line_separator_is_read_back_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """transcript.jsonl keeps U+2028, U+2029 and U+0085 (NEL) as they are inside its strings (JSON
+    needs no escape for them), and show and report split it with str.splitlines, which breaks lines
+    at them too: a run whose message held one was refused as "line 3 is not valid JSON ... cut
+    short while writing it, or the file was damaged"."""
+    from relaysim.sims.scenario import builtin_scenarios
+
+    text = builtin_scenarios()["two-friends"].read_text(encoding="utf-8")
+    said = "Hi Ben, did the documents arrive?"
+    assert said in text
+    scenario = tmp_path / "separators.toml"
+    scenario.write_text(text.replace(said, "Hi Ben,\\u2028did the\\u0085documents\\u2029arrive?"), "utf-8")
+    run = tmp_path / "run"
+    assert main(["run", str(scenario), "--out", str(run), "--quiet"]) == 0
+    assert "\u2028" in (run / "transcript.jsonl").read_text(encoding="utf-8")
+    capsys.readouterr()
+    for command in ("show", "report", "analyze"):
+        assert main([command, str(run)]) == 0, capsys.readouterr().err
+        assert capsys.readouterr().err == "", command
+
+
 def test_a_relay_view_without_its_last_line_break_counts_that_line(
     tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
