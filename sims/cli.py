@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from relaysim.sims.analysis.runfiles import (
     in_file,
     not_a_file,
+    one_line,
     out_file,
     out_folder,
     run_folder,
@@ -355,12 +356,10 @@ def _show(args: argparse.Namespace) -> int:
     runs = sorted(p.parent.name for p in out.glob("*/transcript.jsonl"))
     if not (out / "transcript.jsonl").exists() and runs:
         # a scenario run under several profiles keeps one run per profile in a folder of its own
-        print(
-            f"relaysim show: {out} holds one run per relay profile; show one of them, e.g.: "
-            f"relaysim show {_q(out / runs[0])}   (runs: {', '.join(runs)})",
-            file=sys.stderr,
+        raise CliError(
+            f"{out} holds one run per relay profile; show one of them, e.g.: "
+            f"relaysim show {_q(out / runs[0])}   (runs: {', '.join(runs)})"
         )
-        return 2
     try:
         with _run_folder_warnings("show"):
             text = render_show(
@@ -674,11 +673,7 @@ def _analyze(args: argparse.Namespace) -> int:
     if not (out / "relay.db").is_file():
         runs = sorted(p.parent.name for p in out.glob("*/relay.db"))
         hint = f"; it holds one run per profile: analyse one, e.g. {out / runs[0]}" if runs else ""
-        print(
-            f"relaysim analyze: {out} has no relay.db: expected a run's --out directory{hint}",
-            file=sys.stderr,
-        )
-        return 2
+        raise CliError(f"{out} has no relay.db: expected a run's --out directory{hint}")
     _newer_store(out)
     from relaysim.sims.analysis_scoring import read_truth
     from relaysim.sims.report import run_disagreements
@@ -689,8 +684,7 @@ def _analyze(args: argparse.Namespace) -> int:
         truth = read_truth(transcript) if transcript.exists() else None  # read once, for both below
         lines = write_analysis(out, lambda t: sim_clock(t, epoch, dated), as_seen=args.as_seen, truth=truth)
     except (AnalysisInputError, ValueError) as exc:
-        print(f"relaysim analyze: {exc}", file=sys.stderr)  # a file it cannot read: that alone
-        return 2
+        raise CliError(str(exc)) from None  # a file it cannot read: that alone
     # what analyze read, from files of the same run?
     problems = run_disagreements(out, kinds=None if truth is None else truth.kinds)
     for problem in problems:
@@ -1174,11 +1168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status
     except CliError as exc:
         _flush_quietly()
-        print(f"{command}: {exc}", file=sys.stderr)
+        print(f"{command}: {one_line(exc)}", file=sys.stderr)
         return 2
     except _Interrupted as exc:
         _flush_quietly()
-        print(f"{command}: {exc}", file=sys.stderr)
+        print(f"{command}: {one_line(exc)}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         _flush_quietly()
@@ -1194,14 +1188,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The file system said no (a read-only folder, a file where a folder belongs, a full
         # disk): the user's to fix, with the path and the system's reason; not a bug.
         _flush_quietly()
-        print(f"{command}: {_os_error_text(exc)}", file=sys.stderr)
+        print(f"{command}: {one_line(_os_error_text(exc))}", file=sys.stderr)
         return 2
     except Exception as exc:  # the last resort: a bug, not a user error
         if os.environ.get("RELAYSIM_TRACEBACK"):
             raise
         _flush_quietly()
         print(
-            f"{command}: internal error: {type(exc).__name__}: {exc} (a bug in relaysim; "
+            f"{command}: internal error: {type(exc).__name__}: {one_line(exc)} (a bug in relaysim; "
             "RELAYSIM_TRACEBACK=1 shows where)",
             file=sys.stderr,
         )

@@ -278,7 +278,9 @@ def main(args: argparse.Namespace) -> int:
             prepare_out_dir(out / folder, force=args.force)
         data = run_defences(scenario, out, workers=args.workers)
     except (ScenarioError, DefencesError, OutputDirError, ValueError, OSError) as exc:
-        print(f"relaysim defences: {exc}", file=sys.stderr)
+        from relaysim.sims.analysis.runfiles import one_line
+
+        print(f"relaysim defences: {one_line(exc)}", file=sys.stderr)
         return 2
     text = render(data)
     (out / "defences.md").write_text(text, encoding="utf-8")

@@ -858,7 +858,9 @@ def main(args: argparse.Namespace) -> int:
                 step=lambda done, total: bar.update(done, total=total),
             )
     except (ScenarioError, SweepError) as exc:
-        print(f"relaysim sweep: {exc}", file=sys.stderr)
+        from relaysim.sims.analysis.runfiles import one_line
+
+        print(f"relaysim sweep: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("relaysim sweep: interrupted; the finished runs are kept, run again to resume", file=sys.stderr)

@@ -28,6 +28,7 @@ import errno
 import json
 import math
 import os
+import re
 import stat
 import sys
 from pathlib import Path
@@ -39,6 +40,7 @@ __all__ = [
     "loads",
     "not_a_file",
     "not_empty",
+    "one_line",
     "out_file",
     "out_folder",
     "own_file",
@@ -181,3 +183,19 @@ def not_a_file(path: Path) -> str | None:
         if test(mode):
             return f"not a regular file ({kind})"
     return "not a regular file"
+
+
+# What an error line must not carry as it is: every C0 and C1 control character (a line break in a
+# path given would make it two lines; ESC starts a colour or a cursor move) and the bidirectional
+# overrides and isolates; sims.term.printable's set, with the line break and the tab (it keeps those,
+# for multi-line views; it is not imported here: it loads rich).
+_NOT_IN_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def one_line(message: object) -> str:
+    """``message`` as one line a terminal shows and never obeys: what an argument or a file name
+    carries (``relaysim run $'a\\nb.toml'``, a folder named with an escape sequence) is written as
+    ``\\x0a``, ``\\x1b``."""
+    return _NOT_IN_ONE_LINE.sub(
+        lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", str(message)
+    )

@@ -294,6 +294,32 @@ def test_words_that_are_not_text_are_refused_naming_the_argument(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "NAME", "--quiet"],
+        ["sweep", "NAME", "--seeds", "1"],
+        ["defences", "NAME"],
+        ["show", "NAME"],
+        ["analyze", "NAME"],
+        ["disclose", "--db", "NAME", "--process", "subpoena"],
+    ],
+)
+def test_an_error_is_one_line_whatever_the_name_given_holds(
+    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A name holding a line break or an escape sequence (``relaysim run $'a\\nb.toml'``, a folder
+    named so in a listing) was printed as it is in the error: two lines, or a terminal told to
+    change colour. It is shown escaped, as the views show a scenario's words (sims.term.printable)."""
+    monkeypatch.chdir(tmp_path)
+    name = "x\x1b[31mred\nnext\u202e.toml"
+    assert main([name if a == "NAME" else a for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "\x1b" not in err and "\u202e" not in err, err
+    assert "x\\x1b[31mred\\x0anext\\u202e.toml" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_broken_pipe_is_quiet(tf_run: Path) -> None:
     """``relaysim show DIR | head -c 10``: the reader goes away; no traceback, no 'Exception ignored'.
     (Each row is padded to half the width, so this writes far more than a pipe holds.)"""
