@@ -1137,12 +1137,21 @@ def _whole(minimum: int, maximum: int, what: str) -> Callable[[str], int]:
     return parse
 
 
-def _db_file(text: str) -> str:
-    """--db's type: a file's path. SQLite takes an empty name for a private temporary database,
-    deleted on close: a relay on it would keep nothing it promised was durable."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"expected the database file's path, got {text!r}")
-    return text
+def _path(expected: str) -> Callable[[str], str]:
+    """An argparse type for a path: not empty (nor only blanks). An empty word (``--admin "$SOCK"``
+    with SOCK unset) was taken as the option left out (no admin socket, no registration token: open
+    registration, no TLS), or for --db as SQLite's private temporary database, deleted on close: a
+    relay on it would keep nothing it promised was durable."""
+
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r} (an empty shell variable?)")
+        return text
+
+    return parse
+
+
+_db_file = _path("the database file's path")
 
 
 def _seconds(text: str) -> float:
@@ -1205,8 +1214,15 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         help="SQLite database file, created if absent; one relay at a time serves it, the second is "
         "refused (default: %(default)s)",
     )
-    parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain; with --tls-key, serve TLS")
-    parser.add_argument("--tls-key", metavar="FILE", help="PEM private key for --tls-cert")
+    parser.add_argument(
+        "--tls-cert",
+        type=_path("the certificate file's path"),
+        metavar="FILE",
+        help="PEM certificate chain; with --tls-key, serve TLS",
+    )
+    parser.add_argument(
+        "--tls-key", type=_path("the key file's path"), metavar="FILE", help="PEM private key for --tls-cert"
+    )
     parser.add_argument(
         "--insecure",
         action="store_true",
@@ -1368,6 +1384,7 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--registration-token-file",
+        type=_path("the token file's path"),
         metavar="FILE",
         help="instead of hashcash, the operator's registration token (the file's bytes, stripped)",
     )
@@ -1387,6 +1404,7 @@ def _add_profile_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--admin",
+        type=_path("the admin socket's path"),
         metavar="PATH",
         help="listen for the operator's orders (taps, preservations) on a Unix socket at PATH, mode 0600 "
         "(relay/admin.py)",
@@ -1415,11 +1433,14 @@ def describe_recording(profile: Profile, policy: RetentionPolicy) -> list[str]:
     return lines
 
 
+def _tls_context(cert: str, key: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
 async def _run(opts: argparse.Namespace, limits: Limits, token: bytes | None) -> None:
-    ssl_context = None
-    if opts.tls_cert:
-        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ssl_context.load_cert_chain(opts.tls_cert, opts.tls_key)
+    ssl_context = _tls_context(opts.tls_cert, opts.tls_key) if opts.tls_cert else None
     from datetime import date
 
     when = None if opts.profile_as_of is None else date.fromisoformat(opts.profile_as_of)
@@ -1507,6 +1528,17 @@ def main(args: list[str]) -> int:
 
     if bool(opts.tls_cert) != bool(opts.tls_key):
         return usage("--tls-cert and --tls-key go together")
+    if opts.tls_cert:
+        # loaded here first, as a usage error naming them: a folder or a file that is no PEM was
+        # "cannot serve: [Errno 21] Is a directory" (exit 1) once the store had been opened
+        try:
+            _tls_context(opts.tls_cert, opts.tls_key)
+        except (OSError, ssl.SSLError) as e:
+            said = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            return usage(
+                f"--tls-cert {opts.tls_cert} --tls-key {opts.tls_key}: cannot load them as a PEM "
+                f"certificate chain and its private key: {said}"
+            )
     if not opts.tls_cert and not opts.insecure and not _is_loopback(opts.host):
         return usage(
             f"--host {opts.host} is not a loopback address and there is no --tls-cert/--tls-key: devices' "

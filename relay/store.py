@@ -61,6 +61,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoredEnvelope",
+    "refuse_a_newer_schema",
 ]
 
 
@@ -481,6 +482,35 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _script(_V16),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _newer_schema(path: object, version: int) -> str:
+    """What a store written by a newer relaysim is told, by the Store opening it and by
+    :func:`refuse_a_newer_schema` alike."""
+    return (
+        f"{path}: written by a newer relaysim: schema version {version} is newer than this one reads "
+        f"(up to {len(MIGRATIONS)}); open it with that version, or upgrade relaysim (the file is left as it is)"
+    )
+
+
+def refuse_a_newer_schema(path: str | os.PathLike[str]) -> None:
+    """A StoreError if the store at ``path`` was written by a newer relaysim (its schema version is
+    above :data:`SCHEMA_VERSION`): reading it as this one would misread it. For readers that read the
+    file without opening a :class:`Store` (``relaysim analyze`` and ``report``); a Store checks the
+    same, with the same words, as it opens. Read only: not a byte of the file is written. A file
+    SQLite cannot read, or one that is no store, passes: what reads it says so, naming it."""
+    from pathlib import Path
+
+    try:
+        con = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return
+    if isinstance(version, int) and version > len(MIGRATIONS):
+        raise StoreError(_newer_schema(path, version))
 
 
 _RELEASED: Final = tuple(MIGRATIONS)
@@ -1060,10 +1090,7 @@ class Store:
         store missing a table or column its version has (dropped by hand, or a damaged file)."""
         version = self.schema_version
         if version > len(MIGRATIONS):
-            raise StoreError(
-                f"{self.path}: schema version {version} is newer than this relay understands "
-                f"({len(MIGRATIONS)}); upgrade the relay (the file is left as it is)"
-            )
+            raise StoreError(_newer_schema(self.path, version))
         have: dict[str, set[str]] = {}
         for (name,) in self._db.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'"

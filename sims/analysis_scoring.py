@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import json
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,9 @@ class Truth:
     )  # (relay time, recipient) → sender, kind
     # [generate] organisations: who was given which sensitive trait (the transcript's trait_assigned)
     traits: dict[str, set[str]] = field(default_factory=dict)  # person → kinds
+    # how many events of each kind the transcript holds (sims.report.run_disagreements checks them
+    # against summary.json's counts: from here, the file is read once)
+    kinds: Counter[str] = field(default_factory=Counter)
 
     def pairs(self, target: str | None = None) -> set[frozenset[str]]:
         return {
@@ -192,6 +196,8 @@ def read_truth(transcript: str | Path) -> Truth:
             if not isinstance(e, dict):
                 raise AnalysisInputError(f"{where}: expected an event (a JSON object), got {raw[:60]!r}")
             kind = e.get("kind")
+            if isinstance(kind, str):
+                truth.kinds[kind] += 1
             if kind == "message_sent":
                 frm, to = _field(e, "from", "text", where), _field(e, "to", "text", where)
                 text = _field(e, "plaintext", "text", where, optional=True) or ""
@@ -642,12 +648,16 @@ def _traits_markdown(a: Analysis, score: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
-def write_analysis(run: str | Path, clock: Any = None, *, as_seen: bool = False) -> list[str]:
+def write_analysis(
+    run: str | Path, clock: Any = None, *, as_seen: bool = False, truth: Truth | None = None
+) -> list[str]:
     """Analyse a finished run, score it, write ``DIR/analysis/NAME.{json,md}``; the headlines.
     ``as_seen``: analyse what the relay saw while it ran (``relay-view.jsonl``) instead of what the
-    provider keeps, into ``DIR/analysis/as-seen/relay.{json,md}``."""
+    provider keeps, into ``DIR/analysis/as-seen/relay.{json,md}``. ``truth``: the run's transcript
+    as :func:`read_truth` read it, if the caller has (else read here, when the run has one)."""
     out = Path(run)
-    truth = read_truth(out / "transcript.jsonl") if (out / "transcript.jsonl").exists() else None
+    if truth is None and (out / "transcript.jsonl").exists():
+        truth = read_truth(out / "transcript.jsonl")
     folder = own_file(out, "analysis", AS_SEEN) if as_seen else own_file(out, "analysis")
     views = {"relay": as_seen_view(out)} if as_seen else analysis_views(out)
     folder.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,16 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from relaysim.sims.analysis.runfiles import out_file, out_folder, run_folder
+from relaysim.sims.analysis.runfiles import (
+    in_file,
+    not_a_file,
+    one_line,
+    out_file,
+    out_folder,
+    run_folder,
+    scenario_arg,
+    text_arg,
+)
 
 if TYPE_CHECKING:
     from relaysim.sims.scenario import Scenario
@@ -211,28 +220,17 @@ def _say_report(out: Path, write: bool) -> None:
 
 def _newer_store(out: Path) -> None:
     """A CliError if a run's ``relay.db`` in ``out`` (or in a profile's folder of it) was written by a
-    newer relaysim: its store schema is above this one's, and reading it as this one would misread it.
-    (The analyses read the file without relay.store, which they must not import: the check is here.)"""
-    import sqlite3
-
-    from relaysim.relay.store import SCHEMA_VERSION
+    newer relaysim. The analyses read the file without relay.store, which they must not import; the
+    store owns the check (relay.store.refuse_a_newer_schema), and its words, which disclose's Store
+    gives too."""
+    from relaysim.relay.store import StoreError, refuse_a_newer_schema
 
     for db in [out / "relay.db", *sorted(out.glob("*/relay.db"))]:
-        if not db.is_file():
-            continue
-        try:
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        if db.is_file():
             try:
-                version = con.execute("PRAGMA user_version").fetchone()[0]
-            finally:
-                con.close()
-        except sqlite3.Error:
-            continue  # not a store at all: what reads it says so, naming it
-        if isinstance(version, int) and version > SCHEMA_VERSION:
-            raise CliError(
-                f"{db}: written by a newer relaysim (store schema version {version}; this one reads up to "
-                f"{SCHEMA_VERSION}): read it with that version, or upgrade relaysim"
-            )
+                refuse_a_newer_schema(db)
+            except StoreError as exc:
+                raise CliError(str(exc)) from None
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -358,12 +356,10 @@ def _show(args: argparse.Namespace) -> int:
     runs = sorted(p.parent.name for p in out.glob("*/transcript.jsonl"))
     if not (out / "transcript.jsonl").exists() and runs:
         # a scenario run under several profiles keeps one run per profile in a folder of its own
-        print(
-            f"relaysim show: {out} holds one run per relay profile; show one of them, e.g.: "
-            f"relaysim show {_q(out / runs[0])}   (runs: {', '.join(runs)})",
-            file=sys.stderr,
+        raise CliError(
+            f"{out} holds one run per relay profile; show one of them, e.g.: "
+            f"relaysim show {_q(out / runs[0])}   (runs: {', '.join(runs)})"
         )
-        return 2
     try:
         with _run_folder_warnings("show"):
             text = render_show(
@@ -414,7 +410,7 @@ def _disclose(args: argparse.Namespace) -> int:
     from relaysim.sims.world.simulation import SIM_EPOCH
 
     db = Path(args.db)
-    what = _not_a_file(db)
+    what = not_a_file(db)
     if what is not None:
         raise CliError(f"--db {db}: {what}; give the relay.db in a run's --out folder")
     provider_file = db.parent / "provider.json"
@@ -616,28 +612,6 @@ def _check_provider(path: Path, provider: dict[str, Any]) -> None:
             )
 
 
-def _not_a_file(path: Path) -> str | None:
-    """What ``path`` is, in words, when it is no regular file to read (None when it is one): it
-    said "no such file" of /dev/null, a pipe or a socket, all there."""
-    import stat
-
-    try:
-        mode = path.stat().st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        return "no such file"
-    except OSError as exc:  # a loop of symbolic links, a folder on the way that cannot be read
-        return exc.strerror or str(exc)
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    kinds = ((stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"))
-    for test, kind in (*kinds, (stat.S_ISBLK, "a device")):
-        if test(mode):
-            return f"not a regular file ({kind})"
-    return "not a regular file"
-
-
 _PHONE = re.compile(r"\+[0-9]{6,15}")  # E.164, as a scenario's legal-process targets (sims.scenario)
 
 
@@ -699,21 +673,20 @@ def _analyze(args: argparse.Namespace) -> int:
     if not (out / "relay.db").is_file():
         runs = sorted(p.parent.name for p in out.glob("*/relay.db"))
         hint = f"; it holds one run per profile: analyse one, e.g. {out / runs[0]}" if runs else ""
-        print(
-            f"relaysim analyze: {out} has no relay.db: expected a run's --out directory{hint}",
-            file=sys.stderr,
-        )
-        return 2
+        raise CliError(f"{out} has no relay.db: expected a run's --out directory{hint}")
     _newer_store(out)
+    from relaysim.sims.analysis_scoring import read_truth
     from relaysim.sims.report import run_disagreements
 
-    problems = run_disagreements(out)  # what analyze reads, from files of the same run?
+    transcript = out / "transcript.jsonl"
     try:
         epoch, dated = run_calendar(out)
-        lines = write_analysis(out, lambda t: sim_clock(t, epoch, dated), as_seen=args.as_seen)
+        truth = read_truth(transcript) if transcript.exists() else None  # read once, for both below
+        lines = write_analysis(out, lambda t: sim_clock(t, epoch, dated), as_seen=args.as_seen, truth=truth)
     except (AnalysisInputError, ValueError) as exc:
-        print(f"relaysim analyze: {exc}", file=sys.stderr)  # a file it cannot read: that alone
-        return 2
+        raise CliError(str(exc)) from None  # a file it cannot read: that alone
+    # what analyze read, from files of the same run?
+    problems = run_disagreements(out, kinds=None if truth is None else truth.kinds)
     for problem in problems:
         print(f"relaysim analyze: warning: {problem}", file=sys.stderr)
     for line in lines:
@@ -865,7 +838,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    demo.add_argument("--scenario", default=DEMO_SCENARIO, help=f"which scenario (default: {DEMO_SCENARIO})")
+    demo.add_argument(
+        "--scenario",
+        type=scenario_arg,
+        default=DEMO_SCENARIO,
+        help=f"which scenario (default: {DEMO_SCENARIO})",
+    )
     demo.add_argument(
         "--out", type=out_folder, metavar="DIR", help="where to write its outputs (default: out/NAME)"
     )
@@ -913,6 +891,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "scenario",
+        type=scenario_arg,
         metavar="NAME_OR_PATH",
         help="a built-in scenario (see: relaysim scenarios) or a .toml file",
     )
@@ -1014,7 +993,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    disclose.add_argument("--db", required=True, metavar="FILE", help="a finished run's relay.db")
+    disclose.add_argument(
+        "--db", required=True, type=in_file, metavar="FILE", help="a finished run's relay.db"
+    )
     disclose.add_argument(
         "--profile",
         choices=list(PROFILES),
@@ -1026,7 +1007,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--process", required=True, choices=list(PROCESSES), help="the kind of legal process"
     )
     disclose.add_argument(
-        "--target", metavar="ACCOUNT", help="the account it names (not for a demand on everyone)"
+        "--target",
+        type=text_arg,
+        metavar="ACCOUNT",
+        help="the account it names (not for a demand on everyone)",
     )
     disclose.add_argument(
         "--from", dest="start", metavar="T", help='start of the period it covers, e.g. "1h"'
@@ -1038,7 +1022,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="when it is taken to be served (default: the end of the run); records made after it are left "
         "out, but the store is the one at the end of the run: what was deleted by then is gone",
     )
-    disclose.add_argument("--name", help="the order's name (default: PROCESS-TARGET)")
+    disclose.add_argument("--name", type=text_arg, help="the order's name (default: PROCESS-TARGET)")
     disclose.add_argument(
         "--json",
         metavar="FILE",
@@ -1184,11 +1168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status
     except CliError as exc:
         _flush_quietly()
-        print(f"{command}: {exc}", file=sys.stderr)
+        print(f"{command}: {one_line(exc)}", file=sys.stderr)
         return 2
     except _Interrupted as exc:
         _flush_quietly()
-        print(f"{command}: {exc}", file=sys.stderr)
+        print(f"{command}: {one_line(exc)}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         _flush_quietly()
@@ -1204,14 +1188,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The file system said no (a read-only folder, a file where a folder belongs, a full
         # disk): the user's to fix, with the path and the system's reason; not a bug.
         _flush_quietly()
-        print(f"{command}: {_os_error_text(exc)}", file=sys.stderr)
+        print(f"{command}: {one_line(_os_error_text(exc))}", file=sys.stderr)
         return 2
     except Exception as exc:  # the last resort: a bug, not a user error
         if os.environ.get("RELAYSIM_TRACEBACK"):
             raise
         _flush_quietly()
         print(
-            f"{command}: internal error: {type(exc).__name__}: {exc} (a bug in relaysim; "
+            f"{command}: internal error: {type(exc).__name__}: {one_line(exc)} (a bug in relaysim; "
             "RELAYSIM_TRACEBACK=1 shows where)",
             file=sys.stderr,
         )

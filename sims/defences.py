@@ -33,7 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from relaysim.sims.analysis.runfiles import out_folder
+from relaysim.sims.analysis.runfiles import out_folder, scenario_arg
 from relaysim.sims.scenario import Scenario, ScenarioError, resolve_scenario
 
 if TYPE_CHECKING:
@@ -185,6 +185,9 @@ def run_defences(
             "give one that runs under one profile"
         )
     jobs = [(scenario, name, folder, sw, str(out)) for name, (folder, sw) in variants.items()]
+    # no more processes than runs: --workers 99999999999999999999 asked the pool for more than a C
+    # int holds (OverflowError), and --workers 1000 forked 1000 processes for 9 runs
+    workers = min(workers, len(jobs))
     if workers <= 1:
         rows = [_one(j) for j in jobs]
     else:
@@ -266,6 +269,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "scenario",
+        type=scenario_arg,
         metavar="NAME_OR_PATH",
         nargs="?",
         default=DEFAULT_SCENARIO,
@@ -295,7 +299,9 @@ def main(args: argparse.Namespace) -> int:
             prepare_out_dir(out / folder, force=args.force)
         data = run_defences(scenario, out, workers=args.workers)
     except (ScenarioError, DefencesError, OutputDirError, ValueError, OSError) as exc:
-        print(f"relaysim defences: {exc}", file=sys.stderr)
+        from relaysim.sims.analysis.runfiles import one_line
+
+        print(f"relaysim defences: {one_line(exc)}", file=sys.stderr)
         return 2
     text = render(data)
     (out / "defences.md").write_text(text, encoding="utf-8")

@@ -39,10 +39,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 import shutil
 import warnings
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -172,6 +174,11 @@ def prepare_out_dir(out: Path, *, force: bool) -> None:
     folder never holds one run's disclosures beside another's."""
     if out.exists() and not out.is_dir():
         raise OutputDirError(f"{out} is a file, not a folder; give a folder (it is made if missing)")
+    if out.is_symlink() and not out.exists():  # (mkdir said "File exists" of it)
+        raise OutputDirError(
+            f"{out} is a symbolic link to {os.readlink(out)}, which does not exist; give a folder (it is "
+            "made if missing)"
+        )
     earlier = relaysim_outputs(out)
     if earlier and not force:
         names = ", ".join(p.name + ("/" if p.is_dir() else "") for p in earlier[:5])
@@ -638,6 +645,17 @@ def _read_json(path: Path, rerun: str) -> Any:
         raise RunFolderError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from exc
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of a JSON Lines file: split at line feeds alone. ``str.splitlines`` also splits at
+    U+2028, U+2029 and U+0085 (NEL), which JSON written with ``ensure_ascii=False`` keeps as they
+    are inside strings: a message whose text held one was read as a line cut in two, and the run as
+    "cut short ... or damaged"."""
+    lines = text.split("\n")
+    if lines[-1] == "":  # after the last line's line feed (or an empty file)
+        lines.pop()
+    return lines
+
+
 def read_run(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """A finished run's transcript events and summary; :class:`RunFolderError` saying what is
     wrong (an interrupted run has a transcript but no summary; a killed one may end mid-line)."""
@@ -653,7 +671,7 @@ def read_run(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     summary = _read_json(summary_file, rerun)
     events = []
     try:
-        lines = transcript.read_text(encoding="utf-8").splitlines()
+        lines = jsonl_lines(transcript.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise RunFolderError(f"cannot read {transcript}: {getattr(exc, 'strerror', None) or exc}") from exc
     for n, line in enumerate(lines, 1):
@@ -689,36 +707,40 @@ _COUNTED = (
 
 
 def run_disagreements(
-    out: Path, events: list[dict[str, Any]] | None = None, summary: Any = None
+    out: Path,
+    events: list[dict[str, Any]] | None = None,
+    summary: Any = None,
+    *,
+    kinds: Mapping[str, int] | None = None,
 ) -> list[str]:
     """What the files of the run in ``out`` say that does not agree, a sentence each naming the
     files: files from different runs side by side, or one emptied or edited. Checked, from what the
     folder holds: transcript.jsonl's ``message_accepted`` and ``message_received`` events against
     summary.json's ``accepted_by_relay`` and ``device_deliveries``, and relay-view.jsonl's lines
     against summary.json's ``relay_records``. ``events`` and ``summary``: as :func:`read_run` read
-    them (else read here). A file missing or unreadable is left to the command that reads it."""
+    them; or ``kinds``, the transcript's events counted by kind (``analysis_scoring.Truth.kinds``);
+    else read here. A file missing or unreadable is left to the command that reads it."""
     summary_file, transcript, view = out / "summary.json", out / "transcript.jsonl", out / RELAY_VIEW_FILE
     try:
         if summary is None:
             summary = loads(summary_file.read_text(encoding="utf-8"))
-        if events is None and transcript.is_file():
-            events = [loads(line) for line in transcript.read_text(encoding="utf-8").splitlines()]
+        if kinds is None and events is None and transcript.is_file():
+            events = [loads(line) for line in jsonl_lines(transcript.read_text(encoding="utf-8"))]
     except (OSError, UnicodeDecodeError, ValueError):
         return []
+    if kinds is None and events is not None:
+        kinds = Counter(k for e in events if isinstance(e, dict) and isinstance(k := e.get("kind"), str))
     messages = summary.get("messages") if isinstance(summary, dict) else None
     if not isinstance(messages, dict):
         return []
     rerun = f"run it again with: relaysim run NAME --out {out} --force"
     found = []
     counted = [(kind, messages[key], what) for kind, key, what in _COUNTED if type(messages.get(key)) is int]
-    if events is not None and counted:
-        held = [
-            sum(1 for e in events if isinstance(e, dict) and e.get("kind") == kind)
-            for kind, _n, _w in counted
-        ]
+    if kinds is not None and counted:
+        held = [kinds.get(kind, 0) for kind, _n, _w in counted]
         if held != [n for _kind, n, _what in counted]:
             pairs = " and ".join(f"{n} {what}" for _kind, n, what in counted)
-            if not events and transcript.is_file() and transcript.stat().st_size == 0:
+            if transcript.is_file() and transcript.stat().st_size == 0:
                 found.append(
                     f"{transcript} is empty (0 bytes), but {summary_file} counts {pairs}: the conversation "
                     f"shown is empty because the file was emptied, not because nothing happened; {rerun}"

@@ -130,6 +130,7 @@ The file format, by example (every table but ``[scenario]`` and ``[[people]]`` i
 from __future__ import annotations
 
 import calendar
+import errno
 import ipaddress
 import itertools
 import math
@@ -783,6 +784,16 @@ def read_scenario_text(path: str | Path) -> str:
                     os.set_blocking(f.fileno(), True)  # (a terminal, as /dev/stdin, reads as it did)
                 data = f.read(MAX_SCENARIO_BYTES + 1)
     except OSError as exc:
+        from relaysim.sims.analysis.runfiles import not_a_file
+
+        # a socket is refused by open() as "No such device or address", a folder as "Is a directory":
+        # say what is there instead
+        what = not_a_file(p) if exc.errno in (errno.ENXIO, errno.EISDIR) else None
+        if what is not None and what != "no such file":
+            what = what.removeprefix("not a regular file (").removesuffix(")")  # "a socket"
+            raise ScenarioError(
+                str(p), "", f"{what}, not a scenario file: give the scenario's .toml file itself"
+            ) from None
         raise ScenarioError(str(p), "", f"cannot read the file: {exc.strerror}") from None
     if len(data) > MAX_SCENARIO_BYTES:
         raise ScenarioError(

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from relaysim.relay.mdtext import md_code, md_text
-from relaysim.sims.analysis.runfiles import loads, out_folder, own_file
+from relaysim.sims.analysis.runfiles import loads, not_empty, out_folder, own_file, scenario_arg, text_arg
 
 __all__ = [
     "RunFailed",
@@ -372,9 +372,10 @@ def _pool_executor(workers: int) -> Callable[[list[dict[str, Any]]], Iterable[di
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        # spawn: a fresh interpreter per worker, safe even when the caller has threads (fork is not)
+        # spawn: a fresh interpreter per worker, safe even when the caller has threads (fork is not);
+        # no more workers than runs (a --workers past a C int was an OverflowError)
         with ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+            max_workers=max(1, min(workers, len(jobs))), mp_context=multiprocessing.get_context("spawn")
         ) as pool:
             futures = {pool.submit(run_one, job): job for job in jobs}
             try:
@@ -768,6 +769,13 @@ runs (DIR/runs/<hash>.json) are reused.
 """
 
 
+def _scheduler(text: str) -> str:
+    """--dask's type: not empty (``--dask "$SCHEDULER"`` with it unset ran the sweep here, unsaid)."""
+    return not_empty(
+        text, "a Dask scheduler's address", "e.g. tcp://10.0.0.5:8786, or leave --dask out to run here"
+    )
+
+
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """The ``sweep`` subcommand, added to ``relaysim``'s subparsers."""
     p: argparse.ArgumentParser = sub.add_parser(
@@ -785,9 +793,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         epilog=HELP_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("scenario", metavar="NAME_OR_PATH", help="a built-in scenario or a .toml file")
+    p.add_argument(
+        "scenario", type=scenario_arg, metavar="NAME_OR_PATH", help="a built-in scenario or a .toml file"
+    )
     p.add_argument(
         "--param",
+        type=text_arg,
         action="append",
         default=[],
         metavar="KEY=V1,V2,…",
@@ -796,6 +807,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=5, metavar="N", help="seeds per cell (default: 5)")
     p.add_argument(
         "--metric",
+        type=text_arg,
         action="append",
         default=[],
         metavar="PATH",
@@ -806,6 +818,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: one per CPU)")
     p.add_argument(
         "--dask",
+        type=_scheduler,
         metavar="ADDRESS",
         help="run on a Dask cluster instead, given its scheduler's address (tcp://host:8786); "
         "needs dask's distributed (pip install 'relaysim[sweep]')",
@@ -845,7 +858,9 @@ def main(args: argparse.Namespace) -> int:
                 step=lambda done, total: bar.update(done, total=total),
             )
     except (ScenarioError, SweepError) as exc:
-        print(f"relaysim sweep: {exc}", file=sys.stderr)
+        from relaysim.sims.analysis.runfiles import one_line
+
+        print(f"relaysim sweep: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("relaysim sweep: interrupted; the finished runs are kept, run again to resume", file=sys.stderr)

@@ -15,6 +15,10 @@ cut short, edited, or made by someone else (a folder handed over, unpacked from 
 - :func:`out_folder` and :func:`out_file` (argparse types) refuse an empty name for a folder or
   file to write: ``--out "$DIR"`` with DIR unset would otherwise be the default folder, or nothing.
   :func:`run_folder` refuses one for a run's folder to read: it would be the current folder.
+  :func:`in_file` and :func:`scenario_arg` refuse one for a file to read (``disclose --db``) and for a
+  scenario (``run NAME_OR_PATH``): the empty path is the current folder, which was then read as
+  "a folder" or "``.``: Is a directory", naming neither the argument nor the empty word given.
+  All of them are :func:`not_empty`: every relaysim argument that names a path is one of them.
 """
 
 from __future__ import annotations
@@ -23,10 +27,27 @@ import argparse
 import errno
 import json
 import math
+import os
+import re
+import stat
+import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["finite_number", "loads", "out_file", "out_folder", "own_file", "run_folder"]
+__all__ = [
+    "finite_number",
+    "in_file",
+    "loads",
+    "not_a_file",
+    "not_empty",
+    "one_line",
+    "out_file",
+    "out_folder",
+    "own_file",
+    "run_folder",
+    "scenario_arg",
+    "text_arg",
+]
 
 
 def loads(text: str) -> Any:
@@ -70,31 +91,111 @@ def own_file(run: Path, *parts: str) -> Path:
     return path
 
 
+def not_empty(text: str, expected: str, hint: str) -> str:
+    """``text``, a path given on the command line, if it is not empty (nor only blanks); else the
+    argparse error every path argument gives: ``expected EXPECTED, got '' (an empty shell
+    variable?); HINT``. An empty word is the current folder to the file system (``Path("")`` is
+    ``.``), never what the user meant: most often ``"$VAR"`` with VAR unset."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected {expected}, got {text!r} (an empty shell variable?); {hint}"
+        )
+    return text
+
+
 def out_folder(text: str) -> str:
     """An argparse type for a folder to write to (``--out DIR``, ``chart DIR``): not empty. An empty
     word (``--out "$DIR"`` with DIR unset) would otherwise fall back to the default folder, where
     ``--force`` replaces an earlier run the user never named."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(
-            f"expected a folder, got {text!r} (an empty shell variable?); leave it out for the default"
-        )
-    return text
+    return not_empty(text, "a folder", "leave it out for the default")
 
 
 def run_folder(text: str) -> str:
     """An argparse type for a finished run's folder (``show DIR``, ``analyze DIR``, ``report DIR``):
     not empty. An empty word (``relaysim report "$DIR"`` with DIR unset) was the current folder,
     which ``analyze`` and ``report`` then wrote into."""
-    if not text.strip():
+    not_empty(text, "a folder", "give the --out folder of a run")
+    path = Path(text)
+    if path.is_symlink() and not path.exists():
         raise argparse.ArgumentTypeError(
-            f"expected a folder, got {text!r} (an empty shell variable?); give the --out folder of a run"
+            f"{text} is a symbolic link to {os.readlink(path)}, which does not exist; give the --out "
+            "folder of a run"
         )
+    if path.exists() and not path.is_dir():  # (it "has no transcript.jsonl", "no relay.db")
+        what = (not_a_file(path) or "a file").removeprefix("not a regular file (").removesuffix(")")
+        raise argparse.ArgumentTypeError(f"{text} is {what}, not a folder; give the --out folder of a run")
+    return text
+
+
+def in_file(text: str) -> str:
+    """An argparse type for a file to read (``disclose --db FILE``): not empty (it was read as the
+    current folder: "--db .: a folder")."""
+    return not_empty(text, "a file's path", "give the relay.db in a run's --out folder")
+
+
+def scenario_arg(text: str) -> str:
+    """An argparse type for a scenario (``run``, ``sweep`` and ``defences`` NAME_OR_PATH, ``demo
+    --scenario``): not empty (it was read as the current folder: ".: Is a directory")."""
+    return not_empty(
+        text, "a built-in scenario's name or a .toml file", "see the built-in ones with: relaysim scenarios"
+    )
+
+
+def text_arg(text: str) -> str:
+    """An argparse type for words that go into a run's files or its database (``disclose --target``
+    and ``--name``, ``sweep --param`` and ``--metric``): text, not bytes the locale cannot decode.
+    Python hands such bytes on as lone surrogates (``$'\\xff'`` is ``'\\udcff'``), which no UTF-8 file
+    or SQLite text holds: it was an internal error (UnicodeEncodeError) after the work was done,
+    or SQLite's "surrogates not allowed". A path may hold them (the file system takes bytes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raw = text.encode("utf-8", "surrogateescape")
+        raise argparse.ArgumentTypeError(
+            f"expected text, got {raw!r}: byte 0x{ord(text[exc.start]) & 0xFF:02x} is not "
+            f"{sys.getfilesystemencoding()}, the encoding of the command line (typed or pasted in another?)"
+        ) from None
     return text
 
 
 def out_file(text: str) -> str:
     """An argparse type for a file to write to (``disclose --json FILE``): not empty (``--json ""``
     wrote nothing and said nothing)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"expected a file's path (or -, for stdout), got {text!r}")
-    return text
+    return not_empty(text, "a file's path (or -, for stdout)", "give the file to write the JSON to")
+
+
+def not_a_file(path: Path) -> str | None:
+    """What ``path`` is, in words, when it is no regular file to read (None when it is one): it
+    said "no such file" of /dev/null, a pipe or a socket, all there; opening a socket says "No such
+    device or address"."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return "no such file"
+    except OSError as exc:  # a loop of symbolic links, a folder on the way that cannot be read
+        return exc.strerror or str(exc)
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    kinds = ((stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"))
+    for test, kind in (*kinds, (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return f"not a regular file ({kind})"
+    return "not a regular file"
+
+
+# What an error line must not carry as it is: every C0 and C1 control character (a line break in a
+# path given would make it two lines; ESC starts a colour or a cursor move) and the bidirectional
+# overrides and isolates; sims.term.printable's set, with the line break and the tab (it keeps those,
+# for multi-line views; it is not imported here: it loads rich).
+_NOT_IN_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def one_line(message: object) -> str:
+    """``message`` as one line a terminal shows and never obeys: what an argument or a file name
+    carries (``relaysim run $'a\\nb.toml'``, a folder named with an escape sequence) is written as
+    ``\\x0a``, ``\\x1b``."""
+    return _NOT_IN_ONE_LINE.sub(
+        lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", str(message)
+    )

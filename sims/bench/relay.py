@@ -71,6 +71,7 @@ import functools
 import gc
 import hashlib
 import inspect
+import math
 import os
 import selectors
 import socket
@@ -1154,8 +1155,12 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if min(args.connections, args.repeat, args.window, args.steps) < 1 or args.connections < 2:
         parser.error("--connections must be at least 2; --repeat, --window and --steps at least 1")
-    if args.duration <= 0 or args.warmup < 0 or args.body_size < _SEQ.size:
-        parser.error(f"--duration must be positive, --warmup not negative, --body-size at least {_SEQ.size}")
+    # (nan passed "<= 0" and "< 0", and ran for ever; so did inf)
+    if not 0 < args.duration < math.inf or not 0 <= args.warmup < math.inf or args.body_size < _SEQ.size:
+        parser.error(
+            f"--duration must be positive, --warmup not negative (both finite seconds), --body-size at "
+            f"least {_SEQ.size}"
+        )
     if args.profile and args.check:
         parser.error(
             "--check judges the targets, which are for a relay that keeps every metadata record; "

@@ -67,6 +67,7 @@ import cProfile
 import gc
 import heapq
 import json
+import math
 import os
 import platform
 import pstats
@@ -1606,8 +1607,8 @@ def main(argv: list[str]) -> int:
         < 1
     ):
         parser.error("--pairs, --timed-messages, --repeat, --registration-phones and --messages must be ≥ 1")
-    if args.devices < 4 or args.budget <= 0:
-        parser.error("--devices must be at least 4 and --budget positive")
+    if args.devices < 4 or not 0 < args.budget < math.inf:  # (nan passed "<= 0")
+        parser.error("--devices must be at least 4 and --budget positive (finite seconds)")
 
     if args.scale_run:
         return scale_run(args)

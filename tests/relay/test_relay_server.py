@@ -1144,10 +1144,30 @@ def test_main_says_what_is_wrong_with_the_db_once(tmp_path: Path, capsys: pytest
     db.close()
     folder = tmp_path / "folder.db"
     folder.mkdir()
-    for path, said in ((newer, "schema version 1000 is newer"), (folder, "a folder, not a database file")):
+    for path, said in (
+        (newer, "written by a newer relaysim: schema version 1000 is newer"),
+        (folder, "a folder, not a database file"),
+    ):
         assert main(["--host", "127.0.0.1", "--port", "0", "--db", str(path)]) == 2
         err = capsys.readouterr().err
         assert f"error: --db {path}: {said}" in err and err.count(str(path)) == 1, err
+
+
+def test_tls_files_that_cannot_be_loaded_are_a_usage_error_naming_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--tls-cert and --tls-key naming a folder, or a file that is no PEM, were loaded only once the
+    store was opened and the server starting: "cannot serve: [Errno 21] Is a directory", exit 1,
+    naming neither option, and a relay.db made for nothing."""
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n", encoding="ascii")
+    db = tmp_path / "relay.db"
+    for given in (tmp_path, junk, tmp_path / "absent.pem"):
+        argv = ["--port", "0", "--db", str(db), "--tls-cert", str(given), "--tls-key", str(given)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"error: --tls-cert {given} --tls-key {given}: cannot load them as a PEM" in err, err
+        assert not db.exists()
 
 
 def test_a_pipe_at_the_db_path_is_refused_not_waited_on(tmp_path: Path) -> None:

@@ -97,6 +97,31 @@ def test_a_newer_schema_is_refused_without_a_byte_of_the_file_changed(tmp_path: 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["relay.db"]
 
 
+def test_a_newer_schema_is_refused_in_the_same_words_with_or_without_a_store(tmp_path: Path) -> None:
+    """relay.store owns the check of a newer schema: refuse_a_newer_schema (for the commands that read
+    a run's store without a Store: relaysim analyze, report) says what a Store says, reading only."""
+    path = tmp_path / "relay.db"
+    Store(path).close()
+    store_module.refuse_a_newer_schema(path)  # this version's: passes
+    store_module.refuse_a_newer_schema(tmp_path / "absent.db")  # nothing there: for the reader to say
+    assert not (tmp_path / "absent.db").exists()
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError) as without:
+        store_module.refuse_a_newer_schema(path)
+    with pytest.raises(StoreError) as opening:
+        Store(path)
+    assert str(without.value) == str(opening.value)
+    assert str(without.value).startswith(
+        f"{path}: written by a newer relaysim: schema version {SCHEMA_VERSION + 1} is newer than this one "
+        f"reads (up to {SCHEMA_VERSION})"
+    )
+    assert path.read_bytes() == before
+
+
 def test_another_programs_sqlite_database_is_refused_untouched(tmp_path: Path) -> None:
     """A SQLite file with tables of its own and no schema version (``--db`` naming some other
     program's database) was taken for a new store: the relay's tables were added to it, or, where a

@@ -189,6 +189,16 @@ def test_a_bad_relay_view_names_the_file_line_and_field(
 # --- what each defence buys: relaysim defences ------------------------------------------------------------
 
 
+def test_defences_asks_for_no_more_worker_processes_than_runs(tmp_path: Path) -> None:
+    """``relaysim defences --workers 99999999999999999999`` was an internal error (OverflowError: the
+    process pool's queue is sized in a C int), and --workers 1000 forked 1000 processes for 9 runs."""
+    from relaysim.sims.defences import VARIANTS, run_defences
+
+    scenario = parse_scenario(_scenario(), "as-seen-test.toml")
+    data = run_defences(scenario, tmp_path, workers=10**20, variants={"as written": VARIANTS["as written"]})
+    assert [r["variant"] for r in data["variants"]] == ["as written"]
+
+
 def test_the_defences_table_shows_what_fresh_connections_and_receipts_off_buy(tmp_path: Path) -> None:
     from relaysim.sims.defences import VARIANTS, render, run_defences
 

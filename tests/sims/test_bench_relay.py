@@ -110,6 +110,19 @@ def test_bad_options_are_refused() -> None:
     assert exc.value.code == 2
 
 
+@pytest.mark.parametrize(
+    "argv", [["--duration", "nan"], ["--duration", "inf"], ["--warmup", "nan"], ["--warmup", "inf"]]
+)
+def test_seconds_that_are_no_finite_number_are_refused(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--duration nan`` passed the check (``nan <= 0`` is false) and the benchmark ran for ever."""
+    with pytest.raises(SystemExit) as exc:
+        relay.main(argv)
+    assert exc.value.code == 2
+    assert "both finite seconds" in capsys.readouterr().err
+
+
 def test_relaysim_bench_relay_reaches_this_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
     from relaysim.sims.cli import main as relaysim
 

@@ -162,6 +162,17 @@ def test_the_default_targets_are_those_of_docs_performance_md() -> None:
     assert [(t.comparison, t.bound) for t in sim.SCALE_TARGETS] == [("<=", 10.0), ("<=", 4.0)]
 
 
+@pytest.mark.parametrize("budget", ["nan", "inf", "-1"])
+def test_a_budget_that_is_no_positive_finite_number_is_refused(
+    budget: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--budget nan`` passed the check (``nan <= 0`` is false); a run could never be stopped by it."""
+    with pytest.raises(SystemExit) as exc:
+        sim.main(["--budget", budget])
+    assert exc.value.code == 2
+    assert "--budget positive (finite seconds)" in capsys.readouterr().err
+
+
 def test_relaysim_bench_sim_reaches_this_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
     from relaysim.sims.cli import main as relaysim
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -81,6 +82,70 @@ def test_a_named_pipe_nothing_writes_to_is_refused_not_waited_on(argv: list[str]
     assert not (tmp_path / "o").exists()
 
 
+def _blocked_opening_a_pipe(pid: int) -> bool:
+    """Whether process ``pid`` waits in open() for the other end of a named pipe (Linux)."""
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text(encoding="ascii").strip() == "wait_for_partner"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "mkfifo") or not Path("/proc/self/wchan").exists(),
+    reason="no named pipes, or no /proc to see a writer wait for its reader",
+)
+def test_a_named_pipe_whose_writer_started_first_is_read(tmp_path: Path) -> None:
+    """``mkfifo s.toml; cat two-friends.toml > s.toml & relaysim run s.toml``: the writer waits in
+    open() for its reader; relaysim, opening the pipe without waiting, must read what it writes
+    (nothing yet, or some of it, when it first looks) to the end, not refuse it as writer-less."""
+    from relaysim.sims.scenario import builtin_scenarios
+
+    source = builtin_scenarios()["two-friends"]
+    pipe = tmp_path / "fifo.toml"
+    os.mkfifo(pipe)
+    # once its reader comes, the writer waits a little before writing, as a program that has work to
+    # do first would: the reader most likely finds the pipe empty, with a writer, when it first looks
+    write = (
+        "import sys, time\n"
+        "data = open(sys.argv[1], 'rb').read()\n"
+        "with open(sys.argv[2], 'wb') as f:\n"
+        "    time.sleep(0.3)\n"
+        "    f.write(data[:100]); f.flush(); time.sleep(0.1); f.write(data[100:])\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", write, str(source), str(pipe)])
+    try:
+        while not _blocked_opening_a_pipe(writer.pid):  # the writer first: waiting for a reader
+            assert writer.poll() is None, "the writer ended before opening the pipe"
+            time.sleep(0.01)
+        out = tmp_path / "o"
+        assert main(["run", str(pipe), "--out", str(out), "--quiet"]) == 0
+        assert writer.wait(timeout=60) == 0
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+    assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["scenario"] == "two-friends"
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets")
+@pytest.mark.parametrize(
+    "argv", [["run", "SOCK", "--quiet"], ["sweep", "SOCK", "--seeds", "1"], ["demo", "--scenario", "SOCK"]]
+)
+def test_a_socket_given_as_a_scenario_file_is_said_to_be_a_socket(
+    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Unix socket where a scenario file belongs said "cannot read the file: No such device or
+    address" (open()'s ENXIO)."""
+    monkeypatch.chdir(tmp_path)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind("s.toml")
+        assert main([a if a != "SOCK" else "s.toml" for a in argv] + ["--out", "o"]) == 2
+    err = capsys.readouterr().err
+    assert "s.toml: a socket, not a scenario file" in err, err
+    assert "No such device" not in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
+
+
 def test_out_pointing_at_a_file(tmp_path: Path) -> None:
     f = tmp_path / "afile"
     f.write_text("mine\n", encoding="utf-8")
@@ -125,6 +190,133 @@ def test_an_empty_out_folder_is_refused_not_replaced_by_the_default(
         main(argv)
     assert exc.value.code == 2
     assert "expected a folder, got" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "argument"),
+    [
+        (["run", "", "--quiet"], "NAME_OR_PATH"),
+        (["sweep", "", "--seeds", "1"], "NAME_OR_PATH"),
+        (["defences", ""], "NAME_OR_PATH"),
+        (["demo", "--scenario", ""], "--scenario"),
+        (["disclose", "--db", "", "--process", "subpoena"], "--db"),
+        (["disclose", "--db", " ", "--process", "subpoena"], "--db"),
+        (["relay", "serve", "--db", ""], "--db"),
+        (["relay", "serve", "--admin", ""], "--admin"),
+        (["relay", "serve", "--registration-token-file", ""], "--registration-token-file"),
+        (["relay", "serve", "--tls-cert", "", "--tls-key", ""], "--tls-cert"),
+    ],
+)
+def test_an_empty_path_is_refused_naming_the_argument(
+    argv: list[str],
+    argument: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``relaysim run "$F"`` with F unset said ".: cannot read the file: Is a directory", and
+    ``disclose --db ""`` "--db .: a folder" (the empty path is the current folder); ``relay serve``
+    took ``--admin ""``, ``--tls-cert ""`` or ``--registration-token-file ""`` as the option left out
+    (no admin socket, plain TCP, open registration) and served."""
+    monkeypatch.chdir(tmp_path)
+    try:
+        status = main(argv)
+    except SystemExit as exc:
+        status = exc.code
+    assert status == 2
+    err = capsys.readouterr().err
+    given = argv[argv.index(argument) + 1] if argument.startswith("--") else ""
+    assert f"argument {argument}: expected " in err, err
+    assert f"got {given!r} (an empty shell variable?)" in err, err
+    assert "Is a directory" not in err and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_argument_that_names_a_path_refuses_an_empty_one() -> None:
+    """Every path argument of every subcommand goes through runfiles.not_empty (its argparse types),
+    so that a new one cannot take "" as the current folder again."""
+    import argparse
+
+    from relaysim.relay.server import build_parser as relay_parser
+    from relaysim.sims.cli import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parsers = [*subparsers.choices.items(), ("relay serve", relay_parser())]
+    checked = []
+    for name, parser in parsers:
+        for action in parser._actions:
+            if action.dest == "metric":  # sweep --metric PATH: a dotted path into summary.json
+                continue
+            if action.metavar in ("FILE", "DIR", "PATH", "NAME_OR_PATH") or action.dest in ("db", "scenario"):
+                assert action.type is not None, (name, action.dest)
+                with pytest.raises(argparse.ArgumentTypeError, match="got ''"):
+                    action.type("")  # type: ignore[operator]
+                assert action.type("x") == "x"  # type: ignore[operator]
+                checked.append((name, action.dest))
+    for expected in [("run", "scenario"), ("disclose", "db"), ("show", "dir"), ("relay serve", "admin")]:
+        assert expected in checked, checked
+
+
+@pytest.mark.parametrize(
+    ("argv", "argument"),
+    [
+        (["disclose", "--db", "DB", "--process", "subpoena", "--target", "\udcff"], "--target"),
+        (
+            ["disclose", "--db", "DB", "--process", "subpoena", "--name", "n\udcff", "--json", "o.json"],
+            "--name",
+        ),
+        (["sweep", "two-friends", "--seeds", "1", "--metric", "a\udcff", "--out", "sw"], "--metric"),
+        (
+            ["sweep", "two-friends", "--seeds", "1", "--param", "network.loss=\udcff", "--out", "sw"],
+            "--param",
+        ),
+    ],
+)
+def test_words_that_are_not_text_are_refused_naming_the_argument(
+    argv: list[str],
+    argument: str,
+    tf_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A byte the locale cannot decode (``--name $'n\\xff'`` in a UTF-8 terminal) reaches Python as a
+    lone surrogate, which no UTF-8 file or SQLite text holds: disclose --name with --json and sweep
+    --metric were internal errors (UnicodeEncodeError) after the work, sweep's folder made; disclose
+    --target was SQLite's "surrogates not allowed"."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main([str(tf_run / "relay.db") if a == "DB" else a for a in argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {argument}: expected text, got b'" in err and "byte 0xff is not" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "NAME", "--quiet"],
+        ["sweep", "NAME", "--seeds", "1"],
+        ["defences", "NAME"],
+        ["show", "NAME"],
+        ["analyze", "NAME"],
+        ["disclose", "--db", "NAME", "--process", "subpoena"],
+    ],
+)
+def test_an_error_is_one_line_whatever_the_name_given_holds(
+    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A name holding a line break or an escape sequence (``relaysim run $'a\\nb.toml'``, a folder
+    named so in a listing) was printed as it is in the error: two lines, or a terminal told to
+    change colour. It is shown escaped, as the views show a scenario's words (sims.term.printable)."""
+    monkeypatch.chdir(tmp_path)
+    name = "x\x1b[31mred\nnext\u202e.toml"
+    assert main([name if a == "NAME" else a for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "\x1b" not in err and "\u202e" not in err, err
+    assert "x\\x1b[31mred\\x0anext\\u202e.toml" in err, err
     assert list(tmp_path.iterdir()) == []
 
 
@@ -667,12 +859,14 @@ def test_an_option_that_only_works_with_another_says_so_when_given_alone(tmp_pat
     assert "warning" not in quiet.stderr
 
 
-@pytest.mark.parametrize("command", ["analyze", "report"])
+@pytest.mark.parametrize("command", ["analyze", "report", "disclose"])
 def test_a_run_whose_store_a_newer_relaysim_wrote_is_refused_naming_it(
     tf_run: Path, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """analyze and report read a relay.db of a newer store schema as this one's (the analyses may not
-    import relay.store, which knows the version): they now refuse it, naming the file and both versions."""
+    import relay.store, which knows the version): they refuse it, naming the file and both versions,
+    in the words disclose's Store gives, from the one check (relay.store.refuse_a_newer_schema); the
+    CLI had its own, in other words ("this relay understands", "upgrade the relay")."""
     import shutil
     import sqlite3
 
@@ -684,9 +878,20 @@ def test_a_run_whose_store_a_newer_relaysim_wrote_is_refused_naming_it(
     con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     con.commit()
     con.close()
-    assert main([command, str(out)]) == 2
+    before = (out / "relay.db").read_bytes()
+    if command == "disclose":
+        argv = [command, "--db", str(out / "relay.db"), "--process", "subpoena", "--target", "amira"]
+    else:
+        argv = [command, str(out)]
+    assert main(argv) == 2
     err = capsys.readouterr().err
-    assert (
-        f"{out / 'relay.db'}: written by a newer relaysim (store schema version {SCHEMA_VERSION + 1}" in err
+    said = (
+        f"{out / 'relay.db'}: written by a newer relaysim: schema version {SCHEMA_VERSION + 1} is newer than "
+        f"this one reads (up to {SCHEMA_VERSION}); open it with that version, or upgrade relaysim (the file "
+        "is left as it is)\n"
     )
+    if command == "disclose":  # (the Store opened a copy: it names the file given)
+        said = said.replace(": written", ": cannot open it as a relay store: written", 1)
+    assert err.endswith(said) and err.count("\n") == 1, err
     assert not (out / "analysis").exists() and not (out / "report.html").exists()
+    assert (out / "relay.db").read_bytes() == before

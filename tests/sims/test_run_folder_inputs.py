@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,6 +80,45 @@ def test_an_empty_run_folder_is_refused_not_read_as_the_current_one(
     err = capsys.readouterr().err
     assert f"expected a folder, got {argv[1]!r} (an empty shell variable?)" in err, err
     assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+
+
+@pytest.mark.parametrize("command", ["show", "analyze", "report"])
+def test_a_file_or_a_dangling_link_given_for_a_run_folder_is_said_to_be_one(
+    command: str, tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``relaysim show run/relay.db`` said "run/relay.db has no transcript.jsonl; make one with:
+    relaysim run NAME --out run/relay.db", and analyze "has no relay.db", of a file given for the
+    folder; a symbolic link to nothing was "no such folder" or had "no transcript.jsonl"."""
+    link = tmp_path / "gone"
+    link.symlink_to(tmp_path / "nothing-here")
+    for given, said in (
+        (
+            tf_run / "relay.db",
+            f"{tf_run / 'relay.db'} is a file, not a folder; give the --out folder of a run",
+        ),
+        (link, f"{link} is a symbolic link to {tmp_path / 'nothing-here'}, which does not exist; give the"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main([command, str(given)])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert f"error: argument DIR: {said}" in err, err
+    assert not (tmp_path / "nothing-here").exists()
+
+
+@pytest.mark.parametrize("command", [["run", "two-friends"], ["demo"], ["chart"]])
+def test_an_out_folder_that_is_a_dangling_link_is_said_to_be_one(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--out link`` with the link pointing at nothing said "cannot write to link: File exists"."""
+    link = tmp_path / "gone"
+    link.symlink_to(tmp_path / "nothing-here")
+    argv = [*command, str(link)] if command == ["chart"] else [*command, "--out", str(link)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{link} is a symbolic link to {tmp_path / 'nothing-here'}, which does not exist" in err, err
+    assert "File exists" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gone"]
 
 
 @pytest.mark.parametrize("link", ["report.html", "analysis", "analysis/relay.json"])
@@ -576,6 +616,76 @@ def test_an_emptied_transcript_beside_its_summary_is_warned_about(
     (said,) = _warnings(capsys.readouterr().err, "show")
     assert said.startswith(f"relaysim show: warning: {run / 'transcript.jsonl'} is empty (0 bytes), but ")
     assert f"{run / 'summary.json'} counts 12 messages accepted by the relay and 12 deliveries" in said
+
+
+@pytest.mark.parametrize("as_seen", [[], ["--as-seen"]])
+def test_analyze_reads_the_transcript_once(
+    tf_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    as_seen: list[str],
+) -> None:
+    """analyze parsed transcript.jsonl twice: whole, to check its counts against summary.json
+    (sims.report.run_disagreements), then line by line for the scoring (read_truth). Once it is
+    read, both have what they need; what analyze writes and prints is the same. Every opening of
+    the file, through pathlib or open(), is counted."""
+    import builtins
+
+    run = copy_of(tf_run, tmp_path)
+    transcript = run / "transcript.jsonl"
+    opened: list[str] = []
+    path_open, builtin_open = Path.open, builtins.open
+
+    def counted_path_open(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self.name == transcript.name:
+            opened.append(str(self))
+        return path_open(self, *args, **kwargs)
+
+    def counted_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(file, str | Path) and Path(file).name == transcript.name:
+            opened.append(str(file))
+        return builtin_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", counted_path_open)
+    monkeypatch.setattr(builtins, "open", counted_open)
+    assert main(["analyze", str(run), *as_seen]) == 0
+    monkeypatch.undo()
+    assert opened == [str(transcript)], opened
+    assert "warning" not in capsys.readouterr().err
+    # and a transcript of another run beside the summary is still found out, from that one reading
+    lines = transcript.read_bytes().splitlines(keepends=True)
+    transcript.write_bytes(b"".join(line for line in lines if b'"message_received"' not in line))
+    assert main(["analyze", str(run), *as_seen]) == 0
+    (said,) = _warnings(capsys.readouterr().err, "analyze")
+    assert f"{transcript} holds 12 message_accepted and 0 message_received events" in said, said
+    transcript.write_bytes(b"")
+    assert main(["analyze", str(run), *as_seen]) == 0
+    (said,) = _warnings(capsys.readouterr().err, "analyze")
+    assert said.startswith(f"relaysim analyze: warning: {transcript} is empty (0 bytes), but "), said
+
+
+def test_a_message_holding_a_unicode_line_separator_is_read_back_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """transcript.jsonl keeps U+2028, U+2029 and U+0085 (NEL) as they are inside its strings (JSON
+    needs no escape for them), and show and report split it with str.splitlines, which breaks lines
+    at them too: a run whose message held one was refused as "line 3 is not valid JSON ... cut
+    short while writing it, or the file was damaged"."""
+    from relaysim.sims.scenario import builtin_scenarios
+
+    text = builtin_scenarios()["two-friends"].read_text(encoding="utf-8")
+    said = "Hi Ben, did the documents arrive?"
+    assert said in text
+    scenario = tmp_path / "separators.toml"
+    scenario.write_text(text.replace(said, "Hi Ben,\\u2028did the\\u0085documents\\u2029arrive?"), "utf-8")
+    run = tmp_path / "run"
+    assert main(["run", str(scenario), "--out", str(run), "--quiet"]) == 0
+    assert "\u2028" in (run / "transcript.jsonl").read_text(encoding="utf-8")
+    capsys.readouterr()
+    for command in ("show", "report", "analyze"):
+        assert main([command, str(run)]) == 0, capsys.readouterr().err
+        assert capsys.readouterr().err == "", command
 
 
 def test_a_relay_view_without_its_last_line_break_counts_that_line(

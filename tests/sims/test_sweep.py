@@ -209,6 +209,24 @@ def test_metrics_near_a_floats_limit_give_a_mean_and_a_plot_not_a_crash() -> Non
 # --- the sweep -----------------------------------------------------------------------------------
 
 
+def test_an_empty_dask_address_is_refused_not_run_here(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--dask "$SCHEDULER"`` with SCHEDULER unset ran the whole sweep on this machine, unsaid."""
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", str(tiny), "--dask", "", "--out", str(tmp_path / "sw")])
+    assert exc.value.code == 2
+    assert "argument --dask: expected a Dask scheduler's address, got ''" in capsys.readouterr().err
+    assert not (tmp_path / "sw").exists()
+
+
+def test_a_sweep_asks_for_no_more_worker_processes_than_runs(tiny: Path, tmp_path: Path) -> None:
+    """``relaysim sweep X --workers 99999999999999999999`` was an internal error (OverflowError: the
+    process pool's queue is sized in a C int)."""
+    res = run_sweep(str(tiny), [("network.loss", [0])], 1, tmp_path / "sw", workers=10**20)
+    assert (res.ran, res.reused) == (1, 0)
+
+
 def test_a_sweep_run_is_the_run_relaysim_run_makes(tiny: Path, tmp_path: Path) -> None:
     from relaysim.sims.report import run_to_dir
     from relaysim.sims.scenario import load_scenario
