@@ -21,9 +21,10 @@ or iMessage gets what their 2703(d) orders get (blocked users; 25 days of look-u
 chart's warrant cell names: a warrant may compel every record a 2703(d) order may (18 U.S.C.
 2703(c)(1)(A)), but the chart is silent. Beyond the chart: Wire, whose guide for law enforcement, if it
 publishes one, was not found: what it keeps is its privacy whitepaper's, which instrument gets what is
-assumed, under every one; and BlackBerry where the record is silent (consumer BBM under the PTA's
+assumed, under every one; BlackBerry where the record is silent (consumer BBM under the PTA's
 demand, BES under India's orders, either under a Canadian Part VI authorization, either under any
-British or Australian instrument).
+British or Australian instrument); and a Pakistani court's order to Signal, Threema, Wickr, Viber, LINE and
+WeChat, whose records are of US process: each hands one what it hands a US search warrant.
 """
 
 from __future__ import annotations
@@ -205,6 +206,19 @@ def _warrant_gets_the_2703d_records(records: str, cell: str) -> str:
     )
 
 
+_CHART_RECORD = "the FBI chart, of what US legal process gets"
+
+
+def _pk_court_order_assumed(record: str) -> dict[str, str]:
+    """The assumption under a Pakistani court's order for a provider whose ``record`` (what it hands over,
+    and to whom) says nothing of one: the profile hands it what it hands a US search warrant."""
+    return {
+        "pk_court_order": f"the record ({record}) says nothing of this provider answering a Pakistani court's "
+        "order; this profile assumes it hands one what it hands a US search warrant, which asks for the same "
+        "(stored content and records)"
+    }
+
+
 # Signal's own words on groups, in its published responses (signal.org/bigbrother): what the desk
 # says beside "not retained" (no group state on the relay) or "cryptographically impossible" (only
 # encrypted group state, groups v2).
@@ -243,6 +257,9 @@ SIGNAL = Profile(
         _FBI_CHART,
     ),
     discloses={p: frozenset({"account_created", "last_seen"}) for p in ASKS},
+    assumptions=_pk_court_order_assumed(
+        "Signal's published responses to US subpoenas and a warrant, signal.org/bigbrother; the FBI chart"
+    ),
     group_state_encrypted=True,
     group_source=(
         "Signal's groups v2 (Chase, Perrin and Zaverucha, 'The Signal Private Group System', CCS 2020; "
@@ -456,6 +473,9 @@ THREEMA = Profile(
     discloses={
         p: frozenset({"subscriber_info", "account_created", "last_seen", "device_info"}) for p in ASKS
     },
+    assumptions=_pk_court_order_assumed(
+        "the FBI chart, of what US legal process gets; Threema's transparency report"
+    ),
     notes={
         "account_created": "Threema hands over the date the ID was created, not the time (the FBI chart: 'ID "
         "creation date')",
@@ -497,6 +517,9 @@ WICKR = Profile(
         "the account was created'",
     ),
     discloses={p: frozenset({"account_created", "device_info", "last_seen", "message_counts"}) for p in ASKS},
+    assumptions=_pk_court_order_assumed(
+        "the FBI chart, of what US legal process gets; Wickr's privacy policy and information request reporting"
+    ),
     notes={
         "account_created": "Wickr hands over the date the account was created, not the time (the FBI chart: "
         "'creation date'; Wickr: 'the date your account was created')",
@@ -526,6 +549,7 @@ VIBER = Profile(
     discloses={
         p: frozenset({"subscriber_info", "account_created", "ip_addresses", "message_log"}) for p in ASKS
     },
+    assumptions=_pk_court_order_assumed(_CHART_RECORD),
     notes={"ip_addresses": "the IP address at registration only", "realtime_routing": _NOT_REALTIME},
 )
 
@@ -590,6 +614,7 @@ LINE = Profile(
     wiretap=False,
     sources=(_FBI_CHART,),
     discloses={p: frozenset({"subscriber_info", "account_created"}) for p in ASKS},
+    assumptions=_pk_court_order_assumed(_CHART_RECORD),
     notes={
         "content": "Letter Sealing (LINE's end-to-end encryption) is on; with it off, LINE hands over up to "
         "7 days of chats (FBI chart)",
@@ -620,6 +645,9 @@ LINE_LETTER_SEALING_OFF = replace(
         "2022-01-19): the information on a user's communications that may be disclosed includes 'text from chats'",
     ),
     discloses={p: frozenset({"subscriber_info", "account_created", "content"}) for p in ASKS},
+    assumptions=_pk_court_order_assumed(
+        f"{_CHART_RECORD}; LINE's guidelines for responding to law enforcement"
+    ),
     lookback={"content": _LINE_7_DAYS},
     notes={
         "content": "Letter Sealing (LINE's end-to-end encryption) is off: the keys are LINE's, and LINE hands over "
@@ -749,6 +777,7 @@ WECHAT = Profile(
     discloses={
         i.key: frozenset({"subscriber_info", "ip_addresses"}) for i in INSTRUMENTS.values() if not i.forward
     },
+    assumptions=_pk_court_order_assumed(_CHART_RECORD),
     notes={
         "subscriber_info": "for an account registered outside China: name, phone number and e-mail (FBI chart)",
         "content": "WeChat is not end to end (the project's inference): content is withheld by policy",

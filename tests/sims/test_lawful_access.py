@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from relaysim.relay.compliance import Disclosure
 from relaysim.relay.metadata import METADATA_FIELDS
-from relaysim.relay.profiles import ASKS, PROCESSES, PROFILES, get_profile
+from relaysim.relay.profiles import ASKS, PROCESSES, PROFILES, REAL_PROFILES, get_profile
 from relaysim.sims.cli import main
 from relaysim.sims.report import run_to_dir
 from relaysim.sims.scenario import (
@@ -805,6 +805,38 @@ def test_blackberry_under_each_countrys_instrument_as_the_record_has_it(
     assert set(d.provided) == expected, source
     assert ("provided" if "content" in d.provided else d.reasons["content"][0]) == words, source
     assert any(n.startswith("Assumption: ") for n in d.notes) == assumed, source
+
+
+# A Pakistani court's order (pk_court_order) under each real profile: the record (the FBI chart, providers'
+# own pages) is of US legal process for every provider but BlackBerry (John Chen, December 2015) and Telegram
+# (its policy names "the relevant judicial authorities", of any country); for the others what a Pakistani
+# court gets is the project's assumption, and every such disclosure says so. (Wire: every instrument.)
+_PK_ASSUMED = {"signal", "threema", "wickr", "viber", "line", "line-letter-sealing-off", "wechat", "wire"}
+_PK_NOTHING = {"whatsapp", "imessage"}  # their policy names only US instruments: nothing is handed over
+
+
+@pytest.fixture(scope="module")
+def pk_orders() -> dict[str, Disclosure]:
+    out = {}
+    for profile in REAL_PROFILES:
+        events = '\n[[events]]\nat = "2h"\nkind = "legal_process"\nprocess = "pk_court_order"\ntarget = "a"\n'
+        run = Simulation(parse_scenario(_BB_ORDERS.format(profile=profile) + events, "x.toml")).run()
+        (out[profile],) = run.disclosures
+    return out
+
+
+@pytest.mark.parametrize("profile", REAL_PROFILES)
+def test_a_pakistani_court_order_says_where_no_source_backs_the_answer(
+    pk_orders: dict[str, Disclosure], profile: str
+) -> None:
+    d = pk_orders[profile]
+    assumed = [n for n in d.notes if n.startswith("Assumption: ")]
+    assert bool(assumed) == (profile in _PK_ASSUMED), assumed
+    if profile in _PK_ASSUMED - {"wire"}:
+        assert "Pakistani court's order" in assumed[0]
+        # what it hands over is what it hands a US search warrant, which asks for the same
+        assert set(d.provided) == set(get_profile(profile).discloses["search_warrant"]) & set(d.provided)
+    assert bool(d.provided) != (profile in _PK_NOTHING)
 
 
 _BASE = """
