@@ -494,6 +494,10 @@ class ComplianceDesk:
 
     def serve(self, process: LegalProcess) -> Disclosure:
         desk = self._as_served(process)
+        local = desk.profile.jurisdiction_notes.get(process.instrument.jurisdiction)
+        if local:  # the notes of this order's country (Profile.jurisdiction_notes)
+            desk = copy.copy(desk)
+            desk.profile = replace(desk.profile, notes={**desk.profile.notes, **local})
         d = desk._serve(process)
         for c in reversed(desk._policy_changed):
             d.notes.insert(
@@ -545,10 +549,12 @@ class ComplianceDesk:
             )
             for category in in_order(instrument.asks):
                 # what could not be produced even by complying keeps its own reason (no key opens it,
-                # or no way to collect it); the rest the provider has, or could collect, and declines
+                # or no way to collect it), with the record of the answer where there is one (the PTA's
+                # withdrawal: "we cannot provide the content"); the rest the provider has, or could
+                # collect, and declines
                 missing = self._missing(category, process)
                 if missing is not None and missing[0] in ("cryptographically_impossible", "no_capability"):
-                    d.refuse(category, *missing)
+                    d.refuse(category, missing[0], f"{missing[1]}; {declined}" if record else missing[1])
                 else:
                     d.refuse(category, "withheld_by_policy", declined)
             if process.withdrawn is not None:

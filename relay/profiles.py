@@ -148,6 +148,10 @@ class Profile:
     group_creator: bool = False
     group_source: str = ""
     notes: Mapping[str, str] = field(default_factory=dict)  # per category, why it is as it is
+    # Per jurisdiction (relay.legal.JURISDICTIONS), per category, the note said instead of ``notes``
+    # in a disclosure under that country's instruments: a record of one country's dealings (India's
+    # interception facility, the PTA's demand) belongs in that country's disclosures only.
+    jurisdiction_notes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     # Per instrument, what the profile assumes where no source says what the provider returns
     # (each disclosure under that instrument says so).
     assumptions: Mapping[str, str] = field(default_factory=dict)
@@ -834,6 +838,19 @@ _CLEMENZA_ASSUMED = (
     "arithmetic, not the record of who turned it"
 )
 
+# The words of consumer BBM, which India's facility hands over (so no note of India's here: under
+# India's orders they are produced, not withheld).
+_BBM_GLOBAL_KEY = "although one global key, held by the provider, opens every consumer message"
+_BBM_CONTENT = f"BlackBerry's policy as reported (John Chen, December 2015) never hands over the correspondence, {_BBM_GLOBAL_KEY}"
+_BBM_CONTENT_LATER = (
+    "BlackBerry's policy as reported in December 2015 (John Chen), after this date (the record has no earlier "
+    f"report of it, and this profile follows it before then too), never hands over the correspondence, {_BBM_GLOBAL_KEY}"
+)
+_BB_POLICY_CIPHERTEXT = (
+    "BlackBerry's policy as reported (December 2015) hands over location, who contacted whom and certain "
+    "metadata, not the correspondence"
+)
+
 BBM_CONSUMER = Profile(
     name="bbm-consumer",
     title="BlackBerry Messenger / PIN (consumer)",
@@ -866,13 +883,7 @@ BBM_CONSUMER = Profile(
         "consumer BBM; this profile assumes the same refusal",
         "ca_part_vi_authorization": _CLEMENZA_ASSUMED,
     },
-    notes={
-        "content": "BlackBerry's policy as reported (John Chen, December 2015) never hands over the "
-        "correspondence, although one global key, held by the provider, opens every consumer message "
-        "(India's interception facility, 2012, covers consumer BBM: there the words are handed over)",
-        "ciphertext": "BlackBerry's policy as reported (December 2015) hands over location, who contacted "
-        "whom and certain metadata, not the correspondence",
-    },
+    notes={"content": _BBM_CONTENT, "ciphertext": _BB_POLICY_CIPHERTEXT},
 )
 
 # India's instruments: the per-order interceptions and the 2010 demand the Mumbai facility (2012) met.
@@ -887,6 +898,20 @@ _BES_INDIA_ASSUMED = (
     "the ciphertext"
 )
 
+_BES_KEYS = (
+    "the keys are generated and held by the enterprise's own BES server, not by BlackBerry: the order has to be "
+    "served on the enterprise (RIM, August 2010: 'no master key or back door')"
+)
+_BES_PTA_ACCEPTED = (
+    "BlackBerry's position as the PTA accepted it on 2015-12-31: 'we cannot provide the content of our "
+    "customers' BES traffic'"
+)
+# India's acceptance is dated by the year only: a disclosure dated in 2013 may precede it.
+_BES_INDIA_ENTERPRISE = "India accepted in 2013 that enterprise data comes from the enterprise (the record gives the year, not the day)"
+_BES_INDIA_CIPHERTEXT = (
+    "India's interception facility (Mumbai, 2012) covers consumer BBM and BIS e-mail, not BES: "
+    + _BES_INDIA_ENTERPRISE
+)
 BES = Profile(
     name="bes",
     title="BlackBerry Enterprise Server (carrier relay)",
@@ -925,14 +950,13 @@ BES = Profile(
         **{p: _BES_INDIA_ASSUMED for p in _INDIA},
         **{p: _BB_SILENT_ASSUMED for p in (*_BB_SILENT, "ca_part_vi_authorization")},
     },
-    notes={
-        "content": "the keys are generated and held by the enterprise's own BES server, not by BlackBerry: "
-        "the order has to be served on the enterprise (RIM, August 2010: 'no master key or back door'; "
-        "BlackBerry's position as the PTA accepted it on 2015-12-31: 'we cannot provide the content of our "
-        "customers' BES traffic')",
-        "ciphertext": "BlackBerry's policy as reported (December 2015) hands over location, who contacted "
-        "whom and certain metadata, not the correspondence; India's interception facility (2012) does "
-        "not cover BES: enterprise data comes from the enterprise",
+    notes={"content": _BES_KEYS, "ciphertext": _BB_POLICY_CIPHERTEXT},
+    # Each country's record in its own disclosures: the PTA's statement in Pakistan's, India's facility
+    # and its acceptance in India's (where BlackBerry's reported policy of December 2015 is not the record
+    # the profile follows: _BES_INDIA_ASSUMED).
+    jurisdiction_notes={
+        "pk": {"content": f"{_BES_KEYS}; {_BES_PTA_ACCEPTED}"},
+        "in": {"content": f"{_BES_KEYS}; {_BES_INDIA_ENTERPRISE}", "ciphertext": _BES_INDIA_CIPHERTEXT},
     },
 )
 
@@ -1010,6 +1034,7 @@ POLICY_FIELDS: Final[tuple[str, ...]] = (
     "lookback",
     "lookup_log_hosts",
     "notes",
+    "jurisdiction_notes",
 )
 
 
@@ -1031,7 +1056,52 @@ _TELEGRAM_ZERO_BYTES = (
     "to a court order confirming a terror suspect"
 )
 
+# BlackBerry's lawful-access policy is on record from December 2015 (John Chen; the record gives the
+# month: the first of it is the date here). The profiles apply it earlier too, having no other record
+# of BlackBerry under a court order; a disclosure dated before says the record is later.
+_BB_POLICY_REPORTED = date(2015, 12, 1)
+_BB_POLICY_LATER = (
+    "BlackBerry's policy as reported in December 2015, after this date (the record has no earlier report of it, "
+    "and this profile follows it before then too), hands over location, who contacted whom and certain "
+    "metadata, not the correspondence"
+)
+_BB_POLICY_CHANGE = (
+    "the record of BlackBerry's lawful-access policy: under a court order location, who contacted whom and "
+    "certain metadata, never the correspondence (reported December 2015; the record gives the month, so the "
+    "date is its first day). Before it the profile answers the same, and its notes say the record is later"
+)
+_BB_POLICY_SOURCE = "John Chen, BlackBerry, December 2015, as reported (the seed article)"
+
 HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
+    "bes": (
+        Change(
+            _BB_POLICY_REPORTED,
+            _BB_POLICY_CHANGE,
+            _BB_POLICY_SOURCE,
+            {
+                "notes": {**BES.notes, "ciphertext": _BB_POLICY_LATER},
+                "jurisdiction_notes": {**BES.jurisdiction_notes, "pk": {"content": _BES_KEYS}},
+            },
+            policy=True,
+        ),
+        Change(
+            date(2015, 12, 31),
+            "the record of BlackBerry's position as the PTA accepted it, withdrawing its demand: 'we cannot "
+            "provide the content of our customers' BES traffic', said in Pakistan's disclosures from this date",
+            "PTA statement, 2015-12-31",
+            {"jurisdiction_notes": {**BES.jurisdiction_notes, "pk": {"content": _BES_KEYS}}},
+            policy=True,
+        ),
+    ),
+    "bbm-consumer": (
+        Change(
+            _BB_POLICY_REPORTED,
+            _BB_POLICY_CHANGE,
+            _BB_POLICY_SOURCE,
+            {"notes": {**BBM_CONSUMER.notes, "content": _BBM_CONTENT_LATER, "ciphertext": _BB_POLICY_LATER}},
+            policy=True,
+        ),
+    ),
     "imessage": (
         Change(
             date(2021, 1, 7),

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relaysim.relay.compliance import Disclosure
+from relaysim.relay.legal import JURISDICTIONS
 from relaysim.relay.metadata import METADATA_FIELDS
 from relaysim.relay.profiles import ASKS, PROCESSES, PROFILES, REAL_PROFILES, get_profile
 from relaysim.sims.cli import main
@@ -837,6 +838,59 @@ def test_a_pakistani_court_order_says_where_no_source_backs_the_answer(
         # what it hands over is what it hands a US search warrant, which asks for the same
         assert set(d.provided) == set(get_profile(profile).discloses["search_warrant"]) & set(d.provided)
     assert bool(d.provided) != (profile in _PK_NOTHING)
+
+
+# BES's notes belong to the country of the order, and cite nothing from after the order's date unless they
+# say so: the PTA's statement (2015-12-31) in Pakistan's disclosures only, from that date; India's facility
+# and its acceptance (2012, 2013) in India's only; BlackBerry's policy as reported (December 2015) said to
+# be later where the order is earlier.
+_MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
+_CITED = re.compile(r"(\d{4})-(\d{2})-(\d{2})|(" + "|".join(_MONTHS) + r") (\d{4})")
+
+
+def _cited(text: str) -> list[date]:
+    return [
+        date(int(m[1]), int(m[2]), int(m[3])) if m[1] else date(int(m[5]), _MONTHS.index(m[4]) + 1, 1)
+        for m in _CITED.finditer(text)
+    ]
+
+
+@pytest.mark.parametrize("start", [date(2013, 1, 7), date(2015, 7, 1), date(2015, 12, 15), date(2016, 2, 1)])
+@pytest.mark.parametrize("profile", ["bes", "bbm-consumer"])
+def test_blackberrys_notes_belong_to_the_orders_country_and_date(profile: str, start: date) -> None:
+    orders = ("pk_court_order", "telegraph_act_5_2", "search_warrant", "ipa_targeted_interception")
+    events = "".join(
+        f'\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "{p}"\nname = "{p}"\ntarget = "a"\n'
+        for p in orders
+    )
+    text = _BB_ORDERS.format(profile=profile).replace("seed = 5", f"seed = 5\nstart = {start}") + events
+    by = {d.process.process: d for d in Simulation(parse_scenario(text, "x.toml")).run().disclosures}
+    for process in orders:
+        d = by[process]
+        # (the country's own limit on what a notice can compel is the country's, not the profile's: apart)
+        limit = JURISDICTIONS[d.process.instrument.jurisdiction].protection_limit or "\0"
+        said = " ".join(
+            why.replace(limit, "") for c, (_, why) in d.reasons.items() if c in ("content", "ciphertext")
+        )
+        pta = "the PTA accepted it" in said
+        india = "Mumbai" in said or "India accepted" in said
+        assert pta == (profile == "bes" and process == "pk_court_order" and start >= date(2015, 12, 31)), said
+        assert india == (profile == "bes" and process == "telegraph_act_5_2"), said
+        for cited in _cited(said):
+            assert cited <= start or "after this date" in said, (cited, said)
 
 
 _BASE = """
