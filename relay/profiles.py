@@ -167,6 +167,10 @@ class Profile:
     # iMessage FAQ for law enforcement shows "Client IP" in the look-up logs produced to pen register /
     # trap-and-trace orders). Elsewhere a row never shows an address its category's policy withholds.
     lookup_log_hosts: frozenset[str] = frozenset()
+    # Per [defences] switch (sims.scenario.DefenceSpec) that models a feature of this provider's own apps,
+    # the day the feature began (the first of the month the record names) and the record: a run under
+    # this profile set earlier ([scenario] start) cannot have it (as relay.backup.Backup.since).
+    defences_since: Mapping[str, tuple[date, str]] = field(default_factory=dict)
     # The date this profile describes the provider as of (``profile_as_of``); None: as it is today.
     as_of: date | None = None
 
@@ -324,6 +328,13 @@ WHATSAPP = Profile(
         "companion device has its own identity key, signed by the primary device; contacts check the "
         "signed device list, so a server-added device needs a client change"
     ),
+    defences_since={
+        "key_transparency": (
+            date(2023, 4, 1),
+            "WhatsApp's key transparency (its Auditable Key Directory) was announced in April 2023 "
+            "(engineering.fb.com, 'Deploying key transparency at WhatsApp', 2023-04-13)",
+        )
+    },
     sources=(
         "faq.whatsapp.com, 'Information for law enforcement authorities'",
         "In re WhatsApp pen register orders, E.D. Cal. 2022 (15-minute batches, up to 60 days)",
@@ -416,6 +427,13 @@ IMESSAGE = Profile(
         "Verification (iOS 17.2, Dec 2023; security.apple.com/blog/imessage-contact-key-verification) "
         "alerts on a device the user did not add"
     ),
+    defences_since={
+        "key_verification": (
+            date(2023, 12, 1),
+            "iMessage Contact Key Verification came with iOS 17.2, December 2023 "
+            "(security.apple.com/blog/imessage-contact-key-verification)",
+        )
+    },
     sources=(
         "Apple, 'Legal Process Guidelines' (iMessage capability query logs, 30 days)",
         "Apple, iMessage FAQ for law enforcement (published by The Intercept, 2016-09-28): a look-up "
@@ -1091,6 +1109,25 @@ HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             "PTA statement, 2015-12-31",
             {"jurisdiction_notes": {**BES.jurisdiction_notes, "pk": {"content": _BES_KEYS}}},
             policy=True,
+        ),
+    ),
+    "whatsapp": (
+        Change(
+            date(2021, 7, 14),
+            "multi-device: each companion device has its own identity key, signed by the primary device, and "
+            "contacts check the signed device list; before it an account was its phone, with one identity key, "
+            "and WhatsApp Web and Desktop ran through the phone",
+            "engineering.fb.com, 'How WhatsApp enables multi-device capability', 2021-07-14 (the beta's start): "
+            "the phone was 'the only device capable of end-to-end encrypting messages for another user'",
+            {
+                "identity_model": "account",
+                "identity_model_source": (
+                    "WhatsApp before multi-device (engineering.fb.com, 2021-07-14): an account was its phone, "
+                    "the only device capable of end-to-end encrypting messages for another user, with one identity "
+                    "key; a device the server added would need another key, a security code change at each "
+                    "contact (modelled as Signal's one key per account)"
+                ),
+            },
         ),
     ),
     "bbm-consumer": (

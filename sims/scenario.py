@@ -960,6 +960,7 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
     events, event_paths = _events(r, data.get("events", []), everyone, duration, group_names)
     _order_profiles_run(r, events, event_paths, compare, matrix, relay)
     defences = _defences(r, data.get("defences", {}))
+    _defences_then(r, defences, start, compare or (_real_profiles() if matrix else (relay.profile,)))
     groups = _groups(r, data.get("groups", []), names, duration)
     _text_sizes(r, people, conversations, groups, defences)
     traffic = _traffic(r, data.get("traffic", {}), everyone, duration)
@@ -1407,6 +1408,30 @@ def _backups_then(r: _Reader, people: Sequence[PersonSpec], start: date | None) 
                 f"{person.backup!r} did not exist on {start} (scenario.start): {backup.since_source}; "
                 f"expected one of {then}",
             )
+
+
+def _real_profiles() -> tuple[str, ...]:
+    from relaysim.relay.profiles import REAL_PROFILES
+
+    return REAL_PROFILES
+
+
+def _defences_then(r: _Reader, defences: DefenceSpec, start: date | None, profiles: Sequence[str]) -> None:
+    """A run set on a date ([scenario] start) under a provider has only the features its apps had then:
+    no switch of [defences] that models one before it began (relay.profiles.Profile.defences_since)."""
+    from relaysim.relay.profiles import get_profile
+
+    if start is None:
+        return
+    changed = defences.changed()
+    for name in profiles:
+        for key, (since, source) in get_profile(name).defences_since.items():
+            if key in changed and start < since:
+                raise r.fail(
+                    f"defences.{key}",
+                    f"{key} = {changed[key]!r} under the {name} profile did not exist on {start} (scenario.start): "
+                    f"{source}; expected the default ({getattr(DefenceSpec(), key)!r}) or a start from {since}",
+                )
 
 
 def _conversations(r: _Reader, raw: object, names: set[str], duration: float) -> tuple[Conversation, ...]:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import date
 from typing import Any
 
 import pytest
@@ -232,3 +233,19 @@ def test_the_comparison_scenario_runs_the_three_profiles() -> None:
         "whatsapp": ([], ["lena/1", "sam/1"]),
         "imessage": ([], []),
     }
+
+
+def test_whatsapp_before_multi_device_was_one_key_per_account_and_the_ghost_a_key_change() -> None:
+    """Signed companion devices date from WhatsApp's multi-device beta (engineering.fb.com, 2021-07-14,
+    HISTORY["whatsapp"]): a run set before it has no signed device list, so the ghost is not refused for
+    want of the primary's signature; its new key is a key change at each contact, as under one key per
+    account."""
+    sc = resolve_scenario("ghost-device")
+    before = replace(sc, relay=replace(sc.relay, profile="whatsapp"), start=date(2021, 7, 13))
+    (report,) = [r for r in Simulation(before).run().exceptional if r.name == "ghost-device"]
+    assert report.data["identity_model"] == "account"
+    assert report.data["contacts_saw_identity_change"] == ["lena/1", "sam/1"]
+    on_the_day = replace(before, start=date(2021, 7, 14))
+    (report,) = [r for r in Simulation(on_the_day).run().exceptional if r.name == "ghost-device"]
+    assert report.data["identity_model"] == "signed-devices"
+    assert report.data["contacts_saw_identity_change"] == []

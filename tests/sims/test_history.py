@@ -381,6 +381,52 @@ def test_an_end_to_end_backup_before_it_existed_is_refused(backup: str, before: 
         assert person.backup == backup
 
 
+_DEFENCE = """
+[scenario]
+name = "x"
+duration = "1h"
+{start}
+{profiles}
+
+[defences]
+{switch}
+
+[[people]]
+name = "a"
+"""
+
+
+# The record: iMessage's Contact Key Verification came with iOS 17.2, December 2023; WhatsApp announced
+# key transparency (its Auditable Key Directory) in April 2023. A run under the provider set before cannot
+# have it; under a provider whose apps never had it the switch is the simulator's what-if, at any date.
+@pytest.mark.parametrize(
+    ("profile", "switch", "before", "since"),
+    [
+        ("imessage", 'key_verification = "on"', date(2023, 11, 30), date(2023, 12, 1)),
+        ("whatsapp", "key_transparency = true", date(2023, 3, 31), date(2023, 4, 1)),
+    ],
+)
+def test_a_providers_feature_before_it_existed_is_refused(
+    profile: str, switch: str, before: date, since: date
+) -> None:
+    key = switch.split(" = ")[0]
+    for profiles in (f'[relay]\nprofile = "{profile}"', f'compare_profiles = ["signal", "{profile}"]'):
+        with pytest.raises(ScenarioError) as info:
+            parse_scenario(
+                _DEFENCE.format(start=f"start = {before}", profiles=profiles, switch=switch), "x.toml"
+            )
+        assert str(info.value).startswith(f"x.toml: defences.{key}: "), info.value
+        assert f"under the {profile} profile did not exist on {before}" in str(info.value)
+        for start in (f"start = {since}", ""):
+            sc = parse_scenario(_DEFENCE.format(start=start, profiles=profiles, switch=switch), "x.toml")
+            assert key in sc.defences.changed()
+    other = parse_scenario(
+        _DEFENCE.format(start=f"start = {before}", profiles='[relay]\nprofile = "signal"', switch=switch),
+        "x.toml",
+    )
+    assert key in other.defences.changed()
+
+
 def test_the_desk_reads_the_day_an_order_is_served_off_the_runs_calendar() -> None:
     """A live relay's clock is the wall clock: the driver gives the desk the run's calendar day
     (``day_of``), and the policy of that day answers (Telegram's, September 2024, as above)."""
