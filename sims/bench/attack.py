@@ -50,9 +50,11 @@ reaches the loopback interface):
   its write keys), which needs no login, on 8 connections from one address
   (Limits.group_state_per_address).
 
-The last three attack a bucket: each of their connections goes on past --duration until the relay
-has refused it once for a rate (``rate_limited``), at most 30 s longer, so every run reaches the
-bucket however slow the machine (``refused_on_every_connection`` in the notes).
+The keys and acks attacks and the last three attack a bucket: each of their connections goes on past
+--duration until the relay has refused it once for a rate (``rate_limited``), at most 30 s longer,
+reading every answer: so every run reaches the bucket however slow the machine
+(``refused_on_every_connection`` in the notes), and what the relay answered is counted, not left
+unread on a closed connection.
 
 Memory: the relay process's peak RSS (Linux /proc VmHWM) over the run, against its stated
 ceiling at the default connection cap (``relay.server.memory_ceiling`` per connection × 4,096
@@ -132,7 +134,7 @@ _READY_TIMEOUT = 60.0
 _MAX_SLOTS = 600  # sockets the slot attacker opens at most
 _MAX_PIPELINED = 4000  # requests each memory attacker writes at most
 _ATTACKER_ACCOUNTS = 8
-_PIPELINES = 8  # connections each of the keys, acks and bucket (_past_a_bucket) attackers pipelines on
+_PIPELINES = 8  # connections each attacker on a bucket (_past_a_bucket) pipelines on
 # Before each baseline slice the relay must be idle: no thread of its process running or waiting
 # for the disk (Linux /proc) at _IDLE_LOOKS looks in a row, _IDLE_POLL s apart. An attack leaves
 # work behind (the keys attack's accepted uploads, 102 signature checks each, answered after its
@@ -676,52 +678,40 @@ async def attack_enumerate(port: int, seed: int, duration: float, stats: AttackS
         stats.notes[f"authenticate_median_us_{which}"] = round(statistics.median(ts), 1) if ts else None
 
 
-async def _pipelined(
-    port: int, seed: int, duration: float, stats: AttackStats, attack: str, frame: Callable[[Client], bytes]
-) -> None:
-    """``frame(client)`` written over and over, as fast as the relay reads them, on _PIPELINES logged-in
-    connections of attackers 6 and 7 (at most _MAX_PIPELINED each); every answer counted."""
-    clients = []
-    try:
-        for i in range(_PIPELINES):
-            c = await Client.open(port, attacker_address(attack, i), attacker_name(6 + i % 2))
-            await c.log_in(seed)
-            clients.append(c)
-        deadline = trio.current_time() + duration
-
-        async def pipeline(c: Client) -> None:
-            with trio.move_on_at(deadline), contextlib.suppress(trio.BrokenResourceError, OSError):
-                for _ in range(_MAX_PIPELINED):
-                    await c.stream.send_all(frame(c))  # blocks once the relay stops reading
-                    stats.requests += 1
-
-        async with trio.open_nursery() as nursery:
-            for c in clients:
-                nursery.start_soon(_reader_counting, c, stats)
-            async with trio.open_nursery() as writers:
-                for c in clients:
-                    writers.start_soon(pipeline, c)
-            await trio.sleep_until(deadline)
-            nursery.cancel_scope.cancel()
-    finally:
-        for c in clients:
-            await c.aclose()
-
-
 async def attack_keys(port: int, seed: int, duration: float, stats: AttackStats) -> None:
+    """Pipelined ``upload_prekeys`` of 100 signed ML-KEM prekeys each by attackers 6 and 7, past their
+    devices' buckets (Limits.keys_per_device)."""
     _k, kem_public = _primitives.mlkem_keypair_from_seed(hashlib.sha512(b"bench kem").digest())
     signed = {}
     for name in (attacker_name(6), attacker_name(7)):
         signature = IdentityKeyPair(identity_private(seed, name)).sign(wire.kem_prekey_message(kem_public))
         signed[name] = [{"id": 100 + k, "public": kem_public, "signature": signature} for k in range(100)]
-    await _pipelined(
-        port, seed, duration, stats, "keys", lambda c: c.frame("upload_prekeys", kem_prekeys=signed[c.name])
+    await _past_a_bucket(
+        port,
+        seed,
+        duration,
+        stats,
+        "keys",
+        lambda c: c.frame("upload_prekeys", kem_prekeys=signed[c.name]),
+        accounts=(attacker_name(6), attacker_name(7)),
+        one_address=False,
     )
 
 
 async def attack_acks(port: int, seed: int, duration: float, stats: AttackStats) -> None:
+    """Pipelined ``ack`` of 1,000 envelope ids never received by attackers 6 and 7, past their
+    accounts' buckets (Limits.ack_unknown_per_account)."""
     ids = [hashlib.sha256(b"never sent %d" % k).digest()[:16] for k in range(wire.MAX_ACK_IDS)]
-    await _pipelined(port, seed, duration, stats, "acks", lambda c: c.frame("ack", envelope_ids=ids))
+    await _past_a_bucket(
+        port,
+        seed,
+        duration,
+        stats,
+        "acks",
+        lambda c: c.frame("ack", envelope_ids=ids),
+        accounts=(attacker_name(6), attacker_name(7)),
+        one_address=False,
+    )
 
 
 async def _past_a_bucket(
