@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from relaysim.relay import wire
-from relaysim.relay.core import ConnectionContext, Push, Reply
+from relaysim.relay.core import MEMBERS_PER_TOKEN, ConnectionContext, Push, Reply
 from relaysim.relay.metadata import MetadataRecord, RecordKind
 from relaysim.relay.wire import Request
 from relaysim.sims.bench import relay
@@ -180,7 +180,7 @@ def test_the_attack_bench_runs_every_attack_against_a_relay_with_its_defaults(
     # the bucket attacks go on until the relay refused each connection for its rate, reading every
     # answer (the keys and acks attacks closed at the deadline, before the relay answered, and their
     # answers were empty): each bucket's whole burst served first (never fewer: the refusals come
-    # once it is empty), then refusals.
+    # once it is empty), then refusals. A read of the 1,024-member group takes 32 tokens.
     limits = attack.DEFAULT_LIMITS
     bursts = {
         name: rate.burst
@@ -194,11 +194,13 @@ def test_the_attack_bench_runs_every_attack_against_a_relay_with_its_defaults(
         if rate is not None
     }
     bursts["acks"] //= wire.MAX_ACK_IDS  # its tokens are ids: an ack of 1,000 empties it
+    bursts["groupbig"] = bursts["groupread"] // -(-wire.MAX_GROUP_MEMBERS // MEMBERS_PER_TOKEN)
     for name, served, accounts in (
         ("keys", ("prekeys_uploaded",), 2),  # a bucket per device (attackers 6 and 7)
         ("acks", ("acked",), 2),  # a bucket per account (attackers 6 and 7)
         ("keylog", ("key_log_head", "key_log_consistency", "key_log_entries"), 1),  # one address
         ("groupread", ("group_info",), 2),
+        ("groupbig", ("group_info",), 2),
         ("groupstate", ("group_state",), 1),
     ):
         answers = results[name]["attacker_answers"]
