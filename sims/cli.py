@@ -405,7 +405,7 @@ def _disclose(args: argparse.Namespace) -> int:
     from relaysim.relay.store import Store, StoreError
     from relaysim.sims.analysis.runfiles import loads
     from relaysim.sims.report import disclosure_json, sim_clock
-    from relaysim.sims.scenario import parse_duration
+    from relaysim.sims.scenario import MAX_DURATION, parse_duration
     from relaysim.sims.term import printable
     from relaysim.sims.world.simulation import SIM_EPOCH
 
@@ -471,9 +471,15 @@ def _disclose(args: argparse.Namespace) -> int:
         except ValueError:
             number = None
         try:
-            return epoch + parse_duration(value if number is None else number)
+            seconds = parse_duration(value if number is None else number)
         except ValueError as exc:
             raise CliError(f"{option} {value!r}: {exc} (simulated time since the start of the run)") from None
+        if seconds > MAX_DURATION:  # (1e308 was taken, and answered "Nothing." as of a time no run reaches)
+            raise CliError(
+                f'{option} {value!r}: expected a time of at most "365d" ({MAX_DURATION:g} s, the longest '
+                "run) since the start of the run"
+            )
+        return epoch + seconds
 
     start, end, at = when("--from", args.start), when("--to", args.end), when("--at", args.at)
     if start is not None and end is not None and end <= start:

@@ -308,8 +308,11 @@ def _key_lines(text: str) -> dict[str, tuple[int, bool, bool]]:
     (``relay.profile``, ``events[2]``, ``events[2].device``, ``conversations[0].messages[3]``) →
     (its line from 1, whether what is inside it is on that line, whether it is a table). A key
     inside an inline table (``devices = [{ region = ... }]``) is not at a line's start: its
-    enclosing key or array element is. Lines inside a multi-line string are skipped."""
-    text_lines = text.splitlines()
+    enclosing key or array element is. Lines inside a multi-line string are skipped. Lines end at
+    line feeds alone (a CR before one dropped), as TOML's and tomllib's do: ``str.splitlines`` also
+    breaks at U+2028, U+2029 and U+0085 (NEL), which a TOML string may hold raw, and every line
+    after one was named a line too far on."""
+    text_lines = [line.removesuffix("\r") for line in text.split("\n")]
     lines: dict[str, tuple[int, bool, bool]] = {}
     arrays: dict[str, int] = {}  # an array of tables, as the validator names it → its last index
     table, closing, skip = "", "", 0

@@ -4,7 +4,8 @@ The relay runs in a child process (its own core) as ``relaysim relay serve`` run
 limits (relay.limits.DEFAULT_LIMITS), the default connection caps, per-address caps and
 connection rate (relay.server), and an 18-bit registration proof, over a temporary SQLite file.
 Its devices are registered before it listens (through ``RelayCore.handle(Register)``: real
-XEdDSA signatures, no sockets), each with one-time prekeys.
+XEdDSA signatures, no sockets, in one transaction), each with one-time prekeys; with them the
+accounts that fill the groupbig attack's group.
 
 The good devices (--good, default 16) each connect from their own loopback address
 (127.0.1.x) and log in. Device i sends to device i + N/2 at a steady --rate messages a second
@@ -24,7 +25,7 @@ starts once the relay process is idle (no thread of it running or waiting for th
 the next one's baseline (``waited_for_idle_s`` in the JSON: how long that took).
 
 The attacks, each for --duration seconds (default 3), every loop bounded in count and time, from
-addresses of their own in 127.0.2.0/24 .. 127.0.12.0/24 (loopback only: on Linux all of 127/8
+addresses of their own in 127.0.2.0/24 .. 127.0.13.0/24 (loopback only: on Linux all of 127/8
 reaches the loopback interface):
 
 * memory — pipelined ``receive`` and ``fetch_bundle`` requests (at most 4,000 on each of 4
@@ -46,13 +47,18 @@ reaches the loopback interface):
   login, on 8 connections from one address (its bucket: Limits.key_log_per_address);
 * groupread — pipelined ``get_group`` of a group of every device of the run on 8 logged-in
   connections of two attacker accounts, its members (Limits.group_reads_per_account);
+* groupbig — the same, by two other attacker accounts, of a group of the most members a group may
+  have (1,024: the run's devices and accounts registered for it), each read 32 tokens of the bucket
+  (relay.core.MEMBERS_PER_TOKEN) and 1,024 members read from the store;
 * groupstate — pipelined ``get_group_state`` of a group state of the largest size (128 KiB, with
   its write keys), which needs no login, on 8 connections from one address
   (Limits.group_state_per_address).
 
-The last three attack a bucket: each of their connections goes on past --duration until the relay
-has refused it once for a rate (``rate_limited``), at most 30 s longer, so every run reaches the
-bucket however slow the machine (``refused_on_every_connection`` in the notes).
+The keys and acks attacks and the last four attack a bucket: each of their connections goes on past
+--duration until the relay has refused it once for a rate (``rate_limited``), at most 30 s longer,
+reading every answer: so every run reaches the bucket however slow the machine
+(``refused_on_every_connection`` in the notes), and what the relay answered is counted, not left
+unread on a closed connection.
 
 Memory: the relay process's peak RSS (Linux /proc VmHWM) over the run, against its stated
 ceiling at the default connection cap (``relay.server.memory_ceiling`` per connection × 4,096
@@ -109,6 +115,7 @@ ATTACKS: Final = (
     "acks",
     "keylog",
     "groupread",
+    "groupbig",
     "groupstate",
 )
 LABELS: Final = {
@@ -122,6 +129,7 @@ LABELS: Final = {
     "acks": "acks of envelope ids never received (pipelined)",
     "keylog": "key log reads (head, consistency, entries; no login, one address)",
     "groupread": "group member lists (get_group of a group of every device, pipelined)",
+    "groupbig": "group member lists of a 1,024-member group (get_group, 32 tokens each, pipelined)",
     "groupstate": "group state reads (128 KiB answers, no login, one address)",
 }
 SHARE: Final = 0.8  # issue #14: good devices keep >= 80 % of their unattacked throughput
@@ -131,8 +139,8 @@ _STAMP = struct.Struct(">d")
 _READY_TIMEOUT = 60.0
 _MAX_SLOTS = 600  # sockets the slot attacker opens at most
 _MAX_PIPELINED = 4000  # requests each memory attacker writes at most
-_ATTACKER_ACCOUNTS = 8
-_PIPELINES = 8  # connections each of the keys, acks and bucket (_past_a_bucket) attackers pipelines on
+_ATTACKER_ACCOUNTS = 10
+_PIPELINES = 8  # connections each attacker on a bucket (_past_a_bucket) pipelines on
 # Before each baseline slice the relay must be idle: no thread of its process running or waiting
 # for the disk (Linux /proc) at _IDLE_LOOKS looks in a row, _IDLE_POLL s apart. An attack leaves
 # work behind (the keys attack's accepted uploads, 102 signature checks each, answered after its
@@ -154,6 +162,22 @@ def account_name(i: int) -> str:
 
 def attacker_name(i: int) -> str:
     return f"mallory{i:02d}"
+
+
+def filler_name(i: int) -> str:
+    return f"member{i:04d}"
+
+
+def big_group_members(goods: int) -> list[str]:
+    """The groupbig attack's group as attacker 8 makes it: attacker 9, the good devices, and accounts
+    registered to fill it (filler_name) up to the most members a group may have. (Attackers 8 and 9
+    read it: 6's and 7's buckets are the groupread attack's, empty just before.)"""
+    fillers = wire.MAX_GROUP_MEMBERS - 2 - goods
+    return (
+        [attacker_name(9)]
+        + [account_name(i) for i in range(goods)]
+        + [filler_name(i) for i in range(fillers)]
+    )
 
 
 def identity_private(seed: int, name: str) -> bytes:
@@ -223,7 +247,9 @@ def child_main(argv: list[str]) -> int:
         names = [account_name(i) for i in range(args.good)] + [
             attacker_name(i) for i in range(_ATTACKER_ACCOUNTS)
         ]
-        preregister(core, names, args.seed)
+        names += [m for m in big_group_members(args.good) if m not in names]
+        with store.transaction():  # one commit: ~1,000 accounts in about a second, not a sync each
+            preregister(core, names, args.seed)
         core.limits = DEFAULT_LIMITS  # from here on, as `relaysim relay serve` runs
         core.registration_pow = DEFAULT_REGISTRATION_POW
 
@@ -676,52 +702,40 @@ async def attack_enumerate(port: int, seed: int, duration: float, stats: AttackS
         stats.notes[f"authenticate_median_us_{which}"] = round(statistics.median(ts), 1) if ts else None
 
 
-async def _pipelined(
-    port: int, seed: int, duration: float, stats: AttackStats, attack: str, frame: Callable[[Client], bytes]
-) -> None:
-    """``frame(client)`` written over and over, as fast as the relay reads them, on _PIPELINES logged-in
-    connections of attackers 6 and 7 (at most _MAX_PIPELINED each); every answer counted."""
-    clients = []
-    try:
-        for i in range(_PIPELINES):
-            c = await Client.open(port, attacker_address(attack, i), attacker_name(6 + i % 2))
-            await c.log_in(seed)
-            clients.append(c)
-        deadline = trio.current_time() + duration
-
-        async def pipeline(c: Client) -> None:
-            with trio.move_on_at(deadline), contextlib.suppress(trio.BrokenResourceError, OSError):
-                for _ in range(_MAX_PIPELINED):
-                    await c.stream.send_all(frame(c))  # blocks once the relay stops reading
-                    stats.requests += 1
-
-        async with trio.open_nursery() as nursery:
-            for c in clients:
-                nursery.start_soon(_reader_counting, c, stats)
-            async with trio.open_nursery() as writers:
-                for c in clients:
-                    writers.start_soon(pipeline, c)
-            await trio.sleep_until(deadline)
-            nursery.cancel_scope.cancel()
-    finally:
-        for c in clients:
-            await c.aclose()
-
-
 async def attack_keys(port: int, seed: int, duration: float, stats: AttackStats) -> None:
+    """Pipelined ``upload_prekeys`` of 100 signed ML-KEM prekeys each by attackers 6 and 7, past their
+    devices' buckets (Limits.keys_per_device)."""
     _k, kem_public = _primitives.mlkem_keypair_from_seed(hashlib.sha512(b"bench kem").digest())
     signed = {}
     for name in (attacker_name(6), attacker_name(7)):
         signature = IdentityKeyPair(identity_private(seed, name)).sign(wire.kem_prekey_message(kem_public))
         signed[name] = [{"id": 100 + k, "public": kem_public, "signature": signature} for k in range(100)]
-    await _pipelined(
-        port, seed, duration, stats, "keys", lambda c: c.frame("upload_prekeys", kem_prekeys=signed[c.name])
+    await _past_a_bucket(
+        port,
+        seed,
+        duration,
+        stats,
+        "keys",
+        lambda c: c.frame("upload_prekeys", kem_prekeys=signed[c.name]),
+        accounts=(attacker_name(6), attacker_name(7)),
+        one_address=False,
     )
 
 
 async def attack_acks(port: int, seed: int, duration: float, stats: AttackStats) -> None:
+    """Pipelined ``ack`` of 1,000 envelope ids never received by attackers 6 and 7, past their
+    accounts' buckets (Limits.ack_unknown_per_account)."""
     ids = [hashlib.sha256(b"never sent %d" % k).digest()[:16] for k in range(wire.MAX_ACK_IDS)]
-    await _pipelined(port, seed, duration, stats, "acks", lambda c: c.frame("ack", envelope_ids=ids))
+    await _past_a_bucket(
+        port,
+        seed,
+        duration,
+        stats,
+        "acks",
+        lambda c: c.frame("ack", envelope_ids=ids),
+        accounts=(attacker_name(6), attacker_name(7)),
+        one_address=False,
+    )
 
 
 async def _past_a_bucket(
@@ -814,15 +828,24 @@ async def attack_keylog(port: int, seed: int, duration: float, stats: AttackStat
 
 
 _GROUP = hashlib.sha256(b"relaysim bench attack group").digest()[:16]
+_BIG_GROUP = hashlib.sha256(b"relaysim bench attack big group").digest()[:16]
 
 
-async def attack_groupread(port: int, seed: int, duration: float, stats: AttackStats, goods: int) -> None:
+async def attack_groupread(
+    port: int, seed: int, duration: float, stats: AttackStats, goods: int, *, big: bool = False
+) -> None:
     """``get_group`` of a group of every device of the run (the attackers' and the good ones), pipelined
-    by attackers 6 and 7, its members, past their accounts' buckets (Limits.group_reads_per_account)."""
-    members = [attacker_name(7)] + [account_name(i) for i in range(goods)]
+    by attackers 6 and 7, its members, past their accounts' buckets (Limits.group_reads_per_account).
+    ``big``: by attackers 8 and 9, of a group of MAX_GROUP_MEMBERS (big_group_members), a read 32
+    tokens (the groupbig attack)."""
+    group = _BIG_GROUP if big else _GROUP
+    readers = (attacker_name(8), attacker_name(9)) if big else (attacker_name(6), attacker_name(7))
+    members = (
+        big_group_members(goods) if big else [attacker_name(7)] + [account_name(i) for i in range(goods)]
+    )
 
-    async def setup(c: Client) -> None:  # attacker 6 makes the group (a write: its send bucket)
-        await c.send("create_group", group=_GROUP, members=members)
+    async def setup(c: Client) -> None:  # the first reader makes the group (a write: its send bucket)
+        await c.send("create_group", group=group, members=members)
         created = await c.expect("group_updated", "error")
         if created["kind"] != "group_updated":
             raise harness.BenchError(f"the group attack could not make its group: {created}")
@@ -832,9 +855,9 @@ async def attack_groupread(port: int, seed: int, duration: float, stats: AttackS
         seed,
         duration,
         stats,
-        "groupread",
-        lambda c: c.frame("get_group", group=_GROUP),
-        accounts=(attacker_name(6), attacker_name(7)),
+        "groupbig" if big else "groupread",
+        lambda c: c.frame("get_group", group=group),
+        accounts=readers,
         one_address=False,
         setup=setup,
     )
@@ -924,6 +947,9 @@ async def _run(
                 "acks": lambda s: attack_acks(port, args.seed, args.duration, s),
                 "keylog": lambda s: attack_keylog(port, args.seed, args.duration, s),
                 "groupread": lambda s: attack_groupread(port, args.seed, args.duration, s, args.good),
+                "groupbig": lambda s: attack_groupread(
+                    port, args.seed, args.duration, s, args.good, big=True
+                ),
                 "groupstate": lambda s: attack_groupstate(port, args.seed, args.duration, s),
             }[attack]
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from relaysim.relay.core import ConnectionContext, Push, Reply
+from relaysim.relay import wire
+from relaysim.relay.core import MEMBERS_PER_TOKEN, ConnectionContext, Push, Reply
 from relaysim.relay.metadata import MetadataRecord, RecordKind
 from relaysim.relay.wire import Request
 from relaysim.sims.bench import relay
@@ -171,27 +172,42 @@ def test_the_attack_bench_runs_every_attack_against_a_relay_with_its_defaults(
     # at most the per-target burst (10) of one-time prekeys per good account is drained
     assert results["drain"]["attacker_answers"].get("bundle with a one-time prekey", 0) <= 2 * 10 + 2
     # key uploads: at most each attacker device's burst (10) is taken, the rest refused for the rate
-    assert set(results["keys"]["attacker_answers"]) <= {"prekeys_uploaded", "rate_limited"}
+    # (a token comes back every 10 s; the attack ends at its refusals)
     assert results["keys"]["attacker_answers"].get("prekeys_uploaded", 0) <= 2 * 10
     # acks of 1,000 ids never received: the first of each account empties its bucket (1,000 ids), one
     # more passes once a token is back, then it takes 20 s to refill
-    assert set(results["acks"]["attacker_answers"]) <= {"acked", "rate_limited"}
     assert results["acks"]["attacker_answers"].get("acked", 0) <= 2 * 2
-    # the bucket attacks go on until the relay refused each connection for its rate: each bucket's
-    # whole burst served first (never fewer: the refusals come once it is empty), then refusals
+    # the bucket attacks go on until the relay refused each connection for its rate, reading every
+    # answer (the keys and acks attacks closed at the deadline, before the relay answered, and their
+    # answers were empty): each bucket's whole burst served first (never fewer: the refusals come
+    # once it is empty), then refusals. A read of the 1,024-member group takes 32 tokens.
     limits = attack.DEFAULT_LIMITS
-    for name, served, burst in (
-        ("keylog", ("key_log_head", "key_log_consistency", "key_log_entries"), limits.key_log_per_address),
-        ("groupread", ("group_info",), limits.group_reads_per_account),
-        ("groupstate", ("group_state",), limits.group_state_per_address),
+    bursts = {
+        name: rate.burst
+        for name, rate in (
+            ("keys", limits.keys_per_device),
+            ("acks", limits.ack_unknown_per_account),
+            ("keylog", limits.key_log_per_address),
+            ("groupread", limits.group_reads_per_account),
+            ("groupstate", limits.group_state_per_address),
+        )
+        if rate is not None
+    }
+    bursts["acks"] //= wire.MAX_ACK_IDS  # its tokens are ids: an ack of 1,000 empties it
+    bursts["groupbig"] = bursts["groupread"] // -(-wire.MAX_GROUP_MEMBERS // MEMBERS_PER_TOKEN)
+    for name, served, accounts in (
+        ("keys", ("prekeys_uploaded",), 2),  # a bucket per device (attackers 6 and 7)
+        ("acks", ("acked",), 2),  # a bucket per account (attackers 6 and 7)
+        ("keylog", ("key_log_head", "key_log_consistency", "key_log_entries"), 1),  # one address
+        ("groupread", ("group_info",), 2),
+        ("groupbig", ("group_info",), 2),
+        ("groupstate", ("group_state",), 1),
     ):
         answers = results[name]["attacker_answers"]
         assert set(answers) <= {*served, "rate_limited"}, (name, answers)
         assert answers.get("rate_limited", 0) > 0, name
         assert results[name]["notes"]["refused_on_every_connection"] is True, name
-        assert burst is not None
-        accounts = 2 if name == "groupread" else 1  # a bucket per account (attackers 6 and 7), or one address
-        assert sum(answers.get(k, 0) for k in served) >= accounts * burst.burst, (name, answers)
+        assert sum(answers.get(k, 0) for k in served) >= accounts * bursts[name] > 0, (name, answers)
     # every slice follows its messages: each one sent was delivered, refused, or counted lost
     for name, r in results.items():
         for s in (r["baseline"], r["attacked"]):

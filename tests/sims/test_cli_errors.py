@@ -449,6 +449,14 @@ def test_disclose_on_an_account_the_relay_never_had(tf_run: Path) -> None:
         ),
         (["--process", "subpoena", "--target", "amira", "--at", "-1h"], ["--at"]),
         (["--process", "subpoena", "--target", "amira", "--at", "nan"], ["--at 'nan'", "non-negative"]),
+        (["--process", "subpoena", "--target", "amira", "--at", "inf"], ["--at 'inf'", "non-negative"]),
+        # a time past the longest run (365 days) was taken, and answered "Nothing."
+        (["--process", "subpoena", "--target", "amira", "--at", "1e308"], ["--at '1e308'", '"365d"']),
+        (["--process", "subpoena", "--target", "amira", "--at", "366d"], ["--at '366d'", '"365d"']),
+        (
+            ["--process", "court_order_2703d", "--target", "amira", "--from", "0", "--to", "1e308"],
+            ["--to '1e308'", '"365d"'],
+        ),
         # --json "" (an unset shell variable): it wrote no file and said nothing
         (["--process", "subpoena", "--target", "amira", "--json", ""], ["--json", "expected a file's path"]),
         # a reporting period that would start after service (it printed "from 02:00:00 to 01:00:00")

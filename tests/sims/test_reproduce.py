@@ -3,9 +3,13 @@ sealed send, for the address join) defeats the attack."""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import replace
+from typing import Any
 
-from relaysim.sims.reproduce import MAX_MESSAGES, PAPER_CLAIM, VariantResult, render, run_variant
+import pytest
+
+from relaysim.sims.reproduce import MAX_MESSAGES, PAPER_CLAIM, VariantResult, render, reproduce, run_variant
 from relaysim.sims.scenario import resolve_scenario
 from relaysim.sims.world.traffic import expand_population
 
@@ -76,3 +80,22 @@ def test_the_report_sets_the_papers_figure_beside_ours() -> None:
     assert row.split()[3:6] == [">60", "-", "0"]
     # a count beyond MAX_MESSAGES is never printed as a number of messages it took
     assert text.splitlines()[-1].endswith("1 3 - 4 9 -")
+
+
+def test_the_function_and_its_command_line_score_the_same_number_of_targets(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """reproduce() scored 20 targets by default, its command line 15: one default for both."""
+    from relaysim.sims import reproduce as module
+
+    asked: dict[str, Any] = {}
+
+    def recording(scenario: object, **kwargs: Any) -> list[VariantResult]:
+        asked.update(kwargs)
+        return []
+
+    monkeypatch.setattr(module, "reproduce", recording)
+    monkeypatch.setattr(module, "render", lambda scenario, results: "")
+    assert module.main([]) == 0
+    function_default = inspect.signature(reproduce).parameters["targets"].default
+    assert asked["targets"] == function_default == module.DEFAULT_TARGETS

@@ -1177,6 +1177,28 @@ def test_a_field_error_ends_with_the_line_its_key_is_written_on(old: str, new: s
     assert info.value.line == line
 
 
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85"])
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_a_unicode_line_separator_in_a_string_does_not_shift_the_line_an_error_names(
+    separator: str, newline: str
+) -> None:
+    """TOML lines end at line feeds; a string (or a comment) may hold U+2028, U+2029 or NEL raw. The
+    line numbers were counted with str.splitlines, which also breaks there: an error after such a
+    string named a line one too far on for each."""
+    text = (
+        LINES.replace('"PROFILE"', '"nope"')
+        .replace('"FROM"', '"ben"')
+        .replace("A story whose", f"A{separator}story whose")
+        .replace('duration = "2h"', f'duration = "2h"  # a comment{separator}may hold one too')
+    )
+    text = text.replace("\n", newline)
+    line = next(n for n, t in enumerate(text.split("\n"), 1) if 'profile = "nope"' in t)
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(text, "lines.toml")
+    assert info.value.line == line, str(info.value)
+    assert str(info.value).endswith(f" (line {line})")
+
+
 def test_an_error_in_a_value_on_lines_of_its_own_gives_no_line_it_cannot_be_sure_of() -> None:
     """An element of an array written over several lines with a multi-line string in it: the text
     cannot say which line holds it, and the error names the key path alone."""
