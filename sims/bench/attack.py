@@ -755,7 +755,8 @@ async def _past_a_bucket(
     --duration has passed and the relay has refused it once for a rate (rate_limited): so every run
     reaches the bucket, however slow the machine; at most _MAX_PIPELINED requests a connection and
     _REFUSAL_GUARD s past the duration. ``setup(first client)`` runs before. Every answer counted;
-    ``refused_on_every_connection`` in the notes says whether each connection met its bucket."""
+    ``refused_on_every_connection`` in the notes says whether each connection met its bucket, and
+    ``attack_s`` how long the attack wrote (its buckets refill meanwhile)."""
     clients: list[Client] = []
     refused: list[trio.Event] = []
     try:
@@ -787,6 +788,7 @@ async def _past_a_bucket(
                     stats.requests += 1
                 await refusal.wait()
 
+        started = trio.current_time()
         async with trio.open_nursery() as nursery:
             for c, refusal in zip(clients, refused, strict=True):
                 nursery.start_soon(reader, c, refusal)
@@ -796,6 +798,8 @@ async def _past_a_bucket(
                         writers.start_soon(pipeline, c, refusal)
             nursery.cancel_scope.cancel()
         stats.notes["refused_on_every_connection"] = all(r.is_set() for r in refused)
+        # how long the buckets had to refill while the attack wrote (its answers' upper bound)
+        stats.notes["attack_s"] = round(trio.current_time() - started, 3)
     finally:
         for c in clients:
             await c.aclose()
