@@ -1642,7 +1642,7 @@ class RelayCore:
                 ErrorCode.RATE_LIMITED,
                 f"ack: over this relay's limit on envelope ids acknowledged that were not in the device's "
                 f"queue ({rate}); retry in {wait:.3f} s",
-                "envelope_ids",
+                "ack_unknown_per_account",  # the limit, as every rate_limited names it (_limit)
                 retry_after=wait,
             )
         ids = req.envelope_ids

@@ -53,7 +53,7 @@ their own (``Store.checkpoint_beside``): SQLite lets a checkpoint run beside a w
   closed (after a framing error there is no safe place to resume); the server keeps serving
   everyone else. An unexpected exception in the core gets ``internal_error`` and is logged.
 - At most ``max_connections`` at once, and ``max_connections_per_address`` from one address;
-  the next one gets ``server_busy`` and is closed. New connections from one address are a token
+  the next one gets ``server_busy`` (``field`` names which cap) and is closed. New connections from one address are a token
   bucket (``connection_rate``); past it, ``rate_limited`` with a retry-after, and closed.
 - Back-pressure: a connection's requests are read only while its unsent output, plus a whole
   frame for each of its requests not yet answered, stays within ``max_queued_bytes_per_device``;
@@ -495,6 +495,7 @@ class RelayServer:
                 code=ErrorCode.SERVER_BUSY.value,
                 message=f"your address{' (by its network, ' + host + ')' if ':' in host else ''} has this "
                 f"relay's maximum of {cap} connections open; close one first",
+                field="max_connections_per_address",  # the cap that refused it, as rate_limited names its
             )
         now = trio.current_time()
         wait = self._connection_buckets.wait("connection", host, self.connection_rate, now)
@@ -517,6 +518,7 @@ class RelayServer:
                 id=0,
                 code=ErrorCode.SERVER_BUSY.value,
                 message=f"the relay is serving its maximum of {self.max_connections} connections; retry later",
+                field="max_connections",  # (not the address's own cap: closing one of its own will not help)
             )
         with trio.move_on_after(1.0), contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await stream.send_all(encode(frame))
