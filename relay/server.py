@@ -74,6 +74,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import gc
 import ipaddress
 import itertools
@@ -109,7 +110,7 @@ from relaysim.relay.wire import (
     encode,
 )
 
-__all__ = ["RelayServer", "build_parser", "main", "memory_ceiling", "serve"]
+__all__ = ["CannotListen", "RelayServer", "build_parser", "main", "memory_ceiling", "serve"]
 
 log = logging.getLogger("relay.server")
 
@@ -1054,6 +1055,23 @@ class RelayServer:
                 log.info("retention: deleted %d metadata records", deleted)
 
 
+class CannotListen(OSError):
+    """:func:`serve` could not listen on its host and port (the port in use, the host not an address
+    of this machine, a port below 1024 without the right): the OSError it got, with both named."""
+
+    def __init__(self, host: str, port: int, error: OSError) -> None:
+        super().__init__(error.errno, error.strerror or str(error))
+        self.host, self.port = host, port
+
+    def __str__(self) -> str:
+        if self.errno == errno.EADDRINUSE:
+            return (
+                f"--port {self.port}: cannot serve on {self.host} port {self.port}: it is in use (another "
+                "relay or program listens there); give another --port, or --port 0 to take a free one"
+            )
+        return f"--host {self.host} --port {self.port}: cannot serve there: {self.strerror}"
+
+
 async def serve(
     core: RelayCore,
     host: str = DEFAULT_HOST,
@@ -1083,7 +1101,10 @@ async def serve(
         connection_rate=connection_rate,
         address_of=address_of,
     )
-    tcp = await trio.open_tcp_listeners(port, host=host)
+    try:
+        tcp = await trio.open_tcp_listeners(port, host=host)
+    except OSError as e:
+        raise CannotListen(host, port, e) from e
     server.addresses = [(str(a[0]), int(a[1])) for a in (lst.socket.getsockname() for lst in tcp)]
     listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(tcp)
     if ssl_context is not None:
@@ -1665,6 +1686,10 @@ def _serve_locked(
     code = 0
     try:
         trio.run(_run, opts, limits, token)
+    except* CannotListen as group:  # a usage error, as the options' others are: naming them, exit 2
+        for error in group.exceptions:
+            print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        code = 2
     except* OSError as group:  # trio >= 0.25 hands it out of _run's nursery in an ExceptionGroup
         for error in group.exceptions:
             log.error("cannot serve: %s", error)

@@ -611,20 +611,24 @@ def test_each_request_limit_is_an_option_of_relay_serve(
     assert flag in parser.format_help()
 
 
-def test_main_reports_a_port_in_use_and_exits_1(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    # trio >= 0.25 hands the OSError out of the nursery inside an ExceptionGroup: still a clean error.
+def test_main_reports_a_port_in_use_as_a_usage_error_naming_the_port(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A port in use was "cannot serve: [Errno 98] Address already in use", exit 1, naming neither
+    --port nor the address: now a usage error as the other options' are, naming both, exit 2.
+    (trio >= 0.25 hands the OSError out of the nursery inside an ExceptionGroup: the same answer.)"""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         with caplog.at_level(logging.ERROR, logger="relay.server"):
             code = main(["--host", "127.0.0.1", "--port", str(port), "--db", str(tmp_path / "relay.db")])
-    assert code == 1
-    errors = [
-        r.getMessage() for r in caplog.records if r.name == "relay.server" and r.levelno >= logging.ERROR
-    ]
-    assert len(errors) == 1, errors
-    assert errors[0].startswith("cannot serve: ") and "in use" in errors[0].lower(), errors  # trio words it
+    assert code == 2
+    err = capsys.readouterr().err
+    said = f"relaysim relay serve: error: --port {port}: cannot serve on 127.0.0.1 port {port}: it is in use"
+    assert said in err, err
+    assert "--port 0" in err and err.count("error:") == 1 and "Traceback" not in err, err
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 def test_main_sets_the_collector_for_serving(tmp_path: Path) -> None:
@@ -1092,7 +1096,7 @@ def test_main_refuses_a_store_written_by_a_seeded_simulation(
             code = main(
                 ["--host", "127.0.0.1", "--port", str(port), "--db", str(db), "--allow-simulation-keys"]
             )
-    assert code == 1  # it got as far as binding
+    assert code == 2 and f"--port {port}: cannot serve on" in capsys.readouterr().err  # as far as binding
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("PUBLIC" in w and "seeded simulation" in w for w in warnings), warnings
 
@@ -1100,7 +1104,7 @@ def test_main_refuses_a_store_written_by_a_seeded_simulation(
 def test_main_refuses_an_empty_db_path(capsys: pytest.CaptureFixture[str]) -> None:
     """``--db ""`` (an unset shell variable) served from SQLite's private temporary database, gone
     at exit: every answer the relay gave as durable was lost."""
-    with socket.socket() as taken:  # were it accepted, the relay would stop at binding (status 1)
+    with socket.socket() as taken:  # were it accepted, the relay would stop at binding
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
@@ -1116,7 +1120,7 @@ def test_a_second_relay_on_a_store_another_serves_is_refused(
     db, log = tmp_path / "relay.db", tmp_path / "relay.log"
     first = RelayProcess(db, log)
     try:
-        with socket.socket() as taken:  # were it not refused, it would stop at binding (status 1)
+        with socket.socket() as taken:  # were it not refused, it would stop at binding
             taken.bind(("127.0.0.1", 0))
             taken.listen()
             port = taken.getsockname()[1]
@@ -1130,7 +1134,8 @@ def test_a_second_relay_on_a_store_another_serves_is_refused(
             taken.bind(("127.0.0.1", 0))
             taken.listen()
             port = taken.getsockname()[1]
-            assert main(["--host", "127.0.0.1", "--port", str(port), "--db", str(db)]) == 1
+            assert main(["--host", "127.0.0.1", "--port", str(port), "--db", str(db)]) == 2
+            assert f"--port {port}: cannot serve on" in capsys.readouterr().err  # it got as far as binding
     finally:
         if first.proc.poll() is None:
             first.proc.kill()
