@@ -1686,9 +1686,9 @@ def _serve_locked(
     code = 0
     try:
         trio.run(_run, opts, limits, token)
-    except* CannotListen as group:  # a usage error, as the options' others are: naming them, exit 2
-        for error in group.exceptions:
-            print(f"{parser.prog}: error: {error}", file=sys.stderr)
+    except* CannotListen as refused:  # a usage error, as the options' others are: naming them, exit 2
+        for listen_error in refused.exceptions:
+            print(f"{parser.prog}: error: {listen_error}", file=sys.stderr)
         code = 2
     except* OSError as group:  # trio >= 0.25 hands it out of _run's nursery in an ExceptionGroup
         for error in group.exceptions:
