@@ -578,7 +578,11 @@ def test_main_help_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
 def test_an_option_out_of_its_range_is_a_usage_error_naming_the_range(
     option: str, value: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["--db", str(tmp_path / "relay.db"), option, value]) == 2
+    with socket.socket() as taken:  # were the value accepted, the relay would stop at binding, not serve
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        assert main(["--db", str(tmp_path / "relay.db"), "--port", port, option, value]) == 2
     err = capsys.readouterr().err
     assert f"argument {option}:" in err and says in err
     assert not (tmp_path / "relay.db").exists()  # refused before anything was opened
