@@ -1642,7 +1642,7 @@ class RelayCore:
                 ErrorCode.RATE_LIMITED,
                 f"ack: over this relay's limit on envelope ids acknowledged that were not in the device's "
                 f"queue ({rate}); retry in {wait:.3f} s",
-                "envelope_ids",
+                "ack_unknown_per_account",  # the limit, as every rate_limited names it (_limit)
                 retry_after=wait,
             )
         ids = req.envelope_ids
@@ -1860,14 +1860,19 @@ class RelayCore:
         # Adding a member, removing a non-member or promoting an admin changes nothing: accepted, and
         # the epoch stays (moving it would refuse every member's next group_send as stale, for a
         # change sent again because its answer was lost). Anything that does change moves it once.
+        # The members after the change, kept as they are written rather than read from the store again
+        # (a record written is the one read back: added_at is stored as REAL).
         changed = False
+        current = dict(members)
         for account in req.remove:
             changed |= self.store.remove_group_member(req.group, account)
+            current.pop(account, None)
         for account in req.add:
             if account not in members:
-                self.store.put_group_member(GroupMemberRecord(req.group, account, False, now, me.account))
+                added = GroupMemberRecord(req.group, account, False, now, me.account)
+                self.store.put_group_member(added)
+                current[account] = added
                 changed = True
-        current = {m.account: m for m in self.store.group_members(req.group)}
         for i, account in enumerate(req.admins):
             if account not in current:
                 raise _Refused(
@@ -1876,9 +1881,10 @@ class RelayCore:
                     f"admins[{i}]",
                 )
             if not current[account].admin:
-                self.store.put_group_member(dataclasses.replace(current[account], admin=True))
+                current[account] = dataclasses.replace(current[account], admin=True)
+                self.store.put_group_member(current[account])
                 changed = True
-        remaining = self.store.group_members(req.group)
+        remaining = list(current.values())
         if remaining and not any(m.admin for m in remaining):
             # The last admin left (or removed itself with others): a group is never left with members
             # and no admin. The longest-standing member is promoted (this relay's rule; the ties go to

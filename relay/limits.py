@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import math
 from dataclasses import dataclass, fields
 from typing import Final
 
@@ -37,25 +36,43 @@ __all__ = [
 ]
 
 
+# The bounds of a rate (docs/protocol.md, "Limits"): a bucket refilled more slowly than once in
+# ~12 days would answer waits beyond what retry_after_ms can say (a uint64 of milliseconds), and a
+# rate or a burst above a billion requests is no limit any relay meets (and past 2^53 a float bucket
+# no longer counts its tokens down one by one): ``off`` says "no limit".
+MIN_PER_SECOND: Final = 1e-6
+MAX_PER_SECOND: Final = 1e9
+MAX_BURST: Final = 1e9
+
+
+def _rate_problem(per_second: object, burst: object) -> str | None:
+    """What is wrong with a rate of ``per_second`` and ``burst``, in words; None if nothing."""
+    for value in (per_second, burst):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return f"the rate and the burst must be numbers, got {value!r}"
+    assert isinstance(per_second, int | float) and isinstance(burst, int | float)
+    if not MIN_PER_SECOND <= per_second <= MAX_PER_SECOND:  # (also NaN and the infinities)
+        return (
+            f"the rate must be from {MIN_PER_SECOND:g} to {MAX_PER_SECOND:,.0f} requests a second, "
+            f"got {per_second:g}"
+        )
+    if not 1 <= burst <= MAX_BURST:
+        return f"the burst must be from 1 (one request) to {MAX_BURST:,.0f} requests, got {burst:g}"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Rate:
-    """A token bucket: ``burst`` tokens, refilled at ``per_second`` tokens a second."""
+    """A token bucket: ``burst`` tokens, refilled at ``per_second`` tokens a second (each within
+    MIN_PER_SECOND..MAX_PER_SECOND and 1..MAX_BURST)."""
 
     per_second: float
     burst: float
 
     def __post_init__(self) -> None:
-        for name in ("per_second", "burst"):
-            value = getattr(self, name)
-            if (
-                not isinstance(value, int | float)
-                or isinstance(value, bool)
-                or not value > 0
-                or math.isinf(value)
-            ):
-                raise ValueError(f"Rate.{name} must be a positive number, got {value!r}")
-        if self.burst < 1:
-            raise ValueError(f"Rate.burst must be at least 1 (one request), got {self.burst!r}")
+        problem = _rate_problem(self.per_second, self.burst)
+        if problem is not None:
+            raise ValueError(f"Rate: {problem}")
 
     def __str__(self) -> str:
         return f"{self.per_second:g}/s, burst {self.burst:g}"
@@ -69,11 +86,15 @@ def parse_rate(text: str) -> Rate | None:
     try:
         if not sep:
             raise ValueError
-        return Rate(float(rate), float(burst))
+        per_second, size = float(rate), float(burst)
     except ValueError:
         raise ValueError(
             f"{text!r} is not a rate: expected RATE/BURST, requests a second then the burst (e.g. 20/200), or off"
         ) from None
+    problem = _rate_problem(per_second, size)
+    if problem is not None:
+        raise ValueError(f"{text!r} is not a rate this relay can keep: {problem} (or off: no limit)")
+    return Rate(per_second, size)
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,7 +53,7 @@ their own (``Store.checkpoint_beside``): SQLite lets a checkpoint run beside a w
   closed (after a framing error there is no safe place to resume); the server keeps serving
   everyone else. An unexpected exception in the core gets ``internal_error`` and is logged.
 - At most ``max_connections`` at once, and ``max_connections_per_address`` from one address;
-  the next one gets ``server_busy`` and is closed. New connections from one address are a token
+  the next one gets ``server_busy`` (``field`` names which cap) and is closed. New connections from one address are a token
   bucket (``connection_rate``); past it, ``rate_limited`` with a retry-after, and closed.
 - Back-pressure: a connection's requests are read only while its unsent output, plus a whole
   frame for each of its requests not yet answered, stays within ``max_queued_bytes_per_device``;
@@ -74,6 +74,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import gc
 import ipaddress
 import itertools
@@ -109,7 +110,7 @@ from relaysim.relay.wire import (
     encode,
 )
 
-__all__ = ["RelayServer", "build_parser", "main", "memory_ceiling", "serve"]
+__all__ = ["CannotListen", "RelayServer", "build_parser", "main", "memory_ceiling", "serve"]
 
 log = logging.getLogger("relay.server")
 
@@ -495,6 +496,7 @@ class RelayServer:
                 code=ErrorCode.SERVER_BUSY.value,
                 message=f"your address{' (by its network, ' + host + ')' if ':' in host else ''} has this "
                 f"relay's maximum of {cap} connections open; close one first",
+                field="max_connections_per_address",  # the cap that refused it, as rate_limited names its
             )
         now = trio.current_time()
         wait = self._connection_buckets.wait("connection", host, self.connection_rate, now)
@@ -517,6 +519,7 @@ class RelayServer:
                 id=0,
                 code=ErrorCode.SERVER_BUSY.value,
                 message=f"the relay is serving its maximum of {self.max_connections} connections; retry later",
+                field="max_connections",  # (not the address's own cap: closing one of its own will not help)
             )
         with trio.move_on_after(1.0), contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await stream.send_all(encode(frame))
@@ -1052,6 +1055,23 @@ class RelayServer:
                 log.info("retention: deleted %d metadata records", deleted)
 
 
+class CannotListen(OSError):
+    """:func:`serve` could not listen on its host and port (the port in use, the host not an address
+    of this machine, a port below 1024 without the right): the OSError it got, with both named."""
+
+    def __init__(self, host: str, port: int, error: OSError) -> None:
+        super().__init__(error.errno, error.strerror or str(error))
+        self.host, self.port = host, port
+
+    def __str__(self) -> str:
+        if self.errno == errno.EADDRINUSE:
+            return (
+                f"--port {self.port}: cannot serve on {self.host} port {self.port}: it is in use (another "
+                "relay or program listens there); give another --port, or --port 0 to take a free one"
+            )
+        return f"--host {self.host} --port {self.port}: cannot serve there: {self.strerror}"
+
+
 async def serve(
     core: RelayCore,
     host: str = DEFAULT_HOST,
@@ -1081,7 +1101,10 @@ async def serve(
         connection_rate=connection_rate,
         address_of=address_of,
     )
-    tcp = await trio.open_tcp_listeners(port, host=host)
+    try:
+        tcp = await trio.open_tcp_listeners(port, host=host)
+    except OSError as e:
+        raise CannotListen(host, port, e) from e
     server.addresses = [(str(a[0]), int(a[1])) for a in (lst.socket.getsockname() for lst in tcp)]
     listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(tcp)
     if ssl_context is not None:
@@ -1663,6 +1686,10 @@ def _serve_locked(
     code = 0
     try:
         trio.run(_run, opts, limits, token)
+    except* CannotListen as refused:  # a usage error, as the options' others are: naming them, exit 2
+        for listen_error in refused.exceptions:
+            print(f"{parser.prog}: error: {listen_error}", file=sys.stderr)
+        code = 2
     except* OSError as group:  # trio >= 0.25 hands it out of _run's nursery in an ExceptionGroup
         for error in group.exceptions:
             log.error("cannot serve: %s", error)

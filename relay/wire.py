@@ -1518,8 +1518,8 @@ class Deliver(Response):
 
 @message
 class ErrorFrame(Response):
-    """An error. ``field`` names the offending field (rate_limited: the limit that refused it, e.g.
-    ``send_per_account``); stale_devices also fills the lists."""
+    """An error. ``field`` names the offending field (rate_limited and server_busy: the limit that
+    refused it, e.g. ``send_per_account``, ``max_connections``); stale_devices also fills the lists."""
 
     kind: ClassVar[str] = "error"
     code: Annotated[str, _Str(1, 64)]

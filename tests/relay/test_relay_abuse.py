@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import select
 import socket
 import time
 from collections.abc import Callable
@@ -268,7 +269,9 @@ def test_acks_of_ids_not_in_the_queue_are_limited_and_nothing_of_anyone_elses_is
     assert first == wire.Acked(id=41, count=0)
     assert isinstance(reply(core.handle(mallory, wire.Ack(id=42, envelope_ids=bobs[10:20]))), wire.Acked)
     limited = assert_error(
-        reply(core.handle(mallory, wire.Ack(id=43, envelope_ids=bobs[20:]))), E.RATE_LIMITED, "envelope_ids"
+        reply(core.handle(mallory, wire.Ack(id=43, envelope_ids=bobs[20:]))),
+        E.RATE_LIMITED,
+        "ack_unknown_per_account",  # the limit, as every other rate_limited names its own (was envelope_ids)
     )
     assert limited.retry_after_ms == 100
     assert core.store.queue_length("bob", 1) == 30
@@ -308,7 +311,9 @@ def test_an_ack_records_only_the_envelopes_it_takes_out_of_the_devices_queue(mod
     assert reply(core.handle(mallory, wire.Ack(id=21, envelope_ids=again))) == wire.Acked(id=21, count=0)
     # 21 unknown ids, then 22 (mallory's own, acknowledged before, among them): 43 of a bucket of 30
     assert_error(
-        reply(core.handle(mallory, wire.Ack(id=22, envelope_ids=mine))), E.RATE_LIMITED, "envelope_ids"
+        reply(core.handle(mallory, wire.Ack(id=22, envelope_ids=mine))),
+        E.RATE_LIMITED,
+        "ack_unknown_per_account",
     )
     if mode == "in_the_group":
         core.store.commit_group()
@@ -610,6 +615,20 @@ def _raw_socket(port: int, ports: set[int]) -> socket.socket:
     return s
 
 
+def _first_frames(sockets: list[socket.socket]) -> list[object]:
+    """The first frame each of ``sockets`` (non-blocking) has been sent, for those sent one."""
+    frames = []
+    for s in sockets:
+        try:
+            data = s.recv(4096)
+        except BlockingIOError:
+            continue
+        decoder = wire.FrameDecoder("device")
+        decoder.receive_data(data)
+        frames.append(decoder.next_frame())
+    return frames
+
+
 async def _peak_held(server: RelayServer, seconds: float = 1.5) -> int:
     """The most bytes any one connection held unsent, sampled every 10 ms for ``seconds``."""
     peak = 0
@@ -850,6 +869,22 @@ async def test_one_address_cannot_take_every_connection_slot() -> None:
             while server.refused_connections < 40:
                 await trio.sleep(0.01)
         assert server.connection_count <= 8
+        # each refusal names the cap that refused it (as rate_limited names its limit): the address's
+        # own, which closing one of its connections frees, not the relay's (max_connections)
+        refusals: list[object] = []
+        unread = list(sockets)
+        with trio.fail_after(10):
+            while len(refusals) < 40:
+                await trio.sleep(0.01)
+                for s in [s for s in unread if select.select([s], [], [], 0)[0]]:
+                    unread.remove(s)
+                    refusals += _first_frames([s])
+        assert all(
+            isinstance(f, wire.ErrorFrame)
+            and f.code == E.SERVER_BUSY.value
+            and f.field == "max_connections_per_address"
+            for f in refusals
+        ), refusals
         good = await WireClient.connect(server.port)
         pong = await good.request(lambda i: wire.Ping(id=i))
         assert isinstance(pong, wire.Pong)
@@ -879,15 +914,7 @@ async def test_new_connections_from_one_address_are_rate_limited_with_a_retry_af
             while server.refused_connections < 2:
                 await trio.sleep(0.01)
         await trio.sleep(0.05)
-        frames = []
-        for s in sockets:
-            try:
-                data = s.recv(4096)
-            except BlockingIOError:
-                continue
-            decoder = wire.FrameDecoder("device")
-            decoder.receive_data(data)
-            frames.append(decoder.next_frame())
+        frames = _first_frames(sockets)
         limited = [f for f in frames if isinstance(f, wire.ErrorFrame)]
         assert limited and all(
             f.code == E.RATE_LIMITED.value and f.retry_after_ms and f.field == "connection_rate"

@@ -397,7 +397,9 @@ async def test_connections_beyond_the_limit_are_refused_politely() -> None:
             assert isinstance(await c.request(lambda i: wire.Ping(id=i)), wire.Pong)
         third = await trio.open_tcp_stream("127.0.0.1", server.port)
         frames = _frames(await _read_until_closed(third))
-        assert [(f.code, f.id) for f in frames if isinstance(f, wire.ErrorFrame)] == [("server_busy", 0)]
+        assert [(f.code, f.id, f.field) for f in frames if isinstance(f, wire.ErrorFrame)] == [
+            ("server_busy", 0, "max_connections")  # the cap that refused it, not the address's
+        ]
         await first.aclose()
         with trio.fail_after(5):
             while server.connection_count > 1:
@@ -564,12 +566,23 @@ def test_main_help_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
         ("--max-queued-bytes", "-5", "at least one byte"),
         ("--max-frame-size", "0", "a frame is 16384 to 4294967295 bytes"),  # was an "internal error"
         ("--max-frame-size", "4294967296", "a frame is 16384 to 4294967295 bytes"),
+        # a bucket that never empties (a float of 1e23 does not count down by one), or whose wait
+        # would not fit retry_after_ms (an internal error at the first refusal): say off instead
+        ("--send-rate-account", "5/99999999999999999999999", "the burst must be from 1 (one request) to"),
+        ("--send-rate-account", "1e-30/10", "the rate must be from 1e-06 to 1,000,000,000 requests a second"),
+        ("--connection-rate", "inf/64", "the rate must be from"),
+        ("--ack-unknown-rate-account", "50/nan", "the burst must be from"),
+        ("--register-rate", "2e9/3", "the rate must be from"),
     ],
 )
 def test_an_option_out_of_its_range_is_a_usage_error_naming_the_range(
     option: str, value: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["--db", str(tmp_path / "relay.db"), option, value]) == 2
+    with socket.socket() as taken:  # were the value accepted, the relay would stop at binding, not serve
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        assert main(["--db", str(tmp_path / "relay.db"), "--port", port, option, value]) == 2
     err = capsys.readouterr().err
     assert f"argument {option}:" in err and says in err
     assert not (tmp_path / "relay.db").exists()  # refused before anything was opened
@@ -609,20 +622,24 @@ def test_each_request_limit_is_an_option_of_relay_serve(
     assert flag in parser.format_help()
 
 
-def test_main_reports_a_port_in_use_and_exits_1(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    # trio >= 0.25 hands the OSError out of the nursery inside an ExceptionGroup: still a clean error.
+def test_main_reports_a_port_in_use_as_a_usage_error_naming_the_port(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A port in use was "cannot serve: [Errno 98] Address already in use", exit 1, naming neither
+    --port nor the address: now a usage error as the other options' are, naming both, exit 2.
+    (trio >= 0.25 hands the OSError out of the nursery inside an ExceptionGroup: the same answer.)"""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         with caplog.at_level(logging.ERROR, logger="relay.server"):
             code = main(["--host", "127.0.0.1", "--port", str(port), "--db", str(tmp_path / "relay.db")])
-    assert code == 1
-    errors = [
-        r.getMessage() for r in caplog.records if r.name == "relay.server" and r.levelno >= logging.ERROR
-    ]
-    assert len(errors) == 1, errors
-    assert errors[0].startswith("cannot serve: ") and "in use" in errors[0].lower(), errors  # trio words it
+    assert code == 2
+    err = capsys.readouterr().err
+    said = f"relaysim relay serve: error: --port {port}: cannot serve on 127.0.0.1 port {port}: it is in use"
+    assert said in err, err
+    assert "--port 0" in err and err.count("error:") == 1 and "Traceback" not in err, err
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 def test_main_sets_the_collector_for_serving(tmp_path: Path) -> None:
@@ -1090,7 +1107,7 @@ def test_main_refuses_a_store_written_by_a_seeded_simulation(
             code = main(
                 ["--host", "127.0.0.1", "--port", str(port), "--db", str(db), "--allow-simulation-keys"]
             )
-    assert code == 1  # it got as far as binding
+    assert code == 2 and f"--port {port}: cannot serve on" in capsys.readouterr().err  # as far as binding
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("PUBLIC" in w and "seeded simulation" in w for w in warnings), warnings
 
@@ -1098,7 +1115,7 @@ def test_main_refuses_a_store_written_by_a_seeded_simulation(
 def test_main_refuses_an_empty_db_path(capsys: pytest.CaptureFixture[str]) -> None:
     """``--db ""`` (an unset shell variable) served from SQLite's private temporary database, gone
     at exit: every answer the relay gave as durable was lost."""
-    with socket.socket() as taken:  # were it accepted, the relay would stop at binding (status 1)
+    with socket.socket() as taken:  # were it accepted, the relay would stop at binding
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
@@ -1114,7 +1131,7 @@ def test_a_second_relay_on_a_store_another_serves_is_refused(
     db, log = tmp_path / "relay.db", tmp_path / "relay.log"
     first = RelayProcess(db, log)
     try:
-        with socket.socket() as taken:  # were it not refused, it would stop at binding (status 1)
+        with socket.socket() as taken:  # were it not refused, it would stop at binding
             taken.bind(("127.0.0.1", 0))
             taken.listen()
             port = taken.getsockname()[1]
@@ -1128,7 +1145,8 @@ def test_a_second_relay_on_a_store_another_serves_is_refused(
             taken.bind(("127.0.0.1", 0))
             taken.listen()
             port = taken.getsockname()[1]
-            assert main(["--host", "127.0.0.1", "--port", str(port), "--db", str(db)]) == 1
+            assert main(["--host", "127.0.0.1", "--port", str(port), "--db", str(db)]) == 2
+            assert f"--port {port}: cannot serve on" in capsys.readouterr().err  # it got as far as binding
     finally:
         if first.proc.poll() is None:
             first.proc.kill()
