@@ -901,3 +901,50 @@ def test_a_group_whose_last_member_left_is_closed_to_every_later_upload() -> Non
     assert core.store.group_state(G) == (2, b"v2")
     got = reply(core.handle(ANON, wire.GetGroupState(id=5, group=G, write_keys=True)))
     assert got == wire.GroupState(id=5, group=G, version=2, state=b"v2", write_keys=())
+
+
+@pytest.mark.parametrize("kind", ["get_group", "change_group", "group_send"])
+def test_a_member_refused_for_its_rate_does_not_have_the_group_counted_again(kind: str) -> None:
+    """Counting a 1,024-member group is ~0.2 ms, a refusal a few µs: a member pipelining reads of its
+    own big group had the relay count it for every refusal. The size counted for the member's last
+    request prices the next one, so a request its bucket cannot pay for is refused uncounted, with
+    the same answer; a change of the group drops what was counted. (A stranger's request is priced at
+    one token, counted: test_a_caller_not_in_a_group_takes_one_token_and_its_members_are_not_read.)"""
+    from relaysim.relay.limits import Rate
+
+    bucket = "group_reads_per_account" if kind == "get_group" else "send_per_account"
+    now = [T0]
+    core = new_core(lambda: now[0], limits=replace(UNLIMITED, **{bucket: Rate(1.0, 40.0)}))
+    c = {k.account: core_device(core, k, i + 1) for i, k in enumerate((ALICE, BOB, CAROL))}
+    others = _accounts(core, 1021)
+    assert isinstance(_create(core, c["alice"], "bob", *others), wire.GroupUpdated)  # 1,023 members
+    counted: list[tuple[bytes, str]] = []
+    size = core.store.group_size
+
+    def counting(group: bytes, account: str) -> int:
+        counted.append((group, account))
+        return size(group, account)
+
+    core.store.group_size = counting  # type: ignore[method-assign]
+    now[0] += 100  # the bucket full again: 40 tokens
+    assert not isinstance(reply(core.handle(c["alice"], _read_members(kind, G, 2))), wire.ErrorFrame)  # 32
+    assert counted == [(G, "alice")]
+    refusals = [
+        assert_error(reply(core.handle(c["alice"], _read_members(kind, G, 3 + i))), E.RATE_LIMITED, bucket)
+        for i in range(5)
+    ]
+    assert counted == [(G, "alice")]  # refused five times, counted once
+    assert refusals[0].retry_after_ms == 24_000  # 8 tokens left of the 32 it takes, as when counted
+    assert "to a group of 1023 members, a token for every 32" in refusals[0].message
+    # the group shrinks: what was counted is dropped, so a request the smaller group's price fits is
+    # served (priced by the size counted before, 32 tokens, it would have been refused)
+    now[0] += 100
+    shrunk = reply(core.handle(c["alice"], wire.ChangeGroup(id=20, group=G, remove=tuple(others[:1000]))))
+    assert isinstance(shrunk, wire.GroupUpdated)  # 32 tokens for the 1,023 it read: 8 left
+    counted.clear()
+    epoch = shrunk.epoch
+    after = _read_members(kind, G, 21)
+    if isinstance(after, wire.GroupSend):
+        after = replace(after, epoch=epoch)
+    assert not isinstance(reply(core.handle(c["alice"], after)), wire.ErrorFrame)  # 23 members: 1 token
+    assert counted == [(G, "alice")]
