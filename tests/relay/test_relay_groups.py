@@ -7,6 +7,7 @@ import random
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -622,20 +623,13 @@ def test_a_change_reads_the_member_list_once() -> None:
     core = new_core(lambda: clock[0])
     c = {k.account: core_device(core, k, i + 1) for i, k in enumerate((ALICE, BOB, CAROL, DAVE))}
     _create(core, c["alice"], "bob", "carol")
-    reads: list[bytes] = []
-    read = core.store.group_members
-
-    def counted(group: bytes) -> list[store_module.GroupMemberRecord]:
-        reads.append(group)
-        return read(group)
-
-    core.store.group_members = counted  # type: ignore[method-assign]
+    reads = _calls(core, "group_members")
     clock[0] += 60
     # an add, a remove and a promotion in one change
     both = wire.ChangeGroup(id=2, group=G, add=("dave",), remove=("carol",), admins=("bob",))
     assert reply(core.handle(c["alice"], both)) == wire.GroupUpdated(id=2, group=G, epoch=1)
     assert reads == [G]
-    members = {m.account: (m.admin, m.added_at) for m in read(G)}
+    members = {m.account: (m.admin, m.added_at) for m in store_module.Store.group_members(core.store, G)}
     assert members == {"alice": (True, 1_000.0), "bob": (True, 1_000.0), "dave": (False, 1_060.0)}
     # the admins leave: the longest-standing member left is promoted, in the same single read
     reads.clear()
@@ -643,7 +637,7 @@ def test_a_change_reads_the_member_list_once() -> None:
         left = wire.ChangeGroup(id=rid, group=G, remove=(who,))
         assert reply(core.handle(c[who], left)) == wire.GroupUpdated(id=rid, group=G, epoch=rid - 1)
     assert reads == [G, G]
-    assert [(m.account, m.admin) for m in read(G)] == [("dave", True)]
+    assert [(m.account, m.admin) for m in store_module.Store.group_members(core.store, G)] == [("dave", True)]
 
 
 def test_group_operations_spend_send_tokens() -> None:
@@ -706,6 +700,20 @@ def test_a_group_holds_at_most_what_one_group_info_lists() -> None:
     too_big = reply(core.handle(c["bob"], wire.CreateGroup(id=5, group=other, members=tuple(names))))
     assert "would have 1025 members" in assert_error(too_big, E.INVALID_VALUE, "members").message
     assert core.store.group_epoch(other) is None  # refused whole
+
+
+def _calls(core: RelayCore, method: str) -> list[Any]:
+    """The arguments of every call the core makes to its store's ``method`` from now on (one
+    argument: itself; more: their tuple); the calls still go through."""
+    calls: list[Any] = []
+    real = getattr(core.store, method)
+
+    def counted(*args: Any) -> Any:
+        calls.append(args[0] if len(args) == 1 else args)
+        return real(*args)
+
+    setattr(core.store, method, counted)
+    return calls
 
 
 def _read_members(kind: str, group: bytes, rid: int) -> wire.Request:
@@ -779,14 +787,7 @@ def test_a_caller_not_in_a_group_takes_one_token_and_its_members_are_not_read(ki
     core = new_core(limits=replace(UNLIMITED, **{bucket: Rate(1.0, 40.0)}))
     c = {k.account: core_device(core, k, i + 1) for i, k in enumerate((ALICE, BOB, CAROL))}
     assert isinstance(_create(core, c["alice"], "bob", *_accounts(core, 1022)), wire.GroupUpdated)
-    reads: list[bytes] = []
-    read = core.store.group_members
-
-    def counted(group: bytes) -> list[store_module.GroupMemberRecord]:
-        reads.append(group)
-        return read(group)
-
-    core.store.group_members = counted  # type: ignore[method-assign]
+    reads = _calls(core, "group_members")
     for i, group in enumerate((G, bytes(16)) * 20):  # the group, and one that does not exist
         assert_error(
             reply(core.handle(c["carol"], _read_members(kind, group, 2 + i))), E.UNKNOWN_GROUP, "group"
@@ -918,14 +919,7 @@ def test_a_member_refused_for_its_rate_does_not_have_the_group_counted_again(kin
     c = {k.account: core_device(core, k, i + 1) for i, k in enumerate((ALICE, BOB, CAROL))}
     others = _accounts(core, 1021)
     assert isinstance(_create(core, c["alice"], "bob", *others), wire.GroupUpdated)  # 1,023 members
-    counted: list[tuple[bytes, str]] = []
-    size = core.store.group_size
-
-    def counting(group: bytes, account: str) -> int:
-        counted.append((group, account))
-        return size(group, account)
-
-    core.store.group_size = counting  # type: ignore[method-assign]
+    counted = _calls(core, "group_size")
     now[0] += 100  # the bucket full again: 40 tokens
     assert not isinstance(reply(core.handle(c["alice"], _read_members(kind, G, 2))), wire.ErrorFrame)  # 32
     assert counted == [(G, "alice")]
