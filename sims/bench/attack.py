@@ -393,6 +393,15 @@ class Client:
             if f["kind"] == "deliver":  # not ours to count here: acknowledge it
                 await self.send("ack", envelope_ids=[f["envelope"]["id"]])
 
+    async def ask(self, kind: str, answer: str, could_not: str, **fields: Any) -> dict[str, Any]:
+        """Send ``kind`` and wait for its ``answer``; an error instead stops the bench, saying what
+        the attack ``could_not`` do."""
+        await self.send(kind, **fields)
+        got = await self.expect(answer, "error")
+        if got["kind"] != answer:
+            raise harness.BenchError(f"{could_not}: {got}")
+        return got
+
     async def log_in(self, seed: int) -> None:
         await self.send("auth_challenge", account=self.name, device=1)
         nonce = (await self.expect("challenge"))["nonce"]
@@ -812,10 +821,9 @@ async def attack_keylog(port: int, seed: int, duration: float, stats: AttackStat
     size = [1]
 
     async def setup(c: Client) -> None:
-        await c.send("get_key_log_head")
-        head = await c.expect("key_log_head", "error")
-        if head["kind"] != "key_log_head":
-            raise harness.BenchError(f"the key log attack could not read the log's head: {head}")
+        head = await c.ask(
+            "get_key_log_head", "key_log_head", "the key log attack could not read the log's head"
+        )
         size[0] = max(1, head["head"]["tree_size"])
         stats.requests += 1
         stats.answer({"kind": "key_log_head"})
@@ -849,10 +857,13 @@ async def attack_groupread(
     )
 
     async def setup(c: Client) -> None:  # the first reader makes the group (a write: its send bucket)
-        await c.send("create_group", group=group, members=members)
-        created = await c.expect("group_updated", "error")
-        if created["kind"] != "group_updated":
-            raise harness.BenchError(f"the group attack could not make its group: {created}")
+        await c.ask(
+            "create_group",
+            "group_updated",
+            "the group attack could not make its group",
+            group=group,
+            members=members,
+        )
 
     await _past_a_bucket(
         port,
@@ -877,8 +888,10 @@ async def attack_groupstate(port: int, seed: int, duration: float, stats: Attack
 
     async def setup(c: Client) -> None:  # the state stored as a group's first version
         signature = _primitives.ed25519_sign(secret, wire.group_state_message(group, 0, state, [write_key]))
-        await c.send(
+        await c.ask(
             "put_group_state",
+            "group_state_stored",
+            "the group state attack could not store its state",
             group=group,
             version=0,
             state=state,
@@ -886,9 +899,6 @@ async def attack_groupstate(port: int, seed: int, duration: float, stats: Attack
             signature=signature,
             write_keys=[write_key],
         )
-        stored = await c.expect("group_state_stored", "error")
-        if stored["kind"] != "group_state_stored":
-            raise harness.BenchError(f"the group state attack could not store its state: {stored}")
 
     await _past_a_bucket(
         port,
