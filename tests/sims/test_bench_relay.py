@@ -224,12 +224,13 @@ def test_the_attack_bench_runs_every_attack_against_a_relay_with_its_defaults(
 
 
 async def _slice_through_a_fake_relay(
-    hold: float | None, refuse_first: bool = False, duration: float = 0.3
+    hold: float | None, refuse_first: bool = False, duration: float = 0.3, refuse_acks: bool = False
 ) -> tuple[Any, int]:
     """Two good devices' slice through a relay of our own making, in memory: it answers each ``send``
     and delivers it at once, but for the first message of the first device, which it holds ``hold``
-    seconds (a disk stall), never delivers (None), or refuses (``refuse_first``). Returns the slice
-    and how many messages the fake relay was sent."""
+    seconds (a disk stall), never delivers (None), or refuses (``refuse_first``); with ``refuse_acks``
+    it answers every ack with a ``rate_limited`` error. Returns the slice and how many messages the
+    fake relay was sent."""
     import msgpack
     import trio
     import trio.testing
@@ -257,8 +258,12 @@ async def _slice_through_a_fake_relay(
     async def serve(name: str, nursery: Any) -> None:
         reader = attack.Client(server_ends[name], name)  # (its read() parses the frames)
         while (f := await reader.read()) is not None:
-            if f["kind"] != "send":
-                continue  # acks
+            if f["kind"] != "send":  # acks
+                if refuse_acks:
+                    await write(
+                        name, {"id": f["id"], "kind": "error", "code": "rate_limited", "message": "."}
+                    )
+                continue
             received[0] += 1
             first = received[0] == 1 and name == names[0]
             if first and refuse_first:
@@ -320,6 +325,22 @@ def test_a_slice_does_not_wait_for_a_message_the_relay_refused() -> None:
     assert out.refused == {"rate_limited": 1}
     assert out.delivered == sent - 1 == out.sent - 1
     assert out.lost == 0 and out.cap_reached is False
+
+
+def test_a_slice_counts_refused_acks_apart_from_refused_messages() -> None:
+    """An error answering an ack (the relay rate-limits a good device's acks) refuses no message:
+    ``refused`` counts the slice's refused sends only, the rest is ``other_errors``."""
+    import trio
+
+    from relaysim.sims.bench import attack
+
+    out, sent = trio.run(_slice_through_a_fake_relay, 0.0, True, 0.3, True)
+    assert out.refused == {"rate_limited": 1}  # the one send refused
+    # an ack of each delivered message, those answered before the slice ended (the last may not be)
+    assert list(out.other_errors) == ["rate_limited"] and 1 <= out.other_errors["rate_limited"] <= sent - 1
+    assert out.delivered == sent - 1 and out.lost == 0
+    summary = attack._summary(out)
+    assert (summary["refused"], summary["other_errors"]) == (out.refused, out.other_errors)
 
 
 _PROC_TASKS = Path("/proc/self/task").is_dir()
