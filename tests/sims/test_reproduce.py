@@ -4,6 +4,7 @@ sealed send, for the address join) defeats the attack."""
 from __future__ import annotations
 
 import inspect
+import math
 import re
 from dataclasses import replace
 from typing import Any
@@ -85,6 +86,25 @@ def test_the_docstring_s_mailbox_figures_are_those_of_the_built_in_scenario() ->
     assert boxes.no_mailbox == of - ranked == other
     # ... and the true correspondent itself is linked for none of them
     assert boxes.linked_within(MAX_MESSAGES) == 0
+
+
+def test_the_built_in_scenario_s_description_says_how_often_popular_accounts_receive() -> None:
+    """Martiny et al.'s popular users receive something in every 1-second epoch; the built-in scenario's
+    receive a message every 30 s or so. The description gives both, from the scenario's own rate."""
+    sc = resolve_scenario("sda-martiny-2021")
+    text = " ".join(sc.description.split())
+    claim = re.search(
+        r"popular accounts, each sent a message about every (\d+) s \(Martiny et al\.'s popular users "
+        r"receive something in every 1-second epoch, these in about 1 in (\d+)\)",
+        text,
+    )
+    assert claim is not None, text
+    gap, one_in = map(int, claim.groups())
+    per_second = sc.traffic.popular_messages_per_hour / 3600
+    assert sc.traffic.popular >= 1 and gap == round(1 / per_second)
+    # a Poisson stream: the share of 1-second epochs in which one account receives at least once
+    # (1 in 30.5 at 120 an hour), "about" to within 5 %
+    assert abs(one_in * -math.expm1(-per_second) - 1) <= 0.05
 
 
 def test_the_built_in_scenario_links_most_targets_within_the_papers_5_messages() -> None:
