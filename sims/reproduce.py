@@ -134,6 +134,14 @@ def run_variant(args: tuple[Scenario, str, dict[str, Any], int]) -> VariantResul
         db = Path(tmp) / "relay.db"
         sim = Simulation(scenario, db_path=db)
         result = sim.run()
+        # ground truth: (holder, peer) → the mailbox the holder opened for its conversation with peer
+        opened: dict[tuple[str, str], str] = {}
+        for account, box in sim.mailboxes.items():
+            assert box.holder is not None
+            for peer, agent in box.holder.agent.mailboxes.items():
+                if agent is box.agent:
+                    opened[(box.holder.spec.person, peer)] = account
+        del sim  # (its phones and relay: not held through the attack)
         view = from_db(db)
     truth = result.truth
     assert truth is not None
@@ -158,13 +166,6 @@ def run_variant(args: tuple[Scenario, str, dict[str, Any], int]) -> VariantResul
     mailbox_linked: list[int | None] | None = None
     no_mailbox = 0
     if scenario.defences.mailboxes == "ephemeral":
-        # ground truth: (holder, peer) → the mailbox the holder opened for its conversation with peer
-        opened: dict[tuple[str, str], str] = {}
-        for account, box in sim.mailboxes.items():
-            assert box.holder is not None
-            for peer, agent in box.holder.agent.mailboxes.items():
-                if agent is box.agent:
-                    opened[(box.holder.spec.person, peer)] = account
         mailbox_linked = []
         for (target, contact), ranking in zip(pairs, sda.rankings, strict=True):
             mailbox = opened.get((contact, target))
