@@ -17,10 +17,14 @@ messages, and the median; and, beside the paper's million users, the accounts an
 envelopes per 1-second epoch of the run.
 
 It also scores the address join of ``sims.analysis.attribution`` (the attack the fresh-connection
-defence is for). With ephemeral mailboxes (Martiny et al.'s sealed conversations), the target's
-receipts go to an account the relay cannot join to the correspondent: the attack still ranks that
-mailbox first, but the true correspondent is not linked. Variants run in parallel processes; each
-run is deterministic.
+defence is for). With ephemeral mailboxes (Martiny et al.'s sealed conversations), the
+conversation's initiator opens a mailbox, and the target's receipts and replies go to it, an
+account the relay cannot join to the correspondent: the true correspondent is not linked. On
+``sda-martiny-2021`` the attack ranks first, within the same 60 messages, the mailbox the true
+correspondent opened for the target, for 12 of 15 targets. The other 3 wrote to their correspondent
+first: the correspondent's messages then go to the mailbox the target opened, not to the target's
+account, and the attack watching that account sees none of them. Variants run in parallel
+processes; each run is deterministic.
 
     python -m relaysim.sims.reproduce [SCENARIO] [--targets N]
 """
@@ -91,6 +95,12 @@ class VariantResult:
     address_join_correct: float  # share of sealed sends the address join attributed to the true sender
     accounts: int = 0  # accounts the provider knows
     duration: float = 0.0  # seconds the run lasted
+    # with [defences] mailboxes = "ephemeral" (else None), per target: messages people wrote to it until
+    # the mailbox its true correspondent opened for it ranked first (None: not within MAX_MESSAGES, or
+    # no such mailbox)
+    mailbox_linked_by: list[int | None] | None = None
+    # ... and how many targets' correspondents opened no mailbox for them (the target wrote first)
+    no_mailbox: int = 0
 
     def linked_within(self, k: int) -> int:
         return sum(1 for x in self.linked_by if x is not None and x <= k)
@@ -122,7 +132,16 @@ def run_variant(args: tuple[Scenario, str, dict[str, Any], int]) -> VariantResul
     scenario = replace(base, defences=replace(base.defences, **switches))
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "relay.db"
-        result = Simulation(scenario, db_path=db).run()
+        sim = Simulation(scenario, db_path=db)
+        result = sim.run()
+        # ground truth: (holder, peer) → the mailbox the holder opened for its conversation with peer
+        opened: dict[tuple[str, str], str] = {}
+        for account, box in sim.mailboxes.items():
+            assert box.holder is not None
+            for peer, agent in box.holder.agent.mailboxes.items():
+                if agent is box.agent:
+                    opened[(box.holder.spec.person, peer)] = account
+        del sim  # (its phones and relay: not held through the attack)
         view = from_db(db)
     truth = result.truth
     assert truth is not None
@@ -144,6 +163,19 @@ def run_variant(args: tuple[Scenario, str, dict[str, Any], int]) -> VariantResul
         linked.append(
             messages_until_linked(ranking, [contact], sorted(written.get(target, [])), MAX_MESSAGES)
         )
+    mailbox_linked: list[int | None] | None = None
+    no_mailbox = 0
+    if scenario.defences.mailboxes == "ephemeral":
+        mailbox_linked = []
+        for (target, contact), ranking in zip(pairs, sda.rankings, strict=True):
+            mailbox = opened.get((contact, target))
+            if mailbox is None:
+                no_mailbox += 1
+                mailbox_linked.append(None)
+                continue
+            mailbox_linked.append(
+                messages_until_linked(ranking, [mailbox], sorted(written.get(target, [])), MAX_MESSAGES)
+            )
     # the address join, scored against who really sent each sealed text (receipts and cover are not texts)
     sender_at = {(round(m.time - scenario.epoch, 3), m.recipient): m.sender for m in truth.messages}
     scored = correct = 0
@@ -164,6 +196,8 @@ def run_variant(args: tuple[Scenario, str, dict[str, Any], int]) -> VariantResul
         correct / max(1, scored),
         accounts=len(view.accounts()),
         duration=scenario.duration,
+        mailbox_linked_by=mailbox_linked,
+        no_mailbox=no_mailbox,
     )
 
 
@@ -209,6 +243,15 @@ def render(scenario: Scenario, results: list[VariantResult]) -> str:
             f" {r.linked_within(MAX_MESSAGES):>5} {r.address_join_correct:>11.0%}"
         )
     lines.append("")
+    for r in results:
+        if r.mailbox_linked_by is None:
+            continue
+        ranked = sum(1 for x in r.mailbox_linked_by if x is not None)
+        lines.append(
+            f"{r.name}: the mailbox a target's true correspondent opened for it ranks first within "
+            f"{MAX_MESSAGES} messages for {ranked} of {r.targets} targets; {r.no_mailbox} wrote to their "
+            "correspondent first, whose messages then went to the target's own mailbox"
+        )
     lines.append(
         f"linked after k messages, per target ({base.name}; -: not within {MAX_MESSAGES}): "
         + " ".join(str(x) if x is not None and x <= MAX_MESSAGES else "-" for x in base.linked_by)

@@ -2564,7 +2564,7 @@ def _groups(r: _Reader, raw: object, names: set[str], duration: float) -> tuple[
 #
 #     [generate]
 #     organisations = { clinic = 2, pharmacy = 2, lawyer = 1, worship = 2, gunshop = 1 }
-#     trait_probability = { worship = 0.25 }   # overrides ORGANISATION_KINDS' defaults
+#     trait_probability = { worship = 0.25 }   # overrides organisation_kinds()' defaults
 #
 # Each kind makes that many accounts (``clinic-1``, ``clinic-2``, …) that write to no one; the kind's
 # share of the generated people (its trait_probability, rounded to whole people, at least one if
@@ -2572,16 +2572,19 @@ def _groups(r: _Reader, raw: object, names: set[str], duration: float) -> tuple[
 # (sims.world.traffic.organisation_traits). The defaults are the shares of MetaPhone's
 # participants whose calls reached such a number (Mayer, Mutchler and Mitchell, PNAS 113(20), 2016):
 # health services 57 %, financial services 40 %, pharmacies 30 %, legal services 10 %, firearms
-# sellers 7 %. Places of worship have no share in the paper: 0.2 is illustrative.
+# sellers 7 %, read from sims.analysis.traits.PAPER_SHARES, the table the scoring sets beside what it
+# finds (one table for both). Places of worship have no share in the paper: 0.2 is illustrative.
 
-ORGANISATION_KINDS: dict[str, float] = {
-    "clinic": 0.57,
-    "bank": 0.40,
-    "pharmacy": 0.30,
-    "lawyer": 0.10,
-    "gunshop": 0.07,
-    "worship": 0.20,
-}
+# kinds the paper gives no share for, and the illustrative default share of each
+UNPUBLISHED_KINDS: dict[str, float] = {"worship": 0.20}
+
+
+def organisation_kinds() -> dict[str, float]:
+    """Each kind of organisation a scenario may name without a trait_probability, and its default share
+    of the generated people: MetaPhone's kinds at the paper's shares, then ``UNPUBLISHED_KINDS``."""
+    from relaysim.sims.analysis.traits import PAPER_SHARES
+
+    return {**{kind: share for kind, (_label, share) in PAPER_SHARES.items()}, **UNPUBLISHED_KINDS}
 
 
 def _organisations(
@@ -2608,13 +2611,14 @@ def _organisations(
                 f"names no kind of generate.organisations (have: {', '.join(raw) or 'none'})",
             )
         out[kind] = r.probability(probs, kind, "generate.trait_probability", 0.0)
+    defaults = organisation_kinds() if orgs else {}
     for kind, _n in orgs:
         if kind not in out:
-            if kind not in ORGANISATION_KINDS:
+            if kind not in defaults:
                 raise r.fail(
                     f"generate.organisations.{kind}",
-                    f"no default share for {kind!r} (known: {', '.join(ORGANISATION_KINDS)}): "
+                    f"no default share for {kind!r} (known: {', '.join(defaults)}): "
                     f"give generate.trait_probability.{kind}",
                 )
-            out[kind] = ORGANISATION_KINDS[kind]
+            out[kind] = defaults[kind]
     return tuple(orgs), tuple((k, out[k]) for k, _n in orgs)

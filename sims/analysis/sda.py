@@ -23,7 +23,7 @@ Vectorised with numpy: each target costs time in proportion to the messages in i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,20 +161,33 @@ def _merge(times: np.ndarray, epoch: float) -> np.ndarray:
 
 def _epoch_counts(
     times: np.ndarray, recv: np.ndarray, starts: np.ndarray, epoch: float, n: int, ks: Sequence[int]
-) -> list[np.ndarray]:
-    """Per checkpoint k: per account, in how many of the first k epochs it received something."""
+) -> Iterator[np.ndarray]:
+    """Per checkpoint k of ``ks`` (ascending), in turn: per account, in how many of the first k epochs it
+    received something. One running count, added to between checkpoints and yielded at each (the same
+    array: read it before asking for the next), so a checkpoint after every epoch holds one array of
+    the accounts, not one per checkpoint (at 100,000 accounts, 800 kB, where 1,000 checkpoints held
+    800 MB)."""
+    counts = np.zeros(n, dtype=np.int64)
     lo = np.searchsorted(times, starts, side="left")
     hi = np.searchsorted(times, starts + epoch, side="left")
     lengths = hi - lo
     total = int(lengths.sum())
     if total == 0:
-        return [np.zeros(n, dtype=np.int64) for _ in ks]
+        for _ in ks:
+            yield counts
+        return
     epoch_of = np.repeat(np.arange(len(starts), dtype=np.int64), lengths)
     offsets = np.repeat(lo - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
     idx = np.arange(total, dtype=np.int64) + offsets
     keys = np.unique(epoch_of * n + recv[idx])  # one per (epoch, account), sorted by epoch
+    del epoch_of, offsets, idx
     ep, users = keys // n, keys % n
-    return [np.bincount(users[: np.searchsorted(ep, k, side="left")], minlength=n) for k in ks]
+    done = 0
+    for k in ks:
+        upto = int(np.searchsorted(ep, k, side="left"))  # the (epoch, account) pairs of the first k epochs
+        np.add.at(counts, users[done:upto], 1)
+        done = upto
+        yield counts
 
 
 def statistical_disclosure(
@@ -244,8 +257,8 @@ def statistical_disclosure(
         noise = _epoch_counts(times, recv, random_starts, eps, n, ks)
         arrays: list[tuple[int, np.ndarray, np.ndarray]] = []
         t_index = names.get(target)
-        for j, k in enumerate(ks):
-            sc = hits[j] - noise[j]
+        for k, h, z in zip(ks, hits, noise, strict=True):
+            sc = h - z  # a new array: the running counts go on changing
             if t_index is not None:
                 sc[t_index] = 0
             nz = np.flatnonzero(sc)

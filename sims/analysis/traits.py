@@ -24,7 +24,9 @@ from relaysim.sims.analysis.view import AnalysisInputError
 
 __all__ = ["PAPER_SHARES", "TraitReport", "read_directory", "sensitive_traits"]
 
-# MetaPhone's headline shares of participants, by the kinds relaysim's organisations use.
+# MetaPhone's headline shares of participants, by the kinds relaysim's organisations use: the scoring
+# sets them beside what it finds, and a scenario's [generate] organisations draw each kind's holders at
+# them unless it says otherwise (sims.scenario.organisation_kinds). The one table for both.
 PAPER_SHARES: dict[str, tuple[str, float]] = {
     "clinic": ("health services", 0.57),
     "bank": ("financial services", 0.40),

@@ -7,9 +7,12 @@ import json
 import random
 import subprocess
 import sys
+import tracemalloc
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from relaysim.relay.profiles import get_profile
@@ -330,6 +333,87 @@ def test_sda_links_after_messages_written_to_the_target_not_after_its_epochs() -
         messages_until_linked(
             statistical_disclosure(view, targets=["bob"], epoch=1.0).rankings[0], ["alice"], written, 60
         )
+
+
+def _counts_per_checkpoint(
+    times: np.ndarray, recv: np.ndarray, starts: np.ndarray, epoch: float, n: int, ks: Sequence[int]
+) -> list[np.ndarray]:
+    """The attack's counts as defined, one array per checkpoint k: per account, in how many of the first
+    k epochs it received something (counted afresh for each k)."""
+    out = []
+    for k in ks:
+        got = np.zeros(n, dtype=np.int64)
+        for t in starts[:k]:
+            lo, hi = np.searchsorted(times, [t, t + epoch], side="left")
+            got[np.unique(recv[lo:hi])] += 1
+        out.append(got)
+    return out
+
+
+def test_sda_running_counts_give_the_rankings_of_counting_each_checkpoint_afresh(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """On the built-in sda-martiny-2021, with a checkpoint after every target epoch (as the reproduction
+    asks): the rankings kept from one running count are those of counting each checkpoint afresh."""
+    from relaysim.sims.analysis import sda
+    from relaysim.sims.scenario import resolve_scenario
+    from relaysim.sims.world.simulation import Simulation
+    from relaysim.sims.world.traffic import expand_population
+
+    db = tmp_path / "relay.db"
+    Simulation(expand_population(resolve_scenario("sda-martiny-2021")), db_path=db).run()
+    view = from_db(db)
+
+    def rankings() -> list[tuple[Any, ...]]:
+        result = statistical_disclosure(
+            view, receipts=True, epoch=1.0, max_targets=15, checkpoints=range(1, len(view.observations) + 2)
+        )
+        return [
+            (
+                r.target,
+                r.epochs,
+                r.population,
+                r.starts,
+                [(k, idx.tolist(), sc.tolist()) for k, idx, sc in r._arrays],
+            )
+            for r in result.rankings
+        ]
+
+    running = rankings()
+    monkeypatch.setattr(sda, "_epoch_counts", _counts_per_checkpoint)
+    afresh = rankings()
+    assert len(running) == 15 and sum(len(r[4]) for r in running) > 15 * 20
+    assert running == afresh
+
+
+def test_sda_memory_grows_with_the_rankings_kept_not_with_a_count_per_checkpoint() -> None:
+    """A checkpoint after every target epoch (what counting in messages asks for) holds the rankings it
+    reports, not an array of every account per checkpoint (hundreds of MB per target at 100,000
+    accounts). Measured in bytes allocated (tracemalloc), not in time."""
+    n_people, n_epochs = 20_000, 200
+    rng = random.Random(2)
+    obs = [Obs("sealed_send", time=rng.uniform(0, 86400), recipient_account=f"u{i}") for i in range(n_people)]
+    for i in range(n_epochs):  # bob receives; alice receives his receipt a moment later
+        obs.append(Obs("sealed_send", time=100.0 + 400 * i, recipient_account="bob"))
+        obs.append(Obs("sealed_send", time=100.3 + 400 * i, recipient_account="alice"))
+    view = ProviderView("synthetic", tuple(obs))
+
+    def peak_and_kept(checkpoints: Sequence[int]) -> tuple[int, int]:
+        tracemalloc.start()
+        try:
+            r = statistical_disclosure(view, targets=["bob"], epoch=1.0, checkpoints=checkpoints).rankings[0]
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert r.epochs == n_epochs and r.rank("alice") == 1
+        return peak, sum(idx.nbytes + sc.nbytes for _, idx, sc in r._arrays)
+
+    one_peak, one_kept = peak_and_kept([n_epochs])
+    every_peak, every_kept = peak_and_kept(range(1, n_epochs + 1))
+    account_array = 8 * (n_people + 2)  # one int64 per account
+    # what a checkpoint after every epoch may add: the rankings it keeps, and a few arrays of the
+    # accounts at a time (not one per checkpoint: 2 x 200 of them, 64 MB here)
+    assert every_peak - one_peak <= every_kept - one_kept + 8 * account_array
 
 
 def test_first_contacts_stand_out_by_size(relay_view: ProviderView, truth: Any) -> None:

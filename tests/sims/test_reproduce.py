@@ -4,12 +4,22 @@ sealed send, for the address join) defeats the attack."""
 from __future__ import annotations
 
 import inspect
+import math
+import re
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from relaysim.sims.reproduce import MAX_MESSAGES, PAPER_CLAIM, VariantResult, render, reproduce, run_variant
+from relaysim.sims.reproduce import (
+    DEFAULT_TARGETS,
+    MAX_MESSAGES,
+    PAPER_CLAIM,
+    VariantResult,
+    render,
+    reproduce,
+    run_variant,
+)
 from relaysim.sims.scenario import resolve_scenario
 from relaysim.sims.world.traffic import expand_population
 
@@ -50,6 +60,51 @@ def test_ephemeral_mailboxes_defeat_the_sda_on_the_responder() -> None:
     assert base.targets == boxes.targets >= 3
     assert base.linked_within(30) >= base.targets // 2
     assert boxes.linked_within(30) * 3 <= base.linked_within(30)
+
+
+def test_the_docstring_s_mailbox_figures_are_those_of_the_built_in_scenario() -> None:
+    """The module's docstring says for how many of the built-in scenario's targets the attack ranks first
+    the mailbox the true correspondent opened (Martiny et al.'s sealed conversations), and why the
+    others miss: here it is computed, so a change in the figure fails until the text says it."""
+    from relaysim.sims import reproduce as module
+
+    assert module.__doc__ is not None
+    text = " ".join(module.__doc__.split())
+    claim = re.search(
+        r"On ``sda-martiny-2021`` the attack ranks first, within the same (\d+) messages, the mailbox the "
+        r"true correspondent opened for the target, for (\d+) of (\d+) targets\. The other (\d+) wrote to "
+        r"their correspondent first",
+        text,
+    )
+    assert claim is not None, "the docstring no longer states the mailbox figure"
+    within, ranked, of, other = map(int, claim.groups())
+    sc = expand_population(resolve_scenario("sda-martiny-2021"))
+    boxes = run_variant((sc, "mailboxes", {"mailboxes": "ephemeral"}, DEFAULT_TARGETS))
+    assert boxes.mailbox_linked_by is not None and within == MAX_MESSAGES
+    assert (boxes.targets, sum(x is not None for x in boxes.mailbox_linked_by)) == (of, ranked)
+    # every target missed is one whose correspondent opened no mailbox for it, as the text says
+    assert boxes.no_mailbox == of - ranked == other
+    # ... and the true correspondent itself is linked for none of them
+    assert boxes.linked_within(MAX_MESSAGES) == 0
+
+
+def test_the_built_in_scenario_s_description_says_how_often_popular_accounts_receive() -> None:
+    """Martiny et al.'s popular users receive something in every 1-second epoch; the built-in scenario's
+    receive a message every 30 s or so. The description gives both, from the scenario's own rate."""
+    sc = resolve_scenario("sda-martiny-2021")
+    text = " ".join(sc.description.split())
+    claim = re.search(
+        r"popular accounts, each sent a message about every (\d+) s \(Martiny et al\.'s popular users "
+        r"receive something in every 1-second epoch, these in about 1 in (\d+)\)",
+        text,
+    )
+    assert claim is not None, text
+    gap, one_in = map(int, claim.groups())
+    per_second = sc.traffic.popular_messages_per_hour / 3600
+    assert sc.traffic.popular >= 1 and gap == round(1 / per_second)
+    # a Poisson stream: the share of 1-second epochs in which one account receives at least once
+    # (1 in 30.5 at 120 an hour), "about" to within 5 %
+    assert abs(one_in * -math.expm1(-per_second) - 1) <= 0.05
 
 
 def test_the_built_in_scenario_links_most_targets_within_the_papers_5_messages() -> None:

@@ -11,7 +11,13 @@ import pytest
 from relaysim.sims.analysis.traits import PAPER_SHARES, sensitive_traits
 from relaysim.sims.analysis_scoring import write_analysis
 from relaysim.sims.report import run_to_dir
-from relaysim.sims.scenario import ScenarioError, parse_scenario, resolve_scenario
+from relaysim.sims.scenario import (
+    UNPUBLISHED_KINDS,
+    ScenarioError,
+    organisation_kinds,
+    parse_scenario,
+    resolve_scenario,
+)
 from relaysim.sims.world.traffic import (
     expand_population,
     organisation_accounts,
@@ -72,6 +78,30 @@ def test_the_builtin_metaphone_population_holds_the_paper_s_shares() -> None:
     for kind, (_label, share) in PAPER_SHARES.items():
         held = sum(kind in t for t in traits.values())
         assert abs(held / g.people - share) <= 0.5 / g.people, (kind, held, share)
+
+
+def test_a_scenario_s_default_shares_are_the_paper_s_shares_the_scoring_uses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MetaPhone's shares are held once (sims.analysis.traits.PAPER_SHARES): a scenario naming a kind
+    without a trait_probability draws its holders at the share the scoring sets beside its findings,
+    whatever that table says; a kind the paper has no share for keeps its illustrative one."""
+    text = '[scenario]\nname = "x"\nduration = "1h"\n[generate]\npeople = 4\n'
+    text += "organisations = { clinic = 1, gunshop = 1, worship = 1 }\n"
+    monkeypatch.setitem(PAPER_SHARES, "clinic", ("health services", 0.5))
+    g = parse_scenario(text, "x.toml").generate
+    assert g is not None
+    assert dict(g.trait_probability) == {
+        "clinic": 0.5,
+        "gunshop": PAPER_SHARES["gunshop"][1],
+        "worship": UNPUBLISHED_KINDS["worship"],
+    }
+    monkeypatch.undo()
+    assert organisation_kinds() == {
+        **{kind: share for kind, (_label, share) in PAPER_SHARES.items()},
+        **UNPUBLISHED_KINDS,
+    }
+    assert not set(UNPUBLISHED_KINDS) & set(PAPER_SHARES)
 
 
 def test_the_analysis_infers_who_contacts_which_kind_and_the_scoring_checks_it(tmp_path: Path) -> None:
