@@ -5,7 +5,10 @@ Vectors from libsignal, rust/protocol/src/fingerprint.rs (tests ``fingerprint_te
 03a739a95caeea91dbdef44b67b24735f401953c (also Java's ``testVectorsVersion1/2``), and from
 libsignal-protocol-c, tests/test_fingerprint.c (``test_vectors_v0`` / ``test_vectors_v1``),
 github.com/signalapp/libsignal-protocol-c at commit 3a989b625b21b47bda163ab4b350fe1b581bd51e.
-What ``scannable_matches`` raises and returns follows libsignal's
+Every one of those vectors was made with 5200 iterations (``fingerprint_generator_create(&generator,
+5200, version, ...)`` in the C test; ``let iterations = 5200`` in the Rust ones); the 1024 iterations
+of those sources' other tests (matching and mismatching fingerprints) go with random keys and no
+known answer. What ``scannable_matches`` raises and returns follows libsignal's
 ``ScannableFingerprint::compare`` in the same fingerprint.rs.
 """
 
@@ -16,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relaysim.clients.fingerprint import (
+    FINGERPRINT_ITERATIONS,
     FingerprintError,
     FingerprintVersionMismatch,
     displayable,
@@ -92,6 +96,42 @@ def test_iteration_bounds_and_version_mismatch() -> None:
     assert (raised.value.theirs, raised.value.ours) == (2, 1)  # libsignal's (their_version, self.version)
     with pytest.raises(FingerprintError, match="runs past the end"):
         v1.matches(v2.code[:-3])
+
+
+def test_the_libsignal_c_vectors_were_made_with_5200_iterations() -> None:
+    """libsignal-protocol-c's ``test_vectors_v0``/``_v1`` create their generator with 5200 iterations:
+    the same 60 digits as libsignal's, and not what 1024 iterations give for these keys."""
+    assert FINGERPRINT_ITERATIONS == 5200
+    for version in (0, 1):
+        a = safety_number(ALICE_STABLE_ID, ALICE_IDENTITY, BOB_STABLE_ID, BOB_IDENTITY, version=version)
+        b = safety_number(BOB_STABLE_ID, BOB_IDENTITY, ALICE_STABLE_ID, ALICE_IDENTITY, version=version)
+        assert a.digits == b.digits == DISPLAYABLE_FINGERPRINT
+    at_1024 = safety_number(ALICE_STABLE_ID, ALICE_IDENTITY, BOB_STABLE_ID, BOB_IDENTITY, iterations=1024)
+    assert at_1024.digits != DISPLAYABLE_FINGERPRINT
+
+
+@pytest.mark.parametrize("iterations", [1024, 5200])
+def test_both_iteration_counts_against_the_generator_written_out(iterations: int) -> None:
+    """1024 (the sources' matching tests) and 5200 (the vectors and Signal's clients), each checked
+    against libsignal's ``Fingerprint::get_fingerprint`` written out with hashlib, and the matching
+    and mismatching tests of fingerprint.rs (``fingerprint_matching_identifiers``,
+    ``fingerprint_mismatching_fingerprints``) at that count."""
+    import hashlib
+
+    def get_fingerprint(stable_id: bytes, key: bytes) -> bytes:
+        buf = hashlib.sha512(b"\x00\x00" + key + stable_id + key).digest()
+        for _ in range(1, iterations):
+            buf = hashlib.sha512(buf + key).digest()
+        return buf
+
+    alice, bob = ALICE_STABLE_ID.encode(), BOB_STABLE_ID.encode()
+    assert fingerprint_hash(alice, ALICE_IDENTITY, iterations) == get_fingerprint(alice, ALICE_IDENTITY)
+    a = safety_number(alice, ALICE_IDENTITY, bob, BOB_IDENTITY, iterations=iterations)
+    b = safety_number(bob, BOB_IDENTITY, alice, ALICE_IDENTITY, iterations=iterations)
+    assert a.digits == b.digits and a.matches(b.code) and b.matches(a.code)
+    assert not a.matches(a.code)
+    mitm = safety_number(alice, ALICE_IDENTITY, bob, bytes(range(32)), iterations=iterations)
+    assert mitm.digits != b.digits and not mitm.matches(b.code) and not b.matches(mitm.code)
 
 
 def _field(number: int, payload: bytes) -> bytes:  # a length-delimited protobuf field, any length
