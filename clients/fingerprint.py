@@ -128,31 +128,56 @@ def _varint(code: bytes, i: int, what: str) -> tuple[int, int]:
     raise FingerprintError(f"{what}: a varint longer than 10 bytes")
 
 
+_MAX_GROUP_DEPTH = 100  # prost's recursion limit, for the (deprecated) groups it skips
+
+
+def _field(code: bytes, i: int, what: str, depth: int = 0) -> tuple[int, int, int | bytes, int]:
+    """(field number, wire type, value, next offset) of the protobuf field at ``code[i]``. A group
+    (wire types 3 ... 4, deprecated) is skipped whole, as prost skips one, and read as b""."""
+    key, i = _varint(code, i, f"{what}: a field key")
+    number, wire_type = key >> 3, key & 7
+    if number == 0 or key > 0xFFFF_FFFF:
+        raise FingerprintError(f"{what}: field number {number} (protobuf's are 1 to 2**29 - 1)")
+    value: int | bytes
+    if wire_type == 0:
+        value, i = _varint(code, i, f"{what}: field {number}")
+    elif wire_type in (1, 2, 5):
+        if wire_type == 2:
+            size, i = _varint(code, i, f"{what}: the length of field {number}")
+        else:
+            size = 8 if wire_type == 1 else 4
+        if i + size > len(code):
+            raise FingerprintError(f"{what}: field {number} runs past the end")
+        value = code[i : i + size]
+        i += size
+    elif wire_type == 3:
+        if depth >= _MAX_GROUP_DEPTH:
+            raise FingerprintError(f"{what}: groups nested more than {_MAX_GROUP_DEPTH} deep")
+        while True:
+            if i >= len(code):
+                raise FingerprintError(f"{what}: group {number} has no end")
+            inner, inner_type, _, i = _field(code, i, what, depth + 1)
+            if inner_type == 4:
+                if inner != number:
+                    raise FingerprintError(f"{what}: group {number} ended as group {inner}")
+                break
+        value = b""
+    elif wire_type == 4:
+        if depth == 0:
+            raise FingerprintError(f"{what}: the end of group {number}, which was not begun")
+        value = b""
+    else:
+        raise FingerprintError(f"{what}: unexpected protobuf wire type {wire_type} (field {number})")
+    return number, wire_type, value, i
+
+
 def _fields(code: bytes, what: str) -> dict[int, list[tuple[int, int | bytes]]]:
-    """Every field of a protobuf message, by number: [(wire type, value), ...] in the order read.
-    Fields of wire types 0, 1, 2 and 5 are read (unknown ones are skipped by the caller, as protobuf
-    parsers do); groups (3, 4: deprecated) and 6, 7 are not protobuf a fingerprint can hold."""
+    """Every field of a protobuf message, by number: [(wire type, value), ...] in the order read
+    (the caller skips those it does not know, as protobuf parsers do)."""
     fields: dict[int, list[tuple[int, int | bytes]]] = {}
     i = 0
     while i < len(code):
-        key, i = _varint(code, i, f"{what}: a field key")
-        number, wire_type = key >> 3, key & 7
-        if number == 0:
-            raise FingerprintError(f"{what}: field number 0")
-        value: int | bytes
-        if wire_type == 0:
-            value, i = _varint(code, i, f"{what}: field {number}")
-        elif wire_type in (1, 2, 5):
-            if wire_type == 2:
-                size, i = _varint(code, i, f"{what}: the length of field {number}")
-            else:
-                size = 8 if wire_type == 1 else 4
-            if i + size > len(code):
-                raise FingerprintError(f"{what}: field {number} runs past the end")
-            value = code[i : i + size]
-            i += size
-        else:
-            raise FingerprintError(f"{what}: unexpected protobuf wire type {wire_type} (field {number})")
+        number, wire_type, value, i = _field(code, i, what)
         fields.setdefault(number, []).append((wire_type, value))
     return fields
 

@@ -159,7 +159,7 @@ def test_scanned_codes_compare_as_libsignals_compare_does() -> None:
         assert a.matches(code(other, remote)) is False
         assert a.matches(code(local, other)) is False
     # fields it does not know are skipped: a fixed32 and a fixed64 field, a string in the fingerprint
-    unknown = b"\x4d" + bytes(4) + b"\x51" + bytes(8)
+    unknown = b"\x4d" + bytes(4) + b"\x51" + bytes(8) + b"\x5b\x08\x01\x5c"  # ... and a group (11)
     assert a.matches(code(local, remote, unknown)) is True
     with_id = (
         b"\x08\x02" + _field(2, _field(1, local) + _field(2, b"+14153333333")) + _field(3, _field(1, remote))
@@ -178,7 +178,10 @@ def test_scanned_codes_compare_as_libsignals_compare_does() -> None:
         (b"\x08\x02" + _field(2, b"\x12\x00") + _field(3, _field(1, remote)), "no local fingerprint content"),
         (b"\x08\x02\x10\x02" + b.code[2:], "field 2 is not a length-delimited message"),
         (b"\x02\x00" + b.code, "field number 0"),
-        (b.code + b"\x0b", "unexpected protobuf wire type 3"),
+        (b.code + b"\x0b", "group 1 has no end"),
+        (b.code + b"\x0b\x14", "group 1 ended as group 2"),
+        (b.code + b"\x0c", "the end of group 1, which was not begun"),
+        (b.code + b"\x0e", "unexpected protobuf wire type 6"),
         (b"\x08" + b"\xff" * 10 + b"\x01", "a varint longer than 10 bytes"),
         (b.code[:-1], "runs past the end"),
         (b.code[:2] + b"\x12\xa2", "the length of field 2 is truncated"),
