@@ -27,6 +27,7 @@ __all__ = [
     "FINGERPRINT_ITERATIONS",
     "SCANNABLE_VERSION",
     "FingerprintError",
+    "FingerprintVersionMismatch",
     "SafetyNumber",
     "displayable",
     "fingerprint_hash",
@@ -41,7 +42,16 @@ _FINGERPRINT_VERSION = b"\x00\x00"  # hashed into every side, whatever the scann
 
 
 class FingerprintError(ValueError):
-    """A scanned code is not a CombinedFingerprints message, or is of another version."""
+    """A scanned code is not a CombinedFingerprints message (libsignal's ``FingerprintParsingError``)."""
+
+
+class FingerprintVersionMismatch(FingerprintError):
+    """A scanned code of another CombinedFingerprints version than ours (libsignal's
+    ``FingerprintVersionMismatch(theirs, ours)``): the phones cannot be compared, which is not a mismatch."""
+
+    def __init__(self, theirs: int, ours: int) -> None:
+        super().__init__(f"the scanned code is fingerprint version {theirs}, ours is {ours}")
+        self.theirs, self.ours = theirs, ours
 
 
 def _encode_key(identity_key: bytes) -> bytes:
@@ -73,12 +83,20 @@ def _digits(digest: bytes) -> str:
 
 def displayable(local_hash: bytes, remote_hash: bytes) -> str:
     """The 60 digits both phones show: the two 30-digit halves, the smaller first."""
+    for name, digest in (("local", local_hash), ("remote", remote_hash)):
+        if len(digest) < 30:  # libsignal: "DisplayableFingerprint created with short encoding"
+            raise ValueError(f"the {name} fingerprint hash must be at least 30 bytes, got {len(digest)}")
     a, b = _digits(local_hash), _digits(remote_hash)
     return a + b if a < b else b + a
 
 
 def _field_bytes(number: int, payload: bytes) -> bytes:
-    # protobuf: key (field number, wire type 2), varint length (< 128 here), payload
+    # protobuf: key (field number, wire type 2), length as a one-byte varint, payload
+    if len(payload) >= 128:
+        raise ValueError(
+            f"a scannable fingerprint field of {len(payload)} bytes: only lengths below 128 are written "
+            "(a one-byte protobuf length; libsignal's fields are 32 bytes of content)"
+        )
     return bytes([number << 3 | 2, len(payload)]) + payload
 
 
@@ -86,6 +104,9 @@ def scannable(version: int, local_hash: bytes, remote_hash: bytes) -> bytes:
     """The protobuf ``CombinedFingerprints`` a phone shows as its QR code (libsignal's field order)."""
     if not 0 <= version < 128:
         raise ValueError(f"scannable fingerprint version must be from 0 to 127, got {version}")
+    for name, digest in (("local", local_hash), ("remote", remote_hash)):
+        if len(digest) < 32:  # libsignal's ScannableFingerprint::new takes [..32] of each
+            raise ValueError(f"the {name} fingerprint hash must be at least 32 bytes, got {len(digest)}")
     return (
         bytes([0x08, version])
         + _field_bytes(2, _field_bytes(1, local_hash[:32]))
@@ -93,59 +114,124 @@ def scannable(version: int, local_hash: bytes, remote_hash: bytes) -> bytes:
     )
 
 
-def _parse_scannable(code: bytes) -> tuple[int, bytes, bytes]:
-    """(version, local content, remote content) of a CombinedFingerprints message."""
-    fields: dict[int, object] = {}
+def _varint(code: bytes, i: int, what: str) -> tuple[int, int]:
+    """(value, next offset) of the protobuf varint at ``code[i]``."""
+    value = 0
+    for shift in range(0, 70, 7):  # at most 10 bytes (a 64-bit value)
+        if i >= len(code):
+            raise FingerprintError(f"{what} is truncated")
+        b = code[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, i
+    raise FingerprintError(f"{what}: a varint longer than 10 bytes")
+
+
+_MAX_GROUP_DEPTH = 100  # prost's recursion limit, for the (deprecated) groups it skips
+
+
+def _field(code: bytes, i: int, what: str, depth: int = 0) -> tuple[int, int, int | bytes, int]:
+    """(field number, wire type, value, next offset) of the protobuf field at ``code[i]``. A group
+    (wire types 3 ... 4, deprecated) is skipped whole, as prost skips one, and read as b""."""
+    key, i = _varint(code, i, f"{what}: a field key")
+    number, wire_type = key >> 3, key & 7
+    if number == 0 or key > 0xFFFF_FFFF:
+        raise FingerprintError(f"{what}: field number {number} (protobuf's are 1 to 2**29 - 1)")
+    value: int | bytes
+    if wire_type == 0:
+        value, i = _varint(code, i, f"{what}: field {number}")
+    elif wire_type in (1, 2, 5):
+        if wire_type == 2:
+            size, i = _varint(code, i, f"{what}: the length of field {number}")
+        else:
+            size = 8 if wire_type == 1 else 4
+        if i + size > len(code):
+            raise FingerprintError(f"{what}: field {number} runs past the end")
+        value = code[i : i + size]
+        i += size
+    elif wire_type == 3:
+        if depth >= _MAX_GROUP_DEPTH:
+            raise FingerprintError(f"{what}: groups nested more than {_MAX_GROUP_DEPTH} deep")
+        while True:
+            if i >= len(code):
+                raise FingerprintError(f"{what}: group {number} has no end")
+            inner, inner_type, _, i = _field(code, i, what, depth + 1)
+            if inner_type == 4:
+                if inner != number:
+                    raise FingerprintError(f"{what}: group {number} ended as group {inner}")
+                break
+        value = b""
+    elif wire_type == 4:
+        if depth == 0:
+            raise FingerprintError(f"{what}: the end of group {number}, which was not begun")
+        value = b""
+    else:
+        raise FingerprintError(f"{what}: unexpected protobuf wire type {wire_type} (field {number})")
+    return number, wire_type, value, i
+
+
+def _fields(code: bytes, what: str) -> dict[int, list[tuple[int, int | bytes]]]:
+    """Every field of a protobuf message, by number: [(wire type, value), ...] in the order read
+    (the caller skips those it does not know, as protobuf parsers do)."""
+    fields: dict[int, list[tuple[int, int | bytes]]] = {}
     i = 0
-    try:
-        while i < len(code):
-            key = code[i]
-            i += 1
-            number, wire_type = key >> 3, key & 7
-            if wire_type == 0:
-                value = 0
-                shift = 0
-                while True:
-                    b = code[i]
-                    i += 1
-                    value |= (b & 0x7F) << shift
-                    shift += 7
-                    if not b & 0x80:
-                        break
-                fields[number] = value
-            elif wire_type == 2:
-                length = code[i]
-                i += 1
-                if length & 0x80 or i + length > len(code):
-                    raise FingerprintError("a length-delimited field runs past the end")
-                fields[number] = code[i : i + length]
-                i += length
-            else:
-                raise FingerprintError(f"unexpected protobuf wire type {wire_type}")
-    except IndexError:
-        raise FingerprintError("the scanned code is truncated") from None
+    while i < len(code):
+        number, wire_type, value, i = _field(code, i, what)
+        fields.setdefault(number, []).append((wire_type, value))
+    return fields
 
-    def content(n: int) -> bytes:
-        inner = fields.get(n)
-        if not isinstance(inner, bytes) or len(inner) < 2 or inner[0] != 0x0A or inner[1] != len(inner) - 2:
-            raise FingerprintError(f"field {n} is not a LogicalFingerprint with content")
-        return inner[2:]
 
-    version = fields.get(1, 0)
-    assert isinstance(version, int)
-    return version, content(2), content(3)
+def _message(fields: dict[int, list[tuple[int, int | bytes]]], number: int, what: str) -> bytes | None:
+    """An embedded message field: None if absent; several occurrences merge as their concatenation
+    (protobuf's rule for a message field seen more than once)."""
+    parts = fields.get(number, [])
+    if any(wire_type != 2 for wire_type, _ in parts):
+        raise FingerprintError(f"{what}: field {number} is not a length-delimited message")
+    return b"".join(v for _, v in parts if isinstance(v, bytes)) if parts else None
+
+
+def _parse_scannable(code: bytes) -> tuple[int, bytes | None, bytes | None]:
+    """(version, local content, remote content) of a CombinedFingerprints message, as libsignal's
+    protobuf decoder reads it: unknown fields skipped, a missing version 0, a missing fingerprint or
+    content None. ``FingerprintError`` if it is not protobuf or a known field has the wrong type."""
+    outer = _fields(code, "the scanned code")
+    versions = outer.get(1, [])
+    if any(wire_type != 0 for wire_type, _ in versions):
+        raise FingerprintError("the scanned code: field 1 (version) is not a varint")
+    # uint32: the last value read, cut to 32 bits as protobuf parsers do; absent, 0 (libsignal's unwrap_or(0))
+    version = int(versions[-1][1]) & 0xFFFF_FFFF if versions else 0
+
+    def content(number: int, name: str) -> bytes | None:
+        inner = _message(outer, number, "the scanned code")
+        if inner is None:
+            return None
+        what = f"the scanned code's {name} fingerprint"
+        return _message(_fields(inner, what), 1, what)  # LogicalFingerprint.content
+
+    return version, content(2, "local"), content(3, "remote")
 
 
 def scannable_matches(mine: bytes, scanned: bytes) -> bool:
     """Does the code ``scanned`` off the other phone match ours (its local = our remote and back)?
 
-    Raises ``FingerprintError`` for a code that is not a CombinedFingerprints message or is of
-    another version (libsignal's ``FingerprintVersionMismatch``)."""
+    As libsignal's ``ScannableFingerprint::compare``: ``FingerprintError`` for a code that is not a
+    CombinedFingerprints message or lacks a fingerprint's content (``FingerprintParsingError``);
+    ``FingerprintVersionMismatch`` for one of another version, checked before the fingerprints are;
+    otherwise True or False — a content of any other length than ours is simply not a match."""
     my_version, my_local, my_remote = _parse_scannable(mine)
     version, local, remote = _parse_scannable(scanned)
     if version != my_version:
-        raise FingerprintError(f"the scanned code is fingerprint version {version}, ours is {my_version}")
-    return hmac.compare_digest(local, my_remote) and hmac.compare_digest(remote, my_local)
+        raise FingerprintVersionMismatch(version, my_version)
+    if my_local is None or my_remote is None:
+        raise FingerprintError("our own code lacks a fingerprint's content")
+    if local is None or remote is None:
+        raise FingerprintError(
+            f"the scanned code has no {'local' if local is None else 'remote'} fingerprint content"
+        )
+    same_local = hmac.compare_digest(local, my_remote)
+    same_remote = hmac.compare_digest(remote, my_local)
+    return same_local and same_remote
 
 
 @dataclass(frozen=True)

@@ -84,10 +84,20 @@ def seal(
 
 
 def open_envelope(
-    recipient: IdentityKeyPair, envelope: bytes, trust_root: bytes, now: int
+    recipient: IdentityKeyPair,
+    envelope: bytes,
+    trust_root: bytes,
+    now: int,
+    *,
+    local: tuple[str, int] | None = None,
 ) -> tuple[SenderCertificate, bytes]:
-    """Open both layers and check the certificate chain, its expiry and that it names the key
-    that sealed the envelope. Returns (certificate, inner ciphertext). Any failure: DecryptionError.
+    """Open both layers and check the certificate chain (a revoked server key id refused), its expiry
+    and that it names the key that sealed the envelope. Returns (certificate, inner ciphertext).
+
+    ``local``, the recipient's own (account, device): a certificate naming that very device is
+    refused, as libsignal's ``sealed_sender_decrypt`` refuses a message "from this exact client"
+    (``SealedSenderSelfSend``: the same account and the same device id; the account's other devices
+    are not the recipient). Any failure: DecryptionError.
     """
     if len(envelope) < _HEAD + 48 or envelope[0] != VERSION:
         raise DecryptionError()
@@ -112,4 +122,6 @@ def open_envelope(
         raise DecryptionError() from None
     if not isinstance(inner, bytes) or not _p.constant_time_equal(certificate.identity_key, sender_ik):
         raise DecryptionError()
+    if local is not None and (certificate.sender, certificate.device) == tuple(local):
+        raise DecryptionError()  # a self-send
     return certificate, inner

@@ -509,7 +509,7 @@ class Device:
         must open and check (as there), then the inner message is asked about. Read only."""
         try:
             certificate, inner = sealed.open_envelope(
-                self.secrets.identity, _escrow.strip(envelope), trust_root, now
+                self.secrets.identity, _escrow.strip(envelope), trust_root, now, local=self.address
             )
         except DecryptionError:
             return False
@@ -587,11 +587,14 @@ class Device:
         """Open a sealed envelope: (who sent it, per their verified certificate; the plaintext).
 
         The certificate's identity key must be the identity key of the session the inner message
-        belongs to, so a sender cannot borrow someone else's certificate. Any failure is
+        belongs to, so a sender cannot borrow someone else's certificate; a certificate naming this
+        very device is a self-send, refused (libsignal's ``SealedSenderSelfSend``). Any failure is
         ``DecryptionError``, with the state unchanged.
         """
         envelope = _escrow.strip(envelope)
-        certificate, inner = sealed.open_envelope(self.secrets.identity, envelope, trust_root, now)
+        certificate, inner = sealed.open_envelope(
+            self.secrets.identity, envelope, trust_root, now, local=self.address
+        )
         peer = PeerAddress(certificate.sender, certificate.device)
         initial, _body = parse_ciphertext(inner)
         if initial is not None and initial.identity_key != certificate.identity_key:

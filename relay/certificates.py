@@ -20,8 +20,10 @@ from typing import Any
 import msgpack
 
 from relaysim.relay._primitives import Ed25519Signer, ed25519_verify
+from relaysim.relay.wire import MAX_ACCOUNT_LEN
 
 __all__ = [
+    "REVOKED_SERVER_KEY_IDS",
     "CertificateError",
     "SenderCertificate",
     "ServerCertificate",
@@ -30,8 +32,14 @@ __all__ = [
 ]
 
 
+# Server certificate key ids every device refuses, whoever signed them: libsignal's
+# REVOKED_SERVER_CERTIFICATE_KEY_IDS (sealed_sender.rs), whose only entry, 0xDEADC357, is kept to test the
+# revocation ("no prod server certificates have been revoked"); a revoked key's id would be added here.
+REVOKED_SERVER_KEY_IDS: frozenset[int] = frozenset({0xDEADC357})
+
+
 class CertificateError(Exception):
-    """A certificate is malformed, wrongly signed, or expired. The message says which."""
+    """A certificate is malformed, wrongly signed, revoked, or expired. The message says which."""
 
 
 def _verify(public: bytes, signature: bytes, data: bytes, what: str) -> None:
@@ -59,6 +67,17 @@ def _check_uint(what: str, name: str, value: object, low: int, high: int) -> Non
         raise CertificateError(f"{what}: {name} must be an integer from {low} to {high}, got {value!r}")
 
 
+def _check_sender(sender: str) -> None:
+    # The sender is an account, of the form the relay takes for one (docs/protocol.md: 1-128 printable
+    # characters, relay.wire.AccountId). libsignal's SenderCertificate holds a service id string and an
+    # optional E.164 number and checks neither's form; an account here is neither.
+    if not 1 <= len(sender) <= MAX_ACCOUNT_LEN or not sender.isprintable():
+        raise CertificateError(
+            f"sender certificate: sender must be an account name of 1 to {MAX_ACCOUNT_LEN} printable "
+            f"characters, got {sender[:40]!r}{'...' if len(sender) > 40 else ''} ({len(sender)} characters)"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class ServerCertificate:
     key_id: int
@@ -80,6 +99,9 @@ class ServerCertificate:
         return cls(key_id, public, sig)
 
     def verify(self, trust_root_public: bytes) -> None:
+        """Refuses a revoked key id before the signature, as libsignal's ``ServerCertificate::validate``."""
+        if self.key_id in REVOKED_SERVER_KEY_IDS:
+            raise CertificateError(f"server certificate: key id {self.key_id:#x} is revoked")
         _verify(trust_root_public, self.signature, self.body(), "server certificate")
 
 
@@ -111,6 +133,7 @@ class SenderCertificate:
         ok = isinstance(sender, str) and isinstance(ik, bytes) and len(ik) == 32 and isinstance(server, bytes)
         if not ok:
             raise CertificateError("sender certificate: fields have the wrong types")
+        _check_sender(sender)
         return cls(sender, device, ik, expires, ServerCertificate.decode(server), sig)
 
     def verify(self, trust_root_public: bytes, now: int) -> None:
@@ -152,6 +175,7 @@ class ServerSigningKey:
         return cls(private, root.certify(key_id, Ed25519Signer(private).public))
 
     def issue(self, sender: str, device: int, identity_key: bytes, expires: int) -> SenderCertificate:
+        _check_sender(sender)
         unsigned = SenderCertificate(sender, device, identity_key, expires, self.certificate, b"")
         return SenderCertificate(
             sender, device, identity_key, expires, self.certificate, self._key.sign(unsigned.body())

@@ -2052,10 +2052,12 @@ def kt_leaf_decode(leaf: bytes) -> tuple[str, int, bytes]:
 
 def kt_tree_head_body(tree_size: int, timestamp: int, root_hash: bytes) -> bytes:
     """What the relay's server key signs for a tree head (RFC 9162 §4.10 TreeHeadDataV2, as msgpack)."""
-    if not isinstance(tree_size, int) or tree_size < 0:
-        raise ValueError(f"tree head: tree_size must be an integer >= 0, not {tree_size!r}")
-    if not isinstance(timestamp, int) or timestamp < 0:
-        raise ValueError(f"tree head: timestamp must be an integer >= 0, not {timestamp!r}")
+    # type() is int, not isinstance: True and False are ints equal to 1 and 0, and would be signed as
+    # msgpack's true and false, another body (clients.transparency.decode_head refuses them too);
+    # both fields are uint64 in RFC 9162's TreeHeadDataV2, and msgpack packs no larger integer
+    for name, value in (("tree_size", tree_size), ("timestamp", timestamp)):
+        if type(value) is not int or not 0 <= value < 2**64:
+            raise ValueError(f"tree head: {name} must be an integer from 0 to 2**64 - 1, not {value!r}")
     if not isinstance(root_hash, bytes) or len(root_hash) != 32:
         raise ValueError("tree head: root_hash must be 32 bytes (SHA-256)")
     return msgpack.packb(

@@ -45,6 +45,7 @@ from tests.interop_peers import (
     MESSAGE_CHAIN_CONSTANT,
     PACKAGE_EXAMPLE_CHAIN_CONSTANT,
     ROOT_INFO,
+    THEIR_REJECTIONS,
     ChainKDF,
     Conversation,
     OurParty,
@@ -438,10 +439,15 @@ def test_a_pn_below_what_was_read_is_read_by_both() -> None:
 def test_a_message_on_bobs_signed_prekey_before_his_reply_is_refused_by_both() -> None:
     """Alice's state after RatchetInitAlice (§3.3) holds DHr = Bob's signed prekey and no receiving
     chain. A header whose dh is that key is no DH ratchet step (§3.5: header.dh == DHr), and there is
-    no CKr to read it with: our Alice refuses it (DecryptionError, state unchanged), and theirs finds
-    no receiving chain in next_decryption_key (diffie_hellman_ratchet.py: an assertion, not one of
-    its documented exceptions, since an honest peer never sends it). The message is the one a DH
-    ratchet step onto the signed prekey would read (Bob, who holds its private key, can make it)."""
+    no CKr to read it with: our Alice refuses it (DecryptionError, state unchanged). Theirs has no
+    documented outcome for it: ``DoubleRatchet.decrypt_message`` (double_ratchet.py) documents
+    AuthenticationFailedException, DecryptionFailedException, DoSProtectionException and
+    DuplicateMessageException, and raises none of them here; ``next_decryption_key``
+    (diffie_hellman_ratchet.py), with no ratchet step to take, stops at its own
+    ``assert receiving_chain_length is not None  # sanity check`` — or, under ``python -O``, which
+    strips asserts, at the next line, which subtracts that None (TypeError). Either way its state is
+    unchanged (it works on a deep copy). The message is the one a DH ratchet step onto the signed
+    prekey would read (Bob, who holds its private key, can make it)."""
     ag = agreement("ours")
     spk = _primitives.x25519_pair_from_private(ag.bob_spk_priv)
     ours = OurParty.alice(ag.sk, ag.bob_spk_pub, ag.ad, SeededRNG(3))
@@ -461,8 +467,12 @@ def test_a_message_on_bobs_signed_prekey_before_his_reply_is_refused_by_both() -
         ours.decrypt(forged)
     assert ours.snapshot() == before
     before = theirs.snapshot()
-    with pytest.raises(AssertionError):
+    with pytest.raises((AssertionError, TypeError)) as raised:
         theirs.decrypt(forged)
+    assert not isinstance(raised.value, THEIR_REJECTIONS)  # none of the documented failures
+    where = raised.traceback[-1]  # the package's line that refused it
+    assert where.path.name == "diffie_hellman_ratchet.py"
+    assert "receiving_chain_length" in str(where.statement)
     assert theirs.snapshot() == before
     bob = OurParty.bob(ag.sk, ag.bob_spk_priv, ag.ad, SeededRNG(4))
     assert bob.decrypt(first) == b"a0"

@@ -10,7 +10,13 @@ from relaysim.clients.agent import DeviceAgent, Received, Undecryptable
 from relaysim.clients.errors import DecryptionError
 from relaysim.clients.session import Device
 from relaysim.relay import wire
-from relaysim.relay.certificates import SenderCertificate, ServerSigningKey, TrustRoot
+from relaysim.relay.certificates import (
+    REVOKED_SERVER_KEY_IDS,
+    CertificateError,
+    SenderCertificate,
+    ServerSigningKey,
+    TrustRoot,
+)
 from tests.clients.test_agent_duplicates import World
 from tests.conftest import seeded_rng
 
@@ -87,6 +93,73 @@ def test_identity_swapped_certificate_is_refused(
     envelope = mallory.seal(bob.address, b"i am alice", cert_for(server, alice))
     with pytest.raises(DecryptionError):
         bob.open_sealed(envelope, root.public, NOW)
+
+
+def test_a_server_certificate_under_a_revoked_key_id_is_refused(
+    world: tuple[Device, Device, TrustRoot, ServerSigningKey],
+) -> None:
+    """libsignal's ``ServerCertificate::validate`` refuses a key id in REVOKED_SERVER_CERTIFICATE_KEY_IDS
+    (sealed_sender.rs: 0xDEADC357, its test id) before it checks the trust root's signature: a
+    certificate the trust root did sign, under that id, opens nothing."""
+    alice, bob, root, _server = world
+    revoked = ServerSigningKey.create(root, 0xDEADC357, bytes(range(1, 33)))
+    cert = revoked.issue("alice", 1, alice.identity_key, NOW + 10)
+    assert revoked.certificate.key_id in REVOKED_SERVER_KEY_IDS
+    with pytest.raises(CertificateError, match="server certificate: key id 0xdeadc357 is revoked"):
+        cert.verify(root.public, NOW)
+    with pytest.raises(DecryptionError):
+        bob.open_sealed(alice.seal(bob.address, b"x", cert.encode()), root.public, NOW)
+    assert not bob.has_session(alice.address)
+    # the same key under another id is taken
+    good = ServerSigningKey.create(root, 0xDEADC356, bytes(range(1, 33)))
+    envelope = alice.seal(bob.address, b"y", good.issue("alice", 1, alice.identity_key, NOW + 10).encode())
+    assert bob.open_sealed(envelope, root.public, NOW) == (alice.address, b"y")
+
+
+def test_a_sealed_message_from_this_very_device_is_refused_as_a_self_send(
+    world: tuple[Device, Device, TrustRoot, ServerSigningKey],
+) -> None:
+    """libsignal's ``sealed_sender_decrypt`` refuses a certificate naming the recipient's own account
+    and device id (``SealedSenderSelfSend``, "the message came from this exact client"). Here: the
+    phone alice.1 had before she registered again under the same address seals to the new one, which
+    read it as a message from itself. Another device of the same account is no self-send."""
+    _alice, _bob, root, server = world
+    old, new = Device("alice", 1, rng=seeded_rng(5)), Device("alice", 1, rng=seeded_rng(6))
+    old.start_session(new.address, new.generate_prekeys(1, 1))
+    with pytest.raises(DecryptionError):
+        new.open_sealed(old.seal(new.address, b"from myself?", cert_for(server, old)), root.public, NOW)
+    assert not new.has_session(old.address)
+
+    from relaysim.clients import sealed
+
+    envelope = sealed.seal(old.secrets.identity, new.identity_key, cert_for(server, old), b"inner")
+    opened = sealed.open_envelope(new.secrets.identity, envelope, root.public, NOW, local=("alice", 2))
+    assert (opened[0].sender, opened[0].device, opened[1]) == ("alice", 1, b"inner")
+    with pytest.raises(DecryptionError):
+        sealed.open_envelope(new.secrets.identity, envelope, root.public, NOW, local=("alice", 1))
+    linked = Device("alice", 2, rng=seeded_rng(7))
+    linked.start_session(new.address, new.generate_prekeys(1, 1))
+    sent = linked.seal(new.address, b"from my other phone", cert_for(server, linked))
+    assert new.open_sealed(sent, root.public, NOW) == (linked.address, b"from my other phone")
+
+
+@pytest.mark.parametrize("sender", ["", "x" * 129, "ali\nce", "\x00"])
+def test_a_sender_that_is_no_account_name_is_refused(
+    world: tuple[Device, Device, TrustRoot, ServerSigningKey], sender: str
+) -> None:
+    """The certificate's sender is an account (docs/protocol.md: 1-128 printable characters, what the
+    relay takes as one). libsignal's SenderCertificate checks no form of its service id or E.164
+    number; an account here is neither, so its own form is what is checked, at decode and at issue."""
+    alice, bob, root, server = world
+    cert = server.issue("alice", 1, alice.identity_key, NOW + 10)
+    forged = dataclasses.replace(cert, sender=sender)
+    with pytest.raises(CertificateError, match="sender must be an account name of 1 to 128 printable"):
+        SenderCertificate.decode(forged.encode())
+    with pytest.raises(CertificateError, match="sender must be an account name of 1 to 128 printable"):
+        server.issue(sender, 1, alice.identity_key, NOW + 10)
+    with pytest.raises(DecryptionError):
+        bob.open_sealed(alice.seal(bob.address, b"x", forged.encode()), root.public, NOW)
+    SenderCertificate.decode(dataclasses.replace(cert, sender="x" * 128).encode())  # the longest taken
 
 
 def test_certificate_must_match_the_inner_session(

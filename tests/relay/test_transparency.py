@@ -321,6 +321,16 @@ def test_leaf_encoding_rejects_bad_fields() -> None:
         wire.kt_leaf_decode(msgpack.packb([1, "alice", True, KEY], use_bin_type=True))
 
 
+def test_tree_head_body_refuses_bools_and_out_of_range_integers() -> None:
+    """True and False are ints in Python but msgpack's true and false on the wire: a body signed with
+    one is another body, which clients.transparency.decode_head would never let a device verify."""
+    root = bytes(32)
+    for size, stamp, name in ((True, 0, "tree_size"), (1, False, "timestamp"), (2**64, 0, "tree_size")):
+        with pytest.raises(ValueError, match=f"tree head: {name} must be an integer from 0 to 2\\*\\*64 - 1"):
+            wire.kt_tree_head_body(size, stamp, root)
+    assert wire.kt_tree_head_body(2**64 - 1, 2**64 - 1, root)  # the largest uint64 still packs
+
+
 # --- the relay logs what it serves -----------------------------------------------------------------
 
 
