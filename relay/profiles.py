@@ -19,7 +19,8 @@ end-to-end wiretap, In re Facebook Messenger (E.D. Cal. 2018), ended with the co
 to hold Facebook in contempt for not wiretapping Messenger voice calls. And a search warrant on WhatsApp
 or iMessage gets what their 2703(d) orders get (blocked users; 25 days of look-ups) as well as what the
 chart's warrant cell names: a warrant may compel every record a 2703(d) order may (18 U.S.C.
-2703(c)(1)(A)), but the chart is silent. Beyond the chart: Wire, whose guide for law enforcement, if it
+2703(c)(1)(A)), but the chart is silent. iMessage's look-ups come with the IP address each was made from
+to a 2703(d) order (and a warrant): the chart names the look-ups, not their IPs. Beyond the chart: Wire, whose guide for law enforcement, if it
 publishes one, was not found: what it keeps is its privacy whitepaper's, which instrument gets what is
 assumed, under every one; BlackBerry where the record is silent (consumer BBM under the PTA's
 demand, BES under India's orders, either under a Canadian Part VI authorization, either under any
@@ -402,6 +403,15 @@ _IMESSAGE_FAQ_PEN = (
     "(dated 2021-01-07, capabilities as of November 2020) lists no pen-register capability for iMessage"
 )
 
+# The FBI chart's 2703(d) cell names the look-ups, not what each row holds; Apple's FAQ shows the client IP
+# in each look-up it produces (to a pen/trap order). Handing the IPs over with the look-ups is assumed.
+_IMESSAGE_LOOKUP_IPS = (
+    "the FBI chart names 25 days of iMessage look-ups to and from the target number under a 2703(d) order and "
+    f"says nothing of the IP address each came from; Apple keeps it ({_IMESSAGE_FAQ} shows 'Client IP' in the "
+    "look-up logs it produces to pen register / trap-and-trace orders), and this profile assumes it is handed "
+    "over with the look-ups"
+)
+
 IMESSAGE = Profile(
     name="imessage",
     title="Apple iMessage",
@@ -440,11 +450,16 @@ IMESSAGE = Profile(
         "'doesn't prove that any communication actually took place'",
         _FBI_CHART,
     ),
+    # The chart's subpoena cell, "basic subscriber info", is 18 U.S.C. 2703(c)(2)'s, which names "any
+    # temporarily assigned network address" (2703(c)(2)(E)): the addresses are handed over with it, and
+    # to the orders above a subpoena (each may compel what a subpoena may, 2703(c)(2)).
     discloses={
-        "subpoena": frozenset({"subscriber_info", "account_created", "last_seen"}),
-        "court_order_2703d": frozenset({"subscriber_info", "account_created", "last_seen", "lookup_log"}),
+        "subpoena": frozenset({"subscriber_info", "account_created", "last_seen", "ip_addresses"}),
+        "court_order_2703d": frozenset(
+            {"subscriber_info", "account_created", "last_seen", "ip_addresses", "lookup_log"}
+        ),
         "search_warrant": frozenset(
-            {"subscriber_info", "account_created", "last_seen", "lookup_log", "content"}
+            {"subscriber_info", "account_created", "last_seen", "ip_addresses", "lookup_log", "content"}
         ),
         # The FBI chart (2021-01-07; capabilities as of November 2020): "no capability". Before the
         # chart's date the record is Apple's FAQ (The Intercept, 2016-09-28), which shows look-up logs
@@ -456,13 +471,17 @@ IMESSAGE = Profile(
     # same 25 days to a search warrant is the project's assumption (``assumptions``).
     lookback={"lookup_log": 25 * _DAY},
     assumptions={
+        "court_order_2703d": _IMESSAGE_LOOKUP_IPS,
         "search_warrant": _warrant_gets_the_2703d_records(
             "25 days of iMessage look-ups to and from the target number",
             "device backups (reached here by a warrant on the backup's custodian, backup_warrant)",
         )
-        + " (the same 25 days of look-ups)",
+        + f" (the same 25 days of look-ups); and {_IMESSAGE_LOOKUP_IPS}",
     },
     notes={
+        "ip_addresses": "the FBI chart's subpoena cell is 'basic subscriber info', which 18 U.S.C. 2703(c)(2)(E) "
+        "defines to include 'any temporarily assigned network address': the addresses the relay keeps for the "
+        "account (where it registered from, and where its look-ups came from)",
         "content": "with iCloud Backup on (and Advanced Data Protection off) Apple holds the backup's keys: "
         "the history is reached by a search warrant on the backup custodian (backup_warrant), not on the relay",
         "realtime_routing": _IMESSAGE_CHART_PEN,
