@@ -683,6 +683,10 @@ class ComplianceDesk:
                     return f"{has}, but handed over only to US legal process that names an account"
                 return f"{has}, but handed over only under {least.a_name}"
         note = pr.notes.get(category)
+        if foreign_targeted and instrument.key in pr.assumptions:
+            # a targeted order of another country's law that no record of the provider's speaks of: no
+            # published policy says what it gets, only what this profile assumes (said in the notes)
+            return note or f"{has}, and not handed over under {instrument.a_name} (the project's assumption)"
         return note or f"{has}, but not handed over under its published policy"
 
     # --- what is held ------------------------------------------------------------------------

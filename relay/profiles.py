@@ -25,7 +25,8 @@ publishes one, was not found: what it keeps is its privacy whitepaper's, which i
 assumed, under every one; BlackBerry where the record is silent (consumer BBM under the PTA's
 demand, BES under India's orders, either under a Canadian Part VI authorization, either under any
 British or Australian instrument); and a Pakistani court's order to Signal, Threema, Wickr, Viber, LINE and
-WeChat, whose records are of US process: each hands one what it hands a US search warrant.
+WeChat, whose records are of US process: each hands one what it hands a US search warrant; to WhatsApp and
+iMessage, whose records are of US process too: each hands one nothing.
 """
 
 from __future__ import annotations
@@ -228,6 +229,15 @@ def _pk_court_order_assumed(record: str) -> dict[str, str]:
     }
 
 
+def _pk_court_order_nothing(record: str) -> dict[str, str]:
+    """The assumption under a Pakistani court's order for a provider whose ``record`` is of US legal process
+    only and that the profile hands nothing to under one."""
+    return {
+        "pk_court_order": f"the record ({record}) says nothing of this provider answering a Pakistani court's "
+        "order; this profile assumes it hands one nothing"
+    }
+
+
 # Signal's own words on groups, in its published responses (signal.org/bigbrother): what the desk
 # says beside "not retained" (no group state on the relay) or "cryptographically impossible" (only
 # encrypted group state, groups v2).
@@ -347,6 +357,9 @@ WHATSAPP = Profile(
         "search_warrant": _warrant_gets_the_2703d_records(
             "blocked users ('numbers blocking or blocked by the user', faq.whatsapp.com)",
             "address-book contacts and the users who have the target in theirs",
+        ),
+        **_pk_court_order_nothing(
+            "WhatsApp's guide for law enforcement, the FBI chart and In re WhatsApp, all of US legal process"
         ),
         "wiretap": "no source shows WhatsApp returning ciphertext to a wiretap order; the relay could copy the "
         "encrypted bodies it routes, and this profile assumes it would. In the one reported fight over an "
@@ -477,6 +490,9 @@ IMESSAGE = Profile(
             "device backups (reached here by a warrant on the backup's custodian, backup_warrant)",
         )
         + f" (the same 25 days of look-ups); and {_IMESSAGE_LOOKUP_IPS}",
+        **_pk_court_order_nothing(
+            "the FBI chart and Apple's iMessage FAQ for law enforcement, both of US legal process"
+        ),
     },
     notes={
         "ip_addresses": "the FBI chart's subpoena cell is 'basic subscriber info', which 18 U.S.C. 2703(c)(2)(E) "

@@ -812,8 +812,19 @@ def test_blackberry_under_each_countrys_instrument_as_the_record_has_it(
 # own pages) is of US legal process for every provider but BlackBerry (John Chen, December 2015) and Telegram
 # (its policy names "the relevant judicial authorities", of any country); for the others what a Pakistani
 # court gets is the project's assumption, and every such disclosure says so. (Wire: every instrument.)
-_PK_ASSUMED = {"signal", "threema", "wickr", "viber", "line", "line-letter-sealing-off", "wechat", "wire"}
-_PK_NOTHING = {"whatsapp", "imessage"}  # their policy names only US instruments: nothing is handed over
+_PK_HANDS_WHAT_A_WARRANT_GETS = {
+    "signal",
+    "threema",
+    "wickr",
+    "viber",
+    "line",
+    "line-letter-sealing-off",
+    "wechat",
+}
+# their records are of US process too, and say nothing of a Pakistani court: that they hand one nothing is
+# assumed as well (no source says their policy refuses one)
+_PK_NOTHING = {"whatsapp", "imessage"}
+_PK_ASSUMED = _PK_HANDS_WHAT_A_WARRANT_GETS | _PK_NOTHING | {"wire"}
 
 
 @pytest.fixture(scope="module")
@@ -835,9 +846,14 @@ def test_a_pakistani_court_order_says_where_no_source_backs_the_answer(
     assert bool(assumed) == (profile in _PK_ASSUMED), assumed
     if profile in _PK_ASSUMED - {"wire"}:
         assert "Pakistani court's order" in assumed[0]
+    if profile in _PK_HANDS_WHAT_A_WARRANT_GETS:
         # what it hands over is what it hands a US search warrant, which asks for the same
         assert set(d.provided) == set(get_profile(profile).discloses["search_warrant"]) & set(d.provided)
     assert bool(d.provided) != (profile in _PK_NOTHING)
+    if profile in _PK_NOTHING:
+        assert "hands one nothing" in assumed[0]
+        # and no reason claims a published policy no source shows
+        assert not any("published policy" in why for _, why in d.reasons.values()), d.reasons
 
 
 # BES's notes belong to the country of the order, and cite nothing from after the order's date unless they
