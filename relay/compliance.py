@@ -493,6 +493,10 @@ class ComplianceDesk:
     # --- serving ---------------------------------------------------------------------------
 
     def serve(self, process: LegalProcess) -> Disclosure:
+        if self.profile.as_of is not None:  # a run set on a date: no order under a law made after its day
+            why = process.instrument.not_yet(self.day_of(process.served))
+            if why is not None:
+                raise ValueError(f"legal process {process.name!r}: {why}")
         desk = self._as_served(process)
         local = desk.profile.jurisdiction_notes.get(process.instrument.jurisdiction)
         if local:  # the notes of this order's country (Profile.jurisdiction_notes)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Final, Literal
 
 __all__ = [
@@ -253,6 +254,24 @@ JURISDICTIONS: Final[Mapping[str, Jurisdiction]] = {
 
 # --- instruments ----------------------------------------------------------------------------------
 
+# The days the laws that make the UK's, Australia's and Pakistan's instruments were made: an order under
+# one in a run set earlier is refused (Instrument.not_yet).
+_IPA_2016 = date(2016, 11, 29)
+_IPA_2016_RECORD = (
+    "the Investigatory Powers Act 2016 received Royal Assent on 2016-11-29 (legislation.gov.uk/ukpga/2016/25)"
+)
+_TOLA_2018 = date(2018, 12, 8)
+_TOLA_2018_RECORD = (
+    "the TOLA Act 2018 (Telecommunications and Other Legislation Amendment (Assistance and Access) Act 2018, "
+    "No. 148 of 2018), which inserted Part 15 into the Telecommunications Act 1997, received Royal Assent on "
+    "2018-12-08 (legislation.gov.au)"
+)
+_IFTA_2013 = date(2013, 2, 20)
+_IFTA_2013_RECORD = (
+    "the Investigation for Fair Trial Act 2013 (Act No. I of 2013) received the President's assent on 2013-02-20 "
+    "(Gazette of Pakistan, Extraordinary, Part I, 2013-02-22)"
+)
+
 _BASIC = frozenset({"subscriber_info", "account_created", "last_seen", "ip_addresses", "device_info"})
 _RECORDS = _BASIC | {
     "message_log",
@@ -289,6 +308,22 @@ class Instrument:
     # A forward-looking order's longest period from service (seconds); a longer one is a new order (an
     # extension). None: the record names no limit.
     max_period: float | None = None
+    # The day the law that makes the instrument was made, and that law with its date and source: an
+    # order served before it (in a run set on a date) is refused, naming them (``not_yet``). None: no date
+    # kept here (the US, Indian and Canadian instruments; a Pakistani court's order, whose law the record
+    # does not name; the PTA's demand under its 1996 Act).
+    since: date | None = None
+    since_record: str = ""
+
+    def not_yet(self, day: date) -> str | None:
+        """Why no order under this instrument can be served on ``day`` (the law that makes it came
+        later), or None if it can."""
+        if self.since is None or day >= self.since:
+            return None
+        return (
+            f"{self.a_name} ({self.key!r}) did not exist on {day}: {self.since_record}; an order under it can "
+            f"be served from {self.since} on"
+        )
 
     @property
     def forward(self) -> bool:
@@ -444,6 +479,8 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "forward",
             True,
             _INTERCEPT,
+            since=_IFTA_2013,
+            since_record=_IFTA_2013_RECORD,
         ),
         # India: interception is per order, authorised by the Union or a State Home Secretary.
         Instrument(
@@ -502,6 +539,8 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "forward",
             True,
             _INTERCEPT,
+            since=_IPA_2016,
+            since_record=_IPA_2016_RECORD,
         ),
         Instrument(
             "ipa_tcn",
@@ -518,6 +557,8 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "intercept and hand over; it hands nothing over by itself (what the capability collects is "
             "then reached by an interception warrant). Among its obligations: removing electronic "
             "protection applied by or on behalf of the operator (Investigatory Powers Act 2016 s.253(5)(c))",
+            since=_IPA_2016,
+            since_record=_IPA_2016_RECORD,
         ),
         # Australia: Part 15 of the Telecommunications Act 1997, inserted by the Telecommunications and
         # Other Legislation Amendment (Assistance and Access) Act 2018 (TOLA). A notice gives no power to
@@ -535,6 +576,8 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             _INTERCEPT,
             note="A technical assistance request asks for help the provider may decline to give "
             "(Telecommunications Act 1997 s.317G); no penalty attaches to declining",
+            since=_TOLA_2018,
+            since_record=_TOLA_2018_RECORD,
         ),
         Instrument(
             "tola_tan",
@@ -549,6 +592,8 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             _INTERCEPT,
             note="A technical assistance notice requires only help the provider is already capable of giving "
             "(Telecommunications Act 1997 s.317L); it cannot require a systemic weakness (s.317ZG)",
+            since=_TOLA_2018,
+            since_record=_TOLA_2018_RECORD,
         ),
         Instrument(
             "tola_tcn",
@@ -565,6 +610,8 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "(Telecommunications Act 1997 s.317T); it hands nothing over by itself (what the capability "
             "collects is then reached under an interception warrant). It must not require a systemic "
             "weakness or vulnerability, or a new decryption capability (s.317ZG)",
+            since=_TOLA_2018,
+            since_record=_TOLA_2018_RECORD,
         ),
     )
 }

@@ -14,7 +14,7 @@ import json
 import re
 import sqlite3
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -884,10 +884,14 @@ def _cited(text: str) -> list[date]:
     ]
 
 
-@pytest.mark.parametrize("start", [date(2013, 1, 7), date(2015, 7, 1), date(2015, 12, 15), date(2016, 2, 1)])
+@pytest.mark.parametrize(
+    "start", [date(2013, 1, 7), date(2015, 7, 1), date(2015, 12, 15), date(2016, 2, 1), date(2017, 1, 2)]
+)
 @pytest.mark.parametrize("profile", ["bes", "bbm-consumer"])
 def test_blackberrys_notes_belong_to_the_orders_country_and_date(profile: str, start: date) -> None:
     orders = ("pk_court_order", "telegraph_act_5_2", "search_warrant", "ipa_targeted_interception")
+    # (a UK warrant only from the Investigatory Powers Act 2016, 2016-11-29)
+    orders = orders if start >= date(2016, 11, 29) else orders[:-1]
     events = "".join(
         f'\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "{p}"\nname = "{p}"\ntarget = "a"\n'
         for p in orders
@@ -1218,3 +1222,55 @@ def test_disclose_after_a_global_key_mandate_answers_as_the_runs_desk_did(
     before = tmp_path / "before.json"
     assert main([*argv, "--at", "10m", "--json", str(before)]) == 0
     assert json.loads(before.read_text())["content_keys_held"] == 0
+
+
+# An instrument exists from the day the law that makes it was made: a run set earlier that serves one is
+# refused, naming the law and its date, as an instrument of another country's law is.
+_LAWS = [
+    ("ipa_targeted_interception", date(2016, 11, 29), "Investigatory Powers Act 2016"),
+    ("ipa_tcn", date(2016, 11, 29), "Investigatory Powers Act 2016"),
+    ("tola_tar", date(2018, 12, 8), "TOLA Act 2018"),
+    ("tola_tan", date(2018, 12, 8), "TOLA Act 2018"),
+    ("tola_tcn", date(2018, 12, 8), "TOLA Act 2018"),
+    ("ifta_warrant", date(2013, 2, 20), "Investigation for Fair Trial Act 2013"),
+]
+
+
+def _dated_order(process: str, start: datetime | None, at: str) -> str:
+    target = "" if process in ("ipa_tcn", "tola_tcn") else 'target = "a"\n'
+    dated = f"seed = 5\nstart = {start:%Y-%m-%dT%H:%M:%SZ}" if start is not None else "seed = 5"
+    return (
+        _BB_ORDERS.format(profile="bes").replace("seed = 5", dated)
+        + f'\n[[events]]\nat = "{at}"\nkind = "legal_process"\nprocess = "{process}"\n{target}'
+    )
+
+
+@pytest.mark.parametrize(("process", "since", "law"), _LAWS)
+def test_an_order_under_a_law_not_yet_made_is_refused_naming_the_law(
+    process: str, since: date, law: str
+) -> None:
+    # the run starts at 21:30 UTC the day before the law; an order at 23:30 is refused
+    start = datetime(since.year, since.month, since.day, tzinfo=UTC) - timedelta(hours=2, minutes=30)
+    with pytest.raises(ScenarioError, match=r"events\[0\]\.process") as caught:
+        parse_scenario(_dated_order(process, start, "2h"), "x.toml")
+    said = str(caught.value)
+    assert law in said and str(since) in said and "did not exist on" in said, said
+    # the same order served past midnight, on the law's day, stands
+    parse_scenario(_dated_order(process, start, "2h45m"), "x.toml")
+    # and an undated run (no [scenario] start) has no calendar to refuse it by
+    parse_scenario(_dated_order(process, None, "2h"), "x.toml")
+
+
+def test_the_desk_refuses_an_order_under_a_law_made_after_the_day_it_is_served() -> None:
+    """`relaysim disclose` serves an order on a dated run's store through the desk itself."""
+    from relaysim.relay.compliance import ComplianceDesk, LegalProcess
+    from relaysim.relay.profiles import profile_as_of
+    from relaysim.relay.store import Store
+
+    served = datetime(2016, 6, 1, 12, tzinfo=UTC).timestamp()
+    desk = ComplianceDesk(Store(":memory:"), profile_as_of("bes", date(2016, 6, 1)))
+    order = LegalProcess("uk", "ipa_targeted_interception", "a", served=served)
+    with pytest.raises(ValueError, match=r"did not exist on 2016-06-01: the Investigatory Powers Act 2016"):
+        desk.serve(order)
+    later = datetime(2017, 1, 2, tzinfo=UTC).timestamp()
+    assert desk.serve(LegalProcess("uk", "ipa_targeted_interception", "a", served=later)).no_such_account
