@@ -780,7 +780,9 @@ class ComplianceDesk:
         if category == "ciphertext":
             return self._bodies_missing(process)
         if category == "content":
-            limit = JURISDICTIONS[process.instrument.jurisdiction].protection_limit
+            limit = JURISDICTIONS[process.instrument.jurisdiction].protection_limit_on(
+                self._served_day(process)
+            )
             limit = f"; {limit}" if limit else ""
             if pr.custody == "devices":
                 return (
@@ -799,6 +801,10 @@ class ComplianceDesk:
                 return ("no_capability", self._no_tap_reason(process))
             return self._bodies_missing(process)
         raise AssertionError(category)
+
+    def _served_day(self, process: LegalProcess) -> date | None:
+        """The day ``process`` is served in a run set on a date; None in an undated run (today)."""
+        return None if self.profile.as_of is None else self.day_of(process.served)
 
     def _facts(self, facts: DeviceFacts | None) -> dict[str, str]:
         """A device's registered facts, as device info shows them: what the profile keeps and the

@@ -194,7 +194,24 @@ class Jurisdiction:
     # What its law says about compelling a provider past encryption it cannot open (said beside
     # "cryptographically impossible" under its instruments); "" where the record names nothing.
     protection_limit: str = ""
+    # Where ``protection_limit`` cites an event: its day (the first of the month the record names), and
+    # what is said instead in a disclosure dated before it, which cites it as after its date.
+    protection_limit_before: tuple[date, str] | None = None
 
+    def protection_limit_on(self, day: date | None) -> str:
+        """``protection_limit`` as a disclosure served on ``day`` says it (None: an undated run, today)."""
+        if day is not None and self.protection_limit_before is not None:
+            since, earlier = self.protection_limit_before
+            if day < since:
+                return earlier
+        return self.protection_limit
+
+
+_UK_LIMIT = (
+    "a UK technical capability notice may oblige an operator to remove electronic protection applied by or on "
+    "behalf of that operator (Investigatory Powers Act 2016 s.253(5)(c)); whether that reaches encryption the "
+    "users' own devices apply is contested ({adp}), and no notice gives the provider a key it does not hold"
+)
 
 JURISDICTIONS: Final[Mapping[str, Jurisdiction]] = {
     j.code: j
@@ -230,11 +247,16 @@ JURISDICTIONS: Final[Mapping[str, Jurisdiction]] = {
             "uk",
             "United Kingdom",
             "a technical capability notice under the Investigatory Powers Act 2016 (s.253)",
-            "a UK technical capability notice may oblige an operator to remove electronic protection applied "
-            "by or on behalf of that operator (Investigatory Powers Act 2016 s.253(5)(c)); whether that reaches "
-            "encryption the users' own devices apply is contested (after such a notice Apple withdrew Advanced "
-            "Data Protection for new UK users, February 2025), and no notice gives the provider a key it does "
-            "not hold",
+            _UK_LIMIT.format(
+                adp="after such a notice Apple withdrew Advanced Data Protection for new UK users, February 2025"
+            ),
+            (
+                date(2025, 2, 1),
+                _UK_LIMIT.format(
+                    adp="in February 2025, after this date, Apple withdrew Advanced Data Protection for new UK "
+                    "users after such a notice"
+                ),
+            ),
         ),
         Jurisdiction(
             "au",

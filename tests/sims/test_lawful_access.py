@@ -1274,3 +1274,19 @@ def test_the_desk_refuses_an_order_under_a_law_made_after_the_day_it_is_served()
         desk.serve(order)
     later = datetime(2017, 1, 2, tzinfo=UTC).timestamp()
     assert desk.serve(LegalProcess("uk", "ipa_targeted_interception", "a", served=later)).no_such_account
+
+
+@pytest.mark.parametrize(("start", "later"), [(date(2019, 5, 1), True), (date(2025, 3, 3), False)])
+def test_the_uks_limit_cites_apples_withdrawal_of_adp_as_later_in_an_earlier_disclosure(
+    start: date, later: bool
+) -> None:
+    """The UK's limit on what a notice can compel cites Apple's withdrawal of Advanced Data Protection
+    (February 2025): a disclosure served before then says it came after its date."""
+    text = _BB_ORDERS.format(profile="signal").replace("seed = 5", f"seed = 5\nstart = {start}")
+    text += '\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "ipa_targeted_interception"\ntarget = "a"\n'
+    (d,) = Simulation(parse_scenario(text, "x.toml")).run().disclosures
+    reason, why = d.reasons["content"]
+    assert reason == "cryptographically_impossible" and "February 2025" in why, why
+    assert ("after this date" in why) == later, why
+    for cited in _cited(why):
+        assert cited <= start or "after this date" in why, (cited, why)
