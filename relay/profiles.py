@@ -879,6 +879,13 @@ _BB_SILENT_ASSUMED = (
     "answers as its policy was reported for court orders (John Chen, December 2015): location, who contacted "
     "whom and certain metadata, never the correspondence"
 )
+# Said instead before December 2015 (HISTORY): the report is later than the order.
+_BB_SILENT_ASSUMED_LATER = (
+    "the record says nothing of BlackBerry answering an order of this country's law; this profile assumes it "
+    "answers as its policy was reported for court orders in December 2015 (John Chen), after this date (the "
+    "record has no earlier report of it): location, who contacted whom and certain metadata, never the "
+    "correspondence"
+)
 
 # Canada: the record (Project Clemenza, 2010-2012, reported April 2016; R v. Mirarchi) has the police
 # holding the consumer global key and decrypting about a million PIN messages themselves; it says
@@ -943,13 +950,17 @@ BBM_CONSUMER = Profile(
 _INDIA: Final = tuple(i.key for i in INSTRUMENTS.values() if i.jurisdiction == "in")
 # What the record says of BES in India, and what it does not: the routing BlackBerry's relay could
 # hand over to an Indian order is the project's assumption, said in every disclosure under one.
-_BES_INDIA_ASSUMED = (
+_BES_INDIA_ASSUMED_TEXT = (
     "the record says India's interception facility (Mumbai, 2012) covered consumer BBM and BIS e-mail, not "
-    "BES, and that India accepted in 2013 that enterprise data must be obtained from the enterprise; it does "
-    "not say whether BlackBerry handed over the routing of BES traffic (who wrote to whom, when, from which "
-    "address) to an Indian order. This profile assumes it did, as its relay routes that traffic, and withholds "
-    "the ciphertext"
+    "BES, and that India accepted in 2013{when} that enterprise data must be obtained from the enterprise; it "
+    "does not say whether BlackBerry handed over the routing of BES traffic (who wrote to whom, when, from "
+    "which address) to an Indian order. This profile assumes it did, as its relay routes that traffic, and "
+    "withholds the ciphertext"
 )
+# India's acceptance is dated by the year only: a disclosure dated in 2013 may precede it, one dated
+# before 2013 does (HISTORY: said to be after its date).
+_BES_INDIA_ASSUMED = _BES_INDIA_ASSUMED_TEXT.format(when=" (the record gives the year, not the day)")
+_BES_INDIA_ASSUMED_LATER = _BES_INDIA_ASSUMED_TEXT.format(when=", after this date")
 
 _BES_KEYS = (
     "the keys are generated and held by the enterprise's own BES server, not by BlackBerry: the order has to be "
@@ -961,6 +972,9 @@ _BES_PTA_ACCEPTED = (
 )
 # India's acceptance is dated by the year only: a disclosure dated in 2013 may precede it.
 _BES_INDIA_ENTERPRISE = "India accepted in 2013 that enterprise data comes from the enterprise (the record gives the year, not the day)"
+_BES_INDIA_ENTERPRISE_LATER = (
+    "India accepted in 2013, after this date, that enterprise data comes from the enterprise"
+)
 _BES_INDIA_CIPHERTEXT = (
     "India's interception facility (Mumbai, 2012) covers consumer BBM and BIS e-mail, not BES: "
     + _BES_INDIA_ENTERPRISE
@@ -1125,8 +1139,34 @@ _BB_POLICY_CHANGE = (
 )
 _BB_POLICY_SOURCE = "John Chen, BlackBerry, December 2015, as reported (the seed article)"
 
+# The assumptions citing John Chen's report, as said before it (December 2015).
+_BES_ASSUMPTIONS_LATER = {
+    **BES.assumptions,
+    **{p: _BB_SILENT_ASSUMED_LATER for p in (*_BB_SILENT, "ca_part_vi_authorization")},
+}
+_BES_INDIA_NOTES_LATER = {
+    "content": f"{_BES_KEYS}; {_BES_INDIA_ENTERPRISE_LATER}",
+    "ciphertext": "India's interception facility (Mumbai, 2012) covers consumer BBM and BIS e-mail, not BES: "
+    + _BES_INDIA_ENTERPRISE_LATER,
+}
+
 HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
     "bes": (
+        Change(
+            date(2013, 1, 1),
+            "the record of India's acceptance (in 2013) that enterprise data comes from the enterprise; before "
+            "this date India's disclosures say it came after theirs (the record gives the year: the date is its "
+            "first day)",
+            "the record of BlackBerry in India, 2010-2013",
+            {
+                "assumptions": {
+                    **_BES_ASSUMPTIONS_LATER,
+                    **{p: _BES_INDIA_ASSUMED_LATER for p in _INDIA},
+                },
+                "jurisdiction_notes": {"pk": {"content": _BES_KEYS}, "in": _BES_INDIA_NOTES_LATER},
+            },
+            policy=True,
+        ),
         Change(
             _BB_POLICY_REPORTED,
             _BB_POLICY_CHANGE,
@@ -1134,6 +1174,7 @@ HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             {
                 "notes": {**BES.notes, "ciphertext": _BB_POLICY_LATER},
                 "jurisdiction_notes": {**BES.jurisdiction_notes, "pk": {"content": _BES_KEYS}},
+                "assumptions": _BES_ASSUMPTIONS_LATER,
             },
             policy=True,
         ),
@@ -1170,7 +1211,17 @@ HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             _BB_POLICY_REPORTED,
             _BB_POLICY_CHANGE,
             _BB_POLICY_SOURCE,
-            {"notes": {**BBM_CONSUMER.notes, "content": _BBM_CONTENT_LATER, "ciphertext": _BB_POLICY_LATER}},
+            {
+                "notes": {
+                    **BBM_CONSUMER.notes,
+                    "content": _BBM_CONTENT_LATER,
+                    "ciphertext": _BB_POLICY_LATER,
+                },
+                "assumptions": {
+                    **BBM_CONSUMER.assumptions,
+                    **{p: _BB_SILENT_ASSUMED_LATER for p in _BB_SILENT},
+                },
+            },
             policy=True,
         ),
     ),

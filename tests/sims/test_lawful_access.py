@@ -1290,3 +1290,28 @@ def test_the_uks_limit_cites_apples_withdrawal_of_adp_as_later_in_an_earlier_dis
     assert ("after this date" in why) == later, why
     for cited in _cited(why):
         assert cited <= start or "after this date" in why, (cited, why)
+
+
+@pytest.mark.parametrize("start", [date(2012, 6, 1), date(2013, 1, 7), date(2015, 7, 1), date(2016, 2, 1)])
+def test_bes_assumptions_cite_nothing_later_than_the_order_unsaid(start: date) -> None:
+    """What BES's disclosures say is assumed cites John Chen's report (December 2015) and India's
+    acceptance (2013, the year only) as after the order's date where it is earlier, and India's with its
+    year-only caveat where the order is in or after that year."""
+    orders = ("telegraph_act_5_2", "ca_part_vi_authorization", "pk_court_order")
+    events = "".join(
+        f'\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "{p}"\nname = "{p}"\ntarget = "a"\n'
+        for p in orders
+    )
+    text = _BB_ORDERS.format(profile="bes").replace("seed = 5", f"seed = 5\nstart = {start}") + events
+    by = {d.process.process: d for d in Simulation(parse_scenario(text, "x.toml")).run().disclosures}
+    (part_vi,) = [n for n in by["ca_part_vi_authorization"].notes if n.startswith("Assumption: ")]
+    assert "December 2015" in part_vi
+    for cited in _cited(part_vi):
+        assert cited <= start or "after this date" in part_vi, (cited, part_vi)
+    (india,) = [n for n in by["telegraph_act_5_2"].notes if n.startswith("Assumption: ")]
+    said = " ".join([india, *(why for _, why in by["telegraph_act_5_2"].reasons.values())])
+    assert "India accepted in 2013" in india, india
+    if start < date(2013, 1, 1):
+        assert "in 2013, after this date" in india and "gives the year" not in said, said
+    else:
+        assert "(the record gives the year, not the day)" in india and "after this date" not in said, said
