@@ -837,7 +837,7 @@ class ComplianceDesk:
         pr = self.profile
         instrument = process.instrument
         why = pr.notes.get("realtime_routing")
-        compel = JURISDICTIONS[instrument.jurisdiction].compels_capability
+        compel = JURISDICTIONS[instrument.jurisdiction].compels_capability_on(self._served_day(process))
         if instrument.builds:
             compel = (
                 f"this notice compels building one ({instrument.statute}); nothing is collected until it "

@@ -197,6 +197,16 @@ class Jurisdiction:
     # Where ``protection_limit`` cites an event: its day (the first of the month the record names), and
     # what is said instead in a disclosure dated before it, which cites it as after its date.
     protection_limit_before: tuple[date, str] | None = None
+    # The same for ``compels_capability``: the day of the event it cites, and what is said before it.
+    compels_capability_before: tuple[date, str] | None = None
+
+    def compels_capability_on(self, day: date | None) -> str:
+        """``compels_capability`` as a disclosure served on ``day`` says it (None: an undated run, today)."""
+        if day is not None and self.compels_capability_before is not None:
+            since, earlier = self.compels_capability_before
+            if day < since:
+                return earlier
+        return self.compels_capability
 
     def protection_limit_on(self, day: date | None) -> str:
         """``protection_limit`` as a disclosure served on ``day`` says it (None: an undated run, today)."""
@@ -230,6 +240,11 @@ JURISDICTIONS: Final[Mapping[str, Jurisdiction]] = {
             "Pakistan",
             "the PTA's licensing powers under the Pakistan Telecommunication (Re-organization) Act 1996 "
             "(its 2015 demand to monitor BES was withdrawn on 2015-12-31)",
+            compels_capability_before=(
+                date(2015, 12, 31),
+                "the PTA's licensing powers under the Pakistan Telecommunication (Re-organization) Act 1996 "
+                "(its demand of July 2015 to monitor BES was withdrawn on 2015-12-31, after this date)",
+            ),
         ),
         Jurisdiction(
             "in",
@@ -469,8 +484,8 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "pta_demand",
             "pk",
             "PTA demand",
-            "the Pakistan Telecommunication Authority's demand to monitor all traffic (BES, July 2015; "
-            "withdrawn 2015-12-31)",
+            # (what came of it, the refusal and the withdrawal, is the response's record: relay.profiles)
+            "the Pakistan Telecommunication Authority's demand to monitor all traffic (BES, July 2015)",
             "licensing powers under the Pakistan Telecommunication (Re-organization) Act 1996",
             "forward",
             False,

@@ -853,14 +853,18 @@ _BB_COURT_ORDER = ASKS["pk_court_order"] - {"ciphertext", "content"}
 # ("every BES e-mail and BES BBM message"), not consumer BBM: what consumer BBM would have answered
 # one is the project's assumption (BBM_CONSUMER.assumptions), the same refusal.
 _BB_RESPONSES: Mapping[str, Response] = {"pta_demand": "refused"}
-_PTA_RECORD = (
+_PTA_RECORD_TEXT = (
     "BlackBerry refused the PTA's demand to monitor 'every BES e-mail and BES BBM message' and said on "
-    "2015-11-30 that it would leave Pakistan rather than comply; on 2015-12-31 the PTA withdrew the demand, "
-    "'accepting BlackBerry's position that we cannot provide the content of our customers' BES traffic, nor "
-    "will we provide any so-called back doors to our BES servers', and BlackBerry did not have to leave. No "
-    "bulk hand-over of BES metadata happened: the metadata it holds it would not give (PTA statement, "
+    "2015-11-30{left} that it would leave Pakistan rather than comply; on 2015-12-31{withdrew} the PTA withdrew "
+    "the demand, 'accepting BlackBerry's position that we cannot provide the content of our customers' BES "
+    "traffic, nor will we provide any so-called back doors to our BES servers', and BlackBerry did not have to "
+    "leave. No bulk hand-over of BES metadata happened: the metadata it holds it would not give (PTA statement, "
     "2015-12-31; BlackBerry, 2015-11-30)"
 )
+_PTA_RECORD = _PTA_RECORD_TEXT.format(left="", withdrew="")
+# Said of a demand served before the record's dates (HISTORY): they are after the disclosure's date.
+_PTA_RECORD_WITHDRAWAL_LATER = _PTA_RECORD_TEXT.format(left="", withdrew=", after this date,")
+_PTA_RECORD_LATER = _PTA_RECORD_TEXT.format(left=", after this date,", withdrew="")
 # The same reported policy ("under a court order ... not the correspondence itself") for every
 # targeted order of the US and Pakistan: the words and the ciphertext are withheld, for consumer
 # BBM too, where one global key the provider holds would open them — only policy protects them.
@@ -1168,6 +1172,14 @@ HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             policy=True,
         ),
         Change(
+            date(2015, 11, 30),
+            "the record of BlackBerry's answer to the PTA's demand: on this date it said it would leave "
+            "Pakistan rather than comply; before it, a disclosure says that answer came after its date",
+            "BlackBerry, 2015-11-30",
+            {"response_record": {**BES.response_record, "pta_demand": _PTA_RECORD_LATER}},
+            policy=True,
+        ),
+        Change(
             _BB_POLICY_REPORTED,
             _BB_POLICY_CHANGE,
             _BB_POLICY_SOURCE,
@@ -1183,7 +1195,10 @@ HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             "the record of BlackBerry's position as the PTA accepted it, withdrawing its demand: 'we cannot "
             "provide the content of our customers' BES traffic', said in Pakistan's disclosures from this date",
             "PTA statement, 2015-12-31",
-            {"jurisdiction_notes": {**BES.jurisdiction_notes, "pk": {"content": _BES_KEYS}}},
+            {
+                "jurisdiction_notes": {**BES.jurisdiction_notes, "pk": {"content": _BES_KEYS}},
+                "response_record": {**BES.response_record, "pta_demand": _PTA_RECORD_WITHDRAWAL_LATER},
+            },
             policy=True,
         ),
     ),

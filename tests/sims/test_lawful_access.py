@@ -1315,3 +1315,31 @@ def test_bes_assumptions_cite_nothing_later_than_the_order_unsaid(start: date) -
         assert "in 2013, after this date" in india and "gives the year" not in said, said
     else:
         assert "(the record gives the year, not the day)" in india and "after this date" not in said, said
+
+
+@pytest.mark.parametrize("start", [date(2015, 7, 1), date(2015, 12, 5), date(2016, 1, 5)])
+def test_the_ptas_demand_cites_its_refusal_and_withdrawal_as_later_where_they_are(start: date) -> None:
+    """The refused PTA demand quotes BlackBerry (2015-11-30) and the PTA's withdrawal (2015-12-31): a
+    disclosure served before either says it came after its date; the order's own title cites neither."""
+    text = _BB_ORDERS.format(profile="bes").replace("seed = 5", f"seed = 5\nstart = {start}")
+    text += '\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "pta_demand"\n'
+    (d,) = Simulation(parse_scenario(text, "x.toml")).run().disclosures
+    assert d.response == "refused"
+    said = " ".join(why for _, why in d.reasons.values())
+    assert "2015-12-31" in said and "2015-11-30" in said
+    assert ("after this date" in said) == (start < date(2015, 12, 31)), said
+    for cited in _cited(said):
+        assert cited <= start or "after this date" in said, (cited, said)
+    assert not [c for c in _cited(d.process.instrument.title) if c > start]
+
+
+@pytest.mark.parametrize("start", [date(2014, 3, 1), date(2016, 3, 1)])
+def test_pakistans_power_to_compel_a_capability_cites_the_withdrawal_as_later_where_it_is(
+    start: date,
+) -> None:
+    text = _BB_ORDERS.format(profile="signal").replace("seed = 5", f"seed = 5\nstart = {start}")
+    text += '\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "ifta_warrant"\ntarget = "a"\nto = "2h"\n'
+    (d,) = Simulation(parse_scenario(text, "x.toml")).run().disclosures
+    reason, why = d.reasons["realtime_routing"]
+    assert reason == "no_capability" and "withdrawn on 2015-12-31" in why, why
+    assert ("after this date" in why) == (start < date(2015, 12, 31)), why
