@@ -170,7 +170,8 @@ class Profile:
     # trap-and-trace orders). Elsewhere a row never shows an address its category's policy withholds.
     lookup_log_hosts: frozenset[str] = frozenset()
     # Per [defences] switch (sims.scenario.DefenceSpec) that models a feature of this provider's own apps,
-    # the day the feature began (the first of the month the record names) and the record: a run under
+    # the day the feature began (the first of the month the record names; where the record dates only its
+    # announcement, the announcement's, and the record says so) and the record: a run under
     # this profile set earlier ([scenario] start) cannot have it (as relay.backup.Backup.since).
     defences_since: Mapping[str, tuple[date, str]] = field(default_factory=dict)
     # The date this profile describes the provider as of (``profile_as_of``); None: as it is today.
@@ -343,7 +344,8 @@ WHATSAPP = Profile(
         "key_transparency": (
             date(2023, 4, 1),
             "WhatsApp's key transparency (its Auditable Key Directory) was announced in April 2023 "
-            "(engineering.fb.com, 'Deploying key transparency at WhatsApp', 2023-04-13)",
+            "(engineering.fb.com, 'Deploying key transparency at WhatsApp', 2023-04-13); the date is the "
+            "announcement's: the record gives no date for its roll-out to users, which may have come later",
         )
     },
     sources=(
