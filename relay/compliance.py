@@ -493,6 +493,10 @@ class ComplianceDesk:
     # --- serving ---------------------------------------------------------------------------
 
     def serve(self, process: LegalProcess) -> Disclosure:
+        if self.profile.as_of is not None:  # a run set on a date: no order under a law made after its day
+            why = process.instrument.not_yet(self.day_of(process.served))
+            if why is not None:
+                raise ValueError(f"legal process {process.name!r}: {why}")
         desk = self._as_served(process)
         local = desk.profile.jurisdiction_notes.get(process.instrument.jurisdiction)
         if local:  # the notes of this order's country (Profile.jurisdiction_notes)
@@ -683,6 +687,10 @@ class ComplianceDesk:
                     return f"{has}, but handed over only to US legal process that names an account"
                 return f"{has}, but handed over only under {least.a_name}"
         note = pr.notes.get(category)
+        if foreign_targeted and instrument.key in pr.assumptions:
+            # a targeted order of another country's law that no record of the provider's speaks of: no
+            # published policy says what it gets, only what this profile assumes (said in the notes)
+            return note or f"{has}, and not handed over under {instrument.a_name} (the project's assumption)"
         return note or f"{has}, but not handed over under its published policy"
 
     # --- what is held ------------------------------------------------------------------------
@@ -772,7 +780,9 @@ class ComplianceDesk:
         if category == "ciphertext":
             return self._bodies_missing(process)
         if category == "content":
-            limit = JURISDICTIONS[process.instrument.jurisdiction].protection_limit
+            limit = JURISDICTIONS[process.instrument.jurisdiction].protection_limit_on(
+                self._served_day(process)
+            )
             limit = f"; {limit}" if limit else ""
             if pr.custody == "devices":
                 return (
@@ -791,6 +801,10 @@ class ComplianceDesk:
                 return ("no_capability", self._no_tap_reason(process))
             return self._bodies_missing(process)
         raise AssertionError(category)
+
+    def _served_day(self, process: LegalProcess) -> date | None:
+        """The day ``process`` is served in a run set on a date; None in an undated run (today)."""
+        return None if self.profile.as_of is None else self.day_of(process.served)
 
     def _facts(self, facts: DeviceFacts | None) -> dict[str, str]:
         """A device's registered facts, as device info shows them: what the profile keeps and the
@@ -823,7 +837,7 @@ class ComplianceDesk:
         pr = self.profile
         instrument = process.instrument
         why = pr.notes.get("realtime_routing")
-        compel = JURISDICTIONS[instrument.jurisdiction].compels_capability
+        compel = JURISDICTIONS[instrument.jurisdiction].compels_capability_on(self._served_day(process))
         if instrument.builds:
             compel = (
                 f"this notice compels building one ({instrument.statute}); nothing is collected until it "

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Final, Literal
 
 __all__ = [
@@ -193,7 +194,34 @@ class Jurisdiction:
     # What its law says about compelling a provider past encryption it cannot open (said beside
     # "cryptographically impossible" under its instruments); "" where the record names nothing.
     protection_limit: str = ""
+    # Where ``protection_limit`` cites an event: its day (the first of the month the record names), and
+    # what is said instead in a disclosure dated before it, which cites it as after its date.
+    protection_limit_before: tuple[date, str] | None = None
+    # The same for ``compels_capability``: the day of the event it cites, and what is said before it.
+    compels_capability_before: tuple[date, str] | None = None
 
+    def compels_capability_on(self, day: date | None) -> str:
+        """``compels_capability`` as a disclosure served on ``day`` says it (None: an undated run, today)."""
+        if day is not None and self.compels_capability_before is not None:
+            since, earlier = self.compels_capability_before
+            if day < since:
+                return earlier
+        return self.compels_capability
+
+    def protection_limit_on(self, day: date | None) -> str:
+        """``protection_limit`` as a disclosure served on ``day`` says it (None: an undated run, today)."""
+        if day is not None and self.protection_limit_before is not None:
+            since, earlier = self.protection_limit_before
+            if day < since:
+                return earlier
+        return self.protection_limit
+
+
+_UK_LIMIT = (
+    "a UK technical capability notice may oblige an operator to remove electronic protection applied by or on "
+    "behalf of that operator (Investigatory Powers Act 2016 s.253(5)(c)); whether that reaches encryption the "
+    "users' own devices apply is contested ({adp}), and no notice gives the provider a key it does not hold"
+)
 
 JURISDICTIONS: Final[Mapping[str, Jurisdiction]] = {
     j.code: j
@@ -212,6 +240,11 @@ JURISDICTIONS: Final[Mapping[str, Jurisdiction]] = {
             "Pakistan",
             "the PTA's licensing powers under the Pakistan Telecommunication (Re-organization) Act 1996 "
             "(its 2015 demand to monitor BES was withdrawn on 2015-12-31)",
+            compels_capability_before=(
+                date(2015, 12, 31),
+                "the PTA's licensing powers under the Pakistan Telecommunication (Re-organization) Act 1996 "
+                "(its demand of July 2015 to monitor BES was withdrawn on 2015-12-31, after this date)",
+            ),
         ),
         Jurisdiction(
             "in",
@@ -229,11 +262,16 @@ JURISDICTIONS: Final[Mapping[str, Jurisdiction]] = {
             "uk",
             "United Kingdom",
             "a technical capability notice under the Investigatory Powers Act 2016 (s.253)",
-            "a UK technical capability notice may oblige an operator to remove electronic protection applied "
-            "by or on behalf of that operator (Investigatory Powers Act 2016 s.253(5)(c)); whether that reaches "
-            "encryption the users' own devices apply is contested (after such a notice Apple withdrew Advanced "
-            "Data Protection for new UK users, February 2025), and no notice gives the provider a key it does "
-            "not hold",
+            _UK_LIMIT.format(
+                adp="after such a notice Apple withdrew Advanced Data Protection for new UK users, February 2025"
+            ),
+            (
+                date(2025, 2, 1),
+                _UK_LIMIT.format(
+                    adp="in February 2025, after this date, Apple withdrew Advanced Data Protection for new UK "
+                    "users after such a notice"
+                ),
+            ),
         ),
         Jurisdiction(
             "au",
@@ -252,6 +290,24 @@ JURISDICTIONS: Final[Mapping[str, Jurisdiction]] = {
 
 
 # --- instruments ----------------------------------------------------------------------------------
+
+# The days the laws that make the UK's, Australia's and Pakistan's instruments were made: an order under
+# one in a run set earlier is refused (Instrument.not_yet).
+_IPA_2016 = date(2016, 11, 29)
+_IPA_2016_RECORD = (
+    "the Investigatory Powers Act 2016 received Royal Assent on 2016-11-29 (legislation.gov.uk/ukpga/2016/25)"
+)
+_TOLA_2018 = date(2018, 12, 8)
+_TOLA_2018_RECORD = (
+    "the TOLA Act 2018 (Telecommunications and Other Legislation Amendment (Assistance and Access) Act 2018, "
+    "No. 148 of 2018), which inserted Part 15 into the Telecommunications Act 1997, received Royal Assent on "
+    "2018-12-08 (legislation.gov.au)"
+)
+_IFTA_2013 = date(2013, 2, 20)
+_IFTA_2013_RECORD = (
+    "the Investigation for Fair Trial Act 2013 (Act No. I of 2013) received the President's assent on 2013-02-20 "
+    "(Gazette of Pakistan, Extraordinary, Part I, 2013-02-22)"
+)
 
 _BASIC = frozenset({"subscriber_info", "account_created", "last_seen", "ip_addresses", "device_info"})
 _RECORDS = _BASIC | {
@@ -289,6 +345,22 @@ class Instrument:
     # A forward-looking order's longest period from service (seconds); a longer one is a new order (an
     # extension). None: the record names no limit.
     max_period: float | None = None
+    # The day the law that makes the instrument was made, and that law with its date and source: an
+    # order served before it (in a run set on a date) is refused, naming them (``not_yet``). None: no date
+    # kept here (the US, Indian and Canadian instruments; a Pakistani court's order, whose law the record
+    # does not name; the PTA's demand under its 1996 Act).
+    since: date | None = None
+    since_record: str = ""
+
+    def not_yet(self, day: date) -> str | None:
+        """Why no order under this instrument can be served on ``day`` (the law that makes it came
+        later), or None if it can."""
+        if self.since is None or day >= self.since:
+            return None
+        return (
+            f"{self.a_name} ({self.key!r}) did not exist on {day}: {self.since_record}; an order under it can "
+            f"be served from {self.since} on"
+        )
 
     @property
     def forward(self) -> bool:
@@ -412,8 +484,8 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "pta_demand",
             "pk",
             "PTA demand",
-            "the Pakistan Telecommunication Authority's demand to monitor all traffic (BES, July 2015; "
-            "withdrawn 2015-12-31)",
+            # (what came of it, the refusal and the withdrawal, is the response's record: relay.profiles)
+            "the Pakistan Telecommunication Authority's demand to monitor all traffic (BES, July 2015)",
             "licensing powers under the Pakistan Telecommunication (Re-organization) Act 1996",
             "forward",
             False,
@@ -444,6 +516,8 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "forward",
             True,
             _INTERCEPT,
+            since=_IFTA_2013,
+            since_record=_IFTA_2013_RECORD,
         ),
         # India: interception is per order, authorised by the Union or a State Home Secretary.
         Instrument(
@@ -502,6 +576,8 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "forward",
             True,
             _INTERCEPT,
+            since=_IPA_2016,
+            since_record=_IPA_2016_RECORD,
         ),
         Instrument(
             "ipa_tcn",
@@ -518,6 +594,8 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "intercept and hand over; it hands nothing over by itself (what the capability collects is "
             "then reached by an interception warrant). Among its obligations: removing electronic "
             "protection applied by or on behalf of the operator (Investigatory Powers Act 2016 s.253(5)(c))",
+            since=_IPA_2016,
+            since_record=_IPA_2016_RECORD,
         ),
         # Australia: Part 15 of the Telecommunications Act 1997, inserted by the Telecommunications and
         # Other Legislation Amendment (Assistance and Access) Act 2018 (TOLA). A notice gives no power to
@@ -535,6 +613,8 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             _INTERCEPT,
             note="A technical assistance request asks for help the provider may decline to give "
             "(Telecommunications Act 1997 s.317G); no penalty attaches to declining",
+            since=_TOLA_2018,
+            since_record=_TOLA_2018_RECORD,
         ),
         Instrument(
             "tola_tan",
@@ -549,6 +629,8 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             _INTERCEPT,
             note="A technical assistance notice requires only help the provider is already capable of giving "
             "(Telecommunications Act 1997 s.317L); it cannot require a systemic weakness (s.317ZG)",
+            since=_TOLA_2018,
+            since_record=_TOLA_2018_RECORD,
         ),
         Instrument(
             "tola_tcn",
@@ -565,6 +647,8 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "(Telecommunications Act 1997 s.317T); it hands nothing over by itself (what the capability "
             "collects is then reached under an interception warrant). It must not require a systemic "
             "weakness or vulnerability, or a new decryption capability (s.317ZG)",
+            since=_TOLA_2018,
+            since_record=_TOLA_2018_RECORD,
         ),
     )
 }

@@ -19,12 +19,14 @@ end-to-end wiretap, In re Facebook Messenger (E.D. Cal. 2018), ended with the co
 to hold Facebook in contempt for not wiretapping Messenger voice calls. And a search warrant on WhatsApp
 or iMessage gets what their 2703(d) orders get (blocked users; 25 days of look-ups) as well as what the
 chart's warrant cell names: a warrant may compel every record a 2703(d) order may (18 U.S.C.
-2703(c)(1)(A)), but the chart is silent. Beyond the chart: Wire, whose guide for law enforcement, if it
+2703(c)(1)(A)), but the chart is silent. iMessage's look-ups come with the IP address each was made from
+to a 2703(d) order (and a warrant): the chart names the look-ups, not their IPs. Beyond the chart: Wire, whose guide for law enforcement, if it
 publishes one, was not found: what it keeps is its privacy whitepaper's, which instrument gets what is
 assumed, under every one; BlackBerry where the record is silent (consumer BBM under the PTA's
 demand, BES under India's orders, either under a Canadian Part VI authorization, either under any
 British or Australian instrument); and a Pakistani court's order to Signal, Threema, Wickr, Viber, LINE and
-WeChat, whose records are of US process: each hands one what it hands a US search warrant.
+WeChat, whose records are of US process: each hands one what it hands a US search warrant; to WhatsApp and
+iMessage, whose records are of US process too: each hands one nothing.
 """
 
 from __future__ import annotations
@@ -168,7 +170,8 @@ class Profile:
     # trap-and-trace orders). Elsewhere a row never shows an address its category's policy withholds.
     lookup_log_hosts: frozenset[str] = frozenset()
     # Per [defences] switch (sims.scenario.DefenceSpec) that models a feature of this provider's own apps,
-    # the day the feature began (the first of the month the record names) and the record: a run under
+    # the day the feature began (the first of the month the record names; where the record dates only its
+    # announcement, the announcement's, and the record says so) and the record: a run under
     # this profile set earlier ([scenario] start) cannot have it (as relay.backup.Backup.since).
     defences_since: Mapping[str, tuple[date, str]] = field(default_factory=dict)
     # The date this profile describes the provider as of (``profile_as_of``); None: as it is today.
@@ -224,6 +227,15 @@ def _pk_court_order_assumed(record: str) -> dict[str, str]:
         "pk_court_order": f"the record ({record}) says nothing of this provider answering a Pakistani court's "
         "order; this profile assumes it hands one what it hands a US search warrant, which asks for the same "
         "(stored content and records)"
+    }
+
+
+def _pk_court_order_nothing(record: str) -> dict[str, str]:
+    """The assumption under a Pakistani court's order for a provider whose ``record`` is of US legal process
+    only and that the profile hands nothing to under one."""
+    return {
+        "pk_court_order": f"the record ({record}) says nothing of this provider answering a Pakistani court's "
+        "order; this profile assumes it hands one nothing"
     }
 
 
@@ -332,7 +344,8 @@ WHATSAPP = Profile(
         "key_transparency": (
             date(2023, 4, 1),
             "WhatsApp's key transparency (its Auditable Key Directory) was announced in April 2023 "
-            "(engineering.fb.com, 'Deploying key transparency at WhatsApp', 2023-04-13)",
+            "(engineering.fb.com, 'Deploying key transparency at WhatsApp', 2023-04-13); the date is the "
+            "announcement's: the record gives no date for its roll-out to users, which may have come later",
         )
     },
     sources=(
@@ -346,6 +359,9 @@ WHATSAPP = Profile(
         "search_warrant": _warrant_gets_the_2703d_records(
             "blocked users ('numbers blocking or blocked by the user', faq.whatsapp.com)",
             "address-book contacts and the users who have the target in theirs",
+        ),
+        **_pk_court_order_nothing(
+            "WhatsApp's guide for law enforcement, the FBI chart and In re WhatsApp, all of US legal process"
         ),
         "wiretap": "no source shows WhatsApp returning ciphertext to a wiretap order; the relay could copy the "
         "encrypted bodies it routes, and this profile assumes it would. In the one reported fight over an "
@@ -402,6 +418,15 @@ _IMESSAGE_FAQ_PEN = (
     "(dated 2021-01-07, capabilities as of November 2020) lists no pen-register capability for iMessage"
 )
 
+# The FBI chart's 2703(d) cell names the look-ups, not what each row holds; Apple's FAQ shows the client IP
+# in each look-up it produces (to a pen/trap order). Handing the IPs over with the look-ups is assumed.
+_IMESSAGE_LOOKUP_IPS = (
+    "the FBI chart names 25 days of iMessage look-ups to and from the target number under a 2703(d) order and "
+    f"says nothing of the IP address each came from; Apple keeps it ({_IMESSAGE_FAQ} shows 'Client IP' in the "
+    "look-up logs it produces to pen register / trap-and-trace orders), and this profile assumes it is handed "
+    "over with the look-ups"
+)
+
 IMESSAGE = Profile(
     name="imessage",
     title="Apple iMessage",
@@ -440,11 +465,16 @@ IMESSAGE = Profile(
         "'doesn't prove that any communication actually took place'",
         _FBI_CHART,
     ),
+    # The chart's subpoena cell, "basic subscriber info", is 18 U.S.C. 2703(c)(2)'s, which names "any
+    # temporarily assigned network address" (2703(c)(2)(E)): the addresses are handed over with it, and
+    # to the orders above a subpoena (each may compel what a subpoena may, 2703(c)(2)).
     discloses={
-        "subpoena": frozenset({"subscriber_info", "account_created", "last_seen"}),
-        "court_order_2703d": frozenset({"subscriber_info", "account_created", "last_seen", "lookup_log"}),
+        "subpoena": frozenset({"subscriber_info", "account_created", "last_seen", "ip_addresses"}),
+        "court_order_2703d": frozenset(
+            {"subscriber_info", "account_created", "last_seen", "ip_addresses", "lookup_log"}
+        ),
         "search_warrant": frozenset(
-            {"subscriber_info", "account_created", "last_seen", "lookup_log", "content"}
+            {"subscriber_info", "account_created", "last_seen", "ip_addresses", "lookup_log", "content"}
         ),
         # The FBI chart (2021-01-07; capabilities as of November 2020): "no capability". Before the
         # chart's date the record is Apple's FAQ (The Intercept, 2016-09-28), which shows look-up logs
@@ -456,13 +486,20 @@ IMESSAGE = Profile(
     # same 25 days to a search warrant is the project's assumption (``assumptions``).
     lookback={"lookup_log": 25 * _DAY},
     assumptions={
+        "court_order_2703d": _IMESSAGE_LOOKUP_IPS,
         "search_warrant": _warrant_gets_the_2703d_records(
             "25 days of iMessage look-ups to and from the target number",
             "device backups (reached here by a warrant on the backup's custodian, backup_warrant)",
         )
-        + " (the same 25 days of look-ups)",
+        + f" (the same 25 days of look-ups); and {_IMESSAGE_LOOKUP_IPS}",
+        **_pk_court_order_nothing(
+            "the FBI chart and Apple's iMessage FAQ for law enforcement, both of US legal process"
+        ),
     },
     notes={
+        "ip_addresses": "the FBI chart's subpoena cell is 'basic subscriber info', which 18 U.S.C. 2703(c)(2)(E) "
+        "defines to include 'any temporarily assigned network address': the addresses the relay keeps for the "
+        "account (where it registered from, and where its look-ups came from)",
         "content": "with iCloud Backup on (and Advanced Data Protection off) Apple holds the backup's keys: "
         "the history is reached by a search warrant on the backup custodian (backup_warrant), not on the relay",
         "realtime_routing": _IMESSAGE_CHART_PEN,
@@ -818,14 +855,18 @@ _BB_COURT_ORDER = ASKS["pk_court_order"] - {"ciphertext", "content"}
 # ("every BES e-mail and BES BBM message"), not consumer BBM: what consumer BBM would have answered
 # one is the project's assumption (BBM_CONSUMER.assumptions), the same refusal.
 _BB_RESPONSES: Mapping[str, Response] = {"pta_demand": "refused"}
-_PTA_RECORD = (
+_PTA_RECORD_TEXT = (
     "BlackBerry refused the PTA's demand to monitor 'every BES e-mail and BES BBM message' and said on "
-    "2015-11-30 that it would leave Pakistan rather than comply; on 2015-12-31 the PTA withdrew the demand, "
-    "'accepting BlackBerry's position that we cannot provide the content of our customers' BES traffic, nor "
-    "will we provide any so-called back doors to our BES servers', and BlackBerry did not have to leave. No "
-    "bulk hand-over of BES metadata happened: the metadata it holds it would not give (PTA statement, "
+    "2015-11-30{left} that it would leave Pakistan rather than comply; on 2015-12-31{withdrew} the PTA withdrew "
+    "the demand, 'accepting BlackBerry's position that we cannot provide the content of our customers' BES "
+    "traffic, nor will we provide any so-called back doors to our BES servers', and BlackBerry did not have to "
+    "leave. No bulk hand-over of BES metadata happened: the metadata it holds it would not give (PTA statement, "
     "2015-12-31; BlackBerry, 2015-11-30)"
 )
+_PTA_RECORD = _PTA_RECORD_TEXT.format(left="", withdrew="")
+# Said of a demand served before the record's dates (HISTORY): they are after the disclosure's date.
+_PTA_RECORD_WITHDRAWAL_LATER = _PTA_RECORD_TEXT.format(left="", withdrew=", after this date,")
+_PTA_RECORD_LATER = _PTA_RECORD_TEXT.format(left=", after this date,", withdrew="")
 # The same reported policy ("under a court order ... not the correspondence itself") for every
 # targeted order of the US and Pakistan: the words and the ciphertext are withheld, for consumer
 # BBM too, where one global key the provider holds would open them — only policy protects them.
@@ -843,6 +884,13 @@ _BB_SILENT_ASSUMED = (
     "the record says nothing of BlackBerry answering an order of this country's law; this profile assumes it "
     "answers as its policy was reported for court orders (John Chen, December 2015): location, who contacted "
     "whom and certain metadata, never the correspondence"
+)
+# Said instead before December 2015 (HISTORY): the report is later than the order.
+_BB_SILENT_ASSUMED_LATER = (
+    "the record says nothing of BlackBerry answering an order of this country's law; this profile assumes it "
+    "answers as its policy was reported for court orders in December 2015 (John Chen), after this date (the "
+    "record has no earlier report of it): location, who contacted whom and certain metadata, never the "
+    "correspondence"
 )
 
 # Canada: the record (Project Clemenza, 2010-2012, reported April 2016; R v. Mirarchi) has the police
@@ -908,13 +956,17 @@ BBM_CONSUMER = Profile(
 _INDIA: Final = tuple(i.key for i in INSTRUMENTS.values() if i.jurisdiction == "in")
 # What the record says of BES in India, and what it does not: the routing BlackBerry's relay could
 # hand over to an Indian order is the project's assumption, said in every disclosure under one.
-_BES_INDIA_ASSUMED = (
+_BES_INDIA_ASSUMED_TEXT = (
     "the record says India's interception facility (Mumbai, 2012) covered consumer BBM and BIS e-mail, not "
-    "BES, and that India accepted in 2013 that enterprise data must be obtained from the enterprise; it does "
-    "not say whether BlackBerry handed over the routing of BES traffic (who wrote to whom, when, from which "
-    "address) to an Indian order. This profile assumes it did, as its relay routes that traffic, and withholds "
-    "the ciphertext"
+    "BES, and that India accepted in 2013{when} that enterprise data must be obtained from the enterprise; it "
+    "does not say whether BlackBerry handed over the routing of BES traffic (who wrote to whom, when, from "
+    "which address) to an Indian order. This profile assumes it did, as its relay routes that traffic, and "
+    "withholds the ciphertext"
 )
+# India's acceptance is dated by the year only: a disclosure dated in 2013 may precede it, one dated
+# before 2013 does (HISTORY: said to be after its date).
+_BES_INDIA_ASSUMED = _BES_INDIA_ASSUMED_TEXT.format(when=" (the record gives the year, not the day)")
+_BES_INDIA_ASSUMED_LATER = _BES_INDIA_ASSUMED_TEXT.format(when=", after this date")
 
 _BES_KEYS = (
     "the keys are generated and held by the enterprise's own BES server, not by BlackBerry: the order has to be "
@@ -926,6 +978,9 @@ _BES_PTA_ACCEPTED = (
 )
 # India's acceptance is dated by the year only: a disclosure dated in 2013 may precede it.
 _BES_INDIA_ENTERPRISE = "India accepted in 2013 that enterprise data comes from the enterprise (the record gives the year, not the day)"
+_BES_INDIA_ENTERPRISE_LATER = (
+    "India accepted in 2013, after this date, that enterprise data comes from the enterprise"
+)
 _BES_INDIA_CIPHERTEXT = (
     "India's interception facility (Mumbai, 2012) covers consumer BBM and BIS e-mail, not BES: "
     + _BES_INDIA_ENTERPRISE
@@ -1090,8 +1145,42 @@ _BB_POLICY_CHANGE = (
 )
 _BB_POLICY_SOURCE = "John Chen, BlackBerry, December 2015, as reported (the seed article)"
 
+# The assumptions citing John Chen's report, as said before it (December 2015).
+_BES_ASSUMPTIONS_LATER = {
+    **BES.assumptions,
+    **{p: _BB_SILENT_ASSUMED_LATER for p in (*_BB_SILENT, "ca_part_vi_authorization")},
+}
+_BES_INDIA_NOTES_LATER = {
+    "content": f"{_BES_KEYS}; {_BES_INDIA_ENTERPRISE_LATER}",
+    "ciphertext": "India's interception facility (Mumbai, 2012) covers consumer BBM and BIS e-mail, not BES: "
+    + _BES_INDIA_ENTERPRISE_LATER,
+}
+
 HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
     "bes": (
+        Change(
+            date(2013, 1, 1),
+            "the record of India's acceptance (in 2013) that enterprise data comes from the enterprise; before "
+            "this date India's disclosures say it came after theirs (the record gives the year: the date is its "
+            "first day)",
+            "the record of BlackBerry in India, 2010-2013",
+            {
+                "assumptions": {
+                    **_BES_ASSUMPTIONS_LATER,
+                    **{p: _BES_INDIA_ASSUMED_LATER for p in _INDIA},
+                },
+                "jurisdiction_notes": {"pk": {"content": _BES_KEYS}, "in": _BES_INDIA_NOTES_LATER},
+            },
+            policy=True,
+        ),
+        Change(
+            date(2015, 11, 30),
+            "the record of BlackBerry's answer to the PTA's demand: on this date it said it would leave "
+            "Pakistan rather than comply; before it, a disclosure says that answer came after its date",
+            "BlackBerry, 2015-11-30",
+            {"response_record": {**BES.response_record, "pta_demand": _PTA_RECORD_LATER}},
+            policy=True,
+        ),
         Change(
             _BB_POLICY_REPORTED,
             _BB_POLICY_CHANGE,
@@ -1099,6 +1188,7 @@ HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             {
                 "notes": {**BES.notes, "ciphertext": _BB_POLICY_LATER},
                 "jurisdiction_notes": {**BES.jurisdiction_notes, "pk": {"content": _BES_KEYS}},
+                "assumptions": _BES_ASSUMPTIONS_LATER,
             },
             policy=True,
         ),
@@ -1107,7 +1197,10 @@ HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             "the record of BlackBerry's position as the PTA accepted it, withdrawing its demand: 'we cannot "
             "provide the content of our customers' BES traffic', said in Pakistan's disclosures from this date",
             "PTA statement, 2015-12-31",
-            {"jurisdiction_notes": {**BES.jurisdiction_notes, "pk": {"content": _BES_KEYS}}},
+            {
+                "jurisdiction_notes": {**BES.jurisdiction_notes, "pk": {"content": _BES_KEYS}},
+                "response_record": {**BES.response_record, "pta_demand": _PTA_RECORD_WITHDRAWAL_LATER},
+            },
             policy=True,
         ),
     ),
@@ -1135,7 +1228,17 @@ HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             _BB_POLICY_REPORTED,
             _BB_POLICY_CHANGE,
             _BB_POLICY_SOURCE,
-            {"notes": {**BBM_CONSUMER.notes, "content": _BBM_CONTENT_LATER, "ciphertext": _BB_POLICY_LATER}},
+            {
+                "notes": {
+                    **BBM_CONSUMER.notes,
+                    "content": _BBM_CONTENT_LATER,
+                    "ciphertext": _BB_POLICY_LATER,
+                },
+                "assumptions": {
+                    **BBM_CONSUMER.assumptions,
+                    **{p: _BB_SILENT_ASSUMED_LATER for p in _BB_SILENT},
+                },
+            },
             policy=True,
         ),
     ),

@@ -962,6 +962,7 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
     )
     events, event_paths = _events(r, data.get("events", []), everyone, duration, group_names)
     _order_profiles_run(r, events, event_paths, compare, matrix, relay)
+    _instruments_then(r, events, event_paths, start, start_at)
     defences = _defences(r, data.get("defences", {}))
     _defences_then(r, defences, start, compare or (_real_profiles() if matrix else (relay.profile,)))
     groups = _groups(r, data.get("groups", []), names, duration)
@@ -1411,6 +1412,26 @@ def _backups_then(r: _Reader, people: Sequence[PersonSpec], start: date | None) 
                 f"{person.backup!r} did not exist on {start} (scenario.start): {backup.since_source}; "
                 f"expected one of {then}",
             )
+
+
+def _instruments_then(
+    r: _Reader, events: Sequence[Event], paths: Sequence[str], start: date | None, start_at: float | None
+) -> None:
+    """A run set on a date ([scenario] start) serves only instruments whose law had been made by the day
+    each order is served (relay.legal.Instrument.since): a UK warrant before the Investigatory Powers Act
+    2016 is refused, as an instrument of another country's law is (relay.legal.resolve_instrument)."""
+    from relaysim.relay.legal import get_instrument
+
+    if start is None:
+        return
+    first = start_at if start_at is not None else calendar.timegm(start.timetuple())
+    for ev, path in zip(events, paths, strict=True):
+        if not isinstance(ev, LegalProcessEvent):
+            continue
+        day = datetime.fromtimestamp(first + ev.at, UTC).date()
+        why = get_instrument(ev.process).not_yet(day)
+        if why is not None:
+            raise r.fail(f"{path}.process", f"{why} (served at {ev.at:g} s from scenario.start, {start})")
 
 
 def _real_profiles() -> tuple[str, ...]:

@@ -287,12 +287,49 @@ def test_threema_creation_time_is_a_date() -> None:
     assert all(r["registered"] % 86400 == 0 for r in d.provided["device_info"])
 
 
-def test_ip_addresses_are_not_withheld_in_one_category_and_printed_in_another() -> None:
+def test_ip_addresses_are_not_withheld_in_one_category_and_printed_in_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # iMessage as if its policy withheld the addresses from a 2703(d) order: the look-ups come without them
+    imessage = get_profile("imessage")
+    discloses = {
+        **imessage.discloses,
+        "court_order_2703d": imessage.discloses["court_order_2703d"] - {"ip_addresses"},
+    }
+    monkeypatch.setitem(PROFILES, "imessage", replace(imessage, discloses=discloses))  # type: ignore[index]
     sc = replace(resolve_scenario("fbi-chart"), matrix=False)
     result = Simulation(replace(sc, relay=replace(sc.relay, profile="imessage")), db_path=":memory:").run()
     (d,) = [d for d in result.disclosures if d.process.process == "court_order_2703d"]
     assert "ip_addresses" in d.withheld and d.provided["lookup_log"]
     assert not any("host" in r for rows in d.provided.values() for r in rows)
+
+
+def _imessage_chart() -> dict[str, Disclosure]:
+    sc = replace(resolve_scenario("fbi-chart"), matrix=False)
+    result = Simulation(replace(sc, relay=replace(sc.relay, profile="imessage")), db_path=":memory:").run()
+    return {d.process.process: d for d in result.disclosures}
+
+
+def test_an_imessage_subpoena_gets_the_addresses_basic_subscriber_information_names() -> None:
+    """The FBI chart's iMessage subpoena cell is "basic subscriber info", which 18 U.S.C. 2703(c)(2)(E)
+    defines to include "any temporarily assigned network address": the addresses are handed over, and
+    so to the orders above a subpoena."""
+    by = _imessage_chart()
+    for process in ("subpoena", "court_order_2703d", "search_warrant"):
+        assert by[process].provided["ip_addresses"], process
+    assert any("2703(c)(2)(E)" in n for n in by["subpoena"].notes)
+    assert not any(n.startswith("Assumption: ") for n in by["subpoena"].notes)
+
+
+def test_imessage_look_ups_come_with_their_client_ip_under_a_2703d_order_as_assumed() -> None:
+    """The chart names 25 days of look-ups to a 2703(d) order and is silent on their IPs; Apple's FAQ
+    shows 'Client IP' in the look-up logs it produces: handed over, and said to be assumed."""
+    by = _imessage_chart()
+    for process in ("court_order_2703d", "search_warrant"):
+        d = by[process]
+        assert d.provided["lookup_log"] and all("host" in r for r in d.provided["lookup_log"]), process
+        (assumed,) = [n for n in d.notes if n.startswith("Assumption: ")]
+        assert "Client IP" in assumed and "IP address each came from" in assumed, process
 
 
 def test_a_response_other_than_complied_is_a_policy_hook() -> None:

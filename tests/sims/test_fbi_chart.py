@@ -401,13 +401,18 @@ RECORD_TABLE: dict[tuple[str, str], tuple[set[str], str]] = {
         {"ip_addresses", "realtime_routing", "ciphertext"},
         "(assumed) no source shows WhatsApp returning ciphertext to a wiretap order",
     ),
-    ("imessage", "subpoena"): (_IM_SUB, "the chart: 'basic subscriber info'"),
+    ("imessage", "subpoena"): (
+        _IM_SUB | {"ip_addresses"},
+        "the chart: 'basic subscriber info', which 18 U.S.C. 2703(c)(2)(E) defines to include 'any temporarily "
+        "assigned network address'",
+    ),
     ("imessage", "court_order_2703d"): (
-        _IM_SUB | {"lookup_log"},
-        "the chart: '25 days of iMessage look-ups to/from the target number'",
+        _IM_SUB | {"ip_addresses", "lookup_log"},
+        "the chart: '25 days of iMessage look-ups to/from the target number'; the subpoena's basic subscriber "
+        "info (a 2703(d) order may compel what a subpoena may)",
     ),
     ("imessage", "search_warrant"): (
-        _IM_SUB | {"lookup_log"},
+        _IM_SUB | {"ip_addresses", "lookup_log"},
         "the chart: device backups, served here on the custodian (backup_warrant); the look-ups as to a "
         "2703(d) order (assumed: 18 U.S.C. 2703(c)(1)(A))",
     ),
@@ -634,6 +639,7 @@ def test_whatsapps_wiretap_return_is_marked_as_an_assumption(chart: tuple[Path, 
     assert others == [
         "- WhatsApp (`whatsapp`), search warrant",
         "- WhatsApp (`whatsapp`), wiretap order",
+        "- Apple iMessage (`imessage`), 2703(d) court order",  # the look-ups' IPs: the next test but one
         "- Apple iMessage (`imessage`), search warrant",
     ]
     assert len(rows) == len(others) + len(MATRIX_PROCESSES)
@@ -655,7 +661,8 @@ def test_a_search_warrant_gets_the_2703d_records_the_chart_names_and_says_it_is_
     assert warrant["provided"][category] == order["provided"][category]  # the same 25 days of look-ups
     (assumed,) = [n for n in warrant["notes"] if n.startswith("Assumption: ")]
     assert "18 U.S.C. 2703(c)(1)(A)" in assumed and "the FBI chart names" in assumed
-    assert not any(n.startswith("Assumption: ") for n in order["notes"])  # the 2703(d) cell is the chart's
+    # the 2703(d) cell is the chart's (but for the look-ups' IPs, on which it is silent: assumed)
+    assert all("IP address each came from" in n for n in order["notes"] if n.startswith("Assumption: "))
 
 
 def test_wire_is_in_the_matrix_but_not_held_against_the_chart(chart: tuple[Path, dict[str, Any]]) -> None:

@@ -427,6 +427,22 @@ def test_a_providers_feature_before_it_existed_is_refused(
     assert key in other.defences.changed()
 
 
+def test_whatsapps_key_transparency_is_dated_by_its_announcement_and_says_so() -> None:
+    """The record dates WhatsApp's key transparency by its announcement (April 2023), not its roll-out:
+    the refusal of a run set before it says the date is the announcement's."""
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(
+            _DEFENCE.format(
+                start="start = 2023-03-31",
+                profiles='[relay]\nprofile = "whatsapp"',
+                switch="key_transparency = true",
+            ),
+            "x.toml",
+        )
+    said = str(info.value)
+    assert "announced in April 2023" in said and "no date for its roll-out" in said, said
+
+
 def test_the_desk_reads_the_day_an_order_is_served_off_the_runs_calendar() -> None:
     """A live relay's clock is the wall clock: the driver gives the desk the run's calendar day
     (``day_of``), and the policy of that day answers (Telegram's, September 2024, as above)."""

@@ -14,7 +14,7 @@ import json
 import re
 import sqlite3
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -812,8 +812,19 @@ def test_blackberry_under_each_countrys_instrument_as_the_record_has_it(
 # own pages) is of US legal process for every provider but BlackBerry (John Chen, December 2015) and Telegram
 # (its policy names "the relevant judicial authorities", of any country); for the others what a Pakistani
 # court gets is the project's assumption, and every such disclosure says so. (Wire: every instrument.)
-_PK_ASSUMED = {"signal", "threema", "wickr", "viber", "line", "line-letter-sealing-off", "wechat", "wire"}
-_PK_NOTHING = {"whatsapp", "imessage"}  # their policy names only US instruments: nothing is handed over
+_PK_HANDS_WHAT_A_WARRANT_GETS = {
+    "signal",
+    "threema",
+    "wickr",
+    "viber",
+    "line",
+    "line-letter-sealing-off",
+    "wechat",
+}
+# their records are of US process too, and say nothing of a Pakistani court: that they hand one nothing is
+# assumed as well (no source says their policy refuses one)
+_PK_NOTHING = {"whatsapp", "imessage"}
+_PK_ASSUMED = _PK_HANDS_WHAT_A_WARRANT_GETS | _PK_NOTHING | {"wire"}
 
 
 @pytest.fixture(scope="module")
@@ -835,9 +846,14 @@ def test_a_pakistani_court_order_says_where_no_source_backs_the_answer(
     assert bool(assumed) == (profile in _PK_ASSUMED), assumed
     if profile in _PK_ASSUMED - {"wire"}:
         assert "Pakistani court's order" in assumed[0]
+    if profile in _PK_HANDS_WHAT_A_WARRANT_GETS:
         # what it hands over is what it hands a US search warrant, which asks for the same
         assert set(d.provided) == set(get_profile(profile).discloses["search_warrant"]) & set(d.provided)
     assert bool(d.provided) != (profile in _PK_NOTHING)
+    if profile in _PK_NOTHING:
+        assert "hands one nothing" in assumed[0]
+        # and no reason claims a published policy no source shows
+        assert not any("published policy" in why for _, why in d.reasons.values()), d.reasons
 
 
 # BES's notes belong to the country of the order, and cite nothing from after the order's date unless they
@@ -868,10 +884,14 @@ def _cited(text: str) -> list[date]:
     ]
 
 
-@pytest.mark.parametrize("start", [date(2013, 1, 7), date(2015, 7, 1), date(2015, 12, 15), date(2016, 2, 1)])
+@pytest.mark.parametrize(
+    "start", [date(2013, 1, 7), date(2015, 7, 1), date(2015, 12, 15), date(2016, 2, 1), date(2017, 1, 2)]
+)
 @pytest.mark.parametrize("profile", ["bes", "bbm-consumer"])
 def test_blackberrys_notes_belong_to_the_orders_country_and_date(profile: str, start: date) -> None:
     orders = ("pk_court_order", "telegraph_act_5_2", "search_warrant", "ipa_targeted_interception")
+    # (a UK warrant only from the Investigatory Powers Act 2016, 2016-11-29)
+    orders = orders if start >= date(2016, 11, 29) else orders[:-1]
     events = "".join(
         f'\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "{p}"\nname = "{p}"\ntarget = "a"\n'
         for p in orders
@@ -1202,3 +1222,124 @@ def test_disclose_after_a_global_key_mandate_answers_as_the_runs_desk_did(
     before = tmp_path / "before.json"
     assert main([*argv, "--at", "10m", "--json", str(before)]) == 0
     assert json.loads(before.read_text())["content_keys_held"] == 0
+
+
+# An instrument exists from the day the law that makes it was made: a run set earlier that serves one is
+# refused, naming the law and its date, as an instrument of another country's law is.
+_LAWS = [
+    ("ipa_targeted_interception", date(2016, 11, 29), "Investigatory Powers Act 2016"),
+    ("ipa_tcn", date(2016, 11, 29), "Investigatory Powers Act 2016"),
+    ("tola_tar", date(2018, 12, 8), "TOLA Act 2018"),
+    ("tola_tan", date(2018, 12, 8), "TOLA Act 2018"),
+    ("tola_tcn", date(2018, 12, 8), "TOLA Act 2018"),
+    ("ifta_warrant", date(2013, 2, 20), "Investigation for Fair Trial Act 2013"),
+]
+
+
+def _dated_order(process: str, start: datetime | None, at: str) -> str:
+    target = "" if process in ("ipa_tcn", "tola_tcn") else 'target = "a"\n'
+    dated = f"seed = 5\nstart = {start:%Y-%m-%dT%H:%M:%SZ}" if start is not None else "seed = 5"
+    return (
+        _BB_ORDERS.format(profile="bes").replace("seed = 5", dated)
+        + f'\n[[events]]\nat = "{at}"\nkind = "legal_process"\nprocess = "{process}"\n{target}'
+    )
+
+
+@pytest.mark.parametrize(("process", "since", "law"), _LAWS)
+def test_an_order_under_a_law_not_yet_made_is_refused_naming_the_law(
+    process: str, since: date, law: str
+) -> None:
+    # the run starts at 21:30 UTC the day before the law; an order at 23:30 is refused
+    start = datetime(since.year, since.month, since.day, tzinfo=UTC) - timedelta(hours=2, minutes=30)
+    with pytest.raises(ScenarioError, match=r"events\[0\]\.process") as caught:
+        parse_scenario(_dated_order(process, start, "2h"), "x.toml")
+    said = str(caught.value)
+    assert law in said and str(since) in said and "did not exist on" in said, said
+    # the same order served past midnight, on the law's day, stands
+    parse_scenario(_dated_order(process, start, "2h45m"), "x.toml")
+    # and an undated run (no [scenario] start) has no calendar to refuse it by
+    parse_scenario(_dated_order(process, None, "2h"), "x.toml")
+
+
+def test_the_desk_refuses_an_order_under_a_law_made_after_the_day_it_is_served() -> None:
+    """`relaysim disclose` serves an order on a dated run's store through the desk itself."""
+    from relaysim.relay.compliance import ComplianceDesk, LegalProcess
+    from relaysim.relay.profiles import profile_as_of
+    from relaysim.relay.store import Store
+
+    served = datetime(2016, 6, 1, 12, tzinfo=UTC).timestamp()
+    desk = ComplianceDesk(Store(":memory:"), profile_as_of("bes", date(2016, 6, 1)))
+    order = LegalProcess("uk", "ipa_targeted_interception", "a", served=served)
+    with pytest.raises(ValueError, match=r"did not exist on 2016-06-01: the Investigatory Powers Act 2016"):
+        desk.serve(order)
+    later = datetime(2017, 1, 2, tzinfo=UTC).timestamp()
+    assert desk.serve(LegalProcess("uk", "ipa_targeted_interception", "a", served=later)).no_such_account
+
+
+@pytest.mark.parametrize(("start", "later"), [(date(2019, 5, 1), True), (date(2025, 3, 3), False)])
+def test_the_uks_limit_cites_apples_withdrawal_of_adp_as_later_in_an_earlier_disclosure(
+    start: date, later: bool
+) -> None:
+    """The UK's limit on what a notice can compel cites Apple's withdrawal of Advanced Data Protection
+    (February 2025): a disclosure served before then says it came after its date."""
+    text = _BB_ORDERS.format(profile="signal").replace("seed = 5", f"seed = 5\nstart = {start}")
+    text += '\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "ipa_targeted_interception"\ntarget = "a"\n'
+    (d,) = Simulation(parse_scenario(text, "x.toml")).run().disclosures
+    reason, why = d.reasons["content"]
+    assert reason == "cryptographically_impossible" and "February 2025" in why, why
+    assert ("after this date" in why) == later, why
+    for cited in _cited(why):
+        assert cited <= start or "after this date" in why, (cited, why)
+
+
+@pytest.mark.parametrize("start", [date(2012, 6, 1), date(2013, 1, 7), date(2015, 7, 1), date(2016, 2, 1)])
+def test_bes_assumptions_cite_nothing_later_than_the_order_unsaid(start: date) -> None:
+    """What BES's disclosures say is assumed cites John Chen's report (December 2015) and India's
+    acceptance (2013, the year only) as after the order's date where it is earlier, and India's with its
+    year-only caveat where the order is in or after that year."""
+    orders = ("telegraph_act_5_2", "ca_part_vi_authorization", "pk_court_order")
+    events = "".join(
+        f'\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "{p}"\nname = "{p}"\ntarget = "a"\n'
+        for p in orders
+    )
+    text = _BB_ORDERS.format(profile="bes").replace("seed = 5", f"seed = 5\nstart = {start}") + events
+    by = {d.process.process: d for d in Simulation(parse_scenario(text, "x.toml")).run().disclosures}
+    (part_vi,) = [n for n in by["ca_part_vi_authorization"].notes if n.startswith("Assumption: ")]
+    assert "December 2015" in part_vi
+    for cited in _cited(part_vi):
+        assert cited <= start or "after this date" in part_vi, (cited, part_vi)
+    (india,) = [n for n in by["telegraph_act_5_2"].notes if n.startswith("Assumption: ")]
+    said = " ".join([india, *(why for _, why in by["telegraph_act_5_2"].reasons.values())])
+    assert "India accepted in 2013" in india, india
+    if start < date(2013, 1, 1):
+        assert "in 2013, after this date" in india and "gives the year" not in said, said
+    else:
+        assert "(the record gives the year, not the day)" in india and "after this date" not in said, said
+
+
+@pytest.mark.parametrize("start", [date(2015, 7, 1), date(2015, 12, 5), date(2016, 1, 5)])
+def test_the_ptas_demand_cites_its_refusal_and_withdrawal_as_later_where_they_are(start: date) -> None:
+    """The refused PTA demand quotes BlackBerry (2015-11-30) and the PTA's withdrawal (2015-12-31): a
+    disclosure served before either says it came after its date; the order's own title cites neither."""
+    text = _BB_ORDERS.format(profile="bes").replace("seed = 5", f"seed = 5\nstart = {start}")
+    text += '\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "pta_demand"\n'
+    (d,) = Simulation(parse_scenario(text, "x.toml")).run().disclosures
+    assert d.response == "refused"
+    said = " ".join(why for _, why in d.reasons.values())
+    assert "2015-12-31" in said and "2015-11-30" in said
+    assert ("after this date" in said) == (start < date(2015, 12, 31)), said
+    for cited in _cited(said):
+        assert cited <= start or "after this date" in said, (cited, said)
+    assert not [c for c in _cited(d.process.instrument.title) if c > start]
+
+
+@pytest.mark.parametrize("start", [date(2014, 3, 1), date(2016, 3, 1)])
+def test_pakistans_power_to_compel_a_capability_cites_the_withdrawal_as_later_where_it_is(
+    start: date,
+) -> None:
+    text = _BB_ORDERS.format(profile="signal").replace("seed = 5", f"seed = 5\nstart = {start}")
+    text += '\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "ifta_warrant"\ntarget = "a"\nto = "2h"\n'
+    (d,) = Simulation(parse_scenario(text, "x.toml")).run().disclosures
+    reason, why = d.reasons["realtime_routing"]
+    assert reason == "no_capability" and "withdrawn on 2015-12-31" in why, why
+    assert ("after this date" in why) == (start < date(2015, 12, 31)), why
