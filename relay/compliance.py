@@ -306,6 +306,12 @@ def _label(category: str) -> str:
     return CATEGORIES[category].label
 
 
+def _sentence(label: str) -> str:
+    """A label opening a sentence: its first letter a capital, the rest as written ("IP addresses",
+    not ``str.capitalize``'s "Ip addresses")."""
+    return label[:1].upper() + label[1:]
+
+
 def _day_only(text: str) -> str:
     """A time as the clock shows it ("2016-05-03 00:00:00 UTC", "day 2 00:00:00"), said as the day
     it falls on, for a value kept only to the day: the time of day would be one nobody recorded."""
@@ -621,7 +627,7 @@ class ComplianceDesk:
             d.provided[category] = rows
             note = self.profile.notes.get(category)
             if note and category not in ("content", "ciphertext"):
-                d.notes.append(f"{_label(category).capitalize()}: {note}.")
+                d.notes.append(f"{_sentence(_label(category))}: {note}.")
         if "content" in instrument.asks and "content" not in d.provided and "content" not in d.reasons:
             self._bodies("content", process, d)
         elif "content" in d.withheld and self.keys:
@@ -1078,7 +1084,7 @@ class ComplianceDesk:
                 older = [f for f in found if f.time < process.served - reach]
                 if older:
                     d.notes.append(
-                        f"{_label(category).capitalize()}: {self.profile.title} hands over only what was sent in "
+                        f"{_sentence(_label(category))}: {self.profile.title} hands over only what was sent in "
                         f"the {reach / 86400:g} days before service; {len(older)} older held message(s) were "
                         "not handed over."
                     )

@@ -319,6 +319,8 @@ def test_an_imessage_subpoena_gets_the_addresses_basic_subscriber_information_na
         assert by[process].provided["ip_addresses"], process
     assert any("2703(c)(2)(E)" in n for n in by["subpoena"].notes)
     assert not any(n.startswith("Assumption: ") for n in by["subpoena"].notes)
+    # the note opens with the category's label as written ("IP addresses", not "Ip addresses")
+    assert any(n.startswith("IP addresses: the FBI chart's subpoena cell") for n in by["subpoena"].notes)
 
 
 def test_imessage_look_ups_come_with_their_client_ip_under_a_2703d_order_as_assumed() -> None:
