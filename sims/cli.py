@@ -93,6 +93,22 @@ def _at_least(minimum: int, what: str) -> Callable[[str], int]:
 DEMO_WIRE_SEED = 2015  # demo --wire: the phones' keys
 LIVE_TIME_SCALE = 0.001  # run --live: real seconds per simulated second
 
+
+def _seed(text: str) -> int:
+    """``--seed``'s type: an integer from 0 to 2**63 - 1 (sims.scenario.MAX_SEED, which says why: a
+    negative seed made the same social graph as its absolute value, a larger one fits no TOML file)."""
+    from relaysim.sims.scenario import seed_problem
+
+    try:
+        value: int | None = int(text)
+    except ValueError:  # (a word, or a number of more than 4,300 digits, which Python will not convert)
+        value = None
+    problem = seed_problem(text if value is None else value)
+    if problem is not None or value is None:  # (a text is never a seed: it always has a problem)
+        raise argparse.ArgumentTypeError(problem or f"expected an integer, got {text!r}")
+    return value
+
+
 _columns = _at_least(40, "columns")  # sims.term.MIN_WIDTH (not imported here: it loads rich)
 _rows = _at_least(1, "rows")
 
@@ -862,7 +878,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--wire", action="store_true", help="show the packet-level demo of two phones instead")
     demo.add_argument(
         "--seed",
-        type=int,
+        type=_seed,
         default=DEMO_WIRE_SEED,
         help=f"with --wire: seed for the phones' keys (default: {DEMO_WIRE_SEED})",
     )
@@ -901,7 +917,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME_OR_PATH",
         help="a built-in scenario (see: relaysim scenarios) or a .toml file",
     )
-    run.add_argument("--seed", type=int, help="override the scenario's seed")
+    run.add_argument("--seed", type=_seed, help="override the scenario's seed (0 to 2**63 - 1)")
     run.add_argument(
         "--out", type=out_folder, metavar="DIR", help="where to write the outputs (default: out/NAME)"
     )

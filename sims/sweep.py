@@ -462,6 +462,13 @@ def run_sweep(
         )
     text, source = _scenario_text(scenario)
     base = build_scenario(text, source, [])
+    from relaysim.sims.scenario import MAX_SEED
+
+    if base.seed + seeds - 1 > MAX_SEED:  # (with_seed refuses a seed past it: it was a ValueError per run)
+        raise SweepError(
+            f"--seeds {seeds:,}: the seeds run from the scenario's, {base.seed}, to {base.seed + seeds - 1}, past "
+            f"{MAX_SEED} (2**63 - 1, the largest seed); give fewer, or a smaller seed in the scenario"
+        )
     seed_list = [base.seed + i for i in range(seeds)]
     cells = [list(zip(keys, combo, strict=True)) for combo in itertools.product(*(v for _, v in params))]
     from relaysim.sims.world.traffic import check_population

@@ -171,6 +171,65 @@ def test_bad_numbers_are_refused_by_the_parser(argv: list[str], tf_run: Path) ->
 
 
 @pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["run", "two-friends", "--seed", "-1"], "got -1"),
+        (["run", "two-friends", "--seed", str(2**63)], f"got {2**63}"),
+        (["run", "two-friends", "--seed", str(10**400)], "characters)"),  # (shown cut short)
+        (["run", "two-friends", "--seed", "seven"], "got 'seven'"),
+        (["demo", "--wire", "--seed", "-5"], "got -5"),
+    ],
+)
+def test_a_seed_outside_0_to_2_63_is_refused_naming_the_option(
+    argv: list[str], shown: str, tmp_path: Path
+) -> None:
+    """A negative --seed made [generate]'s social graph of its absolute value; a seed past 2**63 - 1
+    can be written in no scenario file (sims.scenario.MAX_SEED). Both ran."""
+    res = cli(*argv, "--out", str(tmp_path / "o"))
+    assert_clean_error(res, "argument --seed: expected an integer from 0 to 9223372036854775807", shown)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_sweep_whose_seeds_would_pass_the_largest_is_refused_before_it_runs(tmp_path: Path) -> None:
+    scenario = tmp_path / "top.toml"
+    text = (ROOT / "relaysim" / "sims" / "scenarios" / "two-friends.toml").read_text(encoding="utf-8")
+    scenario.write_text(text.replace("seed = 2015", f"seed = {2**63 - 2}", 1), encoding="utf-8")
+    res = cli("sweep", str(scenario), "--seeds", "3", "--out", str(tmp_path / "o"), "--quiet")
+    assert_clean_error(res, f"--seeds 3: the seeds run from the scenario's, {2**63 - 2}, to {2**63}, past")
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_largest_seed_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """2**63 - 1 is a seed like any other: the run, its files (the seed in summary.json and in the
+    store's note that its keys are a simulation's) and a disclosure served on them afterwards."""
+    import sqlite3
+
+    out = tmp_path / "top"
+    assert main(["run", "two-friends", "--seed", str(2**63 - 1), "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["seed"] == 2**63 - 1
+    db = sqlite3.connect(out / "relay.db")
+    try:
+        (note,) = db.execute("SELECT value FROM meta WHERE key = 'simulation_keys'").fetchone()
+    finally:
+        db.close()
+    assert note == f"scenario 'two-friends', seed {2**63 - 1}"
+    capsys.readouterr()
+    argv = [
+        "disclose",
+        "--db",
+        str(out / "relay.db"),
+        "--process",
+        "subpoena",
+        "--target",
+        "amira",
+        "--json",
+        "-",
+    ]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["target"] == "amira"
+
+
+@pytest.mark.parametrize(
     "argv",
     [
         ["run", "two-friends", "--out", ""],
