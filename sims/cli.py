@@ -109,6 +109,59 @@ def _seed(text: str) -> int:
     return value
 
 
+def _json_file(text: str) -> str:
+    """``disclose --json``'s FILE, checked before the order is served (it printed the disclosure, then
+    said it could not write the file): not empty (out_file), no folder, in a folder that is there and
+    can be written, and never a symbolic link to nothing. Such a link was written through: the file
+    was made wherever the link pointed, which may be anywhere (a link left in a shared /tmp); as
+    ``--out`` does, it is refused naming its target. A link to a file that is there is written
+    through (the file replaced, as an existing FILE is), as ``--out`` writes into a linked folder."""
+    if out_file(text) == "-":
+        return text
+    path = Path(text)
+    if path.is_symlink() and not path.exists():
+        raise argparse.ArgumentTypeError(
+            f"{text} is a symbolic link to {os.readlink(path)}, which does not exist; relaysim writes no "
+            "file through a link to nothing: give the file's own path, or remove the link"
+        )
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file's path")
+    folder = path.resolve().parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{text}: its folder {path.parent} does not exist (or is not a folder)"
+        )
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"{text}: cannot write there (permission denied)")
+    return text
+
+
+def _write_file(text: str, data: str) -> None:
+    """``data`` (UTF-8, the bytes ``--json -`` writes) into the file ``text`` names, whole or not at
+    all: written beside it under a name of its own and renamed over it (a write cut short, the disk
+    full, left half a file, and a file that was there already truncated). A file that was there
+    keeps its permissions; a link to one stays, the file it points to replaced."""
+    import tempfile
+
+    target = Path(text).resolve() if Path(text).is_symlink() else Path(text)
+    try:
+        mode = os.stat(target).st_mode & 0o7777
+    except FileNotFoundError:  # a new file: the permissions open() gives one (0o666 less the umask)
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8"))
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 _columns = _at_least(40, "columns")  # sims.term.MIN_WIDTH (not imported here: it loads rich)
 _rows = _at_least(1, "rows")
 
@@ -581,7 +634,7 @@ def _disclose(args: argparse.Namespace) -> int:
         print(printable(disclosure.to_markdown(lambda t: sim_clock(t, epoch, day is not None))), end="")
         if args.json:
             try:
-                Path(args.json).write_text(data, encoding="utf-8")
+                _write_file(args.json, data)
             except OSError as exc:
                 raise CliError(f"--json {args.json}: cannot write it: {exc.strerror or exc}") from None
     if order.forward:
@@ -1048,7 +1101,7 @@ def build_parser() -> argparse.ArgumentParser:
     disclose.add_argument(
         "--json",
         metavar="FILE",
-        type=out_file,
+        type=_json_file,
         help="also write the disclosure as JSON to FILE; with --json -, write only the JSON, to stdout",
     )
 

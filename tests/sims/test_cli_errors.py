@@ -4,6 +4,7 @@ earlier run is refused unless --force, which removes only relaysim's own files t
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -612,6 +613,68 @@ def test_disclose_with_a_damaged_provider_file(tmp_path: Path, tf_run: Path) -> 
     (run / "provider.json").write_text('{"profile": "sig', encoding="utf-8")
     res = cli("disclose", "--db", str(run / "relay.db"), "--process", "subpoena", "--target", "amira")
     assert_clean_error(res, "provider.json")
+
+
+def _disclose_json(run: Path, json_to: Path | str) -> list[str]:
+    return [
+        "disclose", "--db", str(run / "relay.db"), "--process", "subpoena", "--target", "amira",
+        "--json", str(json_to),
+    ]  # fmt: skip
+
+
+def test_disclose_json_to_a_symbolic_link_to_nothing_is_refused_before_serving(
+    tmp_path: Path, tf_run: Path
+) -> None:
+    """``--json LINK``, LINK a link to a file not there: the file was made where the link pointed
+    (anywhere: a link left in a shared /tmp). Refused, as ``--out`` refuses such a link, naming it
+    and its target, before the order is served (nothing printed)."""
+    link, target = tmp_path / "d.json", tmp_path / "elsewhere" / "made.json"
+    (tmp_path / "elsewhere").mkdir()
+    link.symlink_to(target)
+    res = cli(*_disclose_json(tf_run, link))
+    assert_clean_error(res, f"--json: {link} is a symbolic link to {target}, which does not exist")
+    assert res.stdout == ""
+    assert not target.exists() and link.is_symlink()
+
+
+def test_disclose_json_where_it_cannot_be_written_is_refused_before_serving(
+    tmp_path: Path, tf_run: Path
+) -> None:
+    """It printed the disclosure, then said the file could not be written."""
+    for given, said in (
+        (tmp_path / "missing" / "d.json", f"{tmp_path / 'missing' / 'd.json'}: its folder"),
+        (tmp_path, f"{tmp_path} is a folder; give a file's path"),
+    ):
+        res = cli(*_disclose_json(tf_run, given))
+        assert_clean_error(res, "--json", said)
+        assert res.stdout == ""
+
+
+def test_disclose_json_replaces_a_file_whole_or_not_at_all(
+    tmp_path: Path, tf_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An existing FILE is replaced (as before), through a link to it the file it points to (the
+    link stays); a write that fails leaves the file as it was (it was truncated, then half written)
+    and nothing beside it."""
+    old = tmp_path / "d.json"
+    old.write_text("earlier\n", encoding="utf-8")
+    old.chmod(0o640)
+    link = tmp_path / "link.json"
+    link.symlink_to(old.name)
+    assert main(_disclose_json(tf_run, link)) == 0
+    assert link.is_symlink() and json.loads(old.read_text(encoding="utf-8"))["name"] == "subpoena-amira"
+    assert old.stat().st_mode & 0o777 == 0o640
+    whole = old.read_bytes()
+    capsys.readouterr()
+
+    def no_space(src: object, dst: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "replace", no_space)
+    assert main(_disclose_json(tf_run, old)) == 2
+    assert f"--json {old}: cannot write it: No space left on device" in capsys.readouterr().err
+    assert old.read_bytes() == whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.json", "link.json"]
 
 
 # --- part 6: conventions -----------------------------------------------------------------------------
