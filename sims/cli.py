@@ -566,7 +566,13 @@ def _disclose(args: argparse.Namespace) -> int:
         for suffix in ("", "-wal", "-shm"):
             src = Path(str(db) + suffix)
             if src.exists():
-                Path(str(copy) + suffix).write_bytes(src.read_bytes())
+                try:
+                    content = src.read_bytes()
+                except OSError as exc:  # (it said "check its permissions, or give another folder")
+                    raise CliError(
+                        f"--db {db}: cannot read {src}: {exc.strerror or exc}; check its permissions"
+                    ) from None
+                Path(str(copy) + suffix).write_bytes(content)
         try:
             missing = _missing_relay_tables(copy)
             if not missing:

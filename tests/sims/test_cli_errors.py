@@ -4,6 +4,7 @@ earlier run is refused unless --force, which removes only relaysim's own files t
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -675,6 +677,132 @@ def test_disclose_json_replaces_a_file_whole_or_not_at_all(
     assert f"--json {old}: cannot write it: No space left on device" in capsys.readouterr().err
     assert old.read_bytes() == whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.json", "link.json"]
+
+
+# --- permissions: a file that cannot be read, a folder that cannot be written ------------------------
+
+# File modes do not stop root (nor hold on Windows, which has no geteuid): there these tests would
+# find every file readable and every folder writable, and prove nothing.
+needs_file_modes = pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="file modes are not enforced for root"
+)
+
+
+@contextlib.contextmanager
+def _mode(path: Path, mode: int) -> Iterator[Path]:
+    """``path`` with ``mode`` for the block, its own mode again after (so pytest can remove it)."""
+    before = path.stat().st_mode & 0o7777
+    path.chmod(mode)
+    try:
+        yield path
+    finally:
+        path.chmod(before)
+
+
+@needs_file_modes
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "FILE", "--quiet"],
+        ["sweep", "FILE", "--seeds", "1", "--quiet"],
+        ["defences", "FILE"],
+        ["demo", "--scenario", "FILE"],
+    ],
+)
+def test_a_scenario_file_that_cannot_be_read_is_named(argv: list[str], tmp_path: Path) -> None:
+    scenario = tmp_path / "mine.toml"
+    scenario.write_bytes((ROOT / "relaysim" / "sims" / "scenarios" / "two-friends.toml").read_bytes())
+    with _mode(scenario, 0):
+        res = cli(*[str(scenario) if a == "FILE" else a for a in argv], "--out", str(tmp_path / "o"))
+    assert_clean_error(res, f"{scenario}: cannot read the file: Permission denied")
+    assert res.stderr.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+@needs_file_modes
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (
+            ["run", "two-friends", "--quiet", "--out", "RO"],
+            "cannot write RO/transcript.jsonl: Permission denied",
+        ),
+        (["run", "two-friends", "--quiet", "--out", "RO/new"], "cannot write to RO/new: Permission denied"),
+        (["sweep", "two-friends", "--seeds", "1", "--quiet", "--out", "RO/new"], "RO/new: Permission denied"),
+        (["chart", "RO"], "cannot write RO/"),
+        (
+            [
+                "disclose",
+                "--db",
+                "RUN/relay.db",
+                "--process",
+                "subpoena",
+                "--target",
+                "amira",
+                "--json",
+                "RO/d.json",
+            ],
+            "argument --json: RO/d.json: cannot write there (permission denied)",
+        ),
+    ],
+)
+def test_an_output_folder_that_cannot_be_written_is_named_and_nothing_is_left_in_it(
+    argv: list[str], said: str, tmp_path: Path, tf_run: Path
+) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    with _mode(ro, 0o555):
+        res = cli(*[a.replace("RO", str(ro)).replace("RUN", str(tf_run)) for a in argv])
+        assert_clean_error(res, said.replace("RO", str(ro)))
+        assert list(ro.iterdir()) == []
+    assert "Handed over" not in res.stdout  # (disclose: refused before the order is served)
+
+
+@needs_file_modes
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        ("analyze", "RUN/analysis: Permission denied; check its permissions"),
+        ("report", "cannot write RUN/report.html: Permission denied"),
+    ],
+)
+def test_a_finished_run_in_a_folder_that_cannot_be_written_is_named(
+    command: str, said: str, tmp_path: Path, tf_run: Path
+) -> None:
+    run = _part_of(tf_run, tmp_path / "run", "provider.json", "summary.json", "transcript.jsonl", "relay.db")
+    with _mode(run, 0o555):
+        res = cli(command, str(run))
+        assert_clean_error(res, said.replace("RUN", str(run)))
+        assert sorted(p.name for p in run.iterdir()) == [
+            "provider.json",
+            "relay.db",
+            "summary.json",
+            "transcript.jsonl",
+        ]
+
+
+@needs_file_modes
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        # SQLite said only "unable to open database file", and the store was blamed for it
+        (["analyze", "RUN"], "RUN/relay.db: cannot read it: Permission denied; check its permissions"),
+        (["report", "RUN"], "RUN/relay.db: cannot read it: Permission denied; check its permissions"),
+        # it said "check its permissions, or give another folder", of a file
+        (
+            ["disclose", "--db", "RUN/relay.db", "--process", "subpoena", "--target", "amira"],
+            "--db RUN/relay.db: cannot read RUN/relay.db: Permission denied; check its permissions",
+        ),
+    ],
+)
+def test_a_run_whose_database_cannot_be_read_says_so_not_that_it_is_no_store(
+    argv: list[str], said: str, tmp_path: Path, tf_run: Path
+) -> None:
+    run = _part_of(tf_run, tmp_path / "run", "provider.json", "summary.json", "transcript.jsonl", "relay.db")
+    with _mode(run / "relay.db", 0):
+        res = cli(*[a.replace("RUN", str(run)) for a in argv])
+    assert_clean_error(res, said.replace("RUN", str(run)))
+    assert "relay store" not in res.stderr, res.stderr
 
 
 # --- part 6: conventions -----------------------------------------------------------------------------
