@@ -620,6 +620,18 @@ def _partition(text: str) -> str:
             'with demand = "key_escrow"',
         ),
         ('events]]\nat = "3h"', 'events]]\nat = "5h"', "events[0].at: expected a time within the scenario"),
+        # an order served past the longest run, as `relaysim disclose --at 1e308` or "366d" is refused:
+        # a scenario's events happen by its end, and its duration is at most "365d"
+        (
+            _EVENT_END,
+            _order("").replace('at = "1h"', "at = 1e308"),
+            "events[1].at: expected a time within the scenario (14400 s), got 1e+308 s",
+        ),
+        (
+            _EVENT_END,
+            _order("").replace('at = "1h"', 'at = "366d"'),
+            "events[1].at: expected a time within the scenario (14400 s), got 3.16224e+07 s",
+        ),
         # a legal process's window, read as its instrument reads it (served at 1h = 3600 s)
         (
             _EVENT_END,
