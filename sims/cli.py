@@ -111,19 +111,11 @@ def _seed(text: str) -> int:
 
 def _json_file(text: str) -> str:
     """``disclose --json``'s FILE, checked before the order is served (it printed the disclosure, then
-    said it could not write the file): not empty (out_file), no folder, in a folder that is there and
-    can be written, and never a symbolic link to nothing. Such a link was written through: the file
-    was made wherever the link pointed, which may be anywhere (a link left in a shared /tmp); as
-    ``--out`` does, it is refused naming its target. A link to a file that is there is written
-    through (the file replaced, as an existing FILE is), as ``--out`` writes into a linked folder."""
+    said it could not write the file): out_file's (not empty, no symbolic link to nothing), no
+    folder, in a folder that is there and can be written (as bench's --json FILE)."""
     if out_file(text) == "-":
         return text
     path = Path(text)
-    if path.is_symlink() and not path.exists():
-        raise argparse.ArgumentTypeError(
-            f"{text} is a symbolic link to {os.readlink(path)}, which does not exist; relaysim writes no "
-            "file through a link to nothing: give the file's own path, or remove the link"
-        )
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; give a file's path")
     folder = path.resolve().parent

@@ -1009,6 +1009,13 @@ def test_a_bench_json_path_that_cannot_be_written_is_refused_before_anything_is_
     assert_clean_error(res, "--json", "is a folder")
     res = cli("bench", "crypto", "--json", "", timeout=30)  # it said " is a folder"
     assert_clean_error(res, "--json", "expected a file's path (or -, for stdout), got ''")
+    link = tmp_path / "b.json"  # a link to nothing was written through, as disclose's --json was
+    link.symlink_to(tmp_path / "made.json")
+    res = cli("bench", "crypto", "--json", str(link), timeout=30)
+    assert_clean_error(
+        res, f"--json: {link} is a symbolic link to {tmp_path / 'made.json'}, which does not exist"
+    )
+    assert not (tmp_path / "made.json").exists()
 
 
 def test_a_finished_run_on_read_only_media_is_read_without_its_shared_memory_file(
