@@ -93,6 +93,67 @@ def _at_least(minimum: int, what: str) -> Callable[[str], int]:
 DEMO_WIRE_SEED = 2015  # demo --wire: the phones' keys
 LIVE_TIME_SCALE = 0.001  # run --live: real seconds per simulated second
 
+
+def _seed(text: str) -> int:
+    """``--seed``'s type: an integer from 0 to 2**63 - 1 (sims.scenario.MAX_SEED, which says why: a
+    negative seed made the same social graph as its absolute value, a larger one fits no TOML file)."""
+    from relaysim.sims.scenario import seed_problem
+
+    try:
+        value: int | None = int(text)
+    except ValueError:  # (a word, or a number of more than 4,300 digits, which Python will not convert)
+        value = None
+    problem = seed_problem(text if value is None else value)
+    if problem is not None or value is None:  # (a text is never a seed: it always has a problem)
+        raise argparse.ArgumentTypeError(problem or f"expected an integer, got {text!r}")
+    return value
+
+
+def _json_file(text: str) -> str:
+    """``disclose --json``'s FILE, checked before the order is served (it printed the disclosure, then
+    said it could not write the file): out_file's (not empty, no symbolic link to nothing), no
+    folder, in a folder that is there and can be written (as bench's --json FILE)."""
+    if out_file(text) == "-":
+        return text
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file's path")
+    folder = path.resolve().parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{text}: its folder {path.parent} does not exist (or is not a folder)"
+        )
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"{text}: cannot write there (permission denied)")
+    return text
+
+
+def _write_file(text: str, data: str) -> None:
+    """``data`` (UTF-8, the bytes ``--json -`` writes) into the file ``text`` names, whole or not at
+    all: written beside it under a name of its own and renamed over it (a write cut short, the disk
+    full, left half a file, and a file that was there already truncated). A file that was there
+    keeps its permissions; a link to one stays, the file it points to replaced."""
+    import tempfile
+
+    target = Path(text).resolve() if Path(text).is_symlink() else Path(text)
+    try:
+        mode = os.stat(target).st_mode & 0o7777
+    except FileNotFoundError:  # a new file: the permissions open() gives one (0o666 less the umask)
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8"))
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 _columns = _at_least(40, "columns")  # sims.term.MIN_WIDTH (not imported here: it loads rich)
 _rows = _at_least(1, "rows")
 
@@ -497,7 +558,13 @@ def _disclose(args: argparse.Namespace) -> int:
         for suffix in ("", "-wal", "-shm"):
             src = Path(str(db) + suffix)
             if src.exists():
-                Path(str(copy) + suffix).write_bytes(src.read_bytes())
+                try:
+                    content = src.read_bytes()
+                except OSError as exc:  # (it said "check its permissions, or give another folder")
+                    raise CliError(
+                        f"--db {db}: cannot read {src}: {exc.strerror or exc}; check its permissions"
+                    ) from None
+                Path(str(copy) + suffix).write_bytes(content)
         try:
             missing = _missing_relay_tables(copy)
             if not missing:
@@ -565,7 +632,7 @@ def _disclose(args: argparse.Namespace) -> int:
         print(printable(disclosure.to_markdown(lambda t: sim_clock(t, epoch, day is not None))), end="")
         if args.json:
             try:
-                Path(args.json).write_text(data, encoding="utf-8")
+                _write_file(args.json, data)
             except OSError as exc:
                 raise CliError(f"--json {args.json}: cannot write it: {exc.strerror or exc}") from None
     if order.forward:
@@ -862,7 +929,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--wire", action="store_true", help="show the packet-level demo of two phones instead")
     demo.add_argument(
         "--seed",
-        type=int,
+        type=_seed,
         default=DEMO_WIRE_SEED,
         help=f"with --wire: seed for the phones' keys (default: {DEMO_WIRE_SEED})",
     )
@@ -901,7 +968,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME_OR_PATH",
         help="a built-in scenario (see: relaysim scenarios) or a .toml file",
     )
-    run.add_argument("--seed", type=int, help="override the scenario's seed")
+    run.add_argument("--seed", type=_seed, help="override the scenario's seed (0 to 2**63 - 1)")
     run.add_argument(
         "--out", type=out_folder, metavar="DIR", help="where to write the outputs (default: out/NAME)"
     )
@@ -1032,7 +1099,7 @@ def build_parser() -> argparse.ArgumentParser:
     disclose.add_argument(
         "--json",
         metavar="FILE",
-        type=out_file,
+        type=_json_file,
         help="also write the disclosure as JSON to FILE; with --json -, write only the JSON, to stdout",
     )
 

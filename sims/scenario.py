@@ -13,7 +13,8 @@ Nothing wrong runs: a file is refused (``relaysim run`` exits with status 2 and 
 line) rather than run doing something other than what it says. In particular:
 
 - Numbers are finite everywhere (TOML's ``nan`` and ``inf`` are refused), counts are integers
-  (``true`` is not 1), probabilities lie in [0, 1], keys are known. Latencies and jitter
+  (``true`` is not 1), probabilities lie in [0, 1], keys are known. ``seed`` is an integer from 0
+  to 2**63 − 1 (``MAX_SEED`` says why), as is ``relaysim run --seed``. Latencies and jitter
   (``network`` latency_ms, jitter_ms, a latency rule's ``ms``, ``defences`` exit_latency_ms) are
   from 0 to 60,000 ms (``MAX_LATENCY_MS``, a minute each way: far beyond any real path, a
   geostationary satellite hop included; an outage is a partition with ``mode = "hold"``). Jitter
@@ -149,6 +150,7 @@ __all__ = [
     "EVENT_TYPES",
     "MAX_DURATION",
     "MAX_LATENCY_MS",
+    "MAX_SEED",
     "SIM_EPOCH",
     "Conversation",
     "DeviceOffline",
@@ -178,6 +180,7 @@ __all__ = [
     "read_scenario_text",
     "read_toml",
     "scenario_from_data",
+    "seed_problem",
 ]
 
 EVENT_KINDS = {
@@ -195,6 +198,12 @@ EVENT_KINDS = {
 EXCEPTIONAL_DEMANDS = ("key_escrow", "global_key", "ghost_device", "ghost_participant")
 PARTITION_MODES = ("drop", "hold")
 MAX_DURATION = 365 * 86400.0  # "365d": a year of simulated time is the longest run
+# A seed is an integer from 0 to 2**63 - 1. The largest is TOML's (its integers are 64-bit signed,
+# toml.io/en/v1.0.0#integer): a seed beyond it could be given with --seed but written in no scenario
+# file, so its run could not be reproduced from one. And none is negative: Python's random.Random(n)
+# seeds with abs(n), so networkx made the same social graph of [generate] under -7 as under 7 while
+# every other stream ("SEED:label", sims.world.util.seeded) differed: a negative seed was half a seed.
+MAX_SEED = 2**63 - 1
 # The largest scenario file read: far beyond any written by hand or listing people ([generate] makes
 # a million in a few lines); a larger "scenario" is some other file, or a device (/dev/zero) that
 # would be read until memory ran out.
@@ -394,6 +403,14 @@ def parse_duration(value: object) -> float:
                 raise ValueError(f"expected a finite duration, got {shown} (too large for a number)")
             return seconds
     raise ValueError(f'expected a duration like 90, "15m" or "1h30m", got {value!r}')
+
+
+def seed_problem(seed: object) -> str | None:
+    """What is wrong with ``seed`` as a scenario's seed (an "expected ..." phrase), or None."""
+    if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= MAX_SEED:
+        return None
+    shown = repr(seed) if len(repr(seed)) <= 40 else f"{repr(seed)[:40]}… ({len(repr(seed))} characters)"
+    return f"expected an integer from 0 to {MAX_SEED} (2**63 - 1, the largest a TOML file holds), got {shown}"
 
 
 # --- the validated model ----------------------------------------------------------------------
@@ -690,8 +707,11 @@ class Scenario:
         raise KeyError(name)
 
     def with_seed(self, seed: int) -> Scenario:
+        """This scenario under ``seed`` (ValueError outside 0 to MAX_SEED, see seed_problem)."""
         from dataclasses import replace
 
+        if (problem := seed_problem(seed)) is not None:
+            raise ValueError(f"seed: {problem}")
         return replace(self, seed=seed)
 
 
@@ -929,6 +949,8 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
             f'expected a positive duration of at most "365d" ({MAX_DURATION:g} s), got {duration:g} s',
         )
     seed = r.get(head, "seed", "scenario", int, 0)
+    if (problem := seed_problem(seed)) is not None:
+        raise r.fail("scenario.seed", problem)
     compare, matrix = _comparison(r, head, data)
     start, start_at = _start(r, head)
     if start is not None:

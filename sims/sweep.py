@@ -58,6 +58,7 @@ __all__ = [
     "build_scenario",
     "main",
     "mean_ci",
+    "metric_problem",
     "parse_param",
     "run_one",
     "run_sweep",
@@ -324,6 +325,29 @@ def metric_value(summary: Any, path: str) -> float | None:
     return None
 
 
+def metric_problem(path: str) -> str | None:
+    """What is wrong with ``path`` as a metric (an "expected ..." phrase naming the metrics there
+    are), or None. An empty path, or one with an empty part ('', 'messages.', 'a..b'), names no
+    number of any summary: ``--metric ''`` (an unset shell variable) ran the whole sweep and then
+    only warned that no run had a number there."""
+    if path.strip() and all(part.strip() for part in path.split(".")):
+        return None
+    each = ", ".join(f"disclosures.NAME.{m}" for m in DISCLOSURE_METRICS)
+    return (
+        f"expected a dotted path to a number in a run's summary.json, got {path!r}; the metrics are "
+        f"{', '.join(DEFAULT_METRICS)} and, for each disclosure NAME, {each} (leave --metric out for all "
+        "of them), or any other number in summary.json, e.g. messages.planned"
+    )
+
+
+def _metric(text: str) -> str:
+    """--metric's type: text (text_arg), and a path that can name a number (metric_problem)."""
+    problem = metric_problem(text_arg(text))
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def default_metrics(summaries: Iterable[dict[str, Any]]) -> list[str]:
     """A few messages numbers, and each disclosure's score shares (disclosures in order of appearance)."""
     names: list[str] = []
@@ -451,6 +475,9 @@ def run_sweep(
     """
     if seeds < 1:
         raise SweepError(f"--seeds: expected at least 1, got {seeds}")
+    for metric in metrics:
+        if (problem := metric_problem(metric)) is not None:
+            raise SweepError(f"--metric: {problem}")
     keys = [k for k, _ in params]
     if len(set(keys)) != len(keys):
         raise SweepError(f"--param: each key once, got {', '.join(keys)}")
@@ -462,6 +489,13 @@ def run_sweep(
         )
     text, source = _scenario_text(scenario)
     base = build_scenario(text, source, [])
+    from relaysim.sims.scenario import MAX_SEED
+
+    if base.seed + seeds - 1 > MAX_SEED:  # (with_seed refuses a seed past it: it was a ValueError per run)
+        raise SweepError(
+            f"--seeds {seeds:,}: the seeds run from the scenario's, {base.seed}, to {base.seed + seeds - 1}, past "
+            f"{MAX_SEED} (2**63 - 1, the largest seed); give fewer, or a smaller seed in the scenario"
+        )
     seed_list = [base.seed + i for i in range(seeds)]
     cells = [list(zip(keys, combo, strict=True)) for combo in itertools.product(*(v for _, v in params))]
     from relaysim.sims.world.traffic import check_population
@@ -807,7 +841,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=5, metavar="N", help="seeds per cell (default: 5)")
     p.add_argument(
         "--metric",
-        type=text_arg,
+        type=_metric,
         action="append",
         default=[],
         metavar="PATH",

@@ -159,9 +159,19 @@ def text_arg(text: str) -> str:
 
 
 def out_file(text: str) -> str:
-    """An argparse type for a file to write to (``disclose --json FILE``): not empty (``--json ""``
-    wrote nothing and said nothing)."""
-    return not_empty(text, "a file's path (or -, for stdout)", "give the file to write the JSON to")
+    """An argparse type for a file to write to (``disclose --json FILE``, ``bench --json FILE``): not
+    empty (``--json ""`` wrote nothing and said nothing), and never a symbolic link to nothing. Such
+    a link was written through, the file made wherever it pointed (anywhere: a link left in a shared
+    /tmp); it is refused naming its target, as ``--out`` refuses one (sims.report.prepare_out_dir).
+    A link to a file that is there is written through, the file replaced, as an existing FILE is."""
+    not_empty(text, "a file's path (or -, for stdout)", "give the file to write the JSON to")
+    path = Path(text)
+    if text != "-" and path.is_symlink() and not path.exists():
+        raise argparse.ArgumentTypeError(
+            f"{text} is a symbolic link to {os.readlink(path)}, which does not exist; relaysim writes no "
+            "file through a link to nothing: give the file's own path, or remove the link"
+        )
+    return text
 
 
 def not_a_file(path: Path) -> str | None:

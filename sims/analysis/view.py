@@ -112,6 +112,13 @@ def _obs(r: MetadataRecord) -> Obs:
 def _connect(db: Path) -> sqlite3.Connection:
     if not db.is_file():
         raise AnalysisInputError(f"{db}: no such file; expected a run's relay.db")
+    try:  # (SQLite says only "unable to open database file", and the store was blamed for it)
+        with open(db, "rb"):
+            pass
+    except OSError as exc:
+        raise AnalysisInputError(
+            f"{db}: cannot read it: {exc.strerror or exc}; check its permissions"
+        ) from None
     uri = db.resolve().as_uri()
     try:
         conn = sqlite3.connect(f"{uri}?mode=ro", uri=True)

@@ -4,6 +4,8 @@ earlier run is refused unless --force, which removes only relaysim's own files t
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import signal
@@ -11,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -168,6 +171,65 @@ def test_out_pointing_at_a_file(tmp_path: Path) -> None:
 def test_bad_numbers_are_refused_by_the_parser(argv: list[str], tf_run: Path) -> None:
     res = cli(*[str(tf_run) if a == "DIR" else a for a in argv])
     assert_clean_error(res, "expected")
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["run", "two-friends", "--seed", "-1"], "got -1"),
+        (["run", "two-friends", "--seed", str(2**63)], f"got {2**63}"),
+        (["run", "two-friends", "--seed", str(10**400)], "characters)"),  # (shown cut short)
+        (["run", "two-friends", "--seed", "seven"], "got 'seven'"),
+        (["demo", "--wire", "--seed", "-5"], "got -5"),
+    ],
+)
+def test_a_seed_outside_0_to_2_63_is_refused_naming_the_option(
+    argv: list[str], shown: str, tmp_path: Path
+) -> None:
+    """A negative --seed made [generate]'s social graph of its absolute value; a seed past 2**63 - 1
+    can be written in no scenario file (sims.scenario.MAX_SEED). Both ran."""
+    res = cli(*argv, "--out", str(tmp_path / "o"))
+    assert_clean_error(res, "argument --seed: expected an integer from 0 to 9223372036854775807", shown)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_sweep_whose_seeds_would_pass_the_largest_is_refused_before_it_runs(tmp_path: Path) -> None:
+    scenario = tmp_path / "top.toml"
+    text = (ROOT / "relaysim" / "sims" / "scenarios" / "two-friends.toml").read_text(encoding="utf-8")
+    scenario.write_text(text.replace("seed = 2015", f"seed = {2**63 - 2}", 1), encoding="utf-8")
+    res = cli("sweep", str(scenario), "--seeds", "3", "--out", str(tmp_path / "o"), "--quiet")
+    assert_clean_error(res, f"--seeds 3: the seeds run from the scenario's, {2**63 - 2}, to {2**63}, past")
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_largest_seed_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """2**63 - 1 is a seed like any other: the run, its files (the seed in summary.json and in the
+    store's note that its keys are a simulation's) and a disclosure served on them afterwards."""
+    import sqlite3
+
+    out = tmp_path / "top"
+    assert main(["run", "two-friends", "--seed", str(2**63 - 1), "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["seed"] == 2**63 - 1
+    db = sqlite3.connect(out / "relay.db")
+    try:
+        (note,) = db.execute("SELECT value FROM meta WHERE key = 'simulation_keys'").fetchone()
+    finally:
+        db.close()
+    assert note == f"scenario 'two-friends', seed {2**63 - 1}"
+    capsys.readouterr()
+    argv = [
+        "disclose",
+        "--db",
+        str(out / "relay.db"),
+        "--process",
+        "subpoena",
+        "--target",
+        "amira",
+        "--json",
+        "-",
+    ]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["target"] == "amira"
 
 
 @pytest.mark.parametrize(
@@ -555,6 +617,194 @@ def test_disclose_with_a_damaged_provider_file(tmp_path: Path, tf_run: Path) -> 
     assert_clean_error(res, "provider.json")
 
 
+def _disclose_json(run: Path, json_to: Path | str) -> list[str]:
+    return [
+        "disclose", "--db", str(run / "relay.db"), "--process", "subpoena", "--target", "amira",
+        "--json", str(json_to),
+    ]  # fmt: skip
+
+
+def test_disclose_json_to_a_symbolic_link_to_nothing_is_refused_before_serving(
+    tmp_path: Path, tf_run: Path
+) -> None:
+    """``--json LINK``, LINK a link to a file not there: the file was made where the link pointed
+    (anywhere: a link left in a shared /tmp). Refused, as ``--out`` refuses such a link, naming it
+    and its target, before the order is served (nothing printed)."""
+    link, target = tmp_path / "d.json", tmp_path / "elsewhere" / "made.json"
+    (tmp_path / "elsewhere").mkdir()
+    link.symlink_to(target)
+    res = cli(*_disclose_json(tf_run, link))
+    assert_clean_error(res, f"--json: {link} is a symbolic link to {target}, which does not exist")
+    assert res.stdout == ""
+    assert not target.exists() and link.is_symlink()
+
+
+def test_disclose_json_where_it_cannot_be_written_is_refused_before_serving(
+    tmp_path: Path, tf_run: Path
+) -> None:
+    """It printed the disclosure, then said the file could not be written."""
+    for given, said in (
+        (tmp_path / "missing" / "d.json", f"{tmp_path / 'missing' / 'd.json'}: its folder"),
+        (tmp_path, f"{tmp_path} is a folder; give a file's path"),
+    ):
+        res = cli(*_disclose_json(tf_run, given))
+        assert_clean_error(res, "--json", said)
+        assert res.stdout == ""
+
+
+def test_disclose_json_replaces_a_file_whole_or_not_at_all(
+    tmp_path: Path, tf_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An existing FILE is replaced (as before), through a link to it the file it points to (the
+    link stays); a write that fails leaves the file as it was (it was truncated, then half written)
+    and nothing beside it."""
+    old = tmp_path / "d.json"
+    old.write_text("earlier\n", encoding="utf-8")
+    old.chmod(0o640)
+    link = tmp_path / "link.json"
+    link.symlink_to(old.name)
+    assert main(_disclose_json(tf_run, link)) == 0
+    assert link.is_symlink() and json.loads(old.read_text(encoding="utf-8"))["name"] == "subpoena-amira"
+    assert old.stat().st_mode & 0o777 == 0o640
+    whole = old.read_bytes()
+    capsys.readouterr()
+
+    def no_space(src: object, dst: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "replace", no_space)
+    assert main(_disclose_json(tf_run, old)) == 2
+    assert f"--json {old}: cannot write it: No space left on device" in capsys.readouterr().err
+    assert old.read_bytes() == whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.json", "link.json"]
+
+
+# --- permissions: a file that cannot be read, a folder that cannot be written ------------------------
+
+# File modes do not stop root (nor hold on Windows, which has no geteuid): there these tests would
+# find every file readable and every folder writable, and prove nothing.
+needs_file_modes = pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="file modes are not enforced for root"
+)
+
+
+@contextlib.contextmanager
+def _mode(path: Path, mode: int) -> Iterator[Path]:
+    """``path`` with ``mode`` for the block, its own mode again after (so pytest can remove it)."""
+    before = path.stat().st_mode & 0o7777
+    path.chmod(mode)
+    try:
+        yield path
+    finally:
+        path.chmod(before)
+
+
+@needs_file_modes
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "FILE", "--quiet"],
+        ["sweep", "FILE", "--seeds", "1", "--quiet"],
+        ["defences", "FILE"],
+        ["demo", "--scenario", "FILE"],
+    ],
+)
+def test_a_scenario_file_that_cannot_be_read_is_named(argv: list[str], tmp_path: Path) -> None:
+    scenario = tmp_path / "mine.toml"
+    scenario.write_bytes((ROOT / "relaysim" / "sims" / "scenarios" / "two-friends.toml").read_bytes())
+    with _mode(scenario, 0):
+        res = cli(*[str(scenario) if a == "FILE" else a for a in argv], "--out", str(tmp_path / "o"))
+    assert_clean_error(res, f"{scenario}: cannot read the file: Permission denied")
+    assert res.stderr.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+@needs_file_modes
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (
+            ["run", "two-friends", "--quiet", "--out", "RO"],
+            "cannot write RO/transcript.jsonl: Permission denied",
+        ),
+        (["run", "two-friends", "--quiet", "--out", "RO/new"], "cannot write to RO/new: Permission denied"),
+        (["sweep", "two-friends", "--seeds", "1", "--quiet", "--out", "RO/new"], "RO/new: Permission denied"),
+        (["chart", "RO"], "cannot write RO/"),
+        (
+            [
+                "disclose",
+                "--db",
+                "RUN/relay.db",
+                "--process",
+                "subpoena",
+                "--target",
+                "amira",
+                "--json",
+                "RO/d.json",
+            ],
+            "argument --json: RO/d.json: cannot write there (permission denied)",
+        ),
+    ],
+)
+def test_an_output_folder_that_cannot_be_written_is_named_and_nothing_is_left_in_it(
+    argv: list[str], said: str, tmp_path: Path, tf_run: Path
+) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    with _mode(ro, 0o555):
+        res = cli(*[a.replace("RO", str(ro)).replace("RUN", str(tf_run)) for a in argv])
+        assert_clean_error(res, said.replace("RO", str(ro)))
+        assert list(ro.iterdir()) == []
+    assert "Handed over" not in res.stdout  # (disclose: refused before the order is served)
+
+
+@needs_file_modes
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        ("analyze", "RUN/analysis: Permission denied; check its permissions"),
+        ("report", "cannot write RUN/report.html: Permission denied"),
+    ],
+)
+def test_a_finished_run_in_a_folder_that_cannot_be_written_is_named(
+    command: str, said: str, tmp_path: Path, tf_run: Path
+) -> None:
+    run = _part_of(tf_run, tmp_path / "run", "provider.json", "summary.json", "transcript.jsonl", "relay.db")
+    with _mode(run, 0o555):
+        res = cli(command, str(run))
+        assert_clean_error(res, said.replace("RUN", str(run)))
+        assert sorted(p.name for p in run.iterdir()) == [
+            "provider.json",
+            "relay.db",
+            "summary.json",
+            "transcript.jsonl",
+        ]
+
+
+@needs_file_modes
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        # SQLite said only "unable to open database file", and the store was blamed for it
+        (["analyze", "RUN"], "RUN/relay.db: cannot read it: Permission denied; check its permissions"),
+        (["report", "RUN"], "RUN/relay.db: cannot read it: Permission denied; check its permissions"),
+        # it said "check its permissions, or give another folder", of a file
+        (
+            ["disclose", "--db", "RUN/relay.db", "--process", "subpoena", "--target", "amira"],
+            "--db RUN/relay.db: cannot read RUN/relay.db: Permission denied; check its permissions",
+        ),
+    ],
+)
+def test_a_run_whose_database_cannot_be_read_says_so_not_that_it_is_no_store(
+    argv: list[str], said: str, tmp_path: Path, tf_run: Path
+) -> None:
+    run = _part_of(tf_run, tmp_path / "run", "provider.json", "summary.json", "transcript.jsonl", "relay.db")
+    with _mode(run / "relay.db", 0):
+        res = cli(*[a.replace("RUN", str(run)) for a in argv])
+    assert_clean_error(res, said.replace("RUN", str(run)))
+    assert "relay store" not in res.stderr, res.stderr
+
+
 # --- part 6: conventions -----------------------------------------------------------------------------
 
 
@@ -759,6 +1009,13 @@ def test_a_bench_json_path_that_cannot_be_written_is_refused_before_anything_is_
     assert_clean_error(res, "--json", "is a folder")
     res = cli("bench", "crypto", "--json", "", timeout=30)  # it said " is a folder"
     assert_clean_error(res, "--json", "expected a file's path (or -, for stdout), got ''")
+    link = tmp_path / "b.json"  # a link to nothing was written through, as disclose's --json was
+    link.symlink_to(tmp_path / "made.json")
+    res = cli("bench", "crypto", "--json", str(link), timeout=30)
+    assert_clean_error(
+        res, f"--json: {link} is a symbolic link to {tmp_path / 'made.json'}, which does not exist"
+    )
+    assert not (tmp_path / "made.json").exists()
 
 
 def test_a_finished_run_on_read_only_media_is_read_without_its_shared_memory_file(

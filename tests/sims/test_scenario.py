@@ -549,6 +549,16 @@ def _partition(text: str) -> str:
         ),
         # wrong types: a bool is not an integer, a list is not a profile name
         ("seed = 3", "seed = true", "scenario.seed: expected an integer, got boolean True"),
+        # a seed from 0 to 2**63 - 1: a negative one made [generate]'s graph of its absolute value, and
+        # TOML's integers end at 2**63 - 1 (tomllib reads larger ones: they were run)
+        (
+            "seed = 3",
+            "seed = -3",
+            "scenario.seed: expected an integer from 0 to 9223372036854775807 (2**63 - 1, the largest a TOML "
+            "file holds), got -3",
+        ),
+        ("seed = 3", "seed = 9223372036854775808", "scenario.seed: expected an integer from 0 to"),
+        ("seed = 3", f"seed = {10**300}", "scenario.seed: expected an integer from 0 to"),
         (
             "seed = 3",
             "seed = 3\ncompare_profiles = [[1], 2]",
@@ -610,6 +620,18 @@ def _partition(text: str) -> str:
             'with demand = "key_escrow"',
         ),
         ('events]]\nat = "3h"', 'events]]\nat = "5h"', "events[0].at: expected a time within the scenario"),
+        # an order served past the longest run, as `relaysim disclose --at 1e308` or "366d" is refused:
+        # a scenario's events happen by its end, and its duration is at most "365d"
+        (
+            _EVENT_END,
+            _order("").replace('at = "1h"', "at = 1e308"),
+            "events[1].at: expected a time within the scenario (14400 s), got 1e+308 s",
+        ),
+        (
+            _EVENT_END,
+            _order("").replace('at = "1h"', 'at = "366d"'),
+            "events[1].at: expected a time within the scenario (14400 s), got 3.16224e+07 s",
+        ),
         # a legal process's window, read as its instrument reads it (served at 1h = 3600 s)
         (
             _EVENT_END,
@@ -985,6 +1007,30 @@ def test_generated_scenarios_refuse_names_of_nobody(old: str, new: str, expected
     with pytest.raises(ScenarioError) as info:
         parse_scenario(GENERATED.replace(old, new, 1), "gen.toml")
     assert str(info.value).startswith(f"gen.toml: {expected}"), str(info.value)
+
+
+def test_a_seed_is_taken_from_0_to_the_largest_toml_integer() -> None:
+    from relaysim.sims.scenario import MAX_SEED
+
+    assert MAX_SEED == 2**63 - 1
+    for seed in (0, MAX_SEED):
+        assert parse_scenario(GOOD.replace("seed = 3", f"seed = {seed}"), "ok.toml").seed == seed
+    ok = parse_scenario(GOOD, "ok.toml")
+    assert ok.with_seed(MAX_SEED).seed == MAX_SEED
+    for seed in (-1, MAX_SEED + 1):  # (sweep's seeds after the scenario's went past it)
+        with pytest.raises(ValueError, match=r"^seed: expected an integer from 0 to 9223372036854775807"):
+            ok.with_seed(seed)
+
+
+def test_a_negative_seed_would_make_the_graph_of_its_absolute_value() -> None:
+    """Why seeds are not negative (sims.scenario.MAX_SEED): the generated social graph is networkx's,
+    seeded with random.Random(seed), which takes the absolute value of an integer seed."""
+    import networkx as nx
+
+    def edges(seed: int) -> list[tuple[int, int]]:
+        return sorted(nx.barabasi_albert_graph(40, 2, seed=seed).edges())
+
+    assert edges(-7) == edges(7) != edges(8)
 
 
 def test_an_event_on_a_generated_device_the_seed_did_not_make_is_refused_before_running(

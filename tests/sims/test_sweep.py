@@ -496,6 +496,30 @@ def test_without_params_one_cell_and_a_metric_that_is_nowhere_is_named(
     ET.parse(tmp_path / "one" / "sweep.svg")
 
 
+@pytest.mark.parametrize("metric", ["", " ", "messages.", ".planned", "messages..planned"])
+def test_a_metric_that_can_name_no_number_is_a_usage_error_naming_the_metrics(
+    metric: str, tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--metric ''`` (an unset shell variable) ran every run and then only warned that no run had
+    a number there; a path with an empty part names no number either."""
+    out = tmp_path / "sw"
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", str(tiny), "--seeds", "1", "--metric", metric, "--out", str(out), "--quiet"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert (
+        f"argument --metric: expected a dotted path to a number in a run's summary.json, got {metric!r}"
+        in err
+    )
+    assert "messages.lost_by_network" in err and "disclosures.NAME.score.contacts.share" in err, err
+    assert not out.exists()
+    with pytest.raises(
+        SweepError, match=r"^--metric: expected a dotted path"
+    ):  # (and to a caller of run_sweep)
+        run_sweep(str(tiny), [], 1, out, metrics=[metric])
+    assert not out.exists()
+
+
 def test_dask_without_distributed_installed_is_a_clear_error(
     tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
