@@ -105,6 +105,7 @@ from relaysim.relay.wire import (
     ErrorCode,
     ErrorFrame,
     FrameDecoder,
+    RESUMABLE_CODES,
     RemoteProtocolError,
     Request,
     encode,
@@ -264,7 +265,7 @@ class _Connection:
         # a request it took but could not queue yet (back-pressure), whether its reading has ended
         # and with what framing error, and its handler task while that waits for any of these.
         self.decoder: FrameDecoder | None = None
-        self.held: Request | None = None
+        self.held: Request | _Refused | None = None
         self.ended = False
         self.end_error: ErrorFrame | None = None
         self.task: trio.lowlevel.Task | None = None
@@ -365,6 +366,31 @@ _T = TypeVar("_T")
 _Job = Callable[[], Sequence[Output]]  # a core call the server queues for itself (connect, disconnect)
 
 
+class _Refused:
+    """A frame the decoder refused and the connection outlives (an unknown field or kind: a code in
+    ``RESUMABLE_CODES``): queued as a request is, so its error comes in its place among the answers
+    and counts against the connection's output as a request's answer does."""
+
+    __slots__ = ("error", "id")
+    kind: Final = "error"  # (what it is answered with; not a large answer)
+
+    def __init__(self, error: ErrorFrame):
+        self.error = error
+        self.id = error.id
+
+
+def _frame_or_refusal(conn_id: int, decoder: FrameDecoder) -> object:
+    """``decoder.next_frame()``, with a resumable error turned into a :class:`_Refused` (logged);
+    any other RemoteProtocolError propagates (the connection closes)."""
+    try:
+        return decoder.next_frame()
+    except RemoteProtocolError as e:
+        if e.code not in RESUMABLE_CODES:
+            raise
+        log.info("connection %d: %s (%s); answered, reading on", conn_id, e.message, e.code.value)
+        return _Refused(ErrorFrame.from_exception(e))
+
+
 def _internal_error(request_id: int) -> ErrorFrame:
     return ErrorFrame(id=request_id, code=ErrorCode.INTERNAL_ERROR.value, message="internal error; closing")
 
@@ -405,7 +431,7 @@ class RelayServer:
         self._ids = itertools.count(1)
         # For the next batch: a connection's request, or (None, job) a core call made for the server
         # itself (a connection's connect and disconnect records), handled in order with the rest.
-        self._queue: list[tuple[_Connection | None, Request | _Job]] = []
+        self._queue: list[tuple[_Connection | None, Request | _Refused | _Job]] = []
         self._leading = False  # a reader has taken the lead of the next batch
         self._batch_done = trio.Event()  # set when the batch being led is committed
         # The store is in use by a batch (handled, then committing) or by retention: whoever
@@ -572,7 +598,7 @@ class RelayServer:
             queued = 0
             while True:
                 try:
-                    frame = decoder.next_frame()
+                    frame = _frame_or_refusal(conn.ctx.id, decoder)
                 except RemoteProtocolError as e:
                     log.info("connection %d: %s (%s); closing", conn.ctx.id, e.message, e.code.value)
                     return ErrorFrame.from_exception(e)
@@ -583,7 +609,7 @@ class RelayServer:
                     break
                 if frame is CLOSED:
                     return None
-                assert isinstance(frame, Request)  # a "relay" decoder only yields requests
+                assert isinstance(frame, Request | _Refused)  # a "relay" decoder only yields requests
                 # Back-pressure: take the request only if its answer still fits beside what is
                 # unsent and what the requests already taken may answer.
                 answer = frame_size if frame.kind in _LARGE_ANSWERS else _SMALL_ANSWER
@@ -690,7 +716,7 @@ class RelayServer:
             with contextlib.suppress(OSError, ValueError):
                 epoll.unregister(fd)
 
-    def _answer_size(self, request: Request) -> int:
+    def _answer_size(self, request: Request | _Refused) -> int:
         return self.core.max_frame_size if request.kind in _LARGE_ANSWERS else _SMALL_ANSWER
 
     def _take_frames(self, conn: _Connection, limit: int) -> int:
@@ -705,7 +731,7 @@ class RelayServer:
         queued = 0
         while True:
             try:
-                frame = decoder.next_frame()
+                frame = _frame_or_refusal(conn.ctx.id, decoder)
             except RemoteProtocolError as e:
                 log.info("connection %d: %s (%s); closing", conn.ctx.id, e.message, e.code.value)
                 self._stop_pumping(conn, ErrorFrame.from_exception(e))
@@ -719,7 +745,7 @@ class RelayServer:
             if frame is CLOSED:
                 self._stop_pumping(conn, None)
                 return queued
-            assert isinstance(frame, Request)  # a "relay" decoder only yields requests
+            assert isinstance(frame, Request | _Refused)  # a "relay" decoder only yields requests
             answer = frame_size if frame.kind in _LARGE_ANSWERS else _SMALL_ANSWER
             if conn.unsent + conn.reserved + answer > limit:
                 conn.held = frame
@@ -920,7 +946,7 @@ class RelayServer:
             self._store_free.set()
             self._store_free = None
 
-    def _commit_batch(self, batch: list[tuple[_Connection | None, Request | _Job]]) -> list[Sequence[Output]]:
+    def _commit_batch(self, batch: list[tuple[_Connection | None, Request | _Refused | _Job]]) -> list[Sequence[Output]]:
         """Handle ``batch`` in one transaction (the caller holds the store); its outputs, to be
         released once it is durable (:meth:`_release`)."""
         if self.disk_failed:
@@ -947,35 +973,39 @@ class RelayServer:
             return self._refuse_batch(batch)
         return results
 
-    def _refuse_batch(self, batch: list[tuple[_Connection | None, Request | _Job]]) -> list[Sequence[Output]]:
+    def _refuse_batch(self, batch: list[tuple[_Connection | None, Request | _Refused | _Job]]) -> list[Sequence[Output]]:
         """``internal_error`` to every request of a batch that is not durable; their connections stop."""
         results: list[Sequence[Output]] = []
         for conn, request in batch:
-            if isinstance(request, Request) and conn is not None and not conn.closed and not conn.failed:
+            if isinstance(request, Request | _Refused) and conn is not None and not conn.closed and not conn.failed:
                 self._fail(conn)
                 results.append([Reply(conn.ctx.id, _internal_error(request.id))])
         return results
 
     def _release(
-        self, batch: list[tuple[_Connection | None, Request | _Job]], results: list[Sequence[Output]]
+        self, batch: list[tuple[_Connection | None, Request | _Refused | _Job]], results: list[Sequence[Output]]
     ) -> None:
         """The batch is durable: count its requests answered, and queue its answers and pushes."""
         self.batches += 1
         self.requests += len(batch)
         frame_size = self.core.max_frame_size
         for conn, request in batch:
-            if conn is not None and isinstance(request, Request):
+            if conn is not None and isinstance(request, Request | _Refused):
                 conn.pending -= 1
                 conn.reserved -= frame_size if request.kind in _LARGE_ANSWERS else _SMALL_ANSWER
         for outputs in results:
             self._dispatch(outputs)
 
     def _handle_batch(
-        self, batch: list[tuple[_Connection | None, Request | _Job]], results: list[Sequence[Output]]
+        self, batch: list[tuple[_Connection | None, Request | _Refused | _Job]], results: list[Sequence[Output]]
     ) -> None:
         """Each request of ``batch`` through the core (each its own savepoint), in order."""
         handle = self.core.handle
         for conn, request in batch:
+            if type(request) is _Refused:
+                if conn is not None and not conn.closed and not conn.failed:
+                    results.append([Reply(conn.ctx.id, request.error)])
+                continue
             if conn is None or not isinstance(request, Request):  # a job of the server's own
                 try:
                     results.append(request())  # type: ignore[operator]  # (a job, not a request)

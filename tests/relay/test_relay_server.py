@@ -364,7 +364,7 @@ async def test_tls_with_a_private_ca() -> None:
     [
         (struct.pack(">I", 2**31), "frame_too_large"),
         (struct.pack(">I", 3) + b"\xc1\xc1\xc1", "malformed_msgpack"),
-        (wire.encode(wire.Ping(id=1))[:4] + msgpack.packb({"v": 1, "id": 5, "kind": "pong"}), "unknown_kind"),
+        (wire.encode(wire.Ping(id=1))[:4] + msgpack.packb({"v": 2, "id": 5, "kind": "ping"}), "unsupported_version"),
     ],
 )
 async def test_bad_input_gets_a_specific_error_then_the_connection_closes(data: bytes, code: str) -> None:
@@ -375,6 +375,47 @@ async def test_bad_input_gets_a_specific_error_then_the_connection_closes(data: 
         frames = _frames(await _read_until_closed(stream))
         assert len(frames) == 1 and isinstance(frames[0], wire.ErrorFrame)
         assert frames[0].code == code and frames[0].message
+
+
+def _raw_frame(body: dict[str, Any]) -> bytes:
+    packed = msgpack.packb(body)
+    return struct.pack(">I", len(packed)) + packed
+
+
+@pytest.mark.parametrize("epoll", [True, False], ids=["pumped", "own task"])
+async def test_an_unknown_field_or_kind_is_answered_by_name_and_the_connection_is_kept(
+    epoll: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frame read whole whose only fault is a key or a kind this relay does not know (what a newer
+    client may send) gets an error naming the frame kind and the field, in its place among the
+    answers, and the connection goes on (docs/protocol.md, Errors)."""
+    import select
+
+    if not epoll:
+        monkeypatch.delattr(select, "epoll")  # each connection's task reads its socket, as over TLS
+    async with running(new_core(clock=time.time)) as server:
+        client = await WireClient.connect(server.port)
+        await client.stream.send_all(
+            wire.encode(wire.Ping(id=1))
+            + _raw_frame({"v": 1, "id": 2, "kind": "ping", "extra": 1})
+            + _raw_frame({"v": 1, "id": 3, "kind": "ping_v2"})
+            + _raw_frame({"v": 1, "id": 4, "kind": "fetch_bundle", "account": "bob", "devices_too": True})
+            + wire.encode(wire.Ping(id=5))
+        )
+        frames = [await client.next_frame() for _ in range(5)]
+        assert [(type(f).__name__, f.id) for f in frames] == [
+            ("Pong", 1), ("ErrorFrame", 2), ("ErrorFrame", 3), ("ErrorFrame", 4), ("Pong", 5),
+        ]  # fmt: skip
+        errors = [f for f in frames if isinstance(f, wire.ErrorFrame)]
+        assert [(e.code, e.field) for e in errors] == [
+            ("unknown_field", "extra"), ("unknown_kind", "kind"), ("unknown_field", "devices_too"),
+        ]  # fmt: skip
+        assert "'extra'" in errors[0].message and "'ping'" in errors[0].message
+        assert "'ping_v2'" in errors[1].message
+        assert "'devices_too'" in errors[2].message and "'fetch_bundle'" in errors[2].message
+        # Still connected, and served.
+        assert isinstance(await client.request(lambda i: wire.Ping(id=i)), wire.Pong)
+        await client.aclose()
 
 
 async def test_an_idle_connection_times_out() -> None:
