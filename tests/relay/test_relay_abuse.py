@@ -755,7 +755,6 @@ async def _pipelined_past_a_bucket(
     request: Callable[[int], wire.Request],
     served: type[wire.Response],
     limit: str,
-    attacker_logs_in: bool = False,
     stock: Callable[[RelayCore], None] | None = None,
 ) -> None:
     """The attacker's connection (at an address of its own) pipelines 8 of ``request`` past a bucket
