@@ -1801,10 +1801,12 @@ class RelayCore:
         if not count:
             raise _not_a_member(group, me)
 
-    def _members_cost(self, count: int, buckets: tuple[tuple[str, object], ...]) -> int:
-        """Tokens for reading ``count`` members: one for every MEMBERS_PER_TOKEN, at most the
-        smallest burst (more than a burst would never be met)."""
-        cost = -(-count // MEMBERS_PER_TOKEN)
+    def _members_cost(
+        self, count: int, buckets: tuple[tuple[str, object], ...], per: int | None = None
+    ) -> int:
+        """Tokens for reading ``count`` members (or another ``per`` a token): one for every ``per``,
+        at most the smallest burst (more than a burst would never be met)."""
+        cost = -(-count // (per or MEMBERS_PER_TOKEN))
         for name, _ in buckets:
             rate = getattr(self.limits, name)
             if rate is not None:
@@ -1846,8 +1848,17 @@ class RelayCore:
 
     def _create_group(self, conn: ConnectionContext, req: CreateGroup, out: _Out) -> None:
         me = self._require_auth(conn, "create_group")
-        # Every group operation writes at the relay: it spends the sender's send tokens, as a send does.
-        self._limit("create_group", conn, ("send_per_account", me.account), ("send_per_address", _host(conn)))
+        # Every group operation writes at the relay: it spends the sender's send tokens, as a send does,
+        # a token for every ROWS_PER_TOKEN members it writes (taken before any is checked or written).
+        senders = (("send_per_account", me.account), ("send_per_address", _host(conn)))
+        rows = len({me.account, *req.members})
+        cost = self._members_cost(rows, senders, ROWS_PER_TOKEN)
+        what = (
+            "create_group"
+            if cost == 1
+            else f"create_group of {rows} members, a token for every {ROWS_PER_TOKEN}"
+        )
+        self._limit(what, conn, *senders, cost=float(cost))
         if self.store.group_epoch(req.group) is not None:
             raise _Refused(ErrorCode.GROUP_EXISTS, f"group {req.group.hex()} already exists", "group")
         self._check_accounts(req.members, "members", conn, me)
@@ -1991,24 +2002,33 @@ class RelayCore:
                 for d in devices
             ]
             fanout.append((m.account, stored, dropped))
-        # The tokens taken for the members read carried the request and its first frame's worth of
-        # copies; what it stores past that spends more, a token a frame, as the pairwise sends that
-        # would store it would (each carries at most a frame).
-        extra = -(-len(req.body) * copies // self.max_frame_size) - 1
+        # The tokens taken for the members read carried the request, its first frame's worth of
+        # copies and its first COPIES_PER_TOKEN copies; what it stores past that spends more: a token
+        # a frame, as the pairwise sends that would store it would (each carries at most a frame), or a
+        # token for every COPIES_PER_TOKEN copies (each a row, an id and a record, ~40-120 µs), which
+        # ever is more. The copies' tokens stop at what a burst leaves (a group within the limits may
+        # always send, when its sender's bucket is full); a body whose frames would not fit is refused.
+        frames_extra = -(-len(req.body) * copies // self.max_frame_size) - 1
+        copies_extra = -(-copies // COPIES_PER_TOKEN) - 1
+        bursts = [r.burst for name, _ in senders if (r := getattr(self.limits, name)) is not None]
+        # (the members' tokens are already out of the bucket: the extra must fit in what is left)
+        left = int(min(bursts)) - max(1, -(-len(members) // MEMBERS_PER_TOKEN)) if bursts else 0
+        if bursts and frames_extra > left:
+            frames = left + 1
+            raise _Refused(
+                ErrorCode.ENVELOPE_TOO_LARGE,
+                f"group_send would store {len(req.body)} bytes for each of {copies} devices, "
+                f"{len(req.body) * copies} in all; the most one request to this group may make this relay "
+                f"store is {max(frames, 1)} frames' worth ({max(frames, 1) * self.max_frame_size} bytes): "
+                "send a smaller body",
+                "body",
+            )
+        extra = max(frames_extra, min(copies_extra, left) if bursts else copies_extra)
         if extra > 0:
-            bursts = [r.burst for name, _ in senders if (r := getattr(self.limits, name)) is not None]
-            # (the members' tokens are already out of the bucket: the extra must fit in what is left)
-            frames = int(min(bursts)) - max(1, -(-len(members) // MEMBERS_PER_TOKEN)) + 1 if bursts else 0
-            if bursts and extra > frames - 1:
-                raise _Refused(
-                    ErrorCode.ENVELOPE_TOO_LARGE,
-                    f"group_send would store {len(req.body)} bytes for each of {copies} devices, "
-                    f"{len(req.body) * copies} in all; the most one request to this group may make this relay "
-                    f"store is {max(frames, 1)} frames' worth ({max(frames, 1) * self.max_frame_size} bytes): "
-                    "send a smaller body",
-                    "body",
-                )
-            self._limit("group_send", conn, *senders, cost=extra)
+            what = "group_send"
+            if extra > frames_extra:
+                what = f"group_send storing {copies} copies, a token for every {COPIES_PER_TOKEN}"
+            self._limit(what, conn, *senders, cost=extra)
         ids = tuple(s.id for _, stored, _ in fanout for s in stored)
         out.items.append(Reply(conn.id, GroupSent(id=req.id, envelope_ids=ids)))
         for account, stored, dropped in fanout:
@@ -2188,6 +2208,14 @@ WRITE_KEYS_PER_TOKEN: Final = 4
 # ~110-290 µs, the order of a one-envelope send (~100 µs), the work a token buys elsewhere. A group of
 # up to 32 takes one token a request, as before; one of 1,024 takes 32.
 MEMBERS_PER_TOKEN: Final = 32
+# Copies of a group_send a token pays for the storing of (measured on 2026-12-04's shared machine,
+# durable=False, interleaved: a copy ~40-120 µs, its row, id and metadata record; a one-envelope send
+# ~120-220 µs on the same core): two copies a token, the work of a send. A send to 1,023 single-device
+# members took 32 tokens, for its members, where it did ~120 ms of work; it now takes the burst.
+COPIES_PER_TOKEN: Final = 2
+# Members create_group writes a token pays for (a row each, ~17-40 µs measured as above): eight a
+# token, about a send's work. A group of 1,024 took one token; it takes 128.
+ROWS_PER_TOKEN: Final = 8
 
 
 def _rate_limited(what: str, name: str, rate: Rate, wait: float) -> _Refused:

@@ -102,6 +102,7 @@ from relaysim.relay.wire import (
     CLOSED,
     DEFAULT_MAX_FRAME_SIZE,
     NEED_DATA,
+    RESUMABLE_CODES,
     ErrorCode,
     ErrorFrame,
     FrameDecoder,
@@ -264,7 +265,7 @@ class _Connection:
         # a request it took but could not queue yet (back-pressure), whether its reading has ended
         # and with what framing error, and its handler task while that waits for any of these.
         self.decoder: FrameDecoder | None = None
-        self.held: Request | None = None
+        self.held: Request | _Refused | None = None
         self.ended = False
         self.end_error: ErrorFrame | None = None
         self.task: trio.lowlevel.Task | None = None
@@ -365,6 +366,34 @@ _T = TypeVar("_T")
 _Job = Callable[[], Sequence[Output]]  # a core call the server queues for itself (connect, disconnect)
 
 
+class _Refused:
+    """A frame the decoder refused and the connection outlives (an unknown field or kind: a code in
+    ``RESUMABLE_CODES``): queued as a request is, so its error comes in its place among the answers
+    and counts against the connection's output as a request's answer does."""
+
+    __slots__ = ("error", "id")
+    kind: Final = "error"  # (what it is answered with; not a large answer)
+
+    def __init__(self, error: ErrorFrame):
+        self.error = error
+        self.id = error.id
+
+
+_Queued = tuple[_Connection | None, Request | _Refused | _Job]  # (None: the server's own job)
+
+
+def _frame_or_refusal(conn_id: int, decoder: FrameDecoder) -> object:
+    """``decoder.next_frame()``, with a resumable error turned into a :class:`_Refused` (logged);
+    any other RemoteProtocolError propagates (the connection closes)."""
+    try:
+        return decoder.next_frame()
+    except RemoteProtocolError as e:
+        if e.code not in RESUMABLE_CODES:
+            raise
+        log.info("connection %d: %s (%s); answered, reading on", conn_id, e.message, e.code.value)
+        return _Refused(ErrorFrame.from_exception(e))
+
+
 def _internal_error(request_id: int) -> ErrorFrame:
     return ErrorFrame(id=request_id, code=ErrorCode.INTERNAL_ERROR.value, message="internal error; closing")
 
@@ -405,7 +434,7 @@ class RelayServer:
         self._ids = itertools.count(1)
         # For the next batch: a connection's request, or (None, job) a core call made for the server
         # itself (a connection's connect and disconnect records), handled in order with the rest.
-        self._queue: list[tuple[_Connection | None, Request | _Job]] = []
+        self._queue: list[_Queued] = []
         self._leading = False  # a reader has taken the lead of the next batch
         self._batch_done = trio.Event()  # set when the batch being led is committed
         # The store is in use by a batch (handled, then committing) or by retention: whoever
@@ -572,7 +601,7 @@ class RelayServer:
             queued = 0
             while True:
                 try:
-                    frame = decoder.next_frame()
+                    frame = _frame_or_refusal(conn.ctx.id, decoder)
                 except RemoteProtocolError as e:
                     log.info("connection %d: %s (%s); closing", conn.ctx.id, e.message, e.code.value)
                     return ErrorFrame.from_exception(e)
@@ -583,7 +612,7 @@ class RelayServer:
                     break
                 if frame is CLOSED:
                     return None
-                assert isinstance(frame, Request)  # a "relay" decoder only yields requests
+                assert isinstance(frame, Request | _Refused)  # a "relay" decoder only yields requests
                 # Back-pressure: take the request only if its answer still fits beside what is
                 # unsent and what the requests already taken may answer.
                 answer = frame_size if frame.kind in _LARGE_ANSWERS else _SMALL_ANSWER
@@ -690,7 +719,7 @@ class RelayServer:
             with contextlib.suppress(OSError, ValueError):
                 epoll.unregister(fd)
 
-    def _answer_size(self, request: Request) -> int:
+    def _answer_size(self, request: Request | _Refused) -> int:
         return self.core.max_frame_size if request.kind in _LARGE_ANSWERS else _SMALL_ANSWER
 
     def _take_frames(self, conn: _Connection, limit: int) -> int:
@@ -705,7 +734,7 @@ class RelayServer:
         queued = 0
         while True:
             try:
-                frame = decoder.next_frame()
+                frame = _frame_or_refusal(conn.ctx.id, decoder)
             except RemoteProtocolError as e:
                 log.info("connection %d: %s (%s); closing", conn.ctx.id, e.message, e.code.value)
                 self._stop_pumping(conn, ErrorFrame.from_exception(e))
@@ -719,7 +748,7 @@ class RelayServer:
             if frame is CLOSED:
                 self._stop_pumping(conn, None)
                 return queued
-            assert isinstance(frame, Request)  # a "relay" decoder only yields requests
+            assert isinstance(frame, Request | _Refused)  # a "relay" decoder only yields requests
             answer = frame_size if frame.kind in _LARGE_ANSWERS else _SMALL_ANSWER
             if conn.unsent + conn.reserved + answer > limit:
                 conn.held = frame
@@ -920,7 +949,7 @@ class RelayServer:
             self._store_free.set()
             self._store_free = None
 
-    def _commit_batch(self, batch: list[tuple[_Connection | None, Request | _Job]]) -> list[Sequence[Output]]:
+    def _commit_batch(self, batch: list[_Queued]) -> list[Sequence[Output]]:
         """Handle ``batch`` in one transaction (the caller holds the store); its outputs, to be
         released once it is durable (:meth:`_release`)."""
         if self.disk_failed:
@@ -947,35 +976,39 @@ class RelayServer:
             return self._refuse_batch(batch)
         return results
 
-    def _refuse_batch(self, batch: list[tuple[_Connection | None, Request | _Job]]) -> list[Sequence[Output]]:
+    def _refuse_batch(self, batch: list[_Queued]) -> list[Sequence[Output]]:
         """``internal_error`` to every request of a batch that is not durable; their connections stop."""
         results: list[Sequence[Output]] = []
         for conn, request in batch:
-            if isinstance(request, Request) and conn is not None and not conn.closed and not conn.failed:
+            if (
+                isinstance(request, Request | _Refused)
+                and conn is not None
+                and not (conn.closed or conn.failed)
+            ):
                 self._fail(conn)
                 results.append([Reply(conn.ctx.id, _internal_error(request.id))])
         return results
 
-    def _release(
-        self, batch: list[tuple[_Connection | None, Request | _Job]], results: list[Sequence[Output]]
-    ) -> None:
+    def _release(self, batch: list[_Queued], results: list[Sequence[Output]]) -> None:
         """The batch is durable: count its requests answered, and queue its answers and pushes."""
         self.batches += 1
         self.requests += len(batch)
         frame_size = self.core.max_frame_size
         for conn, request in batch:
-            if conn is not None and isinstance(request, Request):
+            if conn is not None and isinstance(request, Request | _Refused):
                 conn.pending -= 1
                 conn.reserved -= frame_size if request.kind in _LARGE_ANSWERS else _SMALL_ANSWER
         for outputs in results:
             self._dispatch(outputs)
 
-    def _handle_batch(
-        self, batch: list[tuple[_Connection | None, Request | _Job]], results: list[Sequence[Output]]
-    ) -> None:
+    def _handle_batch(self, batch: list[_Queued], results: list[Sequence[Output]]) -> None:
         """Each request of ``batch`` through the core (each its own savepoint), in order."""
         handle = self.core.handle
         for conn, request in batch:
+            if type(request) is _Refused:
+                if conn is not None and not conn.closed and not conn.failed:
+                    results.append([Reply(conn.ctx.id, request.error)])
+                continue
             if conn is None or not isinstance(request, Request):  # a job of the server's own
                 try:
                     results.append(request())  # type: ignore[operator]  # (a job, not a request)
@@ -1072,6 +1105,14 @@ class CannotListen(OSError):
         return f"--host {self.host} --port {self.port}: cannot serve there: {self.strerror}"
 
 
+async def open_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    """trio's listeners on (host, port), or :class:`CannotListen` naming both."""
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as e:
+        raise CannotListen(host, port, e) from e
+
+
 async def serve(
     core: RelayCore,
     host: str = DEFAULT_HOST,
@@ -1085,12 +1126,14 @@ async def serve(
     max_connections_per_address: int | None = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
     connection_rate: Rate | None = DEFAULT_CONNECTION_RATE,
     address_of: Callable[[trio.abc.Stream], tuple[str, int] | None] = peer_address,
+    listeners: Sequence[trio.SocketListener] | None = None,
     task_status: trio.TaskStatus[RelayServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on (host, port) and serve until cancelled. Port 0 picks a free port.
 
     Use ``server = await nursery.start(serve, core, host, 0)``: it reports the
-    :class:`RelayServer` (with ``.addresses``) only once it is listening.
+    :class:`RelayServer` (with ``.addresses``) only once it is listening. ``listeners``, from
+    :func:`open_listeners`, are served instead of opening (host, port) here.
     """
     server = RelayServer(
         core,
@@ -1101,18 +1144,15 @@ async def serve(
         connection_rate=connection_rate,
         address_of=address_of,
     )
-    try:
-        tcp = await trio.open_tcp_listeners(port, host=host)
-    except OSError as e:
-        raise CannotListen(host, port, e) from e
+    tcp = list(listeners) if listeners is not None else await open_listeners(host, port)
     server.addresses = [(str(a[0]), int(a[1])) for a in (lst.socket.getsockname() for lst in tcp)]
-    listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(tcp)
+    served: list[trio.abc.Listener[trio.abc.Stream]] = list(tcp)
     if ssl_context is not None:
-        listeners = [trio.SSLListener(lst, ssl_context, https_compatible=False) for lst in tcp]
+        served = [trio.SSLListener(lst, ssl_context, https_compatible=False) for lst in tcp]
     async with trio.open_nursery() as nursery:
         if hasattr(select, "epoll"):  # Linux; elsewhere each connection's task reads it, as TLS ones are
             await nursery.start(server.run_pump)
-        await nursery.start(trio.serve_listeners, server.handle_stream, listeners)
+        await nursery.start(trio.serve_listeners, server.handle_stream, served)
         nursery.start_soon(server.retention_loop, retention_interval)
         for h, p in server.addresses:
             log.info("relay listening on %s:%d%s", h, p, " (TLS)" if ssl_context else "")
@@ -1462,14 +1502,15 @@ def _tls_context(cert: str, key: str) -> ssl.SSLContext:
     return context
 
 
-async def _run(opts: argparse.Namespace, limits: Limits, token: bytes | None) -> None:
+async def _run(
+    opts: argparse.Namespace, limits: Limits, token: bytes | None, listeners: Sequence[trio.SocketListener]
+) -> None:
     ssl_context = _tls_context(opts.tls_cert, opts.tls_key) if opts.tls_cert else None
     from datetime import date
 
     when = None if opts.profile_as_of is None else date.fromisoformat(opts.profile_as_of)
     profile = profile_as_of(opts.profile, when)
     policy = POLICIES[opts.retention] if opts.retention else profile.policy
-    tune_gc_for_serving()
     with Store(opts.db) as store:
         core = RelayCore(
             store,
@@ -1499,6 +1540,7 @@ async def _run(opts: argparse.Namespace, limits: Limits, token: bytes | None) ->
                         max_queued_bytes_per_device=opts.max_queued_bytes,
                         max_connections_per_address=opts.max_connections_per_address,
                         connection_rate=opts.connection_rate,
+                        listeners=listeners,
                     )
                 )
                 if opts.admin:
@@ -1606,18 +1648,43 @@ def main(args: list[str]) -> int:
     logging.basicConfig(
         level=opts.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    code = 0
     try:
-        # Taken before the file is opened (a relay that migrates it would change a store another serves),
-        # and held until the relay stops.
-        lock = lock_store(opts.db)
-    except StoreError as exc:
-        print(f"{parser.prog}: error: --db {exc}", file=sys.stderr)
-        return 2
+        code = trio.run(_bind_then_serve, parser, opts, limits, token)
+    except* CannotListen as refused:  # a usage error, as the options' others are: naming them, exit 2
+        for listen_error in refused.exceptions:
+            print(f"{parser.prog}: error: {listen_error}", file=sys.stderr)
+        code = 2
+    except* OSError as group:  # trio >= 0.25 hands it out of _run's nursery in an ExceptionGroup
+        for error in group.exceptions:
+            log.error("cannot serve: %s", error)
+        code = 1
+    return code
+
+
+async def _bind_then_serve(
+    parser: argparse.ArgumentParser, opts: argparse.Namespace, limits: Limits, token: bytes | None
+) -> int:
+    """:func:`main` from the port on. The port is bound first: a relay that cannot listen stops
+    before it has created, locked or migrated its database or logged a line of its set-up."""
+    tune_gc_for_serving()
+    listeners = await open_listeners(opts.host, opts.port)
     try:
-        return _serve_locked(parser, opts, limits, token)
+        try:
+            # Taken before the file is opened (a relay that migrates it would change a store another
+            # serves), and held until the relay stops.
+            lock = lock_store(opts.db)
+        except StoreError as exc:
+            print(f"{parser.prog}: error: --db {exc}", file=sys.stderr)
+            return 2
+        try:
+            return await _serve_locked(parser, opts, limits, token, listeners)
+        finally:
+            if lock >= 0:
+                os.close(lock)
     finally:
-        if lock >= 0:
-            os.close(lock)
+        for listener in listeners:
+            listener.socket.close()
 
 
 def lock_store(path: str) -> int:
@@ -1654,10 +1721,14 @@ def lock_store(path: str) -> int:
     return fd
 
 
-def _serve_locked(
-    parser: argparse.ArgumentParser, opts: argparse.Namespace, limits: Limits, token: bytes | None
+async def _serve_locked(
+    parser: argparse.ArgumentParser,
+    opts: argparse.Namespace,
+    limits: Limits,
+    token: bytes | None,
+    listeners: Sequence[trio.SocketListener],
 ) -> int:
-    """:func:`main` once the database's lock is held."""
+    """:func:`main` once the port is bound and the database's lock held."""
     try:
         with Store(opts.db) as store:
             simulation = store.simulation_keys
@@ -1683,18 +1754,8 @@ def _serve_locked(
             opts.db,
             simulation,
         )
-    code = 0
-    try:
-        trio.run(_run, opts, limits, token)
-    except* CannotListen as refused:  # a usage error, as the options' others are: naming them, exit 2
-        for listen_error in refused.exceptions:
-            print(f"{parser.prog}: error: {listen_error}", file=sys.stderr)
-        code = 2
-    except* OSError as group:  # trio >= 0.25 hands it out of _run's nursery in an ExceptionGroup
-        for error in group.exceptions:
-            log.error("cannot serve: %s", error)
-        code = 1
-    return code
+    await _run(opts, limits, token, listeners)
+    return 0
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "REQUEST_KINDS",
     "RESPONSE_KINDS",
+    "RESUMABLE_CODES",
     "Ack",
     "Acked",
     "AuthChallenge",
@@ -352,6 +353,13 @@ class ProtocolError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.code.value!r}, {self.message!r}, field={self.field!r})"
+
+
+# Errors about a frame whose bytes were read whole and whose body is a map with a known version:
+# only what it names is wrong (a key or a kind a newer peer may speak), the next frame starts where
+# its length said, so the connection goes on (docs/protocol.md, Errors). Every other decoder error
+# leaves no safe place to resume, or says the peer speaks something else: those close.
+RESUMABLE_CODES: Final = frozenset({ErrorCode.UNKNOWN_FIELD, ErrorCode.UNKNOWN_KIND})
 
 
 class LocalProtocolError(ProtocolError):
@@ -771,7 +779,9 @@ class Message:
                 )
             if key not in names:
                 raise LocalProtocolError(
-                    ErrorCode.UNKNOWN_FIELD, f"unknown field {key!r} in {cls.__name__}", field=key
+                    ErrorCode.UNKNOWN_FIELD,
+                    f"unknown field {key!r} in {_where(cls)}",
+                    field=key,
                 )
         values: list[tuple[str, _Spec, Any]] = []
         for name, spec, default in fields:
@@ -1718,8 +1728,17 @@ CLOSED: Final = _Event.CLOSED
 """The peer closed the connection cleanly, between frames."""
 
 
-def _decode_error(e: ProtocolError, request_id: int) -> RemoteProtocolError:
-    return RemoteProtocolError(e.code, e.message, field=e.field, request_id=request_id)
+def _decode_error(e: ProtocolError, request_id: int, kind: str | None = None) -> RemoteProtocolError:
+    message = e.message
+    if kind is not None and e.code is ErrorCode.UNKNOWN_FIELD and f"{kind!r}" not in message:
+        message = f"{message} (in a {kind!r} frame)"  # a map inside the frame: name the frame too
+    return RemoteProtocolError(e.code, message, field=e.field, request_id=request_id)
+
+
+def _where(cls: type[Message]) -> str:
+    """How an error names the map a key is in: a frame by its kind, a map inside one by its type."""
+    kind = getattr(cls, "kind", None)
+    return f"a {kind!r} frame" if isinstance(kind, str) else cls.__name__
 
 
 def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Frame:
@@ -1922,7 +1941,10 @@ def _decode_map(raw: Any, kinds: Mapping[str, type[Frame]]) -> Frame:
             )
         fields = {k: v for k, v in raw.items() if k not in _ENVELOPE_KEYS}
         fields["id"] = request_id
-        return cls.from_wire(fields)
+        try:
+            return cls.from_wire(fields)
+        except ProtocolError as e:
+            raise _decode_error(e, request_id, kind) from None
     except ProtocolError as e:
         raise _decode_error(e, request_id) from None
 
@@ -1973,13 +1995,19 @@ class FrameDecoder:
             self._buf += data
 
     def next_frame(self) -> Frame | Literal[_Event.NEED_DATA, _Event.CLOSED]:
-        """The next complete frame, NEED_DATA, or CLOSED; raises RemoteProtocolError."""
+        """The next complete frame, NEED_DATA, or CLOSED; raises RemoteProtocolError.
+
+        After an error whose code is in ``RESUMABLE_CODES`` (the frame was read whole, only what
+        it names is unknown) the next call reads the next frame; after any other, it raises the
+        same error again.
+        """
         if self._error is not None:
             raise self._error
         try:
             return self._next_frame()
         except RemoteProtocolError as e:
-            self._error = e
+            if e.code not in RESUMABLE_CODES:
+                self._error = e
             raise
 
     def _next_frame(self) -> Frame | Literal[_Event.NEED_DATA, _Event.CLOSED]:

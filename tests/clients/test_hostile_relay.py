@@ -130,7 +130,7 @@ BAD_FRAMES: dict[str, tuple[Forge, str]] = {
     ),
     "an unknown field": (
         lambda r, a: [_raw({"v": 1, "id": r.id, "kind": "pong", "extra": 1})],
-        "unknown_field: unknown field 'extra' in Pong",
+        "unknown_field: unknown field 'extra' in a 'pong' frame",
     ),
     "no id": (
         lambda r, a: [_raw({"v": 1, "kind": "pong"})],

@@ -629,6 +629,22 @@ def _first_frames(sockets: list[socket.socket]) -> list[object]:
     return frames
 
 
+async def _readable(sockets: list[socket.socket], count: int) -> None:
+    """Until at least ``count`` of ``sockets`` have something to read (or their end)."""
+    ready = trio.Semaphore(0)
+
+    async def watch(s: socket.socket) -> None:
+        await trio.lowlevel.wait_readable(s)
+        ready.release()
+
+    async with trio.open_nursery() as nursery:
+        for s in sockets:
+            nursery.start_soon(watch, s)
+        for _ in range(count):
+            await ready.acquire()
+        nursery.cancel_scope.cancel()
+
+
 async def _peak_held(server: RelayServer, seconds: float = 1.5) -> int:
     """The most bytes any one connection held unsent, sampled every 10 ms for ``seconds``."""
     peak = 0
@@ -739,7 +755,6 @@ async def _pipelined_past_a_bucket(
     request: Callable[[int], wire.Request],
     served: type[wire.Response],
     limit: str,
-    attacker_logs_in: bool = False,
     stock: Callable[[RelayCore], None] | None = None,
 ) -> None:
     """The attacker's connection (at an address of its own) pipelines 8 of ``request`` past a bucket
@@ -910,13 +925,11 @@ async def test_new_connections_from_one_address_are_rate_limited_with_a_retry_af
             )
         )
         sockets = [_raw_socket(server.port, ports) for _ in range(6)]
-        with trio.fail_after(10):
-            while server.refused_connections < 2:
-                await trio.sleep(0.01)
-        await trio.sleep(0.05)
+        with trio.fail_after(10):  # (it waited for two refusals counted, then 0.05 s for their frames)
+            await _readable(sockets, 2)  # the two past the burst of 4: their refusals arrived
         frames = _first_frames(sockets)
         limited = [f for f in frames if isinstance(f, wire.ErrorFrame)]
-        assert limited and all(
+        assert len(limited) == server.refused_connections == 2 and all(
             f.code == E.RATE_LIMITED.value and f.retry_after_ms and f.field == "connection_rate"
             for f in limited
         ), frames

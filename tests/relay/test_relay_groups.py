@@ -740,6 +740,7 @@ def test_a_request_that_reads_every_member_takes_a_token_for_every_32_of_them(ki
     small = bytes(16)
     created = reply(core.handle(c["alice"], wire.CreateGroup(id=1, group=small, members=("bob",))))
     assert isinstance(created, wire.GroupUpdated)
+    now[0] += 100  # (writing 1,024 members takes a full bucket: relay.core.ROWS_PER_TOKEN)
     assert isinstance(_create(core, c["alice"], "bob", *_accounts(core, 1022)), wire.GroupUpdated)
     assert len(core.store.group_members(G)) == wire.MAX_GROUP_MEMBERS == 32 * MEMBERS_PER_TOKEN
     now[0] += 100  # the bucket full again: 40 tokens
@@ -774,6 +775,82 @@ def test_a_group_send_whose_copies_would_take_more_than_the_members_leave_of_a_b
     sent = reply(core.handle(c["alice"], wire.GroupSend(id=3, group=G, epoch=0, body=bytes(2200))))
     assert isinstance(sent, wire.GroupSent) and len(sent.envelope_ids) == 1023
     assert core.store.all_envelopes()[0].body == bytes(2200)
+
+
+def test_a_group_send_spends_a_send_token_for_every_two_copies_it_stores_up_to_what_a_burst_leaves() -> None:
+    """A small body to 1,023 single-device members (~120 ms of copies: a row, an id and a record
+    each) took the 32 tokens of its members read, ~4 ms a token where a send is ~0.2 ms. Now a token
+    for every relay.core.COPIES_PER_TOKEN copies, up to what a burst leaves after the members'."""
+    from relaysim.relay.core import COPIES_PER_TOKEN
+    from relaysim.relay.limits import Rate
+
+    assert COPIES_PER_TOKEN == 2
+    now = [T0]
+    core = new_core(lambda: now[0], limits=replace(UNLIMITED, send_per_account=Rate(1.0, 40.0)))
+    c = {k.account: core_device(core, k, i + 1) for i, k in enumerate((ALICE, BOB))}
+    assert isinstance(_create(core, c["alice"], "bob", *_accounts(core, 1022, devices=1)), wire.GroupUpdated)
+    now[0] += 100  # the bucket full: 40 tokens
+    one = wire.Send(id=2, to="bob", envelopes=(wire.OutgoingEnvelope(device=1, body=b"x"),))
+    assert isinstance(reply(core.handle(c["alice"], one)), wire.Sent)  # 39 left
+    # 32 for the members, 511 for the copies past the first two, of which the 8 a burst leaves: 7 are
+    short = reply(core.handle(c["alice"], wire.GroupSend(id=3, group=G, epoch=0, body=b"skm")))
+    refused = assert_error(short, E.RATE_LIMITED, "send_per_account")
+    assert "group_send storing 1023 copies, a token for every 2" in refused.message
+    assert len(core.store.all_envelopes()) == 1  # the refused send stored nothing
+    now[0] += 100
+    sent = reply(core.handle(c["alice"], wire.GroupSend(id=4, group=G, epoch=0, body=b"skm")))
+    assert isinstance(sent, wire.GroupSent) and len(sent.envelope_ids) == 1023
+    # it took the whole burst: not even a one-envelope send is left
+    again = reply(core.handle(c["alice"], replace(one, id=5)))
+    assert assert_error(again, E.RATE_LIMITED, "send_per_account").retry_after_ms == 1000
+    # a group of two devices' send is one token, as before
+    small = bytes(16)
+    now[0] += 100
+    created = reply(core.handle(c["alice"], wire.CreateGroup(id=6, group=small, members=("bob",))))
+    assert isinstance(created, wire.GroupUpdated)
+    for i in range(39):
+        sent = reply(core.handle(c["alice"], wire.GroupSend(id=10 + i, group=small, epoch=0, body=b"skm")))
+        assert isinstance(sent, wire.GroupSent), sent
+    assert_error(
+        reply(core.handle(c["alice"], wire.GroupSend(id=99, group=small, epoch=0, body=b"skm"))),
+        E.RATE_LIMITED,
+        "send_per_account",
+    )
+
+
+def test_create_group_spends_a_send_token_for_every_eight_members_it_writes_before_any_is_written() -> None:
+    """create_group wrote up to 1,024 member rows (~20-40 ms) for one token. Now a token for every
+    relay.core.ROWS_PER_TOKEN members, at most the burst, taken before any member is checked."""
+    from relaysim.relay.core import ROWS_PER_TOKEN
+    from relaysim.relay.limits import Rate
+
+    assert ROWS_PER_TOKEN == 8
+    now = [T0]
+    core = new_core(lambda: now[0], limits=replace(UNLIMITED, send_per_account=Rate(1.0, 40.0)))
+    c = {k.account: core_device(core, k, i + 1) for i, k in enumerate((ALICE, BOB))}
+    names = _accounts(core, 1022)
+    small = bytes(16)
+    created = reply(core.handle(c["alice"], wire.CreateGroup(id=1, group=small, members=("bob",))))
+    assert isinstance(created, wire.GroupUpdated)  # one token: 39 left
+    checked = _calls(core, "account_exists")
+    big = reply(core.handle(c["alice"], wire.CreateGroup(id=2, group=G, members=("bob", *names))))
+    refused = assert_error(big, E.RATE_LIMITED, "send_per_account")
+    assert "create_group of 1024 members, a token for every 8" in refused.message
+    assert checked == [] and core.store.group_epoch(G) is None  # refused before any member was read
+    now[0] += 100
+    assert isinstance(_create(core, c["alice"], "bob", *names), wire.GroupUpdated)  # the whole burst
+    other = bytes([7]) * 16
+    after = reply(core.handle(c["alice"], wire.CreateGroup(id=3, group=other, members=("bob",))))
+    assert assert_error(after, E.RATE_LIMITED, "send_per_account").retry_after_ms == 1000
+    now[0] += 2.0
+    # nine members (alice and eight): two tokens
+    nine = reply(core.handle(c["alice"], wire.CreateGroup(id=5, group=other, members=tuple(names[:8]))))
+    assert isinstance(nine, wire.GroupUpdated)
+    assert_error(
+        reply(core.handle(c["alice"], wire.CreateGroup(id=4, group=bytes([8]) * 16, members=("bob",)))),
+        E.RATE_LIMITED,
+        "send_per_account",
+    )
 
 
 @pytest.mark.parametrize("kind", ["get_group", "change_group", "group_send"])

@@ -30,10 +30,11 @@ import trio
 import trio.testing
 import trustme
 
+from relaysim.relay import server as server_module
 from relaysim.relay import wire
 from relaysim.relay.core import RelayCore
 from relaysim.relay.limits import DEFAULT_LIMITS, Rate
-from relaysim.relay.server import RelayServer, build_parser, main
+from relaysim.relay.server import RelayServer, build_parser, lock_store, main
 from relaysim.relay.store import Store, StoredEnvelope
 from tests.helpers import DeviceKeys, RelayProcess, WireClient, new_core, running
 
@@ -364,7 +365,10 @@ async def test_tls_with_a_private_ca() -> None:
     [
         (struct.pack(">I", 2**31), "frame_too_large"),
         (struct.pack(">I", 3) + b"\xc1\xc1\xc1", "malformed_msgpack"),
-        (wire.encode(wire.Ping(id=1))[:4] + msgpack.packb({"v": 1, "id": 5, "kind": "pong"}), "unknown_kind"),
+        (
+            wire.encode(wire.Ping(id=1))[:4] + msgpack.packb({"v": 2, "id": 5, "kind": "ping"}),
+            "unsupported_version",
+        ),
     ],
 )
 async def test_bad_input_gets_a_specific_error_then_the_connection_closes(data: bytes, code: str) -> None:
@@ -375,6 +379,47 @@ async def test_bad_input_gets_a_specific_error_then_the_connection_closes(data: 
         frames = _frames(await _read_until_closed(stream))
         assert len(frames) == 1 and isinstance(frames[0], wire.ErrorFrame)
         assert frames[0].code == code and frames[0].message
+
+
+def _raw_frame(body: dict[str, Any]) -> bytes:
+    packed = msgpack.packb(body)
+    return struct.pack(">I", len(packed)) + packed
+
+
+@pytest.mark.parametrize("epoll", [True, False], ids=["pumped", "own task"])
+async def test_an_unknown_field_or_kind_is_answered_by_name_and_the_connection_is_kept(
+    epoll: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frame read whole whose only fault is a key or a kind this relay does not know (what a newer
+    client may send) gets an error naming the frame kind and the field, in its place among the
+    answers, and the connection goes on (docs/protocol.md, Errors)."""
+    import select
+
+    if not epoll:
+        monkeypatch.delattr(select, "epoll")  # each connection's task reads its socket, as over TLS
+    async with running(new_core(clock=time.time)) as server:
+        client = await WireClient.connect(server.port)
+        await client.stream.send_all(
+            wire.encode(wire.Ping(id=1))
+            + _raw_frame({"v": 1, "id": 2, "kind": "ping", "extra": 1})
+            + _raw_frame({"v": 1, "id": 3, "kind": "ping_v2"})
+            + _raw_frame({"v": 1, "id": 4, "kind": "fetch_bundle", "account": "bob", "devices_too": True})
+            + wire.encode(wire.Ping(id=5))
+        )
+        frames = [await client.next_frame() for _ in range(5)]
+        assert [(type(f).__name__, f.id) for f in frames] == [
+            ("Pong", 1), ("ErrorFrame", 2), ("ErrorFrame", 3), ("ErrorFrame", 4), ("Pong", 5),
+        ]  # fmt: skip
+        errors = [f for f in frames if isinstance(f, wire.ErrorFrame)]
+        assert [(e.code, e.field) for e in errors] == [
+            ("unknown_field", "extra"), ("unknown_kind", "kind"), ("unknown_field", "devices_too"),
+        ]  # fmt: skip
+        assert "'extra'" in errors[0].message and "'ping'" in errors[0].message
+        assert "'ping_v2'" in errors[1].message
+        assert "'devices_too'" in errors[2].message and "'fetch_bundle'" in errors[2].message
+        # Still connected, and served.
+        assert isinstance(await client.request(lambda i: wire.Ping(id=i)), wire.Pong)
+        await client.aclose()
 
 
 async def test_an_idle_connection_times_out() -> None:
@@ -627,12 +672,14 @@ def test_main_reports_a_port_in_use_as_a_usage_error_naming_the_port(
 ) -> None:
     """A port in use was "cannot serve: [Errno 98] Address already in use", exit 1, naming neither
     --port nor the address: now a usage error as the other options' are, naming both, exit 2.
-    (trio >= 0.25 hands the OSError out of the nursery inside an ExceptionGroup: the same answer.)"""
+    (trio >= 0.25 hands the OSError out of the nursery inside an ExceptionGroup: the same answer.)
+    The port is bound first: a relay that cannot listen had already created (and migrated) its
+    database and logged its set-up (the database, what it records, its trust root) as if it served."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with caplog.at_level(logging.ERROR, logger="relay.server"):
+        with caplog.at_level(logging.INFO, logger="relay.server"):
             code = main(["--host", "127.0.0.1", "--port", str(port), "--db", str(tmp_path / "relay.db")])
     assert code == 2
     err = capsys.readouterr().err
@@ -640,6 +687,8 @@ def test_main_reports_a_port_in_use_as_a_usage_error_naming_the_port(
     assert said in err, err
     assert "--port 0" in err and err.count("error:") == 1 and "Traceback" not in err, err
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert [r.getMessage() for r in caplog.records if r.name == "relay.server"] == []  # no set-up lines
+    assert list(tmp_path.iterdir()) == []  # no relay.db (nor its -wal, -shm) left behind
 
 
 def test_main_sets_the_collector_for_serving(tmp_path: Path) -> None:
@@ -1083,7 +1132,10 @@ async def test_what_the_kernel_does_not_take_at_once_the_writer_sends_in_order()
 
 
 def test_main_refuses_a_store_written_by_a_seeded_simulation(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from relaysim.sims.cli import main as relaysim
 
@@ -1098,16 +1150,16 @@ def test_main_refuses_a_store_written_by_a_seeded_simulation(
     err = capsys.readouterr().err
     assert "seeded simulation" in err and "--allow-simulation-keys" in err and str(db) in err
     assert "Traceback" not in err
-    # Told, it serves, and warns that the keys are public (a port in use stops it right after).
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        with caplog.at_level(logging.WARNING, logger="relay.server"):
-            code = main(
-                ["--host", "127.0.0.1", "--port", str(port), "--db", str(db), "--allow-simulation-keys"]
-            )
-    assert code == 2 and f"--port {port}: cannot serve on" in capsys.readouterr().err  # as far as binding
+    # Told, it serves, and warns that the keys are public (stopped where it would start serving).
+    served: list[str] = []
+
+    async def serve_nothing(opts: Any, *_: Any) -> None:
+        served.append(opts.db)
+
+    monkeypatch.setattr(server_module, "_run", serve_nothing)
+    with caplog.at_level(logging.WARNING, logger="relay.server"):
+        code = main(["--host", "127.0.0.1", "--port", "0", "--db", str(db), "--allow-simulation-keys"])
+    assert code == 0 and served == [str(db)]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("PUBLIC" in w and "seeded simulation" in w for w in warnings), warnings
 
@@ -1131,22 +1183,16 @@ def test_a_second_relay_on_a_store_another_serves_is_refused(
     db, log = tmp_path / "relay.db", tmp_path / "relay.log"
     first = RelayProcess(db, log)
     try:
-        with socket.socket() as taken:  # were it not refused, it would stop at binding
-            taken.bind(("127.0.0.1", 0))
-            taken.listen()
-            port = taken.getsockname()[1]
-            assert main(["--host", "127.0.0.1", "--port", str(port), "--db", str(db)]) == 2
-            err = capsys.readouterr().err
-            assert f"--db {db}: another relay is serving this database" in err and "Traceback" not in err
-            assert first.proc.poll() is None  # the first serves on
+        # (It binds a free port first, then is refused the store; were it not, it would serve.)
+        assert main(["--host", "127.0.0.1", "--port", "0", "--db", str(db)]) == 2
+        err = capsys.readouterr().err
+        assert f"--db {db}: another relay is serving this database" in err and "Traceback" not in err
+        assert first.proc.poll() is None  # the first serves on
         first.proc.send_signal(signal.SIGTERM)
         assert first.proc.wait(timeout=20) == 0
-        with socket.socket() as taken:  # the first has stopped: the lock went with it
-            taken.bind(("127.0.0.1", 0))
-            taken.listen()
-            port = taken.getsockname()[1]
-            assert main(["--host", "127.0.0.1", "--port", str(port), "--db", str(db)]) == 2
-            assert f"--port {port}: cannot serve on" in capsys.readouterr().err  # it got as far as binding
+        lock = lock_store(str(db))  # the first has stopped: the lock went with it
+        assert lock >= 0
+        os.close(lock)
     finally:
         if first.proc.poll() is None:
             first.proc.kill()

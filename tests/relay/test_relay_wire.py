@@ -142,7 +142,14 @@ def _decoding_error(
     decoder.receive_data(data)
     with pytest.raises(wire.RemoteProtocolError) as info:
         decoder.next_frame()
-    # A decoder that failed stays failed, with the same error.
+    if info.value.code in wire.RESUMABLE_CODES:
+        # A frame read whole with only an unknown key or kind: the decoder reads on, from the
+        # next frame (here none yet).
+        assert decoder.next_frame() is wire.NEED_DATA
+        decoder.receive_data(wire.encode(wire.Ping(id=7)))
+        assert decoder.next_frame() == wire.Ping(id=7)
+        return info.value
+    # A decoder that failed otherwise stays failed, with the same error.
     with pytest.raises(wire.RemoteProtocolError) as again:
         decoder.next_frame()
     assert again.value is info.value
