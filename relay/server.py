@@ -380,6 +380,9 @@ class _Refused:
 
 
 _Queued = tuple[_Connection | None, Request | _Refused | _Job]  # (None: the server's own job)
+# What a connection queues (isinstance against this tuple, made once: ``Request | _Refused`` would build
+# a union object on every request of the hot path)
+_ANSWERED = (Request, _Refused)
 
 
 def _frame_or_refusal(conn_id: int, decoder: FrameDecoder) -> object:
@@ -612,7 +615,7 @@ class RelayServer:
                     break
                 if frame is CLOSED:
                     return None
-                assert isinstance(frame, Request | _Refused)  # a "relay" decoder only yields requests
+                assert isinstance(frame, _ANSWERED)  # a "relay" decoder only yields requests
                 # Back-pressure: take the request only if its answer still fits beside what is
                 # unsent and what the requests already taken may answer.
                 answer = frame_size if frame.kind in _LARGE_ANSWERS else _SMALL_ANSWER
@@ -748,7 +751,7 @@ class RelayServer:
             if frame is CLOSED:
                 self._stop_pumping(conn, None)
                 return queued
-            assert isinstance(frame, Request | _Refused)  # a "relay" decoder only yields requests
+            assert isinstance(frame, _ANSWERED)  # a "relay" decoder only yields requests
             answer = frame_size if frame.kind in _LARGE_ANSWERS else _SMALL_ANSWER
             if conn.unsent + conn.reserved + answer > limit:
                 conn.held = frame
@@ -980,11 +983,7 @@ class RelayServer:
         """``internal_error`` to every request of a batch that is not durable; their connections stop."""
         results: list[Sequence[Output]] = []
         for conn, request in batch:
-            if (
-                isinstance(request, Request | _Refused)
-                and conn is not None
-                and not (conn.closed or conn.failed)
-            ):
+            if isinstance(request, _ANSWERED) and conn is not None and not (conn.closed or conn.failed):
                 self._fail(conn)
                 results.append([Reply(conn.ctx.id, _internal_error(request.id))])
         return results
@@ -995,7 +994,7 @@ class RelayServer:
         self.requests += len(batch)
         frame_size = self.core.max_frame_size
         for conn, request in batch:
-            if conn is not None and isinstance(request, Request | _Refused):
+            if conn is not None and isinstance(request, _ANSWERED):
                 conn.pending -= 1
                 conn.reserved -= frame_size if request.kind in _LARGE_ANSWERS else _SMALL_ANSWER
         for outputs in results:
