@@ -1594,23 +1594,20 @@ class Store:
         known = self._queue_sizes.get(key)
         if rest:
             if known is None:
-                # One DELETE for up to _IN_CHUNK ids (each found by the unique index on id), which
-                # returns the ids it deleted; ``removed`` lists them in the order asked, as it did when
-                # this was a DELETE an id (each id is in ``rest`` once, so none is counted twice).
-                gone: set[bytes] = set()
-                for c in range(0, len(rest), _IN_CHUNK):
-                    chunk = rest[c : c + _IN_CHUNK]
-                    marks = ", ".join("?" * len(chunk))
-                    gone.update(
-                        bytes(row[0])
-                        for row in self._db.execute(
-                            f"DELETE FROM envelopes WHERE account = ? AND device = ? AND id IN ({marks}) RETURNING id",
-                            (account, device, *map(_blob, chunk)),
-                        )
+                if removed is None:
+                    cursor = self._db.executemany(
+                        "DELETE FROM envelopes WHERE account = ? AND device = ? AND id = ?",
+                        [(account, device, _blob(i)) for i in rest],
                     )
-                if removed is not None and gone:
-                    removed.extend(i for i in rest if bytes(i) in gone)
-                return deleted + len(gone)
+                    return deleted + cursor.rowcount
+                for i in rest:  # one by one: which of them were there
+                    if self._db.execute(
+                        "DELETE FROM envelopes WHERE account = ? AND device = ? AND id = ?",
+                        (account, device, _blob(i)),
+                    ).rowcount:
+                        deleted += 1
+                        removed.append(i)
+                return deleted
             # The queue's size is known: the body's length too, read before the row goes. (A
             # SELECT, then a DELETE by rowid: ~5.6 us an envelope, where one DELETE ... RETURNING
             # took ~6.8 us; SQLite gathers a RETURNING clause's rows in a table of their own.)

