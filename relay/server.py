@@ -385,16 +385,12 @@ _Queued = tuple[_Connection | None, Request | _Refused | _Job]  # (None: the ser
 _ANSWERED = (Request, _Refused)
 
 
-def _frame_or_refusal(conn_id: int, decoder: FrameDecoder) -> object:
-    """``decoder.next_frame()``, with a resumable error turned into a :class:`_Refused` (logged);
-    any other RemoteProtocolError propagates (the connection closes)."""
-    try:
-        return decoder.next_frame()
-    except RemoteProtocolError as e:
-        if e.code not in RESUMABLE_CODES:
-            raise
-        log.info("connection %d: %s (%s); answered, reading on", conn_id, e.message, e.code.value)
-        return _Refused(ErrorFrame.from_exception(e))
+def _refusal(conn_id: int, e: RemoteProtocolError) -> _Refused:
+    """A resumable decoder error (a code in ``RESUMABLE_CODES``) as the :class:`_Refused` queued in
+    its frame's place (logged). The callers catch the error around ``decoder.next_frame()`` itself:
+    a wrapper's call on every frame of the hot path would cost for the rare frame refused."""
+    log.info("connection %d: %s (%s); answered, reading on", conn_id, e.message, e.code.value)
+    return _Refused(ErrorFrame.from_exception(e))
 
 
 def _internal_error(request_id: int) -> ErrorFrame:
@@ -603,11 +599,14 @@ class RelayServer:
         while True:
             queued = 0
             while True:
+                frame: object  # (a Frame, NEED_DATA or CLOSED, or a _Refused)
                 try:
-                    frame = _frame_or_refusal(conn.ctx.id, decoder)
+                    frame = decoder.next_frame()
                 except RemoteProtocolError as e:
-                    log.info("connection %d: %s (%s); closing", conn.ctx.id, e.message, e.code.value)
-                    return ErrorFrame.from_exception(e)
+                    if e.code not in RESUMABLE_CODES:
+                        log.info("connection %d: %s (%s); closing", conn.ctx.id, e.message, e.code.value)
+                        return ErrorFrame.from_exception(e)
+                    frame = _refusal(conn.ctx.id, e)
                 except Exception:  # a bug of the decoder's, met on this connection's bytes: its alone
                     log.exception("connection %d: decoding failed; closing", conn.ctx.id)
                     return _internal_error(0)
@@ -736,12 +735,15 @@ class RelayServer:
         frame_size = self.core.max_frame_size
         queued = 0
         while True:
+            frame: object  # (a Frame, NEED_DATA or CLOSED, or a _Refused)
             try:
-                frame = _frame_or_refusal(conn.ctx.id, decoder)
+                frame = decoder.next_frame()
             except RemoteProtocolError as e:
-                log.info("connection %d: %s (%s); closing", conn.ctx.id, e.message, e.code.value)
-                self._stop_pumping(conn, ErrorFrame.from_exception(e))
-                return queued
+                if e.code not in RESUMABLE_CODES:
+                    log.info("connection %d: %s (%s); closing", conn.ctx.id, e.message, e.code.value)
+                    self._stop_pumping(conn, ErrorFrame.from_exception(e))
+                    return queued
+                frame = _refusal(conn.ctx.id, e)
             except Exception:  # a bug of the decoder's: this connection stops, the pump goes on
                 log.exception("connection %d: decoding failed; closing", conn.ctx.id)
                 self._stop_pumping(conn, _internal_error(0))
