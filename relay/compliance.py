@@ -658,10 +658,21 @@ class ComplianceDesk:
             )
         elif process.forward and not self._collects(instrument):
             d.notes.append(
-                f"{self.profile.title} could collect under {instrument.a_name}, but its published policy hands "
-                "nothing over under one, so it collects nothing: nothing was tapped."
+                f"{self.profile.title} could collect under {instrument.a_name}, but "
+                + (
+                    "hands nothing over under one (the project's assumption)"
+                    if self._answer_assumed(instrument)
+                    else "its published policy hands nothing over under one"
+                )
+                + ", so it collects nothing: nothing was tapped."
             )
         return d
+
+    def _answer_assumed(self, instrument: Instrument) -> bool:
+        """Whether what the provider hands over under ``instrument`` is the profile's assumption as a whole,
+        not a published policy's: an order of another country's law that the profile assumes for (no record
+        of the provider's speaks of one)."""
+        return instrument.jurisdiction != "us" and instrument.key in self.profile.assumptions
 
     def _withheld_reason(self, category: str, process: LegalProcess) -> str:
         pr = self.profile
@@ -674,9 +685,13 @@ class ComplianceDesk:
             )
         if process.forward and category not in _LOGGED and not self._collects(instrument):
             note = pr.notes.get("realtime_routing")
-            return (
-                f"{pr.title} could collect it in real time, but its published policy hands nothing over under "
-                f"{instrument.a_name}, so it collects nothing" + (f" ({note})" if note else "")
+            policy = (
+                f"hands nothing over under {instrument.a_name} (the project's assumption)"
+                if self._answer_assumed(instrument)
+                else f"its published policy hands nothing over under {instrument.a_name}"
+            )
+            return f"{pr.title} could collect it in real time, but {policy}, so it collects nothing" + (
+                f" ({note})" if note else ""
             )
         if category in _LOGGED and process.forward:
             has = f"logged by {pr.title} from this order's service on"

@@ -26,7 +26,9 @@ assumed, under every one; BlackBerry where the record is silent (consumer BBM un
 demand, BES under India's orders, either under a Canadian Part VI authorization, either under any
 British or Australian instrument); and a Pakistani court's order to Signal, Threema, Wickr, Viber, LINE and
 WeChat, whose records are of US process: each hands one what it hands a US search warrant; to WhatsApp and
-iMessage, whose records are of US process too: each hands one nothing.
+iMessage, whose records are of US process too: each hands one nothing. And WhatsApp under a forward-looking
+order of another country's law (Pakistan's, India's, Canada's, the UK's, Australia's): its relay could
+collect, and it hands one nothing.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from datetime import date, datetime
 from typing import Any, Final, Literal
 
 from relaysim.relay.legal import CATEGORIES as LEGAL_CATEGORIES
-from relaysim.relay.legal import INSTRUMENTS, Instrument, Response
+from relaysim.relay.legal import INSTRUMENTS, JURISDICTIONS, Instrument, Response
 from relaysim.relay.metadata import DEVICE_FACTS, KEEP_EVERYTHING, KindRule, RecordKind, RetentionPolicy
 
 __all__ = [
@@ -239,6 +241,21 @@ def _pk_court_order_nothing(record: str) -> dict[str, str]:
     }
 
 
+def _foreign_forward_nothing(record: str) -> dict[str, str]:
+    """The assumption under each forward-looking order of another country's law (an interception warrant,
+    direction or authorization, an assistance request or notice, a demand on all traffic; not a capability
+    notice, which builds and hands nothing over by itself) for a provider whose ``record`` is of US legal
+    process only and that the profile hands nothing to under one: its relay could collect, and collects
+    nothing. No source says its published policy refuses one."""
+    return {
+        i.key: f"the record ({record}) says nothing of this provider answering {i.a_name} "
+        f"({JURISDICTIONS[i.jurisdiction].name}); this profile assumes it hands one nothing: its relay could "
+        "collect what one asks for, and collects nothing"
+        for i in INSTRUMENTS.values()
+        if i.jurisdiction != "us" and i.forward and not i.builds
+    }
+
+
 # Signal's own words on groups, in its published responses (signal.org/bigbrother): what the desk
 # says beside "not retained" (no group state on the relay) or "cryptographically impossible" (only
 # encrypted group state, groups v2).
@@ -301,6 +318,11 @@ SIGNAL = Profile(
 # WhatsApp. Sourced: the subpoena, 2703(d) order, search warrant and pen register columns (its
 # law-enforcement FAQ, the FBI chart, In re WhatsApp, E.D. Cal. 2022). ASSUMED, not sourced: that a
 # wiretap order gets the ciphertext the relay routes (``assumptions["wiretap"]``; see the docstring).
+# What WhatsApp's record is of: US legal process only (a foreign order's answer is assumed).
+_WHATSAPP_RECORD = (
+    "WhatsApp's guide for law enforcement, the FBI chart and In re WhatsApp, all of US legal process"
+)
+
 WHATSAPP = Profile(
     name="whatsapp",
     title="WhatsApp",
@@ -360,9 +382,8 @@ WHATSAPP = Profile(
             "blocked users ('numbers blocking or blocked by the user', faq.whatsapp.com)",
             "address-book contacts and the users who have the target in theirs",
         ),
-        **_pk_court_order_nothing(
-            "WhatsApp's guide for law enforcement, the FBI chart and In re WhatsApp, all of US legal process"
-        ),
+        **_pk_court_order_nothing(_WHATSAPP_RECORD),
+        **_foreign_forward_nothing(_WHATSAPP_RECORD),
         "wiretap": "no source shows WhatsApp returning ciphertext to a wiretap order; the relay could copy the "
         "encrypted bodies it routes, and this profile assumes it would. In the one reported fight over an "
         "end-to-end wiretap, In re Facebook Messenger (E.D. Cal. 2018), the court refused DOJ's motion to "

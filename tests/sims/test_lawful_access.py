@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relaysim.relay.compliance import Disclosure
-from relaysim.relay.legal import JURISDICTIONS
+from relaysim.relay.legal import INSTRUMENTS, JURISDICTIONS
 from relaysim.relay.metadata import METADATA_FIELDS
 from relaysim.relay.profiles import ASKS, PROCESSES, PROFILES, REAL_PROFILES, get_profile
 from relaysim.sims.cli import main
@@ -854,6 +854,43 @@ def test_a_pakistani_court_order_says_where_no_source_backs_the_answer(
         assert "hands one nothing" in assumed[0]
         # and no reason claims a published policy no source shows
         assert not any("published policy" in why for _, why in d.reasons.values()), d.reasons
+
+
+# WhatsApp under a forward-looking order of another country's law (an interception warrant, direction or
+# authorization, an assistance request or notice, a demand on all traffic): its relay could collect, and it
+# hands nothing over. Its record (its guide, the FBI chart, In re WhatsApp) is of US process and says nothing
+# of one, so that it hands one nothing is assumed, said in every such disclosure, and no reason or note claims
+# a published policy that hands nothing over.
+_FOREIGN_FORWARD = sorted(
+    i.key for i in INSTRUMENTS.values() if i.jurisdiction != "us" and i.forward and not i.builds
+)
+
+
+@pytest.fixture(scope="module")
+def whatsapp_abroad() -> dict[str, Disclosure]:
+    events = "".join(
+        f'\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "{p}"\nname = "{p}"\n'
+        + ('target = "a"\n' if INSTRUMENTS[p].needs_target else "")
+        for p in _FOREIGN_FORWARD
+    )
+    run = Simulation(parse_scenario(_BB_ORDERS.format(profile="whatsapp") + events, "x.toml")).run()
+    return {d.process.process: d for d in run.disclosures}
+
+
+@pytest.mark.parametrize("process", _FOREIGN_FORWARD)
+def test_whatsapp_under_a_foreign_forward_order_says_its_answer_is_assumed(
+    whatsapp_abroad: dict[str, Disclosure], process: str
+) -> None:
+    d = whatsapp_abroad[process]
+    assert not d.provided
+    assumed = [n for n in d.notes if n.startswith("Assumption: ")]
+    assert len(assumed) == 1, d.notes
+    assert INSTRUMENTS[process].a_name in assumed[0] and "hands one nothing" in assumed[0]
+    assert "nothing was tapped" in " ".join(d.notes)
+    withheld = [why for reason, why in d.reasons.values() if reason == "withheld_by_policy"]
+    assert withheld and all("the project's assumption" in why for why in withheld), d.reasons
+    said = [why for _, why in d.reasons.values()] + d.notes
+    assert not any("published policy" in x for x in said), said
 
 
 # BES's notes belong to the country of the order, and cite nothing from after the order's date unless they
