@@ -671,8 +671,12 @@ class ComplianceDesk:
     def _answer_assumed(self, instrument: Instrument) -> bool:
         """Whether what the provider hands over under ``instrument`` is the profile's assumption as a whole,
         not a published policy's: an order of another country's law that the profile assumes for (no record
-        of the provider's speaks of one)."""
-        return instrument.jurisdiction != "us" and instrument.key in self.profile.assumptions
+        of the provider's speaks of one), or any it assumes for where the provider publishes no policy for
+        law enforcement (Wire: ``Profile.published_policy``)."""
+        pr = self.profile
+        return instrument.key in pr.assumptions and (
+            instrument.jurisdiction != "us" or not pr.published_policy
+        )
 
     def _withheld_reason(self, category: str, process: LegalProcess) -> str:
         pr = self.profile
@@ -708,9 +712,10 @@ class ComplianceDesk:
                     return f"{has}, but handed over only to US legal process that names an account"
                 return f"{has}, but handed over only under {least.a_name}"
         note = pr.notes.get(category)
-        if foreign_targeted and instrument.key in pr.assumptions:
-            # a targeted order of another country's law that no record of the provider's speaks of: no
-            # published policy says what it gets, only what this profile assumes (said in the notes)
+        if (foreign_targeted or not pr.published_policy) and self._answer_assumed(instrument):
+            # a targeted order of another country's law that no record of the provider's speaks of, or any
+            # order to a provider that publishes no policy for law enforcement: no published policy says what
+            # it gets, only what this profile assumes (said in the notes)
             return note or f"{has}, and not handed over under {instrument.a_name} (the project's assumption)"
         return note or f"{has}, but not handed over under its published policy"
 

@@ -159,6 +159,10 @@ class Profile:
     # Per instrument, what the profile assumes where no source says what the provider returns
     # (each disclosure under that instrument says so).
     assumptions: Mapping[str, str] = field(default_factory=dict)
+    # False where no published policy of the provider's for law enforcement was found (Wire): what every
+    # instrument gets is then the profile's assumption (``assumptions``), and the desk never says a
+    # category is withheld under "its published policy".
+    published_policy: bool = True
     # Per instrument, how the provider answered the demand as a whole, where it did not comply, and
     # (``response_record``) what the record says of that answer, said beside it in the disclosure.
     responses: Mapping[str, Response] = field(default_factory=dict)
@@ -775,6 +779,7 @@ WIRE = Profile(
     ),
     custody="devices",
     wiretap=False,
+    published_policy=False,  # no guide for law enforcement found: every instrument's answer is assumed
     last_seen_kinds=(),  # the first connection per device is kept, not the last
     device_class=True,
     registration_location=True,
@@ -1129,6 +1134,7 @@ POLICY_FIELDS: Final[tuple[str, ...]] = (
     "lookup_log_hosts",
     "notes",
     "jurisdiction_notes",
+    "published_policy",
 )
 
 
