@@ -223,6 +223,13 @@ _UK_LIMIT = (
     "users' own devices apply is contested ({adp}), and no notice gives the provider a key it does not hold"
 )
 
+# Canada's: the record of Project Clemenza came out in April 2016 (R v. Mirarchi); a disclosure dated before
+# then (the rcmp-clemenza built-in is set in 2011) says the report is later than it.
+_CA_COMPELS = (
+    "none named in the record; in Project Clemenza (2010-2012, {reported}; R v. Mirarchi) the RCMP held the "
+    "consumer BlackBerry global key itself"
+)
+
 JURISDICTIONS: Final[Mapping[str, Jurisdiction]] = {
     j.code: j
     for j in (
@@ -255,8 +262,11 @@ JURISDICTIONS: Final[Mapping[str, Jurisdiction]] = {
         Jurisdiction(
             "ca",
             "Canada",
-            "none named in the record; in Project Clemenza (2010-2012, reported 2016-04; R v. Mirarchi) the "
-            "RCMP held the consumer BlackBerry global key itself",
+            _CA_COMPELS.format(reported="reported 2016-04"),
+            compels_capability_before=(
+                date(2016, 4, 1),
+                _CA_COMPELS.format(reported="reported in April 2016, after this date"),
+            ),
         ),
         Jurisdiction(
             "uk",

@@ -922,13 +922,17 @@ _BB_SILENT_ASSUMED_LATER = (
 # Canada: the record (Project Clemenza, 2010-2012, reported April 2016; R v. Mirarchi) has the police
 # holding the consumer global key and decrypting about a million PIN messages themselves; it says
 # nothing of BlackBerry answering a Part VI authorization, nor how the police came by the key.
-_CLEMENZA_ASSUMED = (
-    "in Project Clemenza (2010-2012, reported April 2016; R v. Mirarchi) the police held the consumer BBM/PIN "
+_CLEMENZA_ASSUMED_TEXT = (
+    "in Project Clemenza (2010-2012, {reported}; R v. Mirarchi) the police held the consumer BBM/PIN "
     "global key and decrypted about a million intercepted PIN messages themselves; the record does not say "
     "that BlackBerry answered a Part VI authorization, nor how the police came by the key. Here the provider's "
     "desk holds that key and opens what it intercepts under the authorization: the same key and the same "
     "arithmetic, not the record of who turned it"
 )
+_CLEMENZA_ASSUMED = _CLEMENZA_ASSUMED_TEXT.format(reported="reported April 2016")
+# Said instead before April 2016 (HISTORY; the record gives the month: its first day): the report is later.
+_CLEMENZA_REPORTED = date(2016, 4, 1)
+_CLEMENZA_ASSUMED_LATER = _CLEMENZA_ASSUMED_TEXT.format(reported="reported in April 2016, after this date")
 
 # The words of consumer BBM, which India's facility hands over (so no note of India's here: under
 # India's orders they are produced, not withheld).
@@ -1264,7 +1268,22 @@ HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
                 "assumptions": {
                     **BBM_CONSUMER.assumptions,
                     **{p: _BB_SILENT_ASSUMED_LATER for p in _BB_SILENT},
+                    "ca_part_vi_authorization": _CLEMENZA_ASSUMED_LATER,
                 },
+            },
+            policy=True,
+        ),
+        Change(
+            _CLEMENZA_REPORTED,
+            "the record of Project Clemenza (the RCMP held the consumer global key, 2010-2012), reported in April "
+            "2016; before this date a disclosure under a Canadian Part VI authorization says the report came "
+            "after its date (the record gives the month: the date is its first day)",
+            "reporting on Project Clemenza and R v. Mirarchi, April 2016",
+            {
+                "assumptions": {
+                    **BBM_CONSUMER.assumptions,
+                    "ca_part_vi_authorization": _CLEMENZA_ASSUMED_LATER,
+                }
             },
             policy=True,
         ),

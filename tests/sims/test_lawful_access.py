@@ -1380,3 +1380,23 @@ def test_pakistans_power_to_compel_a_capability_cites_the_withdrawal_as_later_wh
     reason, why = d.reasons["realtime_routing"]
     assert reason == "no_capability" and "withdrawn on 2015-12-31" in why, why
     assert ("after this date" in why) == (start < date(2015, 12, 31)), why
+
+
+@pytest.mark.parametrize(("start", "later"), [(date(2011, 6, 1), True), (date(2016, 4, 1), False)])
+@pytest.mark.parametrize("profile", ["bbm-consumer", "signal"])
+def test_project_clemenza_is_cited_as_later_in_an_earlier_canadian_disclosure(
+    profile: str, start: date, later: bool
+) -> None:
+    """Project Clemenza (2010-2012) was reported in April 2016 (R v. Mirarchi): a disclosure under a Canadian
+    Part VI authorization served before then says the report came after its date, in consumer BBM's
+    assumption and in Canada's power to compel a capability (said where the provider cannot give the
+    words) alike; one served from April 2016 cites it as past."""
+    text = _BB_ORDERS.format(profile=profile).replace("seed = 5", f"seed = 5\nstart = {start}")
+    text += '\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "ca_part_vi_authorization"\ntarget = "a"\n'
+    (d,) = Simulation(parse_scenario(text, "x.toml")).run().disclosures
+    said = [n for n in d.notes if "Clemenza" in n] + [
+        why for _, why in d.reasons.values() if "Clemenza" in why
+    ]
+    assert said, (d.notes, d.reasons)
+    for x in said:
+        assert ("April 2016, after this date" in x) == later, x
