@@ -1270,6 +1270,7 @@ _LAWS = [
     ("tola_tan", date(2018, 12, 8), "TOLA Act 2018"),
     ("tola_tcn", date(2018, 12, 8), "TOLA Act 2018"),
     ("ifta_warrant", date(2013, 2, 20), "Investigation for Fair Trial Act 2013"),
+    ("it_act_69", date(2009, 10, 27), "Information Technology (Amendment) Act 2008"),
 ]
 
 
