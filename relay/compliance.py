@@ -658,10 +658,25 @@ class ComplianceDesk:
             )
         elif process.forward and not self._collects(instrument):
             d.notes.append(
-                f"{self.profile.title} could collect under {instrument.a_name}, but its published policy hands "
-                "nothing over under one, so it collects nothing: nothing was tapped."
+                f"{self.profile.title} could collect under {instrument.a_name}, but "
+                + (
+                    "hands nothing over under one (the project's assumption)"
+                    if self._answer_assumed(instrument)
+                    else "its published policy hands nothing over under one"
+                )
+                + ", so it collects nothing: nothing was tapped."
             )
         return d
+
+    def _answer_assumed(self, instrument: Instrument) -> bool:
+        """Whether what the provider hands over under ``instrument`` is the profile's assumption as a whole,
+        not a published policy's: an order of another country's law that the profile assumes for (no record
+        of the provider's speaks of one), or any it assumes for where the provider publishes no policy for
+        law enforcement (Wire: ``Profile.published_policy``)."""
+        pr = self.profile
+        return instrument.key in pr.assumptions and (
+            instrument.jurisdiction != "us" or not pr.published_policy
+        )
 
     def _withheld_reason(self, category: str, process: LegalProcess) -> str:
         pr = self.profile
@@ -674,9 +689,13 @@ class ComplianceDesk:
             )
         if process.forward and category not in _LOGGED and not self._collects(instrument):
             note = pr.notes.get("realtime_routing")
-            return (
-                f"{pr.title} could collect it in real time, but its published policy hands nothing over under "
-                f"{instrument.a_name}, so it collects nothing" + (f" ({note})" if note else "")
+            policy = (
+                f"hands nothing over under {instrument.a_name} (the project's assumption)"
+                if self._answer_assumed(instrument)
+                else f"its published policy hands nothing over under {instrument.a_name}"
+            )
+            return f"{pr.title} could collect it in real time, but {policy}, so it collects nothing" + (
+                f" ({note})" if note else ""
             )
         if category in _LOGGED and process.forward:
             has = f"logged by {pr.title} from this order's service on"
@@ -693,9 +712,10 @@ class ComplianceDesk:
                     return f"{has}, but handed over only to US legal process that names an account"
                 return f"{has}, but handed over only under {least.a_name}"
         note = pr.notes.get(category)
-        if foreign_targeted and instrument.key in pr.assumptions:
-            # a targeted order of another country's law that no record of the provider's speaks of: no
-            # published policy says what it gets, only what this profile assumes (said in the notes)
+        if (foreign_targeted or not pr.published_policy) and self._answer_assumed(instrument):
+            # a targeted order of another country's law that no record of the provider's speaks of, or any
+            # order to a provider that publishes no policy for law enforcement: no published policy says what
+            # it gets, only what this profile assumes (said in the notes)
             return note or f"{has}, and not handed over under {instrument.a_name} (the project's assumption)"
         return note or f"{has}, but not handed over under its published policy"
 

@@ -20,9 +20,9 @@ Sources, as named per row: 18 U.S.C. 2703, 2518, 3121-3127; 47 U.S.C. 1002 (CALE
 Pakistan Telecommunication (Re-organization) Act 1996 and the PTA's statement of 2015-12-31; the
 Investigation for Fair Trial Act 2013 (Pakistan); BlackBerry's lawful-access policy as reported in
 December 2015 (John Chen) for Pakistani court orders; Canada's Criminal Code Part VI; the Indian Telegraph Act 1885 s.5(2) and
-Rule 419A of the Indian Telegraph Rules; the Information Technology Act 2000 s.69 and the
-Information Technology (Procedure and Safeguards for Interception, Monitoring and Decryption of
-Information) Rules 2009; the UK Investigatory Powers Act 2016 (s.15 warrants, s.253 technical
+Rule 419A of the Indian Telegraph Rules; the Information Technology Act 2000 s.69 (as substituted by
+the Information Technology (Amendment) Act 2008, in force 2009-10-27) and the Information Technology
+(Procedure and Safeguards for Interception, Monitoring and Decryption of Information) Rules 2009; the UK Investigatory Powers Act 2016 (s.15 warrants, s.253 technical
 capability notices); Australia's Telecommunications and Other Legislation Amendment (Assistance and
 Access) Act 2018 (TOLA), which inserted Part 15 into the Telecommunications Act 1997 (s.317G
 technical assistance requests, s.317L technical assistance notices, s.317T technical capability
@@ -223,6 +223,13 @@ _UK_LIMIT = (
     "users' own devices apply is contested ({adp}), and no notice gives the provider a key it does not hold"
 )
 
+# Canada's: the record of Project Clemenza came out in April 2016 (R v. Mirarchi); a disclosure dated before
+# then (the rcmp-clemenza built-in is set in 2011) says the report is later than it.
+_CA_COMPELS = (
+    "none named in the record; in Project Clemenza (2010-2012, {reported}; R v. Mirarchi) the RCMP held the "
+    "consumer BlackBerry global key itself"
+)
+
 JURISDICTIONS: Final[Mapping[str, Jurisdiction]] = {
     j.code: j
     for j in (
@@ -255,8 +262,11 @@ JURISDICTIONS: Final[Mapping[str, Jurisdiction]] = {
         Jurisdiction(
             "ca",
             "Canada",
-            "none named in the record; in Project Clemenza (2010-2012, reported 2016-04; R v. Mirarchi) the "
-            "RCMP held the consumer BlackBerry global key itself",
+            _CA_COMPELS.format(reported="reported 2016-04"),
+            compels_capability_before=(
+                date(2016, 4, 1),
+                _CA_COMPELS.format(reported="reported in April 2016, after this date"),
+            ),
         ),
         Jurisdiction(
             "uk",
@@ -309,6 +319,20 @@ _IFTA_2013_RECORD = (
     "(Gazette of Pakistan, Extraordinary, Part I, 2013-02-22)"
 )
 
+# s.69 as the s.69 interception direction is modelled (a direction authorised by the Union or a State Home
+# Secretary, under the 2009 Interception Rules) is the section the Information Technology (Amendment) Act 2008
+# substituted; the Act (assent 2009-02-05) came into force by notification, with the Rules, on 2009-10-27.
+# (The IT Act 2000's own s.69 let the Controller of Certifying Authorities direct an interception: another
+# instrument, not modelled.)
+_IT_ACT_69_2009 = date(2009, 10, 27)
+_IT_ACT_69_2009_RECORD = (
+    "s.69 of the Information Technology Act 2000 as substituted by the Information Technology (Amendment) Act "
+    "2008 (Act 10 of 2009, assent 2009-02-05) came into force, with the Information Technology (Procedure and "
+    "Safeguards for Interception, Monitoring and Decryption of Information) Rules 2009 (G.S.R. 780(E)), on "
+    "2009-10-27 (The Hindu, 'Amended IT Act to prevent cyber crime comes into effect'; notified with effect from "
+    "27/10/2009)"
+)
+
 _BASIC = frozenset({"subscriber_info", "account_created", "last_seen", "ip_addresses", "device_info"})
 _RECORDS = _BASIC | {
     "message_log",
@@ -347,8 +371,9 @@ class Instrument:
     max_period: float | None = None
     # The day the law that makes the instrument was made, and that law with its date and source: an
     # order served before it (in a run set on a date) is refused, naming them (``not_yet``). None: no date
-    # kept here (the US, Indian and Canadian instruments; a Pakistani court's order, whose law the record
-    # does not name; the PTA's demand under its 1996 Act).
+    # kept here (the US and Canadian instruments, India's s.5(2) order under the Telegraph Act 1885 and its
+    # 2010 demand; a Pakistani court's order, whose law the record does not name; the PTA's demand under its
+    # 1996 Act).
     since: date | None = None
     since_record: str = ""
 
@@ -541,6 +566,8 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "forward",
             True,
             _INTERCEPT,
+            since=_IT_ACT_69_2009,
+            since_record=_IT_ACT_69_2009_RECORD,
         ),
         Instrument(
             "india_access_demand",

@@ -26,7 +26,9 @@ assumed, under every one; BlackBerry where the record is silent (consumer BBM un
 demand, BES under India's orders, either under a Canadian Part VI authorization, either under any
 British or Australian instrument); and a Pakistani court's order to Signal, Threema, Wickr, Viber, LINE and
 WeChat, whose records are of US process: each hands one what it hands a US search warrant; to WhatsApp and
-iMessage, whose records are of US process too: each hands one nothing.
+iMessage, whose records are of US process too: each hands one nothing. And WhatsApp under a forward-looking
+order of another country's law (Pakistan's, India's, Canada's, the UK's, Australia's): its relay could
+collect, and it hands one nothing.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from datetime import date, datetime
 from typing import Any, Final, Literal
 
 from relaysim.relay.legal import CATEGORIES as LEGAL_CATEGORIES
-from relaysim.relay.legal import INSTRUMENTS, Instrument, Response
+from relaysim.relay.legal import INSTRUMENTS, JURISDICTIONS, Instrument, Response
 from relaysim.relay.metadata import DEVICE_FACTS, KEEP_EVERYTHING, KindRule, RecordKind, RetentionPolicy
 
 __all__ = [
@@ -157,6 +159,10 @@ class Profile:
     # Per instrument, what the profile assumes where no source says what the provider returns
     # (each disclosure under that instrument says so).
     assumptions: Mapping[str, str] = field(default_factory=dict)
+    # False where no published policy of the provider's for law enforcement was found (Wire): what every
+    # instrument gets is then the profile's assumption (``assumptions``), and the desk never says a
+    # category is withheld under "its published policy".
+    published_policy: bool = True
     # Per instrument, how the provider answered the demand as a whole, where it did not comply, and
     # (``response_record``) what the record says of that answer, said beside it in the disclosure.
     responses: Mapping[str, Response] = field(default_factory=dict)
@@ -239,6 +245,21 @@ def _pk_court_order_nothing(record: str) -> dict[str, str]:
     }
 
 
+def _foreign_forward_nothing(record: str) -> dict[str, str]:
+    """The assumption under each forward-looking order of another country's law (an interception warrant,
+    direction or authorization, an assistance request or notice, a demand on all traffic; not a capability
+    notice, which builds and hands nothing over by itself) for a provider whose ``record`` is of US legal
+    process only and that the profile hands nothing to under one: its relay could collect, and collects
+    nothing. No source says its published policy refuses one."""
+    return {
+        i.key: f"the record ({record}) says nothing of this provider answering {i.a_name} "
+        f"({JURISDICTIONS[i.jurisdiction].name}); this profile assumes it hands one nothing: its relay could "
+        "collect what one asks for, and collects nothing"
+        for i in INSTRUMENTS.values()
+        if i.jurisdiction != "us" and i.forward and not i.builds
+    }
+
+
 # Signal's own words on groups, in its published responses (signal.org/bigbrother): what the desk
 # says beside "not retained" (no group state on the relay) or "cryptographically impossible" (only
 # encrypted group state, groups v2).
@@ -301,6 +322,11 @@ SIGNAL = Profile(
 # WhatsApp. Sourced: the subpoena, 2703(d) order, search warrant and pen register columns (its
 # law-enforcement FAQ, the FBI chart, In re WhatsApp, E.D. Cal. 2022). ASSUMED, not sourced: that a
 # wiretap order gets the ciphertext the relay routes (``assumptions["wiretap"]``; see the docstring).
+# What WhatsApp's record is of: US legal process only (a foreign order's answer is assumed).
+_WHATSAPP_RECORD = (
+    "WhatsApp's guide for law enforcement, the FBI chart and In re WhatsApp, all of US legal process"
+)
+
 WHATSAPP = Profile(
     name="whatsapp",
     title="WhatsApp",
@@ -360,9 +386,8 @@ WHATSAPP = Profile(
             "blocked users ('numbers blocking or blocked by the user', faq.whatsapp.com)",
             "address-book contacts and the users who have the target in theirs",
         ),
-        **_pk_court_order_nothing(
-            "WhatsApp's guide for law enforcement, the FBI chart and In re WhatsApp, all of US legal process"
-        ),
+        **_pk_court_order_nothing(_WHATSAPP_RECORD),
+        **_foreign_forward_nothing(_WHATSAPP_RECORD),
         "wiretap": "no source shows WhatsApp returning ciphertext to a wiretap order; the relay could copy the "
         "encrypted bodies it routes, and this profile assumes it would. In the one reported fight over an "
         "end-to-end wiretap, In re Facebook Messenger (E.D. Cal. 2018), the court refused DOJ's motion to "
@@ -754,6 +779,7 @@ WIRE = Profile(
     ),
     custody="devices",
     wiretap=False,
+    published_policy=False,  # no guide for law enforcement found: every instrument's answer is assumed
     last_seen_kinds=(),  # the first connection per device is kept, not the last
     device_class=True,
     registration_location=True,
@@ -896,13 +922,17 @@ _BB_SILENT_ASSUMED_LATER = (
 # Canada: the record (Project Clemenza, 2010-2012, reported April 2016; R v. Mirarchi) has the police
 # holding the consumer global key and decrypting about a million PIN messages themselves; it says
 # nothing of BlackBerry answering a Part VI authorization, nor how the police came by the key.
-_CLEMENZA_ASSUMED = (
-    "in Project Clemenza (2010-2012, reported April 2016; R v. Mirarchi) the police held the consumer BBM/PIN "
+_CLEMENZA_ASSUMED_TEXT = (
+    "in Project Clemenza (2010-2012, {reported}; R v. Mirarchi) the police held the consumer BBM/PIN "
     "global key and decrypted about a million intercepted PIN messages themselves; the record does not say "
     "that BlackBerry answered a Part VI authorization, nor how the police came by the key. Here the provider's "
     "desk holds that key and opens what it intercepts under the authorization: the same key and the same "
     "arithmetic, not the record of who turned it"
 )
+_CLEMENZA_ASSUMED = _CLEMENZA_ASSUMED_TEXT.format(reported="reported April 2016")
+# Said instead before April 2016 (HISTORY; the record gives the month: its first day): the report is later.
+_CLEMENZA_REPORTED = date(2016, 4, 1)
+_CLEMENZA_ASSUMED_LATER = _CLEMENZA_ASSUMED_TEXT.format(reported="reported in April 2016, after this date")
 
 # The words of consumer BBM, which India's facility hands over (so no note of India's here: under
 # India's orders they are produced, not withheld).
@@ -1108,6 +1138,7 @@ POLICY_FIELDS: Final[tuple[str, ...]] = (
     "lookup_log_hosts",
     "notes",
     "jurisdiction_notes",
+    "published_policy",
 )
 
 
@@ -1237,7 +1268,22 @@ HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
                 "assumptions": {
                     **BBM_CONSUMER.assumptions,
                     **{p: _BB_SILENT_ASSUMED_LATER for p in _BB_SILENT},
+                    "ca_part_vi_authorization": _CLEMENZA_ASSUMED_LATER,
                 },
+            },
+            policy=True,
+        ),
+        Change(
+            _CLEMENZA_REPORTED,
+            "the record of Project Clemenza (the RCMP held the consumer global key, 2010-2012), reported in April "
+            "2016; before this date a disclosure under a Canadian Part VI authorization says the report came "
+            "after its date (the record gives the month: the date is its first day)",
+            "reporting on Project Clemenza and R v. Mirarchi, April 2016",
+            {
+                "assumptions": {
+                    **BBM_CONSUMER.assumptions,
+                    "ca_part_vi_authorization": _CLEMENZA_ASSUMED_LATER,
+                }
             },
             policy=True,
         ),

@@ -566,6 +566,25 @@ def test_whatsapps_2703d_order_gets_the_numbers_blocking_and_blocked_by_the_targ
     assert "blocked_users" not in sub.provided and "blocked_users" not in sub.reasons  # not asked
 
 
+def test_wire_withholds_under_the_projects_assumption_not_a_published_policy() -> None:
+    """Wire publishes no guide for law enforcement (its profile's ``published_policy``): what any instrument
+    gets is assumed, so a record it holds and does not hand over is withheld under that assumption, and no
+    reason cites "its published policy". (A what-if Wire relay that keeps block lists, which its privacy
+    whitepaper does not list, so that a 2703(d) order asks for a record held and not handed over.)"""
+    clock = Clock()
+    wire_profile = dataclasses.replace(get_profile("wire"), keep_blocks=True)
+    assert not wire_profile.published_policy
+    core = _core(clock=clock, **wire_profile.relay_options())
+    core_device(core, ALICE, 1)
+    bob = core_device(core, BOB, 2)
+    core.handle(bob, wire.Block(id=1, account="alice"))
+    d = ComplianceDesk(core.store, wire_profile).serve(LegalProcess("d", "court_order_2703d", "bob", T0 + 60))
+    reason, why = d.reasons["blocked_users"]
+    assert reason == "withheld_by_policy"
+    assert "the project's assumption" in why and "published policy" not in why, why
+    assert any(n.startswith("Assumption: ") for n in d.notes)
+
+
 def test_block_refusals() -> None:
     core = _core(keep_blocks=True)
     bob = core_device(core, BOB, 2)

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relaysim.relay.compliance import Disclosure
-from relaysim.relay.legal import JURISDICTIONS
+from relaysim.relay.legal import INSTRUMENTS, JURISDICTIONS
 from relaysim.relay.metadata import METADATA_FIELDS
 from relaysim.relay.profiles import ASKS, PROCESSES, PROFILES, REAL_PROFILES, get_profile
 from relaysim.sims.cli import main
@@ -856,6 +856,43 @@ def test_a_pakistani_court_order_says_where_no_source_backs_the_answer(
         assert not any("published policy" in why for _, why in d.reasons.values()), d.reasons
 
 
+# WhatsApp under a forward-looking order of another country's law (an interception warrant, direction or
+# authorization, an assistance request or notice, a demand on all traffic): its relay could collect, and it
+# hands nothing over. Its record (its guide, the FBI chart, In re WhatsApp) is of US process and says nothing
+# of one, so that it hands one nothing is assumed, said in every such disclosure, and no reason or note claims
+# a published policy that hands nothing over.
+_FOREIGN_FORWARD = sorted(
+    i.key for i in INSTRUMENTS.values() if i.jurisdiction != "us" and i.forward and not i.builds
+)
+
+
+@pytest.fixture(scope="module")
+def whatsapp_abroad() -> dict[str, Disclosure]:
+    events = "".join(
+        f'\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "{p}"\nname = "{p}"\n'
+        + ('target = "a"\n' if INSTRUMENTS[p].needs_target else "")
+        for p in _FOREIGN_FORWARD
+    )
+    run = Simulation(parse_scenario(_BB_ORDERS.format(profile="whatsapp") + events, "x.toml")).run()
+    return {d.process.process: d for d in run.disclosures}
+
+
+@pytest.mark.parametrize("process", _FOREIGN_FORWARD)
+def test_whatsapp_under_a_foreign_forward_order_says_its_answer_is_assumed(
+    whatsapp_abroad: dict[str, Disclosure], process: str
+) -> None:
+    d = whatsapp_abroad[process]
+    assert not d.provided
+    assumed = [n for n in d.notes if n.startswith("Assumption: ")]
+    assert len(assumed) == 1, d.notes
+    assert INSTRUMENTS[process].a_name in assumed[0] and "hands one nothing" in assumed[0]
+    assert "nothing was tapped" in " ".join(d.notes)
+    withheld = [why for reason, why in d.reasons.values() if reason == "withheld_by_policy"]
+    assert withheld and all("the project's assumption" in why for why in withheld), d.reasons
+    said = [why for _, why in d.reasons.values()] + d.notes
+    assert not any("published policy" in x for x in said), said
+
+
 # BES's notes belong to the country of the order, and cite nothing from after the order's date unless they
 # say so: the PTA's statement (2015-12-31) in Pakistan's disclosures only, from that date; India's facility
 # and its acceptance (2012, 2013) in India's only; BlackBerry's policy as reported (December 2015) said to
@@ -1233,6 +1270,7 @@ _LAWS = [
     ("tola_tan", date(2018, 12, 8), "TOLA Act 2018"),
     ("tola_tcn", date(2018, 12, 8), "TOLA Act 2018"),
     ("ifta_warrant", date(2013, 2, 20), "Investigation for Fair Trial Act 2013"),
+    ("it_act_69", date(2009, 10, 27), "Information Technology (Amendment) Act 2008"),
 ]
 
 
@@ -1343,3 +1381,23 @@ def test_pakistans_power_to_compel_a_capability_cites_the_withdrawal_as_later_wh
     reason, why = d.reasons["realtime_routing"]
     assert reason == "no_capability" and "withdrawn on 2015-12-31" in why, why
     assert ("after this date" in why) == (start < date(2015, 12, 31)), why
+
+
+@pytest.mark.parametrize(("start", "later"), [(date(2011, 6, 1), True), (date(2016, 4, 1), False)])
+@pytest.mark.parametrize("profile", ["bbm-consumer", "signal"])
+def test_project_clemenza_is_cited_as_later_in_an_earlier_canadian_disclosure(
+    profile: str, start: date, later: bool
+) -> None:
+    """Project Clemenza (2010-2012) was reported in April 2016 (R v. Mirarchi): a disclosure under a Canadian
+    Part VI authorization served before then says the report came after its date, in consumer BBM's
+    assumption and in Canada's power to compel a capability (said where the provider cannot give the
+    words) alike; one served from April 2016 cites it as past."""
+    text = _BB_ORDERS.format(profile=profile).replace("seed = 5", f"seed = 5\nstart = {start}")
+    text += '\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "ca_part_vi_authorization"\ntarget = "a"\n'
+    (d,) = Simulation(parse_scenario(text, "x.toml")).run().disclosures
+    said = [n for n in d.notes if "Clemenza" in n] + [
+        why for _, why in d.reasons.values() if "Clemenza" in why
+    ]
+    assert said, (d.notes, d.reasons)
+    for x in said:
+        assert ("April 2016, after this date" in x) == later, x
