@@ -202,19 +202,18 @@ class Jurisdiction:
 
     def compels_capability_on(self, day: date | None) -> str:
         """``compels_capability`` as a disclosure served on ``day`` says it (None: an undated run, today)."""
-        if day is not None and self.compels_capability_before is not None:
-            since, earlier = self.compels_capability_before
-            if day < since:
-                return earlier
-        return self.compels_capability
+        return _as_of(self.compels_capability, self.compels_capability_before, day)
 
     def protection_limit_on(self, day: date | None) -> str:
         """``protection_limit`` as a disclosure served on ``day`` says it (None: an undated run, today)."""
-        if day is not None and self.protection_limit_before is not None:
-            since, earlier = self.protection_limit_before
-            if day < since:
-                return earlier
-        return self.protection_limit
+        return _as_of(self.protection_limit, self.protection_limit_before, day)
+
+
+def _as_of(text: str, before: tuple[date, str] | None, day: date | None) -> str:
+    """``text``, or what ``before`` says instead on a ``day`` before the event it cites."""
+    if day is not None and before is not None and day < before[0]:
+        return before[1]
+    return text
 
 
 _UK_LIMIT = (
