@@ -1778,25 +1778,28 @@ class RelayCore:
         group: bytes,
         me: DeviceAddress,
         *buckets: tuple[str, object],
+        writes: int = 0,
     ) -> None:
         """Take the tokens of a request that reads every member of ``group`` (get_group, change_group,
         group_send) before one is read: a token for every MEMBERS_PER_TOKEN members (a group of up to
-        that many takes one, as any request does), at most the smallest burst. A caller that is not a
+        that many takes one, as any request does), and a member's ``writes`` more (the rows it will
+        write, priced by its caller), taken with them, at most the smallest burst. A caller that is not a
         member takes one, whatever the group's size (its wait tells it nothing of the group, not even
         that it exists), and is refused unknown_group without the members being read. A member's
         request its bucket cannot pay for, the group's size known from the member's last request
         (and the group unchanged since), is refused without the group being counted again (a count
         of 1,024 members is ~0.2 ms, where a refusal is a few µs)."""
         known = self._member_counts.get(group, {}).get(me.account)
-        if known is not None and known > MEMBERS_PER_TOKEN:
-            self._short_of(self._members_read(what, known), buckets, self._members_cost(known, buckets))
+        if known is not None and (known > MEMBERS_PER_TOKEN or writes):
+            cost = self._capped(self._members_cost(known, buckets) + writes, buckets)
+            self._short_of(self._members_read(what, known, writes), buckets, cost)
         count = self.store.group_size(group, me.account)  # 0: not a member (or no such group)
         if count:
             self._member_counts.setdefault(group, {})[me.account] = count
         cost = 1
-        if count > MEMBERS_PER_TOKEN:
-            cost = self._members_cost(count, buckets)
-            what = self._members_read(what, count)
+        if count > MEMBERS_PER_TOKEN or (count and writes):
+            cost = self._capped(self._members_cost(count, buckets) + (writes if count else 0), buckets)
+            what = self._members_read(what, count, writes)
         self._limit(what, conn, *buckets, cost=float(cost))
         if not count:
             raise _not_a_member(group, me)
@@ -1806,7 +1809,10 @@ class RelayCore:
     ) -> int:
         """Tokens for reading ``count`` members (or another ``per`` a token): one for every ``per``,
         at most the smallest burst (more than a burst would never be met)."""
-        cost = -(-count // (per or MEMBERS_PER_TOKEN))
+        return self._capped(-(-count // (per or MEMBERS_PER_TOKEN)), buckets)
+
+    def _capped(self, cost: int, buckets: tuple[tuple[str, object], ...]) -> int:
+        """``cost``, at most the smallest burst of ``buckets`` (more than a burst would never be met)."""
         for name, _ in buckets:
             rate = getattr(self.limits, name)
             if rate is not None:
@@ -1814,8 +1820,11 @@ class RelayCore:
         return cost
 
     @staticmethod
-    def _members_read(what: str, count: int) -> str:
-        return f"{what} to a group of {count} members, a token for every {MEMBERS_PER_TOKEN}"
+    def _members_read(what: str, count: int, writes: int = 0) -> str:
+        read = f"{what} to a group of {count} members, a token for every {MEMBERS_PER_TOKEN}"
+        if writes:
+            read += f", and {writes} more for the members it adds, a token for every {ROWS_PER_TOKEN}"
+        return read
 
     def _lookups(self, what: str, conn: ConnectionContext, me: DeviceAddress, names: int) -> None:
         """Spend the account's discovery tokens, a token a name, on a request whose answer says
@@ -1875,7 +1884,12 @@ class RelayCore:
     def _change_group(self, conn: ConnectionContext, req: ChangeGroup, out: _Out) -> None:
         me = self._require_auth(conn, "change_group")
         senders = (("send_per_account", me.account), ("send_per_address", _host(conn)))
-        self._limit_members_read("change_group", conn, req.group, me, *senders)
+        # The members it adds are rows written, priced as create_group's (a token for every
+        # ROWS_PER_TOKEN, the first ROWS_PER_TOKEN carried by the request's token), taken with the
+        # members' tokens, before any member is checked or written.
+        adds = len(set(req.add))
+        writes = max(0, -(-adds // ROWS_PER_TOKEN) - 1)
+        self._limit_members_read("change_group", conn, req.group, me, *senders, writes=writes)
         members = {m.account: m for m in self._members(req.group, me)}
         leaving = not req.add and not req.admins and req.remove == (me.account,)
         if not members[me.account].admin and not leaving:

@@ -853,6 +853,48 @@ def test_create_group_spends_a_send_token_for_every_eight_members_it_writes_befo
     )
 
 
+def test_change_group_spends_a_send_token_for_every_eight_members_it_adds_before_any_is_written() -> None:
+    """change_group's add wrote up to 1,023 member rows for the one token of its members read (a
+    group of up to 32). Now the members it adds are priced as create_group's rows, a token for every
+    relay.core.ROWS_PER_TOKEN past the first ROWS_PER_TOKEN, taken with the members' tokens (at most
+    the burst) before any member is checked or written."""
+    from relaysim.relay.core import ROWS_PER_TOKEN
+    from relaysim.relay.limits import Rate
+
+    assert ROWS_PER_TOKEN == 8
+    now = [T0]
+    core = new_core(lambda: now[0], limits=replace(UNLIMITED, send_per_account=Rate(1.0, 40.0)))
+    c = {k.account: core_device(core, k, i + 1) for i, k in enumerate((ALICE, BOB))}
+    names = _accounts(core, 1022)
+    assert isinstance(_create(core, c["alice"], "bob"), wire.GroupUpdated)  # one token: 39 left
+    checked = _calls(core, "account_exists")
+    added = _calls(core, "put_group_member")
+    big = reply(core.handle(c["alice"], wire.ChangeGroup(id=2, group=G, add=tuple(names))))
+    refused = assert_error(big, E.RATE_LIMITED, "send_per_account")
+    assert "and 127 more for the members it adds, a token for every 8" in refused.message
+    assert checked == [] and added == []  # refused before any member was checked or written
+    assert len(core.store.group_members(G)) == 2 and core.store.group_epoch(G) == 0
+    now[0] += 100  # the bucket full: 40 tokens, the whole burst (1 + 127, at most 40)
+    done = reply(core.handle(c["alice"], wire.ChangeGroup(id=3, group=G, add=tuple(names))))
+    assert done == wire.GroupUpdated(id=3, group=G, epoch=1)
+    assert len(core.store.group_members(G)) == wire.MAX_GROUP_MEMBERS
+    one = wire.Send(id=4, to="bob", envelopes=(wire.OutgoingEnvelope(device=1, body=b"x"),))
+    after = assert_error(reply(core.handle(c["alice"], one)), E.RATE_LIMITED, "send_per_account")
+    assert after.retry_after_ms == 1000
+    # a small group: adding eight is one token, as before; nine is two
+    small = bytes(16)
+    now[0] += 100
+    created = reply(core.handle(c["alice"], wire.CreateGroup(id=5, group=small, members=("bob",))))
+    assert isinstance(created, wire.GroupUpdated)  # 39 left
+    eight = reply(core.handle(c["alice"], wire.ChangeGroup(id=6, group=small, add=tuple(names[:8]))))
+    assert eight == wire.GroupUpdated(id=6, group=small, epoch=1)  # 38 left
+    nine = reply(core.handle(c["alice"], wire.ChangeGroup(id=7, group=small, add=tuple(names[8:17]))))
+    assert nine == wire.GroupUpdated(id=7, group=small, epoch=2)  # 36 left
+    for i in range(36):
+        assert isinstance(reply(core.handle(c["alice"], replace(one, id=10 + i))), wire.Sent)
+    assert_error(reply(core.handle(c["alice"], replace(one, id=99))), E.RATE_LIMITED, "send_per_account")
+
+
 @pytest.mark.parametrize("kind", ["get_group", "change_group", "group_send"])
 def test_a_caller_not_in_a_group_takes_one_token_and_its_members_are_not_read(kind: str) -> None:
     """A stranger's request is refused unknown_group before any member is read (reading 1,024 to
