@@ -187,6 +187,9 @@ class DeviceLink:
         self.reconnects = 0  # connections made after the first
         self.last_drop: str | None = None  # why the last connection ended
         self.drop_reason: str | None = None  # set when the link wants the connection closed
+        # Frames from the relay of a kind, or with a field, newer than this device speaks, that
+        # answered nothing it waited for: read past (logged), the connection kept.
+        self.ignored_frames = 0
         self._connections = 0
         self._attempt = 0  # reconnection attempts since the last connection that worked
         self._heard = False  # any frame received on the current connection
@@ -451,6 +454,15 @@ class DeviceLink:
         try:
             frame = self._decoders[channel].next_frame()
         except wire.RemoteProtocolError as e:
+            if e.code in wire.RESUMABLE_CODES and e.request_id not in self._unanswered:
+                # A frame read whole (the decoder goes on after it: wire.RESUMABLE_CODES), only of a
+                # kind or with a field newer than this device speaks, and no answer it waits for (a
+                # push, id 0, or an id it is not waiting on): read past it, the connection kept.
+                # An answer to a request it waits for still drops the connection, so the request is
+                # written again on the next rather than waiting forever for an answer it cannot read.
+                self.ignored_frames += 1
+                log.warning("%s: ignored a frame from the relay: %s: %s", self._name, e.code.value, e.message)
+                return True
             if self.connected and self.drop_reason is None:
                 # The message names a nested field by its own name ("identity_key must be 32
                 # bytes"); the path says where it is (devices[0].identity_key, envelope.body).

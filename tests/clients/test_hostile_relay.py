@@ -190,6 +190,51 @@ async def test_a_bad_frame_drops_the_connection_which_is_made_again_and_nothing_
     assert [f.kind for f in fake.seen].count("fetch_bundle") == 1
 
 
+# --- frames newer than the device speaks, answering nothing it waits for: read past ---------------------
+
+NEWER_FRAMES: dict[str, Forge] = {
+    "a push of an unknown kind": lambda r, a: [
+        _raw({"v": 1, "id": 0, "kind": "zzz", "x": 1}),
+        wire.encode(a),
+    ],
+    "a push with an unknown field": lambda r, a: [
+        _raw({"v": 1, "id": 0, "kind": "error", "code": "timeout", "message": "m", "zzz": 1}),
+        wire.encode(a),
+    ],
+    "an unknown kind under an id it never wrote": lambda r, a: [
+        _raw({"v": 1, "id": 2**63, "kind": "zzz"}),
+        wire.encode(a),
+    ],
+    "an unknown field under an id it never wrote": lambda r, a: [
+        _raw({"v": 1, "id": 2**63, "kind": "pong", "extra": 1}),
+        wire.encode(a),
+    ],
+}
+
+
+@pytest.mark.parametrize("case", sorted(NEWER_FRAMES))
+async def test_a_frame_of_an_unknown_kind_or_field_that_answers_nothing_awaited_is_read_past(
+    case: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The relay reads on past an unknown field or kind (wire.RESUMABLE_CODES); the device dropped its
+    connection on one. One that answers no request the device waits for is now counted and ignored,
+    and the frames after it read on the same connection (an answer it waits for that it cannot read
+    still drops it: BAD_FRAMES' "an unknown kind", "an unknown field")."""
+    fake = _fake()
+    async with _alice(fake) as (relay, conn):
+        state = await _talking(conn)
+        relay.attack(_is_ping, NEWER_FRAMES[case])
+        pings = [f.kind for f in fake.seen].count("ping")
+        with trio.fail_after(100):
+            await conn.sync()  # its answer comes after the frame it cannot read
+        assert [f.kind for f in fake.seen].count("ping") == pings + 1  # answered once, not written again
+        assert conn.reconnects == 0 and conn.last_drop is None
+        assert conn.link.ignored_frames == 1
+        assert conn.agent.device.to_dict() == state
+        await conn.send_text("bob", b"after")
+        assert conn.failures == [] and conn.undecryptable == []
+
+
 # --- answers of the wrong kind: the request fails, the connection goes on ---------------------------
 
 
