@@ -95,18 +95,11 @@ LIVE_TIME_SCALE = 0.001  # run --live: real seconds per simulated second
 
 
 def _seed(text: str) -> int:
-    """``--seed``'s type: an integer from 0 to 2**63 - 1 (sims.scenario.MAX_SEED, which says why: a
-    negative seed made the same social graph as its absolute value, a larger one fits no TOML file)."""
-    from relaysim.sims.scenario import seed_problem
+    """``--seed``'s type: sims.scenario.seed_arg (an integer from 0 to 2**63 - 1, MAX_SEED, which
+    says why), imported only when a seed is given."""
+    from relaysim.sims.scenario import seed_arg
 
-    try:
-        value: int | None = int(text)
-    except ValueError:  # (a word, or a number of more than 4,300 digits, which Python will not convert)
-        value = None
-    problem = seed_problem(text if value is None else value)
-    if problem is not None or value is None:  # (a text is never a seed: it always has a problem)
-        raise argparse.ArgumentTypeError(problem or f"expected an integer, got {text!r}")
-    return value
+    return seed_arg(text)
 
 
 def _json_file(text: str) -> str:

@@ -130,6 +130,7 @@ The file format, by example (every table but ``[scenario]`` and ``[[people]]`` i
 
 from __future__ import annotations
 
+import argparse
 import calendar
 import errno
 import ipaddress
@@ -180,6 +181,7 @@ __all__ = [
     "read_scenario_text",
     "read_toml",
     "scenario_from_data",
+    "seed_arg",
     "seed_problem",
 ]
 
@@ -411,6 +413,19 @@ def seed_problem(seed: object) -> str | None:
         return None
     shown = repr(seed) if len(repr(seed)) <= 40 else f"{repr(seed)[:40]}… ({len(repr(seed))} characters)"
     return f"expected an integer from 0 to {MAX_SEED} (2**63 - 1, the largest a TOML file holds), got {shown}"
+
+
+def seed_arg(text: str) -> int:
+    """Every ``--seed``'s type (run, demo and the benchmarks', relaysim.sims.cli's through ``_seed``):
+    an integer from 0 to MAX_SEED, else argparse's error (exit 2) naming the option."""
+    try:
+        value: int | None = int(text)
+    except ValueError:  # (a word, or a number of more than 4,300 digits, which Python will not convert)
+        value = None
+    problem = seed_problem(text if value is None else value)
+    if problem is not None or value is None:  # (a text is never a seed: it always has a problem)
+        raise argparse.ArgumentTypeError(problem or f"expected an integer, got {text!r}")
+    return value
 
 
 # --- the validated model ----------------------------------------------------------------------

@@ -193,6 +193,43 @@ def test_a_seed_outside_0_to_2_63_is_refused_naming_the_option(
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["bench", "sim", "--seed", "-1"], "got -1"),
+        (["bench", "analysis", "--seed", str(2**63)], f"got {2**63}"),
+        (["bench", "relay", "--seed", "-2"], "got -2"),
+        (["bench", "relay", "--attack", "--seed", "seven"], "got 'seven'"),
+    ],
+)
+def test_a_bench_seed_outside_0_to_2_63_is_refused_naming_the_option(
+    argv: list[str], shown: str, tmp_path: Path
+) -> None:
+    """The benchmarks' --seed was a plain int: -1 or 2**63 was measured with. (--json into a folder
+    not there comes after it: a bench that took the seed stops there, naming --json, not running.)"""
+    res = cli(*argv, "--json", str(tmp_path / "missing" / "x.json"), timeout=60)
+    assert_clean_error(res, "argument --seed: expected an integer from 0 to 9223372036854775807", shown)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["relaysim.sims.bench.relay", "--child", "echo", "--seed", "-1", "--connections", "x"],
+        ["relaysim.sims.bench.attack", "--child", "--seed", "-1", "--good", "x", "--db", "x"],
+    ],
+)
+def test_a_bench_server_process_refuses_a_seed_outside_0_to_2_63(argv: list[str]) -> None:
+    """The relay processes bench relay (and its --attack) start take the seed as the bench does."""
+    res = subprocess.run(
+        [sys.executable, "-m", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert_clean_error(res, "argument --seed: expected an integer from 0 to 9223372036854775807", "got -1")
+
+
 def test_a_sweep_whose_seeds_would_pass_the_largest_is_refused_before_it_runs(tmp_path: Path) -> None:
     scenario = tmp_path / "top.toml"
     text = (ROOT / "relaysim" / "sims" / "scenarios" / "two-friends.toml").read_text(encoding="utf-8")
