@@ -620,6 +620,23 @@ def _partition(text: str) -> str:
             'with demand = "key_escrow"',
         ),
         ('events]]\nat = "3h"', 'events]]\nat = "5h"', "events[0].at: expected a time within the scenario"),
+        # a hair past the end is shown in full: ":g" wrote both "14400 s", as if the time were allowed
+        (
+            'events]]\nat = "3h"',
+            'events]]\nat = "4h0.0000001s"',
+            "events[0].at: expected a time within the scenario (14400 s), got 14400.0000001 s",
+        ),
+        (
+            _EVENT_END,
+            _order('to = "4h0.0000001s"'),
+            "events[1].to: expected a time by the end of the run (14400 s), got 14400.0000001 s",
+        ),
+        (
+            'duration = "4h"',
+            'duration = "365d0.000001s"',
+            'scenario.duration: expected a positive duration of at most "365d" (3.1536e+07 s), got '
+            "31536000.000001 s",
+        ),
         # an order served past the longest run, as `relaysim disclose --at 1e308` or "366d" is refused:
         # a scenario's events happen by its end, and its duration is at most "365d"
         (
