@@ -139,6 +139,7 @@ import math
 import os
 import re
 import stat
+import sys
 import tomllib
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -913,7 +914,55 @@ def read_toml(text: str, source: str) -> dict[str, Any]:
             source, "", "not valid TOML: arrays or tables nested too deeply to read"
         ) from None
     except ValueError as exc:  # an integer too long to convert
-        raise ScenarioError(source, "", f"not valid TOML: {str(exc).split(';')[0]}") from None
+        path, where = _long_integer(text)
+        raise ScenarioError(source, path, f"not valid TOML: {str(exc).split(';')[0]}{where}") from None
+
+
+def _long_integer(text: str) -> tuple[str, str]:
+    """Where the integer tomllib could not convert (more digits than ``sys.get_int_max_str_digits()``)
+    is written: its key path if that can be told, and " (at line N, column C)", as tomllib places its
+    own errors (its ValueError says neither). The text is read again with one run of that many digits
+    that stands alone (not a float's, a date's or a word's) put in a string, the others made 0: the
+    first run whose string comes back as a value is that integer (one in a string or a comment
+    breaks the text or comes back as no value). Where none of the first few does, the first run is
+    named, with its line and no path."""
+    limit = sys.get_int_max_str_digits()
+    if limit <= 0:  # (no limit: not what was raised)
+        return "", ""
+    runs = list(re.finditer(rf"(?<![\w.:+-])[+-]?[0-9](?:_?[0-9]){{{limit},}}(?![\w.:-])", text))
+    if not runs:
+        return "", ""
+    mark = "relaysim: the long integer"
+
+    def find(value: object, path: str) -> str | None:
+        if value == mark:
+            return path
+        items = (
+            value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        )
+        for key, item in items:
+            where = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else key
+            if (found := find(item, where)) is not None:
+                return found
+        return None
+
+    index, path = 0, ""
+    for i in range(min(len(runs), 8)):
+        parts, end = [], 0
+        for j, run in enumerate(runs):
+            parts += [text[end : run.start()], f'"{mark}"' if j == i else "0"]
+            end = run.end()
+        try:
+            found = find(tomllib.loads("".join(parts) + text[end:]), "")
+        except (tomllib.TOMLDecodeError, RecursionError, ValueError):
+            continue
+        if found is not None:
+            index, path = i, found
+            break
+    start = runs[index].start()
+    line = text.count("\n", 0, start) + 1
+    column = start - (text.rfind("\n", 0, start) + 1) + 1
+    return path, f" (at line {line}, column {column})"
 
 
 def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:

@@ -1337,7 +1337,11 @@ def test_a_scenario_error_survives_pickling_as_a_sweep_worker_hands_it_back(line
     [
         ("[" * 5000 + "]" * 5000, "not valid TOML: arrays or tables nested too deeply to read"),
         ("{ a = " * 5000 + "1" + " }" * 5000, "not valid TOML: arrays or tables nested too deeply to read"),
-        ("1" * 5000, "not valid TOML: Exceeds the limit (4300 digits) for integer string conversion"),
+        (
+            "1" * 5000,
+            "scenario.seed: not valid TOML: Exceeds the limit (4300 digits) for integer string conversion: "
+            "value has 5000 digits (at line 5, column 8)",
+        ),
     ],
 )
 def test_toml_that_tomllib_cannot_read_is_named_not_an_internal_error(value: str, expected: str) -> None:
@@ -1347,6 +1351,25 @@ def test_toml_that_tomllib_cannot_read_is_named_not_an_internal_error(value: str
     with pytest.raises(ScenarioError) as info:
         parse_scenario(GOOD.replace("seed = 3", f"seed = {value}"), "bad.toml")
     assert str(info.value).startswith(f"bad.toml: {expected}"), str(info.value)[:200]
+
+
+def test_an_integer_too_long_to_read_is_named_by_its_line_and_field() -> None:
+    """tomllib's ValueError for an integer of more than 4,300 digits names no line (its TOMLDecodeError
+    does): the integer is found, past a string and a comment of as many digits, in an array of an
+    inline table of an array of tables."""
+    digits = "9" * 4301
+    text = GOOD.replace(
+        'name = "bob"\n',
+        f'name = "bob"\n# {digits}\nnote = "{digits}"\ndevices = [{{ region = "us" }}, {{ offline = [1, -{digits}] }}]\n',
+        1,
+    )
+    line = next(n for n, t in enumerate(text.split("\n"), 1) if t.startswith('devices = [{ region = "us"'))
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(text, "bad.toml")
+    assert str(info.value) == (
+        "bad.toml: people[1].devices[1].offline[1]: not valid TOML: Exceeds the limit (4300 digits) for "
+        f"integer string conversion: value has 4301 digits (at line {line}, column 47)"
+    )
 
 
 def test_a_dotted_key_nested_past_any_scenarios_depth_is_named_by_its_path() -> None:
