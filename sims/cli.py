@@ -47,6 +47,7 @@ from relaysim.sims.analysis.runfiles import (
     run_folder,
     scenario_arg,
     text_arg,
+    write_whole,
 )
 
 if TYPE_CHECKING:
@@ -119,32 +120,6 @@ def _json_file(text: str) -> str:
     if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise argparse.ArgumentTypeError(f"{text}: cannot write there (permission denied)")
     return text
-
-
-def _write_file(text: str, data: str) -> None:
-    """``data`` (UTF-8, the bytes ``--json -`` writes) into the file ``text`` names, whole or not at
-    all: written beside it under a name of its own and renamed over it (a write cut short, the disk
-    full, left half a file, and a file that was there already truncated). A file that was there
-    keeps its permissions; a link to one stays, the file it points to replaced."""
-    import tempfile
-
-    target = Path(text).resolve() if Path(text).is_symlink() else Path(text)
-    try:
-        mode = os.stat(target).st_mode & 0o7777
-    except FileNotFoundError:  # a new file: the permissions open() gives one (0o666 less the umask)
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8"))
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 _columns = _at_least(40, "columns")  # sims.term.MIN_WIDTH (not imported here: it loads rich)
@@ -625,7 +600,7 @@ def _disclose(args: argparse.Namespace) -> int:
         print(printable(disclosure.to_markdown(lambda t: sim_clock(t, epoch, day is not None))), end="")
         if args.json:
             try:
-                _write_file(args.json, data)
+                write_whole(args.json, data)
             except OSError as exc:
                 raise CliError(f"--json {args.json}: cannot write it: {exc.strerror or exc}") from None
     if order.forward:

@@ -716,6 +716,54 @@ def test_disclose_json_replaces_a_file_whole_or_not_at_all(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.json", "link.json"]
 
 
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("argv", "written"),
+    [
+        (
+            ["analyze", "DIR"],
+            ["analysis/relay.json", "analysis/relay.md", "analysis/search-warrant-amira.json"],
+        ),
+        (["analyze", "DIR", "--as-seen"], ["analysis/as-seen/relay.json", "analysis/as-seen/relay.md"]),
+        (["report", "DIR"], ["report.html"]),
+    ],
+)
+def test_analyze_and_report_replace_their_files_whole_or_not_at_all(
+    argv: list[str],
+    written: list[str],
+    tmp_path: Path,
+    tf_run: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """analysis/NAME.json and .md and report.html were written in place: a write that failed (the
+    disk full) left the file truncated and half written. Now a failed write leaves each as it was,
+    nothing beside it, and is said naming the file (analyze said "[Errno 28] No space left on device")."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tf_run, run)
+    argv = [str(run) if a == "DIR" else a for a in argv]
+    assert main(argv) == 0
+    for name in written:
+        assert (run / name).stat().st_size > 0, name
+        (run / name).write_text("earlier\n", encoding="utf-8")
+    before = _files(run)
+    capsys.readouterr()
+
+    def no_space(src: object, dst: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "replace", no_space)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert any(f"{run / name}: No space left on device" in err for name in written), err  # (the file named)
+    assert _files(run) == before
+
+
 # --- permissions: a file that cannot be read, a folder that cannot be written ------------------------
 
 # File modes do not stop root (nor hold on Windows, which has no geteuid): there these tests would
