@@ -22,7 +22,7 @@ import numpy as np
 
 from relaysim.sims.analysis.run import Analysis, analyze, as_seen_view, run_directory
 from relaysim.sims.analysis.run import run_views as analysis_views
-from relaysim.sims.analysis.runfiles import finite_number, loads, own_file
+from relaysim.sims.analysis.runfiles import finite_number, loads, own_file, write_whole
 from relaysim.sims.analysis.sda import CHECKPOINTS, TargetRanking
 from relaysim.sims.analysis.traits import PAPER_SHARES
 from relaysim.sims.analysis.view import AnalysisInputError, ProviderView
@@ -673,12 +673,8 @@ def write_analysis(
             beside = kept_beside_seen(kept, view)
             data["kept_beside_seen"] = beside
             intro = _as_seen_intro(beside)
-        own_file(folder, f"{name}.json").write_text(
-            json.dumps(_round(data), indent=1) + "\n", encoding="utf-8"
-        )
-        own_file(folder, f"{name}.md").write_text(
-            to_markdown(name, a, score, clock, intro=intro), encoding="utf-8"
-        )
+        write_whole(own_file(folder, f"{name}.json"), json.dumps(_round(data), indent=1) + "\n")
+        write_whole(own_file(folder, f"{name}.md"), to_markdown(name, a, score, clock, intro=intro))
         lines.append(headline(f"{name} as seen" if as_seen else name, a, score))
     return lines
 

@@ -47,6 +47,7 @@ from relaysim.sims.analysis.runfiles import (
     run_folder,
     scenario_arg,
     text_arg,
+    write_whole,
 )
 
 if TYPE_CHECKING:
@@ -95,18 +96,11 @@ LIVE_TIME_SCALE = 0.001  # run --live: real seconds per simulated second
 
 
 def _seed(text: str) -> int:
-    """``--seed``'s type: an integer from 0 to 2**63 - 1 (sims.scenario.MAX_SEED, which says why: a
-    negative seed made the same social graph as its absolute value, a larger one fits no TOML file)."""
-    from relaysim.sims.scenario import seed_problem
+    """``--seed``'s type: sims.scenario.seed_arg (an integer from 0 to 2**63 - 1, MAX_SEED, which
+    says why), imported only when a seed is given."""
+    from relaysim.sims.scenario import seed_arg
 
-    try:
-        value: int | None = int(text)
-    except ValueError:  # (a word, or a number of more than 4,300 digits, which Python will not convert)
-        value = None
-    problem = seed_problem(text if value is None else value)
-    if problem is not None or value is None:  # (a text is never a seed: it always has a problem)
-        raise argparse.ArgumentTypeError(problem or f"expected an integer, got {text!r}")
-    return value
+    return seed_arg(text)
 
 
 def _json_file(text: str) -> str:
@@ -126,32 +120,6 @@ def _json_file(text: str) -> str:
     if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise argparse.ArgumentTypeError(f"{text}: cannot write there (permission denied)")
     return text
-
-
-def _write_file(text: str, data: str) -> None:
-    """``data`` (UTF-8, the bytes ``--json -`` writes) into the file ``text`` names, whole or not at
-    all: written beside it under a name of its own and renamed over it (a write cut short, the disk
-    full, left half a file, and a file that was there already truncated). A file that was there
-    keeps its permissions; a link to one stays, the file it points to replaced."""
-    import tempfile
-
-    target = Path(text).resolve() if Path(text).is_symlink() else Path(text)
-    try:
-        mode = os.stat(target).st_mode & 0o7777
-    except FileNotFoundError:  # a new file: the permissions open() gives one (0o666 less the umask)
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8"))
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 _columns = _at_least(40, "columns")  # sims.term.MIN_WIDTH (not imported here: it loads rich)
@@ -632,7 +600,7 @@ def _disclose(args: argparse.Namespace) -> int:
         print(printable(disclosure.to_markdown(lambda t: sim_clock(t, epoch, day is not None))), end="")
         if args.json:
             try:
-                _write_file(args.json, data)
+                write_whole(args.json, data)
             except OSError as exc:
                 raise CliError(f"--json {args.json}: cannot write it: {exc.strerror or exc}") from None
     if order.forward:

@@ -130,6 +130,7 @@ The file format, by example (every table but ``[scenario]`` and ``[[people]]`` i
 
 from __future__ import annotations
 
+import argparse
 import calendar
 import errno
 import ipaddress
@@ -138,6 +139,7 @@ import math
 import os
 import re
 import stat
+import sys
 import tomllib
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -180,6 +182,7 @@ __all__ = [
     "read_scenario_text",
     "read_toml",
     "scenario_from_data",
+    "seed_arg",
     "seed_problem",
 ]
 
@@ -411,6 +414,19 @@ def seed_problem(seed: object) -> str | None:
         return None
     shown = repr(seed) if len(repr(seed)) <= 40 else f"{repr(seed)[:40]}… ({len(repr(seed))} characters)"
     return f"expected an integer from 0 to {MAX_SEED} (2**63 - 1, the largest a TOML file holds), got {shown}"
+
+
+def seed_arg(text: str) -> int:
+    """Every ``--seed``'s type (run, demo and the benchmarks', relaysim.sims.cli's through ``_seed``):
+    an integer from 0 to MAX_SEED, else argparse's error (exit 2) naming the option."""
+    try:
+        value: int | None = int(text)
+    except ValueError:  # (a word, or a number of more than 4,300 digits, which Python will not convert)
+        value = None
+    problem = seed_problem(text if value is None else value)
+    if problem is not None or value is None:  # (a text is never a seed: it always has a problem)
+        raise argparse.ArgumentTypeError(problem or f"expected an integer, got {text!r}")
+    return value
 
 
 # --- the validated model ----------------------------------------------------------------------
@@ -787,6 +803,17 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return names.get(kind, kind.__name__)
 
 
+def _shown(seconds: float, *others: float) -> str:
+    """``seconds`` as ``:g`` writes it (six significant digits), or in full (``repr``, the shortest text
+    that reads back as the same number) where ``:g`` rounds it to the text of one of ``others`` that differs:
+    a time a hair past the end of a 5h run, ``"5h0.0000001s"``, was "expected a time within the
+    scenario (18000 s), got 18000 s"."""
+    text = f"{seconds:g}"
+    if float(text) != seconds and any(other != seconds and f"{other:g}" == text for other in others):
+        return repr(float(seconds))
+    return text
+
+
 def _show(value: object) -> str:
     kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "table"}
     return f"{kind.get(type(value), type(value).__name__)} {value!r}"
@@ -887,7 +914,55 @@ def read_toml(text: str, source: str) -> dict[str, Any]:
             source, "", "not valid TOML: arrays or tables nested too deeply to read"
         ) from None
     except ValueError as exc:  # an integer too long to convert
-        raise ScenarioError(source, "", f"not valid TOML: {str(exc).split(';')[0]}") from None
+        path, where = _long_integer(text)
+        raise ScenarioError(source, path, f"not valid TOML: {str(exc).split(';')[0]}{where}") from None
+
+
+def _long_integer(text: str) -> tuple[str, str]:
+    """Where the integer tomllib could not convert (more digits than ``sys.get_int_max_str_digits()``)
+    is written: its key path if that can be told, and " (at line N, column C)", as tomllib places its
+    own errors (its ValueError says neither). The text is read again with one run of that many digits
+    that stands alone (not a float's, a date's or a word's) put in a string, the others made 0: the
+    first run whose string comes back as a value is that integer (one in a string or a comment
+    breaks the text or comes back as no value). Where none of the first few does, the first run is
+    named, with its line and no path."""
+    limit = sys.get_int_max_str_digits()
+    if limit <= 0:  # (no limit: not what was raised)
+        return "", ""
+    runs = list(re.finditer(rf"(?<![\w.:+-])[+-]?[0-9](?:_?[0-9]){{{limit},}}(?![\w.:-])", text))
+    if not runs:
+        return "", ""
+    mark = "relaysim: the long integer"
+
+    def find(value: object, path: str) -> str | None:
+        if value == mark:
+            return path
+        items = (
+            value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        )
+        for key, item in items:
+            where = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else key
+            if (found := find(item, where)) is not None:
+                return found
+        return None
+
+    index, path = 0, ""
+    for i in range(min(len(runs), 8)):
+        parts, end = [], 0
+        for j, run in enumerate(runs):
+            parts += [text[end : run.start()], f'"{mark}"' if j == i else "0"]
+            end = run.end()
+        try:
+            found = find(tomllib.loads("".join(parts) + text[end:]), "")
+        except (tomllib.TOMLDecodeError, RecursionError, ValueError):
+            continue
+        if found is not None:
+            index, path = i, found
+            break
+    start = runs[index].start()
+    line = text.count("\n", 0, start) + 1
+    column = start - (text.rfind("\n", 0, start) + 1) + 1
+    return path, f" (at line {line}, column {column})"
 
 
 def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
@@ -946,7 +1021,7 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
     if not 0 < duration <= MAX_DURATION:
         raise r.fail(
             "scenario.duration",
-            f'expected a positive duration of at most "365d" ({MAX_DURATION:g} s), got {duration:g} s',
+            f'expected a positive duration of at most "365d" ({_shown(MAX_DURATION, duration)} s), got {_shown(duration, MAX_DURATION)} s',
         )
     seed = r.get(head, "seed", "scenario", int, 0)
     if (problem := seed_problem(seed)) is not None:
@@ -1267,10 +1342,14 @@ def _network(r: _Reader, raw: object, duration: float) -> NetworkSpec:
         start, end = r.duration(it, "from", path), r.duration(it, "to", path)
         if start >= duration:
             raise r.fail(
-                f"{path}.from", f"expected a time before the end of the run ({duration:g} s), got {start:g} s"
+                f"{path}.from",
+                f"expected a time before the end of the run ({_shown(duration, start)} s), got {_shown(start, duration)} s",
             )
         if end <= start:
-            raise r.fail(f"{path}.to", f"expected a time after 'from' ({start:g} s), got {end:g} s")
+            raise r.fail(
+                f"{path}.to",
+                f"expected a time after 'from' ({_shown(start, end)} s), got {_shown(end, start)} s",
+            )
         mode = r.get(it, "mode", path, str, "drop")
         if mode not in PARTITION_MODES:
             raise r.fail(
@@ -1505,7 +1584,7 @@ def _conversations(r: _Reader, raw: object, names: set[str], duration: float) ->
             if at >= duration:
                 raise r.fail(
                     f"{mpath}.at",
-                    f"expected a time before the end of the scenario ({duration:g} s), got {at:g} s",
+                    f"expected a time before the end of the scenario ({_shown(duration, at)} s), got {_shown(at, duration)} s",
                 )
             sender = r.get(mt, "from", mpath, str)
             if sender not in between:
@@ -1743,7 +1822,10 @@ def _events(
         t = r.table(item, path)
         at = r.duration(t, "at", path)
         if at > duration:
-            raise r.fail(f"{path}.at", f"expected a time within the scenario ({duration:g} s), got {at:g} s")
+            raise r.fail(
+                f"{path}.at",
+                f"expected a time within the scenario ({_shown(duration, at)} s), got {_shown(at, duration)} s",
+            )
         kind = r.get(t, "kind", path, str)
         if kind not in EVENT_KINDS:
             raise r.fail(f"{path}.kind", f"expected one of {', '.join(map(repr, EVENT_KINDS))}, got {kind!r}")
@@ -2001,18 +2083,24 @@ def _legal_process(
     end = r.duration(params, "to", path) if "to" in params else None
     if start is not None and start >= duration:
         raise r.fail(
-            f"{path}.from", f"expected a time before the end of the run ({duration:g} s), got {start:g} s"
+            f"{path}.from",
+            f"expected a time before the end of the run ({_shown(duration, start)} s), got {_shown(start, duration)} s",
         )
     if end is not None and end > duration:
-        raise r.fail(f"{path}.to", f"expected a time by the end of the run ({duration:g} s), got {end:g} s")
+        raise r.fail(
+            f"{path}.to",
+            f"expected a time by the end of the run ({_shown(duration, end)} s), got {_shown(end, duration)} s",
+        )
     if start is not None and end is not None and end <= start:
-        raise r.fail(f"{path}.to", f"expected a time after 'from' ({start:g} s), got {end:g} s")
+        raise r.fail(
+            f"{path}.to", f"expected a time after 'from' ({_shown(start, end)} s), got {_shown(end, start)} s"
+        )
     if instrument.forward:
         if end is not None and end <= at:
             raise r.fail(
                 f"{path}.to",
-                f"expected a time after the order is served ({at:g} s; {instrument.a_name} collects "
-                f"from service on), got {end:g} s",
+                f"expected a time after the order is served ({_shown(at, end)} s; {instrument.a_name} collects "
+                f"from service on), got {_shown(end, at)} s",
             )
         longest = instrument.max_period
         if end is not None and longest is not None and end - at > longest:
@@ -2026,14 +2114,14 @@ def _legal_process(
             # 'from' would stand in the file and change nothing (one at service says what it does)
             raise r.fail(
                 f"{path}.from",
-                f"expected a time at or after the order is served ({at:g} s; {instrument.a_name} collects from service "
-                f"on, never what came before), got {start:g} s: remove 'from', or give a later time",
+                f"expected a time at or after the order is served ({_shown(at, start)} s; {instrument.a_name} collects from service "
+                f"on, never what came before), got {_shown(start, at)} s: remove 'from', or give a later time",
             )
     elif instrument.looks == "back" and start is not None and start >= at:
         raise r.fail(
             f"{path}.from",
-            f"expected a time before the order is served ({at:g} s; {instrument.a_name} covers what "
-            f"is held then), got {start:g} s",
+            f"expected a time before the order is served ({_shown(at, start)} s; {instrument.a_name} covers what "
+            f"is held then), got {_shown(start, at)} s",
         )
     name = r.get(params, "name", path, str, f"{process}-{(target or 'everyone').lstrip('+')}-{index}")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,80}", name) or set(name) == {"."}:
@@ -2063,22 +2151,25 @@ def _legal_process(
     if withdrawn is not None and withdrawn <= at:
         raise r.fail(
             f"{path}.withdrawn",
-            f"expected a time after the demand is served ({at:g} s), got {withdrawn:g} s",
+            f"expected a time after the demand is served ({_shown(at, withdrawn)} s), got {_shown(withdrawn, at)} s",
         )
     if withdrawn is not None and start is not None and withdrawn <= start:
-        raise r.fail(f"{path}.withdrawn", f"expected a time after 'from' ({start:g} s), got {withdrawn:g} s")
+        raise r.fail(
+            f"{path}.withdrawn",
+            f"expected a time after 'from' ({_shown(start, withdrawn)} s), got {_shown(withdrawn, start)} s",
+        )
     if withdrawn is not None and withdrawn > duration:
         raise r.fail(
             f"{path}.withdrawn",
-            f"expected a time by the end of the run ({duration:g} s), got {withdrawn:g} s",
+            f"expected a time by the end of the run ({_shown(duration, withdrawn)} s), got {_shown(withdrawn, duration)} s",
         )
     if withdrawn is not None and end is not None and withdrawn >= end:
         # The order lapsed at 'to' and was answered then (sims.world.timeline); a withdrawal after
         # it would put "demand withdrawn" on the record of an order no longer in force.
         raise r.fail(
             f"{path}.withdrawn",
-            f"expected a time before 'to' ({end:g} s; the order lapses then, and a lapsed order cannot be "
-            f"withdrawn), got {withdrawn:g} s",
+            f"expected a time before 'to' ({_shown(end, withdrawn)} s; the order lapses then, and a lapsed order cannot be "
+            f"withdrawn), got {_shown(withdrawn, end)} s",
         )
     # When the provider answered a demand it did not comply with (its refusal), where the record dates
     # that later than service: BlackBerry said on 2015-11-30 that it would leave Pakistan rather than
@@ -2093,23 +2184,23 @@ def _legal_process(
     if answered is not None and answered < at:
         raise r.fail(
             f"{path}.answered",
-            f"expected a time at or after the demand is served ({at:g} s), got {answered:g} s",
+            f"expected a time at or after the demand is served ({_shown(at, answered)} s), got {_shown(answered, at)} s",
         )
     if answered is not None and withdrawn is not None and answered > withdrawn:
         raise r.fail(
             f"{path}.answered",
-            f"expected a time by the withdrawal ({withdrawn:g} s): a withdrawn demand is answered no more, "
-            f"got {answered:g} s",
+            f"expected a time by the withdrawal ({_shown(withdrawn, answered)} s): a withdrawn demand is answered no more, "
+            f"got {_shown(answered, withdrawn)} s",
         )
     if answered is not None and answered > duration:
         raise r.fail(
             f"{path}.answered",
-            f"expected a time by the end of the run ({duration:g} s), got {answered:g} s",
+            f"expected a time by the end of the run ({_shown(duration, answered)} s), got {_shown(answered, duration)} s",
         )
     if answered is not None and end is not None and answered > end:
         raise r.fail(
             f"{path}.answered",
-            f"expected a time by 'to' ({end:g} s; the order lapses then), got {answered:g} s",
+            f"expected a time by 'to' ({_shown(end, answered)} s; the order lapses then), got {_shown(answered, end)} s",
         )
     counterfactual = r.get(params, "counterfactual", path, str, None)
     if counterfactual is not None and counterfactual not in COUNTERFACTUALS:
@@ -2408,7 +2499,8 @@ def _traffic(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> T
         at = r.duration(mt, "at", path)
         if at >= duration:
             raise r.fail(
-                f"{path}.at", f"expected a time before the end of the run ({duration:g} s), got {at:g} s"
+                f"{path}.at",
+                f"expected a time before the end of the run ({_shown(duration, at)} s), got {_shown(at, duration)} s",
             )
         address = _address(r, r.get(mt, "address", path, str), f"{path}.address")
         moves.append(AddressMove(device, at, address))
@@ -2420,8 +2512,8 @@ def _traffic(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> T
         if delays[key] > MAX_DURATION:
             raise r.fail(
                 f"traffic.{key}",
-                f'expected a duration of at most "365d" ({MAX_DURATION:g} s, the longest run), '
-                f"got {delays[key]:g} s",
+                f'expected a duration of at most "365d" ({_shown(MAX_DURATION, delays[key])} s, the longest run), '
+                f"got {_shown(delays[key], MAX_DURATION)} s",
             )
     return TrafficSpec(
         reply_probability=r.probability(t, "reply_probability", "traffic", d.reply_probability),
@@ -2450,7 +2542,7 @@ def _defences(r: _Reader, raw: object) -> DefenceSpec:
         # receipts wait for the next multiple of it (sims.world.timeline): 0 has none
         raise r.fail(
             "defences.receipt_batch",
-            f"expected a positive duration (at least {MIN_RECEIPT_BATCH:g} s), got {batch:g} s",
+            f"expected a positive duration (at least {_shown(MIN_RECEIPT_BATCH, batch)} s), got {_shown(batch, MIN_RECEIPT_BATCH)} s",
         )
     return DefenceSpec(
         receipts=_choice(r, t, "receipts", "defences", RECEIPT_MODES, d.receipts),
@@ -2558,8 +2650,8 @@ def _groups(r: _Reader, raw: object, names: set[str], duration: float) -> tuple[
             if not last <= at < duration:
                 raise r.fail(
                     f"{cpath}.at",
-                    f"expected a time from {last:g} s (the entry before) to the end of the scenario "
-                    f"({duration:g} s), got {at:g} s",
+                    f"expected a time from {_shown(last, at)} s (the entry before) to the end of the scenario "
+                    f"({_shown(duration, at)} s), got {_shown(at, last, duration)} s",
                 )
             last = at
             kinds = [k for k in ("from", "join", "leave") if k in ct]

@@ -16,7 +16,8 @@ worker process: a local process pool by default, or the workers of a Dask cluste
 scheduler's address (``--dask tcp://host:8786``; needs dask's ``distributed``, the ``sweep``
 extra). The same function runs in either. What is measured is numbers from each run's
 ``summary.json``, by dotted path (``--metric messages.lost_by_network``; a list element by its
-``name`` or index, ``disclosures.search-warrant-amira.score.contacts.share``). Per cell and metric:
+``name`` or index, ``disclosures.search-warrant-amira.score.contacts.share``; a name may hold '.',
+``disclosures.order.v2.score.contacts.share``). Per cell and metric:
 the mean over the seeds and its 95 % confidence interval (Student's t with n − 1 degrees of
 freedom).
 
@@ -301,27 +302,34 @@ def mean_ci(values: Sequence[float]) -> dict[str, Any]:
 
 
 def metric_value(summary: Any, path: str) -> float | None:
-    """A number from a summary by dotted path; a list element by its ``name`` or its index."""
-    node = summary
-    for part in path.split("."):
-        if isinstance(node, dict):
-            if part not in node:
-                return None
-            node = node[part]
-        elif isinstance(node, list):
-            named = [x for x in node if isinstance(x, dict) and x.get("name") == part]
-            if named:
-                node = named[0]
-            elif part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            else:
-                return None
-        else:
-            return None
-    if isinstance(node, bool):
-        return float(node)
-    if isinstance(node, int | float) and math.isfinite(node):
-        return float(node)
+    """A number from a summary by dotted path; a list element by its ``name`` or its index. A name
+    may hold dots (a legal process's may: ``name = "order.v2"``), so in a list the parts are read as
+    the longest name there that leaves a path to a number (``disclosures.order.v2.score.contacts.share``
+    is the disclosure named "order.v2")."""
+    return _metric_value(summary, path.split("."))
+
+
+def _metric_value(node: Any, parts: list[str]) -> float | None:
+    if not parts:
+        if isinstance(node, bool):
+            return float(node)
+        if isinstance(node, int | float) and math.isfinite(node):
+            return float(node)
+        return None
+    if isinstance(node, dict):
+        return _metric_value(node[parts[0]], parts[1:]) if parts[0] in node else None
+    if not isinstance(node, list):
+        return None
+    for end in range(len(parts), 0, -1):  # (the longest name first)
+        name = ".".join(parts[:end])
+        for x in node:
+            if isinstance(x, dict) and x.get("name") == name:
+                value = _metric_value(x, parts[end:])
+                if value is not None:
+                    return value
+                break  # (the first element of that name, as before)
+    if parts[0].isdigit() and int(parts[0]) < len(node):
+        return _metric_value(node[int(parts[0])], parts[1:])
     return None
 
 

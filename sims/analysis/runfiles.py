@@ -19,11 +19,14 @@ cut short, edited, or made by someone else (a folder handed over, unpacked from 
   scenario (``run NAME_OR_PATH``): the empty path is the current folder, which was then read as
   "a folder" or "``.``: Is a directory", naming neither the argument nor the empty word given.
   All of them are :func:`not_empty`: every relaysim argument that names a path is one of them.
+- :func:`write_whole` writes a file whole or not at all (a copy renamed over it), for the files
+  written again into a folder that holds others: analysis/, report.html, --json FILE.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import math
@@ -31,6 +34,7 @@ import os
 import re
 import stat
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +51,7 @@ __all__ = [
     "run_folder",
     "scenario_arg",
     "text_arg",
+    "write_whole",
 ]
 
 
@@ -209,3 +214,35 @@ def one_line(message: object) -> str:
     return _NOT_IN_ONE_LINE.sub(
         lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", str(message)
     )
+
+
+def write_whole(text: str | Path, data: str) -> None:
+    """``data`` (as UTF-8: the bytes ``Path.write_text(data, encoding="utf-8")`` writes on POSIX) into
+    the file ``text`` names, whole or not at all: written beside it under a name of its own and
+    renamed over it (written in place, a write cut short, the disk full, left half a file, and a file
+    that was there already truncated). A file that was there keeps its permissions; a link to one
+    stays, the file it points to replaced. An OSError names the file given (not the copy's name, nor
+    none, as a failed write's has). Used for disclose's and bench's --json FILE, analyze's
+    analysis/NAME.json and .md and report.html: files written again into a folder that holds others."""
+    target = Path(text).resolve() if Path(text).is_symlink() else Path(text)
+    try:
+        mode = os.stat(target).st_mode & 0o7777
+    except FileNotFoundError:  # a new file: the permissions open() gives one (0o666 less the umask)
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:  # (named as the file to write: the name made for its copy means nothing)
+        raise OSError(exc.errno, exc.strerror or str(exc), str(text)) from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8"))
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, exc.strerror or str(exc), str(text)) from exc
+        raise

@@ -101,6 +101,7 @@ from relaysim.relay.server import (
 )
 from relaysim.relay.store import Store
 from relaysim.sims.bench import harness
+from relaysim.sims.scenario import seed_arg
 
 __all__ = ["ATTACKS", "main"]
 
@@ -240,7 +241,7 @@ def child_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="sims.bench.attack --child")
     p.add_argument("--child", action="store_true")
     p.add_argument("--good", type=int, required=True)
-    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--seed", type=seed_arg, required=True)
     p.add_argument("--db", required=True)
     args = p.parse_args(argv)
     harness.raise_fd_limit(4096)
@@ -1111,7 +1112,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--only", nargs="+", choices=ATTACKS, metavar="ATTACK", help=f"run only these ({', '.join(ATTACKS)})"
     )
-    p.add_argument("--seed", type=int, default=1, help="seed for the devices' keys (1)")
+    p.add_argument("--seed", type=seed_arg, default=1, help="seed for the devices' keys (1)")
     harness.add_common_options(p)
     return p
 

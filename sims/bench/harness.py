@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from relaysim.sims.analysis.runfiles import out_file
+from relaysim.sims.analysis.runfiles import out_file, write_whole
 from relaysim.sims.progress import ProgressBar, progress_bar
 
 __all__ = [
@@ -253,9 +253,7 @@ def finish(
         sys.stdout.write("\n")
         sys.stdout.flush()
     elif args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
+        write_whole(args.json, json.dumps(report, indent=2) + "\n")  # (a run's numbers: whole or none)
     if not args.check:
         return 0
     rows = list(targets)

@@ -97,6 +97,7 @@ from relaysim.relay.profiles import PROFILES
 from relaysim.relay.server import serve, tune_gc_for_serving
 from relaysim.relay.store import Store
 from relaysim.sims.bench import harness
+from relaysim.sims.scenario import seed_arg
 
 __all__ = ["CONTENDERS", "RATIOS", "main"]
 
@@ -168,7 +169,7 @@ def _child_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sims.bench.relay --child")
     p.add_argument("--child", choices=CONTENDERS, required=True)
     p.add_argument("--connections", type=int, required=True)
-    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--seed", type=seed_arg, required=True)
     p.add_argument("--db", default="")
     p.add_argument("--profile", default="")
     return p
@@ -1054,7 +1055,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="E",
         help="envelopes for the where-the-time-goes steps (2000)",
     )
-    p.add_argument("--seed", type=int, default=1, help="seed for the devices' keys (1)")
+    p.add_argument("--seed", type=seed_arg, default=1, help="seed for the devices' keys (1)")
     p.add_argument(
         "--profile",
         choices=sorted(PROFILES),

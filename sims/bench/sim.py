@@ -111,6 +111,7 @@ from relaysim.sims.scenario import (
     RelaySpec,
     Scenario,
     ScriptedMessage,
+    seed_arg,
 )
 from relaysim.sims.world.simulation import (
     SESSION_LOOKAHEAD,
@@ -1582,7 +1583,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"(b) delivery receipts in the scale runs ({SCALE_RECEIPTS}: the target counts the "
         "messages people write; on, each brings a receipt back)",
     )
-    p.add_argument("--seed", type=int, default=1, help="seed of the scenarios (1)")
+    p.add_argument("--seed", type=seed_arg, default=1, help="seed of the scenarios (1)")
     harness.add_common_options(p)
     return p
 

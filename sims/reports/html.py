@@ -32,7 +32,7 @@ from typing import Any
 
 from relaysim.relay.legal import CATEGORIES, REASON_LABELS, REASONS, RESPONSES
 from relaysim.relay.profiles import get_profile
-from relaysim.sims.analysis.runfiles import finite_number, loads, own_file
+from relaysim.sims.analysis.runfiles import finite_number, loads, own_file, write_whole
 from relaysim.sims.term import OUTCOME_COLOURS
 
 __all__ = ["REPORT_FILE", "ReportError", "render_report", "write_report"]
@@ -957,7 +957,7 @@ def write_report(run: Path) -> Path:
     text = render_report(run)
     path = Path(run) / REPORT_FILE
     try:
-        own_file(Path(run), REPORT_FILE).write_text(text, encoding="utf-8")
+        write_whole(own_file(Path(run), REPORT_FILE), text)
     except OSError as exc:
         raise ReportError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path

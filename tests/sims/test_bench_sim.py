@@ -243,3 +243,32 @@ def test_the_floor_replays_exactly_what_the_timed_phase_asked_of_sqlite(tmp_path
     assert sim.replay_statements(recorder.calls, recorder.copy_path) > 0
     assert _rows(recorder.copy_path, "metadata", "seq") == after_run
     assert _rows(recorder.copy_path, "envelopes", "id") == _rows(recorder.db_path, "envelopes", "id")
+
+
+def test_bench_json_replaces_a_file_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--json FILE was written in place (json.dump into an open file): a bench whose write failed left
+    FILE truncated and half written. Now it is replaced whole, with the bytes json.dump wrote, or
+    left as it was with nothing beside it."""
+    import argparse
+    import errno
+    import os
+
+    report = {"name": "bench", "samples": [1.5, 2.0], "ratios": {"a": None}}
+    out = tmp_path / "bench.json"
+    args = argparse.Namespace(json=str(out), check=False)
+    assert harness.finish("sim", report, "table", args, []) == 0
+    assert out.read_text(encoding="utf-8") == json.dumps(report, indent=2) + "\n"
+    out.write_text("earlier\n", encoding="utf-8")
+
+    def no_space(src: object, dst: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "replace", no_space)
+    with pytest.raises(OSError, match="No space left on device") as info:
+        harness.finish("sim", report, "table", args, [])
+    assert info.value.filename == str(out)
+    assert out.read_text(encoding="utf-8") == "earlier\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]
+    capsys.readouterr()

@@ -193,6 +193,43 @@ def test_a_seed_outside_0_to_2_63_is_refused_naming_the_option(
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["bench", "sim", "--seed", "-1"], "got -1"),
+        (["bench", "analysis", "--seed", str(2**63)], f"got {2**63}"),
+        (["bench", "relay", "--seed", "-2"], "got -2"),
+        (["bench", "relay", "--attack", "--seed", "seven"], "got 'seven'"),
+    ],
+)
+def test_a_bench_seed_outside_0_to_2_63_is_refused_naming_the_option(
+    argv: list[str], shown: str, tmp_path: Path
+) -> None:
+    """The benchmarks' --seed was a plain int: -1 or 2**63 was measured with. (--json into a folder
+    not there comes after it: a bench that took the seed stops there, naming --json, not running.)"""
+    res = cli(*argv, "--json", str(tmp_path / "missing" / "x.json"), timeout=60)
+    assert_clean_error(res, "argument --seed: expected an integer from 0 to 9223372036854775807", shown)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["relaysim.sims.bench.relay", "--child", "echo", "--seed", "-1", "--connections", "x"],
+        ["relaysim.sims.bench.attack", "--child", "--seed", "-1", "--good", "x", "--db", "x"],
+    ],
+)
+def test_a_bench_server_process_refuses_a_seed_outside_0_to_2_63(argv: list[str]) -> None:
+    """The relay processes bench relay (and its --attack) start take the seed as the bench does."""
+    res = subprocess.run(
+        [sys.executable, "-m", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert_clean_error(res, "argument --seed: expected an integer from 0 to 9223372036854775807", "got -1")
+
+
 def test_a_sweep_whose_seeds_would_pass_the_largest_is_refused_before_it_runs(tmp_path: Path) -> None:
     scenario = tmp_path / "top.toml"
     text = (ROOT / "relaysim" / "sims" / "scenarios" / "two-friends.toml").read_text(encoding="utf-8")
@@ -677,6 +714,54 @@ def test_disclose_json_replaces_a_file_whole_or_not_at_all(
     assert f"--json {old}: cannot write it: No space left on device" in capsys.readouterr().err
     assert old.read_bytes() == whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.json", "link.json"]
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("argv", "written"),
+    [
+        (
+            ["analyze", "DIR"],
+            ["analysis/relay.json", "analysis/relay.md", "analysis/search-warrant-amira.json"],
+        ),
+        (["analyze", "DIR", "--as-seen"], ["analysis/as-seen/relay.json", "analysis/as-seen/relay.md"]),
+        (["report", "DIR"], ["report.html"]),
+    ],
+)
+def test_analyze_and_report_replace_their_files_whole_or_not_at_all(
+    argv: list[str],
+    written: list[str],
+    tmp_path: Path,
+    tf_run: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """analysis/NAME.json and .md and report.html were written in place: a write that failed (the
+    disk full) left the file truncated and half written. Now a failed write leaves each as it was,
+    nothing beside it, and is said naming the file (analyze said "[Errno 28] No space left on device")."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tf_run, run)
+    argv = [str(run) if a == "DIR" else a for a in argv]
+    assert main(argv) == 0
+    for name in written:
+        assert (run / name).stat().st_size > 0, name
+        (run / name).write_text("earlier\n", encoding="utf-8")
+    before = _files(run)
+    capsys.readouterr()
+
+    def no_space(src: object, dst: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "replace", no_space)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert any(f"{run / name}: No space left on device" in err for name in written), err  # (the file named)
+    assert _files(run) == before
 
 
 # --- permissions: a file that cannot be read, a folder that cannot be written ------------------------

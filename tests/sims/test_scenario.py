@@ -620,6 +620,23 @@ def _partition(text: str) -> str:
             'with demand = "key_escrow"',
         ),
         ('events]]\nat = "3h"', 'events]]\nat = "5h"', "events[0].at: expected a time within the scenario"),
+        # a hair past the end is shown in full: ":g" wrote both "14400 s", as if the time were allowed
+        (
+            'events]]\nat = "3h"',
+            'events]]\nat = "4h0.0000001s"',
+            "events[0].at: expected a time within the scenario (14400 s), got 14400.0000001 s",
+        ),
+        (
+            _EVENT_END,
+            _order('to = "4h0.0000001s"'),
+            "events[1].to: expected a time by the end of the run (14400 s), got 14400.0000001 s",
+        ),
+        (
+            'duration = "4h"',
+            'duration = "365d0.000001s"',
+            'scenario.duration: expected a positive duration of at most "365d" (3.1536e+07 s), got '
+            "31536000.000001 s",
+        ),
         # an order served past the longest run, as `relaysim disclose --at 1e308` or "366d" is refused:
         # a scenario's events happen by its end, and its duration is at most "365d"
         (
@@ -1320,7 +1337,11 @@ def test_a_scenario_error_survives_pickling_as_a_sweep_worker_hands_it_back(line
     [
         ("[" * 5000 + "]" * 5000, "not valid TOML: arrays or tables nested too deeply to read"),
         ("{ a = " * 5000 + "1" + " }" * 5000, "not valid TOML: arrays or tables nested too deeply to read"),
-        ("1" * 5000, "not valid TOML: Exceeds the limit (4300 digits) for integer string conversion"),
+        (
+            "1" * 5000,
+            "scenario.seed: not valid TOML: Exceeds the limit (4300 digits) for integer string conversion: "
+            "value has 5000 digits (at line 5, column 8)",
+        ),
     ],
 )
 def test_toml_that_tomllib_cannot_read_is_named_not_an_internal_error(value: str, expected: str) -> None:
@@ -1330,6 +1351,25 @@ def test_toml_that_tomllib_cannot_read_is_named_not_an_internal_error(value: str
     with pytest.raises(ScenarioError) as info:
         parse_scenario(GOOD.replace("seed = 3", f"seed = {value}"), "bad.toml")
     assert str(info.value).startswith(f"bad.toml: {expected}"), str(info.value)[:200]
+
+
+def test_an_integer_too_long_to_read_is_named_by_its_line_and_field() -> None:
+    """tomllib's ValueError for an integer of more than 4,300 digits names no line (its TOMLDecodeError
+    does): the integer is found, past a string and a comment of as many digits, in an array of an
+    inline table of an array of tables."""
+    digits = "9" * 4301
+    text = GOOD.replace(
+        'name = "bob"\n',
+        f'name = "bob"\n# {digits}\nnote = "{digits}"\ndevices = [{{ region = "us" }}, {{ offline = [1, -{digits}] }}]\n',
+        1,
+    )
+    line = next(n for n, t in enumerate(text.split("\n"), 1) if t.startswith('devices = [{ region = "us"'))
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(text, "bad.toml")
+    assert str(info.value) == (
+        "bad.toml: people[1].devices[1].offline[1]: not valid TOML: Exceeds the limit (4300 digits) for "
+        f"integer string conversion: value has 4301 digits (at line {line}, column 47)"
+    )
 
 
 def test_a_dotted_key_nested_past_any_scenarios_depth_is_named_by_its_path() -> None:

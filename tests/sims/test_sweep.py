@@ -552,3 +552,29 @@ def test_the_sweep_bench_shows_its_progress_on_a_terminal_unless_quiet(
     shown = "bench sweep: the machine's ceiling" in captured.err and "ETA" in captured.err
     assert shown is not quiet, captured.err
     assert ("10/10" in captured.err) is not quiet  # both sweeps' runs counted on one bar
+
+
+def test_a_disclosure_whose_name_holds_dots_is_reached_by_its_metric_path() -> None:
+    """A legal process's name may hold '.' (it names files: analysis/order.v2.json), but the metric
+    path was split on every '.', so disclosures.order.v2.score.contacts.share (sweep's own default
+    metric for it) named nothing and the sweep reported no number for that disclosure."""
+    from relaysim.sims.sweep import DISCLOSURE_METRICS, default_metrics, metric_value
+
+    def score(share: float) -> dict[str, dict[str, float]]:
+        return {m.split(".")[1]: {"share": share} for m in DISCLOSURE_METRICS}
+
+    summary = {
+        "disclosures": [
+            {"name": "order", "score": score(0.25)},
+            {"name": "order.v2", "score": score(0.5)},
+            {"name": "a.b.c", "score": score(0.75)},
+        ]
+    }
+    assert metric_value(summary, "disclosures.order.v2.score.contacts.share") == 0.5
+    assert metric_value(summary, "disclosures.order.score.contacts.share") == 0.25  # (as before)
+    assert metric_value(summary, "disclosures.a.b.c.score.locations.share") == 0.75
+    assert metric_value(summary, "disclosures.1.score.contacts.share") == 0.5  # (by index, as before)
+    assert metric_value(summary, "disclosures.order.v3.score.contacts.share") is None
+    metrics = [m for m in default_metrics([summary]) if m.startswith("disclosures.")]
+    assert len(metrics) == 3 * len(DISCLOSURE_METRICS)
+    assert [metric_value(summary, m) for m in metrics] == [0.25] * 3 + [0.5] * 3 + [0.75] * 3
