@@ -42,11 +42,11 @@ from relaysim.sims.analysis.runfiles import (
     in_file,
     not_a_file,
     one_line,
-    out_file,
     out_folder,
     run_folder,
     scenario_arg,
     text_arg,
+    writable_file,
     write_whole,
 )
 
@@ -101,25 +101,6 @@ def _seed(text: str) -> int:
     from relaysim.sims.scenario import seed_arg
 
     return seed_arg(text)
-
-
-def _json_file(text: str) -> str:
-    """``disclose --json``'s FILE, checked before the order is served (it printed the disclosure, then
-    said it could not write the file): out_file's (not empty, no symbolic link to nothing), no
-    folder, in a folder that is there and can be written (as bench's --json FILE)."""
-    if out_file(text) == "-":
-        return text
-    path = Path(text)
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file's path")
-    folder = path.resolve().parent
-    if not folder.is_dir():
-        raise argparse.ArgumentTypeError(
-            f"{text}: its folder {path.parent} does not exist (or is not a folder)"
-        )
-    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise argparse.ArgumentTypeError(f"{text}: cannot write there (permission denied)")
-    return text
 
 
 _columns = _at_least(40, "columns")  # sims.term.MIN_WIDTH (not imported here: it loads rich)
@@ -1067,7 +1048,7 @@ def build_parser() -> argparse.ArgumentParser:
     disclose.add_argument(
         "--json",
         metavar="FILE",
-        type=_json_file,
+        type=writable_file,
         help="also write the disclosure as JSON to FILE; with --json -, write only the JSON, to stdout",
     )
 

@@ -51,6 +51,7 @@ __all__ = [
     "run_folder",
     "scenario_arg",
     "text_arg",
+    "writable_file",
     "write_whole",
 ]
 
@@ -176,6 +177,26 @@ def out_file(text: str) -> str:
             f"{text} is a symbolic link to {os.readlink(path)}, which does not exist; relaysim writes no "
             "file through a link to nothing: give the file's own path, or remove the link"
         )
+    return text
+
+
+def writable_file(text: str) -> str:
+    """An argparse type for a file a command will write at its end (``disclose --json FILE``, every
+    bench's ``--json FILE``), checked before the work starts, which must not end in an error about
+    where its output goes: out_file's (not empty, no symbolic link to nothing), no folder, in a
+    folder that is there (a link's: the file's own) and can be written."""
+    if out_file(text) == "-":
+        return text
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file's path")
+    folder = path.resolve().parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{text}: its folder {path.parent} does not exist (or is not a folder)"
+        )
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"{text}: cannot write there (permission denied)")
     return text
 
 

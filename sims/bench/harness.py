@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from relaysim.sims.analysis.runfiles import out_file, write_whole
+from relaysim.sims.analysis.runfiles import writable_file, write_whole
 from relaysim.sims.progress import ProgressBar, progress_bar
 
 __all__ = [
@@ -188,28 +188,12 @@ def make_parser(prog: str, doc: str | None, examples: Iterable[str] = ()) -> arg
     )
 
 
-def _json_path(text: str) -> str:
-    """--json's FILE, checked before anything is measured: a run of many minutes must not end in an
-    error about where its numbers go."""
-    if out_file(text) == "-":  # (an empty path refused there: Path("") is the current folder)
-        return text
-    path = Path(text)
-    folder = path.parent
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file's path")
-    if not folder.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: its folder {folder} does not exist (or is not a folder)")
-    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise argparse.ArgumentTypeError(f"{text}: cannot write there")
-    return text
-
-
 def add_common_options(p: argparse.ArgumentParser) -> None:
     """--json FILE|-, --check and --quiet, the same for every benchmark."""
     p.add_argument(
         "--json",
         metavar="FILE",
-        type=_json_path,
+        type=writable_file,
         help="also write every number (samples, medians, ratios) to FILE; '-' writes the JSON to stdout "
         "and the table to stderr",
     )
