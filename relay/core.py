@@ -1993,7 +1993,9 @@ class RelayCore:
             )
         now = self.clock()
         timestamp = int(now * 1000)
-        fanout: list[tuple[str, list[StoredEnvelope], bool]] = []
+        # Each member's devices to copy to, and whether its copies are dropped (a block); the copies,
+        # and their ids, are made once the send is accepted (a refused one draws none, as a send).
+        targets: list[tuple[str, list[int], bool]] = []
         copies = 0
         for m in members:
             devices = [d for d in self.store.device_ids(m.account) if DeviceAddress(m.account, d) != me]
@@ -2012,20 +2014,7 @@ class RelayCore:
                 self._check_queue_room(
                     m.account, tuple(OutgoingEnvelope(device=d, body=req.body) for d in devices)
                 )
-            stored = [
-                StoredEnvelope(
-                    id=self._envelope_id(),
-                    account=m.account,
-                    device=d,
-                    body=req.body,
-                    timestamp=timestamp,
-                    sealed=False,
-                    source_account=me.account,
-                    source_device=me.device,
-                )
-                for d in devices
-            ]
-            fanout.append((m.account, stored, dropped))
+            targets.append((m.account, devices, dropped))
         # The tokens taken for the members read carried the request, its first frame's worth of
         # copies and its first COPIES_PER_TOKEN copies; what it stores past that spends more: a token
         # a frame, as the pairwise sends that would store it would (each carries at most a frame), or a
@@ -2053,6 +2042,26 @@ class RelayCore:
             if extra > frames_extra:
                 what = f"group_send storing {copies} copies, a token for every {COPIES_PER_TOKEN}"
             self._limit(what, conn, *senders, cost=extra)
+        fanout = [
+            (
+                account,
+                [
+                    StoredEnvelope(
+                        id=self._envelope_id(),
+                        account=account,
+                        device=d,
+                        body=req.body,
+                        timestamp=timestamp,
+                        sealed=False,
+                        source_account=me.account,
+                        source_device=me.device,
+                    )
+                    for d in devices
+                ],
+                dropped,
+            )
+            for account, devices, dropped in targets
+        ]
         ids = tuple(s.id for _, stored, _ in fanout for s in stored)
         out.items.append(Reply(conn.id, GroupSent(id=req.id, envelope_ids=ids)))
         for account, stored, dropped in fanout:

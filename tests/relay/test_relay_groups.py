@@ -920,6 +920,41 @@ def test_a_member_that_is_no_admin_pays_only_its_read_for_a_change_it_may_not_ma
     assert len(core.store.group_members(G)) == 2 and core.store.group_epoch(G) == 0
 
 
+def test_a_refused_group_send_draws_no_envelope_ids() -> None:
+    """A group_send drew its copies' ids member by member, before the later members' queues and its
+    copies' tokens were checked: a refused one used up ids (and a seeded relay's random stream, every
+    draw after it shifted) for envelopes never stored. The ids are drawn once the send is accepted, as
+    a send's are; an accepted one draws one per copy, in the members' order, as before."""
+    from relaysim.relay.limits import Rate
+
+    now = [T0]
+    seeded = random.Random(7).randbytes
+    draws: list[int] = []
+
+    def rng(n: int) -> bytes:
+        draws.append(n)
+        return seeded(n)
+
+    core = RelayCore(
+        store_module.Store(":memory:"),
+        clock=lambda: now[0],
+        rng=rng,
+        limits=replace(UNLIMITED, send_per_account=Rate(1.0, 2.0)),
+    )
+    c = {k.account: core_device(core, k, i + 1) for i, k in enumerate((ALICE, BOB, CAROL, DAVE))}
+    assert isinstance(_create(core, c["alice"], "bob", "carol", "dave"), wire.GroupUpdated)  # 1 token left
+    draws.clear()
+    # the members' read takes the last token; its 3 copies want one more: refused
+    send = wire.GroupSend(id=2, group=G, epoch=0, body=b"to all")
+    assert_error(reply(core.handle(c["alice"], send)), E.RATE_LIMITED, "send_per_account")
+    assert draws == []
+    assert all(core.store.queue_size(k.account, 1) == (0, 0) for k in (BOB, CAROL, DAVE))
+    now[0] += 10  # the bucket full again
+    sent = reply(core.handle(c["alice"], replace(send, id=3)))
+    assert isinstance(sent, wire.GroupSent) and len(set(sent.envelope_ids)) == 3
+    assert draws == [wire.ENVELOPE_ID_SIZE] * 3
+
+
 @pytest.mark.parametrize("kind", ["get_group", "change_group", "group_send"])
 def test_a_caller_not_in_a_group_takes_one_token_and_its_members_are_not_read(kind: str) -> None:
     """A stranger's request is refused unknown_group before any member is read (reading 1,024 to
