@@ -1071,7 +1071,9 @@ class Store:
         It may run in another thread while the owner leaves the store alone (the relay server runs
         its retention sweep's checkpoint in a worker thread): a SQLite connection may be used only
         in the thread that made it, so there it goes through a connection of its own."""
-        if threading.get_ident() == self._thread or self.path == ":memory:":
+        if self.path == ":memory:":
+            return  # no WAL (and the store's connection is its own thread's alone)
+        if threading.get_ident() == self._thread:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return
         db = sqlite3.connect(self.path, isolation_level=None)
