@@ -497,7 +497,7 @@ class RelayCore:
         # group → {member → the group's size}, as counted for a member's request that reads the
         # members (_limit_members_read); dropped on every change of the group. Only so that a request
         # its bucket cannot pay for is refused without the group being counted again.
-        self._member_counts: dict[bytes, dict[str, int]] = {}
+        self._member_counts: dict[bytes, dict[str, tuple[int, bool]]] = {}
         self.identity = identity if identity is not None else self._load_identity()
         # Key transparency (relay/transparency.py): every (account, device, identity key) the relay
         # has served, in an append-only Merkle log kept in the store, its heads signed by the
@@ -1779,23 +1779,30 @@ class RelayCore:
         me: DeviceAddress,
         *buckets: tuple[str, object],
         writes: int = 0,
-    ) -> None:
+    ) -> bool:
         """Take the tokens of a request that reads every member of ``group`` (get_group, change_group,
         group_send) before one is read: a token for every MEMBERS_PER_TOKEN members (a group of up to
-        that many takes one, as any request does), and a member's ``writes`` more (the rows it will
-        write, priced by its caller), taken with them, at most the smallest burst. A caller that is not a
+        that many takes one, as any request does), and, for an admin, ``writes`` more (the rows it will
+        write, priced by its caller: a member that is no admin is refused before it writes any, so it
+        is not charged for them), taken with them, at most the smallest burst. Returns whether the
+        caller is an admin. A caller that is not a
         member takes one, whatever the group's size (its wait tells it nothing of the group, not even
         that it exists), and is refused unknown_group without the members being read. A member's
         request its bucket cannot pay for, the group's size known from the member's last request
         (and the group unchanged since), is refused without the group being counted again (a count
         of 1,024 members is ~0.2 ms, where a refusal is a few µs)."""
         known = self._member_counts.get(group, {}).get(me.account)
-        if known is not None and (known > MEMBERS_PER_TOKEN or writes):
-            cost = self._capped(self._members_cost(known, buckets) + writes, buckets)
-            self._short_of(self._members_read(what, known, writes), buckets, cost)
-        count = self.store.group_size(group, me.account)  # 0: not a member (or no such group)
+        if known is not None:
+            known_count, known_admin = known
+            known_writes = writes if known_admin else 0
+            if known_count > MEMBERS_PER_TOKEN or known_writes:
+                cost = self._capped(self._members_cost(known_count, buckets) + known_writes, buckets)
+                self._short_of(self._members_read(what, known_count, known_writes), buckets, cost)
+        count, admin = self.store.group_standing(group, me.account)  # 0: not a member (or no such group)
         if count:
-            self._member_counts.setdefault(group, {})[me.account] = count
+            self._member_counts.setdefault(group, {})[me.account] = (count, admin)
+        if not admin:
+            writes = 0
         cost = 1
         if count > MEMBERS_PER_TOKEN or (count and writes):
             cost = self._capped(self._members_cost(count, buckets) + (writes if count else 0), buckets)
@@ -1803,6 +1810,7 @@ class RelayCore:
         self._limit(what, conn, *buckets, cost=float(cost))
         if not count:
             raise _not_a_member(group, me)
+        return admin
 
     def _members_cost(
         self, count: int, buckets: tuple[tuple[str, object], ...], per: int | None = None
@@ -1887,18 +1895,20 @@ class RelayCore:
         # The members it adds are rows written, priced as create_group's (a token for every
         # ROWS_PER_TOKEN, the first ROWS_PER_TOKEN carried by the request's token), taken with the
         # members' tokens, before any member is checked or written.
+        # A member that is no admin takes only its read's tokens, and is refused (unless it leaves)
+        # before the members are read: whether it is an admin comes with the group's count.
         adds = len(set(req.add))
         writes = max(0, -(-adds // ROWS_PER_TOKEN) - 1)
-        self._limit_members_read("change_group", conn, req.group, me, *senders, writes=writes)
-        members = {m.account: m for m in self._members(req.group, me)}
+        admin = self._limit_members_read("change_group", conn, req.group, me, *senders, writes=writes)
         leaving = not req.add and not req.admins and req.remove == (me.account,)
-        if not members[me.account].admin and not leaving:
+        if not admin and not leaving:
             raise _Refused(
                 ErrorCode.FORBIDDEN,
                 f"only an admin of group {req.group.hex()} adds, removes or promotes members; "
                 f"{me.account!r} may only remove itself (leave)",
                 "group",
             )
+        members = {m.account: m for m in self._members(req.group, me)}
         self._check_accounts(req.add, "add", conn, me)
         _check_distinct(req.remove, "remove")
         _check_distinct(req.admins, "admins")
@@ -1983,7 +1993,9 @@ class RelayCore:
             )
         now = self.clock()
         timestamp = int(now * 1000)
-        fanout: list[tuple[str, list[StoredEnvelope], bool]] = []
+        # Each member's devices to copy to, and whether its copies are dropped (a block); the copies,
+        # and their ids, are made once the send is accepted (a refused one draws none, as a send).
+        targets: list[tuple[str, list[int], bool]] = []
         copies = 0
         for m in members:
             devices = [d for d in self.store.device_ids(m.account) if DeviceAddress(m.account, d) != me]
@@ -2002,20 +2014,7 @@ class RelayCore:
                 self._check_queue_room(
                     m.account, tuple(OutgoingEnvelope(device=d, body=req.body) for d in devices)
                 )
-            stored = [
-                StoredEnvelope(
-                    id=self._envelope_id(),
-                    account=m.account,
-                    device=d,
-                    body=req.body,
-                    timestamp=timestamp,
-                    sealed=False,
-                    source_account=me.account,
-                    source_device=me.device,
-                )
-                for d in devices
-            ]
-            fanout.append((m.account, stored, dropped))
+            targets.append((m.account, devices, dropped))
         # The tokens taken for the members read carried the request, its first frame's worth of
         # copies and its first COPIES_PER_TOKEN copies; what it stores past that spends more: a token
         # a frame, as the pairwise sends that would store it would (each carries at most a frame), or a
@@ -2043,6 +2042,26 @@ class RelayCore:
             if extra > frames_extra:
                 what = f"group_send storing {copies} copies, a token for every {COPIES_PER_TOKEN}"
             self._limit(what, conn, *senders, cost=extra)
+        fanout = [
+            (
+                account,
+                [
+                    StoredEnvelope(
+                        id=self._envelope_id(),
+                        account=account,
+                        device=d,
+                        body=req.body,
+                        timestamp=timestamp,
+                        sealed=False,
+                        source_account=me.account,
+                        source_device=me.device,
+                    )
+                    for d in devices
+                ],
+                dropped,
+            )
+            for account, devices, dropped in targets
+        ]
         ids = tuple(s.id for _, stored, _ in fanout for s in stored)
         out.items.append(Reply(conn.id, GroupSent(id=req.id, envelope_ids=ids)))
         for account, stored, dropped in fanout:

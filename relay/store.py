@@ -1071,7 +1071,9 @@ class Store:
         It may run in another thread while the owner leaves the store alone (the relay server runs
         its retention sweep's checkpoint in a worker thread): a SQLite connection may be used only
         in the thread that made it, so there it goes through a connection of its own."""
-        if threading.get_ident() == self._thread or self.path == ":memory:":
+        if self.path == ":memory:":
+            return  # no WAL (and the store's connection is its own thread's alone)
+        if threading.get_ident() == self._thread:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return
         db = sqlite3.connect(self.path, isolation_level=None)
@@ -1978,16 +1980,16 @@ class Store:
         )
         return [GroupMemberRecord(bytes(r[0]), r[1], bool(r[2]), float(r[3]), r[4]) for r in rows]
 
-    def group_size(self, group: bytes, account: str) -> int:
-        """How many members the group has if ``account`` is one of them, else 0: one pass over the
-        group's keys, no member record built (what a request is priced by before its members are
-        read), and none at all for an account not in it (a look-up of its key first)."""
-        (count,) = self._db.execute(
-            "SELECT CASE WHEN EXISTS (SELECT 1 FROM group_members WHERE group_id = ?1 AND account = ?2) "
-            "THEN (SELECT COUNT(*) FROM group_members WHERE group_id = ?1) ELSE 0 END",
+    def group_standing(self, group: bytes, account: str) -> tuple[int, bool]:
+        """How many members the group has if ``account`` is one of them, else 0, and whether ``account``
+        is an admin of it: one look-up of its key, then (for a member) one pass over the group's keys,
+        no member record built (what a request is priced and checked by before its members are read)."""
+        row = self._db.execute(
+            "SELECT (SELECT COUNT(*) FROM group_members WHERE group_id = ?1), admin FROM group_members "
+            "WHERE group_id = ?1 AND account = ?2",
             (group, account),
         ).fetchone()
-        return int(count)
+        return (0, False) if row is None else (int(row[0]), bool(row[1]))
 
     def groups_of(self, account: str) -> list[bytes]:
         """The groups ``account`` is a member of, by id."""

@@ -383,6 +383,23 @@ def _prefixed(path: str, name: str | None) -> str:
 # dataclass is built); ``to_wire`` goes the other way.
 
 
+# The most characters of an error frame's message and field (ErrorFrame's _Text): an error about a
+# peer's key or path says at most this much of it.
+MAX_ERROR_TEXT: Final = 4096
+
+
+def _clipped(text: str, most: int = MAX_ERROR_TEXT) -> str:
+    """``text``, or its first ``most`` - 1 characters and "…" when it is longer."""
+    return text if len(text) <= most else text[: most - 1] + "…"
+
+
+def _quoted(value: object) -> str:
+    """``repr(value)`` as an error message shows a peer's key: its first 60 characters and "…" when
+    longer (a key may be as long as a frame; the message must fit an error frame)."""
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:60] + "…"
+
+
 def _type_name(value: object) -> str:
     if value is None:
         return "nil"
@@ -491,9 +508,9 @@ class _Text(_Spec):
     def check(self, value: Any, name: str) -> Any:
         if type(value) is not str:
             raise self._wrong_type(value, name)
-        if len(value) > 4096:
+        if len(value) > MAX_ERROR_TEXT:
             raise LocalProtocolError(
-                ErrorCode.INVALID_VALUE, f"{name} must be at most 4096 characters", field=name
+                ErrorCode.INVALID_VALUE, f"{name} must be at most {MAX_ERROR_TEXT} characters", field=name
             )
         return value
 
@@ -642,7 +659,7 @@ def _valid_expr(spec: _Spec, v: str, env: dict[str, Any]) -> str | None:
             cond += f" and len({v}) <= {spec.max_size}"
         return f"({cond})"
     if kind is _Text:
-        return f"(type({v}) is str and len({v}) <= 4096)"
+        return f"(type({v}) is str and len({v}) <= {MAX_ERROR_TEXT})"
     if kind is _Struct:
         assert isinstance(spec, _Struct)
         env[f"cls_{len(env)}"] = spec.cls
@@ -775,12 +792,12 @@ class Message:
             if type(key) is not str:  # (no field to name: a key that is no string is no field's)
                 raise LocalProtocolError(
                     ErrorCode.WRONG_TYPE,
-                    f"the keys of {cls.__name__} must be strings; got the {_type_name(key)} key {key!r}",
+                    f"the keys of {cls.__name__} must be strings; got the {_type_name(key)} key {_quoted(key)}",
                 )
             if key not in names:
                 raise LocalProtocolError(
                     ErrorCode.UNKNOWN_FIELD,
-                    f"unknown field {key!r} in {_where(cls)}",
+                    f"unknown field {_quoted(key)} in {_where(cls)}",
                     field=key,
                 )
         values: list[tuple[str, _Spec, Any]] = []
@@ -1545,7 +1562,10 @@ class ErrorFrame(Response):
 
     @classmethod
     def from_exception(cls, e: ProtocolError) -> ErrorFrame:
-        return cls(id=e.request_id, code=e.code.value, message=e.message, field=e.field)
+        """The error frame of ``e``; a message or field longer than an error frame holds (a path
+        through a peer's long keys) cut to fit, so that every error can be said."""
+        field = None if e.field is None else _clipped(e.field)
+        return cls(id=e.request_id, code=e.code.value, message=_clipped(e.message), field=field)
 
 
 # --- key transparency over the wire: the log's heads, entries and consistency proofs -------------
@@ -1857,7 +1877,7 @@ def _check_keys_once(body: bytes | bytearray) -> None:
         within = "" if where == str(shown) else f" (at {where})"
         raise RemoteProtocolError(
             ErrorCode.INVALID_VALUE,
-            f"frame body names the key {shown!r} more than once{within}; each key once",
+            f"frame body names the key {_quoted(shown)} more than once{within}; each key once",
             field=where,
         )
 

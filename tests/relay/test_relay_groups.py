@@ -895,6 +895,66 @@ def test_change_group_spends_a_send_token_for_every_eight_members_it_adds_before
     assert_error(reply(core.handle(c["alice"], replace(one, id=99))), E.RATE_LIMITED, "send_per_account")
 
 
+def test_a_member_that_is_no_admin_pays_only_its_read_for_a_change_it_may_not_make() -> None:
+    """change_group priced the members a caller adds (a token for every 8 past the first 8) before it
+    checked that the caller is an admin: a member that is not one paid a burst for rows it would never
+    have written. Whether the caller is an admin now comes with the group's count, so a member that is
+    none takes the read's one token and is refused forbidden, before the members are read."""
+    from relaysim.relay.limits import Rate
+
+    now = [T0]
+    core = new_core(lambda: now[0], limits=replace(UNLIMITED, send_per_account=Rate(1.0, 40.0)))
+    c = {k.account: core_device(core, k, i + 1) for i, k in enumerate((ALICE, BOB))}
+    names = _accounts(core, 1022)
+    assert isinstance(_create(core, c["alice"], "bob"), wire.GroupUpdated)
+    read = _calls(core, "group_members")
+    for rid in (2, 3):  # the second time with the group's count and bob's standing known
+        refused = reply(core.handle(c["bob"], wire.ChangeGroup(id=rid, group=G, add=tuple(names))))
+        assert_error(refused, E.FORBIDDEN, "group")
+    assert read == []  # refused before the members were read
+    # bob took a token for each refusal: 38 of its 40 are left, enough for 38 sends and no more
+    one = wire.Send(id=10, to="alice", envelopes=(wire.OutgoingEnvelope(1, b"x"),))
+    sends = [reply(core.handle(c["bob"], replace(one, id=10 + i))) for i in range(39)]
+    assert all(isinstance(s, wire.Sent) for s in sends[:38]), sends[:38]
+    assert_error(sends[38], E.RATE_LIMITED, "send_per_account")
+    assert len(core.store.group_members(G)) == 2 and core.store.group_epoch(G) == 0
+
+
+def test_a_refused_group_send_draws_no_envelope_ids() -> None:
+    """A group_send drew its copies' ids member by member, before the later members' queues and its
+    copies' tokens were checked: a refused one used up ids (and a seeded relay's random stream, every
+    draw after it shifted) for envelopes never stored. The ids are drawn once the send is accepted, as
+    a send's are; an accepted one draws one per copy, in the members' order, as before."""
+    from relaysim.relay.limits import Rate
+
+    now = [T0]
+    seeded = random.Random(7).randbytes
+    draws: list[int] = []
+
+    def rng(n: int) -> bytes:
+        draws.append(n)
+        return seeded(n)
+
+    core = RelayCore(
+        store_module.Store(":memory:"),
+        clock=lambda: now[0],
+        rng=rng,
+        limits=replace(UNLIMITED, send_per_account=Rate(1.0, 2.0)),
+    )
+    c = {k.account: core_device(core, k, i + 1) for i, k in enumerate((ALICE, BOB, CAROL, DAVE))}
+    assert isinstance(_create(core, c["alice"], "bob", "carol", "dave"), wire.GroupUpdated)  # 1 token left
+    draws.clear()
+    # the members' read takes the last token; its 3 copies want one more: refused
+    send = wire.GroupSend(id=2, group=G, epoch=0, body=b"to all")
+    assert_error(reply(core.handle(c["alice"], send)), E.RATE_LIMITED, "send_per_account")
+    assert draws == []
+    assert all(core.store.queue_size(k.account, 1) == (0, 0) for k in (BOB, CAROL, DAVE))
+    now[0] += 10  # the bucket full again
+    sent = reply(core.handle(c["alice"], replace(send, id=3)))
+    assert isinstance(sent, wire.GroupSent) and len(set(sent.envelope_ids)) == 3
+    assert draws == [wire.ENVELOPE_ID_SIZE] * 3
+
+
 @pytest.mark.parametrize("kind", ["get_group", "change_group", "group_send"])
 def test_a_caller_not_in_a_group_takes_one_token_and_its_members_are_not_read(kind: str) -> None:
     """A stranger's request is refused unknown_group before any member is read (reading 1,024 to
@@ -1038,7 +1098,7 @@ def test_a_member_refused_for_its_rate_does_not_have_the_group_counted_again(kin
     c = {k.account: core_device(core, k, i + 1) for i, k in enumerate((ALICE, BOB, CAROL))}
     others = _accounts(core, 1021)
     assert isinstance(_create(core, c["alice"], "bob", *others), wire.GroupUpdated)  # 1,023 members
-    counted = _calls(core, "group_size")
+    counted = _calls(core, "group_standing")
     now[0] += 100  # the bucket full again: 40 tokens
     assert not isinstance(reply(core.handle(c["alice"], _read_members(kind, G, 2))), wire.ErrorFrame)  # 32
     assert counted == [(G, "alice")]

@@ -249,6 +249,42 @@ def test_each_error_has_a_code_and_names_the_field(
         assert field in err.message or field.strip("[]") in err.message
 
 
+LONG = "k" * 5000  # a key as long as a frame allows; an error frame holds 4,096 characters
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "field"),
+    [
+        ({**BASE, LONG: 1}, wire.ErrorCode.UNKNOWN_FIELD, LONG),
+        ({**BASE, LONG.encode(): 1}, wire.ErrorCode.WRONG_TYPE, None),
+        (
+            {
+                "v": 1,
+                "id": 9,
+                "kind": "send",
+                "to": "bob",
+                "envelopes": [{"device": 1, "body": b"", LONG: 1}],
+            },
+            wire.ErrorCode.UNKNOWN_FIELD,
+            "envelopes[0]." + LONG,
+        ),
+    ],
+)
+def test_an_error_about_a_key_too_long_to_quote_whole_still_fits_an_error_frame(
+    body: dict[object, object], code: wire.ErrorCode, field: str | None
+) -> None:
+    """A 5,000-character key made an error whose message (and field) an error frame cannot hold: the
+    relay's answer could not be built, and the exception took the server down with it. The message
+    shows the key's first 60 characters; the field, past 4,096, is cut to fit."""
+    e = _decoding_error(_frame(body))
+    assert e.code == code
+    assert e.field == field  # named whole
+    frame = wire.ErrorFrame.from_exception(e)
+    assert frame.field == (None if field is None else field[:4095] + "…")
+    assert len(frame.message) < 200 and "k" * 55 in frame.message
+    assert wire.decode_body(wire.encode(frame)[4:], wire.RESPONSE_KINDS) == frame
+
+
 def test_nested_errors_name_the_path() -> None:
     good = wire.encode(KEYS.register(4))
     body = msgpack.unpackb(good[4:])

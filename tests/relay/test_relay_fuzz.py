@@ -1,0 +1,375 @@
+"""The relay under hostile frames: a valid frame of every request kind, mutated (a field, nested or not,
+replaced by a value of another msgpack type or an extreme one, left out, added; the frame's ``v`` or
+``kind`` wrong; the length prefix lying; the frame split anywhere), against the sans-IO decoder and
+RelayCore, and against a live server while two good devices talk through it.
+
+Each bad frame must get a specific error (a stable code, and the field it is about for an error about a
+field) or, from the server, a close after an error frame; never ``internal_error``, never an exception;
+the good devices' messages all arrive, and every envelope the relay acknowledged is delivered."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+import pytest
+import trio
+from hypothesis import given
+from hypothesis import strategies as st
+
+from relaysim.relay import wire
+from relaysim.relay.core import ConnectionContext, RelayCore, Reply
+from tests.helpers import DeviceKeys, WireClient, core_device, new_core, put_group_state, reply, running
+
+E = wire.ErrorCode
+G = bytes(range(16))
+# Codes about a field of the frame: each names it (a key that is no string is named by the map it is
+# in; only at the frame's own level is there none: test_relay_wire's "must be strings").
+FIELD_CODES = frozenset({E.MISSING_FIELD, E.UNKNOWN_FIELD, E.WRONG_TYPE, E.INVALID_VALUE})
+
+
+def _keys() -> dict[str, DeviceKeys]:
+    return {a: DeviceKeys.make(a) for a in ("alice", "bob", "carol")}
+
+
+def _seeds(keys: dict[str, DeviceKeys]) -> list[wire.Request]:
+    """One valid frame of every request kind, every optional field set, as the world below accepts
+    (or refuses for what it asks, not for its form)."""
+    alice, bob = keys["alice"], keys["bob"]
+    kem = alice.kem_prekeys(2)
+    register = alice.register(1)
+    seeds: list[wire.Request] = [
+        register,
+        wire.Register(
+            id=2, account="dave", device=1, registration_id=1, identity_key=register.identity_key,
+            signed_prekey=register.signed_prekey, one_time_prekeys=register.one_time_prekeys,
+            kem_prekeys=register.kem_prekeys, last_resort_kem_prekey=register.last_resort_kem_prekey,
+            delivery_token=b"t" * 32, proof=b"p", push_token=b"push", device_type="phone", app_version="1.0",
+            device_signature=b"s" * 64,
+        ),
+        wire.UploadPrekeys(
+            id=3, one_time_prekeys=alice.prekeys(2), kem_prekeys=kem[:1], signed_prekey=alice.signed_prekey(),
+            last_resort_kem_prekey=kem[1], delivery_token=b"t" * 32,
+        ),
+        wire.FetchBundle(id=4, account="bob", delivery_token=bob.delivery_token, key_log=True),
+        wire.AuthChallenge(id=5, account="alice", device=1),
+        wire.Authenticate(id=6, nonce=b"n" * 32, signature=b"s" * 64),
+        wire.Send(id=7, to="bob", envelopes=(wire.OutgoingEnvelope(1, b"x", bob.registration_id),)),
+        wire.SealedSend(
+            id=8, to="bob", delivery_token=bob.delivery_token, envelopes=(wire.OutgoingEnvelope(1, b"x"),)
+        ),
+        wire.GetSenderCertificate(id=9),
+        wire.Receive(id=10, limit=5),
+        wire.Ack(id=11, envelope_ids=(b"E" * 16,)),
+        wire.Ping(id=12),
+        wire.DiscoverContacts(id=13, contacts=("bob", "carol")),
+        wire.Block(id=14, account="carol"),
+        wire.Unblock(id=15, account="carol"),
+        wire.CreateGroup(id=16, group=b"H" * 16, members=("bob",)),
+        wire.ChangeGroup(id=17, group=G, add=("carol",), remove=("bob",), admins=("carol",)),
+        wire.GetGroup(id=18, group=G),
+        wire.GroupSend(id=19, group=G, epoch=0, body=b"to the group"),
+        put_group_state(20, G, 1, b"state 1", write_keys=(b"k" * 32,)),
+        wire.GetGroupState(id=21, group=G, write_keys=True),
+        wire.GetKeyLogHead(id=22),
+        wire.GetKeyLogConsistency(id=23, first=1, second=2),
+        wire.GetKeyLogEntries(id=24, start=0, end=1),
+    ]  # fmt: skip
+    assert {s.kind for s in seeds} == set(wire.REQUEST_KINDS)  # a new kind needs a seed here
+    return seeds
+
+
+def _wire_map(frame: wire.Frame) -> dict[Any, Any]:
+    return msgpack.unpackb(wire.encode(frame)[wire.PREFIX_SIZE :], raw=False)
+
+
+def _paths(obj: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Every place in a decoded frame: each key of each map, each item of each list, nested."""
+    items = obj.items() if type(obj) is dict else enumerate(obj) if type(obj) is list else ()
+    for key, value in items:
+        yield (*prefix, key)
+        yield from _paths(value, (*prefix, key))
+
+
+def _at(obj: Any, path: tuple[Any, ...]) -> Any:
+    for key in path:
+        obj = obj[key]
+    return obj
+
+
+# Keys as long as a frame allows: an error about one must still fit an error frame (4,096 characters).
+LONG_KEYS = ["k" * 5000, b"k" * 5000]
+map_keys = (
+    st.text(max_size=10)
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.binary(max_size=4)
+    | st.sampled_from(LONG_KEYS)
+)
+EXTREMES = [0, -1, 2**32 - 1, 2**32, 2**63 - 1, 2**63, 2**64 - 1, -(2**63), math.nan, math.inf, -0.0]
+msgpack_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.sampled_from(EXTREMES)
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=40)
+    | st.binary(max_size=80)
+    | st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=8))
+    | st.sampled_from([*sorted(wire.REQUEST_KINDS), "error", "deliver", "bob", "alice"]),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(map_keys, children, max_size=4),
+    max_leaves=12,
+)
+
+
+@st.composite
+def mutated(draw: st.DrawFn, seeds: list[wire.Request]) -> tuple[str, dict[Any, Any]]:
+    """A seed frame's map with one thing wrong: what, and the map."""
+    seed = draw(st.sampled_from(seeds))
+    frame = _wire_map(seed)
+    places = list(_paths(frame))
+    how = draw(st.sampled_from(["replace", "replace", "replace", "delete", "add", "grow"]))
+    if how == "add":
+        maps = [()] + [p for p in places if type(_at(frame, p)) is dict]
+        where = draw(st.sampled_from(maps))
+        key: Any = draw(map_keys)
+        _at(frame, where)[key] = draw(msgpack_values)
+        return f"{seed.kind}: {key!r} added at {where}", frame
+    if how == "grow":
+        lists = [p for p in places if type(_at(frame, p)) is list and _at(frame, p)]
+        if lists:
+            where = draw(st.sampled_from(lists))
+            items = _at(frame, where)
+            items.extend(copy.deepcopy(items[0]) for _ in range(draw(st.sampled_from([1, 64, 1000]))))
+            return f"{seed.kind}: {where} grown to {len(items)}", frame
+    path = draw(st.sampled_from(places))
+    parent = _at(frame, path[:-1])
+    if how == "delete":
+        del parent[path[-1]]
+        return f"{seed.kind}: {path} left out", frame
+    parent[path[-1]] = value = draw(msgpack_values)
+    return f"{seed.kind}: {path} = {value!r:.60}", frame
+
+
+def _world() -> tuple[RelayCore, dict[str, ConnectionContext], dict[str, DeviceKeys]]:
+    """alice (an admin) and bob in group G with a stored state, carol outside it, all authenticated,
+    a connection that is no device yet, and dora and erin, whom no seed names (no mutated frame can
+    block one from the other), talking beside them."""
+    keys = _keys()
+    core = new_core()
+    conns = {account: core_device(core, k, i + 1) for i, (account, k) in enumerate(keys.items())}
+    assert isinstance(reply(core.handle(conns["alice"], wire.CreateGroup(id=1, group=G, members=("bob",)))),
+                      wire.GroupUpdated)  # fmt: skip
+    assert isinstance(reply(core.handle(conns["alice"], put_group_state(1, G, 0, b"state 0"))),
+                      wire.GroupStateStored)  # fmt: skip
+    anonymous = ConnectionContext(9, ("192.0.2.9", 50000))
+    core.connect(anonymous)
+    conns["anonymous"] = anonymous
+    for i, account in enumerate(("dora", "erin")):
+        conns[account] = core_device(core, DeviceKeys.make(account), 20 + i)
+    return core, conns, keys
+
+
+def _check_decoder_error(e: wire.RemoteProtocolError, what: str) -> None:
+    assert isinstance(e.code, E) and e.code is not E.INTERNAL_ERROR, (what, e)
+    if e.code in FIELD_CODES and "must be strings" not in e.message:
+        assert e.field is not None, (what, e)  # about a field: names it (a key may be "")
+    assert wire.encode(wire.ErrorFrame.from_exception(e))  # said as an error frame
+
+
+WORLD_SEEDS = _seeds(_keys())
+
+
+@given(mutated(WORLD_SEEDS), st.sampled_from(["alice", "bob", "carol", "anonymous"]))
+def test_a_mutated_frame_of_any_kind_gets_a_specific_error_or_an_answer_and_nothing_else_breaks(
+    bad: tuple[str, dict[Any, Any]], who: str
+) -> None:
+    what, frame = bad
+    core, conns, _ = _world()
+    body = msgpack.packb(frame, use_bin_type=True)
+    decoder = wire.FrameDecoder("relay")
+    decoder.receive_data(struct.pack(">I", len(body)) + body)
+    try:
+        request = decoder.next_frame()
+    except wire.RemoteProtocolError as e:
+        _check_decoder_error(e, what)
+    else:
+        assert isinstance(request, wire.Request), (what, request)
+        answers = [o.frame for o in core.handle(conns[who], request) if isinstance(o, Reply)]
+        assert len(answers) == 1, (what, answers)
+        for answer in answers:
+            assert not (isinstance(answer, wire.ErrorFrame) and answer.code == E.INTERNAL_ERROR), (
+                what,
+                answer,
+            )
+            assert wire.decode_body(wire.encode(answer)[wire.PREFIX_SIZE :], wire.RESPONSE_KINDS) == answer
+    # the relay serves good devices as before: dora's send to erin is queued and received whole
+    sent = reply(
+        core.handle(conns["dora"], wire.Send(id=90, to="erin", envelopes=(wire.OutgoingEnvelope(1, b"hi"),)))
+    )
+    assert isinstance(sent, wire.Sent), (what, sent)
+    got = reply(core.handle(conns["erin"], wire.Receive(id=91)))
+    assert isinstance(got, wire.Envelopes) and sent.envelope_ids[0] in {e.id for e in got.envelopes}, what
+
+
+@pytest.mark.parametrize("seed", WORLD_SEEDS, ids=lambda s: s.kind)
+def test_a_valid_frame_split_at_every_byte_or_behind_a_lying_length_prefix(seed: wire.Request) -> None:
+    data = wire.encode(seed)
+    body = data[wire.PREFIX_SIZE :]
+    for cut in range(1, len(data) + 1):  # (b"" would say the stream ended)
+        decoder = wire.FrameDecoder("relay")
+        decoder.receive_data(data[:cut])
+        if cut < len(data):
+            assert decoder.next_frame() is wire.NEED_DATA
+            decoder.receive_data(data[cut:])
+        assert decoder.next_frame() == seed
+    for length, code in [(0, E.MALFORMED_MSGPACK), (2**32 - 1, E.FRAME_TOO_LARGE),
+                         (wire.DEFAULT_MAX_FRAME_SIZE + 1, E.FRAME_TOO_LARGE), (len(body) + 7, E.TRUNCATED_FRAME),
+                         (len(body) - 1, None)]:  # fmt: skip
+        decoder = wire.FrameDecoder("relay")
+        decoder.receive_data(struct.pack(">I", length) + body)
+        decoder.receive_data(b"")
+        with pytest.raises(wire.RemoteProtocolError) as raised:
+            while decoder.next_frame() is not wire.CLOSED:
+                pass
+        if code is not None:  # a short prefix: the body cut short, its last byte read as the next frame
+            assert raised.value.code is code, (length, raised.value)
+        _check_decoder_error(raised.value, f"{seed.kind} behind a length of {length}")
+
+
+def _server_attacks(seeds: list[wire.Request]) -> Iterator[tuple[str, bytes, bool]]:
+    """(what, bytes, whether to end the stream after them): for every kind, each top-level field left
+    out and given values of three other msgpack types (in turn, so that over the kinds each field
+    meets every type; test_a_mutated_frame_of_any_kind... and the longer run in the report try them
+    all), a nested field replaced, an extra field, the kind another's, the length prefix lying."""
+    types_ = [None, True, 2**64 - 1, -1, 1.5, "bob", b"\x00" * 16, [1], {"a": 1}, msgpack.ExtType(1, b"x"), 0]
+    turn = 0
+    for seed in seeds:
+        frame = _wire_map(seed)
+        variants: list[tuple[str, dict[Any, Any]]] = []
+        # (nested: in the first item of a list only, as the others are checked by the same code)
+        for path in [p for p in _paths(frame) if len(p) <= 3 and not any(type(k) is int and k for k in p)]:
+            values = ["x"]
+            if len(path) == 1:
+                values = [types_[(turn + i) % len(types_)] for i in range(3)]
+                turn += 3
+            for value in values:
+                changed = copy.deepcopy(frame)
+                _at(changed, path[:-1])[path[-1]] = value
+                variants.append((f"{seed.kind}: {path} = {value!r}", changed))
+            left_out = copy.deepcopy(frame)
+            del _at(left_out, path[:-1])[path[-1]]
+            variants.append((f"{seed.kind}: {path} left out", left_out))
+        variants.append((f"{seed.kind}: extra field", {**frame, "extra": 1}))
+        variants.extend((f"{seed.kind}: a long {type(k).__name__} key", {**frame, k: 1}) for k in LONG_KEYS)
+        variants.append(
+            (f"{seed.kind}: as another kind", {**frame, "kind": "ping" if seed.kind != "ping" else "ack"})
+        )
+        for what, changed in variants:
+            body = msgpack.packb(changed, use_bin_type=True)
+            yield what, struct.pack(">I", len(body)) + body, False
+        body = wire.encode(seed)[wire.PREFIX_SIZE :]
+        for length in (0, 2**32 - 1, wire.DEFAULT_MAX_FRAME_SIZE + 1):
+            yield f"{seed.kind} behind a length of {length}", struct.pack(">I", length) + body, False
+        yield f"{seed.kind} behind a long length, then the end", struct.pack(">I", len(body) + 9) + body, True
+
+
+def _decodes(data: bytes) -> bool:
+    """Whether the relay reads ``data`` as a frame and goes on (it then reaches the core)."""
+    decoder = wire.FrameDecoder("relay")
+    decoder.receive_data(data)
+    try:
+        decoder.next_frame()
+    except wire.RemoteProtocolError as e:
+        return e.code in wire.RESUMABLE_CODES
+    return True
+
+
+async def test_a_live_server_answers_every_mutated_frame_and_keeps_serving_the_good_devices(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    keys = _keys()
+    core = new_core()
+    accepted: dict[bytes, str] = {}  # envelope id → the attack whose send the relay acknowledged
+    errors: list[tuple[str, wire.ErrorFrame]] = []
+    closed_silently: list[str] = []
+    async with running(core, connection_rate=None, max_connections_per_address=None) as server:
+        good = {a: await WireClient.connect(server.port) for a in ("alice", "bob")}
+        for account, client in good.items():
+            await client.register(keys[account])
+            await client.authenticate(keys[account])
+        carol = await WireClient.connect(server.port)
+        await carol.register(keys["carol"])
+        await carol.aclose()
+        group = await good["alice"].request(
+            lambda i: wire.CreateGroup(id=i, group=G, members=("bob", "carol"))
+        )
+        assert isinstance(group, wire.GroupUpdated), group
+        sent_good: list[bytes] = []
+        attacks = list(_server_attacks(_seeds(keys)))
+        done = trio.Event()
+
+        async def attack(lane: list[tuple[int, tuple[str, bytes, bool]]]) -> None:
+            attacker: WireClient | None = None
+            for n, (what, data, end) in lane:
+                if attacker is None:
+                    attacker = await WireClient.connect(server.port)
+                    if _decodes(data):  # (a frame the relay closes on needs no device to be sent from)
+                        await attacker.authenticate(keys["carol"])
+                ping = 2**40 + n
+                await attacker.stream.send_all(data)
+                if end:
+                    await attacker.stream.send_eof()
+                else:
+                    await attacker.stream.send_all(wire.encode(wire.Ping(id=ping)))
+                error = None
+                with trio.fail_after(10):
+                    while True:
+                        try:
+                            frame = await attacker.next_frame()
+                        except (EOFError, trio.BrokenResourceError):
+                            if error is None:
+                                closed_silently.append(what)
+                            await attacker.aclose()
+                            attacker = None
+                            break
+                        if isinstance(frame, wire.ErrorFrame):
+                            error = frame
+                            errors.append((what, frame))
+                        elif isinstance(frame, wire.Sent | wire.GroupSent):
+                            accepted.update(dict.fromkeys(frame.envelope_ids, what))
+                        elif isinstance(frame, wire.Pong) and frame.id == ping:
+                            break
+            if attacker is not None:
+                await attacker.aclose()
+
+        async def talk() -> None:  # the good devices go on talking while the attacks go on
+            while not done.is_set():
+                sent_good.extend(await good["alice"].send("bob", [1], b"good %d" % len(sent_good)))
+                await trio.sleep(0.005)
+
+        lanes = 4
+        async with trio.open_nursery() as talking:
+            talking.start_soon(talk)
+            async with trio.open_nursery() as attacking:
+                for lane in range(lanes):
+                    attacking.start_soon(attack, list(enumerate(attacks))[lane::lanes])
+            done.set()
+        carol = await WireClient.connect(server.port)
+        await carol.authenticate(keys["carol"])
+        delivered = {e.id for client in (*good.values(), carol) for e in await client.drain()}
+    assert not closed_silently, closed_silently[:5]
+    assert not [(w, e) for w, e in errors if e.code == E.INTERNAL_ERROR], errors
+    unnamed = [
+        (w, e)
+        for w, e in errors
+        if e.code in FIELD_CODES and not e.field and "must be strings" not in e.message
+    ]
+    assert not unnamed, unnamed[:5]
+    assert sent_good and set(sent_good) <= delivered
+    assert {i: w for i, w in accepted.items() if i not in delivered} == {}
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
