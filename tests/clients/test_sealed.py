@@ -10,6 +10,7 @@ from relaysim.clients.agent import DeviceAgent, Received, Undecryptable
 from relaysim.clients.errors import DecryptionError
 from relaysim.clients.session import Device
 from relaysim.relay import wire
+from relaysim.relay._primitives import Ed25519Signer
 from relaysim.relay.certificates import (
     REVOKED_SERVER_KEY_IDS,
     CertificateError,
@@ -17,6 +18,7 @@ from relaysim.relay.certificates import (
     ServerSigningKey,
     TrustRoot,
 )
+from relaysim.relay.identity import ServerIdentity
 from tests.clients.test_agent_duplicates import World
 from tests.conftest import seeded_rng
 
@@ -102,9 +104,12 @@ def test_a_server_certificate_under_a_revoked_key_id_is_refused(
     (sealed_sender.rs: 0xDEADC357, its test id) before it checks the trust root's signature: a
     certificate the trust root did sign, under that id, opens nothing."""
     alice, bob, root, _server = world
-    revoked = ServerSigningKey.create(root, 0xDEADC357, bytes(range(1, 33)))
-    cert = revoked.issue("alice", 1, alice.identity_key, NOW + 10)
-    assert revoked.certificate.key_id in REVOKED_SERVER_KEY_IDS
+    # a ServerSigningKey refuses the id (the next test), so the certificate is signed by hand
+    private = bytes(range(1, 33))
+    server_cert = root.certify(0xDEADC357, Ed25519Signer(private).public)
+    unsigned = SenderCertificate("alice", 1, alice.identity_key, NOW + 10, server_cert, b"")
+    cert = dataclasses.replace(unsigned, signature=Ed25519Signer(private).sign(unsigned.body()))
+    assert server_cert.key_id in REVOKED_SERVER_KEY_IDS
     with pytest.raises(CertificateError, match="server certificate: key id 0xdeadc357 is revoked"):
         cert.verify(root.public, NOW)
     with pytest.raises(DecryptionError):
@@ -114,6 +119,26 @@ def test_a_server_certificate_under_a_revoked_key_id_is_refused(
     good = ServerSigningKey.create(root, 0xDEADC356, bytes(range(1, 33)))
     envelope = alice.seal(bob.address, b"y", good.issue("alice", 1, alice.identity_key, NOW + 10).encode())
     assert bob.open_sealed(envelope, root.public, NOW) == (alice.address, b"y")
+
+
+def test_a_server_signing_key_under_a_revoked_key_id_is_refused_when_it_is_made() -> None:
+    """Every device refuses a server certificate under a revoked key id, so a relay whose key had one
+    would issue sender certificates that open nothing: ServerSigningKey refuses the id when it is made
+    (create, before the trust root signs, and from a certificate already signed), naming it."""
+    rng = seeded_rng(5)
+    root = TrustRoot(rng(32))
+    private = rng(32)
+    for key_id in sorted(REVOKED_SERVER_KEY_IDS):
+        with pytest.raises(CertificateError, match=f"server signing key: key id {key_id:#x} is revoked"):
+            ServerSigningKey.create(root, key_id, private)
+        signed = root.certify(key_id, Ed25519Signer(private).public)
+        with pytest.raises(CertificateError, match=f"server signing key: key id {key_id:#x} is revoked"):
+            ServerSigningKey(private, signed)
+    with pytest.raises(CertificateError, match="key id 0xdeadc357 is revoked"):
+        ServerIdentity.generate(rng, key_id=0xDEADC357)
+    # the ids next to it are taken
+    for key_id in (0xDEADC356, 0xDEADC358):
+        assert ServerSigningKey.create(root, key_id, private).certificate.key_id == key_id
 
 
 def test_a_sealed_message_from_this_very_device_is_refused_as_a_self_send(
