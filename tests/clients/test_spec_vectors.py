@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from relaysim.clients import _primitives as p
 from relaysim.clients import spec
 from relaysim.clients.keys import IdentityKeyPair, PreKeySecrets
-from relaysim.clients.x3dh import initiate, respond
+from relaysim.clients.x3dh import KeyAgreement, initiate, respond
 
 H = bytes.fromhex
 
@@ -149,6 +149,44 @@ keys = st.binary(min_size=32, max_size=32)
 def test_kdf_rk_is_hkdf_with_root_key_as_salt(rk: bytes, dh_out: bytes, info: bytes) -> None:
     out = HKDF(hashes.SHA256(), 64, salt=rk, info=info).derive(dh_out)
     assert spec.kdf_rk(rk, dh_out, info) == (out[:32], out[32:])
+
+
+@given(rk=keys, dh_out=keys, info=st.binary(max_size=20))
+def test_kdf_rk_he_is_hkdf_cut_into_root_chain_and_next_header_key(
+    rk: bytes, dh_out: bytes, info: bytes
+) -> None:
+    """§4.2 KDF_RK_HE(rk, dh_out) → (rk, ck, nhk): the same HKDF as KDF_RK (salt = rk, ikm = dh_out),
+    128 bytes cut in that order, the next header key the last 64 (an AES-256-SIV key). HKDF's
+    output is a prefix of any longer one, so rk and ck are KDF_RK's."""
+    out = HKDF(hashes.SHA256(), 128, salt=rk, info=info).derive(dh_out)
+    assert spec.kdf_rk_he(rk, dh_out, info) == (out[:32], out[32:64], out[64:])
+    assert spec.kdf_rk_he(rk, dh_out, info)[:2] == spec.kdf_rk(rk, dh_out, info)
+
+
+@given(hk=st.binary(min_size=64, max_size=64), header=st.binary(min_size=40, max_size=40))
+def test_hencrypt_is_aes_256_siv_with_one_empty_associated_data(hk: bytes, header: bytes) -> None:
+    """§4.2 HENCRYPT / HDECRYPT: AES-256-SIV (RFC 5297, cryptography's AESSIV) under the 64-byte
+    header key, with one empty associated-data string (a header needs no AD: the message's AEAD
+    binds the encrypted header); HDECRYPT gives None under any other key."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+
+    sealed = spec.hencrypt(hk, header)
+    assert sealed == AESSIV(hk).encrypt(header, [b""])
+    assert len(sealed) == 16 + len(header)
+    assert spec.hdecrypt(hk, sealed) == header
+    assert spec.hdecrypt(bytes(a ^ 1 for a in hk), sealed) is None
+    assert spec.hdecrypt(None, sealed) is None
+
+
+@given(sk=keys)
+def test_the_header_keys_are_hkdf_of_sk_under_their_own_info(sk: bytes) -> None:
+    """§4.3 leaves how X3DH gives shared_hka and shared_nhkb to the application: here HKDF-SHA256 of
+    SK (no salt) under the info "relaysim_DoubleRatchet_HeaderKeys", 128 bytes, two 64-byte AES-256-SIV
+    keys in that order; other bytes than the root key SK starts (x3dh._HEADER_KEYS_INFO)."""
+    out = HKDF(hashes.SHA256(), 128, salt=None, info=b"relaysim_DoubleRatchet_HeaderKeys").derive(sk)
+    hka, nhkb = KeyAgreement(sk, b"").header_keys()
+    assert (hka, nhkb) == (out[:64], out[64:])
+    assert sk not in (hka[:32], nhkb[:32])
 
 
 @given(ck=keys)
