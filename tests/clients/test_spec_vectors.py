@@ -140,6 +140,37 @@ def test_pqxdh_sk_ad_and_signatures_from_the_spec_text(one_time: bool) -> None:
     assert not xeddsa.ed25519_verify(kem.signature, ed_public, kem.public)
 
 
+X3DH_INFO = b"relaysim_X3DH_CURVE25519_SHA-256"  # X3DH §2.1: the application's name (clients/x3dh.py)
+
+
+@pytest.mark.parametrize("one_time", [True, False], ids=["with-OPK", "without-OPK"])
+def test_x3dh_sk_and_ad_from_the_spec_text(one_time: bool) -> None:
+    """X3DH (rev 1) §3.3, as the PQXDH test above without the KEM: SK = HKDF-SHA256(F ‖ DH1 ‖ DH2 ‖
+    DH3 [‖ DH4], salt of 32 zero bytes, info), from cryptography's X25519 and HKDF, under our info
+    string (the PyPI x3dh package of test_interop is configured with the same constant, so it cannot
+    tell a change of it)."""
+    bob = PreKeySecrets(IdentityKeyPair.generate())
+    bob.new_signed_prekey()
+    bob.new_one_time_prekeys(1)
+    bundle = bob.bundle(one_time=one_time, kem=False)
+    alice = IdentityKeyPair.generate()
+    ours, initial = initiate(alice.pair, bundle, pq=False)
+    assert initial.kem_prekey_id is None and initial.kem_ciphertext is None
+    spk_b = bob.signed[initial.signed_prekey_id][0].private
+    km = (
+        _x25519(spk_b, alice.public)
+        + _x25519(bob.identity.private, initial.ephemeral_key)
+        + _x25519(spk_b, initial.ephemeral_key)
+    )
+    if one_time:
+        assert initial.one_time_prekey_id is not None
+        km += _x25519(bob.one_time[initial.one_time_prekey_id].private, initial.ephemeral_key)
+    sk = HKDF(hashes.SHA256(), 32, salt=bytes(32), info=X3DH_INFO).derive(b"\xff" * 32 + km)
+    assert ours.sk == sk
+    assert ours.ad == b"\x05" + alice.public + b"\x05" + bob.identity.public
+    assert tuple(respond(bob, initial, pq=False)[0]) == (sk, ours.ad)
+
+
 # --- §5.2 definitions, checked against cryptography's own HKDF / HMAC / AES ----------------------
 
 keys = st.binary(min_size=32, max_size=32)
