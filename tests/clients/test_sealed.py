@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from relaysim.clients import sealed
 from relaysim.clients.agent import DeviceAgent, Received, Undecryptable
 from relaysim.clients.errors import DecryptionError
 from relaysim.clients.session import Device
@@ -95,6 +96,27 @@ def test_identity_swapped_certificate_is_refused(
     envelope = mallory.seal(bob.address, b"i am alice", cert_for(server, alice))
     with pytest.raises(DecryptionError):
         bob.open_sealed(envelope, root.public, NOW)
+
+
+def test_the_envelope_refuses_a_certificate_of_another_key_than_the_one_that_sealed_it(
+    world: tuple[Device, Device, TrustRoot, ServerSigningKey],
+) -> None:
+    """``sealed.open_envelope`` itself, not only the session behind it (which the test above reaches
+    first): the static layer proves who sealed the envelope, and the certificate inside must name
+    that key, as libsignal's sealed_sender_decrypt_to_usmc refuses "sender certificate key does not
+    match message key". Here the inner message is no session message at all."""
+    alice, bob, root, server = world
+    mallory = Device("mallory", 1, rng=seeded_rng(3))
+    envelope = sealed.seal(mallory.secrets.identity, bob.identity_key, cert_for(server, alice), b"anything")
+    with pytest.raises(DecryptionError):
+        sealed.open_envelope(bob.secrets.identity, envelope, root.public, NOW)
+    own = sealed.seal(mallory.secrets.identity, bob.identity_key, cert_for(server, mallory), b"anything")
+    certificate, inner = sealed.open_envelope(bob.secrets.identity, own, root.public, NOW)
+    assert (certificate.sender, certificate.identity_key, inner) == (
+        "mallory",
+        mallory.identity_key,
+        b"anything",
+    )
 
 
 def test_a_server_certificate_under_a_revoked_key_id_is_refused(
