@@ -115,7 +115,10 @@ def scannable(version: int, local_hash: bytes, remote_hash: bytes) -> bytes:
 
 
 def _varint(code: bytes, i: int, what: str) -> tuple[int, int]:
-    """(value, next offset) of the protobuf varint at ``code[i]``."""
+    """(value, next offset) of the protobuf varint at ``code[i]``: at most 10 bytes and 64 bits.
+
+    As prost's ``decode_varint`` (libsignal's decoder): a 10th byte above 0x01 carries bits past the
+    64th and is refused (``InvalidVarint``), not cut to 64 bits as some parsers do."""
     value = 0
     for shift in range(0, 70, 7):  # at most 10 bytes (a 64-bit value)
         if i >= len(code):
@@ -124,6 +127,8 @@ def _varint(code: bytes, i: int, what: str) -> tuple[int, int]:
         i += 1
         value |= (b & 0x7F) << shift
         if not b & 0x80:
+            if shift == 63 and b > 0x01:
+                raise FingerprintError(f"{what}: a varint past 64 bits (its 10th byte is {b:#04x})")
             return value, i
     raise FingerprintError(f"{what}: a varint longer than 10 bytes")
 
@@ -199,7 +204,8 @@ def _parse_scannable(code: bytes) -> tuple[int, bytes | None, bytes | None]:
     versions = outer.get(1, [])
     if any(wire_type != 0 for wire_type, _ in versions):
         raise FingerprintError("the scanned code: field 1 (version) is not a varint")
-    # uint32: the last value read, cut to 32 bits as protobuf parsers do; absent, 0 (libsignal's unwrap_or(0))
+    # uint32: the last value read (a 64-bit varint, _varint), cut to 32 bits as prost's uint32 merge does
+    # (``value as u32``); absent, 0 (libsignal's unwrap_or(0))
     version = int(versions[-1][1]) & 0xFFFF_FFFF if versions else 0
 
     def content(number: int, name: str) -> bytes | None:

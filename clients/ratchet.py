@@ -45,8 +45,10 @@ __all__ = [
     "parse_header",
 ]
 
-# libsignal's limits (rust/protocol/src/consts.rs): MAX_FORWARD_JUMPS = 25_000 and
-# MAX_MESSAGE_KEYS = 2_000 stored skipped keys per session.
+# libsignal's limits (rust/protocol/src/consts.rs): MAX_FORWARD_JUMPS = 25_000 and MAX_MESSAGE_KEYS =
+# 2_000. libsignal keeps MAX_MESSAGE_KEYS skipped keys per receiving chain (state/session.rs
+# set_message_keys), so up to 5 x 2,000 per session; here 2,000 are kept per session (MKSKIPPED is one
+# store, §3.2), as the doubleratchet package's max_num_skipped_message_keys counts them.
 DEFAULT_MAX_SKIP = 25_000
 DEFAULT_MAX_STORED_SKIPPED = 2_000
 # ... and MAX_RECEIVER_CHAINS = 5 receiving chains per session. Here only the current one can still

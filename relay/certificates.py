@@ -161,10 +161,21 @@ class TrustRoot:
         return ServerCertificate(key_id, server_public, self._key.sign(body))
 
 
+def _refuse_revoked(key_id: int) -> None:
+    # Every device refuses a certificate under a revoked key id (ServerCertificate.verify), so a server
+    # key under one would issue sender certificates that open nothing: refused when it is made.
+    if key_id in REVOKED_SERVER_KEY_IDS:
+        raise CertificateError(
+            f"server signing key: key id {key_id:#x} is revoked (REVOKED_SERVER_KEY_IDS); "
+            "every device refuses its certificates"
+        )
+
+
 class ServerSigningKey:
     """The online key the relay signs sender certificates with, and its certificate."""
 
     def __init__(self, private: bytes, certificate: ServerCertificate) -> None:
+        _refuse_revoked(certificate.key_id)
         self._key = Ed25519Signer(private)
         if self._key.public != certificate.public_key:
             raise CertificateError("server certificate does not name this server key")
@@ -172,6 +183,8 @@ class ServerSigningKey:
 
     @classmethod
     def create(cls, root: TrustRoot, key_id: int, private: bytes) -> ServerSigningKey:
+        """A server key certified by ``root`` under ``key_id``; a revoked id is refused before anything is signed."""
+        _refuse_revoked(key_id)
         return cls(private, root.certify(key_id, Ed25519Signer(private).public))
 
     def issue(self, sender: str, device: int, identity_key: bytes, expires: int) -> SenderCertificate:

@@ -190,6 +190,43 @@ def test_scanned_codes_compare_as_libsignals_compare_does() -> None:
             a.matches(bad)
 
 
+def _varint(value: int, size: int) -> bytes:
+    """``value`` as a protobuf varint of exactly ``size`` bytes (padded with continuation bytes)."""
+    out = bytearray()
+    for _ in range(size - 1):
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)  # the caller keeps it below 0x80 ... or not, to make an overflowing one
+    return bytes(out)
+
+
+def test_a_version_varint_is_read_to_64_bits_and_cut_to_32_and_one_past_64_bits_refused() -> None:
+    """libsignal decodes CombinedFingerprints with prost. Its uint32 field reads the varint as a u64
+    and keeps ``value as u32`` (prost encoding.rs, ``varint!(u32, uint32)``), so a 10-byte varint
+    whose low 32 bits are the version reads as that version; a varint whose 10th byte is above 0x01
+    holds bits past the 64th and prost's ``decode_varint`` refuses it (``InvalidVarint``, the check
+    protobuf-go's ConsumeVarint makes), anywhere in the message, an unknown field's too. It was cut
+    to 32 bits all the same and compared."""
+    a = safety_number(ALICE_STABLE_ID, ALICE_IDENTITY, BOB_STABLE_ID, BOB_IDENTITY)
+    b = safety_number(BOB_STABLE_ID, BOB_IDENTITY, ALICE_STABLE_ID, ALICE_IDENTITY)
+    rest = b.code[2:]
+    # within 64 bits: cut to 32, as prost's ``value as u32``
+    for value in (2 + 2**32, 2 + 2**63, 2 + (2**64 - 2**32)):
+        assert a.matches(b"\x08" + _varint(value, 10) + rest) is True
+    with pytest.raises(FingerprintVersionMismatch, match="version 3, ours is 2"):
+        a.matches(b"\x08" + _varint(3 + 2**63, 10) + rest)
+    # past 64 bits: refused, whatever the low 32 bits say
+    for value in (2 + 2**64, 2 + 2**69, 2**70 - 2**32 + 2):
+        encoded = _varint(value, 10)
+        assert encoded[-1] > 0x01 and encoded[-1] < 0x80
+        with pytest.raises(FingerprintError, match="field 1: a varint past 64 bits"):
+            a.matches(b"\x08" + encoded + rest)
+        with pytest.raises(FingerprintError, match="field 9: a varint past 64 bits"):
+            a.matches(b.code + b"\x48" + encoded)  # an unknown varint field 9
+        with pytest.raises(FingerprintError, match="a varint past 64 bits"):
+            scannable_matches(b"\x08" + encoded + a.code[2:], b.code)  # our own code too
+
+
 def test_short_hashes_and_long_fields_get_a_clear_error() -> None:
     """libsignal refuses a displayable hash under 30 bytes ("created with short encoding") and takes
     the first 32 bytes of each hash for the scannable form; ours writes one-byte lengths only."""

@@ -98,23 +98,46 @@ def test_failures_leave_the_state_unchanged() -> None:
     assert b.decrypt(ALICE, first)[1] == b"one"  # the skipped key was kept
 
 
+# libsignal's limits for sender keys (rust/protocol/src/consts.rs, used in group_cipher.rs and
+# sender_keys.rs): written out here, so that a change of the module's constants is seen.
+LIBSIGNAL_MAX_FORWARD_JUMPS = 25_000
+LIBSIGNAL_MAX_MESSAGE_KEYS = 2_000
+
+
 def test_forward_jump_and_stored_key_limits() -> None:
     a, b = alice_and_bob()
     state = a.own[GID]
     state_copy = state.copy()
     # Jump past MAX_FORWARD_JUMPS: refused.
     state.chain_key, state.iteration = (
-        _advance(state.chain_key, G.MAX_FORWARD_JUMPS + 1),
-        G.MAX_FORWARD_JUMPS + 1,
+        _advance(state.chain_key, LIBSIGNAL_MAX_FORWARD_JUMPS + 1),
+        LIBSIGNAL_MAX_FORWARD_JUMPS + 1,
     )
     with pytest.raises(DecryptionError):
         b.decrypt(ALICE, a.encrypt(GID, b"too far"))
     # Exactly MAX_FORWARD_JUMPS ahead: accepted; only MAX_MESSAGE_KEYS skipped keys are kept, the newest.
     a.own[GID] = state_copy
-    state_copy.chain_key, state_copy.iteration = _advance(state_copy.chain_key, 2500), 2500
+    jump = LIBSIGNAL_MAX_FORWARD_JUMPS
+    state_copy.chain_key, state_copy.iteration = _advance(state_copy.chain_key, jump), jump
     assert b.decrypt(ALICE, a.encrypt(GID, b"far"))[1] == b"far"
     held = b.received[(GID, ALICE)][0].skipped
-    assert len(held) == G.MAX_MESSAGE_KEYS and min(held) == 2500 - G.MAX_MESSAGE_KEYS
+    assert sorted(held) == list(range(jump - LIBSIGNAL_MAX_MESSAGE_KEYS, jump))
+
+
+def test_a_receiver_keeps_a_senders_five_newest_sender_keys() -> None:
+    """libsignal's MAX_SENDER_KEY_STATES = 5 (consts.rs; sender_keys.rs add_sender_key_state drops the
+    oldest past it): after six keys from one sender in one group, a message under each of the five
+    newest reads and one under the first is refused (no sender key state for its chain id)."""
+    a, b = alice_and_bob()
+    messages = [a.encrypt(GID, b"key 0")]
+    for i in range(1, 6):
+        b.process(ALICE, a.rotate(GID).to_bytes())
+        messages.append(a.encrypt(GID, b"key %d" % i))
+    state = b.to_dict()
+    with pytest.raises(DecryptionError):
+        b.decrypt(ALICE, messages[0])
+    assert b.to_dict() == state
+    assert [b.decrypt(ALICE, m)[1] for m in messages[1:]] == [b"key %d" % i for i in range(1, 6)]
 
 
 def _advance(ck: bytes, n: int) -> bytes:

@@ -183,6 +183,33 @@ def test_skip_beyond_max_skip_is_refused_and_changes_nothing(he: bool) -> None:
     assert [bob.decrypt(m) for m in msgs[:5]] == [b"m0", b"m1", b"m2", b"m3", b"m4"]
 
 
+def _jump(sender: DoubleRatchet, k: int) -> None:
+    """``sender`` as if it had sent ``k`` messages that were lost: its chain run ``k`` steps on."""
+    assert sender.cks is not None
+    ck = sender.cks
+    for _ in range(k):
+        ck, _mk = spec.kdf_ck(ck)
+    sender.cks, sender.ns = ck, sender.ns + k
+
+
+@pytest.mark.parametrize("he", [False, True])
+def test_the_default_limits_are_libsignals(he: bool) -> None:
+    """The defaults are libsignal's (rust/protocol/src/consts.rs): MAX_FORWARD_JUMPS = 25,000, a
+    message at most 25,000 past the next one is read (libsignal refuses ``jump > MAX_FORWARD_JUMPS``)
+    and one 25,001 past refused, changing nothing; of the keys it skips, the newest
+    MAX_MESSAGE_KEYS = 2,000 are kept. (The other limit tests set their own, smaller, limits.)"""
+    alice, bob = make_pair(RatchetConfig(header_encryption=he), 13)
+    too_far = DoubleRatchet.from_dict(alice.to_dict())
+    _jump(too_far, 25_001)
+    before = bob.to_dict()
+    with pytest.raises(DecryptionError):
+        bob.decrypt(too_far.encrypt(b"25,001 past"))
+    assert bob.to_dict() == before
+    _jump(alice, 25_000)
+    assert bob.decrypt(alice.encrypt(b"25,000 past")) == b"25,000 past"
+    assert sorted(n for _chain, n in bob.mkskipped) == list(range(23_000, 25_000))
+
+
 @pytest.mark.parametrize("he", [False, True])
 def test_a_pn_past_max_skip_is_refused_with_no_receiving_chain_too(he: bool) -> None:
     """§3.5 SkipMessageKeys(state, header.pn) checks Nr + MAX_SKIP < PN before it asks whether there

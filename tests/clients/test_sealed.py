@@ -6,10 +6,12 @@ import dataclasses
 
 import pytest
 
+from relaysim.clients import sealed
 from relaysim.clients.agent import DeviceAgent, Received, Undecryptable
 from relaysim.clients.errors import DecryptionError
 from relaysim.clients.session import Device
 from relaysim.relay import wire
+from relaysim.relay._primitives import Ed25519Signer
 from relaysim.relay.certificates import (
     REVOKED_SERVER_KEY_IDS,
     CertificateError,
@@ -17,6 +19,7 @@ from relaysim.relay.certificates import (
     ServerSigningKey,
     TrustRoot,
 )
+from relaysim.relay.identity import ServerIdentity
 from tests.clients.test_agent_duplicates import World
 from tests.conftest import seeded_rng
 
@@ -95,6 +98,27 @@ def test_identity_swapped_certificate_is_refused(
         bob.open_sealed(envelope, root.public, NOW)
 
 
+def test_the_envelope_refuses_a_certificate_of_another_key_than_the_one_that_sealed_it(
+    world: tuple[Device, Device, TrustRoot, ServerSigningKey],
+) -> None:
+    """``sealed.open_envelope`` itself, not only the session behind it (which the test above reaches
+    first): the static layer proves who sealed the envelope, and the certificate inside must name
+    that key, as libsignal's sealed_sender_decrypt_to_usmc refuses "sender certificate key does not
+    match message key". Here the inner message is no session message at all."""
+    alice, bob, root, server = world
+    mallory = Device("mallory", 1, rng=seeded_rng(3))
+    envelope = sealed.seal(mallory.secrets.identity, bob.identity_key, cert_for(server, alice), b"anything")
+    with pytest.raises(DecryptionError):
+        sealed.open_envelope(bob.secrets.identity, envelope, root.public, NOW)
+    own = sealed.seal(mallory.secrets.identity, bob.identity_key, cert_for(server, mallory), b"anything")
+    certificate, inner = sealed.open_envelope(bob.secrets.identity, own, root.public, NOW)
+    assert (certificate.sender, certificate.identity_key, inner) == (
+        "mallory",
+        mallory.identity_key,
+        b"anything",
+    )
+
+
 def test_a_server_certificate_under_a_revoked_key_id_is_refused(
     world: tuple[Device, Device, TrustRoot, ServerSigningKey],
 ) -> None:
@@ -102,9 +126,12 @@ def test_a_server_certificate_under_a_revoked_key_id_is_refused(
     (sealed_sender.rs: 0xDEADC357, its test id) before it checks the trust root's signature: a
     certificate the trust root did sign, under that id, opens nothing."""
     alice, bob, root, _server = world
-    revoked = ServerSigningKey.create(root, 0xDEADC357, bytes(range(1, 33)))
-    cert = revoked.issue("alice", 1, alice.identity_key, NOW + 10)
-    assert revoked.certificate.key_id in REVOKED_SERVER_KEY_IDS
+    # a ServerSigningKey refuses the id (the next test), so the certificate is signed by hand
+    private = bytes(range(1, 33))
+    server_cert = root.certify(0xDEADC357, Ed25519Signer(private).public)
+    unsigned = SenderCertificate("alice", 1, alice.identity_key, NOW + 10, server_cert, b"")
+    cert = dataclasses.replace(unsigned, signature=Ed25519Signer(private).sign(unsigned.body()))
+    assert server_cert.key_id in REVOKED_SERVER_KEY_IDS
     with pytest.raises(CertificateError, match="server certificate: key id 0xdeadc357 is revoked"):
         cert.verify(root.public, NOW)
     with pytest.raises(DecryptionError):
@@ -114,6 +141,26 @@ def test_a_server_certificate_under_a_revoked_key_id_is_refused(
     good = ServerSigningKey.create(root, 0xDEADC356, bytes(range(1, 33)))
     envelope = alice.seal(bob.address, b"y", good.issue("alice", 1, alice.identity_key, NOW + 10).encode())
     assert bob.open_sealed(envelope, root.public, NOW) == (alice.address, b"y")
+
+
+def test_a_server_signing_key_under_a_revoked_key_id_is_refused_when_it_is_made() -> None:
+    """Every device refuses a server certificate under a revoked key id, so a relay whose key had one
+    would issue sender certificates that open nothing: ServerSigningKey refuses the id when it is made
+    (create, before the trust root signs, and from a certificate already signed), naming it."""
+    rng = seeded_rng(5)
+    root = TrustRoot(rng(32))
+    private = rng(32)
+    for key_id in sorted(REVOKED_SERVER_KEY_IDS):
+        with pytest.raises(CertificateError, match=f"server signing key: key id {key_id:#x} is revoked"):
+            ServerSigningKey.create(root, key_id, private)
+        signed = root.certify(key_id, Ed25519Signer(private).public)
+        with pytest.raises(CertificateError, match=f"server signing key: key id {key_id:#x} is revoked"):
+            ServerSigningKey(private, signed)
+    with pytest.raises(CertificateError, match="key id 0xdeadc357 is revoked"):
+        ServerIdentity.generate(rng, key_id=0xDEADC357)
+    # the ids next to it are taken
+    for key_id in (0xDEADC356, 0xDEADC358):
+        assert ServerSigningKey.create(root, key_id, private).certificate.key_id == key_id
 
 
 def test_a_sealed_message_from_this_very_device_is_refused_as_a_self_send(

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from relaysim.clients import _primitives as p
 from relaysim.clients import spec
 from relaysim.clients.keys import IdentityKeyPair, PreKeySecrets
-from relaysim.clients.x3dh import initiate, respond
+from relaysim.clients.x3dh import KeyAgreement, initiate, respond
 
 H = bytes.fromhex
 
@@ -140,6 +140,37 @@ def test_pqxdh_sk_ad_and_signatures_from_the_spec_text(one_time: bool) -> None:
     assert not xeddsa.ed25519_verify(kem.signature, ed_public, kem.public)
 
 
+X3DH_INFO = b"relaysim_X3DH_CURVE25519_SHA-256"  # X3DH §2.1: the application's name (clients/x3dh.py)
+
+
+@pytest.mark.parametrize("one_time", [True, False], ids=["with-OPK", "without-OPK"])
+def test_x3dh_sk_and_ad_from_the_spec_text(one_time: bool) -> None:
+    """X3DH (rev 1) §3.3, as the PQXDH test above without the KEM: SK = HKDF-SHA256(F ‖ DH1 ‖ DH2 ‖
+    DH3 [‖ DH4], salt of 32 zero bytes, info), from cryptography's X25519 and HKDF, under our info
+    string (the PyPI x3dh package of test_interop is configured with the same constant, so it cannot
+    tell a change of it)."""
+    bob = PreKeySecrets(IdentityKeyPair.generate())
+    bob.new_signed_prekey()
+    bob.new_one_time_prekeys(1)
+    bundle = bob.bundle(one_time=one_time, kem=False)
+    alice = IdentityKeyPair.generate()
+    ours, initial = initiate(alice.pair, bundle, pq=False)
+    assert initial.kem_prekey_id is None and initial.kem_ciphertext is None
+    spk_b = bob.signed[initial.signed_prekey_id][0].private
+    km = (
+        _x25519(spk_b, alice.public)
+        + _x25519(bob.identity.private, initial.ephemeral_key)
+        + _x25519(spk_b, initial.ephemeral_key)
+    )
+    if one_time:
+        assert initial.one_time_prekey_id is not None
+        km += _x25519(bob.one_time[initial.one_time_prekey_id].private, initial.ephemeral_key)
+    sk = HKDF(hashes.SHA256(), 32, salt=bytes(32), info=X3DH_INFO).derive(b"\xff" * 32 + km)
+    assert ours.sk == sk
+    assert ours.ad == b"\x05" + alice.public + b"\x05" + bob.identity.public
+    assert tuple(respond(bob, initial, pq=False)[0]) == (sk, ours.ad)
+
+
 # --- §5.2 definitions, checked against cryptography's own HKDF / HMAC / AES ----------------------
 
 keys = st.binary(min_size=32, max_size=32)
@@ -149,6 +180,44 @@ keys = st.binary(min_size=32, max_size=32)
 def test_kdf_rk_is_hkdf_with_root_key_as_salt(rk: bytes, dh_out: bytes, info: bytes) -> None:
     out = HKDF(hashes.SHA256(), 64, salt=rk, info=info).derive(dh_out)
     assert spec.kdf_rk(rk, dh_out, info) == (out[:32], out[32:])
+
+
+@given(rk=keys, dh_out=keys, info=st.binary(max_size=20))
+def test_kdf_rk_he_is_hkdf_cut_into_root_chain_and_next_header_key(
+    rk: bytes, dh_out: bytes, info: bytes
+) -> None:
+    """§4.2 KDF_RK_HE(rk, dh_out) → (rk, ck, nhk): the same HKDF as KDF_RK (salt = rk, ikm = dh_out),
+    128 bytes cut in that order, the next header key the last 64 (an AES-256-SIV key). HKDF's
+    output is a prefix of any longer one, so rk and ck are KDF_RK's."""
+    out = HKDF(hashes.SHA256(), 128, salt=rk, info=info).derive(dh_out)
+    assert spec.kdf_rk_he(rk, dh_out, info) == (out[:32], out[32:64], out[64:])
+    assert spec.kdf_rk_he(rk, dh_out, info)[:2] == spec.kdf_rk(rk, dh_out, info)
+
+
+@given(hk=st.binary(min_size=64, max_size=64), header=st.binary(min_size=40, max_size=40))
+def test_hencrypt_is_aes_256_siv_with_one_empty_associated_data(hk: bytes, header: bytes) -> None:
+    """§4.2 HENCRYPT / HDECRYPT: AES-256-SIV (RFC 5297, cryptography's AESSIV) under the 64-byte
+    header key, with one empty associated-data string (a header needs no AD: the message's AEAD
+    binds the encrypted header); HDECRYPT gives None under any other key."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+
+    sealed = spec.hencrypt(hk, header)
+    assert sealed == AESSIV(hk).encrypt(header, [b""])
+    assert len(sealed) == 16 + len(header)
+    assert spec.hdecrypt(hk, sealed) == header
+    assert spec.hdecrypt(bytes(a ^ 1 for a in hk), sealed) is None
+    assert spec.hdecrypt(None, sealed) is None
+
+
+@given(sk=keys)
+def test_the_header_keys_are_hkdf_of_sk_under_their_own_info(sk: bytes) -> None:
+    """§4.3 leaves how X3DH gives shared_hka and shared_nhkb to the application: here HKDF-SHA256 of
+    SK (no salt) under the info "relaysim_DoubleRatchet_HeaderKeys", 128 bytes, two 64-byte AES-256-SIV
+    keys in that order; other bytes than the root key SK starts (x3dh._HEADER_KEYS_INFO)."""
+    out = HKDF(hashes.SHA256(), 128, salt=None, info=b"relaysim_DoubleRatchet_HeaderKeys").derive(sk)
+    hka, nhkb = KeyAgreement(sk, b"").header_keys()
+    assert (hka, nhkb) == (out[:64], out[64:])
+    assert sk not in (hka[:32], nhkb[:32])
 
 
 @given(ck=keys)
