@@ -688,10 +688,13 @@ class ComplianceDesk:
                 "reached by an interception warrant)"
             )
         if process.forward and category not in _LOGGED and not self._collects(instrument):
-            note = pr.notes.get("realtime_routing")
+            assumed = self._answer_assumed(instrument)
+            # A profile's note on real-time returns (the FBI chart's, of US process) backs no answer to an
+            # order of another country's law: where that answer is assumed, the assumption says the record.
+            note = None if assumed and instrument.jurisdiction != "us" else pr.notes.get("realtime_routing")
             policy = (
                 f"hands nothing over under {instrument.a_name} (the project's assumption)"
-                if self._answer_assumed(instrument)
+                if assumed
                 else f"its published policy hands nothing over under {instrument.a_name}"
             )
             return f"{pr.title} could collect it in real time, but {policy}, so it collects nothing" + (

@@ -856,32 +856,39 @@ def test_a_pakistani_court_order_says_where_no_source_backs_the_answer(
         assert not any("published policy" in why for _, why in d.reasons.values()), d.reasons
 
 
-# WhatsApp under a forward-looking order of another country's law (an interception warrant, direction or
-# authorization, an assistance request or notice, a demand on all traffic): its relay could collect, and it
-# hands nothing over. Its record (its guide, the FBI chart, In re WhatsApp) is of US process and says nothing
-# of one, so that it hands one nothing is assumed, said in every such disclosure, and no reason or note claims
-# a published policy that hands nothing over.
+# WhatsApp, Telegram's cloud chats and WeChat under a forward-looking order of another country's law (an
+# interception warrant, direction or authorization, an assistance request or notice, a demand on all traffic):
+# each relay could collect, and each hands nothing over. Their records (WhatsApp's guide, the FBI chart, In re
+# WhatsApp; Telegram's privacy policy, of what it hands a court's order looking back; the chart alone for
+# WeChat) say nothing of one, so that each hands one nothing is assumed, said in every such disclosure; no
+# reason or note claims a published policy that hands nothing over, and no reason that says the relay could
+# collect cites the FBI chart's real-time column, which is of US process.
 _FOREIGN_FORWARD = sorted(
     i.key for i in INSTRUMENTS.values() if i.jurisdiction != "us" and i.forward and not i.builds
 )
+_COULD_COLLECT = ("whatsapp", "telegram-cloud", "wechat")
 
 
 @pytest.fixture(scope="module")
-def whatsapp_abroad() -> dict[str, Disclosure]:
+def could_collect_abroad() -> dict[str, dict[str, Disclosure]]:
     events = "".join(
         f'\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "{p}"\nname = "{p}"\n'
         + ('target = "a"\n' if INSTRUMENTS[p].needs_target else "")
         for p in _FOREIGN_FORWARD
     )
-    run = Simulation(parse_scenario(_BB_ORDERS.format(profile="whatsapp") + events, "x.toml")).run()
-    return {d.process.process: d for d in run.disclosures}
+    out = {}
+    for profile in _COULD_COLLECT:
+        run = Simulation(parse_scenario(_BB_ORDERS.format(profile=profile) + events, "x.toml")).run()
+        out[profile] = {d.process.process: d for d in run.disclosures}
+    return out
 
 
+@pytest.mark.parametrize("profile", _COULD_COLLECT)
 @pytest.mark.parametrize("process", _FOREIGN_FORWARD)
-def test_whatsapp_under_a_foreign_forward_order_says_its_answer_is_assumed(
-    whatsapp_abroad: dict[str, Disclosure], process: str
+def test_a_relay_that_could_collect_under_a_foreign_forward_order_says_its_answer_is_assumed(
+    could_collect_abroad: dict[str, dict[str, Disclosure]], profile: str, process: str
 ) -> None:
-    d = whatsapp_abroad[process]
+    d = could_collect_abroad[profile][process]
     assert not d.provided
     assumed = [n for n in d.notes if n.startswith("Assumption: ")]
     assert len(assumed) == 1, d.notes
@@ -891,6 +898,8 @@ def test_whatsapp_under_a_foreign_forward_order_says_its_answer_is_assumed(
     assert withheld and all("the project's assumption" in why for why in withheld), d.reasons
     said = [why for _, why in d.reasons.values()] + d.notes
     assert not any("published policy" in x for x in said), said
+    could = [why for _, why in d.reasons.values() if "could collect it in real time" in why]
+    assert could and not any("FBI chart" in why for why in could), could
 
 
 # BES's notes belong to the country of the order, and cite nothing from after the order's date unless they
