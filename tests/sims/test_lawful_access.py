@@ -1410,3 +1410,26 @@ def test_project_clemenza_is_cited_as_later_in_an_earlier_canadian_disclosure(
     assert said, (d.notes, d.reasons)
     for x in said:
         assert ("April 2016, after this date" in x) == later, x
+
+
+@pytest.mark.parametrize(
+    "start", [date(2008, 6, 2), date(2009, 10, 26), date(2009, 10, 27), date(2011, 3, 1)]
+)
+def test_indias_power_to_compel_a_capability_names_s69_only_from_its_day(start: date) -> None:
+    """India's s.69 direction and the 2009 Interception Rules came into force on 2009-10-27: a disclosure
+    served before then says what compelled a provider then (an order under s.5(2) of the Telegraph Act 1885
+    with Rule 419A) and cites s.69 as after its date; one served from that day names the s.69 direction."""
+    text = _BB_ORDERS.format(profile="signal").replace("seed = 5", f"seed = 5\nstart = {start}")
+    text += '\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "telegraph_act_5_2"\ntarget = "a"\n'
+    (d,) = Simulation(parse_scenario(text, "x.toml")).run().disclosures
+    reason, why = d.reasons["realtime_routing"]
+    assert reason == "no_capability", why
+    compel = why.split("to compel one: ", 1)[1]
+    if start < date(2009, 10, 27):
+        assert compel.startswith("an order under s.5(2) of the Indian Telegraph Act 1885, with Rule 419A"), (
+            why
+        )
+        assert "came into force on 2009-10-27, after this date" in compel, why
+    else:
+        assert compel.startswith("a direction under s.69 of the Information Technology Act 2000"), why
+        assert "after this date" not in compel, why
