@@ -274,6 +274,13 @@ JURISDICTIONS: Final[Mapping[str, Jurisdiction]] = {
             "the PTA's licensing powers under the Pakistan Telecommunication (Re-organization) Act 1996 "
             "(its 2015 demand to monitor BES was withdrawn on 2015-12-31)",
             compels_capability_before=(
+                # the record gives the month of the PTA's notice, not the day: its first
+                (
+                    date(2015, 7, 1),
+                    "the PTA's licensing powers under the Pakistan Telecommunication (Re-organization) Act "
+                    "1996 (its demand to monitor BES was made in July 2015 and withdrawn on 2015-12-31, both "
+                    "after this date)",
+                ),
                 (
                     date(2015, 12, 31),
                     "the PTA's licensing powers under the Pakistan Telecommunication (Re-organization) Act "

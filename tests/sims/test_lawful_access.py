@@ -1433,3 +1433,21 @@ def test_indias_power_to_compel_a_capability_names_s69_only_from_its_day(start: 
     else:
         assert compel.startswith("a direction under s.69 of the Information Technology Act 2000"), why
         assert "after this date" not in compel, why
+
+
+@pytest.mark.parametrize("start", [date(2014, 3, 1), date(2015, 6, 30), date(2015, 7, 1), date(2015, 8, 3)])
+def test_pakistans_power_to_compel_a_capability_cites_the_ptas_demand_as_later_where_it_is(
+    start: date,
+) -> None:
+    """The PTA's demand to monitor BES was made in July 2015 (the record gives the month: its first day): a
+    disclosure served before then cites the demand, as well as its withdrawal, as after its date."""
+    text = _BB_ORDERS.format(profile="signal").replace("seed = 5", f"seed = 5\nstart = {start}")
+    text += '\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "ifta_warrant"\ntarget = "a"\nto = "2h"\n'
+    (d,) = Simulation(parse_scenario(text, "x.toml")).run().disclosures
+    reason, why = d.reasons["realtime_routing"]
+    assert reason == "no_capability" and "July 2015" in why, why
+    before = start < date(2015, 7, 1)
+    assert ("made in July 2015 and withdrawn on 2015-12-31, both after this date" in why) == before, why
+    assert ("its demand of July 2015 to monitor BES was withdrawn on 2015-12-31, after this date" in why) == (
+        not before
+    ), why
