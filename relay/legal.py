@@ -298,7 +298,7 @@ JURISDICTIONS: Final[Mapping[str, Jurisdiction]] = {
         Jurisdiction(
             "ca",
             "Canada",
-            _CA_COMPELS.format(reported="reported 2016-04"),
+            _CA_COMPELS.format(reported="reported in April 2016"),
             compels_capability_before=(
                 (date(2016, 4, 1), _CA_COMPELS.format(reported="reported in April 2016, after this date")),
             ),

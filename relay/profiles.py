@@ -670,7 +670,7 @@ TELEGRAM_CLOUD = Profile(
     pen_register=True,  # its servers route and store every cloud message and hold the keys:
     wiretap=True,  # what stops a real-time return is its policy, not its design
     sources=(
-        "telegram.org/privacy §8.3 (IP address and phone number, on a court order; from 2024-09 for any "
+        "telegram.org/privacy §8.3 (IP address and phone number, on a court order; from September 2024 for any "
         "criminal suspect)",
         "telegram.org/faq: cloud chats are encrypted client-server and stored on Telegram's servers",
         _FBI_CHART,
@@ -974,7 +974,7 @@ BBM_CONSUMER = Profile(
     pen_register=True,
     sources=(
         "consumer PIN and BBM messages used one global key held by the provider; the RCMP held it from 2010 "
-        "and decrypted about a million PIN messages (Project Clemenza, reported 2016-04)",
+        "and decrypted about a million PIN messages (Project Clemenza, reported in April 2016)",
         "India 2012: an interception facility in Mumbai covers BBM and BIS e-mail, not BES",
     ),
     discloses={

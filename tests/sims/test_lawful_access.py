@@ -1451,3 +1451,20 @@ def test_pakistans_power_to_compel_a_capability_cites_the_ptas_demand_as_later_w
     assert ("its demand of July 2015 to monitor BES was withdrawn on 2015-12-31, after this date" in why) == (
         not before
     ), why
+
+
+_BARE_MONTH = re.compile(r"\b(?:19|20)\d\d-\d\d(?![-\d])")
+
+
+def test_sources_and_dated_texts_name_a_month_as_their_dated_texts_do() -> None:
+    """A month the record gives without a day is written as the dated texts write it ('reported in April
+    2016', as Project Clemenza is cited before and after that month), never as a bare '2016-04', which reads
+    as neither a day nor the month's words the dated texts (HISTORY, a jurisdiction's texts) use."""
+    texts = [s for name in REAL_PROFILES for s in get_profile(name).sources]
+    for j in JURISDICTIONS.values():
+        texts += [j.compels_capability, j.protection_limit]
+        texts += [t for _, t in (*j.compels_capability_before, *j.protection_limit_before)]
+    bare = [t for t in texts if _BARE_MONTH.search(t)]
+    assert not bare, bare
+    (clemenza,) = [s for s in get_profile("bbm-consumer").sources if "Clemenza" in s]
+    assert "reported in April 2016" in clemenza, clemenza
