@@ -356,6 +356,21 @@ _IFTA_2013_RECORD = (
     "(Gazette of Pakistan, Extraordinary, Part I, 2013-02-22)"
 )
 
+# The two demands modelled are acts, each made once, not powers: the PTA's, to monitor BES, and India's, that
+# BlackBerry's traffic be open to its agencies. Each is dated, and its own record is the later refusal,
+# withdrawal or facility (relay.profiles): a run set before one was made cannot serve it. The record gives
+# the month of the PTA's notice and the year of India's demand, not the day: the dates are their first days.
+_PTA_DEMAND_2015 = date(2015, 7, 1)
+_PTA_DEMAND_2015_RECORD = (
+    "the PTA gave notice of this demand, to monitor 'every BES e-mail and BES BBM message' or shut BES down from "
+    "1 December, in July 2015 (the record gives the month, not the day: the date is its first)"
+)
+_INDIA_DEMAND_2010 = date(2010, 1, 1)
+_INDIA_DEMAND_2010_RECORD = (
+    "the Government of India made this demand of BlackBerry in 2010, with a deadline of 2010-08-31 (the record "
+    "gives the year, not the day: the date is its first)"
+)
+
 _BASIC = frozenset({"subscriber_info", "account_created", "last_seen", "ip_addresses", "device_info"})
 _RECORDS = _BASIC | {
     "message_log",
@@ -392,11 +407,11 @@ class Instrument:
     # A forward-looking order's longest period from service (seconds); a longer one is a new order (an
     # extension). None: the record names no limit.
     max_period: float | None = None
-    # The day the law that makes the instrument was made, and that law with its date and source: an
-    # order served before it (in a run set on a date) is refused, naming them (``not_yet``). None: no date
-    # kept here (the US and Canadian instruments, India's s.5(2) order under the Telegraph Act 1885 and its
-    # 2010 demand; a Pakistani court's order, whose law the record does not name; the PTA's demand under its
-    # 1996 Act).
+    # The day the law that makes the instrument was made (or, for a demand that is one act, not a power,
+    # the day it was made: the PTA's of July 2015, India's of 2010), and that law or demand with its date
+    # and source: an order served before it (in a run set on a date) is refused, naming them (``not_yet``).
+    # None: no date kept here (the US and Canadian instruments, India's s.5(2) order under the Telegraph Act
+    # 1885; a Pakistani court's order, whose law the record does not name).
     since: date | None = None
     since_record: str = ""
 
@@ -538,6 +553,8 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "forward",
             False,
             _MONITOR_ALL,
+            since=_PTA_DEMAND_2015,
+            since_record=_PTA_DEMAND_2015_RECORD,
         ),
         # BlackBerry's policy as reported in December 2015 (John Chen, BlackBerry; the seed article):
         # "under a court order" it may give a phone's location, which users contacted each other, and
@@ -603,6 +620,8 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "forward",
             False,
             _MONITOR_ALL,
+            since=_INDIA_DEMAND_2010,
+            since_record=_INDIA_DEMAND_2010_RECORD,
         ),
         # Canada: interception of private communications on a judge's authorization.
         Instrument(

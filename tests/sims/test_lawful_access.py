@@ -1271,7 +1271,9 @@ def test_disclose_after_a_global_key_mandate_answers_as_the_runs_desk_did(
 
 
 # An instrument exists from the day the law that makes it was made: a run set earlier that serves one is
-# refused, naming the law and its date, as an instrument of another country's law is.
+# refused, naming the law and its date, as an instrument of another country's law is. A demand that is one
+# act, not a power (the PTA's of July 2015, India's of 2010), exists from the day it was made (the record's
+# month or year: its first day).
 _LAWS = [
     ("ipa_targeted_interception", date(2016, 11, 29), "Investigatory Powers Act 2016"),
     ("ipa_tcn", date(2016, 11, 29), "Investigatory Powers Act 2016"),
@@ -1280,11 +1282,17 @@ _LAWS = [
     ("tola_tcn", date(2018, 12, 8), "TOLA Act 2018"),
     ("ifta_warrant", date(2013, 2, 20), "Investigation for Fair Trial Act 2013"),
     ("it_act_69", date(2009, 10, 27), "Information Technology (Amendment) Act 2008"),
+    ("pta_demand", date(2015, 7, 1), "the PTA gave notice of this demand"),
+    (
+        "india_access_demand",
+        date(2010, 1, 1),
+        "the Government of India made this demand of BlackBerry in 2010",
+    ),
 ]
 
 
 def _dated_order(process: str, start: datetime | None, at: str) -> str:
-    target = "" if process in ("ipa_tcn", "tola_tcn") else 'target = "a"\n'
+    target = 'target = "a"\n' if INSTRUMENTS[process].needs_target else ""
     dated = f"seed = 5\nstart = {start:%Y-%m-%dT%H:%M:%SZ}" if start is not None else "seed = 5"
     return (
         _BB_ORDERS.format(profile="bes").replace("seed = 5", dated)
