@@ -953,13 +953,19 @@ class ComplianceDesk:
             ]
             return [{"account": target, "last_seen": max(seen)}] if seen else []
         if category in ("ip_addresses", "location"):
+            # A directory look-up's address is a row of the look-up log (iMessage's capability query logs,
+            # which the FBI chart puts at a 2703(d) order): it comes only to an order the log is handed to.
+            lookups = "lookup_log" in self._discloses(process.instrument)
             records = (
                 self._tapped(process)
                 if process.forward
                 else [
                     r
                     for r in s.metadata()
-                    if self._concerns(r, target) and r.account == target and self._in_window(r.time, process)
+                    if self._concerns(r, target)
+                    and r.account == target
+                    and self._in_window(r.time, process)
+                    and (lookups or r.kind is not RecordKind.BUNDLE_FETCH)
                 ]
             )
             hosts: dict[str, float] = {}

@@ -525,7 +525,9 @@ IMESSAGE = Profile(
     notes={
         "ip_addresses": "the FBI chart's subpoena cell is 'basic subscriber info', which 18 U.S.C. 2703(c)(2)(E) "
         "defines to include 'any temporarily assigned network address': the addresses the relay keeps for the "
-        "account (where it registered from, and where its look-ups came from)",
+        "account, where it registered from, and, to an order the look-up log is handed to, where its own "
+        "look-ups came from (each a row of that log, which the FBI chart puts at a 2703(d) order: a subpoena "
+        "does not get them)",
         "content": "with iCloud Backup on (and Advanced Data Protection off) Apple holds the backup's keys: "
         "the history is reached by a search warrant on the backup custodian (backup_warrant), not on the relay",
         "realtime_routing": _IMESSAGE_CHART_PEN,

@@ -1476,3 +1476,52 @@ def test_sources_and_dated_texts_name_a_month_as_their_dated_texts_do() -> None:
     assert not bare, bare
     (clemenza,) = [s for s in get_profile("bbm-consumer").sources if "Clemenza" in s]
     assert "reported in April 2016" in clemenza, clemenza
+
+
+_IMESSAGE_LOOKUPS = """
+[scenario]
+name = "imessage-lookups"
+duration = "2h"
+seed = 5
+
+[relay]
+profile = "imessage"
+
+[[people]]
+name = "a"
+devices = [{ address = "203.0.113.7" }]
+
+[[people]]
+name = "b"
+
+[[people]]
+name = "c"
+
+[[conversations]]
+between = ["a", "b"]
+messages = [{ at = "10m", from = "a", text = "first" }]
+
+[[conversations]]
+between = ["a", "c"]
+messages = [{ at = "40m", from = "a", text = "from the cafe" }]
+
+[traffic]
+moves = [{ device = "a/1", at = "30m", address = "100.64.0.9" }]
+"""
+
+
+def test_imessages_subpoena_gets_no_address_read_off_the_targets_own_lookups() -> None:
+    """The address a look-up came from, and when it was first seen, is a row of the look-up log (Apple's
+    capability query logs), which the FBI chart puts at a 2703(d) order: a subpoena's basic subscriber info
+    gives the address the account registered from, not the one its phone looked up a new contact from after
+    it moved; a 2703(d) order, which gets the look-ups, gets that address too."""
+    text = _IMESSAGE_LOOKUPS + "".join(
+        f'\n[[events]]\nat = "1h"\nkind = "legal_process"\nprocess = "{p}"\nname = "{p}"\ntarget = "a"\n'
+        for p in ("subpoena", "court_order_2703d")
+    )
+    by = {d.process.process: d for d in Simulation(parse_scenario(text, "x.toml")).run().disclosures}
+    assert [r["ip"] for r in by["subpoena"].provided["ip_addresses"]] == ["203.0.113.7"]
+    assert "lookup_log" not in by["subpoena"].provided
+    order = by["court_order_2703d"].provided
+    assert [r["ip"] for r in order["ip_addresses"]] == ["203.0.113.7", "100.64.0.9"]
+    assert {r["host"] for r in order["lookup_log"] if r["account"] == "a"} >= {"100.64.0.9"}
