@@ -688,10 +688,13 @@ class ComplianceDesk:
                 "reached by an interception warrant)"
             )
         if process.forward and category not in _LOGGED and not self._collects(instrument):
-            note = pr.notes.get("realtime_routing")
+            assumed = self._answer_assumed(instrument)
+            # A profile's note on real-time returns (the FBI chart's, of US process) backs no answer to an
+            # order of another country's law: where that answer is assumed, the assumption says the record.
+            note = None if assumed and instrument.jurisdiction != "us" else pr.notes.get("realtime_routing")
             policy = (
                 f"hands nothing over under {instrument.a_name} (the project's assumption)"
-                if self._answer_assumed(instrument)
+                if assumed
                 else f"its published policy hands nothing over under {instrument.a_name}"
             )
             return f"{pr.title} could collect it in real time, but {policy}, so it collects nothing" + (
@@ -950,13 +953,19 @@ class ComplianceDesk:
             ]
             return [{"account": target, "last_seen": max(seen)}] if seen else []
         if category in ("ip_addresses", "location"):
+            # A directory look-up's address is a row of the look-up log (iMessage's capability query logs,
+            # which the FBI chart puts at a 2703(d) order): it comes only to an order the log is handed to.
+            lookups = "lookup_log" in self._discloses(process.instrument)
             records = (
                 self._tapped(process)
                 if process.forward
                 else [
                     r
                     for r in s.metadata()
-                    if self._concerns(r, target) and r.account == target and self._in_window(r.time, process)
+                    if self._concerns(r, target)
+                    and r.account == target
+                    and self._in_window(r.time, process)
+                    and (lookups or r.kind is not RecordKind.BUNDLE_FETCH)
                 ]
             )
             hosts: dict[str, float] = {}

@@ -194,11 +194,12 @@ class Jurisdiction:
     # What its law says about compelling a provider past encryption it cannot open (said beside
     # "cryptographically impossible" under its instruments); "" where the record names nothing.
     protection_limit: str = ""
-    # Where ``protection_limit`` cites an event: its day (the first of the month the record names), and
-    # what is said instead in a disclosure dated before it, which cites it as after its date.
-    protection_limit_before: tuple[date, str] | None = None
-    # The same for ``compels_capability``: the day of the event it cites, and what is said before it.
-    compels_capability_before: tuple[date, str] | None = None
+    # Where ``protection_limit`` cites events: per event, earliest first, its day (the first of the month
+    # the record names) and what is said instead in a disclosure dated before it, which cites it (and any
+    # later one) as after its date, or leaves out a law not yet in force.
+    protection_limit_before: tuple[tuple[date, str], ...] = ()
+    # The same for ``compels_capability``.
+    compels_capability_before: tuple[tuple[date, str], ...] = ()
 
     def compels_capability_on(self, day: date | None) -> str:
         """``compels_capability`` as a disclosure served on ``day`` says it (None: an undated run, today)."""
@@ -209,10 +210,13 @@ class Jurisdiction:
         return _as_of(self.protection_limit, self.protection_limit_before, day)
 
 
-def _as_of(text: str, before: tuple[date, str] | None, day: date | None) -> str:
-    """``text``, or what ``before`` says instead on a ``day`` before the event it cites."""
-    if day is not None and before is not None and day < before[0]:
-        return before[1]
+def _as_of(text: str, before: tuple[tuple[date, str], ...], day: date | None) -> str:
+    """``text``, or what ``before`` says instead on a ``day`` before an event it cites: the text for the
+    earliest event after ``day``."""
+    if day is not None:
+        for since, earlier in sorted(before):
+            if day < since:
+                return earlier
     return text
 
 
@@ -227,6 +231,29 @@ _UK_LIMIT = (
 _CA_COMPELS = (
     "none named in the record; in Project Clemenza (2010-2012, {reported}; R v. Mirarchi) the RCMP held the "
     "consumer BlackBerry global key itself"
+)
+
+# s.69 as the s.69 interception direction is modelled (a direction authorised by the Union or a State Home
+# Secretary, under the 2009 Interception Rules) is the section the Information Technology (Amendment) Act 2008
+# substituted; the Act (assent 2009-02-05) came into force by notification, with the Rules, on 2009-10-27.
+# (The IT Act 2000's own s.69 let the Controller of Certifying Authorities direct an interception: another
+# instrument, not modelled.)
+_IT_ACT_69_2009 = date(2009, 10, 27)
+_IT_ACT_69_2009_RECORD = (
+    "s.69 of the Information Technology Act 2000 as substituted by the Information Technology (Amendment) Act "
+    "2008 (Act 10 of 2009, assent 2009-02-05) came into force, with the Information Technology (Procedure and "
+    "Safeguards for Interception, Monitoring and Decryption of Information) Rules 2009 (G.S.R. 780(E)), on "
+    "2009-10-27 (The Hindu, 'Amended IT Act to prevent cyber crime comes into effect'; notified with effect from "
+    "27/10/2009)"
+)
+
+# India's power to compel before s.69 (as substituted) was in force: an order under s.5(2) of the Telegraph Act
+# 1885, carried out by the service provider under Rule 419A (the record: "Indian Telegraph Act s.5(2) with
+# Rule 419A"; the Rule as in force from the Indian Telegraph (Amendment) Rules 2007, G.S.R. 193(E)).
+_IN_COMPELS_BEFORE_2009 = (
+    "an order under s.5(2) of the Indian Telegraph Act 1885, with Rule 419A of the Indian Telegraph Rules 1951, "
+    "binds the service provider to assist, per order (s.69 of the Information Technology Act 2000 as "
+    "substituted in 2008, and the 2009 Interception Rules, came into force on 2009-10-27, after this date)"
 )
 
 JURISDICTIONS: Final[Mapping[str, Jurisdiction]] = {
@@ -247,9 +274,18 @@ JURISDICTIONS: Final[Mapping[str, Jurisdiction]] = {
             "the PTA's licensing powers under the Pakistan Telecommunication (Re-organization) Act 1996 "
             "(its 2015 demand to monitor BES was withdrawn on 2015-12-31)",
             compels_capability_before=(
-                date(2015, 12, 31),
-                "the PTA's licensing powers under the Pakistan Telecommunication (Re-organization) Act 1996 "
-                "(its demand of July 2015 to monitor BES was withdrawn on 2015-12-31, after this date)",
+                # the record gives the month of the PTA's notice, not the day: its first
+                (
+                    date(2015, 7, 1),
+                    "the PTA's licensing powers under the Pakistan Telecommunication (Re-organization) Act "
+                    "1996 (its demand to monitor BES was made in July 2015 and withdrawn on 2015-12-31, both "
+                    "after this date)",
+                ),
+                (
+                    date(2015, 12, 31),
+                    "the PTA's licensing powers under the Pakistan Telecommunication (Re-organization) Act "
+                    "1996 (its demand of July 2015 to monitor BES was withdrawn on 2015-12-31, after this date)",
+                ),
             ),
         ),
         Jurisdiction(
@@ -257,14 +293,14 @@ JURISDICTIONS: Final[Mapping[str, Jurisdiction]] = {
             "India",
             "a direction under s.69 of the Information Technology Act 2000 and the 2009 Interception Rules "
             "binds an intermediary to assist, per order",
+            compels_capability_before=((_IT_ACT_69_2009, _IN_COMPELS_BEFORE_2009),),
         ),
         Jurisdiction(
             "ca",
             "Canada",
-            _CA_COMPELS.format(reported="reported 2016-04"),
+            _CA_COMPELS.format(reported="reported in April 2016"),
             compels_capability_before=(
-                date(2016, 4, 1),
-                _CA_COMPELS.format(reported="reported in April 2016, after this date"),
+                (date(2016, 4, 1), _CA_COMPELS.format(reported="reported in April 2016, after this date")),
             ),
         ),
         Jurisdiction(
@@ -275,10 +311,12 @@ JURISDICTIONS: Final[Mapping[str, Jurisdiction]] = {
                 adp="after such a notice Apple withdrew Advanced Data Protection for new UK users, February 2025"
             ),
             (
-                date(2025, 2, 1),
-                _UK_LIMIT.format(
-                    adp="in February 2025, after this date, Apple withdrew Advanced Data Protection for new UK "
-                    "users after such a notice"
+                (
+                    date(2025, 2, 1),
+                    _UK_LIMIT.format(
+                        adp="in February 2025, after this date, Apple withdrew Advanced Data Protection for new "
+                        "UK users after such a notice"
+                    ),
                 ),
             ),
         ),
@@ -318,18 +356,19 @@ _IFTA_2013_RECORD = (
     "(Gazette of Pakistan, Extraordinary, Part I, 2013-02-22)"
 )
 
-# s.69 as the s.69 interception direction is modelled (a direction authorised by the Union or a State Home
-# Secretary, under the 2009 Interception Rules) is the section the Information Technology (Amendment) Act 2008
-# substituted; the Act (assent 2009-02-05) came into force by notification, with the Rules, on 2009-10-27.
-# (The IT Act 2000's own s.69 let the Controller of Certifying Authorities direct an interception: another
-# instrument, not modelled.)
-_IT_ACT_69_2009 = date(2009, 10, 27)
-_IT_ACT_69_2009_RECORD = (
-    "s.69 of the Information Technology Act 2000 as substituted by the Information Technology (Amendment) Act "
-    "2008 (Act 10 of 2009, assent 2009-02-05) came into force, with the Information Technology (Procedure and "
-    "Safeguards for Interception, Monitoring and Decryption of Information) Rules 2009 (G.S.R. 780(E)), on "
-    "2009-10-27 (The Hindu, 'Amended IT Act to prevent cyber crime comes into effect'; notified with effect from "
-    "27/10/2009)"
+# The two demands modelled are acts, each made once, not powers: the PTA's, to monitor BES, and India's, that
+# BlackBerry's traffic be open to its agencies. Each is dated, and its own record is the later refusal,
+# withdrawal or facility (relay.profiles): a run set before one was made cannot serve it. The record gives
+# the month of the PTA's notice and the year of India's demand, not the day: the dates are their first days.
+_PTA_DEMAND_2015 = date(2015, 7, 1)
+_PTA_DEMAND_2015_RECORD = (
+    "the PTA gave notice of this demand, to monitor 'every BES e-mail and BES BBM message' or shut BES down from "
+    "1 December, in July 2015 (the record gives the month, not the day: the date is its first)"
+)
+_INDIA_DEMAND_2010 = date(2010, 1, 1)
+_INDIA_DEMAND_2010_RECORD = (
+    "the Government of India made this demand of BlackBerry in 2010, with a deadline of 2010-08-31 (the record "
+    "gives the year, not the day: the date is its first)"
 )
 
 _BASIC = frozenset({"subscriber_info", "account_created", "last_seen", "ip_addresses", "device_info"})
@@ -368,11 +407,11 @@ class Instrument:
     # A forward-looking order's longest period from service (seconds); a longer one is a new order (an
     # extension). None: the record names no limit.
     max_period: float | None = None
-    # The day the law that makes the instrument was made, and that law with its date and source: an
-    # order served before it (in a run set on a date) is refused, naming them (``not_yet``). None: no date
-    # kept here (the US and Canadian instruments, India's s.5(2) order under the Telegraph Act 1885 and its
-    # 2010 demand; a Pakistani court's order, whose law the record does not name; the PTA's demand under its
-    # 1996 Act).
+    # The day the law that makes the instrument was made (or, for a demand that is one act, not a power,
+    # the day it was made: the PTA's of July 2015, India's of 2010), and that law or demand with its date
+    # and source: an order served before it (in a run set on a date) is refused, naming them (``not_yet``).
+    # None: no date kept here (the US and Canadian instruments, India's s.5(2) order under the Telegraph Act
+    # 1885; a Pakistani court's order, whose law the record does not name).
     since: date | None = None
     since_record: str = ""
 
@@ -514,6 +553,8 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "forward",
             False,
             _MONITOR_ALL,
+            since=_PTA_DEMAND_2015,
+            since_record=_PTA_DEMAND_2015_RECORD,
         ),
         # BlackBerry's policy as reported in December 2015 (John Chen, BlackBerry; the seed article):
         # "under a court order" it may give a phone's location, which users contacted each other, and
@@ -579,6 +620,8 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "forward",
             False,
             _MONITOR_ALL,
+            since=_INDIA_DEMAND_2010,
+            since_record=_INDIA_DEMAND_2010_RECORD,
         ),
         # Canada: interception of private communications on a judge's authorization.
         Instrument(

@@ -26,9 +26,10 @@ assumed, under every one; BlackBerry where the record is silent (consumer BBM un
 demand, BES under India's orders, either under a Canadian Part VI authorization, either under any
 British or Australian instrument); and a Pakistani court's order to Signal, Threema, Wickr, Viber, LINE and
 WeChat, whose records are of US process: each hands one what it hands a US search warrant; to WhatsApp and
-iMessage, whose records are of US process too: each hands one nothing. And WhatsApp under a forward-looking
-order of another country's law (Pakistan's, India's, Canada's, the UK's, Australia's): its relay could
-collect, and it hands one nothing.
+iMessage, whose records are of US process too: each hands one nothing. And WhatsApp, Telegram's cloud chats
+and WeChat under a forward-looking order of another country's law (Pakistan's, India's, Canada's, the UK's,
+Australia's): their relays could collect, and each hands one nothing (their records are of US process, or, for
+Telegram, of what it hands a court's order looking back).
 """
 
 from __future__ import annotations
@@ -524,7 +525,9 @@ IMESSAGE = Profile(
     notes={
         "ip_addresses": "the FBI chart's subpoena cell is 'basic subscriber info', which 18 U.S.C. 2703(c)(2)(E) "
         "defines to include 'any temporarily assigned network address': the addresses the relay keeps for the "
-        "account (where it registered from, and where its look-ups came from)",
+        "account, where it registered from, and, to an order the look-up log is handed to, where its own "
+        "look-ups came from (each a row of that log, which the FBI chart puts at a 2703(d) order: a subpoena "
+        "does not get them)",
         "content": "with iCloud Backup on (and Advanced Data Protection off) Apple holds the backup's keys: "
         "the history is reached by a search warrant on the backup custodian (backup_warrant), not on the relay",
         "realtime_routing": _IMESSAGE_CHART_PEN,
@@ -645,6 +648,12 @@ _TELEGRAM_ORDER = (
     "confirming the user is a suspect in a case involving criminal activities (telegram.org/privacy §8.3, "
     "September 2024): a court's order, not a subpoena"
 )
+# What Telegram's record is of: what it hands a court's order looking back, and US process (the chart);
+# none of it speaks of collecting in real time under an interception order of any country's law.
+_TELEGRAM_RECORD = (
+    "telegram.org/privacy §8.3, of the IP address and phone number it hands a court's order, and the FBI "
+    "chart, of US legal process"
+)
 
 TELEGRAM_CLOUD = Profile(
     name="telegram-cloud",
@@ -663,7 +672,7 @@ TELEGRAM_CLOUD = Profile(
     pen_register=True,  # its servers route and store every cloud message and hold the keys:
     wiretap=True,  # what stops a real-time return is its policy, not its design
     sources=(
-        "telegram.org/privacy §8.3 (IP address and phone number, on a court order; from 2024-09 for any "
+        "telegram.org/privacy §8.3 (IP address and phone number, on a court order; from September 2024 for any "
         "criminal suspect)",
         "telegram.org/faq: cloud chats are encrypted client-server and stored on Telegram's servers",
         _FBI_CHART,
@@ -673,6 +682,9 @@ TELEGRAM_CLOUD = Profile(
     # search warrant, a Pakistani court order), not a subpoena, which no judge issues on the case;
     # nothing in real time (the chart)
     discloses={p: frozenset({"subscriber_info", "ip_addresses"}) for p in _TELEGRAM_JUDICIAL},
+    # its servers could collect under an interception order of another country's law; no record says what
+    # it hands one (its policy names what it hands a court's order looking back): assumed, nothing
+    assumptions=_foreign_forward_nothing(_TELEGRAM_RECORD),
     notes={
         "content": "the keys are on Telegram's servers: content is withheld by policy, not by mathematics",
         "subscriber_info": _TELEGRAM_ORDER,
@@ -862,7 +874,9 @@ WECHAT = Profile(
     discloses={
         i.key: frozenset({"subscriber_info", "ip_addresses"}) for i in INSTRUMENTS.values() if not i.forward
     },
-    assumptions=_pk_court_order_assumed(_CHART_RECORD),
+    # its record is the chart's, of US process: what it hands an interception order of another country's
+    # law, which its servers could serve, is assumed (nothing), as what it hands a Pakistani court's order is
+    assumptions={**_pk_court_order_assumed(_CHART_RECORD), **_foreign_forward_nothing(_CHART_RECORD)},
     notes={
         "subscriber_info": "for an account registered outside China: name, phone number and e-mail (FBI chart)",
         "content": "WeChat is not end to end (the project's inference): content is withheld by policy",
@@ -962,7 +976,7 @@ BBM_CONSUMER = Profile(
     pen_register=True,
     sources=(
         "consumer PIN and BBM messages used one global key held by the provider; the RCMP held it from 2010 "
-        "and decrypted about a million PIN messages (Project Clemenza, reported 2016-04)",
+        "and decrypted about a million PIN messages (Project Clemenza, reported in April 2016)",
         "India 2012: an interception facility in Mumbai covers BBM and BIS e-mail, not BES",
     ),
     discloses={
@@ -1346,7 +1360,11 @@ HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
                     **TELEGRAM_CLOUD.notes,
                     "subscriber_info": _TELEGRAM_ZERO_BYTES,
                     "ip_addresses": _TELEGRAM_ZERO_BYTES,
+                    "realtime_routing": _TELEGRAM_ZERO_BYTES,
                 },
+                # 'we have disclosed 0 bytes of user data to third parties, including governments': its
+                # published word answers an order of any country's law, so nothing there is assumed
+                "assumptions": {},
             },
             policy=True,
         ),

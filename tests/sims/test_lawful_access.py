@@ -856,32 +856,39 @@ def test_a_pakistani_court_order_says_where_no_source_backs_the_answer(
         assert not any("published policy" in why for _, why in d.reasons.values()), d.reasons
 
 
-# WhatsApp under a forward-looking order of another country's law (an interception warrant, direction or
-# authorization, an assistance request or notice, a demand on all traffic): its relay could collect, and it
-# hands nothing over. Its record (its guide, the FBI chart, In re WhatsApp) is of US process and says nothing
-# of one, so that it hands one nothing is assumed, said in every such disclosure, and no reason or note claims
-# a published policy that hands nothing over.
+# WhatsApp, Telegram's cloud chats and WeChat under a forward-looking order of another country's law (an
+# interception warrant, direction or authorization, an assistance request or notice, a demand on all traffic):
+# each relay could collect, and each hands nothing over. Their records (WhatsApp's guide, the FBI chart, In re
+# WhatsApp; Telegram's privacy policy, of what it hands a court's order looking back; the chart alone for
+# WeChat) say nothing of one, so that each hands one nothing is assumed, said in every such disclosure; no
+# reason or note claims a published policy that hands nothing over, and no reason that says the relay could
+# collect cites the FBI chart's real-time column, which is of US process.
 _FOREIGN_FORWARD = sorted(
     i.key for i in INSTRUMENTS.values() if i.jurisdiction != "us" and i.forward and not i.builds
 )
+_COULD_COLLECT = ("whatsapp", "telegram-cloud", "wechat")
 
 
 @pytest.fixture(scope="module")
-def whatsapp_abroad() -> dict[str, Disclosure]:
+def could_collect_abroad() -> dict[str, dict[str, Disclosure]]:
     events = "".join(
         f'\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "{p}"\nname = "{p}"\n'
         + ('target = "a"\n' if INSTRUMENTS[p].needs_target else "")
         for p in _FOREIGN_FORWARD
     )
-    run = Simulation(parse_scenario(_BB_ORDERS.format(profile="whatsapp") + events, "x.toml")).run()
-    return {d.process.process: d for d in run.disclosures}
+    out = {}
+    for profile in _COULD_COLLECT:
+        run = Simulation(parse_scenario(_BB_ORDERS.format(profile=profile) + events, "x.toml")).run()
+        out[profile] = {d.process.process: d for d in run.disclosures}
+    return out
 
 
+@pytest.mark.parametrize("profile", _COULD_COLLECT)
 @pytest.mark.parametrize("process", _FOREIGN_FORWARD)
-def test_whatsapp_under_a_foreign_forward_order_says_its_answer_is_assumed(
-    whatsapp_abroad: dict[str, Disclosure], process: str
+def test_a_relay_that_could_collect_under_a_foreign_forward_order_says_its_answer_is_assumed(
+    could_collect_abroad: dict[str, dict[str, Disclosure]], profile: str, process: str
 ) -> None:
-    d = whatsapp_abroad[process]
+    d = could_collect_abroad[profile][process]
     assert not d.provided
     assumed = [n for n in d.notes if n.startswith("Assumption: ")]
     assert len(assumed) == 1, d.notes
@@ -891,6 +898,8 @@ def test_whatsapp_under_a_foreign_forward_order_says_its_answer_is_assumed(
     assert withheld and all("the project's assumption" in why for why in withheld), d.reasons
     said = [why for _, why in d.reasons.values()] + d.notes
     assert not any("published policy" in x for x in said), said
+    could = [why for _, why in d.reasons.values() if "could collect it in real time" in why]
+    assert could and not any("FBI chart" in why for why in could), could
 
 
 # BES's notes belong to the country of the order, and cite nothing from after the order's date unless they
@@ -1262,7 +1271,9 @@ def test_disclose_after_a_global_key_mandate_answers_as_the_runs_desk_did(
 
 
 # An instrument exists from the day the law that makes it was made: a run set earlier that serves one is
-# refused, naming the law and its date, as an instrument of another country's law is.
+# refused, naming the law and its date, as an instrument of another country's law is. A demand that is one
+# act, not a power (the PTA's of July 2015, India's of 2010), exists from the day it was made (the record's
+# month or year: its first day).
 _LAWS = [
     ("ipa_targeted_interception", date(2016, 11, 29), "Investigatory Powers Act 2016"),
     ("ipa_tcn", date(2016, 11, 29), "Investigatory Powers Act 2016"),
@@ -1271,11 +1282,17 @@ _LAWS = [
     ("tola_tcn", date(2018, 12, 8), "TOLA Act 2018"),
     ("ifta_warrant", date(2013, 2, 20), "Investigation for Fair Trial Act 2013"),
     ("it_act_69", date(2009, 10, 27), "Information Technology (Amendment) Act 2008"),
+    ("pta_demand", date(2015, 7, 1), "the PTA gave notice of this demand"),
+    (
+        "india_access_demand",
+        date(2010, 1, 1),
+        "the Government of India made this demand of BlackBerry in 2010",
+    ),
 ]
 
 
 def _dated_order(process: str, start: datetime | None, at: str) -> str:
-    target = "" if process in ("ipa_tcn", "tola_tcn") else 'target = "a"\n'
+    target = 'target = "a"\n' if INSTRUMENTS[process].needs_target else ""
     dated = f"seed = 5\nstart = {start:%Y-%m-%dT%H:%M:%SZ}" if start is not None else "seed = 5"
     return (
         _BB_ORDERS.format(profile="bes").replace("seed = 5", dated)
@@ -1401,3 +1418,133 @@ def test_project_clemenza_is_cited_as_later_in_an_earlier_canadian_disclosure(
     assert said, (d.notes, d.reasons)
     for x in said:
         assert ("April 2016, after this date" in x) == later, x
+
+
+@pytest.mark.parametrize(
+    "start", [date(2008, 6, 2), date(2009, 10, 26), date(2009, 10, 27), date(2011, 3, 1)]
+)
+def test_indias_power_to_compel_a_capability_names_s69_only_from_its_day(start: date) -> None:
+    """India's s.69 direction and the 2009 Interception Rules came into force on 2009-10-27: a disclosure
+    served before then says what compelled a provider then (an order under s.5(2) of the Telegraph Act 1885
+    with Rule 419A) and cites s.69 as after its date; one served from that day names the s.69 direction."""
+    text = _BB_ORDERS.format(profile="signal").replace("seed = 5", f"seed = 5\nstart = {start}")
+    text += '\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "telegraph_act_5_2"\ntarget = "a"\n'
+    (d,) = Simulation(parse_scenario(text, "x.toml")).run().disclosures
+    reason, why = d.reasons["realtime_routing"]
+    assert reason == "no_capability", why
+    compel = why.split("to compel one: ", 1)[1]
+    if start < date(2009, 10, 27):
+        assert compel.startswith("an order under s.5(2) of the Indian Telegraph Act 1885, with Rule 419A"), (
+            why
+        )
+        assert "came into force on 2009-10-27, after this date" in compel, why
+    else:
+        assert compel.startswith("a direction under s.69 of the Information Technology Act 2000"), why
+        assert "after this date" not in compel, why
+
+
+@pytest.mark.parametrize("start", [date(2014, 3, 1), date(2015, 6, 30), date(2015, 7, 1), date(2015, 8, 3)])
+def test_pakistans_power_to_compel_a_capability_cites_the_ptas_demand_as_later_where_it_is(
+    start: date,
+) -> None:
+    """The PTA's demand to monitor BES was made in July 2015 (the record gives the month: its first day): a
+    disclosure served before then cites the demand, as well as its withdrawal, as after its date."""
+    text = _BB_ORDERS.format(profile="signal").replace("seed = 5", f"seed = 5\nstart = {start}")
+    text += '\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "ifta_warrant"\ntarget = "a"\nto = "2h"\n'
+    (d,) = Simulation(parse_scenario(text, "x.toml")).run().disclosures
+    reason, why = d.reasons["realtime_routing"]
+    assert reason == "no_capability" and "July 2015" in why, why
+    before = start < date(2015, 7, 1)
+    assert ("made in July 2015 and withdrawn on 2015-12-31, both after this date" in why) == before, why
+    assert ("its demand of July 2015 to monitor BES was withdrawn on 2015-12-31, after this date" in why) == (
+        not before
+    ), why
+
+
+_BARE_MONTH = re.compile(r"\b(?:19|20)\d\d-\d\d(?![-\d])")
+
+
+def test_sources_and_dated_texts_name_a_month_as_their_dated_texts_do() -> None:
+    """A month the record gives without a day is written as the dated texts write it ('reported in April
+    2016', as Project Clemenza is cited before and after that month), never as a bare '2016-04', which reads
+    as neither a day nor the month's words the dated texts (HISTORY, a jurisdiction's texts) use."""
+    texts = [s for name in REAL_PROFILES for s in get_profile(name).sources]
+    for j in JURISDICTIONS.values():
+        texts += [j.compels_capability, j.protection_limit]
+        texts += [t for _, t in (*j.compels_capability_before, *j.protection_limit_before)]
+    bare = [t for t in texts if _BARE_MONTH.search(t)]
+    assert not bare, bare
+    (clemenza,) = [s for s in get_profile("bbm-consumer").sources if "Clemenza" in s]
+    assert "reported in April 2016" in clemenza, clemenza
+
+
+_IMESSAGE_LOOKUPS = """
+[scenario]
+name = "imessage-lookups"
+duration = "2h"
+seed = 5
+
+[relay]
+profile = "imessage"
+
+[[people]]
+name = "a"
+devices = [{ address = "203.0.113.7" }]
+
+[[people]]
+name = "b"
+
+[[people]]
+name = "c"
+
+[[conversations]]
+between = ["a", "b"]
+messages = [{ at = "10m", from = "a", text = "first" }]
+
+[[conversations]]
+between = ["a", "c"]
+messages = [{ at = "40m", from = "a", text = "from the cafe" }]
+
+[traffic]
+moves = [{ device = "a/1", at = "30m", address = "100.64.0.9" }]
+"""
+
+
+def test_imessages_subpoena_gets_no_address_read_off_the_targets_own_lookups() -> None:
+    """The address a look-up came from, and when it was first seen, is a row of the look-up log (Apple's
+    capability query logs), which the FBI chart puts at a 2703(d) order: a subpoena's basic subscriber info
+    gives the address the account registered from, not the one its phone looked up a new contact from after
+    it moved; a 2703(d) order, which gets the look-ups, gets that address too."""
+    text = _IMESSAGE_LOOKUPS + "".join(
+        f'\n[[events]]\nat = "1h"\nkind = "legal_process"\nprocess = "{p}"\nname = "{p}"\ntarget = "a"\n'
+        for p in ("subpoena", "court_order_2703d")
+    )
+    by = {d.process.process: d for d in Simulation(parse_scenario(text, "x.toml")).run().disclosures}
+    assert [r["ip"] for r in by["subpoena"].provided["ip_addresses"]] == ["203.0.113.7"]
+    assert "lookup_log" not in by["subpoena"].provided
+    order = by["court_order_2703d"].provided
+    assert [r["ip"] for r in order["ip_addresses"]] == ["203.0.113.7", "100.64.0.9"]
+    assert {r["host"] for r in order["lookup_log"] if r["account"] == "a"} >= {"100.64.0.9"}
+
+
+@pytest.mark.parametrize("start", [date(2017, 5, 2), date(2019, 5, 2)])
+def test_telegram_before_its_2018_policy_refuses_a_foreign_order_by_its_published_word(start: date) -> None:
+    """Before its privacy policy of August 2018 Telegram said it had disclosed '0 bytes of user data to third
+    parties, including governments': under an interception order of another country's law in a run set then,
+    that it hands nothing over is its published word, cited, not the project's assumption; from that policy
+    (which names what it hands a court's order looking back) it is assumed."""
+    text = _BB_ORDERS.format(profile="telegram-cloud").replace("seed = 5", f"seed = 5\nstart = {start}")
+    text += '\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "ifta_warrant"\ntarget = "a"\n'
+    (d,) = Simulation(parse_scenario(text, "x.toml")).run().disclosures
+    assert not d.provided
+    why = [w for r, w in d.reasons.values() if r == "withheld_by_policy"]
+    assumed = [n for n in d.notes if n.startswith("Assumption: ")]
+    if start < date(2018, 8, 28):
+        assert not assumed, d.notes
+        assert why and all("its published policy hands nothing over" in w and "0 bytes" in w for w in why), (
+            why
+        )
+        assert not any("FBI chart" in w for w in why), why
+    else:
+        assert len(assumed) == 1 and "hands one nothing" in assumed[0], d.notes
+        assert why and all("the project's assumption" in w for w in why), why
