@@ -154,3 +154,76 @@ def test_the_function_and_its_command_line_score_the_same_number_of_targets(
     assert module.main([]) == 0
     function_default = inspect.signature(reproduce).parameters["targets"].default
     assert asked["targets"] == function_default == module.DEFAULT_TARGETS
+
+
+def test_relaysim_reproduce_prints_what_the_module_prints(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The reproduction ran only as ``python -m relaysim.sims.reproduce``: ``relaysim reproduce`` is the
+    same command (the same arguments, the same output), and the module still works."""
+    from relaysim.sims import reproduce as module
+    from relaysim.sims.cli import main as cli_main
+
+    asked: list[tuple[str, dict[str, Any]]] = []
+
+    def recording(scenario: Any, **kwargs: Any) -> list[VariantResult]:
+        asked.append((scenario.name, kwargs))
+        return [VariantResult("as written", {}, 2, [3, None], 10, 1.0, accounts=5, duration=60.0)]
+
+    monkeypatch.setattr(module, "reproduce", recording)
+    outputs = []
+    for run in (cli_main, module.main):
+        assert run([*(["reproduce"] if run is cli_main else []), "two-friends", "--targets", "3"]) == 0
+        outputs.append(capsys.readouterr())
+    assert outputs[0] == outputs[1]
+    assert outputs[0].out.startswith("statistical disclosure attack on sealed sender: two-friends\n")
+    assert asked == [("two-friends", {"targets": 3, "workers": 2})] * 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--targets", "0"], "argument --targets: expected a whole number of targets, at least 1, got 0"),
+        (["--targets", "five"], "argument --targets: expected a whole number of targets, got 'five'"),
+        (["--workers", "0"], "argument --workers: expected a whole number of worker processes, at least 1"),
+        (["two-freinds"], "reproduce: two-freinds: no such built-in scenario or file"),
+    ],
+)
+def test_relaysim_reproduce_refuses_bad_arguments_in_one_line_with_status_2(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--targets 0 scored no target and printed a table of zeros; --targets -1 scored all but the last."""
+    from relaysim.sims import reproduce as module
+    from relaysim.sims.cli import main as cli_main
+
+    for run, prog in ((cli_main, "relaysim reproduce"), (module.main, "python -m relaysim.sims.reproduce")):
+        try:
+            status = run([*(["reproduce"] if run is cli_main else []), *argv])
+        except SystemExit as exc:
+            status = exc.code
+        assert status == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert needle in captured.err and f"{prog}:" in captured.err, captured.err
+        assert "Traceback" not in captured.err
+
+
+def test_relaysim_reproduce_help_says_what_it_runs_prints_and_how_long() -> None:
+    """The help names the paper, each variant and its switches, what is printed, and how long it takes;
+    the default scenario it describes is the built-in one as it is."""
+    import argparse
+
+    from relaysim.sims.cli import build_parser
+    from relaysim.sims.reproduce import VARIANTS
+
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    text = subparsers.choices["reproduce"].format_help()
+    sc = resolve_scenario("sda-martiny-2021")
+    assert sc.generate is not None
+    flat = " ".join(text.split())
+    assert "Martiny" in flat and "NDSS 2021" in flat and "as few as 5 messages" in flat
+    assert f"{sc.generate.people} people for an hour" in flat and sc.duration == 3600.0
+    for name, switches in VARIANTS.items():
+        assert name in text and all(key in text for key in switches)
+    assert "printed:" in text and "time: about a minute on two cores" in flat
+    assert "relaysim reproduce" in text and "python -m relaysim.sims.reproduce" in text
