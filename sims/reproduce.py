@@ -156,12 +156,17 @@ def run_variant(args: tuple[Scenario, str, dict[str, Any], int]) -> VariantResul
     pairs = _targets(base, truth, n_targets)
     # a checkpoint after every target epoch: the count below is of messages, and a target receives
     # receipts for its own messages too, so MAX_MESSAGES messages may take many more epochs
+    # only the ranks scored below are kept per checkpoint (the correspondent's, and the mailbox it
+    # opened), not every account with a non-zero score
+    watch = {t: [c, *([opened[(c, t)]] if (c, t) in opened else [])] for t, c in pairs}
     sda = statistical_disclosure(
         view,
         targets=[t for t, _ in pairs],
         receipts=True,
         epoch=1.0,
         checkpoints=range(1, len(view.observations) + 2),
+        keep_top=0,
+        watch=watch,
     )
     written: dict[str, list[float]] = {}
     for m in truth.messages:  # in the order accepted
