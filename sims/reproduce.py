@@ -236,6 +236,7 @@ def _median(xs: list[int | None]) -> str:
 def render(scenario: Scenario, results: list[VariantResult]) -> str:
     base = results[0]
     fewest = base.fewest()
+    width = max(len("variant"), *(len(r.name) for r in results))  # the longest name fits its column
     lines = [
         f"statistical disclosure attack on sealed sender: {scenario.name}",
         f"paper: {PAPER_CLAIM}; {PAPER_SCALE}",
@@ -247,15 +248,15 @@ def render(scenario: Scenario, results: list[VariantResult]) -> str:
         "target epoch, -1 per random epoch; a target is linked after k messages when its true correspondent",
         "ranks first (ties against the attacker), k counting the messages people wrote to it, as the paper does.",
         "",
-        f"{'variant':36} {'targets':>7} {'median k':>8} {'fewest':>6} {'<=5':>5} {'<=10':>5} {'<=20':>5}"
+        f"{'variant':{width}} {'targets':>7} {'median k':>8} {'fewest':>6} {'<=5':>5} {'<=10':>5} {'<=20':>5}"
         f" {f'<={MAX_MESSAGES}':>5} {'address join':>12}",
     ]
     for r in results:
         low = r.fewest()
         lines.append(
-            f"{r.name:36} {r.targets:>7} {_median(r.linked_by):>8} {low if low is not None else '-':>6}"
+            f"{r.name:{width}} {r.targets:>7} {_median(r.linked_by):>8} {low if low is not None else '-':>6}"
             f" {r.linked_within(5):>5} {r.linked_within(10):>5} {r.linked_within(20):>5}"
-            f" {r.linked_within(MAX_MESSAGES):>5} {r.address_join_correct:>11.0%}"
+            f" {r.linked_within(MAX_MESSAGES):>5} {r.address_join_correct:>12.0%}"
         )
     lines.append("")
     for r in results:

@@ -15,6 +15,7 @@ from relaysim.sims.reproduce import (
     DEFAULT_TARGETS,
     MAX_MESSAGES,
     PAPER_CLAIM,
+    VARIANTS,
     VariantResult,
     render,
     reproduce,
@@ -227,3 +228,21 @@ def test_relaysim_reproduce_help_says_what_it_runs_prints_and_how_long() -> None
         assert name in text and all(key in text for key in switches)
     assert "printed:" in text and "time: about a minute on two cores" in flat
     assert "relaysim reproduce" in text and "python -m relaysim.sims.reproduce" in text
+
+
+def test_every_variant_s_name_fits_its_column_and_the_numbers_line_up() -> None:
+    """ "sealed conversations (ephemeral mailboxes)" (42 characters) overran the 36-character variant
+    column, pushing its row's numbers 6 columns right of the heading's; and the address join's share
+    ended a column short of its heading's on every row."""
+    sc = resolve_scenario("sda-martiny-2021")
+    results = [
+        VariantResult(name, {}, 15, [3, None], 100, 1.0, accounts=40, duration=3600.0) for name in VARIANTS
+    ]
+    lines = render(sc, results).splitlines()
+    heading = next(i for i, line in enumerate(lines) if line.startswith("variant "))
+    rows = lines[heading + 1 : heading + 1 + len(VARIANTS)]
+    assert [row[: len(name)] for row, name in zip(rows, VARIANTS, strict=True)] == list(VARIANTS)
+    for row in rows:
+        assert len(row) == len(lines[heading])  # every column ends where its heading does
+        assert row.split()[-8:] == ["15", ">60", "3", "1", "1", "1", "1", "100%"]
+    assert lines[heading].index("targets") == max(map(len, VARIANTS)) + 1
