@@ -91,21 +91,23 @@ def test_the_docstring_s_mailbox_figures_are_those_of_the_built_in_scenario() ->
 
 def test_the_built_in_scenario_s_description_says_how_often_popular_accounts_receive() -> None:
     """Martiny et al.'s popular users receive something in every 1-second epoch; the built-in scenario's
-    receive a message every 30 s or so. The description gives both, from the scenario's own rate."""
+    receive a message every 30 s on average, at Poisson times, so in 1 - e^(-1/30) of the epochs: 1 in
+    30.5, where the description said "about 1 in 30" (the rate, 1/30 a second, not the share of epochs
+    it gives). The description gives both, exactly, from the scenario's own rate."""
     sc = resolve_scenario("sda-martiny-2021")
     text = " ".join(sc.description.split())
     claim = re.search(
-        r"popular accounts, each sent a message about every (\d+) s \(Martiny et al\.'s popular users "
-        r"receive something in every 1-second epoch, these in about 1 in (\d+)\)",
+        r"popular accounts, each sent a message every (\d+) s on average, at random \(Poisson\) times "
+        r"\(Martiny et al\.'s popular users receive something in every 1-second epoch, these in 1 in "
+        r"([\d.]+), the share 1 − e\^\(−1/(\d+)\)\)",
         text,
     )
     assert claim is not None, text
-    gap, one_in = map(int, claim.groups())
+    gap, one_in, rate_in = int(claim[1]), claim[2], int(claim[3])
     per_second = sc.traffic.popular_messages_per_hour / 3600
-    assert sc.traffic.popular >= 1 and gap == round(1 / per_second)
+    assert sc.traffic.popular >= 1 and gap == rate_in and math.isclose(gap * per_second, 1.0)
     # a Poisson stream: the share of 1-second epochs in which one account receives at least once
-    # (1 in 30.5 at 120 an hour), "about" to within 5 %
-    assert abs(one_in * -math.expm1(-per_second) - 1) <= 0.05
+    assert one_in == f"{1 / -math.expm1(-per_second):.1f}"
 
 
 def test_the_built_in_scenario_links_most_targets_within_the_papers_5_messages() -> None:
