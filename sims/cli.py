@@ -173,6 +173,7 @@ EPILOG = """examples:
   relaysim sweep two-friends --param network.loss=0,0.1,0.2 --seeds 5 --out out/loss
   relaysim run sealed-sender-leaks --out out/ssl && relaysim analyze out/ssl --as-seen
   relaysim defences
+  relaysim reproduce
 """
 
 
@@ -1148,6 +1149,9 @@ def build_parser() -> argparse.ArgumentParser:
     from relaysim.sims.defences import add_parser as add_defences_parser
 
     add_defences_parser(sub)
+    from relaysim.sims.reproduce import add_parser as add_reproduce_parser
+
+    add_reproduce_parser(sub)
     return parser
 
 
@@ -1284,6 +1288,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from relaysim.sims.defences import main as defences_main
 
         return defences_main(args)
+    if args.command == "reproduce":
+        from relaysim.sims.reproduce import run as reproduce_run
+
+        return reproduce_run(args)
     raise AssertionError(args.command)
 
 

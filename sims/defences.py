@@ -94,9 +94,15 @@ def measure(run: Path) -> dict[str, Any]:
     # the timing attack, message by message up to MAX_K: when does a true contact first rank first?
     view = as_seen_view(run)
     targets = [t["target"] for t in analysis["statistical_disclosure"]["targets"]]
-    # a checkpoint after every target epoch: MAX_K messages may take many more epochs
+    # a checkpoint after every target epoch: MAX_K messages may take many more epochs; of each, only
+    # the ranks sda_row scores (the target's true contacts'), not every account with a non-zero score
     sda = statistical_disclosure(
-        view, targets=targets, receipts=True, checkpoints=range(1, len(view.observations) + 2)
+        view,
+        targets=targets,
+        receipts=True,
+        checkpoints=range(1, len(view.observations) + 2),
+        keep_top=0,
+        watch={t: truth.contacts(t) for t in targets},
     )
     summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
     sealed = data["kept_beside_seen"]["by_kind"].get("sealed_send", {}).get("seen", 0)

@@ -23,7 +23,7 @@ Vectorised with numpy: each target costs time in proportion to the messages in i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +40,12 @@ REPLY_EPOCH = 60.0  # seconds: without receipts, replies are what there is to ca
 
 @dataclass(frozen=True)
 class TargetRanking:
-    """One target's ranking after its first ``k`` target epochs, for each checkpoint ``k``."""
+    """One target's ranking after its first ``k`` target epochs, for each checkpoint ``k``.
+
+    Made with ``statistical_disclosure(keep_top=N)``, it keeps per checkpoint only the N best accounts
+    and the ranks of the accounts it was asked to watch (``watch``), not every account with a non-zero
+    score: :meth:`top` gives at most N, and :meth:`rank` of an account neither watched nor among the N
+    is refused (KeyError), unless the N were every account with a non-zero score."""
 
     target: str
     epochs: int  # target epochs available (messages the target received, merged within an epoch)
@@ -52,11 +57,28 @@ class TargetRanking:
     # when each target epoch began (relay clock), in order: every delivery to the target, the receipts
     # for its own messages among them (the provider cannot tell them from messages)
     starts: tuple[float, ...] = ()
+    # with keep_top (else empty), per checkpoint as _arrays, which then hold only the best accounts:
+    # the rank of each account watched and of each kept, and how many accounts scored non-zero
+    _ranks: tuple[Mapping[str, int], ...] = ()
+    _nonzero: tuple[int, ...] = ()
 
     def checkpoints(self) -> list[int]:
         if self.scores is not None:
             return [k for k, _ in self.scores]
         return [k for k, _, _ in self._arrays]
+
+    def _where(self, k: int | None) -> int | None:
+        """The position of checkpoint ``k`` (None: the last) in ``_arrays``; None if there is none."""
+        if not self._arrays:
+            if k is None:
+                return None
+        elif k is None:
+            return len(self._arrays) - 1
+        else:
+            for i, (kk, _, _) in enumerate(self._arrays):
+                if kk == k:
+                    return i
+        raise KeyError(f"no checkpoint {k} for {self.target}; have {self.checkpoints()}")
 
     def _at(self, k: int | None) -> tuple[list[str], np.ndarray]:
         """The accounts with a non-zero score after ``k`` target epochs (None: all of them), and the scores."""
@@ -65,26 +87,47 @@ class TargetRanking:
                 if k is None or kk == k:
                     return [a for a, _ in r], np.array([x for _, x in r], dtype=np.int64)
         else:
-            for kk, idx, sc in self._arrays if k is not None else self._arrays[-1:]:
-                if k is None or kk == k:
-                    return [self._names[int(i)] for i in idx], sc
+            i = self._where(k)
+            if i is not None:
+                _, idx, sc = self._arrays[i]
+                return [self._names[int(j)] for j in idx], sc
         if k is None:
             return [], np.zeros(0, dtype=np.int64)
         raise KeyError(f"no checkpoint {k} for {self.target}; have {self.checkpoints()}")
 
+    def _cut(self, k: int | None) -> tuple[int | None, bool]:
+        """With keep_top: the position of checkpoint ``k``, and whether accounts with a non-zero score
+        were left out there."""
+        i = self._where(k)
+        return i, i is not None and self._nonzero[i] > len(self._arrays[i][1])
+
     def top(self, k: int | None = None, n: int = 10) -> list[tuple[str, int]]:
+        if self._ranks:
+            i, cut = self._cut(k)
+            if cut and i is not None and n > len(self._arrays[i][1]):
+                raise ValueError(
+                    f"the {n} best accounts for {self.target} after {self._arrays[i][0]} target epochs: only "
+                    f"the {len(self._arrays[i][1])} best were kept (statistical_disclosure(keep_top=...))"
+                )
         names, sc = self._at(k)
         return [(names[i], int(sc[i])) for i in range(min(n, len(names)))]
 
     def rank(self, account: str, k: int | None = None) -> int:
         """1 = first. Ties count against the attacker: the rank is how many accounts score at least as much."""
+        if self._ranks:
+            i, cut = self._cut(k)
+            if i is not None and account in self._ranks[i]:
+                return self._ranks[i][account]
+            if cut and i is not None:
+                raise KeyError(
+                    f"the rank of {account!r} for {self.target} after {self._arrays[i][0]} target epochs was "
+                    f"not kept: only the best {len(self._arrays[i][1])} and the accounts watched were "
+                    "(statistical_disclosure(watch=...))"
+                )
         names, sc = self._at(k)
         where = [i for i, a in enumerate(names) if a == account]
         mine = int(sc[where[0]]) if where else 0
-        above = int((sc >= mine).sum())
-        if mine <= 0:
-            above += self.population - len(names)  # every account scoring zero
-        return max(1, above)
+        return _rank(sc, mine, self.population)
 
     def to_json(self, top: int = 10) -> dict[str, Any]:
         return {
@@ -93,6 +136,16 @@ class TargetRanking:
             "population": self.population,
             "top_after_k": {str(k): [list(x) for x in self.top(k, top)] for k in self.checkpoints()},
         }
+
+
+def _rank(sc: np.ndarray, mine: int, population: int) -> int:
+    """The rank of a score ``mine`` among the non-zero scores ``sc`` of ``population`` accounts: how many
+    score at least as much (ties against the attacker), every account scoring zero among them when
+    ``mine`` is not positive."""
+    above = int((sc >= mine).sum())
+    if mine <= 0:
+        above += population - len(sc)  # every account scoring zero
+    return max(1, above)
 
 
 @dataclass(frozen=True)
@@ -200,9 +253,18 @@ def statistical_disclosure(
     max_targets: int = 150,
     min_epochs: int = 5,
     seed: int = 0,
+    keep_top: int | None = None,
+    watch: Mapping[str, Collection[str]] | None = None,
 ) -> SDAResult:
     """Rank every account as a correspondent of each target. Without ``targets``, the ``max_targets``
-    accounts that received the most sealed messages (at least ``min_epochs``)."""
+    accounts that received the most sealed messages (at least ``min_epochs``).
+
+    Each ranking keeps, per checkpoint, every account with a non-zero score; with ``keep_top`` (a
+    whole number, 0 or more), only the ``keep_top`` best, and the ranks of the accounts ``watch``
+    gives per target: what a caller needs of a checkpoint after every target epoch at scale (a
+    checkpoint's every non-zero account, 16 bytes each, times one checkpoint per epoch)."""
+    if keep_top is not None and keep_top < 0:
+        raise ValueError(f"keep_top: expected 0 or more accounts, got {keep_top}")
     eps = epoch if epoch is not None else (RECEIPT_EPOCH if receipts else REPLY_EPOCH)
     arr, index, names = _messages(view)
     n = len(index)
@@ -246,6 +308,7 @@ def statistical_disclosure(
     lo_t = float(times[0]) if len(times) else 0.0
     hi_t = float(times[-1]) if len(times) else 0.0
     rankings = []
+    population = max(0, n - 1)
     for target in chosen:
         starts = merged.get(target, np.zeros(0))
         kmax = len(starts)
@@ -256,6 +319,9 @@ def statistical_disclosure(
         hits = _epoch_counts(times, recv, starts, eps, n, ks)
         noise = _epoch_counts(times, recv, random_starts, eps, n, ks)
         arrays: list[tuple[int, np.ndarray, np.ndarray]] = []
+        ranks: list[Mapping[str, int]] = []
+        nonzero: list[int] = []
+        watched = sorted(set((watch or {}).get(target, ())))
         t_index = names.get(target)
         for k, h, z in zip(ks, hits, noise, strict=True):
             sc = h - z  # a new array: the running counts go on changing
@@ -263,10 +329,34 @@ def statistical_disclosure(
                 sc[t_index] = 0
             nz = np.flatnonzero(sc)
             order = np.lexsort((nz, -sc[nz]))  # best first; ties by account index
-            arrays.append((k, nz[order], sc[nz][order]))
+            best, scores = nz[order], sc[nz][order]
+            if keep_top is None:
+                arrays.append((k, best, scores))
+                continue
+            # ranks as rank() gives them, from the scores sorted best first: how many score at least as
+            # much, and every account scoring zero too for a score that is not positive
+            who = [index[int(i)] for i in best[:keep_top]] + watched
+            mine = np.concatenate(
+                (scores[:keep_top], [sc[names[a]] if a in names else 0 for a in watched])
+            ).astype(np.int64)
+            above = np.searchsorted(-scores, -mine, side="right") + np.where(
+                mine <= 0, population - len(scores), 0
+            )
+            kept = dict(zip(who, np.maximum(1, above).tolist(), strict=True))
+            arrays.append((k, best[:keep_top].copy(), scores[:keep_top].copy()))
+            ranks.append(kept)
+            nonzero.append(len(best))
         rankings.append(
             TargetRanking(
-                target, kmax, max(0, n - 1), None, index, tuple(arrays), tuple(float(t) for t in starts)
+                target,
+                kmax,
+                population,
+                None,
+                index,
+                tuple(arrays),
+                tuple(float(t) for t in starts),
+                tuple(ranks),
+                tuple(nonzero),
             )
         )
     return SDAResult(eps, receipts, len(times), triggers, tuple(rankings))

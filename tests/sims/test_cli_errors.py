@@ -298,6 +298,7 @@ def test_an_empty_out_folder_is_refused_not_replaced_by_the_default(
         (["run", "", "--quiet"], "NAME_OR_PATH"),
         (["sweep", "", "--seeds", "1"], "NAME_OR_PATH"),
         (["defences", ""], "NAME_OR_PATH"),
+        (["reproduce", ""], "NAME_OR_PATH"),
         (["demo", "--scenario", ""], "--scenario"),
         (["disclose", "--db", "", "--process", "subpoena"], "--db"),
         (["disclose", "--db", " ", "--process", "subpoena"], "--db"),
@@ -399,6 +400,7 @@ def test_words_that_are_not_text_are_refused_naming_the_argument(
         ["run", "NAME", "--quiet"],
         ["sweep", "NAME", "--seeds", "1"],
         ["defences", "NAME"],
+        ["reproduce", "NAME"],
         ["show", "NAME"],
         ["analyze", "NAME"],
         ["disclose", "--db", "NAME", "--process", "subpoena"],
@@ -923,6 +925,7 @@ SUBCOMMANDS = [
     "bench",
     "relay",
     "defences",
+    "reproduce",
 ]
 
 

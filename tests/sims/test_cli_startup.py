@@ -41,7 +41,14 @@ def _heavy_imported(code: str, *argv: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "argv",
-    [("--help",), ("relay", "serve", "--help"), ("defences", "--help"), ("run", "--help"), ("scenarios",)],
+    [
+        ("--help",),
+        ("relay", "serve", "--help"),
+        ("defences", "--help"),
+        ("reproduce", "--help"),
+        ("run", "--help"),
+        ("scenarios",),
+    ],
 )
 def test_the_parser_and_light_commands_leave_numpy_and_networkx_alone(argv: tuple[str, ...]) -> None:
     assert _heavy_imported(_MAIN, *argv) == []

@@ -15,6 +15,7 @@ from relaysim.sims.reproduce import (
     DEFAULT_TARGETS,
     MAX_MESSAGES,
     PAPER_CLAIM,
+    VARIANTS,
     VariantResult,
     render,
     reproduce,
@@ -90,21 +91,23 @@ def test_the_docstring_s_mailbox_figures_are_those_of_the_built_in_scenario() ->
 
 def test_the_built_in_scenario_s_description_says_how_often_popular_accounts_receive() -> None:
     """Martiny et al.'s popular users receive something in every 1-second epoch; the built-in scenario's
-    receive a message every 30 s or so. The description gives both, from the scenario's own rate."""
+    receive a message every 30 s on average, at Poisson times, so in 1 - e^(-1/30) of the epochs: 1 in
+    30.5, where the description said "about 1 in 30" (the rate, 1/30 a second, not the share of epochs
+    it gives). The description gives both, exactly, from the scenario's own rate."""
     sc = resolve_scenario("sda-martiny-2021")
     text = " ".join(sc.description.split())
     claim = re.search(
-        r"popular accounts, each sent a message about every (\d+) s \(Martiny et al\.'s popular users "
-        r"receive something in every 1-second epoch, these in about 1 in (\d+)\)",
+        r"popular accounts, each sent a message every (\d+) s on average, at random \(Poisson\) times "
+        r"\(Martiny et al\.'s popular users receive something in every 1-second epoch, these in 1 in "
+        r"([\d.]+), the share 1 − e\^\(−1/(\d+)\)\)",
         text,
     )
     assert claim is not None, text
-    gap, one_in = map(int, claim.groups())
+    gap, one_in, rate_in = int(claim[1]), claim[2], int(claim[3])
     per_second = sc.traffic.popular_messages_per_hour / 3600
-    assert sc.traffic.popular >= 1 and gap == round(1 / per_second)
+    assert sc.traffic.popular >= 1 and gap == rate_in and math.isclose(gap * per_second, 1.0)
     # a Poisson stream: the share of 1-second epochs in which one account receives at least once
-    # (1 in 30.5 at 120 an hour), "about" to within 5 %
-    assert abs(one_in * -math.expm1(-per_second) - 1) <= 0.05
+    assert one_in == f"{1 / -math.expm1(-per_second):.1f}"
 
 
 def test_the_built_in_scenario_links_most_targets_within_the_papers_5_messages() -> None:
@@ -154,3 +157,94 @@ def test_the_function_and_its_command_line_score_the_same_number_of_targets(
     assert module.main([]) == 0
     function_default = inspect.signature(reproduce).parameters["targets"].default
     assert asked["targets"] == function_default == module.DEFAULT_TARGETS
+
+
+def test_relaysim_reproduce_prints_what_the_module_prints(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The reproduction ran only as ``python -m relaysim.sims.reproduce``: ``relaysim reproduce`` is the
+    same command (the same arguments, the same output), and the module still works."""
+    from relaysim.sims import reproduce as module
+    from relaysim.sims.cli import main as cli_main
+
+    asked: list[tuple[str, dict[str, Any]]] = []
+
+    def recording(scenario: Any, **kwargs: Any) -> list[VariantResult]:
+        asked.append((scenario.name, kwargs))
+        return [VariantResult("as written", {}, 2, [3, None], 10, 1.0, accounts=5, duration=60.0)]
+
+    monkeypatch.setattr(module, "reproduce", recording)
+    outputs = []
+    for run in (cli_main, module.main):
+        assert run([*(["reproduce"] if run is cli_main else []), "two-friends", "--targets", "3"]) == 0
+        outputs.append(capsys.readouterr())
+    assert outputs[0] == outputs[1]
+    assert outputs[0].out.startswith("statistical disclosure attack on sealed sender: two-friends\n")
+    assert asked == [("two-friends", {"targets": 3, "workers": 2})] * 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--targets", "0"], "argument --targets: expected a whole number of targets, at least 1, got 0"),
+        (["--targets", "five"], "argument --targets: expected a whole number of targets, got 'five'"),
+        (["--workers", "0"], "argument --workers: expected a whole number of worker processes, at least 1"),
+        (["two-freinds"], "reproduce: two-freinds: no such built-in scenario or file"),
+    ],
+)
+def test_relaysim_reproduce_refuses_bad_arguments_in_one_line_with_status_2(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--targets 0 scored no target and printed a table of zeros; --targets -1 scored all but the last."""
+    from relaysim.sims import reproduce as module
+    from relaysim.sims.cli import main as cli_main
+
+    for run, prog in ((cli_main, "relaysim reproduce"), (module.main, "python -m relaysim.sims.reproduce")):
+        try:
+            status = run([*(["reproduce"] if run is cli_main else []), *argv])
+        except SystemExit as exc:
+            status = exc.code
+        assert status == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert needle in captured.err and f"{prog}:" in captured.err, captured.err
+        assert "Traceback" not in captured.err
+
+
+def test_relaysim_reproduce_help_says_what_it_runs_prints_and_how_long() -> None:
+    """The help names the paper, each variant and its switches, what is printed, and how long it takes;
+    the default scenario it describes is the built-in one as it is."""
+    import argparse
+
+    from relaysim.sims.cli import build_parser
+    from relaysim.sims.reproduce import VARIANTS
+
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    text = subparsers.choices["reproduce"].format_help()
+    sc = resolve_scenario("sda-martiny-2021")
+    assert sc.generate is not None
+    flat = " ".join(text.split())
+    assert "Martiny" in flat and "NDSS 2021" in flat and "as few as 5 messages" in flat
+    assert f"{sc.generate.people} people for an hour" in flat and sc.duration == 3600.0
+    for name, switches in VARIANTS.items():
+        assert name in text and all(key in text for key in switches)
+    assert "printed:" in text and "time: about a minute on two cores" in flat
+    assert "relaysim reproduce" in text and "python -m relaysim.sims.reproduce" in text
+
+
+def test_every_variant_s_name_fits_its_column_and_the_numbers_line_up() -> None:
+    """ "sealed conversations (ephemeral mailboxes)" (42 characters) overran the 36-character variant
+    column, pushing its row's numbers 6 columns right of the heading's; and the address join's share
+    ended a column short of its heading's on every row."""
+    sc = resolve_scenario("sda-martiny-2021")
+    results = [
+        VariantResult(name, {}, 15, [3, None], 100, 1.0, accounts=40, duration=3600.0) for name in VARIANTS
+    ]
+    lines = render(sc, results).splitlines()
+    heading = next(i for i, line in enumerate(lines) if line.startswith("variant "))
+    rows = lines[heading + 1 : heading + 1 + len(VARIANTS)]
+    assert [row[: len(name)] for row, name in zip(rows, VARIANTS, strict=True)] == list(VARIANTS)
+    for row in rows:
+        assert len(row) == len(lines[heading])  # every column ends where its heading does
+        assert row.split()[-8:] == ["15", ">60", "3", "1", "1", "1", "1", "100%"]
+    assert lines[heading].index("targets") == max(map(len, VARIANTS)) + 1
