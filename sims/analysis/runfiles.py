@@ -244,7 +244,11 @@ def write_whole(text: str | Path, data: str) -> None:
     that was there already truncated). A file that was there keeps its permissions; a link to one
     stays, the file it points to replaced. An OSError names the file given (not the copy's name, nor
     none, as a failed write's has). Used for disclose's and bench's --json FILE, analyze's
-    analysis/NAME.json and .md and report.html: files written again into a folder that holds others."""
+    analysis/NAME.json and .md and report.html: files written again into a folder that holds others.
+
+    A process killed between making its copy and renaming it (SIGKILL, a power cut: nothing runs
+    to remove it) left the copy, ``.NAME.xxxxxxxx.tmp``, beside the file for good; each write of the
+    file now removes the copies of its name that no write holds (_remove_stale_copies)."""
     target = Path(text).resolve() if Path(text).is_symlink() else Path(text)
     try:
         mode = os.stat(target).st_mode & 0o7777
@@ -252,8 +256,9 @@ def write_whole(text: str | Path, data: str) -> None:
         umask = os.umask(0)
         os.umask(umask)
         mode = 0o666 & ~umask
+    _remove_stale_copies(target)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, tmp, held = _own_copy(target)
     except OSError as exc:  # (named as the file to write: the name made for its copy means nothing)
         raise OSError(exc.errno, exc.strerror or str(exc), str(text)) from exc
     try:
@@ -267,3 +272,81 @@ def write_whole(text: str | Path, data: str) -> None:
         if isinstance(exc, OSError):
             raise OSError(exc.errno, exc.strerror or str(exc), str(text)) from exc
         raise
+    finally:
+        if held is not None:
+            os.close(held)
+
+
+def _copy_pattern(target: Path) -> re.Pattern[str]:
+    """The names write_whole's copies of ``target`` have: tempfile.mkstemp's, ``.NAME.`` + 8 of its
+    characters (tempfile._RandomNameSequence: lower-case letters, digits, ``_``) + ``.tmp``."""
+    return re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.tmp")
+
+
+def _own_copy(target: Path) -> tuple[int, str, int | None]:
+    """A new copy for ``target`` beside it (its descriptor and path), and a second descriptor holding
+    an exclusive lock (fcntl.flock) on it until the copy is renamed: the lock says a write is under
+    way, and goes with its process, however that ends. None for the lock where the system has no
+    flock (Windows) or the file system takes none: there no copy is ever removed as stale either."""
+    for _ in range(100):
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        held = _lock(tmp)
+        if held is None:
+            return fd, tmp, None
+        try:
+            # a write of the same file, removing stale copies, may have taken this one before it was
+            # locked: then it is gone (or another file has its name), and another is made
+            if os.path.samestat(os.fstat(held), os.lstat(tmp)):
+                return fd, tmp, held
+        except OSError:
+            pass
+        os.close(held)
+        os.close(fd)
+    raise OSError(errno.EEXIST, "could not keep a copy to write", str(target))
+
+
+def _lock(path: str | Path, wait: bool = True) -> int | None:
+    """A descriptor of ``path`` holding an exclusive flock on it, or None (no flock on this system or
+    file system; without ``wait``, another holds the lock; ``path`` is gone or is no regular file)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            return fd
+    except OSError:  # held (LOCK_NB), or a file system that takes no lock
+        pass
+    os.close(fd)
+    return None
+
+
+def _remove_stale_copies(target: Path) -> None:
+    """Remove the copies of ``target`` (``.NAME.xxxxxxxx.tmp`` beside it) that an earlier write left
+    when its process was killed before renaming its copy: those whose lock no process holds. A copy
+    a write still holds (another relaysim writing the same file now) is left to it. Nothing is said
+    of what cannot be removed; the write goes on."""
+    pattern = _copy_pattern(target)
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return
+    for name in names:
+        if not pattern.fullmatch(name):
+            continue
+        path = target.parent / name
+        held = _lock(path, wait=False)
+        if held is None:
+            continue
+        try:
+            if os.path.samestat(os.fstat(held), os.lstat(path)):
+                os.unlink(path)
+        except OSError:
+            pass
+        finally:
+            os.close(held)

@@ -705,3 +705,62 @@ def test_a_run_as_relaysim_wrote_it_has_no_warning(
     run = copy_of(tf_run, tmp_path)
     assert main([command, str(run)]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_copy_left_by_a_killed_write_is_removed_by_the_next_write_of_its_file(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """runfiles.write_whole writes a copy beside its file and renames it over the file; a process
+    killed between the two (SIGKILL: nothing runs to remove it) left ``.NAME.xxxxxxxx.tmp`` in the
+    run's folder for good. The next write of the same file removes the copies of its name that no
+    write holds; a copy another write still holds, and names of other patterns, are left alone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    fcntl = pytest.importorskip("fcntl", reason="copies are told stale by flock, which Windows lacks")
+    run = copy_of(tf_run, tmp_path)
+    assert main(["analyze", str(run)]) == 0
+    folder = run / "analysis"
+    # a writer killed between making its copy and renaming it, as a real process is
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            # the copy as write_whole names it: tempfile.mkstemp's name, ".relay.json.xxxxxxxx.tmp"
+            "import os, sys, tempfile\n"
+            "fd, tmp = tempfile.mkstemp(prefix='.relay.json.', suffix='.tmp', dir=sys.argv[1])\n"
+            "os.write(fd, b'half')\nprint(tmp, flush=True)\nsys.stdin.read()",
+            str(folder),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    killed = Path(child.stdout.readline().strip())
+    assert killed.parent == folder and killed.name.startswith(".relay.json."), killed
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert killed.exists()
+    held_copy = folder / ".relay.json.h0ld1ng_.tmp"  # a write of the same file under way: locked
+    held_copy.write_text("under way", encoding="utf-8")
+    held = os.open(held_copy, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    others = [
+        folder / ".relay.json.short.tmp",
+        folder / ".summary.json.abcdefgh.tmp",
+        folder / "relay.json.tmp",
+    ]
+    for other in others:
+        other.write_text("not a copy of relay.json", encoding="utf-8")
+    try:
+        assert main(["analyze", str(run)]) == 0
+    finally:
+        os.close(held)
+    capsys.readouterr()
+    assert not killed.exists()
+    assert held_copy.exists()
+    assert all(other.exists() for other in others)
+    assert json.loads((folder / "relay.json").read_text(encoding="utf-8"))
