@@ -390,6 +390,8 @@ def parse_duration(value: object) -> float:
     Raises ValueError saying what it wanted."""
     if isinstance(value, bool):
         raise ValueError(f'expected a duration like 90, "15m" or "1h30m", got {value!r}')
+    if isinstance(value, int) and abs(value) > sys.float_info.max:
+        raise ValueError(f"expected a finite duration, got {_too_large(value)}")
     if isinstance(value, int | float):
         if value < 0 or not math.isfinite(value):
             raise ValueError(f"expected a non-negative duration, got {value!r}")
@@ -406,6 +408,12 @@ def parse_duration(value: object) -> float:
                 raise ValueError(f"expected a finite duration, got {shown} (too large for a number)")
             return seconds
     raise ValueError(f'expected a duration like 90, "15m" or "1h30m", got {value!r}')
+
+
+def _too_large(value: int) -> str:
+    """An integer too large for a float, in words: its sign and how many digits it has (the digits
+    themselves, up to 4,300 of them, would be the whole error message)."""
+    return f"{'a negative' if value < 0 else 'an'} integer of {len(str(abs(value))):,} digits (too large for a number)"
 
 
 def seed_problem(seed: object) -> str | None:
@@ -1118,9 +1126,14 @@ def _finite(r: _Reader, data: object, path: str, depth: int = 0) -> None:
     """Refuse ``nan`` and ``inf`` wherever they are: no key of a scenario means them. And refuse
     arrays and tables nested deeper than MAX_NESTING, which no key of a scenario is either: TOML's
     dotted keys (a.a.a... = 1) nest without limit, and a walk of them (this one, the repr in an
-    error) would run past the interpreter's recursion limit (RecursionError)."""
+    error) would run past the interpreter's recursion limit (RecursionError). And refuse an integer
+    too large for a float (past about 1.8e308; TOML reads up to 4,300 digits): every number a
+    scenario holds is read as a float or bounded far below, and ``float()`` of one was an internal
+    error (OverflowError) in the key that read it."""
     if isinstance(data, float) and not math.isfinite(data):
         raise r.fail(path, f"expected a finite number, got {data!r}")
+    if isinstance(data, int) and not isinstance(data, bool) and abs(data) > sys.float_info.max:
+        raise r.fail(path, f"expected a finite number, got {_too_large(data)}")
     if isinstance(data, dict | list) and depth >= MAX_NESTING:
         raise r.fail(
             path, f"nested more than {MAX_NESTING} arrays or tables deep; no key of a scenario nests so deep"
