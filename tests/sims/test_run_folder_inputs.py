@@ -764,3 +764,25 @@ def test_a_copy_left_by_a_killed_write_is_removed_by_the_next_write_of_its_file(
     assert held_copy.exists()
     assert all(other.exists() for other in others)
     assert json.loads((folder / "relay.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("command", ["analyze", "analyze --as-seen", "report", "disclose"])
+def test_a_clock_epoch_too_large_for_a_number_is_named(
+    tmp_path: Path, tf_run: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """provider.json's clock_epoch as an integer past a float's range (JSON holds one): analyze and
+    report checked it with math.isfinite, which raised OverflowError, an internal error. It is now
+    refused as NaN is, naming the file and the field, its digits not all shown."""
+    run = copy_of(tf_run, tmp_path)
+    shutil.rmtree(run / "analysis", ignore_errors=True)
+    provider = json.loads((run / "provider.json").read_text(encoding="utf-8"))
+    (run / "provider.json").write_text(json.dumps(provider | {"clock_epoch": 10**400}), encoding="utf-8")
+    word, *rest = command.split()
+    argv = (
+        ["disclose", "--db", str(run / "relay.db"), "--process", "subpoena", "--target", "amira"]
+        if word == "disclose"
+        else [word, str(run), *rest]
+    )
+    refused(capsys, argv, "provider.json: clock_epoch: expected Unix seconds (a number), got 1000")
+    assert main(argv) == 2
+    assert len(capsys.readouterr().err) < 300
