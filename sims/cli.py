@@ -519,8 +519,9 @@ def _disclose(args: argparse.Namespace) -> int:
             if not missing:
                 _check_records(copy, db)
             store = Store(copy, durable=False) if not missing else None
-        except (StoreError, sqlite3.DatabaseError) as exc:
-            # (a StoreError names the file it opened: the copy, under a name of its own)
+        except (StoreError, sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+            # (a StoreError names the file it opened: the copy, under a name of its own; a damaged
+            # file's schema may hold names that are not UTF-8, which Python's sqlite3 cannot decode)
             said = str(exc).removeprefix(f"{copy}: ")
             raise CliError(f"--db {db}: cannot open it as a relay store: {said}") from None
         if store is None:
@@ -566,7 +567,7 @@ def _disclose(args: argparse.Namespace) -> int:
                 if since is not None and since <= served:  # mandated before the order: held, as in the run
                     desk.hold_content_key(key)
             disclosure = desk.serve(order)
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             raise CliError(f"--db {db}: not a relay store relaysim can read: {exc}") from None
         except ValueError as exc:  # LegalProcess refuses an order that does not hold together
             raise CliError(str(exc)) from None

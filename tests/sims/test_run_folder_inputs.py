@@ -335,6 +335,30 @@ def test_a_relay_store_with_rows_no_relay_writes_is_named_by_row_and_column(
         )
 
 
+def test_a_relay_store_whose_schema_holds_text_that_is_not_utf8_is_named(
+    tmp_path: Path, tf_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Python's sqlite3 decodes the names in SQLite's own schema (sqlite_master) as UTF-8, and a
+    damaged relay.db's may be no UTF-8: a UnicodeDecodeError (a row's text that is not UTF-8 is
+    SQLite's OperationalError, said already). analyze said its codec's words alone, naming no
+    file; disclose said "internal error". Both now say the file cannot be read as a relay store."""
+    run = copy_of(tf_run, tmp_path)
+    shutil.rmtree(run / "analysis", ignore_errors=True)
+    con = sqlite3.connect(run / "relay.db")
+    con.execute('CREATE TABLE "x" (a)')
+    con.execute("PRAGMA writable_schema = ON")
+    con.execute("UPDATE sqlite_master SET name = CAST(x'78ff' AS TEXT) WHERE name = 'x'")
+    con.commit()
+    con.close()
+    said = "'utf-8' codec can't decode byte 0xff"
+    refused(capsys, ["analyze", str(run)], f"{run / 'relay.db'}: cannot read it as a relay store ({said}")
+    refused(
+        capsys,
+        ["disclose", "--db", str(run / "relay.db"), "--process", "subpoena", "--target", "amira"],
+        f"--db {run / 'relay.db'}: cannot open it as a relay store: {said}",
+    )
+
+
 # --- relay-view.jsonl and disclosures ---------------------------------------------------------------
 
 
