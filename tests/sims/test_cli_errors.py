@@ -764,6 +764,42 @@ def test_analyze_and_report_replace_their_files_whole_or_not_at_all(
     assert _files(run) == before
 
 
+@pytest.mark.parametrize(
+    ("code", "hint"),
+    [
+        (errno.ENOSPC, "; free some space, or give a folder on another disk"),
+        (errno.EROFS, "; copy the folder somewhere writable, or give another folder"),
+        (errno.EIO, ""),
+    ],
+)
+def test_bench_json_that_cannot_be_written_is_one_line_through_main(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    code: int,
+    hint: str,
+) -> None:
+    """A bench's --json FILE is written at its end (runfiles.write_whole), after the numbers are
+    measured; the OSError of a write that fails there is said by cli.main as every command's is:
+    one line on stderr naming FILE, the system's reason and what to do, exit 2, no traceback, and
+    FILE as it was, with nothing left beside it. (test_bench_json_replaces_a_file_whole_or_not_at_all
+    calls harness.finish alone: nothing showed how the command said it.)"""
+    out = tmp_path / "bench.json"
+    out.write_text("earlier\n", encoding="utf-8")
+
+    def fails(src: object, dst: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "replace", fails)
+    argv = ["bench", "analysis", "--messages", "2000", "--people", "100", "--repeat", "1", "--quiet"]
+    assert main([*argv, "--json", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"relaysim bench: {out}: {os.strerror(code)}{hint}\n", captured.err
+    assert "sealed" in captured.out  # (the table, printed before the JSON is written)
+    assert out.read_text(encoding="utf-8") == "earlier\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]
+
+
 # --- permissions: a file that cannot be read, a folder that cannot be written ------------------------
 
 # File modes do not stop root (nor hold on Windows, which has no geteuid): there these tests would
