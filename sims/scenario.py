@@ -148,6 +148,10 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
+from relaysim.sims.analysis.runfiles import MAX_SHOWN, brief
+
+_brief = brief
+
 __all__ = [
     "EVENT_TYPES",
     "MAX_DURATION",
@@ -238,7 +242,10 @@ class ScenarioError(ValueError):
         self.path = path
         self.message = message
         self.line = line
-        text = f"{source}: {path}: {message}" if path else f"{source}: {message}"
+        # (a key of 5,000 characters, unknown, is named cut short, as a value is: the path as it is
+        # stays in .path, which finds its line)
+        shown = path if len(path) <= 2 * MAX_SHOWN else brief(path, "s")
+        text = f"{source}: {shown}: {message}" if path else f"{source}: {message}"
         super().__init__(text if line is None else f"{text} (line {line})")
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -407,22 +414,6 @@ def parse_duration(value: object) -> float:
                 raise ValueError(f"expected a finite duration, got {_brief(value)} (too large for a number)")
             return seconds
     raise ValueError(f'expected a duration like 90, "15m" or "1h30m", got {_brief(value)}')
-
-
-MAX_SHOWN = 80  # characters of a value an error message shows (_brief)
-
-
-def _brief(value: object, spec: str = "") -> str:
-    """``value`` as an error message shows what the file gave: its ``repr`` whole up to MAX_SHOWN
-    characters, else the first MAX_SHOWN, ``…`` and how long the whole is; an integer of more digits
-    by how many it has (``spec``: a format for a number not so long, as ``","``). A value is shown to say which it is, never whole at any length: a name, a
-    time or a window of 5,000 characters, or an integer of 300 digits, was all of the message."""
-    if isinstance(value, int) and not isinstance(value, bool) and len(str(value)) > MAX_SHOWN:
-        return f"{'a negative' if value < 0 else 'an'} integer of {len(str(abs(value))):,} digits"
-    text = format(value, spec) if spec else repr(value)
-    if len(text) <= MAX_SHOWN:
-        return text
-    return f"{text[:MAX_SHOWN]}… ({len(text):,} characters)"
 
 
 def _too_large(value: int) -> str:

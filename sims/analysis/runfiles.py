@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "MAX_SHOWN",
+    "brief",
     "finite_number",
     "in_file",
     "loads",
@@ -66,6 +68,23 @@ def loads(text: str) -> Any:
         raise json.JSONDecodeError("nested too deeply to read", text, 0) from None
     except ValueError as exc:  # an integer too long to convert
         raise json.JSONDecodeError(str(exc).split(";")[0], text, 0) from None
+
+
+MAX_SHOWN = 80  # characters of a value an error message shows (brief)
+
+
+def brief(value: object, spec: str = "") -> str:
+    """``value`` as an error message shows what it was given (a scenario's value, an option's
+    word): its ``repr`` whole up to MAX_SHOWN characters, else the first MAX_SHOWN, ``…`` and how
+    long the whole is; an integer of more digits by how many it has (``spec``: a format for a number
+    not so long, as ``","``). A value is shown to say which it is, never whole at any length: a
+    name, a time or a window of 5,000 characters, or an integer of 300 digits, was all of the message."""
+    if isinstance(value, int) and not isinstance(value, bool) and len(str(value)) > MAX_SHOWN:
+        return f"{'a negative' if value < 0 else 'an'} integer of {len(str(abs(value))):,} digits"
+    text = format(value, spec) if spec else repr(value)
+    if len(text) <= MAX_SHOWN:
+        return text
+    return f"{text[:MAX_SHOWN]}… ({len(text):,} characters)"
 
 
 def finite_number(value: Any) -> bool:

@@ -800,6 +800,70 @@ def test_bench_json_that_cannot_be_written_is_one_line_through_main(
     assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]
 
 
+LONG = "x" * 5000
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["disclose", "--db", "DB", "--process", "subpoena", "--target", LONG],
+        ["disclose", "--db", "DB", "--process", "subpoena", "--target", "amira", "--at", LONG],
+        [
+            "disclose",
+            "--db",
+            "DB",
+            "--process",
+            "court_order_2703d",
+            "--target",
+            "amira",
+            "--from",
+            f"1h{' ' * 5000}",
+            "--to",
+            "1h",
+        ],
+        ["sweep", "two-friends", "--param", f"network.loss=0,{LONG}", "--seeds", "1", "--out", "OUT"],
+        ["sweep", "two-friends", "--param", f"network.{LONG}=0", "--seeds", "1", "--out", "OUT"],
+        ["sweep", "two-friends", "--param", f"{LONG}.x", "--seeds", "1", "--out", "OUT"],
+        ["run", "SCENARIO", "--out", "OUT"],
+        ["show", "RUN", "--width", LONG],
+    ],
+)
+def test_a_long_word_given_is_shown_cut_short_in_an_error(
+    argv: list[str], tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An option's word, or a scenario's key, of 5,000 characters was shown whole in the error that
+    refused it (disclose's --target, --at, --from; sweep's --param, in its own words and in the label
+    of the cell it prefixes each scenario error with; an unknown key of a scenario): one line of
+    5,000 characters and more. Now each is shown as a scenario's values are (runfiles.brief): the
+    first 80 characters and how long it was."""
+    scenario = tmp_path / "long-key.toml"
+    scenario.write_text(f'[scenario]\nname = "k"\nduration = 10\n{LONG} = 1\n', encoding="utf-8")
+    where = {"DB": str(tf_run / "relay.db"), "OUT": str(tmp_path / "out"), "SCENARIO": str(scenario)}
+    argv = [where.get(a, a) for a in argv]
+    if "RUN" in argv:  # an option's type: argparse's usage, then its line
+        with pytest.raises(SystemExit) as exit_:
+            main([str(tf_run) if a == "RUN" else a for a in argv])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err.splitlines()[-1] + "\n"
+    else:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error" not in err, err[:300]
+    assert len(err) < 700 and "characters)" in err, err[:300]
+
+
+def test_a_long_metric_is_shown_cut_short_in_its_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["sweep", "two-friends", "--param", "network.loss=0", "--metric", LONG, "--seeds", "1"]
+    assert main([*argv, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("relaysim sweep: warning: --metric xxx") and "… (5,000 characters): no number" in err
+    )
+    assert len(err) < 300, err[:300]
+
+
 # --- permissions: a file that cannot be read, a folder that cannot be written ------------------------
 
 # File modes do not stop root (nor hold on Windows, which has no geteuid): there these tests would
