@@ -214,7 +214,10 @@ def writable_file(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{text}: its folder {path.parent} does not exist (or is not a folder)"
         )
-    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    # a device or a pipe that is there (/dev/null) is written into, not replaced (write_whole): its
+    # own permission is the one that counts, not its folder's
+    into = path.exists() and not path.is_file()
+    if (not into and not os.access(folder, os.W_OK)) or (path.exists() and not os.access(path, os.W_OK)):
         raise argparse.ArgumentTypeError(f"{text}: cannot write there (permission denied)")
     return text
 
@@ -265,16 +268,24 @@ def write_whole(text: str | Path, data: str) -> None:
     none, as a failed write's has). Used for disclose's and bench's --json FILE, analyze's
     analysis/NAME.json and .md and report.html: files written again into a folder that holds others.
 
+    A device or a pipe that is there (``--json /dev/null``, a named pipe) is written into, never
+    replaced (_write_into).
+
     A process killed between making its copy and renaming it (SIGKILL, a power cut: nothing runs
     to remove it) left the copy, ``.NAME.xxxxxxxx.tmp``, beside the file for good; each write of the
     file now removes the copies of its name that no write holds (_remove_stale_copies)."""
     target = Path(text).resolve() if Path(text).is_symlink() else Path(text)
     try:
-        mode = os.stat(target).st_mode & 0o7777
+        st = os.stat(target)
     except FileNotFoundError:  # a new file: the permissions open() gives one (0o666 less the umask)
         umask = os.umask(0)
         os.umask(umask)
         mode = 0o666 & ~umask
+    else:
+        if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+            _write_into(target, data, text)
+            return
+        mode = st.st_mode & 0o7777
     _remove_stale_copies(target)
     try:
         fd, tmp, held = _own_copy(target)
@@ -294,6 +305,18 @@ def write_whole(text: str | Path, data: str) -> None:
     finally:
         if held is not None:
             os.close(held)
+
+
+def _write_into(target: Path, data: str, text: str | Path) -> None:
+    """``data`` written into ``target``, a device or a pipe that is there (``--json /dev/null``,
+    ``/dev/stdout``, a named pipe), as a shell's redirection writes it: a copy renamed over it put a
+    regular file in its place (run as root, over /dev/null itself, for every program on the
+    machine), and a device or a pipe holds no half-written file to spare the reader."""
+    try:
+        with open(target, "wb") as f:
+            f.write(data.encode("utf-8"))
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(text)) from exc
 
 
 def _copy_pattern(target: Path) -> re.Pattern[str]:

@@ -689,6 +689,32 @@ def test_disclose_json_where_it_cannot_be_written_is_refused_before_serving(
         assert res.stdout == ""
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_disclose_json_into_a_named_pipe_writes_into_it_never_over_it(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--json FILE is written whole (a copy renamed over FILE); a FILE that is a device or a pipe was
+    replaced by the copy, a regular file in its place: --json /dev/null, run as root, put a file
+    where /dev/null was, for every program on the machine (cli9's fuzz did). A device or a pipe
+    that is there is now written into, as a shell's redirection writes it. (Shown on a named pipe
+    in a folder of the test's own: the same path, never /dev/null.)"""
+    import stat
+    import threading
+
+    pipe = tmp_path / "out.json"
+    os.mkfifo(pipe)
+    read: list[bytes] = []
+    reader = threading.Thread(target=lambda: read.append(pipe.read_bytes()), daemon=True)
+    reader.start()
+    argv = ["disclose", "--db", str(tf_run / "relay.db"), "--process", "subpoena", "--target", "amira"]
+    assert main([*argv, "--json", str(pipe)]) == 0
+    reader.join(timeout=60)  # (a hang made a failure: without the change no writer ever opens it)
+    capsys.readouterr()
+    assert stat.S_ISFIFO(os.lstat(pipe).st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+    assert read and json.loads(read[0])["target"] == "amira"
+
+
 def test_disclose_json_replaces_a_file_whole_or_not_at_all(
     tmp_path: Path, tf_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
