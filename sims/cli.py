@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from relaysim.sims.analysis.runfiles import (
+    brief,
     in_file,
     not_a_file,
     one_line,
@@ -83,7 +84,9 @@ def _at_least(minimum: int, what: str) -> Callable[[str], int]:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number of {what}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number of {what}, got {brief(text)}"
+            ) from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected at least {minimum} {what}, got {value}")
         return value
@@ -446,7 +449,7 @@ def _disclose(args: argparse.Namespace) -> int:
         day = None if as_of is None else date.fromisoformat(as_of)
     except (TypeError, ValueError):
         raise CliError(
-            f"{provider_file}: profile_as_of: expected a date like 2016-05-01, got {as_of!r}"
+            f"{provider_file}: profile_as_of: expected a date like 2016-05-01, got {brief(as_of)}"
         ) from None
     try:
         # a dated run's provider as it was then (relay.profiles.profile_as_of), as the run had it
@@ -484,17 +487,19 @@ def _disclose(args: argparse.Namespace) -> int:
         try:
             seconds = parse_duration(value if number is None else number)
         except ValueError as exc:
-            raise CliError(f"{option} {value!r}: {exc} (simulated time since the start of the run)") from None
+            raise CliError(
+                f"{option} {brief(value)}: {exc} (simulated time since the start of the run)"
+            ) from None
         if seconds > MAX_DURATION:  # (1e308 was taken, and answered "Nothing." as of a time no run reaches)
             raise CliError(
-                f'{option} {value!r}: expected a time of at most "365d" ({MAX_DURATION:g} s, the longest '
+                f'{option} {brief(value)}: expected a time of at most "365d" ({MAX_DURATION:g} s, the longest '
                 "run) since the start of the run"
             )
         return epoch + seconds
 
     start, end, at = when("--from", args.start), when("--to", args.end), when("--at", args.at)
     if start is not None and end is not None and end <= start:
-        raise CliError(f"--to {args.end!r}: expected a time after --from {args.start!r}")
+        raise CliError(f"--to {brief(args.end)}: expected a time after --from {brief(args.start)}")
     # the keys the provider held all along, and (``held_from``) a global-key mandate's, held from then on
     held = [
         (ContentKey(k["key_id"], bytes.fromhex(k["key"]), k["holder"]), k.get("held_from"))
@@ -520,8 +525,9 @@ def _disclose(args: argparse.Namespace) -> int:
             if not missing:
                 _check_records(copy, db)
             store = Store(copy, durable=False) if not missing else None
-        except (StoreError, sqlite3.DatabaseError) as exc:
-            # (a StoreError names the file it opened: the copy, under a name of its own)
+        except (StoreError, sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+            # (a StoreError names the file it opened: the copy, under a name of its own; a damaged
+            # file's schema may hold names that are not UTF-8, which Python's sqlite3 cannot decode)
             said = str(exc).removeprefix(f"{copy}: ")
             raise CliError(f"--db {db}: cannot open it as a relay store: {said}") from None
         if store is None:
@@ -537,14 +543,14 @@ def _disclose(args: argparse.Namespace) -> int:
                 known = _accounts(copy)
                 listed = ", ".join(known[:12]) + (f", … ({len(known)} in all)" if len(known) > 12 else "")
                 raise CliError(
-                    f"--target {args.target!r} names no account on this relay ({db} has "
+                    f"--target {brief(args.target)} names no account on this relay ({db} has "
                     + (f"{len(known)}: {listed})" if known else "none)")
                 )
             served = at if at is not None else float(provider.get("run_ended", _latest_time(store, epoch)))
             if start is not None and start >= served:
                 raise CliError(
-                    f"--from {args.start!r}: the reporting period would start at or after the order is served "
-                    f"({'--at ' + repr(args.at) if args.at is not None else 'the end of the run'}); give an earlier "
+                    f"--from {brief(args.start)}: the reporting period would start at or after the order is served "
+                    f"({'--at ' + brief(args.at) if args.at is not None else 'the end of the run'}); give an earlier "
                     "--from, or a later --at"
                 )
             order = LegalProcess(
@@ -567,7 +573,7 @@ def _disclose(args: argparse.Namespace) -> int:
                 if since is not None and since <= served:  # mandated before the order: held, as in the run
                     desk.hold_content_key(key)
             disclosure = desk.serve(order)
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             raise CliError(f"--db {db}: not a relay store relaysim can read: {exc}") from None
         except ValueError as exc:  # LegalProcess refuses an order that does not hold together
             raise CliError(str(exc)) from None

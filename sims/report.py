@@ -466,8 +466,11 @@ def run_calendar(run: Path) -> tuple[float, bool]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
     epoch = data.get("clock_epoch", SIM_EPOCH)
-    if isinstance(epoch, bool) or not isinstance(epoch, int | float) or not math.isfinite(epoch):
-        raise ValueError(f"{path}: clock_epoch: expected Unix seconds (a number), got {epoch!r}")
+    if not finite_number(epoch):  # (math.isfinite of an integer past a float's range: OverflowError)
+        got = repr(epoch)
+        raise ValueError(
+            f"{path}: clock_epoch: expected Unix seconds (a number), got {got[:60]}{'…' if len(got) > 60 else ''}"
+        )
     return epoch, "profile_as_of" in data
 
 

@@ -148,6 +148,10 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
+from relaysim.sims.analysis.runfiles import MAX_SHOWN, brief
+
+_brief = brief
+
 __all__ = [
     "EVENT_TYPES",
     "MAX_DURATION",
@@ -238,7 +242,10 @@ class ScenarioError(ValueError):
         self.path = path
         self.message = message
         self.line = line
-        text = f"{source}: {path}: {message}" if path else f"{source}: {message}"
+        # (a key of 5,000 characters, unknown, is named cut short, as a value is: the path as it is
+        # stays in .path, which finds its line)
+        shown = path if len(path) <= 2 * MAX_SHOWN else brief(path, "s")
+        text = f"{source}: {shown}: {message}" if path else f"{source}: {message}"
         super().__init__(text if line is None else f"{text} (line {line})")
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -389,10 +396,12 @@ def parse_duration(value: object) -> float:
     ``h``, ``m``, ``s``), each at most once and in that order, each an ASCII number (``1.5h``).
     Raises ValueError saying what it wanted."""
     if isinstance(value, bool):
-        raise ValueError(f'expected a duration like 90, "15m" or "1h30m", got {value!r}')
+        raise ValueError(f'expected a duration like 90, "15m" or "1h30m", got {_brief(value)}')
+    if isinstance(value, int) and abs(value) > sys.float_info.max:
+        raise ValueError(f"expected a finite duration, got {_too_large(value)}")
     if isinstance(value, int | float):
         if value < 0 or not math.isfinite(value):
-            raise ValueError(f"expected a non-negative duration, got {value!r}")
+            raise ValueError(f"expected a non-negative duration, got {_brief(value)}")
         return float(value)
     if isinstance(value, str):
         text = value.strip().replace(" ", "")
@@ -402,10 +411,15 @@ def parse_duration(value: object) -> float:
                 sum(float(n) * _UNITS[u] for n, u in zip(match.groups(), "dhms", strict=True) if n)
             )
             if not math.isfinite(seconds):
-                shown = repr(value) if len(value) <= 40 else f"{value[:40]!r}…"
-                raise ValueError(f"expected a finite duration, got {shown} (too large for a number)")
+                raise ValueError(f"expected a finite duration, got {_brief(value)} (too large for a number)")
             return seconds
-    raise ValueError(f'expected a duration like 90, "15m" or "1h30m", got {value!r}')
+    raise ValueError(f'expected a duration like 90, "15m" or "1h30m", got {_brief(value)}')
+
+
+def _too_large(value: int) -> str:
+    """An integer too large for a float, in words: its sign and how many digits it has (the digits
+    themselves, up to 4,300 of them, would be the whole error message)."""
+    return f"{'a negative' if value < 0 else 'an'} integer of {len(str(abs(value))):,} digits (too large for a number)"
 
 
 def seed_problem(seed: object) -> str | None:
@@ -425,7 +439,7 @@ def seed_arg(text: str) -> int:
         value = None
     problem = seed_problem(text if value is None else value)
     if problem is not None or value is None:  # (a text is never a seed: it always has a problem)
-        raise argparse.ArgumentTypeError(problem or f"expected an integer, got {text!r}")
+        raise argparse.ArgumentTypeError(problem or f"expected an integer, got {_brief(text)}")
     return value
 
 
@@ -783,7 +797,7 @@ class _Reader:
     def probability(self, data: Mapping[str, Any], key: str, path: str, default: float) -> float:
         value = float(self.get(data, key, path, (int, float), default))
         if not 0.0 <= value <= 1.0:
-            raise self.fail(f"{path}.{key}", f"expected a probability from 0 to 1, got {value!r}")
+            raise self.fail(f"{path}.{key}", f"expected a probability from 0 to 1, got {_brief(value)}")
         return value
 
 
@@ -816,7 +830,7 @@ def _shown(seconds: float, *others: float) -> str:
 
 def _show(value: object) -> str:
     kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "table"}
-    return f"{kind.get(type(value), type(value).__name__)} {value!r}"
+    return f"{kind.get(type(value), type(value).__name__)} {_brief(value)}"
 
 
 def read_scenario_text(path: str | Path) -> str:
@@ -1008,13 +1022,13 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,80}", name) or set(name) == {"."}:
         raise r.fail(
             "scenario.name",
-            f"expected 1-80 letters, digits, '_', '.' or '-' (it names the output folder), got {name!r}",
+            f"expected 1-80 letters, digits, '_', '.' or '-' (it names the output folder), got {_brief(name)}",
         )
     if device := _windows_device(name):
         raise r.fail(
             "scenario.name",
             f"expected a name Windows can give a folder ({device} is the name of one of its devices), "
-            f"got {name!r}",
+            f"got {_brief(name)}",
         )
     description = r.get(head, "description", "scenario", str, "")
     duration = r.duration(head, "duration", "scenario")
@@ -1118,9 +1132,14 @@ def _finite(r: _Reader, data: object, path: str, depth: int = 0) -> None:
     """Refuse ``nan`` and ``inf`` wherever they are: no key of a scenario means them. And refuse
     arrays and tables nested deeper than MAX_NESTING, which no key of a scenario is either: TOML's
     dotted keys (a.a.a... = 1) nest without limit, and a walk of them (this one, the repr in an
-    error) would run past the interpreter's recursion limit (RecursionError)."""
+    error) would run past the interpreter's recursion limit (RecursionError). And refuse an integer
+    too large for a float (past about 1.8e308; TOML reads up to 4,300 digits): every number a
+    scenario holds is read as a float or bounded far below, and ``float()`` of one was an internal
+    error (OverflowError) in the key that read it."""
     if isinstance(data, float) and not math.isfinite(data):
-        raise r.fail(path, f"expected a finite number, got {data!r}")
+        raise r.fail(path, f"expected a finite number, got {_brief(data)}")
+    if isinstance(data, int) and not isinstance(data, bool) and abs(data) > sys.float_info.max:
+        raise r.fail(path, f"expected a finite number, got {_too_large(data)}")
     if isinstance(data, dict | list) and depth >= MAX_NESTING:
         raise r.fail(
             path, f"nested more than {MAX_NESTING} arrays or tables deep; no key of a scenario nests so deep"
@@ -1144,32 +1163,32 @@ def _regions(
     latency rule or a partition names is one where the relay or a device is."""
     if network.latency:
         ruled = {relay.region} | {region for rule in network.latency for region in rule.between}
-        expected = f"expected one of {', '.join(map(repr, sorted(ruled)))}"
+        expected = f"expected one of {', '.join(map(_brief, sorted(ruled)))}"
         for i, p in enumerate(people):
             for j, d in enumerate(p.devices):
                 if d.region not in ruled:
-                    raise r.fail(f"people[{i}].devices[{j}].region", f"{expected}, got {d.region!r}")
+                    raise r.fail(f"people[{i}].devices[{j}].region", f"{expected}, got {_brief(d.region)}")
         if generate is not None:
             for region, _w in generate.regions:
                 if region not in ruled:
-                    raise r.fail(f"generate.regions.{region}", f"{expected}, got {region!r}")
+                    raise r.fail(f"generate.regions.{region}", f"{expected}, got {_brief(region)}")
     present = {relay.region} | {d.region for p in people for d in p.devices}
     if generate is not None:
         present |= {region for region, _w in generate.regions}
-    known = ", ".join(map(repr, sorted(present)))
+    known = ", ".join(map(_brief, sorted(present)))
     for i, rule in enumerate(network.latency):
         for region in rule.between:
             if region not in present:
                 raise r.fail(
                     f"network.latency[{i}].between",
-                    f"expected regions where the relay or a device is ({known}), got {region!r}",
+                    f"expected regions where the relay or a device is ({known}), got {_brief(region)}",
                 )
     for i, part in enumerate(network.partitions):
         for j, region in enumerate(part.regions):
             if region not in present:
                 raise r.fail(
                     f"network.partitions[{i}].regions[{j}]",
-                    f"expected a region where the relay or a device is ({known}), got {region!r}",
+                    f"expected a region where the relay or a device is ({known}), got {_brief(region)}",
                 )
         if present <= set(part.regions):
             raise r.fail(
@@ -1190,12 +1209,12 @@ def _generated_names_free(r: _Reader, people: tuple[PersonSpec, ...], generate: 
             first, last = everyone._first_last()
             raise r.fail(
                 f"people[{i}].name",
-                f"{p.name!r} is already the name of a generated person ([generate] names {first} to {last})",
+                f"{_brief(p.name)} is already the name of a generated person ([generate] names {first} to {last})",
             )
         if p.name in organisations:
             raise r.fail(
                 f"people[{i}].name",
-                f"{p.name!r} is already the name of a generated organisation (generate.organisations)",
+                f"{_brief(p.name)} is already the name of a generated organisation (generate.organisations)",
             )
 
 
@@ -1271,7 +1290,7 @@ def _address(r: _Reader, value: str, path: str) -> str:
     try:
         ipaddress.ip_address(value)
     except ValueError:
-        raise r.fail(path, f"expected an IPv4 or IPv6 address, got {value!r}") from None
+        raise r.fail(path, f"expected an IPv4 or IPv6 address, got {_brief(value)}") from None
     return value
 
 
@@ -1288,9 +1307,11 @@ def _comparison(r: _Reader, head: Mapping[str, Any], data: Mapping[str, Any]) ->
                 f"expected one of {', '.join(map(repr, PROFILES))}, got {_show(name)}",
             )
     if raw and len(set(raw)) != len(raw):
-        raise r.fail("scenario.compare_profiles", f"expected different profiles, got {raw!r}")
+        raise r.fail("scenario.compare_profiles", f"expected different profiles, got {_brief(raw)}")
     if len(raw) == 1:
-        raise r.fail("scenario.compare_profiles", f"expected at least two profiles to compare, got {raw!r}")
+        raise r.fail(
+            "scenario.compare_profiles", f"expected at least two profiles to compare, got {_brief(raw)}"
+        )
     if raw and matrix:
         raise r.fail("scenario.matrix", "give compare_profiles or matrix = true, not both")
     relay = data.get("relay")
@@ -1320,7 +1341,7 @@ def _network(r: _Reader, raw: object, duration: float) -> NetworkSpec:
         if pair in pairs:
             raise r.fail(
                 f"{path}.between",
-                f"network.latency[{pairs[pair]}] already gives the latency between {between[0]!r} and {between[1]!r}",
+                f"network.latency[{pairs[pair]}] already gives the latency between {_brief(between[0])} and {_brief(between[1])}",
             )
         pairs[pair] = i
         ms = _milliseconds(r, it, "ms", path)
@@ -1338,7 +1359,7 @@ def _network(r: _Reader, raw: object, duration: float) -> NetworkSpec:
         for j, region in enumerate(regions):
             _region(r, region, f"{path}.regions[{j}]")
             if region in regions[:j]:
-                raise r.fail(f"{path}.regions[{j}]", f"{region!r} is named twice")
+                raise r.fail(f"{path}.regions[{j}]", f"{_brief(region)} is named twice")
         start, end = r.duration(it, "from", path), r.duration(it, "to", path)
         if start >= duration:
             raise r.fail(
@@ -1353,7 +1374,7 @@ def _network(r: _Reader, raw: object, duration: float) -> NetworkSpec:
         mode = r.get(it, "mode", path, str, "drop")
         if mode not in PARTITION_MODES:
             raise r.fail(
-                f"{path}.mode", f"expected one of {', '.join(map(repr, PARTITION_MODES))}, got {mode!r}"
+                f"{path}.mode", f"expected one of {', '.join(map(repr, PARTITION_MODES))}, got {_brief(mode)}"
             )
         partitions.append(Partition(tuple(regions), start, end, mode))
     return NetworkSpec(
@@ -1370,9 +1391,11 @@ def _region(r: _Reader, value: str, path: str) -> str:
     """A region's name: any name but an empty or blank one (it would name no place, and show as
     nothing) or one with control or format characters (they hide in, or rearrange, what prints it)."""
     if not value.strip():
-        raise r.fail(path, f"expected a region's name (not empty or blank), got {value!r}")
+        raise r.fail(path, f"expected a region's name (not empty or blank), got {_brief(value)}")
     if any(unicodedata.category(c) in ("Cc", "Cf") for c in value):
-        raise r.fail(path, f"expected a region's name without control or format characters, got {value!r}")
+        raise r.fail(
+            path, f"expected a region's name without control or format characters, got {_brief(value)}"
+        )
     return value
 
 
@@ -1405,7 +1428,7 @@ def _relay(r: _Reader, raw: object) -> RelaySpec:
     profile = r.get(t, "profile", "relay", str, "keep-everything")
     if profile != "keep-everything" and profile not in PROFILES:
         known = ", ".join(map(repr, ["keep-everything", *PROFILES]))
-        raise r.fail("relay.profile", f"expected one of {known}, got {profile!r}")
+        raise r.fail("relay.profile", f"expected one of {known}, got {_brief(profile)}")
     return RelaySpec(
         _region(r, r.get(t, "region", "relay", str, "us"), "relay.region"),
         _address(r, r.get(t, "address", "relay", str, "198.51.100.1"), "relay.address"),
@@ -1427,16 +1450,17 @@ def _windows(r: _Reader, raw: object, path: str, duration: float) -> tuple[tuple
         except ValueError as exc:
             raise r.fail(where, str(exc)) from None
         if end <= start:
-            raise r.fail(where, f"expected 'to' after 'from', got {pair!r}")
+            raise r.fail(where, f"expected 'to' after 'from', got {_brief(pair)}")
         if start >= duration:
             raise r.fail(
-                where, f"expected a window starting before the end of the run ({duration:g} s), got {pair!r}"
+                where,
+                f"expected a window starting before the end of the run ({duration:g} s), got {_brief(pair)}",
             )
         out.append((start, end))
     out.sort()
     for (_s0, e0), (s1, _e1) in itertools.pairwise(out):
         if s1 < e0:
-            raise r.fail(path, f"expected windows that do not overlap, got {raw!r}")
+            raise r.fail(path, f"expected windows that do not overlap, got {_brief(raw)}")
     return tuple(out)
 
 
@@ -1453,12 +1477,16 @@ def _people(r: _Reader, raw: object, duration: float) -> tuple[PersonSpec, ...]:
 
         backup = r.get(t, "backup", path, str, None)
         if backup is not None and backup not in BACKUPS:
-            raise r.fail(f"{path}.backup", f"expected one of {', '.join(map(repr, BACKUPS))}, got {backup!r}")
+            raise r.fail(
+                f"{path}.backup", f"expected one of {', '.join(map(repr, BACKUPS))}, got {_brief(backup)}"
+            )
         name = r.get(t, "name", path, str)
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
-            raise r.fail(f"{path}.name", f"expected 1-64 letters, digits, '_', '.' or '-', got {name!r}")
+            raise r.fail(
+                f"{path}.name", f"expected 1-64 letters, digits, '_', '.' or '-', got {_brief(name)}"
+            )
         if name in seen:
-            raise r.fail(f"{path}.name", f"{name!r} is already the name of another person")
+            raise r.fail(f"{path}.name", f"{_brief(name)} is already the name of another person")
         seen.add(name)
         default_region = _region(r, r.get(t, "region", path, str, "us"), f"{path}.region")
         default_address = t.get("address")
@@ -1510,7 +1538,7 @@ def _backups_then(r: _Reader, people: Sequence[PersonSpec], start: date | None) 
             then = ", ".join(repr(k) for k, b in BACKUPS.items() if b.since is None or b.since <= start)
             raise r.fail(
                 f"people[{i}].backup",
-                f"{person.backup!r} did not exist on {start} (scenario.start): {backup.since_source}; "
+                f"{_brief(person.backup)} did not exist on {start} (scenario.start): {backup.since_source}; "
                 f"expected one of {then}",
             )
 
@@ -1554,8 +1582,8 @@ def _defences_then(r: _Reader, defences: DefenceSpec, start: date | None, profil
             if key in changed and start < since:
                 raise r.fail(
                     f"defences.{key}",
-                    f"{key} = {changed[key]!r} under the {name} profile did not exist on {start} (scenario.start): "
-                    f"{source}; expected the default ({getattr(DefenceSpec(), key)!r}) or a start from {since}",
+                    f"{key} = {_brief(changed[key])} under the {name} profile did not exist on {start} (scenario.start): "
+                    f"{source}; expected the default ({_brief(getattr(DefenceSpec(), key))}) or a start from {since}",
                 )
 
 
@@ -1573,7 +1601,7 @@ def _conversations(r: _Reader, raw: object, names: set[str], duration: float) ->
         for who in between:
             if who not in names:
                 raise r.fail(
-                    f"{path}.between", f"{who!r} is not one of the people ({', '.join(sorted(names))})"
+                    f"{path}.between", f"{_brief(who)} is not one of the people ({', '.join(sorted(names))})"
                 )
         messages = []
         for j, m in enumerate(r.get(t, "messages", path, list)):
@@ -1589,7 +1617,8 @@ def _conversations(r: _Reader, raw: object, names: set[str], duration: float) ->
             sender = r.get(mt, "from", mpath, str)
             if sender not in between:
                 raise r.fail(
-                    f"{mpath}.from", f"expected one of {between[0]!r} or {between[1]!r}, got {sender!r}"
+                    f"{mpath}.from",
+                    f"expected one of {_brief(between[0])} or {_brief(between[1])}, got {_brief(sender)}",
                 )
             recipient = between[1] if sender == between[0] else between[0]
             messages.append(ScriptedMessage(at, sender, recipient, r.get(mt, "text", mpath, str)))
@@ -1748,7 +1777,7 @@ def _generate(r: _Reader, raw: object) -> GenerateSpec:
     )
     n = r.get(t, "people", "generate", int)
     if not 2 <= n <= 1_000_000:
-        raise r.fail("generate.people", f"expected from 2 to 1,000,000 people, got {n}")
+        raise r.fail("generate.people", f"expected from 2 to 1,000,000 people, got {_brief(n)}")
     counts = DEVICE_COUNTS
     dpp = _weights(r, t.get("devices_per_person", {"one": 1.0}), "generate.devices_per_person")
     for key in dpp:
@@ -1758,10 +1787,12 @@ def _generate(r: _Reader, raw: object) -> GenerateSpec:
     r.known(graph, "generate.graph", ["model", "m"])
     model = r.get(graph, "model", "generate.graph", str, "barabasi-albert")
     if model not in ("barabasi-albert", "erdos-renyi"):
-        raise r.fail("generate.graph.model", f"expected 'barabasi-albert' or 'erdos-renyi', got {model!r}")
+        raise r.fail(
+            "generate.graph.model", f"expected 'barabasi-albert' or 'erdos-renyi', got {_brief(model)}"
+        )
     m = r.get(graph, "m", "generate.graph", int, 3)
     if not 1 <= m < n:
-        raise r.fail("generate.graph.m", f"expected from 1 to people-1 ({n - 1}), got {m}")
+        raise r.fail("generate.graph.m", f"expected from 1 to people-1 ({n - 1}), got {_brief(m)}")
     rate = r.table(t.get("messages_per_day", {}), "generate.messages_per_day")
     r.known(rate, "generate.messages_per_day", ["mean", "sigma"])
     mean = float(r.get(rate, "mean", "generate.messages_per_day", (int, float), 20.0))
@@ -1828,7 +1859,9 @@ def _events(
             )
         kind = r.get(t, "kind", path, str)
         if kind not in EVENT_KINDS:
-            raise r.fail(f"{path}.kind", f"expected one of {', '.join(map(repr, EVENT_KINDS))}, got {kind!r}")
+            raise r.fail(
+                f"{path}.kind", f"expected one of {', '.join(map(repr, EVENT_KINDS))}, got {_brief(kind)}"
+            )
         params = {k: v for k, v in t.items() if k not in ("at", "kind")}
         if kind == "legal_process":
             params = _legal_process(r, params, path, everyone, i, duration, at)
@@ -1839,8 +1872,8 @@ def _events(
                 raise r.fail(
                     f"{path}.name",
                     f"expected a name of its own (its disclosure is filed under it), "
-                    f"got {params['name']!r}, already the name of events[{first}]"
-                    + ("" if taken == params["name"] else f" but for case ({taken!r})"),
+                    f"got {_brief(params['name'])}, already the name of events[{first}]"
+                    + ("" if taken == params["name"] else f" but for case ({_brief(taken)})"),
                 )
         elif kind == "exceptional_access":
             r.known(params, path, [*_EVENT_KEYS, "demand", "target", "client_change", "fork", "group"])
@@ -1848,17 +1881,17 @@ def _events(
             if demand not in EXCEPTIONAL_DEMANDS:
                 raise r.fail(
                     f"{path}.demand",
-                    f"expected one of {', '.join(map(repr, EXCEPTIONAL_DEMANDS))}, got {demand!r}",
+                    f"expected one of {', '.join(map(repr, EXCEPTIONAL_DEMANDS))}, got {_brief(demand)}",
                 )
             if demand == "ghost_participant":
                 group = r.get(params, "group", path, str)
                 if group not in group_names:
                     known = (
-                        ", ".join(map(repr, sorted(group_names))) or "none: the scenario has no [[groups]]"
+                        ", ".join(map(_brief, sorted(group_names))) or "none: the scenario has no [[groups]]"
                     )
                     raise r.fail(
                         f"{path}.group",
-                        f"expected the name of one of the [[groups]] ({known}), got {group!r}",
+                        f"expected the name of one of the [[groups]] ({known}), got {_brief(group)}",
                     )
                 # the provider adds one silent member to a group (its account ghost-<group>, see
                 # sims.access.ghost_participant): a second demand added the same account again and
@@ -1867,7 +1900,7 @@ def _events(
                 if first != i:
                     raise r.fail(
                         f"{path}.group",
-                        f"events[{first}] already makes the provider add a ghost participant to {group!r}; "
+                        f"events[{first}] already makes the provider add a ghost participant to {_brief(group)}; "
                         "one ghost reads every message of the group from then on",
                     )
             elif "group" in params:
@@ -1877,7 +1910,7 @@ def _events(
                 if not everyone.person(target):
                     raise r.fail(
                         f"{path}.target",
-                        f"expected one of the people ({everyone.describe()}), got {target!r}",
+                        f"expected one of the people ({everyone.describe()}), got {_brief(target)}",
                     )
                 from relaysim.relay.wire import MAX_DEVICES_PER_ACCOUNT
 
@@ -1888,7 +1921,7 @@ def _events(
                 if held >= MAX_DEVICES_PER_ACCOUNT:
                     raise r.fail(
                         f"{path}.target",
-                        f"{target!r} would have {held + 1} devices with this ghost; an account has at most "
+                        f"{_brief(target)} would have {held + 1} devices with this ghost; an account has at most "
                         f"{MAX_DEVICES_PER_ACCOUNT} (relay.wire.MAX_DEVICES_PER_ACCOUNT)",
                     )
                 everyone.ghosts[target] = everyone.ghosts.get(target, 0) + 1
@@ -1900,7 +1933,8 @@ def _events(
                     )
                 if not isinstance(params["client_change"], bool):
                     raise r.fail(
-                        f"{path}.client_change", f"expected true or false, got {params['client_change']!r}"
+                        f"{path}.client_change",
+                        f"expected true or false, got {_brief(params['client_change'])}",
                     )
             if demand != "ghost_device" and "target" in params:
                 scope = "names a group" if demand == "ghost_participant" else "covers everyone"
@@ -1926,7 +1960,7 @@ def _events(
             if not everyone.device(device):
                 raise r.fail(
                     f"{path}.device",
-                    f"expected a device like 'alice/1' ({everyone.describe_devices()}), got {device!r}",
+                    f"expected a device like 'alice/1' ({everyone.describe_devices()}), got {_brief(device)}",
                 )
         out.append((_typed(kind, at, params), path))
     if not any(isinstance(e, ExceptionalAccess) and e.demand == "key_escrow" for e, _p in out):
@@ -1961,9 +1995,11 @@ def _identity_event(r: _Reader, kind: str, params: Mapping[str, Any], path: str,
     for key in (first, second):
         name = r.get(params, key, path, str)
         if not everyone.person(name):
-            raise r.fail(f"{path}.{key}", f"expected one of the people ({everyone.describe()}), got {name!r}")
+            raise r.fail(
+                f"{path}.{key}", f"expected one of the people ({everyone.describe()}), got {_brief(name)}"
+            )
     if params[first] == params[second]:
-        raise r.fail(f"{path}.{second}", f"expected someone other than {first} {params[first]!r}")
+        raise r.fail(f"{path}.{second}", f"expected someone other than {first} {_brief(params[first])}")
     if "text" in params:
         r.get(params, "text", path, str)
 
@@ -2008,7 +2044,7 @@ def _typed(kind: str, at: float, params: Mapping[str, Any]) -> Event:
         )
     if kind == "verify_safety_number":
         return VerifySafetyNumber(at=at, who=params["who"], whom=params["whom"])
-    raise AssertionError(f"EVENT_KINDS has {kind!r} but _typed does not")
+    raise AssertionError(f"EVENT_KINDS has {_brief(kind)} but _typed does not")
 
 
 def _legal_process(
@@ -2058,14 +2094,20 @@ def _legal_process(
             if bad_place or process in INSTRUMENTS or process == "blanket_demand"
             else "process"
         )
-        raise r.fail(f"{path}.{where}", str(exc)) from None
+        # (relay.legal's words show the value given whole: shown here as every value of the file is)
+        said = str(exc).replace(repr(process), _brief(process))
+        if jurisdiction is not None:
+            said = said.replace(repr(jurisdiction), _brief(jurisdiction))
+        raise r.fail(f"{path}.{where}", said) from None
     process = instrument.key
     target = r.get(params, "target", path, str, None)
     targets = _targets(r, params, path, everyone)
     if targets and target is not None:
         raise r.fail(f"{path}.targets", "give either 'target' or 'targets', not both")
     if target is not None and not everyone.person(target):
-        raise r.fail(f"{path}.target", f"expected one of the people ({everyone.describe()}), got {target!r}")
+        raise r.fail(
+            f"{path}.target", f"expected one of the people ({everyone.describe()}), got {_brief(target)}"
+        )
     if targets:
         target = targets[0]  # each checked by _targets: one of the people or a phone number
     if target is None and instrument.needs_target:
@@ -2127,19 +2169,19 @@ def _legal_process(
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,80}", name) or set(name) == {"."}:
         raise r.fail(
             f"{path}.name",
-            f"expected 1-80 letters, digits, '_', '.' or '-' (it names output files), got {name!r}",
+            f"expected 1-80 letters, digits, '_', '.' or '-' (it names output files), got {_brief(name)}",
         )
     if device := _windows_device(name):
         raise r.fail(
             f"{path}.name",
             f"expected a name Windows can give a file ({device} is the name of one of its devices: "
-            f"{name}.json would be written to it), got {name!r}",
+            f"{name}.json would be written to it), got {_brief(name)}",
         )
     if name.casefold() == "relay":
         raise r.fail(
             f"{path}.name",
             "expected a name other than 'relay' (analysis/relay.json is the analysis of the relay's own "
-            f"records; a disclosure's is analysis/NAME.json), got {name!r}",
+            f"records; a disclosure's is analysis/NAME.json), got {_brief(name)}",
         )
     withdrawn = r.duration(params, "withdrawn", path) if "withdrawn" in params else None
     if withdrawn is not None and not instrument.forward:
@@ -2206,14 +2248,14 @@ def _legal_process(
     if counterfactual is not None and counterfactual not in COUNTERFACTUALS:
         raise r.fail(
             f"{path}.counterfactual",
-            f"expected one of {', '.join(map(repr, COUNTERFACTUALS))}, got {counterfactual!r}",
+            f"expected one of {', '.join(map(repr, COUNTERFACTUALS))}, got {_brief(counterfactual)}",
         )
     gag = r.get(params, "nondisclosure_order", path, bool, False)
     if gag and instrument.jurisdiction != "us":
         raise r.fail(
             f"{path}.nondisclosure_order",
-            f"a non-disclosure order under 18 U.S.C. 2705(b) goes with US legal process; {process!r} is "
-            f"an instrument of {instrument.jurisdiction!r}",
+            f"a non-disclosure order under 18 U.S.C. 2705(b) goes with US legal process; {_brief(process)} is "
+            f"an instrument of {_brief(instrument.jurisdiction)}",
         )
     return {
         "profiles": _order_profiles(r, params, path),
@@ -2247,7 +2289,7 @@ def _order_profiles(r: _Reader, params: Mapping[str, Any], path: str) -> tuple[s
     if not raw:
         raise r.fail(f"{path}.profiles", "expected at least one profile the order is served under, got []")
     if len(set(raw)) != len(raw):
-        raise r.fail(f"{path}.profiles", f"expected different profiles, got {raw!r}")
+        raise r.fail(f"{path}.profiles", f"expected different profiles, got {_brief(raw)}")
     return tuple(raw)
 
 
@@ -2274,7 +2316,7 @@ def _order_profiles_run(
             outside = [p for p in ev.profiles if p not in runs]
             raise r.fail(
                 f"{path}.profiles",
-                f"expected profiles the scenario runs under ({', '.join(map(repr, runs))}), got {outside[0]!r}",
+                f"expected profiles the scenario runs under ({', '.join(map(repr, runs))}), got {_brief(outside[0])}",
             )
 
 
@@ -2301,7 +2343,7 @@ def _targets(r: _Reader, params: Mapping[str, Any], path: str, everyone: _Everyo
                 f"'+12025550143', got {_show(t)}",
             )
         if t in out:
-            raise r.fail(f"{path}.targets[{j}]", f"{t!r} is named twice")
+            raise r.fail(f"{path}.targets[{j}]", f"{_brief(t)} is named twice")
         out.append(t)
     return tuple(out)
 
@@ -2431,14 +2473,14 @@ def _choice(
 ) -> str:
     v = r.get(t, key, path, str, default)
     if v not in allowed:
-        raise r.fail(f"{path}.{key}", f"expected one of {', '.join(map(repr, allowed))}, got {v!r}")
+        raise r.fail(f"{path}.{key}", f"expected one of {', '.join(map(repr, allowed))}, got {_brief(v)}")
     return v
 
 
 def _rate(r: _Reader, t: Mapping[str, Any], key: str, path: str, default: float) -> float:
     v = float(r.get(t, key, path, (int, float), default))
     if not 0 <= v < math.inf:
-        raise r.fail(f"{path}.{key}", f"expected a non-negative number, got {v}")
+        raise r.fail(f"{path}.{key}", f"expected a non-negative number, got {_brief(v)}")
     return v
 
 
@@ -2473,12 +2515,13 @@ def _traffic(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> T
     d = TrafficSpec()
     turns = r.get(t, "max_turns", "traffic", int, d.max_turns)
     if not 1 <= turns <= 100:
-        raise r.fail("traffic.max_turns", f"expected from 1 to 100, got {turns}")
+        raise r.fail("traffic.max_turns", f"expected from 1 to 100, got {_brief(turns)}")
     popular = r.get(t, "popular", "traffic", int, d.popular)
     accounts = len(everyone.names) + everyone.generated  # those traffic picks the popular ones from
     if not 0 <= popular <= accounts:
         raise r.fail(
-            "traffic.popular", f"expected from 0 to {accounts:,} accounts (the people), got {popular:,}"
+            "traffic.popular",
+            f"expected from 0 to {accounts:,} accounts (the people), got {_brief(popular, ',')}",
         )
     moves = []
     raw_moves = r.get(t, "moves", "traffic", list, [])
@@ -2489,12 +2532,12 @@ def _traffic(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> T
         device = r.get(mt, "device", path, str)
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}/[1-9][0-9]?", device):
             raise r.fail(
-                f"{path}.device", f"expected a device as person/index (e.g. 'bob/1'), got {device!r}"
+                f"{path}.device", f"expected a device as person/index (e.g. 'bob/1'), got {_brief(device)}"
             )
         if not everyone.device(device):
             raise r.fail(
                 f"{path}.device",
-                f"expected a device like 'alice/1' ({everyone.describe_devices()}), got {device!r}",
+                f"expected a device like 'alice/1' ({everyone.describe_devices()}), got {_brief(device)}",
             )
         at = r.duration(mt, "at", path)
         if at >= duration:
@@ -2629,16 +2672,18 @@ def _groups(r: _Reader, raw: object, names: set[str], duration: float) -> tuple[
         r.known(t, path, ["name", "members", "admins", "timeline"])
         name = r.get(t, "name", path, str)
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,80}", name):
-            raise r.fail(f"{path}.name", f"expected 1-80 letters, digits, '_', '.' or '-', got {name!r}")
+            raise r.fail(
+                f"{path}.name", f"expected 1-80 letters, digits, '_', '.' or '-', got {_brief(name)}"
+            )
         if any(g.name == name for g in out):
-            raise r.fail(f"{path}.name", f"a second group named {name!r}")
+            raise r.fail(f"{path}.name", f"a second group named {_brief(name)}")
         members = _people_list(r, t, "members", path, names)
         if not members:
             raise r.fail(f"{path}.members", "expected at least one member")
         admins = _people_list(r, t, "admins", path, names)
         for j, a in enumerate(admins):
             if a not in members:
-                raise r.fail(f"{path}.admins[{j}]", f"{a!r} is an admin but not one of the members")
+                raise r.fail(f"{path}.admins[{j}]", f"{_brief(a)} is an admin but not one of the members")
         current = set(members)
         changes = []
         last = 0.0
@@ -2661,11 +2706,14 @@ def _groups(r: _Reader, raw: object, names: set[str], duration: float) -> tuple[
             who = r.get(ct, key, cpath, str)
             if who not in names:
                 raise r.fail(
-                    f"{cpath}.{key}", f"expected one of the people ({', '.join(sorted(names))}), got {who!r}"
+                    f"{cpath}.{key}",
+                    f"expected one of the people ({', '.join(sorted(names))}), got {_brief(who)}",
                 )
             if key == "from":
                 if who not in current:
-                    raise r.fail(f"{cpath}.from", f"{who!r} is not a member of {name!r} at {at:g} s")
+                    raise r.fail(
+                        f"{cpath}.from", f"{_brief(who)} is not a member of {_brief(name)} at {at:g} s"
+                    )
                 if "by" in ct:
                     raise r.fail(f"{cpath}.by", '"by" goes with "join"')
                 changes.append(GroupChange(at, "message", who, r.get(ct, "text", cpath, str)))
@@ -2674,19 +2722,23 @@ def _groups(r: _Reader, raw: object, names: set[str], duration: float) -> tuple[
                 raise r.fail(f"{cpath}.text", '"text" goes with "from"')
             if key == "join":
                 if who in current:
-                    raise r.fail(f"{cpath}.join", f"{who!r} is already a member of {name!r} at {at:g} s")
+                    raise r.fail(
+                        f"{cpath}.join", f"{_brief(who)} is already a member of {_brief(name)} at {at:g} s"
+                    )
                 by = r.get(ct, "by", cpath, str, None)
                 if admins and (by is None or by not in admins or by not in current):
                     raise r.fail(
                         f"{cpath}.by",
-                        f"only a current admin adds members to {name!r}: expected one of "
-                        f"{sorted(set(admins) & current)}, got {by!r}",
+                        f"only a current admin adds members to {_brief(name)}: expected one of "
+                        f"{sorted(set(admins) & current)}, got {_brief(by)}",
                     )
                 current.add(who)
                 changes.append(GroupChange(at, "join", who, by=by))
             else:
                 if who not in current:
-                    raise r.fail(f"{cpath}.leave", f"{who!r} is not a member of {name!r} at {at:g} s")
+                    raise r.fail(
+                        f"{cpath}.leave", f"{_brief(who)} is not a member of {_brief(name)} at {at:g} s"
+                    )
                 if "by" in ct:
                     raise r.fail(f"{cpath}.by", '"by" goes with "join"')
                 current.discard(who)
@@ -2752,7 +2804,7 @@ def _organisations(
             if kind not in defaults:
                 raise r.fail(
                     f"generate.organisations.{kind}",
-                    f"no default share for {kind!r} (known: {', '.join(defaults)}): "
+                    f"no default share for {_brief(kind)} (known: {', '.join(defaults)}): "
                     f"give generate.trait_probability.{kind}",
                 )
             out[kind] = defaults[kind]

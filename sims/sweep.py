@@ -49,7 +49,15 @@ from pathlib import Path
 from typing import Any
 
 from relaysim.relay.mdtext import md_code, md_text
-from relaysim.sims.analysis.runfiles import loads, not_empty, out_folder, own_file, scenario_arg, text_arg
+from relaysim.sims.analysis.runfiles import (
+    brief,
+    loads,
+    not_empty,
+    out_folder,
+    own_file,
+    scenario_arg,
+    text_arg,
+)
 
 __all__ = [
     "RunFailed",
@@ -122,17 +130,17 @@ def parse_param(spec: str) -> tuple[str, list[Any]]:
     key, sep, values = spec.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise SweepError(f"--param {spec!r}: expected KEY=V1,V2,… (e.g. network.loss=0,0.1,0.2)")
+        raise SweepError(f"--param {brief(spec)}: expected KEY=V1,V2,… (e.g. network.loss=0,0.1,0.2)")
     if any(not part for part in key.split(".")):
-        raise SweepError(f"--param {spec!r}: expected a dotted key like network.loss, got {key!r}")
+        raise SweepError(f"--param {brief(spec)}: expected a dotted key like network.loss, got {brief(key)}")
     if key == "scenario.seed":
         raise SweepError("--param scenario.seed: the seeds are chosen by --seeds N, not as a parameter")
     texts = _split_values(values)
     if any(not t for t in texts):
-        raise SweepError(f"--param {spec!r}: expected values separated by commas, got an empty one")
+        raise SweepError(f"--param {brief(spec)}: expected values separated by commas, got an empty one")
     parsed = [_toml_value(key, t) for t in texts]
     if len({_canon(v) for v in parsed}) != len(parsed):
-        raise SweepError(f"--param {spec!r}: a value is given twice")
+        raise SweepError(f"--param {brief(spec)}: a value is given twice")
     return key, parsed
 
 
@@ -163,7 +171,7 @@ def apply_param(data: dict[str, Any], key: str, value: Any, source: str) -> None
                 raise ScenarioError(
                     source,
                     key,
-                    f"{where} is an array of {len(node)}; expected an index 0–{len(node) - 1}, got {part!r}",
+                    f"{where} is an array of {len(node)}; expected an index 0–{len(node) - 1}, got {brief(part)}",
                 )
             if last:
                 node[int(part)] = value
@@ -183,7 +191,9 @@ def build_scenario(text: str, source: str, params: Sequence[tuple[str, Any]]) ->
     from relaysim.sims.scenario import read_toml, scenario_from_data
 
     data = read_toml(text, source)
-    label = f"{source} [{', '.join(f'{k}={_show(v)}' for k, v in params)}]" if params else source
+    # (each key and value cut short as an error shows a value: the label prefixes every error)
+    cells = ", ".join(f"{brief(k, 's')}={brief(_show(v), 's')}" for k, v in params)
+    label = f"{source} [{cells}]" if params else source
     for key, value in params:
         apply_param(data, key, copy.deepcopy(value), label)
     return scenario_from_data(data, label)
@@ -342,7 +352,7 @@ def metric_problem(path: str) -> str | None:
         return None
     each = ", ".join(f"disclosures.NAME.{m}" for m in DISCLOSURE_METRICS)
     return (
-        f"expected a dotted path to a number in a run's summary.json, got {path!r}; the metrics are "
+        f"expected a dotted path to a number in a run's summary.json, got {brief(path)}; the metrics are "
         f"{', '.join(DEFAULT_METRICS)} and, for each disclosure NAME, {each} (leave --metric out for all "
         "of them), or any other number in summary.json, e.g. messages.planned"
     )
@@ -916,7 +926,7 @@ def main(args: argparse.Namespace) -> int:
     for m in result.data["metrics"]:
         if all(cell["metrics"][m]["n"] == 0 for cell in result.data["cells"]):
             print(
-                f"relaysim sweep: warning: --metric {m}: no number at that path in any run's summary.json",
+                f"relaysim sweep: warning: --metric {brief(m, 's')}: no number at that path in any run's summary.json",
                 file=sys.stderr,
             )
     # sweep.md keeps a value as written; printed, a control character in it is shown, never run

@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "MAX_SHOWN",
+    "brief",
     "finite_number",
     "in_file",
     "loads",
@@ -66,6 +68,23 @@ def loads(text: str) -> Any:
         raise json.JSONDecodeError("nested too deeply to read", text, 0) from None
     except ValueError as exc:  # an integer too long to convert
         raise json.JSONDecodeError(str(exc).split(";")[0], text, 0) from None
+
+
+MAX_SHOWN = 80  # characters of a value an error message shows (brief)
+
+
+def brief(value: object, spec: str = "") -> str:
+    """``value`` as an error message shows what it was given (a scenario's value, an option's
+    word): its ``repr`` whole up to MAX_SHOWN characters, else the first MAX_SHOWN, ``…`` and how
+    long the whole is; an integer of more digits by how many it has (``spec``: a format for a number
+    not so long, as ``","``). A value is shown to say which it is, never whole at any length: a
+    name, a time or a window of 5,000 characters, or an integer of 300 digits, was all of the message."""
+    if isinstance(value, int) and not isinstance(value, bool) and len(str(value)) > MAX_SHOWN:
+        return f"{'a negative' if value < 0 else 'an'} integer of {len(str(abs(value))):,} digits"
+    text = format(value, spec) if spec else repr(value)
+    if len(text) <= MAX_SHOWN:
+        return text
+    return f"{text[:MAX_SHOWN]}… ({len(text):,} characters)"
 
 
 def finite_number(value: Any) -> bool:
@@ -195,7 +214,10 @@ def writable_file(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{text}: its folder {path.parent} does not exist (or is not a folder)"
         )
-    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    # a device or a pipe that is there (/dev/null) is written into, not replaced (write_whole): its
+    # own permission is the one that counts, not its folder's
+    into = path.exists() and not path.is_file()
+    if (not into and not os.access(folder, os.W_OK)) or (path.exists() and not os.access(path, os.W_OK)):
         raise argparse.ArgumentTypeError(f"{text}: cannot write there (permission denied)")
     return text
 
@@ -244,16 +266,29 @@ def write_whole(text: str | Path, data: str) -> None:
     that was there already truncated). A file that was there keeps its permissions; a link to one
     stays, the file it points to replaced. An OSError names the file given (not the copy's name, nor
     none, as a failed write's has). Used for disclose's and bench's --json FILE, analyze's
-    analysis/NAME.json and .md and report.html: files written again into a folder that holds others."""
+    analysis/NAME.json and .md and report.html: files written again into a folder that holds others.
+
+    A device or a pipe that is there (``--json /dev/null``, a named pipe) is written into, never
+    replaced (_write_into).
+
+    A process killed between making its copy and renaming it (SIGKILL, a power cut: nothing runs
+    to remove it) left the copy, ``.NAME.xxxxxxxx.tmp``, beside the file for good; each write of the
+    file now removes the copies of its name that no write holds (_remove_stale_copies)."""
     target = Path(text).resolve() if Path(text).is_symlink() else Path(text)
     try:
-        mode = os.stat(target).st_mode & 0o7777
+        st = os.stat(target)
     except FileNotFoundError:  # a new file: the permissions open() gives one (0o666 less the umask)
         umask = os.umask(0)
         os.umask(umask)
         mode = 0o666 & ~umask
+    else:
+        if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+            _write_into(target, data, text)
+            return
+        mode = st.st_mode & 0o7777
+    _remove_stale_copies(target)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, tmp, held = _own_copy(target)
     except OSError as exc:  # (named as the file to write: the name made for its copy means nothing)
         raise OSError(exc.errno, exc.strerror or str(exc), str(text)) from exc
     try:
@@ -267,3 +302,93 @@ def write_whole(text: str | Path, data: str) -> None:
         if isinstance(exc, OSError):
             raise OSError(exc.errno, exc.strerror or str(exc), str(text)) from exc
         raise
+    finally:
+        if held is not None:
+            os.close(held)
+
+
+def _write_into(target: Path, data: str, text: str | Path) -> None:
+    """``data`` written into ``target``, a device or a pipe that is there (``--json /dev/null``,
+    ``/dev/stdout``, a named pipe), as a shell's redirection writes it: a copy renamed over it put a
+    regular file in its place (run as root, over /dev/null itself, for every program on the
+    machine), and a device or a pipe holds no half-written file to spare the reader."""
+    try:
+        with open(target, "wb") as f:
+            f.write(data.encode("utf-8"))
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(text)) from exc
+
+
+def _copy_pattern(target: Path) -> re.Pattern[str]:
+    """The names write_whole's copies of ``target`` have: tempfile.mkstemp's, ``.NAME.`` + 8 of its
+    characters (tempfile._RandomNameSequence: lower-case letters, digits, ``_``) + ``.tmp``."""
+    return re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.tmp")
+
+
+def _own_copy(target: Path) -> tuple[int, str, int | None]:
+    """A new copy for ``target`` beside it (its descriptor and path), and a second descriptor holding
+    an exclusive lock (fcntl.flock) on it until the copy is renamed: the lock says a write is under
+    way, and goes with its process, however that ends. None for the lock where the system has no
+    flock (Windows) or the file system takes none: there no copy is ever removed as stale either."""
+    for _ in range(100):
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        held = _lock(tmp)
+        if held is None:
+            return fd, tmp, None
+        try:
+            # a write of the same file, removing stale copies, may have taken this one before it was
+            # locked: then it is gone (or another file has its name), and another is made
+            if os.path.samestat(os.fstat(held), os.lstat(tmp)):
+                return fd, tmp, held
+        except OSError:
+            pass
+        os.close(held)
+        os.close(fd)
+    raise OSError(errno.EEXIST, "could not keep a copy to write", str(target))
+
+
+def _lock(path: str | Path, wait: bool = True) -> int | None:
+    """A descriptor of ``path`` holding an exclusive flock on it, or None (no flock on this system or
+    file system; without ``wait``, another holds the lock; ``path`` is gone or is no regular file)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            return fd
+    except OSError:  # held (LOCK_NB), or a file system that takes no lock
+        pass
+    os.close(fd)
+    return None
+
+
+def _remove_stale_copies(target: Path) -> None:
+    """Remove the copies of ``target`` (``.NAME.xxxxxxxx.tmp`` beside it) that an earlier write left
+    when its process was killed before renaming its copy: those whose lock no process holds. A copy
+    a write still holds (another relaysim writing the same file now) is left to it. Nothing is said
+    of what cannot be removed; the write goes on."""
+    pattern = _copy_pattern(target)
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return
+    for name in names:
+        if not pattern.fullmatch(name):
+            continue
+        path = target.parent / name
+        held = _lock(path, wait=False)
+        if held is None:
+            continue
+        try:
+            if os.path.samestat(os.fstat(held), os.lstat(path)):
+                os.unlink(path)
+        except OSError:
+            pass
+        finally:
+            os.close(held)

@@ -109,6 +109,13 @@ def _obs(r: MetadataRecord) -> Obs:
     )
 
 
+# What reading a relay.db that is not as a relay wrote it raises: SQLite's own errors (a row's text
+# that is not UTF-8 among them), and UnicodeDecodeError where the names in SQLite's schema
+# (sqlite_master) are not UTF-8, as a damaged file's may be: Python's sqlite3 decodes them itself.
+# Each is said naming the file.
+_UNREADABLE = (sqlite3.DatabaseError, UnicodeDecodeError)
+
+
 def _connect(db: Path) -> sqlite3.Connection:
     if not db.is_file():
         raise AnalysisInputError(f"{db}: no such file; expected a run's relay.db")
@@ -133,9 +140,9 @@ def _connect(db: Path) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(f"{uri}?immutable=1", uri=True)
             conn.execute("SELECT 1 FROM metadata LIMIT 1")
-        except sqlite3.DatabaseError as again:
+        except _UNREADABLE as again:
             raise AnalysisInputError(f"{db}: cannot read it as a relay store ({again})") from None
-    except sqlite3.DatabaseError as exc:
+    except _UNREADABLE as exc:
         raise AnalysisInputError(f"{db}: cannot read it as a relay store ({exc})") from None
     return conn
 
@@ -205,7 +212,7 @@ def check_records(conn: sqlite3.Connection, label: str | Path, table: str = "met
         row = conn.execute(
             f"SELECT seq, kind, {_COLUMNS} FROM {table} WHERE {where} ORDER BY seq LIMIT 1", kinds
         ).fetchone()
-    except sqlite3.DatabaseError as exc:
+    except _UNREADABLE as exc:
         raise AnalysisInputError(
             f"{label}: cannot read its {table} table as a relay store's ({exc})"
         ) from None
@@ -244,7 +251,7 @@ def from_db(
         for account, contact in conn.execute("SELECT account, contact FROM contacts"):
             if isinstance(account, str) and isinstance(contact, str):
                 books.setdefault(account, set()).add(contact)
-    except sqlite3.DatabaseError as exc:
+    except _UNREADABLE as exc:
         raise AnalysisInputError(f"{path}: cannot read it as a relay store ({exc})") from None
     finally:
         conn.close()
@@ -271,7 +278,7 @@ def from_tap(db: str | Path, tap_id: str, *, geoip: Mapping[str, str] | None = N
             f"SELECT kind, {_COLUMNS} FROM intercepts WHERE tap_id = ? ORDER BY seq", (tap_id,)
         ).fetchall()
         taps = [t for (t,) in conn.execute("SELECT DISTINCT tap_id FROM intercepts ORDER BY tap_id")]
-    except sqlite3.DatabaseError as exc:
+    except _UNREADABLE as exc:
         raise AnalysisInputError(f"{path}: cannot read it as a relay store ({exc})") from None
     finally:
         conn.close()

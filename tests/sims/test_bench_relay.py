@@ -124,6 +124,27 @@ def test_seconds_that_are_no_finite_number_are_refused(
     assert "both finite seconds" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("bench", [["relay"], ["relay", "--attack"]])
+@pytest.mark.parametrize("size", [10**60, wire.DEFAULT_MAX_FRAME_SIZE + 1])
+def test_a_body_size_past_a_frame_is_refused_naming_it(
+    bench: list[str], size: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--body-size had no upper bound: 10**60 was 'internal error: OverflowError: cannot fit 'int'
+    into an index-sized integer' (the padding made of it), found by cli9's fuzz of the options. A
+    body no frame can carry (past relay.wire.DEFAULT_MAX_FRAME_SIZE) is now a usage error."""
+    from relaysim.sims.cli import main as relaysim
+
+    with pytest.raises(SystemExit) as exc:
+        relaysim(["bench", *bench, "--body-size", str(size)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.endswith(
+        f"expected at most {wire.DEFAULT_MAX_FRAME_SIZE:,} bytes (the largest frame the relay "
+        "takes, relay.wire.DEFAULT_MAX_FRAME_SIZE)"
+    ), err
+    assert err.startswith(f"relaysim bench {' '.join(bench)}: error: --body-size "), err
+
+
 def test_relaysim_bench_relay_reaches_this_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
     from relaysim.sims.cli import main as relaysim
 

@@ -691,6 +691,32 @@ def test_disclose_json_where_it_cannot_be_written_is_refused_before_serving(
         assert res.stdout == ""
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_disclose_json_into_a_named_pipe_writes_into_it_never_over_it(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--json FILE is written whole (a copy renamed over FILE); a FILE that is a device or a pipe was
+    replaced by the copy, a regular file in its place: --json /dev/null, run as root, put a file
+    where /dev/null was, for every program on the machine (cli9's fuzz did). A device or a pipe
+    that is there is now written into, as a shell's redirection writes it. (Shown on a named pipe
+    in a folder of the test's own: the same path, never /dev/null.)"""
+    import stat
+    import threading
+
+    pipe = tmp_path / "out.json"
+    os.mkfifo(pipe)
+    read: list[bytes] = []
+    reader = threading.Thread(target=lambda: read.append(pipe.read_bytes()), daemon=True)
+    reader.start()
+    argv = ["disclose", "--db", str(tf_run / "relay.db"), "--process", "subpoena", "--target", "amira"]
+    assert main([*argv, "--json", str(pipe)]) == 0
+    reader.join(timeout=60)  # (a hang made a failure: without the change no writer ever opens it)
+    capsys.readouterr()
+    assert stat.S_ISFIFO(os.lstat(pipe).st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+    assert read and json.loads(read[0])["target"] == "amira"
+
+
 def test_disclose_json_replaces_a_file_whole_or_not_at_all(
     tmp_path: Path, tf_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -764,6 +790,106 @@ def test_analyze_and_report_replace_their_files_whole_or_not_at_all(
     err = capsys.readouterr().err
     assert any(f"{run / name}: No space left on device" in err for name in written), err  # (the file named)
     assert _files(run) == before
+
+
+@pytest.mark.parametrize(
+    ("code", "hint"),
+    [
+        (errno.ENOSPC, "; free some space, or give a folder on another disk"),
+        (errno.EROFS, "; copy the folder somewhere writable, or give another folder"),
+        (errno.EIO, ""),
+    ],
+)
+def test_bench_json_that_cannot_be_written_is_one_line_through_main(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    code: int,
+    hint: str,
+) -> None:
+    """A bench's --json FILE is written at its end (runfiles.write_whole), after the numbers are
+    measured; the OSError of a write that fails there is said by cli.main as every command's is:
+    one line on stderr naming FILE, the system's reason and what to do, exit 2, no traceback, and
+    FILE as it was, with nothing left beside it. (test_bench_json_replaces_a_file_whole_or_not_at_all
+    calls harness.finish alone: nothing showed how the command said it.)"""
+    out = tmp_path / "bench.json"
+    out.write_text("earlier\n", encoding="utf-8")
+
+    def fails(src: object, dst: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "replace", fails)
+    argv = ["bench", "analysis", "--messages", "2000", "--people", "100", "--repeat", "1", "--quiet"]
+    assert main([*argv, "--json", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"relaysim bench: {out}: {os.strerror(code)}{hint}\n", captured.err
+    assert "sealed" in captured.out  # (the table, printed before the JSON is written)
+    assert out.read_text(encoding="utf-8") == "earlier\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]
+
+
+LONG = "x" * 5000
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["disclose", "--db", "DB", "--process", "subpoena", "--target", LONG],
+        ["disclose", "--db", "DB", "--process", "subpoena", "--target", "amira", "--at", LONG],
+        [
+            "disclose",
+            "--db",
+            "DB",
+            "--process",
+            "court_order_2703d",
+            "--target",
+            "amira",
+            "--from",
+            f"1h{' ' * 5000}",
+            "--to",
+            "1h",
+        ],
+        ["sweep", "two-friends", "--param", f"network.loss=0,{LONG}", "--seeds", "1", "--out", "OUT"],
+        ["sweep", "two-friends", "--param", f"network.{LONG}=0", "--seeds", "1", "--out", "OUT"],
+        ["sweep", "two-friends", "--param", f"{LONG}.x", "--seeds", "1", "--out", "OUT"],
+        ["run", "SCENARIO", "--out", "OUT"],
+        ["show", "RUN", "--width", LONG],
+    ],
+)
+def test_a_long_word_given_is_shown_cut_short_in_an_error(
+    argv: list[str], tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An option's word, or a scenario's key, of 5,000 characters was shown whole in the error that
+    refused it (disclose's --target, --at, --from; sweep's --param, in its own words and in the label
+    of the cell it prefixes each scenario error with; an unknown key of a scenario): one line of
+    5,000 characters and more. Now each is shown as a scenario's values are (runfiles.brief): the
+    first 80 characters and how long it was."""
+    scenario = tmp_path / "long-key.toml"
+    scenario.write_text(f'[scenario]\nname = "k"\nduration = 10\n{LONG} = 1\n', encoding="utf-8")
+    where = {"DB": str(tf_run / "relay.db"), "OUT": str(tmp_path / "out"), "SCENARIO": str(scenario)}
+    argv = [where.get(a, a) for a in argv]
+    if "RUN" in argv:  # an option's type: argparse's usage, then its line
+        with pytest.raises(SystemExit) as exit_:
+            main([str(tf_run) if a == "RUN" else a for a in argv])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err.splitlines()[-1] + "\n"
+    else:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error" not in err, err[:300]
+    assert len(err) < 700 and "characters)" in err, err[:300]
+
+
+def test_a_long_metric_is_shown_cut_short_in_its_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["sweep", "two-friends", "--param", "network.loss=0", "--metric", LONG, "--seeds", "1"]
+    assert main([*argv, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("relaysim sweep: warning: --metric xxx") and "… (5,000 characters): no number" in err
+    )
+    assert len(err) < 300, err[:300]
 
 
 # --- permissions: a file that cannot be read, a folder that cannot be written ------------------------

@@ -335,6 +335,30 @@ def test_a_relay_store_with_rows_no_relay_writes_is_named_by_row_and_column(
         )
 
 
+def test_a_relay_store_whose_schema_holds_text_that_is_not_utf8_is_named(
+    tmp_path: Path, tf_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Python's sqlite3 decodes the names in SQLite's own schema (sqlite_master) as UTF-8, and a
+    damaged relay.db's may be no UTF-8: a UnicodeDecodeError (a row's text that is not UTF-8 is
+    SQLite's OperationalError, said already). analyze said its codec's words alone, naming no
+    file; disclose said "internal error". Both now say the file cannot be read as a relay store."""
+    run = copy_of(tf_run, tmp_path)
+    shutil.rmtree(run / "analysis", ignore_errors=True)
+    con = sqlite3.connect(run / "relay.db")
+    con.execute('CREATE TABLE "x" (a)')
+    con.execute("PRAGMA writable_schema = ON")
+    con.execute("UPDATE sqlite_master SET name = CAST(x'78ff' AS TEXT) WHERE name = 'x'")
+    con.commit()
+    con.close()
+    said = "'utf-8' codec can't decode byte 0xff"
+    refused(capsys, ["analyze", str(run)], f"{run / 'relay.db'}: cannot read it as a relay store ({said}")
+    refused(
+        capsys,
+        ["disclose", "--db", str(run / "relay.db"), "--process", "subpoena", "--target", "amira"],
+        f"--db {run / 'relay.db'}: cannot open it as a relay store: {said}",
+    )
+
+
 # --- relay-view.jsonl and disclosures ---------------------------------------------------------------
 
 
@@ -705,3 +729,84 @@ def test_a_run_as_relaysim_wrote_it_has_no_warning(
     run = copy_of(tf_run, tmp_path)
     assert main([command, str(run)]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_copy_left_by_a_killed_write_is_removed_by_the_next_write_of_its_file(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """runfiles.write_whole writes a copy beside its file and renames it over the file; a process
+    killed between the two (SIGKILL: nothing runs to remove it) left ``.NAME.xxxxxxxx.tmp`` in the
+    run's folder for good. The next write of the same file removes the copies of its name that no
+    write holds; a copy another write still holds, and names of other patterns, are left alone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    fcntl = pytest.importorskip("fcntl", reason="copies are told stale by flock, which Windows lacks")
+    run = copy_of(tf_run, tmp_path)
+    assert main(["analyze", str(run)]) == 0
+    folder = run / "analysis"
+    # a writer killed between making its copy and renaming it, as a real process is
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            # the copy as write_whole names it: tempfile.mkstemp's name, ".relay.json.xxxxxxxx.tmp"
+            "import os, sys, tempfile\n"
+            "fd, tmp = tempfile.mkstemp(prefix='.relay.json.', suffix='.tmp', dir=sys.argv[1])\n"
+            "os.write(fd, b'half')\nprint(tmp, flush=True)\nsys.stdin.read()",
+            str(folder),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    killed = Path(child.stdout.readline().strip())
+    assert killed.parent == folder and killed.name.startswith(".relay.json."), killed
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert killed.exists()
+    held_copy = folder / ".relay.json.h0ld1ng_.tmp"  # a write of the same file under way: locked
+    held_copy.write_text("under way", encoding="utf-8")
+    held = os.open(held_copy, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    others = [
+        folder / ".relay.json.short.tmp",
+        folder / ".summary.json.abcdefgh.tmp",
+        folder / "relay.json.tmp",
+    ]
+    for other in others:
+        other.write_text("not a copy of relay.json", encoding="utf-8")
+    try:
+        assert main(["analyze", str(run)]) == 0
+    finally:
+        os.close(held)
+    capsys.readouterr()
+    assert not killed.exists()
+    assert held_copy.exists()
+    assert all(other.exists() for other in others)
+    assert json.loads((folder / "relay.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("command", ["analyze", "analyze --as-seen", "report", "disclose"])
+def test_a_clock_epoch_too_large_for_a_number_is_named(
+    tmp_path: Path, tf_run: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """provider.json's clock_epoch as an integer past a float's range (JSON holds one): analyze and
+    report checked it with math.isfinite, which raised OverflowError, an internal error. It is now
+    refused as NaN is, naming the file and the field, its digits not all shown."""
+    run = copy_of(tf_run, tmp_path)
+    shutil.rmtree(run / "analysis", ignore_errors=True)
+    provider = json.loads((run / "provider.json").read_text(encoding="utf-8"))
+    (run / "provider.json").write_text(json.dumps(provider | {"clock_epoch": 10**400}), encoding="utf-8")
+    word, *rest = command.split()
+    argv = (
+        ["disclose", "--db", str(run / "relay.db"), "--process", "subpoena", "--target", "amira"]
+        if word == "disclose"
+        else [word, str(run), *rest]
+    )
+    refused(capsys, argv, "provider.json: clock_epoch: expected Unix seconds (a number), got 1000")
+    assert main(argv) == 2
+    assert len(capsys.readouterr().err) < 300

@@ -258,6 +258,95 @@ def test_a_duration_too_large_for_a_number_is_refused() -> None:
         parse_scenario(GOOD.replace('at = "3h"', f'at = "{"9" * 400}m"'), "bad.toml")
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "path"),
+    [
+        ('duration = "4h"', "duration = HUGE", "scenario.duration"),
+        ("latency_ms = 60", "latency_ms = HUGE", "network.latency_ms"),
+        ("ms = 180", "ms = -HUGE", "network.latency[0].ms"),
+        ('{ at = "10m"', "{ at = HUGE", "conversations[0].messages[0].at"),
+        ('offline = [["1h", "2h"]]', 'offline = [["1h", HUGE]]', "people[0].devices[0].offline[0][1]"),
+        ("[[people]]", "[traffic]\nreply_probability = HUGE\n\n[[people]]", "traffic.reply_probability"),
+        ("seed = 3", "seed = HUGE", "scenario.seed"),
+    ],
+)
+def test_an_integer_too_large_for_a_number_is_named_not_an_internal_error(
+    old: str, new: str, path: str
+) -> None:
+    """TOML reads an integer of up to 4,300 digits; past about 1.8e308 it is too large for a float,
+    and each key that read one as a number (a duration, a latency, a probability, a rate, a weight)
+    ended in float()'s OverflowError: `relaysim run` said "internal error". Now it is named by its
+    key path and line, wherever it is, as NaN is, its digits counted rather than shown."""
+    text = GOOD.replace(old, new.replace("HUGE", "9" * 400), 1)
+    line = next(n for n, t in enumerate(text.split("\n"), 1) if "9" * 400 in t)
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(text, "bad.toml")
+    sign = "a negative" if "-HUGE" in new else "an"
+    assert str(info.value) == (
+        f"bad.toml: {path}: expected a finite number, got {sign} integer of 400 digits (too large for a "
+        f"number) (line {line})"
+    )
+    with pytest.raises(ValueError, match=r"^expected a finite duration, got an integer of 400 digits"):
+        parse_duration(int("9" * 400))
+
+
+LONG = "x" * 5000
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "said"),
+    [
+        ('name = "t"', f'name = "{LONG}"', "scenario.name: expected 1-80 letters"),
+        ("latency_ms = 60", f'latency_ms = "{LONG}"', "network.latency_ms: expected a number, got string"),
+        ('offline = [["1h", "2h"]]', f'offline = [["1h", "{LONG}"]]', "offline[0]: expected a duration"),
+        (
+            'offline = [["1h", "2h"]]',
+            f'offline = [["1h", "2h", "{LONG}"]]',
+            "offline[0]: expected a [from, to] pair",
+        ),
+        (
+            'offline = [["1h", "2h"]]',
+            f'offline = [["5h", "6h{" " * 5000}"]]',  # (blanks a duration may hold)
+            "offline[0]: expected a window starting",
+        ),
+        (
+            '{ region = "pk",',
+            f'{{ region = "{LONG}",',
+            "devices[0].region: expected one of 'pk', 'us', got 'xxx",
+        ),
+        (
+            'between = ["pk", "us"]',
+            f'between = ["pk", "{LONG}"]',
+            "network.latency[0].between: expected regions",
+        ),
+        ('kind = "device_offline"', f'kind = "{LONG}"', "events[0].kind: expected one of"),
+        (
+            'kind = "device_offline"\ndevice = "bob/1"',
+            f'kind = "legal_process"\nprocess = "{LONG}"',
+            "events[0].process: expected one of",
+        ),
+        (
+            '[[people]]\nname = "alice"',
+            f'[generate]\npeople = {"9" * 300}\n\n[[people]]\nname = "alice"',
+            "generate.people",
+        ),
+    ],
+)
+def test_a_long_value_is_shown_cut_short_in_an_error(old: str, new: str, said: str) -> None:
+    """An error shows the value it refuses, and a value of any length was shown whole: a name, a
+    region or a window of 5,000 characters made a message of 5,000 characters, a region's name
+    repeated in the list of regions there are, an integer of 300 digits all of them. A value is now
+    shown up to 80 characters of its repr, then how long it is."""
+    text = GOOD.replace(old, new, 1)
+    assert text != GOOD
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(text, "bad.toml")
+    message = str(info.value)
+    assert message.startswith("bad.toml: ") and said in message, message[:300]
+    assert len(message) < 600, message
+    assert "characters)" in message or "an integer of 300 digits" in message, message
+
+
 def test_scheduler_breaks_ties_in_scheduling_order() -> None:
     s = Scheduler()
     seen: list[str] = []
