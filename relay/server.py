@@ -1083,6 +1083,12 @@ class RelayServer:
             try:
                 deleted = self.core.expire()
                 await trio.to_thread.run_sync(self.core.store.checkpoint)
+            except Exception:
+                # A sweep that fails (a disk error, a bug) is said, at each sweep it fails, and the relay
+                # serves on: one failed sweep stopped every connection (it raised out of serve's nursery).
+                # The expiry's transaction is undone whole; the next sweep tries again.
+                log.exception("retention sweep failed; serving on, the next sweep tries again")
+                continue
             finally:
                 self._release_store()
             if deleted:

@@ -1391,6 +1391,31 @@ async def test_the_retention_sweep_of_a_relay_on_a_store_in_memory_leaves_it_ser
     assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR], caplog.text
 
 
+async def test_a_retention_sweep_that_fails_is_logged_and_the_relay_serves_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sweep that raises (here the expiry, as a disk error would) is logged at each sweep and the
+    relay keeps serving; it raised out of serve's nursery and ended every connection."""
+    core = new_core(clock=time.time)
+    failures = 0
+
+    def failing_expire() -> int:
+        nonlocal failures
+        failures += 1
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(core, "expire", failing_expire)
+    async with running(core, retention_interval=0.05) as server:
+        client = await WireClient.connect(server.port)
+        await client.register(ALICE)
+        with trio.fail_after(5):
+            while failures < 3:  # several failed sweeps
+                await trio.sleep(0.02)
+        assert isinstance(await client.request(lambda i: wire.Ping(id=i)), wire.Pong)
+        await client.aclose()
+    assert "retention sweep failed" in caplog.text
+
+
 async def test_a_durable_store_is_checkpointed_beside_the_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
