@@ -902,6 +902,27 @@ def test_a_relay_that_could_collect_under_a_foreign_forward_order_says_its_answe
     assert could and not any("FBI chart" in why for why in could), could
 
 
+@pytest.mark.parametrize("process", ["pen_register", "wiretap"])
+def test_wechat_under_a_us_real_time_order_says_what_the_fbi_chart_shows_not_a_policy(process: str) -> None:
+    """WeChat's record is the FBI chart alone, not a published policy of WeChat's (as Wire's was no guide of
+    its own): where its relay could collect under a US pen register or wiretap order and collects nothing,
+    every reason and note says what the chart shows (no real-time return from it), never "its published
+    policy hands nothing over"; Telegram's cloud chats, whose privacy policy is on record, still say so."""
+    events = f'\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "{process}"\ntarget = "a"\n'
+    said = {}
+    for profile in ("wechat", "telegram-cloud"):
+        scenario = parse_scenario(_BB_ORDERS.format(profile=profile) + events, "x.toml")
+        (d,) = Simulation(scenario).run().disclosures
+        assert not d.provided
+        could = [why for _, why in d.reasons.values() if "could collect it in real time" in why]
+        could += [n for n in d.notes if "could collect under" in n]
+        assert len(could) >= 2, (d.reasons, d.notes)
+        said[profile] = could
+    assert not any("published policy" in x for x in said["wechat"]), said["wechat"]
+    assert all("the FBI chart (2021), shows no real-time return from it" in x for x in said["wechat"])
+    assert all("its published policy hands nothing over" in x for x in said["telegram-cloud"])
+
+
 # BES's notes belong to the country of the order, and cite nothing from after the order's date unless they
 # say so: the PTA's statement (2015-12-31) in Pakistan's disclosures only, from that date; India's facility
 # and its acceptance (2012, 2013) in India's only; BlackBerry's policy as reported (December 2015) said to
