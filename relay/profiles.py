@@ -1180,8 +1180,8 @@ _TELEGRAM_TERROR_ONLY = (
 _TELEGRAM_ZERO_BYTES = (
     "before its privacy policy of August 2018 Telegram said: 'We never share your data with anyone. To this day, "
     "we have disclosed 0 bytes of user data to third parties, including governments.' (telegram.org/privacy "
-    "before August 2018, 'Sharing data'); the policy that followed (§8.3) allowed IP address and phone number "
-    "to a court order confirming a terror suspect"
+    "before August 2018, 'Sharing data'); the policy that followed in August 2018, after this date (§8.3), "
+    "allowed IP address and phone number to a court order confirming a terror suspect"
 )
 
 # BlackBerry's lawful-access policy is on record from December 2015 (John Chen; the record gives the

@@ -951,6 +951,30 @@ def _cited(text: str) -> list[date]:
     ]
 
 
+def test_telegram_before_its_2018_policy_says_the_policy_that_followed_is_after_this_date() -> None:
+    """Before August 2018 Telegram's reasons quote its earlier word ('0 bytes') and name the policy that
+    followed (§8.3): every date they cite after the order's day is said to be after this date, as the other
+    dated texts say it."""
+    start = date(2017, 5, 2)
+    orders = ("subpoena", "pen_register", "ifta_warrant")
+    events = "".join(
+        f'\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "{p}"\nname = "{p}"\ntarget = "a"\n'
+        for p in orders
+    )
+    text = (
+        _BB_ORDERS.format(profile="telegram-cloud").replace("seed = 5", f"seed = 5\nstart = {start}") + events
+    )
+    by = {d.process.process: d for d in Simulation(parse_scenario(text, "x.toml")).run().disclosures}
+    followed = []
+    for process in orders:
+        for _, why in by[process].reasons.values():
+            if "0 bytes" in why:
+                followed.append(why)
+                assert any(cited > start for cited in _cited(why)), why
+                assert "after this date" in why, why
+    assert followed
+
+
 @pytest.mark.parametrize(
     "start", [date(2013, 1, 7), date(2015, 7, 1), date(2015, 12, 15), date(2016, 2, 1), date(2017, 1, 2)]
 )
