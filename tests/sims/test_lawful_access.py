@@ -1355,6 +1355,10 @@ def test_an_order_under_a_law_not_yet_made_is_refused_naming_the_law(
         parse_scenario(_dated_order(process, start, "2h"), "x.toml")
     said = str(caught.value)
     assert law in said and str(since) in said and "did not exist on" in said, said
+    # a demand is one act, made on its day, not a law under which orders are served
+    demand = process in ("pta_demand", "india_access_demand")
+    assert (f"the demand was made on {since}" in said) == demand, said
+    assert ("an order under it" in said) != demand, said
     # the same order served past midnight, on the law's day, stands
     parse_scenario(_dated_order(process, start, "2h45m"), "x.toml")
     # and an undated run (no [scenario] start) has no calendar to refuse it by
