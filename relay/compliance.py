@@ -662,7 +662,7 @@ class ComplianceDesk:
                 + (
                     "hands nothing over under one (the project's assumption)"
                     if self._answer_assumed(instrument)
-                    else "its published policy hands nothing over under one"
+                    else self.profile.realtime_record or "its published policy hands nothing over under one"
                 )
                 + ", so it collects nothing: nothing was tapped."
             )
@@ -691,11 +691,17 @@ class ComplianceDesk:
             assumed = self._answer_assumed(instrument)
             # A profile's note on real-time returns (the FBI chart's, of US process) backs no answer to an
             # order of another country's law: where that answer is assumed, the assumption says the record.
-            note = None if assumed and instrument.jurisdiction != "us" else pr.notes.get("realtime_routing")
+            # (where the record is said in place of a policy, it is the note: said once)
+            record = "" if assumed else pr.realtime_record
+            note = (
+                None
+                if (assumed and instrument.jurisdiction != "us") or record
+                else pr.notes.get("realtime_routing")
+            )
             policy = (
                 f"hands nothing over under {instrument.a_name} (the project's assumption)"
                 if assumed
-                else f"its published policy hands nothing over under {instrument.a_name}"
+                else record or f"its published policy hands nothing over under {instrument.a_name}"
             )
             return f"{pr.title} could collect it in real time, but {policy}, so it collects nothing" + (
                 f" ({note})" if note else ""

@@ -414,16 +414,21 @@ class Instrument:
     # 1885; a Pakistani court's order, whose law the record does not name).
     since: date | None = None
     since_record: str = ""
+    # A demand that is one act of a government's, not a power to order (pta_demand, india_access_demand):
+    # ``not_yet`` says when it was made, not when an order under it can be served.
+    demand: bool = False
 
     def not_yet(self, day: date) -> str | None:
         """Why no order under this instrument can be served on ``day`` (the law that makes it came
-        later), or None if it can."""
+        later, or the demand was made later), or None if it can."""
         if self.since is None or day >= self.since:
             return None
-        return (
-            f"{self.a_name} ({self.key!r}) did not exist on {day}: {self.since_record}; an order under it can "
-            f"be served from {self.since} on"
+        later = (
+            f"the demand was made on {self.since} and can be served from then on"
+            if self.demand
+            else f"an order under it can be served from {self.since} on"
         )
+        return f"{self.a_name} ({self.key!r}) did not exist on {day}: {self.since_record}; {later}"
 
     @property
     def forward(self) -> bool:
@@ -555,6 +560,7 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             _MONITOR_ALL,
             since=_PTA_DEMAND_2015,
             since_record=_PTA_DEMAND_2015_RECORD,
+            demand=True,
         ),
         # BlackBerry's policy as reported in December 2015 (John Chen, BlackBerry; the seed article):
         # "under a court order" it may give a phone's location, which users contacted each other, and
@@ -622,6 +628,7 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             _MONITOR_ALL,
             since=_INDIA_DEMAND_2010,
             since_record=_INDIA_DEMAND_2010_RECORD,
+            demand=True,
         ),
         # Canada: interception of private communications on a judge's authorization.
         Instrument(

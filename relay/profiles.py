@@ -164,6 +164,10 @@ class Profile:
     # instrument gets is then the profile's assumption (``assumptions``), and the desk never says a
     # category is withheld under "its published policy".
     published_policy: bool = True
+    # Where a relay that could collect in real time collects nothing under a US order and no published
+    # policy of the provider's says so, what its record shows instead (WeChat: the FBI chart alone, whose
+    # returns are all logs of stored data), said in place of "its published policy hands nothing over".
+    realtime_record: str = ""
     # Per instrument, how the provider answered the demand as a whole, where it did not comply, and
     # (``response_record``) what the record says of that answer, said beside it in the disclosure.
     responses: Mapping[str, Response] = field(default_factory=dict)
@@ -870,6 +874,11 @@ WECHAT = Profile(
     custody="provider",
     pen_register=True,  # its servers route every message and hold the keys (the project's inference):
     wiretap=True,  # what stops a real-time return is its policy, as the chart shows none
+    # no policy of WeChat's is on record, only the chart: it shows no real-time return, and says no more
+    realtime_record=(
+        "its only record, the FBI chart (2021), shows no real-time return from it (every return but WhatsApp's "
+        "is a log of stored data, delivered after the fact)"
+    ),
     sources=(_FBI_CHART,),
     discloses={
         i.key: frozenset({"subscriber_info", "ip_addresses"}) for i in INSTRUMENTS.values() if not i.forward
@@ -1153,6 +1162,7 @@ POLICY_FIELDS: Final[tuple[str, ...]] = (
     "notes",
     "jurisdiction_notes",
     "published_policy",
+    "realtime_record",
 )
 
 
@@ -1170,8 +1180,8 @@ _TELEGRAM_TERROR_ONLY = (
 _TELEGRAM_ZERO_BYTES = (
     "before its privacy policy of August 2018 Telegram said: 'We never share your data with anyone. To this day, "
     "we have disclosed 0 bytes of user data to third parties, including governments.' (telegram.org/privacy "
-    "before August 2018, 'Sharing data'); the policy that followed (§8.3) allowed IP address and phone number "
-    "to a court order confirming a terror suspect"
+    "before August 2018, 'Sharing data'); the policy that followed in August 2018, after this date (§8.3), "
+    "allowed IP address and phone number to a court order confirming a terror suspect"
 )
 
 # BlackBerry's lawful-access policy is on record from December 2015 (John Chen; the record gives the

@@ -902,6 +902,27 @@ def test_a_relay_that_could_collect_under_a_foreign_forward_order_says_its_answe
     assert could and not any("FBI chart" in why for why in could), could
 
 
+@pytest.mark.parametrize("process", ["pen_register", "wiretap"])
+def test_wechat_under_a_us_real_time_order_says_what_the_fbi_chart_shows_not_a_policy(process: str) -> None:
+    """WeChat's record is the FBI chart alone, not a published policy of WeChat's (as Wire's was no guide of
+    its own): where its relay could collect under a US pen register or wiretap order and collects nothing,
+    every reason and note says what the chart shows (no real-time return from it), never "its published
+    policy hands nothing over"; Telegram's cloud chats, whose privacy policy is on record, still say so."""
+    events = f'\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "{process}"\ntarget = "a"\n'
+    said = {}
+    for profile in ("wechat", "telegram-cloud"):
+        scenario = parse_scenario(_BB_ORDERS.format(profile=profile) + events, "x.toml")
+        (d,) = Simulation(scenario).run().disclosures
+        assert not d.provided
+        could = [why for _, why in d.reasons.values() if "could collect it in real time" in why]
+        could += [n for n in d.notes if "could collect under" in n]
+        assert len(could) >= 2, (d.reasons, d.notes)
+        said[profile] = could
+    assert not any("published policy" in x for x in said["wechat"]), said["wechat"]
+    assert all("the FBI chart (2021), shows no real-time return from it" in x for x in said["wechat"])
+    assert all("its published policy hands nothing over" in x for x in said["telegram-cloud"])
+
+
 # BES's notes belong to the country of the order, and cite nothing from after the order's date unless they
 # say so: the PTA's statement (2015-12-31) in Pakistan's disclosures only, from that date; India's facility
 # and its acceptance (2012, 2013) in India's only; BlackBerry's policy as reported (December 2015) said to
@@ -928,6 +949,30 @@ def _cited(text: str) -> list[date]:
         date(int(m[1]), int(m[2]), int(m[3])) if m[1] else date(int(m[5]), _MONTHS.index(m[4]) + 1, 1)
         for m in _CITED.finditer(text)
     ]
+
+
+def test_telegram_before_its_2018_policy_says_the_policy_that_followed_is_after_this_date() -> None:
+    """Before August 2018 Telegram's reasons quote its earlier word ('0 bytes') and name the policy that
+    followed (§8.3): every date they cite after the order's day is said to be after this date, as the other
+    dated texts say it."""
+    start = date(2017, 5, 2)
+    orders = ("subpoena", "pen_register", "ifta_warrant")
+    events = "".join(
+        f'\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "{p}"\nname = "{p}"\ntarget = "a"\n'
+        for p in orders
+    )
+    text = (
+        _BB_ORDERS.format(profile="telegram-cloud").replace("seed = 5", f"seed = 5\nstart = {start}") + events
+    )
+    by = {d.process.process: d for d in Simulation(parse_scenario(text, "x.toml")).run().disclosures}
+    followed = []
+    for process in orders:
+        for _, why in by[process].reasons.values():
+            if "0 bytes" in why:
+                followed.append(why)
+                assert any(cited > start for cited in _cited(why)), why
+                assert "after this date" in why, why
+    assert followed
 
 
 @pytest.mark.parametrize(
@@ -1310,6 +1355,10 @@ def test_an_order_under_a_law_not_yet_made_is_refused_naming_the_law(
         parse_scenario(_dated_order(process, start, "2h"), "x.toml")
     said = str(caught.value)
     assert law in said and str(since) in said and "did not exist on" in said, said
+    # a demand is one act, made on its day, not a law under which orders are served
+    demand = process in ("pta_demand", "india_access_demand")
+    assert (f"the demand was made on {since}" in said) == demand, said
+    assert ("an order under it" in said) != demand, said
     # the same order served past midnight, on the law's day, stands
     parse_scenario(_dated_order(process, start, "2h45m"), "x.toml")
     # and an undated run (no [scenario] start) has no calendar to refuse it by
