@@ -1128,11 +1128,7 @@ def main(argv: list[str]) -> int:
         )
     if not 0 < args.duration <= 60 or args.body_size < _STAMP.size:
         parser.error(f"--duration must be in (0, 60] s and --body-size at least {_STAMP.size}")
-    if args.body_size > wire.DEFAULT_MAX_FRAME_SIZE:  # (10**60 was an OverflowError making the padding)
-        parser.error(
-            f"--body-size {args.body_size:.6g}: expected at most {wire.DEFAULT_MAX_FRAME_SIZE:,} bytes (the "
-            "largest frame the relay takes, relay.wire.DEFAULT_MAX_FRAME_SIZE)"
-        )
+    harness.refuse_body_past_frame(parser, args.body_size)
     harness.raise_fd_limit(4096)
     return harness.run_bench(
         "relay --attack",

@@ -285,6 +285,18 @@ def run_bench(
     return finish(name, report, table(report), args, targets(report))
 
 
+def refuse_body_past_frame(parser: argparse.ArgumentParser, body_size: float) -> None:
+    """A usage error for a ``--body-size`` past the largest frame the relay takes (``bench relay``'s and
+    ``relay --attack``'s: 10**60 was an OverflowError making the padding)."""
+    from relaysim.relay.wire import DEFAULT_MAX_FRAME_SIZE
+
+    if body_size > DEFAULT_MAX_FRAME_SIZE:
+        parser.error(
+            f"--body-size {body_size:.6g}: expected at most {DEFAULT_MAX_FRAME_SIZE:,} bytes (the "
+            "largest frame the relay takes, relay.wire.DEFAULT_MAX_FRAME_SIZE)"
+        )
+
+
 def raise_fd_limit(needed: int) -> None:
     """Lift the soft limit on open files towards the hard one: N connections need N descriptors (the relay
     bench and the attack bench open hundreds)."""

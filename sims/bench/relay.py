@@ -1162,11 +1162,7 @@ def main(argv: list[str]) -> int:
             f"--duration must be positive, --warmup not negative (both finite seconds), --body-size at "
             f"least {_SEQ.size}"
         )
-    if args.body_size > wire.DEFAULT_MAX_FRAME_SIZE:  # (10**60 was an OverflowError making the padding)
-        parser.error(
-            f"--body-size {args.body_size:.6g}: expected at most {wire.DEFAULT_MAX_FRAME_SIZE:,} bytes (the "
-            "largest frame the relay takes, relay.wire.DEFAULT_MAX_FRAME_SIZE)"
-        )
+    harness.refuse_body_past_frame(parser, args.body_size)
     if args.profile and args.check:
         parser.error(
             "--check judges the targets, which are for a relay that keeps every metadata record; "
