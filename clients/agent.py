@@ -101,6 +101,11 @@ SIGNED_PREKEY_ROTATION = 2 * 86400.0
 PREKEY_ARCHIVE_AGE = 30 * 86400.0
 # Renew the sender certificate when less than this many seconds of it are left (ours: an hour).
 CERTIFICATE_RENEWAL = 3600.0
+# When renewing fails (the relay refuses the request, or answers with a certificate that does not
+# check), the sealed sends waiting for it go with the one held while more than this is left of it:
+# time for the send to reach the relay, whose stamp on the envelope is the time its recipients check
+# the certificate at (``_certificate_time``). With less, they fail with the renewal's reason.
+CERTIFICATE_LAST_USE = 300.0
 # An envelope id is remembered (to drop a second copy of it unread) until this many seconds after the
 # relay confirmed our ack of it: an acked envelope is deleted and never delivered again, so only a
 # copy already in flight can still come (a push that crossed the fetch that acked it). One that
@@ -927,7 +932,10 @@ class DeviceAgent:
                 key_log=True if self.key_transparency else None,
             )
 
-    def _send(self, out: _Outgoing) -> None:
+    def _send(self, out: _Outgoing, renew: bool = True) -> None:
+        """Encrypt and send ``out``, or queue it for what it needs first (the recipient's devices, a
+        sender certificate). ``renew=False``: a sealed send goes with the certificate held, due for
+        renewal or not (renewing it just failed; ``_held_certificate_usable``)."""
         if out.group is not None:
             self._group_ready(out.group, out.to)
             return
@@ -948,7 +956,9 @@ class DeviceAgent:
             if out.to not in self.tokens:
                 self._fail(out, "not_ready", f"sealed sender needs {out.to!r}'s delivery token")
                 return
-            if self.certificate is None or self._certificate_expires - self.clock() < CERTIFICATE_RENEWAL:
+            if self.certificate is None or (
+                renew and self._certificate_expires - self.clock() < CERTIFICATE_RENEWAL
+            ):
                 # Certificates are short-lived (about a day): get a fresh one first, then send.
                 if not self.authenticated:
                     self._fail(out, "not_ready", "sealed sender needs a sender certificate: log in first")
@@ -1594,12 +1604,17 @@ class DeviceAgent:
             try:
                 self._certificate_expires = self._check_certificate(frame.certificate)
             except CertificateError as exc:
-                # The one held (if any) is kept: the sends waiting fail now (asking again would be a
-                # loop with a relay that answers so each time); the next sealed send asks again.
+                # The one held (if any) is kept: the sends waiting go with it while it is still good
+                # for them, else fail now (asking again would be a loop with a relay that answers so
+                # each time); the next sealed send asks again.
                 message = f"the relay's sender certificate is refused: {exc}"
                 self._events.append(Failed(kind, "bad_certificate", message))
+                fallback = self._held_certificate_usable()
                 for out in waiting:
-                    self._fail(out, "bad_certificate", message)
+                    if fallback:
+                        self._send(out, renew=False)
+                    else:
+                        self._fail(out, "bad_certificate", message)
                 return
             self.certificate = frame.certificate
             for out in waiting:
@@ -1674,6 +1689,13 @@ class DeviceAgent:
                 f"the relay's 'authenticated' names device {frame.device}, not this device's {self.device_id}"
             )
         return None
+
+    def _held_certificate_usable(self) -> bool:
+        """Whether the sender certificate held can still carry a sealed send when renewing it failed:
+        more than CERTIFICATE_LAST_USE seconds of it left."""
+        return (
+            self.certificate is not None and self._certificate_expires - self.clock() > CERTIFICATE_LAST_USE
+        )
 
     def _check_certificate(self, certificate: bytes) -> float:
         """Check a sender certificate the relay issued this device before it replaces the one held:
@@ -1790,14 +1812,19 @@ class DeviceAgent:
             for out in self._waiting_bundle.pop(str(context), []):
                 self._fail(out, frame.code, frame.message)
         elif kind == "get_sender_certificate":
-            # The sealed sends waiting for it fail with the relay's reason (and when to retry, if it
-            # said), as for a certificate refused: left waiting, they and every sealed send after them
-            # (which asks only when the first is queued) would wait for the next login. The next
-            # sealed send asks again.
+            # The sealed sends waiting for it go with the certificate held while it is still good for
+            # them, else fail with the relay's reason (and when to retry, if it said), as for a
+            # certificate refused: left waiting, they and every sealed send after them (which asks
+            # only when the first is queued) would wait for the next login. The next sealed send
+            # asks again.
             waiting, self._waiting_certificate = self._waiting_certificate, []
             self._events.append(Failed(kind, frame.code, frame.message, frame.retry_after_ms))
+            fallback = self._held_certificate_usable()
             for out in waiting:
-                self._fail(out, frame.code, frame.message, frame.retry_after_ms)
+                if fallback:
+                    self._send(out, renew=False)
+                else:
+                    self._fail(out, frame.code, frame.message, frame.retry_after_ms)
         elif (
             kind == "register"
             and frame.code == wire.ErrorCode.REGISTRATION_PROOF

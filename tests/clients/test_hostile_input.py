@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from relaysim.clients import _primitives as _p
 from relaysim.clients import sealed, spec
 from relaysim.clients.agent import (
+    CERTIFICATE_LAST_USE,
     CERTIFICATE_RENEWAL,
     Accepted,
     DeviceAgent,
@@ -46,7 +47,7 @@ from relaysim.clients.session import Device, PeerAddress, parse_ciphertext
 from relaysim.relay import wire
 from relaysim.relay.certificates import ServerSigningKey, TrustRoot
 from relaysim.relay.content import CONTROL
-from relaysim.relay.core import DEFAULT_CERTIFICATE_TTL, Reply
+from relaysim.relay.core import DEFAULT_CERTIFICATE_TTL, Push, Reply
 from tests.clients.test_agent_duplicates import World
 from tests.conftest import seeded_rng
 
@@ -120,7 +121,8 @@ def test_a_low_order_identity_key_with_a_forged_signature_is_refused() -> None:
 
 def _answer_forged(w: World, a: DeviceAgent, forge: Callable[[wire.Response], wire.Response]) -> list[object]:
     """Carry ``a``'s requests to the relay and the answers back, passing each answer through
-    ``forge`` first (the relay turned hostile on the way back)."""
+    ``forge`` first (the relay turned hostile on the way back). Pushes to other devices are kept in
+    ``w.pushes``, unforged."""
     cid = next(c for c, x in w.agents.items() if x is a)
     events: list[object] = []
     for _ in range(20):
@@ -131,6 +133,8 @@ def _answer_forged(w: World, a: DeviceAgent, forge: Callable[[wire.Response], wi
             for out in w.core.handle(w.conns[cid], frame):
                 if isinstance(out, Reply):
                     events.extend(a.handle(forge(out.frame)))
+                elif isinstance(out, Push) and isinstance(out.frame, wire.Deliver):
+                    w.pushes.append((w.agents[out.connection], out.frame.envelope))
     return events
 
 
@@ -415,8 +419,9 @@ def _bad_certificates(w: World, alice: DeviceAgent, bob: DeviceAgent) -> dict[st
 def test_a_bad_sender_certificate_is_refused_and_the_good_one_kept(case: str) -> None:
     """The certificate a sealed send waits for is checked as its recipients will check it (the chain to
     the trust root, the signature, the expiry) and must name this device and its identity key, before
-    it replaces the one the agent holds: a bad one is refused (``bad_certificate``, saying why), the
-    sealed send waiting for it fails with the same reason, and the good one is kept."""
+    it replaces the one the agent holds: a bad one is refused (``bad_certificate``, saying why) and
+    the good one is kept; the sealed send waiting for it goes with the good one, which has half an
+    hour left, and the next sealed send asks again."""
     w = World()
     alice, bob = w.join("alice"), w.join("bob")
     w.greet(alice, bob)
@@ -435,15 +440,85 @@ def test_a_bad_sender_certificate_is_refused_and_the_good_one_kept(case: str) ->
     alice.send_text("bob", b"sealed", ref="s", sealed=True)
     events = _answer_forged(w, alice, forge)
     message = f"the relay's sender certificate is refused: {why}"
-    assert events == [
-        Failed("get_sender_certificate", "bad_certificate", message),
-        Failed("s", "bad_certificate", message),
+    assert [(type(e), getattr(e, "ref", None)) for e in events] == [
+        (Failed, "get_sender_certificate"),
+        (Accepted, "s"),
     ]
+    assert events[0] == Failed("get_sender_certificate", "bad_certificate", message)
     assert alice.certificate == good
     alice.send_text("bob", b"sealed again", ref="s2", sealed=True)  # asks again, and the relay is honest
     events = _answer_forged(w, alice, lambda frame: frame)
     assert [(type(e), getattr(e, "ref", None)) for e in events] == [(Accepted, "s2")]
     assert alice.certificate not in (good, bad)
+
+
+@pytest.mark.parametrize("refusal", ["bad_certificate", "rate_limited"])
+def test_a_sealed_send_fails_when_renewing_fails_and_the_certificate_held_is_nearly_spent(
+    refusal: str,
+) -> None:
+    """With less than CERTIFICATE_LAST_USE seconds left of the certificate held, a sealed send waiting
+    for its renewal does not go with it (it could expire before the relay stamps the envelope, and its
+    recipients would refuse the message unseen): it fails with the renewal's reason, and the
+    certificate held is kept."""
+    w = World()
+    alice, bob = w.join("alice"), w.join("bob")
+    w.greet(alice, bob)
+    alice.request_certificate()
+    w.pump()
+    good = alice.certificate
+    assert good is not None
+    w.clock.now += DEFAULT_CERTIFICATE_TTL - CERTIFICATE_LAST_USE / 2
+    busy = wire.ErrorFrame(id=0, code="rate_limited", message="slow down", retry_after_ms=2000)
+
+    def forge(frame: wire.Response) -> wire.Response:
+        if isinstance(frame, wire.SenderCertificateResponse):
+            if refusal == "rate_limited":
+                return dataclasses.replace(busy, id=frame.id)
+            return dataclasses.replace(frame, certificate=good)  # the old one again: about to expire
+        return frame
+
+    alice.send_text("bob", b"sealed", ref="s", sealed=True)
+    events = _answer_forged(w, alice, forge)
+    assert [(type(e), getattr(e, "ref", None)) for e in events] == [
+        (Failed, "get_sender_certificate"),
+        (Failed, "s"),
+    ]
+    assert events[1].code == refusal  # type: ignore[attr-defined]
+    assert alice.certificate == good
+
+
+def test_a_sender_certificate_refused_with_a_good_one_held_lets_the_sealed_sends_waiting_go() -> None:
+    """The relay refuses to renew the certificate (its rate limit) while the one held has half an hour
+    left: the refusal is reported, and the sealed sends waiting go with the one held, read by their
+    recipient as from alice."""
+    w = World()
+    alice, bob = w.join("alice"), w.join("bob")
+    w.greet(alice, bob)
+    alice.request_certificate()
+    w.pump()
+    good = alice.certificate
+    assert good is not None
+    w.clock.now += DEFAULT_CERTIFICATE_TTL - CERTIFICATE_RENEWAL / 2
+    busy = wire.ErrorFrame(id=0, code="rate_limited", message="slow down", retry_after_ms=2000)
+
+    def refuse(frame: wire.Response) -> wire.Response:
+        if isinstance(frame, wire.SenderCertificateResponse):
+            return dataclasses.replace(busy, id=frame.id)
+        return frame
+
+    alice.send_text("bob", b"sealed", ref="s1", sealed=True)
+    alice.send_text("bob", b"sealed too", ref="s2", sealed=True)
+    events = _answer_forged(w, alice, refuse)
+    assert events[0] == Failed("get_sender_certificate", "rate_limited", "slow down", 2000)
+    assert [(type(e), getattr(e, "ref", None)) for e in events[1:]] == [(Accepted, "s1"), (Accepted, "s2")]
+    assert alice.certificate == good
+    pushes = list(w.pushes)
+    w.pushes.clear()
+    received = [e for agent, env in pushes for e in w.deliver(agent, env)[0] if isinstance(e, Received)]
+    assert [(e.sender.account, e.plaintext, e.sealed) for e in received] == [
+        ("alice", b"sealed", True),
+        ("alice", b"sealed too", True),
+    ]
 
 
 def test_a_sender_certificate_refused_fails_the_sealed_sends_waiting_and_the_next_asks_again() -> None:
