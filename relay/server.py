@@ -81,6 +81,7 @@ import itertools
 import logging
 import math
 import os
+import re
 import select
 import signal
 import sqlite3
@@ -1180,15 +1181,30 @@ def _rate_text(rate: Rate | None) -> str:
     return "off" if rate is None else f"{rate.per_second:g}/{rate.burst:g}"
 
 
+# A number option is written in ASCII digits (a point and an exponent for seconds): int() and float()
+# also take other scripts' digits, underscores, blanks around, "nan" and "inf", none of which an
+# operator means. At most 30 digits: every bound below is far smaller, and int() of a long word is slow.
+_WHOLE_TEXT = re.compile(r"[+-]?[0-9]{1,30}")
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]{1,30}(?:\.[0-9]{0,30})?|\.[0-9]{1,30})(?:[eE][+-]?[0-9]{1,4})?")
+# The largest queue cap: what SQLite's integers hold (the store counts queued envelopes and bytes).
+MAX_CAP: Final = 2**63 - 1
+# The longest --read-timeout: a day (a connection silent for longer is gone).
+MAX_READ_TIMEOUT: Final = 86_400.0
+
+
+def _shown(text: str) -> str:
+    """An option's word as an error shows it: repr, the first 40 characters of a long one."""
+    return repr(text) if len(text) <= 40 else f"{text[:40]!r}… ({len(text):,} characters)"
+
+
 def _cap(text: str) -> int | None:
     if text.strip().lower() == "off":
         return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number or off")
+    value = int(text) if _WHOLE_TEXT.fullmatch(text) else 0
+    if not 1 <= value <= MAX_CAP:
+        raise argparse.ArgumentTypeError(
+            f"{_shown(text)} is not a whole number from 1 to 2**63 - 1 (digits 0-9), or off"
+        )
     return value
 
 
@@ -1196,14 +1212,14 @@ def _whole(minimum: int, maximum: int, what: str) -> Callable[[str], int]:
     """An option's type: a whole number from ``minimum`` to ``maximum``, else a usage error."""
 
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ({what})") from None
+        if not _WHOLE_TEXT.fullmatch(text):
+            raise argparse.ArgumentTypeError(f"{_shown(text)} is not a whole number in digits 0-9 ({what})")
+        value = int(text)
         if not minimum <= value <= maximum:
             raise argparse.ArgumentTypeError(f"{value} is out of range: {what}")
         return value
 
+    parse.__name__ = parse.__qualname__ = "_whole"
     return parse
 
 
@@ -1225,12 +1241,13 @@ _db_file = _path("the database file's path")
 
 
 def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of seconds")
+    if not _DECIMAL_TEXT.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a number of seconds (digits 0-9, a point)")
+    value = float(text)
+    if not (math.isfinite(value) and 0 < value <= MAX_READ_TIMEOUT):
+        raise argparse.ArgumentTypeError(
+            f"{_shown(text)}: expected a positive number of seconds, at most {MAX_READ_TIMEOUT:g} (a day)"
+        )
     return value
 
 
@@ -1438,7 +1455,7 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         )
     g.add_argument(
         "--prekeys-low",
-        type=int,
+        type=_whole(0, 10_000, "one-time prekeys from 0, never told, to 10,000"),
         default=d.prekeys_low,
         metavar="N",
         help="tell a device with fewer one-time prekeys than this to upload more (default: %(default)s)",
@@ -1446,7 +1463,7 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
     r = parser.add_argument_group("registration proof (what a new account must show)")
     r.add_argument(
         "--registration-pow",
-        type=int,
+        type=_whole(0, 32, "bits from 0 to 32"),
         default=DEFAULT_REGISTRATION_POW,
         metavar="BITS",
         help="hashcash: SHA-256 of the account's stamp must start with BITS zero bits, 2^BITS tries on "

@@ -34,7 +34,7 @@ import errno
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -50,6 +50,7 @@ from relaysim.sims.analysis.runfiles import (
     writable_file,
     write_whole,
 )
+from relaysim.sims.numbers import decimal_number, whole_number
 
 if TYPE_CHECKING:
     from relaysim.sims.scenario import Scenario
@@ -77,25 +78,18 @@ def _version() -> str:
             return "unknown (not installed)"
 
 
-def _at_least(minimum: int, what: str) -> Callable[[str], int]:
-    """An argparse type: a whole number no smaller than ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected a whole number of {what}, got {brief(text)}"
-            ) from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected at least {minimum} {what}, got {value}")
-        return value
-
-    return parse
+# Widths and row counts: whole numbers in ASCII digits (sims.numbers), at most what a screen or a
+# file of a few megabytes can hold, so that a width of 10**9 is refused, not laid out.
+MAX_COLUMNS = 100_000
+MAX_ROWS = 10_000_000
 
 
 DEMO_WIRE_SEED = 2015  # demo --wire: the phones' keys
 LIVE_TIME_SCALE = 0.001  # run --live: real seconds per simulated second
+# run --live --time-scale's largest: slower than real time is allowed (watching a few exchanges), up
+# to a simulated minute in about 17 hours; past that a run outlives any demonstration. The smallest
+# is sims.live.MIN_TIME_SCALE, checked there (the clock's resolution).
+LIVE_MAX_TIME_SCALE = 1000.0
 
 
 def _seed(text: str) -> int:
@@ -106,8 +100,10 @@ def _seed(text: str) -> int:
     return seed_arg(text)
 
 
-_columns = _at_least(40, "columns")  # sims.term.MIN_WIDTH (not imported here: it loads rich)
-_rows = _at_least(1, "rows")
+_columns = whole_number(
+    "columns", 40, MAX_COLUMNS
+)  # 40: sims.term.MIN_WIDTH (not imported here: it loads rich)
+_rows = whole_number("rows", 1, MAX_ROWS)
 
 
 def _scenario(name_or_path: str) -> Any:
@@ -943,10 +939,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--time-scale",
-        type=float,  # sims.live refuses one that is not positive
+        # (sims.live refuses one below its MIN_TIME_SCALE, saying why)
+        type=decimal_number(
+            "real seconds per simulated second",
+            0.0,
+            LIVE_MAX_TIME_SCALE,
+            why="a simulated minute in 17 hours",
+        ),
         default=LIVE_TIME_SCALE,
         metavar="SECONDS",
-        help="with --live, real seconds per simulated second (default: 0.001, so 5 simulated hours take 18 s)",
+        help="with --live, real seconds per simulated second (default: 0.001, so 5 simulated hours take 18 s; "
+        f"at most {LIVE_MAX_TIME_SCALE:g})",
     )
 
     show = sub.add_parser(

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from relaysim.sims.analysis.runfiles import out_folder, scenario_arg
+from relaysim.sims.numbers import workers as workers_arg
 from relaysim.sims.scenario import Scenario, ScenarioError, resolve_scenario
 
 if TYPE_CHECKING:
@@ -284,7 +285,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--out", type=out_folder, metavar="DIR", help="where to write (default: out/defences-NAME)"
     )
-    p.add_argument("--workers", type=int, default=2, metavar="N", help="worker processes (default: 2)")
+    p.add_argument(
+        "--workers", type=workers_arg(), default=2, metavar="N", help="worker processes (default: 2)"
+    )
     p.add_argument("--force", action="store_true", help="replace the runs already in DIR")
     return p
 
@@ -294,8 +297,6 @@ def main(args: argparse.Namespace) -> int:
     from relaysim.sims.report import OutputDirError, prepare_out_dir
 
     try:
-        if args.workers < 1:
-            raise DefencesError(f"--workers: expected at least 1, got {args.workers}")
         scenario = resolve_scenario(args.scenario)
         out = Path(args.out or f"out/defences-{scenario.name}")
         if out.exists() and not out.is_dir():

@@ -38,13 +38,13 @@ import sys
 import tempfile
 import textwrap
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from relaysim.sims.analysis.runfiles import one_line, scenario_arg
+from relaysim.sims.numbers import whole_number, workers
 from relaysim.sims.scenario import Scenario, ScenarioError, resolve_scenario
 
 __all__ = [
@@ -68,6 +68,7 @@ MAX_MESSAGES = 60  # messages written to a target the attack is given at most
 # targets scored per variant, for reproduce() and its command line alike (the README's figure, and
 # test_reproduce's run of the built-in scenario, are of 15)
 DEFAULT_TARGETS = 15
+MAX_TARGETS = 10_000  # --targets: each is an attack of its own, for each variant
 
 # name → the [defences] switches it changes (on top of the scenario's own)
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -310,21 +311,6 @@ DESCRIPTION = "\n\n".join(
 )
 
 
-def _count(what: str) -> Callable[[str], int]:
-    """An argparse type: a whole number, at least 1, of ``what``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number of {what}, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"expected a whole number of {what}, at least 1, got {value}")
-        return value
-
-    return parse
-
-
 def _add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument(
         "scenario",
@@ -336,7 +322,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--targets",
-        type=_count("targets"),
+        type=whole_number("targets", 1, MAX_TARGETS, why="each is an attack of its own, for each variant"),
         default=DEFAULT_TARGETS,
         metavar="N",
         help=f"targets to attack per variant: the accounts that heard most from one correspondent, popular "
@@ -344,7 +330,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--workers",
-        type=_count("worker processes"),
+        type=workers(),
         default=2,
         metavar="N",
         help="variants run at once, each in its own process (default: 2)",

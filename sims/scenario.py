@@ -430,16 +430,21 @@ def seed_problem(seed: object) -> str | None:
     return f"expected an integer from 0 to {MAX_SEED} (2**63 - 1, the largest a TOML file holds), got {shown}"
 
 
+_ASCII_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
 def seed_arg(text: str) -> int:
     """Every ``--seed``'s type (run, demo and the benchmarks', relaysim.sims.cli's through ``_seed``):
     an integer from 0 to MAX_SEED, else argparse's error (exit 2) naming the option."""
-    try:
-        value: int | None = int(text)
-    except ValueError:  # (a word, or a number of more than 4,300 digits, which Python will not convert)
-        value = None
+    value: int | None = None
+    if _ASCII_INTEGER.fullmatch(text):  # (int() takes other scripts' digits, "1_0" and blanks too)
+        try:
+            value = int(text)
+        except ValueError:  # (a number of more than 4,300 digits, which Python will not convert)
+            value = None
     problem = seed_problem(text if value is None else value)
     if problem is not None or value is None:  # (a text is never a seed: it always has a problem)
-        raise argparse.ArgumentTypeError(problem or f"expected an integer, got {_brief(text)}")
+        raise argparse.ArgumentTypeError(problem or f"expected an integer (digits 0-9), got {_brief(text)}")
     return value
 
 

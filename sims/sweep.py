@@ -58,6 +58,8 @@ from relaysim.sims.analysis.runfiles import (
     scenario_arg,
     text_arg,
 )
+from relaysim.sims.numbers import whole_number
+from relaysim.sims.numbers import workers as workers_arg
 
 __all__ = [
     "RunFailed",
@@ -856,7 +858,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         metavar="KEY=V1,V2,…",
         help="a scenario key and the values to try (repeat for a grid)",
     )
-    p.add_argument("--seeds", type=int, default=5, metavar="N", help="seeds per cell (default: 5)")
+    p.add_argument(
+        "--seeds",
+        type=whole_number("seeds", 1, MAX_SWEEP_RUNS, why="MAX_SWEEP_RUNS: the runs of all cells"),
+        default=5,
+        metavar="N",
+        help="seeds per cell (default: 5)",
+    )
     p.add_argument(
         "--metric",
         type=_metric,
@@ -867,7 +875,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "latency p50, and each disclosure's score shares)",
     )
     p.add_argument("--out", type=out_folder, metavar="DIR", help="where to write (default: out/sweep-NAME)")
-    p.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: one per CPU)")
+    p.add_argument(
+        "--workers", type=workers_arg(), metavar="N", help="local worker processes (default: one per CPU)"
+    )
     p.add_argument(
         "--dask",
         type=_scheduler,
@@ -886,8 +896,6 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         params = [parse_param(spec) for spec in args.param]
-        if args.workers is not None and args.workers < 1:
-            raise SweepError(f"--workers: expected at least 1, got {args.workers}")
         name = Path(args.scenario).stem
         out = Path(args.out or f"out/sweep-{name}")
 

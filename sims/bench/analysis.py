@@ -36,6 +36,7 @@ import networkx as nx
 from relaysim.sims.analysis.sda import statistical_disclosure
 from relaysim.sims.analysis.view import Obs, ProviderView
 from relaysim.sims.bench import harness
+from relaysim.sims.numbers import whole_number
 from relaysim.sims.scenario import seed_arg
 
 __all__ = ["TARGET", "main", "synthetic_day"]
@@ -162,13 +163,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--messages",
-        type=int,
+        type=whole_number("messages", 1, 10 * TARGET_MESSAGES, why="ten times the target's"),
         default=TARGET_MESSAGES,
         metavar="M",
         help=f"sealed messages in the day, receipts included ({TARGET_MESSAGES:,})",
     )
-    p.add_argument("--people", type=int, default=10_000, metavar="N", help="accounts (10,000)")
-    p.add_argument("--repeat", type=int, default=3, metavar="R", help="runs of the attack (3)")
+    p.add_argument(
+        "--people",
+        type=whole_number("accounts", 4, 1_000_000),
+        default=10_000,
+        metavar="N",
+        help="accounts (10,000)",
+    )
+    p.add_argument(
+        "--repeat", type=whole_number("runs", 1, 1_000), default=3, metavar="R", help="runs of the attack (3)"
+    )
     p.add_argument("--seed", type=seed_arg, default=1, help="seed of the graph and the traffic (1)")
     harness.add_common_options(p)
     return p

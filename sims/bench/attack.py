@@ -101,6 +101,7 @@ from relaysim.relay.server import (
 )
 from relaysim.relay.store import Store
 from relaysim.sims.bench import harness
+from relaysim.sims.numbers import decimal_number, whole_number
 from relaysim.sims.scenario import seed_arg
 
 __all__ = ["ATTACKS", "main"]
@@ -240,7 +241,7 @@ def child_main(argv: list[str]) -> int:
     """The relay process: register the devices, then serve with the defaults until stdin closes."""
     p = argparse.ArgumentParser(prog="sims.bench.attack --child")
     p.add_argument("--child", action="store_true")
-    p.add_argument("--good", type=int, required=True)
+    p.add_argument("--good", type=whole_number("good devices", 2, 250), required=True)
     p.add_argument("--seed", type=seed_arg, required=True)
     p.add_argument("--db", required=True)
     args = p.parse_args(argv)
@@ -1103,12 +1104,32 @@ def _parser() -> argparse.ArgumentParser:
             "relaysim bench relay --attack --duration 1 --only memory slots --check",
         ],
     )
-    p.add_argument("--good", type=int, default=16, metavar="N", help="good devices (16)")
     p.add_argument(
-        "--rate", type=float, default=5.0, metavar="R", help="messages a second per good device (5)"
+        "--good", type=whole_number("good devices", 2, 250), default=16, metavar="N", help="good devices (16)"
     )
-    p.add_argument("--duration", type=float, default=3.0, metavar="S", help="seconds per slice (3)")
-    p.add_argument("--body-size", type=int, default=160, metavar="B", help="envelope body bytes (160)")
+    p.add_argument(
+        "--rate",
+        type=decimal_number(
+            "messages a second", 0.0, 15.0, above_minimum=True, why="the relay allows an account 20/s"
+        ),
+        default=5.0,
+        metavar="R",
+        help="messages a second per good device (5)",
+    )
+    p.add_argument(
+        "--duration",
+        type=decimal_number("seconds", 0.0, 60.0, above_minimum=True),
+        default=3.0,
+        metavar="S",
+        help="seconds per slice (3)",
+    )
+    p.add_argument(
+        "--body-size",
+        type=whole_number("bytes", 0, 2**31),
+        default=160,
+        metavar="B",
+        help="envelope body bytes (160)",
+    )
     p.add_argument(
         "--only", nargs="+", choices=ATTACKS, metavar="ATTACK", help=f"run only these ({', '.join(ATTACKS)})"
     )

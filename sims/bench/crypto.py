@@ -74,6 +74,7 @@ from relaysim.clients.ratchet import HEADER as _HEADER  # the wire header: DHs p
 from relaysim.clients.session import Device
 from relaysim.clients.x3dh import X3DH_INFO
 from relaysim.sims.bench import harness
+from relaysim.sims.numbers import whole_number
 
 __all__ = ["RATIOS", "main", "run_benchmarks"]
 
@@ -1342,26 +1343,32 @@ def _parser() -> argparse.ArgumentParser:
         ["relaysim bench crypto", "relaysim bench crypto --messages 2000 --json - --check > crypto.json"],
     )
     p.add_argument(
-        "--messages", type=int, default=500, metavar="N", help="messages per contender per repeat (500)"
+        "--messages",
+        type=whole_number("messages", 1, 1_000_000),
+        default=500,
+        metavar="N",
+        help="messages per contender per repeat (500)",
     )
     p.add_argument(
         "--setups",
-        type=int,
+        type=whole_number("set-ups", 1, 100_000),
         default=200,
         metavar="S",
         help="session setups per contender per repeat (200: 20 to a slice; see above)",
     )
     p.add_argument(
         "--group-messages",
-        type=int,
+        type=whole_number("group messages", 1, 100_000),
         default=20,
         metavar="G",
         help="group messages per group contender per repeat (20; pairwise to 1,000 members is ~1,000 encryptions each)",
     )
-    p.add_argument("--repeat", type=int, default=15, metavar="R", help="repeats (15)")
+    p.add_argument(
+        "--repeat", type=whole_number("repeats", 1, 1_000), default=15, metavar="R", help="repeats (15)"
+    )
     p.add_argument(
         "--chunks",
-        type=int,
+        type=whole_number("slices", 1, 1_000),
         default=10,
         metavar="C",
         help="slices per contender per repeat, interleaved round-robin with the others'; each is a sample (10)",

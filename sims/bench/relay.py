@@ -97,6 +97,7 @@ from relaysim.relay.profiles import PROFILES
 from relaysim.relay.server import serve, tune_gc_for_serving
 from relaysim.relay.store import Store
 from relaysim.sims.bench import harness
+from relaysim.sims.numbers import decimal_number, whole_number
 from relaysim.sims.scenario import seed_arg
 
 __all__ = ["CONTENDERS", "RATIOS", "main"]
@@ -168,7 +169,11 @@ def preregister(core: RelayCore, n: int, seed: int) -> None:
 def _child_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sims.bench.relay --child")
     p.add_argument("--child", choices=CONTENDERS, required=True)
-    p.add_argument("--connections", type=int, required=True)
+    p.add_argument(
+        "--connections",
+        type=whole_number("connections", 2, 4096, why="relay serve's default --max-connections"),
+        required=True,
+    )
     p.add_argument("--seed", type=seed_arg, required=True)
     p.add_argument("--db", default="")
     p.add_argument("--profile", default="")
@@ -1042,15 +1047,51 @@ def _parser() -> argparse.ArgumentParser:
             "relaysim bench relay --profile signal",
         ],
     )
-    p.add_argument("--connections", type=int, default=1000, metavar="N", help="device connections (1000)")
-    p.add_argument("--duration", type=float, default=3.0, metavar="S", help="timed seconds per slice (3)")
-    p.add_argument("--warmup", type=float, default=0.5, metavar="S", help="untimed seconds before each (0.5)")
-    p.add_argument("--repeat", type=int, default=3, metavar="R", help="slices per contender (3)")
-    p.add_argument("--window", type=int, default=1, metavar="W", help="envelopes in flight per device (1)")
-    p.add_argument("--body-size", type=int, default=160, metavar="B", help="envelope body bytes (160)")
+    p.add_argument(
+        "--connections",
+        type=whole_number("connections", 2, 4096, why="relay serve's default --max-connections"),
+        default=1000,
+        metavar="N",
+        help="device connections (1000; at most 4,096)",
+    )
+    p.add_argument(
+        "--duration",
+        type=decimal_number("seconds", 0.0, 3600.0, above_minimum=True),
+        default=3.0,
+        metavar="S",
+        help="timed seconds per slice (3)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=decimal_number("seconds", 0.0, 600.0),
+        default=0.5,
+        metavar="S",
+        help="untimed seconds before each (0.5)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=whole_number("slices", 1, 1_000),
+        default=3,
+        metavar="R",
+        help="slices per contender (3)",
+    )
+    p.add_argument(
+        "--window",
+        type=whole_number("envelopes", 1, 1_000),
+        default=1,
+        metavar="W",
+        help="envelopes in flight per device (1)",
+    )
+    p.add_argument(
+        "--body-size",
+        type=whole_number("bytes", 0, 2**31),
+        default=160,
+        metavar="B",
+        help="envelope body bytes (160)",
+    )
     p.add_argument(
         "--steps",
-        type=int,
+        type=whole_number("envelopes", 1, 1_000_000),
         default=2000,
         metavar="E",
         help="envelopes for the where-the-time-goes steps (2000)",

@@ -101,6 +101,7 @@ from relaysim.relay.limits import UNLIMITED
 from relaysim.relay.store import Store
 from relaysim.sims.bench import harness
 from relaysim.sims.bench.crypto import MESSAGE, OneDirection, our_pair
+from relaysim.sims.numbers import decimal_number, whole_number
 from relaysim.sims.scenario import (
     Conversation,
     DefenceSpec,
@@ -137,6 +138,10 @@ TARGET_SECONDS: Final = 600.0
 TARGET_RSS_BYTES: Final = 4 * 10**9
 TARGET_DEVICES: Final = 100_000
 TARGET_MESSAGES: Final = 1_000_000
+# --devices and --messages at most ten times the target's: a scale run keeps ~35 KiB a phone, so ten
+# times the target's phones is some 35 GB, and past it a run fills the machine, not a measurement.
+MAX_DEVICES: Final = 10 * TARGET_DEVICES
+MAX_MESSAGES: Final = 10 * TARGET_MESSAGES
 
 
 # --- (a) the steady scenario ------------------------------------------------------------------
@@ -1532,15 +1537,27 @@ def _parser() -> argparse.ArgumentParser:
             "relaysim bench sim --no-scale --json - --check > sim.json",
         ],
     )
-    p.add_argument("--pairs", type=int, default=50, metavar="P", help="(a) pairs of phones (50)")
     p.add_argument(
-        "--timed-messages", type=int, default=4000, metavar="T", help="(a) timed messages per run (4000)"
+        "--pairs",
+        type=whole_number("pairs", 1, 10_000),
+        default=50,
+        metavar="P",
+        help="(a) pairs of phones (50)",
     )
-    p.add_argument("--repeat", type=int, default=1, metavar="R", help="(a) timed runs (1)")
+    p.add_argument(
+        "--timed-messages",
+        type=whole_number("messages", 1, 10_000_000),
+        default=4000,
+        metavar="T",
+        help="(a) timed messages per run (4000)",
+    )
+    p.add_argument(
+        "--repeat", type=whole_number("runs", 1, 1_000), default=1, metavar="R", help="(a) timed runs (1)"
+    )
     p.add_argument("--no-profile", action="store_true", help="(a) skip the cProfile run (no breakdown)")
     p.add_argument(
         "--registration-phones",
-        type=int,
+        type=whole_number("phones", 1, 100_000),
         default=5,
         metavar="K",
         help="phones timed for the registration breakdown (5)",
@@ -1552,19 +1569,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--devices",
-        type=int,
+        type=whole_number("phones", 4, MAX_DEVICES, why="ten times the target's"),
         metavar="N",
         help=f"(b) phones ({SMALL_DEVICES}; {TARGET_DEVICES:,} with --scale)",
     )
     p.add_argument(
         "--messages",
-        type=int,
+        type=whole_number("messages", 1, MAX_MESSAGES, why="ten times the target's"),
         metavar="M",
         help=f"(b) messages in the 1× run ({SMALL_MESSAGES}; {TARGET_MESSAGES:,} with --scale)",
     )
     p.add_argument(
         "--budget",
-        type=float,
+        type=decimal_number("seconds", 0.0, 86_400.0, above_minimum=True, why="a day"),
         default=TARGET_SECONDS,
         metavar="S",
         help="(b) seconds before a run is stopped (600)",
@@ -1592,8 +1609,17 @@ def main(argv: list[str]) -> int:
     """``relaysim bench sim [options]``; the exit status (0; 1 if a run went wrong or, with --check, a
     target was not met; 2 on bad options)."""
     if argv[:1] == ["--scale-child"]:
-        devices, messages, seed, budget, receipts = argv[1:6]
-        print(json.dumps(scale_child(int(devices), int(messages), int(seed), float(budget), receipts)))
+        # (written by run_scale_child; read with the options' own types, so a hand-typed one is named)
+        if len(argv) != 6 or argv[5] not in ("on", "off"):
+            raise SystemExit("relaysim bench sim --scale-child: expected DEVICES MESSAGES SEED BUDGET on|off")
+        try:
+            devices = whole_number("phones", 4, MAX_DEVICES)(argv[1])
+            messages = whole_number("messages", 1, 2 * MAX_MESSAGES)(argv[2])
+            seed = seed_arg(argv[3])
+            budget = decimal_number("seconds", 0.0, 86_400.0, above_minimum=True)(argv[4])
+        except argparse.ArgumentTypeError as exc:
+            raise SystemExit(f"relaysim bench sim --scale-child: {exc}") from None
+        print(json.dumps(scale_child(devices, messages, seed, budget, argv[5])))
         return 0
     parser = _parser()
     args = parser.parse_args(argv)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from relaysim.sims.bench import harness
+from relaysim.sims.numbers import whole_number, workers
 from relaysim.sims.progress import progress_bar
 from relaysim.sims.sweep import run_sweep
 
@@ -120,12 +121,20 @@ def main(argv: list[str]) -> int:
         ["relaysim bench sweep --runs 100 --workers 2", "relaysim bench sweep --json sweep.json --check"],
     )
     parser.add_argument(
-        "--runs", type=int, default=100, help="runs per sweep, a multiple of 5 (default: 100)"
+        "--runs",
+        type=whole_number("runs", 5, 100_000),
+        default=100,
+        help="runs per sweep, a multiple of 5 (default: 100)",
     )
     parser.add_argument(
-        "--workers", type=int, default=2, help="worker processes of the parallel pool (default: 2)"
+        "--workers", type=workers(2), default=2, help="worker processes of the parallel pool (default: 2)"
     )
-    parser.add_argument("--messages", type=int, default=100, help="messages per run (default: 100)")
+    parser.add_argument(
+        "--messages",
+        type=whole_number("messages", 1, 100_000),
+        default=100,
+        help="messages per run (default: 100)",
+    )
     harness.add_common_options(parser)
     args = parser.parse_args(argv)
     if args.runs < 5 or args.runs % 5:

@@ -641,8 +641,21 @@ def test_main_help_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     [
         ("--port", "65536", "a TCP port is 0 to 65535"),  # it listened on a random port (mod 65536)
         ("--port", "-1", "a TCP port is 0 to 65535"),
-        ("--read-timeout", "nan", "positive number of seconds"),  # every connection died in the loop
+        ("--read-timeout", "nan", "'nan' is not a number of seconds"),  # every connection died in the loop
         ("--read-timeout", "0", "positive number of seconds"),
+        ("--read-timeout", "86401", "at most 86400 (a day)"),
+        # digits of another script, underscores, blanks: int() and float() take them, an operator means none
+        ("--read-timeout", "\u0666\u0660", "is not a number of seconds (digits 0-9, a point)"),
+        ("--port", "\uff18\uff10", "is not a whole number in digits 0-9"),
+        ("--max-connections", "1_000", "is not a whole number in digits 0-9"),
+        ("--queue-envelopes", " 5", "is not a whole number from 1 to 2**63 - 1 (digits 0-9), or off"),
+        ("--queue-bytes", "9" * 50, "… (50 characters) is not a whole number from 1 to 2**63 - 1"),
+        ("--queue-bytes", str(2**63), "is not a whole number from 1 to 2**63 - 1"),
+        # these two were int(): --prekeys-low -5 and 10**30, --registration-pow 10**30 were taken
+        ("--prekeys-low", "-1", "out of range: one-time prekeys from 0, never told, to 10,000"),
+        ("--prekeys-low", "10001", "out of range: one-time prekeys from 0, never told, to 10,000"),
+        ("--registration-pow", "33", "out of range: bits from 0 to 32"),
+        ("--registration-pow", "\u0663", "is not a whole number in digits 0-9 (bits from 0 to 32)"),
         ("--max-connections", "0", "at least one connection"),  # every connection was refused
         ("--max-queued-bytes", "-5", "at least one byte"),
         ("--max-frame-size", "0", "a frame is 16384 to 4294967295 bytes"),  # was an "internal error"

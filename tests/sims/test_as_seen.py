@@ -273,8 +273,10 @@ def test_the_defences_sda_cells_count_messages_and_stop_at_max_k() -> None:
 def test_cli_defences_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["defences", "no-such-scenario", "--out", str(tmp_path / "d")]) == 2
     assert "no-such-scenario" in capsys.readouterr().err
-    assert main(["defences", "--workers", "0", "--out", str(tmp_path / "d")]) == 2
-    assert "--workers: expected at least 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["defences", "--workers", "0", "--out", str(tmp_path / "d")])
+    assert exc.value.code == 2
+    assert "argument --workers: expected at least 1 worker processes, got 0" in capsys.readouterr().err
     # a folder holding another command's run is not written beside (it was: rc 0, two runs mixed)
     held = tmp_path / "held"
     held.mkdir()

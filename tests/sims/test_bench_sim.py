@@ -162,15 +162,25 @@ def test_the_default_targets_are_those_of_docs_performance_md() -> None:
     assert [(t.comparison, t.bound) for t in sim.SCALE_TARGETS] == [("<=", 10.0), ("<=", 4.0)]
 
 
-@pytest.mark.parametrize("budget", ["nan", "inf", "-1"])
+@pytest.mark.parametrize(
+    ("budget", "why"),
+    [
+        ("nan", "expected a number of seconds (digits 0-9, a point, an exponent), got 'nan'"),
+        ("inf", "expected a number of seconds (digits 0-9, a point, an exponent), got 'inf'"),
+        ("1e400", "expected a finite number of seconds, got '1e400'"),
+        ("-1", "expected more than 0 seconds, got -1"),
+        ("0", "expected more than 0 seconds, got 0"),
+        ("86401", "expected at most 86400 seconds (a day), got 86401"),
+    ],
+)
 def test_a_budget_that_is_no_positive_finite_number_is_refused(
-    budget: str, capsys: pytest.CaptureFixture[str]
+    budget: str, why: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``--budget nan`` passed the check (``nan <= 0`` is false); a run could never be stopped by it."""
     with pytest.raises(SystemExit) as exc:
         sim.main(["--budget", budget])
     assert exc.value.code == 2
-    assert "--budget positive (finite seconds)" in capsys.readouterr().err
+    assert f"argument --budget: {why}" in capsys.readouterr().err
 
 
 def test_relaysim_bench_sim_reaches_this_benchmark(capsys: pytest.CaptureFixture[str]) -> None:

@@ -186,9 +186,17 @@ def test_relaysim_reproduce_prints_what_the_module_prints(
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["--targets", "0"], "argument --targets: expected a whole number of targets, at least 1, got 0"),
-        (["--targets", "five"], "argument --targets: expected a whole number of targets, got 'five'"),
-        (["--workers", "0"], "argument --workers: expected a whole number of worker processes, at least 1"),
+        (["--targets", "0"], "argument --targets: expected at least 1 targets, got 0"),
+        (
+            ["--targets", "five"],
+            "argument --targets: expected a whole number of targets (digits 0-9), got 'five'",
+        ),
+        (
+            ["--targets", "10001"],
+            "argument --targets: expected at most 10,000 targets (each is an attack of its",
+        ),
+        (["--workers", "0"], "argument --workers: expected at least 1 worker processes, got 0"),
+        (["--workers", "257"], "argument --workers: expected at most 256 worker processes"),
         (["two-freinds"], "reproduce: two-freinds: no such built-in scenario or file"),
     ],
 )

@@ -426,15 +426,22 @@ def test_bad_keys_and_values_get_the_validators_error_and_exit_2(
 def test_a_grid_too_large_to_finish_is_refused_before_it_is_made(
     tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``--seeds 100000000000`` made the grid and checked each seed's people first: it hung, silent."""
+    """``--seeds 100000000000`` made the grid and checked each seed's people first: it hung, silent. Now
+    --seeds alone is at most MAX_SWEEP_RUNS, read with the options, and the grid's cells times the seeds
+    at most the same, before the grid is made."""
     out = tmp_path / "big"
     argv = ["sweep", str(tiny), "--param", "network.loss=0,0.1", "--seeds", "100000000000", "--out", str(out)]
-    assert main(argv) == 2
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
     err = capsys.readouterr().err
     assert (
-        "--seeds 100,000,000,000 × 2 cell(s) is 200,000,000,000 runs: expected at most 100,000 in one sweep"
-        in err
+        "argument --seeds: expected at most 100,000 seeds (MAX_SWEEP_RUNS: the runs of all cells)" in err
     ), err
+    argv = ["sweep", str(tiny), "--param", "network.loss=0,0.1", "--seeds", "60000", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--seeds 60,000 × 2 cell(s) is 120,000 runs: expected at most 100,000 in one sweep" in err, err
     assert not out.exists()
 
 

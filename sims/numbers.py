@@ -1,0 +1,88 @@
+"""Number options of the relaysim commands: argparse types that take plain ASCII numbers within bounds.
+
+Python's ``int()`` and ``float()`` take more than a person types as a count or a duration: digits of
+other scripts (``"١٢"``, full-width ``"１２"``), underscores (``"1_000"``), surrounding spaces, and
+for ``float()`` ``"nan"``, ``"inf"`` and ``"1e400"`` (an infinity). Each option's type here takes
+only ``[+-]digits`` (a whole number) or ``[+-]digits[.digits][e[+-]digits]`` (a decimal), finite,
+and refuses a value outside the option's bounds when the options are read (argparse's usage error,
+exit status 2, naming the option), before a benchmark asks for 10**12 runs, a sweep for a million
+worker processes or a live run for a time scale of 1e300. A value in an error is shown as
+``runfiles.brief`` shows it: a few thousand digits are not the message.
+
+The bounds are each option's; the reasons for each are in the option's help or beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from collections.abc import Callable
+
+from relaysim.sims.analysis.runfiles import brief
+
+__all__ = ["MAX_WORKERS", "decimal_number", "whole_number", "workers"]
+
+# --workers everywhere: each worker is a Python interpreter of its own (tens of MB, a fork): past a few
+# hundred, a machine has more processes than cores to run them, and 10**20 asked the pool for more
+# than a C int holds.
+MAX_WORKERS = 256
+
+# At most 30 digits: every bound here is far below 10**30, and int() of a 100,000-digit word is slow.
+_WHOLE = re.compile(r"[+-]?[0-9]{1,30}")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]{1,30}(?:\.[0-9]{0,30})?|\.[0-9]{1,30})(?:[eE][+-]?[0-9]{1,4})?")
+
+
+def whole_number(what: str, minimum: int, maximum: int, why: str = "") -> Callable[[str], int]:
+    """An argparse type: a whole number of ``what`` from ``minimum`` to ``maximum``, in ASCII digits;
+    ``why`` says, in the error for a value past ``maximum``, why it is the largest."""
+    if minimum > maximum:
+        raise ValueError(f"whole_number({what!r}): minimum {minimum} is past maximum {maximum}")
+
+    def parse(text: str) -> int:
+        if not _WHOLE.fullmatch(text):
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number of {what} (digits 0-9), got {brief(text)}"
+            )
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected at least {minimum:,} {what}, got {value:,}")
+        if value > maximum:
+            reason = f" ({why})" if why else ""
+            raise argparse.ArgumentTypeError(f"expected at most {maximum:,} {what}{reason}, got {value:,}")
+        return value
+
+    parse.__name__ = parse.__qualname__ = "whole_number"  # argparse names the type in some errors
+    return parse
+
+
+def decimal_number(
+    what: str, minimum: float, maximum: float, *, above_minimum: bool = False, why: str = ""
+) -> Callable[[str], float]:
+    """An argparse type: a finite decimal number of ``what`` from ``minimum`` (excluded with
+    ``above_minimum``) to ``maximum``, written with ASCII digits, a point and an exponent at most;
+    ``why`` says, in the error for a value past ``maximum``, why it is the largest."""
+
+    def parse(text: str) -> float:
+        if not _DECIMAL.fullmatch(text):
+            raise argparse.ArgumentTypeError(
+                f"expected a number of {what} (digits 0-9, a point, an exponent), got {brief(text)}"
+            )
+        value = float(text)
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number of {what}, got {brief(text)}")
+        if value < minimum or (above_minimum and value == minimum):
+            bound = "more than" if above_minimum else "at least"
+            raise argparse.ArgumentTypeError(f"expected {bound} {minimum:g} {what}, got {value:g}")
+        if value > maximum:
+            reason = f" ({why})" if why else ""
+            raise argparse.ArgumentTypeError(f"expected at most {maximum:g} {what}{reason}, got {value:g}")
+        return value
+
+    parse.__name__ = parse.__qualname__ = "decimal_number"
+    return parse
+
+
+def workers(minimum: int = 1) -> Callable[[str], int]:
+    """Every ``--workers``'s type: a whole number of worker processes from ``minimum`` to MAX_WORKERS."""
+    return whole_number("worker processes", minimum, MAX_WORKERS, why="each is a process of its own")

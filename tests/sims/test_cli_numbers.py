@@ -1,0 +1,225 @@
+"""Every number option of every relaysim command reads plain ASCII numbers within its bounds.
+
+``int()`` and ``float()`` take more than anyone types as a count or a duration (other scripts'
+digits, underscores, blanks, ``nan``, ``inf``, ``1e400``), and most options had no upper bound:
+``bench analysis --messages 10**12``, ``sweep --workers 10**6`` or ``run --live --time-scale 1e300``
+ran until the machine gave out. The walk below finds every option of every parser, so an option
+added later with a bare ``type=int`` or ``type=float`` fails here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from relaysim.relay import server
+from relaysim.sims import cli
+from relaysim.sims.numbers import MAX_WORKERS, decimal_number, whole_number, workers
+from relaysim.sims.scenario import seed_arg
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCHES = ("crypto", "relay", "attack", "sim", "analysis")
+NOT_PLAIN = [
+    "\u0661\u0662",  # Arabic-Indic digits: int() reads 12
+    "\uff11\uff12",  # full-width digits: int() reads 12
+    "1_2",  # int() reads 12
+    " 12",
+    "12 ",
+    "0x12",
+    "",
+]
+
+
+def _options(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, argparse.Action]]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _options(sub, f"{path} {name}")
+        elif action.option_strings and action.type is not None:
+            yield f"{path} {action.option_strings[-1]}", action
+
+
+def _every_option() -> list[tuple[str, argparse.Action]]:
+    found = list(_options(cli.build_parser(), "relaysim"))
+    found += _options(server.build_parser(), "relaysim relay serve")
+    for name in BENCHES:
+        module = importlib.import_module(f"relaysim.sims.bench.{name}")
+        found += _options(module._parser(), f"relaysim bench {name}")
+    return found
+
+
+OPTIONS = _every_option()
+
+
+def test_the_walk_finds_the_commands_number_options() -> None:
+    """(So that the tests below cannot pass on an empty list.)"""
+    names = {name for name, _ in OPTIONS}
+    for expected in (
+        "relaysim run --time-scale",
+        "relaysim sweep --seeds",
+        "relaysim sweep --workers",
+        "relaysim defences --workers",
+        "relaysim reproduce --targets",
+        "relaysim show --width",
+        "relaysim relay serve --prekeys-low",
+        "relaysim bench relay --duration",
+        "relaysim bench sim --budget",
+        "relaysim bench analysis --messages",
+        "relaysim bench attack --rate",
+    ):
+        assert expected in names
+
+
+def test_no_number_option_is_read_by_bare_int_or_float() -> None:
+    bare = [name for name, action in OPTIONS if action.type in (int, float)]
+    assert bare == [], f"read with int()/float(), no bounds, any digits: {bare}"
+
+
+@pytest.mark.parametrize(
+    ("name", "action"), [o for o in OPTIONS if o[1].type is not None], ids=lambda o: str(o)
+)
+def test_a_number_option_refuses_what_is_not_plain_ascii(name: str, action: argparse.Action) -> None:
+    kind = getattr(action.type, "__name__", "")
+    if kind not in ("whole_number", "decimal_number", "seed_arg", "_seed", "_whole", "_seconds", "_cap"):
+        pytest.skip(f"{name} takes no number")
+    for text in NOT_PLAIN:
+        assert action.type is not None
+        with pytest.raises(argparse.ArgumentTypeError):
+            action.type(text)
+
+
+@pytest.mark.parametrize(
+    ("name", "action"),
+    [o for o in OPTIONS if getattr(o[1].type, "__name__", "") in ("whole_number", "decimal_number")],
+    ids=lambda o: str(o),
+)
+def test_a_number_option_has_an_upper_bound(name: str, action: argparse.Action) -> None:
+    assert action.type is not None
+    with pytest.raises(argparse.ArgumentTypeError, match="expected at most"):
+        action.type("9" * 25)
+    if action.default is not None:  # the default is within the bounds
+        assert action.type(str(action.default)) == action.default
+
+
+def test_whole_number() -> None:
+    parse = whole_number("runs", 1, 100, why="a reason")
+    assert [parse(t) for t in ("1", "+7", "100", "007")] == [1, 7, 100, 7]
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^expected at least 1 runs, got 0$"):
+        parse("0")
+    with pytest.raises(
+        argparse.ArgumentTypeError, match=r"^expected at most 100 runs \(a reason\), got 101$"
+    ):
+        parse("101")
+    with pytest.raises(
+        argparse.ArgumentTypeError, match=r"^expected a whole number of runs \(digits 0-9\), got '1\.5'$"
+    ):
+        parse("1.5")
+    long = "9" * 100_000  # int() of it raised ValueError past 4,300 digits; it is named, shortly
+    with pytest.raises(argparse.ArgumentTypeError) as exc:
+        parse(long)
+    assert len(str(exc.value)) < 200 and "100,002 characters" in str(exc.value)
+    with pytest.raises(ValueError):
+        whole_number("runs", 2, 1)
+
+
+def test_decimal_number() -> None:
+    parse = decimal_number("seconds", 0.0, 60.0, above_minimum=True)
+    assert [parse(t) for t in ("1", "0.5", ".5", "5.", "1e1", "6E+1", "+2")] == [
+        1.0,
+        0.5,
+        0.5,
+        5.0,
+        10.0,
+        60.0,
+        2.0,
+    ]
+    for text in ("nan", "inf", "-inf", "Infinity", "1e400", *NOT_PLAIN, "1e", "e5", "."):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse(text)
+    with pytest.raises(argparse.ArgumentTypeError, match="expected a finite number of seconds, got '1e400'"):
+        parse("1e400")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^expected more than 0 seconds, got 0$"):
+        parse("0")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^expected at most 60 seconds, got 60\.5$"):
+        parse("60.5")
+    assert decimal_number("seconds", 0.0, 1.0)("0") == 0.0  # the minimum itself, unless above_minimum
+
+
+def test_workers_and_seeds() -> None:
+    assert workers()(str(MAX_WORKERS)) == MAX_WORKERS
+    with pytest.raises(argparse.ArgumentTypeError, match="expected at most 256 worker processes"):
+        workers()("257")
+    with pytest.raises(argparse.ArgumentTypeError, match="expected at least 2 worker processes, got 1"):
+        workers(2)("1")
+    assert seed_arg("12") == 12
+    for text in NOT_PLAIN:
+        with pytest.raises(argparse.ArgumentTypeError):
+            seed_arg(text)
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (
+            ["run", "two-friends", "--live", "--time-scale", "1e300"],
+            "argument --time-scale: expected at most 1000",
+        ),
+        (
+            ["run", "two-friends", "--live", "--time-scale", "nan"],
+            "argument --time-scale: expected a number of",
+        ),
+        (["sweep", "two-friends", "--workers", "1000000"], "argument --workers: expected at most 256"),
+        (
+            ["defences", "--workers", "\u0662"],
+            "argument --workers: expected a whole number of worker processes",
+        ),
+        (
+            ["bench", "analysis", "--messages", "1000000000000"],
+            "argument --messages: expected at most 10,000,000",
+        ),
+        (["bench", "relay", "--duration", "1e9"], "argument --duration: expected at most 3600 seconds"),
+        (["bench", "relay", "--connections", "100000"], "argument --connections: expected at most 4,096"),
+        (["bench", "sim", "--devices", "100000000"], "argument --devices: expected at most 1,000,000 phones"),
+        (["bench", "crypto", "--repeat", "1_000"], "argument --repeat: expected a whole number of repeats"),
+        (["bench", "sweep", "--runs", "10000000"], "argument --runs: expected at most 100,000 runs"),
+        (
+            ["bench", "relay", "--attack", "--rate", "inf"],
+            "argument --rate: expected a number of messages a second",
+        ),
+    ],
+)
+def test_the_commands_refuse_an_absurd_number_at_once(argv: list[str], says: str) -> None:
+    """Each as a user runs it: exit status 2, one usage error naming the option, no traceback, and
+    nothing run (each would otherwise have run for hours, or at once for ever)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "relaysim.sims.cli", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout == ""
+
+
+def test_the_scale_child_reads_its_arguments_as_the_options_do() -> None:
+    """``--scale-child`` is written by the parent (run_scale_child); typed by hand, it was int() and
+    float(): a traceback for a word, a run for ever for --budget inf."""
+    from relaysim.sims.bench import sim
+
+    for argv, says in (
+        (["--scale-child", "10", "100", "1", "inf", "off"], "expected a number of seconds"),
+        (["--scale-child", "ten", "100", "1", "60", "off"], "expected a whole number of phones"),
+        (["--scale-child", "10", "100", "1", "60"], "expected DEVICES MESSAGES SEED BUDGET on|off"),
+        (["--scale-child", "10", "100", "-1", "60", "on"], "expected an integer from 0"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            sim.main(argv)
+        assert says in str(exc.value.code), exc.value.code
