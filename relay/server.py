@@ -1171,6 +1171,15 @@ async def serve(
 
 
 def _rate(text: str) -> Rate | None:
+    """A rate option's type: ``RATE/BURST`` in ASCII digits (a point and an exponent), or off. Each
+    part was read by float(): "١٠/١٠٠" (Arabic-Indic digits), "1_0/20" and " 5/10" were rates."""
+    rate, sep, burst = text.partition("/")
+    # (what float() takes and no operator means; "inf" and "nan" are refused by parse_rate's range)
+    if sep and any(not p.isascii() or "_" in p or p != p.strip() for p in (rate, burst)):
+        raise argparse.ArgumentTypeError(
+            f"{_shown(text)} is not a rate: expected RATE/BURST in digits 0-9 (a point, an exponent), "
+            "requests a second then the burst (e.g. 20/200), or off"
+        )
     try:
         return parse_rate(text)
     except ValueError as e:

@@ -28,9 +28,12 @@ __all__ = ["MAX_WORKERS", "decimal_number", "whole_number", "workers"]
 # than a C int holds.
 MAX_WORKERS = 256
 
-# At most 30 digits: every bound here is far below 10**30, and int() of a 100,000-digit word is slow.
-_WHOLE = re.compile(r"[+-]?[0-9]{1,30}")
-_DECIMAL = re.compile(r"[+-]?(?:[0-9]{1,30}(?:\.[0-9]{0,30})?|\.[0-9]{1,30})(?:[eE][+-]?[0-9]{1,4})?")
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# Past 30 digits a whole number is past every bound here (all far below 10**30): it is refused as too
+# large (or too small) without int(), which is slow on a 100,000-digit word and refuses 4,300 digits
+# or more (a ValueError). It was refused as "not a whole number (digits 0-9)", which it is.
+_MAX_DIGITS = 30
 
 
 def whole_number(what: str, minimum: int, maximum: int, why: str = "") -> Callable[[str], int]:
@@ -43,6 +46,13 @@ def whole_number(what: str, minimum: int, maximum: int, why: str = "") -> Callab
         if not _WHOLE.fullmatch(text):
             raise argparse.ArgumentTypeError(
                 f"expected a whole number of {what} (digits 0-9), got {brief(text)}"
+            )
+        if len(text.lstrip("+-").lstrip("0")) > _MAX_DIGITS:
+            reason = f" ({why})" if why else ""
+            if text.startswith("-"):
+                raise argparse.ArgumentTypeError(f"expected at least {minimum:,} {what}, got {brief(text)}")
+            raise argparse.ArgumentTypeError(
+                f"expected at most {maximum:,} {what}{reason}, got {brief(text)}"
             )
         value = int(text)
         if value < minimum:

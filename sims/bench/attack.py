@@ -237,14 +237,18 @@ def _abandon_on_cancel() -> dict[str, Any]:
     return {"abandon_on_cancel" if "abandon_on_cancel" in parameters else "cancellable": True}
 
 
-def child_main(argv: list[str]) -> int:
-    """The relay process: register the devices, then serve with the defaults until stdin closes."""
+def _child_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sims.bench.attack --child")
     p.add_argument("--child", action="store_true")
     p.add_argument("--good", type=whole_number("good devices", 2, 250), required=True)
     p.add_argument("--seed", type=seed_arg, required=True)
     p.add_argument("--db", required=True)
-    args = p.parse_args(argv)
+    return p
+
+
+def child_main(argv: list[str]) -> int:
+    """The relay process: register the devices, then serve with the defaults until stdin closes."""
+    args = _child_parser().parse_args(argv)
     harness.raise_fd_limit(4096)
     with Store(args.db) as store:
         core = RelayCore(store, limits=UNLIMITED)
@@ -1125,7 +1129,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--body-size",
-        type=whole_number("bytes", 0, 2**31),
+        type=whole_number("bytes", 0, wire.DEFAULT_MAX_FRAME_SIZE, why=harness.FRAME_WHY),
         default=160,
         metavar="B",
         help="envelope body bytes (160)",
@@ -1149,7 +1153,6 @@ def main(argv: list[str]) -> int:
         )
     if not 0 < args.duration <= 60 or args.body_size < _STAMP.size:
         parser.error(f"--duration must be in (0, 60] s and --body-size at least {_STAMP.size}")
-    harness.refuse_body_past_frame(parser, args.body_size)
     harness.raise_fd_limit(4096)
     return harness.run_bench(
         "relay --attack",

@@ -176,6 +176,9 @@ def module_command(module: str, *args: str) -> tuple[list[str], dict[str, str]]:
 
 # --- the command line -------------------------------------------------------------------------
 
+# --body-size's bound (bench relay's and relay --attack's): 10**60 was an OverflowError making the padding
+FRAME_WHY: Final = "the largest frame the relay takes, relay.wire.DEFAULT_MAX_FRAME_SIZE"
+
 
 def make_parser(prog: str, doc: str | None, examples: Iterable[str] = ()) -> argparse.ArgumentParser:
     """A benchmark's parser: its module docstring (after the first paragraph) as the description."""
@@ -283,18 +286,6 @@ def run_bench(
         return 1
     report["config"]["load_average"] = {"before": before, "after": load_average()}
     return finish(name, report, table(report), args, targets(report))
-
-
-def refuse_body_past_frame(parser: argparse.ArgumentParser, body_size: float) -> None:
-    """A usage error for a ``--body-size`` past the largest frame the relay takes (``bench relay``'s and
-    ``relay --attack``'s: 10**60 was an OverflowError making the padding)."""
-    from relaysim.relay.wire import DEFAULT_MAX_FRAME_SIZE
-
-    if body_size > DEFAULT_MAX_FRAME_SIZE:
-        parser.error(
-            f"--body-size {body_size:.6g}: expected at most {DEFAULT_MAX_FRAME_SIZE:,} bytes (the "
-            "largest frame the relay takes, relay.wire.DEFAULT_MAX_FRAME_SIZE)"
-        )
 
 
 def raise_fd_limit(needed: int) -> None:

@@ -1084,7 +1084,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--body-size",
-        type=whole_number("bytes", 0, 2**31),
+        type=whole_number("bytes", 0, wire.DEFAULT_MAX_FRAME_SIZE, why=harness.FRAME_WHY),
         default=160,
         metavar="B",
         help="envelope body bytes (160)",
@@ -1203,7 +1203,6 @@ def main(argv: list[str]) -> int:
             f"--duration must be positive, --warmup not negative (both finite seconds), --body-size at "
             f"least {_SEQ.size}"
         )
-    harness.refuse_body_past_frame(parser, args.body_size)
     if args.profile and args.check:
         parser.error(
             "--check judges the targets, which are for a relay that keeps every metadata record; "

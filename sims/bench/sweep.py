@@ -15,6 +15,7 @@ byte for byte the same (a sweep is deterministic whatever runs it); the exit sta
 
 from __future__ import annotations
 
+import argparse
 import os
 import resource
 import sys
@@ -112,9 +113,7 @@ def _timed(
     return wall, (_cpu() - cpu) / wall
 
 
-def main(argv: list[str]) -> int:
-    """``relaysim bench sweep [options]``; the exit status (0; 1 if the two tables differ or, with
-    --check, the speed-up missed its target; 2 on bad options)."""
+def _parser() -> argparse.ArgumentParser:
     parser = harness.make_parser(
         "relaysim bench sweep",
         __doc__,
@@ -136,15 +135,18 @@ def main(argv: list[str]) -> int:
         help="messages per run (default: 100)",
     )
     harness.add_common_options(parser)
-    args = parser.parse_args(argv)
-    if args.runs < 5 or args.runs % 5:
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """``relaysim bench sweep [options]``; the exit status (0; 1 if the two tables differ or, with
+    --check, the speed-up missed its target; 2 on bad options)."""
+    parser = _parser()
+    args = parser.parse_args(argv)  # (--runs from 5, --workers from 2, --messages from 1: their types)
+    if args.runs % 5:
         parser.error(
             f"--runs {args.runs}: expected a positive multiple of 5 (one seed for each of the 5 losses)"
         )
-    if args.workers < 2:
-        parser.error(f"--workers {args.workers}: expected at least 2 (the pool is set against one worker)")
-    if args.messages < 1:
-        parser.error(f"--messages {args.messages}: expected at least 1")
     seeds = args.runs // len(LOSSES)
     load_before = harness.load_average()
     runs = seeds * len(LOSSES)

@@ -24,7 +24,7 @@ from relaysim.sims.numbers import MAX_WORKERS, decimal_number, whole_number, wor
 from relaysim.sims.scenario import seed_arg
 
 ROOT = Path(__file__).resolve().parents[2]
-BENCHES = ("crypto", "relay", "attack", "sim", "analysis")
+BENCHES = ("crypto", "relay", "attack", "sim", "analysis", "sweep")
 NOT_PLAIN = [
     "\u0661\u0662",  # Arabic-Indic digits: int() reads 12
     "\uff11\uff12",  # full-width digits: int() reads 12
@@ -51,6 +51,8 @@ def _every_option() -> list[tuple[str, argparse.Action]]:
     for name in BENCHES:
         module = importlib.import_module(f"relaysim.sims.bench.{name}")
         found += _options(module._parser(), f"relaysim bench {name}")
+        if hasattr(module, "_child_parser"):  # the server process it starts (its words from the bench)
+            found += _options(module._child_parser(), f"sims.bench.{name} --child")
     return found
 
 
@@ -72,8 +74,52 @@ def test_the_walk_finds_the_commands_number_options() -> None:
         "relaysim bench sim --budget",
         "relaysim bench analysis --messages",
         "relaysim bench attack --rate",
+        "relaysim bench sweep --runs",
+        "relaysim bench sweep --workers",
+        "sims.bench.relay --child --connections",
+        "sims.bench.attack --child --good",
     ):
         assert expected in names
+
+
+# What each option's type reads, by its qualified name: a number, in bounds (the tests below give
+# each of them what is past its bounds and what is no plain number), or no number at all.
+NUMBER_TYPES = {
+    "whole_number",
+    "decimal_number",
+    "seed_arg",
+    "_seed",
+    "_whole",
+    "_seconds",
+    "_cap",
+    "_rate",
+}
+NOT_NUMBER_TYPES = {
+    "out_folder",
+    "run_folder",
+    "in_file",
+    "scenario_arg",
+    "text_arg",
+    "writable_file",
+    "_metric",
+    "_scheduler",
+    "_path.<locals>.parse",
+}
+
+
+def test_every_option_with_a_type_reads_a_bounded_number_or_no_number() -> None:
+    """An option added with a type of its own (a helper like the ones sims.numbers replaced, int()
+    inside and no upper bound) is not skipped as "no number": it has to be named here as one or the
+    other, and a number's type is tested below."""
+    unknown = [
+        f"{name}: {getattr(action.type, '__qualname__', action.type)!r}"
+        for name, action in OPTIONS
+        if action.type is not None
+        and getattr(action.type, "__qualname__", None) not in NUMBER_TYPES | NOT_NUMBER_TYPES
+    ]
+    assert unknown == [], "say whether these read a number (and bound it with sims.numbers): " + ", ".join(
+        unknown
+    )
 
 
 def test_no_number_option_is_read_by_bare_int_or_float() -> None:
@@ -107,6 +153,23 @@ def test_a_number_option_has_an_upper_bound(name: str, action: argparse.Action) 
         assert action.type(str(action.default)) == action.default
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["\u0661\u0660/\u0661\u0660\u0660", "\uff11/\uff12", "1_0/20", "10/2_0", " 5/10", "5/10 ", "5 /10"],
+)
+def test_a_relay_serve_rate_is_read_in_ascii_digits(text: str) -> None:
+    """relay serve's RATE/BURST options read each part with float(): "١٠/١٠٠" was 10/s, burst 100."""
+    rate_options = [a for _name, a in OPTIONS if a.metavar == "RATE/BURST"]
+    assert len(rate_options) == 14 and all(a.type is server._rate for a in rate_options)
+    with pytest.raises(argparse.ArgumentTypeError, match="is not a rate: expected RATE/BURST in digits 0-9"):
+        server._rate(text)
+    assert (
+        server._rate("20/200") is not None
+        and server._rate("0.5/1e1") is not None
+        and server._rate("off") is None
+    )
+
+
 def test_whole_number() -> None:
     parse = whole_number("runs", 1, 100, why="a reason")
     assert [parse(t) for t in ("1", "+7", "100", "007")] == [1, 7, 100, 7]
@@ -126,6 +189,22 @@ def test_whole_number() -> None:
     assert len(str(exc.value)) < 200 and "100,002 characters" in str(exc.value)
     with pytest.raises(ValueError):
         whole_number("runs", 2, 1)
+
+
+def test_a_whole_number_of_many_digits_is_past_the_bounds_not_no_number() -> None:
+    """Past 30 digits a number was refused as "a whole number of bytes (digits 0-9)", which it is:
+    ``bench relay --body-size 10**60`` said so, not that it is past the largest frame."""
+    parse = whole_number("runs", 1, 100, why="a reason")
+    for text in ("1" + "0" * 40, "+" + "9" * 5000):
+        with pytest.raises(
+            argparse.ArgumentTypeError, match=r"^expected at most 100 runs \(a reason\), got '"
+        ) as exc:
+            parse(text)
+        assert "digits 0-9" not in str(exc.value) and len(str(exc.value)) < 200
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^expected at least 1 runs, got '-1000"):
+        parse("-" + "1" + "0" * 40)
+    assert parse("0" * 40 + "7") == 7  # (leading zeros are no size)
+    assert decimal_number("seconds", 0.0, 60.0)("0." + "0" * 40 + "1") > 0  # (nor a long fraction)
 
 
 def test_decimal_number() -> None:
