@@ -534,6 +534,10 @@ class ComplianceDesk:
             )
         if instrument.note:
             d.notes.append(f"{instrument.note}.")
+        for caveat in instrument.caveats_on(
+            self._served_day(process)
+        ):  # what the record leaves open of the day
+            d.notes.append(f"{caveat[0].upper()}{caveat[1:]}.")
         if process.target is not None and not self.store.devices(process.target):
             # An answer, not an error: the number has no account with this provider.
             d.no_such_account = True
