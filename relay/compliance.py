@@ -964,8 +964,11 @@ class ComplianceDesk:
             return [{"account": target, "last_seen": max(seen)}] if seen else []
         if category in ("ip_addresses", "location"):
             # A directory look-up's address is a row of the look-up log (iMessage's capability query logs,
-            # which the FBI chart puts at a 2703(d) order): it comes only to an order the log is handed to.
+            # which the FBI chart puts at a 2703(d) order): it comes only to an order the log is handed to,
+            # and reaches back no further than the log does (the chart's 25 days of look-ups, though Apple
+            # keeps them 30: Profile.lookback).
             lookups = "lookup_log" in self._discloses(process.instrument)
+            reach = pr.lookback.get("lookup_log")
             records = (
                 self._tapped(process)
                 if process.forward
@@ -975,7 +978,10 @@ class ComplianceDesk:
                     if self._concerns(r, target)
                     and r.account == target
                     and self._in_window(r.time, process)
-                    and (lookups or r.kind is not RecordKind.BUNDLE_FETCH)
+                    and (
+                        r.kind is not RecordKind.BUNDLE_FETCH
+                        or (lookups and (reach is None or r.time is None or r.time >= process.served - reach))
+                    )
                 ]
             )
             hosts: dict[str, float] = {}

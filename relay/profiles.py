@@ -454,7 +454,7 @@ _IMESSAGE_LOOKUP_IPS = (
     "the FBI chart names 25 days of iMessage look-ups to and from the target number under a 2703(d) order and "
     f"says nothing of the IP address each came from; Apple keeps it ({_IMESSAGE_FAQ} shows 'Client IP' in the "
     "look-up logs it produces to pen register / trap-and-trace orders), and this profile assumes it is handed "
-    "over with the look-ups"
+    "over with the look-ups, for the same 25 days"
 )
 
 IMESSAGE = Profile(
@@ -531,7 +531,7 @@ IMESSAGE = Profile(
         "defines to include 'any temporarily assigned network address': the addresses the relay keeps for the "
         "account, where it registered from, and, to an order the look-up log is handed to, where its own "
         "look-ups came from (each a row of that log, which the FBI chart puts at a 2703(d) order: a subpoena "
-        "does not get them)",
+        "does not get them), of the 25 days of look-ups handed over, not of the 30 Apple keeps",
         "content": "with iCloud Backup on (and Advanced Data Protection off) Apple holds the backup's keys: "
         "the history is reached by a search warrant on the backup custodian (backup_warrant), not on the relay",
         "realtime_routing": _IMESSAGE_CHART_PEN,

@@ -251,3 +251,59 @@ def test_wickr_says_each_field_the_record_lists() -> None:
     notes = " ".join(d.notes)
     assert "number of external ids (not the ids)" in notes
     assert "recent settings changes" in notes and "avatar" in notes
+
+
+# --- iMessage: the look-ups' addresses reach back as far as the look-ups handed over -----------------------
+
+_LOOKUPS = """
+[scenario]
+name = "lookups"
+duration = "30d1h"
+seed = 4
+
+[relay]
+profile = "imessage"
+
+[[people]]
+name = "a"
+devices = [{ address = "192.0.2.10" }]
+
+[[people]]
+name = "b"
+
+[[people]]
+name = "c"
+
+[[conversations]]
+between = ["a", "b"]
+messages = [{ at = "3d", from = "a", text = "27 days before the order" }]
+
+[[conversations]]
+between = ["a", "c"]
+messages = [{ at = "11d", from = "a", text = "19 days before the order" }]
+
+[traffic]
+moves = [{ device = "a/1", at = "2d", address = "100.64.0.9" }, { device = "a/1", at = "10d", address = "100.64.0.77" }]
+
+[[events]]
+at = "30d"
+kind = "legal_process"
+process = "court_order_2703d"
+target = "a"
+name = "d"
+"""
+
+
+def test_imessage_hands_over_the_lookups_addresses_of_25_days_not_the_30_it_keeps() -> None:
+    """The record: Apple keeps look-ups (source, target, time, IP) 30 days; the FBI chart: 25 days of them to
+    a 2703(d) order. Ana's look-up of Ben's keys 27 days before the order, from an address she used only
+    then, is kept but not handed over: neither as a row of the look-up log nor as an IP address."""
+    result = Simulation(parse_scenario(_LOOKUPS, "lookups.toml")).run()
+    (d,) = result.disclosures
+    served = d.process.served
+    ips = {r["ip"] for r in d.provided["ip_addresses"]}
+    assert "100.64.0.77" in ips and "192.0.2.10" in ips  # 19 days before; where she registered
+    assert "100.64.0.9" not in ips, ips
+    rows = d.provided["lookup_log"]
+    assert rows and all(r["time"] >= served - 25 * 86400 for r in rows)
+    assert {r["recipient_account"] for r in rows if r["account"] == "a"} == {"c"}
