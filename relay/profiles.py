@@ -659,6 +659,21 @@ _TELEGRAM_RECORD = (
     "chart, of US legal process"
 )
 
+
+def _telegram_foreign_forward_nothing() -> dict[str, str]:
+    """Telegram's answer to each forward-looking order of another country's law, as ``_foreign_forward_nothing``,
+    saying why §8.3 is not that answer, even where a judge made the order (Canada's Part VI authorization)."""
+    return {
+        key: f"{why}. Telegram's privacy policy §8.3 hands over IP address and phone number to an order of the "
+        "judicial authorities (from September 2024 one naming the user as a criminal suspect; from 2018 one "
+        "confirming a terror suspect): records Telegram holds, handed over after the fact, which this profile hands "
+        f"a court's order looking back (a Pakistani court's order); {INSTRUMENTS[key].a_name} asks instead for "
+        "what passes from its service on (the phone number not at all), and no record says Telegram collects "
+        "anything in real time"
+        for key, why in _foreign_forward_nothing(_TELEGRAM_RECORD).items()
+    }
+
+
 TELEGRAM_CLOUD = Profile(
     name="telegram-cloud",
     title="Telegram (cloud chats)",
@@ -687,8 +702,9 @@ TELEGRAM_CLOUD = Profile(
     # nothing in real time (the chart)
     discloses={p: frozenset({"subscriber_info", "ip_addresses"}) for p in _TELEGRAM_JUDICIAL},
     # its servers could collect under an interception order of another country's law; no record says what
-    # it hands one (its policy names what it hands a court's order looking back): assumed, nothing
-    assumptions=_foreign_forward_nothing(_TELEGRAM_RECORD),
+    # it hands one (§8.3 names what it hands a court's order, records it holds: a judge's order looking
+    # back gets them, pk_court_order): assumed, nothing
+    assumptions=_telegram_foreign_forward_nothing(),
     notes={
         "content": "the keys are on Telegram's servers: content is withheld by policy, not by mathematics",
         "subscriber_info": _TELEGRAM_ORDER,

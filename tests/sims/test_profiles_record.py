@@ -307,3 +307,21 @@ def test_imessage_hands_over_the_lookups_addresses_of_25_days_not_the_30_it_keep
     rows = d.provided["lookup_log"]
     assert rows and all(r["time"] >= served - 25 * 86400 for r in rows)
     assert {r["recipient_account"] for r in rows if r["account"] == "a"} == {"c"}
+
+
+# --- Telegram under a foreign judge's forward-looking order ------------------------------------------------
+
+
+def test_telegram_under_a_foreign_forward_order_says_why_its_court_order_policy_is_not_the_answer() -> None:
+    """Telegram's privacy policy §8.3 hands IP address and phone number to an order of the judicial authorities:
+    records it holds, handed over after the fact (here to a court's order looking back). A Part VI
+    authorization (a Canadian judge's, forward-looking) asks for what passes from its service on; no record
+    says Telegram collects anything in real time. Its answer, nothing, is assumed, and the assumption says why
+    §8.3 is not it."""
+    from relaysim.relay.profiles import get_profile
+
+    assumed = get_profile("telegram-cloud").assumptions["ca_part_vi_authorization"]
+    assert "§8.3" in assumed and "looking back" in assumed and "hands one nothing" in assumed
+    assert "a Part VI authorization asks instead for what passes from its service on" in assumed
+    # ... and a court's order looking back gets the IP address and phone number
+    assert get_profile("telegram-cloud").discloses["pk_court_order"] == {"subscriber_info", "ip_addresses"}
