@@ -5,7 +5,8 @@ records handed over, by category, and for every category the process asked for b
 one of four reasons (``relay.legal.REASONS``), which differ in kind:
 
 - **withheld by policy**: the provider holds it (or could collect it) and its published policy
-  for this instrument does not hand it over;
+  for this instrument does not hand it over (or, where none is on record, its record does not show it
+  handed over, or the profile assumes it is not: the reason says which);
 - **not retained**: it could have been kept and was not, so nothing exists for the past (never
   recorded under this profile, or deleted on delivery);
 - **no capability**: the relay has no way to collect it (no real-time tap was built); the reason
@@ -635,18 +636,23 @@ class ComplianceDesk:
         if "content" in instrument.asks and "content" not in d.provided and "content" not in d.reasons:
             self._bodies("content", process, d)
         elif "content" in d.withheld and self.keys:
-            # Only policy protects the words: the provider's own keys open them.
+            # Nothing protects the words but the provider's answer: its own keys open them. That answer is
+            # its policy where one is on record; else its record's word and the project's assumption, which
+            # the reason (the profile's note) says. Where nothing was held or collected, there is nothing
+            # to open, and nothing is said of keys.
             rows = self._bodies("content", process, d)
-            opened = sum(1 for x in d.decryption if x["opened"])
-            texts = sum(1 for r in rows if r["kind"] == "message")
-            reason, why = d.reasons["content"]
-            d.refuse(
-                "content",
-                reason,
-                f"{why}; the provider's own key opens {opened} of the {len(d.decryption)} held envelope(s) "
-                f"({texts} of them messages, the rest receipts and other control content): "
-                "only its policy keeps them back",
-            )
+            if d.decryption:
+                opened = sum(1 for x in d.decryption if x["opened"])
+                texts = sum(1 for r in rows if r["kind"] == "message")
+                policy = self.profile.published_policy
+                reason, why = d.reasons["content"]
+                d.refuse(
+                    "content",
+                    reason,
+                    f"{why}; the provider's own key opens {opened} of the {len(d.decryption)} held envelope(s) "
+                    f"({texts} of them messages, the rest receipts and other control content)"
+                    + (": only its policy keeps them back" if policy else ""),
+                )
         if process.forward and not self._can_collect(instrument):
             logged = [_label(c) for c in in_order(d.provided) if c in _LOGGED]
             d.notes.append(
@@ -730,6 +736,12 @@ class ComplianceDesk:
             # order to a provider that publishes no policy for law enforcement: no published policy says what
             # it gets, only what this profile assumes (said in the notes)
             return note or f"{has}, and not handed over under {instrument.a_name} (the project's assumption)"
+        if not pr.published_policy:
+            # no published policy on record, but a record of what the provider hands over (the FBI chart's row)
+            return note or (
+                f"{has}, but not handed over: {pr.policy_record}; that it is withheld is the project's reading of "
+                "that record"
+            )
         return note or f"{has}, but not handed over under its published policy"
 
     # --- what is held ------------------------------------------------------------------------
