@@ -5,7 +5,8 @@ records handed over, by category, and for every category the process asked for b
 one of four reasons (``relay.legal.REASONS``), which differ in kind:
 
 - **withheld by policy**: the provider holds it (or could collect it) and its published policy
-  for this instrument does not hand it over;
+  for this instrument does not hand it over (or, where none is on record, its record does not show it
+  handed over, or the profile assumes it is not: the reason says which);
 - **not retained**: it could have been kept and was not, so nothing exists for the past (never
   recorded under this profile, or deleted on delivery);
 - **no capability**: the relay has no way to collect it (no real-time tap was built); the reason
@@ -534,6 +535,10 @@ class ComplianceDesk:
             )
         if instrument.note:
             d.notes.append(f"{instrument.note}.")
+        for caveat in instrument.caveats_on(
+            self._served_day(process)
+        ):  # what the record leaves open of the day
+            d.notes.append(f"{caveat[0].upper()}{caveat[1:]}.")
         if process.target is not None and not self.store.devices(process.target):
             # An answer, not an error: the number has no account with this provider.
             d.no_such_account = True
@@ -631,18 +636,23 @@ class ComplianceDesk:
         if "content" in instrument.asks and "content" not in d.provided and "content" not in d.reasons:
             self._bodies("content", process, d)
         elif "content" in d.withheld and self.keys:
-            # Only policy protects the words: the provider's own keys open them.
+            # Nothing protects the words but the provider's answer: its own keys open them. That answer is
+            # its policy where one is on record; else its record's word and the project's assumption, which
+            # the reason (the profile's note) says. Where nothing was held or collected, there is nothing
+            # to open, and nothing is said of keys.
             rows = self._bodies("content", process, d)
-            opened = sum(1 for x in d.decryption if x["opened"])
-            texts = sum(1 for r in rows if r["kind"] == "message")
-            reason, why = d.reasons["content"]
-            d.refuse(
-                "content",
-                reason,
-                f"{why}; the provider's own key opens {opened} of the {len(d.decryption)} held envelope(s) "
-                f"({texts} of them messages, the rest receipts and other control content): "
-                "only its policy keeps them back",
-            )
+            if d.decryption:
+                opened = sum(1 for x in d.decryption if x["opened"])
+                texts = sum(1 for r in rows if r["kind"] == "message")
+                policy = self.profile.published_policy
+                reason, why = d.reasons["content"]
+                d.refuse(
+                    "content",
+                    reason,
+                    f"{why}; the provider's own key opens {opened} of the {len(d.decryption)} held envelope(s) "
+                    f"({texts} of them messages, the rest receipts and other control content)"
+                    + (": only its policy keeps them back" if policy else ""),
+                )
         if process.forward and not self._can_collect(instrument):
             logged = [_label(c) for c in in_order(d.provided) if c in _LOGGED]
             d.notes.append(
@@ -726,6 +736,12 @@ class ComplianceDesk:
             # order to a provider that publishes no policy for law enforcement: no published policy says what
             # it gets, only what this profile assumes (said in the notes)
             return note or f"{has}, and not handed over under {instrument.a_name} (the project's assumption)"
+        if not pr.published_policy:
+            # no published policy on record, but a record of what the provider hands over (the FBI chart's row)
+            return note or (
+                f"{has}, but not handed over: {pr.policy_record}; that it is withheld is the project's reading of "
+                "that record"
+            )
         return note or f"{has}, but not handed over under its published policy"
 
     # --- what is held ------------------------------------------------------------------------
@@ -960,8 +976,11 @@ class ComplianceDesk:
             return [{"account": target, "last_seen": max(seen)}] if seen else []
         if category in ("ip_addresses", "location"):
             # A directory look-up's address is a row of the look-up log (iMessage's capability query logs,
-            # which the FBI chart puts at a 2703(d) order): it comes only to an order the log is handed to.
+            # which the FBI chart puts at a 2703(d) order): it comes only to an order the log is handed to,
+            # and reaches back no further than the log does (the chart's 25 days of look-ups, though Apple
+            # keeps them 30: Profile.lookback).
             lookups = "lookup_log" in self._discloses(process.instrument)
+            reach = pr.lookback.get("lookup_log")
             records = (
                 self._tapped(process)
                 if process.forward
@@ -971,7 +990,10 @@ class ComplianceDesk:
                     if self._concerns(r, target)
                     and r.account == target
                     and self._in_window(r.time, process)
-                    and (lookups or r.kind is not RecordKind.BUNDLE_FETCH)
+                    and (
+                        r.kind is not RecordKind.BUNDLE_FETCH
+                        or (lookups and (reach is None or r.time is None or r.time >= process.served - reach))
+                    )
                 ]
             )
             hosts: dict[str, float] = {}

@@ -244,16 +244,25 @@ _IT_ACT_69_2009_RECORD = (
     "2008 (Act 10 of 2009, assent 2009-02-05) came into force, with the Information Technology (Procedure and "
     "Safeguards for Interception, Monitoring and Decryption of Information) Rules 2009 (G.S.R. 780(E)), on "
     "2009-10-27 (The Hindu, 'Amended IT Act to prevent cyber crime comes into effect'; notified with effect from "
-    "27/10/2009)"
+    "27/10/2009; the notification's gazette number is not in the record, nor here)"
 )
 
 # India's power to compel before s.69 (as substituted) was in force: an order under s.5(2) of the Telegraph Act
 # 1885, carried out by the service provider under Rule 419A (the record: "Indian Telegraph Act s.5(2) with
-# Rule 419A"; the Rule as in force from the Indian Telegraph (Amendment) Rules 2007, G.S.R. 193(E)).
+# Rule 419A", undated). The Rule as modelled is its text as in force from the Indian Telegraph (Amendment)
+# Rules 2007, G.S.R. 193(E): the project's citation, not the record's, which dates neither that text nor the
+# Rule's earlier one; a dated run's disclosure under s.5(2) served before 2008 says so (_RULE_419A_CAVEAT).
 _IN_COMPELS_BEFORE_2009 = (
     "an order under s.5(2) of the Indian Telegraph Act 1885, with Rule 419A of the Indian Telegraph Rules 1951, "
     "binds the service provider to assist, per order (s.69 of the Information Technology Act 2000 as "
     "substituted in 2008, and the 2009 Interception Rules, came into force on 2009-10-27, after this date)"
+)
+
+_RULE_419A_2007 = date(2008, 1, 1)  # the year after the amendment's (its day is not kept here)
+_RULE_419A_CAVEAT = (
+    "Rule 419A is modelled as amended by the Indian Telegraph (Amendment) Rules 2007 (G.S.R. 193(E); the project's "
+    "citation, not the record's); the record gives no date for the Rule, and its text before that amendment, "
+    "which may have applied on this day, is not modelled"
 )
 
 JURISDICTIONS: Final[Mapping[str, Jurisdiction]] = {
@@ -338,11 +347,21 @@ JURISDICTIONS: Final[Mapping[str, Jurisdiction]] = {
 
 # --- instruments ----------------------------------------------------------------------------------
 
-# The days the laws that make the UK's, Australia's and Pakistan's instruments were made: an order under
-# one in a run set earlier is refused (Instrument.not_yet).
+# The days the laws that make the UK's, Australia's and Pakistan's instruments were made (India's s.69
+# direction: _IT_ACT_69_2009, above), and the days the two demands modelled were made (below): an order under
+# one in a run set earlier is refused (Instrument.not_yet). Where the record leaves the day open (a demand it
+# dates by its year or month; an Act dated by its Royal Assent, not by the commencement of the sections that
+# make the instrument), a dated run's disclosure says so (Instrument.caveats).
 _IPA_2016 = date(2016, 11, 29)
 _IPA_2016_RECORD = (
-    "the Investigatory Powers Act 2016 received Royal Assent on 2016-11-29 (legislation.gov.uk/ukpga/2016/25)"
+    "the Investigatory Powers Act 2016 received Royal Assent on 2016-11-29 (legislation.gov.uk/ukpga/2016/25); "
+    "the record gives no day on which the sections that make this instrument came into force, which Royal Assent "
+    "does not settle, so the date is the Royal Assent's: the earliest they can have been"
+)
+# Said in a dated run's disclosure under an IPA instrument: the day is Royal Assent's, not the commencement's.
+_IPA_2016_CAVEAT = (
+    "the record gives the Investigatory Powers Act 2016's Royal Assent (2016-11-29), not the day {sections} came "
+    "into force: that it was in force on this day is the project's assumption"
 )
 _TOLA_2018 = date(2018, 12, 8)
 _TOLA_2018_RECORD = (
@@ -369,6 +388,16 @@ _INDIA_DEMAND_2010 = date(2010, 1, 1)
 _INDIA_DEMAND_2010_RECORD = (
     "the Government of India made this demand of BlackBerry in 2010, with a deadline of 2010-08-31 (the record "
     "gives the year, not the day: the date is its first)"
+)
+# Said in a dated run's disclosure served before the record's bound: the demand may not yet have been made.
+_INDIA_DEMAND_2010_CAVEAT = (
+    "the record dates this demand by its year, 2010, and its deadline, 2010-08-31, not by the day it was made: "
+    "served before the deadline, it may be earlier than the demand itself (the run dates the demand 2010-01-01, "
+    "the year's first day)"
+)
+_PTA_DEMAND_2015_CAVEAT = (
+    "the record dates the PTA's notice by its month, July 2015, not by its day: served in July 2015, this demand "
+    "may be earlier than the notice itself (the run dates it 2015-07-01, the month's first day)"
 )
 
 _BASIC = frozenset({"subscriber_info", "account_created", "last_seen", "ip_addresses", "device_info"})
@@ -417,6 +446,16 @@ class Instrument:
     # A demand that is one act of a government's, not a power to order (pta_demand, india_access_demand):
     # ``not_yet`` says when it was made, not when an order under it can be served.
     demand: bool = False
+    # What the record leaves open about the instrument on a run's date (a demand dated by its year or month; an
+    # Act dated by its Royal Assent): per caveat, the day before which it is said (None: on every day) and what
+    # is said, in a dated run's disclosure (``caveats_on``). An undated run is today: none is said.
+    caveats: tuple[tuple[date | None, str], ...] = ()
+
+    def caveats_on(self, day: date | None) -> list[str]:
+        """The caveats said in a disclosure under this instrument served on ``day`` (None: an undated run)."""
+        if day is None:
+            return []
+        return [text for until, text in self.caveats if until is None or day < until]
 
     def not_yet(self, day: date) -> str | None:
         """Why no order under this instrument can be served on ``day`` (the law that makes it came
@@ -561,6 +600,7 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             since=_PTA_DEMAND_2015,
             since_record=_PTA_DEMAND_2015_RECORD,
             demand=True,
+            caveats=((date(2015, 8, 1), _PTA_DEMAND_2015_CAVEAT),),
         ),
         # BlackBerry's policy as reported in December 2015 (John Chen, BlackBerry; the seed article):
         # "under a court order" it may give a phone's location, which users contacted each other, and
@@ -600,6 +640,7 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "forward",
             True,
             _INTERCEPT,
+            caveats=((_RULE_419A_2007, _RULE_419A_CAVEAT),),
         ),
         Instrument(
             "it_act_69",
@@ -629,6 +670,7 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             since=_INDIA_DEMAND_2010,
             since_record=_INDIA_DEMAND_2010_RECORD,
             demand=True,
+            caveats=((date(2010, 8, 31), _INDIA_DEMAND_2010_CAVEAT),),
         ),
         # Canada: interception of private communications on a judge's authorization.
         Instrument(
@@ -654,6 +696,7 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             _INTERCEPT,
             since=_IPA_2016,
             since_record=_IPA_2016_RECORD,
+            caveats=((None, _IPA_2016_CAVEAT.format(sections="Part 2 (s.15)")),),
         ),
         Instrument(
             "ipa_tcn",
@@ -672,6 +715,9 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "protection applied by or on behalf of the operator (Investigatory Powers Act 2016 s.253(5)(c))",
             since=_IPA_2016,
             since_record=_IPA_2016_RECORD,
+            # the record shows a UK technical capability notice in effect by February 2025 (Apple withdrew
+            # Advanced Data Protection for new UK users after one)
+            caveats=((date(2025, 2, 1), _IPA_2016_CAVEAT.format(sections="s.253")),),
         ),
         # Australia: Part 15 of the Telecommunications Act 1997, inserted by the Telecommunications and
         # Other Legislation Amendment (Assistance and Access) Act 2018 (TOLA). A notice gives no power to

@@ -20,7 +20,13 @@ to hold Facebook in contempt for not wiretapping Messenger voice calls. And a se
 or iMessage gets what their 2703(d) orders get (blocked users; 25 days of look-ups) as well as what the
 chart's warrant cell names: a warrant may compel every record a 2703(d) order may (18 U.S.C.
 2703(c)(1)(A)), but the chart is silent. iMessage's look-ups come with the IP address each was made from
-to a 2703(d) order (and a warrant): the chart names the look-ups, not their IPs. Beyond the chart: Wire, whose guide for law enforcement, if it
+to a 2703(d) order (and a warrant), for the same 25 days: the chart names the look-ups, not their IPs. Where
+the chart's 2703(d) or search-warrant cell is "—" (it states nothing there: Signal's 2703(d) order, whose
+warrant is on Signal's own record; Threema's, Wickr's, Viber's, LINE's and WeChat's both), the order gets
+what the chart's subpoena cell names, which it may compel too (18 U.S.C. 2703(c)(2)): assumed. WeChat's and
+Viber's only record is the chart's row: no policy of theirs for law enforcement is on record
+(``published_policy`` False), and what they hold and do not hand over is said as that row's word
+(``policy_record``), never as "its published policy". Beyond the chart: Wire, whose guide for law enforcement, if it
 publishes one, was not found: what it keeps is its privacy whitepaper's, which instrument gets what is
 assumed, under every one; BlackBerry where the record is silent (consumer BBM under the PTA's
 demand, BES under India's orders, either under a Canadian Part VI authorization, either under any
@@ -164,6 +170,10 @@ class Profile:
     # instrument gets is then the profile's assumption (``assumptions``), and the desk never says a
     # category is withheld under "its published policy".
     published_policy: bool = True
+    # Where no published policy is on record but another record says what the provider hands over (WeChat and
+    # Viber: the FBI chart's row, their only record), that record, said where a category it holds is not handed
+    # over, in place of "its published policy" (that it is withheld is the project's reading of that record).
+    policy_record: str = ""
     # Where a relay that could collect in real time collects nothing under a US order and no published
     # policy of the provider's says so, what its record shows instead (WeChat: the FBI chart alone, whose
     # returns are all logs of stored data), said in place of "its published policy hands nothing over".
@@ -229,6 +239,27 @@ def _warrant_gets_the_2703d_records(records: str, cell: str) -> str:
 
 
 _CHART_RECORD = "the FBI chart, of what US legal process gets"
+
+
+def _chart_dash_assumed(
+    title: str,
+    cell: str,
+    *,
+    own: str = "",
+    gets: Mapping[str, str] | None = None,
+    processes: tuple[str, ...] = ("court_order_2703d", "search_warrant"),
+) -> dict[str, str]:
+    """The assumption under each of ``processes`` (a 2703(d) court order, a search warrant) for a provider whose
+    FBI chart cell under it is "—". The record gives the dash no meaning: the chart states nothing there, not that
+    nothing is handed over, nor what is. The profile hands such an order what the chart's subpoena cell (``cell``)
+    names, which either may compel too (18 U.S.C. 2703(c)(2): "any means available under paragraph (1)");
+    ``gets``: per process, what is said of it besides; ``own``: the provider's own record, where it is silent on the order too."""
+    return {
+        p: f"the FBI chart's {INSTRUMENTS[p].name} cell for {title} is '—': the chart states nothing of what one "
+        f"gets{own}. This profile assumes {INSTRUMENTS[p].a_name} gets what the chart's subpoena cell names "
+        f"('{cell}'), which it may compel too (18 U.S.C. 2703(c)(2)){(gets or {}).get(p, '')}"
+        for p in processes
+    }
 
 
 def _pk_court_order_assumed(record: str) -> dict[str, str]:
@@ -303,9 +334,19 @@ SIGNAL = Profile(
         _FBI_CHART,
     ),
     discloses={p: frozenset({"account_created", "last_seen"}) for p in ASKS},
-    assumptions=_pk_court_order_assumed(
-        "Signal's published responses to US subpoenas and a warrant, signal.org/bigbrother; the FBI chart"
-    ),
+    assumptions={
+        **_pk_court_order_assumed(
+            "Signal's published responses to US subpoenas and a warrant, signal.org/bigbrother; the FBI chart"
+        ),
+        # the Santa Clara County warrant (2021) is on record, a 2703(d) order is not
+        **_chart_dash_assumed(
+            "Signal",
+            "account creation date/time; last connection date",
+            own=", and Signal's published responses (signal.org/bigbrother) are to subpoenas and a search "
+            "warrant, not to a 2703(d) order",
+            processes=("court_order_2703d",),
+        ),
+    },
     group_state_encrypted=True,
     group_source=(
         "Signal's groups v2 (Chase, Perrin and Zaverucha, 'The Signal Private Group System', CCS 2020; "
@@ -454,7 +495,7 @@ _IMESSAGE_LOOKUP_IPS = (
     "the FBI chart names 25 days of iMessage look-ups to and from the target number under a 2703(d) order and "
     f"says nothing of the IP address each came from; Apple keeps it ({_IMESSAGE_FAQ} shows 'Client IP' in the "
     "look-up logs it produces to pen register / trap-and-trace orders), and this profile assumes it is handed "
-    "over with the look-ups"
+    "over with the look-ups, for the same 25 days"
 )
 
 IMESSAGE = Profile(
@@ -531,7 +572,7 @@ IMESSAGE = Profile(
         "defines to include 'any temporarily assigned network address': the addresses the relay keeps for the "
         "account, where it registered from, and, to an order the look-up log is handed to, where its own "
         "look-ups came from (each a row of that log, which the FBI chart puts at a 2703(d) order: a subpoena "
-        "does not get them)",
+        "does not get them), of the 25 days of look-ups handed over, not of the 30 Apple keeps",
         "content": "with iCloud Backup on (and Advanced Data Protection off) Apple holds the backup's keys: "
         "the history is reached by a search warrant on the backup custodian (backup_warrant), not on the relay",
         "realtime_routing": _IMESSAGE_CHART_PEN,
@@ -564,9 +605,14 @@ THREEMA = Profile(
     discloses={
         p: frozenset({"subscriber_info", "account_created", "last_seen", "device_info"}) for p in ASKS
     },
-    assumptions=_pk_court_order_assumed(
-        "the FBI chart, of what US legal process gets; Threema's transparency report"
-    ),
+    assumptions={
+        **_pk_court_order_assumed(
+            "the FBI chart, of what US legal process gets; Threema's transparency report"
+        ),
+        **_chart_dash_assumed(
+            "Threema", "hash of phone/email, push token, ID creation date, last login date"
+        ),
+    },
     notes={
         "account_created": "Threema hands over the date the ID was created, not the time (the FBI chart: 'ID "
         "creation date')",
@@ -608,9 +654,18 @@ WICKR = Profile(
         "the account was created'",
     ),
     discloses={p: frozenset({"account_created", "device_info", "last_seen", "message_counts"}) for p in ASKS},
-    assumptions=_pk_court_order_assumed(
-        "the FBI chart, of what US legal process gets; Wickr's privacy policy and information request reporting"
-    ),
+    assumptions={
+        **_pk_court_order_assumed(
+            "the FBI chart, of what US legal process gets; Wickr's privacy policy and information request reporting"
+        ),
+        **_chart_dash_assumed(
+            "Wickr",
+            "creation date, device types, last use, number of messages, number of external ids, recent settings "
+            "changes, version",
+            own=", and Wickr's own words (its privacy policy; its information request reporting) list the facts "
+            "it holds about an account, not the process each goes to",
+        ),
+    },
     notes={
         "account_created": "Wickr hands over the date the account was created, not the time (the FBI chart: "
         "'creation date'; Wickr: 'the date your account was created')",
@@ -637,10 +692,20 @@ VIBER = Profile(
     custody="devices",
     wiretap=False,
     sources=(_FBI_CHART,),
+    # no policy of Viber's for law enforcement is on record, only the chart's row
+    published_policy=False,
+    policy_record="its only record, the FBI chart, names 'registration data, IP at creation; message history: "
+    "time, date, source, destination' under a subpoena, and no more; no policy of Viber's for law enforcement is on record",
     discloses={
         p: frozenset({"subscriber_info", "account_created", "ip_addresses", "message_log"}) for p in ASKS
     },
-    assumptions=_pk_court_order_assumed(_CHART_RECORD),
+    assumptions={
+        **_pk_court_order_assumed(_CHART_RECORD),
+        **_chart_dash_assumed(
+            "Viber",
+            "registration data, IP at creation; message history: time, date, source, destination (no content)",
+        ),
+    },
     notes={"ip_addresses": "the IP address at registration only", "realtime_routing": _NOT_REALTIME},
 )
 
@@ -658,6 +723,21 @@ _TELEGRAM_RECORD = (
     "telegram.org/privacy §8.3, of the IP address and phone number it hands a court's order, and the FBI "
     "chart, of US legal process"
 )
+
+
+def _telegram_foreign_forward_nothing() -> dict[str, str]:
+    """Telegram's answer to each forward-looking order of another country's law, as ``_foreign_forward_nothing``,
+    saying why §8.3 is not that answer, even where a judge made the order (Canada's Part VI authorization)."""
+    return {
+        key: f"{why}. Telegram's privacy policy §8.3 hands over IP address and phone number to an order of the "
+        "judicial authorities (from September 2024 one naming the user as a criminal suspect; from 2018 one "
+        "confirming a terror suspect): records Telegram holds, handed over after the fact, which this profile hands "
+        f"a court's order looking back (a Pakistani court's order); {INSTRUMENTS[key].a_name} asks instead for "
+        "what passes from its service on (the phone number not at all), and no record says Telegram collects "
+        "anything in real time"
+        for key, why in _foreign_forward_nothing(_TELEGRAM_RECORD).items()
+    }
+
 
 TELEGRAM_CLOUD = Profile(
     name="telegram-cloud",
@@ -687,8 +767,9 @@ TELEGRAM_CLOUD = Profile(
     # nothing in real time (the chart)
     discloses={p: frozenset({"subscriber_info", "ip_addresses"}) for p in _TELEGRAM_JUDICIAL},
     # its servers could collect under an interception order of another country's law; no record says what
-    # it hands one (its policy names what it hands a court's order looking back): assumed, nothing
-    assumptions=_foreign_forward_nothing(_TELEGRAM_RECORD),
+    # it hands one (§8.3 names what it hands a court's order, records it holds: a judge's order looking
+    # back gets them, pk_court_order): assumed, nothing
+    assumptions=_telegram_foreign_forward_nothing(),
     notes={
         "content": "the keys are on Telegram's servers: content is withheld by policy, not by mathematics",
         "subscriber_info": _TELEGRAM_ORDER,
@@ -700,6 +781,7 @@ TELEGRAM_CLOUD = Profile(
 # LINE: "account data; up to 7 days of chats only if E2EE is off" (the FBI chart). Which account data
 # is the project's inference: the subscriber record and the creation time. This profile has Letter
 # Sealing (LINE's end-to-end encryption) on.
+_LINE_CELL = "account data; up to 7 days of chats only if E2EE is off"
 LINE = Profile(
     name="line",
     title="LINE (Letter Sealing on)",
@@ -714,7 +796,10 @@ LINE = Profile(
     wiretap=False,
     sources=(_FBI_CHART,),
     discloses={p: frozenset({"subscriber_info", "account_created"}) for p in ASKS},
-    assumptions=_pk_court_order_assumed(_CHART_RECORD),
+    assumptions={
+        **_pk_court_order_assumed(_CHART_RECORD),
+        **_chart_dash_assumed("LINE", _LINE_CELL),
+    },
     notes={
         "content": "Letter Sealing (LINE's end-to-end encryption) is on; with it off, LINE hands over up to "
         "7 days of chats (FBI chart)",
@@ -745,9 +830,20 @@ LINE_LETTER_SEALING_OFF = replace(
         "2022-01-19): the information on a user's communications that may be disclosed includes 'text from chats'",
     ),
     discloses={p: frozenset({"subscriber_info", "account_created", "content"}) for p in ASKS},
-    assumptions=_pk_court_order_assumed(
-        f"{_CHART_RECORD}; LINE's guidelines for responding to law enforcement"
-    ),
+    assumptions={
+        **_pk_court_order_assumed(f"{_CHART_RECORD}; LINE's guidelines for responding to law enforcement"),
+        **_chart_dash_assumed(
+            "LINE",
+            _LINE_CELL,
+            own=", and LINE's guidelines for responding to law enforcement name what may be disclosed, not under "
+            "which process",
+            gets={
+                "court_order_2703d": ", but for the chats, content, which only a warrant may compel (18 U.S.C. 2703(a))",
+                "search_warrant": ", the chats (up to 7 days of them) included, content a warrant may compel "
+                "(18 U.S.C. 2703(a))",
+            },
+        ),
+    },
     lookback={"content": _LINE_7_DAYS},
     notes={
         "content": "Letter Sealing (LINE's end-to-end encryption) is off: the keys are LINE's, and LINE hands over "
@@ -880,15 +976,27 @@ WECHAT = Profile(
         "is a log of stored data, delivered after the fact)"
     ),
     sources=(_FBI_CHART,),
+    # no policy of WeChat's for law enforcement is on record, only the chart's row: what it withholds is said
+    # as that row's word, never as "its published policy"
+    published_policy=False,
+    policy_record="its only record, the FBI chart, names 'non-China accounts: name, phone, email, IP' under a "
+    "subpoena, and no more; no policy of WeChat's for law enforcement is on record",
     discloses={
         i.key: frozenset({"subscriber_info", "ip_addresses"}) for i in INSTRUMENTS.values() if not i.forward
     },
-    # its record is the chart's, of US process: what it hands an interception order of another country's
-    # law, which its servers could serve, is assumed (nothing), as what it hands a Pakistani court's order is
-    assumptions={**_pk_court_order_assumed(_CHART_RECORD), **_foreign_forward_nothing(_CHART_RECORD)},
+    # its record is the chart's, of US process: what it hands a 2703(d) order or a search warrant (the chart's
+    # cells: "—"), an interception order of another country's law, which its servers could serve (nothing), or
+    # a Pakistani court's order is assumed
+    assumptions={
+        **_chart_dash_assumed("WeChat", "non-China accounts: name, phone, email, IP"),
+        **_pk_court_order_assumed(_CHART_RECORD),
+        **_foreign_forward_nothing(_CHART_RECORD),
+    },
     notes={
         "subscriber_info": "for an account registered outside China: name, phone number and e-mail (FBI chart)",
-        "content": "WeChat is not end to end (the project's inference): content is withheld by policy",
+        "content": "WeChat is not end to end (the project's inference), so its own key opens the messages its "
+        "relay holds; its only record, the FBI chart, says no message content is handed over ('no'), and no "
+        "policy of WeChat's is on record: that WeChat keeps back what its key opens is the project's assumption",
         "realtime_routing": _NOT_REALTIME,
     },
 )
@@ -1162,6 +1270,7 @@ POLICY_FIELDS: Final[tuple[str, ...]] = (
     "notes",
     "jurisdiction_notes",
     "published_policy",
+    "policy_record",
     "realtime_record",
 )
 

@@ -30,8 +30,8 @@ from typing import Any
 
 import pytest
 
-from relaysim.relay.legal import REASON_LABELS, REASONS
-from relaysim.relay.profiles import ASKS, REAL_PROFILES
+from relaysim.relay.legal import INSTRUMENTS, REASON_LABELS, REASONS
+from relaysim.relay.profiles import ASKS, REAL_PROFILES, get_profile
 from relaysim.sims.cli import main
 from relaysim.sims.matrix import MATRIX_PROCESSES, check_matrix_scenario, render_terminal
 from relaysim.sims.report import run_to_dir
@@ -632,17 +632,109 @@ def test_whatsapps_wiretap_return_is_marked_as_an_assumption(chart: tuple[Path, 
     assumed = (out / "matrix.md").read_text(encoding="utf-8").split("## Assumptions (no source says so)")[1]
     assumed = assumed.split("## Legend")[0]
     assert "WhatsApp (`whatsapp`), wiretap order: no source shows WhatsApp returning ciphertext" in assumed
-    # of the chart's rows, only these cells rest on an assumption (the search warrants: the test below);
-    # Wire, not on the chart, rests on them all
+    # of the chart's rows, only these cells rest on an assumption (the search warrants: the test below; the
+    # "—" cells answered anyway: test_every_dash_cell_answered_says_it_is_assumed); Wire, not on the chart,
+    # rests on them all
     rows = [line for line in assumed.splitlines() if line.startswith("- ")]
     others = [r.split(":")[0] for r in rows if not r.startswith("- Wire (`wire`), ")]
-    assert others == [
-        "- WhatsApp (`whatsapp`), search warrant",
-        "- WhatsApp (`whatsapp`), wiretap order",
-        "- Apple iMessage (`imessage`), 2703(d) court order",  # the look-ups' IPs: the next test but one
-        "- Apple iMessage (`imessage`), search warrant",
-    ]
+    dashes = [f"- {get_profile(p).title} (`{p}`), {INSTRUMENTS[q].name}" for p, q in DASH_ASSUMED]
+    assert sorted(others) == sorted(
+        [
+            "- WhatsApp (`whatsapp`), search warrant",
+            "- WhatsApp (`whatsapp`), wiretap order",
+            "- Apple iMessage (`imessage`), 2703(d) court order",  # the look-ups' IPs: the next test but one
+            "- Apple iMessage (`imessage`), search warrant",
+            *dashes,
+        ]
+    )
     assert len(rows) == len(others) + len(MATRIX_PROCESSES)
+
+
+@pytest.mark.parametrize("profile", ["telegram-cloud", "wechat"])
+def test_a_wiretap_that_collected_nothing_says_nothing_of_keys_opening_it(
+    chart: tuple[Path, dict[str, Any]], profile: str
+) -> None:
+    """Telegram's and WeChat's relays could collect under a wiretap order and collect nothing: no envelope was
+    held or collected for it, so no reason says the provider's key "opens 0 of the 0 held envelope(s)", nor
+    that only its policy keeps back words that were never collected."""
+    out, _matrix = chart
+    why = disclosure(out, profile, "wiretap")["not_provided"]["withheld_by_policy"]["content"]
+    assert "could collect it in real time" in why
+    assert "own key opens" not in why and "only its policy" not in why, why
+
+
+# The chart's "—" cells (its 2703(d) order and search warrant columns) that a profile answers anyway with what
+# the chart's subpoena cell names. The record gives the dash no meaning: the chart states nothing there, so each
+# answer rests on the project's assumption, said in the disclosure and in matrix.md. Not Telegram's, whose
+# privacy policy (§8.3) is its answer to a court's order, nor Signal's search warrant, on record itself
+# (signal.org/bigbrother: the Santa Clara County warrant, 2021).
+DASH_ASSUMED = [
+    (p, q)
+    for p in DASHES
+    if p != "telegram-cloud"
+    for q in ("court_order_2703d", "search_warrant")
+    if (p, q) != ("signal", "search_warrant")
+]
+
+
+@pytest.mark.parametrize(("profile", "process"), DASH_ASSUMED)
+def test_every_dash_cell_answered_says_it_is_assumed(
+    chart: tuple[Path, dict[str, Any]], profile: str, process: str
+) -> None:
+    out, matrix = chart
+    assert provided(matrix, profile, process) >= provided(matrix, profile, "subpoena")  # answered, not empty
+    (assumed,) = [n for n in disclosure(out, profile, process)["notes"] if n.startswith("Assumption: ")]
+    assert f"FBI chart's {INSTRUMENTS[process].name} cell for " in assumed and "is '—'" in assumed, assumed
+    assert "the chart's subpoena cell names" in assumed and "18 U.S.C. 2703(c)(2)" in assumed, assumed
+    # the subpoena's own cell is the chart's: nothing assumed there
+    assert not any(n.startswith("Assumption: ") for n in disclosure(out, profile, "subpoena")["notes"])
+
+
+def test_telegrams_court_orders_and_signals_warrant_rest_on_their_own_record(
+    chart: tuple[Path, dict[str, Any]],
+) -> None:
+    out, _matrix = chart
+    for profile, process in [
+        ("telegram-cloud", "court_order_2703d"),
+        ("telegram-cloud", "search_warrant"),
+        ("signal", "search_warrant"),
+    ]:
+        assert not any(n.startswith("Assumption: ") for n in disclosure(out, profile, process)["notes"])
+
+
+@pytest.mark.parametrize(
+    ("profile", "cell"),
+    [
+        ("wechat", "non-China accounts: name, phone, email, IP"),
+        ("viber", "registration data, IP at creation"),
+    ],
+)
+def test_a_provider_whose_only_record_is_the_chart_cites_no_policy_of_its_own(
+    chart: tuple[Path, dict[str, Any]], profile: str, cell: str
+) -> None:
+    """WeChat's and Viber's only record is the FBI chart: no policy of theirs for law enforcement is on record.
+    What they hold and do not hand over is said as the chart's cell, and the rest as the project's assumption;
+    no reason says "its published policy", nor that "only its policy" keeps the words back."""
+    out, _matrix = chart
+    for process in ("subpoena", "court_order_2703d", "search_warrant", "pen_register", "wiretap"):
+        d = disclosure(out, profile, process)
+        said = [*d["notes"], *(why for reasons in d["not_provided"].values() for why in reasons.values())]
+        assert not any("published policy" in x or "only its policy" in x for x in said), (process, said)
+    withheld = disclosure(out, profile, "subpoena")["not_provided"]["withheld_by_policy"]
+    assert withheld and all(cell in why and "the project's reading" in why for why in withheld.values()), (
+        withheld
+    )
+    for process in ("court_order_2703d", "search_warrant"):
+        withheld = disclosure(out, profile, process)["not_provided"]["withheld_by_policy"]
+        assert all("the project's assumption" in why for why in withheld.values()), withheld
+    if (
+        profile == "wechat"
+    ):  # its own key opens the words it holds: the chart's "no" and the assumption say why
+        why = disclosure(out, "wechat", "search_warrant")["not_provided"]["withheld_by_policy"]["content"]
+        assert (
+            "the FBI chart, says no message content is handed over" in why and "project's assumption" in why
+        )
+        assert "the provider's own key opens" in why
 
 
 @pytest.mark.parametrize(("profile", "category"), [("imessage", "lookup_log"), ("whatsapp", "blocked_users")])

@@ -591,3 +591,79 @@ def test_imessage_pen_register_gets_the_lookups_from_service_on_until_the_fbi_ch
     reason, why = d.reasons["lookup_log"]
     assert reason == "withheld_by_policy" and "only under a 2703(d) court order" in why
     assert "no look-up log to a pen register" in d.reasons["realtime_routing"][1]
+
+
+# --- what the record leaves open of an instrument's day (relay.legal.Instrument.caveats) --------------
+
+_DATED_ORDER = """
+[scenario]
+name = "dated"
+duration = "2h"
+seed = 1
+start = {start}
+
+[relay]
+profile = "bes"
+
+[[people]]
+name = "a"
+
+[[people]]
+name = "b"
+
+[[conversations]]
+between = ["a", "b"]
+messages = [{{ at = "10m", from = "a", text = "hello" }}]
+
+[[events]]
+at = "1h"
+kind = "legal_process"
+process = "{process}"
+{target}
+"""
+
+
+def _notes_under(process: str, start: str) -> str:
+    from relaysim.relay.legal import INSTRUMENTS
+
+    target = 'target = "a"' if INSTRUMENTS[process].needs_target else ""
+    toml = _DATED_ORDER.format(start=start or '""', process=process, target=target)
+    if not start:
+        toml = toml.replace('start = ""\n', "")
+    (d,) = Simulation(parse_scenario(toml, "x.toml")).run().disclosures
+    return " ".join(d.notes)
+
+
+@pytest.mark.parametrize(
+    ("process", "inside", "outside", "said"),
+    [
+        # the record: India's demand of 2010, deadline 2010-08-31 (dated here 2010-01-01, the year's first day)
+        ("india_access_demand", "2010-03-01", "2010-09-01", "dates this demand by its year, 2010"),
+        # the record: the PTA's notice, July 2015 (dated here 2015-07-01)
+        ("pta_demand", "2015-07-01", "2015-08-01", "by its month, July 2015, not by its day"),
+        # the record names Rule 419A, undated; the 2007 amendment is the project's citation
+        ("telegraph_act_5_2", "2005-06-01", "2013-01-07", "the record gives no date for the Rule"),
+        # the record dates neither Act's commencement: the date is the Royal Assent's
+        ("ipa_targeted_interception", "2019-06-01", None, "not the day Part 2 (s.15) came into force"),
+        # a UK technical capability notice is on record by February 2025 (Apple's ADP)
+        ("ipa_tcn", "2019-06-01", "2025-03-01", "not the day s.253 came into force"),
+    ],
+)
+def test_a_dated_disclosure_says_what_the_record_leaves_open_of_its_instruments_day(
+    process: str, inside: str, outside: str | None, said: str
+) -> None:
+    assert said in _notes_under(process, inside)
+    if outside is not None:
+        assert said not in _notes_under(process, outside)
+    assert said not in _notes_under(process, "")  # an undated run is today
+
+
+def test_the_ipa_is_dated_by_royal_assent_and_says_its_commencement_is_not_in_the_record() -> None:
+    from relaysim.relay.legal import INSTRUMENTS
+
+    for key in ("ipa_targeted_interception", "ipa_tcn"):
+        why = INSTRUMENTS[key].not_yet(date(2016, 6, 1))
+        assert why is not None and "Royal Assent" in why and "no day on which the sections" in why
+    # s.69 as substituted: its commencement's notification is dated, its gazette number is not in the record
+    s69 = INSTRUMENTS["it_act_69"].not_yet(date(2008, 1, 1))
+    assert s69 is not None and "gazette number is not in the record" in s69

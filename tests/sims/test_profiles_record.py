@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import date
 from typing import Any
 
 import pytest
@@ -251,3 +252,170 @@ def test_wickr_says_each_field_the_record_lists() -> None:
     notes = " ".join(d.notes)
     assert "number of external ids (not the ids)" in notes
     assert "recent settings changes" in notes and "avatar" in notes
+
+
+# --- iMessage: the look-ups' addresses reach back as far as the look-ups handed over -----------------------
+
+_LOOKUPS = """
+[scenario]
+name = "lookups"
+duration = "30d1h"
+seed = 4
+
+[relay]
+profile = "imessage"
+
+[[people]]
+name = "a"
+devices = [{ address = "192.0.2.10" }]
+
+[[people]]
+name = "b"
+
+[[people]]
+name = "c"
+
+[[conversations]]
+between = ["a", "b"]
+messages = [{ at = "3d", from = "a", text = "27 days before the order" }]
+
+[[conversations]]
+between = ["a", "c"]
+messages = [{ at = "11d", from = "a", text = "19 days before the order" }]
+
+[traffic]
+moves = [{ device = "a/1", at = "2d", address = "100.64.0.9" }, { device = "a/1", at = "10d", address = "100.64.0.77" }]
+
+[[events]]
+at = "30d"
+kind = "legal_process"
+process = "court_order_2703d"
+target = "a"
+name = "d"
+"""
+
+
+def test_imessage_hands_over_the_lookups_addresses_of_25_days_not_the_30_it_keeps() -> None:
+    """The record: Apple keeps look-ups (source, target, time, IP) 30 days; the FBI chart: 25 days of them to
+    a 2703(d) order. Ana's look-up of Ben's keys 27 days before the order, from an address she used only
+    then, is kept but not handed over: neither as a row of the look-up log nor as an IP address."""
+    result = Simulation(parse_scenario(_LOOKUPS, "lookups.toml")).run()
+    (d,) = result.disclosures
+    served = d.process.served
+    ips = {r["ip"] for r in d.provided["ip_addresses"]}
+    assert "100.64.0.77" in ips and "192.0.2.10" in ips  # 19 days before; where she registered
+    assert "100.64.0.9" not in ips, ips
+    rows = d.provided["lookup_log"]
+    assert rows and all(r["time"] >= served - 25 * 86400 for r in rows)
+    assert {r["recipient_account"] for r in rows if r["account"] == "a"} == {"c"}
+
+
+# --- Telegram under a foreign judge's forward-looking order ------------------------------------------------
+
+
+def test_telegram_under_a_foreign_forward_order_says_why_its_court_order_policy_is_not_the_answer() -> None:
+    """Telegram's privacy policy §8.3 hands IP address and phone number to an order of the judicial authorities:
+    records it holds, handed over after the fact (here to a court's order looking back). A Part VI
+    authorization (a Canadian judge's, forward-looking) asks for what passes from its service on; no record
+    says Telegram collects anything in real time. Its answer, nothing, is assumed, and the assumption says why
+    §8.3 is not it."""
+    from relaysim.relay.profiles import get_profile
+
+    assumed = get_profile("telegram-cloud").assumptions["ca_part_vi_authorization"]
+    assert "§8.3" in assumed and "looking back" in assumed and "hands one nothing" in assumed
+    assert "a Part VI authorization asks instead for what passes from its service on" in assumed
+    # ... and a court's order looking back gets the IP address and phone number
+    assert get_profile("telegram-cloud").discloses["pk_court_order"] == {"subscriber_info", "ip_addresses"}
+
+
+# --- "its published policy": said only of a provider with one on record -------------------------------------
+
+_ANY_ORDER = """
+[scenario]
+name = "every-order"
+duration = "3h"
+seed = 5
+{start}
+
+[relay]
+profile = "{profile}"
+
+[[people]]
+name = "a"
+
+[[people]]
+name = "b"
+devices = [{{ offline = [["5m", "45m"]] }}]
+
+[[conversations]]
+between = ["a", "b"]
+messages = [{{ at = "10m", from = "a", text = "tender" }}, {{ at = "1h", from = "b", text = "ledgers" }}]
+"""
+
+
+def _every_order(profile: str, start: str) -> list[Disclosure]:
+    from relaysim.relay.legal import INSTRUMENTS
+
+    day = date.fromisoformat(start) if start else None
+    events = "".join(
+        f'\n[[events]]\nat = "30m"\nkind = "legal_process"\nprocess = "{i.key}"\nname = "{i.key}"\n'
+        + ('target = "a"\n' if i.needs_target else "")
+        for i in INSTRUMENTS.values()
+        if day is None or i.not_yet(day) is None
+    )
+    head = _ANY_ORDER.format(profile=profile, start=f"start = {start}" if start else "")
+    return list(Simulation(parse_scenario(head + events, "x.toml")).run().disclosures)
+
+
+@pytest.fixture(scope="module")
+def every_order() -> dict[tuple[str, str], list[Disclosure]]:
+    from relaysim.relay.profiles import REAL_PROFILES
+
+    return {(p, s): _every_order(p, s) for p in REAL_PROFILES for s in ("", "2016-05-01")}
+
+
+# The desk's three ways of saying a provider's published policy keeps a thing back (relay/compliance.py); each
+# is said by some profile (none is a dead branch), and none by a profile with no published policy on record.
+_POLICY_PHRASES = {
+    "held, not handed over": ", but not handed over under its published policy",
+    "could collect, a reason": "but its published policy hands nothing over under a",
+    "could collect, a note": "but its published policy hands nothing over under one",
+}
+
+
+def test_its_published_policy_is_said_only_of_a_provider_with_one_on_record(
+    every_order: dict[tuple[str, str], list[Disclosure]],
+) -> None:
+    said: dict[str, set[str]] = {k: set() for k in _POLICY_PHRASES}
+    for (profile, _start), disclosures in every_order.items():
+        published = get_profile(profile).published_policy
+        for d in disclosures:
+            texts = [why for _, why in d.reasons.values()] + d.notes
+            for key, phrase in _POLICY_PHRASES.items():
+                if any(phrase in t for t in texts):
+                    said[key].add(profile)
+            if not published:
+                assert not any("its published policy" in t or "only its policy" in t for t in texts), (
+                    profile,
+                    d.process.process,
+                    texts,
+                )
+    assert all(said.values()), said  # each phrase is reached
+    assert not {"wechat", "viber", "wire"} & set().union(*said.values())
+
+
+def test_a_profile_without_a_published_policy_says_what_its_record_is() -> None:
+    """Without a published policy, each instrument's answer is the profile's assumption, or a record of the
+    provider's says what it hands over (``policy_record``), or, in real time, what it shows (``realtime_record``)."""
+    from relaysim.relay.legal import INSTRUMENTS
+
+    for profile in (p for p in PROFILES.values() if not p.published_policy):
+        looked_back = [
+            i.key
+            for i in INSTRUMENTS.values()
+            if not i.forward and i.looks != "freeze" and i.key != "backup_warrant"
+        ]
+        assert profile.policy_record or all(k in profile.assumptions for k in looked_back), profile.name
+        if profile.pen_register or profile.wiretap:
+            forward = [i.key for i in INSTRUMENTS.values() if i.forward and i.jurisdiction == "us"]
+            assert profile.realtime_record or all(k in profile.assumptions for k in forward), profile.name
