@@ -179,7 +179,9 @@ class Accepted:
 @dataclass(frozen=True)
 class Undecryptable:
     """An envelope the device could not read (a forgery, a message for a session it no longer holds...):
-    acknowledged and dropped. Which check refused it is not said (clients.errors.DecryptionError)."""
+    acknowledged and dropped. Which check refused it is not said (clients.errors.DecryptionError). A
+    message refused for an identity key the user has not approved (``clients.identity.UntrustedIdentity``)
+    is one too, with an ``IdentityChanged`` (not ``accepted``) reporting the key."""
 
     envelope_id: bytes
     sealed: bool
@@ -2207,6 +2209,11 @@ class DeviceAgent:
                         sessionless = sender
                     plaintext = self.device.decrypt(sender, env.body)
                 plaintext = unpad(plaintext, self.padding)
+            except UntrustedIdentity:
+                # it authenticated, from an identity key the user has not approved: refused with the
+                # session as it was, the change reported (IdentityChanged); no resend to ask for
+                self._events.append(Undecryptable(env.id, env.sealed))
+                continue
             except DecryptionError:
                 if self._replayed(env):
                     self._events.append(Duplicate(env.id, env.sealed))  # no retry receipt: it was read

@@ -6,6 +6,10 @@ header key, a skipped-key limit or a certificate failed stays private, so an att
 sends forged messages learns nothing from the error (compare ``cryptography``'s Fernet,
 which turns every failure into one ``InvalidToken``).
 
+A refusal of a message that did open is not a decryption failure and has its own type, as in
+libsignal: ``clients.identity.UntrustedIdentity`` (an identity key the user has not approved). Only
+a message that authenticated can raise it, so it tells a forger nothing.
+
 ``UsageError`` is the local side doing something that cannot work (sending on a session that
 has no sending chain yet, a key of the wrong length). It is a bug in the caller, not an attack.
 """

@@ -289,6 +289,8 @@ class Device:
 
     def decrypt(self, peer: PeerAddress, ciphertext: bytes) -> bytes:
         """Decrypt a message from ``peer``. Every failure is ``DecryptionError``; state is unchanged then.
+        A message that decrypts, on a session (or making one) whose identity key the device's policy
+        refuses, raises ``UntrustedIdentity`` instead, the state as unchanged (the change reported).
 
         As in Sesame (§3), a message may belong to the active session or to an inactive one (both
         phones started a session at once, each answering the other's); the session that decrypts
