@@ -204,6 +204,25 @@ def test_a_sealed_message_from_this_very_device_is_refused_as_a_self_send(
     assert new.open_sealed(sent, root.public, NOW) == (linked.address, b"from my other phone")
 
 
+@pytest.mark.parametrize("device", [0, 128, 2**32 - 1])
+def test_a_device_id_outside_libsignals_1_to_127_is_refused(
+    world: tuple[Device, Device, TrustRoot, ServerSigningKey], device: int
+) -> None:
+    """libsignal's DeviceId holds 1 to 127 (``DeviceId::new``, rust/core/src/address.rs) and its
+    ``SenderCertificate::deserialize`` refuses a sender device that is not one: refused here too, when
+    a certificate is issued and when one is read (a certificate signed by the server key all the same);
+    127 is taken."""
+    alice, _bob, root, server = world
+    with pytest.raises(CertificateError, match=f"device must be an integer from 1 to 127, got {device}"):
+        server.issue("alice", device, alice.identity_key, NOW + 60)
+    unsigned = SenderCertificate("alice", device, alice.identity_key, NOW + 60, server.certificate, b"")
+    signed = dataclasses.replace(unsigned, signature=server._key.sign(unsigned.body()))
+    with pytest.raises(CertificateError, match=f"device must be an integer from 1 to 127, got {device}"):
+        SenderCertificate.decode(signed.encode())
+    last = server.issue("alice", 127, alice.identity_key, NOW + 60)
+    SenderCertificate.decode(last.encode()).verify(root.public, NOW)
+
+
 @pytest.mark.parametrize("sender", ["", "x" * 129, "ali\nce", "\x00"])
 def test_a_sender_that_is_no_account_name_is_refused(
     world: tuple[Device, Device, TrustRoot, ServerSigningKey], sender: str
