@@ -244,12 +244,15 @@ class DoubleRatchet:
         self.mkskipped: Mapping[tuple[bytes, int], bytes] = _NO_SKIPPED
         # The chain ids MKSKIPPED holds keys of, oldest first, each with how many: with header
         # encryption TrySkippedMessageKeysHE tries each header key once, before every message, and
-        # finds them here rather than walking every stored key (up to max_stored_skipped, 2,000).
-        # Kept by ``_store_skipped``/``_drop_skipped`` (and ``from_dict``); not part of the state.
+        # finds them here rather than walking every stored key (up to max_stored_skipped, 2,000, for
+        # each of MAX_RECEIVING_CHAINS chains). Kept by ``_store_skipped``/``_drop_skipped``/
+        # ``_forget_chain`` (and ``from_dict``); not part of the state.
         self.skipped_chains: Mapping[bytes, int] = _NO_CHAINS
-        # The receiving chains before the current one, oldest first: (chain id, the number the chain
-        # ended at: the PN of the message that turned it, or the number read on it if that is higher). Every number below that was read or its
-        # key is among the skipped ones (or was dropped from them).
+        # The receiving chains before the current one, oldest first, at most MAX_RECEIVING_CHAINS - 1:
+        # (chain id, the number the chain ended at: the PN of the message that turned it, or the
+        # number read on it if that is higher). Every number below that was read or its key is among
+        # the skipped ones (or was dropped from them). Skipped keys are kept only for these chains and
+        # the current one.
         self.ended: tuple[tuple[bytes, int], ...] = ()
         self.hks: bytes | None = None
         self.hkr: bytes | None = None
