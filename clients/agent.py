@@ -42,7 +42,7 @@ from typing import Any, cast
 from relaysim.clients import _primitives as _p
 from relaysim.clients import spec
 from relaysim.clients import transparency as kt
-from relaysim.clients.errors import DecryptionError, UsageError
+from relaysim.clients.errors import DecryptionError, SealedSenderSelfSend, UsageError
 from relaysim.clients.escrow import EscrowPublicKey
 from relaysim.clients.groups import VERSION as SENDER_KEY_VERSION
 from relaysim.clients.groups import (
@@ -179,7 +179,10 @@ class Accepted:
 @dataclass(frozen=True)
 class Undecryptable:
     """An envelope the device could not read (a forgery, a message for a session it no longer holds...):
-    acknowledged and dropped. Which check refused it is not said (clients.errors.DecryptionError)."""
+    acknowledged and dropped. Which check refused it is not said (clients.errors.DecryptionError). A
+    message refused for an identity key the user has not approved (``clients.identity.UntrustedIdentity``)
+    is one too, with an ``IdentityChanged`` (not ``accepted``) reporting the key, and so is a sealed
+    message from this very device (``clients.errors.SealedSenderSelfSend``)."""
 
     envelope_id: bytes
     sealed: bool
@@ -2207,6 +2210,12 @@ class DeviceAgent:
                         sessionless = sender
                     plaintext = self.device.decrypt(sender, env.body)
                 plaintext = unpad(plaintext, self.padding)
+            except (UntrustedIdentity, SealedSenderSelfSend):
+                # it authenticated, from an identity key the user has not approved (refused with the
+                # session as it was, the change reported: IdentityChanged), or sealed by this very
+                # device's address (libsignal's SealedSenderSelfSend): no resend to ask for
+                self._events.append(Undecryptable(env.id, env.sealed))
+                continue
             except DecryptionError:
                 if self._replayed(env):
                     self._events.append(Duplicate(env.id, env.sealed))  # no retry receipt: it was read

@@ -100,15 +100,33 @@ def _field_bytes(number: int, payload: bytes) -> bytes:
     return bytes([number << 3 | 2, len(payload)]) + payload
 
 
+def _write_varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 def scannable(version: int, local_hash: bytes, remote_hash: bytes) -> bytes:
-    """The protobuf ``CombinedFingerprints`` a phone shows as its QR code (libsignal's field order)."""
-    if not 0 <= version < 128:
-        raise ValueError(f"scannable fingerprint version must be from 0 to 127, got {version}")
+    """The protobuf ``CombinedFingerprints`` a phone shows as its QR code (libsignal's field order).
+
+    ``version`` is any uint32, as libsignal's ``ScannableFingerprint`` takes one, and is always
+    written, 0 too (a proto2 optional field, set): libsignal has one layout for every version, the
+    first 32 bytes of each side's hash as content. (libsignal-protocol-c's version 0 codes held the
+    whole encoded key and the stable identifier instead; current libsignal neither writes nor reads
+    that layout, and nor does this.)"""
+    if type(version) is not int or not 0 <= version <= 0xFFFF_FFFF:
+        raise ValueError(
+            f"scannable fingerprint version must be an integer from 0 to 2**32 - 1, got {version!r}"
+        )
     for name, digest in (("local", local_hash), ("remote", remote_hash)):
         if len(digest) < 32:  # libsignal's ScannableFingerprint::new takes [..32] of each
             raise ValueError(f"the {name} fingerprint hash must be at least 32 bytes, got {len(digest)}")
     return (
-        bytes([0x08, version])
+        b"\x08"
+        + _write_varint(version)
         + _field_bytes(2, _field_bytes(1, local_hash[:32]))
         + _field_bytes(3, _field_bytes(1, remote_hash[:32]))
     )

@@ -20,8 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from relaysim.clients.errors import DecryptionError
-
 __all__ = ["IDENTITY_POLICIES", "IdentityChanged", "IdentityStore", "PeerAddress", "UntrustedIdentity"]
 
 
@@ -56,8 +54,18 @@ class IdentityChanged:
     was_verified: bool
 
 
-class UntrustedIdentity(DecryptionError):
-    """A peer's identity key changed and the device's policy (or a verification) blocks it."""
+class UntrustedIdentity(Exception):
+    """A peer's identity key changed and the device's policy (or a verification) blocks it.
+
+    Not a ``DecryptionError``: nothing failed to decrypt (a message refused so did authenticate, on
+    a copy of its session), and a caller must be able to tell it from one, which says nothing of the
+    check that failed. libsignal too keeps it apart: ``SignalProtocolError::UntrustedIdentity``, not
+    ``InvalidMessage``. When it is raised differs: libsignal checks a prekey message's identity key
+    before decrypting it (``process_prekey``, rust/protocol/src/session.rs) and a message on a
+    session after (``message_decrypt_signal``, session_management.rs); here both are checked after,
+    so that a forgery (which does not decrypt) raises the one ``DecryptionError`` and reports no
+    change. Either way nothing is stored: the sessions, prekeys and pinned keys stay as they were
+    (the change is recorded, to be reported once)."""
 
     def __init__(self, change: IdentityChanged) -> None:
         Exception.__init__(

@@ -45,22 +45,26 @@ __all__ = [
     "parse_header",
 ]
 
-# libsignal's limits (rust/protocol/src/consts.rs): MAX_FORWARD_JUMPS = 25_000 and MAX_MESSAGE_KEYS =
-# 2_000. libsignal keeps MAX_MESSAGE_KEYS skipped keys per receiving chain (state/session.rs
-# set_message_keys), so up to 5 x 2,000 per session; here 2,000 are kept per session (MKSKIPPED is one
-# store, §3.2), as the doubleratchet package's max_num_skipped_message_keys counts them.
+# libsignal's limits (rust/protocol/src/consts.rs): MAX_FORWARD_JUMPS = 25_000, MAX_MESSAGE_KEYS = 2_000
+# and MAX_RECEIVER_CHAINS = 5. libsignal keeps up to MAX_MESSAGE_KEYS skipped keys per receiving chain
+# (double_ratchet.rs ``store_skipped_key``: the newest put first, the oldest popped past the bound) and
+# keeps at most MAX_RECEIVER_CHAINS receiving chains, the current one among them (``dh_ratchet_step``
+# drops the oldest chain, its skipped keys with it). So here: ``max_stored_skipped`` keys per chain,
+# the oldest of that chain dropped past it, and keys only of the current receiving chain and of the
+# MAX_RECEIVING_CHAINS - 1 chains before it (``ended``): a DH ratchet step that leaves a chain out of
+# those drops its keys. A session holds at most 5 x 2,000 skipped keys, and a peer's messages
+# delayed across two DH ratchet steps (1,500 skipped on one chain, 1,500 on the next) all still read.
+# (libsignal derives an earlier chain's keys on demand from the chain key it keeps; here they are
+# derived up to PN at the DH ratchet step, §3.5, and count against the chain's 2,000 then.)
+# ``max_skip`` is §3.5 MAX_SKIP: how far one message may skip ahead on a chain.
 DEFAULT_MAX_SKIP = 25_000
 DEFAULT_MAX_STORED_SKIPPED = 2_000
-# ... and MAX_RECEIVER_CHAINS = 5 receiving chains per session. Here only the current one can still
-# derive keys (an earlier chain's messages to come are the skipped keys kept for it), but a session
-# remembers where each of the four chains before it ended, so that a second copy of a message read on
-# one of them is still known as one (``already_used``) after the sender's ratchet has turned.
-# With header encryption the skipped keys too are kept for at most this many chains (header keys):
-# TrySkippedMessageKeysHE (§4.5) trial-decrypts every header with each header key they are held
-# under, before every message, so a peer who left one skipped key on each of 2,000 chains would make
-# each later message cost 2,000 trial decryptions. Storing a sixth chain's keys drops the oldest
-# chain's (``_store_skipped``): its messages can no longer be read, as with MAX_MESSAGE_KEYS. Without
-# header encryption a skipped key is one dict lookup whatever the number of chains: no bound there.
+# The window of receiving chains (libsignal's MAX_RECEIVER_CHAINS), the current one included. A
+# session also remembers where each of the four chains before the current one ended (``ended``), so
+# that a second copy of a message read on one of them is still known as one (``already_used``) after
+# the sender's ratchet has turned. With header encryption this bounds the work too:
+# TrySkippedMessageKeysHE (§4.5) trial-decrypts every header with each header key skipped keys are
+# held under, before every message, so at most this many header keys are tried.
 MAX_RECEIVING_CHAINS = 5
 
 # The header layout (see the module docstring), defined here only: whatever else reads or builds
@@ -81,7 +85,9 @@ _NO_CHAINS: Final[Mapping[bytes, int]] = MappingProxyType({})  # the same for ``
 
 
 class RatchetConfig:
-    """The application constants of §5.2 and the limits the spec leaves to the application."""
+    """The application constants of §5.2 and the limits the spec leaves to the application:
+    ``max_skip`` (§3.5 MAX_SKIP, keys one message may skip on a chain) and ``max_stored_skipped``
+    (skipped keys kept per receiving chain, libsignal's MAX_MESSAGE_KEYS; see DEFAULT_MAX_SKIP)."""
 
     __slots__ = ("aead_info", "header_encryption", "max_skip", "max_stored_skipped", "root_info")
 
@@ -238,12 +244,15 @@ class DoubleRatchet:
         self.mkskipped: Mapping[tuple[bytes, int], bytes] = _NO_SKIPPED
         # The chain ids MKSKIPPED holds keys of, oldest first, each with how many: with header
         # encryption TrySkippedMessageKeysHE tries each header key once, before every message, and
-        # finds them here rather than walking every stored key (up to max_stored_skipped, 2,000).
-        # Kept by ``_store_skipped``/``_drop_skipped`` (and ``from_dict``); not part of the state.
+        # finds them here rather than walking every stored key (up to max_stored_skipped, 2,000, for
+        # each of MAX_RECEIVING_CHAINS chains). Kept by ``_store_skipped``/``_drop_skipped``/
+        # ``_forget_chain`` (and ``from_dict``); not part of the state.
         self.skipped_chains: Mapping[bytes, int] = _NO_CHAINS
-        # The receiving chains before the current one, oldest first: (chain id, the number the chain
-        # ended at: the PN of the message that turned it, or the number read on it if that is higher). Every number below that was read or its
-        # key is among the skipped ones (or was dropped from them).
+        # The receiving chains before the current one, oldest first, at most MAX_RECEIVING_CHAINS - 1:
+        # (chain id, the number the chain ended at: the PN of the message that turned it, or the
+        # number read on it if that is higher). Every number below that was read or its key is among
+        # the skipped ones (or was dropped from them). Skipped keys are kept only for these chains and
+        # the current one.
         self.ended: tuple[tuple[bytes, int], ...] = ()
         self.hks: bytes | None = None
         self.hkr: bytes | None = None
@@ -414,8 +423,7 @@ class DoubleRatchet:
         # Authenticated: commit the DH ratchet step (§3.5 DHRatchet).
         new_dhs = spec.generate_dh(self.rng)
         rk, cks = spec.kdf_rk(rk, new_dhs.dh(their), root_info)
-        if old_ckr is not None and self.dhr is not None:
-            self.ended = (*self.ended, (self.dhr, max(pn, self.nr)))[1 - MAX_RECEIVING_CHAINS :]
+        left = self._end_chain(self.dhr, pn) if old_ckr is not None and self.dhr is not None else None
         self.pn = self.ns
         self.ns = 0
         self.nr = n + 1
@@ -426,6 +434,8 @@ class DoubleRatchet:
         self.cks = cks
         if skipped:
             self._store_skipped(skipped)
+        if left is not None:
+            self._forget_chain(left, dh_pub)
         return plaintext
 
     def _decrypt_he(self, message: bytes) -> bytes:
@@ -487,8 +497,7 @@ class DoubleRatchet:
         # Authenticated: commit DHRatchetHE (§4.5).
         new_dhs = spec.generate_dh(self.rng)
         rk, cks, nhks = spec.kdf_rk_he(rk, new_dhs.dh(their), root_info)
-        if self.hkr is not None and self.ckr is not None:
-            self.ended = (*self.ended, (self.hkr, max(pn, self.nr)))[1 - MAX_RECEIVING_CHAINS :]
+        left = self._end_chain(self.hkr, pn) if self.hkr is not None and self.ckr is not None else None
         self.pn = self.ns
         self.ns = 0
         self.nr = n + 1
@@ -502,6 +511,8 @@ class DoubleRatchet:
         self.ckr = ckr
         self.cks = cks
         self._store_skipped(skipped)
+        if left is not None:
+            self._forget_chain(left, hkr)
         return plaintext
 
     # --- skipped message keys -------------------------------------------------------------
@@ -529,30 +540,62 @@ class DoubleRatchet:
         return ck
 
     def _store_skipped(self, skipped: list[tuple[tuple[bytes, int], bytes]]) -> None:
-        """Store ``skipped`` (oldest first) in MKSKIPPED, then drop the oldest keys past the bounds:
-        ``max_stored_skipped`` keys, and with header encryption ``MAX_RECEIVING_CHAINS`` chains."""
+        """Store ``skipped`` (oldest first) in MKSKIPPED, keeping at most ``max_stored_skipped`` keys
+        per chain (libsignal's MAX_MESSAGE_KEYS per receiving chain: the oldest of the chain go first)
+        and keys of at most ``MAX_RECEIVING_CHAINS`` chains (the oldest chain's go first)."""
         if not skipped:
             return
+        cap = self.config.max_stored_skipped
         held, held_chains = self.mkskipped, self.skipped_chains
         store = held if isinstance(held, dict) else {}
         chains = held_chains if isinstance(held_chains, dict) else {}
-        newest = next(reversed(store))[0] if store else None  # the chain of the last key stored
-        for key, mk in skipped:
-            if key not in store:
-                chains[key[0]] = chains.get(key[0], 0) + 1
-            store[key] = mk
-        excess = len(store) - self.config.max_stored_skipped
-        if excess > 0:  # drop the oldest; they can no longer be decrypted
-            for key in list(itertools.islice(store, excess)):
-                del store[key]
-                _uncount(chains, key[0])
-        # (a chain's keys are stored while it is the receiving chain or as it ends, before the next
-        # chain's: they lie together in MKSKIPPED, chains in the order they came, and ``skipped``
-        # holds one chain's or two. Only keys of a chain other than the newest held can be a sixth.)
-        if self.config.header_encryption and (skipped[0][0][0], skipped[-1][0][0]) != (newest, newest):
-            _drop_oldest_chains(store, chains)
+        # ``skipped`` holds one chain's keys, or two chains' one after the other (the old chain's up to
+        # PN, then the new one's): of each, only the newest ``cap`` can be kept, so the rest are not stored
+        start = 0
+        while start < len(skipped):
+            chain = skipped[start][0][0]
+            end = start + 1
+            while end < len(skipped) and skipped[end][0][0] == chain:
+                end += 1
+            for key, mk in skipped[max(start, end - cap) : end]:
+                if key not in store:
+                    chains[chain] = chains.get(chain, 0) + 1
+                store[key] = mk
+            start = end
+            excess = chains.get(chain, 0) - cap
+            if excess > 0:  # drop the chain's oldest; they can no longer be decrypted
+                oldest = list(itertools.islice((key for key in store if key[0] == chain), excess))
+                for key in oldest:
+                    del store[key]
+                _uncount_many(chains, chain, len(oldest))
+        # (a state made here holds keys of the chains in its window only, at most MAX_RECEIVING_CHAINS:
+        # ``_forget_chain``. One saved before the window was kept may hold more: bounded here.)
+        _drop_oldest_chains(store, chains)
         self.mkskipped = store or _NO_SKIPPED
         self.skipped_chains = chains or _NO_CHAINS
+
+    def _end_chain(self, chain: bytes, pn: int) -> bytes | None:
+        """The receiving chain ``chain`` ends (a DH ratchet step, committed): remember where
+        (``ended``), and return the chain that so leaves the window of MAX_RECEIVING_CHAINS receiving
+        chains (libsignal's ``dh_ratchet_step`` drops its oldest receiver chain), if one does."""
+        ended = (*self.ended, (chain, max(pn, self.nr)))
+        gone = ended[0][0] if len(ended) > MAX_RECEIVING_CHAINS - 1 else None
+        self.ended = ended[1 - MAX_RECEIVING_CHAINS :]
+        return gone
+
+    def _forget_chain(self, chain: bytes, current: bytes) -> None:
+        """Drop the skipped keys of ``chain``, which has left the window of receiving chains, unless
+        the window still holds a chain of that id (a peer can turn back to a ratchet key it used)."""
+        if chain not in self.skipped_chains or chain == current or any(c == chain for c, _ in self.ended):
+            return
+        store, chains = self.mkskipped, self.skipped_chains
+        assert isinstance(store, dict) and isinstance(chains, dict)  # it holds the chain's keys
+        for key in [key for key in store if key[0] == chain]:
+            del store[key]
+        del chains[chain]
+        if not store:
+            self.mkskipped = _NO_SKIPPED
+            self.skipped_chains = _NO_CHAINS
 
     def _drop_skipped(self, key: tuple[bytes, int]) -> None:
         store, chains = self.mkskipped, self.skipped_chains
@@ -679,7 +722,7 @@ class DoubleRatchet:
 
 def _drop_oldest_chains(store: dict[tuple[bytes, int], bytes], chains: dict[bytes, int]) -> None:
     """Drop from ``store`` (MKSKIPPED, oldest first) every key of the chains before its newest
-    ``MAX_RECEIVING_CHAINS`` (chain id: the header key), and from ``chains`` (its chain ids, oldest
+    ``MAX_RECEIVING_CHAINS``, and from ``chains`` (its chain ids, oldest
     first, with their counts) those chains; they can no longer be decrypted."""
     if len(chains) > MAX_RECEIVING_CHAINS:
         gone = set(list(chains)[: len(chains) - MAX_RECEIVING_CHAINS])
@@ -687,6 +730,15 @@ def _drop_oldest_chains(store: dict[tuple[bytes, int], bytes], chains: dict[byte
             del store[key]
         for chain in gone:
             del chains[chain]
+
+
+def _uncount_many(chains: dict[bytes, int], chain: bytes, n: int) -> None:
+    """``n`` keys of ``chain`` fewer in MKSKIPPED (``DoubleRatchet.skipped_chains``)."""
+    left = chains[chain] - n
+    if left:
+        chains[chain] = left
+    else:
+        del chains[chain]
 
 
 def _uncount(chains: dict[bytes, int], chain: bytes) -> None:

@@ -40,7 +40,7 @@ import msgpack
 
 from relaysim.clients import _primitives as _p
 from relaysim.clients import spec
-from relaysim.clients.errors import DecryptionError
+from relaysim.clients.errors import DecryptionError, SealedSenderSelfSend
 from relaysim.clients.keys import IdentityKeyPair
 from relaysim.relay.certificates import CertificateError, SenderCertificate
 
@@ -96,8 +96,9 @@ def open_envelope(
 
     ``local``, the recipient's own (account, device): a certificate naming that very device is
     refused, as libsignal's ``sealed_sender_decrypt`` refuses a message "from this exact client"
-    (``SealedSenderSelfSend``: the same account and the same device id; the account's other devices
-    are not the recipient). Any failure: DecryptionError.
+    (the same account and the same device id; the account's other devices are not the recipient):
+    ``SealedSenderSelfSend``, checked after everything else, as libsignal checks it once the
+    certificate is validated. Any other failure: DecryptionError.
     """
     if len(envelope) < _HEAD + 48 or envelope[0] != VERSION:
         raise DecryptionError()
@@ -123,5 +124,5 @@ def open_envelope(
     if not isinstance(inner, bytes) or not _p.constant_time_equal(certificate.identity_key, sender_ik):
         raise DecryptionError()
     if local is not None and (certificate.sender, certificate.device) == tuple(local):
-        raise DecryptionError()  # a self-send
+        raise SealedSenderSelfSend(certificate.sender, certificate.device)
     return certificate, inner

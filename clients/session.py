@@ -47,7 +47,7 @@ from typing import Any
 from relaysim.clients import _primitives as _p
 from relaysim.clients import escrow as _escrow
 from relaysim.clients import sealed, spec
-from relaysim.clients.errors import DecryptionError, UsageError
+from relaysim.clients.errors import DecryptionError, SealedSenderSelfSend, UsageError
 from relaysim.clients.framing import (
     MESSAGE_PREFIX,
     TYPE_MESSAGE,
@@ -289,6 +289,8 @@ class Device:
 
     def decrypt(self, peer: PeerAddress, ciphertext: bytes) -> bytes:
         """Decrypt a message from ``peer``. Every failure is ``DecryptionError``; state is unchanged then.
+        A message that decrypts, on a session (or making one) whose identity key the device's policy
+        refuses, raises ``UntrustedIdentity`` instead, the state as unchanged (the change reported).
 
         As in Sesame (§3), a message may belong to the active session or to an inactive one (both
         phones started a session at once, each answering the other's); the session that decrypts
@@ -511,7 +513,7 @@ class Device:
             certificate, inner = sealed.open_envelope(
                 self.secrets.identity, _escrow.strip(envelope), trust_root, now, local=self.address
             )
-        except DecryptionError:
+        except (DecryptionError, SealedSenderSelfSend):  # (a self-send is read by no session here)
             return False
         peer = PeerAddress(certificate.sender, certificate.device)
         return self.replayed(peer, inner, certificate.identity_key)
@@ -588,8 +590,8 @@ class Device:
 
         The certificate's identity key must be the identity key of the session the inner message
         belongs to, so a sender cannot borrow someone else's certificate; a certificate naming this
-        very device is a self-send, refused (libsignal's ``SealedSenderSelfSend``). Any failure is
-        ``DecryptionError``, with the state unchanged.
+        very device is a self-send, refused (``SealedSenderSelfSend``, libsignal's, no decryption
+        failure: the envelope opened). Any failure is ``DecryptionError``, with the state unchanged.
         """
         envelope = _escrow.strip(envelope)
         certificate, inner = sealed.open_envelope(

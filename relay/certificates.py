@@ -23,6 +23,7 @@ from relaysim.relay._primitives import Ed25519Signer, ed25519_verify
 from relaysim.relay.wire import MAX_ACCOUNT_LEN
 
 __all__ = [
+    "MAX_CERTIFICATE_DEVICE_ID",
     "REVOKED_SERVER_KEY_IDS",
     "CertificateError",
     "SenderCertificate",
@@ -36,6 +37,13 @@ __all__ = [
 # REVOKED_SERVER_CERTIFICATE_KEY_IDS (sealed_sender.rs), whose only entry, 0xDEADC357, is kept to test the
 # revocation ("no prod server certificates have been revoked"); a revoked key's id would be added here.
 REVOKED_SERVER_KEY_IDS: frozenset[int] = frozenset({0xDEADC357})
+
+
+# The highest device id a sender certificate names: libsignal's DeviceId holds 1 to 127 and nothing else
+# (``DeviceId::new``, rust/core/src/address.rs: MAX_VALID_DEVICE_ID = 127), and its SenderCertificate
+# refuses to read a certificate whose sender device is not one (sealed_sender.rs, ``deserialize``).
+# Certificates with another device id are neither issued nor read here.
+MAX_CERTIFICATE_DEVICE_ID = 127
 
 
 class CertificateError(Exception):
@@ -128,7 +136,7 @@ class SenderCertificate:
         if not isinstance(body, bytes) or not isinstance(sig, bytes):
             raise CertificateError("sender certificate: fields have the wrong types")
         sender, device, ik, expires, server = _unpack(body, 5, "sender certificate body")
-        _check_uint("sender certificate", "device", device, 1, 2**32 - 1)
+        _check_uint("sender certificate", "device", device, 1, MAX_CERTIFICATE_DEVICE_ID)
         _check_uint("sender certificate", "expires", expires, 0, 2**64 - 1)
         ok = isinstance(sender, str) and isinstance(ik, bytes) and len(ik) == 32 and isinstance(server, bytes)
         if not ok:
@@ -189,6 +197,7 @@ class ServerSigningKey:
 
     def issue(self, sender: str, device: int, identity_key: bytes, expires: int) -> SenderCertificate:
         _check_sender(sender)
+        _check_uint("sender certificate", "device", device, 1, MAX_CERTIFICATE_DEVICE_ID)
         unsigned = SenderCertificate(sender, device, identity_key, expires, self.certificate, b"")
         return SenderCertificate(
             sender, device, identity_key, expires, self.certificate, self._key.sign(unsigned.body())

@@ -73,7 +73,7 @@ from typing import Any, Final, NoReturn, TypeAlias
 
 from relaysim.relay._frozen import quick_init
 from relaysim.relay._primitives import ed25519_key_ok, ed25519_verify
-from relaysim.relay.certificates import ServerCertificate
+from relaysim.relay.certificates import MAX_CERTIFICATE_DEVICE_ID, ServerCertificate
 from relaysim.relay.identity import ServerIdentity, XEdDSAPublicKey, verified_ahead
 from relaysim.relay.limits import DEFAULT_LIMITS, Limits, Rate, RateLimiter, address_key
 from relaysim.relay.metadata import (
@@ -1397,6 +1397,13 @@ class RelayCore:
 
     def _get_sender_certificate(self, conn: ConnectionContext, req: GetSenderCertificate, out: _Out) -> None:
         device = self._my_device(conn, "get_sender_certificate")
+        if device.device > MAX_CERTIFICATE_DEVICE_ID:  # (libsignal's DeviceId: 1 to 127)
+            raise _Refused(
+                ErrorCode.FORBIDDEN,
+                f"a sender certificate names a device from 1 to {MAX_CERTIFICATE_DEVICE_ID} (libsignal's "
+                f"DeviceId); this connection is device {device.device}: it cannot send sealed",
+                "device",
+            )
         # before the certificate costs its signature
         self._limit("get_sender_certificate", conn, ("certificates_per_account", device.account))
         me = DeviceAddress(device.account, device.device)

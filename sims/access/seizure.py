@@ -25,6 +25,7 @@ from relaysim.clients import escrow as _escrow
 from relaysim.clients import sealed
 from relaysim.clients.agent import unpad
 from relaysim.clients.errors import DecryptionError
+from relaysim.clients.identity import UntrustedIdentity
 from relaysim.clients.ratchet import MessageHeader, SendingChain, parse_header
 from relaysim.clients.session import Device, PeerAddress, parse_ciphertext
 from relaysim.relay import wire
@@ -272,7 +273,7 @@ def _try_incoming(
     how = _how(copy, peer, initial, header, seized_keys, seized_dhr)
     try:
         text: str | None = _shown(copy.decrypt(peer, inner), padding)
-    except DecryptionError:
+    except (DecryptionError, UntrustedIdentity):  # (the phone's identity policy refuses its key)
         text = None
     if text is not None:
         why = {

@@ -8,8 +8,8 @@ failed (a tag, a padding, a header key, a limit, a certificate), and leaves the 
 an escrow frame around a message, a sealed envelope that opens around a mutated message, the read-
 only questions asked of a refused message (``replayed``, ``sealed_replayed``, ``holds``, ``signed``),
 a sender key distribution and a sealed group state of any bytes — and checks the exact type: a
-subclass would tell a caller which check failed (``UntrustedIdentity``, the one subclass, is raised
-only for a message that did decrypt, under the identity policy; ``tests/clients/test_identity.py``).
+subclass would tell a caller which check failed (``UntrustedIdentity``, raised only for a message that
+did decrypt, under the identity policy, is no subclass: ``tests/clients/test_identity.py``).
 """
 
 from __future__ import annotations

@@ -86,6 +86,29 @@ def test_libsignal_encoding_vector() -> None:
     assert code.hex() == "080212220a20" + "12" * 32 + "1a220a20" + "ba" * 32
 
 
+@pytest.mark.parametrize(
+    ("version", "field"),
+    [(0, "0800"), (127, "087f"), (128, "088001"), (300, "08ac02"), (2**32 - 1, "08ffffffff0f")],
+)
+def test_any_uint32_version_is_written_as_libsignal_writes_it(version: int, field: str) -> None:
+    """libsignal's ``ScannableFingerprint`` takes a u32 version and always writes it (proto2 ``optional
+    uint32 version = 1``, set; prost's varint), in the one layout of ``fingerprint_encodings``: version 0
+    too, and versions past 127 as longer varints; each reads back as its own version."""
+    code = scannable(version, b"\x12" * 32, b"\xba" * 32)
+    assert code.hex() == field + "12220a20" + "12" * 32 + "1a220a20" + "ba" * 32
+    other = scannable(version, b"\xba" * 32, b"\x12" * 32)
+    assert scannable_matches(code, other) and scannable_matches(other, code)
+    with pytest.raises(FingerprintVersionMismatch) as raised:
+        scannable_matches(code, scannable(version ^ 1, b"\xba" * 32, b"\x12" * 32))
+    assert (raised.value.theirs, raised.value.ours) == (version ^ 1, version)
+
+
+@pytest.mark.parametrize("version", [-1, 2**32, True])
+def test_a_version_no_uint32_is_refused(version: int) -> None:
+    with pytest.raises(ValueError, match="version must be an integer from 0 to 2\\*\\*32 - 1"):
+        scannable(version, b"\x12" * 32, b"\xba" * 32)
+
+
 def test_iteration_bounds_and_version_mismatch() -> None:
     with pytest.raises(ValueError, match="iterations"):
         fingerprint_hash(b"x", ALICE_IDENTITY, 1)

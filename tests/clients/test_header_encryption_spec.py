@@ -5,9 +5,10 @@ has none), so ``SpecHE`` below is the Double Ratchet spec's §4 written out line
 RatchetInitAliceHE / RatchetInitBobHE, RatchetEncryptHE, RatchetDecryptHE with
 TrySkippedMessageKeysHE, DecryptHeader, SkipMessageKeysHE and DHRatchetHE — with the spec's note
 on failure ("any changes to the state should be discarded") done by copying the state first, and
-one bound the spec leaves to the application: skipped keys are kept for at most the newest
-``MAX_RECEIVING_CHAINS`` header keys (libsignal's MAX_RECEIVER_CHAINS; see ``clients/ratchet.py``),
-the oldest chain's dropped when a sixth's are stored. It
+one bound the spec leaves to the application: skipped keys are kept only for the newest
+``MAX_RECEIVING_CHAINS`` receiving chains (header keys), the current one included (libsignal's
+MAX_RECEIVER_CHAINS; see ``clients/ratchet.py``): a chain's are dropped when the DH ratchet step to
+the fifth chain after it is taken, whether or not the chains between hold any. It
 takes its primitives (KDF_RK_HE, KDF_CK, ENCRYPT, HENCRYPT, GENERATE_DH) from ``clients.spec``,
 which ``tests/clients/test_spec_vectors.py`` checks against their definitions, so what is compared
 here is the state machine: which keys each message uses, what is skipped and stored, when the DH
@@ -58,6 +59,7 @@ class SpecHE:
     HKr: bytes | None = None
     NHKs: bytes | None = None
     NHKr: bytes | None = None
+    receiving: list[bytes] = field(default_factory=list)  # not in §4: the HKr of each chain, oldest first
 
     @classmethod
     def init_alice(cls, sk: bytes, bob_dh_public_key: bytes, hka: bytes, nhkb: bytes, rng: object) -> SpecHE:
@@ -116,6 +118,11 @@ class SpecHE:
             self._skip(pn)
             self._dh_ratchet(dh)
         self._skip(n)
+        if dh_ratchet:
+            # Not in §4: skipped keys of the newest MAX_RECEIVING_CHAINS receiving chains only.
+            window = self.receiving[-MAX_RECEIVING_CHAINS:]
+            for key in [key for key in self.MKSKIPPED if key[0] not in window]:
+                del self.MKSKIPPED[key]
         assert self.CKr is not None
         self.CKr, mk = spec.kdf_ck(self.CKr)
         self.Nr += 1
@@ -130,16 +137,13 @@ class SpecHE:
                 assert self.HKr is not None
                 self.MKSKIPPED[(self.HKr, self.Nr)] = mk
                 self.Nr += 1
-        # Not in §4: skipped keys of at most MAX_RECEIVING_CHAINS header keys, the oldest dropped.
-        header_keys = list(dict.fromkeys(hk for hk, _n in self.MKSKIPPED))
-        for gone in header_keys[: max(0, len(header_keys) - MAX_RECEIVING_CHAINS)]:
-            for key in [key for key in self.MKSKIPPED if key[0] == gone]:
-                del self.MKSKIPPED[key]
 
     def _dh_ratchet(self, dh: bytes) -> None:  # DHRatchetHE
         assert self.DHs is not None
         self.PN, self.Ns, self.Nr = self.Ns, 0, 0
         self.HKs, self.HKr = self.NHKs, self.NHKr
+        assert self.HKr is not None
+        self.receiving.append(self.HKr)
         self.DHr = dh
         self.RK, self.CKr, self.NHKr = spec.kdf_rk_he(self.RK, self.DHs.dh(self.DHr), ROOT_INFO)
         self.DHs = spec.generate_dh(self.rng)  # type: ignore[arg-type]
@@ -234,7 +238,8 @@ def test_header_encryption_is_the_spec_pseudocode_when_pn_is_below_what_was_read
 def test_header_encryption_is_the_spec_pseudocode_when_skipped_keys_span_too_many_chains() -> None:
     """Each side in turn sends two messages and the other reads the second, leaving one skipped key
     on each of eight chains of Alice's (and seven of Bob's); then the first messages come. The oldest
-    chains' keys went when a sixth chain's were stored: both refuse those messages, both read the rest."""
+    chains' keys went when the ratchet turned to the fifth chain after theirs: both refuse those
+    messages, both read the rest."""
     steps: list[Action] = []
     for turn in range(8):
         steps += [(0, 0, 0), (0, 0, 0), (1, 2, turn + 1)]  # Alice sends two; Bob reads the second

@@ -73,6 +73,33 @@ def test_an_identity_swap_by_message_is_refused_under_blocking() -> None:
     assert bob.decrypt(ALICE, _first_message(mallory, bob, b"approved")) == b"approved"
 
 
+def test_an_untrusted_identity_is_not_a_decryption_failure() -> None:
+    """A message refused for its identity key did decrypt: ``UntrustedIdentity`` is its own exception,
+    not a ``DecryptionError`` (whose one message says nothing of the check that failed), as libsignal's
+    ``SignalProtocolError::UntrustedIdentity`` is not an ``InvalidMessage``. A caller catching decryption
+    failures does not catch it; the state is as it was. A forgery of the same message is refused with
+    the one ``DecryptionError`` and reports nothing."""
+    _alice, bob = _talking("block")
+    mallory = _device(ALICE, 99)
+    message = _first_message(mallory, bob, b"it's me")
+    forged = message[:-1] + bytes((message[-1] ^ 1,))
+    state = bob.to_dict()
+    with pytest.raises(DecryptionError) as failed:
+        bob.decrypt(ALICE, forged)
+    assert type(failed.value) is DecryptionError and bob.identities.take_changes() == []
+    try:
+        bob.decrypt(ALICE, message)
+    except DecryptionError:
+        pytest.fail("an untrusted identity was raised as a decryption failure")
+    except UntrustedIdentity as refused:
+        assert refused.change.new == mallory.identity_key and "changed" in str(refused)
+    else:
+        pytest.fail("the message from an identity key the user has not approved was read")
+    assert not issubclass(UntrustedIdentity, DecryptionError)
+    assert bob.to_dict() == state
+    assert [c.new for c in bob.identities.take_changes()] == [mallory.identity_key]
+
+
 def test_a_swapped_bundle_is_reported_and_blocked_for_a_verified_peer() -> None:
     alice, bob = _talking("warn")
     mallory = _device(BOB, 99)
@@ -134,7 +161,7 @@ class SwapsAndReplays(RuleBasedStateMachine):
         try:
             self.bob.decrypt(label, ciphertext)
             accepted = True
-        except DecryptionError:
+        except (DecryptionError, UntrustedIdentity):
             accepted = False
         changes = self.bob.identities.take_changes()
         after = self.bob.identities.pinned(label)

@@ -5,8 +5,8 @@ MAX_SKIP), tamper with and truncate messages. After every step:
 - every plaintext accepted equals what was sent, and is accepted at most once;
 - every bad input raised the one ``DecryptionError`` and left the state exactly as it was;
 - every message delivered untouched for the first time decrypted (nothing legitimate is lost),
-  but, with header encryption, one on a chain whose skipped keys were dropped when a newer chain's
-  made more than MAX_RECEIVING_CHAINS chains of them: that one is refused, changing nothing;
+  but one on a chain that has left the window of MAX_RECEIVING_CHAINS receiving chains, whose
+  skipped keys were dropped: that one is refused, changing nothing;
 - the state survives a msgpack round trip unchanged.
 """
 
@@ -57,7 +57,7 @@ class Wire:
         self.to = to
         self.plaintext = plaintext
         self.data = data
-        self.chain = chain  # with header encryption, the header key it was sent under
+        self.chain = chain  # its chain: the header key it was sent under, or its ratchet key
 
 
 class RatchetOverAdversarialLink(RuleBasedStateMachine):
@@ -76,6 +76,8 @@ class RatchetOverAdversarialLink(RuleBasedStateMachine):
         self.next_id = 0
         self.accepted: set[int] = set()
         self.undelivered = {"alice": 0, "bob": 0}  # messages in flight to each side
+        # each side's receiving chains so far, oldest first (chain ids: header keys, or ratchet keys)
+        self.received_chains: dict[str, list[bytes | None]] = {"alice": [], "bob": []}
 
     def _other(self, side: str) -> str:
         return "bob" if side == "alice" else "alice"
@@ -96,23 +98,27 @@ class RatchetOverAdversarialLink(RuleBasedStateMachine):
         self.next_id += 1
         to = self._other(side)
         self.undelivered[to] += 1
-        return Wire(self.next_id, to, plaintext, data, sender.hks)
+        # the chain the message is on: its header key, or without header encryption its ratchet key
+        chain = sender.hks if self.header_encryption else sender.ratchet_key
+        return Wire(self.next_id, to, plaintext, data, chain)
 
     @rule(target=delivered, wire=consumes(in_flight))
     def deliver(self, wire: Wire) -> Wire:
         # Bundles hand out elements in any order: this is reordering.
         side = self.sides[wire.to]
-        # On a chain the receiver has left, its key is among the skipped ones, unless that chain's were
-        # dropped (``MAX_RECEIVING_CHAINS``: the newest chains' are kept).
-        if (
-            wire.chain is not None
-            and wire.chain not in (side.hkr, side.nhkr)
-            and all(chain != wire.chain for chain, _n in side.mkskipped)
-        ):
+        # On a chain the receiver has left, its key is among the skipped ones, unless that chain has
+        # left the window of receiving chains (``MAX_RECEIVING_CHAINS``) and its keys were dropped.
+        current = side.hkr if self.header_encryption else side.dhr
+        left = self.received_chains[wire.to][:-1]
+        if wire.chain != current and wire.chain in left and all(c != wire.chain for c, _n in side.mkskipped):
             self._must_fail(wire.to, wire.data)
             self.undelivered[wire.to] -= 1
             return wire
         got = side.decrypt(wire.data)
+        received = self.received_chains[wire.to]
+        now_on = side.hkr if self.header_encryption else side.dhr
+        if not received or received[-1] != now_on:
+            received.append(now_on)
         assert got == wire.plaintext
         assert wire.msg_id not in self.accepted
         self.accepted.add(wire.msg_id)
@@ -304,13 +310,14 @@ def _header_keys_tried(monkeypatch: pytest.MonkeyPatch) -> list[bytes | None]:
 
 
 @pytest.mark.parametrize("he", [False, True])
-def test_header_encryption_keeps_skipped_keys_of_five_chains_at_most(
+def test_skipped_keys_are_kept_for_five_receiving_chains_at_most(
     monkeypatch: pytest.MonkeyPatch, he: bool
 ) -> None:
-    """TrySkippedMessageKeysHE (§4.5) tries every header key skipped keys are held under, before every
-    message: a peer leaving one skipped key on each of many chains would multiply that work. With
-    header encryption, keys are kept for MAX_RECEIVING_CHAINS chains (libsignal's
-    MAX_RECEIVER_CHAINS), the oldest dropped; without it, a lookup is one dict get and all are kept."""
+    """libsignal keeps MAX_RECEIVER_CHAINS (5) receiving chains, the current one among them, and drops
+    the oldest with its skipped keys at each DH ratchet step past that (double_ratchet.rs
+    ``dh_ratchet_step``): so here, with header encryption or without. With it, that also bounds
+    TrySkippedMessageKeysHE (§4.5), which tries every header key skipped keys are held under, before
+    every message."""
     alice, bob = make_pair(RatchetConfig(header_encryption=he), 12)
     first_of_each_chain = []
     for turn in range(MAX_RECEIVING_CHAINS + 2):  # seven chains of Alice's, one key skipped on each
@@ -318,7 +325,7 @@ def test_header_encryption_keeps_skipped_keys_of_five_chains_at_most(
         assert bob.decrypt(alice.encrypt(b"read %d" % turn)) == b"read %d" % turn
         assert alice.decrypt(bob.encrypt(b"turn")) == b"turn"  # Alice's next message: a new chain
     chains = {chain for chain, _n in bob.mkskipped}
-    assert len(chains) == (MAX_RECEIVING_CHAINS if he else MAX_RECEIVING_CHAINS + 2)
+    assert len(chains) == len(bob.skipped_chains) == MAX_RECEIVING_CHAINS
     assert len(bob.mkskipped) == len(chains)
     restored = DoubleRatchet.from_dict(msgpack.unpackb(msgpack.packb(bob.to_dict()), raw=False))
     tried = _header_keys_tried(monkeypatch)
@@ -327,9 +334,11 @@ def test_header_encryption_keeps_skipped_keys_of_five_chains_at_most(
     copy = DoubleRatchet.from_dict(bob.to_dict())
     assert copy.decrypt(alice.encrypt(b"now")) == b"now"
     assert len(tried) == (MAX_RECEIVING_CHAINS + 2 if he else 0)
+    # the step to an eighth chain took the third out of the window, and its key with it
+    assert len({chain for chain, _n in copy.mkskipped}) == MAX_RECEIVING_CHAINS - 1
     dropped, kept = first_of_each_chain[:2], first_of_each_chain[2:]
     for side in (bob, restored):
-        for message in dropped if he else ():
+        for message in dropped:
             before = side.to_dict()
             tried.clear()
             with pytest.raises(DecryptionError):
@@ -337,10 +346,54 @@ def test_header_encryption_keeps_skipped_keys_of_five_chains_at_most(
             assert side.to_dict() == before
             skipped_keys_tried = [hk for hk in tried if hk not in (side.hkr, side.nhkr)]
             assert len(skipped_keys_tried) == len(set(skipped_keys_tried)) <= MAX_RECEIVING_CHAINS
-        for message in kept if he else first_of_each_chain:
+        for message in kept:
             turn = first_of_each_chain.index(message)
             assert side.decrypt(message) == b"late %d" % turn
         assert len(side.mkskipped) == 0
+
+
+@pytest.mark.parametrize("he", [False, True])
+def test_skipped_keys_are_capped_per_receiving_chain_not_per_session(he: bool) -> None:
+    """libsignal keeps MAX_MESSAGE_KEYS (2,000) skipped keys per receiving chain (double_ratchet.rs
+    ``store_skipped_key``), not per session: a peer's messages delayed across two DH ratchet steps —
+    1,500 skipped on one chain, then 1,500 on the next — all still read, and only the oldest of a
+    chain past 2,000 are dropped (here after 2,500 skipped on a third chain)."""
+    alice, bob = make_pair(RatchetConfig(header_encryption=he), 14)
+    late: list[list[bytes]] = []
+    for count in (1_500, 1_500, 2_500):
+        late.append([alice.encrypt(b"late %d" % i) for i in range(count)])
+        assert bob.decrypt(alice.encrypt(b"read")) == b"read"
+        assert alice.decrypt(bob.encrypt(b"turn")) == b"turn"  # Alice's next message: a new chain
+    assert len(bob.mkskipped) == 1_500 + 1_500 + 2_000
+    assert sorted(bob.skipped_chains.values()) == [1_500, 1_500, 2_000]
+    before = bob.to_dict()
+    with pytest.raises(DecryptionError):  # the third chain's oldest 500: dropped
+        bob.decrypt(late[2][499])
+    assert bob.to_dict() == before
+    for chain, first in ((late[0], 0), (late[1], 0), (late[2], 500)):
+        for i in (first, len(chain) // 2, len(chain) - 1):
+            assert bob.decrypt(chain[i]) == b"late %d" % i
+
+
+@pytest.mark.parametrize("he", [False, True])
+def test_a_chains_skipped_keys_go_when_it_leaves_the_window_even_if_no_other_chain_holds_any(
+    he: bool,
+) -> None:
+    """The window is of receiving chains, not of chains holding skipped keys (libsignal drops its oldest
+    receiver chain at each DH ratchet step past MAX_RECEIVER_CHAINS): one key skipped on Alice's first
+    chain is kept while four more chains come, none skipping anything, and dropped at the fifth."""
+    alice, bob = make_pair(RatchetConfig(header_encryption=he), 15)
+    late = alice.encrypt(b"late")
+    assert bob.decrypt(alice.encrypt(b"read")) == b"read"
+    for turn in range(MAX_RECEIVING_CHAINS):
+        assert len(bob.mkskipped) == 1
+        assert alice.decrypt(bob.encrypt(b"turn")) == b"turn"
+        assert bob.decrypt(alice.encrypt(b"read %d" % turn)) == b"read %d" % turn  # a new chain
+    assert len(bob.mkskipped) == 0 and len(bob.ended) == MAX_RECEIVING_CHAINS - 1
+    before = bob.to_dict()
+    with pytest.raises(DecryptionError):
+        bob.decrypt(late)
+    assert bob.to_dict() == before
 
 
 class _CountingStore(dict[tuple[bytes, int], bytes]):

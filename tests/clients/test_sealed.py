@@ -8,7 +8,7 @@ import pytest
 
 from relaysim.clients import sealed
 from relaysim.clients.agent import DeviceAgent, Received, Undecryptable
-from relaysim.clients.errors import DecryptionError
+from relaysim.clients.errors import DecryptionError, SealedSenderSelfSend
 from relaysim.clients.session import Device
 from relaysim.relay import wire
 from relaysim.relay._primitives import Ed25519Signer
@@ -169,25 +169,58 @@ def test_a_sealed_message_from_this_very_device_is_refused_as_a_self_send(
     """libsignal's ``sealed_sender_decrypt`` refuses a certificate naming the recipient's own account
     and device id (``SealedSenderSelfSend``, "the message came from this exact client"). Here: the
     phone alice.1 had before she registered again under the same address seals to the new one, which
-    read it as a message from itself. Another device of the same account is no self-send."""
+    read it as a message from itself. Another device of the same account is no self-send. The refusal
+    is libsignal's own error, not a decryption failure (the envelope opened and its certificate
+    checked), and it changes nothing."""
     _alice, _bob, root, server = world
     old, new = Device("alice", 1, rng=seeded_rng(5)), Device("alice", 1, rng=seeded_rng(6))
     old.start_session(new.address, new.generate_prekeys(1, 1))
-    with pytest.raises(DecryptionError):
-        new.open_sealed(old.seal(new.address, b"from myself?", cert_for(server, old)), root.public, NOW)
-    assert not new.has_session(old.address)
+    state = new.to_dict()
+    envelope = old.seal(new.address, b"from myself?", cert_for(server, old))
+    try:
+        new.open_sealed(envelope, root.public, NOW)
+    except DecryptionError:
+        pytest.fail("a self-send was refused as a decryption failure")
+    except SealedSenderSelfSend as refused:
+        assert (refused.account, refused.device) == ("alice", 1) and "self-send" in str(refused)
+    else:
+        pytest.fail("a sealed message from this very device was read")
+    assert not new.has_session(old.address) and new.to_dict() == state
+    assert new.sealed_replayed(envelope, root.public, NOW) is False
+    with pytest.raises(DecryptionError) as forged:  # a forgery of it: the one DecryptionError
+        new.open_sealed(envelope[:-1] + bytes((envelope[-1] ^ 1,)), root.public, NOW)
+    assert type(forged.value) is DecryptionError
 
     from relaysim.clients import sealed
 
     envelope = sealed.seal(old.secrets.identity, new.identity_key, cert_for(server, old), b"inner")
     opened = sealed.open_envelope(new.secrets.identity, envelope, root.public, NOW, local=("alice", 2))
     assert (opened[0].sender, opened[0].device, opened[1]) == ("alice", 1, b"inner")
-    with pytest.raises(DecryptionError):
+    with pytest.raises(SealedSenderSelfSend):
         sealed.open_envelope(new.secrets.identity, envelope, root.public, NOW, local=("alice", 1))
     linked = Device("alice", 2, rng=seeded_rng(7))
     linked.start_session(new.address, new.generate_prekeys(1, 1))
     sent = linked.seal(new.address, b"from my other phone", cert_for(server, linked))
     assert new.open_sealed(sent, root.public, NOW) == (linked.address, b"from my other phone")
+
+
+@pytest.mark.parametrize("device", [0, 128, 2**32 - 1])
+def test_a_device_id_outside_libsignals_1_to_127_is_refused(
+    world: tuple[Device, Device, TrustRoot, ServerSigningKey], device: int
+) -> None:
+    """libsignal's DeviceId holds 1 to 127 (``DeviceId::new``, rust/core/src/address.rs) and its
+    ``SenderCertificate::deserialize`` refuses a sender device that is not one: refused here too, when
+    a certificate is issued and when one is read (a certificate signed by the server key all the same);
+    127 is taken."""
+    alice, _bob, root, server = world
+    with pytest.raises(CertificateError, match=f"device must be an integer from 1 to 127, got {device}"):
+        server.issue("alice", device, alice.identity_key, NOW + 60)
+    unsigned = SenderCertificate("alice", device, alice.identity_key, NOW + 60, server.certificate, b"")
+    signed = dataclasses.replace(unsigned, signature=server._key.sign(unsigned.body()))
+    with pytest.raises(CertificateError, match=f"device must be an integer from 1 to 127, got {device}"):
+        SenderCertificate.decode(signed.encode())
+    last = server.issue("alice", 127, alice.identity_key, NOW + 60)
+    SenderCertificate.decode(last.encode()).verify(root.public, NOW)
 
 
 @pytest.mark.parametrize("sender", ["", "x" * 129, "ali\nce", "\x00"])

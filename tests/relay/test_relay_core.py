@@ -347,6 +347,22 @@ def test_sender_certificates_verify_against_the_trust_root(core: RelayCore, cloc
     assert certificate.expires == int(clock.now) + core.certificate_ttl
 
 
+def test_a_sender_certificate_is_refused_to_a_device_past_127(core: RelayCore, clock: Clock) -> None:
+    """libsignal's DeviceId is 1 to 127 and its SenderCertificate reads no other sender device, so the
+    relay issues no certificate naming another: a device registered as 128 is refused (``forbidden``,
+    about ``device``), before a rate-limit token or a signature is spent; 127 gets one."""
+    for device, ok in ((127, True), (128, False)):
+        keys = DeviceKeys.make(f"dev{device}", device)
+        conn = core_device(core, keys, device)
+        answer = reply(core.handle(conn, wire.GetSenderCertificate(id=1)))
+        if ok:
+            assert isinstance(answer, wire.SenderCertificateResponse)
+            assert SenderCertificate.decode(answer.certificate).device == device
+        else:
+            frame = assert_error(answer, wire.ErrorCode.FORBIDDEN, "device")
+            assert "1 to 127" in frame.message and "device 128" in frame.message
+
+
 def test_the_server_identity_survives_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "relay.db"
     with Store(path) as store:

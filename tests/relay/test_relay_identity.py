@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -110,9 +111,14 @@ def test_a_certificate_field_of_the_wrong_type_is_refused_though_signed(
     device = value if field == "device" else 2
     expires = value if field == "expires" else 1_000
     _, device_key = _keypair(9)
-    encoded = server.issue("alice", device, device_key, expires).encode()  # type: ignore[arg-type]
+    # signed by the server key as ``issue`` signs, which itself refuses such a device
+    unsigned = SenderCertificate("alice", device, device_key, expires, server.certificate, b"")  # type: ignore[arg-type]
+    encoded = dataclasses.replace(unsigned, signature=server._key.sign(unsigned.body())).encode()
     with pytest.raises(CertificateError, match=error):
         SenderCertificate.decode(encoded)
+    if field == "device":
+        with pytest.raises(CertificateError, match=error):
+            server.issue("alice", device, device_key, expires)  # type: ignore[arg-type]
 
 
 def test_server_identity_is_deterministic_under_a_seeded_rng() -> None:
