@@ -393,11 +393,42 @@ def _clipped(text: str, most: int = MAX_ERROR_TEXT) -> str:
     return text if len(text) <= most else text[: most - 1] + "…"
 
 
+# The most characters of a peer's key or kind an error quotes (a key may be as long as a frame; the
+# message must fit an error frame, and a log line).
+MAX_QUOTED: Final = 60
+
+
 def _quoted(value: object) -> str:
-    """``repr(value)`` as an error message shows a peer's key: its first 60 characters and "…" when
-    longer (a key may be as long as a frame; the message must fit an error frame)."""
+    """``value`` (a key, a kind: what a peer sent) as an error quotes it: its ``repr`` whole when that is
+    at most MAX_QUOTED characters; else the repr of its first characters (a str's or a bin's, so that the
+    quote closes) within MAX_QUOTED, "…" and how long it is: ``'kkk…kk'… (5,000 characters)``. The one
+    rule for every key and kind an error names (a repr shows control characters escaped)."""
     shown = repr(value)
-    return shown if len(shown) <= 60 else shown[:60] + "…"
+    if len(shown) <= MAX_QUOTED:
+        return shown
+    if type(value) is str or type(value) is bytes:
+        head = value[: MAX_QUOTED - 3]  # (a character's repr is mostly itself: no pass of the loop)
+        while len(repr(head)) > MAX_QUOTED:  # (escapes: "\\n", "\\x00")
+            head = head[:-1]
+        unit = "characters" if type(value) is str else "bytes"
+        return f"{head!r}… ({len(value):,} {unit})"
+    return f"{shown[:MAX_QUOTED]}… ({len(shown):,} characters)"
+
+
+def _key_name(key: object) -> str:
+    """How an error's ``field`` names a map's key a peer sent: a str key that reads as a name (not empty,
+    printable, no blank at either end, no ``.`` or ``[`` a path would misread) as itself; any other key,
+    a str or not (``''``, ``'a\\nb'``, ``5``, ``b'x'``), as :func:`_quoted` shows it."""
+    if (
+        type(key) is str
+        and key
+        and key.isprintable()
+        and key.strip() == key
+        and "." not in key
+        and "[" not in key
+    ):
+        return key
+    return _quoted(key)
 
 
 def _type_name(value: object) -> str:
@@ -789,16 +820,17 @@ class Message:
         """``from_wire`` without the fast path: field by field, each error its own."""
         names, fields, plain = cls._decode_plan()
         for key in raw:
-            if type(key) is not str:  # (no field to name: a key that is no string is no field's)
+            if type(key) is not str:  # (the field named: the key, as _key_name shows one that is no string)
                 raise LocalProtocolError(
                     ErrorCode.WRONG_TYPE,
                     f"the keys of {cls.__name__} must be strings; got the {_type_name(key)} key {_quoted(key)}",
+                    field=_key_name(key),
                 )
             if key not in names:
                 raise LocalProtocolError(
                     ErrorCode.UNKNOWN_FIELD,
                     f"unknown field {_quoted(key)} in {_where(cls)}",
-                    field=key,
+                    field=_key_name(key),
                 )
         values: list[tuple[str, _Spec, Any]] = []
         for name, spec, default in fields:
@@ -1873,11 +1905,10 @@ def _check_keys_once(body: bytes | bytearray) -> None:
     found = _repeated_key(_unpackb(body, raw=False, strict_map_key=False, object_pairs_hook=_Pairs), "")
     if found is not None:
         key, where = found
-        shown = key if type(key) is str else repr(key)
-        within = "" if where == str(shown) else f" (at {where})"
+        within = "" if where == _key_name(key) else f" (at {where})"
         raise RemoteProtocolError(
             ErrorCode.INVALID_VALUE,
-            f"frame body names the key {_quoted(shown)} more than once{within}; each key once",
+            f"frame body names the key {_quoted(key)} more than once{within}; each key once",
             field=where,
         )
 
@@ -1905,7 +1936,7 @@ def _repeated_key(root: Any, path: str) -> tuple[Any, str] | None:
 
 
 def _key_path(path: str, key: Any) -> str:
-    shown = key if type(key) is str else repr(key)
+    shown = _key_name(key)
     return f"{path}.{shown}" if path else shown
 
 
@@ -1953,10 +1984,9 @@ def _decode_map(raw: Any, kinds: Mapping[str, type[Frame]]) -> Frame:
             )
         cls = kinds.get(kind)
         if cls is None:
-            shown = kind if len(kind) <= 40 else kind[:40] + "…"
             raise LocalProtocolError(
                 ErrorCode.UNKNOWN_KIND,
-                f"unknown kind {shown!r}; expected one of {', '.join(kinds)}",
+                f"unknown kind {_quoted(kind)}; expected one of {', '.join(kinds)}",
                 field="kind",
             )
         fields = {k: v for k, v in raw.items() if k not in _ENVELOPE_KEYS}
