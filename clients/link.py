@@ -309,7 +309,7 @@ class DeviceLink:
         self._sealed_waiting = []
         self._anon_request = None
         self._requeue()
-        log.info("%s: connection closed: %s", self._name, self.last_drop or "closing")
+        log.info("%s: connection closed: %s", self._name, wire.for_log(self.last_drop or "closing"))
         if worked:
             self._attempt = 0
         if self.want_online:
@@ -461,14 +461,19 @@ class DeviceLink:
                 # An answer to a request it waits for still drops the connection, so the request is
                 # written again on the next rather than waiting forever for an answer it cannot read.
                 self.ignored_frames += 1
-                log.warning("%s: ignored a frame from the relay: %s: %s", self._name, e.code.value, e.message)
+                log.warning(
+                    "%s: ignored a frame from the relay: %s: %s",
+                    self._name,
+                    e.code.value,
+                    wire.for_log(e.message),
+                )
                 return True
             if self.connected and self.drop_reason is None:
                 # The message names a nested field by its own name ("identity_key must be 32
                 # bytes"); the path says where it is (devices[0].identity_key, envelope.body).
                 where = f" (at {e.field})" if e.field and e.field not in e.message else ""
                 self.drop_reason = f"the relay sent a bad frame: {e.code.value}: {e.message}{where}"
-                log.error("%s: %s", self._name, self.drop_reason)
+                log.error("%s: %s", self._name, wire.for_log(self.drop_reason))
             return False
         if frame is wire.NEED_DATA:
             return False
@@ -499,7 +504,9 @@ class DeviceLink:
                 self.anon_open = False  # its one request answered: the driver closes that connection
             if frame.id == 0 and isinstance(frame, wire.ErrorFrame):
                 level = logging.INFO if frame.code == wire.ErrorCode.TIMEOUT else logging.WARNING
-                log.log(level, "%s: the relay says %s: %s", self._name, frame.code, frame.message)
+                log.log(
+                    level, "%s: the relay says %s: %s", self._name, frame.code, wire.for_log(frame.message)
+                )
             kind = self._tracked.pop(frame.id, None)
             # An answer of another kind than the request's is reported as the refusal the agent
             # makes of it (``unexpected_answer``), not as itself: a caller awaiting a register or a

@@ -613,7 +613,13 @@ class DeviceConnection:
             for w in waiters:
                 w.fail(RequestRefused(str(event.ref), event.code, event.message))
         else:
-            log.warning("%s: the relay refused %s: %s: %s", self._name, event.ref, event.code, event.message)
+            log.warning(
+                "%s: the relay refused %s: %s: %s",
+                self._name,
+                event.ref,
+                event.code,
+                wire.for_log(event.message),
+            )
             self.failures.append(event)
             if self.on_event is not None:
                 self.on_event(event)

@@ -110,6 +110,7 @@ from relaysim.relay.wire import (
     RemoteProtocolError,
     Request,
     encode,
+    for_log,
 )
 
 __all__ = ["CannotListen", "RelayServer", "build_parser", "main", "memory_ceiling", "serve"]
@@ -390,7 +391,7 @@ def _refusal(conn_id: int, e: RemoteProtocolError) -> _Refused:
     """A resumable decoder error (a code in ``RESUMABLE_CODES``) as the :class:`_Refused` queued in
     its frame's place (logged). The callers catch the error around ``decoder.next_frame()`` itself:
     a wrapper's call on every frame of the hot path would cost for the rare frame refused."""
-    log.info("connection %d: %s (%s); answered, reading on", conn_id, e.message, e.code.value)
+    log.info("connection %d: %s (%s); answered, reading on", conn_id, for_log(e.message), e.code.value)
     return _Refused(ErrorFrame.from_exception(e))
 
 
@@ -605,7 +606,9 @@ class RelayServer:
                     frame = decoder.next_frame()
                 except RemoteProtocolError as e:
                     if e.code not in RESUMABLE_CODES:
-                        log.info("connection %d: %s (%s); closing", conn.ctx.id, e.message, e.code.value)
+                        log.info(
+                            "connection %d: %s (%s); closing", conn.ctx.id, for_log(e.message), e.code.value
+                        )
                         return ErrorFrame.from_exception(e)
                     frame = _refusal(conn.ctx.id, e)
                 except Exception:  # a bug of the decoder's, met on this connection's bytes: its alone
@@ -741,7 +744,7 @@ class RelayServer:
                 frame = decoder.next_frame()
             except RemoteProtocolError as e:
                 if e.code not in RESUMABLE_CODES:
-                    log.info("connection %d: %s (%s); closing", conn.ctx.id, e.message, e.code.value)
+                    log.info("connection %d: %s (%s); closing", conn.ctx.id, for_log(e.message), e.code.value)
                     self._stop_pumping(conn, ErrorFrame.from_exception(e))
                     return queued
                 frame = _refusal(conn.ctx.id, e)

@@ -115,6 +115,7 @@ __all__ = [
     "UploadPrekeys",
     "auth_message",
     "encode",
+    "for_log",
     "group_state_message",
     "kem_prekey_message",
     "kt_leaf",
@@ -413,6 +414,23 @@ def _quoted(value: object) -> str:
         unit = "characters" if type(value) is str else "bytes"
         return f"{head!r}… ({len(value):,} {unit})"
     return f"{shown[:MAX_QUOTED]}… ({len(shown):,} characters)"
+
+
+# The most characters of a peer's words (an error's message, a path through its keys) a log line
+# shows: an error frame holds up to MAX_ERROR_TEXT, a line of the relay's log need not.
+MAX_LOGGED: Final = 500
+
+
+def for_log(text: str, most: int = MAX_LOGGED) -> str:
+    """``text`` (what a peer controls: a decoder error's message, an error frame's) as a log line shows
+    it: every character that is not printable (a newline, a carriage return, an escape that would start
+    a terminal sequence) as its escape (``\\n``, ``\\x1b``), so that what a peer sends can neither
+    start a line of its own nor drive a terminal (log injection: CWE-117, "Improper Output
+    Neutralization for Logs"), and
+    at most ``most`` characters, then "…" and how long it was."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= most else f"{text[:most]}… ({len(text):,} characters)"
 
 
 def _key_name(key: object) -> str:

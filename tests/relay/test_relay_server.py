@@ -213,6 +213,49 @@ async def test_a_frame_with_a_key_too_long_to_quote_whole_is_answered_and_the_re
     assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR], caplog.text
 
 
+def _named_twice(key: str) -> bytes:
+    """A send whose one envelope names ``key`` twice (a dict cannot: packed by hand)."""
+    pairs = (("device", 1), ("body", b""), (key, 1), (key, 2))
+    envelope = b"\x84" + b"".join(msgpack.packb(k) + msgpack.packb(v) for k, v in pairs)
+    head = msgpack.packb({"v": 1, "id": 8, "kind": "send", "to": "bob"})
+    body = bytes([head[0] + 1]) + head[1:] + msgpack.packb("envelopes") + b"\x91" + envelope
+    return struct.pack(">I", len(body)) + body
+
+
+@pytest.mark.parametrize("epoll", [True, False])
+async def test_what_a_peer_sends_reaches_the_log_escaped_and_cut(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, epoll: bool
+) -> None:
+    """The relay's INFO line about a refused frame carried the decoder's whole message: a key named
+    twice under a 100,000-character key was a 100 KB log line, and a newline in a key a line of its
+    own. Now each such line shows the message escaped (wire.for_log) and cut; the peer is answered."""
+    if not epoll:
+        import select
+
+        monkeypatch.delattr(select, "epoll")
+    caplog.set_level(logging.INFO, logger="relay.server")
+    async with running(new_core(clock=time.time)) as server:
+        alice, bob = await _pair(server.port)
+        for key in ("k" * 100_000, "x\nINFO relay.server: forged line"):
+            attacker = await trio.open_tcp_stream("127.0.0.1", server.port)
+            await attacker.send_all(_named_twice(key))
+            (closing,) = _frames(await _read_until_closed(attacker))
+            assert isinstance(closing, wire.ErrorFrame) and closing.code == "invalid_value", closing
+        unknown = await WireClient.connect(server.port)
+        body = msgpack.packb({"v": 1, "id": 5, "kind": "ping", "y\r\n" * 3000: 1})
+        await unknown.stream.send_all(struct.pack(">I", len(body)) + body)
+        refused = await unknown.next_frame()
+        assert isinstance(refused, wire.ErrorFrame) and refused.code == "unknown_field", refused
+        await _exchange(alice, bob)
+        for c in (alice, bob, unknown):
+            await c.aclose()
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "relay.server"]
+    refused_lines = [line for line in lines if "more than once" in line or "unknown field" in line]
+    assert len(refused_lines) == 3, lines
+    for line in lines:
+        assert line.isprintable() and len(line) < wire.MAX_LOGGED + 100, line[:300]
+
+
 @pytest.mark.parametrize("epoll", [True, False])
 async def test_a_decoder_that_fails_unexpectedly_closes_only_that_connection(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, epoll: bool

@@ -368,6 +368,13 @@ def test_a_path_through_a_peers_keys_shows_no_control_character() -> None:
     assert "\n" not in e.message and e.message.isprintable()
 
 
+def test_for_log_escapes_what_is_not_printable_and_cuts() -> None:
+    assert wire.for_log("a\nb\r\x1b[31m") == "a\\nb\\r\\x1b[31m"
+    assert wire.for_log("plain") == "plain"
+    long = wire.for_log("x" * 10_000)
+    assert long == "x" * wire.MAX_LOGGED + "… (10,000 characters)"
+
+
 def test_nested_errors_name_the_path() -> None:
     good = wire.encode(KEYS.register(4))
     body = msgpack.unpackb(good[4:])
