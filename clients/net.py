@@ -40,6 +40,7 @@ losing and regaining its network does.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -767,7 +768,10 @@ class DeviceConnection:
             async with trio.open_nursery() as nursery:
 
                 async def synced() -> None:
-                    await self.sync()
+                    # A refused ping (an answer this device cannot read: unknown_kind) is an answer all
+                    # the same: what was written before it is answered.
+                    with contextlib.suppress(RequestRefused):
+                        await self.sync()
                     nursery.cancel_scope.cancel()
 
                 async def dropped() -> None:

@@ -372,8 +372,8 @@ class RemoteProtocolError(ProtocolError):
 
 
 def _prefixed(path: str, name: str | None) -> str:
-    if not name:
-        return path
+    if not name or not path:
+        return name or path
     return f"{path}{name}" if name.startswith("[") else f"{path}.{name}"
 
 
@@ -2017,6 +2017,34 @@ def _decode_map(raw: Any, kinds: Mapping[str, type[Frame]]) -> Frame:
         raise _decode_error(e, request_id) from None
 
 
+def _known_keys(raw: dict[Any, Any], cls: type[Message], path: str, dropped: list[str]) -> dict[Any, Any]:
+    """``raw`` (a map of a ``cls``) without the str keys ``cls`` does not have, in it and in the maps
+    its fields hold; the path of each key left out is added to ``dropped``. Keys that are no str stay
+    (they are refused as ever). The depth is the specs' own (a few maps), not the peer's."""
+    names = cls._decode_plan()[0]
+    top = not path  # a frame: its v and kind are read by _decode_map
+    known = {
+        k: v for k, v in raw.items() if type(k) is not str or k in names or (top and k in _ENVELOPE_KEYS)
+    }
+    dropped.extend(_key_path(path, k) for k in raw if k not in known)
+    for name, spec, _ in cls._decode_plan()[1]:
+        if name in known:
+            known[name] = _known_values(spec, known[name], _prefixed(path, name), dropped)
+    return known
+
+
+def _known_values(spec: _Spec, value: Any, path: str, dropped: list[str]) -> Any:
+    """``value`` of a field of ``spec`` with _known_keys applied to the maps in it of a known type."""
+    while isinstance(spec, _Optional):
+        spec = spec.inner
+    if isinstance(spec, _Struct) and type(value) is dict:
+        return _known_keys(value, spec.cls, path, dropped)
+    if isinstance(spec, _List) and type(value) is list:
+        item = spec.item
+        return [_known_values(item, v, f"{path}[{i}]", dropped) for i, v in enumerate(value)]
+    return value
+
+
 class FrameDecoder:
     """Sans-IO frame reader, in the manner of h11's connection: feed bytes, pull frames.
 
@@ -2025,15 +2053,36 @@ class FrameDecoder:
     body is buffered.
     """
 
-    __slots__ = ("_buf", "_eof", "_error", "_pos", "kinds", "max_frame_size")  # one per connection
+    # one per connection
+    __slots__ = (
+        "_buf",
+        "_eof",
+        "_error",
+        "_pos",
+        "ignore_unknown_fields",
+        "ignored_fields",
+        "kinds",
+        "max_frame_size",
+    )
 
     def __init__(
-        self, role: Literal["relay", "device"] = "relay", *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+        self,
+        role: Literal["relay", "device"] = "relay",
+        *,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        ignore_unknown_fields: bool = False,
     ):
         if role not in ("relay", "device"):
             raise ValueError(f"role must be 'relay' or 'device', got {role!r}")
         self.kinds = REQUEST_KINDS if role == "relay" else RESPONSE_KINDS
         self.max_frame_size = max_frame_size
+        # With ignore_unknown_fields, a frame of a known kind with keys this side does not know (a
+        # newer peer's optional additions, at any depth) is read without them, as a protobuf reader
+        # skips the fields it does not know, instead of refused with unknown_field; ``ignored_fields``
+        # then names them (their paths), for the last frame returned. A device reads the relay so
+        # (clients.link): refusing what a newer relay adds to every answer would refuse every answer.
+        self.ignore_unknown_fields = ignore_unknown_fields
+        self.ignored_fields: tuple[str, ...] = ()
         # What has arrived and not been returned, from _pos on: the bytes of the last read as they
         # came when nothing was held before it (most reads hold whole frames: no copy), else a
         # bytearray that collects the reads of a frame split across them.
@@ -2100,7 +2149,22 @@ class FrameDecoder:
         elif self._pos > 65536 and self._pos * 2 > len(self._buf) and type(self._buf) is bytearray:
             del self._buf[: self._pos]  # compact now and then, not on every frame
             self._pos = 0
-        return decode_body(body, self.kinds)
+        if not self.ignore_unknown_fields:
+            return decode_body(body, self.kinds)
+        self.ignored_fields = ()
+        try:
+            return decode_body(body, self.kinds)
+        except RemoteProtocolError as e:
+            if e.code is not ErrorCode.UNKNOWN_FIELD:
+                raise
+        # Read whole, every key once, of a known kind (else the error would be another): read it again
+        # without the keys its kind does not have, and so decide on what is left, as for any frame.
+        raw = _unpackb(body, raw=False, strict_map_key=False)
+        dropped: list[str] = []
+        known = _known_keys(raw, self.kinds[raw["kind"]], "", dropped)
+        frame = _decode_map(known, self.kinds)
+        self.ignored_fields = tuple(dropped)
+        return frame
 
     def _at_end(self, available: int) -> Literal[_Event.NEED_DATA, _Event.CLOSED]:
         if not self._eof:

@@ -611,3 +611,34 @@ def test_random_bodies_behind_a_valid_prefix(body: bytes, role: str) -> None:
 @given(frame_like_maps, st.sampled_from(["relay", "device"]))
 def test_random_maps_only_ever_raise_protocol_errors(body: dict[str, object], role: str) -> None:
     _decode_everything(_frame(body), role)
+
+
+def test_a_decoder_that_ignores_unknown_fields_reads_a_newer_frame_without_them() -> None:
+    """``ignore_unknown_fields`` (the device's decoder, clients.link): a frame of a known kind with keys
+    its kind does not have, at any depth, is read without them, and ``ignored_fields`` names their
+    paths; anything else wrong in it is refused as ever, and a decoder without it still refuses them."""
+    body = msgpack.unpackb(wire.encode_body(wire.Envelopes(id=3, envelopes=(ENVELOPE, ENVELOPE), more=False)))
+    body["new"] = {"deep": [1]}
+    body["envelopes"][1]["later"] = 1
+    body["envelopes"][1][""] = 2
+    decoder = wire.FrameDecoder("device", ignore_unknown_fields=True)
+    decoder.receive_data(_frame(body) + wire.encode(wire.Pong(id=4)))
+    assert decoder.next_frame() == wire.Envelopes(id=3, envelopes=(ENVELOPE, ENVELOPE), more=False)
+    assert decoder.ignored_fields == ("new", "envelopes[1].later", "envelopes[1].''")
+    assert decoder.next_frame() == wire.Pong(id=4)
+    assert decoder.ignored_fields == ()
+    strict = wire.FrameDecoder("device")  # the default: refused
+    strict.receive_data(_frame(body))
+    with pytest.raises(wire.RemoteProtocolError) as refused:
+        strict.next_frame()
+    assert (refused.value.code, refused.value.field) == (wire.ErrorCode.UNKNOWN_FIELD, "new")
+    for bad, code, field in [
+        ({**body, 5: 1}, wire.ErrorCode.WRONG_TYPE, "5"),
+        ({**body, "more": 1}, wire.ErrorCode.WRONG_TYPE, "more"),
+        ({**body, "kind": "pong_v2"}, wire.ErrorCode.UNKNOWN_KIND, "kind"),
+    ]:
+        decoder = wire.FrameDecoder("device", ignore_unknown_fields=True)
+        decoder.receive_data(_frame(bad))
+        with pytest.raises(wire.RemoteProtocolError) as info:
+            decoder.next_frame()
+        assert (info.value.code, info.value.field) == (code, field)
