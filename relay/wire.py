@@ -460,6 +460,8 @@ def _type_name(value: object) -> str:
         list: "array",
         tuple: "array",
         dict: "map",
+        msgpack.ExtType: "ext",
+        msgpack.Timestamp: "timestamp (ext -1)",
     }.get(type(value), type(value).__name__)
 
 
@@ -1826,6 +1828,8 @@ def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Fr
     ) as e:  # msgpack raises ValueError, FormatError, StackError, ExtraData, UnicodeDecodeError…
         if isinstance(e, UnicodeDecodeError):
             _refuse_bad_utf8(body)
+        elif isinstance(e, TypeError):  # "unhashable type": a map's key is a map or an array
+            _refuse_unhashable_key(body)
         reason = str(e) or ("nested too deeply" if isinstance(e, msgpack.StackError) else type(e).__name__)
         raise RemoteProtocolError(
             ErrorCode.MALFORMED_MSGPACK, f"frame body is not one msgpack value: {reason}"
@@ -1892,6 +1896,52 @@ def _refuse_bad_utf8(body: bytes | bytearray) -> None:
                 field=where or None,
             )
         stack.extend(reversed(children))
+
+
+def _refuse_unhashable_key(body: bytes | bytearray) -> None:
+    """A body whose map has a key that is a map or an array (msgpack allows it, a Python dict cannot
+    hold it: msgpack's error says only "unhashable type"): refused as every key that is no string is
+    (wrong_type, the keys must be strings), naming the map and the key."""
+    try:
+        root = _unpackb(body, raw=False, strict_map_key=False, object_pairs_hook=_Pairs)
+    except Exception:  # broken in another way as well: the caller says what msgpack says
+        return
+    stack: list[tuple[Any, str]] = [(root, "")]
+    while stack:  # (no recursion, as _refuse_bad_utf8)
+        node, where = stack.pop()
+        children: list[tuple[Any, str]] = []
+        if type(node) is _Pairs:
+            for key, value in node:
+                if type(key) is _Pairs or type(key) is list:
+                    kind = "map" if type(key) is _Pairs else "array"
+                    shown = _clipped(_shown_key(key), MAX_QUOTED)
+                    raise RemoteProtocolError(
+                        ErrorCode.WRONG_TYPE,
+                        f"the keys of {where or 'the frame'} must be strings; got the {kind} key {shown}",
+                        field=f"{where}.{shown}" if where else shown,
+                    )
+                children.append((value, _key_path(where, key)))
+        elif type(node) is list:
+            children = [(v, f"{where}[{i}]") for i, v in enumerate(node)]
+        stack.extend(reversed(children))
+
+
+def _shown_key(value: Any, depth: int = 0) -> str:
+    """A key read by ``_refuse_unhashable_key`` (a map as its pairs) as an error shows it, ``{1: [2]}``:
+    at most 8 items and 3 levels of it (a key may be nested as deep as msgpack unpacks, and as long as a
+    frame), then "…"; each str or bin in it as :func:`_quoted` shows one."""
+    if type(value) is _Pairs or type(value) is list:
+        if depth == 3:
+            return "{…}" if type(value) is _Pairs else "[…]"
+        if type(value) is _Pairs:
+            items = [f"{_shown_key(k, depth + 1)}: {_shown_key(v, depth + 1)}" for k, v in value[:8]]
+        else:
+            items = [_shown_key(v, depth + 1) for v in value[:8]]
+        if len(value) > 8:
+            items.append("…")
+        inner = ", ".join(items)
+        return f"{{{inner}}}" if type(value) is _Pairs else f"[{inner}]"
+    return _quoted(value)
 
 
 def _is_utf8(text: str) -> bool:

@@ -642,3 +642,43 @@ def test_a_decoder_that_ignores_unknown_fields_reads_a_newer_frame_without_them(
         with pytest.raises(wire.RemoteProtocolError) as info:
             decoder.next_frame()
         assert (info.value.code, info.value.field) == (code, field)
+
+
+PING_HEAD = b"\x84\xa1v\x01\xa2id\x05\xa4kind\xa4ping"  # a ping map of 4 keys, the 4th to come
+
+
+@pytest.mark.parametrize(
+    ("rest", "field", "words"),
+    [
+        (b"\x81\x01\x01\x01", "{1: 1}", "got the map key {1: 1}"),
+        (b"\x92\x01\x02\x01", "[1, 2]", "got the array key [1, 2]"),
+        (b"\x81" * 900 + b"\x01\x01" + b"\x01" * 900, "{{{{…}: 1}: 1}: 1}", "map key {{{{…}: 1}: 1}: 1}"),
+        (b"\x9f" + b"\xa1x" * 15 + b"\x01", "['x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', …]", "array key ['x'"),
+    ],
+)
+def test_a_key_that_is_a_map_or_an_array_is_refused_as_a_key_that_is_no_string(
+    rest: bytes, field: str, words: str
+) -> None:
+    """msgpack allows any value as a map's key; a map or an array cannot be a Python dict's, and the
+    frame was refused malformed_msgpack, "not one msgpack value: unhashable type: 'dict'" (which it is),
+    naming nothing. Now as any key that is no string: wrong_type, the key shown (cut) in the field."""
+    e = _decoding_error(_frame(PING_HEAD + rest, raw=True))
+    assert (e.code, e.field) == (wire.ErrorCode.WRONG_TYPE, field)
+    assert "must be strings" in e.message and words in e.message
+    inner = msgpack.packb({"v": 1, "id": 5, "kind": "send", "to": "b"}).replace(b"\x84", b"\x85", 1)
+    e = _decoding_error(_frame(inner + b"\xa9envelopes\x91\x81\x81\x81\x01\x02\x03\x04", raw=True))
+    assert (e.code, e.field) == (wire.ErrorCode.WRONG_TYPE, "envelopes[0].{{1: 2}: 3}")
+    assert "the keys of envelopes[0] must be strings" in e.message
+
+
+def test_an_ext_value_is_named_by_its_msgpack_type() -> None:
+    """A msgpack ext (and the timestamp ext, -1) where another type belongs was named by Python's class
+    (``ExtType``, ``Timestamp``); the other types go by their msgpack names (bin, nil, map)."""
+    e = _decoding_error(_frame({"v": 1, "id": 5, "kind": "receive", "limit": msgpack.ExtType(5, b"x")}))
+    assert (e.code, e.field, e.message) == (
+        wire.ErrorCode.WRONG_TYPE,
+        "limit",
+        "limit must be an unsigned integer, got ext",
+    )
+    e = _decoding_error(_frame({"v": 1, "id": 5, "kind": "receive", "limit": msgpack.Timestamp(1, 2)}))
+    assert e.message == "limit must be an unsigned integer, got timestamp (ext -1)"
