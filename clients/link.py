@@ -92,6 +92,13 @@ _HANDSHAKE: Final = (wire.AuthChallenge, wire.Authenticate)
 LOGIN_KINDS: Final = ("auth_challenge", "authenticate")
 
 
+def _decoder() -> wire.FrameDecoder:
+    """A decoder of what the relay sends, that reads a frame with fields newer than this device speaks
+    without them (``FrameDecoder.ignore_unknown_fields``): a relay that adds a field to an answer must
+    not make every such answer unreadable, and the device reconnect for it again and again."""
+    return wire.FrameDecoder("device", ignore_unknown_fields=True)
+
+
 def _anonymous(frame: wire.Request) -> bool:
     """Whether ``frame`` goes over the connection that never logs in: a sealed send, or a bundle fetch
     opened with the recipient's delivery token (as Signal's unauthenticated fetches are)."""
@@ -187,9 +194,11 @@ class DeviceLink:
         self.reconnects = 0  # connections made after the first
         self.last_drop: str | None = None  # why the last connection ended
         self.drop_reason: str | None = None  # set when the link wants the connection closed
-        # Frames from the relay of a kind, or with a field, newer than this device speaks, that
-        # answered nothing it waited for: read past (logged), the connection kept.
+        # Frames from the relay of a kind newer than this device speaks that answered nothing it
+        # waited for: read past (logged), the connection kept.
         self.ignored_frames = 0
+        # Frames from the relay read without fields newer than this device speaks (the first logged).
+        self.ignored_fields = 0
         self._connections = 0
         self._attempt = 0  # reconnection attempts since the last connection that worked
         self._heard = False  # any frame received on the current connection
@@ -202,7 +211,7 @@ class DeviceLink:
         self._queue: list[wire.Request] = []  # to be written, oldest first
         self._unanswered: dict[int, wire.Request] = {}  # written, no answer yet
         self._out: dict[str, bytearray] = {MAIN: bytearray(), ANON: bytearray()}
-        self._decoders = {MAIN: wire.FrameDecoder("device"), ANON: wire.FrameDecoder("device")}
+        self._decoders = {MAIN: _decoder(), ANON: _decoder()}
         self._events: deque[LinkEvent] = deque()
         self._tracked: dict[int, str] = {}  # request id -> kind, whose answer is reported
         self._carried: set[int] = set()  # ids of frames carried for another agent
@@ -275,7 +284,7 @@ class DeviceLink:
         self._connections += 1
         self.connected, self.logged_in, self.anon_open, self._heard = True, False, False, False
         self.drop_reason = None
-        self._decoders = {MAIN: wire.FrameDecoder("device"), ANON: wire.FrameDecoder("device")}
+        self._decoders = {MAIN: _decoder(), ANON: _decoder()}
         self._reconnect_at = None
         self._ping_at = None if self.keepalive is None else now + self.keepalive
         self._check_at, self._awaited = None, set()
@@ -309,7 +318,7 @@ class DeviceLink:
         self._sealed_waiting = []
         self._anon_request = None
         self._requeue()
-        log.info("%s: connection closed: %s", self._name, self.last_drop or "closing")
+        log.info("%s: connection closed: %s", self._name, wire.for_log(self.last_drop or "closing"))
         if worked:
             self._attempt = 0
         if self.want_online:
@@ -322,7 +331,7 @@ class DeviceLink:
         if not self.connected:
             raise RuntimeError(f"{self._name}: the anonymous connection needs a main one")
         self.anon_open = True
-        self._decoders[ANON] = wire.FrameDecoder("device")
+        self._decoders[ANON] = _decoder()
         if self.fresh_anon and self._sealed_waiting:
             frame = self._sealed_waiting.pop(0)
             self._anon_request = frame.id
@@ -451,24 +460,35 @@ class DeviceLink:
         """Handle one frame from ``channel``, if a whole one is there; False if none."""
         if channel == ANON and not self.anon_open:
             return False
+        decoder = self._decoders[channel]
         try:
-            frame = self._decoders[channel].next_frame()
+            frame = decoder.next_frame()
         except wire.RemoteProtocolError as e:
-            if e.code in wire.RESUMABLE_CODES and e.request_id not in self._unanswered:
-                # A frame read whole (the decoder goes on after it: wire.RESUMABLE_CODES), only of a
-                # kind or with a field newer than this device speaks, and no answer it waits for (a
-                # push, id 0, or an id it is not waiting on): read past it, the connection kept.
-                # An answer to a request it waits for still drops the connection, so the request is
-                # written again on the next rather than waiting forever for an answer it cannot read.
+            if e.code in wire.RESUMABLE_CODES and e.request_id in self._unanswered:
+                # The answer to a request it waits for, of a kind newer than this device speaks (the
+                # decoder goes on after it: wire.RESUMABLE_CODES). Written again on another connection
+                # it would be answered so again, and the device reconnect for ever: the request fails
+                # instead, refused with the decoder's error (unknown_kind, naming the kind), and the
+                # connection goes on.
+                self._on_frame(wire.ErrorFrame.from_exception(e))
+                return True
+            if e.code in wire.RESUMABLE_CODES:
+                # A frame read whole, only of a kind newer than this device speaks, answering nothing
+                # it waits for (a push, id 0, or an id it is not waiting on): read past it.
                 self.ignored_frames += 1
-                log.warning("%s: ignored a frame from the relay: %s: %s", self._name, e.code.value, e.message)
+                log.warning(
+                    "%s: ignored a frame from the relay: %s: %s",
+                    self._name,
+                    e.code.value,
+                    wire.for_log(e.message),
+                )
                 return True
             if self.connected and self.drop_reason is None:
                 # The message names a nested field by its own name ("identity_key must be 32
                 # bytes"); the path says where it is (devices[0].identity_key, envelope.body).
                 where = f" (at {e.field})" if e.field and e.field not in e.message else ""
                 self.drop_reason = f"the relay sent a bad frame: {e.code.value}: {e.message}{where}"
-                log.error("%s: %s", self._name, self.drop_reason)
+                log.error("%s: %s", self._name, wire.for_log(self.drop_reason))
             return False
         if frame is wire.NEED_DATA:
             return False
@@ -476,6 +496,15 @@ class DeviceLink:
             self._closed_by_relay(channel)
             return False
         assert isinstance(frame, wire.Response)  # a "device" decoder yields nothing else
+        if decoder.ignored_fields:
+            self.ignored_fields += 1
+            log.log(
+                logging.WARNING if self.ignored_fields == 1 else logging.DEBUG,
+                "%s: read a frame of kind %r from the relay without the fields this device does not know: %s",
+                self._name,
+                frame.kind,
+                wire.for_log(", ".join(decoder.ignored_fields)),
+            )
         self._on_frame(frame)
         return True
 
@@ -499,7 +528,9 @@ class DeviceLink:
                 self.anon_open = False  # its one request answered: the driver closes that connection
             if frame.id == 0 and isinstance(frame, wire.ErrorFrame):
                 level = logging.INFO if frame.code == wire.ErrorCode.TIMEOUT else logging.WARNING
-                log.log(level, "%s: the relay says %s: %s", self._name, frame.code, frame.message)
+                log.log(
+                    level, "%s: the relay says %s: %s", self._name, frame.code, wire.for_log(frame.message)
+                )
             kind = self._tracked.pop(frame.id, None)
             # An answer of another kind than the request's is reported as the refusal the agent
             # makes of it (``unexpected_answer``), not as itself: a caller awaiting a register or a

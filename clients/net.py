@@ -40,6 +40,7 @@ losing and regaining its network does.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -613,7 +614,13 @@ class DeviceConnection:
             for w in waiters:
                 w.fail(RequestRefused(str(event.ref), event.code, event.message))
         else:
-            log.warning("%s: the relay refused %s: %s: %s", self._name, event.ref, event.code, event.message)
+            log.warning(
+                "%s: the relay refused %s: %s: %s",
+                self._name,
+                event.ref,
+                event.code,
+                wire.for_log(event.message),
+            )
             self.failures.append(event)
             if self.on_event is not None:
                 self.on_event(event)
@@ -761,7 +768,10 @@ class DeviceConnection:
             async with trio.open_nursery() as nursery:
 
                 async def synced() -> None:
-                    await self.sync()
+                    # A refused ping (an answer this device cannot read: unknown_kind) is an answer all
+                    # the same: what was written before it is answered.
+                    with contextlib.suppress(RequestRefused):
+                        await self.sync()
                     nursery.cancel_scope.cancel()
 
                 async def dropped() -> None:

@@ -110,6 +110,7 @@ from relaysim.relay.wire import (
     RemoteProtocolError,
     Request,
     encode,
+    for_log,
 )
 
 __all__ = ["CannotListen", "RelayServer", "build_parser", "main", "memory_ceiling", "serve"]
@@ -231,6 +232,7 @@ class _Connection:
         "pending",
         "progress",
         "reader",
+        "refused",
         "reserved",
         "server",
         "stream",
@@ -251,6 +253,7 @@ class _Connection:
         self.reserved = 0  # the most bytes their answers can take
         self.failed = False  # the core failed on one of its requests: answer no more
         self.closed = False  # gone: its queued requests are not handled
+        self.refused = 0  # frames the decoder refused and the connection outlived (_refusal)
         # Made only when needed (most connections never need them): the event a task waiting
         # for a write to finish waits on, the running writer task's cancel scope, the reader's.
         self.progress: trio.Event | None = None
@@ -386,11 +389,28 @@ _Queued = tuple[_Connection | None, Request | _Refused | _Job]  # (None: the ser
 _ANSWERED = (Request, _Refused)
 
 
-def _refusal(conn_id: int, e: RemoteProtocolError) -> _Refused:
+# The refused frames (an unknown kind or field) of one connection that are logged each: past them a
+# peer that sends nothing else would have the relay write a log line for every frame it sends (~150-500
+# bytes, and twice the CPU of answering it, measured 2026-12-04), so the rest are counted, and said at
+# the connection's close.
+LOGGED_REFUSALS: Final = 8
+
+
+def _refusal(conn: _Connection, e: RemoteProtocolError) -> _Refused:
     """A resumable decoder error (a code in ``RESUMABLE_CODES``) as the :class:`_Refused` queued in
-    its frame's place (logged). The callers catch the error around ``decoder.next_frame()`` itself:
-    a wrapper's call on every frame of the hot path would cost for the rare frame refused."""
-    log.info("connection %d: %s (%s); answered, reading on", conn_id, e.message, e.code.value)
+    its frame's place (logged, the first LOGGED_REFUSALS of a connection). The callers catch the error
+    around ``decoder.next_frame()`` itself: a wrapper's call on every frame of the hot path would cost
+    for the rare frame refused."""
+    conn.refused += 1
+    if conn.refused <= LOGGED_REFUSALS:
+        more = "" if conn.refused < LOGGED_REFUSALS else "; more of this connection's are counted, not logged"
+        log.info(
+            "connection %d: %s (%s); answered, reading on%s",
+            conn.ctx.id,
+            for_log(e.message),
+            e.code.value,
+            more,
+        )
     return _Refused(ErrorFrame.from_exception(e))
 
 
@@ -499,6 +519,12 @@ class RelayServer:
                     await _linger(stream)
             finally:
                 conn.closed = True
+                if conn.refused > LOGGED_REFUSALS:
+                    log.info(
+                        "connection %d: closed; %d of its frames refused (unknown kind or field)",
+                        ctx.id,
+                        conn.refused,
+                    )
                 await conn.stop_writer()
                 del self._connections[ctx.id]
                 if host is not None:
@@ -605,9 +631,11 @@ class RelayServer:
                     frame = decoder.next_frame()
                 except RemoteProtocolError as e:
                     if e.code not in RESUMABLE_CODES:
-                        log.info("connection %d: %s (%s); closing", conn.ctx.id, e.message, e.code.value)
+                        log.info(
+                            "connection %d: %s (%s); closing", conn.ctx.id, for_log(e.message), e.code.value
+                        )
                         return ErrorFrame.from_exception(e)
-                    frame = _refusal(conn.ctx.id, e)
+                    frame = _refusal(conn, e)
                 except Exception:  # a bug of the decoder's, met on this connection's bytes: its alone
                     log.exception("connection %d: decoding failed; closing", conn.ctx.id)
                     return _internal_error(0)
@@ -741,10 +769,10 @@ class RelayServer:
                 frame = decoder.next_frame()
             except RemoteProtocolError as e:
                 if e.code not in RESUMABLE_CODES:
-                    log.info("connection %d: %s (%s); closing", conn.ctx.id, e.message, e.code.value)
+                    log.info("connection %d: %s (%s); closing", conn.ctx.id, for_log(e.message), e.code.value)
                     self._stop_pumping(conn, ErrorFrame.from_exception(e))
                     return queued
-                frame = _refusal(conn.ctx.id, e)
+                frame = _refusal(conn, e)
             except Exception:  # a bug of the decoder's: this connection stops, the pump goes on
                 log.exception("connection %d: decoding failed; closing", conn.ctx.id)
                 self._stop_pumping(conn, _internal_error(0))

@@ -115,6 +115,7 @@ __all__ = [
     "UploadPrekeys",
     "auth_message",
     "encode",
+    "for_log",
     "group_state_message",
     "kem_prekey_message",
     "kt_leaf",
@@ -371,8 +372,8 @@ class RemoteProtocolError(ProtocolError):
 
 
 def _prefixed(path: str, name: str | None) -> str:
-    if not name:
-        return path
+    if not name or not path:
+        return name or path
     return f"{path}{name}" if name.startswith("[") else f"{path}.{name}"
 
 
@@ -393,11 +394,59 @@ def _clipped(text: str, most: int = MAX_ERROR_TEXT) -> str:
     return text if len(text) <= most else text[: most - 1] + "…"
 
 
+# The most characters of a peer's key or kind an error quotes (a key may be as long as a frame; the
+# message must fit an error frame, and a log line).
+MAX_QUOTED: Final = 60
+
+
 def _quoted(value: object) -> str:
-    """``repr(value)`` as an error message shows a peer's key: its first 60 characters and "…" when
-    longer (a key may be as long as a frame; the message must fit an error frame)."""
+    """``value`` (a key, a kind: what a peer sent) as an error quotes it: its ``repr`` whole when that is
+    at most MAX_QUOTED characters; else the repr of its first characters (a str's or a bin's, so that the
+    quote closes) within MAX_QUOTED, "…" and how long it is: ``'kkk…kk'… (5,000 characters)``. The one
+    rule for every key and kind an error names (a repr shows control characters escaped)."""
     shown = repr(value)
-    return shown if len(shown) <= 60 else shown[:60] + "…"
+    if len(shown) <= MAX_QUOTED:
+        return shown
+    if type(value) is str or type(value) is bytes:
+        head = value[: MAX_QUOTED - 3]  # (a character's repr is mostly itself: no pass of the loop)
+        while len(repr(head)) > MAX_QUOTED:  # (escapes: "\\n", "\\x00")
+            head = head[:-1]
+        unit = "characters" if type(value) is str else "bytes"
+        return f"{head!r}… ({len(value):,} {unit})"
+    return f"{shown[:MAX_QUOTED]}… ({len(shown):,} characters)"
+
+
+# The most characters of a peer's words (an error's message, a path through its keys) a log line
+# shows: an error frame holds up to MAX_ERROR_TEXT, a line of the relay's log need not.
+MAX_LOGGED: Final = 500
+
+
+def for_log(text: str, most: int = MAX_LOGGED) -> str:
+    """``text`` (what a peer controls: a decoder error's message, an error frame's) as a log line shows
+    it: every character that is not printable (a newline, a carriage return, an escape that would start
+    a terminal sequence) as its escape (``\\n``, ``\\x1b``), so that what a peer sends can neither
+    start a line of its own nor drive a terminal (log injection: CWE-117, "Improper Output
+    Neutralization for Logs"), and
+    at most ``most`` characters, then "…" and how long it was."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= most else f"{text[:most]}… ({len(text):,} characters)"
+
+
+def _key_name(key: object) -> str:
+    """How an error's ``field`` names a map's key a peer sent: a str key that reads as a name (not empty,
+    printable, no blank at either end, no ``.`` or ``[`` a path would misread) as itself; any other key,
+    a str or not (``''``, ``'a\\nb'``, ``5``, ``b'x'``), as :func:`_quoted` shows it."""
+    if (
+        type(key) is str
+        and key
+        and key.isprintable()
+        and key.strip() == key
+        and "." not in key
+        and "[" not in key
+    ):
+        return key
+    return _quoted(key)
 
 
 def _type_name(value: object) -> str:
@@ -411,6 +460,8 @@ def _type_name(value: object) -> str:
         list: "array",
         tuple: "array",
         dict: "map",
+        msgpack.ExtType: "ext",
+        msgpack.Timestamp: "timestamp (ext -1)",
     }.get(type(value), type(value).__name__)
 
 
@@ -789,16 +840,17 @@ class Message:
         """``from_wire`` without the fast path: field by field, each error its own."""
         names, fields, plain = cls._decode_plan()
         for key in raw:
-            if type(key) is not str:  # (no field to name: a key that is no string is no field's)
+            if type(key) is not str:  # (the field named: the key, as _key_name shows one that is no string)
                 raise LocalProtocolError(
                     ErrorCode.WRONG_TYPE,
                     f"the keys of {cls.__name__} must be strings; got the {_type_name(key)} key {_quoted(key)}",
+                    field=_key_name(key),
                 )
             if key not in names:
                 raise LocalProtocolError(
                     ErrorCode.UNKNOWN_FIELD,
                     f"unknown field {_quoted(key)} in {_where(cls)}",
-                    field=key,
+                    field=_key_name(key),
                 )
         values: list[tuple[str, _Spec, Any]] = []
         for name, spec, default in fields:
@@ -1776,6 +1828,8 @@ def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Fr
     ) as e:  # msgpack raises ValueError, FormatError, StackError, ExtraData, UnicodeDecodeError…
         if isinstance(e, UnicodeDecodeError):
             _refuse_bad_utf8(body)
+        elif isinstance(e, TypeError):  # "unhashable type": a map's key is a map or an array
+            _refuse_unhashable_key(body)
         reason = str(e) or ("nested too deeply" if isinstance(e, msgpack.StackError) else type(e).__name__)
         raise RemoteProtocolError(
             ErrorCode.MALFORMED_MSGPACK, f"frame body is not one msgpack value: {reason}"
@@ -1844,6 +1898,52 @@ def _refuse_bad_utf8(body: bytes | bytearray) -> None:
         stack.extend(reversed(children))
 
 
+def _refuse_unhashable_key(body: bytes | bytearray) -> None:
+    """A body whose map has a key that is a map or an array (msgpack allows it, a Python dict cannot
+    hold it: msgpack's error says only "unhashable type"): refused as every key that is no string is
+    (wrong_type, the keys must be strings), naming the map and the key."""
+    try:
+        root = _unpackb(body, raw=False, strict_map_key=False, object_pairs_hook=_Pairs)
+    except Exception:  # broken in another way as well: the caller says what msgpack says
+        return
+    stack: list[tuple[Any, str]] = [(root, "")]
+    while stack:  # (no recursion, as _refuse_bad_utf8)
+        node, where = stack.pop()
+        children: list[tuple[Any, str]] = []
+        if type(node) is _Pairs:
+            for key, value in node:
+                if type(key) is _Pairs or type(key) is list:
+                    kind = "map" if type(key) is _Pairs else "array"
+                    shown = _clipped(_shown_key(key), MAX_QUOTED)
+                    raise RemoteProtocolError(
+                        ErrorCode.WRONG_TYPE,
+                        f"the keys of {where or 'the frame'} must be strings; got the {kind} key {shown}",
+                        field=f"{where}.{shown}" if where else shown,
+                    )
+                children.append((value, _key_path(where, key)))
+        elif type(node) is list:
+            children = [(v, f"{where}[{i}]") for i, v in enumerate(node)]
+        stack.extend(reversed(children))
+
+
+def _shown_key(value: Any, depth: int = 0) -> str:
+    """A key read by ``_refuse_unhashable_key`` (a map as its pairs) as an error shows it, ``{1: [2]}``:
+    at most 8 items and 3 levels of it (a key may be nested as deep as msgpack unpacks, and as long as a
+    frame), then "…"; each str or bin in it as :func:`_quoted` shows one."""
+    if type(value) is _Pairs or type(value) is list:
+        if depth == 3:
+            return "{…}" if type(value) is _Pairs else "[…]"
+        if type(value) is _Pairs:
+            items = [f"{_shown_key(k, depth + 1)}: {_shown_key(v, depth + 1)}" for k, v in value[:8]]
+        else:
+            items = [_shown_key(v, depth + 1) for v in value[:8]]
+        if len(value) > 8:
+            items.append("…")
+        inner = ", ".join(items)
+        return f"{{{inner}}}" if type(value) is _Pairs else f"[{inner}]"
+    return _quoted(value)
+
+
 def _is_utf8(text: str) -> bool:
     """Whether ``text``, unpacked with ``surrogateescape``, was valid UTF-8 on the wire."""
     try:
@@ -1873,11 +1973,10 @@ def _check_keys_once(body: bytes | bytearray) -> None:
     found = _repeated_key(_unpackb(body, raw=False, strict_map_key=False, object_pairs_hook=_Pairs), "")
     if found is not None:
         key, where = found
-        shown = key if type(key) is str else repr(key)
-        within = "" if where == str(shown) else f" (at {where})"
+        within = "" if where == _key_name(key) else f" (at {where})"
         raise RemoteProtocolError(
             ErrorCode.INVALID_VALUE,
-            f"frame body names the key {_quoted(shown)} more than once{within}; each key once",
+            f"frame body names the key {_quoted(key)} more than once{within}; each key once",
             field=where,
         )
 
@@ -1905,7 +2004,7 @@ def _repeated_key(root: Any, path: str) -> tuple[Any, str] | None:
 
 
 def _key_path(path: str, key: Any) -> str:
-    shown = key if type(key) is str else repr(key)
+    shown = _key_name(key)
     return f"{path}.{shown}" if path else shown
 
 
@@ -1953,10 +2052,9 @@ def _decode_map(raw: Any, kinds: Mapping[str, type[Frame]]) -> Frame:
             )
         cls = kinds.get(kind)
         if cls is None:
-            shown = kind if len(kind) <= 40 else kind[:40] + "…"
             raise LocalProtocolError(
                 ErrorCode.UNKNOWN_KIND,
-                f"unknown kind {shown!r}; expected one of {', '.join(kinds)}",
+                f"unknown kind {_quoted(kind)}; expected one of {', '.join(kinds)}",
                 field="kind",
             )
         fields = {k: v for k, v in raw.items() if k not in _ENVELOPE_KEYS}
@@ -1969,6 +2067,34 @@ def _decode_map(raw: Any, kinds: Mapping[str, type[Frame]]) -> Frame:
         raise _decode_error(e, request_id) from None
 
 
+def _known_keys(raw: dict[Any, Any], cls: type[Message], path: str, dropped: list[str]) -> dict[Any, Any]:
+    """``raw`` (a map of a ``cls``) without the str keys ``cls`` does not have, in it and in the maps
+    its fields hold; the path of each key left out is added to ``dropped``. Keys that are no str stay
+    (they are refused as ever). The depth is the specs' own (a few maps), not the peer's."""
+    names = cls._decode_plan()[0]
+    top = not path  # a frame: its v and kind are read by _decode_map
+    known = {
+        k: v for k, v in raw.items() if type(k) is not str or k in names or (top and k in _ENVELOPE_KEYS)
+    }
+    dropped.extend(_key_path(path, k) for k in raw if k not in known)
+    for name, spec, _ in cls._decode_plan()[1]:
+        if name in known:
+            known[name] = _known_values(spec, known[name], _prefixed(path, name), dropped)
+    return known
+
+
+def _known_values(spec: _Spec, value: Any, path: str, dropped: list[str]) -> Any:
+    """``value`` of a field of ``spec`` with _known_keys applied to the maps in it of a known type."""
+    while isinstance(spec, _Optional):
+        spec = spec.inner
+    if isinstance(spec, _Struct) and type(value) is dict:
+        return _known_keys(value, spec.cls, path, dropped)
+    if isinstance(spec, _List) and type(value) is list:
+        item = spec.item
+        return [_known_values(item, v, f"{path}[{i}]", dropped) for i, v in enumerate(value)]
+    return value
+
+
 class FrameDecoder:
     """Sans-IO frame reader, in the manner of h11's connection: feed bytes, pull frames.
 
@@ -1977,15 +2103,36 @@ class FrameDecoder:
     body is buffered.
     """
 
-    __slots__ = ("_buf", "_eof", "_error", "_pos", "kinds", "max_frame_size")  # one per connection
+    # one per connection
+    __slots__ = (
+        "_buf",
+        "_eof",
+        "_error",
+        "_pos",
+        "ignore_unknown_fields",
+        "ignored_fields",
+        "kinds",
+        "max_frame_size",
+    )
 
     def __init__(
-        self, role: Literal["relay", "device"] = "relay", *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+        self,
+        role: Literal["relay", "device"] = "relay",
+        *,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        ignore_unknown_fields: bool = False,
     ):
         if role not in ("relay", "device"):
             raise ValueError(f"role must be 'relay' or 'device', got {role!r}")
         self.kinds = REQUEST_KINDS if role == "relay" else RESPONSE_KINDS
         self.max_frame_size = max_frame_size
+        # With ignore_unknown_fields, a frame of a known kind with keys this side does not know (a
+        # newer peer's optional additions, at any depth) is read without them, as a protobuf reader
+        # skips the fields it does not know, instead of refused with unknown_field; ``ignored_fields``
+        # then names them (their paths), for the last frame returned. A device reads the relay so
+        # (clients.link): refusing what a newer relay adds to every answer would refuse every answer.
+        self.ignore_unknown_fields = ignore_unknown_fields
+        self.ignored_fields: tuple[str, ...] = ()
         # What has arrived and not been returned, from _pos on: the bytes of the last read as they
         # came when nothing was held before it (most reads hold whole frames: no copy), else a
         # bytearray that collects the reads of a frame split across them.
@@ -2052,7 +2199,22 @@ class FrameDecoder:
         elif self._pos > 65536 and self._pos * 2 > len(self._buf) and type(self._buf) is bytearray:
             del self._buf[: self._pos]  # compact now and then, not on every frame
             self._pos = 0
-        return decode_body(body, self.kinds)
+        if not self.ignore_unknown_fields:
+            return decode_body(body, self.kinds)
+        self.ignored_fields = ()
+        try:
+            return decode_body(body, self.kinds)
+        except RemoteProtocolError as e:
+            if e.code is not ErrorCode.UNKNOWN_FIELD:
+                raise
+        # Read whole, every key once, of a known kind (else the error would be another): read it again
+        # without the keys its kind does not have, and so decide on what is left, as for any frame.
+        raw = _unpackb(body, raw=False, strict_map_key=False)
+        dropped: list[str] = []
+        known = _known_keys(raw, self.kinds[raw["kind"]], "", dropped)
+        frame = _decode_map(known, self.kinds)
+        self.ignored_fields = tuple(dropped)
+        return frame
 
     def _at_end(self, available: int) -> Literal[_Event.NEED_DATA, _Event.CLOSED]:
         if not self._eof:

@@ -124,14 +124,6 @@ BAD_FRAMES: dict[str, tuple[Forge, str]] = {
         lambda r, a: [wire.encode(a)[:6], None],
         "truncated_frame: connection closed with 6 bytes of an incomplete frame",
     ),
-    "an unknown kind": (
-        lambda r, a: [_raw({"v": 1, "id": r.id, "kind": "zzz"})],
-        "unknown_kind: unknown kind 'zzz'",
-    ),
-    "an unknown field": (
-        lambda r, a: [_raw({"v": 1, "id": r.id, "kind": "pong", "extra": 1})],
-        "unknown_field: unknown field 'extra' in a 'pong' frame",
-    ),
     "no id": (
         lambda r, a: [_raw({"v": 1, "kind": "pong"})],
         "missing_field: frame is missing required field 'id'",
@@ -217,9 +209,9 @@ async def test_a_frame_of_an_unknown_kind_or_field_that_answers_nothing_awaited_
     case: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """The relay reads on past an unknown field or kind (wire.RESUMABLE_CODES); the device dropped its
-    connection on one. One that answers no request the device waits for is now counted and ignored,
-    and the frames after it read on the same connection (an answer it waits for that it cannot read
-    still drops it: BAD_FRAMES' "an unknown kind", "an unknown field")."""
+    connection on one. One that answers no request the device waits for is now counted and ignored (a
+    frame with an unknown field read without it), and the frames after it read on the same connection
+    (an awaited answer: test_a_relay_that_adds_fields..., test_an_awaited_answer_of_an_unknown_kind...)."""
     fake = _fake()
     async with _alice(fake) as (relay, conn):
         state = await _talking(conn)
@@ -229,10 +221,90 @@ async def test_a_frame_of_an_unknown_kind_or_field_that_answers_nothing_awaited_
             await conn.sync()  # its answer comes after the frame it cannot read
         assert [f.kind for f in fake.seen].count("ping") == pings + 1  # answered once, not written again
         assert conn.reconnects == 0 and conn.last_drop is None
-        assert conn.link.ignored_frames == 1
+        if "field" in case:  # read without the field (answering nothing awaited, it changes nothing)
+            assert (conn.link.ignored_frames, conn.link.ignored_fields) == (0, 1)
+        else:
+            assert (conn.link.ignored_frames, conn.link.ignored_fields) == (1, 0)
         assert conn.agent.device.to_dict() == state
         await conn.send_text("bob", b"after")
         assert conn.failures == [] and conn.undecryptable == []
+
+
+# --- a newer relay: fields added to every answer, or a kind the device does not speak ----------------
+
+
+def _with_added_fields(value: Any) -> Any:
+    """``value`` (a decoded frame) with a field a newer relay might add in every map, at every depth."""
+    if isinstance(value, dict):
+        return {**{k: _with_added_fields(v) for k, v in value.items()}, "added_later": [1, {"x": 2}]}
+    if isinstance(value, list):
+        return [_with_added_fields(v) for v in value]
+    return value
+
+
+class NewerRelay(HostileRelay):
+    """The fake relay, as a newer relay would answer: every frame with fields this device does not know."""
+
+    async def serve(self, stream: trio.abc.Stream) -> None:
+        async with stream, aclosing(self.requests(stream)) as requests:
+            async for frame in requests:
+                answer = self.relay.answer(frame, self.account)
+                out = [_raw(_with_added_fields(msgpack.unpackb(wire.encode_body(answer))))]
+                if self.target(frame):
+                    out = self.forge(frame, answer)
+                try:
+                    for data in out:
+                        assert data is not None
+                        await stream.send_all(data)
+                except trio.BrokenResourceError:
+                    return
+
+
+async def test_a_relay_that_adds_fields_to_every_answer_is_read_without_them_and_never_reconnected_to(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The device dropped the connection on an answer with a field it did not know, and wrote the request
+    again on the next connection: a newer relay that adds a field to an answer answers so every time, and
+    the device reconnected for ever. Now it reads each answer without the fields it does not know (as a
+    protobuf reader does), logged once and counted; register, login, sessions and messages all work on the
+    one connection."""
+    fake = _fake()
+    async with trio.open_nursery() as nursery:
+        relay = NewerRelay(nursery, fake, "alice")
+        async with connection(relay, make_agent("alice")) as conn:
+            with trio.fail_after(100):
+                await _talking(conn)
+                await conn.sync()
+            assert conn.reconnects == 0 and conn.last_drop is None
+            assert conn.link.ignored_fields >= 4  # registered, challenge, authenticated, bundle, sent, pong
+            assert conn.failures == [] and conn.undecryptable == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_awaited_answer_of_an_unknown_kind_fails_its_request_by_name_and_the_connection_goes_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An answer of a kind the device does not speak, to a request it waits for: the connection was
+    dropped and the request written again, to be answered so again by a relay that speaks that kind
+    (a reconnection loop). Now the request fails, refused with ``unknown_kind`` naming the kind, and the
+    connection goes on."""
+    fake = _fake()
+    async with trio.open_nursery() as nursery:
+        relay = NewerRelay(nursery, fake, "alice")
+        async with connection(relay, make_agent("alice")) as conn:
+            state = await _talking(conn)
+            relay.target = _is_ping  # every ping, on every connection
+            relay.forge = lambda r, a: [_raw({"v": 1, "id": r.id, "kind": "pong_v2"})]
+            for _ in range(3):
+                with trio.fail_after(100), pytest.raises(RequestRefused) as info:
+                    await conn.sync()
+                assert info.value.code == "unknown_kind"
+                assert "unknown kind 'pong_v2'" in info.value.message
+            assert conn.reconnects == 0 and conn.last_drop is None
+            assert conn.agent.device.to_dict() == state
+            await conn.send_text("bob", b"after")  # the same connection, the same session
+            assert conn.reconnects == 0
+        nursery.cancel_scope.cancel()
 
 
 # --- answers of the wrong kind: the request fails, the connection goes on ---------------------------

@@ -213,6 +213,87 @@ async def test_a_frame_with_a_key_too_long_to_quote_whole_is_answered_and_the_re
     assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR], caplog.text
 
 
+def _named_twice(key: str) -> bytes:
+    """A send whose one envelope names ``key`` twice (a dict cannot: packed by hand)."""
+    pairs = (("device", 1), ("body", b""), (key, 1), (key, 2))
+    envelope = b"\x84" + b"".join(msgpack.packb(k) + msgpack.packb(v) for k, v in pairs)
+    head = msgpack.packb({"v": 1, "id": 8, "kind": "send", "to": "bob"})
+    body = bytes([head[0] + 1]) + head[1:] + msgpack.packb("envelopes") + b"\x91" + envelope
+    return struct.pack(">I", len(body)) + body
+
+
+@pytest.mark.parametrize("epoll", [True, False])
+async def test_what_a_peer_sends_reaches_the_log_escaped_and_cut(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, epoll: bool
+) -> None:
+    """The relay's INFO line about a refused frame carried the decoder's whole message: a key named
+    twice under a 100,000-character key was a 100 KB log line, and a newline in a key a line of its
+    own. Now each such line shows the message escaped (wire.for_log) and cut; the peer is answered."""
+    if not epoll:
+        import select
+
+        monkeypatch.delattr(select, "epoll")
+    caplog.set_level(logging.INFO, logger="relay.server")
+    async with running(new_core(clock=time.time)) as server:
+        alice, bob = await _pair(server.port)
+        for key in ("k" * 100_000, "x\nINFO relay.server: forged line"):
+            attacker = await trio.open_tcp_stream("127.0.0.1", server.port)
+            await attacker.send_all(_named_twice(key))
+            (closing,) = _frames(await _read_until_closed(attacker))
+            assert isinstance(closing, wire.ErrorFrame) and closing.code == "invalid_value", closing
+        unknown = await WireClient.connect(server.port)
+        body = msgpack.packb({"v": 1, "id": 5, "kind": "ping", "y\r\n" * 3000: 1})
+        await unknown.stream.send_all(struct.pack(">I", len(body)) + body)
+        refused = await unknown.next_frame()
+        assert isinstance(refused, wire.ErrorFrame) and refused.code == "unknown_field", refused
+        await _exchange(alice, bob)
+        for c in (alice, bob, unknown):
+            await c.aclose()
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "relay.server"]
+    refused_lines = [line for line in lines if "more than once" in line or "unknown field" in line]
+    assert len(refused_lines) == 3, lines
+    for line in lines:
+        assert line.isprintable() and len(line) < wire.MAX_LOGGED + 100, line[:300]
+
+
+@pytest.mark.parametrize("epoll", [True, False])
+async def test_a_flood_of_refused_frames_is_answered_each_and_logged_only_at_first(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, epoll: bool
+) -> None:
+    """Each frame of an unknown kind or with an unknown field was logged (an INFO line each, which took
+    the relay more CPU than answering it): a peer sending nothing else had the relay write a line for
+    every frame, for ever. Now the first LOGGED_REFUSALS of a connection are logged, the rest counted and
+    said once at its close; every one is still answered, in its place, and the others served."""
+    if not epoll:
+        import select
+
+        monkeypatch.delattr(select, "epoll")
+    caplog.set_level(logging.INFO, logger="relay.server")
+    flood = 400
+    async with running(new_core(clock=time.time)) as server:
+        alice, bob = await _pair(server.port)
+        peer = await WireClient.connect(server.port)
+        unknown_kind = msgpack.packb({"v": 1, "id": 1, "kind": "zzz"})
+        unknown_field = msgpack.packb({"v": 1, "id": 2, "kind": "ping", "zz": 1})
+        frames = [struct.pack(">I", len(b)) + b for b in (unknown_kind, unknown_field)] * (flood // 2)
+        await peer.stream.send_all(b"".join(frames) + wire.encode(wire.Ping(id=3)))
+        answers = [await peer.next_frame() for _ in range(flood + 1)]
+        assert [a.id for a in answers] == [1, 2] * (flood // 2) + [3]
+        assert {a.code for a in answers[:-1] if isinstance(a, wire.ErrorFrame)} == {
+            "unknown_kind",
+            "unknown_field",
+        }
+        assert isinstance(answers[-1], wire.Pong)
+        await _exchange(alice, bob)
+        for c in (alice, bob, peer):
+            await c.aclose()
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "relay.server"]
+    refused = [line for line in lines if "answered, reading on" in line]
+    assert len(refused) == server_module.LOGGED_REFUSALS, lines[:20]
+    assert "counted, not logged" in refused[-1]
+    assert [line for line in lines if f"{flood} of its frames refused" in line], lines[-5:]
+
+
 @pytest.mark.parametrize("epoll", [True, False])
 async def test_a_decoder_that_fails_unexpectedly_closes_only_that_connection(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, epoll: bool

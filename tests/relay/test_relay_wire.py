@@ -196,7 +196,7 @@ BASE = {"v": 1, "id": 9, "kind": "ping"}
         (
             msgpack.packb({**BASE, 5: 1}),
             wire.ErrorCode.WRONG_TYPE,
-            None,
+            "5",
             "must be strings; got the int key 5",
         ),
         # a key named twice: refused, not read as its last value (a reader keeping the first would differ)
@@ -256,7 +256,7 @@ LONG = "k" * 5000  # a key as long as a frame allows; an error frame holds 4,096
     ("body", "code", "field"),
     [
         ({**BASE, LONG: 1}, wire.ErrorCode.UNKNOWN_FIELD, LONG),
-        ({**BASE, LONG.encode(): 1}, wire.ErrorCode.WRONG_TYPE, None),
+        ({**BASE, LONG.encode(): 1}, wire.ErrorCode.WRONG_TYPE, repr(b"k" * 57) + "… (5,000 bytes)"),
         (
             {
                 "v": 1,
@@ -271,7 +271,7 @@ LONG = "k" * 5000  # a key as long as a frame allows; an error frame holds 4,096
     ],
 )
 def test_an_error_about_a_key_too_long_to_quote_whole_still_fits_an_error_frame(
-    body: dict[object, object], code: wire.ErrorCode, field: str | None
+    body: dict[object, object], code: wire.ErrorCode, field: str
 ) -> None:
     """A 5,000-character key made an error whose message (and field) an error frame cannot hold: the
     relay's answer could not be built, and the exception took the server down with it. The message
@@ -280,9 +280,99 @@ def test_an_error_about_a_key_too_long_to_quote_whole_still_fits_an_error_frame(
     assert e.code == code
     assert e.field == field  # named whole
     frame = wire.ErrorFrame.from_exception(e)
-    assert frame.field == (None if field is None else field[:4095] + "…")
+    assert frame.field == (field if len(field) <= 4096 else field[:4095] + "…")
     assert len(frame.message) < 200 and "k" * 55 in frame.message
     assert wire.decode_body(wire.encode(frame)[4:], wire.RESPONSE_KINDS) == frame
+
+
+SEND = {"v": 1, "id": 9, "kind": "send", "to": "bob"}
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "field", "quoted"),
+    [
+        # a key that is no string, at the frame's own level: its field was None (nothing named)
+        ({**BASE, 5: 1}, wire.ErrorCode.WRONG_TYPE, "5", "5"),
+        ({**BASE, b"x": 1}, wire.ErrorCode.WRONG_TYPE, "b'x'", "b'x'"),
+        ({**BASE, None: 1}, wire.ErrorCode.WRONG_TYPE, "None", "None"),
+        ({**BASE, 1.5: 1}, wire.ErrorCode.WRONG_TYPE, "1.5", "1.5"),
+        # ... and in a map inside the frame: named by the map and the key, as any other field
+        (
+            {**SEND, "envelopes": [{"device": 1, "body": b"", 5: 1}]},
+            wire.ErrorCode.WRONG_TYPE,
+            "envelopes[0].5",
+            "5",
+        ),
+        # an empty key: its field was "", which names nothing (and inside a map, the map alone)
+        ({**BASE, "": 1}, wire.ErrorCode.UNKNOWN_FIELD, "''", "''"),
+        (
+            {**SEND, "envelopes": [{"device": 1, "body": b"", "": 1}]},
+            wire.ErrorCode.UNKNOWN_FIELD,
+            "envelopes[0].''",
+            "''",
+        ),
+        # a key of control characters or blanks, or one a path would misread: quoted, its escapes shown
+        ({**BASE, "a\nb": 1}, wire.ErrorCode.UNKNOWN_FIELD, "'a\\nb'", "'a\\nb'"),
+        ({**BASE, " ": 1}, wire.ErrorCode.UNKNOWN_FIELD, "' '", "' '"),
+        ({**BASE, "a.b": 1}, wire.ErrorCode.UNKNOWN_FIELD, "'a.b'", "'a.b'"),
+        ({**BASE, "[0]": 1}, wire.ErrorCode.UNKNOWN_FIELD, "'[0]'", "'[0]'"),
+        # a key that reads as a name: itself
+        ({**BASE, "extra": 1}, wire.ErrorCode.UNKNOWN_FIELD, "extra", "'extra'"),
+    ],
+)
+def test_every_key_an_error_is_about_is_named_in_its_field(
+    body: dict[object, object], code: wire.ErrorCode, field: str, quoted: str
+) -> None:
+    """The field of an error about a key is never None nor "" (a client can tell nothing from either),
+    and a key no field name could show (control characters, blanks, "." or "[") is shown quoted."""
+    e = _decoding_error(_frame(body))
+    assert (e.code, e.field) == (code, field)
+    assert quoted in e.message
+    assert e.message.isprintable()
+
+
+def test_a_long_key_or_kind_is_quoted_by_one_rule_its_quote_closed_and_its_length_said() -> None:
+    """A key was quoted by the first 60 characters of its repr and "…", the closing quote lost; a kind by
+    its first 40. Now both by ``_quoted``: a well-formed quote of the first characters, "…" and the
+    length, at most MAX_QUOTED characters of quote."""
+    key = _decoding_error(_frame({**BASE, "k" * 300: 1}))
+    kind = _decoding_error(_frame({**BASE, "kind": "k" * 300}))
+    quote = repr("k" * (wire.MAX_QUOTED - 3)) + "… (300 characters)"
+    assert f"unknown field {quote} in a 'ping' frame" in key.message
+    assert f"unknown kind {quote};" in kind.message
+    # escapes take more room than the characters: the quote is cut before one, never inside it
+    escaped = _decoding_error(_frame({**BASE, "\x00" * 100: 1}))
+    shown = repr("\x00" * ((wire.MAX_QUOTED - 2) // 4))  # 14 escapes of 4 characters, and the quotes
+    assert f"unknown field {shown}… (100 characters) in" in escaped.message
+    binary = _decoding_error(_frame({**BASE, b"\xff" * 100: 1}))
+    assert repr(b"\xff" * ((wire.MAX_QUOTED - 3) // 4)) + "… (100 bytes)" in binary.message
+
+
+def _twice(path_key: str) -> bytes:
+    """A send whose one envelope names ``path_key`` twice (a dict cannot: packed by hand)."""
+    inner = b"\x84" + b"".join(
+        msgpack.packb(k) + msgpack.packb(v)
+        for k, v in (("device", 1), ("body", b""), (path_key, 1), (path_key, 2))
+    )
+    head = msgpack.packb({"v": 1, "id": 9, "kind": "send", "to": "bob"})
+    body = bytes([head[0] + 1]) + head[1:] + msgpack.packb("envelopes") + b"\x91" + inner
+    return _frame(body, raw=True)
+
+
+def test_a_path_through_a_peers_keys_shows_no_control_character() -> None:
+    """A key named twice inside a map was named by a path of its raw key: a newline a peer put in a key
+    reached the error's message (and so the relay's log line) as a newline."""
+    e = _decoding_error(_twice("x\nINFO forged line"))
+    assert e.code == wire.ErrorCode.INVALID_VALUE
+    assert e.field == "envelopes[0].'x\\nINFO forged line'"
+    assert "\n" not in e.message and e.message.isprintable()
+
+
+def test_for_log_escapes_what_is_not_printable_and_cuts() -> None:
+    assert wire.for_log("a\nb\r\x1b[31m") == "a\\nb\\r\\x1b[31m"
+    assert wire.for_log("plain") == "plain"
+    long = wire.for_log("x" * 10_000)
+    assert long == "x" * wire.MAX_LOGGED + "… (10,000 characters)"
 
 
 def test_nested_errors_name_the_path() -> None:
@@ -521,3 +611,74 @@ def test_random_bodies_behind_a_valid_prefix(body: bytes, role: str) -> None:
 @given(frame_like_maps, st.sampled_from(["relay", "device"]))
 def test_random_maps_only_ever_raise_protocol_errors(body: dict[str, object], role: str) -> None:
     _decode_everything(_frame(body), role)
+
+
+def test_a_decoder_that_ignores_unknown_fields_reads_a_newer_frame_without_them() -> None:
+    """``ignore_unknown_fields`` (the device's decoder, clients.link): a frame of a known kind with keys
+    its kind does not have, at any depth, is read without them, and ``ignored_fields`` names their
+    paths; anything else wrong in it is refused as ever, and a decoder without it still refuses them."""
+    body = msgpack.unpackb(wire.encode_body(wire.Envelopes(id=3, envelopes=(ENVELOPE, ENVELOPE), more=False)))
+    body["new"] = {"deep": [1]}
+    body["envelopes"][1]["later"] = 1
+    body["envelopes"][1][""] = 2
+    decoder = wire.FrameDecoder("device", ignore_unknown_fields=True)
+    decoder.receive_data(_frame(body) + wire.encode(wire.Pong(id=4)))
+    assert decoder.next_frame() == wire.Envelopes(id=3, envelopes=(ENVELOPE, ENVELOPE), more=False)
+    assert decoder.ignored_fields == ("new", "envelopes[1].later", "envelopes[1].''")
+    assert decoder.next_frame() == wire.Pong(id=4)
+    assert decoder.ignored_fields == ()
+    strict = wire.FrameDecoder("device")  # the default: refused
+    strict.receive_data(_frame(body))
+    with pytest.raises(wire.RemoteProtocolError) as refused:
+        strict.next_frame()
+    assert (refused.value.code, refused.value.field) == (wire.ErrorCode.UNKNOWN_FIELD, "new")
+    for bad, code, field in [
+        ({**body, 5: 1}, wire.ErrorCode.WRONG_TYPE, "5"),
+        ({**body, "more": 1}, wire.ErrorCode.WRONG_TYPE, "more"),
+        ({**body, "kind": "pong_v2"}, wire.ErrorCode.UNKNOWN_KIND, "kind"),
+    ]:
+        decoder = wire.FrameDecoder("device", ignore_unknown_fields=True)
+        decoder.receive_data(_frame(bad))
+        with pytest.raises(wire.RemoteProtocolError) as info:
+            decoder.next_frame()
+        assert (info.value.code, info.value.field) == (code, field)
+
+
+PING_HEAD = b"\x84\xa1v\x01\xa2id\x05\xa4kind\xa4ping"  # a ping map of 4 keys, the 4th to come
+
+
+@pytest.mark.parametrize(
+    ("rest", "field", "words"),
+    [
+        (b"\x81\x01\x01\x01", "{1: 1}", "got the map key {1: 1}"),
+        (b"\x92\x01\x02\x01", "[1, 2]", "got the array key [1, 2]"),
+        (b"\x81" * 900 + b"\x01\x01" + b"\x01" * 900, "{{{{…}: 1}: 1}: 1}", "map key {{{{…}: 1}: 1}: 1}"),
+        (b"\x9f" + b"\xa1x" * 15 + b"\x01", "['x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', …]", "array key ['x'"),
+    ],
+)
+def test_a_key_that_is_a_map_or_an_array_is_refused_as_a_key_that_is_no_string(
+    rest: bytes, field: str, words: str
+) -> None:
+    """msgpack allows any value as a map's key; a map or an array cannot be a Python dict's, and the
+    frame was refused malformed_msgpack, "not one msgpack value: unhashable type: 'dict'" (which it is),
+    naming nothing. Now as any key that is no string: wrong_type, the key shown (cut) in the field."""
+    e = _decoding_error(_frame(PING_HEAD + rest, raw=True))
+    assert (e.code, e.field) == (wire.ErrorCode.WRONG_TYPE, field)
+    assert "must be strings" in e.message and words in e.message
+    inner = msgpack.packb({"v": 1, "id": 5, "kind": "send", "to": "b"}).replace(b"\x84", b"\x85", 1)
+    e = _decoding_error(_frame(inner + b"\xa9envelopes\x91\x81\x81\x81\x01\x02\x03\x04", raw=True))
+    assert (e.code, e.field) == (wire.ErrorCode.WRONG_TYPE, "envelopes[0].{{1: 2}: 3}")
+    assert "the keys of envelopes[0] must be strings" in e.message
+
+
+def test_an_ext_value_is_named_by_its_msgpack_type() -> None:
+    """A msgpack ext (and the timestamp ext, -1) where another type belongs was named by Python's class
+    (``ExtType``, ``Timestamp``); the other types go by their msgpack names (bin, nil, map)."""
+    e = _decoding_error(_frame({"v": 1, "id": 5, "kind": "receive", "limit": msgpack.ExtType(5, b"x")}))
+    assert (e.code, e.field, e.message) == (
+        wire.ErrorCode.WRONG_TYPE,
+        "limit",
+        "limit must be an unsigned integer, got ext",
+    )
+    e = _decoding_error(_frame({"v": 1, "id": 5, "kind": "receive", "limit": msgpack.Timestamp(1, 2)}))
+    assert e.message == "limit must be an unsigned integer, got timestamp (ext -1)"
