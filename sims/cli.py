@@ -42,6 +42,7 @@ from relaysim.sims.analysis.runfiles import (
     brief,
     in_file,
     not_a_file,
+    not_empty,
     one_line,
     out_folder,
     run_folder,
@@ -104,6 +105,12 @@ def _seed(text: str) -> int:
     from relaysim.sims.scenario import seed_arg
 
     return seed_arg(text)
+
+
+def _order_name(text: str) -> str:
+    """``disclose --name``'s type: text (text_arg), not empty nor only blanks. ``--name "$N"`` with N
+    unset fell back to PROCESS-TARGET without a word, and ``--name " "`` named the order " "."""
+    return not_empty(text_arg(text), "the order's name", "leave --name out for PROCESS-TARGET")
 
 
 _columns = _at_least(40, "columns")  # sims.term.MIN_WIDTH (not imported here: it loads rich)
@@ -1061,7 +1068,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="when it is taken to be served (default: the end of the run); records made after it are left "
         "out, but the store is the one at the end of the run: what was deleted by then is gone",
     )
-    disclose.add_argument("--name", type=text_arg, help="the order's name (default: PROCESS-TARGET)")
+    disclose.add_argument("--name", type=_order_name, help="the order's name (default: PROCESS-TARGET)")
     disclose.add_argument(
         "--json",
         metavar="FILE",

@@ -358,6 +358,27 @@ def test_every_argument_that_names_a_path_refuses_an_empty_one() -> None:
         assert expected in checked, checked
 
 
+@pytest.mark.parametrize("name", ["", " ", "\t"])
+def test_disclose_refuses_an_empty_order_name_not_falls_back_to_the_default(
+    name: str, tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``disclose --name "$NAME"`` with NAME unset served the order as subpoena-amira without a word
+    (an empty name read as the option left out), and ``--name " "`` named it " " in the disclosure."""
+    out = tmp_path / "d.json"
+    argv = ["disclose", "--db", str(tf_run / "relay.db"), "--process", "subpoena", "--target", "amira"]
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--name", name, "--json", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert (
+        f"argument --name: expected the order's name, got {name!r} (an empty shell variable?); leave --name out for PROCESS-TARGET"
+        in err
+    ), err
+    assert not out.exists()
+    assert main([*argv, "--name", "order.v2", "--json", str(out)]) == 0
+    assert json.loads(out.read_text(encoding="utf-8"))["name"] == "order.v2"
+
+
 @pytest.mark.parametrize(
     ("argv", "argument"),
     [
