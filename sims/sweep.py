@@ -470,7 +470,11 @@ def _result(future: Any, job: dict[str, Any]) -> dict[str, Any]:
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # (not left behind beside the runs)
+        raise
 
 
 MAX_SWEEP_RUNS = 100_000  # cells × seeds: a larger grid was built and checked seed by seed, and hung
@@ -539,7 +543,13 @@ def run_sweep(
     saved: dict[str, dict[str, Any]] = {}
     unusable: list[str] = []  # saved runs that are there and cannot be reused: made again, and said
     for job in jobs:
-        summary, problem = _saved_summary(runs_dir / f"{job['key']}.json", job["key"])
+        path = runs_dir / f"{job['key']}.json"
+        if path.exists() and not path.is_file():  # (the run would be made, and then not saved)
+            raise SweepError(
+                f"{path}: {'a folder' if path.is_dir() else 'no regular file'} stands where the sweep saves a "
+                "finished run; move it away, or give the sweep a folder of its own"
+            )
+        summary, problem = _saved_summary(path, job["key"])
         if summary is not None:
             saved[job["key"]] = summary
         elif problem is not None:

@@ -422,6 +422,27 @@ def test_a_saved_run_changed_since_it_was_written_is_run_again_and_said(
     assert (out / "sweep.json").read_bytes() == before
 
 
+def test_a_folder_where_a_run_is_saved_is_refused_before_anything_runs(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """runs/<hash>.json a folder: the sweep said it would make the run again, made it, and then
+    could not save it ("Is a directory", exit 2), leaving its temporary file in runs/."""
+    out = tmp_path / "sw"
+    argv = [*_one_run_sweep(tiny, out), "--quiet"]
+    assert main(argv) == 0
+    path = out / "runs" / f"{run_key(TINY, [('network.loss', 0)], 11)}.json"
+    path.unlink()
+    path.mkdir()
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"relaysim sweep: {path}: a folder stands where the sweep saves a finished run; move it away, or "
+        "give the sweep a folder of its own\n"
+    ), err
+    assert sorted(p.name for p in (out / "runs").iterdir()) == [path.name]
+
+
 def test_a_run_of_another_sweep_saved_under_this_runs_name_is_not_reused(
     tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
