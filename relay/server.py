@@ -81,6 +81,7 @@ import itertools
 import logging
 import math
 import os
+import re
 import select
 import signal
 import sqlite3
@@ -1240,6 +1241,42 @@ MIN_FRAME_SIZE: Final = 16 * 1024
 MAX_FRAME_SIZE: Final = 2**32 - 1
 
 
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")  # one label of a host name (RFC 1123, 2.1)
+
+
+def _host(text: str) -> str:
+    """``--host``'s type: an IP address (``127.0.0.1``, ``::1``, ``0.0.0.0``) or a host name
+    (``localhost``, ``relay.example.org``: labels of letters, digits and '-'). Anything else was
+    refused as "not a loopback address and there is no --tls-cert/--tls-key" (give TLS, it said, to a
+    host that was no address at all: ``--host ''``, ``[::1]``, ``127.0.0.1:7465``, ``999.1.1.1``), or
+    with --insecure "cannot serve there: Name or service not known"."""
+    shown = repr(text) if len(text) <= 80 else f"{text[:80]!r}… ({len(text):,} characters)"
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected an IP address or a host name, got {shown} (an empty shell variable?)"
+        )
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(text)
+        return text
+    name = text.removesuffix(".")
+    if re.fullmatch(r"[0-9.]+", name):
+        raise argparse.ArgumentTypeError(
+            f"expected an IP address or a host name, got {shown}: not an IPv4 address (four numbers from 0 "
+            "to 255, separated by dots)"
+        )
+    if len(name) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in name.split(".")):
+        return text
+    hint = ""
+    if text.startswith("[") and text.endswith("]"):
+        hint = f"; an IPv6 address is given without brackets: --host {text[1:-1]}"
+    elif ":" in text and text.rpartition(":")[2].isdigit():
+        hint = "; the port is --port's"
+    raise argparse.ArgumentTypeError(
+        f"expected an IP address (127.0.0.1, ::1, 0.0.0.0) or a host name (localhost, relay.example.org), "
+        f"got {shown}{hint}"
+    )
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -1270,7 +1307,12 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default: %(default)s)")
+    parser.add_argument(
+        "--host",
+        type=_host,
+        default=DEFAULT_HOST,
+        help="address to listen on: an IP address or a host name (default: %(default)s)",
+    )
     parser.add_argument(
         "--port",
         type=_whole(0, 65535, "a TCP port is 0 to 65535"),
