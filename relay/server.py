@@ -1277,6 +1277,34 @@ def _host(text: str) -> str:
     )
 
 
+MAX_TOKEN_FILE = 64 * 1024  # bytes read of --registration-token-file: more is no token (64 bytes at most)
+
+
+def _read_token_file(path: str) -> bytes:
+    """The bytes of ``--registration-token-file`` (up to MAX_TOKEN_FILE + 1). A named pipe (FIFO) is
+    opened without waiting: one nothing writes to is an OSError saying so (a plain open waited for a
+    writer for ever, the relay neither serving nor saying why); one with a writer (``<(pass show
+    relay/token)``) is read as a file. A file of gigabytes was read whole into memory."""
+    nonblock = getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, os.O_RDONLY | nonblock | getattr(os, "O_CLOEXEC", 0))
+    with open(fd, "rb") as f:
+        first = b""
+        if nonblock and stat.S_ISFIFO(os.fstat(fd).st_mode):
+            try:
+                first = os.read(fd, MAX_TOKEN_FILE + 1)
+            except BlockingIOError:  # a writer, nothing written yet: wait for it, as for a file
+                pass
+            else:
+                if not first:  # end of file at once: no program holds the pipe open for writing
+                    raise OSError(
+                        errno.EPIPE,
+                        "a pipe (FIFO) that nothing is writing to: start the program that writes the token first",
+                    )
+        if nonblock:
+            os.set_blocking(fd, True)
+        return first + f.read(MAX_TOKEN_FILE + 1 - len(first))
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -1685,14 +1713,18 @@ def main(args: list[str]) -> int:
     token = None
     if opts.registration_token_file:
         try:
-            with open(opts.registration_token_file, "rb") as f:
-                token = f.read().strip()
+            token = _read_token_file(opts.registration_token_file).strip()
         except OSError as e:
             return usage(f"--registration-token-file {opts.registration_token_file}: {e.strerror}")
         if not 1 <= len(token) <= 64:
             return usage(
-                f"--registration-token-file {opts.registration_token_file}: the token is {len(token)} bytes; "
-                "expected 1 to 64"
+                f"--registration-token-file {opts.registration_token_file}: the token is "
+                + (
+                    f"{len(token)} bytes"
+                    if len(token) <= MAX_TOKEN_FILE
+                    else f"more than {MAX_TOKEN_FILE:,} bytes"
+                )
+                + "; expected 1 to 64"
             )
     logging.basicConfig(
         level=opts.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

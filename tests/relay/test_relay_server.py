@@ -1242,6 +1242,39 @@ def test_a_host_that_is_an_address_or_a_host_name_is_taken(host: str) -> None:
     assert build_parser().parse_args(["--host", host]).host == host
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_a_token_file_that_is_a_pipe_nothing_writes_to_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """``--registration-token-file fifo`` with nothing writing to it waited in open() for ever: no
+    relay, and not a word. (The timeout turns a hang into a failure.)"""
+    fifo = tmp_path / "token"
+    os.mkfifo(fifo)
+    res = subprocess.run(
+        [sys.executable, "-m", "relaysim.relay.server", "--port", "0", "--db", str(tmp_path / "r.db")]
+        + ["--registration-token-file", str(fifo)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 2, res.stderr
+    assert f"--registration-token-file {fifo}: a pipe (FIFO) that nothing is writing to" in res.stderr
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_a_token_file_of_any_size_is_read_only_as_far_as_a_token_can_be(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file of gigabytes given for the token was read whole into memory, then said to be a token
+    of that many bytes."""
+    from relaysim.relay.server import MAX_TOKEN_FILE, _read_token_file
+
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * (MAX_TOKEN_FILE + 10))
+    assert main(["--port", "0", "--db", str(tmp_path / "r.db"), "--registration-token-file", str(big)]) == 2
+    err = capsys.readouterr().err
+    assert f"the token is more than {MAX_TOKEN_FILE:,} bytes; expected 1 to 64" in err, err
+    assert len(_read_token_file(str(big))) == MAX_TOKEN_FILE + 1
+
+
 def test_a_second_relay_on_a_store_another_serves_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
