@@ -1248,9 +1248,9 @@ def test_a_token_file_that_is_a_pipe_nothing_writes_to_is_refused_not_waited_on(
     relay, and not a word. (The timeout turns a hang into a failure.)"""
     fifo = tmp_path / "token"
     os.mkfifo(fifo)
+    argv = ["--port", "0", "--db", str(tmp_path / "r.db"), "--registration-token-file", str(fifo)]
     res = subprocess.run(
-        [sys.executable, "-m", "relaysim.relay.server", "--port", "0", "--db", str(tmp_path / "r.db")]
-        + ["--registration-token-file", str(fifo)],
+        [sys.executable, "-m", "relaysim.relay.server", *argv],
         capture_output=True,
         text=True,
         timeout=60,
