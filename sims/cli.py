@@ -750,6 +750,11 @@ def _chart(args: argparse.Namespace) -> int:
 
     out = Path(args.dir or "out/fbi-chart")
     matrix_file = out / "matrix.json"
+    if matrix_file.exists() and not matrix_file.is_file():  # (--rerun ran the chart, then could not write it)
+        raise CliError(
+            f"{matrix_file}: {'a folder' if matrix_file.is_dir() else 'no regular file'} stands where the chart "
+            f"writes its matrix; move it away, then run it again with: relaysim chart {_q(out)} --rerun"
+        )
     if args.rerun or not matrix_file.exists():
         if relaysim_outputs(out) and not args.force:
             held = _held_scenario(out)

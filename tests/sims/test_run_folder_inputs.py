@@ -670,11 +670,25 @@ def test_chart_on_a_matrix_that_is_no_json_object_says_what_it_is(
     if content is None:
         (run / "matrix.json").unlink()
         (run / "matrix.json").mkdir()
-        needle = f"cannot read {run / 'matrix.json'}: Is a directory"
+        needle = f"{run / 'matrix.json'}: a folder stands where the chart writes its matrix; move it away"
     else:
         (run / "matrix.json").write_bytes(content)
     refused(capsys, ["chart", str(run), "--width", "100"], needle, "--rerun")
     assert "Error(" not in capsys.readouterr().err
+
+
+def test_chart_rerun_with_a_folder_where_its_matrix_belongs_is_refused_before_it_runs(
+    tmp_path: Path, made: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``chart DIR --rerun`` with a folder at DIR/matrix.json ran every provider's run, removed the
+    chart's other files, and then said "cannot write DIR/matrix.json: Is a directory"."""
+    run = copy_of(made("fbi-chart"), tmp_path)
+    (run / "matrix.json").unlink()
+    (run / "matrix.json").mkdir()
+    (run / "matrix.json" / "mine.txt").write_text("mine\n", encoding="utf-8")
+    refused(capsys, ["chart", str(run), "--rerun"], f"{run / 'matrix.json'}: a folder stands where the chart")
+    assert (run / "matrix.md").exists() and (run / "summary.json").exists()
+    assert (run / "matrix.json" / "mine.txt").read_text(encoding="utf-8") == "mine\n"
 
 
 def test_chart_markdown_that_is_not_utf8_is_named_not_an_internal_error(
