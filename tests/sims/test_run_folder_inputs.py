@@ -691,6 +691,41 @@ def test_chart_rerun_with_a_folder_where_its_matrix_belongs_is_refused_before_it
     assert (run / "matrix.json" / "mine.txt").read_text(encoding="utf-8") == "mine\n"
 
 
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (
+            lambda m: m.pop("wire"),
+            "expected a row for each provider (profile) it was run under; wire missing",
+        ),
+        (lambda m: m["signal"].pop("wiretap"), "signal: expected an outcome for each of subpoena, "),
+        (
+            lambda m: m["line"]["subpoena"]["provided"].append("telepathy"),
+            "line.subpoena.provided: expected categories",
+        ),
+        (
+            lambda m: _drop(m["signal"]["subpoena"], "withheld_by_policy", "device_info"),
+            "signal.subpoena: device_info asked for, and neither provided nor held back for a reason",
+        ),
+    ],
+)
+def test_report_names_the_entry_of_an_edited_matrix_as_chart_does(
+    tmp_path: Path,
+    made: Callable[[str], Path],
+    capsys: pytest.CaptureFixture[str],
+    edit: Callable[[dict[str, Any]], object],
+    needle: str,
+) -> None:
+    """report drew a matrix.json with a provider or a process left out, a category that is none, or
+    one taken out of a cell, as the chart: it checked only each entry's type."""
+    run = copy_of(made("fbi-chart"), tmp_path)
+    matrix = json.loads((run / "matrix.json").read_text(encoding="utf-8"))
+    edit(matrix)
+    (run / "matrix.json").write_text(json.dumps(matrix), encoding="utf-8")
+    refused(capsys, ["report", str(run)], f"{run / 'matrix.json'}: {needle}")
+    assert not (run / "report.html").exists()
+
+
 def test_chart_markdown_that_is_not_utf8_is_named_not_an_internal_error(
     tmp_path: Path, made: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
