@@ -25,6 +25,7 @@ import math
 import os
 import socket
 import stat
+import sys
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -188,15 +189,35 @@ async def serve_admin(
                 os.unlink(path)
 
 
+# The longest path a Unix socket can be bound to, in bytes: sockaddr_un's sun_path holds 108 on
+# Linux, 104 on the BSDs and macOS, with its terminating NUL (unix(7)).
+MAX_SOCKET_PATH = 107 if sys.platform.startswith("linux") else 103
+
+
 def prepare_admin_path(path: str) -> None:
     """Remove a socket a stopped relay left at ``path``; refuse anything else there (a file — the
-    relay's own database, say — or the socket of a relay still listening on it)."""
+    relay's own database, say — or the socket of a relay still listening on it), and a path no
+    socket can be made at: in a folder that is not there, or longer than MAX_SOCKET_PATH (the relay
+    started, and then stopped with "cannot serve: [Errno 2] No such file or directory" or "AF_UNIX
+    path too long", naming neither --admin nor the path)."""
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise AdminPathError(
+            f"--admin {path}: its folder {folder} does not exist; make it first, or give another path"
+        )
+    size = len(os.fsencode(path))
+    if size > MAX_SOCKET_PATH:
+        raise AdminPathError(
+            f"--admin {path}: {size} bytes long; a Unix socket's path is at most {MAX_SOCKET_PATH} bytes here: "
+            "give a shorter one (a path relative to the current folder, say)"
+        )
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(mode):
-        raise AdminPathError(f"--admin {path}: a file is there that is not a socket; give another path")
+        what = "a folder" if stat.S_ISDIR(mode) else "a file that is not a socket"
+        raise AdminPathError(f"--admin {path}: {what} is there; give another path")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(path)

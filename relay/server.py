@@ -1294,6 +1294,70 @@ MIN_FRAME_SIZE: Final = 16 * 1024
 MAX_FRAME_SIZE: Final = 2**32 - 1
 
 
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")  # one label of a host name (RFC 1123, 2.1)
+
+
+def _host(text: str) -> str:
+    """``--host``'s type: an IP address (``127.0.0.1``, ``::1``, ``0.0.0.0``) or a host name
+    (``localhost``, ``relay.example.org``: labels of letters, digits and '-'). Anything else was
+    refused as "not a loopback address and there is no --tls-cert/--tls-key" (give TLS, it said, to a
+    host that was no address at all: ``--host ''``, ``[::1]``, ``127.0.0.1:7465``, ``999.1.1.1``), or
+    with --insecure "cannot serve there: Name or service not known"."""
+    shown = repr(text) if len(text) <= 80 else f"{text[:80]!r}… ({len(text):,} characters)"
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected an IP address or a host name, got {shown} (an empty shell variable?)"
+        )
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(text)
+        return text
+    name = text.removesuffix(".")
+    if re.fullmatch(r"[0-9.]+", name):
+        raise argparse.ArgumentTypeError(
+            f"expected an IP address or a host name, got {shown}: not an IPv4 address (four numbers from 0 "
+            "to 255, separated by dots)"
+        )
+    if len(name) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in name.split(".")):
+        return text
+    hint = ""
+    if text.startswith("[") and text.endswith("]"):
+        hint = f"; an IPv6 address is given without brackets: --host {text[1:-1]}"
+    elif ":" in text and text.rpartition(":")[2].isdigit():
+        hint = "; the port is --port's"
+    raise argparse.ArgumentTypeError(
+        f"expected an IP address (127.0.0.1, ::1, 0.0.0.0) or a host name (localhost, relay.example.org), "
+        f"got {shown}{hint}"
+    )
+
+
+MAX_TOKEN_FILE = 64 * 1024  # bytes read of --registration-token-file: more is no token (64 bytes at most)
+
+
+def _read_token_file(path: str) -> bytes:
+    """The bytes of ``--registration-token-file`` (up to MAX_TOKEN_FILE + 1). A named pipe (FIFO) is
+    opened without waiting: one nothing writes to is an OSError saying so (a plain open waited for a
+    writer for ever, the relay neither serving nor saying why); one with a writer (``<(pass show
+    relay/token)``) is read as a file. A file of gigabytes was read whole into memory."""
+    nonblock = getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, os.O_RDONLY | nonblock | getattr(os, "O_CLOEXEC", 0))
+    with open(fd, "rb") as f:
+        first = b""
+        if nonblock and stat.S_ISFIFO(os.fstat(fd).st_mode):
+            try:
+                first = os.read(fd, MAX_TOKEN_FILE + 1)
+            except BlockingIOError:  # a writer, nothing written yet: wait for it, as for a file
+                pass
+            else:
+                if not first:  # end of file at once: no program holds the pipe open for writing
+                    raise OSError(
+                        errno.EPIPE,
+                        "a pipe (FIFO) that nothing is writing to: start the program that writes the token first",
+                    )
+        if nonblock:
+            os.set_blocking(fd, True)
+        return first + f.read(MAX_TOKEN_FILE + 1 - len(first))
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -1324,7 +1388,12 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default: %(default)s)")
+    parser.add_argument(
+        "--host",
+        type=_host,
+        default=DEFAULT_HOST,
+        help="address to listen on: an IP address or a host name (default: %(default)s)",
+    )
     parser.add_argument(
         "--port",
         type=_whole(0, 65535, "a TCP port is 0 to 65535"),
@@ -1697,14 +1766,18 @@ def main(args: list[str]) -> int:
     token = None
     if opts.registration_token_file:
         try:
-            with open(opts.registration_token_file, "rb") as f:
-                token = f.read().strip()
+            token = _read_token_file(opts.registration_token_file).strip()
         except OSError as e:
             return usage(f"--registration-token-file {opts.registration_token_file}: {e.strerror}")
         if not 1 <= len(token) <= 64:
             return usage(
-                f"--registration-token-file {opts.registration_token_file}: the token is {len(token)} bytes; "
-                "expected 1 to 64"
+                f"--registration-token-file {opts.registration_token_file}: the token is "
+                + (
+                    f"{len(token)} bytes"
+                    if len(token) <= MAX_TOKEN_FILE
+                    else f"more than {MAX_TOKEN_FILE:,} bytes"
+                )
+                + "; expected 1 to 64"
             )
     logging.basicConfig(
         level=opts.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -42,6 +42,7 @@ from relaysim.sims.analysis.runfiles import (
     brief,
     in_file,
     not_a_file,
+    not_empty,
     one_line,
     out_folder,
     run_folder,
@@ -100,9 +101,14 @@ def _seed(text: str) -> int:
     return seed_arg(text)
 
 
-_columns = whole_number(
-    "columns", 40, MAX_COLUMNS
-)  # 40: sims.term.MIN_WIDTH (not imported here: it loads rich)
+def _order_name(text: str) -> str:
+    """``disclose --name``'s type: text (text_arg), not empty nor only blanks. ``--name "$N"`` with N
+    unset fell back to PROCESS-TARGET without a word, and ``--name " "`` named the order " "."""
+    return not_empty(text_arg(text), "the order's name", "leave --name out for PROCESS-TARGET")
+
+
+# 40: sims.term.MIN_WIDTH (not imported here: it loads rich)
+_columns = whole_number("columns", 40, MAX_COLUMNS)
 _rows = whole_number("rows", 1, MAX_ROWS)
 
 
@@ -733,12 +739,17 @@ def _analyze(args: argparse.Namespace) -> int:
 
 def _chart(args: argparse.Namespace) -> int:
     from relaysim.sims.analysis.runfiles import loads
-    from relaysim.sims.matrix import render_terminal, terminal_notes
+    from relaysim.sims.matrix import matrix_problem, render_terminal, terminal_notes
     from relaysim.sims.report import relaysim_outputs
     from relaysim.sims.term import printable, use_color
 
     out = Path(args.dir or "out/fbi-chart")
     matrix_file = out / "matrix.json"
+    if matrix_file.exists() and not matrix_file.is_file():  # (--rerun ran the chart, then could not write it)
+        raise CliError(
+            f"{matrix_file}: {'a folder' if matrix_file.is_dir() else 'no regular file'} stands where the chart "
+            f"writes its matrix; move it away, then run it again with: relaysim chart {_q(out)} --rerun"
+        )
     if args.rerun or not matrix_file.exists():
         if relaysim_outputs(out) and not args.force:
             held = _held_scenario(out)
@@ -757,23 +768,33 @@ def _chart(args: argparse.Namespace) -> int:
         # DIR holds nothing of relaysim's, or the chart itself (--rerun replaces it), or --force
         _prepare_out(out, force=True)
         _run_to_dir(_scenario("fbi-chart"), out)
+    again = f"run it again with: relaysim chart {_q(out)} --rerun"
     if args.markdown:
         try:
             # matrix.md as written stays in the file; printed, its text is shown, never run
             print(printable((out / "matrix.md").read_text(encoding="utf-8")), end="")
         except OSError as exc:
             raise CliError(f"cannot read {out / 'matrix.md'}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:  # (it was an internal error)
+            raise CliError(
+                f"{out / 'matrix.md'}: not UTF-8 text ({exc.reason} at byte {exc.start}); {again}"
+            ) from None
         return 0
     try:
         matrix = loads(matrix_file.read_text(encoding="utf-8"))
-        if matrix in ({}, []):  # read as an empty chart: a table with no row
-            raise ValueError("it holds no provider")
-        table = render_terminal(matrix, width=args.width, color=use_color())
-        notes = terminal_notes(matrix, _scenario("fbi-chart"), width=args.width)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise CliError(
-            f"{matrix_file} cannot be read as the chart ({exc!r}); run it again with: relaysim chart {_q(out)} --rerun"
-        ) from None
+    except OSError as exc:
+        raise CliError(f"cannot read {matrix_file}: {exc.strerror or exc}; {again}") from None
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{matrix_file}: not UTF-8 text ({exc.reason} at byte {exc.start}); {again}") from None
+    except ValueError as exc:  # (json.JSONDecodeError)
+        raise CliError(f"{matrix_file}: not JSON ({exc}); {again}") from None
+    # each entry checked first: an edited or damaged one was a Python error (KeyError('subpoena')), or
+    # was shown as the chart (a category taken out of a cell, or a list written as 0, as nothing)
+    problem = matrix_problem(matrix)
+    if problem is not None:
+        raise CliError(f"{matrix_file}: {problem}; {again}")
+    table = render_terminal(matrix, width=args.width, color=use_color())
+    notes = terminal_notes(matrix, _scenario("fbi-chart"), width=args.width)
     print(table)
     if notes:
         print(f"\n{notes}")
@@ -1054,7 +1075,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="when it is taken to be served (default: the end of the run); records made after it are left "
         "out, but the store is the one at the end of the run: what was deleted by then is gone",
     )
-    disclose.add_argument("--name", type=text_arg, help="the order's name (default: PROCESS-TARGET)")
+    disclose.add_argument("--name", type=_order_name, help="the order's name (default: PROCESS-TARGET)")
     disclose.add_argument(
         "--json",
         metavar="FILE",

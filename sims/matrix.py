@@ -28,9 +28,10 @@ from rich.table import Table
 from rich.text import Text
 
 from relaysim.relay.compliance import Disclosure, in_order
-from relaysim.relay.legal import CATEGORIES, INSTRUMENTS, REASON_LABELS, REASONS
+from relaysim.relay.legal import CATEGORIES, INSTRUMENTS, REASON_LABELS, REASONS, RESPONSES
 from relaysim.relay.mdtext import md_block
-from relaysim.relay.profiles import REAL_PROFILES, get_profile, profile_as_of
+from relaysim.relay.profiles import ASKS, REAL_PROFILES, get_profile, profile_as_of
+from relaysim.sims.analysis.runfiles import brief
 from relaysim.sims.scenario import LegalProcessEvent, Scenario
 from relaysim.sims.term import outcome_style, render, table
 from relaysim.sims.world.simulation import SimulationResult
@@ -40,6 +41,7 @@ __all__ = [
     "Matrix",
     "build_matrix",
     "check_matrix_scenario",
+    "matrix_problem",
     "render_markdown",
     "render_terminal",
     "run_matrix_to_dir",
@@ -87,6 +89,89 @@ def build_matrix(disclosures: Mapping[str, Sequence[Disclosure]]) -> Matrix:
             d = by_process[process]
             matrix[profile][process] = d.summary()
     return matrix
+
+
+def matrix_problem(data: object, profiles: Sequence[str] = REAL_PROFILES) -> str | None:
+    """What keeps ``data`` (matrix.json read back) from being a matrix as :func:`run_matrix_to_dir`
+    writes it, as ``WHERE: expected …, got …`` (WHERE: ``profile.process.key``); None if nothing does.
+
+    It has a row for each of ``profiles`` (those it was run under) and no other, each with an
+    outcome for each of :data:`MATRIX_PROCESSES` and no other; each outcome has a response
+    (relay.legal.RESPONSES) and, under ``provided`` and each reason, a list of categories that
+    process asks for, each once in the outcome, and every category it asks for in one of them (but
+    for "no such account": nothing). ``relaysim chart`` read a hand-edited
+    or damaged file as far as it could: a category taken out of a cell, or put under two outcomes,
+    was shown so; a list written as ``0`` or ``""`` as nothing; anything else was a Python error."""
+    if isinstance(data, dict | list) and not data:
+        return "it holds no provider"
+    if not isinstance(data, dict):
+        return f"expected a JSON object of providers (profiles), got {_json_kind(data)}"
+    for profile in data:
+        if profile not in profiles:
+            return f"{brief(profile)}: expected only the providers (profiles) it was run under, {', '.join(profiles)}"
+    missing = [p for p in profiles if p not in data]
+    if missing:
+        return f"expected a row for each provider (profile) it was run under; {', '.join(missing)} missing"
+    for profile, row in data.items():
+        if not isinstance(row, dict):
+            return f"{profile}: expected an object of outcomes by process, got {_json_kind(row)}"
+        missing = [p for p in MATRIX_PROCESSES if p not in row]
+        if missing:
+            return f"{profile}: expected an outcome for each of {', '.join(MATRIX_PROCESSES)}; {', '.join(missing)} missing"
+        others = [p for p in row if p not in MATRIX_PROCESSES]
+        if others:
+            return f"{profile}: expected only {', '.join(MATRIX_PROCESSES)}, got also {brief(others[0])}"
+        for process in MATRIX_PROCESSES:
+            problem = _outcome_problem(row[process], process)
+            if problem is not None:
+                return f"{profile}.{process}{problem}"
+    return None
+
+
+def _json_kind(value: object) -> str:
+    """What a value read from JSON is, as an error says what it got."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return f"a number ({brief(value)})"
+    if isinstance(value, str):
+        return f"a string ({brief(value)})"
+    return "a list" if isinstance(value, list) else "an object"
+
+
+def _outcome_problem(cell: object, process: str) -> str | None:
+    if not isinstance(cell, dict):
+        return f": expected an object (the response and the categories), got {_json_kind(cell)}"
+    response = cell.get("response")
+    if not isinstance(response, str) or response not in RESPONSES:
+        return f".response: expected one of {', '.join(RESPONSES)}, got {_json_kind(response) if 'response' in cell else 'nothing'}"
+    asks = ASKS[process]
+    seen: dict[str, str] = {}
+    for key in ("provided", *REASONS):
+        if key not in cell:
+            return f".{key}: expected a list of categories (it may be empty), got nothing"
+        categories = cell[key]
+        if not isinstance(categories, list):
+            return f".{key}: expected a list of categories (it may be empty), got {_json_kind(categories)}"
+        for category in categories:
+            if not isinstance(category, str) or category not in asks:
+                return (
+                    f".{key}: expected categories {INSTRUMENTS[process].a_name} asks for "
+                    f"({', '.join(in_order(asks))}), got {_json_kind(category)}"
+                )
+            if category in seen:
+                where = "twice" if seen[category] == key else f"under {seen[category]} too"
+                return f".{key}: {category} is there {where}; each category asked for has one outcome"
+            seen[category] = key
+    unanswered = in_order(asks - set(seen))
+    if unanswered and not cell.get("no_such_account"):
+        return (
+            f": {', '.join(unanswered)} asked for, and neither provided nor held back for a reason "
+            "(every category asked for is one or the other)"
+        )
+    return None
 
 
 RunOne = Callable[..., tuple[SimulationResult, dict[str, Any]]]

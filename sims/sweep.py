@@ -26,7 +26,9 @@ table), ``sweep.svg`` (a plot written here, no plotting library: each metric aga
 parameter, one series per combination of the others, with the intervals as error bars) and
 ``runs/<hash>.json``, each run's summary, saved as it finishes. The hash covers the scenario's
 text, the cell's parameters and the seed, so a sweep run again in the same DIR (interrupted, or
-with more values or seeds) reuses what is there and runs only what is missing. A run is
+with more values or seeds) reuses what is there and runs only what is missing; a saved run cut
+short, changed since it was written (each record holds its key and a check of itself), or
+another run's, is made again, and said (``warn``). A run is
 deterministic in (scenario, parameters, seed), and the outputs are built from the saved runs in
 grid order, so they are byte for byte the same whichever pool ran them and in whatever order.
 """
@@ -76,7 +78,8 @@ __all__ = [
     "t_quantile_975",
 ]
 
-RUN_FORMAT = 1  # part of each run's hash: bump it when a run's saved form changes
+# part of each run's hash: bump it when a run's saved form changes (2: the record holds its key and a check)
+RUN_FORMAT = 2
 DEFAULT_METRICS = ("messages.device_deliveries", "messages.lost_by_network", "latency_s.p50")
 DISCLOSURE_METRICS = ("score.contacts.share", "score.message_times.share", "score.locations.share")
 
@@ -469,7 +472,11 @@ def _result(future: Any, job: dict[str, Any]) -> dict[str, Any]:
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # (not left behind beside the runs)
+        raise
 
 
 MAX_SWEEP_RUNS = 100_000  # cells × seeds: a larger grid was built and checked seed by seed, and hung
@@ -486,12 +493,14 @@ def run_sweep(
     dask: str | None = None,
     progress: Callable[[str], None] | None = None,
     step: Callable[[int, int], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> SweepResult:
     """Run the grid (reusing finished runs in ``out/runs``) and write sweep.json, sweep.md and sweep.svg.
 
     Raises ScenarioError for a bad scenario, key or value (before anything runs) and SweepError for
     anything else the caller got wrong. ``progress`` gets a line per finished run; ``step`` gets
-    (runs finished, runs in all), once before the first run and after each (for a progress bar).
+    (runs finished, runs in all), once before the first run and after each (for a progress bar);
+    ``warn`` a line if saved runs are there that cannot be reused (see :func:`_saved_summary`).
     """
     if seeds < 1:
         raise SweepError(f"--seeds: expected at least 1, got {seeds}")
@@ -534,10 +543,25 @@ def run_sweep(
         for seed in seed_list
     ]
     saved: dict[str, dict[str, Any]] = {}
+    unusable: list[str] = []  # saved runs that are there and cannot be reused: made again, and said
     for job in jobs:
-        summary = _saved_summary(runs_dir / f"{job['key']}.json", job["seed"])
+        path = runs_dir / f"{job['key']}.json"
+        if path.exists() and not path.is_file():  # (the run would be made, and then not saved)
+            raise SweepError(
+                f"{path}: {'a folder' if path.is_dir() else 'no regular file'} stands where the sweep saves a "
+                "finished run; move it away, or give the sweep a folder of its own"
+            )
+        summary, problem = _saved_summary(path, job["key"])
         if summary is not None:
             saved[job["key"]] = summary
+        elif problem is not None:
+            unusable.append(f"{job['key']}.json {problem}")
+    if unusable and warn is not None:
+        more = f" (and {len(unusable) - 1} more)" if len(unusable) > 1 else ""
+        warn(
+            f"{len(unusable)} saved run(s) in {runs_dir} cannot be reused, and are made again: "
+            f"{unusable[0]}{more}"
+        )
     todo = [job for job in jobs if job["key"] not in saved]
     say = progress or (lambda _line: None)
     if saved:
@@ -548,10 +572,7 @@ def run_sweep(
         execute = _dask_executor(dask) if dask else _pool_executor(workers or _cpus())
         finished = len(saved)
         for done in execute(todo):
-            _write_atomic(
-                runs_dir / f"{done['key']}.json",
-                json.dumps({k: done[k] for k in ("params", "seed", "summary")}, indent=1, default=str) + "\n",
-            )
+            _write_atomic(runs_dir / f"{done['key']}.json", _run_record(done))
             saved[done["key"]] = done["summary"]
             finished += 1
             say(f"[{finished}/{len(jobs)}] {_label(done['params'])} seed={done['seed']} done")
@@ -591,19 +612,45 @@ def run_sweep(
     return SweepResult(data, ran=len(todo), reused=len(jobs) - len(todo))
 
 
-def _saved_summary(path: Path, seed: int) -> dict[str, Any] | None:
-    """The summary of a finished run saved in DIR/runs, or None if the run is to be made (again): not
-    there, cut short while being written, or not a run's record of this seed (edited, or another
-    file under its name), which would otherwise stand in the table as a run with no metrics or
-    fail it."""
+def _run_record(done: dict[str, Any]) -> str:
+    """The text of ``runs/<key>.json`` for a finished run: its key, parameters, seed and summary, as
+    JSON reads them back, and ``check``, the SHA-256 of them (:func:`_record_check`)."""
+    record = json.loads(json.dumps({k: done[k] for k in ("key", "params", "seed", "summary")}, default=str))
+    record["check"] = _record_check(record)
+    return json.dumps(record, indent=1) + "\n"
+
+
+def _record_check(record: dict[str, Any]) -> str:
+    body = {k: v for k, v in record.items() if k != "check"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _saved_summary(path: Path, key: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The summary of the finished run ``key`` saved in DIR/runs, or None and why it is to be made
+    (again): not there (no reason), or (the reason, said) not readable, cut short, or not the
+    record the sweep saved of that run. A record is its run's by its key (the hash of the scenario's
+    text, the parameters and the seed: another sweep's run, or another seed's, under this name is not)
+    and its check (any change since it was written: a summary edited, a number of it replaced by
+    NaN, a string or another number, was put in the table as the run's)."""
     try:
-        record = loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    summary = record.get("summary") if isinstance(record, dict) else None
-    if not isinstance(summary, dict) or not record.get("seed") == summary.get("seed") == seed:
-        return None
-    return summary
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+    except UnicodeDecodeError:
+        return None, "is not UTF-8 text"
+    try:
+        record = loads(text)
+    except ValueError:
+        return None, "is not JSON (cut short?)"
+    if not isinstance(record, dict) or not isinstance(record.get("summary"), dict):
+        return None, "is not a run's record"
+    if record.get("key") != key:
+        return None, "is the record of another run (another scenario, parameters or seed)"
+    if record.get("check") != _record_check(record):
+        return None, "was changed after the sweep wrote it (its check does not match)"
+    return record["summary"], None
 
 
 def _check_out_is_this_sweeps(out: Path, scenario: str, source: str) -> None:
@@ -916,6 +963,9 @@ def main(args: argparse.Namespace) -> int:
                 dask=args.dask,
                 progress=None if args.quiet or bar.enabled else progress,
                 step=lambda done, total: bar.update(done, total=total),
+                warn=lambda line: print(
+                    f"relaysim sweep: warning: {printable(line)}", file=sys.stderr, flush=True
+                ),
             )
     except (ScenarioError, SweepError) as exc:
         from relaysim.sims.analysis.runfiles import one_line

@@ -89,6 +89,32 @@ def test_a_file_at_the_admin_path_is_refused_and_kept(tmp_path: Path) -> None:
     assert notes.exists()
 
 
+def test_an_admin_path_no_socket_can_be_made_at_is_refused_before_the_relay_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--admin in a folder that is not there, or longer than a Unix socket's path can be: the relay
+    started, logged its set-up, and stopped with "cannot serve: [Errno 2] No such file or directory"
+    or "AF_UNIX path too long" (exit 1), naming neither --admin nor the path; a folder there was
+    "a file ... that is not a socket"."""
+    from relaysim.relay.admin import MAX_SOCKET_PATH
+
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "relay.db"
+    folder = tmp_path / "afolder"
+    folder.mkdir()
+    long = "s" * (MAX_SOCKET_PATH + 1)
+    for path, said in (
+        ("missing/admin.sock", "--admin missing/admin.sock: its folder missing does not exist"),
+        (long, f"--admin {long}: {MAX_SOCKET_PATH + 1} bytes long; a Unix socket's path is at most"),
+        (str(folder), f"--admin {folder}: a folder is there; give another path"),
+    ):
+        assert relay_main(["--port", "0", "--db", str(db), "--admin", path]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "cannot serve" not in err, err
+    assert not db.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afolder"]
+
+
 def test_a_stale_socket_is_cleared_and_a_listening_one_is_left_alone(tmp_path: Path) -> None:
     path = str(tmp_path / "admin.sock")
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -1305,6 +1305,70 @@ def test_main_refuses_an_empty_db_path(capsys: pytest.CaptureFixture[str]) -> No
     assert "argument --db: expected the database file's path, got ''" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("host", "said"),
+    [
+        ("", "got '' (an empty shell variable?)"),
+        ("[::1]", "got '[::1]'; an IPv6 address is given without brackets: --host ::1"),
+        ("127.0.0.1:7465", "got '127.0.0.1:7465'; the port is --port's"),
+        ("999.1.1.1", "got '999.1.1.1': not an IPv4 address"),
+        ("not a host", "got 'not a host'"),
+        ("relay_1", "got 'relay_1'"),
+    ],
+)
+@pytest.mark.parametrize("insecure", [[], ["--insecure"]])
+def test_a_host_that_is_no_address_nor_host_name_is_refused_naming_it(
+    host: str, said: str, insecure: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--host "[::1]" or "127.0.0.1:7465" was refused as "not a loopback address and there is no
+    --tls-cert/--tls-key", telling the user to give TLS; with --insecure, "cannot serve there: Name or
+    service not known". Nothing is made: no database."""
+    db = tmp_path / "relay.db"
+    assert main(["--host", host, "--port", "0", "--db", str(db), *insecure]) == 2
+    err = capsys.readouterr().err
+    assert "error: argument --host: expected an IP address" in err and said in err, err
+    assert "loopback" not in err and "Name or service" not in err, err
+    assert not db.exists()
+
+
+@pytest.mark.parametrize("host", ["::1", "localhost", "relay.example.org", "0.0.0.0", "fe80::1%eth0"])
+def test_a_host_that_is_an_address_or_a_host_name_is_taken(host: str) -> None:
+    assert build_parser().parse_args(["--host", host]).host == host
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_a_token_file_that_is_a_pipe_nothing_writes_to_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """``--registration-token-file fifo`` with nothing writing to it waited in open() for ever: no
+    relay, and not a word. (The timeout turns a hang into a failure.)"""
+    fifo = tmp_path / "token"
+    os.mkfifo(fifo)
+    argv = ["--port", "0", "--db", str(tmp_path / "r.db"), "--registration-token-file", str(fifo)]
+    res = subprocess.run(
+        [sys.executable, "-m", "relaysim.relay.server", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 2, res.stderr
+    assert f"--registration-token-file {fifo}: a pipe (FIFO) that nothing is writing to" in res.stderr
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_a_token_file_of_any_size_is_read_only_as_far_as_a_token_can_be(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file of gigabytes given for the token was read whole into memory, then said to be a token
+    of that many bytes."""
+    from relaysim.relay.server import MAX_TOKEN_FILE, _read_token_file
+
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * (MAX_TOKEN_FILE + 10))
+    assert main(["--port", "0", "--db", str(tmp_path / "r.db"), "--registration-token-file", str(big)]) == 2
+    err = capsys.readouterr().err
+    assert f"the token is more than {MAX_TOKEN_FILE:,} bytes; expected 1 to 64" in err, err
+    assert len(_read_token_file(str(big))) == MAX_TOKEN_FILE + 1
+
+
 def test_a_second_relay_on_a_store_another_serves_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -569,6 +569,171 @@ def test_chart_names_a_matrix_that_holds_no_provider(
     refused(capsys, ["chart", str(run), "--width", "100"], "matrix.json", "holds no provider", "--rerun")
 
 
+def _drop(cell: dict[str, Any], key: str, category: str) -> None:
+    cell[key].remove(category)
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (lambda m: m["signal"].pop("wiretap"), "signal: expected an outcome for each of subpoena, "),
+        (
+            lambda m: m.pop("wire"),
+            "expected a row for each provider (profile) it was run under; wire missing",
+        ),
+        (
+            lambda m: m.update(nope=m["wire"]),
+            "'nope': expected only the providers (profiles) it was run under",
+        ),
+        (lambda m: m["signal"].update(warrant={}), "signal: expected only subpoena, "),
+        (
+            lambda m: m["signal"].update(subpoena=None),
+            "signal.subpoena: expected an object (the response and",
+        ),
+        (
+            lambda m: m["signal"]["subpoena"].pop("response"),
+            "signal.subpoena.response: expected one of complied, ",
+        ),
+        (lambda m: m["signal"]["subpoena"].update(response={}), "signal.subpoena.response: expected one of"),
+        (
+            lambda m: m["whatsapp"]["wiretap"].update(no_capability=0),
+            "whatsapp.wiretap.no_capability: expected a list",
+        ),
+        (lambda m: m["whatsapp"]["wiretap"].update(no_capability=""), "got a string ('')"),
+        (
+            lambda m: m["whatsapp"]["wiretap"].pop("not_retained"),
+            "whatsapp.wiretap.not_retained: expected a list of",
+        ),
+        (
+            lambda m: m["line"]["subpoena"]["provided"].append("telepathy"),
+            "line.subpoena.provided: expected categories a ",
+        ),
+        (lambda m: m["line"]["subpoena"]["provided"].append(float("nan")), "got a number (nan)"),
+        (
+            lambda m: m["line"]["subpoena"]["provided"].append(10**30),
+            "got a number (1000000000000000000000000000000)",
+        ),
+        (
+            lambda m: m["line"]["subpoena"]["provided"].append("content"),
+            "'content'",
+        ),  # a subpoena does not ask
+        (
+            lambda m: m["signal"]["subpoena"]["provided"].append("device_info"),
+            "signal.subpoena.withheld_by_policy: device_info is there under provided too",
+        ),
+        (
+            lambda m: _drop(m["signal"]["subpoena"], "withheld_by_policy", "device_info"),
+            "signal.subpoena: device_info asked for, and neither provided nor held back for a reason",
+        ),
+    ],
+)
+def test_chart_names_the_entry_of_an_edited_matrix_that_is_wrong(
+    tmp_path: Path,
+    made: Callable[[str], Path],
+    capsys: pytest.CaptureFixture[str],
+    edit: Callable[[dict[str, Any]], object],
+    needle: str,
+) -> None:
+    """``relaysim chart DIR`` prints the matrix.json there: an entry edited into another shape said
+    "cannot be read as the chart (KeyError('wiretap'))", naming neither the entry nor what it should
+    be, and a category taken out of a cell, put under two outcomes, or a list written as ``0`` or
+    ``""``, was printed as the chart, the table saying what no provider's desk answered."""
+    run = copy_of(made("fbi-chart"), tmp_path)
+    matrix = json.loads((run / "matrix.json").read_text(encoding="utf-8"))
+    edit(matrix)
+    (run / "matrix.json").write_text(json.dumps(matrix), encoding="utf-8")
+    refused(capsys, ["chart", str(run), "--width", "100"], f"{run / 'matrix.json'}: ", needle, "--rerun")
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b"", "matrix.json: not JSON (Expecting value: line 1 column 1 (char 0))"),
+        (b'{"signal": {"subp', "matrix.json: not JSON (Unterminated string"),
+        (b"\xff\xfe{}", "matrix.json: not UTF-8 text (invalid start byte at byte 0)"),
+        (b"NaN", "matrix.json: expected a JSON object of providers (profiles), got a number (nan)"),
+        (b'"signal"', "got a string ('signal')"),
+        (DEEP.encode(), "matrix.json: not JSON (nested too deeply to read"),
+        (None, "cannot read"),  # a folder where the file belongs
+    ],
+)
+def test_chart_on_a_matrix_that_is_no_json_object_says_what_it_is(
+    tmp_path: Path,
+    made: Callable[[str], Path],
+    capsys: pytest.CaptureFixture[str],
+    content: bytes | None,
+    needle: str,
+) -> None:
+    """It said "cannot be read as the chart (AttributeError("'float' object has no attribute
+    'items'"))" and the like: Python's words."""
+    run = copy_of(made("fbi-chart"), tmp_path)
+    if content is None:
+        (run / "matrix.json").unlink()
+        (run / "matrix.json").mkdir()
+        needle = f"{run / 'matrix.json'}: a folder stands where the chart writes its matrix; move it away"
+    else:
+        (run / "matrix.json").write_bytes(content)
+    refused(capsys, ["chart", str(run), "--width", "100"], needle, "--rerun")
+    assert "Error(" not in capsys.readouterr().err
+
+
+def test_chart_rerun_with_a_folder_where_its_matrix_belongs_is_refused_before_it_runs(
+    tmp_path: Path, made: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``chart DIR --rerun`` with a folder at DIR/matrix.json ran every provider's run, removed the
+    chart's other files, and then said "cannot write DIR/matrix.json: Is a directory"."""
+    run = copy_of(made("fbi-chart"), tmp_path)
+    (run / "matrix.json").unlink()
+    (run / "matrix.json").mkdir()
+    (run / "matrix.json" / "mine.txt").write_text("mine\n", encoding="utf-8")
+    refused(capsys, ["chart", str(run), "--rerun"], f"{run / 'matrix.json'}: a folder stands where the chart")
+    assert (run / "matrix.md").exists() and (run / "summary.json").exists()
+    assert (run / "matrix.json" / "mine.txt").read_text(encoding="utf-8") == "mine\n"
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (
+            lambda m: m.pop("wire"),
+            "expected a row for each provider (profile) it was run under; wire missing",
+        ),
+        (lambda m: m["signal"].pop("wiretap"), "signal: expected an outcome for each of subpoena, "),
+        (
+            lambda m: m["line"]["subpoena"]["provided"].append("telepathy"),
+            "line.subpoena.provided: expected categories",
+        ),
+        (
+            lambda m: _drop(m["signal"]["subpoena"], "withheld_by_policy", "device_info"),
+            "signal.subpoena: device_info asked for, and neither provided nor held back for a reason",
+        ),
+    ],
+)
+def test_report_names_the_entry_of_an_edited_matrix_as_chart_does(
+    tmp_path: Path,
+    made: Callable[[str], Path],
+    capsys: pytest.CaptureFixture[str],
+    edit: Callable[[dict[str, Any]], object],
+    needle: str,
+) -> None:
+    """report drew a matrix.json with a provider or a process left out, a category that is none, or
+    one taken out of a cell, as the chart: it checked only each entry's type."""
+    run = copy_of(made("fbi-chart"), tmp_path)
+    matrix = json.loads((run / "matrix.json").read_text(encoding="utf-8"))
+    edit(matrix)
+    (run / "matrix.json").write_text(json.dumps(matrix), encoding="utf-8")
+    refused(capsys, ["report", str(run)], f"{run / 'matrix.json'}: {needle}")
+    assert not (run / "report.html").exists()
+
+
+def test_chart_markdown_that_is_not_utf8_is_named_not_an_internal_error(
+    tmp_path: Path, made: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = copy_of(made("fbi-chart"), tmp_path)
+    (run / "matrix.md").write_bytes(b"# chart\n\xff\n")
+    refused(capsys, ["chart", str(run), "--markdown"], f"{run / 'matrix.md'}: not UTF-8 text", "--rerun")
+
+
 @pytest.mark.parametrize("rerun", [[], ["--rerun"]])
 def test_chart_says_its_matrix_is_a_dangling_link(
     tmp_path: Path, made: Callable[[str], Path], capsys: pytest.CaptureFixture[str], rerun: list[str]

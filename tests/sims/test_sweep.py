@@ -7,7 +7,9 @@ import math
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -294,17 +296,21 @@ def test_a_sweep_resumes_from_the_runs_it_saved(tiny: Path, tmp_path: Path) -> N
     assert (again.ran, again.reused) == (0, 4)
     assert {name: (out / name).read_bytes() for name in OUTPUTS} == before
     assert lines[0].startswith("4 of 4 runs already done")
-    # the saved runs are what the table is made from: a run cut short is run again, the others are not
+    # the saved runs are what the table is made from: a run cut short, or one whose summary was
+    # changed since (a number of it doctored), is run again, the others are not
     key = run_key(TINY, [("network.loss", 0.3)], 12)
     (out / "runs" / f"{key}.json").write_text('{"params": [["network.loss", 0.3]], "seed"')
     other = out / "runs" / f"{run_key(TINY, [('network.loss', 0)], 11)}.json"
     doctored = json.loads(other.read_text())
+    real = doctored["summary"]["messages"]["device_deliveries"]
     doctored["summary"]["messages"]["device_deliveries"] = 1000
     other.write_text(json.dumps(doctored))
-    more = run_sweep(str(tiny), params, 3, out, workers=2)  # and a third seed
-    assert (more.ran, more.reused) == (3, 3)
+    warned: list[str] = []
+    more = run_sweep(str(tiny), params, 3, out, workers=2, warn=warned.append)  # and a third seed
+    assert (more.ran, more.reused) == (4, 2)
     cell = more.data["cells"][0]["metrics"]["messages.device_deliveries"]
-    assert cell["values"][0] == 1000 and cell["n"] == 3
+    assert cell["values"][0] == real != 1000 and cell["n"] == 3
+    assert len(warned) == 1 and warned[0].startswith("2 saved run(s) in "), warned
 
 
 def _one_run_sweep(tiny: Path, out: Path) -> list[str]:
@@ -352,17 +358,127 @@ def test_a_saved_run_that_is_not_a_runs_record_is_run_again(
     assert (out / "sweep.json").read_bytes() == before
 
 
+def _doctor(record: dict[str, Any], path: str, value: object) -> None:
+    node = record["summary"]
+    *parents, last = path.split(".")
+    for part in parents:
+        node = node[part]
+    node[last] = value
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (
+            lambda r: _doctor(r, "messages.device_deliveries", 10**6),
+            "was changed after the sweep wrote it (its check does not match)",
+        ),
+        (
+            lambda r: _doctor(r, "messages.device_deliveries", float("nan")),
+            "was changed after the sweep wrote it (its check does not match)",
+        ),
+        (
+            lambda r: _doctor(r, "messages.device_deliveries", "7"),
+            "was changed after the sweep wrote it (its check does not match)",
+        ),
+        (
+            lambda r: _doctor(r, "latency_s.p50", 1e308),
+            "was changed after the sweep wrote it (its check does not match)",
+        ),
+        (lambda r: r.pop("check"), "was changed after the sweep wrote it (its check does not match)"),
+        (
+            lambda r: r.update(key="0" * 32),
+            "is the record of another run (another scenario, parameters or seed)",
+        ),
+    ],
+    ids=["a-number", "nan", "a-string", "huge", "no-check", "another-key"],
+)
+def test_a_saved_run_changed_since_it_was_written_is_run_again_and_said(
+    tiny: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    change: Callable[[dict], object],
+    said: str,
+) -> None:
+    """A saved run's record whose summary was edited (a count doctored, NaN, a number as a string, a
+    number huge) was put in the table as the run's, without a word; as was a record whose seed and
+    summary were of this run but that another sweep's scenario or parameters made."""
+    out = tmp_path / "sw"
+    argv = [*_one_run_sweep(tiny, out), "--quiet"]
+    assert main(argv) == 0
+    before = (out / "sweep.json").read_bytes()
+    path = out / "runs" / f"{run_key(TINY, [('network.loss', 0)], 11)}.json"
+    record = json.loads(path.read_text(encoding="utf-8"))
+    change(record)
+    path.write_text(json.dumps(record), encoding="utf-8")
+    capsys.readouterr()
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "1 runs now, 0 reused" in captured.out
+    assert captured.err == (
+        f"relaysim sweep: warning: 1 saved run(s) in {out / 'runs'} cannot be reused, and are made again: "
+        f"{path.name} {said}\n"
+    ), captured.err
+    assert (out / "sweep.json").read_bytes() == before
+
+
+def test_a_folder_where_a_run_is_saved_is_refused_before_anything_runs(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """runs/<hash>.json a folder: the sweep said it would make the run again, made it, and then
+    could not save it ("Is a directory", exit 2), leaving its temporary file in runs/."""
+    out = tmp_path / "sw"
+    argv = [*_one_run_sweep(tiny, out), "--quiet"]
+    assert main(argv) == 0
+    path = out / "runs" / f"{run_key(TINY, [('network.loss', 0)], 11)}.json"
+    path.unlink()
+    path.mkdir()
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"relaysim sweep: {path}: a folder stands where the sweep saves a finished run; move it away, or "
+        "give the sweep a folder of its own\n"
+    ), err
+    assert sorted(p.name for p in (out / "runs").iterdir()) == [path.name]
+
+
+def test_a_run_of_another_sweep_saved_under_this_runs_name_is_not_reused(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """runs/ copied between two sweeps' folders (or a run's file renamed): a record of the same seed
+    made from another scenario was reused as this one's (its seed was all that was checked)."""
+    other = tmp_path / "other.toml"
+    other.write_text(TINY.replace("latency_ms = 40", "latency_ms = 400", 1), encoding="utf-8")
+    assert other.read_text(encoding="utf-8") != TINY
+    theirs, ours = tmp_path / "theirs", tmp_path / "ours"
+    run_sweep(str(other), [("network.loss", [0])], 1, theirs, workers=1)
+    first = run_sweep(str(tiny), [("network.loss", [0])], 1, ours, workers=1)
+    (theirs_file,) = (theirs / "runs").iterdir()
+    (ours_file,) = (ours / "runs").iterdir()
+    ours_file.write_bytes(theirs_file.read_bytes())
+    warned: list[str] = []
+    again = run_sweep(str(tiny), [("network.loss", [0])], 1, ours, workers=1, warn=warned.append)
+    assert (again.ran, again.reused) == (1, 0)
+    assert again.data["cells"] == first.data["cells"]
+    assert warned and "is the record of another run" in warned[0], warned
+
+
 def test_a_saved_run_whose_disclosures_are_no_list_is_no_crash(
     tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A run's record of the right seed whose summary's disclosures is not a list: the default
-    metrics read them (TypeError: internal error, exit 1); now they are a list or nothing."""
+    metrics read them (TypeError: internal error, exit 1); now they are a list or nothing. (Its
+    check made again to match, as a record edited with care would be: it is reused.)"""
+    from relaysim.sims.sweep import _record_check
+
     out = tmp_path / "sw"
     argv = _one_run_sweep(tiny, out)
     assert main([*argv, "--quiet"]) == 0
     path = out / "runs" / f"{run_key(TINY, [('network.loss', 0)], 11)}.json"
     record = json.loads(path.read_text())
     record["summary"]["disclosures"] = 5
+    record["check"] = _record_check(record)
     path.write_text(json.dumps(record))
     assert main([*argv, "--quiet"]) == 0, capsys.readouterr().err
     metrics = json.loads((out / "sweep.json").read_text())["metrics"]
