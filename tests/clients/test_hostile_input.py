@@ -452,6 +452,22 @@ def test_a_bad_sender_certificate_is_refused_and_the_good_one_kept(case: str) ->
     assert alice.certificate not in (good, bad)
 
 
+_BUSY = wire.ErrorFrame(id=0, code="rate_limited", message="slow down", retry_after_ms=2000)
+
+
+def _certificate_held_with(left: float) -> tuple[World, DeviceAgent, bytes]:
+    """alice and bob greeted, alice holding a sender certificate with ``left`` seconds of it left."""
+    w = World()
+    alice, bob = w.join("alice"), w.join("bob")
+    w.greet(alice, bob)
+    alice.request_certificate()
+    w.pump()
+    good = alice.certificate
+    assert good is not None
+    w.clock.now += DEFAULT_CERTIFICATE_TTL - left
+    return w, alice, good
+
+
 @pytest.mark.parametrize("refusal", ["bad_certificate", "rate_limited"])
 def test_a_sealed_send_fails_when_renewing_fails_and_the_certificate_held_is_nearly_spent(
     refusal: str,
@@ -460,20 +476,12 @@ def test_a_sealed_send_fails_when_renewing_fails_and_the_certificate_held_is_nea
     for its renewal does not go with it (it could expire before the relay stamps the envelope, and its
     recipients would refuse the message unseen): it fails with the renewal's reason, and the
     certificate held is kept."""
-    w = World()
-    alice, bob = w.join("alice"), w.join("bob")
-    w.greet(alice, bob)
-    alice.request_certificate()
-    w.pump()
-    good = alice.certificate
-    assert good is not None
-    w.clock.now += DEFAULT_CERTIFICATE_TTL - CERTIFICATE_LAST_USE / 2
-    busy = wire.ErrorFrame(id=0, code="rate_limited", message="slow down", retry_after_ms=2000)
+    w, alice, good = _certificate_held_with(CERTIFICATE_LAST_USE / 2)
 
     def forge(frame: wire.Response) -> wire.Response:
         if isinstance(frame, wire.SenderCertificateResponse):
             if refusal == "rate_limited":
-                return dataclasses.replace(busy, id=frame.id)
+                return dataclasses.replace(_BUSY, id=frame.id)
             return dataclasses.replace(frame, certificate=good)  # the old one again: about to expire
         return frame
 
@@ -491,19 +499,11 @@ def test_a_sender_certificate_refused_with_a_good_one_held_lets_the_sealed_sends
     """The relay refuses to renew the certificate (its rate limit) while the one held has half an hour
     left: the refusal is reported, and the sealed sends waiting go with the one held, read by their
     recipient as from alice."""
-    w = World()
-    alice, bob = w.join("alice"), w.join("bob")
-    w.greet(alice, bob)
-    alice.request_certificate()
-    w.pump()
-    good = alice.certificate
-    assert good is not None
-    w.clock.now += DEFAULT_CERTIFICATE_TTL - CERTIFICATE_RENEWAL / 2
-    busy = wire.ErrorFrame(id=0, code="rate_limited", message="slow down", retry_after_ms=2000)
+    w, alice, good = _certificate_held_with(CERTIFICATE_RENEWAL / 2)
 
     def refuse(frame: wire.Response) -> wire.Response:
         if isinstance(frame, wire.SenderCertificateResponse):
-            return dataclasses.replace(busy, id=frame.id)
+            return dataclasses.replace(_BUSY, id=frame.id)
         return frame
 
     alice.send_text("bob", b"sealed", ref="s1", sealed=True)
@@ -528,11 +528,10 @@ def test_a_sender_certificate_refused_fails_the_sealed_sends_waiting_and_the_nex
     w = World()
     alice, bob = w.join("alice"), w.join("bob")
     w.greet(alice, bob)
-    busy = wire.ErrorFrame(id=0, code="rate_limited", message="slow down", retry_after_ms=2000)
 
     def refuse(frame: wire.Response) -> wire.Response:
         if isinstance(frame, wire.SenderCertificateResponse):
-            return dataclasses.replace(busy, id=frame.id)
+            return dataclasses.replace(_BUSY, id=frame.id)
         return frame
 
     alice.send_text("bob", b"sealed", ref="s1", sealed=True)
