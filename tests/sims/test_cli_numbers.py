@@ -104,6 +104,8 @@ NOT_NUMBER_TYPES = {
     "_metric",
     "_scheduler",
     "_path.<locals>.parse",
+    "_order_name",  # disclose --name: text, not empty
+    "_host",  # relay serve --host: an IP address or a host name
 }
 
 
