@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relaysim.relay.profiles import get_profile
 from relaysim.sims.analysis.attribution import attribute_sealed
@@ -493,6 +495,49 @@ def test_sda_keep_top_holds_no_more_per_checkpoint_than_it_was_asked_to_keep() -
     assert grown <= 8 * account_array
     # (without keep_top, the same checkpoints hold far more: the check can fail)
     assert peak(range(1, n_epochs + 1)) - peak([n_epochs]) > 8 * account_array
+
+
+@st.composite
+def _sealed_views(draw: st.DrawFn) -> tuple[ProviderView, int, list[str], list[int], int]:
+    """A few accounts receiving sealed messages at times on a coarse grid (so that several fall in one
+    epoch, and epochs overlap), a keep_top, accounts to watch and checkpoints, and a seed."""
+    people = draw(st.integers(2, 12))
+    sends = draw(
+        st.lists(st.tuples(st.integers(0, 80), st.integers(0, people - 1)), min_size=1, max_size=120)
+    )
+    obs = tuple(Obs("sealed_send", time=t / 4, recipient_account=f"u{a}") for t, a in sends)
+    keep_top = draw(st.integers(0, people + 1))
+    watched = draw(st.lists(st.sampled_from([f"u{i}" for i in range(people)] + ["nobody"]), max_size=4))
+    checkpoints = draw(st.lists(st.integers(1, 40), max_size=12))
+    return ProviderView("synthetic", obs), keep_top, watched, checkpoints, draw(st.integers(0, 3))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_sealed_views())
+def test_sda_keep_top_keeps_exactly_what_the_full_ranking_gives(
+    case: tuple[ProviderView, int, list[str], list[int], int],
+) -> None:
+    """keep_top's rankings, updated per checkpoint from the accounts whose scores changed, are the full
+    ranking's, cut to its best keep_top: the same accounts, scores and order, the same count of accounts
+    scoring non-zero, and each rank kept (the best's and the watched accounts') the full ranking's."""
+    view, keep_top, watched, checkpoints, seed = case
+    common: dict[str, Any] = {"epoch": 1.0, "min_epochs": 1, "checkpoints": checkpoints, "seed": seed}
+    full = statistical_disclosure(view, **common)
+    targets = [r.target for r in full.rankings]
+    kept = statistical_disclosure(
+        view, **common, keep_top=keep_top, watch={t: [*watched, t] for t in targets}
+    )
+    assert [r.target for r in kept.rankings] == targets
+    for f, r in zip(full.rankings, kept.rankings, strict=True):
+        assert (r.epochs, r.population, r.starts) == (f.epochs, f.population, f.starts)
+        assert len(r._arrays) == len(f._arrays) == len(r._ranks) == len(r._nonzero)
+        for (k, idx, sc), (fk, fidx, fsc), ranks, nonzero in zip(
+            r._arrays, f._arrays, r._ranks, r._nonzero, strict=True
+        ):
+            assert k == fk and nonzero == len(fidx)
+            assert idx.tolist() == fidx[:keep_top].tolist() and sc.tolist() == fsc[:keep_top].tolist()
+            who = [f._names[int(i)] for i in fidx[:keep_top]] + [*watched, f.target]
+            assert ranks == {a: f.rank(a, k) for a in who}
 
 
 def test_sda_keep_top_must_not_be_negative() -> None:
