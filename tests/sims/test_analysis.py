@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import random
+import statistics
 import subprocess
 import sys
 import tracemalloc
@@ -335,6 +337,50 @@ def test_sda_links_after_messages_written_to_the_target_not_after_its_epochs() -
         messages_until_linked(
             statistical_disclosure(view, targets=["bob"], epoch=1.0).rankings[0], ["alice"], written, 60
         )
+
+
+def _rounds_to_identify(people: int, batch: int, contacts: int, most: int, seed: int) -> int:
+    """Danezis's model (2003): each second a batch of ``batch`` messages to accounts drawn at random among
+    ``people``; every 3 s bob receives, and in his 1-second epoch one of his ``contacts`` (drawn at random)
+    receives with the batch. The target epochs after which his contacts first rank at most ``contacts``
+    (ties against the attacker), or ``most + 1`` if not within ``most``."""
+    rng = random.Random(seed)
+    others = [f"u{i}" for i in range(people)]
+    obs = [
+        Obs("sealed_send", time=s + 0.5, recipient_account=a)
+        for s in range(3 * most)
+        for a in rng.sample(others, batch)
+    ]
+    for i in range(most):
+        obs.append(Obs("sealed_send", time=3.0 * i + 0.2, recipient_account="bob"))
+        obs.append(Obs("sealed_send", time=3.0 * i + 0.3, recipient_account=rng.choice(others[:contacts])))
+    view = ProviderView("batches", tuple(obs))
+    r = statistical_disclosure(
+        view, targets=["bob"], epoch=1.0, checkpoints=range(1, most + 1), seed=seed
+    ).rankings[0]
+    return next(
+        (k for k in r.checkpoints() if all(r.rank(c, k) <= contacts for c in others[:contacts])), most + 1
+    )
+
+
+def test_sda_rounds_to_identify_grow_with_ln_n_and_with_the_target_s_contacts() -> None:
+    """Danezis (2003), Mathewson and Dingledine (2004): with N possible recipients, batches of b and a
+    target with m contacts, the rounds the attack needs grow roughly like m ln N; a single contact falls
+    to intersection in about ln N / ln(N/b) rounds. Here b = N/20 and N grows 8-fold twice: the mean
+    rounds to rank a single contact first grow in proportion to ln N, from about the intersection's
+    ln N / ln 20 rounds (the random epochs' -1 and ties against the attacker cost some more); three
+    contacts, each written to a third as often, take many times more, and grow with N too."""
+    sizes = (50, 400, 3200)
+    seeds = range(12)
+    one = [statistics.mean(_rounds_to_identify(n, n // 20, 1, 30, s) for s in seeds) for n in sizes]
+    three = [statistics.mean(_rounds_to_identify(n, n // 20, 3, 120, s) for s in seeds) for n in sizes]
+    assert one[0] < one[1] < one[2] and three[0] < three[1] < three[2]
+    per_ln_n = [r / math.log(n) for r, n in zip(one, sizes, strict=True)]
+    assert max(per_ln_n) <= 1.25 * min(per_ln_n)  # in proportion to ln N
+    for r, n in zip(one, sizes, strict=True):
+        assert math.log(n) / math.log(20) <= r <= 3 * math.log(n) / math.log(20)
+    assert all(t > 3 * o for o, t in zip(one, three, strict=True))
+    assert all(t < 120 for t in three)  # found within the rounds given, on average
 
 
 def _counts_per_checkpoint(
