@@ -212,6 +212,25 @@ def _merge(times: np.ndarray, epoch: float) -> np.ndarray:
     return np.array(out, dtype=np.float64)
 
 
+def _epoch_pairs(
+    times: np.ndarray, recv: np.ndarray, starts: np.ndarray, epoch: float, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each (epoch, account) in which the account received something, once, sorted by epoch: the
+    epochs' positions in ``starts`` and the accounts, as two arrays."""
+    lo = np.searchsorted(times, starts, side="left")
+    hi = np.searchsorted(times, starts + epoch, side="left")
+    lengths = hi - lo
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    epoch_of = np.repeat(np.arange(len(starts), dtype=np.int64), lengths)
+    offsets = np.repeat(lo - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
+    idx = np.arange(total, dtype=np.int64) + offsets
+    keys = np.unique(epoch_of * n + recv[idx])  # one per (epoch, account), sorted by epoch
+    del epoch_of, offsets, idx
+    return keys // n, keys % n
+
+
 def _epoch_counts(
     times: np.ndarray, recv: np.ndarray, starts: np.ndarray, epoch: float, n: int, ks: Sequence[int]
 ) -> Iterator[np.ndarray]:
@@ -221,26 +240,77 @@ def _epoch_counts(
     the accounts, not one per checkpoint (at 100,000 accounts, 800 kB, where 1,000 checkpoints held
     800 MB)."""
     counts = np.zeros(n, dtype=np.int64)
-    lo = np.searchsorted(times, starts, side="left")
-    hi = np.searchsorted(times, starts + epoch, side="left")
-    lengths = hi - lo
-    total = int(lengths.sum())
-    if total == 0:
-        for _ in ks:
-            yield counts
-        return
-    epoch_of = np.repeat(np.arange(len(starts), dtype=np.int64), lengths)
-    offsets = np.repeat(lo - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
-    idx = np.arange(total, dtype=np.int64) + offsets
-    keys = np.unique(epoch_of * n + recv[idx])  # one per (epoch, account), sorted by epoch
-    del epoch_of, offsets, idx
-    ep, users = keys // n, keys % n
+    ep, users = _epoch_pairs(times, recv, starts, epoch, n)
     done = 0
     for k in ks:
         upto = int(np.searchsorted(ep, k, side="left"))  # the (epoch, account) pairs of the first k epochs
         np.add.at(counts, users[done:upto], 1)
         done = upto
         yield counts
+
+
+def _kept_rankings(
+    hits: tuple[np.ndarray, np.ndarray],
+    noise: tuple[np.ndarray, np.ndarray],
+    n: int,
+    population: int,
+    ks: Sequence[int],
+    skip: int | None,
+    keep_top: int,
+    watched: Sequence[int | None],
+) -> Iterator[tuple[np.ndarray, np.ndarray, list[int], int]]:
+    """``keep_top``'s rankings, per checkpoint k of ``ks`` (ascending), in turn: the ``keep_top`` best
+    accounts and their scores (best first, ties by account index), the ranks of those and of the
+    ``watched`` accounts (None: an account the view does not name, scoring zero) as ``rank()`` gives
+    them among ``population`` accounts, and how many accounts scored non-zero; the account ``skip``
+    (the target) always scores zero.
+
+    What the full ranking gives, without ranking every account at every checkpoint: each checkpoint
+    updates the scores of the accounts that received something in its new epochs alone, and a count
+    of accounts per score, from which a rank is a sum over the scores above it (at most 2k + 1 of
+    them), not a pass over the accounts. Only the ``keep_top`` best, when asked for, take a pass over
+    the accounts at the score that admits them."""
+    kmax = max(ks, default=0)
+    off = kmax  # scores after k epochs lie in [-k, k]: the count of accounts per score, score + off
+    sc = np.zeros(n, dtype=np.int64)
+    per_score = np.zeros(2 * kmax + 1, dtype=np.int64)
+    per_score[off] = n
+    (hit_ep, hit_users), (noise_ep, noise_users) = hits, noise
+    h_done = z_done = 0
+    named = np.array([i is not None for i in watched], dtype=bool)
+    where = np.array([i if i is not None else 0 for i in watched], dtype=np.int64)
+    for k in ks:
+        h_upto = int(np.searchsorted(hit_ep, k, side="left"))
+        z_upto = int(np.searchsorted(noise_ep, k, side="left"))
+        idx = np.concatenate((hit_users[h_done:h_upto], noise_users[z_done:z_upto]))
+        step = np.concatenate(
+            (np.ones(h_upto - h_done, dtype=np.int64), np.full(z_upto - z_done, -1, dtype=np.int64))
+        )
+        h_done, z_done = h_upto, z_upto
+        if skip is not None:
+            mask = idx != skip
+            idx, step = idx[mask], step[mask]
+        touched = np.unique(idx)
+        np.subtract.at(per_score, sc[touched] + off, 1)
+        np.add.at(sc, idx, step)
+        np.add.at(per_score, sc[touched] + off, 1)
+        nonzero = n - int(per_score[off])
+        # at_least[s + off]: how many accounts with a non-zero score score s or more
+        scored = per_score.copy()
+        scored[off] = 0
+        at_least = np.cumsum(scored[::-1])[::-1]
+        best = np.zeros(0, dtype=np.int64)
+        if keep_top:
+            if nonzero <= keep_top:
+                pool = np.flatnonzero(sc)
+            else:
+                # the highest score at which keep_top accounts score at least as much admits them all
+                floor = int(np.flatnonzero(at_least >= keep_top)[-1]) - off
+                pool = np.flatnonzero(sc >= floor) if floor > 0 else np.flatnonzero((sc >= floor) & (sc != 0))
+            best = pool[np.lexsort((pool, -sc[pool]))][:keep_top]
+        mine = np.concatenate((sc[best], np.where(named, sc[where], 0)))
+        above = at_least[mine + off] + np.where(mine <= 0, population - nonzero, 0)
+        yield best, sc[best], np.maximum(1, above).tolist(), nonzero
 
 
 def statistical_disclosure(
@@ -316,36 +386,37 @@ def statistical_disclosure(
         rng = np.random.default_rng([seed, *target.encode()])
         # random epochs in the order drawn: the first k of them are k independent draws
         random_starts = rng.uniform(lo_t, max(lo_t, hi_t - eps), size=kmax)
-        hits = _epoch_counts(times, recv, starts, eps, n, ks)
-        noise = _epoch_counts(times, recv, random_starts, eps, n, ks)
         arrays: list[tuple[int, np.ndarray, np.ndarray]] = []
         ranks: list[Mapping[str, int]] = []
         nonzero: list[int] = []
-        watched = sorted(set((watch or {}).get(target, ())))
         t_index = names.get(target)
-        for k, h, z in zip(ks, hits, noise, strict=True):
-            sc = h - z  # a new array: the running counts go on changing
-            if t_index is not None:
-                sc[t_index] = 0
-            nz = np.flatnonzero(sc)
-            order = np.lexsort((nz, -sc[nz]))  # best first; ties by account index
-            best, scores = nz[order], sc[nz][order]
-            if keep_top is None:
-                arrays.append((k, best, scores))
-                continue
-            # ranks as rank() gives them, from the scores sorted best first: how many score at least as
-            # much, and every account scoring zero too for a score that is not positive
-            who = [index[int(i)] for i in best[:keep_top]] + watched
-            mine = np.concatenate(
-                (scores[:keep_top], [sc[names[a]] if a in names else 0 for a in watched])
-            ).astype(np.int64)
-            above = np.searchsorted(-scores, -mine, side="right") + np.where(
-                mine <= 0, population - len(scores), 0
+        if keep_top is not None:
+            watched = sorted(set((watch or {}).get(target, ())))
+            kept_rankings = _kept_rankings(
+                _epoch_pairs(times, recv, starts, eps, n),
+                _epoch_pairs(times, recv, random_starts, eps, n),
+                n,
+                population,
+                ks,
+                t_index,
+                keep_top,
+                [names.get(a) for a in watched],
             )
-            kept = dict(zip(who, np.maximum(1, above).tolist(), strict=True))
-            arrays.append((k, best[:keep_top].copy(), scores[:keep_top].copy()))
-            ranks.append(kept)
-            nonzero.append(len(best))
+            for k, (best, scores, above, count) in zip(ks, kept_rankings, strict=True):
+                who = [index[int(i)] for i in best] + watched
+                arrays.append((k, best, scores))
+                ranks.append(dict(zip(who, above, strict=True)))
+                nonzero.append(count)
+        else:
+            hits = _epoch_counts(times, recv, starts, eps, n, ks)
+            noise = _epoch_counts(times, recv, random_starts, eps, n, ks)
+            for k, h, z in zip(ks, hits, noise, strict=True):
+                sc = h - z  # a new array: the running counts go on changing
+                if t_index is not None:
+                    sc[t_index] = 0
+                nz = np.flatnonzero(sc)
+                order = np.lexsort((nz, -sc[nz]))  # best first; ties by account index
+                arrays.append((k, nz[order], sc[nz][order]))
         rankings.append(
             TargetRanking(
                 target,

@@ -17,6 +17,16 @@ minute on this machine; judged only at that many messages or more. Beside it, wh
 on this traffic: the share of its targets whose best-ranked account is one of their contacts (a
 bench whose traffic the attack could not read would be timing the wrong thing).
 
+With --keep-top K, also what ``statistical_disclosure(keep_top=K)`` saves where the reproduction uses
+it (``relaysim reproduce``: a checkpoint after every target epoch, only the best K and the correspondents'
+ranks kept): for the --keep-top-targets busiest targets (10), a checkpoint after each of their first
+200 epochs (and their last), the attack with the full ranking (``keep_top=None``: every account with a non-zero score
+ranked at every checkpoint, what keep_top cost before it updated only the accounts whose scores
+changed) and with keep_top, --repeat times each; printed as the ratio of their medians, whole and
+with the rest of the attack (one checkpoint per target, timed apart) taken off both. The best K
+and the ranks of each target's contacts are checked to be the full ranking's. For information: no
+target is set for it.
+
 A sweep's use of both cores, the other speed target of issue #11, has a benchmark of its own:
 ``relaysim bench sweep`` (``sims/bench/sweep.py``).
 """
@@ -84,6 +94,59 @@ class Report:
     ratios: dict[str, Any] = field(default_factory=dict)
 
 
+KEEP_TOP_EPOCHS: Final = 200  # checkpoints after each of a target's first this many epochs
+
+
+def keep_top_cost(
+    view: ProviderView, truth: dict[str, set[str]], keep_top: int, targets: int, repeat: int
+) -> dict[str, Any]:
+    """The attack with a checkpoint after each of the first :data:`KEEP_TOP_EPOCHS` epochs (and the last),
+    for the ``targets`` busiest targets: seconds with the full ranking, with ``keep_top``, and with one
+    checkpoint per target (the rest of the attack), ``repeat`` times each; and whether what keep_top kept is the full ranking's."""
+    chosen = [
+        r.target
+        for r in statistical_disclosure(view, receipts=True, max_targets=targets, checkpoints=()).rankings
+    ]
+    every = range(1, KEEP_TOP_EPOCHS + 1)
+    watch = {t: sorted(truth.get(t, ())) for t in chosen}
+    runs: dict[str, list[float]] = {"full": [], "keep_top": [], "rest": []}
+    same = True
+    checkpoints = 0
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        statistical_disclosure(view, targets=chosen, receipts=True, checkpoints=())
+        runs["rest"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        full = statistical_disclosure(view, targets=chosen, receipts=True, checkpoints=every)
+        runs["full"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        kept = statistical_disclosure(
+            view, targets=chosen, receipts=True, checkpoints=every, keep_top=keep_top, watch=watch
+        )
+        runs["keep_top"].append(time.perf_counter() - t0)
+        checkpoints = sum(len(f.checkpoints()) for f in full.rankings)
+        for f, r in zip(full.rankings, kept.rankings, strict=True):
+            for k in f.checkpoints():
+                same = same and r.top(k, keep_top) == f.top(k, keep_top)
+                same = same and all(r.rank(a, k) == f.rank(a, k) for a in watch[f.target])
+        del full, kept
+    med = {name: statistics.median(v) for name, v in runs.items()}
+    return {
+        "keep_top": keep_top,
+        "targets": len(chosen),
+        "checkpoints": checkpoints,
+        "seconds": runs,
+        "median_seconds": med,
+        "full_over_keep_top": med["full"] / med["keep_top"] if med["keep_top"] > 0 else None,
+        "ranking_full_over_keep_top": (
+            (med["full"] - med["rest"]) / (med["keep_top"] - med["rest"])
+            if med["keep_top"] > med["rest"]
+            else None
+        ),
+        "identical": same,
+    }
+
+
 def _target_for(messages: int) -> harness.Target:
     """The target, judged only at the size it is set for (below it: for information)."""
     bound = TARGET.bound if messages >= TARGET_MESSAGES else None
@@ -118,6 +181,11 @@ def measure(args: argparse.Namespace, report: Report, progress: harness.Progress
         "epoch_seconds": result.epoch,
     }
     report.ratios[TARGET.key] = harness.target_row(_target_for(args.messages), seconds)
+    if args.keep_top is not None:
+        progress("keep_top against the full ranking", args.repeat, args.repeat)
+        report.results["keep_top"] = keep_top_cost(
+            view, truth, args.keep_top, args.keep_top_targets, args.repeat
+        )
 
 
 def format_report(report: Report) -> str:
@@ -136,6 +204,20 @@ def format_report(report: Report) -> str:
         f"of {r['targets']} ({share:.0%})",
         "",
     ]
+    kt = r.get("keep_top")
+    if kt is not None:
+        med = kt["median_seconds"]
+        ranking = kt["ranking_full_over_keep_top"]
+        lines += [
+            f"keep_top = {kt['keep_top']} against the full ranking, a checkpoint after each of the first "
+            f"{KEEP_TOP_EPOCHS} epochs of the {kt['targets']} busiest targets "
+            f"({kt['checkpoints']:,} checkpoints), medians of {len(kt['seconds']['full'])} runs:",
+            f"  full ranking {med['full']:.2f} s, keep_top {med['keep_top']:.2f} s: "
+            f"{kt['full_over_keep_top']:.2f} x; the ranking alone (one checkpoint per target, "
+            f"{med['rest']:.2f} s, off both): " + (f"{ranking:.1f} x" if ranking is not None else "-"),
+            "  what keep_top kept is the full ranking's: " + ("yes" if kt["identical"] else "NO"),
+            "",
+        ]
     row = report.ratios[TARGET.key]
     if row["target"] is None:
         lines.append(
@@ -179,6 +261,16 @@ def _parser() -> argparse.ArgumentParser:
         "--repeat", type=whole_number("runs", 1, 1_000), default=3, metavar="R", help="runs of the attack (3)"
     )
     p.add_argument("--seed", type=seed_arg, default=1, help="seed of the graph and the traffic (1)")
+    p.add_argument(
+        "--keep-top",
+        type=int,
+        metavar="K",
+        help="also time statistical_disclosure(keep_top=K) against the full ranking, a checkpoint after "
+        "every epoch",
+    )
+    p.add_argument(
+        "--keep-top-targets", type=int, default=10, metavar="T", help="targets for --keep-top (10)"
+    )
     harness.add_common_options(p)
     return p
 
@@ -190,6 +282,10 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.messages < 1 or args.repeat < 1:
         parser.error("--messages and --repeat must be at least 1")
+    if args.keep_top is not None and args.keep_top < 0:
+        parser.error(f"--keep-top: expected 0 or more accounts, got {args.keep_top}")
+    if args.keep_top_targets < 1:
+        parser.error(f"--keep-top-targets: expected at least 1 target, got {args.keep_top_targets}")
     if args.people < 4:
         parser.error("--people must be at least 4 (a Barabási–Albert graph with m = 3 needs more than 3)")
     report = Report(
@@ -197,6 +293,8 @@ def main(argv: list[str]) -> int:
             "messages": args.messages,
             "people": args.people,
             "repeat": args.repeat,
+            "keep_top": args.keep_top,
+            "keep_top_targets": args.keep_top_targets,
             "seed": args.seed,
             **harness.machine_config(),
         }

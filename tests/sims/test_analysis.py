@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import random
+import statistics
 import subprocess
 import sys
 import tracemalloc
@@ -14,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relaysim.relay.profiles import get_profile
 from relaysim.sims.analysis.attribution import attribute_sealed
@@ -335,6 +339,50 @@ def test_sda_links_after_messages_written_to_the_target_not_after_its_epochs() -
         )
 
 
+def _rounds_to_identify(people: int, batch: int, contacts: int, most: int, seed: int) -> int:
+    """Danezis's model (2003): each second a batch of ``batch`` messages to accounts drawn at random among
+    ``people``; every 3 s bob receives, and in his 1-second epoch one of his ``contacts`` (drawn at random)
+    receives with the batch. The target epochs after which his contacts first rank at most ``contacts``
+    (ties against the attacker), or ``most + 1`` if not within ``most``."""
+    rng = random.Random(seed)
+    others = [f"u{i}" for i in range(people)]
+    obs = [
+        Obs("sealed_send", time=s + 0.5, recipient_account=a)
+        for s in range(3 * most)
+        for a in rng.sample(others, batch)
+    ]
+    for i in range(most):
+        obs.append(Obs("sealed_send", time=3.0 * i + 0.2, recipient_account="bob"))
+        obs.append(Obs("sealed_send", time=3.0 * i + 0.3, recipient_account=rng.choice(others[:contacts])))
+    view = ProviderView("batches", tuple(obs))
+    r = statistical_disclosure(
+        view, targets=["bob"], epoch=1.0, checkpoints=range(1, most + 1), seed=seed
+    ).rankings[0]
+    return next(
+        (k for k in r.checkpoints() if all(r.rank(c, k) <= contacts for c in others[:contacts])), most + 1
+    )
+
+
+def test_sda_rounds_to_identify_grow_with_ln_n_and_with_the_target_s_contacts() -> None:
+    """Danezis (2003), Mathewson and Dingledine (2004): with N possible recipients, batches of b and a
+    target with m contacts, the rounds the attack needs grow roughly like m ln N; a single contact falls
+    to intersection in about ln N / ln(N/b) rounds. Here b = N/20 and N grows 8-fold twice: the mean
+    rounds to rank a single contact first grow in proportion to ln N, from about the intersection's
+    ln N / ln 20 rounds (the random epochs' -1 and ties against the attacker cost some more); three
+    contacts, each written to a third as often, take many times more, and grow with N too."""
+    sizes = (50, 400, 3200)
+    seeds = range(12)
+    one = [statistics.mean(_rounds_to_identify(n, n // 20, 1, 30, s) for s in seeds) for n in sizes]
+    three = [statistics.mean(_rounds_to_identify(n, n // 20, 3, 120, s) for s in seeds) for n in sizes]
+    assert one[0] < one[1] < one[2] and three[0] < three[1] < three[2]
+    per_ln_n = [r / math.log(n) for r, n in zip(one, sizes, strict=True)]
+    assert max(per_ln_n) <= 1.25 * min(per_ln_n)  # in proportion to ln N
+    for r, n in zip(one, sizes, strict=True):
+        assert math.log(n) / math.log(20) <= r <= 3 * math.log(n) / math.log(20)
+    assert all(t > 3 * o for o, t in zip(one, three, strict=True))
+    assert all(t < 120 for t in three)  # found within the rounds given, on average
+
+
 def _counts_per_checkpoint(
     times: np.ndarray, recv: np.ndarray, starts: np.ndarray, epoch: float, n: int, ks: Sequence[int]
 ) -> list[np.ndarray]:
@@ -493,6 +541,49 @@ def test_sda_keep_top_holds_no_more_per_checkpoint_than_it_was_asked_to_keep() -
     assert grown <= 8 * account_array
     # (without keep_top, the same checkpoints hold far more: the check can fail)
     assert peak(range(1, n_epochs + 1)) - peak([n_epochs]) > 8 * account_array
+
+
+@st.composite
+def _sealed_views(draw: st.DrawFn) -> tuple[ProviderView, int, list[str], list[int], int]:
+    """A few accounts receiving sealed messages at times on a coarse grid (so that several fall in one
+    epoch, and epochs overlap), a keep_top, accounts to watch and checkpoints, and a seed."""
+    people = draw(st.integers(2, 12))
+    sends = draw(
+        st.lists(st.tuples(st.integers(0, 80), st.integers(0, people - 1)), min_size=1, max_size=120)
+    )
+    obs = tuple(Obs("sealed_send", time=t / 4, recipient_account=f"u{a}") for t, a in sends)
+    keep_top = draw(st.integers(0, people + 1))
+    watched = draw(st.lists(st.sampled_from([f"u{i}" for i in range(people)] + ["nobody"]), max_size=4))
+    checkpoints = draw(st.lists(st.integers(1, 40), max_size=12))
+    return ProviderView("synthetic", obs), keep_top, watched, checkpoints, draw(st.integers(0, 3))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_sealed_views())
+def test_sda_keep_top_keeps_exactly_what_the_full_ranking_gives(
+    case: tuple[ProviderView, int, list[str], list[int], int],
+) -> None:
+    """keep_top's rankings, updated per checkpoint from the accounts whose scores changed, are the full
+    ranking's, cut to its best keep_top: the same accounts, scores and order, the same count of accounts
+    scoring non-zero, and each rank kept (the best's and the watched accounts') the full ranking's."""
+    view, keep_top, watched, checkpoints, seed = case
+    common: dict[str, Any] = {"epoch": 1.0, "min_epochs": 1, "checkpoints": checkpoints, "seed": seed}
+    full = statistical_disclosure(view, **common)
+    targets = [r.target for r in full.rankings]
+    kept = statistical_disclosure(
+        view, **common, keep_top=keep_top, watch={t: [*watched, t] for t in targets}
+    )
+    assert [r.target for r in kept.rankings] == targets
+    for f, r in zip(full.rankings, kept.rankings, strict=True):
+        assert (r.epochs, r.population, r.starts) == (f.epochs, f.population, f.starts)
+        assert len(r._arrays) == len(f._arrays) == len(r._ranks) == len(r._nonzero)
+        for (k, idx, sc), (fk, fidx, fsc), ranks, nonzero in zip(
+            r._arrays, f._arrays, r._ranks, r._nonzero, strict=True
+        ):
+            assert k == fk and nonzero == len(fidx)
+            assert idx.tolist() == fidx[:keep_top].tolist() and sc.tolist() == fsc[:keep_top].tolist()
+            who = [f._names[int(i)] for i in fidx[:keep_top]] + [*watched, f.target]
+            assert ranks == {a: f.rank(a, k) for a in who}
 
 
 def test_sda_keep_top_must_not_be_negative() -> None:

@@ -68,3 +68,38 @@ def test_relaysim_bench_reaches_the_analysis_and_sweep_benchmarks(capsys: pytest
             cli.main(["bench", what, "--help"])
         assert exc.value.code == 0
         assert words in capsys.readouterr().out, what
+
+
+def test_keep_top_is_set_beside_the_full_ranking_and_kept_the_same(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["--messages", "20000", "--people", "300", "--repeat", "1", "--keep-top", "3"]
+    argv += ["--keep-top-targets", "2", "--json", "-", "--quiet"]
+    assert analysis.main(argv) == 0
+    captured = capsys.readouterr()
+    kt = json.loads(captured.out)["results"]["keep_top"]
+    assert kt["keep_top"] == 3 and kt["targets"] == 2 and kt["identical"] is True
+    assert kt["checkpoints"] > 2 and len(kt["seconds"]["full"]) == 1
+    assert kt["full_over_keep_top"] == pytest.approx(
+        kt["median_seconds"]["full"] / kt["median_seconds"]["keep_top"]
+    )
+    assert "keep_top = 3 against the full ranking" in captured.err
+    assert "what keep_top kept is the full ranking's: yes" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--keep-top", "-1"], "--keep-top: expected 0 or more accounts, got -1"),
+        (
+            ["--keep-top", "1", "--keep-top-targets", "0"],
+            "--keep-top-targets: expected at least 1 target, got 0",
+        ),
+    ],
+)
+def test_bad_keep_top_options_are_refused_by_name(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        analysis.main(argv)
+    assert exc.value.code == 2 and needle in capsys.readouterr().err

@@ -63,6 +63,22 @@ def test_ephemeral_mailboxes_defeat_the_sda_on_the_responder() -> None:
     assert boxes.linked_within(30) * 3 <= base.linked_within(30)
 
 
+def test_delaying_or_batching_receipts_defeats_the_sda_and_padding_does_not() -> None:
+    """The attack needs the receipt inside the 1-second epoch after a delivery: receipts sent 0-5 min
+    later, or in 10-minute batches (the variants `relaysim reproduce` runs), link at most a third as
+    many targets as receipts sent at once; padding changes sizes, not times, and links the same."""
+    sc = _small()
+    base = run_variant((sc, "as written", {}, 8))  # type: ignore[arg-type]
+    assert base.linked_within(30) >= base.targets // 2
+    for name in ("receipts delayed (0-5 min)", "receipts batched (10 min)", "padding (signal, 160 B)"):
+        variant = run_variant((sc, name, VARIANTS[name], 8))  # type: ignore[arg-type]
+        assert variant.targets == base.targets, name
+        if name.startswith("padding"):
+            assert variant.linked_by == base.linked_by
+        else:
+            assert variant.linked_within(30) * 3 <= base.linked_within(30), (name, variant.linked_by)
+
+
 def test_the_docstring_s_mailbox_figures_are_those_of_the_built_in_scenario() -> None:
     """The module's docstring says for how many of the built-in scenario's targets the attack ranks first
     the mailbox the true correspondent opened (Martiny et al.'s sealed conversations), and why the
