@@ -263,13 +263,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=seed_arg, default=1, help="seed of the graph and the traffic (1)")
     p.add_argument(
         "--keep-top",
-        type=int,
+        type=whole_number("accounts", 0, 1_000_000),
         metavar="K",
         help="also time statistical_disclosure(keep_top=K) against the full ranking, a checkpoint after "
         "every epoch",
     )
     p.add_argument(
-        "--keep-top-targets", type=int, default=10, metavar="T", help="targets for --keep-top (10)"
+        "--keep-top-targets",
+        type=whole_number("targets", 1, 10_000),
+        default=10,
+        metavar="T",
+        help="targets for --keep-top (10)",
     )
     harness.add_common_options(p)
     return p
@@ -282,10 +286,6 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.messages < 1 or args.repeat < 1:
         parser.error("--messages and --repeat must be at least 1")
-    if args.keep_top is not None and args.keep_top < 0:
-        parser.error(f"--keep-top: expected 0 or more accounts, got {args.keep_top}")
-    if args.keep_top_targets < 1:
-        parser.error(f"--keep-top-targets: expected at least 1 target, got {args.keep_top_targets}")
     if args.people < 4:
         parser.error("--people must be at least 4 (a Barabási–Albert graph with m = 3 needs more than 3)")
     report = Report(

@@ -90,11 +90,13 @@ def test_keep_top_is_set_beside_the_full_ranking_and_kept_the_same(
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["--keep-top", "-1"], "--keep-top: expected 0 or more accounts, got -1"),
+        (["--keep-top", "-1"], "argument --keep-top: expected at least 0 accounts, got -1"),
+        (["--keep-top", "1_0"], "argument --keep-top: expected a whole number of accounts (digits 0-9)"),
         (
             ["--keep-top", "1", "--keep-top-targets", "0"],
-            "--keep-top-targets: expected at least 1 target, got 0",
+            "argument --keep-top-targets: expected at least 1 targets, got 0",
         ),
+        (["--keep-top-targets", "10001"], "argument --keep-top-targets: expected at most 10,000 targets"),
     ],
 )
 def test_bad_keep_top_options_are_refused_by_name(
