@@ -22,6 +22,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
+from relaysim.relay import server as relay_server
 from relaysim.relay import wire
 from relaysim.relay.core import ConnectionContext, RelayCore, Reply
 from tests.helpers import DeviceKeys, WireClient, core_device, new_core, put_group_state, reply, running
@@ -178,7 +179,9 @@ def _check_decoder_error(e: wire.RemoteProtocolError, what: str) -> None:
     assert isinstance(e.code, E) and e.code is not E.INTERNAL_ERROR, (what, e)
     if e.code in FIELD_CODES:
         assert e.field, (what, e)  # about a field: names it (a key "" as '')
-    assert wire.encode(wire.ErrorFrame.from_exception(e))  # said as an error frame
+    answer = wire.encode(wire.ErrorFrame.from_exception(e))  # said as an error frame
+    if e.code in wire.RESUMABLE_CODES:  # answered in the frame's place: within what the relay reserves
+        assert len(answer) <= relay_server._SMALL_ANSWER, (what, len(answer))
 
 
 WORLD_SEEDS = _seeds(_keys())
@@ -207,6 +210,10 @@ def test_a_mutated_frame_of_any_kind_gets_a_specific_error_or_an_answer_and_noth
                 answer,
             )
             assert wire.decode_body(wire.encode(answer)[wire.PREFIX_SIZE :], wire.RESPONSE_KINDS) == answer
+            # the server reads a request only while the answer it reserves for it fits the connection's
+            # unsent bound: a frame for the kinds it names, 4 KiB for the others
+            if request.kind not in relay_server._LARGE_ANSWERS:
+                assert len(wire.encode(answer)) <= relay_server._SMALL_ANSWER, (what, answer)
     # the relay serves good devices as before: dora's send to erin is queued and received whole
     sent = reply(
         core.handle(conns["dora"], wire.Send(id=90, to="erin", envelopes=(wire.OutgoingEnvelope(1, b"hi"),)))
@@ -366,6 +373,15 @@ async def test_a_live_server_answers_every_mutated_frame_and_keeps_serving_the_g
     assert not [(w, e) for w, e in errors if e.code == E.INTERNAL_ERROR], errors
     unnamed = [(w, e) for w, e in errors if e.code in FIELD_CODES and not e.field]
     assert not unnamed, unnamed[:5]
+    # a frame answered in its place (the connection read on) is answered within what the relay reserves
+    # for it (a long key's field was the key, cut at 4,096 characters: 4,272 bytes of answer)
+    large = [
+        (w, len(wire.encode(e)))
+        for w, e in errors
+        if e.code in {c.value for c in wire.RESUMABLE_CODES}
+        and len(wire.encode(e)) > relay_server._SMALL_ANSWER
+    ]
+    assert not large, large[:5]
     assert sent_good and set(sent_good) <= delivered
     assert {i: w for i, w in accepted.items() if i not in delivered} == {}
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
