@@ -536,3 +536,55 @@ async def test_a_live_server_at_the_bounds_and_under_floods_keeps_serving_the_go
     assert delivered[big_id].body == b"L" * largest
     assert max(held) <= bound, max(held)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+@pytest.mark.parametrize(
+    ("tail", "code"),
+    [
+        (_raw_frame(b"\xc1"), "malformed_msgpack"),  # 0xc1: never used in msgpack
+        (struct.pack(">I", 2**32 - 1), "frame_too_large"),
+        (struct.pack(">I", 100) + b"\x80", "truncated_frame"),  # then the end: cut off inside a frame
+        (b"", None),  # the end after them (a half-close): no error
+    ],
+    ids=["malformed", "too-large", "truncated", "half-closed"],
+)
+async def test_requests_written_before_a_frame_the_relay_closes_on_are_answered_and_kept(
+    tail: bytes, code: str | None
+) -> None:
+    """Sends pipelined in one write with a bad frame (or the end) behind them: each is answered and
+    delivered, then the error comes (about the frame, request id 0) and the relay closes; nothing it
+    acknowledged is lost."""
+    keys = _keys()
+    async with running(new_core(), connection_rate=None, max_connections_per_address=None) as server:
+        for account in ("alice", "bob"):
+            client = await WireClient.connect(server.port)
+            await client.register(keys[account])
+            await client.aclose()
+        alice = await WireClient.connect(server.port)
+        await alice.authenticate(keys["alice"])
+        sends = [
+            wire.Send(id=100 + i, to="bob", envelopes=(wire.OutgoingEnvelope(1, b"m%d" % i),))
+            for i in range(5)
+        ]
+        await alice.stream.send_all(b"".join(wire.encode(s) for s in sends) + tail)
+        await alice.stream.send_eof()
+        answers: list[wire.Frame] = []
+        with trio.fail_after(10):
+            while True:
+                try:
+                    answers.append(await alice.next_frame())
+                except EOFError:
+                    break
+        await alice.aclose()
+        assert [(a.kind, a.id) for a in answers[:5]] == [("sent", 100 + i) for i in range(5)], answers
+        if code is None:
+            assert len(answers) == 5, answers
+        else:
+            (error,) = answers[5:]
+            assert isinstance(error, wire.ErrorFrame) and (error.code, error.id) == (code, 0), error
+        accepted = {i for a in answers[:5] if isinstance(a, wire.Sent) for i in a.envelope_ids}
+        bob = await WireClient.connect(server.port)
+        await bob.authenticate(keys["bob"])
+        got = {e.id: e.body for e in await bob.drain()}
+        await bob.aclose()
+    assert set(got) == accepted and sorted(got.values()) == [b"m%d" % i for i in range(5)]
