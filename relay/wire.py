@@ -1996,11 +1996,15 @@ def _repeated_key(root: Any, path: str) -> tuple[Any, str] | None:
     while stack:
         node, where = stack.pop()
         if type(node) is _Pairs:
-            seen: set[Any] = set()
+            # A key by its msgpack type as well: 1, 1.0 and true are three keys (Python's dict holds them
+            # as one, 1 == 1.0 == True), and a map of them names none twice; they are refused as keys
+            # that are no string, not as one named "more than once".
+            seen: set[tuple[type, Any]] = set()
             for key, _ in node:
-                if key in seen:
+                typed = (type(key), key)
+                if typed in seen:
                     return key, _key_path(where, key)
-                seen.add(key)
+                seen.add(typed)
             children: list[tuple[Any, str]] = [(v, _key_path(where, k)) for k, v in node]
         elif type(node) is list:
             children = [(v, f"{where}[{i}]") for i, v in enumerate(node)]

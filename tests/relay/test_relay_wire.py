@@ -531,6 +531,30 @@ def test_a_key_named_twice_inside_a_nested_map_is_refused_by_its_path(second: by
     assert "more than once" in err.message and field in err.message
 
 
+@pytest.mark.parametrize(
+    ("keys", "field"),
+    [((1, True), "1"), ((1, 1.0), "1"), ((0, False, 0.0), "0")],
+    ids=["int-bool", "int-float", "int-bool-float"],
+)
+@pytest.mark.parametrize("nested", [False, True], ids=["frame", "envelope"])
+def test_keys_equal_in_python_but_of_other_msgpack_types_are_not_one_key_named_twice(
+    keys: tuple[object, ...], field: str, nested: bool
+) -> None:
+    """1, 1.0 and true are three msgpack keys (Python holds them as one: 1 == 1.0 == True). A map of
+    them was refused "names the key True more than once" (invalid_value), which it does not: it is
+    refused as any key that is no string, naming the key (wrong_type)."""
+    p = msgpack.packb
+    extra = tuple((k, p(0)) for k in keys)
+    if nested:
+        body = _send_body(_map(("device", p(2)), ("body", p(b"c2")), *extra))
+        field = f"envelopes[1].{field}"
+    else:
+        body = _map(("v", p(1)), ("id", p(9)), ("kind", p("ping")), *extra)
+    err = _decoding_error(_frame(body, raw=True))
+    assert (err.code, err.field) == (wire.ErrorCode.WRONG_TYPE, field), err
+    assert "must be strings" in err.message and "more than once" not in err.message
+
+
 def test_a_prekey_naming_its_id_twice_is_refused() -> None:
     body = msgpack.unpackb(wire.encode(KEYS.register(4, one_time=3))[4:])
     prekeys = [msgpack.packb(k) for k in body["one_time_prekeys"]]
