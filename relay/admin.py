@@ -52,6 +52,26 @@ _FIELDS: dict[str, frozenset[str]] = {
 }
 
 
+# The most characters of a value an answer quotes (as relay.wire.MAX_QUOTED, a peer's key or kind).
+MAX_SHOWN = 60
+
+
+def _shown(value: object) -> str:
+    """``value`` (from the operator's line) as an answer quotes it, as JSON: whole when that is at most
+    MAX_SHOWN characters; else a str by a closed quote of its first characters, "…" and its length
+    (``"xxx…x"… (500 characters)``), anything else by its first characters, "…" and the length of its
+    JSON (the first 60 characters of the JSON were shown, a str's closing quote lost)."""
+    shown = json.dumps(value)
+    if len(shown) <= MAX_SHOWN:
+        return shown
+    if type(value) is str:
+        head = value[: MAX_SHOWN - 2]
+        while len(json.dumps(head)) > MAX_SHOWN:  # (escapes: "\n", "\u0000")
+            head = head[:-1]
+        return f"{json.dumps(head)}… ({len(value):,} characters)"
+    return f"{shown[:MAX_SHOWN]}… ({len(shown):,} characters of JSON)"
+
+
 def _text(command: dict[str, Any], key: str, *, optional: bool = False) -> str | None:
     """``command[key]``, a non-empty string (absent or null: None, where ``optional``)."""
     value = command.get(key)
@@ -60,7 +80,7 @@ def _text(command: dict[str, Any], key: str, *, optional: bool = False) -> str |
     if key not in command:
         raise _Refused(f"{key}: missing")
     if type(value) is not str or not value:
-        raise _Refused(f"{key}: expected a non-empty string, got {json.dumps(value)[:60]}")
+        raise _Refused(f"{key}: expected a non-empty string, got {_shown(value)}")
     return value
 
 
@@ -75,7 +95,7 @@ def _time(command: dict[str, Any], key: str) -> float:
         raise _Refused(f"{key}: missing")
     value = command[key]
     if type(value) not in (int, float):  # (bool is not a time)
-        raise _Refused(f"{key}: expected a time in Unix seconds (a number), got {json.dumps(value)[:60]}")
+        raise _Refused(f"{key}: expected a time in Unix seconds (a number), got {_shown(value)}")
     try:
         seconds = float(value)
     except OverflowError:
@@ -93,16 +113,19 @@ def apply(core: RelayCore, command: object) -> dict[str, Any]:
             raise _Refused(f"expected a JSON object, got {type(command).__name__}")
         op = command.get("op")
         if op not in _OPS:
-            raise _Refused(f"op: expected 'add_tap', 'remove_tap' or 'preserve', got {json.dumps(op)[:60]}")
+            raise _Refused(f"op: expected 'add_tap', 'remove_tap' or 'preserve', got {_shown(op)}")
         unknown = sorted(set(command) - _FIELDS[op])
         if unknown:
-            raise _Refused(
-                f"{unknown[0]}: not a field of {op} (its fields: {', '.join(sorted(_FIELDS[op]))})"
+            name = (
+                unknown[0]
+                if unknown[0].isidentifier() and len(unknown[0]) <= MAX_SHOWN
+                else _shown(unknown[0])
             )
+            raise _Refused(f"{name}: not a field of {op} (its fields: {', '.join(sorted(_FIELDS[op]))})")
         if op == "add_tap":
             content = command.get("content", False)
             if type(content) is not bool:
-                raise _Refused(f"content: expected true or false, got {json.dumps(content)[:60]}")
+                raise _Refused(f"content: expected true or false, got {_shown(content)}")
             core.add_tap(
                 Tap(
                     _name(command, "id"),

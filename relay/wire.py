@@ -435,11 +435,16 @@ def for_log(text: str, most: int = MAX_LOGGED) -> str:
 
 def _key_name(key: object) -> str:
     """How an error's ``field`` names a map's key a peer sent: a str key that reads as a name (not empty,
-    printable, no blank at either end, no ``.`` or ``[`` a path would misread) as itself; any other key,
-    a str or not (``''``, ``'a\\nb'``, ``5``, ``b'x'``), as :func:`_quoted` shows it."""
+    short enough to be quoted whole, MAX_QUOTED - 2 characters; printable, no blank at either end, no
+    ``.`` or ``[`` a path would misread) as itself; any other key, a str or not (``''``, ``'a\\nb'``, ``5``, ``b'x'``, a long one cut
+    ``'kkk…kk'… (5,000 characters)``), as :func:`_quoted` shows it: so a field names a key in at most
+    MAX_QUOTED characters of quote, as the message does (a field of a 5,000-character key was the key,
+    cut at 4,096 characters: neither the key nor its quote, and an error frame of up to 16 KiB, 4 bytes a
+    character, where the relay reserves 4 KiB for the answer to a frame it refuses)."""
     if (
         type(key) is str
         and key
+        and len(key) <= MAX_QUOTED - 2
         and key.isprintable()
         and key.strip() == key
         and "." not in key
@@ -1880,11 +1885,13 @@ def _refuse_bad_utf8(body: bytes | bytearray) -> None:
         if type(node) is _Pairs:
             for key, value in node:
                 if type(key) is str and not _is_utf8(key):
+                    # named by its bytes (its str would show the surrogates that stand for them)
+                    shown = _quoted(key.encode("utf-8", "surrogateescape"))
                     within = f"of {where}" if where else "of the frame"
                     raise RemoteProtocolError(
                         ErrorCode.MALFORMED_MSGPACK,
-                        f"a key {within} is a msgpack str that is not valid UTF-8",
-                        field=where or None,
+                        f"the key {shown} {within} is a msgpack str that is not valid UTF-8",
+                        field=f"{where}.{shown}" if where else shown,
                     )
                 children.append((value, _key_path(where, key)))
         elif type(node) is list:
@@ -1989,11 +1996,15 @@ def _repeated_key(root: Any, path: str) -> tuple[Any, str] | None:
     while stack:
         node, where = stack.pop()
         if type(node) is _Pairs:
-            seen: set[Any] = set()
+            # A key by its msgpack type as well: 1, 1.0 and true are three keys (Python's dict holds them
+            # as one, 1 == 1.0 == True), and a map of them names none twice; they are refused as keys
+            # that are no string, not as one named "more than once".
+            seen: set[tuple[type, Any]] = set()
             for key, _ in node:
-                if key in seen:
+                typed = (type(key), key)
+                if typed in seen:
                     return key, _key_path(where, key)
-                seen.add(key)
+                seen.add(typed)
             children: list[tuple[Any, str]] = [(v, _key_path(where, k)) for k, v in node]
         elif type(node) is list:
             children = [(v, f"{where}[{i}]") for i, v in enumerate(node)]

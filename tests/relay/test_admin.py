@@ -39,6 +39,16 @@ def _tap(**fields: Any) -> dict[str, Any]:
         ({"op": "preserve", "account": "bob"}, "since: missing"),
         ({"op": "explode"}, "op: expected 'add_tap', 'remove_tap' or 'preserve'"),
         (["add_tap"], "expected a JSON object"),
+        # a long value was shown by the first 60 characters of its JSON, a string's closing quote lost
+        ({"op": "x" * 500}, 'got "' + "x" * 58 + '"… (500 characters)'),
+        ({"op": "\n" * 100}, 'got "' + "\\n" * 29 + '"… (100 characters)'),
+        (
+            _tap(id=["y" * 500]),
+            'id: expected a non-empty string, got ["' + "y" * 58 + "… (504 characters of JSON)",
+        ),
+        # a field not of the command: by its name, or quoted when it reads as none (it was shown whole)
+        (_tap(**{"z" * 500: 1}), '"' + "z" * 58 + '"… (500 characters): not a field of add_tap'),
+        (_tap(**{"a\nb": 1}), '"a\\nb": not a field of add_tap'),
     ],
 )
 def test_a_command_is_taken_as_written_or_refused_with_its_field(command: object, says: str) -> None:

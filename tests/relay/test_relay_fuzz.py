@@ -22,6 +22,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
+from relaysim.relay import server as relay_server
 from relaysim.relay import wire
 from relaysim.relay.core import ConnectionContext, RelayCore, Reply
 from tests.helpers import DeviceKeys, WireClient, core_device, new_core, put_group_state, reply, running
@@ -178,7 +179,9 @@ def _check_decoder_error(e: wire.RemoteProtocolError, what: str) -> None:
     assert isinstance(e.code, E) and e.code is not E.INTERNAL_ERROR, (what, e)
     if e.code in FIELD_CODES:
         assert e.field, (what, e)  # about a field: names it (a key "" as '')
-    assert wire.encode(wire.ErrorFrame.from_exception(e))  # said as an error frame
+    answer = wire.encode(wire.ErrorFrame.from_exception(e))  # said as an error frame
+    if e.code in wire.RESUMABLE_CODES:  # answered in the frame's place: within what the relay reserves
+        assert len(answer) <= relay_server._SMALL_ANSWER, (what, len(answer))
 
 
 WORLD_SEEDS = _seeds(_keys())
@@ -207,6 +210,10 @@ def test_a_mutated_frame_of_any_kind_gets_a_specific_error_or_an_answer_and_noth
                 answer,
             )
             assert wire.decode_body(wire.encode(answer)[wire.PREFIX_SIZE :], wire.RESPONSE_KINDS) == answer
+            # the server reads a request only while the answer it reserves for it fits the connection's
+            # unsent bound: a frame for the kinds it names, 4 KiB for the others
+            if request.kind not in relay_server._LARGE_ANSWERS:
+                assert len(wire.encode(answer)) <= relay_server._SMALL_ANSWER, (what, answer)
     # the relay serves good devices as before: dora's send to erin is queued and received whole
     sent = reply(
         core.handle(conns["dora"], wire.Send(id=90, to="erin", envelopes=(wire.OutgoingEnvelope(1, b"hi"),)))
@@ -366,6 +373,15 @@ async def test_a_live_server_answers_every_mutated_frame_and_keeps_serving_the_g
     assert not [(w, e) for w, e in errors if e.code == E.INTERNAL_ERROR], errors
     unnamed = [(w, e) for w, e in errors if e.code in FIELD_CODES and not e.field]
     assert not unnamed, unnamed[:5]
+    # a frame answered in its place (the connection read on) is answered within what the relay reserves
+    # for it (a long key's field was the key, cut at 4,096 characters: 4,272 bytes of answer)
+    large = [
+        (w, len(wire.encode(e)))
+        for w, e in errors
+        if e.code in {c.value for c in wire.RESUMABLE_CODES}
+        and len(wire.encode(e)) > relay_server._SMALL_ANSWER
+    ]
+    assert not large, large[:5]
     assert sent_good and set(sent_good) <= delivered
     assert {i: w for i, w in accepted.items() if i not in delivered} == {}
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
@@ -520,3 +536,55 @@ async def test_a_live_server_at_the_bounds_and_under_floods_keeps_serving_the_go
     assert delivered[big_id].body == b"L" * largest
     assert max(held) <= bound, max(held)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+@pytest.mark.parametrize(
+    ("tail", "code"),
+    [
+        (_raw_frame(b"\xc1"), "malformed_msgpack"),  # 0xc1: never used in msgpack
+        (struct.pack(">I", 2**32 - 1), "frame_too_large"),
+        (struct.pack(">I", 100) + b"\x80", "truncated_frame"),  # then the end: cut off inside a frame
+        (b"", None),  # the end after them (a half-close): no error
+    ],
+    ids=["malformed", "too-large", "truncated", "half-closed"],
+)
+async def test_requests_written_before_a_frame_the_relay_closes_on_are_answered_and_kept(
+    tail: bytes, code: str | None
+) -> None:
+    """Sends pipelined in one write with a bad frame (or the end) behind them: each is answered and
+    delivered, then the error comes (about the frame, request id 0) and the relay closes; nothing it
+    acknowledged is lost."""
+    keys = _keys()
+    async with running(new_core(), connection_rate=None, max_connections_per_address=None) as server:
+        for account in ("alice", "bob"):
+            client = await WireClient.connect(server.port)
+            await client.register(keys[account])
+            await client.aclose()
+        alice = await WireClient.connect(server.port)
+        await alice.authenticate(keys["alice"])
+        sends = [
+            wire.Send(id=100 + i, to="bob", envelopes=(wire.OutgoingEnvelope(1, b"m%d" % i),))
+            for i in range(5)
+        ]
+        await alice.stream.send_all(b"".join(wire.encode(s) for s in sends) + tail)
+        await alice.stream.send_eof()
+        answers: list[wire.Frame] = []
+        with trio.fail_after(10):
+            while True:
+                try:
+                    answers.append(await alice.next_frame())
+                except EOFError:
+                    break
+        await alice.aclose()
+        assert [(a.kind, a.id) for a in answers[:5]] == [("sent", 100 + i) for i in range(5)], answers
+        if code is None:
+            assert len(answers) == 5, answers
+        else:
+            (error,) = answers[5:]
+            assert isinstance(error, wire.ErrorFrame) and (error.code, error.id) == (code, 0), error
+        accepted = {i for a in answers[:5] if isinstance(a, wire.Sent) for i in a.envelope_ids}
+        bob = await WireClient.connect(server.port)
+        await bob.authenticate(keys["bob"])
+        got = {e.id: e.body for e in await bob.drain()}
+        await bob.aclose()
+    assert set(got) == accepted and sorted(got.values()) == [b"m%d" % i for i in range(5)]

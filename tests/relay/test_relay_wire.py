@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relaysim.relay import wire
+from relaysim.relay import server, wire
 from tests.helpers import DeviceKeys
 
 KEYS = DeviceKeys.make("alice")
@@ -255,7 +255,7 @@ LONG = "k" * 5000  # a key as long as a frame allows; an error frame holds 4,096
 @pytest.mark.parametrize(
     ("body", "code", "field"),
     [
-        ({**BASE, LONG: 1}, wire.ErrorCode.UNKNOWN_FIELD, LONG),
+        ({**BASE, LONG: 1}, wire.ErrorCode.UNKNOWN_FIELD, repr("k" * 57) + "… (5,000 characters)"),
         ({**BASE, LONG.encode(): 1}, wire.ErrorCode.WRONG_TYPE, repr(b"k" * 57) + "… (5,000 bytes)"),
         (
             {
@@ -266,7 +266,7 @@ LONG = "k" * 5000  # a key as long as a frame allows; an error frame holds 4,096
                 "envelopes": [{"device": 1, "body": b"", LONG: 1}],
             },
             wire.ErrorCode.UNKNOWN_FIELD,
-            "envelopes[0]." + LONG,
+            "envelopes[0]." + repr("k" * 57) + "… (5,000 characters)",
         ),
     ],
 )
@@ -275,12 +275,12 @@ def test_an_error_about_a_key_too_long_to_quote_whole_still_fits_an_error_frame(
 ) -> None:
     """A 5,000-character key made an error whose message (and field) an error frame cannot hold: the
     relay's answer could not be built, and the exception took the server down with it. The message
-    shows the key's first 60 characters; the field, past 4,096, is cut to fit."""
+    shows the key's first 60 characters, and so does the field (it was the key whole, cut at 4,096)."""
     e = _decoding_error(_frame(body))
     assert e.code == code
-    assert e.field == field  # named whole
+    assert e.field == field
     frame = wire.ErrorFrame.from_exception(e)
-    assert frame.field == (field if len(field) <= 4096 else field[:4095] + "…")
+    assert frame.field == field
     assert len(frame.message) < 200 and "k" * 55 in frame.message
     assert wire.decode_body(wire.encode(frame)[4:], wire.RESPONSE_KINDS) == frame
 
@@ -318,6 +318,27 @@ SEND = {"v": 1, "id": 9, "kind": "send", "to": "bob"}
         ({**BASE, "[0]": 1}, wire.ErrorCode.UNKNOWN_FIELD, "'[0]'", "'[0]'"),
         # a key that reads as a name: itself
         ({**BASE, "extra": 1}, wire.ErrorCode.UNKNOWN_FIELD, "extra", "'extra'"),
+        ({**BASE, "k" * 58: 1}, wire.ErrorCode.UNKNOWN_FIELD, "k" * 58, repr("k" * 58)),
+        (
+            {**BASE, "k" * 59: 1},
+            wire.ErrorCode.UNKNOWN_FIELD,
+            repr("k" * 57) + "… (59 characters)",
+            repr("k" * 57) + "… (59 characters)",
+        ),
+        # a longer one by its quote, as the message quotes it: its field was the key itself, cut at 4,096
+        # characters (neither the key nor its quote)
+        (
+            {**BASE, "k" * 5000: 1},
+            wire.ErrorCode.UNKNOWN_FIELD,
+            repr("k" * 57) + "… (5,000 characters)",
+            repr("k" * 57) + "… (5,000 characters)",
+        ),
+        (
+            {**SEND, "envelopes": [{"device": 1, "body": b"", "k" * 61: 1}]},
+            wire.ErrorCode.UNKNOWN_FIELD,
+            "envelopes[0]." + repr("k" * 57) + "… (61 characters)",
+            repr("k" * 57) + "… (61 characters)",
+        ),
     ],
 )
 def test_every_key_an_error_is_about_is_named_in_its_field(
@@ -346,6 +367,29 @@ def test_a_long_key_or_kind_is_quoted_by_one_rule_its_quote_closed_and_its_lengt
     assert f"unknown field {shown}… (100 characters) in" in escaped.message
     binary = _decoding_error(_frame({**BASE, b"\xff" * 100: 1}))
     assert repr(b"\xff" * ((wire.MAX_QUOTED - 3) // 4)) + "… (100 bytes)" in binary.message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {**BASE, "\U0001f600" * 4096: 1},  # 4 bytes a character: a field of 4,096 of them was 16 KiB
+        {**BASE, "\U0001f600" * 60_000: 1},
+        {**SEND, "envelopes": [{"device": 1, "body": b"", "\U0001f600" * 4096: 1}]},
+        {**BASE, "kind": "\U0001f600" * 4096},
+        {**BASE, "\x00" * 4096: 1},
+    ],
+    ids=["key", "longest-key", "nested-key", "kind", "escapes"],
+)
+def test_the_answer_to_a_frame_the_relay_refuses_and_reads_past_fits_what_it_reserves(
+    body: dict[object, object],
+) -> None:
+    """A frame refused unknown_field or unknown_kind is answered and the connection read on: the relay
+    reads a request only while the answer it reserves for it (relay.server._SMALL_ANSWER, 4 KiB) fits
+    the connection's unsent bound. The answer to a long key named it whole in its field (cut at 4,096
+    characters: 16,730 bytes of error frame for 4,096 characters of 4 bytes)."""
+    e = _decoding_error(_frame(body))
+    assert e.code in wire.RESUMABLE_CODES
+    assert len(wire.encode(wire.ErrorFrame.from_exception(e))) <= server._SMALL_ANSWER
 
 
 def _twice(path_key: str) -> bytes:
@@ -420,10 +464,15 @@ def _bad_utf8(packed: bytes, text: str) -> bytes:
             _bad_utf8(
                 msgpack.packb({"v": 1, "id": 9, "kind": "send", "to": "b", "envelopes": [{"zz": 1}]}), "zz"
             ),
-            "envelopes[0]",
-            "a key of envelopes[0] is a msgpack str",
+            "envelopes[0].b'\\xff\\xff'",
+            "the key b'\\xff\\xff' of envelopes[0] is a msgpack str",
         ),
-        (_bad_utf8(msgpack.packb({**BASE, "zz": 1}), "zz"), None, "a key of the frame is a msgpack str"),
+        # a key was named by its map alone, and at the frame's own level not at all (field None)
+        (
+            _bad_utf8(msgpack.packb({**BASE, "zz": 1}), "zz"),
+            "b'\\xff\\xff'",
+            "the key b'\\xff\\xff' of the frame is a msgpack str",
+        ),
     ],
     ids=["field", "kind", "in-a-list", "key-in-a-map", "key-of-the-frame"],
 )
@@ -480,6 +529,30 @@ def test_a_key_named_twice_inside_a_nested_map_is_refused_by_its_path(second: by
     err = _decoding_error(_frame(_send_body(second), raw=True))
     assert (err.code, err.field) == (wire.ErrorCode.INVALID_VALUE, field)
     assert "more than once" in err.message and field in err.message
+
+
+@pytest.mark.parametrize(
+    ("keys", "field"),
+    [((1, True), "1"), ((1, 1.0), "1"), ((0, False, 0.0), "0")],
+    ids=["int-bool", "int-float", "int-bool-float"],
+)
+@pytest.mark.parametrize("nested", [False, True], ids=["frame", "envelope"])
+def test_keys_equal_in_python_but_of_other_msgpack_types_are_not_one_key_named_twice(
+    keys: tuple[object, ...], field: str, nested: bool
+) -> None:
+    """1, 1.0 and true are three msgpack keys (Python holds them as one: 1 == 1.0 == True). A map of
+    them was refused "names the key True more than once" (invalid_value), which it does not: it is
+    refused as any key that is no string, naming the key (wrong_type)."""
+    p = msgpack.packb
+    extra = tuple((k, p(0)) for k in keys)
+    if nested:
+        body = _send_body(_map(("device", p(2)), ("body", p(b"c2")), *extra))
+        field = f"envelopes[1].{field}"
+    else:
+        body = _map(("v", p(1)), ("id", p(9)), ("kind", p("ping")), *extra)
+    err = _decoding_error(_frame(body, raw=True))
+    assert (err.code, err.field) == (wire.ErrorCode.WRONG_TYPE, field), err
+    assert "must be strings" in err.message and "more than once" not in err.message
 
 
 def test_a_prekey_naming_its_id_twice_is_refused() -> None:
