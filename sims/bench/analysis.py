@@ -252,6 +252,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--people",
+        # (at least 4: a Barabási–Albert graph with m = 3 needs more than 3)
         type=whole_number("accounts", 4, 1_000_000),
         default=10_000,
         metavar="N",
@@ -284,10 +285,6 @@ def main(argv: list[str]) -> int:
     not met; 2 on bad options)."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.messages < 1 or args.repeat < 1:
-        parser.error("--messages and --repeat must be at least 1")
-    if args.people < 4:
-        parser.error("--people must be at least 4 (a Barabási–Albert graph with m = 3 needs more than 3)")
     report = Report(
         {
             "messages": args.messages,

@@ -1129,7 +1129,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--body-size",
-        type=whole_number("bytes", 0, wire.DEFAULT_MAX_FRAME_SIZE, why=harness.FRAME_WHY),
+        type=whole_number("bytes", _STAMP.size, wire.DEFAULT_MAX_FRAME_SIZE, why=harness.FRAME_WHY),
         default=160,
         metavar="B",
         help="envelope body bytes (160)",
@@ -1145,14 +1145,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if not 2 <= args.good <= 250 or args.good % 2:
+    if args.good % 2:  # (its range, and the other numbers' bounds, are their types')
         parser.error(f"--good {args.good}: expected an even number from 2 to 250")
-    if not 0 < args.rate <= 15:
-        parser.error(
-            f"--rate {args.rate}: expected more than 0 and at most 15 (the relay allows an account 20/s)"
-        )
-    if not 0 < args.duration <= 60 or args.body_size < _STAMP.size:
-        parser.error(f"--duration must be in (0, 60] s and --body-size at least {_STAMP.size}")
     harness.raise_fd_limit(4096)
     return harness.run_bench(
         "relay --attack",

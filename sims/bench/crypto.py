@@ -1384,8 +1384,6 @@ def main(argv: list[str]) -> int:
     --check, a target was not met; 2 on bad options)."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if min(args.messages, args.setups, args.group_messages, args.repeat, args.chunks) < 1:
-        parser.error("--messages, --setups, --group-messages, --repeat and --chunks must be at least 1")
     cs = contenders(with_doubleratchet=not args.no_doubleratchet, with_vodozemac=not args.no_vodozemac)
 
     def measure(progress: harness.Progress) -> dict[str, Any]:
