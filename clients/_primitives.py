@@ -378,6 +378,11 @@ def mlkem_keypair_from_seed(seed: bytes) -> tuple[MLKEM1024PrivateKey, bytes]:
     return key, key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
+def mlkem_public_bytes(key: MLKEM1024PrivateKey) -> bytes:
+    """The encapsulation (public) key of a decapsulation key made already, as 1568 raw bytes."""
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
 def mlkem_private_key(seed: bytes) -> MLKEM1024PrivateKey:
     """The decapsulation key of a 64-byte (d ‖ z) seed, without its public key (``mlkem_keypair_from_seed``)."""
     return MLKEM1024PrivateKey.from_seed_bytes(seed)

@@ -244,7 +244,8 @@ class DecapsulationKeys:
     def __init__(self, size: int) -> None:
         if size < 1:
             raise ValueError(f"DecapsulationKeys(size={size}): size must be at least 1")
-        self._keys: OrderedDict[bytes, _p.MLKEM1024PrivateKey] = OrderedDict()
+        # seed -> [decapsulation key, its encapsulation (public) key once asked for, else None]
+        self._keys: OrderedDict[bytes, list[Any]] = OrderedDict()
         self.size = size
         self.hits = 0
         self.misses = 0
@@ -255,17 +256,36 @@ class DecapsulationKeys:
     def get(self, seed: bytes) -> _p.MLKEM1024PrivateKey:
         """The decapsulation key of ``seed``."""
         keys = self._keys
-        key = keys.get(seed)
-        if key is not None:
+        entry = keys.get(seed)
+        if entry is not None:
             keys.move_to_end(seed)
             self.hits += 1
-            return key
+            return entry[0]
         self.misses += 1
         key = _p.mlkem_private_key(seed)  # (the key alone: no public key serialised)
-        keys[seed] = key
+        self._keep(seed, [key, None])
+        return key
+
+    def public(self, seed: bytes) -> bytes:
+        """The encapsulation (public) key of ``seed``, kept beside its decapsulation key: a phone's
+        last-resort KEM prekey read whole again (``KemPreKeys.__getitem__``) without FIPS 203 key
+        generation each time. Not counted in ``hits`` and ``misses``, which count decapsulations."""
+        keys = self._keys
+        entry = keys.get(seed)
+        if entry is None:
+            key, public = _p.mlkem_keypair_from_seed(seed)
+            self._keep(seed, [key, public])
+            return public
+        keys.move_to_end(seed)
+        if entry[1] is None:
+            entry[1] = _p.mlkem_public_bytes(entry[0])
+        return entry[1]
+
+    def _keep(self, seed: bytes, entry: list[Any]) -> None:
+        keys = self._keys
+        keys[seed] = entry
         if len(keys) > self.size:
             keys.popitem(last=False)
-        return key
 
 
 class KemPreKeys(_HeldByKey[tuple[bytes, KemPreKey]]):
@@ -291,7 +311,11 @@ class KemPreKeys(_HeldByKey[tuple[bytes, KemPreKey]]):
         if len(entry) == 2:
             return entry
         seed, signature, last_resort = entry
-        _key, public = _p.mlkem_keypair_from_seed(seed)
+        cache = self.cache
+        if cache is not None and last_resort:
+            public = cache.public(seed)
+        else:
+            _key, public = _p.mlkem_keypair_from_seed(seed)
         return seed, KemPreKey(key, public, signature, last_resort)
 
     def __setitem__(self, key: int, value: tuple[bytes, KemPreKey]) -> None:
@@ -512,8 +536,10 @@ class PreKeySecrets:
             i = min(self.one_time)
             opk = OneTimePreKey(i, self.one_time[i].public)
         kpk = None
-        if kem and self.kem:
-            one_time_kem = [k for s, k in self.kem.values() if not k.last_resort]
-            pool = one_time_kem or [k for s, k in self.kem.values()]
-            kpk = min(pool, key=lambda k: k.id)
+        kem_keys = self.kem
+        if kem and kem_keys:
+            # the id first, from the flags alone: a prekey held without its public key makes it again
+            # when read whole (``KemPreKeys``), so only the one handed out is read
+            one_time_kem = [i for i in kem_keys if not kem_keys.last_resort(i)]
+            kpk = kem_keys[min(one_time_kem or kem_keys)][1]
         return PreKeyBundle(self.identity.public, self.current_signed, opk, kpk)

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from relaysim.clients import _primitives as _p
 from relaysim.clients.ahead import AHEAD_BASE, AHEAD_DH, AHEAD_VERIFY, compute_ahead
 from relaysim.sims.bench.sim import scale_scenario
 from relaysim.sims.world import simulation as simulation_module
@@ -136,3 +137,41 @@ def test_a_run_with_exchanges_ahead_is_byte_identical_to_one_without(tmp_path: P
 def test_exchanges_ahead_need_the_compact_key_streams(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="exchanges_ahead=True\\) needs compact_device_rng=True"):
         Simulation(scale_scenario(3, 3, 1), db_path=str(tmp_path / "r.db"), exchanges_ahead=True)
+
+
+class _Published(_Waiting):
+    """Checks every bundle ``_ask_session_ahead`` reads against the one the phone would say."""
+
+    keygens: ClassVar[list[bytes]] = []
+    compared: ClassVar[list[bool]] = []
+
+    def _published_bundle(self, r: Any) -> Any:
+        real = _p.mlkem_keypair_from_seed
+        _p.mlkem_keypair_from_seed = lambda seed: self.keygens.append(seed) or real(seed)  # type: ignore[assignment]
+        try:
+            bundle = super()._published_bundle(r)
+        finally:
+            _p.mlkem_keypair_from_seed = real  # type: ignore[assignment]
+        assert len(r.agent.device.secrets.kem) == 1  # only the last-resort KEM prekey
+        self.compared.append(bundle == r.agent.device.secrets.bundle(one_time=False))
+        return bundle
+
+
+def test_the_planned_sessions_bundle_is_the_relay_s_copy_of_what_the_phone_publishes(
+    tmp_path: Path, short_lookahead: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A phone that holds only its last-resort KEM prekey (a scale run's) is not asked for its bundle:
+    saying it would make that key's public key again from its seed (FIPS 203 key generation). The
+    relay's copy is read instead, and it is the bundle the phone would say."""
+    monkeypatch.setattr(_Published, "keygens", [])
+    monkeypatch.setattr(_Published, "compared", [])
+    sim = _Published(
+        scale_scenario(12, 80, 7),
+        db_path=str(tmp_path / "r.db"),
+        compact_device_rng=True,
+        kem_prekey_batch=0,
+        exchanges_ahead=True,
+    )
+    sim.run()
+    assert len(_Published.compared) > 10 and all(_Published.compared)
+    assert _Published.keygens == []

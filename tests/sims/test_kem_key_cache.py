@@ -57,6 +57,57 @@ def test_the_cache_keeps_the_keys_used_last() -> None:
         DecapsulationKeys(0)
 
 
+def _counting_keygen(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Record every seed FIPS 203 key generation runs on (public key included)."""
+    seen: list[bytes] = []
+    real = _p.mlkem_keypair_from_seed
+
+    def counting(seed: bytes) -> tuple[object, bytes]:
+        seen.append(seed)
+        return real(seed)
+
+    monkeypatch.setattr(_p, "mlkem_keypair_from_seed", counting)
+    return seen
+
+
+def test_a_bundle_makes_again_only_the_kem_prekey_it_hands_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = _secrets()
+    before = secrets.bundle()
+    secrets.kem.forget_publics()  # as a phone does once its keys are uploaded
+    seen = _counting_keygen(monkeypatch)
+    bundle = secrets.bundle()
+    assert bundle == before and bundle.kem_prekey is not None and not bundle.kem_prekey.last_resort
+    assert seen == [secrets.kem.seed(bundle.kem_prekey.id)]  # the one handed out, made once
+    for i in [i for i in secrets.kem if not secrets.kem.last_resort(i)]:
+        del secrets.kem[i]
+    seen.clear()
+    last = secrets.bundle().kem_prekey
+    assert last is not None and last.last_resort and len(seen) == 1
+
+
+def test_a_kept_last_resort_key_gives_its_public_key_without_key_generation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kem = _secrets().kem
+    whole = {i: kem[i] for i in kem}
+    kem.forget_publics()
+    cache = DecapsulationKeys(4)
+    kem.cache = cache
+    last = next(i for i in kem if kem.last_resort(i))
+    seen = _counting_keygen(monkeypatch)
+    assert kem[last] == whole[last]  # not kept yet: made once, then kept with its decapsulation key
+    assert kem[last] == whole[last] and len(seen) == 1
+    assert kem.decapsulation_key(last) is kem.decapsulation_key(last)  # the key made for the public one
+    assert (cache.misses, cache.hits, len(cache)) == (0, 2, 1)  # decapsulations only are counted
+    fresh = DecapsulationKeys(4)  # a key kept for decapsulating first: its public key from it, no keygen
+    kem.cache = fresh
+    fresh.get(kem.seed(last) or b"")
+    seen.clear()
+    assert kem[last] == whole[last] and seen == []
+    one_time = next(i for i in kem if not kem.last_resort(i))
+    assert kem[one_time] == whole[one_time] and len(seen) == 1  # one-time keys are never kept
+
+
 def test_a_run_with_the_kem_key_cache_is_byte_identical_to_one_without(tmp_path: Path) -> None:
     scenario = scale_scenario(30, 200, 5)
     runs = []
