@@ -944,7 +944,7 @@ class Simulation:
         compute (``Device.session_exchanges_ahead``): the bundle's two signature checks, X3DH's
         exchanges on Alice's side but the one with the one-time prekey, PQXDH's encapsulation, the
         ratchet's first key pair and exchange, from the keys the recipient's phones publish
-        (``PreKeySecrets.bundle``) and the sender's next draws as if it drew nothing before then.
+        (``_published_bundle``) and the sender's next draws as if it drew nothing before then.
         Asked only when the relay's bundle comes (``_ask_bundle_ahead``, which then asks only what
         was not asked here), most came back too late: a phone starts its session the moment the
         bundle reaches it. A guess: a session made by then, a draw in between or keys changed
