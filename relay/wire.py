@@ -24,7 +24,7 @@ import struct
 import threading
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar, cast
 
@@ -413,7 +413,13 @@ def _quoted(value: object) -> str:
             head = head[:-1]
         unit = "characters" if type(value) is str else "bytes"
         return f"{head!r}… ({len(value):,} {unit})"
-    return f"{shown[:MAX_QUOTED]}… ({len(shown):,} characters)"
+    return _cut(shown)
+
+
+def _cut(shown: str) -> str:
+    """``shown`` (how an error shows a peer's value that is no str or bin: a repr) whole when it is at
+    most MAX_QUOTED characters, else its first MAX_QUOTED, "…" and how long it is."""
+    return shown if len(shown) <= MAX_QUOTED else f"{shown[:MAX_QUOTED]}… ({len(shown):,} characters)"
 
 
 # The most characters of a peer's words (an error's message, a path through its keys) a log line
@@ -436,8 +442,10 @@ def for_log(text: str, most: int = MAX_LOGGED) -> str:
 def _key_name(key: object) -> str:
     """How an error's ``field`` names a map's key a peer sent: a str key that reads as a name (not empty,
     short enough to be quoted whole, MAX_QUOTED - 2 characters; printable, no blank at either end, no
-    ``.`` or ``[`` a path would misread) as itself; any other key, a str or not (``''``, ``'a\\nb'``, ``5``, ``b'x'``, a long one cut
-    ``'kkk…kk'… (5,000 characters)``), as :func:`_quoted` shows it: so a field names a key in at most
+    ``.`` or ``[`` a path would misread, no ``…``, which says that something is left out) as itself; a map
+    or an array as :func:`_shown_key` shows it, ``{1: 2}``, ``(1, 2)``; any other key, a str or not
+    (``''``, ``'a\\nb'``, ``5``, ``b'x'``, a long one cut ``'kkk…kk'… (5,000 characters)``), as
+    :func:`_quoted` shows it: so a field names a key in at most
     MAX_QUOTED characters of quote, as the message does (a field of a 5,000-character key was the key,
     cut at 4,096 characters: neither the key nor its quote, and an error frame of up to 16 KiB, 4 bytes a
     character, where the relay reserves 4 KiB for the answer to a frame it refuses)."""
@@ -449,8 +457,11 @@ def _key_name(key: object) -> str:
         and key.strip() == key
         and "." not in key
         and "[" not in key
+        and "…" not in key
     ):
         return key
+    if type(key) is _Pairs or type(key) is list:  # a map or an array (a body read as _Pairs)
+        return _cut(_shown_key(key))
     return _quoted(key)
 
 
@@ -1878,31 +1889,26 @@ def _refuse_bad_utf8(body: bytes | bytearray) -> None:
         )
     except Exception:  # broken in another way as well: the caller says what msgpack says
         return
-    stack: list[tuple[Any, str]] = [(root, "")]
-    while stack:  # (no recursion: nesting may be as deep as msgpack unpacks, see _repeated_key)
-        node, where = stack.pop()
-        children: list[tuple[Any, str]] = []
+    for node, path in _walk(root):
         if type(node) is _Pairs:
-            for key, value in node:
+            for key, _ in node:
                 if type(key) is str and not _is_utf8(key):
                     # named by its bytes (its str would show the surrogates that stand for them)
                     shown = _quoted(key.encode("utf-8", "surrogateescape"))
+                    where = _path_text(path)
                     within = f"of {where}" if where else "of the frame"
                     raise RemoteProtocolError(
                         ErrorCode.MALFORMED_MSGPACK,
                         f"the key {shown} {within} is a msgpack str that is not valid UTF-8",
-                        field=f"{where}.{shown}" if where else shown,
+                        field=_path_text((path, key.encode("utf-8", "surrogateescape"), False)),
                     )
-                children.append((value, _key_path(where, key)))
-        elif type(node) is list:
-            children = [(v, f"{where}[{i}]") for i, v in enumerate(node)]
         elif type(node) is str and not _is_utf8(node):
+            where = _path_text(path)
             raise RemoteProtocolError(
                 ErrorCode.MALFORMED_MSGPACK,
                 f"{where or 'the frame body'} is a msgpack str that is not valid UTF-8",
                 field=where or None,
             )
-        stack.extend(reversed(children))
 
 
 def _refuse_unhashable_key(body: bytes | bytearray) -> None:
@@ -1913,33 +1919,29 @@ def _refuse_unhashable_key(body: bytes | bytearray) -> None:
         root = _unpackb(body, raw=False, strict_map_key=False, object_pairs_hook=_Pairs)
     except Exception:  # broken in another way as well: the caller says what msgpack says
         return
-    stack: list[tuple[Any, str]] = [(root, "")]
-    while stack:  # (no recursion, as _refuse_bad_utf8)
-        node, where = stack.pop()
-        children: list[tuple[Any, str]] = []
-        if type(node) is _Pairs:
-            for key, value in node:
-                if type(key) is _Pairs or type(key) is list:
-                    kind = "map" if type(key) is _Pairs else "array"
-                    shown = _clipped(_shown_key(key), MAX_QUOTED)
-                    raise RemoteProtocolError(
-                        ErrorCode.WRONG_TYPE,
-                        f"the keys of {where or 'the frame'} must be strings; got the {kind} key {shown}",
-                        field=f"{where}.{shown}" if where else shown,
-                    )
-                children.append((value, _key_path(where, key)))
-        elif type(node) is list:
-            children = [(v, f"{where}[{i}]") for i, v in enumerate(node)]
-        stack.extend(reversed(children))
+    for node, path in _walk(root):
+        if type(node) is not _Pairs:
+            continue
+        for key, _ in node:
+            if type(key) is _Pairs or type(key) is list:
+                kind = "map" if type(key) is _Pairs else "array"
+                where = _path_text(path)
+                raise RemoteProtocolError(
+                    ErrorCode.WRONG_TYPE,
+                    f"the keys of {where or 'the frame'} must be strings; got the {kind} key {_key_name(key)}",
+                    field=_path_text((path, key, False)),
+                )
 
 
 def _shown_key(value: Any, depth: int = 0) -> str:
-    """A key read by ``_refuse_unhashable_key`` (a map as its pairs) as an error shows it, ``{1: [2]}``:
-    at most 8 items and 3 levels of it (a key may be nested as deep as msgpack unpacks, and as long as a
-    frame), then "…"; each str or bin in it as :func:`_quoted` shows one."""
+    """A key read by ``_refuse_unhashable_key`` (a map as its pairs) as an error shows it: a map as
+    ``{1: 2}``, an array as the tuple msgpack reads one as where it must be hashable (``use_list=False``),
+    ``(1, 2)``, ``(1,)``: never ``[1, 2]``, which a path reads as an index. At most 8 items and 3 levels
+    of it (a key may be nested as deep as msgpack unpacks, and as long as a frame), then "…"; each str or
+    bin in it as :func:`_quoted` shows one."""
     if type(value) is _Pairs or type(value) is list:
         if depth == 3:
-            return "{…}" if type(value) is _Pairs else "[…]"
+            return "{…}" if type(value) is _Pairs else "(…)"
         if type(value) is _Pairs:
             items = [f"{_shown_key(k, depth + 1)}: {_shown_key(v, depth + 1)}" for k, v in value[:8]]
         else:
@@ -1947,7 +1949,9 @@ def _shown_key(value: Any, depth: int = 0) -> str:
         if len(value) > 8:
             items.append("…")
         inner = ", ".join(items)
-        return f"{{{inner}}}" if type(value) is _Pairs else f"[{inner}]"
+        if type(value) is _Pairs:
+            return f"{{{inner}}}"
+        return f"({inner},)" if len(items) == 1 else f"({inner})"
     return _quoted(value)
 
 
@@ -1974,12 +1978,75 @@ class _Pairs(list[Any]):
     """A msgpack map as read by ``_check_keys_once``: its (key, value) pairs, in order, repeats kept."""
 
 
+# A place in a body read as _Pairs: None for the body itself, else (the place of the map or array it is
+# in, its key or index, whether it is an index). Made for each value as the walk reaches it, and said as
+# text only for the one an error names: a path's text is as long as the nesting is deep (up to ~1,000
+# levels of keys of up to 58 characters), and one for each of the tens of thousands of values a map at
+# the bottom may hold was gigabytes.
+_Place = tuple[Any, Any, bool] | None
+
+
+def _walk(root: Any) -> Iterator[tuple[Any, _Place]]:
+    """Every map, array and str of ``root`` (a body read as _Pairs) and its place, ``root`` first, each
+    map or array before what it holds, in the body's order; no recursion (msgpack unpacks nesting about
+    a thousand deep, past Python's recursion limit)."""
+    stack: list[tuple[Any, _Place]] = [(root, None)]
+    while stack:
+        node, place = stack.pop()
+        yield node, place
+        # (values that are maps, arrays or strs only: nothing else is looked at, or holds anything)
+        if type(node) is _Pairs:
+            stack.extend([(v, (place, k, False)) for k, v in reversed(node) if type(v) in _WALKED])
+        elif type(node) is list:
+            stack.extend(
+                [(v, (place, i, True)) for i, v in reversed(list(enumerate(node))) if type(v) in _WALKED]
+            )
+
+
+_WALKED: Final = frozenset({_Pairs, list, str})
+
+
+# The most characters of a path (an error's field, through a peer's maps) said whole; a longer one keeps
+# its first and its last steps, about half of this each, and says how many it leaves out between them:
+# ``x.k.k.…(996 more).k.v``. A step is at most a quote (~85 characters), so a path is said in at most
+# ~220; with the key's quote and the words around it an error about one fits the 4 KiB the server
+# reserves for an answer even at 4 bytes a character.
+MAX_PATH: Final = 200
+
+
+def _path_text(place: _Place) -> str:
+    """A place as an error's field names it: keys as :func:`_key_name` names them, joined by ".",
+    indexes as ``[3]``; a path longer than MAX_PATH cut in its middle (see MAX_PATH)."""
+    steps: list[str] = []
+    while place is not None:
+        place, step, index = place
+        steps.append(f"[{step}]" if index else _key_name(step))
+    steps.reverse()
+    if sum(map(len, steps)) + len(steps) <= MAX_PATH:
+        return _joined(steps)
+    head, tail, half = 1, 1, MAX_PATH // 2
+    while head < len(steps) - tail and len(_joined(steps[: head + 1])) <= half:
+        head += 1
+    while head < len(steps) - tail and len(_joined(steps[-tail - 1 :])) <= half:
+        tail += 1
+    left_out = len(steps) - head - tail
+    if not left_out:
+        return _joined(steps)
+    return _joined([*steps[:head], f"…({left_out:,} more)", *steps[-tail:]])
+
+
+def _joined(steps: list[str]) -> str:
+    return "".join(s if i == 0 or s.startswith("[") else f".{s}" for i, s in enumerate(steps))
+
+
 def _check_keys_once(body: bytes | bytearray) -> None:
     """Refuse a frame body in which a map, the frame's own or one inside it, names a key more than
     once (the first such key, by its path: ``v``, ``envelopes[1].device``)."""
-    found = _repeated_key(_unpackb(body, raw=False, strict_map_key=False, object_pairs_hook=_Pairs), "")
+    root = _unpackb(body, raw=False, strict_map_key=False, object_pairs_hook=_Pairs)
+    found = _repeated_key(root)
     if found is not None:
-        key, where = found
+        key, place = found
+        where = _path_text(place)
         within = "" if where == _key_name(key) else f" (at {where})"
         raise RemoteProtocolError(
             ErrorCode.INVALID_VALUE,
@@ -1988,13 +2055,10 @@ def _check_keys_once(body: bytes | bytearray) -> None:
         )
 
 
-def _repeated_key(root: Any, path: str) -> tuple[Any, str] | None:
-    """The first key a map under ``root`` names twice, and its path; None if there is none. Each map's
-    own keys before the maps inside it (a frame's top-level repeat is named first), and no recursion:
-    msgpack unpacks nesting about a thousand deep, past Python's recursion limit."""
-    stack: list[tuple[Any, str]] = [(root, path)]
-    while stack:
-        node, where = stack.pop()
+def _repeated_key(root: Any) -> tuple[Any, _Place] | None:
+    """The first key a map under ``root`` names twice, and its place; None if there is none. Each map's
+    own keys before the maps inside it (a frame's top-level repeat is named first)."""
+    for node, place in _walk(root):
         if type(node) is _Pairs:
             # A key by its msgpack type as well: 1, 1.0 and true are three keys (Python's dict holds them
             # as one, 1 == 1.0 == True), and a map of them names none twice; they are refused as keys
@@ -2003,14 +2067,8 @@ def _repeated_key(root: Any, path: str) -> tuple[Any, str] | None:
             for key, _ in node:
                 typed = (type(key), key)
                 if typed in seen:
-                    return key, _key_path(where, key)
+                    return key, (place, key, False)
                 seen.add(typed)
-            children: list[tuple[Any, str]] = [(v, _key_path(where, k)) for k, v in node]
-        elif type(node) is list:
-            children = [(v, f"{where}[{i}]") for i, v in enumerate(node)]
-        else:
-            continue
-        stack.extend(c for c in reversed(children) if type(c[0]) is _Pairs or type(c[0]) is list)
     return None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import tracemalloc
 
 import msgpack
 import pytest
@@ -588,7 +589,11 @@ def test_the_nested_key_check_reads_nesting_as_deep_as_msgpack_does(depth: int) 
         ("envelopes", b"\x91" * depth + twice),
     )
     err = _decoding_error(_frame(body, raw=True))
-    assert (err.code, err.field) == (wire.ErrorCode.INVALID_VALUE, "envelopes" + "[0]" * depth + ".a")
+    if depth == 10:
+        assert (err.code, err.field) == (wire.ErrorCode.INVALID_VALUE, "envelopes" + "[0]" * depth + ".a")
+    else:  # its first and last steps, within MAX_PATH, and how many are left out between them
+        field = "envelopes" + "[0]" * 30 + ".…(958 more)" + "[0]" * 32 + ".a"
+        assert (err.code, err.field) == (wire.ErrorCode.INVALID_VALUE, field)
 
 
 def test_bodies_in_another_encoder_s_longer_forms_still_decode() -> None:
@@ -724,9 +729,19 @@ PING_HEAD = b"\x84\xa1v\x01\xa2id\x05\xa4kind\xa4ping"  # a ping map of 4 keys, 
     ("rest", "field", "words"),
     [
         (b"\x81\x01\x01\x01", "{1: 1}", "got the map key {1: 1}"),
-        (b"\x92\x01\x02\x01", "[1, 2]", "got the array key [1, 2]"),
+        # an array as the tuple msgpack reads one as where it must be hashable: [1, 2] read as an index
+        (b"\x92\x01\x02\x01", "(1, 2)", "got the array key (1, 2)"),
+        (b"\x91\x01\x01", "(1,)", "got the array key (1,)"),
+        (b"\x81\x91\x01\x02\x01", "{(1,): 2}", "got the map key {(1,): 2}"),
         (b"\x81" * 900 + b"\x01\x01" + b"\x01" * 900, "{{{{…}: 1}: 1}: 1}", "map key {{{{…}: 1}: 1}: 1}"),
-        (b"\x9f" + b"\xa1x" * 15 + b"\x01", "['x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', …]", "array key ['x'"),
+        (b"\x91" * 900 + b"\x01\x01", "((((…),),),)", "array key ((((…),),),)"),
+        (b"\x9f" + b"\xa1x" * 15 + b"\x01", "('x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', …)", "array key ('x'"),
+        # a key too long to show whole: cut as any repr, "…" and its length (it was cut at 60, unclosed)
+        (
+            b"\x93" + (b"\xb4" + b"y" * 20) * 3 + b"\x01",
+            f"({', '.join([repr('y' * 20)] * 3)})"[:60] + "… (72 characters)",
+            "array key ('yyy",
+        ),
     ],
 )
 def test_a_key_that_is_a_map_or_an_array_is_refused_as_a_key_that_is_no_string(
@@ -755,3 +770,69 @@ def test_an_ext_value_is_named_by_its_msgpack_type() -> None:
     )
     e = _decoding_error(_frame({"v": 1, "id": 5, "kind": "receive", "limit": msgpack.Timestamp(1, 2)}))
     assert e.message == "limit must be an unsigned integer, got timestamp (ext -1)"
+
+
+P = msgpack.packb
+
+
+def _deep(levels: int, key: str, bottom: bytes) -> bytes:
+    """A ping whose extra key ``x`` holds maps ``levels`` deep, each of one ``key``, then ``bottom``
+    (the body's map as a map16, which the decoder always reads again map by map)."""
+    head = _map(("v", P(1)), ("id", P(5)), ("kind", P("ping")), ("x", (b"\x81" + P(key)) * levels + bottom))
+    return _frame(b"\xde\x00" + bytes([head[0] & 0x0F]) + head[1:], raw=True)
+
+
+@pytest.mark.parametrize("key", ["k" * 58, "é" * 58, "\U0001f600" * 58, "k" * 59])
+@pytest.mark.parametrize(
+    ("bottom", "code"),
+    [
+        (b"\x82\xa1d\x01\xa1d\x02", wire.ErrorCode.INVALID_VALUE),  # d named twice
+        (b"\x81\xa1d\xa2\xff\xfe", wire.ErrorCode.MALFORMED_MSGPACK),  # d's value not UTF-8
+        (b"\x81\xa1\xff\x01", wire.ErrorCode.MALFORMED_MSGPACK),  # a key not UTF-8
+        (b"\x81\x92\x01\x02\x01", wire.ErrorCode.WRONG_TYPE),  # an array as a key
+    ],
+    ids=["twice", "utf8-value", "utf8-key", "array-key"],
+)
+def test_a_path_through_a_peers_maps_is_said_by_its_ends_within_max_path(
+    key: str, bottom: bytes, code: wire.ErrorCode
+) -> None:
+    """A path 900 maps deep through keys of 58 characters (each a name) was said whole, ~53,000
+    characters, then cut at 4,095 by the error frame ("…" and nothing else: neither a path nor a quote;
+    ~16 KiB of answer at 4 bytes a character). Now by its first and last steps within MAX_PATH, and how
+    many it leaves out between them: "x", its first keys, "…(N more)", its last keys and the key."""
+    e = _decoding_error(_deep(900, key, bottom))
+    assert e.code == code, e
+    assert e.field is not None
+    name = wire._key_name(key)
+    steps = e.field.split(".")
+    assert steps[0] == "x" and steps[1] == name and steps[-2] == name, e.field
+    assert steps[-1] in ("d", "b'\\xff'", "(1, 2)"), e.field
+    marker = [s for s in steps if s.startswith("…(")]
+    assert len(marker) == 1 and marker[0] == f"…({900 + 2 - len(steps) + 1:,} more)", e.field
+    assert len(e.field) <= wire.MAX_PATH + 100 and e.message.isprintable()
+    answer = wire.encode(wire.ErrorFrame.from_exception(e))
+    assert len(answer) <= server._SMALL_ANSWER, len(answer)
+
+
+def test_a_key_with_the_ellipsis_is_quoted_so_that_a_path_cut_short_is_never_a_key() -> None:
+    """ "…" in a field says that something was left out (a path's middle, a long quote's end); a key
+    that holds it was a name like any other, and a key "…(3 more)" read as a path cut short."""
+    e = _decoding_error(_frame({**BASE, "…(3 more)": 1}))
+    assert (e.code, e.field) == (wire.ErrorCode.UNKNOWN_FIELD, "'…(3 more)'")
+
+
+def test_a_deep_and_wide_body_is_walked_in_memory_of_its_size() -> None:
+    """The walk that looks for a key named twice (and for a str not UTF-8, a key that is an array) made
+    the path's text for every value of every map it reached: 900 maps deep through keys of 58
+    characters, ~53 KB of path for each of the 3,000 values of the map at the bottom, 160 MB (2.5 GB
+    and ~7 s of the relay's loop for the ~48,000 a frame holds). A path is now made when it is said."""
+    wide = b"\xdc" + (3000).to_bytes(2, "big") + b"\x90" * 3000  # (an array: any list or map will do)
+    data = _deep(900, "k" * 58, b"\x81\xa1w" + wide)
+    tracemalloc.start()
+    try:
+        e = _decoding_error(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (e.code, e.field) == (wire.ErrorCode.UNKNOWN_FIELD, "x")  # read whole: no key twice
+    assert peak < 20_000_000, peak
