@@ -1848,7 +1848,9 @@ def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Fr
             _refuse_unhashable_key(body)
         reason = str(e) or ("nested too deeply" if isinstance(e, msgpack.StackError) else type(e).__name__)
         raise RemoteProtocolError(
-            ErrorCode.MALFORMED_MSGPACK, f"frame body is not one msgpack value: {reason}"
+            ErrorCode.MALFORMED_MSGPACK,
+            f"frame body is not one msgpack value: {reason}",
+            request_id=_first_value_id(body) if isinstance(e, msgpack.ExtraData) else 0,
         ) from None
     if type(raw) is dict:
         head = body[0]
@@ -1880,6 +1882,18 @@ def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Fr
     return _decode_map(raw, kinds)
 
 
+def _first_value_id(body: bytes | bytearray) -> int:
+    """The request id of a body that holds a whole msgpack value and then more bytes, read from that
+    first value (:func:`_read_id`), when it can be."""
+    try:
+        _unpackb(body, raw=False, strict_map_key=False, object_pairs_hook=_Pairs)
+    except msgpack.ExtraData as e:
+        return _read_id(e.unpacked)
+    except Exception:  # (the first value is one msgpack reads: it raised ExtraData for this body)
+        return 0
+    return 0
+
+
 def _refuse_bad_utf8(body: bytes | bytearray) -> None:
     """A body that unpacks but for a str that is not UTF-8: refused naming where that str is (a field,
     ``envelopes[0].body``, or the map whose key it is), which msgpack's own error does not say."""
@@ -1889,6 +1903,7 @@ def _refuse_bad_utf8(body: bytes | bytearray) -> None:
         )
     except Exception:  # broken in another way as well: the caller says what msgpack says
         return
+    request_id = _read_id(root)
     for node, path in _walk(root):
         if type(node) is _Pairs:
             for key, _ in node:
@@ -1901,6 +1916,7 @@ def _refuse_bad_utf8(body: bytes | bytearray) -> None:
                         ErrorCode.MALFORMED_MSGPACK,
                         f"the key {shown} {within} is a msgpack str that is not valid UTF-8",
                         field=_path_text((path, key.encode("utf-8", "surrogateescape"), False)),
+                        request_id=request_id,
                     )
         elif type(node) is str and not _is_utf8(node):
             where = _path_text(path)
@@ -1908,6 +1924,7 @@ def _refuse_bad_utf8(body: bytes | bytearray) -> None:
                 ErrorCode.MALFORMED_MSGPACK,
                 f"{where or 'the frame body'} is a msgpack str that is not valid UTF-8",
                 field=where or None,
+                request_id=request_id,
             )
 
 
@@ -1930,6 +1947,7 @@ def _refuse_unhashable_key(body: bytes | bytearray) -> None:
                     ErrorCode.WRONG_TYPE,
                     f"the keys of {where or 'the frame'} must be strings; got the {kind} key {_key_name(key)}",
                     field=_path_text((path, key, False)),
+                    request_id=_read_id(root),
                 )
 
 
@@ -2039,6 +2057,17 @@ def _joined(steps: list[str]) -> str:
     return "".join(s if i == 0 or s.startswith("[") else f".{s}" for i, s in enumerate(steps))
 
 
+def _read_id(root: Any) -> int:
+    """The request id of a frame body read as _Pairs, when it can be read: the value of its one ``id``
+    key, an unsigned integer of 64 bits (what ``id`` is); else 0 (an id named twice is no one id)."""
+    if type(root) is not _Pairs:
+        return 0
+    ids = [v for k, v in root if type(k) is str and k == "id"]
+    if len(ids) == 1 and type(ids[0]) is int and 0 <= ids[0] <= _UINT64_MAX:
+        return ids[0]
+    return 0
+
+
 def _check_keys_once(body: bytes | bytearray) -> None:
     """Refuse a frame body in which a map, the frame's own or one inside it, names a key more than
     once (the first such key, by its path: ``v``, ``envelopes[1].device``)."""
@@ -2052,6 +2081,7 @@ def _check_keys_once(body: bytes | bytearray) -> None:
             ErrorCode.INVALID_VALUE,
             f"frame body names the key {_quoted(key)} more than once{within}; each key once",
             field=where,
+            request_id=_read_id(root),
         )
 
 

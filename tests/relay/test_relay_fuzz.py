@@ -539,21 +539,28 @@ async def test_a_live_server_at_the_bounds_and_under_floods_keeps_serving_the_go
 
 
 @pytest.mark.parametrize(
-    ("tail", "code"),
+    ("tail", "code", "request_id"),
     [
-        (_raw_frame(b"\xc1"), "malformed_msgpack"),  # 0xc1: never used in msgpack
-        (struct.pack(">I", 2**32 - 1), "frame_too_large"),
-        (struct.pack(">I", 100) + b"\x80", "truncated_frame"),  # then the end: cut off inside a frame
-        (b"", None),  # the end after them (a half-close): no error
+        (_raw_frame(b"\xc1"), "malformed_msgpack", 0),  # 0xc1: never used in msgpack
+        (struct.pack(">I", 2**32 - 1), "frame_too_large", 0),
+        (struct.pack(">I", 100) + b"\x80", "truncated_frame", 0),  # then the end: cut off inside a frame
+        (b"", None, 0),  # the end after them (a half-close): no error
+        # a frame whose map was read: its id (it was 0)
+        (_raw_frame(msgpack.packb({"v": 1, "id": 105, "kind": "ping"}) + b"\x01"), "malformed_msgpack", 105),
+        (
+            _raw_frame(b"\x84" + msgpack.packb({"v": 1, "id": 106, "kind": "ping"})[1:] + b"\xa1v\x01"),
+            "invalid_value",
+            106,
+        ),  # a key named twice
     ],
-    ids=["malformed", "too-large", "truncated", "half-closed"],
+    ids=["malformed", "too-large", "truncated", "half-closed", "extra-data", "key-twice"],
 )
 async def test_requests_written_before_a_frame_the_relay_closes_on_are_answered_and_kept(
-    tail: bytes, code: str | None
+    tail: bytes, code: str | None, request_id: int
 ) -> None:
     """Sends pipelined in one write with a bad frame (or the end) behind them: each is answered and
-    delivered, then the error comes (about the frame, request id 0) and the relay closes; nothing it
-    acknowledged is lost."""
+    delivered, then the error comes (about the frame: its request id when its map was read, else 0) and
+    the relay closes; nothing it acknowledged is lost."""
     keys = _keys()
     async with running(new_core(), connection_rate=None, max_connections_per_address=None) as server:
         for account in ("alice", "bob"):
@@ -581,7 +588,7 @@ async def test_requests_written_before_a_frame_the_relay_closes_on_are_answered_
             assert len(answers) == 5, answers
         else:
             (error,) = answers[5:]
-            assert isinstance(error, wire.ErrorFrame) and (error.code, error.id) == (code, 0), error
+            assert isinstance(error, wire.ErrorFrame) and (error.code, error.id) == (code, request_id), error
         accepted = {i for a in answers[:5] if isinstance(a, wire.Sent) for i in a.envelope_ids}
         bob = await WireClient.connect(server.port)
         await bob.authenticate(keys["bob"])

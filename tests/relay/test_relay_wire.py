@@ -772,7 +772,52 @@ def test_an_ext_value_is_named_by_its_msgpack_type() -> None:
     assert e.message == "limit must be an unsigned integer, got timestamp (ext -1)"
 
 
+def _ping_with(*pairs: tuple[object, bytes], packed_id: bytes = msgpack.packb(5)) -> bytes:
+    """A ping frame whole, its body a map of its three keys then ``pairs`` (a key may repeat)."""
+    p = msgpack.packb
+    return _frame(_map(("v", p(1)), ("id", packed_id), ("kind", p("ping")), *pairs), raw=True)
+
+
 P = msgpack.packb
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (_ping_with(("v", P(1))), wire.ErrorCode.INVALID_VALUE),  # a key named twice, at the top
+        (
+            _frame(_send_body(_map(("device", P(2)), ("device", P(2)))), raw=True),
+            wire.ErrorCode.INVALID_VALUE,
+        ),
+        (_ping_with(("x", b"\xa2\xff\xfe")), wire.ErrorCode.MALFORMED_MSGPACK),  # a str not UTF-8
+        (_frame(PING_HEAD + b"\xa1\xff\x01", raw=True), wire.ErrorCode.MALFORMED_MSGPACK),  # a key not UTF-8
+        (_frame(PING_HEAD + b"\x92\x01\x02\x01", raw=True), wire.ErrorCode.WRONG_TYPE),  # an array as a key
+        (_frame(P({**BASE, "id": 5}) + b"\x01", raw=True), wire.ErrorCode.MALFORMED_MSGPACK),  # a byte past
+    ],
+    ids=["twice", "twice-inside", "utf8-value", "utf8-key", "array-key", "extra-data"],
+)
+def test_an_error_about_a_frame_whose_id_can_be_read_carries_it(data: bytes, code: wire.ErrorCode) -> None:
+    """An error about a map that was read (a key named twice, a str not UTF-8, a key that is an array, a
+    byte after the map) carried request id 0, whatever the frame's id: a client that pipelines could not
+    tell which of its requests was refused. Its id is read from the map when it is there once and a uint."""
+    e = _decoding_error(data)
+    assert (e.code, e.request_id) == (code, 9 if b"send" in data else 5), e
+    assert wire.ErrorFrame.from_exception(e).id == e.request_id
+
+
+@pytest.mark.parametrize(
+    "packed_id",
+    [P(-1), P(1.5), P(None), P(True), P(b"5", use_bin_type=True), P("5"), P([5]), P(2**64 - 1)],
+    ids=["negative", "float", "nil", "bool", "bin", "str", "array", "largest"],
+)
+def test_an_id_is_echoed_only_when_it_is_one(packed_id: bytes) -> None:
+    """The id is echoed only when it is one (an unsigned integer of 64 bits) named once: else 0."""
+    want = 2**64 - 1 if packed_id == P(2**64 - 1) else 0
+    for data in (_ping_with(("v", P(1)), packed_id=packed_id), _ping_with(((), P(1)), packed_id=packed_id)):
+        e = _decoding_error(data)
+        assert e.code is not wire.ErrorCode.INTERNAL_ERROR and e.request_id == want, e
+    e = _decoding_error(_ping_with(("id", P(8)), packed_id=P(7)))  # two ids: no one id
+    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.INVALID_VALUE, "id", 0)
 
 
 def _deep(levels: int, key: str, bottom: bytes) -> bytes:
@@ -801,7 +846,7 @@ def test_a_path_through_a_peers_maps_is_said_by_its_ends_within_max_path(
     ~16 KiB of answer at 4 bytes a character). Now by its first and last steps within MAX_PATH, and how
     many it leaves out between them: "x", its first keys, "…(N more)", its last keys and the key."""
     e = _decoding_error(_deep(900, key, bottom))
-    assert e.code == code, e
+    assert (e.code, e.request_id) == (code, 5), e
     assert e.field is not None
     name = wire._key_name(key)
     steps = e.field.split(".")
