@@ -122,6 +122,7 @@ __all__ = [
     "kt_leaf_decode",
     "kt_tree_head_body",
     "prechecked",
+    "quoted",
     "signed_prekey_message",
 ]
 
@@ -399,11 +400,14 @@ def _clipped(text: str, most: int = MAX_ERROR_TEXT) -> str:
 MAX_QUOTED: Final = 60
 
 
-def _quoted(value: object) -> str:
+def quoted(value: object) -> str:
     """``value`` (a key, a kind: what a peer sent) as an error quotes it: its ``repr`` whole when that is
     at most MAX_QUOTED characters; else the repr of its first characters (a str's or a bin's, so that the
     quote closes) within MAX_QUOTED, "…" and how long it is: ``'kkk…kk'… (5,000 characters)``. The one
-    rule for every key and kind an error names (a repr shows control characters escaped)."""
+    rule for what the relay's errors quote of what it was given (a repr shows control characters
+    escaped): every key and kind a peer sent, a sender certificate's sender (relay.certificates), an
+    option's word (relay.server). The operator's socket, which speaks JSON, quotes by the same rule in
+    JSON's quotes (relay.admin._shown)."""
     shown = repr(value)
     if len(shown) <= MAX_QUOTED:
         return shown
@@ -445,7 +449,7 @@ def _key_name(key: object) -> str:
     ``.`` or ``[`` a path would misread, no ``…``, which says that something is left out) as itself; a map
     or an array as :func:`_shown_key` shows it, ``{1: 2}``, ``(1, 2)``; any other key, a str or not
     (``''``, ``'a\\nb'``, ``5``, ``b'x'``, a long one cut ``'kkk…kk'… (5,000 characters)``), as
-    :func:`_quoted` shows it: so a field names a key in at most
+    :func:`quoted` shows it: so a field names a key in at most
     MAX_QUOTED characters of quote, as the message does (a field of a 5,000-character key was the key,
     cut at 4,096 characters: neither the key nor its quote, and an error frame of up to 16 KiB, 4 bytes a
     character, where the relay reserves 4 KiB for the answer to a frame it refuses)."""
@@ -462,7 +466,7 @@ def _key_name(key: object) -> str:
         return key
     if type(key) is _Pairs or type(key) is list:  # a map or an array (a body read as _Pairs)
         return _cut(_shown_key(key))
-    return _quoted(key)
+    return quoted(key)
 
 
 def _type_name(value: object) -> str:
@@ -859,13 +863,13 @@ class Message:
             if type(key) is not str:  # (the field named: the key, as _key_name shows one that is no string)
                 raise LocalProtocolError(
                     ErrorCode.WRONG_TYPE,
-                    f"the keys of {cls.__name__} must be strings; got the {_type_name(key)} key {_quoted(key)}",
+                    f"the keys of {cls.__name__} must be strings; got the {_type_name(key)} key {quoted(key)}",
                     field=_key_name(key),
                 )
             if key not in names:
                 raise LocalProtocolError(
                     ErrorCode.UNKNOWN_FIELD,
-                    f"unknown field {_quoted(key)} in {_where(cls)}",
+                    f"unknown field {quoted(key)} in {_where(cls)}",
                     field=_key_name(key),
                 )
         values: list[tuple[str, _Spec, Any]] = []
@@ -1909,7 +1913,7 @@ def _refuse_bad_utf8(body: bytes | bytearray) -> None:
             for key, _ in node:
                 if type(key) is str and not _is_utf8(key):
                     # named by its bytes (its str would show the surrogates that stand for them)
-                    shown = _quoted(key.encode("utf-8", "surrogateescape"))
+                    shown = quoted(key.encode("utf-8", "surrogateescape"))
                     where = _path_text(path)
                     within = f"of {where}" if where else "of the frame"
                     raise RemoteProtocolError(
@@ -1956,7 +1960,7 @@ def _shown_key(value: Any, depth: int = 0) -> str:
     ``{1: 2}``, an array as the tuple msgpack reads one as where it must be hashable (``use_list=False``),
     ``(1, 2)``, ``(1,)``: never ``[1, 2]``, which a path reads as an index. At most 8 items and 3 levels
     of it (a key may be nested as deep as msgpack unpacks, and as long as a frame), then "…"; each str or
-    bin in it as :func:`_quoted` shows one."""
+    bin in it as :func:`quoted` shows one."""
     if type(value) is _Pairs or type(value) is list:
         if depth == 3:
             return "{…}" if type(value) is _Pairs else "(…)"
@@ -1970,7 +1974,7 @@ def _shown_key(value: Any, depth: int = 0) -> str:
         if type(value) is _Pairs:
             return f"{{{inner}}}"
         return f"({inner},)" if len(items) == 1 else f"({inner})"
-    return _quoted(value)
+    return quoted(value)
 
 
 def _is_utf8(text: str) -> bool:
@@ -2079,7 +2083,7 @@ def _check_keys_once(body: bytes | bytearray) -> None:
         within = "" if where == _key_name(key) else f" (at {where})"
         raise RemoteProtocolError(
             ErrorCode.INVALID_VALUE,
-            f"frame body names the key {_quoted(key)} more than once{within}; each key once",
+            f"frame body names the key {quoted(key)} more than once{within}; each key once",
             field=where,
             request_id=_read_id(root),
         )
@@ -2153,7 +2157,7 @@ def _decode_map(raw: Any, kinds: Mapping[str, type[Frame]]) -> Frame:
         if cls is None:
             raise LocalProtocolError(
                 ErrorCode.UNKNOWN_KIND,
-                f"unknown kind {_quoted(kind)}; expected one of {', '.join(kinds)}",
+                f"unknown kind {quoted(kind)}; expected one of {', '.join(kinds)}",
                 field="kind",
             )
         fields = {k: v for k, v in raw.items() if k not in _ENVELOPE_KEYS}
