@@ -2141,8 +2141,12 @@ def _decode_map(raw: Any, kinds: Mapping[str, type[Frame]]) -> Frame:
                 raise LocalProtocolError(
                     ErrorCode.MISSING_FIELD, f"frame is missing required field {key!r}", field=key
                 )
-        version = _UINT64.check(raw["v"], "v")
-        if version != PROTOCOL_VERSION:
+        version = raw["v"]
+        if type(version) is not int:
+            raise _UINT64._wrong_type(version, "v")
+        if (
+            version != PROTOCOL_VERSION
+        ):  # (any other integer, negative or past 2**64 - 1 too: docs/protocol.md)
             raise LocalProtocolError(
                 ErrorCode.UNSUPPORTED_VERSION,
                 f"v must be {PROTOCOL_VERSION}, the only protocol version this side speaks; got {version}",

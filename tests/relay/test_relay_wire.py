@@ -898,3 +898,21 @@ def test_an_unknown_kind_is_answered_in_few_bytes_pointing_to_the_kinds(role: st
     which = "request" if role == "relay" else "response"
     assert e.message == f"unknown kind 'zz'; not a {which} kind (docs/protocol.md lists them)"
     assert len(wire.encode(wire.ErrorFrame.from_exception(e))) < 140
+
+
+@pytest.mark.parametrize("v", [-1, -(2**63), 0, 2, 2**64 - 1])
+def test_any_integer_v_but_1_is_an_unsupported_version(v: int) -> None:
+    """docs/protocol.md: unsupported_version, "v is not 1". A negative v was invalid_value ("v must be from
+    0 to 18446744073709551615"), as if a v of 5 were a version and one of -1 a mistake of form."""
+    e = _decoding_error(_frame({**BASE, "v": v}))
+    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.UNSUPPORTED_VERSION, "v", 9)
+    assert e.message == f"v must be 1, the only protocol version this side speaks; got {v}"
+
+
+@pytest.mark.parametrize(
+    ("v", "name"), [(1.0, "float"), (True, "bool"), (None, "nil"), ("1", "str"), (b"1", "bin")]
+)
+def test_a_v_that_is_no_integer_is_of_the_wrong_type(v: object, name: str) -> None:
+    e = _decoding_error(_frame({**BASE, "v": v}))
+    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.WRONG_TYPE, "v", 9)
+    assert e.message == f"v must be an unsigned integer, got {name}"
