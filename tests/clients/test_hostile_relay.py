@@ -578,10 +578,9 @@ async def test_without_keepalive_pings_a_request_the_relay_leaves_unanswered_sti
     async with _alice(fake, keepalive=None, keepalive_timeout=20.0) as (relay, conn):
         await _talking(conn)
         relay.attack(lambda f: isinstance(f, wire.Ping), lambda request, answer: [])
-        started = trio.current_time()
-        with trio.fail_after(1000):
+        with trio.fail_after(2 * 20.0 + 5):  # (two checks, a back-off: it waited for ever)
             await conn.sync()  # answered on the next connection, the ping written again
-        assert conn.reconnects == 1 and trio.current_time() - started <= 2 * 20.0 + 5
+        assert conn.reconnects == 1
         assert conn.last_drop is not None
         assert "the relay did not answer ping (request" in conn.last_drop
         assert "within 20 s of the last check" in conn.last_drop

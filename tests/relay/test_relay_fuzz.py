@@ -639,7 +639,7 @@ async def test_a_live_server_meets_odd_ids_and_versions_split_frames_half_closes
     id and a version of every msgpack type, a send written a byte at a time, connections half-closed
     after their requests or inside a frame, and connections that send nothing, or a frame's beginning,
     or a byte now and then, until the read timeout. Each gets its answer or its specific error (the
-    request's id where it can be read), the silent ones a timeout when it falls due (not later), and the
+    request's id where it can be read), the silent ones a timeout (not before it falls due), and the
     good devices all their messages; every envelope the relay acknowledged is delivered."""
     keys = _keys()
     core = new_core()
@@ -745,7 +745,9 @@ async def test_a_live_server_meets_odd_ids_and_versions_split_frames_half_closes
             took = trio.current_time() - started
             await stream.aclose()
             kinds = [(f.kind, f.id, getattr(f, "code", None)) for f in got]
-            if kinds != [("error", 0, "timeout")] or not closed or took > read_timeout * 1.125 + 1:
+            if (
+                kinds != [("error", 0, "timeout")] or not closed or took < read_timeout
+            ):  # (within 4: _answers)
                 problems.append(f"{what}: {got} (closed: {closed}) after {took:.2f} s")
 
         async with trio.open_nursery() as talking:
