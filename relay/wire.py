@@ -1852,6 +1852,10 @@ def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Fr
         elif isinstance(e, TypeError):  # "unhashable type": a map's key is a map or an array
             _refuse_unhashable_key(body)
         reason = str(e) or ("nested too deeply" if isinstance(e, msgpack.StackError) else type(e).__name__)
+        if isinstance(e, msgpack.ExtraData):  # (msgpack says "unpack(b) received extra data.")
+            extra = len(e.extra)
+            follow = "byte follows" if extra == 1 else "bytes follow"
+            reason = f"{extra:,} {follow} its first (a frame's length counts its map alone)"
         raise RemoteProtocolError(
             ErrorCode.MALFORMED_MSGPACK,
             f"frame body is not one msgpack value: {reason}",

@@ -805,6 +805,16 @@ def test_an_error_about_a_frame_whose_id_can_be_read_carries_it(data: bytes, cod
     assert wire.ErrorFrame.from_exception(e).id == e.request_id
 
 
+def test_bytes_after_the_body_s_value_are_said_in_so_many_words() -> None:
+    """msgpack's own words were "unpack(b) received extra data."."""
+    for extra, said in [(b"\x01", "1 byte follows"), (b"\x01" * 1200, "1,200 bytes follow")]:
+        e = _decoding_error(_frame(P(BASE) + extra, raw=True))
+        assert (e.code, e.field, e.request_id) == (wire.ErrorCode.MALFORMED_MSGPACK, None, 9)
+        assert e.message == (
+            f"frame body is not one msgpack value: {said} its first (a frame's length counts its map alone)"
+        )
+
+
 @pytest.mark.parametrize(
     "packed_id",
     [P(-1), P(1.5), P(None), P(True), P(b"5", use_bin_type=True), P("5"), P([5]), P(2**64 - 1)],
