@@ -45,6 +45,9 @@ What the link decides:
   connection (``drop_reason`` names the request), and what was unanswered is written again on the
   next one. Without it a relay that stops answering, or answers under the wrong request ids, and a
   connection dead without a reset (a phone's network gone) would hold every waiting request forever.
+  With ``keepalive=None`` (no pings) the check runs on its own every ``keepalive_timeout`` seconds:
+  what was unanswered at one must be answered by the next (it checked nothing, a ``sync()``'s own ping
+  included); ``keepalive_timeout=None`` waits as long as it takes.
 """
 
 from __future__ import annotations
@@ -288,6 +291,9 @@ class DeviceLink:
         self._reconnect_at = None
         self._ping_at = None if self.keepalive is None else now + self.keepalive
         self._check_at, self._awaited = None, set()
+        if self.keepalive is None and self.keepalive_timeout is not None:
+            # No pings: the check runs on its own, every keepalive_timeout (see handle_timeout)
+            self._check_at = now + self.keepalive_timeout
         # A login begun on an earlier connection is begun again on this one.
         self._queue = [f for f in self._queue if not isinstance(f, _HANDSHAKE)]
         if self.want_login:
@@ -385,11 +391,19 @@ class DeviceLink:
             self._check_at, self._awaited = None, set()
             if late and self.connected and self.drop_reason is None:
                 first = self._unanswered[late[0]]
+                since = "of a keepalive ping" if self.keepalive is not None else "of the last check"
                 self.drop_reason = (
                     f"the relay did not answer {first.kind} (request {first.id}) within "
-                    f"{self.keepalive_timeout:g} s of a keepalive ping"
+                    f"{self.keepalive_timeout:g} s {since}"
                 )
                 log.warning("%s: %s", self._name, self.drop_reason)
+            if self.keepalive is None and self.keepalive_timeout is not None and self.connected:
+                # Without keepalive pings nothing else would check that the relay answers (a request
+                # the application wrote, a sync()'s ping, held for ever by a relay that stopped
+                # answering, or a connection dead without a reset): what is unanswered now must be
+                # answered by the next check, keepalive_timeout on (so each within twice that).
+                self._check_at = now + self.keepalive_timeout
+                self._awaited = set(self._unanswered)
         if self._ping_at is not None and now >= self._ping_at:
             assert self.keepalive is not None
             self._ping_at = now + self.keepalive

@@ -818,7 +818,8 @@ async def open_device_connection(
     Options are DeviceConnection's: ``ssl_context`` and ``server_hostname`` (TLS), ``rng`` (the
     back-off jitter), ``backoff``, ``keepalive`` (None for none), ``keepalive_timeout`` (how long the
     relay has to answer what was written by a keepalive ping before the connection is dropped and
-    made again; None: wait as long as it takes), ``connect_timeout``,
+    made again; without keepalive pings, what was unanswered at the last check, every that many
+    seconds; None: wait as long as it takes), ``connect_timeout``,
     ``write_timeout``, ``wire_tap``, ``local_address``, ``on_event``. Raises if the first connection cannot be made (see the module
     docstring). What the block raises comes out as itself, not wrapped in an ExceptionGroup;
     only when the connection fails too (LoginFailed) at the same time do both come out in one."""

@@ -33,6 +33,7 @@ from typing import Any
 import trio  # type: ignore[import-untyped,unused-ignore]
 
 from relaysim.relay.core import RelayCore, Tap
+from relaysim.relay.wire import MAX_QUOTED
 
 __all__ = ["MAX_LINE", "AdminPathError", "apply", "prepare_admin_path", "serve_admin"]
 
@@ -52,8 +53,8 @@ _FIELDS: dict[str, frozenset[str]] = {
 }
 
 
-# The most characters of a value an answer quotes (as relay.wire.MAX_QUOTED, a peer's key or kind).
-MAX_SHOWN = 60
+# The most characters of a value an answer quotes: what relay.wire.quoted quotes of a peer's key or kind.
+MAX_SHOWN = MAX_QUOTED
 
 
 def _shown(value: object) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import msgpack
 
 from relaysim.relay._primitives import Ed25519Signer, ed25519_verify
-from relaysim.relay.wire import MAX_ACCOUNT_LEN
+from relaysim.relay.wire import MAX_ACCOUNT_LEN, quoted
 
 __all__ = [
     "MAX_CERTIFICATE_DEVICE_ID",
@@ -72,7 +72,7 @@ def _pack(obj: list[Any]) -> bytes:
 def _check_uint(what: str, name: str, value: object, low: int, high: int) -> None:
     # type() is int, not isinstance: msgpack's true and false unpack as bools, ints equal to 1 and 0
     if type(value) is not int or not low <= value <= high:
-        raise CertificateError(f"{what}: {name} must be an integer from {low} to {high}, got {value!r}")
+        raise CertificateError(f"{what}: {name} must be an integer from {low} to {high}, got {quoted(value)}")
 
 
 def _check_sender(sender: str) -> None:
@@ -82,7 +82,7 @@ def _check_sender(sender: str) -> None:
     if not 1 <= len(sender) <= MAX_ACCOUNT_LEN or not sender.isprintable():
         raise CertificateError(
             f"sender certificate: sender must be an account name of 1 to {MAX_ACCOUNT_LEN} printable "
-            f"characters, got {sender[:40]!r}{'...' if len(sender) > 40 else ''} ({len(sender)} characters)"
+            f"characters, got {quoted(sender)}"
         )
 
 

@@ -25,6 +25,8 @@ import ipaddress
 from dataclasses import dataclass, fields
 from typing import Final
 
+from relaysim.relay.wire import quoted
+
 __all__ = [
     "DEFAULT_LIMITS",
     "UNLIMITED",
@@ -89,11 +91,11 @@ def parse_rate(text: str) -> Rate | None:
         per_second, size = float(rate), float(burst)
     except ValueError:
         raise ValueError(
-            f"{text!r} is not a rate: expected RATE/BURST, requests a second then the burst (e.g. 20/200), or off"
+            f"{quoted(text)} is not a rate: expected RATE/BURST, requests a second then the burst (e.g. 20/200), or off"
         ) from None
     problem = _rate_problem(per_second, size)
     if problem is not None:
-        raise ValueError(f"{text!r} is not a rate this relay can keep: {problem} (or off: no limit)")
+        raise ValueError(f"{quoted(text)} is not a rate this relay can keep: {problem} (or off: no limit)")
     return Rate(per_second, size)
 
 

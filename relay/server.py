@@ -111,6 +111,7 @@ from relaysim.relay.wire import (
     Request,
     encode,
     for_log,
+    quoted,
 )
 
 __all__ = ["CannotListen", "RelayServer", "build_parser", "main", "memory_ceiling", "serve"]
@@ -1205,7 +1206,7 @@ def _rate(text: str) -> Rate | None:
     # (what float() takes and no operator means; "inf" and "nan" are refused by parse_rate's range)
     if sep and any(not p.isascii() or "_" in p or p != p.strip() for p in (rate, burst)):
         raise argparse.ArgumentTypeError(
-            f"{_shown(text)} is not a rate: expected RATE/BURST in digits 0-9 (a point, an exponent), "
+            f"{quoted(text)} is not a rate: expected RATE/BURST in digits 0-9 (a point, an exponent), "
             "requests a second then the burst (e.g. 20/200), or off"
         )
     try:
@@ -1229,18 +1230,13 @@ MAX_CAP: Final = 2**63 - 1
 MAX_READ_TIMEOUT: Final = 86_400.0
 
 
-def _shown(text: str) -> str:
-    """An option's word as an error shows it: repr, the first 40 characters of a long one."""
-    return repr(text) if len(text) <= 40 else f"{text[:40]!r}… ({len(text):,} characters)"
-
-
 def _cap(text: str) -> int | None:
     if text.strip().lower() == "off":
         return None
     value = int(text) if _WHOLE_TEXT.fullmatch(text) else 0
     if not 1 <= value <= MAX_CAP:
         raise argparse.ArgumentTypeError(
-            f"{_shown(text)} is not a whole number from 1 to 2**63 - 1 (digits 0-9), or off"
+            f"{quoted(text)} is not a whole number from 1 to 2**63 - 1 (digits 0-9), or off"
         )
     return value
 
@@ -1250,7 +1246,7 @@ def _whole(minimum: int, maximum: int, what: str) -> Callable[[str], int]:
 
     def parse(text: str) -> int:
         if not _WHOLE_TEXT.fullmatch(text):
-            raise argparse.ArgumentTypeError(f"{_shown(text)} is not a whole number in digits 0-9 ({what})")
+            raise argparse.ArgumentTypeError(f"{quoted(text)} is not a whole number in digits 0-9 ({what})")
         value = int(text)
         if not minimum <= value <= maximum:
             raise argparse.ArgumentTypeError(f"{value} is out of range: {what}")
@@ -1279,11 +1275,11 @@ _db_file = _path("the database file's path")
 
 def _seconds(text: str) -> float:
     if not _DECIMAL_TEXT.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a number of seconds (digits 0-9, a point)")
+        raise argparse.ArgumentTypeError(f"{quoted(text)} is not a number of seconds (digits 0-9, a point)")
     value = float(text)
     if not (math.isfinite(value) and 0 < value <= MAX_READ_TIMEOUT):
         raise argparse.ArgumentTypeError(
-            f"{_shown(text)}: expected a positive number of seconds, at most {MAX_READ_TIMEOUT:g} (a day)"
+            f"{quoted(text)}: expected a positive number of seconds, at most {MAX_READ_TIMEOUT:g} (a day)"
         )
     return value
 
@@ -1303,7 +1299,7 @@ def _host(text: str) -> str:
     refused as "not a loopback address and there is no --tls-cert/--tls-key" (give TLS, it said, to a
     host that was no address at all: ``--host ''``, ``[::1]``, ``127.0.0.1:7465``, ``999.1.1.1``), or
     with --insecure "cannot serve there: Name or service not known"."""
-    shown = repr(text) if len(text) <= 80 else f"{text[:80]!r}… ({len(text):,} characters)"
+    shown = quoted(text)
     if not text.strip():
         raise argparse.ArgumentTypeError(
             f"expected an IP address or a host name, got {shown} (an empty shell variable?)"
@@ -1699,7 +1695,7 @@ def main(args: list[str]) -> int:
             date.fromisoformat(opts.profile_as_of)
         except ValueError:
             print(
-                f"{parser.prog}: error: --profile-as-of: expected a date like 2016-05-01, got {opts.profile_as_of!r}",
+                f"{parser.prog}: error: --profile-as-of: expected a date like 2016-05-01, got {quoted(opts.profile_as_of)}",
                 file=sys.stderr,
             )
             return 2

@@ -568,6 +568,45 @@ async def test_a_relay_that_answers_within_the_timeout_is_never_dropped(
         assert conn.reconnects == 0 and conn.state == "ready"
 
 
+async def test_without_keepalive_pings_a_request_the_relay_leaves_unanswered_still_drops_the_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With ``keepalive=None`` no ping was written and no answer checked: ``sync()``'s own ping (or any
+    request) that the relay left unanswered was awaited for ever, keepalive_timeout or not. The check
+    now runs on its own every keepalive_timeout: what was unanswered at one must be answered by the next."""
+    fake = _fake()
+    async with _alice(fake, keepalive=None, keepalive_timeout=20.0) as (relay, conn):
+        await _talking(conn)
+        relay.attack(lambda f: isinstance(f, wire.Ping), lambda request, answer: [])
+        with trio.fail_after(2 * 20.0 + 5):  # (two checks, a back-off: it waited for ever)
+            await conn.sync()  # answered on the next connection, the ping written again
+        assert conn.reconnects == 1
+        assert conn.last_drop is not None
+        assert "the relay did not answer ping (request" in conn.last_drop
+        assert "within 20 s of the last check" in conn.last_drop
+
+
+def test_without_keepalive_pings_the_check_is_a_deadline_of_the_link_unless_none_is_wanted() -> None:
+    link = DeviceLink(make_agent("alice"), rng=random.Random(1), keepalive=None, keepalive_timeout=5.0)
+    link.connection_made(0.0)
+    assert link.next_deadline() == 5.0
+    link.handle_timeout(5.0)  # nothing written: nothing late
+    assert link.drop_reason is None and link.next_deadline() == 10.0
+    link.agent.ping()
+    link.submit()
+    (ping,) = requests(link.data_to_send(MAIN))
+    link.handle_timeout(10.0)  # written since the last check: awaited by the next
+    assert link.drop_reason is None and link.next_deadline() == 15.0
+    link.handle_timeout(15.0)
+    assert (
+        link.drop_reason == f"the relay did not answer ping (request {ping.id}) within 5 s of the last check"
+    )
+    # keepalive_timeout=None: no check (as long as it takes)
+    link = DeviceLink(make_agent("alice"), rng=random.Random(1), keepalive=None, keepalive_timeout=None)
+    link.connection_made(0.0)
+    assert link.next_deadline() is None
+
+
 def test_the_keepalive_check_is_a_deadline_of_the_link() -> None:
     link = DeviceLink(make_agent("alice"), rng=random.Random(1), keepalive=30.0, keepalive_timeout=5.0)
     link.connection_made(0.0)

@@ -9,6 +9,7 @@ the good devices' messages all arrive, and every envelope the relay acknowledged
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -539,21 +540,28 @@ async def test_a_live_server_at_the_bounds_and_under_floods_keeps_serving_the_go
 
 
 @pytest.mark.parametrize(
-    ("tail", "code"),
+    ("tail", "code", "request_id"),
     [
-        (_raw_frame(b"\xc1"), "malformed_msgpack"),  # 0xc1: never used in msgpack
-        (struct.pack(">I", 2**32 - 1), "frame_too_large"),
-        (struct.pack(">I", 100) + b"\x80", "truncated_frame"),  # then the end: cut off inside a frame
-        (b"", None),  # the end after them (a half-close): no error
+        (_raw_frame(b"\xc1"), "malformed_msgpack", 0),  # 0xc1: never used in msgpack
+        (struct.pack(">I", 2**32 - 1), "frame_too_large", 0),
+        (struct.pack(">I", 100) + b"\x80", "truncated_frame", 0),  # then the end: cut off inside a frame
+        (b"", None, 0),  # the end after them (a half-close): no error
+        # a frame whose map was read: its id (it was 0)
+        (_raw_frame(msgpack.packb({"v": 1, "id": 105, "kind": "ping"}) + b"\x01"), "malformed_msgpack", 105),
+        (
+            _raw_frame(b"\x84" + msgpack.packb({"v": 1, "id": 106, "kind": "ping"})[1:] + b"\xa1v\x01"),
+            "invalid_value",
+            106,
+        ),  # a key named twice
     ],
-    ids=["malformed", "too-large", "truncated", "half-closed"],
+    ids=["malformed", "too-large", "truncated", "half-closed", "extra-data", "key-twice"],
 )
 async def test_requests_written_before_a_frame_the_relay_closes_on_are_answered_and_kept(
-    tail: bytes, code: str | None
+    tail: bytes, code: str | None, request_id: int
 ) -> None:
     """Sends pipelined in one write with a bad frame (or the end) behind them: each is answered and
-    delivered, then the error comes (about the frame, request id 0) and the relay closes; nothing it
-    acknowledged is lost."""
+    delivered, then the error comes (about the frame: its request id when its map was read, else 0) and
+    the relay closes; nothing it acknowledged is lost."""
     keys = _keys()
     async with running(new_core(), connection_rate=None, max_connections_per_address=None) as server:
         for account in ("alice", "bob"):
@@ -581,10 +589,183 @@ async def test_requests_written_before_a_frame_the_relay_closes_on_are_answered_
             assert len(answers) == 5, answers
         else:
             (error,) = answers[5:]
-            assert isinstance(error, wire.ErrorFrame) and (error.code, error.id) == (code, 0), error
+            assert isinstance(error, wire.ErrorFrame) and (error.code, error.id) == (code, request_id), error
         accepted = {i for a in answers[:5] if isinstance(a, wire.Sent) for i in a.envelope_ids}
         bob = await WireClient.connect(server.port)
         await bob.authenticate(keys["bob"])
         got = {e.id: e.body for e in await bob.drain()}
         await bob.aclose()
     assert set(got) == accepted and sorted(got.values()) == [b"m%d" % i for i in range(5)]
+
+
+async def _answers(stream: trio.abc.Stream, within: float) -> tuple[list[wire.Frame], bool]:
+    """What the relay writes on ``stream`` until it closes (True) or ``within`` seconds pass (False)."""
+    decoder = wire.FrameDecoder("device")
+    frames: list[wire.Frame] = []
+    with trio.move_on_after(within):
+        while True:
+            try:
+                data = await stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                return frames, True
+            decoder.receive_data(data)
+            while (frame := decoder.next_frame()) not in (wire.NEED_DATA, wire.CLOSED):
+                assert isinstance(frame, wire.Frame)
+                frames.append(frame)
+            if not data:
+                return frames, True
+    return frames, False
+
+
+# Request ids of every msgpack type a peer may send: the uints are echoed (the largest a uint64), the
+# others refused naming the id; and no error echoes what is no id (test_relay_wire: only a uint, once).
+ODD_IDS: list[tuple[object, str | None]] = [
+    (0, None), (2**32, None), (2**64 - 1, None), (-1, "invalid_value"), (-(2**63), "invalid_value"),
+    (1.5, "wrong_type"), (math.nan, "wrong_type"), (b"\x01", "wrong_type"), (None, "wrong_type"),
+    (True, "wrong_type"), ("7", "wrong_type"), ([7], "wrong_type"), ({"a": 1}, "wrong_type"),
+    (msgpack.ExtType(1, b""), "wrong_type"),
+]  # fmt: skip
+ODD_VERSIONS: list[tuple[object, str]] = [
+    (0, "unsupported_version"), (2, "unsupported_version"), (-1, "unsupported_version"),
+    (2**64 - 1, "unsupported_version"), (-(2**63), "unsupported_version"), (1.0, "wrong_type"),
+    (True, "wrong_type"), (None, "wrong_type"), ("1", "wrong_type"), (b"\x01", "wrong_type"),
+]  # fmt: skip
+
+
+async def test_a_live_server_meets_odd_ids_and_versions_split_frames_half_closes_and_silence(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Against a live server (a short read timeout), while two good devices talk through it: a request
+    id and a version of every msgpack type, a send written a byte at a time, connections half-closed
+    after their requests or inside a frame, and connections that send nothing, or a frame's beginning,
+    or a byte now and then, until the read timeout. Each gets its answer or its specific error (the
+    request's id where it can be read), the silent ones a timeout (not before it falls due), and the
+    good devices all their messages; every envelope the relay acknowledged is delivered."""
+    keys = _keys()
+    core = new_core()
+    read_timeout = 1.5
+    problems: list[str] = []
+    accepted: set[bytes] = set()
+    async with running(
+        core, connection_rate=None, max_connections_per_address=None, read_timeout=read_timeout
+    ) as server:
+        good = {a: await WireClient.connect(server.port) for a in ("alice", "bob")}
+        for account, client in good.items():
+            await client.register(keys[account])
+            await client.authenticate(keys[account])
+        carol = await WireClient.connect(server.port)
+        await carol.register(keys["carol"])
+        await carol.aclose()
+        sent_good: list[bytes] = []
+        done = trio.Event()
+
+        async def talk() -> None:
+            while not done.is_set():
+                sent_good.extend(await good["alice"].send("bob", [1], b"good %d" % len(sent_good)))
+                await trio.sleep(0.005)
+
+        async def keep_bob() -> None:  # bob only receives: a ping now and then keeps him connected
+            while not done.is_set():
+                assert isinstance(await good["bob"].request(lambda i: wire.Ping(id=i)), wire.Pong)
+                await trio.sleep(read_timeout / 5)
+
+        async def one_frame(frame: dict[Any, Any], what: str, code: str | None, request_id: int) -> None:
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            await stream.send_all(_raw_frame(msgpack.packb(frame, use_bin_type=True)))
+            got, closed = await _answers(stream, 5 if code else 0.5)
+            await stream.aclose()
+            want = [("pong", request_id, None)] if code is None else [("error", request_id, code)]
+            seen = [(f.kind, f.id, getattr(f, "code", None)) for f in got]
+            if seen != want or closed != (code is not None):
+                problems.append(f"{what}: {seen} (closed: {closed}), expected {want}")
+            for f in got:
+                if isinstance(f, wire.ErrorFrame) and f.field not in ("id", "v"):
+                    problems.append(f"{what}: field {f.field!r}")
+
+        async def oddities() -> None:
+            for value, code in ODD_IDS:
+                echo = value if code is None else 0
+                assert isinstance(echo, int)
+                await one_frame({"v": 1, "id": value, "kind": "ping"}, f"id {value!r}", code, echo)
+            for value, code in ODD_VERSIONS:
+                await one_frame({"v": value, "id": 9, "kind": "ping"}, f"v {value!r}", code, 9)
+
+        async def as_carol(data: bytes, *, bytewise: bool, end: bool) -> tuple[list[wire.Frame], bool]:
+            client = await WireClient.connect(server.port)
+            await client.authenticate(keys["carol"])
+            if bytewise:
+                for i in range(len(data)):
+                    await client.stream.send_all(data[i : i + 1])
+                    await trio.sleep(0.001)
+            else:
+                await client.stream.send_all(data)
+            if end:
+                await client.stream.send_eof()
+            got, closed = await _answers(client.stream, 5)
+            await client.aclose()
+            for f in got:
+                if isinstance(f, wire.Sent):
+                    accepted.update(f.envelope_ids)
+            return got, closed
+
+        async def splits_and_half_closes() -> None:
+            send = wire.Send(id=31, to="bob", envelopes=(wire.OutgoingEnvelope(1, b"split"),))
+            requests = wire.encode(send) + wire.encode(wire.Ping(id=32))
+            got, closed = await as_carol(requests, bytewise=True, end=False)  # (then silent: timed out)
+            kinds = [(f.kind, f.id, getattr(f, "code", None)) for f in got]
+            if kinds != [("sent", 31, None), ("pong", 32, None), ("error", 0, "timeout")] or not closed:
+                problems.append(f"a byte at a time: {got} (closed: {closed})")
+            got, closed = await as_carol(requests, bytewise=False, end=True)  # then half-closed
+            if [(f.kind, f.id) for f in got] != [("sent", 31), ("pong", 32)] or not closed:
+                problems.append(f"half-closed after its requests: {got} (closed: {closed})")
+            got, closed = await as_carol(requests + requests[:7], bytewise=False, end=True)  # inside one
+            kinds = [(f.kind, f.id, getattr(f, "code", None)) for f in got]
+            if (
+                kinds != [("sent", 31, None), ("pong", 32, None), ("error", 0, "truncated_frame")]
+                or not closed
+            ):
+                problems.append(f"half-closed inside a frame: {got} (closed: {closed})")
+
+        async def silent(first: bytes, drip: bytes, what: str) -> None:
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            started = trio.current_time()
+            await stream.send_all(first)
+            async with trio.open_nursery() as dripping:
+
+                async def drip_bytes() -> None:
+                    for i in range(len(drip)):
+                        await trio.sleep(read_timeout / 4)
+                        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                            await stream.send_all(drip[i : i + 1])
+
+                if drip:
+                    dripping.start_soon(drip_bytes)
+                got, closed = await _answers(stream, read_timeout * 4)
+                dripping.cancel_scope.cancel()
+            took = trio.current_time() - started
+            await stream.aclose()
+            kinds = [(f.kind, f.id, getattr(f, "code", None)) for f in got]
+            if (
+                kinds != [("error", 0, "timeout")] or not closed or took < read_timeout
+            ):  # (within 4: _answers)
+                problems.append(f"{what}: {got} (closed: {closed}) after {took:.2f} s")
+
+        async with trio.open_nursery() as talking:
+            talking.start_soon(talk)
+            talking.start_soon(keep_bob)
+            async with trio.open_nursery() as attacking:
+                attacking.start_soon(oddities)
+                attacking.start_soon(splits_and_half_closes)
+                attacking.start_soon(silent, b"", b"", "a connection that sends nothing")
+                attacking.start_soon(
+                    silent, wire.encode(wire.Ping(id=1))[:6], b"", "a frame begun, then nothing"
+                )
+                attacking.start_soon(silent, b"", wire.encode(wire.Ping(id=1)) * 2, "a byte now and then")
+            done.set()
+        delivered = {e.id for e in await good["bob"].drain()}
+        for client in good.values():
+            await client.aclose()
+    assert not problems, problems
+    assert sent_good and set(sent_good) <= delivered
+    assert accepted and accepted <= delivered
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relaysim.clients._xeddsa import xeddsa_sign
+from relaysim.relay import wire
 from relaysim.relay.certificates import CertificateError, SenderCertificate, ServerSigningKey, TrustRoot
 from relaysim.relay.identity import ServerIdentity, XEdDSAPublicKey, xeddsa_verify
 
@@ -119,6 +120,41 @@ def test_a_certificate_field_of_the_wrong_type_is_refused_though_signed(
     if field == "device":
         with pytest.raises(CertificateError, match=error):
             server.issue("alice", device, device_key, expires)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("sender", ["s" * 300, "s" * 129, "", "a\nb"])
+def test_a_sender_that_is_no_account_is_quoted_by_the_relays_one_rule(sender: str) -> None:
+    """A sender certificate's sender that is no account name is quoted as the relay quotes anything it
+    was given (wire.quoted: whole up to 60 characters, else a closed quote of its beginning, "…" and its
+    length); it was cut at 40 characters, then "..." and the length said again."""
+    rng = random.Random(7).randbytes
+    server = ServerSigningKey.create(TrustRoot(rng(32)), 1, rng(32))
+    _, device_key = _keypair(9)
+    with pytest.raises(CertificateError) as refused:
+        server.issue(sender, 2, device_key, 1_000)
+    message = str(refused.value)
+    assert message.endswith(f"printable characters, got {wire.quoted(sender)}"), message
+    unsigned = SenderCertificate(sender, 2, device_key, 1_000, server.certificate, b"")
+    with pytest.raises(CertificateError) as refused:
+        SenderCertificate.decode(dataclasses.replace(unsigned, signature=b"s" * 64).encode())
+    assert str(refused.value) == message
+
+
+def test_a_certificate_field_a_peer_made_long_is_quoted_by_the_relays_one_rule() -> None:
+    """A field of a certificate that is not the integer it must be was shown whole (a device of 5,000
+    characters, in a certificate from an envelope anyone may send): now quoted as wire.quoted does."""
+    rng = random.Random(7).randbytes
+    server = ServerSigningKey.create(TrustRoot(rng(32)), 1, rng(32))
+    _, device_key = _keypair(9)
+    device = "d" * 5000
+    unsigned = SenderCertificate("alice", device, device_key, 1_000, server.certificate, b"")  # type: ignore[arg-type]
+    with pytest.raises(CertificateError) as refused:
+        SenderCertificate.decode(dataclasses.replace(unsigned, signature=b"s" * 64).encode())
+    message = str(refused.value)
+    assert message.endswith(f"device must be an integer from 1 to 127, got {wire.quoted(device)}"), message[
+        :300
+    ]
+    assert len(message) < 200
 
 
 def test_server_identity_is_deterministic_under_a_seeded_rng() -> None:

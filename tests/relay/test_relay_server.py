@@ -730,7 +730,7 @@ def test_main_help_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
         ("--port", "\uff18\uff10", "is not a whole number in digits 0-9"),
         ("--max-connections", "1_000", "is not a whole number in digits 0-9"),
         ("--queue-envelopes", " 5", "is not a whole number from 1 to 2**63 - 1 (digits 0-9), or off"),
-        ("--queue-bytes", "9" * 50, "… (50 characters) is not a whole number from 1 to 2**63 - 1"),
+        ("--queue-bytes", "9" * 100, "… (100 characters) is not a whole number from 1 to 2**63 - 1"),
         ("--queue-bytes", str(2**63), "is not a whole number from 1 to 2**63 - 1"),
         # these two were int(): --prekeys-low -5 and 10**30, --registration-pow 10**30 were taken
         ("--prekeys-low", "-1", "out of range: one-time prekeys from 0, never told, to 10,000"),
@@ -761,6 +761,32 @@ def test_an_option_out_of_its_range_is_a_usage_error_naming_the_range(
     err = capsys.readouterr().err
     assert f"argument {option}:" in err and says in err
     assert not (tmp_path / "relay.db").exists()  # refused before anything was opened
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "then"),
+    [
+        (
+            "--queue-bytes",
+            "9" * 100,
+            " is not a whole number",
+        ),  # (cut at 40 characters, by a rule of its own)
+        ("--read-timeout", "5" * 100, " is not a number of seconds"),
+        ("--send-rate-account", "1/" + "x" * 5000, " is not a rate"),  # (said whole: 5,002 characters)
+        ("--host", "h" * 300 + "!", ""),  # (cut at 80 characters, by a rule of its own)
+        ("--profile-as-of", "2" * 300, ""),  # (said whole)
+    ],
+)
+def test_an_options_word_is_quoted_by_the_rule_the_relay_quotes_everything_by(
+    option: str, value: str, then: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A word given to an option is quoted in its error as the relay quotes a peer's key or kind
+    (wire.quoted): whole up to 60 characters, else a closed quote of its beginning, "…" and its length.
+    Each option's error quoted it by a rule of its own: 40 characters, 80, or the word whole."""
+    assert main(["--db", str(tmp_path / "relay.db"), option, value]) == 2
+    said = capsys.readouterr().err.strip().splitlines()[-1]  # (after the usage)
+    assert wire.quoted(value) + then in said, said[:300]
+    assert value not in said and len(said) < 300, said[:300]
 
 
 def test_the_group_state_limit_is_an_option_of_relay_serve(capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import tracemalloc
 
 import msgpack
 import pytest
@@ -588,7 +589,11 @@ def test_the_nested_key_check_reads_nesting_as_deep_as_msgpack_does(depth: int) 
         ("envelopes", b"\x91" * depth + twice),
     )
     err = _decoding_error(_frame(body, raw=True))
-    assert (err.code, err.field) == (wire.ErrorCode.INVALID_VALUE, "envelopes" + "[0]" * depth + ".a")
+    if depth == 10:
+        assert (err.code, err.field) == (wire.ErrorCode.INVALID_VALUE, "envelopes" + "[0]" * depth + ".a")
+    else:  # its first and last steps, within MAX_PATH, and how many are left out between them
+        field = "envelopes" + "[0]" * 30 + ".…(958 more)" + "[0]" * 32 + ".a"
+        assert (err.code, err.field) == (wire.ErrorCode.INVALID_VALUE, field)
 
 
 def test_bodies_in_another_encoder_s_longer_forms_still_decode() -> None:
@@ -724,9 +729,19 @@ PING_HEAD = b"\x84\xa1v\x01\xa2id\x05\xa4kind\xa4ping"  # a ping map of 4 keys, 
     ("rest", "field", "words"),
     [
         (b"\x81\x01\x01\x01", "{1: 1}", "got the map key {1: 1}"),
-        (b"\x92\x01\x02\x01", "[1, 2]", "got the array key [1, 2]"),
+        # an array as the tuple msgpack reads one as where it must be hashable: [1, 2] read as an index
+        (b"\x92\x01\x02\x01", "(1, 2)", "got the array key (1, 2)"),
+        (b"\x91\x01\x01", "(1,)", "got the array key (1,)"),
+        (b"\x81\x91\x01\x02\x01", "{(1,): 2}", "got the map key {(1,): 2}"),
         (b"\x81" * 900 + b"\x01\x01" + b"\x01" * 900, "{{{{…}: 1}: 1}: 1}", "map key {{{{…}: 1}: 1}: 1}"),
-        (b"\x9f" + b"\xa1x" * 15 + b"\x01", "['x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', …]", "array key ['x'"),
+        (b"\x91" * 900 + b"\x01\x01", "((((…),),),)", "array key ((((…),),),)"),
+        (b"\x9f" + b"\xa1x" * 15 + b"\x01", "('x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', …)", "array key ('x'"),
+        # a key too long to show whole: cut as any repr, "…" and its length (it was cut at 60, unclosed)
+        (
+            b"\x93" + (b"\xb4" + b"y" * 20) * 3 + b"\x01",
+            f"({', '.join([repr('y' * 20)] * 3)})"[:60] + "… (72 characters)",
+            "array key ('yyy",
+        ),
     ],
 )
 def test_a_key_that_is_a_map_or_an_array_is_refused_as_a_key_that_is_no_string(
@@ -755,3 +770,181 @@ def test_an_ext_value_is_named_by_its_msgpack_type() -> None:
     )
     e = _decoding_error(_frame({"v": 1, "id": 5, "kind": "receive", "limit": msgpack.Timestamp(1, 2)}))
     assert e.message == "limit must be an unsigned integer, got timestamp (ext -1)"
+
+
+def _ping_with(*pairs: tuple[object, bytes], packed_id: bytes = msgpack.packb(5)) -> bytes:
+    """A ping frame whole, its body a map of its three keys then ``pairs`` (a key may repeat)."""
+    p = msgpack.packb
+    return _frame(_map(("v", p(1)), ("id", packed_id), ("kind", p("ping")), *pairs), raw=True)
+
+
+P = msgpack.packb
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (_ping_with(("v", P(1))), wire.ErrorCode.INVALID_VALUE),  # a key named twice, at the top
+        (
+            _frame(_send_body(_map(("device", P(2)), ("device", P(2)))), raw=True),
+            wire.ErrorCode.INVALID_VALUE,
+        ),
+        (_ping_with(("x", b"\xa2\xff\xfe")), wire.ErrorCode.MALFORMED_MSGPACK),  # a str not UTF-8
+        (_frame(PING_HEAD + b"\xa1\xff\x01", raw=True), wire.ErrorCode.MALFORMED_MSGPACK),  # a key not UTF-8
+        (_frame(PING_HEAD + b"\x92\x01\x02\x01", raw=True), wire.ErrorCode.WRONG_TYPE),  # an array as a key
+        (_frame(P({**BASE, "id": 5}) + b"\x01", raw=True), wire.ErrorCode.MALFORMED_MSGPACK),  # a byte past
+    ],
+    ids=["twice", "twice-inside", "utf8-value", "utf8-key", "array-key", "extra-data"],
+)
+def test_an_error_about_a_frame_whose_id_can_be_read_carries_it(data: bytes, code: wire.ErrorCode) -> None:
+    """An error about a map that was read (a key named twice, a str not UTF-8, a key that is an array, a
+    byte after the map) carried request id 0, whatever the frame's id: a client that pipelines could not
+    tell which of its requests was refused. Its id is read from the map when it is there once and a uint."""
+    e = _decoding_error(data)
+    assert (e.code, e.request_id) == (code, 9 if b"send" in data else 5), e
+    assert wire.ErrorFrame.from_exception(e).id == e.request_id
+
+
+def test_bytes_after_the_body_s_value_are_said_in_so_many_words() -> None:
+    """msgpack's own words were "unpack(b) received extra data."."""
+    for extra, said in [(b"\x01", "1 byte follows"), (b"\x01" * 1200, "1,200 bytes follow")]:
+        e = _decoding_error(_frame(P(BASE) + extra, raw=True))
+        assert (e.code, e.field, e.request_id) == (wire.ErrorCode.MALFORMED_MSGPACK, None, 9)
+        assert e.message == (
+            f"frame body is not one msgpack value: {said} its first (a frame's length counts its map alone)"
+        )
+
+
+@pytest.mark.parametrize(
+    "packed_id",
+    [P(-1), P(1.5), P(None), P(True), P(b"5", use_bin_type=True), P("5"), P([5]), P(2**64 - 1)],
+    ids=["negative", "float", "nil", "bool", "bin", "str", "array", "largest"],
+)
+def test_an_id_is_echoed_only_when_it_is_one(packed_id: bytes) -> None:
+    """The id is echoed only when it is one (an unsigned integer of 64 bits) named once: else 0."""
+    want = 2**64 - 1 if packed_id == P(2**64 - 1) else 0
+    for data in (_ping_with(("v", P(1)), packed_id=packed_id), _ping_with(((), P(1)), packed_id=packed_id)):
+        e = _decoding_error(data)
+        assert e.code is not wire.ErrorCode.INTERNAL_ERROR and e.request_id == want, e
+    e = _decoding_error(_ping_with(("id", P(8)), packed_id=P(7)))  # two ids: no one id
+    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.INVALID_VALUE, "id", 0)
+
+
+def _deep(levels: int, key: str, bottom: bytes) -> bytes:
+    """A ping whose extra key ``x`` holds maps ``levels`` deep, each of one ``key``, then ``bottom``
+    (the body's map as a map16, which the decoder always reads again map by map)."""
+    head = _map(("v", P(1)), ("id", P(5)), ("kind", P("ping")), ("x", (b"\x81" + P(key)) * levels + bottom))
+    return _frame(b"\xde\x00" + bytes([head[0] & 0x0F]) + head[1:], raw=True)
+
+
+@pytest.mark.parametrize("key", ["k" * 58, "é" * 58, "\U0001f600" * 58, "k" * 59])
+@pytest.mark.parametrize(
+    ("bottom", "code"),
+    [
+        (b"\x82\xa1d\x01\xa1d\x02", wire.ErrorCode.INVALID_VALUE),  # d named twice
+        (b"\x81\xa1d\xa2\xff\xfe", wire.ErrorCode.MALFORMED_MSGPACK),  # d's value not UTF-8
+        (b"\x81\xa1\xff\x01", wire.ErrorCode.MALFORMED_MSGPACK),  # a key not UTF-8
+        (b"\x81\x92\x01\x02\x01", wire.ErrorCode.WRONG_TYPE),  # an array as a key
+    ],
+    ids=["twice", "utf8-value", "utf8-key", "array-key"],
+)
+def test_a_path_through_a_peers_maps_is_said_by_its_ends_within_max_path(
+    key: str, bottom: bytes, code: wire.ErrorCode
+) -> None:
+    """A path 900 maps deep through keys of 58 characters (each a name) was said whole, ~53,000
+    characters, then cut at 4,095 by the error frame ("…" and nothing else: neither a path nor a quote;
+    ~16 KiB of answer at 4 bytes a character). Now by its first and last steps within MAX_PATH, and how
+    many it leaves out between them: "x", its first keys, "…(N more)", its last keys and the key."""
+    e = _decoding_error(_deep(900, key, bottom))
+    assert (e.code, e.request_id) == (code, 5), e
+    assert e.field is not None
+    name = wire._key_name(key)
+    steps = e.field.split(".")
+    assert steps[0] == "x" and steps[1] == name and steps[-2] == name, e.field
+    assert steps[-1] in ("d", "b'\\xff'", "(1, 2)"), e.field
+    marker = [s for s in steps if s.startswith("…(")]
+    assert len(marker) == 1 and marker[0] == f"…({900 + 2 - len(steps) + 1:,} more)", e.field
+    assert len(e.field) <= wire.MAX_PATH + 100 and e.message.isprintable()
+    answer = wire.encode(wire.ErrorFrame.from_exception(e))
+    assert len(answer) <= server._SMALL_ANSWER, len(answer)
+
+
+def test_a_key_with_the_ellipsis_is_quoted_so_that_a_path_cut_short_is_never_a_key() -> None:
+    """ "…" in a field says that something was left out (a path's middle, a long quote's end); a key
+    that holds it was a name like any other, and a key "…(3 more)" read as a path cut short."""
+    e = _decoding_error(_frame({**BASE, "…(3 more)": 1}))
+    assert (e.code, e.field) == (wire.ErrorCode.UNKNOWN_FIELD, "'…(3 more)'")
+
+
+def test_a_deep_and_wide_body_is_walked_in_memory_of_its_size() -> None:
+    """The walk that looks for a key named twice (and for a str not UTF-8, a key that is an array) made
+    the path's text for every value of every map it reached: 900 maps deep through keys of 58
+    characters, ~53 KB of path for each of the 3,000 values of the map at the bottom, 160 MB (2.5 GB
+    and ~7 s of the relay's loop for the ~48,000 a frame holds). A path is now made when it is said."""
+    wide = b"\xdc" + (3000).to_bytes(2, "big") + b"\x90" * 3000  # (an array: any list or map will do)
+    data = _deep(900, "k" * 58, b"\x81\xa1w" + wide)
+    tracemalloc.start()
+    try:
+        e = _decoding_error(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (e.code, e.field) == (wire.ErrorCode.UNKNOWN_FIELD, "x")  # read whole: no key twice
+    assert peak < 20_000_000, peak
+
+
+@pytest.mark.parametrize("role", ["relay", "device"])
+def test_an_unknown_kind_is_answered_in_few_bytes_pointing_to_the_kinds(role: str) -> None:
+    """unknown_kind's message listed every kind (23 requests: the answer to a 20-byte frame, which the
+    relay answers without a bucket and reads on after, was 414 bytes); it names where they are listed."""
+    data = _frame({"v": 1, "id": 5, "kind": "zz"})
+    assert len(data) == 20
+    decoder = wire.FrameDecoder(role)  # type: ignore[arg-type]
+    decoder.receive_data(data)
+    with pytest.raises(wire.RemoteProtocolError) as refused:
+        decoder.next_frame()
+    e = refused.value
+    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.UNKNOWN_KIND, "kind", 5)
+    which = "request" if role == "relay" else "response"
+    assert e.message == f"unknown kind 'zz'; not a {which} kind (docs/protocol.md lists them)"
+    assert len(wire.encode(wire.ErrorFrame.from_exception(e))) < 140
+
+
+@pytest.mark.parametrize("v", [-1, -(2**63), 0, 2, 2**64 - 1])
+def test_any_integer_v_but_1_is_an_unsupported_version(v: int) -> None:
+    """docs/protocol.md: unsupported_version, "v is not 1". A negative v was invalid_value ("v must be from
+    0 to 18446744073709551615"), as if a v of 5 were a version and one of -1 a mistake of form."""
+    e = _decoding_error(_frame({**BASE, "v": v}))
+    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.UNSUPPORTED_VERSION, "v", 9)
+    assert e.message == f"v must be 1, the only protocol version this side speaks; got {v}"
+
+
+@pytest.mark.parametrize(
+    ("v", "name"), [(1.0, "float"), (True, "bool"), (None, "nil"), ("1", "str"), (b"1", "bin")]
+)
+def test_a_v_that_is_no_integer_is_of_the_wrong_type(v: object, name: str) -> None:
+    e = _decoding_error(_frame({**BASE, "v": v}))
+    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.WRONG_TYPE, "v", 9)
+    assert e.message == f"v must be an unsigned integer, got {name}"
+
+
+def test_a_body_that_names_no_key_twice_is_checked_without_the_places(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every body read again map by map (any map16 or map32 frame; any frame of a client whose encoder is
+    not msgpack's shortest) was walked with the place of every map and array: ~100,000 of them in a frame,
+    ~0.4 s of the relay's loop. A first pass without places now says whether there is a repeat at all;
+    the places are made only for a body that has one (refused: once a connection)."""
+    walked: list[object] = []
+    real = wire._walk
+
+    def walk(root: object) -> object:
+        walked.append(root)
+        return real(root)
+
+    monkeypatch.setattr(wire, "_walk", walk)
+    many = b"\xdd" + (1000).to_bytes(4, "big") + b"\x91\x00" * 1000
+    e = _decoding_error(_deep(3, "k", b"\x82\xa1a" + many + b"\xa1b" + many))
+    assert (e.code, e.field, walked) == (wire.ErrorCode.UNKNOWN_FIELD, "x", [])
+    e = _decoding_error(_deep(3, "k", b"\x82\xa1a" + many + b"\xa1a" + many))  # a repeat: its place said
+    assert (e.code, e.field) == (wire.ErrorCode.INVALID_VALUE, "x.k.k.k.a") and len(walked) == 1
