@@ -464,6 +464,39 @@ def test_sda_memory_grows_with_the_rankings_kept_not_with_a_count_per_checkpoint
     assert every_peak - one_peak <= every_kept - one_kept + 8 * account_array
 
 
+def test_sda_full_rankings_past_their_bound_are_refused_naming_keep_top() -> None:
+    """Without keep_top each checkpoint keeps every account with a non-zero score: at 100,000 accounts
+    the worst case of analyze's call (150 targets x 11 checkpoints) is 2.6 GB. Past max_ranking_bytes
+    the call is refused, naming keep_top; with keep_top, under the same bound, it answers."""
+    rng = random.Random(3)
+    obs = []
+    for i in range(40):  # bob receives; in each of his epochs 300 accounts receive too
+        t = 100.0 + 50 * i
+        obs.append(Obs("sealed_send", time=t, recipient_account="bob"))
+        obs += [
+            Obs("sealed_send", time=t + 0.5, recipient_account=f"u{j}") for j in rng.sample(range(2000), 300)
+        ]
+    view = ProviderView("synthetic", tuple(obs))
+    every = range(1, 41)
+    full = statistical_disclosure(view, targets=["bob"], epoch=1.0, checkpoints=every)  # the default bound
+    kept = sum(idx.nbytes + sc.nbytes for _, idx, sc in full.rankings[0]._arrays)
+    assert kept > 100_000
+    with pytest.raises(
+        ValueError, match=r"max_ranking_bytes: .* past the bound of 100,000 bytes; ask for keep_top=N"
+    ):
+        statistical_disclosure(view, targets=["bob"], epoch=1.0, checkpoints=every, max_ranking_bytes=100_000)
+    small = statistical_disclosure(
+        view, targets=["bob"], epoch=1.0, checkpoints=every, keep_top=5, max_ranking_bytes=100_000
+    ).rankings[0]
+    assert small.top(40, 5) == full.rankings[0].top(40, 5)
+    with pytest.raises(ValueError, match="a smaller keep_top than 2000"):
+        statistical_disclosure(
+            view, targets=["bob"], epoch=1.0, checkpoints=every, keep_top=2000, max_ranking_bytes=100_000
+        )
+    with pytest.raises(ValueError, match="max_ranking_bytes: expected 0 or more bytes, got -1"):
+        statistical_disclosure(view, targets=["bob"], max_ranking_bytes=-1)
+
+
 def _dense_view(n_people: int, n_epochs: int, per_second: float, seed: int = 2) -> ProviderView:
     """Bob receives every 5 s, alice a moment after (his receipt); around them, ``per_second`` sealed
     messages to accounts drawn at random, and one to each of the ``n_people`` accounts."""
