@@ -537,10 +537,13 @@ def to_markdown(
         "## Statistical disclosure attack on sealed sender",
         "",
         f"- {a.sda.note()}",
-        "- a target epoch follows each delivery to the target, the receipts for its own messages among them (a "
-        "provider cannot tell those from messages): k target epochs are not k messages written to it, the unit of "
-        'Martiny et al.\'s "as few as 5 messages"',
     ]
+    if a.sda.sealed_messages:
+        lines.append(
+            "- a target epoch follows each delivery to the target, the receipts for its own messages among them (a "
+            "provider cannot tell those from messages): k target epochs are not k messages written to it, the unit "
+            'of Martiny et al.\'s "as few as 5 messages"'
+        )
     for rk in a.sda.rankings[:5]:
         top = ", ".join(f"{x} ({s:+d})" for x, s in rk.top(n=3)) or "nobody"
         lines.append(f"- `{rk.target}` after {rk.epochs} target epochs: {top}")

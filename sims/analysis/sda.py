@@ -162,6 +162,11 @@ class SDAResult:
     rankings: tuple[TargetRanking, ...]
 
     def note(self) -> str:
+        if not self.sealed_messages:
+            return (
+                "not run: no sealed sends in these records (without sealed sender each record names its sender, "
+                "and the contact graph is read off them; the attack is for senders the relay does not see)"
+            )
         if self.receipts:
             return (
                 f"target epochs of {self.epoch:g} s after each message to the target: the delivery receipt its "

@@ -339,6 +339,22 @@ def test_sda_links_after_messages_written_to_the_target_not_after_its_epochs() -
         )
 
 
+def test_without_sealed_sends_the_attack_says_it_did_not_run() -> None:
+    """A run without sealed sender (the built-in city) has records that name each sender: the disclosure
+    attack has nothing to do, and the analysis says it did not run, not which epochs it used."""
+    from relaysim.sims.analysis.run import analyze
+    from relaysim.sims.analysis_scoring import to_markdown
+
+    obs = [Obs("send", time=10.0 * i, account="ann", recipient_account="bob") for i in range(6)]
+    a = analyze(ProviderView("plain", tuple(obs)))
+    assert a.sda.sealed_messages == 0 and a.sda.rankings == ()
+    assert a.sda.to_json()["note"].startswith("not run: no sealed sends")
+    md = to_markdown("relay", a, None)
+    section = md[md.index("## Statistical disclosure attack") : md.index("## Envelope sizes")]
+    assert "not run: no sealed sends in these records" in section
+    assert "target epoch" not in section  # no epochs were used
+
+
 def _rounds_to_identify(people: int, batch: int, contacts: int, most: int, seed: int) -> int:
     """Danezis's model (2003): each second a batch of ``batch`` messages to accounts drawn at random among
     ``people``; every 3 s bob receives, and in his 1-second epoch one of his ``contacts`` (drawn at random)
