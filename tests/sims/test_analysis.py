@@ -339,6 +339,39 @@ def test_sda_links_after_messages_written_to_the_target_not_after_its_epochs() -
         )
 
 
+def test_a_target_is_linked_when_its_correspondent_ranks_first_and_stays_first() -> None:
+    """A correspondent that ranks first after one lucky epoch and drops back later was not identified
+    then: no attacker stopping there could tell. The count is of the messages by the epoch from which
+    on it ranks first at every later target epoch of the run (the figure of the first epoch it ranked
+    first is kept for comparison, with stays=False)."""
+    # alice first after epoch 2, tied with eve after 3 (ties against the attacker), first again from 4
+    board = {
+        1: (("eve", 1),),
+        2: (("alice", 2), ("eve", 1)),
+        3: (("alice", 2), ("eve", 2)),
+        4: (("alice", 3), ("eve", 2)),
+        5: (("alice", 4), ("eve", 2)),
+    }
+    r = TargetRanking(
+        "bob",
+        5,
+        population=10,
+        scores=tuple(board.items()),
+        starts=(10.0, 20.0, 30.0, 40.0, 50.0),
+    )
+    written = [9.0, 19.0, 21.0, 29.0, 39.0, 49.0]  # 1, 2, 4, 5 and 6 messages by each epoch's start
+    assert messages_until_linked(r, ["alice"], written, 60) == 5
+    assert messages_until_linked(r, ["alice"], written, 4) is None  # first to stay only after 5
+    assert messages_until_linked(r, ["alice"], written, 60, stays=False) == 2
+    assert messages_until_linked(r, ["alice"], written, 4, stays=False) == 2
+    # dropping back at the last epoch: never linked
+    last = TargetRanking(
+        "bob", 2, population=10, scores=((1, (("alice", 1),)), (2, (("eve", 1),))), starts=(1.0, 2.0)
+    )
+    assert messages_until_linked(last, ["alice"], [0.5, 1.5], 60) is None
+    assert messages_until_linked(last, ["alice"], [0.5, 1.5], 60, stays=False) == 1
+
+
 def test_without_sealed_sends_the_attack_says_it_did_not_run() -> None:
     """A run without sealed sender (the built-in city) has records that name each sender: the disclosure
     attack has nothing to do, and the analysis says it did not run, not which epochs it used."""
