@@ -277,8 +277,8 @@ def render(scenario: Scenario, results: list[VariantResult]) -> str:
             continue
         ranked = sum(1 for x in r.mailbox_linked_by if x is not None)
         lines.append(
-            f"{r.name}: the mailbox a target's true correspondent opened for it ranks first within "
-            f"{MAX_MESSAGES} messages for {ranked} of {r.targets} targets; {r.no_mailbox} wrote to their "
+            f"{r.name}: the mailbox a target's true correspondent opened for it ranks first, and stays first, "
+            f"within {MAX_MESSAGES} messages for {ranked} of {r.targets} targets; {r.no_mailbox} wrote to their "
             "correspondent first, whose messages then went to the target's own mailbox"
         )
     lines.append(

@@ -181,6 +181,21 @@ def test_the_report_sets_the_papers_figure_beside_ours() -> None:
     assert "ranks first (ties against the attacker) from then on, at every later target epoch" in " ".join(
         text.split()
     )
+    boxes = VariantResult(
+        "sealed conversations (ephemeral mailboxes)",
+        {"mailboxes": "ephemeral"},
+        6,
+        [None] * 6,
+        900,
+        1.0,
+        accounts=40,
+        duration=3600.0,
+        mailbox_linked_by=[1, None, 3, None, None, 2],
+        no_mailbox=2,
+    )
+    assert "ranks first, and stays first, within 60 messages for 3 of 6 targets; 2 wrote" in render(
+        sc, [r, boxes]
+    )
     first = replace(r, first_ranked_by=[1, 2, None, 3, 5, 8])
     last = render(sc, [first, off]).splitlines()[-1]
     assert last.startswith(
