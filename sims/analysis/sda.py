@@ -164,8 +164,8 @@ class SDAResult:
     def note(self) -> str:
         if not self.sealed_messages:
             return (
-                "not run: no sealed sends in these records (without sealed sender each record names its sender, "
-                "and the contact graph is read off them; the attack is for senders the relay does not see)"
+                "not run: no sealed sends in these records (with sealed sender off each record names its sender, "
+                "and the contact graph is read off them; or the profile keeps none of the sealed sends it saw)"
             )
         if self.receipts:
             return (
