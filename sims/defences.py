@@ -10,8 +10,8 @@ Prints, and writes to ``DIR/defences.md`` and ``defences.json``, one row per var
   sealed sends of messages people wrote: precision and recall;
 - the contact graph rebuilt from those attributions: precision and recall;
 - the statistical disclosure attack (Martiny et al., NDSS 2021; ``sims.analysis.sda``) from
-  recipients and times alone: for how many targets a true contact ranks first within
-  :data:`MAX_K` messages written to the target, and the median number of them it took (messages,
+  recipients and times alone: for how many targets a true contact ranks first, and stays first at
+  every later target epoch of the run, within :data:`MAX_K` messages written to the target, and the median number of them it took (messages,
   as the paper counts: the attack's epochs also follow the receipts for the target's own
   messages, which are not messages written to it);
 - the first-contact size channel (``sims.analysis.sizes``): session-opening envelopes flagged by
@@ -135,7 +135,8 @@ def measure(run: Path) -> dict[str, Any]:
 
 def sda_row(rankings: Iterable[TargetRanking], truth: Truth) -> dict[str, Any]:
     """The table's SDA cells: per target with true contacts, the messages written to it until one
-    of them first ranked first (``messages_until_linked``), counted within :data:`MAX_K`."""
+    of them ranked first and stayed first at every later target epoch of the run
+    (``messages_until_linked``), counted within :data:`MAX_K`."""
     from relaysim.sims.analysis_scoring import messages_until_linked
 
     written: dict[str, list[float]] = {}
@@ -152,6 +153,8 @@ def sda_row(rankings: Iterable[TargetRanking], truth: Truth) -> dict[str, Any]:
         "targets": len(linked),
         "linked_within_max_k": len(found),
         "max_k": MAX_K,
+        "linked_means": "a true contact ranks first (ties against the attacker) from then on, at every later "
+        "target epoch of the run",
         # the median over all targets, a target never linked counting as beyond MAX_K
         "median_messages_to_rank_1": _median(linked),
         "linked_within_5": sum(1 for k in found if k <= 5),
@@ -222,7 +225,7 @@ def render(data: dict[str, Any]) -> str:
         "relay would (`relaysim analyze DIR --as-seen`: what the relay saw, not what the profile keeps), and scored "
         "against what really happened. Attribution: sealed sends of messages people wrote, joined to a sender by "
         "address and connection. SDA: the statistical disclosure attack of Martiny et al. (NDSS 2021) from "
-        f"recipients and times alone; targets whose true contact ranked first within {MAX_K} messages written to "
+        f"recipients and times alone; targets whose true contact ranked first, and stayed first at every later target epoch of the run, within {MAX_K} messages written to "
         "them, and the median messages it took (its epochs also follow the receipts for a target's own messages, "
         "which are not counted as messages). Size: session-opening (PQXDH) envelopes flagged by size.",
         "",

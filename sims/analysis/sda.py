@@ -36,6 +36,11 @@ __all__ = ["SDAResult", "TargetRanking", "statistical_disclosure"]
 CHECKPOINTS = (1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000)
 RECEIPT_EPOCH = 1.0  # seconds: Martiny et al.'s epoch, for traffic with delivery receipts
 REPLY_EPOCH = 60.0  # seconds: without receipts, replies are what there is to catch
+# the most bytes of rankings one statistical_disclosure call keeps (its accounts' indices and scores,
+# 16 bytes an account a checkpoint): the full rankings' worst case, every account scoring at every
+# checkpoint, is 150 targets x 11 checkpoints x 100,000 accounts x 16 bytes = 2.6 GB; past this bound
+# the call is refused, naming keep_top, not left to run the machine out of memory
+MAX_RANKING_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,11 @@ class SDAResult:
     rankings: tuple[TargetRanking, ...]
 
     def note(self) -> str:
+        if not self.sealed_messages:
+            return (
+                "not run: no sealed sends in these records (with sealed sender off each record names its sender, "
+                "and the contact graph is read off them; or the profile keeps none of the sealed sends it saw)"
+            )
         if self.receipts:
             return (
                 f"target epochs of {self.epoch:g} s after each message to the target: the delivery receipt its "
@@ -313,6 +323,24 @@ def _kept_rankings(
         yield best, sc[best], np.maximum(1, above).tolist(), nonzero
 
 
+def _count_kept(
+    kept: int, idx: np.ndarray, sc: np.ndarray, most: int, target: str, k: int, keep_top: int | None
+) -> int:
+    """``kept`` bytes of rankings and a checkpoint's ``idx`` and ``sc``; a ValueError past ``most``."""
+    kept += idx.nbytes + sc.nbytes
+    if kept > most:
+        how = (
+            "keep_top=N (and watch=...) to keep only the N best accounts and the ranks of the accounts watched"
+            if keep_top is None
+            else f"a smaller keep_top than {keep_top}"
+        )
+        raise ValueError(
+            f"max_ranking_bytes: the rankings kept reached {kept:,} bytes at {target!r}'s checkpoint {k}, "
+            f"past the bound of {most:,} bytes; ask for {how}, or for fewer targets or checkpoints"
+        )
+    return kept
+
+
 def statistical_disclosure(
     view: ProviderView,
     *,
@@ -325,6 +353,7 @@ def statistical_disclosure(
     seed: int = 0,
     keep_top: int | None = None,
     watch: Mapping[str, Collection[str]] | None = None,
+    max_ranking_bytes: int = MAX_RANKING_BYTES,
 ) -> SDAResult:
     """Rank every account as a correspondent of each target. Without ``targets``, the ``max_targets``
     accounts that received the most sealed messages (at least ``min_epochs``).
@@ -332,9 +361,16 @@ def statistical_disclosure(
     Each ranking keeps, per checkpoint, every account with a non-zero score; with ``keep_top`` (a
     whole number, 0 or more), only the ``keep_top`` best, and the ranks of the accounts ``watch``
     gives per target: what a caller needs of a checkpoint after every target epoch at scale (a
-    checkpoint's every non-zero account, 16 bytes each, times one checkpoint per epoch)."""
+    checkpoint's every non-zero account, 16 bytes each, times one checkpoint per epoch).
+
+    The rankings kept, over every target, may hold at most ``max_ranking_bytes`` (by default
+    :data:`MAX_RANKING_BYTES`, 1 GiB): a call whose rankings grow past it is refused (ValueError,
+    naming keep_top) as soon as they do."""
     if keep_top is not None and keep_top < 0:
         raise ValueError(f"keep_top: expected 0 or more accounts, got {keep_top}")
+    if max_ranking_bytes < 0:
+        raise ValueError(f"max_ranking_bytes: expected 0 or more bytes, got {max_ranking_bytes}")
+    kept_bytes = 0
     eps = epoch if epoch is not None else (RECEIPT_EPOCH if receipts else REPLY_EPOCH)
     arr, index, names = _messages(view)
     n = len(index)
@@ -407,6 +443,7 @@ def statistical_disclosure(
                 arrays.append((k, best, scores))
                 ranks.append(dict(zip(who, above, strict=True)))
                 nonzero.append(count)
+                kept_bytes = _count_kept(kept_bytes, best, scores, max_ranking_bytes, target, k, keep_top)
         else:
             hits = _epoch_counts(times, recv, starts, eps, n, ks)
             noise = _epoch_counts(times, recv, random_starts, eps, n, ks)
@@ -417,6 +454,7 @@ def statistical_disclosure(
                 nz = np.flatnonzero(sc)
                 order = np.lexsort((nz, -sc[nz]))  # best first; ties by account index
                 arrays.append((k, nz[order], sc[nz][order]))
+                kept_bytes = _count_kept(kept_bytes, *arrays[-1][1:], max_ranking_bytes, target, k, keep_top)
         rankings.append(
             TargetRanking(
                 target,

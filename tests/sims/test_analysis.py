@@ -6,6 +6,7 @@ import ast
 import json
 import math
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -339,6 +340,55 @@ def test_sda_links_after_messages_written_to_the_target_not_after_its_epochs() -
         )
 
 
+def test_a_target_is_linked_when_its_correspondent_ranks_first_and_stays_first() -> None:
+    """A correspondent that ranks first after one lucky epoch and drops back later was not identified
+    then: no attacker stopping there could tell. The count is of the messages by the epoch from which
+    on it ranks first at every later target epoch of the run (the figure of the first epoch it ranked
+    first is kept for comparison, with stays=False)."""
+    # alice first after epoch 2, tied with eve after 3 (ties against the attacker), first again from 4
+    board = {
+        1: (("eve", 1),),
+        2: (("alice", 2), ("eve", 1)),
+        3: (("alice", 2), ("eve", 2)),
+        4: (("alice", 3), ("eve", 2)),
+        5: (("alice", 4), ("eve", 2)),
+    }
+    r = TargetRanking(
+        "bob",
+        5,
+        population=10,
+        scores=tuple(board.items()),
+        starts=(10.0, 20.0, 30.0, 40.0, 50.0),
+    )
+    written = [9.0, 19.0, 21.0, 29.0, 39.0, 49.0]  # 1, 2, 4, 5 and 6 messages by each epoch's start
+    assert messages_until_linked(r, ["alice"], written, 60) == 5
+    assert messages_until_linked(r, ["alice"], written, 4) is None  # first to stay only after 5
+    assert messages_until_linked(r, ["alice"], written, 60, stays=False) == 2
+    assert messages_until_linked(r, ["alice"], written, 4, stays=False) == 2
+    # dropping back at the last epoch: never linked
+    last = TargetRanking(
+        "bob", 2, population=10, scores=((1, (("alice", 1),)), (2, (("eve", 1),))), starts=(1.0, 2.0)
+    )
+    assert messages_until_linked(last, ["alice"], [0.5, 1.5], 60) is None
+    assert messages_until_linked(last, ["alice"], [0.5, 1.5], 60, stays=False) == 1
+
+
+def test_without_sealed_sends_the_attack_says_it_did_not_run() -> None:
+    """A run without sealed sender (the built-in city) has records that name each sender: the disclosure
+    attack has nothing to do, and the analysis says it did not run, not which epochs it used."""
+    from relaysim.sims.analysis.run import analyze
+    from relaysim.sims.analysis_scoring import to_markdown
+
+    obs = [Obs("send", time=10.0 * i, account="ann", recipient_account="bob") for i in range(6)]
+    a = analyze(ProviderView("plain", tuple(obs)))
+    assert a.sda.sealed_messages == 0 and a.sda.rankings == ()
+    assert a.sda.to_json()["note"].startswith("not run: no sealed sends")
+    md = to_markdown("relay", a, None)
+    section = md[md.index("## Statistical disclosure attack") : md.index("## Envelope sizes")]
+    assert "not run: no sealed sends in these records" in section
+    assert "target epoch" not in section  # no epochs were used
+
+
 def _rounds_to_identify(people: int, batch: int, contacts: int, most: int, seed: int) -> int:
     """Danezis's model (2003): each second a batch of ``batch`` messages to accounts drawn at random among
     ``people``; every 3 s bob receives, and in his 1-second epoch one of his ``contacts`` (drawn at random)
@@ -369,7 +419,8 @@ def test_sda_rounds_to_identify_grow_with_ln_n_and_with_the_target_s_contacts() 
     to intersection in about ln N / ln(N/b) rounds. Here b = N/20 and N grows 8-fold twice: the mean
     rounds to rank a single contact first grow in proportion to ln N, from about the intersection's
     ln N / ln 20 rounds (the random epochs' -1 and ties against the attacker cost some more); three
-    contacts, each written to a third as often, take many times more, and grow with N too."""
+    contacts, each written to a third as often, grow in proportion to ln N too, but take the multiple of
+    one contact's rounds the README states (11-12 times), not the 3 times m ln N would give."""
     sizes = (50, 400, 3200)
     seeds = range(12)
     one = [statistics.mean(_rounds_to_identify(n, n // 20, 1, 30, s) for s in seeds) for n in sizes]
@@ -381,6 +432,15 @@ def test_sda_rounds_to_identify_grow_with_ln_n_and_with_the_target_s_contacts() 
         assert math.log(n) / math.log(20) <= r <= 3 * math.log(n) / math.log(20)
     assert all(t > 3 * o for o, t in zip(one, three, strict=True))
     assert all(t < 120 for t in three)  # found within the rounds given, on average
+    three_per_ln_n = [r / math.log(n) for r, n in zip(three, sizes, strict=True)]
+    assert max(three_per_ln_n) <= 1.25 * min(three_per_ln_n)  # in proportion to ln N too
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8").split())
+    claim = re.search(
+        r"three contacts, .*? take (\d+)–(\d+) times the rounds of one, not the 3 times m·ln N", readme
+    )
+    assert claim is not None, "the README no longer states how many times one contact's rounds three take"
+    low, high = int(claim[1]), int(claim[2])
+    assert all(low <= t / o < high + 1 for o, t in zip(one, three, strict=True)), (one, three)
 
 
 def _counts_per_checkpoint(
@@ -462,6 +522,39 @@ def test_sda_memory_grows_with_the_rankings_kept_not_with_a_count_per_checkpoint
     # what a checkpoint after every epoch may add: the rankings it keeps, and a few arrays of the
     # accounts at a time (not one per checkpoint: 2 x 200 of them, 64 MB here)
     assert every_peak - one_peak <= every_kept - one_kept + 8 * account_array
+
+
+def test_sda_full_rankings_past_their_bound_are_refused_naming_keep_top() -> None:
+    """Without keep_top each checkpoint keeps every account with a non-zero score: at 100,000 accounts
+    the worst case of analyze's call (150 targets x 11 checkpoints) is 2.6 GB. Past max_ranking_bytes
+    the call is refused, naming keep_top; with keep_top, under the same bound, it answers."""
+    rng = random.Random(3)
+    obs = []
+    for i in range(40):  # bob receives; in each of his epochs 300 accounts receive too
+        t = 100.0 + 50 * i
+        obs.append(Obs("sealed_send", time=t, recipient_account="bob"))
+        obs += [
+            Obs("sealed_send", time=t + 0.5, recipient_account=f"u{j}") for j in rng.sample(range(2000), 300)
+        ]
+    view = ProviderView("synthetic", tuple(obs))
+    every = range(1, 41)
+    full = statistical_disclosure(view, targets=["bob"], epoch=1.0, checkpoints=every)  # the default bound
+    kept = sum(idx.nbytes + sc.nbytes for _, idx, sc in full.rankings[0]._arrays)
+    assert kept > 100_000
+    with pytest.raises(
+        ValueError, match=r"max_ranking_bytes: .* past the bound of 100,000 bytes; ask for keep_top=N"
+    ):
+        statistical_disclosure(view, targets=["bob"], epoch=1.0, checkpoints=every, max_ranking_bytes=100_000)
+    small = statistical_disclosure(
+        view, targets=["bob"], epoch=1.0, checkpoints=every, keep_top=5, max_ranking_bytes=100_000
+    ).rankings[0]
+    assert small.top(40, 5) == full.rankings[0].top(40, 5)
+    with pytest.raises(ValueError, match="a smaller keep_top than 2000"):
+        statistical_disclosure(
+            view, targets=["bob"], epoch=1.0, checkpoints=every, keep_top=2000, max_ranking_bytes=100_000
+        )
+    with pytest.raises(ValueError, match="max_ranking_bytes: expected 0 or more bytes, got -1"):
+        statistical_disclosure(view, targets=["bob"], max_ranking_bytes=-1)
 
 
 def _dense_view(n_people: int, n_epochs: int, per_second: float, seed: int = 2) -> ProviderView:
