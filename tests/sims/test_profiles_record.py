@@ -419,3 +419,56 @@ def test_a_profile_without_a_published_policy_says_what_its_record_is() -> None:
         if profile.pen_register or profile.wiretap:
             forward = [i.key for i in INSTRUMENTS.values() if i.forward and i.jurisdiction == "us"]
             assert profile.realtime_record or all(k in profile.assumptions for k in forward), profile.name
+
+
+# --- a demand on everyone of another country's law: answered by the provider's policy for it, not the US ladder ---
+
+_DEMAND = """
+[scenario]
+name = "demand"
+duration = "3h"
+seed = 6
+start = 2013-01-07
+
+[relay]
+profile = "bes"
+
+[[people]]
+name = "a"
+
+[[people]]
+name = "b"
+
+[[conversations]]
+between = ["a", "b"]
+messages = [{ at = "1h", from = "a", text = "ledger" }, { at = "2h", from = "b", text = "audit" }]
+
+[[events]]
+at = "30m"
+kind = "legal_process"
+process = "india_access_demand"
+name = "demand"
+"""
+
+
+def test_a_demand_on_everyone_withheld_is_said_as_the_profiles_assumption_not_as_us_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """India's 2010 demand on BES: what BlackBerry handed India is the profile's assumption (the record does
+    not say). A category its relay collects under the demand and keeps back (here the IP addresses, with a
+    policy that hands the routing over without them) is said as that assumption, by what the relay did with
+    it (collected under this order), never as "handed over only to US legal process", a ladder of another
+    country's law that no demand on everyone climbs."""
+    bes = get_profile("bes")
+    discloses = dict(bes.discloses)
+    discloses["india_access_demand"] -= {"ip_addresses"}
+    monkeypatch.setitem(PROFILES, "bes", replace(bes, discloses=discloses))
+    (d,) = Simulation(parse_scenario(_DEMAND, "demand.toml")).run().disclosures
+    assert d.provided["realtime_routing"]  # it collects under the demand
+    reason, why = d.reasons["ip_addresses"]
+    assert reason == "withheld_by_policy"
+    assert why == (
+        "collected under this order by BlackBerry Enterprise Server (carrier relay), and not handed over under a "
+        "2010 access demand (the project's assumption)"
+    ), why
+    assert any(n.startswith("Assumption: the record says India's interception facility") for n in d.notes)
