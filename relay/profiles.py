@@ -225,6 +225,28 @@ _FBI_CHART = "FBI, 'Lawful Access' chart, 2021-01-07 (FOIA release 2021-11-19; j
 # fact". So no provider on it but WhatsApp collects anything in real time: no pen register, and no
 # wiretap either (a wiretap collects everything a pen register does, and the bodies besides).
 _NOT_REALTIME = "the FBI chart (2021) shows real-time returns only for WhatsApp"
+# Said of a provider whose relay the profile gives no way to collect in real time where the chart's pen-register
+# cell is "—": the chart states nothing there (it says "no capability" of iMessage alone), so that the relay has
+# none is a design claim the record does not make (_chart_realtime_assumed).
+_NOT_REALTIME_ASSUMED = (
+    "the FBI chart (2021) shows real-time returns only for WhatsApp; its pen-register cell for this provider is '—', "
+    "which states nothing, so this is the project's assumption"
+)
+
+
+def _chart_realtime_assumed(title: str) -> dict[str, str]:
+    """The assumption under a pen register and a wiretap order for a provider whose FBI chart pen-register cell
+    is "—" and whose relay the profile gives no way to collect in real time (``no capability``): the chart
+    says "no capability" of iMessage alone; of the others it states nothing, and it has no wiretap column."""
+    header = "its header: every return but WhatsApp's is a log of stored data, delivered after the fact"
+    return {
+        "pen_register": f"the FBI chart's pen register cell for {title} is '—': the chart states nothing there "
+        f"({header}), not that {title} has no capability, as it says of iMessage. This profile assumes its relay "
+        "has no way to collect routing in real time, so that a pen register gets nothing collected",
+        "wiretap": f"the FBI chart has no wiretap column ({header}), and no record says whether {title}'s relay "
+        "could copy what it routes in real time. This profile assumes it has no way to, so that a wiretap order "
+        "gets nothing collected",
+    }
 
 
 def _warrant_gets_the_2703d_records(records: str, cell: str) -> str:
@@ -346,6 +368,7 @@ SIGNAL = Profile(
             "warrant, not to a 2703(d) order",
             processes=("court_order_2703d",),
         ),
+        **_chart_realtime_assumed("Signal"),
     },
     group_state_encrypted=True,
     group_source=(
@@ -361,7 +384,7 @@ SIGNAL = Profile(
         "responses name only the two timestamps",
         "subscriber_info": "Signal asks for nothing at sign-up but the phone number, which the order already "
         "names: no name, address, e-mail or payment details exist (2016 response, signal.org/bigbrother)",
-        "realtime_routing": _NOT_REALTIME,
+        "realtime_routing": _NOT_REALTIME_ASSUMED,
     },
 )
 
@@ -612,6 +635,7 @@ THREEMA = Profile(
         **_chart_dash_assumed(
             "Threema", "hash of phone/email, push token, ID creation date, last login date"
         ),
+        **_chart_realtime_assumed("Threema"),
     },
     notes={
         "account_created": "Threema hands over the date the ID was created, not the time (the FBI chart: 'ID "
@@ -621,7 +645,7 @@ THREEMA = Profile(
         "handed over with the device info)",
         "device_info": "each device's public key and the push token its app registered (the FBI chart; "
         "Threema's transparency report)",
-        "realtime_routing": _NOT_REALTIME,
+        "realtime_routing": _NOT_REALTIME_ASSUMED,
     },
 )
 
@@ -665,6 +689,7 @@ WICKR = Profile(
             own=", and Wickr's own words (its privacy policy; its information request reporting) list the facts "
             "it holds about an account, not the process each goes to",
         ),
+        **_chart_realtime_assumed("Wickr"),
     },
     notes={
         "account_created": "Wickr hands over the date the account was created, not the time (the FBI chart: "
@@ -675,7 +700,7 @@ WICKR = Profile(
         "device_info": "each device's type and app version, as its app registered them (the FBI chart); the "
         "chart's 'recent settings changes' the simulated clients do not make, and Wickr's avatar (which it hands "
         "over too) they do not set",
-        "realtime_routing": _NOT_REALTIME,
+        "realtime_routing": _NOT_REALTIME_ASSUMED,
     },
 )
 
@@ -705,8 +730,9 @@ VIBER = Profile(
             "Viber",
             "registration data, IP at creation; message history: time, date, source, destination (no content)",
         ),
+        **_chart_realtime_assumed("Viber"),
     },
-    notes={"ip_addresses": "the IP address at registration only", "realtime_routing": _NOT_REALTIME},
+    notes={"ip_addresses": "the IP address at registration only", "realtime_routing": _NOT_REALTIME_ASSUMED},
 )
 
 # The instruments that are orders of a judicial authority and look back at what is held: Telegram's
@@ -799,12 +825,13 @@ LINE = Profile(
     assumptions={
         **_pk_court_order_assumed(_CHART_RECORD),
         **_chart_dash_assumed("LINE", _LINE_CELL),
+        **_chart_realtime_assumed("LINE"),
     },
     notes={
         "content": "Letter Sealing (LINE's end-to-end encryption) is on; with it off, LINE hands over up to "
         "7 days of chats (FBI chart)",
         "subscriber_info": "the chart says 'account data'; which fields is the project's inference",
-        "realtime_routing": _NOT_REALTIME,
+        "realtime_routing": _NOT_REALTIME_ASSUMED,
     },
 )
 
@@ -843,6 +870,7 @@ LINE_LETTER_SEALING_OFF = replace(
                 "(18 U.S.C. 2703(a))",
             },
         ),
+        **_chart_realtime_assumed("LINE"),
     },
     lookback={"content": _LINE_7_DAYS},
     notes={
@@ -850,7 +878,7 @@ LINE_LETTER_SEALING_OFF = replace(
         "up to 7 days of chats (FBI chart: 'up to 7 days of chats only if E2EE is off')",
         "ciphertext": "the chart names chats, not their encrypted form",
         "subscriber_info": LINE.notes["subscriber_info"],
-        "realtime_routing": _NOT_REALTIME,
+        "realtime_routing": _NOT_REALTIME_ASSUMED,
     },
 )
 
