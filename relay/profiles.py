@@ -166,13 +166,23 @@ class Profile:
     # Per instrument, what the profile assumes where no source says what the provider returns
     # (each disclosure under that instrument says so).
     assumptions: Mapping[str, str] = field(default_factory=dict)
-    # False where no published policy of the provider's for law enforcement was found (Wire): what every
-    # instrument gets is then the profile's assumption (``assumptions``), and the desk never says a
+    # The US instruments (of ``assumptions``) under which what the provider hands over is, as a whole, the
+    # profile's assumption though it has a published policy on record: no record of the provider's speaks of
+    # that instrument (the FBI chart's "—" cells; Signal's 2703(d) order, and its search warrant before the
+    # warrant on its record, of 2021). What is withheld under one is said as assumed, never as "its
+    # published policy". (Under another country's instrument, or where ``published_policy`` is False, every
+    # instrument of ``assumptions`` is so.)
+    assumed_answers: frozenset[str] = frozenset()
+    # False where no published policy of the provider's for law enforcement was found (Wire), or none is on
+    # the record (docs/record.md: WeChat's, Viber's, LINE's): what every instrument gets is then the profile's
+    # assumption (``assumptions``) or its record's word (``policy_record``), and the desk never says a
     # category is withheld under "its published policy".
     published_policy: bool = True
-    # Where no published policy is on record but another record says what the provider hands over (WeChat and
-    # Viber: the FBI chart's row, their only record), that record, said where a category it holds is not handed
-    # over, in place of "its published policy" (that it is withheld is the project's reading of that record).
+    # Where no published policy on record says what the provider keeps back, but a record says what it hands
+    # over (WeChat, Viber and LINE: the FBI chart's row, their only record; iMessage, Threema and Wickr, whose
+    # own documents cited here are not on the record: docs/record.md), that record, said where a category it
+    # holds is not handed over, in place of "its published policy" (that it is withheld is the project's
+    # reading of that record).
     policy_record: str = ""
     # Where a relay that could collect in real time collects nothing under a US order and no published
     # policy of the provider's says so, what its record shows instead (WeChat: the FBI chart alone, whose
@@ -370,6 +380,7 @@ SIGNAL = Profile(
         ),
         **_chart_realtime_assumed("Signal"),
     },
+    assumed_answers=frozenset({"court_order_2703d"}),
     group_state_encrypted=True,
     group_source=(
         "Signal's groups v2 (Chase, Perrin and Zaverucha, 'The Signal Private Group System', CCS 2020; "
@@ -579,6 +590,11 @@ IMESSAGE = Profile(
     # The FBI chart: "25 days of iMessage look-ups to/from the target number" to a 2703(d) order; the
     # same 25 days to a search warrant is the project's assumption (``assumptions``).
     lookback={"lookup_log": 25 * _DAY},
+    # Apple's Legal Process Guidelines (cited above) are not on the record; its FAQ for law enforcement is, of the
+    # look-ups to pen/trap orders (docs/record.md). What Apple keeps back is said as the chart's word.
+    policy_record="its record, the FBI chart, names 'basic subscriber info' under a subpoena, '25 days of iMessage "
+    "look-ups to/from the target number' under a 2703(d) order and 'device backups' under a search warrant, and "
+    "no more",
     assumptions={
         "court_order_2703d": _IMESSAGE_LOOKUP_IPS,
         "search_warrant": _warrant_gets_the_2703d_records(
@@ -637,6 +653,11 @@ THREEMA = Profile(
         ),
         **_chart_realtime_assumed("Threema"),
     },
+    assumed_answers=frozenset({"court_order_2703d", "search_warrant"}),
+    # Threema's transparency report and guidelines (cited above) are not on the record; what Threema hands over is
+    # (docs/record.md: the chart's row; its creation date, push token and public key)
+    policy_record="its record, the FBI chart, names 'hash of phone/email, push token, ID creation date, last login "
+    "date' under a subpoena, and the record adds the public key, no more",
     notes={
         "account_created": "Threema hands over the date the ID was created, not the time (the FBI chart: 'ID "
         "creation date')",
@@ -691,6 +712,12 @@ WICKR = Profile(
         ),
         **_chart_realtime_assumed("Wickr"),
     },
+    assumed_answers=frozenset({"court_order_2703d", "search_warrant"}),
+    # Wickr's privacy policy and information request reporting (cited above for their wording) are not on the
+    # record; what Wickr hands over is (docs/record.md: the chart's row; the avatar besides)
+    policy_record="its record, the FBI chart, names 'creation date, device types, last use, number of messages, "
+    "number of external ids, recent settings changes, version' under a subpoena, and the record adds the avatar, "
+    "no more",
     notes={
         "account_created": "Wickr hands over the date the account was created, not the time (the FBI chart: "
         "'creation date'; Wickr: 'the date your account was created')",
@@ -821,6 +848,11 @@ LINE = Profile(
     custody="devices",
     wiretap=False,
     sources=(_FBI_CHART,),
+    # no policy of LINE's for law enforcement is on record, only the chart's row: what it withholds is said as
+    # that row's word, never as "its published policy"
+    published_policy=False,
+    policy_record=f"its only record, the FBI chart, names '{_LINE_CELL}' under a subpoena, and no more; no policy of "
+    "LINE's for law enforcement is on record",
     discloses={p: frozenset({"subscriber_info", "account_created"}) for p in ASKS},
     assumptions={
         **_pk_court_order_assumed(_CHART_RECORD),
@@ -856,6 +888,10 @@ LINE_LETTER_SEALING_OFF = replace(
         "LINE Corporation, 'Guidelines for Responding to Law Enforcement' (linecorp.com/en/security/article/291, "
         "2022-01-19): the information on a user's communications that may be disclosed includes 'text from chats'",
     ),
+    # LINE's guidelines (above) are cited for the chats; they are not on the record (docs/record.md), and what
+    # the profile keeps back is said as the chart's word, as with Letter Sealing on
+    policy_record=f"its record, the FBI chart, names '{_LINE_CELL}' under a subpoena, and no more; LINE's guidelines "
+    "for responding to law enforcement (2022), cited for the chats, are not on record",
     discloses={p: frozenset({"subscriber_info", "account_created", "content"}) for p in ASKS},
     assumptions={
         **_pk_court_order_assumed(f"{_CHART_RECORD}; LINE's guidelines for responding to law enforcement"),
@@ -1293,6 +1329,7 @@ POLICY_FIELDS: Final[tuple[str, ...]] = (
     "responses",
     "response_record",
     "assumptions",
+    "assumed_answers",
     "lookback",
     "lookup_log_hosts",
     "notes",

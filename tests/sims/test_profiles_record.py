@@ -401,7 +401,21 @@ def test_its_published_policy_is_said_only_of_a_provider_with_one_on_record(
                     texts,
                 )
     assert all(said.values()), said  # each phrase is reached
-    assert not {"wechat", "viber", "wire"} & set().union(*said.values())
+    # nor of one whose policy for law enforcement is not on the record (docs/record.md): the chart's row is all
+    # the record holds of WeChat, Viber and LINE; of iMessage, Threema and Wickr it holds what they hand over, not
+    # the documents of theirs the profiles cite (Apple's Legal Process Guidelines, Threema's transparency report,
+    # Wickr's privacy policy)
+    unrecorded = {
+        "wechat",
+        "viber",
+        "wire",
+        "line",
+        "line-letter-sealing-off",
+        "imessage",
+        "threema",
+        "wickr",
+    }
+    assert not unrecorded & set().union(*said.values()), said
 
 
 def test_a_profile_without_a_published_policy_says_what_its_record_is() -> None:
@@ -472,3 +486,75 @@ def test_a_demand_on_everyone_withheld_is_said_as_the_profiles_assumption_not_as
         "2010 access demand (the project's assumption)"
     ), why
     assert any(n.startswith("Assumption: the record says India's interception facility") for n in d.notes)
+
+
+# --- what a reason rests on: the record's word, or the project's, never a policy the record does not hold ------------
+
+
+def _reasons(d: Disclosure) -> dict[str, str]:
+    return {c: why for c, (_r, why) in d.reasons.items()}
+
+
+@pytest.mark.parametrize(
+    ("profile", "category", "cell"),
+    [
+        # the chart's LINE row is LINE's only record: "account data; up to 7 days of chats only if E2EE is off"
+        ("line", "last_seen", "'account data; up to 7 days of chats only if E2EE is off' under a subpoena"),
+        (
+            "line-letter-sealing-off",
+            "ip_addresses",
+            "'account data; up to 7 days of chats only if E2EE is off'",
+        ),
+        # Wickr: the chart's row and the record's avatar; its privacy policy is not on the record
+        ("wickr", "subscriber_info", "'creation date, device types, last use, number of messages, number of"),
+        # iMessage: the chart's cells; Apple's Legal Process Guidelines are not on the record
+        ("imessage", "device_info", "'basic subscriber info' under a subpoena"),
+    ],
+)
+def test_a_category_kept_back_by_a_provider_whose_policy_is_not_on_record_says_the_records_word(
+    profile: str, category: str, cell: str
+) -> None:
+    """A subpoena on LINE (with Letter Sealing on or off), Wickr or iMessage: what each holds and does not hand
+    over is said as what its record, the FBI chart, names, and that it is withheld as the project's reading of
+    it, not as "its published policy", which the record does not hold (docs/record.md)."""
+    (d,) = [x for x in _every_order(profile, "") if x.process.process == "subpoena"]
+    reason, why = d.reasons[category]
+    assert reason == "withheld_by_policy"
+    assert "its published policy" not in why and cell in why, why
+    assert why.endswith("that it is withheld is the project's reading of that record"), why
+
+
+@pytest.mark.parametrize(
+    ("profile", "process"), [("threema", "search_warrant"), ("wickr", "court_order_2703d")]
+)
+def test_a_category_kept_back_under_a_dash_cell_is_said_as_assumed(profile: str, process: str) -> None:
+    """The FBI chart's 2703(d) and search-warrant cells for Threema and Wickr are "—": what one gets is the project's
+    assumption as a whole, and so is what it does not get (Threema's queued ciphertext under a warrant, Wickr's
+    phone number under a 2703(d) order)."""
+    (d,) = [x for x in _every_order(profile, "") if x.process.process == process]
+    withheld = d.withheld
+    assert withheld, d.reasons
+    for why in withheld.values():
+        assert "its published policy" not in why, why
+        assert why.endswith(f"{d.process.instrument.a_name} (the project's assumption)"), why
+    assert any(n.startswith("Assumption: the FBI chart's ") and "is '—'" in n for n in d.notes)
+
+
+def test_docs_record_marks_the_sources_profiles_cite_that_are_not_on_the_record() -> None:
+    """docs/record.md: what the record holds of each provider, and the documents the profiles cite beside it that
+    it does not hold, marked so, each of them cited in its profile's sources."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "docs" / "record.md").read_text(encoding="utf-8")
+    unrecorded = {
+        "imessage": "Apple's Legal Process Guidelines",
+        "threema": "Threema's transparency report",
+        "wickr": "Wickr's privacy policy",
+        "line-letter-sealing-off": 'LINE\'s "Guidelines for Responding to Law Enforcement"',
+    }
+    for profile, source in unrecorded.items():
+        (line,) = [x for x in text.split("\n- ") if source in x]
+        assert "**Not on the record**" in line, line
+        words = source.replace("'s", "").replace('"', "").split()[:2]
+        assert any(all(w.lower() in s.lower() for w in words) for s in get_profile(profile).sources), profile
+        assert get_profile(profile).policy_record, profile
