@@ -1344,6 +1344,24 @@ _SIGNAL_2016_ROUTING = (
     "before sealed sender (October 2018) the server saw the sender and the recipient of every message as "
     "it routed it, and kept no record of either (signal.org/bigbrother, 2016 response)"
 )
+# Signal's answer to a search warrant is on record from 2021 (the Santa Clara County warrant, signal.org/bigbrother;
+# the record gives the year: the first of it is the date here). Before it no record of Signal's speaks of a warrant
+# (its published response of 2016 is to a grand-jury subpoena): the profile answers one the same, and says so.
+_SIGNAL_WARRANT_REPORTED = date(2021, 1, 1)
+_SIGNAL_WARRANT_LATER = (
+    "the record of Signal answering a search warrant is its response to a Santa Clara County warrant in 2021 "
+    "(signal.org/bigbrother: the account's creation date and time and its last connection date), after this date "
+    "(the record gives the year: the date is its first day); no earlier record of Signal's speaks of a warrant. "
+    "This profile assumes a search warrant got then what that one got"
+)
+_SIGNAL_2703D_LATER = _chart_dash_assumed(
+    "Signal",
+    "account creation date/time; last connection date",
+    own=", and Signal's published responses (signal.org/bigbrother) are to subpoenas, and in 2021, after this "
+    "date, a search warrant, not to a 2703(d) order",
+    processes=("court_order_2703d",),
+)
+
 _TELEGRAM_TERROR_ONLY = (
     "before September 2024 Telegram's policy handed over IP address and phone number only for confirmed "
     "terror suspects (telegram.org/privacy §8.3, 2018; the FBI chart: 'only for confirmed terror "
@@ -1525,6 +1543,22 @@ HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
                     "message_counts": _SIGNAL_2016_ROUTING,
                 },
             },
+        ),
+        Change(
+            _SIGNAL_WARRANT_REPORTED,
+            "the record of Signal answering a search warrant: the Santa Clara County warrant of 2021 got the "
+            "account's creation date and time and its last connection date; before this date a search warrant's "
+            "answer is the project's assumption, the same (the record gives the year: the date is its first day)",
+            "signal.org/bigbrother: Santa Clara County warrant, 2021",
+            {
+                "assumptions": {
+                    **SIGNAL.assumptions,
+                    **_SIGNAL_2703D_LATER,
+                    "search_warrant": _SIGNAL_WARRANT_LATER,
+                },
+                "assumed_answers": SIGNAL.assumed_answers | {"search_warrant"},
+            },
+            policy=True,
         ),
     ),
     "telegram-cloud": (

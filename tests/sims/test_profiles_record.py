@@ -558,3 +558,36 @@ def test_docs_record_marks_the_sources_profiles_cite_that_are_not_on_the_record(
         words = source.replace("'s", "").replace('"', "").split()[:2]
         assert any(all(w.lower() in s.lower() for w in words) for s in get_profile(profile).sources), profile
         assert get_profile(profile).policy_record, profile
+
+
+# --- Signal's warrant answer, dated by its record (2021) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("start", "assumed"), [("2016-05-01", True), ("2020-12-31", True), ("2021-01-01", False)]
+)
+def test_signals_warrant_answer_before_the_warrant_on_its_record_is_said_as_assumed(
+    start: str, assumed: bool
+) -> None:
+    """The record of Signal answering a search warrant is its response to the Santa Clara County warrant of 2021
+    (signal.org/bigbrother; the year only: dated 2021-01-01). A warrant served in an earlier run is answered the
+    same, as the project's assumption, said in the disclosure; its queued ciphertext is not kept back "under its
+    published policy", which then spoke of no warrant."""
+    (d,) = [x for x in _every_order("signal", start) if x.process.process == "search_warrant"]
+    assert set(d.provided) == {"account_created", "last_seen"}
+    notes = [n for n in d.notes if n.startswith("Assumption: ")]
+    if assumed:
+        (note,) = notes
+        assert "Santa Clara County warrant in 2021" in note and "after this date" in note, note
+    else:
+        assert not notes, notes
+    assert not any("project's assumption" in why for why in _reasons(d).values()) or assumed
+    if start < "2018-10-29":  # before sealed sender the relay tells whose queued message it holds
+        why = d.reasons["ciphertext"][1]
+        assert (
+            why == "held by Signal, and not handed over under a search warrant (the project's assumption)"
+        ), why
+    # its 2703(d) order, never on record: assumed on either side, citing the 2021 warrant as later before it
+    (order,) = [x for x in _every_order("signal", start) if x.process.process == "court_order_2703d"]
+    (note,) = [n for n in order.notes if n.startswith("Assumption: ")]
+    assert ("in 2021, after this date, a search warrant" in note) == assumed, note
