@@ -724,12 +724,16 @@ class ComplianceDesk:
         else:
             has = f"held by {pr.title}"
         # The US ladder ("handed over only under a 2703(d) court order") for a US order only: an order of another
-        # country's law, targeted or a demand on everyone, is answered by the provider's policy for it.
+        # country's law, targeted or a demand on everyone, is answered by the provider's policy for it. Where the
+        # profile carries an assumption for the order, which rung gets it is the project's reading (Telegram's
+        # subpoena: §8.3 names an order of the judicial authorities).
         if instrument.jurisdiction == "us":
             for p in _LEAST_PROCESS:
                 least = INSTRUMENTS[p]
                 if category in pr.discloses.get(p, frozenset()) and category in least.asks:
-                    return f"{has}, but handed over only under {least.a_name}"
+                    return f"{has}, but handed over only under {least.a_name}" + (
+                        " (the project's assumption)" if instrument.key in pr.assumptions else ""
+                    )
         note = pr.notes.get(category)
         if self._answer_assumed(instrument):
             # an order of another country's law that no record of the provider's speaks of, a US order none

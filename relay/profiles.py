@@ -778,6 +778,18 @@ _TELEGRAM_RECORD = (
 )
 
 
+# A subpoena gets nothing from Telegram today: the profile's reading of §8.3 ("a valid order from the relevant judicial
+# authorities"), which the record does not settle: the FBI chart put the IP address and phone number of Telegram's
+# 2018 policy (to "a court order", §8.3) in its subpoena column. Said in every subpoena's disclosure, and beside
+# each category a 2703(d) order gets and a subpoena does not.
+_TELEGRAM_SUBPOENA_READING = (
+    "Telegram's privacy policy names 'a valid order from the relevant judicial authorities' (telegram.org/privacy "
+    "§8.3, September 2024); no record says whether a subpoena, which no judge issues on the case, is one, and the "
+    "FBI chart put the IP address and phone number of Telegram's earlier policy (to 'a court order', §8.3, 2018) in "
+    "its subpoena column. That a subpoena gets nothing is the project's reading of §8.3"
+)
+
+
 def _telegram_foreign_forward_nothing() -> dict[str, str]:
     """Telegram's answer to each forward-looking order of another country's law, as ``_foreign_forward_nothing``,
     saying why §8.3 is not that answer, even where a judge made the order (Canada's Part VI authorization)."""
@@ -821,8 +833,8 @@ TELEGRAM_CLOUD = Profile(
     discloses={p: frozenset({"subscriber_info", "ip_addresses"}) for p in _TELEGRAM_JUDICIAL},
     # its servers could collect under an interception order of another country's law; no record says what
     # it hands one (§8.3 names what it hands a court's order, records it holds: a judge's order looking
-    # back gets them, pk_court_order): assumed, nothing
-    assumptions=_telegram_foreign_forward_nothing(),
+    # back gets them, pk_court_order): assumed, nothing. A subpoena: §8.3 read as a court's order, not one
+    assumptions={**_telegram_foreign_forward_nothing(), "subpoena": _TELEGRAM_SUBPOENA_READING},
     notes={
         "content": "the keys are on Telegram's servers: content is withheld by policy, not by mathematics",
         "subscriber_info": _TELEGRAM_ORDER,
@@ -1599,6 +1611,8 @@ HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
                     "subscriber_info": _TELEGRAM_TERROR_ONLY,
                     "ip_addresses": _TELEGRAM_TERROR_ONLY,
                 },
+                # no order gets anything then: which order §8.3 names is not read
+                "assumptions": _telegram_foreign_forward_nothing(),
             },
             policy=True,
         ),

@@ -591,3 +591,27 @@ def test_signals_warrant_answer_before_the_warrant_on_its_record_is_said_as_assu
     (order,) = [x for x in _every_order("signal", start) if x.process.process == "court_order_2703d"]
     (note,) = [n for n in order.notes if n.startswith("Assumption: ")]
     assert ("in 2021, after this date, a search warrant" in note) == assumed, note
+
+
+# --- Telegram's subpoena: §8.3 read as a court's order is the project's reading -------------------------------------
+
+
+def test_telegrams_subpoena_getting_nothing_is_said_as_the_projects_reading_of_its_policy() -> None:
+    """Today Telegram hands IP address and phone number to "a valid order from the relevant judicial authorities"
+    (§8.3, September 2024). The FBI chart put the same two, under its earlier policy, in its subpoena column: that
+    a subpoena is no such order and gets nothing is the project's reading, said in the subpoena's disclosure and
+    beside what a 2703(d) order gets. Before September 2024 (terror suspects only) no order gets anything, and
+    nothing of this is said."""
+    (d,) = [x for x in _every_order("telegram-cloud", "") if x.process.process == "subpoena"]
+    assert not d.provided
+    (note,) = [n for n in d.notes if n.startswith("Assumption: ")]
+    assert "project's reading of §8.3" in note and "subpoena column" in note, note
+    for category in ("subscriber_info", "ip_addresses"):
+        why = d.reasons[category][1]
+        assert why.endswith("handed over only under a 2703(d) court order (the project's assumption)"), why
+    # what §8.3 names to no order at all is its published policy's, not the reading's
+    assert d.reasons["account_created"][1].endswith("not handed over under its published policy")
+    (chart_day,) = [
+        x for x in _every_order("telegram-cloud", "2021-01-07") if x.process.process == "subpoena"
+    ]
+    assert not any(n.startswith("Assumption: ") for n in chart_day.notes), chart_day.notes
