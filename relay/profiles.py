@@ -11,7 +11,10 @@ observations before the store sees them; nothing is hidden at disclosure time.
 Every profile cites its sources: the FBI "Lawful Access" chart of 2021-01-07 (FOIA release
 2021-11-19; justsecurity.org/79549), providers' published law
 enforcement guidelines, Signal's published subpoena responses, court records, reporting on
-BlackBerry). Where a source says nothing, the profile says what we assumed (``Profile.assumptions``):
+BlackBerry). docs/record.md says what the public record holds of each provider, and which of the sources
+cited here it does not hold (Apple's Legal Process Guidelines, Threema's transparency report, Wickr's privacy
+policy, LINE's guidelines): what rests on one of those alone is said as the project's reading or assumption,
+never as "its published policy" (``Profile.policy_record``). Where a source says nothing, the profile says what we assumed (``Profile.assumptions``):
 every disclosure under that instrument carries it as an "Assumption", and the FBI chart's matrix
 lists it apart. Among the chart's rows: WhatsApp's wiretap order returns the ciphertext its relay
 routes: no source shows WhatsApp returning ciphertext to a wiretap order; the one reported fight over an
@@ -22,8 +25,12 @@ chart's warrant cell names: a warrant may compel every record a 2703(d) order ma
 2703(c)(1)(A)), but the chart is silent. iMessage's look-ups come with the IP address each was made from
 to a 2703(d) order (and a warrant), for the same 25 days: the chart names the look-ups, not their IPs. Where
 the chart's 2703(d) or search-warrant cell is "—" (it states nothing there: Signal's 2703(d) order, whose
-warrant is on Signal's own record; Threema's, Wickr's, Viber's, LINE's and WeChat's both), the order gets
-what the chart's subpoena cell names, which it may compel too (18 U.S.C. 2703(c)(2)): assumed. WeChat's and
+warrant is on Signal's own record from 2021; Threema's, Wickr's, Viber's, LINE's and WeChat's both), the order gets
+what the chart's subpoena cell names, which it may compel too (18 U.S.C. 2703(c)(2)): assumed, and so is what it
+does not get (``Profile.assumed_answers``). Where the chart's pen-register cell is "—" (Signal's, Threema's,
+Wickr's, Viber's, LINE's), that the relay has no way to collect in real time is assumed too: the chart says "no
+capability" of iMessage alone, and has no wiretap column. Telegram's subpoena getting nothing is the project's
+reading of its §8.3 ("a valid order from the relevant judicial authorities"). WeChat's and
 Viber's only record is the chart's row: no policy of theirs for law enforcement is on record
 (``published_policy`` False), and what they hold and do not hand over is said as that row's word
 (``policy_record``), never as "its published policy". Beyond the chart: Wire, whose guide for law enforcement, if it
