@@ -193,7 +193,8 @@ class Profile:
     policy_record: str = ""
     # Where a relay that could collect in real time collects nothing under a US order and no published
     # policy of the provider's says so, what its record shows instead (WeChat: the FBI chart alone, whose
-    # returns are all logs of stored data), said in place of "its published policy hands nothing over".
+    # returns are all logs of stored data; Telegram: the chart, and §8.3, of records it holds), said in place
+    # of "its published policy hands nothing over".
     realtime_record: str = ""
     # Per instrument, how the provider answered the demand as a whole, where it did not comply, and
     # (``response_record``) what the record says of that answer, said beside it in the disclosure.
@@ -827,6 +828,13 @@ TELEGRAM_CLOUD = Profile(
     keep_contacts=True,
     pen_register=True,  # its servers route and store every cloud message and hold the keys:
     wiretap=True,  # what stops a real-time return is its policy, not its design
+    # no record says what Telegram hands a pen register or wiretap order: §8.3 names records it holds, handed over
+    # after the fact, and the chart shows no real-time return from it (its cells "—")
+    realtime_record=(
+        "its record, the FBI chart (2021), shows no real-time return from it (every return but WhatsApp's is a log "
+        "of stored data, delivered after the fact), and its privacy policy (telegram.org/privacy §8.3) names records "
+        "it holds, handed over after the fact (that it hands nothing over in real time is the project's reading)"
+    ),
     sources=(
         "telegram.org/privacy §8.3 (IP address and phone number, on a court order; from September 2024 for any "
         "criminal suspect)",
@@ -1600,8 +1608,10 @@ HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
                     "realtime_routing": _TELEGRAM_ZERO_BYTES,
                 },
                 # 'we have disclosed 0 bytes of user data to third parties, including governments': its
-                # published word answers an order of any country's law, so nothing there is assumed
+                # published word answers an order of any country's law, so nothing there is assumed, and
+                # hands nothing over in real time either
                 "assumptions": {},
+                "realtime_record": "",
             },
             policy=True,
         ),
