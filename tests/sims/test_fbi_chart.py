@@ -692,7 +692,7 @@ NO_TAP_ASSUMED = [
 def test_every_dash_pen_register_cell_says_no_capability_is_assumed(
     chart: tuple[Path, dict[str, Any]], profile: str, process: str
 ) -> None:
-    out, matrix = chart
+    out, _matrix = chart
     d = disclosure(out, profile, process)
     no_tap = d["not_provided"]["no_capability"]
     assert {"realtime_routing", "ip_addresses"} <= set(no_tap), no_tap
