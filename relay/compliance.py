@@ -681,11 +681,12 @@ class ComplianceDesk:
     def _answer_assumed(self, instrument: Instrument) -> bool:
         """Whether what the provider hands over under ``instrument`` is the profile's assumption as a whole,
         not a published policy's: an order of another country's law that the profile assumes for (no record
-        of the provider's speaks of one), or any it assumes for where the provider publishes no policy for
-        law enforcement (Wire: ``Profile.published_policy``)."""
+        of the provider's speaks of one), a US order no record of the provider's speaks of
+        (``Profile.assumed_answers``: the FBI chart's "—" cells), or any it assumes for where the provider
+        publishes no policy for law enforcement (Wire: ``Profile.published_policy``)."""
         pr = self.profile
         return instrument.key in pr.assumptions and (
-            instrument.jurisdiction != "us" or not pr.published_policy
+            instrument.jurisdiction != "us" or not pr.published_policy or instrument.key in pr.assumed_answers
         )
 
     def _withheld_reason(self, category: str, process: LegalProcess) -> str:
@@ -722,22 +723,26 @@ class ComplianceDesk:
             has = f"collected under this order by {pr.title}"
         else:
             has = f"held by {pr.title}"
-        # a targeted order of another country's law: the provider's policy for it, not the US ladder
-        foreign_targeted = instrument.jurisdiction != "us" and instrument.needs_target
-        for p in () if foreign_targeted else _LEAST_PROCESS:
-            least = INSTRUMENTS[p]
-            if category in pr.discloses.get(p, frozenset()) and category in least.asks:
-                if instrument.jurisdiction != least.jurisdiction:
-                    return f"{has}, but handed over only to US legal process that names an account"
-                return f"{has}, but handed over only under {least.a_name}"
+        # The US ladder ("handed over only under a 2703(d) court order") for a US order only: an order of another
+        # country's law, targeted or a demand on everyone, is answered by the provider's policy for it. Where the
+        # profile carries an assumption for the order, which rung gets it is the project's reading (Telegram's
+        # subpoena: §8.3 names an order of the judicial authorities).
+        if instrument.jurisdiction == "us":
+            for p in _LEAST_PROCESS:
+                least = INSTRUMENTS[p]
+                if category in pr.discloses.get(p, frozenset()) and category in least.asks:
+                    return f"{has}, but handed over only under {least.a_name}" + (
+                        " (the project's assumption)" if instrument.key in pr.assumptions else ""
+                    )
         note = pr.notes.get(category)
-        if (foreign_targeted or not pr.published_policy) and self._answer_assumed(instrument):
-            # a targeted order of another country's law that no record of the provider's speaks of, or any
-            # order to a provider that publishes no policy for law enforcement: no published policy says what
-            # it gets, only what this profile assumes (said in the notes)
+        if self._answer_assumed(instrument):
+            # an order of another country's law that no record of the provider's speaks of, a US order none
+            # speaks of (an FBI chart cell "—"), or any order to a provider that publishes no policy for law
+            # enforcement: no published policy says what it gets, only what this profile assumes (said in the notes)
             return note or f"{has}, and not handed over under {instrument.a_name} (the project's assumption)"
-        if not pr.published_policy:
-            # no published policy on record, but a record of what the provider hands over (the FBI chart's row)
+        if pr.policy_record or not pr.published_policy:
+            # no published policy on record says it, but a record of what the provider hands over does (the FBI
+            # chart's row)
             return note or (
                 f"{has}, but not handed over: {pr.policy_record}; that it is withheld is the project's reading of "
                 "that record"

@@ -259,10 +259,15 @@ _IN_COMPELS_BEFORE_2009 = (
 )
 
 _RULE_419A_2007 = date(2008, 1, 1)  # the year after the amendment's (its day is not kept here)
+# Said on every day of a dated run: the record names the Rule and dates neither it nor the text modelled.
+_RULE_419A_CITED = (
+    "Rule 419A is modelled as amended by the Indian Telegraph (Amendment) Rules 2007 (G.S.R. 193(E)): the project's "
+    "citation, not the record's, which names the Rule (with s.5(2)) and dates neither it nor that amendment"
+)
+# Said besides before 2008: the amendment's day in 2007 is not kept, so the day may precede it.
 _RULE_419A_CAVEAT = (
-    "Rule 419A is modelled as amended by the Indian Telegraph (Amendment) Rules 2007 (G.S.R. 193(E); the project's "
-    "citation, not the record's); the record gives no date for the Rule, and its text before that amendment, "
-    "which may have applied on this day, is not modelled"
+    "the amendment's day in 2007 is not kept here: the Rule's text before it, which may have applied on this day, is "
+    "not modelled"
 )
 
 JURISDICTIONS: Final[Mapping[str, Jurisdiction]] = {
@@ -367,12 +372,24 @@ _TOLA_2018 = date(2018, 12, 8)
 _TOLA_2018_RECORD = (
     "the TOLA Act 2018 (Telecommunications and Other Legislation Amendment (Assistance and Access) Act 2018, "
     "No. 148 of 2018), which inserted Part 15 into the Telecommunications Act 1997, received Royal Assent on "
-    "2018-12-08 (legislation.gov.au)"
+    "2018-12-08 (legislation.gov.au); the day Part 15 came into force is not kept here, which Royal Assent does "
+    "not settle, so the date is the Royal Assent's: the earliest it can have been"
+)
+# Said in a dated run's disclosure under a TOLA instrument, as the IPA's: the day is Royal Assent's.
+_TOLA_2018_CAVEAT = (
+    "the TOLA Act 2018 is dated here by its Royal Assent (2018-12-08, legislation.gov.au), not by the day Part 15 of "
+    "the Telecommunications Act 1997, which it inserted ({section}), came into force: that it was in force on this "
+    "day is the project's assumption"
 )
 _IFTA_2013 = date(2013, 2, 20)
 _IFTA_2013_RECORD = (
     "the Investigation for Fair Trial Act 2013 (Act No. I of 2013) received the President's assent on 2013-02-20 "
-    "(Gazette of Pakistan, Extraordinary, Part I, 2013-02-22)"
+    "(Gazette of Pakistan, Extraordinary, Part I, 2013-02-22); the day it came into force is not kept here, which "
+    "assent does not settle, so the date is the assent's: the earliest it can have been"
+)
+_IFTA_2013_CAVEAT = (
+    "the Investigation for Fair Trial Act 2013 is dated here by the President's assent (2013-02-20, Gazette of "
+    "Pakistan), not by the day it came into force: that it was in force on this day is the project's assumption"
 )
 
 # The two demands modelled are acts, each made once, not powers: the PTA's, to monitor BES, and India's, that
@@ -629,6 +646,7 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             _INTERCEPT,
             since=_IFTA_2013,
             since_record=_IFTA_2013_RECORD,
+            caveats=((None, _IFTA_2013_CAVEAT),),
         ),
         # India: interception is per order, authorised by the Union or a State Home Secretary.
         Instrument(
@@ -640,7 +658,7 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "forward",
             True,
             _INTERCEPT,
-            caveats=((_RULE_419A_2007, _RULE_419A_CAVEAT),),
+            caveats=((None, _RULE_419A_CITED), (_RULE_419A_2007, _RULE_419A_CAVEAT)),
         ),
         Instrument(
             "it_act_69",
@@ -737,6 +755,7 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "(Telecommunications Act 1997 s.317G); no penalty attaches to declining",
             since=_TOLA_2018,
             since_record=_TOLA_2018_RECORD,
+            caveats=((None, _TOLA_2018_CAVEAT.format(section="s.317G")),),
         ),
         Instrument(
             "tola_tan",
@@ -753,6 +772,7 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "(Telecommunications Act 1997 s.317L); it cannot require a systemic weakness (s.317ZG)",
             since=_TOLA_2018,
             since_record=_TOLA_2018_RECORD,
+            caveats=((None, _TOLA_2018_CAVEAT.format(section="s.317L")),),
         ),
         Instrument(
             "tola_tcn",
@@ -771,6 +791,7 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "weakness or vulnerability, or a new decryption capability (s.317ZG)",
             since=_TOLA_2018,
             since_record=_TOLA_2018_RECORD,
+            caveats=((None, _TOLA_2018_CAVEAT.format(section="s.317T")),),
         ),
     )
 }

@@ -11,7 +11,10 @@ observations before the store sees them; nothing is hidden at disclosure time.
 Every profile cites its sources: the FBI "Lawful Access" chart of 2021-01-07 (FOIA release
 2021-11-19; justsecurity.org/79549), providers' published law
 enforcement guidelines, Signal's published subpoena responses, court records, reporting on
-BlackBerry). Where a source says nothing, the profile says what we assumed (``Profile.assumptions``):
+BlackBerry). docs/record.md says what the public record holds of each provider, and which of the sources
+cited here it does not hold (Apple's Legal Process Guidelines, Threema's transparency report, Wickr's privacy
+policy, LINE's guidelines): what rests on one of those alone is said as the project's reading or assumption,
+never as "its published policy" (``Profile.policy_record``). Where a source says nothing, the profile says what we assumed (``Profile.assumptions``):
 every disclosure under that instrument carries it as an "Assumption", and the FBI chart's matrix
 lists it apart. Among the chart's rows: WhatsApp's wiretap order returns the ciphertext its relay
 routes: no source shows WhatsApp returning ciphertext to a wiretap order; the one reported fight over an
@@ -22,8 +25,12 @@ chart's warrant cell names: a warrant may compel every record a 2703(d) order ma
 2703(c)(1)(A)), but the chart is silent. iMessage's look-ups come with the IP address each was made from
 to a 2703(d) order (and a warrant), for the same 25 days: the chart names the look-ups, not their IPs. Where
 the chart's 2703(d) or search-warrant cell is "—" (it states nothing there: Signal's 2703(d) order, whose
-warrant is on Signal's own record; Threema's, Wickr's, Viber's, LINE's and WeChat's both), the order gets
-what the chart's subpoena cell names, which it may compel too (18 U.S.C. 2703(c)(2)): assumed. WeChat's and
+warrant is on Signal's own record from 2021; Threema's, Wickr's, Viber's, LINE's and WeChat's both), the order gets
+what the chart's subpoena cell names, which it may compel too (18 U.S.C. 2703(c)(2)): assumed, and so is what it
+does not get (``Profile.assumed_answers``). Where the chart's pen-register cell is "—" (Signal's, Threema's,
+Wickr's, Viber's, LINE's), that the relay has no way to collect in real time is assumed too: the chart says "no
+capability" of iMessage alone, and has no wiretap column. Telegram's subpoena getting nothing is the project's
+reading of its §8.3 ("a valid order from the relevant judicial authorities"). WeChat's and
 Viber's only record is the chart's row: no policy of theirs for law enforcement is on record
 (``published_policy`` False), and what they hold and do not hand over is said as that row's word
 (``policy_record``), never as "its published policy". Beyond the chart: Wire, whose guide for law enforcement, if it
@@ -166,17 +173,28 @@ class Profile:
     # Per instrument, what the profile assumes where no source says what the provider returns
     # (each disclosure under that instrument says so).
     assumptions: Mapping[str, str] = field(default_factory=dict)
-    # False where no published policy of the provider's for law enforcement was found (Wire): what every
-    # instrument gets is then the profile's assumption (``assumptions``), and the desk never says a
+    # The US instruments (of ``assumptions``) under which what the provider hands over is, as a whole, the
+    # profile's assumption though it has a published policy on record: no record of the provider's speaks of
+    # that instrument (the FBI chart's "—" cells; Signal's 2703(d) order, and its search warrant before the
+    # warrant on its record, of 2021). What is withheld under one is said as assumed, never as "its
+    # published policy". (Under another country's instrument, or where ``published_policy`` is False, every
+    # instrument of ``assumptions`` is so.)
+    assumed_answers: frozenset[str] = frozenset()
+    # False where no published policy of the provider's for law enforcement was found (Wire), or none is on
+    # the record (docs/record.md: WeChat's, Viber's, LINE's): what every instrument gets is then the profile's
+    # assumption (``assumptions``) or its record's word (``policy_record``), and the desk never says a
     # category is withheld under "its published policy".
     published_policy: bool = True
-    # Where no published policy is on record but another record says what the provider hands over (WeChat and
-    # Viber: the FBI chart's row, their only record), that record, said where a category it holds is not handed
-    # over, in place of "its published policy" (that it is withheld is the project's reading of that record).
+    # Where no published policy on record says what the provider keeps back, but a record says what it hands
+    # over (WeChat, Viber and LINE: the FBI chart's row, their only record; iMessage, Threema and Wickr, whose
+    # own documents cited here are not on the record: docs/record.md), that record, said where a category it
+    # holds is not handed over, in place of "its published policy" (that it is withheld is the project's
+    # reading of that record).
     policy_record: str = ""
     # Where a relay that could collect in real time collects nothing under a US order and no published
     # policy of the provider's says so, what its record shows instead (WeChat: the FBI chart alone, whose
-    # returns are all logs of stored data), said in place of "its published policy hands nothing over".
+    # returns are all logs of stored data; Telegram: the chart, and §8.3, of records it holds), said in place
+    # of "its published policy hands nothing over".
     realtime_record: str = ""
     # Per instrument, how the provider answered the demand as a whole, where it did not comply, and
     # (``response_record``) what the record says of that answer, said beside it in the disclosure.
@@ -225,6 +243,28 @@ _FBI_CHART = "FBI, 'Lawful Access' chart, 2021-01-07 (FOIA release 2021-11-19; j
 # fact". So no provider on it but WhatsApp collects anything in real time: no pen register, and no
 # wiretap either (a wiretap collects everything a pen register does, and the bodies besides).
 _NOT_REALTIME = "the FBI chart (2021) shows real-time returns only for WhatsApp"
+# Said of a provider whose relay the profile gives no way to collect in real time where the chart's pen-register
+# cell is "—": the chart states nothing there (it says "no capability" of iMessage alone), so that the relay has
+# none is a design claim the record does not make (_chart_realtime_assumed).
+_NOT_REALTIME_ASSUMED = (
+    "the FBI chart (2021) shows real-time returns only for WhatsApp; its pen-register cell for this provider is '—', "
+    "which states nothing, so this is the project's assumption"
+)
+
+
+def _chart_realtime_assumed(title: str) -> dict[str, str]:
+    """The assumption under a pen register and a wiretap order for a provider whose FBI chart pen-register cell
+    is "—" and whose relay the profile gives no way to collect in real time (``no capability``): the chart
+    says "no capability" of iMessage alone; of the others it states nothing, and it has no wiretap column."""
+    header = "its header: every return but WhatsApp's is a log of stored data, delivered after the fact"
+    return {
+        "pen_register": f"the FBI chart's pen register cell for {title} is '—': the chart states nothing there "
+        f"({header}), not that {title} has no capability, as it says of iMessage. This profile assumes its relay "
+        "has no way to collect routing in real time, so that a pen register gets nothing collected",
+        "wiretap": f"the FBI chart has no wiretap column ({header}), and no record says whether {title}'s relay "
+        "could copy what it routes in real time. This profile assumes it has no way to, so that a wiretap order "
+        "gets nothing collected",
+    }
 
 
 def _warrant_gets_the_2703d_records(records: str, cell: str) -> str:
@@ -346,7 +386,9 @@ SIGNAL = Profile(
             "warrant, not to a 2703(d) order",
             processes=("court_order_2703d",),
         ),
+        **_chart_realtime_assumed("Signal"),
     },
+    assumed_answers=frozenset({"court_order_2703d"}),
     group_state_encrypted=True,
     group_source=(
         "Signal's groups v2 (Chase, Perrin and Zaverucha, 'The Signal Private Group System', CCS 2020; "
@@ -361,7 +403,7 @@ SIGNAL = Profile(
         "responses name only the two timestamps",
         "subscriber_info": "Signal asks for nothing at sign-up but the phone number, which the order already "
         "names: no name, address, e-mail or payment details exist (2016 response, signal.org/bigbrother)",
-        "realtime_routing": _NOT_REALTIME,
+        "realtime_routing": _NOT_REALTIME_ASSUMED,
     },
 )
 
@@ -556,6 +598,11 @@ IMESSAGE = Profile(
     # The FBI chart: "25 days of iMessage look-ups to/from the target number" to a 2703(d) order; the
     # same 25 days to a search warrant is the project's assumption (``assumptions``).
     lookback={"lookup_log": 25 * _DAY},
+    # Apple's Legal Process Guidelines (cited above) are not on the record; its FAQ for law enforcement is, of the
+    # look-ups to pen/trap orders (docs/record.md). What Apple keeps back is said as the chart's word.
+    policy_record="its record, the FBI chart, names 'basic subscriber info' under a subpoena, '25 days of iMessage "
+    "look-ups to/from the target number' under a 2703(d) order and 'device backups' under a search warrant, and "
+    "no more",
     assumptions={
         "court_order_2703d": _IMESSAGE_LOOKUP_IPS,
         "search_warrant": _warrant_gets_the_2703d_records(
@@ -612,7 +659,13 @@ THREEMA = Profile(
         **_chart_dash_assumed(
             "Threema", "hash of phone/email, push token, ID creation date, last login date"
         ),
+        **_chart_realtime_assumed("Threema"),
     },
+    assumed_answers=frozenset({"court_order_2703d", "search_warrant"}),
+    # Threema's transparency report and guidelines (cited above) are not on the record; what Threema hands over is
+    # (docs/record.md: the chart's row; its creation date, push token and public key)
+    policy_record="its record, the FBI chart, names 'hash of phone/email, push token, ID creation date, last login "
+    "date' under a subpoena, and the record adds the public key, no more",
     notes={
         "account_created": "Threema hands over the date the ID was created, not the time (the FBI chart: 'ID "
         "creation date')",
@@ -621,7 +674,7 @@ THREEMA = Profile(
         "handed over with the device info)",
         "device_info": "each device's public key and the push token its app registered (the FBI chart; "
         "Threema's transparency report)",
-        "realtime_routing": _NOT_REALTIME,
+        "realtime_routing": _NOT_REALTIME_ASSUMED,
     },
 )
 
@@ -665,7 +718,14 @@ WICKR = Profile(
             own=", and Wickr's own words (its privacy policy; its information request reporting) list the facts "
             "it holds about an account, not the process each goes to",
         ),
+        **_chart_realtime_assumed("Wickr"),
     },
+    assumed_answers=frozenset({"court_order_2703d", "search_warrant"}),
+    # Wickr's privacy policy and information request reporting (cited above for their wording) are not on the
+    # record; what Wickr hands over is (docs/record.md: the chart's row; the avatar besides)
+    policy_record="its record, the FBI chart, names 'creation date, device types, last use, number of messages, "
+    "number of external ids, recent settings changes, version' under a subpoena, and the record adds the avatar, "
+    "no more",
     notes={
         "account_created": "Wickr hands over the date the account was created, not the time (the FBI chart: "
         "'creation date'; Wickr: 'the date your account was created')",
@@ -675,7 +735,7 @@ WICKR = Profile(
         "device_info": "each device's type and app version, as its app registered them (the FBI chart); the "
         "chart's 'recent settings changes' the simulated clients do not make, and Wickr's avatar (which it hands "
         "over too) they do not set",
-        "realtime_routing": _NOT_REALTIME,
+        "realtime_routing": _NOT_REALTIME_ASSUMED,
     },
 )
 
@@ -705,8 +765,9 @@ VIBER = Profile(
             "Viber",
             "registration data, IP at creation; message history: time, date, source, destination (no content)",
         ),
+        **_chart_realtime_assumed("Viber"),
     },
-    notes={"ip_addresses": "the IP address at registration only", "realtime_routing": _NOT_REALTIME},
+    notes={"ip_addresses": "the IP address at registration only", "realtime_routing": _NOT_REALTIME_ASSUMED},
 )
 
 # The instruments that are orders of a judicial authority and look back at what is held: Telegram's
@@ -722,6 +783,18 @@ _TELEGRAM_ORDER = (
 _TELEGRAM_RECORD = (
     "telegram.org/privacy §8.3, of the IP address and phone number it hands a court's order, and the FBI "
     "chart, of US legal process"
+)
+
+
+# A subpoena gets nothing from Telegram today: the profile's reading of §8.3 ("a valid order from the relevant judicial
+# authorities"), which the record does not settle: the FBI chart put the IP address and phone number of Telegram's
+# 2018 policy (to "a court order", §8.3) in its subpoena column. Said in every subpoena's disclosure, and beside
+# each category a 2703(d) order gets and a subpoena does not.
+_TELEGRAM_SUBPOENA_READING = (
+    "Telegram's privacy policy names 'a valid order from the relevant judicial authorities' (telegram.org/privacy "
+    "§8.3, September 2024); no record says whether a subpoena, which no judge issues on the case, is one, and the "
+    "FBI chart put the IP address and phone number of Telegram's earlier policy (to 'a court order', §8.3, 2018) in "
+    "its subpoena column. That a subpoena gets nothing is the project's reading of §8.3"
 )
 
 
@@ -755,6 +828,13 @@ TELEGRAM_CLOUD = Profile(
     keep_contacts=True,
     pen_register=True,  # its servers route and store every cloud message and hold the keys:
     wiretap=True,  # what stops a real-time return is its policy, not its design
+    # no record says what Telegram hands a pen register or wiretap order: §8.3 names records it holds, handed over
+    # after the fact, and the chart shows no real-time return from it (its cells "—")
+    realtime_record=(
+        "its record, the FBI chart (2021), shows no real-time return from it (every return but WhatsApp's is a log "
+        "of stored data, delivered after the fact), and its privacy policy (telegram.org/privacy §8.3) names records "
+        "it holds, handed over after the fact (that it hands nothing over in real time is the project's reading)"
+    ),
     sources=(
         "telegram.org/privacy §8.3 (IP address and phone number, on a court order; from September 2024 for any "
         "criminal suspect)",
@@ -768,8 +848,8 @@ TELEGRAM_CLOUD = Profile(
     discloses={p: frozenset({"subscriber_info", "ip_addresses"}) for p in _TELEGRAM_JUDICIAL},
     # its servers could collect under an interception order of another country's law; no record says what
     # it hands one (§8.3 names what it hands a court's order, records it holds: a judge's order looking
-    # back gets them, pk_court_order): assumed, nothing
-    assumptions=_telegram_foreign_forward_nothing(),
+    # back gets them, pk_court_order): assumed, nothing. A subpoena: §8.3 read as a court's order, not one
+    assumptions={**_telegram_foreign_forward_nothing(), "subpoena": _TELEGRAM_SUBPOENA_READING},
     notes={
         "content": "the keys are on Telegram's servers: content is withheld by policy, not by mathematics",
         "subscriber_info": _TELEGRAM_ORDER,
@@ -795,16 +875,22 @@ LINE = Profile(
     custody="devices",
     wiretap=False,
     sources=(_FBI_CHART,),
+    # no policy of LINE's for law enforcement is on record, only the chart's row: what it withholds is said as
+    # that row's word, never as "its published policy"
+    published_policy=False,
+    policy_record=f"its only record, the FBI chart, names '{_LINE_CELL}' under a subpoena, and no more; no policy of "
+    "LINE's for law enforcement is on record",
     discloses={p: frozenset({"subscriber_info", "account_created"}) for p in ASKS},
     assumptions={
         **_pk_court_order_assumed(_CHART_RECORD),
         **_chart_dash_assumed("LINE", _LINE_CELL),
+        **_chart_realtime_assumed("LINE"),
     },
     notes={
         "content": "Letter Sealing (LINE's end-to-end encryption) is on; with it off, LINE hands over up to "
         "7 days of chats (FBI chart)",
         "subscriber_info": "the chart says 'account data'; which fields is the project's inference",
-        "realtime_routing": _NOT_REALTIME,
+        "realtime_routing": _NOT_REALTIME_ASSUMED,
     },
 )
 
@@ -829,6 +915,10 @@ LINE_LETTER_SEALING_OFF = replace(
         "LINE Corporation, 'Guidelines for Responding to Law Enforcement' (linecorp.com/en/security/article/291, "
         "2022-01-19): the information on a user's communications that may be disclosed includes 'text from chats'",
     ),
+    # LINE's guidelines (above) are cited for the chats; they are not on the record (docs/record.md), and what
+    # the profile keeps back is said as the chart's word, as with Letter Sealing on
+    policy_record=f"its record, the FBI chart, names '{_LINE_CELL}' under a subpoena, and no more; LINE's guidelines "
+    "for responding to law enforcement (2022), cited for the chats, are not on record",
     discloses={p: frozenset({"subscriber_info", "account_created", "content"}) for p in ASKS},
     assumptions={
         **_pk_court_order_assumed(f"{_CHART_RECORD}; LINE's guidelines for responding to law enforcement"),
@@ -843,6 +933,7 @@ LINE_LETTER_SEALING_OFF = replace(
                 "(18 U.S.C. 2703(a))",
             },
         ),
+        **_chart_realtime_assumed("LINE"),
     },
     lookback={"content": _LINE_7_DAYS},
     notes={
@@ -850,7 +941,7 @@ LINE_LETTER_SEALING_OFF = replace(
         "up to 7 days of chats (FBI chart: 'up to 7 days of chats only if E2EE is off')",
         "ciphertext": "the chart names chats, not their encrypted form",
         "subscriber_info": LINE.notes["subscriber_info"],
-        "realtime_routing": _NOT_REALTIME,
+        "realtime_routing": _NOT_REALTIME_ASSUMED,
     },
 )
 
@@ -1265,6 +1356,7 @@ POLICY_FIELDS: Final[tuple[str, ...]] = (
     "responses",
     "response_record",
     "assumptions",
+    "assumed_answers",
     "lookback",
     "lookup_log_hosts",
     "notes",
@@ -1279,6 +1371,24 @@ _SIGNAL_2016_ROUTING = (
     "before sealed sender (October 2018) the server saw the sender and the recipient of every message as "
     "it routed it, and kept no record of either (signal.org/bigbrother, 2016 response)"
 )
+# Signal's answer to a search warrant is on record from 2021 (the Santa Clara County warrant, signal.org/bigbrother;
+# the record gives the year: the first of it is the date here). Before it no record of Signal's speaks of a warrant
+# (its published response of 2016 is to a grand-jury subpoena): the profile answers one the same, and says so.
+_SIGNAL_WARRANT_REPORTED = date(2021, 1, 1)
+_SIGNAL_WARRANT_LATER = (
+    "the record of Signal answering a search warrant is its response to a Santa Clara County warrant in 2021 "
+    "(signal.org/bigbrother: the account's creation date and time and its last connection date), after this date "
+    "(the record gives the year: the date is its first day); no earlier record of Signal's speaks of a warrant. "
+    "This profile assumes a search warrant got then what that one got"
+)
+_SIGNAL_2703D_LATER = _chart_dash_assumed(
+    "Signal",
+    "account creation date/time; last connection date",
+    own=", and Signal's published responses (signal.org/bigbrother) are to subpoenas, and in 2021, after this "
+    "date, a search warrant, not to a 2703(d) order",
+    processes=("court_order_2703d",),
+)
+
 _TELEGRAM_TERROR_ONLY = (
     "before September 2024 Telegram's policy handed over IP address and phone number only for confirmed "
     "terror suspects (telegram.org/privacy §8.3, 2018; the FBI chart: 'only for confirmed terror "
@@ -1461,6 +1571,22 @@ HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
                 },
             },
         ),
+        Change(
+            _SIGNAL_WARRANT_REPORTED,
+            "the record of Signal answering a search warrant: the Santa Clara County warrant of 2021 got the "
+            "account's creation date and time and its last connection date; before this date a search warrant's "
+            "answer is the project's assumption, the same (the record gives the year: the date is its first day)",
+            "signal.org/bigbrother: Santa Clara County warrant, 2021",
+            {
+                "assumptions": {
+                    **SIGNAL.assumptions,
+                    **_SIGNAL_2703D_LATER,
+                    "search_warrant": _SIGNAL_WARRANT_LATER,
+                },
+                "assumed_answers": SIGNAL.assumed_answers | {"search_warrant"},
+            },
+            policy=True,
+        ),
     ),
     "telegram-cloud": (
         Change(
@@ -1482,8 +1608,10 @@ HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
                     "realtime_routing": _TELEGRAM_ZERO_BYTES,
                 },
                 # 'we have disclosed 0 bytes of user data to third parties, including governments': its
-                # published word answers an order of any country's law, so nothing there is assumed
+                # published word answers an order of any country's law, so nothing there is assumed, and
+                # hands nothing over in real time either
                 "assumptions": {},
+                "realtime_record": "",
             },
             policy=True,
         ),
@@ -1500,6 +1628,8 @@ HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
                     "subscriber_info": _TELEGRAM_TERROR_ONLY,
                     "ip_addresses": _TELEGRAM_TERROR_ONLY,
                 },
+                # no order gets anything then: which order §8.3 names is not read
+                "assumptions": _telegram_foreign_forward_nothing(),
             },
             policy=True,
         ),

@@ -637,7 +637,9 @@ def test_whatsapps_wiretap_return_is_marked_as_an_assumption(chart: tuple[Path, 
     # rests on them all
     rows = [line for line in assumed.splitlines() if line.startswith("- ")]
     others = [r.split(":")[0] for r in rows if not r.startswith("- Wire (`wire`), ")]
-    dashes = [f"- {get_profile(p).title} (`{p}`), {INSTRUMENTS[q].name}" for p, q in DASH_ASSUMED]
+    dashes = [
+        f"- {get_profile(p).title} (`{p}`), {INSTRUMENTS[q].name}" for p, q in DASH_ASSUMED + NO_TAP_ASSUMED
+    ]
     assert sorted(others) == sorted(
         [
             "- WhatsApp (`whatsapp`), search warrant",
@@ -675,6 +677,35 @@ DASH_ASSUMED = [
     for q in ("court_order_2703d", "search_warrant")
     if (p, q) != ("signal", "search_warrant")
 ]
+
+
+# The chart's "—" pen-register cells of providers whose relays the profiles give no way to collect in real time (not
+# Telegram's nor WeChat's, whose servers could, and whose policy or record keeps it back): the chart says "no
+# capability" of iMessage alone, and has no wiretap column, so "no capability" under a pen register or a wiretap
+# order is the project's assumption, said in the reason, in the disclosure's notes and in matrix.md.
+NO_TAP_ASSUMED = [
+    (p, q) for p in DASHES if p not in ("telegram-cloud", "wechat") for q in ("pen_register", "wiretap")
+]
+
+
+@pytest.mark.parametrize(("profile", "process"), NO_TAP_ASSUMED)
+def test_every_dash_pen_register_cell_says_no_capability_is_assumed(
+    chart: tuple[Path, dict[str, Any]], profile: str, process: str
+) -> None:
+    out, _matrix = chart
+    d = disclosure(out, profile, process)
+    no_tap = d["not_provided"]["no_capability"]
+    assert {"realtime_routing", "ip_addresses"} <= set(no_tap), no_tap
+    for why in no_tap.values():
+        assert "has no way to collect in real time" in why and "this is the project's assumption" in why, why
+        assert "'—', which states nothing" in why, why
+    (assumed,) = [n for n in d["notes"] if n.startswith("Assumption: ")]
+    assert ("pen register cell for" in assumed) == (process == "pen_register"), assumed
+    assert "This profile assumes" in assumed and "nothing collected" in assumed, assumed
+    # iMessage's cell is the chart's own "no capability": nothing assumed of its pen register
+    imessage = disclosure(out, "imessage", "pen_register")
+    assert not any(n.startswith("Assumption: ") for n in imessage["notes"])
+    assert all("project's assumption" not in w for w in imessage["not_provided"]["no_capability"].values())
 
 
 @pytest.mark.parametrize(("profile", "process"), DASH_ASSUMED)

@@ -641,10 +641,33 @@ def _notes_under(process: str, start: str) -> str:
         ("india_access_demand", "2010-03-01", "2010-09-01", "dates this demand by its year, 2010"),
         # the record: the PTA's notice, July 2015 (dated here 2015-07-01)
         ("pta_demand", "2015-07-01", "2015-08-01", "by its month, July 2015, not by its day"),
-        # the record names Rule 419A, undated; the 2007 amendment is the project's citation
-        ("telegraph_act_5_2", "2005-06-01", "2013-01-07", "the record gives no date for the Rule"),
-        # the record dates neither Act's commencement: the date is the Royal Assent's
+        # the record names Rule 419A, undated; the 2007 amendment is the project's citation, said on every day
+        # of a dated run, and before 2008 that the amendment's day (in 2007) is not kept
+        ("telegraph_act_5_2", "2005-06-01", "2013-01-07", "amendment's day in 2007 is not kept here"),
+        (
+            "telegraph_act_5_2",
+            "2013-01-07",
+            None,
+            "the project's citation, not the record's, which names the Rule",
+        ),
+        # the record dates no Act's commencement: the date is the Royal Assent's (the President's assent's)
         ("ipa_targeted_interception", "2019-06-01", None, "not the day Part 2 (s.15) came into force"),
+        (
+            "tola_tar",
+            "2019-06-01",
+            None,
+            "not by the day Part 15 of the Telecommunications Act 1997, which it "
+            "inserted (s.317G), came into force",
+        ),
+        ("tola_tan", "2019-06-01", None, "which it inserted (s.317L), came into force: that it was in force"),
+        ("tola_tcn", "2019-06-01", None, "which it inserted (s.317T), came into force: that it was in force"),
+        (
+            "ifta_warrant",
+            "2014-01-01",
+            None,
+            "dated here by the President's assent (2013-02-20, Gazette of Pakistan), "
+            "not by the day it came into force",
+        ),
         # a UK technical capability notice is on record by February 2025 (Apple's ADP)
         ("ipa_tcn", "2019-06-01", "2025-03-01", "not the day s.253 came into force"),
     ],
@@ -664,6 +687,14 @@ def test_the_ipa_is_dated_by_royal_assent_and_says_its_commencement_is_not_in_th
     for key in ("ipa_targeted_interception", "ipa_tcn"):
         why = INSTRUMENTS[key].not_yet(date(2016, 6, 1))
         assert why is not None and "Royal Assent" in why and "no day on which the sections" in why
+    # the TOLA Act and the Fair Trial Act, dated by assent too: an order refused before it says so
+    for key, day in (
+        ("tola_tar", date(2018, 6, 1)),
+        ("tola_tcn", date(2018, 6, 1)),
+        ("ifta_warrant", date(2012, 6, 1)),
+    ):
+        why = INSTRUMENTS[key].not_yet(day)
+        assert why is not None and "the date is the" in why and "the earliest it can have been" in why, why
     # s.69 as substituted: its commencement's notification is dated, its gazette number is not in the record
     s69 = INSTRUMENTS["it_act_69"].not_yet(date(2008, 1, 1))
     assert s69 is not None and "gazette number is not in the record" in s69

@@ -401,7 +401,21 @@ def test_its_published_policy_is_said_only_of_a_provider_with_one_on_record(
                     texts,
                 )
     assert all(said.values()), said  # each phrase is reached
-    assert not {"wechat", "viber", "wire"} & set().union(*said.values())
+    # nor of one whose policy for law enforcement is not on the record (docs/record.md): the chart's row is all
+    # the record holds of WeChat, Viber and LINE; of iMessage, Threema and Wickr it holds what they hand over, not
+    # the documents of theirs the profiles cite (Apple's Legal Process Guidelines, Threema's transparency report,
+    # Wickr's privacy policy)
+    unrecorded = {
+        "wechat",
+        "viber",
+        "wire",
+        "line",
+        "line-letter-sealing-off",
+        "imessage",
+        "threema",
+        "wickr",
+    }
+    assert not unrecorded & set().union(*said.values()), said
 
 
 def test_a_profile_without_a_published_policy_says_what_its_record_is() -> None:
@@ -419,3 +433,185 @@ def test_a_profile_without_a_published_policy_says_what_its_record_is() -> None:
         if profile.pen_register or profile.wiretap:
             forward = [i.key for i in INSTRUMENTS.values() if i.forward and i.jurisdiction == "us"]
             assert profile.realtime_record or all(k in profile.assumptions for k in forward), profile.name
+
+
+# --- a demand on everyone of another country's law: answered by the provider's policy for it, not the US ladder ---
+
+_DEMAND = """
+[scenario]
+name = "demand"
+duration = "3h"
+seed = 6
+start = 2013-01-07
+
+[relay]
+profile = "bes"
+
+[[people]]
+name = "a"
+
+[[people]]
+name = "b"
+
+[[conversations]]
+between = ["a", "b"]
+messages = [{ at = "1h", from = "a", text = "ledger" }, { at = "2h", from = "b", text = "audit" }]
+
+[[events]]
+at = "30m"
+kind = "legal_process"
+process = "india_access_demand"
+name = "demand"
+"""
+
+
+def test_a_demand_on_everyone_withheld_is_said_as_the_profiles_assumption_not_as_us_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """India's 2010 demand on BES: what BlackBerry handed India is the profile's assumption (the record does
+    not say). A category its relay collects under the demand and keeps back (here the IP addresses, with a
+    policy that hands the routing over without them) is said as that assumption, by what the relay did with
+    it (collected under this order), never as "handed over only to US legal process", a ladder of another
+    country's law that no demand on everyone climbs."""
+    bes = get_profile("bes")
+    discloses = dict(bes.discloses)
+    discloses["india_access_demand"] -= {"ip_addresses"}
+    monkeypatch.setitem(PROFILES, "bes", replace(bes, discloses=discloses))
+    (d,) = Simulation(parse_scenario(_DEMAND, "demand.toml")).run().disclosures
+    assert d.provided["realtime_routing"]  # it collects under the demand
+    reason, why = d.reasons["ip_addresses"]
+    assert reason == "withheld_by_policy"
+    assert why == (
+        "collected under this order by BlackBerry Enterprise Server (carrier relay), and not handed over under a "
+        "2010 access demand (the project's assumption)"
+    ), why
+    assert any(n.startswith("Assumption: the record says India's interception facility") for n in d.notes)
+
+
+# --- what a reason rests on: the record's word, or the project's, never a policy the record does not hold ------------
+
+
+def _reasons(d: Disclosure) -> dict[str, str]:
+    return {c: why for c, (_r, why) in d.reasons.items()}
+
+
+@pytest.mark.parametrize(
+    ("profile", "category", "cell"),
+    [
+        # the chart's LINE row is LINE's only record: "account data; up to 7 days of chats only if E2EE is off"
+        ("line", "last_seen", "'account data; up to 7 days of chats only if E2EE is off' under a subpoena"),
+        (
+            "line-letter-sealing-off",
+            "ip_addresses",
+            "'account data; up to 7 days of chats only if E2EE is off'",
+        ),
+        # Wickr: the chart's row and the record's avatar; its privacy policy is not on the record
+        ("wickr", "subscriber_info", "'creation date, device types, last use, number of messages, number of"),
+        # iMessage: the chart's cells; Apple's Legal Process Guidelines are not on the record
+        ("imessage", "device_info", "'basic subscriber info' under a subpoena"),
+    ],
+)
+def test_a_category_kept_back_by_a_provider_whose_policy_is_not_on_record_says_the_records_word(
+    profile: str, category: str, cell: str
+) -> None:
+    """A subpoena on LINE (with Letter Sealing on or off), Wickr or iMessage: what each holds and does not hand
+    over is said as what its record, the FBI chart, names, and that it is withheld as the project's reading of
+    it, not as "its published policy", which the record does not hold (docs/record.md)."""
+    (d,) = [x for x in _every_order(profile, "") if x.process.process == "subpoena"]
+    reason, why = d.reasons[category]
+    assert reason == "withheld_by_policy"
+    assert "its published policy" not in why and cell in why, why
+    assert why.endswith("that it is withheld is the project's reading of that record"), why
+
+
+@pytest.mark.parametrize(
+    ("profile", "process"), [("threema", "search_warrant"), ("wickr", "court_order_2703d")]
+)
+def test_a_category_kept_back_under_a_dash_cell_is_said_as_assumed(profile: str, process: str) -> None:
+    """The FBI chart's 2703(d) and search-warrant cells for Threema and Wickr are "—": what one gets is the project's
+    assumption as a whole, and so is what it does not get (Threema's queued ciphertext under a warrant, Wickr's
+    phone number under a 2703(d) order)."""
+    (d,) = [x for x in _every_order(profile, "") if x.process.process == process]
+    withheld = d.withheld
+    assert withheld, d.reasons
+    for why in withheld.values():
+        assert "its published policy" not in why, why
+        assert why.endswith(f"{d.process.instrument.a_name} (the project's assumption)"), why
+    assert any(n.startswith("Assumption: the FBI chart's ") and "is '—'" in n for n in d.notes)
+
+
+def test_docs_record_marks_the_sources_profiles_cite_that_are_not_on_the_record() -> None:
+    """docs/record.md: what the record holds of each provider, and the documents the profiles cite beside it that
+    it does not hold, marked so, each of them cited in its profile's sources."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "docs" / "record.md").read_text(encoding="utf-8")
+    unrecorded = {
+        "imessage": "Apple's Legal Process Guidelines",
+        "threema": "Threema's transparency report",
+        "wickr": "Wickr's privacy policy",
+        "line-letter-sealing-off": 'LINE\'s "Guidelines for Responding to Law Enforcement"',
+    }
+    for profile, source in unrecorded.items():
+        (line,) = [x for x in text.split("\n- ") if source in x]
+        assert "**Not on the record**" in line, line
+        words = source.replace("'s", "").replace('"', "").split()[:2]
+        assert any(all(w.lower() in s.lower() for w in words) for s in get_profile(profile).sources), profile
+        assert get_profile(profile).policy_record, profile
+
+
+# --- Signal's warrant answer, dated by its record (2021) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("start", "assumed"), [("2016-05-01", True), ("2020-12-31", True), ("2021-01-01", False)]
+)
+def test_signals_warrant_answer_before_the_warrant_on_its_record_is_said_as_assumed(
+    start: str, assumed: bool
+) -> None:
+    """The record of Signal answering a search warrant is its response to the Santa Clara County warrant of 2021
+    (signal.org/bigbrother; the year only: dated 2021-01-01). A warrant served in an earlier run is answered the
+    same, as the project's assumption, said in the disclosure; its queued ciphertext is not kept back "under its
+    published policy", which then spoke of no warrant."""
+    (d,) = [x for x in _every_order("signal", start) if x.process.process == "search_warrant"]
+    assert set(d.provided) == {"account_created", "last_seen"}
+    notes = [n for n in d.notes if n.startswith("Assumption: ")]
+    if assumed:
+        (note,) = notes
+        assert "Santa Clara County warrant in 2021" in note and "after this date" in note, note
+    else:
+        assert not notes, notes
+    assert not any("project's assumption" in why for why in _reasons(d).values()) or assumed
+    if start < "2018-10-29":  # before sealed sender the relay tells whose queued message it holds
+        why = d.reasons["ciphertext"][1]
+        assert (
+            why == "held by Signal, and not handed over under a search warrant (the project's assumption)"
+        ), why
+    # its 2703(d) order, never on record: assumed on either side, citing the 2021 warrant as later before it
+    (order,) = [x for x in _every_order("signal", start) if x.process.process == "court_order_2703d"]
+    (note,) = [n for n in order.notes if n.startswith("Assumption: ")]
+    assert ("in 2021, after this date, a search warrant" in note) == assumed, note
+
+
+# --- Telegram's subpoena: §8.3 read as a court's order is the project's reading -------------------------------------
+
+
+def test_telegrams_subpoena_getting_nothing_is_said_as_the_projects_reading_of_its_policy() -> None:
+    """Today Telegram hands IP address and phone number to "a valid order from the relevant judicial authorities"
+    (§8.3, September 2024). The FBI chart put the same two, under its earlier policy, in its subpoena column: that
+    a subpoena is no such order and gets nothing is the project's reading, said in the subpoena's disclosure and
+    beside what a 2703(d) order gets. Before September 2024 (terror suspects only) no order gets anything, and
+    nothing of this is said."""
+    (d,) = [x for x in _every_order("telegram-cloud", "") if x.process.process == "subpoena"]
+    assert not d.provided
+    (note,) = [n for n in d.notes if n.startswith("Assumption: ")]
+    assert "project's reading of §8.3" in note and "subpoena column" in note, note
+    for category in ("subscriber_info", "ip_addresses"):
+        why = d.reasons[category][1]
+        assert why.endswith("handed over only under a 2703(d) court order (the project's assumption)"), why
+    # what §8.3 names to no order at all is its published policy's, not the reading's
+    assert d.reasons["account_created"][1].endswith("not handed over under its published policy")
+    (chart_day,) = [
+        x for x in _every_order("telegram-cloud", "2021-01-07") if x.process.process == "subpoena"
+    ]
+    assert not any(n.startswith("Assumption: ") for n in chart_day.notes), chart_day.notes
