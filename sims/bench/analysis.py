@@ -117,7 +117,11 @@ def keep_top_cost(
         statistical_disclosure(view, targets=chosen, receipts=True, checkpoints=())
         runs["rest"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        full = statistical_disclosure(view, targets=chosen, receipts=True, checkpoints=every)
+        # (the full ranking at every checkpoint is what keep_top is measured against: asked for by
+        # its size, so not held to the bound a reproduction's rankings are, MAX_RANKING_BYTES)
+        full = statistical_disclosure(
+            view, targets=chosen, receipts=True, checkpoints=every, max_ranking_bytes=sys.maxsize
+        )
         runs["full"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         kept = statistical_disclosure(
