@@ -278,8 +278,10 @@ def _try_incoming(
     how = _how(copy, peer, initial, header, seized_keys, seized_chains)
     try:
         text: str | None = _shown(copy.decrypt(peer, inner), padding)
-    except (DecryptionError, UntrustedIdentity):  # (the phone's identity policy refuses its key)
+    except DecryptionError:
         text = None
+    except UntrustedIdentity as refused:  # it decrypted (on a trial copy): its identity key is refused
+        return {"opened": False, "why": _untrusted(refused, peer)}
     if text is not None:
         why = {
             "skipped": "its key was in the phone's store of skipped message keys (it had not arrived yet)",
@@ -306,6 +308,21 @@ def _try_incoming(
     else:
         why = "no key for it in the seized state"
     return {"opened": False, "why": why}
+
+
+def _untrusted(refused: UntrustedIdentity, peer: PeerAddress) -> str:
+    """Why the copy, run as the phone, refused a message for its sender's identity key."""
+    change = refused.change
+    rule = (
+        "the user had verified the safety number of the key it replaces"
+        if change.was_verified
+        else "the phone's identity policy ('block') refuses a changed key"
+    )
+    return (
+        f"refused for its sender's identity key, not for want of a key: it decrypts with the seized state, "
+        f"but {peer.account}/{peer.device} presents another identity key than the one the phone pinned, and "
+        f"{rule} until the user approves the new one; the copy, run as the phone, refuses it too"
+    )
 
 
 def _how(

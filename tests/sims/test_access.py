@@ -233,6 +233,28 @@ def test_a_seized_copy_reads_a_late_message_on_an_earlier_chain_from_its_copied_
     assert "chain key the seizure copied" in str(rows[1]["why"]) and "skipped" not in str(rows[1]["why"])
 
 
+def test_a_message_the_copy_refuses_for_its_identity_key_is_explained_so() -> None:
+    """Under the ``block`` identity policy a prekey message from a new identity key for a pinned address
+    decrypts but is refused (``UntrustedIdentity``): the seizure's analysis says that, not that the
+    seized state held no key for it (or that it was deleted, or past a DH ratchet step)."""
+    rng = seeded_rng(13)
+    alice, bob = Device("alice", rng=rng), Device("bob", rng=rng, identity_policy="block")
+    a = PeerAddress("alice", 1)
+    alice.start_session(bob.address, bob.generate_prekeys(2, 2))
+    assert bob.decrypt(a, alice.encrypt(bob.address, b"hello")) == b"hello"
+    impostor = Device("alice", rng=rng)  # a new identity key under Alice's address
+    impostor.start_session(bob.address, bob.generate_prekeys(2, 2))
+    forged = impostor.encrypt(bob.address, b"from a new key")
+    rows = _seizure_rows(bob.to_dict(), [_captured(impostor, bob, forged, 1, 20.0)])
+    why = str(rows[1]["why"])
+    assert not rows[1]["opened"]
+    assert "identity key" in why and "'block'" in why and "alice/1" in why
+    bob.identities.verify(a, alice.identity_key)  # a verified peer is blocking whatever the policy
+    bob.identities.policy = "warn"
+    rows = _seizure_rows(bob.to_dict(), [_captured(impostor, bob, forged, 1, 20.0)])
+    assert "verified the safety number" in str(rows[1]["why"])
+
+
 def alice_frame(parsed: tuple[InitialMessage | None, bytes]) -> bytes:
     return frame_ciphertext(*parsed)
 
