@@ -36,6 +36,8 @@ from relaysim.sims.access import (
     RelaySwapsIdentity,
     intervention_for,
 )
+from relaysim.sims.access.base import Captured
+from relaysim.sims.access.seizure import analyse_seizure
 from relaysim.sims.scenario import (
     EXCEPTIONAL_DEMANDS,
     EscrowKeyStolen,
@@ -44,8 +46,6 @@ from relaysim.sims.scenario import (
     LegalProcessEvent,
     SeizePhone,
 )
-from relaysim.sims.access.base import Captured
-from relaysim.sims.access.seizure import analyse_seizure
 from relaysim.sims.world.util import clock, seeded
 from tests.conftest import seeded_rng
 
