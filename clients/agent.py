@@ -63,6 +63,9 @@ from relaysim.relay.content import CONTROL
 from relaysim.relay.custody import CUSTODY_TAG, ContentKey, route_ad
 
 __all__ = [
+    "DECRYPTION_FAILED",
+    "SEALED_SENDER_SELF_SEND",
+    "UNTRUSTED_IDENTITY",
     "Accepted",
     "AgentEvent",
     "ContactsFound",
@@ -176,16 +179,29 @@ class Accepted:
     members: tuple[str, ...] = ()
 
 
+# Why an envelope was not read (``Undecryptable.reason``): it did not decrypt (which check refused
+# it is not said: clients.errors.DecryptionError); it decrypted, from an identity key the user has not
+# approved (clients.identity.UntrustedIdentity); it opened as a sealed message from this very device
+# (clients.errors.SealedSenderSelfSend). libsignal keeps the three apart (InvalidMessage,
+# UntrustedIdentity, SealedSenderSelfSend), and so do Signal's clients: a decryption failure may ask the
+# sender for a resend; a blocked identity waits for the user (the message is not lost to an attack);
+# a self-send is dropped without a word.
+DECRYPTION_FAILED = "decryption_failed"
+UNTRUSTED_IDENTITY = "untrusted_identity"
+SEALED_SENDER_SELF_SEND = "sealed_sender_self_send"
+
+
 @dataclass(frozen=True)
 class Undecryptable:
-    """An envelope the device could not read (a forgery, a message for a session it no longer holds...):
-    acknowledged and dropped. Which check refused it is not said (clients.errors.DecryptionError). A
-    message refused for an identity key the user has not approved (``clients.identity.UntrustedIdentity``)
-    is one too, with an ``IdentityChanged`` (not ``accepted``) reporting the key, and so is a sealed
-    message from this very device (``clients.errors.SealedSenderSelfSend``)."""
+    """An envelope the device could not read: acknowledged and dropped. ``reason`` says which kind of
+    refusal (``DECRYPTION_FAILED``: a forgery, a message for a session it no longer holds...;
+    ``UNTRUSTED_IDENTITY``: it decrypted, but from an identity key the user has not approved, reported
+    by an ``IdentityChanged`` (not ``accepted``); ``SEALED_SENDER_SELF_SEND``: a sealed message from
+    this very device)."""
 
     envelope_id: bytes
     sealed: bool
+    reason: str = DECRYPTION_FAILED
 
 
 @dataclass(frozen=True)
@@ -2210,11 +2226,14 @@ class DeviceAgent:
                         sessionless = sender
                     plaintext = self.device.decrypt(sender, env.body)
                 plaintext = unpad(plaintext, self.padding)
-            except (UntrustedIdentity, SealedSenderSelfSend):
+            except UntrustedIdentity:
                 # it authenticated, from an identity key the user has not approved (refused with the
-                # session as it was, the change reported: IdentityChanged), or sealed by this very
-                # device's address (libsignal's SealedSenderSelfSend): no resend to ask for
-                self._events.append(Undecryptable(env.id, env.sealed))
+                # session as it was, the change reported: IdentityChanged): no resend to ask for
+                self._events.append(Undecryptable(env.id, env.sealed, UNTRUSTED_IDENTITY))
+                continue
+            except SealedSenderSelfSend:
+                # sealed by this very device's address (libsignal's SealedSenderSelfSend): dropped
+                self._events.append(Undecryptable(env.id, env.sealed, SEALED_SENDER_SELF_SEND))
                 continue
             except DecryptionError:
                 if self._replayed(env):

@@ -578,7 +578,9 @@ class DeviceConnection:
             if self.on_event is not None:
                 self.on_event(event)
         elif isinstance(event, Undecryptable):
-            log.warning("%s: envelope %s could not be decrypted", self._name, event.envelope_id.hex())
+            log.warning(
+                "%s: envelope %s could not be read (%s)", self._name, event.envelope_id.hex(), event.reason
+            )
             self.undecryptable.append(event)
             if self.on_event is not None:
                 self.on_event(event)

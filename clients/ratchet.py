@@ -47,22 +47,28 @@ __all__ = [
 
 # libsignal's limits (rust/protocol/src/consts.rs): MAX_FORWARD_JUMPS = 25_000, MAX_MESSAGE_KEYS = 2_000
 # and MAX_RECEIVER_CHAINS = 5. libsignal keeps up to MAX_MESSAGE_KEYS skipped keys per receiving chain
-# (double_ratchet.rs ``store_skipped_key``: the newest put first, the oldest popped past the bound) and
-# keeps at most MAX_RECEIVER_CHAINS receiving chains, the current one among them (``dh_ratchet_step``
-# drops the oldest chain, its skipped keys with it). So here: ``max_stored_skipped`` keys per chain,
-# the oldest of that chain dropped past it, and keys only of the current receiving chain and of the
-# MAX_RECEIVING_CHAINS - 1 chains before it (``ended``): a DH ratchet step that leaves a chain out of
-# those drops its keys. A session holds at most 5 x 2,000 skipped keys, and a peer's messages
-# delayed across two DH ratchet steps (1,500 skipped on one chain, 1,500 on the next) all still read.
-# (libsignal derives an earlier chain's keys on demand from the chain key it keeps; here they are
-# derived up to PN at the DH ratchet step, §3.5, and count against the chain's 2,000 then.)
+# (state/session.rs ``set_message_keys``: the newest put first, the oldest popped past the bound) and
+# at most MAX_RECEIVER_CHAINS receiving chains, the current one among them (``add_receiver_chain``
+# drops the oldest, its skipped keys with it). So here: ``max_stored_skipped`` keys per chain, the
+# oldest of that chain dropped past it, and keys only of the current receiving chain and of the
+# MAX_RECEIVING_CHAINS - 1 chains before it (``old_chains``): a DH ratchet step that leaves a chain
+# out of those drops its keys. A session holds at most 5 x 2,000 skipped keys.
+# Without header encryption the chains before the current one are libsignal's, not §3.5's: libsignal
+# keeps each one's CHAIN KEY and derives a message key of it when a message of that chain comes
+# (session_cipher.rs ``get_or_create_chain_key`` finds the chain by the header's ratchet key, whichever
+# of the five it is; ``get_or_create_message_key`` runs it forward, at most MAX_FORWARD_JUMPS), and it
+# never reads PN. So here: no SkipMessageKeys(PN) at a DH ratchet step, the old chain's key kept in
+# ``old_chains``; a chain's early messages are not lost when more than 2,000 were skipped on it, a peer
+# may turn back to a ratchet key of one of those chains, and a PN of 25,000 costs nothing.
+# With header encryption (§4, which libsignal does not implement) the spec's way is kept: the old chain's
+# keys are derived up to PN at the DH ratchet step (SkipMessageKeysHE) and its chain key deleted.
 # ``max_skip`` is §3.5 MAX_SKIP: how far one message may skip ahead on a chain.
 DEFAULT_MAX_SKIP = 25_000
 DEFAULT_MAX_STORED_SKIPPED = 2_000
 # The window of receiving chains (libsignal's MAX_RECEIVER_CHAINS), the current one included. A
-# session also remembers where each of the four chains before the current one ended (``ended``), so
-# that a second copy of a message read on one of them is still known as one (``already_used``) after
-# the sender's ratchet has turned. With header encryption this bounds the work too:
+# session also remembers how far each of the four chains before the current one was read
+# (``old_chains``), so that a second copy of a message read on one of them is still known as one
+# (``already_used``) after the sender's ratchet has turned. With header encryption this bounds the work too:
 # TrySkippedMessageKeysHE (§4.5) trial-decrypts every header with each header key skipped keys are
 # held under, before every message, so at most this many header keys are tried.
 MAX_RECEIVING_CHAINS = 5
@@ -75,7 +81,10 @@ ENC_HEADER_LEN = HEADER_LEN + 16  # AES-SIV adds a 16-byte synthetic IV
 _MIN_BODY = 16 + 32  # one AES block and the full HMAC-SHA256 tag
 _pack_header = HEADER.pack
 _unpack_header = HEADER.unpack
-_STATE_VERSION = 1
+_STATE_VERSION = 2
+# Version 1 (before old receiving chains kept their chain keys) saved ``ended``: [chain id, number]
+# pairs. It loads as old chains without a chain key, which read only the skipped keys they hold.
+_READABLE_STATE_VERSIONS = (1, 2)
 
 RNG = Callable[[int], bytes]
 # MKSKIPPED while it holds nothing, as most sessions' does: one shared read-only mapping (an empty
@@ -213,7 +222,6 @@ class DoubleRatchet:
         "config",
         "dhr",
         "dhs",
-        "ended",
         "hkr",
         "hks",
         "mkskipped",
@@ -221,6 +229,7 @@ class DoubleRatchet:
         "nhks",
         "nr",
         "ns",
+        "old_chains",
         "pn",
         "rk",
         "rng",
@@ -249,11 +258,14 @@ class DoubleRatchet:
         # ``_forget_chain`` (and ``from_dict``); not part of the state.
         self.skipped_chains: Mapping[bytes, int] = _NO_CHAINS
         # The receiving chains before the current one, oldest first, at most MAX_RECEIVING_CHAINS - 1:
-        # (chain id, the number the chain ended at: the PN of the message that turned it, or the
-        # number read on it if that is higher). Every number below that was read or its key is among
-        # the skipped ones (or was dropped from them). Skipped keys are kept only for these chains and
-        # the current one.
-        self.ended: tuple[tuple[bytes, int], ...] = ()
+        # (chain id, its Nr, its chain key or None). Every number below Nr was read or its key is among
+        # the skipped ones (or was dropped from them). Without header encryption the chain key is kept,
+        # as libsignal keeps it, and runs forward to a later message of that chain (its Nr and key then
+        # move on); with header encryption (§4.5 DHRatchetHE: its keys were derived up to PN and CKr
+        # overwritten) and in a state saved before chain keys were kept, it is None, and Nr is where the
+        # chain ended (PN, or the number read on it if that is higher). Skipped keys are kept only for
+        # these chains and the current one.
+        self.old_chains: tuple[tuple[bytes, int, bytes | None], ...] = ()
         self.hks: bytes | None = None
         self.hkr: bytes | None = None
         self.nhks: bytes | None = None
@@ -352,6 +364,8 @@ class DoubleRatchet:
         key — DH(DHs, key) and, if ``peek(32)`` gives the 32 bytes GENERATE_DH() will draw, the
         new pair's public key and DH(new, key) — else nothing. A guess, for a worker to compute ahead:
         it decrypts nothing, changes nothing, and a wrong one only costs the worker's time."""
+        if self.old_chains and any(message[:32] == chain for chain, _nr, _ck in self.old_chains):
+            return []  # a message of an earlier receiving chain: no DH ratchet step
         return ratchet_step_ahead(message, self.dhs, self.dhr, peek, self.config.header_encryption)
 
     def decrypt(self, message: bytes) -> bytes:
@@ -362,7 +376,7 @@ class DoubleRatchet:
             raise DecryptionError()
         header = message[:HEADER_LEN]
         body = message[HEADER_LEN:]
-        dh_pub, pn, n = _unpack_header(header)
+        dh_pub, _pn, n = _unpack_header(header)
         aead_ad = self.ad + header
         info = self.config.aead_info
 
@@ -397,18 +411,28 @@ class DoubleRatchet:
                 self._store_skipped(skipped)
             return plaintext
 
-        # A new ratchet public key: SkipMessageKeys(PN) on the old chain, then DHRatchet.
+        # One of the receiving chains before the current one (libsignal's receiver chains: its
+        # ``get_or_create_chain_key`` finds any of them by the header's ratchet key, no DH ratchet step)
+        old_chains = self.old_chains
+        for i, (chain, nr, ck) in enumerate(old_chains):
+            if chain == dh_pub:
+                if ck is None:  # (a state saved before chain keys were kept: its skipped keys only)
+                    raise DecryptionError()
+                skipped = []
+                if n != nr:  # (a number below Nr, not among the skipped keys: a duplicate, refused)
+                    ck = self._skip(ck, nr, n, dh_pub, skipped)
+                ck, mk = spec.kdf_ck(ck)
+                plaintext = spec.decrypt(mk, body, aead_ad, info)
+                self.old_chains = (*old_chains[:i], (chain, n + 1, ck), *old_chains[i + 1 :])
+                if skipped:
+                    self._store_skipped(skipped)
+                return plaintext
+
+        # A new ratchet public key: DHRatchet. libsignal reads no PN (its old chain keeps its chain key,
+        # in ``old_chains``), so no SkipMessageKeys(PN) on the old chain (§3.5 has one): see
+        # DEFAULT_MAX_SKIP.
         dhs, old_ckr = self.dhs, self.ckr
         if dhs is None:
-            raise DecryptionError()
-        skipped = []
-        if old_ckr is not None:
-            # (only while Nr < PN, as §3.5 SkipMessageKeys loops: a PN below what was read on the old
-            # chain skips nothing; an honest sender's never is, one whose state was rolled back sends it)
-            if pn > self.nr:
-                assert self.dhr is not None
-                self._skip(old_ckr, self.nr, pn, self.dhr, skipped)
-        elif pn > self.config.max_skip:  # §3.5 SkipMessageKeys checks MAX_SKIP before CKr (Nr is 0 here)
             raise DecryptionError()
         root_info = self.config.root_info
         try:
@@ -416,6 +440,7 @@ class DoubleRatchet:
             rk, ckr = spec.kdf_rk(self.rk, dhs.dh(their), root_info)
         except _p.AuthenticationFailed:
             raise DecryptionError() from None
+        skipped = []
         if n:
             ckr = self._skip(ckr, 0, n, dh_pub, skipped)
         ckr, mk = spec.kdf_ck(ckr)
@@ -423,7 +448,10 @@ class DoubleRatchet:
         # Authenticated: commit the DH ratchet step (§3.5 DHRatchet).
         new_dhs = spec.generate_dh(self.rng)
         rk, cks = spec.kdf_rk(rk, new_dhs.dh(their), root_info)
-        left = self._end_chain(self.dhr, pn) if old_ckr is not None and self.dhr is not None else None
+        old_dhr = self.dhr
+        left = None
+        if old_ckr is not None and old_dhr is not None:
+            left = self._end_chain(old_dhr, self.nr, old_ckr)
         self.pn = self.ns
         self.ns = 0
         self.nr = n + 1
@@ -497,7 +525,9 @@ class DoubleRatchet:
         # Authenticated: commit DHRatchetHE (§4.5).
         new_dhs = spec.generate_dh(self.rng)
         rk, cks, nhks = spec.kdf_rk_he(rk, new_dhs.dh(their), root_info)
-        left = self._end_chain(self.hkr, pn) if self.hkr is not None and self.ckr is not None else None
+        left = None
+        if self.hkr is not None and self.ckr is not None:  # (its keys derived up to PN: no chain key kept)
+            left = self._end_chain(self.hkr, max(pn, self.nr), None)
         self.pn = self.ns
         self.ns = 0
         self.nr = n + 1
@@ -574,19 +604,24 @@ class DoubleRatchet:
         self.mkskipped = store or _NO_SKIPPED
         self.skipped_chains = chains or _NO_CHAINS
 
-    def _end_chain(self, chain: bytes, pn: int) -> bytes | None:
-        """The receiving chain ``chain`` ends (a DH ratchet step, committed): remember where
-        (``ended``), and return the chain that so leaves the window of MAX_RECEIVING_CHAINS receiving
-        chains (libsignal's ``dh_ratchet_step`` drops its oldest receiver chain), if one does."""
-        ended = (*self.ended, (chain, max(pn, self.nr)))
-        gone = ended[0][0] if len(ended) > MAX_RECEIVING_CHAINS - 1 else None
-        self.ended = ended[1 - MAX_RECEIVING_CHAINS :]
+    def _end_chain(self, chain: bytes, nr: int, ck: bytes | None) -> bytes | None:
+        """The receiving chain ``chain`` is no longer the current one (a DH ratchet step, committed):
+        keep it in ``old_chains`` with its Nr and chain key (None: not kept), and return the chain that
+        so leaves the window of MAX_RECEIVING_CHAINS receiving chains (libsignal's
+        ``add_receiver_chain`` drops its oldest receiver chain), if one does."""
+        old = (*self.old_chains, (chain, nr, ck))
+        gone = old[0][0] if len(old) > MAX_RECEIVING_CHAINS - 1 else None
+        self.old_chains = old[1 - MAX_RECEIVING_CHAINS :]
         return gone
 
     def _forget_chain(self, chain: bytes, current: bytes) -> None:
         """Drop the skipped keys of ``chain``, which has left the window of receiving chains, unless
         the window still holds a chain of that id (a peer can turn back to a ratchet key it used)."""
-        if chain not in self.skipped_chains or chain == current or any(c == chain for c, _ in self.ended):
+        if (
+            chain not in self.skipped_chains
+            or chain == current
+            or any(c == chain for c, _, _ in self.old_chains)
+        ):
             return
         store, chains = self.mkskipped, self.skipped_chains
         assert isinstance(store, dict) and isinstance(chains, dict)  # it holds the chain's keys
@@ -618,19 +653,38 @@ class DoubleRatchet:
         return (header.dh, header.n) in self.mkskipped
 
     def receiving_position(self, header: MessageHeader) -> str | None:
-        """Where ``header``'s message sits on the current receiving chain, without trying it.
+        """Where ``header``'s message sits on the receiving chains this side holds, without trying it.
 
         ``"behind"``: the chain has moved past it (its key was used and deleted, unless it is
-        among the skipped keys: ask ``has_skipped_key`` first); ``"ahead"``: the chain key runs
-        forward to it; None: it is on another chain.
+        among the skipped keys: ask ``has_skipped_key`` first); ``"ahead"``: the current receiving
+        chain's key runs forward to it; ``"earlier"``: the chain key of one of the receiving chains
+        before the current one (``old_chains``, kept as libsignal keeps them) runs forward to it;
+        None: it is on no chain held (or on an earlier one whose chain key is not kept).
         """
-        if header.dh != self.dhr or self.ckr is None:
+        if self.ckr is None:
             return None
-        return "behind" if header.n < self.nr else "ahead"
+        if header.dh == self.dhr:
+            return "behind" if header.n < self.nr else "ahead"
+        for chain, nr, ck in self.old_chains:
+            if chain == header.dh:
+                if header.n < nr:
+                    return "behind"
+                return None if ck is None else "earlier"
+        return None
+
+    def receiving_chains(self) -> list[bytes]:
+        """The ids (ratchet public keys; header keys with header encryption) of the receiving chains
+        whose chain key this side holds, the current one first: a copy of the state reads every later
+        message of each (up to MAX_SKIP past its Nr)."""
+        if self.ckr is None:
+            return []
+        current = self.hkr if self.config.header_encryption else self.dhr
+        held = [] if current is None else [current]
+        return held + [chain for chain, _nr, ck in reversed(self.old_chains) if ck is not None]
 
     def already_used(self, message: bytes) -> bool:
         """Whether ``message``'s header names a message number this side has already gone past on its
-        current receiving chain, or on one of the chains before it that it remembers the end of
+        current receiving chain, or on one of the chains before it that it remembers
         (``MAX_RECEIVING_CHAINS``), with no skipped key stored for it: the number's key was used (the
         message, or a copy of it, was read) or dropped, so no message with that number can be read
         any more. libsignal calls this a DuplicatedMessage (rust/protocol/src/session_cipher.rs,
@@ -639,7 +693,8 @@ class DoubleRatchet:
         old number answers True too, and ``decrypt`` would refuse it all the same. Read only."""
         if self.ckr is None:
             return False
-        chains = ((self.hkr if self.config.header_encryption else self.dhr, self.nr), *reversed(self.ended))
+        current = self.hkr if self.config.header_encryption else self.dhr
+        chains = ((current, self.nr), *((c, nr) for c, nr, _ck in reversed(self.old_chains)))
         if self.config.header_encryption:
             if len(message) < ENC_HEADER_LEN:
                 return False
@@ -680,7 +735,7 @@ class DoubleRatchet:
             "nr": self.nr,
             "pn": self.pn,
             "mkskipped": [[cid, n, mk] for (cid, n), mk in self.mkskipped.items()],
-            "ended": [[cid, end] for cid, end in self.ended],
+            "old_chains": [[cid, nr, ck] for cid, nr, ck in self.old_chains],
             "hks": self.hks,
             "hkr": self.hkr,
             "nhks": self.nhks,
@@ -689,8 +744,9 @@ class DoubleRatchet:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, rng: RNG = os.urandom) -> DoubleRatchet:
-        if d.get("v") != _STATE_VERSION:
-            raise UsageError(f"unknown ratchet state version {d.get('v')!r}")
+        version = d.get("v")
+        if version not in _READABLE_STATE_VERSIONS:
+            raise UsageError(f"unknown ratchet state version {version!r}")
         s = cls(RatchetConfig.from_list(d["config"]), d["ad"], rng)
         s.dhs = None if d["dhs"] is None else _p.x25519_pair_from_private(d["dhs"])
         s.dhr = d["dhr"]
@@ -705,7 +761,10 @@ class DoubleRatchet:
         for cid, _n in s.mkskipped:
             chains[cid] = chains.get(cid, 0) + 1
         s.skipped_chains = chains or _NO_CHAINS
-        s.ended = tuple((cid, end) for cid, end in d.get("ended", ()))  # (absent from older states)
+        if version == 1:  # where each old chain ended, no chain key (absent from the oldest states)
+            s.old_chains = tuple((cid, end, None) for cid, end in d.get("ended", ()))
+        else:
+            s.old_chains = tuple((cid, nr, ck) for cid, nr, ck in d["old_chains"])
         s.hks = d["hks"]
         s.hkr = d["hkr"]
         s.nhks = d["nhks"]

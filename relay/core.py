@@ -97,6 +97,7 @@ from relaysim.relay.wire import (
     ENVELOPE_ID_SIZE,
     KEY_LOG_HEAD_REFRESH,
     MAX_ACCOUNT_LEN,
+    MAX_DEVICE_ID,
     MAX_DEVICES_PER_ACCOUNT,
     MAX_GROUP_FANOUT,
     MAX_GROUP_MEMBERS,
@@ -273,6 +274,18 @@ def _first_repeat(items: Sequence[object]) -> int | None:
             return i
         seen.add(item)
     return None  # (unreachable: the lengths differed)
+
+
+def _check_device_id(device: int) -> None:
+    """Refuse to register a device id past MAX_DEVICE_ID (Signal's server and libsignal's DeviceId hold
+    1 to 127): such a device could get no sender certificate, and no libsignal client could address it."""
+    if device > MAX_DEVICE_ID:
+        raise _Refused(
+            ErrorCode.INVALID_VALUE,
+            f"device {device}: a device id is 1 to {MAX_DEVICE_ID} (Signal's server and libsignal's DeviceId "
+            "hold no other)",
+            "device",
+        )
 
 
 def _check_key_ids(ids: list[int], field: str) -> None:
@@ -538,6 +551,8 @@ class RelayCore:
         """
         if not self.store.account_exists(req.account):
             raise ValueError(f"no account {req.account!r} to add device {req.device} to")
+        if req.device > MAX_DEVICE_ID:  # (as a registration: _check_device_id)
+            raise ValueError(f"device {req.device} cannot be added: a device id is 1 to {MAX_DEVICE_ID}")
         existing = self.store.device_ids(req.account)
         if req.device not in existing and len(existing) >= MAX_DEVICES_PER_ACCOUNT:
             # The limit a registration meets (too_many_devices) holds for the provider too: a bundle,
@@ -1184,7 +1199,8 @@ class RelayCore:
     # -- handlers ----------------------------------------------------------------------------
 
     def _register(self, conn: ConnectionContext, req: Register, out: _Out) -> None:
-        # first: a refusal for the request's own lists says nothing about the account
+        # first: a refusal for the request's own device id and lists says nothing about the account
+        _check_device_id(req.device)
         _check_key_ids([k.id for k in req.one_time_prekeys], "one_time_prekeys")
         _check_key_ids([k.id for k in req.kem_prekeys], "kem_prekeys")
         target = DeviceAddress(req.account, req.device)

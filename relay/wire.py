@@ -168,6 +168,12 @@ TOKEN_SIZE: Final = 32
 MAX_PREKEYS_PER_UPLOAD: Final = 100
 MAX_DEVICES_PER_SEND: Final = 64
 MAX_DEVICES_PER_ACCOUNT: Final = MAX_DEVICES_PER_SEND  # so one send and one bundle reach them all
+# The highest device id a device may register under: Signal's server holds device ids 1 to 127
+# (Signal-Server, grpc/DeviceIdUtil.java ``isValid``: 1 to Byte.MAX_VALUE; its device ids are bytes),
+# and libsignal's DeviceId no other (rust/core/src/address.rs, MAX_VALID_DEVICE_ID). The wire's
+# ``device`` field is wider (frames name device ids other relays may give out); ``register`` refuses one
+# past this.
+MAX_DEVICE_ID: Final = 127
 MAX_ACK_IDS: Final = 1000
 MAX_ACCOUNT_LEN: Final = 128  # characters; Signal's account ids are 36-character UUIDs
 # Contact discovery answers at most this many accounts per request. Signal's CDSI takes a client's

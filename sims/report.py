@@ -834,7 +834,17 @@ def show_rows(events: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
         elif kind == "message_lost":
             phones = f"message {e['message']} lost: {e['why']}"
         elif kind == "undecryptable":
-            phones = f"{e['device']} could not decrypt message {e['message']}"
+            what = "a control message" if e["message"] is None else f"message {e['message']}"
+            reason = e.get("reason")
+            if reason == "untrusted_identity":
+                phones = (
+                    f"{e['device']} refused {what}: it decrypted, but from a changed identity key the user "
+                    "has not approved"
+                )
+            elif reason == "sealed_sender_self_send":
+                phones = f"{e['device']} dropped {what}: sealed under its own address (a self-send)"
+            else:
+                phones = f"{e['device']} could not decrypt message {e['message']}"
         elif kind == "duplicate_dropped":
             copy = "a receipt or other control message" if e["message"] is None else f"message {e['message']}"
             phones = f"{e['device']} dropped a second copy of {copy}"

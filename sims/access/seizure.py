@@ -12,7 +12,9 @@ the only thing keeping a message closed is the cryptography.
 
 What the copy holds is asked of ``clients``: the ratchet header (``clients.ratchet.parse_header``),
 the sending chains it can run forward (``DoubleRatchet.sending_chain``), where a message sits on a
-receiving chain (``DoubleRatchet.receiving_position``, ``has_skipped_key``).
+receiving chain (``DoubleRatchet.receiving_position``, ``has_skipped_key``), which receiving chains'
+keys the seizure took (``DoubleRatchet.receiving_chains``: the current one and, as libsignal keeps
+them, up to four before it, each of which reads every later message of its chain).
 """
 
 from __future__ import annotations
@@ -153,7 +155,10 @@ def analyse_seizure(
     seized = Device.from_dict(state, rng=rng)
     held = seized.held_sessions()
     seized_keys = {k for _p, s in held if (k := s.ratchet.ratchet_key) is not None}
-    seized_dhr = {p: s.ratchet.dhr for p, s in seized.sessions.items()}
+    # the receiving chains, per peer, whose chain keys the seizure took
+    seized_chains: dict[PeerAddress, set[bytes]] = {}
+    for p, s in held:
+        seized_chains.setdefault(p, set()).update(s.ratchet.receiving_chains())
     chains: dict[bytes, SendingChain] = {}
     for _p, s in held:
         chain = s.ratchet.sending_chain()
@@ -192,7 +197,7 @@ def analyse_seizure(
                     seized_at,
                     delivered.get(c.message),
                     seized_keys,
-                    seized_dhr,
+                    seized_chains,
                     trust_root,
                     epoch,
                     padding,
@@ -247,7 +252,7 @@ def _try_incoming(
     seized_at: float,
     decrypted_at: float | None,
     seized_keys: set[bytes],
-    seized_dhr: dict[PeerAddress, bytes | None],
+    seized_chains: dict[PeerAddress, set[bytes]],
     trust_root: bytes,
     epoch: float,
     padding: str,
@@ -270,15 +275,18 @@ def _try_incoming(
         return {"opened": False, "why": "not a message the phone could parse"}
     header = parse_header(message)
     assert header is not None
-    how = _how(copy, peer, initial, header, seized_keys, seized_dhr)
+    how = _how(copy, peer, initial, header, seized_keys, seized_chains)
     try:
         text: str | None = _shown(copy.decrypt(peer, inner), padding)
-    except (DecryptionError, UntrustedIdentity):  # (the phone's identity policy refuses its key)
+    except DecryptionError:
         text = None
+    except UntrustedIdentity as refused:  # it decrypted (on a trial copy): its identity key is refused
+        return {"opened": False, "why": _untrusted(refused, peer)}
     if text is not None:
         why = {
             "skipped": "its key was in the phone's store of skipped message keys (it had not arrived yet)",
-            "same_chain": "same receiving chain as seized: the copied chain key runs forward to it",
+            "same_chain": "on a receiving chain whose chain key the seizure copied (the current one, or one "
+            "of the four before it a phone keeps, as libsignal does): the copied chain key runs forward to it",
             "derived_chain": "on the peer's next chain, which the copy derived from the seized ratchet key",
             "new_chain_seized_key": "the peer's next DH ratchet step answered the phone's ratchet key, whose "
             "private half was seized: the copy derives the new chain too",
@@ -302,13 +310,28 @@ def _try_incoming(
     return {"opened": False, "why": why}
 
 
+def _untrusted(refused: UntrustedIdentity, peer: PeerAddress) -> str:
+    """Why the copy, run as the phone, refused a message for its sender's identity key."""
+    change = refused.change
+    rule = (
+        "the user had verified the safety number of the key it replaces"
+        if change.was_verified
+        else "the phone's identity policy ('block') refuses a changed key"
+    )
+    return (
+        f"refused for its sender's identity key, not for want of a key: it decrypts with the seized state, "
+        f"but {peer.account}/{peer.device} presents another identity key than the one the phone pinned, and "
+        f"{rule} until the user approves the new one; the copy, run as the phone, refuses it too"
+    )
+
+
 def _how(
     copy: Device,
     peer: PeerAddress,
     initial: Any,
     header: MessageHeader,
     seized_keys: set[bytes],
-    seized_dhr: dict[PeerAddress, bytes | None],
+    seized_chains: dict[PeerAddress, set[bytes]],
 ) -> str:
     """What the copy's state says about a message before it tries it."""
     sessions = copy.sessions_with(peer)
@@ -320,8 +343,8 @@ def _how(
         position = s.ratchet.receiving_position(header)
         if position == "behind":
             return "used"
-        if position == "ahead":
-            return "same_chain" if seized_dhr.get(peer) == header.dh else "derived_chain"
+        if position in ("ahead", "earlier"):  # (the current receiving chain, or one kept before it)
+            return "same_chain" if header.dh in seized_chains.get(peer, ()) else "derived_chain"
     if any(s.ratchet.ratchet_key in seized_keys for s in sessions):
         return "new_chain_seized_key"
     return "new_chain_fresh_key"

@@ -1228,7 +1228,10 @@ class Simulation:
                 self.emit({"t": t, "kind": "duplicate_dropped", "device": d.name, "message": mid})
             else:
                 self.undecryptable += 1
-                self.emit({"t": t, "kind": "undecryptable", "device": d.name, "message": mid})
+                record = {"t": t, "kind": "undecryptable", "device": d.name, "message": mid}
+                if isinstance(event, A.Undecryptable) and event.reason != A.DECRYPTION_FAILED:
+                    record["reason"] = event.reason  # it opened: refused for its identity key, or a self-send
+                self.emit(record)
         elif isinstance(event, A.Failed):
             if isinstance(event.ref, int):
                 self._lost(event.ref, f"refused: {event.code}: {event.message}")

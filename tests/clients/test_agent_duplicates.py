@@ -14,7 +14,16 @@ import dataclasses
 
 import pytest
 
-from relaysim.clients.agent import DeviceAgent, Duplicate, Received, Undecryptable
+from relaysim.clients.agent import (
+    DECRYPTION_FAILED,
+    SEALED_SENDER_SELF_SEND,
+    UNTRUSTED_IDENTITY,
+    DeviceAgent,
+    Duplicate,
+    Received,
+    Undecryptable,
+    pad,
+)
 from relaysim.clients.errors import DecryptionError
 from relaysim.clients.ratchet import MAX_RECEIVING_CHAINS, DoubleRatchet, RatchetConfig
 from relaysim.clients.session import Device
@@ -295,3 +304,44 @@ def test_a_copy_arriving_after_the_turn_is_a_duplicate_at_the_agent() -> None:
     assert [type(f) for f in answered] == [wire.Ack]
     assert bob.device.to_dict() == state
     assert bob.retry_due() is None
+
+
+def test_a_refusal_of_a_message_that_opened_says_why_apart_from_a_decryption_failure() -> None:
+    """libsignal keeps UntrustedIdentity and SealedSenderSelfSend apart from a decryption failure
+    (InvalidMessage), and Signal's clients act on them apart: a changed identity key waits for the user,
+    a self-send is dropped, only a failure may be worth a resend. The agent reports each as an
+    ``Undecryptable`` with its ``reason``; they were reported alike."""
+    w = World()
+    alice, bob = w.join("alice"), w.join("bob")
+    w.greet(alice, bob)
+    bob.device.identities.policy = "block"
+    # a prekey message under alice/1's address from another identity key (a reinstall, or an impostor)
+    impostor = Device("alice", 1, rng=seeded_rng(90))
+    impostor.start_session(bob.device.address, bob.device.generate_prekeys(1, 1))
+    body = impostor.encrypt(bob.device.address, pad(b"it is me, new phone", bob.padding))
+    stamp = int(w.clock.now * 1000)
+    env = wire.Envelope(
+        id=b"\x01" * 16, body=body, timestamp=stamp, sealed=False, source_account="alice", source_device=1
+    )
+    events, answered = w.deliver(bob, env)
+    refused = [e for e in events if isinstance(e, Undecryptable)]
+    assert refused == [Undecryptable(env.id, False, UNTRUSTED_IDENTITY)]
+    assert [type(f) for f in answered] == [wire.Ack]
+    # a sealed message under this very device's address (its own session with itself)
+    bob.send_text("alice", b"sealed, for a sender certificate", sealed=True)
+    w.pump()
+    w.take()
+    assert bob.certificate is not None
+    bob.device.start_session(bob.device.address, bob.device.generate_prekeys(1, 1))
+    body = bob.device.seal(bob.device.address, pad(b"to myself", bob.padding), bob.certificate)
+    env = wire.Envelope(id=b"\x02" * 16, body=body, timestamp=stamp, sealed=True)
+    events, _ = w.deliver(bob, env)
+    assert [e for e in events if isinstance(e, Undecryptable)] == [
+        Undecryptable(env.id, True, SEALED_SENDER_SELF_SEND)
+    ]
+    # and a forgery is a decryption failure, as ever
+    env = wire.Envelope(id=b"\x03" * 16, body=body[:-1] + bytes([body[-1] ^ 1]), timestamp=stamp, sealed=True)
+    events, _ = w.deliver(bob, env)
+    assert [e for e in events if isinstance(e, Undecryptable)] == [
+        Undecryptable(env.id, True, DECRYPTION_FAILED)
+    ]

@@ -843,8 +843,6 @@ HOSTILE_HEADERS: dict[str, dict[str, Any]] = {
     "n at 2**32 - 1": {"ns": 2**32 - 1},
     "n past MAX_SKIP on his current chain": {"same_chain": True, "ns": 1 + DEFAULT_MAX_SKIP + 1},
     "n at 2**32 - 1 on his current chain": {"same_chain": True, "ns": 2**32 - 1},
-    "pn past MAX_SKIP": {"pn": 3 + DEFAULT_MAX_SKIP + 1},
-    "pn at 2**32 - 1": {"pn": 2**32 - 1},
     **{f"low-order ratchet key {i}": {"dhs": "low", "low": low} for i, low in enumerate(LOW_ORDER)},
 }
 
@@ -878,6 +876,30 @@ def test_a_peers_authentic_message_with_a_hostile_header_is_refused_and_changes_
     assert bob.to_dict() == state
     assert not bob.replayed(alice.address, forged)  # (nothing read: not a second copy of anything)
     assert bob.decrypt(alice.address, honest.encrypt(bob.address, b"honest")) == b"honest"
+
+
+HOSTILE_PNS = {"pn past MAX_SKIP": 3 + DEFAULT_MAX_SKIP + 1, "pn at 2**32 - 1": 2**32 - 1}
+
+
+@pytest.mark.parametrize("he", [False, True], ids=["plain", "header-encryption"])
+@pytest.mark.parametrize("case", sorted(HOSTILE_PNS))
+def test_a_peers_hostile_pn_is_refused_only_with_header_encryption(case: str, he: bool) -> None:
+    """A PN that asks for more than MAX_SKIP keys of her old chain: with header encryption
+    SkipMessageKeysHE(PN) (§4.5) refuses it, changing nothing. Without it PN is not read, as libsignal
+    reads none (rust/protocol/src/session_cipher.rs: the old chain keeps its chain key), so the
+    message is read, deriving nothing of the old chain."""
+    alice, bob = _talking(he)
+    forged = _forge(alice, bob, pn=HOSTILE_PNS[case])
+    state = bob.to_dict()
+    if he:
+        with pytest.raises(DecryptionError):
+            bob.decrypt(alice.address, forged)
+        assert bob.to_dict() == state
+        assert not bob.replayed(alice.address, forged)
+        return
+    assert bob.decrypt(alice.address, forged) == b"forged"
+    assert len(bob.sessions[alice.address].ratchet.mkskipped) == 0
+    assert bob.replayed(alice.address, forged)  # a second copy is one
 
 
 @pytest.mark.parametrize("he", [False, True], ids=["plain", "header-encryption"])

@@ -106,11 +106,18 @@ class RatchetOverAdversarialLink(RuleBasedStateMachine):
     def deliver(self, wire: Wire) -> Wire:
         # Bundles hand out elements in any order: this is reordering.
         side = self.sides[wire.to]
-        # On a chain the receiver has left, its key is among the skipped ones, unless that chain has
-        # left the window of receiving chains (``MAX_RECEIVING_CHAINS``) and its keys were dropped.
-        current = side.hkr if self.header_encryption else side.dhr
-        left = self.received_chains[wire.to][:-1]
-        if wire.chain != current and wire.chain in left and all(c != wire.chain for c, _n in side.mkskipped):
+        # On a chain the receiver has left, with header encryption its key is among the skipped ones
+        # (§4.5 derived them up to PN), without it the chain key kept runs forward to it (as libsignal's
+        # does), unless that chain has left the window of receiving chains (``MAX_RECEIVING_CHAINS``)
+        # and its keys were dropped.
+        if self.header_encryption:
+            left = self.received_chains[wire.to][:-1]
+            current = side.hkr
+            gone = wire.chain != current and wire.chain in left
+            gone = gone and all(c != wire.chain for c, _n in side.mkskipped)
+        else:
+            gone = wire.chain in self.received_chains[wire.to][:-MAX_RECEIVING_CHAINS]
+        if gone:
             self._must_fail(wire.to, wire.data)
             self.undelivered[wire.to] -= 1
             return wire
@@ -216,12 +223,13 @@ def test_the_default_limits_are_libsignals(he: bool) -> None:
     assert sorted(n for _chain, n in bob.mkskipped) == list(range(23_000, 25_000))
 
 
-@pytest.mark.parametrize("he", [False, True])
-def test_a_pn_past_max_skip_is_refused_with_no_receiving_chain_too(he: bool) -> None:
-    """§3.5 SkipMessageKeys(state, header.pn) checks Nr + MAX_SKIP < PN before it asks whether there
-    is a receiving chain (CKr) at all: a first message whose PN jumps past MAX_SKIP is refused too,
-    as it is on a side with a receiving chain (an honest sender's first PN is 0)."""
-    alice, bob = make_pair(RatchetConfig(max_skip=5, header_encryption=he), 11)
+def test_a_pn_past_max_skip_is_refused_with_no_receiving_chain_too() -> None:
+    """With header encryption (§4.5, as §3.5) SkipMessageKeys(state, header.pn) checks
+    Nr + MAX_SKIP < PN before it asks whether there is a receiving chain (CKr) at all: a first
+    message whose PN jumps past MAX_SKIP is refused too, as it is on a side with a receiving chain
+    (an honest sender's first PN is 0). Without header encryption PN is not read, as libsignal reads
+    none: ``test_pn_is_not_read_without_header_encryption``."""
+    alice, bob = make_pair(RatchetConfig(max_skip=5, header_encryption=True), 11)
     honest = DoubleRatchet.from_dict(alice.to_dict())
     alice.pn = 6  # a hostile Alice: the message authenticates, with a PN one past MAX_SKIP
     before = bob.to_dict()
@@ -250,6 +258,170 @@ def test_a_pn_below_what_was_read_on_the_old_chain_skips_nothing(he: bool) -> No
     assert bob.already_used(old[2])
     with pytest.raises(DecryptionError):
         bob.decrypt(old[2])
+
+
+# --- earlier receiving chains: libsignal's chain keys (without header encryption), §4's PN (with it) ----
+
+
+def _count_kdf_ck(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From here on, how many times ``spec.kdf_ck`` runs (one chain step each), in a one-item list."""
+    calls = [0]
+    kdf_ck = spec.kdf_ck
+
+    def counted(ck: bytes) -> tuple[bytes, bytes]:
+        calls[0] += 1
+        return kdf_ck(ck)
+
+    monkeypatch.setattr(spec, "kdf_ck", counted)
+    return calls
+
+
+@pytest.mark.parametrize("he", [False, True])
+def test_pn_is_read_only_with_header_encryption(monkeypatch: pytest.MonkeyPatch, he: bool) -> None:
+    """libsignal reads no PN (rust/protocol/src/session_cipher.rs ``get_or_create_chain_key`` makes the
+    new chain and keeps the old one's chain key): a DH ratchet step whose PN says 25,000 messages went
+    unread on the old chain derives nothing, and a first message's PN past MAX_SKIP is no reason to
+    refuse it. With header encryption the spec's SkipMessageKeysHE(PN) (§4.5) is kept: the step derives
+    the 25,000 keys (the newest 2,000 kept)."""
+    alice, bob = make_pair(RatchetConfig(header_encryption=he), 16)
+    assert bob.decrypt(alice.encrypt(b"a0")) == b"a0"
+    assert bob.decrypt(alice.encrypt(b"a1")) == b"a1"  # Bob's Nr on Alice's chain: 2
+    assert alice.decrypt(bob.encrypt(b"b0")) == b"b0"  # Alice's next message: a new chain
+    alice.pn = 25_000  # what it says of her previous chain (she sent 2 on it); it authenticates
+    message = alice.encrypt(b"a-new")
+    calls = _count_kdf_ck(monkeypatch)
+    assert bob.decrypt(message) == b"a-new"
+    # one step for the message's own key, and with header encryption the PN's 25,000 - 2
+    assert calls[0] == (1 + 25_000 - 2 if he else 1)
+    first, receiver = make_pair(RatchetConfig(max_skip=5, header_encryption=he), 17)
+    first.pn = 6  # a first message whose PN is past MAX_SKIP; it authenticates
+    message = first.encrypt(b"first")
+    if he:
+        with pytest.raises(DecryptionError):
+            receiver.decrypt(message)
+    else:
+        assert receiver.decrypt(message) == b"first"
+
+
+@pytest.mark.parametrize("he", [False, True])
+def test_an_earlier_chains_messages_past_2000_skipped_are_all_read(he: bool) -> None:
+    """libsignal derives an earlier chain's message keys when its messages come, from the chain key it
+    keeps (session_cipher.rs ``get_or_create_message_key``; at most MAX_FORWARD_JUMPS, 25,000, past
+    the chain's index, the newest MAX_MESSAGE_KEYS, 2,000, of those it skips kept): 2,500 messages
+    still unread on a chain when the sender's ratchet turned all read, in any order. They were derived
+    up to PN at the DH ratchet step (§3.5) and the oldest 500 dropped; with header encryption (§4.5)
+    they still are."""
+    alice, bob = make_pair(RatchetConfig(header_encryption=he), 18)
+    assert bob.decrypt(alice.encrypt(b"read")) == b"read"
+    late = [alice.encrypt(b"late %d" % i) for i in range(2_500)]
+    assert alice.decrypt(bob.encrypt(b"turn")) == b"turn"
+    assert bob.decrypt(alice.encrypt(b"new chain")) == b"new chain"
+    assert len(bob.mkskipped) == (2_000 if he else 0)
+    if he:
+        before = bob.to_dict()
+        with pytest.raises(DecryptionError):
+            bob.decrypt(late[499])
+        assert bob.to_dict() == before
+        assert bob.decrypt(late[500]) == b"late 500"
+        return
+    assert bob.decrypt(late[1_000]) == b"late 1000"  # 1,000 skipped on that chain now, and kept
+    assert len(bob.mkskipped) == 1_000
+    assert bob.decrypt(late[0]) == b"late 0"
+    assert bob.decrypt(late[-1]) == b"late 2499"  # 1,498 more skipped: 2,000 kept, the oldest gone
+    assert len(bob.mkskipped) == 2_000
+    assert bob.decrypt(late[2_000]) == b"late 2000"
+    with pytest.raises(DecryptionError):
+        bob.decrypt(late[1])  # the oldest of the chain dropped past MAX_MESSAGE_KEYS, as libsignal's
+    for message in (late[1_000], late[0], late[-1]):  # read: refused, known as used, nothing changed
+        before = bob.to_dict()
+        assert bob.already_used(message)
+        with pytest.raises(DecryptionError):
+            bob.decrypt(message)
+        assert bob.to_dict() == before
+
+
+def test_a_peer_turning_back_to_an_earlier_ratchet_key_is_read() -> None:
+    """libsignal finds a message's receiving chain by its ratchet key among all the receiving chains it
+    keeps (state/session.rs ``get_receiver_chain``), so a message on an earlier chain, numbered past
+    anything sent on it when the sender's ratchet turned (a peer whose state was restored from an
+    older copy), is read from that chain's key, with no DH ratchet step. Here it was taken for a new
+    ratchet key, whose DH ratchet step made another chain, and refused. A chain out of the window of
+    MAX_RECEIVING_CHAINS is no longer held: its messages are refused, changing nothing."""
+    alice, bob = make_pair(RatchetConfig(max_skip=100), 19)
+    assert bob.decrypt(alice.encrypt(b"a0")) == b"a0"
+    restored = DoubleRatchet.from_dict(alice.to_dict())  # Alice's state as it stood on her first chain
+    assert alice.decrypt(bob.encrypt(b"b0")) == b"b0"
+    assert bob.decrypt(alice.encrypt(b"a-new")) == b"a-new"  # Bob's receiving chain moves on
+    current = bob.dhr
+    _jump(restored, 9)
+    message = restored.encrypt(b"from the restored copy")  # n = 10 on the first chain; PN said 1
+    tampered = message[:-1] + bytes([message[-1] ^ 1])
+    before = bob.to_dict()
+    with pytest.raises(DecryptionError):
+        bob.decrypt(tampered)
+    assert bob.to_dict() == before
+    assert not bob.already_used(message)
+    assert bob.exchanges_ahead(message, None) == []  # no DH ratchet step to compute ahead
+    assert bob.decrypt(message) == b"from the restored copy"
+    assert bob.dhr == current and len(bob.mkskipped) == 9  # no DH ratchet step; 1..9 skipped
+    assert bob.already_used(message)
+    with pytest.raises(DecryptionError):
+        bob.decrypt(message)
+    assert bob.decrypt(alice.encrypt(b"a-on")) == b"a-on"  # the current chain reads on
+    # a jump past MAX_SKIP on the earlier chain is refused, changing nothing
+    spare = DoubleRatchet.from_dict(restored.to_dict())
+    _jump(restored, 101)
+    before = bob.to_dict()
+    with pytest.raises(DecryptionError):
+        bob.decrypt(restored.encrypt(b"too far"))
+    assert bob.to_dict() == before
+    for _turn in range(MAX_RECEIVING_CHAINS - 1):  # four more chains: the first leaves the window
+        assert alice.decrypt(bob.encrypt(b"turn")) == b"turn"
+        assert bob.decrypt(alice.encrypt(b"read")) == b"read"
+    assert len(bob.old_chains) == MAX_RECEIVING_CHAINS - 1 and len(bob.mkskipped) == 0
+    before = bob.to_dict()
+    with pytest.raises(DecryptionError):
+        bob.decrypt(spare.encrypt(b"out of the window"))  # n = 11: the chain's next, had it been held
+    assert bob.to_dict() == before
+
+
+def test_a_state_saved_before_chain_keys_were_kept_still_loads_and_reads() -> None:
+    """A state of version 1 kept where each earlier chain ended (``ended``) and held its keys up to PN
+    among the skipped ones: it loads, reads those, and refuses what is past PN on such a chain (it has
+    no chain key to run), changing nothing; its next DH ratchet step keeps the chain key."""
+    alice, bob = make_pair(RatchetConfig(), 20)
+    assert bob.decrypt(alice.encrypt(b"a0")) == b"a0"
+    late = alice.encrypt(b"late")
+    first_chain = DoubleRatchet.from_dict(alice.to_dict())  # Alice's state on her first chain
+    assert alice.decrypt(bob.encrypt(b"b0")) == b"b0"
+    assert bob.decrypt(alice.encrypt(b"a-new")) == b"a-new"
+    ((chain, nr, ck),) = bob.old_chains
+    assert nr == 1 and ck is not None
+    # Bob's state as version 1 saved it: the old chain's key for ``late`` (n = 1 < PN = 2) skipped
+    _ck, mk = spec.kdf_ck(ck)
+    v1 = bob.to_dict()
+    del v1["old_chains"]
+    v1.update(v=1, ended=[[chain, 2]], mkskipped=[[chain, 1, mk]])
+    old = DoubleRatchet.from_dict(msgpack.unpackb(msgpack.packb(v1), raw=False))
+    assert old.old_chains == ((chain, 2, None),)
+    assert old.decrypt(late) == b"late"
+    assert old.already_used(late)
+    before = old.to_dict()
+    assert before["v"] == 2 and before["old_chains"] == [[chain, 2, None]]
+    with pytest.raises(DecryptionError):  # past PN on that chain: no chain key to run forward
+        old.decrypt(_on_chain(first_chain, chain, 2, b"past PN"))
+    assert old.to_dict() == before
+    with pytest.raises(UsageError, match="unknown ratchet state version 3"):
+        DoubleRatchet.from_dict({**v1, "v": 3})
+
+
+def _on_chain(sender: DoubleRatchet, ratchet_key: bytes, n: int, plaintext: bytes) -> bytes:
+    """Message ``n`` of ``sender``'s chain on ``ratchet_key``, from a copy of ``sender`` that still holds
+    that chain (``sender`` is not changed)."""
+    copy = DoubleRatchet.from_dict(sender.to_dict())
+    assert copy.ratchet_key == ratchet_key and copy.ns <= n
+    _jump(copy, n - copy.ns)
+    return copy.encrypt(plaintext)
 
 
 @pytest.mark.parametrize("he", [False, True])
@@ -389,7 +561,7 @@ def test_a_chains_skipped_keys_go_when_it_leaves_the_window_even_if_no_other_cha
         assert len(bob.mkskipped) == 1
         assert alice.decrypt(bob.encrypt(b"turn")) == b"turn"
         assert bob.decrypt(alice.encrypt(b"read %d" % turn)) == b"read %d" % turn  # a new chain
-    assert len(bob.mkskipped) == 0 and len(bob.ended) == MAX_RECEIVING_CHAINS - 1
+    assert len(bob.mkskipped) == 0 and len(bob.old_chains) == MAX_RECEIVING_CHAINS - 1
     before = bob.to_dict()
     with pytest.raises(DecryptionError):
         bob.decrypt(late)

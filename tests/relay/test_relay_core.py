@@ -347,10 +347,33 @@ def test_sender_certificates_verify_against_the_trust_root(core: RelayCore, cloc
     assert certificate.expires == int(clock.now) + core.certificate_ttl
 
 
-def test_a_sender_certificate_is_refused_to_a_device_past_127(core: RelayCore, clock: Clock) -> None:
+def test_a_device_id_past_127_cannot_register(core: RelayCore, clock: Clock) -> None:
+    """Signal's server holds device ids 1 to 127 (Signal-Server's DeviceIdUtil.isValid: 1 to
+    Byte.MAX_VALUE), libsignal's DeviceId no other: a registration as 128 (a new account, or a device
+    linked to one) is refused (``invalid_value``, about ``device``), nothing stored; 127 registers.
+    It registered, and then got no sender certificate."""
+    keys = DeviceKeys.make("dev128", 128)
+    conn = core_device(core, DeviceKeys.make("dev127", 127), 1)
+    other = ConnectionContext(2, ("192.0.2.1", 40002))
+    core.connect(other)
+    frame = assert_error(reply(core.handle(other, keys.register())), wire.ErrorCode.INVALID_VALUE, "device")
+    assert "device 128" in frame.message and "1 to 127" in frame.message
+    assert not core.store.account_exists("dev128")
+    linked = dataclasses.replace(DeviceKeys.make("dev127", 128).register(), account="dev127")
+    assert_error(reply(core.handle(conn, linked)), wire.ErrorCode.INVALID_VALUE, "device")
+    assert core.store.device_ids("dev127") == [127]
+    with pytest.raises(ValueError, match="device 128 cannot be added: a device id is 1 to 127"):
+        core.provision_device(linked)
+
+
+def test_a_sender_certificate_is_refused_to_a_device_past_127(
+    core: RelayCore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """libsignal's DeviceId is 1 to 127 and its SenderCertificate reads no other sender device, so the
-    relay issues no certificate naming another: a device registered as 128 is refused (``forbidden``,
-    about ``device``), before a rate-limit token or a signature is spent; 127 gets one."""
+    relay issues no certificate naming another: a device stored as 128 (registered before device ids
+    past 127 were refused, as here) is refused (``forbidden``, about ``device``), before a rate-limit
+    token or a signature is spent; 127 gets one."""
+    monkeypatch.setattr("relaysim.relay.core.MAX_DEVICE_ID", 2**32 - 1)  # the relay before the check
     for device, ok in ((127, True), (128, False)):
         keys = DeviceKeys.make(f"dev{device}", device)
         conn = core_device(core, keys, device)

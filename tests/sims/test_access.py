@@ -36,6 +36,8 @@ from relaysim.sims.access import (
     RelaySwapsIdentity,
     intervention_for,
 )
+from relaysim.sims.access.base import Captured
+from relaysim.sims.access.seizure import analyse_seizure
 from relaysim.sims.scenario import (
     EXCEPTIONAL_DEMANDS,
     EscrowKeyStolen,
@@ -173,6 +175,84 @@ def test_receiving_position_says_where_a_message_sits_on_the_chain() -> None:
     h3 = parse_header(next_one)
     assert h3 is not None and r.receiving_position(h3) == "ahead"
     assert r.receiving_position(h3._replace(dh=bytes(32))) is None  # another chain
+
+
+def test_receiving_position_and_chains_cover_the_chains_kept_before_the_current_one() -> None:
+    """A ratchet keeps the chain keys of up to four receiving chains before the current one, as
+    libsignal does: a late message on one of them is "earlier" (its chain key runs forward to it),
+    one already read on it "behind"."""
+    alice, bob, a, b = _pair()
+    first = parse_ciphertext(alice.encrypt(b, b"read"))
+    late = parse_ciphertext(alice.encrypt(b, b"late"))[1]
+    assert bob.decrypt(a, alice_frame(first)) == b"read"
+    r = bob.sessions[a].ratchet
+    chain = r.dhr
+    assert chain is not None and r.receiving_chains() == [chain]
+    assert alice.decrypt(b, bob.encrypt(a, b"turn")) == b"turn"
+    assert bob.decrypt(a, alice.encrypt(b, b"new chain")) == b"new chain"
+    assert r.receiving_chains() == [r.dhr, chain]
+    h_first, h_late = parse_header(first[1]), parse_header(late)
+    assert h_first is not None and h_late is not None
+    assert r.receiving_position(h_late) == "earlier" and not r.has_skipped_key(h_late)
+    assert r.receiving_position(h_first) == "behind"
+
+
+def _captured(sender: Device, recipient: Device, body: bytes, message: int, at: float) -> Captured:
+    return Captured(
+        bytes([message]), message, f"{sender.address.account}/{sender.address.device}", recipient.address,
+        False, body, at,
+    )  # fmt: skip
+
+
+def _seizure_rows(state: dict[str, object], captured: list[Captured]) -> dict[int, dict[str, object]]:
+    data = analyse_seizure(
+        state,  # type: ignore[arg-type]
+        seized_at=10.0,
+        device="bob/1",
+        captured=captured,
+        delivered={c.message: None for c in captured if c.message is not None},
+        texts={},
+        trust_root=bytes(33),
+        epoch=0.0,
+        rng=seeded_rng(12),
+    )
+    return {r["message"]: r for r in data["rows"]}
+
+
+def test_a_seized_copy_reads_a_late_message_on_an_earlier_chain_from_its_copied_chain_key() -> None:
+    """The seized phone held the chain key of the peer's chain before the current one (a phone keeps
+    it, as libsignal does, and derives nothing of it at the DH ratchet step): the copy reads a message
+    of that chain still in flight at the seizure from that key, and says so."""
+    alice, bob, a, b = _pair()
+    assert bob.decrypt(a, alice.encrypt(b, b"read")) == b"read"
+    late = alice.encrypt(b, b"late")
+    assert alice.decrypt(b, bob.encrypt(a, b"turn")) == b"turn"
+    assert bob.decrypt(a, alice.encrypt(b, b"new chain")) == b"new chain"
+    rows = _seizure_rows(bob.to_dict(), [_captured(alice, bob, late, 1, 20.0)])
+    assert rows[1]["opened"] and rows[1]["opened_text"] == "late"
+    assert "chain key the seizure copied" in str(rows[1]["why"]) and "skipped" not in str(rows[1]["why"])
+
+
+def test_a_message_the_copy_refuses_for_its_identity_key_is_explained_so() -> None:
+    """Under the ``block`` identity policy a prekey message from a new identity key for a pinned address
+    decrypts but is refused (``UntrustedIdentity``): the seizure's analysis says that, not that the
+    seized state held no key for it (or that it was deleted, or past a DH ratchet step)."""
+    rng = seeded_rng(13)
+    alice, bob = Device("alice", rng=rng), Device("bob", rng=rng, identity_policy="block")
+    a = PeerAddress("alice", 1)
+    alice.start_session(bob.address, bob.generate_prekeys(2, 2))
+    assert bob.decrypt(a, alice.encrypt(bob.address, b"hello")) == b"hello"
+    impostor = Device("alice", rng=rng)  # a new identity key under Alice's address
+    impostor.start_session(bob.address, bob.generate_prekeys(2, 2))
+    forged = impostor.encrypt(bob.address, b"from a new key")
+    rows = _seizure_rows(bob.to_dict(), [_captured(impostor, bob, forged, 1, 20.0)])
+    why = str(rows[1]["why"])
+    assert not rows[1]["opened"]
+    assert "identity key" in why and "'block'" in why and "alice/1" in why
+    bob.identities.verify(a, alice.identity_key)  # a verified peer is blocking whatever the policy
+    bob.identities.policy = "warn"
+    rows = _seizure_rows(bob.to_dict(), [_captured(impostor, bob, forged, 1, 20.0)])
+    assert "verified the safety number" in str(rows[1]["why"])
 
 
 def alice_frame(parsed: tuple[InitialMessage | None, bytes]) -> bytes:

@@ -212,3 +212,17 @@ def test_show_writes_a_messages_control_characters_as_escapes_never_to_the_termi
     assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", out), repr(out)
     phones = columns(out)[1]
     assert "Hi \\x1b[2J\\x1b]0;title\\x07 back\\x0d over \\u202eevil" in phones, phones
+
+
+def test_a_message_refused_for_its_identity_key_or_as_a_self_send_is_not_shown_as_undecryptable() -> None:
+    """The agent tells a refusal of a message that opened (``Undecryptable.reason``) from a decryption
+    failure; the run records it (``reason``) and the teaching view says which, not "could not decrypt"."""
+    base = {"t": 60.0, "kind": "undecryptable", "device": "nadia/1", "message": 4}
+    rows = show_rows(
+        [base, {**base, "reason": "untrusted_identity"}, {**base, "reason": "sealed_sender_self_send"}]
+    )
+    phones = [row[1] for row in rows]
+    assert phones[0] == "nadia/1 could not decrypt message 4"
+    assert "refused message 4" in phones[1] and "identity key" in phones[1]
+    assert "could not decrypt" not in phones[1]
+    assert "dropped message 4" in phones[2] and "self-send" in phones[2]
