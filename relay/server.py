@@ -1626,6 +1626,37 @@ def describe_recording(profile: Profile, policy: RetentionPolicy) -> list[str]:
     return lines
 
 
+# The largest --tls-cert or --tls-key file read: a PEM chain of a few certificates is a few KB, a key
+# less; a file past a megabyte is not one (OpenSSL would read all of it, a log or a disk image).
+MAX_TLS_FILE: Final = 1024 * 1024
+
+
+def _tls_file_problem(path: str) -> str | None:
+    """What makes ``path`` no PEM file for --tls-cert or --tls-key, or None: it is opened without
+    waiting (a named pipe nothing writes to held OpenSSL's open, and the relay, for ever) and must
+    be a regular file of at most MAX_TLS_FILE bytes. A file that is there but no PEM is OpenSSL's
+    to say."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        return e.strerror or str(e)
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if stat.S_ISDIR(st.st_mode):
+        return "a folder, not a file; give the PEM file's path"
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(st.st_mode) else "a socket or a device"
+        return f"{kind}, not a regular file; give the PEM file's path"
+    if st.st_size > MAX_TLS_FILE:
+        return (
+            f"{st.st_size:,} bytes, more than a PEM certificate chain or key holds "
+            f"(at most {MAX_TLS_FILE:,}); give the PEM file's path"
+        )
+    return None
+
+
 def _tls_context(cert: str, key: str) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
@@ -1724,8 +1755,14 @@ def main(args: list[str]) -> int:
     if bool(opts.tls_cert) != bool(opts.tls_key):
         return usage("--tls-cert and --tls-key go together")
     if opts.tls_cert:
-        # loaded here first, as a usage error naming them: a folder or a file that is no PEM was
-        # "cannot serve: [Errno 21] Is a directory" (exit 1) once the store had been opened
+        # each checked first, without waiting on a pipe, naming the one that is wrong: a FIFO held
+        # OpenSSL's open for ever, the relay neither serving nor saying why
+        for option, path in (("--tls-cert", opts.tls_cert), ("--tls-key", opts.tls_key)):
+            problem = _tls_file_problem(path)
+            if problem is not None:
+                return usage(f"{option} {path}: {problem}")
+        # loaded here first, as a usage error naming them: a file that is no PEM was "cannot
+        # serve: [Errno 21] Is a directory" (exit 1) once the store had been opened
         try:
             _tls_context(opts.tls_cert, opts.tls_key)
         except (OSError, ssl.SSLError) as e:

@@ -1420,11 +1420,45 @@ def test_tls_files_that_cannot_be_loaded_are_a_usage_error_naming_them(
     junk = tmp_path / "junk.pem"
     junk.write_text("not a certificate\n", encoding="ascii")
     db = tmp_path / "relay.db"
-    for given in (tmp_path, junk, tmp_path / "absent.pem"):
+    for given, said in (
+        (tmp_path, f"--tls-cert {tmp_path}: a folder, not a file"),
+        (junk, f"--tls-cert {junk} --tls-key {junk}: cannot load them as a PEM"),
+        (tmp_path / "absent.pem", f"--tls-cert {tmp_path / 'absent.pem'}: No such file or directory"),
+    ):
         argv = ["--port", "0", "--db", str(db), "--tls-cert", str(given), "--tls-key", str(given)]
         assert main(argv) == 2
         err = capsys.readouterr().err
-        assert f"error: --tls-cert {given} --tls-key {given}: cannot load them as a PEM" in err, err
+        assert f"error: {said}" in err, err
+        assert not db.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_tls_files_that_are_a_pipe_or_too_large_are_refused_not_waited_on(tmp_path: Path) -> None:
+    """``--tls-cert fifo`` (or --tls-key) with nothing writing to the pipe waited in OpenSSL's open
+    for ever: no relay, and not a word. A file of gigabytes was read whole by OpenSSL. (The timeout
+    turns a hang into a failure.)"""
+    from relaysim.relay.server import MAX_TLS_FILE
+
+    fifo = tmp_path / "fifo.pem"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.pem"
+    with open(big, "wb") as f:
+        f.truncate(MAX_TLS_FILE + 1)  # (sparse: no megabyte written)
+    db = tmp_path / "r.db"
+    for cert, key, said in (
+        (fifo, fifo, f"--tls-cert {fifo}: a named pipe (FIFO), not a regular file"),
+        (big, fifo, f"--tls-cert {big}: {MAX_TLS_FILE + 1:,} bytes, more than a PEM"),
+    ):
+        res = subprocess.run(
+            [sys.executable, "-m", "relaysim.relay.server", "--port", "0", "--db", str(db)]
+            + ["--tls-cert", str(cert), "--tls-key", str(key)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(RelayProcess.ROOT)},
+        )
+        assert res.returncode == 2, res.stderr
+        assert f"error: {said}" in res.stderr and "Traceback" not in res.stderr, res.stderr
         assert not db.exists()
 
 
