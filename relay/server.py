@@ -98,7 +98,7 @@ from relaysim.relay.core import ConnectionContext, Output, Push, RelayCore, Repl
 from relaysim.relay.limits import DEFAULT_LIMITS, Limits, Rate, RateLimiter, address_key, parse_rate
 from relaysim.relay.metadata import KEEP_EVERYTHING, KEEP_NOTHING, RetentionPolicy
 from relaysim.relay.profiles import PROFILES, Profile, profile_as_of
-from relaysim.relay.store import Store, StoreError
+from relaysim.relay.store import Store, StoreError, dangling_link
 from relaysim.relay.wire import (
     CLOSED,
     DEFAULT_MAX_FRAME_SIZE,
@@ -1860,7 +1860,8 @@ async def _bind_then_serve(
 
 def lock_store(path: str) -> int:
     """Hold ``path`` for this relay alone: an exclusive ``flock`` on the database file (made empty if
-    there is none, as SQLite would), or a StoreError naming it if another relay holds it. Returns the
+    there is none, as SQLite would; a symbolic link is followed, one to nothing refused as the Store
+    refuses it: relay.store.dangling_link), or a StoreError naming it if another relay holds it. Returns the
     descriptor that holds the lock (closing it lets go), or -1 where the file cannot be opened (SQLite
     then says why, naming the file).
 
@@ -1870,6 +1871,9 @@ def lock_store(path: str) -> int:
     up: on Linux a ``flock`` and SQLite's own locks (``fcntl`` byte ranges) do not interact (flock(2))."""
     import fcntl  # (not on every system: only the server, which needs epoll, i.e. Linux, takes the lock)
 
+    dangling = dangling_link(path)  # (O_CREAT would make the file it points to: an empty store)
+    if dangling is not None:
+        raise StoreError(f"{path}: {dangling}")
     try:
         # (O_NONBLOCK: a FIFO at the path would wait for a writer; it is no file to lock)
         fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), 0o644)

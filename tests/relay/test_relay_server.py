@@ -35,7 +35,7 @@ from relaysim.relay import wire
 from relaysim.relay.core import RelayCore
 from relaysim.relay.limits import DEFAULT_LIMITS, Rate
 from relaysim.relay.server import RelayServer, build_parser, lock_store, main
-from relaysim.relay.store import Store, StoredEnvelope
+from relaysim.relay.store import Store, StoredEnvelope, StoreError
 from tests.helpers import DeviceKeys, RelayProcess, WireClient, new_core, running
 
 ALICE, BOB = DeviceKeys.make("alice"), DeviceKeys.make("bob")
@@ -1411,6 +1411,48 @@ def test_main_says_what_is_wrong_with_the_db_once(tmp_path: Path, capsys: pytest
         assert f"error: --db {path}: {said}" in err and err.count(str(path)) == 1, err
 
 
+def test_a_db_that_is_a_link_to_nothing_is_refused_naming_it_and_its_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--db`` a symbolic link to a file in a missing folder said only "unable to open database
+    file"; one to a missing file in a folder that exists had the lock (then SQLite) make an empty
+    store there: a relay whose database moved started again with no accounts and a new key."""
+    (tmp_path / "disk").mkdir()
+    for target, said in (
+        (tmp_path / "unmounted" / "relay.db", "which is in a folder that does not exist"),
+        (tmp_path / "disk" / "relay.db", "which does not exist"),
+    ):
+        link = tmp_path / "relay.db"
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
+        assert main(["--host", "127.0.0.1", "--port", "0", "--db", str(link)]) == 2
+        err = capsys.readouterr().err
+        assert f"error: --db {link}: a symbolic link to {target}, {said}" in err, err
+        assert not target.exists() and "Traceback" not in err
+        with pytest.raises(StoreError, match="a symbolic link to"):
+            lock_store(str(link))
+        with pytest.raises(StoreError, match="a symbolic link to"):
+            Store(link)
+        assert not target.exists()
+
+
+def test_a_db_that_is_a_link_to_a_store_is_followed(tmp_path: Path) -> None:
+    """A link to a store is the store (SQLite opens what it points to): locked and opened there."""
+    real = tmp_path / "disk" / "relay.db"
+    real.parent.mkdir()
+    with Store(real) as store:
+        store.mark_simulation_keys("seed 7")
+    link = tmp_path / "relay.db"
+    link.symlink_to(real)
+    lock = lock_store(str(link))
+    try:
+        assert lock >= 0 and os.fstat(lock).st_ino == real.stat().st_ino
+    finally:
+        os.close(lock)
+    with Store(link) as store:
+        assert store.simulation_keys == "seed 7"
+
+
 def test_tls_files_that_cannot_be_loaded_are_a_usage_error_naming_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1449,9 +1491,9 @@ def test_tls_files_that_are_a_pipe_or_too_large_are_refused_not_waited_on(tmp_pa
         (fifo, fifo, f"--tls-cert {fifo}: a named pipe (FIFO), not a regular file"),
         (big, fifo, f"--tls-cert {big}: {MAX_TLS_FILE + 1:,} bytes, more than a PEM"),
     ):
+        tls = ["--tls-cert", str(cert), "--tls-key", str(key)]
         res = subprocess.run(
-            [sys.executable, "-m", "relaysim.relay.server", "--port", "0", "--db", str(db)]
-            + ["--tls-cert", str(cert), "--tls-key", str(key)],
+            [sys.executable, "-m", "relaysim.relay.server", "--port", "0", "--db", str(db), *tls],
             capture_output=True,
             text=True,
             timeout=60,
