@@ -84,6 +84,7 @@ import os
 import re
 import select
 import signal
+import socket
 import sqlite3
 import ssl
 import stat
@@ -1308,8 +1309,17 @@ def _host(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"expected an IP address or a host name, got {shown} (an empty shell variable?)"
         )
-    with contextlib.suppress(ValueError):
-        ipaddress.ip_address(text)
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    else:
+        scope = getattr(address, "scope_id", None)  # (fe80::1%eth0: the interface a link-local one is on)
+        if scope is not None and not _is_interface(scope):
+            raise argparse.ArgumentTypeError(
+                f"{shown}: no network interface {scope!r} on this machine (the part after '%' names the "
+                f"interface of a link-local address); interfaces here: {_listed(_interfaces())}"
+            )
         return text
     name = text.removesuffix(".")
     if re.fullmatch(r"[0-9.]+", name):
@@ -1328,6 +1338,30 @@ def _host(text: str) -> str:
         f"expected an IP address (127.0.0.1, ::1, 0.0.0.0) or a host name (localhost, relay.example.org), "
         f"got {shown}{hint}"
     )
+
+
+def _interfaces() -> list[str]:
+    """The names of this machine's network interfaces (none where the system cannot list them)."""
+    try:
+        return [name for _index, name in socket.if_nameindex()]
+    except (OSError, AttributeError):
+        return []
+
+
+def _listed(names: list[str], most: int = 12) -> str:
+    if not names:
+        return "none"
+    return ", ".join(names[:most]) + (f", … ({len(names)} in all)" if len(names) > most else "")
+
+
+def _is_interface(scope: str) -> bool:
+    """Whether ``scope`` (an IPv6 address's zone: a name or an index) is an interface of this machine.
+    Where the system cannot say, it is taken: listening there says what is wrong."""
+    try:
+        names = socket.if_nameindex()
+    except (OSError, AttributeError):
+        return True
+    return any(scope in (name, str(index)) for index, name in names)
 
 
 MAX_TOKEN_FILE = 64 * 1024  # bytes read of --registration-token-file: more is no token (64 bytes at most)

@@ -1331,9 +1331,36 @@ def test_a_host_that_is_no_address_nor_host_name_is_refused_naming_it(
     assert not db.exists()
 
 
-@pytest.mark.parametrize("host", ["::1", "localhost", "relay.example.org", "0.0.0.0", "fe80::1%eth0"])
+_INTERFACE = socket.if_nameindex()[0]  # (index, name) of one of this machine's interfaces
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "::1",
+        "localhost",
+        "relay.example.org",
+        "0.0.0.0",
+        f"fe80::1%{_INTERFACE[1]}",
+        f"fe80::1%{_INTERFACE[0]}",
+    ],
+)
 def test_a_host_that_is_an_address_or_a_host_name_is_taken(host: str) -> None:
     assert build_parser().parse_args(["--host", host]).host == host
+
+
+def test_a_host_on_an_interface_this_machine_lacks_is_refused_naming_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--host fe80::1%zz`` was taken (any zone after '%'), then "cannot serve there: Name or service
+    not known", naming no interface."""
+    absent = max(index for index, _name in socket.if_nameindex()) + 1
+    for zone in ("zz", str(absent)):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--host", f"fe80::1%{zone}"])
+        err = capsys.readouterr().err
+        assert f"--host: 'fe80::1%{zone}': no network interface '{zone}' on this machine" in err, err
+        assert f"interfaces here: {socket.if_nameindex()[0][1]}" in err
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
