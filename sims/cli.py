@@ -51,7 +51,7 @@ from relaysim.sims.analysis.runfiles import (
     writable_file,
     write_whole,
 )
-from relaysim.sims.numbers import decimal_number, whole_number
+from relaysim.sims.numbers import MAX_COLUMNS, MIN_COLUMNS, decimal_number, whole_number
 
 if TYPE_CHECKING:
     from relaysim.sims.scenario import Scenario
@@ -79,9 +79,8 @@ def _version() -> str:
             return "unknown (not installed)"
 
 
-# Widths and row counts: whole numbers in ASCII digits (sims.numbers), at most what a screen or a
-# file of a few megabytes can hold, so that a width of 10**9 is refused, not laid out.
-MAX_COLUMNS = 100_000
+# Row counts: whole numbers in ASCII digits (sims.numbers), at most what a file of a few megabytes
+# can hold. (Widths: sims.numbers.MIN_COLUMNS to MAX_COLUMNS.)
 MAX_ROWS = 10_000_000
 
 
@@ -107,8 +106,7 @@ def _order_name(text: str) -> str:
     return not_empty(text_arg(text), "the order's name", "leave --name out for PROCESS-TARGET")
 
 
-# 40: sims.term.MIN_WIDTH (not imported here: it loads rich)
-_columns = whole_number("columns", 40, MAX_COLUMNS)
+_columns = whole_number("columns", MIN_COLUMNS, MAX_COLUMNS)
 _rows = whole_number("rows", 1, MAX_ROWS)
 
 

@@ -21,7 +21,12 @@ from collections.abc import Callable
 
 from relaysim.sims.analysis.runfiles import brief
 
-__all__ = ["MAX_WORKERS", "decimal_number", "whole_number", "workers"]
+__all__ = ["MAX_COLUMNS", "MAX_WORKERS", "MIN_COLUMNS", "decimal_number", "whole_number", "workers"]
+
+# Widths (--width, and COLUMNS in sims.term): at least the narrowest the views lay out, at most what
+# a screen or a file of a few megabytes can hold, so that a width of 10**9 is refused, not laid out.
+MIN_COLUMNS = 40
+MAX_COLUMNS = 100_000
 
 # --workers everywhere: each worker is a Python interpreter of its own (tens of MB, a fork): past a few
 # hundred, a machine has more processes than cores to run them, and 10**20 asked the pool for more
