@@ -737,7 +737,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
 def _chart(args: argparse.Namespace) -> int:
     from relaysim.sims.analysis.runfiles import loads
-    from relaysim.sims.matrix import matrix_problem, render_terminal, terminal_notes
+    from relaysim.sims.matrix import matrix_disagreement, matrix_problem, render_terminal, terminal_notes
     from relaysim.sims.report import relaysim_outputs
     from relaysim.sims.term import printable, use_color
 
@@ -767,17 +767,6 @@ def _chart(args: argparse.Namespace) -> int:
         _prepare_out(out, force=True)
         _run_to_dir(_scenario("fbi-chart"), out)
     again = f"run it again with: relaysim chart {_q(out)} --rerun"
-    if args.markdown:
-        try:
-            # matrix.md as written stays in the file; printed, its text is shown, never run
-            print(printable((out / "matrix.md").read_text(encoding="utf-8")), end="")
-        except OSError as exc:
-            raise CliError(f"cannot read {out / 'matrix.md'}: {exc.strerror or exc}") from None
-        except UnicodeDecodeError as exc:  # (it was an internal error)
-            raise CliError(
-                f"{out / 'matrix.md'}: not UTF-8 text ({exc.reason} at byte {exc.start}); {again}"
-            ) from None
-        return 0
     try:
         matrix = loads(matrix_file.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -789,8 +778,16 @@ def _chart(args: argparse.Namespace) -> int:
     # each entry checked first: an edited or damaged one was a Python error (KeyError('subpoena')), or
     # was shown as the chart (a category taken out of a cell, or a list written as 0, as nothing)
     problem = matrix_problem(matrix)
+    if problem is None:  # and against the disclosures it was read off: a cell given another valid value
+        problem = matrix_disagreement(out, matrix)
     if problem is not None:
         raise CliError(f"{matrix_file}: {problem}; {again}")
+    if args.markdown:
+        # matrix.md is printed only if it is matrix.json's, as the run wrote it: a hand-edited one was
+        # printed as the chart (chart checked matrix.json alone)
+        written = _checked_matrix_md(out, matrix, again)
+        print(printable(written), end="")  # (its text shown, never run)
+        return 0
     table = render_terminal(matrix, width=args.width, color=use_color())
     notes = terminal_notes(matrix, _scenario("fbi-chart"), width=args.width)
     print(table)
@@ -800,6 +797,40 @@ def _chart(args: argparse.Namespace) -> int:
         f"\nThe matrix is in {out}/matrix.json and {out}/matrix.md; each provider's disclosures in {out}/<profile>/."
     )
     return 0
+
+
+def _checked_matrix_md(out: Path, matrix: Any, again: str) -> str:
+    """The text of ``out``/matrix.md; a CliError unless its tables are those of ``matrix`` (matrix.json,
+    checked), with the marks of categories handed over empty from summary.json
+    (sims.matrix.markdown_problem)."""
+    from relaysim.sims.analysis.runfiles import loads
+    from relaysim.sims.matrix import markdown_problem
+
+    md_file, summary_file = out / "matrix.md", out / "summary.json"
+    try:
+        written = md_file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot read {md_file}: {exc.strerror or exc}; {again}") from None
+    except UnicodeDecodeError as exc:  # (it was an internal error)
+        raise CliError(f"{md_file}: not UTF-8 text ({exc.reason} at byte {exc.start}); {again}") from None
+    try:
+        empty = loads(summary_file.read_text(encoding="utf-8")).get("empty")
+    except (OSError, ValueError, AttributeError):
+        empty = None
+    if not (
+        isinstance(empty, dict)
+        and all(
+            isinstance(row, dict) and all(isinstance(v, list) for v in row.values()) for row in empty.values()
+        )
+    ):
+        raise CliError(
+            f"{summary_file}: cannot be read, or holds no 'empty' (the categories each provider handed over "
+            f"with nothing in them), which matrix.md marks; {again}"
+        )
+    problem = markdown_problem(written, matrix, empty)
+    if problem is not None:
+        raise CliError(f"{md_file}: not the chart matrix.json holds (edited?): {problem}; {again}")
+    return written
 
 
 def _held_scenario(out: Path) -> str | None:

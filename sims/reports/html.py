@@ -681,9 +681,11 @@ def _matrix_data(path: Path) -> dict[str, dict[str, Any]]:
                 raise ReportError(f"{path}: {profile}.{process}{problem}{_AGAIN}")
     # and the matrix's own shape, as relaysim chart holds it: a category that is none, or taken out of
     # a cell, or under two outcomes, or a provider or process left out, was drawn as the chart
-    from relaysim.sims.matrix import matrix_problem
+    from relaysim.sims.matrix import matrix_disagreement, matrix_problem
 
     problem = matrix_problem(data)
+    if problem is None:  # and each cell against the disclosure it was read off, as chart holds it
+        problem = matrix_disagreement(path.parent, data)
     if problem:
         raise ReportError(f"{path}: {problem}{_AGAIN}")
     return data

@@ -734,6 +734,78 @@ def test_chart_markdown_that_is_not_utf8_is_named_not_an_internal_error(
     refused(capsys, ["chart", str(run), "--markdown"], f"{run / 'matrix.md'}: not UTF-8 text", "--rerun")
 
 
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (
+            lambda md: md.replace("| Signal (`signal`) | ", "| Signal (`signal`) | CONTENT, ", 1),
+            "its tables are not those matrix.json holds, from table row 3: '| Signal (`signal`) | CONTENT, ",
+        ),
+        (
+            lambda md: md + "| WhatsApp (`whatsapp`) | CONTENT | | | | |\n",
+            "where the chart and its legend have",
+        ),
+    ],
+    ids=["a-cell", "a-row-added"],
+)
+def test_chart_markdown_is_checked_against_the_matrix(
+    tmp_path: Path,
+    made: Callable[[str], Path],
+    capsys: pytest.CaptureFixture[str],
+    edit: Callable[[str], str],
+    needle: str,
+) -> None:
+    """chart --markdown printed matrix.md as it found it, unchecked (chart checks matrix.json): a
+    hand-edited matrix.md was printed as the chart."""
+    run = copy_of(made("fbi-chart"), tmp_path)
+    md = run / "matrix.md"
+    capsys.readouterr()
+    assert main(["chart", str(run), "--markdown"]) == 0
+    assert capsys.readouterr().out == md.read_text(encoding="utf-8")
+    md.write_text(edit(md.read_text(encoding="utf-8")), encoding="utf-8")
+    refused(
+        capsys, ["chart", str(run), "--markdown"], f"{md}: not the chart matrix.json holds", needle, "--rerun"
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (
+            lambda m: m["signal"]["subpoena"].update(response="refused"),
+            "signal.subpoena.response is 'refused', but signal/disclosures/subpoena.json, the disclosure it is "
+            "read off, says 'complied'",
+        ),
+        (
+            lambda m: (
+                m["whatsapp"]["search_warrant"]["provided"].remove("contacts"),
+                m["whatsapp"]["search_warrant"]["not_retained"].append("contacts"),
+            ),
+            "whatsapp.search_warrant.provided is subscriber_info, account_created, last_seen, ip_addresses, "
+            "reverse_contacts, blocked_users, but whatsapp/disclosures/search_warrant.json",
+        ),
+    ],
+    ids=["a-response", "a-category-moved"],
+)
+@pytest.mark.parametrize("argv", [["chart"], ["chart", "--markdown"], ["report"]], ids=" ".join)
+def test_a_matrix_cell_changed_to_another_valid_value_is_refused(
+    tmp_path: Path,
+    made: Callable[[str], Path],
+    capsys: pytest.CaptureFixture[str],
+    edit: Callable[[dict[str, Any]], object],
+    needle: str,
+    argv: list[str],
+) -> None:
+    """A cell of matrix.json given another valid value (Signal "refused" a subpoena; WhatsApp's address
+    book "not retained") passed every check of the file, and chart and report showed it as the
+    provider's answer: each cell is now held against the disclosure it was read off."""
+    run = copy_of(made("fbi-chart"), tmp_path)
+    matrix = json.loads((run / "matrix.json").read_text(encoding="utf-8"))
+    edit(matrix)
+    (run / "matrix.json").write_text(json.dumps(matrix), encoding="utf-8")
+    refused(capsys, [argv[0], str(run), *argv[1:]], f"{run / 'matrix.json'}: {needle}")
+
+
 @pytest.mark.parametrize("rerun", [[], ["--rerun"]])
 def test_chart_says_its_matrix_is_a_dangling_link(
     tmp_path: Path, made: Callable[[str], Path], capsys: pytest.CaptureFixture[str], rerun: list[str]
