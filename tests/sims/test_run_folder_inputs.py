@@ -806,6 +806,69 @@ def test_a_matrix_cell_changed_to_another_valid_value_is_refused(
     refused(capsys, [argv[0], str(run), *argv[1:]], f"{run / 'matrix.json'}: {needle}")
 
 
+def _first_bes_outcome(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(row["profiles"]["bes"] for row in rows if "bes" in row["profiles"])
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (
+            lambda rows: _first_bes_outcome(rows).update(response="refused", history=["refused"]),
+            ".response is 'refused', but bes/disclosures/",
+        ),
+        (
+            lambda rows: _first_bes_outcome(rows).update(response="sold"),
+            ".response: expected one of complied",
+        ),
+        (
+            lambda rows: _first_bes_outcome(rows)["provided"].append("telepathy"),
+            ".provided: expected categories",
+        ),
+        (
+            lambda rows: _first_bes_outcome(rows)["cryptographically_impossible"].append("content"),
+            "content is there twice",
+        ),
+        (
+            lambda rows: _first_bes_outcome(rows).update(history=["complied", "refused"]),
+            ".history: ends in 'refused'",
+        ),
+        (lambda rows: rows[0].update(process="telepathy"), "[0].process: expected a kind of legal process"),
+        (
+            lambda rows: rows[0]["profiles"].update(acme=rows[0]["profiles"]["bes"]),
+            "expected a relay profile's name",
+        ),
+        (lambda rows: rows.append(rows[0]), "[2].name: 'pta-blanket-demand' is there twice"),
+    ],
+    ids=[
+        "response-valid",
+        "response-unknown",
+        "category-none",
+        "category-twice",
+        "history",
+        "process",
+        "profile",
+        "twice",
+    ],
+)
+def test_report_checks_a_comparisons_values_not_only_their_types(
+    tmp_path: Path,
+    made: Callable[[str], Path],
+    capsys: pytest.CaptureFixture[str],
+    edit: Callable[[list[dict[str, Any]]], object],
+    needle: str,
+) -> None:
+    """comparison.json was checked for types only (html._comparison_data): a response relaysim never
+    gives, a category of no process or under two outcomes, an unknown operator or process, an order
+    twice, or a response changed to another valid one were drawn as the operators' answers."""
+    run = copy_of(made("pakistan-2015"), tmp_path)
+    rows = json.loads((run / "comparison.json").read_text(encoding="utf-8"))
+    edit(rows)
+    (run / "comparison.json").write_text(json.dumps(rows), encoding="utf-8")
+    refused(capsys, ["report", str(run)], f"{run / 'comparison.json'}: ", needle)
+    assert not (run / "report.html").exists()
+
+
 @pytest.mark.parametrize("rerun", [[], ["--rerun"]])
 def test_chart_says_its_matrix_is_a_dangling_link(
     tmp_path: Path, made: Callable[[str], Path], capsys: pytest.CaptureFixture[str], rerun: list[str]
