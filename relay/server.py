@@ -1258,6 +1258,7 @@ def _whole(minimum: int, maximum: int, what: str) -> Callable[[str], int]:
         return value
 
     parse.__name__ = parse.__qualname__ = "_whole"
+    parse.bounds = f"from {minimum:,} to {maximum:,}"  # type: ignore[attr-defined]  # (_state_bounds)
     return parse
 
 
@@ -1276,6 +1277,7 @@ def _path(expected: str) -> Callable[[str], str]:
 
 
 _db_file = _path("the database file's path")
+_cap.bounds = f"from 1 to {MAX_CAP:,}, or off"  # type: ignore[attr-defined]  # (_state_bounds)
 
 
 def _seconds(text: str) -> float:
@@ -1287,6 +1289,24 @@ def _seconds(text: str) -> float:
             f"{_shown(text)}: expected a positive number of seconds, at most {MAX_READ_TIMEOUT:g} (a day)"
         )
     return value
+
+
+_seconds.bounds = f"more than 0, at most {MAX_READ_TIMEOUT:,.0f}"  # type: ignore[attr-defined]
+
+
+def _state_bounds(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``parser`` with each number option's help ending in its bounds (``; from 0 to 65,535``), read
+    from its type's ``bounds``, so that --help and the error for a value past them cannot drift apart
+    (only the error said most of them). As sims.numbers.state_bounds does for the other commands."""
+    for action in parser._actions:
+        bounds = getattr(action.type, "bounds", None)
+        if (
+            isinstance(bounds, str)
+            and action.help is not argparse.SUPPRESS
+            and bounds not in (action.help or "")
+        ):
+            action.help = f"{action.help}; {bounds}" if action.help else bounds
+    return parser
 
 
 # The smallest frame this relay will serve with: room for a request's fields beside a body, and for
@@ -1478,7 +1498,7 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         "--max-connections",
         type=_whole(1, 2**31 - 1, "at least one connection"),
         default=DEFAULT_MAX_CONNECTIONS,
-        help="concurrent connections, at least 1 (default: %(default)s)",
+        help="concurrent connections (default: %(default)s)",
     )
     g.add_argument(
         "--max-connections-per-address",
@@ -1505,7 +1525,7 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         "--max-frame-size",
         type=_whole(MIN_FRAME_SIZE, MAX_FRAME_SIZE, f"a frame is {MIN_FRAME_SIZE} to {MAX_FRAME_SIZE} bytes"),
         default=DEFAULT_MAX_FRAME_SIZE,
-        help=f"largest frame accepted, in bytes, {MIN_FRAME_SIZE} to 2^32 - 1 (default: %(default)s)",
+        help="largest frame accepted, in bytes (default: %(default)s)",
     )
     parser.add_argument(
         "--allow-simulation-keys",
@@ -1617,7 +1637,7 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     _add_profile_options(parser)
-    return parser
+    return _state_bounds(parser)
 
 
 # --- --profile and --admin: the provider the relay runs, and its operator's socket ---------------
