@@ -807,6 +807,10 @@ def _checked_matrix_md(out: Path, matrix: Any, again: str) -> str:
     from relaysim.sims.matrix import markdown_problem
 
     md_file, summary_file = out / "matrix.md", out / "summary.json"
+    for path in (md_file, summary_file):
+        what = not_a_file(path)
+        if what is not None:  # (a named pipe was read, and waited on for ever)
+            raise CliError(f"{path}: {what}; {again}")
     try:
         written = md_file.read_text(encoding="utf-8")
     except OSError as exc:

@@ -221,11 +221,16 @@ def outcome_disagreement(disclosures: Path, cell: Cell, process: str, name: str 
 def _disclosure(folder: Path, process: str, name: str | None) -> tuple[Path, dict[str, Any]] | str:
     """The disclosure in ``folder`` named ``name`` (or, with no name, the one answering ``process``),
     as its path and record; or what keeps it from being read."""
-    from relaysim.sims.analysis.runfiles import loads
+    from relaysim.sims.analysis.runfiles import loads, not_a_file
 
     where = f"{folder.parent.name}/{folder.name}"
     paths = [folder / f"{name}.json"] if name is not None else sorted(folder.glob("*.json"))
     for path in paths:
+        what = not_a_file(path)
+        if what == "no such file":
+            continue
+        if what is not None:  # (a named pipe was read, and waited on for ever)
+            return f": {where}/{path.name}, the disclosure it is read off, is {what}"
         try:
             record = loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:

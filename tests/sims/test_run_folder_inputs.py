@@ -6,6 +6,7 @@ file or folder that is not relaysim's own."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -804,6 +805,47 @@ def test_a_matrix_cell_changed_to_another_valid_value_is_refused(
     edit(matrix)
     (run / "matrix.json").write_text(json.dumps(matrix), encoding="utf-8")
     refused(capsys, [argv[0], str(run), *argv[1:]], f"{run / 'matrix.json'}: {needle}")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+@pytest.mark.parametrize(
+    ("name", "argv", "needle"),
+    [
+        ("matrix.md", ["--markdown"], "matrix.md: not a regular file (a pipe)"),
+        ("summary.json", ["--markdown"], "summary.json: not a regular file (a pipe)"),
+        (
+            "signal/disclosures/subpoena.json",
+            [],
+            "signal.subpoena: signal/disclosures/subpoena.json, the disclosure it is read off, is not a regular "
+            "file (a pipe)",
+        ),
+    ],
+)
+def test_chart_refuses_a_named_pipe_where_it_reads_a_file(
+    tmp_path: Path,
+    made: Callable[[str], Path],
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    argv: list[str],
+    needle: str,
+) -> None:
+    """chart --markdown read matrix.md whatever it was: a named pipe nothing writes to held it for ever
+    (as would the files the chart is now checked against)."""
+    import threading
+
+    run = copy_of(made("fbi-chart"), tmp_path)
+    (run / name).unlink()
+    os.mkfifo(run / name)
+    capsys.readouterr()
+    status: list[int] = []
+    runner = threading.Thread(target=lambda: status.append(main(["chart", str(run), *argv])), daemon=True)
+    runner.start()
+    runner.join(timeout=60)
+    if runner.is_alive():  # (let it go: a writer opens the pipe and closes it, the reader sees its end)
+        os.close(os.open(run / name, os.O_WRONLY | os.O_NONBLOCK))
+        runner.join(timeout=10)
+    err = capsys.readouterr().err
+    assert status == [2] and needle in err and "--rerun" in err, (status, err)
 
 
 def _first_bes_outcome(rows: list[dict[str, Any]]) -> dict[str, Any]:
