@@ -247,6 +247,23 @@ def _newer_store(out: Path) -> None:
                 raise CliError(str(exc)) from None
 
 
+def _no_pipes(out: Path) -> None:
+    """A CliError naming the first entry of the run folder ``out`` (its subfolders too, not through
+    a link to a folder) that is a named pipe, a socket or a device, or a link to one: relaysim writes
+    only files and folders there, and show, analyze and report read them whole. A named pipe nothing
+    wrote to held analyze and report in open() for ever (provider.json, a disclosure's .json,
+    relay-view.jsonl: cli13's fuzz); a link to a device would be read without end."""
+    for folder, _dirs, names in os.walk(out):
+        for name in sorted(names):
+            path = Path(folder) / name
+            what = not_a_file(path)
+            if what is not None and what.startswith("not a regular file"):
+                raise CliError(
+                    f"{path}: {what}, where a run keeps the files relaysim wrote; move it away, or run "
+                    "the scenario again"
+                )
+
+
 def _report(args: argparse.Namespace) -> int:
     from relaysim.sims.analysis.view import AnalysisInputError
     from relaysim.sims.reports.html import ReportError, write_report
@@ -254,6 +271,7 @@ def _report(args: argparse.Namespace) -> int:
     out = Path(args.dir)
     if not out.is_dir():
         raise CliError(f"{out}: no such folder; give the --out folder of a finished run")
+    _no_pipes(out)
     _newer_store(out)
     try:
         with _run_folder_warnings("report"):
@@ -367,6 +385,7 @@ def _show(args: argparse.Namespace) -> int:
     from relaysim.sims.term import use_color
 
     out = Path(args.dir)
+    _no_pipes(out)
     runs = sorted(p.parent.name for p in out.glob("*/transcript.jsonl"))
     if not (out / "transcript.jsonl").exists() and runs:
         # a scenario run under several profiles keeps one run per profile in a folder of its own
@@ -429,6 +448,11 @@ def _disclose(args: argparse.Namespace) -> int:
         raise CliError(f"--db {db}: {what}; give the relay.db in a run's --out folder")
     provider_file = db.parent / "provider.json"
     provider: dict[str, Any] = {}
+    odd = not_a_file(provider_file)
+    if odd is not None and odd != "no such file":  # (a named pipe held disclose in open() for ever)
+        raise CliError(
+            f"{provider_file}: {odd}, where a run keeps the provider's file beside relay.db; move it away"
+        )
     if provider_file.exists():
         try:
             provider = loads(provider_file.read_text(encoding="utf-8"))
@@ -703,6 +727,7 @@ def _analyze(args: argparse.Namespace) -> int:
         runs = sorted(p.parent.name for p in out.glob("*/relay.db"))
         hint = f"; it holds one run per profile: analyse one, e.g. {out / runs[0]}" if runs else ""
         raise CliError(f"{out} has no relay.db: expected a run's --out directory{hint}")
+    _no_pipes(out)
     _newer_store(out)
     from relaysim.sims.analysis_scoring import read_truth
     from relaysim.sims.report import run_disagreements

@@ -848,6 +848,58 @@ def test_chart_refuses_a_named_pipe_where_it_reads_a_file(
     assert status == [2] and needle in err and "--rerun" in err, (status, err)
 
 
+def _main_unless_it_hangs(argv: list[str], pipe: Path) -> list[int]:
+    """``main(argv)``'s status, run in a thread; [] if it is still waiting after a minute (then let
+    go: a writer opens ``pipe`` and closes it, and the reader waiting in open() sees its end)."""
+    import threading
+
+    status: list[int] = []
+    runner = threading.Thread(target=lambda: status.append(main(argv)), daemon=True)
+    runner.start()
+    runner.join(timeout=60)
+    if runner.is_alive():
+        os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+        runner.join(timeout=10)
+        return []
+    return status
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+@pytest.mark.parametrize(
+    "name", ["provider.json", "disclosures/pen-register-amira.json", "relay-view.jsonl", "summary.json"]
+)
+@pytest.mark.parametrize("argv", [["analyze"], ["analyze", "--as-seen"], ["report"], ["show"]], ids=" ".join)
+def test_a_named_pipe_in_a_run_folder_is_refused_not_waited_on(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, argv: list[str]
+) -> None:
+    """A run folder with a named pipe for one of its files (nothing writing to it) held analyze and
+    report in open() for ever (cli13's fuzz: provider.json, a disclosure's .json, relay-view.jsonl)."""
+    run = copy_of(tf_run, tmp_path)
+    (run / name).unlink()
+    os.mkfifo(run / name)
+    capsys.readouterr()
+    status = _main_unless_it_hangs([argv[0], str(run), *argv[1:]], run / name)
+    err = capsys.readouterr().err
+    assert status == [2], (status, err)
+    assert f"{run / name}: not a regular file (a pipe), where a run keeps the files relaysim wrote" in err, (
+        err
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_disclose_refuses_a_named_pipe_for_the_provider_file(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = copy_of(tf_run, tmp_path)
+    (run / "provider.json").unlink()
+    os.mkfifo(run / "provider.json")
+    capsys.readouterr()
+    argv = ["disclose", "--db", str(run / "relay.db"), "--process", "subpoena", "--target", "amira"]
+    status = _main_unless_it_hangs(argv, run / "provider.json")
+    err = capsys.readouterr().err
+    assert status == [2] and f"{run / 'provider.json'}: not a regular file (a pipe)" in err, (status, err)
+
+
 def _first_bes_outcome(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return next(row["profiles"]["bes"] for row in rows if "bes" in row["profiles"])
 
