@@ -84,6 +84,7 @@ import os
 import re
 import select
 import signal
+import socket
 import sqlite3
 import ssl
 import stat
@@ -98,7 +99,7 @@ from relaysim.relay.core import ConnectionContext, Output, Push, RelayCore, Repl
 from relaysim.relay.limits import DEFAULT_LIMITS, Limits, Rate, RateLimiter, address_key, parse_rate
 from relaysim.relay.metadata import KEEP_EVERYTHING, KEEP_NOTHING, RetentionPolicy
 from relaysim.relay.profiles import PROFILES, Profile, profile_as_of
-from relaysim.relay.store import Store, StoreError
+from relaysim.relay.store import Store, StoreError, dangling_link
 from relaysim.relay.wire import (
     CLOSED,
     DEFAULT_MAX_FRAME_SIZE,
@@ -1253,6 +1254,7 @@ def _whole(minimum: int, maximum: int, what: str) -> Callable[[str], int]:
         return value
 
     parse.__name__ = parse.__qualname__ = "_whole"
+    parse.bounds = f"from {minimum:,} to {maximum:,}"  # type: ignore[attr-defined]  # (_state_bounds)
     return parse
 
 
@@ -1271,6 +1273,7 @@ def _path(expected: str) -> Callable[[str], str]:
 
 
 _db_file = _path("the database file's path")
+_cap.bounds = f"from 1 to {MAX_CAP:,}, or off"  # type: ignore[attr-defined]  # (_state_bounds)
 
 
 def _seconds(text: str) -> float:
@@ -1282,6 +1285,24 @@ def _seconds(text: str) -> float:
             f"{quoted(text)}: expected a positive number of seconds, at most {MAX_READ_TIMEOUT:g} (a day)"
         )
     return value
+
+
+_seconds.bounds = f"more than 0, at most {MAX_READ_TIMEOUT:,.0f}"  # type: ignore[attr-defined]
+
+
+def _state_bounds(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``parser`` with each number option's help ending in its bounds (``; from 0 to 65,535``), read
+    from its type's ``bounds``, so that --help and the error for a value past them cannot drift apart
+    (only the error said most of them). As sims.numbers.state_bounds does for the other commands."""
+    for action in parser._actions:
+        bounds = getattr(action.type, "bounds", None)
+        if (
+            isinstance(bounds, str)
+            and action.help is not argparse.SUPPRESS
+            and bounds not in (action.help or "")
+        ):
+            action.help = f"{action.help}; {bounds}" if action.help else bounds
+    return parser
 
 
 # The smallest frame this relay will serve with: room for a request's fields beside a body, and for
@@ -1304,8 +1325,17 @@ def _host(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"expected an IP address or a host name, got {shown} (an empty shell variable?)"
         )
-    with contextlib.suppress(ValueError):
-        ipaddress.ip_address(text)
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    else:
+        scope = getattr(address, "scope_id", None)  # (fe80::1%eth0: the interface a link-local one is on)
+        if scope is not None and not _is_interface(scope):
+            raise argparse.ArgumentTypeError(
+                f"{shown}: no network interface {scope!r} on this machine (the part after '%' names the "
+                f"interface of a link-local address); interfaces here: {_listed(_interfaces())}"
+            )
         return text
     name = text.removesuffix(".")
     if re.fullmatch(r"[0-9.]+", name):
@@ -1324,6 +1354,30 @@ def _host(text: str) -> str:
         f"expected an IP address (127.0.0.1, ::1, 0.0.0.0) or a host name (localhost, relay.example.org), "
         f"got {shown}{hint}"
     )
+
+
+def _interfaces() -> list[str]:
+    """The names of this machine's network interfaces (none where the system cannot list them)."""
+    try:
+        return [name for _index, name in socket.if_nameindex()]
+    except (OSError, AttributeError):
+        return []
+
+
+def _listed(names: list[str], most: int = 12) -> str:
+    if not names:
+        return "none"
+    return ", ".join(names[:most]) + (f", … ({len(names)} in all)" if len(names) > most else "")
+
+
+def _is_interface(scope: str) -> bool:
+    """Whether ``scope`` (an IPv6 address's zone: a name or an index) is an interface of this machine.
+    Where the system cannot say, it is taken: listening there says what is wrong."""
+    try:
+        names = socket.if_nameindex()
+    except (OSError, AttributeError):
+        return True
+    return any(scope in (name, str(index)) for index, name in names)
 
 
 MAX_TOKEN_FILE = 64 * 1024  # bytes read of --registration-token-file: more is no token (64 bytes at most)
@@ -1440,7 +1494,7 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         "--max-connections",
         type=_whole(1, 2**31 - 1, "at least one connection"),
         default=DEFAULT_MAX_CONNECTIONS,
-        help="concurrent connections, at least 1 (default: %(default)s)",
+        help="concurrent connections (default: %(default)s)",
     )
     g.add_argument(
         "--max-connections-per-address",
@@ -1467,7 +1521,7 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
         "--max-frame-size",
         type=_whole(MIN_FRAME_SIZE, MAX_FRAME_SIZE, f"a frame is {MIN_FRAME_SIZE} to {MAX_FRAME_SIZE} bytes"),
         default=DEFAULT_MAX_FRAME_SIZE,
-        help=f"largest frame accepted, in bytes, {MIN_FRAME_SIZE} to 2^32 - 1 (default: %(default)s)",
+        help="largest frame accepted, in bytes (default: %(default)s)",
     )
     parser.add_argument(
         "--allow-simulation-keys",
@@ -1579,7 +1633,7 @@ def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     _add_profile_options(parser)
-    return parser
+    return _state_bounds(parser)
 
 
 # --- --profile and --admin: the provider the relay runs, and its operator's socket ---------------
@@ -1620,6 +1674,37 @@ def describe_recording(profile: Profile, policy: RetentionPolicy) -> list[str]:
     ]
     lines.append(f"  also keeps: {', '.join(kept) if kept else 'nothing else'}")
     return lines
+
+
+# The largest --tls-cert or --tls-key file read: a PEM chain of a few certificates is a few KB, a key
+# less; a file past a megabyte is not one (OpenSSL would read all of it, a log or a disk image).
+MAX_TLS_FILE: Final = 1024 * 1024
+
+
+def _tls_file_problem(path: str) -> str | None:
+    """What makes ``path`` no PEM file for --tls-cert or --tls-key, or None: it is opened without
+    waiting (a named pipe nothing writes to held OpenSSL's open, and the relay, for ever) and must
+    be a regular file of at most MAX_TLS_FILE bytes. A file that is there but no PEM is OpenSSL's
+    to say."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        return e.strerror or str(e)
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if stat.S_ISDIR(st.st_mode):
+        return "a folder, not a file; give the PEM file's path"
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(st.st_mode) else "a socket or a device"
+        return f"{kind}, not a regular file; give the PEM file's path"
+    if st.st_size > MAX_TLS_FILE:
+        return (
+            f"{st.st_size:,} bytes, more than a PEM certificate chain or key holds "
+            f"(at most {MAX_TLS_FILE:,}); give the PEM file's path"
+        )
+    return None
 
 
 def _tls_context(cert: str, key: str) -> ssl.SSLContext:
@@ -1720,8 +1805,14 @@ def main(args: list[str]) -> int:
     if bool(opts.tls_cert) != bool(opts.tls_key):
         return usage("--tls-cert and --tls-key go together")
     if opts.tls_cert:
-        # loaded here first, as a usage error naming them: a folder or a file that is no PEM was
-        # "cannot serve: [Errno 21] Is a directory" (exit 1) once the store had been opened
+        # each checked first, without waiting on a pipe, naming the one that is wrong: a FIFO held
+        # OpenSSL's open for ever, the relay neither serving nor saying why
+        for option, path in (("--tls-cert", opts.tls_cert), ("--tls-key", opts.tls_key)):
+            problem = _tls_file_problem(path)
+            if problem is not None:
+                return usage(f"{option} {path}: {problem}")
+        # loaded here first, as a usage error naming them: a file that is no PEM was "cannot
+        # serve: [Errno 21] Is a directory" (exit 1) once the store had been opened
         try:
             _tls_context(opts.tls_cert, opts.tls_key)
         except (OSError, ssl.SSLError) as e:
@@ -1819,7 +1910,8 @@ async def _bind_then_serve(
 
 def lock_store(path: str) -> int:
     """Hold ``path`` for this relay alone: an exclusive ``flock`` on the database file (made empty if
-    there is none, as SQLite would), or a StoreError naming it if another relay holds it. Returns the
+    there is none, as SQLite would; a symbolic link is followed, one to nothing refused as the Store
+    refuses it: relay.store.dangling_link), or a StoreError naming it if another relay holds it. Returns the
     descriptor that holds the lock (closing it lets go), or -1 where the file cannot be opened (SQLite
     then says why, naming the file).
 
@@ -1829,6 +1921,9 @@ def lock_store(path: str) -> int:
     up: on Linux a ``flock`` and SQLite's own locks (``fcntl`` byte ranges) do not interact (flock(2))."""
     import fcntl  # (not on every system: only the server, which needs epoll, i.e. Linux, takes the lock)
 
+    dangling = dangling_link(path)  # (O_CREAT would make the file it points to: an empty store)
+    if dangling is not None:
+        raise StoreError(f"{path}: {dangling}")
     try:
         # (O_NONBLOCK: a FIFO at the path would wait for a writer; it is no file to lock)
         fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), 0o644)

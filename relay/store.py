@@ -61,6 +61,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoredEnvelope",
+    "dangling_link",
     "refuse_a_newer_schema",
 ]
 
@@ -562,6 +563,33 @@ _STARTUP_TYPES: Final = (
 )
 
 
+def dangling_link(path: str | os.PathLike[str]) -> str | None:
+    """What is wrong with ``path`` if it is a symbolic link to nothing, else None.
+
+    A link to a database is followed (SQLite opens the file it points to, and keeps its -wal and
+    -shm files beside that file). A link to nothing is refused rather than followed: SQLite would
+    make a new, empty store where it points (or say only "unable to open database file" when the
+    folder there is missing too), and a relay whose database was moved, or whose disk is not
+    mounted, would start again with no accounts and a new identity key."""
+    path = os.fspath(path)
+    if path == ":memory:" or not os.path.islink(path) or os.path.exists(path):
+        return None
+    try:
+        target = os.readlink(path)
+    except OSError:  # (gone since: SQLite says what it finds)
+        return None
+    where = os.path.join(os.path.dirname(path), target)
+    why = (
+        "does not exist"
+        if os.path.isdir(os.path.dirname(os.path.abspath(where)))
+        else "is in a folder that does not exist"
+    )
+    return (
+        f"a symbolic link to {target}, which {why}: a database is not made through a link to nothing; "
+        "give the database's own path, or remove the link to start a new store"
+    )
+
+
 def _explain(path: str, exc: sqlite3.Error) -> str:
     """What is wrong with the file at ``path``, in words, for an error SQLite gave on opening it."""
     message = str(exc)
@@ -1004,6 +1032,9 @@ class Store:
         self._cache_entries = cache_entries
         self.path = os.fspath(path)
         self.durable = durable
+        dangling = dangling_link(self.path)
+        if dangling is not None:
+            raise StoreError(f"{self.path}: {dangling}")
         # isolation_level=None: no implicit transactions; transaction() says BEGIN/COMMIT itself.
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)

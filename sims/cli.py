@@ -51,7 +51,7 @@ from relaysim.sims.analysis.runfiles import (
     writable_file,
     write_whole,
 )
-from relaysim.sims.numbers import decimal_number, whole_number
+from relaysim.sims.numbers import MAX_COLUMNS, MIN_COLUMNS, decimal_number, state_bounds, whole_number
 
 if TYPE_CHECKING:
     from relaysim.sims.scenario import Scenario
@@ -79,9 +79,8 @@ def _version() -> str:
             return "unknown (not installed)"
 
 
-# Widths and row counts: whole numbers in ASCII digits (sims.numbers), at most what a screen or a
-# file of a few megabytes can hold, so that a width of 10**9 is refused, not laid out.
-MAX_COLUMNS = 100_000
+# Row counts: whole numbers in ASCII digits (sims.numbers), at most what a file of a few megabytes
+# can hold. (Widths: sims.numbers.MIN_COLUMNS to MAX_COLUMNS.)
 MAX_ROWS = 10_000_000
 
 
@@ -107,8 +106,7 @@ def _order_name(text: str) -> str:
     return not_empty(text_arg(text), "the order's name", "leave --name out for PROCESS-TARGET")
 
 
-# 40: sims.term.MIN_WIDTH (not imported here: it loads rich)
-_columns = whole_number("columns", 40, MAX_COLUMNS)
+_columns = whole_number("columns", MIN_COLUMNS, MAX_COLUMNS)
 _rows = whole_number("rows", 1, MAX_ROWS)
 
 
@@ -249,6 +247,23 @@ def _newer_store(out: Path) -> None:
                 raise CliError(str(exc)) from None
 
 
+def _no_pipes(out: Path) -> None:
+    """A CliError naming the first entry of the run folder ``out`` (its subfolders too, not through
+    a link to a folder) that is a named pipe, a socket or a device, or a link to one: relaysim writes
+    only files and folders there, and show, analyze and report read them whole. A named pipe nothing
+    wrote to held analyze and report in open() for ever (provider.json, a disclosure's .json,
+    relay-view.jsonl: cli13's fuzz); a link to a device would be read without end."""
+    for folder, _dirs, names in os.walk(out):
+        for name in sorted(names):
+            path = Path(folder) / name
+            what = not_a_file(path)
+            if what is not None and what.startswith("not a regular file"):
+                raise CliError(
+                    f"{path}: {what}, where a run keeps the files relaysim wrote; move it away, or run "
+                    "the scenario again"
+                )
+
+
 def _report(args: argparse.Namespace) -> int:
     from relaysim.sims.analysis.view import AnalysisInputError
     from relaysim.sims.reports.html import ReportError, write_report
@@ -256,6 +271,7 @@ def _report(args: argparse.Namespace) -> int:
     out = Path(args.dir)
     if not out.is_dir():
         raise CliError(f"{out}: no such folder; give the --out folder of a finished run")
+    _no_pipes(out)
     _newer_store(out)
     try:
         with _run_folder_warnings("report"):
@@ -369,6 +385,7 @@ def _show(args: argparse.Namespace) -> int:
     from relaysim.sims.term import use_color
 
     out = Path(args.dir)
+    _no_pipes(out)
     runs = sorted(p.parent.name for p in out.glob("*/transcript.jsonl"))
     if not (out / "transcript.jsonl").exists() and runs:
         # a scenario run under several profiles keeps one run per profile in a folder of its own
@@ -431,6 +448,11 @@ def _disclose(args: argparse.Namespace) -> int:
         raise CliError(f"--db {db}: {what}; give the relay.db in a run's --out folder")
     provider_file = db.parent / "provider.json"
     provider: dict[str, Any] = {}
+    odd = not_a_file(provider_file)
+    if odd is not None and odd != "no such file":  # (a named pipe held disclose in open() for ever)
+        raise CliError(
+            f"{provider_file}: {odd}, where a run keeps the provider's file beside relay.db; move it away"
+        )
     if provider_file.exists():
         try:
             provider = loads(provider_file.read_text(encoding="utf-8"))
@@ -705,6 +727,7 @@ def _analyze(args: argparse.Namespace) -> int:
         runs = sorted(p.parent.name for p in out.glob("*/relay.db"))
         hint = f"; it holds one run per profile: analyse one, e.g. {out / runs[0]}" if runs else ""
         raise CliError(f"{out} has no relay.db: expected a run's --out directory{hint}")
+    _no_pipes(out)
     _newer_store(out)
     from relaysim.sims.analysis_scoring import read_truth
     from relaysim.sims.report import run_disagreements
@@ -739,7 +762,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
 def _chart(args: argparse.Namespace) -> int:
     from relaysim.sims.analysis.runfiles import loads
-    from relaysim.sims.matrix import matrix_problem, render_terminal, terminal_notes
+    from relaysim.sims.matrix import matrix_disagreement, matrix_problem, render_terminal, terminal_notes
     from relaysim.sims.report import relaysim_outputs
     from relaysim.sims.term import printable, use_color
 
@@ -769,17 +792,6 @@ def _chart(args: argparse.Namespace) -> int:
         _prepare_out(out, force=True)
         _run_to_dir(_scenario("fbi-chart"), out)
     again = f"run it again with: relaysim chart {_q(out)} --rerun"
-    if args.markdown:
-        try:
-            # matrix.md as written stays in the file; printed, its text is shown, never run
-            print(printable((out / "matrix.md").read_text(encoding="utf-8")), end="")
-        except OSError as exc:
-            raise CliError(f"cannot read {out / 'matrix.md'}: {exc.strerror or exc}") from None
-        except UnicodeDecodeError as exc:  # (it was an internal error)
-            raise CliError(
-                f"{out / 'matrix.md'}: not UTF-8 text ({exc.reason} at byte {exc.start}); {again}"
-            ) from None
-        return 0
     try:
         matrix = loads(matrix_file.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -791,8 +803,16 @@ def _chart(args: argparse.Namespace) -> int:
     # each entry checked first: an edited or damaged one was a Python error (KeyError('subpoena')), or
     # was shown as the chart (a category taken out of a cell, or a list written as 0, as nothing)
     problem = matrix_problem(matrix)
+    if problem is None:  # and against the disclosures it was read off: a cell given another valid value
+        problem = matrix_disagreement(out, matrix)
     if problem is not None:
         raise CliError(f"{matrix_file}: {problem}; {again}")
+    if args.markdown:
+        # matrix.md is printed only if it is matrix.json's, as the run wrote it: a hand-edited one was
+        # printed as the chart (chart checked matrix.json alone)
+        written = _checked_matrix_md(out, matrix, again)
+        print(printable(written), end="")  # (its text shown, never run)
+        return 0
     table = render_terminal(matrix, width=args.width, color=use_color())
     notes = terminal_notes(matrix, _scenario("fbi-chart"), width=args.width)
     print(table)
@@ -802,6 +822,44 @@ def _chart(args: argparse.Namespace) -> int:
         f"\nThe matrix is in {out}/matrix.json and {out}/matrix.md; each provider's disclosures in {out}/<profile>/."
     )
     return 0
+
+
+def _checked_matrix_md(out: Path, matrix: Any, again: str) -> str:
+    """The text of ``out``/matrix.md; a CliError unless its tables are those of ``matrix`` (matrix.json,
+    checked), with the marks of categories handed over empty from summary.json
+    (sims.matrix.markdown_problem)."""
+    from relaysim.sims.analysis.runfiles import loads
+    from relaysim.sims.matrix import markdown_problem
+
+    md_file, summary_file = out / "matrix.md", out / "summary.json"
+    for path in (md_file, summary_file):
+        what = not_a_file(path)
+        if what is not None:  # (a named pipe was read, and waited on for ever)
+            raise CliError(f"{path}: {what}; {again}")
+    try:
+        written = md_file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot read {md_file}: {exc.strerror or exc}; {again}") from None
+    except UnicodeDecodeError as exc:  # (it was an internal error)
+        raise CliError(f"{md_file}: not UTF-8 text ({exc.reason} at byte {exc.start}); {again}") from None
+    try:
+        empty = loads(summary_file.read_text(encoding="utf-8")).get("empty")
+    except (OSError, ValueError, AttributeError):
+        empty = None
+    if not (
+        isinstance(empty, dict)
+        and all(
+            isinstance(row, dict) and all(isinstance(v, list) for v in row.values()) for row in empty.values()
+        )
+    ):
+        raise CliError(
+            f"{summary_file}: cannot be read, or holds no 'empty' (the categories each provider handed over "
+            f"with nothing in them), which matrix.md marks; {again}"
+        )
+    problem = markdown_problem(written, matrix, empty)
+    if problem is not None:
+        raise CliError(f"{md_file}: not the chart matrix.json holds (edited?): {problem}; {again}")
+    return written
 
 
 def _held_scenario(out: Path) -> str | None:
@@ -906,9 +964,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEMO_WIRE_SEED,
         help=f"with --wire: seed for the phones' keys (default: {DEMO_WIRE_SEED})",
     )
-    demo.add_argument(
-        "--width", type=_columns, help="width in columns, at least 40 (default: the terminal's, or COLUMNS)"
-    )
+    demo.add_argument("--width", type=_columns, help="width in columns (default: the terminal's, or COLUMNS)")
 
     scen = sub.add_parser(
         "scenarios",
@@ -969,8 +1025,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         default=LIVE_TIME_SCALE,
         metavar="SECONDS",
-        help="with --live, real seconds per simulated second (default: 0.001, so 5 simulated hours take 18 s; "
-        f"at most {LIVE_MAX_TIME_SCALE:g})",
+        help="with --live, real seconds per simulated second (default: 0.001, so 5 simulated hours take 18 s)",
     )
 
     show = sub.add_parser(
@@ -994,7 +1049,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument(
         "--width",
         type=_columns,
-        help="total width in columns, at least 40 (default: the terminal's, or COLUMNS)",
+        help="total width in columns (default: the terminal's, or COLUMNS)",
     )
 
     bench = sub.add_parser(
@@ -1157,9 +1212,7 @@ def build_parser() -> argparse.ArgumentParser:
     chart.add_argument(
         "--markdown", action="store_true", help="print matrix.md instead of the terminal tables"
     )
-    chart.add_argument(
-        "--width", type=_columns, help="width in columns, at least 40 (default: the terminal's)"
-    )
+    chart.add_argument("--width", type=_columns, help="width in columns (default: the terminal's)")
 
     relay = sub.add_parser(
         "relay",
@@ -1182,7 +1235,7 @@ def build_parser() -> argparse.ArgumentParser:
     from relaysim.sims.reproduce import add_parser as add_reproduce_parser
 
     add_reproduce_parser(sub)
-    return parser
+    return state_bounds(parser)  # (each number option's --help says its bounds, from its type)
 
 
 def _tolerate_the_terminals_encoding() -> None:

@@ -41,7 +41,12 @@ __all__ = [
     "Matrix",
     "build_matrix",
     "check_matrix_scenario",
+    "markdown_problem",
+    "markdown_tables",
+    "matrix_disagreement",
     "matrix_problem",
+    "outcome_disagreement",
+    "outcome_problem",
     "render_markdown",
     "render_terminal",
     "run_matrix_to_dir",
@@ -122,7 +127,7 @@ def matrix_problem(data: object, profiles: Sequence[str] = REAL_PROFILES) -> str
         if others:
             return f"{profile}: expected only {', '.join(MATRIX_PROCESSES)}, got also {brief(others[0])}"
         for process in MATRIX_PROCESSES:
-            problem = _outcome_problem(row[process], process)
+            problem = outcome_problem(row[process], process)
             if problem is not None:
                 return f"{profile}.{process}{problem}"
     return None
@@ -141,7 +146,10 @@ def _json_kind(value: object) -> str:
     return "a list" if isinstance(value, list) else "an object"
 
 
-def _outcome_problem(cell: object, process: str) -> str | None:
+def outcome_problem(cell: object, process: str) -> str | None:
+    """What keeps ``cell`` (one outcome read back from matrix.json or comparison.json: ``process``
+    served on one provider) from being one as a compliance desk writes it (relay.compliance's
+    ``Disclosure.summary``), as ``.key: expected …, got …``; None if nothing does."""
     if not isinstance(cell, dict):
         return f": expected an object (the response and the categories), got {_json_kind(cell)}"
     response = cell.get("response")
@@ -171,6 +179,85 @@ def _outcome_problem(cell: object, process: str) -> str | None:
             f": {', '.join(unanswered)} asked for, and neither provided nor held back for a reason "
             "(every category asked for is one or the other)"
         )
+    return None
+
+
+def outcome_disagreement(disclosures: Path, cell: Cell, process: str, name: str | None = None) -> str | None:
+    """Where ``cell`` (an outcome that :func:`outcome_problem` passed) differs from the disclosure it
+    was read off: the one in ``disclosures`` (a profile's ``disclosures/`` folder) named ``name``, or
+    without a name the one answering ``process``; as ``.key: …, but FILE says …``; None if they agree.
+
+    A cell changed to another valid value (a response "complied" made "refused", a category moved
+    from one reason to another) passes every check of its own file, and was shown as the provider's
+    answer; the disclosure beside it is the desk's own record of that answer. A digest in the run's
+    folder would not do better: whoever edits a file there can write its digest again; the
+    disagreement of two files, the one read and the record it was read off, shows an edit of one."""
+    found = _disclosure(disclosures, process, name)
+    if isinstance(found, str):
+        return found
+    path, record = found
+    shown = f"{disclosures.parent.name}/{disclosures.name}/{path.name}"
+    if record.get("response") != cell["response"]:
+        return (
+            f".response is {brief(cell['response'])}, but {shown}, the disclosure it is read off, says "
+            f"{brief(record.get('response'))}"
+        )
+    provided = record.get("provided")
+    not_provided = record.get("not_provided")
+    if not isinstance(provided, dict) or not isinstance(not_provided, dict):
+        return f": {shown}, the disclosure it is read off, is not one as relaysim writes it (no provided or not_provided)"
+    for key in ("provided", *REASONS):
+        there = provided if key == "provided" else not_provided.get(key, {})
+        if not isinstance(there, dict):
+            return f": {shown}, the disclosure it is read off, is not one as relaysim writes it ({key})"
+        if set(cell[key]) != set(there):
+            return (
+                f".{key} is {', '.join(cell[key]) or 'empty'}, but {shown}, the disclosure it is read off, says "
+                f"{', '.join(in_order(there)) or 'none'}"
+            )
+    return None
+
+
+def _disclosure(folder: Path, process: str, name: str | None) -> tuple[Path, dict[str, Any]] | str:
+    """The disclosure in ``folder`` named ``name`` (or, with no name, the one answering ``process``),
+    as its path and record; or what keeps it from being read."""
+    from relaysim.sims.analysis.runfiles import loads, not_a_file
+
+    where = f"{folder.parent.name}/{folder.name}"
+    paths = [folder / f"{name}.json"] if name is not None else sorted(folder.glob("*.json"))
+    for path in paths:
+        what = not_a_file(path)
+        if what == "no such file":
+            continue
+        if what is not None:  # (a named pipe was read, and waited on for ever)
+            return f": {where}/{path.name}, the disclosure it is read off, is {what}"
+        try:
+            record = loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            return f": {where}/{path.name}, the disclosure it is read off, cannot be read ({brief(str(exc))})"
+        if not isinstance(record, dict):
+            return f": {where}/{path.name}, the disclosure it is read off, is not a JSON object"
+        if record.get("process") == process:
+            return path, record
+        if name is not None:
+            return (
+                f": {where}/{path.name}, the disclosure it is read off, answers {brief(record.get('process'))}, "
+                f"not {process}"
+            )
+    return f": no disclosure of it in {where} to check it against (it is read off one)"
+
+
+def matrix_disagreement(run: Path, matrix: Matrix) -> str | None:
+    """Where ``matrix`` (read back from ``run``/matrix.json, :func:`matrix_problem` passed) differs
+    from the disclosures its cells were read off (:func:`outcome_disagreement`), as
+    ``profile.process.key: …``; None if it agrees with every one."""
+    for profile, row in matrix.items():
+        for process in MATRIX_PROCESSES:
+            problem = outcome_disagreement(run / profile / "disclosures", row[process], process)
+            if problem is not None:
+                return f"{profile}.{process}{problem}"
     return None
 
 
@@ -232,22 +319,7 @@ def render_markdown(
     empty: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
 ) -> str:
     """``matrix.md``: one table for what was handed over and one per reason the rest was not
-    (relay.legal.REASONS), rows profiles and columns processes, and a legend."""
-    empty = empty or {}
-    head = "| provider (profile) | " + " | ".join(INSTRUMENTS[p].name for p in MATRIX_PROCESSES) + " |"
-    rule = "|---|" + "---|" * len(MATRIX_PROCESSES)
-
-    def table(kind: str) -> list[str]:
-        rows = [head, rule]
-        for profile, cells in matrix.items():
-            marks = empty.get(profile, {})
-            row = [
-                _cell(cells[p][kind], marks.get(p, ()) if kind == "provided" else ())
-                for p in MATRIX_PROCESSES
-            ]
-            rows.append(f"| {get_profile(profile).title} (`{profile}`) | " + " | ".join(row) + " |")
-        return rows
-
+    (relay.legal.REASONS), rows profiles and columns processes (:func:`markdown_tables`), and a legend."""
     lines = [
         f"# What each provider can be made to hand over — `{scenario.name}`",
         "",
@@ -263,17 +335,7 @@ def render_markdown(
             else ""
         ),
         "",
-        "## Handed over",
-        "",
-        *table("provided"),
-        "",
-        "° the provider hands this over, but this run produced none of it (e.g. nobody blocked anyone).",
-        "",
-        *[
-            line
-            for reason, meaning in REASONS.items()
-            for line in (f"## Not handed over: {REASON_LABELS[reason]} ({meaning})", "", *table(reason), "")
-        ],
+        *markdown_tables(matrix, empty or {}),
         *_assumptions(matrix, scenario),
         "## Legend",
         "",
@@ -287,6 +349,64 @@ def render_markdown(
         "",
     ]
     return "\n".join(lines)
+
+
+def markdown_tables(matrix: Matrix, empty: Mapping[str, Mapping[str, Sequence[str]]]) -> list[str]:
+    """The lines of matrix.md that are the chart: the table of what was handed over (with ``empty``'s
+    marks: handed over, but none of it in the run) and one per reason the rest was not, each under
+    its heading. Nothing of them comes from the scenario: the matrix alone."""
+    head = "| provider (profile) | " + " | ".join(INSTRUMENTS[p].name for p in MATRIX_PROCESSES) + " |"
+    rule = "|---|" + "---|" * len(MATRIX_PROCESSES)
+
+    def table(kind: str) -> list[str]:
+        rows = [head, rule]
+        for profile, cells in matrix.items():
+            marks = empty.get(profile, {})
+            row = [
+                _cell(cells[p][kind], marks.get(p, ()) if kind == "provided" else ())
+                for p in MATRIX_PROCESSES
+            ]
+            rows.append(f"| {get_profile(profile).title} (`{profile}`) | " + " | ".join(row) + " |")
+        return rows
+
+    return [
+        "## Handed over",
+        "",
+        *table("provided"),
+        "",
+        "° the provider hands this over, but this run produced none of it (e.g. nobody blocked anyone).",
+        "",
+        *[
+            line
+            for reason, meaning in REASONS.items()
+            for line in (f"## Not handed over: {REASON_LABELS[reason]} ({meaning})", "", *table(reason), "")
+        ],
+    ]
+
+
+def markdown_problem(
+    text: str, matrix: Matrix, empty: Mapping[str, Mapping[str, Sequence[str]]]
+) -> str | None:
+    """What keeps ``text`` (matrix.md read back) from being the chart ``matrix`` (matrix.json,
+    checked) holds: its tables (:func:`markdown_tables`) as they are, and no table row besides them
+    and the legend's; None if nothing does. (The text around them is the scenario's, which the run
+    folder does not keep.)"""
+    tables = markdown_tables(matrix, empty)
+    block = "\n".join(tables)
+    if block not in text:
+        lines = text.splitlines()
+        have = [line for line in lines if line.startswith("|")]
+        want = [line for line in tables if line.startswith("|")]
+        at = next(
+            (i for i, (a, b) in enumerate(zip(have, want, strict=False)) if a != b), min(len(have), len(want))
+        )
+        shown = brief(have[at]) if at < len(have) else "no more rows"
+        return f"its tables are not those matrix.json holds, from table row {at + 1}: {shown}"
+    rows = sum(1 for line in text.splitlines() if line.startswith("|"))
+    expected = sum(1 for line in tables if line.startswith("|")) + 2 + len(CATEGORIES)  # (and the legend)
+    if rows != expected:
+        return f"it has {rows} table rows, where the chart and its legend have {expected}"
+    return None
 
 
 def _assumptions(matrix: Matrix, scenario: Scenario) -> list[str]:

@@ -21,7 +21,20 @@ from collections.abc import Callable
 
 from relaysim.sims.analysis.runfiles import brief
 
-__all__ = ["MAX_WORKERS", "decimal_number", "whole_number", "workers"]
+__all__ = [
+    "MAX_COLUMNS",
+    "MAX_WORKERS",
+    "MIN_COLUMNS",
+    "decimal_number",
+    "state_bounds",
+    "whole_number",
+    "workers",
+]
+
+# Widths (--width, and COLUMNS in sims.term): at least the narrowest the views lay out, at most what
+# a screen or a file of a few megabytes can hold, so that a width of 10**9 is refused, not laid out.
+MIN_COLUMNS = 40
+MAX_COLUMNS = 100_000
 
 # --workers everywhere: each worker is a Python interpreter of its own (tens of MB, a fork): past a few
 # hundred, a machine has more processes than cores to run them, and 10**20 asked the pool for more
@@ -63,6 +76,7 @@ def whole_number(what: str, minimum: int, maximum: int, why: str = "") -> Callab
         return value
 
     parse.__name__ = parse.__qualname__ = "whole_number"  # argparse names the type in some errors
+    parse.bounds = f"from {minimum:,} to {maximum:,}"  # type: ignore[attr-defined]  # (state_bounds)
     return parse
 
 
@@ -90,7 +104,34 @@ def decimal_number(
         return value
 
     parse.__name__ = parse.__qualname__ = "decimal_number"
+    least = f"more than {_number(minimum)}, at most" if above_minimum else f"from {_number(minimum)} to"
+    parse.bounds = f"{least} {_number(maximum)}"  # type: ignore[attr-defined]  # (state_bounds)
     return parse
+
+
+def _number(value: float) -> str:
+    """A bound as --help says it: 1,000 and 0.5, not 1000.0 and 1e+03."""
+    return f"{int(value):,}" if value == int(value) and abs(value) < 1e15 else f"{value:g}"
+
+
+def state_bounds(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``parser`` with each number option's help ending in its bounds (``; from 1 to 256``), read from
+    its type (``bounds``, set by :func:`whole_number` and :func:`decimal_number`), so that --help and
+    the error for a value past them cannot drift apart; its subcommands' options too. Only the error
+    said most options' largest value. Said once, however often it is called. (relay.server has its
+    own: relay/ does not import sims/.)"""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # (an alias is the same parser)
+                state_bounds(sub)
+        bounds = getattr(action.type, "bounds", None)
+        if (
+            isinstance(bounds, str)
+            and action.help is not argparse.SUPPRESS
+            and bounds not in (action.help or "")
+        ):
+            action.help = f"{action.help}; {bounds}" if action.help else bounds
+    return parser
 
 
 def workers(minimum: int = 1) -> Callable[[str], int]:

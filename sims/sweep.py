@@ -627,7 +627,7 @@ def _record_check(record: dict[str, Any]) -> str:
 
 def _saved_summary(path: Path, key: str) -> tuple[dict[str, Any] | None, str | None]:
     """The summary of the finished run ``key`` saved in DIR/runs, or None and why it is to be made
-    (again): not there (no reason), or (the reason, said) not readable, cut short, or not the
+    (again): not there (no reason), or (the reason, said) a link to nothing, not readable, cut short, or not the
     record the sweep saved of that run. A record is its run's by its key (the hash of the scenario's
     text, the parameters and the seed: another sweep's run, or another seed's, under this name is not)
     and its check (any change since it was written: a summary edited, a number of it replaced by
@@ -635,6 +635,11 @@ def _saved_summary(path: Path, key: str) -> tuple[dict[str, Any] | None, str | N
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
+        if path.is_symlink():  # (replaced by the run's record, not written through: said, not silent)
+            return None, (
+                f"is a symbolic link to {path.readlink()}, which does not exist (the link is replaced by "
+                "the run's record)"
+            )
         return None, None
     except OSError as exc:
         return None, f"cannot be read ({exc.strerror or exc})"

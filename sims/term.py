@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
 import sys
 from collections.abc import Iterable, Sequence
 
@@ -19,6 +18,8 @@ from rich import box
 from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
+
+from relaysim.sims.numbers import MAX_COLUMNS, MIN_COLUMNS
 
 __all__ = [
     "OUTCOME_COLOURS",
@@ -66,14 +67,27 @@ def outcome_style(outcome: str) -> str:
     return OUTCOME_COLOURS[outcome] if truecolor() else OUTCOME_STANDARD[outcome]
 
 
-MIN_WIDTH = 40  # the narrowest the views lay out (``--width`` refuses less)
+MIN_WIDTH = MIN_COLUMNS  # the narrowest the views lay out (``--width`` refuses less)
+_COLUMNS = re.compile(r"[0-9]{1,30}")
 
 
 def terminal_width(default: int = 100) -> int:
     """The terminal's width in columns: ``COLUMNS`` if set, the terminal's own, else ``default``;
     never below MIN_WIDTH (a narrower one gets MIN_WIDTH's layout, wrapped by the terminal, rather
-    than columns of one character each)."""
-    return max(MIN_WIDTH, shutil.get_terminal_size((default, 24)).columns)
+    than columns of one character each) nor above MAX_COLUMNS, ``--width``'s largest (COLUMNS=10**9
+    was laid out, a line of a billion blanks per row, until the machine gave out).
+
+    COLUMNS is read as ``--width`` is, in ASCII digits: one that is no such number (``abc``, ``-5``,
+    ``0``, or what int() alone would take: ``١٢٠``, `` 120``, ``1_20``) is left aside, as Python's
+    shutil leaves a word that is no number, for the terminal's own width."""
+    columns = os.environ.get("COLUMNS", "")
+    width = int(columns) if _COLUMNS.fullmatch(columns) else 0
+    if width <= 0:  # (as shutil.get_terminal_size does, without its reading of COLUMNS)
+        try:
+            width = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            width = 0
+    return min(MAX_COLUMNS, max(MIN_WIDTH, width or default))
 
 
 def use_color(stream: object = None) -> bool:

@@ -313,10 +313,44 @@ def _write_into(target: Path, data: str, text: str | Path) -> None:
     regular file in its place (run as root, over /dev/null itself, for every program on the
     machine), and a device or a pipe holds no half-written file to spare the reader."""
     try:
-        with open(target, "wb") as f:
+        fd = _open_for_writing(target)
+        with open(fd, "wb") as f:
             f.write(data.encode("utf-8"))
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror or str(exc), str(text)) from exc
+
+
+# How long a write into a named pipe waits for a program to read it: a shell's ``> fifo`` waits for
+# ever, and so did relaysim, its work done, saying nothing (cli13's fuzz: disclose --json FIFO).
+PIPE_READER_WAIT = 30.0
+
+
+def _open_for_writing(target: Path) -> int:
+    """A descriptor writing into ``target``; a named pipe is waited on for a reader for at most
+    PIPE_READER_WAIT seconds (opened without waiting, again and again: an open that waits cannot be
+    given up), then an OSError saying that nothing reads it."""
+    import time
+
+    nonblock = getattr(os, "O_NONBLOCK", 0)
+    if not nonblock or not stat.S_ISFIFO(os.stat(target).st_mode):
+        return os.open(target, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+    deadline = time.monotonic() + PIPE_READER_WAIT
+    while True:
+        try:
+            fd = os.open(target, os.O_WRONLY | nonblock | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # (ENXIO: no process has the pipe open for reading)
+                raise
+            if time.monotonic() >= deadline:
+                raise OSError(
+                    errno.ENXIO,
+                    f"a pipe (FIFO) that nothing read from for {PIPE_READER_WAIT:g} s: start the program "
+                    "that reads it first",
+                ) from None
+            time.sleep(0.05)
+        else:
+            os.set_blocking(fd, True)
+            return fd
 
 
 def _copy_pattern(target: Path) -> re.Pattern[str]:

@@ -46,7 +46,7 @@ import networkx as nx
 from relaysim.sims.analysis.sda import statistical_disclosure
 from relaysim.sims.analysis.view import Obs, ProviderView
 from relaysim.sims.bench import harness
-from relaysim.sims.numbers import whole_number
+from relaysim.sims.numbers import state_bounds, whole_number
 from relaysim.sims.scenario import seed_arg
 
 __all__ = ["TARGET", "main", "synthetic_day"]
@@ -281,7 +281,7 @@ def _parser() -> argparse.ArgumentParser:
         help="targets for --keep-top (10)",
     )
     harness.add_common_options(p)
-    return p
+    return state_bounds(p)
 
 
 def main(argv: list[str]) -> int:

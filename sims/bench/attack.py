@@ -101,7 +101,7 @@ from relaysim.relay.server import (
 )
 from relaysim.relay.store import Store
 from relaysim.sims.bench import harness
-from relaysim.sims.numbers import decimal_number, whole_number
+from relaysim.sims.numbers import decimal_number, state_bounds, whole_number
 from relaysim.sims.scenario import seed_arg
 
 __all__ = ["ATTACKS", "main"]
@@ -243,7 +243,7 @@ def _child_parser() -> argparse.ArgumentParser:
     p.add_argument("--good", type=whole_number("good devices", 2, 250), required=True)
     p.add_argument("--seed", type=seed_arg, required=True)
     p.add_argument("--db", required=True)
-    return p
+    return state_bounds(p)
 
 
 def child_main(argv: list[str]) -> int:
@@ -1139,7 +1139,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=seed_arg, default=1, help="seed for the devices' keys (1)")
     harness.add_common_options(p)
-    return p
+    return state_bounds(p)
 
 
 def main(argv: list[str]) -> int:

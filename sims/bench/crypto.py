@@ -74,7 +74,7 @@ from relaysim.clients.ratchet import HEADER as _HEADER  # the wire header: DHs p
 from relaysim.clients.session import Device
 from relaysim.clients.x3dh import X3DH_INFO
 from relaysim.sims.bench import harness
-from relaysim.sims.numbers import whole_number
+from relaysim.sims.numbers import state_bounds, whole_number
 
 __all__ = ["RATIOS", "main", "run_benchmarks"]
 
@@ -1376,7 +1376,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-vodozemac", action="store_true", help="leave vodozemac out even if it is importable")
     p.add_argument("--no-doubleratchet", action="store_true", help="leave PyPI doubleratchet out")
     harness.add_common_options(p)
-    return p
+    return state_bounds(p)
 
 
 def main(argv: list[str]) -> int:

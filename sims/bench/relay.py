@@ -96,7 +96,7 @@ from relaysim.relay.profiles import PROFILES
 from relaysim.relay.server import serve, tune_gc_for_serving
 from relaysim.relay.store import Store
 from relaysim.sims.bench import harness
-from relaysim.sims.numbers import decimal_number, whole_number
+from relaysim.sims.numbers import decimal_number, state_bounds, whole_number
 from relaysim.sims.scenario import seed_arg
 
 __all__ = ["CONTENDERS", "RATIOS", "main"]
@@ -176,7 +176,7 @@ def _child_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=seed_arg, required=True)
     p.add_argument("--db", default="")
     p.add_argument("--profile", default="")
-    return p
+    return state_bounds(p)
 
 
 def relay_options(profile: str | None) -> dict[str, Any]:
@@ -1051,7 +1051,7 @@ def _parser() -> argparse.ArgumentParser:
         type=whole_number("connections", 2, 4096, why="relay serve's default --max-connections"),
         default=1000,
         metavar="N",
-        help="device connections (1000; at most 4,096)",
+        help="device connections (1000)",
     )
     p.add_argument(
         "--duration",
@@ -1110,7 +1110,7 @@ def _parser() -> argparse.ArgumentParser:
         help="run the attack bench instead (sims/bench/attack.py; see relaysim bench relay --attack --help)",
     )
     harness.add_common_options(p)
-    return p
+    return state_bounds(p)
 
 
 @contextlib.contextmanager

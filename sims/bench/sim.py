@@ -100,7 +100,7 @@ from relaysim.relay.limits import UNLIMITED
 from relaysim.relay.store import Store
 from relaysim.sims.bench import harness
 from relaysim.sims.bench.crypto import MESSAGE, OneDirection, our_pair
-from relaysim.sims.numbers import decimal_number, whole_number
+from relaysim.sims.numbers import decimal_number, state_bounds, whole_number
 from relaysim.sims.scenario import (
     Conversation,
     DefenceSpec,
@@ -1601,7 +1601,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=seed_arg, default=1, help="seed of the scenarios (1)")
     harness.add_common_options(p)
-    return p
+    return state_bounds(p)
 
 
 def main(argv: list[str]) -> int:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from relaysim.sims.bench import harness
-from relaysim.sims.numbers import whole_number, workers
+from relaysim.sims.numbers import state_bounds, whole_number, workers
 from relaysim.sims.progress import progress_bar
 from relaysim.sims.sweep import run_sweep
 
@@ -135,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
         help="messages per run (default: 100)",
     )
     harness.add_common_options(parser)
-    return parser
+    return state_bounds(parser)
 
 
 def main(argv: list[str]) -> int:

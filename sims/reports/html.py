@@ -646,10 +646,24 @@ def _outcome_problem(outcome: object) -> str | None:
 def _comparison_data(path: Path) -> list[dict[str, Any]]:
     """comparison.json as _comparison reads it: a list of orders, each with an outcome per profile;
     ReportError naming the file and the entry otherwise (an edited or foreign file raised
-    AttributeError or TypeError, an internal error)."""
+    AttributeError or TypeError, an internal error).
+
+    Its values too, as chart holds matrix.json's (sims.matrix): each order once, by name, of a kind
+    of process relaysim knows, on relay profiles it knows; each outcome a response relaysim gives and
+    categories that process asks for, each once, every one of them in one outcome; its history
+    ending in that response; and each outcome the one in that profile's disclosure of the order
+    (sims.matrix.outcome_disagreement), so that a response or a category changed to another valid
+    value is not shown as the operator's answer. (Only the types were checked: an unknown response,
+    a category of no process, or one in two outcomes were drawn as they were.)"""
+    from relaysim.relay.legal import INSTRUMENTS
+    from relaysim.relay.profiles import PROFILES
+    from relaysim.sims.analysis.runfiles import brief
+    from relaysim.sims.matrix import outcome_disagreement, outcome_problem
+
     data = _load(path)
     if not isinstance(data, list):
         raise ReportError(f"{path}: expected a JSON list of orders, got {type(data).__name__}{_AGAIN}")
+    names: set[str] = set()
     for i, row in enumerate(data):
         profiles = row.get("profiles") if isinstance(row, dict) else None
         if not isinstance(profiles, dict):
@@ -661,6 +675,44 @@ def _comparison_data(path: Path) -> list[dict[str, Any]]:
             problem = _outcome_problem(outcome)
             if problem:
                 raise ReportError(f"{path}: [{i}].profiles.{profile}{problem}{_AGAIN}")
+        assert isinstance(row, dict)
+        name, process, target = row.get("name"), row.get("process"), row.get("target")
+        if not isinstance(name, str) or not name:
+            raise ReportError(f"{path}: [{i}].name: expected the order's name, got {brief(name)}{_AGAIN}")
+        if name in names:
+            raise ReportError(f"{path}: [{i}].name: {brief(name)} is there twice; each order is once{_AGAIN}")
+        names.add(name)
+        if not isinstance(process, str) or process not in INSTRUMENTS:
+            raise ReportError(
+                f"{path}: [{i}].process: expected a kind of legal process relaysim knows "
+                f"(relay/legal.py), got {brief(process)}{_AGAIN}"
+            )
+        if target is not None and not isinstance(target, str):
+            raise ReportError(
+                f"{path}: [{i}].target: expected an account or null, got {brief(target)}{_AGAIN}"
+            )
+        if not profiles:
+            raise ReportError(
+                f"{path}: [{i}].profiles: expected the outcome on each operator, got none{_AGAIN}"
+            )
+        for profile, outcome in profiles.items():
+            where = f"{path}: [{i}].profiles.{brief(profile)}"
+            if profile not in PROFILES:
+                raise ReportError(f"{where}: expected a relay profile's name ({', '.join(PROFILES)}){_AGAIN}")
+            problem = outcome_problem(outcome, process)
+            history = outcome.get("history")
+            if problem is None and history is not None:
+                if not (isinstance(history, list) and history and all(r in RESPONSES for r in history)):
+                    problem = f".history: expected a list of responses ({', '.join(RESPONSES)}), got {brief(history)}"
+                elif history[-1] != outcome["response"]:
+                    problem = (
+                        f".history: ends in {brief(history[-1])}, but the response is "
+                        f"{brief(outcome['response'])} (the last of its history)"
+                    )
+            if problem is None:
+                problem = outcome_disagreement(path.parent / profile / "disclosures", outcome, process, name)
+            if problem is not None:
+                raise ReportError(f"{where}{problem}{_AGAIN}")
     return data
 
 
@@ -681,9 +733,11 @@ def _matrix_data(path: Path) -> dict[str, dict[str, Any]]:
                 raise ReportError(f"{path}: {profile}.{process}{problem}{_AGAIN}")
     # and the matrix's own shape, as relaysim chart holds it: a category that is none, or taken out of
     # a cell, or under two outcomes, or a provider or process left out, was drawn as the chart
-    from relaysim.sims.matrix import matrix_problem
+    from relaysim.sims.matrix import matrix_disagreement, matrix_problem
 
     problem = matrix_problem(data)
+    if problem is None:  # and each cell against the disclosure it was read off, as chart holds it
+        problem = matrix_disagreement(path.parent, data)
     if problem:
         raise ReportError(f"{path}: {problem}{_AGAIN}")
     return data

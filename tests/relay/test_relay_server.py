@@ -35,7 +35,7 @@ from relaysim.relay import wire
 from relaysim.relay.core import RelayCore
 from relaysim.relay.limits import DEFAULT_LIMITS, Rate
 from relaysim.relay.server import RelayServer, build_parser, lock_store, main
-from relaysim.relay.store import Store, StoredEnvelope
+from relaysim.relay.store import Store, StoredEnvelope, StoreError
 from tests.helpers import DeviceKeys, RelayProcess, WireClient, new_core, running
 
 ALICE, BOB = DeviceKeys.make("alice"), DeviceKeys.make("bob")
@@ -1357,9 +1357,36 @@ def test_a_host_that_is_no_address_nor_host_name_is_refused_naming_it(
     assert not db.exists()
 
 
-@pytest.mark.parametrize("host", ["::1", "localhost", "relay.example.org", "0.0.0.0", "fe80::1%eth0"])
+_INTERFACE = socket.if_nameindex()[0]  # (index, name) of one of this machine's interfaces
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "::1",
+        "localhost",
+        "relay.example.org",
+        "0.0.0.0",
+        f"fe80::1%{_INTERFACE[1]}",
+        f"fe80::1%{_INTERFACE[0]}",
+    ],
+)
 def test_a_host_that_is_an_address_or_a_host_name_is_taken(host: str) -> None:
     assert build_parser().parse_args(["--host", host]).host == host
+
+
+def test_a_host_on_an_interface_this_machine_lacks_is_refused_naming_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--host fe80::1%zz`` was taken (any zone after '%'), then "cannot serve there: Name or service
+    not known", naming no interface."""
+    absent = max(index for index, _name in socket.if_nameindex()) + 1
+    for zone in ("zz", str(absent)):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--host", f"fe80::1%{zone}"])
+        err = capsys.readouterr().err
+        assert f"--host: 'fe80::1%{zone}': no network interface '{zone}' on this machine" in err, err
+        assert f"interfaces here: {socket.if_nameindex()[0][1]}" in err
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
@@ -1437,6 +1464,48 @@ def test_main_says_what_is_wrong_with_the_db_once(tmp_path: Path, capsys: pytest
         assert f"error: --db {path}: {said}" in err and err.count(str(path)) == 1, err
 
 
+def test_a_db_that_is_a_link_to_nothing_is_refused_naming_it_and_its_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--db`` a symbolic link to a file in a missing folder said only "unable to open database
+    file"; one to a missing file in a folder that exists had the lock (then SQLite) make an empty
+    store there: a relay whose database moved started again with no accounts and a new key."""
+    (tmp_path / "disk").mkdir()
+    for target, said in (
+        (tmp_path / "unmounted" / "relay.db", "which is in a folder that does not exist"),
+        (tmp_path / "disk" / "relay.db", "which does not exist"),
+    ):
+        link = tmp_path / "relay.db"
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
+        assert main(["--host", "127.0.0.1", "--port", "0", "--db", str(link)]) == 2
+        err = capsys.readouterr().err
+        assert f"error: --db {link}: a symbolic link to {target}, {said}" in err, err
+        assert not target.exists() and "Traceback" not in err
+        with pytest.raises(StoreError, match="a symbolic link to"):
+            lock_store(str(link))
+        with pytest.raises(StoreError, match="a symbolic link to"):
+            Store(link)
+        assert not target.exists()
+
+
+def test_a_db_that_is_a_link_to_a_store_is_followed(tmp_path: Path) -> None:
+    """A link to a store is the store (SQLite opens what it points to): locked and opened there."""
+    real = tmp_path / "disk" / "relay.db"
+    real.parent.mkdir()
+    with Store(real) as store:
+        store.mark_simulation_keys("seed 7")
+    link = tmp_path / "relay.db"
+    link.symlink_to(real)
+    lock = lock_store(str(link))
+    try:
+        assert lock >= 0 and os.fstat(lock).st_ino == real.stat().st_ino
+    finally:
+        os.close(lock)
+    with Store(link) as store:
+        assert store.simulation_keys == "seed 7"
+
+
 def test_tls_files_that_cannot_be_loaded_are_a_usage_error_naming_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1446,11 +1515,45 @@ def test_tls_files_that_cannot_be_loaded_are_a_usage_error_naming_them(
     junk = tmp_path / "junk.pem"
     junk.write_text("not a certificate\n", encoding="ascii")
     db = tmp_path / "relay.db"
-    for given in (tmp_path, junk, tmp_path / "absent.pem"):
+    for given, said in (
+        (tmp_path, f"--tls-cert {tmp_path}: a folder, not a file"),
+        (junk, f"--tls-cert {junk} --tls-key {junk}: cannot load them as a PEM"),
+        (tmp_path / "absent.pem", f"--tls-cert {tmp_path / 'absent.pem'}: No such file or directory"),
+    ):
         argv = ["--port", "0", "--db", str(db), "--tls-cert", str(given), "--tls-key", str(given)]
         assert main(argv) == 2
         err = capsys.readouterr().err
-        assert f"error: --tls-cert {given} --tls-key {given}: cannot load them as a PEM" in err, err
+        assert f"error: {said}" in err, err
+        assert not db.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_tls_files_that_are_a_pipe_or_too_large_are_refused_not_waited_on(tmp_path: Path) -> None:
+    """``--tls-cert fifo`` (or --tls-key) with nothing writing to the pipe waited in OpenSSL's open
+    for ever: no relay, and not a word. A file of gigabytes was read whole by OpenSSL. (The timeout
+    turns a hang into a failure.)"""
+    from relaysim.relay.server import MAX_TLS_FILE
+
+    fifo = tmp_path / "fifo.pem"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.pem"
+    with open(big, "wb") as f:
+        f.truncate(MAX_TLS_FILE + 1)  # (sparse: no megabyte written)
+    db = tmp_path / "r.db"
+    for cert, key, said in (
+        (fifo, fifo, f"--tls-cert {fifo}: a named pipe (FIFO), not a regular file"),
+        (big, fifo, f"--tls-cert {big}: {MAX_TLS_FILE + 1:,} bytes, more than a PEM"),
+    ):
+        tls = ["--tls-cert", str(cert), "--tls-key", str(key)]
+        res = subprocess.run(
+            [sys.executable, "-m", "relaysim.relay.server", "--port", "0", "--db", str(db), *tls],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(RelayProcess.ROOT)},
+        )
+        assert res.returncode == 2, res.stderr
+        assert f"error: {said}" in res.stderr and "Traceback" not in res.stderr, res.stderr
         assert not db.exists()
 
 

@@ -739,6 +739,34 @@ def test_disclose_json_into_a_named_pipe_writes_into_it_never_over_it(
     assert read and json.loads(read[0])["target"] == "amira"
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_disclose_json_into_a_named_pipe_nothing_reads_is_not_waited_on_for_ever(
+    tf_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--json FIFO with no program reading the pipe waited in open() for ever once the disclosure was
+    made, saying nothing (cli13's fuzz). It waits PIPE_READER_WAIT seconds for a reader, then says so.
+    (A thread runs main: without the change it never returns, and the join's timeout fails the test.)"""
+    import threading
+
+    from relaysim.sims.analysis import runfiles
+
+    monkeypatch.setattr(runfiles, "PIPE_READER_WAIT", 0.3)
+    pipe = tmp_path / "out.json"
+    os.mkfifo(pipe)
+    argv = ["disclose", "--db", str(tf_run / "relay.db"), "--process", "subpoena", "--target", "amira"]
+    status: list[int] = []
+    runner = threading.Thread(target=lambda: status.append(main([*argv, "--json", str(pipe)])), daemon=True)
+    runner.start()
+    runner.join(timeout=60)
+    if runner.is_alive():  # (let it go: open it for reading, once, so the test process can end)
+        with open(os.open(pipe, os.O_RDONLY | os.O_NONBLOCK), "rb"):
+            runner.join(timeout=10)
+    assert status == [2]
+    err = capsys.readouterr().err
+    assert f"--json {pipe}: cannot write it: a pipe (FIFO) that nothing read from for 0.3 s" in err, err
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
 def test_disclose_json_replaces_a_file_whole_or_not_at_all(
     tmp_path: Path, tf_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -303,3 +304,75 @@ def test_the_scale_child_reads_its_arguments_as_the_options_do() -> None:
         with pytest.raises(SystemExit) as exc:
             sim.main(argv)
         assert says in str(exc.value.code), exc.value.code
+
+
+# The types whose bounds --help states (sims.numbers.state_bounds, relay.server._state_bounds); a
+# seed's (0 to 2**63 - 1) and a rate's (RATE/BURST) are said in their options' words.
+BOUNDED_TYPES = {"whole_number", "decimal_number", "_whole", "_seconds", "_cap"}
+_BOUNDS = re.compile(
+    r"(?:from (?P<low>[0-9.,]+) to|more than (?P<above>[0-9.,]+), at most) (?P<high>[0-9.,]+)(, or off)?"
+)
+
+
+def _parsers() -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    def walk(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+        yield path, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, f"{path} {name}")
+
+    yield from walk(cli.build_parser(), "relaysim")
+    yield "relaysim relay serve", server.build_parser()
+    for name in BENCHES:
+        module = importlib.import_module(f"relaysim.sims.bench.{name}")
+        yield f"relaysim bench {name}", module._parser()
+
+
+@pytest.mark.parametrize(
+    ("name", "action"), [o for o in OPTIONS if o[1].type is not None], ids=lambda o: str(o)
+)
+def test_a_number_options_help_states_the_bounds_its_type_holds(name: str, action: argparse.Action) -> None:
+    """Most --help texts did not say an option's largest value (the error did): each number option's
+    help now ends with its bounds, read from its type, and the type takes the bounds the help states
+    and refuses a step past each."""
+    qualname = getattr(action.type, "__qualname__", None)
+    if qualname not in BOUNDED_TYPES:
+        assert not hasattr(action.type, "bounds"), name
+        return
+    bounds = getattr(action.type, "bounds", None)
+    assert isinstance(bounds, str) and action.help is not None and action.help.endswith(bounds), (
+        name,
+        action.help,
+    )
+    m = _BOUNDS.fullmatch(bounds)
+    assert m is not None, bounds
+    parse = action.type
+    assert parse is not None
+    whole = qualname in ("whole_number", "_whole", "_cap")
+    step = 1 if whole else 1e-6
+    high = m["high"].replace(",", "")
+    parse(high)
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse(str(int(high) + 1) if whole else repr(float(high) * (1 + step)))
+    if m["low"] is not None:
+        low = m["low"].replace(",", "")
+        parse(low)
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse(str(int(low) - 1) if whole else repr(float(low) - step))
+    else:
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse(m["above"].replace(",", ""))
+
+
+def test_every_commands_help_shows_its_number_options_bounds() -> None:
+    """(As --help prints them, wrapped: each option's bounds are in its command's --help.)"""
+    shown = 0
+    for path, parser in _parsers():
+        text = " ".join(parser.format_help().split())
+        for action in parser._actions:
+            bounds = getattr(action.type, "bounds", None)
+            if bounds is not None:
+                assert " ".join(bounds.split()) in text, (path, action.option_strings, bounds)
+                shown += 1
+    assert shown >= 50  # (the walk found them)

@@ -6,6 +6,7 @@ file or folder that is not relaysim's own."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -732,6 +733,234 @@ def test_chart_markdown_that_is_not_utf8_is_named_not_an_internal_error(
     run = copy_of(made("fbi-chart"), tmp_path)
     (run / "matrix.md").write_bytes(b"# chart\n\xff\n")
     refused(capsys, ["chart", str(run), "--markdown"], f"{run / 'matrix.md'}: not UTF-8 text", "--rerun")
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (
+            lambda md: md.replace("| Signal (`signal`) | ", "| Signal (`signal`) | CONTENT, ", 1),
+            "its tables are not those matrix.json holds, from table row 3: '| Signal (`signal`) | CONTENT, ",
+        ),
+        (
+            lambda md: md + "| WhatsApp (`whatsapp`) | CONTENT | | | | |\n",
+            "where the chart and its legend have",
+        ),
+    ],
+    ids=["a-cell", "a-row-added"],
+)
+def test_chart_markdown_is_checked_against_the_matrix(
+    tmp_path: Path,
+    made: Callable[[str], Path],
+    capsys: pytest.CaptureFixture[str],
+    edit: Callable[[str], str],
+    needle: str,
+) -> None:
+    """chart --markdown printed matrix.md as it found it, unchecked (chart checks matrix.json): a
+    hand-edited matrix.md was printed as the chart."""
+    run = copy_of(made("fbi-chart"), tmp_path)
+    md = run / "matrix.md"
+    capsys.readouterr()
+    assert main(["chart", str(run), "--markdown"]) == 0
+    assert capsys.readouterr().out == md.read_text(encoding="utf-8")
+    md.write_text(edit(md.read_text(encoding="utf-8")), encoding="utf-8")
+    refused(
+        capsys, ["chart", str(run), "--markdown"], f"{md}: not the chart matrix.json holds", needle, "--rerun"
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (
+            lambda m: m["signal"]["subpoena"].update(response="refused"),
+            "signal.subpoena.response is 'refused', but signal/disclosures/subpoena.json, the disclosure it is "
+            "read off, says 'complied'",
+        ),
+        (
+            lambda m: (
+                m["whatsapp"]["search_warrant"]["provided"].remove("contacts"),
+                m["whatsapp"]["search_warrant"]["not_retained"].append("contacts"),
+            ),
+            "whatsapp.search_warrant.provided is subscriber_info, account_created, last_seen, ip_addresses, "
+            "reverse_contacts, blocked_users, but whatsapp/disclosures/search_warrant.json",
+        ),
+    ],
+    ids=["a-response", "a-category-moved"],
+)
+@pytest.mark.parametrize("argv", [["chart"], ["chart", "--markdown"], ["report"]], ids=" ".join)
+def test_a_matrix_cell_changed_to_another_valid_value_is_refused(
+    tmp_path: Path,
+    made: Callable[[str], Path],
+    capsys: pytest.CaptureFixture[str],
+    edit: Callable[[dict[str, Any]], object],
+    needle: str,
+    argv: list[str],
+) -> None:
+    """A cell of matrix.json given another valid value (Signal "refused" a subpoena; WhatsApp's address
+    book "not retained") passed every check of the file, and chart and report showed it as the
+    provider's answer: each cell is now held against the disclosure it was read off."""
+    run = copy_of(made("fbi-chart"), tmp_path)
+    matrix = json.loads((run / "matrix.json").read_text(encoding="utf-8"))
+    edit(matrix)
+    (run / "matrix.json").write_text(json.dumps(matrix), encoding="utf-8")
+    refused(capsys, [argv[0], str(run), *argv[1:]], f"{run / 'matrix.json'}: {needle}")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+@pytest.mark.parametrize(
+    ("name", "argv", "needle"),
+    [
+        ("matrix.md", ["--markdown"], "matrix.md: not a regular file (a pipe)"),
+        ("summary.json", ["--markdown"], "summary.json: not a regular file (a pipe)"),
+        (
+            "signal/disclosures/subpoena.json",
+            [],
+            "signal.subpoena: signal/disclosures/subpoena.json, the disclosure it is read off, is not a regular "
+            "file (a pipe)",
+        ),
+    ],
+)
+def test_chart_refuses_a_named_pipe_where_it_reads_a_file(
+    tmp_path: Path,
+    made: Callable[[str], Path],
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    argv: list[str],
+    needle: str,
+) -> None:
+    """chart --markdown read matrix.md whatever it was: a named pipe nothing writes to held it for ever
+    (as would the files the chart is now checked against)."""
+    import threading
+
+    run = copy_of(made("fbi-chart"), tmp_path)
+    (run / name).unlink()
+    os.mkfifo(run / name)
+    capsys.readouterr()
+    status: list[int] = []
+    runner = threading.Thread(target=lambda: status.append(main(["chart", str(run), *argv])), daemon=True)
+    runner.start()
+    runner.join(timeout=60)
+    if runner.is_alive():  # (let it go: a writer opens the pipe and closes it, the reader sees its end)
+        os.close(os.open(run / name, os.O_WRONLY | os.O_NONBLOCK))
+        runner.join(timeout=10)
+    err = capsys.readouterr().err
+    assert status == [2] and needle in err and "--rerun" in err, (status, err)
+
+
+def _main_unless_it_hangs(argv: list[str], pipe: Path) -> list[int]:
+    """``main(argv)``'s status, run in a thread; [] if it is still waiting after a minute (then let
+    go: a writer opens ``pipe`` and closes it, and the reader waiting in open() sees its end)."""
+    import threading
+
+    status: list[int] = []
+    runner = threading.Thread(target=lambda: status.append(main(argv)), daemon=True)
+    runner.start()
+    runner.join(timeout=60)
+    if runner.is_alive():
+        os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+        runner.join(timeout=10)
+        return []
+    return status
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+@pytest.mark.parametrize(
+    "name", ["provider.json", "disclosures/pen-register-amira.json", "relay-view.jsonl", "summary.json"]
+)
+@pytest.mark.parametrize("argv", [["analyze"], ["analyze", "--as-seen"], ["report"], ["show"]], ids=" ".join)
+def test_a_named_pipe_in_a_run_folder_is_refused_not_waited_on(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, argv: list[str]
+) -> None:
+    """A run folder with a named pipe for one of its files (nothing writing to it) held analyze and
+    report in open() for ever (cli13's fuzz: provider.json, a disclosure's .json, relay-view.jsonl)."""
+    run = copy_of(tf_run, tmp_path)
+    (run / name).unlink()
+    os.mkfifo(run / name)
+    capsys.readouterr()
+    status = _main_unless_it_hangs([argv[0], str(run), *argv[1:]], run / name)
+    err = capsys.readouterr().err
+    assert status == [2], (status, err)
+    assert f"{run / name}: not a regular file (a pipe), where a run keeps the files relaysim wrote" in err, (
+        err
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_disclose_refuses_a_named_pipe_for_the_provider_file(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = copy_of(tf_run, tmp_path)
+    (run / "provider.json").unlink()
+    os.mkfifo(run / "provider.json")
+    capsys.readouterr()
+    argv = ["disclose", "--db", str(run / "relay.db"), "--process", "subpoena", "--target", "amira"]
+    status = _main_unless_it_hangs(argv, run / "provider.json")
+    err = capsys.readouterr().err
+    assert status == [2] and f"{run / 'provider.json'}: not a regular file (a pipe)" in err, (status, err)
+
+
+def _first_bes_outcome(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(row["profiles"]["bes"] for row in rows if "bes" in row["profiles"])
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (
+            lambda rows: _first_bes_outcome(rows).update(response="refused", history=["refused"]),
+            ".response is 'refused', but bes/disclosures/",
+        ),
+        (
+            lambda rows: _first_bes_outcome(rows).update(response="sold"),
+            ".response: expected one of complied",
+        ),
+        (
+            lambda rows: _first_bes_outcome(rows)["provided"].append("telepathy"),
+            ".provided: expected categories",
+        ),
+        (
+            lambda rows: _first_bes_outcome(rows)["cryptographically_impossible"].append("content"),
+            "content is there twice",
+        ),
+        (
+            lambda rows: _first_bes_outcome(rows).update(history=["complied", "refused"]),
+            ".history: ends in 'refused'",
+        ),
+        (lambda rows: rows[0].update(process="telepathy"), "[0].process: expected a kind of legal process"),
+        (
+            lambda rows: rows[0]["profiles"].update(acme=rows[0]["profiles"]["bes"]),
+            "expected a relay profile's name",
+        ),
+        (lambda rows: rows.append(rows[0]), "[2].name: 'pta-blanket-demand' is there twice"),
+    ],
+    ids=[
+        "response-valid",
+        "response-unknown",
+        "category-none",
+        "category-twice",
+        "history",
+        "process",
+        "profile",
+        "twice",
+    ],
+)
+def test_report_checks_a_comparisons_values_not_only_their_types(
+    tmp_path: Path,
+    made: Callable[[str], Path],
+    capsys: pytest.CaptureFixture[str],
+    edit: Callable[[list[dict[str, Any]]], object],
+    needle: str,
+) -> None:
+    """comparison.json was checked for types only (html._comparison_data): a response relaysim never
+    gives, a category of no process or under two outcomes, an unknown operator or process, an order
+    twice, or a response changed to another valid one were drawn as the operators' answers."""
+    run = copy_of(made("pakistan-2015"), tmp_path)
+    rows = json.loads((run / "comparison.json").read_text(encoding="utf-8"))
+    edit(rows)
+    (run / "comparison.json").write_text(json.dumps(rows), encoding="utf-8")
+    refused(capsys, ["report", str(run)], f"{run / 'comparison.json'}: ", needle)
+    assert not (run / "report.html").exists()
 
 
 @pytest.mark.parametrize("rerun", [[], ["--rerun"]])

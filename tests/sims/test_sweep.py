@@ -422,6 +422,31 @@ def test_a_saved_run_changed_since_it_was_written_is_run_again_and_said(
     assert (out / "sweep.json").read_bytes() == before
 
 
+def test_a_saved_run_that_is_a_link_to_nothing_is_replaced_and_said(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """runs/<hash>.json a symbolic link to a file that is gone was replaced by the run made again
+    without a word (the link, and where it pointed, lost)."""
+    out = tmp_path / "sw"
+    argv = [*_one_run_sweep(tiny, out), "--quiet"]
+    assert main(argv) == 0
+    before = (out / "sweep.json").read_bytes()
+    path = out / "runs" / f"{run_key(TINY, [('network.loss', 0)], 11)}.json"
+    path.unlink()
+    path.symlink_to(tmp_path / "elsewhere" / "run.json")
+    capsys.readouterr()
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "1 runs now, 0 reused" in captured.out
+    assert captured.err == (
+        f"relaysim sweep: warning: 1 saved run(s) in {out / 'runs'} cannot be reused, and are made again: "
+        f"{path.name} is a symbolic link to {tmp_path / 'elsewhere' / 'run.json'}, which does not exist "
+        "(the link is replaced by the run's record)\n"
+    ), captured.err
+    assert not path.is_symlink() and path.is_file() and not (tmp_path / "elsewhere").exists()
+    assert (out / "sweep.json").read_bytes() == before
+
+
 def test_a_folder_where_a_run_is_saved_is_refused_before_anything_runs(
     tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -14,8 +14,9 @@ import pytest
 from relaysim.sims.cli import main
 from relaysim.sims.demo import render as render_wire
 from relaysim.sims.demo import run_demo
+from relaysim.sims.numbers import MAX_COLUMNS
 from relaysim.sims.report import SEALED, read_run, render_show, show_rows
-from relaysim.sims.term import SEP, use_color
+from relaysim.sims.term import MIN_WIDTH, SEP, terminal_width, use_color
 
 WIDTHS = (80, 150)
 
@@ -152,6 +153,23 @@ def test_show_takes_the_terminal_width_from_columns(
         lines = capsys.readouterr().out.splitlines()
         assert max(len(line) for line in lines) <= width
         assert any(len(line) > width - 10 for line in lines)  # and it uses the width
+
+
+def test_columns_is_bounded_and_read_in_ascii_digits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """COLUMNS had no upper bound: COLUMNS=1000000000 laid every table out a billion columns wide
+    (relaysim demo --wire ran past a minute, growing). And it was read by int(): "١٢٠" (Arabic-Indic
+    digits) and " 120" were widths of 120, where --width refuses them."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    own = terminal_width()  # the terminal's own, or the default
+    for columns, width in (("120", 120), ("10", MIN_WIDTH), (str(10**9), MAX_COLUMNS), ("9" * 5000, own)):
+        monkeypatch.setenv("COLUMNS", columns)
+        assert terminal_width() == width, columns
+    for nonsense in ("abc", "-5", "0", "", "\u0661\u0662\u0660", " 120", "1_20", "0x78"):
+        monkeypatch.setenv("COLUMNS", nonsense)
+        assert terminal_width() == own, nonsense
+    monkeypatch.setenv("COLUMNS", str(10**9))
+    lines = render_wire(run_demo(2015)).splitlines()
+    assert max(len(line) for line in lines) <= MAX_COLUMNS
 
 
 def test_run_ends_with_one_line_per_legal_order(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
