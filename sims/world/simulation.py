@@ -972,9 +972,10 @@ class Simulation:
     def _published_bundle(self, r: SimDevice) -> PreKeyBundle | None:
         """The bundle of phone ``r`` without a one-time prekey, for ``_ask_session_ahead``'s guess. A
         phone holding only its last-resort KEM prekey (a scale run's) would make that key's 1568-byte
-        public key again from its seed to say it (``KemPreKeys``: FIPS 203 key generation, ~0.15 ms,
-        more than the steps asked ahead with it); the relay has it, uploaded at registration, in the
-        one row the bundle it will hand out is read from (``Store.device``), so it comes from there."""
+        public key again from its seed to say it (``KemPreKeys``: FIPS 203 key generation, ~0.15 ms in
+        the simulation's process, about what the signature check and encapsulation asked ahead with
+        it save there); the relay has it, uploaded at registration, in the row the bundle it will hand
+        out is read from when it holds no one-time KEM prekey (``Store.device``), so it comes from there."""
         secrets = r.agent.device.secrets
         if len(secrets.kem) != 1:
             try:
