@@ -87,8 +87,10 @@ MAX_ROWS = 10_000_000
 DEMO_WIRE_SEED = 2015  # demo --wire: the phones' keys
 LIVE_TIME_SCALE = 0.001  # run --live: real seconds per simulated second
 # run --live --time-scale's largest: slower than real time is allowed (watching a few exchanges), up
-# to a simulated minute in about 17 hours; past that a run outlives any demonstration. The smallest
-# is sims.live.MIN_TIME_SCALE, checked there (the clock's resolution).
+# to a simulated minute in about 17 hours; past that a run outlives any demonstration. The smallest is
+# sims.live.MIN_TIME_SCALE (the clock's resolution: a simulated second as a microsecond), said here too so
+# that --help states it without importing sims.live (tests/sims/test_cli_numbers.py holds them equal).
+LIVE_MIN_TIME_SCALE = 1e-6
 LIVE_MAX_TIME_SCALE = 1000.0
 
 
@@ -1016,10 +1018,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--time-scale",
-        # (sims.live refuses one below its MIN_TIME_SCALE, saying why)
         type=decimal_number(
             "real seconds per simulated second",
-            0.0,
+            LIVE_MIN_TIME_SCALE,
             LIVE_MAX_TIME_SCALE,
             why="a simulated minute in 17 hours",
         ),

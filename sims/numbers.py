@@ -15,6 +15,7 @@ The bounds are each option's; the reasons for each are in the option's help or b
 from __future__ import annotations
 
 import argparse
+import decimal
 import math
 import re
 from collections.abc import Callable
@@ -110,8 +111,10 @@ def decimal_number(
 
 
 def _number(value: float) -> str:
-    """A bound as --help says it: 1,000 and 0.5, not 1000.0 and 1e+03."""
-    return f"{int(value):,}" if value == int(value) and abs(value) < 1e15 else f"{value:g}"
+    """A bound as --help says it: 1,000, 0.5 and 0.000001, not 1000.0, 1e+03 and 1e-06."""
+    if value == int(value) and abs(value) < 1e15:
+        return f"{int(value):,}"
+    return format(decimal.Decimal(repr(value)), "f") if abs(value) >= 1e-9 else f"{value:g}"
 
 
 def state_bounds(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -252,6 +252,11 @@ def test_workers_and_seeds() -> None:
             "argument --time-scale: expected at most 1000",
         ),
         (
+            # (the help said "from 0"; sims.live then refused it, after the scenario was read)
+            ["run", "two-friends", "--live", "--time-scale", "0"],
+            "argument --time-scale: expected at least 1e-06 real seconds per simulated second, got 0",
+        ),
+        (
             ["run", "two-friends", "--live", "--time-scale", "nan"],
             "argument --time-scale: expected a number of",
         ),
@@ -376,3 +381,15 @@ def test_every_commands_help_shows_its_number_options_bounds() -> None:
                 assert " ".join(bounds.split()) in text, (path, action.option_strings, bounds)
                 shown += 1
     assert shown >= 50  # (the walk found them)
+
+
+def test_the_live_runs_least_time_scale_is_the_one_sims_live_holds_to() -> None:
+    from relaysim.sims import cli, live
+
+    assert cli.LIVE_MIN_TIME_SCALE == live.MIN_TIME_SCALE
+    time_scale = next(
+        a
+        for a in cli.build_parser()._subparsers._group_actions[0].choices["run"]._actions
+        if "--time-scale" in a.option_strings
+    )
+    assert time_scale.help is not None and time_scale.help.endswith("; from 0.000001 to 1,000")
