@@ -222,11 +222,22 @@ def test_relaysim_run_live_writes_what_relaysim_show_reads(
 def test_relaysim_run_live_refuses_a_bad_time_scale(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert relaysim(["run", "two-friends", "--live", "--time-scale", "0", "--out", str(tmp_path)]) == 2
-    assert "--time-scale must be a positive number" in capsys.readouterr().err
     # too small for the relay's clock: an order's period started and ended on the same instant
-    # (Tap.end must be after Tap.start: an internal error, exit 1)
-    assert relaysim(["run", "two-friends", "--live", "--time-scale", "1e-12", "--out", str(tmp_path)]) == 2
+    # (Tap.end must be after Tap.start: an internal error, exit 1). The command refuses it as it reads
+    # its options, naming the option (exit 2); run_live, called from Python, says why.
+    for scale in ("0", "1e-12"):
+        with pytest.raises(SystemExit) as exited:
+            relaysim(["run", "two-friends", "--live", "--time-scale", scale, "--out", str(tmp_path)])
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert (
+            f"argument --time-scale: expected at least 1e-06 real seconds per simulated second, got {float(scale):g}"
+            in err
+        )
+    scenario = resolve_scenario("two-friends")
+    assert run_live(scenario, tmp_path, time_scale=0) == 2
+    assert "--time-scale must be a positive number" in capsys.readouterr().err
+    assert run_live(scenario, tmp_path, time_scale=1e-12) == 2
     err = capsys.readouterr().err
     assert "--time-scale must be at least 1e-06" in err and "got 1e-12" in err and "internal error" not in err
     with pytest.raises(SystemExit):
