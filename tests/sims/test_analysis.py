@@ -483,6 +483,27 @@ def test_sda_rounds_to_identify_grow_with_ln_n_and_with_the_target_s_contacts() 
     assert claim is not None, "the README no longer states how many times one contact's rounds three take"
     low, high = int(claim[1]), int(claim[2])
     assert all(low <= t / o < high + 1 for o, t in zip(one, three, strict=True)), (one, three)
+    # docs/papers.md gives the figures themselves: these, to the digit it prints
+    papers = " ".join((Path(__file__).parents[2] / "docs" / "papers.md").read_text(encoding="utf-8").split())
+
+    def listed(xs: Sequence[float]) -> str:
+        return f"{xs[0]:.1f}, {xs[1]:.1f} and {xs[2]:.1f}"
+
+    def spread(xs: Sequence[float]) -> str:
+        return f"{min(xs):.2f}–{max(xs):.2f}" if max(xs) < 1 else f"{min(xs):.1f}–{max(xs):.1f}"
+
+    intersection = [math.log(n) / math.log(20) for n in sizes]
+    times = [t / o for o, t in zip(one, three, strict=True)]
+    stated = (
+        f"for one contact {listed(one)} rounds ({spread(per_ln_n)} × ln N), for three {listed(three)} "
+        f"({spread(three_per_ln_n)} × ln N) — and a single contact takes 1–3 times intersection's ln N / ln 20 "
+        f"({', '.join(f'{x:.1f}' for x in intersection)})."
+    )
+    assert stated in papers, ("docs/papers.md no longer states the rounds measured", stated)
+    assert (
+        f"Three contacts take {low}–{high} times the rounds of one ({', '.join(f'{x:.1f}' for x in times)})"
+        in papers
+    )
 
 
 def _counts_per_checkpoint(
