@@ -29,8 +29,8 @@ from relaysim.sims.analysis.view import AnalysisInputError, ProviderView
 
 __all__ = [
     "AS_SEEN",
-    "Truth",
     "Linking",
+    "Truth",
     "kept_beside_seen",
     "linking",
     "messages_until_linked",
