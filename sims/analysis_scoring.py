@@ -707,8 +707,8 @@ def to_markdown(
                 f"when the run ended before {k['max_messages']} messages to them (cut short: a longer run might "
                 "link them)"
                 + (
-                    f"; the run saw each link hold over {k['held_fewest']} or more messages written after it (one "
-                    "held over few might not outlast a longer run)"
+                    f"; the link held over the fewest messages written to its target after it, to the run's end, "
+                    f"held over {k['held_fewest']} (one held over few might not outlast a longer run)"
                     if k["held_fewest"] is not None
                     else ""
                 )
