@@ -29,8 +29,10 @@ from relaysim.sims.analysis.view import AnalysisInputError, ProviderView
 
 __all__ = [
     "AS_SEEN",
+    "Linking",
     "Truth",
     "kept_beside_seen",
+    "linking",
     "messages_until_linked",
     "read_truth",
     "score_analysis",
@@ -57,23 +59,65 @@ def messages_until_linked(
     the attacker links the pair ("as few as 5 messages"); the reference (docs/papers.md) does not say
     whether the correspondent must stay first, so the stricter count is the one reported.
 
+    The run's end censors the count (:func:`linking` says how): "stays first" is as far as the run
+    saw, so a correspondent that drops back after the run's last target epoch is counted linked, and a
+    target the run ended for before ``most`` messages were written to it, not yet linked, is None
+    like one the attack never linked within ``most``.
+
     ``written``: when the relay accepted each message people wrote to the target (relay clock,
     sorted; ground truth). The attack's target epochs follow every delivery to the target, the
     receipts for its own messages among them, since a provider cannot tell those from messages; but
     Martiny et al. count messages sent to the target, so the count here is of the messages written
     to it by the time the epoch in which it was linked began. The ranking must have a checkpoint
     after every one of its target epochs."""
+    return linking(ranking, correspondents, written, most, stays=stays).messages
+
+
+@dataclass(frozen=True)
+class Linking:
+    """:func:`messages_until_linked`'s count for one target, and how the run's end bounds it."""
+
+    messages: int | None  # messages written to the target until it was linked; None: not within ``most``
+    seen: int  # messages written to the target by its last target epoch in the run: as far as the attack saw
+    most: int  # the count looked within
+
+    @property
+    def held(self) -> int | None:
+        """Linked: the messages written to the target after its link, to its last target epoch, over
+        which the correspondent stayed first; a link with few of them may not outlast a longer run."""
+        return None if self.messages is None else self.seen - self.messages
+
+    @property
+    def censored(self) -> bool:
+        """Not linked, and the run ended before more than ``most`` messages were written to the target:
+        whether it would be linked within ``most`` in a longer run, the run cannot say."""
+        return self.messages is None and self.seen <= self.most
+
+
+def linking(
+    ranking: TargetRanking,
+    correspondents: Collection[str],
+    written: Sequence[float],
+    most: int,
+    *,
+    stays: bool = True,
+) -> Linking:
+    """:func:`messages_until_linked`, with what the run's end leaves open: the messages the run let
+    the attack see (to the target's last target epoch), so that a target not linked because the
+    run ended early (:attr:`Linking.censored`) is told from one not linked within ``most``, and a
+    link the run saw held over few messages (:attr:`Linking.held`) from one held over many."""
     ks = ranking.checkpoints()
     if ks != list(range(1, len(ks) + 1)) or len(ranking.starts) < len(ks):
         raise ValueError(
             f"the ranking of {ranking.target!r} needs a checkpoint after every target epoch "
             f"(statistical_disclosure(checkpoints=range(1, ...))); it has {ks[:5]}..."
         )
+    seen = bisect.bisect_right(written, ranking.starts[ks[-1] - 1]) if ks else 0
     first: int | None = None  # the checkpoint from which on a correspondent has ranked first
     for k in ks:
         n = bisect.bisect_right(written, ranking.starts[k - 1])
         if first is None and n > most:
-            return None  # not first within ``most`` messages
+            return Linking(None, seen, most)  # not first within ``most`` messages
         if min(ranking.rank(c, k) for c in correspondents) == 1:
             if first is None:
                 first = k
@@ -82,9 +126,9 @@ def messages_until_linked(
         else:
             first = None
     if first is None:
-        return None
+        return Linking(None, seen, most)
     n = bisect.bisect_right(written, ranking.starts[first - 1])
-    return n if n <= most else None
+    return Linking(n if n <= most else None, seen, most)
 
 
 @dataclass
@@ -298,7 +342,14 @@ def _ratio(a: int, b: int) -> float | None:
     return None if b == 0 else round(a / b, 4)
 
 
-def score_analysis(a: Analysis, truth: Truth) -> dict[str, Any]:
+LINK_MESSAGES = 60  # messages written to a target the stays-first count looks within (reproduce's, defences')
+
+
+def score_analysis(a: Analysis, truth: Truth, view: ProviderView | None = None) -> dict[str, Any]:
+    """How right each of ``a``'s inferences was. With ``view`` (what ``a`` was made from), the
+    disclosure attack is also scored as ``relaysim reproduce`` scores it: messages until a true
+    contact ranks first and stays first (:func:`linking`), which takes the attack again with a
+    checkpoint after every target epoch."""
     out: dict[str, Any] = {}
     # sealed-sender attribution
     judged = [(x, truth.sender_of(x.envelope_id, x.time, x.recipient)) for x in a.attributions]
@@ -332,6 +383,8 @@ def score_analysis(a: Analysis, truth: Truth) -> dict[str, Any]:
             "recall": _ratio(hit, len(true_pairs)),
         }
     out["statistical_disclosure"] = _score_sda(a, truth)
+    if view is not None and out["statistical_disclosure"]["targets"]:
+        out["statistical_disclosure"]["linked"] = _score_linked(a, truth, view)
     out["sizes"] = _score_sizes(a, truth)
     out["daily_rhythm"] = _score_rhythm(a, truth)
     if a.traits is not None:
@@ -389,10 +442,67 @@ def _score_sda(a: Analysis, truth: Truth) -> dict[str, Any]:
     return {
         "targets": len(per_target),
         "true_contact_first_after_all": first_at_end,
+        "true_contact_first_after_all_means": "a true contact ranks first (ties against the attacker) at the "
+        "target's last target epoch of the run",
+        "true_contact_first_after_k_means": "a true contact ranks first at the target's k-th target epoch, whether "
+        "or not it stays first after; target epochs, which the receipts for the target's own messages open too, "
+        "not messages written to it (those 'linked' counts)",
         "true_contact_first_after_k": {
             str(k): {"targets": len(v), "first": sum(1 for x in v if x == 1)} for k, v in sorted(by_k.items())
         },
         "per_target": per_target,
+    }
+
+
+def _score_linked(a: Analysis, truth: Truth, view: ProviderView) -> dict[str, Any]:
+    """The disclosure attack's targets scored as ``relaysim reproduce`` and ``relaysim defences`` score
+    theirs: the messages written to each until a true contact ranked first and stayed first at every
+    later target epoch of the run, within :data:`LINK_MESSAGES`, and the targets the run's end cut short."""
+    from relaysim.sims.analysis.sda import statistical_disclosure
+
+    targets = [r.target for r in a.sda.rankings if truth.contacts(r.target)]
+    watch = {t: sorted(truth.contacts(t)) for t in targets}
+    # the same attack (epoch, receipts, targets) with a checkpoint after every target epoch, keeping only
+    # the ranks of each target's true contacts
+    sda = statistical_disclosure(
+        view,
+        targets=targets,
+        receipts=a.sda.receipts,
+        epoch=a.sda.epoch,
+        checkpoints=range(1, len(view.observations) + 2),
+        keep_top=0,
+        watch=watch,
+    )
+    written: dict[str, list[float]] = {}
+    for t, _sender, recipient, _id in truth.messages:
+        written.setdefault(recipient, []).append(t)
+    per_target = {
+        r.target: linking(r, watch[r.target], sorted(written.get(r.target, [])), LINK_MESSAGES)
+        for r in sda.rankings
+    }
+    found = sorted(x.messages for x in per_target.values() if x.messages is not None)
+    ks = sorted(x.messages if x.messages is not None else LINK_MESSAGES + 1 for x in per_target.values())
+    median = ks[len(ks) // 2] if ks else None
+    held = [x.held for x in per_target.values() if x.held is not None]
+    return {
+        "means": "messages written to the target until a true contact ranks first (ties against the attacker) "
+        "and stays first at every later target epoch of the run, as relaysim reproduce counts them; the run's "
+        "end censors it: 'cut_short' targets were not linked when the run ended, before max_messages were "
+        "written to them, and 'held' counts the messages after a link over which it stayed first",
+        "max_messages": LINK_MESSAGES,
+        "targets": len(per_target),
+        "linked_within_5": sum(1 for k in found if k <= 5),
+        "linked_within_max": len(found),
+        "cut_short": sum(1 for x in per_target.values() if x.censored),
+        # the fewest messages written to a linked target after its link, to the run's end: how far the
+        # run saw the shakiest link hold
+        "held_fewest": min(held, default=None),
+        # the upper median over all targets, a target not linked (cut short or not) counting as beyond max
+        "median_messages": median if median is not None and median <= LINK_MESSAGES else None,
+        "per_target": {
+            t: {"messages": x.messages, "seen": x.seen, "held": x.held, "cut_short": x.censored}
+            for t, x in per_target.items()
+        },
     }
 
 
@@ -497,8 +607,15 @@ def headline(name: str, a: Analysis, score: Mapping[str, Any] | None) -> str:
     if score and score["statistical_disclosure"]["targets"]:
         s = score["statistical_disclosure"]
         parts.append(
-            f"; timing-only SDA put a true contact first for {s['true_contact_first_after_all']} of {s['targets']} targets"
+            f"; timing-only SDA ranked a true contact first at the run's last target epoch for "
+            f"{s['true_contact_first_after_all']} of {s['targets']} targets"
         )
+        if "linked" in s:
+            k = s["linked"]
+            parts[-1] += (
+                f" (first and staying first within {k['max_messages']} messages: {k['linked_within_max']}, "
+                f"{k['cut_short']} cut short by the run's end)"
+            )
     if a.sizes.threshold is not None:
         parts.append(f"; {len(a.sizes.first_contacts):,} first-contact envelopes by size")
     if score and score.get("sensitive_traits"):
@@ -572,12 +689,30 @@ def to_markdown(
     if score and score["statistical_disclosure"]["targets"]:
         s = score["statistical_disclosure"]
         lines.append(
-            f"- a true contact ranked first for {s['true_contact_first_after_all']} of {s['targets']} targets; after k "
-            "target epochs: "
+            f"- a true contact ranked first at the run's last target epoch for {s['true_contact_first_after_all']} of "
+            f"{s['targets']} targets; at the k-th target epoch (first then, whether or not it stayed first; epochs, "
+            "not messages): "
             + ", ".join(
                 f"k={k}: {v['first']}/{v['targets']}" for k, v in s["true_contact_first_after_k"].items()
             )
         )
+        if "linked" in s:
+            k = s["linked"]
+            median = k["median_messages"]
+            lines.append(
+                f"- linked as `relaysim reproduce` counts it (a true contact ranks first and stays first at every "
+                f"later target epoch of the run), within {k['max_messages']} messages written to the target: "
+                f"{k['linked_within_max']} of {k['targets']} targets, {k['linked_within_5']} within 5, the median "
+                f"{median if median is not None else '>' + str(k['max_messages'])}; {k['cut_short']} not linked "
+                f"when the run ended before {k['max_messages']} messages to them (cut short: a longer run might "
+                "link them)"
+                + (
+                    f"; the link held over the fewest messages written to its target after it, to the run's end, "
+                    f"held over {k['held_fewest']} (one held over few might not outlast a longer run)"
+                    if k["held_fewest"] is not None
+                    else ""
+                )
+            )
     sz = j["sizes"]
     lines += ["", "## Envelope sizes", ""]
     if sz["first_contact_threshold_bytes"] is not None:
@@ -690,7 +825,7 @@ def write_analysis(
     directory = run_directory(out)
     for name, view in views.items():
         a = analyze(view, directory=directory)
-        score = score_analysis(a, truth) if truth is not None else None
+        score = score_analysis(a, truth, view) if truth is not None else None
         data = {"analysis": a.to_json(), "score": score}
         intro = None
         if as_seen:

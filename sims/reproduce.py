@@ -10,6 +10,12 @@ true correspondent ranked first and stayed first at every later target epoch of 
 counted against the attacker), beside the paper's figure; and, for comparison, the count at the
 first epoch it ranked first, even where it dropped back later (``messages_until_linked``).
 
+"Stays first" is as far as the run saw, so the run's length bounds the count (``linking``): a target
+not linked when the run ended, before MAX_MESSAGES messages were written to it, counts as not linked
+within MAX_MESSAGES though a longer run might link it (the table's "cut short" column counts them),
+and a correspondent first at the run's last epoch counts as linked though it might drop back after
+it (the per-target line gives how many messages each link held over, to the run's end).
+
 The count is of messages, the paper's unit: the attack's epochs follow every delivery to the target,
 the delivery receipts for the target's own messages among them (a provider cannot tell those from
 messages), but a receipt is not a message written to it, and counting epochs would count each
@@ -108,6 +114,25 @@ class VariantResult:
     # per target, for comparison: messages until its true correspondent first ranked first, even if it
     # dropped back later (``messages_until_linked(stays=False)``; None: not within MAX_MESSAGES)
     first_ranked_by: list[int | None] | None = None
+    # per target, the messages written to it by its last target epoch of the run: as far as the attack
+    # saw (``linking``); with linked_by, the targets the run's end censored and the links' hold
+    seen_by: list[int] | None = None
+
+    def censored(self) -> int:
+        """Targets not linked when the run ended, before more than MAX_MESSAGES messages were written to
+        them: whether a longer run would link them within MAX_MESSAGES, this one cannot say."""
+        if self.seen_by is None:
+            return 0
+        return sum(
+            1 for x, n in zip(self.linked_by, self.seen_by, strict=True) if x is None and n <= MAX_MESSAGES
+        )
+
+    def held_by(self) -> list[int | None]:
+        """Per linked target, the messages written to it after its link, to its last target epoch, over
+        which the correspondent stayed first (None: not linked, or seen_by not known)."""
+        if self.seen_by is None:
+            return [None] * len(self.linked_by)
+        return [None if x is None else n - x for x, n in zip(self.linked_by, self.seen_by, strict=True)]
 
     def linked_within(self, k: int) -> int:
         return sum(1 for x in self.linked_by if x is not None and x <= k)
@@ -140,7 +165,7 @@ def run_variant(args: tuple[Scenario, str, dict[str, Any], int]) -> VariantResul
     from relaysim.sims.analysis.attribution import attribute_sealed
     from relaysim.sims.analysis.sda import statistical_disclosure
     from relaysim.sims.analysis.view import from_db
-    from relaysim.sims.analysis_scoring import messages_until_linked
+    from relaysim.sims.analysis_scoring import linking, messages_until_linked
     from relaysim.sims.world.simulation import Simulation
 
     base, name, switches, n_targets = args
@@ -180,9 +205,12 @@ def run_variant(args: tuple[Scenario, str, dict[str, Any], int]) -> VariantResul
         written.setdefault(m.recipient, []).append(m.time)
     linked: list[int | None] = []
     first_ranked: list[int | None] = []
+    seen: list[int] = []
     for (target, contact), ranking in zip(pairs, sda.rankings, strict=True):
         to_target = sorted(written.get(target, []))
-        linked.append(messages_until_linked(ranking, [contact], to_target, MAX_MESSAGES))
+        link = linking(ranking, [contact], to_target, MAX_MESSAGES)
+        linked.append(link.messages)
+        seen.append(link.seen)
         first_ranked.append(messages_until_linked(ranking, [contact], to_target, MAX_MESSAGES, stays=False))
     mailbox_linked: list[int | None] | None = None
     no_mailbox = 0
@@ -220,6 +248,7 @@ def run_variant(args: tuple[Scenario, str, dict[str, Any], int]) -> VariantResul
         mailbox_linked_by=mailbox_linked,
         no_mailbox=no_mailbox,
         first_ranked_by=first_ranked,
+        seen_by=seen,
     )
 
 
@@ -242,6 +271,14 @@ def _median(xs: list[int | None]) -> str:
     return f"{m}" if m <= MAX_MESSAGES else f">{MAX_MESSAGES}"
 
 
+def _per_target(linked: int | None, seen: int) -> str:
+    """One target's entry in the per-target line: ``k+h`` linked after k messages and held over h more,
+    ``?n`` not linked when the run ended n messages in (cut short), ``-`` not linked within MAX_MESSAGES."""
+    if linked is not None and linked <= MAX_MESSAGES:
+        return f"{linked}+{seen - linked}"
+    return f"?{seen}" if seen <= MAX_MESSAGES else "-"
+
+
 def render(scenario: Scenario, results: list[VariantResult]) -> str:
     base = results[0]
     fewest = base.fewest()
@@ -260,16 +297,21 @@ def render(scenario: Scenario, results: list[VariantResult]) -> str:
         "target epoch, -1 per random epoch; a target is linked after k messages when its true correspondent",
         "ranks first (ties against the attacker) from then on, at every later target epoch of the run, k counting",
         "the messages people wrote to it, as the paper does.",
+        f"The run's end censors that count: a target not linked when the run ended, before {MAX_MESSAGES} messages were",
+        f"written to it, counts as not linked within {MAX_MESSAGES} (the median too), though a longer run might link it",
+        "('cut short' counts them); and a correspondent first at the run's last epoch counts as linked though it",
+        "might drop back after it (how many messages each link held over is given per target, below).",
         "",
         f"{'variant':{width}} {'targets':>7} {'median k':>8} {'fewest':>6} {'<=5':>5} {'<=10':>5} {'<=20':>5}"
-        f" {f'<={MAX_MESSAGES}':>5} {'address join':>12}",
+        f" {f'<={MAX_MESSAGES}':>5} {'cut short':>9} {'address join':>12}",
     ]
     for r in results:
         low = r.fewest()
         lines.append(
             f"{r.name:{width}} {r.targets:>7} {_median(r.linked_by):>8} {low if low is not None else '-':>6}"
             f" {r.linked_within(5):>5} {r.linked_within(10):>5} {r.linked_within(20):>5}"
-            f" {r.linked_within(MAX_MESSAGES):>5} {r.address_join_correct:>12.0%}"
+            f" {r.linked_within(MAX_MESSAGES):>5} {r.censored() if r.seen_by is not None else '-':>9}"
+            f" {r.address_join_correct:>12.0%}"
         )
     lines.append("")
     for r in results:
@@ -281,10 +323,24 @@ def render(scenario: Scenario, results: list[VariantResult]) -> str:
             f"within {MAX_MESSAGES} messages for {ranked} of {r.targets} targets; {r.no_mailbox} wrote to their "
             "correspondent first, whose messages then went to the target's own mailbox"
         )
-    lines.append(
-        f"linked after k messages, per target ({base.name}; -: not within {MAX_MESSAGES}): "
-        + " ".join(str(x) if x is not None and x <= MAX_MESSAGES else "-" for x in base.linked_by)
-    )
+    if base.seen_by is None:
+        lines.append(
+            f"linked after k messages, per target ({base.name}; -: not within {MAX_MESSAGES}): "
+            + " ".join(str(x) if x is not None and x <= MAX_MESSAGES else "-" for x in base.linked_by)
+        )
+    else:
+        held = [h for h in base.held_by() if h is not None]
+        lines.append(
+            f"linked after k messages, per target ({base.name}; k+h: linked after k, and first over the h messages "
+            f"written to it after, to the run's end; -: not within {MAX_MESSAGES}; ?n: not linked when the run "
+            f"ended, n messages in, cut short): "
+            + " ".join(_per_target(x, n) for x, n in zip(base.linked_by, base.seen_by, strict=True))
+            + (
+                f"; the fewest messages a link held over, {min(held)}, the median {sorted(held)[len(held) // 2]}"
+                if held
+                else ""
+            )
+        )
     if base.first_ranked_by is not None:
         first = base.first_ranked_by
         low = min((x for x in first if x is not None), default=None)
@@ -318,10 +374,12 @@ DESCRIPTION = "\n\n".join(
         textwrap.fill(
             "printed: one row per variant: for how many targets the true correspondent ranked first, and stayed "
             "first to the run's end, within 5, 10, 20 and 60 messages people wrote to the target, the median and "
-            "the fewest it took, and the "
+            "the fewest it took, how many targets the run ended for before 60 messages, not yet linked (cut short: "
+            "a longer run might link them), and the "
             "share of sealed sends whose sender the address join (network address and time) named correctly; "
             "with ephemeral mailboxes, for how many targets the mailbox the correspondent opened ranked first "
-            "instead; last, the messages each target took as written, and what counting at the first epoch the "
+            "instead; last, the messages each target took as written and how many more each link held over to the "
+            "run's end, and what counting at the first epoch the "
             "correspondent ranked first (even where it dropped back) would give. Nothing is written to disk; each run is "
             "deterministic, so the same scenario prints the same bytes.",
             100,

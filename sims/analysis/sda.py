@@ -31,7 +31,7 @@ import numpy as np
 
 from relaysim.sims.analysis.view import ProviderView
 
-__all__ = ["SDAResult", "TargetRanking", "statistical_disclosure"]
+__all__ = ["RankingBoundError", "SDAResult", "TargetRanking", "statistical_disclosure"]
 
 CHECKPOINTS = (1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000)
 RECEIPT_EPOCH = 1.0  # seconds: Martiny et al.'s epoch, for traffic with delivery receipts
@@ -41,6 +41,16 @@ REPLY_EPOCH = 60.0  # seconds: without receipts, replies are what there is to ca
 # checkpoint, is 150 targets x 11 checkpoints x 100,000 accounts x 16 bytes = 2.6 GB; past this bound
 # the call is refused, naming keep_top, not left to run the machine out of memory
 MAX_RANKING_BYTES = 1 << 30
+
+
+class RankingBoundError(ValueError):
+    """A statistical_disclosure call whose rankings grew past its ``max_ranking_bytes``; the message
+    says how far, and names keep_top. A ValueError, so that callers catching one still do."""
+
+    def __init__(self, message: str, kept: int, bound: int) -> None:
+        super().__init__(message)
+        self.kept = kept  # bytes of rankings kept when the call was refused
+        self.bound = bound  # the bound they passed
 
 
 @dataclass(frozen=True)
@@ -334,9 +344,11 @@ def _count_kept(
             if keep_top is None
             else f"a smaller keep_top than {keep_top}"
         )
-        raise ValueError(
+        raise RankingBoundError(
             f"max_ranking_bytes: the rankings kept reached {kept:,} bytes at {target!r}'s checkpoint {k}, "
-            f"past the bound of {most:,} bytes; ask for {how}, or for fewer targets or checkpoints"
+            f"past the bound of {most:,} bytes; ask for {how}, or for fewer targets or checkpoints",
+            kept,
+            most,
         )
     return kept
 
@@ -353,7 +365,7 @@ def statistical_disclosure(
     seed: int = 0,
     keep_top: int | None = None,
     watch: Mapping[str, Collection[str]] | None = None,
-    max_ranking_bytes: int = MAX_RANKING_BYTES,
+    max_ranking_bytes: int | None = None,
 ) -> SDAResult:
     """Rank every account as a correspondent of each target. Without ``targets``, the ``max_targets``
     accounts that received the most sealed messages (at least ``min_epochs``).
@@ -363,11 +375,13 @@ def statistical_disclosure(
     gives per target: what a caller needs of a checkpoint after every target epoch at scale (a
     checkpoint's every non-zero account, 16 bytes each, times one checkpoint per epoch).
 
-    The rankings kept, over every target, may hold at most ``max_ranking_bytes`` (by default
-    :data:`MAX_RANKING_BYTES`, 1 GiB): a call whose rankings grow past it is refused (ValueError,
-    naming keep_top) as soon as they do."""
+    The rankings kept, over every target, may hold at most ``max_ranking_bytes`` (None, the default:
+    :data:`MAX_RANKING_BYTES` as it is when called, 1 GiB): a call whose rankings grow past it is
+    refused (:class:`RankingBoundError`, a ValueError naming keep_top) as soon as they do."""
     if keep_top is not None and keep_top < 0:
         raise ValueError(f"keep_top: expected 0 or more accounts, got {keep_top}")
+    if max_ranking_bytes is None:
+        max_ranking_bytes = MAX_RANKING_BYTES
     if max_ranking_bytes < 0:
         raise ValueError(f"max_ranking_bytes: expected 0 or more bytes, got {max_ranking_bytes}")
     kept_bytes = 0

@@ -492,7 +492,7 @@ def _analyses(run: Path) -> dict[str, dict[str, Any]]:
     out = {}
     for name, view in analysis_views(run).items():
         a = analyze(view)
-        out[name] = {"analysis": a.to_json(), "score": score_analysis(a, truth)}
+        out[name] = {"analysis": a.to_json(), "score": score_analysis(a, truth, view)}
     return out
 
 

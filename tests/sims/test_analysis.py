@@ -373,6 +373,48 @@ def test_a_target_is_linked_when_its_correspondent_ranks_first_and_stays_first()
     assert messages_until_linked(last, ["alice"], [0.5, 1.5], 60, stays=False) == 1
 
 
+def test_the_run_s_end_censors_the_count_and_linking_says_how() -> None:
+    """ "Stays first" is as far as the run saw: a target not linked when its run ended, after fewer than
+    ``most`` messages written to it, might be linked within ``most`` in a longer run (censored, told
+    apart from one the attack did not link within ``most``); a link is held over the messages written
+    after it to the run's end, few of them for a link made late (it may drop back after the run)."""
+    from relaysim.sims.analysis_scoring import linking
+
+    board = {
+        1: (("eve", 1),),
+        2: (("alice", 2), ("eve", 1)),
+        3: (("alice", 2), ("eve", 2)),
+        4: (("alice", 3), ("eve", 2)),
+        5: (("alice", 4), ("eve", 2)),
+    }
+    r = TargetRanking(
+        "bob", 5, population=10, scores=tuple(board.items()), starts=(10.0, 20.0, 30.0, 40.0, 50.0)
+    )
+    written = [
+        9.0,
+        19.0,
+        21.0,
+        29.0,
+        39.0,
+        49.0,
+        55.0,
+    ]  # 1, 2, 4, 5 and 6 by each epoch; the 7th after the last
+    got = linking(r, ["alice"], written, 60)
+    # linked after 5 messages; the run's last target epoch had seen 6: held over 1 more
+    assert (got.messages, got.seen, got.held, got.censored) == (5, 6, 1, False)
+    assert got.messages == messages_until_linked(r, ["alice"], written, 60)
+    # not within 4 messages, but the run saw 6: the attack did not link it within 4 (not censored)
+    assert (linking(r, ["alice"], written, 4).messages, linking(r, ["alice"], written, 4).censored) == (
+        None,
+        False,
+    )
+    # eve never ranks first alone: not linked, and the run ended at 6 messages of the 60 looked within
+    eve = linking(r, ["eve"], written, 60)
+    assert (eve.messages, eve.seen, eve.held, eve.censored) == (None, 6, None, True)
+    # at 6 messages looked within, 6 seen: a later epoch before a 7th message could still link it
+    assert linking(r, ["eve"], written, 6).censored and not linking(r, ["eve"], written, 5).censored
+
+
 def test_without_sealed_sends_the_attack_says_it_did_not_run() -> None:
     """A run without sealed sender (the built-in city) has records that name each sender: the disclosure
     attack has nothing to do, and the analysis says it did not run, not which epochs it used."""
@@ -441,6 +483,27 @@ def test_sda_rounds_to_identify_grow_with_ln_n_and_with_the_target_s_contacts() 
     assert claim is not None, "the README no longer states how many times one contact's rounds three take"
     low, high = int(claim[1]), int(claim[2])
     assert all(low <= t / o < high + 1 for o, t in zip(one, three, strict=True)), (one, three)
+    # docs/papers.md gives the figures themselves: these, to the digit it prints
+    papers = " ".join((Path(__file__).parents[2] / "docs" / "papers.md").read_text(encoding="utf-8").split())
+
+    def listed(xs: Sequence[float]) -> str:
+        return f"{xs[0]:.1f}, {xs[1]:.1f} and {xs[2]:.1f}"
+
+    def spread(xs: Sequence[float]) -> str:
+        return f"{min(xs):.2f}–{max(xs):.2f}" if max(xs) < 1 else f"{min(xs):.1f}–{max(xs):.1f}"
+
+    intersection = [math.log(n) / math.log(20) for n in sizes]
+    times = [t / o for o, t in zip(one, three, strict=True)]
+    stated = (
+        f"for one contact {listed(one)} rounds ({spread(per_ln_n)} × ln N), for three {listed(three)} "
+        f"({spread(three_per_ln_n)} × ln N) — and a single contact takes 1–3 times intersection's ln N / ln 20 "
+        f"({', '.join(f'{x:.1f}' for x in intersection)})."
+    )
+    assert stated in papers, ("docs/papers.md no longer states the rounds measured", stated)
+    assert (
+        f"Three contacts take {low}–{high} times the rounds of one ({', '.join(f'{x:.1f}' for x in times)})"
+        in papers
+    )
 
 
 def _counts_per_checkpoint(
@@ -823,8 +886,73 @@ def test_cli_analyze_writes_the_files_and_a_summary(
     assert md.startswith("# What the provider's records reveal")
     assert (run_dir / "analysis" / "pen-register-bob.json").exists()
     # the attack's epochs are not the paper's messages: the report does not call them so
-    assert "after k target epochs: k=1:" in md and "k target epochs are not k messages written to it" in md
-    assert " messages: k=" not in md
+    assert (
+        "at the k-th target epoch (first then, whether or not it stayed first; epochs, not messages): k=1:"
+        in md
+    )
+    assert "k target epochs are not k messages written to it" in md and " messages: k=" not in md
+
+
+def test_analyze_counts_linked_targets_as_reproduce_does_and_labels_the_checkpoint_figures(
+    run_dir: Path, relay_view: ProviderView, truth: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`relaysim reproduce` (and defences) count a target linked once a true correspondent ranks first and
+    stays first, in messages written to it; analyze's figures were rank 1 at a checkpoint of target
+    epochs, dropping back or not. Analyze now gives the count reproduce gives, as defences' sda_row
+    computes it on the same view, and says of its checkpoint figures what they are."""
+    from relaysim.sims.analysis_scoring import LINK_MESSAGES, linking
+    from relaysim.sims.defences import MAX_K, sda_row
+    from relaysim.sims.reproduce import MAX_MESSAGES
+
+    assert main(["analyze", str(run_dir)]) == 0
+    headline = capsys.readouterr().out
+    score = json.loads((run_dir / "analysis" / "relay.json").read_text())["score"]["statistical_disclosure"]
+    linked = score["linked"]
+    assert LINK_MESSAGES == MAX_K == MAX_MESSAGES == linked["max_messages"]
+    targets = list(linked["per_target"])
+    assert targets and linked["targets"] == score["targets"] == len(targets)
+    sda = statistical_disclosure(
+        relay_view,
+        targets=targets,
+        receipts=True,
+        checkpoints=range(1, len(relay_view.observations) + 2),
+        keep_top=0,
+        watch={t: truth.contacts(t) for t in targets},
+    )
+    row = sda_row(sda.rankings, truth)
+    assert (linked["linked_within_max"], linked["linked_within_5"]) == (
+        row["linked_within_max_k"],
+        row["linked_within_5"],
+    )
+    assert linked["median_messages"] == row["median_messages_to_rank_1"]
+    written: dict[str, list[float]] = {}
+    for t, _s, r, _id in truth.messages:
+        written.setdefault(r, []).append(t)
+    for r in sda.rankings:
+        got = linking(r, truth.contacts(r.target), sorted(written.get(r.target, [])), LINK_MESSAGES)
+        want = linked["per_target"][r.target]
+        assert (want["messages"], want["seen"], want["held"], want["cut_short"]) == (
+            got.messages,
+            got.seen,
+            got.held,
+            got.censored,
+        )
+        assert got.messages == messages_until_linked(
+            r, truth.contacts(r.target), sorted(written.get(r.target, [])), 60
+        )
+    assert linked["cut_short"] == sum(1 for x in linked["per_target"].values() if x["cut_short"])
+    # each figure says what it counts
+    assert "at the target's last target epoch of the run" in score["true_contact_first_after_all_means"]
+    assert "whether or not it stays first" in score["true_contact_first_after_k_means"]
+    assert f"first and staying first within 60 messages: {linked['linked_within_max']}," in headline
+    assert "timing-only SDA ranked a true contact first at the run's last target epoch for" in headline
+    md = " ".join((run_dir / "analysis" / "relay.md").read_text().split())
+    assert (
+        "- linked as `relaysim reproduce` counts it (a true contact ranks first and stays first at every later "
+        f"target epoch of the run), within 60 messages written to the target: {linked['linked_within_max']} of "
+        f"{linked['targets']} targets, {linked['linked_within_5']} within 5" in md
+    )
+    assert f"{linked['cut_short']} not linked when the run ended before 60 messages to them (cut short" in md
 
 
 def test_cli_analyze_on_a_folder_without_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -237,7 +237,7 @@ def test_the_defences_sda_cells_count_messages_and_stop_at_max_k() -> None:
     from relaysim.sims.analysis.sda import statistical_disclosure
     from relaysim.sims.analysis.view import Obs, ProviderView
     from relaysim.sims.analysis_scoring import Truth
-    from relaysim.sims.defences import MAX_K, sda_row
+    from relaysim.sims.defences import MAX_K, render, sda_row
 
     def world(n: int, tied: int) -> tuple[ProviderView, Truth]:
         """alice writes bob n messages; carol, too, receives in the epoch after each of the first
@@ -268,6 +268,31 @@ def test_the_defences_sda_cells_count_messages_and_stop_at_max_k() -> None:
         7,
         0,
     )
+    # the run's end: tied to the last of 30 messages, bob is not linked, but the run ended before MAX_K
+    # messages to him (cut short, a longer run might link him); past MAX_K, not linked within it
+    short = row(*world(30, 30))
+    assert (short["linked_within_max_k"], short["cut_short"]) == (0, 1)
+    assert (late["cut_short"], early["cut_short"]) == (0, 0)
+    table = render(
+        {
+            "scenario": "s",
+            "seed": 1,
+            "profile": "signal",
+            "variants": [
+                {
+                    "variant": "as written",
+                    "attribution": {"precision": 1.0, "recall": 1.0},
+                    "contact_graph": {"precision": 1.0, "recall": 1.0},
+                    "sda": short,
+                    "first_contact_by_size": {"precision": None, "recall": None},
+                    "cost": {"latency_p50_s": None, "sealed_envelopes_per_message": None},
+                    "size_vs_plaintext_length_correlation": None,
+                }
+            ],
+        }
+    )
+    assert f"| 0 of 1 (1 cut short) | >{MAX_K} |" in table
+    assert f"cut short: targets not linked when the run ended, before {MAX_K} messages were written" in table
 
 
 def test_cli_defences_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -105,3 +105,23 @@ def test_bad_keep_top_options_are_refused_by_name(
     with pytest.raises(SystemExit) as exc:
         analysis.main(argv)
     assert exc.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_the_attack_s_rankings_past_their_bound_are_refused_naming_the_options(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``measure`` runs the attack as analyze does, every account with a non-zero score kept at each
+    checkpoint: at a large --people and --messages those rankings pass the attack's bound (1 GiB,
+    sims.analysis.sda.MAX_RANKING_BYTES). Here at a small bound: refused with the options that make
+    the traffic named, not a ValueError's traceback (nor, unbounded, the machine's memory)."""
+    from relaysim.sims.analysis import sda
+
+    argv = ["--messages", "4000", "--people", "200", "--repeat", "1", "--quiet"]
+    assert analysis.main([*argv, "--json", "-"]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(sda, "MAX_RANKING_BYTES", 10_000)
+    assert analysis.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("relaysim bench analysis: --people 200 and --messages 4,000: the attack's rankings")
+    assert "past its bound of 10,000 (sims.analysis.sda.MAX_RANKING_BYTES)" in err
+    assert err.rstrip().endswith("ask for fewer --messages or --people") and "Traceback" not in err

@@ -7,6 +7,7 @@ import inspect
 import math
 import re
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -105,6 +106,11 @@ def test_the_docstring_s_mailbox_figures_are_those_of_the_built_in_scenario() ->
     assert boxes.no_mailbox == other and of - ranked == other + dropped
     # ... and the true correspondent itself is linked for none of them
     assert boxes.linked_within(MAX_MESSAGES) == 0
+    # docs/papers.md: how many of them the run's end cut short (not linked, fewer than 60 messages seen)
+    papers = " ".join((Path(__file__).parents[2] / "docs" / "papers.md").read_text(encoding="utf-8").split())
+    cut = re.search(r"with ephemeral mailboxes (\d+) of (\d+), and as many with receipts off", papers)
+    assert cut is not None, "docs/papers.md no longer says how many targets the mailboxes' run cut short"
+    assert (boxes.censored(), boxes.targets) == (int(cut[1]), int(cut[2]))
 
 
 def test_the_built_in_scenario_s_description_says_how_often_popular_accounts_receive() -> None:
@@ -132,11 +138,12 @@ def test_the_built_in_scenario_links_targets_within_the_papers_5_messages_as_the
     """Martiny et al. (NDSS 2021): sealed sender users linked "in as few as 5 messages". On the
     built-in scenario as written (receipts on), counting the messages people wrote to each target
     (not the target's epochs, which its own messages' receipts also open) until its true
-    correspondent ranks first and stays first at every later epoch: the figures the README states,
-    and the larger ones of counting at the first epoch it ranked first, which flatter."""
-    from pathlib import Path
-
+    correspondent ranks first and stays first at every later epoch: the figures the README and
+    docs/papers.md state, and the larger ones of counting at the first epoch it ranked first, which
+    flatter; what the run's end leaves open (targets cut short, how long the links held); and the
+    rate set beside the paper's."""
     readme = " ".join((Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8").split())
+    papers = " ".join((Path(__file__).parents[2] / "docs" / "papers.md").read_text(encoding="utf-8").split())
     claim = re.search(
         r"on `sda-martiny-2021` \(.*?\) the true correspondent ranks first, and stays first, within 5 messages "
         r"written to the target for (\d+) of (\d+) targets \(the fewest (\d+), the median (\d+)\); counted at "
@@ -155,6 +162,57 @@ def test_the_built_in_scenario_links_targets_within_the_papers_5_messages_as_the
     for stays, first in zip(base.linked_by, base.first_ranked_by, strict=True):
         assert stays is None or (first is not None and first <= stays)
     assert all(k is None or k <= MAX_MESSAGES for k in base.linked_by)
+    # docs/papers.md states the same, and the median of the flattering count
+    here = re.search(
+        r"within 5 messages written to the target for (\d+) of (\d+) targets \(the fewest (\d+), the median "
+        r"(\d+)\)\. .*? counting at the first epoch it ranks first — (\d+) of (\d+) within 5 messages, the median (\d+)",
+        papers,
+    )
+    assert here is not None, "docs/papers.md no longer states the reproduction's figures"
+    assert tuple(map(int, here.groups())) == (
+        within,
+        of,
+        fewest,
+        median,
+        first_within,
+        of,
+        int(_median(base.first_ranked_by)),
+    )
+    # what the run's end leaves open, as both say it
+    assert base.seen_by is not None
+    held = sorted(h for h in base.held_by() if h is not None)
+    cut = [n for x, n in zip(base.linked_by, base.seen_by, strict=True) if x is None and n <= MAX_MESSAGES]
+    said = re.search(
+        r"(\d+) of the (\d+) was not linked when the run ended, (\d+) messages in \(cut short: counted as not "
+        r"linked within 60, though a longer run might link it\), and the links held first over (\d+) to (\d+) more",
+        readme,
+    )
+    assert said is not None, "the README no longer says what the run's end leaves open"
+    assert tuple(map(int, said.groups())) == (len(cut), of, *cut, held[0], held[-1])
+    said = re.search(
+        r"on the built-in scenario as written, (\d+) of the (\d+), (\d+) messages in; .*? the links on the built-in "
+        r"scenario held first over (\d+) to (\d+) more messages to the run's end \(the median (\d+)\), two of them "
+        r"over (\d+) or fewer",
+        papers,
+    )
+    assert said is not None, "docs/papers.md no longer says what the run's end leaves open"
+    assert tuple(map(int, said.groups())) == (
+        len(cut),
+        of,
+        *cut,
+        held[0],
+        held[-1],
+        held[len(held) // 2],
+        held[1],
+    )
+    assert base.censored() == len(cut)
+    # the rate beside the paper's: the README and docs/papers.md as the command prints it
+    rate = f"{base.sealed_per_epoch():.2f} sealed envelopes a second among {base.accounts} accounts"
+    assert f"at {rate}, not the paper's 580–800 among a million" in readme
+    assert (
+        f"The scenario carries {rate} — {base.sealed_per_epoch() / base.accounts:.4f} envelopes per account"
+        in papers
+    )
 
 
 def test_the_report_sets_the_papers_figure_beside_ours() -> None:
@@ -202,6 +260,41 @@ def test_the_report_sets_the_papers_figure_beside_ours() -> None:
         "counted instead at the first epoch the correspondent ranked first, even where it dropped"
     )
     assert "4 of 6 within 5 messages, the fewest 1, the median 5; per target: 1 2 - 3 5 8" in last
+
+
+def test_the_report_says_what_the_run_s_end_leaves_open() -> None:
+    """ "Stays first" is as far as the run saw: a target not linked when its run ended, before 60
+    messages were written to it, is cut short (a longer run might link it), told apart from one not
+    linked within 60; and each link is given with the messages it held over to the run's end."""
+    sc = resolve_scenario("sda-martiny-2021")
+    r = VariantResult(
+        "as written",
+        {},
+        6,
+        [1, 3, None, 4, 9, None],
+        1800,
+        1.0,
+        accounts=40,
+        duration=3600.0,
+        seen_by=[10, 3, 40, 30, 9, 70],
+    )
+    assert r.censored() == 1 and r.held_by() == [9, 0, None, 26, 0, None]
+    text = render(sc, [r])
+    flat = " ".join(text.split())
+    assert (
+        "The run's end censors that count: a target not linked when the run ended, before 60 messages" in flat
+    )
+    header = next(line for line in text.splitlines() if line.startswith("variant"))
+    row = next(line for line in text.splitlines() if line.startswith("as written"))
+    assert header.split()[-4:] == ["cut", "short", "address", "join"]
+    assert row.split()[-2:] == ["1", "100%"]  # the third target, not the sixth (70 messages seen)
+    last = text.splitlines()[-1]
+    assert last.startswith("linked after k messages, per target (as written; k+h: linked after k")
+    assert last.endswith(": 1+9 3+0 ?40 4+26 9+0 -; the fewest messages a link held over, 0, the median 9")
+    # without what the run saw (seen_by), nothing is said of it rather than a 0
+    bare = render(sc, [replace(r, seen_by=None)])
+    assert next(x for x in bare.splitlines() if x.startswith("as written")).split()[-2:] == ["-", "100%"]
+    assert bare.splitlines()[-1].endswith("1 3 - 4 9 -")
 
 
 def test_the_function_and_its_command_line_score_the_same_number_of_targets(
@@ -318,5 +411,6 @@ def test_every_variant_s_name_fits_its_column_and_the_numbers_line_up() -> None:
     assert [row[: len(name)] for row, name in zip(rows, VARIANTS, strict=True)] == list(VARIANTS)
     for row in rows:
         assert len(row) == len(lines[heading])  # every column ends where its heading does
-        assert row.split()[-8:] == ["15", ">60", "3", "1", "1", "1", "1", "100%"]
+        # (the cut-short column: '-', what the run saw not given)
+        assert row.split()[-9:] == ["15", ">60", "3", "1", "1", "1", "1", "-", "100%"]
     assert lines[heading].index("targets") == max(map(len, VARIANTS)) + 1

@@ -249,6 +249,18 @@ def test_the_builtin_metaphone_run_reproduces_the_paper_s_component_and_shares(t
     assert of == people and alone_b > 0.9 * people >= alone_a
     assert (component(early, False), component(late, False)) == (alone_a, alone_b)
     assert (component(early, True), component(late, True)) == (through_a, through_b)
+    # docs/papers.md states the same figures, each with its share of the people
+    papers = " ".join((Path(__file__).parents[2] / "docs" / "papers.md").read_text(encoding="utf-8").split())
+
+    def share(n: int) -> str:
+        return f"{100 * n / people:g} %"
+
+    stated = (
+        f"between people alone, {alone_a} of {people} people ({share(alone_a)}) after {early} minutes, {alone_b} "
+        f"({share(alone_b)}) after {late}; through the organisations they contacted too, {through_a} "
+        f"({share(through_a)}) and {through_b} ({share(through_b)})."
+    )
+    assert stated in papers, "docs/papers.md no longer states the observed component as the README does"
     shares = data["analysis"]["sensitive_traits"]["share_by_kind"]
     rows = data["score"]["sensitive_traits"]["by_trait"]
     for kind, (_label, share) in PAPER_SHARES.items():
