@@ -27,15 +27,34 @@ from typing import Any
 from relaysim.clients import agent as A
 from relaysim.clients.session import Device
 from relaysim.relay import wire
+from relaysim.relay.wire import MAX_DEVICE_ID
 from relaysim.sims.access.base import AGENCY_ADDRESS, DeviceView, Intervention, World
 from relaysim.sims.access.key_transparency import KeyTransparencyWatch, detection_by_setting, next_audit
 from relaysim.sims.access.reports import ExceptionalReport, ghost_markdown
 from relaysim.sims.scenario import DeviceSpec, ExceptionalAccess, TimelineEvent
 from relaysim.sims.world.util import seeded
 
-__all__ = ["GhostDevice"]
+__all__ = ["GhostDevice", "ghost_device_id"]
 
 RETRY = 60.0  # seconds: the provider waits this long for the target's account to exist
+
+
+def ghost_device_id(target: str, known: list[int]) -> int:
+    """The device id the provider gives the ghost: the one after the highest ``known`` id (the
+    account's devices, in the scenario and in the store), or, when that is past MAX_DEVICE_ID (the
+    relay registers device ids 1 to 127 only, as Signal's server and libsignal's DeviceId hold them),
+    the lowest id in 1..MAX_DEVICE_ID no device has. Raises ``ValueError`` when every one is taken."""
+    after = max(known, default=0) + 1
+    if after <= MAX_DEVICE_ID:
+        return after
+    taken = set(known)
+    free = next((i for i in range(1, MAX_DEVICE_ID + 1) if i not in taken), None)
+    if free is None:
+        raise ValueError(
+            f"ghost_device: no device id is free in {target!r}'s account (ids 1 to {MAX_DEVICE_ID} are all "
+            "taken): the provider cannot add a ghost device"
+        )
+    return free
 
 
 class GhostDevice(Intervention):
@@ -76,7 +95,7 @@ class GhostDevice(Intervention):
             world.sched.after(RETRY, self._add, target)
             return
         known = [d.index for d in world.scenario.person(target).devices] + world.store.device_ids(target)
-        gid = max(known) + 1
+        gid = ghost_device_id(target, known)
         rng = seeded(world.scenario.seed, "exceptional", "ghost", target)
         primary = world.by_address[(target, 1)].agent
         model = world.profile.identity_model
