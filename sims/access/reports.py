@@ -448,6 +448,10 @@ def seizure_markdown(data: dict[str, Any], scenario: str) -> str:
         "peer's next chain (which answers that key) still opens. Once the phone makes a fresh ratchet key "
         "after the seizure, its own sending chain and the peer's chain that answers it are out of reach: "
         "the session has healed (post-compromise security).",
+        "- **A changed identity key**: a message the phone refuses for its sender's identity key (a key it "
+        "had not pinned, under the 'block' policy or a verified safety number) still decrypts with the seized "
+        "state; the refusal is the phone's, waiting for its user, and the copy, which need not wait, reads it: "
+        "it is counted as opened.",
         "- This counts only what keys open. A seized phone that keeps its message history hands that over as "
         "plain text; only disappearing messages keep deleted history closed.",
         "",
