@@ -80,6 +80,7 @@ class DeviceSeizure(Intervention):
                 "copied": {
                     "sessions": held["sessions"] + held["inactive_sessions"],
                     "skipped_message_keys": held["skipped_message_keys"],
+                    "earlier_receiving_chain_keys": held["earlier_receiving_chain_keys"],
                     "one_time_prekeys": held["one_time_prekeys"],
                     "kem_prekeys": held["kem_prekeys"],
                 },
@@ -226,6 +227,8 @@ def analyse_seizure(
         "copied": {
             "sessions": holdings["sessions"],
             "inactive_sessions": holdings["inactive_sessions"],
+            "skipped_message_keys": holdings["skipped_message_keys"],
+            "earlier_receiving_chain_keys": holdings["earlier_receiving_chain_keys"],
             "one_time_prekeys": holdings["one_time_prekeys"],
             "kem_prekeys": holdings["kem_prekeys"],
         },

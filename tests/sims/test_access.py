@@ -19,7 +19,7 @@ import pytest
 from relaysim import sims
 from relaysim.clients.framing import frame_ciphertext
 from relaysim.clients.ratchet import HEADER_LEN, parse_header
-from relaysim.clients.session import Device, PeerAddress, parse_ciphertext
+from relaysim.clients.session import Device, PeerAddress, Session, parse_ciphertext
 from relaysim.clients.x3dh import InitialMessage
 from relaysim.relay.compliance import ComplianceDesk
 from relaysim.relay.core import RelayCore
@@ -235,6 +235,32 @@ def test_a_seized_copy_reads_a_late_message_on_an_earlier_chain_from_its_copied_
     rows = _seizure_rows(bob.to_dict(), [_captured(alice, bob, late, 1, 20.0)])
     assert rows[1]["opened"] and rows[1]["opened_text"] == "late"
     assert "chain key the seizure copied" in str(rows[1]["why"]) and "skipped" not in str(rows[1]["why"])
+
+
+def test_the_seized_copy_counts_the_earlier_receiving_chains_keys_it_reads_with() -> None:
+    """``Device.holdings`` (the ``phone_seized`` event's and the report's ``copied``) counts the chain keys
+    of the receiving chains before the current one, which a phone keeps as libsignal does and which read
+    a message of their chain the copy is then given, and the skipped keys of every session held, the
+    inactive ones too (a copy takes them all)."""
+    alice, bob, a, b = _pair()
+    assert bob.decrypt(a, alice.encrypt(b, b"read")) == b"read"
+    alice.encrypt(b, b"skipped")
+    late = alice.encrypt(b, b"late")
+    assert alice.decrypt(b, bob.encrypt(a, b"turn")) == b"turn"
+    assert bob.decrypt(a, alice.encrypt(b, b"new chain")) == b"new chain"
+    held = bob.holdings()
+    assert held["earlier_receiving_chain_keys"] == 1 and held["skipped_message_keys"] == 0
+    data = _seizure_data(bob.to_dict(), [_captured(alice, bob, late, 1, 20.0)])
+    assert data["copied"]["earlier_receiving_chain_keys"] == 1
+    assert data["rows"][0]["opened"]  # what that key reads
+    alice.encrypt(b, b"in flight")
+    assert bob.decrypt(a, alice.encrypt(b, b"after a gap")) == b"after a gap"  # one skipped key stored
+    assert bob.holdings()["skipped_message_keys"] == 1
+    # an inactive session (Sesame: both phones started one at once) holds keys too: here a copy of it
+    bob.inactive[a] = [Session.from_dict(bob.sessions[a].to_dict())]
+    held = bob.holdings()
+    assert held["sessions"] == held["inactive_sessions"] == 1
+    assert held["skipped_message_keys"] == held["earlier_receiving_chain_keys"] == 2
 
 
 def test_a_message_the_phone_refuses_for_its_identity_key_is_read_by_the_copy_and_counted() -> None:
