@@ -69,7 +69,8 @@ class GhostDevice(Intervention):
         self.target: str | None = None
         self.added_at: float | None = None
         self.read: dict[int, dict[str, Any]] = {}  # message id → what it read
-        self.undecryptable = 0
+        self.undecryptable = 0  # what reached the ghost and did not decrypt
+        self.refused = dict.fromkeys(A.REFUSAL_REASONS, 0)  # ... and what did, refused, by reason
         self.list_changes: list[dict[str, Any]] = []  # every device-list change any phone saw
         self.client_change = False
         self.identity_changes: list[dict[str, Any]] = []  # IdentityChanged at any phone for the target
@@ -237,7 +238,10 @@ class GhostDevice(Intervention):
                 )
             return True
         if isinstance(event, A.Undecryptable):
-            self.undecryptable += 1
+            if event.reason in self.refused:  # it decrypted, and the ghost's agent refused it
+                self.refused[event.reason] += 1
+            else:
+                self.undecryptable += 1
             return True
         return isinstance(event, A.Duplicate)  # a second copy of what the ghost read: dropped
 
@@ -333,6 +337,7 @@ class GhostDevice(Intervention):
             == sorted(r["message"] for r in rows if r["after_ghost_added"])
             and all(r["text_matches"] for r in rows if r["read_by_ghost"]),
             "undecryptable": self.undecryptable,
+            "refused": self.refused,
             "device_list_changes_seen": noticed,
             "noticed_by": noticed_by,
             "senders_to_target": senders,
