@@ -64,6 +64,7 @@ from relaysim.relay.custody import CUSTODY_TAG, ContentKey, route_ad
 
 __all__ = [
     "DECRYPTION_FAILED",
+    "REFUSAL_REASONS",
     "SEALED_SENDER_SELF_SEND",
     "UNTRUSTED_IDENTITY",
     "Accepted",
@@ -189,6 +190,9 @@ class Accepted:
 DECRYPTION_FAILED = "decryption_failed"
 UNTRUSTED_IDENTITY = "untrusted_identity"
 SEALED_SENDER_SELF_SEND = "sealed_sender_self_send"
+# The two reasons for which a message that did decrypt is not read (what counts of unread envelopes
+# report beside the DECRYPTION_FAILED ones: sims.world.simulation.SimulationResult.refused).
+REFUSAL_REASONS = (UNTRUSTED_IDENTITY, SEALED_SENDER_SELF_SEND)
 
 
 @dataclass(frozen=True)

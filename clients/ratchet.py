@@ -14,6 +14,9 @@ Wire form of a message (the spec fixes no layout; ours is fixed-width so CONCAT 
     header     = DHs public (32) ‖ PN (uint32, big-endian) ‖ N (uint32, big-endian)   — 40 bytes
     message    = header ‖ ENCRYPT(mk, plaintext, AD ‖ header)
     message_he = HENCRYPT(HKs, header) (56 bytes) ‖ ENCRYPT(mk, plaintext, AD ‖ enc_header)
+
+PN is the specification's, Ns of the previous sending chain (§3.5 DHRatchet); libsignal's sender puts
+Ns − 1 there and no libsignal receiver reads it (docs/conformance.md says why ours is Ns).
 """
 
 from __future__ import annotations
@@ -62,7 +65,8 @@ __all__ = [
 # may turn back to a ratchet key of one of those chains, and a PN of 25,000 costs nothing.
 # With header encryption (§4, which libsignal does not implement) the spec's way is kept: the old chain's
 # keys are derived up to PN at the DH ratchet step (SkipMessageKeysHE) and its chain key deleted.
-# ``max_skip`` is §3.5 MAX_SKIP: how far one message may skip ahead on a chain.
+# ``max_skip`` is §3.5 MAX_SKIP: how far one message may skip ahead on a chain, in every session (libsignal
+# lets a session with oneself, its two identity keys one, jump any distance: docs/conformance.md).
 DEFAULT_MAX_SKIP = 25_000
 DEFAULT_MAX_STORED_SKIPPED = 2_000
 # The window of receiving chains (libsignal's MAX_RECEIVER_CHAINS), the current one included. A

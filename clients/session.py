@@ -556,11 +556,18 @@ class Device:
         return [*self.sessions.items(), *inactive]
 
     def holdings(self) -> dict[str, int]:
-        """How many of each kind of secret the device holds now (sessions, skipped keys, prekeys)."""
+        """How many of each kind of secret the device holds now: sessions (active and inactive), and,
+        in all of them, the skipped message keys and the chain keys of the receiving chains before the
+        current one (``earlier_receiving_chain_keys``: each session keeps up to four, as libsignal does,
+        and each reads every later message of its chain: ``DoubleRatchet.receiving_chains``); prekeys."""
+        held = self.held_sessions()
         return {
             "sessions": len(self.sessions),
-            "inactive_sessions": sum(len(xs) for xs in self.inactive.values()),
-            "skipped_message_keys": sum(len(s.ratchet.mkskipped) for s in self.sessions.values()),
+            "inactive_sessions": len(held) - len(self.sessions),
+            "skipped_message_keys": sum(len(s.ratchet.mkskipped) for _p, s in held),
+            "earlier_receiving_chain_keys": sum(
+                1 for _p, s in held for _c, _nr, ck in s.ratchet.old_chains if ck is not None
+            ),
             "one_time_prekeys": len(self.secrets.one_time),
             "kem_prekeys": len(self.secrets.kem),
         }

@@ -70,6 +70,7 @@ from typing import Any, Final
 import trio  # type: ignore[import-untyped,unused-ignore]  # trio 0.22 ships no type information
 
 from relaysim.clients.agent import (
+    REFUSAL_REASONS,
     Accepted,
     AgentEvent,
     DeviceAgent,
@@ -381,8 +382,9 @@ class _LiveRun:
         self.progress = trio.Event()
         self.limiter = trio.CapacityLimiter(SETUP_CONCURRENCY)
         self.duplicates_dropped = 0
-        # envelopes the phones could not read: (phone, envelope id, when, a Duplicate), counted at the end
-        self._unread: list[tuple[str, bytes, float, bool]] = []
+        # envelopes the phones could not read, counted at the end: (phone, envelope id, when, the
+        # ``Undecryptable.reason``, or None for a ``Duplicate``)
+        self._unread: list[tuple[str, bytes, float, str | None]] = []
         self.mismatched = 0
         self.envelope_message: dict[bytes, int] = {}
         # Receipts, cover traffic and changes of network, as the simulator makes them (its
@@ -803,26 +805,32 @@ class _LiveRun:
         it read, as a send its sender's link wrote again after a dropped connection and the relay carried
         out twice) or an ``Undecryptable``. Counted at the end of the run (``_unread_counts``), when the
         relay's ids for every copy have reached the senders' drivers."""
-        self._unread.append((phone.name, event.envelope_id, self.now(), isinstance(event, Duplicate)))
+        reason = None if isinstance(event, Duplicate) else event.reason
+        self._unread.append((phone.name, event.envelope_id, self.now(), reason))
 
-    def _unread_counts(self) -> tuple[int, int]:
-        """(undecryptable, duplicates dropped) among the envelopes the phones could not read, counted as
-        the simulator counts them (Simulation._read_already): for a planned message, a duplicate if the
-        phone had read it by then, whatever its agent made of the copy; for any other envelope, as the
-        agent reported it. (The simulator also knows how often the relay accepted a receipt or a cover
-        message; the live driver cannot tie a copy whose answer was lost to its message, so there too it
-        takes the agent's word.)"""
+    def _unread_counts(self) -> tuple[int, dict[str, int], int]:
+        """(undecryptable, refused by reason, duplicates dropped) among the envelopes the phones could not
+        read, counted as the simulator counts them (Simulation._read_already, SimulationResult.refused):
+        for a planned message, a duplicate if the phone had read it by then, whatever its agent made of
+        the copy; for any other envelope, as the agent reported it; what is no duplicate by its
+        ``Undecryptable.reason``. (The simulator also knows how often the relay accepted a receipt or a
+        cover message; the live driver cannot tie a copy whose answer was lost to its message, so there
+        too it takes the agent's word.)"""
         undecryptable = duplicates = 0
-        for name, eid, t, duplicate in self._unread:
+        refused = dict.fromkeys(REFUSAL_REASONS, 0)
+        for name, eid, t, reason in self._unread:
+            duplicate = reason is None
             mid = self.envelope_message.get(eid)
             if mid is not None:
                 read = self.messages[mid].delivered.get(name)
                 duplicate = read is not None and read <= t
             if duplicate:
                 duplicates += 1
+            elif reason in refused:
+                refused[reason] += 1
             else:
                 undecryptable += 1
-        return undecryptable, duplicates
+        return undecryptable, refused, duplicates
 
     def _sync_copy(self, phone: _Phone, event: SentTranscript) -> None:
         """A sync copy of a 1:1 message another phone of this account sent, transcribed as the simulator
@@ -1255,7 +1263,7 @@ class _LiveRun:
                 for r in by_envelope.get(eid, [])
                 if r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND)
             ]
-        undecryptable, duplicates = self._unread_counts()
+        undecryptable, refused, duplicates = self._unread_counts()
         return SimulationResult(
             self.scenario,
             [self.messages[k] for k in sorted(self.messages)],
@@ -1270,6 +1278,7 @@ class _LiveRun:
             list(self.timeline.disclosures),
             control=dict(self.control),
             synced={k: dict(v) for k, v in sorted(self.synced.items())},
+            refused=refused,
         )
 
 

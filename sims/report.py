@@ -253,7 +253,10 @@ def summarise(result: SimulationResult) -> dict[str, Any]:
                 "group_deliveries_lost": group_lost,
                 "plaintext_mismatches": result.mismatched,
                 "duplicates_dropped": result.duplicates_dropped,
+                # envelopes a device did not read: those that did not decrypt, and, by reason, those
+                # that did and were refused (SimulationResult.refused)
                 "undecryptable": result.undecryptable,
+                "refused": dict(result.refused),
                 **synced,
             },
             "latency_s": {
@@ -295,6 +298,9 @@ def summary_markdown(summary: dict[str, Any], scenario: Scenario) -> str:
         f"| deliveries to devices (expected) | {m['device_deliveries']} ({m['device_deliveries_expected']}) |",
         f"| still queued or in flight at the end | {m['still_queued_or_in_flight']} |",
         f"| duplicates dropped by devices | {m['duplicates_dropped']} |",
+        f"| envelopes devices could not decrypt | {m['undecryptable']} |",
+        f"| refused: from a changed identity key the user has not approved | {m['refused']['untrusted_identity']} |",
+        f"| dropped: sealed under the device's own address (a self-send) | {m['refused']['sealed_sender_self_send']} |",
         f"| plaintext mismatches | {m['plaintext_mismatches']} |",
         *(
             [f"| sync copies read on the sender's own other devices | {m['sync_copies_read']} |"]

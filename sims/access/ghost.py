@@ -27,15 +27,34 @@ from typing import Any
 from relaysim.clients import agent as A
 from relaysim.clients.session import Device
 from relaysim.relay import wire
+from relaysim.relay.wire import MAX_DEVICE_ID
 from relaysim.sims.access.base import AGENCY_ADDRESS, DeviceView, Intervention, World
 from relaysim.sims.access.key_transparency import KeyTransparencyWatch, detection_by_setting, next_audit
 from relaysim.sims.access.reports import ExceptionalReport, ghost_markdown
 from relaysim.sims.scenario import DeviceSpec, ExceptionalAccess, TimelineEvent
 from relaysim.sims.world.util import seeded
 
-__all__ = ["GhostDevice"]
+__all__ = ["GhostDevice", "ghost_device_id"]
 
 RETRY = 60.0  # seconds: the provider waits this long for the target's account to exist
+
+
+def ghost_device_id(target: str, known: list[int]) -> int:
+    """The device id the provider gives the ghost: the one after the highest ``known`` id (the
+    account's devices, in the scenario and in the store), or, when that is past MAX_DEVICE_ID (the
+    relay registers device ids 1 to 127 only, as Signal's server and libsignal's DeviceId hold them),
+    the lowest id in 1..MAX_DEVICE_ID no device has. Raises ``ValueError`` when every one is taken."""
+    after = max(known, default=0) + 1
+    if after <= MAX_DEVICE_ID:
+        return after
+    taken = set(known)
+    free = next((i for i in range(1, MAX_DEVICE_ID + 1) if i not in taken), None)
+    if free is None:
+        raise ValueError(
+            f"ghost_device: no device id is free in {target!r}'s account (ids 1 to {MAX_DEVICE_ID} are all "
+            "taken): the provider cannot add a ghost device"
+        )
+    return free
 
 
 class GhostDevice(Intervention):
@@ -50,7 +69,8 @@ class GhostDevice(Intervention):
         self.target: str | None = None
         self.added_at: float | None = None
         self.read: dict[int, dict[str, Any]] = {}  # message id → what it read
-        self.undecryptable = 0
+        self.undecryptable = 0  # what reached the ghost and did not decrypt
+        self.refused = dict.fromkeys(A.REFUSAL_REASONS, 0)  # ... and what did, refused, by reason
         self.list_changes: list[dict[str, Any]] = []  # every device-list change any phone saw
         self.client_change = False
         self.identity_changes: list[dict[str, Any]] = []  # IdentityChanged at any phone for the target
@@ -76,7 +96,7 @@ class GhostDevice(Intervention):
             world.sched.after(RETRY, self._add, target)
             return
         known = [d.index for d in world.scenario.person(target).devices] + world.store.device_ids(target)
-        gid = max(known) + 1
+        gid = ghost_device_id(target, known)
         rng = seeded(world.scenario.seed, "exceptional", "ghost", target)
         primary = world.by_address[(target, 1)].agent
         model = world.profile.identity_model
@@ -218,7 +238,10 @@ class GhostDevice(Intervention):
                 )
             return True
         if isinstance(event, A.Undecryptable):
-            self.undecryptable += 1
+            if event.reason in self.refused:  # it decrypted, and the ghost's agent refused it
+                self.refused[event.reason] += 1
+            else:
+                self.undecryptable += 1
             return True
         return isinstance(event, A.Duplicate)  # a second copy of what the ghost read: dropped
 
@@ -314,6 +337,7 @@ class GhostDevice(Intervention):
             == sorted(r["message"] for r in rows if r["after_ghost_added"])
             and all(r["text_matches"] for r in rows if r["read_by_ghost"]),
             "undecryptable": self.undecryptable,
+            "refused": self.refused,
             "device_list_changes_seen": noticed,
             "noticed_by": noticed_by,
             "senders_to_target": senders,

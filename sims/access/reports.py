@@ -413,7 +413,9 @@ def seizure_markdown(data: dict[str, Any], scenario: str) -> str:
         f"# Device seizure — {md_text(scenario)}",
         "",
         f"At **{_clock(data['seized_at'])}** the phone **{md_text(data['device'])}** was seized and its protocol state "
-        f"copied: {c['sessions']} session(s) (+{c['inactive_sessions']} inactive), {c['one_time_prekeys']} "
+        f"copied: {c['sessions']} session(s) (+{c['inactive_sessions']} inactive) with the chain keys each holds, "
+        f"among them {c['earlier_receiving_chain_keys']} of receiving chains before the current ones, "
+        f"{c['skipped_message_keys']} skipped message key(s), {c['one_time_prekeys']} "
         f"one-time prekey(s), {c['kem_prekeys']} KEM prekey(s), and the identity key. The phone was then "
         "handed back and kept running.",
         "",
@@ -442,12 +444,17 @@ def seizure_markdown(data: dict[str, Any], scenario: str) -> str:
         "",
         "- **Forward secrecy**: a message the phone had already decrypted does not open again — its key was "
         "deleted when it was used, and the chain key only runs forward.",
-        "- **In flight, and after the seizure**: the copy holds the current chain keys, so messages still on the "
-        "way and messages sent later on the same chains open.",
+        "- **In flight, and after the seizure**: the copy holds the current chain keys, and those of the "
+        "receiving chains before the current ones a phone keeps (up to four a session, as libsignal does), so "
+        "messages still on the way and messages sent later on any of those chains open.",
         "- **The next DH ratchet step**: the copy also holds the phone's current ratchet private key, so the "
         "peer's next chain (which answers that key) still opens. Once the phone makes a fresh ratchet key "
         "after the seizure, its own sending chain and the peer's chain that answers it are out of reach: "
         "the session has healed (post-compromise security).",
+        "- **A changed identity key**: a message the phone refuses for its sender's identity key (a key it "
+        "had not pinned, under the 'block' policy or a verified safety number) still decrypts with the seized "
+        "state; the refusal is the phone's, waiting for its user, and the copy, which need not wait, reads it: "
+        "it is counted as opened.",
         "- This counts only what keys open. A seized phone that keeps its message history hands that over as "
         "plain text; only disappearing messages keep deleted history closed.",
         "",

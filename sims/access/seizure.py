@@ -80,6 +80,7 @@ class DeviceSeizure(Intervention):
                 "copied": {
                     "sessions": held["sessions"] + held["inactive_sessions"],
                     "skipped_message_keys": held["skipped_message_keys"],
+                    "earlier_receiving_chain_keys": held["earlier_receiving_chain_keys"],
                     "one_time_prekeys": held["one_time_prekeys"],
                     "kem_prekeys": held["kem_prekeys"],
                 },
@@ -144,7 +145,9 @@ def analyse_seizure(
     """Run a copy of the seized state over every captured envelope to or from ``device``, in order.
 
     Messages to the phone go through a ``Device`` rebuilt from the copy (``Device.from_dict``),
-    exactly as the phone would decrypt them. Messages from the phone are tried on the sending
+    exactly as the phone would decrypt them, but for one check of the phone's that no key makes: a
+    message the phone refuses for its sender's identity key (``UntrustedIdentity``: it decrypted) is
+    read, the copy taking the new key as a user approving it would. Messages from the phone are tried on the sending
     chains the copy holds, run forward. Every "opened" is a real decryption; every reason is read
     off the copy's state (or, for keys deleted before the seizure, when the phone decrypted it).
     """
@@ -224,6 +227,8 @@ def analyse_seizure(
         "copied": {
             "sessions": holdings["sessions"],
             "inactive_sessions": holdings["inactive_sessions"],
+            "skipped_message_keys": holdings["skipped_message_keys"],
+            "earlier_receiving_chain_keys": holdings["earlier_receiving_chain_keys"],
             "one_time_prekeys": holdings["one_time_prekeys"],
             "kem_prekeys": holdings["kem_prekeys"],
         },
@@ -280,8 +285,16 @@ def _try_incoming(
         text: str | None = _shown(copy.decrypt(peer, inner), padding)
     except DecryptionError:
         text = None
-    except UntrustedIdentity as refused:  # it decrypted (on a trial copy): its identity key is refused
-        return {"opened": False, "why": _untrusted(refused, peer)}
+    except UntrustedIdentity as refused:
+        # It decrypted (on a trial copy) and the phone refuses it for its identity key: a check of the
+        # phone's, which the agency holding the copy need not make. It takes the new key, as the user
+        # would by approving it, and reads the message (and the later ones of that session).
+        copy.identities.approve(peer, refused.change.new)
+        return {
+            "opened": True,
+            "why": _untrusted(refused, peer),
+            "_text": _shown(copy.decrypt(peer, inner), padding),
+        }
     if text is not None:
         why = {
             "skipped": "its key was in the phone's store of skipped message keys (it had not arrived yet)",
@@ -311,7 +324,7 @@ def _try_incoming(
 
 
 def _untrusted(refused: UntrustedIdentity, peer: PeerAddress) -> str:
-    """Why the copy, run as the phone, refused a message for its sender's identity key."""
+    """Why a message the phone refuses for its sender's identity key opened all the same."""
     change = refused.change
     rule = (
         "the user had verified the safety number of the key it replaces"
@@ -319,9 +332,10 @@ def _untrusted(refused: UntrustedIdentity, peer: PeerAddress) -> str:
         else "the phone's identity policy ('block') refuses a changed key"
     )
     return (
-        f"refused for its sender's identity key, not for want of a key: it decrypts with the seized state, "
-        f"but {peer.account}/{peer.device} presents another identity key than the one the phone pinned, and "
-        f"{rule} until the user approves the new one; the copy, run as the phone, refuses it too"
+        f"the phone refuses it for its sender's identity key, not for want of a key: "
+        f"{peer.account}/{peer.device} presents another identity key than the one the phone pinned, and "
+        f"{rule} until the user approves the new one; the seized state decrypts it, and the copy, "
+        "which need not wait for the user, takes the new key and reads it"
     )
 
 

@@ -266,10 +266,12 @@ class Stepper:
 
 def _check_result(sim_result: Any, planned: int) -> None:
     delivered = sum(len(m.delivered) for m in sim_result.messages)
-    if delivered != planned or sim_result.mismatched or sim_result.undecryptable:
+    refused = sum(sim_result.refused.values())
+    if delivered != planned or sim_result.mismatched or sim_result.undecryptable or refused:
         raise harness.BenchError(
             f"the simulation delivered {delivered} of {planned} messages "
-            f"({sim_result.mismatched} mismatched, {sim_result.undecryptable} undecryptable)"
+            f"({sim_result.mismatched} mismatched, {sim_result.undecryptable} undecryptable, "
+            f"{refused} refused though they decrypted)"
         )
 
 

@@ -40,6 +40,7 @@ from types import MappingProxyType
 from typing import Any, Final, cast, overload
 
 from relaysim.clients import agent as A
+from relaysim.clients.agent import REFUSAL_REASONS
 from relaysim.clients.ahead import use_ahead
 from relaysim.clients.errors import UsageError
 from relaysim.clients.escrow import EscrowPublicKey
@@ -253,6 +254,11 @@ class SimulationResult:
     messages: list[MessageState]
     relay_records: dict[str, int]
     network: dict[str, int]
+    # envelopes a device did not read, by why (``clients.agent.Undecryptable.reason``): ``undecryptable``
+    # did not decrypt (DECRYPTION_FAILED); ``refused`` decrypted and were refused, by reason
+    # (UNTRUSTED_IDENTITY: a changed identity key the user has not approved; SEALED_SENDER_SELF_SEND:
+    # sealed under the device's own address), each reason always present. A copy of what was read
+    # already is neither: ``duplicates_dropped``.
     undecryptable: int
     duplicates_dropped: int
     mismatched: int
@@ -266,6 +272,7 @@ class SimulationResult:
     control: dict[str, int] = field(default_factory=dict)
     # sync copies: message id → the sender's own other devices that read its copy, and when
     synced: dict[int, dict[str, float]] = field(default_factory=dict)
+    refused: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REFUSAL_REASONS, 0))
 
 
 class Simulation:
@@ -403,6 +410,7 @@ class Simulation:
         self.last_delivery: dict[bytes, dict[str, Any]] = {}
         self.record_counts: dict[RecordKind, int] = {}  # by kind; named by value in the result
         self.undecryptable = 0
+        self.refused = dict.fromkeys(REFUSAL_REASONS, 0)  # SimulationResult.refused
         self.duplicates_dropped = 0
         self.deliveries = 0  # first reads of a message by one of its recipient devices, so far
         self.mismatched = 0
@@ -1228,10 +1236,12 @@ class Simulation:
                 self.duplicates_dropped += 1  # the network duplicated the send: a second copy
                 self.emit({"t": t, "kind": "duplicate_dropped", "device": d.name, "message": mid})
             else:
-                self.undecryptable += 1
                 record = {"t": t, "kind": "undecryptable", "device": d.name, "message": mid}
                 if isinstance(event, A.Undecryptable) and event.reason != A.DECRYPTION_FAILED:
+                    self.refused[event.reason] += 1
                     record["reason"] = event.reason  # it opened: refused for its identity key, or a self-send
+                else:
+                    self.undecryptable += 1
                 self.emit(record)
         elif isinstance(event, A.Failed):
             if isinstance(event.ref, int):
@@ -1733,6 +1743,7 @@ class Simulation:
             exceptional,
             dict(self.control),
             {k: self.synced[k] for k in sorted(self.synced)},
+            dict(self.refused),
         )
 
 

@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 from relaysim.clients import _primitives, spec
 from relaysim.clients.errors import DecryptionError
 from relaysim.clients.keys import BundleError, IdentityKeyPair, PreKeyBundle, PreKeySecrets, SignedPreKey
-from relaysim.clients.ratchet import RatchetConfig
+from relaysim.clients.ratchet import RatchetConfig, parse_header
 from relaysim.clients.session import Device, PeerAddress, parse_ciphertext
 from relaysim.clients.x3dh import initiate, respond
 from tests.interop_peers import (
@@ -434,6 +434,47 @@ def test_a_pn_below_what_was_read_is_read_by_both() -> None:
         assert alice.decrypt(bob.encrypt(b"b0")) == b"b0"
         alice.ratchet.pn = 1  # below the 3 Bob read on her previous chain
         assert bob.decrypt(alice.encrypt(b"a-new")) == b"a-new"
+
+
+def libsignal_pn(ns: int) -> int:
+    """The PN libsignal's sender puts in a header after a DH ratchet step on which its previous sending
+    chain had sent ``ns`` messages: its chain key's index minus 1, or 0 (session_cipher.rs,
+    ``get_or_create_chain_key``: ``set_previous_counter``). The spec's is Ns (§3.5 DHRatchet: PN = Ns)."""
+    return ns - 1 if ns > 0 else 0
+
+
+@pytest.mark.parametrize("sent_on_old_chain", [2, 4])
+def test_pn_is_the_specs_ns_which_a_spec_receiver_needs_for_the_old_chains_last_message(
+    sent_on_old_chain: int,
+) -> None:
+    """PN (docs/conformance.md): our sender puts the spec's Ns there, as the package does, byte for byte
+    (``test_scripted_conversation_byte_for_byte``); libsignal's sender puts Ns − 1 for the same state and
+    never reads PN. A spec receiver (§3.5 SkipMessageKeys(state, header.pn); the package's
+    ``next_decryption_key``) derives the old chain's keys up to PN at the DH ratchet step: with libsignal's
+    PN the old chain's last message, arriving after the new chain's first, is lost to it. Our receiver
+    (libsignal's way: the old chain key kept, PN not read) reads it either way."""
+    ag = agreement("ours")
+    for pn_of in (None, libsignal_pn):  # ours (the spec's), then libsignal's
+        their_bob = TheirParty.bob(ag.sk, ag.bob_spk_priv, ag.ad, TheirConfig())
+        our_bob = OurParty.bob(ag.sk, ag.bob_spk_priv, ag.ad, SeededRNG(2))
+        for bob in (their_bob, our_bob):
+            alice = OurParty.alice(ag.sk, ag.bob_spk_pub, ag.ad, SeededRNG(1))
+            old = [alice.encrypt(b"a%d" % i) for i in range(sent_on_old_chain)]
+            assert [bob.decrypt(m) for m in old[:-1]] == [b"a%d" % i for i in range(sent_on_old_chain - 1)]
+            assert alice.decrypt(bob.encrypt(b"b0")) == b"b0"  # Alice's DH ratchet step: PN = Ns
+            assert alice.ratchet.pn == sent_on_old_chain
+            if pn_of is not None:
+                alice.ratchet.pn = pn_of(sent_on_old_chain)
+            first = alice.encrypt(b"new chain")
+            header = parse_header(first)
+            assert header is not None and header.pn == (alice.ratchet.pn)
+            assert bob.decrypt(first) == b"new chain"
+            last = b"a%d" % (sent_on_old_chain - 1)
+            if pn_of is None or bob is our_bob:
+                assert bob.decrypt(old[-1]) == last
+            else:
+                with pytest.raises(Rejected):  # the package derived no key for it: lost
+                    bob.decrypt(old[-1])
 
 
 def test_a_message_on_bobs_signed_prekey_before_his_reply_is_refused_by_both() -> None:

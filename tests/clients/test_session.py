@@ -308,3 +308,25 @@ def test_made_by_is_equality_with_the_header_or_with_what_bob_remembers_of_it(
     session.initial = mine
     assert session.made_by(other) == (mine == other or mine == remembered(other))
     assert session.made_by(base)
+
+
+def test_a_session_with_oneself_keeps_max_skip() -> None:
+    """libsignal lets a session whose two identity keys are one (``SessionState::session_with_self``:
+    two devices of one account, which share its identity key) jump past MAX_FORWARD_JUMPS with no bound
+    (session_cipher.rs, ``get_or_create_message_key``). Here MAX_SKIP holds for it too
+    (docs/conformance.md): the same jump is refused, the state unchanged, as for anyone's session, and
+    the message at the limit read. No byte on the wire differs."""
+    config = RatchetConfig(max_skip=5)
+    rng = seeded_rng(31)
+    phone = Device("ana", 1, rng=rng, config=config)
+    laptop = Device("ana", 2, rng=rng, config=config, identity=phone.secrets.identity)
+    phone.start_session(laptop.address, laptop.generate_prekeys(1, 1))
+    assert laptop.decrypt(phone.address, phone.encrypt(laptop.address, b"linked")) == b"linked"
+    session = laptop.sessions[phone.address]
+    assert session.peer_identity == laptop.identity_key  # a session with oneself, in libsignal's sense
+    sent = [phone.encrypt(laptop.address, b"sync %d" % i) for i in range(7)]
+    before = laptop.to_dict()
+    with pytest.raises(DecryptionError):  # N = 7 with Nr = 1: 6 keys to skip, past max_skip
+        laptop.decrypt(phone.address, sent[6])
+    assert laptop.to_dict() == before
+    assert laptop.decrypt(phone.address, sent[5]) == b"sync 5"  # N = 6: 5 to skip, read

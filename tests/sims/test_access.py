@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from relaysim import sims
 from relaysim.clients.framing import frame_ciphertext
 from relaysim.clients.ratchet import HEADER_LEN, parse_header
-from relaysim.clients.session import Device, PeerAddress, parse_ciphertext
+from relaysim.clients.session import Device, PeerAddress, Session, parse_ciphertext
 from relaysim.clients.x3dh import InitialMessage
 from relaysim.relay.compliance import ComplianceDesk
 from relaysim.relay.core import RelayCore
@@ -205,7 +206,11 @@ def _captured(sender: Device, recipient: Device, body: bytes, message: int, at: 
 
 
 def _seizure_rows(state: dict[str, object], captured: list[Captured]) -> dict[int, dict[str, object]]:
-    data = analyse_seizure(
+    return {r["message"]: r for r in _seizure_data(state, captured)["rows"]}
+
+
+def _seizure_data(state: dict[str, object], captured: list[Captured]) -> dict[str, Any]:
+    return analyse_seizure(
         state,  # type: ignore[arg-type]
         seized_at=10.0,
         device="bob/1",
@@ -216,7 +221,6 @@ def _seizure_rows(state: dict[str, object], captured: list[Captured]) -> dict[in
         epoch=0.0,
         rng=seeded_rng(12),
     )
-    return {r["message"]: r for r in data["rows"]}
 
 
 def test_a_seized_copy_reads_a_late_message_on_an_earlier_chain_from_its_copied_chain_key() -> None:
@@ -233,10 +237,38 @@ def test_a_seized_copy_reads_a_late_message_on_an_earlier_chain_from_its_copied_
     assert "chain key the seizure copied" in str(rows[1]["why"]) and "skipped" not in str(rows[1]["why"])
 
 
-def test_a_message_the_copy_refuses_for_its_identity_key_is_explained_so() -> None:
+def test_the_seized_copy_counts_the_earlier_receiving_chains_keys_it_reads_with() -> None:
+    """``Device.holdings`` (the ``phone_seized`` event's and the report's ``copied``) counts the chain keys
+    of the receiving chains before the current one, which a phone keeps as libsignal does and which read
+    a message of their chain the copy is then given, and the skipped keys of every session held, the
+    inactive ones too (a copy takes them all)."""
+    alice, bob, a, b = _pair()
+    assert bob.decrypt(a, alice.encrypt(b, b"read")) == b"read"
+    alice.encrypt(b, b"skipped")
+    late = alice.encrypt(b, b"late")
+    assert alice.decrypt(b, bob.encrypt(a, b"turn")) == b"turn"
+    assert bob.decrypt(a, alice.encrypt(b, b"new chain")) == b"new chain"
+    held = bob.holdings()
+    assert held["earlier_receiving_chain_keys"] == 1 and held["skipped_message_keys"] == 0
+    data = _seizure_data(bob.to_dict(), [_captured(alice, bob, late, 1, 20.0)])
+    assert data["copied"]["earlier_receiving_chain_keys"] == 1
+    assert data["rows"][0]["opened"]  # what that key reads
+    alice.encrypt(b, b"in flight")
+    assert bob.decrypt(a, alice.encrypt(b, b"after a gap")) == b"after a gap"  # one skipped key stored
+    assert bob.holdings()["skipped_message_keys"] == 1
+    # an inactive session (Sesame: both phones started one at once) holds keys too: here a copy of it
+    bob.inactive[a] = [Session.from_dict(bob.sessions[a].to_dict())]
+    held = bob.holdings()
+    assert held["sessions"] == held["inactive_sessions"] == 1
+    assert held["skipped_message_keys"] == held["earlier_receiving_chain_keys"] == 2
+
+
+def test_a_message_the_phone_refuses_for_its_identity_key_is_read_by_the_copy_and_counted() -> None:
     """Under the ``block`` identity policy a prekey message from a new identity key for a pinned address
-    decrypts but is refused (``UntrustedIdentity``): the seizure's analysis says that, not that the
-    seized state held no key for it (or that it was deleted, or past a DH ratchet step)."""
+    decrypts but is refused (``UntrustedIdentity``): a check of the phone's, waiting for its user, not
+    of the keys. The seizure's analysis says that (not that the seized state held no key for it, or that
+    it was deleted, or past a DH ratchet step), and the copy, which need not wait for the user, reads it:
+    it is among the ``opened`` the report counts, with its text, as its words say."""
     rng = seeded_rng(13)
     alice, bob = Device("alice", rng=rng), Device("bob", rng=rng, identity_policy="block")
     a = PeerAddress("alice", 1)
@@ -245,14 +277,19 @@ def test_a_message_the_copy_refuses_for_its_identity_key_is_explained_so() -> No
     impostor = Device("alice", rng=rng)  # a new identity key under Alice's address
     impostor.start_session(bob.address, bob.generate_prekeys(2, 2))
     forged = impostor.encrypt(bob.address, b"from a new key")
-    rows = _seizure_rows(bob.to_dict(), [_captured(impostor, bob, forged, 1, 20.0)])
+    later = impostor.encrypt(bob.address, b"and again")
+    captured = [_captured(impostor, bob, forged, 1, 20.0), _captured(impostor, bob, later, 2, 21.0)]
+    data = _seizure_data(bob.to_dict(), captured)
+    rows = {r["message"]: r for r in data["rows"]}
     why = str(rows[1]["why"])
-    assert not rows[1]["opened"]
-    assert "identity key" in why and "'block'" in why and "alice/1" in why
+    assert rows[1]["opened"] and rows[1]["opened_text"] == "from a new key"
+    assert "identity key" in why and "'block'" in why and "alice/1" in why and "reads it" in why
+    assert rows[2]["opened"] and rows[2]["opened_text"] == "and again"  # the copy took the new key
+    assert data["opened"] == [1, 2]
     bob.identities.verify(a, alice.identity_key)  # a verified peer is blocking whatever the policy
     bob.identities.policy = "warn"
     rows = _seizure_rows(bob.to_dict(), [_captured(impostor, bob, forged, 1, 20.0)])
-    assert "verified the safety number" in str(rows[1]["why"])
+    assert rows[1]["opened"] and "verified the safety number" in str(rows[1]["why"])
 
 
 def alice_frame(parsed: tuple[InitialMessage | None, bytes]) -> bytes:

@@ -298,3 +298,37 @@ def test_a_global_key_lets_the_desk_open_content_from_the_switch_on_and_not_befo
     assert sum(1 for x in across.decryption if not x["opened"]) >= 2  # the ratchet's ciphertexts
     assert any(e["kind"] == "exceptional_access" and e["demand"] == "global_key" for e in events)
     assert _report(result, "global-key")["messages_under_global_key"] == [3, 4]
+
+
+def test_the_ghost_takes_a_free_device_id_when_the_account_already_has_device_127() -> None:
+    """The relay registers device ids 1 to 127 only (relay.wire.MAX_DEVICE_ID): with a device 127 in
+    Omar's account, the id after the highest (128) would be refused, so the ghost takes the lowest
+    free one; with every id taken the provider is refused, saying so."""
+    from relaysim.clients.agent import DeviceAgent
+    from relaysim.relay import wire
+
+    events: list[dict[str, Any]] = []
+    sim = Simulation(resolve_scenario("ghost-device"), transcript=events.append)
+
+    def provision_127() -> None:  # another device of Omar's, written into the store before 02:00
+        agent = DeviceAgent(
+            Device("omar", 127, rng=seeded_rng(127), pq=True),
+            registration_id=127,
+            delivery_token=bytes(32),
+            clock=sim.relay.clock,
+        )
+        agent.register()
+        (frame,) = agent.take_outbox()
+        assert isinstance(frame, wire.Register)
+        sim.relay.provision_device(frame)
+
+    sim.sched.at(3600.0, provision_127)
+    result = sim.run()
+    (added,) = [e for e in events if e["kind"] == "exceptional_access"]
+    assert added["ghost"] == "omar/2"
+    assert _report(result, "ghost-device")["read"]  # and it reads, as before
+    from relaysim.sims.access.ghost import ghost_device_id
+
+    assert ghost_device_id("omar", [1, 2]) == 3
+    with pytest.raises(ValueError, match=r"no device id is free in 'omar'.s account \(ids 1 to 127"):
+        ghost_device_id("omar", list(range(1, 128)))
