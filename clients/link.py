@@ -114,7 +114,7 @@ def _anonymous(frame: wire.Request) -> bool:
 class Backoff:
     """Delays between reconnection attempts: exponential, capped, jittered.
 
-    The shape is gRPC's connection back-off (doc/connection-backoff.md: initial 1 s, multiplier
+    The shape is gRPC's connection back-off (github.com/grpc/grpc, doc/connection-backoff.md: initial 1 s, multiplier
     1.6, jitter ±20 %, cap 120 s); the initial delay and the cap are lower here because the
     relay is usually on the same machine or network.
     """

@@ -107,7 +107,7 @@ class RatchetConfig:
     def __init__(
         self,
         *,
-        root_info: bytes = b"WhisperRatchet",  # libsignal's KDF_RK info (protocols.md)
+        root_info: bytes = b"WhisperRatchet",  # libsignal's KDF_RK info (docs/conformance.md)
         aead_info: bytes = b"WhisperMessageKeys",  # libsignal's ENCRYPT info
         max_skip: int = DEFAULT_MAX_SKIP,
         max_stored_skipped: int = DEFAULT_MAX_STORED_SKIPPED,

@@ -18,7 +18,7 @@ Where the facts come from (read before changing any constant):
 * ``clients/session.py`` (module docstring): our device framing, ``0x01 ‖ message`` and
   ``0x02 ‖ msgpack([InitialMessage, message])``.
 
-Their API is ``async`` but never suspends (protocols.md), so ``run`` drives a coroutine to
+Their API is ``async`` but never suspends (docs/conformance.md), so ``run`` drives a coroutine to
 completion with one ``send(None)``.
 """
 
@@ -85,7 +85,7 @@ CURVE25519_TYPE_BYTE = b"\x05"
 
 
 class TheirX3DH(x3dh.BaseState):
-    """The ``x3dh`` package, configured as protocols.md says, with our application's info string.
+    """The ``x3dh`` package, configured as docs/conformance.md says, with our application's info string.
 
     Signature convention, checked in base_state.py: the package signs a signed prekey with
     ``xeddsa.ed25519_priv_sign(priv_force_sign(IK, False), _encode_public_key(CURVE_25519, SPK))``
@@ -188,11 +188,11 @@ def their_header_to_our_initial(header: x3dh.Header, secrets: PreKeySecrets) -> 
 
 # --- Double Ratchet: configuration -------------------------------------------------------------
 
-# Double Ratchet §5.2 application constants; the values are libsignal's (protocols.md), the same
+# Double Ratchet §5.2 application constants; the values are libsignal's (docs/conformance.md), the same
 # clients.ratchet.RatchetConfig defaults to. Stated here independently of clients.ratchet.
 ROOT_INFO = b"WhisperRatchet"
 AEAD_INFO = b"WhisperMessageKeys"
-# THE TRAP (protocols.md): kdf_chain.KDFChain.step keeps the *first* HMAC output as the next chain
+# THE TRAP (docs/conformance.md): kdf_chain.KDFChain.step keeps the *first* HMAC output as the next chain
 # key and returns the second as the message key; kdf_separate_hmacs computes one HMAC per byte of
 # this constant, in order. §5.2 wants next ck = HMAC(ck, 0x02) and mk = HMAC(ck, 0x01), hence
 # b"\x02\x01". The package's own example, b"\x01\x02", swaps the two keys.

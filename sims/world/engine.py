@@ -1,6 +1,6 @@
 """A deterministic discrete-event scheduler: a heap keyed by (time, sequence).
 
-trio's scheduler is randomised on purpose and costs ~30 µs per wake-up (performance.md), so the
+trio's scheduler is randomised on purpose and costs ~30 µs per wake-up (docs/performance.md), so the
 simulated network runs on this instead: callbacks at virtual times, ties broken by the order
 they were scheduled, the same every run (as SimPy's core does with (time, priority, id)).
 Nothing here reads a clock; ``now`` is the virtual time of the event being run.

@@ -133,7 +133,7 @@ def test_x3dh_their_initiator_our_responder(with_one_time_prekey: bool) -> None:
 
 
 def test_their_responder_refuses_a_missing_one_time_prekey_by_default() -> None:
-    """protocols.md: ``require_pre_key`` defaults to True. Our initiator omits DH4 when the relay
+    """docs/conformance.md: ``require_pre_key`` defaults to True. Our initiator omits DH4 when the relay
     has no one-time prekey left (X3DH §3.3 allows it), so an adapter must pass False."""
     bob = their_x3dh_state(pre_keys=1)
     bundle, ids = their_bundle_to_ours(bob.bundle, b"")
@@ -266,7 +266,7 @@ def test_root_kdf_matches(rk: bytes, dh_out: bytes) -> None:
 @settings(max_examples=50, deadline=None)
 @given(ck=keys32)
 def test_chain_kdf_matches_and_the_package_example_constant_swaps_the_keys(ck: bytes) -> None:
-    """§5.2 KDF_CK: mk = HMAC(ck, 0x01), next ck = HMAC(ck, 0x02). protocols.md's trap, shown."""
+    """§5.2 KDF_CK: mk = HMAC(ck, 0x01), next ck = HMAC(ck, 0x02). docs/conformance.md's trap, shown."""
     next_ck, mk = spec.kdf_ck(ck)
     chain = doubleratchet.KDFChain.create(ChainKDF, ck)
     assert run(chain.step(MESSAGE_CHAIN_CONSTANT, 32)) == mk

@@ -1,6 +1,6 @@
 """Known answers from libsignal's public tests, and the §5.2 algorithms checked against their definitions.
 
-No official Signal test vectors exist (protocols.md); these are the closest independent answers.
+No official Signal test vectors exist (docs/conformance.md); these are the closest independent answers.
 """
 
 from __future__ import annotations
