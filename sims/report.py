@@ -433,7 +433,8 @@ def _run_to_dir(
 
 def _write_directory(scenario: Scenario, out: Path) -> None:
     """``directory.json``: the public listing of the scenario's organisation accounts (account → kind),
-    as MetaPhone labelled numbers from business listings; the analyst's, not ground truth about people."""
+    the labels an analyst takes from public sources, as MetaPhone re-identified numbers automatically
+    (docs/papers.md); the analyst's, not ground truth about people."""
     from relaysim.sims.world.traffic import organisation_accounts
 
     listed = organisation_accounts(scenario)
