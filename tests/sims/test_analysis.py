@@ -340,12 +340,9 @@ def test_sda_links_after_messages_written_to_the_target_not_after_its_epochs() -
         )
 
 
-def test_a_target_is_linked_when_its_correspondent_ranks_first_and_stays_first() -> None:
-    """A correspondent that ranks first after one lucky epoch and drops back later was not identified
-    then: no attacker stopping there could tell. The count is of the messages by the epoch from which
-    on it ranks first at every later target epoch of the run (the figure of the first epoch it ranked
-    first is kept for comparison, with stays=False)."""
-    # alice first after epoch 2, tied with eve after 3 (ties against the attacker), first again from 4
+def _alice_first_from_4() -> TargetRanking:
+    """bob's ranking over five target epochs: alice first after epoch 2, tied with eve after 3 (ties go
+    against the attacker), first again from 4."""
     board = {
         1: (("eve", 1),),
         2: (("alice", 2), ("eve", 1)),
@@ -353,13 +350,17 @@ def test_a_target_is_linked_when_its_correspondent_ranks_first_and_stays_first()
         4: (("alice", 3), ("eve", 2)),
         5: (("alice", 4), ("eve", 2)),
     }
-    r = TargetRanking(
-        "bob",
-        5,
-        population=10,
-        scores=tuple(board.items()),
-        starts=(10.0, 20.0, 30.0, 40.0, 50.0),
+    return TargetRanking(
+        "bob", 5, population=10, scores=tuple(board.items()), starts=(10.0, 20.0, 30.0, 40.0, 50.0)
     )
+
+
+def test_a_target_is_linked_when_its_correspondent_ranks_first_and_stays_first() -> None:
+    """A correspondent that ranks first after one lucky epoch and drops back later was not identified
+    then: no attacker stopping there could tell. The count is of the messages by the epoch from which
+    on it ranks first at every later target epoch of the run (the figure of the first epoch it ranked
+    first is kept for comparison, with stays=False)."""
+    r = _alice_first_from_4()
     written = [9.0, 19.0, 21.0, 29.0, 39.0, 49.0]  # 1, 2, 4, 5 and 6 messages by each epoch's start
     assert messages_until_linked(r, ["alice"], written, 60) == 5
     assert messages_until_linked(r, ["alice"], written, 4) is None  # first to stay only after 5
@@ -380,16 +381,7 @@ def test_the_run_s_end_censors_the_count_and_linking_says_how() -> None:
     after it to the run's end, few of them for a link made late (it may drop back after the run)."""
     from relaysim.sims.analysis_scoring import linking
 
-    board = {
-        1: (("eve", 1),),
-        2: (("alice", 2), ("eve", 1)),
-        3: (("alice", 2), ("eve", 2)),
-        4: (("alice", 3), ("eve", 2)),
-        5: (("alice", 4), ("eve", 2)),
-    }
-    r = TargetRanking(
-        "bob", 5, population=10, scores=tuple(board.items()), starts=(10.0, 20.0, 30.0, 40.0, 50.0)
-    )
+    r = _alice_first_from_4()
     written = [
         9.0,
         19.0,
