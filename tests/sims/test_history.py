@@ -651,7 +651,7 @@ def _notes_under(process: str, start: str) -> str:
             "the project's citation, not the record's, which names the Rule",
         ),
         # the record dates no Act's commencement: the date is the Royal Assent's (the President's assent's)
-        ("ipa_targeted_interception", "2019-06-01", None, "not the day Part 2 (s.15) came into force"),
+        ("ipa_targeted_interception", "2019-06-01", None, "not by the day Part 2 (s.15) came into force"),
         (
             "tola_tar",
             "2019-06-01",
@@ -669,7 +669,7 @@ def _notes_under(process: str, start: str) -> str:
             "not by the day it came into force",
         ),
         # a UK technical capability notice is on record by February 2025 (Apple's ADP)
-        ("ipa_tcn", "2019-06-01", "2025-03-01", "not the day s.253 came into force"),
+        ("ipa_tcn", "2019-06-01", "2025-03-01", "not by the day s.253 came into force"),
     ],
 )
 def test_a_dated_disclosure_says_what_the_record_leaves_open_of_its_instruments_day(

@@ -1,0 +1,84 @@
+"""Every reason held to the public record (docs/record.md) for the run's date.
+
+A document a disclosure cites must be one the record holds, dated no later than the disclosure, or the
+disclosure says it is later (the FBI chart, dated 2021-01-07) or not on the record (Telegram's words before its
+2018 policy, LINE's guidelines); where the profile goes beyond the record, it says so (the project's assumption,
+reading or inference).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from relaysim.relay.compliance import Disclosure
+from relaysim.sims.scenario import parse_scenario
+from relaysim.sims.world.simulation import Simulation
+
+CHART = date(2021, 1, 7)
+_TEXT_FIELDS = (
+    "notes",
+    "jurisdiction_notes",
+    "assumptions",
+    "policy_record",
+    "realtime_record",
+    "response_record",
+)
+
+_RUN = """
+[scenario]
+name = "dated"
+duration = "{duration}"
+seed = 5
+{start}
+
+[relay]
+profile = "{profile}"
+
+[[people]]
+name = "a"
+
+[[people]]
+name = "b"
+devices = [{{ offline = [["5m", "45m"]] }}]
+
+[[conversations]]
+between = ["a", "b"]
+messages = [{{ at = "10m", from = "a", text = "tender" }}, {{ at = "1h", from = "b", text = "ledgers" }}]
+"""
+
+
+def _serve(
+    profile: str, start: str | None, *processes: str, at: str = "30m", duration: str = "3h"
+) -> list[Disclosure]:
+    text = _RUN.format(profile=profile, start=f"start = {start}" if start else "", duration=duration)
+    for p in processes:
+        text += f'\n[[events]]\nat = "{at}"\nkind = "legal_process"\nprocess = "{p}"\nname = "{p}"\ntarget = "a"\n'
+        if p in ("pen_register", "wiretap"):
+            text += 'to = "2h"\n'
+    return list(Simulation(parse_scenario(text, "x.toml")).run().disclosures)
+
+
+def _texts(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict) or hasattr(value, "values"):
+        return [t for v in value.values() for t in _texts(v)]
+    return []
+
+
+def _said(d: Disclosure) -> str:
+    return " ".join([*d.notes, *(why for _r, why in d.reasons.values())])
+
+
+# --- 5. the IPA's Royal Assent: the project's citation ---------------------------------------------------------------
+
+
+def test_the_ipas_royal_assent_is_said_as_the_projects_citation() -> None:
+    from relaysim.relay.legal import INSTRUMENTS
+
+    for key, day in (("ipa_targeted_interception", date(2019, 6, 1)), ("ipa_tcn", date(2019, 6, 1))):
+        said = " ".join(INSTRUMENTS[key].caveats_on(day))
+        assert "the record gives" not in said and "the project's citation" in said, said
+        refused = INSTRUMENTS[key].not_yet(date(2016, 6, 1))
+        assert refused is not None and "the project's citation" in refused, refused
