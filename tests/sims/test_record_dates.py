@@ -12,7 +12,7 @@ from datetime import date
 from typing import Any
 
 from relaysim.relay.compliance import Disclosure
-from relaysim.sims.scenario import parse_scenario
+from relaysim.sims.scenario import parse_scenario, resolve_scenario
 from relaysim.sims.world.simulation import Simulation
 
 CHART = date(2021, 1, 7)
@@ -69,6 +69,16 @@ def _texts(value: Any) -> list[str]:
 
 def _said(d: Disclosure) -> str:
     return " ".join([*d.notes, *(why for _r, why in d.reasons.values())])
+
+
+# --- 4. the FBI chart scenario's sources ----------------------------------------------------------------------------
+
+
+def test_the_fbi_chart_scenario_names_the_sources_on_the_record() -> None:
+    description = resolve_scenario("fbi-chart").description
+    assert "Legal Process Guidelines" not in description
+    assert "Apple's iMessage FAQ for law enforcement (published by The Intercept, 2016-09-28)" in description
+    assert "docs/record.md" in description
 
 
 # --- 5. the IPA's Royal Assent: the project's citation ---------------------------------------------------------------
