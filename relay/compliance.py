@@ -644,7 +644,9 @@ class ComplianceDesk:
             if d.decryption:
                 opened = sum(1 for x in d.decryption if x["opened"])
                 texts = sum(1 for r in rows if r["kind"] == "message")
-                policy = self.profile.published_policy
+                # "its policy" only where a published policy of the provider's is on the record: not where
+                # what it keeps back is said as its record's word (Profile.policy_record)
+                policy = self.profile.published_policy and not self.profile.policy_record
                 reason, why = d.reasons["content"]
                 d.refuse(
                     "content",

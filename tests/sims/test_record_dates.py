@@ -8,10 +8,14 @@ reading or inference).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from typing import Any
 
+import pytest
+
 from relaysim.relay.compliance import Disclosure
+from relaysim.relay.profiles import PROFILES, get_profile
 from relaysim.sims.scenario import parse_scenario, resolve_scenario
 from relaysim.sims.world.simulation import Simulation
 
@@ -92,3 +96,22 @@ def test_the_ipas_royal_assent_is_said_as_the_projects_citation() -> None:
         assert "the record gives" not in said and "the project's citation" in said, said
         refused = INSTRUMENTS[key].not_yet(date(2016, 6, 1))
         assert refused is not None and "the project's citation" in refused, refused
+
+
+# --- 10. "only its policy keeps them back" ------------------------------------------------------------------------------
+
+
+def test_a_key_opening_withheld_words_says_only_its_policy_keeps_them_back_only_of_a_policy_on_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bbm = get_profile("bbm-consumer")
+    (d,) = _serve(bbm.name, None, "search_warrant")
+    assert d.reasons["content"][0] == "withheld_by_policy"
+    assert d.reasons["content"][1].endswith(": only its policy keeps them back")
+    record = "its record, a chart, names who contacted whom, and no more"
+    built = replace(bbm, name="bbm-by-its-record", policy_record=record)
+    monkeypatch.setitem(PROFILES, built.name, built)
+    (d,) = _serve(built.name, None, "search_warrant")
+    reason, why = d.reasons["content"]
+    assert reason == "withheld_by_policy" and "the provider's own key opens" in why
+    assert "only its policy keeps them back" not in why, why
