@@ -98,6 +98,27 @@ def test_the_ipas_royal_assent_is_said_as_the_projects_citation() -> None:
         assert refused is not None and "the project's citation" in refused, refused
 
 
+# --- 9. a US forward order answered by assumption, on a relay that could collect --------------------------------------
+
+
+def test_a_us_forward_order_whose_answer_is_assumed_says_so_and_its_real_time_note(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    wechat = get_profile("wechat")
+    built = replace(
+        wechat, name="wechat-assumed-pen", assumptions={**wechat.assumptions, "pen_register": "assumed here"}
+    )
+    monkeypatch.setitem(PROFILES, built.name, built)
+    (d,) = _serve(built.name, None, "pen_register")
+    reason, why = d.reasons["realtime_routing"]
+    assert reason == "withheld_by_policy"
+    assert "hands nothing over under a pen register (the project's assumption)" in why
+    assert why.endswith(f"so it collects nothing ({wechat.notes['realtime_routing']})"), why
+    assert wechat.realtime_record not in why  # the record backs no assumed answer
+    assert "Assumption: assumed here." in d.notes
+    assert any("hands nothing over under one (the project's assumption)" in n for n in d.notes)
+
+
 # --- 10. "only its policy keeps them back" ------------------------------------------------------------------------------
 
 
