@@ -1400,7 +1400,9 @@ _TELEGRAM_ZERO_BYTES = (
     "before its privacy policy of August 2018 Telegram said: 'We never share your data with anyone. To this day, "
     "we have disclosed 0 bytes of user data to third parties, including governments.' (telegram.org/privacy "
     "before August 2018, 'Sharing data'); the policy that followed in August 2018, after this date (§8.3), "
-    "allowed IP address and phone number to a court order confirming a terror suspect"
+    "allowed IP address and phone number to a court order confirming a terror suspect. Neither those words nor the "
+    "policy's day (2018-08-28, as reported) is on the record the profiles are held to (docs/record.md), which has "
+    "Telegram's policy from 2018 and nothing before it: both are the project's citation"
 )
 
 # BlackBerry's lawful-access policy is on record from December 2015 (John Chen; the record gives the
@@ -1593,12 +1595,13 @@ HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             date(2018, 8, 28),
             "a privacy policy with §8.3: 'If Telegram receives a court order that confirms you're a terror suspect, "
             "we may disclose your IP address and phone number to the relevant authorities'; before it, Telegram "
-            "shared no user data with anyone",
+            "said it shared no user data with anyone (the project's citation, not on the record: docs/record.md)",
             "telegram.org/privacy §8.3, the privacy policy Telegram wrote in 2018 for the GDPR (Pavel Durov to "
             "RFE/RL, as reported by Firstpost, 2018-08-30); the date is the day the change was announced and "
             "reported (TASS, 2018-08-28; Firstpost: 'On 28 August, Telegram announced a change in its privacy "
             "policy'); one report (hybridtechcar.com, 2018-08-28) says the section was on the site by 2018-08-15, "
-            "so the day it took effect is not known exactly",
+            "so the day it took effect is not known exactly. The record (docs/record.md) gives the year, 2018, not "
+            "the day, nor Telegram's words before it: the day and those words are the project's citation",
             {
                 "discloses": {},
                 "notes": {

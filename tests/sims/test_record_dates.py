@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from relaysim.relay.compliance import Disclosure
-from relaysim.relay.profiles import PROFILES, get_profile
+from relaysim.relay.profiles import HISTORY, PROFILES, get_profile
 from relaysim.sims.scenario import parse_scenario, resolve_scenario
 from relaysim.sims.world.simulation import Simulation
 
@@ -96,6 +96,21 @@ def test_the_ipas_royal_assent_is_said_as_the_projects_citation() -> None:
         assert "the record gives" not in said and "the project's citation" in said, said
         refused = INSTRUMENTS[key].not_yet(date(2016, 6, 1))
         assert refused is not None and "the project's citation" in refused, refused
+
+
+# --- 6. Telegram before 2018 ------------------------------------------------------------------------------------------
+
+
+def test_telegrams_words_before_2018_are_said_as_not_on_the_record() -> None:
+    (d,) = _serve("telegram-cloud", "2018-05-01", "court_order_2703d")
+    why = d.reasons["ip_addresses"][1]
+    assert "disclosed 0 bytes of user data" in why
+    assert (
+        "Neither those words nor the policy's day (2018-08-28, as reported) is on the record" in why
+        and "the project's citation" in why
+    ), why
+    (change,) = [c for c in HISTORY["telegram-cloud"] if c.effective == date(2018, 8, 28)]
+    assert "not on the record" in change.what and "project's citation" in change.source
 
 
 # --- 9. a US forward order answered by assumption, on a relay that could collect --------------------------------------
