@@ -540,6 +540,14 @@ _IMESSAGE_LOOKUP_IPS = (
     "over with the look-ups, for the same 25 days"
 )
 
+# The chart has no wiretap column: that iMessage's relay cannot copy what it routes in real time either is read off
+# its pen-register cell ("no capability"), and said as the project's inference under every wiretap order.
+_IMESSAGE_WIRETAP_INFERRED = (
+    "the FBI chart has no wiretap column; it says 'no capability' of iMessage in its pen-register column, and no "
+    "record says whether Apple's relay could copy what it routes in real time. That it cannot (so that a wiretap "
+    "order gets nothing collected) is the project's inference from that pen-register cell"
+)
+
 IMESSAGE = Profile(
     name="imessage",
     title="Apple iMessage",
@@ -610,6 +618,7 @@ IMESSAGE = Profile(
             "device backups (reached here by a warrant on the backup's custodian, backup_warrant)",
         )
         + f" (the same 25 days of look-ups); and {_IMESSAGE_LOOKUP_IPS}",
+        "wiretap": _IMESSAGE_WIRETAP_INFERRED,
         **_pk_court_order_nothing(
             "the FBI chart and Apple's iMessage FAQ for law enforcement, both of US legal process"
         ),

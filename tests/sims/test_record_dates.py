@@ -113,6 +113,19 @@ def test_telegrams_words_before_2018_are_said_as_not_on_the_record() -> None:
     assert "not on the record" in change.what and "project's citation" in change.source
 
 
+# --- 7. iMessage's wiretap ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("start", [None, "2021-01-07"])
+def test_imessages_wiretap_no_capability_is_said_as_inferred_from_its_pen_register_cell(
+    start: str | None,
+) -> None:
+    (d,) = _serve("imessage", start, "wiretap")
+    assert d.reasons["realtime_routing"][0] == "no_capability"
+    (assumed,) = [n for n in d.notes if n.startswith("Assumption:")]
+    assert "no wiretap column" in assumed and "the project's inference from that pen-register cell" in assumed
+
+
 # --- 9. a US forward order answered by assumption, on a relay that could collect --------------------------------------
 
 
