@@ -633,6 +633,9 @@ class ComplianceDesk:
             note = self.profile.notes.get(category)
             if note and category not in ("content", "ciphertext"):
                 d.notes.append(f"{_sentence(_label(category))}: {note}.")
+            kept = self.profile.retention_notes.get(category)
+            if kept and not process.forward:  # of what the relay keeps: said where an order looks back at it
+                d.notes.append(f"{_sentence(_label(category))}: {kept}.")
         if "content" in instrument.asks and "content" not in d.provided and "content" not in d.reasons:
             self._bodies("content", process, d)
         elif "content" in d.withheld and self.keys:

@@ -75,6 +75,22 @@ def _said(d: Disclosure) -> str:
     return " ".join([*d.notes, *(why for _r, why in d.reasons.values())])
 
 
+# --- 3. WhatsApp's 90 days -----------------------------------------------------------------------------------------
+
+
+def test_whatsapps_90_days_of_connection_records_are_said_as_assumed_where_they_are_handed_over() -> None:
+    subpoena, pen = _serve("whatsapp", None, "subpoena", "pen_register")
+    assert "ip_addresses" in subpoena.provided and "ip_addresses" in pen.provided
+    said = [n for n in subpoena.notes if "90 days" in n]
+    assert said == [
+        "IP addresses: the relay keeps each connection's time and address for 90 days; that period is the project's "
+        "assumption (the record names the IP address among what WhatsApp hands over, not how long it keeps it)."
+    ]
+    assert not [
+        n for n in pen.notes if "90 days" in n
+    ]  # collected from service on, not read off what is kept
+
+
 # --- 4. the FBI chart scenario's sources ----------------------------------------------------------------------------
 
 
