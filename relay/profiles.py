@@ -885,6 +885,20 @@ TELEGRAM_CLOUD = Profile(
 # is the project's inference: the subscriber record and the creation time. This profile has Letter
 # Sealing (LINE's end-to-end encryption) on.
 _LINE_CELL = "account data; up to 7 days of chats only if E2EE is off"
+# LINE's own guidelines (not on the record, docs/record.md: the project's citation) list, as information on a
+# user's communications that may be disclosed, the date each was sent and the IP address of the device used, as
+# well as text from chats, naming no process. Both LINE profiles keep the IP addresses and do not hand them over,
+# following the chart, which names neither: said wherever a LINE profile keeps back what it holds.
+_LINE_GUIDELINES = (
+    "LINE Corporation, 'Guidelines for Responding to Law Enforcement' (linecorp.com/en/security/article/291, "
+    "2022-01-19)"
+)
+_LINE_GUIDELINES_LIST = (
+    "LINE's guidelines for responding to law enforcement, of 2022-01-19 and not on the record (docs/record.md), "
+    "list, as information on a user's communications that may be disclosed, the date each was sent, the IP address "
+    "of the device used and text from chats, under no named process; this profile follows the chart, which names "
+    "none of them"
+)
 LINE = Profile(
     name="line",
     title="LINE (Letter Sealing on)",
@@ -902,7 +916,7 @@ LINE = Profile(
     # that row's word, never as "its published policy"
     published_policy=False,
     policy_record=f"its only record, the FBI chart, names '{_LINE_CELL}' under a subpoena, and no more; no policy of "
-    "LINE's for law enforcement is on record",
+    f"LINE's for law enforcement is on record ({_LINE_GUIDELINES_LIST})",
     discloses={p: frozenset({"subscriber_info", "account_created"}) for p in ASKS},
     assumptions={
         **_pk_court_order_assumed(_CHART_RECORD),
@@ -935,13 +949,14 @@ LINE_LETTER_SEALING_OFF = replace(
     keep_delivered=True,
     sources=(
         _FBI_CHART,
-        "LINE Corporation, 'Guidelines for Responding to Law Enforcement' (linecorp.com/en/security/article/291, "
-        "2022-01-19): the information on a user's communications that may be disclosed includes 'text from chats'",
+        f"{_LINE_GUIDELINES}: the information on a user's communications that may be disclosed includes the 'date "
+        "that the communications were sent, the IP address of the device used, the port number of the device used, "
+        "text from chats'",
     ),
     # LINE's guidelines (above) are cited for the chats; they are not on the record (docs/record.md), and what
     # the profile keeps back is said as the chart's word, as with Letter Sealing on
-    policy_record=f"its record, the FBI chart, names '{_LINE_CELL}' under a subpoena, and no more; LINE's guidelines "
-    "for responding to law enforcement (2022), cited for the chats, are not on record",
+    policy_record=f"its record, the FBI chart, names '{_LINE_CELL}' under a subpoena, and no more; {_LINE_GUIDELINES_LIST}"
+    " (this profile cites them for the chats)",
     discloses={p: frozenset({"subscriber_info", "account_created", "content"}) for p in ASKS},
     assumptions={
         **_pk_court_order_assumed(f"{_CHART_RECORD}; LINE's guidelines for responding to law enforcement"),

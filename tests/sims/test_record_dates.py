@@ -75,6 +75,18 @@ def _said(d: Disclosure) -> str:
     return " ".join([*d.notes, *(why for _r, why in d.reasons.values())])
 
 
+# --- 2. LINE's guidelines, not on the record --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", ["line", "line-letter-sealing-off"])
+def test_line_keeping_back_the_ip_addresses_its_guidelines_list_is_the_projects_reading(profile: str) -> None:
+    (d,) = _serve(profile, None, "subpoena")
+    reason, why = d.reasons["ip_addresses"]
+    assert reason == "withheld_by_policy"
+    assert "the IP address of the device used" in why and "not on the record" in why, why
+    assert "this profile follows the chart" in why and "the project's reading" in why, why
+
+
 # --- 3. WhatsApp's 90 days -----------------------------------------------------------------------------------------
 
 
