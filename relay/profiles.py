@@ -47,6 +47,7 @@ Telegram, of what it hands a court's order looking back).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
@@ -542,7 +543,8 @@ _IMESSAGE_CHART_PEN = (
 _IMESSAGE_FAQ_PEN = (
     "nothing in real time: the look-ups are logged directory queries, not the routing of messages. "
     f"{_IMESSAGE_FAQ} shows look-up logs produced to pen register / trap-and-trace orders; the FBI chart "
-    "(dated 2021-01-07, capabilities as of November 2020) lists no pen-register capability for iMessage"
+    "(dated 2021-01-07, after this date; capabilities as of November 2020) lists no pen-register capability for "
+    "iMessage"
 )
 
 # The FBI chart's 2703(d) cell names the look-ups, not what each row holds; Apple's FAQ shows the client IP
@@ -1373,7 +1375,9 @@ class Change:
     """One dated change to a provider's design or policy.
 
     ``before`` holds the profile's fields as they were until ``effective`` (the profile in
-    :data:`PROFILES` is the provider as it is today, after every change).
+    :data:`PROFILES` is the provider as it is today, after every change). A callable in it rewrites
+    the field instead, once every other change not yet in effect is undone: a record dated
+    ``effective`` that the profile's texts cite (the FBI chart) is said, before it, to be later.
 
     ``policy``: the change is to what the provider hands over (only :data:`POLICY_FIELDS`), not to
     what its relay or its clients do. A design change holds for a whole run from the run's start
@@ -1386,6 +1390,9 @@ class Change:
     source: str
     before: Mapping[str, Any]
     policy: bool = False
+    # the change is to the record of the provider (a document dated ``effective``), not to its policy: an
+    # order served after it in a run set before it says "the record", not "its policy", changed
+    record: bool = False
 
 
 # What a provider's compliance desk does with what it holds: a policy change may change only these.
@@ -1470,7 +1477,58 @@ _BES_INDIA_NOTES_LATER = {
     + _BES_INDIA_ENTERPRISE_LATER,
 }
 
-HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
+# The FBI chart's date (dated 2021-01-07, capabilities as of November 2020). A profile's texts cite it as they are
+# today; a disclosure dated before it says, in each text citing it, that the chart is later than its date, and that
+# what it shows held then is the project's assumption (the profile follows the chart before its date too, where no
+# earlier record is followed instead: iMessage's pen register, HISTORY["imessage"], whose text says so itself).
+_FBI_CHART_DATE: Final = date(2021, 1, 7)
+_CHART_CITED = re.compile(r"\bchart\b")
+_CHART_SAID_LATER = "2021-01-07, after this date"
+_CHART_LATER = (
+    "the FBI chart cited here is dated 2021-01-07, after this date (capabilities as of November 2020): that what it "
+    "shows held on this date is the project's assumption"
+)
+# The fields whose texts may cite the chart (Profile: the desk says them in a disclosure).
+_TEXT_FIELDS: Final = (
+    "notes",
+    "jurisdiction_notes",
+    "assumptions",
+    "policy_record",
+    "realtime_record",
+    "response_record",
+)
+
+
+def _chart_later(value: Any) -> Any:
+    """``value`` (a text, or texts by key) as said before the FBI chart's date: each text citing the chart says
+    the chart is later (``_CHART_LATER``), once, unless it says so already."""
+    if isinstance(value, Mapping):
+        return {k: _chart_later(v) for k, v in value.items()}
+    if isinstance(value, str) and _CHART_CITED.search(value) and _CHART_SAID_LATER not in value:
+        return f"{value}; {_CHART_LATER}"
+    return value
+
+
+def _cites_chart(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        return any(_cites_chart(v) for v in value.values())
+    return isinstance(value, str) and bool(_CHART_CITED.search(value))
+
+
+def _chart_dated() -> Change:
+    return Change(
+        _FBI_CHART_DATE,
+        "the FBI chart is dated this day (capabilities as of November 2020); before it, each text of this profile "
+        "citing the chart says the chart is later than the disclosure's date, and that what it shows held then is "
+        "the project's assumption",
+        _FBI_CHART,
+        {f: _chart_later for f in _TEXT_FIELDS},
+        policy=True,
+        record=True,
+    )
+
+
+_HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
     "bes": (
         Change(
             date(2013, 1, 1),
@@ -1678,6 +1736,30 @@ HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
 }
 
 
+# Every provider whose profile cites the FBI chart, today or as it was: its texts are dated by the chart's date.
+HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
+    name: tuple(
+        sorted(
+            (
+                *_HISTORY.get(name, ()),
+                *(
+                    [_chart_dated()]
+                    if any(
+                        _cites_chart(getattr(PROFILES[name], f))
+                        or any(_cites_chart(c.before.get(f)) for c in _HISTORY.get(name, ()))
+                        for f in _TEXT_FIELDS
+                    )
+                    else []
+                ),
+            ),
+            key=lambda c: c.effective,
+        )
+    )
+    for name in PROFILES
+    if name in _HISTORY or any(_cites_chart(getattr(PROFILES[name], f)) for f in _TEXT_FIELDS)
+}
+
+
 def _when(when: date | datetime | None) -> date | None:
     return when.date() if isinstance(when, datetime) else when
 
@@ -1702,9 +1784,16 @@ def profile_as_of(
     if day is None:
         return profile
     on = _when(served) or day
+    rewrites: list[tuple[str, Any]] = []
     for change in reversed(HISTORY.get(name, ())):
         if change.effective > (on if change.policy else day):
-            profile = replace(profile, **change.before)
+            profile = replace(profile, **{k: v for k, v in change.before.items() if not callable(v)})
+            rewrites += [(k, v) for k, v in change.before.items() if callable(v)]
+    for (
+        key,
+        rewrite,
+    ) in rewrites:  # once every field is as it was: a record dated later says so (_chart_later)
+        profile = replace(profile, **{key: rewrite(getattr(profile, key))})
     return replace(profile, as_of=day)
 
 

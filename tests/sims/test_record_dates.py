@@ -9,13 +9,13 @@ reading or inference).
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
 
 from relaysim.relay.compliance import Disclosure
-from relaysim.relay.profiles import HISTORY, PROFILES, get_profile
+from relaysim.relay.profiles import HISTORY, PROFILES, get_profile, profile_as_of
 from relaysim.sims.scenario import parse_scenario, resolve_scenario
 from relaysim.sims.world.simulation import Simulation
 
@@ -73,6 +73,72 @@ def _texts(value: Any) -> list[str]:
 
 def _said(d: Disclosure) -> str:
     return " ".join([*d.notes, *(why for _r, why in d.reasons.values())])
+
+
+# --- 1. the FBI chart, dated 2021-01-07 ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_before_the_charts_date_every_text_citing_it_says_it_is_later(name: str) -> None:
+    for day in (date(2016, 5, 1), date(2018, 9, 1), CHART - timedelta(days=1)):
+        profile = profile_as_of(name, day)
+        for f in _TEXT_FIELDS:
+            for text in _texts(getattr(profile, f)):
+                if "chart" in text:
+                    assert "2021-01-07, after this date" in text, (name, day, f, text)
+    # from the chart's date on (and today) the texts are as written: no "after this date" of the chart
+    for when in (CHART, None):
+        profile = profile_as_of(name, when)
+        for f in _TEXT_FIELDS:
+            for text in _texts(getattr(profile, f)):
+                assert "2021-01-07, after this date" not in text, (name, f, text)
+
+
+def test_every_profile_citing_the_chart_has_its_date_in_history() -> None:
+    for name, profile in PROFILES.items():
+        if any("chart" in t for f in _TEXT_FIELDS for t in _texts(getattr(profile, f))):
+            assert CHART in {c.effective for c in HISTORY[name] if c.record}, name
+
+
+def test_a_run_before_the_chart_says_so_in_the_real_time_notes_the_dashes_and_threemas_creation_date() -> (
+    None
+):
+    (pen,) = _serve("signal", "2016-05-01", "pen_register")
+    assert pen.reasons["realtime_routing"][0] == "no_capability"
+    assert (
+        "dated 2021-01-07, after this date (capabilities as of November 2020)"
+        in pen.reasons["realtime_routing"][1]
+    )
+    assert any(
+        n.startswith("Assumption: the FBI chart's pen register cell") and "after this date" in n
+        for n in pen.notes
+    )
+    (dash,) = _serve("viber", "2019-03-01", "court_order_2703d")
+    assert any(
+        n.startswith("Assumption: the FBI chart's 2703(d) court order cell") and "after this date" in n
+        for n in dash.notes
+    )
+    (threema,) = _serve("threema", "2019-03-01", "subpoena")
+    (note,) = [n for n in threema.notes if n.startswith("Account created:")]
+    assert (
+        "'ID creation date'" in note
+        and "dated 2021-01-07, after this date (capabilities as of November 2020)" in note
+    )
+    # the same orders on the chart's date cite it as written
+    (threema,) = _serve("threema", "2021-01-07", "subpoena")
+    assert "after this date" not in _said(threema)
+
+
+def test_an_order_served_after_the_chart_in_a_run_set_before_it_cites_the_chart_as_written() -> None:
+    before, after = (
+        _serve("threema", "2021-01-05", "subpoena", at="1h", duration="4d")[0],
+        _serve("threema", "2021-01-05", "subpoena", at="3d", duration="4d")[0],
+    )
+    assert "after this date" in _said(before) and "after this date" not in _said(after)
+    (changed,) = [n for n in after.notes if "2021-01-07" in n and "changed" in n]
+    assert (
+        changed.startswith("The record of Threema changed on 2021-01-07") and "policy changed" not in changed
+    )
 
 
 # --- 2. LINE's guidelines, not on the record --------------------------------------------------------------------
@@ -144,7 +210,7 @@ def test_telegrams_words_before_2018_are_said_as_not_on_the_record() -> None:
 # --- 7. iMessage's wiretap ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("start", [None, "2021-01-07"])
+@pytest.mark.parametrize("start", [None, "2021-01-07", "2019-03-01"])
 def test_imessages_wiretap_no_capability_is_said_as_inferred_from_its_pen_register_cell(
     start: str | None,
 ) -> None:
@@ -152,6 +218,7 @@ def test_imessages_wiretap_no_capability_is_said_as_inferred_from_its_pen_regist
     assert d.reasons["realtime_routing"][0] == "no_capability"
     (assumed,) = [n for n in d.notes if n.startswith("Assumption:")]
     assert "no wiretap column" in assumed and "the project's inference from that pen-register cell" in assumed
+    assert ("after this date" in assumed) == (start == "2019-03-01")
 
 
 # --- 9. a US forward order answered by assumption, on a relay that could collect --------------------------------------
