@@ -218,8 +218,23 @@ class Profile:
     # announcement, the announcement's, and the record says so) and the record: a run under
     # this profile set earlier ([scenario] start) cannot have it (as relay.backup.Backup.since).
     defences_since: Mapping[str, tuple[date, str]] = field(default_factory=dict)
+    # The provider's first day (the first of the month, or of the year, its source names) and that source: a run
+    # set earlier is refused (``not_yet``, ``profile_as_of``), naming both. The record (docs/record.md) dates no
+    # provider's beginning: each is the project's citation. None: no first day is kept (BlackBerry's consumer PIN
+    # and BBM, BES; keep-everything, not a real provider).
+    since: tuple[date, str] | None = None
     # The date this profile describes the provider as of (``profile_as_of``); None: as it is today.
     as_of: date | None = None
+
+    def not_yet(self, day: date) -> str | None:
+        """Why no run can be set on ``day`` under this profile (the provider did not exist yet), or None."""
+        if self.since is None or day >= self.since[0]:
+            return None
+        first, source = self.since
+        return (
+            f"{self.title} (profile {self.name!r}) did not exist on {day}: its first day here is {first} ({source}; "
+            "the project's citation, not on the record)"
+        )
 
     def response_to(self, instrument: Instrument) -> Response:
         """The provider's response to a demand under ``instrument``: "complied" unless its policy
@@ -354,6 +369,11 @@ _SIGNAL_GROUPS_RECORD = (
 SIGNAL = Profile(
     name="signal",
     title="Signal",
+    since=(
+        date(2014, 7, 1),
+        "Signal's first release, for the iPhone, July 2014 (en.wikipedia.org, 'Signal (software)', as of 2016-07-29: "
+        "'Initial release July 2014'); its Android predecessors TextSecure and RedPhone are not modelled",
+    ),
     policy=_policy(
         "signal",
         {
@@ -426,6 +446,10 @@ _WHATSAPP_CONNECTIONS_KEPT = 90 * _DAY
 WHATSAPP = Profile(
     name="whatsapp",
     title="WhatsApp",
+    since=(
+        date(2009, 1, 1),
+        "WhatsApp, founded and first released in 2009 (en.wikipedia.org, 'WhatsApp'): the year",
+    ),
     policy=_policy(
         "whatsapp",
         {
@@ -567,6 +591,10 @@ _IMESSAGE_WIRETAP_INFERRED = (
 IMESSAGE = Profile(
     name="imessage",
     title="Apple iMessage",
+    since=(
+        date(2011, 10, 1),
+        "iMessage came with iOS 5, released in October 2011 (2011-10-12; Apple Newsroom)",
+    ),
     policy=_policy(
         "imessage",
         {
@@ -657,6 +685,7 @@ IMESSAGE = Profile(
 THREEMA = Profile(
     name="threema",
     title="Threema",
+    since=(date(2012, 1, 1), "Threema, launched in 2012 (en.wikipedia.org, 'Threema'): the year"),
     policy=_policy(
         "threema",
         {
@@ -706,6 +735,7 @@ THREEMA = Profile(
 WICKR = Profile(
     name="wickr",
     title="Wickr",
+    since=(date(2012, 1, 1), "Wickr, launched in 2012 (en.wikipedia.org, 'Wickr'): the year"),
     policy=_policy(
         "wickr",
         {
@@ -767,6 +797,10 @@ WICKR = Profile(
 VIBER = Profile(
     name="viber",
     title="Viber",
+    since=(
+        date(2010, 12, 1),
+        "Viber, first released for the iPhone in December 2010 (2010-12-02; telecompaper.com, 2010-12-14)",
+    ),
     policy=_policy(
         "viber",
         {
@@ -840,6 +874,10 @@ def _telegram_foreign_forward_nothing() -> dict[str, str]:
 TELEGRAM_CLOUD = Profile(
     name="telegram-cloud",
     title="Telegram (cloud chats)",
+    since=(
+        date(2013, 8, 1),
+        "Telegram, first released for iOS in August 2013 (2013-08-14; telegram.org/blog, 2019)",
+    ),
     policy=_policy(
         "telegram-cloud",
         {
@@ -904,6 +942,10 @@ _LINE_GUIDELINES_LIST = (
 LINE = Profile(
     name="line",
     title="LINE (Letter Sealing on)",
+    since=(
+        date(2011, 6, 1),
+        "LINE, launched in June 2011 (The Japan Times, 2021-03-31); Letter Sealing came later, and is not dated here",
+    ),
     policy=_policy(
         "line",
         {
@@ -1006,6 +1048,7 @@ _WIRE_REALTIME = (
 WIRE = Profile(
     name="wire",
     title="Wire",
+    since=(date(2014, 12, 1), "Wire, launched in December 2014 (The Verge, 2014-12-03)"),
     policy=_policy(
         "wire",
         {
@@ -1091,6 +1134,7 @@ WIRE = Profile(
 WECHAT = Profile(
     name="wechat",
     title="WeChat (account registered outside China)",
+    since=(date(2011, 1, 1), "WeChat, first released as Weixin in January 2011 (en.wikipedia.org, 'WeChat')"),
     policy=_policy(
         "wechat",
         {
@@ -1783,6 +1827,8 @@ def profile_as_of(
     day = _when(when)
     if day is None:
         return profile
+    if (why := profile.not_yet(day)) is not None:
+        raise ValueError(why)
     on = _when(served) or day
     rewrites: list[tuple[str, Any]] = []
     for change in reversed(HISTORY.get(name, ())):

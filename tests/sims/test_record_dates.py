@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -259,3 +260,85 @@ def test_a_key_opening_withheld_words_says_only_its_policy_keeps_them_back_only_
     reason, why = d.reasons["content"]
     assert reason == "withheld_by_policy" and "the provider's own key opens" in why
     assert "only its policy keeps them back" not in why, why
+
+
+# --- 8. a provider before it existed ------------------------------------------------------------------------------------
+
+_BARE = """
+[scenario]
+name = "x"
+duration = "1h"
+start = {start}
+{head}
+
+{relay}
+
+[[people]]
+name = "a"
+"""
+
+
+@pytest.mark.parametrize(
+    ("head", "relay", "path", "title", "first"),
+    [
+        ("", '[relay]\nprofile = "signal"', "relay.profile", "Signal (profile 'signal')", "2014-07-01"),
+        (
+            'compare_profiles = ["bes", "wire"]',
+            "",
+            "scenario.compare_profiles[1]",
+            "Wire (profile 'wire')",
+            "2014-12-01",
+        ),
+        ("matrix = true", "", "scenario.start", "Signal (profile 'signal')", "2014-07-01"),
+    ],
+)
+def test_a_run_set_before_a_provider_existed_is_refused_naming_it_and_its_first_day(
+    head: str, relay: str, path: str, title: str, first: str
+) -> None:
+    from relaysim.sims.scenario import ScenarioError
+
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(_BARE.format(start="2013-06-01", head=head, relay=relay), "x.toml")
+    said = str(info.value)
+    assert said.startswith(
+        f"x.toml: {path}: {title} did not exist on 2013-06-01: its first day here is {first}"
+    ), said
+    assert "the project's citation, not on the record" in said and f"expected a start from {first}" in said, (
+        said
+    )
+    # from its first day on (and in an undated run) it runs
+    if path != "scenario.start":
+        parse_scenario(_BARE.format(start=first, head=head, relay=relay), "x.toml")
+    parse_scenario(
+        _BARE.format(start="2013-06-01", head=head, relay=relay).replace("start = 2013-06-01\n", ""), "x.toml"
+    )
+
+
+def test_profile_as_of_refuses_a_day_before_the_provider_and_keeps_none_where_no_first_day_is_kept() -> None:
+    with pytest.raises(
+        ValueError, match=r"Telegram \(cloud chats\) \(profile 'telegram-cloud'\) did not exist on 2013-07-31"
+    ):
+        profile_as_of("telegram-cloud", date(2013, 7, 31))
+    assert profile_as_of("telegram-cloud", date(2013, 8, 1)).as_of == date(2013, 8, 1)
+    # no first day kept: BlackBerry's consumer PIN and BBM, BES
+    assert profile_as_of("bbm-consumer", date(2003, 1, 1)).as_of == date(2003, 1, 1)
+    for name, p in PROFILES.items():
+        if p.since is not None:
+            assert (
+                p.since[1] and p.not_yet(p.since[0]) is None and p.not_yet(p.since[0] - timedelta(days=1))
+            ), name
+
+
+def test_relay_serve_refuses_a_profile_as_of_before_the_provider(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from relaysim.relay.server import main
+
+    # (a --tls-cert without its key is refused next: were the day not checked first, no relay would start)
+    args = ["--profile", "wire", "--profile-as-of", "2014-11-30", "--db", str(tmp_path / "relay.db")]
+    assert main([*args, "--tls-cert", str(tmp_path / "cert.pem")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "--profile-as-of: Wire (profile 'wire') did not exist on 2014-11-30: its first day here is 2014-12-01"
+        in err
+    )
