@@ -342,3 +342,18 @@ def test_relay_serve_refuses_a_profile_as_of_before_the_provider(
         "--profile-as-of: Wire (profile 'wire') did not exist on 2014-11-30: its first day here is 2014-12-01"
         in err
     )
+
+
+# --- 11. the days the record gives only by their month ----------------------------------------------------------------
+
+
+def test_telegrams_september_2024_change_says_its_day_is_the_projects_citation() -> None:
+    """The record: "From September 2024"; the day (2024-09-23, its announcement) is the project's citation, said in
+    the note of an order served after it in a run set before it."""
+    (change,) = [c for c in HISTORY["telegram-cloud"] if c.effective == date(2024, 9, 23)]
+    assert (
+        "the record gives the month, September 2024, and the day is the project's citation" in change.source
+    )
+    (d,) = _serve("telegram-cloud", "2024-09-20", "court_order_2703d", at="4d", duration="5d")
+    (said,) = [n for n in d.notes if "policy changed on 2024-09-23" in n]
+    assert "the day is the project's citation" in said, said
