@@ -748,7 +748,10 @@ class ComplianceDesk:
             # an order of another country's law that no record of the provider's speaks of, a US order none
             # speaks of (an FBI chart cell "—"), or any order to a provider that publishes no policy for law
             # enforcement: no published policy says what it gets, only what this profile assumes (said in the notes)
-            return note or f"{has}, and not handed over under {instrument.a_name} (the project's assumption)"
+            # The category's note says what it is, not why it is kept back: said after the reason, never as it
+            # (WhatsApp's blocked users under a Pakistani court's order: "both ways: ...").
+            kept_back = f"{has}, and not handed over under {instrument.a_name} (the project's assumption)"
+            return f"{kept_back}: {note}" if note else kept_back
         if pr.policy_record or not pr.published_policy:
             # no published policy on record says it, but a record of what the provider hands over does (the FBI
             # chart's row)

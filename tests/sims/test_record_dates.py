@@ -357,3 +357,21 @@ def test_telegrams_september_2024_change_says_its_day_is_the_projects_citation()
     (d,) = _serve("telegram-cloud", "2024-09-20", "court_order_2703d", at="4d", duration="5d")
     (said,) = [n for n in d.notes if "policy changed on 2024-09-23" in n]
     assert "the day is the project's citation" in said, said
+
+
+# --- 11. a category's note is not a reason -----------------------------------------------------------------------------
+
+
+def test_an_assumed_answer_says_why_a_category_is_kept_back_before_what_its_note_says() -> None:
+    """WhatsApp under a Pakistani court's order (its record is of US process: what it hands one is assumed, nothing):
+    blocked users and last seen were kept back with their notes alone ("both ways: ..."), which say what they are,
+    not that they are held and kept back, nor that this is assumed."""
+    (d,) = _serve("whatsapp", None, "pk_court_order")
+    said = "held by WhatsApp, and not handed over under a Pakistani court order (the project's assumption)"
+    for category, note in (
+        ("blocked_users", "both ways: the numbers the account blocks"),
+        ("last_seen", "WhatsApp's 'last seen' is the account's last activity"),
+    ):
+        reason, why = d.reasons[category]
+        assert reason == "withheld_by_policy" and why.startswith(f"{said}: {note}"), why
+    assert d.reasons["ip_addresses"][1] == said  # no note: the reason alone
