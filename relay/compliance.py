@@ -513,7 +513,11 @@ class ComplianceDesk:
         for c in reversed(desk._policy_changed):
             d.notes.insert(
                 0,
-                f"{self.profile.title}'s policy changed on {c.effective:%Y-%m-%d}, after this run's date "
+                f"The record of {self.profile.title} changed on {c.effective:%Y-%m-%d}, after this run's date "
+                f"({self.profile.as_of:%Y-%m-%d}) and by the day this order was served: {c.what} ({c.source}). "
+                "The order is answered as the record stood when it was served."
+                if c.record
+                else f"{self.profile.title}'s policy changed on {c.effective:%Y-%m-%d}, after this run's date "
                 f"({self.profile.as_of:%Y-%m-%d}) and by the day this order was served: {c.what} ({c.source}). "
                 "The order is answered under the policy in force when it was served.",
             )
@@ -633,6 +637,9 @@ class ComplianceDesk:
             note = self.profile.notes.get(category)
             if note and category not in ("content", "ciphertext"):
                 d.notes.append(f"{_sentence(_label(category))}: {note}.")
+            kept = self.profile.retention_notes.get(category)
+            if kept and not process.forward:  # of what the relay keeps: said where an order looks back at it
+                d.notes.append(f"{_sentence(_label(category))}: {kept}.")
         if "content" in instrument.asks and "content" not in d.provided and "content" not in d.reasons:
             self._bodies("content", process, d)
         elif "content" in d.withheld and self.keys:
@@ -644,7 +651,9 @@ class ComplianceDesk:
             if d.decryption:
                 opened = sum(1 for x in d.decryption if x["opened"])
                 texts = sum(1 for r in rows if r["kind"] == "message")
-                policy = self.profile.published_policy
+                # "its policy" only where a published policy of the provider's is on the record: not where
+                # what it keeps back is said as its record's word (Profile.policy_record)
+                policy = self.profile.published_policy and not self.profile.policy_record
                 reason, why = d.reasons["content"]
                 d.refuse(
                     "content",
@@ -739,7 +748,10 @@ class ComplianceDesk:
             # an order of another country's law that no record of the provider's speaks of, a US order none
             # speaks of (an FBI chart cell "—"), or any order to a provider that publishes no policy for law
             # enforcement: no published policy says what it gets, only what this profile assumes (said in the notes)
-            return note or f"{has}, and not handed over under {instrument.a_name} (the project's assumption)"
+            # The category's note says what it is, not why it is kept back: said after the reason, never as it
+            # (WhatsApp's blocked users under a Pakistani court's order: "both ways: ...").
+            kept_back = f"{has}, and not handed over under {instrument.a_name} (the project's assumption)"
+            return f"{kept_back}: {note}" if note else kept_back
         if pr.policy_record or not pr.published_policy:
             # no published policy on record says it, but a record of what the provider hands over does (the FBI
             # chart's row)

@@ -359,14 +359,16 @@ JURISDICTIONS: Final[Mapping[str, Jurisdiction]] = {
 # make the instrument), a dated run's disclosure says so (Instrument.caveats).
 _IPA_2016 = date(2016, 11, 29)
 _IPA_2016_RECORD = (
-    "the Investigatory Powers Act 2016 received Royal Assent on 2016-11-29 (legislation.gov.uk/ukpga/2016/25); "
-    "the record gives no day on which the sections that make this instrument came into force, which Royal Assent "
+    "the Investigatory Powers Act 2016 received Royal Assent on 2016-11-29 (legislation.gov.uk/ukpga/2016/25, the "
+    "project's citation: the record names the Act without a date); it gives no day on which the sections that make this instrument came into force, which Royal Assent "
     "does not settle, so the date is the Royal Assent's: the earliest they can have been"
 )
-# Said in a dated run's disclosure under an IPA instrument: the day is Royal Assent's, not the commencement's.
+# Said in a dated run's disclosure under an IPA instrument: the day is Royal Assent's, not the commencement's, and
+# the project's citation (the record names the Act without a date: docs/record.md).
 _IPA_2016_CAVEAT = (
-    "the record gives the Investigatory Powers Act 2016's Royal Assent (2016-11-29), not the day {sections} came "
-    "into force: that it was in force on this day is the project's assumption"
+    "the Investigatory Powers Act 2016 is dated here by its Royal Assent (2016-11-29, legislation.gov.uk/ukpga/2016/25: "
+    "the project's citation; the record names the Act, not the day), not by the day {sections} came into force: "
+    "that it was in force on this day is the project's assumption"
 )
 _TOLA_2018 = date(2018, 12, 8)
 _TOLA_2018_RECORD = (

@@ -47,6 +47,7 @@ Telegram, of what it hands a court's order looking back).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
@@ -166,6 +167,10 @@ class Profile:
     group_creator: bool = False
     group_source: str = ""
     notes: Mapping[str, str] = field(default_factory=dict)  # per category, why it is as it is
+    # Per category, what is said of how long the relay keeps it, where no record says so (the project's
+    # assumption): said beside the category only where an order looking back hands it over, never as a reason
+    # it is not (``notes`` are said as both).
+    retention_notes: Mapping[str, str] = field(default_factory=dict)
     # Per jurisdiction (relay.legal.JURISDICTIONS), per category, the note said instead of ``notes``
     # in a disclosure under that country's instruments: a record of one country's dealings (India's
     # interception facility, the PTA's demand) belongs in that country's disclosures only.
@@ -213,8 +218,23 @@ class Profile:
     # announcement, the announcement's, and the record says so) and the record: a run under
     # this profile set earlier ([scenario] start) cannot have it (as relay.backup.Backup.since).
     defences_since: Mapping[str, tuple[date, str]] = field(default_factory=dict)
+    # The provider's first day (the first of the month, or of the year, its source names) and that source: a run
+    # set earlier is refused (``not_yet``, ``profile_as_of``), naming both. The record (docs/record.md) dates no
+    # provider's beginning: each is the project's citation. None: no first day is kept (BlackBerry's consumer PIN
+    # and BBM, BES; keep-everything, not a real provider).
+    since: tuple[date, str] | None = None
     # The date this profile describes the provider as of (``profile_as_of``); None: as it is today.
     as_of: date | None = None
+
+    def not_yet(self, day: date) -> str | None:
+        """Why no run can be set on ``day`` under this profile (the provider did not exist yet), or None."""
+        if self.since is None or day >= self.since[0]:
+            return None
+        first, source = self.since
+        return (
+            f"{self.title} (profile {self.name!r}) did not exist on {day}: its first day here is {first} ({source}; "
+            "the project's citation, not on the record)"
+        )
 
     def response_to(self, instrument: Instrument) -> Response:
         """The provider's response to a demand under ``instrument``: "complied" unless its policy
@@ -349,6 +369,11 @@ _SIGNAL_GROUPS_RECORD = (
 SIGNAL = Profile(
     name="signal",
     title="Signal",
+    since=(
+        date(2014, 7, 1),
+        "Signal's first release, for the iPhone, July 2014 (en.wikipedia.org, 'Signal (software)', as of 2016-07-29: "
+        "'Initial release July 2014'); its Android predecessors TextSecure and RedPhone are not modelled",
+    ),
     policy=_policy(
         "signal",
         {
@@ -415,15 +440,24 @@ _WHATSAPP_RECORD = (
     "WhatsApp's guide for law enforcement, the FBI chart and In re WhatsApp, all of US legal process"
 )
 
+# How long the relay keeps each connection's time and address: no record says (the project's assumption).
+_WHATSAPP_CONNECTIONS_KEPT = 90 * _DAY
+
 WHATSAPP = Profile(
     name="whatsapp",
     title="WhatsApp",
+    since=(
+        date(2009, 1, 1),
+        "WhatsApp, founded and first released in 2009 (en.wikipedia.org, 'WhatsApp'): the year",
+    ),
     policy=_policy(
         "whatsapp",
         {
             RecordKind.REGISTRATION: _first({"time", "host", "device"}),
             RecordKind.AUTHENTICATION: _latest({"time", "host", "device"}),
-            RecordKind.CONNECTION: KindRule(frozenset({"time", "host"}), keep_for=90 * _DAY),
+            # kept 90 days: the period is the project's assumption (docs/record.md: no record says how long
+            # WhatsApp keeps the addresses it hands over)
+            RecordKind.CONNECTION: KindRule(frozenset({"time", "host"}), keep_for=_WHATSAPP_CONNECTIONS_KEPT),
             # "last seen" is the last activity: only the latest moment of each kind, per account
             RecordKind.SEND: _latest({"time"}),
             RecordKind.ACKNOWLEDGEMENT: _latest({"time"}),
@@ -500,6 +534,11 @@ WHATSAPP = Profile(
         "pen_register": frozenset({"realtime_routing", "ip_addresses"}),
         "wiretap": frozenset({"realtime_routing", "ip_addresses", "ciphertext"}),
     },
+    retention_notes={
+        "ip_addresses": "the relay keeps each connection's time and address for 90 days; that period is the "
+        "project's assumption (the record names the IP address among what WhatsApp hands over, not how long it "
+        "keeps it)"
+    },
     notes={
         "content": "content lives only on the phones and in their backups",
         "blocked_users": "both ways: the numbers the account blocks and the numbers that block it ('numbers "
@@ -528,7 +567,8 @@ _IMESSAGE_CHART_PEN = (
 _IMESSAGE_FAQ_PEN = (
     "nothing in real time: the look-ups are logged directory queries, not the routing of messages. "
     f"{_IMESSAGE_FAQ} shows look-up logs produced to pen register / trap-and-trace orders; the FBI chart "
-    "(dated 2021-01-07, capabilities as of November 2020) lists no pen-register capability for iMessage"
+    "(dated 2021-01-07, after this date; capabilities as of November 2020) lists no pen-register capability for "
+    "iMessage"
 )
 
 # The FBI chart's 2703(d) cell names the look-ups, not what each row holds; Apple's FAQ shows the client IP
@@ -540,9 +580,21 @@ _IMESSAGE_LOOKUP_IPS = (
     "over with the look-ups, for the same 25 days"
 )
 
+# The chart has no wiretap column: that iMessage's relay cannot copy what it routes in real time either is read off
+# its pen-register cell ("no capability"), and said as the project's inference under every wiretap order.
+_IMESSAGE_WIRETAP_INFERRED = (
+    "the FBI chart has no wiretap column; it says 'no capability' of iMessage in its pen-register column, and no "
+    "record says whether Apple's relay could copy what it routes in real time. That it cannot (so that a wiretap "
+    "order gets nothing collected) is the project's inference from that pen-register cell"
+)
+
 IMESSAGE = Profile(
     name="imessage",
     title="Apple iMessage",
+    since=(
+        date(2011, 10, 1),
+        "iMessage came with iOS 5, released in October 2011 (2011-10-12; Apple Newsroom)",
+    ),
     policy=_policy(
         "imessage",
         {
@@ -610,6 +662,7 @@ IMESSAGE = Profile(
             "device backups (reached here by a warrant on the backup's custodian, backup_warrant)",
         )
         + f" (the same 25 days of look-ups); and {_IMESSAGE_LOOKUP_IPS}",
+        "wiretap": _IMESSAGE_WIRETAP_INFERRED,
         **_pk_court_order_nothing(
             "the FBI chart and Apple's iMessage FAQ for law enforcement, both of US legal process"
         ),
@@ -632,6 +685,7 @@ IMESSAGE = Profile(
 THREEMA = Profile(
     name="threema",
     title="Threema",
+    since=(date(2012, 1, 1), "Threema, launched in 2012 (en.wikipedia.org, 'Threema'): the year"),
     policy=_policy(
         "threema",
         {
@@ -681,6 +735,7 @@ THREEMA = Profile(
 WICKR = Profile(
     name="wickr",
     title="Wickr",
+    since=(date(2012, 1, 1), "Wickr, launched in 2012 (en.wikipedia.org, 'Wickr'): the year"),
     policy=_policy(
         "wickr",
         {
@@ -742,6 +797,10 @@ WICKR = Profile(
 VIBER = Profile(
     name="viber",
     title="Viber",
+    since=(
+        date(2010, 12, 1),
+        "Viber, first released for the iPhone in December 2010 (2010-12-02; telecompaper.com, 2010-12-14)",
+    ),
     policy=_policy(
         "viber",
         {
@@ -815,6 +874,10 @@ def _telegram_foreign_forward_nothing() -> dict[str, str]:
 TELEGRAM_CLOUD = Profile(
     name="telegram-cloud",
     title="Telegram (cloud chats)",
+    since=(
+        date(2013, 8, 1),
+        "Telegram, first released for iOS in August 2013 (2013-08-14; telegram.org/blog, 2019)",
+    ),
     policy=_policy(
         "telegram-cloud",
         {
@@ -862,9 +925,27 @@ TELEGRAM_CLOUD = Profile(
 # is the project's inference: the subscriber record and the creation time. This profile has Letter
 # Sealing (LINE's end-to-end encryption) on.
 _LINE_CELL = "account data; up to 7 days of chats only if E2EE is off"
+# LINE's own guidelines (not on the record, docs/record.md: the project's citation) list, as information on a
+# user's communications that may be disclosed, the date each was sent and the IP address of the device used, as
+# well as text from chats, naming no process. Both LINE profiles keep the IP addresses and do not hand them over,
+# following the chart, which names neither: said wherever a LINE profile keeps back what it holds.
+_LINE_GUIDELINES = (
+    "LINE Corporation, 'Guidelines for Responding to Law Enforcement' (linecorp.com/en/security/article/291, "
+    "2022-01-19)"
+)
+_LINE_GUIDELINES_LIST = (
+    "LINE's guidelines for responding to law enforcement, of 2022-01-19 and not on the record (docs/record.md), "
+    "list, as information on a user's communications that may be disclosed, the date each was sent, the IP address "
+    "of the device used and text from chats, under no named process; this profile follows the chart, which names "
+    "none of them"
+)
 LINE = Profile(
     name="line",
     title="LINE (Letter Sealing on)",
+    since=(
+        date(2011, 6, 1),
+        "LINE, launched in June 2011 (The Japan Times, 2021-03-31); Letter Sealing came later, and is not dated here",
+    ),
     policy=_policy(
         "line",
         {
@@ -879,7 +960,7 @@ LINE = Profile(
     # that row's word, never as "its published policy"
     published_policy=False,
     policy_record=f"its only record, the FBI chart, names '{_LINE_CELL}' under a subpoena, and no more; no policy of "
-    "LINE's for law enforcement is on record",
+    f"LINE's for law enforcement is on record ({_LINE_GUIDELINES_LIST})",
     discloses={p: frozenset({"subscriber_info", "account_created"}) for p in ASKS},
     assumptions={
         **_pk_court_order_assumed(_CHART_RECORD),
@@ -912,13 +993,14 @@ LINE_LETTER_SEALING_OFF = replace(
     keep_delivered=True,
     sources=(
         _FBI_CHART,
-        "LINE Corporation, 'Guidelines for Responding to Law Enforcement' (linecorp.com/en/security/article/291, "
-        "2022-01-19): the information on a user's communications that may be disclosed includes 'text from chats'",
+        f"{_LINE_GUIDELINES}: the information on a user's communications that may be disclosed includes the 'date "
+        "that the communications were sent, the IP address of the device used, the port number of the device used, "
+        "text from chats'",
     ),
     # LINE's guidelines (above) are cited for the chats; they are not on the record (docs/record.md), and what
     # the profile keeps back is said as the chart's word, as with Letter Sealing on
-    policy_record=f"its record, the FBI chart, names '{_LINE_CELL}' under a subpoena, and no more; LINE's guidelines "
-    "for responding to law enforcement (2022), cited for the chats, are not on record",
+    policy_record=f"its record, the FBI chart, names '{_LINE_CELL}' under a subpoena, and no more; {_LINE_GUIDELINES_LIST}"
+    " (this profile cites them for the chats)",
     discloses={p: frozenset({"subscriber_info", "account_created", "content"}) for p in ASKS},
     assumptions={
         **_pk_court_order_assumed(f"{_CHART_RECORD}; LINE's guidelines for responding to law enforcement"),
@@ -966,6 +1048,7 @@ _WIRE_REALTIME = (
 WIRE = Profile(
     name="wire",
     title="Wire",
+    since=(date(2014, 12, 1), "Wire, launched in December 2014 (The Verge, 2014-12-03)"),
     policy=_policy(
         "wire",
         {
@@ -1051,6 +1134,7 @@ WIRE = Profile(
 WECHAT = Profile(
     name="wechat",
     title="WeChat (account registered outside China)",
+    since=(date(2011, 1, 1), "WeChat, first released as Weixin in January 2011 (en.wikipedia.org, 'WeChat')"),
     policy=_policy(
         "wechat",
         {
@@ -1335,7 +1419,9 @@ class Change:
     """One dated change to a provider's design or policy.
 
     ``before`` holds the profile's fields as they were until ``effective`` (the profile in
-    :data:`PROFILES` is the provider as it is today, after every change).
+    :data:`PROFILES` is the provider as it is today, after every change). A callable in it rewrites
+    the field instead, once every other change not yet in effect is undone: a record dated
+    ``effective`` that the profile's texts cite (the FBI chart) is said, before it, to be later.
 
     ``policy``: the change is to what the provider hands over (only :data:`POLICY_FIELDS`), not to
     what its relay or its clients do. A design change holds for a whole run from the run's start
@@ -1348,6 +1434,9 @@ class Change:
     source: str
     before: Mapping[str, Any]
     policy: bool = False
+    # the change is to the record of the provider (a document dated ``effective``), not to its policy: an
+    # order served after it in a run set before it says "the record", not "its policy", changed
+    record: bool = False
 
 
 # What a provider's compliance desk does with what it holds: a policy change may change only these.
@@ -1400,7 +1489,9 @@ _TELEGRAM_ZERO_BYTES = (
     "before its privacy policy of August 2018 Telegram said: 'We never share your data with anyone. To this day, "
     "we have disclosed 0 bytes of user data to third parties, including governments.' (telegram.org/privacy "
     "before August 2018, 'Sharing data'); the policy that followed in August 2018, after this date (§8.3), "
-    "allowed IP address and phone number to a court order confirming a terror suspect"
+    "allowed IP address and phone number to a court order confirming a terror suspect. Neither those words nor the "
+    "policy's day (2018-08-28, as reported) is on the record the profiles are held to (docs/record.md), which has "
+    "Telegram's policy from 2018 and nothing before it: both are the project's citation"
 )
 
 # BlackBerry's lawful-access policy is on record from December 2015 (John Chen; the record gives the
@@ -1430,7 +1521,58 @@ _BES_INDIA_NOTES_LATER = {
     + _BES_INDIA_ENTERPRISE_LATER,
 }
 
-HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
+# The FBI chart's date (dated 2021-01-07, capabilities as of November 2020). A profile's texts cite it as they are
+# today; a disclosure dated before it says, in each text citing it, that the chart is later than its date, and that
+# what it shows held then is the project's assumption (the profile follows the chart before its date too, where no
+# earlier record is followed instead: iMessage's pen register, HISTORY["imessage"], whose text says so itself).
+_FBI_CHART_DATE: Final = date(2021, 1, 7)
+_CHART_CITED = re.compile(r"\bchart\b")
+_CHART_SAID_LATER = "2021-01-07, after this date"
+_CHART_LATER = (
+    "the FBI chart cited here is dated 2021-01-07, after this date (capabilities as of November 2020): that what it "
+    "shows held on this date is the project's assumption"
+)
+# The fields whose texts may cite the chart (Profile: the desk says them in a disclosure).
+_TEXT_FIELDS: Final = (
+    "notes",
+    "jurisdiction_notes",
+    "assumptions",
+    "policy_record",
+    "realtime_record",
+    "response_record",
+)
+
+
+def _chart_later(value: Any) -> Any:
+    """``value`` (a text, or texts by key) as said before the FBI chart's date: each text citing the chart says
+    the chart is later (``_CHART_LATER``), once, unless it says so already."""
+    if isinstance(value, Mapping):
+        return {k: _chart_later(v) for k, v in value.items()}
+    if isinstance(value, str) and _CHART_CITED.search(value) and _CHART_SAID_LATER not in value:
+        return f"{value}; {_CHART_LATER}"
+    return value
+
+
+def _cites_chart(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        return any(_cites_chart(v) for v in value.values())
+    return isinstance(value, str) and bool(_CHART_CITED.search(value))
+
+
+def _chart_dated() -> Change:
+    return Change(
+        _FBI_CHART_DATE,
+        "the FBI chart is dated this day (capabilities as of November 2020); before it, each text of this profile "
+        "citing the chart says the chart is later than the disclosure's date, and that what it shows held then is "
+        "the project's assumption",
+        _FBI_CHART,
+        {f: _chart_later for f in _TEXT_FIELDS},
+        policy=True,
+        record=True,
+    )
+
+
+_HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
     "bes": (
         Change(
             date(2013, 1, 1),
@@ -1593,12 +1735,13 @@ HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             date(2018, 8, 28),
             "a privacy policy with §8.3: 'If Telegram receives a court order that confirms you're a terror suspect, "
             "we may disclose your IP address and phone number to the relevant authorities'; before it, Telegram "
-            "shared no user data with anyone",
+            "said it shared no user data with anyone (the project's citation, not on the record: docs/record.md)",
             "telegram.org/privacy §8.3, the privacy policy Telegram wrote in 2018 for the GDPR (Pavel Durov to "
             "RFE/RL, as reported by Firstpost, 2018-08-30); the date is the day the change was announced and "
             "reported (TASS, 2018-08-28; Firstpost: 'On 28 August, Telegram announced a change in its privacy "
             "policy'); one report (hybridtechcar.com, 2018-08-28) says the section was on the site by 2018-08-15, "
-            "so the day it took effect is not known exactly",
+            "so the day it took effect is not known exactly. The record (docs/record.md) gives the year, 2018, not "
+            "the day, nor Telegram's words before it: the day and those words are the project's citation",
             {
                 "discloses": {},
                 "notes": {
@@ -1619,8 +1762,9 @@ HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             date(2024, 9, 23),
             "IP address and phone number to a valid order from judicial authorities naming the user as a "
             "criminal suspect, not only in confirmed terror cases",
-            "telegram.org/privacy §8.3, as updated September 2024 (announced 2024-09-23); the FBI chart's "
-            "wording for the earlier policy",
+            "telegram.org/privacy §8.3, as updated September 2024 (announced 2024-09-23: the record gives the "
+            "month, September 2024, and the day is the project's citation); the FBI chart's wording for the earlier "
+            "policy",
             {
                 "discloses": {},
                 "notes": {
@@ -1634,6 +1778,30 @@ HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             policy=True,
         ),
     ),
+}
+
+
+# Every provider whose profile cites the FBI chart, today or as it was: its texts are dated by the chart's date.
+HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
+    name: tuple(
+        sorted(
+            (
+                *_HISTORY.get(name, ()),
+                *(
+                    [_chart_dated()]
+                    if any(
+                        _cites_chart(getattr(PROFILES[name], f))
+                        or any(_cites_chart(c.before.get(f)) for c in _HISTORY.get(name, ()))
+                        for f in _TEXT_FIELDS
+                    )
+                    else []
+                ),
+            ),
+            key=lambda c: c.effective,
+        )
+    )
+    for name in PROFILES
+    if name in _HISTORY or any(_cites_chart(getattr(PROFILES[name], f)) for f in _TEXT_FIELDS)
 }
 
 
@@ -1660,10 +1828,19 @@ def profile_as_of(
     day = _when(when)
     if day is None:
         return profile
+    if (why := profile.not_yet(day)) is not None:
+        raise ValueError(why)
     on = _when(served) or day
+    rewrites: list[tuple[str, Any]] = []
     for change in reversed(HISTORY.get(name, ())):
         if change.effective > (on if change.policy else day):
-            profile = replace(profile, **change.before)
+            profile = replace(profile, **{k: v for k, v in change.before.items() if not callable(v)})
+            rewrites += [(k, v) for k, v in change.before.items() if callable(v)]
+    for (
+        key,
+        rewrite,
+    ) in rewrites:  # once every field is as it was: a record dated later says so (_chart_later)
+        profile = replace(profile, **{key: rewrite(getattr(profile, key))})
     return replace(profile, as_of=day)
 
 

@@ -1777,12 +1777,16 @@ def main(args: list[str]) -> int:
         from datetime import date
 
         try:
-            date.fromisoformat(opts.profile_as_of)
+            day = date.fromisoformat(opts.profile_as_of)
         except ValueError:
             print(
                 f"{parser.prog}: error: --profile-as-of: expected a date like 2016-05-01, got {quoted(opts.profile_as_of)}",
                 file=sys.stderr,
             )
+            return 2
+        if opts.profile in PROFILES and (why := PROFILES[opts.profile].not_yet(day)) is not None:
+            # a provider on a day before it existed: no profile describes it then (Profile.since)
+            print(f"{parser.prog}: error: --profile-as-of: {why}", file=sys.stderr)
             return 2
 
     def usage(message: str) -> int:

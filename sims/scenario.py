@@ -1080,6 +1080,7 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
     _order_profiles_run(r, events, event_paths, compare, matrix, relay)
     _instruments_then(r, events, event_paths, start, start_at)
     defences = _defences(r, data.get("defences", {}))
+    _profiles_then(r, start, compare, matrix, relay.profile)
     _defences_then(r, defences, start, compare or (_real_profiles() if matrix else (relay.profile,)))
     groups = _groups(r, data.get("groups", []), names, duration)
     _text_sizes(r, people, conversations, groups, defences)
@@ -1572,6 +1573,30 @@ def _real_profiles() -> tuple[str, ...]:
     from relaysim.relay.profiles import REAL_PROFILES
 
     return REAL_PROFILES
+
+
+def _profiles_then(
+    r: _Reader, start: date | None, compare: Sequence[str], matrix: bool, profile: str
+) -> None:
+    """A run set on a date ([scenario] start) is only under providers that existed then: one set before a
+    provider's first day (relay.profiles.Profile.since) is refused, naming the provider and that day, rather than
+    run as the provider's earliest profile."""
+    from relaysim.relay.profiles import get_profile
+
+    if start is None:
+        return
+    if compare:
+        named = [(f"scenario.compare_profiles[{i}]", name) for i, name in enumerate(compare)]
+    elif matrix:
+        named = [("scenario.start", name) for name in _real_profiles()]
+    else:
+        named = [("relay.profile", profile)]
+    for path, name in named:
+        p = get_profile(name)
+        why = p.not_yet(start)
+        if why is not None and p.since is not None:
+            where = "" if path == "scenario.start" else " (scenario.start)"
+            raise r.fail(path, f"{why}{where}; expected a start from {p.since[0]}, or another profile")
 
 
 def _defences_then(r: _Reader, defences: DefenceSpec, start: date | None, profiles: Sequence[str]) -> None:

@@ -646,6 +646,8 @@ def test_whatsapps_wiretap_return_is_marked_as_an_assumption(chart: tuple[Path, 
             "- WhatsApp (`whatsapp`), wiretap order",
             "- Apple iMessage (`imessage`), 2703(d) court order",  # the look-ups' IPs: the next test but one
             "- Apple iMessage (`imessage`), search warrant",
+            # the chart has no wiretap column: iMessage's "no capability" there is read off its pen-register cell
+            "- Apple iMessage (`imessage`), wiretap order",
             *dashes,
         ]
     )

@@ -1,0 +1,377 @@
+"""Every reason held to the public record (docs/record.md) for the run's date.
+
+A document a disclosure cites must be one the record holds, dated no later than the disclosure, or the
+disclosure says it is later (the FBI chart, dated 2021-01-07) or not on the record (Telegram's words before its
+2018 policy, LINE's guidelines); where the profile goes beyond the record, it says so (the project's assumption,
+reading or inference).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relaysim.relay.compliance import Disclosure
+from relaysim.relay.profiles import HISTORY, PROFILES, get_profile, profile_as_of
+from relaysim.sims.scenario import parse_scenario, resolve_scenario
+from relaysim.sims.world.simulation import Simulation
+
+CHART = date(2021, 1, 7)
+_TEXT_FIELDS = (
+    "notes",
+    "jurisdiction_notes",
+    "assumptions",
+    "policy_record",
+    "realtime_record",
+    "response_record",
+)
+
+_RUN = """
+[scenario]
+name = "dated"
+duration = "{duration}"
+seed = 5
+{start}
+
+[relay]
+profile = "{profile}"
+
+[[people]]
+name = "a"
+
+[[people]]
+name = "b"
+devices = [{{ offline = [["5m", "45m"]] }}]
+
+[[conversations]]
+between = ["a", "b"]
+messages = [{{ at = "10m", from = "a", text = "tender" }}, {{ at = "1h", from = "b", text = "ledgers" }}]
+"""
+
+
+def _serve(
+    profile: str, start: str | None, *processes: str, at: str = "30m", duration: str = "3h"
+) -> list[Disclosure]:
+    text = _RUN.format(profile=profile, start=f"start = {start}" if start else "", duration=duration)
+    for p in processes:
+        text += f'\n[[events]]\nat = "{at}"\nkind = "legal_process"\nprocess = "{p}"\nname = "{p}"\ntarget = "a"\n'
+        if p in ("pen_register", "wiretap"):
+            text += 'to = "2h"\n'
+    return list(Simulation(parse_scenario(text, "x.toml")).run().disclosures)
+
+
+def _texts(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict) or hasattr(value, "values"):
+        return [t for v in value.values() for t in _texts(v)]
+    return []
+
+
+def _said(d: Disclosure) -> str:
+    return " ".join([*d.notes, *(why for _r, why in d.reasons.values())])
+
+
+# --- 1. the FBI chart, dated 2021-01-07 ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_before_the_charts_date_every_text_citing_it_says_it_is_later(name: str) -> None:
+    for day in (date(2016, 5, 1), date(2018, 9, 1), CHART - timedelta(days=1)):
+        profile = profile_as_of(name, day)
+        for f in _TEXT_FIELDS:
+            for text in _texts(getattr(profile, f)):
+                if "chart" in text:
+                    assert "2021-01-07, after this date" in text, (name, day, f, text)
+    # from the chart's date on (and today) the texts are as written: no "after this date" of the chart
+    for when in (CHART, None):
+        profile = profile_as_of(name, when)
+        for f in _TEXT_FIELDS:
+            for text in _texts(getattr(profile, f)):
+                assert "2021-01-07, after this date" not in text, (name, f, text)
+
+
+def test_every_profile_citing_the_chart_has_its_date_in_history() -> None:
+    for name, profile in PROFILES.items():
+        if any("chart" in t for f in _TEXT_FIELDS for t in _texts(getattr(profile, f))):
+            assert CHART in {c.effective for c in HISTORY[name] if c.record}, name
+
+
+def test_a_run_before_the_chart_says_so_in_the_real_time_notes_the_dashes_and_threemas_creation_date() -> (
+    None
+):
+    (pen,) = _serve("signal", "2016-05-01", "pen_register")
+    assert pen.reasons["realtime_routing"][0] == "no_capability"
+    assert (
+        "dated 2021-01-07, after this date (capabilities as of November 2020)"
+        in pen.reasons["realtime_routing"][1]
+    )
+    assert any(
+        n.startswith("Assumption: the FBI chart's pen register cell") and "after this date" in n
+        for n in pen.notes
+    )
+    (dash,) = _serve("viber", "2019-03-01", "court_order_2703d")
+    assert any(
+        n.startswith("Assumption: the FBI chart's 2703(d) court order cell") and "after this date" in n
+        for n in dash.notes
+    )
+    (threema,) = _serve("threema", "2019-03-01", "subpoena")
+    (note,) = [n for n in threema.notes if n.startswith("Account created:")]
+    assert (
+        "'ID creation date'" in note
+        and "dated 2021-01-07, after this date (capabilities as of November 2020)" in note
+    )
+    # the same orders on the chart's date cite it as written
+    (threema,) = _serve("threema", "2021-01-07", "subpoena")
+    assert "after this date" not in _said(threema)
+
+
+def test_an_order_served_after_the_chart_in_a_run_set_before_it_cites_the_chart_as_written() -> None:
+    before, after = (
+        _serve("threema", "2021-01-05", "subpoena", at="1h", duration="4d")[0],
+        _serve("threema", "2021-01-05", "subpoena", at="3d", duration="4d")[0],
+    )
+    assert "after this date" in _said(before) and "after this date" not in _said(after)
+    (changed,) = [n for n in after.notes if "2021-01-07" in n and "changed" in n]
+    assert (
+        changed.startswith("The record of Threema changed on 2021-01-07") and "policy changed" not in changed
+    )
+
+
+# --- 2. LINE's guidelines, not on the record --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", ["line", "line-letter-sealing-off"])
+def test_line_keeping_back_the_ip_addresses_its_guidelines_list_is_the_projects_reading(profile: str) -> None:
+    (d,) = _serve(profile, None, "subpoena")
+    reason, why = d.reasons["ip_addresses"]
+    assert reason == "withheld_by_policy"
+    assert "the IP address of the device used" in why and "not on the record" in why, why
+    assert "this profile follows the chart" in why and "the project's reading" in why, why
+
+
+# --- 3. WhatsApp's 90 days -----------------------------------------------------------------------------------------
+
+
+def test_whatsapps_90_days_of_connection_records_are_said_as_assumed_where_they_are_handed_over() -> None:
+    subpoena, pen = _serve("whatsapp", None, "subpoena", "pen_register")
+    assert "ip_addresses" in subpoena.provided and "ip_addresses" in pen.provided
+    said = [n for n in subpoena.notes if "90 days" in n]
+    assert said == [
+        "IP addresses: the relay keeps each connection's time and address for 90 days; that period is the project's "
+        "assumption (the record names the IP address among what WhatsApp hands over, not how long it keeps it)."
+    ]
+    assert not [
+        n for n in pen.notes if "90 days" in n
+    ]  # collected from service on, not read off what is kept
+
+
+# --- 4. the FBI chart scenario's sources ----------------------------------------------------------------------------
+
+
+def test_the_fbi_chart_scenario_names_the_sources_on_the_record() -> None:
+    description = resolve_scenario("fbi-chart").description
+    assert "Legal Process Guidelines" not in description
+    assert "Apple's iMessage FAQ for law enforcement (published by The Intercept, 2016-09-28)" in description
+    assert "docs/record.md" in description
+
+
+# --- 5. the IPA's Royal Assent: the project's citation ---------------------------------------------------------------
+
+
+def test_the_ipas_royal_assent_is_said_as_the_projects_citation() -> None:
+    from relaysim.relay.legal import INSTRUMENTS
+
+    for key, day in (("ipa_targeted_interception", date(2019, 6, 1)), ("ipa_tcn", date(2019, 6, 1))):
+        said = " ".join(INSTRUMENTS[key].caveats_on(day))
+        assert "the record gives" not in said and "the project's citation" in said, said
+        refused = INSTRUMENTS[key].not_yet(date(2016, 6, 1))
+        assert refused is not None and "the project's citation" in refused, refused
+
+
+# --- 6. Telegram before 2018 ------------------------------------------------------------------------------------------
+
+
+def test_telegrams_words_before_2018_are_said_as_not_on_the_record() -> None:
+    (d,) = _serve("telegram-cloud", "2018-05-01", "court_order_2703d")
+    why = d.reasons["ip_addresses"][1]
+    assert "disclosed 0 bytes of user data" in why
+    assert (
+        "Neither those words nor the policy's day (2018-08-28, as reported) is on the record" in why
+        and "the project's citation" in why
+    ), why
+    (change,) = [c for c in HISTORY["telegram-cloud"] if c.effective == date(2018, 8, 28)]
+    assert "not on the record" in change.what and "project's citation" in change.source
+
+
+# --- 7. iMessage's wiretap ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("start", [None, "2021-01-07", "2019-03-01"])
+def test_imessages_wiretap_no_capability_is_said_as_inferred_from_its_pen_register_cell(
+    start: str | None,
+) -> None:
+    (d,) = _serve("imessage", start, "wiretap")
+    assert d.reasons["realtime_routing"][0] == "no_capability"
+    (assumed,) = [n for n in d.notes if n.startswith("Assumption:")]
+    assert "no wiretap column" in assumed and "the project's inference from that pen-register cell" in assumed
+    assert ("after this date" in assumed) == (start == "2019-03-01")
+
+
+# --- 9. a US forward order answered by assumption, on a relay that could collect --------------------------------------
+
+
+def test_a_us_forward_order_whose_answer_is_assumed_says_so_and_its_real_time_note(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    wechat = get_profile("wechat")
+    built = replace(
+        wechat, name="wechat-assumed-pen", assumptions={**wechat.assumptions, "pen_register": "assumed here"}
+    )
+    monkeypatch.setitem(PROFILES, built.name, built)
+    (d,) = _serve(built.name, None, "pen_register")
+    reason, why = d.reasons["realtime_routing"]
+    assert reason == "withheld_by_policy"
+    assert "hands nothing over under a pen register (the project's assumption)" in why
+    assert why.endswith(f"so it collects nothing ({wechat.notes['realtime_routing']})"), why
+    assert wechat.realtime_record not in why  # the record backs no assumed answer
+    assert "Assumption: assumed here." in d.notes
+    assert any("hands nothing over under one (the project's assumption)" in n for n in d.notes)
+
+
+# --- 10. "only its policy keeps them back" ------------------------------------------------------------------------------
+
+
+def test_a_key_opening_withheld_words_says_only_its_policy_keeps_them_back_only_of_a_policy_on_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bbm = get_profile("bbm-consumer")
+    (d,) = _serve(bbm.name, None, "search_warrant")
+    assert d.reasons["content"][0] == "withheld_by_policy"
+    assert d.reasons["content"][1].endswith(": only its policy keeps them back")
+    record = "its record, a chart, names who contacted whom, and no more"
+    built = replace(bbm, name="bbm-by-its-record", policy_record=record)
+    monkeypatch.setitem(PROFILES, built.name, built)
+    (d,) = _serve(built.name, None, "search_warrant")
+    reason, why = d.reasons["content"]
+    assert reason == "withheld_by_policy" and "the provider's own key opens" in why
+    assert "only its policy keeps them back" not in why, why
+
+
+# --- 8. a provider before it existed ------------------------------------------------------------------------------------
+
+_BARE = """
+[scenario]
+name = "x"
+duration = "1h"
+start = {start}
+{head}
+
+{relay}
+
+[[people]]
+name = "a"
+"""
+
+
+@pytest.mark.parametrize(
+    ("head", "relay", "path", "title", "first"),
+    [
+        ("", '[relay]\nprofile = "signal"', "relay.profile", "Signal (profile 'signal')", "2014-07-01"),
+        (
+            'compare_profiles = ["bes", "wire"]',
+            "",
+            "scenario.compare_profiles[1]",
+            "Wire (profile 'wire')",
+            "2014-12-01",
+        ),
+        ("matrix = true", "", "scenario.start", "Signal (profile 'signal')", "2014-07-01"),
+    ],
+)
+def test_a_run_set_before_a_provider_existed_is_refused_naming_it_and_its_first_day(
+    head: str, relay: str, path: str, title: str, first: str
+) -> None:
+    from relaysim.sims.scenario import ScenarioError
+
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(_BARE.format(start="2013-06-01", head=head, relay=relay), "x.toml")
+    said = str(info.value)
+    assert said.startswith(
+        f"x.toml: {path}: {title} did not exist on 2013-06-01: its first day here is {first}"
+    ), said
+    assert "the project's citation, not on the record" in said and f"expected a start from {first}" in said, (
+        said
+    )
+    # from its first day on (and in an undated run) it runs
+    if path != "scenario.start":
+        parse_scenario(_BARE.format(start=first, head=head, relay=relay), "x.toml")
+    parse_scenario(
+        _BARE.format(start="2013-06-01", head=head, relay=relay).replace("start = 2013-06-01\n", ""), "x.toml"
+    )
+
+
+def test_profile_as_of_refuses_a_day_before_the_provider_and_keeps_none_where_no_first_day_is_kept() -> None:
+    with pytest.raises(
+        ValueError, match=r"Telegram \(cloud chats\) \(profile 'telegram-cloud'\) did not exist on 2013-07-31"
+    ):
+        profile_as_of("telegram-cloud", date(2013, 7, 31))
+    assert profile_as_of("telegram-cloud", date(2013, 8, 1)).as_of == date(2013, 8, 1)
+    # no first day kept: BlackBerry's consumer PIN and BBM, BES
+    assert profile_as_of("bbm-consumer", date(2003, 1, 1)).as_of == date(2003, 1, 1)
+    for name, p in PROFILES.items():
+        if p.since is not None:
+            assert (
+                p.since[1] and p.not_yet(p.since[0]) is None and p.not_yet(p.since[0] - timedelta(days=1))
+            ), name
+
+
+def test_relay_serve_refuses_a_profile_as_of_before_the_provider(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from relaysim.relay.server import main
+
+    # (a --tls-cert without its key is refused next: were the day not checked first, no relay would start)
+    args = ["--profile", "wire", "--profile-as-of", "2014-11-30", "--db", str(tmp_path / "relay.db")]
+    assert main([*args, "--tls-cert", str(tmp_path / "cert.pem")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "--profile-as-of: Wire (profile 'wire') did not exist on 2014-11-30: its first day here is 2014-12-01"
+        in err
+    )
+
+
+# --- 11. the days the record gives only by their month ----------------------------------------------------------------
+
+
+def test_telegrams_september_2024_change_says_its_day_is_the_projects_citation() -> None:
+    """The record: "From September 2024"; the day (2024-09-23, its announcement) is the project's citation, said in
+    the note of an order served after it in a run set before it."""
+    (change,) = [c for c in HISTORY["telegram-cloud"] if c.effective == date(2024, 9, 23)]
+    assert (
+        "the record gives the month, September 2024, and the day is the project's citation" in change.source
+    )
+    (d,) = _serve("telegram-cloud", "2024-09-20", "court_order_2703d", at="4d", duration="5d")
+    (said,) = [n for n in d.notes if "policy changed on 2024-09-23" in n]
+    assert "the day is the project's citation" in said, said
+
+
+# --- 11. a category's note is not a reason -----------------------------------------------------------------------------
+
+
+def test_an_assumed_answer_says_why_a_category_is_kept_back_before_what_its_note_says() -> None:
+    """WhatsApp under a Pakistani court's order (its record is of US process: what it hands one is assumed, nothing):
+    blocked users and last seen were kept back with their notes alone ("both ways: ..."), which say what they are,
+    not that they are held and kept back, nor that this is assumed."""
+    (d,) = _serve("whatsapp", None, "pk_court_order")
+    said = "held by WhatsApp, and not handed over under a Pakistani court order (the project's assumption)"
+    for category, note in (
+        ("blocked_users", "both ways: the numbers the account blocks"),
+        ("last_seen", "WhatsApp's 'last seen' is the account's last activity"),
+    ):
+        reason, why = d.reasons[category]
+        assert reason == "withheld_by_policy" and why.startswith(f"{said}: {note}"), why
+    assert d.reasons["ip_addresses"][1] == said  # no note: the reason alone
