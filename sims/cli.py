@@ -481,6 +481,12 @@ def _disclose(args: argparse.Namespace) -> int:
         # a dated run's provider as it was then (relay.profiles.profile_as_of), as the run had it
         profile = profile_as_of(profile_name, day)
     except ValueError as exc:
+        # The day is the run's (provider.json's profile_as_of); the profile is --profile's where it is given:
+        # a provider that did not exist yet on the run's day is the option's error, not the file's.
+        if args.profile:
+            raise CliError(
+                f"--profile {brief(args.profile)}: {exc} (the run's day, from {provider_file})"
+            ) from None
         raise CliError(f"{provider_file}: {exc}") from None
     if not provider_file.exists():
         print(

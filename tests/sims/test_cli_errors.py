@@ -8,6 +8,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -1437,3 +1438,26 @@ def test_a_run_whose_store_a_newer_relaysim_wrote_is_refused_naming_it(
     assert err.endswith(said) and err.count("\n") == 1, err
     assert not (out / "analysis").exists() and not (out / "report.html").exists()
     assert (out / "relay.db").read_bytes() == before
+
+
+def test_disclose_names_profile_when_the_provider_it_names_did_not_exist_on_the_run_s_day(
+    tf_run: Path, tmp_path: Path
+) -> None:
+    """A dated run (provider.json's profile_as_of) read with ``--profile`` naming a provider that did not
+    exist yet that day: the choice is the option's, so the error names ``--profile``, not the file (which
+    it blamed); without the option, the file's recorded profile is the one refused, and the file named."""
+    run = tmp_path / "run"
+    shutil.copytree(tf_run, run)
+    provider = json.loads((run / "provider.json").read_text(encoding="utf-8"))
+    provider["profile_as_of"] = "2010-06-01"  # before Signal's first day (relay.profiles.SIGNAL.since)
+    argv = ("disclose", "--db", str(run / "relay.db"), "--process", "subpoena", "--target", "ben")
+    provider["profile"] = "keep-everything"  # (no first day): only --profile's choice is refused
+    (run / "provider.json").write_text(json.dumps(provider), encoding="utf-8")
+    res = cli(*argv, "--profile", "signal")
+    assert_clean_error(res, "--profile 'signal'", "did not exist on 2010-06-01", "provider.json")
+    assert not res.stderr.startswith(str(run / "provider.json")), res.stderr
+    provider["profile"] = "signal"
+    (run / "provider.json").write_text(json.dumps(provider), encoding="utf-8")
+    res = cli(*argv)
+    assert_clean_error(res, "provider.json: ", "did not exist on 2010-06-01")
+    assert "--profile" not in res.stderr, res.stderr
