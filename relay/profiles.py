@@ -1588,6 +1588,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
                 "jurisdiction_notes": {"pk": {"content": _BES_KEYS}, "in": _BES_INDIA_NOTES_LATER},
             },
             policy=True,
+            record=True,
         ),
         Change(
             date(2015, 11, 30),
@@ -1596,6 +1597,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             "BlackBerry, 2015-11-30",
             {"response_record": {**BES.response_record, "pta_demand": _PTA_RECORD_LATER}},
             policy=True,
+            record=True,
         ),
         Change(
             _BB_POLICY_REPORTED,
@@ -1607,6 +1609,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
                 "assumptions": _BES_ASSUMPTIONS_LATER,
             },
             policy=True,
+            record=True,
         ),
         Change(
             date(2015, 12, 31),
@@ -1618,6 +1621,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
                 "response_record": {**BES.response_record, "pta_demand": _PTA_RECORD_WITHDRAWAL_LATER},
             },
             policy=True,
+            record=True,
         ),
     ),
     "whatsapp": (
@@ -1657,6 +1661,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
                 },
             },
             policy=True,
+            record=True,
         ),
         Change(
             _CLEMENZA_REPORTED,
@@ -1671,6 +1676,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
                 }
             },
             policy=True,
+            record=True,
         ),
     ),
     "imessage": (
@@ -1696,6 +1702,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
                 },
             },
             policy=True,
+            record=True,
         ),
     ),
     "signal": (
@@ -1728,6 +1735,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
                 "assumed_answers": SIGNAL.assumed_answers | {"search_warrant"},
             },
             policy=True,
+            record=True,
         ),
     ),
     "telegram-cloud": (

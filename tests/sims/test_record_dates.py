@@ -142,6 +142,36 @@ def test_an_order_served_after_the_chart_in_a_run_set_before_it_cites_the_chart_
     )
 
 
+def test_every_change_to_a_providers_record_is_said_as_the_records_not_its_policy() -> None:
+    """A dated change that is a document of the record (BlackBerry's answers and policy as reported,
+    Clemenza's report, Signal's 2021 warrant, iMessage's FAQ giving way to the chart) changes what the
+    profile can cite, not what the provider did: an order served after it in a run set before it says
+    'the record of X changed', never 'X's policy changed' (Change.record)."""
+    of_record = [
+        (name, c.effective)
+        for name, changes in HISTORY.items()
+        for c in changes
+        if c.what.startswith("the record") or c.what.startswith("the FBI chart is dated")
+    ]
+    assert len(of_record) >= 8, of_record
+    unmarked = [
+        (name, c.effective)
+        for name, changes in HISTORY.items()
+        for c in changes
+        if (name, c.effective) in of_record and not c.record
+    ]
+    assert not unmarked, unmarked
+
+
+def test_signal_answering_a_warrant_after_its_2021_record_in_a_run_set_before_says_the_record_changed() -> (
+    None
+):
+    (after,) = _serve("signal", "2020-12-30", "search_warrant", at="3d", duration="4d")
+    (changed,) = [n for n in after.notes if "2021-01-01" in n and "changed" in n]
+    assert changed.startswith("The record of Signal changed on 2021-01-01"), changed
+    assert "policy changed" not in changed
+
+
 # --- 2. LINE's guidelines, not on the record --------------------------------------------------------------------
 
 
