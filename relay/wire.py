@@ -20,7 +20,6 @@ import dataclasses
 import enum
 import hashlib
 import itertools
-import operator
 import struct
 import threading
 import types
@@ -1871,20 +1870,24 @@ def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Fr
         head = body[0]
         # A map that names a key twice unpacks to a dict with the last value: refuse it rather
         # than read a frame other than the one a reader that keeps the first value would see.
-        if (len(raw) != head & 0x0F) if 0x80 <= head <= 0x8F else head in (0xDE, 0xDF):
+        # Maps inside the frame (an envelope, a prekey, or one in a field the kind does not have)
+        # may name a key twice too; the answer is the same whatever width the body's headers are
+        # written in (docs/protocol.md: a key named twice is invalid_value wherever it is).
+        checked = (len(raw) != head & 0x0F) if 0x80 <= head <= 0x8F else head in (0xDE, 0xDF)
+        if checked:
             _check_keys_once(body)
         kind = raw.get("kind")
         if type(kind) is str:
             cls = kinds.get(kind)
             if cls is not None:
-                # Maps inside the frame (an envelope, a prekey) may name a key twice too, and the
-                # header count does not show it there. Packing the decoded frame again gives the
-                # body back byte for byte when no key was dropped (this side's encoding is msgpack's
-                # shortest, as every client here sends), for about a µs; any other body is read
-                # again, map by map.
+                # A frame whose kind holds no map, read whole by its fast decoder, holds no map but
+                # its own. Else packing the decoded frame again gives the body back byte for byte
+                # when no key was dropped (this side's encoding is msgpack's shortest, as every
+                # client here sends), for about a µs; any other body has its pairs counted.
                 nests = _NESTS[cls] if cls in _NESTS else _nests(cls)
-                if nests and not _packs_back(raw, body):
+                if nests and not checked and not _packs_back(raw, body):
                     _check_keys_once(body)
+                    checked = True
                 if cls in _FRAME_DECODERS:
                     fast = _FRAME_DECODERS[cls]
                 else:
@@ -1894,6 +1897,11 @@ def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Fr
                         return fast(raw)
                     except _Slow:
                         pass  # the checked path names what is wrong
+                checked = checked or nests  # (a nesting kind's body that packs back drops no key)
+        # Refused, or read by the checked path: a key named twice anywhere in it (in a field this
+        # kind does not have, in a frame of a kind this side does not know) is said first.
+        if not checked and not _packs_back(raw, body):
+            _check_keys_once(body)
     return _decode_map(raw, kinds)
 
 
@@ -2085,8 +2093,17 @@ def _read_id(root: Any) -> int:
 
 def _check_keys_once(body: bytes | bytearray) -> None:
     """Refuse a frame body in which a map, the frame's own or one inside it, names a key more than
-    once (the first such key, by its path: ``v``, ``envelopes[1].device``)."""
+    once (the first such key, by its path: ``v``, ``envelopes[1].device``).
+
+    Whether any map does is asked first by counting, with no Python code for each map (:func:`_drops_a_key`):
+    a body of 256 KiB may hold ~100,000 maps and arrays, and every body whose headers are not msgpack's
+    shortest (a map16 of 3 keys; another client's encoder) is asked. Their walk, one loop pass for each,
+    took ~0.05-0.1 s of the relay's loop a frame (twice for a frame of a kind that nests); the count takes
+    about what msgpack's unpacking of the body does. The walk, which says where, only for a body refused."""
+    if not _drops_a_key(body):
+        return
     root = _unpackb(body, raw=False, strict_map_key=False, object_pairs_hook=_Pairs)
+    request_id = _read_id(root)
     found = _repeated_key(root)
     if found is not None:
         key, place = found
@@ -2096,15 +2113,32 @@ def _check_keys_once(body: bytes | bytearray) -> None:
             ErrorCode.INVALID_VALUE,
             f"frame body names the key {quoted(key)} more than once{within}; each key once",
             field=where,
-            request_id=_read_id(root),
+            request_id=request_id,
         )
+    # No key of one msgpack type twice: keys of two that Python holds as one (1, 1.0 and true), which
+    # no dict the decoder reads can hold apart. Refused as a key that is no string, wherever it is (as a
+    # key that is a map or an array is: _refuse_unhashable_key), naming the first of them.
+    for node, path in _walk(root):
+        if type(node) is _Pairs:
+            seen: dict[Any, Any] = {}
+            for key, _ in node:
+                if key in seen:
+                    first = seen[key]
+                    where = _path_text(path)
+                    raise RemoteProtocolError(
+                        ErrorCode.WRONG_TYPE,
+                        f"the keys of {where or 'the frame'} must be strings; got the {_type_name(first)} key "
+                        f"{quoted(first)} and the {_type_name(key)} key {quoted(key)}, which a map reader holds as one",
+                        field=_path_text((path, first, False)),
+                        request_id=request_id,
+                    )
+                seen[key] = key
+    raise AssertionError("a key was dropped, and no map names one twice")  # (unreachable: _drops_a_key)
 
 
 def _repeated_key(root: Any) -> tuple[Any, _Place] | None:
     """The first key a map under ``root`` names twice, and its place; None if there is none. Each map's
     own keys before the maps inside it (a frame's top-level repeat is named first)."""
-    if not _names_a_key_twice(root):
-        return None
     for node, place in _walk(root):
         if type(node) is _Pairs:
             # A key by its msgpack type as well: 1, 1.0 and true are three keys (Python's dict holds them
@@ -2119,27 +2153,19 @@ def _repeated_key(root: Any) -> tuple[Any, _Place] | None:
     return None
 
 
-_first, _second = operator.itemgetter(0), operator.itemgetter(1)
-
-
-def _names_a_key_twice(root: Any) -> bool:
-    """Whether a map under ``root`` names a key twice (by its msgpack type as well, as _repeated_key):
-    what _repeated_key asks first, without the places (every body of a client whose encoder is not
-    msgpack's shortest is read again, and one of a frame's size may hold ~100,000 arrays or maps: their
-    walk with places took ~0.4 s of the relay's loop, this ~0.07 s); the places only for a body refused."""
-    stack = [root]
-    push, pop = stack.append, stack.pop
-    while stack:
-        node = pop()
-        if type(node) is _Pairs:
-            # (keys Python counts equal first, in C: only if some are, by their types too)
-            if len(set(map(_first, node))) != len(node) and len({(type(k), k) for k, _ in node}) != len(node):
-                return True
-            node = map(_second, node)
-        for v in node:  # (a loop, not a comprehension: a function call for each of ~100,000 arrays)
-            if (type(v) is _Pairs or type(v) is list) and v:
-                push(v)
-    return False
+def _drops_a_key(body: bytes | bytearray) -> bool:
+    """Whether reading ``body`` (which msgpack unpacks) as dicts drops a pair: a map names a key twice,
+    or two keys Python holds as one (1, 1.0, true). Counted in two passes of msgpack's own, with C
+    callables for hooks (no Python code for each of up to ~100,000 maps): every pair of every map (the
+    list of a map's pairs added to one list, the map itself read as None), and every key of the dicts
+    msgpack makes of them (each dict kept, read as None in the map that holds it). A dict holds fewer
+    keys than its map's pairs exactly when it dropped one. Arrays are read as their lengths (an array
+    holds no key, and a list kept for each of ~100,000 is what the collector would walk again and again)."""
+    pairs: list[Any] = []
+    _unpackb(body, raw=False, strict_map_key=False, object_pairs_hook=pairs.extend, list_hook=len)
+    dicts: list[dict[Any, Any]] = []
+    _unpackb(body, raw=False, strict_map_key=False, object_hook=dicts.append, list_hook=len)
+    return len(pairs) != sum(map(len, dicts))
 
 
 def _key_path(path: str, key: Any) -> str:
