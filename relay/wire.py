@@ -1856,15 +1856,17 @@ def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Fr
             _refuse_bad_utf8(body)
         elif isinstance(e, TypeError):  # "unhashable type": a map's key is a map or an array
             _refuse_unhashable_key(body)
-        reason = str(e) or ("nested too deeply" if isinstance(e, msgpack.StackError) else type(e).__name__)
         if isinstance(e, msgpack.ExtraData):  # (msgpack says "unpack(b) received extra data.")
             extra = len(e.extra)
             follow = "byte follows" if extra == 1 else "bytes follow"
             reason = f"{extra:,} {follow} its first (a frame's length counts its map alone)"
+            request_id = _first_value_id(body)
+        else:  # (msgpack says "Unpack failed: incomplete input", or nothing at all)
+            reason, request_id = _unreadable(body, e)
         raise RemoteProtocolError(
             ErrorCode.MALFORMED_MSGPACK,
             f"frame body is not one msgpack value: {reason}",
-            request_id=_first_value_id(body) if isinstance(e, msgpack.ExtraData) else 0,
+            request_id=request_id,
         ) from None
     if type(raw) is dict:
         head = body[0]
@@ -1915,6 +1917,54 @@ def _first_value_id(body: bytes | bytearray) -> int:
     except Exception:  # (the first value is one msgpack reads: it raised ExtraData for this body)
         return 0
     return 0
+
+
+# How deep msgpack unpacks (its unpacker's stack, MSGPACK_EMBED_STACK_SIZE in msgpack-python's
+# unpack_template.h): 1,024 maps and arrays, the body's own map counted; one more is refused.
+MAX_NESTING: Final = 1024
+
+
+def _unreadable(body: bytes | bytearray, error: Exception) -> tuple[str, int]:
+    """What is wrong with a body msgpack would not unpack (``error``, its exception), said in this
+    protocol's words rather than msgpack's ("Unpack failed: incomplete input", or an exception with no
+    words): cut short, nested too deep, or a byte no msgpack type begins with, and in the value of which
+    of the body's keys; and the request id, when the body's map names it, once, before the fault. The
+    body's map is read again pair by pair to say so (a few µs for the keys of a frame; once a
+    connection, which it closes)."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+    unpacker.feed(body)
+    fault: Exception | None = None
+    ids: list[Any] = []
+    where = ""
+    try:
+        count = unpacker.read_map_header()
+        for i in range(count):
+            where = f", at key {i + 1:,} of the {count:,} its map's header counts"
+            key = unpacker.unpack()
+            where = f", inside the value of its key {quoted(key)}"
+            value = unpacker.unpack()
+            if type(key) is str and key == "id":
+                ids.append(value)
+        where = ""
+    except Exception as e:  # (OutOfData where it is cut short)
+        fault = e
+    if fault is not None and not where:  # (no map: read whole for what is wrong with it)
+        again = msgpack.Unpacker(raw=False, strict_map_key=False)
+        again.feed(body)
+        try:
+            again.unpack()
+        except Exception as e:
+            fault = e
+    request_id = ids[0] if len(ids) == 1 and type(ids[0]) is int and 0 <= ids[0] <= _UINT64_MAX else 0
+    if isinstance(error, msgpack.StackError):
+        return f"it is nested deeper than {MAX_NESTING:,} maps and arrays{where}", request_id
+    if isinstance(error, msgpack.FormatError):
+        return f"it holds the byte 0xc1, which begins no msgpack value{where}", request_id
+    if isinstance(fault, msgpack.OutOfData):
+        return f"it is cut short at byte {len(body):,}, the frame's length{where}", request_id
+    if "timestamp" in str(error):  # (an ext of type -1 msgpack reads as a timestamp, of another length)
+        return f"it holds a timestamp (ext -1) that is not 4, 8 or 12 bytes long{where}", request_id
+    return str(error) or type(error).__name__, request_id
 
 
 def _refuse_bad_utf8(body: bytes | bytearray) -> None:

@@ -182,7 +182,7 @@ BASE = {"v": 1, "id": 9, "kind": "ping"}
     [
         (b"\xc1", wire.ErrorCode.MALFORMED_MSGPACK, None, "msgpack"),  # 0xc1 is never used
         (b"", wire.ErrorCode.MALFORMED_MSGPACK, "length", "empty (length 0)"),
-        (b"\x91" * 5000 + b"\xc0", wire.ErrorCode.MALFORMED_MSGPACK, None, "nested too deeply"),
+        (b"\x91" * 5000 + b"\xc0", wire.ErrorCode.MALFORMED_MSGPACK, None, "nested deeper than 1,024"),
         (msgpack.packb(BASE) + b"\x00", wire.ErrorCode.MALFORMED_MSGPACK, None, "msgpack"),  # trailing data
         (msgpack.packb([1, 2]), wire.ErrorCode.NOT_A_MAP, None, "array"),
         (msgpack.packb({"id": 1, "kind": "ping"}), wire.ErrorCode.MISSING_FIELD, "v", "'v'"),
@@ -1026,3 +1026,31 @@ def test_a_key_named_twice_anywhere_gets_one_answer_whatever_the_header_width(
     head = {"fixmap": pairs[:1], "map16": b"\xde\x00\x04", "map32": b"\xdf\x00\x00\x00\x04"}[header]
     e = _decoding_error(_frame(head + pairs[1:], raw=True))
     assert (e.code, e.field, e.request_id) == (code, field, 5), e
+
+
+_PING_HEAD = b"\x84" + P("v") + P(1) + P("id") + P(7)
+
+
+@pytest.mark.parametrize(
+    ("body", "said", "request_id"),
+    [
+        (_PING_HEAD + P("kind") + P("ping")[:-2], "is cut short at byte 16, the frame's length, inside the value of its key 'kind'", 7),
+        (_PING_HEAD + P("kind") + P("ping"), "is cut short at byte 18, the frame's length, at key 4 of the 4 its map's header counts", 7),
+        (b"\x83" + P("v") + P(1) + P("id") + b"\xcd\x00", "is cut short at byte 9, the frame's length, inside the value of its key 'id'", 0),
+        (b"\xdb\x00\x01\x00\x00abc", "is cut short at byte 8, the frame's length", 0),
+        (_PING_HEAD + P("kind") + P("ping") + P("x") + b"\x91" * 2000 + b"\xc0", "is nested deeper than 1,024 maps and arrays, inside the value of its key 'x'", 7),
+        (b"\x91" * 3000, "is nested deeper than 1,024 maps and arrays", 0),
+        (_PING_HEAD + P("x") + b"\xc1", "holds the byte 0xc1, which begins no msgpack value, inside the value of its key 'x'", 7),
+        (_PING_HEAD + P("x") + b"\xd5\xff\x00\x00", "holds a timestamp (ext -1) that is not 4, 8 or 12 bytes long, inside the value of its key 'x'", 7),
+    ],
+    ids=["in-a-value", "a-pair-short", "in-the-id", "a-str-longer-than-the-body", "deep", "deep-no-map", "0xc1", "timestamp"],
+)  # fmt: skip
+def test_a_body_msgpack_cannot_read_is_said_in_the_protocol_s_words_with_its_id(
+    body: bytes, said: str, request_id: int
+) -> None:
+    """A body cut short or nested too deep got msgpack's words ("Unpack failed: incomplete input", or its
+    exception's name) and request id 0; it says what is wrong, in the value of which key, and echoes the
+    id the map names before the fault, as the other errors about a frame do."""
+    e = _decoding_error(_frame(body, raw=True))
+    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.MALFORMED_MSGPACK, None, request_id), e
+    assert e.message == f"frame body is not one msgpack value: it {said}"
