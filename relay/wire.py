@@ -169,9 +169,9 @@ MAX_DEVICES_PER_SEND: Final = 64
 MAX_DEVICES_PER_ACCOUNT: Final = MAX_DEVICES_PER_SEND  # so one send and one bundle reach them all
 # The highest device id a device may register under: Signal's server holds device ids 1 to 127
 # (Signal-Server, grpc/DeviceIdUtil.java ``isValid``: 1 to Byte.MAX_VALUE; its device ids are bytes),
-# and libsignal's DeviceId no other (rust/core/src/address.rs, MAX_VALID_DEVICE_ID). The wire's
-# ``device`` field is wider (frames name device ids other relays may give out); ``register`` refuses one
-# past this.
+# and libsignal's DeviceId no other (rust/core/src/address.rs, MAX_VALID_DEVICE_ID). The wire holds
+# every device id to it, wherever a frame names one (DeviceId; an error's device lists): a device past
+# it cannot register, so no frame can name one (a send to 128 was read, and answered stale_devices).
 MAX_DEVICE_ID: Final = 127
 MAX_ACK_IDS: Final = 1000
 MAX_ACCOUNT_LEN: Final = 128  # characters; Signal's account ids are 36-character UUIDs
@@ -510,9 +510,10 @@ class _Spec:
 
 
 class _UInt(_Spec):
-    def __init__(self, low: int = 0, high: int = _UINT32_MAX) -> None:
+    def __init__(self, low: int = 0, high: int = _UINT32_MAX, why: str = "") -> None:
         self.low, self.high = low, high
         self.describe = "an unsigned integer"
+        self.why = why  # (said after the range: where it comes from)
 
     def check(self, value: Any, name: str) -> Any:
         if type(value) is not int:  # bool is an int subclass; it is not an int on the wire
@@ -520,7 +521,7 @@ class _UInt(_Spec):
         if not self.low <= value <= self.high:
             raise LocalProtocolError(
                 ErrorCode.INVALID_VALUE,
-                f"{name} must be from {self.low} to {self.high}, got {value}",
+                f"{name} must be from {self.low} to {self.high}, got {value}{self.why}",
                 field=name,
             )
         return value
@@ -676,7 +677,8 @@ class _Optional(_Spec):
 _UINT64 = _UInt(0, _UINT64_MAX)
 RequestId = Annotated[int, _UINT64]
 AccountId = Annotated[str, _Str(1, MAX_ACCOUNT_LEN)]
-DeviceId = Annotated[int, _UInt(1, _UINT32_MAX)]
+_DEVICE_ID = _UInt(1, MAX_DEVICE_ID, " (a device id, as Signal's server and libsignal's DeviceId hold them)")
+DeviceId = Annotated[int, _DEVICE_ID]
 KeyId = Annotated[int, _UInt(0, _UINT32_MAX)]
 RegistrationId = Annotated[int, _UInt(0, _UINT32_MAX)]
 Count = Annotated[int, _UInt(0, _UINT32_MAX)]
@@ -1630,9 +1632,9 @@ class ErrorFrame(Response):
     code: Annotated[str, _Str(1, 64)]
     message: Annotated[str, _Text()]
     field: Annotated[str | None, _Optional(_Text())] = None
-    missing: Annotated[tuple[int, ...] | None, _Optional(_List(_UInt(1), MAX_DEVICES_PER_SEND))] = None
-    extra: Annotated[tuple[int, ...] | None, _Optional(_List(_UInt(1), MAX_DEVICES_PER_SEND))] = None
-    stale: Annotated[tuple[int, ...] | None, _Optional(_List(_UInt(1), MAX_DEVICES_PER_SEND))] = None
+    missing: Annotated[tuple[int, ...] | None, _Optional(_List(_DEVICE_ID, MAX_DEVICES_PER_SEND))] = None
+    extra: Annotated[tuple[int, ...] | None, _Optional(_List(_DEVICE_ID, MAX_DEVICES_PER_SEND))] = None
+    stale: Annotated[tuple[int, ...] | None, _Optional(_List(_DEVICE_ID, MAX_DEVICES_PER_SEND))] = None
     retry_after_ms: Millis | None = None  # rate_limited: when the request would be accepted
     # registration_proof: the hashcash difficulty this relay asks of a new account, in leading zero
     # bits (absent when it asks for the operator's token instead); see solve_registration_pow.

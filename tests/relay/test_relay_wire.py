@@ -1054,3 +1054,27 @@ def test_a_body_msgpack_cannot_read_is_said_in_the_protocol_s_words_with_its_id(
     e = _decoding_error(_frame(body, raw=True))
     assert (e.code, e.field, e.request_id) == (wire.ErrorCode.MALFORMED_MSGPACK, None, request_id), e
     assert e.message == f"frame body is not one msgpack value: it {said}"
+
+
+@pytest.mark.parametrize("device", [0, 128, 2**32 - 1])
+@pytest.mark.parametrize(
+    ("role", "body", "field"),
+    [
+        ("relay", lambda d: {**BASE, "kind": "send", "to": "bob", "envelopes": [{"device": d, "body": b"x"}]}, "envelopes[0].device"),
+        ("relay", lambda d: {**BASE, "kind": "auth_challenge", "account": "bob", "device": d}, "device"),
+        ("device", lambda d: {**BASE, "kind": "error", "code": "stale_devices", "message": "m", "stale": [1, d]}, "stale[1]"),
+        ("device", lambda d: {**BASE, "kind": "authenticated", "account": "bob", "device": d}, "device"),
+    ],
+    ids=["send", "auth_challenge", "error-stale", "authenticated"],
+)  # fmt: skip
+def test_a_device_id_outside_1_to_127_is_refused_wherever_a_frame_names_one(
+    role: str, body: object, field: str, device: int
+) -> None:
+    """Signal-Server's DeviceIdUtil.isValid (1 to 127) held at registration alone: a send to device 128,
+    a bundle or an auth_challenge naming 2**32 - 1 were read (docs/protocol.md: device, 1 … 2^32−1)."""
+    assert callable(body)
+    e = _decoding_error(_frame(body(device)), role)
+    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.INVALID_VALUE, field, 9), e
+    assert f"must be from 1 to 127, got {device} (a device id" in e.message
+    with pytest.raises(wire.LocalProtocolError):  # nor is one made
+        wire.OutgoingEnvelope(device, b"x")
