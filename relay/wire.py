@@ -21,6 +21,7 @@ import enum
 import hashlib
 import itertools
 import struct
+import sys
 import threading
 import types
 import typing
@@ -114,6 +115,7 @@ __all__ = [
     "Unblocked",
     "UploadPrekeys",
     "auth_message",
+    "cut",
     "encode",
     "for_log",
     "group_state_message",
@@ -409,11 +411,22 @@ MAX_QUOTED: Final = 60
 def quoted(value: object) -> str:
     """``value`` (a key, a kind: what a peer sent) as an error quotes it: its ``repr`` whole when that is
     at most MAX_QUOTED characters; else the repr of its first characters (a str's or a bin's, so that the
-    quote closes) within MAX_QUOTED, "…" and how long it is: ``'kkk…kk'… (5,000 characters)``. The one
+    quote closes) within MAX_QUOTED, "…" and how long it is: ``'kkk…kk'… (5,000 characters)``; an integer
+    by how many digits it has (``an integer of 400 digits``); anything else by its repr's first
+    MAX_QUOTED characters, "…" and its length (:func:`cut`). The one
     rule for what the relay's errors quote of what it was given (a repr shows control characters
     escaped): every key and kind a peer sent, a sender certificate's sender (relay.certificates), an
-    option's word (relay.server). The operator's socket, which speaks JSON, quotes by the same rule in
-    JSON's quotes (relay.admin._shown)."""
+    option's word (relay.server), a limit's value (relay.limits), and the simulator's words about what it
+    was given (sims.analysis.runfiles.brief). The operator's socket, which speaks JSON, quotes by the same
+    rule in JSON's quotes (relay.admin._shown)."""
+    if type(value) is int and value.bit_length() > 150:  # (an integer this long: by how many digits)
+        try:
+            digits = len(str(abs(value)))
+        except ValueError:  # (past sys.get_int_max_str_digits(): Python will not say them)
+            digits = 0
+        if not digits or digits + (value < 0) > MAX_QUOTED:
+            amount = f"{digits:,}" if digits else f"more than {sys.get_int_max_str_digits():,}"
+            return f"{'a negative' if value < 0 else 'an'} integer of {amount} digits"
     shown = repr(value)
     if len(shown) <= MAX_QUOTED:
         return shown
@@ -423,13 +436,17 @@ def quoted(value: object) -> str:
             head = head[:-1]
         unit = "characters" if type(value) is str else "bytes"
         return f"{head!r}… ({len(value):,} {unit})"
-    return _cut(shown)
+    return cut(shown)
 
 
-def _cut(shown: str) -> str:
-    """``shown`` (how an error shows a peer's value that is no str or bin: a repr) whole when it is at
-    most MAX_QUOTED characters, else its first MAX_QUOTED, "…" and how long it is."""
+def cut(shown: str) -> str:
+    """``shown`` (how an error shows a value that is no str or bin: a repr, or a value in a format of its
+    own, unquoted) whole when it is at most MAX_QUOTED characters, else its first MAX_QUOTED, "…" and how
+    long it is: the rule of :func:`quoted` for what has no quote to close."""
     return shown if len(shown) <= MAX_QUOTED else f"{shown[:MAX_QUOTED]}… ({len(shown):,} characters)"
+
+
+_cut = cut
 
 
 # The most characters of a peer's words (an error's message, a path through its keys) a log line

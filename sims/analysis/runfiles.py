@@ -38,6 +38,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from relaysim.relay.wire import MAX_QUOTED, cut, quoted
+
 __all__ = [
     "MAX_SHOWN",
     "brief",
@@ -70,21 +72,25 @@ def loads(text: str) -> Any:
         raise json.JSONDecodeError(str(exc).split(";")[0], text, 0) from None
 
 
-MAX_SHOWN = 80  # characters of a value an error message shows (brief)
+MAX_SHOWN = MAX_QUOTED  # characters of a value an error message shows (brief): relay.wire's rule
 
 
 def brief(value: object, spec: str = "") -> str:
-    """``value`` as an error message shows what it was given (a scenario's value, an option's
-    word): its ``repr`` whole up to MAX_SHOWN characters, else the first MAX_SHOWN, ``…`` and how
-    long the whole is; an integer of more digits by how many it has (``spec``: a format for a number
-    not so long, as ``","``). A value is shown to say which it is, never whole at any length: a
-    name, a time or a window of 5,000 characters, or an integer of 300 digits, was all of the message."""
-    if isinstance(value, int) and not isinstance(value, bool) and len(str(value)) > MAX_SHOWN:
-        return f"{'a negative' if value < 0 else 'an'} integer of {len(str(abs(value))):,} digits"
-    text = format(value, spec) if spec else repr(value)
-    if len(text) <= MAX_SHOWN:
-        return text
-    return f"{text[:MAX_SHOWN]}… ({len(text):,} characters)"
+    """``value`` as an error message shows what it was given (a scenario's value, an option's word):
+    as the relay quotes what a peer sent (``relay.wire.quoted``, the one rule): its ``repr`` whole up to
+    MAX_SHOWN characters, else a str's or a bin's first characters with the quote closed, ``…`` and how
+    long the whole is; an integer of more digits by how many it has. ``spec``: a format to show it in
+    instead of its repr (``","`` for a number, ``"s"`` for a word unquoted), cut by the same rule
+    (``relay.wire.cut``). A value is shown to say which it is, never whole at any length: a name, a time
+    or a window of 5,000 characters, or an integer of 300 digits, was all of the message."""
+    if spec:
+        try:
+            text = format(value, spec)
+        except ValueError:  # (an integer past Python's int_max_str_digits)
+            return quoted(value)
+        if type(value) is not int or len(text) <= MAX_SHOWN:
+            return cut(text)
+    return quoted(value)
 
 
 def finite_number(value: Any) -> bool:
