@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import hashlib
 import itertools
 import struct
@@ -140,7 +141,27 @@ PROTOCOL_VERSION: Final = 1
 DEFAULT_MAX_FRAME_SIZE: Final = 256 * 1024
 
 _PREFIX = struct.Struct(">I")
-_unpackb = msgpack.unpackb
+
+
+class _ReservedExt(typing.NamedTuple):
+    """An ext value of a type msgpack reserves (-128 to -2; -1 is its timestamp), which msgpack's own
+    ExtType will not hold ("code must be 0~127": a body holding one was refused as not msgpack at all).
+    Named ExtType, as msgpack's is, so that an error shows one as it shows any ext."""
+
+    code: int
+    data: bytes
+
+
+_ReservedExt.__name__ = _ReservedExt.__qualname__ = "ExtType"
+
+
+def _ext(code: int, data: bytes) -> Any:
+    """msgpack's ext_hook for a frame body: an ext of any type read as a value (refused as one where the
+    body holds it), never an error of msgpack's own words."""
+    return msgpack.ExtType(code, data) if code >= 0 else _ReservedExt(code, data)
+
+
+_unpackb = functools.partial(msgpack.unpackb, ext_hook=_ext)
 # msgpack.packb makes a Packer (and its buffer) per call, as long as packing a small map takes;
 # each thread keeps one instead (a Packer is not to be shared between threads).
 _packers = threading.local()
@@ -504,6 +525,7 @@ def _type_name(value: object) -> str:
         tuple: "array",
         dict: "map",
         msgpack.ExtType: "ext",
+        _ReservedExt: "ext",
         msgpack.Timestamp: "timestamp (ext -1)",
     }.get(type(value), type(value).__name__)
 
@@ -1950,7 +1972,7 @@ def _unreadable(body: bytes | bytearray, error: Exception) -> tuple[str, int]:
     of the body's keys; and the request id, when the body's map names it, once, before the fault. The
     body's map is read again pair by pair to say so (a few µs for the keys of a frame; once a
     connection, which it closes)."""
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, ext_hook=_ext)
     unpacker.feed(body)
     fault: Exception | None = None
     ids: list[Any] = []
@@ -1968,7 +1990,7 @@ def _unreadable(body: bytes | bytearray, error: Exception) -> tuple[str, int]:
     except Exception as e:  # (OutOfData where it is cut short)
         fault = e
     if fault is not None and not where:  # (no map: read whole for what is wrong with it)
-        again = msgpack.Unpacker(raw=False, strict_map_key=False)
+        again = msgpack.Unpacker(raw=False, strict_map_key=False, ext_hook=_ext)
         again.feed(body)
         try:
             again.unpack()
@@ -1981,9 +2003,13 @@ def _unreadable(body: bytes | bytearray, error: Exception) -> tuple[str, int]:
         return f"it holds the byte 0xc1, which begins no msgpack value{where}", request_id
     if isinstance(fault, msgpack.OutOfData):
         return f"it is cut short at byte {len(body):,}, the frame's length{where}", request_id
-    if "timestamp" in str(error):  # (an ext of type -1 msgpack reads as a timestamp, of another length)
-        return f"it holds a timestamp (ext -1) that is not 4, 8 or 12 bytes long{where}", request_id
-    return str(error) or type(error).__name__, request_id
+    if "timestamp" in str(error) or "nanoseconds" in str(error):  # (an ext -1 msgpack will not read)
+        return (
+            f"it holds a timestamp (ext -1) that is not one: not 4, 8 or 12 bytes long, or of more than "
+            f"999,999,999 nanoseconds{where}",
+            request_id,
+        )
+    return f"msgpack cannot read it{where} ({str(error) or type(error).__name__})", request_id
 
 
 def _refuse_bad_utf8(body: bytes | bytearray) -> None:

@@ -1041,9 +1041,10 @@ _PING_HEAD = b"\x84" + P("v") + P(1) + P("id") + P(7)
         (_PING_HEAD + P("kind") + P("ping") + P("x") + b"\x91" * 2000 + b"\xc0", "is nested deeper than 1,024 maps and arrays, inside the value of its key 'x'", 7),
         (b"\x91" * 3000, "is nested deeper than 1,024 maps and arrays", 0),
         (_PING_HEAD + P("x") + b"\xc1", "holds the byte 0xc1, which begins no msgpack value, inside the value of its key 'x'", 7),
-        (_PING_HEAD + P("x") + b"\xd5\xff\x00\x00", "holds a timestamp (ext -1) that is not 4, 8 or 12 bytes long, inside the value of its key 'x'", 7),
+        (_PING_HEAD + P("x") + b"\xd5\xff\x00\x00", "holds a timestamp (ext -1) that is not one: not 4, 8 or 12 bytes long, or of more than 999,999,999 nanoseconds, inside the value of its key 'x'", 7),
+        (_PING_HEAD + P("x") + b"\xc7\x0c\xff" + struct.pack(">Iq", 10**9, 0), "holds a timestamp (ext -1) that is not one: not 4, 8 or 12 bytes long, or of more than 999,999,999 nanoseconds, inside the value of its key 'x'", 7),
     ],
-    ids=["in-a-value", "a-pair-short", "in-the-id", "a-str-longer-than-the-body", "deep", "deep-no-map", "0xc1", "timestamp"],
+    ids=["in-a-value", "a-pair-short", "in-the-id", "a-str-longer-than-the-body", "deep", "deep-no-map", "0xc1", "timestamp", "timestamp-ns"],
 )  # fmt: skip
 def test_a_body_msgpack_cannot_read_is_said_in_the_protocol_s_words_with_its_id(
     body: bytes, said: str, request_id: int
@@ -1078,3 +1079,31 @@ def test_a_device_id_outside_1_to_127_is_refused_wherever_a_frame_names_one(
     assert f"must be from 1 to 127, got {device} (a device id" in e.message
     with pytest.raises(wire.LocalProtocolError):  # nor is one made
         wire.OutgoingEnvelope(device, b"x")
+
+
+@pytest.mark.parametrize("code", [-128, -2, 5])
+@pytest.mark.parametrize("where", ["field", "unknown-field", "key"])
+def test_an_ext_of_a_type_msgpack_reserves_is_a_value_refused_as_any_ext(code: int, where: str) -> None:
+    """An ext of type -128 to -2 (msgpack reserves them; -1 is its timestamp) is a msgpack value like any
+    other; msgpack's ExtType will not hold one, and a body holding one was refused malformed_msgpack in
+    msgpack's words ("code must be 0~127"). It is refused as any ext is where it is (found by fuzzing)."""
+    ext = b"\xd4" + code.to_bytes(1, "big", signed=True) + b"\x00"
+    if where == "field":
+        body, expected = (
+            _map(("v", P(1)), ("id", P(9)), ("kind", P("fetch_bundle")), ("account", ext)),
+            (wire.ErrorCode.WRONG_TYPE, "account"),
+        )
+    elif where == "unknown-field":
+        body, expected = (
+            _map(("v", P(1)), ("id", P(9)), ("kind", P("ping")), ("x", ext)),
+            (wire.ErrorCode.UNKNOWN_FIELD, "x"),
+        )
+    else:
+        body = _map(("v", P(1)), ("id", P(9)), ("kind", P("ping"))) + ext + P(1)
+        body = bytes([body[0] + 1]) + body[1:]
+        expected = (wire.ErrorCode.WRONG_TYPE, f"ExtType(code={code}, data=b'\\x00')")
+    e = _decoding_error(_frame(body, raw=True))
+    assert (e.code, e.field, e.request_id) == (*expected, 9), e
+    assert "code must be" not in e.message and (
+        "got ext" in e.message or "got the ext key" in e.message or where == "unknown-field"
+    )
