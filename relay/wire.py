@@ -437,8 +437,8 @@ def quoted(value: object) -> str:
     MAX_QUOTED characters, "…" and its length (:func:`cut`). The one
     rule for what the relay's errors quote of what it was given (a repr shows control characters
     escaped): every key and kind a peer sent, a sender certificate's sender (relay.certificates), an
-    option's word (relay.server), a limit's value (relay.limits), and the simulator's words about what it
-    was given (sims.analysis.runfiles.brief). The operator's socket, which speaks JSON, quotes by the same
+    option's word (relay.server), a limit's value (relay.limits), and, by its twin sims.analysis.runfiles.brief
+    (which may not import this module), the simulator's words about what it was given. The operator's socket, which speaks JSON, quotes by the same
     rule in JSON's quotes (relay.admin._shown)."""
     if type(value) is int and value.bit_length() > 150:  # (an integer this long: by how many digits)
         try:

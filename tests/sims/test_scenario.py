@@ -1495,3 +1495,25 @@ def test_a_seed_and_any_value_a_scenario_error_shows_are_shown_by_the_relay_s_on
     if isinstance(value, str | bytes) and len(repr(value)) > wire.MAX_QUOTED:
         head = shown.split("… (")[0]
         assert head[-1] == "'" and head == repr(value[: len(eval(head))]), shown  # the quote closes
+
+
+@given(
+    st.one_of(
+        st.text(max_size=200),
+        st.binary(max_size=200),
+        st.integers(min_value=-(10**200), max_value=10**200),
+        st.floats(),
+        st.lists(st.text(max_size=20), max_size=10),
+        st.none(),
+        st.booleans(),
+    )
+)
+def test_brief_is_the_twin_of_the_relay_s_quoting_rule(value: object) -> None:
+    """sims.analysis may not import relay.wire (tests/sims/test_analysis.py): runfiles.brief keeps its rule's twin."""
+    from relaysim.relay import wire
+    from relaysim.sims.analysis.runfiles import MAX_SHOWN, brief
+
+    assert MAX_SHOWN == wire.MAX_QUOTED
+    assert brief(value) == wire.quoted(value)
+    text = str(value)
+    assert brief(text, "s") == wire.cut(text)
