@@ -1971,8 +1971,15 @@ def _unreadable(body: bytes | bytearray, error: Exception) -> tuple[str, int]:
     words): cut short, nested too deep, or a byte no msgpack type begins with, and in the value of which
     of the body's keys; and the request id, when the body's map names it, once, before the fault. The
     body's map is read again pair by pair to say so (a few µs for the keys of a frame; once a
-    connection, which it closes)."""
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, ext_hook=_ext)
+    connection, which it closes), past what its first reading also refused (a str not UTF-8, a key that
+    is a map or an array: said first when the rest of the body reads)."""
+    unpacker = msgpack.Unpacker(
+        raw=False,
+        strict_map_key=False,
+        ext_hook=_ext,
+        unicode_errors="surrogateescape",
+        object_pairs_hook=list,
+    )
     unpacker.feed(body)
     fault: Exception | None = None
     ids: list[Any] = []
@@ -1990,26 +1997,33 @@ def _unreadable(body: bytes | bytearray, error: Exception) -> tuple[str, int]:
     except Exception as e:  # (OutOfData where it is cut short)
         fault = e
     if fault is not None and not where:  # (no map: read whole for what is wrong with it)
-        again = msgpack.Unpacker(raw=False, strict_map_key=False, ext_hook=_ext)
+        again = msgpack.Unpacker(
+            raw=False,
+            strict_map_key=False,
+            ext_hook=_ext,
+            unicode_errors="surrogateescape",
+            object_pairs_hook=list,
+        )
         again.feed(body)
         try:
             again.unpack()
         except Exception as e:
             fault = e
     request_id = ids[0] if len(ids) == 1 and type(ids[0]) is int and 0 <= ids[0] <= _UINT64_MAX else 0
-    if isinstance(error, msgpack.StackError):
+    what = error if fault is None else fault  # (nesting past the bound only as the body's map counts it)
+    if isinstance(what, msgpack.StackError):
         return f"it is nested deeper than {MAX_NESTING:,} maps and arrays{where}", request_id
-    if isinstance(error, msgpack.FormatError):
+    if isinstance(what, msgpack.FormatError):
         return f"it holds the byte 0xc1, which begins no msgpack value{where}", request_id
-    if isinstance(fault, msgpack.OutOfData):
+    if isinstance(what, msgpack.OutOfData):
         return f"it is cut short at byte {len(body):,}, the frame's length{where}", request_id
-    if "timestamp" in str(error) or "nanoseconds" in str(error):  # (an ext -1 msgpack will not read)
+    if "timestamp" in str(what) or "nanoseconds" in str(what):  # (an ext -1 msgpack will not read)
         return (
             f"it holds a timestamp (ext -1) that is not one: not 4, 8 or 12 bytes long, or of more than "
             f"999,999,999 nanoseconds{where}",
             request_id,
         )
-    return f"msgpack cannot read it{where} ({str(error) or type(error).__name__})", request_id
+    return f"msgpack cannot read it{where} ({str(what) or type(what).__name__})", request_id
 
 
 def _refuse_bad_utf8(body: bytes | bytearray) -> None:

@@ -1043,8 +1043,10 @@ _PING_HEAD = b"\x84" + P("v") + P(1) + P("id") + P(7)
         (_PING_HEAD + P("x") + b"\xc1", "holds the byte 0xc1, which begins no msgpack value, inside the value of its key 'x'", 7),
         (_PING_HEAD + P("x") + b"\xd5\xff\x00\x00", "holds a timestamp (ext -1) that is not one: not 4, 8 or 12 bytes long, or of more than 999,999,999 nanoseconds, inside the value of its key 'x'", 7),
         (_PING_HEAD + P("x") + b"\xc7\x0c\xff" + struct.pack(">Iq", 10**9, 0), "holds a timestamp (ext -1) that is not one: not 4, 8 or 12 bytes long, or of more than 999,999,999 nanoseconds, inside the value of its key 'x'", 7),
+        (b"\x84" + P("v") + P(1) + P("id") + P(7) + P("x") + b"\xa1\xff" + P("kind") + b"\xa4pi", "is cut short at byte 20, the frame's length, inside the value of its key 'kind'", 7),
+        (b"\x84" + P("v") + P(1) + P("id") + P(7) + P("x") + b"\x81\x91\x01\x01" + P("kind") + b"\xa4pi", "is cut short at byte 22, the frame's length, inside the value of its key 'kind'", 7),
     ],
-    ids=["in-a-value", "a-pair-short", "in-the-id", "a-str-longer-than-the-body", "deep", "deep-no-map", "0xc1", "timestamp", "timestamp-ns"],
+    ids=["in-a-value", "a-pair-short", "in-the-id", "a-str-longer-than-the-body", "deep", "deep-no-map", "0xc1", "timestamp", "timestamp-ns", "and-not-utf-8", "and-an-array-key"],
 )  # fmt: skip
 def test_a_body_msgpack_cannot_read_is_said_in_the_protocol_s_words_with_its_id(
     body: bytes, said: str, request_id: int
