@@ -1990,6 +1990,7 @@ def _unreadable(body: bytes | bytearray, error: Exception) -> tuple[str, int]:
         ext_hook=_ext,
         unicode_errors="surrogateescape",
         object_pairs_hook=list,
+        max_buffer_size=len(body),  # (so an array, a str or a bin is read no longer than the body)
     )
     unpacker.feed(body)
     fault: Exception | None = None
@@ -2014,6 +2015,7 @@ def _unreadable(body: bytes | bytearray, error: Exception) -> tuple[str, int]:
             ext_hook=_ext,
             unicode_errors="surrogateescape",
             object_pairs_hook=list,
+            max_buffer_size=len(body),
         )
         again.feed(body)
         try:
@@ -2026,15 +2028,19 @@ def _unreadable(body: bytes | bytearray, error: Exception) -> tuple[str, int]:
         return f"it is nested deeper than {MAX_NESTING:,} maps and arrays{where}", request_id
     if isinstance(what, msgpack.FormatError):
         return f"it holds the byte 0xc1, which begins no msgpack value{where}", request_id
-    if isinstance(what, msgpack.OutOfData):
+    # (a length past the body's, which msgpack's reader refuses before it looks for the bytes: "exceeds max_")
+    if isinstance(what, msgpack.OutOfData) or "exceeds max_" in str(what):
         return f"it is cut short at byte {len(body):,}, the frame's length{where}", request_id
-    if "timestamp" in str(what) or "nanoseconds" in str(what):  # (an ext -1 msgpack will not read)
+    # An ext -1 msgpack will not read as its timestamp: msgpack 1.2 says "invalid timestamp data", 1.0.5 (the
+    # lowest declared) "Unpack failed: error = -1", its ext reader's failure, and both "nanoseconds must ...".
+    text = str(what)
+    if "timestamp" in text or "nanoseconds" in text or text == "Unpack failed: error = -1":
         return (
             f"it holds a timestamp (ext -1) that is not one: not 4, 8 or 12 bytes long, or of more than "
             f"999,999,999 nanoseconds{where}",
             request_id,
         )
-    return f"msgpack cannot read it{where} ({str(what) or type(what).__name__})", request_id
+    return f"msgpack cannot read it{where} ({text or type(what).__name__})", request_id
 
 
 def _refuse_bad_utf8(body: bytes | bytearray) -> None:
