@@ -51,7 +51,7 @@ def _rate_problem(per_second: object, burst: object) -> str | None:
     """What is wrong with a rate of ``per_second`` and ``burst``, in words; None if nothing."""
     for value in (per_second, burst):
         if not isinstance(value, int | float) or isinstance(value, bool):
-            return f"the rate and the burst must be numbers, got {value!r}"
+            return f"the rate and the burst must be numbers, got {quoted(value)}"
     assert isinstance(per_second, int | float) and isinstance(burst, int | float)
     if not MIN_PER_SECOND <= per_second <= MAX_PER_SECOND:  # (also NaN and the infinities)
         return (
@@ -191,9 +191,11 @@ class Limits:
                 if value is None and f.name != "prekeys_low":
                     continue
                 if type(value) is not int or value < (0 if f.name == "prekeys_low" else 1):
-                    raise ValueError(f"Limits.{f.name} must be a positive integer or None, got {value!r}")
+                    raise ValueError(
+                        f"Limits.{f.name} must be a positive integer or None, got {quoted(value)}"
+                    )
             elif value is not None and not isinstance(value, Rate):
-                raise ValueError(f"Limits.{f.name} must be a Rate or None, got {value!r}")
+                raise ValueError(f"Limits.{f.name} must be a Rate or None, got {quoted(value)}")
 
 
 def address_key(host: str) -> str:

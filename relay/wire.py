@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import hashlib
 import itertools
-import operator
 import struct
+import sys
 import threading
 import types
 import typing
@@ -115,6 +116,7 @@ __all__ = [
     "Unblocked",
     "UploadPrekeys",
     "auth_message",
+    "cut",
     "encode",
     "for_log",
     "group_state_message",
@@ -139,7 +141,38 @@ PROTOCOL_VERSION: Final = 1
 DEFAULT_MAX_FRAME_SIZE: Final = 256 * 1024
 
 _PREFIX = struct.Struct(">I")
+
+
+class _ReservedExt(typing.NamedTuple):
+    """An ext value of a type msgpack reserves (-128 to -2; -1 is its timestamp), which msgpack's own
+    ExtType will not hold ("code must be 0~127": a body holding one was refused as not msgpack at all).
+    Named ExtType, as msgpack's is, so that an error shows one as it shows any ext."""
+
+    code: int
+    data: bytes
+
+
+_ReservedExt.__name__ = _ReservedExt.__qualname__ = "ExtType"
+
+
+def _ext(code: int, data: bytes) -> Any:
+    """msgpack's ext_hook for a frame body: an ext of any type read as a value (refused as one where the
+    body holds it), never an error of msgpack's own words."""
+    return msgpack.ExtType(code, data) if code >= 0 else _ReservedExt(code, data)
+
+
 _unpackb = msgpack.unpackb
+_unpackb_ext = functools.partial(msgpack.unpackb, ext_hook=_ext)  # (off the hot path: ~0.2 µs a call)
+
+
+def _unpack_body(body: bytes | bytearray) -> Any:
+    """A frame body's msgpack value, read as a dict of what it holds; raises what msgpack raises."""
+    try:
+        return _unpackb(body, raw=False, strict_map_key=False)
+    except ValueError:  # (an ext of a type msgpack reserves among what it refuses so: read again for it)
+        return _unpackb_ext(body, raw=False, strict_map_key=False)
+
+
 # msgpack.packb makes a Packer (and its buffer) per call, as long as packing a small map takes;
 # each thread keeps one instead (a Packer is not to be shared between threads).
 _packers = threading.local()
@@ -170,9 +203,9 @@ MAX_DEVICES_PER_SEND: Final = 64
 MAX_DEVICES_PER_ACCOUNT: Final = MAX_DEVICES_PER_SEND  # so one send and one bundle reach them all
 # The highest device id a device may register under: Signal's server holds device ids 1 to 127
 # (Signal-Server, grpc/DeviceIdUtil.java ``isValid``: 1 to Byte.MAX_VALUE; its device ids are bytes),
-# and libsignal's DeviceId no other (rust/core/src/address.rs, MAX_VALID_DEVICE_ID). The wire's
-# ``device`` field is wider (frames name device ids other relays may give out); ``register`` refuses one
-# past this.
+# and libsignal's DeviceId no other (rust/core/src/address.rs, MAX_VALID_DEVICE_ID). The wire holds
+# every device id to it, wherever a frame names one (DeviceId; an error's device lists): a device past
+# it cannot register, so no frame can name one (a send to 128 was read, and answered stale_devices).
 MAX_DEVICE_ID: Final = 127
 MAX_ACK_IDS: Final = 1000
 MAX_ACCOUNT_LEN: Final = 128  # characters; Signal's account ids are 36-character UUIDs
@@ -410,11 +443,22 @@ MAX_QUOTED: Final = 60
 def quoted(value: object) -> str:
     """``value`` (a key, a kind: what a peer sent) as an error quotes it: its ``repr`` whole when that is
     at most MAX_QUOTED characters; else the repr of its first characters (a str's or a bin's, so that the
-    quote closes) within MAX_QUOTED, "…" and how long it is: ``'kkk…kk'… (5,000 characters)``. The one
+    quote closes) within MAX_QUOTED, "…" and how long it is: ``'kkk…kk'… (5,000 characters)``; an integer
+    by how many digits it has (``an integer of 400 digits``); anything else by its repr's first
+    MAX_QUOTED characters, "…" and its length (:func:`cut`). The one
     rule for what the relay's errors quote of what it was given (a repr shows control characters
     escaped): every key and kind a peer sent, a sender certificate's sender (relay.certificates), an
-    option's word (relay.server). The operator's socket, which speaks JSON, quotes by the same rule in
-    JSON's quotes (relay.admin._shown)."""
+    option's word (relay.server), a limit's value (relay.limits), and, by its twin sims.analysis.runfiles.brief
+    (which may not import this module), the simulator's words about what it was given. The operator's socket, which speaks JSON, quotes by the same
+    rule in JSON's quotes (relay.admin._shown)."""
+    if type(value) is int and value.bit_length() > 150:  # (an integer this long: by how many digits)
+        try:
+            digits = len(str(abs(value)))
+        except ValueError:  # (past sys.get_int_max_str_digits(): Python will not say them)
+            digits = 0
+        if not digits or digits + (value < 0) > MAX_QUOTED:
+            amount = f"{digits:,}" if digits else f"more than {sys.get_int_max_str_digits():,}"
+            return f"{'a negative' if value < 0 else 'an'} integer of {amount} digits"
     shown = repr(value)
     if len(shown) <= MAX_QUOTED:
         return shown
@@ -424,13 +468,17 @@ def quoted(value: object) -> str:
             head = head[:-1]
         unit = "characters" if type(value) is str else "bytes"
         return f"{head!r}… ({len(value):,} {unit})"
-    return _cut(shown)
+    return cut(shown)
 
 
-def _cut(shown: str) -> str:
-    """``shown`` (how an error shows a peer's value that is no str or bin: a repr) whole when it is at
-    most MAX_QUOTED characters, else its first MAX_QUOTED, "…" and how long it is."""
+def cut(shown: str) -> str:
+    """``shown`` (how an error shows a value that is no str or bin: a repr, or a value in a format of its
+    own, unquoted) whole when it is at most MAX_QUOTED characters, else its first MAX_QUOTED, "…" and how
+    long it is: the rule of :func:`quoted` for what has no quote to close."""
     return shown if len(shown) <= MAX_QUOTED else f"{shown[:MAX_QUOTED]}… ({len(shown):,} characters)"
+
+
+_cut = cut
 
 
 # The most characters of a peer's words (an error's message, a path through its keys) a log line
@@ -488,6 +536,7 @@ def _type_name(value: object) -> str:
         tuple: "array",
         dict: "map",
         msgpack.ExtType: "ext",
+        _ReservedExt: "ext",
         msgpack.Timestamp: "timestamp (ext -1)",
     }.get(type(value), type(value).__name__)
 
@@ -511,9 +560,10 @@ class _Spec:
 
 
 class _UInt(_Spec):
-    def __init__(self, low: int = 0, high: int = _UINT32_MAX) -> None:
+    def __init__(self, low: int = 0, high: int = _UINT32_MAX, why: str = "") -> None:
         self.low, self.high = low, high
         self.describe = "an unsigned integer"
+        self.why = why  # (said after the range: where it comes from)
 
     def check(self, value: Any, name: str) -> Any:
         if type(value) is not int:  # bool is an int subclass; it is not an int on the wire
@@ -521,7 +571,7 @@ class _UInt(_Spec):
         if not self.low <= value <= self.high:
             raise LocalProtocolError(
                 ErrorCode.INVALID_VALUE,
-                f"{name} must be from {self.low} to {self.high}, got {value}",
+                f"{name} must be from {self.low} to {self.high}, got {value}{self.why}",
                 field=name,
             )
         return value
@@ -677,7 +727,8 @@ class _Optional(_Spec):
 _UINT64 = _UInt(0, _UINT64_MAX)
 RequestId = Annotated[int, _UINT64]
 AccountId = Annotated[str, _Str(1, MAX_ACCOUNT_LEN)]
-DeviceId = Annotated[int, _UInt(1, _UINT32_MAX)]
+_DEVICE_ID = _UInt(1, MAX_DEVICE_ID, " (a device id, as Signal's server and libsignal's DeviceId hold them)")
+DeviceId = Annotated[int, _DEVICE_ID]
 KeyId = Annotated[int, _UInt(0, _UINT32_MAX)]
 RegistrationId = Annotated[int, _UInt(0, _UINT32_MAX)]
 Count = Annotated[int, _UInt(0, _UINT32_MAX)]
@@ -1631,9 +1682,9 @@ class ErrorFrame(Response):
     code: Annotated[str, _Str(1, 64)]
     message: Annotated[str, _Text()]
     field: Annotated[str | None, _Optional(_Text())] = None
-    missing: Annotated[tuple[int, ...] | None, _Optional(_List(_UInt(1), MAX_DEVICES_PER_SEND))] = None
-    extra: Annotated[tuple[int, ...] | None, _Optional(_List(_UInt(1), MAX_DEVICES_PER_SEND))] = None
-    stale: Annotated[tuple[int, ...] | None, _Optional(_List(_UInt(1), MAX_DEVICES_PER_SEND))] = None
+    missing: Annotated[tuple[int, ...] | None, _Optional(_List(_DEVICE_ID, MAX_DEVICES_PER_SEND))] = None
+    extra: Annotated[tuple[int, ...] | None, _Optional(_List(_DEVICE_ID, MAX_DEVICES_PER_SEND))] = None
+    stale: Annotated[tuple[int, ...] | None, _Optional(_List(_DEVICE_ID, MAX_DEVICES_PER_SEND))] = None
     retry_after_ms: Millis | None = None  # rate_limited: when the request would be accepted
     # registration_proof: the hashcash difficulty this relay asks of a new account, in leading zero
     # bits (absent when it asks for the operator's token instead); see solve_registration_pow.
@@ -1849,7 +1900,7 @@ def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Fr
             field="length",
         )
     try:
-        raw = _unpackb(body, raw=False, strict_map_key=False)
+        raw = _unpack_body(body)
     except (
         Exception
     ) as e:  # msgpack raises ValueError, FormatError, StackError, ExtraData, UnicodeDecodeError…
@@ -1857,34 +1908,40 @@ def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Fr
             _refuse_bad_utf8(body)
         elif isinstance(e, TypeError):  # "unhashable type": a map's key is a map or an array
             _refuse_unhashable_key(body)
-        reason = str(e) or ("nested too deeply" if isinstance(e, msgpack.StackError) else type(e).__name__)
         if isinstance(e, msgpack.ExtraData):  # (msgpack says "unpack(b) received extra data.")
             extra = len(e.extra)
             follow = "byte follows" if extra == 1 else "bytes follow"
             reason = f"{extra:,} {follow} its first (a frame's length counts its map alone)"
+            request_id = _first_value_id(body)
+        else:  # (msgpack says "Unpack failed: incomplete input", or nothing at all)
+            reason, request_id = _unreadable(body, e)
         raise RemoteProtocolError(
             ErrorCode.MALFORMED_MSGPACK,
             f"frame body is not one msgpack value: {reason}",
-            request_id=_first_value_id(body) if isinstance(e, msgpack.ExtraData) else 0,
+            request_id=request_id,
         ) from None
     if type(raw) is dict:
         head = body[0]
         # A map that names a key twice unpacks to a dict with the last value: refuse it rather
         # than read a frame other than the one a reader that keeps the first value would see.
-        if (len(raw) != head & 0x0F) if 0x80 <= head <= 0x8F else head in (0xDE, 0xDF):
+        # Maps inside the frame (an envelope, a prekey, or one in a field the kind does not have)
+        # may name a key twice too; the answer is the same whatever width the body's headers are
+        # written in (docs/protocol.md: a key named twice is invalid_value wherever it is).
+        checked = (len(raw) != head & 0x0F) if 0x80 <= head <= 0x8F else head in (0xDE, 0xDF)
+        if checked:
             _check_keys_once(body)
         kind = raw.get("kind")
         if type(kind) is str:
             cls = kinds.get(kind)
             if cls is not None:
-                # Maps inside the frame (an envelope, a prekey) may name a key twice too, and the
-                # header count does not show it there. Packing the decoded frame again gives the
-                # body back byte for byte when no key was dropped (this side's encoding is msgpack's
-                # shortest, as every client here sends), for about a µs; any other body is read
-                # again, map by map.
+                # A frame whose kind holds no map, read whole by its fast decoder, holds no map but
+                # its own. Else packing the decoded frame again gives the body back byte for byte
+                # when no key was dropped (this side's encoding is msgpack's shortest, as every
+                # client here sends), for about a µs; any other body has its pairs counted.
                 nests = _NESTS[cls] if cls in _NESTS else _nests(cls)
-                if nests and not _packs_back(raw, body):
+                if nests and not checked and not _packs_back(raw, body):
                     _check_keys_once(body)
+                    checked = True
                 if cls in _FRAME_DECODERS:
                     fast = _FRAME_DECODERS[cls]
                 else:
@@ -1894,6 +1951,11 @@ def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Fr
                         return fast(raw)
                     except _Slow:
                         pass  # the checked path names what is wrong
+                checked = checked or nests  # (a nesting kind's body that packs back drops no key)
+        # Refused, or read by the checked path: a key named twice anywhere in it (in a field this
+        # kind does not have, in a frame of a kind this side does not know) is said first.
+        if not checked and not _packs_back(raw, body):
+            _check_keys_once(body)
     return _decode_map(raw, kinds)
 
 
@@ -1901,7 +1963,7 @@ def _first_value_id(body: bytes | bytearray) -> int:
     """The request id of a body that holds a whole msgpack value and then more bytes, read from that
     first value (:func:`_read_id`), when it can be."""
     try:
-        _unpackb(body, raw=False, strict_map_key=False, object_pairs_hook=_Pairs)
+        _unpackb_ext(body, raw=False, strict_map_key=False, object_pairs_hook=_Pairs)
     except msgpack.ExtraData as e:
         return _read_id(e.unpacked)
     except Exception:  # (the first value is one msgpack reads: it raised ExtraData for this body)
@@ -1909,11 +1971,83 @@ def _first_value_id(body: bytes | bytearray) -> int:
     return 0
 
 
+# How deep msgpack unpacks (its unpacker's stack, MSGPACK_EMBED_STACK_SIZE in msgpack-python's
+# unpack_template.h): 1,024 maps and arrays, the body's own map counted; one more is refused.
+MAX_NESTING: Final = 1024
+
+
+def _unreadable(body: bytes | bytearray, error: Exception) -> tuple[str, int]:
+    """What is wrong with a body msgpack would not unpack (``error``, its exception), said in this
+    protocol's words rather than msgpack's ("Unpack failed: incomplete input", or an exception with no
+    words): cut short, nested too deep, or a byte no msgpack type begins with, and in the value of which
+    of the body's keys; and the request id, when the body's map names it, once, before the fault. The
+    body's map is read again pair by pair to say so (a few µs for the keys of a frame; once a
+    connection, which it closes), past what its first reading also refused (a str not UTF-8, a key that
+    is a map or an array: said first when the rest of the body reads)."""
+    unpacker = msgpack.Unpacker(
+        raw=False,
+        strict_map_key=False,
+        ext_hook=_ext,
+        unicode_errors="surrogateescape",
+        object_pairs_hook=list,
+        max_buffer_size=len(body),  # (so an array, a str or a bin is read no longer than the body)
+    )
+    unpacker.feed(body)
+    fault: Exception | None = None
+    ids: list[Any] = []
+    where = ""
+    try:
+        count = unpacker.read_map_header()
+        for i in range(count):
+            where = f", at key {i + 1:,} of the {count:,} its map's header counts"
+            key = unpacker.unpack()
+            where = f", inside the value of its key {quoted(key)}"
+            value = unpacker.unpack()
+            if type(key) is str and key == "id":
+                ids.append(value)
+        where = ""
+    except Exception as e:  # (OutOfData where it is cut short)
+        fault = e
+    if fault is not None and not where:  # (no map: read whole for what is wrong with it)
+        again = msgpack.Unpacker(
+            raw=False,
+            strict_map_key=False,
+            ext_hook=_ext,
+            unicode_errors="surrogateescape",
+            object_pairs_hook=list,
+            max_buffer_size=len(body),
+        )
+        again.feed(body)
+        try:
+            again.unpack()
+        except Exception as e:
+            fault = e
+    request_id = ids[0] if len(ids) == 1 and type(ids[0]) is int and 0 <= ids[0] <= _UINT64_MAX else 0
+    what = error if fault is None else fault  # (nesting past the bound only as the body's map counts it)
+    if isinstance(what, msgpack.StackError):
+        return f"it is nested deeper than {MAX_NESTING:,} maps and arrays{where}", request_id
+    if isinstance(what, msgpack.FormatError):
+        return f"it holds the byte 0xc1, which begins no msgpack value{where}", request_id
+    # (a length past the body's, which msgpack's reader refuses before it looks for the bytes: "exceeds max_")
+    if isinstance(what, msgpack.OutOfData) or "exceeds max_" in str(what):
+        return f"it is cut short at byte {len(body):,}, the frame's length{where}", request_id
+    # An ext -1 msgpack will not read as its timestamp: msgpack 1.2 says "invalid timestamp data", 1.0.5 (the
+    # lowest declared) "Unpack failed: error = -1", its ext reader's failure, and both "nanoseconds must ...".
+    text = str(what)
+    if "timestamp" in text or "nanoseconds" in text or text == "Unpack failed: error = -1":
+        return (
+            f"it holds a timestamp (ext -1) that is not one: not 4, 8 or 12 bytes long, or of more than "
+            f"999,999,999 nanoseconds{where}",
+            request_id,
+        )
+    return f"msgpack cannot read it{where} ({text or type(what).__name__})", request_id
+
+
 def _refuse_bad_utf8(body: bytes | bytearray) -> None:
     """A body that unpacks but for a str that is not UTF-8: refused naming where that str is (a field,
     ``envelopes[0].body``, or the map whose key it is), which msgpack's own error does not say."""
     try:
-        root = _unpackb(
+        root = _unpackb_ext(
             body, raw=False, strict_map_key=False, object_pairs_hook=_Pairs, unicode_errors="surrogateescape"
         )
     except Exception:  # broken in another way as well: the caller says what msgpack says
@@ -1948,7 +2082,7 @@ def _refuse_unhashable_key(body: bytes | bytearray) -> None:
     hold it: msgpack's error says only "unhashable type"): refused as every key that is no string is
     (wrong_type, the keys must be strings), naming the map and the key."""
     try:
-        root = _unpackb(body, raw=False, strict_map_key=False, object_pairs_hook=_Pairs)
+        root = _unpackb_ext(body, raw=False, strict_map_key=False, object_pairs_hook=_Pairs)
     except Exception:  # broken in another way as well: the caller says what msgpack says
         return
     for node, path in _walk(root):
@@ -2085,8 +2219,17 @@ def _read_id(root: Any) -> int:
 
 def _check_keys_once(body: bytes | bytearray) -> None:
     """Refuse a frame body in which a map, the frame's own or one inside it, names a key more than
-    once (the first such key, by its path: ``v``, ``envelopes[1].device``)."""
-    root = _unpackb(body, raw=False, strict_map_key=False, object_pairs_hook=_Pairs)
+    once (the first such key, by its path: ``v``, ``envelopes[1].device``).
+
+    Whether any map does is asked first by counting, with no Python code for each map (:func:`_drops_a_key`):
+    a body of 256 KiB may hold ~100,000 maps and arrays, and every body whose headers are not msgpack's
+    shortest (a map16 of 3 keys; another client's encoder) is asked. Their walk, one loop pass for each,
+    took ~0.05-0.1 s of the relay's loop a frame (twice for a frame of a kind that nests); the count takes
+    about what msgpack's unpacking of the body does. The walk, which says where, only for a body refused."""
+    if not _drops_a_key(body):
+        return
+    root = _unpackb_ext(body, raw=False, strict_map_key=False, object_pairs_hook=_Pairs)
+    request_id = _read_id(root)
     found = _repeated_key(root)
     if found is not None:
         key, place = found
@@ -2096,15 +2239,32 @@ def _check_keys_once(body: bytes | bytearray) -> None:
             ErrorCode.INVALID_VALUE,
             f"frame body names the key {quoted(key)} more than once{within}; each key once",
             field=where,
-            request_id=_read_id(root),
+            request_id=request_id,
         )
+    # No key of one msgpack type twice: keys of two that Python holds as one (1, 1.0 and true), which
+    # no dict the decoder reads can hold apart. Refused as a key that is no string, wherever it is (as a
+    # key that is a map or an array is: _refuse_unhashable_key), naming the first of them.
+    for node, path in _walk(root):
+        if type(node) is _Pairs:
+            seen: dict[Any, Any] = {}
+            for key, _ in node:
+                if key in seen:
+                    first = seen[key]
+                    where = _path_text(path)
+                    raise RemoteProtocolError(
+                        ErrorCode.WRONG_TYPE,
+                        f"the keys of {where or 'the frame'} must be strings; got the {_type_name(first)} key "
+                        f"{quoted(first)} and the {_type_name(key)} key {quoted(key)}, which a map reader holds as one",
+                        field=_path_text((path, first, False)),
+                        request_id=request_id,
+                    )
+                seen[key] = key
+    raise AssertionError("a key was dropped, and no map names one twice")  # (unreachable: _drops_a_key)
 
 
 def _repeated_key(root: Any) -> tuple[Any, _Place] | None:
     """The first key a map under ``root`` names twice, and its place; None if there is none. Each map's
     own keys before the maps inside it (a frame's top-level repeat is named first)."""
-    if not _names_a_key_twice(root):
-        return None
     for node, place in _walk(root):
         if type(node) is _Pairs:
             # A key by its msgpack type as well: 1, 1.0 and true are three keys (Python's dict holds them
@@ -2119,27 +2279,19 @@ def _repeated_key(root: Any) -> tuple[Any, _Place] | None:
     return None
 
 
-_first, _second = operator.itemgetter(0), operator.itemgetter(1)
-
-
-def _names_a_key_twice(root: Any) -> bool:
-    """Whether a map under ``root`` names a key twice (by its msgpack type as well, as _repeated_key):
-    what _repeated_key asks first, without the places (every body of a client whose encoder is not
-    msgpack's shortest is read again, and one of a frame's size may hold ~100,000 arrays or maps: their
-    walk with places took ~0.4 s of the relay's loop, this ~0.07 s); the places only for a body refused."""
-    stack = [root]
-    push, pop = stack.append, stack.pop
-    while stack:
-        node = pop()
-        if type(node) is _Pairs:
-            # (keys Python counts equal first, in C: only if some are, by their types too)
-            if len(set(map(_first, node))) != len(node) and len({(type(k), k) for k, _ in node}) != len(node):
-                return True
-            node = map(_second, node)
-        for v in node:  # (a loop, not a comprehension: a function call for each of ~100,000 arrays)
-            if (type(v) is _Pairs or type(v) is list) and v:
-                push(v)
-    return False
+def _drops_a_key(body: bytes | bytearray) -> bool:
+    """Whether reading ``body`` (which msgpack unpacks) as dicts drops a pair: a map names a key twice,
+    or two keys Python holds as one (1, 1.0, true). Counted in two passes of msgpack's own, with C
+    callables for hooks (no Python code for each of up to ~100,000 maps): every pair of every map (the
+    list of a map's pairs added to one list, the map itself read as None), and every key of the dicts
+    msgpack makes of them (each dict kept, read as None in the map that holds it). A dict holds fewer
+    keys than its map's pairs exactly when it dropped one. Arrays are read as their lengths (an array
+    holds no key, and a list kept for each of ~100,000 is what the collector would walk again and again)."""
+    pairs: list[Any] = []
+    _unpackb_ext(body, raw=False, strict_map_key=False, object_pairs_hook=pairs.extend, list_hook=len)
+    dicts: list[dict[Any, Any]] = []
+    _unpackb_ext(body, raw=False, strict_map_key=False, object_hook=dicts.append, list_hook=len)
+    return len(pairs) != sum(map(len, dicts))
 
 
 def _key_path(path: str, key: Any) -> str:
@@ -2357,7 +2509,7 @@ class FrameDecoder:
                 raise
         # Read whole, every key once, of a known kind (else the error would be another): read it again
         # without the keys its kind does not have, and so decide on what is left, as for any frame.
-        raw = _unpackb(body, raw=False, strict_map_key=False)
+        raw = _unpack_body(body)
         dropped: list[str] = []
         known = _known_keys(raw, self.kinds[raw["kind"]], "", dropped)
         frame = _decode_map(known, self.kinds)

@@ -426,8 +426,7 @@ def seed_problem(seed: object) -> str | None:
     """What is wrong with ``seed`` as a scenario's seed (an "expected ..." phrase), or None."""
     if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= MAX_SEED:
         return None
-    shown = repr(seed) if len(repr(seed)) <= 40 else f"{repr(seed)[:40]}… ({len(repr(seed))} characters)"
-    return f"expected an integer from 0 to {MAX_SEED} (2**63 - 1, the largest a TOML file holds), got {shown}"
+    return f"expected an integer from 0 to {MAX_SEED} (2**63 - 1, the largest a TOML file holds), got {brief(seed)}"
 
 
 _ASCII_INTEGER = re.compile(r"[+-]?[0-9]+")

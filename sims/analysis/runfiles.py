@@ -70,21 +70,51 @@ def loads(text: str) -> Any:
         raise json.JSONDecodeError(str(exc).split(";")[0], text, 0) from None
 
 
-MAX_SHOWN = 80  # characters of a value an error message shows (brief)
+# The one rule for showing a value in an error is relay.wire.quoted's (docs/protocol.md, Errors); this
+# module may not import relay.wire (sims.analysis imports nothing but the relay's record and profile
+# vocabularies: tests/sims/test_analysis.py), so it keeps the rule's twin, which
+# tests/sims/test_scenario.py holds to it value by value.
+MAX_SHOWN = 60  # characters of a value an error message shows: relay.wire.MAX_QUOTED
 
 
 def brief(value: object, spec: str = "") -> str:
-    """``value`` as an error message shows what it was given (a scenario's value, an option's
-    word): its ``repr`` whole up to MAX_SHOWN characters, else the first MAX_SHOWN, ``…`` and how
-    long the whole is; an integer of more digits by how many it has (``spec``: a format for a number
-    not so long, as ``","``). A value is shown to say which it is, never whole at any length: a
-    name, a time or a window of 5,000 characters, or an integer of 300 digits, was all of the message."""
-    if isinstance(value, int) and not isinstance(value, bool) and len(str(value)) > MAX_SHOWN:
-        return f"{'a negative' if value < 0 else 'an'} integer of {len(str(abs(value))):,} digits"
-    text = format(value, spec) if spec else repr(value)
-    if len(text) <= MAX_SHOWN:
-        return text
-    return f"{text[:MAX_SHOWN]}… ({len(text):,} characters)"
+    """``value`` as an error message shows what it was given (a scenario's value, an option's word),
+    by the relay's one rule (``relay.wire.quoted``): its ``repr`` whole up to MAX_SHOWN characters, else
+    a str's or a bin's first characters with the quote closed, ``…`` and how long the whole is
+    (``'kkk…kk'… (5,000 characters)``); an integer of more digits by how many it has; anything else by
+    its repr's first MAX_SHOWN characters, ``…`` and its length. ``spec``: a format to show it in instead
+    of its repr (``","`` for a number, ``"s"`` for a word unquoted), cut by the same rule. A value is
+    shown to say which it is, never whole at any length: a name, a time or a window of 5,000 characters,
+    or an integer of 300 digits, was all of the message."""
+    if spec:
+        try:
+            text = format(value, spec)
+        except ValueError:  # (an integer past Python's int_max_str_digits)
+            return brief(value)
+        if type(value) is not int or len(text) <= MAX_SHOWN:
+            return _cut(text)
+    if type(value) is int and value.bit_length() > 150:  # (an integer this long: by how many digits)
+        try:
+            digits = len(str(abs(value)))
+        except ValueError:  # (past sys.get_int_max_str_digits(): Python will not say them)
+            digits = 0
+        if not digits or digits + (value < 0) > MAX_SHOWN:
+            amount = f"{digits:,}" if digits else f"more than {sys.get_int_max_str_digits():,}"
+            return f"{'a negative' if value < 0 else 'an'} integer of {amount} digits"
+    shown = repr(value)
+    if len(shown) <= MAX_SHOWN:
+        return shown
+    if type(value) is str or type(value) is bytes:
+        head = value[: MAX_SHOWN - 3]
+        while len(repr(head)) > MAX_SHOWN:  # (escapes: "\\n", "\\x00")
+            head = head[:-1]
+        unit = "characters" if type(value) is str else "bytes"
+        return f"{head!r}… ({len(value):,} {unit})"
+    return _cut(shown)
+
+
+def _cut(shown: str) -> str:
+    return shown if len(shown) <= MAX_SHOWN else f"{shown[:MAX_SHOWN]}… ({len(shown):,} characters)"
 
 
 def finite_number(value: Any) -> bool:

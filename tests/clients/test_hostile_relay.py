@@ -134,7 +134,7 @@ BAD_FRAMES: dict[str, tuple[Forge, str]] = {
     ),
     "nested 3,000 deep": (
         lambda r, a: [struct.pack(">I", 3000) + b"\x91" * 3000],
-        "malformed_msgpack: frame body is not one msgpack value: nested too deeply",
+        "malformed_msgpack: frame body is not one msgpack value: it is nested deeper than 1,024 maps and arrays",
     ),
     "not a map": (lambda r, a: [_raw([1, 2])], "not_a_map: frame body must be a msgpack map, got array"),
     "empty": (lambda r, a: [struct.pack(">I", 0)], "malformed_msgpack: frame body is empty (length 0)"),

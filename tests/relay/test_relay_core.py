@@ -347,36 +347,55 @@ def test_sender_certificates_verify_against_the_trust_root(core: RelayCore, cloc
     assert certificate.expires == int(clock.now) + core.certificate_ttl
 
 
+def _past_the_wire(frame: wire.Frame, **changes: object) -> wire.Frame:
+    """``frame`` with ``changes`` made without the wire's checks: what a relay from before a check read."""
+    cls = type(frame)
+    return wire.prechecked(cls)(*(changes.get(name, getattr(frame, name)) for name, _, _ in cls._specs()))
+
+
+def _register_past_the_wire(keys: DeviceKeys) -> wire.Frame:
+    frame = dataclasses.replace(keys, device=1).register()
+    return _past_the_wire(frame, device=keys.device)
+
+
 def test_a_device_id_past_127_cannot_register(core: RelayCore, clock: Clock) -> None:
     """Signal's server holds device ids 1 to 127 (Signal-Server's DeviceIdUtil.isValid: 1 to
     Byte.MAX_VALUE), libsignal's DeviceId no other: a registration as 128 (a new account, or a device
     linked to one) is refused (``invalid_value``, about ``device``), nothing stored; 127 registers.
-    It registered, and then got no sender certificate."""
+    It registered, and then got no sender certificate. The wire refuses it (no such Register is made,
+    none is read); the relay core still does, for a frame made past the wire's checks."""
+    with pytest.raises(wire.LocalProtocolError) as refused:
+        DeviceKeys.make("dev128", 128).register()
+    assert (refused.value.code, refused.value.field) == (wire.ErrorCode.INVALID_VALUE, "device")
+    assert "from 1 to 127, got 128" in refused.value.message
     keys = DeviceKeys.make("dev128", 128)
     conn = core_device(core, DeviceKeys.make("dev127", 127), 1)
     other = ConnectionContext(2, ("192.0.2.1", 40002))
     core.connect(other)
-    frame = assert_error(reply(core.handle(other, keys.register())), wire.ErrorCode.INVALID_VALUE, "device")
+    register = _register_past_the_wire(keys)
+    frame = assert_error(reply(core.handle(other, register)), wire.ErrorCode.INVALID_VALUE, "device")
     assert "device 128" in frame.message and "1 to 127" in frame.message
     assert not core.store.account_exists("dev128")
-    linked = dataclasses.replace(DeviceKeys.make("dev127", 128).register(), account="dev127")
+    linked = _past_the_wire(register, account="dev127")
+    assert isinstance(linked, wire.Register)
     assert_error(reply(core.handle(conn, linked)), wire.ErrorCode.INVALID_VALUE, "device")
     assert core.store.device_ids("dev127") == [127]
     with pytest.raises(ValueError, match="device 128 cannot be added: a device id is 1 to 127"):
         core.provision_device(linked)
 
 
-def test_a_sender_certificate_is_refused_to_a_device_past_127(
-    core: RelayCore, clock: Clock, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_sender_certificate_is_refused_to_a_device_past_127(core: RelayCore, clock: Clock) -> None:
     """libsignal's DeviceId is 1 to 127 and its SenderCertificate reads no other sender device, so the
     relay issues no certificate naming another: a device stored as 128 (registered before device ids
-    past 127 were refused, as here) is refused (``forbidden``, about ``device``), before a rate-limit
-    token or a signature is spent; 127 gets one."""
-    monkeypatch.setattr("relaysim.relay.core.MAX_DEVICE_ID", 2**32 - 1)  # the relay before the check
+    past 127 were refused; the wire now refuses its auth_challenge, so its connection is logged in here
+    by hand) is refused (``forbidden``, about ``device``), before a rate-limit token or a signature is
+    spent; 127 gets one."""
     for device, ok in ((127, True), (128, False)):
-        keys = DeviceKeys.make(f"dev{device}", device)
-        conn = core_device(core, keys, device)
+        conn = core_device(core, DeviceKeys.make(f"dev{device}", 1), device)
+        stored = core.store.device(f"dev{device}", 1)
+        assert stored is not None
+        core.store.put_device(dataclasses.replace(stored, device=device))
+        conn.authenticated = DeviceAddress(f"dev{device}", device)
         answer = reply(core.handle(conn, wire.GetSenderCertificate(id=1)))
         if ok:
             assert isinstance(answer, wire.SenderCertificateResponse)

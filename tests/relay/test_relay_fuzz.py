@@ -13,8 +13,9 @@ import contextlib
 import copy
 import logging
 import math
+import random
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgpack
@@ -769,3 +770,182 @@ async def test_a_live_server_meets_odd_ids_and_versions_split_frames_half_closes
     assert sent_good and set(sent_good) <= delivered
     assert accepted and accepted <= delivered
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+def _wide(obj: Any, wider: Callable[[], bool]) -> bytes:
+    """``obj`` packed as msgpack with each map's, array's, str's, bin's and int's header in a longer form
+    than the shortest wherever ``wider()`` says so (another client's encoder may write map32 for 3 keys)."""
+    if isinstance(obj, dict | list):
+        n = len(obj)
+        fix, h16, h32 = (0x80, b"\xde", b"\xdf") if isinstance(obj, dict) else (0x90, b"\xdc", b"\xdd")
+        head = (
+            h32 + struct.pack(">I", n)
+            if wider()
+            else h16 + struct.pack(">H", n)
+            if wider() or n > 15
+            else bytes([fix | n])
+        )
+        items = [x for kv in obj.items() for x in kv] if isinstance(obj, dict) else obj
+        return head + b"".join(_wide(x, wider) for x in items)
+    if type(obj) is str and wider():
+        data = obj.encode()
+        return b"\xdb" + struct.pack(">I", len(data)) + data
+    if type(obj) is bytes and wider():
+        return b"\xc6" + struct.pack(">I", len(obj)) + obj
+    if type(obj) is int and wider():
+        return b"\xcf" + struct.pack(">Q", obj) if obj >= 0 else b"\xd3" + struct.pack(">q", obj)
+    packed: bytes = msgpack.packb(obj, use_bin_type=True)
+    return packed
+
+
+ODD_VALUES: list[tuple[str, bytes]] = [
+    ("ext 5", b"\xd4\x05\x00"),
+    ("ext -5 (reserved)", b"\xd4\xfb\x00"),
+    ("ext -128 (reserved)", b"\xc7\x00\x80"),
+    ("timestamp", msgpack.packb(msgpack.Timestamp(1, 2))),
+    ("timestamp of 3 bytes", b"\xc7\x03\xff\x00\x00\x00"),
+    ("timestamp of 10**9 ns", b"\xc7\x0c\xff" + struct.pack(">Iq", 10**9, 0)),
+    ("float32 1.0", b"\xca" + struct.pack(">f", 1.0)),
+    ("-0.0", msgpack.packb(-0.0)),
+    ("nan", msgpack.packb(math.nan)),
+    ("uint64 max", msgpack.packb(2**64 - 1)),
+    ("int64 min", msgpack.packb(-(2**63))),
+    ("0-length str", b"\xa0"),
+    ("0-length bin", b"\xc4\x00"),
+    ("map of a 0-length key", b"\x81\xa0\x01"),
+    ("map32 of a key named twice", b"\xdf\x00\x00\x00\x02\xa1a\x01\xa1a\x02"),
+    ("fixmap of a key named twice", b"\x82\xa1a\x01\xa1a\x02"),
+    ("keys 1 and true", b"\x82\x01\x01\xc3\x01"),
+]
+MSGPACK_WORDS = ("Unpack failed", "unpack(b)", "code must be", "exceeds max_", "nanoseconds must")
+
+
+def _live_odd_attacks(keys: dict[str, DeviceKeys]) -> Iterator[tuple[str, bytes, bool]]:
+    """(what, bytes, whether the relay must read on past it): valid frames in longer headers, odd values at
+    every top-level field in both, device ids out of range, bodies cut short, too deep, many maps."""
+    rng = random.Random(14)
+    for seed in _seeds(keys):
+        raw = _wire_map(seed)
+        for p in (1.0, 0.5):
+            yield (
+                f"{seed.kind} in longer headers ({p})",
+                _raw_frame(_wide(raw, lambda p=p: rng.random() < p)),
+                True,
+            )
+        for key in [k for k in raw if k not in ("v", "kind")]:
+            for name, value in ODD_VALUES:
+                body = _wide({**raw, key: "\x00mark"}, lambda: rng.random() < 0.3)
+                for mark in (b"\xa5\x00mark", b"\xdb\x00\x00\x00\x05\x00mark"):
+                    body = body.replace(mark, value, 1)
+                yield f"{seed.kind}.{key} = {name}", _raw_frame(body), False
+        full = wire.encode_body(seed)
+        for cut in sorted({1, len(full) // 3, len(full) // 2, len(full) - 1}):
+            yield f"{seed.kind} cut at {cut}", _raw_frame(full[:cut]), False
+    for device in (0, 128, 2**32 - 1):
+        send = {"v": 1, "id": 9, "kind": "send", "to": "bob", "envelopes": [{"device": device, "body": b"x"}]}
+        yield f"send to device {device}", _raw_frame(_wide(send, lambda: rng.random() < 0.5)), False
+        ask = {"v": 1, "id": 9, "kind": "auth_challenge", "account": "bob", "device": device}
+        yield f"auth_challenge of device {device}", _raw_frame(msgpack.packb(ask)), False
+    yield (
+        "nested 2,000 deep",
+        _raw_frame(b"\x84\xa1v\x01\xa2id\x09\xa4kind\xa4ping\xa1x" + b"\x91" * 2000 + b"\xc0"),
+        False,
+    )
+    many = b"\xdd" + (50_000).to_bytes(4, "big") + b"\xde\x00\x01\xa0\xc0" * 50_000
+    for _ in range(3):  # (read whole and answered unknown_field: the connection reads on)
+        yield (
+            "50,000 map16s in an unknown field",
+            _raw_frame(b"\xde\x00\x04\xa1v\x01\xa2id\x09\xa4kind\xa4ping\xa1x" + many),
+            True,
+        )
+
+
+async def test_a_live_server_meets_longer_headers_odd_values_and_cut_bodies_and_keeps_serving() -> None:
+    """The relay's answers to frames of odd forms, live, with good devices beside: a valid frame in longer
+    msgpack headers is read as itself; every odd value (ext types reserved or not, timestamps, floats,
+    -0.0, 64-bit extremes, empty keys, keys named twice in either header width) and every body cut short
+    or nested too deep gets an error naming the field or the fault in the protocol's words (never
+    msgpack's), before any close; nothing the good devices sent is lost."""
+    keys = _keys()
+    core = new_core()
+    errors: list[tuple[str, wire.ErrorFrame]] = []
+    closed_silently: list[str] = []
+    closed_on_good: list[str] = []
+    async with running(core, connection_rate=None, max_connections_per_address=None) as server:
+        good = {a: await WireClient.connect(server.port) for a in ("alice", "bob")}
+        for account, client in good.items():
+            await client.register(keys[account])
+            await client.authenticate(keys[account])
+        carol = await WireClient.connect(server.port)
+        await carol.register(keys["carol"])
+        await carol.aclose()
+        sent_good: list[bytes] = []
+        done = trio.Event()
+
+        async def attack() -> None:
+            attacker: WireClient | None = None
+            for n, (what, data, reads_on) in enumerate(_live_odd_attacks(keys)):
+                if attacker is None:
+                    attacker = await WireClient.connect(server.port)
+                    await attacker.authenticate(keys["carol"])
+                ping = 2**40 + n
+                await attacker.stream.send_all(data + wire.encode(wire.Ping(id=ping)))
+                error = None
+                with trio.fail_after(20):
+                    while True:
+                        try:
+                            frame = await attacker.next_frame()
+                        except (EOFError, trio.BrokenResourceError):
+                            if error is None:
+                                closed_silently.append(what)
+                            if reads_on:
+                                closed_on_good.append(what)
+                            await attacker.aclose()
+                            attacker = None
+                            break
+                        if isinstance(frame, wire.ErrorFrame):
+                            error = frame
+                            errors.append((what, frame))
+                        elif isinstance(frame, wire.Pong) and frame.id == ping:
+                            break
+            if attacker is not None:
+                await attacker.aclose()
+
+        async def talk() -> None:
+            while not done.is_set():
+                sent_good.extend(await good["alice"].send("bob", [1], b"good %d" % len(sent_good)))
+                await trio.sleep(0.005)
+
+        async with trio.open_nursery() as talking:
+            talking.start_soon(talk)
+            await attack()
+            done.set()
+        delivered = {e.id for e in await good["bob"].drain()}
+    assert not closed_silently, closed_silently[:5]
+    assert not closed_on_good, closed_on_good[:5]
+    assert not [(w, e) for w, e in errors if e.code == E.INTERNAL_ERROR], errors[:5]
+    assert not [(w, e) for w, e in errors if e.code in FIELD_CODES and not e.field][:5]
+    assert not [(w, e.message) for w, e in errors if any(x in e.message for x in MSGPACK_WORDS)][:5]
+    decoder_codes = {
+        E.MALFORMED_MSGPACK,
+        E.NOT_A_MAP,
+        E.MISSING_FIELD,
+        E.UNKNOWN_FIELD,
+        E.WRONG_TYPE,
+        E.UNKNOWN_KIND,
+    }
+    assert not [
+        (w, e.code, e.message) for w, e in errors if "longer headers" in w and e.code in decoder_codes
+    ]
+    assert sent_good and set(sent_good) <= delivered
+
+
+@pytest.mark.parametrize("p", [0.3, 0.7, 1.0])
+def test_every_valid_frame_in_longer_headers_is_read_as_itself(p: float) -> None:
+    """msgpack allows a longer form for every header (map32 for 3 keys, uint64 for 1, str32, bin32):
+    another client's encoder may write one anywhere, and the frame is the same frame."""
+    rng = random.Random(p)
+    for seed in _seeds(_keys()):
+        for _ in range(5):
+            body = _wide(_wire_map(seed), lambda: rng.random() < p)
+            assert wire.decode_body(body, wire.REQUEST_KINDS) == seed

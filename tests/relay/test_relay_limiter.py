@@ -56,3 +56,22 @@ def test_a_refusal_takes_nothing_from_any_bucket() -> None:
     refused = limiter.take_all([("b", 1, rate), ("a", 1, rate)], 0.5)
     assert refused == ("a", rate, 0.5)
     assert limiter._buckets == before  # "b" untouched although it had room
+
+
+def test_a_limit_refused_shows_its_value_by_the_one_quoting_rule() -> None:
+    """relay/limits.py showed a value it refused whole (its repr: a word of 5,000 characters was the message)."""
+    import pytest
+
+    from relaysim.relay.limits import Limits
+    from relaysim.relay.wire import quoted
+
+    for bad in ("z" * 5000, b"\x00" * 500, list(range(2000))):
+        with pytest.raises(ValueError) as refused:
+            Limits(prekeys_low=bad)  # type: ignore[arg-type]
+        assert str(refused.value).endswith(f"got {quoted(bad)}") and len(str(refused.value)) < 200
+        with pytest.raises(ValueError) as refused:
+            Limits(send_per_account=bad)  # type: ignore[arg-type]
+        assert str(refused.value).endswith(f"got {quoted(bad)}") and len(str(refused.value)) < 200
+        with pytest.raises(ValueError) as refused:
+            Rate(bad, 1)  # type: ignore[arg-type]
+        assert str(refused.value).endswith(f"got {quoted(bad)}") and len(str(refused.value)) < 200

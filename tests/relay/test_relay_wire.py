@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import struct
+import sys
 import tracemalloc
+import types
 
 import msgpack
 import pytest
@@ -180,7 +182,7 @@ BASE = {"v": 1, "id": 9, "kind": "ping"}
     [
         (b"\xc1", wire.ErrorCode.MALFORMED_MSGPACK, None, "msgpack"),  # 0xc1 is never used
         (b"", wire.ErrorCode.MALFORMED_MSGPACK, "length", "empty (length 0)"),
-        (b"\x91" * 5000 + b"\xc0", wire.ErrorCode.MALFORMED_MSGPACK, None, "nested too deeply"),
+        (b"\x91" * 5000 + b"\xc0", wire.ErrorCode.MALFORMED_MSGPACK, None, "nested deeper than 1,024"),
         (msgpack.packb(BASE) + b"\x00", wire.ErrorCode.MALFORMED_MSGPACK, None, "msgpack"),  # trailing data
         (msgpack.packb([1, 2]), wire.ErrorCode.NOT_A_MAP, None, "array"),
         (msgpack.packb({"id": 1, "kind": "ping"}), wire.ErrorCode.MISSING_FIELD, "v", "'v'"),
@@ -948,3 +950,162 @@ def test_a_body_that_names_no_key_twice_is_checked_without_the_places(
     assert (e.code, e.field, walked) == (wire.ErrorCode.UNKNOWN_FIELD, "x", [])
     e = _decoding_error(_deep(3, "k", b"\x82\xa1a" + many + b"\xa1a" + many))  # a repeat: its place said
     assert (e.code, e.field) == (wire.ErrorCode.INVALID_VALUE, "x.k.k.k.a") and len(walked) == 1
+
+
+def _lines_run_in_wire(data: bytes) -> tuple[wire.ProtocolError | wire.Frame, int]:
+    """What decoding ``data`` gives, and how many lines of relay/wire.py it ran (a count, not a time)."""
+    lines = 0
+    path = wire.__file__
+
+    def trace(frame: types.FrameType, event: str, arg: object) -> object:
+        nonlocal lines
+        if frame.f_code.co_filename != path:
+            return None
+        if event == "line":
+            lines += 1
+        return trace
+
+    decoder = wire.FrameDecoder()
+    decoder.receive_data(data)
+    sys.settrace(trace)
+    try:
+        result: wire.ProtocolError | wire.Frame = decoder.next_frame()  # type: ignore[assignment]
+    except wire.RemoteProtocolError as e:
+        result = e
+    finally:
+        sys.settrace(None)
+    return result, lines
+
+
+@pytest.mark.parametrize("where", ["ping-map16", "ping-map16-maps16", "send-envelopes"])
+def test_a_body_of_many_maps_in_longer_headers_is_checked_without_a_pass_for_each(where: str) -> None:
+    """A body whose headers are not msgpack's shortest (a map16 frame; any map16 inside a frame that
+    nests) is asked whether a map names a key twice; that was a Python loop pass for each of its maps and
+    arrays, ~100,000 in a frame of 256 KiB (~0.05-0.2 s of the relay's loop a frame, and the frame, refused
+    unknown_field, keeps its connection). msgpack's own passes now count the pairs: the lines the decoder
+    runs do not grow with the maps the body holds."""
+    n = 20_000
+    small = {"ping-map16": b"\x81\xa0\xc0", "ping-map16-maps16": b"\xde\x00\x01\xa0\xc0"}.get(
+        where, b"\x81\xa0\xc0"
+    )
+    many = b"\xdd" + n.to_bytes(4, "big") + small * n
+    if where == "send-envelopes":
+        body = _map(("v", P(1)), ("id", P(5)), ("kind", P("send")), ("to", P("bob")), ("envelopes", many))
+        expected = (wire.ErrorCode.UNKNOWN_FIELD, "envelopes[0].''")
+    else:
+        body = b"\xde\x00\x04" + _map(("v", P(1)), ("id", P(5)), ("kind", P("ping")), ("x", many))[1:]
+        expected = (wire.ErrorCode.UNKNOWN_FIELD, "x")
+    result, lines = _lines_run_in_wire(_frame(body, raw=True))
+    assert isinstance(result, wire.RemoteProtocolError)
+    assert (result.code, result.field, result.request_id) == (*expected, 5)
+    assert lines < 2_000, lines
+
+
+@pytest.mark.parametrize("header", ["fixmap", "map16", "map32"])
+@pytest.mark.parametrize(
+    ("kind", "inside", "code", "field"),
+    [
+        ("ping", _map(("a", P(1)), ("a", P(2))), wire.ErrorCode.INVALID_VALUE, "x.a"),
+        ("ping", _array(P(0), _map(("b", P(1)), ("b", P(1)))), wire.ErrorCode.INVALID_VALUE, "x[1].b"),
+        ("zz", _map(("a", P(1)), ("a", P(2))), wire.ErrorCode.INVALID_VALUE, "x.a"),
+        ("ping", _map((1, P(1)), (True, P(2))), wire.ErrorCode.WRONG_TYPE, "x.1"),
+        ("ping", _map(("a", P(1)), ("b", P(2))), wire.ErrorCode.UNKNOWN_FIELD, "x"),
+        ("zz", _map(("a", P(1)), ("b", P(2))), wire.ErrorCode.UNKNOWN_KIND, "kind"),
+    ],
+    ids=["unknown-field", "unknown-field-array", "unknown-kind", "one-key-to-python", "once", "once-kind"],
+)
+def test_a_key_named_twice_anywhere_gets_one_answer_whatever_the_header_width(
+    header: str, kind: str, inside: bytes, code: wire.ErrorCode, field: str
+) -> None:
+    """docs/protocol.md: a map, the body's or one inside it, names each key once, else invalid_value by
+    its path. A key named twice in a field a kind does not have (or in a frame of a kind not known) was
+    unknown_field (or unknown_kind), the connection kept, when the body's own map was a fixmap, and
+    invalid_value, the connection closed, when it was a map16 or map32: the same content, two answers.
+    Keys Python holds as one (1 and true) are refused as keys that are no string, wherever they are."""
+    pairs = _map(("v", P(1)), ("id", P(5)), ("kind", P(kind)), ("x", inside))
+    head = {"fixmap": pairs[:1], "map16": b"\xde\x00\x04", "map32": b"\xdf\x00\x00\x00\x04"}[header]
+    e = _decoding_error(_frame(head + pairs[1:], raw=True))
+    assert (e.code, e.field, e.request_id) == (code, field, 5), e
+
+
+_PING_HEAD = b"\x84" + P("v") + P(1) + P("id") + P(7)
+
+
+@pytest.mark.parametrize(
+    ("body", "said", "request_id"),
+    [
+        (_PING_HEAD + P("kind") + P("ping")[:-2], "is cut short at byte 16, the frame's length, inside the value of its key 'kind'", 7),
+        (_PING_HEAD + P("kind") + P("ping"), "is cut short at byte 18, the frame's length, at key 4 of the 4 its map's header counts", 7),
+        (b"\x83" + P("v") + P(1) + P("id") + b"\xcd\x00", "is cut short at byte 9, the frame's length, inside the value of its key 'id'", 0),
+        (b"\xdb\x00\x01\x00\x00abc", "is cut short at byte 8, the frame's length", 0),
+        (_PING_HEAD + P("kind") + P("ping") + P("x") + b"\x91" * 2000 + b"\xc0", "is nested deeper than 1,024 maps and arrays, inside the value of its key 'x'", 7),
+        (b"\x91" * 3000, "is nested deeper than 1,024 maps and arrays", 0),
+        (_PING_HEAD + P("x") + b"\xc1", "holds the byte 0xc1, which begins no msgpack value, inside the value of its key 'x'", 7),
+        (_PING_HEAD + P("x") + b"\xd5\xff\x00\x00", "holds a timestamp (ext -1) that is not one: not 4, 8 or 12 bytes long, or of more than 999,999,999 nanoseconds, inside the value of its key 'x'", 7),
+        (_PING_HEAD + P("x") + b"\xc7\x0c\xff" + struct.pack(">Iq", 10**9, 0), "holds a timestamp (ext -1) that is not one: not 4, 8 or 12 bytes long, or of more than 999,999,999 nanoseconds, inside the value of its key 'x'", 7),
+        (b"\x84" + P("v") + P(1) + P("id") + P(7) + P("x") + b"\xa1\xff" + P("kind") + b"\xa4pi", "is cut short at byte 20, the frame's length, inside the value of its key 'kind'", 7),
+        (b"\x84" + P("v") + P(1) + P("id") + P(7) + P("x") + b"\x81\x91\x01\x01" + P("kind") + b"\xa4pi", "is cut short at byte 22, the frame's length, inside the value of its key 'kind'", 7),
+    ],
+    ids=["in-a-value", "a-pair-short", "in-the-id", "a-str-longer-than-the-body", "deep", "deep-no-map", "0xc1", "timestamp", "timestamp-ns", "and-not-utf-8", "and-an-array-key"],
+)  # fmt: skip
+def test_a_body_msgpack_cannot_read_is_said_in_the_protocol_s_words_with_its_id(
+    body: bytes, said: str, request_id: int
+) -> None:
+    """A body cut short or nested too deep got msgpack's words ("Unpack failed: incomplete input", or its
+    exception's name) and request id 0; it says what is wrong, in the value of which key, and echoes the
+    id the map names before the fault, as the other errors about a frame do."""
+    e = _decoding_error(_frame(body, raw=True))
+    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.MALFORMED_MSGPACK, None, request_id), e
+    assert e.message == f"frame body is not one msgpack value: it {said}"
+
+
+@pytest.mark.parametrize("device", [0, 128, 2**32 - 1])
+@pytest.mark.parametrize(
+    ("role", "body", "field"),
+    [
+        ("relay", lambda d: {**BASE, "kind": "send", "to": "bob", "envelopes": [{"device": d, "body": b"x"}]}, "envelopes[0].device"),
+        ("relay", lambda d: {**BASE, "kind": "auth_challenge", "account": "bob", "device": d}, "device"),
+        ("device", lambda d: {**BASE, "kind": "error", "code": "stale_devices", "message": "m", "stale": [1, d]}, "stale[1]"),
+        ("device", lambda d: {**BASE, "kind": "authenticated", "account": "bob", "device": d}, "device"),
+    ],
+    ids=["send", "auth_challenge", "error-stale", "authenticated"],
+)  # fmt: skip
+def test_a_device_id_outside_1_to_127_is_refused_wherever_a_frame_names_one(
+    role: str, body: object, field: str, device: int
+) -> None:
+    """Signal-Server's DeviceIdUtil.isValid (1 to 127) held at registration alone: a send to device 128,
+    a bundle or an auth_challenge naming 2**32 - 1 were read (docs/protocol.md: device, 1 … 2^32−1)."""
+    assert callable(body)
+    e = _decoding_error(_frame(body(device)), role)
+    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.INVALID_VALUE, field, 9), e
+    assert f"must be from 1 to 127, got {device} (a device id" in e.message
+    with pytest.raises(wire.LocalProtocolError):  # nor is one made
+        wire.OutgoingEnvelope(device, b"x")
+
+
+@pytest.mark.parametrize("code", [-128, -2, 5])
+@pytest.mark.parametrize("where", ["field", "unknown-field", "key"])
+def test_an_ext_of_a_type_msgpack_reserves_is_a_value_refused_as_any_ext(code: int, where: str) -> None:
+    """An ext of type -128 to -2 (msgpack reserves them; -1 is its timestamp) is a msgpack value like any
+    other; msgpack's ExtType will not hold one, and a body holding one was refused malformed_msgpack in
+    msgpack's words ("code must be 0~127"). It is refused as any ext is where it is (found by fuzzing)."""
+    ext = b"\xd4" + code.to_bytes(1, "big", signed=True) + b"\x00"
+    if where == "field":
+        body, expected = (
+            _map(("v", P(1)), ("id", P(9)), ("kind", P("fetch_bundle")), ("account", ext)),
+            (wire.ErrorCode.WRONG_TYPE, "account"),
+        )
+    elif where == "unknown-field":
+        body, expected = (
+            _map(("v", P(1)), ("id", P(9)), ("kind", P("ping")), ("x", ext)),
+            (wire.ErrorCode.UNKNOWN_FIELD, "x"),
+        )
+    else:
+        body = _map(("v", P(1)), ("id", P(9)), ("kind", P("ping"))) + ext + P(1)
+        body = bytes([body[0] + 1]) + body[1:]
+        expected = (wire.ErrorCode.WRONG_TYPE, f"ExtType(code={code}, data=b'\\x00')")
+    e = _decoding_error(_frame(body, raw=True))
+    assert (e.code, e.field, e.request_id) == (*expected, 9), e
+    assert "code must be" not in e.message and (
+        "got ext" in e.message or "got the ext key" in e.message or where == "unknown-field"
+    )

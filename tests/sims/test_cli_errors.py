@@ -179,7 +179,7 @@ def test_bad_numbers_are_refused_by_the_parser(argv: list[str], tf_run: Path) ->
     [
         (["run", "two-friends", "--seed", "-1"], "got -1"),
         (["run", "two-friends", "--seed", str(2**63)], f"got {2**63}"),
-        (["run", "two-friends", "--seed", str(10**400)], "characters)"),  # (shown cut short)
+        (["run", "two-friends", "--seed", str(10**400)], "an integer of 401 digits"),  # (shown by its length)
         (["run", "two-friends", "--seed", "seven"], "got 'seven'"),
         (["demo", "--wire", "--seed", "-5"], "got -5"),
     ],

@@ -1473,3 +1473,47 @@ def test_a_dotted_key_nested_past_any_scenarios_depth_is_named_by_its_path() -> 
     deep = "[" * 40 + "1" + "]" * 40  # deep enough for the limit, not for tomllib's recursion
     with pytest.raises(ScenarioError, match=r"^bad\.toml: scenario\.seed(\[0\]){30}: nested more than 32"):
         parse_scenario(GOOD.replace("seed = 3", f"seed = {deep}"), "bad.toml")
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["k" * 100, "é\n" * 50, b"\x00" * 100, ["x" * 30] * 5, 10**400, -(10**70), 1.5, "short"],
+    ids=["str", "escapes", "bin", "list", "huge-int", "negative-int", "float", "short"],
+)
+def test_a_seed_and_any_value_a_scenario_error_shows_are_shown_by_the_relay_s_one_rule(value: object) -> None:
+    """seed_problem cut a seed's repr at 40 characters (``'kkkk…``, its quote left open) and runfiles.brief
+    had its own bound (80), while the relay quotes by relay.wire.quoted: one rule now, the quote closed."""
+    from relaysim.relay import wire
+    from relaysim.sims.analysis.runfiles import brief
+    from relaysim.sims.scenario import seed_problem
+
+    problem = seed_problem(value)
+    assert problem is not None and problem.endswith(f", got {wire.quoted(value)}")
+    assert brief(value) == wire.quoted(value)
+    shown = wire.quoted(value)
+    assert len(shown) <= wire.MAX_QUOTED + 30, shown
+    if isinstance(value, str | bytes) and len(repr(value)) > wire.MAX_QUOTED:
+        head = shown.split("… (")[0]
+        assert head[-1] == "'" and head == repr(value[: len(eval(head))]), shown  # the quote closes
+
+
+@given(
+    st.one_of(
+        st.text(max_size=200),
+        st.binary(max_size=200),
+        st.integers(min_value=-(10**200), max_value=10**200),
+        st.floats(),
+        st.lists(st.text(max_size=20), max_size=10),
+        st.none(),
+        st.booleans(),
+    )
+)
+def test_brief_is_the_twin_of_the_relay_s_quoting_rule(value: object) -> None:
+    """sims.analysis may not import relay.wire (tests/sims/test_analysis.py): runfiles.brief keeps its rule's twin."""
+    from relaysim.relay import wire
+    from relaysim.sims.analysis.runfiles import MAX_SHOWN, brief
+
+    assert MAX_SHOWN == wire.MAX_QUOTED
+    assert brief(value) == wire.quoted(value)
+    text = str(value)
+    assert brief(text, "s") == wire.cut(text)
