@@ -1109,3 +1109,24 @@ def test_an_ext_of_a_type_msgpack_reserves_is_a_value_refused_as_any_ext(code: i
     assert "code must be" not in e.message and (
         "got ext" in e.message or "got the ext key" in e.message or where == "unknown-field"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "got"),
+    [
+        (1.0, "got float"),
+        (msgpack.ExtType(5, b"a"), "got ext"),
+        (msgpack.Timestamp(1, 0), "got timestamp (ext -1)"),
+    ],
+)
+def test_no_field_takes_a_float_an_ext_or_a_timestamp(value: object, got: str) -> None:
+    """docs/protocol.md, "msgpack types used": where a field of the kind is expected, a float, an ext or a
+    timestamp is wrong_type naming the field and what came; inside an unknown field it is that field's."""
+    body = msgpack.packb({"v": 1, "kind": "ping", "id": value}, use_bin_type=True)
+    with pytest.raises(wire.RemoteProtocolError) as e:
+        wire.decode_body(body, wire.REQUEST_KINDS)
+    assert (e.value.code, e.value.field) == ("wrong_type", "id") and got in str(e.value)
+    body = msgpack.packb({"v": 1, "kind": "ping", "id": 1, "zz": value}, use_bin_type=True)
+    with pytest.raises(wire.RemoteProtocolError) as e:
+        wire.decode_body(body, wire.REQUEST_KINDS)
+    assert (e.value.code, e.value.field) == ("unknown_field", "zz")
