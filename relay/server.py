@@ -96,7 +96,17 @@ from typing import Final, TypeVar
 import trio  # type: ignore[import-untyped,unused-ignore]  # trio 0.22 ships no type information
 
 from relaysim.relay.core import ConnectionContext, Output, Push, RelayCore, Reply
-from relaysim.relay.limits import DEFAULT_LIMITS, Limits, Rate, RateLimiter, address_key, parse_rate
+from relaysim.relay.limits import (
+    DEFAULT_LIMITS,
+    MAX_BURST,
+    MAX_PER_SECOND,
+    MIN_PER_SECOND,
+    Limits,
+    Rate,
+    RateLimiter,
+    address_key,
+    parse_rate,
+)
 from relaysim.relay.metadata import KEEP_EVERYTHING, KEEP_NOTHING, RetentionPolicy
 from relaysim.relay.profiles import PROFILES, Profile, profile_as_of
 from relaysim.relay.store import Store, StoreError, dangling_link
@@ -1214,6 +1224,12 @@ def _rate(text: str) -> Rate | None:
         return parse_rate(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+# (--help states it, as _state_bounds does every number option's bounds; the error said them, --help did not)
+_rate.bounds = (  # type: ignore[attr-defined]
+    f"rate from {MIN_PER_SECOND:.6f} to {MAX_PER_SECOND:,.0f} a second, burst from 1 to {MAX_BURST:,.0f}, or off"
+)
 
 
 def _rate_text(rate: Rate | None) -> str:

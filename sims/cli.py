@@ -51,7 +51,14 @@ from relaysim.sims.analysis.runfiles import (
     writable_file,
     write_whole,
 )
-from relaysim.sims.numbers import MAX_COLUMNS, MIN_COLUMNS, decimal_number, state_bounds, whole_number
+from relaysim.sims.numbers import (
+    MAX_COLUMNS,
+    MIN_COLUMNS,
+    SEED_BOUNDS,
+    decimal_number,
+    state_bounds,
+    whole_number,
+)
 
 if TYPE_CHECKING:
     from relaysim.sims.scenario import Scenario
@@ -100,6 +107,9 @@ def _seed(text: str) -> int:
     from relaysim.sims.scenario import seed_arg
 
     return seed_arg(text)
+
+
+_seed.bounds = SEED_BOUNDS  # type: ignore[attr-defined]  # (--help states it: state_bounds)
 
 
 def _order_name(text: str) -> str:
@@ -999,7 +1009,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME_OR_PATH",
         help="a built-in scenario (see: relaysim scenarios) or a .toml file",
     )
-    run.add_argument("--seed", type=_seed, help="override the scenario's seed (0 to 2**63 - 1)")
+    run.add_argument("--seed", type=_seed, help="override the scenario's seed")
     run.add_argument(
         "--out", type=out_folder, metavar="DIR", help="where to write the outputs (default: out/NAME)"
     )

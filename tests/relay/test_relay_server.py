@@ -744,7 +744,11 @@ def test_main_help_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
         # a bucket that never empties (a float of 1e23 does not count down by one), or whose wait
         # would not fit retry_after_ms (an internal error at the first refusal): say off instead
         ("--send-rate-account", "5/99999999999999999999999", "the burst must be from 1 (one request) to"),
-        ("--send-rate-account", "1e-30/10", "the rate must be from 1e-06 to 1,000,000,000 requests a second"),
+        (
+            "--send-rate-account",
+            "1e-30/10",
+            "the rate must be from 0.000001 to 1,000,000,000 requests a second",
+        ),
         ("--connection-rate", "inf/64", "the rate must be from"),
         ("--ack-unknown-rate-account", "50/nan", "the burst must be from"),
         ("--register-rate", "2e9/3", "the rate must be from"),
