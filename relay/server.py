@@ -1433,6 +1433,19 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# The files SQLite keeps beside a database (sqlite.org/tempfiles.html: the write-ahead log, its
+# shared-memory index, the rollback journal): a socket made at one of them would be the store's.
+_DATABASE_SUFFIXES: Final = ("", "-wal", "-shm", "-journal")
+
+
+def _is_a_database_file(path: str, db: str) -> bool:
+    """Whether ``path`` (--admin) is ``db`` or one of the files SQLite keeps beside it, links
+    resolved: SQLite opens a linked database at its target and keeps the -wal and -shm beside the
+    target (its unix VFS resolves the links), so --admin TARGET-wal with --db LINK was taken."""
+    own = {p + suffix for p in (os.path.abspath(db), os.path.realpath(db)) for suffix in _DATABASE_SUFFIXES}
+    return bool({os.path.abspath(path), os.path.realpath(path)} & own)
+
+
 def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -1809,7 +1822,7 @@ def main(args: list[str]) -> int:
     if opts.admin:
         from relaysim.relay.admin import AdminPathError, prepare_admin_path
 
-        if os.path.abspath(opts.admin) in {os.path.abspath(opts.db + s) for s in ("", "-wal", "-shm")}:
+        if _is_a_database_file(opts.admin, opts.db):
             return usage(
                 f"--admin {opts.admin} is the database's own file; give the socket a path of its own"
             )
