@@ -1347,6 +1347,15 @@ def _host(text: str) -> str:
         pass
     else:
         scope = getattr(address, "scope_id", None)  # (fe80::1%eth0: the interface a link-local one is on)
+        if scope is not None and not address.is_link_local:
+            # A zone is given effect only on a link-local address (fe80::/10): getaddrinfo refused
+            # "::1%lo" as "Name or service not known" (lo is an interface here), and took "::1%1" and
+            # "fd00::2%eth0"'s index only to drop it, listening on the address alone.
+            unzoned = text.partition("%")[0]
+            raise argparse.ArgumentTypeError(
+                f"{shown}: the part after '%' (a zone) names the interface of a link-local address "
+                f"(fe80::/10) only; {unzoned} is not one: give --host {unzoned}"
+            )
         if scope is not None and not _is_interface(scope):
             raise argparse.ArgumentTypeError(
                 f"{shown}: no network interface {scope!r} on this machine (the part after '%' names the "
