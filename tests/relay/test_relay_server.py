@@ -15,6 +15,7 @@ import socket
 import sqlite3
 import ssl
 import struct
+import stat
 import subprocess
 import sys
 import threading
@@ -1601,6 +1602,48 @@ def test_tls_files_that_are_a_pipe_or_too_large_are_refused_not_waited_on(tmp_pa
         assert res.returncode == 2, res.stderr
         assert f"error: {said}" in res.stderr and "Traceback" not in res.stderr, res.stderr
         assert not db.exists()
+
+
+# (run in a relay serve process: after the first open of each TLS file, a FIFO is put at its path)
+_SWAP_AFTER_OPEN = """
+import os, sys
+from relaysim.relay import server
+swapped, real_open = set(), os.open
+def swapping_open(path, *args, **kwargs):
+    fd = real_open(path, *args, **kwargs)
+    if str(path).endswith('.pem') and path not in swapped:
+        swapped.add(path)
+        os.unlink(path)
+        os.mkfifo(path)  # (nothing will ever write to it)
+    return fd
+os.open = swapping_open
+sys.exit(server.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_tls_files_are_read_from_the_one_open_that_was_checked(tmp_path: Path) -> None:
+    """--tls-cert and --tls-key were opened, checked (a regular file, not too large) and closed, then
+    opened again by OpenSSL, by path, twice: a FIFO put there in between was waited on for ever, a
+    file of gigabytes read whole. Each is now read once, from the open it was checked on. (Here a
+    FIFO replaces each file after its first open; the timeout turns a hang into a failure.)"""
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    absent = tmp_path / "absent-token"  # (a usage error after the TLS files: the relay stops there)
+    argv = ["--port", "0", "--db", str(tmp_path / "r.db"), "--tls-cert", str(cert), "--tls-key", str(key)]
+    res = subprocess.run(
+        [sys.executable, "-c", _SWAP_AFTER_OPEN, *argv, "--registration-token-file", str(absent)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(RelayProcess.ROOT)},
+    )
+    assert res.returncode == 2, res.stderr
+    assert f"error: --registration-token-file {absent}: No such file" in res.stderr, res.stderr
+    assert stat.S_ISFIFO(cert.stat().st_mode) and stat.S_ISFIFO(key.stat().st_mode)  # (swapped)
 
 
 def test_a_pipe_at_the_db_path_is_refused_not_waited_on(tmp_path: Path) -> None:
