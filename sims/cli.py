@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from relaysim.sims.analysis.runfiles import (
+    PIPE_HELP,
     brief,
     in_file,
     not_a_file,
@@ -1146,7 +1147,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--json",
         metavar="FILE",
         type=writable_file,
-        help="also write the disclosure as JSON to FILE; with --json -, write only the JSON, to stdout",
+        help=f"also write the disclosure as JSON to FILE; with --json -, write only the JSON, to stdout; {PIPE_HELP}",
     )
 
     analyze = sub.add_parser(

@@ -40,6 +40,8 @@ from typing import Any
 
 __all__ = [
     "MAX_SHOWN",
+    "PIPE_HELP",
+    "PIPE_READER_WAIT",
     "brief",
     "finite_number",
     "in_file",
@@ -321,8 +323,13 @@ def _write_into(target: Path, data: str, text: str | Path) -> None:
 
 
 # How long a write into a named pipe waits for a program to read it: a shell's ``> fifo`` waits for
-# ever, and so did relaysim, its work done, saying nothing (cli13's fuzz: disclose --json FIFO).
+# ever, and so did relaysim, its work done, saying nothing (cli13's fuzz: disclose --json FIFO). A
+# bound, not for ever: a command whose reader never comes (a typo in the reader's command, a script
+# that starts it after) must end, saying why, not hang a script or a CI job. It is said as the wait
+# starts (on stderr) and in each --json's --help (PIPE_HELP), so that a reader started late is
+# started in time: the work is done by then, and a pipe read by nothing keeps none of it.
 PIPE_READER_WAIT = 30.0
+PIPE_HELP = f"a named pipe (FIFO) is waited on for a reader for at most {PIPE_READER_WAIT:g} s"
 
 
 def _open_for_writing(target: Path) -> int:
@@ -335,12 +342,21 @@ def _open_for_writing(target: Path) -> int:
     if not nonblock or not stat.S_ISFIFO(os.stat(target).st_mode):
         return os.open(target, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
     deadline = time.monotonic() + PIPE_READER_WAIT
+    said = False
     while True:
         try:
             fd = os.open(target, os.O_WRONLY | nonblock | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
             if exc.errno != errno.ENXIO:  # (ENXIO: no process has the pipe open for reading)
                 raise
+            if not said:  # (the wait was said only when it was over, the output then lost)
+                said = True
+                print(
+                    f"relaysim: {one_line(target)} is a pipe (FIFO) that nothing reads yet: waiting up to "
+                    f"{PIPE_READER_WAIT:g} s for a program to read it",
+                    file=sys.stderr,
+                    flush=True,
+                )
             if time.monotonic() >= deadline:
                 raise OSError(
                     errno.ENXIO,
