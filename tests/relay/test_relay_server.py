@@ -14,8 +14,8 @@ import signal
 import socket
 import sqlite3
 import ssl
-import struct
 import stat
+import struct
 import subprocess
 import sys
 import threading

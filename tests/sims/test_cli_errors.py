@@ -777,7 +777,6 @@ def test_every_json_options_help_says_how_long_a_pipe_is_waited_on() -> None:
     import importlib
 
     from relaysim.sims.analysis.runfiles import PIPE_READER_WAIT
-
     from relaysim.sims.cli import build_parser
 
     parsers = {"disclose": build_parser()._subparsers._group_actions[0].choices["disclose"]}  # type: ignore[union-attr]
