@@ -46,6 +46,8 @@ from relaysim.sims.analysis.runfiles import (
     not_empty,
     one_line,
     out_folder,
+    read_run_file,
+    read_run_text,
     run_folder,
     scenario_arg,
     text_arg,
@@ -468,7 +470,7 @@ def _disclose(args: argparse.Namespace) -> int:
         )
     if provider_file.exists():
         try:
-            provider = loads(provider_file.read_text(encoding="utf-8"))
+            provider = loads(read_run_text(provider_file))
         except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
             raise CliError(
                 f"{provider_file} cannot be read ({exc}); it says which profile answered and which keys "
@@ -551,7 +553,7 @@ def _disclose(args: argparse.Namespace) -> int:
             src = Path(str(db) + suffix)
             if src.exists():
                 try:
-                    content = src.read_bytes()
+                    content = read_run_file(src, limit=None)
                 except OSError as exc:  # (it said "check its permissions, or give another folder")
                     raise CliError(
                         f"--db {db}: cannot read {src}: {exc.strerror or exc}; check its permissions"
@@ -806,7 +808,7 @@ def _chart(args: argparse.Namespace) -> int:
         _run_to_dir(_scenario("fbi-chart"), out)
     again = f"run it again with: relaysim chart {_q(out)} --rerun"
     try:
-        matrix = loads(matrix_file.read_text(encoding="utf-8"))
+        matrix = loads(read_run_text(matrix_file))
     except OSError as exc:
         raise CliError(f"cannot read {matrix_file}: {exc.strerror or exc}; {again}") from None
     except UnicodeDecodeError as exc:
@@ -850,13 +852,13 @@ def _checked_matrix_md(out: Path, matrix: Any, again: str) -> str:
         if what is not None:  # (a named pipe was read, and waited on for ever)
             raise CliError(f"{path}: {what}; {again}")
     try:
-        written = md_file.read_text(encoding="utf-8")
+        written = read_run_text(md_file)
     except OSError as exc:
         raise CliError(f"cannot read {md_file}: {exc.strerror or exc}; {again}") from None
     except UnicodeDecodeError as exc:  # (it was an internal error)
         raise CliError(f"{md_file}: not UTF-8 text ({exc.reason} at byte {exc.start}); {again}") from None
     try:
-        empty = loads(summary_file.read_text(encoding="utf-8")).get("empty")
+        empty = loads(read_run_text(summary_file)).get("empty")
     except (OSError, ValueError, AttributeError):
         empty = None
     if not (
@@ -880,7 +882,7 @@ def _held_scenario(out: Path) -> str | None:
     from relaysim.sims.analysis.runfiles import loads
 
     try:
-        name = loads((out / "summary.json").read_text(encoding="utf-8")).get("scenario")
+        name = loads(read_run_text(out / "summary.json")).get("scenario")
     except (OSError, ValueError, AttributeError):
         return None
     return name if isinstance(name, str) else None

@@ -31,7 +31,7 @@ from relaysim.relay.compliance import Disclosure, in_order
 from relaysim.relay.legal import CATEGORIES, INSTRUMENTS, REASON_LABELS, REASONS, RESPONSES
 from relaysim.relay.mdtext import md_block
 from relaysim.relay.profiles import ASKS, REAL_PROFILES, get_profile, profile_as_of
-from relaysim.sims.analysis.runfiles import brief
+from relaysim.sims.analysis.runfiles import brief, read_run_text
 from relaysim.sims.scenario import LegalProcessEvent, Scenario
 from relaysim.sims.term import outcome_style, render, table
 from relaysim.sims.world.simulation import SimulationResult
@@ -232,7 +232,7 @@ def _disclosure(folder: Path, process: str, name: str | None) -> tuple[Path, dic
         if what is not None:  # (a named pipe was read, and waited on for ever)
             return f": {where}/{path.name}, the disclosure it is read off, is {what}"
         try:
-            record = loads(path.read_text(encoding="utf-8"))
+            record = loads(read_run_text(path))
         except FileNotFoundError:
             continue
         except (OSError, UnicodeDecodeError, ValueError) as exc:

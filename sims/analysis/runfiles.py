@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import io
 import json
 import math
 import os
@@ -36,9 +37,10 @@ import stat
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 __all__ = [
+    "MAX_RUN_FILE",
     "MAX_SHOWN",
     "PIPE_HELP",
     "PIPE_READER_WAIT",
@@ -49,9 +51,12 @@ __all__ = [
     "not_a_file",
     "not_empty",
     "one_line",
+    "open_run_file",
     "out_file",
     "out_folder",
     "own_file",
+    "read_run_file",
+    "read_run_text",
     "run_folder",
     "scenario_arg",
     "text_arg",
@@ -243,6 +248,64 @@ def not_a_file(path: Path) -> str | None:
         if test(mode):
             return f"not a regular file ({kind})"
     return "not a regular file"
+
+
+# The most read of a run's JSON or Markdown file (summary.json, matrix.json, a disclosure, an
+# analysis): the largest relaysim writes are a few megabytes; a larger one is no file of a run (a
+# disk image, /dev/zero copied in), and was read whole into memory.
+MAX_RUN_FILE = 256 * 1024 * 1024
+
+
+def open_run_file(path: str | Path) -> BinaryIO:
+    """``path``, a file in a run's folder, opened for reading (binary) if it is a regular file; else
+    an OSError naming it and saying what it is (a folder, a pipe, a socket, a device), which the
+    readers' ``except OSError`` already turns into a line. Opened without waiting (O_NONBLOCK) and
+    checked on the open file (fstat): a named pipe was waited on for ever by a Python caller (the
+    commands check the folder's files first, the functions they call did not), a socket or a
+    device read as a file, or "[Errno 6] No such device or address"."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except IsADirectoryError:  # (Windows: a folder is not opened)
+        raise IsADirectoryError(errno.EISDIR, "a folder, not a file", str(path)) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError(errno.EISDIR, "a folder, not a file", str(path))
+            kinds = ((stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"))
+            kind = next((k for test, k in (*kinds, (stat.S_ISBLK, "a device")) if test(mode)), "")
+            raise OSError(errno.EINVAL, f"not a regular file{f' ({kind})' if kind else ''}", str(path))
+        if getattr(os, "O_NONBLOCK", 0):
+            os.set_blocking(fd, True)
+        return open(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_run_file(path: str | Path, limit: int | None = MAX_RUN_FILE) -> bytes:
+    """The bytes of ``path``, a regular file in a run's folder (:func:`open_run_file`) of at most
+    ``limit`` bytes; else an OSError naming it (EFBIG: how large it is, and the most read). No
+    ``limit`` for the files that grow with the run (transcript.jsonl, relay.db): a regular file all
+    the same."""
+    with open_run_file(path) as f:
+        if limit is None:
+            return f.read()
+        size = os.fstat(f.fileno()).st_size
+        data = f.read(limit + 1) if size <= limit else b""
+        if size > limit or len(data) > limit:  # (or it grew as it was read)
+            raise OSError(
+                errno.EFBIG,
+                f"{max(size, len(data)):,} bytes, more than a run's file holds (at most {limit:,} are read)",
+                str(path),
+            )
+    return data
+
+
+def read_run_text(path: str | Path, limit: int | None = MAX_RUN_FILE) -> str:
+    """:func:`read_run_file` as UTF-8 text, line ends read as ``Path.read_text`` reads them (``\r\n``
+    and ``\r`` as ``\n``); UnicodeDecodeError for bytes that are not UTF-8, as it raised."""
+    return io.StringIO(read_run_file(path, limit).decode("utf-8"), newline=None).read()
 
 
 # What an error line must not carry as it is: every C0 and C1 control character (a line break in a

@@ -32,7 +32,7 @@ from typing import Any
 
 from relaysim.relay.legal import CATEGORIES, REASON_LABELS, REASONS, RESPONSES
 from relaysim.relay.profiles import get_profile
-from relaysim.sims.analysis.runfiles import finite_number, loads, own_file, write_whole
+from relaysim.sims.analysis.runfiles import finite_number, loads, own_file, read_run_text, write_whole
 from relaysim.sims.term import OUTCOME_COLOURS
 
 __all__ = ["REPORT_FILE", "ReportError", "render_report", "write_report"]
@@ -89,7 +89,7 @@ def _clock(t: float, days: bool) -> str:
 
 def _load(path: Path) -> Any:
     try:
-        return loads(path.read_text(encoding="utf-8"))
+        return loads(read_run_text(path))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ReportError(
             f"{path} cannot be read ({getattr(exc, 'strerror', None) or exc}); run the scenario again "

@@ -1047,13 +1047,13 @@ def test_analyze_reads_the_transcript_once(
     """analyze parsed transcript.jsonl twice: whole, to check its counts against summary.json
     (sims.report.run_disagreements), then line by line for the scoring (read_truth). Once it is
     read, both have what they need; what analyze writes and prints is the same. Every opening of
-    the file, through pathlib or open(), is counted."""
+    the file, through pathlib, open() or os.open() (sims.analysis.runfiles.open_run_file), is counted."""
     import builtins
 
     run = copy_of(tf_run, tmp_path)
     transcript = run / "transcript.jsonl"
     opened: list[str] = []
-    path_open, builtin_open = Path.open, builtins.open
+    path_open, builtin_open, os_open = Path.open, builtins.open, os.open
 
     def counted_path_open(self: Path, *args: Any, **kwargs: Any) -> Any:
         if self.name == transcript.name:
@@ -1065,8 +1065,14 @@ def test_analyze_reads_the_transcript_once(
             opened.append(str(file))
         return builtin_open(file, *args, **kwargs)
 
+    def counted_os_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(file, str | Path) and Path(file).name == transcript.name:
+            opened.append(str(file))
+        return os_open(file, *args, **kwargs)
+
     monkeypatch.setattr(Path, "open", counted_path_open)
     monkeypatch.setattr(builtins, "open", counted_open)
+    monkeypatch.setattr(os, "open", counted_os_open)
     assert main(["analyze", str(run), *as_seen]) == 0
     monkeypatch.undo()
     assert opened == [str(transcript)], opened
@@ -1204,3 +1210,95 @@ def test_a_clock_epoch_too_large_for_a_number_is_named(
     refused(capsys, argv, "provider.json: clock_epoch: expected Unix seconds (a number), got 1000")
     assert main(argv) == 2
     assert len(capsys.readouterr().err) < 300
+
+
+# --- the readers a Python caller calls: a FIFO, socket or device in a run's folder ------------------
+
+
+def _readers() -> list[tuple[str, str, Callable[[Path], object]]]:
+    """(the file made a FIFO, the reader's name, a call of it on the run's folder): the functions of
+    sims/ that read a file in a run's folder, which the commands check first and a Python caller
+    (a notebook, a script) did not."""
+    from relaysim.sims import counterfactual, defences, demo, matrix, report, sweep
+    from relaysim.sims.analysis import run as analysis_run
+    from relaysim.sims.analysis import traits, view
+    from relaysim.sims.analysis_scoring import read_truth
+    from relaysim.sims.reports import html
+
+    return [
+        ("transcript.jsonl", "analysis_scoring.read_truth", lambda r: read_truth(r / "transcript.jsonl")),
+        ("transcript.jsonl", "report.read_run", report.read_run),
+        ("summary.json", "report.read_run (summary)", report.read_run),
+        ("provider.json", "report.run_calendar", report.run_calendar),
+        (
+            "relay-view.jsonl",
+            "analysis.view.from_relay_view",
+            lambda r: view.from_relay_view(r / "relay-view.jsonl"),
+        ),
+        ("d.json", "analysis.view.from_disclosure", lambda r: view.from_disclosure(r / "d.json")),
+        ("d.json", "analysis.traits.read_directory", lambda r: traits.read_directory(r / "d.json")),
+        ("provider.json", "analysis.run._provider", analysis_run._provider),
+        ("summary.json", "defences.measure", defences.measure),
+        ("provider.json", "demo.render_inference", demo.render_inference),
+        ("disclosures/x.json", "counterfactual._disclosure", lambda r: counterfactual._disclosure(r, "x")),
+        ("d.json", "reports.html._load", lambda r: html._load(r / "d.json")),
+        ("d.json", "sweep._saved_summary", lambda r: sweep._saved_summary(r / "d.json", "k")),
+        ("summary.json", "matrix._disclosure", lambda r: matrix._disclosure(r, "subpoena", None)),
+    ]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+@pytest.mark.parametrize(("made", "name", "read"), _readers(), ids=[r[1] for r in _readers()])
+def test_a_reader_of_a_run_folder_refuses_a_named_pipe_not_waits_on_it(
+    tf_run: Path, tmp_path: Path, made: str, name: str, read: Callable[[Path], object]
+) -> None:
+    """Each opened the file as it found it: a named pipe was waited on for ever (a writer never
+    comes), by a caller that is not a command (the commands check the folder's files first). They
+    share one check (sims.analysis.runfiles.open_run_file): a regular file, at most MAX_RUN_FILE
+    bytes, else an error that says what it is. (A thread reads: a hang fails the join, and a writer
+    opened once lets it go.)"""
+    import threading
+
+    run = copy_of(tf_run, tmp_path)
+    fifo = run / made
+    fifo.parent.mkdir(exist_ok=True)
+    fifo.unlink(missing_ok=True)
+    os.mkfifo(fifo)
+    outcome: list[object] = []
+
+    def call() -> None:
+        try:
+            outcome.append(read(run))
+        except Exception as exc:  # (each reader's own error type: said below)
+            outcome.append(exc)
+
+    reader = threading.Thread(target=call, daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    hung = reader.is_alive()
+    if hung:  # (let it go: a writer opened and closed ends its open, then its read)
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(timeout=10)
+    assert not hung, f"{name} waited on the named pipe {made}"
+    said = outcome[0]
+    text = " ".join(str(x) for x in said) if isinstance(said, tuple) else str(said)
+    assert "not a regular file (a pipe)" in text, (name, said)
+
+
+def test_a_run_file_past_the_most_read_is_refused_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from relaysim.sims.analysis import runfiles
+
+    path = tmp_path / "summary.json"
+    path.write_text('{"a": 1}', encoding="utf-8")
+    assert runfiles.read_run_text(path) == '{"a": 1}'
+    with pytest.raises(OSError, match=r"8 bytes, more than a run's file holds \(at most 7 are read\)") as exc:
+        runfiles.read_run_file(path, limit=7)
+    assert exc.value.filename == str(path)
+    for where, said in (
+        (tmp_path, "a folder, not a file"),
+        (Path("/dev/zero"), r"not a regular file \(a device\)"),
+    ):
+        with pytest.raises(OSError, match=said):
+            runfiles.read_run_file(where)
