@@ -822,6 +822,7 @@ def _chart(args: argparse.Namespace) -> int:
         problem = matrix_disagreement(out, matrix)
     if problem is not None:
         raise CliError(f"{matrix_file}: {problem}; {again}")
+    _check_summary_copy(out / "summary.json", matrix, again)
     if args.markdown:
         # matrix.md is printed only if it is matrix.json's, as the run wrote it: a hand-edited one was
         # printed as the chart (chart checked matrix.json alone)
@@ -837,6 +838,28 @@ def _chart(args: argparse.Namespace) -> int:
         f"\nThe matrix is in {out}/matrix.json and {out}/matrix.md; each provider's disclosures in {out}/<profile>/."
     )
     return 0
+
+
+def _check_summary_copy(summary_file: Path, matrix: Any, again: str) -> None:
+    """A CliError unless ``summary_file`` (the chart's summary.json) holds ``matrix`` (matrix.json,
+    checked) as its copy of the chart (sims.matrix.summary_problem): it was never read back against
+    it, and a hand-edited one was kept as the run's."""
+    from relaysim.sims.analysis.runfiles import loads
+    from relaysim.sims.matrix import summary_problem
+
+    try:
+        summary = loads(read_run_text(summary_file))
+    except OSError as exc:
+        raise CliError(f"cannot read {summary_file}: {exc.strerror or exc}; {again}") from None
+    except UnicodeDecodeError as exc:
+        raise CliError(
+            f"{summary_file}: not UTF-8 text ({exc.reason} at byte {exc.start}); {again}"
+        ) from None
+    except ValueError as exc:  # (json.JSONDecodeError)
+        raise CliError(f"{summary_file}: not JSON ({exc}); {again}") from None
+    problem = summary_problem(summary, matrix)
+    if problem is not None:
+        raise CliError(f"{summary_file}: {problem}; {again}")
 
 
 def _checked_matrix_md(out: Path, matrix: Any, again: str) -> str:
@@ -872,6 +895,12 @@ def _checked_matrix_md(out: Path, matrix: Any, again: str) -> str:
             f"with nothing in them), which matrix.md marks; {again}"
         )
     problem = markdown_problem(written, matrix, empty)
+    if problem is None:  # and the words around the tables, as the run wrote them from its scenario
+        from relaysim.sims.matrix import check_matrix_scenario, render_markdown, text_problem
+
+        scenario = _scenario("fbi-chart")
+        expected = render_markdown(matrix, scenario, check_matrix_scenario(scenario), empty)
+        problem = text_problem(written, expected)
     if problem is not None:
         raise CliError(f"{md_file}: not the chart matrix.json holds (edited?): {problem}; {again}")
     return written

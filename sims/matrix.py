@@ -409,6 +409,44 @@ def markdown_problem(
     return None
 
 
+def text_problem(text: str, expected: str) -> str | None:
+    """Where ``text`` (matrix.md read back, its tables passed by :func:`markdown_problem`) differs
+    from ``expected`` (:func:`render_markdown` of matrix.json, checked, and the scenario that made it):
+    the first line that differs, as ``line N: ...``; None if none does. Its tables alone were held
+    to matrix.json: the words around them (whom the orders were served on, the date each provider
+    is taken as of, the assumptions, the legend) were printed as the chart whatever they said."""
+    have, want = text.splitlines(), expected.splitlines()
+    for n, (a, b) in enumerate(zip(have, want, strict=False), 1):
+        if a != b:
+            return f"line {n} is {brief(a)}, where the run wrote {brief(b)}"
+    if len(have) != len(want) or text.endswith("\n") != expected.endswith("\n"):
+        return f"it has {len(have)} lines, where the run wrote {len(want)}"
+    return None
+
+
+def summary_problem(summary: object, matrix: Matrix) -> str | None:
+    """What keeps ``summary`` (summary.json read back) from holding ``matrix`` (matrix.json,
+    checked) as its copy of the chart (``summary["matrix"]``): the first cell that differs, as
+    ``matrix.profile.process``; None if it holds it. The copy was never read back against it."""
+    if not isinstance(summary, dict):
+        return f"expected a JSON object, got {type(summary).__name__}"
+    copy = summary.get("matrix")
+    if not isinstance(copy, dict):
+        return f"matrix: expected the chart (a JSON object of profiles, as matrix.json), got {brief(copy)}"
+    for profile in copy.keys() - matrix.keys():
+        return f"matrix: {brief(profile)} is no profile of matrix.json (edited?)"
+    for profile, row in matrix.items():
+        theirs = copy.get(profile)
+        if not isinstance(theirs, dict):
+            return f"matrix.{profile}: not as matrix.json has it (edited?)"
+        for process in theirs.keys() - row.keys():
+            return f"matrix.{profile}: {brief(process)} is no process of matrix.json (edited?)"
+        for process, outcome in row.items():
+            if theirs.get(process) != outcome:
+                return f"matrix.{profile}.{process}: not as matrix.json has it (edited?)"
+    return None
+
+
 def _assumptions(matrix: Matrix, scenario: Scenario) -> list[str]:
     """The cells that rest on the project's assumption, not on a source (``Profile.assumptions``),
     each with what is assumed, so that a reader holds no such cell against the chart as a fact."""

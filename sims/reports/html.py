@@ -740,6 +740,13 @@ def _matrix_data(path: Path) -> dict[str, dict[str, Any]]:
         problem = matrix_disagreement(path.parent, data)
     if problem:
         raise ReportError(f"{path}: {problem}{_AGAIN}")
+    # and summary.json's copy of it, as chart holds it (it was never read back against it)
+    from relaysim.sims.matrix import summary_problem
+
+    summary_file = path.parent / "summary.json"
+    problem = summary_problem(_load(summary_file), data)
+    if problem:
+        raise ReportError(f"{summary_file}: {problem}{_AGAIN}")
     return data
 
 

@@ -746,8 +746,18 @@ def test_chart_markdown_that_is_not_utf8_is_named_not_an_internal_error(
             lambda md: md + "| WhatsApp (`whatsapp`) | CONTENT | | | | |\n",
             "where the chart and its legend have",
         ),
+        # the words around the tables were not held to anything: printed as the chart's
+        (
+            lambda md: md.replace("Every order was served on `", "Every order was served on `not-", 1),
+            'line 5 is "Every order was served on `not-tariq`',
+        ),
+        (
+            lambda md: md.replace("CONTENT means the words", "CONTENT means nothing, not the words", 1),
+            "where the run wrote 'Processes: ",
+        ),
+        (lambda md: md + "\nAll of it was handed over.\n", "lines, where the run wrote"),
     ],
-    ids=["a-cell", "a-row-added"],
+    ids=["a-cell", "a-row-added", "its-target", "its-legend", "a-line-added"],
 )
 def test_chart_markdown_is_checked_against_the_matrix(
     tmp_path: Path,
@@ -805,6 +815,28 @@ def test_a_matrix_cell_changed_to_another_valid_value_is_refused(
     edit(matrix)
     (run / "matrix.json").write_text(json.dumps(matrix), encoding="utf-8")
     refused(capsys, [argv[0], str(run), *argv[1:]], f"{run / 'matrix.json'}: {needle}")
+
+
+@pytest.mark.parametrize("argv", [["chart"], ["chart", "--markdown"], ["report"]], ids=" ".join)
+def test_the_summarys_copy_of_the_matrix_is_held_to_matrix_json(
+    tmp_path: Path, made: Callable[[str], Path], capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """summary.json keeps a copy of the chart, which chart and report never read back against
+    matrix.json: a copy edited (Signal "refused" a subpoena) was kept as the run's."""
+    run = copy_of(made("fbi-chart"), tmp_path)
+    summary_file = run / "summary.json"
+    summary = json.loads(summary_file.read_text(encoding="utf-8"))
+    summary["matrix"]["signal"]["subpoena"]["response"] = "refused"
+    summary_file.write_text(json.dumps(summary), encoding="utf-8")
+    refused(
+        capsys,
+        [argv[0], str(run), *argv[1:]],
+        f"{summary_file}: matrix.signal.subpoena: not as matrix.json has it (edited?)",
+    )
+    summary["matrix"]["signal"]["subpoena"]["response"] = "complied"
+    summary["matrix"]["someone"] = {}
+    summary_file.write_text(json.dumps(summary), encoding="utf-8")
+    refused(capsys, [argv[0], str(run), *argv[1:]], "matrix: 'someone' is no profile of matrix.json")
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
