@@ -738,6 +738,9 @@ def _analyze(args: argparse.Namespace) -> int:
     from relaysim.sims.report import run_calendar, sim_clock
 
     out = Path(args.dir)
+    odd = not_a_file(out / "relay.db")
+    if odd not in (None, "no such file"):  # (a folder there was "has no relay.db", a pipe "no such file")
+        raise CliError(f"{out / 'relay.db'}: {odd}; expected a run's relay.db")
     if not (out / "relay.db").is_file():
         runs = sorted(p.parent.name for p in out.glob("*/relay.db"))
         hint = f"; it holds one run per profile: analyse one, e.g. {out / runs[0]}" if runs else ""

@@ -24,7 +24,7 @@ from typing import Any
 
 from relaysim.relay.metadata import METADATA_FIELDS, MetadataRecord, RecordKind, RetentionPolicy
 from relaysim.relay.profiles import Profile
-from relaysim.sims.analysis.runfiles import finite_number, loads, open_run_file, read_run_text
+from relaysim.sims.analysis.runfiles import finite_number, loads, not_a_file, open_run_file, read_run_text
 
 __all__ = [
     "RELAY_VIEW_FILE",
@@ -117,8 +117,8 @@ _UNREADABLE = (sqlite3.DatabaseError, UnicodeDecodeError)
 
 
 def _connect(db: Path) -> sqlite3.Connection:
-    if not db.is_file():
-        raise AnalysisInputError(f"{db}: no such file; expected a run's relay.db")
+    if not db.is_file():  # (a folder or a pipe there is said to be one: it was "no such file")
+        raise AnalysisInputError(f"{db}: {not_a_file(db) or 'no such file'}; expected a run's relay.db")
     try:  # (SQLite says only "unable to open database file", and the store was blamed for it)
         with open(db, "rb"):
             pass

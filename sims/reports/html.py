@@ -970,7 +970,9 @@ def render_report(run: Path) -> str:
     """The report for a finished run's folder (a run, a comparison or the FBI chart) as HTML text."""
     run = Path(run)
     summary_file = run / "summary.json"
-    if not summary_file.is_file():
+    if (
+        not summary_file.exists()
+    ):  # (a folder or a pipe there is read, and said to be one: not "no summary.json")
         raise ReportError(
             f"{run} holds no finished run (no summary.json); make one with: relaysim run NAME --out {run}"
         )

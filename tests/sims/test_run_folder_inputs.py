@@ -1334,3 +1334,22 @@ def test_a_run_file_past_the_most_read_is_refused_naming_it(
     ):
         with pytest.raises(OSError, match=said):
             runfiles.read_run_file(where)
+
+
+@pytest.mark.parametrize(
+    ("name", "command", "said"),
+    [
+        ("relay.db", "analyze", "relay.db: a folder; expected a run's relay.db"),
+        ("relay.db", "report", "relay.db: a folder; expected a run's relay.db"),
+        ("summary.json", "report", "summary.json cannot be read (a folder, not a file)"),
+    ],
+)
+def test_a_folder_where_a_run_keeps_a_file_is_said_to_be_one(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, command: str, said: str
+) -> None:
+    """A folder at relay.db was "has no relay.db" (analyze) or "no such file" (report), and at
+    summary.json "holds no finished run (no summary.json)": the file is there, and is a folder."""
+    run = copy_of(tf_run, tmp_path)
+    (run / name).unlink()
+    (run / name).mkdir()
+    refused(capsys, [command, str(run)], f"{run / said}" if said.startswith(name) else said)
