@@ -892,10 +892,25 @@ def _read_events(run: Path) -> list[dict[str, Any]]:
     return events
 
 
-def _lead(summary: dict[str, Any], description: str) -> str:
-    facts = f"Seed {summary.get('seed', '?')}"
-    if "people" in summary:
-        facts += f", {summary['people']} people on {summary.get('devices', '?')} devices"
+def _whole(summary: dict[str, Any], key: str, where: Path) -> int | None:
+    """``summary[key]``, a count or a seed (a whole number from 0), or None if it is not there;
+    ReportError naming the file and the field otherwise: the lead showed any value as the run's
+    ("Seed many, xxx people on 2 devices")."""
+    value = summary.get(key)
+    if value is None:
+        return None
+    if type(value) is not int or value < 0:
+        from relaysim.sims.analysis.runfiles import brief
+
+        raise ReportError(f"{where}: {key}: expected a whole number from 0, got {brief(value)}{_AGAIN}")
+    return value
+
+
+def _lead(summary: dict[str, Any], description: str, where: Path) -> str:
+    seed, people, devices = (_whole(summary, key, where) for key in ("seed", "people", "devices"))
+    facts = f"Seed {'?' if seed is None else seed}"
+    if people is not None:
+        facts += f", {people} people on {'?' if devices is None else devices} devices"
     if finite_number(summary.get("duration_s")):
         facts += f", {summary['duration_s'] / 3600:g} simulated hours"
     first, rest = _first_sentence(description)
@@ -980,7 +995,7 @@ def render_report(run: Path) -> str:
     if not isinstance(summary, dict):
         raise ReportError(f"{summary_file}: expected a JSON object, got {type(summary).__name__}")
     name = str(summary.get("scenario", run.name))
-    lead = _lead(summary, _description(name))
+    lead = _lead(summary, _description(name), summary_file)
     legend = "<h3>Colours</h3>" + _legend()
     if (run / "matrix.json").is_file():
         sections = [

@@ -1353,3 +1353,22 @@ def test_a_folder_where_a_run_keeps_a_file_is_said_to_be_one(
     (run / name).unlink()
     (run / name).mkdir()
     refused(capsys, [command, str(run)], f"{run / said}" if said.startswith(name) else said)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "shown"),
+    [("people", "xxx", "'xxx'"), ("devices", -2, "-2"), ("seed", [7], "[7]"), ("people", True, "True")],
+)
+def test_report_names_a_summary_count_that_is_no_whole_number(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str, value: object, shown: str
+) -> None:
+    """summary.json's seed, people and devices were put in the report's lead as they were: "Seed
+    [7], xxx people on -2 devices" was shown as the run's."""
+    run = copy_of(tf_run, tmp_path)
+    summary_file = run / "summary.json"
+    summary = json.loads(summary_file.read_text(encoding="utf-8"))
+    summary[key] = value
+    summary_file.write_text(json.dumps(summary), encoding="utf-8")
+    refused(
+        capsys, ["report", str(run)], f"{summary_file}: {key}: expected a whole number from 0, got {shown}"
+    )
