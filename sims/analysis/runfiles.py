@@ -312,16 +312,24 @@ def read_run_text(path: str | Path, limit: int | None = MAX_RUN_FILE) -> str:
 # path given would make it two lines; ESC starts a colour or a cursor move) and the bidirectional
 # overrides and isolates; sims.term.printable's set, with the line break and the tab (it keeps those,
 # for multi-line views; it is not imported here: it loads rich).
-_NOT_IN_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# And a byte of a path or a word that is not the locale's encoding (``relaysim show $'\xff'``),
+# which Python holds as a lone surrogate (U+DC80 to U+DCFF, "surrogateescape"): stderr wrote it as
+# ``\udcff``, naming no byte the user typed; it is written as the byte, ``\xff``.
+_NOT_IN_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\udc80-\udcff]")
 
 
 def one_line(message: object) -> str:
     """``message`` as one line a terminal shows and never obeys: what an argument or a file name
     carries (``relaysim run $'a\\nb.toml'``, a folder named with an escape sequence) is written as
     ``\\x0a``, ``\\x1b``."""
-    return _NOT_IN_ONE_LINE.sub(
-        lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", str(message)
-    )
+    return _NOT_IN_ONE_LINE.sub(_escaped, str(message))
+
+
+def _escaped(m: re.Match[str]) -> str:
+    code = ord(m[0])
+    if 0xDC80 <= code <= 0xDCFF:  # (a byte surrogateescape holds: the byte itself)
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def write_whole(text: str | Path, data: str) -> None:

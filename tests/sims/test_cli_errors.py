@@ -1458,3 +1458,18 @@ def test_a_run_whose_store_a_newer_relaysim_wrote_is_refused_naming_it(
     assert err.endswith(said) and err.count("\n") == 1, err
     assert not (out / "analysis").exists() and not (out / "report.html").exists()
     assert (out / "relay.db").read_bytes() == before
+
+
+def test_a_byte_of_an_argument_not_in_the_locales_encoding_is_named_as_the_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``relaysim show $'\\xff'``: Python holds the byte as a lone surrogate (surrogateescape), and
+    stderr wrote it as "\\udcff", no byte the user typed; it is said as "\\xff"."""
+    from relaysim.sims.analysis.runfiles import one_line
+
+    assert one_line("a\udcffb\udc80") == "a\\xffb\\x80"
+    assert one_line("\x1b[31m\u202e") == "\\x1b[31m\\u202e"  # (as before)
+    monkeypatch.chdir(tmp_path)
+    assert main(["show", "run-\udcff"]) == 2
+    err = capsys.readouterr().err
+    assert "run-\\xff has no transcript.jsonl" in err and "\udcff" not in err, err
