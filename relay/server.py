@@ -1720,6 +1720,12 @@ def describe_recording(profile: Profile, policy: RetentionPolicy) -> list[str]:
 MAX_TLS_FILE: Final = 1024 * 1024
 
 
+# The first line of a PEM certificate and of a PEM private key (RFC 7468: "CERTIFICATE", and
+# "PRIVATE KEY", "ENCRYPTED PRIVATE KEY" or OpenSSL's older "RSA PRIVATE KEY", "EC PRIVATE KEY").
+_PEM_CERTIFICATE: Final = re.compile(rb"-----BEGIN (?:TRUSTED )?CERTIFICATE-----")
+_PEM_PRIVATE_KEY: Final = re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
+
+
 class _TlsFileError(Exception):
     """A --tls-cert or --tls-key file that is no PEM file to read; the message says why."""
 
@@ -1891,6 +1897,18 @@ def main(args: list[str]) -> int:
                 pem.append(_read_tls_file(path))
             except _TlsFileError as e:
                 return usage(f"{option} {path}: {e}")
+        # each holds what its option names, said naming it: the two swapped, or the certificate given
+        # twice, was OpenSSL's "[SSL] PEM lib (_ssl.c:3926)", naming both files and neither fault
+        swapped = bool(_PEM_CERTIFICATE.search(pem[1]) and not _PEM_CERTIFICATE.search(pem[0]))
+        for option, path, data, label, what in (
+            ("--tls-cert", opts.tls_cert, pem[0], _PEM_CERTIFICATE, "certificate"),
+            ("--tls-key", opts.tls_key, pem[1], _PEM_PRIVATE_KEY, "private key"),
+        ):
+            if not label.search(data):
+                hint = "; --tls-cert and --tls-key are the other way round?" if swapped else ""
+                return usage(
+                    f"{option} {path}: holds no PEM {what} (no '-----BEGIN {what.upper()}-----' line){hint}"
+                )
         # loaded here, as a usage error naming them: a file that is no PEM was "cannot serve:
         # [Errno 21] Is a directory" (exit 1) once the store had been opened
         try:

@@ -1553,6 +1553,38 @@ def test_a_db_that_is_a_link_to_a_store_is_followed(tmp_path: Path) -> None:
         assert store.simulation_keys == "seed 7"
 
 
+def test_tls_files_that_hold_no_certificate_or_no_key_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--tls-cert and --tls-key swapped, or the certificate given for both, was OpenSSL's "[SSL] PEM
+    lib (_ssl.c:3926)", naming both files and neither fault. A key that is not the certificate's is
+    still OpenSSL's to say."""
+    ca = trustme.CA()
+    issued, other = ca.issue_cert("127.0.0.1"), ca.issue_cert("127.0.0.2")
+    cert, key, stranger = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "other-key.pem"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    other.private_key_pem.write_to_path(str(stranger))
+    db = tmp_path / "relay.db"
+    for given, said in (
+        (
+            (key, cert),
+            f"--tls-cert {key}: holds no PEM certificate (no '-----BEGIN CERTIFICATE-----' line); "
+            "--tls-cert and --tls-key are the other way round?",
+        ),
+        ((cert, cert), f"--tls-key {cert}: holds no PEM private key (no '-----BEGIN PRIVATE KEY-----' line)"),
+        (
+            (cert, stranger),
+            f"--tls-cert {cert} --tls-key {stranger}: cannot load them as a PEM certificate chain",
+        ),
+    ):
+        argv = ["--port", "0", "--db", str(db), "--tls-cert", str(given[0]), "--tls-key", str(given[1])]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"error: {said}" in err and "PEM lib" not in err, err
+        assert not db.exists()
+
+
 def test_tls_files_that_cannot_be_loaded_are_a_usage_error_naming_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1564,7 +1596,7 @@ def test_tls_files_that_cannot_be_loaded_are_a_usage_error_naming_them(
     db = tmp_path / "relay.db"
     for given, said in (
         (tmp_path, f"--tls-cert {tmp_path}: a folder, not a file"),
-        (junk, f"--tls-cert {junk} --tls-key {junk}: cannot load them as a PEM"),
+        (junk, f"--tls-cert {junk}: holds no PEM certificate (no '-----BEGIN CERTIFICATE-----' line)"),
         (tmp_path / "absent.pem", f"--tls-cert {tmp_path / 'absent.pem'}: No such file or directory"),
     ):
         argv = ["--port", "0", "--db", str(db), "--tls-cert", str(given), "--tls-key", str(given)]
