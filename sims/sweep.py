@@ -54,6 +54,7 @@ from relaysim.relay.mdtext import md_code, md_text
 from relaysim.sims.analysis.runfiles import (
     brief,
     loads,
+    not_a_file,
     not_empty,
     out_folder,
     own_file,
@@ -664,6 +665,15 @@ def _check_out_is_this_sweeps(out: Path, scenario: str, source: str) -> None:
     are reused), but never writes beside a run, or over another scenario's sweep."""
     if (out / "relay.db").exists() or (out / "transcript.jsonl").exists():
         raise SweepError(f"--out {out} holds a run, not a sweep; give the sweep a folder of its own")
+    for name in ("sweep.json", "sweep.md", "sweep.svg"):
+        # said before the runs: a folder there was "Is a directory" (naming the copy written to
+        # replace it) once every run was done, and a pipe was waited on for a reader
+        what = not_a_file(out / name)
+        if what not in (None, "no such file"):
+            raise SweepError(
+                f"--out {out}: {name}, where the sweep writes its table, is {what}; move it away, or give "
+                "the sweep a folder of its own"
+            )
     try:
         held = loads(read_run_text(out / "sweep.json"))
     except (OSError, ValueError):
