@@ -555,9 +555,9 @@ def _disclose(args: argparse.Namespace) -> int:
                 try:
                     content = read_run_file(src, limit=None)
                 except OSError as exc:  # (it said "check its permissions, or give another folder")
-                    raise CliError(
-                        f"--db {db}: cannot read {src}: {exc.strerror or exc}; check its permissions"
-                    ) from None
+                    # (a pipe at relay.db-wal was waited on for ever; a folder is no matter of permissions)
+                    hint = "; check its permissions" if exc.errno in (errno.EACCES, errno.EPERM) else ""
+                    raise CliError(f"--db {db}: cannot read {src}: {exc.strerror or exc}{hint}") from None
                 Path(str(copy) + suffix).write_bytes(content)
         try:
             missing = _missing_relay_tables(copy)

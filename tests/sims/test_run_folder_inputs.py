@@ -932,6 +932,25 @@ def test_disclose_refuses_a_named_pipe_for_the_provider_file(
     assert status == [2] and f"{run / 'provider.json'}: not a regular file (a pipe)" in err, (status, err)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+@pytest.mark.parametrize(
+    ("suffix", "what"), [("-wal", "not a regular file (a pipe)"), ("-shm", "a folder, not a file")]
+)
+def test_disclose_refuses_a_pipe_or_a_folder_beside_the_store(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str, what: str
+) -> None:
+    """disclose copies relay.db and its -wal and -shm to serve the order on: a pipe at relay.db-wal was
+    read (read_bytes), and waited on for ever; a folder was "Is a directory; check its permissions"."""
+    run = copy_of(tf_run, tmp_path)
+    beside = run / f"relay.db{suffix}"
+    os.mkfifo(beside) if suffix == "-wal" else beside.mkdir()
+    capsys.readouterr()
+    argv = ["disclose", "--db", str(run / "relay.db"), "--process", "subpoena", "--target", "amira"]
+    status = _main_unless_it_hangs(argv, beside)
+    err = capsys.readouterr().err
+    assert status == [2] and f"cannot read {beside}: {what}\n" in err, (status, err)
+
+
 def _first_bes_outcome(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return next(row["profiles"]["bes"] for row in rows if "bes" in row["profiles"])
 
