@@ -55,7 +55,7 @@ def _rate_problem(per_second: object, burst: object) -> str | None:
     assert isinstance(per_second, int | float) and isinstance(burst, int | float)
     if not MIN_PER_SECOND <= per_second <= MAX_PER_SECOND:  # (also NaN and the infinities)
         return (
-            f"the rate must be from {MIN_PER_SECOND:g} to {MAX_PER_SECOND:,.0f} requests a second, "
+            f"the rate must be from {MIN_PER_SECOND:.6f} to {MAX_PER_SECOND:,.0f} requests a second, "
             f"got {per_second:g}"
         )
     if not 1 <= burst <= MAX_BURST:

@@ -89,14 +89,25 @@ import sqlite3
 import ssl
 import stat
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Final, TypeVar
 
 import trio  # type: ignore[import-untyped,unused-ignore]  # trio 0.22 ships no type information
 
 from relaysim.relay.core import ConnectionContext, Output, Push, RelayCore, Reply
-from relaysim.relay.limits import DEFAULT_LIMITS, Limits, Rate, RateLimiter, address_key, parse_rate
+from relaysim.relay.limits import (
+    DEFAULT_LIMITS,
+    MAX_BURST,
+    MAX_PER_SECOND,
+    MIN_PER_SECOND,
+    Limits,
+    Rate,
+    RateLimiter,
+    address_key,
+    parse_rate,
+)
 from relaysim.relay.metadata import KEEP_EVERYTHING, KEEP_NOTHING, RetentionPolicy
 from relaysim.relay.profiles import PROFILES, Profile, profile_as_of
 from relaysim.relay.store import Store, StoreError, dangling_link
@@ -1216,6 +1227,12 @@ def _rate(text: str) -> Rate | None:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+# (--help states it, as _state_bounds does every number option's bounds; the error said them, --help did not)
+_rate.bounds = (  # type: ignore[attr-defined]
+    f"rate from {MIN_PER_SECOND:.6f} to {MAX_PER_SECOND:,.0f} a second, burst from 1 to {MAX_BURST:,.0f}, or off"
+)
+
+
 def _rate_text(rate: Rate | None) -> str:
     return "off" if rate is None else f"{rate.per_second:g}/{rate.burst:g}"
 
@@ -1331,6 +1348,15 @@ def _host(text: str) -> str:
         pass
     else:
         scope = getattr(address, "scope_id", None)  # (fe80::1%eth0: the interface a link-local one is on)
+        if scope is not None and not address.is_link_local:
+            # A zone is given effect only on a link-local address (fe80::/10): getaddrinfo refused
+            # "::1%lo" as "Name or service not known" (lo is an interface here), and took "::1%1" and
+            # "fd00::2%eth0"'s index only to drop it, listening on the address alone.
+            unzoned = text.partition("%")[0]
+            raise argparse.ArgumentTypeError(
+                f"{shown}: the part after '%' (a zone) names the interface of a link-local address "
+                f"(fe80::/10) only; {unzoned} is not one: give --host {unzoned}"
+            )
         if scope is not None and not _is_interface(scope):
             raise argparse.ArgumentTypeError(
                 f"{shown}: no network interface {scope!r} on this machine (the part after '%' names the "
@@ -1415,6 +1441,19 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+# The files SQLite keeps beside a database (sqlite.org/tempfiles.html: the write-ahead log, its
+# shared-memory index, the rollback journal): a socket made at one of them would be the store's.
+_DATABASE_SUFFIXES: Final = ("", "-wal", "-shm", "-journal")
+
+
+def _is_a_database_file(path: str, db: str) -> bool:
+    """Whether ``path`` (--admin) is ``db`` or one of the files SQLite keeps beside it, links
+    resolved: SQLite opens a linked database at its target and keeps the -wal and -shm beside the
+    target (its unix VFS resolves the links), so --admin TARGET-wal with --db LINK was taken."""
+    own = {p + suffix for p in (os.path.abspath(db), os.path.realpath(db)) for suffix in _DATABASE_SUFFIXES}
+    return bool({os.path.abspath(path), os.path.realpath(path)} & own)
 
 
 def build_parser(prog: str = "relaysim relay serve") -> argparse.ArgumentParser:
@@ -1681,42 +1720,86 @@ def describe_recording(profile: Profile, policy: RetentionPolicy) -> list[str]:
 MAX_TLS_FILE: Final = 1024 * 1024
 
 
-def _tls_file_problem(path: str) -> str | None:
-    """What makes ``path`` no PEM file for --tls-cert or --tls-key, or None: it is opened without
-    waiting (a named pipe nothing writes to held OpenSSL's open, and the relay, for ever) and must
-    be a regular file of at most MAX_TLS_FILE bytes. A file that is there but no PEM is OpenSSL's
-    to say."""
+# The first line of a PEM certificate and of a PEM private key (RFC 7468: "CERTIFICATE", and
+# "PRIVATE KEY", "ENCRYPTED PRIVATE KEY" or OpenSSL's older "RSA PRIVATE KEY", "EC PRIVATE KEY").
+_PEM_CERTIFICATE: Final = re.compile(rb"-----BEGIN (?:TRUSTED )?CERTIFICATE-----")
+_PEM_PRIVATE_KEY: Final = re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
+
+
+class _TlsFileError(Exception):
+    """A --tls-cert or --tls-key file that is no PEM file to read; the message says why."""
+
+
+def _read_tls_file(path: str) -> bytes:
+    """The bytes of ``path`` (--tls-cert or --tls-key), read from one open (else _TlsFileError): it is
+    opened without waiting (a named pipe nothing writes to held OpenSSL's open, and the relay, for
+    ever), the open file must be a regular file of at most MAX_TLS_FILE bytes, and at most that is
+    read. The path was checked, closed and opened again by OpenSSL (twice: at the check and as the
+    relay started), so a file put there in between (a FIFO, gigabytes) was read, or waited on, as
+    checked. A file that is there but no PEM is OpenSSL's to say."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
-        return e.strerror or str(e)
+        raise _TlsFileError(e.strerror or str(e)) from None
     try:
         st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise _TlsFileError("a folder, not a file; give the PEM file's path")
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a named pipe (FIFO)" if stat.S_ISFIFO(st.st_mode) else "a socket or a device"
+            raise _TlsFileError(f"{kind}, not a regular file; give the PEM file's path")
+        data = b""
+        while st.st_size <= MAX_TLS_FILE and len(data) <= MAX_TLS_FILE:
+            chunk = os.read(fd, MAX_TLS_FILE + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+        if st.st_size > MAX_TLS_FILE or len(data) > MAX_TLS_FILE:  # (or it grew as it was read)
+            raise _TlsFileError(
+                f"{max(st.st_size, len(data)):,} bytes, more than a PEM certificate chain or key holds "
+                f"(at most {MAX_TLS_FILE:,}); give the PEM file's path"
+            )
+    except OSError as e:
+        raise _TlsFileError(e.strerror or str(e)) from None
     finally:
         os.close(fd)
-    if stat.S_ISDIR(st.st_mode):
-        return "a folder, not a file; give the PEM file's path"
-    if not stat.S_ISREG(st.st_mode):
-        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(st.st_mode) else "a socket or a device"
-        return f"{kind}, not a regular file; give the PEM file's path"
-    if st.st_size > MAX_TLS_FILE:
-        return (
-            f"{st.st_size:,} bytes, more than a PEM certificate chain or key holds "
-            f"(at most {MAX_TLS_FILE:,}); give the PEM file's path"
-        )
-    return None
+    return data
 
 
-def _tls_context(cert: str, key: str) -> ssl.SSLContext:
+@contextlib.contextmanager
+def _pem_path(data: bytes) -> Iterator[str]:
+    """A path OpenSSL can open to read ``data`` (ssl loads a certificate chain only from a path): an
+    anonymous file in memory (memfd_create, Linux) where there is one, else a file in a private
+    temporary folder, removed at once."""
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        fd = os.memfd_create("relay-tls", getattr(os, "MFD_CLOEXEC", 0))
+        try:
+            os.write(fd, data)
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    with tempfile.TemporaryDirectory() as folder:  # (mkdtemp: only this user may enter it)
+        path = os.path.join(folder, "pem")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(fd, "wb") as f:
+            f.write(data)
+        yield path
+
+
+def _tls_context(cert: bytes, key: bytes) -> ssl.SSLContext:
+    """An SSL context serving the PEM certificate chain ``cert`` with its private key ``key`` (the
+    bytes _read_tls_file read); ssl.SSLError or OSError if they are no such pair."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
+    with _pem_path(cert) as cert_path, _pem_path(key) as key_path:
+        context.load_cert_chain(cert_path, key_path)
     return context
 
 
 async def _run(
     opts: argparse.Namespace, limits: Limits, token: bytes | None, listeners: Sequence[trio.SocketListener]
 ) -> None:
-    ssl_context = _tls_context(opts.tls_cert, opts.tls_key) if opts.tls_cert else None
+    ssl_context: ssl.SSLContext | None = opts.ssl_context  # (main loaded it, from one read of each file)
     from datetime import date
 
     when = None if opts.profile_as_of is None else date.fromisoformat(opts.profile_as_of)
@@ -1797,7 +1880,7 @@ def main(args: list[str]) -> int:
     if opts.admin:
         from relaysim.relay.admin import AdminPathError, prepare_admin_path
 
-        if os.path.abspath(opts.admin) in {os.path.abspath(opts.db + s) for s in ("", "-wal", "-shm")}:
+        if _is_a_database_file(opts.admin, opts.db):
             return usage(
                 f"--admin {opts.admin} is the database's own file; give the socket a path of its own"
             )
@@ -1808,17 +1891,32 @@ def main(args: list[str]) -> int:
 
     if bool(opts.tls_cert) != bool(opts.tls_key):
         return usage("--tls-cert and --tls-key go together")
+    opts.ssl_context = None
     if opts.tls_cert:
-        # each checked first, without waiting on a pipe, naming the one that is wrong: a FIFO held
+        # each read once, without waiting on a pipe, naming the one that is wrong: a FIFO held
         # OpenSSL's open for ever, the relay neither serving nor saying why
+        pem = []
         for option, path in (("--tls-cert", opts.tls_cert), ("--tls-key", opts.tls_key)):
-            problem = _tls_file_problem(path)
-            if problem is not None:
-                return usage(f"{option} {path}: {problem}")
-        # loaded here first, as a usage error naming them: a file that is no PEM was "cannot
-        # serve: [Errno 21] Is a directory" (exit 1) once the store had been opened
+            try:
+                pem.append(_read_tls_file(path))
+            except _TlsFileError as e:
+                return usage(f"{option} {path}: {e}")
+        # each holds what its option names, said naming it: the two swapped, or the certificate given
+        # twice, was OpenSSL's "[SSL] PEM lib (_ssl.c:3926)", naming both files and neither fault
+        swapped = bool(_PEM_CERTIFICATE.search(pem[1]) and not _PEM_CERTIFICATE.search(pem[0]))
+        for option, path, data, label, what in (
+            ("--tls-cert", opts.tls_cert, pem[0], _PEM_CERTIFICATE, "certificate"),
+            ("--tls-key", opts.tls_key, pem[1], _PEM_PRIVATE_KEY, "private key"),
+        ):
+            if not label.search(data):
+                hint = "; --tls-cert and --tls-key are the other way round?" if swapped else ""
+                return usage(
+                    f"{option} {path}: holds no PEM {what} (no '-----BEGIN {what.upper()}-----' line){hint}"
+                )
+        # loaded here, as a usage error naming them: a file that is no PEM was "cannot serve:
+        # [Errno 21] Is a directory" (exit 1) once the store had been opened
         try:
-            _tls_context(opts.tls_cert, opts.tls_key)
+            opts.ssl_context = _tls_context(*pem)
         except (OSError, ssl.SSLError) as e:
             said = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             return usage(

@@ -22,7 +22,7 @@ import numpy as np
 
 from relaysim.sims.analysis.run import Analysis, analyze, as_seen_view, run_directory
 from relaysim.sims.analysis.run import run_views as analysis_views
-from relaysim.sims.analysis.runfiles import finite_number, loads, own_file, write_whole
+from relaysim.sims.analysis.runfiles import finite_number, loads, open_run_file, own_file, write_whole
 from relaysim.sims.analysis.sda import CHECKPOINTS, TargetRanking
 from relaysim.sims.analysis.traits import PAPER_SHARES
 from relaysim.sims.analysis.view import AnalysisInputError, ProviderView
@@ -241,14 +241,14 @@ def _field(e: dict[str, Any], key: str, what: str, where: str, optional: bool = 
 
 def read_truth(transcript: str | Path) -> Truth:
     path = Path(transcript)
-    if not path.is_file():
+    if not path.exists():  # (a pipe or a folder there is said to be one, as it is read: not "no such file")
         raise AnalysisInputError(f"{path}: no such file; scoring needs the run's transcript.jsonl")
     sent: dict[int, tuple[str, str, str]] = {}
     truth = Truth()
     epoch_of: dict[int, float] = {}  # message id → relay time - simulated time (the relay clock's epoch)
     received: list[tuple[int, str, float]] = []
     receipts_in: list[tuple[str, str, float]] = []
-    with path.open("rb") as f:
+    with open_run_file(path) as f:
         for n, raw in enumerate(f, 1):
             where = f"{path}: line {n}"
             try:

@@ -39,19 +39,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from relaysim.sims.analysis.runfiles import (
+    PIPE_HELP,
     brief,
     in_file,
     not_a_file,
     not_empty,
     one_line,
     out_folder,
+    read_run_file,
+    read_run_text,
     run_folder,
     scenario_arg,
     text_arg,
     writable_file,
     write_whole,
 )
-from relaysim.sims.numbers import MAX_COLUMNS, MIN_COLUMNS, decimal_number, state_bounds, whole_number
+from relaysim.sims.numbers import (
+    MAX_COLUMNS,
+    MIN_COLUMNS,
+    SEED_BOUNDS,
+    decimal_number,
+    state_bounds,
+    whole_number,
+)
 
 if TYPE_CHECKING:
     from relaysim.sims.scenario import Scenario
@@ -100,6 +110,9 @@ def _seed(text: str) -> int:
     from relaysim.sims.scenario import seed_arg
 
     return seed_arg(text)
+
+
+_seed.bounds = SEED_BOUNDS  # type: ignore[attr-defined]  # (--help states it: state_bounds)
 
 
 def _order_name(text: str) -> str:
@@ -457,7 +470,7 @@ def _disclose(args: argparse.Namespace) -> int:
         )
     if provider_file.exists():
         try:
-            provider = loads(provider_file.read_text(encoding="utf-8"))
+            provider = loads(read_run_text(provider_file))
         except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
             raise CliError(
                 f"{provider_file} cannot be read ({exc}); it says which profile answered and which keys "
@@ -546,11 +559,11 @@ def _disclose(args: argparse.Namespace) -> int:
             src = Path(str(db) + suffix)
             if src.exists():
                 try:
-                    content = src.read_bytes()
+                    content = read_run_file(src, limit=None)
                 except OSError as exc:  # (it said "check its permissions, or give another folder")
-                    raise CliError(
-                        f"--db {db}: cannot read {src}: {exc.strerror or exc}; check its permissions"
-                    ) from None
+                    # (a pipe at relay.db-wal was waited on for ever; a folder is no matter of permissions)
+                    hint = "; check its permissions" if exc.errno in (errno.EACCES, errno.EPERM) else ""
+                    raise CliError(f"--db {db}: cannot read {src}: {exc.strerror or exc}{hint}") from None
                 Path(str(copy) + suffix).write_bytes(content)
         try:
             missing = _missing_relay_tables(copy)
@@ -731,6 +744,9 @@ def _analyze(args: argparse.Namespace) -> int:
     from relaysim.sims.report import run_calendar, sim_clock
 
     out = Path(args.dir)
+    odd = not_a_file(out / "relay.db")
+    if odd not in (None, "no such file"):  # (a folder there was "has no relay.db", a pipe "no such file")
+        raise CliError(f"{out / 'relay.db'}: {odd}; expected a run's relay.db")
     if not (out / "relay.db").is_file():
         runs = sorted(p.parent.name for p in out.glob("*/relay.db"))
         hint = f"; it holds one run per profile: analyse one, e.g. {out / runs[0]}" if runs else ""
@@ -801,7 +817,7 @@ def _chart(args: argparse.Namespace) -> int:
         _run_to_dir(_scenario("fbi-chart"), out)
     again = f"run it again with: relaysim chart {_q(out)} --rerun"
     try:
-        matrix = loads(matrix_file.read_text(encoding="utf-8"))
+        matrix = loads(read_run_text(matrix_file))
     except OSError as exc:
         raise CliError(f"cannot read {matrix_file}: {exc.strerror or exc}; {again}") from None
     except UnicodeDecodeError as exc:
@@ -815,6 +831,7 @@ def _chart(args: argparse.Namespace) -> int:
         problem = matrix_disagreement(out, matrix)
     if problem is not None:
         raise CliError(f"{matrix_file}: {problem}; {again}")
+    _check_summary_copy(out / "summary.json", matrix, again)
     if args.markdown:
         # matrix.md is printed only if it is matrix.json's, as the run wrote it: a hand-edited one was
         # printed as the chart (chart checked matrix.json alone)
@@ -832,6 +849,28 @@ def _chart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_summary_copy(summary_file: Path, matrix: Any, again: str) -> None:
+    """A CliError unless ``summary_file`` (the chart's summary.json) holds ``matrix`` (matrix.json,
+    checked) as its copy of the chart (sims.matrix.summary_problem): it was never read back against
+    it, and a hand-edited one was kept as the run's."""
+    from relaysim.sims.analysis.runfiles import loads
+    from relaysim.sims.matrix import summary_problem
+
+    try:
+        summary = loads(read_run_text(summary_file))
+    except OSError as exc:
+        raise CliError(f"cannot read {summary_file}: {exc.strerror or exc}; {again}") from None
+    except UnicodeDecodeError as exc:
+        raise CliError(
+            f"{summary_file}: not UTF-8 text ({exc.reason} at byte {exc.start}); {again}"
+        ) from None
+    except ValueError as exc:  # (json.JSONDecodeError)
+        raise CliError(f"{summary_file}: not JSON ({exc}); {again}") from None
+    problem = summary_problem(summary, matrix)
+    if problem is not None:
+        raise CliError(f"{summary_file}: {problem}; {again}")
+
+
 def _checked_matrix_md(out: Path, matrix: Any, again: str) -> str:
     """The text of ``out``/matrix.md; a CliError unless its tables are those of ``matrix`` (matrix.json,
     checked), with the marks of categories handed over empty from summary.json
@@ -845,13 +884,13 @@ def _checked_matrix_md(out: Path, matrix: Any, again: str) -> str:
         if what is not None:  # (a named pipe was read, and waited on for ever)
             raise CliError(f"{path}: {what}; {again}")
     try:
-        written = md_file.read_text(encoding="utf-8")
+        written = read_run_text(md_file)
     except OSError as exc:
         raise CliError(f"cannot read {md_file}: {exc.strerror or exc}; {again}") from None
     except UnicodeDecodeError as exc:  # (it was an internal error)
         raise CliError(f"{md_file}: not UTF-8 text ({exc.reason} at byte {exc.start}); {again}") from None
     try:
-        empty = loads(summary_file.read_text(encoding="utf-8")).get("empty")
+        empty = loads(read_run_text(summary_file)).get("empty")
     except (OSError, ValueError, AttributeError):
         empty = None
     if not (
@@ -865,6 +904,12 @@ def _checked_matrix_md(out: Path, matrix: Any, again: str) -> str:
             f"with nothing in them), which matrix.md marks; {again}"
         )
     problem = markdown_problem(written, matrix, empty)
+    if problem is None:  # and the words around the tables, as the run wrote them from its scenario
+        from relaysim.sims.matrix import check_matrix_scenario, render_markdown, text_problem
+
+        scenario = _scenario("fbi-chart")
+        expected = render_markdown(matrix, scenario, check_matrix_scenario(scenario), empty)
+        problem = text_problem(written, expected)
     if problem is not None:
         raise CliError(f"{md_file}: not the chart matrix.json holds (edited?): {problem}; {again}")
     return written
@@ -875,7 +920,7 @@ def _held_scenario(out: Path) -> str | None:
     from relaysim.sims.analysis.runfiles import loads
 
     try:
-        name = loads((out / "summary.json").read_text(encoding="utf-8")).get("scenario")
+        name = loads(read_run_text(out / "summary.json")).get("scenario")
     except (OSError, ValueError, AttributeError):
         return None
     return name if isinstance(name, str) else None
@@ -1005,7 +1050,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME_OR_PATH",
         help="a built-in scenario (see: relaysim scenarios) or a .toml file",
     )
-    run.add_argument("--seed", type=_seed, help="override the scenario's seed (0 to 2**63 - 1)")
+    run.add_argument("--seed", type=_seed, help="override the scenario's seed")
     run.add_argument(
         "--out", type=out_folder, metavar="DIR", help="where to write the outputs (default: out/NAME)"
     )
@@ -1142,7 +1187,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--json",
         metavar="FILE",
         type=writable_file,
-        help="also write the disclosure as JSON to FILE; with --json -, write only the JSON, to stdout",
+        help=f"also write the disclosure as JSON to FILE; with --json -, write only the JSON, to stdout; {PIPE_HELP}",
     )
 
     analyze = sub.add_parser(

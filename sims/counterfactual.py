@@ -30,6 +30,7 @@ from typing import Any
 from relaysim.relay.legal import REASON_LABELS, get_instrument
 from relaysim.relay.mdtext import md_code_line, md_text
 from relaysim.relay.profiles import Profile
+from relaysim.sims.analysis.runfiles import read_run_text
 from relaysim.sims.scenario import LegalProcessEvent, Scenario
 
 __all__ = [
@@ -99,7 +100,7 @@ def _disclosure(folder: Path, name: str) -> dict[str, Any] | None:
     path = folder / "disclosures" / f"{name}.json"
     if not path.exists():
         return None
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    data: dict[str, Any] = json.loads(read_run_text(path))
     return data
 
 

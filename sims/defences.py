@@ -33,7 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from relaysim.sims.analysis.runfiles import out_folder, scenario_arg
+from relaysim.sims.analysis.runfiles import out_folder, read_run_text, scenario_arg
 from relaysim.sims.numbers import workers as workers_arg
 from relaysim.sims.scenario import Scenario, ScenarioError, resolve_scenario
 
@@ -80,7 +80,7 @@ def measure(run: Path) -> dict[str, Any]:
     from relaysim.sims.analysis_scoring import AS_SEEN, read_truth, write_analysis
 
     write_analysis(run, as_seen=True)
-    data = json.loads((run / "analysis" / AS_SEEN / "relay.json").read_text(encoding="utf-8"))
+    data = json.loads(read_run_text(run / "analysis" / AS_SEEN / "relay.json"))
     score, analysis = data["score"], data["analysis"]
     truth = read_truth(run / "transcript.jsonl")
     # attribution, over the sealed sends of messages someone wrote (receipts and cover are not texts)
@@ -105,7 +105,7 @@ def measure(run: Path) -> dict[str, Any]:
         keep_top=0,
         watch={t: truth.contacts(t) for t in targets},
     )
-    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    summary = json.loads(read_run_text(run / "summary.json"))
     sealed = data["kept_beside_seen"]["by_kind"].get("sealed_send", {}).get("seen", 0)
     written = len(truth.messages)
     graph, sizes = score["contact_graph"], score["sizes"]

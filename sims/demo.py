@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from relaysim.clients.session import Device, parse_ciphertext
+from relaysim.sims.analysis.runfiles import read_run_text
 from relaysim.sims.term import render as render_text
 from relaysim.sims.term import table
 from relaysim.sims.world.util import SimulationRandom
@@ -212,7 +213,7 @@ def render_inference(run: Path, *, width: int | None = None, color: bool = False
 
     from relaysim.relay.profiles import get_profile
 
-    provider = json.loads((run / "provider.json").read_text(encoding="utf-8"))
+    provider = json.loads(read_run_text(run / "provider.json"))
     title = get_profile(provider["profile"]).title
     g = Table.grid(padding=(0, 1, 0, 0))
     g.add_column(no_wrap=True)

@@ -31,7 +31,7 @@ from relaysim.relay.compliance import Disclosure, in_order
 from relaysim.relay.legal import CATEGORIES, INSTRUMENTS, REASON_LABELS, REASONS, RESPONSES
 from relaysim.relay.mdtext import md_block
 from relaysim.relay.profiles import ASKS, REAL_PROFILES, get_profile, profile_as_of
-from relaysim.sims.analysis.runfiles import brief
+from relaysim.sims.analysis.runfiles import brief, read_run_text
 from relaysim.sims.scenario import LegalProcessEvent, Scenario
 from relaysim.sims.term import outcome_style, render, table
 from relaysim.sims.world.simulation import SimulationResult
@@ -232,7 +232,7 @@ def _disclosure(folder: Path, process: str, name: str | None) -> tuple[Path, dic
         if what is not None:  # (a named pipe was read, and waited on for ever)
             return f": {where}/{path.name}, the disclosure it is read off, is {what}"
         try:
-            record = loads(path.read_text(encoding="utf-8"))
+            record = loads(read_run_text(path))
         except FileNotFoundError:
             continue
         except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -406,6 +406,44 @@ def markdown_problem(
     expected = sum(1 for line in tables if line.startswith("|")) + 2 + len(CATEGORIES)  # (and the legend)
     if rows != expected:
         return f"it has {rows} table rows, where the chart and its legend have {expected}"
+    return None
+
+
+def text_problem(text: str, expected: str) -> str | None:
+    """Where ``text`` (matrix.md read back, its tables passed by :func:`markdown_problem`) differs
+    from ``expected`` (:func:`render_markdown` of matrix.json, checked, and the scenario that made it):
+    the first line that differs, as ``line N: ...``; None if none does. Its tables alone were held
+    to matrix.json: the words around them (whom the orders were served on, the date each provider
+    is taken as of, the assumptions, the legend) were printed as the chart whatever they said."""
+    have, want = text.splitlines(), expected.splitlines()
+    for n, (a, b) in enumerate(zip(have, want, strict=False), 1):
+        if a != b:
+            return f"line {n} is {brief(a)}, where the run wrote {brief(b)}"
+    if len(have) != len(want) or text.endswith("\n") != expected.endswith("\n"):
+        return f"it has {len(have)} lines, where the run wrote {len(want)}"
+    return None
+
+
+def summary_problem(summary: object, matrix: Matrix) -> str | None:
+    """What keeps ``summary`` (summary.json read back) from holding ``matrix`` (matrix.json,
+    checked) as its copy of the chart (``summary["matrix"]``): the first cell that differs, as
+    ``matrix.profile.process``; None if it holds it. The copy was never read back against it."""
+    if not isinstance(summary, dict):
+        return f"expected a JSON object, got {type(summary).__name__}"
+    copy = summary.get("matrix")
+    if not isinstance(copy, dict):
+        return f"matrix: expected the chart (a JSON object of profiles, as matrix.json), got {brief(copy)}"
+    for profile in copy.keys() - matrix.keys():
+        return f"matrix: {brief(profile)} is no profile of matrix.json (edited?)"
+    for profile, row in matrix.items():
+        theirs = copy.get(profile)
+        if not isinstance(theirs, dict):
+            return f"matrix.{profile}: not as matrix.json has it (edited?)"
+        for process in theirs.keys() - row.keys():
+            return f"matrix.{profile}: {brief(process)} is no process of matrix.json (edited?)"
+        for process, outcome in row.items():
+            if theirs.get(process) != outcome:
+                return f"matrix.{profile}.{process}: not as matrix.json has it (edited?)"
     return None
 
 

@@ -24,8 +24,10 @@ from relaysim.sims.analysis.runfiles import brief
 
 __all__ = [
     "MAX_COLUMNS",
+    "MAX_SEED",
     "MAX_WORKERS",
     "MIN_COLUMNS",
+    "SEED_BOUNDS",
     "decimal_number",
     "state_bounds",
     "whole_number",
@@ -41,6 +43,16 @@ MAX_COLUMNS = 100_000
 # hundred, a machine has more processes than cores to run them, and 10**20 asked the pool for more
 # than a C int holds.
 MAX_WORKERS = 256
+
+# A seed is an integer from 0 to 2**63 - 1. The largest is TOML's (its integers are 64-bit signed,
+# toml.io/en/v1.0.0#integer): a seed beyond it could be given with --seed but written in no scenario
+# file, so its run could not be reproduced from one. And none is negative: Python's random.Random(n)
+# seeds with abs(n), so networkx made the same social graph of [generate] under -7 as under 7 while
+# every other stream ("SEED:label", sims.world.util.seeded) differed: a negative seed was half a seed.
+MAX_SEED = 2**63 - 1
+# What every --seed's --help says (sims.scenario.seed_arg and sims.cli._seed, which imports it only
+# when a seed is given, carry it): the error for a seed past it said the bounds, --help did not.
+SEED_BOUNDS = f"from 0 to {MAX_SEED:,}"
 
 _WHOLE = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")

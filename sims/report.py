@@ -57,7 +57,7 @@ from relaysim.relay.legal import REASON_LABELS
 from relaysim.relay.mdtext import md_block, md_text
 from relaysim.relay.metadata import MetadataRecord
 from relaysim.sims.access.reports import detection_by_profile_lines, write_exceptional
-from relaysim.sims.analysis.runfiles import finite_number, loads
+from relaysim.sims.analysis.runfiles import finite_number, loads, open_run_file, read_run_text
 from relaysim.sims.analysis.view import RELAY_VIEW_FILE, record_json
 from relaysim.sims.scenario import Scenario
 from relaysim.sims.term import printable, render, table
@@ -464,10 +464,10 @@ def run_calendar(run: Path) -> tuple[float, bool]:
     ``profile_as_of``: the scenario has a start). ``(SIM_EPOCH, False)`` when the folder has no
     provider.json; a broken one is a ValueError naming the file and the field."""
     path = run / "provider.json"
-    if not path.is_file():
+    if not path.exists():  # (a pipe there was taken for no provider.json: the run shown undated)
         return SIM_EPOCH, False
     try:
-        data = loads(path.read_text(encoding="utf-8"))
+        data = loads(read_run_text(path))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ValueError(f"{path} cannot be read ({exc}); run the scenario again with --force") from None
     if not isinstance(data, dict):
@@ -645,7 +645,7 @@ def _clock(t: float) -> str:
 
 def _read_json(path: Path, rerun: str) -> Any:
     try:
-        return loads(path.read_text(encoding="utf-8"))
+        return loads(read_run_text(path))
     except json.JSONDecodeError as exc:
         raise RunFolderError(
             f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}): the run was "
@@ -671,9 +671,11 @@ def read_run(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     wrong (an interrupted run has a transcript but no summary; a killed one may end mid-line)."""
     transcript, summary_file = out / "transcript.jsonl", out / "summary.json"
     rerun = f"run it again with: relaysim run NAME --out {out} --force"
-    if not transcript.is_file():
+    # (a pipe or a folder at either is said to be one as it is read, not "no transcript.jsonl" nor
+    # "did not finish")
+    if not transcript.exists():
         raise RunFolderError(f"{out} has no transcript.jsonl; make one with: relaysim run NAME --out {out}")
-    if not summary_file.is_file():
+    if not summary_file.exists():
         raise RunFolderError(
             f"the run in {out} did not finish: it has transcript.jsonl but no summary.json (relaysim writes "
             f"that last; the run was interrupted or killed); {rerun}"
@@ -681,7 +683,7 @@ def read_run(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     summary = _read_json(summary_file, rerun)
     events = []
     try:
-        lines = jsonl_lines(transcript.read_text(encoding="utf-8"))
+        lines = jsonl_lines(read_run_text(transcript, limit=None))
     except (OSError, UnicodeDecodeError) as exc:
         raise RunFolderError(f"cannot read {transcript}: {getattr(exc, 'strerror', None) or exc}") from exc
     for n, line in enumerate(lines, 1):
@@ -733,9 +735,9 @@ def run_disagreements(
     summary_file, transcript, view = out / "summary.json", out / "transcript.jsonl", out / RELAY_VIEW_FILE
     try:
         if summary is None:
-            summary = loads(summary_file.read_text(encoding="utf-8"))
+            summary = loads(read_run_text(summary_file))
         if kinds is None and events is None and transcript.is_file():
-            events = [loads(line) for line in jsonl_lines(transcript.read_text(encoding="utf-8"))]
+            events = [loads(line) for line in jsonl_lines(read_run_text(transcript, limit=None))]
     except (OSError, UnicodeDecodeError, ValueError):
         return []
     if kinds is None and events is not None:
@@ -765,7 +767,7 @@ def run_disagreements(
     if view.is_file() and isinstance(records, dict) and all(type(v) is int for v in records.values()):
         lines, last = 0, b"\n"
         try:
-            with open(view, "rb") as f:
+            with open_run_file(view) as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     lines, last = lines + chunk.count(b"\n"), chunk[-1:]
         except OSError:
@@ -1304,14 +1306,14 @@ def render_demo_comparison(
     ]
     names: list[str] = []  # every order, on whichever operators it was served
     for profile in profiles:
-        summary = loads((out / profile / "summary.json").read_text(encoding="utf-8"))
+        summary = loads(read_run_text(out / profile / "summary.json"))
         names += [o["name"] for o in summary.get("disclosures", []) if o["name"] not in names]
 
     def load(profile: str, name: str) -> dict[str, Any] | None:
         path = out / profile / "disclosures" / f"{name}.json"
         if not path.exists():  # served on the other operators only
             return None
-        data: dict[str, Any] = loads(path.read_text(encoding="utf-8"))
+        data: dict[str, Any] = loads(read_run_text(path))
         return data
 
     def head_of(name: str) -> dict[str, Any]:
@@ -1352,6 +1354,6 @@ def render_demo_comparison(
     parts.append(f"Side by side, in full: {out}/comparison.md")
     what_if = out / "counterfactual.md"  # a separate, labelled run (sims.counterfactual), never the record
     if what_if.exists():
-        parts += ["", "=" * 40, "", what_if.read_text(encoding="utf-8").rstrip()]
+        parts += ["", "=" * 40, "", read_run_text(what_if).rstrip()]
         parts.append(f"\nThe counterfactual run, in full: {out}/counterfactual/")
     return render(*parts, width=width, color=color)

@@ -149,6 +149,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
 from relaysim.sims.analysis.runfiles import MAX_SHOWN, brief
+from relaysim.sims.numbers import MAX_SEED, SEED_BOUNDS
 
 _brief = brief
 
@@ -205,12 +206,6 @@ EVENT_KINDS = {
 EXCEPTIONAL_DEMANDS = ("key_escrow", "global_key", "ghost_device", "ghost_participant")
 PARTITION_MODES = ("drop", "hold")
 MAX_DURATION = 365 * 86400.0  # "365d": a year of simulated time is the longest run
-# A seed is an integer from 0 to 2**63 - 1. The largest is TOML's (its integers are 64-bit signed,
-# toml.io/en/v1.0.0#integer): a seed beyond it could be given with --seed but written in no scenario
-# file, so its run could not be reproduced from one. And none is negative: Python's random.Random(n)
-# seeds with abs(n), so networkx made the same social graph of [generate] under -7 as under 7 while
-# every other stream ("SEED:label", sims.world.util.seeded) differed: a negative seed was half a seed.
-MAX_SEED = 2**63 - 1
 # The largest scenario file read: far beyond any written by hand or listing people ([generate] makes
 # a million in a few lines); a larger "scenario" is some other file, or a device (/dev/zero) that
 # would be read until memory ran out.
@@ -445,6 +440,9 @@ def seed_arg(text: str) -> int:
     if problem is not None or value is None:  # (a text is never a seed: it always has a problem)
         raise argparse.ArgumentTypeError(problem or f"expected an integer (digits 0-9), got {_brief(text)}")
     return value
+
+
+seed_arg.bounds = SEED_BOUNDS  # type: ignore[attr-defined]  # (--help states it: sims.numbers.state_bounds)
 
 
 # --- the validated model ----------------------------------------------------------------------

@@ -54,9 +54,11 @@ from relaysim.relay.mdtext import md_code, md_text
 from relaysim.sims.analysis.runfiles import (
     brief,
     loads,
+    not_a_file,
     not_empty,
     out_folder,
     own_file,
+    read_run_text,
     scenario_arg,
     text_arg,
 )
@@ -633,7 +635,7 @@ def _saved_summary(path: Path, key: str) -> tuple[dict[str, Any] | None, str | N
     and its check (any change since it was written: a summary edited, a number of it replaced by
     NaN, a string or another number, was put in the table as the run's)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_run_text(path)
     except FileNotFoundError:
         if path.is_symlink():  # (replaced by the run's record, not written through: said, not silent)
             return None, (
@@ -663,8 +665,17 @@ def _check_out_is_this_sweeps(out: Path, scenario: str, source: str) -> None:
     are reused), but never writes beside a run, or over another scenario's sweep."""
     if (out / "relay.db").exists() or (out / "transcript.jsonl").exists():
         raise SweepError(f"--out {out} holds a run, not a sweep; give the sweep a folder of its own")
+    for name in ("sweep.json", "sweep.md", "sweep.svg"):
+        # said before the runs: a folder there was "Is a directory" (naming the copy written to
+        # replace it) once every run was done, and a pipe was waited on for a reader
+        what = not_a_file(out / name)
+        if what not in (None, "no such file"):
+            raise SweepError(
+                f"--out {out}: {name}, where the sweep writes its table, is {what}; move it away, or give "
+                "the sweep a folder of its own"
+            )
     try:
-        held = loads((out / "sweep.json").read_text(encoding="utf-8"))
+        held = loads(read_run_text(out / "sweep.json"))
     except (OSError, ValueError):
         return  # no sweep there yet (or one cut short before its table): this one may write
     if isinstance(held, dict) and (held.get("scenario"), held.get("source")) != (scenario, source):
@@ -993,7 +1004,7 @@ def main(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     # sweep.md keeps a value as written; printed, a control character in it is shown, never run
-    print(printable((out / "sweep.md").read_text(encoding="utf-8")), end="")
+    print(printable(read_run_text(out / "sweep.md")), end="")
     cells = len(result.data["cells"])
     print(
         f"\n{cells} cells × {len(result.data['seeds'])} seeds: {result.ran} runs now, {result.reused} reused. "

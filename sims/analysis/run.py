@@ -19,7 +19,7 @@ from relaysim.sims.analysis.attribution import Attribution, attribute_sealed
 from relaysim.sims.analysis.attribution import summary as attribution_summary
 from relaysim.sims.analysis.graph import ContactGraph, contact_graph
 from relaysim.sims.analysis.life import Colocation, Rhythm, Stay, colocation, daily_rhythm, location_trail
-from relaysim.sims.analysis.runfiles import loads
+from relaysim.sims.analysis.runfiles import loads, read_run_text
 from relaysim.sims.analysis.sda import SDAResult, statistical_disclosure
 from relaysim.sims.analysis.sizes import SizeReport, size_channels
 from relaysim.sims.analysis.traits import TraitReport, read_directory, sensitive_traits
@@ -123,7 +123,7 @@ def _provider(run: Path) -> dict[str, Any]:
     if not f.exists():
         return {}
     try:
-        data = loads(f.read_text(encoding="utf-8"))
+        data = loads(read_run_text(f))
     except ValueError as exc:
         raise AnalysisInputError(f"{f}: not JSON: {exc}") from None
     if not isinstance(data, dict):

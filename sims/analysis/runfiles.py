@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import io
 import json
 import math
 import os
@@ -36,10 +37,13 @@ import stat
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 __all__ = [
+    "MAX_RUN_FILE",
     "MAX_SHOWN",
+    "PIPE_HELP",
+    "PIPE_READER_WAIT",
     "brief",
     "finite_number",
     "in_file",
@@ -47,9 +51,12 @@ __all__ = [
     "not_a_file",
     "not_empty",
     "one_line",
+    "open_run_file",
     "out_file",
     "out_folder",
     "own_file",
+    "read_run_file",
+    "read_run_text",
     "run_folder",
     "scenario_arg",
     "text_arg",
@@ -273,20 +280,86 @@ def not_a_file(path: Path) -> str | None:
     return "not a regular file"
 
 
+# The most read of a run's JSON or Markdown file (summary.json, matrix.json, a disclosure, an
+# analysis): the largest relaysim writes are a few megabytes; a larger one is no file of a run (a
+# disk image, /dev/zero copied in), and was read whole into memory.
+MAX_RUN_FILE = 256 * 1024 * 1024
+
+
+def open_run_file(path: str | Path) -> BinaryIO:
+    """``path``, a file in a run's folder, opened for reading (binary) if it is a regular file; else
+    an OSError naming it and saying what it is (a folder, a pipe, a socket, a device), which the
+    readers' ``except OSError`` already turns into a line. Opened without waiting (O_NONBLOCK) and
+    checked on the open file (fstat): a named pipe was waited on for ever by a Python caller (the
+    commands check the folder's files first, the functions they call did not), a socket or a
+    device read as a file, or "[Errno 6] No such device or address"."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except IsADirectoryError:  # (Windows: a folder is not opened)
+        raise IsADirectoryError(errno.EISDIR, "a folder, not a file", str(path)) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError(errno.EISDIR, "a folder, not a file", str(path))
+            kinds = ((stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"))
+            kind = next((k for test, k in (*kinds, (stat.S_ISBLK, "a device")) if test(mode)), "")
+            raise OSError(errno.EINVAL, f"not a regular file{f' ({kind})' if kind else ''}", str(path))
+        if getattr(os, "O_NONBLOCK", 0):
+            os.set_blocking(fd, True)
+        return open(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_run_file(path: str | Path, limit: int | None = MAX_RUN_FILE) -> bytes:
+    """The bytes of ``path``, a regular file in a run's folder (:func:`open_run_file`) of at most
+    ``limit`` bytes; else an OSError naming it (EFBIG: how large it is, and the most read). No
+    ``limit`` for the files that grow with the run (transcript.jsonl, relay.db): a regular file all
+    the same."""
+    with open_run_file(path) as f:
+        if limit is None:
+            return f.read()
+        size = os.fstat(f.fileno()).st_size
+        data = f.read(limit + 1) if size <= limit else b""
+        if size > limit or len(data) > limit:  # (or it grew as it was read)
+            raise OSError(
+                errno.EFBIG,
+                f"{max(size, len(data)):,} bytes, more than a run's file holds (at most {limit:,} are read)",
+                str(path),
+            )
+    return data
+
+
+def read_run_text(path: str | Path, limit: int | None = MAX_RUN_FILE) -> str:
+    """:func:`read_run_file` as UTF-8 text, line ends read as ``Path.read_text`` reads them (``\r\n``
+    and ``\r`` as ``\n``); UnicodeDecodeError for bytes that are not UTF-8, as it raised."""
+    return io.StringIO(read_run_file(path, limit).decode("utf-8"), newline=None).read()
+
+
 # What an error line must not carry as it is: every C0 and C1 control character (a line break in a
 # path given would make it two lines; ESC starts a colour or a cursor move) and the bidirectional
 # overrides and isolates; sims.term.printable's set, with the line break and the tab (it keeps those,
 # for multi-line views; it is not imported here: it loads rich).
-_NOT_IN_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# And a byte of a path or a word that is not the locale's encoding (``relaysim show $'\xff'``),
+# which Python holds as a lone surrogate (U+DC80 to U+DCFF, "surrogateescape"): stderr wrote it as
+# ``\udcff``, naming no byte the user typed; it is written as the byte, ``\xff``.
+_NOT_IN_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\udc80-\udcff]")
 
 
 def one_line(message: object) -> str:
     """``message`` as one line a terminal shows and never obeys: what an argument or a file name
     carries (``relaysim run $'a\\nb.toml'``, a folder named with an escape sequence) is written as
     ``\\x0a``, ``\\x1b``."""
-    return _NOT_IN_ONE_LINE.sub(
-        lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", str(message)
-    )
+    return _NOT_IN_ONE_LINE.sub(_escaped, str(message))
+
+
+def _escaped(m: re.Match[str]) -> str:
+    code = ord(m[0])
+    if 0xDC80 <= code <= 0xDCFF:  # (a byte surrogateescape holds: the byte itself)
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def write_whole(text: str | Path, data: str) -> None:
@@ -351,8 +424,13 @@ def _write_into(target: Path, data: str, text: str | Path) -> None:
 
 
 # How long a write into a named pipe waits for a program to read it: a shell's ``> fifo`` waits for
-# ever, and so did relaysim, its work done, saying nothing (cli13's fuzz: disclose --json FIFO).
+# ever, and so did relaysim, its work done, saying nothing (cli13's fuzz: disclose --json FIFO). A
+# bound, not for ever: a command whose reader never comes (a typo in the reader's command, a script
+# that starts it after) must end, saying why, not hang a script or a CI job. It is said as the wait
+# starts (on stderr) and in each --json's --help (PIPE_HELP), so that a reader started late is
+# started in time: the work is done by then, and a pipe read by nothing keeps none of it.
 PIPE_READER_WAIT = 30.0
+PIPE_HELP = f"a named pipe (FIFO) is waited on for a reader for at most {PIPE_READER_WAIT:g} s"
 
 
 def _open_for_writing(target: Path) -> int:
@@ -365,12 +443,21 @@ def _open_for_writing(target: Path) -> int:
     if not nonblock or not stat.S_ISFIFO(os.stat(target).st_mode):
         return os.open(target, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
     deadline = time.monotonic() + PIPE_READER_WAIT
+    said = False
     while True:
         try:
             fd = os.open(target, os.O_WRONLY | nonblock | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
             if exc.errno != errno.ENXIO:  # (ENXIO: no process has the pipe open for reading)
                 raise
+            if not said:  # (the wait was said only when it was over, the output then lost)
+                said = True
+                print(
+                    f"relaysim: {one_line(target)} is a pipe (FIFO) that nothing reads yet: waiting up to "
+                    f"{PIPE_READER_WAIT:g} s for a program to read it",
+                    file=sys.stderr,
+                    flush=True,
+                )
             if time.monotonic() >= deadline:
                 raise OSError(
                     errno.ENXIO,

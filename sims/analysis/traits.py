@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relaysim.sims.analysis.runfiles import loads
+from relaysim.sims.analysis.runfiles import loads, read_run_text
 from relaysim.sims.analysis.view import AnalysisInputError
 
 __all__ = ["PAPER_SHARES", "TraitReport", "read_directory", "sensitive_traits"]
@@ -64,7 +64,7 @@ def read_directory(path: str | Path) -> dict[str, str]:
     """A public directory: a JSON object of account → kind."""
     p = Path(path)
     try:
-        data = loads(p.read_text(encoding="utf-8"))
+        data = loads(read_run_text(p))
     except (OSError, ValueError) as exc:
         raise AnalysisInputError(f"{p}: cannot read it as a directory (JSON): {exc}") from None
     if not isinstance(data, dict):

@@ -24,7 +24,7 @@ from typing import Any
 
 from relaysim.relay.metadata import METADATA_FIELDS, MetadataRecord, RecordKind, RetentionPolicy
 from relaysim.relay.profiles import Profile
-from relaysim.sims.analysis.runfiles import finite_number, loads
+from relaysim.sims.analysis.runfiles import finite_number, loads, not_a_file, open_run_file, read_run_text
 
 __all__ = [
     "RELAY_VIEW_FILE",
@@ -117,8 +117,8 @@ _UNREADABLE = (sqlite3.DatabaseError, UnicodeDecodeError)
 
 
 def _connect(db: Path) -> sqlite3.Connection:
-    if not db.is_file():
-        raise AnalysisInputError(f"{db}: no such file; expected a run's relay.db")
+    if not db.is_file():  # (a folder or a pipe there is said to be one: it was "no such file")
+        raise AnalysisInputError(f"{db}: {not_a_file(db) or 'no such file'}; expected a run's relay.db")
     try:  # (SQLite says only "unable to open database file", and the store was blamed for it)
         with open(db, "rb"):
             pass
@@ -320,7 +320,7 @@ def from_disclosure(path: str | Path, data: Mapping[str, Any] | None = None) -> 
     p = Path(path)
     if data is None:
         try:
-            data = loads(p.read_text(encoding="utf-8"))
+            data = loads(read_run_text(p))
         except (OSError, ValueError) as exc:
             raise AnalysisInputError(f"{p}: cannot read it as a disclosure (JSON): {exc}") from None
     if not isinstance(data, Mapping) or not isinstance(data.get("provided"), Mapping):
@@ -472,7 +472,7 @@ def from_relay_view(path: str | Path, *, geoip: Mapping[str, str] | None = None)
     relay is hacked) has all of it; one that only keeps has ``relay.db`` (:func:`from_db`)."""
     p = Path(path)
     try:
-        f = open(p, "rb")  # noqa: SIM115 (closed below; one line at a time)
+        f = open_run_file(p)  # (closed below; one line at a time)
     except OSError as exc:
         raise AnalysisInputError(
             f"{p}: cannot read it ({exc.strerror or exc}); expected a run's {RELAY_VIEW_FILE}, which a "

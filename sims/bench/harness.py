@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from relaysim.sims.analysis.runfiles import writable_file, write_whole
+from relaysim.sims.analysis.runfiles import PIPE_HELP, writable_file, write_whole
 from relaysim.sims.progress import ProgressBar, progress_bar
 
 __all__ = [
@@ -198,7 +198,7 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         type=writable_file,
         help="also write every number (samples, medians, ratios) to FILE; '-' writes the JSON to stdout "
-        "and the table to stderr",
+        f"and the table to stderr; {PIPE_HELP}",
     )
     p.add_argument(
         "--check",

@@ -32,7 +32,7 @@ from typing import Any
 
 from relaysim.relay.legal import CATEGORIES, REASON_LABELS, REASONS, RESPONSES
 from relaysim.relay.profiles import get_profile
-from relaysim.sims.analysis.runfiles import finite_number, loads, own_file, write_whole
+from relaysim.sims.analysis.runfiles import finite_number, loads, own_file, read_run_text, write_whole
 from relaysim.sims.term import OUTCOME_COLOURS
 
 __all__ = ["REPORT_FILE", "ReportError", "render_report", "write_report"]
@@ -89,7 +89,7 @@ def _clock(t: float, days: bool) -> str:
 
 def _load(path: Path) -> Any:
     try:
-        return loads(path.read_text(encoding="utf-8"))
+        return loads(read_run_text(path))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ReportError(
             f"{path} cannot be read ({getattr(exc, 'strerror', None) or exc}); run the scenario again "
@@ -740,6 +740,13 @@ def _matrix_data(path: Path) -> dict[str, dict[str, Any]]:
         problem = matrix_disagreement(path.parent, data)
     if problem:
         raise ReportError(f"{path}: {problem}{_AGAIN}")
+    # and summary.json's copy of it, as chart holds it (it was never read back against it)
+    from relaysim.sims.matrix import summary_problem
+
+    summary_file = path.parent / "summary.json"
+    problem = summary_problem(_load(summary_file), data)
+    if problem:
+        raise ReportError(f"{summary_file}: {problem}{_AGAIN}")
     return data
 
 
@@ -885,10 +892,25 @@ def _read_events(run: Path) -> list[dict[str, Any]]:
     return events
 
 
-def _lead(summary: dict[str, Any], description: str) -> str:
-    facts = f"Seed {summary.get('seed', '?')}"
-    if "people" in summary:
-        facts += f", {summary['people']} people on {summary.get('devices', '?')} devices"
+def _whole(summary: dict[str, Any], key: str, where: Path) -> int | None:
+    """``summary[key]``, a count or a seed (a whole number from 0), or None if it is not there;
+    ReportError naming the file and the field otherwise: the lead showed any value as the run's
+    ("Seed many, xxx people on 2 devices")."""
+    value = summary.get(key)
+    if value is None:
+        return None
+    if type(value) is not int or value < 0:
+        from relaysim.sims.analysis.runfiles import brief
+
+        raise ReportError(f"{where}: {key}: expected a whole number from 0, got {brief(value)}{_AGAIN}")
+    return value
+
+
+def _lead(summary: dict[str, Any], description: str, where: Path) -> str:
+    seed, people, devices = (_whole(summary, key, where) for key in ("seed", "people", "devices"))
+    facts = f"Seed {'?' if seed is None else seed}"
+    if people is not None:
+        facts += f", {people} people on {'?' if devices is None else devices} devices"
     if finite_number(summary.get("duration_s")):
         facts += f", {summary['duration_s'] / 3600:g} simulated hours"
     first, rest = _first_sentence(description)
@@ -963,7 +985,9 @@ def render_report(run: Path) -> str:
     """The report for a finished run's folder (a run, a comparison or the FBI chart) as HTML text."""
     run = Path(run)
     summary_file = run / "summary.json"
-    if not summary_file.is_file():
+    if (
+        not summary_file.exists()
+    ):  # (a folder or a pipe there is read, and said to be one: not "no summary.json")
         raise ReportError(
             f"{run} holds no finished run (no summary.json); make one with: relaysim run NAME --out {run}"
         )
@@ -971,7 +995,7 @@ def render_report(run: Path) -> str:
     if not isinstance(summary, dict):
         raise ReportError(f"{summary_file}: expected a JSON object, got {type(summary).__name__}")
     name = str(summary.get("scenario", run.name))
-    lead = _lead(summary, _description(name))
+    lead = _lead(summary, _description(name), summary_file)
     legend = "<h3>Colours</h3>" + _legend()
     if (run / "matrix.json").is_file():
         sections = [

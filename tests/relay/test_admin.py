@@ -99,6 +99,35 @@ def test_a_file_at_the_admin_path_is_refused_and_kept(tmp_path: Path) -> None:
     assert notes.exists()
 
 
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm", "-journal"])
+def test_the_admin_socket_is_never_a_file_of_a_linked_database(
+    tmp_path: Path, suffix: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--db LINK to TARGET: SQLite keeps TARGET-wal and TARGET-shm (it resolves the link), and
+    --admin TARGET-wal was taken (only LINK-wal was compared); -journal was not compared at all."""
+    from relaysim.relay import admin
+
+    def started(path: str) -> None:
+        raise AdminPathError(f"--admin {path}: taken")  # (the relay would start: stop it here)
+
+    monkeypatch.setattr(admin, "prepare_admin_path", started)
+    target = tmp_path / "data" / "relay.db"
+    target.parent.mkdir()
+    link = tmp_path / "link.db"
+    link.symlink_to(target)
+    # (and --db TARGET, --admin LINK: the database itself; LINK-wal is a path of its own then)
+    for db, socket_path in ((link, f"{target}{suffix}"), (target, f"{link}{suffix}"))[
+        : 2 if not suffix else 1
+    ]:
+        assert relay_main(["--port", "0", "--db", str(db), "--admin", socket_path]) == 2
+        err = capsys.readouterr().err
+        assert f"--admin {socket_path} is the database's own file" in err, err
+    # a path of its own beside them is taken
+    assert relay_main(["--port", "0", "--db", str(link), "--admin", f"{target}.sock"]) == 2
+    assert f"--admin {target}.sock: taken" in capsys.readouterr().err
+    assert not target.exists()
+
+
 def test_an_admin_path_no_socket_can_be_made_at_is_refused_before_the_relay_starts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

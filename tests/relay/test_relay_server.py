@@ -14,6 +14,7 @@ import signal
 import socket
 import sqlite3
 import ssl
+import stat
 import struct
 import subprocess
 import sys
@@ -744,7 +745,11 @@ def test_main_help_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
         # a bucket that never empties (a float of 1e23 does not count down by one), or whose wait
         # would not fit retry_after_ms (an internal error at the first refusal): say off instead
         ("--send-rate-account", "5/99999999999999999999999", "the burst must be from 1 (one request) to"),
-        ("--send-rate-account", "1e-30/10", "the rate must be from 1e-06 to 1,000,000,000 requests a second"),
+        (
+            "--send-rate-account",
+            "1e-30/10",
+            "the rate must be from 0.000001 to 1,000,000,000 requests a second",
+        ),
         ("--connection-rate", "inf/64", "the rate must be from"),
         ("--ack-unknown-rate-account", "50/nan", "the burst must be from"),
         ("--register-rate", "2e9/3", "the rate must be from"),
@@ -1357,22 +1362,63 @@ def test_a_host_that_is_no_address_nor_host_name_is_refused_naming_it(
     assert not db.exists()
 
 
-_INTERFACE = socket.if_nameindex()[0]  # (index, name) of one of this machine's interfaces
+def _interfaces() -> list[tuple[int, str]]:
+    """This machine's network interfaces (index, name); the test is skipped where Python cannot list
+    them (socket.if_nameindex is missing on some systems, or fails). It was called as the module was
+    imported: where it is missing, none of this file's tests ran, each an import error."""
+    try:
+        interfaces = socket.if_nameindex()
+    except (AttributeError, OSError) as e:
+        pytest.skip(f"socket.if_nameindex() cannot list this machine's interfaces: {e!r}")
+    if not interfaces:
+        pytest.skip("socket.if_nameindex() lists no interfaces here")
+    return interfaces
 
 
-@pytest.mark.parametrize(
-    "host",
-    [
-        "::1",
-        "localhost",
-        "relay.example.org",
-        "0.0.0.0",
-        f"fe80::1%{_INTERFACE[1]}",
-        f"fe80::1%{_INTERFACE[0]}",
-    ],
-)
+def test_this_file_imports_where_the_interfaces_cannot_be_listed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """(A copy of this module, imported with socket.if_nameindex gone: its tests that need the
+    interfaces skip, saying why.)"""
+    import importlib.util
+
+    monkeypatch.delattr(socket, "if_nameindex")
+    spec = importlib.util.spec_from_file_location("_test_relay_server_copy", __file__)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(pytest.skip.Exception, match="cannot list this machine's interfaces"):
+        module._interfaces()
+
+
+@pytest.mark.parametrize("host", ["::1", "localhost", "relay.example.org", "0.0.0.0"])
 def test_a_host_that_is_an_address_or_a_host_name_is_taken(host: str) -> None:
     assert build_parser().parse_args(["--host", host]).host == host
+
+
+def test_a_link_local_host_on_an_interface_here_is_taken() -> None:
+    index, name = _interfaces()[0]
+    for host in (f"fe80::1%{name}", f"fe80::1%{index}"):
+        assert build_parser().parse_args(["--host", host]).host == host
+
+
+@pytest.mark.parametrize("host", ["::1%lo", "::1%1", "fd00::2%eth0", "2001:db8::1%1"])
+def test_a_zone_on_an_address_that_is_not_link_local_is_refused_naming_it(
+    host: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--host ::1%lo`` (lo an interface here) was "cannot serve there: Name or service not known"
+    (getaddrinfo takes an interface's name only on a link-local address), and ``::1%1`` listened on
+    ::1, the zone dropped: a zone is given effect on a link-local address (fe80::/10) only."""
+    with pytest.raises(SystemExit):  # (parsed alone: main would serve on ::1, the zone dropped)
+        build_parser().parse_args(["--host", host])
+    err = capsys.readouterr().err
+    unzoned = host.partition("%")[0]
+    assert (
+        f"argument --host: {host!r}: the part after '%' (a zone) names the interface of a link-local" in err
+    )
+    assert f"{unzoned} is not one: give --host {unzoned}" in err, err
+    if host == "::1%lo":  # (main: refused as it reads its options, nothing made)
+        db = tmp_path / "relay.db"
+        assert main(["--host", host, "--port", "0", "--db", str(db)]) == 2
+        assert "Name or service" not in capsys.readouterr().err and not db.exists()
 
 
 def test_a_host_on_an_interface_this_machine_lacks_is_refused_naming_it(
@@ -1380,13 +1426,14 @@ def test_a_host_on_an_interface_this_machine_lacks_is_refused_naming_it(
 ) -> None:
     """``--host fe80::1%zz`` was taken (any zone after '%'), then "cannot serve there: Name or service
     not known", naming no interface."""
-    absent = max(index for index, _name in socket.if_nameindex()) + 1
+    interfaces = _interfaces()
+    absent = max(index for index, _name in interfaces) + 1
     for zone in ("zz", str(absent)):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["--host", f"fe80::1%{zone}"])
         err = capsys.readouterr().err
         assert f"--host: 'fe80::1%{zone}': no network interface '{zone}' on this machine" in err, err
-        assert f"interfaces here: {socket.if_nameindex()[0][1]}" in err
+        assert f"interfaces here: {interfaces[0][1]}" in err
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
@@ -1506,6 +1553,38 @@ def test_a_db_that_is_a_link_to_a_store_is_followed(tmp_path: Path) -> None:
         assert store.simulation_keys == "seed 7"
 
 
+def test_tls_files_that_hold_no_certificate_or_no_key_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--tls-cert and --tls-key swapped, or the certificate given for both, was OpenSSL's "[SSL] PEM
+    lib (_ssl.c:3926)", naming both files and neither fault. A key that is not the certificate's is
+    still OpenSSL's to say."""
+    ca = trustme.CA()
+    issued, other = ca.issue_cert("127.0.0.1"), ca.issue_cert("127.0.0.2")
+    cert, key, stranger = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "other-key.pem"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    other.private_key_pem.write_to_path(str(stranger))
+    db = tmp_path / "relay.db"
+    for given, said in (
+        (
+            (key, cert),
+            f"--tls-cert {key}: holds no PEM certificate (no '-----BEGIN CERTIFICATE-----' line); "
+            "--tls-cert and --tls-key are the other way round?",
+        ),
+        ((cert, cert), f"--tls-key {cert}: holds no PEM private key (no '-----BEGIN PRIVATE KEY-----' line)"),
+        (
+            (cert, stranger),
+            f"--tls-cert {cert} --tls-key {stranger}: cannot load them as a PEM certificate chain",
+        ),
+    ):
+        argv = ["--port", "0", "--db", str(db), "--tls-cert", str(given[0]), "--tls-key", str(given[1])]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"error: {said}" in err and "PEM lib" not in err, err
+        assert not db.exists()
+
+
 def test_tls_files_that_cannot_be_loaded_are_a_usage_error_naming_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1517,7 +1596,7 @@ def test_tls_files_that_cannot_be_loaded_are_a_usage_error_naming_them(
     db = tmp_path / "relay.db"
     for given, said in (
         (tmp_path, f"--tls-cert {tmp_path}: a folder, not a file"),
-        (junk, f"--tls-cert {junk} --tls-key {junk}: cannot load them as a PEM"),
+        (junk, f"--tls-cert {junk}: holds no PEM certificate (no '-----BEGIN CERTIFICATE-----' line)"),
         (tmp_path / "absent.pem", f"--tls-cert {tmp_path / 'absent.pem'}: No such file or directory"),
     ):
         argv = ["--port", "0", "--db", str(db), "--tls-cert", str(given), "--tls-key", str(given)]
@@ -1555,6 +1634,48 @@ def test_tls_files_that_are_a_pipe_or_too_large_are_refused_not_waited_on(tmp_pa
         assert res.returncode == 2, res.stderr
         assert f"error: {said}" in res.stderr and "Traceback" not in res.stderr, res.stderr
         assert not db.exists()
+
+
+# (run in a relay serve process: after the first open of each TLS file, a FIFO is put at its path)
+_SWAP_AFTER_OPEN = """
+import os, sys
+from relaysim.relay import server
+swapped, real_open = set(), os.open
+def swapping_open(path, *args, **kwargs):
+    fd = real_open(path, *args, **kwargs)
+    if str(path).endswith('.pem') and path not in swapped:
+        swapped.add(path)
+        os.unlink(path)
+        os.mkfifo(path)  # (nothing will ever write to it)
+    return fd
+os.open = swapping_open
+sys.exit(server.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_tls_files_are_read_from_the_one_open_that_was_checked(tmp_path: Path) -> None:
+    """--tls-cert and --tls-key were opened, checked (a regular file, not too large) and closed, then
+    opened again by OpenSSL, by path, twice: a FIFO put there in between was waited on for ever, a
+    file of gigabytes read whole. Each is now read once, from the open it was checked on. (Here a
+    FIFO replaces each file after its first open; the timeout turns a hang into a failure.)"""
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    absent = tmp_path / "absent-token"  # (a usage error after the TLS files: the relay stops there)
+    argv = ["--port", "0", "--db", str(tmp_path / "r.db"), "--tls-cert", str(cert), "--tls-key", str(key)]
+    res = subprocess.run(
+        [sys.executable, "-c", _SWAP_AFTER_OPEN, *argv, "--registration-token-file", str(absent)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(RelayProcess.ROOT)},
+    )
+    assert res.returncode == 2, res.stderr
+    assert f"error: --registration-token-file {absent}: No such file" in res.stderr, res.stderr
+    assert stat.S_ISFIFO(cert.stat().st_mode) and stat.S_ISFIFO(key.stat().st_mode)  # (swapped)
 
 
 def test_a_pipe_at_the_db_path_is_refused_not_waited_on(tmp_path: Path) -> None:

@@ -766,6 +766,27 @@ def test_disclose_json_into_a_named_pipe_nothing_reads_is_not_waited_on_for_ever
     err = capsys.readouterr().err
     assert f"--json {pipe}: cannot write it: a pipe (FIFO) that nothing read from for 0.3 s" in err, err
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+    # the wait is said as it starts (it was said only once over, the disclosure lost): a reader
+    # started then is in time
+    waiting = f"relaysim: {pipe} is a pipe (FIFO) that nothing reads yet: waiting up to 0.3 s"
+    assert err.count(waiting) == 1 and err.index(waiting) < err.index("cannot write it"), err
+
+
+def test_every_json_options_help_says_how_long_a_pipe_is_waited_on() -> None:
+    """A --json FIFO whose reader starts after PIPE_READER_WAIT seconds is refused (a command whose
+    reader never comes must end): --help said nothing of it."""
+    import importlib
+
+    from relaysim.sims.analysis.runfiles import PIPE_READER_WAIT
+    from relaysim.sims.cli import build_parser
+
+    parsers = {"disclose": build_parser()._subparsers._group_actions[0].choices["disclose"]}  # type: ignore[union-attr]
+    for name in ("crypto", "relay", "attack", "sim", "analysis", "sweep"):
+        parsers[f"bench {name}"] = importlib.import_module(f"relaysim.sims.bench.{name}")._parser()
+    for name, parser in parsers.items():
+        text = " ".join(parser.format_help().split())
+        said = f"a named pipe (FIFO) is waited on for a reader for at most {PIPE_READER_WAIT:g} s"
+        assert said in text, (name, text)
 
 
 def test_disclose_json_replaces_a_file_whole_or_not_at_all(
@@ -1461,3 +1482,18 @@ def test_disclose_names_profile_when_the_provider_it_names_did_not_exist_on_the_
     res = cli(*argv)
     assert_clean_error(res, "provider.json: ", "did not exist on 2010-06-01")
     assert "--profile" not in res.stderr, res.stderr
+
+
+def test_a_byte_of_an_argument_not_in_the_locales_encoding_is_named_as_the_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``relaysim show $'\\xff'``: Python holds the byte as a lone surrogate (surrogateescape), and
+    stderr wrote it as "\\udcff", no byte the user typed; it is said as "\\xff"."""
+    from relaysim.sims.analysis.runfiles import one_line
+
+    assert one_line("a\udcffb\udc80") == "a\\xffb\\x80"
+    assert one_line("\x1b[31m\u202e") == "\\x1b[31m\\u202e"  # (as before)
+    monkeypatch.chdir(tmp_path)
+    assert main(["show", "run-\udcff"]) == 2
+    err = capsys.readouterr().err
+    assert "run-\\xff has no transcript.jsonl" in err and "\udcff" not in err, err

@@ -312,8 +312,8 @@ def test_the_scale_child_reads_its_arguments_as_the_options_do() -> None:
 
 
 # The types whose bounds --help states (sims.numbers.state_bounds, relay.server._state_bounds); a
-# seed's (0 to 2**63 - 1) and a rate's (RATE/BURST) are said in their options' words.
-BOUNDED_TYPES = {"whole_number", "decimal_number", "_whole", "_seconds", "_cap"}
+# rate's (RATE/BURST, two numbers) are tested on their own below.
+BOUNDED_TYPES = {"whole_number", "decimal_number", "_whole", "_seconds", "_cap", "seed_arg", "_seed"}
 _BOUNDS = re.compile(
     r"(?:from (?P<low>[0-9.,]+) to|more than (?P<above>[0-9.,]+), at most) (?P<high>[0-9.,]+)(, or off)?"
 )
@@ -342,6 +342,9 @@ def test_a_number_options_help_states_the_bounds_its_type_holds(name: str, actio
     help now ends with its bounds, read from its type, and the type takes the bounds the help states
     and refuses a step past each."""
     qualname = getattr(action.type, "__qualname__", None)
+    if qualname == "_rate":
+        assert action.help is not None and action.help.endswith(server._rate.bounds), (name, action.help)
+        return
     if qualname not in BOUNDED_TYPES:
         assert not hasattr(action.type, "bounds"), name
         return
@@ -354,7 +357,7 @@ def test_a_number_options_help_states_the_bounds_its_type_holds(name: str, actio
     assert m is not None, bounds
     parse = action.type
     assert parse is not None
-    whole = qualname in ("whole_number", "_whole", "_cap")
+    whole = qualname in ("whole_number", "_whole", "_cap", "seed_arg", "_seed")
     step = 1 if whole else 1e-6
     high = m["high"].replace(",", "")
     parse(high)
@@ -368,6 +371,30 @@ def test_a_number_options_help_states_the_bounds_its_type_holds(name: str, actio
     else:
         with pytest.raises(argparse.ArgumentTypeError):
             parse(m["above"].replace(",", ""))
+
+
+def test_a_relay_serve_rates_help_states_the_bounds_it_holds_to() -> None:
+    """relay serve's 14 RATE/BURST options said their bounds only in the error for a value past them:
+    each one's --help ends with them (test above), and they are the bounds the type holds to."""
+    bounds = server._rate.bounds
+    m = re.fullmatch(
+        r"rate from ([0-9.]+) to ([0-9,]+) a second, burst from ([0-9]+) to ([0-9,]+), or off", bounds
+    )
+    assert m is not None, bounds
+    least, most, least_burst, most_burst = (g.replace(",", "") for g in m.groups())
+    assert server._rate(f"{least}/{least_burst}") is not None
+    assert server._rate(f"{most}/{most_burst}") is not None
+    for past in (
+        f"{float(least) * 0.999!r}/10",
+        f"{int(most) + 1}/10",
+        f"10/{float(least_burst) * 0.999!r}",
+        f"10/{int(most_burst) + 1}",
+    ):
+        with pytest.raises(argparse.ArgumentTypeError, match="is not a rate this relay can keep"):
+            server._rate(past)
+    assert server._rate("off") is None
+    rates = [a for path, a in OPTIONS if path.startswith("relaysim relay serve") and a.type is server._rate]
+    assert len(rates) == 14
 
 
 def test_every_commands_help_shows_its_number_options_bounds() -> None:

@@ -746,8 +746,18 @@ def test_chart_markdown_that_is_not_utf8_is_named_not_an_internal_error(
             lambda md: md + "| WhatsApp (`whatsapp`) | CONTENT | | | | |\n",
             "where the chart and its legend have",
         ),
+        # the words around the tables were not held to anything: printed as the chart's
+        (
+            lambda md: md.replace("Every order was served on `", "Every order was served on `not-", 1),
+            'line 5 is "Every order was served on `not-tariq`',
+        ),
+        (
+            lambda md: md.replace("CONTENT means the words", "CONTENT means nothing, not the words", 1),
+            "where the run wrote 'Processes: ",
+        ),
+        (lambda md: md + "\nAll of it was handed over.\n", "lines, where the run wrote"),
     ],
-    ids=["a-cell", "a-row-added"],
+    ids=["a-cell", "a-row-added", "its-target", "its-legend", "a-line-added"],
 )
 def test_chart_markdown_is_checked_against_the_matrix(
     tmp_path: Path,
@@ -805,6 +815,28 @@ def test_a_matrix_cell_changed_to_another_valid_value_is_refused(
     edit(matrix)
     (run / "matrix.json").write_text(json.dumps(matrix), encoding="utf-8")
     refused(capsys, [argv[0], str(run), *argv[1:]], f"{run / 'matrix.json'}: {needle}")
+
+
+@pytest.mark.parametrize("argv", [["chart"], ["chart", "--markdown"], ["report"]], ids=" ".join)
+def test_the_summarys_copy_of_the_matrix_is_held_to_matrix_json(
+    tmp_path: Path, made: Callable[[str], Path], capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """summary.json keeps a copy of the chart, which chart and report never read back against
+    matrix.json: a copy edited (Signal "refused" a subpoena) was kept as the run's."""
+    run = copy_of(made("fbi-chart"), tmp_path)
+    summary_file = run / "summary.json"
+    summary = json.loads(summary_file.read_text(encoding="utf-8"))
+    summary["matrix"]["signal"]["subpoena"]["response"] = "refused"
+    summary_file.write_text(json.dumps(summary), encoding="utf-8")
+    refused(
+        capsys,
+        [argv[0], str(run), *argv[1:]],
+        f"{summary_file}: matrix.signal.subpoena: not as matrix.json has it (edited?)",
+    )
+    summary["matrix"]["signal"]["subpoena"]["response"] = "complied"
+    summary["matrix"]["someone"] = {}
+    summary_file.write_text(json.dumps(summary), encoding="utf-8")
+    refused(capsys, [argv[0], str(run), *argv[1:]], "matrix: 'someone' is no profile of matrix.json")
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
@@ -898,6 +930,25 @@ def test_disclose_refuses_a_named_pipe_for_the_provider_file(
     status = _main_unless_it_hangs(argv, run / "provider.json")
     err = capsys.readouterr().err
     assert status == [2] and f"{run / 'provider.json'}: not a regular file (a pipe)" in err, (status, err)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+@pytest.mark.parametrize(
+    ("suffix", "what"), [("-wal", "not a regular file (a pipe)"), ("-shm", "a folder, not a file")]
+)
+def test_disclose_refuses_a_pipe_or_a_folder_beside_the_store(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str, what: str
+) -> None:
+    """disclose copies relay.db and its -wal and -shm to serve the order on: a pipe at relay.db-wal was
+    read (read_bytes), and waited on for ever; a folder was "Is a directory; check its permissions"."""
+    run = copy_of(tf_run, tmp_path)
+    beside = run / f"relay.db{suffix}"
+    os.mkfifo(beside) if suffix == "-wal" else beside.mkdir()
+    capsys.readouterr()
+    argv = ["disclose", "--db", str(run / "relay.db"), "--process", "subpoena", "--target", "amira"]
+    status = _main_unless_it_hangs(argv, beside)
+    err = capsys.readouterr().err
+    assert status == [2] and f"cannot read {beside}: {what}\n" in err, (status, err)
 
 
 def _first_bes_outcome(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -1047,13 +1098,13 @@ def test_analyze_reads_the_transcript_once(
     """analyze parsed transcript.jsonl twice: whole, to check its counts against summary.json
     (sims.report.run_disagreements), then line by line for the scoring (read_truth). Once it is
     read, both have what they need; what analyze writes and prints is the same. Every opening of
-    the file, through pathlib or open(), is counted."""
+    the file, through pathlib, open() or os.open() (sims.analysis.runfiles.open_run_file), is counted."""
     import builtins
 
     run = copy_of(tf_run, tmp_path)
     transcript = run / "transcript.jsonl"
     opened: list[str] = []
-    path_open, builtin_open = Path.open, builtins.open
+    path_open, builtin_open, os_open = Path.open, builtins.open, os.open
 
     def counted_path_open(self: Path, *args: Any, **kwargs: Any) -> Any:
         if self.name == transcript.name:
@@ -1065,8 +1116,14 @@ def test_analyze_reads_the_transcript_once(
             opened.append(str(file))
         return builtin_open(file, *args, **kwargs)
 
+    def counted_os_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(file, str | Path) and Path(file).name == transcript.name:
+            opened.append(str(file))
+        return os_open(file, *args, **kwargs)
+
     monkeypatch.setattr(Path, "open", counted_path_open)
     monkeypatch.setattr(builtins, "open", counted_open)
+    monkeypatch.setattr(os, "open", counted_os_open)
     assert main(["analyze", str(run), *as_seen]) == 0
     monkeypatch.undo()
     assert opened == [str(transcript)], opened
@@ -1204,3 +1261,133 @@ def test_a_clock_epoch_too_large_for_a_number_is_named(
     refused(capsys, argv, "provider.json: clock_epoch: expected Unix seconds (a number), got 1000")
     assert main(argv) == 2
     assert len(capsys.readouterr().err) < 300
+
+
+# --- the readers a Python caller calls: a FIFO, socket or device in a run's folder ------------------
+
+
+def _readers() -> list[tuple[str, str, Callable[[Path], object]]]:
+    """(the file made a FIFO, the reader's name, a call of it on the run's folder): the functions of
+    sims/ that read a file in a run's folder, which the commands check first and a Python caller
+    (a notebook, a script) did not."""
+    from relaysim.sims import counterfactual, defences, demo, matrix, report, sweep
+    from relaysim.sims.analysis import run as analysis_run
+    from relaysim.sims.analysis import traits, view
+    from relaysim.sims.analysis_scoring import read_truth
+    from relaysim.sims.reports import html
+
+    return [
+        ("transcript.jsonl", "analysis_scoring.read_truth", lambda r: read_truth(r / "transcript.jsonl")),
+        ("transcript.jsonl", "report.read_run", report.read_run),
+        ("summary.json", "report.read_run (summary)", report.read_run),
+        ("provider.json", "report.run_calendar", report.run_calendar),
+        (
+            "relay-view.jsonl",
+            "analysis.view.from_relay_view",
+            lambda r: view.from_relay_view(r / "relay-view.jsonl"),
+        ),
+        ("d.json", "analysis.view.from_disclosure", lambda r: view.from_disclosure(r / "d.json")),
+        ("d.json", "analysis.traits.read_directory", lambda r: traits.read_directory(r / "d.json")),
+        ("provider.json", "analysis.run._provider", analysis_run._provider),
+        ("summary.json", "defences.measure", defences.measure),
+        ("provider.json", "demo.render_inference", demo.render_inference),
+        ("disclosures/x.json", "counterfactual._disclosure", lambda r: counterfactual._disclosure(r, "x")),
+        ("d.json", "reports.html._load", lambda r: html._load(r / "d.json")),
+        ("d.json", "sweep._saved_summary", lambda r: sweep._saved_summary(r / "d.json", "k")),
+        ("summary.json", "matrix._disclosure", lambda r: matrix._disclosure(r, "subpoena", None)),
+    ]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+@pytest.mark.parametrize(("made", "name", "read"), _readers(), ids=[r[1] for r in _readers()])
+def test_a_reader_of_a_run_folder_refuses_a_named_pipe_not_waits_on_it(
+    tf_run: Path, tmp_path: Path, made: str, name: str, read: Callable[[Path], object]
+) -> None:
+    """Each opened the file as it found it: a named pipe was waited on for ever (a writer never
+    comes), by a caller that is not a command (the commands check the folder's files first). They
+    share one check (sims.analysis.runfiles.open_run_file): a regular file, at most MAX_RUN_FILE
+    bytes, else an error that says what it is. (A thread reads: a hang fails the join, and a writer
+    opened once lets it go.)"""
+    import threading
+
+    run = copy_of(tf_run, tmp_path)
+    fifo = run / made
+    fifo.parent.mkdir(exist_ok=True)
+    fifo.unlink(missing_ok=True)
+    os.mkfifo(fifo)
+    outcome: list[object] = []
+
+    def call() -> None:
+        try:
+            outcome.append(read(run))
+        except Exception as exc:  # (each reader's own error type: said below)
+            outcome.append(exc)
+
+    reader = threading.Thread(target=call, daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    hung = reader.is_alive()
+    if hung:  # (let it go: a writer opened and closed ends its open, then its read)
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(timeout=10)
+    assert not hung, f"{name} waited on the named pipe {made}"
+    said = outcome[0]
+    text = " ".join(str(x) for x in said) if isinstance(said, tuple) else str(said)
+    assert "not a regular file (a pipe)" in text, (name, said)
+
+
+def test_a_run_file_past_the_most_read_is_refused_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from relaysim.sims.analysis import runfiles
+
+    path = tmp_path / "summary.json"
+    path.write_text('{"a": 1}', encoding="utf-8")
+    assert runfiles.read_run_text(path) == '{"a": 1}'
+    with pytest.raises(OSError, match=r"8 bytes, more than a run's file holds \(at most 7 are read\)") as exc:
+        runfiles.read_run_file(path, limit=7)
+    assert exc.value.filename == str(path)
+    for where, said in (
+        (tmp_path, "a folder, not a file"),
+        (Path("/dev/zero"), r"not a regular file \(a device\)"),
+    ):
+        with pytest.raises(OSError, match=said):
+            runfiles.read_run_file(where)
+
+
+@pytest.mark.parametrize(
+    ("name", "command", "said"),
+    [
+        ("relay.db", "analyze", "relay.db: a folder; expected a run's relay.db"),
+        ("relay.db", "report", "relay.db: a folder; expected a run's relay.db"),
+        ("summary.json", "report", "summary.json cannot be read (a folder, not a file)"),
+    ],
+)
+def test_a_folder_where_a_run_keeps_a_file_is_said_to_be_one(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, command: str, said: str
+) -> None:
+    """A folder at relay.db was "has no relay.db" (analyze) or "no such file" (report), and at
+    summary.json "holds no finished run (no summary.json)": the file is there, and is a folder."""
+    run = copy_of(tf_run, tmp_path)
+    (run / name).unlink()
+    (run / name).mkdir()
+    refused(capsys, [command, str(run)], f"{run / said}" if said.startswith(name) else said)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "shown"),
+    [("people", "xxx", "'xxx'"), ("devices", -2, "-2"), ("seed", [7], "[7]"), ("people", True, "True")],
+)
+def test_report_names_a_summary_count_that_is_no_whole_number(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str, value: object, shown: str
+) -> None:
+    """summary.json's seed, people and devices were put in the report's lead as they were: "Seed
+    [7], xxx people on -2 devices" was shown as the run's."""
+    run = copy_of(tf_run, tmp_path)
+    summary_file = run / "summary.json"
+    summary = json.loads(summary_file.read_text(encoding="utf-8"))
+    summary[key] = value
+    summary_file.write_text(json.dumps(summary), encoding="utf-8")
+    refused(
+        capsys, ["report", str(run)], f"{summary_file}: {key}: expected a whole number from 0, got {shown}"
+    )

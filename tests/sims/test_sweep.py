@@ -468,6 +468,24 @@ def test_a_folder_where_a_run_is_saved_is_refused_before_anything_runs(
     assert sorted(p.name for p in (out / "runs").iterdir()) == [path.name]
 
 
+@pytest.mark.parametrize("name", ["sweep.json", "sweep.md", "sweep.svg"])
+def test_a_folder_where_the_sweep_writes_its_table_is_refused_before_anything_runs(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """sweep.json (or .md, .svg) a folder: every run was made, then "OUT/.sweep.json.NNN.tmp →
+    OUT/sweep.json: Is a directory" (the copy written to replace it named, exit 2)."""
+    out = tmp_path / "sw"
+    out.mkdir()
+    (out / name).mkdir()
+    assert main([*_one_run_sweep(tiny, out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"relaysim sweep: --out {out}: {name}, where the sweep writes its table, is a folder; move it away, "
+        "or give the sweep a folder of its own\n"
+    ), err
+    assert sorted(p.name for p in out.iterdir()) == [name]  # (no run made: no runs/)
+
+
 def test_a_run_of_another_sweep_saved_under_this_runs_name_is_not_reused(
     tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
