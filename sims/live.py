@@ -32,8 +32,11 @@ It writes what ``relaysim run`` writes — ``transcript.jsonl``, ``relay.db`` (t
 store), ``summary.json``, ``summary.md`` — plus ``relay.log``, the server's log. Transcript times
 ``t`` are simulated seconds, real elapsed time divided by ``time_scale``. The ``relay`` parts of
 message events come from the relay's store after it has stopped; their ``time`` fields are the
-relay's real clock (Unix seconds), not simulated time. The scenario's network model (latency,
-loss, partitions) is not applied: the network is loopback. What a live run does not carry yet,
+relay's real clock (Unix seconds), not simulated time. The records of the envelopes a phone could not
+read (``undecryptable``, with the ``reason`` of a refusal, and ``duplicate_dropped``) are the
+simulator's, each at the time its phone reported it, put in place after the run: which copies were
+duplicates is known only once the relay's ids for every send have reached their senders. The
+scenario's network model (latency, loss, partitions) is not applied: the network is loopback. What a live run does not carry yet,
 ``simulated_only`` names, on stderr and in ``summary.json``.
 
 Live runs are not deterministic. trio's scheduler is randomised on purpose, the devices' keys
@@ -803,31 +806,49 @@ class _LiveRun:
     def _unreadable(self, phone: _Phone, event: Duplicate | Undecryptable) -> None:
         """An envelope a phone could not read: a ``Duplicate`` (by its header, a second copy of a message
         it read, as a send its sender's link wrote again after a dropped connection and the relay carried
-        out twice) or an ``Undecryptable``. Counted at the end of the run (``_unread_counts``), when the
-        relay's ids for every copy have reached the senders' drivers."""
+        out twice) or an ``Undecryptable``. Counted and transcribed at the end of the run
+        (``_unread_records``), when the relay's ids for every copy have reached the senders' drivers."""
         reason = None if isinstance(event, Duplicate) else event.reason
         self._unread.append((phone.name, event.envelope_id, self.now(), reason))
 
-    def _unread_counts(self) -> tuple[int, dict[str, int], int]:
-        """(undecryptable, refused by reason, duplicates dropped) among the envelopes the phones could not
-        read, counted as the simulator counts them (Simulation._read_already, SimulationResult.refused):
-        for a planned message, a duplicate if the phone had read it by then, whatever its agent made of
-        the copy; for any other envelope, as the agent reported it; what is no duplicate by its
-        ``Undecryptable.reason``. (The simulator also knows how often the relay accepted a receipt or a
+    def _unread_records(self) -> list[dict[str, Any]]:
+        """The transcript's records of the envelopes the phones could not read, as the simulator writes
+        them (Simulation._agent_event), each at the time its phone reported it: ``duplicate_dropped``, or
+        ``undecryptable`` with the ``reason`` of one that opened and was refused. What is a duplicate is
+        decided as the simulator decides it (Simulation._read_already): for a planned message, a duplicate
+        if the phone had read it by then, whatever its agent made of the copy; for any other envelope, as
+        the agent reported it. (The simulator also knows how often the relay accepted a receipt or a
         cover message; the live driver cannot tie a copy whose answer was lost to its message, so there
         too it takes the agent's word.)"""
-        undecryptable = duplicates = 0
-        refused = dict.fromkeys(REFUSAL_REASONS, 0)
+        records = []
         for name, eid, t, reason in self._unread:
             duplicate = reason is None
             mid = self.envelope_message.get(eid)
             if mid is not None:
                 read = self.messages[mid].delivered.get(name)
                 duplicate = read is not None and read <= t
-            if duplicate:
+            record: dict[str, Any] = {
+                "t": t,
+                "kind": "duplicate_dropped" if duplicate else "undecryptable",
+                "device": name,
+                "message": mid,
+            }
+            if not duplicate and reason in REFUSAL_REASONS:
+                record["reason"] = reason  # it opened: refused for its identity key, or a self-send
+            records.append(record)
+        return records
+
+    def _unread_counts(self) -> tuple[int, dict[str, int], int]:
+        """(undecryptable, refused by reason, duplicates dropped) among the envelopes the phones could not
+        read (``_unread_records``), counted as the simulator counts them (SimulationResult.refused): what
+        is no duplicate by its ``Undecryptable.reason``."""
+        undecryptable = duplicates = 0
+        refused = dict.fromkeys(REFUSAL_REASONS, 0)
+        for record in self._unread_records():
+            if record["kind"] == "duplicate_dropped":
                 duplicates += 1
-            elif reason in refused:
-                refused[reason] += 1
+            elif "reason" in record:
+                refused[record["reason"]] += 1
             else:
                 undecryptable += 1
         return undecryptable, refused, duplicates
@@ -1264,6 +1285,8 @@ class _LiveRun:
                 if r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND)
             ]
         undecryptable, refused, duplicates = self._unread_counts()
+        # the unread envelopes' records, each in its place by time (the events are in order of time)
+        self.events[:] = list(heapq.merge(self.events, self._unread_records(), key=lambda e: e["t"]))
         return SimulationResult(
             self.scenario,
             [self.messages[k] for k in sorted(self.messages)],

@@ -30,8 +30,10 @@ conversation's initiator opens a mailbox, and the target's receipts and replies 
 account the relay cannot join to the correspondent: the true correspondent is not linked. On
 ``sda-martiny-2021`` the attack ranks first, and keeps first, within the same 60 messages, the
 mailbox the true correspondent opened for the target, for 11 of 15 targets. For 1 of the others
-that mailbox ranked first and dropped back. The other 3 wrote to their correspondent first: the correspondent's messages then go to the mailbox the target opened, not to the target's
-account, and the attack watching that account sees none of them. Variants run in parallel
+that mailbox ranked first and dropped back, and the run's end cut 0 of them short (not linked when it
+ended, before 60 messages were written to them: the line printed says how many). The other 3 wrote to
+their correspondent first: the correspondent's messages then go to the mailbox the target opened, not
+to the target's account, and the attack watching that account sees none of them. Variants run in parallel
 processes; each run is deterministic.
 
     relaysim reproduce [SCENARIO] [--targets N] [--workers N]
@@ -111,6 +113,10 @@ class VariantResult:
     mailbox_linked_by: list[int | None] | None = None
     # ... and how many targets' correspondents opened no mailbox for them (the target wrote first)
     no_mailbox: int = 0
+    # ... and how many targets with such a mailbox the run's end censored: not linked to it when the run
+    # ended, before more than MAX_MESSAGES messages were written to them (``Linking.censored``; None: not
+    # known)
+    mailbox_cut_short: int | None = None
     # per target, for comparison: messages until its true correspondent first ranked first, even if it
     # dropped back later (``messages_until_linked(stays=False)``; None: not within MAX_MESSAGES)
     first_ranked_by: list[int | None] | None = None
@@ -213,7 +219,7 @@ def run_variant(args: tuple[Scenario, str, dict[str, Any], int]) -> VariantResul
         seen.append(link.seen)
         first_ranked.append(messages_until_linked(ranking, [contact], to_target, MAX_MESSAGES, stays=False))
     mailbox_linked: list[int | None] | None = None
-    no_mailbox = 0
+    no_mailbox = mailbox_cut_short = 0
     if scenario.defences.mailboxes == "ephemeral":
         mailbox_linked = []
         for (target, contact), ranking in zip(pairs, sda.rankings, strict=True):
@@ -222,9 +228,9 @@ def run_variant(args: tuple[Scenario, str, dict[str, Any], int]) -> VariantResul
                 no_mailbox += 1
                 mailbox_linked.append(None)
                 continue
-            mailbox_linked.append(
-                messages_until_linked(ranking, [mailbox], sorted(written.get(target, [])), MAX_MESSAGES)
-            )
+            boxed = linking(ranking, [mailbox], sorted(written.get(target, [])), MAX_MESSAGES)
+            mailbox_linked.append(boxed.messages)
+            mailbox_cut_short += boxed.censored
     # the address join, scored against who really sent each sealed text (receipts and cover are not texts)
     sender_at = {(round(m.time - scenario.epoch, 3), m.recipient): m.sender for m in truth.messages}
     scored = correct = 0
@@ -247,6 +253,7 @@ def run_variant(args: tuple[Scenario, str, dict[str, Any], int]) -> VariantResul
         duration=scenario.duration,
         mailbox_linked_by=mailbox_linked,
         no_mailbox=no_mailbox,
+        mailbox_cut_short=mailbox_cut_short,
         first_ranked_by=first_ranked,
         seen_by=seen,
     )
@@ -320,8 +327,15 @@ def render(scenario: Scenario, results: list[VariantResult]) -> str:
         ranked = sum(1 for x in r.mailbox_linked_by if x is not None)
         lines.append(
             f"{r.name}: the mailbox a target's true correspondent opened for it ranks first, and stays first, "
-            f"within {MAX_MESSAGES} messages for {ranked} of {r.targets} targets; {r.no_mailbox} wrote to their "
-            "correspondent first, whose messages then went to the target's own mailbox"
+            f"within {MAX_MESSAGES} messages for {ranked} of {r.targets} targets"
+            + (
+                ""
+                if r.mailbox_cut_short is None
+                else f" ({r.mailbox_cut_short} of the others cut short: not linked when the run ended, before "
+                f"{MAX_MESSAGES} messages were written to them; a longer run might link them)"
+            )
+            + f"; {r.no_mailbox} wrote to their correspondent first, whose messages then went to the target's "
+            "own mailbox"
         )
     if base.seen_by is None:
         lines.append(

@@ -7,7 +7,9 @@ one-time prekey is needed), and queues the first message as coming from the vict
 (``World.forge_envelope``). Under sealed sender it also signs a sender certificate naming the
 victim with the attacker's key: the relay's signature is all a certificate has. The contact's
 phone has pinned the victim's real identity key (``clients.identity``): it raises
-``IdentityChanged`` and, by its policy, accepts with a warning or refuses. Whatever the contact's
+``IdentityChanged`` and, by its policy, accepts with a warning or refuses; a refused forgery is
+counted and transcribed as any envelope a phone refuses (``untrusted_identity`` in summary.json's
+``messages.refused``), and the report's outcome gives the same reason. Whatever the contact's
 phone sends to the victim afterwards is tried against the attacker's sessions: what it reads is
 what a silent takeover would have cost.
 """
@@ -124,12 +126,20 @@ class RelaySwapsIdentity(Intervention):
             return False  # the world writes it to the transcript
         if isinstance(event, A.Received | A.Undecryptable | A.Duplicate) and event.envelope_id in self.forged:
             received = isinstance(event, A.Received)
-            self.outcomes[device.name] = {
+            outcome: dict[str, Any] = {
                 "t": t,
                 "shown_to_user": received,
                 "text": event.plaintext.decode("utf-8", "replace") if isinstance(event, A.Received) else None,
             }
-            return True  # the forgery is this intervention's, not a planned message
+            if isinstance(event, A.Undecryptable):
+                outcome["reason"] = event.reason  # untrusted_identity: it opened, from a key not approved
+            elif isinstance(event, A.Duplicate):
+                outcome["reason"] = "duplicate"
+            self.outcomes[device.name] = outcome
+            # Read, the forgery is this intervention's, not a planned message. Not read, it is an envelope
+            # the phone did not read like any other: the world counts it (summary.json's messages.refused,
+            # undecryptable) and transcribes it, as the report's outcome says.
+            return received
         return False
 
     def on_accepted(

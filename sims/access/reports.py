@@ -343,6 +343,19 @@ def _ghost_detection_lines(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _not_shown(outcome: dict[str, Any]) -> str:
+    """Why the forged message was not shown (``RelaySwapsIdentity``'s outcome ``reason``: the
+    ``Undecryptable.reason``, counted so in summary.json's ``messages``)."""
+    reason = outcome.get("reason")
+    if reason == "untrusted_identity":
+        return "not shown (refused: it decrypted, from a changed identity key the user has not approved)"
+    if reason == "decryption_failed":
+        return "not shown (it did not decrypt)"
+    if reason == "duplicate":
+        return "not shown (dropped as a second copy)"
+    return f"not shown ({md_text(str(reason))})" if reason else "not shown (refused)"
+
+
 def identity_swap_markdown(data: dict[str, Any], scenario: str) -> str:
     victim, contact = md_text(data["victim"]), md_text(data["contact"])
     lines = [
@@ -374,7 +387,7 @@ def identity_swap_markdown(data: dict[str, Any], scenario: str) -> str:
             + (" (the user had verified the old key)" if n["was_verified"] else "")
         )
     for device, o in sorted(data["outcomes"].items()):
-        shown = f"shown to the user: “{md_text(o['text'])}”" if o["shown_to_user"] else "not shown (refused)"
+        shown = f"shown to the user: “{md_text(o['text'])}”" if o["shown_to_user"] else _not_shown(o)
         lines.append(f"- The forged message on {md_text(device)}: {shown}.")
     lines.append(
         f"- Silently accepted (shown with no notice): **{', '.join(map(md_text, data['silently_accepted_by'])) or 'nowhere'}**."

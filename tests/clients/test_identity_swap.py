@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from relaysim.sims.report import run_to_dir
 from relaysim.sims.scenario import ScenarioError, VerifySafetyNumber, parse_scenario, resolve_scenario
 from relaysim.sims.world.simulation import Simulation
 
@@ -43,7 +46,17 @@ def test_blocking_or_a_verified_peer_refuses_the_swap(verify: bool) -> None:
     (notice,) = data["notices"]
     assert not notice["accepted"] and notice["was_verified"] == verify
     assert data["outcomes"]["nadia/1"]["shown_to_user"] is False
+    assert data["outcomes"]["nadia/1"]["reason"] == "untrusted_identity"
     assert data["read_by_attacker"] == []
+    # the phone refused an envelope: the run's counts and transcript have it, as the report does
+    assert result.refused == {"untrusted_identity": 1, "sealed_sender_self_send": 0}
+    assert result.undecryptable == 0
+    (refused,) = [e for e in events if e["kind"] == "undecryptable"]
+    assert (refused["device"], refused["message"], refused["reason"]) == (
+        "nadia/1",
+        None,
+        "untrusted_identity",
+    )
     assert all(m.delivered for m in result.messages)  # the real conversation goes on
     if verify:
         (compared,) = [e for e in events if e["kind"] == "safety_number_compared"]
@@ -106,3 +119,19 @@ def test_under_a_per_device_identity_model_the_ghost_changes_no_pinned_key() -> 
     assert not compared["omar/2"]["match"] and not compared["omar/2"]["in_hand"]
     # the ghost came at a new address with its own key: no pinned key changed, so no IdentityChanged
     assert not [e for e in events if e["kind"] == "identity_changed"]
+
+
+def test_the_summary_counts_the_refused_forgery_the_report_names(tmp_path: Path) -> None:
+    """Under ``block`` the built-in scenario's forgery is refused (untrusted_identity): summary.json's
+    ``messages.refused`` counts it, and the report says why it was not shown; under ``warn`` it is shown,
+    and not counted as refused."""
+    for policy, refused in (("block", 1), ("warn", 0)):
+        sc = resolve_scenario("relay-swaps-identity")
+        sc = replace(sc, defences=replace(sc.defences, identity_changes=policy))
+        out = tmp_path / policy
+        run_to_dir(sc, out)
+        messages = json.loads((out / "summary.json").read_text(encoding="utf-8"))["messages"]
+        assert messages["refused"]["untrusted_identity"] == refused
+        report = (out / "exceptional" / "relay-swaps-identity.md").read_text(encoding="utf-8")
+        not_shown = "nadia/1: not shown (refused: it decrypted, from a changed identity key" in report
+        assert not_shown == bool(refused)

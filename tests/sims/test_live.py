@@ -181,6 +181,10 @@ def test_a_send_the_relay_carried_out_twice_is_counted_as_a_duplicate(
     summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
     assert 1 <= summary["messages"]["duplicates_dropped"] <= in_flight[0]
     assert summary["messages"]["undecryptable"] == 0
+    # and the transcript says so, as the simulator's does: ben dropped a second copy (of a message)
+    dropped = [e for e in _events(tmp_path) if e["kind"] == "duplicate_dropped"]
+    assert 1 <= len(dropped) <= summary["messages"]["duplicates_dropped"]
+    assert all(e["device"] == "ben/1" for e in dropped)
     _assert_each_message_arrived_once(scenario, tmp_path)
 
 

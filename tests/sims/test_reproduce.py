@@ -92,11 +92,13 @@ def test_the_docstring_s_mailbox_figures_are_those_of_the_built_in_scenario() ->
     claim = re.search(
         r"On ``sda-martiny-2021`` the attack ranks first, and keeps first, within the same (\d+) messages, the "
         r"mailbox the true correspondent opened for the target, for (\d+) of (\d+) targets\. For (\d+) of the "
-        r"others that mailbox ranked first and dropped back\. The other (\d+) wrote to their correspondent first",
+        r"others that mailbox ranked first and dropped back, and the run's end cut (\d+) of them short \(not "
+        r"linked when it ended, before \1 messages were written to them: the line printed says how many\)\. "
+        r"The other (\d+) wrote to their correspondent first",
         text,
     )
     assert claim is not None, "the docstring no longer states the mailbox figure"
-    within, ranked, of, dropped, other = map(int, claim.groups())
+    within, ranked, of, dropped, cut_short, other = map(int, claim.groups())
     sc = expand_population(resolve_scenario("sda-martiny-2021"))
     boxes = run_variant((sc, "mailboxes", {"mailboxes": "ephemeral"}, DEFAULT_TARGETS))
     assert boxes.mailbox_linked_by is not None and within == MAX_MESSAGES
@@ -104,6 +106,8 @@ def test_the_docstring_s_mailbox_figures_are_those_of_the_built_in_scenario() ->
     # every target missed is one whose correspondent opened no mailbox for it, or whose mailbox did not
     # stay first (linked_by counts a target only when it does: messages_until_linked), as the text says
     assert boxes.no_mailbox == other and of - ranked == other + dropped
+    # ... and how many of those the run's end cut short, as the printed line says (linking's censored)
+    assert boxes.mailbox_cut_short == cut_short
     # ... and the true correspondent itself is linked for none of them
     assert boxes.linked_within(MAX_MESSAGES) == 0
     # docs/papers.md: how many of them the run's end cut short (not linked, fewer than 60 messages seen)
@@ -253,6 +257,14 @@ def test_the_report_sets_the_papers_figure_beside_ours() -> None:
     )
     assert "ranks first, and stays first, within 60 messages for 3 of 6 targets; 2 wrote" in render(
         sc, [r, boxes]
+    )
+    # the run's end censors the mailbox's count as it does the table's: the one of the other 3 with a
+    # mailbox, not linked to it when the run ended before 60 messages, is said to be cut short
+    cut = " ".join(render(sc, [r, replace(boxes, mailbox_cut_short=1)]).split())
+    assert (
+        "ranks first, and stays first, within 60 messages for 3 of 6 targets (1 of the others cut short: not "
+        "linked when the run ended, before 60 messages were written to them; a longer run might link them); "
+        "2 wrote to their correspondent first" in cut
     )
     first = replace(r, first_ranked_by=[1, 2, None, 3, 5, 8])
     last = render(sc, [first, off]).splitlines()[-1]

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 
 from relaysim.clients import agent as A
+from relaysim.clients.identity import IdentityChanged, UntrustedIdentity
 from relaysim.clients.keys import KemPreKey, PreKeyBundle, SignedPreKey
 from relaysim.clients.session import Device
 from relaysim.sims import report
-from relaysim.sims.live import _LiveRun
+from relaysim.sims.live import _LiveRun, run_live
 from relaysim.sims.report import run_to_dir
 from relaysim.sims.scenario import parse_scenario
 from relaysim.sims.world.simulation import Simulation
@@ -127,3 +128,48 @@ def test_a_live_run_counts_them_so_too() -> None:
     ]:
         run._unreadable(phone, event)
     assert run._unread_counts() == (1, {"untrusted_identity": 1, "sealed_sender_self_send": 2}, 1)
+
+
+def _refuse_the_lawyer_question(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nadia's phone refuses Ilya's first message as from an identity key the user has not approved (it
+    decrypted), as ``Device`` refuses one under ``identity_changes = "block"`` (its session kept as the
+    decryption left it: her answer goes out on it either way)."""
+    decrypt = Device._decrypt
+
+    def refusing(self: Device, peer: Any, ciphertext: bytes, identity: bytes | None) -> bytes:
+        plaintext = decrypt(self, peer, ciphertext, identity)
+        if self.address.account == "nadia" and b"Did the lawyer call back?" in plaintext:
+            raise UntrustedIdentity(
+                IdentityChanged(peer, b"\x01" * 32, b"\x02" * 32, "message", False, False)
+            )
+        return plaintext
+
+    monkeypatch.setattr(Device, "_decrypt", refusing)
+
+
+def _unread_records(out: Path) -> list[dict[str, Any]]:
+    lines = (out / "transcript.jsonl").read_text(encoding="utf-8").splitlines()
+    return [
+        {k: v for k, v in e.items() if k not in ("t", "at")}
+        for e in map(json.loads, lines)
+        if e["kind"] in ("undecryptable", "duplicate_dropped")
+    ]
+
+
+def test_a_live_run_writes_the_simulators_records_of_what_its_phones_could_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live run (sims/live.py: a relay process, trio clients) transcribes an envelope its phone refused
+    as the simulator does, with its message and reason, and counts it so (it wrote no such record
+    before: it learns which copies are duplicates only at the end of the run)."""
+    _refuse_the_lawyer_question(monkeypatch)
+    scenario = parse_scenario(SCENARIO)
+    run_to_dir(scenario, tmp_path / "sim")
+    assert run_live(scenario, tmp_path / "live", time_scale=0.0005, quiet=True) == 0
+    expected = [{"kind": "undecryptable", "device": "nadia/1", "message": 1, "reason": A.UNTRUSTED_IDENTITY}]
+    assert _unread_records(tmp_path / "sim") == expected
+    assert _unread_records(tmp_path / "live") == expected
+    for run in ("sim", "live"):
+        summary = json.loads((tmp_path / run / "summary.json").read_text(encoding="utf-8"))
+        assert summary["messages"]["refused"] == {"untrusted_identity": 1, "sealed_sender_self_send": 0}
+        assert summary["messages"]["undecryptable"] == summary["messages"]["duplicates_dropped"] == 0
