@@ -843,7 +843,13 @@ def show_rows(events: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
         elif kind == "message_lost":
             phones = f"message {e['message']} lost: {e['why']}"
         elif kind == "undecryptable":
-            what = "a control message" if e["message"] is None else f"message {e['message']}"
+            # (no message: an envelope no one wrote as a message, a receipt or other control message, or one the
+            # relay made, as the identity swap's forgery)
+            what = (
+                "an envelope that is no written message"
+                if e["message"] is None
+                else f"message {e['message']}"
+            )
             reason = e.get("reason")
             if reason == "untrusted_identity":
                 phones = (
@@ -853,7 +859,7 @@ def show_rows(events: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
             elif reason == "sealed_sender_self_send":
                 phones = f"{e['device']} dropped {what}: sealed under its own address (a self-send)"
             else:
-                phones = f"{e['device']} could not decrypt message {e['message']}"
+                phones = f"{e['device']} could not decrypt {what}"
         elif kind == "duplicate_dropped":
             copy = "a receipt or other control message" if e["message"] is None else f"message {e['message']}"
             phones = f"{e['device']} dropped a second copy of {copy}"

@@ -244,3 +244,11 @@ def test_a_message_refused_for_its_identity_key_or_as_a_self_send_is_not_shown_a
     assert "refused message 4" in phones[1] and "identity key" in phones[1]
     assert "could not decrypt" not in phones[1]
     assert "dropped message 4" in phones[2] and "self-send" in phones[2]
+    # an envelope with no written message (a control message, the relay's forgery): said as such, never
+    # "message None" nor "a control message" of what may be a forgery
+    rows = show_rows([{**base, "message": None}, {**base, "message": None, "reason": "untrusted_identity"}])
+    phones = [row[1] for row in rows]
+    assert phones[0] == "nadia/1 could not decrypt an envelope that is no written message", phones
+    assert phones[1].startswith("nadia/1 refused an envelope that is no written message: it decrypted"), (
+        phones
+    )
