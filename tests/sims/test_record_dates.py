@@ -405,3 +405,39 @@ def test_an_assumed_answer_says_why_a_category_is_kept_back_before_what_its_note
         reason, why = d.reasons[category]
         assert reason == "withheld_by_policy" and why.startswith(f"{said}: {note}"), why
     assert d.reasons["ip_addresses"][1] == said  # no note: the reason alone
+
+
+def test_a_note_is_said_after_why_the_category_is_kept_back_under_a_policy_or_a_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As for an assumed answer: under a published policy (Signal's device info under a subpoena, WhatsApp's group
+    membership under a 2703(d) order) and under a record's word (Profile.policy_record), a category's note was given
+    as the whole reason, saying what the category is, not that it is held and kept back."""
+    (d,) = _serve("signal", None, "subpoena")
+    said = "held by Signal, but not handed over under its published policy"
+    assert d.reasons["device_info"] == (
+        "withheld_by_policy",
+        f"{said}: {get_profile('signal').notes['device_info']}",
+    )
+    (d,) = _serve("whatsapp", None, "court_order_2703d")
+    reason, why = d.reasons["group_membership"]
+    assert reason == "withheld_by_policy"
+    assert (
+        why
+        == f"held by WhatsApp, but not handed over under its published policy: {get_profile('whatsapp').notes['group_membership']}"
+    )
+    # no profile's record-only answer keeps back a category with a note: built here (iMessage's device info)
+    note = "each device Apple's directory lists for the account"
+    imessage = get_profile("imessage")
+    built = replace(
+        imessage, name="imessage-with-a-device-note", notes={**imessage.notes, "device_info": note}
+    )
+    monkeypatch.setitem(PROFILES, built.name, built)
+    (d,) = _serve(built.name, None, "subpoena")
+    reason, why = d.reasons["device_info"]
+    assert reason == "withheld_by_policy"
+    assert why == (
+        f"held by Apple iMessage, but not handed over: {imessage.policy_record}; that it is withheld is the "
+        f"project's reading of that record: {note}"
+    ), why
+
