@@ -652,15 +652,24 @@ class ComplianceDesk:
                 opened = sum(1 for x in d.decryption if x["opened"])
                 texts = sum(1 for r in rows if r["kind"] == "message")
                 # "its policy" only where a published policy of the provider's is on the record: not where
-                # what it keeps back is said as its record's word (Profile.policy_record)
+                # what it keeps back is said as its record's word (Profile.policy_record); and where its answer to
+                # this order is assumed (no record of the provider's speaks of one: consumer BBM under a UK or
+                # Australian order, which the profile assumes it answers by its reported policy for court
+                # orders), what keeps them back is that assumed answer, said as assumed
                 policy = self.profile.published_policy and not self.profile.policy_record
+                keeps = (
+                    ": only the answer this profile assumes it gives to this order keeps them back (the project's "
+                    "assumption)"
+                    if self._answer_assumed(instrument)
+                    else ": only its policy keeps them back"
+                )
                 reason, why = d.reasons["content"]
                 d.refuse(
                     "content",
                     reason,
                     f"{why}; the provider's own key opens {opened} of the {len(d.decryption)} held envelope(s) "
                     f"({texts} of them messages, the rest receipts and other control content)"
-                    + (": only its policy keeps them back" if policy else ""),
+                    + (keeps if policy else ""),
                 )
         if process.forward and not self._can_collect(instrument):
             logged = [_label(c) for c in in_order(d.provided) if c in _LOGGED]

@@ -441,3 +441,26 @@ def test_a_note_is_said_after_why_the_category_is_kept_back_under_a_policy_or_a_
         f"project's reading of that record: {note}"
     ), why
 
+
+# --- 12. an assumed answer's keeping back of words a key opens is said as assumed --------------------------------------
+
+
+@pytest.mark.parametrize("process", ["ipa_targeted_interception", "tola_tar"])
+def test_words_kept_back_by_an_assumed_answer_are_not_said_to_be_kept_back_by_its_policy(
+    process: str,
+) -> None:
+    """Consumer BBM under a UK or Australian order: the record says nothing of BlackBerry answering one, and the
+    profile assumes it answers as its reported policy for court orders does. The words its own key opens were said
+    to be kept back by 'only its policy', as if a policy of BlackBerry's for that order were on record."""
+    (d,) = _serve("bbm-consumer", None, process, duration="5h")
+    reason, why = d.reasons["content"]
+    assert reason == "withheld_by_policy" and "the provider's own key opens" in why, why
+    assert "only its policy keeps them back" not in why, why
+    assert why.endswith(
+        ": only the answer this profile assumes it gives to this order keeps them back (the project's assumption)"
+    ), why
+    assert any(n.startswith("Assumption: the record says nothing of BlackBerry") for n in d.notes)
+    # where its policy for the order is on record (a US search warrant), the words say so, as before
+    (d,) = _serve("bbm-consumer", None, "search_warrant")
+    assert d.reasons["content"][1].endswith(": only its policy keeps them back")
+
