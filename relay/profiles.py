@@ -968,8 +968,11 @@ LINE = Profile(
         **_chart_realtime_assumed("LINE"),
     },
     notes={
+        # The record does not date Letter Sealing (docs/record.md): no dated design change, as Signal's sealed sender
+        # has in HISTORY, can say a run set before it had none; the note says the day is not on the record instead.
         "content": "Letter Sealing (LINE's end-to-end encryption) is on; with it off, LINE hands over up to "
-        "7 days of chats (FBI chart)",
+        "7 days of chats (FBI chart). The record gives no date for Letter Sealing's start: that LINE had it on the "
+        "date of a run set on one is the project's assumption",
         "subscriber_info": "the chart says 'account data'; which fields is the project's inference",
         "realtime_routing": _NOT_REALTIME_ASSUMED,
     },

@@ -464,3 +464,20 @@ def test_words_kept_back_by_an_assumed_answer_are_not_said_to_be_kept_back_by_it
     (d,) = _serve("bbm-consumer", None, "search_warrant")
     assert d.reasons["content"][1].endswith(": only its policy keeps them back")
 
+
+# --- 13. LINE's Letter Sealing: the record gives no date -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("start", ["2012-06-01", "2016-05-01", None])
+def test_a_line_run_says_the_record_gives_no_date_for_letter_sealing(start: str | None) -> None:
+    """No date for Letter Sealing is on the record (docs/record.md), so no dated design change can say a run set
+    before it had none, as Signal's sealed sender does: a dated run under `line` said the words were end-to-end
+    encrypted and never that the day Letter Sealing began is not on the record."""
+    assert not any("Letter Sealing" in c.what for c in HISTORY.get("line", ()))
+    (d,) = _serve("line", start, "search_warrant")
+    reason, why = d.reasons["content"]
+    assert reason == "cryptographically_impossible"
+    assert (
+        "The record gives no date for Letter Sealing's start: that LINE had it on the date of a run set on one is "
+        "the project's assumption" in why
+    ), why
