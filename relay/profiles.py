@@ -1496,6 +1496,14 @@ _TELEGRAM_ZERO_BYTES = (
     "policy's day (2018-08-28, as reported) is on the record the profiles are held to (docs/record.md), which has "
     "Telegram's policy from 2018 and nothing before it: both are the project's citation"
 )
+# What Telegram kept back before its 2018 policy is said as those words, not as "its published policy": no policy of
+# Telegram's before 2018 is on the record (docs/record.md). Said where a category it holds is not handed over
+# (Profile.policy_record), and where its servers could collect in real time and collect nothing (realtime_record).
+_TELEGRAM_ZERO_BYTES_WORDS = (
+    "its words before its privacy policy of August 2018 (after this date), that it had disclosed '0 bytes of user "
+    "data to third parties, including governments' (telegram.org/privacy before August 2018; the project's "
+    "citation, not on the record: docs/record.md)"
+)
 
 # BlackBerry's lawful-access policy is on record from December 2015 (John Chen; the record gives the
 # month: the first of it is the date here). The profiles apply it earlier too, having no other record
@@ -1762,10 +1770,11 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
                     "realtime_routing": _TELEGRAM_ZERO_BYTES,
                 },
                 # 'we have disclosed 0 bytes of user data to third parties, including governments': its
-                # published word answers an order of any country's law, so nothing there is assumed, and
-                # hands nothing over in real time either
+                # word answers an order of any country's law, so nothing there is assumed, and hands nothing over
+                # in real time either; what it keeps back is said as those words, which are not on the record
                 "assumptions": {},
-                "realtime_record": "",
+                "policy_record": _TELEGRAM_ZERO_BYTES_WORDS,
+                "realtime_record": f"{_TELEGRAM_ZERO_BYTES_WORDS} say it hands nothing over",
             },
             policy=True,
         ),

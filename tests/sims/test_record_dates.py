@@ -238,6 +238,27 @@ def test_telegrams_words_before_2018_are_said_as_not_on_the_record() -> None:
     assert "not on the record" in change.what and "project's citation" in change.source
 
 
+def test_what_telegram_kept_back_before_2018_is_never_said_as_its_published_policy() -> None:
+    """Its words before 2018 are the project's citation, not on the record: what it holds and keeps back, and the
+    words its own key opens, were said to be kept back 'under its published policy' and by 'only its policy'."""
+    (d,) = _serve("telegram-cloud", "2017-06-01", "search_warrant")
+    withheld = d.by_reason("withheld_by_policy")
+    assert {"account_created", "message_log", "content"} <= set(withheld), withheld
+    for category, why in withheld.items():
+        assert "published policy" not in why and "only its policy" not in why, (category, why)
+        assert why.startswith(
+            "held by Telegram (cloud chats), but not handed over: its words before its privacy policy of August "
+            "2018 (after this date), that it had disclosed '0 bytes of user data"
+        ), why
+        assert "the project's citation, not on the record" in why, why
+    assert "the provider's own key opens" in withheld["content"]
+    # from that policy on, its published policy, as before
+    (d,) = _serve("telegram-cloud", "2019-06-01", "search_warrant")
+    assert d.by_reason("withheld_by_policy")["account_created"].endswith(
+        "not handed over under its published policy"
+    )
+
+
 # --- 7. iMessage's wiretap ---------------------------------------------------------------------------------------------
 
 
