@@ -726,8 +726,9 @@ THREEMA = Profile(
         "ip_addresses": "Threema keeps no IP logs",
         "subscriber_info": "only a hash of the phone number or e-mail (the push token and the public key are "
         "handed over with the device info)",
-        "device_info": "each device's public key and the push token its app registered (the FBI chart; "
-        "Threema's transparency report)",
+        # Threema's transparency report (in the sources) is not on the record: the public key is, beside the chart
+        "device_info": "each device's public key and the push token its app registered (the FBI chart names the "
+        "push token; the record adds the public key)",
         "realtime_routing": _NOT_REALTIME_ASSUMED,
     },
 )
@@ -784,7 +785,10 @@ WICKR = Profile(
     notes={
         "account_created": "Wickr hands over the date the account was created, not the time (the FBI chart: "
         "'creation date'; Wickr: 'the date your account was created')",
-        "last_seen": "Wickr hands over the date of last use, not the time (Wickr: 'the date of last use')",
+        # the chart says "last use"; only Wickr's privacy policy, not on the record, says it is a date
+        "last_seen": "Wickr hands over the date of last use, not the time: the FBI chart says 'last use', and that "
+        "it is a date is the project's reading of Wickr's privacy policy ('the date of last use'), which is not on "
+        "the record (docs/record.md)",
         "message_counts": "the number of messages, with no sender-recipient pairs or times, and the number of "
         "external ids (not the ids)",
         "device_info": "each device's type and app version, as its app registered them (the FBI chart); the "

@@ -502,3 +502,18 @@ def test_a_line_run_says_the_record_gives_no_date_for_letter_sealing(start: str 
         "The record gives no date for Letter Sealing's start: that LINE had it on the date of a run set on one is "
         "the project's assumption" in why
     ), why
+
+
+# --- 14. a fact resting on a document not on the record says so --------------------------------------------------------
+
+
+def test_wickrs_last_use_as_a_date_and_threemas_public_key_say_what_of_the_record_they_rest_on() -> None:
+    """The chart says Wickr's "last use", not its date: that last seen is a date rests on Wickr's privacy policy,
+    which is not on the record (docs/record.md), and was said as "Wickr: 'the date of last use'". Threema's device
+    info cited its transparency report, not on the record, for what the record itself holds (the public key)."""
+    (d,) = _serve("wickr", None, "subpoena")
+    (said,) = [n for n in d.notes if n.startswith("Last seen:")]
+    assert "the FBI chart says 'last use'" in said and "which is not on the record" in said, said
+    (d,) = _serve("threema", None, "subpoena")
+    (said,) = [n for n in d.notes if n.startswith("Device info:")]
+    assert "transparency report" not in said and "the record adds the public key" in said, said
