@@ -1111,11 +1111,14 @@ WIRE = Profile(
         if i.looks != "freeze" and i.key != "backup_warrant"
     },
     notes={
+        # the whitepaper is not on the record (docs/record.md), which names the user's names, not the rest
         "subscriber_info": f"the user's profile: username, display name, picture, accent colour, locale ({_WIRE_PRIVACY} "
-        "§2.1)",
+        "§2.1; the whitepaper is not on the record, which names the user's names: the rest is the project's "
+        "citation)",
         "device_info": "per device its class (Mobile, Tablet or Desktop), model, label, registration time and the "
         f"geographic location of the IP address used to register ({_WIRE_PRIVACY} §2.2); the simulated apps "
-        "register a type (android, ios, desktop), from which the class is read, and no model or label",
+        "register a type (android, ios, desktop), from which the class is read, and no model or label (the label, "
+        "of all these, is the whitepaper's alone: the project's citation, not on the record)",
         "group_membership": f"Wire's backend keeps each group conversation's creator, creation time and "
         f"participants with their devices ({_WIRE_PRIVACY} §3.2)",
         "account_created": "Wire's privacy whitepaper names no account creation time; each device's registration "
@@ -1128,7 +1131,8 @@ WIRE = Profile(
         "last_seen": "Wire's privacy whitepaper lists no record of when a device last connected; this profile "
         "keeps none (the project's reading)",
         "contacts": "Wire keeps each user's connections, the connection requests users accepted (Wire Privacy "
-        "Whitepaper §2.3), which the simulated clients do not make; no address book is kept",
+        "Whitepaper §2.3; the project's citation, not on the record), which the simulated clients do not make; no "
+        "address book is kept",
         "ciphertext": "Wire's privacy whitepaper lists no message bodies among what it keeps; those waiting for "
         "delivery are not handed over (the project's assumption)",
         "realtime_routing": _WIRE_REALTIME,

@@ -517,3 +517,17 @@ def test_wickrs_last_use_as_a_date_and_threemas_public_key_say_what_of_the_recor
     (d,) = _serve("threema", None, "subpoena")
     (said,) = [n for n in d.notes if n.startswith("Device info:")]
     assert "transparency report" not in said and "the record adds the public key" in said, said
+
+
+def test_what_wire_keeps_by_its_whitepaper_alone_is_said_as_the_projects_citation() -> None:
+    """The record names Wire's group creator, members, devices and names, and per device its class, model,
+    registration time and location; not its privacy whitepaper, whose sections the notes cited for the rest (a
+    profile's picture, accent colour and locale; a device's label; connections) as if on the record."""
+    wire = get_profile("wire")
+    for category in ("subscriber_info", "device_info", "contacts"):
+        assert "the project's citation, not on the record" in wire.notes[category] or (
+            "the whitepaper is not on the record" in wire.notes[category]
+        ), (category, wire.notes[category])
+    (d,) = _serve("wire", None, "subpoena")
+    (said,) = [n for n in d.notes if n.startswith("Subscriber info:")]
+    assert "the whitepaper is not on the record" in said, said
