@@ -761,8 +761,8 @@ class ComplianceDesk:
             # (WhatsApp's blocked users under a Pakistani court's order: "both ways: ...").
             kept_back = f"{has}, and not handed over under {instrument.a_name} (the project's assumption)"
             return f"{kept_back}: {note}" if note else kept_back
-        # As above, the category's note is said after why it is kept back, never as the reason by itself (Signal's
-        # device info under a subpoena, WhatsApp's group membership under a 2703(d) order).
+        # As above, the category's note is said after that it is held and kept back, never as the reason by itself
+        # (Signal's device info under a subpoena, WhatsApp's group membership under a 2703(d) order).
         if pr.policy_record or not pr.published_policy:
             # no published policy on record says it, but a record of what the provider hands over does (the FBI
             # chart's row)
@@ -770,9 +770,13 @@ class ComplianceDesk:
                 f"{has}, but not handed over: {pr.policy_record}; that it is withheld is the project's reading of "
                 "that record"
             )
-        else:
-            kept_back = f"{has}, but not handed over under its published policy"
-        return f"{kept_back}: {note}" if note else kept_back
+            return f"{kept_back}: {note}" if note else kept_back
+        if note:
+            # the note says which policy, or what of the record, keeps it back, dated as the record dates it
+            # (BlackBerry's policy "as reported in December 2015, after this date"): "its published policy" besides
+            # would claim more than a note saying the record is later than the run's date
+            return f"{has}, but not handed over: {note}"
+        return f"{has}, but not handed over under its published policy"
 
     # --- what is held ------------------------------------------------------------------------
 

@@ -435,7 +435,7 @@ def test_a_note_is_said_after_why_the_category_is_kept_back_under_a_policy_or_a_
     membership under a 2703(d) order) and under a record's word (Profile.policy_record), a category's note was given
     as the whole reason, saying what the category is, not that it is held and kept back."""
     (d,) = _serve("signal", None, "subpoena")
-    said = "held by Signal, but not handed over under its published policy"
+    said = "held by Signal, but not handed over"
     assert d.reasons["device_info"] == (
         "withheld_by_policy",
         f"{said}: {get_profile('signal').notes['device_info']}",
@@ -444,9 +444,17 @@ def test_a_note_is_said_after_why_the_category_is_kept_back_under_a_policy_or_a_
     reason, why = d.reasons["group_membership"]
     assert reason == "withheld_by_policy"
     assert (
-        why
-        == f"held by WhatsApp, but not handed over under its published policy: {get_profile('whatsapp').notes['group_membership']}"
+        why == f"held by WhatsApp, but not handed over: {get_profile('whatsapp').notes['group_membership']}"
     )
+    # a note that dates the policy after the run's date is not preceded by "its published policy" (BlackBerry's,
+    # reported in December 2015, under a Pakistani court's order in July 2015)
+    (d,) = _serve("bes", "2015-07-01", "pk_court_order")
+    reason, why = d.reasons["ciphertext"]
+    assert reason == "withheld_by_policy" and "published policy" not in why, why
+    assert why.startswith(
+        "held by BlackBerry Enterprise Server (carrier relay), but not handed over: BlackBerry's policy as reported "
+        "in December 2015, after this date"
+    ), why
     # no profile's record-only answer keeps back a category with a note: built here (iMessage's device info)
     note = "each device Apple's directory lists for the account"
     imessage = get_profile("imessage")
