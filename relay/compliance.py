@@ -652,15 +652,24 @@ class ComplianceDesk:
                 opened = sum(1 for x in d.decryption if x["opened"])
                 texts = sum(1 for r in rows if r["kind"] == "message")
                 # "its policy" only where a published policy of the provider's is on the record: not where
-                # what it keeps back is said as its record's word (Profile.policy_record)
+                # what it keeps back is said as its record's word (Profile.policy_record); and where its answer to
+                # this order is assumed (no record of the provider's speaks of one: consumer BBM under a UK or
+                # Australian order, which the profile assumes it answers by its reported policy for court
+                # orders), what keeps them back is that assumed answer, said as assumed
                 policy = self.profile.published_policy and not self.profile.policy_record
+                keeps = (
+                    ": only the answer this profile assumes it gives to this order keeps them back (the project's "
+                    "assumption)"
+                    if self._answer_assumed(instrument)
+                    else ": only its policy keeps them back"
+                )
                 reason, why = d.reasons["content"]
                 d.refuse(
                     "content",
                     reason,
                     f"{why}; the provider's own key opens {opened} of the {len(d.decryption)} held envelope(s) "
                     f"({texts} of them messages, the rest receipts and other control content)"
-                    + (": only its policy keeps them back" if policy else ""),
+                    + (keeps if policy else ""),
                 )
         if process.forward and not self._can_collect(instrument):
             logged = [_label(c) for c in in_order(d.provided) if c in _LOGGED]
@@ -752,14 +761,22 @@ class ComplianceDesk:
             # (WhatsApp's blocked users under a Pakistani court's order: "both ways: ...").
             kept_back = f"{has}, and not handed over under {instrument.a_name} (the project's assumption)"
             return f"{kept_back}: {note}" if note else kept_back
+        # As above, the category's note is said after that it is held and kept back, never as the reason by itself
+        # (Signal's device info under a subpoena, WhatsApp's group membership under a 2703(d) order).
         if pr.policy_record or not pr.published_policy:
             # no published policy on record says it, but a record of what the provider hands over does (the FBI
             # chart's row)
-            return note or (
+            kept_back = (
                 f"{has}, but not handed over: {pr.policy_record}; that it is withheld is the project's reading of "
                 "that record"
             )
-        return note or f"{has}, but not handed over under its published policy"
+            return f"{kept_back}: {note}" if note else kept_back
+        if note:
+            # the note says which policy, or what of the record, keeps it back, dated as the record dates it
+            # (BlackBerry's policy "as reported in December 2015, after this date"): "its published policy" besides
+            # would claim more than a note saying the record is later than the run's date
+            return f"{has}, but not handed over: {note}"
+        return f"{has}, but not handed over under its published policy"
 
     # --- what is held ------------------------------------------------------------------------
 

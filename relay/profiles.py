@@ -726,8 +726,9 @@ THREEMA = Profile(
         "ip_addresses": "Threema keeps no IP logs",
         "subscriber_info": "only a hash of the phone number or e-mail (the push token and the public key are "
         "handed over with the device info)",
-        "device_info": "each device's public key and the push token its app registered (the FBI chart; "
-        "Threema's transparency report)",
+        # Threema's transparency report (in the sources) is not on the record: the public key is, beside the chart
+        "device_info": "each device's public key and the push token its app registered (the FBI chart names the "
+        "push token; the record adds the public key)",
         "realtime_routing": _NOT_REALTIME_ASSUMED,
     },
 )
@@ -784,7 +785,10 @@ WICKR = Profile(
     notes={
         "account_created": "Wickr hands over the date the account was created, not the time (the FBI chart: "
         "'creation date'; Wickr: 'the date your account was created')",
-        "last_seen": "Wickr hands over the date of last use, not the time (Wickr: 'the date of last use')",
+        # the chart says "last use"; only Wickr's privacy policy, not on the record, says it is a date
+        "last_seen": "Wickr hands over the date of last use, not the time: the FBI chart says 'last use', and that "
+        "it is a date is the project's reading of Wickr's privacy policy ('the date of last use'), which is not on "
+        "the record (docs/record.md)",
         "message_counts": "the number of messages, with no sender-recipient pairs or times, and the number of "
         "external ids (not the ids)",
         "device_info": "each device's type and app version, as its app registered them (the FBI chart); the "
@@ -968,8 +972,11 @@ LINE = Profile(
         **_chart_realtime_assumed("LINE"),
     },
     notes={
+        # The record does not date Letter Sealing (docs/record.md): no dated design change, as Signal's sealed sender
+        # has in HISTORY, can say a run set before it had none; the note says the day is not on the record instead.
         "content": "Letter Sealing (LINE's end-to-end encryption) is on; with it off, LINE hands over up to "
-        "7 days of chats (FBI chart)",
+        "7 days of chats (FBI chart). The record gives no date for Letter Sealing's start: that LINE had it on the "
+        "date of a run set on one is the project's assumption",
         "subscriber_info": "the chart says 'account data'; which fields is the project's inference",
         "realtime_routing": _NOT_REALTIME_ASSUMED,
     },
@@ -1104,11 +1111,14 @@ WIRE = Profile(
         if i.looks != "freeze" and i.key != "backup_warrant"
     },
     notes={
+        # the whitepaper is not on the record (docs/record.md), which names the user's names, not the rest
         "subscriber_info": f"the user's profile: username, display name, picture, accent colour, locale ({_WIRE_PRIVACY} "
-        "§2.1)",
+        "§2.1; the whitepaper is not on the record, which names the user's names: the rest is the project's "
+        "citation)",
         "device_info": "per device its class (Mobile, Tablet or Desktop), model, label, registration time and the "
         f"geographic location of the IP address used to register ({_WIRE_PRIVACY} §2.2); the simulated apps "
-        "register a type (android, ios, desktop), from which the class is read, and no model or label",
+        "register a type (android, ios, desktop), from which the class is read, and no model or label (the label, "
+        "of all these, is the whitepaper's alone: the project's citation, not on the record)",
         "group_membership": f"Wire's backend keeps each group conversation's creator, creation time and "
         f"participants with their devices ({_WIRE_PRIVACY} §3.2)",
         "account_created": "Wire's privacy whitepaper names no account creation time; each device's registration "
@@ -1121,7 +1131,8 @@ WIRE = Profile(
         "last_seen": "Wire's privacy whitepaper lists no record of when a device last connected; this profile "
         "keeps none (the project's reading)",
         "contacts": "Wire keeps each user's connections, the connection requests users accepted (Wire Privacy "
-        "Whitepaper §2.3), which the simulated clients do not make; no address book is kept",
+        "Whitepaper §2.3; the project's citation, not on the record), which the simulated clients do not make; no "
+        "address book is kept",
         "ciphertext": "Wire's privacy whitepaper lists no message bodies among what it keeps; those waiting for "
         "delivery are not handed over (the project's assumption)",
         "realtime_routing": _WIRE_REALTIME,
@@ -1493,6 +1504,14 @@ _TELEGRAM_ZERO_BYTES = (
     "policy's day (2018-08-28, as reported) is on the record the profiles are held to (docs/record.md), which has "
     "Telegram's policy from 2018 and nothing before it: both are the project's citation"
 )
+# What Telegram kept back before its 2018 policy is said as those words, not as "its published policy": no policy of
+# Telegram's before 2018 is on the record (docs/record.md). Said where a category it holds is not handed over
+# (Profile.policy_record), and where its servers could collect in real time and collect nothing (realtime_record).
+_TELEGRAM_ZERO_BYTES_WORDS = (
+    "its words before its privacy policy of August 2018 (after this date), that it had disclosed '0 bytes of user "
+    "data to third parties, including governments' (telegram.org/privacy before August 2018; the project's "
+    "citation, not on the record: docs/record.md)"
+)
 
 # BlackBerry's lawful-access policy is on record from December 2015 (John Chen; the record gives the
 # month: the first of it is the date here). The profiles apply it earlier too, having no other record
@@ -1759,10 +1778,11 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
                     "realtime_routing": _TELEGRAM_ZERO_BYTES,
                 },
                 # 'we have disclosed 0 bytes of user data to third parties, including governments': its
-                # published word answers an order of any country's law, so nothing there is assumed, and
-                # hands nothing over in real time either
+                # word answers an order of any country's law, so nothing there is assumed, and hands nothing over
+                # in real time either; what it keeps back is said as those words, which are not on the record
                 "assumptions": {},
-                "realtime_record": "",
+                "policy_record": _TELEGRAM_ZERO_BYTES_WORDS,
+                "realtime_record": f"{_TELEGRAM_ZERO_BYTES_WORDS} say it hands nothing over",
             },
             policy=True,
         ),

@@ -238,6 +238,27 @@ def test_telegrams_words_before_2018_are_said_as_not_on_the_record() -> None:
     assert "not on the record" in change.what and "project's citation" in change.source
 
 
+def test_what_telegram_kept_back_before_2018_is_never_said_as_its_published_policy() -> None:
+    """Its words before 2018 are the project's citation, not on the record: what it holds and keeps back, and the
+    words its own key opens, were said to be kept back 'under its published policy' and by 'only its policy'."""
+    (d,) = _serve("telegram-cloud", "2017-06-01", "search_warrant")
+    withheld = d.by_reason("withheld_by_policy")
+    assert {"account_created", "message_log", "content"} <= set(withheld), withheld
+    for category, why in withheld.items():
+        assert "published policy" not in why and "only its policy" not in why, (category, why)
+        assert why.startswith(
+            "held by Telegram (cloud chats), but not handed over: its words before its privacy policy of August "
+            "2018 (after this date), that it had disclosed '0 bytes of user data"
+        ), why
+        assert "the project's citation, not on the record" in why, why
+    assert "the provider's own key opens" in withheld["content"]
+    # from that policy on, its published policy, as before
+    (d,) = _serve("telegram-cloud", "2019-06-01", "search_warrant")
+    assert d.by_reason("withheld_by_policy")["account_created"].endswith(
+        "not handed over under its published policy"
+    )
+
+
 # --- 7. iMessage's wiretap ---------------------------------------------------------------------------------------------
 
 
@@ -405,3 +426,116 @@ def test_an_assumed_answer_says_why_a_category_is_kept_back_before_what_its_note
         reason, why = d.reasons[category]
         assert reason == "withheld_by_policy" and why.startswith(f"{said}: {note}"), why
     assert d.reasons["ip_addresses"][1] == said  # no note: the reason alone
+
+
+def test_a_note_is_said_after_why_the_category_is_kept_back_under_a_policy_or_a_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As for an assumed answer: under a published policy (Signal's device info under a subpoena, WhatsApp's group
+    membership under a 2703(d) order) and under a record's word (Profile.policy_record), a category's note was given
+    as the whole reason, saying what the category is, not that it is held and kept back."""
+    (d,) = _serve("signal", None, "subpoena")
+    said = "held by Signal, but not handed over"
+    assert d.reasons["device_info"] == (
+        "withheld_by_policy",
+        f"{said}: {get_profile('signal').notes['device_info']}",
+    )
+    (d,) = _serve("whatsapp", None, "court_order_2703d")
+    reason, why = d.reasons["group_membership"]
+    assert reason == "withheld_by_policy"
+    assert (
+        why == f"held by WhatsApp, but not handed over: {get_profile('whatsapp').notes['group_membership']}"
+    )
+    # a note that dates the policy after the run's date is not preceded by "its published policy" (BlackBerry's,
+    # reported in December 2015, under a Pakistani court's order in July 2015)
+    (d,) = _serve("bes", "2015-07-01", "pk_court_order")
+    reason, why = d.reasons["ciphertext"]
+    assert reason == "withheld_by_policy" and "published policy" not in why, why
+    assert why.startswith(
+        "held by BlackBerry Enterprise Server (carrier relay), but not handed over: BlackBerry's policy as reported "
+        "in December 2015, after this date"
+    ), why
+    # no profile's record-only answer keeps back a category with a note: built here (iMessage's device info)
+    note = "each device Apple's directory lists for the account"
+    imessage = get_profile("imessage")
+    built = replace(
+        imessage, name="imessage-with-a-device-note", notes={**imessage.notes, "device_info": note}
+    )
+    monkeypatch.setitem(PROFILES, built.name, built)
+    (d,) = _serve(built.name, None, "subpoena")
+    reason, why = d.reasons["device_info"]
+    assert reason == "withheld_by_policy"
+    assert why == (
+        f"held by Apple iMessage, but not handed over: {imessage.policy_record}; that it is withheld is the "
+        f"project's reading of that record: {note}"
+    ), why
+
+
+# --- 12. an assumed answer's keeping back of words a key opens is said as assumed --------------------------------------
+
+
+@pytest.mark.parametrize("process", ["ipa_targeted_interception", "tola_tar"])
+def test_words_kept_back_by_an_assumed_answer_are_not_said_to_be_kept_back_by_its_policy(
+    process: str,
+) -> None:
+    """Consumer BBM under a UK or Australian order: the record says nothing of BlackBerry answering one, and the
+    profile assumes it answers as its reported policy for court orders does. The words its own key opens were said
+    to be kept back by 'only its policy', as if a policy of BlackBerry's for that order were on record."""
+    (d,) = _serve("bbm-consumer", None, process, duration="5h")
+    reason, why = d.reasons["content"]
+    assert reason == "withheld_by_policy" and "the provider's own key opens" in why, why
+    assert "only its policy keeps them back" not in why, why
+    assert why.endswith(
+        ": only the answer this profile assumes it gives to this order keeps them back (the project's assumption)"
+    ), why
+    assert any(n.startswith("Assumption: the record says nothing of BlackBerry") for n in d.notes)
+    # where its policy for the order is on record (a US search warrant), the words say so, as before
+    (d,) = _serve("bbm-consumer", None, "search_warrant")
+    assert d.reasons["content"][1].endswith(": only its policy keeps them back")
+
+
+# --- 13. LINE's Letter Sealing: the record gives no date -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("start", ["2012-06-01", "2016-05-01", None])
+def test_a_line_run_says_the_record_gives_no_date_for_letter_sealing(start: str | None) -> None:
+    """No date for Letter Sealing is on the record (docs/record.md), so no dated design change can say a run set
+    before it had none, as Signal's sealed sender does: a dated run under `line` said the words were end-to-end
+    encrypted and never that the day Letter Sealing began is not on the record."""
+    assert not any("Letter Sealing" in c.what for c in HISTORY.get("line", ()))
+    (d,) = _serve("line", start, "search_warrant")
+    reason, why = d.reasons["content"]
+    assert reason == "cryptographically_impossible"
+    assert (
+        "The record gives no date for Letter Sealing's start: that LINE had it on the date of a run set on one is "
+        "the project's assumption" in why
+    ), why
+
+
+# --- 14. a fact resting on a document not on the record says so --------------------------------------------------------
+
+
+def test_wickrs_last_use_as_a_date_and_threemas_public_key_say_what_of_the_record_they_rest_on() -> None:
+    """The chart says Wickr's "last use", not its date: that last seen is a date rests on Wickr's privacy policy,
+    which is not on the record (docs/record.md), and was said as "Wickr: 'the date of last use'". Threema's device
+    info cited its transparency report, not on the record, for what the record itself holds (the public key)."""
+    (d,) = _serve("wickr", None, "subpoena")
+    (said,) = [n for n in d.notes if n.startswith("Last seen:")]
+    assert "the FBI chart says 'last use'" in said and "which is not on the record" in said, said
+    (d,) = _serve("threema", None, "subpoena")
+    (said,) = [n for n in d.notes if n.startswith("Device info:")]
+    assert "transparency report" not in said and "the record adds the public key" in said, said
+
+
+def test_what_wire_keeps_by_its_whitepaper_alone_is_said_as_the_projects_citation() -> None:
+    """The record names Wire's group creator, members, devices and names, and per device its class, model,
+    registration time and location; not its privacy whitepaper, whose sections the notes cited for the rest (a
+    profile's picture, accent colour and locale; a device's label; connections) as if on the record."""
+    wire = get_profile("wire")
+    for category in ("subscriber_info", "device_info", "contacts"):
+        assert "the project's citation, not on the record" in wire.notes[category] or (
+            "the whitepaper is not on the record" in wire.notes[category]
+        ), (category, wire.notes[category])
+    (d,) = _serve("wire", None, "subpoena")
+    (said,) = [n for n in d.notes if n.startswith("Subscriber info:")]
+    assert "the whitepaper is not on the record" in said, said
