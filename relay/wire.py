@@ -1976,14 +1976,9 @@ def _first_value_id(body: bytes | bytearray) -> int:
 MAX_NESTING: Final = 1024
 
 
-def _unreadable(body: bytes | bytearray, error: Exception) -> tuple[str, int]:
-    """What is wrong with a body msgpack would not unpack (``error``, its exception), said in this
-    protocol's words rather than msgpack's ("Unpack failed: incomplete input", or an exception with no
-    words): cut short, nested too deep, or a byte no msgpack type begins with, and in the value of which
-    of the body's keys; and the request id, when the body's map names it, once, before the fault. The
-    body's map is read again pair by pair to say so (a few µs for the keys of a frame; once a
-    connection, which it closes), past what its first reading also refused (a str not UTF-8, a key that
-    is a map or an array: said first when the rest of the body reads)."""
+def _pairs_reader(body: bytes | bytearray) -> msgpack.Unpacker:
+    """An unpacker fed ``body`` that reads maps as lists of pairs, any ext as a value and a str that is
+    not UTF-8 as text, so that what stops it is the fault :func:`_unreadable` says."""
     unpacker = msgpack.Unpacker(
         raw=False,
         strict_map_key=False,
@@ -1993,6 +1988,18 @@ def _unreadable(body: bytes | bytearray, error: Exception) -> tuple[str, int]:
         max_buffer_size=len(body),  # (so an array, a str or a bin is read no longer than the body)
     )
     unpacker.feed(body)
+    return unpacker
+
+
+def _unreadable(body: bytes | bytearray, error: Exception) -> tuple[str, int]:
+    """What is wrong with a body msgpack would not unpack (``error``, its exception), said in this
+    protocol's words rather than msgpack's ("Unpack failed: incomplete input", or an exception with no
+    words): cut short, nested too deep, or a byte no msgpack type begins with, and in the value of which
+    of the body's keys; and the request id, when the body's map names it, once, before the fault. The
+    body's map is read again pair by pair to say so (a few µs for the keys of a frame; once a
+    connection, which it closes), past what its first reading also refused (a str not UTF-8, a key that
+    is a map or an array: said first when the rest of the body reads)."""
+    unpacker = _pairs_reader(body)
     fault: Exception | None = None
     ids: list[Any] = []
     where = ""
@@ -2009,17 +2016,8 @@ def _unreadable(body: bytes | bytearray, error: Exception) -> tuple[str, int]:
     except Exception as e:  # (OutOfData where it is cut short)
         fault = e
     if fault is not None and not where:  # (no map: read whole for what is wrong with it)
-        again = msgpack.Unpacker(
-            raw=False,
-            strict_map_key=False,
-            ext_hook=_ext,
-            unicode_errors="surrogateescape",
-            object_pairs_hook=list,
-            max_buffer_size=len(body),
-        )
-        again.feed(body)
         try:
-            again.unpack()
+            _pairs_reader(body).unpack()
         except Exception as e:
             fault = e
     request_id = ids[0] if len(ids) == 1 and type(ids[0]) is int and 0 <= ids[0] <= _UINT64_MAX else 0
