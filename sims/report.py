@@ -37,6 +37,7 @@ per-profile subfolders holding them), never anything else.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -44,7 +45,7 @@ import shlex
 import shutil
 import warnings
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -683,31 +684,74 @@ def read_run(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     summary = _read_json(summary_file, rerun)
     events = []
     try:
-        lines = jsonl_lines(read_run_text(transcript, limit=None))
+        for n, line in transcript_lines(transcript, MAX_TRANSCRIPT):
+            events.append(_event(transcript, n, line, rerun))
     except (OSError, UnicodeDecodeError) as exc:
         raise RunFolderError(f"cannot read {transcript}: {getattr(exc, 'strerror', None) or exc}") from exc
-    for n, line in enumerate(lines, 1):
-        try:
-            event = loads(line)
-        except json.JSONDecodeError as exc:
-            raise RunFolderError(
-                f"{transcript} line {n} is not valid JSON ({exc.msg}): the run was cut short while "
-                f"writing it, or the file was damaged; {rerun}"
-            ) from exc
-        if not (isinstance(event, dict) and isinstance(event.get("kind"), str) and "t" in event):
-            raise RunFolderError(
-                f"{transcript} line {n}: expected an event with 't' and 'kind', got {line[:60]!r}"
-            )
-        if not finite_number(event["t"]):  # the teaching view and the report print it as a clock
-            raise RunFolderError(
-                f"{transcript} line {n}: t: expected simulated seconds (a number), got {str(event['t'])[:60]!r}"
-            )
-        events.append(event)
     if not isinstance(summary, dict):
         raise RunFolderError(f"{summary_file}: expected a JSON object, got {type(summary).__name__}")
     for text in run_disagreements(out, events, summary):
         warnings.warn(text, RunFolderWarning, stacklevel=2)
     return events, summary
+
+
+# The most of transcript.jsonl that show and report read (every event is held in memory, as a dict
+# several times the size of its line): a scale run's transcript is gigabytes, and was read whole,
+# then split, then held as events, until the machine ran out of memory. relaysim analyze reads one
+# of any size, line by line.
+MAX_TRANSCRIPT = 512 * 1024 * 1024
+
+
+def transcript_lines(path: Path, limit: int | None = None) -> Iterator[tuple[int, str]]:
+    """The lines of ``path``, a run's transcript.jsonl (a regular file: open_run_file), numbered from
+    1, read one at a time (never the whole file at once), as :func:`jsonl_lines` splits them: at line
+    feeds alone, ``\\r\\n`` and ``\\r`` read as line ends as ``Path.read_text`` read them. ``limit``: the
+    most bytes read, else an OSError (EFBIG) naming the file, its size and the most read, before
+    any line is (and if it grows past it as it is read). UnicodeDecodeError for a line not UTF-8."""
+    with open_run_file(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if limit is not None and size > limit:
+            raise _too_large(path, size, limit)
+        read, n = 0, 0
+        for raw in f:  # (split at b"\n": a "\r\n" is never cut in two, nor a UTF-8 character)
+            read += len(raw)
+            if limit is not None and read > limit:  # (it grew as it was read)
+                raise _too_large(path, read, limit)
+            lines = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n").split("\n")
+            if lines[-1] == "":  # (after the line's line feed)
+                lines.pop()
+            for line in lines:
+                n += 1
+                yield n, line
+
+
+def _too_large(path: Path, size: int, limit: int) -> OSError:
+    return OSError(
+        errno.EFBIG,
+        f"{size:,} bytes, more than show and report read (at most {limit:,}: they hold every event in "
+        "memory); relaysim analyze reads a transcript of any size",
+        str(path),
+    )
+
+
+def _event(transcript: Path, n: int, line: str, rerun: str) -> dict[str, Any]:
+    """Line ``n`` of ``transcript`` as an event; RunFolderError saying what is wrong with it."""
+    try:
+        event = loads(line)
+    except json.JSONDecodeError as exc:
+        raise RunFolderError(
+            f"{transcript} line {n} is not valid JSON ({exc.msg}): the run was cut short while "
+            f"writing it, or the file was damaged; {rerun}"
+        ) from exc
+    if not (isinstance(event, dict) and isinstance(event.get("kind"), str) and "t" in event):
+        raise RunFolderError(
+            f"{transcript} line {n}: expected an event with 't' and 'kind', got {line[:60]!r}"
+        )
+    if not finite_number(event["t"]):  # the teaching view and the report print it as a clock
+        raise RunFolderError(
+            f"{transcript} line {n}: t: expected simulated seconds (a number), got {str(event['t'])[:60]!r}"
+        )
+    return event
 
 
 # What a run's transcript.jsonl holds once per count of summary.json's "messages": both are written
@@ -731,21 +775,31 @@ def run_disagreements(
     summary.json's ``accepted_by_relay`` and ``device_deliveries``, and relay-view.jsonl's lines
     against summary.json's ``relay_records``. ``events`` and ``summary``: as :func:`read_run` read
     them; or ``kinds``, the transcript's events counted by kind (``analysis_scoring.Truth.kinds``);
-    else read here. A file missing or unreadable is left to the command that reads it."""
+    else read here. A file missing is left to the command that reads it; a summary.json that is
+    there but cannot be read (a folder, not JSON, not an object) is a :class:`RunFolderError` naming
+    it: nothing could be checked against it (``analyze`` went on, saying nothing)."""
     summary_file, transcript, view = out / "summary.json", out / "transcript.jsonl", out / RELAY_VIEW_FILE
+    rerun = f"run it again with: relaysim run NAME --out {out} --force"
+    if summary is None:
+        if not summary_file.exists() and not summary_file.is_symlink():
+            return []
+        summary = _read_json(summary_file, rerun)
+        if not isinstance(summary, dict):
+            raise RunFolderError(f"{summary_file}: expected a JSON object, got {type(summary).__name__}")
     try:
-        if summary is None:
-            summary = loads(read_run_text(summary_file))
         if kinds is None and events is None and transcript.is_file():
-            events = [loads(line) for line in jsonl_lines(read_run_text(transcript, limit=None))]
-    except (OSError, UnicodeDecodeError, ValueError):
-        return []
+            kinds = Counter()
+            for _n, line in transcript_lines(transcript):
+                event = loads(line)
+                if isinstance(event, dict) and isinstance(kind := event.get("kind"), str):
+                    kinds[kind] += 1
+    except (OSError, UnicodeDecodeError, ValueError):  # (left to the command that reads it)
+        kinds = None
     if kinds is None and events is not None:
         kinds = Counter(k for e in events if isinstance(e, dict) and isinstance(k := e.get("kind"), str))
     messages = summary.get("messages") if isinstance(summary, dict) else None
     if not isinstance(messages, dict):
         return []
-    rerun = f"run it again with: relaysim run NAME --out {out} --force"
     found = []
     counted = [(kind, messages[key], what) for kind, key, what in _COUNTED if type(messages.get(key)) is int]
     if kinds is not None and counted:
