@@ -1365,10 +1365,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _q(path: Path | str) -> str:
-    """``path`` as a shell word, so that a suggested command works when pasted."""
-    import shlex
+    """``path`` as a shell word, so that a suggested command works when pasted (runfiles.shell_word:
+    a byte not in the locale's encoding too)."""
+    from relaysim.sims.analysis.runfiles import shell_word
 
-    return shlex.quote(str(path))
+    return shell_word(path)
 
 
 def _os_error_text(exc: OSError) -> str:

@@ -41,7 +41,6 @@ import errno
 import json
 import math
 import os
-import shlex
 import shutil
 import warnings
 from collections import Counter
@@ -58,7 +57,7 @@ from relaysim.relay.legal import REASON_LABELS
 from relaysim.relay.mdtext import md_block, md_text
 from relaysim.relay.metadata import MetadataRecord
 from relaysim.sims.access.reports import detection_by_profile_lines, write_exceptional
-from relaysim.sims.analysis.runfiles import finite_number, loads, open_run_file, read_run_text
+from relaysim.sims.analysis.runfiles import finite_number, loads, open_run_file, read_run_text, shell_word
 from relaysim.sims.analysis.view import RELAY_VIEW_FILE, record_json
 from relaysim.sims.scenario import Scenario
 from relaysim.sims.term import printable, render, table
@@ -671,11 +670,13 @@ def read_run(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """A finished run's transcript events and summary; :class:`RunFolderError` saying what is
     wrong (an interrupted run has a transcript but no summary; a killed one may end mid-line)."""
     transcript, summary_file = out / "transcript.jsonl", out / "summary.json"
-    rerun = f"run it again with: relaysim run NAME --out {out} --force"
+    rerun = f"run it again with: relaysim run NAME --out {shell_word(out)} --force"
     # (a pipe or a folder at either is said to be one as it is read, not "no transcript.jsonl" nor
     # "did not finish")
     if not transcript.exists():
-        raise RunFolderError(f"{out} has no transcript.jsonl; make one with: relaysim run NAME --out {out}")
+        raise RunFolderError(
+            f"{out} has no transcript.jsonl; make one with: relaysim run NAME --out {shell_word(out)}"
+        )
     if not summary_file.exists():
         raise RunFolderError(
             f"the run in {out} did not finish: it has transcript.jsonl but no summary.json (relaysim writes "
@@ -779,7 +780,7 @@ def run_disagreements(
     there but cannot be read (a folder, not JSON, not an object) is a :class:`RunFolderError` naming
     it: nothing could be checked against it (``analyze`` went on, saying nothing)."""
     summary_file, transcript, view = out / "summary.json", out / "transcript.jsonl", out / RELAY_VIEW_FILE
-    rerun = f"run it again with: relaysim run NAME --out {out} --force"
+    rerun = f"run it again with: relaysim run NAME --out {shell_word(out)} --force"
     if summary is None:
         if not summary_file.exists() and not summary_file.is_symlink():
             return []
@@ -983,7 +984,7 @@ def render_show(out: Path, *, limit: int | None = 20, width: int | None = None, 
     except (KeyError, TypeError, IndexError, AttributeError) as exc:
         raise RunFolderError(
             f"{out}/transcript.jsonl holds an event this version of relaysim does not read ({exc!r} "
-            f"missing or malformed); run it again with: relaysim run NAME --out {out} --force"
+            f"missing or malformed); run it again with: relaysim run NAME --out {shell_word(out)} --force"
         ) from exc
 
 
@@ -1031,7 +1032,7 @@ def _render_show(
         tail.insert(
             0,
             f"… {left_out} more row{'s' if left_out != 1 else ''} not shown (of {len(rows)}): "
-            f"relaysim show {shlex.quote(str(out))} --all",
+            f"relaysim show {shell_word(out)} --all",
         )
     exceptional = _exceptional_lines(events, out)
     if exceptional:
@@ -1090,7 +1091,7 @@ def render_demo(out: Path, *, width: int | None = None, color: bool = False) -> 
         parts += ["", f"Full disclosures: {out}/disclosures/*.md"]
     parts += [
         "",
-        f"Everything is in {out}/ (transcript.jsonl, relay.db, summary.md). Run it again: relaysim show {shlex.quote(str(out))}",
+        f"Everything is in {out}/ (transcript.jsonl, relay.db, summary.md). Run it again: relaysim show {shell_word(out)}",
     ]
     return render(*parts, width=width, color=color)
 

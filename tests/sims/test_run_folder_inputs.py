@@ -1464,3 +1464,31 @@ def test_a_transcript_is_read_line_by_line_as_it_was_read_whole(tf_run: Path, tm
     assert read_run(run)[0] == whole
     transcript.write_bytes('{"t": 0, "kind": "x", "text": "a\u2028b"}\n\n'.encode())
     assert list(transcript_lines(transcript)) == [(1, '{"t": 0, "kind": "x", "text": "a\u2028b"}'), (2, "")]
+
+
+@pytest.mark.parametrize("command", ["show", "report"])
+def test_a_suggested_command_names_a_folder_whose_name_is_not_the_locales_text(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """A folder named with a byte not in the locale's encoding (``$'\\xff'``) or a control character
+    was shown in the command an error suggests as one_line shows it, ``--out r\\xff``: pasted, that is
+    the folder "rxff" (or, quoted, the four characters), never the one given. It is a shell word
+    that names it (sims.analysis.runfiles.shell_word): ``--out r$'\\xff'``, read back by bash."""
+    import shlex
+    import shutil as sh
+    import subprocess
+
+    from relaysim.sims.analysis.runfiles import shell_word
+
+    run = tmp_path / os.fsdecode(b"r\xff\x1b")
+    run.mkdir()
+    shutil.copy(tf_run / "transcript.jsonl", run)
+    status = main([command, str(run)])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    word = err.split("--out ")[1].split()[0]
+    assert word == shell_word(run) == shlex.quote(str(tmp_path)) + "/r$'\\xff\\x1b'", err
+    if sh.which("bash"):  # (the word, pasted, is the folder's name, byte for byte)
+        said = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True, check=True).stdout
+        assert said == os.fsencode(run)
+    assert shell_word(tmp_path / "a b") == shlex.quote(str(tmp_path / "a b"))  # (as shlex.quote had it)
