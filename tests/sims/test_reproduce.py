@@ -355,6 +355,10 @@ def test_relaysim_reproduce_prints_what_the_module_prints(
         (["--workers", "0"], "argument --workers: expected at least 1 worker processes, got 0"),
         (["--workers", "257"], "argument --workers: expected at most 256 worker processes"),
         (["two-freinds"], "reproduce: two-freinds: no such built-in scenario or file"),
+        (
+            ["two-friends", "--targets", "1", "--workers", "1"],
+            "reproduce: two-friends: its phones do not send sealed (it sets no relay.sealed_sender = true",
+        ),
     ],
 )
 def test_relaysim_reproduce_refuses_bad_arguments_in_one_line_with_status_2(
@@ -374,6 +378,21 @@ def test_relaysim_reproduce_refuses_bad_arguments_in_one_line_with_status_2(
         assert captured.out == ""
         assert needle in captured.err and f"{prog}:" in captured.err, captured.err
         assert "Traceback" not in captured.err
+
+
+def test_a_run_whose_relay_recorded_no_sealed_envelope_is_refused_not_an_internal_error() -> None:
+    """reproduce on a scenario whose phones do not send sealed (two-friends) ran every variant, then
+    ended in an internal error, "zip() argument 2 is shorter than argument 1": the attack ranks no
+    target where the relay recorded no sealed envelope. The command refuses such a scenario before
+    it runs (above); a caller of reproduce() is told the same after the run, naming the variant."""
+    from relaysim.sims.reproduce import NothingToAttack
+
+    scenario = resolve_scenario("two-friends")
+    with pytest.raises(
+        NothingToAttack,
+        match=r"^two-friends: the relay recorded no sealed envelope in the run \(as written\)",
+    ):
+        reproduce(scenario, targets=1, workers=1)
 
 
 def test_relaysim_reproduce_help_says_what_it_runs_prints_and_how_long() -> None:
