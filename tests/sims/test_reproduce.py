@@ -320,7 +320,8 @@ def test_relaysim_reproduce_prints_what_the_module_prints(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The reproduction ran only as ``python -m relaysim.sims.reproduce``: ``relaysim reproduce`` is the
-    same command (the same arguments, the same output), and the module still works."""
+    same command (the same arguments, the same output), and the module still works. (A scenario
+    whose phones send sealed: one that does not is refused before it runs.)"""
     from relaysim.sims import reproduce as module
     from relaysim.sims.cli import main as cli_main
 
@@ -333,11 +334,13 @@ def test_relaysim_reproduce_prints_what_the_module_prints(
     monkeypatch.setattr(module, "reproduce", recording)
     outputs = []
     for run in (cli_main, module.main):
-        assert run([*(["reproduce"] if run is cli_main else []), "two-friends", "--targets", "3"]) == 0
+        assert (
+            run([*(["reproduce"] if run is cli_main else []), "sealed-sender-leaks", "--targets", "3"]) == 0
+        )
         outputs.append(capsys.readouterr())
     assert outputs[0] == outputs[1]
-    assert outputs[0].out.startswith("statistical disclosure attack on sealed sender: two-friends\n")
-    assert asked == [("two-friends", {"targets": 3, "workers": 2})] * 2
+    assert outputs[0].out.startswith("statistical disclosure attack on sealed sender: sealed-sender-leaks\n")
+    assert asked == [("sealed-sender-leaks", {"targets": 3, "workers": 2})] * 2
 
 
 @pytest.mark.parametrize(
