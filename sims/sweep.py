@@ -146,13 +146,28 @@ def parse_param(spec: str) -> tuple[str, list[Any]]:
     if any(not t for t in texts):
         raise SweepError(f"--param {brief(spec)}: expected values separated by commas, got an empty one")
     parsed = [_toml_value(key, t) for t in texts]
-    if len({_canon(v) for v in parsed}) != len(parsed):
-        raise SweepError(f"--param {brief(spec)}: a value is given twice")
+    seen: dict[object, int] = {}
+    for i, value in enumerate(parsed):
+        j = seen.setdefault(_same(value), i)
+        if j != i:
+            first, again = texts[j].strip(), texts[i].strip()
+            also = "" if first == again else f" ({brief(first, 's')} and {brief(again, 's')} are one value)"
+            raise SweepError(f"--param {brief(spec)}: a value is given twice{also}")
     return key, parsed
 
 
 def _canon(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
+
+
+def _same(value: Any) -> object:
+    """What two values of one --param share when they are the same value: a number by its value (``0``
+    and ``0.0``, ``1`` and ``1e0`` are one, which the scenario reads as the same float: two cells of
+    one run, and the plot of a numeric axis divided by its width, 0, an internal error), anything
+    else by its JSON."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return ("number", value)  # (equal numbers hash alike: 0 == 0.0)
+    return ("json", _canon(value))
 
 
 def _show(value: Any) -> str:

@@ -105,6 +105,34 @@ def test_param_values_are_toml_values_and_bare_words_are_strings() -> None:
 
 
 @pytest.mark.parametrize(
+    ("values", "said"),
+    [
+        ("0,0.0", " (0 and 0.0 are one value)"),
+        ("1, 1e0", " (1 and 1e0 are one value)"),
+        ("0.5,-0.0,0", " (-0.0 and 0 are one value)"),
+        ("0.1,0.1", ""),
+    ],
+)
+def test_a_param_value_given_twice_as_two_numbers_is_refused(
+    values: str, said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--param network.loss=0,0.0`` (two TOML values, an integer and a float: the same number, the
+    same runs) was two cells, and the plot's numeric axis, from 0 to 0, divided by its width: an
+    internal error (ZeroDivisionError) after every run was made. It is a value given twice, before
+    anything runs."""
+    with pytest.raises(SweepError) as info:
+        parse_param(f"network.loss={values}")
+    assert str(info.value) == f"--param {f'network.loss={values}'!r}: a value is given twice{said}"
+    out = tmp_path / "sweep"
+    assert (
+        main(["sweep", "two-friends", "--param", f"network.loss={values}", "--seeds", "1", "--out", str(out)])
+        == 2
+    )
+    assert "a value is given twice" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
     ("value", "expected"),
     [
         ("[" * 5000 + "]" * 5000, "--param network.loss: a value nested too deeply to read"),
