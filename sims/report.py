@@ -57,7 +57,14 @@ from relaysim.relay.legal import REASON_LABELS
 from relaysim.relay.mdtext import md_block, md_text
 from relaysim.relay.metadata import MetadataRecord
 from relaysim.sims.access.reports import detection_by_profile_lines, write_exceptional
-from relaysim.sims.analysis.runfiles import finite_number, loads, open_run_file, read_run_text, shell_word
+from relaysim.sims.analysis.runfiles import (
+    finite_number,
+    loads,
+    not_a_file,
+    open_run_file,
+    read_run_text,
+    shell_word,
+)
 from relaysim.sims.analysis.view import RELAY_VIEW_FILE, record_json
 from relaysim.sims.scenario import Scenario
 from relaysim.sims.term import printable, render, table
@@ -819,7 +826,14 @@ def run_disagreements(
                     f"different runs (or one was edited or cut short); {rerun}"
                 )
     records = summary.get("relay_records")
-    if view.is_file() and isinstance(records, dict) and all(type(v) is int for v in records.values()):
+    counted_records = isinstance(records, dict) and all(type(v) is int for v in records.values())
+    odd = not_a_file(view) if view.exists() or view.is_symlink() else None
+    if odd is not None and counted_records:  # (a folder or a pipe there was passed over, saying nothing)
+        found.append(
+            f"{view} is {odd.removeprefix('not a regular file (').removesuffix(')')}, not a file of relay records: "
+            f"the {sum(records.values())} relay records {summary_file} counts were not checked against it; {rerun}"
+        )
+    if view.is_file() and counted_records:
         lines, last = 0, b"\n"
         try:
             with open_run_file(view) as f:

@@ -1492,3 +1492,23 @@ def test_a_suggested_command_names_a_folder_whose_name_is_not_the_locales_text(
         said = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True, check=True).stdout
         assert said == os.fsencode(run)
     assert shell_word(tmp_path / "a b") == shlex.quote(str(tmp_path / "a b"))  # (as shlex.quote had it)
+
+
+@pytest.mark.parametrize("command", ["show", "analyze", "report"])
+def test_a_folder_where_the_relay_records_belong_is_warned_about_not_passed_over(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """summary.json's relay_records are checked against relay-view.jsonl's lines
+    (sims.report.run_disagreements); a folder there was passed over, as if the run had none (a
+    --live run's), saying nothing. It is said, naming both files. (No relay-view.jsonl at all is
+    as it was: no warning.)"""
+    run = copy_of(tf_run, tmp_path)
+    view = run / "relay-view.jsonl"
+    view.unlink()
+    assert main([command, str(run)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    view.mkdir()
+    assert main([command, str(run)]) == 0
+    (said,) = _warnings(capsys.readouterr().err, command)
+    assert f"{view} is a folder, not a file of relay records: the " in said, said
+    assert f"relay records {run / 'summary.json'} counts were not checked against it" in said, said
