@@ -94,13 +94,14 @@ def _clock(t: float, days: bool) -> str:
     return f"day {day + 1} {hms}" if days or day else hms
 
 
-def _load(path: Path) -> Any:
+def _load(path: Path, again: str = "run the scenario again with --force") -> Any:
+    """``path``, a JSON file of the run; ReportError naming it otherwise, saying how to write it
+    again (``again``: relaysim analyze for its pages)."""
     try:
         return loads(read_run_text(path))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ReportError(
-            f"{path} cannot be read ({getattr(exc, 'strerror', None) or exc}); run the scenario again "
-            "with --force"
+            f"{path} cannot be read ({getattr(exc, 'strerror', None) or exc}); {again}"
         ) from None
 
 
@@ -492,7 +493,9 @@ def _analyses(run: Path) -> dict[str, dict[str, Any]]:
     """``analysis/NAME.json`` as written by ``relaysim analyze``; computed in memory when absent."""
     folder = run / "analysis"
     if folder.is_dir() and any(folder.glob("*.json")):
-        return {f.stem: _load(f) for f in sorted(folder.glob("*.json"))}
+        # (analyze writes them: a page that cannot be read is written again by it, not by a new run)
+        again = f"write it again with: relaysim analyze {shell_word(run)}"
+        return {f.stem: _load(f, again) for f in sorted(folder.glob("*.json"))}
     from relaysim.sims.analysis_scoring import analysis_views, analyze, read_truth, score_analysis
 
     truth = read_truth(run / "transcript.jsonl")

@@ -1512,3 +1512,23 @@ def test_a_folder_where_the_relay_records_belong_is_warned_about_not_passed_over
     (said,) = _warnings(capsys.readouterr().err, command)
     assert f"{view} is a folder, not a file of relay records: the " in said, said
     assert f"relay records {run / 'summary.json'} counts were not checked against it" in said, said
+
+
+@pytest.mark.parametrize("content", ["{", "\udcff"])
+def test_report_says_analyze_writes_again_a_page_it_cannot_read(
+    tmp_path: Path, tf_run: Path, capsys: pytest.CaptureFixture[str], content: str
+) -> None:
+    """An analysis page (analysis/NAME.json) report cannot read said "run the scenario again with
+    --force", which replaces the whole run; relaysim analyze writes the page, and is the command to
+    run again (as for a page of another shape)."""
+    run = copy_of(tf_run, tmp_path)
+    assert main(["analyze", str(run)]) == 0
+    capsys.readouterr()
+    page = run / "analysis" / "relay.json"
+    page.write_bytes(content.encode("utf-8", "surrogateescape"))
+    refused(
+        capsys,
+        ["report", str(run)],
+        f"{page} cannot be read (",
+        f"; write it again with: relaysim analyze {run}",
+    )
