@@ -1478,10 +1478,13 @@ def _windows(r: _Reader, raw: object, path: str, duration: float) -> tuple[tuple
         where = f"{path}[{i}]"
         if not isinstance(pair, list) or len(pair) != 2:
             raise r.fail(where, f"expected a [from, to] pair, got {_show(pair)}")
-        try:
-            start, end = parse_duration(pair[0]), parse_duration(pair[1])
-        except ValueError as exc:
-            raise r.fail(where, str(exc)) from None
+        times = []
+        for j, value in enumerate(pair):  # (the one that is wrong named: offline[1][1], not the pair)
+            try:
+                times.append(parse_duration(value))
+            except ValueError as exc:
+                raise r.fail(f"{where}[{j}]", str(exc)) from None
+        start, end = times
         if end <= start:
             raise r.fail(where, f"expected 'to' after 'from', got {_brief(pair)}")
         if start >= duration:

@@ -301,7 +301,7 @@ LONG = "x" * 5000
     [
         ('name = "t"', f'name = "{LONG}"', "scenario.name: expected 1-80 letters"),
         ("latency_ms = 60", f'latency_ms = "{LONG}"', "network.latency_ms: expected a number, got string"),
-        ('offline = [["1h", "2h"]]', f'offline = [["1h", "{LONG}"]]', "offline[0]: expected a duration"),
+        ('offline = [["1h", "2h"]]', f'offline = [["1h", "{LONG}"]]', "offline[0][1]: expected a duration"),
         (
             'offline = [["1h", "2h"]]',
             f'offline = [["1h", "2h", "{LONG}"]]',
