@@ -166,6 +166,29 @@ def test_a_param_goes_into_the_parsed_file_before_validation() -> None:
     assert sc.network.loss == 0.3 and sc.relay.profile == "signal"
 
 
+def test_an_error_in_the_file_names_its_line_as_relaysim_run_does() -> None:
+    """relaysim run says the line of a key that is wrong (parse_scenario); sweep, which puts its
+    --param values in before it validates, said none. A key of the file's own is given its line;
+    one a --param set (or one in a table or array a --param set) is not the file's, and has none."""
+    from relaysim.sims.scenario import ScenarioError, parse_scenario
+
+    bad = TINY.replace('{ at = "2m"', '{ at = "2x"')
+    with pytest.raises(ScenarioError) as run:
+        parse_scenario(bad, "tiny.toml")
+    assert str(run.value).endswith("(line 25)"), str(run.value)
+    for params in ([], [("network.loss", 0.3)], [("people.1.devices.0.region", "pk")]):
+        with pytest.raises(ScenarioError) as info:
+            build_scenario(bad, "tiny.toml", params)
+        assert str(info.value).endswith(str(run.value).split(": ", 1)[1]), str(info.value)
+    for key, value in (
+        ("conversations.0.messages.1.at", "2x"),
+        ("conversations.0.messages", [{"at": "2x", "from": "ben", "text": "t"}]),
+    ):
+        with pytest.raises(ScenarioError, match=r"expected a duration") as info:
+            build_scenario(TINY, "tiny.toml", [(key, value)])
+        assert "(line" not in str(info.value), str(info.value)
+
+
 def test_a_param_is_validated_as_the_file_would_be() -> None:
     from relaysim.sims.scenario import ScenarioError
 
