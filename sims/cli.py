@@ -754,17 +754,18 @@ def _analyze(args: argparse.Namespace) -> int:
     _no_pipes(out)
     _newer_store(out)
     from relaysim.sims.analysis_scoring import read_truth
-    from relaysim.sims.report import run_disagreements
+    from relaysim.sims.report import RunFolderError, run_disagreements
 
     transcript = out / "transcript.jsonl"
     try:
         epoch, dated = run_calendar(out)
         truth = read_truth(transcript) if transcript.exists() else None  # read once, for both below
+        # what analyze reads, from files of the same run? (a summary.json there that cannot be read is
+        # refused before anything is written: the check was skipped, saying nothing)
+        problems = run_disagreements(out, kinds=None if truth is None else truth.kinds)
         lines = write_analysis(out, lambda t: sim_clock(t, epoch, dated), as_seen=args.as_seen, truth=truth)
-    except (AnalysisInputError, ValueError) as exc:
+    except (AnalysisInputError, RunFolderError, ValueError) as exc:
         raise CliError(str(exc)) from None  # a file it cannot read: that alone
-    # what analyze read, from files of the same run?
-    problems = run_disagreements(out, kinds=None if truth is None else truth.kinds)
     for problem in problems:
         print(f"relaysim analyze: warning: {problem}", file=sys.stderr)
     for line in lines:
@@ -1364,10 +1365,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _q(path: Path | str) -> str:
-    """``path`` as a shell word, so that a suggested command works when pasted."""
-    import shlex
+    """``path`` as a shell word, so that a suggested command works when pasted (runfiles.shell_word:
+    a byte not in the locale's encoding too)."""
+    from relaysim.sims.analysis.runfiles import shell_word
 
-    return shlex.quote(str(path))
+    return shell_word(path)
 
 
 def _os_error_text(exc: OSError) -> str:

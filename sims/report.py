@@ -37,14 +37,14 @@ per-profile subfolders holding them), never anything else.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
-import shlex
 import shutil
 import warnings
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -57,7 +57,14 @@ from relaysim.relay.legal import REASON_LABELS
 from relaysim.relay.mdtext import md_block, md_text
 from relaysim.relay.metadata import MetadataRecord
 from relaysim.sims.access.reports import detection_by_profile_lines, write_exceptional
-from relaysim.sims.analysis.runfiles import finite_number, loads, open_run_file, read_run_text
+from relaysim.sims.analysis.runfiles import (
+    finite_number,
+    loads,
+    not_a_file,
+    open_run_file,
+    read_run_text,
+    shell_word,
+)
 from relaysim.sims.analysis.view import RELAY_VIEW_FILE, record_json
 from relaysim.sims.scenario import Scenario
 from relaysim.sims.term import printable, render, table
@@ -670,11 +677,13 @@ def read_run(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """A finished run's transcript events and summary; :class:`RunFolderError` saying what is
     wrong (an interrupted run has a transcript but no summary; a killed one may end mid-line)."""
     transcript, summary_file = out / "transcript.jsonl", out / "summary.json"
-    rerun = f"run it again with: relaysim run NAME --out {out} --force"
+    rerun = f"run it again with: relaysim run NAME --out {shell_word(out)} --force"
     # (a pipe or a folder at either is said to be one as it is read, not "no transcript.jsonl" nor
     # "did not finish")
     if not transcript.exists():
-        raise RunFolderError(f"{out} has no transcript.jsonl; make one with: relaysim run NAME --out {out}")
+        raise RunFolderError(
+            f"{out} has no transcript.jsonl; make one with: relaysim run NAME --out {shell_word(out)}"
+        )
     if not summary_file.exists():
         raise RunFolderError(
             f"the run in {out} did not finish: it has transcript.jsonl but no summary.json (relaysim writes "
@@ -683,31 +692,74 @@ def read_run(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     summary = _read_json(summary_file, rerun)
     events = []
     try:
-        lines = jsonl_lines(read_run_text(transcript, limit=None))
+        for n, line in transcript_lines(transcript, MAX_TRANSCRIPT):
+            events.append(_event(transcript, n, line, rerun))
     except (OSError, UnicodeDecodeError) as exc:
         raise RunFolderError(f"cannot read {transcript}: {getattr(exc, 'strerror', None) or exc}") from exc
-    for n, line in enumerate(lines, 1):
-        try:
-            event = loads(line)
-        except json.JSONDecodeError as exc:
-            raise RunFolderError(
-                f"{transcript} line {n} is not valid JSON ({exc.msg}): the run was cut short while "
-                f"writing it, or the file was damaged; {rerun}"
-            ) from exc
-        if not (isinstance(event, dict) and isinstance(event.get("kind"), str) and "t" in event):
-            raise RunFolderError(
-                f"{transcript} line {n}: expected an event with 't' and 'kind', got {line[:60]!r}"
-            )
-        if not finite_number(event["t"]):  # the teaching view and the report print it as a clock
-            raise RunFolderError(
-                f"{transcript} line {n}: t: expected simulated seconds (a number), got {str(event['t'])[:60]!r}"
-            )
-        events.append(event)
     if not isinstance(summary, dict):
         raise RunFolderError(f"{summary_file}: expected a JSON object, got {type(summary).__name__}")
     for text in run_disagreements(out, events, summary):
         warnings.warn(text, RunFolderWarning, stacklevel=2)
     return events, summary
+
+
+# The most of transcript.jsonl that show and report read (every event is held in memory, as a dict
+# several times the size of its line): a scale run's transcript is gigabytes, and was read whole,
+# then split, then held as events, until the machine ran out of memory. relaysim analyze reads one
+# of any size, line by line.
+MAX_TRANSCRIPT = 512 * 1024 * 1024
+
+
+def transcript_lines(path: Path, limit: int | None = None) -> Iterator[tuple[int, str]]:
+    """The lines of ``path``, a run's transcript.jsonl (a regular file: open_run_file), numbered from
+    1, read one at a time (never the whole file at once), as :func:`jsonl_lines` splits them: at line
+    feeds alone, ``\\r\\n`` and ``\\r`` read as line ends as ``Path.read_text`` read them. ``limit``: the
+    most bytes read, else an OSError (EFBIG) naming the file, its size and the most read, before
+    any line is (and if it grows past it as it is read). UnicodeDecodeError for a line not UTF-8."""
+    with open_run_file(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if limit is not None and size > limit:
+            raise _too_large(path, size, limit)
+        read, n = 0, 0
+        for raw in f:  # (split at b"\n": a "\r\n" is never cut in two, nor a UTF-8 character)
+            read += len(raw)
+            if limit is not None and read > limit:  # (it grew as it was read)
+                raise _too_large(path, read, limit)
+            lines = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n").split("\n")
+            if lines[-1] == "":  # (after the line's line feed)
+                lines.pop()
+            for line in lines:
+                n += 1
+                yield n, line
+
+
+def _too_large(path: Path, size: int, limit: int) -> OSError:
+    return OSError(
+        errno.EFBIG,
+        f"{size:,} bytes, more than show and report read (at most {limit:,}: they hold every event in "
+        "memory); relaysim analyze reads a transcript of any size",
+        str(path),
+    )
+
+
+def _event(transcript: Path, n: int, line: str, rerun: str) -> dict[str, Any]:
+    """Line ``n`` of ``transcript`` as an event; RunFolderError saying what is wrong with it."""
+    try:
+        event = loads(line)
+    except json.JSONDecodeError as exc:
+        raise RunFolderError(
+            f"{transcript} line {n} is not valid JSON ({exc.msg}): the run was cut short while "
+            f"writing it, or the file was damaged; {rerun}"
+        ) from exc
+    if not (isinstance(event, dict) and isinstance(event.get("kind"), str) and "t" in event):
+        raise RunFolderError(
+            f"{transcript} line {n}: expected an event with 't' and 'kind', got {line[:60]!r}"
+        )
+    if not finite_number(event["t"]):  # the teaching view and the report print it as a clock
+        raise RunFolderError(
+            f"{transcript} line {n}: t: expected simulated seconds (a number), got {str(event['t'])[:60]!r}"
+        )
+    return event
 
 
 # What a run's transcript.jsonl holds once per count of summary.json's "messages": both are written
@@ -731,21 +783,31 @@ def run_disagreements(
     summary.json's ``accepted_by_relay`` and ``device_deliveries``, and relay-view.jsonl's lines
     against summary.json's ``relay_records``. ``events`` and ``summary``: as :func:`read_run` read
     them; or ``kinds``, the transcript's events counted by kind (``analysis_scoring.Truth.kinds``);
-    else read here. A file missing or unreadable is left to the command that reads it."""
+    else read here. A file missing is left to the command that reads it; a summary.json that is
+    there but cannot be read (a folder, not JSON, not an object) is a :class:`RunFolderError` naming
+    it: nothing could be checked against it (``analyze`` went on, saying nothing)."""
     summary_file, transcript, view = out / "summary.json", out / "transcript.jsonl", out / RELAY_VIEW_FILE
+    rerun = f"run it again with: relaysim run NAME --out {shell_word(out)} --force"
+    if summary is None:
+        if not summary_file.exists() and not summary_file.is_symlink():
+            return []
+        summary = _read_json(summary_file, rerun)
+        if not isinstance(summary, dict):
+            raise RunFolderError(f"{summary_file}: expected a JSON object, got {type(summary).__name__}")
     try:
-        if summary is None:
-            summary = loads(read_run_text(summary_file))
         if kinds is None and events is None and transcript.is_file():
-            events = [loads(line) for line in jsonl_lines(read_run_text(transcript, limit=None))]
-    except (OSError, UnicodeDecodeError, ValueError):
-        return []
+            kinds = Counter()
+            for _n, line in transcript_lines(transcript):
+                event = loads(line)
+                if isinstance(event, dict) and isinstance(kind := event.get("kind"), str):
+                    kinds[kind] += 1
+    except (OSError, UnicodeDecodeError, ValueError):  # (left to the command that reads it)
+        kinds = None
     if kinds is None and events is not None:
         kinds = Counter(k for e in events if isinstance(e, dict) and isinstance(k := e.get("kind"), str))
     messages = summary.get("messages") if isinstance(summary, dict) else None
     if not isinstance(messages, dict):
         return []
-    rerun = f"run it again with: relaysim run NAME --out {out} --force"
     found = []
     counted = [(kind, messages[key], what) for kind, key, what in _COUNTED if type(messages.get(key)) is int]
     if kinds is not None and counted:
@@ -764,7 +826,14 @@ def run_disagreements(
                     f"different runs (or one was edited or cut short); {rerun}"
                 )
     records = summary.get("relay_records")
-    if view.is_file() and isinstance(records, dict) and all(type(v) is int for v in records.values()):
+    counted_records = isinstance(records, dict) and all(type(v) is int for v in records.values())
+    odd = not_a_file(view) if view.exists() or view.is_symlink() else None
+    if odd is not None and counted_records:  # (a folder or a pipe there was passed over, saying nothing)
+        found.append(
+            f"{view} is {odd.removeprefix('not a regular file (').removesuffix(')')}, not a file of relay records: "
+            f"the {sum(records.values())} relay records {summary_file} counts were not checked against it; {rerun}"
+        )
+    if view.is_file() and counted_records:
         lines, last = 0, b"\n"
         try:
             with open_run_file(view) as f:
@@ -935,7 +1004,7 @@ def render_show(out: Path, *, limit: int | None = 20, width: int | None = None, 
     except (KeyError, TypeError, IndexError, AttributeError) as exc:
         raise RunFolderError(
             f"{out}/transcript.jsonl holds an event this version of relaysim does not read ({exc!r} "
-            f"missing or malformed); run it again with: relaysim run NAME --out {out} --force"
+            f"missing or malformed); run it again with: relaysim run NAME --out {shell_word(out)} --force"
         ) from exc
 
 
@@ -983,7 +1052,7 @@ def _render_show(
         tail.insert(
             0,
             f"… {left_out} more row{'s' if left_out != 1 else ''} not shown (of {len(rows)}): "
-            f"relaysim show {shlex.quote(str(out))} --all",
+            f"relaysim show {shell_word(out)} --all",
         )
     exceptional = _exceptional_lines(events, out)
     if exceptional:
@@ -1042,7 +1111,7 @@ def render_demo(out: Path, *, width: int | None = None, color: bool = False) -> 
         parts += ["", f"Full disclosures: {out}/disclosures/*.md"]
     parts += [
         "",
-        f"Everything is in {out}/ (transcript.jsonl, relay.db, summary.md). Run it again: relaysim show {shlex.quote(str(out))}",
+        f"Everything is in {out}/ (transcript.jsonl, relay.db, summary.md). Run it again: relaysim show {shell_word(out)}",
     ]
     return render(*parts, width=width, color=color)
 

@@ -206,6 +206,12 @@ def run_variant(args: tuple[Scenario, str, dict[str, Any], int]) -> VariantResul
         keep_top=0,
         watch=watch,
     )
+    if pairs and not sda.sealed_messages:  # (then it ranks no target: it has no rankings)
+        raise NothingToAttack(
+            f"{base.name}: the relay recorded no sealed envelope in the run ({name}), so the attack on "
+            "sealed sender has nothing to rank; give a scenario whose people write to each other with "
+            "sealed sender on, e.g. sda-martiny-2021"
+        )
     written: dict[str, list[float]] = {}
     for m in truth.messages:  # in the order accepted
         written.setdefault(m.recipient, []).append(m.time)
@@ -457,11 +463,33 @@ def run(args: argparse.Namespace, prog: str = "relaysim reproduce") -> int:
     """``relaysim reproduce`` (and the module): 0 when done, 2 for a scenario that cannot be used."""
     try:
         scenario = resolve_scenario(args.scenario)
-    except (ScenarioError, ValueError, OSError) as exc:
+        _attackable(scenario)
+        results = reproduce(scenario, targets=args.targets, workers=args.workers)
+    except (ScenarioError, ValueError, OSError, NothingToAttack) as exc:
         print(f"{prog}: {one_line(exc)}", file=sys.stderr)
         return 2
-    print(render(scenario, reproduce(scenario, targets=args.targets, workers=args.workers)))
+    print(render(scenario, results))
     return 0
+
+
+class NothingToAttack(Exception):
+    """A scenario whose relay records no sealed envelope: the attack ranks nothing (it was an
+    internal error, ``zip() argument 2 is shorter than argument 1``, after every variant had run)."""
+
+
+def _attackable(scenario: Scenario) -> None:
+    """NothingToAttack for a scenario whose phones do not send sealed (the scenario's [relay]
+    sealed_sender, else its provider's default), said before anything runs: the relay sees each
+    sender, and the attack on sealed sender has nothing to find."""
+    from relaysim.sims.world.timeline import provider, sealed_sender
+
+    if not sealed_sender(scenario, provider(scenario)):
+        raise NothingToAttack(
+            f"{scenario.name}: its phones do not send sealed (it sets no relay.sealed_sender = true, and its "
+            f"relay's profile, {scenario.relay.profile}, does not by default), so the relay sees every sender "
+            "and the attack on sealed sender has nothing to find; give a scenario with sealed_sender = true "
+            "under [relay], e.g. sda-martiny-2021"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -785,6 +785,21 @@ class _Reader:
             raise self.fail(where, f"expected {_kind_name(kind)}, got {_show(value)}")
         return value
 
+    def integer(self, data: Mapping[str, Any], key: str, path: str, bounds: str, default: Any = ...) -> int:
+        """``data[key]``, a key that takes an integer (in ``bounds``, which the caller checks: "from 1
+        to 100"); one of another type is refused saying so, with its bounds (``expected an integer
+        from 1 to 100, got number 1.5``). _finite leaves these keys to it: a float there, ``inf`` or
+        ``1e400`` too, was "expected a finite number", as if a number would do."""
+        where = f"{path}.{key}" if path else key
+        if key not in data:
+            if default is ...:
+                raise self.fail(where, f"missing; expected an integer {bounds}")
+            return int(default)
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(where, f"expected an integer {bounds}, got {_show(value)}")
+        return value
+
     def duration(self, data: Mapping[str, Any], key: str, path: str, default: Any = ...) -> float:
         where = f"{path}.{key}" if path else key
         if key not in data:
@@ -832,7 +847,10 @@ def _shown(seconds: float, *others: float) -> str:
 
 def _show(value: object) -> str:
     kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "table"}
-    return f"{kind.get(type(value), type(value).__name__)} {_brief(value)}"
+    shown = _brief(value)
+    if type(value) is int and shown.startswith(("an integer", "a negative integer")):  # (its digits counted)
+        return shown
+    return f"{kind.get(type(value), type(value).__name__)} {shown}"
 
 
 def read_scenario_text(path: str | Path) -> str:
@@ -1039,7 +1057,9 @@ def scenario_from_data(data: dict[str, Any], source: str = "<scenario>") -> Scen
             "scenario.duration",
             f'expected a positive duration of at most "365d" ({_shown(MAX_DURATION, duration)} s), got {_shown(duration, MAX_DURATION)} s',
         )
-    seed = r.get(head, "seed", "scenario", int, 0)
+    seed = r.integer(
+        head, "seed", "scenario", f"from 0 to {MAX_SEED} (2**63 - 1, the largest a TOML file holds)", 0
+    )
     if (problem := seed_problem(seed)) is not None:
         raise r.fail("scenario.seed", problem)
     compare, matrix = _comparison(r, head, data)
@@ -1131,6 +1151,15 @@ def _start(r: _Reader, head: Mapping[str, Any]) -> tuple[date | None, float | No
     )
 
 
+# The keys that take an integer, each read by one that says so with its bounds (seed_problem,
+# _Reader.integer, _organisations): _finite leaves them to it. ``seed = 1e400`` (TOML's inf) was
+# "expected a finite number, got inf", as if any finite number would do.
+_INTEGER_KEY = re.compile(
+    r"scenario\.seed|generate\.people|generate\.graph\.m|traffic\.max_turns|traffic\.popular"
+    r"|generate\.organisations\.[^.\[]+"
+)
+
+
 def _finite(r: _Reader, data: object, path: str, depth: int = 0) -> None:
     """Refuse ``nan`` and ``inf`` wherever they are: no key of a scenario means them. And refuse
     arrays and tables nested deeper than MAX_NESTING, which no key of a scenario is either: TOML's
@@ -1139,9 +1168,10 @@ def _finite(r: _Reader, data: object, path: str, depth: int = 0) -> None:
     too large for a float (past about 1.8e308; TOML reads up to 4,300 digits): every number a
     scenario holds is read as a float or bounded far below, and ``float()`` of one was an internal
     error (OverflowError) in the key that read it."""
-    if isinstance(data, float) and not math.isfinite(data):
+    number = not _INTEGER_KEY.fullmatch(path)  # (else its reader says it takes an integer, from what to what)
+    if number and isinstance(data, float) and not math.isfinite(data):
         raise r.fail(path, f"expected a finite number, got {_brief(data)}")
-    if isinstance(data, int) and not isinstance(data, bool) and abs(data) > sys.float_info.max:
+    if number and isinstance(data, int) and not isinstance(data, bool) and abs(data) > sys.float_info.max:
         raise r.fail(path, f"expected a finite number, got {_too_large(data)}")
     if isinstance(data, dict | list) and depth >= MAX_NESTING:
         raise r.fail(
@@ -1448,10 +1478,13 @@ def _windows(r: _Reader, raw: object, path: str, duration: float) -> tuple[tuple
         where = f"{path}[{i}]"
         if not isinstance(pair, list) or len(pair) != 2:
             raise r.fail(where, f"expected a [from, to] pair, got {_show(pair)}")
-        try:
-            start, end = parse_duration(pair[0]), parse_duration(pair[1])
-        except ValueError as exc:
-            raise r.fail(where, str(exc)) from None
+        times = []
+        for j, value in enumerate(pair):  # (the one that is wrong named: offline[1][1], not the pair)
+            try:
+                times.append(parse_duration(value))
+            except ValueError as exc:
+                raise r.fail(f"{where}[{j}]", str(exc)) from None
+        start, end = times
         if end <= start:
             raise r.fail(where, f"expected 'to' after 'from', got {_brief(pair)}")
         if start >= duration:
@@ -1802,7 +1835,7 @@ def _generate(r: _Reader, raw: object) -> GenerateSpec:
             "trait_probability",
         ],
     )
-    n = r.get(t, "people", "generate", int)
+    n = r.integer(t, "people", "generate", "from 2 to 1,000,000 people")
     if not 2 <= n <= 1_000_000:
         raise r.fail("generate.people", f"expected from 2 to 1,000,000 people, got {_brief(n)}")
     counts = DEVICE_COUNTS
@@ -1817,7 +1850,7 @@ def _generate(r: _Reader, raw: object) -> GenerateSpec:
         raise r.fail(
             "generate.graph.model", f"expected 'barabasi-albert' or 'erdos-renyi', got {_brief(model)}"
         )
-    m = r.get(graph, "m", "generate.graph", int, 3)
+    m = r.integer(graph, "m", "generate.graph", f"from 1 to people-1 ({n - 1})", 3)
     if not 1 <= m < n:
         raise r.fail("generate.graph.m", f"expected from 1 to people-1 ({n - 1}), got {_brief(m)}")
     rate = r.table(t.get("messages_per_day", {}), "generate.messages_per_day")
@@ -2540,11 +2573,11 @@ def _traffic(r: _Reader, raw: object, everyone: _Everyone, duration: float) -> T
                     "(only read_receipts, read_delay and moves apply to [[conversations]])",
                 )
     d = TrafficSpec()
-    turns = r.get(t, "max_turns", "traffic", int, d.max_turns)
+    turns = r.integer(t, "max_turns", "traffic", "from 1 to 100", d.max_turns)
     if not 1 <= turns <= 100:
         raise r.fail("traffic.max_turns", f"expected from 1 to 100, got {_brief(turns)}")
-    popular = r.get(t, "popular", "traffic", int, d.popular)
     accounts = len(everyone.names) + everyone.generated  # those traffic picks the popular ones from
+    popular = r.integer(t, "popular", "traffic", f"from 0 to {accounts:,} accounts (the people)", d.popular)
     if not 0 <= popular <= accounts:
         raise r.fail(
             "traffic.popular",
@@ -2813,7 +2846,8 @@ def _organisations(
             )
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1000:
             raise r.fail(
-                f"generate.organisations.{kind}", f"expected from 1 to 1000 accounts, got {_show(n)}"
+                f"generate.organisations.{kind}",
+                f"expected an integer from 1 to 1000 accounts, got {_show(n)}",
             )
         orgs.append((kind, n))
     probs = r.table(t.get("trait_probability", {}), "generate.trait_probability")

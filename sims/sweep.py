@@ -42,6 +42,7 @@ import itertools
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import tomllib
@@ -146,13 +147,28 @@ def parse_param(spec: str) -> tuple[str, list[Any]]:
     if any(not t for t in texts):
         raise SweepError(f"--param {brief(spec)}: expected values separated by commas, got an empty one")
     parsed = [_toml_value(key, t) for t in texts]
-    if len({_canon(v) for v in parsed}) != len(parsed):
-        raise SweepError(f"--param {brief(spec)}: a value is given twice")
+    seen: dict[object, int] = {}
+    for i, value in enumerate(parsed):
+        j = seen.setdefault(_same(value), i)
+        if j != i:
+            first, again = texts[j].strip(), texts[i].strip()
+            also = "" if first == again else f" ({brief(first, 's')} and {brief(again, 's')} are one value)"
+            raise SweepError(f"--param {brief(spec)}: a value is given twice{also}")
     return key, parsed
 
 
 def _canon(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
+
+
+def _same(value: Any) -> object:
+    """What two values of one --param share when they are the same value: a number by its value (``0``
+    and ``0.0``, ``1`` and ``1e0`` are one, which the scenario reads as the same float: two cells of
+    one run, and the plot of a numeric axis divided by its width, 0, an internal error), anything
+    else by its JSON."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return ("number", value)  # (equal numbers hash alike: 0 == 0.0)
+    return ("json", _canon(value))
 
 
 def _show(value: Any) -> str:
@@ -195,7 +211,7 @@ def apply_param(data: dict[str, Any], key: str, value: Any, source: str) -> None
 
 def build_scenario(text: str, source: str, params: Sequence[tuple[str, Any]]) -> Any:
     """The scenario ``text`` with ``params`` put in, validated (``sims.scenario.Scenario``)."""
-    from relaysim.sims.scenario import read_toml, scenario_from_data
+    from relaysim.sims.scenario import ScenarioError, _line_of, read_toml, scenario_from_data
 
     data = read_toml(text, source)
     # (each key and value cut short as an error shows a value: the label prefixes every error)
@@ -203,7 +219,28 @@ def build_scenario(text: str, source: str, params: Sequence[tuple[str, Any]]) ->
     label = f"{source} [{cells}]" if params else source
     for key, value in params:
         apply_param(data, key, copy.deepcopy(value), label)
-    return scenario_from_data(data, label)
+    try:
+        return scenario_from_data(data, label)
+    except ScenarioError as exc:
+        # the line the key is written on in the file, as relaysim run says it (parse_scenario), unless
+        # a --param set it or a table or array it is in (then it is not the file's)
+        if not exc.path or exc.line is not None or any(_within(exc.path, _as_path(k)) for k, _v in params):
+            raise
+        line = _line_of(text, exc.path)
+        if line is None:
+            raise
+        raise ScenarioError(exc.source, exc.path, exc.message, line) from None
+
+
+def _as_path(key: str) -> str:
+    """A --param key as an error's key path: ``people.0.devices.0.region`` → ``people[0].devices[0].region``."""
+    return re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", key)
+
+
+def _within(path: str, key: str) -> bool:
+    """Whether ``path`` and ``key`` (key paths) are one in the other: either is the other, or under it."""
+    short, long = sorted((path, key), key=len)
+    return long == short or long.startswith((f"{short}.", f"{short}["))
 
 
 # --- one run ------------------------------------------------------------------------------------

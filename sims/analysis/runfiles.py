@@ -33,6 +33,7 @@ import json
 import math
 import os
 import re
+import shlex
 import stat
 import sys
 import tempfile
@@ -59,6 +60,7 @@ __all__ = [
     "read_run_text",
     "run_folder",
     "scenario_arg",
+    "shell_word",
     "text_arg",
     "writable_file",
     "write_whole",
@@ -360,6 +362,32 @@ def _escaped(m: re.Match[str]) -> str:
     if 0xDC80 <= code <= 0xDCFF:  # (a byte surrogateescape holds: the byte itself)
         return f"\\x{code - 0xDC00:02x}"
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def shell_word(path: str | Path) -> str:
+    """``path`` as one word a POSIX shell reads back as that path, for a command an error suggests
+    (``relaysim run NAME --out WORD --force``): ``shlex.quote``'s, but a byte that is not the
+    locale's encoding (``relaysim show $'\\xff'``: Python holds it as a lone surrogate) and a control
+    character (one_line's set) are written in ANSI-C quoting, ``$'\\xff'``, byte by byte (bash, zsh,
+    ksh and POSIX.1-2024's sh read it; a shell that does not, as dash, takes it as those characters).
+    As one_line showed it, ``\\xff`` inside ``'...'`` or bare, it
+    named another path (the four characters), or none."""
+    text = str(path)
+    if not _NOT_IN_ONE_LINE.search(text):
+        return shlex.quote(text)
+    words, at = [], 0
+    for m in re.finditer(f"(?:{_NOT_IN_ONE_LINE.pattern})+", text):
+        if m.start() > at:
+            words.append(shlex.quote(text[at : m.start()]))
+        try:
+            raw = m[0].encode(sys.getfilesystemencoding(), "surrogateescape")
+        except UnicodeEncodeError:  # (U+202E under an ASCII locale: its UTF-8, as one_line's \u202e)
+            raw = m[0].encode("utf-8", "surrogateescape")
+        words.append("$'" + "".join(f"\\x{b:02x}" for b in raw) + "'")
+        at = m.end()
+    if at < len(text):
+        words.append(shlex.quote(text[at:]))
+    return "".join(words)
 
 
 def write_whole(text: str | Path, data: str) -> None:

@@ -32,7 +32,14 @@ from typing import Any
 
 from relaysim.relay.legal import CATEGORIES, REASON_LABELS, REASONS, RESPONSES
 from relaysim.relay.profiles import get_profile
-from relaysim.sims.analysis.runfiles import finite_number, loads, own_file, read_run_text, write_whole
+from relaysim.sims.analysis.runfiles import (
+    finite_number,
+    loads,
+    own_file,
+    read_run_text,
+    shell_word,
+    write_whole,
+)
 from relaysim.sims.term import OUTCOME_COLOURS
 
 __all__ = ["REPORT_FILE", "ReportError", "render_report", "write_report"]
@@ -87,13 +94,14 @@ def _clock(t: float, days: bool) -> str:
     return f"day {day + 1} {hms}" if days or day else hms
 
 
-def _load(path: Path) -> Any:
+def _load(path: Path, again: str = "run the scenario again with --force") -> Any:
+    """``path``, a JSON file of the run; ReportError naming it otherwise, saying how to write it
+    again (``again``: relaysim analyze for its pages)."""
     try:
         return loads(read_run_text(path))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ReportError(
-            f"{path} cannot be read ({getattr(exc, 'strerror', None) or exc}); run the scenario again "
-            "with --force"
+            f"{path} cannot be read ({getattr(exc, 'strerror', None) or exc}); {again}"
         ) from None
 
 
@@ -485,7 +493,9 @@ def _analyses(run: Path) -> dict[str, dict[str, Any]]:
     """``analysis/NAME.json`` as written by ``relaysim analyze``; computed in memory when absent."""
     folder = run / "analysis"
     if folder.is_dir() and any(folder.glob("*.json")):
-        return {f.stem: _load(f) for f in sorted(folder.glob("*.json"))}
+        # (analyze writes them: a page that cannot be read is written again by it, not by a new run)
+        again = f"write it again with: relaysim analyze {shell_word(run)}"
+        return {f.stem: _load(f, again) for f in sorted(folder.glob("*.json"))}
     from relaysim.sims.analysis_scoring import analysis_views, analyze, read_truth, score_analysis
 
     truth = read_truth(run / "transcript.jsonl")
@@ -962,14 +972,14 @@ def _single_sections(run: Path, summary: dict[str, Any], prefix: str = "") -> li
     except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
         raise ReportError(
             f"{run / 'transcript.jsonl'} holds an event this version of relaysim does not read ({exc!r} "
-            f"missing or malformed); run it again with: relaysim run NAME --out {run} --force"
+            f"missing or malformed); run it again with: relaysim run NAME --out {shell_word(run)} --force"
         ) from None
     try:
         graph = _graph(run, prefix)
     except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
         raise ReportError(
             f"{run / 'analysis'} holds a page this version of relaysim does not read ({exc!r}); write it "
-            f"again with: relaysim analyze {run}"
+            f"again with: relaysim analyze {shell_word(run)}"
         ) from None
     sections = [
         ("timeline", "Timeline: the phones and the relay", timeline),
@@ -989,7 +999,7 @@ def render_report(run: Path) -> str:
         not summary_file.exists()
     ):  # (a folder or a pipe there is read, and said to be one: not "no summary.json")
         raise ReportError(
-            f"{run} holds no finished run (no summary.json); make one with: relaysim run NAME --out {run}"
+            f"{run} holds no finished run (no summary.json); make one with: relaysim run NAME --out {shell_word(run)}"
         )
     summary = _load(summary_file)
     if not isinstance(summary, dict):

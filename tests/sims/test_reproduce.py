@@ -332,7 +332,8 @@ def test_relaysim_reproduce_prints_what_the_module_prints(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The reproduction ran only as ``python -m relaysim.sims.reproduce``: ``relaysim reproduce`` is the
-    same command (the same arguments, the same output), and the module still works."""
+    same command (the same arguments, the same output), and the module still works. (A scenario
+    whose phones send sealed: one that does not is refused before it runs.)"""
     from relaysim.sims import reproduce as module
     from relaysim.sims.cli import main as cli_main
 
@@ -345,11 +346,13 @@ def test_relaysim_reproduce_prints_what_the_module_prints(
     monkeypatch.setattr(module, "reproduce", recording)
     outputs = []
     for run in (cli_main, module.main):
-        assert run([*(["reproduce"] if run is cli_main else []), "two-friends", "--targets", "3"]) == 0
+        assert (
+            run([*(["reproduce"] if run is cli_main else []), "sealed-sender-leaks", "--targets", "3"]) == 0
+        )
         outputs.append(capsys.readouterr())
     assert outputs[0] == outputs[1]
-    assert outputs[0].out.startswith("statistical disclosure attack on sealed sender: two-friends\n")
-    assert asked == [("two-friends", {"targets": 3, "workers": 2})] * 2
+    assert outputs[0].out.startswith("statistical disclosure attack on sealed sender: sealed-sender-leaks\n")
+    assert asked == [("sealed-sender-leaks", {"targets": 3, "workers": 2})] * 2
 
 
 @pytest.mark.parametrize(
@@ -367,6 +370,10 @@ def test_relaysim_reproduce_prints_what_the_module_prints(
         (["--workers", "0"], "argument --workers: expected at least 1 worker processes, got 0"),
         (["--workers", "257"], "argument --workers: expected at most 256 worker processes"),
         (["two-freinds"], "reproduce: two-freinds: no such built-in scenario or file"),
+        (
+            ["two-friends", "--targets", "1", "--workers", "1"],
+            "reproduce: two-friends: its phones do not send sealed (it sets no relay.sealed_sender = true",
+        ),
     ],
 )
 def test_relaysim_reproduce_refuses_bad_arguments_in_one_line_with_status_2(
@@ -386,6 +393,21 @@ def test_relaysim_reproduce_refuses_bad_arguments_in_one_line_with_status_2(
         assert captured.out == ""
         assert needle in captured.err and f"{prog}:" in captured.err, captured.err
         assert "Traceback" not in captured.err
+
+
+def test_a_run_whose_relay_recorded_no_sealed_envelope_is_refused_not_an_internal_error() -> None:
+    """reproduce on a scenario whose phones do not send sealed (two-friends) ran every variant, then
+    ended in an internal error, "zip() argument 2 is shorter than argument 1": the attack ranks no
+    target where the relay recorded no sealed envelope. The command refuses such a scenario before
+    it runs (above); a caller of reproduce() is told the same after the run, naming the variant."""
+    from relaysim.sims.reproduce import NothingToAttack
+
+    scenario = resolve_scenario("two-friends")
+    with pytest.raises(
+        NothingToAttack,
+        match=r"^two-friends: the relay recorded no sealed envelope in the run \(as written\)",
+    ):
+        reproduce(scenario, targets=1, workers=1)
 
 
 def test_relaysim_reproduce_help_says_what_it_runs_prints_and_how_long() -> None:

@@ -1391,3 +1391,144 @@ def test_report_names_a_summary_count_that_is_no_whole_number(
     refused(
         capsys, ["report", str(run)], f"{summary_file}: {key}: expected a whole number from 0, got {shown}"
     )
+
+
+@pytest.mark.parametrize(
+    ("made", "said"),
+    [
+        ("folder", "cannot read {summary}: a folder, not a file"),
+        ("[1", "{summary} is not valid JSON"),
+        ("[1]", "{summary}: expected a JSON object, got list"),
+    ],
+)
+def test_analyze_refuses_a_summary_it_cannot_read_not_skips_its_check(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], made: str, said: str
+) -> None:
+    """analyze checks transcript.jsonl and relay-view.jsonl against summary.json's counts
+    (sims.report.run_disagreements), which swallowed a summary.json it could not read: a folder
+    there, or a file that is not JSON, and the check was skipped, analyze exiting 0 saying nothing.
+    It is refused, naming the file, before anything is written. (No summary.json at all, an
+    interrupted run, is analysed as it was.)"""
+    run = copy_of(tf_run, tmp_path)
+    summary = run / "summary.json"
+    summary.unlink()
+    if made == "folder":
+        summary.mkdir()
+    else:
+        summary.write_text(made, encoding="utf-8")
+    refused(capsys, ["analyze", str(run)], said.format(summary=summary))
+    assert not (run / "analysis").exists()
+    shutil.rmtree(summary) if summary.is_dir() else summary.unlink()
+    assert main(["analyze", str(run)]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["show", "report"])
+def test_show_and_report_refuse_a_transcript_past_the_most_they_read(
+    tf_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    """show and report read transcript.jsonl whole into memory, then split it, then held every
+    event (a scale run's transcript is gigabytes): it is read line by line, and one larger than
+    sims.report.MAX_TRANSCRIPT is refused naming the file and its size (here, a small bound)."""
+    from relaysim.sims import report
+
+    run = copy_of(tf_run, tmp_path)
+    transcript = run / "transcript.jsonl"
+    size = transcript.stat().st_size
+    monkeypatch.setattr(report, "MAX_TRANSCRIPT", size - 1)
+    refused(
+        capsys,
+        [command, str(run)],
+        f"cannot read {transcript}: {size:,} bytes, more than show and report read (at most {size - 1:,}",
+    )
+    monkeypatch.setattr(report, "MAX_TRANSCRIPT", size)
+    assert main([command, str(run)]) == 0
+
+
+def test_a_transcript_is_read_line_by_line_as_it_was_read_whole(tf_run: Path, tmp_path: Path) -> None:
+    """transcript.jsonl is read a line at a time (sims.report.transcript_lines), never whole, with
+    the lines it had read whole: split at line feeds alone (not at U+2028 inside a message), its
+    line ends "\\r\\n" and "\\r" read as line ends, its last line without one read, and nothing
+    past it."""
+    from relaysim.sims.report import read_run, transcript_lines
+
+    run = copy_of(tf_run, tmp_path)
+    transcript = run / "transcript.jsonl"
+    whole, _summary = read_run(run)
+    lines = transcript.read_bytes().split(b"\n")[:-1]
+    transcript.write_bytes(b"\r\n".join(lines[:3]) + b"\r" + b"\n".join(lines[3:]))  # (no last line end)
+    assert read_run(run)[0] == whole
+    transcript.write_bytes('{"t": 0, "kind": "x", "text": "a\u2028b"}\n\n'.encode())
+    assert list(transcript_lines(transcript)) == [(1, '{"t": 0, "kind": "x", "text": "a\u2028b"}'), (2, "")]
+
+
+@pytest.mark.parametrize("command", ["show", "report"])
+def test_a_suggested_command_names_a_folder_whose_name_is_not_the_locales_text(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """A folder named with a byte not in the locale's encoding (``$'\\xff'``) or a control character
+    was shown in the command an error suggests as one_line shows it, ``--out r\\xff``: pasted, that is
+    the folder "rxff" (or, quoted, the four characters), never the one given. It is a shell word
+    that names it (sims.analysis.runfiles.shell_word): ``--out r$'\\xff'``, read back by bash."""
+    import shlex
+    import shutil as sh
+    import subprocess
+
+    from relaysim.sims.analysis.runfiles import shell_word
+
+    run = tmp_path / os.fsdecode(b"r\xff\x1b")
+    run.mkdir()
+    shutil.copy(tf_run / "transcript.jsonl", run)
+    status = main([command, str(run)])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    word = err.split("--out ")[1].split()[0]
+    assert word == shell_word(run) == shlex.quote(str(tmp_path)) + "/r$'\\xff\\x1b'", err
+    if sh.which("bash"):  # (the word, pasted, is the folder's name, byte for byte)
+        said = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True, check=True).stdout
+        assert said == os.fsencode(run)
+    assert shell_word(tmp_path / "a b") == shlex.quote(str(tmp_path / "a b"))  # (as shlex.quote had it)
+
+
+@pytest.mark.parametrize("command", ["show", "analyze", "report"])
+def test_a_folder_where_the_relay_records_belong_is_warned_about_not_passed_over(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """summary.json's relay_records are checked against relay-view.jsonl's lines
+    (sims.report.run_disagreements); a folder there was passed over, as if the run had none (a
+    --live run's), saying nothing. It is said, naming both files. (No relay-view.jsonl at all is
+    as it was: no warning.)"""
+    run = copy_of(tf_run, tmp_path)
+    view = run / "relay-view.jsonl"
+    view.unlink()
+    assert main([command, str(run)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    view.mkdir()
+    assert main([command, str(run)]) == 0
+    (said,) = _warnings(capsys.readouterr().err, command)
+    assert f"{view} is a folder, not a file of relay records: the " in said, said
+    assert f"relay records {run / 'summary.json'} counts were not checked against it" in said, said
+
+
+@pytest.mark.parametrize("content", ["{", "\udcff"])
+def test_report_says_analyze_writes_again_a_page_it_cannot_read(
+    tmp_path: Path, tf_run: Path, capsys: pytest.CaptureFixture[str], content: str
+) -> None:
+    """An analysis page (analysis/NAME.json) report cannot read said "run the scenario again with
+    --force", which replaces the whole run; relaysim analyze writes the page, and is the command to
+    run again (as for a page of another shape)."""
+    run = copy_of(tf_run, tmp_path)
+    assert main(["analyze", str(run)]) == 0
+    capsys.readouterr()
+    page = run / "analysis" / "relay.json"
+    page.write_bytes(content.encode("utf-8", "surrogateescape"))
+    refused(
+        capsys,
+        ["report", str(run)],
+        f"{page} cannot be read (",
+        f"; write it again with: relaysim analyze {run}",
+    )

@@ -78,7 +78,11 @@ def test_a_good_file_loads() -> None:
             'duration = "4 hours"',
             'bad.toml: scenario.duration: expected a duration like 90, "15m" or "1h30m", got \'4 hours\'',
         ),
-        ("seed = 3", 'seed = "three"', "bad.toml: scenario.seed: expected an integer, got string 'three'"),
+        (
+            "seed = 3",
+            'seed = "three"',
+            "bad.toml: scenario.seed: expected an integer from 0 to 9223372036854775807 (2**63 - 1, the largest a TOML file holds), got string 'three'",
+        ),
         (
             'region = "pk", offline',
             "region = 7, offline",
@@ -267,7 +271,6 @@ def test_a_duration_too_large_for_a_number_is_refused() -> None:
         ('{ at = "10m"', "{ at = HUGE", "conversations[0].messages[0].at"),
         ('offline = [["1h", "2h"]]', 'offline = [["1h", HUGE]]', "people[0].devices[0].offline[0][1]"),
         ("[[people]]", "[traffic]\nreply_probability = HUGE\n\n[[people]]", "traffic.reply_probability"),
-        ("seed = 3", "seed = HUGE", "scenario.seed"),
     ],
 )
 def test_an_integer_too_large_for_a_number_is_named_not_an_internal_error(
@@ -298,7 +301,7 @@ LONG = "x" * 5000
     [
         ('name = "t"', f'name = "{LONG}"', "scenario.name: expected 1-80 letters"),
         ("latency_ms = 60", f'latency_ms = "{LONG}"', "network.latency_ms: expected a number, got string"),
-        ('offline = [["1h", "2h"]]', f'offline = [["1h", "{LONG}"]]', "offline[0]: expected a duration"),
+        ('offline = [["1h", "2h"]]', f'offline = [["1h", "{LONG}"]]', "offline[0][1]: expected a duration"),
         (
             'offline = [["1h", "2h"]]',
             f'offline = [["1h", "2h", "{LONG}"]]',
@@ -637,7 +640,11 @@ def _partition(text: str) -> str:
             "network.partitions[0].mode: expected one of 'drop', 'hold', got 'queue'",
         ),
         # wrong types: a bool is not an integer, a list is not a profile name
-        ("seed = 3", "seed = true", "scenario.seed: expected an integer, got boolean True"),
+        (
+            "seed = 3",
+            "seed = true",
+            "scenario.seed: expected an integer from 0 to 9223372036854775807 (2**63 - 1, the largest a TOML file holds), got boolean True",
+        ),
         # a seed from 0 to 2**63 - 1: a negative one made [generate]'s graph of its absolute value, and
         # TOML's integers end at 2**63 - 1 (tomllib reads larger ones: they were run)
         (
@@ -1059,7 +1066,11 @@ def test_a_generated_scenario_names_its_generated_people() -> None:
             'regions = { us = 1 }\norganisations = { clinic = 2 }\n\n[[people]]\nname = "clinic-2"',
             "people[0].name: 'clinic-2' is already the name of a generated organisation (generate.organisations)",
         ),
-        ("people = 10", "people = true", "generate.people: expected an integer, got boolean True"),
+        (
+            "people = 10",
+            "people = true",
+            "generate.people: expected an integer from 2 to 1,000,000 people, got boolean True",
+        ),
         ("people = 10", "people = 0", "generate.people: expected from 2 to 1,000,000 people"),
         ("mean = 20", "mean = nan", "generate.messages_per_day.mean: expected a finite number, got nan"),
         ("sigma = 1.0", "sigma = inf", "generate.messages_per_day.sigma: expected a finite number, got inf"),
@@ -1126,6 +1137,61 @@ def test_a_seed_is_taken_from_0_to_the_largest_toml_integer() -> None:
     for seed in (-1, MAX_SEED + 1):  # (sweep's seeds after the scenario's went past it)
         with pytest.raises(ValueError, match=r"^seed: expected an integer from 0 to 9223372036854775807"):
             ok.with_seed(seed)
+
+
+INTEGER_KEYS = {
+    "scenario.seed": "3",
+    "generate.people": "10",
+    "generate.graph.m": "2",
+    "generate.organisations.clinic": "2",
+    "traffic.max_turns": "5",
+    "traffic.popular": "2",
+}
+
+
+@pytest.mark.parametrize("value", ["1e400", "-inf", "nan", "1.5", "7.0", "HUGE"])
+@pytest.mark.parametrize(
+    ("key", "bounds"),
+    [
+        ("scenario.seed", "from 0 to 9223372036854775807 (2**63 - 1, the largest a TOML file holds)"),
+        ("generate.people", "from 2 to 1,000,000 people"),
+        ("generate.graph.m", "from 1 to people-1 (9)"),
+        ("generate.organisations.clinic", "from 1 to 1000 accounts"),
+        ("traffic.max_turns", "from 1 to 100"),
+        ("traffic.popular", "from 0 to 10 accounts (the people)"),
+    ],
+)
+def test_a_key_that_takes_an_integer_says_so_for_any_number_it_is_given(
+    key: str, bounds: str, value: str
+) -> None:
+    """``seed = 1e400`` (TOML's inf) was "scenario.seed: expected a finite number, got inf", as if
+    any finite number would do, and so was ``1e400`` or an integer too large for a float at every
+    key that takes an integer; ``seed = 1.5`` was "expected an integer", without its bounds. Each
+    says it takes an integer, from what to what, and what it got."""
+    given = "9" * 400 if value == "HUGE" else value
+    values = {k: given if k == key else ok for k, ok in INTEGER_KEYS.items()}
+    text = GENERATED.replace(
+        "[generate]", "[traffic]\nmax_turns = {traffic.max_turns}\npopular = {traffic.popular}\n\n[generate]"
+    )
+    text = text.replace("[scenario]", "[scenario]\nseed = {scenario.seed}")
+    text = text.replace("people = 10", "people = {generate.people}").replace(
+        "m = 2 }", "m = {generate.graph.m} }"
+    )
+    text = text.replace(
+        "regions = { us = 1 }",
+        "regions = { us = 1 }\norganisations = { clinic = {generate.organisations.clinic} }",
+    )
+    for k, v in values.items():
+        text = text.replace("{" + k + "}", v)
+    shown = {"1e400": "number inf", "-inf": "number -inf", "nan": "number nan", "1.5": "number 1.5"}
+    shown |= {"7.0": "number 7.0", "HUGE": "an integer of 400 digits"}
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(text, "bad.toml")
+    said = str(info.value)
+    assert said.startswith(f"bad.toml: {key}: expected "), said
+    assert f"{bounds}, got {shown[value]}" in said, said
+    assert value == "HUGE" or f"expected an integer {bounds}" in said, said
+    assert "finite" not in said, said
 
 
 def test_a_negative_seed_would_make_the_graph_of_its_absolute_value() -> None:

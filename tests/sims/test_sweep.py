@@ -105,6 +105,34 @@ def test_param_values_are_toml_values_and_bare_words_are_strings() -> None:
 
 
 @pytest.mark.parametrize(
+    ("values", "said"),
+    [
+        ("0,0.0", " (0 and 0.0 are one value)"),
+        ("1, 1e0", " (1 and 1e0 are one value)"),
+        ("0.5,-0.0,0", " (-0.0 and 0 are one value)"),
+        ("0.1,0.1", ""),
+    ],
+)
+def test_a_param_value_given_twice_as_two_numbers_is_refused(
+    values: str, said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--param network.loss=0,0.0`` (two TOML values, an integer and a float: the same number, the
+    same runs) was two cells, and the plot's numeric axis, from 0 to 0, divided by its width: an
+    internal error (ZeroDivisionError) after every run was made. It is a value given twice, before
+    anything runs."""
+    with pytest.raises(SweepError) as info:
+        parse_param(f"network.loss={values}")
+    assert str(info.value) == f"--param {f'network.loss={values}'!r}: a value is given twice{said}"
+    out = tmp_path / "sweep"
+    assert (
+        main(["sweep", "two-friends", "--param", f"network.loss={values}", "--seeds", "1", "--out", str(out)])
+        == 2
+    )
+    assert "a value is given twice" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
     ("value", "expected"),
     [
         ("[" * 5000 + "]" * 5000, "--param network.loss: a value nested too deeply to read"),
@@ -136,6 +164,29 @@ def test_a_param_goes_into_the_parsed_file_before_validation() -> None:
     assert data["generate"] == {"people": 20}
     sc = build_scenario(TINY, "tiny.toml", [("network.loss", 0.3), ("relay.profile", "signal")])
     assert sc.network.loss == 0.3 and sc.relay.profile == "signal"
+
+
+def test_an_error_in_the_file_names_its_line_as_relaysim_run_does() -> None:
+    """relaysim run says the line of a key that is wrong (parse_scenario); sweep, which puts its
+    --param values in before it validates, said none. A key of the file's own is given its line;
+    one a --param set (or one in a table or array a --param set) is not the file's, and has none."""
+    from relaysim.sims.scenario import ScenarioError, parse_scenario
+
+    bad = TINY.replace('{ at = "2m"', '{ at = "2x"')
+    with pytest.raises(ScenarioError) as run:
+        parse_scenario(bad, "tiny.toml")
+    assert str(run.value).endswith("(line 25)"), str(run.value)
+    for params in ([], [("network.loss", 0.3)], [("people.1.devices.0.region", "pk")]):
+        with pytest.raises(ScenarioError) as info:
+            build_scenario(bad, "tiny.toml", params)
+        assert str(info.value).endswith(str(run.value).split(": ", 1)[1]), str(info.value)
+    for key, value in (
+        ("conversations.0.messages.1.at", "2x"),
+        ("conversations.0.messages", [{"at": "2x", "from": "ben", "text": "t"}]),
+    ):
+        with pytest.raises(ScenarioError, match=r"expected a duration") as info:
+            build_scenario(TINY, "tiny.toml", [(key, value)])
+        assert "(line" not in str(info.value), str(info.value)
 
 
 def test_a_param_is_validated_as_the_file_would_be() -> None:
