@@ -749,7 +749,7 @@ def test_chart_markdown_that_is_not_utf8_is_named_not_an_internal_error(
         # the words around the tables were not held to anything: printed as the chart's
         (
             lambda md: md.replace("Every order was served on `", "Every order was served on `not-", 1),
-            'line 5 is "Every order was served on `not-tariq`',
+            "line 5 is 'Every order was served on `not-tariq`",
         ),
         (
             lambda md: md.replace("CONTENT means the words", "CONTENT means nothing, not the words", 1),
