@@ -147,7 +147,10 @@ def test_the_directory_alone_says_nothing_about_people() -> None:
     ("table", "message"),
     [
         ("organisations = { spa = 1 }", r"generate\.organisations\.spa: no default share for 'spa'"),
-        ("organisations = { clinic = 0 }", r"generate\.organisations\.clinic: expected from 1 to 1000"),
+        (
+            "organisations = { clinic = 0 }",
+            r"generate\.organisations\.clinic: expected an integer from 1 to 1000",
+        ),
         (
             "organisations = { clinic = 1 }\ntrait_probability = { bank = 0.5 }",
             r"generate\.trait_probability\.bank: names no kind",
