@@ -2027,19 +2027,85 @@ def _unreadable(body: bytes | bytearray, error: Exception) -> tuple[str, int]:
         return f"it is nested deeper than {MAX_NESTING:,} maps and arrays{where}", request_id
     if isinstance(what, msgpack.FormatError):
         return f"it holds the byte 0xc1, which begins no msgpack value{where}", request_id
-    # (a length past the body's, which msgpack's reader refuses before it looks for the bytes: "exceeds max_")
-    if isinstance(what, msgpack.OutOfData) or "exceeds max_" in str(what):
+    # Else the value msgpack refuses is found, and what is wrong with it said from its bytes, not from
+    # msgpack's words (msgpack 1.2 says "invalid timestamp data" where 1.0.5, the lowest declared, says
+    # "Unpack failed: error = -1"; another version may say neither).
+    refused = None
+    if not isinstance(what, msgpack.OutOfData):
+        try:
+            found = _descend(body, _MARKS, ValueError, _Fed(_FIND_READS * len(body) + _FIND_MORE))
+        except Exception:  # (a value no reading of it reads: said as msgpack says it)
+            found = None
+        refused = None if found is None or not found.whole else found.at
+    # (a length past the body's, which msgpack's reader refuses before it looks for the bytes)
+    if isinstance(what, msgpack.OutOfData) or (refused is not None and _runs_past(body, refused)):
         return f"it is cut short at byte {len(body):,}, the frame's length{where}", request_id
-    # An ext -1 msgpack will not read as its timestamp: msgpack 1.2 says "invalid timestamp data", 1.0.5 (the
-    # lowest declared) "Unpack failed: error = -1", its ext reader's failure, and both "nanoseconds must ...".
-    text = str(what)
-    if "timestamp" in text or "nanoseconds" in text or text == "Unpack failed: error = -1":
+    if refused is not None and _bad_timestamp(body, refused):
         return (
             f"it holds a timestamp (ext -1) that is not one: not 4, 8 or 12 bytes long, or of more than "
             f"999,999,999 nanoseconds{where}",
             request_id,
         )
-    return f"msgpack cannot read it{where} ({text or type(what).__name__})", request_id
+    return f"msgpack cannot read it{where} ({str(what) or type(what).__name__})", request_id
+
+
+# The msgpack headers that say a length in the bytes after them (str, bin, ext; array and map count values,
+# each at least a byte): the header byte → how many bytes the length takes.
+_LENGTHS: Final = {0xD9: 1, 0xDA: 2, 0xDB: 4, 0xC4: 1, 0xC5: 2, 0xC6: 4, 0xC7: 1, 0xC8: 2, 0xC9: 4}
+_COUNTS: Final = {0xDC: 2, 0xDD: 4, 0xDE: 2, 0xDF: 4}
+_FIXEXT: Final = {0xD4: 1, 0xD5: 2, 0xD6: 4, 0xD7: 8, 0xD8: 16}
+
+
+def _ext_at(body: bytes | bytearray, at: int) -> tuple[int, int, int] | None:
+    """The ext whose header begins at ``at``: (its type byte, where its data begins, its length); None for
+    any other value, or a header cut short."""
+    head = body[at]
+    if head in _FIXEXT:
+        start, size = at + 2, _FIXEXT[head]
+    elif head in (0xC7, 0xC8, 0xC9):
+        width = _LENGTHS[head]
+        start, size = at + 2 + width, int.from_bytes(body[at + 1 : at + 1 + width], "big")
+    else:
+        return None
+    return (body[start - 1], start, size) if start <= len(body) else None
+
+
+def _runs_past(body: bytes | bytearray, at: int) -> bool:
+    """Whether the value whose header begins at ``at`` says a length past the body's end (or is cut short
+    in its header): a str, a bin or an ext longer than the bytes left, an array or a map of more values."""
+    if at >= len(body):
+        return True
+    head = body[at]
+    ext = _ext_at(body, at)
+    if ext is not None:
+        return ext[1] + ext[2] > len(body)
+    if head in _FIXEXT or head in (0xC7, 0xC8, 0xC9):
+        return True  # (its header cut short)
+    width = _LENGTHS.get(head) or _COUNTS.get(head)
+    if width is None:
+        if 0xA0 <= head <= 0xBF:  # fixstr
+            return at + 1 + (head & 0x1F) > len(body)
+        return False
+    if at + 1 + width > len(body):
+        return True
+    length = int.from_bytes(body[at + 1 : at + 1 + width], "big")
+    return at + 1 + width + length > len(body)
+
+
+def _bad_timestamp(body: bytes | bytearray, at: int) -> bool:
+    """Whether the value at ``at`` is an ext -1 that is no timestamp. msgpack's timestamp extension type
+    (the msgpack specification, msgpack/msgpack spec.md, "Timestamp extension type") is 4 bytes of seconds,
+    8 of 30 bits of nanoseconds and 34 of seconds, or 12: 4 bytes of nanoseconds and 8 of seconds; its
+    nanoseconds are at most 999,999,999 (msgpack-python's Timestamp refuses more)."""
+    ext = _ext_at(body, at)
+    if ext is None or ext[0] != 0xFF or ext[1] + ext[2] > len(body):
+        return False
+    _, start, size = ext
+    if size == 8:
+        return int.from_bytes(body[start : start + 8], "big") >> 34 > 999_999_999
+    if size == 12:
+        return int.from_bytes(body[start : start + 4], "big") > 999_999_999
+    return size != 4
 
 
 def _refuse_bad_utf8(body: bytes | bytearray) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import struct
 import sys
 import tracemalloc
 import types
+from collections.abc import Iterator
 
 import msgpack
 import pytest
@@ -1113,6 +1116,64 @@ def test_a_body_msgpack_cannot_read_is_said_in_the_protocol_s_words_with_its_id(
     e = _decoding_error(_frame(body, raw=True))
     assert (e.code, e.field, e.request_id) == (wire.ErrorCode.MALFORMED_MSGPACK, None, request_id), e
     assert e.message == f"frame body is not one msgpack value: it {said}"
+
+
+class _Reworded(msgpack.Unpacker):  # type: ignore[misc]
+    """msgpack's Unpacker, saying "kaputt" where it raises a plain ValueError (another version's words)."""
+
+    def unpack(self) -> object:
+        with _reworded():
+            return super().unpack()
+
+    def __next__(self) -> object:
+        with _reworded():
+            return super().__next__()
+
+
+@contextlib.contextmanager
+def _reworded() -> Iterator[None]:
+    try:
+        yield
+    except ValueError as e:
+        if type(e) is not ValueError:  # (ExtraData, FormatError, StackError: types, not words)
+            raise
+        raise ValueError("kaputt") from None
+
+
+def _reworded_unpackb(data: bytes, **options: object) -> object:
+    with _reworded():
+        return msgpack.unpackb(data, **options)
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (b"\xd5\xff\x00\x00", "holds a timestamp (ext -1) that is not one"),  # 2 bytes
+        (b"\xc7\x0c\xff" + struct.pack(">Iq", 10**9, 0), "holds a timestamp (ext -1) that is not one"),
+        (b"\xd7\xff" + ((10**9 << 34) | 5).to_bytes(8, "big"), "holds a timestamp (ext -1) that is not one"),
+        (b"\x91\xc7\x03\xff\x00\x00\x00", "holds a timestamp (ext -1) that is not one"),  # inside an array
+        (b"\xdb\x00\x01\x00\x00abc", "is cut short at byte"),  # a str longer than the body
+        (b"\xc7\x05\x01\x00", "is cut short at byte"),  # an ext longer than the body
+    ],
+    ids=["ts-2-bytes", "ts-12-ns", "ts-8-ns", "ts-in-an-array", "str-past-the-end", "ext-past-the-end"],
+)
+def test_what_msgpack_refuses_is_said_from_the_bytes_not_from_msgpack_s_words(
+    monkeypatch: pytest.MonkeyPatch, value: bytes, said: str
+) -> None:
+    """A timestamp that is not one (and a length past the body's) was recognised by msgpack's message
+    ("invalid timestamp data", "Unpack failed: error = -1", "exceeds max_str_len"): with another version's
+    words it was "msgpack cannot read it (...)". It is now said from the bytes of the value refused."""
+    reworded = types.ModuleType("msgpack")
+    reworded.__dict__.update(msgpack.__dict__)
+    reworded.Unpacker = _Reworded  # type: ignore[attr-defined]
+    reworded.unpackb = _reworded_unpackb  # type: ignore[attr-defined]
+    monkeypatch.setattr(wire, "msgpack", reworded)
+    monkeypatch.setattr(wire, "_unpackb", _reworded_unpackb)
+    monkeypatch.setattr(wire, "_unpackb_ext", functools.partial(_reworded_unpackb, ext_hook=wire._ext))
+    e = _decoding_error(_frame(_PING_HEAD + P("x") + value, raw=True))
+    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.MALFORMED_MSGPACK, None, 7), e
+    assert e.message.startswith(f"frame body is not one msgpack value: it {said}"), e.message
+    assert e.message.endswith(", inside the value of its key 'x'"), e.message
 
 
 @pytest.mark.parametrize("device", [0, 128, 2**32 - 1])
