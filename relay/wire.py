@@ -95,6 +95,7 @@ __all__ = [
     "KeyLogHeadResponse",
     "KeyLogProof",
     "LocalProtocolError",
+    "MsgpackError",
     "OutgoingEnvelope",
     "Ping",
     "Pong",
@@ -128,6 +129,7 @@ __all__ = [
     "prechecked",
     "quoted",
     "signed_prekey_message",
+    "unpack_value",
 ]
 
 PROTOCOL_VERSION: Final = 1
@@ -1992,7 +1994,9 @@ def _pairs_reader(body: bytes | bytearray) -> msgpack.Unpacker:
     return unpacker
 
 
-def _unreadable(body: bytes | bytearray, error: Exception) -> tuple[str, int]:
+def _unreadable(
+    body: bytes | bytearray, error: Exception, length: str = "the frame's length"
+) -> tuple[str, int]:
     """What is wrong with a body msgpack would not unpack (``error``, its exception), said in this
     protocol's words rather than msgpack's ("Unpack failed: incomplete input", or an exception with no
     words): cut short, nested too deep, or a byte no msgpack type begins with, and in the value of which
@@ -2039,7 +2043,7 @@ def _unreadable(body: bytes | bytearray, error: Exception) -> tuple[str, int]:
         refused = None if found is None or not found.whole else found.at
     # (a length past the body's, which msgpack's reader refuses before it looks for the bytes)
     if isinstance(what, msgpack.OutOfData) or (refused is not None and _runs_past(body, refused)):
-        return f"it is cut short at byte {len(body):,}, the frame's length{where}", request_id
+        return f"it is cut short at byte {len(body):,}, {length}{where}", request_id
     if refused is not None and _bad_timestamp(body, refused):
         return (
             f"it holds a timestamp (ext -1) that is not one: not 4, 8 or 12 bytes long, or of more than "
@@ -2108,7 +2112,7 @@ def _bad_timestamp(body: bytes | bytearray, at: int) -> bool:
     return size != 4
 
 
-def _refuse_bad_utf8(body: bytes | bytearray) -> None:
+def _refuse_bad_utf8(body: bytes | bytearray, whole: str = "the frame") -> None:
     """A body that unpacks but for a str that is not UTF-8: refused naming where that str is (a field,
     ``envelopes[0].body``, or the map whose key it is), which msgpack's own error does not say: the first
     such str in the body's order (a map's key before its value), found by :func:`_find_fault`."""
@@ -2127,12 +2131,12 @@ def _refuse_bad_utf8(body: bytes | bytearray) -> None:
     if found.key is _NO_KEY:
         raise RemoteProtocolError(
             ErrorCode.MALFORMED_MSGPACK,
-            f"{where or 'the frame body'} is a msgpack str that is not valid UTF-8",
+            f"{where or ('the frame body' if whole == 'the frame' else whole)} is a msgpack str that is not valid UTF-8",
             field=where or None,
             request_id=found.request_id,
         )
     key = found.key
-    within = f"of {where}" if where else "of the frame"
+    within = f"of {where}" if where else f"of {whole}"
     if type(key) is str:  # named by its bytes (its str would show the surrogates that stand for them)
         named = key.encode("utf-8", "surrogateescape")
         raise RemoteProtocolError(
@@ -2149,7 +2153,7 @@ def _refuse_bad_utf8(body: bytes | bytearray) -> None:
     )
 
 
-def _refuse_unhashable_key(body: bytes | bytearray) -> None:
+def _refuse_unhashable_key(body: bytes | bytearray, whole: str = "the frame") -> None:
     """A body whose map has a key that is a map or an array (msgpack allows it, a Python dict cannot
     hold it: msgpack's error says only "unhashable type"): refused as every key that is no string is
     (wrong_type, the keys must be strings), naming the map and the key: the first such key in the body's
@@ -2170,7 +2174,7 @@ def _refuse_unhashable_key(body: bytes | bytearray) -> None:
     kind = "map" if type(key) is _Pairs else "array"
     raise RemoteProtocolError(
         ErrorCode.WRONG_TYPE,
-        f"the keys of {where or 'the frame'} must be strings; got the {kind} key {_key_name(key)}",
+        f"the keys of {where or whole} must be strings; got the {kind} key {_key_name(key)}",
         field=_path_text((found.place, key, False)),
         request_id=found.request_id,
     )
@@ -2805,12 +2809,48 @@ def kt_leaf(account: str, device: int, identity_key: bytes) -> bytes:
     return msgpack.packb([KT_LEAF_VERSION, account, device, identity_key], use_bin_type=True)
 
 
+class MsgpackError(ValueError):
+    """Bytes that are not one msgpack value (:func:`unpack_value`), said in this protocol's words."""
+
+
+def unpack_value(data: bytes, what: str, **options: Any) -> Any:
+    """``data`` read as one msgpack value, as a frame body is read (``raw=False``, keys of any type, an ext
+    of a type msgpack reserves read as a value, ``ExtType``, for the reader to refuse where it is, as any
+    value of the wrong type); ``options`` are msgpack's (``max_bin_len``). Else :class:`MsgpackError`,
+    "``what``: not one msgpack value: ...", saying what is wrong in the words a frame's error says it
+    (cut short, the byte 0xc1, nested too deep, a timestamp that is not one, bytes after the value, a str
+    not UTF-8 or a key that is a map or an array and where), not msgpack's, which differ between its
+    versions and say "not valid msgpack" of an ext it reserves. The one reader of msgpack for the other
+    encodings both sides read (certificates, bundles, tree heads, key log leaves, sealed sender's content,
+    prekey messages), so that each says a fault as the wire does."""
+    try:
+        return _unpackb_ext(data, raw=False, strict_map_key=False, **options)
+    except (
+        Exception
+    ) as e:  # msgpack raises ValueError, FormatError, StackError, ExtraData, UnicodeDecodeError…
+        error = e
+    if not data:
+        reason = "it is empty (0 bytes)"
+    elif isinstance(error, msgpack.ExtraData):
+        extra = len(error.extra)
+        reason = f"{extra:,} {'byte follows' if extra == 1 else 'bytes follow'} its first value"
+    else:
+        reason = ""
+        try:
+            if isinstance(error, UnicodeDecodeError):
+                _refuse_bad_utf8(data, "the value")
+            elif isinstance(error, TypeError):
+                _refuse_unhashable_key(data, "the value")
+        except RemoteProtocolError as e:
+            reason = e.message
+        if not reason:
+            reason, _ = _unreadable(data, error, "its length")
+    raise MsgpackError(f"{what}: not one msgpack value: {reason}") from None
+
+
 def kt_leaf_decode(leaf: bytes) -> tuple[str, int, bytes]:
     """(account, device, identity key) of a leaf made by ``kt_leaf``; ValueError naming what is wrong."""
-    try:
-        obj = msgpack.unpackb(leaf, raw=False)
-    except Exception:  # msgpack raises several unrelated types on garbage
-        raise ValueError("key transparency leaf: not valid msgpack") from None
+    obj = unpack_value(leaf, "key transparency leaf")
     # (type() is int: msgpack's true unpacks as a bool, an int equal to 1)
     if not isinstance(obj, list) or len(obj) != 4 or type(obj[0]) is not int or obj[0] != KT_LEAF_VERSION:
         raise ValueError(f"key transparency leaf: expected [{KT_LEAF_VERSION}, account, device, key]")
