@@ -2282,9 +2282,10 @@ def _find_fault(body: bytes | bytearray, probe: Mapping[str, Any], fault: type[E
     # The body reads whole (values at fault read as anything): else it is refused for what else it is.
     request_id = 0
     top = _container(body, 0)
+    pairs: list[Any] | None = None
     try:
         if top is not None and top[0]:  # the body's map: its pairs, for the request id
-            pairs: list[Any] = []
+            pairs = []
             reader = _reader(size, _MARKS)  # (an id that is a map or an array read as the class list)
             fed.read(reader, view, top[2], 2 * top[1], pairs)
             if len(pairs) < 2 * top[1] or top[2] + reader.tell() != size:
@@ -2298,14 +2299,20 @@ def _find_fault(body: bytes | bytearray, probe: Mapping[str, Any], fault: type[E
             _unpackb_ext(body, raw=False, strict_map_key=False, **_SKIP)
     except Exception:
         return None
-    return _descend(body, probe, fault, fed, request_id)
+    return _descend(body, probe, fault, fed, request_id, pairs)
 
 
 def _descend(
-    body: bytes | bytearray, probe: Mapping[str, Any], fault: type[Exception], fed: _Fed, request_id: int = 0
+    body: bytes | bytearray,
+    probe: Mapping[str, Any],
+    fault: type[Exception],
+    fed: _Fed,
+    request_id: int = 0,
+    top: list[Any] | None = None,
 ) -> _Found | None:
     """:func:`_find_fault`'s search, level by level from the body's own value (which need not read whole:
-    a value cut short by the body's end is the one at fault, as one ``probe`` refuses is)."""
+    a value cut short by the body's end is the one at fault, as one ``probe`` refuses is). ``top``: the
+    values of the body's own map, read as _MARKS reads them, when they were."""
     size = len(body)
     view = memoryview(body)
     place: _Place = None
@@ -2320,35 +2327,36 @@ def _descend(
         values = 2 * count if is_map else count
         if not values:
             return None  # (holds nothing: cannot be where the fault is)
+        marks: list[Any] | None = None
+        limit = values - 1  # (the last is not read: when none before it is at fault, it holds the fault)
+        if is_map and fault is TypeError:  # a key that is a map or an array: by the keys, read as marks
+            marks = top if at == 0 and top is not None else []
+            if marks is not top:
+                fed.read(_reader(size, _MARKS), view, first, values - 1, marks)
+            keys = marks[0::2]
+            if list in keys:
+                limit = 2 * keys.index(list)  # (at fault unless a value before it holds a fault first)
         reader = _reader(size, probe)
         # (the values read are kept to name a key by, but not the dicts and lists read for a TypeError)
         read: list[Any] | None = None if fault is TypeError else []
         raised = False
         try:
-            fed.read(reader, view, first, values - 1, read)
+            fed.read(reader, view, first, limit, read)
         except fault:
             raised = True
         except Exception:
             return None
-        index = got = fed.got  # the value at fault, or the last (nothing before it was)
-        if is_map and fault is TypeError:  # the keys before it, a map or an array read as the class list
-            read = []
-            fed.read(_reader(size, _MARKS), view, first, index, read)
-            keys = read[0::2]
-            if list in keys:
-                index = 2 * keys.index(list)
+        index = fed.got  # the value at fault, or the one after the last read (nothing read was at fault)
+        # (every value before it read whole, none refused: the reader stopped where it begins)
+        at = first + reader.tell() if not raised else _offset(fed, view, first, index)
         if is_map and index % 2 == 0:  # a key: at fault itself, or holding the fault
-            at = _offset(fed, view, first, index)
             try:
                 key = _value_at(fed, view, at)
             except Exception:  # (read as _walk reads one, still refused: the value at fault is the key)
                 return _Found(place, _NO_KEY, True, at, request_id)
             return _Found(place, key, True, at, request_id)
-        # (every value before it read whole, none refused: the reader stopped where it begins)
-        at = first + reader.tell() if not raised and index == got else _offset(fed, view, first, index)
         if is_map:
-            assert read is not None
-            key = read[index - 1]
+            key = (read if read is not None else marks or [])[index - 1]
             if type(key) is not str:  # (as read by the probe: a map or an array is shown as _walk reads it)
                 key = _value_at(fed, view, _offset(fed, view, first, index - 1))
             place = (place, key, False)
