@@ -13,6 +13,7 @@ import msgpack
 
 from relaysim.clients.errors import DecryptionError
 from relaysim.clients.x3dh import InitialMessage
+from relaysim.relay import wire
 
 __all__ = ["MESSAGE_PREFIX", "TYPE_MESSAGE", "TYPE_PREKEY", "frame_ciphertext", "parse_ciphertext"]
 
@@ -42,10 +43,13 @@ def parse_ciphertext(data: bytes) -> tuple[InitialMessage | None, bytes]:
         return None, data[1:]
     if kind != TYPE_PREKEY:
         raise DecryptionError()
-    try:
-        initial, body = msgpack.unpackb(data[1:], raw=False, max_bin_len=1 << 20)
-    except Exception:  # msgpack raises several unrelated types on garbage
+    try:  # (read as the wire reads a frame, an ext msgpack reserves a value: refused as any wrong value)
+        message = wire.unpack_value(data[1:], "prekey message", max_bin_len=1 << 20)
+    except wire.MsgpackError:
         raise DecryptionError() from None
-    if not isinstance(body, bytes):
+    if type(message) is not list or len(message) != 2:
+        raise DecryptionError()
+    initial, body = message
+    if type(body) is not bytes:
         raise DecryptionError()
     return InitialMessage.from_wire(initial), body

@@ -24,7 +24,7 @@ import msgpack
 from relaysim.clients import _primitives as _p
 from relaysim.clients import _xeddsa, spec
 from relaysim.clients.errors import UsageError
-from relaysim.relay.wire import KEM_KEY_TYPE
+from relaysim.relay.wire import KEM_KEY_TYPE, MsgpackError, unpack_value
 
 __all__ = [
     "BundleError",
@@ -196,9 +196,9 @@ class PreKeyBundle:
     @classmethod
     def decode(cls, data: bytes) -> PreKeyBundle:
         try:
-            obj = msgpack.unpackb(data, raw=False)
-        except Exception as exc:  # msgpack raises several unrelated types
-            raise BundleError(f"prekey bundle is not valid msgpack: {exc}") from None
+            obj = unpack_value(data, "prekey bundle")  # (what is wrong said in the wire's words)
+        except MsgpackError as exc:
+            raise BundleError(str(exc)) from None
         return cls.from_wire(obj)
 
 

@@ -42,6 +42,7 @@ from relaysim.clients import _primitives as _p
 from relaysim.clients import spec
 from relaysim.clients.errors import DecryptionError, SealedSenderSelfSend
 from relaysim.clients.keys import IdentityKeyPair
+from relaysim.relay import wire
 from relaysim.relay.certificates import CertificateError, SenderCertificate
 
 __all__ = ["open_envelope", "seal"]
@@ -115,13 +116,21 @@ def open_envelope(
         content = spec.decrypt(k2, c2, e_public + c1, _AEAD_INFO)
     except _p.AuthenticationFailed:
         raise DecryptionError() from None
+    try:  # (read as the wire reads a frame, an ext msgpack reserves a value: refused as any wrong value)
+        opened = wire.unpack_value(content, "sealed sender content")
+    except wire.MsgpackError:
+        raise DecryptionError() from None
+    if type(opened) is not list or len(opened) != 2:
+        raise DecryptionError()
+    cert_bytes, inner = opened
+    if type(cert_bytes) is not bytes or type(inner) is not bytes:
+        raise DecryptionError()
     try:
-        cert_bytes, inner = msgpack.unpackb(content, raw=False)
         certificate = SenderCertificate.decode(cert_bytes)
         certificate.verify(trust_root, now)
-    except (CertificateError, ValueError, TypeError):
+    except CertificateError:
         raise DecryptionError() from None
-    if not isinstance(inner, bytes) or not _p.constant_time_equal(certificate.identity_key, sender_ik):
+    if not _p.constant_time_equal(certificate.identity_key, sender_ik):
         raise DecryptionError()
     if local is not None and (certificate.sender, certificate.device) == tuple(local):
         raise SealedSenderSelfSend(certificate.sender, certificate.device)

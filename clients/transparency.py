@@ -298,9 +298,9 @@ def decode_head(data: bytes) -> TreeHead:
     """A gossiped head (``encode_head``); ``ProofError`` naming the field that is wrong. Unverified: check
     ``TreeHead.verify`` against the server key."""
     try:
-        obj = msgpack.unpackb(data, raw=False)
-    except Exception:  # msgpack raises several unrelated types on garbage
-        raise ProofError("gossiped tree head: not valid msgpack") from None
+        obj = wire.unpack_value(data, "gossiped tree head")  # (what is wrong said in the wire's words)
+    except wire.MsgpackError as e:
+        raise ProofError(str(e)) from None
     if not isinstance(obj, list) or len(obj) != 4:
         raise ProofError("gossiped tree head: expected [tree_size, timestamp, root_hash, signature]")
     size, stamp, root, signature = obj

@@ -20,7 +20,7 @@ from typing import Any
 import msgpack
 
 from relaysim.relay._primitives import Ed25519Signer, ed25519_verify
-from relaysim.relay.wire import MAX_ACCOUNT_LEN, quoted
+from relaysim.relay.wire import MAX_ACCOUNT_LEN, MsgpackError, quoted, unpack_value
 
 __all__ = [
     "MAX_CERTIFICATE_DEVICE_ID",
@@ -56,10 +56,11 @@ def _verify(public: bytes, signature: bytes, data: bytes, what: str) -> None:
 
 
 def _unpack(data: bytes, n: int, what: str) -> list[Any]:
+    # (read as the wire reads a frame: what is wrong said in its words, an ext msgpack reserves a value)
     try:
-        obj = msgpack.unpackb(data, raw=False)
-    except Exception:  # msgpack raises several unrelated types on garbage
-        raise CertificateError(f"{what}: not valid msgpack") from None
+        obj = unpack_value(data, what)
+    except MsgpackError as e:
+        raise CertificateError(str(e)) from None
     if not isinstance(obj, list) or len(obj) != n:
         raise CertificateError(f"{what}: expected an array of {n} items")
     return obj

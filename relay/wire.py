@@ -16,6 +16,7 @@ stays failed, as an h11 connection does: after a framing error there is no safe 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import functools
@@ -94,6 +95,7 @@ __all__ = [
     "KeyLogHeadResponse",
     "KeyLogProof",
     "LocalProtocolError",
+    "MsgpackError",
     "OutgoingEnvelope",
     "Ping",
     "Pong",
@@ -127,6 +129,7 @@ __all__ = [
     "prechecked",
     "quoted",
     "signed_prekey_message",
+    "unpack_value",
 ]
 
 PROTOCOL_VERSION: Final = 1
@@ -1991,7 +1994,9 @@ def _pairs_reader(body: bytes | bytearray) -> msgpack.Unpacker:
     return unpacker
 
 
-def _unreadable(body: bytes | bytearray, error: Exception) -> tuple[str, int]:
+def _unreadable(
+    body: bytes | bytearray, error: Exception, length: str = "the frame's length"
+) -> tuple[str, int]:
     """What is wrong with a body msgpack would not unpack (``error``, its exception), said in this
     protocol's words rather than msgpack's ("Unpack failed: incomplete input", or an exception with no
     words): cut short, nested too deep, or a byte no msgpack type begins with, and in the value of which
@@ -2026,76 +2031,353 @@ def _unreadable(body: bytes | bytearray, error: Exception) -> tuple[str, int]:
         return f"it is nested deeper than {MAX_NESTING:,} maps and arrays{where}", request_id
     if isinstance(what, msgpack.FormatError):
         return f"it holds the byte 0xc1, which begins no msgpack value{where}", request_id
-    # (a length past the body's, which msgpack's reader refuses before it looks for the bytes: "exceeds max_")
-    if isinstance(what, msgpack.OutOfData) or "exceeds max_" in str(what):
-        return f"it is cut short at byte {len(body):,}, the frame's length{where}", request_id
-    # An ext -1 msgpack will not read as its timestamp: msgpack 1.2 says "invalid timestamp data", 1.0.5 (the
-    # lowest declared) "Unpack failed: error = -1", its ext reader's failure, and both "nanoseconds must ...".
-    text = str(what)
-    if "timestamp" in text or "nanoseconds" in text or text == "Unpack failed: error = -1":
+    # Else the value msgpack refuses is found, and what is wrong with it said from its bytes, not from
+    # msgpack's words (msgpack 1.2 says "invalid timestamp data" where 1.0.5, the lowest declared, says
+    # "Unpack failed: error = -1"; another version may say neither).
+    refused = None
+    if not isinstance(what, msgpack.OutOfData):
+        try:
+            found = _descend(body, _MARKS, ValueError, _Fed(_FIND_READS * len(body) + _FIND_MORE))
+        except Exception:  # (a value no reading of it reads: said as msgpack says it)
+            found = None
+        refused = None if found is None or not found.whole else found.at
+    # (a length past the body's, which msgpack's reader refuses before it looks for the bytes)
+    if isinstance(what, msgpack.OutOfData) or (refused is not None and _runs_past(body, refused)):
+        return f"it is cut short at byte {len(body):,}, {length}{where}", request_id
+    if refused is not None and _bad_timestamp(body, refused):
         return (
             f"it holds a timestamp (ext -1) that is not one: not 4, 8 or 12 bytes long, or of more than "
             f"999,999,999 nanoseconds{where}",
             request_id,
         )
-    return f"msgpack cannot read it{where} ({text or type(what).__name__})", request_id
+    return f"msgpack cannot read it{where} ({str(what) or type(what).__name__})", request_id
 
 
-def _refuse_bad_utf8(body: bytes | bytearray) -> None:
+# The msgpack headers that say a length in the bytes after them (str, bin, ext; array and map count values,
+# each at least a byte): the header byte → how many bytes the length takes.
+_LENGTHS: Final = {0xD9: 1, 0xDA: 2, 0xDB: 4, 0xC4: 1, 0xC5: 2, 0xC6: 4, 0xC7: 1, 0xC8: 2, 0xC9: 4}
+_COUNTS: Final = {0xDC: 2, 0xDD: 4, 0xDE: 2, 0xDF: 4}
+_FIXEXT: Final = {0xD4: 1, 0xD5: 2, 0xD6: 4, 0xD7: 8, 0xD8: 16}
+
+
+def _ext_at(body: bytes | bytearray, at: int) -> tuple[int, int, int] | None:
+    """The ext whose header begins at ``at``: (its type byte, where its data begins, its length); None for
+    any other value, or a header cut short."""
+    head = body[at]
+    if head in _FIXEXT:
+        start, size = at + 2, _FIXEXT[head]
+    elif head in (0xC7, 0xC8, 0xC9):
+        width = _LENGTHS[head]
+        start, size = at + 2 + width, int.from_bytes(body[at + 1 : at + 1 + width], "big")
+    else:
+        return None
+    return (body[start - 1], start, size) if start <= len(body) else None
+
+
+def _runs_past(body: bytes | bytearray, at: int) -> bool:
+    """Whether the value whose header begins at ``at`` says a length past the body's end (or is cut short
+    in its header): a str, a bin or an ext longer than the bytes left, an array or a map of more values."""
+    if at >= len(body):
+        return True
+    head = body[at]
+    ext = _ext_at(body, at)
+    if ext is not None:
+        return ext[1] + ext[2] > len(body)
+    if head in _FIXEXT or head in (0xC7, 0xC8, 0xC9):
+        return True  # (its header cut short)
+    width = _LENGTHS.get(head) or _COUNTS.get(head)
+    if width is None:
+        if 0xA0 <= head <= 0xBF:  # fixstr
+            return at + 1 + (head & 0x1F) > len(body)
+        return False
+    if at + 1 + width > len(body):
+        return True
+    length = int.from_bytes(body[at + 1 : at + 1 + width], "big")
+    return at + 1 + width + length > len(body)
+
+
+def _bad_timestamp(body: bytes | bytearray, at: int) -> bool:
+    """Whether the value at ``at`` is an ext -1 that is no timestamp. msgpack's timestamp extension type
+    (the msgpack specification, msgpack/msgpack spec.md, "Timestamp extension type") is 4 bytes of seconds,
+    8 of 30 bits of nanoseconds and 34 of seconds, or 12: 4 bytes of nanoseconds and 8 of seconds; its
+    nanoseconds are at most 999,999,999 (msgpack-python's Timestamp refuses more)."""
+    ext = _ext_at(body, at)
+    if ext is None or ext[0] != 0xFF or ext[1] + ext[2] > len(body):
+        return False
+    _, start, size = ext
+    if size == 8:
+        return int.from_bytes(body[start : start + 8], "big") >> 34 > 999_999_999
+    if size == 12:
+        return int.from_bytes(body[start : start + 4], "big") > 999_999_999
+    return size != 4
+
+
+def _refuse_bad_utf8(body: bytes | bytearray, whole: str = "the frame") -> None:
     """A body that unpacks but for a str that is not UTF-8: refused naming where that str is (a field,
-    ``envelopes[0].body``, or the map whose key it is), which msgpack's own error does not say."""
-    try:
-        root = _unpackb_ext(
-            body, raw=False, strict_map_key=False, object_pairs_hook=_Pairs, unicode_errors="surrogateescape"
-        )
-    except Exception:  # broken in another way as well: the caller says what msgpack says
+    ``envelopes[0].body``, or the map whose key it is), which msgpack's own error does not say: the first
+    such str in the body's order (a map's key before its value), found by :func:`_find_fault`."""
+    found = _find_fault(body, _PROBE_UTF8, UnicodeDecodeError)
+    if found is None:  # broken in another way as well: the caller says what msgpack says
         return
-    request_id = _read_id(root)
-    for node, path in _walk(root):
-        if type(node) is _Pairs:
-            for key, _ in node:
-                if type(key) is str and not _is_utf8(key):
-                    # named by its bytes (its str would show the surrogates that stand for them)
-                    shown = quoted(key.encode("utf-8", "surrogateescape"))
-                    where = _path_text(path)
-                    within = f"of {where}" if where else "of the frame"
-                    raise RemoteProtocolError(
-                        ErrorCode.MALFORMED_MSGPACK,
-                        f"the key {shown} {within} is a msgpack str that is not valid UTF-8",
-                        field=_path_text((path, key.encode("utf-8", "surrogateescape"), False)),
-                        request_id=request_id,
-                    )
-        elif type(node) is str and not _is_utf8(node):
-            where = _path_text(path)
-            raise RemoteProtocolError(
-                ErrorCode.MALFORMED_MSGPACK,
-                f"{where or 'the frame body'} is a msgpack str that is not valid UTF-8",
-                field=where or None,
-                request_id=request_id,
-            )
+    where = _path_text(found.place)
+    if not found.whole:
+        raise RemoteProtocolError(
+            ErrorCode.MALFORMED_MSGPACK,
+            f"{where} holds a msgpack str that is not valid UTF-8 (somewhere inside it: it was not searched "
+            f"further)",
+            field=where,
+            request_id=found.request_id,
+        )
+    if found.key is _NO_KEY:
+        raise RemoteProtocolError(
+            ErrorCode.MALFORMED_MSGPACK,
+            f"{where or ('the frame body' if whole == 'the frame' else whole)} is a msgpack str that is not valid UTF-8",
+            field=where or None,
+            request_id=found.request_id,
+        )
+    key = found.key
+    within = f"of {where}" if where else f"of {whole}"
+    if type(key) is str:  # named by its bytes (its str would show the surrogates that stand for them)
+        named = key.encode("utf-8", "surrogateescape")
+        raise RemoteProtocolError(
+            ErrorCode.MALFORMED_MSGPACK,
+            f"the key {quoted(named)} {within} is a msgpack str that is not valid UTF-8",
+            field=_path_text((found.place, named, False)),
+            request_id=found.request_id,
+        )
+    raise RemoteProtocolError(  # a key that is a map or an array, and holds such a str
+        ErrorCode.MALFORMED_MSGPACK,
+        f"the key {_key_name(key)} {within} holds a msgpack str that is not valid UTF-8",
+        field=_path_text((found.place, key, False)),
+        request_id=found.request_id,
+    )
 
 
-def _refuse_unhashable_key(body: bytes | bytearray) -> None:
+def _refuse_unhashable_key(body: bytes | bytearray, whole: str = "the frame") -> None:
     """A body whose map has a key that is a map or an array (msgpack allows it, a Python dict cannot
     hold it: msgpack's error says only "unhashable type"): refused as every key that is no string is
-    (wrong_type, the keys must be strings), naming the map and the key."""
-    try:
-        root = _unpackb_ext(body, raw=False, strict_map_key=False, object_pairs_hook=_Pairs)
-    except Exception:  # broken in another way as well: the caller says what msgpack says
+    (wrong_type, the keys must be strings), naming the map and the key: the first such key in the body's
+    order, found by :func:`_find_fault`."""
+    found = _find_fault(body, _PROBE_KEYS, TypeError)
+    if found is None or (found.whole and found.key is _NO_KEY):  # (broken in another way as well)
         return
-    for node, path in _walk(root):
-        if type(node) is not _Pairs:
-            continue
-        for key, _ in node:
-            if type(key) is _Pairs or type(key) is list:
-                kind = "map" if type(key) is _Pairs else "array"
-                where = _path_text(path)
-                raise RemoteProtocolError(
-                    ErrorCode.WRONG_TYPE,
-                    f"the keys of {where or 'the frame'} must be strings; got the {kind} key {_key_name(key)}",
-                    field=_path_text((path, key, False)),
-                    request_id=_read_id(root),
-                )
+    where = _path_text(found.place)
+    if not found.whole:
+        raise RemoteProtocolError(
+            ErrorCode.WRONG_TYPE,
+            f"a map in {where} has a key that is a map or an array (somewhere inside it: it was not searched "
+            f"further); the keys of a map must be strings",
+            field=where,
+            request_id=found.request_id,
+        )
+    key = found.key
+    kind = "map" if type(key) is _Pairs else "array"
+    raise RemoteProtocolError(
+        ErrorCode.WRONG_TYPE,
+        f"the keys of {where or whole} must be strings; got the {kind} key {_key_name(key)}",
+        field=_path_text((found.place, key, False)),
+        request_id=found.request_id,
+    )
+
+
+# What _find_fault reads a body's values with, besides what it always passes (_reader). To find a str that
+# is not UTF-8: strict UTF-8, and each map and array read as the class ``list`` (a C callable: no Python
+# code for each, and nothing kept; a key that is a map or an array is then told from any other key).
+# To find a key that is a map or an array: dicts, which refuse one (TypeError), and lists, which a dict
+# cannot hold as a key.
+_PROBE_UTF8: Final = {"object_pairs_hook": type, "list_hook": type}
+_PROBE_KEYS: Final = {"unicode_errors": "surrogateescape"}
+_MARKS: Final = {"unicode_errors": "surrogateescape", "object_pairs_hook": type, "list_hook": type}
+# How a value that is only skipped is read: each map and array as its length (nothing kept).
+_SKIP: Final = {"unicode_errors": "surrogateescape", "object_pairs_hook": len, "list_hook": len}
+
+_NO_KEY: Final = object()
+
+# How many bytes _find_fault reads in all, as times the body's length (and 64 KiB more, for a small
+# body nested deep): it reads each level's values up to the fault, which for a fault deep inside the
+# first of a map's values is that value again at each level (quadratic in the nesting); past this it
+# names the value it has reached, "somewhere inside it".
+_FIND_READS: Final = 4
+_FIND_MORE: Final = 1 << 16
+
+
+class _Found(typing.NamedTuple):
+    place: _Place  # the value that is the fault, or holds it; for a key, the map's
+    key: Any  # the map's key that is (or holds) the fault, read as _walk reads one; else _NO_KEY
+    whole: bool  # False: the search stopped at ``place`` (the fault is somewhere inside it)
+    at: int  # where in the body the value at ``place`` begins
+    request_id: int
+
+
+def _reader(size: int, hooks: Mapping[str, Any]) -> msgpack.Unpacker:
+    return msgpack.Unpacker(raw=False, strict_map_key=False, ext_hook=_ext, max_buffer_size=size, **hooks)
+
+
+class _Fed:
+    """Bytes read by readers, counted against a budget."""
+
+    def __init__(self, budget: int) -> None:
+        self.left = budget
+        self.got = 0
+
+    def read(
+        self, reader: msgpack.Unpacker, view: memoryview, start: int, count: int, into: list[Any] | None
+    ) -> None:
+        """Up to ``count`` values from ``view[start:]`` into ``into`` (None: counted, not kept): ``reader``
+        fed in growing pieces (a value near ``start`` costs no copy of the rest of the body), each value
+        read by msgpack's C loop (:func:`itertools.islice` over the reader: no Python code for each). Fewer
+        when the body ends first; raises what reading raises. How many were read is ``got``, either way."""
+        fed, piece, end = start, 128, len(view)
+        self.got = 0
+        try:
+            while self.got < count and fed < end:
+                step = min(end, fed + piece)
+                reader.feed(view[fed:step])
+                fed, piece = step, piece * 2
+                values = itertools.islice(reader, count - self.got)
+                if into is not None:
+                    try:
+                        into.extend(values)
+                    finally:
+                        self.got = len(into)
+                else:  # (zip stops at the first of its iterables to end or raise: the count is of those read)
+                    counted = itertools.count(self.got)
+                    try:
+                        collections.deque(zip(values, counted, strict=False), maxlen=0)
+                    finally:
+                        self.got = next(counted)
+        except BaseException:
+            self.left -= fed - start  # (read up to the fault: at most what was fed)
+            raise
+        self.left -= reader.tell()
+
+
+def _container(body: bytes | bytearray, at: int) -> tuple[bool, int, int] | None:
+    """The map or array whose header begins at ``at``: (whether a map, how many pairs or values, where
+    they begin); None for any other value (or a header cut short)."""
+    head = body[at]
+    if 0x80 <= head <= 0x9F:
+        return head < 0x90, head & 0x0F, at + 1
+    width = {0xDC: 2, 0xDD: 4, 0xDE: 2, 0xDF: 4}.get(head)
+    if width is None or at + 1 + width > len(body):
+        return None
+    return head >= 0xDE, int.from_bytes(body[at + 1 : at + 1 + width], "big"), at + 1 + width
+
+
+def _find_fault(body: bytes | bytearray, probe: Mapping[str, Any], fault: type[Exception]) -> _Found | None:
+    """Where the first value in ``body`` that reading with ``probe`` refuses (``fault``) is: a str that
+    is not UTF-8, a map's key that is a map or an array; None when ``body`` does not read whole even
+    without it (broken in another way as well).
+
+    Found level by level, each level's values read by msgpack's own loop, not a Python pass for each of
+    up to ~100,000 maps and arrays (``_walk``'s, ~0.15-0.2 s of the relay's loop for a body of 80,000 maps
+    with the fault at its end): the values of a map or an array are read in turn until one is refused (a
+    map's key is one of them: a key at fault, or holding the fault, is named as the key); when none of
+    them but the last is, the last holds it, unread. A key that is a map or an array is looked for among
+    the keys read as well (``fault`` TypeError). What is read in all is bounded (_FIND_READS): past it the
+    value reached is named as holding the fault somewhere inside it."""
+    size = len(body)
+    view = memoryview(body)
+    fed = _Fed(_FIND_READS * size + _FIND_MORE)
+    # The body reads whole (values at fault read as anything): else it is refused for what else it is.
+    request_id = 0
+    top = _container(body, 0)
+    pairs: list[Any] | None = None
+    try:
+        if top is not None and top[0]:  # the body's map: its pairs, for the request id
+            pairs = []
+            reader = _reader(size, _MARKS)  # (an id that is a map or an array read as the class list)
+            fed.read(reader, view, top[2], 2 * top[1], pairs)
+            if len(pairs) < 2 * top[1] or top[2] + reader.tell() != size:
+                return None
+            keys = pairs[0::2]
+            if keys.count("id") == 1:  # (== holds only for the str "id": no other value is equal to it)
+                value = pairs[2 * keys.index("id") + 1]
+                if type(value) is int and 0 <= value <= _UINT64_MAX:
+                    request_id = value
+        else:
+            _unpackb_ext(body, raw=False, strict_map_key=False, **_SKIP)
+    except Exception:
+        return None
+    return _descend(body, probe, fault, fed, request_id, pairs)
+
+
+def _descend(
+    body: bytes | bytearray,
+    probe: Mapping[str, Any],
+    fault: type[Exception],
+    fed: _Fed,
+    request_id: int = 0,
+    top: list[Any] | None = None,
+) -> _Found | None:
+    """:func:`_find_fault`'s search, level by level from the body's own value (which need not read whole:
+    a value cut short by the body's end is the one at fault, as one ``probe`` refuses is). ``top``: the
+    values of the body's own map, read as _MARKS reads them, when they were."""
+    size = len(body)
+    view = memoryview(body)
+    place: _Place = None
+    at = 0
+    while True:
+        head = _container(body, at) if at < size else None
+        if head is None:  # the value at fault itself (or, at the body's end, where one is cut short)
+            return _Found(place, _NO_KEY, True, at, request_id)
+        if fed.left < 0:
+            return _Found(place, _NO_KEY, False, at, request_id)
+        is_map, count, first = head
+        values = 2 * count if is_map else count
+        if not values:
+            return None  # (holds nothing: cannot be where the fault is)
+        marks: list[Any] | None = None
+        limit = values - 1  # (the last is not read: when none before it is at fault, it holds the fault)
+        if is_map and fault is TypeError:  # a key that is a map or an array: by the keys, read as marks
+            marks = top if at == 0 and top is not None else []
+            if marks is not top:
+                fed.read(_reader(size, _MARKS), view, first, values - 1, marks)
+            keys = marks[0::2]
+            if list in keys:
+                limit = 2 * keys.index(list)  # (at fault unless a value before it holds a fault first)
+        reader = _reader(size, probe)
+        # (the values read are kept to name a key by, but not the dicts and lists read for a TypeError)
+        read: list[Any] | None = None if fault is TypeError else []
+        raised = False
+        try:
+            fed.read(reader, view, first, limit, read)
+        except fault:
+            raised = True
+        except Exception:
+            return None
+        index = fed.got  # the value at fault, or the one after the last read (nothing read was at fault)
+        # (every value before it read whole, none refused: the reader stopped where it begins)
+        at = first + reader.tell() if not raised else _offset(fed, view, first, index)
+        if is_map and index % 2 == 0:  # a key: at fault itself, or holding the fault
+            try:
+                key = _value_at(fed, view, at)
+            except Exception:  # (read as _walk reads one, still refused: the value at fault is the key)
+                return _Found(place, _NO_KEY, True, at, request_id)
+            return _Found(place, key, True, at, request_id)
+        if is_map:
+            key = (read if read is not None else marks or [])[index - 1]
+            if type(key) is not str:  # (as read by the probe: a map or an array is shown as _walk reads it)
+                key = _value_at(fed, view, _offset(fed, view, first, index - 1))
+            place = (place, key, False)
+        else:
+            place = (place, index, True)
+
+
+def _offset(fed: _Fed, view: memoryview, first: int, index: int) -> int:
+    """Where the value ``index`` of those beginning at ``first`` begins (the values before it read whole)."""
+    reader = _reader(len(view), _SKIP)
+    skipped: list[Any] = []
+    fed.read(reader, view, first, index, skipped)
+    return first + reader.tell()
+
+
+def _value_at(fed: _Fed, view: memoryview, at: int) -> Any:
+    """The value that begins at ``at``, read as _walk reads one."""
+    value: list[Any] = []
+    shown = _reader(len(view), {"unicode_errors": "surrogateescape", "object_pairs_hook": _Pairs})
+    fed.read(shown, view, at, 1, value)
+    return value[0]
 
 
 def _shown_key(value: Any, depth: int = 0) -> str:
@@ -2118,15 +2400,6 @@ def _shown_key(value: Any, depth: int = 0) -> str:
             return f"{{{inner}}}"
         return f"({inner},)" if len(items) == 1 else f"({inner})"
     return quoted(value)
-
-
-def _is_utf8(text: str) -> bool:
-    """Whether ``text``, unpacked with ``surrogateescape``, was valid UTF-8 on the wire."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _packs_back(raw: Any, body: bytes | bytearray) -> bool:
@@ -2544,12 +2817,48 @@ def kt_leaf(account: str, device: int, identity_key: bytes) -> bytes:
     return msgpack.packb([KT_LEAF_VERSION, account, device, identity_key], use_bin_type=True)
 
 
+class MsgpackError(ValueError):
+    """Bytes that are not one msgpack value (:func:`unpack_value`), said in this protocol's words."""
+
+
+def unpack_value(data: bytes, what: str, **options: Any) -> Any:
+    """``data`` read as one msgpack value, as a frame body is read (``raw=False``, keys of any type, an ext
+    of a type msgpack reserves read as a value, ``ExtType``, for the reader to refuse where it is, as any
+    value of the wrong type); ``options`` are msgpack's (``max_bin_len``). Else :class:`MsgpackError`,
+    "``what``: not one msgpack value: ...", saying what is wrong in the words a frame's error says it
+    (cut short, the byte 0xc1, nested too deep, a timestamp that is not one, bytes after the value, a str
+    not UTF-8 or a key that is a map or an array and where), not msgpack's, which differ between its
+    versions and say "not valid msgpack" of an ext it reserves. The one reader of msgpack for the other
+    encodings both sides read (certificates, bundles, tree heads, key log leaves, sealed sender's content,
+    prekey messages), so that each says a fault as the wire does."""
+    try:
+        return _unpackb_ext(data, raw=False, strict_map_key=False, **options)
+    except (
+        Exception
+    ) as e:  # msgpack raises ValueError, FormatError, StackError, ExtraData, UnicodeDecodeError…
+        error = e
+    if not data:
+        reason = "it is empty (0 bytes)"
+    elif isinstance(error, msgpack.ExtraData):
+        extra = len(error.extra)
+        reason = f"{extra:,} {'byte follows' if extra == 1 else 'bytes follow'} its first value"
+    else:
+        reason = ""
+        try:
+            if isinstance(error, UnicodeDecodeError):
+                _refuse_bad_utf8(data, "the value")
+            elif isinstance(error, TypeError):
+                _refuse_unhashable_key(data, "the value")
+        except RemoteProtocolError as e:
+            reason = e.message
+        if not reason:
+            reason, _ = _unreadable(data, error, "its length")
+    raise MsgpackError(f"{what}: not one msgpack value: {reason}") from None
+
+
 def kt_leaf_decode(leaf: bytes) -> tuple[str, int, bytes]:
     """(account, device, identity key) of a leaf made by ``kt_leaf``; ValueError naming what is wrong."""
-    try:
-        obj = msgpack.unpackb(leaf, raw=False)
-    except Exception:  # msgpack raises several unrelated types on garbage
-        raise ValueError("key transparency leaf: not valid msgpack") from None
+    obj = unpack_value(leaf, "key transparency leaf")
     # (type() is int: msgpack's true unpacks as a bool, an int equal to 1)
     if not isinstance(obj, list) or len(obj) != 4 or type(obj[0]) is not int or obj[0] != KT_LEAF_VERSION:
         raise ValueError(f"key transparency leaf: expected [{KT_LEAF_VERSION}, account, device, key]")

@@ -382,7 +382,10 @@ def _bad_certificates(w: World, alice: DeviceAgent, bob: DeviceAgent) -> dict[st
     later = int(w.clock()) + 86400
     soon = int(w.clock()) + 60
     return {
-        "garbage": (b"not a certificate", "sender certificate: not valid msgpack"),
+        "garbage": (
+            b"not a certificate",
+            "sender certificate: not one msgpack value: 16 bytes follow its first value",
+        ),
         "another server key": (
             rogue.issue("alice", 1, ik, later).encode(),
             "server certificate: signature does not verify",

@@ -311,7 +311,10 @@ def test_leaf_encoding_rejects_bad_fields() -> None:
         wire.kt_leaf("alice", 0, KEY)
     with pytest.raises(ValueError, match="identity_key must be 32 bytes"):
         wire.kt_leaf("alice", 1, b"short")
-    with pytest.raises(ValueError, match="not valid msgpack"):
+    with pytest.raises(
+        ValueError,
+        match="key transparency leaf: not one msgpack value: it holds the byte 0xc1, which begins no msgpack value",
+    ):
         wire.kt_leaf_decode(b"\xc1")
     assert wire.kt_leaf_decode(wire.kt_leaf("alice", 2, KEY)) == ("alice", 2, KEY)
     # the version as msgpack's true, a bool equal to 1: another leaf (other bytes, another hash)
