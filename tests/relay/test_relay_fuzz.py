@@ -40,6 +40,22 @@ def _keys() -> dict[str, DeviceKeys]:
     return {a: DeviceKeys.make(a) for a in ("alice", "bob", "carol")}
 
 
+async def _good_devices(
+    port: int, keys: dict[str, DeviceKeys], *, carol: bool = False
+) -> dict[str, WireClient]:
+    """alice and bob registered and logged in on connections of their own (the good devices beside an
+    attack); with ``carol``, carol registered too, her connection closed (an account to attack as)."""
+    good = {a: await WireClient.connect(port) for a in ("alice", "bob")}
+    for account, client in good.items():
+        await client.register(keys[account])
+        await client.authenticate(keys[account])
+    if carol:
+        client = await WireClient.connect(port)
+        await client.register(keys["carol"])
+        await client.aclose()
+    return good
+
+
 def _seeds(keys: dict[str, DeviceKeys]) -> list[wire.Request]:
     """One valid frame of every request kind, every optional field set, as the world below accepts
     (or refuses for what it asks, not for its form)."""
@@ -307,13 +323,7 @@ async def test_a_live_server_answers_every_mutated_frame_and_keeps_serving_the_g
     errors: list[tuple[str, wire.ErrorFrame]] = []
     closed_silently: list[str] = []
     async with running(core, connection_rate=None, max_connections_per_address=None) as server:
-        good = {a: await WireClient.connect(server.port) for a in ("alice", "bob")}
-        for account, client in good.items():
-            await client.register(keys[account])
-            await client.authenticate(keys[account])
-        carol = await WireClient.connect(server.port)
-        await carol.register(keys["carol"])
-        await carol.aclose()
+        good = await _good_devices(server.port, keys, carol=True)
         group = await good["alice"].request(
             lambda i: wire.CreateGroup(id=i, group=G, members=("bob", "carol"))
         )
@@ -425,10 +435,7 @@ async def test_a_live_server_at_the_bounds_and_under_floods_keeps_serving_the_go
     limit = wire.DEFAULT_MAX_FRAME_SIZE
     bound = 1024 * 1024 + limit  # relay.server's default unsent bound, and the one answer past it
     async with running(core, connection_rate=None, max_connections_per_address=None) as server:
-        good = {a: await WireClient.connect(server.port) for a in ("alice", "bob")}
-        for account, client in good.items():
-            await client.register(keys[account])
-            await client.authenticate(keys[account])
+        good = await _good_devices(server.port, keys)
         sent_good: list[bytes] = []
         done = trio.Event()
         held: list[int] = []
@@ -650,13 +657,7 @@ async def test_a_live_server_meets_odd_ids_and_versions_split_frames_half_closes
     async with running(
         core, connection_rate=None, max_connections_per_address=None, read_timeout=read_timeout
     ) as server:
-        good = {a: await WireClient.connect(server.port) for a in ("alice", "bob")}
-        for account, client in good.items():
-            await client.register(keys[account])
-            await client.authenticate(keys[account])
-        carol = await WireClient.connect(server.port)
-        await carol.register(keys["carol"])
-        await carol.aclose()
+        good = await _good_devices(server.port, keys, carol=True)
         sent_good: list[bytes] = []
         done = trio.Event()
 
@@ -872,13 +873,7 @@ async def test_a_live_server_meets_longer_headers_odd_values_and_cut_bodies_and_
     closed_silently: list[str] = []
     closed_on_good: list[str] = []
     async with running(core, connection_rate=None, max_connections_per_address=None) as server:
-        good = {a: await WireClient.connect(server.port) for a in ("alice", "bob")}
-        for account, client in good.items():
-            await client.register(keys[account])
-            await client.authenticate(keys[account])
-        carol = await WireClient.connect(server.port)
-        await carol.register(keys["carol"])
-        await carol.aclose()
+        good = await _good_devices(server.port, keys, carol=True)
         sent_good: list[bytes] = []
         done = trio.Event()
 
