@@ -1126,7 +1126,7 @@ class RelayCore:
         """The device's one-time prekeys left, if fewer than ``limits.prekeys_low``; else None."""
         if not self.limits.prekeys_low:
             return None
-        left, _ = self.store.prekey_counts(device.account, device.device)
+        left = self.store.prekeys_left(device.account, device.device)
         return left if left < self.limits.prekeys_low else None
 
     def _check_registration_proof(self, req: Register) -> None:

@@ -1504,6 +1504,14 @@ class Store:
         ).fetchone()
         return None if row is None else KemPrekey(row[0], row[1], row[2])
 
+    def prekeys_left(self, account: str, device: int) -> int:
+        """The device's one-time X25519 prekeys left (``prekey_counts``'s first, in one query: a
+        login asks only this)."""
+        (ec,) = self._db.execute(
+            "SELECT count(*) FROM prekeys WHERE account = ? AND device = ?", (account, device)
+        ).fetchone()
+        return int(ec)
+
     def prekey_counts(self, account: str, device: int) -> tuple[int, int]:
         (ec,) = self._db.execute(
             "SELECT count(*) FROM prekeys WHERE account = ? AND device = ?", (account, device)

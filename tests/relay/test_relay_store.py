@@ -582,11 +582,13 @@ def test_one_time_prekeys_are_taken_lowest_first_and_only_once() -> None:
     store.replace_prekeys("bob", 1, [Prekey(5, bytes(32)), Prekey(2, bytes(32))])
     store.replace_kem_prekeys("bob", 1, [KemPrekey(7, bytes(1568), bytes(64))])
     assert store.prekey_counts("bob", 1) == (2, 1)
+    assert store.prekeys_left("bob", 1) == 2 and store.prekeys_left("bob", 2) == 0
     assert [store.take_prekey("bob", 1) for _ in range(3)] == [
         Prekey(2, bytes(32)),
         Prekey(5, bytes(32)),
         None,
     ]
+    assert store.prekeys_left("bob", 1) == 0 and store.prekey_counts("bob", 1) == (0, 1)
     assert store.take_kem_prekey("bob", 1) == KemPrekey(7, bytes(1568), bytes(64))
     assert store.take_kem_prekey("bob", 1) is None
     assert store.take_prekey("bob", 2) is None
