@@ -83,6 +83,15 @@ class TargetRanking:
             return [k for k, _ in self.scores]
         return [k for k, _, _ in self._arrays]
 
+    def nonzero(self) -> list[int]:
+        """Per checkpoint, how many accounts scored non-zero: what the full ranking keeps there (16
+        bytes each), whether or not this one kept them all (keep_top counts them without keeping them)."""
+        if self._nonzero:
+            return list(self._nonzero)
+        if self.scores is not None:
+            return [len(r) for _, r in self.scores]
+        return [len(idx) for _, idx, _ in self._arrays]
+
     def _where(self, k: int | None) -> int | None:
         """The position of checkpoint ``k`` (None: the last) in ``_arrays``; None if there is none."""
         if not self._arrays:
