@@ -115,6 +115,16 @@ def test_the_docstring_s_mailbox_figures_are_those_of_the_built_in_scenario() ->
     cut = re.search(r"with ephemeral mailboxes (\d+) of (\d+), and as many with receipts off", papers)
     assert cut is not None, "docs/papers.md no longer says how many targets the mailboxes' run cut short"
     assert (boxes.censored(), boxes.targets) == (int(cut[1]), int(cut[2]))
+    # ... and the mailbox figure itself, as the docstring has it
+    line = re.search(
+        r"the mailbox the correspondent opened for the target ranks first, and stays first, for (\d+) of the "
+        r"(\d+)\) says how many of the others the run's end cut short the same way: on the built-in scenario "
+        r"(none|\d+)",
+        papers,
+    )
+    assert line is not None, "docs/papers.md no longer states the mailbox figure"
+    assert (int(line[1]), int(line[2])) == (ranked, of)
+    assert (0 if line[3] == "none" else int(line[3])) == cut_short
 
 
 def test_the_built_in_scenario_s_description_says_how_often_popular_accounts_receive() -> None:
