@@ -189,6 +189,15 @@ class Truth:
     def contacts(self, person: str) -> set[str]:
         return {r if s == person else s for _, s, r, _ in self.messages if person in (s, r) and s != r}
 
+    def all_contacts(self) -> dict[str, set[str]]:
+        """:meth:`contacts` of everyone who sent or was sent a message, in one pass over the messages."""
+        out: dict[str, set[str]] = {}
+        for _, s, r, _ in self.messages:
+            if s != r:
+                out.setdefault(s, set()).add(r)
+                out.setdefault(r, set()).add(s)
+        return out
+
     def sender_of(self, envelope_id: str | None, time: float | None, recipient: str | None) -> str | None:
         """Who really sent the envelope: a message's writer, or the phone that sent a receipt."""
         if envelope_id is not None and envelope_id in self.envelopes:
@@ -349,7 +358,16 @@ def score_analysis(a: Analysis, truth: Truth, view: ProviderView | None = None) 
     """How right each of ``a``'s inferences was. With ``view`` (what ``a`` was made from), the
     disclosure attack is also scored as ``relaysim reproduce`` scores it: messages until a true
     contact ranks first and stays first (:func:`linking`), which takes the attack again with a
-    checkpoint after every target epoch."""
+    checkpoint after every target epoch, unless ``a`` was made with it (``analyze(sda_watch=...)``,
+    the watch holding each target's true contacts, :meth:`Truth.all_contacts`): then from that."""
+    if a.sda_watch is not None:
+        for r in a.sda.rankings:
+            missing = truth.contacts(r.target) - set(a.sda_watch.get(r.target, ()))
+            if missing:
+                raise ValueError(
+                    f"sda_watch: for {r.target!r} the analysis kept the ranks of the accounts watched, not of "
+                    f"its true contacts {sorted(missing)[:3]}: make it with analyze(sda_watch=truth.all_contacts())"
+                )
     out: dict[str, Any] = {}
     # sealed-sender attribution
     judged = [(x, truth.sender_of(x.envelope_id, x.time, x.recipient)) for x in a.attributions]
@@ -462,23 +480,28 @@ def _score_linked(a: Analysis, truth: Truth, view: ProviderView) -> dict[str, An
 
     targets = [r.target for r in a.sda.rankings if truth.contacts(r.target)]
     watch = {t: sorted(truth.contacts(t)) for t in targets}
-    # the same attack (epoch, receipts, targets) with a checkpoint after every target epoch, keeping only
-    # the ranks of each target's true contacts
-    sda = statistical_disclosure(
-        view,
-        targets=targets,
-        receipts=a.sda.receipts,
-        epoch=a.sda.epoch,
-        checkpoints=range(1, len(view.observations) + 2),
-        keep_top=0,
-        watch=watch,
-    )
+    if a.sda_every_epoch is not None:  # the pass that made a.sda had a checkpoint after every target epoch
+        rankings = [r for r in a.sda_every_epoch.rankings if r.target in watch]
+    else:
+        # the same attack (epoch, receipts, targets) with a checkpoint after every target epoch, keeping
+        # only the ranks of each target's true contacts
+        rankings = list(
+            statistical_disclosure(
+                view,
+                targets=targets,
+                receipts=a.sda.receipts,
+                epoch=a.sda.epoch,
+                checkpoints=range(1, len(view.observations) + 2),
+                keep_top=0,
+                watch=watch,
+            ).rankings
+        )
     written: dict[str, list[float]] = {}
     for t, _sender, recipient, _id in truth.messages:
         written.setdefault(recipient, []).append(t)
     per_target = {
         r.target: linking(r, watch[r.target], sorted(written.get(r.target, [])), LINK_MESSAGES)
-        for r in sda.rankings
+        for r in rankings
     }
     found = sorted(x.messages for x in per_target.values() if x.messages is not None)
     ks = sorted(x.messages if x.messages is not None else LINK_MESSAGES + 1 for x in per_target.values())
@@ -824,7 +847,9 @@ def write_analysis(
     lines = []
     directory = run_directory(out)
     for name, view in views.items():
-        a = analyze(view, directory=directory)
+        # with the truth, the attack's ranks of each target's true contacts are kept at every target epoch,
+        # so that one pass of it gives both its figures and the "linked" count (score_analysis)
+        a = analyze(view, directory=directory, sda_watch=truth.all_contacts() if truth is not None else None)
         score = score_analysis(a, truth, view) if truth is not None else None
         data = {"analysis": a.to_json(), "score": score}
         intro = None

@@ -9,7 +9,7 @@ elsewhere (``sims.analysis_scoring``): nothing here reads the transcript or the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from relaysim.sims.analysis.attribution import summary as attribution_summary
 from relaysim.sims.analysis.graph import ContactGraph, contact_graph
 from relaysim.sims.analysis.life import Colocation, Rhythm, Stay, colocation, daily_rhythm, location_trail
 from relaysim.sims.analysis.runfiles import loads, read_run_text
-from relaysim.sims.analysis.sda import SDAResult, statistical_disclosure
+from relaysim.sims.analysis.sda import CHECKPOINTS, SDA_TOP, SDAResult, statistical_disclosure
 from relaysim.sims.analysis.sizes import SizeReport, size_channels
 from relaysim.sims.analysis.traits import TraitReport, read_directory, sensitive_traits
 from relaysim.sims.analysis.view import (
@@ -48,6 +48,10 @@ class Analysis:
     trails: dict[str, list[Stay]]
     colocations: tuple[Colocation, ...]
     traits: TraitReport | None = None  # with a public directory of organisations (sims.analysis.traits)
+    # with analyze(sda_watch=...): the attack's rankings with a checkpoint after every target epoch, of
+    # which ``sda`` is the few checkpoints (the same pass), and the accounts whose ranks they kept
+    sda_every_epoch: SDAResult | None = None
+    sda_watch: Mapping[str, Collection[str]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = self._to_json()
@@ -84,18 +88,40 @@ def analyze(
     sda_epoch: float | None = None,
     sda_receipts: bool = True,
     directory: Mapping[str, str] | None = None,
+    sda_watch: Mapping[str, Collection[str]] | None = None,
 ) -> Analysis:
     """Every analysis on ``view``. ``sda_receipts``: the analyst assumes, as Martiny et al. do, that
     the app sends a delivery receipt for every message (Signal's always do: public behaviour of the
     app, not a fact about these people), so the disclosure attack uses one-second epochs.
-    ``directory``: a public list of organisation accounts (account → kind) to infer sensitive traits."""
+    ``directory``: a public list of organisation accounts (account → kind) to infer sensitive traits.
+
+    ``sda_watch`` (target → accounts; a scorer's, who knows each target's true contacts): the attack
+    runs once, with a checkpoint after every target epoch keeping the ranks of those accounts, and the
+    :data:`~sims.analysis.sda.SDA_TOP` best at the attack's usual checkpoints, of which ``sda`` is
+    made (:meth:`~sims.analysis.sda.SDAResult.only`: what the attack gives without it, to the byte);
+    ``sda_every_epoch`` holds the whole, for the scorer's "linked" count, which would otherwise take
+    the attack a second time. What is inferred does not change; only which ranks are kept."""
     attributions = tuple(attribute_sealed(view))
     messages: dict[tuple[float | None, str, str], None] = {}
     for a in attributions:
         if a.sender is not None and a.recipient is not None:
             messages[(a.time, a.sender, a.recipient)] = None  # a record per recipient device: once
     graph = contact_graph(view, [(s, r) for _, s, r in messages])
-    sda = statistical_disclosure(view, targets=sda_targets, epoch=sda_epoch, receipts=sda_receipts)
+    every_epoch = None
+    if sda_watch is None:
+        sda = statistical_disclosure(view, targets=sda_targets, epoch=sda_epoch, receipts=sda_receipts)
+    else:
+        every_epoch = statistical_disclosure(
+            view,
+            targets=sda_targets,
+            epoch=sda_epoch,
+            receipts=sda_receipts,
+            checkpoints=range(1, len(view.observations) + 2),
+            keep_top=SDA_TOP,
+            watch=sda_watch,
+            top_at=CHECKPOINTS,
+        )
+        sda = every_epoch.only(CHECKPOINTS)
     sizes = size_channels(view, {a.envelope_id: a.sender for a in attributions if a.envelope_id and a.sender})
     rhythms = tuple(
         daily_rhythm(
@@ -115,6 +141,8 @@ def analyze(
         location_trail(view),
         tuple(colocation(view)),
         sensitive_traits(graph.all_pairs(), view.accounts(), directory) if directory else None,
+        every_epoch,
+        sda_watch,
     )
 
 

@@ -24,14 +24,14 @@ Vectorised with numpy: each target costs time in proportion to the messages in i
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from relaysim.sims.analysis.view import ProviderView
 
-__all__ = ["RankingBoundError", "SDAResult", "TargetRanking", "statistical_disclosure"]
+__all__ = ["SDA_TOP", "RankingBoundError", "SDAResult", "TargetRanking", "statistical_disclosure"]
 
 CHECKPOINTS = (1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000)
 RECEIPT_EPOCH = 1.0  # seconds: Martiny et al.'s epoch, for traffic with delivery receipts
@@ -41,6 +41,7 @@ REPLY_EPOCH = 60.0  # seconds: without receipts, replies are what there is to ca
 # checkpoint, is 150 targets x 11 checkpoints x 100,000 accounts x 16 bytes = 2.6 GB; past this bound
 # the call is refused, naming keep_top, not left to run the machine out of memory
 MAX_RANKING_BYTES = 1 << 30
+SDA_TOP = 10  # the best accounts a ranking's to_json gives per checkpoint, by default
 
 
 class RankingBoundError(ValueError):
@@ -81,6 +82,15 @@ class TargetRanking:
         if self.scores is not None:
             return [k for k, _ in self.scores]
         return [k for k, _, _ in self._arrays]
+
+    def nonzero(self) -> list[int]:
+        """Per checkpoint, how many accounts scored non-zero: what the full ranking keeps there (16
+        bytes each), whether or not this one kept them all (keep_top counts them without keeping them)."""
+        if self._nonzero:
+            return list(self._nonzero)
+        if self.scores is not None:
+            return [len(r) for _, r in self.scores]
+        return [len(idx) for _, idx, _ in self._arrays]
 
     def _where(self, k: int | None) -> int | None:
         """The position of checkpoint ``k`` (None: the last) in ``_arrays``; None if there is none."""
@@ -144,7 +154,21 @@ class TargetRanking:
         mine = int(sc[where[0]]) if where else 0
         return _rank(sc, mine, self.population)
 
-    def to_json(self, top: int = 10) -> dict[str, Any]:
+    def only(self, checkpoints: Collection[int]) -> TargetRanking:
+        """The same ranking at the checkpoints of ``checkpoints`` and the last alone: what
+        ``statistical_disclosure(checkpoints=...)`` gives, from a call that had a checkpoint after every
+        target epoch (``relaysim analyze`` scores both from one pass)."""
+        ks = self.checkpoints()
+        keep = [i for i, k in enumerate(ks) if k in checkpoints or i == len(ks) - 1]
+        return replace(
+            self,
+            scores=None if self.scores is None else tuple(self.scores[i] for i in keep),
+            _arrays=tuple(self._arrays[i] for i in keep) if self._arrays else (),
+            _ranks=tuple(self._ranks[i] for i in keep) if self._ranks else (),
+            _nonzero=tuple(self._nonzero[i] for i in keep) if self._nonzero else (),
+        )
+
+    def to_json(self, top: int = SDA_TOP) -> dict[str, Any]:
         return {
             "target": self.target,
             "target_epochs": self.epochs,
@@ -188,7 +212,11 @@ class SDAResult:
             "the target's replies fall"
         )
 
-    def to_json(self, top: int = 10) -> dict[str, Any]:
+    def only(self, checkpoints: Collection[int]) -> SDAResult:
+        """Each ranking at the checkpoints of ``checkpoints`` and its last alone (:meth:`TargetRanking.only`)."""
+        return replace(self, rankings=tuple(r.only(checkpoints) for r in self.rankings))
+
+    def to_json(self, top: int = SDA_TOP) -> dict[str, Any]:
         return {
             "method": "statistical disclosure attack (Martiny et al., NDSS 2021): recipients and times only",
             "epoch_s": self.epoch,
@@ -278,12 +306,14 @@ def _kept_rankings(
     skip: int | None,
     keep_top: int,
     watched: Sequence[int | None],
+    top_at: Collection[int] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, list[int], int]]:
     """``keep_top``'s rankings, per checkpoint k of ``ks`` (ascending), in turn: the ``keep_top`` best
     accounts and their scores (best first, ties by account index), the ranks of those and of the
     ``watched`` accounts (None: an account the view does not name, scoring zero) as ``rank()`` gives
     them among ``population`` accounts, and how many accounts scored non-zero; the account ``skip``
-    (the target) always scores zero.
+    (the target) always scores zero. With ``top_at``, the ``keep_top`` best only at its checkpoints
+    (none elsewhere: the ranks of the ``watched`` alone).
 
     What the full ranking gives, without ranking every account at every checkpoint: each checkpoint
     updates the scores of the accounts that received something in its new epochs alone, and a count
@@ -320,7 +350,7 @@ def _kept_rankings(
         scored[off] = 0
         at_least = np.cumsum(scored[::-1])[::-1]
         best = np.zeros(0, dtype=np.int64)
-        if keep_top:
+        if keep_top and (top_at is None or k in top_at):
             if nonzero <= keep_top:
                 pool = np.flatnonzero(sc)
             else:
@@ -366,6 +396,7 @@ def statistical_disclosure(
     keep_top: int | None = None,
     watch: Mapping[str, Collection[str]] | None = None,
     max_ranking_bytes: int | None = None,
+    top_at: Collection[int] | None = None,
 ) -> SDAResult:
     """Rank every account as a correspondent of each target. Without ``targets``, the ``max_targets``
     accounts that received the most sealed messages (at least ``min_epochs``).
@@ -373,7 +404,11 @@ def statistical_disclosure(
     Each ranking keeps, per checkpoint, every account with a non-zero score; with ``keep_top`` (a
     whole number, 0 or more), only the ``keep_top`` best, and the ranks of the accounts ``watch``
     gives per target: what a caller needs of a checkpoint after every target epoch at scale (a
-    checkpoint's every non-zero account, 16 bytes each, times one checkpoint per epoch).
+    checkpoint's every non-zero account, 16 bytes each, times one checkpoint per epoch). With
+    ``top_at`` too, the ``keep_top`` best only at the checkpoints of ``top_at`` and each target's last,
+    and at the others the ranks of the accounts watched alone: one call gives both a checkpoint after
+    every target epoch for the accounts watched and the best at a few checkpoints
+    (:meth:`SDAResult.only` takes those few out).
 
     The rankings kept, over every target, may hold at most ``max_ranking_bytes`` (None, the default:
     :data:`MAX_RANKING_BYTES` as it is when called, 1 GiB): a call whose rankings grow past it is
@@ -451,6 +486,7 @@ def statistical_disclosure(
                 t_index,
                 keep_top,
                 [names.get(a) for a in watched],
+                None if top_at is None else {*top_at, kmax},
             )
             for k, (best, scores, above, count) in zip(ks, kept_rankings, strict=True):
                 who = [index[int(i)] for i in best] + watched

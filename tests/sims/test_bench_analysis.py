@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
+from typing import Any
 
 import pytest
 
@@ -125,3 +127,50 @@ def test_the_attack_s_rankings_past_their_bound_are_refused_naming_the_options(
     assert err.startswith("relaysim bench analysis: --people 200 and --messages 4,000: the attack's rankings")
     assert "past its bound of 10,000 (sims.analysis.sda.MAX_RANKING_BYTES)" in err
     assert err.rstrip().endswith("ask for fewer --messages or --people") and "Traceback" not in err
+
+
+def test_the_full_ranking_keep_top_is_timed_against_is_bounded_before_it_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--keep-top times keep_top against the full ranking (every account with a non-zero score at each
+    of 201 checkpoints per target), which ran unbounded: a large --keep-top-targets and --people could
+    fill the memory. It is counted first and, past the bound, refused naming the options, before it
+    runs (here at a small bound); the count is what the full ranking keeps."""
+    from relaysim.sims.analysis.sda import statistical_disclosure
+
+    argv = ["--messages", "4000", "--people", "200", "--repeat", "1", "--keep-top", "3"]
+    argv += ["--keep-top-targets", "3", "--quiet"]
+    full_runs: list[Any] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("keep_top") is None and kwargs.get("checkpoints") not in (None, ()):
+            full_runs.append(kwargs["checkpoints"])
+        return statistical_disclosure(*args, **kwargs)
+
+    monkeypatch.setattr(analysis, "statistical_disclosure", counted)
+    monkeypatch.setattr(analysis, "FULL_RANKING_BYTES", 10_000)
+    assert analysis.main(argv) == 1
+    err = capsys.readouterr().err
+    assert not full_runs  # refused before the full ranking ran
+    found = re.search(
+        r"relaysim bench analysis: --keep-top-targets 3 and --people 200: the full ranking --keep-top is timed "
+        r"against would keep ([\d,]+) bytes \(every account with a non-zero score at each of ([\d,]+) "
+        r"checkpoints\), past the bound of 10,000 \(FULL_RANKING_BYTES\); ask for fewer --keep-top-targets or "
+        r"--people",
+        err,
+    )
+    assert found is not None and "Traceback" not in err, err
+    # the count is the full ranking's own
+    view, _ = analysis.synthetic_day(200, 4000, 1)
+    chosen = [
+        r.target for r in statistical_disclosure(view, receipts=True, max_targets=3, checkpoints=()).rankings
+    ]
+    full = statistical_disclosure(
+        view, targets=chosen, receipts=True, checkpoints=range(1, analysis.KEEP_TOP_EPOCHS + 1)
+    )
+    kept = sum(idx.nbytes + sc.nbytes for r in full.rankings for _, idx, sc in r._arrays)
+    assert int(found.group(1).replace(",", "")) == kept > 10_000
+    assert int(found.group(2).replace(",", "")) == sum(len(r.checkpoints()) for r in full.rankings)
+    # within the bound, it runs
+    monkeypatch.setattr(analysis, "FULL_RANKING_BYTES", kept)
+    assert analysis.main(argv) == 0 and len(full_runs) == 1

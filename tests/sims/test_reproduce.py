@@ -115,6 +115,16 @@ def test_the_docstring_s_mailbox_figures_are_those_of_the_built_in_scenario() ->
     cut = re.search(r"with ephemeral mailboxes (\d+) of (\d+), and as many with receipts off", papers)
     assert cut is not None, "docs/papers.md no longer says how many targets the mailboxes' run cut short"
     assert (boxes.censored(), boxes.targets) == (int(cut[1]), int(cut[2]))
+    # ... and the mailbox figure itself, as the docstring has it
+    line = re.search(
+        r"the mailbox the correspondent opened for the target ranks first, and stays first, for (\d+) of the "
+        r"(\d+)\) says how many of the others the run's end cut short the same way: on the built-in scenario "
+        r"(none|\d+)",
+        papers,
+    )
+    assert line is not None, "docs/papers.md no longer states the mailbox figure"
+    assert (int(line[1]), int(line[2])) == (ranked, of)
+    assert (0 if line[3] == "none" else int(line[3])) == cut_short
 
 
 def test_the_built_in_scenario_s_description_says_how_often_popular_accounts_receive() -> None:
@@ -448,3 +458,36 @@ def test_every_variant_s_name_fits_its_column_and_the_numbers_line_up() -> None:
         # (the cut-short column: '-', what the run saw not given)
         assert row.split()[-9:] == ["15", ">60", "3", "1", "1", "1", "1", "-", "100%"]
     assert lines[heading].index("targets") == max(map(len, VARIANTS)) + 1
+
+
+def test_docs_state_the_scenarios_parameters_beside_the_papers() -> None:
+    """docs/papers.md set the paper's world beside the scenario's: the population, its messages, the
+    popular accounts (the paper's receive in every epoch, these in 1 of 30.5) and the background, as the
+    built-in scenarios have them, and the attack's variant where it is not the paper's."""
+    papers = " ".join((Path(__file__).parents[2] / "docs" / "papers.md").read_text(encoding="utf-8").split())
+    sc = resolve_scenario("sda-martiny-2021")
+    assert sc.generate is not None
+    rate = sc.traffic.popular_messages_per_hour / 3600  # per 1-second epoch
+    stated = (
+        f"The world is not: {sc.generate.people} people (not a million) on a Barabási–Albert graph "
+        f"(m = {sc.generate.graph_m}), "
+        f"each writing some {sc.generate.messages_per_day_mean:g} messages a day (`messages_per_day`, "
+        f"log-normal with a mean of {sc.generate.messages_per_day_mean:g}, not about 50) and the whole day's in "
+        f"the run's one hour; {sc.traffic.popular} popular accounts, each sent a message every "
+        f"{3600 / sc.traffic.popular_messages_per_hour:g} s on average, so they receive something in 1 of "
+        f"{1 / (1 - math.exp(-rate)):.1f} one-second epochs, not in every epoch as the paper's popular users "
+        f"do; a background of replies (`reply_probability = {sc.traffic.reply_probability:g}`, a median delay "
+        f"of {sc.traffic.reply_delay / 60:g} minutes) and of {sc.traffic.background_per_hour:g} messages an "
+        "hour between random pairs; and Bob's receipt is always sent at once — the paper's noise, Bob's "
+        "receipt replaced by unrelated traffic, is not modelled"
+    )
+    assert sc.duration == 3600 and stated in papers, stated
+    assert f"The {DEFAULT_TARGETS} targets are the accounts" in papers
+    mp = resolve_scenario("metaphone")
+    assert mp.generate is not None and mp.duration == 3600
+    assert (
+        f"{mp.generate.people} generated people for one hour of messages (not 823 volunteers' 251,788 calls "
+        "and 1,234,231 texts)" in papers
+    )
+    # the disclosure attack in general: relaysim's variant, said to be not the papers'
+    assert "The attack is not the papers' variant but relaysim's, Martiny et al.'s" in papers
