@@ -273,7 +273,7 @@ def test_imessages_wiretap_no_capability_is_said_as_inferred_from_its_pen_regist
     assert ("after this date" in assumed) == (start == "2019-03-01")
 
 
-# --- 9. a US forward order answered by assumption, on a relay that could collect --------------------------------------
+# --- 8. a US forward order answered by assumption, on a relay that could collect --------------------------------------
 
 
 def test_a_us_forward_order_whose_answer_is_assumed_says_so_and_its_real_time_note(
@@ -294,7 +294,7 @@ def test_a_us_forward_order_whose_answer_is_assumed_says_so_and_its_real_time_no
     assert any("hands nothing over under one (the project's assumption)" in n for n in d.notes)
 
 
-# --- 10. "only its policy keeps them back" ------------------------------------------------------------------------------
+# --- 9. "only its policy keeps them back" ------------------------------------------------------------------------------
 
 
 def test_a_key_opening_withheld_words_says_only_its_policy_keeps_them_back_only_of_a_policy_on_record(
@@ -313,7 +313,7 @@ def test_a_key_opening_withheld_words_says_only_its_policy_keeps_them_back_only_
     assert "only its policy keeps them back" not in why, why
 
 
-# --- 8. a provider before it existed ------------------------------------------------------------------------------------
+# --- 10. a provider before it existed ------------------------------------------------------------------------------------
 
 _BARE = """
 [scenario]
@@ -410,7 +410,7 @@ def test_telegrams_september_2024_change_says_its_day_is_the_projects_citation()
     assert "the day is the project's citation" in said, said
 
 
-# --- 11. a category's note is not a reason -----------------------------------------------------------------------------
+# --- 12. a category's note is not a reason -----------------------------------------------------------------------------
 
 
 def test_an_assumed_answer_says_why_a_category_is_kept_back_before_what_its_note_says() -> None:
@@ -471,7 +471,7 @@ def test_a_note_is_said_after_why_the_category_is_kept_back_under_a_policy_or_a_
     ), why
 
 
-# --- 12. an assumed answer's keeping back of words a key opens is said as assumed --------------------------------------
+# --- 13. an assumed answer's keeping back of words a key opens is said as assumed --------------------------------------
 
 
 @pytest.mark.parametrize("process", ["ipa_targeted_interception", "tola_tar"])
@@ -494,7 +494,7 @@ def test_words_kept_back_by_an_assumed_answer_are_not_said_to_be_kept_back_by_it
     assert d.reasons["content"][1].endswith(": only its policy keeps them back")
 
 
-# --- 13. LINE's Letter Sealing: the record gives no date -----------------------------------------------------------
+# --- 14. LINE's Letter Sealing: the record gives no date -----------------------------------------------------------
 
 
 @pytest.mark.parametrize("start", ["2012-06-01", "2016-05-01", None])
@@ -512,7 +512,7 @@ def test_a_line_run_says_the_record_gives_no_date_for_letter_sealing(start: str 
     ), why
 
 
-# --- 14. a fact resting on a document not on the record says so --------------------------------------------------------
+# --- 15. a fact resting on a document not on the record says so --------------------------------------------------------
 
 
 def test_wickrs_last_use_as_a_date_and_threemas_public_key_say_what_of_the_record_they_rest_on() -> None:
