@@ -35,8 +35,8 @@ Viber's only record is the chart's row: no policy of theirs for law enforcement 
 (``published_policy`` False), and what they hold and do not hand over is said as that row's word
 (``policy_record``), never as "its published policy". Beyond the chart: Wire, whose guide for law enforcement, if it
 publishes one, was not found: what it keeps is its privacy whitepaper's, which instrument gets what is
-assumed, under every one; BlackBerry where the record is silent (consumer BBM under the PTA's
-demand, BES under India's orders, either under a Canadian Part VI authorization, either under any
+assumed, under every one; BlackBerry where the record is silent (either under a US subpoena, which is
+not a court order; consumer BBM under the PTA's demand, BES under India's orders, either under a Canadian Part VI authorization, either under any
 British or Australian instrument); and a Pakistani court's order to Signal, Threema, Wickr, Viber, LINE and
 WeChat, whose records are of US process: each hands one what it hands a US search warrant; to WhatsApp and
 iMessage, whose records are of US process too: each hands one nothing. And WhatsApp, Telegram's cloud chats
@@ -1239,8 +1239,16 @@ WECHAT = Profile(
 )
 
 # BlackBerry's policy as reported (Dec 2015): who contacted whom "under a court order"; a subpoena
-# gets the subscriber records.
+# gets the subscriber records. A subpoena is not a court order: no record says what BlackBerry hands one (assumed).
 _BB_SUBPOENA = ASKS["subpoena"] - {"message_log"}
+_BB_SUBPOENA_ASSUMED_TEXT = (
+    "the record reports BlackBerry's policy for court orders (John Chen, December 2015{later}); a subpoena is not "
+    "one, and no record says what BlackBerry hands a subpoena. This profile assumes it hands over the subscriber "
+    "records a subpoena may compel (18 U.S.C. 2703(c)(2)), not who contacted whom, which the reported policy "
+    "gives a court order"
+)
+_BB_SUBPOENA_ASSUMED = _BB_SUBPOENA_ASSUMED_TEXT.format(later="")
+_BB_SUBPOENA_ASSUMED_LATER = _BB_SUBPOENA_ASSUMED_TEXT.format(later=", after this date")
 # Pakistan, December 2015 (John Chen): to a court order, "location, which users contacted each other,
 # and certain metadata", never the correspondence (neither the words nor the ciphertext).
 _BB_COURT_ORDER = ASKS["pk_court_order"] - {"ciphertext", "content"}
@@ -1348,7 +1356,9 @@ BBM_CONSUMER = Profile(
         "pk_court_order": _BB_COURT_ORDER,
     },
     responses=_BB_RESPONSES,
+    assumed_answers=frozenset({"subpoena"}),
     assumptions={
+        "subpoena": _BB_SUBPOENA_ASSUMED,
         **{p: _BB_SILENT_ASSUMED for p in _BB_SILENT},
         "pta_demand": "the PTA's 2015 demand named BlackBerry Enterprise Server traffic ('every BES e-mail and "
         "BES BBM message'), not consumer BBM, and no source says how BlackBerry would have answered one on "
@@ -1426,7 +1436,9 @@ BES = Profile(
     },
     responses=_BB_RESPONSES,
     response_record={"pta_demand": _PTA_RECORD},
+    assumed_answers=frozenset({"subpoena"}),
     assumptions={
+        "subpoena": _BB_SUBPOENA_ASSUMED,
         **{p: _BES_INDIA_ASSUMED for p in _INDIA},
         **{p: _BB_SILENT_ASSUMED for p in (*_BB_SILENT, "ca_part_vi_authorization")},
     },
@@ -1603,6 +1615,7 @@ _BB_POLICY_SOURCE = "John Chen, BlackBerry, December 2015, as reported (the seed
 # The assumptions citing John Chen's report, as said before it (December 2015).
 _BES_ASSUMPTIONS_LATER = {
     **BES.assumptions,
+    "subpoena": _BB_SUBPOENA_ASSUMED_LATER,
     **{p: _BB_SILENT_ASSUMED_LATER for p in (*_BB_SILENT, "ca_part_vi_authorization")},
 }
 _BES_INDIA_NOTES_LATER = {
@@ -1750,6 +1763,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
                 },
                 "assumptions": {
                     **BBM_CONSUMER.assumptions,
+                    "subpoena": _BB_SUBPOENA_ASSUMED_LATER,
                     **{p: _BB_SILENT_ASSUMED_LATER for p in _BB_SILENT},
                     "ca_part_vi_authorization": _CLEMENZA_ASSUMED_LATER,
                 },

@@ -663,3 +663,18 @@ def test_signals_subscriber_info_says_what_the_record_says() -> None:
     assert reason == "not_retained"
     assert "'nothing else'" in why and "the project's reading of that record" in why, why
     assert "payment details exist" not in why, why
+
+
+# --- 23. what the record does not name: BlackBerry's answer to a subpoena ----------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "start"), [("bbm-consumer", None), ("bes", None), ("bes", "2015-07-01")])
+def test_blackberrys_answer_to_a_subpoena_is_assumed(name: str, start: str | None) -> None:
+    """The record reports BlackBerry's policy for court orders; a subpoena is not one, and its answer (the subscriber
+    records, not who contacted whom) was given with no word that no record says it."""
+    (d,) = _serve(name, start, "subpoena")
+    (assumed,) = [n for n in d.notes if n.startswith("Assumption:")]
+    assert "a subpoena is not one, and no record says what BlackBerry hands a subpoena" in assumed, assumed
+    assert ("December 2015, after this date" in assumed) == (start is not None), assumed
+    reason, why = d.reasons["message_log"]
+    assert reason == "withheld_by_policy" and why.endswith("(the project's assumption)"), why
