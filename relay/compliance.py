@@ -4,7 +4,8 @@
 records handed over, by category, and for every category the process asked for but did not get,
 one of four reasons (``relay.legal.REASONS``), which differ in kind:
 
-- **withheld by policy**: the provider holds it (or could collect it) and its published policy
+- **withheld by policy**: the provider holds it (or could collect it) and its policy on the record (its
+  published policy; BlackBerry's as reported: ``Profile.policy_name``)
   for this instrument does not hand it over (or, where none is on record, its record does not show it
   handed over, or the profile assumes it is not: the reason says which);
 - **not retained**: it could have been kept and was not, so nothing exists for the past (never
@@ -662,6 +663,7 @@ class ComplianceDesk:
                     "assumption)"
                     if self._answer_assumed(instrument)
                     else ": only its policy keeps them back"
+                    + (f" ({self.profile.policy_later})" if self.profile.policy_later else "")
                 )
                 reason, why = d.reasons["content"]
                 d.refuse(
@@ -686,11 +688,14 @@ class ComplianceDesk:
             )
         elif process.forward and not self._collects(instrument):
             d.notes.append(
-                f"{self.profile.title} could collect under {instrument.a_name}, but "
+                f"{self.profile.title} could collect under {instrument.a_name}"
+                + (f" ({self.profile.realtime_inferred})" if self.profile.realtime_inferred else "")
+                + ", but "
                 + (
                     "hands nothing over under one (the project's assumption)"
                     if self._answer_assumed(instrument)
-                    else self.profile.realtime_record or "its published policy hands nothing over under one"
+                    else self.profile.realtime_record
+                    or f"{self.profile.policy_name} hands nothing over under one"
                 )
                 + ", so it collects nothing: nothing was tapped."
             )
@@ -730,10 +735,12 @@ class ComplianceDesk:
             policy = (
                 f"hands nothing over under {instrument.a_name} (the project's assumption)"
                 if assumed
-                else record or f"its published policy hands nothing over under {instrument.a_name}"
+                else record or f"{pr.policy_name} hands nothing over under {instrument.a_name}"
             )
-            return f"{pr.title} could collect it in real time, but {policy}, so it collects nothing" + (
-                f" ({note})" if note else ""
+            inferred = f" ({pr.realtime_inferred})" if pr.realtime_inferred else ""
+            return (
+                f"{pr.title} could collect it in real time{inferred}, but {policy}, so it collects nothing"
+                + (f" ({note})" if note else "")
             )
         if category in _LOGGED and process.forward:
             has = f"logged by {pr.title} from this order's service on"
@@ -776,7 +783,7 @@ class ComplianceDesk:
             # (BlackBerry's policy "as reported in December 2015, after this date"): "its published policy" besides
             # would claim more than a note saying the record is later than the run's date
             return f"{has}, but not handed over: {note}"
-        return f"{has}, but not handed over under its published policy"
+        return f"{has}, but not handed over under {pr.policy_name}"
 
     # --- what is held ------------------------------------------------------------------------
 

@@ -35,8 +35,8 @@ Viber's only record is the chart's row: no policy of theirs for law enforcement 
 (``published_policy`` False), and what they hold and do not hand over is said as that row's word
 (``policy_record``), never as "its published policy". Beyond the chart: Wire, whose guide for law enforcement, if it
 publishes one, was not found: what it keeps is its privacy whitepaper's, which instrument gets what is
-assumed, under every one; BlackBerry where the record is silent (consumer BBM under the PTA's
-demand, BES under India's orders, either under a Canadian Part VI authorization, either under any
+assumed, under every one; BlackBerry where the record is silent (either under a US subpoena, which is
+not a court order; consumer BBM under the PTA's demand, BES under India's orders, either under a Canadian Part VI authorization, either under any
 British or Australian instrument); and a Pakistani court's order to Signal, Threema, Wickr, Viber, LINE and
 WeChat, whose records are of US process: each hands one what it hands a US search warrant; to WhatsApp and
 iMessage, whose records are of US process too: each hands one nothing. And WhatsApp, Telegram's cloud chats
@@ -201,6 +201,17 @@ class Profile:
     # returns are all logs of stored data; Telegram: the chart, and §8.3, of records it holds), said in place
     # of "its published policy hands nothing over".
     realtime_record: str = ""
+    # Where the profile gives the relay a way to collect in real time (``pen_register``, ``wiretap``) on the
+    # project's inference, not the record's word (WeChat: that its servers hold the keys), that inference: said
+    # wherever the desk says the relay could collect and collects nothing.
+    realtime_inferred: str = ""
+    # How the record names the provider's policy for law enforcement where it is on the record but not as one the
+    # provider published (BlackBerry's: "as reported", John Chen, December 2015): said where the policy keeps back
+    # what the provider holds, in place of "its published policy".
+    policy_name: str = "its published policy"
+    # Where the record reports that policy only after the run's date (HISTORY: BlackBerry's, before December
+    # 2015), what is said of it beside "only its policy keeps them back" (of words the provider's own key opens).
+    policy_later: str = ""
     # Per instrument, how the provider answered the demand as a whole, where it did not comply, and
     # (``response_record``) what the record says of that answer, said beside it in the disclosure.
     responses: Mapping[str, Response] = field(default_factory=dict)
@@ -225,6 +236,43 @@ class Profile:
     since: tuple[date, str] | None = None
     # The date this profile describes the provider as of (``profile_as_of``); None: as it is today.
     as_of: date | None = None
+
+    def __post_init__(self) -> None:
+        # Without a published policy on the record, what each instrument gets and keeps back is said as a record's
+        # word (``policy_record``, ``realtime_record``) or as the profile's assumption (``assumptions``): a
+        # profile with neither for an instrument would give an empty reason, or claim a published policy it has not.
+        if self.published_policy:
+            return
+        answered = set(self.assumptions)
+        if not self.policy_record:
+            # every instrument that looks back or collects, but a preservation request (it hands nothing over) and
+            # a warrant on a backup's custodian (served on Apple or Google, not on this provider), and a capability
+            # notice (it builds, and hands nothing over)
+            missing = [
+                i.key
+                for i in INSTRUMENTS.values()
+                if i.looks != "freeze"
+                and i.key != "backup_warrant"
+                and not i.builds
+                and i.key not in answered
+            ]
+            if missing:
+                raise ValueError(
+                    f"profile {self.name!r}: published_policy is False and policy_record is empty, so what the "
+                    f"provider keeps back under {', '.join(missing)} has no reason: give policy_record (the "
+                    "record's word for what it hands over) or an assumption under each (assumptions)"
+                )
+        if (self.pen_register or self.wiretap) and not self.realtime_record:
+            missing = [
+                i.key for i in INSTRUMENTS.values() if i.forward and not i.builds and i.key not in answered
+            ]
+            if missing:
+                raise ValueError(
+                    f"profile {self.name!r}: published_policy is False, its relay could collect in real time "
+                    f"(pen_register or wiretap) and realtime_record is empty, so that it collects nothing under "
+                    f"{', '.join(missing)} has no reason: give realtime_record (what the record shows of real-time "
+                    "returns) or an assumption under each (assumptions)"
+                )
 
     def not_yet(self, day: date) -> str | None:
         """Why no run can be set on ``day`` under this profile (the provider did not exist yet), or None."""
@@ -426,8 +474,9 @@ SIGNAL = Profile(
         "group_membership": _SIGNAL_GROUPS_RECORD,
         "device_info": "the server must know the account's devices to deliver to each of them, but Signal's "
         "responses name only the two timestamps",
-        "subscriber_info": "Signal asks for nothing at sign-up but the phone number, which the order already "
-        "names: no name, address, e-mail or payment details exist (2016 response, signal.org/bigbrother)",
+        "subscriber_info": "Signal's 2016 response produced the account's registration date and time and its last "
+        "connection date, 'nothing else' (signal.org/bigbrother; ACLU, 2016-10-04): that Signal keeps no other record "
+        "of the subscriber than the phone number the order names is the project's reading of that record",
         "realtime_routing": _NOT_REALTIME_ASSUMED,
     },
 )
@@ -1156,6 +1205,8 @@ WECHAT = Profile(
     custody="provider",
     pen_register=True,  # its servers route every message and hold the keys (the project's inference):
     wiretap=True,  # what stops a real-time return is its policy, as the chart shows none
+    realtime_inferred="the project's inference: WeChat is not end to end, so its servers, which route every "
+    "message, hold the keys to it",
     # no policy of WeChat's is on record, only the chart: it shows no real-time return, and says no more
     realtime_record=(
         "its only record, the FBI chart (2021), shows no real-time return from it (every return but WhatsApp's "
@@ -1188,8 +1239,16 @@ WECHAT = Profile(
 )
 
 # BlackBerry's policy as reported (Dec 2015): who contacted whom "under a court order"; a subpoena
-# gets the subscriber records.
+# gets the subscriber records. A subpoena is not a court order: no record says what BlackBerry hands one (assumed).
 _BB_SUBPOENA = ASKS["subpoena"] - {"message_log"}
+_BB_SUBPOENA_ASSUMED_TEXT = (
+    "the record reports BlackBerry's policy for court orders (John Chen, December 2015{later}); a subpoena is not "
+    "one, and no record says what BlackBerry hands a subpoena. This profile assumes it hands over the subscriber "
+    "records a subpoena may compel (18 U.S.C. 2703(c)(2)), not who contacted whom, which the reported policy "
+    "gives a court order"
+)
+_BB_SUBPOENA_ASSUMED = _BB_SUBPOENA_ASSUMED_TEXT.format(later="")
+_BB_SUBPOENA_ASSUMED_LATER = _BB_SUBPOENA_ASSUMED_TEXT.format(later=", after this date")
 # Pakistan, December 2015 (John Chen): to a court order, "location, which users contacted each other,
 # and certain metadata", never the correspondence (neither the words nor the ciphertext).
 _BB_COURT_ORDER = ASKS["pk_court_order"] - {"ciphertext", "content"}
@@ -1259,6 +1318,14 @@ _BBM_CONTENT_LATER = (
     "BlackBerry's policy as reported in December 2015 (John Chen), after this date (the record has no earlier "
     f"report of it, and this profile follows it before then too), never hands over the correspondence, {_BBM_GLOBAL_KEY}"
 )
+# The record's word for BlackBerry's policy: reported (docs/record.md), not published.
+_BB_POLICY_NAME = "its policy as reported (John Chen, December 2015)"
+_BB_POLICY_NAME_LATER = (
+    "its policy as reported in December 2015 (John Chen), after this date (that it was its policy on this date is the "
+    "project's assumption)"
+)
+# Pakistan, 2015: "only policy protected them" (the record); before the report, said as assumed.
+_BB_POLICY_LATER_KEEPS = "as reported in December 2015, after this date: that it was its policy on this date is the project's assumption"
 _BB_POLICY_CIPHERTEXT = (
     "BlackBerry's policy as reported (December 2015) hands over location, who contacted whom and certain "
     "metadata, not the correspondence"
@@ -1289,13 +1356,16 @@ BBM_CONSUMER = Profile(
         "pk_court_order": _BB_COURT_ORDER,
     },
     responses=_BB_RESPONSES,
+    assumed_answers=frozenset({"subpoena"}),
     assumptions={
+        "subpoena": _BB_SUBPOENA_ASSUMED,
         **{p: _BB_SILENT_ASSUMED for p in _BB_SILENT},
         "pta_demand": "the PTA's 2015 demand named BlackBerry Enterprise Server traffic ('every BES e-mail and "
         "BES BBM message'), not consumer BBM, and no source says how BlackBerry would have answered one on "
         "consumer BBM; this profile assumes the same refusal",
         "ca_part_vi_authorization": _CLEMENZA_ASSUMED,
     },
+    policy_name=_BB_POLICY_NAME,
     notes={"content": _BBM_CONTENT, "ciphertext": _BB_POLICY_CIPHERTEXT},
 )
 
@@ -1366,10 +1436,13 @@ BES = Profile(
     },
     responses=_BB_RESPONSES,
     response_record={"pta_demand": _PTA_RECORD},
+    assumed_answers=frozenset({"subpoena"}),
     assumptions={
+        "subpoena": _BB_SUBPOENA_ASSUMED,
         **{p: _BES_INDIA_ASSUMED for p in _INDIA},
         **{p: _BB_SILENT_ASSUMED for p in (*_BB_SILENT, "ca_part_vi_authorization")},
     },
+    policy_name=_BB_POLICY_NAME,
     notes={"content": _BES_KEYS, "ciphertext": _BB_POLICY_CIPHERTEXT},
     # Each country's record in its own disclosures: the PTA's statement in Pakistan's, India's facility
     # and its acceptance in India's (where BlackBerry's reported policy of December 2015 is not the record
@@ -1464,11 +1537,18 @@ POLICY_FIELDS: Final[tuple[str, ...]] = (
     "published_policy",
     "policy_record",
     "realtime_record",
+    "policy_name",
+    "policy_later",
 )
 
 
+# The record gives the month, October 2018; the day is Signal's blog post's (the project's citation).
+_SEALED_SENDER_DAY = (
+    "the record gives the month, October 2018, and the day, that of Signal's post (signal.org/blog/sealed-sender, "
+    "2018-10-29), is the project's citation"
+)
 _SIGNAL_2016_ROUTING = (
-    "before sealed sender (October 2018) the server saw the sender and the recipient of every message as "
+    f"before sealed sender (2018-10-29, after this date: {_SEALED_SENDER_DAY}) the server saw the sender and the recipient of every message as "
     "it routed it, and kept no record of either (signal.org/bigbrother, 2016 response)"
 )
 # Signal's answer to a search warrant is on record from 2021 (the Santa Clara County warrant, signal.org/bigbrother;
@@ -1489,6 +1569,12 @@ _SIGNAL_2703D_LATER = _chart_dash_assumed(
     processes=("court_order_2703d",),
 )
 
+# The record: "WhatsApp multi-device (2021)"; the day is the post's on the beta's start (the project's citation).
+_MULTI_DEVICE_DAY = (
+    "the record gives the year, 2021, and the day, 2021-07-14, that of engineering.fb.com's post on the beta's "
+    "start, is the project's citation"
+)
+
 _TELEGRAM_TERROR_ONLY = (
     "before September 2024 Telegram's policy handed over IP address and phone number only for confirmed "
     "terror suspects (telegram.org/privacy §8.3, 2018; the FBI chart: 'only for confirmed terror "
@@ -1497,10 +1583,7 @@ _TELEGRAM_TERROR_ONLY = (
 
 # Telegram before its 2018 privacy policy: no policy of handing anything over at all.
 _TELEGRAM_ZERO_BYTES = (
-    "before its privacy policy of August 2018 Telegram said: 'We never share your data with anyone. To this day, "
-    "we have disclosed 0 bytes of user data to third parties, including governments.' (telegram.org/privacy "
-    "before August 2018, 'Sharing data'); the policy that followed in August 2018, after this date (§8.3), "
-    "allowed IP address and phone number to a court order confirming a terror suspect. Neither those words nor the "
+    "the policy that followed those words in August 2018, after this date (§8.3), allowed IP address and phone number to a court order confirming a terror suspect. Neither those words nor the "
     "policy's day (2018-08-28, as reported) is on the record the profiles are held to (docs/record.md), which has "
     "Telegram's policy from 2018 and nothing before it: both are the project's citation"
 )
@@ -1532,6 +1615,7 @@ _BB_POLICY_SOURCE = "John Chen, BlackBerry, December 2015, as reported (the seed
 # The assumptions citing John Chen's report, as said before it (December 2015).
 _BES_ASSUMPTIONS_LATER = {
     **BES.assumptions,
+    "subpoena": _BB_SUBPOENA_ASSUMED_LATER,
     **{p: _BB_SILENT_ASSUMED_LATER for p in (*_BB_SILENT, "ca_part_vi_authorization")},
 }
 _BES_INDIA_NOTES_LATER = {
@@ -1623,6 +1707,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             _BB_POLICY_CHANGE,
             _BB_POLICY_SOURCE,
             {
+                "policy_name": _BB_POLICY_NAME_LATER,
                 "notes": {**BES.notes, "ciphertext": _BB_POLICY_LATER},
                 "jurisdiction_notes": {**BES.jurisdiction_notes, "pk": {"content": _BES_KEYS}},
                 "assumptions": _BES_ASSUMPTIONS_LATER,
@@ -1650,11 +1735,12 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             "contacts check the signed device list; before it an account was its phone, with one identity key, "
             "and WhatsApp Web and Desktop ran through the phone",
             "engineering.fb.com, 'How WhatsApp enables multi-device capability', 2021-07-14 (the beta's start): "
-            "the phone was 'the only device capable of end-to-end encrypting messages for another user'",
+            "the phone was 'the only device capable of end-to-end encrypting messages for another user'. "
+            f"{_MULTI_DEVICE_DAY}",
             {
                 "identity_model": "account",
                 "identity_model_source": (
-                    "WhatsApp before multi-device (engineering.fb.com, 2021-07-14): an account was its phone, "
+                    f"WhatsApp before multi-device (2021, after this date; {_MULTI_DEVICE_DAY}): an account was its phone, "
                     "the only device capable of end-to-end encrypting messages for another user, with one identity "
                     "key; a device the server added would need another key, a security code change at each "
                     "contact (modelled as Signal's one key per account)"
@@ -1668,6 +1754,8 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             _BB_POLICY_CHANGE,
             _BB_POLICY_SOURCE,
             {
+                "policy_name": _BB_POLICY_NAME_LATER,
+                "policy_later": _BB_POLICY_LATER_KEEPS,
                 "notes": {
                     **BBM_CONSUMER.notes,
                     "content": _BBM_CONTENT_LATER,
@@ -1675,6 +1763,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
                 },
                 "assumptions": {
                     **BBM_CONSUMER.assumptions,
+                    "subpoena": _BB_SUBPOENA_ASSUMED_LATER,
                     **{p: _BB_SILENT_ASSUMED_LATER for p in _BB_SILENT},
                     "ca_part_vi_authorization": _CLEMENZA_ASSUMED_LATER,
                 },
@@ -1729,7 +1818,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             date(2018, 10, 29),
             "sealed sender: the sender's identity travels inside the encrypted envelope; the server no longer "
             "sees who sent a message",
-            "signal.org/blog/sealed-sender (2018-10-29)",
+            _SEALED_SENDER_DAY,
             {
                 "sealed_sender": False,
                 "notes": {

@@ -648,6 +648,9 @@ def test_whatsapps_wiretap_return_is_marked_as_an_assumption(chart: tuple[Path, 
             "- Apple iMessage (`imessage`), search warrant",
             # the chart has no wiretap column: iMessage's "no capability" there is read off its pen-register cell
             "- Apple iMessage (`imessage`), wiretap order",
+            # BlackBerry's reported policy is for court orders: what it hands a subpoena is on no record
+            "- BlackBerry Messenger / PIN (consumer) (`bbm-consumer`), subpoena",
+            "- BlackBerry Enterprise Server (carrier relay) (`bes`), subpoena",
             *dashes,
         ]
     )
