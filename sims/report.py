@@ -289,7 +289,8 @@ def summarise(result: SimulationResult) -> dict[str, Any]:
 
 
 _FATE_LABELS = {
-    "sent": "accepted by the relay for them",
+    "sent": "accepted by the relay for them (or forged by it)",
+    "forged_by_relay": "of which forged by the relay (no device sent it)",
     "delivered": "read (messages, receipts, sync copies, sender keys, cover)",
     "duplicates_dropped": "duplicates dropped",
     "refused": "refused (decrypted, not read)",
@@ -314,7 +315,9 @@ def envelope_lines(summary: dict[str, Any]) -> list[str]:
         if party == "agency" and not agency:
             continue
         lines.append(
-            f"{who}: {row['sent']} accepted by the relay = {row['delivered']} read + {row['duplicates_dropped']} "
+            f"{who}: {row['sent']} accepted by the relay"
+            + (f" ({row['forged_by_relay']} forged by it)" if row["forged_by_relay"] else "")
+            + f" = {row['delivered']} read + {row['duplicates_dropped']} "
             f"duplicates dropped + {row['refused']} refused + {row['undecryptable']} could not decrypt + "
             f"{row['unread']} still queued"
             + (

@@ -283,7 +283,8 @@ class SimulationResult:
 
 # What became of the envelopes the relay accepted for one party's devices (SimulationResult.envelopes):
 # ``sent`` the relay's records of envelopes accepted for them (send and sealed_send, one per recipient
-# device); ``acknowledged`` its records of their acknowledgements; ``unread`` still queued for them at the
+# device), and the envelopes it queued for them with no send (``forged_by_relay``, among ``sent``:
+# World.forge_envelope, a relay that attacks); ``acknowledged`` its records of their acknowledgements; ``unread`` still queued for them at the
 # end (the relay's store); of those acknowledged, what the devices reported: ``duplicates_dropped``,
 # ``refused`` (decrypted, not read: SimulationResult.refused's reasons), ``undecryptable``, and
 # ``delivered`` the rest (read: a message, a receipt, a sync copy, a sender key, cover); ``dropped_by_relay``
@@ -291,6 +292,7 @@ class SimulationResult:
 # unread + dropped_by_relay = sent.
 ENVELOPE_FATES = (
     "sent",
+    "forged_by_relay",
     "delivered",
     "duplicates_dropped",
     "refused",
@@ -306,14 +308,16 @@ def envelope_ledger(
     unread: dict[str, int],
     outcomes: dict[str, list[int]],
     agency: Collection[str],
+    forged: Mapping[str, int] = MappingProxyType({}),
 ) -> dict[str, dict[str, int]]:
     """SimulationResult.envelopes from per-device counts (device name "account/index" → count;
     ``outcomes``: [duplicates dropped, refused, undecryptable])."""
     ledger = {party: dict.fromkeys(ENVELOPE_FATES, 0) for party in ("people", "agency")}
-    for name in sorted(set(sent) | set(acked) | set(unread) | set(outcomes)):
+    for name in sorted(set(sent) | set(acked) | set(unread) | set(outcomes) | set(forged)):
         row = ledger["agency" if name in agency else "people"]
         dup, refused, bad = outcomes.get(name, (0, 0, 0))
         row["sent"] += sent.get(name, 0)
+        row["forged_by_relay"] += forged.get(name, 0)
         row["duplicates_dropped"] += dup
         row["refused"] += refused
         row["undecryptable"] += bad
@@ -463,6 +467,7 @@ class Simulation:
         # per recipient device ("account/index"): envelopes the relay accepted for it, its acknowledgements,
         # and what it reported of those it could not read (SimulationResult.envelopes)
         self._sent_to: dict[str, int] = {}
+        self._forged_to: dict[str, int] = {}  # ... and those the relay forged (forge_envelope)
         self._acked_by: dict[str, int] = {}
         self._outcomes: dict[str, list[int]] = {}
         self.deliveries = 0  # first reads of a message by one of its recipient devices, so far
@@ -816,6 +821,8 @@ class Simulation:
             source_account=None if source is None else source[0],
             source_device=None if source is None else source[1],
         )
+        name = f"{to[0]}/{to[1]}"  # queued for that device as a send is, with no send record: counted here
+        self._forged_to[name] = self._forged_to.get(name, 0) + 1
         self._relay_outputs(list(pushes))
         return envelope_id
 
@@ -1804,7 +1811,10 @@ class Simulation:
             name = f"{e.account}/{e.device}"
             unread[name] = unread.get(name, 0) + 1
         agency = sorted(self.interventions.agency_devices()) if self._intervening else []
-        ledger = envelope_ledger(self._sent_to, self._acked_by, unread, self._outcomes, agency)
+        sent = dict(self._sent_to)
+        for name, n in self._forged_to.items():
+            sent[name] = sent.get(name, 0) + n
+        ledger = envelope_ledger(sent, self._acked_by, unread, self._outcomes, agency, self._forged_to)
         self.store.close()
         states = [self.messages[k] for k in sorted(self.messages)]
         return SimulationResult(

@@ -85,6 +85,7 @@ def test_the_ledger_puts_the_agency_s_unread_envelopes_in_the_agency_s_column() 
     )
     assert ledger["agency"] == {
         "sent": 6,
+        "forged_by_relay": 0,
         "delivered": 1,
         "duplicates_dropped": 1,
         "refused": 1,
@@ -94,6 +95,7 @@ def test_the_ledger_puts_the_agency_s_unread_envelopes_in_the_agency_s_column() 
     }
     assert ledger["people"] == {
         "sent": 14,
+        "forged_by_relay": 0,
         "delivered": 12,
         "duplicates_dropped": 0,
         "refused": 0,
@@ -101,3 +103,17 @@ def test_the_ledger_puts_the_agency_s_unread_envelopes_in_the_agency_s_column() 
         "unread": 1,
         "dropped_by_relay": 0,
     }
+
+
+def test_an_envelope_the_relay_forged_is_counted_as_one_it_queued() -> None:
+    """relay-swaps-identity: the relay queues Nadia's phone an envelope no device sent (no send record);
+    it is among what was queued for the people, said to be forged, and the sum still adds up (before, it
+    came out as -1 envelopes "neither acknowledged nor queued")."""
+    result = Simulation(resolve_scenario("relay-swaps-identity")).run()
+    s = report.summarise(result)
+    people = s["envelopes"]["people"]
+    assert people["forged_by_relay"] == 1
+    records = s["relay_records"]
+    assert people["sent"] == records.get("send", 0) + records.get("sealed_send", 0) + 1
+    assert sum(people[k] for k in _PARTS) == people["sent"]
+    assert people["dropped_by_relay"] == 0
