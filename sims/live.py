@@ -862,10 +862,10 @@ class _LiveRun:
             if reason is not None or eid in self.envelope_message:
                 continue  # not a duplicate by the phone's word, or a planned message (the driver knows it)
             checked += 1
-            r = accepted.get(eid)
-            if r is None:
+            sent = accepted.get(eid)
+            if sent is None:
                 unchecked += 1
-            elif sizes[(r.recipient_account, r.recipient_device, r.size)] > 1:
+            elif sizes[(sent.recipient_account, sent.recipient_device, sent.size)] > 1:
                 confirmed += 1
             else:
                 disagreements.append(
@@ -873,7 +873,7 @@ class _LiveRun:
                         "t": t,
                         "device": name,
                         "envelope_id": eid.hex(),
-                        "size": r.size,
+                        "size": sent.size,
                         "why": "the phone dropped it as a duplicate; the relay accepted no other envelope of "
                         "its size for that device",
                     }
