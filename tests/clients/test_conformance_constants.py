@@ -123,9 +123,9 @@ def test_key_and_signature_sizes() -> None:
 
 
 def test_sender_keys_are_libsignals() -> None:
-    # protocols.md "Sender keys": seed = HMAC(ck, 1), ck' = HMAC(ck, 2), HKDF(seed, "WhisperGroup", 48) →
-    # IV [0:16], key [16:48]; the version byte is libsignal's SENDERKEY_MESSAGE_CURRENT_VERSION (3) in both
-    # nibbles (protocol.rs)
+    # libsignal SenderChainKey and SenderMessageKey (docs/conformance.md, "Constants"): seed = HMAC(ck, 1),
+    # ck' = HMAC(ck, 2), HKDF(seed, "WhisperGroup", 48) → IV [0:16], key [16:48]; the version byte is
+    # libsignal's SENDERKEY_MESSAGE_CURRENT_VERSION (3) in both nibbles (protocol.rs)
     ck = bytes(range(32))
     seed = hmac.new(ck, b"\x01", hashlib.sha256).digest()
     assert groups.sender_chain_step(ck) == (seed, hmac.new(ck, b"\x02", hashlib.sha256).digest())
