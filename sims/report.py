@@ -367,6 +367,15 @@ def summary_markdown(summary: dict[str, Any], scenario: Scenario) -> str:
         "",
         "## Messages",
         "",
+        *(
+            [
+                "What the people wrote, and what the people's devices made of it; every envelope the relay "
+                "accepted, the agency's devices' too, is under \"Envelopes, by whose device they were for\".",
+                "",
+            ]
+            if isinstance(summary.get("envelopes"), dict) and "people" in summary["envelopes"]
+            else []
+        ),
         "| | count |",
         "|---|---|",
         f"| planned | {m['planned']} |",

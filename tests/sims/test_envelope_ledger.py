@@ -49,6 +49,8 @@ def test_a_ghost_s_envelopes_are_the_agency_s_and_each_party_s_add_up(tmp_path: 
     assert env["people"]["duplicates_dropped"] == m["duplicates_dropped"]
     text = (tmp_path / "summary.md").read_text(encoding="utf-8")
     assert "## Envelopes, by whose device they were for" in text
+    messages = text.split("## Messages", 1)[1].split("\n## ", 1)[0]
+    assert "what the people's devices made of it" in messages  # the Messages counts say whose they are
     assert "the agency's devices (omar/2)" in text
     # relaysim show and the HTML report say the same, party by party
     agency = env["agency"]
