@@ -35,7 +35,11 @@ message events come from the relay's store after it has stopped; their ``time`` 
 relay's real clock (Unix seconds), not simulated time. The records of the envelopes a phone could not
 read (``undecryptable``, with the ``reason`` of a refusal, and ``duplicate_dropped``) are the
 simulator's, each at the time its phone reported it, put in place after the run: which copies were
-duplicates is known only once the relay's ids for every send have reached their senders. The
+duplicates is known only once the relay's ids for every send have reached their senders. A duplicate
+that is no planned message (a receipt, cover...) is the phone's word, set beside the relay's records:
+``summary.json``'s ``live.duplicates_checked_by_relay`` says how many the relay's records confirm (it
+accepted another envelope of the same size for that device), and each it accepted only once is a
+disagreement, listed there and warned of on stderr. The
 scenario's network model (latency, loss, partitions) is not applied: the network is loopback. What a live run does not carry yet,
 ``simulated_only`` names, on stderr and in ``summary.json``.
 
@@ -819,7 +823,7 @@ class _LiveRun:
         if the phone had read it by then, whatever its agent made of the copy; for any other envelope, as
         the agent reported it. (The simulator also knows how often the relay accepted a receipt or a
         cover message; the live driver cannot tie a copy whose answer was lost to its message, so there
-        too it takes the agent's word.)"""
+        it counts the agent's word, and sets it beside the relay's records after the run: ``_relay_check``.)"""
         records = []
         for name, eid, t, reason in self._unread:
             duplicate = reason is None
@@ -837,6 +841,49 @@ class _LiveRun:
                 record["reason"] = reason  # it opened: refused for its identity key, or a self-send
             records.append(record)
         return records
+
+    def _relay_check(self, records: Sequence[MetadataRecord]) -> dict[str, Any]:
+        """The phones' word on the duplicates that are no planned message (receipts, cover, sync copies,
+        sender keys: the driver cannot tie their copies to a send), set beside the relay's own records: a
+        copy of a send the relay carried twice is a second envelope it accepted for the same device, of
+        the same size. ``confirmed``: the relay accepted another envelope of that size for that device;
+        ``disagreements``: it accepted none, so the phone called a duplicate what the relay took once;
+        ``unchecked``: the relay kept no record of the envelope's acceptance (its profile's retention)."""
+        accepted: dict[bytes, MetadataRecord] = {}
+        sizes: dict[tuple[str | None, int | None, int | None], int] = {}
+        for r in records:
+            if r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND) and r.envelope_id is not None:
+                accepted[r.envelope_id] = r
+                key = (r.recipient_account, r.recipient_device, r.size)
+                sizes[key] = sizes.get(key, 0) + 1
+        checked = confirmed = unchecked = 0
+        disagreements: list[dict[str, Any]] = []
+        for name, eid, t, reason in self._unread:
+            if reason is not None or eid in self.envelope_message:
+                continue  # not a duplicate by the phone's word, or a planned message (the driver knows it)
+            checked += 1
+            sent = accepted.get(eid)
+            if sent is None:
+                unchecked += 1
+            elif sizes[(sent.recipient_account, sent.recipient_device, sent.size)] > 1:
+                confirmed += 1
+            else:
+                disagreements.append(
+                    {
+                        "t": t,
+                        "device": name,
+                        "envelope_id": eid.hex(),
+                        "size": sent.size,
+                        "why": "the phone dropped it as a duplicate; the relay accepted no other envelope of "
+                        "its size for that device",
+                    }
+                )
+        return {
+            "duplicates_by_phones": checked,
+            "confirmed": confirmed,
+            "unchecked": unchecked,
+            "disagreements": disagreements,
+        }
 
     def _unread_counts(self) -> tuple[int, dict[str, int], int]:
         """(undecryptable, refused by reason, duplicates dropped) among the envelopes the phones could not
@@ -1284,6 +1331,7 @@ class _LiveRun:
                 for r in by_envelope.get(eid, [])
                 if r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND)
             ]
+        self.relay_check = self._relay_check(records)
         undecryptable, refused, duplicates = self._unread_counts()
         # the unread envelopes' records, each in its place by time (the events are in order of time)
         self.events[:] = list(heapq.merge(self.events, self._unread_records(), key=lambda e: e["t"]))
@@ -1314,6 +1362,8 @@ class _Outcome:
     real_seconds: float
     relay_end: float  # the relay's clock at the scenario's end: later records are the phones hanging up
     relay_start: float  # the relay's clock (the wall clock) at the scenario's t = 0
+    # the phones' duplicates set beside the relay's records (_LiveRun._relay_check)
+    relay_check: dict[str, Any] = field(default_factory=dict)
 
 
 async def _run_live(
@@ -1341,14 +1391,16 @@ async def _run_live(
     reconnects = sum(p.conn.reconnects for p in run.phones.values() if p.conn is not None)
     exit_code = relay.returncode
     assert exit_code is not None
+    result = run.result(db)
     return _Outcome(
-        run.result(db),
+        result,
         run.events,
         exit_code,
         reconnects,
         trio.current_time() - started,
         run.relay_time(scenario.duration),
         run.relay_time(0.0),
+        run.relay_check,
     )
 
 
@@ -1469,7 +1521,15 @@ def run_live(
         "reconnects": outcome.reconnects,
         "relay_exit_code": outcome.relay_exit,
         "note": "real relay process and trio clients on loopback; not deterministic",
+        # the duplicates the phones dropped that are no planned message, checked against the relay's records
+        "duplicates_checked_by_relay": outcome.relay_check,
     }
+    for d in outcome.relay_check.get("disagreements", []):
+        print(
+            f"relaysim run --live: warning: {d['device']} dropped envelope {d['envelope_id']} as a duplicate, "
+            f"but the relay accepted no other envelope of its size ({d['size']} bytes) for that device",
+            file=sys.stderr,
+        )
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     markdown = summary_markdown(summary, scenario) + (
         "\n## Live run\n\n"

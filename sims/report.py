@@ -68,7 +68,7 @@ from relaysim.sims.analysis.runfiles import (
 from relaysim.sims.analysis.view import RELAY_VIEW_FILE, record_json
 from relaysim.sims.scenario import Scenario
 from relaysim.sims.term import printable, render, table
-from relaysim.sims.world.simulation import SIM_EPOCH, Simulation, SimulationResult
+from relaysim.sims.world.simulation import ENVELOPE_FATES, SIM_EPOCH, Simulation, SimulationResult
 from relaysim.sims.world.traffic import expand_population
 from relaysim.sims.world.util import clock
 
@@ -275,9 +275,79 @@ def summarise(result: SimulationResult) -> dict[str, Any]:
             "network": result.network,
             "relay_records": result.relay_records,
             "relay_queued_at_end": result.queued_at_end,
+            # every envelope the relay accepted, by whose device it was for: the people's (the counts of
+            # "messages" above are theirs alone) and the agency's (an intervention's ghost or phone, whose
+            # report in exceptional/ counts them too); per party delivered + duplicates_dropped + refused +
+            # undecryptable + unread + dropped_by_relay = sent (sims.world.simulation.ENVELOPE_FATES)
+            "envelopes": {
+                **result.envelopes,
+                **({"agency_devices": list(result.agency_devices)} if result.agency_devices else {}),
+            },
             "events": result.events_run,
         }
     )
+
+
+_FATE_LABELS = {
+    "sent": "accepted by the relay for them (or forged by it)",
+    "forged_by_relay": "of which forged by the relay (no device sent it)",
+    "delivered": "read (messages, receipts, sync copies, sender keys, cover)",
+    "duplicates_dropped": "duplicates dropped",
+    "refused": "refused (decrypted, not read)",
+    "undecryptable": "could not decrypt",
+    "unread": "still queued at the end",
+    "dropped_by_relay": "neither acknowledged nor queued",
+}
+
+
+def envelope_lines(summary: dict[str, Any]) -> list[str]:
+    """One line per party of summary.json's "envelopes": what the relay accepted for its devices and
+    what became of them (for ``relaysim show`` and the HTML report); none for a run without them."""
+    env = summary.get("envelopes")
+    if not isinstance(env, dict) or not isinstance(env.get("people"), dict):
+        return []
+    agency = env.get("agency_devices") or []
+    lines = []
+    for party, who in (("people", "the people's devices"), ("agency", f"the agency's ({', '.join(agency)})")):
+        row = env.get(party)
+        if not isinstance(row, dict) or not all(type(row.get(k)) is int for k in ENVELOPE_FATES):
+            continue  # (a summary.json this version did not write: said nothing of, rather than wrongly)
+        if party == "agency" and not agency:
+            continue
+        lines.append(
+            f"{who}: {row['sent']} accepted by the relay"
+            + (f" ({row['forged_by_relay']} forged by it)" if row["forged_by_relay"] else "")
+            + f" = {row['delivered']} read + {row['duplicates_dropped']} "
+            f"duplicates dropped + {row['refused']} refused + {row['undecryptable']} could not decrypt + "
+            f"{row['unread']} still queued"
+            + (
+                f" + {row['dropped_by_relay']} neither acknowledged nor queued"
+                if row["dropped_by_relay"]
+                else ""
+            )
+        )
+    return lines
+
+
+def _envelope_table(summary: dict[str, Any]) -> list[str]:
+    """summary.md's "Envelopes, by whose device they were for": the people's and the agency's columns."""
+    env = summary.get("envelopes")
+    if not env or "people" not in env:
+        return []
+    agency = env.get("agency_devices", [])
+    return [
+        "## Envelopes, by whose device they were for",
+        "",
+        "The counts under Messages are the people's devices' alone; the agency's device"
+        + (f"s ({', '.join(agency)})" if agency else "s (none in this run)")
+        + " are counted here and in their exceptional-access report. For each, read + duplicates + refused "
+        "+ could not decrypt + still queued + neither = accepted.",
+        "",
+        "| | people | agency |",
+        "|---|---|---|",
+        *[f"| {label} | {env['people'][k]} | {env['agency'][k]} |" for k, label in _FATE_LABELS.items()],
+        "",
+    ]
 
 
 def summary_markdown(summary: dict[str, Any], scenario: Scenario) -> str:
@@ -297,6 +367,15 @@ def summary_markdown(summary: dict[str, Any], scenario: Scenario) -> str:
         "",
         "## Messages",
         "",
+        *(
+            [
+                "What the people wrote, and what the people's devices made of it; every envelope the relay "
+                "accepted, the agency's devices' too, is under \"Envelopes, by whose device they were for\".",
+                "",
+            ]
+            if isinstance(summary.get("envelopes"), dict) and "people" in summary["envelopes"]
+            else []
+        ),
         "| | count |",
         "|---|---|",
         f"| planned | {m['planned']} |",
@@ -328,6 +407,7 @@ def summary_markdown(summary: dict[str, Any], scenario: Scenario) -> str:
         "",
         f"Envelopes still queued at the end: {summary['relay_queued_at_end']}.",
         "",
+        *_envelope_table(summary),
     ]
     if scenario.start is not None:
         lines += [
@@ -1054,6 +1134,9 @@ def _render_show(
             f"… {left_out} more row{'s' if left_out != 1 else ''} not shown (of {len(rows)}): "
             f"relaysim show {shell_word(out)} --all",
         )
+    envelopes = envelope_lines(summary)
+    if envelopes:
+        tail += ["", "ENVELOPES, BY WHOSE DEVICE THEY WERE FOR", *envelopes]
     exceptional = _exceptional_lines(events, out)
     if exceptional:
         tail += ["", "EXCEPTIONAL ACCESS", *exceptional]

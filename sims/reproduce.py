@@ -117,6 +117,10 @@ class VariantResult:
     # ended, before more than MAX_MESSAGES messages were written to them (``Linking.censored``; None: not
     # known)
     mailbox_cut_short: int | None = None
+    # ... and per target, the messages written to it by its last target epoch of the run (as ``seen_by``;
+    # None: no mailbox for it), so each mailbox link is given with the messages it held over, as the
+    # per-target line gives the correspondent's (None: not known)
+    mailbox_seen_by: list[int | None] | None = None
     # per target, for comparison: messages until its true correspondent first ranked first, even if it
     # dropped back later (``messages_until_linked(stays=False)``; None: not within MAX_MESSAGES)
     first_ranked_by: list[int | None] | None = None
@@ -225,17 +229,20 @@ def run_variant(args: tuple[Scenario, str, dict[str, Any], int]) -> VariantResul
         seen.append(link.seen)
         first_ranked.append(messages_until_linked(ranking, [contact], to_target, MAX_MESSAGES, stays=False))
     mailbox_linked: list[int | None] | None = None
+    mailbox_seen: list[int | None] | None = None
     no_mailbox = mailbox_cut_short = 0
     if scenario.defences.mailboxes == "ephemeral":
-        mailbox_linked = []
+        mailbox_linked, mailbox_seen = [], []
         for (target, contact), ranking in zip(pairs, sda.rankings, strict=True):
             mailbox = opened.get((contact, target))
             if mailbox is None:
                 no_mailbox += 1
                 mailbox_linked.append(None)
+                mailbox_seen.append(None)
                 continue
             boxed = linking(ranking, [mailbox], sorted(written.get(target, [])), MAX_MESSAGES)
             mailbox_linked.append(boxed.messages)
+            mailbox_seen.append(boxed.seen)
             mailbox_cut_short += boxed.censored
     # the address join, scored against who really sent each sealed text (receipts and cover are not texts)
     sender_at = {(round(m.time - scenario.epoch, 3), m.recipient): m.sender for m in truth.messages}
@@ -260,6 +267,7 @@ def run_variant(args: tuple[Scenario, str, dict[str, Any], int]) -> VariantResul
         mailbox_linked_by=mailbox_linked,
         no_mailbox=no_mailbox,
         mailbox_cut_short=mailbox_cut_short,
+        mailbox_seen_by=mailbox_seen,
         first_ranked_by=first_ranked,
         seen_by=seen,
     )
@@ -343,6 +351,27 @@ def render(scenario: Scenario, results: list[VariantResult]) -> str:
             + f"; {r.no_mailbox} wrote to their correspondent first, whose messages then went to the target's "
             "own mailbox"
         )
+        if r.mailbox_seen_by is not None:
+            seen_by = r.mailbox_seen_by
+            held = [
+                n - x
+                for x, n in zip(r.mailbox_linked_by, seen_by, strict=True)
+                if x is not None and n is not None
+            ]
+            lines.append(
+                f"the mailbox linked after k messages, per target ({r.name}; k+h: linked after k, and first over "
+                f"the h messages written to it after, to the run's end; -: not within {MAX_MESSAGES}; ?n: not "
+                "linked when the run ended, n messages in, cut short; x: no mailbox opened for it): "
+                + " ".join(
+                    "x" if n is None else _per_target(x, n)
+                    for x, n in zip(r.mailbox_linked_by, seen_by, strict=True)
+                )
+                + (
+                    f"; the fewest messages a link held over, {min(held)}, the median {sorted(held)[len(held) // 2]}"
+                    if held
+                    else ""
+                )
+            )
     if base.seen_by is None:
         lines.append(
             f"linked after k messages, per target ({base.name}; -: not within {MAX_MESSAGES}): "

@@ -126,6 +126,10 @@ class Interventions:
             taken = iv.on_agent_event(device, event) or taken
         return taken
 
+    def agency_devices(self) -> set[str]:
+        """Every device an intervention runs for the agency (``Intervention.agency_devices``)."""
+        return {name for iv in self._all for name in iv.agency_devices()}
+
     def finish(self) -> list[ExceptionalReport]:
         """Every report, while the store is still open; each also summarised in the transcript."""
         ordered = sorted(self._all, key=lambda iv: (iv.order, math.inf if iv.started is None else iv.started))

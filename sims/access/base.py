@@ -162,6 +162,11 @@ class Intervention(ABC):
         """What a device reported; True when it was this intervention's (the world then ignores it)."""
         return False
 
+    def agency_devices(self) -> list[str]:
+        """The devices ("account/index") this intervention runs for the agency, whose envelopes the run's
+        totals count as the agency's, not the people's (SimulationResult.envelopes)."""
+        return []
+
     @abstractmethod
     def finish(self) -> list[ExceptionalReport]:
         """Its reports, at the end of the run, while the relay's store is still open."""

@@ -166,6 +166,9 @@ class GhostDevice(Intervention):
         for index in sorted(own):
             world.sched.after(when - world.sched.now, self.watch.start_audit, f"{target}/{index}")
 
+    def agency_devices(self) -> list[str]:
+        return [] if self.device is None else [self.device.name]
+
     def on_agent_event(self, device: DeviceView, event: A.AgentEvent) -> bool:
         world = self.world
         t = world.sched.now

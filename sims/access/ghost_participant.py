@@ -153,6 +153,9 @@ class GhostParticipant(Intervention):
         world.start_device(d.name)
         return d
 
+    def agency_devices(self) -> list[str]:
+        return [] if self.device is None else [self.device.name]
+
     def on_agent_event(self, device: DeviceView, event: A.AgentEvent) -> bool:
         world = self.world
         if isinstance(event, A.GroupMembershipChanged) and self.account in event.added:

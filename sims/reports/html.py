@@ -929,8 +929,18 @@ def _lead(summary: dict[str, Any], description: str, where: Path) -> str:
         if rest
         else ""
     )
+    from relaysim.sims.report import envelope_lines
+
+    envelopes = "".join(f"<li>{_e(line)}</li>" for line in envelope_lines(summary))
     return (
-        (f"<p class='lead'>{_e(first)}</p>" if first else "") + story + f"<p class='muted'>{_e(facts)}.</p>"
+        (f"<p class='lead'>{_e(first)}</p>" if first else "")
+        + story
+        + f"<p class='muted'>{_e(facts)}.</p>"
+        + (
+            f"<p class='muted'>Envelopes, by whose device they were for:</p><ul class='muted'>{envelopes}</ul>"
+            if envelopes
+            else ""
+        )
     )
 
 

@@ -33,7 +33,7 @@ import functools
 import gc
 import math
 import operator
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -273,6 +273,58 @@ class SimulationResult:
     # sync copies: message id → the sender's own other devices that read its copy, and when
     synced: dict[int, dict[str, float]] = field(default_factory=dict)
     refused: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REFUSAL_REASONS, 0))
+    # every envelope the relay accepted for a device, by whose device it is: "people" (the scenario's
+    # people, their mailboxes included) and "agency" (devices an intervention runs for the agency: a
+    # ghost, a ghost participant's phone), each as ``ENVELOPE_FATES`` (the counts above are the people's
+    # alone; an intervention's report counts its own device's too)
+    envelopes: dict[str, dict[str, int]] = field(default_factory=dict)
+    agency_devices: list[str] = field(default_factory=list)
+
+
+# What became of the envelopes the relay accepted for one party's devices (SimulationResult.envelopes):
+# ``sent`` the relay's records of envelopes accepted for them (send and sealed_send, one per recipient
+# device), and the envelopes it queued for them with no send (``forged_by_relay``, among ``sent``:
+# World.forge_envelope, a relay that attacks); ``acknowledged`` its records of their acknowledgements; ``unread`` still queued for them at the
+# end (the relay's store); of those acknowledged, what the devices reported: ``duplicates_dropped``,
+# ``refused`` (decrypted, not read: SimulationResult.refused's reasons), ``undecryptable``, and
+# ``delivered`` the rest (read: a message, a receipt, a sync copy, a sender key, cover); ``dropped_by_relay``
+# neither acknowledged nor still queued. delivered + duplicates_dropped + refused + undecryptable +
+# unread + dropped_by_relay = sent.
+ENVELOPE_FATES = (
+    "sent",
+    "forged_by_relay",
+    "delivered",
+    "duplicates_dropped",
+    "refused",
+    "undecryptable",
+    "unread",
+    "dropped_by_relay",
+)
+
+
+def envelope_ledger(
+    sent: dict[str, int],
+    acked: dict[str, int],
+    unread: dict[str, int],
+    outcomes: dict[str, list[int]],
+    agency: Collection[str],
+    forged: Mapping[str, int] = MappingProxyType({}),
+) -> dict[str, dict[str, int]]:
+    """SimulationResult.envelopes from per-device counts (device name "account/index" → count;
+    ``outcomes``: [duplicates dropped, refused, undecryptable])."""
+    ledger = {party: dict.fromkeys(ENVELOPE_FATES, 0) for party in ("people", "agency")}
+    for name in sorted(set(sent) | set(acked) | set(unread) | set(outcomes) | set(forged)):
+        row = ledger["agency" if name in agency else "people"]
+        dup, refused, bad = outcomes.get(name, (0, 0, 0))
+        row["sent"] += sent.get(name, 0)
+        row["forged_by_relay"] += forged.get(name, 0)
+        row["duplicates_dropped"] += dup
+        row["refused"] += refused
+        row["undecryptable"] += bad
+        row["unread"] += unread.get(name, 0)
+        row["delivered"] += acked.get(name, 0) - dup - refused - bad
+        row["dropped_by_relay"] += sent.get(name, 0) - acked.get(name, 0) - unread.get(name, 0)
+    return ledger
 
 
 class Simulation:
@@ -412,6 +464,12 @@ class Simulation:
         self.undecryptable = 0
         self.refused = dict.fromkeys(REFUSAL_REASONS, 0)  # SimulationResult.refused
         self.duplicates_dropped = 0
+        # per recipient device ("account/index"): envelopes the relay accepted for it, its acknowledgements,
+        # and what it reported of those it could not read (SimulationResult.envelopes)
+        self._sent_to: dict[str, int] = {}
+        self._forged_to: dict[str, int] = {}  # ... and those the relay forged (forge_envelope)
+        self._acked_by: dict[str, int] = {}
+        self._outcomes: dict[str, list[int]] = {}
         self.deliveries = 0  # first reads of a message by one of its recipient devices, so far
         self.mismatched = 0
         self._next_conn = 1
@@ -763,6 +821,8 @@ class Simulation:
             source_account=None if source is None else source[0],
             source_device=None if source is None else source[1],
         )
+        name = f"{to[0]}/{to[1]}"  # queued for that device as a send is, with no send record: counted here
+        self._forged_to[name] = self._forged_to.get(name, 0) + 1
         self._relay_outputs(list(pushes))
         return envelope_id
 
@@ -1060,6 +1120,8 @@ class Simulation:
                 if plain:
                     kind = o.kind
                     counts[kind] = counts.get(kind, 0) + 1
+                    if kind in _LEDGER_KINDS:
+                        self._ledger(o)
                 else:
                     self._count_record(o)
                 continue
@@ -1074,9 +1136,24 @@ class Simulation:
                 if link is not None:
                     self._to_device(link.device, link, o.frame, push=True)
 
+    def _ledger(self, r: MetadataRecord) -> None:
+        if r.kind is RecordKind.ACKNOWLEDGEMENT:
+            name, tally = f"{r.account}/{r.device}", self._acked_by
+        else:
+            name, tally = f"{r.recipient_account}/{r.recipient_device}", self._sent_to
+        tally[name] = tally.get(name, 0) + 1
+
+    def _outcome(self, d: SimDevice, which: int) -> None:
+        row = self._outcomes.get(d.name)
+        if row is None:
+            row = self._outcomes[d.name] = [0, 0, 0]
+        row[which] += 1
+
     def _count_record(self, r: MetadataRecord) -> None:
         counts = self.record_counts
         counts[r.kind] = counts.get(r.kind, 0) + 1
+        if r.kind in _LEDGER_KINDS:
+            self._ledger(r)
         if self.relay_view is not None:
             self.relay_view(r)
         if self.transcribing and r.kind is RecordKind.DELIVERY and r.envelope_id is not None:
@@ -1119,7 +1196,12 @@ class Simulation:
             self._mailbox_event(d, event)
             return
         if self._intervening and self.interventions.on_agent_event(d, event):
-            return  # a ghost device's reads
+            # a ghost device's reads: its envelopes not read counted as its intervention counts them
+            if isinstance(event, A.Duplicate):
+                self._outcome(d, 0)
+            elif isinstance(event, A.Undecryptable):
+                self._outcome(d, 1 if event.reason in REFUSAL_REASONS else 2)
+            return
         # clients.agent's own event classes, never subclassed: the common cases first, by their exact
         # type, then the same chain as before
         if type(event) is A.Accepted:
@@ -1234,14 +1316,17 @@ class Simulation:
             mid = self.envelope_message.get(event.envelope_id)
             if self._read_already(d, event, mid):
                 self.duplicates_dropped += 1  # the network duplicated the send: a second copy
+                self._outcome(d, 0)
                 self.emit({"t": t, "kind": "duplicate_dropped", "device": d.name, "message": mid})
             else:
                 record = {"t": t, "kind": "undecryptable", "device": d.name, "message": mid}
                 if isinstance(event, A.Undecryptable) and event.reason != A.DECRYPTION_FAILED:
                     self.refused[event.reason] += 1
                     record["reason"] = event.reason  # it opened: refused for its identity key, or a self-send
+                    self._outcome(d, 1)
                 else:
                     self.undecryptable += 1
+                    self._outcome(d, 2)
                 self.emit(record)
         elif isinstance(event, A.Failed):
             if isinstance(event.ref, int):
@@ -1719,7 +1804,17 @@ class Simulation:
         self.timeline.finish()  # orders still running at the end are answered now
         self._group_losses()
         exceptional = self.interventions.finish()
-        queued = len(self.store.all_envelopes())
+        left = self.store.all_envelopes()
+        queued = len(left)
+        unread: dict[str, int] = {}
+        for e in left:
+            name = f"{e.account}/{e.device}"
+            unread[name] = unread.get(name, 0) + 1
+        agency = sorted(self.interventions.agency_devices()) if self._intervening else []
+        sent = dict(self._sent_to)
+        for name, n in self._forged_to.items():
+            sent[name] = sent.get(name, 0) + n
+        ledger = envelope_ledger(sent, self._acked_by, unread, self._outcomes, agency, self._forged_to)
         self.store.close()
         states = [self.messages[k] for k in sorted(self.messages)]
         return SimulationResult(
@@ -1744,9 +1839,12 @@ class Simulation:
             dict(self.control),
             {k: self.synced[k] for k in sorted(self.synced)},
             dict(self.refused),
+            ledger,
+            agency,
         )
 
 
+_LEDGER_KINDS: Final = frozenset((RecordKind.SEND, RecordKind.SEALED_SEND, RecordKind.ACKNOWLEDGEMENT))
 _PREFIX_SIZE: Final = wire.PREFIX_SIZE  # (read once: two frames a message come through here)
 _MAX_FRAME_SIZE: Final = wire.DEFAULT_MAX_FRAME_SIZE
 _REQUEST_KINDS: Final = wire.REQUEST_KINDS

@@ -68,6 +68,11 @@ def _assert_each_message_arrived_once(scenario: Scenario, out: Path) -> list[dic
     # have been carried out twice: its recipient drops the second copy (a duplicate), no more often than
     # the relay recorded a send again (the same sender, recipient device and size as another)
     assert m["duplicates_dropped"] <= _sent_again(out)
+    # the phones' other duplicates (receipts, cover...) checked against the relay's records: none it
+    # accepted once
+    check = summary["live"]["duplicates_checked_by_relay"]
+    assert check["disagreements"] == [], check
+    assert check["confirmed"] + check["unchecked"] == check["duplicates_by_phones"]
     assert summary["relay_queued_at_end"] == 0  # every envelope acknowledged, so deleted
     assert summary["live"]["relay_exit_code"] == 0
     # Ben's hour offline happened, and messages waited for him.

@@ -491,3 +491,49 @@ def test_docs_state_the_scenarios_parameters_beside_the_papers() -> None:
     )
     # the disclosure attack in general: relaysim's variant, said to be not the papers'
     assert "The attack is not the papers' variant but relaysim's, Martiny et al.'s" in papers
+
+
+def test_the_mailbox_line_gives_each_target_s_link_and_what_it_held_over() -> None:
+    """The mailbox's count, like the correspondent's, per target: k+h (linked after k messages, first over
+    the h written after it, to the run's end), ?n (cut short n messages in), - (not within 60), and x for a
+    target whose correspondent opened no mailbox for it; the held figures are those of the counts given."""
+    sc = resolve_scenario("sda-martiny-2021")
+    r = VariantResult("as written", {}, 5, [1, 2, 3, 4, 5], 1800, 1.0, accounts=40, duration=3600.0)
+    boxes = VariantResult(
+        "sealed conversations (ephemeral mailboxes)",
+        {"mailboxes": "ephemeral"},
+        5,
+        [None] * 5,
+        900,
+        1.0,
+        accounts=40,
+        duration=3600.0,
+        mailbox_linked_by=[2, None, None, 7, None],
+        no_mailbox=1,
+        mailbox_cut_short=1,
+        mailbox_seen_by=[12, None, 30, 7, 80],
+    )
+    line = next(
+        x for x in render(sc, [r, boxes]).splitlines() if x.startswith("the mailbox linked after k messages")
+    )
+    assert "(sealed conversations (ephemeral mailboxes); k+h: linked after k" in line
+    assert line.endswith(": 2+10 x ?30 7+0 -; the fewest messages a link held over, 0, the median 10")
+    # without what the run saw, no per-target line (rather than a 0 held over)
+    assert "the mailbox linked after k" not in render(sc, [r, replace(boxes, mailbox_seen_by=None)])
+
+
+def test_a_run_gives_the_mailbox_s_seen_counts_beside_its_links() -> None:
+    sc = _small()
+    boxes = run_variant((sc, "mailboxes", {"mailboxes": "ephemeral"}, 4))  # type: ignore[arg-type]
+    assert boxes.mailbox_linked_by is not None and boxes.mailbox_seen_by is not None
+    assert len(boxes.mailbox_seen_by) == boxes.targets
+    # a target has a seen count exactly when its correspondent opened a mailbox for it
+    assert sum(n is None for n in boxes.mailbox_seen_by) == boxes.no_mailbox
+    for k, n in zip(boxes.mailbox_linked_by, boxes.mailbox_seen_by, strict=True):
+        assert k is None or (n is not None and k <= n)
+    # the cut-short count is the per-target line's ?n entries
+    assert boxes.mailbox_cut_short == sum(
+        1
+        for k, n in zip(boxes.mailbox_linked_by, boxes.mailbox_seen_by, strict=True)
+        if k is None and n is not None and n <= MAX_MESSAGES
+    )

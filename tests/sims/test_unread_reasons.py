@@ -173,3 +173,50 @@ def test_a_live_run_writes_the_simulators_records_of_what_its_phones_could_not_r
         summary = json.loads((tmp_path / run / "summary.json").read_text(encoding="utf-8"))
         assert summary["messages"]["refused"] == {"untrusted_identity": 1, "sealed_sender_self_send": 0}
         assert summary["messages"]["undecryptable"] == summary["messages"]["duplicates_dropped"] == 0
+
+
+def test_a_live_run_checks_the_phones_duplicates_against_the_relays_records() -> None:
+    """The live driver cannot tie a receipt's or a cover message's copies to their send, so it took the
+    phone's word that one was a duplicate; now the relay's records are set beside it: a copy is a second
+    envelope the relay accepted for that device, of the same size, and a "duplicate" the relay accepted
+    once is a disagreement, reported (``_LiveRun._relay_check``)."""
+    from relaysim.relay.metadata import MetadataRecord, RecordKind
+
+    run = _LiveRun.__new__(_LiveRun)  # (the checking only: no relay process, no phones)
+    run.envelope_message, run.messages, run._unread = {b"\x09" * 16: 1}, {}, []
+    run.now = lambda: 10.0  # type: ignore[method-assign]
+    phone: Any = type("Phone", (), {"name": "nadia/1"})()
+    for event in [
+        A.Duplicate(b"\x00" * 16, True),  # a receipt sent twice: the relay accepted two of its size
+        A.Duplicate(b"\x01" * 16, True),  # a "duplicate" the relay accepted once: a disagreement
+        A.Duplicate(b"\x02" * 16, True),  # the relay kept no record of it
+        A.Duplicate(b"\x09" * 16, False),  # a planned message's: the driver's own count, not checked here
+        A.Undecryptable(b"\x03" * 16, True),  # not a duplicate by the phone's word
+    ]:
+        run._unreadable(phone, event)
+
+    def sealed(eid: bytes, size: int, to: str = "nadia", device: int = 1) -> MetadataRecord:
+        return MetadataRecord(
+            RecordKind.SEALED_SEND, recipient_account=to, recipient_device=device, envelope_id=eid, size=size
+        )
+
+    records = [
+        sealed(b"\x00" * 16, 120),
+        sealed(b"\x10" * 16, 120),  # the first's copy
+        sealed(b"\x01" * 16, 200),
+        sealed(b"\x11" * 16, 200, device=2),  # the same size, but for another device: no copy
+        sealed(b"\x12" * 16, 201),
+        MetadataRecord(RecordKind.DELIVERY, account="nadia", device=1, envelope_id=b"\x01" * 16, size=200),
+    ]
+    check = run._relay_check(records)
+    assert (check["duplicates_by_phones"], check["confirmed"], check["unchecked"]) == (3, 1, 1)
+    assert check["disagreements"] == [
+        {
+            "t": 10.0,
+            "device": "nadia/1",
+            "envelope_id": (b"\x01" * 16).hex(),
+            "size": 200,
+            "why": "the phone dropped it as a duplicate; the relay accepted no other envelope of its size for "
+            "that device",
+        }
+    ]

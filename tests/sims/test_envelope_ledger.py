@@ -1,0 +1,121 @@
+"""Every envelope a run's relay accepted, by whose device it was for: the people's and the agency's (a
+ghost is the agency's device), and what became of each, adding up to what the relay accepted per party.
+
+Before, a ghost's envelopes were in no total of the run: the run's counts were the people's devices'
+only, without saying so, and the ghost's unread ones were counted by its intervention alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from relaysim.sims import report
+from relaysim.sims.report import run_to_dir
+from relaysim.sims.reports.html import render_report
+from relaysim.sims.scenario import resolve_scenario
+from relaysim.sims.world.simulation import ENVELOPE_FATES, Simulation, envelope_ledger
+
+_PARTS = ("delivered", "duplicates_dropped", "refused", "undecryptable", "unread", "dropped_by_relay")
+
+
+def test_a_ghost_s_envelopes_are_the_agency_s_and_each_party_s_add_up(tmp_path: Path) -> None:
+    sc = resolve_scenario("ghost-device")
+    run_to_dir(sc, tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    env = summary["envelopes"]
+    assert env["agency_devices"] == ["omar/2"]
+    for party in ("people", "agency"):
+        row = env[party]
+        assert set(row) == set(ENVELOPE_FATES)
+        assert all(row[k] >= 0 for k in ENVELOPE_FATES), (party, row)
+        # delivered + unread + refused + undecryptable (+ duplicates, + neither) = sent, per party
+        assert sum(row[k] for k in _PARTS) == row["sent"], (party, row)
+        assert row["dropped_by_relay"] == 0
+    # the two parties' envelopes are every envelope the relay recorded accepting, from its own records
+    records = summary["relay_records"]
+    assert env["people"]["sent"] + env["agency"]["sent"] == records.get("send", 0) + records.get(
+        "sealed_send", 0
+    )
+    # the ghost read 3 messages: its envelopes are the agency's, at least those
+    ghost = json.loads((tmp_path / "exceptional" / "ghost-device.json").read_text(encoding="utf-8"))
+    assert len(ghost["read"]) == 3
+    assert env["agency"]["delivered"] >= 3
+    assert env["agency"]["undecryptable"] == ghost["undecryptable"]
+    assert env["agency"]["refused"] == sum(ghost["refused"].values())
+    # the run's own counts are the people's, and are said to be
+    m = summary["messages"]
+    assert env["people"]["undecryptable"] == m["undecryptable"]
+    assert env["people"]["refused"] == sum(m["refused"].values())
+    assert env["people"]["duplicates_dropped"] == m["duplicates_dropped"]
+    text = (tmp_path / "summary.md").read_text(encoding="utf-8")
+    assert "## Envelopes, by whose device they were for" in text
+    messages = text.split("## Messages", 1)[1].split("\n## ", 1)[0]
+    assert "what the people's devices made of it" in messages  # the Messages counts say whose they are
+    assert "the agency's devices (omar/2)" in text
+    # relaysim show and the HTML report say the same, party by party
+    agency = env["agency"]
+    line = (
+        f"the agency's (omar/2): {agency['sent']} accepted by the relay = {agency['delivered']} read + "
+        f"{agency['duplicates_dropped']} duplicates dropped + {agency['refused']} refused + "
+        f"{agency['undecryptable']} could not decrypt + {agency['unread']} still queued"
+    )
+    shown = " ".join(report.render_show(tmp_path, width=400).split())
+    assert "ENVELOPES, BY WHOSE DEVICE THEY WERE FOR" in shown and line in shown
+    html = render_report(tmp_path).replace("&#x27;", "'")
+    assert f"<li>{line}</li>" in html
+
+
+def test_a_run_without_an_intervention_has_every_envelope_the_people_s() -> None:
+    sc = resolve_scenario("two-friends")
+    result = Simulation(sc).run()
+    s = report.summarise(result)
+    env = s["envelopes"]
+    assert "agency_devices" not in env and all(v == 0 for v in env["agency"].values())
+    assert env["people"]["sent"] == s["relay_records"].get("send", 0) + s["relay_records"].get(
+        "sealed_send", 0
+    )
+    assert sum(env["people"][k] for k in _PARTS) == env["people"]["sent"]
+
+
+def test_the_ledger_puts_the_agency_s_unread_envelopes_in_the_agency_s_column() -> None:
+    ledger = envelope_ledger(
+        {"omar/1": 10, "omar/2": 6, "lena/1": 4},
+        {"omar/1": 9, "omar/2": 5, "lena/1": 4},
+        {"omar/1": 1, "omar/2": 1},
+        {"omar/2": [1, 1, 2], "lena/1": [0, 0, 1]},
+        ["omar/2"],
+    )
+    assert ledger["agency"] == {
+        "sent": 6,
+        "forged_by_relay": 0,
+        "delivered": 1,
+        "duplicates_dropped": 1,
+        "refused": 1,
+        "undecryptable": 2,
+        "unread": 1,
+        "dropped_by_relay": 0,
+    }
+    assert ledger["people"] == {
+        "sent": 14,
+        "forged_by_relay": 0,
+        "delivered": 12,
+        "duplicates_dropped": 0,
+        "refused": 0,
+        "undecryptable": 1,
+        "unread": 1,
+        "dropped_by_relay": 0,
+    }
+
+
+def test_an_envelope_the_relay_forged_is_counted_as_one_it_queued() -> None:
+    """relay-swaps-identity: the relay queues Nadia's phone an envelope no device sent (no send record);
+    it is among what was queued for the people, said to be forged, and the sum still adds up (before, it
+    came out as -1 envelopes "neither acknowledged nor queued")."""
+    result = Simulation(resolve_scenario("relay-swaps-identity")).run()
+    s = report.summarise(result)
+    people = s["envelopes"]["people"]
+    assert people["forged_by_relay"] == 1
+    records = s["relay_records"]
+    assert people["sent"] == records.get("send", 0) + records.get("sealed_send", 0) + 1
+    assert sum(people[k] for k in _PARTS) == people["sent"]
+    assert people["dropped_by_relay"] == 0
