@@ -177,6 +177,12 @@ def test_docs_say_how_many_targets_the_run_cut_short_without_receipts_at_once_as
     for name in (names[0], *names[2:]):
         r = built_in(name)
         assert r.censored() * 2 > r.targets - r.linked_within(MAX_MESSAGES), name
+    # ... and why: "the hour's run writes fewer than 60 messages to most targets" (to each one's last
+    # target epoch, as far as the attack saw), as written too
+    assert "the hour's run writes fewer than 60 messages to most targets" in papers
+    base = built_in("as written")
+    assert base.seen_by is not None and base.targets == of
+    assert sum(1 for n in base.seen_by if n < MAX_MESSAGES) * 2 > base.targets, base.seen_by
 
 
 def test_the_built_in_scenario_s_description_says_how_often_popular_accounts_receive() -> None:
