@@ -31,6 +31,7 @@ __all__ = [
     "AS_SEEN",
     "Linking",
     "Truth",
+    "analyse_and_write",
     "kept_beside_seen",
     "linking",
     "messages_until_linked",
@@ -838,6 +839,16 @@ def write_analysis(
     ``as_seen``: analyse what the relay saw while it ran (``relay-view.jsonl``) instead of what the
     provider keeps, into ``DIR/analysis/as-seen/relay.{json,md}``. ``truth``: the run's transcript
     as :func:`read_truth` read it, if the caller has (else read here, when the run has one)."""
+    return analyse_and_write(run, clock, as_seen=as_seen, truth=truth)[0]
+
+
+def analyse_and_write(
+    run: str | Path, clock: Any = None, *, as_seen: bool = False, truth: Truth | None = None
+) -> tuple[list[str], dict[str, Analysis]]:
+    """:func:`write_analysis`, and the analyses it wrote, by name (``relay``, each disclosure): for a
+    caller that scores more of them (``relaysim defences``) without taking the disclosure attack again.
+    With the truth, each one's ``sda_every_epoch`` holds the attack's pass with a checkpoint after every
+    target epoch and the ranks of each target's true contacts (``analyze(sda_watch=...)``)."""
     out = Path(run)
     if truth is None and (out / "transcript.jsonl").exists():
         truth = read_truth(out / "transcript.jsonl")
@@ -845,6 +856,7 @@ def write_analysis(
     views = {"relay": as_seen_view(out)} if as_seen else analysis_views(out)
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
+    analyses: dict[str, Analysis] = {}
     directory = run_directory(out)
     for name, view in views.items():
         # with the truth, the attack's ranks of each target's true contacts are kept at every target epoch,
@@ -861,7 +873,8 @@ def write_analysis(
         write_whole(own_file(folder, f"{name}.json"), json.dumps(_round(data), indent=1) + "\n")
         write_whole(own_file(folder, f"{name}.md"), to_markdown(name, a, score, clock, intro=intro))
         lines.append(headline(f"{name} as seen" if as_seen else name, a, score))
-    return lines
+        analyses[name] = a
+    return lines, analyses
 
 
 AS_SEEN = "as-seen"  # DIR/analysis/as-seen/: the analyses of what the relay saw

@@ -75,14 +75,16 @@ def measure(run: Path) -> dict[str, Any]:
     """``relaysim analyze RUN --as-seen``, then one row of the table from its files and the transcript."""
     # Imported here, not with the module: the CLI imports this module to build its parser, and the
     # analyses bring numpy and networkx (~0.2 s of every command's start-up, --help's too).
-    from relaysim.sims.analysis.run import as_seen_view
-    from relaysim.sims.analysis.sda import statistical_disclosure
-    from relaysim.sims.analysis_scoring import AS_SEEN, read_truth, write_analysis
+    from relaysim.sims.analysis_scoring import AS_SEEN, analyse_and_write, read_truth
 
-    write_analysis(run, as_seen=True)
+    truth = read_truth(run / "transcript.jsonl")
+    # with the truth, the analysis takes the timing attack once, with a checkpoint after every target
+    # epoch keeping the ranks of each target's true contacts: the pass sda_row scores below
+    _, analyses = analyse_and_write(run, as_seen=True, truth=truth)
+    every_epoch = analyses["relay"].sda_every_epoch
+    assert every_epoch is not None  # (made with sda_watch: analyse_and_write was given the truth)
     data = json.loads(read_run_text(run / "analysis" / AS_SEEN / "relay.json"))
     score, analysis = data["score"], data["analysis"]
-    truth = read_truth(run / "transcript.jsonl")
     # attribution, over the sealed sends of messages someone wrote (receipts and cover are not texts)
     judged = attributed = correct = 0
     for a in analysis["sealed_sender_attribution"]["attributions"]:
@@ -92,19 +94,6 @@ def measure(run: Path) -> dict[str, Any]:
         if a["sender"] is not None:
             attributed += 1
             correct += a["sender"] == truth.sender_of(a["envelope_id"], a["time"], a["recipient"])
-    # the timing attack, message by message up to MAX_K: when does a true contact first rank first?
-    view = as_seen_view(run)
-    targets = [t["target"] for t in analysis["statistical_disclosure"]["targets"]]
-    # a checkpoint after every target epoch: MAX_K messages may take many more epochs; of each, only
-    # the ranks sda_row scores (the target's true contacts'), not every account with a non-zero score
-    sda = statistical_disclosure(
-        view,
-        targets=targets,
-        receipts=True,
-        checkpoints=range(1, len(view.observations) + 2),
-        keep_top=0,
-        watch={t: truth.contacts(t) for t in targets},
-    )
     summary = json.loads(read_run_text(run / "summary.json"))
     sealed = data["kept_beside_seen"]["by_kind"].get("sealed_send", {}).get("seen", 0)
     written = len(truth.messages)
@@ -118,7 +107,9 @@ def measure(run: Path) -> dict[str, Any]:
             "recall": _ratio(correct, judged),
         },
         "contact_graph": {k: graph[k] for k in ("true_pairs", "inferred_pairs", "precision", "recall")},
-        "sda": sda_row(sda.rankings, truth),
+        # the timing attack, message by message up to MAX_K (a checkpoint after every target epoch: MAX_K
+        # messages may take many more epochs): when does a true contact rank first and stay first?
+        "sda": sda_row(every_epoch.rankings, truth),
         "first_contact_by_size": {
             k: sizes[k] for k in ("flagged", "session_opening_envelopes", "precision", "recall")
         },

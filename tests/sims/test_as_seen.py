@@ -199,6 +199,46 @@ def test_defences_asks_for_no_more_worker_processes_than_runs(tmp_path: Path) ->
     assert [r["variant"] for r in data["variants"]] == ["as written"]
 
 
+def test_defences_takes_the_disclosure_attack_once_per_variant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """measure() analysed the run as seen (write_analysis, whose one pass of the attack has a checkpoint
+    after every target epoch, keeping the ranks of each target's true contacts), then took the attack a
+    second time itself, for the same targets and contacts, for its SDA cells. Now it scores that one
+    pass: one call of the attack per variant, and the row what the second pass gave."""
+    from relaysim.sims.analysis import run as analysis_run
+    from relaysim.sims.analysis import sda as sda_module
+    from relaysim.sims.defences import VARIANTS, run_defences, sda_row
+
+    scenario = parse_scenario(_scenario(), "as-seen-test.toml")
+    calls: list[Any] = []
+    real = sda_module.statistical_disclosure
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs.get("checkpoints"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sda_module, "statistical_disclosure", counted)
+    monkeypatch.setattr(analysis_run, "statistical_disclosure", counted)
+    data = run_defences(scenario, tmp_path, workers=1, variants={"as written": VARIANTS["as written"]})
+    assert len(calls) == 1, calls
+    monkeypatch.undo()
+    # the row is the one a pass of its own gave, to the cell
+    run = tmp_path / "as-written"
+    view, truth = as_seen_view(run), read_truth(run / "transcript.jsonl")
+    targets = [r.target for r in analyze(view).sda.rankings]
+    own = real(
+        view,
+        targets=targets,
+        receipts=True,
+        checkpoints=range(1, len(view.observations) + 2),
+        keep_top=0,
+        watch={t: truth.contacts(t) for t in targets},
+    )
+    row = data["variants"][0]["sda"]
+    assert row == sda_row(own.rankings, truth) and row["targets"] >= 1
+
+
 def test_the_defences_table_shows_what_fresh_connections_and_receipts_off_buy(tmp_path: Path) -> None:
     from relaysim.sims.defences import VARIANTS, render, run_defences
 
