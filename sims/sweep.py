@@ -631,7 +631,7 @@ def run_sweep(
         )
     text, source = _scenario_text(scenario)
     base = build_scenario(text, source, [])
-    from relaysim.sims.scenario import MAX_SEED
+    from relaysim.sims.scenario import MAX_SEED, _real_profiles, one_profile
 
     if base.seed + seeds - 1 > MAX_SEED:  # (with_seed refuses a seed past it: it was a ValueError per run)
         raise SweepError(
@@ -644,6 +644,12 @@ def run_sweep(
 
     for cell in cells:  # every bad key or value is reported before anything runs
         cell_scenario = build_scenario(text, source, cell)
+        one_profile(  # (a run's summary.json is one relay's: a matrix's was its [relay] profile's alone)
+            cell_scenario,
+            "relaysim sweep",
+            f"or sweep it one profile at a time: --param {'scenario.matrix=false' if cell_scenario.matrix else 'scenario.compare_profiles=[]'} "
+            f"--param relay.profile={','.join(_real_profiles() if cell_scenario.matrix else cell_scenario.compare_profiles)}",
+        )
         for seed in seed_list:  # and every device an event names, as each seed makes the people
             check_population(cell_scenario.with_seed(seed))
 
