@@ -1469,10 +1469,27 @@ def test_show_and_report_refuse_a_transcript_past_the_most_they_read(
     refused(
         capsys,
         [command, str(run)],
-        f"cannot read {transcript}: {size:,} bytes, more than show and report read (at most {size - 1:,}",
+        f"cannot read {transcript}: {size:,} bytes, more than show and report read (at most {size - 1:,}: "
+        f"they hold every event in memory; at about 1,930 bytes a message, a run of some {(size - 1) // 1930:,} "
+        f"messages); relaysim analyze {run} reads a transcript of any size, or make the run smaller to show or "
+        "report it (fewer people under [generate], or a shorter [scenario] duration)",
     )
     monkeypatch.setattr(report, "MAX_TRANSCRIPT", size)
     assert main([command, str(run)]) == 0
+
+
+def test_the_transcripts_bytes_per_message_are_as_measured_and_a_million_messages_do_not_fit(
+    tf_run: Path,
+) -> None:
+    """MAX_TRANSCRIPT (512 MiB) was never set against a city-sized run: at the bytes per message
+    measured (sims.report.TRANSCRIPT_BYTES_PER_MESSAGE, held here to a run's within a factor of 1.5),
+    a run of 1,000,000 messages writes some 1.9 GB, which show and report refuse, saying what to do."""
+    from relaysim.sims import report
+
+    planned = json.loads((tf_run / "summary.json").read_text(encoding="utf-8"))["messages"]["planned"]
+    per = (tf_run / "transcript.jsonl").stat().st_size / planned
+    assert report.TRANSCRIPT_BYTES_PER_MESSAGE / 1.5 <= per <= report.TRANSCRIPT_BYTES_PER_MESSAGE * 1.5, per
+    assert 250_000 < report.MAX_TRANSCRIPT // report.TRANSCRIPT_BYTES_PER_MESSAGE < 1_000_000
 
 
 def test_a_transcript_is_read_line_by_line_as_it_was_read_whole(tf_run: Path, tmp_path: Path) -> None:
