@@ -620,6 +620,11 @@ def run_sweep(
     for metric in metrics:
         if (problem := metric_problem(metric)) is not None:
             raise SweepError(f"--metric: {problem}")
+    twice = sorted({m for m in metrics if list(metrics).count(m) > 1})
+    if twice:  # (its values were gathered once per time it was named: one seed's run read as two, ± 0)
+        raise SweepError(
+            f"--metric: each metric once, got {', '.join(brief(m, 's') for m in twice)} more than once"
+        )
     keys = [k for k, _ in params]
     if len(set(keys)) != len(keys):
         raise SweepError(f"--param: each key once, got {', '.join(keys)}")

@@ -773,6 +773,20 @@ def test_a_metric_that_can_name_no_number_is_a_usage_error_naming_the_metrics(
     assert not out.exists()
 
 
+def test_a_metric_given_twice_is_refused_not_counted_twice(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--metric messages.planned twice gathered each run's value twice: one seed's run read as two
+    values, with a 95 % interval of ± 0 (n 2), in sweep.md and sweep.json."""
+    out = tmp_path / "sw"
+    argv = ["sweep", str(tiny), "--seeds", "1", "--out", str(out), "--quiet"]
+    assert main([*argv, "--metric", "messages.planned", "--metric", "messages.planned"]) == 2
+    assert capsys.readouterr().err == (
+        "relaysim sweep: --metric: each metric once, got messages.planned more than once\n"
+    )
+    assert not out.exists()
+
+
 def test_dask_without_distributed_installed_is_a_clear_error(
     tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
