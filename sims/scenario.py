@@ -1460,7 +1460,7 @@ def _relay(r: _Reader, raw: object) -> RelaySpec:
 
     profile = r.get(t, "profile", "relay", str, "keep-everything")
     if profile != "keep-everything" and profile not in PROFILES:
-        known = ", ".join(map(repr, ["keep-everything", *PROFILES]))
+        known = ", ".join(map(repr, dict.fromkeys(["keep-everything", *PROFILES])))  # (PROFILES has it too)
         raise r.fail("relay.profile", f"expected one of {known}, got {_brief(profile)}")
     return RelaySpec(
         _region(r, r.get(t, "region", "relay", str, "us"), "relay.region"),
