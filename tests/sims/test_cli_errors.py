@@ -956,12 +956,10 @@ def test_a_long_metric_is_shown_cut_short_in_its_warning(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["sweep", "two-friends", "--param", "network.loss=0", "--metric", LONG, "--seeds", "1"]
-    assert main([*argv, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert main([*argv, "--out", str(tmp_path / "out"), "--quiet"]) == 2  # (refused: no run has it)
     err = capsys.readouterr().err
-    assert (
-        err.startswith("relaysim sweep: warning: --metric xxx") and "… (5,000 characters): no number" in err
-    )
-    assert len(err) < 300, err[:300]
+    assert err.startswith("relaysim sweep: --metric xxx") and "… (5,000 characters): no number" in err
+    assert LONG not in err and err.count("\n") == 1, err[:300]
 
 
 # --- permissions: a file that cannot be read, a folder that cannot be written ------------------------
