@@ -1931,9 +1931,9 @@ def test_the_tls_fallback_without_memfd_keeps_the_key_private_and_removes_it_on_
     with pytest.raises(ssl.SSLError):  # refused by OpenSSL
         server_module._tls_context(key, cert)  # type: ignore[attr-defined]
     assert list(scratch.iterdir()) == []
-    with pytest.raises(KeyboardInterrupt):  # interrupted while loaded
-        with server_module._pem_path(key):  # type: ignore[attr-defined]
-            raise KeyboardInterrupt
+    # interrupted while loaded
+    with pytest.raises(KeyboardInterrupt), server_module._pem_path(key):  # type: ignore[attr-defined]
+        raise KeyboardInterrupt
     assert list(scratch.iterdir()) == []
 
     files = tmp_path / "cert.pem", tmp_path / "key.pem"
@@ -1957,7 +1957,6 @@ def test_the_tls_fallback_without_memfd_keeps_the_key_private_and_removes_it_on_
 
     with monkeypatch.context() as m:  # interrupted while it is written
         m.setattr(os, "write", interrupted)
-        with pytest.raises(KeyboardInterrupt):
-            with server_module._pem_path(key):  # type: ignore[attr-defined]
-                pass
+        with pytest.raises(KeyboardInterrupt), server_module._pem_path(key):  # type: ignore[attr-defined]
+            pass
     assert list(scratch.iterdir()) == []
