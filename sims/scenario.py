@@ -2418,18 +2418,19 @@ def builtin_scenarios() -> dict[str, Path]:
     return {p.stem: p for p in sorted(_BUILTIN_DIR.glob("*.toml"))}
 
 
-def one_profile(scenario: Scenario, command: str, instead: str = "") -> None:
+def one_profile(scenario: Scenario, command: str, instead: str = "", source: str | None = None) -> None:
     """ScenarioError, said before anything runs, for a scenario that runs under several relay profiles
     (``matrix`` or ``compare_profiles``) given to ``command``, which runs one relay: it ran under the
     [relay] profile alone (sweep, reproduce), unsaid, or was refused without naming the profiles
-    (defences). ``instead`` is the command's own way out, if it has one."""
+    (defences). ``instead`` is the command's own way out, if it has one; ``source`` names the
+    scenario in the error (default: its name)."""
     if not (scenario.matrix or scenario.compare_profiles):
         return
     key = "scenario.matrix" if scenario.matrix else "scenario.compare_profiles"
     profiles = _real_profiles() if scenario.matrix else scenario.compare_profiles
     what = "matrix = true: every real profile" if scenario.matrix else "compare_profiles"
     raise ScenarioError(
-        scenario.name,
+        scenario.name if source is None else source,
         key,
         f"this scenario runs under several relay profiles ({what}, {', '.join(profiles)}), and {command} "
         f"runs one relay under one profile; give it a scenario with one [relay] profile (a copy of this one "

@@ -654,6 +654,8 @@ def run_sweep(
             "relaysim sweep",
             f"or sweep it one profile at a time: --param {'scenario.matrix=false' if cell_scenario.matrix else 'scenario.compare_profiles=[]'} "
             f"--param relay.profile={','.join(_real_profiles() if cell_scenario.matrix else cell_scenario.compare_profiles)}",
+            # (the file, and the cell whose --param made it so, as the validator's errors name them)
+            f"{source} [{_label(cell)}]" if cell and not (base.matrix or base.compare_profiles) else source,
         )
         for seed in seed_list:  # and every device an event names, as each seed makes the people
             check_population(cell_scenario.with_seed(seed))

@@ -1515,8 +1515,9 @@ def test_a_scenario_of_several_profiles_is_refused_alike_by_the_commands_of_one_
     argv = [command, scenario] + ([] if command == "reproduce" else ["--out", str(out)])
     assert main(argv) == 2
     err = capsys.readouterr().err
+    named = f"{scenario}.toml" if command == "sweep" else scenario  # (sweep names the file, as its errors do)
     assert err.startswith(
-        f"relaysim {command}: {scenario}: {key}: this scenario runs under several relay profiles {profiles}"
+        f"relaysim {command}: {named}: {key}: this scenario runs under several relay profiles {profiles}"
     ), err
     assert (
         f"and relaysim {command} runs one relay under one profile; give it a scenario with one [relay] profile"

@@ -212,6 +212,22 @@ def test_an_error_a_param_causes_elsewhere_names_the_param() -> None:
     assert info.value.path.startswith("network.latency[0]"), str(info.value)
 
 
+def test_a_param_that_makes_a_scenario_of_several_profiles_is_named_and_refused(
+    tiny: Path, tmp_path: Path
+) -> None:
+    text = tiny.read_text(encoding="utf-8").replace('profile = "keep-everything"\n', 'region = "us"\n')
+    tiny.write_text(text, encoding="utf-8")
+    params = [("scenario.compare_profiles", [["signal", "whatsapp"], []])]
+    with pytest.raises(ScenarioError) as info:
+        run_sweep(str(tiny), params, 1, tmp_path / "sw")
+    assert str(info.value).startswith(
+        'tiny.toml [scenario.compare_profiles=["signal", "whatsapp"]]: scenario.compare_profiles: this scenario '
+        "runs under several relay profiles (compare_profiles, signal, whatsapp), and relaysim sweep runs one "
+        "relay under one profile"
+    ), str(info.value)
+    assert not (tmp_path / "sw").exists()
+
+
 def test_a_param_is_validated_as_the_file_would_be() -> None:
     from relaysim.sims.scenario import ScenarioError
 
