@@ -1766,25 +1766,57 @@ def _read_tls_file(path: str) -> bytes:
     return data
 
 
+class _TlsScratchError(OSError):
+    """No private temporary folder to hand a PEM file to OpenSSL in (no memfd_create): TMPDIR's fault,
+    not the PEM files' (it was said as "cannot load them as a PEM certificate chain")."""
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:  # (os.write may write less than it is given)
+        view = view[os.write(fd, view) :]
+
+
 @contextlib.contextmanager
 def _pem_path(data: bytes) -> Iterator[str]:
     """A path OpenSSL can open to read ``data`` (ssl loads a certificate chain only from a path): an
-    anonymous file in memory (memfd_create, Linux) where there is one, else a file in a private
-    temporary folder, removed at once."""
+    anonymous file in memory (memfd_create, Linux) where there is one, else a file (mode 0600) in a
+    private temporary folder (mode 0700, mkdtemp's), removed with its folder on every way out of the
+    ``with``: loaded, refused by OpenSSL, a failed write, or interrupted (KeyboardInterrupt); if it
+    cannot be removed, said (it holds the private key)."""
     if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
         fd = os.memfd_create("relay-tls", getattr(os, "MFD_CLOEXEC", 0))
         try:
-            os.write(fd, data)
+            _write_all(fd, data)
             yield f"/proc/self/fd/{fd}"
         finally:
             os.close(fd)
         return
-    with tempfile.TemporaryDirectory() as folder:  # (mkdtemp: only this user may enter it)
+    try:
+        folder = tempfile.mkdtemp(prefix="relay-tls-")  # (only this user may enter it: 0700)
+    except OSError as e:
+        raise _TlsScratchError(
+            e.errno,
+            f"no private temporary folder to hand the PEM files to OpenSSL in ({e.strerror or e}); set TMPDIR "
+            "to a folder of your own",
+        ) from None
+    try:
         path = os.path.join(folder, "pem")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with open(fd, "wb") as f:
-            f.write(data)
+        flags = (
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        )
+        fd = os.open(path, flags, 0o600)
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
         yield path
+    finally:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+        if os.path.lexists(folder):
+            log.warning("could not remove %s, which holds a TLS private key: remove it", folder)
 
 
 def _tls_context(cert: bytes, key: bytes) -> ssl.SSLContext:
@@ -1917,6 +1949,8 @@ def main(args: list[str]) -> int:
         # [Errno 21] Is a directory" (exit 1) once the store had been opened
         try:
             opts.ssl_context = _tls_context(*pem)
+        except _TlsScratchError as e:
+            return usage(f"--tls-cert {opts.tls_cert} --tls-key {opts.tls_key}: {e.strerror}")
         except (OSError, ssl.SSLError) as e:
             said = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             return usage(

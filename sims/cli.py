@@ -905,14 +905,22 @@ def _checked_matrix_md(out: Path, matrix: Any, again: str) -> str:
             f"with nothing in them), which matrix.md marks; {again}"
         )
     problem = markdown_problem(written, matrix, empty)
-    if problem is None:  # and the words around the tables, as the run wrote them from its scenario
-        from relaysim.sims.matrix import check_matrix_scenario, render_markdown, text_problem
-
-        scenario = _scenario("fbi-chart")
-        expected = render_markdown(matrix, scenario, check_matrix_scenario(scenario), empty)
-        problem = text_problem(written, expected)
     if problem is not None:
-        raise CliError(f"{md_file}: not the chart matrix.json holds (edited?): {problem}; {again}")
+        raise CliError(
+            f"{md_file}: not the chart matrix.json holds (edited, or an older relaysim's tables?): {problem}; {again}"
+        )
+    # and the words around the tables, as this relaysim writes them from its scenario: the run folder
+    # keeps no version, so words that differ may be an older relaysim's (said so, not "not the chart")
+    from relaysim.sims.matrix import check_matrix_scenario, render_markdown, text_problem
+
+    scenario = _scenario("fbi-chart")
+    expected = render_markdown(matrix, scenario, check_matrix_scenario(scenario), empty)
+    problem = text_problem(written, expected)
+    if problem is not None:
+        raise CliError(
+            f"{md_file}: its tables are the chart matrix.json holds, but not its words around them: {problem} "
+            f"(an older relaysim's words, or edited); {again}, to write them anew"
+        )
     return written
 
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from relaysim.sims.analysis.runfiles import out_folder, read_run_text, scenario_arg
 from relaysim.sims.numbers import workers as workers_arg
-from relaysim.sims.scenario import Scenario, ScenarioError, resolve_scenario
+from relaysim.sims.scenario import Scenario, ScenarioError, one_profile, resolve_scenario
 
 if TYPE_CHECKING:
     from relaysim.sims.analysis.sda import TargetRanking
@@ -187,11 +187,7 @@ def run_defences(
 ) -> dict[str, Any]:
     """Every variant of ``scenario`` (by default :data:`VARIANTS`) into ``out/<folder>/``, analysed as
     seen; the table as data."""
-    if scenario.matrix or scenario.compare_profiles:
-        raise DefencesError(
-            f"scenario {scenario.name!r} runs under several profiles (matrix or compare_profiles); "
-            "give one that runs under one profile"
-        )
+    one_profile(scenario, "relaysim defences")
     jobs = [(scenario, name, folder, sw, str(out)) for name, (folder, sw) in variants.items()]
     # no more processes than runs: --workers 99999999999999999999 asked the pool for more than a C
     # int holds (OverflowError), and --workers 1000 forked 1000 processes for 9 runs
@@ -302,6 +298,7 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         scenario = resolve_scenario(args.scenario)
+        one_profile(scenario, "relaysim defences")  # (before DIR is made)
         out = Path(args.out or f"out/defences-{scenario.name}")
         if out.exists() and not out.is_dir():
             raise DefencesError(f"--out {out} is a file, not a folder")

@@ -418,9 +418,9 @@ def text_problem(text: str, expected: str) -> str | None:
     have, want = text.splitlines(), expected.splitlines()
     for n, (a, b) in enumerate(zip(have, want, strict=False), 1):
         if a != b:
-            return f"line {n} is {brief(a)}, where the run wrote {brief(b)}"
+            return f"line {n} is {brief(a)}, where this relaysim writes {brief(b)}"
     if len(have) != len(want) or text.endswith("\n") != expected.endswith("\n"):
-        return f"it has {len(have)} lines, where the run wrote {len(want)}"
+        return f"it has {len(have)} lines, where this relaysim writes {len(want)}"
     return None
 
 

@@ -788,6 +788,12 @@ def read_run(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 # then split, then held as events, until the machine ran out of memory. relaysim analyze reads one
 # of any size, line by line.
 MAX_TRANSCRIPT = 512 * 1024 * 1024
+# Transcript bytes per message written (summary.json's messages.planned), measured: the built-in city
+# scenario at 200 people (2,070 messages, with their receipts, sync copies and controls: 3,997,876
+# bytes, 1,931 a message) and two-friends (12 messages, 19,705 bytes, 1,642 a message). So
+# MAX_TRANSCRIPT holds some 280,000 messages: a city-sized run of 1,000,000 messages writes about
+# 1.9 GB, which show and report refuse, saying so (:func:`_too_large`); analyze reads it.
+TRANSCRIPT_BYTES_PER_MESSAGE = 1_930
 
 
 def transcript_lines(path: Path, limit: int | None = None) -> Iterator[tuple[int, str]]:
@@ -814,10 +820,13 @@ def transcript_lines(path: Path, limit: int | None = None) -> Iterator[tuple[int
 
 
 def _too_large(path: Path, size: int, limit: int) -> OSError:
+    fits = limit // TRANSCRIPT_BYTES_PER_MESSAGE
     return OSError(
         errno.EFBIG,
         f"{size:,} bytes, more than show and report read (at most {limit:,}: they hold every event in "
-        "memory); relaysim analyze reads a transcript of any size",
+        f"memory; at about {TRANSCRIPT_BYTES_PER_MESSAGE:,} bytes a message, a run of some {fits:,} messages); "
+        f"relaysim analyze {shell_word(path.parent)} reads a transcript of any size, or make the run smaller "
+        "to show or report it (fewer people under [generate], or a shorter [scenario] duration)",
         str(path),
     )
 

@@ -55,7 +55,7 @@ from typing import Any
 
 from relaysim.sims.analysis.runfiles import one_line, scenario_arg
 from relaysim.sims.numbers import whole_number, workers
-from relaysim.sims.scenario import Scenario, ScenarioError, resolve_scenario
+from relaysim.sims.scenario import Scenario, ScenarioError, one_profile, resolve_scenario
 
 __all__ = [
     "DEFAULT_TARGETS",
@@ -276,6 +276,7 @@ def run_variant(args: tuple[Scenario, str, dict[str, Any], int]) -> VariantResul
 def reproduce(scenario: Scenario, *, targets: int = DEFAULT_TARGETS, workers: int = 2) -> list[VariantResult]:
     from relaysim.sims.world.traffic import expand_population
 
+    one_profile(scenario, "relaysim reproduce")
     scenario = expand_population(scenario)
     jobs = [(scenario, name, sw, targets) for name, sw in VARIANTS.items()]
     if workers <= 1:
@@ -492,6 +493,7 @@ def run(args: argparse.Namespace, prog: str = "relaysim reproduce") -> int:
     """``relaysim reproduce`` (and the module): 0 when done, 2 for a scenario that cannot be used."""
     try:
         scenario = resolve_scenario(args.scenario)
+        one_profile(scenario, "relaysim reproduce")
         _attackable(scenario)
         results = reproduce(scenario, targets=args.targets, workers=args.workers)
     except (ScenarioError, ValueError, OSError, NothingToAttack) as exc:

@@ -1460,7 +1460,7 @@ def _relay(r: _Reader, raw: object) -> RelaySpec:
 
     profile = r.get(t, "profile", "relay", str, "keep-everything")
     if profile != "keep-everything" and profile not in PROFILES:
-        known = ", ".join(map(repr, ["keep-everything", *PROFILES]))
+        known = ", ".join(map(repr, dict.fromkeys(["keep-everything", *PROFILES])))  # (PROFILES has it too)
         raise r.fail("relay.profile", f"expected one of {known}, got {_brief(profile)}")
     return RelaySpec(
         _region(r, r.get(t, "region", "relay", str, "us"), "relay.region"),
@@ -2416,6 +2416,28 @@ _BUILTIN_DIR = Path(__file__).resolve().parent / "scenarios"
 def builtin_scenarios() -> dict[str, Path]:
     """Name → file of every scenario that ships with relaysim."""
     return {p.stem: p for p in sorted(_BUILTIN_DIR.glob("*.toml"))}
+
+
+def one_profile(scenario: Scenario, command: str, instead: str = "", source: str | None = None) -> None:
+    """ScenarioError, said before anything runs, for a scenario that runs under several relay profiles
+    (``matrix`` or ``compare_profiles``) given to ``command``, which runs one relay: it ran under the
+    [relay] profile alone (sweep, reproduce), unsaid, or was refused without naming the profiles
+    (defences). ``instead`` is the command's own way out, if it has one; ``source`` names the
+    scenario in the error (default: its name)."""
+    if not (scenario.matrix or scenario.compare_profiles):
+        return
+    key = "scenario.matrix" if scenario.matrix else "scenario.compare_profiles"
+    profiles = _real_profiles() if scenario.matrix else scenario.compare_profiles
+    what = "matrix = true: every real profile" if scenario.matrix else "compare_profiles"
+    raise ScenarioError(
+        scenario.name if source is None else source,
+        key,
+        f"this scenario runs under several relay profiles ({what}, {', '.join(profiles)}), and {command} "
+        f"runs one relay under one profile; give it a scenario with one [relay] profile (a copy of this one "
+        f'without {key.split(".")[1]} and with profile = "{profiles[0]}" under [relay])'
+        + (f", {instead}" if instead else "")
+        + f", or run every profile with relaysim run {scenario.name}",
+    )
 
 
 def resolve_scenario(name_or_path: str) -> Scenario:

@@ -226,10 +226,42 @@ def build_scenario(text: str, source: str, params: Sequence[tuple[str, Any]]) ->
         # a --param set it or a table or array it is in (then it is not the file's)
         if not exc.path or exc.line is not None or any(_within(exc.path, _as_path(k)) for k, _v in params):
             raise
+        culprit = _culprit(text, source, params)
+        if culprit is not None:
+            # the file is good without the --param: the error is the change's, named by it
+            # (relay.region=zz was said as network.latency[1].between's error, the key it broke)
+            line = _line_of(text, exc.path)
+            at = f" (line {line})" if line is not None else ""
+            raise ScenarioError(
+                exc.source,
+                f"--param {culprit}",
+                f"this value makes the file's {brief(exc.path, 's')}{at} wrong: {exc.message}",
+            ) from None
         line = _line_of(text, exc.path)
         if line is None:
             raise
         raise ScenarioError(exc.source, exc.path, exc.message, line) from None
+
+
+def _culprit(text: str, source: str, params: Sequence[tuple[str, Any]]) -> str | None:
+    """Which of ``params`` makes the (otherwise valid) scenario ``text`` invalid, as ``KEY`` (one of
+    them does alone) or ``KEY1, KEY2`` (only together); None if the file is invalid without them."""
+    from relaysim.sims.scenario import ScenarioError, read_toml, scenario_from_data
+
+    def fails(chosen: Sequence[tuple[str, Any]]) -> bool:
+        data = read_toml(text, source)
+        try:
+            for key, value in chosen:
+                apply_param(data, key, copy.deepcopy(value), source)
+            scenario_from_data(data, source)
+        except ScenarioError:
+            return True
+        return False
+
+    if not params or fails([]):
+        return None
+    alone = [k for k, v in params if fails([(k, v)])]
+    return ", ".join(brief(k, "s") for k in (alone[:1] or [k for k, _v in params]))
 
 
 def _as_path(key: str) -> str:
@@ -410,6 +442,48 @@ def _metric(text: str) -> str:
     return text
 
 
+MAX_CHOICES = 40  # metric paths an error lists, at most
+
+
+def number_paths(summaries: Iterable[Any]) -> list[str]:
+    """Every dotted path to a number in ``summaries`` (a list element by its ``name``, else its index),
+    in order of first appearance: what ``--metric`` can name."""
+    paths: dict[str, None] = {}
+
+    def walk(node: Any, at: str) -> None:
+        if isinstance(node, bool) or (isinstance(node, int | float) and math.isfinite(node)):
+            paths.setdefault(at, None)
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{at}.{k}" if at else str(k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                name = v.get("name") if isinstance(v, dict) else None
+                walk(v, f"{at}.{name if isinstance(name, str) and name else i}")
+
+    for summary in summaries:
+        walk(summary, "")
+    return list(paths)
+
+
+def metric_choices(summaries: Sequence[Any], metric: str) -> str:
+    """The metrics there are, for an error about ``metric``: those under the longest start of its path
+    that the runs have (``messages`` → messages.planned, …), else every one (at most MAX_CHOICES)."""
+    paths = number_paths(summaries)
+    parts = metric.split(".")
+    for end in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:end])
+        under = [p for p in paths if p.startswith(prefix + ".")]
+        if under:
+            break
+    else:
+        prefix, under = "", paths
+    shown = ", ".join(under[:MAX_CHOICES]) + (
+        f" and {len(under) - MAX_CHOICES} more" if len(under) > MAX_CHOICES else ""
+    )
+    return f"the numbers under {prefix} are {shown}" if prefix else f"the metrics are {shown or 'none'}"
+
+
 def default_metrics(summaries: Iterable[dict[str, Any]]) -> list[str]:
     """A few messages numbers, and each disclosure's score shares (disclosures in order of appearance)."""
     names: list[str] = []
@@ -546,6 +620,11 @@ def run_sweep(
     for metric in metrics:
         if (problem := metric_problem(metric)) is not None:
             raise SweepError(f"--metric: {problem}")
+    twice = sorted({m for m in metrics if list(metrics).count(m) > 1})
+    if twice:  # (its values were gathered once per time it was named: one seed's run read as two, ± 0)
+        raise SweepError(
+            f"--metric: each metric once, got {', '.join(brief(m, 's') for m in twice)} more than once"
+        )
     keys = [k for k, _ in params]
     if len(set(keys)) != len(keys):
         raise SweepError(f"--param: each key once, got {', '.join(keys)}")
@@ -557,7 +636,7 @@ def run_sweep(
         )
     text, source = _scenario_text(scenario)
     base = build_scenario(text, source, [])
-    from relaysim.sims.scenario import MAX_SEED
+    from relaysim.sims.scenario import MAX_SEED, _real_profiles, one_profile
 
     if base.seed + seeds - 1 > MAX_SEED:  # (with_seed refuses a seed past it: it was a ValueError per run)
         raise SweepError(
@@ -570,6 +649,14 @@ def run_sweep(
 
     for cell in cells:  # every bad key or value is reported before anything runs
         cell_scenario = build_scenario(text, source, cell)
+        one_profile(  # (a run's summary.json is one relay's: a matrix's was its [relay] profile's alone)
+            cell_scenario,
+            "relaysim sweep",
+            f"or sweep it one profile at a time: --param {'scenario.matrix=false' if cell_scenario.matrix else 'scenario.compare_profiles=[]'} "
+            f"--param relay.profile={','.join(_real_profiles() if cell_scenario.matrix else cell_scenario.compare_profiles)}",
+            # (the file, and the cell whose --param made it so, as the validator's errors name them)
+            f"{source} [{_label(cell)}]" if cell and not (base.matrix or base.compare_profiles) else source,
+        )
         for seed in seed_list:  # and every device an event names, as each seed makes the people
             check_population(cell_scenario.with_seed(seed))
 
@@ -619,6 +706,13 @@ def run_sweep(
                 step(finished, len(jobs))
 
     summaries = [saved[job["key"]] for job in jobs]
+    for metric in metrics:  # refused, not a table of dashes: the runs stay saved, reused when run again
+        if all(metric_value(summary, metric) is None for summary in summaries):
+            raise SweepError(
+                f"--metric {brief(metric, 's')}: no number at that path in any run's summary.json; "
+                f"{metric_choices(summaries, metric)}. The {len(jobs)} run(s) are kept in {runs_dir}: run "
+                "again with one of these and they are reused"
+            )
     chosen = list(metrics) or default_metrics(summaries)
     table = []
     for cell in cells:
@@ -1034,12 +1128,6 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    for m in result.data["metrics"]:
-        if all(cell["metrics"][m]["n"] == 0 for cell in result.data["cells"]):
-            print(
-                f"relaysim sweep: warning: --metric {brief(m, 's')}: no number at that path in any run's summary.json",
-                file=sys.stderr,
-            )
     # sweep.md keeps a value as written; printed, a control character in it is shown, never run
     print(printable(read_run_text(out / "sweep.md")), end="")
     cells = len(result.data["cells"])

@@ -18,6 +18,7 @@ import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -1901,3 +1902,61 @@ async def test_no_checkpoint_is_started_once_the_server_is_stopping(tmp_path: Pa
         server._pump_nursery = nursery
         server._checkpoint_beside()  # (before: RuntimeError, nursery closed to new arrivals)
         assert not server._checkpointing
+
+
+def test_the_tls_fallback_without_memfd_keeps_the_key_private_and_removes_it_on_every_way_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without memfd_create, the PEM files OpenSSL reads by path are written in a private temporary
+    folder: 0700, the file 0600, removed when loaded, refused, cut short by a failed write or by
+    KeyboardInterrupt; a TMPDIR where no folder can be made was said as "cannot load them as a PEM
+    certificate chain", blaming the PEM files."""
+    monkeypatch.delattr(os, "memfd_create", raising=False)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    cert, key = issued.cert_chain_pems[0].bytes(), issued.private_key_pem.bytes()
+
+    with server_module._pem_path(key) as path:  # type: ignore[attr-defined]
+        folder = Path(path).parent
+        assert folder.parent == scratch
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        assert stat.S_IMODE(Path(path).stat().st_mode) == 0o600
+        assert Path(path).read_bytes() == key
+    assert list(scratch.iterdir()) == []
+    assert isinstance(server_module._tls_context(cert, key), ssl.SSLContext)  # type: ignore[attr-defined]
+    assert list(scratch.iterdir()) == []
+    with pytest.raises(ssl.SSLError):  # refused by OpenSSL
+        server_module._tls_context(key, cert)  # type: ignore[attr-defined]
+    assert list(scratch.iterdir()) == []
+    # interrupted while loaded
+    with pytest.raises(KeyboardInterrupt), server_module._pem_path(key):  # type: ignore[attr-defined]
+        raise KeyboardInterrupt
+    assert list(scratch.iterdir()) == []
+
+    files = tmp_path / "cert.pem", tmp_path / "key.pem"
+    files[0].write_bytes(cert)
+    files[1].write_bytes(key)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "absent"))
+    db = tmp_path / "relay.db"
+    argv = ["--port", "0", "--db", str(db), "--tls-cert", str(files[0]), "--tls-key", str(files[1])]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"error: --tls-cert {files[0]} --tls-key {files[1]}: no private temporary folder to hand the PEM files "
+        "to OpenSSL in (No such file or directory); set TMPDIR to a folder of your own"
+    ) in err, err
+    assert not db.exists()
+
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+
+    def interrupted(fd: int, data: Any) -> int:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:  # interrupted while it is written
+        m.setattr(os, "write", interrupted)
+        with pytest.raises(KeyboardInterrupt), server_module._pem_path(key):  # type: ignore[attr-defined]
+            pass
+    assert list(scratch.iterdir()) == []

@@ -956,12 +956,10 @@ def test_a_long_metric_is_shown_cut_short_in_its_warning(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["sweep", "two-friends", "--param", "network.loss=0", "--metric", LONG, "--seeds", "1"]
-    assert main([*argv, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert main([*argv, "--out", str(tmp_path / "out"), "--quiet"]) == 2  # (refused: no run has it)
     err = capsys.readouterr().err
-    assert (
-        err.startswith("relaysim sweep: warning: --metric xxx") and "… (5,000 characters): no number" in err
-    )
-    assert len(err) < 300, err[:300]
+    assert err.startswith("relaysim sweep: --metric xxx") and "… (5,000 characters): no number" in err
+    assert LONG not in err and err.count("\n") == 1, err[:300]
 
 
 # --- permissions: a file that cannot be read, a folder that cannot be written ------------------------
@@ -1497,3 +1495,44 @@ def test_a_byte_of_an_argument_not_in_the_locales_encoding_is_named_as_the_byte(
     assert main(["show", "run-\udcff"]) == 2
     err = capsys.readouterr().err
     assert "run-\\xff has no transcript.jsonl" in err and "\udcff" not in err, err
+
+
+@pytest.mark.parametrize("command", ["sweep", "reproduce", "defences"])
+@pytest.mark.parametrize(
+    ("scenario", "key", "profiles"),
+    [
+        ("fbi-chart", "scenario.matrix", "(matrix = true: every real profile, signal, whatsapp, "),
+        ("pakistan-2015", "scenario.compare_profiles", "(compare_profiles, bes, bbm-consumer)"),
+    ],
+)
+def test_a_scenario_of_several_profiles_is_refused_alike_by_the_commands_of_one_relay(
+    command: str, scenario: str, key: str, profiles: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """sweep and reproduce ran fbi-chart (matrix) and pakistan-2015 (compare_profiles) under their
+    [relay] profile alone, unsaid; defences refused them without naming the profiles. All three
+    refuse them before anything runs, naming the profiles and the way out."""
+    out = tmp_path / "out"
+    argv = [command, scenario] + ([] if command == "reproduce" else ["--out", str(out)])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    named = f"{scenario}.toml" if command == "sweep" else scenario  # (sweep names the file, as its errors do)
+    assert err.startswith(
+        f"relaysim {command}: {named}: {key}: this scenario runs under several relay profiles {profiles}"
+    ), err
+    assert (
+        f"and relaysim {command} runs one relay under one profile; give it a scenario with one [relay] profile"
+        in err
+    )
+    assert err.rstrip().endswith(f"or run every profile with relaysim run {scenario}"), err
+    if command == "sweep":  # and the way out it gives is one
+        from relaysim.sims.sweep import _scenario_text, build_scenario, parse_param
+
+        way = err.split("or sweep it one profile at a time: ")[1].split(", or run")[0]
+        params = [parse_param(p) for p in way.replace("--param ", "").split(" ")]
+        assert params[0][0] == key and params[1][0] == "relay.profile", way
+        text, source = _scenario_text(scenario)
+        one = build_scenario(
+            text, source, [(params[0][0], params[0][1][0]), ("relay.profile", params[1][1][0])]
+        )
+        assert not (one.matrix or one.compare_profiles) and one.relay.profile == params[1][1][0]
+    assert not out.exists()

@@ -749,13 +749,14 @@ def test_chart_markdown_that_is_not_utf8_is_named_not_an_internal_error(
         # the words around the tables were not held to anything: printed as the chart's
         (
             lambda md: md.replace("Every order was served on `", "Every order was served on `not-", 1),
-            "line 5 is 'Every order was served on `not-tariq`",
+            "its tables are the chart matrix.json holds, but not its words around them: line 5 is 'Every "
+            "order was served on `not-tariq`",
         ),
         (
             lambda md: md.replace("CONTENT means the words", "CONTENT means nothing, not the words", 1),
-            "where the run wrote 'Processes: ",
+            "where this relaysim writes 'Processes: ",
         ),
-        (lambda md: md + "\nAll of it was handed over.\n", "lines, where the run wrote"),
+        (lambda md: md + "\nAll of it was handed over.\n", "lines, where this relaysim writes"),
     ],
     ids=["a-cell", "a-row-added", "its-target", "its-legend", "a-line-added"],
 )
@@ -774,9 +775,34 @@ def test_chart_markdown_is_checked_against_the_matrix(
     assert main(["chart", str(run), "--markdown"]) == 0
     assert capsys.readouterr().out == md.read_text(encoding="utf-8")
     md.write_text(edit(md.read_text(encoding="utf-8")), encoding="utf-8")
-    refused(
-        capsys, ["chart", str(run), "--markdown"], f"{md}: not the chart matrix.json holds", needle, "--rerun"
+    refused(capsys, ["chart", str(run), "--markdown"], f"{md}: ", needle, f"relaysim chart {run} --rerun")
+
+
+def test_an_older_relaysims_chart_words_are_said_as_such_and_rerun_writes_them_anew(
+    tmp_path: Path, made: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A chart folder an older relaysim wrote, whose matrix.md words (not tables) differ from this
+    relaysim's, was refused as "not the chart matrix.json holds (edited?)": its tables are the chart;
+    the message says only the words differ, and the --rerun it advises makes the folder good."""
+    run = copy_of(made("fbi-chart"), tmp_path)
+    md = run / "matrix.md"
+    now = md.read_text(encoding="utf-8")
+    md.write_text(
+        now.replace("Every order was served on `", "Every order was, long ago, served on `", 1),
+        encoding="utf-8",
     )
+    capsys.readouterr()
+    assert main(["chart", str(run), "--markdown"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"relaysim chart: {md}: its tables are the chart matrix.json holds, but not its words around them: "
+        "line 5 is 'Every order was, long ago, served on `tariq`. Each cell i'… (446 characters), where this "
+        "relaysim writes 'Every order was served on `tariq`. Each cell is read off '… (435 characters) (an older "
+        f"relaysim's words, or edited); run it again with: relaysim chart {run} --rerun, to write them anew\n"
+    ), err
+    assert main(["chart", str(run), "--rerun", "--markdown"]) == 0
+    assert capsys.readouterr().out == md.read_text(encoding="utf-8") == now
+    assert main(["chart", str(run), "--markdown"]) == 0
 
 
 @pytest.mark.parametrize(
@@ -1443,10 +1469,27 @@ def test_show_and_report_refuse_a_transcript_past_the_most_they_read(
     refused(
         capsys,
         [command, str(run)],
-        f"cannot read {transcript}: {size:,} bytes, more than show and report read (at most {size - 1:,}",
+        f"cannot read {transcript}: {size:,} bytes, more than show and report read (at most {size - 1:,}: "
+        f"they hold every event in memory; at about 1,930 bytes a message, a run of some {(size - 1) // 1930:,} "
+        f"messages); relaysim analyze {run} reads a transcript of any size, or make the run smaller to show or "
+        "report it (fewer people under [generate], or a shorter [scenario] duration)",
     )
     monkeypatch.setattr(report, "MAX_TRANSCRIPT", size)
     assert main([command, str(run)]) == 0
+
+
+def test_the_transcripts_bytes_per_message_are_as_measured_and_a_million_messages_do_not_fit(
+    tf_run: Path,
+) -> None:
+    """MAX_TRANSCRIPT (512 MiB) was never set against a city-sized run: at the bytes per message
+    measured (sims.report.TRANSCRIPT_BYTES_PER_MESSAGE, held here to a run's within a factor of 1.5),
+    a run of 1,000,000 messages writes some 1.9 GB, which show and report refuse, saying what to do."""
+    from relaysim.sims import report
+
+    planned = json.loads((tf_run / "summary.json").read_text(encoding="utf-8"))["messages"]["planned"]
+    per = (tf_run / "transcript.jsonl").stat().st_size / planned
+    assert report.TRANSCRIPT_BYTES_PER_MESSAGE / 1.5 <= per <= report.TRANSCRIPT_BYTES_PER_MESSAGE * 1.5, per
+    assert 250_000 < report.MAX_TRANSCRIPT // report.TRANSCRIPT_BYTES_PER_MESSAGE < 1_000_000
 
 
 def test_a_transcript_is_read_line_by_line_as_it_was_read_whole(tf_run: Path, tmp_path: Path) -> None:

@@ -1583,3 +1583,16 @@ def test_brief_is_the_twin_of_the_relay_s_quoting_rule(value: object) -> None:
     assert brief(value) == wire.quoted(value)
     text = str(value)
     assert brief(text, "s") == wire.cut(text)
+
+
+def test_an_unknown_profile_is_refused_naming_each_profile_once() -> None:
+    """The profiles a bad relay.profile was told to be one of named keep-everything twice (it is
+    one of relay.profiles.PROFILES, and was put before them as well)."""
+    from relaysim.relay.profiles import PROFILES
+
+    text = '[scenario]\nname = "p"\nduration = "1h"\n[relay]\nprofile = "SIGNAL"\n[[people]]\nname = "a"\n'
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(text, "p.toml")
+    known = str(info.value).split("expected one of ")[1].split(", got")[0].split(", ")
+    assert sorted(known) == sorted(repr(p) for p in set(PROFILES) | {"keep-everything"}), known
+    assert known[0] == "'keep-everything'"

@@ -189,6 +189,45 @@ def test_an_error_in_the_file_names_its_line_as_relaysim_run_does() -> None:
         assert "(line" not in str(info.value), str(info.value)
 
 
+def test_an_error_a_param_causes_elsewhere_names_the_param() -> None:
+    """--param relay.region=zz made the file's network.latency wrong, and the error named only that
+    key (the file's, with its line), not the --param that broke it."""
+    text = TINY.replace(
+        "jitter_ms = 10",
+        'jitter_ms = 10\nlatency = [{ between = ["pk", "ca"], ms = 180 }, { between = ["pk", "us"], ms = 180 }, '
+        '{ between = ["ca", "us"], ms = 30 }]',
+    )
+    text = text.replace('profile = "keep-everything"', 'profile = "keep-everything"\nregion = "ca"')
+    assert build_scenario(text, "tiny.toml", []).network is not None
+    for params in ([("relay.region", "us")], [("network.loss", 0.1), ("relay.region", "us")]):
+        with pytest.raises(ScenarioError) as info:
+            build_scenario(text, "tiny.toml", params)
+        assert info.value.path == "--param relay.region", str(info.value)
+        assert (
+            "this value makes the file's network.latency[0].between (line 9) wrong: expected regions where the relay or a device is ('pk', 'us'), got 'ca'"
+            in str(info.value)
+        )
+    with pytest.raises(ScenarioError) as info:  # the file's own error stays the file's
+        build_scenario(text.replace("ms = 180", "ms = -1"), "tiny.toml", [("network.loss", 0.1)])
+    assert info.value.path.startswith("network.latency[0]"), str(info.value)
+
+
+def test_a_param_that_makes_a_scenario_of_several_profiles_is_named_and_refused(
+    tiny: Path, tmp_path: Path
+) -> None:
+    text = tiny.read_text(encoding="utf-8").replace('profile = "keep-everything"\n', 'region = "us"\n')
+    tiny.write_text(text, encoding="utf-8")
+    params = [("scenario.compare_profiles", [["signal", "whatsapp"], []])]
+    with pytest.raises(ScenarioError) as info:
+        run_sweep(str(tiny), params, 1, tmp_path / "sw")
+    assert str(info.value).startswith(
+        'tiny.toml [scenario.compare_profiles=["signal", "whatsapp"]]: scenario.compare_profiles: this scenario '
+        "runs under several relay profiles (compare_profiles, signal, whatsapp), and relaysim sweep runs one "
+        "relay under one profile"
+    ), str(info.value)
+    assert not (tmp_path / "sw").exists()
+
+
 def test_a_param_is_validated_as_the_file_would_be() -> None:
     from relaysim.sims.scenario import ScenarioError
 
@@ -696,10 +735,24 @@ def test_the_sweep_bench_prints_the_speed_up_and_checks_the_tables_agree(tmp_pat
 def test_without_params_one_cell_and_a_metric_that_is_nowhere_is_named(
     tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A metric no run has a number at (``--metric messages``, a table) only warned, and exited 0 with
+    a column of dashes: it is refused (exit 2), naming the numbers there are, and the runs are kept."""
     argv = ["sweep", str(tiny), "--seeds", "1", "--workers", "1", "--out", str(tmp_path / "one"), "--quiet"]
-    assert main([*argv, "--metric", "messages.planned", "--metric", "messages.nope"]) == 0
-    captured = capsys.readouterr()
-    assert "--metric messages.nope: no number at that path" in captured.err
+    for metric, listed in (
+        ("messages", "the numbers under messages are messages.planned, messages.accepted_by_relay, "),
+        ("messages.nope", "the numbers under messages are messages.planned, "),
+        ("nope", "the metrics are seed, duration_s, people, devices, messages.planned, "),
+    ):
+        assert main([*argv, "--metric", "messages.planned", "--metric", metric]) == 2
+        err = capsys.readouterr().err
+        assert (
+            f"relaysim sweep: --metric {metric}: no number at that path in any run's summary.json; {listed}"
+            in err
+        )
+        assert "The 1 run(s) are kept in" in err and "they are reused" in err, err
+        assert not (tmp_path / "one" / "sweep.json").exists()
+        assert len(list((tmp_path / "one" / "runs").iterdir())) == 1
+    assert main([*argv, "--metric", "messages.planned"]) == 0
     data = json.loads((tmp_path / "one" / "sweep.json").read_text())
     assert [c["params"] for c in data["cells"]] == [{}]
     assert data["cells"][0]["metrics"]["messages.planned"] == {
@@ -709,7 +762,6 @@ def test_without_params_one_cell_and_a_metric_that_is_nowhere_is_named(
         "half_width": None,
         "values": [5.0],
     }
-    assert data["cells"][0]["metrics"]["messages.nope"]["n"] == 0
     ET.parse(tmp_path / "one" / "sweep.svg")
 
 
@@ -734,6 +786,20 @@ def test_a_metric_that_can_name_no_number_is_a_usage_error_naming_the_metrics(
         SweepError, match=r"^--metric: expected a dotted path"
     ):  # (and to a caller of run_sweep)
         run_sweep(str(tiny), [], 1, out, metrics=[metric])
+    assert not out.exists()
+
+
+def test_a_metric_given_twice_is_refused_not_counted_twice(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--metric messages.planned twice gathered each run's value twice: one seed's run read as two
+    values, with a 95 % interval of ± 0 (n 2), in sweep.md and sweep.json."""
+    out = tmp_path / "sw"
+    argv = ["sweep", str(tiny), "--seeds", "1", "--out", str(out), "--quiet"]
+    assert main([*argv, "--metric", "messages.planned", "--metric", "messages.planned"]) == 2
+    assert capsys.readouterr().err == (
+        "relaysim sweep: --metric: each metric once, got messages.planned more than once\n"
+    )
     assert not out.exists()
 
 
