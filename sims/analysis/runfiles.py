@@ -366,28 +366,31 @@ def _escaped(m: re.Match[str]) -> str:
 
 def shell_word(path: str | Path) -> str:
     """``path`` as one word a POSIX shell reads back as that path, for a command an error suggests
-    (``relaysim run NAME --out WORD --force``): ``shlex.quote``'s, but a byte that is not the
-    locale's encoding (``relaysim show $'\\xff'``: Python holds it as a lone surrogate) and a control
-    character (one_line's set) are written in ANSI-C quoting, ``$'\\xff'``, byte by byte (bash, zsh,
-    ksh and POSIX.1-2024's sh read it; a shell that does not, as dash, takes it as those characters).
-    As one_line showed it, ``\\xff`` inside ``'...'`` or bare, it
-    named another path (the four characters), or none."""
+    (``relaysim run NAME --out WORD --force``): ``shlex.quote``'s, but from the first byte that is
+    not the locale's encoding (``relaysim show $'\\xff'``: Python holds it as a lone surrogate) or
+    the first control character (one_line's set) on, the path is written as ``printf``'s output,
+    ``"$(printf '\\377')"``, each such byte (and ``\\``, ``%`` and ``'``) in octal: bash, zsh, ksh
+    and dash (Debian's ``sh``) all read it. ANSI-C quoting, ``$'\\xff'``, was written before: dash
+    takes it as the characters ``$``, ``\\``, ``x``, ``f``, ``f``, another path. A command
+    substitution drops the line breaks its output ends with, so the rest of the path goes into the
+    one ``printf`` (a line break is never its last byte but for a path that ends in one, whose
+    ``printf`` ends with ``/``: a folder's name, as every path a hint names is, read the same with
+    it). As one_line showed it, ``\\xff`` inside ``'...'`` or bare, it named another path (the four
+    characters), or none."""
     text = str(path)
-    if not _NOT_IN_ONE_LINE.search(text):
+    m = _NOT_IN_ONE_LINE.search(text)
+    if m is None:
         return shlex.quote(text)
-    words, at = [], 0
-    for m in re.finditer(f"(?:{_NOT_IN_ONE_LINE.pattern})+", text):
-        if m.start() > at:
-            words.append(shlex.quote(text[at : m.start()]))
-        try:
-            raw = m[0].encode(sys.getfilesystemencoding(), "surrogateescape")
-        except UnicodeEncodeError:  # (U+202E under an ASCII locale: its UTF-8, as one_line's \u202e)
-            raw = m[0].encode("utf-8", "surrogateescape")
-        words.append("$'" + "".join(f"\\x{b:02x}" for b in raw) + "'")
-        at = m.end()
-    if at < len(text):
-        words.append(shlex.quote(text[at:]))
-    return "".join(words)
+    rest = text[m.start() :]
+    try:
+        raw = rest.encode(sys.getfilesystemencoding(), "surrogateescape")
+    except UnicodeEncodeError:  # (U+202E under an ASCII locale: its UTF-8, as one_line's \u202e)
+        raw = rest.encode("utf-8", "surrogateescape")
+    if raw.endswith(b"\n"):  # (dropped by the command substitution: a folder's name read the same)
+        raw += b"/"
+    form = "".join(chr(b) if 0x20 <= b < 0x7F and b not in b"\\%'" else f"\\{b:03o}" for b in raw)
+    head = shlex.quote(text[: m.start()]) if m.start() else ""
+    return f"{head}\"$(printf '{form}')\""
 
 
 def write_whole(text: str | Path, data: str) -> None:

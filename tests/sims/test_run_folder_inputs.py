@@ -1473,7 +1473,8 @@ def test_a_suggested_command_names_a_folder_whose_name_is_not_the_locales_text(
     """A folder named with a byte not in the locale's encoding (``$'\\xff'``) or a control character
     was shown in the command an error suggests as one_line shows it, ``--out r\\xff``: pasted, that is
     the folder "rxff" (or, quoted, the four characters), never the one given. It is a shell word
-    that names it (sims.analysis.runfiles.shell_word): ``--out r$'\\xff'``, read back by bash."""
+    that names it (sims.analysis.runfiles.shell_word), read back by bash and by POSIX sh (dash): ANSI-C
+    quoting, ``--out r$'\\xff'``, was bash's alone (dash read it as other characters)."""
     import shlex
     import shutil as sh
     import subprocess
@@ -1486,11 +1487,21 @@ def test_a_suggested_command_names_a_folder_whose_name_is_not_the_locales_text(
     status = main([command, str(run)])
     err = capsys.readouterr().err
     assert status == 2, err
-    word = err.split("--out ")[1].split()[0]
-    assert word == shell_word(run) == shlex.quote(str(tmp_path)) + "/r$'\\xff\\x1b'", err
-    if sh.which("bash"):  # (the word, pasted, is the folder's name, byte for byte)
-        said = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True, check=True).stdout
-        assert said == os.fsencode(run)
+    word = shell_word(run)
+    assert f"--out {word}" in err, err
+    assert word == shlex.quote(str(tmp_path) + "/r") + "\"$(printf '\\377\\033')\"", err
+    shells = [s for s in ("bash", "dash", "sh") if sh.which(s)]
+    assert shells
+    for shell in shells:  # (the word, pasted, is the folder's name, byte for byte)
+        said = subprocess.run([shell, "-c", f"printf %s {word}"], capture_output=True, check=True).stdout
+        assert said == os.fsencode(run), shell
+    # a line break anywhere in the name, even last (a command substitution drops those it ends with)
+    for name in ("a\nb", "a\n\n", "\x1b'%\\\u00e9"):
+        for shell in shells:
+            said = subprocess.run(
+                [shell, "-c", f"printf %s {shell_word(tmp_path / name)}"], capture_output=True, check=True
+            ).stdout
+            assert os.path.normpath(said) == os.fsencode(tmp_path / name), (shell, name)
     assert shell_word(tmp_path / "a b") == shlex.quote(str(tmp_path / "a b"))  # (as shlex.quote had it)
 
 
