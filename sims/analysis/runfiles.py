@@ -450,8 +450,39 @@ def _write_into(target: Path, data: str, text: str | Path) -> None:
         fd = _open_for_writing(target)
         with open(fd, "wb") as f:
             f.write(data.encode("utf-8"))
+    except _NoReader as exc:  # (the output was lost with the pipe: it is kept in a file, named)
+        raise OSError(errno.ENXIO, f"{exc}; {_keep_unread(target, data)}", str(text)) from None
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror or str(exc), str(text)) from exc
+
+
+class _NoReader(Exception):
+    """No program opened the named pipe for reading within PIPE_READER_WAIT seconds."""
+
+
+def _keep_unread(target: Path, data: str) -> str:
+    """``data``, that no program read from the named pipe ``target``, kept in a new file of its own
+    (``NAME.xxxxxxxx.unread`` beside the pipe, else in the system's temporary folder), and the words
+    that name it: the work was done, and its output was lost with the pipe."""
+    import tempfile
+
+    reasons = []
+    for folder in (target.parent, Path(tempfile.gettempdir())):
+        try:
+            fd, kept = tempfile.mkstemp(prefix=f"{target.name}.", suffix=".unread", dir=folder)
+        except OSError as exc:
+            reasons.append(f"{folder}: {exc.strerror or exc}")
+            continue
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data.encode("utf-8"))
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(kept)
+            reasons.append(f"{kept}: {exc.strerror or exc}")
+            continue
+        return f"what was to be written into it is kept in {one_line(kept)} instead"
+    return f"what was to be written into it could not be kept in a file either ({'; '.join(reasons)})"
 
 
 # How long a write into a named pipe waits for a program to read it: a shell's ``> fifo`` waits for
@@ -459,15 +490,20 @@ def _write_into(target: Path, data: str, text: str | Path) -> None:
 # bound, not for ever: a command whose reader never comes (a typo in the reader's command, a script
 # that starts it after) must end, saying why, not hang a script or a CI job. It is said as the wait
 # starts (on stderr) and in each --json's --help (PIPE_HELP), so that a reader started late is
-# started in time: the work is done by then, and a pipe read by nothing keeps none of it.
+# started in time. What no program read is not lost (the work is done by then, and a pipe read by
+# nothing keeps none of it): it is written into a new file beside the pipe (else in the temporary
+# folder), which the error names (_keep_unread).
 PIPE_READER_WAIT = 30.0
-PIPE_HELP = f"a named pipe (FIFO) is waited on for a reader for at most {PIPE_READER_WAIT:g} s"
+PIPE_HELP = (
+    f"a named pipe (FIFO) is waited on for a reader for at most {PIPE_READER_WAIT:g} s, then what was "
+    "to go into it is kept in a file the error names"
+)
 
 
 def _open_for_writing(target: Path) -> int:
     """A descriptor writing into ``target``; a named pipe is waited on for a reader for at most
     PIPE_READER_WAIT seconds (opened without waiting, again and again: an open that waits cannot be
-    given up), then an OSError saying that nothing reads it."""
+    given up), then _NoReader saying that nothing reads it."""
     import time
 
     nonblock = getattr(os, "O_NONBLOCK", 0)
@@ -490,10 +526,9 @@ def _open_for_writing(target: Path) -> int:
                     flush=True,
                 )
             if time.monotonic() >= deadline:
-                raise OSError(
-                    errno.ENXIO,
+                raise _NoReader(
                     f"a pipe (FIFO) that nothing read from for {PIPE_READER_WAIT:g} s: start the program "
-                    "that reads it first",
+                    "that reads it first"
                 ) from None
             time.sleep(0.05)
         else:

@@ -745,8 +745,9 @@ def test_disclose_json_into_a_named_pipe_nothing_reads_is_not_waited_on_for_ever
     tf_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--json FIFO with no program reading the pipe waited in open() for ever once the disclosure was
-    made, saying nothing (cli13's fuzz). It waits PIPE_READER_WAIT seconds for a reader, then says so.
-    (A thread runs main: without the change it never returns, and the join's timeout fails the test.)"""
+    made, saying nothing (cli13's fuzz). It waits PIPE_READER_WAIT seconds for a reader, then says so,
+    and keeps the disclosure in a file it names (it was lost). (A thread runs main: without the change it never returns, and the join's timeout fails the test.)"""
+    import stat
     import threading
 
     from relaysim.sims.analysis import runfiles
@@ -765,7 +766,13 @@ def test_disclose_json_into_a_named_pipe_nothing_reads_is_not_waited_on_for_ever
     assert status == [2]
     err = capsys.readouterr().err
     assert f"--json {pipe}: cannot write it: a pipe (FIFO) that nothing read from for 0.3 s" in err, err
-    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+    # the disclosure is not lost with the pipe (it was: "announced, not kept"): it is in a file of
+    # its own beside it, which the error names
+    kept = [p for p in tmp_path.iterdir() if p.name != "out.json"]
+    assert len(kept) == 1 and kept[0].name.startswith("out.json."), (kept, err)
+    assert f"is kept in {kept[0]} instead" in err, err
+    assert json.loads(kept[0].read_text(encoding="utf-8"))["target"] == "amira"
+    assert stat.S_ISFIFO(os.lstat(pipe).st_mode)
     # the wait is said as it starts (it was said only once over, the disclosure lost): a reader
     # started then is in time
     waiting = f"relaysim: {pipe} is a pipe (FIFO) that nothing reads yet: waiting up to 0.3 s"
