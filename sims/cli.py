@@ -92,6 +92,7 @@ def _version() -> str:
 # Row counts: whole numbers in ASCII digits (sims.numbers), at most what a file of a few megabytes
 # can hold. (Widths: sims.numbers.MIN_COLUMNS to MAX_COLUMNS.)
 MAX_ROWS = 10_000_000
+SHOW_ROWS = 24  # show's rows without --limit or --all
 
 
 DEMO_WIRE_SEED = 2015  # demo --wire: the phones' keys
@@ -411,7 +412,10 @@ def _show(args: argparse.Namespace) -> int:
     try:
         with _run_folder_warnings("show"):
             text = render_show(
-                out, limit=None if args.all else args.limit, width=args.width, color=use_color()
+                out,
+                limit=None if args.all else args.limit or SHOW_ROWS,
+                width=args.width,
+                color=use_color(),
             )
         print(text)
     except RunFolderError as exc:
@@ -1095,10 +1099,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     show.add_argument("dir", type=run_folder, metavar="DIR", help="the --out directory of a run")
-    show.add_argument(
-        "--limit", type=_rows, default=24, help="how many rows to show (default: 24; the rest are counted)"
+    # --all with --limit N is refused, naming both (--all won, N ignored, saying nothing); --limit's
+    # default is None, so that --limit 24 given is seen as given (argparse takes a value that is its
+    # default, the same int, for one not given)
+    rows = show.add_mutually_exclusive_group()
+    rows.add_argument(
+        "--limit",
+        type=_rows,
+        default=None,
+        help=f"how many rows to show (default: {SHOW_ROWS}; the rest are counted)",
     )
-    show.add_argument("--all", action="store_true", help="show every row of the run (overrides --limit)")
+    rows.add_argument("--all", action="store_true", help="show every row of the run (not with --limit)")
     show.add_argument(
         "--width",
         type=_columns,

@@ -174,6 +174,23 @@ def test_bad_numbers_are_refused_by_the_parser(argv: list[str], tf_run: Path) ->
     assert_clean_error(res, "expected")
 
 
+@pytest.mark.parametrize("order", [["--all", "--limit", "5"], ["--limit", "24", "--all"]])
+def test_show_all_with_a_limit_is_refused_naming_both(
+    tf_run: Path, order: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``show --all --limit N`` showed every row, N ignored, saying nothing (--all won). It is a usage
+    error naming both options, even with N the default (24)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["show", str(tf_run), *order])
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "argument --" in captured.err and "not allowed with argument --" in captured.err, captured.err
+    assert "--all" in captured.err.splitlines()[-1] and "--limit" in captured.err.splitlines()[-1]
+    assert main(["show", str(tf_run), "--limit", "24"]) == 0  # (each alone, as before)
+    assert main(["show", str(tf_run), "--all"]) == 0
+
+
 @pytest.mark.parametrize(
     ("argv", "shown"),
     [
