@@ -16,7 +16,9 @@ databases are opened read-only, so analysing a run never changes it.
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -116,7 +118,29 @@ def _obs(r: MetadataRecord) -> Obs:
 _UNREADABLE = (sqlite3.DatabaseError, UnicodeDecodeError)
 
 
+class _ReadCopy(sqlite3.Connection):
+    """A connection to a copy of a relay.db and its write-ahead log, in a folder of its own that
+    goes when the connection is closed."""
+
+    folder = ""
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.folder:
+                shutil.rmtree(self.folder, ignore_errors=True)
+
+
 def _connect(db: Path) -> sqlite3.Connection:
+    """``db``, a run's relay.db, opened to read without writing a byte into the run's folder. A WAL
+    store opened ``mode=ro`` made ``relay.db-wal`` and ``relay.db-shm`` beside it and left them (a
+    read-only connection does not remove them): a failed or a good ``analyze`` left the folder with
+    two files it did not have. Without a write-ahead log beside it (a finished run's store: closing
+    it checkpoints and removes its log) the file is whole, and is read as immutable: no lock, no
+    file made, read-only media too. With one (a run killed before its store was closed), what it
+    holds would be missed: a copy of both is read, in a temporary folder of its own. (Immutable
+    means unchanged while read: a finished run's store, not a relay's that is running.)"""
     if not db.is_file():  # (a folder or a pipe there is said to be one: it was "no such file")
         raise AnalysisInputError(f"{db}: {not_a_file(db) or 'no such file'}; expected a run's relay.db")
     try:  # (SQLite says only "unable to open database file", and the store was blamed for it)
@@ -126,24 +150,38 @@ def _connect(db: Path) -> sqlite3.Connection:
         raise AnalysisInputError(
             f"{db}: cannot read it: {exc.strerror or exc}; check its permissions"
         ) from None
-    uri = db.resolve().as_uri()
+    wal = db.with_name(db.name + "-wal")
     try:
-        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True)
+        logged = wal.stat().st_size > 0
+    except OSError:
+        logged = False
+    conn = (
+        _read_copy(db, wal) if logged else sqlite3.connect(f"{db.resolve().as_uri()}?immutable=1", uri=True)
+    )
+    try:
         conn.execute("SELECT 1 FROM metadata LIMIT 1")
-    except sqlite3.OperationalError as exc:
-        # A finished run's store on read-only media: SQLite cannot make the shared-memory file a
-        # WAL database is read through. With no write-ahead log beside it the file is whole, so it
-        # is read as immutable (no locks, no -shm); with one, what it holds would be missed.
-        wal = db.with_name(db.name + "-wal")
-        if os.access(db.parent, os.W_OK) or (wal.exists() and wal.stat().st_size > 0):
-            raise AnalysisInputError(f"{db}: cannot read it as a relay store ({exc})") from None
-        try:
-            conn = sqlite3.connect(f"{uri}?immutable=1", uri=True)
-            conn.execute("SELECT 1 FROM metadata LIMIT 1")
-        except _UNREADABLE as again:
-            raise AnalysisInputError(f"{db}: cannot read it as a relay store ({again})") from None
     except _UNREADABLE as exc:
+        conn.close()
         raise AnalysisInputError(f"{db}: cannot read it as a relay store ({exc})") from None
+    return conn
+
+
+def _read_copy(db: Path, wal: Path) -> sqlite3.Connection:
+    """A connection reading a copy of ``db`` and its write-ahead log ``wal`` (_ReadCopy)."""
+    folder = tempfile.mkdtemp(prefix="relaysim-read-")
+    try:
+        for src in (db, wal):
+            try:
+                with open_run_file(src) as f, open(os.path.join(folder, src.name), "wb") as out:
+                    shutil.copyfileobj(f, out)
+            except OSError as exc:
+                raise AnalysisInputError(f"{src}: cannot read it: {exc.strerror or exc}") from None
+        copy = Path(folder, db.name).as_uri()
+        conn = sqlite3.connect(f"{copy}?mode=ro", uri=True, factory=_ReadCopy)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    conn.folder = folder
     return conn
 
 

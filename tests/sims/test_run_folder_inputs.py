@@ -1543,3 +1543,41 @@ def test_report_says_analyze_writes_again_a_page_it_cannot_read(
         f"{page} cannot be read (",
         f"; write it again with: relaysim analyze {run}",
     )
+
+
+def _files(run: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("log", ["no log", "a log left"])
+@pytest.mark.parametrize("command", ["analyze", "report", "show"])
+def test_reading_a_run_leaves_no_file_of_sqlites_beside_its_relay_db(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, log: str
+) -> None:
+    """relay.db was opened ``mode=ro``, which for a WAL store makes relay.db-wal and relay.db-shm
+    beside it and leaves them (a read-only connection does not remove them): a failed analyze, and a
+    good one, left two new files in a copied run folder. Reading a run now changes none of its files
+    but those the command writes (analysis/, report.html): not one is made, removed or changed, with
+    or without a write-ahead log a run killed before closing its store left."""
+    import subprocess
+    import sys
+
+    run = copy_of(tf_run, tmp_path)
+    if log == "a log left":  # (a writer gone before its store was closed: -wal and -shm stay)
+        code = (
+            "import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('PRAGMA wal_autocheckpoint=0');"
+            "c.execute('CREATE TABLE scratch (x)'); c.commit(); os._exit(0)"
+        )
+        subprocess.run([sys.executable, "-c", code, str(run / "relay.db")], check=True)
+        assert (run / "relay.db-wal").stat().st_size > 0
+    before = _files(run)
+    written = {"analyze": "analysis/", "report": "report.html", "show": "-"}[command]
+    assert main([command, str(run)]) == 0, capsys.readouterr().err
+    after = {k: v for k, v in _files(run).items() if not k.startswith(written)}
+    assert after == before, sorted(set(after) ^ set(before))
+    # and a command that fails after opening the store (a provider.json that is not JSON)
+    (run / "provider.json").write_text("{", encoding="utf-8")
+    before = _files(run)
+    assert main(["analyze", str(run)]) == 2
+    assert "provider.json" in capsys.readouterr().err
+    assert _files(run) == before
