@@ -49,6 +49,7 @@ from relaysim.sims.analysis.runfiles import (
     read_run_file,
     read_run_text,
     run_folder,
+    run_subfolder_problem,
     scenario_arg,
     text_arg,
     writable_file,
@@ -756,6 +757,10 @@ def _analyze(args: argparse.Namespace) -> int:
         hint = f"; it holds one run per profile: analyse one, e.g. {out / runs[0]}" if runs else ""
         raise CliError(f"{out} has no relay.db: expected a run's --out directory{hint}")
     _no_pipes(out)
+    for name in ("disclosures", "analysis"):  # (what it reads, and where it writes)
+        problem = run_subfolder_problem(out, name)
+        if problem is not None:
+            raise CliError(problem)
     _newer_store(out)
     from relaysim.sims.analysis_scoring import read_truth
     from relaysim.sims.report import RunFolderError, run_disagreements

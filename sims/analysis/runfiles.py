@@ -59,6 +59,7 @@ __all__ = [
     "read_run_file",
     "read_run_text",
     "run_folder",
+    "run_subfolder_problem",
     "scenario_arg",
     "shell_word",
     "text_arg",
@@ -280,6 +281,26 @@ def not_a_file(path: Path) -> str | None:
         if test(mode):
             return f"not a regular file ({kind})"
     return "not a regular file"
+
+
+def run_subfolder_problem(run: str | Path, name: str) -> str | None:
+    """What is wrong with ``run/name``, a folder relaysim keeps in a run's folder (``disclosures/``,
+    ``analysis/``, ``exceptional/``), as a line naming it, when something other than a folder stands
+    there (a file, a pipe, a symbolic link to nothing); None when it is a folder or nothing is there.
+    Its files are found by a glob, which finds none in a file: a file there was passed over as if the
+    run had no such folder (``report`` said "No legal order was served", ``analyze`` analysed no
+    disclosure), saying nothing."""
+    path = Path(run) / name
+    if path.is_dir() or not (path.exists() or path.is_symlink()):
+        return None
+    if not path.exists():
+        what = f"a symbolic link to {os.readlink(path)}, which does not exist"
+    else:
+        what = (not_a_file(path) or "a file").removeprefix("not a regular file (").removesuffix(")")
+    return (
+        f"{path}: {what}, where a run keeps its {name}/ folder (read as none, it would be passed over); "
+        "move it away"
+    )
 
 
 # The most read of a run's JSON or Markdown file (summary.json, matrix.json, a disclosure, an

@@ -1545,6 +1545,31 @@ def test_report_says_analyze_writes_again_a_page_it_cannot_read(
     )
 
 
+@pytest.mark.parametrize("folder", ["disclosures", "analysis"])
+@pytest.mark.parametrize("command", ["analyze", "report"])
+@pytest.mark.parametrize("what", ["file", "dangling link"])
+def test_a_file_where_a_runs_own_folder_belongs_is_refused_naming_it(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], folder: str, command: str, what: str
+) -> None:
+    """A file (or a symbolic link to nothing) where a run keeps disclosures/ or analysis/ was passed
+    over by ``report`` and ``analyze``, as if the run had none: a report saying "No legal order was
+    served in this run" of a run that served three, an analysis of no disclosure, saying nothing
+    (analyze's analysis/ alone said "File exists" as it wrote). It is refused naming the path, and
+    nothing is written."""
+    run = copy_of(tf_run, tmp_path)
+    shutil.rmtree(run / folder, ignore_errors=True)
+    if what == "file":
+        (run / folder).write_text("not a folder\n", encoding="utf-8")
+    else:
+        (run / folder).symlink_to(tmp_path / "nowhere")
+    before = sorted(p.name for p in run.iterdir())
+    assert main([command, str(run)]) == 2
+    err = capsys.readouterr().err
+    said = "a file" if what == "file" else f"a symbolic link to {tmp_path / 'nowhere'}, which does not exist"
+    assert f"relaysim {command}: {run / folder}: {said}, where a run keeps its {folder}/ folder" in err, err
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
 def _files(run: Path) -> dict[str, bytes]:
     return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
 
