@@ -807,9 +807,15 @@ def run_disagreements(
         kinds = Counter(k for e in events if isinstance(e, dict) and isinstance(k := e.get("kind"), str))
     messages = summary.get("messages") if isinstance(summary, dict) else None
     if not isinstance(messages, dict):
-        return []
+        messages = {}
     found = []
     counted = [(kind, messages[key], what) for kind, key, what in _COUNTED if type(messages.get(key)) is int]
+    uncounted = [f"messages.{key}" for _kind, key, _what in _COUNTED if type(messages.get(key)) is not int]
+    if uncounted and (kinds is not None or transcript.is_file()):  # (the check was skipped, saying nothing)
+        found.append(
+            f"{summary_file} has no {' or '.join(uncounted)} (a count, as a run writes it): {transcript}'s "
+            f"events were not checked against it; {rerun}"
+        )
     if kinds is not None and counted:
         held = [kinds.get(kind, 0) for kind, _n, _w in counted]
         if held != [n for _kind, n, _what in counted]:
@@ -832,6 +838,11 @@ def run_disagreements(
         found.append(
             f"{view} is {odd.removeprefix('not a regular file (').removesuffix(')')}, not a file of relay records: "
             f"the {sum(records.values())} relay records {summary_file} counts were not checked against it; {rerun}"
+        )
+    if view.is_file() and not counted_records:  # (the check was skipped, saying nothing)
+        found.append(
+            f"{summary_file} has no relay_records (counts by kind, as a run writes them): {view}'s records "
+            f"were not checked against it; {rerun}"
         )
     if view.is_file() and counted_records:
         lines, last = 0, b"\n"

@@ -1606,3 +1606,30 @@ def test_reading_a_run_leaves_no_file_of_sqlites_beside_its_relay_db(
     assert main(["analyze", str(run)]) == 2
     assert "provider.json" in capsys.readouterr().err
     assert _files(run) == before
+
+
+@pytest.mark.parametrize("dropped", ["messages", "relay_records"])
+@pytest.mark.parametrize("command", ["show", "analyze", "report"])
+def test_a_summary_without_the_counts_the_other_files_are_checked_against_says_so(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, dropped: str
+) -> None:
+    """summary.json's messages counts are checked against transcript.jsonl, its relay_records against
+    relay-view.jsonl (sims.report.run_disagreements); a summary.json without them (edited, or another
+    tool's) skipped the checks saying nothing, as if the files agreed. It is a warning naming the
+    file, the count missing and the file left unchecked; the command goes on."""
+    run = copy_of(tf_run, tmp_path)
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    assert main([command, str(run)]) == 0
+    assert "warning" not in capsys.readouterr().err  # (a run as written: no warning)
+    if dropped == "messages":
+        summary["messages"] = {k: v for k, v in summary["messages"].items() if k != "device_deliveries"}
+        said = f"{run / 'summary.json'} has no messages.device_deliveries"
+        unchecked = f"{run / 'transcript.jsonl'}'s events were not checked against it"
+    else:
+        del summary["relay_records"]
+        said = f"{run / 'summary.json'} has no relay_records"
+        unchecked = f"{run / 'relay-view.jsonl'}'s records were not checked against it"
+    (run / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    assert main([command, str(run)]) == 0
+    err = capsys.readouterr().err
+    assert f"relaysim {command}: warning: {said}" in err and unchecked in err, err
