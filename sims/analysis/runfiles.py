@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import errno
 import io
+import itertools
 import json
 import math
 import os
@@ -37,10 +38,12 @@ import shlex
 import stat
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 __all__ = [
+    "MAX_LINE",
     "MAX_RUN_FILE",
     "MAX_SHOWN",
     "PIPE_HELP",
@@ -48,9 +51,11 @@ __all__ = [
     "brief",
     "finite_number",
     "in_file",
+    "line_too_long",
     "loads",
     "not_a_file",
     "not_empty",
+    "numbered_lines",
     "one_line",
     "open_run_file",
     "out_file",
@@ -334,6 +339,35 @@ def open_run_file(path: str | Path) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+# The longest line of a run's JSON Lines file read one line at a time (transcript.jsonl by
+# analysis_scoring.read_truth, relay-view.jsonl by analysis.view.from_relay_view): an event or a
+# record is one line of a few kilobytes (a message to a large group, a record per device: a few
+# hundred); a longer one is no run's (a file damaged, a disk image copied in), and was read whole
+# into memory however long (a gigabyte with no line end), then said to be "not JSON".
+MAX_LINE = 64 * 1024 * 1024
+
+
+def numbered_lines(f: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """The lines of ``f`` (opened by :func:`open_run_file`), numbered from 1, each read with at most
+    MAX_LINE + 1 bytes of it: a line longer than MAX_LINE (:func:`line_too_long` says so) is never
+    read whole."""
+    for n in itertools.count(1):
+        raw = f.readline(MAX_LINE + 1)
+        if not raw:
+            return
+        yield n, raw
+
+
+def line_too_long(raw: bytes) -> str | None:
+    """What is wrong with ``raw``, a line :func:`numbered_lines` read, if it is longer than MAX_LINE bytes."""
+    if len(raw) <= MAX_LINE:
+        return None
+    return (
+        f"more than {MAX_LINE:,} bytes with no line end; a run writes each one as a line of a few "
+        "kilobytes: the file was damaged, or is not the run's"
+    )
 
 
 def read_run_file(path: str | Path, limit: int | None = MAX_RUN_FILE) -> bytes:

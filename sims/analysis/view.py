@@ -26,7 +26,15 @@ from typing import Any
 
 from relaysim.relay.metadata import METADATA_FIELDS, MetadataRecord, RecordKind, RetentionPolicy
 from relaysim.relay.profiles import Profile
-from relaysim.sims.analysis.runfiles import finite_number, loads, not_a_file, open_run_file, read_run_text
+from relaysim.sims.analysis.runfiles import (
+    finite_number,
+    line_too_long,
+    loads,
+    not_a_file,
+    numbered_lines,
+    open_run_file,
+    read_run_text,
+)
 
 __all__ = [
     "RELAY_VIEW_FILE",
@@ -519,10 +527,14 @@ def from_relay_view(path: str | Path, *, geoip: Mapping[str, str] | None = None)
         ) from None
     obs: list[Obs] = []
     with f:
-        for n, raw in enumerate(f, 1):
+        # (a line of a gigabyte was read whole: at most MAX_LINE bytes of it are)
+        for n, raw in numbered_lines(f):
+            where = f"{p}: line {n}"
+            too_long = line_too_long(raw)
+            if too_long is not None:
+                raise AnalysisInputError(f"{where}: {too_long}")
             if not raw.strip():
                 continue
-            where = f"{p}: line {n}"
             try:
                 row = loads(raw.decode("utf-8"))
             except UnicodeDecodeError as exc:  # as read_truth says it of the transcript

@@ -1633,3 +1633,67 @@ def test_a_summary_without_the_counts_the_other_files_are_checked_against_says_s
     assert main([command, str(run)]) == 0
     err = capsys.readouterr().err
     assert f"relaysim {command}: warning: {said}" in err and unchecked in err, err
+
+
+@pytest.mark.parametrize("file", ["transcript.jsonl", "relay-view.jsonl"])
+def test_a_line_longer_than_any_event_is_refused_naming_the_file_and_line_not_read_whole(
+    tf_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    file: str,
+) -> None:
+    """analyze read transcript.jsonl (and, --as-seen, relay-view.jsonl) a line at a time, each line
+    whole however long: a gigabyte with no line end was all read into memory, then "not JSON". A line
+    is read up to MAX_LINE bytes; past them it is refused naming the file and the line. (MAX_LINE made
+    small here; the readers read at most MAX_LINE + 1 bytes of a line, which a file object that counts
+    what it hands out shows.)"""
+    from relaysim.sims.analysis import runfiles
+
+    monkeypatch.setattr(runfiles, "MAX_LINE", 4096, raising=False)
+    run = copy_of(tf_run, tmp_path)
+    path = run / file
+    kept = path.read_bytes().split(b"\n")
+    assert max(len(line) for line in kept) < 4096  # (the run's own lines are read as before)
+    argv = ["analyze", str(run), *(["--as-seen"] if file == "relay-view.jsonl" else [])]
+    assert main(argv) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    path.write_bytes(b"\n".join([kept[0], b"[" + b"1," * 50_000 + b"1]", *kept[1:]]))
+    longest: list[int] = []
+    opened = runfiles.open_run_file
+
+    def counting(p: Any) -> Any:  # (how much of a line a reader asks for)
+        f = opened(p)
+        readline = f.readline
+
+        class Counted:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(f, name)
+
+            def __enter__(self) -> Any:
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                f.close()
+
+            def __iter__(self) -> Any:
+                for line in f:
+                    longest.append(len(line))
+                    yield line
+
+            def readline(self, size: int = -1) -> bytes:
+                line = readline(size)
+                longest.append(len(line))
+                return line
+
+        return Counted()
+
+    import relaysim.sims.analysis.view as view_module
+    import relaysim.sims.analysis_scoring as scoring
+
+    monkeypatch.setattr(scoring, "open_run_file", counting)
+    monkeypatch.setattr(view_module, "open_run_file", counting)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"relaysim analyze: {path}: line 2: more than 4,096 bytes with no line end" in err, err
+    assert longest and max(longest) <= 4097, max(longest)
