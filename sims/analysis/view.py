@@ -27,6 +27,7 @@ from typing import Any
 from relaysim.relay.metadata import METADATA_FIELDS, MetadataRecord, RecordKind, RetentionPolicy
 from relaysim.relay.profiles import Profile
 from relaysim.sims.analysis.runfiles import (
+    brief,
     finite_number,
     line_too_long,
     loads,
@@ -267,7 +268,7 @@ def check_records(conn: sqlite3.Connection, label: str | Path, table: str = "met
     seq, kind, *values = row
     at = f"{label}: {table} row {seq}"
     if kind not in kinds:
-        raise AnalysisInputError(f"{at}: kind: expected one of {', '.join(kinds)}, got {kind!r}")
+        raise AnalysisInputError(f"{at}: kind: expected one of {', '.join(kinds)}, got {brief(kind)}")
     for (col, types), value in zip(_SQL_TYPES.items(), values, strict=True):
         sql_type = {int: "integer", float: "real", str: "text", bytes: "blob"}.get(type(value), "null")
         if sql_type == "null" or (sql_type in types and not (col == "time" and abs(value) > 1e300)):
@@ -340,7 +341,7 @@ def _num(row: Mapping[str, Any], key: str, where: str) -> float | None:
     if v is None:
         return None
     if not finite_number(v):
-        raise AnalysisInputError(f"{where}.{key}: expected a number, got {v!r}")
+        raise AnalysisInputError(f"{where}.{key}: expected a number, got {brief(v)}")
     return float(v)
 
 
@@ -348,7 +349,7 @@ def _str(row: Mapping[str, Any], key: str, where: str) -> str | None:
     v = row.get(key)
     if v is None or isinstance(v, str):
         return v
-    raise AnalysisInputError(f"{where}.{key}: expected a string, got {v!r}")
+    raise AnalysisInputError(f"{where}.{key}: expected a string, got {brief(v)}")
 
 
 def _int(row: Mapping[str, Any], key: str, where: str) -> int | None:
@@ -356,7 +357,7 @@ def _int(row: Mapping[str, Any], key: str, where: str) -> int | None:
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, int):
-        raise AnalysisInputError(f"{where}.{key}: expected an integer, got {v!r}")
+        raise AnalysisInputError(f"{where}.{key}: expected an integer, got {brief(v)}")
     return v
 
 
@@ -373,18 +374,18 @@ def from_disclosure(path: str | Path, data: Mapping[str, Any] | None = None) -> 
         raise AnalysisInputError(f"{p}: provided: expected an object of categories, as relaysim writes")
     target = data.get("target")
     if target is not None and not isinstance(target, str):
-        raise AnalysisInputError(f"{p}: target: expected an account name or null, got {target!r}")
+        raise AnalysisInputError(f"{p}: target: expected an account name or null, got {brief(target)}")
     provided: Mapping[str, Any] = data["provided"]
     obs: list[Obs] = []
     geoip: dict[str, str] = {}
     books: dict[str, set[str]] = {}
     for category, rows in provided.items():
         if not isinstance(rows, list):
-            raise AnalysisInputError(f"{p}: provided.{category}: expected a list of rows, got {rows!r}")
+            raise AnalysisInputError(f"{p}: provided.{category}: expected a list of rows, got {brief(rows)}")
         for i, row in enumerate(rows):
             where = f"{p}: provided.{category}[{i}]"
             if not isinstance(row, Mapping):
-                raise AnalysisInputError(f"{where}: expected an object, got {row!r}")
+                raise AnalysisInputError(f"{where}: expected an object, got {brief(row)}")
             if category in ("message_log", "realtime_routing"):
                 account = _str(row, "account", where)
                 obs.append(
@@ -480,13 +481,13 @@ _VIEW_TYPES: dict[str, tuple[type, ...]] = {
 
 def _view_record(row: Any, where: str) -> MetadataRecord:
     if not isinstance(row, dict):
-        raise AnalysisInputError(f"{where}: expected an object (one metadata record), got {row!r}")
+        raise AnalysisInputError(f"{where}: expected an object (one metadata record), got {brief(row)}")
     kind = row.get("kind")
     try:
         rk = RecordKind(str(kind)) if isinstance(kind, str) else RecordKind("")
     except ValueError:
         kinds = ", ".join(k.value for k in RecordKind)
-        raise AnalysisInputError(f"{where}.kind: expected one of {kinds}, got {kind!r}") from None
+        raise AnalysisInputError(f"{where}.kind: expected one of {kinds}, got {brief(kind)}") from None
     fields: dict[str, Any] = {}
     for key, value in row.items():
         if key == "kind" or value is None:
@@ -502,12 +503,12 @@ def _view_record(row: Any, where: str) -> MetadataRecord:
             or (key == "time" and not finite_number(value))
         ):
             want = "a number" if key == "time" else ("a string" if str in types_ else "an integer")
-            raise AnalysisInputError(f"{where}.{key}: expected {want}, got {value!r}")
+            raise AnalysisInputError(f"{where}.{key}: expected {want}, got {brief(value)}")
         if isinstance(value, str) and key == "envelope_id":
             try:
                 value = bytes.fromhex(value)
             except ValueError:
-                raise AnalysisInputError(f"{where}.envelope_id: expected hex, got {value!r}") from None
+                raise AnalysisInputError(f"{where}.envelope_id: expected hex, got {brief(value)}") from None
         fields[key] = float(value) if key == "time" else value
     return MetadataRecord(rk, **fields)
 

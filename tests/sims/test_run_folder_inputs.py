@@ -1697,3 +1697,26 @@ def test_a_line_longer_than_any_event_is_refused_naming_the_file_and_line_not_re
     err = capsys.readouterr().err
     assert f"relaysim analyze: {path}: line 2: more than 4,096 bytes with no line end" in err, err
     assert longest and max(longest) <= 4097, max(longest)
+
+
+@pytest.mark.parametrize(
+    ("file", "line"),
+    [
+        ("relay-view.jsonl", "[" + "1," * 20_000 + "1]"),  # (not an object)
+        ("relay-view.jsonl", json.dumps({"kind": "send", "account": ["a" * 100_000]})),  # (a field's value)
+        ("relay-view.jsonl", json.dumps({"kind": "k" * 100_000})),  # (a kind no relay writes)
+    ],
+)
+def test_a_value_a_relay_view_line_holds_is_shown_cut_not_whole(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], file: str, line: str
+) -> None:
+    """analyze --as-seen said a relay-view.jsonl record that is not one with its value whole: a line
+    of 40,000 characters was all of the error line. It is shown as every other is
+    (runfiles.brief: its first characters and how long it is)."""
+    run = copy_of(tf_run, tmp_path)
+    path = run / file
+    path.write_text(line + "\n" + path.read_text(encoding="utf-8"), encoding="utf-8")
+    assert main(["analyze", str(run), "--as-seen"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: line 1" in err and "characters)" in err, err[:300]
+    assert len(err) < 600, err[:300]
