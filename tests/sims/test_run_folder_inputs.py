@@ -1720,3 +1720,20 @@ def test_a_value_a_relay_view_line_holds_is_shown_cut_not_whole(
     err = capsys.readouterr().err
     assert f"{path}: line 1" in err and "characters)" in err, err[:300]
     assert len(err) < 600, err[:300]
+
+
+@pytest.mark.parametrize("command", ["analyze", "report"])
+@pytest.mark.parametrize("profile", [5, ["signal"], {"name": "signal"}, True])
+def test_a_provider_files_profile_that_is_no_name_is_refused(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, profile: Any
+) -> None:
+    """provider.json's profile (the policy the relay's records are read under) that is no name
+    (a number, a list) was taken for none: the records read as recorded, not as the run's provider
+    kept them, saying nothing. It is refused naming the field, as an unknown name is."""
+    run = copy_of(tf_run, tmp_path)
+    provider = json.loads((run / "provider.json").read_text(encoding="utf-8"))
+    provider["profile"] = profile
+    (run / "provider.json").write_text(json.dumps(provider), encoding="utf-8")
+    assert main([command, str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'provider.json'}: profile: expected a relay profile's name, got {profile!r}" in err, err
