@@ -1346,7 +1346,9 @@ def test_a_finished_run_on_read_only_media_is_read_without_its_shared_memory_fil
 ) -> None:
     """SQLite cannot read a WAL database in mode=ro where it cannot make the -shm file (a read-only
     mount, a USB stick): "unable to open database file", blaming a healthy store. With no write-ahead
-    log beside it the store is whole and is read as immutable."""
+    log beside it the store is whole and is read as immutable (the first way it is opened now: mode=ro
+    made -wal and -shm beside it in a folder it could write, and left them); with one, a copy of both
+    is read, in a temporary folder of its own (it was refused: reading past the log would miss it)."""
     import sqlite3
 
     from relaysim.sims.analysis import view
@@ -1357,8 +1359,8 @@ def test_a_finished_run_on_read_only_media_is_read_without_its_shared_memory_fil
     opened: list[str] = []
 
     def connect(database: str, **kwargs: object) -> sqlite3.Connection:
-        opened.append(database.rpartition("?")[2])
-        if database.endswith("?mode=ro"):
+        opened.append(database)
+        if database.endswith("?mode=ro") and database.startswith(tmp_path.as_uri()):
             raise sqlite3.OperationalError("unable to open database file")  # as on a read-only mount
         return real(database, **kwargs)  # type: ignore[arg-type]
 
@@ -1366,11 +1368,18 @@ def test_a_finished_run_on_read_only_media_is_read_without_its_shared_memory_fil
     monkeypatch.setattr(view.os, "access", lambda path, mode: False)  # the folder is read-only
     conn = view._connect(db)
     assert conn.execute("SELECT count(*) FROM metadata").fetchone()[0] > 0
-    assert opened == ["mode=ro", "immutable=1"]
-    # with a write-ahead log that holds writes, reading past it would miss them: refused, said why
+    conn.close()
+    assert opened == [f"{db.as_uri()}?immutable=1"]
+    # with a write-ahead log beside it, reading past it would miss what it holds: a copy of both
     (tmp_path / "relay.db-wal").write_bytes(b"\0" * 32)
-    with pytest.raises(view.AnalysisInputError, match="cannot read it as a relay store"):
-        view._connect(db)
+    conn = view._connect(db)
+    assert conn.execute("SELECT count(*) FROM metadata").fetchone()[0] > 0
+    assert opened[-1].endswith("?mode=ro") and not opened[-1].startswith(tmp_path.as_uri()), opened
+    copy = Path(opened[-1].removeprefix("file://").removesuffix("?mode=ro")).parent
+    assert copy.is_dir()
+    conn.close()
+    assert not copy.exists()  # (the copy goes with the connection)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["relay.db", "relay.db-wal"]
 
 
 def test_disclose_on_a_phone_number_with_no_account_answers_no_such_account(tf_run: Path) -> None:
