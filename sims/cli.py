@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from relaysim.sims.analysis.runfiles import (
     PIPE_HELP,
     brief,
+    broken_link,
     in_file,
     not_a_file,
     not_empty,
@@ -264,15 +265,30 @@ def _newer_store(out: Path) -> None:
                 raise CliError(str(exc)) from None
 
 
+# The files of a run's folder that show, analyze and report read when they are there, and pass over
+# when they are not (provider.json: no profile; transcript.jsonl: analyze scores nothing): a
+# symbolic link there that leads to no file (to nothing, or in a loop) was passed over as no file.
+_RUN_FILES = frozenset(
+    ("transcript.jsonl", "summary.json", "provider.json", "relay-view.jsonl", "directory.json", "relay.db")
+)
+
+
 def _no_pipes(out: Path) -> None:
     """A CliError naming the first entry of the run folder ``out`` (its subfolders too, not through
-    a link to a folder) that is a named pipe, a socket or a device, or a link to one: relaysim writes
+    a link to a folder) that is a named pipe, a socket or a device, or a link to one, or one of the
+    run's files (_RUN_FILES) that is a symbolic link to no file: relaysim writes
     only files and folders there, and show, analyze and report read them whole. A named pipe nothing
     wrote to held analyze and report in open() for ever (provider.json, a disclosure's .json,
     relay-view.jsonl: cli13's fuzz); a link to a device would be read without end."""
     for folder, _dirs, names in os.walk(out):
         for name in sorted(names):
             path = Path(folder) / name
+            link = broken_link(path) if name in _RUN_FILES else None
+            if link is not None:  # (a loop of links at provider.json was read as no file: no profile)
+                raise CliError(
+                    f"{path}: {link}, where a run keeps a file relaysim wrote; remove the link, or run the "
+                    "scenario again"
+                )
             what = not_a_file(path)
             if what is not None and what.startswith("not a regular file"):
                 raise CliError(

@@ -58,6 +58,7 @@ from relaysim.relay.mdtext import md_block, md_text
 from relaysim.relay.metadata import MetadataRecord
 from relaysim.sims.access.reports import detection_by_profile_lines, write_exceptional
 from relaysim.sims.analysis.runfiles import (
+    broken_link,
     finite_number,
     loads,
     not_a_file,
@@ -181,11 +182,9 @@ def prepare_out_dir(out: Path, *, force: bool) -> None:
     folder never holds one run's disclosures beside another's."""
     if out.exists() and not out.is_dir():
         raise OutputDirError(f"{out} is a file, not a folder; give a folder (it is made if missing)")
-    if out.is_symlink() and not out.exists():  # (mkdir said "File exists" of it)
-        raise OutputDirError(
-            f"{out} is a symbolic link to {os.readlink(out)}, which does not exist; give a folder (it is "
-            "made if missing)"
-        )
+    link = broken_link(out)
+    if link is not None:  # (mkdir said "File exists" of it)
+        raise OutputDirError(f"{out} is {link}; give a folder (it is made if missing)")
     earlier = relaysim_outputs(out)
     if earlier and not force:
         names = ", ".join(p.name + ("/" if p.is_dir() else "") for p in earlier[:5])
@@ -680,6 +679,10 @@ def read_run(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     rerun = f"run it again with: relaysim run NAME --out {shell_word(out)} --force"
     # (a pipe or a folder at either is said to be one as it is read, not "no transcript.jsonl" nor
     # "did not finish")
+    for path in (transcript, summary_file):
+        link = broken_link(path)
+        if link is not None:  # (a loop of links was "no transcript.jsonl", "did not finish")
+            raise RunFolderError(f"{path}: {link}; {rerun}")
     if not transcript.exists():
         raise RunFolderError(
             f"{out} has no transcript.jsonl; make one with: relaysim run NAME --out {shell_word(out)}"

@@ -49,6 +49,7 @@ __all__ = [
     "PIPE_HELP",
     "PIPE_READER_WAIT",
     "brief",
+    "broken_link",
     "finite_number",
     "in_file",
     "line_too_long",
@@ -161,6 +162,25 @@ def own_file(run: Path, *parts: str) -> Path:
     return path
 
 
+def broken_link(path: str | Path) -> str | None:
+    """What ``path`` is, in words, when it is a symbolic link that leads to no file (None otherwise):
+    ``a symbolic link to TARGET, which does not exist``, or, for a link in a loop of links (``ln -s
+    a b; ln -s b a``), ``a symbolic link to TARGET, in a loop of links that leads to no file``: a
+    loop was said to be a link to something "which does not exist", or the file missing ("has no
+    transcript.jsonl", "did not finish: no summary.json")."""
+    path = Path(path)
+    if not path.is_symlink():
+        return None
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"a symbolic link to {os.readlink(path)}, in a loop of links that leads to no file"
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return f"a symbolic link to {os.readlink(path)}, which does not exist"
+    return None
+
+
 def not_empty(text: str, expected: str, hint: str) -> str:
     """``text``, a path given on the command line, if it is not empty (nor only blanks); else the
     argparse error every path argument gives: ``expected EXPECTED, got '' (an empty shell
@@ -186,11 +206,9 @@ def run_folder(text: str) -> str:
     which ``analyze`` and ``report`` then wrote into."""
     not_empty(text, "a folder", "give the --out folder of a run")
     path = Path(text)
-    if path.is_symlink() and not path.exists():
-        raise argparse.ArgumentTypeError(
-            f"{text} is a symbolic link to {os.readlink(path)}, which does not exist; give the --out "
-            "folder of a run"
-        )
+    link = broken_link(path)
+    if link is not None:
+        raise argparse.ArgumentTypeError(f"{text} is {link}; give the --out folder of a run")
     if path.exists() and not path.is_dir():  # (it "has no transcript.jsonl", "no relay.db")
         what = (not_a_file(path) or "a file").removeprefix("not a regular file (").removesuffix(")")
         raise argparse.ArgumentTypeError(f"{text} is {what}, not a folder; give the --out folder of a run")
@@ -236,10 +254,11 @@ def out_file(text: str) -> str:
     A link to a file that is there is written through, the file replaced, as an existing FILE is."""
     not_empty(text, "a file's path (or -, for stdout)", "give the file to write the JSON to")
     path = Path(text)
-    if text != "-" and path.is_symlink() and not path.exists():
+    link = broken_link(path) if text != "-" else None
+    if link is not None:
         raise argparse.ArgumentTypeError(
-            f"{text} is a symbolic link to {os.readlink(path)}, which does not exist; relaysim writes no "
-            "file through a link to nothing: give the file's own path, or remove the link"
+            f"{text} is {link}; relaysim writes no file through a link to nothing: give the file's own "
+            "path, or remove the link"
         )
     return text
 
@@ -298,13 +317,14 @@ def run_subfolder_problem(run: str | Path, name: str) -> str | None:
     path = Path(run) / name
     if path.is_dir() or not (path.exists() or path.is_symlink()):
         return None
-    if not path.exists():
-        what = f"a symbolic link to {os.readlink(path)}, which does not exist"
+    link = broken_link(path)
+    if link is not None:
+        what = link
     else:
         what = (not_a_file(path) or "a file").removeprefix("not a regular file (").removesuffix(")")
     return (
-        f"{path}: {what}, where a run keeps its {name}/ folder (read as none, it would be passed over); "
-        "move it away"
+        f"{path}: {what} stands where a folder belongs (the run's {name}/, which it would be read as "
+        "none of: passed over); move it away"
     )
 
 

@@ -33,6 +33,7 @@ from typing import Any
 from relaysim.relay.legal import CATEGORIES, REASON_LABELS, REASONS, RESPONSES
 from relaysim.relay.profiles import get_profile
 from relaysim.sims.analysis.runfiles import (
+    broken_link,
     finite_number,
     loads,
     own_file,
@@ -1005,6 +1006,11 @@ def render_report(run: Path) -> str:
     """The report for a finished run's folder (a run, a comparison or the FBI chart) as HTML text."""
     run = Path(run)
     summary_file = run / "summary.json"
+    link = broken_link(summary_file)
+    if link is not None:  # (a loop of links was "no summary.json")
+        raise ReportError(
+            f"{summary_file}: {link}; run it again with: relaysim run NAME --out {shell_word(run)} --force"
+        )
     if (
         not summary_file.exists()
     ):  # (a folder or a pipe there is read, and said to be one: not "no summary.json")

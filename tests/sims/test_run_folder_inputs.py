@@ -5,6 +5,7 @@ file or folder that is not relaysim's own."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -1566,7 +1567,10 @@ def test_a_file_where_a_runs_own_folder_belongs_is_refused_naming_it(
     assert main([command, str(run)]) == 2
     err = capsys.readouterr().err
     said = "a file" if what == "file" else f"a symbolic link to {tmp_path / 'nowhere'}, which does not exist"
-    assert f"relaysim {command}: {run / folder}: {said}, where a run keeps its {folder}/ folder" in err, err
+    assert (
+        f"relaysim {command}: {run / folder}: {said} stands where a folder belongs (the run's {folder}/"
+        in err
+    ), err
     assert sorted(p.name for p in run.iterdir()) == before
 
 
@@ -1737,3 +1741,52 @@ def test_a_provider_files_profile_that_is_no_name_is_refused(
     assert main([command, str(run)]) == 2
     err = capsys.readouterr().err
     assert f"{run / 'provider.json'}: profile: expected a relay profile's name, got {profile!r}" in err, err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["show", "LOOP"], ["analyze", "LOOP"], ["report", "LOOP"], ["run", "two-friends", "--out", "LOOP"]],
+)
+def test_a_loop_of_symbolic_links_given_as_a_folder_is_said_to_be_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """A folder given that is a symbolic link in a loop of links (``ln -s a b; ln -s b a``) was said
+    to be "a symbolic link to b, which does not exist": b is there, a link too. It is said to be a
+    loop (runfiles.broken_link)."""
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with contextlib.suppress(SystemExit):  # (an argparse type's error: status 2, as a CliError's)
+        main([str(tmp_path / "a") if a == "LOOP" else a for a in argv])
+    err = capsys.readouterr().err
+    assert (
+        f"{tmp_path / 'a'} is a symbolic link to {tmp_path / 'b'}, in a loop of links that leads to no file"
+        in err
+    )
+    assert "does not exist" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("file", "commands"),
+    [
+        ("transcript.jsonl", ["show", "analyze", "report"]),
+        ("summary.json", ["show", "analyze", "report"]),
+        ("provider.json", ["analyze", "report"]),
+        ("relay-view.jsonl", ["show", "analyze", "report"]),
+    ],
+)
+@pytest.mark.parametrize("to", ["a loop", "nothing"])
+def test_a_runs_file_that_is_a_symbolic_link_to_no_file_is_refused_not_passed_over(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], file: str, commands: list[str], to: str
+) -> None:
+    """A run's file that is a symbolic link leading to no file (in a loop of links, or to nothing)
+    was taken for no file: analyze scored nothing (no transcript.jsonl) or read the relay's records
+    as recorded (no provider.json), saying nothing; show said the run "did not finish" (no
+    summary.json). It is refused naming the file and the link."""
+    run = copy_of(tf_run, tmp_path)
+    (run / file).unlink()
+    (run / file).symlink_to(file if to == "a loop" else "nowhere")
+    said = "in a loop of links that leads to no file" if to == "a loop" else "nowhere, which does not exist"
+    for command in commands:
+        assert main([command, str(run)]) == 2, command
+        err = capsys.readouterr().err
+        assert f"{run / file}: a symbolic link to " in err and said in err, (command, err)
