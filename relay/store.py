@@ -514,7 +514,7 @@ def refuse_a_newer_schema(path: str | os.PathLike[str]) -> None:
         logged = False
     try:
         with tempfile.TemporaryDirectory(prefix="relaysim-schema-") as folder:
-            uri = f"{db.as_uri()}?immutable=1"
+            uri = f"{db.as_uri()}?mode=ro&immutable=1"
             if logged:  # (what the store wrote last may be in the log alone: its schema's version too)
                 shutil.copyfile(db, os.path.join(folder, "relay.db"))
                 shutil.copyfile(f"{db}-wal", os.path.join(folder, "relay.db-wal"))

@@ -165,7 +165,9 @@ def _connect(db: Path) -> sqlite3.Connection:
     except OSError:
         logged = False
     conn = (
-        _read_copy(db, wal) if logged else sqlite3.connect(f"{db.resolve().as_uri()}?immutable=1", uri=True)
+        _read_copy(db, wal)
+        if logged
+        else sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
     )
     try:
         conn.execute("SELECT 1 FROM metadata LIMIT 1")

@@ -1369,7 +1369,7 @@ def test_a_finished_run_on_read_only_media_is_read_without_its_shared_memory_fil
     conn = view._connect(db)
     assert conn.execute("SELECT count(*) FROM metadata").fetchone()[0] > 0
     conn.close()
-    assert opened == [f"{db.as_uri()}?immutable=1"]
+    assert opened == [f"{db.as_uri()}?mode=ro&immutable=1"]
     # with a write-ahead log beside it, reading past it would miss what it holds: a copy of both
     (tmp_path / "relay.db-wal").write_bytes(b"\0" * 32)
     conn = view._connect(db)
