@@ -58,6 +58,7 @@ from relaysim.relay.mdtext import md_block, md_text
 from relaysim.relay.metadata import MetadataRecord
 from relaysim.sims.access.reports import detection_by_profile_lines, write_exceptional
 from relaysim.sims.analysis.runfiles import (
+    brief,
     broken_link,
     finite_number,
     loads,
@@ -1016,10 +1017,23 @@ def render_show(out: Path, *, limit: int | None = 20, width: int | None = None, 
     try:
         return _render_show(events, summary, out, limit=limit, width=width, color=color)
     except (KeyError, TypeError, IndexError, AttributeError) as exc:
+        line = _first_unread(events)  # (which one was not said: a transcript of 100,000 lines)
         raise RunFolderError(
-            f"{out}/transcript.jsonl holds an event this version of relaysim does not read ({exc!r} "
-            f"missing or malformed); run it again with: relaysim run NAME --out {shell_word(out)} --force"
+            f"{out}/transcript.jsonl{f' line {line}' if line else ''} holds an event this version of "
+            f"relaysim does not read ({brief(exc)} missing or malformed); run it again with: relaysim "
+            f"run NAME --out {shell_word(out)} --force"
         ) from exc
+
+
+def _first_unread(events: list[dict[str, Any]]) -> int | None:
+    """The line of the transcript (read_run reads an event a line) of the first event the teaching
+    view cannot read alone (show_rows), or None if each can (what failed was two events together)."""
+    for n, event in enumerate(events, 1):
+        try:
+            show_rows([event])
+        except (KeyError, TypeError, IndexError, AttributeError):
+            return n
+    return None
 
 
 _LOUD = ("SERVED", "DISCLOSED", "WITHDRAWN", "GHOST", "KEY ESCROW", "GLOBAL KEY", "ESCROW KEY")

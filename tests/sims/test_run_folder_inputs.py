@@ -1790,3 +1790,19 @@ def test_a_runs_file_that_is_a_symbolic_link_to_no_file_is_refused_not_passed_ov
         assert main([command, str(run)]) == 2, command
         err = capsys.readouterr().err
         assert f"{run / file}: a symbolic link to " in err and said in err, (command, err)
+
+
+def test_show_names_the_line_of_an_event_it_cannot_read(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An event show cannot read (a message_sent without its message id) was said to be somewhere in
+    transcript.jsonl ("holds an event this version of relaysim does not read"), in a file of
+    thousands of lines. Its line is named."""
+    run = copy_of(tf_run, tmp_path)
+    transcript = run / "transcript.jsonl"
+    lines = transcript.read_text(encoding="utf-8").splitlines()
+    lines.insert(3, json.dumps({"kind": "message_sent", "t": 0, "from": "amira/1", "to": "ben"}))
+    transcript.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["show", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"{transcript} line 4 holds an event this version of relaysim does not read" in err, err
