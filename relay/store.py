@@ -498,17 +498,33 @@ def refuse_a_newer_schema(path: str | os.PathLike[str]) -> None:
     """A StoreError if the store at ``path`` was written by a newer relaysim (its schema version is
     above :data:`SCHEMA_VERSION`): reading it as this one would misread it. For readers that read the
     file without opening a :class:`Store` (``relaysim analyze`` and ``report``); a Store checks the
-    same, with the same words, as it opens. Read only: not a byte of the file is written. A file
-    SQLite cannot read, or one that is no store, passes: what reads it says so, naming it."""
+    same, with the same words, as it opens. Read only: not a byte of the file is written, and no
+    file made beside it. (``mode=ro`` made ``-wal`` and ``-shm`` beside a WAL store and left them: a
+    read-only connection does not remove them.) Without a write-ahead log beside it the file is whole,
+    and read as immutable (no lock, no file made); with one, a copy of both is read, in a folder of its
+    own. A file SQLite cannot read, or one that is no store, passes: what reads it says so, naming it."""
+    import shutil
+    import tempfile
     from pathlib import Path
 
+    db = Path(path).resolve()
     try:
-        con = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            version = con.execute("PRAGMA user_version").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:
+        logged = os.stat(f"{db}-wal").st_size > 0
+    except OSError:
+        logged = False
+    try:
+        with tempfile.TemporaryDirectory(prefix="relaysim-schema-") as folder:
+            uri = f"{db.as_uri()}?mode=ro&immutable=1"
+            if logged:  # (what the store wrote last may be in the log alone: its schema's version too)
+                shutil.copyfile(db, os.path.join(folder, "relay.db"))
+                shutil.copyfile(f"{db}-wal", os.path.join(folder, "relay.db-wal"))
+                uri = f"{Path(folder, 'relay.db').as_uri()}?mode=ro"
+            con = sqlite3.connect(uri, uri=True)
+            try:
+                version = con.execute("PRAGMA user_version").fetchone()[0]
+            finally:
+                con.close()
+    except (sqlite3.Error, OSError):
         return
     if isinstance(version, int) and version > len(MIGRATIONS):
         raise StoreError(_newer_schema(path, version))

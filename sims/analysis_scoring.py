@@ -22,7 +22,15 @@ import numpy as np
 
 from relaysim.sims.analysis.run import Analysis, analyze, as_seen_view, run_directory
 from relaysim.sims.analysis.run import run_views as analysis_views
-from relaysim.sims.analysis.runfiles import finite_number, loads, open_run_file, own_file, write_whole
+from relaysim.sims.analysis.runfiles import (
+    finite_number,
+    line_too_long,
+    loads,
+    numbered_lines,
+    open_run_file,
+    own_file,
+    write_whole,
+)
 from relaysim.sims.analysis.sda import CHECKPOINTS, TargetRanking
 from relaysim.sims.analysis.traits import PAPER_SHARES
 from relaysim.sims.analysis.view import AnalysisInputError, ProviderView
@@ -259,8 +267,12 @@ def read_truth(transcript: str | Path) -> Truth:
     received: list[tuple[int, str, float]] = []
     receipts_in: list[tuple[str, str, float]] = []
     with open_run_file(path) as f:
-        for n, raw in enumerate(f, 1):
+        # (a line of a gigabyte was read whole: at most MAX_LINE bytes of it are)
+        for n, raw in numbered_lines(f):
             where = f"{path}: line {n}"
+            too_long = line_too_long(raw)
+            if too_long is not None:
+                raise AnalysisInputError(f"{where}: {too_long}")
             try:
                 e = loads(raw.decode("utf-8"))
             except UnicodeDecodeError as exc:

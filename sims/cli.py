@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from relaysim.sims.analysis.runfiles import (
     PIPE_HELP,
     brief,
+    broken_link,
     in_file,
     not_a_file,
     not_empty,
@@ -49,6 +50,7 @@ from relaysim.sims.analysis.runfiles import (
     read_run_file,
     read_run_text,
     run_folder,
+    run_subfolder_problem,
     scenario_arg,
     text_arg,
     writable_file,
@@ -92,6 +94,7 @@ def _version() -> str:
 # Row counts: whole numbers in ASCII digits (sims.numbers), at most what a file of a few megabytes
 # can hold. (Widths: sims.numbers.MIN_COLUMNS to MAX_COLUMNS.)
 MAX_ROWS = 10_000_000
+SHOW_ROWS = 24  # show's rows without --limit or --all
 
 
 DEMO_WIRE_SEED = 2015  # demo --wire: the phones' keys
@@ -262,15 +265,30 @@ def _newer_store(out: Path) -> None:
                 raise CliError(str(exc)) from None
 
 
+# The files of a run's folder that show, analyze and report read when they are there, and pass over
+# when they are not (provider.json: no profile; transcript.jsonl: analyze scores nothing): a
+# symbolic link there that leads to no file (to nothing, or in a loop) was passed over as no file.
+_RUN_FILES = frozenset(
+    ("transcript.jsonl", "summary.json", "provider.json", "relay-view.jsonl", "directory.json", "relay.db")
+)
+
+
 def _no_pipes(out: Path) -> None:
     """A CliError naming the first entry of the run folder ``out`` (its subfolders too, not through
-    a link to a folder) that is a named pipe, a socket or a device, or a link to one: relaysim writes
+    a link to a folder) that is a named pipe, a socket or a device, or a link to one, or one of the
+    run's files (_RUN_FILES) that is a symbolic link to no file: relaysim writes
     only files and folders there, and show, analyze and report read them whole. A named pipe nothing
     wrote to held analyze and report in open() for ever (provider.json, a disclosure's .json,
     relay-view.jsonl: cli13's fuzz); a link to a device would be read without end."""
     for folder, _dirs, names in os.walk(out):
         for name in sorted(names):
             path = Path(folder) / name
+            link = broken_link(path) if name in _RUN_FILES else None
+            if link is not None:  # (a loop of links at provider.json was read as no file: no profile)
+                raise CliError(
+                    f"{path}: {link}, where a run keeps a file relaysim wrote; remove the link, or run the "
+                    "scenario again"
+                )
             what = not_a_file(path)
             if what is not None and what.startswith("not a regular file"):
                 raise CliError(
@@ -411,7 +429,10 @@ def _show(args: argparse.Namespace) -> int:
     try:
         with _run_folder_warnings("show"):
             text = render_show(
-                out, limit=None if args.all else args.limit, width=args.width, color=use_color()
+                out,
+                limit=None if args.all else args.limit or SHOW_ROWS,
+                width=args.width,
+                color=use_color(),
             )
         print(text)
     except RunFolderError as exc:
@@ -752,6 +773,10 @@ def _analyze(args: argparse.Namespace) -> int:
         hint = f"; it holds one run per profile: analyse one, e.g. {out / runs[0]}" if runs else ""
         raise CliError(f"{out} has no relay.db: expected a run's --out directory{hint}")
     _no_pipes(out)
+    for name in ("disclosures", "analysis"):  # (what it reads, and where it writes)
+        problem = run_subfolder_problem(out, name)
+        if problem is not None:
+            raise CliError(problem)
     _newer_store(out)
     from relaysim.sims.analysis_scoring import read_truth
     from relaysim.sims.report import RunFolderError, run_disagreements
@@ -1103,10 +1128,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     show.add_argument("dir", type=run_folder, metavar="DIR", help="the --out directory of a run")
-    show.add_argument(
-        "--limit", type=_rows, default=24, help="how many rows to show (default: 24; the rest are counted)"
+    # --all with --limit N is refused, naming both (--all won, N ignored, saying nothing); --limit's
+    # default is None, so that --limit 24 given is seen as given (argparse takes a value that is its
+    # default, the same int, for one not given)
+    rows = show.add_mutually_exclusive_group()
+    rows.add_argument(
+        "--limit",
+        type=_rows,
+        default=None,
+        help=f"how many rows to show (default: {SHOW_ROWS}; the rest are counted)",
     )
-    show.add_argument("--all", action="store_true", help="show every row of the run (overrides --limit)")
+    rows.add_argument("--all", action="store_true", help="show every row of the run (not with --limit)")
     show.add_argument(
         "--width",
         type=_columns,

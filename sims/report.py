@@ -58,6 +58,8 @@ from relaysim.relay.mdtext import md_block, md_text
 from relaysim.relay.metadata import MetadataRecord
 from relaysim.sims.access.reports import detection_by_profile_lines, write_exceptional
 from relaysim.sims.analysis.runfiles import (
+    brief,
+    broken_link,
     finite_number,
     loads,
     not_a_file,
@@ -181,11 +183,9 @@ def prepare_out_dir(out: Path, *, force: bool) -> None:
     folder never holds one run's disclosures beside another's."""
     if out.exists() and not out.is_dir():
         raise OutputDirError(f"{out} is a file, not a folder; give a folder (it is made if missing)")
-    if out.is_symlink() and not out.exists():  # (mkdir said "File exists" of it)
-        raise OutputDirError(
-            f"{out} is a symbolic link to {os.readlink(out)}, which does not exist; give a folder (it is "
-            "made if missing)"
-        )
+    link = broken_link(out)
+    if link is not None:  # (mkdir said "File exists" of it)
+        raise OutputDirError(f"{out} is {link}; give a folder (it is made if missing)")
     earlier = relaysim_outputs(out)
     if earlier and not force:
         names = ", ".join(p.name + ("/" if p.is_dir() else "") for p in earlier[:5])
@@ -760,6 +760,10 @@ def read_run(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     rerun = f"run it again with: relaysim run NAME --out {shell_word(out)} --force"
     # (a pipe or a folder at either is said to be one as it is read, not "no transcript.jsonl" nor
     # "did not finish")
+    for path in (transcript, summary_file):
+        link = broken_link(path)
+        if link is not None:  # (a loop of links was "no transcript.jsonl", "did not finish")
+            raise RunFolderError(f"{path}: {link}; {rerun}")
     if not transcript.exists():
         raise RunFolderError(
             f"{out} has no transcript.jsonl; make one with: relaysim run NAME --out {shell_word(out)}"
@@ -896,9 +900,15 @@ def run_disagreements(
         kinds = Counter(k for e in events if isinstance(e, dict) and isinstance(k := e.get("kind"), str))
     messages = summary.get("messages") if isinstance(summary, dict) else None
     if not isinstance(messages, dict):
-        return []
+        messages = {}
     found = []
     counted = [(kind, messages[key], what) for kind, key, what in _COUNTED if type(messages.get(key)) is int]
+    uncounted = [f"messages.{key}" for _kind, key, _what in _COUNTED if type(messages.get(key)) is not int]
+    if uncounted and (kinds is not None or transcript.is_file()):  # (the check was skipped, saying nothing)
+        found.append(
+            f"{summary_file} has no {' or '.join(uncounted)} (a count, as a run writes it): {transcript}'s "
+            f"events were not checked against it; {rerun}"
+        )
     if kinds is not None and counted:
         held = [kinds.get(kind, 0) for kind, _n, _w in counted]
         if held != [n for _kind, n, _what in counted]:
@@ -921,6 +931,11 @@ def run_disagreements(
         found.append(
             f"{view} is {odd.removeprefix('not a regular file (').removesuffix(')')}, not a file of relay records: "
             f"the {sum(records.values())} relay records {summary_file} counts were not checked against it; {rerun}"
+        )
+    if view.is_file() and not counted_records:  # (the check was skipped, saying nothing)
+        found.append(
+            f"{summary_file} has no relay_records (counts by kind, as a run writes them): {view}'s records "
+            f"were not checked against it; {rerun}"
         )
     if view.is_file() and counted_records:
         lines, last = 0, b"\n"
@@ -1091,10 +1106,23 @@ def render_show(out: Path, *, limit: int | None = 20, width: int | None = None, 
     try:
         return _render_show(events, summary, out, limit=limit, width=width, color=color)
     except (KeyError, TypeError, IndexError, AttributeError) as exc:
+        line = _first_unread(events)  # (which one was not said: a transcript of 100,000 lines)
         raise RunFolderError(
-            f"{out}/transcript.jsonl holds an event this version of relaysim does not read ({exc!r} "
-            f"missing or malformed); run it again with: relaysim run NAME --out {shell_word(out)} --force"
+            f"{out}/transcript.jsonl{f' line {line}' if line else ''} holds an event this version of "
+            f"relaysim does not read ({brief(exc)} missing or malformed); run it again with: relaysim "
+            f"run NAME --out {shell_word(out)} --force"
         ) from exc
+
+
+def _first_unread(events: list[dict[str, Any]]) -> int | None:
+    """The line of the transcript (read_run reads an event a line) of the first event the teaching
+    view cannot read alone (show_rows), or None if each can (what failed was two events together)."""
+    for n, event in enumerate(events, 1):
+        try:
+            show_rows([event])
+        except (KeyError, TypeError, IndexError, AttributeError):
+            return n
+    return None
 
 
 _LOUD = ("SERVED", "DISCLOSED", "WITHDRAWN", "GHOST", "KEY ESCROW", "GLOBAL KEY", "ESCROW KEY")

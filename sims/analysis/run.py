@@ -19,7 +19,7 @@ from relaysim.sims.analysis.attribution import Attribution, attribute_sealed
 from relaysim.sims.analysis.attribution import summary as attribution_summary
 from relaysim.sims.analysis.graph import ContactGraph, contact_graph
 from relaysim.sims.analysis.life import Colocation, Rhythm, Stay, colocation, daily_rhythm, location_trail
-from relaysim.sims.analysis.runfiles import loads, read_run_text
+from relaysim.sims.analysis.runfiles import brief, loads, read_run_text, run_subfolder_problem
 from relaysim.sims.analysis.sda import CHECKPOINTS, SDA_TOP, SDAResult, statistical_disclosure
 from relaysim.sims.analysis.sizes import SizeReport, size_channels
 from relaysim.sims.analysis.traits import TraitReport, read_directory, sensitive_traits
@@ -167,10 +167,17 @@ def run_views(run: str | Path) -> dict[str, ProviderView]:
     if not isinstance(geoip, dict):
         raise AnalysisInputError(f"{out / 'provider.json'}: geoip: expected an object of address → region")
     profile_name = provider.get("profile")
+    if profile_name is not None and not isinstance(profile_name, str):  # (read as recorded, saying nothing)
+        raise AnalysisInputError(
+            f"{out / 'provider.json'}: profile: expected a relay profile's name, got {brief(profile_name)}"
+        )
     try:
         profile = get_profile(profile_name) if isinstance(profile_name, str) else None
     except ValueError as exc:
         raise AnalysisInputError(f"{out / 'provider.json'}: profile: {exc}") from None
+    problem = run_subfolder_problem(out, "disclosures")
+    if problem is not None:  # (a file there: no disclosure analysed, saying nothing)
+        raise AnalysisInputError(problem)
     views = {"relay": from_db(out / "relay.db", profile, geoip=geoip)}
     for f in sorted((out / "disclosures").glob("*.json")):
         views[f.stem] = with_geoip(from_disclosure(f), geoip)

@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import errno
 import io
+import itertools
 import json
 import math
 import os
@@ -37,20 +38,25 @@ import shlex
 import stat
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 __all__ = [
+    "MAX_LINE",
     "MAX_RUN_FILE",
     "MAX_SHOWN",
     "PIPE_HELP",
     "PIPE_READER_WAIT",
     "brief",
+    "broken_link",
     "finite_number",
     "in_file",
+    "line_too_long",
     "loads",
     "not_a_file",
     "not_empty",
+    "numbered_lines",
     "one_line",
     "open_run_file",
     "out_file",
@@ -59,6 +65,7 @@ __all__ = [
     "read_run_file",
     "read_run_text",
     "run_folder",
+    "run_subfolder_problem",
     "scenario_arg",
     "shell_word",
     "text_arg",
@@ -155,6 +162,25 @@ def own_file(run: Path, *parts: str) -> Path:
     return path
 
 
+def broken_link(path: str | Path) -> str | None:
+    """What ``path`` is, in words, when it is a symbolic link that leads to no file (None otherwise):
+    ``a symbolic link to TARGET, which does not exist``, or, for a link in a loop of links (``ln -s
+    a b; ln -s b a``), ``a symbolic link to TARGET, in a loop of links that leads to no file``: a
+    loop was said to be a link to something "which does not exist", or the file missing ("has no
+    transcript.jsonl", "did not finish: no summary.json")."""
+    path = Path(path)
+    if not path.is_symlink():
+        return None
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"a symbolic link to {os.readlink(path)}, in a loop of links that leads to no file"
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return f"a symbolic link to {os.readlink(path)}, which does not exist"
+    return None
+
+
 def not_empty(text: str, expected: str, hint: str) -> str:
     """``text``, a path given on the command line, if it is not empty (nor only blanks); else the
     argparse error every path argument gives: ``expected EXPECTED, got '' (an empty shell
@@ -180,11 +206,9 @@ def run_folder(text: str) -> str:
     which ``analyze`` and ``report`` then wrote into."""
     not_empty(text, "a folder", "give the --out folder of a run")
     path = Path(text)
-    if path.is_symlink() and not path.exists():
-        raise argparse.ArgumentTypeError(
-            f"{text} is a symbolic link to {os.readlink(path)}, which does not exist; give the --out "
-            "folder of a run"
-        )
+    link = broken_link(path)
+    if link is not None:
+        raise argparse.ArgumentTypeError(f"{text} is {link}; give the --out folder of a run")
     if path.exists() and not path.is_dir():  # (it "has no transcript.jsonl", "no relay.db")
         what = (not_a_file(path) or "a file").removeprefix("not a regular file (").removesuffix(")")
         raise argparse.ArgumentTypeError(f"{text} is {what}, not a folder; give the --out folder of a run")
@@ -230,10 +254,11 @@ def out_file(text: str) -> str:
     A link to a file that is there is written through, the file replaced, as an existing FILE is."""
     not_empty(text, "a file's path (or -, for stdout)", "give the file to write the JSON to")
     path = Path(text)
-    if text != "-" and path.is_symlink() and not path.exists():
+    link = broken_link(path) if text != "-" else None
+    if link is not None:
         raise argparse.ArgumentTypeError(
-            f"{text} is a symbolic link to {os.readlink(path)}, which does not exist; relaysim writes no "
-            "file through a link to nothing: give the file's own path, or remove the link"
+            f"{text} is {link}; relaysim writes no file through a link to nothing: give the file's own "
+            "path, or remove the link"
         )
     return text
 
@@ -282,6 +307,27 @@ def not_a_file(path: Path) -> str | None:
     return "not a regular file"
 
 
+def run_subfolder_problem(run: str | Path, name: str) -> str | None:
+    """What is wrong with ``run/name``, a folder relaysim keeps in a run's folder (``disclosures/``,
+    ``analysis/``, ``exceptional/``), as a line naming it, when something other than a folder stands
+    there (a file, a pipe, a symbolic link to nothing); None when it is a folder or nothing is there.
+    Its files are found by a glob, which finds none in a file: a file there was passed over as if the
+    run had no such folder (``report`` said "No legal order was served", ``analyze`` analysed no
+    disclosure), saying nothing."""
+    path = Path(run) / name
+    if path.is_dir() or not (path.exists() or path.is_symlink()):
+        return None
+    link = broken_link(path)
+    if link is not None:
+        what = link
+    else:
+        what = (not_a_file(path) or "a file").removeprefix("not a regular file (").removesuffix(")")
+    return (
+        f"{path}: {what} stands where a folder belongs (the run's {name}/, which it would be read as "
+        "none of: passed over); move it away"
+    )
+
+
 # The most read of a run's JSON or Markdown file (summary.json, matrix.json, a disclosure, an
 # analysis): the largest relaysim writes are a few megabytes; a larger one is no file of a run (a
 # disk image, /dev/zero copied in), and was read whole into memory.
@@ -313,6 +359,35 @@ def open_run_file(path: str | Path) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+# The longest line of a run's JSON Lines file read one line at a time (transcript.jsonl by
+# analysis_scoring.read_truth, relay-view.jsonl by analysis.view.from_relay_view): an event or a
+# record is one line of a few kilobytes (a message to a large group, a record per device: a few
+# hundred); a longer one is no run's (a file damaged, a disk image copied in), and was read whole
+# into memory however long (a gigabyte with no line end), then said to be "not JSON".
+MAX_LINE = 64 * 1024 * 1024
+
+
+def numbered_lines(f: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """The lines of ``f`` (opened by :func:`open_run_file`), numbered from 1, each read with at most
+    MAX_LINE + 1 bytes of it: a line longer than MAX_LINE (:func:`line_too_long` says so) is never
+    read whole."""
+    for n in itertools.count(1):
+        raw = f.readline(MAX_LINE + 1)
+        if not raw:
+            return
+        yield n, raw
+
+
+def line_too_long(raw: bytes) -> str | None:
+    """What is wrong with ``raw``, a line :func:`numbered_lines` read, if it is longer than MAX_LINE bytes."""
+    if len(raw) <= MAX_LINE:
+        return None
+    return (
+        f"more than {MAX_LINE:,} bytes with no line end; a run writes each one as a line of a few "
+        "kilobytes: the file was damaged, or is not the run's"
+    )
 
 
 def read_run_file(path: str | Path, limit: int | None = MAX_RUN_FILE) -> bytes:
@@ -366,28 +441,31 @@ def _escaped(m: re.Match[str]) -> str:
 
 def shell_word(path: str | Path) -> str:
     """``path`` as one word a POSIX shell reads back as that path, for a command an error suggests
-    (``relaysim run NAME --out WORD --force``): ``shlex.quote``'s, but a byte that is not the
-    locale's encoding (``relaysim show $'\\xff'``: Python holds it as a lone surrogate) and a control
-    character (one_line's set) are written in ANSI-C quoting, ``$'\\xff'``, byte by byte (bash, zsh,
-    ksh and POSIX.1-2024's sh read it; a shell that does not, as dash, takes it as those characters).
-    As one_line showed it, ``\\xff`` inside ``'...'`` or bare, it
-    named another path (the four characters), or none."""
+    (``relaysim run NAME --out WORD --force``): ``shlex.quote``'s, but from the first byte that is
+    not the locale's encoding (``relaysim show $'\\xff'``: Python holds it as a lone surrogate) or
+    the first control character (one_line's set) on, the path is written as ``printf``'s output,
+    ``"$(printf '\\377')"``, each such byte (and ``\\``, ``%`` and ``'``) in octal: bash, zsh, ksh
+    and dash (Debian's ``sh``) all read it. ANSI-C quoting, ``$'\\xff'``, was written before: dash
+    takes it as the characters ``$``, ``\\``, ``x``, ``f``, ``f``, another path. A command
+    substitution drops the line breaks its output ends with, so the rest of the path goes into the
+    one ``printf`` (a line break is never its last byte but for a path that ends in one, whose
+    ``printf`` ends with ``/``: a folder's name, as every path a hint names is, read the same with
+    it). As one_line showed it, ``\\xff`` inside ``'...'`` or bare, it named another path (the four
+    characters), or none."""
     text = str(path)
-    if not _NOT_IN_ONE_LINE.search(text):
+    m = _NOT_IN_ONE_LINE.search(text)
+    if m is None:
         return shlex.quote(text)
-    words, at = [], 0
-    for m in re.finditer(f"(?:{_NOT_IN_ONE_LINE.pattern})+", text):
-        if m.start() > at:
-            words.append(shlex.quote(text[at : m.start()]))
-        try:
-            raw = m[0].encode(sys.getfilesystemencoding(), "surrogateescape")
-        except UnicodeEncodeError:  # (U+202E under an ASCII locale: its UTF-8, as one_line's \u202e)
-            raw = m[0].encode("utf-8", "surrogateescape")
-        words.append("$'" + "".join(f"\\x{b:02x}" for b in raw) + "'")
-        at = m.end()
-    if at < len(text):
-        words.append(shlex.quote(text[at:]))
-    return "".join(words)
+    rest = text[m.start() :]
+    try:
+        raw = rest.encode(sys.getfilesystemencoding(), "surrogateescape")
+    except UnicodeEncodeError:  # (U+202E under an ASCII locale: its UTF-8, as one_line's \u202e)
+        raw = rest.encode("utf-8", "surrogateescape")
+    if raw.endswith(b"\n"):  # (dropped by the command substitution: a folder's name read the same)
+        raw += b"/"
+    form = "".join(chr(b) if 0x20 <= b < 0x7F and b not in b"\\%'" else f"\\{b:03o}" for b in raw)
+    head = shlex.quote(text[: m.start()]) if m.start() else ""
+    return f"{head}\"$(printf '{form}')\""
 
 
 def write_whole(text: str | Path, data: str) -> None:
@@ -447,8 +525,39 @@ def _write_into(target: Path, data: str, text: str | Path) -> None:
         fd = _open_for_writing(target)
         with open(fd, "wb") as f:
             f.write(data.encode("utf-8"))
+    except _NoReader as exc:  # (the output was lost with the pipe: it is kept in a file, named)
+        raise OSError(errno.ENXIO, f"{exc}; {_keep_unread(target, data)}", str(text)) from None
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror or str(exc), str(text)) from exc
+
+
+class _NoReader(Exception):
+    """No program opened the named pipe for reading within PIPE_READER_WAIT seconds."""
+
+
+def _keep_unread(target: Path, data: str) -> str:
+    """``data``, that no program read from the named pipe ``target``, kept in a new file of its own
+    (``NAME.xxxxxxxx.unread`` beside the pipe, else in the system's temporary folder), and the words
+    that name it: the work was done, and its output was lost with the pipe."""
+    import tempfile
+
+    reasons = []
+    for folder in (target.parent, Path(tempfile.gettempdir())):
+        try:
+            fd, kept = tempfile.mkstemp(prefix=f"{target.name}.", suffix=".unread", dir=folder)
+        except OSError as exc:
+            reasons.append(f"{folder}: {exc.strerror or exc}")
+            continue
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data.encode("utf-8"))
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(kept)
+            reasons.append(f"{kept}: {exc.strerror or exc}")
+            continue
+        return f"what was to be written into it is kept in {one_line(kept)} instead"
+    return f"what was to be written into it could not be kept in a file either ({'; '.join(reasons)})"
 
 
 # How long a write into a named pipe waits for a program to read it: a shell's ``> fifo`` waits for
@@ -456,15 +565,20 @@ def _write_into(target: Path, data: str, text: str | Path) -> None:
 # bound, not for ever: a command whose reader never comes (a typo in the reader's command, a script
 # that starts it after) must end, saying why, not hang a script or a CI job. It is said as the wait
 # starts (on stderr) and in each --json's --help (PIPE_HELP), so that a reader started late is
-# started in time: the work is done by then, and a pipe read by nothing keeps none of it.
+# started in time. What no program read is not lost (the work is done by then, and a pipe read by
+# nothing keeps none of it): it is written into a new file beside the pipe (else in the temporary
+# folder), which the error names (_keep_unread).
 PIPE_READER_WAIT = 30.0
-PIPE_HELP = f"a named pipe (FIFO) is waited on for a reader for at most {PIPE_READER_WAIT:g} s"
+PIPE_HELP = (
+    f"a named pipe (FIFO) is waited on for a reader for at most {PIPE_READER_WAIT:g} s, then what was "
+    "to go into it is kept in a file the error names"
+)
 
 
 def _open_for_writing(target: Path) -> int:
     """A descriptor writing into ``target``; a named pipe is waited on for a reader for at most
     PIPE_READER_WAIT seconds (opened without waiting, again and again: an open that waits cannot be
-    given up), then an OSError saying that nothing reads it."""
+    given up), then _NoReader saying that nothing reads it."""
     import time
 
     nonblock = getattr(os, "O_NONBLOCK", 0)
@@ -487,10 +601,9 @@ def _open_for_writing(target: Path) -> int:
                     flush=True,
                 )
             if time.monotonic() >= deadline:
-                raise OSError(
-                    errno.ENXIO,
+                raise _NoReader(
                     f"a pipe (FIFO) that nothing read from for {PIPE_READER_WAIT:g} s: start the program "
-                    "that reads it first",
+                    "that reads it first"
                 ) from None
             time.sleep(0.05)
         else:

@@ -16,7 +16,9 @@ databases are opened read-only, so analysing a run never changes it.
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,7 +26,16 @@ from typing import Any
 
 from relaysim.relay.metadata import METADATA_FIELDS, MetadataRecord, RecordKind, RetentionPolicy
 from relaysim.relay.profiles import Profile
-from relaysim.sims.analysis.runfiles import finite_number, loads, not_a_file, open_run_file, read_run_text
+from relaysim.sims.analysis.runfiles import (
+    brief,
+    finite_number,
+    line_too_long,
+    loads,
+    not_a_file,
+    numbered_lines,
+    open_run_file,
+    read_run_text,
+)
 
 __all__ = [
     "RELAY_VIEW_FILE",
@@ -116,7 +127,29 @@ def _obs(r: MetadataRecord) -> Obs:
 _UNREADABLE = (sqlite3.DatabaseError, UnicodeDecodeError)
 
 
+class _ReadCopy(sqlite3.Connection):
+    """A connection to a copy of a relay.db and its write-ahead log, in a folder of its own that
+    goes when the connection is closed."""
+
+    folder = ""
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.folder:
+                shutil.rmtree(self.folder, ignore_errors=True)
+
+
 def _connect(db: Path) -> sqlite3.Connection:
+    """``db``, a run's relay.db, opened to read without writing a byte into the run's folder. A WAL
+    store opened ``mode=ro`` made ``relay.db-wal`` and ``relay.db-shm`` beside it and left them (a
+    read-only connection does not remove them): a failed or a good ``analyze`` left the folder with
+    two files it did not have. Without a write-ahead log beside it (a finished run's store: closing
+    it checkpoints and removes its log) the file is whole, and is read as immutable: no lock, no
+    file made, read-only media too. With one (a run killed before its store was closed), what it
+    holds would be missed: a copy of both is read, in a temporary folder of its own. (Immutable
+    means unchanged while read: a finished run's store, not a relay's that is running.)"""
     if not db.is_file():  # (a folder or a pipe there is said to be one: it was "no such file")
         raise AnalysisInputError(f"{db}: {not_a_file(db) or 'no such file'}; expected a run's relay.db")
     try:  # (SQLite says only "unable to open database file", and the store was blamed for it)
@@ -126,24 +159,40 @@ def _connect(db: Path) -> sqlite3.Connection:
         raise AnalysisInputError(
             f"{db}: cannot read it: {exc.strerror or exc}; check its permissions"
         ) from None
-    uri = db.resolve().as_uri()
+    wal = db.with_name(db.name + "-wal")
     try:
-        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True)
+        logged = wal.stat().st_size > 0
+    except OSError:
+        logged = False
+    conn = (
+        _read_copy(db, wal)
+        if logged
+        else sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+    )
+    try:
         conn.execute("SELECT 1 FROM metadata LIMIT 1")
-    except sqlite3.OperationalError as exc:
-        # A finished run's store on read-only media: SQLite cannot make the shared-memory file a
-        # WAL database is read through. With no write-ahead log beside it the file is whole, so it
-        # is read as immutable (no locks, no -shm); with one, what it holds would be missed.
-        wal = db.with_name(db.name + "-wal")
-        if os.access(db.parent, os.W_OK) or (wal.exists() and wal.stat().st_size > 0):
-            raise AnalysisInputError(f"{db}: cannot read it as a relay store ({exc})") from None
-        try:
-            conn = sqlite3.connect(f"{uri}?immutable=1", uri=True)
-            conn.execute("SELECT 1 FROM metadata LIMIT 1")
-        except _UNREADABLE as again:
-            raise AnalysisInputError(f"{db}: cannot read it as a relay store ({again})") from None
     except _UNREADABLE as exc:
+        conn.close()
         raise AnalysisInputError(f"{db}: cannot read it as a relay store ({exc})") from None
+    return conn
+
+
+def _read_copy(db: Path, wal: Path) -> sqlite3.Connection:
+    """A connection reading a copy of ``db`` and its write-ahead log ``wal`` (_ReadCopy)."""
+    folder = tempfile.mkdtemp(prefix="relaysim-read-")
+    try:
+        for src in (db, wal):
+            try:
+                with open_run_file(src) as f, open(os.path.join(folder, src.name), "wb") as out:
+                    shutil.copyfileobj(f, out)
+            except OSError as exc:
+                raise AnalysisInputError(f"{src}: cannot read it: {exc.strerror or exc}") from None
+        copy = Path(folder, db.name).as_uri()
+        conn = sqlite3.connect(f"{copy}?mode=ro", uri=True, factory=_ReadCopy)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    conn.folder = folder
     return conn
 
 
@@ -221,7 +270,7 @@ def check_records(conn: sqlite3.Connection, label: str | Path, table: str = "met
     seq, kind, *values = row
     at = f"{label}: {table} row {seq}"
     if kind not in kinds:
-        raise AnalysisInputError(f"{at}: kind: expected one of {', '.join(kinds)}, got {kind!r}")
+        raise AnalysisInputError(f"{at}: kind: expected one of {', '.join(kinds)}, got {brief(kind)}")
     for (col, types), value in zip(_SQL_TYPES.items(), values, strict=True):
         sql_type = {int: "integer", float: "real", str: "text", bytes: "blob"}.get(type(value), "null")
         if sql_type == "null" or (sql_type in types and not (col == "time" and abs(value) > 1e300)):
@@ -294,7 +343,7 @@ def _num(row: Mapping[str, Any], key: str, where: str) -> float | None:
     if v is None:
         return None
     if not finite_number(v):
-        raise AnalysisInputError(f"{where}.{key}: expected a number, got {v!r}")
+        raise AnalysisInputError(f"{where}.{key}: expected a number, got {brief(v)}")
     return float(v)
 
 
@@ -302,7 +351,7 @@ def _str(row: Mapping[str, Any], key: str, where: str) -> str | None:
     v = row.get(key)
     if v is None or isinstance(v, str):
         return v
-    raise AnalysisInputError(f"{where}.{key}: expected a string, got {v!r}")
+    raise AnalysisInputError(f"{where}.{key}: expected a string, got {brief(v)}")
 
 
 def _int(row: Mapping[str, Any], key: str, where: str) -> int | None:
@@ -310,7 +359,7 @@ def _int(row: Mapping[str, Any], key: str, where: str) -> int | None:
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, int):
-        raise AnalysisInputError(f"{where}.{key}: expected an integer, got {v!r}")
+        raise AnalysisInputError(f"{where}.{key}: expected an integer, got {brief(v)}")
     return v
 
 
@@ -327,18 +376,18 @@ def from_disclosure(path: str | Path, data: Mapping[str, Any] | None = None) -> 
         raise AnalysisInputError(f"{p}: provided: expected an object of categories, as relaysim writes")
     target = data.get("target")
     if target is not None and not isinstance(target, str):
-        raise AnalysisInputError(f"{p}: target: expected an account name or null, got {target!r}")
+        raise AnalysisInputError(f"{p}: target: expected an account name or null, got {brief(target)}")
     provided: Mapping[str, Any] = data["provided"]
     obs: list[Obs] = []
     geoip: dict[str, str] = {}
     books: dict[str, set[str]] = {}
     for category, rows in provided.items():
         if not isinstance(rows, list):
-            raise AnalysisInputError(f"{p}: provided.{category}: expected a list of rows, got {rows!r}")
+            raise AnalysisInputError(f"{p}: provided.{category}: expected a list of rows, got {brief(rows)}")
         for i, row in enumerate(rows):
             where = f"{p}: provided.{category}[{i}]"
             if not isinstance(row, Mapping):
-                raise AnalysisInputError(f"{where}: expected an object, got {row!r}")
+                raise AnalysisInputError(f"{where}: expected an object, got {brief(row)}")
             if category in ("message_log", "realtime_routing"):
                 account = _str(row, "account", where)
                 obs.append(
@@ -434,13 +483,13 @@ _VIEW_TYPES: dict[str, tuple[type, ...]] = {
 
 def _view_record(row: Any, where: str) -> MetadataRecord:
     if not isinstance(row, dict):
-        raise AnalysisInputError(f"{where}: expected an object (one metadata record), got {row!r}")
+        raise AnalysisInputError(f"{where}: expected an object (one metadata record), got {brief(row)}")
     kind = row.get("kind")
     try:
         rk = RecordKind(str(kind)) if isinstance(kind, str) else RecordKind("")
     except ValueError:
         kinds = ", ".join(k.value for k in RecordKind)
-        raise AnalysisInputError(f"{where}.kind: expected one of {kinds}, got {kind!r}") from None
+        raise AnalysisInputError(f"{where}.kind: expected one of {kinds}, got {brief(kind)}") from None
     fields: dict[str, Any] = {}
     for key, value in row.items():
         if key == "kind" or value is None:
@@ -456,12 +505,12 @@ def _view_record(row: Any, where: str) -> MetadataRecord:
             or (key == "time" and not finite_number(value))
         ):
             want = "a number" if key == "time" else ("a string" if str in types_ else "an integer")
-            raise AnalysisInputError(f"{where}.{key}: expected {want}, got {value!r}")
+            raise AnalysisInputError(f"{where}.{key}: expected {want}, got {brief(value)}")
         if isinstance(value, str) and key == "envelope_id":
             try:
                 value = bytes.fromhex(value)
             except ValueError:
-                raise AnalysisInputError(f"{where}.envelope_id: expected hex, got {value!r}") from None
+                raise AnalysisInputError(f"{where}.envelope_id: expected hex, got {brief(value)}") from None
         fields[key] = float(value) if key == "time" else value
     return MetadataRecord(rk, **fields)
 
@@ -481,10 +530,14 @@ def from_relay_view(path: str | Path, *, geoip: Mapping[str, str] | None = None)
         ) from None
     obs: list[Obs] = []
     with f:
-        for n, raw in enumerate(f, 1):
+        # (a line of a gigabyte was read whole: at most MAX_LINE bytes of it are)
+        for n, raw in numbered_lines(f):
+            where = f"{p}: line {n}"
+            too_long = line_too_long(raw)
+            if too_long is not None:
+                raise AnalysisInputError(f"{where}: {too_long}")
             if not raw.strip():
                 continue
-            where = f"{p}: line {n}"
             try:
                 row = loads(raw.decode("utf-8"))
             except UnicodeDecodeError as exc:  # as read_truth says it of the transcript

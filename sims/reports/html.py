@@ -33,10 +33,12 @@ from typing import Any
 from relaysim.relay.legal import CATEGORIES, REASON_LABELS, REASONS, RESPONSES
 from relaysim.relay.profiles import get_profile
 from relaysim.sims.analysis.runfiles import (
+    broken_link,
     finite_number,
     loads,
     own_file,
     read_run_text,
+    run_subfolder_problem,
     shell_word,
     write_whole,
 )
@@ -453,8 +455,17 @@ def _order(d: dict[str, Any], days: bool, calendar: tuple[float, bool]) -> str:
     return f'<article class="order">{head}{meta}{table}{words}{"<ul>" + notes + "</ul>" if notes else ""}</article>'
 
 
+def _subfolder(run: Path, name: str) -> Path:
+    """``run/name``, a folder of the run's (runfiles.run_subfolder_problem): a ReportError if something
+    else stands there (a file was passed over: "No legal order was served in this run")."""
+    problem = run_subfolder_problem(run, name)
+    if problem is not None:
+        raise ReportError(problem)
+    return run / name
+
+
 def _orders(run: Path, days: bool) -> str:
-    files = sorted((run / "disclosures").glob("*.json"))
+    files = sorted(_subfolder(run, "disclosures").glob("*.json"))
     if not files:
         return "<p>No legal order was served in this run.</p>"
     orders = [(f, _load(f)) for f in files]
@@ -491,7 +502,7 @@ def _true_pairs(run: Path) -> set[tuple[str, str]]:
 
 def _analyses(run: Path) -> dict[str, dict[str, Any]]:
     """``analysis/NAME.json`` as written by ``relaysim analyze``; computed in memory when absent."""
-    folder = run / "analysis"
+    folder = _subfolder(run, "analysis")  # (a file there: computed in memory, saying nothing)
     if folder.is_dir() and any(folder.glob("*.json")):
         # (analyze writes them: a page that cannot be read is written again by it, not by a new run)
         again = f"write it again with: relaysim analyze {shell_word(run)}"
@@ -850,7 +861,7 @@ OPENED_KEYS = ("opened", "read_by_ghost")
 def _exceptional(run: Path, prefix: str = "") -> str:
     """The exceptional-access reports of ``run``: an article each, its id ``{prefix}exceptional-NAME``
     (a comparison's profiles may have the same report: each has its profile's prefix, as its section)."""
-    files = sorted((run / "exceptional").glob("*.json"))
+    files = sorted(_subfolder(run, "exceptional").glob("*.json"))
     parts = [
         "<p class='lead'>What changes when the phones are made to share their keys: a key held in escrow (and "
         "what its theft opens), a ghost device added to an account, a seized phone. Rows the authority could "
@@ -1005,6 +1016,11 @@ def render_report(run: Path) -> str:
     """The report for a finished run's folder (a run, a comparison or the FBI chart) as HTML text."""
     run = Path(run)
     summary_file = run / "summary.json"
+    link = broken_link(summary_file)
+    if link is not None:  # (a loop of links was "no summary.json")
+        raise ReportError(
+            f"{summary_file}: {link}; run it again with: relaysim run NAME --out {shell_word(run)} --force"
+        )
     if (
         not summary_file.exists()
     ):  # (a folder or a pipe there is read, and said to be one: not "no summary.json")

@@ -174,6 +174,23 @@ def test_bad_numbers_are_refused_by_the_parser(argv: list[str], tf_run: Path) ->
     assert_clean_error(res, "expected")
 
 
+@pytest.mark.parametrize("order", [["--all", "--limit", "5"], ["--limit", "24", "--all"]])
+def test_show_all_with_a_limit_is_refused_naming_both(
+    tf_run: Path, order: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``show --all --limit N`` showed every row, N ignored, saying nothing (--all won). It is a usage
+    error naming both options, even with N the default (24)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["show", str(tf_run), *order])
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "argument --" in captured.err and "not allowed with argument --" in captured.err, captured.err
+    assert "--all" in captured.err.splitlines()[-1] and "--limit" in captured.err.splitlines()[-1]
+    assert main(["show", str(tf_run), "--limit", "24"]) == 0  # (each alone, as before)
+    assert main(["show", str(tf_run), "--all"]) == 0
+
+
 @pytest.mark.parametrize(
     ("argv", "shown"),
     [
@@ -745,8 +762,9 @@ def test_disclose_json_into_a_named_pipe_nothing_reads_is_not_waited_on_for_ever
     tf_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--json FIFO with no program reading the pipe waited in open() for ever once the disclosure was
-    made, saying nothing (cli13's fuzz). It waits PIPE_READER_WAIT seconds for a reader, then says so.
-    (A thread runs main: without the change it never returns, and the join's timeout fails the test.)"""
+    made, saying nothing (cli13's fuzz). It waits PIPE_READER_WAIT seconds for a reader, then says so,
+    and keeps the disclosure in a file it names (it was lost). (A thread runs main: without the change it never returns, and the join's timeout fails the test.)"""
+    import stat
     import threading
 
     from relaysim.sims.analysis import runfiles
@@ -765,7 +783,13 @@ def test_disclose_json_into_a_named_pipe_nothing_reads_is_not_waited_on_for_ever
     assert status == [2]
     err = capsys.readouterr().err
     assert f"--json {pipe}: cannot write it: a pipe (FIFO) that nothing read from for 0.3 s" in err, err
-    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+    # the disclosure is not lost with the pipe (it was: "announced, not kept"): it is in a file of
+    # its own beside it, which the error names
+    kept = [p for p in tmp_path.iterdir() if p.name != "out.json"]
+    assert len(kept) == 1 and kept[0].name.startswith("out.json."), (kept, err)
+    assert f"is kept in {kept[0]} instead" in err, err
+    assert json.loads(kept[0].read_text(encoding="utf-8"))["target"] == "amira"
+    assert stat.S_ISFIFO(os.lstat(pipe).st_mode)
     # the wait is said as it starts (it was said only once over, the disclosure lost): a reader
     # started then is in time
     waiting = f"relaysim: {pipe} is a pipe (FIFO) that nothing reads yet: waiting up to 0.3 s"
@@ -1320,7 +1344,9 @@ def test_a_finished_run_on_read_only_media_is_read_without_its_shared_memory_fil
 ) -> None:
     """SQLite cannot read a WAL database in mode=ro where it cannot make the -shm file (a read-only
     mount, a USB stick): "unable to open database file", blaming a healthy store. With no write-ahead
-    log beside it the store is whole and is read as immutable."""
+    log beside it the store is whole and is read as immutable (the first way it is opened now: mode=ro
+    made -wal and -shm beside it in a folder it could write, and left them); with one, a copy of both
+    is read, in a temporary folder of its own (it was refused: reading past the log would miss it)."""
     import sqlite3
 
     from relaysim.sims.analysis import view
@@ -1331,8 +1357,8 @@ def test_a_finished_run_on_read_only_media_is_read_without_its_shared_memory_fil
     opened: list[str] = []
 
     def connect(database: str, **kwargs: object) -> sqlite3.Connection:
-        opened.append(database.rpartition("?")[2])
-        if database.endswith("?mode=ro"):
+        opened.append(database)
+        if database.endswith("?mode=ro") and database.startswith(tmp_path.as_uri()):
             raise sqlite3.OperationalError("unable to open database file")  # as on a read-only mount
         return real(database, **kwargs)  # type: ignore[arg-type]
 
@@ -1340,11 +1366,18 @@ def test_a_finished_run_on_read_only_media_is_read_without_its_shared_memory_fil
     monkeypatch.setattr(view.os, "access", lambda path, mode: False)  # the folder is read-only
     conn = view._connect(db)
     assert conn.execute("SELECT count(*) FROM metadata").fetchone()[0] > 0
-    assert opened == ["mode=ro", "immutable=1"]
-    # with a write-ahead log that holds writes, reading past it would miss them: refused, said why
+    conn.close()
+    assert opened == [f"{db.as_uri()}?mode=ro&immutable=1"]
+    # with a write-ahead log beside it, reading past it would miss what it holds: a copy of both
     (tmp_path / "relay.db-wal").write_bytes(b"\0" * 32)
-    with pytest.raises(view.AnalysisInputError, match="cannot read it as a relay store"):
-        view._connect(db)
+    conn = view._connect(db)
+    assert conn.execute("SELECT count(*) FROM metadata").fetchone()[0] > 0
+    assert opened[-1].endswith("?mode=ro") and not opened[-1].startswith(tmp_path.as_uri()), opened
+    copy = Path(opened[-1].removeprefix("file://").removesuffix("?mode=ro")).parent
+    assert copy.is_dir()
+    conn.close()
+    assert not copy.exists()  # (the copy goes with the connection)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["relay.db", "relay.db-wal"]
 
 
 def test_disclose_on_a_phone_number_with_no_account_answers_no_such_account(tf_run: Path) -> None:

@@ -5,6 +5,7 @@ file or folder that is not relaysim's own."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -1516,7 +1517,8 @@ def test_a_suggested_command_names_a_folder_whose_name_is_not_the_locales_text(
     """A folder named with a byte not in the locale's encoding (``$'\\xff'``) or a control character
     was shown in the command an error suggests as one_line shows it, ``--out r\\xff``: pasted, that is
     the folder "rxff" (or, quoted, the four characters), never the one given. It is a shell word
-    that names it (sims.analysis.runfiles.shell_word): ``--out r$'\\xff'``, read back by bash."""
+    that names it (sims.analysis.runfiles.shell_word), read back by bash and by POSIX sh (dash): ANSI-C
+    quoting, ``--out r$'\\xff'``, was bash's alone (dash read it as other characters)."""
     import shlex
     import shutil as sh
     import subprocess
@@ -1529,11 +1531,21 @@ def test_a_suggested_command_names_a_folder_whose_name_is_not_the_locales_text(
     status = main([command, str(run)])
     err = capsys.readouterr().err
     assert status == 2, err
-    word = err.split("--out ")[1].split()[0]
-    assert word == shell_word(run) == shlex.quote(str(tmp_path)) + "/r$'\\xff\\x1b'", err
-    if sh.which("bash"):  # (the word, pasted, is the folder's name, byte for byte)
-        said = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True, check=True).stdout
-        assert said == os.fsencode(run)
+    word = shell_word(run)
+    assert f"--out {word}" in err, err
+    assert word == shlex.quote(str(tmp_path) + "/r") + "\"$(printf '\\377\\033')\"", err
+    shells = [s for s in ("bash", "dash", "sh") if sh.which(s)]
+    assert shells
+    for shell in shells:  # (the word, pasted, is the folder's name, byte for byte)
+        said = subprocess.run([shell, "-c", f"printf %s {word}"], capture_output=True, check=True).stdout
+        assert said == os.fsencode(run), shell
+    # a line break anywhere in the name, even last (a command substitution drops those it ends with)
+    for name in ("a\nb", "a\n\n", "\x1b'%\\\u00e9"):
+        for shell in shells:
+            said = subprocess.run(
+                [shell, "-c", f"printf %s {shell_word(tmp_path / name)}"], capture_output=True, check=True
+            ).stdout
+            assert os.path.normpath(said) == os.fsencode(tmp_path / name), (shell, name)
     assert shell_word(tmp_path / "a b") == shlex.quote(str(tmp_path / "a b"))  # (as shlex.quote had it)
 
 
@@ -1575,3 +1587,265 @@ def test_report_says_analyze_writes_again_a_page_it_cannot_read(
         f"{page} cannot be read (",
         f"; write it again with: relaysim analyze {run}",
     )
+
+
+@pytest.mark.parametrize("folder", ["disclosures", "analysis"])
+@pytest.mark.parametrize("command", ["analyze", "report"])
+@pytest.mark.parametrize("what", ["file", "dangling link"])
+def test_a_file_where_a_runs_own_folder_belongs_is_refused_naming_it(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], folder: str, command: str, what: str
+) -> None:
+    """A file (or a symbolic link to nothing) where a run keeps disclosures/ or analysis/ was passed
+    over by ``report`` and ``analyze``, as if the run had none: a report saying "No legal order was
+    served in this run" of a run that served three, an analysis of no disclosure, saying nothing
+    (analyze's analysis/ alone said "File exists" as it wrote). It is refused naming the path, and
+    nothing is written."""
+    run = copy_of(tf_run, tmp_path)
+    shutil.rmtree(run / folder, ignore_errors=True)
+    if what == "file":
+        (run / folder).write_text("not a folder\n", encoding="utf-8")
+    else:
+        (run / folder).symlink_to(tmp_path / "nowhere")
+    before = sorted(p.name for p in run.iterdir())
+    assert main([command, str(run)]) == 2
+    err = capsys.readouterr().err
+    said = "a file" if what == "file" else f"a symbolic link to {tmp_path / 'nowhere'}, which does not exist"
+    assert (
+        f"relaysim {command}: {run / folder}: {said} stands where a folder belongs (the run's {folder}/"
+        in err
+    ), err
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+def _files(run: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("log", ["no log", "a log left"])
+@pytest.mark.parametrize("command", ["analyze", "report", "show"])
+def test_reading_a_run_leaves_no_file_of_sqlites_beside_its_relay_db(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, log: str
+) -> None:
+    """relay.db was opened ``mode=ro``, which for a WAL store makes relay.db-wal and relay.db-shm
+    beside it and leaves them (a read-only connection does not remove them): a failed analyze, and a
+    good one, left two new files in a copied run folder. Reading a run now changes none of its files
+    but those the command writes (analysis/, report.html): not one is made, removed or changed, with
+    or without a write-ahead log a run killed before closing its store left."""
+    import subprocess
+    import sys
+
+    run = copy_of(tf_run, tmp_path)
+    if log == "a log left":  # (a writer gone before its store was closed: -wal and -shm stay)
+        code = (
+            "import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('PRAGMA wal_autocheckpoint=0');"
+            "c.execute('CREATE TABLE scratch (x)'); c.commit(); os._exit(0)"
+        )
+        subprocess.run([sys.executable, "-c", code, str(run / "relay.db")], check=True)
+        assert (run / "relay.db-wal").stat().st_size > 0
+    before = _files(run)
+    written = {"analyze": "analysis/", "report": "report.html", "show": "-"}[command]
+    assert main([command, str(run)]) == 0, capsys.readouterr().err
+    after = {k: v for k, v in _files(run).items() if not k.startswith(written)}
+    assert after == before, sorted(set(after) ^ set(before))
+    # and a command that fails after opening the store (a provider.json that is not JSON)
+    (run / "provider.json").write_text("{", encoding="utf-8")
+    before = _files(run)
+    assert main(["analyze", str(run)]) == 2
+    assert "provider.json" in capsys.readouterr().err
+    assert _files(run) == before
+
+
+@pytest.mark.parametrize("dropped", ["messages", "relay_records"])
+@pytest.mark.parametrize("command", ["show", "analyze", "report"])
+def test_a_summary_without_the_counts_the_other_files_are_checked_against_says_so(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, dropped: str
+) -> None:
+    """summary.json's messages counts are checked against transcript.jsonl, its relay_records against
+    relay-view.jsonl (sims.report.run_disagreements); a summary.json without them (edited, or another
+    tool's) skipped the checks saying nothing, as if the files agreed. It is a warning naming the
+    file, the count missing and the file left unchecked; the command goes on."""
+    run = copy_of(tf_run, tmp_path)
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    assert main([command, str(run)]) == 0
+    assert "warning" not in capsys.readouterr().err  # (a run as written: no warning)
+    if dropped == "messages":
+        summary["messages"] = {k: v for k, v in summary["messages"].items() if k != "device_deliveries"}
+        said = f"{run / 'summary.json'} has no messages.device_deliveries"
+        unchecked = f"{run / 'transcript.jsonl'}'s events were not checked against it"
+    else:
+        del summary["relay_records"]
+        said = f"{run / 'summary.json'} has no relay_records"
+        unchecked = f"{run / 'relay-view.jsonl'}'s records were not checked against it"
+    (run / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    assert main([command, str(run)]) == 0
+    err = capsys.readouterr().err
+    assert f"relaysim {command}: warning: {said}" in err and unchecked in err, err
+
+
+@pytest.mark.parametrize("file", ["transcript.jsonl", "relay-view.jsonl"])
+def test_a_line_longer_than_any_event_is_refused_naming_the_file_and_line_not_read_whole(
+    tf_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    file: str,
+) -> None:
+    """analyze read transcript.jsonl (and, --as-seen, relay-view.jsonl) a line at a time, each line
+    whole however long: a gigabyte with no line end was all read into memory, then "not JSON". A line
+    is read up to MAX_LINE bytes; past them it is refused naming the file and the line. (MAX_LINE made
+    small here; the readers read at most MAX_LINE + 1 bytes of a line, which a file object that counts
+    what it hands out shows.)"""
+    from relaysim.sims.analysis import runfiles
+
+    monkeypatch.setattr(runfiles, "MAX_LINE", 4096, raising=False)
+    run = copy_of(tf_run, tmp_path)
+    path = run / file
+    kept = path.read_bytes().split(b"\n")
+    assert max(len(line) for line in kept) < 4096  # (the run's own lines are read as before)
+    argv = ["analyze", str(run), *(["--as-seen"] if file == "relay-view.jsonl" else [])]
+    assert main(argv) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    path.write_bytes(b"\n".join([kept[0], b"[" + b"1," * 50_000 + b"1]", *kept[1:]]))
+    longest: list[int] = []
+    opened = runfiles.open_run_file
+
+    def counting(p: Any) -> Any:  # (how much of a line a reader asks for)
+        f = opened(p)
+        readline = f.readline
+
+        class Counted:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(f, name)
+
+            def __enter__(self) -> Any:
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                f.close()
+
+            def __iter__(self) -> Any:
+                for line in f:
+                    longest.append(len(line))
+                    yield line
+
+            def readline(self, size: int = -1) -> bytes:
+                line = readline(size)
+                longest.append(len(line))
+                return line
+
+        return Counted()
+
+    import relaysim.sims.analysis.view as view_module
+    import relaysim.sims.analysis_scoring as scoring
+
+    monkeypatch.setattr(scoring, "open_run_file", counting)
+    monkeypatch.setattr(view_module, "open_run_file", counting)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"relaysim analyze: {path}: line 2: more than 4,096 bytes with no line end" in err, err
+    assert longest and max(longest) <= 4097, max(longest)
+
+
+@pytest.mark.parametrize(
+    ("file", "line"),
+    [
+        ("relay-view.jsonl", "[" + "1," * 20_000 + "1]"),  # (not an object)
+        ("relay-view.jsonl", json.dumps({"kind": "send", "account": ["a" * 100_000]})),  # (a field's value)
+        ("relay-view.jsonl", json.dumps({"kind": "k" * 100_000})),  # (a kind no relay writes)
+    ],
+)
+def test_a_value_a_relay_view_line_holds_is_shown_cut_not_whole(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], file: str, line: str
+) -> None:
+    """analyze --as-seen said a relay-view.jsonl record that is not one with its value whole: a line
+    of 40,000 characters was all of the error line. It is shown as every other is
+    (runfiles.brief: its first characters and how long it is)."""
+    run = copy_of(tf_run, tmp_path)
+    path = run / file
+    path.write_text(line + "\n" + path.read_text(encoding="utf-8"), encoding="utf-8")
+    assert main(["analyze", str(run), "--as-seen"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: line 1" in err and "characters)" in err, err[:300]
+    assert len(err) < 600, err[:300]
+
+
+@pytest.mark.parametrize("command", ["analyze", "report"])
+@pytest.mark.parametrize("profile", [5, ["signal"], {"name": "signal"}, True])
+def test_a_provider_files_profile_that_is_no_name_is_refused(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, profile: Any
+) -> None:
+    """provider.json's profile (the policy the relay's records are read under) that is no name
+    (a number, a list) was taken for none: the records read as recorded, not as the run's provider
+    kept them, saying nothing. It is refused naming the field, as an unknown name is."""
+    run = copy_of(tf_run, tmp_path)
+    provider = json.loads((run / "provider.json").read_text(encoding="utf-8"))
+    provider["profile"] = profile
+    (run / "provider.json").write_text(json.dumps(provider), encoding="utf-8")
+    assert main([command, str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'provider.json'}: profile: expected a relay profile's name, got {profile!r}" in err, err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["show", "LOOP"], ["analyze", "LOOP"], ["report", "LOOP"], ["run", "two-friends", "--out", "LOOP"]],
+)
+def test_a_loop_of_symbolic_links_given_as_a_folder_is_said_to_be_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """A folder given that is a symbolic link in a loop of links (``ln -s a b; ln -s b a``) was said
+    to be "a symbolic link to b, which does not exist": b is there, a link too. It is said to be a
+    loop (runfiles.broken_link)."""
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with contextlib.suppress(SystemExit):  # (an argparse type's error: status 2, as a CliError's)
+        main([str(tmp_path / "a") if a == "LOOP" else a for a in argv])
+    err = capsys.readouterr().err
+    assert (
+        f"{tmp_path / 'a'} is a symbolic link to {tmp_path / 'b'}, in a loop of links that leads to no file"
+        in err
+    )
+    assert "does not exist" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("file", "commands"),
+    [
+        ("transcript.jsonl", ["show", "analyze", "report"]),
+        ("summary.json", ["show", "analyze", "report"]),
+        ("provider.json", ["analyze", "report"]),
+        ("relay-view.jsonl", ["show", "analyze", "report"]),
+    ],
+)
+@pytest.mark.parametrize("to", ["a loop", "nothing"])
+def test_a_runs_file_that_is_a_symbolic_link_to_no_file_is_refused_not_passed_over(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], file: str, commands: list[str], to: str
+) -> None:
+    """A run's file that is a symbolic link leading to no file (in a loop of links, or to nothing)
+    was taken for no file: analyze scored nothing (no transcript.jsonl) or read the relay's records
+    as recorded (no provider.json), saying nothing; show said the run "did not finish" (no
+    summary.json). It is refused naming the file and the link."""
+    run = copy_of(tf_run, tmp_path)
+    (run / file).unlink()
+    (run / file).symlink_to(file if to == "a loop" else "nowhere")
+    said = "in a loop of links that leads to no file" if to == "a loop" else "nowhere, which does not exist"
+    for command in commands:
+        assert main([command, str(run)]) == 2, command
+        err = capsys.readouterr().err
+        assert f"{run / file}: a symbolic link to " in err and said in err, (command, err)
+
+
+def test_show_names_the_line_of_an_event_it_cannot_read(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An event show cannot read (a message_sent without its message id) was said to be somewhere in
+    transcript.jsonl ("holds an event this version of relaysim does not read"), in a file of
+    thousands of lines. Its line is named."""
+    run = copy_of(tf_run, tmp_path)
+    transcript = run / "transcript.jsonl"
+    lines = transcript.read_text(encoding="utf-8").splitlines()
+    lines.insert(3, json.dumps({"kind": "message_sent", "t": 0, "from": "amira/1", "to": "ben"}))
+    transcript.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["show", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"{transcript} line 4 holds an event this version of relaysim does not read" in err, err
