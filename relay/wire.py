@@ -501,6 +501,18 @@ def for_log(text: str, most: int = MAX_LOGGED) -> str:
     return text if len(text) <= most else f"{text[:most]}… ({len(text):,} characters)"
 
 
+def _as_sent(value: Any) -> Any:
+    """``value``, but a str read with msgpack's ``surrogateescape`` (one that is not UTF-8: each byte that
+    is not stood for by a surrogate, U+DC80 to U+DCFF, which no UTF-8 str holds) as its bytes, so that an
+    error shows what the peer sent, ``b'\\xff'``, as it shows any str not UTF-8, never ``'\\udcff'``."""
+    if type(value) is str and not value.isprintable():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogateescape")
+    return value
+
+
 def _key_name(key: object) -> str:
     """How an error's ``field`` names a map's key a peer sent: a str key that reads as a name (not empty,
     short enough to be quoted whole, MAX_QUOTED - 2 characters; printable, no blank at either end, no
@@ -524,7 +536,7 @@ def _key_name(key: object) -> str:
         return key
     if type(key) is _Pairs or type(key) is list:  # a map or an array (a body read as _Pairs)
         return _cut(_shown_key(key))
-    return quoted(key)
+    return quoted(_as_sent(key))
 
 
 def _type_name(value: object) -> str:
@@ -1987,7 +1999,7 @@ def _pairs_reader(body: bytes | bytearray) -> msgpack.Unpacker:
         strict_map_key=False,
         ext_hook=_ext,
         unicode_errors="surrogateescape",
-        object_pairs_hook=list,
+        object_pairs_hook=_Pairs,  # (a key that is a map shown as one: {1: 2}, as _shown_key shows it)
         max_buffer_size=len(body),  # (so an array, a str or a bin is read no longer than the body)
     )
     unpacker.feed(body)
@@ -2013,7 +2025,7 @@ def _unreadable(
         for i in range(count):
             where = f", at key {i + 1:,} of the {count:,} its map's header counts"
             key = unpacker.unpack()
-            where = f", inside the value of its key {quoted(key)}"
+            where = f", inside the value of its key {_cut(_shown_key(key))}"
             value = unpacker.unpack()
             if type(key) is str and key == "id":
                 ids.append(value)
@@ -2399,7 +2411,7 @@ def _shown_key(value: Any, depth: int = 0) -> str:
         if type(value) is _Pairs:
             return f"{{{inner}}}"
         return f"({inner},)" if len(items) == 1 else f"({inner})"
-    return quoted(value)
+    return quoted(_as_sent(value))
 
 
 def _packs_back(raw: Any, body: bytes | bytearray) -> bool:

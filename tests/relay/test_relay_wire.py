@@ -1055,9 +1055,34 @@ def test_a_str_not_utf8_inside_a_key_that_is_an_array_is_named_by_that_key() -> 
     """A key that is an array holding a str that is not UTF-8: the walk looked at keys that are strs only,
     and the frame was refused in msgpack's words ("'utf-8' codec can't decode byte 0xff ...")."""
     e = _decoding_error(_frame(PING_HEAD + b"\x91\xa1\xff\x01", raw=True))
-    # (the str in it shown with the surrogate that stands for its byte, as Python reads it)
-    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.MALFORMED_MSGPACK, "('\\udcff',)", 5), e
-    assert e.message == "the key ('\\udcff',) of the frame holds a msgpack str that is not valid UTF-8"
+    # (the str in it shown by its bytes, as every other str not UTF-8 is: not by the surrogate that
+    # stands for its byte where Python reads it, '\\udcff')
+    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.MALFORMED_MSGPACK, "(b'\\xff',)", 5), e
+    assert e.message == "the key (b'\\xff',) of the frame holds a msgpack str that is not valid UTF-8"
+
+
+@pytest.mark.parametrize(
+    ("rest", "field", "said"),
+    [
+        (b"\x81\xa2a\xff\x01\x01", "{b'a\\xff': 1}", "the key {b'a\\xff': 1} of the frame holds"),
+        (b"\x81\xa2a\xff\x01\xda\x00\x10", None, "inside the value of its key {b'a\\xff': 1}"),
+        (b"\x91\x92\x01\xa1\xfe\x01", "((1, b'\\xfe'),)", "the key ((1, b'\\xfe'),) of the frame holds"),
+        (
+            b"\xa1\xff\xda\x00\x10",
+            None,
+            "cut short at byte 23, the frame's length, inside the value of its key b'\\xff'",
+        ),
+    ],
+    ids=["in-a-map-key", "in-a-map-key-cut-short", "in-a-nested-array-key", "key-of-a-value-cut-short"],
+)
+def test_a_str_not_utf8_in_a_key_is_shown_by_its_bytes(rest: bytes, field: str | None, said: str) -> None:
+    """A str that is not UTF-8 inside a key that is a map or an array, or a key of the body's map whose value
+    is cut short: shown by its bytes, b'\\xff', as the wire shows every str not UTF-8 (a key of the body's
+    own map, a field), never by the surrogates Python reads its bytes as ('\\udcff', '\\udcfe')."""
+    e = _decoding_error(_frame(PING_HEAD + rest, raw=True))
+    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.MALFORMED_MSGPACK, field, 5), e
+    assert said in e.message, e.message
+    assert "\\udc" not in e.message and "\\udc" not in (e.field or ""), e
 
 
 @pytest.mark.parametrize("header", ["fixmap", "map16", "map32"])
