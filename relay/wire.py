@@ -2542,7 +2542,16 @@ def _check_keys_once(body: bytes | bytearray) -> None:
                         request_id=request_id,
                     )
                 seen[key] = key
-    raise AssertionError("a key was dropped, and no map names one twice")  # (unreachable: _drops_a_key)
+    # The counts said a map drops a key, and the walk found none that does (it cannot be: a dict drops a
+    # key exactly when one is named twice, or two are held as one; tests/relay/test_wire_checks.py drives
+    # the two against each other): refused all the same, by the wire's own error naming the frame, never
+    # an internal error (nor an assert, which python -O leaves out, reading on a frame whose maps differ
+    # from the ones the peer sent).
+    raise RemoteProtocolError(
+        ErrorCode.INVALID_VALUE,
+        "frame body has a map that a map reader holds with fewer keys than it names; each key once",
+        request_id=request_id,
+    )
 
 
 def _repeated_key(root: Any) -> tuple[Any, _Place] | None:
