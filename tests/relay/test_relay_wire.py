@@ -1272,3 +1272,15 @@ def test_no_field_takes_a_float_an_ext_or_a_timestamp(value: object, got: str) -
     with pytest.raises(wire.RemoteProtocolError) as e:
         wire.decode_body(body, wire.REQUEST_KINDS)
     assert (e.value.code, e.value.field) == ("unknown_field", "zz")
+
+
+def test_a_str_not_utf8_in_a_frame_with_bytes_after_its_map_is_said_in_the_wire_s_words() -> None:
+    """A str not UTF-8 inside a body with a byte after its map: msgpack refuses the str first, its search
+    stops at the byte after the map, and the frame was refused in msgpack's words in parentheses ("msgpack
+    cannot read it ('utf-8' codec can't decode byte 0xff ...)"). Now: the byte after the map, as a body
+    with no str at fault is refused, with the frame's id."""
+    e = _decoding_error(_frame(PING_HEAD + P("x") + b"\x81\x91\xa1\xff\x01\x02", raw=True))
+    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.MALFORMED_MSGPACK, None, 5), e
+    assert e.message == (
+        "frame body is not one msgpack value: 1 byte follows its first (a frame's length counts its map alone)"
+    )
