@@ -33,6 +33,7 @@ from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar, cast
 
 import msgpack
 
+from relaysim.relay import _msgpack
 from relaysim.relay._frozen import quick_init
 
 __all__ = [
@@ -164,8 +165,13 @@ def _ext(code: int, data: bytes) -> Any:
     return msgpack.ExtType(code, data) if code >= 0 else _ReservedExt(code, data)
 
 
-_unpackb = msgpack.unpackb
-_unpackb_ext = functools.partial(msgpack.unpackb, ext_hook=_ext)  # (off the hot path: ~0.2 µs a call)
+# How deep msgpack unpacks (relay._msgpack.MAX_NESTING: the C build's stack, kept by the pure-Python build
+# too): 1,024 maps and arrays, the body's own map counted; one more is refused.
+MAX_NESTING: Final = _msgpack.MAX_NESTING
+# msgpack's Unpacker and unpackb, which read a body the same, or refuse it the same, in either build.
+_Unpacker: Any = _msgpack.Unpacker
+_unpackb: Callable[..., Any] = _msgpack.unpackb
+_unpackb_ext = functools.partial(_unpackb, ext_hook=_ext)  # (off the hot path: ~0.2 µs a call)
 
 
 def _unpack_body(body: bytes | bytearray) -> Any:
@@ -1984,17 +1990,12 @@ def _first_value_id(body: bytes | bytearray) -> int:
     return 0
 
 
-# How deep msgpack unpacks (its unpacker's stack, MSGPACK_EMBED_STACK_SIZE in msgpack-python's
-# unpack_template.h): 1,024 maps and arrays, the body's own map counted; one more is refused.
-MAX_NESTING: Final = 1024
-
-
 def _pairs_reader(body: bytes | bytearray, bounds: Mapping[str, int] | None = None) -> msgpack.Unpacker:
     """An unpacker fed ``body`` that reads maps as lists of pairs, any ext as a value and a str that is
     not UTF-8 as text, so that what stops it is the fault :func:`_unreadable` says; ``bounds``: the reader's
     own (msgpack's ``max_bin_len`` and the like, :func:`unpack_value`'s options), so that it stops where
     that reader did."""
-    unpacker = msgpack.Unpacker(
+    unpacker = _Unpacker(
         raw=False,
         strict_map_key=False,
         ext_hook=_ext,
@@ -2297,7 +2298,7 @@ class _Found(typing.NamedTuple):
 
 
 def _reader(size: int, hooks: Mapping[str, Any]) -> msgpack.Unpacker:
-    return msgpack.Unpacker(raw=False, strict_map_key=False, ext_hook=_ext, max_buffer_size=size, **hooks)
+    return _Unpacker(raw=False, strict_map_key=False, ext_hook=_ext, max_buffer_size=size, **hooks)
 
 
 class _Fed:

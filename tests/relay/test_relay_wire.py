@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import struct
+import subprocess
 import sys
 import tracemalloc
 import types
@@ -1284,3 +1286,47 @@ def test_a_str_not_utf8_in_a_frame_with_bytes_after_its_map_is_said_in_the_wire_
     assert e.message == (
         "frame body is not one msgpack value: 1 byte follows its first (a frame's length counts its map alone)"
     )
+
+
+_NESTING_PROBE = """
+import msgpack
+from relaysim.relay import wire
+p = msgpack.packb
+for depth, leaf in ((1020, b"\\xce\\x00\\x00\\x00\\x01"), (1023, b"\\xc0"), (1023, b"\\x90"), (1024, b"\\xc0"), (3000, b"\\xc0")):
+    body = b"\\x85" + p("v") + p(1) + p("id") + p(1) + p("kind") + p("send") + p("to") + p("bob")
+    body += p("envelopes") + b"\\x91" * depth + leaf
+    decoder = wire.FrameDecoder()
+    decoder.receive_data(len(body).to_bytes(4, "big") + body)
+    try:
+        print(decoder.next_frame())
+    except wire.ProtocolError as e:
+        print(e.code.value, e.field, e.request_id, e.message)
+print(msgpack.Unpacker.__module__)
+"""
+
+
+def test_a_body_nested_deep_is_read_the_same_by_msgpack_s_pure_python_build() -> None:
+    """msgpack's pure-Python build (MSGPACK_PUREPYTHON=1) reads nesting by recursion, bounded only by
+    Python's recursion limit: a body about 1,000 deep that the C build reads was refused as nested deeper
+    than 1,024 (RecursionError, said as msgpack's StackError), and the relay's answer depended on the build.
+    Both now read, and refuse, the same bodies with the same errors (relay._msgpack keeps the C build's
+    bound ahead of the recursion)."""
+    answers = {}
+    for pure in ("", "1"):
+        env = {**os.environ, "MSGPACK_PUREPYTHON": pure}
+        run = subprocess.run(
+            [sys.executable, "-c", _NESTING_PROBE],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
+        *lines, module = run.stdout.splitlines()
+        assert module == ("msgpack.fallback" if pure else "msgpack._cmsgpack"), module
+        answers[pure] = lines
+    assert answers[""] == answers["1"], answers
+    said = answers[""]
+    assert said[0].startswith("wrong_type envelopes[0] 1 "), said  # (read whole: the field's type is wrong)
+    assert said[1].startswith("wrong_type envelopes[0] 1 "), said
+    assert all("nested deeper than 1,024 maps and arrays" in line for line in said[2:]), said
