@@ -1330,3 +1330,46 @@ def test_a_body_nested_deep_is_read_the_same_by_msgpack_s_pure_python_build() ->
     assert said[0].startswith("wrong_type envelopes[0] 1 "), said  # (read whole: the field's type is wrong)
     assert said[1].startswith("wrong_type envelopes[0] 1 "), said
     assert all("nested deeper than 1,024 maps and arrays" in line for line in said[2:]), said
+
+
+@pytest.mark.parametrize(
+    ("inside", "code", "field"),
+    [
+        (_map(("a", P(1)), ("a", P(2))), wire.ErrorCode.INVALID_VALUE, "zzz.a"),
+        (_array(_map(("b", P(1)), ("b", P(1)))), wire.ErrorCode.INVALID_VALUE, "zzz[0].b"),
+        (_map((1, P(1)), (True, P(2))), wire.ErrorCode.WRONG_TYPE, "zzz.1"),
+        (b"\xa1\xff", wire.ErrorCode.MALFORMED_MSGPACK, "zzz"),
+        (_map(("a", P(1)), ("b", P(2.5))), None, None),
+    ],
+    ids=["key-twice", "key-twice-in-array", "keys-held-as-one", "str-not-utf8", "only-unknown"],
+)
+def test_inside_an_unknown_field_the_relay_and_the_device_keep_the_same_rule(
+    inside: bytes, code: wire.ErrorCode | None, field: str | None
+) -> None:
+    """docs/protocol.md: a field a reader does not know is a newer peer's addition, read past (the relay
+    answers unknown_field and reads on; the device reads the frame without it); but what every version-1
+    body is (each key once, strs UTF-8, no two keys a map reader holds as one) holds inside it as anywhere,
+    at both ends alike: a frame that breaks it is refused by the same error, which closes, by the relay and
+    by the device. (A newer peer speaks version 1 too: no frame of it breaks the rule, and were unknown
+    fields exempt, whether a frame is refused would hang on which fields the reader knows.)"""
+    relay = wire.FrameDecoder("relay")
+    relay.receive_data(
+        _frame(_map(("v", P(1)), ("id", P(5)), ("kind", P("ping")), ("zzz", inside)), raw=True)
+    )
+    device = wire.FrameDecoder("device", ignore_unknown_fields=True)
+    device.receive_data(
+        _frame(_map(("v", P(1)), ("id", P(5)), ("kind", P("pong")), ("zzz", inside)), raw=True)
+    )
+    if code is None:  # the rule kept: the relay answers unknown_field and reads on, the device reads past
+        with pytest.raises(wire.RemoteProtocolError) as info:
+            relay.next_frame()
+        assert (info.value.code, info.value.field) == (wire.ErrorCode.UNKNOWN_FIELD, "zzz")
+        assert device.next_frame() == wire.Pong(id=5) and device.ignored_fields == ("zzz",)
+        return
+    for decoder in (relay, device):
+        with pytest.raises(wire.RemoteProtocolError) as info:
+            decoder.next_frame()
+        assert (info.value.code, info.value.field, info.value.request_id) == (code, field, 5), info.value
+        assert info.value.code not in wire.RESUMABLE_CODES  # (the connection closes, at either end)
+        with pytest.raises(wire.RemoteProtocolError):
+            decoder.next_frame()  # (a decoder that has refused so stays failed)
