@@ -15,6 +15,7 @@ relay/wire.py: it is a Python pass for each value, which the wire's C build neve
 from __future__ import annotations
 
 import sys
+import types
 from typing import Any, Final
 
 import msgpack
@@ -31,14 +32,15 @@ if msgpack.Unpacker.__module__ == "msgpack.fallback":  # pragma: no cover (the p
 
     def _headroom() -> None:
         """Python's recursion limit raised, if need be, to read MAX_NESTING levels above this stack."""
-        frame, depth = sys._getframe(), 0
+        frame: types.FrameType | None = sys._getframe()
+        depth = 0
         while frame is not None:
             frame, depth = frame.f_back, depth + 1
         need = depth + 5 * MAX_NESTING + 200  # (up to four calls a level, and the hooks a value calls)
         if sys.getrecursionlimit() < need:
             sys.setrecursionlimit(need)
 
-    class _BoundedUnpacker(_fallback.Unpacker):  # type: ignore[misc]
+    class _BoundedUnpacker(_fallback.Unpacker):
         """msgpack's pure-Python Unpacker, refusing a map or an array MAX_NESTING levels deep (StackError),
         as the C build's does, with the room in Python's stack to read any body it takes; an
         object_pairs_hook handed a list of the pairs, as the C build hands it (msgpack 1.0.5's pure
