@@ -2021,8 +2021,8 @@ _BOUNDS: Final = {
 
 def _bound_of(body: bytes | bytearray, at: int) -> tuple[str, int] | None:
     """The bound (a key of _BOUNDS) on the value whose header begins at ``at``, and that value's length as
-    the bound counts it (an ext's by its data's bytes); None for a value no
-    bound is on (an integer, a float, nil, a bool) or a header cut short."""
+    the bound counts it (an ext's by its data's bytes); None for a value no bound is on (an integer, a
+    float, nil, a bool) or a header cut short."""
     head = body[at]
     if 0xA0 <= head <= 0xBF:
         return "max_str_len", head & 0x1F
@@ -2033,13 +2033,20 @@ def _bound_of(body: bytes | bytearray, at: int) -> tuple[str, int] | None:
     ext = _ext_at(body, at)
     if ext is not None:
         return "max_ext_len", ext[2]
+    bound = _LONG_BOUNDS.get(head)
     width = _LENGTHS.get(head) or _COUNTS.get(head)
-    if width is None or head in (0xC7, 0xC8, 0xC9) or at + 1 + width > len(body):
+    if bound is None or width is None or at + 1 + width > len(body):
         return None
-    bound = {0xD9: "max_str_len", 0xDA: "max_str_len", 0xDB: "max_str_len", 0xC4: "max_bin_len"}.get(head)
-    bound = bound or {0xC5: "max_bin_len", 0xC6: "max_bin_len", 0xDC: "max_array_len"}.get(head)
-    bound = bound or {0xDD: "max_array_len", 0xDE: "max_map_len", 0xDF: "max_map_len"}[head]
     return bound, int.from_bytes(body[at + 1 : at + 1 + width], "big")
+
+
+# The headers of a str, a bin, an array and a map whose length follows them (_LENGTHS, _COUNTS) → their bound.
+_LONG_BOUNDS: Final = {
+    **dict.fromkeys((0xD9, 0xDA, 0xDB), "max_str_len"),
+    **dict.fromkeys((0xC4, 0xC5, 0xC6), "max_bin_len"),
+    **dict.fromkeys((0xDC, 0xDD), "max_array_len"),
+    **dict.fromkeys((0xDE, 0xDF), "max_map_len"),
+}
 
 
 def _past_bound(body: bytes | bytearray, at: int, bounds: Mapping[str, int]) -> bool:
