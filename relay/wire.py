@@ -33,6 +33,7 @@ from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar, cast
 
 import msgpack
 
+from relaysim.relay import _msgpack
 from relaysim.relay._frozen import quick_init
 
 __all__ = [
@@ -164,8 +165,13 @@ def _ext(code: int, data: bytes) -> Any:
     return msgpack.ExtType(code, data) if code >= 0 else _ReservedExt(code, data)
 
 
-_unpackb = msgpack.unpackb
-_unpackb_ext = functools.partial(msgpack.unpackb, ext_hook=_ext)  # (off the hot path: ~0.2 µs a call)
+# How deep msgpack unpacks (relay._msgpack.MAX_NESTING: the C build's stack, kept by the pure-Python build
+# too): 1,024 maps and arrays, the body's own map counted; one more is refused.
+MAX_NESTING: Final = _msgpack.MAX_NESTING
+# msgpack's Unpacker and unpackb, which read a body the same, or refuse it the same, in either build.
+_Unpacker: Any = _msgpack.Unpacker
+_unpackb: Callable[..., Any] = _msgpack.unpackb
+_unpackb_ext = functools.partial(_unpackb, ext_hook=_ext)  # (off the hot path: ~0.2 µs a call)
 
 
 def _unpack_body(body: bytes | bytearray) -> Any:
@@ -501,6 +507,18 @@ def for_log(text: str, most: int = MAX_LOGGED) -> str:
     return text if len(text) <= most else f"{text[:most]}… ({len(text):,} characters)"
 
 
+def _as_sent(value: Any) -> Any:
+    """``value``, but a str read with msgpack's ``surrogateescape`` (one that is not UTF-8: each byte that
+    is not stood for by a surrogate, U+DC80 to U+DCFF, which no UTF-8 str holds) as its bytes, so that an
+    error shows what the peer sent, ``b'\\xff'``, as it shows any str not UTF-8, never ``'\\udcff'``."""
+    if type(value) is str and not value.isprintable():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogateescape")
+    return value
+
+
 def _key_name(key: object) -> str:
     """How an error's ``field`` names a map's key a peer sent: a str key that reads as a name (not empty,
     short enough to be quoted whole, MAX_QUOTED - 2 characters; printable, no blank at either end, no
@@ -524,7 +542,7 @@ def _key_name(key: object) -> str:
         return key
     if type(key) is _Pairs or type(key) is list:  # a map or an array (a body read as _Pairs)
         return _cut(_shown_key(key))
-    return quoted(key)
+    return quoted(_as_sent(key))
 
 
 def _type_name(value: object) -> str:
@@ -1912,9 +1930,7 @@ def decode_body(body: bytes | bytearray, kinds: Mapping[str, type[Frame]]) -> Fr
         elif isinstance(e, TypeError):  # "unhashable type": a map's key is a map or an array
             _refuse_unhashable_key(body)
         if isinstance(e, msgpack.ExtraData):  # (msgpack says "unpack(b) received extra data.")
-            extra = len(e.extra)
-            follow = "byte follows" if extra == 1 else "bytes follow"
-            reason = f"{extra:,} {follow} its first (a frame's length counts its map alone)"
+            reason = _follows(len(e.extra), "its first (a frame's length counts its map alone)")
             request_id = _first_value_id(body)
         else:  # (msgpack says "Unpack failed: incomplete input", or nothing at all)
             reason, request_id = _unreadable(body, e)
@@ -1974,37 +1990,94 @@ def _first_value_id(body: bytes | bytearray) -> int:
     return 0
 
 
-# How deep msgpack unpacks (its unpacker's stack, MSGPACK_EMBED_STACK_SIZE in msgpack-python's
-# unpack_template.h): 1,024 maps and arrays, the body's own map counted; one more is refused.
-MAX_NESTING: Final = 1024
-
-
-def _pairs_reader(body: bytes | bytearray) -> msgpack.Unpacker:
+def _pairs_reader(body: bytes | bytearray, bounds: Mapping[str, int] | None = None) -> msgpack.Unpacker:
     """An unpacker fed ``body`` that reads maps as lists of pairs, any ext as a value and a str that is
-    not UTF-8 as text, so that what stops it is the fault :func:`_unreadable` says."""
-    unpacker = msgpack.Unpacker(
+    not UTF-8 as text, so that what stops it is the fault :func:`_unreadable` says; ``bounds``: the reader's
+    own (msgpack's ``max_bin_len`` and the like, :func:`unpack_value`'s options), so that it stops where
+    that reader did."""
+    unpacker = _Unpacker(
         raw=False,
         strict_map_key=False,
         ext_hook=_ext,
         unicode_errors="surrogateescape",
-        object_pairs_hook=list,
+        object_pairs_hook=_Pairs,  # (a key that is a map shown as one: {1: 2}, as _shown_key shows it)
         max_buffer_size=len(body),  # (so an array, a str or a bin is read no longer than the body)
+        **(bounds or {}),
     )
     unpacker.feed(body)
     return unpacker
 
 
+# The bounds a reader of msgpack may be given (msgpack's Unpacker options) on the length of one value: what
+# each bounds, said as :func:`_unreadable` says a value past it: (what it is, what its length counts).
+_BOUNDS: Final = {
+    "max_str_len": ("a str", "bytes"),
+    "max_bin_len": ("a bin", "bytes"),
+    "max_array_len": ("an array", "items"),
+    "max_map_len": ("a map", "pairs"),
+    "max_ext_len": ("an ext", "bytes"),
+}
+
+
+def _bound_of(body: bytes | bytearray, at: int) -> tuple[str, int] | None:
+    """The bound (a key of _BOUNDS) on the value whose header begins at ``at``, and that value's length as
+    the bound counts it (an ext's by its data's bytes); None for a value no bound is on (an integer, a
+    float, nil, a bool) or a header cut short."""
+    head = body[at]
+    if 0xA0 <= head <= 0xBF:
+        return "max_str_len", head & 0x1F
+    if 0x90 <= head <= 0x9F:
+        return "max_array_len", head & 0x0F
+    if 0x80 <= head <= 0x8F:
+        return "max_map_len", head & 0x0F
+    ext = _ext_at(body, at)
+    if ext is not None:
+        return "max_ext_len", ext[2]
+    bound = _LONG_BOUNDS.get(head)
+    width = _LENGTHS.get(head) or _COUNTS.get(head)
+    if bound is None or width is None or at + 1 + width > len(body):
+        return None
+    return bound, int.from_bytes(body[at + 1 : at + 1 + width], "big")
+
+
+# The headers of a str, a bin, an array and a map whose length follows them (_LENGTHS, _COUNTS) → their bound.
+_LONG_BOUNDS: Final = {
+    **dict.fromkeys((0xD9, 0xDA, 0xDB), "max_str_len"),
+    **dict.fromkeys((0xC4, 0xC5, 0xC6), "max_bin_len"),
+    **dict.fromkeys((0xDC, 0xDD), "max_array_len"),
+    **dict.fromkeys((0xDE, 0xDF), "max_map_len"),
+}
+
+
+def _past_bound(body: bytes | bytearray, at: int, bounds: Mapping[str, int]) -> bool:
+    """Whether the value whose header begins at ``at`` is longer than the one of ``bounds`` that is on it."""
+    bound = _bound_of(body, at)
+    return bound is not None and bound[0] in bounds and bound[1] > bounds[bound[0]]
+
+
+def _follows(extra: int, after: str) -> str:
+    """How an error says the bytes after a body's first value: ``after`` names that value."""
+    return f"{extra:,} {'byte follows' if extra == 1 else 'bytes follow'} {after}"
+
+
 def _unreadable(
-    body: bytes | bytearray, error: Exception, length: str = "the frame's length"
+    body: bytes | bytearray,
+    error: Exception,
+    length: str = "the frame's length",
+    bounds: Mapping[str, int] | None = None,
+    after: str = "its first (a frame's length counts its map alone)",
 ) -> tuple[str, int]:
     """What is wrong with a body msgpack would not unpack (``error``, its exception), said in this
-    protocol's words rather than msgpack's ("Unpack failed: incomplete input", or an exception with no
-    words): cut short, nested too deep, or a byte no msgpack type begins with, and in the value of which
-    of the body's keys; and the request id, when the body's map names it, once, before the fault. The
+    protocol's words rather than msgpack's ("Unpack failed: incomplete input", "2000 exceeds
+    max_bin_len(1000)", or an exception with no words): cut short, nested too deep, a byte no msgpack type
+    begins with, a timestamp that is not one, a value longer than one of the reader's ``bounds``, bytes
+    after the value (``after`` names it), and in the value of which of the body's keys (for a value past a
+    bound: at which path); and the request id, when the body's map names it, once, before the fault. The
     body's map is read again pair by pair to say so (a few µs for the keys of a frame; once a
     connection, which it closes), past what its first reading also refused (a str not UTF-8, a key that
-    is a map or an array: said first when the rest of the body reads)."""
-    unpacker = _pairs_reader(body)
+    is a map or an array: said first when the rest of the body reads). msgpack's own words are never said:
+    they differ between its versions and builds."""
+    unpacker = _pairs_reader(body, bounds)
     fault: Exception | None = None
     ids: list[Any] = []
     where = ""
@@ -2013,7 +2086,7 @@ def _unreadable(
         for i in range(count):
             where = f", at key {i + 1:,} of the {count:,} its map's header counts"
             key = unpacker.unpack()
-            where = f", inside the value of its key {quoted(key)}"
+            where = f", inside the value of its key {_cut(_shown_key(key))}"
             value = unpacker.unpack()
             if type(key) is str and key == "id":
                 ids.append(value)
@@ -2021,11 +2094,15 @@ def _unreadable(
     except Exception as e:  # (OutOfData where it is cut short)
         fault = e
     if fault is not None and not where:  # (no map: read whole for what is wrong with it)
+        unpacker = _pairs_reader(body, bounds)
         try:
-            _pairs_reader(body).unpack()
+            unpacker.unpack()
+            fault = None
         except Exception as e:
             fault = e
     request_id = ids[0] if len(ids) == 1 and type(ids[0]) is int and 0 <= ids[0] <= _UINT64_MAX else 0
+    if fault is None and unpacker.tell() < len(body):  # (read whole, as the first reading did not get to)
+        return _follows(len(body) - unpacker.tell(), after), request_id
     what = error if fault is None else fault  # (nesting past the bound only as the body's map counts it)
     if isinstance(what, msgpack.StackError):
         return f"it is nested deeper than {MAX_NESTING:,} maps and arrays{where}", request_id
@@ -2034,13 +2111,15 @@ def _unreadable(
     # Else the value msgpack refuses is found, and what is wrong with it said from its bytes, not from
     # msgpack's words (msgpack 1.2 says "invalid timestamp data" where 1.0.5, the lowest declared, says
     # "Unpack failed: error = -1"; another version may say neither).
-    refused = None
+    found = None
     if not isinstance(what, msgpack.OutOfData):
         try:
-            found = _descend(body, _MARKS, ValueError, _Fed(_FIND_READS * len(body) + _FIND_MORE))
-        except Exception:  # (a value no reading of it reads: said as msgpack says it)
+            probe = {**_MARKS, **(bounds or {})}
+            fed = _Fed(_FIND_READS * len(body) + _FIND_MORE)
+            found = _descend(body, probe, ValueError, fed, bounds=bounds)
+        except Exception:  # (a value no reading of it reads: said as nothing in particular, below)
             found = None
-        refused = None if found is None or not found.whole else found.at
+    refused = None if found is None or not found.whole else found.at
     # (a length past the body's, which msgpack's reader refuses before it looks for the bytes)
     if isinstance(what, msgpack.OutOfData) or (refused is not None and _runs_past(body, refused)):
         return f"it is cut short at byte {len(body):,}, {length}{where}", request_id
@@ -2050,7 +2129,23 @@ def _unreadable(
             f"999,999,999 nanoseconds{where}",
             request_id,
         )
-    return f"msgpack cannot read it{where} ({str(what) or type(what).__name__})", request_id
+    if refused is not None and bounds and _past_bound(body, refused, bounds):
+        bound = _bound_of(body, refused)
+        if found is not None and bound is not None:
+            option, size = bound
+            what_it_is, unit = _BOUNDS[option]
+            path = _path_text(found.place)
+            if found.key is not _NO_KEY:
+                at = f", as a key of {path}" if path else ", as a key of its map"
+            else:
+                at = f", at {path}" if path else where
+            return (
+                f"it holds {what_it_is} of {size:,} {unit}, more than this reader takes "
+                f"({option} {bounds[option]:,}){at}",
+                request_id,
+            )
+    # (nothing this side can name: said without msgpack's words, which differ between its versions)
+    return f"it holds a value that msgpack will not read{where}", request_id
 
 
 # The msgpack headers that say a length in the bytes after them (str, bin, ext; array and map count values,
@@ -2210,7 +2305,7 @@ class _Found(typing.NamedTuple):
 
 
 def _reader(size: int, hooks: Mapping[str, Any]) -> msgpack.Unpacker:
-    return msgpack.Unpacker(raw=False, strict_map_key=False, ext_hook=_ext, max_buffer_size=size, **hooks)
+    return _Unpacker(raw=False, strict_map_key=False, ext_hook=_ext, max_buffer_size=size, **hooks)
 
 
 class _Fed:
@@ -2309,17 +2404,21 @@ def _descend(
     fed: _Fed,
     request_id: int = 0,
     top: list[Any] | None = None,
+    bounds: Mapping[str, int] | None = None,
 ) -> _Found | None:
     """:func:`_find_fault`'s search, level by level from the body's own value (which need not read whole:
     a value cut short by the body's end is the one at fault, as one ``probe`` refuses is). ``top``: the
-    values of the body's own map, read as _MARKS reads them, when they were."""
+    values of the body's own map, read as _MARKS reads them, when they were. ``bounds``: the reader's
+    bounds on a value's length (in ``probe`` too): a map or an array past one is the value at fault, not
+    searched inside."""
     size = len(body)
     view = memoryview(body)
     place: _Place = None
     at = 0
     while True:
         head = _container(body, at) if at < size else None
-        if head is None:  # the value at fault itself (or, at the body's end, where one is cut short)
+        if head is None or (bounds and _past_bound(body, at, bounds)):
+            # the value at fault itself (or, at the body's end, where one is cut short)
             return _Found(place, _NO_KEY, True, at, request_id)
         if fed.left < 0:
             return _Found(place, _NO_KEY, False, at, request_id)
@@ -2399,7 +2498,7 @@ def _shown_key(value: Any, depth: int = 0) -> str:
         if type(value) is _Pairs:
             return f"{{{inner}}}"
         return f"({inner},)" if len(items) == 1 else f"({inner})"
-    return quoted(value)
+    return quoted(_as_sent(value))
 
 
 def _packs_back(raw: Any, body: bytes | bytearray) -> bool:
@@ -2530,7 +2629,16 @@ def _check_keys_once(body: bytes | bytearray) -> None:
                         request_id=request_id,
                     )
                 seen[key] = key
-    raise AssertionError("a key was dropped, and no map names one twice")  # (unreachable: _drops_a_key)
+    # The counts said a map drops a key, and the walk found none that does (it cannot be: a dict drops a
+    # key exactly when one is named twice, or two are held as one; tests/relay/test_wire_checks.py drives
+    # the two against each other): refused all the same, by the wire's own error naming the frame, never
+    # an internal error (nor an assert, which python -O leaves out, reading on a frame whose maps differ
+    # from the ones the peer sent).
+    raise RemoteProtocolError(
+        ErrorCode.INVALID_VALUE,
+        "frame body has a map that a map reader holds with fewer keys than it names; each key once",
+        request_id=request_id,
+    )
 
 
 def _repeated_key(root: Any) -> tuple[Any, _Place] | None:
@@ -2840,8 +2948,7 @@ def unpack_value(data: bytes, what: str, **options: Any) -> Any:
     if not data:
         reason = "it is empty (0 bytes)"
     elif isinstance(error, msgpack.ExtraData):
-        extra = len(error.extra)
-        reason = f"{extra:,} {'byte follows' if extra == 1 else 'bytes follow'} its first value"
+        reason = _follows(len(error.extra), "its first value")
     else:
         reason = ""
         try:
@@ -2852,7 +2959,8 @@ def unpack_value(data: bytes, what: str, **options: Any) -> Any:
         except RemoteProtocolError as e:
             reason = e.message
         if not reason:
-            reason, _ = _unreadable(data, error, "its length")
+            bounds = {k: v for k, v in options.items() if k in _BOUNDS}
+            reason, _ = _unreadable(data, error, "its length", bounds, "its first value")
     raise MsgpackError(f"{what}: not one msgpack value: {reason}") from None
 
 

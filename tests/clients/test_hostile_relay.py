@@ -39,6 +39,26 @@ def _raw(body: object) -> bytes:
     return struct.pack(">I", len(packed)) + packed
 
 
+class _Twice(tuple[tuple[Any, Any], ...]):
+    """A map's pairs as written, a key named twice kept (a dict cannot hold them)."""
+
+    def __new__(cls, *pairs: tuple[Any, Any]) -> _Twice:
+        return super().__new__(cls, pairs)
+
+
+def _pairs(pairs: _Twice) -> bytes:
+    body = bytes([0x80 | len(pairs)])
+    for key, value in pairs:
+        body += msgpack.packb(key) + (_pairs(value) if type(value) is _Twice else msgpack.packb(value))
+    return body
+
+
+def _raw_pairs(*pairs: tuple[Any, Any]) -> bytes:
+    """A frame whose map (and the maps in it given as _Twice) is written pair by pair, repeats kept."""
+    packed = _pairs(_Twice(*pairs))
+    return struct.pack(">I", len(packed)) + packed
+
+
 class HostileRelay(RelayTask):
     """The fake relay, whose answer to the first request ``target`` picks goes through ``forge``."""
 
@@ -160,6 +180,14 @@ BAD_FRAMES: dict[str, tuple[Forge, str]] = {
         "wrong_type: body must be binary data (msgpack bin), got int (at envelope.body)",
     ),
     "closed with no answer": (lambda r, a: [None], "the relay closed the connection"),
+    # docs/protocol.md, Errors: the fields a device does not know are read past, but what every version-1
+    # body is holds inside them as anywhere (each key once): refused as the relay refuses it
+    "a key named twice inside an unknown field": (
+        lambda r, a: [
+            _raw_pairs(("v", 1), ("id", r.id), ("kind", "pong"), ("zzz", _Twice(("a", 1), ("a", 2))))
+        ],
+        "invalid_value: frame body names the key 'a' more than once (at zzz.a); each key once",
+    ),
 }
 
 

@@ -6,6 +6,7 @@ wire says it, not in msgpack's words (which differ between its versions)."""
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 
 from relaysim.clients import transparency as kt
@@ -119,3 +120,77 @@ def test_unpack_value_reads_what_msgpack_reads() -> None:
         wire.MsgpackError, match=r"^x: not one msgpack value: the keys of the value must be strings"
     ):
         wire.unpack_value(b"\x81\x91\x01\x01", "x")
+
+
+_P = msgpack.packb
+
+
+@pytest.mark.parametrize(
+    ("data", "bound", "said"),
+    [
+        (
+            _P({"a": {"b": b"x" * 20}}),
+            {"max_bin_len": 10},
+            "a bin of 20 bytes, more than this reader takes (max_bin_len 10), at a.b",
+        ),
+        (
+            _P(b"x" * 20),
+            {"max_bin_len": 10},
+            "a bin of 20 bytes, more than this reader takes (max_bin_len 10)",
+        ),
+        (
+            _P([1, "s" * 20]),
+            {"max_str_len": 10},
+            "a str of 20 bytes, more than this reader takes (max_str_len 10), at [1]",
+        ),
+        (
+            _P({"k" * 20: 1}),
+            {"max_str_len": 10},
+            "a str of 20 bytes, more than this reader takes (max_str_len 10), as a key of its map",
+        ),
+        (
+            _P({"a": [[1, 2, 3]]}),
+            {"max_array_len": 2},
+            "an array of 3 items, more than this reader takes (max_array_len 2), at a[0]",
+        ),
+        (
+            _P({"a": {1: 1, 2: 2, 3: 3}}),
+            {"max_map_len": 2},
+            "a map of 3 pairs, more than this reader takes (max_map_len 2), at a",
+        ),
+        (
+            _P({"a": msgpack.ExtType(5, b"x" * 11)}),
+            {"max_ext_len": 10},
+            "an ext of 11 bytes, more than this reader takes (max_ext_len 10), at a",
+        ),
+    ],
+    ids=["bin-nested", "bin-alone", "str-in-array", "str-key", "array", "map", "ext"],
+)
+def test_a_value_past_a_reader_s_bound_is_said_in_the_wire_s_words(
+    data: bytes, bound: dict[str, int], said: str
+) -> None:
+    """A value longer than a bound the reader was given (clients.framing reads a prekey message with
+    max_bin_len) was said in msgpack's words in parentheses, "msgpack cannot read it (20 exceeds
+    max_bin_len(10))": now what it is, how long, the bound and where, from the value's bytes."""
+    with pytest.raises(wire.MsgpackError) as info:
+        wire.unpack_value(data, "thing", **bound)  # type: ignore[arg-type]
+    assert str(info.value) == f"thing: not one msgpack value: it holds {said}"
+    assert (
+        "exceeds" not in str(info.value) and "(" in said
+    )  # (msgpack's words are "20 exceeds max_bin_len(10)")
+
+
+def test_a_value_at_a_reader_s_bound_is_read() -> None:
+    assert wire.unpack_value(_P({"a": b"x" * 10}), "thing", max_bin_len=10) == {"a": b"x" * 10}
+    assert wire.unpack_value(_P(msgpack.ExtType(5, b"x" * 10)), "thing", max_ext_len=10) == msgpack.ExtType(
+        5, b"x" * 10
+    )
+
+
+def test_a_str_not_utf8_in_a_value_with_bytes_after_it_is_said_in_the_wire_s_words() -> None:
+    """A str not UTF-8 in a value that bytes follow: msgpack refuses the str first, and the wire's search
+    for it stops at the bytes after the value; this was msgpack's words, "msgpack cannot read it ('utf-8'
+    codec can't decode byte 0xff in position 0: invalid start byte)"."""
+    with pytest.raises(wire.MsgpackError) as info:
+        wire.unpack_value(b"\x81\xa1\xff\x01\x01", "thing")
+    assert str(info.value) == "thing: not one msgpack value: 1 byte follows its first value"

@@ -317,6 +317,22 @@ def _decodes(data: bytes) -> bool:
 async def test_a_live_server_answers_every_mutated_frame_and_keeps_serving_the_good_devices(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    await _attack_live(lambda keys: list(_server_attacks(_seeds(keys))), caplog)
+
+
+# A frame written in pieces: each piece a write of its own, the relay's reads between them.
+Pieces = tuple[bytes, ...]
+
+
+async def _attack_live(
+    attacks_of: Callable[[dict[str, DeviceKeys]], list[tuple[str, bytes | Pieces, bool]]],
+    caplog: pytest.LogCaptureFixture,
+) -> list[tuple[str, wire.ErrorFrame]]:
+    """The attacks (what, bytes or pieces of bytes, whether to end the stream after them) made on a live
+    relay, four connections at a time, each followed by a ping on its connection, while good devices talk
+    beside them: every refusal is an error frame (never a silent close, never internal_error), one about a
+    field names it, one answered in its place fits what the relay reserves, every envelope the relay
+    acknowledged is delivered, and the good devices' messages all arrive."""
     keys = _keys()
     core = new_core()
     accepted: dict[bytes, str] = {}  # envelope id → the attack whose send the relay acknowledged
@@ -329,18 +345,24 @@ async def test_a_live_server_answers_every_mutated_frame_and_keeps_serving_the_g
         )
         assert isinstance(group, wire.GroupUpdated), group
         sent_good: list[bytes] = []
-        attacks = list(_server_attacks(_seeds(keys)))
+        attacks = attacks_of(keys)
         done = trio.Event()
 
-        async def attack(lane: list[tuple[int, tuple[str, bytes, bool]]]) -> None:
+        async def attack(lane: list[tuple[int, tuple[str, bytes | Pieces, bool]]]) -> None:
             attacker: WireClient | None = None
             for n, (what, data, end) in lane:
+                whole = data if type(data) is bytes else b"".join(data)
                 if attacker is None:
                     attacker = await WireClient.connect(server.port)
-                    if _decodes(data):  # (a frame the relay closes on needs no device to be sent from)
+                    if _decodes(whole):  # (a frame the relay closes on needs no device to be sent from)
                         await attacker.authenticate(keys["carol"])
                 ping = 2**40 + n
-                await attacker.stream.send_all(data)
+                if type(data) is bytes:
+                    await attacker.stream.send_all(data)
+                else:
+                    for piece in data:
+                        await attacker.stream.send_all(piece)
+                        await trio.sleep(0.0005)  # (the relay reads what has come, then waits for more)
                 if end:
                     await attacker.stream.send_eof()
                 else:
@@ -397,6 +419,76 @@ async def test_a_live_server_answers_every_mutated_frame_and_keeps_serving_the_g
     assert sent_good and set(sent_good) <= delivered
     assert {i: w for i, w in accepted.items() if i not in delivered} == {}
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    return errors
+
+
+# Every msgpack type, and the edges of a few: what each field of each kind meets in the attack below.
+EVERY_TYPE = [None, True, False, 0, 2**64 - 1, -(2**63), -1, 1.5, "", "bob", b"", bytes(16), bytes(32), [], [1], {},
+              {"a": 1}, msgpack.ExtType(1, b"x"), msgpack.Timestamp(1, 0)]  # fmt: skip
+
+
+def _every_type_in_every_field(
+    keys: dict[str, DeviceKeys], paths: dict[str, tuple[Any, ...]]
+) -> list[tuple[str, bytes | Pieces, bool]]:
+    """For every request kind, every field at every depth (a list's first item), given every msgpack type
+    in turn; and every kind's valid frame written a byte at a time (split at every byte). ``paths``: each
+    attack's field, by what it is called."""
+    attacks: list[tuple[str, bytes | Pieces, bool]] = []
+    for seed in _seeds(keys):
+        frame = _wire_map(seed)
+        for path in _paths(frame):
+            if path[0] in ("v", "kind") or any(type(k) is int and k for k in path):
+                continue  # (v and kind: the other live attacks; the other items are checked as the first)
+            for value in EVERY_TYPE:
+                changed = copy.deepcopy(frame)
+                _at(changed, path[:-1])[path[-1]] = value
+                what = f"{seed.kind} (id {seed.id}): {path} = {value!r}"
+                paths[what] = path
+                attacks.append((what, _raw_frame(msgpack.packb(changed, use_bin_type=True)), False))
+        data = wire.encode(seed)
+        pieces = tuple(data[i : i + 1] for i in range(len(data)))
+        attacks.append((f"{seed.kind} (id {seed.id}): split at every byte", pieces, False))
+    return attacks
+
+
+async def test_a_live_server_answers_every_type_in_every_field_of_every_kind_and_frames_split_at_every_byte(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every field of every request kind, at every depth, given every msgpack type (the attack before this
+    one gives each top-level field three, in turn), and every kind's frame written a byte at a time, on a
+    live relay beside good devices: each refusal names its frame (its id, but where the id is what is
+    wrong) and, when a field is at fault, the field (its path); a valid frame split anywhere is read as
+    itself; nothing accepted is lost."""
+    paths: dict[str, tuple[Any, ...]] = {}
+    errors = await _attack_live(lambda keys: _every_type_in_every_field(keys, paths), caplog)
+    wrong_id = [(w, e) for w, e in errors if paths.get(w, ("",))[0] != "id" and f"(id {e.id})" not in w]
+    assert not wrong_id, wrong_id[:5]
+    split = [
+        (w, e)
+        for w, e in errors
+        if w not in paths and e.code in {c.value for c in FIELD_CODES} | {"malformed_msgpack"}
+    ]
+    assert not split, split[:5]  # (a valid frame, split: never refused as a frame)
+    elsewhere = [
+        (w, e)
+        for w, e in errors
+        if w in paths
+        and e.code in {c.value for c in FIELD_CODES}
+        and not _names(e.field or "", paths[w])
+        and f"{paths[w][-1]}" not in e.message  # (a bound between two fields: second below first, by first)
+    ]
+    assert not elsewhere, elsewhere[:5]
+
+
+def _names(field: str, path: tuple[Any, ...]) -> bool:
+    """Whether an error's field names the place at ``path`` or one inside or around it (a map put where a
+    field was is refused by its first key, ``signed_prekey.a``; a list's item by its index)."""
+    said = "".join(f"[{k}]" if type(k) is int else f".{k}" for k in path).lstrip(".")
+    return (
+        field == said
+        or field.startswith((said + ".", said + "["))
+        or said.startswith((field + ".", field + "["))
+    )
 
 
 def _raw_frame(body: bytes) -> bytes:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import struct
+import subprocess
 import sys
 import tracemalloc
 import types
@@ -1055,9 +1057,34 @@ def test_a_str_not_utf8_inside_a_key_that_is_an_array_is_named_by_that_key() -> 
     """A key that is an array holding a str that is not UTF-8: the walk looked at keys that are strs only,
     and the frame was refused in msgpack's words ("'utf-8' codec can't decode byte 0xff ...")."""
     e = _decoding_error(_frame(PING_HEAD + b"\x91\xa1\xff\x01", raw=True))
-    # (the str in it shown with the surrogate that stands for its byte, as Python reads it)
-    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.MALFORMED_MSGPACK, "('\\udcff',)", 5), e
-    assert e.message == "the key ('\\udcff',) of the frame holds a msgpack str that is not valid UTF-8"
+    # (the str in it shown by its bytes, as every other str not UTF-8 is: not by the surrogate that
+    # stands for its byte where Python reads it, '\\udcff')
+    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.MALFORMED_MSGPACK, "(b'\\xff',)", 5), e
+    assert e.message == "the key (b'\\xff',) of the frame holds a msgpack str that is not valid UTF-8"
+
+
+@pytest.mark.parametrize(
+    ("rest", "field", "said"),
+    [
+        (b"\x81\xa2a\xff\x01\x01", "{b'a\\xff': 1}", "the key {b'a\\xff': 1} of the frame holds"),
+        (b"\x81\xa2a\xff\x01\xda\x00\x10", None, "inside the value of its key {b'a\\xff': 1}"),
+        (b"\x91\x92\x01\xa1\xfe\x01", "((1, b'\\xfe'),)", "the key ((1, b'\\xfe'),) of the frame holds"),
+        (
+            b"\xa1\xff\xda\x00\x10",
+            None,
+            "cut short at byte 23, the frame's length, inside the value of its key b'\\xff'",
+        ),
+    ],
+    ids=["in-a-map-key", "in-a-map-key-cut-short", "in-a-nested-array-key", "key-of-a-value-cut-short"],
+)
+def test_a_str_not_utf8_in_a_key_is_shown_by_its_bytes(rest: bytes, field: str | None, said: str) -> None:
+    """A str that is not UTF-8 inside a key that is a map or an array, or a key of the body's map whose value
+    is cut short: shown by its bytes, b'\\xff', as the wire shows every str not UTF-8 (a key of the body's
+    own map, a field), never by the surrogates Python reads its bytes as ('\\udcff', '\\udcfe')."""
+    e = _decoding_error(_frame(PING_HEAD + rest, raw=True))
+    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.MALFORMED_MSGPACK, field, 5), e
+    assert said in e.message, e.message
+    assert "\\udc" not in e.message and "\\udc" not in (e.field or ""), e
 
 
 @pytest.mark.parametrize("header", ["fixmap", "map16", "map32"])
@@ -1247,3 +1274,102 @@ def test_no_field_takes_a_float_an_ext_or_a_timestamp(value: object, got: str) -
     with pytest.raises(wire.RemoteProtocolError) as e:
         wire.decode_body(body, wire.REQUEST_KINDS)
     assert (e.value.code, e.value.field) == ("unknown_field", "zz")
+
+
+def test_a_str_not_utf8_in_a_frame_with_bytes_after_its_map_is_said_in_the_wire_s_words() -> None:
+    """A str not UTF-8 inside a body with a byte after its map: msgpack refuses the str first, its search
+    stops at the byte after the map, and the frame was refused in msgpack's words in parentheses ("msgpack
+    cannot read it ('utf-8' codec can't decode byte 0xff ...)"). Now: the byte after the map, as a body
+    with no str at fault is refused, with the frame's id."""
+    e = _decoding_error(_frame(PING_HEAD + P("x") + b"\x81\x91\xa1\xff\x01\x02", raw=True))
+    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.MALFORMED_MSGPACK, None, 5), e
+    assert e.message == (
+        "frame body is not one msgpack value: 1 byte follows its first (a frame's length counts its map alone)"
+    )
+
+
+_NESTING_PROBE = """
+import msgpack
+from relaysim.relay import wire
+p = msgpack.packb
+for depth, leaf in ((1020, b"\\xce\\x00\\x00\\x00\\x01"), (1023, b"\\xc0"), (1023, b"\\x90"), (1024, b"\\xc0"), (3000, b"\\xc0")):
+    body = b"\\x85" + p("v") + p(1) + p("id") + p(1) + p("kind") + p("send") + p("to") + p("bob")
+    body += p("envelopes") + b"\\x91" * depth + leaf
+    decoder = wire.FrameDecoder()
+    decoder.receive_data(len(body).to_bytes(4, "big") + body)
+    try:
+        print(decoder.next_frame())
+    except wire.ProtocolError as e:
+        print(e.code.value, e.field, e.request_id, e.message)
+print(msgpack.Unpacker.__module__)
+"""
+
+
+def test_a_body_nested_deep_is_read_the_same_by_msgpack_s_pure_python_build() -> None:
+    """msgpack's pure-Python build (MSGPACK_PUREPYTHON=1) reads nesting by recursion, bounded only by
+    Python's recursion limit: a body about 1,000 deep that the C build reads was refused as nested deeper
+    than 1,024 (RecursionError, said as msgpack's StackError), and the relay's answer depended on the build.
+    Both now read, and refuse, the same bodies with the same errors (relay._msgpack keeps the C build's
+    bound ahead of the recursion)."""
+    answers = {}
+    for pure in ("", "1"):
+        env = {**os.environ, "MSGPACK_PUREPYTHON": pure}
+        run = subprocess.run(
+            [sys.executable, "-c", _NESTING_PROBE],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
+        *lines, module = run.stdout.splitlines()
+        assert module == ("msgpack.fallback" if pure else "msgpack._cmsgpack"), module
+        answers[pure] = lines
+    assert answers[""] == answers["1"], answers
+    said = answers[""]
+    assert said[0].startswith("wrong_type envelopes[0] 1 "), said  # (read whole: the field's type is wrong)
+    assert said[1].startswith("wrong_type envelopes[0] 1 "), said
+    assert all("nested deeper than 1,024 maps and arrays" in line for line in said[2:]), said
+
+
+@pytest.mark.parametrize(
+    ("inside", "code", "field"),
+    [
+        (_map(("a", P(1)), ("a", P(2))), wire.ErrorCode.INVALID_VALUE, "zzz.a"),
+        (_array(_map(("b", P(1)), ("b", P(1)))), wire.ErrorCode.INVALID_VALUE, "zzz[0].b"),
+        (_map((1, P(1)), (True, P(2))), wire.ErrorCode.WRONG_TYPE, "zzz.1"),
+        (b"\xa1\xff", wire.ErrorCode.MALFORMED_MSGPACK, "zzz"),
+        (_map(("a", P(1)), ("b", P(2.5))), None, None),
+    ],
+    ids=["key-twice", "key-twice-in-array", "keys-held-as-one", "str-not-utf8", "only-unknown"],
+)
+def test_inside_an_unknown_field_the_relay_and_the_device_keep_the_same_rule(
+    inside: bytes, code: wire.ErrorCode | None, field: str | None
+) -> None:
+    """docs/protocol.md: a field a reader does not know is a newer peer's addition, read past (the relay
+    answers unknown_field and reads on; the device reads the frame without it); but what every version-1
+    body is (each key once, strs UTF-8, no two keys a map reader holds as one) holds inside it as anywhere,
+    at both ends alike: a frame that breaks it is refused by the same error, which closes, by the relay and
+    by the device. (A newer peer speaks version 1 too: no frame of it breaks the rule, and were unknown
+    fields exempt, whether a frame is refused would hang on which fields the reader knows.)"""
+    relay = wire.FrameDecoder("relay")
+    relay.receive_data(
+        _frame(_map(("v", P(1)), ("id", P(5)), ("kind", P("ping")), ("zzz", inside)), raw=True)
+    )
+    device = wire.FrameDecoder("device", ignore_unknown_fields=True)
+    device.receive_data(
+        _frame(_map(("v", P(1)), ("id", P(5)), ("kind", P("pong")), ("zzz", inside)), raw=True)
+    )
+    if code is None:  # the rule kept: the relay answers unknown_field and reads on, the device reads past
+        with pytest.raises(wire.RemoteProtocolError) as info:
+            relay.next_frame()
+        assert (info.value.code, info.value.field) == (wire.ErrorCode.UNKNOWN_FIELD, "zzz")
+        assert device.next_frame() == wire.Pong(id=5) and device.ignored_fields == ("zzz",)
+        return
+    for decoder in (relay, device):
+        with pytest.raises(wire.RemoteProtocolError) as info:
+            decoder.next_frame()
+        assert (info.value.code, info.value.field, info.value.request_id) == (code, field, 5), info.value
+        assert info.value.code not in wire.RESUMABLE_CODES  # (the connection closes, at either end)
+        with pytest.raises(wire.RemoteProtocolError):
+            decoder.next_frame()  # (a decoder that has refused so stays failed)

@@ -245,3 +245,88 @@ def test_prechecked_answers_of_a_send_and_an_ack() -> None:
     assert wire.prechecked(wire.Sent)(7, (bytes(16),), None) == wire.Sent(id=7, envelope_ids=(bytes(16),))
     assert wire.prechecked(wire.Acked)(8, 1) == wire.Acked(id=8, count=1)
     assert wire.prechecked(wire.Acked) is wire.prechecked(wire.Acked)  # made once per class
+
+
+# --- the count of dropped keys against the walk that names them (wire._check_keys_once) -------------
+# _check_keys_once asks whether a map drops a key by counting (wire._drops_a_key: pairs against the keys
+# of the dicts msgpack makes), and only then walks the body to name the key. The two must agree: a count
+# that says "dropped" where the walk finds no key named twice, nor two held as one, would leave the frame
+# with no error of its own. Driven here hard: maps nested in arrays nested in maps, many keys, keys of
+# every scalar type msgpack has (1, 1.0, true, 0, -0.0, false, nil, "a", b"a", an ext), in every width.
+
+_KEYS = st.sampled_from(
+    [0, 1, -1, 2, 0.0, -0.0, 1.0, 2.5, True, False, None, "a", "b", "", b"a", b"", msgpack.ExtType(1, b"")]
+)
+
+
+def _packed(value: Any, wide: bool) -> bytes:
+    """``value`` (a scalar, or ("map", pairs) / ("array", items)) as msgpack, a map's pairs as they are
+    (repeats kept), each map and array header in its shortest width or its widest (wide)."""
+    if type(value) is tuple and value and value[0] in ("map", "array"):
+        kind, items = value
+        n = len(items)
+        if kind == "map":
+            head = (b"\xdf" + n.to_bytes(4, "big")) if wide or n > 15 else bytes([0x80 | n])
+            return head + b"".join(_packed(k, wide) + _packed(v, wide) for k, v in items)
+        head = (b"\xdd" + n.to_bytes(4, "big")) if wide or n > 15 else bytes([0x90 | n])
+        return head + b"".join(_packed(v, wide) for v in items)
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def _values(depth: int) -> st.SearchStrategy[Any]:
+    scalar = st.one_of(_KEYS, st.integers(-(2**63), 2**64 - 1), st.text(max_size=3))
+    if depth == 0:
+        return scalar
+    inner = _values(depth - 1)
+    return st.one_of(
+        scalar,
+        st.lists(st.tuples(_KEYS, inner), max_size=24).map(lambda p: ("map", p)),
+        st.lists(inner, max_size=6).map(lambda v: ("array", v)),
+    )
+
+
+def _drops(value: Any) -> bool:
+    """Whether a map in ``value`` holds fewer keys as a dict than it names (the reference, by Python's own
+    dict: a key named twice, or two keys it holds as one)."""
+    if type(value) is tuple and value and value[0] in ("map", "array"):
+        kind, items = value
+        if kind == "array":
+            return any(map(_drops, items))
+        return len(dict(items)) != len(items) or any(_drops(v) for _, v in items)
+    return False
+
+
+@given(
+    pairs=st.lists(st.tuples(_KEYS, _values(3)), max_size=40),
+    wide=st.booleans(),
+)
+def test_the_count_of_dropped_keys_agrees_with_the_walk_that_names_them(
+    pairs: list[tuple[Any, Any]], wide: bool
+) -> None:
+    body = _packed(("map", pairs), wide)
+    drops = _drops(("map", pairs))
+    assert wire._drops_a_key(body) is drops
+    if not drops:
+        wire._check_keys_once(body)  # (nothing to refuse)
+        return
+    with pytest.raises(wire.RemoteProtocolError) as caught:
+        wire._check_keys_once(body)
+    e = caught.value
+    # the walk names the map and the key: a key named twice (invalid_value) or two held as one (wrong_type)
+    assert e.code in (wire.ErrorCode.INVALID_VALUE, wire.ErrorCode.WRONG_TYPE), e
+    assert e.field, e
+    assert "fewer keys than it names" not in e.message, e
+
+
+def test_a_count_the_walk_cannot_explain_is_refused_by_the_wire_s_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Were the counts ever to say that a map drops a key the walk cannot find, the frame is refused by the
+    wire's error naming it (invalid_value, its id), not an AssertionError out of the decoder (an internal
+    error at the relay; and an assert, which python -O leaves out, would read the frame on)."""
+    body = msgpack.packb({"v": 1, "id": 9, "kind": "ping"})
+    monkeypatch.setattr(wire, "_drops_a_key", lambda body: True)
+    with pytest.raises(wire.RemoteProtocolError) as caught:
+        wire._check_keys_once(body)
+    assert (caught.value.code, caught.value.request_id) == (wire.ErrorCode.INVALID_VALUE, 9)
+    assert "each key once" in caught.value.message
