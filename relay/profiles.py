@@ -1268,7 +1268,7 @@ _PTA_RECORD_TEXT = (
 _PTA_RECORD = _PTA_RECORD_TEXT.format(left="", withdrew="")
 # Said of a demand served before the record's dates (HISTORY): they are after the disclosure's date.
 _PTA_RECORD_WITHDRAWAL_LATER = _PTA_RECORD_TEXT.format(left="", withdrew=", after this date,")
-_PTA_RECORD_LATER = _PTA_RECORD_TEXT.format(left=", after this date,", withdrew="")
+_PTA_RECORD_LATER = _PTA_RECORD_TEXT.format(left=", after this date,", withdrew=", after this date,")
 # The same reported policy ("under a court order ... not the correspondence itself") for every
 # targeted order of the US and Pakistan: the words and the ciphertext are withheld, for consumer
 # BBM too, where one global key the provider holds would open them — only policy protects them.
@@ -1539,6 +1539,8 @@ POLICY_FIELDS: Final[tuple[str, ...]] = (
     "realtime_record",
     "policy_name",
     "policy_later",
+    "realtime_inferred",
+    "retention_notes",
 )
 
 
@@ -1584,7 +1586,7 @@ _TELEGRAM_TERROR_ONLY = (
 # Telegram before its 2018 privacy policy: no policy of handing anything over at all.
 _TELEGRAM_ZERO_BYTES = (
     "the policy that followed those words in August 2018, after this date (§8.3), allowed IP address and phone number to a court order confirming a terror suspect. Neither those words nor the "
-    "policy's day (2018-08-28, as reported) is on the record the profiles are held to (docs/record.md), which has "
+    "policy's day (2018-08-28, after this date, as reported) is on the record the profiles are held to (docs/record.md), which has "
     "Telegram's policy from 2018 and nothing before it: both are the project's citation"
 )
 # What Telegram kept back before its 2018 policy is said as those words, not as "its published policy": no policy of
@@ -1635,14 +1637,40 @@ _CHART_LATER = (
     "the FBI chart cited here is dated 2021-01-07, after this date (capabilities as of November 2020): that what it "
     "shows held on this date is the project's assumption"
 )
-# The fields whose texts may cite the chart (Profile: the desk says them in a disclosure).
+# The fields whose texts may cite a dated source, the chart or another (Profile: the desk says them in a disclosure).
+# Each is one of POLICY_FIELDS: a change to the record (``Change.record``) rewrites them as of the day an order is served.
 _TEXT_FIELDS: Final = (
     "notes",
     "jurisdiction_notes",
     "assumptions",
     "policy_record",
     "realtime_record",
+    "realtime_inferred",
     "response_record",
+    "retention_notes",
+    "policy_name",
+    "policy_later",
+)
+# The fields of Profile holding text that are not dated by the rewrite of a dated source (tests/sims/test_record_dates.py
+# holds every text field of Profile to be in _TEXT_FIELDS or here): names and keys, which cite nothing; the sources
+# (the profile's bibliography, said in no disclosure); the design's sources, said as of the run's date by a design
+# change (HISTORY: WhatsApp's multi-device); and the first days (``since``, ``defences_since``), which refuse a run or
+# a defence set before them instead.
+_UNDATED_TEXT_FIELDS: Final = (
+    "name",
+    "title",
+    "backup",
+    "discloses",
+    "device_facts",
+    "assumed_answers",
+    "responses",
+    "lookup_log_hosts",
+    "lookback",
+    "sources",
+    "identity_model_source",
+    "group_source",
+    "defences_since",
+    "since",
 )
 
 
@@ -1673,6 +1701,73 @@ def _chart_dated() -> Change:
         policy=True,
         record=True,
     )
+
+
+# A source (or an event of the record) a text cites by its day. Before that day the text says so beside the day
+# ("2016-10-04, after this date"), once: a disclosure cites only what is on the record by its date, or says it is later.
+_DAY_CITED = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
+_SAID_LATER = ", after this date"
+
+
+def _days_cited(value: Any) -> set[date]:
+    if isinstance(value, Mapping):
+        return {d for v in value.values() for d in _days_cited(v)}
+    if not isinstance(value, str):
+        return set()
+    return {date.fromisoformat(m.group()) for m in _DAY_CITED.finditer(value)}
+
+
+def _day_later(day: date) -> Any:
+    """The rewrite of texts as said before ``day``: each citing ``day`` says, beside its first citation of it, that it
+    is after this date, unless it says so already (``_chart_later``, for a source cited by its day)."""
+    cited = f"{day:%Y-%m-%d}"
+
+    def rewrite(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: rewrite(v) for k, v in value.items()}
+        if isinstance(value, str) and cited in value and f"{cited}{_SAID_LATER}" not in value:
+            return value.replace(cited, f"{cited}{_SAID_LATER}", 1)
+        return value
+
+    return rewrite
+
+
+def _citation_of(day: date, values: list[Any]) -> str:
+    """The first citation of ``day`` in ``values`` (texts, or texts by key): from the parenthesis it is in to it."""
+    cited = f"{day:%Y-%m-%d}"
+    for value in values:
+        if isinstance(value, Mapping):
+            if found := _citation_of(day, list(value.values())):
+                return found
+        elif isinstance(value, str) and (at := value.find(cited)) >= 0:
+            return value[value.rfind("(", 0, at) + 1 : at + len(cited)]
+    return ""
+
+
+def _day_dated(day: date, values: list[Any]) -> Change:
+    return Change(
+        day,
+        "a source this profile's texts cite by its day is dated this day; before it, each text citing it says it is "
+        "after the disclosure's date",
+        _citation_of(day, values),
+        {f: _day_later(day) for f in _TEXT_FIELDS},
+        policy=True,
+        record=True,
+    )
+
+
+def _dated_sources(name: str) -> list[Change]:
+    """The changes to the record of profile ``name`` that its texts cite, today or as they were (``_HISTORY``):
+    the FBI chart (cited by its name), and each day cited (``_DAY_CITED``) but the chart's, and but a day of
+    ``_HISTORY``'s own (whose texts before it say it is later themselves)."""
+    own = _HISTORY.get(name, ())
+    values = [getattr(PROFILES[name], f) for f in _TEXT_FIELDS]
+    values += [c.before[f] for c in own for f in _TEXT_FIELDS if f in c.before and not callable(c.before[f])]
+    days = set().union(*map(_days_cited, values)) - {c.effective for c in own} - {_FBI_CHART_DATE}
+    return [
+        *([_chart_dated()] if any(map(_cites_chart, values)) else []),
+        *(_day_dated(d, values) for d in days),
+    ]
 
 
 _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
@@ -1898,27 +1993,12 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
 }
 
 
-# Every provider whose profile cites the FBI chart, today or as it was: its texts are dated by the chart's date.
+# Every provider whose profile cites a dated source (the FBI chart, or a day), today or as it was: its texts are dated
+# by the source's date.
 HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
-    name: tuple(
-        sorted(
-            (
-                *_HISTORY.get(name, ()),
-                *(
-                    [_chart_dated()]
-                    if any(
-                        _cites_chart(getattr(PROFILES[name], f))
-                        or any(_cites_chart(c.before.get(f)) for c in _HISTORY.get(name, ()))
-                        for f in _TEXT_FIELDS
-                    )
-                    else []
-                ),
-            ),
-            key=lambda c: c.effective,
-        )
-    )
+    name: tuple(sorted((*_HISTORY.get(name, ()), *dated), key=lambda c: c.effective))
     for name in PROFILES
-    if name in _HISTORY or any(_cites_chart(getattr(PROFILES[name], f)) for f in _TEXT_FIELDS)
+    if (dated := _dated_sources(name)) or name in _HISTORY
 }
 
 
@@ -1956,7 +2036,7 @@ def profile_as_of(
     for (
         key,
         rewrite,
-    ) in rewrites:  # once every field is as it was: a record dated later says so (_chart_later)
+    ) in rewrites:  # once every field is as it was: a record dated later says so (_chart_later, _day_later)
         profile = replace(profile, **{key: rewrite(getattr(profile, key))})
     return replace(profile, as_of=day)
 

@@ -8,6 +8,7 @@ reading or inference).
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -16,8 +17,8 @@ from typing import Any
 import pytest
 
 from relaysim.relay.compliance import Disclosure
-from relaysim.relay.profiles import HISTORY, PROFILES, get_profile, profile_as_of
-from relaysim.sims.scenario import parse_scenario, resolve_scenario
+from relaysim.relay.profiles import HISTORY, POLICY_FIELDS, PROFILES, Profile, get_profile, profile_as_of
+from relaysim.sims.scenario import builtin_scenarios, parse_scenario, resolve_scenario
 from relaysim.sims.world.simulation import Simulation
 
 CHART = date(2021, 1, 7)
@@ -28,6 +29,14 @@ _TEXT_FIELDS = (
     "policy_record",
     "realtime_record",
     "response_record",
+)
+# Every text of Profile a disclosure says (relay/profiles.py: _TEXT_FIELDS; test 25 holds it to Profile's fields).
+PROFILE_TEXT_FIELDS = (
+    *_TEXT_FIELDS,
+    "realtime_inferred",
+    "retention_notes",
+    "policy_name",
+    "policy_later",
 )
 
 _RUN = """
@@ -231,7 +240,8 @@ def test_telegrams_words_before_2018_are_said_as_not_on_the_record() -> None:
     why = d.reasons["ip_addresses"][1]
     assert "disclosed '0 bytes of user data" in why
     assert (
-        "Neither those words nor the policy's day (2018-08-28, as reported) is on the record" in why
+        "Neither those words nor the policy's day (2018-08-28, after this date, as reported) is on the record"
+        in why
         and "the project's citation" in why
     ), why
     (change,) = [c for c in HISTORY["telegram-cloud"] if c.effective == date(2018, 8, 28)]
@@ -678,3 +688,121 @@ def test_blackberrys_answer_to_a_subpoena_is_assumed(name: str, start: str | Non
     assert ("December 2015, after this date" in assumed) == (start is not None), assumed
     reason, why = d.reasons["message_log"]
     assert reason == "withheld_by_policy" and why.endswith("(the project's assumption)"), why
+
+
+# --- 24. any source cited by its day, dated after the run ----------------------------------------------------------------
+
+_DAY = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_before_a_day_a_text_cites_it_says_it_is_later(name: str) -> None:
+    """As the FBI chart's citations do: a text citing a source (or an event) by its day says, in a disclosure dated
+    before it, that it is after this date; from that day on it is as written."""
+    cited = sorted(
+        {
+            date.fromisoformat(m)
+            for f in PROFILE_TEXT_FIELDS
+            for t in _texts(getattr(get_profile(name), f))
+            for m in _DAY.findall(t)
+        }
+    )
+    for day in sorted(
+        {date(2011, 6, 1), date(2013, 1, 7), date(2015, 7, 1), date(2016, 5, 1), CHART, *cited}
+    ):
+        try:
+            profile = profile_as_of(name, day)
+        except ValueError:  # the provider did not exist yet
+            continue
+        for f in PROFILE_TEXT_FIELDS:
+            for text in _texts(getattr(profile, f)):
+                for later in {m for m in _DAY.findall(text) if date.fromisoformat(m) > day}:
+                    assert f"{later}, after this date" in text, (name, day, f, text)
+    for f in PROFILE_TEXT_FIELDS:
+        for text in _texts(getattr(profile_as_of(name, None), f)):
+            assert ", after this date" not in text, (name, f, text)
+
+
+def test_the_2016_subpoena_scenario_says_the_aclus_publication_is_later() -> None:
+    """signal-subpoena-2016 runs on 2016-05-01; the ACLU published Signal's answer on 2016-10-04."""
+    disclosures = Simulation(resolve_scenario("signal-subpoena-2016")).run().disclosures
+    (d,) = [d for d in disclosures if "subscriber_info" in d.reasons]  # not the number with no account
+    reason, why = d.reasons["subscriber_info"]
+    assert reason == "not_retained"
+    assert "(signal.org/bigbrother; ACLU, 2016-10-04, after this date)" in why, why
+    # an order served on or after that day, in a run set before it, cites it as written, and says the record changed
+    later = profile_as_of("signal", date(2016, 5, 1), served=date(2016, 10, 4))
+    assert "ACLU, 2016-10-04)" in later.notes["subscriber_info"], later.notes["subscriber_info"]
+
+
+@pytest.mark.parametrize("profile", ["line", "line-letter-sealing-off"])
+def test_the_fbi_chart_scenario_says_lines_guidelines_are_later(profile: str) -> None:
+    """fbi-chart runs on 2021-01-07; LINE's guidelines it cites (not on the record) are of 2022-01-19."""
+    start = resolve_scenario("fbi-chart").start
+    assert start is not None and start < date(2022, 1, 19)
+    (d,) = _serve(profile, "2021-01-07T12:00:00Z", "subpoena")
+    said = [why for _r, why in d.reasons.values() if "LINE's guidelines" in why]
+    assert said and all("of 2022-01-19, after this date" in why for why in said), said
+
+
+# --- 25. every text field of Profile is dated, or cites nothing a disclosure says ------------------------------------------
+
+
+def test_every_text_field_of_profile_is_dated_or_listed_as_not() -> None:
+    """A new text field of Profile is held to the run's date (profiles._TEXT_FIELDS, which a change to the record may
+    rewrite, so each is one of POLICY_FIELDS) or listed as one that a disclosure never says (_UNDATED_TEXT_FIELDS)."""
+    import dataclasses
+
+    from relaysim.relay import profiles
+
+    text = {f.name for f in dataclasses.fields(Profile) if "str" in str(f.type)}
+    dated, undated = set(profiles._TEXT_FIELDS), set(profiles._UNDATED_TEXT_FIELDS)
+    assert not dated & undated, dated & undated
+    assert text == dated | undated, (text - dated - undated, (dated | undated) - text)
+    assert dated <= set(POLICY_FIELDS), dated - set(POLICY_FIELDS)
+    assert "realtime_inferred" in dated
+
+
+# --- 26. a built-in scenario's sources, for its date --------------------------------------------------------------------
+
+_MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
+_MONTH_YEAR = re.compile(rf"\b({'|'.join(_MONTHS)}) (\d{{4}})\b")
+
+
+def _dates_in(text: str) -> list[date]:
+    return [date.fromisoformat(m) for m in _DAY.findall(text)] + [
+        date(int(y), _MONTHS.index(m) + 1, 1) for m, y in _MONTH_YEAR.findall(text)
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(builtin_scenarios()))
+def test_a_scenarios_sources_dated_after_its_start_are_said_to_be(name: str) -> None:
+    """A built-in scenario set on a date lists a source dated after it (by its day, or its month) only where it says
+    so: after "dated after the run"."""
+    scenario = resolve_scenario(name)
+    if scenario.start is None or "Sources:" not in scenario.description:
+        return
+    start = (
+        scenario.start if isinstance(scenario.start, date) else date.fromisoformat(str(scenario.start)[:10])
+    )
+    sources = scenario.description.split("Sources:", 1)[1]
+    on_record = sources.split("dated after the run", 1)[0]
+    later = [d for d in _dates_in(on_record) if d > start]
+    assert not later, (name, start, later, on_record)
+
+
+def test_the_fbi_chart_scenario_says_the_foia_release_is_after_its_date() -> None:
+    assert "released under FOIA on 2021-11-19, after it" in resolve_scenario("fbi-chart").description
