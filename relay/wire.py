@@ -2081,18 +2081,35 @@ def _unreadable(
     fault: Exception | None = None
     ids: list[Any] = []
     where = ""
+    long_values: list[
+        tuple[object, int, int]
+    ] = []  # (key, where its value starts, ends) of a value that may be deep
     try:
         count = unpacker.read_map_header()
         for i in range(count):
             where = f", at key {i + 1:,} of the {count:,} its map's header counts"
             key = unpacker.unpack()
             where = f", inside the value of its key {_cut(_shown_key(key))}"
+            start = unpacker.tell()
             value = unpacker.unpack()
+            if unpacker.tell() - start >= MAX_NESTING:  # (a value MAX_NESTING deep is that many bytes)
+                long_values.append((key, start, unpacker.tell()))
             if type(key) is str and key == "id":
                 ids.append(value)
         where = ""
     except Exception as e:  # (OutOfData where it is cut short)
         fault = e
+    if fault is None and isinstance(error, msgpack.StackError):
+        # A value exactly MAX_NESTING deep: read alone it starts at depth 0 and fits, inside the body's map
+        # it did not. Read inside one array more, it is refused as the body refused it: that key is named.
+        for key, start, end in long_values:
+            try:
+                _pairs_reader(b"\x91" + body[start:end], bounds).unpack()
+            except msgpack.StackError:
+                where = f", inside the value of its key {_cut(_shown_key(key))}"
+                break
+            except Exception:  # (nothing else a value read whole once refuses; said as before if so)
+                pass
     if fault is not None and not where:  # (no map: read whole for what is wrong with it)
         unpacker = _pairs_reader(body, bounds)
         try:

@@ -1125,6 +1125,7 @@ _PING_HEAD = b"\x84" + P("v") + P(1) + P("id") + P(7)
         (b"\x83" + P("v") + P(1) + P("id") + b"\xcd\x00", "is cut short at byte 9, the frame's length, inside the value of its key 'id'", 0),
         (b"\xdb\x00\x01\x00\x00abc", "is cut short at byte 8, the frame's length", 0),
         (_PING_HEAD + P("kind") + P("ping") + P("x") + b"\x91" * 2000 + b"\xc0", "is nested deeper than 1,024 maps and arrays, inside the value of its key 'x'", 7),
+        (_PING_HEAD + P("kind") + P("ping") + P("x") + b"\x91" * 1023 + b"\x90", "is nested deeper than 1,024 maps and arrays, inside the value of its key 'x'", 7),
         (b"\x91" * 3000, "is nested deeper than 1,024 maps and arrays", 0),
         (_PING_HEAD + P("x") + b"\xc1", "holds the byte 0xc1, which begins no msgpack value, inside the value of its key 'x'", 7),
         (_PING_HEAD + P("x") + b"\xd5\xff\x00\x00", "holds a timestamp (ext -1) that is not one: not 4, 8 or 12 bytes long, or of more than 999,999,999 nanoseconds, inside the value of its key 'x'", 7),
@@ -1132,14 +1133,16 @@ _PING_HEAD = b"\x84" + P("v") + P(1) + P("id") + P(7)
         (b"\x84" + P("v") + P(1) + P("id") + P(7) + P("x") + b"\xa1\xff" + P("kind") + b"\xa4pi", "is cut short at byte 20, the frame's length, inside the value of its key 'kind'", 7),
         (b"\x84" + P("v") + P(1) + P("id") + P(7) + P("x") + b"\x81\x91\x01\x01" + P("kind") + b"\xa4pi", "is cut short at byte 22, the frame's length, inside the value of its key 'kind'", 7),
     ],
-    ids=["in-a-value", "a-pair-short", "in-the-id", "a-str-longer-than-the-body", "deep", "deep-no-map", "0xc1", "timestamp", "timestamp-ns", "and-not-utf-8", "and-an-array-key"],
+    ids=["in-a-value", "a-pair-short", "in-the-id", "a-str-longer-than-the-body", "deep", "deep-at-the-bound", "deep-no-map", "0xc1", "timestamp", "timestamp-ns", "and-not-utf-8", "and-an-array-key"],
 )  # fmt: skip
 def test_a_body_msgpack_cannot_read_is_said_in_the_protocol_s_words_with_its_id(
     body: bytes, said: str, request_id: int
 ) -> None:
     """A body cut short or nested too deep got msgpack's words ("Unpack failed: incomplete input", or its
     exception's name) and request id 0; it says what is wrong, in the value of which key, and echoes the
-    id the map names before the fault, as the other errors about a frame do."""
+    id the map names before the fault, as the other errors about a frame do. A value exactly at the
+    bound (1,023 arrays and an empty one, inside the body's map) lacked its key: read again alone, it
+    started at depth 0 and fit."""
     e = _decoding_error(_frame(body, raw=True))
     assert (e.code, e.field, e.request_id) == (wire.ErrorCode.MALFORMED_MSGPACK, None, request_id), e
     assert e.message == f"frame body is not one msgpack value: it {said}"
