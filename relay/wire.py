@@ -459,7 +459,9 @@ def quoted(value: object) -> str:
     escaped): every key and kind a peer sent, a sender certificate's sender (relay.certificates), an
     option's word (relay.server), a limit's value (relay.limits), and, by its twin sims.analysis.runfiles.brief
     (which may not import this module), the simulator's words about what it was given. The operator's socket, which speaks JSON, quotes by the same
-    rule in JSON's quotes (relay.admin._shown)."""
+    rule in JSON's quotes (relay.admin._shown). A str read with ``surrogateescape`` (msgpack's, or an argv
+    word's: one that is not UTF-8) is shown by its bytes, ``b'\\xff'``, never ``'\\udcff'`` (:func:`_as_sent`)."""
+    value = _as_sent(value)
     if type(value) is int and value.bit_length() > 150:  # (an integer this long: by how many digits)
         try:
             digits = len(str(abs(value)))
@@ -515,7 +517,12 @@ def _as_sent(value: Any) -> Any:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            return value.encode("utf-8", "surrogateescape")
+            try:
+                return value.encode("utf-8", "surrogateescape")
+            except (
+                UnicodeEncodeError
+            ):  # (a surrogate no byte stands for, U+D800 to U+DC7F: no reading made it)
+                pass
     return value
 
 
