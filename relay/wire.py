@@ -519,9 +519,7 @@ def _as_sent(value: Any) -> Any:
         except UnicodeEncodeError:
             try:
                 return value.encode("utf-8", "surrogateescape")
-            except (
-                UnicodeEncodeError
-            ):  # (a surrogate no byte stands for, U+D800 to U+DC7F: no reading made it)
+            except UnicodeEncodeError:  # (a surrogate no byte stands for: no reading made it)
                 pass
     return value
 

@@ -1602,6 +1602,9 @@ def test_a_str_not_utf_8_is_shown_by_its_bytes_by_the_relay_s_rule_and_its_twin(
     shown = wire.quoted(value)
     assert shown == wire.quoted(raw) and shown.startswith("b'") and "udc" not in shown, shown
     assert brief(value) == shown and brief(value, "s") == shown
+    # A surrogate no byte stands for (U+D800 to U+DC7F: no reading with surrogateescape makes one) is
+    # shown as its str's repr, and does not raise.
+    assert wire.quoted("\udcff\ud800") == brief("\udcff\ud800") == repr("\udcff\ud800")
 
 
 def test_an_unknown_profile_is_refused_naming_each_profile_once() -> None:
