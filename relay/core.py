@@ -757,11 +757,11 @@ class RelayCore:
                 f"second tree size {req.second} is beyond the key log's {len(log)} entries",
                 "second",
             )
-        if req.first > req.second:
+        if req.second < req.first:  # RFC 9162 §5.3's secondBeforeFirst: "second" is smaller than "first"
             raise _Refused(
                 ErrorCode.INVALID_VALUE,
-                f"first tree size {req.first} is above second ({req.second})",
-                "first",
+                f"second tree size {req.second} is below first ({req.first})",
+                "second",
             )
         proof = tuple(log.consistency_proof(req.first, req.second))
         out.items.append(

@@ -459,7 +459,9 @@ def quoted(value: object) -> str:
     escaped): every key and kind a peer sent, a sender certificate's sender (relay.certificates), an
     option's word (relay.server), a limit's value (relay.limits), and, by its twin sims.analysis.runfiles.brief
     (which may not import this module), the simulator's words about what it was given. The operator's socket, which speaks JSON, quotes by the same
-    rule in JSON's quotes (relay.admin._shown)."""
+    rule in JSON's quotes (relay.admin._shown). A str read with ``surrogateescape`` (msgpack's, or an argv
+    word's: one that is not UTF-8) is shown by its bytes, ``b'\\xff'``, never ``'\\udcff'`` (:func:`_as_sent`)."""
+    value = _as_sent(value)
     if type(value) is int and value.bit_length() > 150:  # (an integer this long: by how many digits)
         try:
             digits = len(str(abs(value)))
@@ -515,7 +517,10 @@ def _as_sent(value: Any) -> Any:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            return value.encode("utf-8", "surrogateescape")
+            try:
+                return value.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:  # (a surrogate no byte stands for: no reading made it)
+                pass
     return value
 
 
@@ -2081,18 +2086,35 @@ def _unreadable(
     fault: Exception | None = None
     ids: list[Any] = []
     where = ""
+    long_values: list[
+        tuple[object, int, int]
+    ] = []  # (key, where its value starts, ends) of a value that may be deep
     try:
         count = unpacker.read_map_header()
         for i in range(count):
             where = f", at key {i + 1:,} of the {count:,} its map's header counts"
             key = unpacker.unpack()
             where = f", inside the value of its key {_cut(_shown_key(key))}"
+            start = unpacker.tell()
             value = unpacker.unpack()
+            if unpacker.tell() - start >= MAX_NESTING:  # (a value MAX_NESTING deep is that many bytes)
+                long_values.append((key, start, unpacker.tell()))
             if type(key) is str and key == "id":
                 ids.append(value)
         where = ""
     except Exception as e:  # (OutOfData where it is cut short)
         fault = e
+    if fault is None and isinstance(error, msgpack.StackError):
+        # A value exactly MAX_NESTING deep: read alone it starts at depth 0 and fits, inside the body's map
+        # it did not. Read inside one array more, it is refused as the body refused it: that key is named.
+        for key, start, end in long_values:
+            try:
+                _pairs_reader(b"\x91" + body[start:end], bounds).unpack()
+            except msgpack.StackError:
+                where = f", inside the value of its key {_cut(_shown_key(key))}"
+                break
+            except Exception:  # (nothing else a value read whole once refuses; said as before if so)
+                pass
     if fault is not None and not where:  # (no map: read whole for what is wrong with it)
         unpacker = _pairs_reader(body, bounds)
         try:

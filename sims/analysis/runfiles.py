@@ -101,7 +101,17 @@ def brief(value: object, spec: str = "") -> str:
     its repr's first MAX_SHOWN characters, ``…`` and its length. ``spec``: a format to show it in instead
     of its repr (``","`` for a number, ``"s"`` for a word unquoted), cut by the same rule. A value is
     shown to say which it is, never whole at any length: a name, a time or a window of 5,000 characters,
-    or an integer of 300 digits, was all of the message."""
+    or an integer of 300 digits, was all of the message. A str read with ``surrogateescape`` (an argv
+    word that is not UTF-8) is shown by its bytes, ``b'\\xff'``, never ``'\\udcff'`` (in any ``spec``:
+    its bytes' repr says what it was given, its text would not)."""
+    if type(value) is str and not value.isprintable():  # (relay.wire._as_sent's twin)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            try:
+                return brief(value.encode("utf-8", "surrogateescape"))
+            except UnicodeEncodeError:  # (a surrogate no byte stands for: no reading made it)
+                pass
     if spec:
         try:
             text = format(value, spec)

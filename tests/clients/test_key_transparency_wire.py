@@ -262,17 +262,32 @@ def test_malformed_proofs_and_heads_give_a_clear_error() -> None:
 
 
 def test_the_relay_refuses_impossible_key_log_questions_naming_the_field() -> None:
+    """The field named is the one RFC 9162 §5.3's errors name (docs/protocol.md): secondBeforeFirst,
+    "second" is smaller than "first" (it named first); endBeforeStart names end; beyond the log, the size."""
     w = World()
     conn = w.witness_conn
     for ask, field, text in (
         (wire.GetKeyLogConsistency(id=1, first=2, second=9), "second", "second tree size 9 is beyond"),
-        (wire.GetKeyLogConsistency(id=1, first=3, second=2), "first", "first tree size 3 is above second"),
+        (
+            wire.GetKeyLogConsistency(id=1, first=3, second=2),
+            "second",
+            "second tree size 2 is below first (3)",
+        ),
+        (
+            wire.GetKeyLogConsistency(id=1, first=3, second=0),
+            "second",
+            "second tree size 0 is below first (3)",
+        ),
         (wire.GetKeyLogEntries(id=1, start=3, end=5), "start", "start 3 is beyond the key log's 3 entries"),
         (wire.GetKeyLogEntries(id=1, start=2, end=1), "end", "end 1 is below start (2)"),
     ):
         (reply,) = [o.frame for o in w.core.handle(conn, ask) if isinstance(o, Reply)]
         assert isinstance(reply, wire.ErrorFrame)
-        assert (reply.code, reply.field) == ("invalid_value", field) and text in reply.message
+        assert (reply.code, reply.field, reply.id) == (
+            "invalid_value",
+            field,
+            ask.id,
+        ) and text in reply.message
 
 
 def test_the_proof_size_matches_the_relays_proofs() -> None:

@@ -1125,6 +1125,7 @@ _PING_HEAD = b"\x84" + P("v") + P(1) + P("id") + P(7)
         (b"\x83" + P("v") + P(1) + P("id") + b"\xcd\x00", "is cut short at byte 9, the frame's length, inside the value of its key 'id'", 0),
         (b"\xdb\x00\x01\x00\x00abc", "is cut short at byte 8, the frame's length", 0),
         (_PING_HEAD + P("kind") + P("ping") + P("x") + b"\x91" * 2000 + b"\xc0", "is nested deeper than 1,024 maps and arrays, inside the value of its key 'x'", 7),
+        (_PING_HEAD + P("kind") + P("ping") + P("x") + b"\x91" * 1023 + b"\x90", "is nested deeper than 1,024 maps and arrays, inside the value of its key 'x'", 7),
         (b"\x91" * 3000, "is nested deeper than 1,024 maps and arrays", 0),
         (_PING_HEAD + P("x") + b"\xc1", "holds the byte 0xc1, which begins no msgpack value, inside the value of its key 'x'", 7),
         (_PING_HEAD + P("x") + b"\xd5\xff\x00\x00", "holds a timestamp (ext -1) that is not one: not 4, 8 or 12 bytes long, or of more than 999,999,999 nanoseconds, inside the value of its key 'x'", 7),
@@ -1132,14 +1133,16 @@ _PING_HEAD = b"\x84" + P("v") + P(1) + P("id") + P(7)
         (b"\x84" + P("v") + P(1) + P("id") + P(7) + P("x") + b"\xa1\xff" + P("kind") + b"\xa4pi", "is cut short at byte 20, the frame's length, inside the value of its key 'kind'", 7),
         (b"\x84" + P("v") + P(1) + P("id") + P(7) + P("x") + b"\x81\x91\x01\x01" + P("kind") + b"\xa4pi", "is cut short at byte 22, the frame's length, inside the value of its key 'kind'", 7),
     ],
-    ids=["in-a-value", "a-pair-short", "in-the-id", "a-str-longer-than-the-body", "deep", "deep-no-map", "0xc1", "timestamp", "timestamp-ns", "and-not-utf-8", "and-an-array-key"],
+    ids=["in-a-value", "a-pair-short", "in-the-id", "a-str-longer-than-the-body", "deep", "deep-at-the-bound", "deep-no-map", "0xc1", "timestamp", "timestamp-ns", "and-not-utf-8", "and-an-array-key"],
 )  # fmt: skip
 def test_a_body_msgpack_cannot_read_is_said_in_the_protocol_s_words_with_its_id(
     body: bytes, said: str, request_id: int
 ) -> None:
     """A body cut short or nested too deep got msgpack's words ("Unpack failed: incomplete input", or its
     exception's name) and request id 0; it says what is wrong, in the value of which key, and echoes the
-    id the map names before the fault, as the other errors about a frame do."""
+    id the map names before the fault, as the other errors about a frame do. A value exactly at the
+    bound (1,023 arrays and an empty one, inside the body's map) lacked its key: read again alone, it
+    started at depth 0 and fit."""
     e = _decoding_error(_frame(body, raw=True))
     assert (e.code, e.field, e.request_id) == (wire.ErrorCode.MALFORMED_MSGPACK, None, request_id), e
     assert e.message == f"frame body is not one msgpack value: it {said}"
@@ -1373,3 +1376,69 @@ def test_inside_an_unknown_field_the_relay_and_the_device_keep_the_same_rule(
         assert info.value.code not in wire.RESUMABLE_CODES  # (the connection closes, at either end)
         with pytest.raises(wire.RemoteProtocolError):
             decoder.next_frame()  # (a decoder that has refused so stays failed)
+
+
+def _out_of_range(spec: object, value: object, path: str) -> list[tuple[str, object]]:
+    """(path, value) for each way ``value`` (the wire form of a field of spec ``spec``, at ``path``) can be
+    put just out of its range (not of its type), inside structs and lists' first items too."""
+    if isinstance(spec, wire._Optional):
+        return _out_of_range(spec.inner, value, path)
+    if isinstance(spec, wire._UInt):
+        above = [(path, spec.high + 1)] if spec.high < 2**64 - 1 else []  # (msgpack holds no uint65)
+        return [(path, spec.low - 1), *above]
+    if isinstance(spec, wire._Str):
+        out: list[tuple[str, object]] = [(path, "a" * (spec.max_len + 1)), (path, "a\x00")]
+        return out + ([(path, "")] if spec.min_len > 0 else [])
+    if isinstance(spec, wire._Bytes):
+        most = spec.size if spec.size is not None else spec.max_size
+        if most is None or most >= 40_000:  # (past it, past the frame's bound: that is said of the frame)
+            return []
+        return [(path, b"b" * (most + 1))] + ([(path, b"b" * (most - 1))] if spec.size else [])
+    if isinstance(spec, wire._Struct) and isinstance(value, dict):
+        return [
+            (f"{path}.{p}", {**value, name: v})  # (v: the field's new value, whatever depth p reaches)
+            for name, sub, _default in spec.cls._specs()
+            if value.get(name) is not None
+            for p, v in _out_of_range(sub, value[name], name)
+        ]
+    if isinstance(spec, wire._List) and isinstance(value, list):
+        out = []
+        if value and (spec.max_items + 1) * len(msgpack.packb(value[0], use_bin_type=True)) < 40_000:
+            out.append((path, value + [value[0]] * (spec.max_items + 1 - len(value))))
+        if value:
+            for p, v in _out_of_range(spec.item, value[0], f"{path}[0]"):
+                out.append((p, [v, *value[1:]]))
+        return out
+    return []
+
+
+def _requests_with_a_field_out_of_range() -> list[tuple[str, bytes, int, str]]:
+    cases = []
+    for example in EXAMPLES:
+        if not isinstance(example, wire.Request):
+            continue
+        body = msgpack.unpackb(wire.encode_body(example))  # (the frame: with its v and kind)
+        for name, spec, _default in type(example)._specs():
+            if name == "id" or body.get(name) is None:
+                continue
+            for path, bad in _out_of_range(spec, body[name], name):
+                case_id = f"{example.kind}-{path}-{len(cases)}"
+                cases.append((case_id, _frame({**body, name: bad}), example.id, path))
+    return cases
+
+
+_OUT_OF_RANGE = _requests_with_a_field_out_of_range()
+
+
+@pytest.mark.parametrize(
+    ("data", "request_id", "path"), [c[1:] for c in _OUT_OF_RANGE], ids=[c[0] for c in _OUT_OF_RANGE]
+)
+def test_every_field_of_every_request_out_of_its_range_is_named_by_its_path_with_the_request_s_id(
+    data: bytes, request_id: int, path: str
+) -> None:
+    """relay16 sent every wrong type; this sends every field of every request kind (and of the structs and
+    the first item of the lists inside) just out of its range: a number one below or above its bounds,
+    a str one character too long, empty or with a control character, a bin one byte off, a list one item
+    too long. Each is refused invalid_value naming that field by its path, with the request's id."""
+    e = _decoding_error(data)
+    assert (e.code, e.field, e.request_id) == (wire.ErrorCode.INVALID_VALUE, path, request_id), e

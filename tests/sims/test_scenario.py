@@ -1567,6 +1567,7 @@ def test_a_seed_and_any_value_a_scenario_error_shows_are_shown_by_the_relay_s_on
     st.one_of(
         st.text(max_size=200),
         st.binary(max_size=200),
+        st.binary(max_size=200).map(lambda b: b.decode("utf-8", "surrogateescape")),  # (an argv word)
         st.integers(min_value=-(10**200), max_value=10**200),
         st.floats(),
         st.lists(st.text(max_size=20), max_size=10),
@@ -1582,7 +1583,28 @@ def test_brief_is_the_twin_of_the_relay_s_quoting_rule(value: object) -> None:
     assert MAX_SHOWN == wire.MAX_QUOTED
     assert brief(value) == wire.quoted(value)
     text = str(value)
-    assert brief(text, "s") == wire.cut(text)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # (a word not UTF-8: by its bytes, quoted, in any format)
+        assert brief(text, "s") == wire.quoted(text)
+    else:
+        assert brief(text, "s") == wire.cut(text)
+
+
+@pytest.mark.parametrize("value", ["\udcff", "caf\udce9", "k" * 70 + "\udcff", "\udcff" * 40])
+def test_a_str_not_utf_8_is_shown_by_its_bytes_by_the_relay_s_rule_and_its_twin(value: str) -> None:
+    """relay.wire.quoted showed a str read with surrogateescape (an argv word that is not UTF-8) as
+    '\\udcff', where the wire shows such a key by its bytes (relay16): both now show b'\\xff'."""
+    from relaysim.relay import wire
+    from relaysim.sims.analysis.runfiles import brief
+
+    raw = value.encode("utf-8", "surrogateescape")
+    shown = wire.quoted(value)
+    assert shown == wire.quoted(raw) and shown.startswith("b'") and "udc" not in shown, shown
+    assert brief(value) == shown and brief(value, "s") == shown
+    # A surrogate no byte stands for (U+D800 to U+DC7F: no reading with surrogateescape makes one) is
+    # shown as its str's repr, and does not raise.
+    assert wire.quoted("\udcff\ud800") == brief("\udcff\ud800") == repr("\udcff\ud800")
 
 
 def test_an_unknown_profile_is_refused_naming_each_profile_once() -> None:
