@@ -389,3 +389,28 @@ def test_cli_defences_prints_and_writes_one_row_per_defence(
     # the same folder again is refused without --force, and replaced with it
     assert main(["defences", str(scenario), "--out", str(out)]) == 2
     assert "pass --force" in capsys.readouterr().err
+
+
+def test_defences_says_so_when_the_analysis_kept_no_pass_of_the_attack_to_score(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """measure() checked that the analysis kept the attack's pass with a checkpoint after every target
+    epoch with an ``assert``, which ``python -O`` strips: it then failed later, on None, with no word of
+    what was missing. Now it says which pass is missing, for which run, under -O too."""
+    import dataclasses
+
+    from relaysim.sims import analysis_scoring
+    from relaysim.sims.defences import measure
+
+    run = tmp_path / "run"
+    run_to_dir(parse_scenario(_scenario(), "as-seen-test.toml"), run)
+    real = analysis_scoring.analyse_and_write
+
+    def without_the_pass(*args: Any, **kwargs: Any) -> Any:
+        lines, analyses = real(*args, **kwargs)
+        return lines, {k: dataclasses.replace(a, sda_every_epoch=None) for k, a in analyses.items()}
+
+    monkeypatch.setattr(analysis_scoring, "analyse_and_write", without_the_pass)
+    with pytest.raises(RuntimeError, match=r"sda_every_epoch") as caught:
+        measure(run)
+    assert str(run) in str(caught.value)
