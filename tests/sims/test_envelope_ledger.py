@@ -12,8 +12,9 @@ from pathlib import Path
 from relaysim.sims import report
 from relaysim.sims.report import run_to_dir
 from relaysim.sims.reports.html import render_report
-from relaysim.sims.scenario import resolve_scenario
+from relaysim.sims.scenario import parse_scenario, resolve_scenario
 from relaysim.sims.world.simulation import ENVELOPE_FATES, Simulation, envelope_ledger
+from tests.helpers import MAILBOXES
 
 _PARTS = ("delivered", "duplicates_dropped", "refused", "undecryptable", "unread", "dropped_by_relay")
 
@@ -119,3 +120,27 @@ def test_an_envelope_the_relay_forged_is_counted_as_one_it_queued() -> None:
     assert people["sent"] == records.get("send", 0) + records.get("sealed_send", 0) + 1
     assert sum(people[k] for k in _PARTS) == people["sent"]
     assert people["dropped_by_relay"] == 0
+
+
+def test_a_mailbox_s_unread_envelopes_are_counted_under_the_mailbox_device_by_device() -> None:
+    """Under ``mailboxes = "ephemeral"`` the relay queues a sealed conversation's replies for the mailbox,
+    an account of its own on its holder's phone. What the mailbox could not read was counted under the
+    holder's phone (Simulation._mailbox_event handed it to the holder's events): the parties' totals
+    added up, but device by device the mailbox read more than it was sent copies of, its holder fewer.
+    Now each is counted under the device the relay queued it for, and every device's row adds up."""
+    text = MAILBOXES.replace("[relay]", "[network]\nduplication = 0.2\n\n[relay]", 1)
+    result = Simulation(parse_scenario(text, source="mailboxes.toml")).run()
+    rows = result.envelopes_by_device
+    boxes = [name for name in rows if name.split("/")[0] not in ("amira", "ben")]
+    assert len(boxes) == 1, rows  # amira's mailbox, for ben's replies
+    box = rows[boxes[0]]
+    assert box["duplicates_dropped"] >= 1, rows  # the network carried one of ben's sends twice
+    for name, row in rows.items():
+        assert sum(row[k] for k in _PARTS) == row["sent"], (name, row)
+        assert all(row[k] >= 0 for k in ENVELOPE_FATES), (name, row)
+        assert row["dropped_by_relay"] == 0, (name, row)
+    # amira's phone was queued nothing of its own (ben writes to her mailbox): nothing counted under it
+    assert "amira/1" not in rows, rows
+    # the parties' sums are the devices' rows summed
+    assert result.envelopes["people"] == {k: sum(r[k] for r in rows.values()) for k in ENVELOPE_FATES}
+    assert result.envelopes["people"]["duplicates_dropped"] == result.duplicates_dropped
