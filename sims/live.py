@@ -39,7 +39,10 @@ duplicates is known only once the relay's ids for every send have reached their 
 that is no planned message (a receipt, cover...) is the phone's word, set beside the relay's records:
 ``summary.json``'s ``live.duplicates_checked_by_relay`` says how many the relay's records confirm (it
 accepted another envelope of the same size for that device), and each it accepted only once is a
-disagreement, listed there and warned of on stderr. The
+disagreement, listed there and warned of on stderr. ``summary.json``'s ``envelopes`` counts every
+envelope the relay accepted as the simulator counts them, from the relay's records (``_envelope_rows``)
+where its profile keeps a record of each send and acknowledgement naming the device; where it keeps
+none, ``live.envelopes_not_counted`` says so. The
 scenario's network model (latency, loss, partitions) is not applied: the network is loopback. What a live run does not carry yet,
 ``simulated_only`` names, on stderr and in ``summary.json``.
 
