@@ -81,8 +81,13 @@ def measure(run: Path) -> dict[str, Any]:
     # with the truth, the analysis takes the timing attack once, with a checkpoint after every target
     # epoch keeping the ranks of each target's true contacts: the pass sda_row scores below
     _, analyses = analyse_and_write(run, as_seen=True, truth=truth)
-    every_epoch = analyses["relay"].sda_every_epoch
-    assert every_epoch is not None  # (made with sda_watch: analyse_and_write was given the truth)
+    relay = analyses.get("relay")
+    every_epoch = None if relay is None else relay.sda_every_epoch
+    if every_epoch is None:  # (made with sda_watch: analyse_and_write was given the truth; never without)
+        raise RuntimeError(
+            f"relaysim defences: the analysis of {run} as seen gave no disclosure attack's pass with a "
+            "checkpoint after every target epoch (sda_every_epoch), which the SDA cells are scored from"
+        )
     data = json.loads(read_run_text(run / "analysis" / AS_SEEN / "relay.json"))
     score, analysis = data["score"], data["analysis"]
     # attribution, over the sealed sends of messages someone wrote (receipts and cover are not texts)
@@ -128,17 +133,25 @@ def sda_row(rankings: Iterable[TargetRanking], truth: Truth) -> dict[str, Any]:
     """The table's SDA cells: per target with true contacts, the messages written to it until one
     of them ranked first and stayed first at every later target epoch of the run
     (``messages_until_linked``), counted within :data:`MAX_K`; and how many targets the run ended for
-    before MAX_K messages were written to them, not linked (cut short: ``linking``)."""
+    before MAX_K messages were written to them, not linked (cut short: ``linking``). Which are not
+    scored: the accounts with a correspondent the attack took no target (``not_ranked``: it takes
+    those with the most epochs, 5 or more, ``sims.analysis.sda.statistical_disclosure``), and how many
+    of its targets had none (``ranked_without_contacts``: an ephemeral mailbox, to which the truth
+    has no message written, what is written to it being its holder's)."""
     from relaysim.sims.analysis_scoring import linking
 
     written: dict[str, list[float]] = {}
     for t, _sender, recipient, _id in truth.messages:
         written.setdefault(recipient, []).append(t)
+    with_contacts = truth.all_contacts()
     linked: list[int | None] = []
-    cut_short = 0
+    cut_short = without_contacts = 0
+    ranked: set[str] = set()
     for r in rankings:
+        ranked.add(r.target)
         contacts = truth.contacts(r.target)
         if not contacts:
+            without_contacts += 1
             continue
         link = linking(r, contacts, sorted(written.get(r.target, [])), MAX_K)
         linked.append(link.messages)
@@ -156,7 +169,27 @@ def sda_row(rankings: Iterable[TargetRanking], truth: Truth) -> dict[str, Any]:
         # not linked when the run ended, before MAX_K messages were written to them: a longer run might
         # link them (counted above as not linked within MAX_K)
         "cut_short": cut_short,
+        # who is not among ``targets``: the accounts with a correspondent the attack took no target, and
+        # how many of its targets had no correspondent (targets + not_ranked = with_contacts)
+        "with_contacts": len(with_contacts),
+        "not_ranked": sorted(set(with_contacts) - ranked),
+        "ranked_without_contacts": without_contacts,
     }
+
+
+def _sda_notes(s: Mapping[str, Any]) -> str:
+    """The SDA cell's notes (sda_row): the targets cut short; of the accounts with a correspondent, the
+    ones the attack took no target; and its targets with none, not scored."""
+    not_ranked, without = s.get("not_ranked") or [], s.get("ranked_without_contacts") or 0
+    notes = [f"{s['cut_short']} cut short"] if s.get("cut_short") else []
+    if not_ranked:
+        notes.append(
+            f"{s['targets']} of the {s['with_contacts']} accounts with a correspondent; not the attack's "
+            f"targets: {', '.join(not_ranked)}"
+        )
+    if without:
+        notes.append(f"{without} targets with no correspondent not scored")
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def _median(linked: list[int | None]) -> int | None:
@@ -239,7 +272,7 @@ def render(data: dict[str, Any]) -> str:
         lines.append(
             f"| {r['variant']} | {_pct(at['precision'])} / {_pct(at['recall'])} | {_pct(g['precision'])} / "
             f"{_pct(g['recall'])} | {s['linked_within_max_k']} of {s['targets']}"
-            + (f" ({s['cut_short']} cut short)" if s.get("cut_short") else "")
+            + _sda_notes(s)
             + " | "
             + f"{median if median is not None else f'>{MAX_K}'} | {_pct(z['precision'])} / {_pct(z['recall'])} | "
             f"{_pct(corr)} | {'–' if lat is None else f'{lat:.3f} s'} | {'–' if per is None else f'{per:.2f}'} |"
@@ -248,7 +281,10 @@ def render(data: dict[str, Any]) -> str:
         "",
         "P / R: precision / recall against ground truth (– where nothing was inferred, or nothing to find). "
         "Size ~ text length: the correlation of envelope size with the length of the text inside (padding's "
-        "job is to break it; – where sizes do not vary).",
+        "job is to break it; – where sizes do not vary). SDA linked scores the attack's targets that had a "
+        "correspondent; its note names the accounts with one it took no target (it takes those with the most "
+        "epochs, 5 or more) and counts its targets with none (an ephemeral mailbox: what is written to it is "
+        "counted as written to its holder).",
         "Each variant's run and its analysis are in DIR/<variant>/ and DIR/<variant>/analysis/as-seen/relay.md.",
     ]
     return "\n".join(lines) + "\n"

@@ -39,7 +39,10 @@ duplicates is known only once the relay's ids for every send have reached their 
 that is no planned message (a receipt, cover...) is the phone's word, set beside the relay's records:
 ``summary.json``'s ``live.duplicates_checked_by_relay`` says how many the relay's records confirm (it
 accepted another envelope of the same size for that device), and each it accepted only once is a
-disagreement, listed there and warned of on stderr. The
+disagreement, listed there and warned of on stderr. ``summary.json``'s ``envelopes`` counts every
+envelope the relay accepted as the simulator counts them, from the relay's records (``_envelope_rows``)
+where its profile keeps a record of each send and acknowledgement naming the device; where it keeps
+none, ``live.envelopes_not_counted`` says so. The
 scenario's network model (latency, loss, partitions) is not applied: the network is loopback. What a live run does not carry yet,
 ``simulated_only`` names, on stderr and in ``summary.json``.
 
@@ -118,7 +121,9 @@ from relaysim.sims.world.simulation import (
     MessageState,
     SimulationResult,
     address_books,
+    envelope_rows,
     group_distribution_id,
+    ledger_by_party,
     record_view,
     registered_facts,
 )
@@ -328,6 +333,11 @@ class _Mailbox:
     stop: Any = field(default_factory=trio.CancelScope)  # ends it at the end of the run, as a phone's
     running: bool = False  # its connection's task is running
 
+    @property
+    def name(self) -> str:
+        """The device the relay queues its envelopes for: its account's one device (as Simulation's)."""
+        return f"{self.agent.account}/1"
+
 
 def loopback_address(n: int, net: ipaddress.IPv4Network = PHONE_NET) -> str:
     """The ``n``-th address (from 0) of ``net``, a part of 127/8; refuses anything outside 127/8,
@@ -389,9 +399,15 @@ class _LiveRun:
         self.progress = trio.Event()
         self.limiter = trio.CapacityLimiter(SETUP_CONCURRENCY)
         self.duplicates_dropped = 0
+        self._read_again: dict[
+            str, int
+        ] = {}  # ... per device the relay queued them for (SimulationResult.envelopes)
         # envelopes the phones could not read, counted at the end: (phone, envelope id, when, the
-        # ``Undecryptable.reason``, or None for a ``Duplicate``)
-        self._unread: list[tuple[str, bytes, float, str | None]] = []
+        # ``Undecryptable.reason``, or None for a ``Duplicate``, the device the relay queued it for: the
+        # phone, or a mailbox on it)
+        self._unread: list[tuple[str, bytes, float, str | None, str]] = []
+        # why summary.json's "envelopes" could not be counted from the relay's records, if they could not
+        self.envelopes_not_counted: str | None = None
         self.mismatched = 0
         self.envelope_message: dict[bytes, int] = {}
         # Receipts, cover traffic and changes of network, as the simulator makes them (its
@@ -663,12 +679,13 @@ class _LiveRun:
                 return m.id
         return None
 
-    def _received(self, phone: _Phone, ev: Received) -> None:
-        if self._delivered(phone, ev):
+    def _received(self, phone: _Phone, ev: Received, box: _Mailbox | None = None) -> None:
+        if self._delivered(phone, ev, box):
             self._after_delivery(phone, ev)
 
-    def _delivered(self, phone: _Phone, ev: Received) -> bool:
-        """Account for a message a phone decrypted; True the first time this phone reads it."""
+    def _delivered(self, phone: _Phone, ev: Received, box: _Mailbox | None = None) -> bool:
+        """Account for a message a phone decrypted; True the first time this phone reads it (``box``: the
+        mailbox on it that read it, under which a copy read again is counted)."""
         mid = self._match(phone, ev)
         state = self.messages.get(mid) if mid is not None else None
         if state is None or phone.name not in state.recipients:
@@ -677,6 +694,8 @@ class _LiveRun:
             return False
         if phone.name in state.delivered:
             self.duplicates_dropped += 1
+            name = phone.name if box is None else box.name
+            self._read_again[name] = self._read_again.get(name, 0) + 1
             return False
         self.envelope_message[ev.envelope_id] = state.planned.id
         if ev.plaintext != state.planned.text.encode() or ev.sender.account != state.planned.sender:
@@ -807,15 +826,22 @@ class _LiveRun:
                 }
             )
 
-    def _unreadable(self, phone: _Phone, event: Duplicate | Undecryptable) -> None:
+    def _unreadable(
+        self, phone: _Phone, event: Duplicate | Undecryptable, box: _Mailbox | None = None
+    ) -> None:
         """An envelope a phone could not read: a ``Duplicate`` (by its header, a second copy of a message
         it read, as a send its sender's link wrote again after a dropped connection and the relay carried
         out twice) or an ``Undecryptable``. Counted and transcribed at the end of the run
-        (``_unread_records``), when the relay's ids for every copy have reached the senders' drivers."""
+        (``_unread_records``), when the relay's ids for every copy have reached the senders' drivers.
+        ``box``: the mailbox on ``phone`` that could not read it, the device it is counted under."""
         reason = None if isinstance(event, Duplicate) else event.reason
-        self._unread.append((phone.name, event.envelope_id, self.now(), reason))
+        counted = phone.name if box is None else box.name
+        self._unread.append((phone.name, event.envelope_id, self.now(), reason, counted))
 
     def _unread_records(self) -> list[dict[str, Any]]:
+        return [record for _, record in self._unread_classified()]
+
+    def _unread_classified(self) -> list[tuple[str, dict[str, Any]]]:
         """The transcript's records of the envelopes the phones could not read, as the simulator writes
         them (Simulation._agent_event), each at the time its phone reported it: ``duplicate_dropped``, or
         ``undecryptable`` with the ``reason`` of one that opened and was refused. What is a duplicate is
@@ -823,9 +849,10 @@ class _LiveRun:
         if the phone had read it by then, whatever its agent made of the copy; for any other envelope, as
         the agent reported it. (The simulator also knows how often the relay accepted a receipt or a
         cover message; the live driver cannot tie a copy whose answer was lost to its message, so there
-        it counts the agent's word, and sets it beside the relay's records after the run: ``_relay_check``.)"""
+        it counts the agent's word, and sets it beside the relay's records after the run: ``_relay_check``.)
+        Each with the device the relay queued it for (a mailbox's are its holder's in the transcript)."""
         records = []
-        for name, eid, t, reason in self._unread:
+        for name, eid, t, reason, counted in self._unread:
             duplicate = reason is None
             mid = self.envelope_message.get(eid)
             if mid is not None:
@@ -839,7 +866,7 @@ class _LiveRun:
             }
             if not duplicate and reason in REFUSAL_REASONS:
                 record["reason"] = reason  # it opened: refused for its identity key, or a self-send
-            records.append(record)
+            records.append((counted, record))
         return records
 
     def _relay_check(self, records: Sequence[MetadataRecord]) -> dict[str, Any]:
@@ -858,7 +885,7 @@ class _LiveRun:
                 sizes[key] = sizes.get(key, 0) + 1
         checked = confirmed = unchecked = 0
         disagreements: list[dict[str, Any]] = []
-        for name, eid, t, reason in self._unread:
+        for name, eid, t, reason, _counted in self._unread:
             if reason is not None or eid in self.envelope_message:
                 continue  # not a duplicate by the phone's word, or a planned message (the driver knows it)
             checked += 1
@@ -1081,7 +1108,7 @@ class _LiveRun:
                         self._app_send(m)
                     async for event in conn.received:
                         box.holder.agent.mailbox_answered(event.sender.account)
-                        self._received(box.holder, event)
+                        self._received(box.holder, event, box)
         except (NetError, OSError, trio.TooSlowError) as e:  # (its holder went offline while it registered,
             # or the relay could not be reached): again when its holder is next back online
             log.warning("mailbox %s of %s: %s", box.agent.account, box.holder.name, e)
@@ -1095,7 +1122,7 @@ class _LiveRun:
             box.holder.agent.mailbox_answered(event.sender.account)
             self._agent_event(box.holder, event)
         elif isinstance(event, Duplicate | Undecryptable):
-            self._agent_event(box.holder, event)
+            self._unreadable(box.holder, event, box)  # counted under the mailbox: the relay queued it for it
 
     def _mailboxes_online(self, phone: _Phone, online: bool) -> None:
         for box in self.mailboxes.values():
@@ -1300,7 +1327,8 @@ class _LiveRun:
         """Read the relay's store (the relay has stopped) and fill in the relay's view."""
         with Store(db) as store:
             records = store.metadata()
-            queued = len(store.all_envelopes())
+            left = store.all_envelopes()
+            queued = len(left)
         counts: dict[str, int] = {}
         by_envelope: dict[bytes, list[MetadataRecord]] = {}
         for r in records:
@@ -1333,6 +1361,8 @@ class _LiveRun:
             ]
         self.relay_check = self._relay_check(records)
         undecryptable, refused, duplicates = self._unread_counts()
+        by_device = self._envelope_rows(records, left)
+        envelopes = ledger_by_party(by_device, ()) if by_device is not None else {}
         # the unread envelopes' records, each in its place by time (the events are in order of time)
         self.events[:] = list(heapq.merge(self.events, self._unread_records(), key=lambda e: e["t"]))
         return SimulationResult(
@@ -1350,7 +1380,56 @@ class _LiveRun:
             control=dict(self.control),
             synced={k: dict(v) for k, v in sorted(self.synced.items())},
             refused=refused,
+            envelopes=envelopes,  # no agency's devices: a live run refuses interventions (live_refusal)
+            envelopes_by_device=by_device or {},
         )
+
+    def _envelope_rows(
+        self, records: Sequence[MetadataRecord], left: Sequence[Any]
+    ) -> dict[str, dict[str, int]] | None:
+        """SimulationResult.envelopes_by_device as the simulator counts it (``envelope_rows``), from the
+        relay's records of what it accepted for each device and of each device's acknowledgements, what
+        it still holds (``left``), and what the phones reported of those they could not read; None, with
+        the reason in ``envelopes_not_counted``, where the profile keeps no such record of each."""
+        policy = self.profile.policy
+        for kind, fields in (
+            (RecordKind.SEND, ("recipient_account", "recipient_device")),
+            (RecordKind.SEALED_SEND, ("recipient_account", "recipient_device")),
+            (RecordKind.ACKNOWLEDGEMENT, ("account", "device")),
+        ):
+            rule = policy.rule(kind)
+            if (
+                rule is None
+                or rule.keep != "all"
+                or rule.keep_for is not None
+                or not set(fields) <= rule.fields
+            ):
+                self.envelopes_not_counted = (
+                    f"the {self.profile.name} profile keeps no {kind.value} record of every one naming the "
+                    f"device ({' and '.join(fields)}), which a live run counts the envelopes from"
+                )
+                return None
+        sent: dict[str, int] = {}
+        acked: dict[str, int] = {}
+        for r in records:
+            if r.kind is RecordKind.ACKNOWLEDGEMENT:
+                name, tally = f"{r.account}/{r.device}", acked
+            elif r.kind in (RecordKind.SEND, RecordKind.SEALED_SEND):
+                name, tally = f"{r.recipient_account}/{r.recipient_device}", sent
+            else:
+                continue
+            tally[name] = tally.get(name, 0) + 1
+        unread: dict[str, int] = {}
+        for e in left:
+            name = f"{e.account}/{e.device}"
+            unread[name] = unread.get(name, 0) + 1
+        outcomes: dict[str, list[int]] = {}
+        for name, n in self._read_again.items():
+            outcomes.setdefault(name, [0, 0, 0])[0] += n
+        for name, record in self._unread_classified():
+            row = outcomes.setdefault(name, [0, 0, 0])
+            row[0 if record["kind"] == "duplicate_dropped" else 1 if "reason" in record else 2] += 1
+        return envelope_rows(sent, acked, unread, outcomes)
 
 
 @dataclass
@@ -1364,6 +1443,7 @@ class _Outcome:
     relay_start: float  # the relay's clock (the wall clock) at the scenario's t = 0
     # the phones' duplicates set beside the relay's records (_LiveRun._relay_check)
     relay_check: dict[str, Any] = field(default_factory=dict)
+    envelopes_not_counted: str | None = None  # why result.envelopes is empty (_LiveRun._envelope_rows)
 
 
 async def _run_live(
@@ -1401,6 +1481,7 @@ async def _run_live(
         run.relay_time(scenario.duration),
         run.relay_time(0.0),
         run.relay_check,
+        run.envelopes_not_counted,
     )
 
 
@@ -1524,6 +1605,8 @@ def run_live(
         # the duplicates the phones dropped that are no planned message, checked against the relay's records
         "duplicates_checked_by_relay": outcome.relay_check,
     }
+    if outcome.envelopes_not_counted is not None:  # (summary.json's "envelopes" is then empty)
+        summary["live"]["envelopes_not_counted"] = outcome.envelopes_not_counted
     for d in outcome.relay_check.get("disagreements", []):
         print(
             f"relaysim run --live: warning: {d['device']} dropped envelope {d['envelope_id']} as a duplicate, "

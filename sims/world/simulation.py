@@ -279,6 +279,9 @@ class SimulationResult:
     # alone; an intervention's report counts its own device's too)
     envelopes: dict[str, dict[str, int]] = field(default_factory=dict)
     agency_devices: list[str] = field(default_factory=list)
+    # the same, device by device ("account/index" → ``ENVELOPE_FATES``; a mailbox is a device of its own):
+    # each row adds up as the parties' do (not written to summary.json)
+    envelopes_by_device: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 # What became of the envelopes the relay accepted for one party's devices (SimulationResult.envelopes):
@@ -302,28 +305,54 @@ ENVELOPE_FATES = (
 )
 
 
+def envelope_rows(
+    sent: Mapping[str, int],
+    acked: Mapping[str, int],
+    unread: Mapping[str, int],
+    outcomes: Mapping[str, Sequence[int]],
+    forged: Mapping[str, int] = MappingProxyType({}),
+) -> dict[str, dict[str, int]]:
+    """SimulationResult.envelopes_by_device from per-device counts (device name "account/index" → count;
+    ``outcomes``: [duplicates dropped, refused, undecryptable]; ``sent`` counts the forged among them)."""
+    rows = {}
+    for name in sorted(set(sent) | set(acked) | set(unread) | set(outcomes) | set(forged)):
+        dup, refused, bad = outcomes.get(name, (0, 0, 0))
+        n_sent, n_acked, n_unread = sent.get(name, 0), acked.get(name, 0), unread.get(name, 0)
+        rows[name] = {
+            "sent": n_sent,
+            "forged_by_relay": forged.get(name, 0),
+            "delivered": n_acked - dup - refused - bad,
+            "duplicates_dropped": dup,
+            "refused": refused,
+            "undecryptable": bad,
+            "unread": n_unread,
+            "dropped_by_relay": n_sent - n_acked - n_unread,
+        }
+    return rows
+
+
 def envelope_ledger(
-    sent: dict[str, int],
-    acked: dict[str, int],
-    unread: dict[str, int],
-    outcomes: dict[str, list[int]],
+    sent: Mapping[str, int],
+    acked: Mapping[str, int],
+    unread: Mapping[str, int],
+    outcomes: Mapping[str, Sequence[int]],
     agency: Collection[str],
     forged: Mapping[str, int] = MappingProxyType({}),
 ) -> dict[str, dict[str, int]]:
-    """SimulationResult.envelopes from per-device counts (device name "account/index" → count;
-    ``outcomes``: [duplicates dropped, refused, undecryptable])."""
+    """SimulationResult.envelopes from per-device counts (as :func:`envelope_rows`): its rows summed by
+    party, the agency's devices' (``agency``) and the people's."""
+    return ledger_by_party(envelope_rows(sent, acked, unread, outcomes, forged), agency)
+
+
+def ledger_by_party(
+    rows: Mapping[str, Mapping[str, int]], agency: Collection[str]
+) -> dict[str, dict[str, int]]:
+    """:func:`envelope_rows`' rows summed by party: "agency" (the devices in ``agency``) and "people"."""
     ledger = {party: dict.fromkeys(ENVELOPE_FATES, 0) for party in ("people", "agency")}
-    for name in sorted(set(sent) | set(acked) | set(unread) | set(outcomes) | set(forged)):
-        row = ledger["agency" if name in agency else "people"]
-        dup, refused, bad = outcomes.get(name, (0, 0, 0))
-        row["sent"] += sent.get(name, 0)
-        row["forged_by_relay"] += forged.get(name, 0)
-        row["duplicates_dropped"] += dup
-        row["refused"] += refused
-        row["undecryptable"] += bad
-        row["unread"] += unread.get(name, 0)
-        row["delivered"] += acked.get(name, 0) - dup - refused - bad
-        row["dropped_by_relay"] += sent.get(name, 0) - acked.get(name, 0) - unread.get(name, 0)
+    for name, row in rows.items():
+        total = ledger["agency" if name in agency else "people"]
+        for k in ENVELOPE_FATES:
+            total[k] += row[k]
     return ledger
 
 
@@ -1191,23 +1220,26 @@ class Simulation:
 
     # --- what the devices report ------------------------------------------------------------------
 
-    def _agent_event(self, d: SimDevice, event: A.AgentEvent) -> None:
+    def _agent_event(self, d: SimDevice, event: A.AgentEvent, box: SimDevice | None = None) -> None:
+        """What ``d``'s agent reports. ``box``: the mailbox whose agent reported it, for its holder ``d``
+        (``_mailbox_event``); what it could not read is counted under the mailbox, the device the relay
+        queued it for (SimulationResult.envelopes), the rest as its holder's."""
         if d.holder is not None:
             self._mailbox_event(d, event)
             return
         if self._intervening and self.interventions.on_agent_event(d, event):
             # a ghost device's reads: its envelopes not read counted as its intervention counts them
             if isinstance(event, A.Duplicate):
-                self._outcome(d, 0)
+                self._outcome(box or d, 0)
             elif isinstance(event, A.Undecryptable):
-                self._outcome(d, 1 if event.reason in REFUSAL_REASONS else 2)
+                self._outcome(box or d, 1 if event.reason in REFUSAL_REASONS else 2)
             return
         # clients.agent's own event classes, never subclassed: the common cases first, by their exact
         # type, then the same chain as before
         if type(event) is A.Accepted:
             return  # the relay's word reached the phone; the simulation counted it when the relay took it
         if type(event) is A.Received:
-            if self._received(d, event):
+            if self._received(d, event, box):
                 self._after_delivery(d, event)
             return
         t = self.sched.now
@@ -1296,7 +1328,7 @@ class Simulation:
             for to, stamps, kind in receipts:
                 self._send_receipt(d, to, stamps, kind)
         elif isinstance(event, A.Received):
-            if self._received(d, event):
+            if self._received(d, event, box):
                 self._after_delivery(d, event)
         elif isinstance(event, A.ReceiptReceived):
             self.control["receipts_received"] += 1
@@ -1316,17 +1348,17 @@ class Simulation:
             mid = self.envelope_message.get(event.envelope_id)
             if self._read_already(d, event, mid):
                 self.duplicates_dropped += 1  # the network duplicated the send: a second copy
-                self._outcome(d, 0)
+                self._outcome(box or d, 0)
                 self.emit({"t": t, "kind": "duplicate_dropped", "device": d.name, "message": mid})
             else:
                 record = {"t": t, "kind": "undecryptable", "device": d.name, "message": mid}
                 if isinstance(event, A.Undecryptable) and event.reason != A.DECRYPTION_FAILED:
                     self.refused[event.reason] += 1
                     record["reason"] = event.reason  # it opened: refused for its identity key, or a self-send
-                    self._outcome(d, 1)
+                    self._outcome(box or d, 1)
                 else:
                     self.undecryptable += 1
-                    self._outcome(d, 2)
+                    self._outcome(box or d, 2)
                 self.emit(record)
         elif isinstance(event, A.Failed):
             if isinstance(event.ref, int):
@@ -1350,8 +1382,9 @@ class Simulation:
             return self._control_accepted.get(control, 0) > 1
         return isinstance(event, A.Duplicate)
 
-    def _received(self, d: SimDevice, ev: A.Received) -> bool:
-        """Account for a message a device decrypted; True the first time this device gets it."""
+    def _received(self, d: SimDevice, ev: A.Received, box: SimDevice | None = None) -> bool:
+        """Account for a message a device decrypted; True the first time this device gets it (``box``: the
+        mailbox on ``d`` that read it, under which a copy read again is counted)."""
         mid = self.envelope_message.get(ev.envelope_id)
         state = self.messages.get(mid) if mid is not None else None
         if state is None:
@@ -1361,6 +1394,9 @@ class Simulation:
             return False
         if d.name in state.delivered:
             self.duplicates_dropped += 1
+            self._outcome(
+                box or d, 0
+            )  # acknowledged, and counted as a duplicate (SimulationResult.envelopes)
             return False
         if ev.plaintext != state.planned.text.encode():
             self.mismatched += 1
@@ -1527,9 +1563,9 @@ class Simulation:
             self.sched.after(61.0, self._mailbox_retry, box)
         elif isinstance(event, A.Received | A.ReceiptReceived):
             holder.agent.mailbox_answered(event.sender.account)
-            self._agent_event(holder, event)
+            self._agent_event(holder, event, box)
         elif isinstance(event, A.Undecryptable | A.Duplicate):
-            self._agent_event(holder, event)
+            self._agent_event(holder, event, box)  # counted under the mailbox: the relay queued it for it
 
     def _move(self, d: SimDevice, address: str) -> None:
         """The phone changes network (Wi-Fi to mobile data, another cell): its connections drop and it
@@ -1814,7 +1850,8 @@ class Simulation:
         sent = dict(self._sent_to)
         for name, n in self._forged_to.items():
             sent[name] = sent.get(name, 0) + n
-        ledger = envelope_ledger(sent, self._acked_by, unread, self._outcomes, agency, self._forged_to)
+        by_device = envelope_rows(sent, self._acked_by, unread, self._outcomes, self._forged_to)
+        ledger = ledger_by_party(by_device, agency)
         self.store.close()
         states = [self.messages[k] for k in sorted(self.messages)]
         return SimulationResult(
@@ -1841,6 +1878,7 @@ class Simulation:
             dict(self.refused),
             ledger,
             agency,
+            by_device,
         )
 
 

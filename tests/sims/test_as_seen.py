@@ -331,7 +331,11 @@ def test_the_defences_sda_cells_count_messages_and_stop_at_max_k() -> None:
             ],
         }
     )
-    assert f"| 0 of 1 (1 cut short) | >{MAX_K} |" in table
+    # (alice wrote to bob: an account with a correspondent, not a target here, and said to be not)
+    assert (
+        f"| 0 of 1 (1 cut short; 1 of the 2 accounts with a correspondent; not the attack's targets: alice) | >{MAX_K} |"
+        in table
+    )
     assert f"cut short: targets not linked when the run ended, before {MAX_K} messages were written" in table
 
 
@@ -389,3 +393,63 @@ def test_cli_defences_prints_and_writes_one_row_per_defence(
     # the same folder again is refused without --force, and replaced with it
     assert main(["defences", str(scenario), "--out", str(out)]) == 2
     assert "pass --force" in capsys.readouterr().err
+
+
+def test_defences_says_so_when_the_analysis_kept_no_pass_of_the_attack_to_score(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """measure() checked that the analysis kept the attack's pass with a checkpoint after every target
+    epoch with an ``assert``, which ``python -O`` strips: it then failed later, on None, with no word of
+    what was missing. Now it says which pass is missing, for which run, under -O too."""
+    import dataclasses
+
+    from relaysim.sims import analysis_scoring
+    from relaysim.sims.defences import measure
+
+    run = tmp_path / "run"
+    run_to_dir(parse_scenario(_scenario(), "as-seen-test.toml"), run)
+    real = analysis_scoring.analyse_and_write
+
+    def without_the_pass(*args: Any, **kwargs: Any) -> Any:
+        lines, analyses = real(*args, **kwargs)
+        return lines, {k: dataclasses.replace(a, sda_every_epoch=None) for k, a in analyses.items()}
+
+    monkeypatch.setattr(analysis_scoring, "analyse_and_write", without_the_pass)
+    with pytest.raises(RuntimeError, match=r"sda_every_epoch") as caught:
+        measure(run)
+    assert str(run) in str(caught.value)
+
+
+def test_the_defences_mailbox_row_says_which_accounts_its_sda_cell_does_not_score(tmp_path: Path) -> None:
+    """With ephemeral mailboxes the SDA cell scored fewer targets than the other rows (35 where they
+    score 40 on sda-martiny-2021), without a word: the attack's targets include mailboxes, to which the
+    truth has no message written (no correspondent: not scored), and people whose messages went to
+    their mailboxes have too few epochs under their own account to be targets. The row now says both,
+    and its counts are the cell's."""
+    from relaysim.sims.defences import VARIANTS, render, run_defences
+
+    chosen = {k: VARIANTS[k] for k in ("as written", "sealed conversations (ephemeral mailboxes)")}
+    data = run_defences(
+        parse_scenario(_scenario(), "as-seen-test.toml"), tmp_path, workers=1, variants=chosen
+    )
+    written, boxes = (r["sda"] for r in data["variants"])
+    assert written["targets"] == written["with_contacts"] == 4 and written["not_ranked"] == []
+    assert written["ranked_without_contacts"] == 0
+    assert boxes["targets"] < boxes["with_contacts"] and boxes["ranked_without_contacts"] >= 1
+    assert boxes["targets"] + len(boxes["not_ranked"]) == boxes["with_contacts"]
+    table = render(data)
+    row = next(line for line in table.splitlines() if line.startswith("| sealed conversations"))
+    cell = row.split(" | ")[3]
+    note = re.fullmatch(
+        r"(\d+) of (\d+) \((?:\d+ cut short; )?(\d+) of the (\d+) accounts with a correspondent; not the "
+        r"attack's targets: ([a-z, ]+); (\d+) targets with no correspondent not scored\)",
+        cell,
+    )
+    assert note is not None, cell
+    linked, targets, noted, accounts, names, without = note.groups()
+    assert int(linked) == boxes["linked_within_max_k"]
+    assert int(targets) == int(noted) == boxes["targets"]  # the note's count is the row's
+    assert int(accounts) == boxes["with_contacts"] and names.split(", ") == boxes["not_ranked"]
+    assert int(without) == boxes["ranked_without_contacts"]
+    # the as-written row has nothing to say
+    assert "| as written | 1.00 / 1.00 | 1.00 / 1.00 | 3 of 4 (1 cut short) |" in table

@@ -6,14 +6,20 @@ only, without saying so, and the ghost's unread ones were counted by its interve
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from typing import Any
+
+import trio
 
 from relaysim.sims import report
+from relaysim.sims.live import _run_live, run_live
 from relaysim.sims.report import run_to_dir
 from relaysim.sims.reports.html import render_report
-from relaysim.sims.scenario import resolve_scenario
+from relaysim.sims.scenario import parse_scenario, resolve_scenario
 from relaysim.sims.world.simulation import ENVELOPE_FATES, Simulation, envelope_ledger
+from tests.helpers import MAILBOX_SCALE, MAILBOXES
 
 _PARTS = ("delivered", "duplicates_dropped", "refused", "undecryptable", "unread", "dropped_by_relay")
 
@@ -119,3 +125,83 @@ def test_an_envelope_the_relay_forged_is_counted_as_one_it_queued() -> None:
     assert people["sent"] == records.get("send", 0) + records.get("sealed_send", 0) + 1
     assert sum(people[k] for k in _PARTS) == people["sent"]
     assert people["dropped_by_relay"] == 0
+
+
+def test_a_mailbox_s_unread_envelopes_are_counted_under_the_mailbox_device_by_device() -> None:
+    """Under ``mailboxes = "ephemeral"`` the relay queues a sealed conversation's replies for the mailbox,
+    an account of its own on its holder's phone. What the mailbox could not read was counted under the
+    holder's phone (Simulation._mailbox_event handed it to the holder's events): the parties' totals
+    added up, but device by device the mailbox read more than it was sent copies of, its holder fewer.
+    Now each is counted under the device the relay queued it for, and every device's row adds up."""
+    text = MAILBOXES.replace("[relay]", "[network]\nduplication = 0.2\n\n[relay]", 1)
+    result = Simulation(parse_scenario(text, source="mailboxes.toml")).run()
+    rows = result.envelopes_by_device
+    boxes = [name for name in rows if name.split("/")[0] not in ("amira", "ben")]
+    assert len(boxes) == 1, rows  # amira's mailbox, for ben's replies
+    box = rows[boxes[0]]
+    assert box["duplicates_dropped"] >= 1, rows  # the network carried one of ben's sends twice
+    for name, row in rows.items():
+        assert sum(row[k] for k in _PARTS) == row["sent"], (name, row)
+        assert all(row[k] >= 0 for k in ENVELOPE_FATES), (name, row)
+        assert row["dropped_by_relay"] == 0, (name, row)
+    # amira's phone was queued nothing of its own (ben writes to her mailbox): nothing counted under it
+    assert "amira/1" not in rows, rows
+    # the parties' sums are the devices' rows summed
+    assert result.envelopes["people"] == {k: sum(r[k] for r in rows.values()) for k in ENVELOPE_FATES}
+    assert result.envelopes["people"]["duplicates_dropped"] == result.duplicates_dropped
+
+
+def _live(scenario: Any, out: Path, time_scale: float) -> Any:
+    """A live run of ``scenario`` into ``out`` (sims.live._run_live: its result with every device's row)."""
+    out.mkdir(parents=True, exist_ok=True)
+    return trio.run(_run_live, scenario, out, time_scale, None).result
+
+
+def test_a_live_run_counts_every_envelope_as_the_simulator_does(tmp_path: Path) -> None:
+    """A live summary.json had ``"envelopes": {}`` and summary.md no table: _LiveRun.result counted none.
+    Now it counts them from the live relay's records and the phones' reports, each device's row and
+    the people's adding up to what the relay recorded accepting."""
+    scenario = resolve_scenario("two-friends")
+    assert run_live(scenario, tmp_path, time_scale=0.0002, quiet=True) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    env, records, m = summary["envelopes"], summary["relay_records"], summary["messages"]
+    people = env["people"]
+    assert set(people) == set(ENVELOPE_FATES) and all(people[k] >= 0 for k in ENVELOPE_FATES), people
+    assert people["sent"] == records.get("send", 0) + records.get("sealed_send", 0) > 0
+    assert sum(people[k] for k in _PARTS) == people["sent"]
+    assert people["dropped_by_relay"] == 0 and people["unread"] == m["still_queued_or_in_flight"] == 0
+    # every message reached its recipient's device: at least those were read
+    assert people["delivered"] >= m["device_deliveries"] == m["device_deliveries_expected"]
+    assert people["duplicates_dropped"] == m["duplicates_dropped"]
+    assert people["undecryptable"] == m["undecryptable"]
+    assert all(v == 0 for v in env["agency"].values()) and "agency_devices" not in env
+    assert "envelopes_not_counted" not in summary["live"]
+    assert "## Envelopes, by whose device they were for" in (tmp_path / "summary.md").read_text(
+        encoding="utf-8"
+    )
+
+
+def test_a_live_run_counts_a_mailbox_s_envelopes_under_the_mailbox(tmp_path: Path) -> None:
+    scenario = parse_scenario(MAILBOXES, source="mailboxes.toml")
+    result = _live(scenario, tmp_path, MAILBOX_SCALE)
+    rows = result.envelopes_by_device
+    boxes = [name for name in rows if name.split("/")[0] not in ("amira", "ben")]
+    assert len(boxes) == 1 and rows[boxes[0]]["sent"] >= 2, rows  # ben's texts to amira's mailbox
+    for name, row in rows.items():
+        assert all(row[k] >= 0 for k in ENVELOPE_FATES), (name, row)
+        assert sum(row[k] for k in _PARTS) == row["sent"], (name, row)
+        assert row["dropped_by_relay"] == 0, (name, row)
+    assert result.envelopes["people"] == {k: sum(r[k] for r in rows.values()) for k in ENVELOPE_FATES}
+    records = result.relay_records
+    assert result.envelopes["people"]["sent"] == records.get("send", 0) + records.get("sealed_send", 0)
+
+
+def test_a_live_run_under_a_profile_that_keeps_no_such_records_says_it_counted_none(tmp_path: Path) -> None:
+    """Under Signal's profile the relay keeps no record of a send or an acknowledgement: a live run
+    cannot count the envelopes from them, and says so, rather than count nothing as none."""
+    sc = resolve_scenario("two-friends")
+    scenario = dataclasses.replace(sc, relay=dataclasses.replace(sc.relay, profile="signal"))
+    assert run_live(scenario, tmp_path, time_scale=0.0002, quiet=True) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    assert summary["envelopes"] == {}
+    assert "the signal profile keeps no send record" in summary["live"]["envelopes_not_counted"]
