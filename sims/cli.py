@@ -252,15 +252,17 @@ def _say_report(out: Path, write: bool) -> None:
 
 def _newer_store(out: Path) -> None:
     """A CliError if a run's ``relay.db`` in ``out`` (or in a profile's folder of it) was written by a
-    newer relaysim. The analyses read the file without relay.store, which they must not import; the
-    store owns the check (relay.store.refuse_a_newer_schema), and its words, which disclose's Store
-    gives too."""
-    from relaysim.relay.store import StoreError, refuse_a_newer_schema
+    newer relaysim, or by an older one: the analyses read the file as it is, as this relaysim writes
+    it, without relay.store, which they must not import (a Store migrates an older file as it opens
+    it, writing it; analyze and report must not). An older one was read without a word: its tables
+    read as this version's. The store owns the check (relay.store.refuse_another_schema), and its
+    words, which disclose's Store gives too for a newer one."""
+    from relaysim.relay.store import StoreError, refuse_another_schema
 
     for db in [out / "relay.db", *sorted(out.glob("*/relay.db"))]:
         if db.is_file():
             try:
-                refuse_a_newer_schema(db)
+                refuse_another_schema(db)
             except StoreError as exc:
                 raise CliError(str(exc)) from None
 

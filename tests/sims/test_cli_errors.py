@@ -1492,6 +1492,41 @@ def test_a_run_whose_store_a_newer_relaysim_wrote_is_refused_naming_it(
     assert (out / "relay.db").read_bytes() == before
 
 
+@pytest.mark.parametrize("command", ["analyze", "report"])
+@pytest.mark.parametrize("older", [1, "last"])
+def test_a_run_whose_store_an_older_relaysim_wrote_is_refused_naming_both_versions(
+    tf_run: Path, tmp_path: Path, command: str, older: int | str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """analyze and report read a relay.db of an older store schema (``PRAGMA user_version`` below this
+    relaysim's) as this one's, saying nothing: its tables read as this version's (a table or column a
+    later step added read as none, or an SQL error), only a newer one was refused. They read the file
+    as it is, never migrating it (a Store would, writing it): it is refused naming the file and both
+    versions (relay.store.refuse_another_schema), the file left as it was."""
+    import shutil
+    import sqlite3
+
+    from relaysim.relay.store import SCHEMA_VERSION
+
+    version = SCHEMA_VERSION - 1 if older == "last" else int(older)
+    out = tmp_path / "older"
+    shutil.copytree(tf_run, out)
+    con = sqlite3.connect(out / "relay.db")
+    con.execute(f"PRAGMA user_version = {version}")
+    con.commit()
+    con.close()
+    before = (out / "relay.db").read_bytes()
+    assert main([command, str(out)]) == 2
+    err = capsys.readouterr().err
+    said = (
+        f"{out / 'relay.db'}: written by an older relaysim: schema version {version} is older than the one "
+        f"this relaysim reads ({SCHEMA_VERSION}), and its tables may differ; read it with the relaysim that "
+        "wrote it, or run the scenario again with this one (the file is left as it is)\n"
+    )
+    assert err.endswith(said) and err.count("\n") == 1, err
+    assert not (out / "analysis").exists() and not (out / "report.html").exists()
+    assert (out / "relay.db").read_bytes() == before
+
+
 def test_disclose_names_profile_when_the_provider_it_names_did_not_exist_on_the_run_s_day(
     tf_run: Path, tmp_path: Path
 ) -> None:
