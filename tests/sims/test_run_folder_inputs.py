@@ -1815,6 +1815,7 @@ def test_a_loop_of_symbolic_links_given_as_a_folder_is_said_to_be_one(
         ("summary.json", ["show", "analyze", "report"]),
         ("provider.json", ["analyze", "report"]),
         ("relay-view.jsonl", ["show", "analyze", "report"]),
+        ("relay.db", ["analyze", "report"]),
     ],
 )
 @pytest.mark.parametrize("to", ["a loop", "nothing"])
@@ -1824,7 +1825,8 @@ def test_a_runs_file_that_is_a_symbolic_link_to_no_file_is_refused_not_passed_ov
     """A run's file that is a symbolic link leading to no file (in a loop of links, or to nothing)
     was taken for no file: analyze scored nothing (no transcript.jsonl) or read the relay's records
     as recorded (no provider.json), saying nothing; show said the run "did not finish" (no
-    summary.json). It is refused naming the file and the link."""
+    summary.json). It is refused naming the file and the link. (analyze said a relay.db that is such a
+    link "Too many levels of symbolic links", or that the folder "has no relay.db".)"""
     run = copy_of(tf_run, tmp_path)
     (run / file).unlink()
     (run / file).symlink_to(file if to == "a loop" else "nowhere")
