@@ -1746,6 +1746,69 @@ def test_a_line_longer_than_any_event_is_refused_naming_the_file_and_line_not_re
     assert longest and max(longest) <= 4097, max(longest)
 
 
+@pytest.mark.parametrize("command", ["show", "report"])
+def test_show_and_report_refuse_a_transcript_line_longer_than_any_event_not_read_whole(
+    tf_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    """show and report read transcript.jsonl a line at a time (sims.report.transcript_lines), each
+    line whole, bounded only by the file's bound (MAX_TRANSCRIPT, 512 MiB): a line of hundreds of
+    megabytes with no line end was read into memory, then "not JSON". A line is read up to
+    runfiles.MAX_LINE bytes, as analyze's read_truth reads it; past them it is refused naming the file
+    and the line. (MAX_LINE made small here; what is asked of the file, a line at a time, is counted.)"""
+    from relaysim.sims import report
+    from relaysim.sims.analysis import runfiles
+
+    monkeypatch.setattr(runfiles, "MAX_LINE", 4096, raising=False)
+    run = copy_of(tf_run, tmp_path)
+    path = run / "transcript.jsonl"
+    kept = path.read_bytes().split(b"\n")
+    assert max(len(line) for line in kept) < 4096  # (the run's own lines are read as before)
+    assert main([command, str(run)]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    path.write_bytes(b"\n".join([kept[0], b"[" + b"1," * 50_000 + b"1]", *kept[1:]]))
+    longest: list[int] = []
+    opened = runfiles.open_run_file
+
+    def counting(p: Any) -> Any:  # (how much of a line a reader asks for)
+        f = opened(p)
+        if Path(p).name != "transcript.jsonl":
+            return f
+        readline = f.readline
+
+        class Counted:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(f, name)
+
+            def __enter__(self) -> Any:
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                f.close()
+
+            def __iter__(self) -> Any:
+                for line in f:
+                    longest.append(len(line))
+                    yield line
+
+            def readline(self, size: int = -1) -> bytes:
+                line = readline(size)
+                longest.append(len(line))
+                return line
+
+        return Counted()
+
+    monkeypatch.setattr(report, "open_run_file", counting)
+    assert main([command, str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"relaysim {command}: {path}: line 2: more than 4,096 bytes with no line end" in err, err
+    assert err.count("\n") == 1, err
+    assert longest and max(longest) <= 4097, max(longest)
+
+
 @pytest.mark.parametrize(
     ("file", "line"),
     [
