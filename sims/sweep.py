@@ -742,7 +742,7 @@ def run_sweep(
         )
     text, source = _scenario_text(scenario)
     base = build_scenario(text, source, [])
-    from relaysim.sims.scenario import MAX_SEED, _real_profiles, one_profile
+    from relaysim.sims.scenario import MAX_SEED, lone_profiles, one_profile
 
     if base.seed + seeds - 1 > MAX_SEED:  # (with_seed refuses a seed past it: it was a ValueError per run)
         raise SweepError(
@@ -755,11 +755,19 @@ def run_sweep(
 
     for cell in cells:  # every bad key or value is reported before anything runs
         cell_scenario = build_scenario(text, source, cell)
+        usable, left_out = lone_profiles(cell_scenario)
+        # (each profile named is one every order of the scenario is served under: relay.profile=bbm-consumer
+        # was suggested for pakistan-2015, whose PTA demand is served on BES alone, and refused)
         one_profile(  # (a run's summary.json is one relay's: a matrix's was its [relay] profile's alone)
             cell_scenario,
             "relaysim sweep",
-            f"or sweep it one profile at a time: --param {'scenario.matrix=false' if cell_scenario.matrix else 'scenario.compare_profiles=[]'} "
-            f"--param relay.profile={','.join(_real_profiles() if cell_scenario.matrix else cell_scenario.compare_profiles)}",
+            (
+                f"or sweep it one profile at a time: --param {'scenario.matrix=false' if cell_scenario.matrix else 'scenario.compare_profiles=[]'} "
+                f"--param relay.profile={','.join(usable)}"
+                if usable
+                else "or sweep such a copy"
+            )
+            + (f" ({left_out})" if left_out else ""),
             # (the file, and the cell whose --param made it so, as the validator's errors name them)
             f"{source} [{_label(cell)}]" if cell and not (base.matrix or base.compare_profiles) else source,
         )

@@ -1595,7 +1595,7 @@ def test_a_scenario_of_several_profiles_is_refused_alike_by_the_commands_of_one_
     if command == "sweep":  # and the way out it gives is one
         from relaysim.sims.sweep import _scenario_text, build_scenario, parse_param
 
-        way = err.split("or sweep it one profile at a time: ")[1].split(", or run")[0]
+        way = err.split("or sweep it one profile at a time: ")[1].split(", or run")[0].split(" (")[0]
         params = [parse_param(p) for p in way.replace("--param ", "").split(" ")]
         assert params[0][0] == key and params[1][0] == "relay.profile", way
         text, source = _scenario_text(scenario)
@@ -1604,3 +1604,57 @@ def test_a_scenario_of_several_profiles_is_refused_alike_by_the_commands_of_one_
         )
         assert not (one.matrix or one.compare_profiles) and one.relay.profile == params[1][1][0]
     assert not out.exists()
+
+
+def _several_profile_builtins() -> list[str]:
+    from relaysim.sims.scenario import builtin_scenarios, resolve_scenario
+
+    return [
+        n for n in builtin_scenarios() if resolve_scenario(n).matrix or resolve_scenario(n).compare_profiles
+    ]
+
+
+@pytest.mark.parametrize("scenario", _several_profile_builtins())
+def test_sweeps_way_out_of_a_scenario_of_several_profiles_works_for_every_profile_it_names(
+    scenario: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``relaysim sweep pakistan-2015`` said to sweep it with ``--param scenario.compare_profiles=[]
+    --param relay.profile=bes,bbm-consumer``, which was refused: the PTA demand (events[0].profiles =
+    ["bes"]) is served on BES alone, and a scenario run under bbm-consumer alone cannot serve it. The
+    way out names the profiles every order is served under (scenario.lone_profiles), says why any is
+    left out, and, given as it is, sweeps every cell: checked here for each built-in scenario of
+    several profiles, up to the first run (which is not made), as the copy it suggests."""
+    import re
+
+    from relaysim.sims import sweep
+    from relaysim.sims.scenario import resolve_scenario
+
+    assert {"fbi-chart", "pakistan-2015", "india-2010"} <= set(_several_profile_builtins())
+    out = tmp_path / "out"
+    assert main(["sweep", scenario, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    way = err.split("or sweep it one profile at a time: ")[1]
+    way = re.split(r" \(|, or run", way)[0]
+    params = [sweep.parse_param(p) for p in way.replace("--param ", "").split(" ")]
+    assert [k for k, _v in params] == [
+        "scenario.matrix" if resolve_scenario(scenario).matrix else "scenario.compare_profiles",
+        "relay.profile",
+    ], way
+    named = params[1][1]
+    every = resolve_scenario(scenario).compare_profiles or named
+    for profile in every:  # (each one left out is said to be, and why)
+        assert profile in named or f"not {profile}" in err.split(way)[1].split(", or run")[0], (profile, err)
+    if scenario == "pakistan-2015":
+        assert named == ["bes"] and "the order pta-blanket-demand is served under bes alone" in err, err
+    copy = re.search(r'with profile = "([^"]+)" under \[relay\]', err)
+    assert copy is not None and copy[1] in named, err
+
+    class Checked(Exception):
+        pass
+
+    def no_runs(_workers: int) -> object:  # (every cell was checked before this: the sweep would run)
+        raise Checked
+
+    monkeypatch.setattr(sweep, "_pool_executor", no_runs)
+    with pytest.raises(Checked):
+        sweep.run_sweep(scenario, params, 1, out, workers=1)
