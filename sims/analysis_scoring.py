@@ -11,7 +11,9 @@ with the inferences and their score.
 from __future__ import annotations
 
 import bisect
+import errno
 import json
+import os
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -864,6 +866,13 @@ def analyse_and_write(
     out = Path(run)
     folder = own_file(out, "analysis", AS_SEEN) if as_seen else own_file(out, "analysis")
     computed = compute_analyses(out, as_seen=as_seen, truth=truth)
+    # every file it writes checked before any is: a link or a folder at the last one (relay.md) was
+    # refused after the first ones were written, leaving relay.json of this analysis beside none
+    for name in computed:
+        for file in (f"{name}.json", f"{name}.md"):
+            target = own_file(folder, file)
+            if target.is_dir():
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
     analyses: dict[str, Analysis] = {}

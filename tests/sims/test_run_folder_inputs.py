@@ -143,6 +143,27 @@ def test_analyze_and_report_never_write_through_a_symbolic_link(
     assert (theirs / "relay.json").read_text(encoding="utf-8") == "mine\n"
 
 
+@pytest.mark.parametrize("what", ["a link", "a folder"])
+@pytest.mark.parametrize("at", ["relay.md", "search-warrant-amira.md"])
+def test_analyze_refuses_a_link_or_a_folder_among_its_files_before_writing_any(
+    tmp_path: Path, tf_run: Path, capsys: pytest.CaptureFixture[str], what: str, at: str
+) -> None:
+    """analyze wrote analysis/NAME.json and NAME.md one name after another, checking each as it
+    wrote it: a symbolic link (or a folder) at analysis/relay.md was refused after relay.json (and,
+    at a later name's, after the files of the names before it) had been written anew: analysis/
+    left half of one analysis and half of the one before, saying only that one file was refused.
+    Every file is checked before any is written."""
+    run = copy_of(tf_run, tmp_path)
+    (run / "analysis").mkdir()
+    if what == "a link":
+        (run / "analysis" / at).symlink_to(tmp_path / "elsewhere")
+    else:
+        (run / "analysis" / at).mkdir()
+    refused(capsys, ["analyze", str(run)], str(run / "analysis" / at))
+    assert [p.name for p in (run / "analysis").iterdir()] == [at]
+    assert not (tmp_path / "elsewhere").exists()
+
+
 @pytest.mark.parametrize("link", ["transcript.jsonl", "disclosures", "signal"])
 def test_run_never_writes_through_or_clears_a_symbolic_link_in_its_folder(
     tmp_path: Path, tf_run: Path, capsys: pytest.CaptureFixture[str], link: str
