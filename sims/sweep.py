@@ -526,7 +526,7 @@ def schema_problem(path: str) -> str | None:
             listed = ", ".join(numbers[:MAX_CHOICES]) + (
                 f" and {len(numbers) - MAX_CHOICES} more" if len(numbers) > MAX_CHOICES else ""
             )
-            return f"summary.json has no {part}{f' under {at}' if at else ''}; the metrics {'under ' + at + ' ' if at else ''}are {listed}"
+            return f"summary.json has no {brief(part, 's')}{f' under {at}' if at else ''}; the metrics {'under ' + at + ' ' if at else ''}are {listed}"
         node = node[part]
     if node in (NUMBER, OPEN):
         return None

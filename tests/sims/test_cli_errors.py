@@ -980,10 +980,23 @@ def test_a_long_metric_is_shown_cut_short_in_its_warning(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["sweep", "two-friends", "--param", "network.loss=0", "--metric", LONG, "--seeds", "1"]
-    assert main([*argv, "--out", str(tmp_path / "out"), "--quiet"]) == 2  # (refused: no run has it)
+    assert main([*argv, "--out", str(tmp_path / "out"), "--quiet"]) == 2  # (refused: no run can have it)
     err = capsys.readouterr().err
-    assert err.startswith("relaysim sweep: --metric xxx") and "… (5,000 characters): no number" in err
-    assert LONG not in err and err.count("\n") == 1, err[:300]
+    assert err.startswith("relaysim sweep: --metric xxx"), err[:300]
+    assert "… (5,000 characters): no run's summary.json has a number there: summary.json has no xxx" in err
+    assert err.count("x" * 100) == 0 and err.count("\n") == 1, err[:300]  # (never whole: the key cut too)
+    assert not (tmp_path / "out").exists()  # (refused before any run)
+    for metric in (
+        "relay_records." + LONG,
+        "disclosures." + LONG + ".score.contacts.share",
+    ):  # (the runs' to say)
+        again = [*argv[:4], "--metric", metric, *argv[6:]]
+        assert main([*again, "--out", str(tmp_path / "out"), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "… (5,0" in err and "characters): no number at that path in any run's summary.json" in err, (
+            err[:300]
+        )
+        assert err.count("x" * 100) == 0 and err.count("\n") == 1, err[:300]
 
 
 # --- permissions: a file that cannot be read, a folder that cannot be written ------------------------
