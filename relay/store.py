@@ -63,6 +63,8 @@ __all__ = [
     "StoredEnvelope",
     "dangling_link",
     "refuse_a_newer_schema",
+    "refuse_another_schema",
+    "schema_version_of",
 ]
 
 
@@ -494,15 +496,22 @@ def _newer_schema(path: object, version: int) -> str:
     )
 
 
-def refuse_a_newer_schema(path: str | os.PathLike[str]) -> None:
-    """A StoreError if the store at ``path`` was written by a newer relaysim (its schema version is
-    above :data:`SCHEMA_VERSION`): reading it as this one would misread it. For readers that read the
-    file without opening a :class:`Store` (``relaysim analyze`` and ``report``); a Store checks the
-    same, with the same words, as it opens. Read only: not a byte of the file is written, and no
-    file made beside it. (``mode=ro`` made ``-wal`` and ``-shm`` beside a WAL store and left them: a
-    read-only connection does not remove them.) Without a write-ahead log beside it the file is whole,
-    and read as immutable (no lock, no file made); with one, a copy of both is read, in a folder of its
-    own. A file SQLite cannot read, or one that is no store, passes: what reads it says so, naming it."""
+def _older_schema(path: object, version: int) -> str:
+    """What a reader that reads a store as this relaysim writes it, without migrating it, is told of
+    one written by an older relaysim (:func:`refuse_another_schema`)."""
+    return (
+        f"{path}: written by an older relaysim: schema version {version} is older than the one this "
+        f"relaysim reads ({len(MIGRATIONS)}), and its tables may differ; read it with the relaysim that "
+        "wrote it, or run the scenario again with this one (the file is left as it is)"
+    )
+
+
+def schema_version_of(path: str | os.PathLike[str]) -> int | None:
+    """The schema version (``PRAGMA user_version``) of the store at ``path``, read without a byte of
+    it written or a file made beside it; None for a file SQLite cannot read. (``mode=ro`` made
+    ``-wal`` and ``-shm`` beside a WAL store and left them: a read-only connection does not remove
+    them.) Without a write-ahead log beside it the file is whole, and read as immutable (no lock, no
+    file made); with one, a copy of both is read, in a folder of its own."""
     import shutil
     import tempfile
     from pathlib import Path
@@ -525,9 +534,34 @@ def refuse_a_newer_schema(path: str | os.PathLike[str]) -> None:
             finally:
                 con.close()
     except (sqlite3.Error, OSError):
-        return
-    if isinstance(version, int) and version > len(MIGRATIONS):
+        return None
+    return version if isinstance(version, int) else None
+
+
+def refuse_a_newer_schema(path: str | os.PathLike[str]) -> None:
+    """A StoreError if the store at ``path`` was written by a newer relaysim (its schema version is
+    above :data:`SCHEMA_VERSION`): reading it as this one would misread it. A Store checks the same,
+    with the same words, as it opens (and migrates an older one). Read only
+    (:func:`schema_version_of`). A file SQLite cannot read, or one that is no store, passes: what
+    reads it says so, naming it."""
+    version = schema_version_of(path)
+    if version is not None and version > len(MIGRATIONS):
         raise StoreError(_newer_schema(path, version))
+
+
+def refuse_another_schema(path: str | os.PathLike[str]) -> None:
+    """A StoreError if the store at ``path`` is of another schema version than this relaysim's: a
+    newer one (:func:`refuse_a_newer_schema`'s words), or an older one, from 1 to SCHEMA_VERSION - 1
+    (a Store migrates it as it opens; a reader that reads the file as it is, without a Store, would
+    read this version's tables in it: read as having nothing a newer step added, or an SQL error).
+    For the readers that read a run's relay.db without opening a Store (``relaysim analyze`` and
+    ``report``, which must not write it). Read only; version 0 (no store, or an empty file) passes:
+    what reads it says so, naming it."""
+    version = schema_version_of(path)
+    if version is not None and version > len(MIGRATIONS):
+        raise StoreError(_newer_schema(path, version))
+    if version is not None and 0 < version < len(MIGRATIONS):
+        raise StoreError(_older_schema(path, version))
 
 
 _RELEASED: Final = tuple(MIGRATIONS)

@@ -11,7 +11,9 @@ with the inferences and their score.
 from __future__ import annotations
 
 import bisect
+import errno
 import json
+import os
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -862,31 +864,59 @@ def analyse_and_write(
     With the truth, each one's ``sda_every_epoch`` holds the attack's pass with a checkpoint after every
     target epoch and the ranks of each target's true contacts (``analyze(sda_watch=...)``)."""
     out = Path(run)
-    if truth is None and (out / "transcript.jsonl").exists():
-        truth = read_truth(out / "transcript.jsonl")
     folder = own_file(out, "analysis", AS_SEEN) if as_seen else own_file(out, "analysis")
-    views = {"relay": as_seen_view(out)} if as_seen else analysis_views(out)
+    computed = compute_analyses(out, as_seen=as_seen, truth=truth)
+    # every file it writes checked before any is: a link or a folder at the last one (relay.md) was
+    # refused after the first ones were written, leaving relay.json of this analysis beside none
+    for name in computed:
+        for file in (f"{name}.json", f"{name}.md"):
+            target = own_file(folder, file)
+            if target.is_dir():
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
     analyses: dict[str, Analysis] = {}
-    directory = run_directory(out)
-    for name, view in views.items():
-        # with the truth, the attack's ranks of each target's true contacts are kept at every target epoch,
-        # so that one pass of it gives both its figures and the "linked" count (score_analysis)
-        a = analyze(view, directory=directory, sda_watch=truth.all_contacts() if truth is not None else None)
-        score = score_analysis(a, truth, view) if truth is not None else None
-        data = {"analysis": a.to_json(), "score": score}
-        intro = None
-        if as_seen:
-            kept = analysis_views(out)["relay"]
-            beside = kept_beside_seen(kept, view)
-            data["kept_beside_seen"] = beside
-            intro = _as_seen_intro(beside)
+    for name, (a, data) in computed.items():
+        score = data["score"]
+        intro = _as_seen_intro(data["kept_beside_seen"]) if as_seen else None
         write_whole(own_file(folder, f"{name}.json"), json.dumps(_round(data), indent=1) + "\n")
         write_whole(own_file(folder, f"{name}.md"), to_markdown(name, a, score, clock, intro=intro))
         lines.append(headline(f"{name} as seen" if as_seen else name, a, score))
         analyses[name] = a
     return lines, analyses
+
+
+def compute_analyses(
+    run: str | Path, *, as_seen: bool = False, truth: Truth | None = None
+) -> dict[str, tuple[Analysis, dict[str, Any]]]:
+    """Each analysis of a finished run, by name (``relay``, each disclosure; ``as_seen``: ``relay``, of
+    ``relay-view.jsonl``), and what ``analysis/NAME.json`` holds of it (``analysis``, ``score``, and
+    ``as_seen``, ``kept_beside_seen``; :func:`as_written` is the file's JSON of it): the one path from a run's files to its analyses, which
+    ``relaysim analyze`` writes and ``relaysim report`` computes when the run has no ``analysis/``
+    (it read the run without its ``directory.json``: other trait inferences, and a broken one unsaid).
+    ``truth``: the run's transcript as :func:`read_truth` read it (else read here, when the run has one)."""
+    out = Path(run)
+    if truth is None and (out / "transcript.jsonl").exists():
+        truth = read_truth(out / "transcript.jsonl")
+    views = {"relay": as_seen_view(out)} if as_seen else analysis_views(out)
+    directory = run_directory(out)
+    computed: dict[str, tuple[Analysis, dict[str, Any]]] = {}
+    for name, view in views.items():
+        # with the truth, the attack's ranks of each target's true contacts are kept at every target epoch,
+        # so that one pass of it gives both its figures and the "linked" count (score_analysis)
+        a = analyze(view, directory=directory, sda_watch=truth.all_contacts() if truth is not None else None)
+        score = score_analysis(a, truth, view) if truth is not None else None
+        data: dict[str, Any] = {"analysis": a.to_json(), "score": score}
+        if as_seen:
+            data["kept_beside_seen"] = kept_beside_seen(analysis_views(out)["relay"], view)
+        computed[name] = (a, data)
+    return computed
+
+
+def as_written(data: Mapping[str, Any]) -> Any:
+    """``data`` (:func:`compute_analyses`') as ``analysis/NAME.json`` holds it, read back: rounded as
+    :func:`write_analysis` writes it, lists for tuples."""
+    return json.loads(json.dumps(_round(data)))
 
 
 AS_SEEN = "as-seen"  # DIR/analysis/as-seen/: the analyses of what the relay saw

@@ -252,15 +252,17 @@ def _say_report(out: Path, write: bool) -> None:
 
 def _newer_store(out: Path) -> None:
     """A CliError if a run's ``relay.db`` in ``out`` (or in a profile's folder of it) was written by a
-    newer relaysim. The analyses read the file without relay.store, which they must not import; the
-    store owns the check (relay.store.refuse_a_newer_schema), and its words, which disclose's Store
-    gives too."""
-    from relaysim.relay.store import StoreError, refuse_a_newer_schema
+    newer relaysim, or by an older one: the analyses read the file as it is, as this relaysim writes
+    it, without relay.store, which they must not import (a Store migrates an older file as it opens
+    it, writing it; analyze and report must not). An older one was read without a word: its tables
+    read as this version's. The store owns the check (relay.store.refuse_another_schema), and its
+    words, which disclose's Store gives too for a newer one."""
+    from relaysim.relay.store import StoreError, refuse_another_schema
 
     for db in [out / "relay.db", *sorted(out.glob("*/relay.db"))]:
         if db.is_file():
             try:
-                refuse_a_newer_schema(db)
+                refuse_another_schema(db)
             except StoreError as exc:
                 raise CliError(str(exc)) from None
 
@@ -283,18 +285,24 @@ def _no_pipes(out: Path) -> None:
     for folder, _dirs, names in os.walk(out):
         for name in sorted(names):
             path = Path(folder) / name
-            link = broken_link(path) if name in _RUN_FILES else None
-            if link is not None:  # (a loop of links at provider.json was read as no file: no profile)
-                raise CliError(
-                    f"{path}: {link}, where a run keeps a file relaysim wrote; remove the link, or run the "
-                    "scenario again"
-                )
+            if name in _RUN_FILES:  # (a loop of links at provider.json was read as no file: no profile)
+                _no_broken_link(path)
             what = not_a_file(path)
             if what is not None and what.startswith("not a regular file"):
                 raise CliError(
                     f"{path}: {what}, where a run keeps the files relaysim wrote; move it away, or run "
                     "the scenario again"
                 )
+
+
+def _no_broken_link(path: Path) -> None:
+    """A CliError if ``path``, one of a run's files (_RUN_FILES), is a symbolic link that leads to no
+    file (runfiles.broken_link), in the words every command gives of one."""
+    link = broken_link(path)
+    if link is not None:
+        raise CliError(
+            f"{path}: {link}, where a run keeps a file relaysim wrote; remove the link, or run the scenario again"
+        )
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -765,6 +773,9 @@ def _analyze(args: argparse.Namespace) -> int:
     from relaysim.sims.report import run_calendar, sim_clock
 
     out = Path(args.dir)
+    # (a link there in a loop was said in the system's words, "Too many levels of symbolic links"; a
+    # link to nothing was "has no relay.db": report's words, _no_pipes', for both)
+    _no_broken_link(out / "relay.db")
     odd = not_a_file(out / "relay.db")
     if odd not in (None, "no such file"):  # (a folder there was "has no relay.db", a pipe "no such file")
         raise CliError(f"{out / 'relay.db'}: {odd}; expected a run's relay.db")

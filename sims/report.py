@@ -61,8 +61,10 @@ from relaysim.sims.analysis.runfiles import (
     brief,
     broken_link,
     finite_number,
+    line_too_long,
     loads,
     not_a_file,
+    numbered_lines,
     open_run_file,
     read_run_text,
     shell_word,
@@ -805,13 +807,20 @@ def transcript_lines(path: Path, limit: int | None = None) -> Iterator[tuple[int
     1, read one at a time (never the whole file at once), as :func:`jsonl_lines` splits them: at line
     feeds alone, ``\\r\\n`` and ``\\r`` read as line ends as ``Path.read_text`` read them. ``limit``: the
     most bytes read, else an OSError (EFBIG) naming the file, its size and the most read, before
-    any line is (and if it grows past it as it is read). UnicodeDecodeError for a line not UTF-8."""
+    any line is (and if it grows past it as it is read). UnicodeDecodeError for a line not UTF-8.
+    Each line is read with at most runfiles.MAX_LINE + 1 bytes of it (runfiles.numbered_lines, as
+    analyze's read_truth reads it): a longer one is a RunFolderError naming the file and the line
+    (runfiles.line_too_long's words), never read whole (it was, up to ``limit``: 512 MiB)."""
     with open_run_file(path) as f:
         size = os.fstat(f.fileno()).st_size
         if limit is not None and size > limit:
             raise _too_large(path, size, limit)
         read, n = 0, 0
-        for raw in f:  # (split at b"\n": a "\r\n" is never cut in two, nor a UTF-8 character)
+        # (split at b"\n": a "\r\n" is never cut in two, nor a UTF-8 character, in a line of MAX_LINE)
+        for _physical, raw in numbered_lines(f):
+            too_long = line_too_long(raw)
+            if too_long is not None:
+                raise RunFolderError(f"{path}: line {n + 1}: {too_long}")
             read += len(raw)
             if limit is not None and read > limit:  # (it grew as it was read)
                 raise _too_large(path, read, limit)
@@ -894,7 +903,7 @@ def run_disagreements(
                 event = loads(line)
                 if isinstance(event, dict) and isinstance(kind := event.get("kind"), str):
                     kinds[kind] += 1
-    except (OSError, UnicodeDecodeError, ValueError):  # (left to the command that reads it)
+    except (OSError, UnicodeDecodeError, ValueError, RunFolderError):  # (left to the command that reads it)
         kinds = None
     if kinds is None and events is not None:
         kinds = Counter(k for e in events if isinstance(e, dict) and isinstance(k := e.get("kind"), str))

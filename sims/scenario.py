@@ -2423,20 +2423,46 @@ def one_profile(scenario: Scenario, command: str, instead: str = "", source: str
     (``matrix`` or ``compare_profiles``) given to ``command``, which runs one relay: it ran under the
     [relay] profile alone (sweep, reproduce), unsaid, or was refused without naming the profiles
     (defences). ``instead`` is the command's own way out, if it has one; ``source`` names the
-    scenario in the error (default: its name)."""
+    scenario in the error (default: its name). The copy it suggests runs under a profile that every
+    order of the scenario is served under (:func:`lone_profiles`)."""
     if not (scenario.matrix or scenario.compare_profiles):
         return
     key = "scenario.matrix" if scenario.matrix else "scenario.compare_profiles"
     profiles = _real_profiles() if scenario.matrix else scenario.compare_profiles
     what = "matrix = true: every real profile" if scenario.matrix else "compare_profiles"
+    usable, _note = lone_profiles(scenario)
+    copy = (
+        f'a copy of this one without {key.split(".")[1]} and with profile = "{usable[0]}" under [relay]'
+        if usable
+        else f"a copy of this one without {key.split('.')[1]}, its [relay] profile one of its orders' profiles"
+    )
     raise ScenarioError(
         scenario.name if source is None else source,
         key,
         f"this scenario runs under several relay profiles ({what}, {', '.join(profiles)}), and {command} "
-        f"runs one relay under one profile; give it a scenario with one [relay] profile (a copy of this one "
-        f'without {key.split(".")[1]} and with profile = "{profiles[0]}" under [relay])'
+        f"runs one relay under one profile; give it a scenario with one [relay] profile ({copy})"
         + (f", {instead}" if instead else "")
         + f", or run every profile with relaysim run {scenario.name}",
+    )
+
+
+def lone_profiles(scenario: Scenario) -> tuple[tuple[str, ...], str]:
+    """Those of the profiles a scenario of several (``matrix``, ``compare_profiles``) runs under that
+    it can run under alone, as its one [relay] profile: each one every order limited to some profiles
+    (a legal_process event's ``profiles``) is served under (the validator refuses an order served
+    under no profile the scenario runs under: ``_order_profiles_run``); and, when some are left out,
+    words saying why, for an error to add. pakistan-2015's PTA demand is served on BES alone: its
+    consumer BBM run has no such demand, and a copy run under bbm-consumer alone was refused."""
+    profiles = _real_profiles() if scenario.matrix else scenario.compare_profiles
+    limited = [ev for ev in scenario.events if isinstance(ev, LegalProcessEvent) and ev.profiles]
+    usable = tuple(p for p in profiles if all(p in ev.profiles for ev in limited))
+    left = [p for p in profiles if p not in usable]
+    if not left:
+        return usable, ""
+    order = next(ev for ev in limited if left[0] not in ev.profiles)
+    return usable, (
+        f"not {', '.join(left)}: the order {order.name} is served under {', '.join(order.profiles)} alone (its "
+        f"profiles); run {left[0]} from a copy without that order"
     )
 
 

@@ -434,6 +434,107 @@ def metric_problem(path: str) -> str | None:
     )
 
 
+# What summary.json holds, as sims.report.summarise (and run_to_dir, after it) writes it, for checking a
+# --metric before any run: a section whose keys relaysim sets (a dict here) or a value (NUMBER, TEXT),
+# or a section whose keys the run's own records set (OPEN: relay_records by kind, disclosures by name,
+# the refusals by reason), checked only against the runs. A metric no run could have a number at
+# (``--metric messages.lost_by_netwrk``) was refused only after every run of the sweep had finished.
+# tests/sims/test_sweep.py holds it to the summaries of built-in scenarios' runs.
+NUMBER, TEXT, OPEN = "a number", "text", "open"
+_FATES = dict.fromkeys(
+    (
+        "sent",
+        "forged_by_relay",
+        "delivered",
+        "duplicates_dropped",
+        "refused",
+        "undecryptable",
+        "unread",
+        "dropped_by_relay",
+    ),
+    NUMBER,
+)
+SUMMARY_SCHEMA: dict[str, Any] = {
+    "scenario": TEXT,
+    "seed": NUMBER,
+    "start": TEXT,
+    "duration_s": NUMBER,
+    "people": NUMBER,
+    "devices": NUMBER,
+    "messages": {
+        **dict.fromkeys(
+            (
+                "planned",
+                "accepted_by_relay",
+                "lost_by_network",
+                "device_deliveries_expected",
+                "device_deliveries",
+                "still_queued_or_in_flight",
+                "group_deliveries_lost",
+                "plaintext_mismatches",
+                "duplicates_dropped",
+                "undecryptable",
+            ),
+            NUMBER,
+        ),
+        "refused": OPEN,
+        "sync_copies_read": NUMBER,
+    },
+    "latency_s": dict.fromkeys(("p50", "p90", "p99", "max"), NUMBER),
+    "network": dict.fromkeys(("lost", "duplicated", "partitioned", "held"), NUMBER),
+    "relay_records": OPEN,
+    "relay_queued_at_end": NUMBER,
+    "envelopes": {"people": _FATES, "agency": _FATES, "agency_devices": "a list of names"},
+    "events": NUMBER,
+    "disclosures": OPEN,
+    "exceptional": OPEN,
+    "counterfactual": OPEN,
+    "live": OPEN,
+}
+
+
+def _schema_numbers(node: Any, at: str) -> list[str]:
+    """The metric paths under ``node`` of SUMMARY_SCHEMA (an open section as ``at.…``)."""
+    if node == NUMBER:
+        return [at]
+    if node == OPEN:
+        return [f"{at}.…"]
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in _schema_numbers(v, f"{at}.{k}" if at else k)]
+    return []
+
+
+def schema_problem(path: str) -> str | None:
+    """Why no run's summary.json can hold a number at ``path`` (SUMMARY_SCHEMA: a key relaysim never
+    writes in a section whose keys it sets, a section of numbers or a text named for one, a path past
+    a number), naming the metrics there are; None when some run's may (a path into an open section is
+    left to the runs)."""
+    node: Any = SUMMARY_SCHEMA
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        at = ".".join(parts[:i])
+        if node == OPEN:
+            return None
+        if not isinstance(node, dict):
+            return (
+                f"{at} is {node}, with nothing under it"
+                if node == NUMBER
+                else f"{at} is {node}, not a number"
+            )
+        if part not in node:
+            numbers = _schema_numbers(node, at)
+            listed = ", ".join(numbers[:MAX_CHOICES]) + (
+                f" and {len(numbers) - MAX_CHOICES} more" if len(numbers) > MAX_CHOICES else ""
+            )
+            return f"summary.json has no {brief(part, 's')}{f' under {at}' if at else ''}; the metrics {'under ' + at + ' ' if at else ''}are {listed}"
+        node = node[part]
+    if node in (NUMBER, OPEN):
+        return None
+    if isinstance(node, str):
+        return f"{path} is {node}, not a number"
+    return f"{path} is a section, not a number; the numbers under it are {', '.join(_schema_numbers(node, path))}"
+
+
 def _metric(text: str) -> str:
     """--metric's type: text (text_arg), and a path that can name a number (metric_problem)."""
     problem = metric_problem(text_arg(text))
@@ -620,6 +721,11 @@ def run_sweep(
     for metric in metrics:
         if (problem := metric_problem(metric)) is not None:
             raise SweepError(f"--metric: {problem}")
+    for metric in metrics:  # (before any run: a path no run's summary.json has was found after them all)
+        if (problem := schema_problem(metric)) is not None:
+            raise SweepError(
+                f"--metric {brief(metric, 's')}: no run's summary.json has a number there: {problem}"
+            )
     twice = sorted({m for m in metrics if list(metrics).count(m) > 1})
     if twice:  # (its values were gathered once per time it was named: one seed's run read as two, ± 0)
         raise SweepError(
@@ -636,7 +742,7 @@ def run_sweep(
         )
     text, source = _scenario_text(scenario)
     base = build_scenario(text, source, [])
-    from relaysim.sims.scenario import MAX_SEED, _real_profiles, one_profile
+    from relaysim.sims.scenario import MAX_SEED, lone_profiles, one_profile
 
     if base.seed + seeds - 1 > MAX_SEED:  # (with_seed refuses a seed past it: it was a ValueError per run)
         raise SweepError(
@@ -649,11 +755,19 @@ def run_sweep(
 
     for cell in cells:  # every bad key or value is reported before anything runs
         cell_scenario = build_scenario(text, source, cell)
+        usable, left_out = lone_profiles(cell_scenario)
+        # (each profile named is one every order of the scenario is served under: relay.profile=bbm-consumer
+        # was suggested for pakistan-2015, whose PTA demand is served on BES alone, and refused)
         one_profile(  # (a run's summary.json is one relay's: a matrix's was its [relay] profile's alone)
             cell_scenario,
             "relaysim sweep",
-            f"or sweep it one profile at a time: --param {'scenario.matrix=false' if cell_scenario.matrix else 'scenario.compare_profiles=[]'} "
-            f"--param relay.profile={','.join(_real_profiles() if cell_scenario.matrix else cell_scenario.compare_profiles)}",
+            (
+                f"or sweep it one profile at a time: --param {'scenario.matrix=false' if cell_scenario.matrix else 'scenario.compare_profiles=[]'} "
+                f"--param relay.profile={','.join(usable)}"
+                if usable
+                else "or sweep such a copy"
+            )
+            + (f" ({left_out})" if left_out else ""),
             # (the file, and the cell whose --param made it so, as the validator's errors name them)
             f"{source} [{_label(cell)}]" if cell and not (base.matrix or base.compare_profiles) else source,
         )

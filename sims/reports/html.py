@@ -507,14 +507,10 @@ def _analyses(run: Path) -> dict[str, dict[str, Any]]:
         # (analyze writes them: a page that cannot be read is written again by it, not by a new run)
         again = f"write it again with: relaysim analyze {shell_word(run)}"
         return {f.stem: _load(f, again) for f in sorted(folder.glob("*.json"))}
-    from relaysim.sims.analysis_scoring import analysis_views, analyze, read_truth, score_analysis
+    from relaysim.sims.analysis_scoring import as_written, compute_analyses
 
-    truth = read_truth(run / "transcript.jsonl")
-    out = {}
-    for name, view in analysis_views(run).items():
-        a = analyze(view)
-        out[name] = {"analysis": a.to_json(), "score": score_analysis(a, truth, view)}
-    return out
+    # (relaysim analyze's own path: the run's directory.json read, and its transcript, as it reads them)
+    return {name: as_written(data) for name, (_a, data) in compute_analyses(run).items()}
 
 
 def _svg(nodes: list[str], edges: list[tuple[str, str, str]], label: str) -> str:

@@ -980,10 +980,23 @@ def test_a_long_metric_is_shown_cut_short_in_its_warning(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["sweep", "two-friends", "--param", "network.loss=0", "--metric", LONG, "--seeds", "1"]
-    assert main([*argv, "--out", str(tmp_path / "out"), "--quiet"]) == 2  # (refused: no run has it)
+    assert main([*argv, "--out", str(tmp_path / "out"), "--quiet"]) == 2  # (refused: no run can have it)
     err = capsys.readouterr().err
-    assert err.startswith("relaysim sweep: --metric xxx") and "… (5,000 characters): no number" in err
-    assert LONG not in err and err.count("\n") == 1, err[:300]
+    assert err.startswith("relaysim sweep: --metric xxx"), err[:300]
+    assert "… (5,000 characters): no run's summary.json has a number there: summary.json has no xxx" in err
+    assert err.count("x" * 100) == 0 and err.count("\n") == 1, err[:300]  # (never whole: the key cut too)
+    assert not (tmp_path / "out").exists()  # (refused before any run)
+    for metric in (
+        "relay_records." + LONG,
+        "disclosures." + LONG + ".score.contacts.share",
+    ):  # (the runs' to say)
+        again = [*argv[:4], "--metric", metric, *argv[6:]]
+        assert main([*again, "--out", str(tmp_path / "out"), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "… (5,0" in err and "characters): no number at that path in any run's summary.json" in err, (
+            err[:300]
+        )
+        assert err.count("x" * 100) == 0 and err.count("\n") == 1, err[:300]
 
 
 # --- permissions: a file that cannot be read, a folder that cannot be written ------------------------
@@ -1492,6 +1505,41 @@ def test_a_run_whose_store_a_newer_relaysim_wrote_is_refused_naming_it(
     assert (out / "relay.db").read_bytes() == before
 
 
+@pytest.mark.parametrize("command", ["analyze", "report"])
+@pytest.mark.parametrize("older", [1, "last"])
+def test_a_run_whose_store_an_older_relaysim_wrote_is_refused_naming_both_versions(
+    tf_run: Path, tmp_path: Path, command: str, older: int | str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """analyze and report read a relay.db of an older store schema (``PRAGMA user_version`` below this
+    relaysim's) as this one's, saying nothing: its tables read as this version's (a table or column a
+    later step added read as none, or an SQL error), only a newer one was refused. They read the file
+    as it is, never migrating it (a Store would, writing it): it is refused naming the file and both
+    versions (relay.store.refuse_another_schema), the file left as it was."""
+    import shutil
+    import sqlite3
+
+    from relaysim.relay.store import SCHEMA_VERSION
+
+    version = SCHEMA_VERSION - 1 if older == "last" else int(older)
+    out = tmp_path / "older"
+    shutil.copytree(tf_run, out)
+    con = sqlite3.connect(out / "relay.db")
+    con.execute(f"PRAGMA user_version = {version}")
+    con.commit()
+    con.close()
+    before = (out / "relay.db").read_bytes()
+    assert main([command, str(out)]) == 2
+    err = capsys.readouterr().err
+    said = (
+        f"{out / 'relay.db'}: written by an older relaysim: schema version {version} is older than the one "
+        f"this relaysim reads ({SCHEMA_VERSION}), and its tables may differ; read it with the relaysim that "
+        "wrote it, or run the scenario again with this one (the file is left as it is)\n"
+    )
+    assert err.endswith(said) and err.count("\n") == 1, err
+    assert not (out / "analysis").exists() and not (out / "report.html").exists()
+    assert (out / "relay.db").read_bytes() == before
+
+
 def test_disclose_names_profile_when_the_provider_it_names_did_not_exist_on_the_run_s_day(
     tf_run: Path, tmp_path: Path
 ) -> None:
@@ -1560,7 +1608,7 @@ def test_a_scenario_of_several_profiles_is_refused_alike_by_the_commands_of_one_
     if command == "sweep":  # and the way out it gives is one
         from relaysim.sims.sweep import _scenario_text, build_scenario, parse_param
 
-        way = err.split("or sweep it one profile at a time: ")[1].split(", or run")[0]
+        way = err.split("or sweep it one profile at a time: ")[1].split(", or run")[0].split(" (")[0]
         params = [parse_param(p) for p in way.replace("--param ", "").split(" ")]
         assert params[0][0] == key and params[1][0] == "relay.profile", way
         text, source = _scenario_text(scenario)
@@ -1569,3 +1617,57 @@ def test_a_scenario_of_several_profiles_is_refused_alike_by_the_commands_of_one_
         )
         assert not (one.matrix or one.compare_profiles) and one.relay.profile == params[1][1][0]
     assert not out.exists()
+
+
+def _several_profile_builtins() -> list[str]:
+    from relaysim.sims.scenario import builtin_scenarios, resolve_scenario
+
+    return [
+        n for n in builtin_scenarios() if resolve_scenario(n).matrix or resolve_scenario(n).compare_profiles
+    ]
+
+
+@pytest.mark.parametrize("scenario", _several_profile_builtins())
+def test_sweeps_way_out_of_a_scenario_of_several_profiles_works_for_every_profile_it_names(
+    scenario: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``relaysim sweep pakistan-2015`` said to sweep it with ``--param scenario.compare_profiles=[]
+    --param relay.profile=bes,bbm-consumer``, which was refused: the PTA demand (events[0].profiles =
+    ["bes"]) is served on BES alone, and a scenario run under bbm-consumer alone cannot serve it. The
+    way out names the profiles every order is served under (scenario.lone_profiles), says why any is
+    left out, and, given as it is, sweeps every cell: checked here for each built-in scenario of
+    several profiles, up to the first run (which is not made), as the copy it suggests."""
+    import re
+
+    from relaysim.sims import sweep
+    from relaysim.sims.scenario import resolve_scenario
+
+    assert {"fbi-chart", "pakistan-2015", "india-2010"} <= set(_several_profile_builtins())
+    out = tmp_path / "out"
+    assert main(["sweep", scenario, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    way = err.split("or sweep it one profile at a time: ")[1]
+    way = re.split(r" \(|, or run", way)[0]
+    params = [sweep.parse_param(p) for p in way.replace("--param ", "").split(" ")]
+    assert [k for k, _v in params] == [
+        "scenario.matrix" if resolve_scenario(scenario).matrix else "scenario.compare_profiles",
+        "relay.profile",
+    ], way
+    named = params[1][1]
+    every = resolve_scenario(scenario).compare_profiles or named
+    for profile in every:  # (each one left out is said to be, and why)
+        assert profile in named or f"not {profile}" in err.split(way)[1].split(", or run")[0], (profile, err)
+    if scenario == "pakistan-2015":
+        assert named == ["bes"] and "the order pta-blanket-demand is served under bes alone" in err, err
+    copy = re.search(r'with profile = "([^"]+)" under \[relay\]', err)
+    assert copy is not None and copy[1] in named, err
+
+    class Checked(Exception):
+        pass
+
+    def no_runs(_workers: int) -> object:  # (every cell was checked before this: the sweep would run)
+        raise Checked
+
+    monkeypatch.setattr(sweep, "_pool_executor", no_runs)
+    with pytest.raises(Checked):
+        sweep.run_sweep(scenario, params, 1, out, workers=1)

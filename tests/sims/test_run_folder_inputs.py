@@ -143,6 +143,27 @@ def test_analyze_and_report_never_write_through_a_symbolic_link(
     assert (theirs / "relay.json").read_text(encoding="utf-8") == "mine\n"
 
 
+@pytest.mark.parametrize("what", ["a link", "a folder"])
+@pytest.mark.parametrize("at", ["relay.md", "search-warrant-amira.md"])
+def test_analyze_refuses_a_link_or_a_folder_among_its_files_before_writing_any(
+    tmp_path: Path, tf_run: Path, capsys: pytest.CaptureFixture[str], what: str, at: str
+) -> None:
+    """analyze wrote analysis/NAME.json and NAME.md one name after another, checking each as it
+    wrote it: a symbolic link (or a folder) at analysis/relay.md was refused after relay.json (and,
+    at a later name's, after the files of the names before it) had been written anew: analysis/
+    left half of one analysis and half of the one before, saying only that one file was refused.
+    Every file is checked before any is written."""
+    run = copy_of(tf_run, tmp_path)
+    (run / "analysis").mkdir()
+    if what == "a link":
+        (run / "analysis" / at).symlink_to(tmp_path / "elsewhere")
+    else:
+        (run / "analysis" / at).mkdir()
+    refused(capsys, ["analyze", str(run)], str(run / "analysis" / at))
+    assert [p.name for p in (run / "analysis").iterdir()] == [at]
+    assert not (tmp_path / "elsewhere").exists()
+
+
 @pytest.mark.parametrize("link", ["transcript.jsonl", "disclosures", "signal"])
 def test_run_never_writes_through_or_clears_a_symbolic_link_in_its_folder(
     tmp_path: Path, tf_run: Path, capsys: pytest.CaptureFixture[str], link: str
@@ -1746,6 +1767,69 @@ def test_a_line_longer_than_any_event_is_refused_naming_the_file_and_line_not_re
     assert longest and max(longest) <= 4097, max(longest)
 
 
+@pytest.mark.parametrize("command", ["show", "report"])
+def test_show_and_report_refuse_a_transcript_line_longer_than_any_event_not_read_whole(
+    tf_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    """show and report read transcript.jsonl a line at a time (sims.report.transcript_lines), each
+    line whole, bounded only by the file's bound (MAX_TRANSCRIPT, 512 MiB): a line of hundreds of
+    megabytes with no line end was read into memory, then "not JSON". A line is read up to
+    runfiles.MAX_LINE bytes, as analyze's read_truth reads it; past them it is refused naming the file
+    and the line. (MAX_LINE made small here; what is asked of the file, a line at a time, is counted.)"""
+    from relaysim.sims import report
+    from relaysim.sims.analysis import runfiles
+
+    monkeypatch.setattr(runfiles, "MAX_LINE", 4096, raising=False)
+    run = copy_of(tf_run, tmp_path)
+    path = run / "transcript.jsonl"
+    kept = path.read_bytes().split(b"\n")
+    assert max(len(line) for line in kept) < 4096  # (the run's own lines are read as before)
+    assert main([command, str(run)]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    path.write_bytes(b"\n".join([kept[0], b"[" + b"1," * 50_000 + b"1]", *kept[1:]]))
+    longest: list[int] = []
+    opened = runfiles.open_run_file
+
+    def counting(p: Any) -> Any:  # (how much of a line a reader asks for)
+        f = opened(p)
+        if Path(p).name != "transcript.jsonl":
+            return f
+        readline = f.readline
+
+        class Counted:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(f, name)
+
+            def __enter__(self) -> Any:
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                f.close()
+
+            def __iter__(self) -> Any:
+                for line in f:
+                    longest.append(len(line))
+                    yield line
+
+            def readline(self, size: int = -1) -> bytes:
+                line = readline(size)
+                longest.append(len(line))
+                return line
+
+        return Counted()
+
+    monkeypatch.setattr(report, "open_run_file", counting)
+    assert main([command, str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"relaysim {command}: {path}: line 2: more than 4,096 bytes with no line end" in err, err
+    assert err.count("\n") == 1, err
+    assert longest and max(longest) <= 4097, max(longest)
+
+
 @pytest.mark.parametrize(
     ("file", "line"),
     [
@@ -1815,6 +1899,7 @@ def test_a_loop_of_symbolic_links_given_as_a_folder_is_said_to_be_one(
         ("summary.json", ["show", "analyze", "report"]),
         ("provider.json", ["analyze", "report"]),
         ("relay-view.jsonl", ["show", "analyze", "report"]),
+        ("relay.db", ["analyze", "report"]),
     ],
 )
 @pytest.mark.parametrize("to", ["a loop", "nothing"])
@@ -1824,7 +1909,8 @@ def test_a_runs_file_that_is_a_symbolic_link_to_no_file_is_refused_not_passed_ov
     """A run's file that is a symbolic link leading to no file (in a loop of links, or to nothing)
     was taken for no file: analyze scored nothing (no transcript.jsonl) or read the relay's records
     as recorded (no provider.json), saying nothing; show said the run "did not finish" (no
-    summary.json). It is refused naming the file and the link."""
+    summary.json). It is refused naming the file and the link. (analyze said a relay.db that is such a
+    link "Too many levels of symbolic links", or that the folder "has no relay.db".)"""
     run = copy_of(tf_run, tmp_path)
     (run / file).unlink()
     (run / file).symlink_to(file if to == "a loop" else "nowhere")

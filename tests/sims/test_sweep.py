@@ -735,13 +735,14 @@ def test_the_sweep_bench_prints_the_speed_up_and_checks_the_tables_agree(tmp_pat
 def test_without_params_one_cell_and_a_metric_that_is_nowhere_is_named(
     tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A metric no run has a number at (``--metric messages``, a table) only warned, and exited 0 with
-    a column of dashes: it is refused (exit 2), naming the numbers there are, and the runs are kept."""
+    """A metric no run has a number at (``--metric relay_records.nope``, a kind of record no relay
+    writes) only warned, and exited 0 with a column of dashes: it is refused (exit 2), naming the
+    numbers there are, and the runs are kept. (One no run can have, by what summary.json holds, is
+    refused before any run: test_a_metric_no_summary_can_hold_is_refused_before_any_run.)"""
     argv = ["sweep", str(tiny), "--seeds", "1", "--workers", "1", "--out", str(tmp_path / "one"), "--quiet"]
     for metric, listed in (
-        ("messages", "the numbers under messages are messages.planned, messages.accepted_by_relay, "),
-        ("messages.nope", "the numbers under messages are messages.planned, "),
-        ("nope", "the metrics are seed, duration_s, people, devices, messages.planned, "),
+        ("relay_records.nope", "the numbers under relay_records are relay_records.acknowledgement, "),
+        ("disclosures.nope.score.contacts.share", "the numbers under disclosures are disclosures."),
     ):
         assert main([*argv, "--metric", "messages.planned", "--metric", metric]) == 2
         err = capsys.readouterr().err
@@ -763,6 +764,76 @@ def test_without_params_one_cell_and_a_metric_that_is_nowhere_is_named(
         "values": [5.0],
     }
     ET.parse(tmp_path / "one" / "sweep.svg")
+
+
+@pytest.mark.parametrize(
+    ("metric", "said"),
+    [
+        (
+            "messages.lost_by_netwrk",
+            "summary.json has no lost_by_netwrk under messages; the metrics under "
+            "messages are messages.planned, messages.accepted_by_relay, messages.lost_by_network, ",
+        ),
+        (
+            "nope",
+            "summary.json has no nope; the metrics are seed, duration_s, people, devices, messages.planned, ",
+        ),
+        ("messages", "messages is a section, not a number; the numbers under it are messages.planned, "),
+        ("scenario", "scenario is text, not a number"),
+        ("latency_s.p50.x", "latency_s.p50 is a number, with nothing under it"),
+        ("envelopes.agency_devices", "envelopes.agency_devices is a list of names, not a number"),
+    ],
+)
+def test_a_metric_no_summary_can_hold_is_refused_before_any_run(
+    metric: str, said: str, tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A metric no run's summary.json can hold a number at (a misspelt key of a section whose keys
+    relaysim sets, a section, a name) was refused only once every run of the sweep had finished
+    (seconds each, a grid of hundreds): it is refused before any run, by what summary.json holds
+    (sims.sweep.SUMMARY_SCHEMA), naming the metrics there are; nothing is run or written."""
+    out = tmp_path / "sw"
+    argv = ["sweep", str(tiny), "--seeds", "2", "--metric", "messages.planned", "--metric", metric]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"relaysim sweep: --metric {metric}: no run's summary.json has a number there: {said}"
+    ), err
+    assert err.count("\n") == 1, err
+    assert not out.exists()
+    with pytest.raises(
+        SweepError, match=f"^--metric {metric}: no run's summary.json"
+    ):  # (and to run_sweep's caller)
+        run_sweep(str(tiny), [], 2, out, metrics=[metric])
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["two-friends", "ghost-device", "signal-subpoena-2016"])
+def test_the_summary_schema_holds_every_number_a_built_in_runs_summary_has(name: str, tmp_path: Path) -> None:
+    """sims.sweep.SUMMARY_SCHEMA, against which a --metric is checked before any run, is what a run
+    writes: every number of a built-in scenario's summary.json is a metric it lets through (a key
+    summarise adds that the schema lacks would refuse a metric a run has), and every key of a section
+    whose keys it sets is one it names."""
+    from relaysim.sims.report import run_to_dir
+    from relaysim.sims.scenario import resolve_scenario
+    from relaysim.sims.sweep import OPEN, SUMMARY_SCHEMA, number_paths, schema_problem
+    from relaysim.sims.world.simulation import ENVELOPE_FATES
+
+    _result, summary = run_to_dir(resolve_scenario(name), tmp_path / "run")
+    assert name != "signal-subpoena-2016" or "start" in summary  # (a dated run's)
+    assert name != "ghost-device" or "exceptional" in summary
+    assert [p for p in number_paths([summary]) if schema_problem(p) is not None] == []
+
+    def walk(node: Any, schema: Any, at: str) -> None:
+        if isinstance(schema, dict):
+            assert isinstance(node, dict), at
+            assert set(node) <= set(schema), (at, set(node) - set(schema))
+            for k, v in node.items():
+                walk(v, schema[k], f"{at}.{k}")
+        elif schema != OPEN:
+            assert not isinstance(node, dict), at
+
+    walk(summary, SUMMARY_SCHEMA, "")
+    assert list(SUMMARY_SCHEMA["envelopes"]["people"]) == list(ENVELOPE_FATES)
 
 
 @pytest.mark.parametrize("metric", ["", " ", "messages.", ".planned", "messages..planned"])

@@ -4,6 +4,7 @@ organisations in a generated population, a public directory of them, and the sco
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -269,3 +270,30 @@ def test_the_builtin_metaphone_run_reproduces_the_paper_s_component_and_shares(t
     for kind, (_label, share) in PAPER_SHARES.items():
         assert abs(shares[kind] - share) <= 0.5 / people, (kind, shares[kind], share)
         assert rows[kind]["precision"] == rows[kind]["recall"] == 1.0, kind
+
+
+def test_report_analyses_a_run_as_analyze_does_its_directory_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``relaysim report`` on a run without analysis/ computed its analyses without the run's
+    directory.json (``analyze(view)``), unlike ``relaysim analyze``: no organisation's kind known, so
+    no trait inferred, and a directory.json it cannot read passed over, saying nothing. Both go one
+    way (analysis_scoring.compute_analyses): what report computes is what analyze writes."""
+    from relaysim.sims.cli import main
+    from relaysim.sims.reports.html import _analyses
+
+    out = tmp_path / "run"
+    run_to_dir(parse_scenario(BASE.format(profile="keep-everything")), out)
+    computed = _analyses(out)  # (no analysis/: computed in memory)
+    assert computed["relay"]["analysis"]["sensitive_traits"]["traits"]
+    assert main(["analyze", str(out)]) == 0
+    assert (out / "analysis" / "relay.json").is_file()
+    assert _analyses(out) == computed  # (read from analysis/, as analyze wrote it)
+    shutil.rmtree(out / "analysis")
+    (out / "directory.json").write_text('{"gunshop-1": ', encoding="utf-8")
+    capsys.readouterr()
+    for command in ("analyze", "report"):
+        assert main([command, str(out)]) == 2, command
+        err = capsys.readouterr().err
+        assert f"{out / 'directory.json'}" in err and "Traceback" not in err, (command, err)
+    assert not (out / "report.html").exists()
