@@ -11,14 +11,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
+from relaysim.clients import agent as A
 from relaysim.sims import report
 from relaysim.sims.live import _run_live, run_live
 from relaysim.sims.report import run_to_dir
 from relaysim.sims.reports.html import render_report
 from relaysim.sims.scenario import parse_scenario, resolve_scenario
-from relaysim.sims.world.simulation import ENVELOPE_FATES, Simulation, envelope_ledger
+from relaysim.sims.world.simulation import ENVELOPE_FATES, SimDevice, Simulation, envelope_ledger
 from tests.helpers import MAILBOX_SCALE, MAILBOXES
 
 _PARTS = ("delivered", "duplicates_dropped", "refused", "undecryptable", "unread", "dropped_by_relay")
@@ -205,3 +207,52 @@ def test_a_live_run_under_a_profile_that_keeps_no_such_records_says_it_counted_n
     summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
     assert summary["envelopes"] == {}
     assert "the signal profile keeps no send record" in summary["live"]["envelopes_not_counted"]
+
+
+class _ReadTwice(Simulation):
+    """A run in which one device reads one planned message a second time (``by_mailbox``: a mailbox
+    reads it, on its holder's phone), as a copy of it encrypted afresh would be read, not refused by the
+    ratchet as a replayed one is: its agent's ``Received`` handed over twice. ``twice``: the device the
+    relay queued that envelope for."""
+
+    by_mailbox = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.twice: list[str] = []
+
+    def _agent_event(self, d: SimDevice, event: A.AgentEvent, box: SimDevice | None = None) -> None:
+        super()._agent_event(d, event, box)
+        if (
+            not self.twice
+            and type(event) is A.Received
+            and (box is not None) == self.by_mailbox
+            and self.envelope_message.get(event.envelope_id) is not None
+        ):
+            self.twice.append((box or d).name)
+            super()._agent_event(d, event, box)
+
+
+@pytest.mark.parametrize("by_mailbox", [False, True])
+def test_a_message_read_again_on_the_same_device_is_counted_a_duplicate_under_that_device(
+    by_mailbox: bool,
+) -> None:
+    """Simulation._received counts a planned message a device reads a second time as a duplicate dropped
+    (summary.json's messages); its envelope was counted as delivered in ``envelopes``, a duplicate
+    nowhere there, so the device's row and the parties' said fewer duplicates than the run's count. Now
+    it is one under the device the relay queued it for (a mailbox's under the mailbox)."""
+    scenario = (
+        parse_scenario(MAILBOXES, source="mailboxes.toml") if by_mailbox else resolve_scenario("two-friends")
+    )
+    plain = Simulation(scenario).run()
+    sim = _ReadTwice(scenario)
+    sim.by_mailbox = by_mailbox
+    result = sim.run()
+    (name,) = sim.twice
+    assert name.split("/")[0] not in ("amira", "ben") if by_mailbox else name in ("amira/1", "ben/1")
+    assert result.duplicates_dropped == plain.duplicates_dropped + 1
+    row, before = result.envelopes_by_device[name], plain.envelopes_by_device[name]
+    assert row["duplicates_dropped"] == before["duplicates_dropped"] + 1, (row, before)
+    assert row["delivered"] == before["delivered"] - 1, (row, before)  # the same envelopes acknowledged
+    assert sum(row[k] for k in _PARTS) == row["sent"] == before["sent"]
+    assert result.envelopes["people"]["duplicates_dropped"] == result.duplicates_dropped
