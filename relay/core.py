@@ -1414,11 +1414,11 @@ class RelayCore:
     def _get_sender_certificate(self, conn: ConnectionContext, req: GetSenderCertificate, out: _Out) -> None:
         device = self._my_device(conn, "get_sender_certificate")
         if device.device > MAX_CERTIFICATE_DEVICE_ID:  # (libsignal's DeviceId: 1 to 127)
+            # about no field: get_sender_certificate has none; what is wrong is the connection's device
             raise _Refused(
                 ErrorCode.FORBIDDEN,
                 f"a sender certificate names a device from 1 to {MAX_CERTIFICATE_DEVICE_ID} (libsignal's "
                 f"DeviceId); this connection is device {device.device}: it cannot send sealed",
-                "device",
             )
         # before the certificate costs its signature
         self._limit("get_sender_certificate", conn, ("certificates_per_account", device.account))

@@ -33,9 +33,10 @@ store), ``summary.json``, ``summary.md`` — plus ``relay.log``, the server's lo
 ``t`` are simulated seconds, real elapsed time divided by ``time_scale``. The ``relay`` parts of
 message events come from the relay's store after it has stopped; their ``time`` fields are the
 relay's real clock (Unix seconds), not simulated time. The records of the envelopes a phone could not
-read (``undecryptable``, with the ``reason`` of a refusal, and ``duplicate_dropped``) are the
-simulator's, each at the time its phone reported it, put in place after the run: which copies were
-duplicates is known only once the relay's ids for every send have reached their senders. A duplicate
+read (``undecryptable``, with the ``reason`` of a refusal, and ``duplicate_dropped``; a mailbox's naming
+the mailbox) are the simulator's, each at the time its phone reported it, put in place after the run:
+which copies were duplicates is known only once the relay's ids for every send have reached their
+senders. A duplicate
 that is no planned message (a receipt, cover...) is the phone's word, set beside the relay's records:
 ``summary.json``'s ``live.duplicates_checked_by_relay`` says how many the relay's records confirm (it
 accepted another envelope of the same size for that device), and each it accepted only once is a
@@ -850,7 +851,8 @@ class _LiveRun:
         the agent reported it. (The simulator also knows how often the relay accepted a receipt or a
         cover message; the live driver cannot tie a copy whose answer was lost to its message, so there
         it counts the agent's word, and sets it beside the relay's records after the run: ``_relay_check``.)
-        Each with the device the relay queued it for (a mailbox's are its holder's in the transcript)."""
+        Each with the device the relay queued it for, which the record names: the phone, or the mailbox on
+        it that could not read it (its holder's phone is the one whose reads make it a duplicate)."""
         records = []
         for name, eid, t, reason, counted in self._unread:
             duplicate = reason is None
@@ -861,7 +863,7 @@ class _LiveRun:
             record: dict[str, Any] = {
                 "t": t,
                 "kind": "duplicate_dropped" if duplicate else "undecryptable",
-                "device": name,
+                "device": counted,
                 "message": mid,
             }
             if not duplicate and reason in REFUSAL_REASONS:

@@ -985,6 +985,13 @@ def show_rows(events: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     senders |= {
         e["message"]: (e["from"], f"group {e['group']}") for e in events if e["kind"] == "group_message_sent"
     }
+    # a mailbox's device (its account's one) → who holds it, for whose replies: the envelopes it could not
+    # read are named by it, the device the relay queued them for
+    boxes = {
+        f"{e['mailbox']}/1": f"{e['device']}'s mailbox for {e['peer']} ({e['mailbox']}/1)"
+        for e in events
+        if e["kind"] == "mailbox_opened"
+    }
     rows: list[tuple[str, str, str, str]] = []
     for e in events:
         kind = e["kind"]
@@ -1033,18 +1040,19 @@ def show_rows(events: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
                 else f"message {e['message']}"
             )
             reason = e.get("reason")
+            reader = boxes.get(e["device"], e["device"])
             if reason == "untrusted_identity":
                 phones = (
-                    f"{e['device']} refused {what}: it decrypted, but from a changed identity key the user "
+                    f"{reader} refused {what}: it decrypted, but from a changed identity key the user "
                     "has not approved"
                 )
             elif reason == "sealed_sender_self_send":
-                phones = f"{e['device']} dropped {what}: sealed under its own address (a self-send)"
+                phones = f"{reader} dropped {what}: sealed under its own address (a self-send)"
             else:
-                phones = f"{e['device']} could not decrypt {what}"
+                phones = f"{reader} could not decrypt {what}"
         elif kind == "duplicate_dropped":
             copy = "a receipt or other control message" if e["message"] is None else f"message {e['message']}"
-            phones = f"{e['device']} dropped a second copy of {copy}"
+            phones = f"{boxes.get(e['device'], e['device'])} dropped a second copy of {copy}"
         elif kind == "exceptional_access":
             demand = e["demand"]
             if demand == "ghost_device":

@@ -1346,12 +1346,14 @@ class Simulation:
                 )
         elif isinstance(event, A.Duplicate | A.Undecryptable):
             mid = self.envelope_message.get(event.envelope_id)
+            # the device that could not read it, as counted (a mailbox on ``d``, or ``d``)
+            reader = (box or d).name
             if self._read_already(d, event, mid):
                 self.duplicates_dropped += 1  # the network duplicated the send: a second copy
                 self._outcome(box or d, 0)
-                self.emit({"t": t, "kind": "duplicate_dropped", "device": d.name, "message": mid})
+                self.emit({"t": t, "kind": "duplicate_dropped", "device": reader, "message": mid})
             else:
-                record = {"t": t, "kind": "undecryptable", "device": d.name, "message": mid}
+                record = {"t": t, "kind": "undecryptable", "device": reader, "message": mid}
                 if isinstance(event, A.Undecryptable) and event.reason != A.DECRYPTION_FAILED:
                     self.refused[event.reason] += 1
                     record["reason"] = event.reason  # it opened: refused for its identity key, or a self-send

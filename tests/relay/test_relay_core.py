@@ -388,8 +388,9 @@ def test_a_sender_certificate_is_refused_to_a_device_past_127(core: RelayCore, c
     """libsignal's DeviceId is 1 to 127 and its SenderCertificate reads no other sender device, so the
     relay issues no certificate naming another: a device stored as 128 (registered before device ids
     past 127 were refused; the wire now refuses its auth_challenge, so its connection is logged in here
-    by hand) is refused (``forbidden``, about ``device``), before a rate-limit token or a signature is
-    spent; 127 gets one."""
+    by hand) is refused (``forbidden``), before a rate-limit token or a signature is spent; 127 gets one.
+    The refusal is about no field: get_sender_certificate has none (it named ``device``, which the
+    request does not have); its message names the connection's device."""
     for device, ok in ((127, True), (128, False)):
         conn = core_device(core, DeviceKeys.make(f"dev{device}", 1), device)
         stored = core.store.device(f"dev{device}", 1)
@@ -401,8 +402,8 @@ def test_a_sender_certificate_is_refused_to_a_device_past_127(core: RelayCore, c
             assert isinstance(answer, wire.SenderCertificateResponse)
             assert SenderCertificate.decode(answer.certificate).device == device
         else:
-            frame = assert_error(answer, wire.ErrorCode.FORBIDDEN, "device")
-            assert "1 to 127" in frame.message and "device 128" in frame.message
+            frame = assert_error(answer, wire.ErrorCode.FORBIDDEN, None)
+            assert "1 to 127" in frame.message and "this connection is device 128" in frame.message
 
 
 def test_the_server_identity_survives_a_restart(tmp_path: Path) -> None:

@@ -11,14 +11,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
+from relaysim.clients import agent as A
+from relaysim.clients.identity import IdentityChanged, UntrustedIdentity
+from relaysim.clients.session import Device
 from relaysim.sims import report
 from relaysim.sims.live import _run_live, run_live
 from relaysim.sims.report import run_to_dir
 from relaysim.sims.reports.html import render_report
 from relaysim.sims.scenario import parse_scenario, resolve_scenario
-from relaysim.sims.world.simulation import ENVELOPE_FATES, Simulation, envelope_ledger
+from relaysim.sims.world.simulation import ENVELOPE_FATES, SimDevice, Simulation, envelope_ledger
 from tests.helpers import MAILBOX_SCALE, MAILBOXES
 
 _PARTS = ("delivered", "duplicates_dropped", "refused", "undecryptable", "unread", "dropped_by_relay")
@@ -205,3 +209,121 @@ def test_a_live_run_under_a_profile_that_keeps_no_such_records_says_it_counted_n
     summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
     assert summary["envelopes"] == {}
     assert "the signal profile keeps no send record" in summary["live"]["envelopes_not_counted"]
+
+
+class _ReadTwice(Simulation):
+    """A run in which one device reads one planned message a second time (``by_mailbox``: a mailbox
+    reads it, on its holder's phone), as a copy of it encrypted afresh would be read, not refused by the
+    ratchet as a replayed one is: its agent's ``Received`` handed over twice. ``twice``: the device the
+    relay queued that envelope for."""
+
+    by_mailbox = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.twice: list[str] = []
+
+    def _agent_event(self, d: SimDevice, event: A.AgentEvent, box: SimDevice | None = None) -> None:
+        super()._agent_event(d, event, box)
+        if (
+            not self.twice
+            and type(event) is A.Received
+            and (box is not None) == self.by_mailbox
+            and self.envelope_message.get(event.envelope_id) is not None
+        ):
+            self.twice.append((box or d).name)
+            super()._agent_event(d, event, box)
+
+
+@pytest.mark.parametrize("by_mailbox", [False, True])
+def test_a_message_read_again_on_the_same_device_is_counted_a_duplicate_under_that_device(
+    by_mailbox: bool,
+) -> None:
+    """Simulation._received counts a planned message a device reads a second time as a duplicate dropped
+    (summary.json's messages); its envelope was counted as delivered in ``envelopes``, a duplicate
+    nowhere there, so the device's row and the parties' said fewer duplicates than the run's count. Now
+    it is one under the device the relay queued it for (a mailbox's under the mailbox)."""
+    scenario = (
+        parse_scenario(MAILBOXES, source="mailboxes.toml") if by_mailbox else resolve_scenario("two-friends")
+    )
+    plain = Simulation(scenario).run()
+    sim = _ReadTwice(scenario)
+    sim.by_mailbox = by_mailbox
+    result = sim.run()
+    (name,) = sim.twice
+    assert name.split("/")[0] not in ("amira", "ben") if by_mailbox else name in ("amira/1", "ben/1")
+    assert result.duplicates_dropped == plain.duplicates_dropped + 1
+    row, before = result.envelopes_by_device[name], plain.envelopes_by_device[name]
+    assert row["duplicates_dropped"] == before["duplicates_dropped"] + 1, (row, before)
+    assert row["delivered"] == before["delivered"] - 1, (row, before)  # the same envelopes acknowledged
+    assert sum(row[k] for k in _PARTS) == row["sent"] == before["sent"]
+    assert result.envelopes["people"]["duplicates_dropped"] == result.duplicates_dropped
+
+
+# ben's first reply, to amira's mailbox (MAILBOXES' message 2)
+_REFUSED_AT_THE_MAILBOX = "Writing to it now"
+
+
+def _refuse_at_the_mailbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Amira's mailbox refuses ben's first reply as from an identity key the user has not approved (it
+    decrypted), as ``Device`` refuses one under ``identity_changes = "block"``: an envelope the mailbox,
+    not its holder's phone, could not read, in either driver."""
+    decrypt = Device._decrypt
+
+    def refusing(self: Device, peer: Any, ciphertext: bytes, identity: bytes | None) -> bytes:
+        plaintext = decrypt(self, peer, ciphertext, identity)
+        if self.address.account not in ("amira", "ben") and _REFUSED_AT_THE_MAILBOX.encode() in plaintext:
+            raise UntrustedIdentity(
+                IdentityChanged(peer, b"\x01" * 32, b"\x02" * 32, "message", False, False)
+            )
+        return plaintext
+
+    monkeypatch.setattr(Device, "_decrypt", refusing)
+
+
+def _check_the_mailbox_s_refusal(result: Any, events: list[dict[str, Any]]) -> None:
+    """The mailbox's refusal is counted under the mailbox and its transcript record names the mailbox's
+    device, as ``relaysim show`` says whose it is."""
+    (opened,) = [e for e in events if e["kind"] == "mailbox_opened"]
+    box = f"{opened['mailbox']}/1"
+    unread = [e for e in events if e["kind"] in ("undecryptable", "duplicate_dropped")]
+    assert [(e["kind"], e["device"], e["message"], e.get("reason")) for e in unread] == [
+        ("undecryptable", box, 2, A.UNTRUSTED_IDENTITY)
+    ]
+    rows = result.envelopes_by_device
+    assert rows[box]["refused"] == 1, rows
+    for name, row in rows.items():
+        assert all(row[k] >= 0 for k in ENVELOPE_FATES), (name, row)
+        assert sum(row[k] for k in _PARTS) == row["sent"], (name, row)
+        assert name == box or row["refused"] == 0, (name, row)  # nothing counted under amira's phone
+    assert result.refused[A.UNTRUSTED_IDENTITY] == 1
+    shown = [row[1] for row in report.show_rows(events) if "refused message 2" in row[1]]
+    assert shown == [
+        f"amira/1's mailbox for ben ({box}) refused message 2: it decrypted, but from a changed identity key "
+        "the user has not approved"
+    ]
+
+
+def test_what_a_mailbox_could_not_read_names_the_mailbox_in_the_transcript(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transcript's record of an envelope a mailbox could not read named its holder's phone (amira/1)
+    while the counts put it under the mailbox; now it names the mailbox's device, as the counts do."""
+    _refuse_at_the_mailbox(monkeypatch)
+    result, _ = run_to_dir(parse_scenario(MAILBOXES, source="mailboxes.toml"), tmp_path)
+    lines = (tmp_path / "transcript.jsonl").read_text(encoding="utf-8").splitlines()
+    _check_the_mailbox_s_refusal(result, [json.loads(line) for line in lines])
+
+
+def test_a_live_run_counts_what_a_mailbox_could_not_read_under_the_mailbox(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Live (sims/live.py: a relay process, trio clients), an envelope a mailbox could not read is counted
+    under the mailbox (_LiveRun._mailbox_event, _unreadable's ``box``), not under its holder's phone, which
+    the relay queued nothing for (counted there, the phone's row had read -1 envelopes), and its
+    transcript record names the mailbox, as the simulator's does."""
+    _refuse_at_the_mailbox(monkeypatch)
+    scenario = parse_scenario(MAILBOXES, source="mailboxes.toml")
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    outcome = trio.run(_run_live, scenario, tmp_path, MAILBOX_SCALE, None)
+    _check_the_mailbox_s_refusal(outcome.result, outcome.events)
