@@ -1553,6 +1553,24 @@ _SIGNAL_2016_ROUTING = (
     f"before sealed sender (2018-10-29, after this date: {_SEALED_SENDER_DAY}) the server saw the sender and the recipient of every message as "
     "it routed it, and kept no record of either (signal.org/bigbrother, 2016 response)"
 )
+# Signal's groups v2 (the Signal Private Group System) was announced on 2019-12-09 (signal.org/blog/signal-private-group-
+# system, a technology preview: the project's citation, not on the record, which gives no date for groups v2 reaching
+# users, which may have come later). Before it a run's groups are as the record of 2016 has them: the server keeps
+# nothing about them, the clients fan each group message out themselves.
+_SIGNAL_GROUPS_V2_DAY = date(2019, 12, 9)
+_SIGNAL_GROUPS_V2_SOURCE = (
+    "signal.org/blog/signal-private-group-system, 2019-12-09: the announcement's day, a technology preview (the "
+    "project's citation, not on the record; the record gives no date for groups v2 reaching users, which may have "
+    "come later)"
+)
+_SIGNAL_GROUPS_V1 = (
+    "Signal's groups before groups v2 (announced 2019-12-09, after this date: the project's citation, not on the "
+    "record): the server keeps no group state and no member list, and the sender's client fans each group message "
+    "out to the members it knows (that this is how Signal's groups then worked is the project's reading of the "
+    "record); the record: Signal, 2016: things it does not have stored include 'anything about a user's groups (such "
+    "as how many groups a user is in, which groups a user is in, the membership lists of a user's groups)' "
+    "(signal.org/bigbrother, E.D. Va. grand-jury subpoena)"
+)
 # Signal's answer to a search warrant is on record from 2021 (the Santa Clara County warrant, signal.org/bigbrother;
 # the record gives the year: the first of it is the date here). Before it no record of Signal's speaks of a warrant
 # (its published response of 2016 is to a grand-jury subpoena): the profile answers one the same, and says so.
@@ -1922,6 +1940,13 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
                     "message_counts": _SIGNAL_2016_ROUTING,
                 },
             },
+        ),
+        Change(
+            _SIGNAL_GROUPS_V2_DAY,
+            "groups v2: the clients keep each group's state (its members) at the server, encrypted under a key only "
+            "the members hold; before it the server kept no group state at all",
+            _SIGNAL_GROUPS_V2_SOURCE,
+            {"group_state_encrypted": False, "group_source": _SIGNAL_GROUPS_V1},
         ),
         Change(
             _SIGNAL_WARRANT_REPORTED,
