@@ -1386,7 +1386,7 @@ _BES_INDIA_ASSUMED = _BES_INDIA_ASSUMED_TEXT.format(when=" (the record gives the
 _BES_INDIA_ASSUMED_LATER = _BES_INDIA_ASSUMED_TEXT.format(when=", after this date")
 
 _BES_KEYS = (
-    "the keys are generated and held by the enterprise's own BES server, not by BlackBerry: the order has to be "
+    "the keys are held by the enterprise's own BES server, not by BlackBerry: the order has to be "
     "served on the enterprise (RIM, August 2010: 'no master key or back door')"
 )
 _BES_PTA_ACCEPTED = (
@@ -1416,7 +1416,7 @@ BES = Profile(
     custody="enterprise",
     pen_register=True,
     sources=(
-        "RIM, August 2010: BES keys are generated and held by the customer's server; 'no master key or back door'",
+        "RIM, August 2010: BES keys are held by the customer's server; 'no master key or back door'",
         "Pakistan 2015: the PTA withdrew its demand on 2015-12-31, 'accepting BlackBerry's position that we "
         "cannot provide the content of our customers' BES traffic'",
         "BlackBerry's lawful-access policy as reported (Dec 2015): location, who contacted whom and certain "

@@ -888,3 +888,14 @@ def test_scenarios_docs_and_help_name_each_instrument_by_its_legal_name() -> Non
         )  # a wrapped line (or comment) as one
         loose += [(where, prose[max(0, m.start() - 60) : m.end() + 30]) for m in _LOOSE.finditer(prose)]
     assert not loose, loose
+
+
+@pytest.mark.parametrize("start", [None, "2013-01-07", "2015-07-01"])
+def test_bes_keys_are_said_held_by_the_customers_server_as_the_record_says_not_generated_there(
+    start: str | None,
+) -> None:
+    """The record (RIM, August 2010): the customer's server holds the keys. That it generates them is not on it."""
+    profile = profile_as_of("bes", None if start is None else date.fromisoformat(start))
+    texts = [t for f in PROFILE_TEXT_FIELDS for t in _texts(getattr(profile, f))] + list(profile.sources)
+    assert any("held by the" in t for t in texts)
+    assert not [t for t in texts if "generated" in t], [t for t in texts if "generated" in t]
