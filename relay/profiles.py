@@ -407,10 +407,13 @@ def _foreign_forward_nothing(record: str) -> dict[str, str]:
 # Signal's own words on groups, in its published responses (signal.org/bigbrother): what the desk
 # says beside "not retained" (no group state on the relay) or "cryptographically impossible" (only
 # encrypted group state, groups v2).
-_SIGNAL_GROUPS_RECORD = (
+_SIGNAL_GROUPS_RECORD_2016 = (
     "Signal, 2016: things it does not have stored include 'anything about a user's groups (such as how many "
     "groups a user is in, which groups a user is in, the membership lists of a user's groups)' "
-    "(signal.org/bigbrother, E.D. Va. grand-jury subpoena); 2021: Signal 'doesn't have access to' a user's "
+    "(signal.org/bigbrother, E.D. Va. grand-jury subpoena)"
+)
+_SIGNAL_GROUPS_RECORD = (
+    f"{_SIGNAL_GROUPS_RECORD_2016}; 2021: Signal 'doesn't have access to' a user's "
     "messages, chat list, groups or contacts (signal.org/bigbrother, Santa Clara County warrant)"
 )
 
@@ -1567,9 +1570,7 @@ _SIGNAL_GROUPS_V1 = (
     "Signal's groups before groups v2 (announced 2019-12-09, after this date: the project's citation, not on the "
     "record): the server keeps no group state and no member list, and the sender's client fans each group message "
     "out to the members it knows (that this is how Signal's groups then worked is the project's reading of the "
-    "record); the record: Signal, 2016: things it does not have stored include 'anything about a user's groups (such "
-    "as how many groups a user is in, which groups a user is in, the membership lists of a user's groups)' "
-    "(signal.org/bigbrother, E.D. Va. grand-jury subpoena)"
+    f"record); the record: {_SIGNAL_GROUPS_RECORD_2016}"
 )
 # Signal's answer to a search warrant is on record from 2021 (the Santa Clara County warrant, signal.org/bigbrother;
 # the record gives the year: the first of it is the date here). Before it no record of Signal's speaks of a warrant
@@ -1581,6 +1582,12 @@ _SIGNAL_WARRANT_LATER = (
     "(the record gives the year: the date is its first day); no earlier record of Signal's speaks of a warrant. "
     "This profile assumes a search warrant got then what that one got"
 )
+# Signal's notes before its 2021 record: what it says of groups is the record of 2016 (its 2021 words are later).
+_SIGNAL_NOTES_BEFORE_2021 = {
+    **SIGNAL.notes,
+    "group_membership": f"{_SIGNAL_GROUPS_RECORD_2016}; its response of 2021 (Santa Clara County warrant) is after this "
+    "date",
+}
 _SIGNAL_2703D_LATER = _chart_dash_assumed(
     "Signal",
     "account creation date/time; last connection date",
@@ -1935,7 +1942,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             {
                 "sealed_sender": False,
                 "notes": {
-                    **SIGNAL.notes,
+                    **_SIGNAL_NOTES_BEFORE_2021,
                     "message_log": _SIGNAL_2016_ROUTING,
                     "message_counts": _SIGNAL_2016_ROUTING,
                 },
@@ -1961,6 +1968,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
                     "search_warrant": _SIGNAL_WARRANT_LATER,
                 },
                 "assumed_answers": SIGNAL.assumed_answers | {"search_warrant"},
+                "notes": _SIGNAL_NOTES_BEFORE_2021,
             },
             policy=True,
             record=True,

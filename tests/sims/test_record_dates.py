@@ -899,3 +899,16 @@ def test_bes_keys_are_said_held_by_the_customers_server_as_the_record_says_not_g
     texts = [t for f in PROFILE_TEXT_FIELDS for t in _texts(getattr(profile, f))] + list(profile.sources)
     assert any("held by the" in t for t in texts)
     assert not [t for t in texts if "generated" in t], [t for t in texts if "generated" in t]
+
+
+@pytest.mark.parametrize(
+    ("start", "later"), [("2016-05-01", True), ("2020-06-01", True), ("2021-01-07", False), (None, False)]
+)
+def test_signals_groups_note_cites_its_2021_response_only_from_2021(start: str | None, later: bool) -> None:
+    """Signal's note on group membership quoted its 2021 response (Santa Clara County warrant) in a disclosure of
+    2016 as if on the record then; before 2021 it says that response is after the disclosure's date."""
+    (d,) = _serve("signal", start, "court_order_2703d")
+    why = d.reasons["group_membership"][1]
+    assert "'anything about a user's groups" in why, why
+    assert ("2021: Signal 'doesn't have access to'" in why) is not later, why
+    assert ("its response of 2021 (Santa Clara County warrant) is after this date" in why) is later, why
