@@ -407,10 +407,13 @@ def _foreign_forward_nothing(record: str) -> dict[str, str]:
 # Signal's own words on groups, in its published responses (signal.org/bigbrother): what the desk
 # says beside "not retained" (no group state on the relay) or "cryptographically impossible" (only
 # encrypted group state, groups v2).
-_SIGNAL_GROUPS_RECORD = (
+_SIGNAL_GROUPS_RECORD_2016 = (
     "Signal, 2016: things it does not have stored include 'anything about a user's groups (such as how many "
     "groups a user is in, which groups a user is in, the membership lists of a user's groups)' "
-    "(signal.org/bigbrother, E.D. Va. grand-jury subpoena); 2021: Signal 'doesn't have access to' a user's "
+    "(signal.org/bigbrother, E.D. Va. grand-jury subpoena)"
+)
+_SIGNAL_GROUPS_RECORD = (
+    f"{_SIGNAL_GROUPS_RECORD_2016}; 2021: Signal 'doesn't have access to' a user's "
     "messages, chat list, groups or contacts (signal.org/bigbrother, Santa Clara County warrant)"
 )
 
@@ -1386,7 +1389,7 @@ _BES_INDIA_ASSUMED = _BES_INDIA_ASSUMED_TEXT.format(when=" (the record gives the
 _BES_INDIA_ASSUMED_LATER = _BES_INDIA_ASSUMED_TEXT.format(when=", after this date")
 
 _BES_KEYS = (
-    "the keys are generated and held by the enterprise's own BES server, not by BlackBerry: the order has to be "
+    "the keys are held by the enterprise's own BES server, not by BlackBerry: the order has to be "
     "served on the enterprise (RIM, August 2010: 'no master key or back door')"
 )
 _BES_PTA_ACCEPTED = (
@@ -1416,7 +1419,7 @@ BES = Profile(
     custody="enterprise",
     pen_register=True,
     sources=(
-        "RIM, August 2010: BES keys are generated and held by the customer's server; 'no master key or back door'",
+        "RIM, August 2010: BES keys are held by the customer's server; 'no master key or back door'",
         "Pakistan 2015: the PTA withdrew its demand on 2015-12-31, 'accepting BlackBerry's position that we "
         "cannot provide the content of our customers' BES traffic'",
         "BlackBerry's lawful-access policy as reported (Dec 2015): location, who contacted whom and certain "
@@ -1553,6 +1556,22 @@ _SIGNAL_2016_ROUTING = (
     f"before sealed sender (2018-10-29, after this date: {_SEALED_SENDER_DAY}) the server saw the sender and the recipient of every message as "
     "it routed it, and kept no record of either (signal.org/bigbrother, 2016 response)"
 )
+# Signal's groups v2 (the Signal Private Group System) was announced on 2019-12-09 (signal.org/blog/signal-private-group-
+# system, a technology preview: the project's citation, not on the record, which gives no date for groups v2 reaching
+# users, which may have come later). Before it a run's groups are as the record of 2016 has them: the server keeps
+# nothing about them, the clients fan each group message out themselves.
+_SIGNAL_GROUPS_V2_DAY = date(2019, 12, 9)
+_SIGNAL_GROUPS_V2_SOURCE = (
+    "signal.org/blog/signal-private-group-system, 2019-12-09: the announcement's day, a technology preview (the "
+    "project's citation, not on the record; the record gives no date for groups v2 reaching users, which may have "
+    "come later)"
+)
+_SIGNAL_GROUPS_V1 = (
+    "Signal's groups before groups v2 (announced 2019-12-09, after this date: the project's citation, not on the "
+    "record): the server keeps no group state and no member list, and the sender's client fans each group message "
+    "out to the members it knows (that this is how Signal's groups then worked is the project's reading of the "
+    f"record); the record: {_SIGNAL_GROUPS_RECORD_2016}"
+)
 # Signal's answer to a search warrant is on record from 2021 (the Santa Clara County warrant, signal.org/bigbrother;
 # the record gives the year: the first of it is the date here). Before it no record of Signal's speaks of a warrant
 # (its published response of 2016 is to a grand-jury subpoena): the profile answers one the same, and says so.
@@ -1563,6 +1582,12 @@ _SIGNAL_WARRANT_LATER = (
     "(the record gives the year: the date is its first day); no earlier record of Signal's speaks of a warrant. "
     "This profile assumes a search warrant got then what that one got"
 )
+# Signal's notes before its 2021 record: what it says of groups is the record of 2016 (its 2021 words are later).
+_SIGNAL_NOTES_BEFORE_2021 = {
+    **SIGNAL.notes,
+    "group_membership": f"{_SIGNAL_GROUPS_RECORD_2016}; its response of 2021 (Santa Clara County warrant) is after this "
+    "date",
+}
 _SIGNAL_2703D_LATER = _chart_dash_assumed(
     "Signal",
     "account creation date/time; last connection date",
@@ -1917,11 +1942,18 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             {
                 "sealed_sender": False,
                 "notes": {
-                    **SIGNAL.notes,
+                    **_SIGNAL_NOTES_BEFORE_2021,
                     "message_log": _SIGNAL_2016_ROUTING,
                     "message_counts": _SIGNAL_2016_ROUTING,
                 },
             },
+        ),
+        Change(
+            _SIGNAL_GROUPS_V2_DAY,
+            "groups v2: the clients keep each group's state (its members) at the server, encrypted under a key only "
+            "the members hold; before it the server kept no group state at all",
+            _SIGNAL_GROUPS_V2_SOURCE,
+            {"group_state_encrypted": False, "group_source": _SIGNAL_GROUPS_V1},
         ),
         Change(
             _SIGNAL_WARRANT_REPORTED,
@@ -1936,6 +1968,7 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
                     "search_warrant": _SIGNAL_WARRANT_LATER,
                 },
                 "assumed_answers": SIGNAL.assumed_answers | {"search_warrant"},
+                "notes": _SIGNAL_NOTES_BEFORE_2021,
             },
             policy=True,
             record=True,

@@ -943,7 +943,7 @@ def _as_seen_intro(kept: Mapping[str, Any]) -> list[str]:
         "Read from: `relay-view.jsonl`, every observation the relay made while the run went on — each request on "
         "each connection with its network address and time, and each sealed send's recipient, size, time and "
         "connection — before any retention policy. A provider that watches its relay live has all of it, whatever "
-        "its profile keeps; so does one compelled to (a pen register, a wiretap order), or whose relay is hacked. "
+        "its profile keeps; so does one compelled to (by a pen register order, a wiretap order), or whose relay is hacked. "
         "Everything below is inferred from that alone; the scores compare it with what really happened.",
         "",
         f"The relay saw {seen_total:,} records ({sealed['seen']:,} sealed sends); {kept['kept_from']} keeps "

@@ -1189,7 +1189,7 @@ def build_parser() -> argparse.ArgumentParser:
             "all read from the relay's own store. The run's relay.db is not modified (the desk works on a "
             "copy). The profile, the provider's content keys and its GeoIP table come from provider.json "
             "beside relay.db. Times are simulated time since the start of the run, like the scenario's. "
-            "Forward-looking orders (pen_register, wiretap and the like) collect only from service on: "
+            "Forward-looking orders (a pen register order, a wiretap order and the like) collect only from service on: "
             "served on a finished run they collect nothing, so put them in the scenario's timeline instead.\n\n"
             "processes:\n" + "\n".join(f"  {k:<18} {v}" for k, v in PROCESSES.items())
         ),
@@ -1294,7 +1294,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="every provider profile under every kind of US legal process, as the FBI's chart has it",
         description=(
             "Run the built-in fbi-chart scenario under every real provider profile, serve a subpoena, a 2703(d) "
-            "order, a search warrant, a pen register and a wiretap order in each, and print what each provider "
+            "order, a search warrant, a pen register order and a wiretap order in each, and print what each provider "
             "can and cannot reveal. Where DIR already holds the chart, print it again without running (--rerun "
             "runs it again, replacing it). chart never writes into a folder holding another run unless --force."
         ),

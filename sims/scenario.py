@@ -33,13 +33,14 @@ line) rather than run doing something other than what it says. In particular:
   running order that reaches the end of the run is answered then; one that would expire later
   cannot be). A window that starts within the run may end after it. A device's offline windows
   may not overlap. A legal process's times are read as its instrument reads them: one that looks
-  forward (a pen register, a wiretap) collects from service (``at``, or a later ``from``: an
+  forward (a pen register order, a wiretap order) collects from service (``at``, or a later ``from``: an
   earlier one is refused, it would change nothing) until ``to`` or ``withdrawn``, which therefore
   come after both (``withdrawn`` by the end of the run, and before ``to``: an order that has
   lapsed can no longer be withdrawn; ``answered``, when a provider that did not comply gave its
   response, between service and the withdrawal); one that looks back
-  covers what is held at service, so its ``from`` is before ``at`` (a backup warrant's ``from``
-  and ``to`` bound the backed-up messages handed over, see relay.backup). Scripted messages are
+  covers what is held at service, so its ``from`` is before ``at`` (a search warrant on a
+  backup's custodian: its ``from`` and ``to`` bound the backed-up messages handed over, see
+  relay.backup). Scripted messages are
   sent before the end; events happen by the end.
 - Regions are names you choose (not empty or blank, no control characters). The regions of a scenario are the relay's
   and its devices' (``[[people]]`` devices and ``[generate]`` regions); a latency rule or a

@@ -112,3 +112,34 @@ def test_a_disclosure_of_the_member_list_shows_the_member_no_admin_added(
     (row,) = d.provided["group_membership"]
     assert row["members"] == ["ghost-newsroom", "lena", "omar", "sam"]
     assert row["provider_added"] == ["ghost-newsroom"] and row["added_by"] == "omar"
+
+
+@pytest.mark.parametrize(
+    ("start", "v2"),
+    [("2019-06-01", False), ("2019-12-09", True)],
+)
+def test_a_signal_run_before_groups_v2_reads_signals_groups_as_they_were(
+    tmp_path: Path, start: str, v2: bool
+) -> None:
+    """Signal's groups v2 (encrypted group state at the server) was announced on 2019-12-09: a Signal run set
+    before it printed the groups v2 design, citing 2019-12-09 and CCS 2020, as the run's own. Before it the run's
+    groups are those of the record (Signal, 2016: nothing about a user's groups stored; the clients fan out)."""
+    base = (Path(__file__).parents[2] / "sims" / "scenarios" / "ghost-participant.toml").read_text()
+    text = base.replace("seed = 2018\n", f"seed = 2018\nstart = {start}\n").replace(
+        'profile = "whatsapp"', 'profile = "signal"'
+    )
+    path = tmp_path / "gp.toml"
+    path.write_text(text, encoding="utf-8")
+    sc = parse_scenario(text, "gp.toml")
+    (report,) = [r for r in Simulation(sc, db_path=tmp_path / "relay.db").run().exceptional]
+    data = report.data
+    assert data["added_at"] is None and data["group_state_encrypted"] is v2
+    if v2:
+        assert "cannot add a member" in data["refused"], data["refused"]
+        assert data["group_source"] == get_profile("signal").group_source
+    else:
+        assert "fan group messages out themselves" in data["refused"], data["refused"]
+        assert "CCS 2020" not in data["group_source"], data["group_source"]
+        assert "announced 2019-12-09, after this date" in data["group_source"], data["group_source"]
+        assert "'anything about a user's groups" in data["group_source"], data["group_source"]
+        assert "after this date" in report.markdown and "groups v2" not in data["refused"]

@@ -806,3 +806,109 @@ def test_a_scenarios_sources_dated_after_its_start_are_said_to_be(name: str) -> 
 
 def test_the_fbi_chart_scenario_says_the_foia_release_is_after_its_date() -> None:
     assert "released under FOIA on 2021-11-19, after it" in resolve_scenario("fbi-chart").description
+
+
+# --- 26. the scenarios' words: nothing beyond the record unless said as the project's ---------------------------------------
+
+
+def test_india_2010_says_bis_e_mail_under_blackberrys_keys_is_the_projects_inference() -> None:
+    """The record says only that the Mumbai facility covered BIS e-mail; the description said it travels "under keys
+    BlackBerry holds" as the record's."""
+    description = resolve_scenario("india-2010").description
+    assert "which travel under keys BlackBerry holds" not in description
+    assert (
+        "that BIS e-mail too travels under keys BlackBerry holds is the project's inference from the facility's "
+        "covering it: the record says only that it did" in description
+    ), description
+    # the record has BES keys held by the customer's server, not generated there (RIM, August 2010)
+    for name in ("india-2010", "pakistan-2015"):
+        assert "generate" not in resolve_scenario(name).description, name
+
+
+def test_rcmp_clemenza_says_only_what_the_record_says_of_r_v_mirarchi() -> None:
+    """The record: "reported April 2016; R v. Mirarchi". Not Quebec, not "through the court record"; that BES was
+    beyond the global key is the project's inference."""
+    description = resolve_scenario("rcmp-clemenza").description
+    assert "Quebec" not in description and "court record" not in description
+    assert "it was reported in April 2016 (R v. Mirarchi)" in description
+    assert (
+        "was beyond that key (the project's inference" in description
+        and "was not affected" not in description
+    )
+
+
+# Where the instrument is named loosely: "a pen register" for a pen register (/ trap-and-trace) order, "a wiretap" for a
+# wiretap order, "a warrant" for a search warrant. Not: its column or cell in the FBI chart, "a pen register or wiretap
+# order" (one order of either name), the chart's 'pen register' column, Pakistan's warrant under the Investigation for Fair Trial Act 2013 (the Act's name).
+_LOOSE = re.compile(
+    r"(?<!')\bpen[ -]register\b(?! order| / trap|,? or (a )?wiretap order| cell| column| capability)"
+    r"|\bwiretap\b(?! order| column)"
+    r"|(?<!search )(?<!interception )(?<!Act )(?<!')\bwarrant\b(?! \(2703| cell| for surveillance)",
+    re.IGNORECASE,
+)
+# What is not prose: process keys and names (pen_register, search_warrant, pen-register-amira, warrant.json), quoted or
+# in backticks, argparse's choices ({subpoena,...}) and the key column of its choice list.
+_NOT_PROSE = re.compile(
+    r"[\w.-]*(pen[_-]register|wiretap|warrant)[_.-][\w.-]*|[\w-]+[_-](warrant|wiretap)\b|\"[\w-]*\"|`[^`\n]*`"
+    r"|\{[^}\n]*\}|^ {2}[a-z0-9_]+ {2,}",
+    re.MULTILINE,
+)
+_ROOT = Path(__file__).parents[2]
+
+
+def _prose_of_the_record() -> dict[str, str]:
+    import argparse
+
+    from relaysim.sims.cli import build_parser
+
+    texts = {
+        str(p.relative_to(_ROOT)): p.read_text(encoding="utf-8")
+        for p in sorted(_ROOT.glob("sims/scenarios/*.toml"))
+    }
+    texts |= {
+        str(p.relative_to(_ROOT)): p.read_text(encoding="utf-8") for p in sorted(_ROOT.glob("docs/*.md"))
+    }
+    texts["README.md"] = (_ROOT / "README.md").read_text(encoding="utf-8")
+    parser = build_parser()
+    texts["relaysim --help"] = parser.format_help()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                texts[f"relaysim {name} --help"] = sub.format_help()
+    return texts
+
+
+def test_scenarios_docs_and_help_name_each_instrument_by_its_legal_name() -> None:
+    """two-friends said an agency "serves a pen register"; fbi-chart's description, docs and `relaysim chart --help`
+    named the pen register order and the wiretap order loosely too."""
+    loose = []
+    for where, text in _prose_of_the_record().items():
+        prose = re.sub(
+            r"\s*\n[ \t]*(#[ \t]*)?", " ", _NOT_PROSE.sub("", text)
+        )  # a wrapped line (or comment) as one
+        loose += [(where, prose[max(0, m.start() - 60) : m.end() + 30]) for m in _LOOSE.finditer(prose)]
+    assert not loose, loose
+
+
+@pytest.mark.parametrize("start", [None, "2013-01-07", "2015-07-01"])
+def test_bes_keys_are_said_held_by_the_customers_server_as_the_record_says_not_generated_there(
+    start: str | None,
+) -> None:
+    """The record (RIM, August 2010): the customer's server holds the keys. That it generates them is not on it."""
+    profile = profile_as_of("bes", None if start is None else date.fromisoformat(start))
+    texts = [t for f in PROFILE_TEXT_FIELDS for t in _texts(getattr(profile, f))] + list(profile.sources)
+    assert any("held by the" in t for t in texts)
+    assert not [t for t in texts if "generated" in t], [t for t in texts if "generated" in t]
+
+
+@pytest.mark.parametrize(
+    ("start", "later"), [("2016-05-01", True), ("2020-06-01", True), ("2021-01-07", False), (None, False)]
+)
+def test_signals_groups_note_cites_its_2021_response_only_from_2021(start: str | None, later: bool) -> None:
+    """Signal's note on group membership quoted its 2021 response (Santa Clara County warrant) in a disclosure of
+    2016 as if on the record then; before 2021 it says that response is after the disclosure's date."""
+    (d,) = _serve("signal", start, "court_order_2703d")
+    why = d.reasons["group_membership"][1]
+    assert "'anything about a user's groups" in why, why
+    assert ("2021: Signal 'doesn't have access to'" in why) is not later, why
+    assert ("its response of 2021 (Santa Clara County warrant) is after this date" in why) is later, why
