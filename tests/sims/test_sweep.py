@@ -932,3 +932,13 @@ def test_a_disclosure_whose_name_holds_dots_is_reached_by_its_metric_path() -> N
     metrics = [m for m in default_metrics([summary]) if m.startswith("disclosures.")]
     assert len(metrics) == 3 * len(DISCLOSURE_METRICS)
     assert [metric_value(summary, m) for m in metrics] == [0.25] * 3 + [0.5] * 3 + [0.75] * 3
+
+
+def test_the_summary_schema_names_each_fate_of_an_envelope_the_simulation_counts() -> None:
+    """sims.sweep keeps its own list of summary.json's envelope fates (it does not import the simulation
+    at start-up): the same names as ``ENVELOPE_FATES``, none missing, none extra."""
+    from relaysim.sims import sweep
+    from relaysim.sims.world.simulation import ENVELOPE_FATES
+
+    for party in ("people", "agency"):
+        assert list(sweep.SUMMARY_SCHEMA["envelopes"][party]) == list(ENVELOPE_FATES)
