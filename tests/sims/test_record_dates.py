@@ -878,11 +878,28 @@ def _prose_of_the_record() -> dict[str, str]:
     return texts
 
 
+def _disclosed_texts_of_the_relay() -> dict[str, str]:
+    """What the relay's profiles say in a disclosure (every text field), as of today and as of the day before each
+    dated change: relay/profiles.py's texts that reach output."""
+    texts = {}
+    for name, profile in PROFILES.items():
+        days = sorted({c.effective - timedelta(days=1) for c in HISTORY.get(name, ())})
+        for day in [None, *days]:
+            if day is not None and profile.not_yet(day) is not None:
+                continue
+            as_of = profile_as_of(name, day)
+            for field in PROFILE_TEXT_FIELDS:
+                for i, text in enumerate(_texts(getattr(as_of, field))):
+                    texts[f"profile {name} as of {day or 'today'}: {field} #{i}"] = text
+    return texts
+
+
 def test_scenarios_docs_and_help_name_each_instrument_by_its_legal_name() -> None:
     """two-friends said an agency "serves a pen register"; fbi-chart's description, docs and `relaysim chart --help`
-    named the pen register order and the wiretap order loosely too."""
+    named the pen register order and the wiretap order loosely too; and the relay's own disclosures said "so that a
+    pen register gets nothing collected" (relay/profiles.py, _chart_realtime_assumed)."""
     loose = []
-    for where, text in _prose_of_the_record().items():
+    for where, text in (_prose_of_the_record() | _disclosed_texts_of_the_relay()).items():
         prose = re.sub(
             r"\s*\n[ \t]*(#[ \t]*)?", " ", _NOT_PROSE.sub("", text)
         )  # a wrapped line (or comment) as one
@@ -911,4 +928,6 @@ def test_signals_groups_note_cites_its_2021_response_only_from_2021(start: str |
     why = d.reasons["group_membership"][1]
     assert "'anything about a user's groups" in why, why
     assert ("2021: Signal 'doesn't have access to'" in why) is not later, why
-    assert ("its response of 2021 (Santa Clara County warrant) is after this date" in why) is later, why
+    assert ("its response of 2021 (Santa Clara County search warrant) is after this date" in why) is later, (
+        why
+    )
