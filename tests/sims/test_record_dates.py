@@ -931,3 +931,26 @@ def test_signals_groups_note_cites_its_2021_response_only_from_2021(start: str |
     assert ("its response of 2021 (Santa Clara County search warrant) is after this date" in why) is later, (
         why
     )
+
+
+def test_the_scenarios_descriptions_say_the_records_words_or_mark_the_projects() -> None:
+    """signal-subpoena-2016 named Open Whisper Systems and spelled out what a subpoena reaches as the record's; india-2010
+    had India demand access to traffic, RIM answer India, and the Acts' years as the record's; pakistan-2015 said the
+    record names no statute; key-escrow had the escrow mandate beside the PTA's demand as if it were the PTA's."""
+    signal = resolve_scenario("signal-subpoena-2016").description
+    assert "Open Whisper Systems" not in signal and "payment details" not in signal
+    assert "for basic subscriber information (the record's words;" in signal
+    india = resolve_scenario("india-2010").description
+    assert "access to BlackBerry traffic" not in india and "RIM answered" not in india
+    assert "which the record does not tie to India" in india
+    assert "Act 1885" not in india and "Act 2000" not in india
+    assert "the Acts' years, 1885 and 2000, are the project's citation, not on the record" in india
+    pakistan = resolve_scenario("pakistan-2015").description
+    assert "the record names no statute for such orders" not in pakistan
+    assert "the record names the Investigation for Fair Trial Act 2013 for surveillance warrants" in pakistan
+    escrow = resolve_scenario("key-escrow").description
+    assert "as Pakistan's PTA asked" not in escrow
+    assert (
+        "mandates key escrow (the project's hypothetical: no regulator on the record asked for escrow"
+        in escrow
+    )
