@@ -1566,6 +1566,24 @@ _SIGNAL_GROUPS_V2_SOURCE = (
     "project's citation, not on the record; the record gives no date for groups v2 reaching users, which may have "
     "come later)"
 )
+# From groups v2's announcement to 2021 the design's source says what it cites is later: the paper (CCS 2020; the
+# conference opened 2020-11-09, the project's citation) and Signal's 2021 response on groups.
+_SIGNAL_GROUPS_V2_DESIGN = (
+    "the server stores each group's state encrypted and cannot read its members; group messages are fanned out by "
+    "the sender's client"
+)
+_SIGNAL_GROUPS_CCS_DAY = date(2020, 11, 9)
+_SIGNAL_GROUPS_BEFORE_2021 = (
+    "Signal's groups v2 (Chase, Perrin and Zaverucha, 'The Signal Private Group System', CCS 2020; "
+    f"signal.org/blog/signal-private-group-system, 2019-12-09): {_SIGNAL_GROUPS_V2_DESIGN}; "
+    f"{_SIGNAL_GROUPS_RECORD_2016}; its response of 2021 (Santa Clara County search warrant) is after this date"
+)
+_SIGNAL_GROUPS_BEFORE_CCS = (
+    f"Signal's groups v2 (signal.org/blog/signal-private-group-system, 2019-12-09): {_SIGNAL_GROUPS_V2_DESIGN}; "
+    "the paper describing it (Chase, Perrin and Zaverucha, 'The Signal Private Group System', CCS 2020, the "
+    "conference opening 2020-11-09: the project's citation) is after this date; "
+    f"{_SIGNAL_GROUPS_RECORD_2016}; its response of 2021 (Santa Clara County search warrant) is after this date"
+)
 _SIGNAL_GROUPS_V1 = (
     "Signal's groups before groups v2 (announced 2019-12-09, after this date: the project's citation, not on the "
     "record): the server keeps no group state and no member list, and the sender's client fans each group message "
@@ -1954,6 +1972,22 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             "the members hold; before it the server kept no group state at all",
             _SIGNAL_GROUPS_V2_SOURCE,
             {"group_state_encrypted": False, "group_source": _SIGNAL_GROUPS_V1},
+        ),
+        Change(
+            _SIGNAL_GROUPS_CCS_DAY,
+            "groups v2's design source cites the paper describing it (CCS 2020), presented from this day; before it "
+            "the design's source says the paper is after the run's date",
+            "ACM CCS 2020, opening 2020-11-09 (the project's citation, not on the record)",
+            {"group_source": _SIGNAL_GROUPS_BEFORE_CCS},
+        ),
+        Change(
+            _SIGNAL_WARRANT_REPORTED,
+            "groups v2's design source cites Signal's 2021 response on groups (Santa Clara County search warrant); "
+            "before this date it says that response is after the run's date",
+            "signal.org/bigbrother: Santa Clara County search warrant, 2021 (the record gives the year: the date is "
+            "its first day)",
+            {"group_source": _SIGNAL_GROUPS_BEFORE_2021},
+            record=True,
         ),
         Change(
             _SIGNAL_WARRANT_REPORTED,

@@ -954,3 +954,28 @@ def test_the_scenarios_descriptions_say_the_records_words_or_mark_the_projects()
         "mandates key escrow (the project's hypothetical: no regulator on the record asked for escrow"
         in escrow
     )
+
+
+@pytest.mark.parametrize(
+    ("start", "ccs_later", "response_later"),
+    [
+        ("2020-06-01", True, True),
+        ("2020-12-01", False, True),
+        ("2021-06-01", False, False),
+        (None, False, False),
+    ],
+)
+def test_signals_groups_v2_design_source_says_ccs_2020_and_the_2021_response_are_later(
+    start: str | None, ccs_later: bool, response_later: bool
+) -> None:
+    """A run set between groups v2's announcement (2019-12-09) and 2021 cited CCS 2020 and Signal's 2021 response in
+    its design source (the ghost-participant report's source) as if on the record on its date."""
+    source = profile_as_of("signal", None if start is None else date.fromisoformat(start)).group_source
+    assert "CCS 2020" in source and "2019-12-09" in source, source
+    assert (
+        "CCS 2020, the conference opening 2020-11-09: the project's citation) is after this date" in source
+    ) is (ccs_later), source
+    assert (
+        "its response of 2021 (Santa Clara County search warrant) is after this date" in source
+    ) is response_later
+    assert ("2021: Signal 'doesn't have access to'" in source) is not response_later, source
