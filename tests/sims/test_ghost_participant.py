@@ -5,8 +5,8 @@ state the provider has no list to add to."""
 
 from __future__ import annotations
 
-from datetime import date
 from dataclasses import replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
