@@ -328,7 +328,7 @@ def _chart_realtime_assumed(title: str) -> dict[str, str]:
     return {
         "pen_register": f"the FBI chart's pen register cell for {title} is '—': the chart states nothing there "
         f"({header}), not that {title} has no capability, as it says of iMessage. This profile assumes its relay "
-        "has no way to collect routing in real time, so that a pen register gets nothing collected",
+        "has no way to collect routing in real time, so that a pen register order gets nothing collected",
         "wiretap": f"the FBI chart has no wiretap column ({header}), and no record says whether {title}'s relay "
         "could copy what it routes in real time. This profile assumes it has no way to, so that a wiretap order "
         "gets nothing collected",
@@ -340,8 +340,8 @@ def _warrant_gets_the_2703d_records(records: str, cell: str) -> str:
     2703(d) cell: a warrant may compel every record a 2703(d) order may, and the profile hands it them."""
     return (
         f"the FBI chart names {records} under a 2703(d) court order, and under a search warrant only {cell}; "
-        "no source says what the provider hands a warrant of them. A warrant may compel every record a 2703(d) "
-        "order may (18 U.S.C. 2703(c)(1)(A)), and this profile assumes the provider hands a warrant what it "
+        "no source says what the provider hands a search warrant of them. A search warrant may compel every record a 2703(d) "
+        "order may (18 U.S.C. 2703(c)(1)(A)), and this profile assumes the provider hands a search warrant what it "
         "hands a 2703(d) order, as well as what the chart names"
     )
 
@@ -414,7 +414,7 @@ _SIGNAL_GROUPS_RECORD_2016 = (
 )
 _SIGNAL_GROUPS_RECORD = (
     f"{_SIGNAL_GROUPS_RECORD_2016}; 2021: Signal 'doesn't have access to' a user's "
-    "messages, chat list, groups or contacts (signal.org/bigbrother, Santa Clara County warrant)"
+    "messages, chat list, groups or contacts (signal.org/bigbrother, Santa Clara County search warrant)"
 )
 
 SIGNAL = Profile(
@@ -446,13 +446,13 @@ SIGNAL = Profile(
     ),
     sources=(
         "signal.org/bigbrother: E.D. Va. grand-jury subpoena, 2016 (ACLU, 2016-10-04)",
-        "signal.org/bigbrother: C.D. Cal. subpoena and Santa Clara County warrant, 2021",
+        "signal.org/bigbrother: C.D. Cal. subpoena and Santa Clara County search warrant, 2021",
         _FBI_CHART,
     ),
     discloses={p: frozenset({"account_created", "last_seen"}) for p in ASKS},
     assumptions={
         **_pk_court_order_assumed(
-            "Signal's published responses to US subpoenas and a warrant, signal.org/bigbrother; the FBI chart"
+            "Signal's published responses to US subpoenas and a search warrant, signal.org/bigbrother; the FBI chart"
         ),
         # the Santa Clara County warrant (2021) is on record, a 2703(d) order is not
         **_chart_dash_assumed(
@@ -564,7 +564,7 @@ WHATSAPP = Profile(
         **_foreign_forward_nothing(_WHATSAPP_RECORD),
         "wiretap": "no source shows WhatsApp returning ciphertext to a wiretap order; the relay could copy the "
         "encrypted bodies it routes, and this profile assumes it would. In the one reported fight over an "
-        "end-to-end wiretap, In re Facebook Messenger (E.D. Cal. 2018), the court refused DOJ's motion to "
+        "wiretap order on an end-to-end service, In re Facebook Messenger (E.D. Cal. 2018), the court refused DOJ's motion to "
         "hold Facebook in contempt for not wiretapping Messenger voice calls",
     },
     discloses={
@@ -612,7 +612,7 @@ WHATSAPP = Profile(
 _IMESSAGE_FAQ = "Apple's iMessage FAQ for law enforcement (published by The Intercept, 2016-09-28)"
 _IMESSAGE_CHART_PEN = (
     "the FBI chart (dated 2021-01-07, capabilities as of November 2020) lists no pen-register capability for "
-    "iMessage: nothing in real time, and no look-up log to a pen register. Before the chart's date the record "
+    "iMessage: nothing in real time, and no look-up log to a pen register order. Before the chart's date the record "
     f"is {_IMESSAGE_FAQ}, which shows look-up logs produced to pen register / trap-and-trace orders; the record "
     "does not say when, or whether, Apple's practice changed"
 )
@@ -711,7 +711,7 @@ IMESSAGE = Profile(
         "court_order_2703d": _IMESSAGE_LOOKUP_IPS,
         "search_warrant": _warrant_gets_the_2703d_records(
             "25 days of iMessage look-ups to and from the target number",
-            "device backups (reached here by a warrant on the backup's custodian, backup_warrant)",
+            "device backups (reached here by a search warrant on the backup's custodian, backup_warrant)",
         )
         + f" (the same 25 days of look-ups); and {_IMESSAGE_LOOKUP_IPS}",
         "wiretap": _IMESSAGE_WIRETAP_INFERRED,
@@ -1069,8 +1069,8 @@ LINE_LETTER_SEALING_OFF = replace(
             own=", and LINE's guidelines for responding to law enforcement name what may be disclosed, not under "
             "which process",
             gets={
-                "court_order_2703d": ", but for the chats, content, which only a warrant may compel (18 U.S.C. 2703(a))",
-                "search_warrant": ", the chats (up to 7 days of them) included, content a warrant may compel "
+                "court_order_2703d": ", but for the chats, content, which only a search warrant may compel (18 U.S.C. 2703(a))",
+                "search_warrant": ", the chats (up to 7 days of them) included, content a search warrant may compel "
                 "(18 U.S.C. 2703(a))",
             },
         ),
@@ -1566,6 +1566,24 @@ _SIGNAL_GROUPS_V2_SOURCE = (
     "project's citation, not on the record; the record gives no date for groups v2 reaching users, which may have "
     "come later)"
 )
+# From groups v2's announcement to 2021 the design's source says what it cites is later: the paper (CCS 2020; the
+# conference opened 2020-11-09, the project's citation) and Signal's 2021 response on groups.
+_SIGNAL_GROUPS_V2_DESIGN = (
+    "the server stores each group's state encrypted and cannot read its members; group messages are fanned out by "
+    "the sender's client"
+)
+_SIGNAL_GROUPS_CCS_DAY = date(2020, 11, 9)
+_SIGNAL_GROUPS_BEFORE_2021 = (
+    "Signal's groups v2 (Chase, Perrin and Zaverucha, 'The Signal Private Group System', CCS 2020; "
+    f"signal.org/blog/signal-private-group-system, 2019-12-09): {_SIGNAL_GROUPS_V2_DESIGN}; "
+    f"{_SIGNAL_GROUPS_RECORD_2016}; its response of 2021 (Santa Clara County search warrant) is after this date"
+)
+_SIGNAL_GROUPS_BEFORE_CCS = (
+    f"Signal's groups v2 (signal.org/blog/signal-private-group-system, 2019-12-09): {_SIGNAL_GROUPS_V2_DESIGN}; "
+    "the paper describing it (Chase, Perrin and Zaverucha, 'The Signal Private Group System', CCS 2020, the "
+    "conference opening 2020-11-09: the project's citation) is after this date; "
+    f"{_SIGNAL_GROUPS_RECORD_2016}; its response of 2021 (Santa Clara County search warrant) is after this date"
+)
 _SIGNAL_GROUPS_V1 = (
     "Signal's groups before groups v2 (announced 2019-12-09, after this date: the project's citation, not on the "
     "record): the server keeps no group state and no member list, and the sender's client fans each group message "
@@ -1577,7 +1595,7 @@ _SIGNAL_GROUPS_V1 = (
 # (its published response of 2016 is to a grand-jury subpoena): the profile answers one the same, and says so.
 _SIGNAL_WARRANT_REPORTED = date(2021, 1, 1)
 _SIGNAL_WARRANT_LATER = (
-    "the record of Signal answering a search warrant is its response to a Santa Clara County warrant in 2021 "
+    "the record of Signal answering a search warrant is its response to a Santa Clara County search warrant in 2021 "
     "(signal.org/bigbrother: the account's creation date and time and its last connection date), after this date "
     "(the record gives the year: the date is its first day); no earlier record of Signal's speaks of a warrant. "
     "This profile assumes a search warrant got then what that one got"
@@ -1585,7 +1603,7 @@ _SIGNAL_WARRANT_LATER = (
 # Signal's notes before its 2021 record: what it says of groups is the record of 2016 (its 2021 words are later).
 _SIGNAL_NOTES_BEFORE_2021 = {
     **SIGNAL.notes,
-    "group_membership": f"{_SIGNAL_GROUPS_RECORD_2016}; its response of 2021 (Santa Clara County warrant) is after this "
+    "group_membership": f"{_SIGNAL_GROUPS_RECORD_2016}; its response of 2021 (Santa Clara County search warrant) is after this "
     "date",
 }
 _SIGNAL_2703D_LATER = _chart_dash_assumed(
@@ -1956,11 +1974,27 @@ _HISTORY: Final[Mapping[str, tuple[Change, ...]]] = {
             {"group_state_encrypted": False, "group_source": _SIGNAL_GROUPS_V1},
         ),
         Change(
+            _SIGNAL_GROUPS_CCS_DAY,
+            "groups v2's design source cites the paper describing it (CCS 2020), presented from this day; before it "
+            "the design's source says the paper is after the run's date",
+            "ACM CCS 2020, opening 2020-11-09 (the project's citation, not on the record)",
+            {"group_source": _SIGNAL_GROUPS_BEFORE_CCS},
+        ),
+        Change(
             _SIGNAL_WARRANT_REPORTED,
-            "the record of Signal answering a search warrant: the Santa Clara County warrant of 2021 got the "
+            "groups v2's design source cites Signal's 2021 response on groups (Santa Clara County search warrant); "
+            "before this date it says that response is after the run's date",
+            "signal.org/bigbrother: Santa Clara County search warrant, 2021 (the record gives the year: the date is "
+            "its first day)",
+            {"group_source": _SIGNAL_GROUPS_BEFORE_2021},
+            record=True,
+        ),
+        Change(
+            _SIGNAL_WARRANT_REPORTED,
+            "the record of Signal answering a search warrant: the Santa Clara County search warrant of 2021 got the "
             "account's creation date and time and its last connection date; before this date a search warrant's "
             "answer is the project's assumption, the same (the record gives the year: the date is its first day)",
-            "signal.org/bigbrother: Santa Clara County warrant, 2021",
+            "signal.org/bigbrother: Santa Clara County search warrant, 2021",
             {
                 "assumptions": {
                     **SIGNAL.assumptions,

@@ -603,7 +603,7 @@ def test_imessage_pen_register_gets_the_lookups_from_service_on_until_the_fbi_ch
     assert not d.provided
     reason, why = d.reasons["lookup_log"]
     assert reason == "withheld_by_policy" and "only under a 2703(d) court order" in why
-    assert "no look-up log to a pen register" in d.reasons["realtime_routing"][1]
+    assert "no look-up log to a pen register order" in d.reasons["realtime_routing"][1]
 
 
 # --- what the record leaves open of an instrument's day (relay.legal.Instrument.caveats) --------------

@@ -600,7 +600,7 @@ def test_signals_warrant_answer_before_the_warrant_on_its_record_is_said_as_assu
     notes = [n for n in d.notes if n.startswith("Assumption: ")]
     if assumed:
         (note,) = notes
-        assert "Santa Clara County warrant in 2021" in note and "after this date" in note, note
+        assert "Santa Clara County search warrant in 2021" in note and "after this date" in note, note
     else:
         assert not notes, notes
     assert not any("project's assumption" in why for why in _reasons(d).values()) or assumed

@@ -878,11 +878,28 @@ def _prose_of_the_record() -> dict[str, str]:
     return texts
 
 
+def _disclosed_texts_of_the_relay() -> dict[str, str]:
+    """What the relay's profiles say in a disclosure (every text field), as of today and as of the day before each
+    dated change: relay/profiles.py's texts that reach output."""
+    texts = {}
+    for name, profile in PROFILES.items():
+        days = sorted({c.effective - timedelta(days=1) for c in HISTORY.get(name, ())})
+        for day in [None, *days]:
+            if day is not None and profile.not_yet(day) is not None:
+                continue
+            as_of = profile_as_of(name, day)
+            for field in PROFILE_TEXT_FIELDS:
+                for i, text in enumerate(_texts(getattr(as_of, field))):
+                    texts[f"profile {name} as of {day or 'today'}: {field} #{i}"] = text
+    return texts
+
+
 def test_scenarios_docs_and_help_name_each_instrument_by_its_legal_name() -> None:
     """two-friends said an agency "serves a pen register"; fbi-chart's description, docs and `relaysim chart --help`
-    named the pen register order and the wiretap order loosely too."""
+    named the pen register order and the wiretap order loosely too; and the relay's own disclosures said "so that a
+    pen register gets nothing collected" (relay/profiles.py, _chart_realtime_assumed)."""
     loose = []
-    for where, text in _prose_of_the_record().items():
+    for where, text in (_prose_of_the_record() | _disclosed_texts_of_the_relay()).items():
         prose = re.sub(
             r"\s*\n[ \t]*(#[ \t]*)?", " ", _NOT_PROSE.sub("", text)
         )  # a wrapped line (or comment) as one
@@ -911,4 +928,54 @@ def test_signals_groups_note_cites_its_2021_response_only_from_2021(start: str |
     why = d.reasons["group_membership"][1]
     assert "'anything about a user's groups" in why, why
     assert ("2021: Signal 'doesn't have access to'" in why) is not later, why
-    assert ("its response of 2021 (Santa Clara County warrant) is after this date" in why) is later, why
+    assert ("its response of 2021 (Santa Clara County search warrant) is after this date" in why) is later, (
+        why
+    )
+
+
+def test_the_scenarios_descriptions_say_the_records_words_or_mark_the_projects() -> None:
+    """signal-subpoena-2016 named Open Whisper Systems and spelled out what a subpoena reaches as the record's; india-2010
+    had India demand access to traffic, RIM answer India, and the Acts' years as the record's; pakistan-2015 said the
+    record names no statute; key-escrow had the escrow mandate beside the PTA's demand as if it were the PTA's."""
+    signal = resolve_scenario("signal-subpoena-2016").description
+    assert "Open Whisper Systems" not in signal and "payment details" not in signal
+    assert "for basic subscriber information (the record's words;" in signal
+    india = resolve_scenario("india-2010").description
+    assert "access to BlackBerry traffic" not in india and "RIM answered" not in india
+    assert "which the record does not tie to India" in india
+    assert "Act 1885" not in india and "Act 2000" not in india
+    assert "the Acts' years, 1885 and 2000, are the project's citation, not on the record" in india
+    pakistan = resolve_scenario("pakistan-2015").description
+    assert "the record names no statute for such orders" not in pakistan
+    assert "the record names the Investigation for Fair Trial Act 2013 for surveillance warrants" in pakistan
+    escrow = resolve_scenario("key-escrow").description
+    assert "as Pakistan's PTA asked" not in escrow
+    assert (
+        "mandates key escrow (the project's hypothetical: no regulator on the record asked for escrow"
+        in escrow
+    )
+
+
+@pytest.mark.parametrize(
+    ("start", "ccs_later", "response_later"),
+    [
+        ("2020-06-01", True, True),
+        ("2020-12-01", False, True),
+        ("2021-06-01", False, False),
+        (None, False, False),
+    ],
+)
+def test_signals_groups_v2_design_source_says_ccs_2020_and_the_2021_response_are_later(
+    start: str | None, ccs_later: bool, response_later: bool
+) -> None:
+    """A run set between groups v2's announcement (2019-12-09) and 2021 cited CCS 2020 and Signal's 2021 response in
+    its design source (the ghost-participant report's source) as if on the record on its date."""
+    source = profile_as_of("signal", None if start is None else date.fromisoformat(start)).group_source
+    assert "CCS 2020" in source and "2019-12-09" in source, source
+    assert (
+        "CCS 2020, the conference opening 2020-11-09: the project's citation) is after this date" in source
+    ) is (ccs_later), source
+    assert (
+        "its response of 2021 (Santa Clara County search warrant) is after this date" in source
+    ) is response_later
+    assert ("2021: Signal 'doesn't have access to'" in source) is not response_later, source
