@@ -256,10 +256,15 @@ def _newer_store(out: Path) -> None:
     it, without relay.store, which they must not import (a Store migrates an older file as it opens
     it, writing it; analyze and report must not). An older one was read without a word: its tables
     read as this version's. The store owns the check (relay.store.refuse_another_schema), and its
-    words, which disclose's Store gives too for a newer one."""
+    words, which disclose's Store gives too for a newer one (and for a SQLite database of another
+    program's). Every relay.db in the folder is checked, at any depth (a comparison's profiles'
+    folders, counterfactual/ and counterfactual/PROFILE/): only DIR/relay.db and DIR/*/relay.db were,
+    and DIR/counterfactual/PROFILE/relay.db went unchecked. Folders reached through a link are not
+    walked into (_no_pipes' walk)."""
     from relaysim.relay.store import StoreError, refuse_another_schema
 
-    for db in [out / "relay.db", *sorted(out.glob("*/relay.db"))]:
+    found = [Path(folder) / "relay.db" for folder, _dirs, names in os.walk(out) if "relay.db" in names]
+    for db in sorted(found, key=lambda p: (len(p.parts), p)):
         if db.is_file():
             try:
                 refuse_another_schema(db)
