@@ -804,7 +804,10 @@ def _analyze(args: argparse.Namespace) -> int:
         # what analyze reads, from files of the same run? (a summary.json there that cannot be read is
         # refused before anything is written: the check was skipped, saying nothing)
         problems = run_disagreements(out, kinds=None if truth is None else truth.kinds)
-        lines = write_analysis(out, lambda t: sim_clock(t, epoch, dated), as_seen=args.as_seen, truth=truth)
+        with _run_folder_warnings("analyze"):
+            lines = write_analysis(
+                out, lambda t: sim_clock(t, epoch, dated), as_seen=args.as_seen, truth=truth
+            )
     except (AnalysisInputError, RunFolderError, ValueError) as exc:
         raise CliError(str(exc)) from None  # a file it cannot read: that alone
     for problem in problems:

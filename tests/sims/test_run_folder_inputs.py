@@ -1935,3 +1935,44 @@ def test_show_names_the_line_of_an_event_it_cannot_read(
     assert main(["show", str(run)]) == 2
     err = capsys.readouterr().err
     assert f"{transcript} line 4 holds an event this version of relaysim does not read" in err, err
+
+
+@pytest.mark.parametrize("command", ["analyze", "report"])
+def test_a_directory_of_an_unknown_kind_is_refused_naming_it_and_the_kinds_known(
+    tf_run: Path, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """directory.json listing a kind no scenario knows (``{"a": "nokind"}``) was read without a word
+    by analyze and report (a typo inferred as one more trait): refused, naming the account, the kind
+    and the kinds known, before anything is written."""
+    run = tmp_path / "run"
+    shutil.copytree(tf_run, run)
+    (run / "directory.json").write_text(json.dumps({"a": "nokind"}), encoding="utf-8")
+    assert main([command, str(run)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"{run / 'directory.json'}: a: unknown kind of organisation 'nokind' (known: clinic, bank, " in err
+    ), err
+    assert err.count("\n") == 1, err
+    assert not (run / "analysis").exists() and not (run / "report.html").exists()
+
+
+@pytest.mark.parametrize("command", ["analyze", "report"])
+def test_a_directory_listing_accounts_not_in_the_run_is_warned_of_naming_them(
+    tf_run: Path, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """directory.json listing accounts the run has not (``{"x": "clinic"}``) was passed over without a
+    word: a warning names them; an account of the run (amira) is not named; the command goes on."""
+    run = tmp_path / "run"
+    shutil.copytree(tf_run, run)
+    (run / "directory.json").write_text(json.dumps({"x": "clinic", "amira": "clinic"}), encoding="utf-8")
+    assert main([command, str(run)]) == 0
+    err = capsys.readouterr().err
+    said = (
+        f"relaysim {command}: warning: {run / 'directory.json'}: lists 1 account the run's records name "
+        "nowhere (x): passed over in the trait inferences\n"
+    )
+    assert said in err, err
+    (run / "directory.json").write_text(json.dumps({"amira": "clinic"}), encoding="utf-8")
+    shutil.rmtree(run / "analysis", ignore_errors=True)
+    assert main([command, str(run)]) == 0
+    assert "directory.json" not in capsys.readouterr().err
