@@ -1934,7 +1934,7 @@ def test_show_names_the_line_of_an_event_it_cannot_read(
     transcript.write_text("\n".join(lines) + "\n", encoding="utf-8")
     assert main(["show", str(run)]) == 2
     err = capsys.readouterr().err
-    assert f"{transcript} line 4 holds an event this version of relaysim does not read" in err, err
+    assert f"{transcript}: line 4: an event this version of relaysim does not read" in err, err
 
 
 @pytest.mark.parametrize("command", ["analyze", "report"])
@@ -1976,3 +1976,35 @@ def test_a_directory_listing_accounts_not_in_the_run_is_warned_of_naming_them(
     shutil.rmtree(run / "analysis", ignore_errors=True)
     assert main([command, str(run)]) == 0
     assert "directory.json" not in capsys.readouterr().err
+
+
+def test_show_report_and_analyze_number_a_transcript_s_lines_alike_in_one_wording(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bare ``\\r`` in transcript.jsonl (two events on one line, joined by it): show and report
+    (sims.report.transcript_lines) read it as a line end, analyze (read_truth) did not, so the lines
+    after it had other numbers in their errors; and show and report said "FILE line N: ..." where
+    analyze says "FILE: line N: ...". One numbering (line feeds alone), one wording. A ``\\r\\n`` is
+    still a line end for all of them."""
+    run = copy_of(tf_run, tmp_path)
+    transcript = run / "transcript.jsonl"
+    lines = transcript.read_text(encoding="utf-8").split("\n")
+    crlf = "\r\n".join(lines)  # (every line ending in \r\n: read as it is)
+    transcript.write_text(crlf, encoding="utf-8", newline="")
+    for command in ("show", "analyze"):
+        assert main([command, str(run)]) == 0, capsys.readouterr().err
+    shutil.rmtree(run / "analysis")
+    capsys.readouterr()
+    joined = [*lines[:1], lines[1] + "\r" + lines[2], *lines[3:5], "{not json", *lines[5:]]
+    transcript.write_text("\n".join(joined), encoding="utf-8", newline="")
+    for command in ("show", "report", "analyze"):
+        assert main([command, str(run)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"relaysim {command}: {transcript}: line 2: not "), err
+        assert err.count("\n") == 1, err
+    joined[1] = lines[1]  # the line with the bare \r mended: the bad one below is line 5 for all
+    transcript.write_text("\n".join(joined), encoding="utf-8", newline="")
+    for command in ("show", "report", "analyze"):
+        assert main([command, str(run)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"relaysim {command}: {transcript}: line 5: not "), err
