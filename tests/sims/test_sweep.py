@@ -807,6 +807,48 @@ def test_a_metric_no_summary_can_hold_is_refused_before_any_run(
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("scenario", "metric", "said"),
+    [
+        (
+            "two-friends",
+            "disclosures.nosuch.score.contacts.share",
+            "names no legal order of the scenario after disclosures.; its orders are pen-register-amira, "
+            "search-warrant-amira (e.g. disclosures.pen-register-amira.score.contacts.share)",
+        ),
+        ("two-friends", "disclosures.5", "names no legal order of the scenario"),
+        (
+            "tiny",
+            "disclosures.x.score.contacts.share",
+            "names no legal order of the scenario after disclosures.; its orders are subpoena-amira (",
+        ),
+    ],
+)
+def test_a_disclosure_metric_naming_no_order_of_the_scenario_is_refused_before_any_run(
+    scenario: str, metric: str, said: str, tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--metric disclosures.NAME...`` with a NAME that is no legal order of the scenario was found
+    only after every run of the sweep had finished (disclosures is a section whose keys the runs set):
+    it is checked against the scenario's orders before any run, naming them; nothing is written. An
+    order's name, or its index, is still taken."""
+    out = tmp_path / "sw"
+    source = str(tiny) if scenario == "tiny" else scenario
+    assert main(["sweep", source, "--seeds", "2", "--metric", metric, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"relaysim sweep: --metric {metric}: {said}"), err
+    assert err.count("\n") == 1, err
+    assert not out.exists()
+    from relaysim.sims.sweep import _order_problem
+
+    orders = ["pen-register-amira", "search.warrant"]
+    assert _order_problem("disclosures.search.warrant.score.contacts.share", orders) is None
+    assert _order_problem("disclosures.1.score.contacts.share", orders) is None
+    assert _order_problem("messages.planned", orders) is None
+    assert _order_problem("disclosures.x", []) == (
+        "the scenario has no legal order, so its runs' summary.json has no disclosures"
+    )
+
+
 @pytest.mark.parametrize("name", ["two-friends", "ghost-device", "signal-subpoena-2016"])
 def test_the_summary_schema_holds_every_number_a_built_in_runs_summary_has(name: str, tmp_path: Path) -> None:
     """sims.sweep.SUMMARY_SCHEMA, against which a --metric is checked before any run, is what a run
