@@ -528,9 +528,10 @@ def schema_version_of(path: str | os.PathLike[str]) -> int | None:
     return None if read is None else read[0]
 
 
-def _read_schema(path: str | os.PathLike[str]) -> tuple[int, list[str]] | None:
-    """The schema version of the file at ``path`` and the names of its tables, read as
-    :func:`schema_version_of` says; None for a file SQLite cannot read."""
+def _read_schema(path: str | os.PathLike[str]) -> tuple[int, list[str] | None] | None:
+    """The schema version of the file at ``path`` and the names of its tables (None if they are not
+    UTF-8: a damaged schema), read as :func:`schema_version_of` says; None for a file SQLite cannot
+    read."""
     import shutil
     import tempfile
     from pathlib import Path
@@ -550,12 +551,15 @@ def _read_schema(path: str | os.PathLike[str]) -> tuple[int, list[str]] | None:
             con = sqlite3.connect(uri, uri=True)
             try:
                 version = con.execute("PRAGMA user_version").fetchone()[0]
-                tables = [
-                    row[0]
-                    for row in con.execute(
-                        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
-                    )
-                ]
+                try:
+                    tables: list[str] | None = [
+                        row[0]
+                        for row in con.execute(
+                            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
+                        )
+                    ]
+                except UnicodeDecodeError:  # (a damaged schema: what reads the file says so, naming it)
+                    tables = None
             finally:
                 con.close()
     except (sqlite3.Error, OSError):
