@@ -1517,16 +1517,20 @@ def test_the_transcripts_bytes_per_message_are_as_measured_and_a_million_message
 def test_a_transcript_is_read_line_by_line_as_it_was_read_whole(tf_run: Path, tmp_path: Path) -> None:
     """transcript.jsonl is read a line at a time (sims.report.transcript_lines), never whole, with
     the lines it had read whole: split at line feeds alone (not at U+2028 inside a message), its
-    line ends "\\r\\n" and "\\r" read as line ends, its last line without one read, and nothing
-    past it."""
-    from relaysim.sims.report import read_run, transcript_lines
+    line ends "\\r\\n" read as line ends, its last line without one read, and nothing past it. A
+    bare "\\r" is no line end, as analyze (read_truth) reads the file: the two numbered the lines
+    after one differently."""
+    from relaysim.sims.report import RunFolderError, read_run, transcript_lines
 
     run = copy_of(tf_run, tmp_path)
     transcript = run / "transcript.jsonl"
     whole, _summary = read_run(run)
     lines = transcript.read_bytes().split(b"\n")[:-1]
-    transcript.write_bytes(b"\r\n".join(lines[:3]) + b"\r" + b"\n".join(lines[3:]))  # (no last line end)
+    transcript.write_bytes(b"\r\n".join(lines[:3]) + b"\n" + b"\n".join(lines[3:]))  # (no last line end)
     assert read_run(run)[0] == whole
+    transcript.write_bytes(b"\r\n".join(lines[:3]) + b"\r" + b"\n".join(lines[3:]))
+    with pytest.raises(RunFolderError, match=": line 3: not valid JSON"):
+        read_run(run)
     transcript.write_bytes('{"t": 0, "kind": "x", "text": "a\u2028b"}\n\n'.encode())
     assert list(transcript_lines(transcript)) == [(1, '{"t": 0, "kind": "x", "text": "a\u2028b"}'), (2, "")]
 
