@@ -817,17 +817,16 @@ def transcript_lines(path: Path, limit: int | None = None) -> Iterator[tuple[int
         size = os.fstat(f.fileno()).st_size
         if limit is not None and size > limit:
             raise _too_large(path, size, limit)
-        read, n = 0, 0
+        read = 0
         # (split at b"\n": a "\r\n" is never cut in two, nor a UTF-8 character, in a line of MAX_LINE)
-        for _physical, raw in numbered_lines(f):
+        for n, raw in numbered_lines(f):
             too_long = line_too_long(raw)
             if too_long is not None:
-                raise RunFolderError(f"{path}: line {n + 1}: {too_long}")
+                raise RunFolderError(f"{path}: line {n}: {too_long}")
             read += len(raw)
             if limit is not None and read > limit:  # (it grew as it was read)
                 raise _too_large(path, read, limit)
             line = raw.decode("utf-8")
-            n += 1
             yield n, line[:-2] if line.endswith("\r\n") else line.removesuffix("\n")
 
 

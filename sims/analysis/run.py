@@ -223,13 +223,15 @@ def directory_problems(run: str | Path, directory: Mapping[str, str], accounts: 
     for account, kind in directory.items():
         if kind not in known and kind not in own:
             raise AnalysisInputError(
-                f"{path}: {account}: unknown kind of organisation {kind!r} (known: {', '.join(known)}, or a "
+                f"{path}: {brief(account, 's')}: unknown kind of organisation {brief(kind)} (known: {', '.join(known)}, or a "
                 "scenario's own kind, whose accounts the run has as KIND-1, KIND-2, …)"
             )
     missing = sorted(a for a in directory if a not in accounts)
     if not missing:
         return []
-    shown = ", ".join(missing[:8]) + (f", … ({len(missing)} in all)" if len(missing) > 8 else "")
+    shown = ", ".join(brief(a) for a in missing[:8]) + (
+        f", … ({len(missing)} in all)" if len(missing) > 8 else ""
+    )
     return [
         f"{path}: lists {len(missing)} account{'s' if len(missing) != 1 else ''} the run's records name "
         f"nowhere ({shown}): passed over in the trait inferences"

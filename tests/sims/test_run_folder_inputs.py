@@ -1973,7 +1973,7 @@ def test_a_directory_listing_accounts_not_in_the_run_is_warned_of_naming_them(
     err = capsys.readouterr().err
     said = (
         f"relaysim {command}: warning: {run / 'directory.json'}: lists 1 account the run's records name "
-        "nowhere (x): passed over in the trait inferences\n"
+        "nowhere ('x'): passed over in the trait inferences\n"
     )
     assert said in err, err
     (run / "directory.json").write_text(json.dumps({"amira": "clinic"}), encoding="utf-8")
