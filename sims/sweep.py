@@ -528,7 +528,11 @@ def schema_problem(path: str) -> str | None:
             )
             return f"summary.json has no {brief(part, 's')}{f' under {at}' if at else ''}; the metrics {'under ' + at + ' ' if at else ''}are {listed}"
         node = node[part]
-    if node in (NUMBER, OPEN):
+    if (
+        node == OPEN
+    ):  # (a section of the runs' own keys is no number: --metric disclosures was run, then refused)
+        return f"{path} is a section, not a number; name a number under it ({path}.…)"
+    if node == NUMBER:
         return None
     if isinstance(node, str):
         return f"{path} is {node}, not a number"

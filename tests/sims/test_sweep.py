@@ -780,6 +780,8 @@ def test_without_params_one_cell_and_a_metric_that_is_nowhere_is_named(
         ),
         ("messages", "messages is a section, not a number; the numbers under it are messages.planned, "),
         ("scenario", "scenario is text, not a number"),
+        ("disclosures", "disclosures is a section, not a number; name a number under it (disclosures.…)"),
+        ("messages.refused", "messages.refused is a section, not a number; "),
         ("latency_s.p50.x", "latency_s.p50 is a number, with nothing under it"),
         ("envelopes.agency_devices", "envelopes.agency_devices is a list of names, not a number"),
     ],
