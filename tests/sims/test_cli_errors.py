@@ -986,16 +986,14 @@ def test_a_long_metric_is_shown_cut_short_in_its_warning(
     assert "… (5,000 characters): no run's summary.json has a number there: summary.json has no xxx" in err
     assert err.count("x" * 100) == 0 and err.count("\n") == 1, err[:300]  # (never whole: the key cut too)
     assert not (tmp_path / "out").exists()  # (refused before any run)
-    for metric in (
-        "relay_records." + LONG,
-        "disclosures." + LONG + ".score.contacts.share",
-    ):  # (the runs' to say)
+    for metric, said in (
+        ("relay_records." + LONG, "no number at that path in any run's summary.json"),  # (the runs' to say)
+        ("disclosures." + LONG + ".score.contacts.share", "names no legal order of the scenario"),  # (before)
+    ):
         again = [*argv[:4], "--metric", metric, *argv[6:]]
         assert main([*again, "--out", str(tmp_path / "out"), "--quiet"]) == 2
         err = capsys.readouterr().err
-        assert "… (5,0" in err and "characters): no number at that path in any run's summary.json" in err, (
-            err[:300]
-        )
+        assert "… (5,0" in err and f"characters): {said}" in err, err[:300]
         assert err.count("x" * 100) == 0 and err.count("\n") == 1, err[:300]
 
 
