@@ -786,7 +786,10 @@ def _analyze(args: argparse.Namespace) -> int:
         raise CliError(f"{out / 'relay.db'}: {odd}; expected a run's relay.db")
     if not (out / "relay.db").is_file():
         runs = sorted(p.parent.name for p in out.glob("*/relay.db"))
-        hint = f"; it holds one run per profile: analyse one, e.g. {out / runs[0]}" if runs else ""
+        per = (
+            "defences variant" if (out / "defences.json").is_file() else "profile"
+        )  # (relaysim defences' DIR)
+        hint = f"; it holds one run per {per}: analyse one, e.g. {out / runs[0]}" if runs else ""
         raise CliError(f"{out} has no relay.db: expected a run's --out directory{hint}")
     _no_pipes(out)
     for name in ("disclosures", "analysis"):  # (what it reads, and where it writes)

@@ -1724,3 +1724,20 @@ def test_sweeps_way_out_of_a_scenario_of_several_profiles_works_for_every_profil
     monkeypatch.setattr(sweep, "_pool_executor", no_runs)
     with pytest.raises(Checked):
         sweep.run_sweep(scenario, params, 1, out, workers=1)
+
+
+@pytest.mark.parametrize("command", ["analyze", "report"])
+def test_a_defences_folder_is_named_as_one_run_per_variant(
+    tf_run: Path, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """analyze and report of relaysim defences' DIR (defences.json, a run per variant in folders of
+    its own): analyze said it "holds one run per profile", report that it "holds no finished run" and
+    to make one there. Both name a variant's folder to give instead."""
+    out = tmp_path / "defences-tf"
+    out.mkdir()
+    (out / "defences.json").write_text("{}\n", encoding="utf-8")
+    shutil.copytree(tf_run, out / "as-written")
+    assert main([command, str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(out / "as-written") in err and "variant" in err and "profile" not in err, err
+    assert "make one with" not in err and err.count("\n") == 1, err
