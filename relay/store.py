@@ -506,12 +506,32 @@ def _older_schema(path: object, version: int) -> str:
     )
 
 
+def _not_a_store(path: object, tables: list[str]) -> str:
+    """What a SQLite database of another program's (schema version 0, with tables of its own) is
+    told: by the Store opening it, and by :func:`refuse_another_schema` alike."""
+    tables = sorted(tables)
+    listed = ", ".join(tables[:8]) + (f", … ({len(tables)} in all)" if len(tables) > 8 else "")
+    return (
+        f"{path}: a SQLite database, but not a relay store (no schema version, and tables "
+        f"of its own: {listed}); give the relay a new file, or a store it wrote (the file is "
+        "left as it is)"
+    )
+
+
 def schema_version_of(path: str | os.PathLike[str]) -> int | None:
     """The schema version (``PRAGMA user_version``) of the store at ``path``, read without a byte of
     it written or a file made beside it; None for a file SQLite cannot read. (``mode=ro`` made
     ``-wal`` and ``-shm`` beside a WAL store and left them: a read-only connection does not remove
     them.) Without a write-ahead log beside it the file is whole, and read as immutable (no lock, no
     file made); with one, a copy of both is read, in a folder of its own."""
+    read = _read_schema(path)
+    return None if read is None else read[0]
+
+
+def _read_schema(path: str | os.PathLike[str]) -> tuple[int, list[str] | None] | None:
+    """The schema version of the file at ``path`` and the names of its tables (None if they are not
+    UTF-8: a damaged schema), read as :func:`schema_version_of` says; None for a file SQLite cannot
+    read."""
     import shutil
     import tempfile
     from pathlib import Path
@@ -531,11 +551,20 @@ def schema_version_of(path: str | os.PathLike[str]) -> int | None:
             con = sqlite3.connect(uri, uri=True)
             try:
                 version = con.execute("PRAGMA user_version").fetchone()[0]
+                try:
+                    tables: list[str] | None = [
+                        row[0]
+                        for row in con.execute(
+                            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
+                        )
+                    ]
+                except UnicodeDecodeError:  # (a damaged schema: what reads the file says so, naming it)
+                    tables = None
             finally:
                 con.close()
     except (sqlite3.Error, OSError):
         return None
-    return version if isinstance(version, int) else None
+    return (version, tables) if isinstance(version, int) else None
 
 
 def refuse_a_newer_schema(path: str | os.PathLike[str]) -> None:
@@ -555,13 +584,20 @@ def refuse_another_schema(path: str | os.PathLike[str]) -> None:
     (a Store migrates it as it opens; a reader that reads the file as it is, without a Store, would
     read this version's tables in it: read as having nothing a newer step added, or an SQL error).
     For the readers that read a run's relay.db without opening a Store (``relaysim analyze`` and
-    ``report``, which must not write it). Read only; version 0 (no store, or an empty file) passes:
-    what reads it says so, naming it."""
-    version = schema_version_of(path)
-    if version is not None and version > len(MIGRATIONS):
+    ``report``, which must not write it). Read only. Version 0 with tables is a SQLite database of
+    another program's, refused in the words a Store refuses it with (``disclose``, ``relay serve``;
+    analyze and report read one holding the relay's tables without a word); version 0 without a table
+    (an empty file) passes: what reads it says so, naming it."""
+    read = _read_schema(path)
+    if read is None:
+        return
+    version, tables = read
+    if version > len(MIGRATIONS):
         raise StoreError(_newer_schema(path, version))
-    if version is not None and 0 < version < len(MIGRATIONS):
+    if 0 < version < len(MIGRATIONS):
         raise StoreError(_older_schema(path, version))
+    if version == 0 and tables:
+        raise StoreError(_not_a_store(path, tables))
 
 
 _RELEASED: Final = tuple(MIGRATIONS)
@@ -1181,13 +1217,7 @@ class Store:
             have[name] = {row[1] for row in self._db.execute(f'PRAGMA table_info("{name}")')}
         if version == 0:
             if have:
-                tables = sorted(have)
-                listed = ", ".join(tables[:8]) + (f", … ({len(tables)} in all)" if len(tables) > 8 else "")
-                raise StoreError(
-                    f"{self.path}: a SQLite database, but not a relay store (no schema version, and tables "
-                    f"of its own: {listed}); give the relay a new file, or a store it wrote (the file is "
-                    "left as it is)"
-                )
+                raise StoreError(_not_a_store(self.path, list(have)))
             return
         for table, columns in _expected_schema(version).items():
             if table not in have:

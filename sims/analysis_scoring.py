@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from relaysim.sims.analysis.run import Analysis, analyze, as_seen_view, run_directory
+from relaysim.sims.analysis.run import Analysis, analyze, as_seen_view, directory_problems, run_directory
 from relaysim.sims.analysis.run import run_views as analysis_views
 from relaysim.sims.analysis.runfiles import (
     finite_number,
@@ -900,6 +900,14 @@ def compute_analyses(
         truth = read_truth(out / "transcript.jsonl")
     views = {"relay": as_seen_view(out)} if as_seen else analysis_views(out)
     directory = run_directory(out)
+    if directory:  # (an unknown kind refused; accounts the run has not, a warning: both were said nowhere)
+        import warnings
+
+        from relaysim.sims.report import RunFolderWarning
+
+        accounts = set().union(*(view.accounts() for view in views.values()))
+        for problem in directory_problems(out, directory, accounts):
+            warnings.warn(problem, RunFolderWarning, stacklevel=2)
     computed: dict[str, tuple[Analysis, dict[str, Any]]] = {}
     for name, view in views.items():
         # with the truth, the attack's ranks of each target's true contacts are kept at every target epoch,

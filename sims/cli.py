@@ -256,10 +256,15 @@ def _newer_store(out: Path) -> None:
     it, without relay.store, which they must not import (a Store migrates an older file as it opens
     it, writing it; analyze and report must not). An older one was read without a word: its tables
     read as this version's. The store owns the check (relay.store.refuse_another_schema), and its
-    words, which disclose's Store gives too for a newer one."""
+    words, which disclose's Store gives too for a newer one (and for a SQLite database of another
+    program's). Every relay.db in the folder is checked, at any depth (a comparison's profiles'
+    folders, counterfactual/ and counterfactual/PROFILE/): only DIR/relay.db and DIR/*/relay.db were,
+    and DIR/counterfactual/PROFILE/relay.db went unchecked. Folders reached through a link are not
+    walked into (_no_pipes' walk)."""
     from relaysim.relay.store import StoreError, refuse_another_schema
 
-    for db in [out / "relay.db", *sorted(out.glob("*/relay.db"))]:
+    found = [Path(folder) / "relay.db" for folder, _dirs, names in os.walk(out) if "relay.db" in names]
+    for db in sorted(found, key=lambda p: (len(p.parts), p)):
         if db.is_file():
             try:
                 refuse_another_schema(db)
@@ -781,7 +786,10 @@ def _analyze(args: argparse.Namespace) -> int:
         raise CliError(f"{out / 'relay.db'}: {odd}; expected a run's relay.db")
     if not (out / "relay.db").is_file():
         runs = sorted(p.parent.name for p in out.glob("*/relay.db"))
-        hint = f"; it holds one run per profile: analyse one, e.g. {out / runs[0]}" if runs else ""
+        per = (
+            "defences variant" if (out / "defences.json").is_file() else "profile"
+        )  # (relaysim defences' DIR)
+        hint = f"; it holds one run per {per}: analyse one, e.g. {out / runs[0]}" if runs else ""
         raise CliError(f"{out} has no relay.db: expected a run's --out directory{hint}")
     _no_pipes(out)
     for name in ("disclosures", "analysis"):  # (what it reads, and where it writes)
@@ -799,7 +807,10 @@ def _analyze(args: argparse.Namespace) -> int:
         # what analyze reads, from files of the same run? (a summary.json there that cannot be read is
         # refused before anything is written: the check was skipped, saying nothing)
         problems = run_disagreements(out, kinds=None if truth is None else truth.kinds)
-        lines = write_analysis(out, lambda t: sim_clock(t, epoch, dated), as_seen=args.as_seen, truth=truth)
+        with _run_folder_warnings("analyze"):
+            lines = write_analysis(
+                out, lambda t: sim_clock(t, epoch, dated), as_seen=args.as_seen, truth=truth
+            )
     except (AnalysisInputError, RunFolderError, ValueError) as exc:
         raise CliError(str(exc)) from None  # a file it cannot read: that alone
     for problem in problems:

@@ -27,8 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Mapping
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -217,19 +217,32 @@ def run_defences(
     *,
     workers: int = 2,
     variants: Mapping[str, tuple[str, dict[str, Any]]] = VARIANTS,
+    step: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Every variant of ``scenario`` (by default :data:`VARIANTS`) into ``out/<folder>/``, analysed as
-    seen; the table as data."""
+    seen; the table as data. ``step`` gets (variants finished, variants in all), once before the
+    first and after each (for a progress bar: ``relaysim defences city`` ran for minutes saying
+    nothing)."""
     one_profile(scenario, "relaysim defences")
     jobs = [(scenario, name, folder, sw, str(out)) for name, (folder, sw) in variants.items()]
     # no more processes than runs: --workers 99999999999999999999 asked the pool for more than a C
     # int holds (OverflowError), and --workers 1000 forked 1000 processes for 9 runs
     workers = min(workers, len(jobs))
+    if step is not None:
+        step(0, len(jobs))
+    rows: list[dict[str, Any]] = []
     if workers <= 1:
-        rows = [_one(j) for j in jobs]
+        for j in jobs:
+            rows.append(_one(j))
+            if step is not None:
+                step(len(rows), len(jobs))
     else:
         with ProcessPoolExecutor(workers) as pool:
-            rows = list(pool.map(_one, jobs))
+            futures = [pool.submit(_one, j) for j in jobs]
+            for done, _ in enumerate(as_completed(futures), 1):
+                if step is not None:
+                    step(done, len(jobs))
+            rows = [f.result() for f in futures]  # (in the variants' order, whatever finished first)
     return {
         "scenario": scenario.name,
         "seed": scenario.seed,
@@ -325,6 +338,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--workers", type=workers_arg(), default=2, metavar="N", help="worker processes (default: 2)"
     )
     p.add_argument("--force", action="store_true", help="replace the runs already in DIR")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bar (shown on stderr only when it is a terminal)"
+    )
     return p
 
 
@@ -341,7 +357,14 @@ def main(args: argparse.Namespace) -> int:
         prepare_out_dir(out, force=args.force)  # no run of another command beside the variants' folders
         for folder, _ in VARIANTS.values():
             prepare_out_dir(out / folder, force=args.force)
-        data = run_defences(scenario, out, workers=args.workers)
+        from relaysim.sims.progress import progress_bar
+
+        with progress_bar(
+            "defences", len(VARIANTS), enabled=False if args.quiet else None, unit="runs"
+        ) as bar:
+            data = run_defences(
+                scenario, out, workers=args.workers, step=lambda done, total: bar.update(done, total)
+            )
     except (ScenarioError, DefencesError, OutputDirError, ValueError, OSError) as exc:
         from relaysim.sims.analysis.runfiles import one_line
 

@@ -804,8 +804,10 @@ TRANSCRIPT_BYTES_PER_MESSAGE = 1_930
 
 def transcript_lines(path: Path, limit: int | None = None) -> Iterator[tuple[int, str]]:
     """The lines of ``path``, a run's transcript.jsonl (a regular file: open_run_file), numbered from
-    1, read one at a time (never the whole file at once), as :func:`jsonl_lines` splits them: at line
-    feeds alone, ``\\r\\n`` and ``\\r`` read as line ends as ``Path.read_text`` read them. ``limit``: the
+    1, read one at a time (never the whole file at once), split at line feeds alone, as analyze's
+    read_truth reads them (runfiles.numbered_lines), so that both number a line alike: a ``\\r\\n`` is a
+    line end (the ``\\r`` dropped), a bare ``\\r`` is not (it was, as ``Path.read_text`` reads one: the
+    lines after it were numbered one more than analyze numbered them). ``limit``: the
     most bytes read, else an OSError (EFBIG) naming the file, its size and the most read, before
     any line is (and if it grows past it as it is read). UnicodeDecodeError for a line not UTF-8.
     Each line is read with at most runfiles.MAX_LINE + 1 bytes of it (runfiles.numbered_lines, as
@@ -815,21 +817,17 @@ def transcript_lines(path: Path, limit: int | None = None) -> Iterator[tuple[int
         size = os.fstat(f.fileno()).st_size
         if limit is not None and size > limit:
             raise _too_large(path, size, limit)
-        read, n = 0, 0
+        read = 0
         # (split at b"\n": a "\r\n" is never cut in two, nor a UTF-8 character, in a line of MAX_LINE)
-        for _physical, raw in numbered_lines(f):
+        for n, raw in numbered_lines(f):
             too_long = line_too_long(raw)
             if too_long is not None:
-                raise RunFolderError(f"{path}: line {n + 1}: {too_long}")
+                raise RunFolderError(f"{path}: line {n}: {too_long}")
             read += len(raw)
             if limit is not None and read > limit:  # (it grew as it was read)
                 raise _too_large(path, read, limit)
-            lines = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n").split("\n")
-            if lines[-1] == "":  # (after the line's line feed)
-                lines.pop()
-            for line in lines:
-                n += 1
-                yield n, line
+            line = raw.decode("utf-8")
+            yield n, line[:-2] if line.endswith("\r\n") else line.removesuffix("\n")
 
 
 def _too_large(path: Path, size: int, limit: int) -> OSError:
@@ -850,16 +848,16 @@ def _event(transcript: Path, n: int, line: str, rerun: str) -> dict[str, Any]:
         event = loads(line)
     except json.JSONDecodeError as exc:
         raise RunFolderError(
-            f"{transcript} line {n} is not valid JSON ({exc.msg}): the run was cut short while "
+            f"{transcript}: line {n}: not valid JSON ({exc.msg}): the run was cut short while "
             f"writing it, or the file was damaged; {rerun}"
         ) from exc
     if not (isinstance(event, dict) and isinstance(event.get("kind"), str) and "t" in event):
         raise RunFolderError(
-            f"{transcript} line {n}: expected an event with 't' and 'kind', got {line[:60]!r}"
+            f"{transcript}: line {n}: expected an event with 't' and 'kind', got {line[:60]!r}"
         )
     if not finite_number(event["t"]):  # the teaching view and the report print it as a clock
         raise RunFolderError(
-            f"{transcript} line {n}: t: expected simulated seconds (a number), got {str(event['t'])[:60]!r}"
+            f"{transcript}: line {n}: t: expected simulated seconds (a number), got {str(event['t'])[:60]!r}"
         )
     return event
 
@@ -1125,7 +1123,7 @@ def render_show(out: Path, *, limit: int | None = 20, width: int | None = None, 
     except (KeyError, TypeError, IndexError, AttributeError) as exc:
         line = _first_unread(events)  # (which one was not said: a transcript of 100,000 lines)
         raise RunFolderError(
-            f"{out}/transcript.jsonl{f' line {line}' if line else ''} holds an event this version of "
+            f"{out}/transcript.jsonl: {f'line {line}: ' if line else ''}an event this version of "
             f"relaysim does not read ({brief(exc)} missing or malformed); run it again with: relaysim "
             f"run NAME --out {shell_word(out)} --force"
         ) from exc

@@ -528,11 +528,36 @@ def schema_problem(path: str) -> str | None:
             )
             return f"summary.json has no {brief(part, 's')}{f' under {at}' if at else ''}; the metrics {'under ' + at + ' ' if at else ''}are {listed}"
         node = node[part]
-    if node in (NUMBER, OPEN):
+    if (
+        node == OPEN
+    ):  # (a section of the runs' own keys is no number: --metric disclosures was run, then refused)
+        return f"{path} is a section, not a number; name a number under it ({path}.…)"
+    if node == NUMBER:
         return None
     if isinstance(node, str):
         return f"{path} is {node}, not a number"
     return f"{path} is a section, not a number; the numbers under it are {', '.join(_schema_numbers(node, path))}"
+
+
+def _order_problem(metric: str, orders: Iterable[str]) -> str | None:
+    """Why ``metric``, a path under ``disclosures``, names no order of the scenario (``orders``, the
+    names of its legal_process events: summary.json's ``disclosures`` holds one entry per order, by
+    its name, or by its index); None for a metric elsewhere, or one that names an order."""
+    parts = metric.split(".")
+    if parts[0] != "disclosures" or len(parts) < 2:
+        return None
+    rest = ".".join(parts[1:])
+    names = list(orders)
+    if any(rest == n or rest.startswith(n + ".") for n in names):
+        return None
+    if parts[1].isdigit() and int(parts[1]) < len(names):
+        return None
+    if not names:
+        return "the scenario has no legal order, so its runs' summary.json has no disclosures"
+    return (
+        f"names no legal order of the scenario after disclosures.; its orders are {', '.join(names)} "
+        f"(e.g. disclosures.{names[0]}.{DISCLOSURE_METRICS[0]})"
+    )
 
 
 def _metric(text: str) -> str:
@@ -751,7 +776,10 @@ def run_sweep(
         )
     seed_list = [base.seed + i for i in range(seeds)]
     cells = [list(zip(keys, combo, strict=True)) for combo in itertools.product(*(v for _, v in params))]
+    from relaysim.sims.scenario import LegalProcessEvent
     from relaysim.sims.world.traffic import check_population
+
+    orders: dict[str, None] = {}  # the names of the scenario's legal orders (of any cell), in order
 
     for cell in cells:  # every bad key or value is reported before anything runs
         cell_scenario = build_scenario(text, source, cell)
@@ -773,6 +801,10 @@ def run_sweep(
         )
         for seed in seed_list:  # and every device an event names, as each seed makes the people
             check_population(cell_scenario.with_seed(seed))
+        orders.update(dict.fromkeys(e.name for e in cell_scenario.events if isinstance(e, LegalProcessEvent)))
+    for metric in metrics:  # (a NAME no order of the scenario has was found only after every run)
+        if (problem := _order_problem(metric, orders)) is not None:
+            raise SweepError(f"--metric {brief(metric, 's')}: {problem}")
 
     _check_out_is_this_sweeps(out, base.name, source)
     runs_dir = own_file(out, "runs")  # never a link: the runs would be written wherever it points

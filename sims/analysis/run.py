@@ -200,6 +200,44 @@ def run_directory(run: str | Path) -> dict[str, str] | None:
     return read_directory(f) if f.exists() else None
 
 
+def directory_problems(run: str | Path, directory: Mapping[str, str], accounts: Collection[str]) -> list[str]:
+    """Check the run's ``directory.json`` (read as ``directory``) against the run: an
+    AnalysisInputError naming the first kind of organisation no scenario knows, and the kinds known (a
+    kind of its own was inferred as a trait, saying nothing: a typo read as one more trait); the
+    accounts it lists that are none of ``accounts`` (the accounts the run's records name), one line
+    naming them, for a warning (they were passed over, saying nothing). A kind is known if a scenario
+    may name it without a share (sims.scenario.organisation_kinds), or if the run has one of its
+    accounts as relaysim names an organisation's, ``KIND-N`` (a kind a scenario gives a
+    trait_probability of its own)."""
+    import re
+
+    from relaysim.sims.scenario import organisation_kinds
+
+    path = Path(run) / "directory.json"
+    known = list(organisation_kinds())
+    own = {
+        kind
+        for account, kind in directory.items()
+        if account in accounts and re.fullmatch(rf"{re.escape(kind)}-[1-9][0-9]*", account)
+    }
+    for account, kind in directory.items():
+        if kind not in known and kind not in own:
+            raise AnalysisInputError(
+                f"{path}: {brief(account, 's')}: unknown kind of organisation {brief(kind)} (known: {', '.join(known)}, or a "
+                "scenario's own kind, whose accounts the run has as KIND-1, KIND-2, …)"
+            )
+    missing = sorted(a for a in directory if a not in accounts)
+    if not missing:
+        return []
+    shown = ", ".join(brief(a) for a in missing[:8]) + (
+        f", … ({len(missing)} in all)" if len(missing) > 8 else ""
+    )
+    return [
+        f"{path}: lists {len(missing)} account{'s' if len(missing) != 1 else ''} the run's records name "
+        f"nowhere ({shown}): passed over in the trait inferences"
+    ]
+
+
 def analyze_run(run: str | Path) -> dict[str, Analysis]:
     directory = run_directory(run)
     return {name: analyze(view, directory=directory) for name, view in run_views(run).items()}

@@ -1020,6 +1020,12 @@ def render_report(run: Path) -> str:
     if (
         not summary_file.exists()
     ):  # (a folder or a pipe there is read, and said to be one: not "no summary.json")
+        variants = sorted(p.parent.name for p in run.glob("*/summary.json"))
+        if (run / "defences.json").is_file() and variants:  # (it was told to make a run there)
+            raise ReportError(
+                f"{run} holds relaysim defences' runs, one per variant, in folders of their own; report one, "
+                f"e.g.: relaysim report {shell_word(run / variants[0])}   (variants: {', '.join(variants)})"
+            )
         raise ReportError(
             f"{run} holds no finished run (no summary.json); make one with: relaysim run NAME --out {shell_word(run)}"
         )

@@ -453,3 +453,33 @@ def test_the_defences_mailbox_row_says_which_accounts_its_sda_cell_does_not_scor
     assert int(without) == boxes["ranked_without_contacts"]
     # the as-written row has nothing to say
     assert "| as written | 1.00 / 1.00 | 1.00 / 1.00 | 3 of 4 (1 cut short) |" in table
+
+
+def test_defences_reports_its_progress_run_by_run(tmp_path: Path) -> None:
+    """``relaysim defences city`` ran for more than a minute with no output: run_defences says how many
+    variants are done of how many (for the progress bar the command shows on a terminal, as run and
+    sweep do; ``--quiet`` for none), once before the first and after each, by the pool too."""
+    from relaysim.sims.defences import VARIANTS, add_parser, run_defences
+
+    scenario = parse_scenario(_scenario(), "as-seen-test.toml")
+    chosen = {k: VARIANTS[k] for k in ("as written", "receipts off")}
+    steps: list[tuple[int, int]] = []
+    data = run_defences(
+        scenario, tmp_path / "pool", workers=2, variants=chosen, step=lambda *a: steps.append(a)
+    )
+    assert steps == [(0, 2), (1, 2), (2, 2)]
+    assert [r["variant"] for r in data["variants"]] == list(chosen)  # in the variants' order
+    steps.clear()
+    run_defences(
+        scenario,
+        tmp_path / "one",
+        workers=1,
+        variants={"as written": VARIANTS["as written"]},
+        step=lambda *a: steps.append(a),
+    )
+    assert steps == [(0, 1), (1, 1)]
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+    assert parser.parse_args(["defences", "--quiet"]).quiet is True

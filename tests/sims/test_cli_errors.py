@@ -986,16 +986,14 @@ def test_a_long_metric_is_shown_cut_short_in_its_warning(
     assert "… (5,000 characters): no run's summary.json has a number there: summary.json has no xxx" in err
     assert err.count("x" * 100) == 0 and err.count("\n") == 1, err[:300]  # (never whole: the key cut too)
     assert not (tmp_path / "out").exists()  # (refused before any run)
-    for metric in (
-        "relay_records." + LONG,
-        "disclosures." + LONG + ".score.contacts.share",
-    ):  # (the runs' to say)
+    for metric, said in (
+        ("relay_records." + LONG, "no number at that path in any run's summary.json"),  # (the runs' to say)
+        ("disclosures." + LONG + ".score.contacts.share", "names no legal order of the scenario"),  # (before)
+    ):
         again = [*argv[:4], "--metric", metric, *argv[6:]]
         assert main([*again, "--out", str(tmp_path / "out"), "--quiet"]) == 2
         err = capsys.readouterr().err
-        assert "… (5,0" in err and "characters): no number at that path in any run's summary.json" in err, (
-            err[:300]
-        )
+        assert "… (5,0" in err and f"characters): {said}" in err, err[:300]
         assert err.count("x" * 100) == 0 and err.count("\n") == 1, err[:300]
 
 
@@ -1540,6 +1538,61 @@ def test_a_run_whose_store_an_older_relaysim_wrote_is_refused_naming_both_versio
     assert (out / "relay.db").read_bytes() == before
 
 
+@pytest.mark.parametrize("command", ["analyze", "report", "disclose"])
+def test_a_store_with_the_relay_s_tables_but_no_schema_version_is_refused_by_every_reader(
+    tf_run: Path, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A relay.db holding all the relay's tables but ``user_version = 0``: disclose (and relay serve)
+    refused it as "a SQLite database, but not a relay store", while analyze and report read it without
+    a word. All of them refuse it now, in the Store's words (relay.store.refuse_another_schema)."""
+    import sqlite3
+
+    out = tmp_path / "unversioned"
+    shutil.copytree(tf_run, out)
+    con = sqlite3.connect(out / "relay.db")
+    con.execute("PRAGMA user_version = 0")
+    con.commit()
+    con.close()
+    before = (out / "relay.db").read_bytes()
+    if command == "disclose":
+        argv = [command, "--db", str(out / "relay.db"), "--process", "subpoena", "--target", "amira"]
+    else:
+        argv = [command, str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'relay.db'}: " in err and err.count("\n") == 1, err
+    assert "a SQLite database, but not a relay store (no schema version, and tables of its own: " in err, err
+    assert not (out / "analysis").exists() and not (out / "report.html").exists()
+    assert (out / "relay.db").read_bytes() == before
+
+
+@pytest.mark.parametrize("where", ["counterfactual", "counterfactual/signal", "signal/counterfactual/signal"])
+def test_every_relay_db_in_a_run_folder_is_checked_for_another_schema(
+    tf_run: Path, tmp_path: Path, where: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """cli._newer_store checked DIR/relay.db and DIR/*/relay.db only: a relay.db of another schema in
+    DIR/counterfactual/PROFILE/ (a counterfactual run under several profiles) went unchecked."""
+    import sqlite3
+
+    from relaysim.relay.store import SCHEMA_VERSION
+
+    out = tmp_path / "nested"
+    shutil.copytree(tf_run, out)
+    inner = out / where
+    inner.mkdir(parents=True)
+    shutil.copyfile(tf_run / "relay.db", inner / "relay.db")
+    con = sqlite3.connect(inner / "relay.db")
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    con.commit()
+    con.close()
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{inner / 'relay.db'}: written by a newer relaysim: schema version {SCHEMA_VERSION + 1}" in err, (
+        err
+    )
+    assert not (out / "report.html").exists()
+
+
 def test_disclose_names_profile_when_the_provider_it_names_did_not_exist_on_the_run_s_day(
     tf_run: Path, tmp_path: Path
 ) -> None:
@@ -1671,3 +1724,20 @@ def test_sweeps_way_out_of_a_scenario_of_several_profiles_works_for_every_profil
     monkeypatch.setattr(sweep, "_pool_executor", no_runs)
     with pytest.raises(Checked):
         sweep.run_sweep(scenario, params, 1, out, workers=1)
+
+
+@pytest.mark.parametrize("command", ["analyze", "report"])
+def test_a_defences_folder_is_named_as_one_run_per_variant(
+    tf_run: Path, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """analyze and report of relaysim defences' DIR (defences.json, a run per variant in folders of
+    its own): analyze said it "holds one run per profile", report that it "holds no finished run" and
+    to make one there. Both name a variant's folder to give instead."""
+    out = tmp_path / "defences-tf"
+    out.mkdir()
+    (out / "defences.json").write_text("{}\n", encoding="utf-8")
+    shutil.copytree(tf_run, out / "as-written")
+    assert main([command, str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(out / "as-written") in err and "variant" in err and "profile" not in err, err
+    assert "make one with" not in err and err.count("\n") == 1, err

@@ -1517,16 +1517,20 @@ def test_the_transcripts_bytes_per_message_are_as_measured_and_a_million_message
 def test_a_transcript_is_read_line_by_line_as_it_was_read_whole(tf_run: Path, tmp_path: Path) -> None:
     """transcript.jsonl is read a line at a time (sims.report.transcript_lines), never whole, with
     the lines it had read whole: split at line feeds alone (not at U+2028 inside a message), its
-    line ends "\\r\\n" and "\\r" read as line ends, its last line without one read, and nothing
-    past it."""
-    from relaysim.sims.report import read_run, transcript_lines
+    line ends "\\r\\n" read as line ends, its last line without one read, and nothing past it. A
+    bare "\\r" is no line end, as analyze (read_truth) reads the file: the two numbered the lines
+    after one differently."""
+    from relaysim.sims.report import RunFolderError, read_run, transcript_lines
 
     run = copy_of(tf_run, tmp_path)
     transcript = run / "transcript.jsonl"
     whole, _summary = read_run(run)
     lines = transcript.read_bytes().split(b"\n")[:-1]
-    transcript.write_bytes(b"\r\n".join(lines[:3]) + b"\r" + b"\n".join(lines[3:]))  # (no last line end)
+    transcript.write_bytes(b"\r\n".join(lines[:3]) + b"\n" + b"\n".join(lines[3:]))  # (no last line end)
     assert read_run(run)[0] == whole
+    transcript.write_bytes(b"\r\n".join(lines[:3]) + b"\r" + b"\n".join(lines[3:]))
+    with pytest.raises(RunFolderError, match=": line 3: not valid JSON"):
+        read_run(run)
     transcript.write_bytes('{"t": 0, "kind": "x", "text": "a\u2028b"}\n\n'.encode())
     assert list(transcript_lines(transcript)) == [(1, '{"t": 0, "kind": "x", "text": "a\u2028b"}'), (2, "")]
 
@@ -1934,4 +1938,77 @@ def test_show_names_the_line_of_an_event_it_cannot_read(
     transcript.write_text("\n".join(lines) + "\n", encoding="utf-8")
     assert main(["show", str(run)]) == 2
     err = capsys.readouterr().err
-    assert f"{transcript} line 4 holds an event this version of relaysim does not read" in err, err
+    assert f"{transcript}: line 4: an event this version of relaysim does not read" in err, err
+
+
+@pytest.mark.parametrize("command", ["analyze", "report"])
+def test_a_directory_of_an_unknown_kind_is_refused_naming_it_and_the_kinds_known(
+    tf_run: Path, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """directory.json listing a kind no scenario knows (``{"a": "nokind"}``) was read without a word
+    by analyze and report (a typo inferred as one more trait): refused, naming the account, the kind
+    and the kinds known, before anything is written."""
+    run = tmp_path / "run"
+    shutil.copytree(tf_run, run)
+    (run / "directory.json").write_text(json.dumps({"a": "nokind"}), encoding="utf-8")
+    assert main([command, str(run)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"{run / 'directory.json'}: a: unknown kind of organisation 'nokind' (known: clinic, bank, " in err
+    ), err
+    assert err.count("\n") == 1, err
+    assert not (run / "analysis").exists() and not (run / "report.html").exists()
+
+
+@pytest.mark.parametrize("command", ["analyze", "report"])
+def test_a_directory_listing_accounts_not_in_the_run_is_warned_of_naming_them(
+    tf_run: Path, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """directory.json listing accounts the run has not (``{"x": "clinic"}``) was passed over without a
+    word: a warning names them; an account of the run (amira) is not named; the command goes on."""
+    run = tmp_path / "run"
+    shutil.copytree(tf_run, run)
+    (run / "directory.json").write_text(json.dumps({"x": "clinic", "amira": "clinic"}), encoding="utf-8")
+    assert main([command, str(run)]) == 0
+    err = capsys.readouterr().err
+    said = (
+        f"relaysim {command}: warning: {run / 'directory.json'}: lists 1 account the run's records name "
+        "nowhere ('x'): passed over in the trait inferences\n"
+    )
+    assert said in err, err
+    (run / "directory.json").write_text(json.dumps({"amira": "clinic"}), encoding="utf-8")
+    shutil.rmtree(run / "analysis", ignore_errors=True)
+    assert main([command, str(run)]) == 0
+    assert "directory.json" not in capsys.readouterr().err
+
+
+def test_show_report_and_analyze_number_a_transcript_s_lines_alike_in_one_wording(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bare ``\\r`` in transcript.jsonl (two events on one line, joined by it): show and report
+    (sims.report.transcript_lines) read it as a line end, analyze (read_truth) did not, so the lines
+    after it had other numbers in their errors; and show and report said "FILE line N: ..." where
+    analyze says "FILE: line N: ...". One numbering (line feeds alone), one wording. A ``\\r\\n`` is
+    still a line end for all of them."""
+    run = copy_of(tf_run, tmp_path)
+    transcript = run / "transcript.jsonl"
+    lines = transcript.read_text(encoding="utf-8").split("\n")
+    crlf = "\r\n".join(lines)  # (every line ending in \r\n: read as it is)
+    transcript.write_text(crlf, encoding="utf-8", newline="")
+    for command in ("show", "analyze"):
+        assert main([command, str(run)]) == 0, capsys.readouterr().err
+    shutil.rmtree(run / "analysis")
+    capsys.readouterr()
+    joined = [*lines[:1], lines[1] + "\r" + lines[2], *lines[3:5], "{not json", *lines[5:]]
+    transcript.write_text("\n".join(joined), encoding="utf-8", newline="")
+    for command in ("show", "report", "analyze"):
+        assert main([command, str(run)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"relaysim {command}: {transcript}: line 2: not "), err
+        assert err.count("\n") == 1, err
+    joined[1] = lines[1]  # the line with the bare \r mended: the bad one below is line 5 for all
+    transcript.write_text("\n".join(joined), encoding="utf-8", newline="")
+    for command in ("show", "report", "analyze"):
+        assert main([command, str(run)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"relaysim {command}: {transcript}: line 5: not "), err

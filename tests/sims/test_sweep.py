@@ -742,7 +742,10 @@ def test_without_params_one_cell_and_a_metric_that_is_nowhere_is_named(
     argv = ["sweep", str(tiny), "--seeds", "1", "--workers", "1", "--out", str(tmp_path / "one"), "--quiet"]
     for metric, listed in (
         ("relay_records.nope", "the numbers under relay_records are relay_records.acknowledgement, "),
-        ("disclosures.nope.score.contacts.share", "the numbers under disclosures are disclosures."),
+        (  # (an order of the scenario, a key under it no run has: a NAME no order has is refused before)
+            "disclosures.subpoena-amira.score.nope",
+            "the numbers under disclosures.subpoena-amira.score are disclosures.subpoena-amira.score.",
+        ),
     ):
         assert main([*argv, "--metric", "messages.planned", "--metric", metric]) == 2
         err = capsys.readouterr().err
@@ -780,6 +783,8 @@ def test_without_params_one_cell_and_a_metric_that_is_nowhere_is_named(
         ),
         ("messages", "messages is a section, not a number; the numbers under it are messages.planned, "),
         ("scenario", "scenario is text, not a number"),
+        ("disclosures", "disclosures is a section, not a number; name a number under it (disclosures.…)"),
+        ("messages.refused", "messages.refused is a section, not a number; "),
         ("latency_s.p50.x", "latency_s.p50 is a number, with nothing under it"),
         ("envelopes.agency_devices", "envelopes.agency_devices is a list of names, not a number"),
     ],
@@ -805,6 +810,48 @@ def test_a_metric_no_summary_can_hold_is_refused_before_any_run(
     ):  # (and to run_sweep's caller)
         run_sweep(str(tiny), [], 2, out, metrics=[metric])
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("scenario", "metric", "said"),
+    [
+        (
+            "two-friends",
+            "disclosures.nosuch.score.contacts.share",
+            "names no legal order of the scenario after disclosures.; its orders are pen-register-amira, "
+            "search-warrant-amira (e.g. disclosures.pen-register-amira.score.contacts.share)",
+        ),
+        ("two-friends", "disclosures.5", "names no legal order of the scenario"),
+        (
+            "tiny",
+            "disclosures.x.score.contacts.share",
+            "names no legal order of the scenario after disclosures.; its orders are subpoena-amira (",
+        ),
+    ],
+)
+def test_a_disclosure_metric_naming_no_order_of_the_scenario_is_refused_before_any_run(
+    scenario: str, metric: str, said: str, tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--metric disclosures.NAME...`` with a NAME that is no legal order of the scenario was found
+    only after every run of the sweep had finished (disclosures is a section whose keys the runs set):
+    it is checked against the scenario's orders before any run, naming them; nothing is written. An
+    order's name, or its index, is still taken."""
+    out = tmp_path / "sw"
+    source = str(tiny) if scenario == "tiny" else scenario
+    assert main(["sweep", source, "--seeds", "2", "--metric", metric, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"relaysim sweep: --metric {metric}: {said}"), err
+    assert err.count("\n") == 1, err
+    assert not out.exists()
+    from relaysim.sims.sweep import _order_problem
+
+    orders = ["pen-register-amira", "search.warrant"]
+    assert _order_problem("disclosures.search.warrant.score.contacts.share", orders) is None
+    assert _order_problem("disclosures.1.score.contacts.share", orders) is None
+    assert _order_problem("messages.planned", orders) is None
+    assert _order_problem("disclosures.x", []) == (
+        "the scenario has no legal order, so its runs' summary.json has no disclosures"
+    )
 
 
 @pytest.mark.parametrize("name", ["two-friends", "ghost-device", "signal-subpoena-2016"])
