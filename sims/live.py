@@ -697,6 +697,8 @@ class _LiveRun:
             self.duplicates_dropped += 1
             name = phone.name if box is None else box.name
             self._read_again[name] = self._read_again.get(name, 0) + 1
+            # one record a duplicate, as for a copy the phone could not read (_unread_classified)
+            self.emit({"kind": "duplicate_dropped", "device": name, "message": state.planned.id})
             return False
         self.envelope_message[ev.envelope_id] = state.planned.id
         if ev.plaintext != state.planned.text.encode() or ev.sender.account != state.planned.sender:
