@@ -697,6 +697,8 @@ class _LiveRun:
             self.duplicates_dropped += 1
             name = phone.name if box is None else box.name
             self._read_again[name] = self._read_again.get(name, 0) + 1
+            # one record a duplicate, as for a copy the phone could not read (_unread_classified)
+            self.emit({"kind": "duplicate_dropped", "device": name, "message": state.planned.id})
             return False
         self.envelope_message[ev.envelope_id] = state.planned.id
         if ev.plaintext != state.planned.text.encode() or ev.sender.account != state.planned.sender:
@@ -887,7 +889,7 @@ class _LiveRun:
                 sizes[key] = sizes.get(key, 0) + 1
         checked = confirmed = unchecked = 0
         disagreements: list[dict[str, Any]] = []
-        for name, eid, t, reason, _counted in self._unread:
+        for _phone, eid, t, reason, counted in self._unread:
             if reason is not None or eid in self.envelope_message:
                 continue  # not a duplicate by the phone's word, or a planned message (the driver knows it)
             checked += 1
@@ -900,7 +902,7 @@ class _LiveRun:
                 disagreements.append(
                     {
                         "t": t,
-                        "device": name,
+                        "device": counted,  # the device the relay queued it for: a mailbox's, not its holder's
                         "envelope_id": eid.hex(),
                         "size": sent.size,
                         "why": "the phone dropped it as a duplicate; the relay accepted no other envelope of "

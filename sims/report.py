@@ -44,7 +44,7 @@ import os
 import shutil
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -975,6 +975,39 @@ def _ids(ids: Any) -> str:
     return ", ".join(str(i) for i in ids) if ids else "none"
 
 
+def mailbox_holders(events: Iterable[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+    """A sealed conversation's mailbox account → (the phone holding it, the peer whose replies it takes),
+    from the transcript's ``mailbox_opened`` records: the envelopes a mailbox could not read are named by
+    its device, the one the relay queued them for, and said as its holder's."""
+    return {
+        str(e.get("mailbox")): (str(e.get("device", "?")), str(e.get("peer", "?")))
+        for e in events
+        if e.get("kind") == "mailbox_opened"
+    }
+
+
+def unread_words(e: dict[str, Any], boxes: Mapping[str, tuple[str, str]]) -> str:
+    """What the phones saw of an envelope one could not read, an ``undecryptable`` or ``duplicate_dropped``
+    record (the teaching view's and the HTML report's words): a mailbox's device (``boxes``:
+    :func:`mailbox_holders`) as its holder's mailbox for its peer, with the device the record names."""
+    device = str(e.get("device", "?"))
+    held = boxes.get(device.rpartition("/")[0])
+    reader = f"{held[0]}'s mailbox for {held[1]} ({device})" if held else device
+    message = e.get("message")
+    if e.get("kind") == "duplicate_dropped":
+        copy = "a receipt or other control message" if message is None else f"message {message}"
+        return f"{reader} dropped a second copy of {copy}"
+    # (no message: an envelope no one wrote as a message, a receipt or other control message, or one the
+    # relay made, as the identity swap's forgery)
+    what = "an envelope that is no written message" if message is None else f"message {message}"
+    reason = e.get("reason")
+    if reason == "untrusted_identity":
+        return f"{reader} refused {what}: it decrypted, but from a changed identity key the user has not approved"
+    if reason == "sealed_sender_self_send":
+        return f"{reader} dropped {what}: sealed under its own address (a self-send)"
+    return f"{reader} could not decrypt {what}"
+
+
 def show_rows(events: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     """The teaching view's rows: (time, what the phones saw, the sender the relay saw, the rest of
     what the relay saw). Under sealed sender the relay's sender cell is :data:`SEALED`. Exceptional
@@ -983,13 +1016,7 @@ def show_rows(events: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     senders |= {
         e["message"]: (e["from"], f"group {e['group']}") for e in events if e["kind"] == "group_message_sent"
     }
-    # a mailbox's device (its account's one) → who holds it, for whose replies: the envelopes it could not
-    # read are named by it, the device the relay queued them for
-    boxes = {
-        f"{e['mailbox']}/1": f"{e['device']}'s mailbox for {e['peer']} ({e['mailbox']}/1)"
-        for e in events
-        if e["kind"] == "mailbox_opened"
-    }
+    boxes = mailbox_holders(events)
     rows: list[tuple[str, str, str, str]] = []
     for e in events:
         kind = e["kind"]
@@ -1029,28 +1056,8 @@ def show_rows(events: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
             relay = f"DISCLOSED for {e['name']}: {', '.join(e['provided']) or 'nothing'}"
         elif kind == "message_lost":
             phones = f"message {e['message']} lost: {e['why']}"
-        elif kind == "undecryptable":
-            # (no message: an envelope no one wrote as a message, a receipt or other control message, or one the
-            # relay made, as the identity swap's forgery)
-            what = (
-                "an envelope that is no written message"
-                if e["message"] is None
-                else f"message {e['message']}"
-            )
-            reason = e.get("reason")
-            reader = boxes.get(e["device"], e["device"])
-            if reason == "untrusted_identity":
-                phones = (
-                    f"{reader} refused {what}: it decrypted, but from a changed identity key the user "
-                    "has not approved"
-                )
-            elif reason == "sealed_sender_self_send":
-                phones = f"{reader} dropped {what}: sealed under its own address (a self-send)"
-            else:
-                phones = f"{reader} could not decrypt {what}"
-        elif kind == "duplicate_dropped":
-            copy = "a receipt or other control message" if e["message"] is None else f"message {e['message']}"
-            phones = f"{boxes.get(e['device'], e['device'])} dropped a second copy of {copy}"
+        elif kind in ("undecryptable", "duplicate_dropped"):
+            phones = unread_words(e, boxes)
         elif kind == "exceptional_access":
             demand = e["demand"]
             if demand == "ghost_device":

@@ -291,6 +291,9 @@ def _relay_record(r: dict[str, Any]) -> str:
 
 
 def _timeline_rows(events: list[dict[str, Any]], days: bool) -> tuple[list[str], list[str], int]:
+    from relaysim.sims.report import mailbox_holders, unread_words
+
+    boxes = mailbox_holders(events)  # the envelopes a mailbox could not read are its holder's
     sent: dict[Any, dict[str, Any]] = {}
     rows: list[str] = []
     people: set[str] = set()
@@ -331,6 +334,12 @@ def _timeline_rows(events: list[dict[str, Any]], days: bool) -> tuple[list[str],
             s = sent.get(e.get("message"), {})
             who = {_acct(s.get("from")), str(s.get("to", ""))}
             phone = f"message {_e(e.get('message'))} lost: {_e(e.get('why', ''))}"
+        elif kind in ("undecryptable", "duplicate_dropped"):
+            # an envelope a phone (or a mailbox on it) could not read, in relaysim show's words
+            dev = str(e.get("device", "?"))
+            holder = boxes.get(dev.rpartition("/")[0], (dev, ""))[0]
+            who = {_acct(holder), _acct(sent.get(e.get("message"), {}).get("from"))}
+            phone = f"<div>{_e(unread_words(e, boxes))}</div>"
         elif kind in ("device_online", "device_offline"):
             dev = str(e.get("device", "?"))
             who = {_acct(dev)}

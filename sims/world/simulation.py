@@ -1399,6 +1399,10 @@ class Simulation:
             self._outcome(
                 box or d, 0
             )  # acknowledged, and counted as a duplicate (SimulationResult.envelopes)
+            # transcribed as _agent_event transcribes a copy the ratchet refused: one record a duplicate
+            self.emit(
+                {"t": self.sched.now, "kind": "duplicate_dropped", "device": (box or d).name, "message": mid}
+            )
             return False
         if ev.plaintext != state.planned.text.encode():
             self.mismatched += 1

@@ -327,3 +327,63 @@ def test_a_live_run_counts_what_a_mailbox_could_not_read_under_the_mailbox(
     tmp_path.mkdir(parents=True, exist_ok=True)
     outcome = trio.run(_run_live, scenario, tmp_path, MAILBOX_SCALE, None)
     _check_the_mailbox_s_refusal(outcome.result, outcome.events)
+
+
+@pytest.mark.parametrize("by_mailbox", [False, True])
+def test_a_message_read_again_has_its_duplicate_dropped_record_in_the_transcript(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, by_mailbox: bool
+) -> None:
+    """Simulation._received counted a planned message a device read a second time as a duplicate dropped,
+    but wrote no ``duplicate_dropped`` record, as a copy the ratchet refused gets: the transcript had one
+    record fewer than summary.json's count. Now the two agree, and the record names the device the copy
+    was counted under."""
+
+    class ReadTwice(_ReadTwice):
+        pass
+
+    ReadTwice.by_mailbox = by_mailbox
+    made: list[_ReadTwice] = []
+
+    def simulation(*args: Any, **kwargs: Any) -> _ReadTwice:
+        made.append(ReadTwice(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(report, "Simulation", simulation)
+    scenario = (
+        parse_scenario(MAILBOXES, source="mailboxes.toml") if by_mailbox else resolve_scenario("two-friends")
+    )
+    run_to_dir(scenario, tmp_path)
+    (sim,) = made
+    (name,) = sim.twice
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    lines = (tmp_path / "transcript.jsonl").read_text(encoding="utf-8").splitlines()
+    dropped = [e for e in map(json.loads, lines) if e["kind"] == "duplicate_dropped"]
+    assert summary["messages"]["duplicates_dropped"] >= 1
+    assert len(dropped) == summary["messages"]["duplicates_dropped"], dropped
+    assert name in [e["device"] for e in dropped]
+
+
+def test_a_live_run_transcribes_a_message_read_again_as_a_duplicate_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Live (sims/live.py), a planned message a phone reads a second time (_LiveRun._delivered's read-again
+    path) was counted a duplicate with no ``duplicate_dropped`` record; now it has one, naming the phone,
+    and the transcript's records are as many as the run's count."""
+    from relaysim.sims import live
+
+    twice: list[str] = []
+    received = live._LiveRun._received
+
+    def read_twice(self: Any, phone: Any, ev: A.Received, box: Any = None) -> None:
+        received(self, phone, ev, box)
+        if not twice and box is None and self.envelope_message.get(ev.envelope_id) is not None:
+            twice.append(phone.name)
+            received(self, phone, ev, box)
+
+    monkeypatch.setattr(live._LiveRun, "_received", read_twice)
+    outcome = trio.run(_run_live, resolve_scenario("two-friends"), tmp_path, 0.0002, None)
+    (name,) = twice
+    dropped = [e for e in outcome.events if e["kind"] == "duplicate_dropped"]
+    assert outcome.result.duplicates_dropped >= 1
+    assert len(dropped) == outcome.result.duplicates_dropped, dropped
+    assert name in [e["device"] for e in dropped]

@@ -387,3 +387,38 @@ def test_a_comparison_fits_a_phone_without_sideways_scrolling(
     # every table in view: both providers' columns, each source's precision and recall
     assert [b for b in boxes if b[1] > b[2] + 1] == []
     assert browser.errors() == []
+
+
+def test_the_timeline_shows_what_a_phone_could_not_read_as_show_does(tmp_path: Path) -> None:
+    """The timeline (``_timeline_rows``) left out the ``undecryptable`` and ``duplicate_dropped`` records
+    that ``relaysim show`` shows: the relay's forged first message Ilya's phone could not decrypt was not
+    in the report. Now each is a row, in show's words."""
+    import html as html_text
+
+    from relaysim.sims.report import read_run, show_rows
+
+    run_to_dir(resolve_scenario("relay-swaps-identity"), tmp_path)
+    events, _ = read_run(tmp_path)
+    unread = [e for e in events if e["kind"] in ("undecryptable", "duplicate_dropped", "mailbox_opened")]
+    words = [row[1] for row in show_rows(unread) if row[1]]
+    assert words
+    page = render_report(tmp_path)
+    for said in words:
+        assert html_text.escape(said, quote=True) in page, said
+
+
+def test_the_timeline_names_a_mailbox_s_copies_by_its_holder() -> None:
+    """A second copy a mailbox dropped is a row of its holder's, with the mailbox's device as the record
+    names it, and the filter finds it under the holder's and the sender's names."""
+    from relaysim.sims.reports.html import _timeline_rows
+
+    events = [
+        {"t": 1.0, "kind": "message_sent", "message": 2, "from": "ben/1", "to": "amira"},
+        {"t": 2.0, "kind": "mailbox_opened", "device": "amira/1", "peer": "ben", "mailbox": "mbx-7f3a"},
+        {"t": 3.0, "kind": "duplicate_dropped", "device": "mbx-7f3a/2", "message": 2},
+    ]
+    rows, _people, total = _timeline_rows(events, False)
+    assert total == 1
+    (row,) = rows
+    assert 'data-kind="duplicate_dropped"' in row and 'data-people="amira ben"' in row, row
+    assert "amira/1&#x27;s mailbox for ben (mbx-7f3a/2) dropped a second copy of message 2" in row, row

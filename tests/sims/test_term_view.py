@@ -252,3 +252,20 @@ def test_a_message_refused_for_its_identity_key_or_as_a_self_send_is_not_shown_a
     assert phones[1].startswith("nadia/1 refused an envelope that is no written message: it decrypted"), (
         phones
     )
+
+
+def test_a_mailbox_s_unread_envelope_is_named_by_the_device_its_record_names() -> None:
+    """``show_rows`` named a mailbox's device as its account's device 1, so a record naming any other of
+    its devices was not said to be the mailbox's; now the device is the one the record names."""
+    opened = {"t": 1.0, "kind": "mailbox_opened", "device": "amira/1", "peer": "ben", "mailbox": "mbx-7f3a"}
+    rows = show_rows(
+        [
+            opened,
+            {"t": 2.0, "kind": "undecryptable", "device": "mbx-7f3a/2", "message": 3},
+            {"t": 3.0, "kind": "duplicate_dropped", "device": "mbx-7f3a/1", "message": None},
+        ]
+    )
+    assert [row[1] for row in rows if row[1]] == [
+        "amira/1's mailbox for ben (mbx-7f3a/2) could not decrypt message 3",
+        "amira/1's mailbox for ben (mbx-7f3a/1) dropped a second copy of a receipt or other control message",
+    ]

@@ -220,3 +220,28 @@ def test_a_live_run_checks_the_phones_duplicates_against_the_relays_records() ->
             "that device",
         }
     ]
+
+
+def test_a_disagreement_on_a_mailbox_s_duplicate_names_the_mailbox() -> None:
+    """``_LiveRun._relay_check`` named the holder's phone in a disagreement over a copy a mailbox on it
+    dropped as a duplicate, though the relay accepted that envelope for the mailbox's device: now it names
+    the device the envelope was for (the mailbox's), as the transcript and the counts do."""
+    from relaysim.relay.metadata import MetadataRecord, RecordKind
+
+    run = _LiveRun.__new__(_LiveRun)  # (the checking only: no relay process, no phones)
+    run.envelope_message, run.messages, run._unread = {}, {}, []
+    run.now = lambda: 10.0  # type: ignore[method-assign]
+    phone: Any = type("Phone", (), {"name": "amira/1"})()
+    box: Any = type("Mailbox", (), {"name": "mbx-7f3a/1"})()
+    run._unreadable(phone, A.Duplicate(b"\x01" * 16, True), box)
+    records = [
+        MetadataRecord(
+            RecordKind.SEALED_SEND,
+            recipient_account="mbx-7f3a",
+            recipient_device=1,
+            envelope_id=b"\x01" * 16,
+            size=200,
+        )
+    ]
+    check = run._relay_check(records)
+    assert [d["device"] for d in check["disagreements"]] == ["mbx-7f3a/1"]
