@@ -904,9 +904,10 @@ def compute_analyses(
         import warnings
 
         from relaysim.sims.report import RunFolderWarning
+        from relaysim.sims.scenario import organisation_kinds
 
         accounts = set().union(*(view.accounts() for view in views.values()))
-        for problem in directory_problems(out, directory, accounts):
+        for problem in directory_problems(out, directory, accounts, organisation_kinds()):
             warnings.warn(problem, RunFolderWarning, stacklevel=2)
     computed: dict[str, tuple[Analysis, dict[str, Any]]] = {}
     for name, view in views.items():

@@ -200,21 +200,21 @@ def run_directory(run: str | Path) -> dict[str, str] | None:
     return read_directory(f) if f.exists() else None
 
 
-def directory_problems(run: str | Path, directory: Mapping[str, str], accounts: Collection[str]) -> list[str]:
+def directory_problems(
+    run: str | Path, directory: Mapping[str, str], accounts: Collection[str], kinds: Collection[str]
+) -> list[str]:
     """Check the run's ``directory.json`` (read as ``directory``) against the run: an
     AnalysisInputError naming the first kind of organisation no scenario knows, and the kinds known (a
     kind of its own was inferred as a trait, saying nothing: a typo read as one more trait); the
     accounts it lists that are none of ``accounts`` (the accounts the run's records name), one line
     naming them, for a warning (they were passed over, saying nothing). A kind is known if a scenario
-    may name it without a share (sims.scenario.organisation_kinds), or if the run has one of its
-    accounts as relaysim names an organisation's, ``KIND-N`` (a kind a scenario gives a
-    trait_probability of its own)."""
+    may name it without a share (``kinds``: the caller's, sims.scenario.organisation_kinds, which this
+    module may not import: it knows the scenario), or if the run has one of its accounts as relaysim
+    names an organisation's, ``KIND-N`` (a kind a scenario gives a trait_probability of its own)."""
     import re
 
-    from relaysim.sims.scenario import organisation_kinds
-
     path = Path(run) / "directory.json"
-    known = list(organisation_kinds())
+    known = list(kinds)
     own = {
         kind
         for account, kind in directory.items()
