@@ -1707,6 +1707,41 @@ def test_a_summary_without_the_counts_the_other_files_are_checked_against_says_s
     assert f"relaysim {command}: warning: {said}" in err and unchecked in err, err
 
 
+def _line_counting(opened: Any, longest: list[int], only: str | None = None) -> Any:
+    """``opened`` (runfiles.open_run_file), its files' lines' lengths, as a reader takes them, put in
+    ``longest`` (how much of a line a reader asks for); with ``only``, that file's alone."""
+
+    def counting(p: Any) -> Any:
+        f = opened(p)
+        if only is not None and Path(p).name != only:
+            return f
+        readline = f.readline
+
+        class Counted:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(f, name)
+
+            def __enter__(self) -> Any:
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                f.close()
+
+            def __iter__(self) -> Any:
+                for line in f:
+                    longest.append(len(line))
+                    yield line
+
+            def readline(self, size: int = -1) -> bytes:
+                line = readline(size)
+                longest.append(len(line))
+                return line
+
+        return Counted()
+
+    return counting
+
+
 @pytest.mark.parametrize("file", ["transcript.jsonl", "relay-view.jsonl"])
 def test_a_line_longer_than_any_event_is_refused_naming_the_file_and_line_not_read_whole(
     tf_run: Path,
@@ -1732,33 +1767,7 @@ def test_a_line_longer_than_any_event_is_refused_naming_the_file_and_line_not_re
     capsys.readouterr()
     path.write_bytes(b"\n".join([kept[0], b"[" + b"1," * 50_000 + b"1]", *kept[1:]]))
     longest: list[int] = []
-    opened = runfiles.open_run_file
-
-    def counting(p: Any) -> Any:  # (how much of a line a reader asks for)
-        f = opened(p)
-        readline = f.readline
-
-        class Counted:
-            def __getattr__(self, name: str) -> Any:
-                return getattr(f, name)
-
-            def __enter__(self) -> Any:
-                return self
-
-            def __exit__(self, *exc: object) -> None:
-                f.close()
-
-            def __iter__(self) -> Any:
-                for line in f:
-                    longest.append(len(line))
-                    yield line
-
-            def readline(self, size: int = -1) -> bytes:
-                line = readline(size)
-                longest.append(len(line))
-                return line
-
-        return Counted()
+    counting = _line_counting(runfiles.open_run_file, longest)
 
     import relaysim.sims.analysis.view as view_module
     import relaysim.sims.analysis_scoring as scoring
@@ -1796,35 +1805,7 @@ def test_show_and_report_refuse_a_transcript_line_longer_than_any_event_not_read
     capsys.readouterr()
     path.write_bytes(b"\n".join([kept[0], b"[" + b"1," * 50_000 + b"1]", *kept[1:]]))
     longest: list[int] = []
-    opened = runfiles.open_run_file
-
-    def counting(p: Any) -> Any:  # (how much of a line a reader asks for)
-        f = opened(p)
-        if Path(p).name != "transcript.jsonl":
-            return f
-        readline = f.readline
-
-        class Counted:
-            def __getattr__(self, name: str) -> Any:
-                return getattr(f, name)
-
-            def __enter__(self) -> Any:
-                return self
-
-            def __exit__(self, *exc: object) -> None:
-                f.close()
-
-            def __iter__(self) -> Any:
-                for line in f:
-                    longest.append(len(line))
-                    yield line
-
-            def readline(self, size: int = -1) -> bytes:
-                line = readline(size)
-                longest.append(len(line))
-                return line
-
-        return Counted()
+    counting = _line_counting(runfiles.open_run_file, longest, only="transcript.jsonl")
 
     monkeypatch.setattr(report, "open_run_file", counting)
     assert main([command, str(run)]) == 2
