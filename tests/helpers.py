@@ -137,6 +137,25 @@ class Clock:
         return self.now
 
 
+def count_attack_calls(monkeypatch: Any) -> list[Any]:
+    """From now on (``monkeypatch``'s undo ends it), each call of the statistical disclosure attack, by
+    the checkpoints it was asked for, wherever it is called from (``sims.analysis.sda``'s name for it
+    and ``sims.analysis.run``'s): the list the calls are put in."""
+    from relaysim.sims.analysis import run as analysis_run
+    from relaysim.sims.analysis import sda as sda_module
+
+    calls: list[Any] = []
+    real = sda_module.statistical_disclosure
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs.get("checkpoints"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sda_module, "statistical_disclosure", counted)
+    monkeypatch.setattr(analysis_run, "statistical_disclosure", counted)
+    return calls
+
+
 def new_core(clock: Callable[[], float] | None = None, seed: int = 7, **kwargs: object) -> RelayCore:
     """A core on an in-memory store; without ``limits``, none (the abuse tests name theirs)."""
     kwargs.setdefault("limits", UNLIMITED)

@@ -32,6 +32,7 @@ from relaysim.sims.analysis_scoring import messages_until_linked, read_truth, sc
 from relaysim.sims.cli import main
 from relaysim.sims.report import run_to_dir
 from relaysim.sims.scenario import parse_scenario
+from tests.helpers import count_attack_calls
 
 ROOT = Path(__file__).resolve().parents[2]
 H = 3600
@@ -957,8 +958,6 @@ def test_analyze_runs_the_attack_once_for_both_its_figures(
     """`relaysim analyze` gave its checkpoint figures from one pass of the disclosure attack and its
     "linked" count (a checkpoint after every target epoch) from a second (9.6 s against 3.0 s on a
     synthetic day of 1,000,000 messages). Now one pass per view gives both, to the byte the same."""
-    from relaysim.sims.analysis import run as analysis_run
-    from relaysim.sims.analysis import sda as sda_module
     from relaysim.sims.analysis_scoring import _round
 
     # what the two passes give (score_analysis takes the attack again for an analysis made without a watch)
@@ -967,15 +966,7 @@ def test_analyze_runs_the_attack_once_for_both_its_figures(
         a = analyze(view)
         two[name] = {"analysis": a.to_json(), "score": score_analysis(a, truth, view)}
     assert two["relay"]["score"]["statistical_disclosure"]["linked"]["targets"] > 0
-    calls: list[Any] = []
-    real = sda_module.statistical_disclosure
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        calls.append(kwargs.get("checkpoints"))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sda_module, "statistical_disclosure", counted)
-    monkeypatch.setattr(analysis_run, "statistical_disclosure", counted)
+    calls = count_attack_calls(monkeypatch)
     assert main(["analyze", str(run_dir)]) == 0
     assert len(calls) == len(two) == 2  # the relay's database and the pen register's disclosure: once each
     for name, want in two.items():

@@ -22,6 +22,7 @@ from relaysim.sims.analysis_scoring import read_truth, score_analysis
 from relaysim.sims.cli import main
 from relaysim.sims.report import run_to_dir
 from relaysim.sims.scenario import parse_scenario
+from tests.helpers import count_attack_calls
 
 M = 60
 
@@ -206,20 +207,11 @@ def test_defences_takes_the_disclosure_attack_once_per_variant(
     after every target epoch, keeping the ranks of each target's true contacts), then took the attack a
     second time itself, for the same targets and contacts, for its SDA cells. Now it scores that one
     pass: one call of the attack per variant, and the row what the second pass gave."""
-    from relaysim.sims.analysis import run as analysis_run
     from relaysim.sims.analysis import sda as sda_module
     from relaysim.sims.defences import VARIANTS, run_defences, sda_row
 
     scenario = parse_scenario(_scenario(), "as-seen-test.toml")
-    calls: list[Any] = []
-    real = sda_module.statistical_disclosure
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        calls.append(kwargs.get("checkpoints"))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sda_module, "statistical_disclosure", counted)
-    monkeypatch.setattr(analysis_run, "statistical_disclosure", counted)
+    calls = count_attack_calls(monkeypatch)
     data = run_defences(scenario, tmp_path, workers=1, variants={"as written": VARIANTS["as written"]})
     assert len(calls) == 1, calls
     monkeypatch.undo()
@@ -227,7 +219,7 @@ def test_defences_takes_the_disclosure_attack_once_per_variant(
     run = tmp_path / "as-written"
     view, truth = as_seen_view(run), read_truth(run / "transcript.jsonl")
     targets = [r.target for r in analyze(view).sda.rankings]
-    own = real(
+    own = sda_module.statistical_disclosure(
         view,
         targets=targets,
         receipts=True,
