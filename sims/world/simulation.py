@@ -1026,7 +1026,9 @@ class Simulation:
             if r is None:
                 continue
             device = r.agent.device
-            jobs += device.exchanges_ahead(sender, env.body, _peek(device))
+            peek = _peek(device)
+            jobs += device.exchanges_ahead(sender, env.body, peek)
+            jobs += r.agent.top_up_ahead(env.body, peek)  # (its stock of one-time prekeys runs low)
         self._ahead.ask(jobs)
 
     def _ask_bundle_ahead(self, d: SimDevice, frame: wire.Bundle) -> None:
