@@ -97,6 +97,10 @@ __all__ = [
 RNG = Callable[[int], bytes]
 PREKEY_BATCH = 20
 PREKEY_LOW_WATER = 5
+# draws of the RNG a phone may make before its one-time prekey top-up's (the DH ratchet step of the
+# prekey message that takes it, and whatever else it reads or sends first): ``top_up_ahead`` guesses
+# that many more key pairs, so that its guess covers the top-up wherever it starts among them
+TOP_UP_AHEAD_SLACK = 3
 # Signed prekeys (and the last-resort ML-KEM prekey with them) are replaced every 2 days, and a
 # replaced one is kept 30 days for messages that were begun with it and are still on their way,
 # then deleted: Signal-Android's schedule (RotateSignedPreKeyListener.INTERVAL, 2 days;
@@ -2155,6 +2159,21 @@ class DeviceAgent:
             jobs += more
             draw += used
         return jobs
+
+    def top_up_ahead(
+        self, ciphertext: bytes, peek: Callable[[int, int], bytes] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """The key pairs ``_top_up`` would make once this agent has read ``ciphertext``, as jobs for a
+        simulation's worker to compute ahead: if it is a prekey message taking one of the one-time
+        prekeys it holds, and that leaves fewer than the low-water mark, the public keys of the next
+        ``prekey_batch`` draws of its RNG past the draws reading may make first (``peek(n, k)``: the n
+        bytes of the k-th draw from now, if the caller can tell). A guess: it changes nothing, and a
+        wrong one only costs the worker's time."""
+        if peek is None or len(self.device.secrets.one_time) > min(PREKEY_LOW_WATER, self.prekey_batch):
+            return []
+        if not self.device.takes_one_time_prekey(ciphertext):
+            return []
+        return [(_p.AHEAD_BASE, peek(32, k)) for k in range(self.prekey_batch + TOP_UP_AHEAD_SLACK)]
 
     def _device_trusted(self, frame: wire.Bundle, peer: PeerAddress, key: bytes) -> bool:
         """The identity model's check of one served device of another account, before any session

@@ -437,6 +437,18 @@ class Device:
                 jobs.append((_p.AHEAD_KEM, seed, bytes(initial.kem_ciphertext)))
         return jobs + ratchet_step_ahead(body, spk, None, peek, he)
 
+    def takes_one_time_prekey(self, ciphertext: bytes) -> bool:
+        """Whether ``decrypt`` of ``ciphertext`` would take one of the one-time prekeys this device
+        holds (a prekey message naming it: X3DH §3.3, Bob deletes it), for
+        ``DeviceAgent.top_up_ahead``. A guess like ``exchanges_ahead``: it checks nothing else."""
+        try:
+            if ciphertext and ciphertext[0] == _escrow.ESCROW_TAG:
+                ciphertext = _escrow.strip(ciphertext)
+            initial, _body = parse_ciphertext(ciphertext)
+        except (DecryptionError, ValueError):
+            return False
+        return initial is not None and initial.one_time_prekey_id in self.secrets.one_time
+
     def session_exchanges_ahead(
         self, bundle: PreKeyBundle, peek: Callable[[int, int], bytes] | None = None, first: int = 0
     ) -> tuple[list[tuple[Any, ...]], int]:

@@ -495,9 +495,10 @@ class Simulation:
         self.duplicates_dropped = 0
         # per recipient device ("account/index"): envelopes the relay accepted for it, its acknowledgements,
         # and what it reported of those it could not read (SimulationResult.envelopes)
-        self._sent_to: dict[str, int] = {}
+        # (_sent_to and _acked_by keyed by (account, index) on the hot path, named at the end)
+        self._sent_to: dict[tuple[str | None, int | None], int] = {}
         self._forged_to: dict[str, int] = {}  # ... and those the relay forged (forge_envelope)
-        self._acked_by: dict[str, int] = {}
+        self._acked_by: dict[tuple[str | None, int | None], int] = {}
         self._outcomes: dict[str, list[int]] = {}
         self.deliveries = 0  # first reads of a message by one of its recipient devices, so far
         self.mismatched = 0
@@ -1025,7 +1026,9 @@ class Simulation:
             if r is None:
                 continue
             device = r.agent.device
-            jobs += device.exchanges_ahead(sender, env.body, _peek(device))
+            peek = _peek(device)
+            jobs += device.exchanges_ahead(sender, env.body, peek)
+            jobs += r.agent.top_up_ahead(env.body, peek)  # (its stock of one-time prekeys runs low)
         self._ahead.ask(jobs)
 
     def _ask_bundle_ahead(self, d: SimDevice, frame: wire.Bundle) -> None:
@@ -1167,10 +1170,10 @@ class Simulation:
 
     def _ledger(self, r: MetadataRecord) -> None:
         if r.kind is RecordKind.ACKNOWLEDGEMENT:
-            name, tally = f"{r.account}/{r.device}", self._acked_by
+            key, tally = (r.account, r.device), self._acked_by
         else:
-            name, tally = f"{r.recipient_account}/{r.recipient_device}", self._sent_to
-        tally[name] = tally.get(name, 0) + 1
+            key, tally = (r.recipient_account, r.recipient_device), self._sent_to
+        tally[key] = tally.get(key, 0) + 1
 
     def _outcome(self, d: SimDevice, which: int) -> None:
         row = self._outcomes.get(d.name)
@@ -1853,10 +1856,11 @@ class Simulation:
             name = f"{e.account}/{e.device}"
             unread[name] = unread.get(name, 0) + 1
         agency = sorted(self.interventions.agency_devices()) if self._intervening else []
-        sent = dict(self._sent_to)
+        sent = {f"{a}/{d}": n for (a, d), n in self._sent_to.items()}
         for name, n in self._forged_to.items():
             sent[name] = sent.get(name, 0) + n
-        by_device = envelope_rows(sent, self._acked_by, unread, self._outcomes, self._forged_to)
+        acked = {f"{a}/{d}": n for (a, d), n in self._acked_by.items()}
+        by_device = envelope_rows(sent, acked, unread, self._outcomes, self._forged_to)
         ledger = ledger_by_party(by_device, agency)
         self.store.close()
         states = [self.messages[k] for k in sorted(self.messages)]

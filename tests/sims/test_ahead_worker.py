@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import pytest
 
 from relaysim.clients import _primitives as _p
+from relaysim.clients.agent import DeviceAgent
 from relaysim.clients.ahead import AHEAD_BASE, AHEAD_DH, AHEAD_VERIFY, compute_ahead
 from relaysim.sims.bench.sim import scale_scenario
 from relaysim.sims.world import simulation as simulation_module
@@ -175,3 +176,40 @@ def test_the_planned_sessions_bundle_is_the_relay_s_copy_of_what_the_phone_publi
     sim.run()
     assert len(_Published.compared) > 10 and all(_Published.compared)
     assert _Published.keygens == []
+
+
+def test_a_one_time_prekey_top_up_s_key_pairs_are_asked_for_with_the_message_that_starts_it(
+    tmp_path: Path, short_lookahead: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prekey message that takes one of its recipient's last one-time prekeys above the low-water
+    mark brings a top-up (``DeviceAgent._top_up``): its key pairs are asked for when that message is
+    sent (``DeviceAgent.top_up_ahead``), and the phone takes them instead of computing them."""
+    computed = {"in_top_ups": 0, "top_ups": 0}
+    base, top_up = _p._sodium_scalarmult_base, DeviceAgent._top_up
+    in_top_up = [False]
+
+    def counting_base(k: bytes) -> bytes:
+        computed["in_top_ups"] += in_top_up[0]
+        return base(k)
+
+    def counting_top_up(self: DeviceAgent, *, force: bool = False) -> None:
+        before = len(self.device.secrets.one_time)
+        in_top_up[0] = True
+        try:
+            top_up(self, force=force)
+        finally:
+            in_top_up[0] = False
+        computed["top_ups"] += len(self.device.secrets.one_time) > before
+
+    monkeypatch.setattr(_p, "_sodium_scalarmult_base", counting_base)
+    monkeypatch.setattr(DeviceAgent, "_top_up", counting_top_up)
+    sim = _Waiting(
+        scale_scenario(40, 400, 7),
+        db_path=str(tmp_path / "r.db"),
+        compact_device_rng=True,
+        exchanges_ahead=True,
+    )
+    sim.run()
+    made = computed["top_ups"] * simulation_module.SIM_PREKEY_BATCH
+    assert computed["top_ups"] > 0
+    assert computed["in_top_ups"] <= made // 4, computed  # most taken from the worker's answers
