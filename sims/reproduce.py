@@ -435,8 +435,9 @@ DESCRIPTION = "\n\n".join(
             100,
         ),
         textwrap.fill(
-            "time: about a minute on two cores for the built-in scenario's 8 runs and their attacks (some 50 s "
-            "of processor time in all); more on a busy machine, and in proportion to a larger scenario.",
+            "time: the built-in scenario's 8 runs, each a whole simulation of real Double Ratchet traffic, and "
+            "their attacks, on --workers processes; how long is the machine's (no test or benchmark measures "
+            "it), and grows with a larger scenario.",
             100,
         ),
     ]
