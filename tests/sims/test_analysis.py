@@ -519,18 +519,14 @@ def _counts_per_checkpoint(
 
 
 def test_sda_running_counts_give_the_rankings_of_counting_each_checkpoint_afresh(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, sda_martiny_2021: Any
 ) -> None:
     """On the built-in sda-martiny-2021, with a checkpoint after every target epoch (as the reproduction
-    asks): the rankings kept from one running count are those of counting each checkpoint afresh."""
+    asks): the rankings kept from one running count are those of counting each checkpoint afresh. The
+    run is the session's (tests/sims/conftest.py), test_reproduce's "as written" too: made once."""
     from relaysim.sims.analysis import sda
-    from relaysim.sims.scenario import resolve_scenario
-    from relaysim.sims.world.simulation import Simulation
-    from relaysim.sims.world.traffic import expand_population
 
-    db = tmp_path / "relay.db"
-    Simulation(expand_population(resolve_scenario("sda-martiny-2021")), db_path=db).run()
-    view = from_db(db)
+    view = from_db(sda_martiny_2021.db)
 
     def rankings() -> list[tuple[Any, ...]]:
         result = statistical_disclosure(
