@@ -495,6 +495,9 @@ def test_sda_rounds_to_identify_grow_with_ln_n_and_with_the_target_s_contacts() 
         f"ln N / ln 20 ({', '.join(f'{x:.1f}' for x in intersection)})."
     )
     assert stated in papers, ("docs/papers.md no longer states the rounds measured", stated)
+    # and the set-up it states is the one measured here (b = N // 20, these N, these seeds)
+    setup = f"b = N/20, N = {sizes[0]:,}, {sizes[1]:,} and {sizes[2]:,}, {len(seeds)} seeds each"
+    assert setup in papers, ("docs/papers.md no longer states the set-up measured", setup)
     # the README, the same multiple of intersection's rounds
     assert f"from about twice intersection's ln N / ln(N/b) ({spread(over)} times)" in readme
     assert (

@@ -561,6 +561,8 @@ def test_docs_state_the_scenarios_parameters_beside_the_papers() -> None:
     popular accounts (the paper's receive in every epoch, these in 1 of 30.5) and the background, as the
     built-in scenarios have them, and the attack's variant where it is not the paper's."""
     papers = " ".join((Path(__file__).parents[2] / "docs" / "papers.md").read_text(encoding="utf-8").split())
+    # the paper's headline carries where in the paper it is
+    assert '"could link sealed sender users in as few as 5 messages" (the paper\'s abstract)' in papers
     sc = resolve_scenario("sda-martiny-2021")
     assert sc.generate is not None
     rate = sc.traffic.popular_messages_per_hour / 3600  # per 1-second epoch
