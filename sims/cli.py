@@ -1262,7 +1262,9 @@ def build_parser() -> argparse.ArgumentParser:
             "addresses, the contact graph, a statistical disclosure attack on sealed sender from recipients and times "
             "alone (Martiny et al., NDSS 2021), first contacts from envelope sizes, and each account's daily rhythm, "
             "addresses and co-locations; then scores each inference against the run's transcript. Writes "
-            "DIR/analysis/NAME.json and NAME.md."
+            "DIR/analysis/NAME.json and NAME.md. The attack's rankings there give the 10 best accounts per "
+            "checkpoint, and with a transcript keep only those and each target's true contacts' ranks; for more, "
+            "call relaysim.sims.analysis.run.analyze(view, sda_top=N) from Python."
         ),
         epilog=(
             "examples:\n  relaysim run two-friends --out out/tf && relaysim analyze out/tf\n"

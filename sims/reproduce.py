@@ -48,14 +48,19 @@ import sys
 import tempfile
 import textwrap
 from collections import Counter
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relaysim.sims.analysis.runfiles import one_line, scenario_arg
 from relaysim.sims.numbers import whole_number, workers
 from relaysim.sims.scenario import Scenario, ScenarioError, one_profile, resolve_scenario
+
+if TYPE_CHECKING:
+    from relaysim.sims.analysis.view import ProviderView
+    from relaysim.sims.scoring import GroundTruth
 
 __all__ = [
     "DEFAULT_TARGETS",
@@ -172,29 +177,51 @@ def _targets(scenario: Scenario, truth: Any, n: int) -> list[tuple[str, str]]:
 def run_variant(args: tuple[Scenario, str, dict[str, Any], int]) -> VariantResult:
     # (imported here, not with the module: `relaysim --help` builds this command's parser, and the
     # attack's numpy and the phones' cryptography would cost every command their import time)
-    from relaysim.sims.analysis.attribution import attribute_sealed
-    from relaysim.sims.analysis.sda import statistical_disclosure
     from relaysim.sims.analysis.view import from_db
-    from relaysim.sims.analysis_scoring import linking, messages_until_linked
-    from relaysim.sims.world.simulation import Simulation
 
     base, name, switches, n_targets = args
     scenario = replace(base, defences=replace(base.defences, **switches))
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "relay.db"
-        sim = Simulation(scenario, db_path=db)
-        result = sim.run()
-        # ground truth: (holder, peer) → the mailbox the holder opened for its conversation with peer
-        opened: dict[tuple[str, str], str] = {}
-        for account, box in sim.mailboxes.items():
-            assert box.holder is not None
-            for peer, agent in box.holder.agent.mailboxes.items():
-                if agent is box.agent:
-                    opened[(box.holder.spec.person, peer)] = account
-        del sim  # (its phones and relay: not held through the attack)
+        truth, opened = simulate_variant(scenario, db)
         view = from_db(db)
-    truth = result.truth
-    assert truth is not None
+    return score_variant(base, name, switches, n_targets, view, truth, opened)
+
+
+def simulate_variant(scenario: Scenario, db: Path) -> tuple[GroundTruth, dict[tuple[str, str], str]]:
+    """Run ``scenario`` (a variant's, its switches on) into the relay database ``db``: the run's truth,
+    and the mailboxes opened ((holder, peer) → the mailbox the holder opened for its conversation with
+    peer), what :func:`score_variant` scores the attack on ``db`` against."""
+    from relaysim.sims.world.simulation import Simulation
+
+    sim = Simulation(scenario, db_path=db)
+    result = sim.run()
+    opened: dict[tuple[str, str], str] = {}
+    for account, box in sim.mailboxes.items():
+        assert box.holder is not None
+        for peer, agent in box.holder.agent.mailboxes.items():
+            if agent is box.agent:
+                opened[(box.holder.spec.person, peer)] = account
+    assert result.truth is not None
+    return result.truth, opened
+
+
+def score_variant(
+    base: Scenario,
+    name: str,
+    switches: dict[str, Any],
+    n_targets: int,
+    view: ProviderView,
+    truth: GroundTruth,
+    opened: Mapping[tuple[str, str], str],
+) -> VariantResult:
+    """The attack on what the relay recorded in a variant's run (``view``, read from the database
+    :func:`simulate_variant` wrote), scored against its truth: :func:`run_variant`'s result."""
+    from relaysim.sims.analysis.attribution import attribute_sealed
+    from relaysim.sims.analysis.sda import statistical_disclosure
+    from relaysim.sims.analysis_scoring import linking, messages_until_linked
+
+    scenario = replace(base, defences=replace(base.defences, **switches))
     pairs = _targets(base, truth, n_targets)
     # a checkpoint after every target epoch: the count below is of messages, and a target receives
     # receipts for its own messages too, so MAX_MESSAGES messages may take many more epochs
@@ -435,8 +462,9 @@ DESCRIPTION = "\n\n".join(
             100,
         ),
         textwrap.fill(
-            "time: about a minute on two cores for the built-in scenario's 8 runs and their attacks (some 50 s "
-            "of processor time in all); more on a busy machine, and in proportion to a larger scenario.",
+            "time: the built-in scenario's 8 runs, each a whole simulation of real Double Ratchet traffic, and "
+            "their attacks, on --workers processes; how long is the machine's (no test or benchmark measures "
+            "it), and grows with a larger scenario.",
             100,
         ),
     ]

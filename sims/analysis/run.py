@@ -52,6 +52,7 @@ class Analysis:
     # which ``sda`` is the few checkpoints (the same pass), and the accounts whose ranks they kept
     sda_every_epoch: SDAResult | None = None
     sda_watch: Mapping[str, Collection[str]] | None = None
+    sda_top: int = SDA_TOP  # the best accounts per checkpoint its JSON gives (analyze(sda_top=...))
 
     def to_json(self) -> dict[str, Any]:
         out = self._to_json()
@@ -68,7 +69,7 @@ class Analysis:
                 "attributions": [a.to_json() for a in self.attributions],
             },
             "contact_graph": self.graph.to_json(),
-            "statistical_disclosure": self.sda.to_json(),
+            "statistical_disclosure": self.sda.to_json(self.sda_top),
             "sizes": self.sizes.to_json(),
             "pattern_of_life": {
                 "daily_rhythm": [r.to_json() for r in self.rhythms],
@@ -89,6 +90,7 @@ def analyze(
     sda_receipts: bool = True,
     directory: Mapping[str, str] | None = None,
     sda_watch: Mapping[str, Collection[str]] | None = None,
+    sda_top: int = SDA_TOP,
 ) -> Analysis:
     """Every analysis on ``view``. ``sda_receipts``: the analyst assumes, as Martiny et al. do, that
     the app sends a delivery receipt for every message (Signal's always do: public behaviour of the
@@ -97,10 +99,17 @@ def analyze(
 
     ``sda_watch`` (target → accounts; a scorer's, who knows each target's true contacts): the attack
     runs once, with a checkpoint after every target epoch keeping the ranks of those accounts, and the
-    :data:`~sims.analysis.sda.SDA_TOP` best at the attack's usual checkpoints, of which ``sda`` is
-    made (:meth:`~sims.analysis.sda.SDAResult.only`: what the attack gives without it, to the byte);
-    ``sda_every_epoch`` holds the whole, for the scorer's "linked" count, which would otherwise take
-    the attack a second time. What is inferred does not change; only which ranks are kept."""
+    ``sda_top`` best at the attack's usual checkpoints, of which ``sda`` is made
+    (:meth:`~sims.analysis.sda.SDAResult.only`: what the attack gives without it, to the byte, up to the
+    ``sda_top`` best); ``sda_every_epoch`` holds the whole, for the scorer's "linked" count, which would
+    otherwise take the attack a second time. What is inferred does not change; only which ranks are kept.
+
+    ``sda_top`` (default :data:`~sims.analysis.sda.SDA_TOP`, 10): how many of the best accounts per
+    checkpoint the analysis gives (its JSON's ``top_after_k``) and, with ``sda_watch``, the most it keeps:
+    ``a.sda.top(k, n)`` or ``a.sda.to_json(top=n)`` for more than ``sda_top`` is then refused, so ask
+    for them here."""
+    if isinstance(sda_top, bool) or not isinstance(sda_top, int) or sda_top < 0:
+        raise ValueError(f"sda_top: expected a whole number of accounts, 0 or more, got {sda_top!r}")
     attributions = tuple(attribute_sealed(view))
     messages: dict[tuple[float | None, str, str], None] = {}
     for a in attributions:
@@ -117,7 +126,7 @@ def analyze(
             epoch=sda_epoch,
             receipts=sda_receipts,
             checkpoints=range(1, len(view.observations) + 2),
-            keep_top=SDA_TOP,
+            keep_top=sda_top,
             watch=sda_watch,
             top_at=CHECKPOINTS,
         )
@@ -143,6 +152,7 @@ def analyze(
         sensitive_traits(graph.all_pairs(), view.accounts(), directory) if directory else None,
         every_epoch,
         sda_watch,
+        sda_top,
     )
 
 

@@ -132,7 +132,8 @@ class TargetRanking:
             if cut and i is not None and n > len(self._arrays[i][1]):
                 raise ValueError(
                     f"the {n} best accounts for {self.target} after {self._arrays[i][0]} target epochs: only "
-                    f"the {len(self._arrays[i][1])} best were kept (statistical_disclosure(keep_top=...))"
+                    f"the {len(self._arrays[i][1])} best were kept (statistical_disclosure(keep_top=...); "
+                    "relaysim.sims.analysis.run.analyze(sda_top=...) with sda_watch)"
                 )
         names, sc = self._at(k)
         return [(names[i], int(sc[i])) for i in range(min(n, len(names)))]

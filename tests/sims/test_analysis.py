@@ -495,6 +495,9 @@ def test_sda_rounds_to_identify_grow_with_ln_n_and_with_the_target_s_contacts() 
         f"ln N / ln 20 ({', '.join(f'{x:.1f}' for x in intersection)})."
     )
     assert stated in papers, ("docs/papers.md no longer states the rounds measured", stated)
+    # and the set-up it states is the one measured here (b = N // 20, these N, these seeds)
+    setup = f"b = N/20, N = {sizes[0]:,}, {sizes[1]:,} and {sizes[2]:,}, {len(seeds)} seeds each"
+    assert setup in papers, ("docs/papers.md no longer states the set-up measured", setup)
     # the README, the same multiple of intersection's rounds
     assert f"from about twice intersection's ln N / ln(N/b) ({spread(over)} times)" in readme
     assert (
@@ -519,18 +522,14 @@ def _counts_per_checkpoint(
 
 
 def test_sda_running_counts_give_the_rankings_of_counting_each_checkpoint_afresh(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, sda_martiny_2021: Any
 ) -> None:
     """On the built-in sda-martiny-2021, with a checkpoint after every target epoch (as the reproduction
-    asks): the rankings kept from one running count are those of counting each checkpoint afresh."""
+    asks): the rankings kept from one running count are those of counting each checkpoint afresh. The
+    run is the session's (tests/sims/conftest.py), test_reproduce's "as written" too: made once."""
     from relaysim.sims.analysis import sda
-    from relaysim.sims.scenario import resolve_scenario
-    from relaysim.sims.world.simulation import Simulation
-    from relaysim.sims.world.traffic import expand_population
 
-    db = tmp_path / "relay.db"
-    Simulation(expand_population(resolve_scenario("sda-martiny-2021")), db_path=db).run()
-    view = from_db(db)
+    view = from_db(sda_martiny_2021.db)
 
     def rankings() -> list[tuple[Any, ...]]:
         result = statistical_disclosure(
@@ -983,6 +982,42 @@ def test_an_analysis_watching_other_accounts_than_the_true_contacts_is_not_score
         match=r"sda_watch: for 'bob' the analysis kept the ranks of the accounts watched, not of its true contacts",
     ):
         score_analysis(a, truth, relay_view)
+
+
+def test_analyze_keeps_the_sda_top_best_it_is_asked_for_with_sda_watch() -> None:
+    """With ``sda_watch`` analyze kept the 10 best per checkpoint and no more, a bound no caller could
+    see or move: ``a.sda.to_json(top=11)`` raised. ``sda_top`` is that bound, and its JSON's: what it
+    gives is the full ranking's, up to it; more than it is refused naming it."""
+    view = _dense_view(300, 40, 4.0, 1)
+    full = analyze(view, sda_targets=["bob"], sda_epoch=1.0).sda  # (no watch: every account kept)
+    watched = analyze(view, sda_targets=["bob"], sda_epoch=1.0, sda_watch={"bob": ["alice"]})
+    with pytest.raises(ValueError, match=r"only the 10 best were kept .*analyze\(sda_top=\.\.\.\)"):
+        watched.sda.to_json(top=11)
+    for top in (3, 25):
+        a = analyze(view, sda_targets=["bob"], sda_epoch=1.0, sda_watch={"bob": ["alice"]}, sda_top=top)
+        assert a.sda.to_json(top) == full.to_json(top)
+        assert a.to_json()["statistical_disclosure"] == full.to_json(top)
+        assert (
+            max(len(v) for v in a.to_json()["statistical_disclosure"]["targets"][0]["top_after_k"].values())
+            == top
+        )
+    with pytest.raises(
+        ValueError, match=r"^sda_top: expected a whole number of accounts, 0 or more, got -1$"
+    ):
+        analyze(view, sda_watch={"bob": ["alice"]}, sda_top=-1)
+
+
+def test_the_analyze_help_says_how_many_of_the_best_its_rankings_give() -> None:
+    import argparse
+
+    from relaysim.sims.analysis.sda import SDA_TOP
+    from relaysim.sims.cli import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    flat = " ".join(subparsers.choices["analyze"].format_help().split())
+    assert f"give the {SDA_TOP} best accounts per checkpoint" in flat and "analyze(view, sda_top=N)" in flat
+    papers = " ".join((Path(__file__).parents[2] / "docs" / "papers.md").read_text(encoding="utf-8").split())
+    assert f"the {SDA_TOP} best accounts per checkpoint" in papers and "analyze(sda_top=N)" in papers
 
 
 def test_cli_analyze_on_a_folder_without_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,6 +8,7 @@ names every sender. With fresh connections from exits, it names none correctly.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from pathlib import Path
@@ -445,6 +446,36 @@ def test_the_defences_mailbox_row_says_which_accounts_its_sda_cell_does_not_scor
     assert int(without) == boxes["ranked_without_contacts"]
     # the as-written row has nothing to say
     assert "| as written | 1.00 / 1.00 | 1.00 / 1.00 | 3 of 4 (1 cut short) |" in table
+
+
+def test_docs_state_the_defences_sda_cells_of_the_built_in_sda_scenario(tmp_path: Path) -> None:
+    """docs/papers.md states what `relaysim defences sda-martiny-2021` scores in its SDA cells: the
+    targets with a correspondent in the as-written row and the ephemeral mailboxes' row, the attack's
+    targets there, how many of them were mailboxes, and which people were not its targets. Those
+    figures were no test's: these two rows, run as the command runs them, are the docs' figures."""
+    from relaysim.sims.analysis.sda import statistical_disclosure
+    from relaysim.sims.defences import VARIANTS, run_defences
+    from relaysim.sims.scenario import resolve_scenario
+
+    chosen = {k: VARIANTS[k] for k in ("as written", "sealed conversations (ephemeral mailboxes)")}
+    data = run_defences(resolve_scenario("sda-martiny-2021"), tmp_path, workers=2, variants=chosen)
+    written, boxes = (r["sda"] for r in data["variants"])
+    papers = " ".join((Path(__file__).parents[2] / "docs" / "papers.md").read_text(encoding="utf-8").split())
+    said = re.search(
+        r"`relaysim defences sda-martiny-2021` scores the attack's targets that had a correspondent \(`sda_row` "
+        r"in `sims/defences.py`\): (\d+) in every row but the ephemeral mailboxes', (\d+) there, .*? The attack "
+        r"took (\d+) targets, the accounts with the most epochs \((\d+) or more: .*?\): (\d+) of them mailboxes, "
+        r".*?; and (\d+) of the (\d+) people, the other (\d+) \(([a-z0-9, ]+)\) having too few epochs",
+        papers,
+    )
+    assert said is not None, "docs/papers.md no longer states the defences' SDA cells"
+    every, there, took, least, mailboxes, people, of, others = map(int, said.groups()[:8])
+    assert written["targets"] == written["with_contacts"] == every and written["not_ranked"] == []
+    assert boxes["targets"] == there == people and boxes["with_contacts"] == of == every
+    assert boxes["targets"] + boxes["ranked_without_contacts"] == took
+    assert boxes["ranked_without_contacts"] == mailboxes
+    assert boxes["not_ranked"] == said[9].split(", ") and len(boxes["not_ranked"]) == others
+    assert inspect.signature(statistical_disclosure).parameters["min_epochs"].default == least
 
 
 def test_defences_reports_its_progress_run_by_run(tmp_path: Path) -> None:
