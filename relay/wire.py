@@ -2526,10 +2526,12 @@ def _shown_key(value: Any, depth: int = 0) -> str:
 def _packs_back(raw: Any, body: bytes | bytearray) -> bool:
     """Whether packing the decoded ``raw`` gives ``body`` back byte for byte. A value msgpack
     unpacks but will not pack again (older msgpack's Packer stops at 511 levels of nesting, its
-    Unpacker at 1,024) counts as not: the body is then read again, map by map."""
+    Unpacker at 1,024; the pure-Python build's Packer recurses a Python call a level, past Python's
+    recursion limit, which relay._msgpack raises only while it reads) counts as not: the body is then
+    read again, map by map."""
     try:
         return _pack(raw) == body
-    except ValueError:  # "recursion limit exceeded"; the Packer empties its buffer before raising
+    except (ValueError, RecursionError):  # "recursion limit exceeded"; the Packer empties its buffer first
         return False
 
 

@@ -1335,6 +1335,50 @@ def test_a_body_nested_deep_is_read_the_same_by_msgpack_s_pure_python_build() ->
     assert all("nested deeper than 1,024 maps and arrays" in line for line in said[2:]), said
 
 
+_RECURSION_LIMIT_PROBE = """
+import sys, threading
+import msgpack
+from relaysim.relay import wire
+p = msgpack.packb
+before = sys.getrecursionlimit()
+limits = []
+for depth in (1, 1000, 3000):  # read whole, read whole (wrong_type), refused as nested too deep
+    body = b"\\x85" + p("v") + p(1) + p("id") + p(1) + p("kind") + p("send") + p("to") + p("bob")
+    body += p("envelopes") + b"\\x91" * depth + b"\\xc0"
+    decoder = wire.FrameDecoder()
+    decoder.receive_data(len(body).to_bytes(4, "big") + body)
+    try:
+        decoder.next_frame()
+    except wire.ProtocolError as e:
+        pass
+    limits.append(sys.getrecursionlimit())
+def read_in_a_thread():
+    wire.decode_body(p({"v": 1, "id": 2, "kind": "ping"}), wire.REQUEST_KINDS)
+thread = threading.Thread(target=read_in_a_thread)
+thread.start(); thread.join()
+limits.append(sys.getrecursionlimit())
+print(msgpack.Unpacker.__module__, before, *limits)
+"""
+
+
+def test_msgpack_s_pure_python_build_leaves_python_s_recursion_limit_as_it_found_it() -> None:
+    """relay._msgpack raises Python's recursion limit so that the pure-Python build reads 1,024 levels
+    as the C build does; it raised it for good (the limit is the whole process's: a program that read one
+    frame then ran with a limit of thousands). Now the limit is put back after each read, a body read whole,
+    one refused as nested too deep and one read in another thread alike."""
+    run = subprocess.run(
+        [sys.executable, "-c", _RECURSION_LIMIT_PROBE],
+        env={**os.environ, "MSGPACK_PUREPYTHON": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    module, before, *after = run.stdout.split()
+    assert module == "msgpack.fallback", module
+    assert after == [before] * 4, (before, after)
+
+
 @pytest.mark.parametrize(
     ("inside", "code", "field"),
     [
