@@ -427,6 +427,22 @@ def test_for_log_escapes_what_is_not_printable_and_cuts() -> None:
     assert long == "x" * wire.MAX_LOGGED + "… (10,000 characters)"
 
 
+def test_cut_and_for_log_show_a_str_not_utf8_by_its_bytes() -> None:
+    """A str that is not UTF-8, read with surrogateescape (msgpack's, an argv word's), is shown by
+    wire.quoted by its bytes, b'\\xff' (relay17); wire.cut and wire.for_log showed it by the surrogates
+    Python reads its bytes as, '\\udcff', which no one sent. Now by its bytes' escapes, as quoted's bin is;
+    a surrogate no byte stands for (no reading makes one) by its own escape."""
+    not_utf8 = b"a\xffb\x80".decode("utf-8", "surrogateescape")
+    assert wire.quoted(not_utf8) == "b'a\\xffb\\x80'"
+    assert wire.cut(not_utf8) == "a\\xffb\\x80"
+    assert wire.for_log(f"the option {not_utf8}\n") == "the option a\\xffb\\x80\\n"
+    assert wire.cut("\ud800") == wire.for_log("\ud800") == "\\ud800"
+    long = wire.cut(not_utf8 * 30)
+    assert long == ("a\\xffb\\x80" * 6)[: wire.MAX_QUOTED] + "… (300 characters)", long
+    assert "\\udc" not in long and "\\udc" not in wire.for_log(not_utf8 * 300)
+    assert wire.cut("plain") == "plain" and wire.cut("\u00ff\x80") == "\u00ff\x80"  # (no surrogate: as given)
+
+
 def test_nested_errors_name_the_path() -> None:
     good = wire.encode(KEYS.register(4))
     body = msgpack.unpackb(good[4:])
