@@ -23,7 +23,7 @@ from relaysim.relay.core import ConnectionContext, RelayCore
 from relaysim.relay.identity import XEdDSAPublicKey
 from relaysim.relay.limits import DEFAULT_LIMITS, UNLIMITED, Limits, Rate, address_key
 from relaysim.relay.metadata import RecordKind
-from relaysim.relay.server import RelayServer, peer_address, serve
+from relaysim.relay.server import _LINGER, RelayServer, peer_address, serve
 from relaysim.relay.store import StoredEnvelope
 from tests.helpers import (
     DeviceKeys,
@@ -1043,7 +1043,10 @@ async def test_slowloris_connections_are_closed_at_the_read_timeout_and_good_dev
         for at, _frames in timed_out:
             assert read_timeout <= at - opened <= read_timeout * 1.125 + 1.0, at - opened
         assert read_timeout <= trickler_closed[0] - trickled <= read_timeout * 1.125 + 1.0
-        assert server.connection_count == 2  # the devices alone
+        # the devices alone, once the relay has lingered on the closed ones (their peers close nothing)
+        with trio.fail_after(_LINGER + 1.0):
+            while server.connection_count > 2:
+                await trio.sleep(0.05)
         sent = await alice.send("bob", [1], b"after")
         assert [e.id for e in await bob.drain()] == list(sent)
         for s in lorises:
@@ -1096,4 +1099,58 @@ async def test_a_device_that_never_reads_its_deliveries_holds_its_bound_and_nobo
         assert sorted({e.id for e in got}) == sorted(sent) and len(sent) == 100  # nothing lost
         for client in (alice, bob, carol, again):
             await client.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_slowloris_from_many_addresses_fills_the_relay_only_until_the_read_timeout() -> None:
+    """Slowloris from as many addresses as it takes to hold every connection the relay serves (here 16,
+    the per-address cap off: docs/protocol.md, Limits, 4,096 by default, 64 an address): a device that
+    comes meanwhile is refused server_busy naming max_connections (retry later), never left hanging; once
+    the read timeout (and at most an eighth more) has closed the held connections, it is served."""
+    core = new_core(clock=time.time)
+    read_timeout = 1.5
+    announced = wire.DEFAULT_MAX_FRAME_SIZE.to_bytes(4, "big")
+    async with trio.open_nursery() as nursery:
+        server: RelayServer = await nursery.start(
+            partial(
+                serve,
+                core,
+                "127.0.0.1",
+                0,
+                read_timeout=read_timeout,
+                max_connections=16,
+                max_connections_per_address=None,
+                connection_rate=None,
+            )
+        )
+        opened = trio.current_time()
+        lorises = [await trio.open_tcp_stream("127.0.0.1", server.port) for _ in range(16)]
+        for stream in lorises:
+            await stream.send_all(announced)
+        with trio.fail_after(5):
+            while server.connection_count < 16:
+                await trio.sleep(0.01)
+        late = WireClient(await trio.open_tcp_stream("127.0.0.1", server.port))
+        with trio.fail_after(2):
+            refusal = await late.next_frame()
+        assert isinstance(refusal, wire.ErrorFrame) and (refusal.code, refusal.field) == (
+            E.SERVER_BUSY.value,
+            "max_connections",
+        ), refusal
+        await late.aclose()
+        with trio.fail_after(read_timeout * 1.125 + 2):
+            for stream in lorises:
+                frames = _frames_of(b"".join([chunk async for chunk in stream]))
+                assert [getattr(f, "code", None) for f in frames] == [E.TIMEOUT.value], frames
+        assert trio.current_time() - opened >= read_timeout
+        # (the relay lingers on each a moment, relay.server._LINGER, lest a reset destroy its error frame)
+        with trio.fail_after(_LINGER + 1.0):
+            while server.connection_count:
+                await trio.sleep(0.05)
+        device = WireClient(await trio.open_tcp_stream("127.0.0.1", server.port))
+        await device.register(ALICE)
+        assert isinstance(await device.request(lambda i: wire.Ping(id=i)), wire.Pong)
+        for stream in lorises:
+            await stream.aclose()
+        await device.aclose()
         nursery.cancel_scope.cancel()
