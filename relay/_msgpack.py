@@ -61,9 +61,13 @@ if msgpack.Unpacker.__module__ == "msgpack.fallback":  # pragma: no cover (the p
         global _reading
         with _limit_lock:
             _reading -= 1
-            if not _reading and _limit_raised is not None and _limit_before is not None:
-                if sys.getrecursionlimit() == _limit_raised:
-                    sys.setrecursionlimit(_limit_before)
+            if (
+                not _reading
+                and _limit_raised is not None
+                and _limit_before is not None
+                and sys.getrecursionlimit() == _limit_raised
+            ):
+                sys.setrecursionlimit(_limit_before)
 
     class _BoundedUnpacker(_fallback.Unpacker):
         """msgpack's pure-Python Unpacker, refusing a map or an array MAX_NESTING levels deep (StackError),

@@ -1035,7 +1035,7 @@ async def test_slowloris_connections_are_closed_at_the_read_timeout_and_good_dev
         ), busy
         timed_out = [(at, f) for at, f in closed if f not in busy]
         assert len(timed_out) == cap
-        for at, frames in timed_out + [(trickler_closed[0], trickle_frames)]:
+        for _at, frames in [*timed_out, (trickler_closed[0], trickle_frames)]:
             assert [(getattr(f, "code", None), getattr(f, "id", None)) for f in frames] == [
                 (E.TIMEOUT.value, 0)
             ], frames
