@@ -7,14 +7,17 @@ recursion, one Python call a level, with no bound of its own but Python's recurs
 default, fewer than 1,024 levels from inside a server's stack): a body the C build reads was refused as
 nested too deep (RecursionError, which it says as StackError). Here the C build's bound is kept ahead of
 the recursion (a map or an array past it refused as it begins, where the C build refuses it as its stack
-would grow), and Python's recursion limit raised, never lowered, to hold that many levels above the
-caller's stack: so a body is read, or refused, the same in either build. (In its own module, not in
+would grow), and Python's recursion limit raised while a read runs, to hold that many levels above the
+caller's stack, and put back as it was when the last read running ends (it is the whole process's: left
+raised, a program that reads one frame ran for ever after with a limit of thousands, where its own
+recursion was stopped at 1,000 before): so a body is read, or refused, the same in either build. (In its own module, not in
 relay/wire.py: it is a Python pass for each value, which the wire's C build never runs.)
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import types
 from typing import Any, Final
 
@@ -30,15 +33,41 @@ unpackb: Any = msgpack.unpackb
 if msgpack.Unpacker.__module__ == "msgpack.fallback":  # pragma: no cover (the pure-Python build only)
     from msgpack import fallback as _fallback
 
+    _limit_lock = threading.Lock()
+    _reading = 0  # reads running, in every thread (the recursion limit is the process's)
+    _limit_before: int | None = None  # the limit before the first of them raised it
+    _limit_raised: int | None = None  # the limit they raised it to
+
     def _headroom() -> None:
-        """Python's recursion limit raised, if need be, to read MAX_NESTING levels above this stack."""
+        """Python's recursion limit raised, if need be, to read MAX_NESTING levels above this stack, until
+        :func:`_headroom_done` is called as many times as this was."""
+        global _reading, _limit_before, _limit_raised
         frame: types.FrameType | None = sys._getframe()
         depth = 0
         while frame is not None:
             frame, depth = frame.f_back, depth + 1
         need = depth + 5 * MAX_NESTING + 200  # (up to four calls a level, and the hooks a value calls)
-        if sys.getrecursionlimit() < need:
-            sys.setrecursionlimit(need)
+        with _limit_lock:
+            if not _reading:
+                _limit_before, _limit_raised = sys.getrecursionlimit(), None
+            _reading += 1
+            if sys.getrecursionlimit() < need:
+                sys.setrecursionlimit(need)
+                _limit_raised = need
+
+    def _headroom_done() -> None:
+        """The recursion limit put back as it was before the reads, when the last read running ends (unless
+        someone else set it meanwhile: theirs is kept)."""
+        global _reading
+        with _limit_lock:
+            _reading -= 1
+            if (
+                not _reading
+                and _limit_raised is not None
+                and _limit_before is not None
+                and sys.getrecursionlimit() == _limit_raised
+            ):
+                sys.setrecursionlimit(_limit_before)
 
     class _BoundedUnpacker(_fallback.Unpacker):
         """msgpack's pure-Python Unpacker, refusing a map or an array MAX_NESTING levels deep (StackError),
@@ -58,13 +87,19 @@ if msgpack.Unpacker.__module__ == "msgpack.fallback":  # pragma: no cover (the p
             super().__init__(*args, object_pairs_hook=object_pairs_hook, **kwargs)
 
         def _unpack(self, execute: int = _fallback.EX_CONSTRUCT) -> Any:
-            if not self._levels:
-                _headroom()
-            self._levels += 1
+            if self._levels:
+                self._levels += 1
+                try:
+                    return super()._unpack(execute)
+                finally:
+                    self._levels -= 1
+            _headroom()
+            self._levels = 1
             try:
                 return super()._unpack(execute)
             finally:
-                self._levels -= 1
+                self._levels = 0
+                _headroom_done()
 
         def _read_header(self) -> Any:
             header = super()._read_header()

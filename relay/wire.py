@@ -485,8 +485,30 @@ def quoted(value: object) -> str:
 def cut(shown: str) -> str:
     """``shown`` (how an error shows a value that is no str or bin: a repr, or a value in a format of its
     own, unquoted) whole when it is at most MAX_QUOTED characters, else its first MAX_QUOTED, "…" and how
-    long it is: the rule of :func:`quoted` for what has no quote to close."""
+    long it is: the rule of :func:`quoted` for what has no quote to close. A str read with
+    ``surrogateescape`` (not UTF-8) in it is shown by its bytes' escapes, ``\\xff``, never ``\\udcff``
+    (:func:`_bytes_escaped`)."""
+    shown = _bytes_escaped(shown)
     return shown if len(shown) <= MAX_QUOTED else f"{shown[:MAX_QUOTED]}… ({len(shown):,} characters)"
+
+
+def _bytes_escaped(text: str) -> str:
+    """``text`` with each surrogate that stands for a byte (U+DC80 to U+DCFF: how msgpack's and argv's
+    ``surrogateescape`` read a str that is not UTF-8) as that byte's escape, ``\\xff``, as :func:`quoted`
+    shows such a str by its bytes, ``b'\\xff'``; any other surrogate (no reading made it) by its own,
+    ``\\ud800``. A str with no surrogate is given back as it is (a str is checked in one pass)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join(
+            f"\\x{ord(c) - 0xDC00:02x}"
+            if "\udc80" <= c <= "\udcff"
+            else repr(c)[1:-1]
+            if "\ud800" <= c <= "\udfff"
+            else c
+            for c in text
+        )
+    return text
 
 
 _cut = cut
@@ -502,10 +524,11 @@ def for_log(text: str, most: int = MAX_LOGGED) -> str:
     it: every character that is not printable (a newline, a carriage return, an escape that would start
     a terminal sequence) as its escape (``\\n``, ``\\x1b``), so that what a peer sends can neither
     start a line of its own nor drive a terminal (log injection: CWE-117, "Improper Output
-    Neutralization for Logs"), and
+    Neutralization for Logs"); a str read with ``surrogateescape`` (not UTF-8) in it by its bytes'
+    escapes, ``\\xff``, as :func:`quoted` shows one by its bytes, never ``\\udcff``; and
     at most ``most`` characters, then "…" and how long it was."""
     if not text.isprintable():
-        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in _bytes_escaped(text))
     return text if len(text) <= most else f"{text[:most]}… ({len(text):,} characters)"
 
 
@@ -2526,10 +2549,12 @@ def _shown_key(value: Any, depth: int = 0) -> str:
 def _packs_back(raw: Any, body: bytes | bytearray) -> bool:
     """Whether packing the decoded ``raw`` gives ``body`` back byte for byte. A value msgpack
     unpacks but will not pack again (older msgpack's Packer stops at 511 levels of nesting, its
-    Unpacker at 1,024) counts as not: the body is then read again, map by map."""
+    Unpacker at 1,024; the pure-Python build's Packer recurses a Python call a level, past Python's
+    recursion limit, which relay._msgpack raises only while it reads) counts as not: the body is then
+    read again, map by map."""
     try:
         return _pack(raw) == body
-    except ValueError:  # "recursion limit exceeded"; the Packer empties its buffer before raising
+    except (ValueError, RecursionError):  # "recursion limit exceeded"; the Packer empties its buffer first
         return False
 
 

@@ -23,7 +23,7 @@ from relaysim.relay.core import ConnectionContext, RelayCore
 from relaysim.relay.identity import XEdDSAPublicKey
 from relaysim.relay.limits import DEFAULT_LIMITS, UNLIMITED, Limits, Rate, address_key
 from relaysim.relay.metadata import RecordKind
-from relaysim.relay.server import RelayServer, peer_address, serve
+from relaysim.relay.server import _LINGER, RelayServer, peer_address, serve
 from relaysim.relay.store import StoredEnvelope
 from tests.helpers import (
     DeviceKeys,
@@ -940,3 +940,217 @@ async def test_new_connections_from_one_address_are_rate_limited_with_a_retry_af
 
 def test_the_default_limits_are_all_on() -> None:
     assert all(getattr(DEFAULT_LIMITS, f.name) is not None for f in dataclasses.fields(Limits))
+
+
+# --- slow peers: a frame announced and never sent, and a device that never reads ------------------
+
+
+def _frames_of(data: bytes) -> list[object]:
+    decoder = wire.FrameDecoder("device")
+    decoder.receive_data(data)
+    frames = []
+    while (frame := decoder.next_frame()) is not wire.NEED_DATA:
+        frames.append(frame)
+    return frames
+
+
+async def _closed_with(s: socket.socket) -> tuple[float, list[object]]:
+    """When ``s`` (non-blocking) was closed by the relay (trio's clock), and the frames it had been sent."""
+    data = b""
+    while True:
+        await trio.lowlevel.wait_readable(s)
+        try:
+            got = s.recv(65536)
+        except BlockingIOError:
+            continue
+        except ConnectionResetError:
+            got = b""
+        if not got:
+            return trio.current_time(), _frames_of(data)
+        data += got
+
+
+async def test_slowloris_connections_are_closed_at_the_read_timeout_and_good_devices_are_served() -> None:
+    """Slowloris: connections that announce a frame of the largest length (256 KiB) and send nothing more,
+    as many as one address may open (docs/protocol.md, Limits: 64) and 8 past it, and one that trickles
+    such a frame's body a byte every 0.1 s. docs/protocol.md, Transport: a connection that sends no
+    complete frame for the read timeout (the relay may wait up to an eighth longer) gets a `timeout` error
+    and is closed; part of a frame does not count. Meanwhile two devices register, log in and exchange a
+    message as if no one else were there, and are served after the attack as before it."""
+    core = new_core(clock=time.time)
+    ports: set[int] = set()
+    read_timeout = 2.0
+    announced = wire.DEFAULT_MAX_FRAME_SIZE.to_bytes(4, "big")
+    async with trio.open_nursery() as nursery:
+        server: RelayServer = await nursery.start(
+            partial(
+                serve, core, "127.0.0.1", 0, read_timeout=read_timeout, address_of=_attacker_address(ports)
+            )
+        )
+        cap = server.max_connections_per_address
+        assert cap == 64  # (docs/protocol.md, Limits)
+        opened = trio.current_time()  # (before the first connection: the relay's timers start after it)
+        lorises = [_raw_socket(server.port, ports) for _ in range(cap + 8)]
+        for s in lorises:
+            await trio.lowlevel.wait_writable(s)
+            with contextlib.suppress(OSError):  # (one refused may be closed already)
+                s.send(announced)
+        trickler = await trio.open_tcp_stream("127.0.0.1", server.port)  # (its own address: under the cap)
+        trickled = trio.current_time()
+        closed: list[tuple[float, list[object]]] = []
+        trickler_closed: list[float] = []
+
+        async def watch(s: socket.socket) -> None:
+            closed.append(await _closed_with(s))
+
+        async def trickle() -> None:
+            await trickler.send_all(announced)
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                for _ in range(100):  # never the whole frame: a byte every 0.1 s, for 10 s
+                    await trickler.send_all(b"\x00")
+                    await trio.sleep(0.1)
+            trickler_closed.append(trio.current_time())
+
+        alice = WireClient(await trio.open_tcp_stream("127.0.0.1", server.port))
+        bob = WireClient(await trio.open_tcp_stream("127.0.0.1", server.port))
+        async with trio.open_nursery() as attack:
+            for s in lorises:
+                attack.start_soon(watch, s)
+            attack.start_soon(trickle)
+            with trio.fail_after(read_timeout / 2):  # served at once, while every slot of an address is held
+                for client, keys in [(alice, ALICE), (bob, BOB)]:
+                    await client.register(keys)
+                    await client.authenticate(keys)
+                sent = await alice.send("bob", [1], b"during")
+                assert [e.id for e in await bob.drain()] == list(sent)
+            with trio.fail_after(read_timeout * 3):
+                while len(closed) < len(lorises) or not trickler_closed:
+                    for client in (alice, bob):  # (the devices keep their connections alive meanwhile)
+                        assert isinstance(await client.request(lambda i: wire.Ping(id=i)), wire.Pong)
+                    await trio.sleep(0.25)
+        trickle_frames = _frames_of(await trickler.receive_some(65536))
+        busy = [f for _, f in closed if f and getattr(f[0], "code", None) == E.SERVER_BUSY.value]
+        assert len(busy) == 8 and all(
+            getattr(f[0], "field", None) == "max_connections_per_address" for f in busy
+        ), busy
+        timed_out = [(at, f) for at, f in closed if f not in busy]
+        assert len(timed_out) == cap
+        for _at, frames in [*timed_out, (trickler_closed[0], trickle_frames)]:
+            assert [(getattr(f, "code", None), getattr(f, "id", None)) for f in frames] == [
+                (E.TIMEOUT.value, 0)
+            ], frames
+        # not before the read timeout, nor later than an eighth past it (and a little for the loop)
+        for at, _frames in timed_out:
+            assert read_timeout <= at - opened <= read_timeout * 1.125 + 1.0, at - opened
+        assert read_timeout <= trickler_closed[0] - trickled <= read_timeout * 1.125 + 1.0
+        # the devices alone, once the relay has lingered on the closed ones (their peers close nothing)
+        with trio.fail_after(_LINGER + 1.0):
+            while server.connection_count > 2:
+                await trio.sleep(0.05)
+        sent = await alice.send("bob", [1], b"after")
+        assert [e.id for e in await bob.drain()] == list(sent)
+        for s in lorises:
+            s.close()
+        for c in (alice, bob):
+            await c.aclose()
+        await trickler.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_device_that_never_reads_its_deliveries_holds_its_bound_and_nobody_waits_for_it() -> None:
+    """A device logs in and never reads again: what is pushed to it fills its socket's buffers. docs/
+    protocol.md, Limits: past the unsent bytes per connection (1 MiB) pushes to it are dropped, still
+    queued; Transport: a connection that takes nothing of what the relay writes for the write timeout is
+    closed. Meanwhile its senders are answered and other devices served at once; the relay holds no more
+    for it than the bound and a frame; and the device gets every envelope when it connects again."""
+    core = new_core(clock=time.time)
+    carol_keys = DeviceKeys.make("carol")
+    body = bytes(200_000)
+    async with trio.open_nursery() as nursery:
+        server: RelayServer = await nursery.start(partial(serve, core, "127.0.0.1", 0))
+        server.write_timeout = 1.0  # (30 s by default: relay.server.DEFAULT_WRITE_TIMEOUT)
+        bound = server.max_queued_bytes_per_device
+        clients = [WireClient(await trio.open_tcp_stream("127.0.0.1", server.port)) for _ in range(3)]
+        alice, bob, carol = clients
+        for client, keys in [(alice, ALICE), (bob, BOB), (carol, carol_keys)]:
+            await client.register(keys)
+            await client.authenticate(keys)
+        carol_socket = carol.stream.socket  # type: ignore[attr-defined]
+        carol_socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # carol reads nothing from here on
+        sent: list[bytes] = []
+        peak = 0
+        with trio.fail_after(20):  # (20 MB through loopback, a send at a time)
+            for n in range(100):
+                sent += await alice.send("carol", [1], body)
+                if n % 10 == 0:  # other devices are served as they would be
+                    assert isinstance(await bob.request(lambda i: wire.Ping(id=i)), wire.Pong)
+                for c in server._connections.values():
+                    peak = max(peak, c.unsent)  # (what is written and not yet taken: the outbox within)
+        assert server.dropped_pushes > 0
+        assert peak <= bound + core.max_frame_size, (peak, bound)
+        with trio.fail_after(server.write_timeout + 5):  # then the relay lets it go
+            while server.connection_count > 2:
+                await trio.sleep(0.05)
+                assert isinstance(await bob.request(lambda i: wire.Ping(id=i)), wire.Pong)
+        again = WireClient(await trio.open_tcp_stream("127.0.0.1", server.port))
+        await again.authenticate(carol_keys)
+        with trio.fail_after(20):
+            got = await again.drain()
+        assert sorted({e.id for e in got}) == sorted(sent) and len(sent) == 100  # nothing lost
+        for client in (alice, bob, carol, again):
+            await client.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_slowloris_from_many_addresses_fills_the_relay_only_until_the_read_timeout() -> None:
+    """Slowloris from as many addresses as it takes to hold every connection the relay serves (here 16,
+    the per-address cap off: docs/protocol.md, Limits, 4,096 by default, 64 an address): a device that
+    comes meanwhile is refused server_busy naming max_connections (retry later), never left hanging; once
+    the read timeout (and at most an eighth more) has closed the held connections, it is served."""
+    core = new_core(clock=time.time)
+    read_timeout = 1.5
+    announced = wire.DEFAULT_MAX_FRAME_SIZE.to_bytes(4, "big")
+    async with trio.open_nursery() as nursery:
+        server: RelayServer = await nursery.start(
+            partial(
+                serve,
+                core,
+                "127.0.0.1",
+                0,
+                read_timeout=read_timeout,
+                max_connections=16,
+                max_connections_per_address=None,
+                connection_rate=None,
+            )
+        )
+        opened = trio.current_time()
+        lorises = [await trio.open_tcp_stream("127.0.0.1", server.port) for _ in range(16)]
+        for stream in lorises:
+            await stream.send_all(announced)
+        with trio.fail_after(5):
+            while server.connection_count < 16:
+                await trio.sleep(0.01)
+        late = WireClient(await trio.open_tcp_stream("127.0.0.1", server.port))
+        with trio.fail_after(2):
+            refusal = await late.next_frame()
+        assert isinstance(refusal, wire.ErrorFrame) and (refusal.code, refusal.field) == (
+            E.SERVER_BUSY.value,
+            "max_connections",
+        ), refusal
+        await late.aclose()
+        with trio.fail_after(read_timeout * 1.125 + 2):
+            for stream in lorises:
+                frames = _frames_of(b"".join([chunk async for chunk in stream]))
+                assert [getattr(f, "code", None) for f in frames] == [E.TIMEOUT.value], frames
+        assert trio.current_time() - opened >= read_timeout
+        # (the relay lingers on each a moment, relay.server._LINGER, lest a reset destroy its error frame)
+        with trio.fail_after(_LINGER + 1.0):
+            while server.connection_count:
+                await trio.sleep(0.05)
+        device = WireClient(await trio.open_tcp_stream("127.0.0.1", server.port))
+        await device.register(ALICE)
+        assert isinstance(await device.request(lambda i: wire.Ping(id=i)), wire.Pong)
+        for stream in lorises:
+            await stream.aclose()
+        await device.aclose()
+        nursery.cancel_scope.cancel()

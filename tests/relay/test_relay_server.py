@@ -541,6 +541,43 @@ async def test_an_unknown_field_or_kind_is_answered_by_name_and_the_connection_i
         await client.aclose()
 
 
+async def test_a_key_named_twice_inside_an_unknown_field_closes_only_its_connection_naming_it() -> None:
+    """docs/protocol.md ("Framing", and "Errors"): an unknown field alone is answered unknown_field in
+    its place and the connection kept, but inside it, as anywhere, a map names each key once: a key
+    named twice there is refused invalid_value by its path with the request's id, and the connection
+    closes, as it does for a key named twice in a field the kind has (were unknown fields exempt, whether
+    a frame is refused would hang on which fields the reader knows). The decision kept; here over the live
+    relay: the answers before it are given, nothing after it is read, and other devices go on."""
+    twice = b"\x82\xa1a\x01\xa1a\x02"  # {"a": 1, "a": 2}
+    head = b"\x84\xa1v\x01\xa2id\x03\xa4kind\xa4ping"
+    async with running(new_core(clock=time.time)) as server:
+        alice, bob = await _pair(server.port)
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        await stream.send_all(
+            wire.encode(wire.Ping(id=1))
+            + _raw_frame({"v": 1, "id": 2, "kind": "ping", "zzz": {"a": 1, "b": 2}})
+            + struct.pack(">I", len(head) + 4 + len(twice))
+            + head
+            + b"\xa3zzz"
+            + twice
+            + wire.encode(wire.Ping(id=4))
+        )
+        frames = _frames(await _read_until_closed(stream))
+        await stream.aclose()
+        assert [(type(f).__name__, f.id) for f in frames] == [
+            ("Pong", 1),
+            ("ErrorFrame", 2),
+            ("ErrorFrame", 3),
+        ]
+        assert isinstance(frames[1], wire.ErrorFrame) and isinstance(frames[2], wire.ErrorFrame)
+        assert (frames[1].code, frames[1].field) == ("unknown_field", "zzz")
+        assert (frames[2].code, frames[2].field) == ("invalid_value", "zzz.a"), frames[2]
+        assert "zzz.a" in frames[2].message and "more than once" in frames[2].message, frames[2].message
+        await _exchange(alice, bob)  # the devices connected meanwhile are served as before
+        await alice.aclose()
+        await bob.aclose()
+
+
 async def test_an_idle_connection_times_out() -> None:
     async with running(new_core(clock=time.time), read_timeout=0.2) as server:
         # before the connection: the relay's timer may start before this task runs again

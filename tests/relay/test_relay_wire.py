@@ -11,6 +11,7 @@ import sys
 import tracemalloc
 import types
 from collections.abc import Iterator
+from typing import Final
 
 import msgpack
 import pytest
@@ -425,6 +426,22 @@ def test_for_log_escapes_what_is_not_printable_and_cuts() -> None:
     assert wire.for_log("plain") == "plain"
     long = wire.for_log("x" * 10_000)
     assert long == "x" * wire.MAX_LOGGED + "… (10,000 characters)"
+
+
+def test_cut_and_for_log_show_a_str_not_utf8_by_its_bytes() -> None:
+    """A str that is not UTF-8, read with surrogateescape (msgpack's, an argv word's), is shown by
+    wire.quoted by its bytes, b'\\xff' (relay17); wire.cut and wire.for_log showed it by the surrogates
+    Python reads its bytes as, '\\udcff', which no one sent. Now by its bytes' escapes, as quoted's bin is;
+    a surrogate no byte stands for (no reading makes one) by its own escape."""
+    not_utf8 = b"a\xffb\x80".decode("utf-8", "surrogateescape")
+    assert wire.quoted(not_utf8) == "b'a\\xffb\\x80'"
+    assert wire.cut(not_utf8) == "a\\xffb\\x80"
+    assert wire.for_log(f"the option {not_utf8}\n") == "the option a\\xffb\\x80\\n"
+    assert wire.cut("\ud800") == wire.for_log("\ud800") == "\\ud800"
+    long = wire.cut(not_utf8 * 30)
+    assert long == ("a\\xffb\\x80" * 6)[: wire.MAX_QUOTED] + "… (300 characters)", long
+    assert "\\udc" not in long and "\\udc" not in wire.for_log(not_utf8 * 300)
+    assert wire.cut("plain") == "plain" and wire.cut("\u00ff\x80") == "\u00ff\x80"  # (no surrogate: as given)
 
 
 def test_nested_errors_name_the_path() -> None:
@@ -1335,6 +1352,50 @@ def test_a_body_nested_deep_is_read_the_same_by_msgpack_s_pure_python_build() ->
     assert all("nested deeper than 1,024 maps and arrays" in line for line in said[2:]), said
 
 
+_RECURSION_LIMIT_PROBE = """
+import sys, threading
+import msgpack
+from relaysim.relay import wire
+p = msgpack.packb
+before = sys.getrecursionlimit()
+limits = []
+for depth in (1, 1000, 3000):  # read whole, read whole (wrong_type), refused as nested too deep
+    body = b"\\x85" + p("v") + p(1) + p("id") + p(1) + p("kind") + p("send") + p("to") + p("bob")
+    body += p("envelopes") + b"\\x91" * depth + b"\\xc0"
+    decoder = wire.FrameDecoder()
+    decoder.receive_data(len(body).to_bytes(4, "big") + body)
+    try:
+        decoder.next_frame()
+    except wire.ProtocolError as e:
+        pass
+    limits.append(sys.getrecursionlimit())
+def read_in_a_thread():
+    wire.decode_body(p({"v": 1, "id": 2, "kind": "ping"}), wire.REQUEST_KINDS)
+thread = threading.Thread(target=read_in_a_thread)
+thread.start(); thread.join()
+limits.append(sys.getrecursionlimit())
+print(msgpack.Unpacker.__module__, before, *limits)
+"""
+
+
+def test_msgpack_s_pure_python_build_leaves_python_s_recursion_limit_as_it_found_it() -> None:
+    """relay._msgpack raises Python's recursion limit so that the pure-Python build reads 1,024 levels
+    as the C build does; it raised it for good (the limit is the whole process's: a program that read one
+    frame then ran with a limit of thousands). Now the limit is put back after each read, a body read whole,
+    one refused as nested too deep and one read in another thread alike."""
+    run = subprocess.run(
+        [sys.executable, "-c", _RECURSION_LIMIT_PROBE],
+        env={**os.environ, "MSGPACK_PUREPYTHON": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    module, before, *after = run.stdout.split()
+    assert module == "msgpack.fallback", module
+    assert after == [before] * 4, (before, after)
+
+
 @pytest.mark.parametrize(
     ("inside", "code", "field"),
     [
@@ -1378,21 +1439,29 @@ def test_inside_an_unknown_field_the_relay_and_the_device_keep_the_same_rule(
             decoder.next_frame()  # (a decoder that has refused so stays failed)
 
 
+# What a field may take of a frame at the size limit, beside the frame's other fields (a few KiB at most in
+# the examples): a bin or a list one past its bound within it is sent whole, and refused naming the field.
+_FRAME_ROOM: Final = wire.DEFAULT_MAX_FRAME_SIZE - 8192
+
+
 def _out_of_range(spec: object, value: object, path: str) -> list[tuple[str, object]]:
     """(path, value) for each way ``value`` (the wire form of a field of spec ``spec``, at ``path``) can be
     put just out of its range (not of its type), inside structs and lists' first items too."""
     if isinstance(spec, wire._Optional):
         return _out_of_range(spec.inner, value, path)
     if isinstance(spec, wire._UInt):
-        above = [(path, spec.high + 1)] if spec.high < 2**64 - 1 else []  # (msgpack holds no uint65)
+        # (msgpack holds no uint65: past 2**64 - 1 a number is another type, a float, refused wrong_type;
+        # the top of uint 64, and past int 64's, are read: test_a_uint64_field_reads_up_to_its_top)
+        above = [(path, spec.high + 1)] if spec.high < 2**64 - 1 else []
         return [(path, spec.low - 1), *above]
     if isinstance(spec, wire._Str):
         out: list[tuple[str, object]] = [(path, "a" * (spec.max_len + 1)), (path, "a\x00")]
         return out + ([(path, "")] if spec.min_len > 0 else [])
     if isinstance(spec, wire._Bytes):
         most = spec.size if spec.size is not None else spec.max_size
-        if most is None or most >= 40_000:  # (past it, past the frame's bound: that is said of the frame)
+        if most is None:  # (bounded by the frame alone: test_a_bin_bounded_by_the_frame_alone_...)
             return []
+        assert most + 1 < _FRAME_ROOM, (path, most)  # (a bound past the frame's would be no bound)
         return [(path, b"b" * (most + 1))] + ([(path, b"b" * (most - 1))] if spec.size else [])
     if isinstance(spec, wire._Struct) and isinstance(value, dict):
         return [
@@ -1403,7 +1472,7 @@ def _out_of_range(spec: object, value: object, path: str) -> list[tuple[str, obj
         ]
     if isinstance(spec, wire._List) and isinstance(value, list):
         out = []
-        if value and (spec.max_items + 1) * len(msgpack.packb(value[0], use_bin_type=True)) < 40_000:
+        if value and (spec.max_items + 1) * len(msgpack.packb(value[0], use_bin_type=True)) < _FRAME_ROOM:
             out.append((path, value + [value[0]] * (spec.max_items + 1 - len(value))))
         if value:
             for p, v in _out_of_range(spec.item, value[0], f"{path}[0]"):
@@ -1442,3 +1511,84 @@ def test_every_field_of_every_request_out_of_its_range_is_named_by_its_path_with
     too long. Each is refused invalid_value naming that field by its path, with the request's id."""
     e = _decoding_error(data)
     assert (e.code, e.field, e.request_id) == (wire.ErrorCode.INVALID_VALUE, path, request_id), e
+
+
+def test_the_out_of_range_cases_reach_the_bounds_that_fit_a_frame() -> None:
+    """The cases above once left out every bin and list whose overflow passed 40,000 bytes: a group state
+    one byte past its 128 KiB and a register with 101 KEM prekeys (~168 KB) fit a 256 KiB frame, and are
+    among them now."""
+    paths = {c[3] for c in _OUT_OF_RANGE}
+    assert {"state", "kem_prekeys"} <= paths, paths
+    assert any(len(c[1]) > wire.MAX_GROUP_STATE for c in _OUT_OF_RANGE)
+
+
+def _filling(kind: str, size: int) -> tuple[bytes, int]:
+    """A frame of ``kind`` whose one bin bounded by the frame alone (a send's envelope body, a group_send's
+    body) makes its body exactly ``size`` bytes, and that bin's length."""
+    if kind == "group_send":
+        frame: wire.Request = wire.GroupSend(id=9, group=bytes(16), epoch=3, body=b"")
+    else:
+        frame = wire.Send(id=9, to="bob", envelopes=(wire.OutgoingEnvelope(device=1, body=b""),))
+    # a bin of n bytes takes n + 5 with its bin32 header (n of 65,536 and more), n + 2 for a bin8 of none
+    grown = size - len(wire.encode_body(frame)) - 3
+    if kind == "group_send":
+        frame = wire.GroupSend(id=9, group=bytes(16), epoch=3, body=bytes(grown))
+    else:
+        frame = wire.Send(id=9, to="bob", envelopes=(wire.OutgoingEnvelope(device=1, body=bytes(grown)),))
+    data = wire.encode(frame)
+    assert len(data) == 4 + size, (len(data), size)
+    return data, grown
+
+
+@pytest.mark.parametrize("kind", ["send", "group_send"])
+def test_a_bin_bounded_by_the_frame_alone_is_read_at_the_limit_and_refused_past_it(kind: str) -> None:
+    """An envelope's body and a group_send's body have no bound of their own but the frame's (docs/
+    protocol.md, "Framing": 262,144 bytes, as Signal-Server's message limit): a frame exactly at the limit,
+    that bin filling it, is read whole; one byte longer is refused frame_too_large from its length prefix
+    alone, before any of the body is read (its id unread: 0), and naming the limit."""
+    at_limit, grown = _filling(kind, wire.DEFAULT_MAX_FRAME_SIZE)
+    decoder = wire.FrameDecoder("relay")
+    decoder.receive_data(at_limit)
+    frame = decoder.next_frame()
+    body = frame.body if isinstance(frame, wire.GroupSend) else frame.envelopes[0].body  # type: ignore[attr-defined]
+    assert (frame.kind, frame.id, len(body)) == (kind, 9, grown), frame.kind
+    past, _ = _filling(kind, wire.DEFAULT_MAX_FRAME_SIZE + 1)
+    decoder = wire.FrameDecoder("relay")
+    decoder.receive_data(past[: wire.PREFIX_SIZE])  # (the prefix alone is refused)
+    with pytest.raises(wire.RemoteProtocolError) as info:
+        decoder.next_frame()
+    e = info.value
+    assert (e.code, e.request_id) == (wire.ErrorCode.FRAME_TOO_LARGE, 0), e
+    assert f"{wire.DEFAULT_MAX_FRAME_SIZE + 1}" in e.message and f"{wire.DEFAULT_MAX_FRAME_SIZE}" in e.message
+
+
+def _uint64_fields() -> list[tuple[str, bytes, str]]:
+    cases = []
+    for example in EXAMPLES:
+        if not isinstance(example, wire.Request):
+            continue
+        body = msgpack.unpackb(wire.encode_body(example))
+        for name, spec, _default in type(example)._specs():
+            inner = spec.inner if isinstance(spec, wire._Optional) else spec
+            if isinstance(inner, wire._UInt) and inner.high == 2**64 - 1 and body.get(name) is not None:
+                cases.append((f"{example.kind}-{name}", msgpack.packb(body), name))
+    return list({c[0]: c for c in cases}.values())
+
+
+@pytest.mark.parametrize(
+    ("body", "name"), [c[1:] for c in _uint64_fields()], ids=[c[0] for c in _uint64_fields()]
+)
+@pytest.mark.parametrize("value", [2**63 - 1, 2**63, 2**64 - 1])
+def test_a_uint64_field_reads_up_to_its_top(body: bytes, name: str, value: int) -> None:
+    """A uint64 field (a request's id, a key log's start, end, first and second, a group's epoch and state
+    version) has no value just above its range to send: msgpack's widest integer is uint 64 (its spec's
+    "int format family"), so past 2**64 - 1 a number is another type (a float 64, refused wrong_type by
+    the wrong-type tests). What is tested instead is its top: 2**63 - 1 (int 64's top), 2**63 and
+    2**64 - 1, written as uint 64, are read as themselves, as a signed reading would not."""
+    fields = msgpack.unpackb(body)
+    data = _frame({**fields, name: value})
+    assert data[4:].count(b"\xcf" + value.to_bytes(8, "big")) == 1  # (written as uint 64)
+    decoder = wire.FrameDecoder("relay")
+    decoder.receive_data(data)
+    frame = decoder.next_frame()
+    assert getattr(frame, name) == value, frame
