@@ -1231,6 +1231,16 @@ class Simulation:
             # a ghost device's reads: its envelopes not read counted as its intervention counts them
             if isinstance(event, A.Duplicate):
                 self._outcome(box or d, 0)
+                # transcribed as the people's are: one record a duplicate counted (summary.json's envelopes)
+                mid = self.envelope_message.get(event.envelope_id)
+                self.emit(
+                    {
+                        "t": self.sched.now,
+                        "kind": "duplicate_dropped",
+                        "device": (box or d).name,
+                        "message": mid,
+                    }
+                )
             elif isinstance(event, A.Undecryptable):
                 self._outcome(box or d, 1 if event.reason in REFUSAL_REASONS else 2)
             return

@@ -387,3 +387,25 @@ def test_a_live_run_transcribes_a_message_read_again_as_a_duplicate_dropped(
     assert outcome.result.duplicates_dropped >= 1
     assert len(dropped) == outcome.result.duplicates_dropped, dropped
     assert name in [e["device"] for e in dropped]
+
+
+def test_a_ghost_s_duplicates_have_their_duplicate_dropped_records_in_the_transcript(tmp_path: Path) -> None:
+    """A ghost's (ghost-device's agency device, omar/2) copies of what it read already were counted in
+    summary.json's ``envelopes`` (the agency's) but written to no transcript record, as the people's
+    are: the transcript had fewer ``duplicate_dropped`` records than the ledger's duplicates. Now each
+    has its record, naming the ghost's device, and the two agree."""
+    toml = (Path(report.__file__).parent / "scenarios" / "ghost-device.toml").read_text(encoding="utf-8")
+    # the network carries some sends twice: the ghost gets copies of envelopes it read
+    toml = toml.replace("[network]\n", "[network]\nduplication = 0.2\n", 1)
+    run_to_dir(parse_scenario(toml, source="ghost-device.toml"), tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    env = summary["envelopes"]
+    assert env["agency_devices"] == ["omar/2"]
+    assert env["agency"]["duplicates_dropped"] >= 1, env  # the ghost dropped copies
+    lines = (tmp_path / "transcript.jsonl").read_text(encoding="utf-8").splitlines()
+    dropped = [e for e in map(json.loads, lines) if e["kind"] == "duplicate_dropped"]
+    ghost = [e for e in dropped if e["device"] == "omar/2"]
+    assert len(ghost) == env["agency"]["duplicates_dropped"], ghost
+    assert len(dropped) == env["people"]["duplicates_dropped"] + env["agency"]["duplicates_dropped"]
+    people = [e for e in dropped if e["device"] != "omar/2"]
+    assert people and all(set(e) == set(people[0]) for e in ghost), (ghost, people)  # the people's shape
