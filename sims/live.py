@@ -119,12 +119,14 @@ from relaysim.sims.scenario import DeviceSpec, Scenario, TimelineEvent
 from relaysim.sims.world.groups import GroupDirector
 from relaysim.sims.world.simulation import (
     GROUP_WAIT,
+    MAILBOX_DEVICE,
     MessageState,
     SimulationResult,
     address_books,
     envelope_rows,
     group_distribution_id,
     ledger_by_party,
+    mailbox_device,
     record_view,
     registered_facts,
 )
@@ -337,7 +339,7 @@ class _Mailbox:
     @property
     def name(self) -> str:
         """The device the relay queues its envelopes for: its account's one device (as Simulation's)."""
-        return f"{self.agent.account}/1"
+        return f"{self.agent.account}/{MAILBOX_DEVICE}"
 
 
 def loopback_address(n: int, net: ipaddress.IPv4Network = PHONE_NET) -> str:
@@ -1075,6 +1077,7 @@ class _LiveRun:
         agent = phone.agent.new_mailbox(
             peer, seeded(self.scenario.seed, "mailbox", phone.spec.person, peer).randbytes
         )
+        mailbox_device(agent, phone.name)  # device 1: as name and _settled take it
         box = _Mailbox(agent, phone)
         self.mailboxes[agent.account] = box
         self._mailbox_of[(phone.spec.person, peer)] = box
@@ -1277,7 +1280,7 @@ class _LiveRun:
         if any(phone.online for phone in self._control_in_flight.values()):
             return False
         online = {(p.spec.person, p.spec.index) for p in self.phones.values() if p.online}
-        online |= {(a, 1) for a, box in self.mailboxes.items() if box.holder.online}
+        online |= {(a, MAILBOX_DEVICE) for a, box in self.mailboxes.items() if box.holder.online}
         if any((e.account, e.device) in online for e in self.store.all_envelopes()):
             return False
         for state in self.messages.values():

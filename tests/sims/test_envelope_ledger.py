@@ -16,7 +16,7 @@ import trio
 
 from relaysim.clients import agent as A
 from relaysim.clients.identity import IdentityChanged, UntrustedIdentity
-from relaysim.clients.session import Device
+from relaysim.clients.session import Device, PeerAddress
 from relaysim.sims import report
 from relaysim.sims.live import _run_live, run_live
 from relaysim.sims.report import run_to_dir
@@ -409,3 +409,43 @@ def test_a_ghost_s_duplicates_have_their_duplicate_dropped_records_in_the_transc
     assert len(dropped) == env["people"]["duplicates_dropped"] + env["agency"]["duplicates_dropped"]
     people = [e for e in dropped if e["device"] != "omar/2"]
     assert people and all(set(e) == set(people[0]) for e in ghost), (ghost, people)  # the people's shape
+
+
+def _mailboxes_made_device_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every mailbox's agent made device 2 of its account, which neither driver counts it as."""
+    new_mailbox = A.DeviceAgent.new_mailbox
+
+    def device_2(self: A.DeviceAgent, peer: str, rng: Any = None) -> A.DeviceAgent:
+        box = new_mailbox(self, peer, rng)
+        box.device.address = PeerAddress(box.account, 2)
+        return box
+
+    monkeypatch.setattr(A.DeviceAgent, "new_mailbox", device_2)
+
+
+def _messages(error: BaseException) -> list[str]:
+    if isinstance(error, BaseExceptionGroup):
+        return [m for e in error.exceptions for m in _messages(e)]
+    return [str(error)]
+
+
+def test_a_mailbox_that_is_not_device_1_is_refused_where_it_is_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both drivers count a mailbox's envelopes as "account/1" and look for it online as device 1; a
+    mailbox made another device of its account was counted under a device the relay queued nothing for,
+    without a word. Now the driver that makes it says which mailbox is which device, and stops."""
+    _mailboxes_made_device_2(monkeypatch)
+    scenario = parse_scenario(MAILBOXES, source="mailboxes.toml")
+    with pytest.raises(ValueError, match=r"mailbox [0-9a-f-]+ opened by amira/1 is device 2 of its account"):
+        Simulation(scenario).run()
+
+
+def test_a_live_mailbox_that_is_not_device_1_is_refused_where_it_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _mailboxes_made_device_2(monkeypatch)
+    scenario = parse_scenario(MAILBOXES, source="mailboxes.toml")
+    with pytest.raises(BaseException) as caught:  # (out of trio's nurseries, maybe in a group)
+        trio.run(_run_live, scenario, tmp_path, MAILBOX_SCALE, None)
+    assert any("opened by amira/1 is device 2 of its account" in m for m in _messages(caught.value)), (
+        caught.value
+    )
