@@ -449,3 +449,37 @@ def test_a_live_mailbox_that_is_not_device_1_is_refused_where_it_is_made(
     assert any("opened by amira/1 is device 2 of its account" in m for m in _messages(caught.value)), (
         caught.value
     )
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (lambda e: e.pop("message"), "'message'"),  # read as "an envelope that is no written message"
+        (lambda e: e.pop("device"), "'device'"),  # read as "?"
+        (lambda e: e.update(message="2"), "message: '2'"),
+        (lambda e: e.update(device=7), "device: 7"),
+        (lambda e: e.update(reason="tired"), "reason: 'tired'"),
+    ],
+)
+def test_a_malformed_unread_record_is_an_error_naming_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: Any, said: str
+) -> None:
+    """report.unread_words read an ``undecryptable`` record with ``.get``: one without its ``message``
+    was shown as "an envelope that is no written message", without its ``device`` as "?"; now a
+    malformed record is an error naming its line, as show's other reads of the transcript are, in show
+    and in the HTML report."""
+    _refuse_at_the_mailbox(monkeypatch)  # (one undecryptable record: the mailbox's refusal)
+    run_to_dir(parse_scenario(MAILBOXES, source="mailboxes.toml"), tmp_path)
+    transcript = tmp_path / "transcript.jsonl"
+    events = [json.loads(line) for line in transcript.read_text(encoding="utf-8").splitlines()]
+    (n,) = [i for i, e in enumerate(events, 1) if e["kind"] == "undecryptable"]
+    change(events[n - 1])
+    transcript.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+    with pytest.raises(report.RunFolderError) as shown:
+        report.render_show(tmp_path, limit=None)
+    assert f"{transcript}: line {n}: an event this version of relaysim does not read" in str(shown.value)
+    assert said in str(shown.value)
+    from relaysim.sims.reports.html import ReportError
+
+    with pytest.raises(ReportError, match=f"line {n}: "):
+        render_report(tmp_path)
