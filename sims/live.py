@@ -25,8 +25,10 @@
   per sealed send (``[defences] sealed_connection``) and a sealed conversation's mailbox
   (``[defences] mailboxes``) come from exit addresses instead;
 - after the scenario's end it waits (at most ``DRAIN_TIMEOUT`` real seconds) for messages still
-  in flight to phones that are online, lets every phone flush its acknowledgements, and stops
-  the relay with SIGTERM, waiting for it to exit.
+  in flight to phones that are online and until the relay holds nothing for them: every
+  acknowledgement they sent answered, as an envelope leaves the relay's queue only then
+  (``_settled``, whatever the phones' connections do as they close); then it lets every phone
+  flush and close, and stops the relay with SIGTERM, waiting for it to exit.
 
 It writes what ``relaysim run`` writes — ``transcript.jsonl``, ``relay.db`` (the server's own
 store), ``summary.json``, ``summary.md`` — plus ``relay.log``, the server's log. Transcript times
@@ -1276,7 +1278,9 @@ class _LiveRun:
     def _settled(self) -> bool:
         """Nothing more can arrive: every message accepted has reached its recipients that are
         online, none is still on its way from a phone that is online, no receipt or cover message
-        either, and the relay holds nothing for a phone that is online (sender keys, receipts)."""
+        either, and the relay holds nothing for a phone that is online (sender keys, receipts; and
+        what it delivered until the phone's acknowledgement of it is answered, which summary.json's
+        ``envelopes`` counts on: the relay stopped before, it would be counted unread)."""
         if any(phone.online for phone in self._control_in_flight.values()):
             return False
         online = {(p.spec.person, p.spec.index) for p in self.phones.values() if p.online}

@@ -483,3 +483,65 @@ def test_a_malformed_unread_record_is_an_error_naming_its_line(
 
     with pytest.raises(ReportError, match=f"line {n}: "):
         render_report(tmp_path)
+
+
+# A last text a moment before the end: its acknowledgement is written after the scenario's end, while
+# the live driver drains (no receipts: nothing else is sent after it).
+_LAST_WORD = """
+[scenario]
+name = "last-word"
+duration = "2m"
+seed = 5
+
+[defences]
+receipts = "off"
+
+[[people]]
+name = "amira"
+devices = [{ region = "pk", address = "203.0.113.24" }]
+
+[[people]]
+name = "ben"
+devices = [{ region = "ca", address = "198.51.100.77" }]
+
+[[conversations]]
+between = ["amira", "ben"]
+messages = [
+  { at = "10s", from = "amira", text = "First" },
+  { at = "119s", from = "ben", text = "Last, just before the end" },
+]
+"""
+
+
+def test_a_live_run_stops_the_relay_only_once_the_phones_acknowledgements_are_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The live tests' ``dropped_by_relay == 0`` and ``unread == 0`` hold only if the relay answered every
+    acknowledgement the phones sent before it stopped: one it never read leaves its envelope queued. The
+    live driver waits for that itself, whatever the phones' connections do on closing: its drain waits
+    until the relay holds nothing for a phone online (_LiveRun._settled reads the relay's store, where an
+    envelope leaves the queue when its acknowledgement is answered). Here the phones' connections close
+    without their own wait for answers (DeviceConnection._flush made to return at once), every write is
+    late, and the last text arrives after the scenario's end: every envelope is still counted as read,
+    none unread. (Without _settled's look at the relay's queue the relay stopped before the last
+    acknowledgement reached it: one envelope unread.)"""
+    from relaysim.clients import net
+
+    async def no_flush(self: Any, timeout: float) -> None:
+        return None
+
+    write = net.DeviceConnection._write
+
+    async def slow_write(self: Any, stream: Any, data: bytes) -> None:
+        await trio.sleep(0.1)  # every write late: an acknowledgement among them, still unwritten at first
+        await write(self, stream, data)
+
+    monkeypatch.setattr(net.DeviceConnection, "_flush", no_flush)
+    monkeypatch.setattr(net.DeviceConnection, "_write", slow_write)
+    scenario = parse_scenario(_LAST_WORD, source="last-word.toml")
+    result = _live(scenario, tmp_path, 0.02)
+    people = result.envelopes["people"]
+    assert all(s.delivered for s in result.messages), result.messages
+    assert people["unread"] == result.queued_at_end == 0, people
+    assert people["dropped_by_relay"] == 0, people
+    assert people["delivered"] == people["sent"] == 2, people
