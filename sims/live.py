@@ -25,8 +25,10 @@
   per sealed send (``[defences] sealed_connection``) and a sealed conversation's mailbox
   (``[defences] mailboxes``) come from exit addresses instead;
 - after the scenario's end it waits (at most ``DRAIN_TIMEOUT`` real seconds) for messages still
-  in flight to phones that are online, lets every phone flush its acknowledgements, and stops
-  the relay with SIGTERM, waiting for it to exit.
+  in flight to phones that are online and until the relay holds nothing for them: every
+  acknowledgement they sent answered, as an envelope leaves the relay's queue only then
+  (``_settled``, whatever the phones' connections do as they close); then it lets every phone
+  flush and close, and stops the relay with SIGTERM, waiting for it to exit.
 
 It writes what ``relaysim run`` writes — ``transcript.jsonl``, ``relay.db`` (the server's own
 store), ``summary.json``, ``summary.md`` — plus ``relay.log``, the server's log. Transcript times
@@ -119,12 +121,14 @@ from relaysim.sims.scenario import DeviceSpec, Scenario, TimelineEvent
 from relaysim.sims.world.groups import GroupDirector
 from relaysim.sims.world.simulation import (
     GROUP_WAIT,
+    MAILBOX_DEVICE,
     MessageState,
     SimulationResult,
     address_books,
     envelope_rows,
     group_distribution_id,
     ledger_by_party,
+    mailbox_device,
     record_view,
     registered_facts,
 )
@@ -337,7 +341,7 @@ class _Mailbox:
     @property
     def name(self) -> str:
         """The device the relay queues its envelopes for: its account's one device (as Simulation's)."""
-        return f"{self.agent.account}/1"
+        return f"{self.agent.account}/{MAILBOX_DEVICE}"
 
 
 def loopback_address(n: int, net: ipaddress.IPv4Network = PHONE_NET) -> str:
@@ -1075,6 +1079,7 @@ class _LiveRun:
         agent = phone.agent.new_mailbox(
             peer, seeded(self.scenario.seed, "mailbox", phone.spec.person, peer).randbytes
         )
+        mailbox_device(agent, phone.name)  # device 1: as name and _settled take it
         box = _Mailbox(agent, phone)
         self.mailboxes[agent.account] = box
         self._mailbox_of[(phone.spec.person, peer)] = box
@@ -1273,11 +1278,13 @@ class _LiveRun:
     def _settled(self) -> bool:
         """Nothing more can arrive: every message accepted has reached its recipients that are
         online, none is still on its way from a phone that is online, no receipt or cover message
-        either, and the relay holds nothing for a phone that is online (sender keys, receipts)."""
+        either, and the relay holds nothing for a phone that is online (sender keys, receipts; and
+        what it delivered until the phone's acknowledgement of it is answered, which summary.json's
+        ``envelopes`` counts on: the relay stopped before, it would be counted unread)."""
         if any(phone.online for phone in self._control_in_flight.values()):
             return False
         online = {(p.spec.person, p.spec.index) for p in self.phones.values() if p.online}
-        online |= {(a, 1) for a, box in self.mailboxes.items() if box.holder.online}
+        online |= {(a, MAILBOX_DEVICE) for a, box in self.mailboxes.items() if box.holder.online}
         if any((e.account, e.device) in online for e in self.store.all_envelopes()):
             return False
         for state in self.messages.values():

@@ -52,6 +52,7 @@ from typing import Any, TextIO
 from rich.table import Table
 from rich.text import Text
 
+from relaysim.clients.agent import REFUSAL_REASONS
 from relaysim.relay.compliance import Disclosure
 from relaysim.relay.legal import REASON_LABELS
 from relaysim.relay.mdtext import md_block, md_text
@@ -989,18 +990,27 @@ def mailbox_holders(events: Iterable[dict[str, Any]]) -> dict[str, tuple[str, st
 def unread_words(e: dict[str, Any], boxes: Mapping[str, tuple[str, str]]) -> str:
     """What the phones saw of an envelope one could not read, an ``undecryptable`` or ``duplicate_dropped``
     record (the teaching view's and the HTML report's words): a mailbox's device (``boxes``:
-    :func:`mailbox_holders`) as its holder's mailbox for its peer, with the device the record names."""
-    device = str(e.get("device", "?"))
+    :func:`mailbox_holders`) as its holder's mailbox for its peer, with the device the record names.
+    A record without its ``device`` or ``message`` (null for an envelope that is no written message), or
+    with one of another type, or a ``reason`` no driver writes, is a KeyError or TypeError, which the
+    readers turn into an error naming its line (render_show's first_unread), as show_rows' other reads
+    of a record are: not words about an envelope the record does not describe."""
+    kind = e["kind"]
+    device, message, reason = e["device"], e["message"], e.get("reason")
+    if type(device) is not str:
+        raise TypeError(f"device: {brief(device)}")  # (short: render_show shows the error cut)
+    if message is not None and type(message) is not int:
+        raise TypeError(f"message: {brief(message)}")
+    if reason is not None and (kind != "undecryptable" or reason not in REFUSAL_REASONS):
+        raise TypeError(f"reason: {brief(reason)}")
     held = boxes.get(device.rpartition("/")[0])
     reader = f"{held[0]}'s mailbox for {held[1]} ({device})" if held else device
-    message = e.get("message")
-    if e.get("kind") == "duplicate_dropped":
+    if kind == "duplicate_dropped":
         copy = "a receipt or other control message" if message is None else f"message {message}"
         return f"{reader} dropped a second copy of {copy}"
     # (no message: an envelope no one wrote as a message, a receipt or other control message, or one the
     # relay made, as the identity swap's forgery)
     what = "an envelope that is no written message" if message is None else f"message {message}"
-    reason = e.get("reason")
     if reason == "untrusted_identity":
         return f"{reader} refused {what}: it decrypted, but from a changed identity key the user has not approved"
     if reason == "sealed_sender_self_send":
@@ -1128,7 +1138,7 @@ def render_show(out: Path, *, limit: int | None = 20, width: int | None = None, 
     try:
         return _render_show(events, summary, out, limit=limit, width=width, color=color)
     except (KeyError, TypeError, IndexError, AttributeError) as exc:
-        line = _first_unread(events)  # (which one was not said: a transcript of 100,000 lines)
+        line = first_unread(events)  # (which one was not said: a transcript of 100,000 lines)
         raise RunFolderError(
             f"{out}/transcript.jsonl: {f'line {line}: ' if line else ''}an event this version of "
             f"relaysim does not read ({brief(exc)} missing or malformed); run it again with: relaysim "
@@ -1136,7 +1146,7 @@ def render_show(out: Path, *, limit: int | None = 20, width: int | None = None, 
         ) from exc
 
 
-def _first_unread(events: list[dict[str, Any]]) -> int | None:
+def first_unread(events: list[dict[str, Any]]) -> int | None:
     """The line of the transcript (read_run reads an event a line) of the first event the teaching
     view cannot read alone (show_rows), or None if each can (what failed was two events together)."""
     for n, event in enumerate(events, 1):

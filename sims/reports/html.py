@@ -996,9 +996,13 @@ def _single_sections(run: Path, summary: dict[str, Any], prefix: str = "") -> li
     try:
         timeline = _timeline(events, days, source, prefix)
     except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
+        from relaysim.sims.report import first_unread
+
+        line = first_unread(events)  # the line of one the teaching view cannot read either, if it is one
         raise ReportError(
-            f"{run / 'transcript.jsonl'} holds an event this version of relaysim does not read ({exc!r} "
-            f"missing or malformed); run it again with: relaysim run NAME --out {shell_word(run)} --force"
+            f"{run / 'transcript.jsonl'} holds an event this version of relaysim does not read "
+            f"({f'line {line}: ' if line else ''}{exc!r} missing or malformed); run it again with: relaysim "
+            f"run NAME --out {shell_word(run)} --force"
         ) from None
     try:
         graph = _graph(run, prefix)

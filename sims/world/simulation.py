@@ -356,6 +356,23 @@ def ledger_by_party(
     return ledger
 
 
+MAILBOX_DEVICE: Final = 1
+
+
+def mailbox_device(agent: A.DeviceAgent, holder: str) -> int:
+    """The device number of a mailbox (``DeviceAgent.new_mailbox``, opened by the phone ``holder``): its
+    account's one device, device 1, under which both drivers count what the relay queued for it
+    ("account/1", SimulationResult.envelopes_by_device) and look for it among the devices online.
+    ValueError naming the mailbox if its agent was made another device of its account."""
+    index = agent.device.address.device
+    if index != MAILBOX_DEVICE:
+        raise ValueError(
+            f"mailbox {agent.account} opened by {holder} is device {index} of its account; a mailbox is "
+            f"its account's one device, device {MAILBOX_DEVICE}, as the drivers count its envelopes"
+        )
+    return index
+
+
 class Simulation:
     _premade_wait = 0.0  # seconds a phone would wait for its premade keys: never (a test's subclass may)
     _ahead_wait = 0.0  # ... and for the answers of sims.world.ahead's worker: never (a test's may)
@@ -1234,6 +1251,16 @@ class Simulation:
             # a ghost device's reads: its envelopes not read counted as its intervention counts them
             if isinstance(event, A.Duplicate):
                 self._outcome(box or d, 0)
+                # transcribed as the people's are: one record a duplicate counted (summary.json's envelopes)
+                mid = self.envelope_message.get(event.envelope_id)
+                self.emit(
+                    {
+                        "t": self.sched.now,
+                        "kind": "duplicate_dropped",
+                        "device": (box or d).name,
+                        "message": mid,
+                    }
+                )
             elif isinstance(event, A.Undecryptable):
                 self._outcome(box or d, 1 if event.reason in REFUSAL_REASONS else 2)
             return
@@ -1498,7 +1525,8 @@ class Simulation:
         agent = d.agent.new_mailbox(
             peer, _seeded(self.scenario.seed, "mailbox", d.spec.person, peer).randbytes
         )
-        box = SimDevice(DeviceSpec(agent.account, 1, d.spec.region, "0.0.0.0"), agent, port=0, holder=d)
+        index = mailbox_device(agent, d.name)
+        box = SimDevice(DeviceSpec(agent.account, index, d.spec.region, "0.0.0.0"), agent, port=0, holder=d)
         self.mailboxes[agent.account] = box
         self._mailbox_of[(d.spec.person, peer)] = box
         if self.transcribing:  # ground truth: the provider sees an account nobody is known to hold

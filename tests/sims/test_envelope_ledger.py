@@ -16,7 +16,7 @@ import trio
 
 from relaysim.clients import agent as A
 from relaysim.clients.identity import IdentityChanged, UntrustedIdentity
-from relaysim.clients.session import Device
+from relaysim.clients.session import Device, PeerAddress
 from relaysim.sims import report
 from relaysim.sims.live import _run_live, run_live
 from relaysim.sims.report import run_to_dir
@@ -387,3 +387,161 @@ def test_a_live_run_transcribes_a_message_read_again_as_a_duplicate_dropped(
     assert outcome.result.duplicates_dropped >= 1
     assert len(dropped) == outcome.result.duplicates_dropped, dropped
     assert name in [e["device"] for e in dropped]
+
+
+def test_a_ghost_s_duplicates_have_their_duplicate_dropped_records_in_the_transcript(tmp_path: Path) -> None:
+    """A ghost's (ghost-device's agency device, omar/2) copies of what it read already were counted in
+    summary.json's ``envelopes`` (the agency's) but written to no transcript record, as the people's
+    are: the transcript had fewer ``duplicate_dropped`` records than the ledger's duplicates. Now each
+    has its record, naming the ghost's device, and the two agree."""
+    toml = (Path(report.__file__).parent / "scenarios" / "ghost-device.toml").read_text(encoding="utf-8")
+    # the network carries some sends twice: the ghost gets copies of envelopes it read
+    toml = toml.replace("[network]\n", "[network]\nduplication = 0.2\n", 1)
+    run_to_dir(parse_scenario(toml, source="ghost-device.toml"), tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    env = summary["envelopes"]
+    assert env["agency_devices"] == ["omar/2"]
+    assert env["agency"]["duplicates_dropped"] >= 1, env  # the ghost dropped copies
+    lines = (tmp_path / "transcript.jsonl").read_text(encoding="utf-8").splitlines()
+    dropped = [e for e in map(json.loads, lines) if e["kind"] == "duplicate_dropped"]
+    ghost = [e for e in dropped if e["device"] == "omar/2"]
+    assert len(ghost) == env["agency"]["duplicates_dropped"], ghost
+    assert len(dropped) == env["people"]["duplicates_dropped"] + env["agency"]["duplicates_dropped"]
+    people = [e for e in dropped if e["device"] != "omar/2"]
+    assert people and all(set(e) == set(people[0]) for e in ghost), (ghost, people)  # the people's shape
+
+
+def _mailboxes_made_device_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every mailbox's agent made device 2 of its account, which neither driver counts it as."""
+    new_mailbox = A.DeviceAgent.new_mailbox
+
+    def device_2(self: A.DeviceAgent, peer: str, rng: Any = None) -> A.DeviceAgent:
+        box = new_mailbox(self, peer, rng)
+        box.device.address = PeerAddress(box.account, 2)
+        return box
+
+    monkeypatch.setattr(A.DeviceAgent, "new_mailbox", device_2)
+
+
+def _messages(error: BaseException) -> list[str]:
+    if isinstance(error, BaseExceptionGroup):
+        return [m for e in error.exceptions for m in _messages(e)]
+    return [str(error)]
+
+
+def test_a_mailbox_that_is_not_device_1_is_refused_where_it_is_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both drivers count a mailbox's envelopes as "account/1" and look for it online as device 1; a
+    mailbox made another device of its account was counted under a device the relay queued nothing for,
+    without a word. Now the driver that makes it says which mailbox is which device, and stops."""
+    _mailboxes_made_device_2(monkeypatch)
+    scenario = parse_scenario(MAILBOXES, source="mailboxes.toml")
+    with pytest.raises(ValueError, match=r"mailbox [0-9a-f-]+ opened by amira/1 is device 2 of its account"):
+        Simulation(scenario).run()
+
+
+def test_a_live_mailbox_that_is_not_device_1_is_refused_where_it_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _mailboxes_made_device_2(monkeypatch)
+    scenario = parse_scenario(MAILBOXES, source="mailboxes.toml")
+    with pytest.raises(BaseException) as caught:  # (out of trio's nurseries, maybe in a group)
+        trio.run(_run_live, scenario, tmp_path, MAILBOX_SCALE, None)
+    assert any("opened by amira/1 is device 2 of its account" in m for m in _messages(caught.value)), (
+        caught.value
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (lambda e: e.pop("message"), "'message'"),  # read as "an envelope that is no written message"
+        (lambda e: e.pop("device"), "'device'"),  # read as "?"
+        (lambda e: e.update(message="2"), "message: '2'"),
+        (lambda e: e.update(device=7), "device: 7"),
+        (lambda e: e.update(reason="tired"), "reason: 'tired'"),
+    ],
+)
+def test_a_malformed_unread_record_is_an_error_naming_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: Any, said: str
+) -> None:
+    """report.unread_words read an ``undecryptable`` record with ``.get``: one without its ``message``
+    was shown as "an envelope that is no written message", without its ``device`` as "?"; now a
+    malformed record is an error naming its line, as show's other reads of the transcript are, in show
+    and in the HTML report."""
+    _refuse_at_the_mailbox(monkeypatch)  # (one undecryptable record: the mailbox's refusal)
+    run_to_dir(parse_scenario(MAILBOXES, source="mailboxes.toml"), tmp_path)
+    transcript = tmp_path / "transcript.jsonl"
+    events = [json.loads(line) for line in transcript.read_text(encoding="utf-8").splitlines()]
+    (n,) = [i for i, e in enumerate(events, 1) if e["kind"] == "undecryptable"]
+    change(events[n - 1])
+    transcript.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+    with pytest.raises(report.RunFolderError) as shown:
+        report.render_show(tmp_path, limit=None)
+    assert f"{transcript}: line {n}: an event this version of relaysim does not read" in str(shown.value)
+    assert said in str(shown.value)
+    from relaysim.sims.reports.html import ReportError
+
+    with pytest.raises(ReportError, match=f"line {n}: "):
+        render_report(tmp_path)
+
+
+# A last text a moment before the end: its acknowledgement is written after the scenario's end, while
+# the live driver drains (no receipts: nothing else is sent after it).
+_LAST_WORD = """
+[scenario]
+name = "last-word"
+duration = "2m"
+seed = 5
+
+[defences]
+receipts = "off"
+
+[[people]]
+name = "amira"
+devices = [{ region = "pk", address = "203.0.113.24" }]
+
+[[people]]
+name = "ben"
+devices = [{ region = "ca", address = "198.51.100.77" }]
+
+[[conversations]]
+between = ["amira", "ben"]
+messages = [
+  { at = "10s", from = "amira", text = "First" },
+  { at = "119s", from = "ben", text = "Last, just before the end" },
+]
+"""
+
+
+def test_a_live_run_stops_the_relay_only_once_the_phones_acknowledgements_are_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The live tests' ``dropped_by_relay == 0`` and ``unread == 0`` hold only if the relay answered every
+    acknowledgement the phones sent before it stopped: one it never read leaves its envelope queued. The
+    live driver waits for that itself, whatever the phones' connections do on closing: its drain waits
+    until the relay holds nothing for a phone online (_LiveRun._settled reads the relay's store, where an
+    envelope leaves the queue when its acknowledgement is answered). Here the phones' connections close
+    without their own wait for answers (DeviceConnection._flush made to return at once), every write is
+    late, and the last text arrives after the scenario's end: every envelope is still counted as read,
+    none unread. (Without _settled's look at the relay's queue the relay stopped before the last
+    acknowledgement reached it: one envelope unread.)"""
+    from relaysim.clients import net
+
+    async def no_flush(self: Any, timeout: float) -> None:
+        return None
+
+    write = net.DeviceConnection._write
+
+    async def slow_write(self: Any, stream: Any, data: bytes) -> None:
+        await trio.sleep(0.1)  # every write late: an acknowledgement among them, still unwritten at first
+        await write(self, stream, data)
+
+    monkeypatch.setattr(net.DeviceConnection, "_flush", no_flush)
+    monkeypatch.setattr(net.DeviceConnection, "_write", slow_write)
+    scenario = parse_scenario(_LAST_WORD, source="last-word.toml")
+    result = _live(scenario, tmp_path, 0.02)
+    people = result.envelopes["people"]
+    assert all(s.delivered for s in result.messages), result.messages
+    assert people["unread"] == result.queued_at_end == 0, people
+    assert people["dropped_by_relay"] == 0, people
+    assert people["delivered"] == people["sent"] == 2, people
