@@ -880,18 +880,45 @@ def _prose_of_the_record() -> dict[str, str]:
 
 def _disclosed_texts_of_the_relay() -> dict[str, str]:
     """What the relay's profiles say in a disclosure (every text field), as of today and as of the day before each
-    dated change: relay/profiles.py's texts that reach output."""
+    dated change, and as an order served on a later day in a run set on one of those shows them (``served``: the
+    policy changes, and the rewrites of a record dated later, as of the day served; the design changes as of the
+    run's day): relay/profiles.py's texts that reach output."""
     texts = {}
     for name, profile in PROFILES.items():
-        days = sorted({c.effective - timedelta(days=1) for c in HISTORY.get(name, ())})
+        changes = HISTORY.get(name, ())
+        days = sorted({c.effective - timedelta(days=1) for c in changes})
+        served_days = sorted({*days, *(c.effective for c in changes)})
         for day in [None, *days]:
             if day is not None and profile.not_yet(day) is not None:
                 continue
-            as_of = profile_as_of(name, day)
-            for field in PROFILE_TEXT_FIELDS:
-                for i, text in enumerate(_texts(getattr(as_of, field))):
-                    texts[f"profile {name} as of {day or 'today'}: {field} #{i}"] = text
+            for served in [None, *(s for s in served_days if day is not None and s > day)]:
+                as_of = profile_as_of(name, day, served=served)
+                for field in PROFILE_TEXT_FIELDS:
+                    for i, text in enumerate(_texts(getattr(as_of, field))):
+                        on = f", served {served}" if served else ""
+                        texts[f"profile {name} as of {day or 'today'}{on}: {field} #{i}"] = text
     return texts
+
+
+def test_the_relays_texts_checked_for_legal_names_include_those_of_an_order_served_later() -> None:
+    """The legal-name test read the texts as of a run's day alone; an order served after a policy change in a run
+    set before it shows the texts as served (Telegram's of September 2024 in a run set in 2018)."""
+    texts = _disclosed_texts_of_the_relay()
+    served = {k for k in texts if ", served " in k}
+    assert any(k.startswith("profile telegram-cloud as of ") for k in served), sorted(served)[:5]
+    # every text an order served on a later day shows is among those the test reads
+    for name in sorted(HISTORY):
+        changes = HISTORY.get(name, ())
+        if not changes:
+            continue
+        first = min(c.effective for c in changes) - timedelta(days=1)
+        if PROFILES[name].not_yet(first) is not None:
+            continue
+        shown = profile_as_of(name, first, served=max(c.effective for c in changes))
+        said = set(texts.values())
+        for field in PROFILE_TEXT_FIELDS:
+            for text in _texts(getattr(shown, field)):
+                assert text in said, (name, field, text)
 
 
 def test_scenarios_docs_and_help_name_each_instrument_by_its_legal_name() -> None:
