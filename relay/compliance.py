@@ -540,6 +540,8 @@ class ComplianceDesk:
             )
         if instrument.note:
             d.notes.append(f"{instrument.note}.")
+        if instrument.citation:
+            d.notes.append(f"Citation: {instrument.citation}.")
         for caveat in instrument.caveats_on(
             self._served_day(process)
         ):  # what the record leaves open of the day
