@@ -424,8 +424,8 @@ _PTA_DEMAND_2015_CAVEAT = (
 
 # What the record names of the Canadian, British and Australian instruments, and what here is the project's citation.
 _CA_PART_VI_CITED = (
-    "the record names no Canadian instrument (of Canada it has Project Clemenza, R v. Mirarchi): Part VI of the "
-    "Criminal Code, s.186, and a judge's authorization are the project's citation"
+    "the record names no Canadian instrument: Part VI of the Criminal Code, s.186, and a judge's authorization are "
+    "the project's citation"
 )
 _IPA_CITED = (
     "the record names the Investigatory Powers Act 2016 and its technical capability notices, not the Act's "
