@@ -1353,6 +1353,8 @@ BBM_CONSUMER = Profile(
         "consumer PIN and BBM messages used one global key held by the provider; the RCMP held it from 2010 "
         "and decrypted about a million PIN messages (Project Clemenza, reported in April 2016; R v. Mirarchi)",
         "India 2012: an interception facility in Mumbai covers BBM and BIS e-mail, not BES",
+        "BlackBerry's lawful-access policy as reported (Dec 2015): location, who contacted whom and certain metadata "
+        "under a court order, not the correspondence",
     ),
     discloses={
         **{p: ASKS[p] for p in ASKS},

@@ -1088,3 +1088,12 @@ def test_telegrams_source_says_what_the_record_says_before_and_after_september_2
         "from September 2024 to a valid order from judicial authorities naming the user as a criminal suspect"
         in (policy)
     )
+
+
+@pytest.mark.parametrize("name", ["bbm-consumer", "bes"])
+def test_a_profile_citing_blackberrys_reported_policy_lists_it_among_its_sources(name: str) -> None:
+    """bbm-consumer's texts cite the policy as reported (John Chen, December 2015) throughout; its sources did not."""
+    profile = get_profile(name)
+    cites = any("John Chen" in t for f in PROFILE_TEXT_FIELDS for t in _texts(getattr(profile, f)))
+    assert cites
+    assert any("policy as reported (Dec 2015)" in s for s in profile.sources), profile.sources
