@@ -1428,6 +1428,8 @@ BES = Profile(
         "cannot provide the content of our customers' BES traffic'",
         "BlackBerry's lawful-access policy as reported (Dec 2015): location, who contacted whom and certain "
         "metadata under a court order, not the correspondence",
+        "India 2010-2013: an interception facility in Mumbai (2012) covers consumer BBM and BIS e-mail, not BES; "
+        "India accepted in 2013 that enterprise data must be obtained from the enterprise",
     ),
     discloses={
         **{p: ASKS[p] - {"content"} for p in ASKS},

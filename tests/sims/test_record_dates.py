@@ -1097,3 +1097,12 @@ def test_a_profile_citing_blackberrys_reported_policy_lists_it_among_its_sources
     cites = any("John Chen" in t for f in PROFILE_TEXT_FIELDS for t in _texts(getattr(profile, f)))
     assert cites
     assert any("policy as reported (Dec 2015)" in s for s in profile.sources), profile.sources
+
+
+def test_bes_lists_the_record_of_india_among_its_sources() -> None:
+    """BES's texts cite India's facility (2012) and its acceptance (2013) under every Indian order; its sources named
+    only RIM, Pakistan and the reported policy."""
+    profile = get_profile("bes")
+    assert any("Mumbai" in t for f in PROFILE_TEXT_FIELDS for t in _texts(getattr(profile, f)))
+    (india,) = [s for s in profile.sources if s.startswith("India")]
+    assert "Mumbai (2012)" in india and "accepted in 2013" in india
