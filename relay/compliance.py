@@ -60,7 +60,7 @@ from relaysim.relay.legal import (
 from relaysim.relay.legal import in_order as _in_order
 from relaysim.relay.mdtext import md_text
 from relaysim.relay.metadata import MetadataRecord, RecordKind
-from relaysim.relay.profiles import PROFILES, Change, Profile, policy_changes
+from relaysim.relay.profiles import PROFILES, Change, Profile, policy_changes, sources_on
 from relaysim.relay.store import DeviceFacts, Store
 
 __all__ = ["ComplianceDesk", "Disclosure", "LegalProcess", "in_order"]
@@ -154,6 +154,8 @@ class Disclosure:
     # the order named an account that does not exist: that is the answer ("no such account")
     no_such_account: bool = False
     served_on: str | None = None  # a party other than the relay's operator (a backup custodian)
+    # The profile's sources, as of the day the order was served (relay.profiles.sources_on): listed under "Sources".
+    sources: tuple[str, ...] = ()
     # The row fields (of account created, device info, last seen) the provider keeps only to the day:
     # shown as a date, never as a time of day nobody recorded (Threema's "ID creation date", Signal's
     # "last connection date").
@@ -193,6 +195,7 @@ class Disclosure:
             "decryption_attempts": self.decryption,
             "content_keys_held": self.content_keys,
             "notes": self.notes,
+            **({"sources": list(self.sources)} if self.sources else {}),
         }
 
     def summary(self) -> dict[str, Any]:
@@ -283,6 +286,13 @@ class Disclosure:
             lines += ["", "## Trying to read the ciphertext", "", text]
         if self.notes:
             lines += ["", "## Notes", "", *[f"- {n}" for n in self.notes]]
+        if self.sources:
+            lines += [
+                "",
+                f"## Sources the profile `{self.profile}` cites (docs/record.md: what of them is on the record)",
+                "",
+                *[f"- {md_text(s)}" for s in self.sources],
+            ]
         return "\n".join(lines) + "\n"
 
 
@@ -527,7 +537,11 @@ class ComplianceDesk:
     def _serve(self, process: LegalProcess) -> Disclosure:
         instrument = process.instrument
         d = Disclosure(
-            process, self.profile.name, response=self.profile.response_to(instrument), days=self._day_fields()
+            process,
+            self.profile.name,
+            response=self.profile.response_to(instrument),
+            days=self._day_fields(),
+            sources=sources_on(self.profile, self._served_day(process)),
         )
         answered = process.answered if d.response != "complied" and process.answered is not None else None
         d.history.append((d.response, process.served if answered is None else answered))
@@ -540,6 +554,8 @@ class ComplianceDesk:
             )
         if instrument.note:
             d.notes.append(f"{instrument.note}.")
+        if instrument.citation:
+            d.notes.append(f"Citation: {instrument.citation}.")
         for caveat in instrument.caveats_on(
             self._served_day(process)
         ):  # what the record leaves open of the day

@@ -244,7 +244,8 @@ _IT_ACT_69_2009_RECORD = (
     "2008 (Act 10 of 2009, assent 2009-02-05) came into force, with the Information Technology (Procedure and "
     "Safeguards for Interception, Monitoring and Decryption of Information) Rules 2009 (G.S.R. 780(E)), on "
     "2009-10-27 (The Hindu, 'Amended IT Act to prevent cyber crime comes into effect'; notified with effect from "
-    "27/10/2009; the notification's gazette number is not in the record, nor here)"
+    "27/10/2009; the notification's gazette number is not in the record, nor here: the project's citation, the record "
+    "names s.69 and the Rules without a date)"
 )
 
 # India's power to compel before s.69 (as substituted) was in force: an order under s.5(2) of the Telegraph Act
@@ -374,24 +375,26 @@ _TOLA_2018 = date(2018, 12, 8)
 _TOLA_2018_RECORD = (
     "the TOLA Act 2018 (Telecommunications and Other Legislation Amendment (Assistance and Access) Act 2018, "
     "No. 148 of 2018), which inserted Part 15 into the Telecommunications Act 1997, received Royal Assent on "
-    "2018-12-08 (legislation.gov.au); the day Part 15 came into force is not kept here, which Royal Assent does "
+    "2018-12-08 (legislation.gov.au, the project's citation: the record names the Act without a date); the day Part 15 came into force is not kept here, which Royal Assent does "
     "not settle, so the date is the Royal Assent's: the earliest it can have been"
 )
 # Said in a dated run's disclosure under a TOLA instrument, as the IPA's: the day is Royal Assent's.
 _TOLA_2018_CAVEAT = (
-    "the TOLA Act 2018 is dated here by its Royal Assent (2018-12-08, legislation.gov.au), not by the day Part 15 of "
+    "the TOLA Act 2018 is dated here by its Royal Assent (2018-12-08, legislation.gov.au: the project's citation; the "
+    "record names the Act, not the day), not by the day Part 15 of "
     "the Telecommunications Act 1997, which it inserted ({section}), came into force: that it was in force on this "
     "day is the project's assumption"
 )
 _IFTA_2013 = date(2013, 2, 20)
 _IFTA_2013_RECORD = (
     "the Investigation for Fair Trial Act 2013 (Act No. I of 2013) received the President's assent on 2013-02-20 "
-    "(Gazette of Pakistan, Extraordinary, Part I, 2013-02-22); the day it came into force is not kept here, which "
+    "(Gazette of Pakistan, Extraordinary, Part I, 2013-02-22, the project's citation: the record names the Act without "
+    "a date); the day it came into force is not kept here, which "
     "assent does not settle, so the date is the assent's: the earliest it can have been"
 )
 _IFTA_2013_CAVEAT = (
     "the Investigation for Fair Trial Act 2013 is dated here by the President's assent (2013-02-20, Gazette of "
-    "Pakistan), not by the day it came into force: that it was in force on this day is the project's assumption"
+    "Pakistan: the project's citation; the record names the Act, not the day), not by the day it came into force: that it was in force on this day is the project's assumption"
 )
 
 # The two demands modelled are acts, each made once, not powers: the PTA's, to monitor BES, and India's, that
@@ -417,6 +420,21 @@ _INDIA_DEMAND_2010_CAVEAT = (
 _PTA_DEMAND_2015_CAVEAT = (
     "the record dates the PTA's notice by its month, July 2015, not by its day: served in July 2015, this demand "
     "may be earlier than the notice itself (the run dates it 2015-07-01, the month's first day)"
+)
+
+# What the record names of the Canadian, British and Australian instruments, and what here is the project's citation.
+_CA_PART_VI_CITED = (
+    "the record names no Canadian instrument: Part VI of the Criminal Code, s.186, and a judge's authorization are "
+    "the project's citation"
+)
+_IPA_CITED = (
+    "the record names the Investigatory Powers Act 2016 and its technical capability notices, not the Act's "
+    "sections nor its interception warrants: {what} are the project's citation (legislation.gov.uk/ukpga/2016/25)"
+)
+_TOLA_CITED = (
+    "the record names the TOLA Act 2018's technical assistance requests and notices and technical capability notices, "
+    "not their sections: Part 15 of the Telecommunications Act 1997, ss.317B, 317G, 317L, 317T and 317ZG, and who "
+    "gives each, are the project's citation (legislation.gov.au)"
 )
 
 _BASIC = frozenset({"subscriber_info", "account_created", "last_seen", "ip_addresses", "device_info"})
@@ -452,6 +470,10 @@ class Instrument:
     # for, and hands nothing over by itself (relay.compliance says, per category, what would be built).
     builds: bool = False
     note: str = ""  # said in every disclosure under it (what the law lets the provider do with it)
+    # What of ``statute``, ``title`` and ``note`` (sections, who issues or approves it, its standard) is the
+    # project's citation, not the record's (docs/record.md, "Instruments and their dates"): said in every
+    # disclosure under it. "": the record names all of it (the US instruments, India's, Pakistan's).
+    citation: str = ""
     # A forward-looking order's longest period from service (seconds); a longer one is a new order (an
     # extension). None: the record names no limit.
     max_period: float | None = None
@@ -520,7 +542,7 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "subpoena",
             "us",
             "subpoena",
-            "grand-jury or administrative subpoena: basic subscriber information",
+            "grand-jury or administrative subpoena, on no standard beyond relevance: basic subscriber information",
             "18 U.S.C. 2703(c)(2)",
             "back",
             True,
@@ -585,8 +607,8 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "preservation",
             "us",
             "preservation request",
-            "preservation request: freeze what is held at service, for 90 days (renewable); discloses "
-            "nothing by itself",
+            "preservation request, on no standard: freeze what is held at service, for 90 days (renewable); "
+            "discloses nothing by itself",
             "18 U.S.C. 2703(f)",
             "freeze",
             True,
@@ -702,6 +724,7 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "forward",
             True,
             _INTERCEPT,
+            citation=_CA_PART_VI_CITED,
         ),
         # United Kingdom.
         Instrument(
@@ -714,6 +737,9 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "forward",
             True,
             _INTERCEPT,
+            citation=_IPA_CITED.format(
+                what="a targeted interception warrant under s.15(2), who issues and approves one, and s.253(5)(c)"
+            ),
             since=_IPA_2016,
             since_record=_IPA_2016_RECORD,
             caveats=((None, _IPA_2016_CAVEAT.format(sections="Part 2 (s.15)")),),
@@ -729,6 +755,7 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             False,
             _INTERCEPT,
             builds=True,
+            citation=_IPA_CITED.format(what="s.253, s.253(5)(c) and the approval under s.254"),
             note="A technical capability notice obliges the operator to build a capability, here to "
             "intercept and hand over; it hands nothing over by itself (what the capability collects is "
             "then reached by an interception warrant). Among its obligations: removing electronic "
@@ -753,6 +780,7 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "forward",
             True,
             _INTERCEPT,
+            citation=_TOLA_CITED,
             note="A technical assistance request asks for help the provider may decline to give "
             "(Telecommunications Act 1997 s.317G); no penalty attaches to declining",
             since=_TOLA_2018,
@@ -770,6 +798,7 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             "forward",
             True,
             _INTERCEPT,
+            citation=_TOLA_CITED,
             note="A technical assistance notice requires only help the provider is already capable of giving "
             "(Telecommunications Act 1997 s.317L); it cannot require a systemic weakness (s.317ZG)",
             since=_TOLA_2018,
@@ -787,6 +816,7 @@ INSTRUMENTS: Final[Mapping[str, Instrument]] = {
             False,
             _INTERCEPT,
             builds=True,
+            citation=_TOLA_CITED,
             note="A technical capability notice requires the provider to build a capability "
             "(Telecommunications Act 1997 s.317T); it hands nothing over by itself (what the capability "
             "collects is then reached under an interception warrant). It must not require a systemic "

@@ -70,6 +70,7 @@ __all__ = [
     "get_profile",
     "policy_changes",
     "profile_as_of",
+    "sources_on",
 ]
 
 # The vocabulary and the instruments are rows in relay.legal; these are views of them.
@@ -677,7 +678,7 @@ IMESSAGE = Profile(
         )
     },
     sources=(
-        "Apple, 'Legal Process Guidelines' (iMessage capability query logs, 30 days)",
+        "Apple, 'Legal Process Guidelines' (iMessage capability query logs, 30 days; not on the record: docs/record.md)",
         "Apple, iMessage FAQ for law enforcement (published by The Intercept, 2016-09-28): a look-up "
         "'doesn't prove that any communication actually took place'",
         _FBI_CHART,
@@ -752,7 +753,7 @@ THREEMA = Profile(
     public_keys=True,
     device_facts=frozenset({"push_token"}),
     sources=(
-        "Threema, 'Transparency report' and law-enforcement guidelines (creation date, push token, public key)",
+        "Threema, 'Transparency report' and law-enforcement guidelines (creation date, push token, public key; not on the record: docs/record.md)",
         _FBI_CHART,
     ),
     discloses={
@@ -809,10 +810,10 @@ WICKR = Profile(
         _FBI_CHART,
         "Wickr, Privacy Policy (last modified 2016-02-29): Wickr cannot reveal anything about a user 'aside from "
         "the date your account was created, the date of last use and the type of device on which such account "
-        "was installed'",
+        "was installed' (not on the record: docs/record.md)",
         "Wickr, 'Information Request Reporting' (wickr.com/information-request-reporting): 'date of its creation, "
         "the date of last use, the total number of messages sent and/or received, the type of device on which "
-        "the account was created'",
+        "the account was created' (not on the record: docs/record.md)",
     ),
     discloses={p: frozenset({"account_created", "device_info", "last_seen", "message_counts"}) for p in ASKS},
     assumptions={
@@ -955,8 +956,9 @@ TELEGRAM_CLOUD = Profile(
         "it holds, handed over after the fact (that it hands nothing over in real time is the project's reading)"
     ),
     sources=(
-        "telegram.org/privacy §8.3 (IP address and phone number, on a court order; from September 2024 for any "
-        "criminal suspect)",
+        "telegram.org/privacy §8.3 (IP address and phone number: 2018 to August 2024 only for confirmed terror "
+        "suspects, the FBI chart's wording; from September 2024 to a valid order from judicial authorities naming "
+        "the user as a criminal suspect)",
         "telegram.org/faq: cloud chats are encrypted client-server and stored on Telegram's servers",
         _FBI_CHART,
     ),
@@ -1054,7 +1056,7 @@ LINE_LETTER_SEALING_OFF = replace(
         _FBI_CHART,
         f"{_LINE_GUIDELINES}: the information on a user's communications that may be disclosed includes the 'date "
         "that the communications were sent, the IP address of the device used, the port number of the device used, "
-        "text from chats'",
+        "text from chats' (not on the record: docs/record.md)",
     ),
     # LINE's guidelines (above) are cited for the chats; they are not on the record (docs/record.md), and what
     # the profile keeps back is said as the chart's word, as with Letter Sealing on
@@ -1146,7 +1148,7 @@ WIRE = Profile(
         "taken as served"
     ),
     sources=(
-        f"{_WIRE_PRIVACY}: §2.1 profiles, §2.2 user devices, §3.2 group data",
+        f"{_WIRE_PRIVACY}: §2.1 profiles, §2.2 user devices, §3.2 group data (not on the record: docs/record.md)",
         "Wire, 'Make your conversations safe and secure' (wire.com/en/blog/key-verification-secure-conversations, "
         "2017-01-16); support.wire.com, 'How can I compare key fingerprints?'",
     ),
@@ -1349,8 +1351,10 @@ BBM_CONSUMER = Profile(
     pen_register=True,
     sources=(
         "consumer PIN and BBM messages used one global key held by the provider; the RCMP held it from 2010 "
-        "and decrypted about a million PIN messages (Project Clemenza, reported in April 2016)",
+        "and decrypted about a million PIN messages (Project Clemenza, reported in April 2016; R v. Mirarchi)",
         "India 2012: an interception facility in Mumbai covers BBM and BIS e-mail, not BES",
+        "BlackBerry's lawful-access policy as reported (Dec 2015): location, who contacted whom and certain metadata "
+        "under a court order, not the correspondence",
     ),
     discloses={
         **{p: ASKS[p] for p in ASKS},
@@ -1424,6 +1428,8 @@ BES = Profile(
         "cannot provide the content of our customers' BES traffic'",
         "BlackBerry's lawful-access policy as reported (Dec 2015): location, who contacted whom and certain "
         "metadata under a court order, not the correspondence",
+        "India 2010-2013: an interception facility in Mumbai (2012) covers consumer BBM and BIS e-mail, not BES; "
+        "India accepted in 2013 that enterprise data must be obtained from the enterprise",
     ),
     discloses={
         **{p: ASKS[p] - {"content"} for p in ASKS},
@@ -1696,7 +1702,8 @@ _TEXT_FIELDS: Final = (
 )
 # The fields of Profile holding text that are not dated by the rewrite of a dated source (tests/sims/test_record_dates.py
 # holds every text field of Profile to be in _TEXT_FIELDS or here): names and keys, which cite nothing; the sources
-# (the profile's bibliography, said in no disclosure); the design's sources, said as of the run's date by a design
+# (the profile's bibliography, listed in every disclosure under "Sources" and dated there by ``sources_on``, not by a
+# change to the record); the design's sources, said as of the run's date by a design
 # change (HISTORY: WhatsApp's multi-device); and the first days (``since``, ``defences_since``), which refuse a run or
 # a defence set before them instead.
 _UNDATED_TEXT_FIELDS: Final = (
@@ -2114,3 +2121,38 @@ def policy_changes(name: str, when: date | datetime, served: date | datetime) ->
     start, on = _when(when), _when(served)
     assert start is not None and on is not None
     return tuple(c for c in HISTORY.get(name, ()) if c.policy and start < c.effective <= on)
+
+
+def sources_on(profile: Profile, day: date | datetime | None) -> tuple[str, ...]:
+    """``profile``'s sources as a disclosure served on ``day`` lists them (None: an undated run, today, as written):
+    each source citing a day after ``day`` says so beside it ("2016-10-04, after this date"), and each citing the FBI
+    chart before the chart's date says the chart is later, as the texts do (``_day_later``, ``_chart_later``). The
+    sources are not among ``_TEXT_FIELDS``: they are no policy, and a day only they cite is no change to the record
+    (``HISTORY``); they are dated here, where a disclosure lists them."""
+    on = _when(day)
+    if on is None:
+        return profile.sources
+    sources: Any = {i: text for i, text in enumerate(profile.sources)}
+    for cited in sorted(set().union(*map(_days_cited, profile.sources)) - {_FBI_CHART_DATE}):
+        if cited > on:
+            sources = _day_later(cited)(sources)
+    if on < _FBI_CHART_DATE:
+        sources = _chart_later(sources)
+    return tuple(_years_later(sources[i], profile.sources[i], on) for i in range(len(profile.sources)))
+
+
+# A year a source names alone (not as part of a day: "2021", "April 2016"); one after a disclosure's year is said to be
+# later at the source's end. (A month of the disclosure's own year is not told apart: the year is the same.)
+_YEAR_CITED = re.compile(r"(?<![\d-])(?:19|20)\d{2}(?![\d-])")
+
+
+def _years_later(source: str, written: str, on: date) -> str:
+    """``source`` (``written``, dated by its days) with the later years ``written`` names alone said at its end,
+    but a year one of its days, already said to be later, falls in."""
+    days_later = {d.year for d in _days_cited(written) if d > on}
+    named = {int(y) for y in _YEAR_CITED.findall(_DAY_CITED.sub("", written))}
+    later = sorted(y for y in named - days_later if y > on.year)
+    if not later:
+        return source
+    years = ", ".join(map(str, later))
+    return f"{source} ({years} {'is' if len(later) == 1 else 'are'} after this date)"

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -479,3 +480,76 @@ def test_a_later_answer_dates_a_refusal_and_never_a_compliance() -> None:
     (c,) = [d for d in sim.run().disclosures if d.process.process == "pta_demand"]
     assert c.history[0] == ("complied", c.process.served)
     assert demand.answered == 50.0
+
+
+# --- each instrument's name, statute and standard, as the record (docs/record.md) has them -----------------------
+
+# The record's table of US process (docs/record.md, from the reference's "Kinds of legal process"): per instrument,
+# its statute and the standard an order under it must meet.
+_US_RECORD = {
+    "subpoena": ("18 U.S.C. 2703(c)(2)", "no standard beyond relevance"),
+    "court_order_2703d": ("18 U.S.C. 2703(d)", "specific and articulable facts"),
+    "search_warrant": ("18 U.S.C. 2703(a)/(b)", "probable cause"),
+    "pen_register": ("18 U.S.C. 3121-3127", "certification of relevance"),
+    "wiretap": ("Title III, 18 U.S.C. 2518", "probable cause and necessity"),
+    "preservation": ("18 U.S.C. 2703(f)", "no standard"),
+}
+
+
+@pytest.mark.parametrize("key", sorted(_US_RECORD))
+def test_each_us_instrument_names_its_statute_and_its_standard(key: str) -> None:
+    """The subpoena's title named no standard (the record: none beyond relevance), nor the preservation request's
+    (none); the others named theirs."""
+    statute, standard = _US_RECORD[key]
+    i = INSTRUMENTS[key]
+    assert i.jurisdiction == "us" and i.statute == statute
+    assert standard in i.title and standard in i.description, i.title
+
+
+def test_an_instrument_the_record_does_not_name_in_full_says_what_is_the_projects_citation() -> None:
+    """The record names no Canadian instrument, the Investigatory Powers Act 2016 and its technical capability
+    notices without sections (nor its interception warrants), the TOLA Act 2018's requests and notices without
+    sections: Part VI s.186, s.15(2), s.253, s.317G... were given as the record's."""
+    cited = {k for k, i in INSTRUMENTS.items() if i.citation}
+    assert cited == {
+        "ca_part_vi_authorization",
+        "ipa_targeted_interception",
+        "ipa_tcn",
+        "tola_tar",
+        "tola_tan",
+        "tola_tcn",
+    }
+    for key in cited:
+        i = INSTRUMENTS[key]
+        assert "the project's citation" in i.citation, key
+        # every section the instrument names, in its statute, note or its jurisdiction's limit, is in the citation
+        said = " ".join([i.statute, i.note, JURISDICTIONS[i.jurisdiction].protection_limit])
+        for section in {
+            m.split(".", 1)[1].split("(")[0] for m in re.findall(r"\bs\.\d+[A-Z]*(?:\(\d+\))?", said)
+        }:
+            assert section in i.citation, (key, section)
+
+
+@pytest.mark.parametrize("process", ["ca_part_vi_authorization", "ipa_targeted_interception", "tola_tan"])
+def test_a_disclosure_under_an_instrument_beyond_the_record_says_so(process: str) -> None:
+    sc = parse_scenario(
+        _ORDER.format(order=f'process = "{process}"\ntarget = "a"') + '[relay]\nprofile = "bbm-consumer"\n',
+        "x.toml",
+    )
+    (d,) = Simulation(sc, db_path=":memory:").run().disclosures
+    (note,) = [n for n in d.notes if n.startswith("Citation: ")]
+    assert (
+        note == f"Citation: {INSTRUMENTS[process].citation}." and "the project's citation" in d.to_markdown()
+    )
+
+
+def test_the_day_of_a_law_the_record_names_without_one_is_said_as_the_projects_citation() -> None:
+    """The IPA's Royal Assent said so; the TOLA Act's (legislation.gov.au), the Fair Trial Act's (Gazette of Pakistan)
+    and s.69's commencement (The Hindu) were given as the record's, though the record dates none of them."""
+    for key, i in INSTRUMENTS.items():
+        if i.since is None or i.demand:  # the two demands are dated by the record itself
+            continue
+        assert "the project's citation" in i.since_record, (key, i.since_record)
+        for _until, caveat in i.caveats:
+            if re.search(r"\d{4}-\d{2}-\d{2}", caveat):
+                assert "the project's citation" in caveat, (key, caveat)

@@ -678,8 +678,8 @@ def _notes_under(process: str, start: str) -> str:
             "ifta_warrant",
             "2014-01-01",
             None,
-            "dated here by the President's assent (2013-02-20, Gazette of Pakistan), "
-            "not by the day it came into force",
+            "dated here by the President's assent (2013-02-20, Gazette of Pakistan: the project's citation; the "
+            "record names the Act, not the day), not by the day it came into force",
         ),
         # a UK technical capability notice is on record by February 2025 (Apple's ADP)
         ("ipa_tcn", "2019-06-01", "2025-03-01", "not by the day s.253 came into force"),

@@ -17,7 +17,15 @@ from typing import Any
 import pytest
 
 from relaysim.relay.compliance import Disclosure
-from relaysim.relay.profiles import HISTORY, POLICY_FIELDS, PROFILES, Profile, get_profile, profile_as_of
+from relaysim.relay.profiles import (
+    HISTORY,
+    POLICY_FIELDS,
+    PROFILES,
+    Profile,
+    get_profile,
+    profile_as_of,
+    sources_on,
+)
 from relaysim.sims.scenario import builtin_scenarios, parse_scenario, resolve_scenario
 from relaysim.sims.world.simulation import Simulation
 
@@ -880,18 +888,45 @@ def _prose_of_the_record() -> dict[str, str]:
 
 def _disclosed_texts_of_the_relay() -> dict[str, str]:
     """What the relay's profiles say in a disclosure (every text field), as of today and as of the day before each
-    dated change: relay/profiles.py's texts that reach output."""
+    dated change, and as an order served on a later day in a run set on one of those shows them (``served``: the
+    policy changes, and the rewrites of a record dated later, as of the day served; the design changes as of the
+    run's day): relay/profiles.py's texts that reach output."""
     texts = {}
     for name, profile in PROFILES.items():
-        days = sorted({c.effective - timedelta(days=1) for c in HISTORY.get(name, ())})
+        changes = HISTORY.get(name, ())
+        days = sorted({c.effective - timedelta(days=1) for c in changes})
+        served_days = sorted({*days, *(c.effective for c in changes)})
         for day in [None, *days]:
             if day is not None and profile.not_yet(day) is not None:
                 continue
-            as_of = profile_as_of(name, day)
-            for field in PROFILE_TEXT_FIELDS:
-                for i, text in enumerate(_texts(getattr(as_of, field))):
-                    texts[f"profile {name} as of {day or 'today'}: {field} #{i}"] = text
+            for served in [None, *(s for s in served_days if day is not None and s > day)]:
+                as_of = profile_as_of(name, day, served=served)
+                for field in PROFILE_TEXT_FIELDS:
+                    for i, text in enumerate(_texts(getattr(as_of, field))):
+                        on = f", served {served}" if served else ""
+                        texts[f"profile {name} as of {day or 'today'}{on}: {field} #{i}"] = text
     return texts
+
+
+def test_the_relays_texts_checked_for_legal_names_include_those_of_an_order_served_later() -> None:
+    """The legal-name test read the texts as of a run's day alone; an order served after a policy change in a run
+    set before it shows the texts as served (Telegram's of September 2024 in a run set in 2018)."""
+    texts = _disclosed_texts_of_the_relay()
+    served = {k for k in texts if ", served " in k}
+    assert any(k.startswith("profile telegram-cloud as of ") for k in served), sorted(served)[:5]
+    # every text an order served on a later day shows is among those the test reads
+    for name in sorted(HISTORY):
+        changes = HISTORY.get(name, ())
+        if not changes:
+            continue
+        first = min(c.effective for c in changes) - timedelta(days=1)
+        if PROFILES[name].not_yet(first) is not None:
+            continue
+        shown = profile_as_of(name, first, served=max(c.effective for c in changes))
+        said = set(texts.values())
+        for field in PROFILE_TEXT_FIELDS:
+            for text in _texts(getattr(shown, field)):
+                assert text in said, (name, field, text)
 
 
 def test_scenarios_docs_and_help_name_each_instrument_by_its_legal_name() -> None:
@@ -979,3 +1014,95 @@ def test_signals_groups_v2_design_source_says_ccs_2020_and_the_2021_response_are
         "its response of 2021 (Santa Clara County search warrant) is after this date" in source
     ) is response_later
     assert ("2021: Signal 'doesn't have access to'" in source) is not response_later, source
+
+
+# --- 28. the profiles' sources, listed in every disclosure and dated as of its day ---------------------------------
+
+
+def test_a_disclosure_lists_its_profiles_sources() -> None:
+    """The sources were said in no disclosure: a reader saw "(ACLU, 2016-10-04)" in a reason and nowhere the list."""
+    (d,) = _serve("signal", None, "subpoena")
+    assert d.sources == get_profile("signal").sources
+    md = d.to_markdown()
+    assert "## Sources the profile `signal` cites" in md
+    assert all(s in md for s in d.sources) and d.to_json()["sources"] == list(d.sources)
+
+
+_YEAR = re.compile(r"(?<![\d-])(?:19|20)\d{2}(?![\d-])")
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_a_source_dated_after_a_disclosures_day_says_it_is_later(name: str) -> None:
+    """As the texts (test 24): a source citing a day, or naming a year alone, after the day an order is served says
+    so; the FBI chart's before its date too; an undated run lists them as written."""
+    profile = get_profile(name)
+    assert sources_on(profile, None) == profile.sources
+    for day in (date(2011, 6, 1), date(2013, 1, 7), date(2016, 5, 1), date(2020, 6, 1), date(2021, 6, 1)):
+        if profile.not_yet(day) is not None:
+            continue
+        for written, said in zip(profile.sources, sources_on(profile, day), strict=True):
+            later_days = {d for d in _DAY.findall(written) if date.fromisoformat(d) > day}
+            for d in later_days:
+                assert f"{d}, after this date" in said, (name, day, said)
+            for year in {y for y in _YEAR.findall(written) if int(y) > day.year}:
+                later = rf"\b{year}(-\d\d-\d\d)?, after this date|\b{year}\b[^(]* after this date\)$"
+                assert re.search(later, said), (name, day, year, said)
+            if "chart" in written and day < CHART:
+                assert "the FBI chart cited here is dated 2021-01-07, after this date" in said
+            if not later_days and not any(int(y) > day.year for y in _YEAR.findall(written)):
+                assert said == written or "chart" in written, (name, day, said)
+
+
+def test_the_2016_subpoena_scenarios_disclosures_list_signals_sources_as_of_2016() -> None:
+    for d in Simulation(resolve_scenario("signal-subpoena-2016")).run().disclosures:
+        md = d.to_markdown()
+        assert "(ACLU, 2016-10-04, after this date)" in md
+        assert "search warrant, 2021 (2021 is after this date)" in md
+        assert "FOIA release 2021-11-19, after this date" in md
+
+
+def test_a_source_not_on_the_record_says_so() -> None:
+    """docs/record.md lists Apple's Legal Process Guidelines, Threema's transparency report, Wickr's privacy policy and
+    reporting page, LINE's guidelines and Wire's privacy whitepaper as not on the record: their sources said nothing."""
+    marked = {
+        (name, s.split(",")[0].split(" (")[0])
+        for name, p in PROFILES.items()
+        for s in p.sources
+        if "not on the record: docs/record.md" in s
+    }
+    assert marked == {
+        ("imessage", "Apple"),
+        ("threema", "Threema"),
+        ("wickr", "Wickr"),
+        ("line-letter-sealing-off", "LINE Corporation"),
+        ("wire", "Wire Privacy Whitepaper"),
+    }, marked
+    assert sum("not on the record" in s for s in get_profile("wickr").sources) == 2
+
+
+def test_telegrams_source_says_what_the_record_says_before_and_after_september_2024() -> None:
+    """It said "on a court order" for the years before 2024: the record has "only for confirmed terror suspects"."""
+    (policy,) = [s for s in get_profile("telegram-cloud").sources if "§8.3" in s]
+    assert "2018 to August 2024 only for confirmed terror suspects" in policy
+    assert (
+        "from September 2024 to a valid order from judicial authorities naming the user as a criminal suspect"
+        in (policy)
+    )
+
+
+@pytest.mark.parametrize("name", ["bbm-consumer", "bes"])
+def test_a_profile_citing_blackberrys_reported_policy_lists_it_among_its_sources(name: str) -> None:
+    """bbm-consumer's texts cite the policy as reported (John Chen, December 2015) throughout; its sources did not."""
+    profile = get_profile(name)
+    cites = any("John Chen" in t for f in PROFILE_TEXT_FIELDS for t in _texts(getattr(profile, f)))
+    assert cites
+    assert any("policy as reported (Dec 2015)" in s for s in profile.sources), profile.sources
+
+
+def test_bes_lists_the_record_of_india_among_its_sources() -> None:
+    """BES's texts cite India's facility (2012) and its acceptance (2013) under every Indian order; its sources named
+    only RIM, Pakistan and the reported policy."""
+    profile = get_profile("bes")
+    assert any("Mumbai" in t for f in PROFILE_TEXT_FIELDS for t in _texts(getattr(profile, f)))
+    (india,) = [s for s in profile.sources if s.startswith("India")]
+    assert "Mumbai (2012)" in india and "accepted in 2013" in india
