@@ -522,6 +522,29 @@ def _analyses(run: Path) -> dict[str, dict[str, Any]]:
     return {name: as_written(data) for name, (_a, data) in compute_analyses(run).items()}
 
 
+def relay_stores_read(run: Path) -> list[Path]:
+    """The relay.db files :func:`render_report` reads in the folder ``run``: the store of each run
+    whose page it computes (:func:`_analyses`: a run without analyze's pages; the run itself, or a
+    comparison's profiles' runs), none for the FBI chart (its matrix alone). What it reads is
+    checked by ``relaysim report`` before it reads (cli._newer_store); any other relay.db there is
+    warned of, not refused."""
+    run = Path(run)
+    if (run / "matrix.json").is_file():
+        return []
+    runs = [run]
+    if (run / "comparison.json").is_file():
+        try:
+            profiles = loads(read_run_text(run / "summary.json")).get("compare_profiles") or []
+        except (OSError, ValueError, AttributeError):  # (render_report names what is wrong there)
+            profiles = []
+        runs = [run / p for p in profiles if isinstance(p, str)] if isinstance(profiles, list) else []
+    return [
+        r / "relay.db"
+        for r in runs
+        if not ((r / "analysis").is_dir() and any((r / "analysis").glob("*.json")))
+    ]
+
+
 def _svg(nodes: list[str], edges: list[tuple[str, str, str]], label: str) -> str:
     """A circular layout (networkx, nodes in sorted order: deterministic) as inline SVG; ``edges`` as
     (a, b, class)."""
