@@ -1946,7 +1946,7 @@ def test_a_directory_listing_accounts_not_in_the_run_is_warned_of_naming_them(
     tf_run: Path, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """directory.json listing accounts the run has not (``{"x": "clinic"}``) was passed over without a
-    word: a warning names them; an account of the run (amira) is not named; the command goes on."""
+    word: a warning names them; an account of the run (amira) is not among them; the command goes on."""
     run = tmp_path / "run"
     shutil.copytree(tf_run, run)
     (run / "directory.json").write_text(json.dumps({"x": "clinic", "amira": "clinic"}), encoding="utf-8")
@@ -1957,10 +1957,27 @@ def test_a_directory_listing_accounts_not_in_the_run_is_warned_of_naming_them(
         "nowhere ('x'): passed over in the trait inferences\n"
     )
     assert said in err, err
+    assert "nowhere ('amira'" not in err, err  # (a person of the run: the warning of its own, below)
+
+
+@pytest.mark.parametrize("command", ["analyze", "report"])
+def test_a_person_listed_in_the_directory_as_an_organisation_is_warned_of(
+    tf_run: Path, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A person of the run (amira) listed in directory.json as an organisation was left out of the
+    people the trait inferences judge (sims.analysis.traits: every account not in the directory),
+    saying nothing: a warning names the account; the command goes on."""
+    run = tmp_path / "run"
+    shutil.copytree(tf_run, run)
     (run / "directory.json").write_text(json.dumps({"amira": "clinic"}), encoding="utf-8")
-    shutil.rmtree(run / "analysis", ignore_errors=True)
     assert main([command, str(run)]) == 0
-    assert "directory.json" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    said = (
+        f"relaysim {command}: warning: {run / 'directory.json'}: lists 1 account of the run as an organisation, "
+        "not named as relaysim names one (KIND-1, KIND-2, …: a person) ('amira'): it is left out of the "
+        "people judged in the trait inferences\n"
+    )
+    assert said in err, err
 
 
 def test_show_report_and_analyze_number_a_transcript_s_lines_alike_in_one_wording(
@@ -1993,3 +2010,4 @@ def test_show_report_and_analyze_number_a_transcript_s_lines_alike_in_one_wordin
         assert main([command, str(run)]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"relaysim {command}: {transcript}: line 5: not "), err
+
