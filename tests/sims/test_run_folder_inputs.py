@@ -2011,3 +2011,39 @@ def test_show_report_and_analyze_number_a_transcript_s_lines_alike_in_one_wordin
         err = capsys.readouterr().err
         assert err.startswith(f"relaysim {command}: {transcript}: line 5: not "), err
 
+
+def test_report_says_a_directory_edited_since_analyze_wrote_its_pages(
+    tf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """report reads analyze's pages (analysis/) and not directory.json, which may have been edited
+    since: it went unsaid. Each page records the directory it was made with; report compares it with
+    the file and warns, naming the file, an account listed otherwise and how to write the pages again.
+    A directory as analyze read it, or none then and none now, is no warning."""
+    run = copy_of(tf_run, tmp_path)
+    assert main(["analyze", str(run)]) == 0
+    assert main(["report", str(run)]) == 0
+    assert "directory.json" not in capsys.readouterr().err  # (none then, none now)
+    (run / "directory.json").write_text(json.dumps({"clinic-1": "clinic"}), encoding="utf-8")
+    assert main(["report", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert (
+        f"relaysim report: warning: {run / 'directory.json'}: changed since relaysim analyze wrote " in err
+    ), err
+    assert "clinic-1: 'clinic' now, not listed then" in err and f"relaysim analyze {run}" in err, err
+    assert main(["analyze", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["report", str(run)]) == 0
+    assert "changed since" not in capsys.readouterr().err  # (analysed again: the same directory)
+    (run / "directory.json").write_text(json.dumps({"clinic-1": "bank"}), encoding="utf-8")
+    assert main(["report", str(run)]) == 0
+    assert "clinic-1: 'bank' now, 'clinic' then" in capsys.readouterr().err
+    # a page of an older relaysim records how many accounts the directory listed, not which
+    for page in (run / "analysis").glob("*.json"):
+        data = json.loads(page.read_text(encoding="utf-8"))
+        del data["analysis"]["sensitive_traits"]["directory"]
+        page.write_text(json.dumps(data), encoding="utf-8")
+    assert main(["report", str(run)]) == 0
+    assert "changed since" not in capsys.readouterr().err  # (1 then, 1 now: cannot tell)
+    (run / "directory.json").write_text(json.dumps({"clinic-1": "bank", "bank-1": "bank"}), encoding="utf-8")
+    assert main(["report", str(run)]) == 0
+    assert "(it lists 2 accounts, the page was made with 1)" in capsys.readouterr().err
