@@ -602,6 +602,14 @@ class LegalProcessEvent(TimelineEvent):
         """Whether the order is served on the operator of a relay run under ``profile``."""
         return not self.profiles or profile in self.profiles
 
+    def order_names(self) -> tuple[str, ...]:
+        """The names of the orders it serves, which name their disclosures (summary.json's
+        ``disclosures``, ``disclosures/NAME.json``): its own, or, when it names several accounts
+        (``targets``), one per account, ``NAME-ACCOUNT`` (a number's ``+`` left out)."""
+        if self.targets:
+            return tuple(f"{self.name}-{target.lstrip('+')}" for target in self.targets)
+        return (self.name,)
+
 
 @dataclass(frozen=True, kw_only=True)
 class ExceptionalAccess(TimelineEvent):
