@@ -672,7 +672,8 @@ class _LoggedPages:
     def _master_rows(self, size: int, usable: int, encoding: str) -> list[tuple[str, str]]:
         """The (type, name) of every row of sqlite_master, its b-tree walked from page 1."""
         rows: list[tuple[str, str]] = []
-        todo, seen = [1], set()
+        todo: list[int] = [1]
+        seen: set[int] = set()
         while todo:
             number = todo.pop()
             if number in seen or len(seen) > 100_000:
@@ -714,7 +715,7 @@ class _LoggedPages:
                 payload += spill[4:usable]
             payload = payload[:length]
         header, at = _varint(payload, 0)
-        types = []
+        types: list[int] = []
         while at < header and len(types) < 2:
             serial, at = _varint(payload, at)
             types.append(serial)

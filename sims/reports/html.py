@@ -541,18 +541,19 @@ def _directory_since(run: Path, folder: Path, pages: dict[str, Any]) -> None:
     for name, page in pages.items():
         analysis = page.get("analysis") if isinstance(page, dict) else None
         traits = analysis.get("sensitive_traits") if isinstance(analysis, dict) else None
+        counted = traits.get("directory_accounts") if isinstance(traits, dict) else None
         if traits is None:
             then: dict[str, Any] | None = {}
         elif isinstance(traits, dict) and isinstance(traits.get("directory"), dict):
             then = traits["directory"]
-        elif isinstance(traits, dict) and traits.get("directory_accounts") not in (None, len(now)):
+        elif counted not in (None, len(now)):
             then = None  # (an older page: its count alone)
         else:
             continue  # (nothing recorded to tell by)
         if then == now:
             continue
         if then is None:
-            how = f"it lists {len(now)} accounts, the page was made with {traits.get('directory_accounts')}"
+            how = f"it lists {len(now)} accounts, the page was made with {counted}"
         else:
             changed = sorted(a for a in {*then, *now} if then.get(a) != now.get(a))
             first = changed[0]
