@@ -537,9 +537,7 @@ def schema_version_of(path: str | os.PathLike[str]) -> int | None:
     it written or a file made beside it; None for a file SQLite cannot read. (``mode=ro`` made
     ``-wal`` and ``-shm`` beside a WAL store and left them: a read-only connection does not remove
     them.) Without a write-ahead log beside it the file is whole, and read as immutable (no lock, no
-    file made); with one, the pages it needs are read from the log and the file themselves
-    (:class:`_LoggedPages`): a copy of both, read to learn one number, was gigabytes for a
-    city-sized store."""
+    file made); with one, a copy of both is read, in a folder of its own."""
     read = _read_schema(path)
     return None if read is None else read[0]
 
@@ -548,6 +546,8 @@ def _read_schema(path: str | os.PathLike[str]) -> tuple[int, list[str] | None] |
     """The schema version of the file at ``path`` and the names of its tables (None if they are not
     UTF-8: a damaged schema), read as :func:`schema_version_of` says; None for a file SQLite cannot
     read."""
+    import shutil
+    import tempfile
     from pathlib import Path
 
     db = Path(path).resolve()
@@ -555,213 +555,30 @@ def _read_schema(path: str | os.PathLike[str]) -> tuple[int, list[str] | None] |
         logged = os.stat(f"{db}-wal").st_size > 0
     except OSError:
         logged = False
-    if logged:  # (what the store wrote last may be in the log alone: its schema's version too)
-        try:
-            return _LoggedPages(db).schema()
-        except (OSError, ValueError, IndexError):
-            return None
     try:
-        con = sqlite3.connect(f"{db.as_uri()}?mode=ro&immutable=1", uri=True)
-        try:
-            version = con.execute("PRAGMA user_version").fetchone()[0]
+        with tempfile.TemporaryDirectory(prefix="relaysim-schema-") as folder:
+            uri = f"{db.as_uri()}?mode=ro&immutable=1"
+            if logged:  # (what the store wrote last may be in the log alone: its schema's version too)
+                shutil.copyfile(db, os.path.join(folder, "relay.db"))
+                shutil.copyfile(f"{db}-wal", os.path.join(folder, "relay.db-wal"))
+                uri = f"{Path(folder, 'relay.db').as_uri()}?mode=ro"
+            con = sqlite3.connect(uri, uri=True)
             try:
-                tables: list[str] | None = [
-                    row[0]
-                    for row in con.execute(
-                        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
-                    )
-                ]
-            except UnicodeDecodeError:  # (a damaged schema: what reads the file says so, naming it)
-                tables = None
-        finally:
-            con.close()
-    except sqlite3.Error:
+                version = con.execute("PRAGMA user_version").fetchone()[0]
+                try:
+                    tables: list[str] | None = [
+                        row[0]
+                        for row in con.execute(
+                            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
+                        )
+                    ]
+                except UnicodeDecodeError:  # (a damaged schema: what reads the file says so, naming it)
+                    tables = None
+            finally:
+                con.close()
+    except (sqlite3.Error, OSError):
         return None
     return (version, tables) if isinstance(version, int) else None
-
-
-class _LoggedPages:
-    """The pages of a SQLite database in WAL mode as a reader sees them: each page from the last
-    frame of it in the write-ahead log up to the last commit, else from the database file. Read by
-    the formats SQLite documents ("Database File Format": 1.3, the database header; 1.6, b-tree
-    pages; 2.1, records; 4.1, the WAL file format and its checksums; 4.4, which frames a reader
-    takes: those up to the last valid commit frame, whose salts match the log's header and whose
-    checksums match the running sum), reading only the pages asked for: the schema's, a few of
-    them, whatever the size of the store. The log is read through once, frame headers and
-    checksums, for the frames that count (it is checkpointed back into the file every 1,000
-    pages by default, so a few MB)."""
-
-    def __init__(self, db: os.PathLike[str]) -> None:
-        import struct
-
-        self._file = open(db, "rb")  # noqa: SIM115 (closed by schema())
-        self._frames: dict[int, int] = {}  # page number -> offset of its page in the log
-        self._log_page_size = 0
-        self._wal = open(f"{os.fspath(db)}-wal", "rb")  # noqa: SIM115
-        header = self._wal.read(32)
-        if len(header) < 32:
-            return
-        magic, _version, page_size, _seq, salt1, salt2, c1, c2 = struct.unpack(">8I", header)
-        if magic not in (0x377F0682, 0x377F0683) or not _page_size_ok(page_size):
-            return  # (SQLite takes a log with another header for none)
-        order = ">" if magic & 1 else "<"
-        sums = _wal_checksum(header[:24], order, 0, 0)
-        if sums != (c1, c2):
-            return
-        pending: dict[int, int] = {}
-        offset = 32
-        while True:
-            frame = self._wal.read(24 + page_size)
-            if len(frame) < 24 + page_size:
-                break
-            page, size_after, s1, s2, f1, f2 = struct.unpack(">6I", frame[:24])
-            if (s1, s2) != (salt1, salt2) or page == 0:
-                break
-            sums = _wal_checksum(frame[24:], order, *_wal_checksum(frame[:8], order, *sums))
-            if sums != (f1, f2):
-                break
-            pending[page] = offset + 24
-            if size_after:  # a commit frame: the transaction's frames count
-                self._frames.update(pending)
-                pending.clear()
-            offset += 24 + page_size
-        self._log_page_size = page_size if self._frames else 0
-
-    def page(self, number: int, size: int) -> bytes:
-        """Page ``number`` (from 1) of ``size`` bytes, as a reader sees it; short if neither holds it."""
-        where = self._frames.get(number)
-        if where is not None and size == self._log_page_size:
-            self._wal.seek(where)
-            return self._wal.read(size)
-        self._file.seek((number - 1) * size)
-        return self._file.read(size)
-
-    def schema(self) -> tuple[int, list[str] | None] | None:
-        """:func:`_read_schema`'s answer: the version and the tables' names; None for no database."""
-        try:
-            if 1 in self._frames:
-                first = self.page(1, self._log_page_size)
-            else:
-                first = self._file.read(100)
-                if not first:
-                    return (0, [])  # (an empty file: SQLite reads it as an empty database)
-            if len(first) < 100 or not first.startswith(b"SQLite format 3\x00"):
-                return None
-            size = int.from_bytes(first[16:18], "big")
-            size = 65536 if size == 1 else size
-            if not _page_size_ok(size):
-                return None
-            usable = size - first[20]
-            encoding = {1: "utf-8", 2: "utf-16-le", 3: "utf-16-be"}.get(
-                int.from_bytes(first[56:60], "big"), "utf-8"
-            )
-            version = int.from_bytes(first[60:64], "big", signed=True)
-            try:
-                tables = [
-                    name
-                    for kind, name in self._master_rows(size, usable, encoding)
-                    if kind == "table" and not name.lower().startswith("sqlite")
-                ]
-            except UnicodeDecodeError:
-                return (version, None)
-            return (version, tables)
-        finally:
-            self._file.close()
-            self._wal.close()
-
-    def _master_rows(self, size: int, usable: int, encoding: str) -> list[tuple[str, str]]:
-        """The (type, name) of every row of sqlite_master, its b-tree walked from page 1."""
-        rows: list[tuple[str, str]] = []
-        todo: list[int] = [1]
-        seen: set[int] = set()
-        while todo:
-            number = todo.pop()
-            if number in seen or len(seen) > 100_000:
-                raise ValueError("a loop in the schema's b-tree")
-            seen.add(number)
-            page = self.page(number, size)
-            at = 100 if number == 1 else 0
-            if len(page) < at + 8:
-                raise ValueError(f"page {number} is past the end of the file")
-            kind, count = page[at], int.from_bytes(page[at + 3 : at + 5], "big")
-            cells = at + (12 if kind == 0x05 else 8)
-            pointers = [int.from_bytes(page[cells + 2 * i : cells + 2 * i + 2], "big") for i in range(count)]
-            if kind == 0x05:  # interior table page: left children, then the right-most one
-                todo.append(int.from_bytes(page[at + 8 : at + 12], "big"))  # (taken last: in key order)
-                todo.extend(int.from_bytes(page[p : p + 4], "big") for p in reversed(pointers))
-            elif kind == 0x0D:
-                for p in pointers:
-                    rows.append(self._master_row(page, p, size, usable, encoding))
-            else:
-                raise ValueError(f"page {number} is no table b-tree page")
-        return rows
-
-    def _master_row(self, page: bytes, at: int, size: int, usable: int, encoding: str) -> tuple[str, str]:
-        """The type and name in the sqlite_master cell at ``at`` of a leaf page."""
-        length, at = _varint(page, at)
-        _rowid, at = _varint(page, at)
-        most = usable - 35
-        if length <= most:
-            payload = page[at : at + length]
-        else:
-            least = (usable - 12) * 32 // 255 - 23
-            local = least + (length - least) % (usable - 4)
-            local = local if local <= most else least
-            payload = page[at : at + local]
-            following = int.from_bytes(page[at + local : at + local + 4], "big")
-            while len(payload) < length and following:  # overflow pages: next page's number, then data
-                spill = self.page(following, size)
-                following = int.from_bytes(spill[:4], "big")
-                payload += spill[4:usable]
-            payload = payload[:length]
-        header, at = _varint(payload, 0)
-        types: list[int] = []
-        while at < header and len(types) < 2:
-            serial, at = _varint(payload, at)
-            types.append(serial)
-        texts, at = [], header
-        for serial in types:
-            width = (serial - 13) // 2 if serial >= 13 and serial % 2 else None
-            if width is None:
-                raise ValueError("a schema row whose type or name is no text")
-            texts.append(payload[at : at + width].decode(encoding))
-            at += width
-        if len(texts) < 2:
-            raise ValueError("a schema row without a type and a name")
-        return texts[0], texts[1]
-
-
-def _page_size_ok(size: int) -> bool:
-    """A page size SQLite allows: a power of two from 512 to 65536."""
-    return 512 <= size <= 65536 and size & (size - 1) == 0
-
-
-def _wal_checksum(data: bytes, order: str, s0: int, s1: int) -> tuple[int, int]:
-    """SQLite's running checksum of a WAL header or frame ("Database File Format" 4.1), continued
-    from (s0, s1) over ``data`` (a multiple of 8 bytes), its words read in ``order``."""
-    import struct
-
-    words = struct.unpack(f"{order}{len(data) // 4}I", data)
-    for i in range(0, len(words), 2):
-        s0 = (s0 + words[i] + s1) & 0xFFFFFFFF
-        s1 = (s1 + words[i + 1] + s0) & 0xFFFFFFFF
-    return s0, s1
-
-
-def _varint(data: bytes, at: int) -> tuple[int, int]:
-    """SQLite's variable-length integer at ``at`` ("Database File Format" 1.6): its value, and where
-    the next thing begins."""
-    value = 0
-    for i in range(9):
-        if at + i >= len(data):
-            raise ValueError("a record cut short")
-        byte = data[at + i]
-        if i == 8:
-            return (value << 8) | byte, at + 9
-        value = (value << 7) | (byte & 0x7F)
-        if byte < 0x80:
-            return value, at + i + 1
-    raise AssertionError("unreachable")
 
 
 def refuse_a_newer_schema(path: str | os.PathLike[str]) -> None:

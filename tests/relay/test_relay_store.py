@@ -140,61 +140,6 @@ def test_another_programs_sqlite_database_is_refused_untouched(tmp_path: Path) -
         assert path.read_bytes() == before
 
 
-def _leave_in_the_log(path: Path, sql: str) -> None:
-    """Run ``sql`` on the WAL store at ``path`` in a process that exits without closing it: what it
-    wrote stays in relay.db-wal alone (no checkpoint)."""
-    import subprocess
-    import sys
-
-    code = (
-        "import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('PRAGMA wal_autocheckpoint=0');"
-        f"c.executescript({sql!r}); c.commit(); os._exit(0)"
-    )
-    subprocess.run([sys.executable, "-c", code, str(path)], check=True)
-
-
-def test_a_schema_version_changed_only_in_the_log_is_read_without_copying_the_store(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """schema_version_of copied the store and its write-ahead log into a folder of their own to read
-    one number (gigabytes for a city-sized relay.db). It reads the pages it needs from the log and
-    the file (SQLite's WAL format): a version, and tables, changed only in the log are read as a
-    reader of the store reads them, the files left as they were and none made."""
-    import shutil
-
-    path = tmp_path / "relay.db"
-    Store(path).close()
-    with sqlite3.connect(path) as db:  # (a store of some size: the copy grew with it)
-        db.execute("CREATE TABLE ballast (x BLOB)")
-        db.executemany("INSERT INTO ballast VALUES (?)", [(os.urandom(4000),) for _ in range(200)])
-    db.close()
-    _leave_in_the_log(path, f"PRAGMA user_version = {SCHEMA_VERSION + 3}; CREATE TABLE scratch (x)")
-    assert (tmp_path / "relay.db-wal").stat().st_size > 0
-    immutable = sqlite3.connect(f"{path.as_uri()}?mode=ro&immutable=1", uri=True)
-    assert immutable.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION  # the file alone
-    immutable.close()
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-
-    def no_copy(*args: object, **kwargs: object) -> None:
-        raise AssertionError(f"copied: {args}")
-
-    monkeypatch.setattr(shutil, "copyfile", no_copy)
-    assert store_module.schema_version_of(path) == SCHEMA_VERSION + 3
-    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 3} is newer"):
-        store_module.refuse_another_schema(path)
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
-    # a database of another program's, its tables made in the log alone, is named with them
-    other = tmp_path / "other" / "photos.db"
-    other.parent.mkdir()
-    with sqlite3.connect(other) as db:
-        db.execute("PRAGMA journal_mode=WAL")
-    db.close()
-    _leave_in_the_log(other, "CREATE TABLE photos (id INTEGER PRIMARY KEY); CREATE TABLE albums (id)")
-    assert store_module.schema_version_of(other) == 0
-    with pytest.raises(StoreError, match="tables of its own: albums, photos"):
-        store_module.refuse_another_schema(other)
-
-
 def test_an_empty_file_is_a_new_store(tmp_path: Path) -> None:
     """A file of 0 bytes (``touch relay.db``) holds nothing to lose: SQLite takes it for an empty
     database, and the relay makes its store there."""
